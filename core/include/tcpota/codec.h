@@ -1,0 +1,221 @@
+/*
+ * codec.h - tcpota protocol v1 frames and messages (docs/protocol.md).
+ *
+ * A frame is: type u8, flags u8 (0 in v1), payload length u16 LE, payload,
+ * CRC32C u32 LE over everything before it. The decoder takes input split
+ * at any byte and hands out one whole, CRC-checked frame at a time from a
+ * buffer the caller owns; an oversized length is refused as soon as the
+ * four header bytes are in, before any payload is buffered.
+ *
+ * A payload is a fixed part followed by TLV fields (tag u8, length u16 LE,
+ * value). Tags with bit 0x80 set are critical: a reader that does not know
+ * one must refuse the message; other unknown tags are skipped, so later
+ * versions can add fields without breaking this one. DATA is the exception:
+ * after its fixed offset come the image bytes.
+ *
+ * struct tcpota_msg is the decoded form of every message. Decoding never
+ * copies: byte strings point into the frame buffer and stay valid until
+ * the decoder is fed again.
+ */
+#ifndef TCPOTA_CODEC_H
+#define TCPOTA_CODEC_H
+
+#include "tcpota.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TCPOTA_FRAME_HEAD 4u     /* type, flags, length */
+#define TCPOTA_FRAME_TAIL 4u     /* CRC32C */
+#define TCPOTA_FRAME_OVERHEAD 8u /* head + tail */
+#define TCPOTA_DATA_FIXED 4u     /* DATA: offset before the bytes */
+#define TCPOTA_MAX_PAYLOAD 16384u /* no frame payload is ever larger */
+#define TCPOTA_MIN_PAYLOAD 512u   /* every peer accepts at least this */
+#define TCPOTA_MAX_STR 64u        /* device id; model/version: 32 */
+#define TCPOTA_MAX_MANIFEST 1024u
+
+enum tcpota_type {
+    TCPOTA_T_HELLO = 0x01,     /* device -> server, first frame */
+    TCPOTA_T_WELCOME = 0x02,   /* server -> device, answer to HELLO */
+    TCPOTA_T_OFFER = 0x03,     /* server -> device: an image to take */
+    TCPOTA_T_NO_UPDATE = 0x04, /* server -> device: nothing to take */
+    TCPOTA_T_ACCEPT = 0x05,    /* device -> server: send from offset */
+    TCPOTA_T_DECLINE = 0x06,   /* device -> server: will not take it */
+    TCPOTA_T_DATA = 0x07,      /* server -> device: image bytes */
+    TCPOTA_T_ACK = 0x08,       /* device -> server: bytes durable */
+    TCPOTA_T_COMPLETE = 0x09,  /* device -> server: image verified or not */
+    TCPOTA_T_ERROR = 0x0a,     /* either way: fatal error, then close */
+    TCPOTA_T_PING = 0x0b,      /* either way: keepalive */
+    TCPOTA_T_PONG = 0x0c,      /* answer to PING */
+    TCPOTA_T_CHALLENGE = 0x0d, /* reserved: server nonce (authentication) */
+    TCPOTA_T_AUTH = 0x0e,      /* reserved: device HMAC (authentication) */
+};
+
+/* TLV tags. One namespace for all messages. */
+enum tcpota_tag {
+    TCPOTA_TAG_DEVICE_ID = 0x01,    /* str 1..64, printable ASCII */
+    TCPOTA_TAG_MODEL = 0x02,        /* str 1..32 */
+    TCPOTA_TAG_VERSION = 0x03,      /* str 1..32 */
+    TCPOTA_TAG_RUNNING_ID = 0x04,   /* 32: SHA-256 of the running image */
+    TCPOTA_TAG_RESUME = 0x05,       /* id 32, size u32, offset u32 */
+    TCPOTA_TAG_MAX_PAYLOAD = 0x06,  /* u16: largest payload the sender takes */
+    TCPOTA_TAG_REPORT = 0x07,       /* id 32, result u16: last update's fate */
+    TCPOTA_TAG_MESSAGE = 0x08,      /* str 0..200: human-readable reason */
+    TCPOTA_TAG_IDLE_TIMEOUT = 0x09, /* u16 seconds */
+    TCPOTA_TAG_RETRY_AFTER = 0x0a,  /* u32 seconds */
+    TCPOTA_TAG_CHUNK = 0x0b,        /* u16: DATA payload bytes the server uses */
+    TCPOTA_TAG_MANIFEST = 0x0c,     /* opaque 1..1024: signed manifest */
+    TCPOTA_TAG_CRITICAL = 0x80,     /* bit: reader must understand the tag */
+};
+
+/* Results a device reports about its last update (TCPOTA_TAG_REPORT). */
+enum tcpota_result {
+    TCPOTA_RESULT_CONFIRMED = 1,   /* new image booted and passed health check */
+    TCPOTA_RESULT_ROLLED_BACK = 2, /* health check failed: old image again */
+    TCPOTA_RESULT_BOOT_FAILED = 3, /* bootloader rejected it: old image again */
+};
+
+/* One decoded frame; payload points into the decoder's buffer. */
+struct tcpota_frame {
+    uint8_t type; /* 0 while no frame is complete */
+    uint16_t len;
+    const uint8_t *payload;
+};
+
+/* Incremental frame decoder over a caller-owned buffer. */
+struct tcpota_decoder {
+    uint8_t *buf;
+    size_t cap;    /* payload limit is cap - TCPOTA_FRAME_OVERHEAD */
+    size_t have;   /* bytes of the current frame in buf */
+    size_t need;   /* bytes the current frame has in all (0: header pending) */
+    uint8_t ready; /* a frame was handed out; reset on next feed */
+};
+
+/* A byte string inside a frame; ptr NULL means absent. */
+struct tcpota_bytes {
+    const uint8_t *ptr;
+    uint16_t len;
+};
+
+struct tcpota_msg {
+    uint8_t type; /* enum tcpota_type */
+    union {
+        struct {
+            uint8_t proto_min, proto_max;
+            uint16_t features;
+            struct tcpota_bytes device_id, model, version;
+            const uint8_t *running_id; /* NULL: not sent */
+            const uint8_t *resume_id;  /* NULL: no resume point */
+            uint32_t resume_size, resume_offset;
+            uint16_t max_payload;     /* 0: not sent (means the minimum) */
+            const uint8_t *report_id; /* NULL: nothing to report */
+            uint16_t report_result;   /* enum tcpota_result */
+        } hello;
+        struct {
+            uint8_t proto;
+            uint16_t features;
+            uint16_t idle_timeout_s; /* 0: not sent */
+        } welcome;
+        struct {
+            const uint8_t *image_id;
+            uint32_t size, start; /* DATA follows from `start` */
+            uint16_t chunk;       /* 0: not sent */
+            struct tcpota_bytes version, manifest;
+        } offer;
+        struct {
+            uint32_t retry_after_s; /* 0: not sent */
+        } no_update;
+        struct {
+            const uint8_t *image_id;
+            uint32_t offset;
+        } accept;
+        struct {
+            const uint8_t *image_id;
+            uint16_t reason; /* positive tcpota_err */
+            struct tcpota_bytes message;
+        } decline;
+        struct {
+            uint32_t offset;
+            struct tcpota_bytes bytes;
+        } data;
+        struct {
+            uint32_t offset;
+        } ack;
+        struct {
+            const uint8_t *image_id;
+            uint16_t status; /* 0: verified and set to boot; else positive tcpota_err */
+        } complete;
+        struct {
+            uint16_t code; /* positive tcpota_err */
+            uint32_t retry_after_s;
+            struct tcpota_bytes message;
+        } error;
+        struct {
+            uint32_t token;
+        } ping; /* PING and PONG */
+    } u;
+};
+
+/* Prepares `d` to decode frames into `buf` (cap bytes, at least
+ * TCPOTA_MIN_PAYLOAD + TCPOTA_FRAME_OVERHEAD). Returns 0 or
+ * TCPOTA_ERR_INVAL. */
+int tcpota_decoder_init(struct tcpota_decoder *d, uint8_t *buf, size_t cap);
+
+/* Forgets any partial frame (a new connection starts). */
+void tcpota_decoder_reset(struct tcpota_decoder *d);
+
+/* Feeds up to `len` bytes. Returns the number of bytes consumed (0..len).
+ * When a whole frame has arrived it stops right after it and fills *f
+ * (f->type != 0); f stays valid until the next call. Otherwise f->type is
+ * 0 and all input was consumed. Errors: TCPOTA_ERR_TOOBIG (length above
+ * the buffer), TCPOTA_ERR_CRC, TCPOTA_ERR_PROTO (flags not 0, type 0); after
+ * an error the stream is unusable until tcpota_decoder_reset(). */
+int tcpota_decoder_feed(struct tcpota_decoder *d, const uint8_t *in, size_t len,
+                        struct tcpota_frame *f);
+
+/* Parses frame `f` into *m (pointers into the frame). Returns 0, or
+ * TCPOTA_ERR_PROTO for a malformed or incomplete message, or
+ * TCPOTA_ERR_NOTSUP for an unknown critical TLV or an unknown type. */
+int tcpota_msg_decode(const struct tcpota_frame *f, struct tcpota_msg *m);
+
+/* Encodes message *m as one whole frame into out[0..cap). Returns the
+ * frame length, TCPOTA_ERR_NOSPC if cap is too small, or TCPOTA_ERR_INVAL
+ * if *m breaks a size rule (string too long, missing required field). */
+int tcpota_msg_encode(const struct tcpota_msg *m, uint8_t *out, size_t cap);
+
+/* Writes the 8 bytes that precede the image bytes of a DATA frame that
+ * carries `len` bytes from `offset` (frame head + offset). The CRC trailer
+ * is tcpota_crc32c over these 8 bytes and the image bytes, LE. Lets a
+ * server send image bytes straight from a file. Returns 8 or
+ * TCPOTA_ERR_INVAL if len exceeds TCPOTA_MAX_PAYLOAD - 4. */
+int tcpota_data_head(uint8_t out[8], uint32_t offset, uint16_t len);
+
+/* Little-endian helpers shared by the codec and the ports. */
+static inline void tcpota_put_u16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+static inline void tcpota_put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+static inline uint16_t tcpota_get_u16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+static inline uint32_t tcpota_get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+           ((uint32_t)p[3] << 24);
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TCPOTA_CODEC_H */

@@ -1,0 +1,159 @@
+/*
+ * device.h - the device side of tcpota v1, sans I/O.
+ *
+ * One struct tcpota_dev lives as long as the device runs; it spans many
+ * connections. For each connection the caller calls tcpota_dev_connect()
+ * (which queues HELLO with the durable resume point, so the server can
+ * stream from there at once), feeds every received byte to
+ * tcpota_dev_input(), sends what tcpota_dev_output() exposes, and calls
+ * tcpota_dev_tick() with the time so the session can send keepalives and
+ * notice a silent server. Storage is reached only through struct
+ * tcpota_port (port.h).
+ *
+ * Durability: every ack_interval bytes the session saves a resume record
+ * (image id, size, offset rounded down to a sector) with kv_set and sends
+ * ACK for that offset. A device that loses power or the connection goes on
+ * from the last record: at most ack_interval + one sector is fetched again.
+ *
+ * At boot, before any session, the application calls tcpota_dev_boot()
+ * with the outcome of its health check; it confirms or rejects a pending
+ * image and keeps a report that the next HELLO carries to the server.
+ *
+ * Memory: sizeof(struct tcpota_dev) plus the caller's rx buffer (largest
+ * DATA payload + 8, at least 520 bytes; 4104 is a good size) and tx buffer
+ * (at least TCPOTA_DEV_TX_MIN bytes).
+ */
+#ifndef TCPOTA_DEVICE_H
+#define TCPOTA_DEVICE_H
+
+#include "codec.h"
+#include "port.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TCPOTA_DEV_TX_MIN 256u
+#define TCPOTA_DEV_ACK_DEFAULT 16384u
+
+/* NVS keys the session owns (<= 15 chars). */
+#define TCPOTA_KEY_RESUME "tcpota.resume"
+#define TCPOTA_KEY_LAST "tcpota.last"
+#define TCPOTA_KEY_REPORT "tcpota.report"
+
+struct tcpota_dev_config {
+    const struct tcpota_port *port;
+    const char *device_id; /* printable, 1..64 chars */
+    const char *model;     /* 1..32 */
+    const char *version;   /* running version, 1..32 */
+    const uint8_t *running_id; /* SHA-256 of the running image, or NULL */
+    uint8_t *rx_buf;
+    size_t rx_cap;
+    uint8_t *tx_buf;
+    size_t tx_cap;
+    uint32_t ack_interval;  /* multiple of 4096; 0: TCPOTA_DEV_ACK_DEFAULT */
+    uint32_t keepalive_ms;  /* PING after this much send silence; 0: 10000 */
+    uint32_t timeout_ms;    /* give up after this much receive silence; 0: 30000 */
+};
+
+enum tcpota_dev_state {
+    TCPOTA_DEV_IDLE = 0,    /* not connected */
+    TCPOTA_DEV_HELLO_SENT,  /* waiting for WELCOME and OFFER/NO_UPDATE */
+    TCPOTA_DEV_RECEIVING,   /* accepted an offer, writing DATA */
+    TCPOTA_DEV_UP_TO_DATE,  /* server has nothing newer: done */
+    TCPOTA_DEV_UPDATED,     /* image verified and set to boot: reboot now */
+    TCPOTA_DEV_DECLINED,    /* offer refused (reason in last_error) */
+};
+
+enum tcpota_dev_event_type {
+    TCPOTA_DEV_EV_NONE = 0,
+    TCPOTA_DEV_EV_WELCOME,
+    TCPOTA_DEV_EV_ACCEPTED, /* offer taken; `offset` = first byte expected */
+    TCPOTA_DEV_EV_PROGRESS, /* `offset` bytes of `size` are in the slot */
+    TCPOTA_DEV_EV_CHECKPOINT, /* resume point saved at `offset` */
+    TCPOTA_DEV_EV_UPDATED,  /* whole image verified, boot slot switched */
+    TCPOTA_DEV_EV_UP_TO_DATE,
+    TCPOTA_DEV_EV_DECLINED, /* `error` = reason */
+};
+
+struct tcpota_dev_event {
+    enum tcpota_dev_event_type type;
+    uint32_t offset, size;
+    int error;
+};
+
+struct tcpota_dev_resume {
+    uint8_t valid;
+    uint8_t id[TCPOTA_ID_LEN];
+    uint32_t size, offset;
+};
+
+struct tcpota_dev {
+    struct tcpota_dev_config cfg;
+    struct tcpota_decoder dec;
+    enum tcpota_dev_state state;
+    size_t tx_head, tx_len;
+    struct tcpota_dev_resume resume; /* durable resume point (mirror of NVS) */
+    uint8_t image[TCPOTA_ID_LEN];    /* image being received */
+    uint8_t version[33];             /* its version, NUL-terminated */
+    uint32_t size, pos, ckpt;        /* image size, next byte, last saved point */
+    uint8_t report_id[TCPOTA_ID_LEN];
+    uint16_t report_result; /* 0: no report pending */
+    uint8_t report_sent;
+    uint32_t now, last_rx, last_tx, ping_token;
+    uint32_t stale_frames; /* DATA frames skipped: not at the expected offset */
+    int last_error;        /* why the last connection or offer ended */
+};
+
+/* Sets up a device: checks the config and loads the resume record and any
+ * pending report through the port. A corrupt record is discarded (the
+ * image is then fetched from the start). Returns 0, TCPOTA_ERR_INVAL for a
+ * bad config, or a port error. */
+int tcpota_dev_init(struct tcpota_dev *d, const struct tcpota_dev_config *cfg);
+
+/* Boot-time decision, to call once after reset and before connecting.
+ * With a pending image: healthy != 0 confirms it (mark_valid) and keeps a
+ * CONFIRMED report; healthy == 0 keeps a ROLLED_BACK report and calls
+ * mark_invalid (which reboots on a real device; a host port returns 0 and
+ * its caller reboots). After the bootloader fell back (rolled_back), keeps
+ * a BOOT_FAILED report. Returns 0, 1 when the caller must reboot now, or a
+ * port error. */
+int tcpota_dev_boot(const struct tcpota_port *port, int healthy);
+
+/* A new connection is up at time `now_ms`: resets the decoder and queues
+ * HELLO. Returns 0 or TCPOTA_ERR_NOSPC. */
+int tcpota_dev_connect(struct tcpota_dev *d, uint32_t now_ms);
+
+/* The connection ended (closed, timed out, failed). Data already written
+ * stays; the next connection resumes from the last durable point. */
+void tcpota_dev_disconnect(struct tcpota_dev *d);
+
+/* Consumes up to `len` bytes, at most one frame, and fills *ev. Returns the
+ * count consumed (call again with the rest) or a negative error after which
+ * the connection must be closed once the output (which may hold an ERROR
+ * frame) is flushed: TCPOTA_ERR_CRC etc. for bad frames, TCPOTA_ERR_PROTO /
+ * _STATE for protocol violations, the server's code for an ERROR frame, a
+ * port error, or TCPOTA_ERR_INTEGRITY when the image read back does not
+ * hash to the offered id (the partial image is then dropped). */
+int tcpota_dev_input(struct tcpota_dev *d, const uint8_t *in, size_t len,
+                     struct tcpota_dev_event *ev);
+
+/* Points *out at pending bytes to send and returns their count. */
+size_t tcpota_dev_output(const struct tcpota_dev *d, const uint8_t **out);
+
+/* Marks n pending bytes as sent at time now (for keepalive). */
+void tcpota_dev_output_done(struct tcpota_dev *d, size_t n);
+
+/* Advances the clock: queues a PING after keepalive_ms of send silence.
+ * Returns 0, or TCPOTA_ERR_TIMEDOUT after timeout_ms without a received
+ * byte (close and reconnect). now_ms may wrap. */
+int tcpota_dev_tick(struct tcpota_dev *d, uint32_t now_ms);
+
+/* Milliseconds until tcpota_dev_tick() has something to do. */
+uint32_t tcpota_dev_next_tick(const struct tcpota_dev *d);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TCPOTA_DEVICE_H */

@@ -1,0 +1,131 @@
+/*
+ * server.h - the server side of one tcpota v1 connection, sans I/O.
+ *
+ * The caller (the libevent server, a test, a fuzzer) owns the socket. It
+ * feeds received bytes to tcpota_srv_input(), which handles at most one
+ * frame per call and reports what happened as an event; it sends the
+ * control frames that tcpota_srv_output() exposes; and, while its socket
+ * can take more, it asks tcpota_srv_data_next() which image range to send
+ * as the next DATA frame. The session never touches image bytes, so the
+ * caller can send them straight from a file (tcpota_data_head() builds the
+ * frame head; the CRC of aligned chunks can be computed once per image).
+ *
+ * Memory: sizeof(struct tcpota_srv) plus the two caller buffers: rx of at
+ * least TCPOTA_MIN_PAYLOAD + TCPOTA_FRAME_OVERHEAD bytes (device frames are
+ * small), tx of at least TCPOTA_SRV_TX_MIN bytes.
+ */
+#ifndef TCPOTA_SERVER_H
+#define TCPOTA_SERVER_H
+
+#include "codec.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Smallest tx buffer: WELCOME + OFFER with the largest manifest + ERROR. */
+#define TCPOTA_SRV_TX_MIN 1536u
+/* Bytes the server streams past the offer's start before ACCEPT arrives:
+ * enough to fill the pipe for the first round trip, little to waste if the
+ * device declines. */
+#define TCPOTA_SRV_PRESTREAM 65536u
+
+/* The image a server offers; the caller keeps it alive while sessions use it. */
+struct tcpota_srv_image {
+    uint8_t id[TCPOTA_ID_LEN]; /* SHA-256 of the image bytes */
+    uint32_t size;
+    const char *version; /* printable, 1..32 chars */
+    uint16_t version_len;
+    const uint8_t *manifest; /* NULL: none */
+    uint16_t manifest_len;
+};
+
+struct tcpota_srv_config {
+    const struct tcpota_srv_image *image; /* NULL: nothing to offer */
+    uint8_t *rx_buf;
+    size_t rx_cap;
+    uint8_t *tx_buf;
+    size_t tx_cap;
+    uint16_t chunk;          /* DATA payload bytes (<= 16380); 0: 4096 */
+    uint16_t idle_timeout_s; /* announced in WELCOME; the caller enforces it */
+};
+
+enum tcpota_srv_state {
+    TCPOTA_SRV_HELLO_WAIT = 0, /* nothing received yet */
+    TCPOTA_SRV_OFFERED,        /* offer sent, streaming up to the prestream limit */
+    TCPOTA_SRV_STREAMING,      /* accepted: streaming to the end */
+    TCPOTA_SRV_SENT_ALL,       /* every byte sent, waiting for COMPLETE */
+    TCPOTA_SRV_CLOSING,        /* flush output, then close */
+};
+
+enum tcpota_srv_event_type {
+    TCPOTA_SRV_EV_NONE = 0,
+    TCPOTA_SRV_EV_HELLO,    /* msg.u.hello; `offered` says offer or no-update */
+    TCPOTA_SRV_EV_ACCEPT,   /* msg.u.accept; `resent` if it re-seeks */
+    TCPOTA_SRV_EV_DECLINE,  /* msg.u.decline */
+    TCPOTA_SRV_EV_ACK,      /* msg.u.ack; `duplicate` when nothing new */
+    TCPOTA_SRV_EV_COMPLETE, /* msg.u.complete */
+    TCPOTA_SRV_EV_PEER_ERROR, /* msg.u.error: the device gave up */
+    TCPOTA_SRV_EV_PING,
+};
+
+struct tcpota_srv_event {
+    enum tcpota_srv_event_type type;
+    struct tcpota_msg msg; /* pointers valid until the next input call */
+    uint8_t offered;       /* HELLO: 1 offer sent, 0 no update */
+    uint8_t duplicate;     /* ACK: the offset was already acknowledged */
+    uint32_t start;        /* HELLO/ACCEPT: where DATA (re)starts */
+};
+
+struct tcpota_srv {
+    struct tcpota_srv_config cfg;
+    struct tcpota_decoder dec;
+    enum tcpota_srv_state state;
+    size_t tx_head, tx_len; /* pending control bytes in cfg.tx_buf */
+    uint16_t chunk;
+    uint32_t send_pos; /* next image byte to send */
+    uint32_t limit;    /* send only below this offset */
+    uint32_t acked;    /* highest offset the device reported durable */
+    uint32_t start;    /* where this connection's stream began */
+    uint8_t got_hello;
+};
+
+/* Prepares a session for one new connection. Returns 0 or TCPOTA_ERR_INVAL
+ * (buffer too small, chunk too large, bad image description). */
+int tcpota_srv_init(struct tcpota_srv *s, const struct tcpota_srv_config *cfg);
+
+/* Consumes up to `len` received bytes, at most one frame's worth, and fills
+ * *ev (type NONE when no frame completed). Returns the bytes consumed
+ * (>= 0; call again with the rest), or a negative error after which the
+ * connection must end: an ERROR frame explaining it is queued in the
+ * output, to be flushed before closing. */
+int tcpota_srv_input(struct tcpota_srv *s, const uint8_t *in, size_t len,
+                     struct tcpota_srv_event *ev);
+
+/* Points *out at pending control bytes and returns their count (0: none).
+ * Send them before any DATA frame. */
+size_t tcpota_srv_output(const struct tcpota_srv *s, const uint8_t **out);
+
+/* Marks the first n pending control bytes as sent. */
+void tcpota_srv_output_done(struct tcpota_srv *s, size_t n);
+
+/* Asks for the next DATA frame. Returns 1 and sets [*offset, *offset+*len)
+ * when one is due now (the session counts it as sent), or 0 when nothing is
+ * due (before ACCEPT past the prestream limit, or all sent). Ranges never
+ * cross a multiple of the chunk size, so aligned frames repeat exactly. */
+int tcpota_srv_data_next(struct tcpota_srv *s, uint32_t *offset, uint16_t *len);
+
+/* Queues an ERROR frame with `code` (a tcpota_err) and an optional message,
+ * and moves to CLOSING (server shutting down, idle timeout, overload).
+ * Returns 0 or TCPOTA_ERR_NOSPC. */
+int tcpota_srv_fail(struct tcpota_srv *s, int code, const char *message,
+                    uint32_t retry_after_s);
+
+/* The session's state (enum tcpota_srv_state). */
+enum tcpota_srv_state tcpota_srv_get_state(const struct tcpota_srv *s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TCPOTA_SERVER_H */

@@ -1,0 +1,534 @@
+/* codec.c - frames and messages of protocol v1 (see codec.h). */
+#include "tcpota/codec.h"
+#include "tcpota/crc32c.h"
+
+#include <string.h>
+
+/* ---- frames ---------------------------------------------------------- */
+
+int tcpota_decoder_init(struct tcpota_decoder *d, uint8_t *buf, size_t cap)
+{
+    if (!d || !buf || cap < TCPOTA_MIN_PAYLOAD + TCPOTA_FRAME_OVERHEAD) {
+        return TCPOTA_ERR_INVAL;
+    }
+    d->buf = buf;
+    d->cap = cap > TCPOTA_MAX_PAYLOAD + TCPOTA_FRAME_OVERHEAD
+                 ? TCPOTA_MAX_PAYLOAD + TCPOTA_FRAME_OVERHEAD
+                 : cap;
+    tcpota_decoder_reset(d);
+    return 0;
+}
+
+void tcpota_decoder_reset(struct tcpota_decoder *d)
+{
+    d->have = 0;
+    d->need = 0;
+    d->ready = 0;
+}
+
+int tcpota_decoder_feed(struct tcpota_decoder *d, const uint8_t *in, size_t len,
+                        struct tcpota_frame *f)
+{
+    size_t used = 0;
+
+    f->type = 0;
+    f->len = 0;
+    f->payload = NULL;
+    if (d->ready) {
+        tcpota_decoder_reset(d);
+    }
+    while (used < len) {
+        size_t want = (d->need ? d->need : TCPOTA_FRAME_HEAD) - d->have;
+        size_t take = len - used < want ? len - used : want;
+
+        memcpy(d->buf + d->have, in + used, take);
+        d->have += take;
+        used += take;
+        if (d->need == 0 && d->have == TCPOTA_FRAME_HEAD) {
+            /* Judge the header before buffering a byte of payload, so a
+             * hostile length costs nothing. */
+            size_t plen = tcpota_get_u16(d->buf + 2);
+            if (d->buf[0] == 0 || d->buf[1] != 0) {
+                return TCPOTA_ERR_PROTO;
+            }
+            if (plen + TCPOTA_FRAME_OVERHEAD > d->cap) {
+                return TCPOTA_ERR_TOOBIG;
+            }
+            d->need = plen + TCPOTA_FRAME_OVERHEAD;
+        }
+        if (d->need && d->have == d->need) {
+            size_t body = d->need - TCPOTA_FRAME_TAIL;
+            if (tcpota_crc32c(d->buf, body) != tcpota_get_u32(d->buf + body)) {
+                return TCPOTA_ERR_CRC;
+            }
+            f->type = d->buf[0];
+            f->len = tcpota_get_u16(d->buf + 2);
+            f->payload = d->buf + TCPOTA_FRAME_HEAD;
+            d->ready = 1;
+            break;
+        }
+    }
+    return (int)used;
+}
+
+int tcpota_data_head(uint8_t out[8], uint32_t offset, uint16_t len)
+{
+    if (len > TCPOTA_MAX_PAYLOAD - TCPOTA_DATA_FIXED) {
+        return TCPOTA_ERR_INVAL;
+    }
+    out[0] = TCPOTA_T_DATA;
+    out[1] = 0;
+    tcpota_put_u16(out + 2, (uint16_t)(len + TCPOTA_DATA_FIXED));
+    tcpota_put_u32(out + 4, offset);
+    return 8;
+}
+
+/* ---- decoding -------------------------------------------------------- */
+
+/* Fixed-part size of each message type; DATA's bytes follow its fixed part. */
+static int fixed_size(uint8_t type)
+{
+    switch (type) {
+    case TCPOTA_T_HELLO: return 4;
+    case TCPOTA_T_WELCOME: return 4;
+    case TCPOTA_T_OFFER: return TCPOTA_ID_LEN + 8;
+    case TCPOTA_T_NO_UPDATE: return 0;
+    case TCPOTA_T_ACCEPT: return TCPOTA_ID_LEN + 4;
+    case TCPOTA_T_DECLINE: return TCPOTA_ID_LEN + 2;
+    case TCPOTA_T_DATA: return 4;
+    case TCPOTA_T_ACK: return 4;
+    case TCPOTA_T_COMPLETE: return TCPOTA_ID_LEN + 2;
+    case TCPOTA_T_ERROR: return 2;
+    case TCPOTA_T_PING:
+    case TCPOTA_T_PONG: return 4;
+    default: return TCPOTA_ERR_NOTSUP;
+    }
+}
+
+static int str_ok(const uint8_t *p, size_t len, size_t min, size_t max)
+{
+    size_t i;
+
+    if (len < min || len > max) {
+        return 0;
+    }
+    for (i = 0; i < len; i++) {
+        if (p[i] < 0x20 || p[i] > 0x7e) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Checks one TLV value against the rule for its tag and fills *m. Returns
+ * 0 when taken, 1 when an unknown optional tag was skipped, or an error. */
+static int take_tlv(struct tcpota_msg *m, uint8_t tag, const uint8_t *v, uint16_t n)
+{
+    struct tcpota_bytes b;
+
+    b.ptr = v;
+    b.len = n;
+    switch (tag & (uint8_t)~TCPOTA_TAG_CRITICAL) {
+    case TCPOTA_TAG_DEVICE_ID:
+        if (m->type != TCPOTA_T_HELLO || !str_ok(v, n, 1, TCPOTA_MAX_STR)) return TCPOTA_ERR_PROTO;
+        m->u.hello.device_id = b;
+        return 0;
+    case TCPOTA_TAG_MODEL:
+        if (m->type != TCPOTA_T_HELLO || !str_ok(v, n, 1, 32)) return TCPOTA_ERR_PROTO;
+        m->u.hello.model = b;
+        return 0;
+    case TCPOTA_TAG_VERSION:
+        if (!str_ok(v, n, 1, 32)) return TCPOTA_ERR_PROTO;
+        if (m->type == TCPOTA_T_HELLO) {
+            m->u.hello.version = b;
+        } else if (m->type == TCPOTA_T_OFFER) {
+            m->u.offer.version = b;
+        } else {
+            return TCPOTA_ERR_PROTO;
+        }
+        return 0;
+    case TCPOTA_TAG_RUNNING_ID:
+        if (m->type != TCPOTA_T_HELLO || n != TCPOTA_ID_LEN) return TCPOTA_ERR_PROTO;
+        m->u.hello.running_id = v;
+        return 0;
+    case TCPOTA_TAG_RESUME:
+        if (m->type != TCPOTA_T_HELLO || n != TCPOTA_ID_LEN + 8) return TCPOTA_ERR_PROTO;
+        m->u.hello.resume_id = v;
+        m->u.hello.resume_size = tcpota_get_u32(v + TCPOTA_ID_LEN);
+        m->u.hello.resume_offset = tcpota_get_u32(v + TCPOTA_ID_LEN + 4);
+        if (m->u.hello.resume_offset > m->u.hello.resume_size) return TCPOTA_ERR_PROTO;
+        return 0;
+    case TCPOTA_TAG_MAX_PAYLOAD:
+        if (m->type != TCPOTA_T_HELLO || n != 2) return TCPOTA_ERR_PROTO;
+        m->u.hello.max_payload = tcpota_get_u16(v);
+        if (m->u.hello.max_payload < TCPOTA_MIN_PAYLOAD) return TCPOTA_ERR_PROTO;
+        return 0;
+    case TCPOTA_TAG_REPORT:
+        if (m->type != TCPOTA_T_HELLO || n != TCPOTA_ID_LEN + 2) return TCPOTA_ERR_PROTO;
+        m->u.hello.report_id = v;
+        m->u.hello.report_result = tcpota_get_u16(v + TCPOTA_ID_LEN);
+        return 0;
+    case TCPOTA_TAG_MESSAGE:
+        if (!str_ok(v, n, 0, 200)) return TCPOTA_ERR_PROTO;
+        if (m->type == TCPOTA_T_ERROR) {
+            m->u.error.message = b;
+        } else if (m->type == TCPOTA_T_DECLINE) {
+            m->u.decline.message = b;
+        } else {
+            return TCPOTA_ERR_PROTO;
+        }
+        return 0;
+    case TCPOTA_TAG_IDLE_TIMEOUT:
+        if (m->type != TCPOTA_T_WELCOME || n != 2) return TCPOTA_ERR_PROTO;
+        m->u.welcome.idle_timeout_s = tcpota_get_u16(v);
+        return 0;
+    case TCPOTA_TAG_RETRY_AFTER:
+        if (n != 4) return TCPOTA_ERR_PROTO;
+        if (m->type == TCPOTA_T_NO_UPDATE) {
+            m->u.no_update.retry_after_s = tcpota_get_u32(v);
+        } else if (m->type == TCPOTA_T_ERROR) {
+            m->u.error.retry_after_s = tcpota_get_u32(v);
+        } else {
+            return TCPOTA_ERR_PROTO;
+        }
+        return 0;
+    case TCPOTA_TAG_CHUNK:
+        if (m->type != TCPOTA_T_OFFER || n != 2) return TCPOTA_ERR_PROTO;
+        m->u.offer.chunk = tcpota_get_u16(v);
+        if (m->u.offer.chunk == 0) return TCPOTA_ERR_PROTO;
+        return 0;
+    case TCPOTA_TAG_MANIFEST:
+        if (m->type != TCPOTA_T_OFFER || n == 0 || n > TCPOTA_MAX_MANIFEST) return TCPOTA_ERR_PROTO;
+        m->u.offer.manifest = b;
+        return 0;
+    default:
+        return (tag & TCPOTA_TAG_CRITICAL) ? TCPOTA_ERR_NOTSUP : 1; /* 1: skipped */
+    }
+}
+
+static int decode_tlvs(struct tcpota_msg *m, const uint8_t *p, size_t len)
+{
+    uint32_t seen[8] = {0};
+
+    while (len) {
+        uint8_t tag;
+        uint16_t n;
+        int rc;
+
+        if (len < 3) {
+            return TCPOTA_ERR_PROTO;
+        }
+        tag = p[0];
+        n = tcpota_get_u16(p + 1);
+        if ((size_t)n > len - 3) {
+            return TCPOTA_ERR_PROTO;
+        }
+        if (seen[tag >> 5] & (1u << (tag & 31))) {
+            return TCPOTA_ERR_PROTO;
+        }
+        seen[tag >> 5] |= 1u << (tag & 31);
+        rc = take_tlv(m, tag, p + 3, n);
+        if (rc < 0) {
+            return rc;
+        }
+        p += 3 + (size_t)n;
+        len -= 3 + (size_t)n;
+    }
+    return 0;
+}
+
+int tcpota_msg_decode(const struct tcpota_frame *f, struct tcpota_msg *m)
+{
+    const uint8_t *p = f->payload;
+    int fixed = fixed_size(f->type);
+    int rc;
+
+    memset(m, 0, sizeof(*m));
+    m->type = f->type;
+    if (fixed < 0) {
+        return fixed;
+    }
+    if (f->len < (size_t)fixed) {
+        return TCPOTA_ERR_PROTO;
+    }
+    switch (f->type) {
+    case TCPOTA_T_HELLO:
+        m->u.hello.proto_min = p[0];
+        m->u.hello.proto_max = p[1];
+        m->u.hello.features = tcpota_get_u16(p + 2);
+        break;
+    case TCPOTA_T_WELCOME:
+        m->u.welcome.proto = p[0];
+        if (p[1] != 0) {
+            return TCPOTA_ERR_PROTO;
+        }
+        m->u.welcome.features = tcpota_get_u16(p + 2);
+        break;
+    case TCPOTA_T_OFFER:
+        m->u.offer.image_id = p;
+        m->u.offer.size = tcpota_get_u32(p + TCPOTA_ID_LEN);
+        m->u.offer.start = tcpota_get_u32(p + TCPOTA_ID_LEN + 4);
+        if (m->u.offer.start > m->u.offer.size || m->u.offer.size == 0) {
+            return TCPOTA_ERR_PROTO;
+        }
+        break;
+    case TCPOTA_T_ACCEPT:
+        m->u.accept.image_id = p;
+        m->u.accept.offset = tcpota_get_u32(p + TCPOTA_ID_LEN);
+        break;
+    case TCPOTA_T_DECLINE:
+        m->u.decline.image_id = p;
+        m->u.decline.reason = tcpota_get_u16(p + TCPOTA_ID_LEN);
+        break;
+    case TCPOTA_T_DATA:
+        m->u.data.offset = tcpota_get_u32(p);
+        m->u.data.bytes.ptr = p + 4;
+        m->u.data.bytes.len = (uint16_t)(f->len - 4);
+        if (m->u.data.bytes.len == 0) {
+            return TCPOTA_ERR_PROTO;
+        }
+        return 0;
+    case TCPOTA_T_ACK:
+        m->u.ack.offset = tcpota_get_u32(p);
+        break;
+    case TCPOTA_T_COMPLETE:
+        m->u.complete.image_id = p;
+        m->u.complete.status = tcpota_get_u16(p + TCPOTA_ID_LEN);
+        break;
+    case TCPOTA_T_ERROR:
+        m->u.error.code = tcpota_get_u16(p);
+        break;
+    case TCPOTA_T_PING:
+    case TCPOTA_T_PONG:
+        m->u.ping.token = tcpota_get_u32(p);
+        break;
+    default:
+        break;
+    }
+    rc = decode_tlvs(m, p + fixed, f->len - (size_t)fixed);
+    if (rc < 0) {
+        return rc;
+    }
+    if (m->type == TCPOTA_T_HELLO &&
+        (!m->u.hello.device_id.ptr || !m->u.hello.model.ptr || !m->u.hello.version.ptr)) {
+        return TCPOTA_ERR_PROTO;
+    }
+    if (m->type == TCPOTA_T_OFFER && !m->u.offer.version.ptr) {
+        return TCPOTA_ERR_PROTO;
+    }
+    return 0;
+}
+
+/* ---- encoding -------------------------------------------------------- */
+
+struct writer {
+    uint8_t *p;
+    size_t cap, len;
+    int err;
+};
+
+static void put(struct writer *w, const void *src, size_t n)
+{
+    if (w->err) {
+        return; /* keep the first error */
+    }
+    if (n > w->cap - w->len) {
+        w->err = TCPOTA_ERR_NOSPC;
+        return;
+    }
+    memcpy(w->p + w->len, src, n);
+    w->len += n;
+}
+
+static void put8(struct writer *w, uint8_t v) { put(w, &v, 1); }
+
+static void put16(struct writer *w, uint16_t v)
+{
+    uint8_t b[2];
+    tcpota_put_u16(b, v);
+    put(w, b, 2);
+}
+
+static void put32(struct writer *w, uint32_t v)
+{
+    uint8_t b[4];
+    tcpota_put_u32(b, v);
+    put(w, b, 4);
+}
+
+static void tlv(struct writer *w, uint8_t tag, const void *v, uint16_t n)
+{
+    put8(w, tag);
+    put16(w, n);
+    put(w, v, n);
+}
+
+static void tlv_str(struct writer *w, uint8_t tag, struct tcpota_bytes b, size_t min, size_t max)
+{
+    if (!b.ptr) {
+        return;
+    }
+    if (!str_ok(b.ptr, b.len, min, max)) {
+        w->err = w->err ? w->err : TCPOTA_ERR_INVAL;
+        return;
+    }
+    tlv(w, tag, b.ptr, b.len);
+}
+
+static void tlv_u16(struct writer *w, uint8_t tag, uint16_t v)
+{
+    uint8_t b[2];
+    tcpota_put_u16(b, v);
+    tlv(w, tag, b, 2);
+}
+
+static void tlv_u32(struct writer *w, uint8_t tag, uint32_t v)
+{
+    uint8_t b[4];
+    tcpota_put_u32(b, v);
+    tlv(w, tag, b, 4);
+}
+
+static void encode_hello(struct writer *w, const struct tcpota_msg *m)
+{
+    uint8_t b[TCPOTA_ID_LEN + 8];
+
+    if (!m->u.hello.device_id.ptr || !m->u.hello.model.ptr || !m->u.hello.version.ptr) {
+        w->err = TCPOTA_ERR_INVAL;
+        return;
+    }
+    put8(w, m->u.hello.proto_min);
+    put8(w, m->u.hello.proto_max);
+    put16(w, m->u.hello.features);
+    tlv_str(w, TCPOTA_TAG_DEVICE_ID, m->u.hello.device_id, 1, TCPOTA_MAX_STR);
+    tlv_str(w, TCPOTA_TAG_MODEL, m->u.hello.model, 1, 32);
+    tlv_str(w, TCPOTA_TAG_VERSION, m->u.hello.version, 1, 32);
+    if (m->u.hello.running_id) {
+        tlv(w, TCPOTA_TAG_RUNNING_ID, m->u.hello.running_id, TCPOTA_ID_LEN);
+    }
+    if (m->u.hello.resume_id) {
+        memcpy(b, m->u.hello.resume_id, TCPOTA_ID_LEN);
+        tcpota_put_u32(b + TCPOTA_ID_LEN, m->u.hello.resume_size);
+        tcpota_put_u32(b + TCPOTA_ID_LEN + 4, m->u.hello.resume_offset);
+        tlv(w, TCPOTA_TAG_RESUME, b, TCPOTA_ID_LEN + 8);
+    }
+    if (m->u.hello.max_payload) {
+        tlv_u16(w, TCPOTA_TAG_MAX_PAYLOAD, m->u.hello.max_payload);
+    }
+    if (m->u.hello.report_id) {
+        memcpy(b, m->u.hello.report_id, TCPOTA_ID_LEN);
+        tcpota_put_u16(b + TCPOTA_ID_LEN, m->u.hello.report_result);
+        tlv(w, TCPOTA_TAG_REPORT, b, TCPOTA_ID_LEN + 2);
+    }
+}
+
+static void encode_body(struct writer *w, const struct tcpota_msg *m)
+{
+    switch (m->type) {
+    case TCPOTA_T_HELLO:
+        encode_hello(w, m);
+        break;
+    case TCPOTA_T_WELCOME:
+        put8(w, m->u.welcome.proto);
+        put8(w, 0);
+        put16(w, m->u.welcome.features);
+        if (m->u.welcome.idle_timeout_s) {
+            tlv_u16(w, TCPOTA_TAG_IDLE_TIMEOUT, m->u.welcome.idle_timeout_s);
+        }
+        break;
+    case TCPOTA_T_OFFER:
+        if (!m->u.offer.image_id || !m->u.offer.version.ptr || m->u.offer.size == 0 ||
+            m->u.offer.start > m->u.offer.size ||
+            m->u.offer.manifest.len > TCPOTA_MAX_MANIFEST) {
+            w->err = TCPOTA_ERR_INVAL;
+            return;
+        }
+        put(w, m->u.offer.image_id, TCPOTA_ID_LEN);
+        put32(w, m->u.offer.size);
+        put32(w, m->u.offer.start);
+        tlv_str(w, TCPOTA_TAG_VERSION, m->u.offer.version, 1, 32);
+        if (m->u.offer.chunk) {
+            tlv_u16(w, TCPOTA_TAG_CHUNK, m->u.offer.chunk);
+        }
+        if (m->u.offer.manifest.ptr && m->u.offer.manifest.len) {
+            tlv(w, TCPOTA_TAG_MANIFEST, m->u.offer.manifest.ptr, m->u.offer.manifest.len);
+        }
+        break;
+    case TCPOTA_T_NO_UPDATE:
+        if (m->u.no_update.retry_after_s) {
+            tlv_u32(w, TCPOTA_TAG_RETRY_AFTER, m->u.no_update.retry_after_s);
+        }
+        break;
+    case TCPOTA_T_ACCEPT:
+    case TCPOTA_T_DECLINE:
+    case TCPOTA_T_COMPLETE:
+        /* The three share their fixed part's shape: image id, then a number. */
+        if (!m->u.accept.image_id) {
+            w->err = TCPOTA_ERR_INVAL;
+            return;
+        }
+        put(w, m->u.accept.image_id, TCPOTA_ID_LEN);
+        if (m->type == TCPOTA_T_ACCEPT) {
+            put32(w, m->u.accept.offset);
+        } else if (m->type == TCPOTA_T_DECLINE) {
+            put16(w, m->u.decline.reason);
+            tlv_str(w, TCPOTA_TAG_MESSAGE, m->u.decline.message, 0, 200);
+        } else {
+            put16(w, m->u.complete.status);
+        }
+        break;
+    case TCPOTA_T_DATA:
+        if (!m->u.data.bytes.ptr || m->u.data.bytes.len == 0 ||
+            m->u.data.bytes.len > TCPOTA_MAX_PAYLOAD - TCPOTA_DATA_FIXED) {
+            w->err = TCPOTA_ERR_INVAL;
+            return;
+        }
+        put32(w, m->u.data.offset);
+        put(w, m->u.data.bytes.ptr, m->u.data.bytes.len);
+        break;
+    case TCPOTA_T_ACK:
+        put32(w, m->u.ack.offset);
+        break;
+    case TCPOTA_T_ERROR:
+        put16(w, m->u.error.code);
+        if (m->u.error.retry_after_s) {
+            tlv_u32(w, TCPOTA_TAG_RETRY_AFTER, m->u.error.retry_after_s);
+        }
+        tlv_str(w, TCPOTA_TAG_MESSAGE, m->u.error.message, 0, 200);
+        break;
+    case TCPOTA_T_PING:
+    case TCPOTA_T_PONG:
+        put32(w, m->u.ping.token);
+        break;
+    default:
+        w->err = TCPOTA_ERR_INVAL;
+        break;
+    }
+}
+
+int tcpota_msg_encode(const struct tcpota_msg *m, uint8_t *out, size_t cap)
+{
+    struct writer w;
+    size_t plen;
+
+    if (!m || !out || cap < TCPOTA_FRAME_OVERHEAD) {
+        return TCPOTA_ERR_NOSPC;
+    }
+    w.p = out;
+    w.cap = cap - TCPOTA_FRAME_TAIL;
+    w.len = TCPOTA_FRAME_HEAD;
+    w.err = 0;
+    encode_body(&w, m);
+    if (w.err) {
+        return w.err;
+    }
+    plen = w.len - TCPOTA_FRAME_HEAD;
+    if (plen > TCPOTA_MAX_PAYLOAD) {
+        return TCPOTA_ERR_INVAL;
+    }
+    out[0] = m->type;
+    out[1] = 0;
+    tcpota_put_u16(out + 2, (uint16_t)plen);
+    tcpota_put_u32(out + w.len, tcpota_crc32c(out, w.len));
+    return (int)(w.len + TCPOTA_FRAME_TAIL);
+}

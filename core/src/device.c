@@ -1,0 +1,588 @@
+/* device.c - device session state machine (see device.h). */
+#include "tcpota/device.h"
+#include "tcpota/crc32c.h"
+
+#include <string.h>
+
+#define REC_VERSION 1
+#define RESUME_LEN (1 + TCPOTA_ID_LEN + 8 + 4)
+#define LAST_LEN (1 + TCPOTA_ID_LEN + 4)
+#define REPORT_LEN (1 + TCPOTA_ID_LEN + 2 + 4)
+
+/* ---- persistent records: version byte, fields, CRC32C ---------------- */
+
+static int rec_load(const struct tcpota_port *p, const char *key, uint8_t *buf, size_t len)
+{
+    int n = p->kv_get(p->ctx, key, buf, len);
+
+    if (n < 0) {
+        return n;
+    }
+    if ((size_t)n != len || buf[0] != REC_VERSION ||
+        tcpota_crc32c(buf, len - 4) != tcpota_get_u32(buf + len - 4)) {
+        return TCPOTA_ERR_NOENT; /* torn or foreign record: as if absent */
+    }
+    return 0;
+}
+
+static int rec_save(const struct tcpota_port *p, const char *key, uint8_t *buf, size_t len)
+{
+    buf[0] = REC_VERSION;
+    tcpota_put_u32(buf + len - 4, tcpota_crc32c(buf, len - 4));
+    return p->kv_set(p->ctx, key, buf, len);
+}
+
+static int resume_save(struct tcpota_dev *d, uint32_t offset)
+{
+    uint8_t b[RESUME_LEN];
+    int rc;
+
+    memcpy(b + 1, d->image, TCPOTA_ID_LEN);
+    tcpota_put_u32(b + 1 + TCPOTA_ID_LEN, d->size);
+    tcpota_put_u32(b + 5 + TCPOTA_ID_LEN, offset);
+    rc = rec_save(d->cfg.port, TCPOTA_KEY_RESUME, b, sizeof(b));
+    if (rc < 0) {
+        return rc;
+    }
+    d->resume.valid = 1;
+    memcpy(d->resume.id, d->image, TCPOTA_ID_LEN);
+    d->resume.size = d->size;
+    d->resume.offset = offset;
+    d->ckpt = offset;
+    return 0;
+}
+
+static int resume_drop(struct tcpota_dev *d)
+{
+    int rc = d->cfg.port->kv_erase(d->cfg.port->ctx, TCPOTA_KEY_RESUME);
+
+    d->resume.valid = 0;
+    return rc == TCPOTA_ERR_NOENT ? 0 : rc;
+}
+
+static int report_save(const struct tcpota_port *p, const uint8_t *id, uint16_t result)
+{
+    uint8_t b[REPORT_LEN];
+
+    memcpy(b + 1, id, TCPOTA_ID_LEN);
+    tcpota_put_u16(b + 1 + TCPOTA_ID_LEN, result);
+    return rec_save(p, TCPOTA_KEY_REPORT, b, sizeof(b));
+}
+
+/* ---- boot ------------------------------------------------------------ */
+
+int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
+{
+    struct tcpota_boot_state st;
+    uint8_t last[LAST_LEN];
+    int have_last, rc;
+
+    if (!p) {
+        return TCPOTA_ERR_INVAL;
+    }
+    memset(&st, 0, sizeof(st));
+    rc = p->boot_state(p->ctx, &st);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = rec_load(p, TCPOTA_KEY_LAST, last, sizeof(last));
+    if (rc < 0 && rc != TCPOTA_ERR_NOENT) {
+        return rc;
+    }
+    have_last = rc == 0;
+    if (st.pending) {
+        uint16_t result = healthy ? TCPOTA_RESULT_CONFIRMED : TCPOTA_RESULT_ROLLED_BACK;
+        /* Report first, forget second: a cut in between repeats the same
+         * decision at the next boot. */
+        if (have_last && (rc = report_save(p, last + 1, result)) < 0) {
+            return rc;
+        }
+        if (have_last && (rc = p->kv_erase(p->ctx, TCPOTA_KEY_LAST)) < 0) {
+            return rc;
+        }
+        if (healthy) {
+            return p->mark_valid(p->ctx);
+        }
+        rc = p->mark_invalid(p->ctx);
+        return rc < 0 ? rc : 1;
+    }
+    if (st.rolled_back && have_last) {
+        if ((rc = report_save(p, last + 1, TCPOTA_RESULT_BOOT_FAILED)) < 0) {
+            return rc;
+        }
+        return p->kv_erase(p->ctx, TCPOTA_KEY_LAST);
+    }
+    return 0;
+}
+
+/* ---- setup ----------------------------------------------------------- */
+
+static int cfg_str_ok(const char *s, size_t max)
+{
+    size_t n;
+
+    if (!s) {
+        return 0;
+    }
+    for (n = 0; s[n]; n++) {
+        if (n >= max || s[n] < 0x20 || s[n] > 0x7e) {
+            return 0;
+        }
+    }
+    return n > 0;
+}
+
+int tcpota_dev_init(struct tcpota_dev *d, const struct tcpota_dev_config *cfg)
+{
+    const struct tcpota_port *p = cfg ? cfg->port : NULL;
+    uint8_t b[RESUME_LEN > REPORT_LEN ? RESUME_LEN : REPORT_LEN];
+    int rc;
+
+    if (!d || !p || !p->ota_begin || !p->ota_resume || !p->ota_write || !p->ota_read ||
+        !p->ota_end || !p->ota_abort || !p->set_boot || !p->kv_get || !p->kv_set ||
+        !p->kv_erase || !p->sha256_begin || !p->sha256_update || !p->sha256_finish) {
+        return TCPOTA_ERR_INVAL;
+    }
+    if (!cfg_str_ok(cfg->device_id, TCPOTA_MAX_STR) || !cfg_str_ok(cfg->model, 32) ||
+        !cfg_str_ok(cfg->version, 32) || !cfg->tx_buf || cfg->tx_cap < TCPOTA_DEV_TX_MIN ||
+        (cfg->ack_interval % TCPOTA_SECTOR_SIZE) != 0) {
+        return TCPOTA_ERR_INVAL;
+    }
+    memset(d, 0, sizeof(*d));
+    d->cfg = *cfg;
+    if (!d->cfg.ack_interval) d->cfg.ack_interval = TCPOTA_DEV_ACK_DEFAULT;
+    if (!d->cfg.keepalive_ms) d->cfg.keepalive_ms = 10000;
+    if (!d->cfg.timeout_ms) d->cfg.timeout_ms = 30000;
+    rc = tcpota_decoder_init(&d->dec, cfg->rx_buf, cfg->rx_cap);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = rec_load(p, TCPOTA_KEY_RESUME, b, RESUME_LEN);
+    if (rc == 0) {
+        d->resume.valid = 1;
+        memcpy(d->resume.id, b + 1, TCPOTA_ID_LEN);
+        d->resume.size = tcpota_get_u32(b + 1 + TCPOTA_ID_LEN);
+        d->resume.offset = tcpota_get_u32(b + 5 + TCPOTA_ID_LEN);
+        if (d->resume.offset > d->resume.size || d->resume.offset % TCPOTA_SECTOR_SIZE ||
+            d->resume.size > p->slot_size) {
+            d->resume.valid = 0;
+        }
+    } else if (rc != TCPOTA_ERR_NOENT) {
+        return rc;
+    }
+    rc = rec_load(p, TCPOTA_KEY_REPORT, b, REPORT_LEN);
+    if (rc == 0) {
+        memcpy(d->report_id, b + 1, TCPOTA_ID_LEN);
+        d->report_result = tcpota_get_u16(b + 1 + TCPOTA_ID_LEN);
+    } else if (rc != TCPOTA_ERR_NOENT) {
+        return rc;
+    }
+    return 0;
+}
+
+/* ---- output ---------------------------------------------------------- */
+
+static int queue(struct tcpota_dev *d, const struct tcpota_msg *m)
+{
+    int n;
+
+    if (d->tx_head) {
+        memmove(d->cfg.tx_buf, d->cfg.tx_buf + d->tx_head, d->tx_len);
+        d->tx_head = 0;
+    }
+    n = tcpota_msg_encode(m, d->cfg.tx_buf + d->tx_len, d->cfg.tx_cap - d->tx_len);
+    if (n < 0) {
+        return n;
+    }
+    d->tx_len += (size_t)n;
+    return 0;
+}
+
+static struct tcpota_bytes str_bytes(const char *s)
+{
+    struct tcpota_bytes b;
+
+    b.ptr = (const uint8_t *)s;
+    b.len = (uint16_t)strlen(s);
+    return b;
+}
+
+/* Tells the server why this side gives up, then returns `code`. */
+static int fail(struct tcpota_dev *d, int code, const char *why)
+{
+    struct tcpota_msg m;
+
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_ERROR;
+    m.u.error.code = (uint16_t)-code;
+    m.u.error.message = str_bytes(why);
+    (void)queue(d, &m); /* best effort: the connection ends either way */
+    d->last_error = code;
+    return code;
+}
+
+int tcpota_dev_connect(struct tcpota_dev *d, uint32_t now_ms)
+{
+    struct tcpota_msg m;
+    int rc;
+
+    tcpota_decoder_reset(&d->dec);
+    d->tx_head = d->tx_len = 0;
+    d->state = TCPOTA_DEV_HELLO_SENT;
+    d->now = d->last_rx = d->last_tx = now_ms;
+    d->last_error = 0;
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_HELLO;
+    m.u.hello.proto_min = TCPOTA_PROTO_VERSION;
+    m.u.hello.proto_max = TCPOTA_PROTO_VERSION;
+    m.u.hello.device_id = str_bytes(d->cfg.device_id);
+    m.u.hello.model = str_bytes(d->cfg.model);
+    m.u.hello.version = str_bytes(d->cfg.version);
+    m.u.hello.running_id = d->cfg.running_id;
+    m.u.hello.max_payload = (uint16_t)(d->dec.cap - TCPOTA_FRAME_OVERHEAD);
+    if (d->resume.valid) {
+        m.u.hello.resume_id = d->resume.id;
+        m.u.hello.resume_size = d->resume.size;
+        m.u.hello.resume_offset = d->resume.offset;
+    }
+    if (d->report_result) {
+        m.u.hello.report_id = d->report_id;
+        m.u.hello.report_result = d->report_result;
+    }
+    rc = queue(d, &m);
+    d->report_sent = rc == 0 && d->report_result;
+    return rc;
+}
+
+void tcpota_dev_disconnect(struct tcpota_dev *d)
+{
+    if (d->state == TCPOTA_DEV_HELLO_SENT || d->state == TCPOTA_DEV_RECEIVING) {
+        d->state = TCPOTA_DEV_IDLE;
+    }
+    d->tx_head = d->tx_len = 0;
+    tcpota_decoder_reset(&d->dec);
+}
+
+size_t tcpota_dev_output(const struct tcpota_dev *d, const uint8_t **out)
+{
+    *out = d->cfg.tx_buf + d->tx_head;
+    return d->tx_len;
+}
+
+void tcpota_dev_output_done(struct tcpota_dev *d, size_t n)
+{
+    if (n > d->tx_len) {
+        n = d->tx_len;
+    }
+    d->tx_head += n;
+    d->tx_len -= n;
+    if (!d->tx_len) {
+        d->tx_head = 0;
+    }
+    if (n) {
+        d->last_tx = d->now;
+    }
+}
+
+int tcpota_dev_tick(struct tcpota_dev *d, uint32_t now_ms)
+{
+    d->now = now_ms;
+    if (d->state != TCPOTA_DEV_HELLO_SENT && d->state != TCPOTA_DEV_RECEIVING) {
+        return 0;
+    }
+    if ((uint32_t)(now_ms - d->last_rx) >= d->cfg.timeout_ms) {
+        d->last_error = TCPOTA_ERR_TIMEDOUT;
+        return TCPOTA_ERR_TIMEDOUT;
+    }
+    if ((uint32_t)(now_ms - d->last_tx) >= d->cfg.keepalive_ms && d->tx_len == 0) {
+        struct tcpota_msg m;
+        memset(&m, 0, sizeof(m));
+        m.type = TCPOTA_T_PING;
+        m.u.ping.token = ++d->ping_token;
+        d->last_tx = now_ms; /* one PING per interval even if not yet sent */
+        return queue(d, &m);
+    }
+    return 0;
+}
+
+uint32_t tcpota_dev_next_tick(const struct tcpota_dev *d)
+{
+    uint32_t rx_left, tx_left;
+
+    if (d->state != TCPOTA_DEV_HELLO_SENT && d->state != TCPOTA_DEV_RECEIVING) {
+        return d->cfg.keepalive_ms;
+    }
+    rx_left = d->cfg.timeout_ms - (uint32_t)(d->now - d->last_rx);
+    tx_left = d->cfg.keepalive_ms - (uint32_t)(d->now - d->last_tx);
+    if ((uint32_t)(d->now - d->last_rx) >= d->cfg.timeout_ms) rx_left = 0;
+    if ((uint32_t)(d->now - d->last_tx) >= d->cfg.keepalive_ms) tx_left = 0;
+    return rx_left < tx_left ? rx_left : tx_left;
+}
+
+/* ---- offer, data, verification --------------------------------------- */
+
+static int decline(struct tcpota_dev *d, const uint8_t *id, int reason, const char *why,
+                   struct tcpota_dev_event *ev)
+{
+    struct tcpota_msg m;
+
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_DECLINE;
+    m.u.decline.image_id = id;
+    m.u.decline.reason = (uint16_t)-reason;
+    m.u.decline.message = str_bytes(why);
+    d->state = TCPOTA_DEV_DECLINED;
+    d->last_error = reason;
+    ev->type = TCPOTA_DEV_EV_DECLINED;
+    ev->error = reason;
+    return queue(d, &m);
+}
+
+static int on_offer(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcpota_dev_event *ev)
+{
+    const struct tcpota_port *p = d->cfg.port;
+    struct tcpota_offer_info info;
+    struct tcpota_msg a;
+    uint32_t start = 0;
+    int rc;
+
+    if (m->u.offer.size > p->slot_size) {
+        return decline(d, m->u.offer.image_id, TCPOTA_ERR_NOSPC, "image larger than the slot", ev);
+    }
+    if (d->cfg.running_id &&
+        memcmp(d->cfg.running_id, m->u.offer.image_id, TCPOTA_ID_LEN) == 0) {
+        return decline(d, m->u.offer.image_id, TCPOTA_ERR_REFUSED, "already running it", ev);
+    }
+    info.image_id = m->u.offer.image_id;
+    info.size = m->u.offer.size;
+    info.version = (const char *)m->u.offer.version.ptr;
+    info.version_len = m->u.offer.version.len;
+    info.manifest = m->u.offer.manifest.ptr;
+    info.manifest_len = m->u.offer.manifest.len;
+    if (p->verify_offer && (rc = p->verify_offer(p->ctx, &info)) < 0) {
+        return decline(d, m->u.offer.image_id, rc, "offer refused by the device's checks", ev);
+    }
+    memcpy(d->image, m->u.offer.image_id, TCPOTA_ID_LEN);
+    memcpy(d->version, m->u.offer.version.ptr, m->u.offer.version.len);
+    d->version[m->u.offer.version.len] = 0;
+    d->size = m->u.offer.size;
+    if (d->resume.valid && d->resume.size == d->size &&
+        memcmp(d->resume.id, d->image, TCPOTA_ID_LEN) == 0) {
+        start = d->resume.offset;
+        rc = p->ota_resume(p->ctx, &info, start);
+        d->ckpt = start;
+    } else {
+        /* A resume point for another image is stale: the slot is rewritten. */
+        rc = p->ota_begin(p->ctx, &info);
+        if (rc == 0) {
+            rc = resume_save(d, 0);
+        }
+    }
+    if (rc < 0) {
+        /* A record the storage refuses must not block every later offer. */
+        (void)resume_drop(d);
+        return fail(d, rc, "storage refused the image");
+    }
+    d->pos = start;
+    d->state = TCPOTA_DEV_RECEIVING;
+    memset(&a, 0, sizeof(a));
+    a.type = TCPOTA_T_ACCEPT;
+    a.u.accept.image_id = d->image;
+    a.u.accept.offset = start;
+    ev->type = TCPOTA_DEV_EV_ACCEPTED;
+    ev->offset = start;
+    ev->size = d->size;
+    return queue(d, &a);
+}
+
+/* Reads the whole slot back through the port and compares its SHA-256
+ * with the offered id: what counts is what flash holds, not what arrived. */
+static int verify_slot(struct tcpota_dev *d)
+{
+    const struct tcpota_port *p = d->cfg.port;
+    uint8_t digest[TCPOTA_ID_LEN];
+    uint8_t *buf = d->cfg.rx_buf; /* the frame in it was written already */
+    size_t cap = d->dec.cap;
+    uint32_t off;
+    int rc;
+
+    if ((rc = p->sha256_begin(p->ctx)) < 0) {
+        return rc;
+    }
+    for (off = 0; off < d->size;) {
+        size_t n = d->size - off < cap ? d->size - off : cap;
+        if ((rc = p->ota_read(p->ctx, off, buf, n)) < 0 ||
+            (rc = p->sha256_update(p->ctx, buf, n)) < 0) {
+            return rc;
+        }
+        off += (uint32_t)n;
+    }
+    if ((rc = p->sha256_finish(p->ctx, digest)) < 0) {
+        return rc;
+    }
+    return memcmp(digest, d->image, TCPOTA_ID_LEN) == 0 ? 0 : TCPOTA_ERR_INTEGRITY;
+}
+
+static int finish(struct tcpota_dev *d, struct tcpota_dev_event *ev)
+{
+    const struct tcpota_port *p = d->cfg.port;
+    uint8_t last[LAST_LEN];
+    struct tcpota_msg m;
+    int rc = p->ota_end(p->ctx);
+
+    if (rc == 0) {
+        rc = verify_slot(d);
+    }
+    if (rc == 0) {
+        memcpy(last + 1, d->image, TCPOTA_ID_LEN);
+        rc = rec_save(p, TCPOTA_KEY_LAST, last, sizeof(last));
+    }
+    if (rc == 0) {
+        rc = p->set_boot(p->ctx);
+    }
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_COMPLETE;
+    m.u.complete.image_id = d->image;
+    if (rc < 0) {
+        /* Never bootable; start over from zero next time. */
+        (void)p->ota_abort(p->ctx);
+        (void)resume_drop(d);
+        m.u.complete.status = (uint16_t)-rc;
+        (void)queue(d, &m);
+        d->last_error = rc;
+        d->state = TCPOTA_DEV_IDLE;
+        return rc;
+    }
+    /* The image is bootable now; a resume record for it would be stale. */
+    if ((rc = resume_drop(d)) < 0) {
+        return fail(d, rc, "could not clear the resume record");
+    }
+    d->state = TCPOTA_DEV_UPDATED;
+    ev->type = TCPOTA_DEV_EV_UPDATED;
+    ev->offset = ev->size = d->size;
+    return queue(d, &m);
+}
+
+static int on_data(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcpota_dev_event *ev)
+{
+    const struct tcpota_port *p = d->cfg.port;
+    uint32_t off = m->u.data.offset, n = m->u.data.bytes.len, point;
+    int rc;
+
+    if (d->state == TCPOTA_DEV_DECLINED) {
+        return 0; /* streamed before the server read our DECLINE */
+    }
+    if (d->state != TCPOTA_DEV_RECEIVING) {
+        return fail(d, TCPOTA_ERR_STATE, "DATA without an accepted offer");
+    }
+    if (off > d->size || n > d->size - off) {
+        return fail(d, TCPOTA_ERR_RANGE, "DATA past the end of the image");
+    }
+    if (off != d->pos) {
+        d->stale_frames++; /* sent before the server saw where we resume */
+        return 0;
+    }
+    if ((rc = p->ota_write(p->ctx, m->u.data.bytes.ptr, n)) < 0) {
+        return fail(d, rc, "flash write failed");
+    }
+    d->pos += n;
+    ev->type = TCPOTA_DEV_EV_PROGRESS;
+    ev->offset = d->pos;
+    ev->size = d->size;
+    if (d->pos == d->size) {
+        return finish(d, ev);
+    }
+    point = d->pos - d->pos % TCPOTA_SECTOR_SIZE;
+    if (point - d->ckpt >= d->cfg.ack_interval) {
+        struct tcpota_msg a;
+        if ((rc = resume_save(d, point)) < 0) {
+            return fail(d, rc, "could not save the resume point");
+        }
+        memset(&a, 0, sizeof(a));
+        a.type = TCPOTA_T_ACK;
+        a.u.ack.offset = point;
+        ev->type = TCPOTA_DEV_EV_CHECKPOINT;
+        ev->offset = point;
+        (void)queue(d, &a); /* a skipped ACK is covered by the next one */
+    }
+    return 0;
+}
+
+static int on_frame(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcpota_dev_event *ev)
+{
+    switch (m->type) {
+    case TCPOTA_T_WELCOME:
+        if (d->state != TCPOTA_DEV_HELLO_SENT || m->u.welcome.proto != TCPOTA_PROTO_VERSION) {
+            return fail(d, TCPOTA_ERR_PROTO, "unexpected WELCOME");
+        }
+        if (d->report_sent) {
+            /* The server has read our HELLO and with it the report. */
+            int rc = d->cfg.port->kv_erase(d->cfg.port->ctx, TCPOTA_KEY_REPORT);
+            if (rc < 0 && rc != TCPOTA_ERR_NOENT) {
+                return fail(d, rc, "could not clear the report");
+            }
+            d->report_result = 0;
+            d->report_sent = 0;
+        }
+        ev->type = TCPOTA_DEV_EV_WELCOME;
+        return 0;
+    case TCPOTA_T_OFFER:
+        if (d->state != TCPOTA_DEV_HELLO_SENT) {
+            return fail(d, TCPOTA_ERR_STATE, "unexpected OFFER");
+        }
+        return on_offer(d, m, ev);
+    case TCPOTA_T_NO_UPDATE:
+        if (d->state != TCPOTA_DEV_HELLO_SENT) {
+            return fail(d, TCPOTA_ERR_STATE, "unexpected NO_UPDATE");
+        }
+        d->state = TCPOTA_DEV_UP_TO_DATE;
+        ev->type = TCPOTA_DEV_EV_UP_TO_DATE;
+        return 0;
+    case TCPOTA_T_DATA:
+        return on_data(d, m, ev);
+    case TCPOTA_T_ERROR:
+        d->last_error = m->u.error.code ? -(int)m->u.error.code : TCPOTA_ERR_PROTO;
+        return d->last_error;
+    case TCPOTA_T_PING: {
+        struct tcpota_msg pong;
+        memset(&pong, 0, sizeof(pong));
+        pong.type = TCPOTA_T_PONG;
+        pong.u.ping.token = m->u.ping.token;
+        return queue(d, &pong);
+    }
+    case TCPOTA_T_PONG:
+        return 0;
+    default:
+        return fail(d, TCPOTA_ERR_PROTO, "message not for a device");
+    }
+}
+
+int tcpota_dev_input(struct tcpota_dev *d, const uint8_t *in, size_t len,
+                     struct tcpota_dev_event *ev)
+{
+    struct tcpota_frame f;
+    struct tcpota_msg m;
+    int used, rc;
+
+    memset(ev, 0, sizeof(*ev));
+    if (d->state != TCPOTA_DEV_HELLO_SENT && d->state != TCPOTA_DEV_RECEIVING &&
+        d->state != TCPOTA_DEV_DECLINED) {
+        return (int)len; /* finished: nothing more to read on this connection */
+    }
+    if (len) {
+        d->last_rx = d->now;
+    }
+    used = tcpota_decoder_feed(&d->dec, in, len, &f);
+    if (used < 0) {
+        return fail(d, used, used == TCPOTA_ERR_CRC ? "frame CRC mismatch" : "malformed frame");
+    }
+    if (!f.type) {
+        return used;
+    }
+    rc = tcpota_msg_decode(&f, &m);
+    if (rc < 0) {
+        return fail(d, rc, "malformed message");
+    }
+    rc = on_frame(d, &m, ev);
+    return rc < 0 ? rc : used;
+}

@@ -1,0 +1,295 @@
+/* server.c - server session state machine (see server.h). */
+#include "tcpota/server.h"
+
+#include <string.h>
+
+#define DEFAULT_CHUNK 4096u
+
+static int queue(struct tcpota_srv *s, const struct tcpota_msg *m)
+{
+    int n;
+
+    if (s->tx_head) {
+        /* Compact: control frames are few and small, a memmove is cheap. */
+        memmove(s->cfg.tx_buf, s->cfg.tx_buf + s->tx_head, s->tx_len);
+        s->tx_head = 0;
+    }
+    n = tcpota_msg_encode(m, s->cfg.tx_buf + s->tx_len, s->cfg.tx_cap - s->tx_len);
+    if (n < 0) {
+        return n;
+    }
+    s->tx_len += (size_t)n;
+    return 0;
+}
+
+int tcpota_srv_fail(struct tcpota_srv *s, int code, const char *message,
+                    uint32_t retry_after_s)
+{
+    struct tcpota_msg m;
+
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_ERROR;
+    m.u.error.code = (uint16_t)(code < 0 ? -code : code);
+    m.u.error.retry_after_s = retry_after_s;
+    if (message) {
+        m.u.error.message.ptr = (const uint8_t *)message;
+        m.u.error.message.len = (uint16_t)strlen(message);
+    }
+    s->state = TCPOTA_SRV_CLOSING;
+    s->limit = 0;
+    return queue(s, &m);
+}
+
+int tcpota_srv_init(struct tcpota_srv *s, const struct tcpota_srv_config *cfg)
+{
+    const struct tcpota_srv_image *img = cfg ? cfg->image : NULL;
+
+    if (!s || !cfg || !cfg->tx_buf || cfg->tx_cap < TCPOTA_SRV_TX_MIN) {
+        return TCPOTA_ERR_INVAL;
+    }
+    if (cfg->chunk > TCPOTA_MAX_PAYLOAD - TCPOTA_DATA_FIXED) {
+        return TCPOTA_ERR_INVAL;
+    }
+    if (img && (img->size == 0 || !img->version || img->version_len == 0 ||
+                img->version_len > 32 || img->manifest_len > TCPOTA_MAX_MANIFEST)) {
+        return TCPOTA_ERR_INVAL;
+    }
+    memset(s, 0, sizeof(*s));
+    s->cfg = *cfg;
+    s->chunk = cfg->chunk ? cfg->chunk : DEFAULT_CHUNK;
+    return tcpota_decoder_init(&s->dec, cfg->rx_buf, cfg->rx_cap);
+}
+
+/* The device may take the offered image from where its resume point says,
+ * if that point is for this very image and lies on a sector boundary. */
+static uint32_t resume_start(const struct tcpota_srv_image *img, const struct tcpota_msg *h)
+{
+    if (!h->u.hello.resume_id || memcmp(h->u.hello.resume_id, img->id, TCPOTA_ID_LEN) != 0) {
+        return 0;
+    }
+    if (h->u.hello.resume_size != img->size || h->u.hello.resume_offset > img->size ||
+        h->u.hello.resume_offset % TCPOTA_SECTOR_SIZE != 0) {
+        return 0;
+    }
+    return h->u.hello.resume_offset;
+}
+
+static int up_to_date(const struct tcpota_srv_image *img, const struct tcpota_msg *h)
+{
+    if (h->u.hello.running_id) {
+        return memcmp(h->u.hello.running_id, img->id, TCPOTA_ID_LEN) == 0;
+    }
+    return h->u.hello.version.len == img->version_len &&
+           memcmp(h->u.hello.version.ptr, img->version, img->version_len) == 0;
+}
+
+static int on_hello(struct tcpota_srv *s, struct tcpota_srv_event *ev)
+{
+    const struct tcpota_msg *h = &ev->msg;
+    const struct tcpota_srv_image *img = s->cfg.image;
+    struct tcpota_msg m;
+    int rc;
+
+    if (h->u.hello.proto_min > TCPOTA_PROTO_VERSION ||
+        h->u.hello.proto_max < TCPOTA_PROTO_VERSION) {
+        tcpota_srv_fail(s, TCPOTA_ERR_VERSION, "server speaks protocol 1", 0);
+        return TCPOTA_ERR_VERSION;
+    }
+    s->got_hello = 1;
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_WELCOME;
+    m.u.welcome.proto = TCPOTA_PROTO_VERSION;
+    m.u.welcome.idle_timeout_s = s->cfg.idle_timeout_s;
+    if ((rc = queue(s, &m)) < 0) {
+        return rc;
+    }
+    memset(&m, 0, sizeof(m));
+    if (!img || up_to_date(img, h)) {
+        m.type = TCPOTA_T_NO_UPDATE;
+        s->state = TCPOTA_SRV_CLOSING;
+        ev->offered = 0;
+        return queue(s, &m);
+    }
+    {
+        /* Never send a frame bigger than the device said it takes. */
+        uint16_t maxp = h->u.hello.max_payload ? h->u.hello.max_payload : TCPOTA_MIN_PAYLOAD;
+        if (s->chunk > maxp - TCPOTA_DATA_FIXED) {
+            s->chunk = (uint16_t)(maxp - TCPOTA_DATA_FIXED);
+        }
+    }
+    s->start = resume_start(img, h);
+    s->send_pos = s->start;
+    s->acked = s->start;
+    s->limit = img->size - s->start > TCPOTA_SRV_PRESTREAM ? s->start + TCPOTA_SRV_PRESTREAM
+                                                          : img->size;
+    s->state = TCPOTA_SRV_OFFERED;
+    m.type = TCPOTA_T_OFFER;
+    m.u.offer.image_id = img->id;
+    m.u.offer.size = img->size;
+    m.u.offer.start = s->start;
+    m.u.offer.chunk = s->chunk;
+    m.u.offer.version.ptr = (const uint8_t *)img->version;
+    m.u.offer.version.len = img->version_len;
+    m.u.offer.manifest.ptr = img->manifest;
+    m.u.offer.manifest.len = img->manifest_len;
+    ev->offered = 1;
+    ev->start = s->start;
+    return queue(s, &m);
+}
+
+static int violation(struct tcpota_srv *s, int code, const char *why)
+{
+    tcpota_srv_fail(s, code, why, 0);
+    return code;
+}
+
+static int on_frame(struct tcpota_srv *s, struct tcpota_srv_event *ev)
+{
+    const struct tcpota_msg *m = &ev->msg;
+    const struct tcpota_srv_image *img = s->cfg.image;
+
+    if (!s->got_hello && m->type != TCPOTA_T_HELLO) {
+        return violation(s, TCPOTA_ERR_STATE, "expected HELLO first");
+    }
+    switch (m->type) {
+    case TCPOTA_T_HELLO:
+        if (s->got_hello) {
+            return violation(s, TCPOTA_ERR_STATE, "second HELLO");
+        }
+        ev->type = TCPOTA_SRV_EV_HELLO;
+        return on_hello(s, ev);
+    case TCPOTA_T_ACCEPT:
+        if (s->state != TCPOTA_SRV_OFFERED ||
+            memcmp(m->u.accept.image_id, img->id, TCPOTA_ID_LEN) != 0) {
+            return violation(s, TCPOTA_ERR_STATE, "ACCEPT without matching OFFER");
+        }
+        if (m->u.accept.offset > img->size) {
+            return violation(s, TCPOTA_ERR_RANGE, "ACCEPT offset past the end");
+        }
+        ev->type = TCPOTA_SRV_EV_ACCEPT;
+        if (m->u.accept.offset != s->start) {
+            /* The device resumes elsewhere than its HELLO said: re-seek. Frames
+             * already sent carry their offset, so it skips them. */
+            s->start = s->send_pos = s->acked = m->u.accept.offset;
+        }
+        ev->start = s->start;
+        s->limit = img->size;
+        s->state = s->send_pos == img->size ? TCPOTA_SRV_SENT_ALL : TCPOTA_SRV_STREAMING;
+        return 0;
+    case TCPOTA_T_DECLINE:
+        ev->type = TCPOTA_SRV_EV_DECLINE;
+        s->state = TCPOTA_SRV_CLOSING;
+        s->limit = 0;
+        return 0;
+    case TCPOTA_T_ACK:
+        if (s->state != TCPOTA_SRV_STREAMING && s->state != TCPOTA_SRV_SENT_ALL) {
+            return violation(s, TCPOTA_ERR_STATE, "ACK before ACCEPT");
+        }
+        if (m->u.ack.offset > s->send_pos || m->u.ack.offset < s->acked) {
+            return violation(s, TCPOTA_ERR_RANGE, "ACK outside the bytes sent");
+        }
+        ev->type = TCPOTA_SRV_EV_ACK;
+        ev->duplicate = m->u.ack.offset == s->acked;
+        s->acked = m->u.ack.offset;
+        return 0;
+    case TCPOTA_T_COMPLETE:
+        if (s->state != TCPOTA_SRV_SENT_ALL ||
+            memcmp(m->u.complete.image_id, img->id, TCPOTA_ID_LEN) != 0) {
+            return violation(s, TCPOTA_ERR_STATE, "COMPLETE before all bytes were sent");
+        }
+        ev->type = TCPOTA_SRV_EV_COMPLETE;
+        s->state = TCPOTA_SRV_CLOSING;
+        return 0;
+    case TCPOTA_T_ERROR:
+        ev->type = TCPOTA_SRV_EV_PEER_ERROR;
+        s->state = TCPOTA_SRV_CLOSING;
+        s->limit = 0;
+        return 0;
+    case TCPOTA_T_PING: {
+        struct tcpota_msg pong;
+        memset(&pong, 0, sizeof(pong));
+        pong.type = TCPOTA_T_PONG;
+        pong.u.ping.token = m->u.ping.token;
+        ev->type = TCPOTA_SRV_EV_PING;
+        return queue(s, &pong);
+    }
+    case TCPOTA_T_PONG:
+        return 0;
+    default:
+        return violation(s, TCPOTA_ERR_PROTO, "message not for a server");
+    }
+}
+
+int tcpota_srv_input(struct tcpota_srv *s, const uint8_t *in, size_t len,
+                     struct tcpota_srv_event *ev)
+{
+    struct tcpota_frame f;
+    int used, rc;
+
+    memset(ev, 0, sizeof(*ev));
+    if (s->state == TCPOTA_SRV_CLOSING) {
+        return (int)len; /* ignore whatever still arrives */
+    }
+    used = tcpota_decoder_feed(&s->dec, in, len, &f);
+    if (used < 0) {
+        return violation(s, used, used == TCPOTA_ERR_CRC ? "frame CRC mismatch"
+                                  : used == TCPOTA_ERR_TOOBIG ? "frame too big"
+                                                              : "malformed frame");
+    }
+    if (!f.type) {
+        return used;
+    }
+    rc = tcpota_msg_decode(&f, &ev->msg);
+    if (rc < 0) {
+        return violation(s, rc, "malformed message");
+    }
+    rc = on_frame(s, ev);
+    if (rc < 0) {
+        return rc;
+    }
+    return used;
+}
+
+size_t tcpota_srv_output(const struct tcpota_srv *s, const uint8_t **out)
+{
+    *out = s->cfg.tx_buf + s->tx_head;
+    return s->tx_len;
+}
+
+void tcpota_srv_output_done(struct tcpota_srv *s, size_t n)
+{
+    if (n > s->tx_len) {
+        n = s->tx_len;
+    }
+    s->tx_head += n;
+    s->tx_len -= n;
+    if (s->tx_len == 0) {
+        s->tx_head = 0;
+    }
+}
+
+int tcpota_srv_data_next(struct tcpota_srv *s, uint32_t *offset, uint16_t *len)
+{
+    uint32_t n;
+
+    if ((s->state != TCPOTA_SRV_OFFERED && s->state != TCPOTA_SRV_STREAMING) ||
+        s->send_pos >= s->limit) {
+        return 0;
+    }
+    n = s->chunk - s->send_pos % s->chunk;
+    if (n > s->limit - s->send_pos) {
+        n = s->limit - s->send_pos;
+    }
+    *offset = s->send_pos;
+    *len = (uint16_t)n;
+    s->send_pos += n;
+    if (s->state == TCPOTA_SRV_STREAMING && s->send_pos == s->cfg.image->size) {
+        s->state = TCPOTA_SRV_SENT_ALL;
+    }
+    return 1;
+}
+
+enum tcpota_srv_state tcpota_srv_get_state(const struct tcpota_srv *s)
+{
+    return s->state;
+}

@@ -1,0 +1,31 @@
+/* tcpota.c - error names. */
+#include "tcpota/tcpota.h"
+
+const char *tcpota_strerror(int err)
+{
+    if (err > 0) {
+        err = -err;
+    }
+    switch (err) {
+    case TCPOTA_OK: return "ok";
+    case TCPOTA_ERR_NOENT: return "no such record";
+    case TCPOTA_ERR_IO: return "storage or transport failure";
+    case TCPOTA_ERR_AGAIN: return "try again";
+    case TCPOTA_ERR_DENIED: return "not allowed";
+    case TCPOTA_ERR_BUSY: return "busy, retry later";
+    case TCPOTA_ERR_INVAL: return "invalid argument";
+    case TCPOTA_ERR_NOSPC: return "no space";
+    case TCPOTA_ERR_RANGE: return "offset or size out of range";
+    case TCPOTA_ERR_PROTO: return "protocol violation";
+    case TCPOTA_ERR_STATE: return "message not valid in this state";
+    case TCPOTA_ERR_CRC: return "frame CRC mismatch";
+    case TCPOTA_ERR_INTEGRITY: return "image SHA-256 mismatch";
+    case TCPOTA_ERR_TOOBIG: return "frame too big";
+    case TCPOTA_ERR_VERSION: return "no common protocol version";
+    case TCPOTA_ERR_NOTSUP: return "not supported";
+    case TCPOTA_ERR_TIMEDOUT: return "timed out";
+    case TCPOTA_ERR_REFUSED: return "refused";
+    case TCPOTA_ERR_CANCELED: return "canceled";
+    default: return "unknown error";
+    }
+}

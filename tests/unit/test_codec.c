@@ -1,0 +1,347 @@
+/* test_codec.c - frames and messages: the vectors of docs/protocol.md, any
+ * split of the input, and every way a peer can send bad bytes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tcpota/codec.h"
+#include "tcpota/crc32c.h"
+
+#define MAXV 32
+struct vec {
+    char name[256];
+    uint8_t b[512];
+    size_t n;
+};
+static struct vec vecs[MAXV];
+static int nvecs;
+static const char *doc_path = TCPOTA_SOURCE_DIR "/docs/protocol.md";
+
+/* Reads every ```hex block of the protocol document. */
+static void load_vectors(void)
+{
+    FILE *f = fopen(doc_path, "r");
+    char line[256];
+    struct vec *v = NULL;
+
+    if (!f) {
+        fprintf(stderr, "cannot open %s\n", doc_path);
+        exit(1);
+    }
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "```hex ", 7) == 0) {
+            if (nvecs == MAXV) exit(1);
+            v = &vecs[nvecs++];
+            snprintf(v->name, sizeof(v->name), "%s", line + 7);
+            v->name[strcspn(v->name, "\n")] = 0;
+            v->n = 0;
+        } else if (v && strncmp(line, "```", 3) == 0) {
+            v = NULL;
+        } else if (v) {
+            char *p = line, *end;
+            for (;;) {
+                unsigned long x = strtoul(p, &end, 16);
+                if (end == p) break;
+                if (x > 0xff || v->n == sizeof(v->b)) exit(1);
+                v->b[v->n++] = (uint8_t)x;
+                p = end;
+            }
+        }
+    }
+    fclose(f);
+}
+
+static const struct vec *find_vec(const char *name)
+{
+    for (int i = 0; i < nvecs; i++)
+        if (strcmp(vecs[i].name, name) == 0) return &vecs[i];
+    fail_msg("vector %s missing from protocol.md", name);
+    return NULL;
+}
+
+static uint8_t dbuf[TCPOTA_MAX_PAYLOAD + TCPOTA_FRAME_OVERHEAD];
+
+/* Feeds `in` in pieces of `step` bytes; expects exactly one frame at the end. */
+static void decode_split(const uint8_t *in, size_t n, size_t step, struct tcpota_msg *m)
+{
+    struct tcpota_decoder d;
+    struct tcpota_frame f = {0};
+    size_t off = 0;
+
+    assert_int_equal(tcpota_decoder_init(&d, dbuf, sizeof(dbuf)), 0);
+    while (off < n) {
+        size_t k = n - off < step ? n - off : step;
+        int used = tcpota_decoder_feed(&d, in + off, k, &f);
+        assert_true(used >= 0);
+        off += (size_t)used;
+        if (f.type) break;
+        assert_int_equal((size_t)used, k);
+    }
+    assert_int_equal(off, n);
+    assert_int_not_equal(f.type, 0);
+    assert_int_equal(tcpota_msg_decode(&f, m), 0);
+}
+
+static void test_crc32c_check_value(void **state)
+{
+    (void)state;
+    assert_int_equal(tcpota_crc32c("123456789", 9), 0xe3069283u);
+    assert_int_equal(tcpota_crc32c_update(tcpota_crc32c("1234", 4), "56789", 5), 0xe3069283u);
+    assert_int_equal(tcpota_crc32c("", 0), 0);
+}
+
+static void test_vectors_roundtrip_any_split(void **state)
+{
+    (void)state;
+    assert_true(nvecs >= 12);
+    for (int i = 0; i < nvecs; i++) {
+        const struct vec *v = &vecs[i];
+        uint8_t out[512];
+        /* Whole, byte by byte, and split in two at every point. */
+        for (size_t step = 1; step <= v->n; step = step == 1 ? v->n : step + 1) {
+            struct tcpota_msg m;
+            decode_split(v->b, v->n, step, &m);
+            int n = tcpota_msg_encode(&m, out, sizeof(out));
+            assert_int_equal(n, (int)v->n);
+            assert_memory_equal(out, v->b, v->n);
+        }
+        for (size_t cut = 1; cut < v->n; cut++) {
+            struct tcpota_decoder d;
+            struct tcpota_frame f;
+            assert_int_equal(tcpota_decoder_init(&d, dbuf, sizeof(dbuf)), 0);
+            assert_int_equal(tcpota_decoder_feed(&d, v->b, cut, &f), (int)cut);
+            assert_int_equal(f.type, 0);
+            assert_int_equal(tcpota_decoder_feed(&d, v->b + cut, v->n - cut, &f), (int)(v->n - cut));
+            assert_int_equal(f.type, v->b[0]);
+        }
+    }
+}
+
+static void test_vector_fields(void **state)
+{
+    struct tcpota_msg m;
+    (void)state;
+
+    decode_split(find_vec("HELLO resume")->b, find_vec("HELLO resume")->n, 1000, &m);
+    assert_int_equal(m.type, TCPOTA_T_HELLO);
+    assert_int_equal(m.u.hello.device_id.len, 5);
+    assert_memory_equal(m.u.hello.device_id.ptr, "dev-1", 5);
+    assert_memory_equal(m.u.hello.model.ptr, "esp32", 5);
+    assert_int_equal(m.u.hello.resume_size, 1048576);
+    assert_int_equal(m.u.hello.resume_offset, 65536);
+    assert_int_equal(m.u.hello.resume_id[0], 0xa0);
+    assert_int_equal(m.u.hello.max_payload, 4096);
+    assert_null(m.u.hello.report_id);
+
+    decode_split(find_vec("OFFER")->b, find_vec("OFFER")->n, 1000, &m);
+    assert_int_equal(m.u.offer.size, 1048576);
+    assert_int_equal(m.u.offer.start, 65536);
+    assert_int_equal(m.u.offer.chunk, 4092);
+    assert_memory_equal(m.u.offer.version.ptr, "1.1.0", 5);
+
+    decode_split(find_vec("DATA")->b, find_vec("DATA")->n, 1000, &m);
+    assert_int_equal(m.u.data.offset, 65536);
+    assert_int_equal(m.u.data.bytes.len, 4);
+    assert_memory_equal(m.u.data.bytes.ptr, "abcd", 4);
+
+    decode_split(find_vec("ERROR")->b, find_vec("ERROR")->n, 1000, &m);
+    assert_int_equal(m.u.error.code, 74);
+
+    decode_split(find_vec("DECLINE")->b, find_vec("DECLINE")->n, 1000, &m);
+    assert_int_equal(m.u.decline.reason, 28);
+}
+
+static void test_data_head_matches_encoder(void **state)
+{
+    uint8_t head[8], frame[64];
+    struct tcpota_msg m;
+    (void)state;
+
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_DATA;
+    m.u.data.offset = 0x12345678;
+    m.u.data.bytes.ptr = (const uint8_t *)"hello";
+    m.u.data.bytes.len = 5;
+    assert_int_equal(tcpota_msg_encode(&m, frame, sizeof(frame)), 8 + 4 + 5);
+    assert_int_equal(tcpota_data_head(head, 0x12345678, 5), 8);
+    assert_memory_equal(head, frame, 8);
+    uint32_t crc = tcpota_crc32c_update(tcpota_crc32c(head, 8), "hello", 5);
+    assert_int_equal(crc, tcpota_get_u32(frame + 13));
+    assert_int_equal(tcpota_data_head(head, 0, TCPOTA_MAX_PAYLOAD), TCPOTA_ERR_INVAL);
+}
+
+/* Flip each bit of each vector: the decoder must refuse the frame (or, for
+ * the length field, still be waiting for bytes); never accept it. */
+static void test_every_bit_flip_is_refused(void **state)
+{
+    (void)state;
+    for (int i = 0; i < nvecs; i++) {
+        const struct vec *v = &vecs[i];
+        for (size_t byte = 0; byte < v->n; byte++) {
+            for (int bit = 0; bit < 8; bit++) {
+                uint8_t b[512];
+                struct tcpota_decoder d;
+                struct tcpota_frame f;
+                memcpy(b, v->b, v->n);
+                b[byte] ^= (uint8_t)(1u << bit);
+                assert_int_equal(tcpota_decoder_init(&d, dbuf, sizeof(dbuf)), 0);
+                int rc = tcpota_decoder_feed(&d, b, v->n, &f);
+                if (rc >= 0) {
+                    assert_int_equal(f.type, 0); /* length grew: incomplete */
+                    assert_true(byte == 2 || byte == 3);
+                }
+            }
+        }
+    }
+}
+
+static void test_oversized_length_refused_at_header(void **state)
+{
+    static uint8_t small[520];
+    struct tcpota_decoder d;
+    struct tcpota_frame f;
+    uint8_t head[4] = {TCPOTA_T_DATA, 0, 0x00, 0x40}; /* 16384 > 512 */
+    (void)state;
+
+    assert_int_equal(tcpota_decoder_init(&d, small, sizeof(small)), 0);
+    assert_int_equal(tcpota_decoder_feed(&d, head, 3, &f), 3);
+    assert_int_equal(tcpota_decoder_feed(&d, head + 3, 1, &f), TCPOTA_ERR_TOOBIG);
+    head[2] = 0xff; head[3] = 0xff;
+    tcpota_decoder_reset(&d);
+    assert_int_equal(tcpota_decoder_feed(&d, head, 4, &f), TCPOTA_ERR_TOOBIG);
+    assert_int_equal(tcpota_decoder_init(&d, small, 100), TCPOTA_ERR_INVAL);
+}
+
+static void test_bad_header_fields(void **state)
+{
+    struct tcpota_decoder d;
+    struct tcpota_frame f;
+    uint8_t flags[4] = {TCPOTA_T_PING, 1, 4, 0};
+    uint8_t zero[4] = {0, 0, 0, 0};
+    (void)state;
+
+    assert_int_equal(tcpota_decoder_init(&d, dbuf, sizeof(dbuf)), 0);
+    assert_int_equal(tcpota_decoder_feed(&d, flags, 4, &f), TCPOTA_ERR_PROTO);
+    tcpota_decoder_reset(&d);
+    assert_int_equal(tcpota_decoder_feed(&d, zero, 4, &f), TCPOTA_ERR_PROTO);
+}
+
+/* Builds a frame with the given payload and a right CRC, then decodes it. */
+static int decode_payload(uint8_t type, const uint8_t *p, size_t n, struct tcpota_msg *m)
+{
+    static uint8_t b[1024];
+    struct tcpota_decoder d;
+    struct tcpota_frame f;
+
+    b[0] = type; b[1] = 0;
+    tcpota_put_u16(b + 2, (uint16_t)n);
+    memcpy(b + 4, p, n);
+    tcpota_put_u32(b + 4 + n, tcpota_crc32c(b, 4 + n));
+    assert_int_equal(tcpota_decoder_init(&d, dbuf, sizeof(dbuf)), 0);
+    assert_int_equal(tcpota_decoder_feed(&d, b, n + 8, &f), (int)(n + 8));
+    assert_int_equal(f.type, type);
+    return tcpota_msg_decode(&f, m);
+}
+
+static void test_tlv_rules(void **state)
+{
+    struct tcpota_msg m;
+    const struct vec *h = find_vec("HELLO fresh");
+    uint8_t p[256];
+    size_t n = h->n - 8;
+    (void)state;
+
+    memcpy(p, h->b + 4, n);
+    assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n, &m), 0);
+    /* unknown optional tag: skipped */
+    memcpy(p + n, "\x40\x02\x00xy", 5);
+    assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n + 5, &m), 0);
+    /* unknown critical tag: refused */
+    memcpy(p + n, "\xc0\x02\x00xy", 5);
+    assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n + 5, &m), TCPOTA_ERR_NOTSUP);
+    /* repeated tag */
+    memcpy(p + n, "\x02\x02\x00xy", 5);
+    assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n + 5, &m), TCPOTA_ERR_PROTO);
+    /* TLV length past the end */
+    memcpy(p + n, "\x40\x09\x00xy", 5);
+    assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n + 5, &m), TCPOTA_ERR_PROTO);
+    /* truncated TLV header */
+    assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n + 2, &m), TCPOTA_ERR_PROTO);
+    /* missing required DEVICE_ID: drop the first TLV (3 + 5 bytes) */
+    memmove(p + 4, p + 12, n - 12);
+    assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n - 8, &m), TCPOTA_ERR_PROTO);
+    /* non-printable device id */
+    memcpy(p, h->b + 4, n);
+    p[7] = 0x01;
+    assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n, &m), TCPOTA_ERR_PROTO);
+    /* fixed part too short, unknown type, empty DATA */
+    assert_int_equal(decode_payload(TCPOTA_T_ACK, p, 3, &m), TCPOTA_ERR_PROTO);
+    assert_int_equal(decode_payload(0x7f, p, 3, &m), TCPOTA_ERR_NOTSUP);
+    assert_int_equal(decode_payload(TCPOTA_T_DATA, p, 4, &m), TCPOTA_ERR_PROTO);
+}
+
+static void test_offer_sanity(void **state)
+{
+    struct tcpota_msg m;
+    const struct vec *o = find_vec("OFFER");
+    uint8_t p[256];
+    size_t n = o->n - 8;
+    (void)state;
+
+    memcpy(p, o->b + 4, n);
+    tcpota_put_u32(p + 36, 2000000); /* start past size */
+    assert_int_equal(decode_payload(TCPOTA_T_OFFER, p, n, &m), TCPOTA_ERR_PROTO);
+    memcpy(p, o->b + 4, n);
+    tcpota_put_u32(p + 32, 0); /* empty image */
+    tcpota_put_u32(p + 36, 0);
+    assert_int_equal(decode_payload(TCPOTA_T_OFFER, p, n, &m), TCPOTA_ERR_PROTO);
+}
+
+static void test_encode_limits(void **state)
+{
+    struct tcpota_msg m;
+    uint8_t out[512];
+    char longs[80];
+    (void)state;
+
+    memset(longs, 'a', sizeof(longs));
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_HELLO;
+    m.u.hello.device_id.ptr = (const uint8_t *)longs;
+    m.u.hello.device_id.len = 65;
+    m.u.hello.model.ptr = (const uint8_t *)"m";
+    m.u.hello.model.len = 1;
+    m.u.hello.version.ptr = (const uint8_t *)"v";
+    m.u.hello.version.len = 1;
+    assert_int_equal(tcpota_msg_encode(&m, out, sizeof(out)), TCPOTA_ERR_INVAL);
+    m.u.hello.device_id.len = 64;
+    assert_true(tcpota_msg_encode(&m, out, sizeof(out)) > 0);
+    assert_int_equal(tcpota_msg_encode(&m, out, 40), TCPOTA_ERR_NOSPC);
+    m.u.hello.model.ptr = NULL;
+    assert_int_equal(tcpota_msg_encode(&m, out, sizeof(out)), TCPOTA_ERR_INVAL);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_crc32c_check_value),
+        cmocka_unit_test(test_vectors_roundtrip_any_split),
+        cmocka_unit_test(test_vector_fields),
+        cmocka_unit_test(test_data_head_matches_encoder),
+        cmocka_unit_test(test_every_bit_flip_is_refused),
+        cmocka_unit_test(test_oversized_length_refused_at_header),
+        cmocka_unit_test(test_bad_header_fields),
+        cmocka_unit_test(test_tlv_rules),
+        cmocka_unit_test(test_offer_sanity),
+        cmocka_unit_test(test_encode_limits),
+    };
+    if (argc > 1) doc_path = argv[1];
+    load_vectors();
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

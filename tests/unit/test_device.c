@@ -1,0 +1,508 @@
+/* test_device.c - the device session against the real server session in
+ * memory (two peers, no sockets), over the fake port: fresh updates, cuts
+ * at many points, reboots mid-image, stale resume records, bad offers,
+ * corrupted frames, integrity failures, boot confirmation and reports. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fake_port.h"
+#include "tcpota/crc32c.h"
+#include "tcpota/device.h"
+#include "tcpota/server.h"
+
+#define IMG_SIZE 70000u
+#define ACK_IV 8192u
+
+static uint8_t image[IMG_SIZE];
+static struct tcpota_srv_image simg;
+static struct fake_port *fp;
+static struct tcpota_dev dev;
+static uint8_t drx[4096 + 8], dtx[512];
+static uint8_t srx[1024], stx[2048];
+static struct tcpota_srv srv;
+static uint8_t running[32];
+
+/* Server -> device byte stream of one connection. */
+static uint8_t wire[IMG_SIZE * 2 + 65536];
+static size_t wire_len, wire_read;
+static int corrupted;
+
+static void make_image(uint32_t seed)
+{
+    for (uint32_t i = 0; i < IMG_SIZE; i++) image[i] = (uint8_t)((i * 2654435761u + seed) >> 13);
+    memset(&simg, 0, sizeof(simg));
+    crypto_hash_sha256(simg.id, image, IMG_SIZE);
+    simg.size = IMG_SIZE;
+    simg.version = "2.0.0";
+    simg.version_len = 5;
+}
+
+static void dev_init(void)
+{
+    struct tcpota_dev_config c;
+    memset(&c, 0, sizeof(c));
+    c.port = &fp->port;
+    c.device_id = "dev-1";
+    c.model = "esp32";
+    c.version = "1.0.0";
+    c.running_id = running;
+    c.rx_buf = drx; c.rx_cap = sizeof(drx);
+    c.tx_buf = dtx; c.tx_cap = sizeof(dtx);
+    c.ack_interval = ACK_IV;
+    assert_int_equal(tcpota_dev_init(&dev, &c), 0);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    fp = malloc(sizeof(*fp));
+    fake_port_init(fp);
+    memset(running, 0x77, sizeof(running));
+    make_image(1);
+    dev_init();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    fake_port_free(fp);
+    free(fp);
+    return 0;
+}
+
+static void srv_start(void)
+{
+    struct tcpota_srv_config c;
+    memset(&c, 0, sizeof(c));
+    c.image = &simg;
+    c.rx_buf = srx; c.rx_cap = sizeof(srx);
+    c.tx_buf = stx; c.tx_cap = sizeof(stx);
+    c.chunk = 1000; /* not a divisor of the sector: frames straddle sectors */
+    assert_int_equal(tcpota_srv_init(&srv, &c), 0);
+}
+
+/* Moves the server's pending output (control, then DATA) onto the wire. */
+static void srv_flush(int corrupt_at)
+{
+    const uint8_t *p;
+    size_t n = tcpota_srv_output(&srv, &p);
+    uint32_t off;
+    uint16_t len;
+
+    memcpy(wire + wire_len, p, n);
+    wire_len += n;
+    tcpota_srv_output_done(&srv, n);
+    while (wire_len - wire_read < 20000 && tcpota_srv_data_next(&srv, &off, &len)) {
+        uint8_t *f = wire + wire_len;
+        assert_int_equal(tcpota_data_head(f, off, len), 8);
+        memcpy(f + 8, image + off, len);
+        tcpota_put_u32(f + 8 + len, tcpota_crc32c(f, 8u + len));
+        wire_len += 12u + len;
+    }
+    if (corrupt_at >= 0 && !corrupted && (size_t)corrupt_at < wire_len) {
+        wire[corrupt_at] ^= 0x10;
+        corrupted = 1;
+    }
+}
+
+/* Runs one connection until it ends, or until `cut` server bytes have
+ * reached the device. Returns the device's last input result. */
+static int run_conn(size_t cut, int corrupt_at, size_t *delivered)
+{
+    struct tcpota_dev_event ev;
+    struct tcpota_srv_event sev;
+    int rc = 0;
+
+    wire_len = wire_read = 0;
+    corrupted = 0;
+    srv_start();
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    for (int rounds = 0; rounds < 100000; rounds++) {
+        const uint8_t *p;
+        size_t n = tcpota_dev_output(&dev, &p), off = 0;
+        while (off < n) {
+            int used = tcpota_srv_input(&srv, p + off, n - off, &sev);
+            if (used < 0) break;
+            off += (size_t)used;
+        }
+        tcpota_dev_output_done(&dev, n);
+        srv_flush(corrupt_at);
+        if (wire_read == wire_len) break; /* nothing more to say */
+        size_t room = wire_len - wire_read;
+        if (cut && wire_read + room > cut) room = cut > wire_read ? cut - wire_read : 0;
+        if (room > 700) room = 700; /* odd pieces */
+        if (room == 0) break;
+        rc = tcpota_dev_input(&dev, wire + wire_read, room, &ev);
+        if (rc < 0) break;
+        wire_read += (size_t)rc;
+        if (cut && wire_read >= cut) break;
+    }
+    if (delivered) *delivered = wire_read;
+    tcpota_dev_disconnect(&dev);
+    return rc;
+}
+
+static void assert_slot_is_image(void)
+{
+    assert_memory_equal(fp->slot, image, IMG_SIZE);
+    assert_int_equal(fp->boot_set, 1);
+}
+
+static void test_fresh_update(void **state)
+{
+    (void)state;
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_UPDATED);
+    assert_int_equal(tcpota_srv_get_state(&srv), TCPOTA_SRV_CLOSING);
+    assert_slot_is_image();
+    /* resume record dropped, last-update record kept for the boot check */
+    uint8_t b[64];
+    assert_int_equal(fp->port.kv_get(fp, TCPOTA_KEY_RESUME, b, sizeof(b)), TCPOTA_ERR_NOENT);
+    assert_true(fp->port.kv_get(fp, TCPOTA_KEY_LAST, b, sizeof(b)) > 0);
+    assert_int_equal(fp->begins, 1);
+}
+
+/* Cuts the connection at many points (every 997th byte of the stream):
+ * each time the next connection resumes from the last checkpoint and the
+ * bytes fetched again stay within one ack interval plus a sector. */
+static void test_cut_anywhere_resumes(void **state)
+{
+    (void)state;
+    for (size_t cut = 1; cut < IMG_SIZE + 2000; cut += 997) {
+        teardown(NULL);
+        setup(NULL);
+        size_t got = 0;
+        run_conn(cut, -1, &got);
+        uint32_t durable = dev.resume.valid ? dev.resume.offset : 0;
+        uint32_t written = fp->wpos;
+        if (dev.state == TCPOTA_DEV_UPDATED) continue; /* cut after the end */
+        run_conn(0, -1, NULL);
+        assert_int_equal(dev.state, TCPOTA_DEV_UPDATED);
+        assert_slot_is_image();
+        assert_true(written - durable <= ACK_IV + TCPOTA_SECTOR_SIZE);
+        if (durable) {
+            assert_int_equal(fp->resumes, 1);
+            assert_int_equal(fp->resumed_at, durable);
+        }
+    }
+}
+
+static void test_reboot_mid_image_resumes(void **state)
+{
+    (void)state;
+    run_conn(40000, -1, NULL);
+    uint32_t durable = dev.resume.offset;
+    assert_true(durable >= ACK_IV);
+    dev_init(); /* power cycle: state comes back from the records */
+    assert_int_equal(dev.resume.valid, 1);
+    assert_int_equal(dev.resume.offset, durable);
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_UPDATED);
+    assert_slot_is_image();
+    assert_int_equal(fp->resumed_at, durable);
+}
+
+static void test_resume_record_for_other_image_discarded(void **state)
+{
+    (void)state;
+    run_conn(40000, -1, NULL);
+    assert_true(dev.resume.offset > 0);
+    make_image(2); /* server now has a different image */
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_UPDATED);
+    assert_slot_is_image();
+    assert_int_equal(fp->begins, 2);
+    assert_int_equal(fp->resumes, 0);
+}
+
+static void test_corrupt_record_ignored(void **state)
+{
+    (void)state;
+    run_conn(40000, -1, NULL);
+    fp->kv[0].val[5] ^= 1; /* the first record written is the resume point */
+    dev_init();
+    assert_int_equal(dev.resume.valid, 0);
+    run_conn(0, -1, NULL);
+    assert_slot_is_image();
+}
+
+static void test_flipped_byte_never_written(void **state)
+{
+    (void)state;
+    int rc = run_conn(0, 30000, NULL);
+    assert_int_equal(rc, TCPOTA_ERR_CRC);
+    /* Nothing past the corrupt frame reached flash. */
+    assert_true(fp->wpos <= 30000);
+    assert_memory_equal(fp->slot, image, fp->wpos);
+    run_conn(0, -1, NULL);
+    assert_slot_is_image();
+}
+
+static void test_integrity_failure_not_bootable(void **state)
+{
+    (void)state;
+    simg.id[0] ^= 1; /* the server lies about the hash */
+    int rc = run_conn(0, -1, NULL);
+    assert_int_equal(rc, TCPOTA_ERR_INTEGRITY);
+    assert_int_equal(fp->boot_set, 0);
+    assert_int_equal(dev.resume.valid, 0);
+}
+
+static void test_image_too_big_declined(void **state)
+{
+    (void)state;
+    fp->port.slot_size = 4096;
+    dev_init();
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_DECLINED);
+    assert_int_equal(dev.last_error, TCPOTA_ERR_NOSPC);
+    assert_int_equal(fp->begins, 0);
+}
+
+static void test_already_running_declined(void **state)
+{
+    (void)state;
+    memcpy(running, simg.id, 32);
+    dev_init();
+    /* A server that ignores the running id (serves by version only). */
+    struct tcpota_msg m;
+    uint8_t b[256];
+    wire_len = wire_read = 0;
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_OFFER;
+    m.u.offer.image_id = simg.id;
+    m.u.offer.size = IMG_SIZE;
+    m.u.offer.version.ptr = (const uint8_t *)"2"; m.u.offer.version.len = 1;
+    int n = tcpota_msg_encode(&m, b, sizeof(b));
+    struct tcpota_dev_event ev;
+    assert_int_equal(tcpota_dev_input(&dev, b, (size_t)n, &ev), n);
+    assert_int_equal(ev.type, TCPOTA_DEV_EV_DECLINED);
+    assert_int_equal(ev.error, TCPOTA_ERR_REFUSED);
+}
+
+static int feed_dev(const struct tcpota_msg *m, struct tcpota_dev_event *ev)
+{
+    uint8_t b[600];
+    int n = tcpota_msg_encode(m, b, sizeof(b));
+    assert_true(n > 0);
+    return tcpota_dev_input(&dev, b, (size_t)n, ev);
+}
+
+static void test_data_past_end_and_out_of_state(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    uint8_t bytes[16] = {0};
+    (void)state;
+
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_DATA;
+    m.u.data.bytes.ptr = bytes; m.u.data.bytes.len = 16;
+    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_STATE); /* no offer yet */
+
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_OFFER;
+    m.u.offer.image_id = simg.id;
+    m.u.offer.size = 100;
+    m.u.offer.version.ptr = (const uint8_t *)"2"; m.u.offer.version.len = 1;
+    assert_true(feed_dev(&m, &ev) > 0);
+    assert_int_equal(ev.type, TCPOTA_DEV_EV_ACCEPTED);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_DATA;
+    m.u.data.offset = 90;
+    m.u.data.bytes.ptr = bytes; m.u.data.bytes.len = 16;
+    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_RANGE);
+    assert_int_equal(fp->writes, 0);
+
+    /* A frame at another offset than expected is skipped, not written. */
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_OFFER;
+    m.u.offer.image_id = simg.id;
+    m.u.offer.size = 100;
+    m.u.offer.version.ptr = (const uint8_t *)"2"; m.u.offer.version.len = 1;
+    assert_true(feed_dev(&m, &ev) > 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_DATA;
+    m.u.data.offset = 16;
+    m.u.data.bytes.ptr = bytes; m.u.data.bytes.len = 16;
+    assert_true(feed_dev(&m, &ev) > 0);
+    assert_int_equal(fp->writes, 0);
+    assert_int_equal(dev.stale_frames, 1);
+
+    /* A second OFFER while receiving is a violation. */
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_OFFER;
+    m.u.offer.image_id = simg.id;
+    m.u.offer.size = 100;
+    m.u.offer.version.ptr = (const uint8_t *)"2"; m.u.offer.version.len = 1;
+    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_STATE);
+}
+
+static void test_server_error_frame(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    (void)state;
+
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_ERROR;
+    m.u.error.code = 16;
+    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_BUSY);
+    assert_int_equal(dev.last_error, TCPOTA_ERR_BUSY);
+}
+
+static void test_flash_write_failure_reported(void **state)
+{
+    (void)state;
+    fp->fail_write_at = 5;
+    int rc = run_conn(0, -1, NULL);
+    assert_int_equal(rc, TCPOTA_ERR_IO);
+    assert_int_equal(fp->boot_set, 0);
+    fp->fail_write_at = 0;
+    run_conn(0, -1, NULL);
+    assert_slot_is_image();
+}
+
+static void test_boot_confirm_and_report(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    struct tcpota_srv_event sev;
+    (void)state;
+
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_UPDATED);
+    fp->boot.pending = 1; /* reboot into the new image */
+    assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);
+    assert_int_equal(fp->valid_calls, 1);
+    memcpy(running, simg.id, 32);
+    dev_init();
+    assert_int_equal(dev.report_result, TCPOTA_RESULT_CONFIRMED);
+    /* The report rides in HELLO; the server sees it; WELCOME clears it. */
+    srv_start();
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    const uint8_t *p;
+    size_t n = tcpota_dev_output(&dev, &p);
+    assert_true(tcpota_srv_input(&srv, p, n, &sev) > 0);
+    assert_int_equal(sev.type, TCPOTA_SRV_EV_HELLO);
+    assert_non_null(sev.msg.u.hello.report_id);
+    assert_memory_equal(sev.msg.u.hello.report_id, simg.id, 32);
+    assert_int_equal(sev.msg.u.hello.report_result, TCPOTA_RESULT_CONFIRMED);
+    assert_int_equal(sev.offered, 0); /* running the current image */
+    tcpota_dev_output_done(&dev, n);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_WELCOME;
+    m.u.welcome.proto = 1;
+    assert_true(feed_dev(&m, &ev) > 0);
+    assert_int_equal(dev.report_result, 0);
+    uint8_t b[64];
+    assert_int_equal(fp->port.kv_get(fp, TCPOTA_KEY_REPORT, b, sizeof(b)), TCPOTA_ERR_NOENT);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_NO_UPDATE;
+    assert_true(feed_dev(&m, &ev) > 0);
+    assert_int_equal(ev.type, TCPOTA_DEV_EV_UP_TO_DATE);
+}
+
+static void test_boot_health_failure_rolls_back(void **state)
+{
+    (void)state;
+    run_conn(0, -1, NULL);
+    fp->boot.pending = 1;
+    assert_int_equal(tcpota_dev_boot(&fp->port, 0), 1); /* caller must reboot */
+    assert_int_equal(fp->invalid_calls, 1);
+    assert_int_equal(fp->valid_calls, 0);
+    dev_init();
+    assert_int_equal(dev.report_result, TCPOTA_RESULT_ROLLED_BACK);
+    assert_memory_equal(dev.report_id, simg.id, 32);
+    /* The next boot (old image, not pending) reports nothing new. */
+    assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);
+    assert_int_equal(fp->valid_calls, 0);
+}
+
+static void test_boot_bootloader_rollback_reported(void **state)
+{
+    (void)state;
+    run_conn(0, -1, NULL);
+    fp->boot.rolled_back = 1;
+    assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);
+    dev_init();
+    assert_int_equal(dev.report_result, TCPOTA_RESULT_BOOT_FAILED);
+}
+
+static void test_keepalive_and_timeout(void **state)
+{
+    const uint8_t *p;
+    (void)state;
+
+    assert_int_equal(tcpota_dev_connect(&dev, 1000), 0);
+    tcpota_dev_output_done(&dev, tcpota_dev_output(&dev, &p));
+    assert_int_equal(tcpota_dev_tick(&dev, 5000), 0);
+    assert_int_equal(tcpota_dev_output(&dev, &p), 0);
+    assert_int_equal(tcpota_dev_tick(&dev, 11000), 0);
+    assert_int_equal(tcpota_dev_output(&dev, &p), 12); /* PING */
+    assert_int_equal(p[0], TCPOTA_T_PING);
+    assert_true(tcpota_dev_next_tick(&dev) <= 20000);
+    assert_int_equal(tcpota_dev_tick(&dev, 31000), TCPOTA_ERR_TIMEDOUT);
+    /* The clock may wrap. */
+    assert_int_equal(tcpota_dev_connect(&dev, 0xfffff000u), 0);
+    assert_int_equal(tcpota_dev_tick(&dev, 0x00001000u), 0);
+}
+
+static void test_init_rejects_bad_config(void **state)
+{
+    struct tcpota_dev_config c;
+    struct tcpota_dev d;
+    (void)state;
+    memset(&c, 0, sizeof(c));
+    c.port = &fp->port;
+    c.device_id = "bad\nid";
+    c.model = "m"; c.version = "v";
+    c.rx_buf = drx; c.rx_cap = sizeof(drx);
+    c.tx_buf = dtx; c.tx_cap = sizeof(dtx);
+    assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
+    c.device_id = "ok";
+    c.ack_interval = 5000; /* not a sector multiple */
+    assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
+    c.ack_interval = 0;
+    c.rx_cap = 100;
+    assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
+}
+
+int main(void)
+{
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_fresh_update),
+        T(test_cut_anywhere_resumes),
+        T(test_reboot_mid_image_resumes),
+        T(test_resume_record_for_other_image_discarded),
+        T(test_corrupt_record_ignored),
+        T(test_flipped_byte_never_written),
+        T(test_integrity_failure_not_bootable),
+        T(test_image_too_big_declined),
+        T(test_already_running_declined),
+        T(test_data_past_end_and_out_of_state),
+        T(test_server_error_frame),
+        T(test_flash_write_failure_reported),
+        T(test_boot_confirm_and_report),
+        T(test_boot_health_failure_rolls_back),
+        T(test_boot_bootloader_rollback_reported),
+        T(test_keepalive_and_timeout),
+        T(test_init_rejects_bad_config),
+    };
+    if (sodium_init() < 0) return 1;
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

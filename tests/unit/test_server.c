@@ -1,0 +1,408 @@
+/* test_server.c - the server session: offers, resume points, re-seeks,
+ * acks, and what it does with a peer that breaks the rules. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "tcpota/server.h"
+
+static uint8_t rx[TCPOTA_MIN_PAYLOAD + TCPOTA_FRAME_OVERHEAD];
+static uint8_t tx[TCPOTA_SRV_TX_MIN];
+static struct tcpota_srv_image img;
+static struct tcpota_srv s;
+
+static int setup(void **state)
+{
+    struct tcpota_srv_config cfg;
+    (void)state;
+    memset(&img, 0, sizeof(img));
+    for (int i = 0; i < 32; i++) img.id[i] = (uint8_t)i;
+    img.size = 100000;
+    img.version = "2.0.0";
+    img.version_len = 5;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.image = &img;
+    cfg.rx_buf = rx; cfg.rx_cap = sizeof(rx);
+    cfg.tx_buf = tx; cfg.tx_cap = sizeof(tx);
+    cfg.chunk = 4096;
+    cfg.idle_timeout_s = 60;
+    assert_int_equal(tcpota_srv_init(&s, &cfg), 0);
+    return 0;
+}
+
+/* Encodes m and feeds it to the session; returns the last input result. */
+static int feed(const struct tcpota_msg *m, struct tcpota_srv_event *ev)
+{
+    uint8_t b[600];
+    int n = tcpota_msg_encode(m, b, sizeof(b)), off = 0, rc = 0;
+    assert_true(n > 0);
+    while (off < n) {
+        rc = tcpota_srv_input(&s, b + off, (size_t)(n - off), ev);
+        if (rc < 0) return rc;
+        off += rc;
+    }
+    return rc;
+}
+
+static void hello(struct tcpota_msg *m, const char *version)
+{
+    memset(m, 0, sizeof(*m));
+    m->type = TCPOTA_T_HELLO;
+    m->u.hello.proto_min = m->u.hello.proto_max = 1;
+    m->u.hello.device_id.ptr = (const uint8_t *)"d1"; m->u.hello.device_id.len = 2;
+    m->u.hello.model.ptr = (const uint8_t *)"esp32"; m->u.hello.model.len = 5;
+    m->u.hello.version.ptr = (const uint8_t *)version; m->u.hello.version.len = (uint16_t)strlen(version);
+    m->u.hello.max_payload = 4096 + 4;
+}
+
+/* Decodes the control frames queued by the session. */
+static int drain(struct tcpota_msg *out, int max)
+{
+    static uint8_t dbuf[2048];
+    const uint8_t *p;
+    size_t n = tcpota_srv_output(&s, &p), off = 0;
+    struct tcpota_decoder d;
+    int count = 0;
+
+    assert_int_equal(tcpota_decoder_init(&d, dbuf, sizeof(dbuf)), 0);
+    while (off < n && count < max) {
+        struct tcpota_frame f;
+        int used = tcpota_decoder_feed(&d, p + off, n - off, &f);
+        assert_true(used > 0);
+        off += (size_t)used;
+        assert_int_not_equal(f.type, 0);
+        assert_int_equal(tcpota_msg_decode(&f, &out[count]), 0);
+        if (f.type == TCPOTA_T_OFFER) { /* keep what the pointers need */
+            static uint8_t keep[2048];
+            memcpy(keep, dbuf, sizeof(keep));
+            out[count].u.offer.image_id = keep + 4;
+        }
+        count++;
+    }
+    tcpota_srv_output_done(&s, n);
+    return count;
+}
+
+static void test_fresh_device_gets_offer_and_stream(void **state)
+{
+    struct tcpota_msg m, out[4];
+    struct tcpota_srv_event ev;
+    uint32_t off, total = 0, expect = 0;
+    uint16_t len;
+    (void)state;
+
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.type, TCPOTA_SRV_EV_HELLO);
+    assert_int_equal(ev.offered, 1);
+    assert_int_equal(drain(out, 4), 2);
+    assert_int_equal(out[0].type, TCPOTA_T_WELCOME);
+    assert_int_equal(out[0].u.welcome.idle_timeout_s, 60);
+    assert_int_equal(out[1].type, TCPOTA_T_OFFER);
+    assert_int_equal(out[1].u.offer.start, 0);
+    assert_int_equal(out[1].u.offer.size, 100000);
+    assert_int_equal(out[1].u.offer.chunk, 4096);
+    /* Streams before ACCEPT, but only up to the prestream limit. */
+    while (tcpota_srv_data_next(&s, &off, &len)) {
+        assert_int_equal(off, expect);
+        assert_true(len <= 4096);
+        expect += len;
+        total += len;
+    }
+    assert_int_equal(total, TCPOTA_SRV_PRESTREAM);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_ACCEPT;
+    m.u.accept.image_id = img.id;
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.type, TCPOTA_SRV_EV_ACCEPT);
+    while (tcpota_srv_data_next(&s, &off, &len)) {
+        assert_int_equal(off, expect);
+        expect += len;
+    }
+    assert_int_equal(expect, img.size);
+    assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_SENT_ALL);
+    /* Acks: forward, duplicate; COMPLETE ends it. */
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_ACK;
+    m.u.ack.offset = 16384;
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.type, TCPOTA_SRV_EV_ACK);
+    assert_int_equal(ev.duplicate, 0);
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.duplicate, 1);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_COMPLETE;
+    m.u.complete.image_id = img.id;
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.type, TCPOTA_SRV_EV_COMPLETE);
+    assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_CLOSING);
+}
+
+static void test_resume_point_for_this_image(void **state)
+{
+    struct tcpota_msg m, out[4];
+    struct tcpota_srv_event ev;
+    uint32_t off;
+    uint16_t len;
+    (void)state;
+
+    hello(&m, "1.0.0");
+    m.u.hello.resume_id = img.id;
+    m.u.hello.resume_size = img.size;
+    m.u.hello.resume_offset = 49152;
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.start, 49152);
+    assert_int_equal(drain(out, 4), 2);
+    assert_int_equal(out[1].u.offer.start, 49152);
+    assert_int_equal(tcpota_srv_data_next(&s, &off, &len), 1);
+    assert_int_equal(off, 49152);
+}
+
+static void test_resume_point_for_other_image_or_bad_offset_restarts(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_srv_event ev;
+    uint8_t other[32] = {9};
+    (void)state;
+
+    hello(&m, "1.0.0");
+    m.u.hello.resume_id = other;
+    m.u.hello.resume_size = img.size;
+    m.u.hello.resume_offset = 49152;
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.start, 0);
+
+    setup(NULL);
+    hello(&m, "1.0.0");
+    m.u.hello.resume_id = img.id;
+    m.u.hello.resume_size = img.size;
+    m.u.hello.resume_offset = 1000; /* not a sector boundary */
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.start, 0);
+
+    setup(NULL);
+    hello(&m, "1.0.0");
+    m.u.hello.resume_id = img.id;
+    m.u.hello.resume_size = img.size + 4096; /* same id, other size */
+    m.u.hello.resume_offset = 4096;
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.start, 0);
+}
+
+static void test_up_to_date_by_version_and_by_id(void **state)
+{
+    struct tcpota_msg m, out[4];
+    struct tcpota_srv_event ev;
+    uint8_t other[32] = {1};
+    (void)state;
+
+    hello(&m, "2.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.offered, 0);
+    assert_int_equal(drain(out, 4), 2);
+    assert_int_equal(out[1].type, TCPOTA_T_NO_UPDATE);
+
+    /* Same version string but another running image: the id wins. */
+    setup(NULL);
+    hello(&m, "2.0.0");
+    m.u.hello.running_id = other;
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.offered, 1);
+
+    setup(NULL);
+    hello(&m, "0.1");
+    m.u.hello.running_id = img.id;
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.offered, 0);
+}
+
+static void test_accept_elsewhere_reseeks(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_srv_event ev;
+    uint32_t off;
+    uint16_t len;
+    (void)state;
+
+    hello(&m, "1.0.0");
+    m.u.hello.resume_id = img.id;
+    m.u.hello.resume_size = img.size;
+    m.u.hello.resume_offset = 8192;
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(tcpota_srv_data_next(&s, &off, &len), 1);
+    assert_int_equal(off, 8192);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_ACCEPT;
+    m.u.accept.image_id = img.id;
+    m.u.accept.offset = 0; /* the device lost its record */
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.start, 0);
+    assert_int_equal(tcpota_srv_data_next(&s, &off, &len), 1);
+    assert_int_equal(off, 0);
+}
+
+static void expect_error_frame(int code)
+{
+    struct tcpota_msg out[4];
+    int n = drain(out, 4);
+    assert_true(n >= 1);
+    assert_int_equal(out[n - 1].type, TCPOTA_T_ERROR);
+    assert_int_equal(out[n - 1].u.error.code, -code);
+    assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_CLOSING);
+}
+
+static void test_violations_end_with_error_frame(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_srv_event ev;
+    uint8_t other[32] = {5};
+    (void)state;
+
+    /* ACK before HELLO */
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_ACK;
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
+    expect_error_frame(TCPOTA_ERR_STATE);
+
+    /* ACCEPT for another image */
+    setup(NULL);
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    drain((struct tcpota_msg[4]){0}, 4);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_ACCEPT;
+    m.u.accept.image_id = other;
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
+    expect_error_frame(TCPOTA_ERR_STATE);
+
+    /* ACCEPT past the end */
+    setup(NULL);
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    drain((struct tcpota_msg[4]){0}, 4);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_ACCEPT;
+    m.u.accept.image_id = img.id;
+    m.u.accept.offset = img.size + 1;
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_RANGE);
+    expect_error_frame(TCPOTA_ERR_RANGE);
+
+    /* ACK beyond what was sent, and ACK going backwards */
+    setup(NULL);
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    drain((struct tcpota_msg[4]){0}, 4);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_ACCEPT;
+    m.u.accept.image_id = img.id;
+    assert_true(feed(&m, &ev) > 0);
+    m.type = TCPOTA_T_ACK;
+    m.u.ack.offset = 4096; /* nothing sent yet */
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_RANGE);
+    expect_error_frame(TCPOTA_ERR_RANGE);
+
+    /* second HELLO */
+    setup(NULL);
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
+
+    /* protocol version out of range */
+    setup(NULL);
+    hello(&m, "1.0.0");
+    m.u.hello.proto_min = m.u.hello.proto_max = 2;
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_VERSION);
+    expect_error_frame(TCPOTA_ERR_VERSION);
+
+    /* a server-only message from the device */
+    setup(NULL);
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_NO_UPDATE;
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_PROTO);
+}
+
+static void test_garbage_and_oversize(void **state)
+{
+    struct tcpota_srv_event ev;
+    uint8_t big[4] = {TCPOTA_T_HELLO, 0, 0xff, 0x7f};
+    uint8_t junk[16] = "GET / HTTP/1.1\r\n";
+    (void)state;
+
+    assert_int_equal(tcpota_srv_input(&s, big, 4, &ev), TCPOTA_ERR_TOOBIG);
+    expect_error_frame(TCPOTA_ERR_TOOBIG);
+    setup(NULL);
+    assert_true(tcpota_srv_input(&s, junk, sizeof(junk), &ev) < 0);
+    /* Once closing, further input is swallowed, never parsed. */
+    assert_int_equal(tcpota_srv_input(&s, junk, sizeof(junk), &ev), (int)sizeof(junk));
+}
+
+static void test_small_device_buffer_limits_chunk(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_srv_event ev;
+    uint32_t off;
+    uint16_t len;
+    (void)state;
+
+    hello(&m, "1.0.0");
+    m.u.hello.max_payload = 512;
+    assert_true(feed(&m, &ev) > 0);
+    while (tcpota_srv_data_next(&s, &off, &len)) {
+        assert_true(len <= 512 - 4);
+    }
+}
+
+static void test_ping_gets_pong(void **state)
+{
+    struct tcpota_msg m, out[4];
+    struct tcpota_srv_event ev;
+    (void)state;
+
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    drain(out, 4);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_PING;
+    m.u.ping.token = 42;
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(drain(out, 4), 1);
+    assert_int_equal(out[0].type, TCPOTA_T_PONG);
+    assert_int_equal(out[0].u.ping.token, 42);
+}
+
+static void test_init_rejects_bad_config(void **state)
+{
+    struct tcpota_srv_config cfg;
+    struct tcpota_srv t;
+    (void)state;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.rx_buf = rx; cfg.rx_cap = sizeof(rx);
+    cfg.tx_buf = tx; cfg.tx_cap = 100;
+    assert_int_equal(tcpota_srv_init(&t, &cfg), TCPOTA_ERR_INVAL);
+    cfg.tx_cap = sizeof(tx);
+    cfg.chunk = 20000;
+    assert_int_equal(tcpota_srv_init(&t, &cfg), TCPOTA_ERR_INVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_fresh_device_gets_offer_and_stream, setup),
+        cmocka_unit_test_setup(test_resume_point_for_this_image, setup),
+        cmocka_unit_test_setup(test_resume_point_for_other_image_or_bad_offset_restarts, setup),
+        cmocka_unit_test_setup(test_up_to_date_by_version_and_by_id, setup),
+        cmocka_unit_test_setup(test_accept_elsewhere_reseeks, setup),
+        cmocka_unit_test_setup(test_violations_end_with_error_frame, setup),
+        cmocka_unit_test_setup(test_garbage_and_oversize, setup),
+        cmocka_unit_test_setup(test_small_device_buffer_limits_chunk, setup),
+        cmocka_unit_test_setup(test_ping_gets_pong, setup),
+        cmocka_unit_test(test_init_rejects_bad_config),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
