@@ -1,0 +1,7 @@
+# Unit tests of the POSIX device port (ports/posix): the NOR flash emulator
+# and the ESP32-like device built on it.
+tcpota_unit_test(test_flash_emu ${CMAKE_CURRENT_LIST_DIR}/test_flash_emu.c)
+target_link_libraries(test_flash_emu PRIVATE tcpota_posix)
+
+tcpota_unit_test(test_posix_port ${CMAKE_CURRENT_LIST_DIR}/test_posix_port.c)
+target_link_libraries(test_posix_port PRIVATE tcpota_posix)
