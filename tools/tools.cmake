@@ -1,0 +1,22 @@
+# Test and bench tools. Included from tools/CMakeLists.txt.
+find_package(Threads REQUIRED)
+
+# Fault-injecting TCP proxy (libevent).
+add_executable(tcpota-proxy ${CMAKE_CURRENT_LIST_DIR}/proxy.c)
+target_link_libraries(tcpota-proxy PRIVATE PkgConfig::LIBEVENT)
+target_compile_definitions(tcpota-proxy PRIVATE _POSIX_C_SOURCE=200809L _DEFAULT_SOURCE)
+
+# Client that behaves like the original ESP32 sample (one recv() per package).
+add_executable(tcpota-legacy-client ${CMAKE_CURRENT_LIST_DIR}/legacy_client.c)
+target_link_libraries(tcpota-legacy-client PRIVATE Threads::Threads)
+target_compile_definitions(tcpota-legacy-client PRIVATE _POSIX_C_SOURCE=200809L _DEFAULT_SOURCE)
+
+# Loopback helper for the proxy self-test: deterministic source, echo, fetch, ping.
+add_executable(tcpota-test-source ${CMAKE_CURRENT_LIST_DIR}/echo_source.c)
+target_link_libraries(tcpota-test-source PRIVATE Threads::Threads)
+target_compile_definitions(tcpota-test-source PRIVATE _POSIX_C_SOURCE=200809L _DEFAULT_SOURCE)
+
+add_test(NAME tools_proxy
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/../tests/tools/test_proxy.sh
+                 $<TARGET_FILE:tcpota-proxy> $<TARGET_FILE:tcpota-test-source>)
+set_tests_properties(tools_proxy PROPERTIES LABELS e2e TIMEOUT 120)
