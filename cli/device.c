@@ -1,0 +1,1414 @@
+/*
+ * device.c - `tcpota device`: a host process that behaves like an ESP32
+ * running tcpota, and `tcpota device status`.
+ *
+ * The device keeps its flash in a directory (ports/posix) and drives the
+ * sans-I/O session of core/device.c over one TCP connection at a time:
+ * boot (bootloader, then the health-check decision), connect, feed every
+ * received byte to the session and send what it queues, reconnect with
+ * backoff after a failure, and "reboot" after an update so that the next
+ * HELLO carries the outcome. It may be SIGKILLed at any moment: all state
+ * that matters lives in DIR and is written by the core and the port, so a
+ * restart with the same DIR resumes from the last durable point. Nothing
+ * here ever erases or rewrites DIR by itself.
+ *
+ * Sections: signals; logging; options; flash and boot; network helpers;
+ * one connection; the connection loop; statistics; `device status`;
+ * entry point.
+ */
+#include "cli.h"
+#include "posix_port.h"
+#include "progress.h"
+#include "tcpota/codec.h"
+#include "tcpota/crc32c.h"
+#include "tcpota/device.h"
+#include "tcpota/tcpota.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#if defined(__GNUC__)
+#define DEV_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define DEV_PRINTF(f, a)
+#endif
+
+/* The server sends 4096-byte DATA chunks: payload 4 + 4096, frame + 8,
+ * so 4108 bytes hold the largest frame; HELLO announces 4100. */
+#define RX_CAP (4096u + 12u)
+#define TX_CAP 512u
+#define NET_BUF (16u * 1024u)
+/* Feed no more input while this much output waits: the session's replies
+ * (ACK, PONG, COMPLETE, ERROR) must always find room in the tx buffer. */
+#define TX_HIGH (TX_CAP / 2u)
+#define CONNECT_MAX_MS 10000u /* cap of one connect() wait */
+#define FLUSH_MS 2000u        /* best effort for the last frames before close */
+#define LINGER_MS 1000u       /* wait for the server's FIN after our last frame */
+#define HOST_MAX 256
+#define RESUME_REC_LEN (1u + TCPOTA_ID_LEN + 4u + 4u + 4u)
+
+/* ---- signals --------------------------------------------------------- */
+
+/* The handler only records the signal and wakes poll() through a pipe, so
+ * a signal that arrives just before poll() is never missed. */
+static volatile sig_atomic_t g_signal;
+static int g_wake[2] = {-1, -1};
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+
+    g_signal = sig;
+    if (g_wake[1] >= 0) {
+        ssize_t n = write(g_wake[1], "x", 1);
+        (void)n; /* a full pipe already wakes poll() */
+    }
+    errno = saved;
+}
+
+/* Empties the wake-up pipe, so that poll() does not keep reporting it. */
+static void wake_drain(void)
+{
+    char buf[16];
+
+    while (g_wake[0] >= 0 && read(g_wake[0], buf, sizeof(buf)) > 0) {
+    }
+}
+
+static int set_nonblock_cloexec(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+        fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static int signals_install(void)
+{
+    struct sigaction sa;
+
+    if (pipe(g_wake) < 0 || set_nonblock_cloexec(g_wake[0]) < 0 ||
+        set_nonblock_cloexec(g_wake[1]) < 0) {
+        return -1;
+    }
+    memset(&sa, 0, sizeof(sa));
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_signal; /* no SA_RESTART: poll() and connect() return EINTR */
+    if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0) {
+        return -1;
+    }
+    sa.sa_handler = SIG_IGN;
+    return sigaction(SIGPIPE, &sa, NULL);
+}
+
+static void signals_remove(void)
+{
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    for (int i = 0; i < 2; i++) {
+        if (g_wake[i] >= 0) {
+            close(g_wake[i]);
+            g_wake[i] = -1;
+        }
+    }
+}
+
+/* ---- state ----------------------------------------------------------- */
+
+struct options {
+    const char *server;
+    char host[HOST_MAX];
+    uint16_t port;
+    const char *dir;
+    const char *id;
+    const char *model;
+    const char *factory;
+    uint32_t slot_size; /* 0: default on creation, the files' size otherwise */
+    int healthy;
+    uint32_t ack_interval;
+    unsigned max_attempts;
+    uint32_t backoff_min, backoff_max, timeout_ms;
+    enum progress_mode progress;
+    int quiet;
+};
+
+/* Counters for the stats line printed at exit. */
+struct stats {
+    uint8_t image_id[TCPOTA_ID_LEN]; /* image the counters below describe */
+    int have_image;
+    uint32_t image_size;
+    uint32_t base;    /* offset the first ACCEPT of this process started at */
+    uint32_t max_pos; /* highest offset this process wrote up to */
+    uint64_t written; /* image bytes written to flash by this process */
+    unsigned connections;
+    uint64_t stale_frames; /* from sessions already replaced by a reboot */
+    int tracking;          /* this connection accepted an offer */
+    uint32_t last_pos;     /* session write position already counted */
+};
+
+struct device {
+    struct options o;
+    char id[TCPOTA_MAX_STR + 1];
+    char prefix[TCPOTA_MAX_STR + 16]; /* "device ID: " */
+
+    struct tcpota_posix_dev flash;
+    int flash_open;
+    struct tcpota_port port;
+    struct tcpota_posix_slot_info running;
+    char version[TCPOTA_POSIX_VERSION_MAX + 1];
+
+    /* The last boot of this process rolled a new image back: report it on
+     * the next connection and stop, else the server offers it again. */
+    int rollback;
+    const char *rollback_why;
+    char rejected[TCPOTA_POSIX_VERSION_MAX + 1];
+
+    struct tcpota_dev dev;
+    uint8_t rx[RX_CAP];
+    uint8_t tx[TX_CAP];
+    uint8_t net[NET_BUF];
+    size_t net_off, net_len; /* received bytes not yet fed to the session */
+    int fd;
+
+    struct progress prog;
+    int quarter; /* last 25% step logged as a checkpoint */
+    struct stats st;
+    char err[384]; /* why the last attempt failed */
+    char detail[TCPOTA_POSIX_DETAIL_LEN];
+};
+
+/* ---- logging --------------------------------------------------------- */
+
+static void vsay(struct device *dv, const char *fmt, va_list ap)
+{
+    progress_clear(&dv->prog);
+    fputs(dv->prefix, stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+/* An informational line: dropped by --quiet. */
+static void DEV_PRINTF(2, 3) info(struct device *dv, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (dv->o.quiet) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsay(dv, fmt, ap);
+    va_end(ap);
+}
+
+/* An error or a final result: always printed. */
+static void DEV_PRINTF(2, 3) say(struct device *dv, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsay(dv, fmt, ap);
+    va_end(ap);
+}
+
+/* Logs a failure of the flash port with the port's own detail. */
+static int flash_fail(struct device *dv, const char *what, int rc)
+{
+    const char *detail = tcpota_posix_strerror_detail(&dv->flash);
+
+    say(dv, "%s failed: %s%s%s%s", what, tcpota_strerror(rc), *detail ? " (" : "", detail,
+        *detail ? ")" : "");
+    return -1;
+}
+
+/* ---- options --------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: tcpota device --server HOST:PORT --flash DIR [options]\n"
+            "       tcpota device status --flash DIR\n"
+            "\n"
+            "Runs an emulated ESP32 whose flash lives in DIR: boots it, fetches and\n"
+            "installs the server's image, reboots into it and reports the outcome.\n"
+            "\n"
+            "options:\n"
+            "  --server HOST:PORT     tcpota server to update from\n"
+            "  --flash DIR            device flash (created on first use)\n"
+            "  --id ID                device id (default: dev-<hash of DIR's path>)\n"
+            "  --model M              device model (default esp32)\n"
+            "  --factory-version V    factory image version in a new DIR (default 0.0.0)\n"
+            "  --slot-size BYTES      app slot size in a new DIR (default %u)\n"
+            "  --health ok|fail       outcome of the new image's health check (default ok)\n"
+            "  --ack-interval BYTES   checkpoint interval, multiple of 4096 (default %u)\n"
+            "  --max-attempts N       attempts without progress before giving up (default 20)\n"
+            "  --backoff-min-ms MS    first reconnect delay (default 200)\n"
+            "  --backoff-max-ms MS    largest reconnect delay (default 5000)\n"
+            "  --timeout-ms MS        receive silence before reconnecting (default 30000)\n"
+            "  --progress MODE        auto|bar|lines|none (default auto)\n"
+            "  --quiet                only errors and the final stats line\n"
+            "  --help                 this text\n"
+            "\n"
+            "`device status` prints the running image and resume point as JSON.\n"
+            "exit: 0 up to date, 1 failure, 2 usage, 130/143 on SIGINT/SIGTERM\n",
+            (unsigned)TCPOTA_POSIX_SLOT_SIZE_DEFAULT, (unsigned)TCPOTA_DEV_ACK_DEFAULT);
+}
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fputs("tcpota device: ", stderr);
+    fprintf(stderr, fmt, arg);
+    fputs("\ntry 'tcpota device --help'\n", stderr);
+    return 2;
+}
+
+enum opt_id {
+    OPT_SERVER, OPT_FLASH, OPT_ID, OPT_MODEL, OPT_FACTORY, OPT_SLOT, OPT_HEALTH, OPT_ACK,
+    OPT_ATTEMPTS, OPT_BMIN, OPT_BMAX, OPT_TIMEOUT, OPT_PROGRESS, OPT_QUIET, OPT_HELP,
+};
+
+static const struct {
+    const char *name;
+    enum opt_id id;
+    int has_arg;
+} g_opts[] = {
+    {"--server", OPT_SERVER, 1},         {"--flash", OPT_FLASH, 1},
+    {"--id", OPT_ID, 1},                 {"--model", OPT_MODEL, 1},
+    {"--factory-version", OPT_FACTORY, 1}, {"--slot-size", OPT_SLOT, 1},
+    {"--health", OPT_HEALTH, 1},         {"--ack-interval", OPT_ACK, 1},
+    {"--max-attempts", OPT_ATTEMPTS, 1}, {"--backoff-min-ms", OPT_BMIN, 1},
+    {"--backoff-max-ms", OPT_BMAX, 1},   {"--timeout-ms", OPT_TIMEOUT, 1},
+    {"--progress", OPT_PROGRESS, 1},     {"--quiet", OPT_QUIET, 0},
+    {"--help", OPT_HELP, 0},             {"-h", OPT_HELP, 0},
+};
+
+/* Finds the option `arg` names ("--name" or "--name=value"); -1 if none. */
+static int opt_find(const char *arg)
+{
+    size_t len = strcspn(arg, "=");
+
+    for (size_t i = 0; i < sizeof(g_opts) / sizeof(g_opts[0]); i++) {
+        if (strlen(g_opts[i].name) == len && strncmp(arg, g_opts[i].name, len) == 0) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+/* 1..max printable ASCII characters, as the protocol requires. */
+static int printable(const char *s, size_t max)
+{
+    size_t n;
+
+    for (n = 0; s[n]; n++) {
+        if (n >= max || s[n] < 0x20 || s[n] > 0x7e) {
+            return 0;
+        }
+    }
+    return n > 0;
+}
+
+static int u32_opt(const char *v, const char *what, uint32_t min, uint32_t max, uint32_t *out)
+{
+    unsigned long long n;
+
+    if (cli_number(v, what, min, max, &n) < 0) {
+        return -1;
+    }
+    *out = (uint32_t)n;
+    return 0;
+}
+
+/* Stores one option value. Returns 0 or 2 (usage error, message printed). */
+static int opt_apply(struct options *o, enum opt_id id, const char *name, const char *v)
+{
+    uint32_t n;
+
+    switch (id) {
+    case OPT_SERVER:
+        o->server = v;
+        if (cli_hostport(v, name, o->host, sizeof(o->host), &o->port) < 0) {
+            return 2;
+        }
+        return o->port ? 0 : usage_error("%s: port 0 is not a server's port", name);
+    case OPT_FLASH:
+        o->dir = v;
+        return *v ? 0 : usage_error("%s: empty directory", name);
+    case OPT_ID:
+        o->id = v;
+        return printable(v, TCPOTA_MAX_STR) ? 0
+                                            : usage_error("%s: need 1..64 printable characters", name);
+    case OPT_MODEL:
+        o->model = v;
+        return printable(v, 32) ? 0 : usage_error("%s: need 1..32 printable characters", name);
+    case OPT_FACTORY:
+        o->factory = v;
+        return printable(v, TCPOTA_POSIX_VERSION_MAX - 1)
+                   ? 0
+                   : usage_error("%s: need 1..31 printable characters", name);
+    case OPT_SLOT:
+        if (u32_opt(v, name, TCPOTA_SECTOR_SIZE, UINT32_MAX - TCPOTA_SECTOR_SIZE + 1, &n) < 0) {
+            return 2;
+        }
+        o->slot_size = n;
+        return n % TCPOTA_SECTOR_SIZE ? usage_error("%s: not a multiple of 4096", name) : 0;
+    case OPT_HEALTH:
+        if (strcmp(v, "ok") && strcmp(v, "fail")) {
+            return usage_error("--health: '%s' is not ok or fail", v);
+        }
+        o->healthy = strcmp(v, "ok") == 0;
+        return 0;
+    case OPT_ACK:
+        if (u32_opt(v, name, TCPOTA_SECTOR_SIZE, 1u << 30, &n) < 0) {
+            return 2;
+        }
+        o->ack_interval = n;
+        return n % TCPOTA_SECTOR_SIZE ? usage_error("%s: not a multiple of 4096", name) : 0;
+    case OPT_ATTEMPTS:
+        if (u32_opt(v, name, 1, 1000000, &n) < 0) {
+            return 2;
+        }
+        o->max_attempts = n;
+        return 0;
+    case OPT_BMIN:
+        return u32_opt(v, name, 0, 3600000, &o->backoff_min) < 0 ? 2 : 0;
+    case OPT_BMAX:
+        return u32_opt(v, name, 0, 3600000, &o->backoff_max) < 0 ? 2 : 0;
+    case OPT_TIMEOUT:
+        return u32_opt(v, name, 100, 86400000, &o->timeout_ms) < 0 ? 2 : 0;
+    case OPT_PROGRESS:
+        return progress_parse(v, &o->progress) < 0
+                   ? usage_error("--progress: '%s' is not auto, bar, lines or none", v)
+                   : 0;
+    case OPT_QUIET:
+        o->quiet = 1;
+        return 0;
+    case OPT_HELP:
+        break;
+    }
+    return 0;
+}
+
+/* Parses argv[1..]. Returns 0, 2 (usage error) or -1 (--help printed). */
+static int parse_options(struct options *o, int argc, char **argv)
+{
+    memset(o, 0, sizeof(*o));
+    o->model = "esp32";
+    o->factory = "0.0.0";
+    o->healthy = 1;
+    o->ack_interval = TCPOTA_DEV_ACK_DEFAULT;
+    o->max_attempts = 20;
+    o->backoff_min = 200;
+    o->backoff_max = 5000;
+    o->timeout_ms = 30000;
+    o->progress = PROGRESS_AUTO;
+
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i], *eq = strchr(arg, '='), *val = NULL;
+        int k = opt_find(arg), rc;
+
+        if (k < 0) {
+            return usage_error(arg[0] == '-' ? "unknown option '%s'" : "unexpected argument '%s'",
+                               arg);
+        }
+        if (g_opts[k].id == OPT_HELP) {
+            usage(stdout);
+            return -1;
+        }
+        if (!g_opts[k].has_arg) {
+            if (eq) {
+                return usage_error("%s takes no value", g_opts[k].name);
+            }
+        } else if (eq) {
+            val = eq + 1;
+        } else if (i + 1 < argc) {
+            val = argv[++i];
+        } else {
+            return usage_error("%s needs a value", g_opts[k].name);
+        }
+        rc = opt_apply(o, g_opts[k].id, g_opts[k].name, val);
+        if (rc) {
+            return rc;
+        }
+    }
+    if (!o->server) {
+        return usage_error("%s is required", "--server HOST:PORT");
+    }
+    if (!o->dir) {
+        return usage_error("%s is required", "--flash DIR");
+    }
+    if (o->backoff_min > o->backoff_max) {
+        return usage_error("%s", "--backoff-min-ms is larger than --backoff-max-ms");
+    }
+    if (o->quiet) {
+        o->progress = PROGRESS_NONE;
+    }
+    return 0;
+}
+
+/* ---- flash and boot -------------------------------------------------- */
+
+/* The default id must stay the same across restarts with the same DIR, so
+ * it hashes the canonical path (FNV-1a), computed once DIR exists. */
+static void default_id(struct device *dv)
+{
+    char *abs = realpath(dv->o.dir, NULL);
+    const char *p = abs ? abs : dv->o.dir;
+    uint32_t h = 2166136261u;
+
+    for (; *p; p++) {
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    }
+    free(abs);
+    snprintf(dv->id, sizeof(dv->id), "dev-%08lx", (unsigned long)h);
+}
+
+static void set_prefix(struct device *dv, const char *id)
+{
+    snprintf(dv->prefix, sizeof(dv->prefix), "device %s: ", id);
+}
+
+/* Opens DIR as it is, or creates a fresh device there: --slot-size and
+ * --factory-version only shape a new device, an existing one keeps its own. */
+static int flash_open(struct device *dv, uint32_t slot_size)
+{
+    int rc = tcpota_posix_open(&dv->flash, dv->o.dir, 0, 0, NULL);
+
+    if (rc == TCPOTA_ERR_NOENT) {
+        rc = tcpota_posix_open(&dv->flash, dv->o.dir, 1, slot_size, dv->o.factory);
+    }
+    if (rc < 0) {
+        return flash_fail(dv, "opening the flash", rc);
+    }
+    dv->flash_open = 1;
+    return 0;
+}
+
+static void flash_close(struct device *dv)
+{
+    if (dv->flash_open) {
+        if (tcpota_posix_close(&dv->flash) < 0) {
+            (void)flash_fail(dv, "closing the flash", TCPOTA_ERR_IO);
+        }
+        dv->flash_open = 0;
+    }
+}
+
+static void copy_version(char *dst, const char *src)
+{
+    size_t n = strnlen(src, TCPOTA_POSIX_VERSION_MAX);
+
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
+/* A reset: the bootloader picks the slot, then the application runs its
+ * health check and confirms or rejects a pending image (a rejection is a
+ * second reset into the previous image). Returns 0 or -1 (logged). */
+static int boot_device(struct device *dv)
+{
+    struct tcpota_posix_slot_info first;
+    int rc, verdict;
+
+    rc = tcpota_posix_boot(&dv->flash);
+    if (rc == 0) {
+        rc = tcpota_posix_running(&dv->flash, &first);
+    }
+    if (rc == 0) {
+        rc = tcpota_posix_port(&dv->flash, &dv->port);
+    }
+    if (rc < 0) {
+        return flash_fail(dv, "bootloader", rc);
+    }
+    verdict = tcpota_dev_boot(&dv->port, dv->o.healthy);
+    if (verdict < 0) {
+        return flash_fail(dv, "boot check", verdict);
+    }
+    if (verdict == 1) {
+        copy_version(dv->rejected, first.version);
+        info(dv, "new image %s failed its health check: rebooting into the previous image",
+             dv->rejected);
+        dv->rollback = 1;
+        dv->rollback_why = "failed its health check";
+        if ((rc = tcpota_posix_boot(&dv->flash)) < 0) {
+            return flash_fail(dv, "bootloader", rc);
+        }
+    }
+    if ((rc = tcpota_posix_running(&dv->flash, &dv->running)) < 0) {
+        return flash_fail(dv, "reading the running slot", rc);
+    }
+    copy_version(dv->version, dv->running.version);
+    info(dv, "running slot %u, version %s", (unsigned)dv->running.slot, dv->version);
+    if (verdict == 1) {
+        info(dv, "rolled back to %s", dv->version);
+    } else if (first.pending) {
+        info(dv, "confirmed new image %s (health check ok)", dv->version);
+    } else if (dv->running.rolled_back) {
+        info(dv, "the last new image was rolled back; running %s", dv->version);
+    }
+    return 0;
+}
+
+/* Starts a session for the image that runs now. */
+static int session_init(struct device *dv)
+{
+    struct tcpota_dev_config cfg;
+    uint32_t keepalive = dv->o.timeout_ms / 3;
+    int rc;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.port = &dv->port;
+    cfg.device_id = dv->id;
+    cfg.model = dv->o.model;
+    cfg.version = dv->version;
+    cfg.running_id = dv->running.sha256;
+    cfg.rx_buf = dv->rx;
+    cfg.rx_cap = sizeof(dv->rx);
+    cfg.tx_buf = dv->tx;
+    cfg.tx_cap = sizeof(dv->tx);
+    cfg.ack_interval = dv->o.ack_interval;
+    /* PING well before the receive timeout, so a quiet server keeps the
+     * connection alive with its PONGs. */
+    cfg.keepalive_ms = keepalive > 10000 ? 10000 : keepalive ? keepalive : 1;
+    cfg.timeout_ms = dv->o.timeout_ms;
+    dv->st.stale_frames += dv->dev.stale_frames; /* the old session's count */
+    rc = tcpota_dev_init(&dv->dev, &cfg);
+    if (rc < 0) {
+        return flash_fail(dv, "starting the session", rc);
+    }
+    if (!dv->o.quiet && dv->dev.resume.valid) {
+        info(dv, "resume point: %lu of %lu bytes", (unsigned long)dv->dev.resume.offset,
+             (unsigned long)dv->dev.resume.size);
+    }
+    return 0;
+}
+
+/* After an update: power-cycle the emulated device as a reset would, boot
+ * the new image and start a fresh session from it. */
+static int reboot(struct device *dv)
+{
+    uint8_t installed[TCPOTA_ID_LEN];
+    char version[sizeof(dv->dev.version)];
+
+    memcpy(installed, dv->dev.image, sizeof(installed));
+    memcpy(version, dv->dev.version, sizeof(version));
+    version[sizeof(version) - 1] = 0;
+    info(dv, "rebooting into %s", version);
+    flash_close(dv);
+    if (flash_open(dv, 0) < 0 || boot_device(dv) < 0) {
+        return -1;
+    }
+    if (!dv->rollback && memcmp(dv->running.sha256, installed, TCPOTA_ID_LEN) != 0) {
+        /* The bootloader refused the image: report once, as after a failed
+         * health check, rather than fetch it again and again. */
+        snprintf(dv->rejected, sizeof(dv->rejected), "%s", version);
+        dv->rollback = 1;
+        dv->rollback_why = "was rejected by the bootloader";
+    }
+    return session_init(dv);
+}
+
+/* ---- network helpers ------------------------------------------------- */
+
+static uint32_t now32(void)
+{
+    return (uint32_t)cli_now_ms(); /* the session's clock may wrap */
+}
+
+/* Waits up to `ms` for `events` on fd (fd < 0: just sleeps). Returns the
+ * fd's revents, 0 on timeout, or -1 when SIGINT/SIGTERM arrived. */
+static int wait_fd(int fd, short events, uint32_t ms)
+{
+    uint64_t deadline = cli_now_ms() + ms;
+
+    for (;;) {
+        struct pollfd p[2];
+        uint64_t now = cli_now_ms();
+        int left = now >= deadline ? 0 : (int)(deadline - now > INT_MAX ? INT_MAX : deadline - now);
+        int n;
+
+        p[0].fd = g_wake[0];
+        p[0].events = POLLIN;
+        p[1].fd = fd;
+        p[1].events = events;
+        p[0].revents = p[1].revents = 0;
+        n = poll(p, fd >= 0 ? 2 : 1, left);
+        if (g_signal) {
+            return -1;
+        }
+        if (n > 0 && p[0].revents) {
+            wake_drain();
+        }
+        if (n < 0 && errno != EINTR) {
+            return POLLERR;
+        }
+        if (n > 0 && p[1].revents) {
+            return p[1].revents;
+        }
+        if (n == 0 || left == 0) {
+            return 0;
+        }
+    }
+}
+
+/* Connects one address without blocking for longer than `ms`. Returns
+ * the socket or -1 with dv->err set. */
+static int connect_one(struct device *dv, const struct addrinfo *ai, uint32_t ms)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    int soerr = 0, one = 1, ev;
+    socklen_t len = sizeof(soerr);
+
+    if (fd < 0) {
+        snprintf(dv->err, sizeof(dv->err), "socket: %s", strerror(errno));
+        return -1;
+    }
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        if (errno != EINPROGRESS && errno != EINTR) {
+            soerr = errno;
+        } else if ((ev = wait_fd(fd, POLLOUT, ms)) <= 0) {
+            soerr = ev < 0 ? EINTR : ETIMEDOUT;
+        } else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0) {
+            soerr = errno;
+        }
+    }
+    if (soerr) {
+        snprintf(dv->err, sizeof(dv->err), "connect to %s: %s", dv->o.server, strerror(soerr));
+        close(fd);
+        return -1;
+    }
+    /* Small frames (ACK, PONG) must leave at once, not wait for Nagle. */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
+}
+
+/* Resolves the server (numeric or name) and connects to the first address
+ * that answers. Returns the socket or -1 with dv->err set. */
+static int net_connect(struct device *dv)
+{
+    struct addrinfo hints, *res = NULL, *ai;
+    char port[8];
+    uint32_t ms = dv->o.timeout_ms < CONNECT_MAX_MS ? dv->o.timeout_ms : CONNECT_MAX_MS;
+    int fd = -1, rc;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    snprintf(port, sizeof(port), "%u", (unsigned)dv->o.port);
+    rc = getaddrinfo(dv->o.host, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(dv->err, sizeof(dv->err), "cannot resolve %s: %s", dv->o.host,
+                 rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+        return -1;
+    }
+    for (ai = res; ai && fd < 0 && !g_signal; ai = ai->ai_next) {
+        fd = connect_one(dv, ai, ms);
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+static size_t out_pending(const struct device *dv)
+{
+    const uint8_t *p;
+
+    return tcpota_dev_output(&dv->dev, &p);
+}
+
+/* Sends what the session has queued until the socket is full. Returns 0
+ * or -1 with dv->err set. */
+static int flush_some(struct device *dv)
+{
+    const uint8_t *p;
+    size_t n;
+
+    while ((n = tcpota_dev_output(&dv->dev, &p)) > 0) {
+        ssize_t k = send(dv->fd, p, n, MSG_NOSIGNAL);
+        if (k < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                return 0;
+            }
+            snprintf(dv->err, sizeof(dv->err), "send: %s", strerror(errno));
+            return -1;
+        }
+        tcpota_dev_output_done(&dv->dev, (size_t)k);
+    }
+    return 0;
+}
+
+/* Sends everything queued, waiting up to `ms`. Returns 0 or -1. */
+static int flush_all(struct device *dv, uint32_t ms)
+{
+    uint64_t deadline = cli_now_ms() + ms;
+
+    for (;;) {
+        uint64_t now;
+        if (flush_some(dv) < 0) {
+            return -1;
+        }
+        if (out_pending(dv) == 0) {
+            return 0;
+        }
+        now = cli_now_ms();
+        if (now >= deadline || wait_fd(dv->fd, POLLOUT, (uint32_t)(deadline - now)) <= 0) {
+            return -1;
+        }
+    }
+}
+
+/* Closes the connection. With `linger`, first half-closes and waits a
+ * moment for the server's FIN, so that closing with unread bytes cannot
+ * turn into a reset that destroys our last frame (COMPLETE, DECLINE). */
+static void net_close(struct device *dv, int linger)
+{
+    if (dv->fd < 0) {
+        return;
+    }
+    if (linger && shutdown(dv->fd, SHUT_WR) == 0) {
+        uint64_t deadline = cli_now_ms() + LINGER_MS;
+        uint64_t now;
+        while ((now = cli_now_ms()) < deadline &&
+               wait_fd(dv->fd, POLLIN, (uint32_t)(deadline - now)) > 0) {
+            ssize_t k = recv(dv->fd, dv->net, sizeof(dv->net), 0);
+            if (k == 0 || (k < 0 && errno != EINTR && errno != EAGAIN)) {
+                break;
+            }
+        }
+    }
+    close(dv->fd);
+    dv->fd = -1;
+}
+
+/* ---- one connection -------------------------------------------------- */
+
+enum outcome {
+    OUT_CONTINUE,   /* (internal) the connection goes on */
+    OUT_RETRY,      /* it failed or ended early: back off and reconnect */
+    OUT_UP_TO_DATE, /* the server has nothing newer */
+    OUT_UPDATED,    /* new image verified and set to boot: reboot */
+    OUT_DECLINED,   /* the session refused the offer */
+    OUT_REPORTED,   /* a rollback was reported: stop */
+    OUT_STOP,       /* SIGINT or SIGTERM */
+};
+
+/* Counts the image bytes the session wrote since the last call: its write
+ * position only moves when a DATA frame was written to flash. */
+static void count_written(struct device *dv)
+{
+    struct stats *st = &dv->st;
+    uint32_t pos = dv->dev.pos;
+
+    if (!st->tracking || pos <= st->last_pos) {
+        return;
+    }
+    st->written += pos - st->last_pos;
+    st->last_pos = pos;
+    if (pos > st->max_pos) {
+        st->max_pos = pos;
+    }
+}
+
+static void on_accepted(struct device *dv, const struct tcpota_dev_event *ev)
+{
+    struct stats *st = &dv->st;
+
+    if (!st->have_image || st->image_size != ev->size ||
+        memcmp(st->image_id, dv->dev.image, TCPOTA_ID_LEN) != 0) {
+        memcpy(st->image_id, dv->dev.image, TCPOTA_ID_LEN);
+        st->have_image = 1;
+        st->image_size = ev->size;
+        st->base = st->max_pos = ev->offset;
+    }
+    st->tracking = 1;
+    st->last_pos = ev->offset;
+    info(dv, "offer %s (%lu bytes), starting at %lu", (const char *)dv->dev.version,
+         (unsigned long)ev->size, (unsigned long)ev->offset);
+    dv->quarter = ev->size ? (int)((uint64_t)ev->offset * 4u / ev->size) : 4;
+    progress_start(&dv->prog, ev->offset, ev->size);
+}
+
+static void on_checkpoint(struct device *dv, const struct tcpota_dev_event *ev)
+{
+    uint32_t size = dv->dev.size;
+    int q = size ? (int)((uint64_t)ev->offset * 4u / size) : 4;
+
+    /* One line per 25%, not one per ACK. */
+    if (size && q > dv->quarter) {
+        dv->quarter = q;
+        info(dv, "checkpoint at %lu of %lu bytes (%d%%)", (unsigned long)ev->offset,
+             (unsigned long)size, (int)((uint64_t)ev->offset * 100u / size));
+    }
+}
+
+/* Reacts to one session event. Returns OUT_CONTINUE or how the
+ * connection ends. */
+static enum outcome on_event(struct device *dv, const struct tcpota_dev_event *ev, int had_report)
+{
+    switch (ev->type) {
+    case TCPOTA_DEV_EV_WELCOME:
+        if (had_report) {
+            info(dv, "server received the report of the last update");
+        }
+        return dv->rollback ? OUT_REPORTED : OUT_CONTINUE;
+    case TCPOTA_DEV_EV_ACCEPTED:
+        on_accepted(dv, ev);
+        break;
+    case TCPOTA_DEV_EV_CHECKPOINT:
+        on_checkpoint(dv, ev);
+        break;
+    case TCPOTA_DEV_EV_UPDATED:
+        progress_update(&dv->prog, dv->dev.pos, dv->dev.size);
+        info(dv, "verify ok: image %s (%lu bytes) set to boot", (const char *)dv->dev.version,
+             (unsigned long)dv->dev.size);
+        break;
+    default:
+        break;
+    }
+    if (dv->st.tracking && dv->dev.state == TCPOTA_DEV_RECEIVING) {
+        progress_update(&dv->prog, dv->dev.pos, dv->dev.size);
+    }
+    return OUT_CONTINUE;
+}
+
+/* The session failed on input: says why (with the flash port's detail when
+ * the port failed during this call), flushes its ERROR frame best effort. */
+static enum outcome input_failed(struct device *dv, int rc)
+{
+    const char *detail = tcpota_posix_strerror_detail(&dv->flash);
+    int fresh = strcmp(detail, dv->detail) != 0 && *detail;
+
+    snprintf(dv->err, sizeof(dv->err), "session failed: %s%s%s%s", tcpota_strerror(rc),
+             fresh ? " (" : "", fresh ? detail : "", fresh ? ")" : "");
+    (void)flush_all(dv, FLUSH_MS);
+    return OUT_RETRY;
+}
+
+static int session_live(const struct device *dv)
+{
+    return dv->dev.state == TCPOTA_DEV_HELLO_SENT || dv->dev.state == TCPOTA_DEV_RECEIVING;
+}
+
+/* Feeds received bytes to the session, one frame per call, while its
+ * replies have room. */
+static enum outcome feed(struct device *dv)
+{
+    while (dv->net_off < dv->net_len && out_pending(dv) <= TX_HIGH && session_live(dv)) {
+        struct tcpota_dev_event ev;
+        int had_report = dv->dev.report_sent;
+        enum outcome out;
+        int rc;
+
+        memcpy(dv->detail, tcpota_posix_strerror_detail(&dv->flash), sizeof(dv->detail));
+        dv->detail[sizeof(dv->detail) - 1] = 0;
+        rc = tcpota_dev_input(&dv->dev, dv->net + dv->net_off, dv->net_len - dv->net_off, &ev);
+        count_written(dv);
+        if (rc < 0) {
+            return input_failed(dv, rc);
+        }
+        if (rc == 0) { /* cannot happen with input left; never spin on it */
+            snprintf(dv->err, sizeof(dv->err), "session consumed no input");
+            return OUT_RETRY;
+        }
+        dv->net_off += (size_t)rc;
+        if ((out = on_event(dv, &ev, had_report)) != OUT_CONTINUE) {
+            return out;
+        }
+    }
+    return OUT_CONTINUE;
+}
+
+/* The session reached an end state: send its last frames. */
+static enum outcome finished(struct device *dv)
+{
+    switch (dv->dev.state) {
+    case TCPOTA_DEV_UP_TO_DATE:
+        return OUT_UP_TO_DATE;
+    case TCPOTA_DEV_UPDATED:
+        if (flush_all(dv, FLUSH_MS) < 0) {
+            /* The report in the next HELLO tells the server anyway. */
+            info(dv, "could not send COMPLETE: %s", dv->err[0] ? dv->err : "timed out");
+        }
+        return OUT_UPDATED;
+    case TCPOTA_DEV_DECLINED:
+        (void)flush_all(dv, FLUSH_MS);
+        return OUT_DECLINED;
+    default:
+        snprintf(dv->err, sizeof(dv->err), "session ended: %s",
+                 tcpota_strerror(dv->dev.last_error ? dv->dev.last_error : TCPOTA_ERR_STATE));
+        return OUT_RETRY;
+    }
+}
+
+/* Reads what the socket has. Returns 0 or -1 with dv->err set. */
+static int net_read(struct device *dv)
+{
+    ssize_t k = recv(dv->fd, dv->net, sizeof(dv->net), 0);
+
+    if (k > 0) {
+        dv->net_off = 0;
+        dv->net_len = (size_t)k;
+        return 0;
+    }
+    if (k < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) {
+        return 0;
+    }
+    if (k == 0) {
+        snprintf(dv->err, sizeof(dv->err), "server closed the connection");
+    } else {
+        snprintf(dv->err, sizeof(dv->err), "recv: %s", strerror(errno));
+    }
+    return -1;
+}
+
+/* Runs one connection on dv->fd until it ends. */
+static enum outcome run_connection(struct device *dv)
+{
+    int rc;
+
+    dv->net_off = dv->net_len = 0;
+    dv->st.tracking = 0;
+    if ((rc = tcpota_dev_connect(&dv->dev, now32())) < 0) {
+        snprintf(dv->err, sizeof(dv->err), "cannot queue HELLO: %s", tcpota_strerror(rc));
+        return OUT_RETRY;
+    }
+    for (;;) {
+        struct pollfd p[2];
+        enum outcome out;
+        uint32_t wait_ms;
+
+        if (g_signal) {
+            return OUT_STOP;
+        }
+        if (tcpota_dev_tick(&dv->dev, now32()) == TCPOTA_ERR_TIMEDOUT) {
+            snprintf(dv->err, sizeof(dv->err), "no data from the server for %lu ms",
+                     (unsigned long)dv->o.timeout_ms);
+            return OUT_RETRY;
+        }
+        if ((out = feed(dv)) != OUT_CONTINUE) {
+            return out;
+        }
+        if (flush_some(dv) < 0) {
+            return OUT_RETRY;
+        }
+        if (!session_live(dv)) {
+            return finished(dv);
+        }
+        if (dv->net_off < dv->net_len && out_pending(dv) <= TX_HIGH) {
+            continue; /* the output drained: feed the rest at once */
+        }
+        p[0].fd = g_wake[0];
+        p[0].events = POLLIN;
+        p[1].fd = dv->fd;
+        p[1].events = (short)((dv->net_off == dv->net_len ? POLLIN : 0) |
+                              (out_pending(dv) ? POLLOUT : 0));
+        p[0].revents = p[1].revents = 0;
+        /* Ticks are due after next_tick ms; 0 only while output waits for
+         * room, where a short sleep avoids spinning. */
+        wait_ms = tcpota_dev_next_tick(&dv->dev);
+        wait_ms = wait_ms ? wait_ms : 10;
+        rc = poll(p, 2, wait_ms > INT_MAX ? INT_MAX : (int)wait_ms);
+        if (rc < 0 && errno != EINTR) {
+            snprintf(dv->err, sizeof(dv->err), "poll: %s", strerror(errno));
+            return OUT_RETRY;
+        }
+        if (rc > 0 && p[0].revents) {
+            wake_drain();
+        }
+        if (rc > 0 && dv->net_off == dv->net_len &&
+            (p[1].revents & (POLLIN | POLLHUP | POLLERR)) && net_read(dv) < 0) {
+            return OUT_RETRY;
+        }
+    }
+}
+
+/* ---- the connection loop --------------------------------------------- */
+
+/* Full jitter over [base/2, base], base doubling from backoff-min up to
+ * backoff-max with each attempt since the last progress. */
+static uint32_t backoff_ms(const struct options *o, unsigned attempts)
+{
+    uint64_t base = o->backoff_min;
+
+    for (unsigned i = 1; i < attempts && base < o->backoff_max; i++) {
+        base *= 2;
+    }
+    if (base > o->backoff_max) {
+        base = o->backoff_max;
+    }
+    return (uint32_t)(base / 2 + randombytes_uniform((uint32_t)(base - base / 2 + 1)));
+}
+
+/* Connects until the device is up to date (0), fails for good (1) or is
+ * stopped by a signal (128 + signal). */
+static int run(struct device *dv)
+{
+    unsigned attempts = 0;
+
+    for (;;) {
+        uint64_t written = dv->st.written;
+        enum outcome out = OUT_RETRY;
+
+        attempts++;
+        dv->err[0] = 0;
+        info(dv, "connecting to %s", dv->o.server);
+        dv->fd = net_connect(dv);
+        if (g_signal) {
+            out = OUT_STOP;
+        } else if (dv->fd >= 0) {
+            dv->st.connections++;
+            info(dv, "connected to %s", dv->o.server);
+            out = run_connection(dv);
+        }
+        net_close(dv, out == OUT_UPDATED || out == OUT_DECLINED);
+        progress_clear(&dv->prog);
+        switch (out) {
+        case OUT_STOP:
+            say(dv, "stopped by %s", g_signal == SIGINT ? "SIGINT" : "SIGTERM");
+            return 128 + g_signal;
+        case OUT_UP_TO_DATE:
+            say(dv, "up to date, running %s", dv->version);
+            return 0;
+        case OUT_DECLINED:
+            /* The core refuses before it records the offer's version. */
+            say(dv, "declined the server's offer: %s", tcpota_strerror(dv->dev.last_error));
+            return 1;
+        case OUT_REPORTED:
+            say(dv, "new image %s %s and was rolled back", dv->rejected, dv->rollback_why);
+            return 1;
+        case OUT_UPDATED:
+            if (reboot(dv) < 0) {
+                return 1;
+            }
+            attempts = 0; /* the update was progress; reconnect at once */
+            continue;
+        default:
+            break;
+        }
+        tcpota_dev_disconnect(&dv->dev);
+        if (dv->st.written > written) {
+            attempts = 0; /* this connection moved the image forward */
+        } else if (attempts >= dv->o.max_attempts) {
+            say(dv, "gave up after %u attempts: %s", attempts, dv->err);
+            return 1;
+        }
+        {
+            uint32_t ms = backoff_ms(&dv->o, attempts);
+            info(dv, "%s; retrying in %lu ms", dv->err, (unsigned long)ms);
+            if (wait_fd(-1, 0, ms) < 0) {
+                say(dv, "stopped by %s", g_signal == SIGINT ? "SIGINT" : "SIGTERM");
+                return 128 + g_signal;
+            }
+        }
+    }
+}
+
+/* ---- statistics ------------------------------------------------------ */
+
+/* refetched: image bytes this process wrote beyond what it needed from
+ * where it began, i.e. written - (highest offset reached - offset its first
+ * ACCEPT of that image started at). For a completed image the highest
+ * offset is the image size, so this is "written - (size - first start)":
+ * everything a cut or a reset made this process write twice. Bytes of an
+ * image that was replaced by another one count as refetched too. */
+static void print_stats(struct device *dv)
+{
+    const struct stats *st = &dv->st;
+    uint64_t useful = st->have_image ? st->max_pos - st->base : 0;
+    uint64_t refetched = st->written > useful ? st->written - useful : 0;
+
+    say(dv, "stats image=%lu written=%llu refetched=%llu connections=%u stale_frames=%llu",
+        (unsigned long)st->image_size, (unsigned long long)st->written,
+        (unsigned long long)refetched, st->connections,
+        (unsigned long long)(st->stale_frames + dv->dev.stale_frames));
+}
+
+/* ---- `device status` ------------------------------------------------- */
+
+static const char *const g_region_files[] = {"otadata.bin", "nvs.bin", "ota_0.bin", "ota_1.bin"};
+#define REGION_FILES (sizeof(g_region_files) / sizeof(g_region_files[0]))
+
+static int copy_file(const char *src, const char *dst)
+{
+    char buf[16384];
+    int in = open(src, O_RDONLY | O_CLOEXEC);
+    int out = in < 0 ? -1 : open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int rc = in < 0 || out < 0 ? -1 : 0;
+
+    while (rc == 0) {
+        ssize_t n = read(in, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            rc = n < 0 ? -1 : 0;
+            break;
+        }
+        for (ssize_t done = 0; done < n && rc == 0;) {
+            ssize_t w = write(out, buf + done, (size_t)(n - done));
+            if (w < 0 && errno != EINTR) {
+                rc = -1;
+            }
+            done += w > 0 ? w : 0;
+        }
+    }
+    if (in >= 0) {
+        close(in);
+    }
+    if (out >= 0 && close(out) < 0) {
+        rc = -1;
+    }
+    return rc;
+}
+
+static void snapshot_remove(const char *tmp)
+{
+    char path[PATH_MAX + 32];
+
+    for (size_t i = 0; i < REGION_FILES; i++) {
+        if ((size_t)snprintf(path, sizeof(path), "%s/%s", tmp, g_region_files[i]) < sizeof(path)) {
+            unlink(path);
+        }
+    }
+    rmdir(tmp);
+}
+
+/* Copies the device's region files to a fresh private directory `tmp`. */
+static int snapshot(const char *dir, char *tmp, size_t cap)
+{
+    const char *base = getenv("TMPDIR");
+    char src[PATH_MAX], dst[PATH_MAX];
+
+    if (!base || !*base) {
+        base = "/tmp";
+    }
+    if ((size_t)snprintf(tmp, cap, "%s/tcpota-status.XXXXXX", base) >= cap || !mkdtemp(tmp)) {
+        fprintf(stderr, "tcpota: cannot create a temporary directory in %s: %s\n", base,
+                strerror(errno));
+        return -1;
+    }
+    for (size_t i = 0; i < REGION_FILES; i++) {
+        if ((size_t)snprintf(src, sizeof(src), "%s/%s", dir, g_region_files[i]) >= sizeof(src) ||
+            (size_t)snprintf(dst, sizeof(dst), "%s/%s", tmp, g_region_files[i]) >= sizeof(dst) ||
+            copy_file(src, dst) < 0) {
+            fprintf(stderr, "tcpota: cannot copy %s: %s\n", src, strerror(errno));
+            snapshot_remove(tmp);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void json_string(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            printf("\\%c", c);
+        } else if (c < 0x20 || c > 0x7e) {
+            printf("\\u%04x", c);
+        } else {
+            putchar(c);
+        }
+    }
+    putchar('"');
+}
+
+static void print_status(const struct tcpota_posix_slot_info *run, const uint8_t *resume)
+{
+    char version[TCPOTA_POSIX_VERSION_MAX + 1];
+
+    copy_version(version, run->version);
+    printf("{\"slot\":%u,\"version\":", (unsigned)run->slot);
+    json_string(version);
+    printf(",\"size\":%lu,\"sha256\":\"", (unsigned long)run->size);
+    for (size_t i = 0; i < TCPOTA_ID_LEN; i++) {
+        printf("%02x", run->sha256[i]);
+    }
+    printf("\",\"pending\":%s,\"rolled_back\":%s,\"resume\":", run->pending ? "true" : "false",
+           run->rolled_back ? "true" : "false");
+    if (resume) {
+        printf("{\"offset\":%lu,\"size\":%lu}",
+               (unsigned long)tcpota_get_u32(resume + 1 + TCPOTA_ID_LEN + 4),
+               (unsigned long)tcpota_get_u32(resume + 1 + TCPOTA_ID_LEN));
+    } else {
+        printf("null");
+    }
+    printf("}\n");
+}
+
+/* The resume record as the core writes it: version 1, image id, size,
+ * offset, CRC32C. Returns it or NULL when absent or not intact. */
+static const uint8_t *read_resume(const struct tcpota_port *port, uint8_t *buf, size_t cap)
+{
+    int n = port->kv_get(port->ctx, TCPOTA_KEY_RESUME, buf, cap);
+
+    if (n != (int)RESUME_REC_LEN || buf[0] != 1 ||
+        tcpota_crc32c(buf, RESUME_REC_LEN - 4) != tcpota_get_u32(buf + RESUME_REC_LEN - 4)) {
+        return NULL;
+    }
+    return buf;
+}
+
+/* Boots a private copy of the device and reports what runs there. */
+static int status_of_copy(const char *tmp, const char *dir)
+{
+    static struct tcpota_posix_dev dev; /* ~9 KiB: off the stack */
+    struct tcpota_posix_slot_info run;
+    struct tcpota_port port;
+    uint8_t rec[TCPOTA_POSIX_KV_VALUE_MAX];
+    int rc = tcpota_posix_open(&dev, tmp, 0, 0, NULL);
+
+    if (rc == 0) {
+        rc = tcpota_posix_boot(&dev);
+    }
+    if (rc == 0) {
+        rc = tcpota_posix_running(&dev, &run);
+    }
+    if (rc == 0) {
+        rc = tcpota_posix_port(&dev, &port);
+    }
+    if (rc < 0) {
+        fprintf(stderr, "tcpota: %s: %s (%s)\n", dir, tcpota_strerror(rc),
+                tcpota_posix_strerror_detail(&dev));
+        tcpota_posix_close(&dev);
+        return 1;
+    }
+    print_status(&run, read_resume(&port, rec, sizeof(rec)));
+    tcpota_posix_close(&dev);
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
+/* `tcpota device status --flash DIR`. The running slot is only known after
+ * a boot, and a boot writes otadata (NEW -> PENDING, PENDING -> ABORTED).
+ * So DIR is never booted here: the bootloader runs on a private copy of its
+ * files and the JSON describes what that boot picks, i.e. what the device
+ * runs now or, after an update not yet rebooted into, at its next start. */
+static int cmd_status(int argc, char **argv)
+{
+    static struct tcpota_posix_dev dev;
+    const char *dir = NULL;
+    char tmp[PATH_MAX];
+    int rc;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--flash") == 0) {
+            if (i + 1 >= argc) {
+                return usage_error("%s needs a value", "--flash");
+            }
+            dir = argv[++i];
+        } else if (strncmp(argv[i], "--flash=", 8) == 0) {
+            dir = argv[i] + 8;
+        } else {
+            return usage_error("status: unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!dir || !*dir) {
+        return usage_error("%s", "status: --flash DIR is required");
+    }
+    /* Opening without create only reads; it tells a missing device apart. */
+    rc = tcpota_posix_open(&dev, dir, 0, 0, NULL);
+    if (rc == TCPOTA_ERR_NOENT) {
+        fprintf(stderr, "tcpota: no device flash in %s\n", dir);
+        return 1;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "tcpota: cannot open device flash in %s: %s (%s)\n", dir,
+                tcpota_strerror(rc), tcpota_posix_strerror_detail(&dev));
+        return 1;
+    }
+    tcpota_posix_close(&dev);
+    if (snapshot(dir, tmp, sizeof(tmp)) < 0) {
+        return 1;
+    }
+    rc = status_of_copy(tmp, dir);
+    snapshot_remove(tmp);
+    return rc;
+}
+
+/* ---- entry point ----------------------------------------------------- */
+
+/* Opens and boots the device, then runs the connection loop. */
+static int device_main(struct device *dv)
+{
+    int rc;
+
+    /* Until DIR exists the default id is not known: name the device by DIR. */
+    set_prefix(dv, dv->o.id ? dv->o.id : dv->o.dir);
+    if (flash_open(dv, dv->o.slot_size) < 0) {
+        return 1;
+    }
+    if (dv->o.id) {
+        snprintf(dv->id, sizeof(dv->id), "%s", dv->o.id);
+    } else {
+        default_id(dv);
+    }
+    set_prefix(dv, dv->id);
+    rc = boot_device(dv) < 0 || session_init(dv) < 0 ? 1 : 0;
+    if (rc == 0 && dv->o.slot_size && dv->o.slot_size != dv->port.slot_size) {
+        info(dv, "--slot-size ignored: %s already has %lu-byte slots", dv->o.dir,
+             (unsigned long)dv->port.slot_size);
+    }
+    rc = rc ? rc : run(dv);
+    progress_clear(&dv->prog);
+    print_stats(dv);
+    return rc;
+}
+
+int cmd_device(int argc, char **argv)
+{
+    struct device *dv;
+    int rc;
+
+    if (argc >= 2 && strcmp(argv[1], "status") == 0) {
+        return cmd_status(argc - 1, argv + 1);
+    }
+    dv = calloc(1, sizeof(*dv)); /* ~40 KiB of buffers: not on the stack */
+    if (!dv) {
+        fprintf(stderr, "tcpota device: out of memory\n");
+        return 1;
+    }
+    dv->fd = -1;
+    rc = parse_options(&dv->o, argc, argv);
+    if (rc != 0) {
+        free(dv);
+        return rc < 0 ? 0 : rc;
+    }
+    progress_init(&dv->prog, dv->o.progress, dv->prefix);
+    g_signal = 0;
+    if (signals_install() < 0) {
+        fprintf(stderr, "tcpota device: cannot install signal handlers: %s\n", strerror(errno));
+        signals_remove();
+        free(dv);
+        return 1;
+    }
+    rc = device_main(dv);
+    net_close(dv, 0);
+    flash_close(dv);
+    signals_remove();
+    free(dv);
+    return rc;
+}

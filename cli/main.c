@@ -1,0 +1,47 @@
+/* main.c - the `tcpota` command: dispatch to subcommands. */
+#include "cli.h"
+#include "tcpota/tcpota.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "tcpota %s - firmware updates over TCP for ESP32-class devices\n"
+            "\n"
+            "usage:\n"
+            "  tcpota serve [--listen HOST:PORT] [--version V] [options] FILE\n"
+            "  tcpota device --server HOST:PORT --flash DIR [--id ID] [--model M] [options]\n"
+            "  tcpota device status --flash DIR\n"
+            "  tcpota version\n"
+            "\n"
+            "`tcpota serve --help` and `tcpota device --help` list every option.\n",
+            TCPOTA_VERSION_STRING);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "serve") == 0) {
+        return cmd_serve(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "device") == 0) {
+        return cmd_device(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+        printf("tcpota %s (protocol %d)\n", TCPOTA_VERSION_STRING, TCPOTA_PROTO_VERSION);
+        return 0;
+    }
+    if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "tcpota: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,105 @@
+/* progress.c - download progress on stderr (see progress.h). */
+#include "progress.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define BAR_WIDTH 30
+
+int progress_parse(const char *s, enum progress_mode *out)
+{
+    static const struct {
+        const char *name;
+        enum progress_mode mode;
+    } modes[] = {
+        {"auto", PROGRESS_AUTO},
+        {"bar", PROGRESS_BAR},
+        {"lines", PROGRESS_LINES},
+        {"none", PROGRESS_NONE},
+    };
+
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        if (strcmp(s, modes[i].name) == 0) {
+            *out = modes[i].mode;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+void progress_init(struct progress *p, enum progress_mode mode, const char *prefix)
+{
+    if (mode == PROGRESS_AUTO) {
+        mode = isatty(STDERR_FILENO) ? PROGRESS_BAR : PROGRESS_LINES;
+    }
+    p->mode = mode;
+    p->prefix = prefix ? prefix : "";
+    p->drawn = 0;
+    p->last_pct = -1;
+    p->last_decile = -1;
+}
+
+/* Whole percent, computed in 64 bits: images reach 4 GiB. */
+static int percent(uint32_t done, uint32_t total)
+{
+    if (total == 0 || done >= total) {
+        return 100;
+    }
+    return (int)((uint64_t)done * 100u / total);
+}
+
+void progress_start(struct progress *p, uint32_t done, uint32_t total)
+{
+    progress_clear(p);
+    p->last_pct = -1;
+    /* Lines: the starting point itself is printed (as its 10% step) once. */
+    p->last_decile = percent(done, total) / 10 - 1;
+}
+
+static void draw_bar(struct progress *p, uint32_t done, uint32_t total, int pct)
+{
+    char bar[BAR_WIDTH + 1];
+    int fill = pct * BAR_WIDTH / 100;
+
+    memset(bar, '#', (size_t)fill);
+    memset(bar + fill, '.', (size_t)(BAR_WIDTH - fill));
+    bar[BAR_WIDTH] = 0;
+    fprintf(stderr, "\r%s[%s] %3d%% %lu/%lu KiB\033[K", p->prefix, bar, pct,
+            (unsigned long)(done / 1024u), (unsigned long)(total / 1024u));
+    fflush(stderr);
+    p->drawn = 1;
+}
+
+void progress_update(struct progress *p, uint32_t done, uint32_t total)
+{
+    int pct = percent(done, total);
+
+    switch (p->mode) {
+    case PROGRESS_BAR:
+        /* At most ~100 redraws per image, and one after every clear. */
+        if (pct != p->last_pct || !p->drawn) {
+            p->last_pct = pct;
+            draw_bar(p, done, total, pct);
+        }
+        break;
+    case PROGRESS_LINES:
+        if (pct / 10 > p->last_decile) {
+            p->last_decile = pct / 10;
+            fprintf(stderr, "%s%d%% (%lu/%lu bytes)\n", p->prefix, p->last_decile * 10,
+                    (unsigned long)done, (unsigned long)total);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+void progress_clear(struct progress *p)
+{
+    if (p->drawn) {
+        fputs("\r\033[K", stderr);
+        fflush(stderr);
+        p->drawn = 0;
+    }
+}

@@ -1,0 +1,655 @@
+/* server.c - `tcpota serve` on libevent (see server.h). */
+#include "server.h"
+
+#include "tcpota/crc32c.h"
+#include "tcpota/legacy.h"
+#include "tcpota/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define OUT_HIGH (256u * 1024u) /* queue DATA frames up to this much */
+#define OUT_LOW (64u * 1024u)   /* refill when the queue drains below */
+#define RX_CAP 1024u            /* device frames are small; HELLO < 300 B */
+
+struct image {
+    int fd;
+    uint8_t *map;
+    uint32_t size;
+    uint32_t chunk;
+    uint32_t *crcs; /* CRC32C of the DATA frame of each aligned chunk */
+    struct evbuffer_file_segment *seg;
+    struct tcpota_srv_image desc;
+    char version[33];
+    char idhex[65];
+};
+
+enum kind { K_UNKNOWN = 0, K_V1, K_LEGACY };
+
+struct conn;
+
+struct server {
+    const struct tcpota_serve_opts *o;
+    struct event_base *base;
+    struct evconnlistener *lis;
+    struct event *sigint, *sigterm;
+    struct image img;
+    struct conn *conns;
+    unsigned nconns;
+    uint64_t next_id;
+    struct {
+        unsigned connections, updated, up_to_date, failed, refused, legacy_done;
+        uint64_t bytes_sent;
+    } stats;
+    double started;
+};
+
+struct conn {
+    struct server *srv;
+    struct bufferevent *bev;
+    struct conn *prev, *next;
+    enum kind kind;
+    uint64_t id;
+    char peer[64];
+    char dev[TCPOTA_MAX_STR + 1];
+    struct tcpota_srv s;
+    struct tcpota_legacy leg;
+    uint32_t stream_from;
+    uint32_t next_pct;
+    uint64_t bytes_sent;
+    double started;
+    uint8_t legacy_done;
+    uint8_t rx[RX_CAP];
+    uint8_t tx[TCPOTA_SRV_TX_MIN];
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void say(const struct server *srv, const char *fmt, ...)
+{
+    va_list ap;
+    if (srv->o->quiet) {
+        return;
+    }
+    fputs("tcpota serve: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+/* One log line about a connection, naming the device once it is known. */
+static void clog_(const struct conn *c, int always, const char *fmt, ...)
+{
+    va_list ap;
+    if (c->srv->o->quiet && !always) {
+        return;
+    }
+    fprintf(stderr, "tcpota serve: [%s %s] ", c->dev[0] ? c->dev : "-", c->peer);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+/* ---- image ----------------------------------------------------------- */
+
+static int image_load(struct image *img, const char *path, const char *version, unsigned chunk)
+{
+    struct stat st;
+    uint32_t i, n;
+    size_t vlen = strlen(version);
+
+    memset(img, 0, sizeof(*img));
+    img->fd = -1;
+    if (vlen == 0 || vlen > 32) {
+        fprintf(stderr, "tcpota serve: --version must be 1..32 characters\n");
+        return -1;
+    }
+    for (i = 0; i < vlen; i++) {
+        if (version[i] < 0x20 || version[i] > 0x7e) {
+            fprintf(stderr, "tcpota serve: --version must be printable ASCII\n");
+            return -1;
+        }
+    }
+    img->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (img->fd < 0 || fstat(img->fd, &st) < 0) {
+        fprintf(stderr, "tcpota serve: cannot open image %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        fprintf(stderr, "tcpota serve: image %s is not a regular file\n", path);
+        return -1;
+    }
+    if (st.st_size == 0 || (uint64_t)st.st_size > 0xffffffffu) {
+        fprintf(stderr, "tcpota serve: image %s must have 1 byte to 4 GiB - 1 (has %lld)\n", path,
+                (long long)st.st_size);
+        return -1;
+    }
+    img->size = (uint32_t)st.st_size;
+    img->map = mmap(NULL, img->size, PROT_READ, MAP_PRIVATE, img->fd, 0);
+    if (img->map == MAP_FAILED) {
+        img->map = NULL;
+        fprintf(stderr, "tcpota serve: cannot map %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    crypto_hash_sha256(img->desc.id, img->map, img->size);
+    sodium_bin2hex(img->idhex, sizeof(img->idhex), img->desc.id, TCPOTA_ID_LEN);
+    memcpy(img->version, version, vlen + 1);
+    img->desc.size = img->size;
+    img->desc.version = img->version;
+    img->desc.version_len = (uint16_t)vlen;
+    img->chunk = chunk;
+    n = (img->size + chunk - 1) / chunk;
+    img->crcs = calloc(n, sizeof(*img->crcs));
+    if (!img->crcs) {
+        fprintf(stderr, "tcpota serve: out of memory\n");
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        uint32_t off = i * chunk, len = img->size - off < chunk ? img->size - off : chunk;
+        uint8_t head[8];
+        tcpota_data_head(head, off, (uint16_t)len);
+        img->crcs[i] = tcpota_crc32c_update(tcpota_crc32c(head, 8), img->map + off, len);
+    }
+    img->seg = evbuffer_file_segment_new(img->fd, 0, img->size, 0);
+    if (!img->seg) {
+        fprintf(stderr, "tcpota serve: cannot prepare %s for sending\n", path);
+        return -1;
+    }
+    return 0;
+}
+
+static void image_free(struct image *img)
+{
+    if (img->seg) evbuffer_file_segment_free(img->seg);
+    if (img->map) munmap(img->map, img->size);
+    if (img->fd >= 0) close(img->fd);
+    free(img->crcs);
+    memset(img, 0, sizeof(*img));
+    img->fd = -1;
+}
+
+/* ---- connections ----------------------------------------------------- */
+
+static void conn_free(struct conn *c)
+{
+    struct server *srv = c->srv;
+
+    if (c->prev) c->prev->next = c->next;
+    else srv->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    srv->nconns--;
+    srv->stats.bytes_sent += c->bytes_sent;
+    bufferevent_free(c->bev);
+    free(c);
+}
+
+/* Ends a connection once what is queued has gone out (or at once).
+ * Returns 1 when c was freed. */
+static int conn_close(struct conn *c, int now)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+
+    if (now || evbuffer_get_length(out) == 0) {
+        conn_free(c);
+        return 1;
+    }
+    /* Stop reading; the write callback frees it once drained. */
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    return 0;
+}
+
+static void add_data_frame(struct conn *c, struct evbuffer *out, uint32_t off, uint16_t len)
+{
+    const struct image *img = &c->srv->img;
+    uint8_t head[8], tail[4];
+    uint32_t crc;
+
+    tcpota_data_head(head, off, len);
+    if (off % img->chunk == 0 && (len == img->chunk || off + len == img->size)) {
+        crc = img->crcs[off / img->chunk];
+    } else {
+        crc = tcpota_crc32c_update(tcpota_crc32c(head, 8), img->map + off, len);
+    }
+    tcpota_put_u32(tail, crc);
+    evbuffer_add(out, head, sizeof(head));
+    /* The payload goes by sendfile where the platform has it. */
+    evbuffer_add_file_segment(out, img->seg, off, len);
+    evbuffer_add(out, tail, sizeof(tail));
+    c->bytes_sent += len;
+}
+
+/* Moves queued control frames, then DATA frames, into the socket's queue.
+ * Returns 1 when the session ended and c was freed. */
+static int pump(struct conn *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    const uint8_t *p;
+    size_t n = tcpota_srv_output(&c->s, &p);
+    uint32_t off;
+    uint16_t len;
+
+    if (n) {
+        evbuffer_add(out, p, n);
+        tcpota_srv_output_done(&c->s, n);
+    }
+    while (evbuffer_get_length(out) < OUT_HIGH && tcpota_srv_data_next(&c->s, &off, &len)) {
+        add_data_frame(c, out, off, len);
+    }
+    if (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
+        return conn_close(c, 0);
+    }
+    return 0;
+}
+
+static const char *result_name(uint16_t r)
+{
+    switch (r) {
+    case TCPOTA_RESULT_CONFIRMED: return "confirmed";
+    case TCPOTA_RESULT_ROLLED_BACK: return "rolled back (health check failed)";
+    case TCPOTA_RESULT_BOOT_FAILED: return "rolled back by the bootloader";
+    default: return "unknown result";
+    }
+}
+
+static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
+{
+    struct server *srv = c->srv;
+    const struct tcpota_msg *m = &ev->msg;
+    uint32_t size = srv->img.size;
+
+    switch (ev->type) {
+    case TCPOTA_SRV_EV_HELLO:
+        memcpy(c->dev, m->u.hello.device_id.ptr, m->u.hello.device_id.len);
+        c->dev[m->u.hello.device_id.len] = 0;
+        if (m->u.hello.report_id) {
+            char hex[17];
+            sodium_bin2hex(hex, sizeof(hex), m->u.hello.report_id, 8);
+            clog_(c, 0, "report: image %s... %s%s", hex, result_name(m->u.hello.report_result),
+                  memcmp(m->u.hello.report_id, srv->img.desc.id, TCPOTA_ID_LEN) == 0
+                      ? " (current image)" : "");
+        }
+        if (!ev->offered) {
+            srv->stats.up_to_date++;
+            clog_(c, 0, "hello model=%.*s version=%.*s: up to date", m->u.hello.model.len,
+                  m->u.hello.model.ptr, m->u.hello.version.len, m->u.hello.version.ptr);
+            return;
+        }
+        c->stream_from = ev->start;
+        c->next_pct = (uint32_t)((uint64_t)ev->start * 10 / size + 1) * 10;
+        clog_(c, 0, "hello model=%.*s version=%.*s: offer %s (%u bytes) %s %u",
+              m->u.hello.model.len, m->u.hello.model.ptr, m->u.hello.version.len,
+              m->u.hello.version.ptr, srv->img.version, size,
+              ev->start ? "resume from" : "from", ev->start);
+        return;
+    case TCPOTA_SRV_EV_ACCEPT:
+        if (ev->start != c->stream_from) {
+            clog_(c, 0, "accept: device resumes at %u instead, re-seeking", ev->start);
+            c->stream_from = ev->start;
+        }
+        return;
+    case TCPOTA_SRV_EV_DECLINE:
+        srv->stats.failed++;
+        clog_(c, 1, "declined: %s (%.*s)", tcpota_strerror(m->u.decline.reason),
+              m->u.decline.message.len, m->u.decline.message.ptr ? (const char *)m->u.decline.message.ptr : "");
+        return;
+    case TCPOTA_SRV_EV_ACK:
+        if (srv->o->progress && !ev->duplicate && size &&
+            (uint64_t)m->u.ack.offset * 100 >= (uint64_t)c->next_pct * size) {
+            clog_(c, 0, "%3u%% (%u/%u bytes durable)",
+                  (unsigned)((uint64_t)m->u.ack.offset * 100 / size), m->u.ack.offset, size);
+            c->next_pct = (uint32_t)((uint64_t)m->u.ack.offset * 10 / size + 1) * 10;
+        }
+        return;
+    case TCPOTA_SRV_EV_COMPLETE:
+        if (m->u.complete.status == 0) {
+            srv->stats.updated++;
+            clog_(c, 0, "done: image %s verified by the device, %u bytes from %u in %.2f s, "
+                        "%llu sent on this connection",
+                  srv->img.version, size, c->stream_from, now_s() - c->started,
+                  (unsigned long long)c->bytes_sent);
+        } else {
+            srv->stats.failed++;
+            clog_(c, 1, "failed: device reports %s", tcpota_strerror(m->u.complete.status));
+        }
+        return;
+    case TCPOTA_SRV_EV_PEER_ERROR:
+        clog_(c, 1, "device error: %s (%.*s)", tcpota_strerror(m->u.error.code),
+              m->u.error.message.len, m->u.error.message.ptr ? (const char *)m->u.error.message.ptr : "");
+        return;
+    default:
+        return;
+    }
+}
+
+static int v1_input(struct conn *c, const uint8_t *p, size_t n)
+{
+    while (n) {
+        struct tcpota_srv_event ev;
+        int used = tcpota_srv_input(&c->s, p, n, &ev);
+        if (used < 0) {
+            c->srv->stats.failed++;
+            clog_(c, 1, "error: %s; closing", tcpota_strerror(used));
+            (void)pump(c); /* flushes the ERROR frame, then closes */
+            return -1;
+        }
+        on_event(c, &ev);
+        p += used;
+        n -= (size_t)used;
+        if (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
+            break; /* the rest is ignored */
+        }
+    }
+    return pump(c) ? -1 : 0;
+}
+
+/* Writes one legacy package in one piece: a single send() when nothing is
+ * queued, so a device that reads it with one recv() gets all of it. */
+static void legacy_send(struct conn *c, const struct tcpota_legacy_pkg *pkg)
+{
+    const struct image *img = &c->srv->img;
+    uint8_t buf[TCPOTA_LEGACY_HEAD_MAX + TCPOTA_LEGACY_PKG];
+    int h = tcpota_legacy_header(img->size, pkg->len, (char *)buf, TCPOTA_LEGACY_HEAD_MAX);
+    size_t n = (size_t)h + pkg->len;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    ssize_t w = 0;
+
+    memcpy(buf + h, img->map + pkg->offset, pkg->len);
+    if (evbuffer_get_length(out) == 0) {
+        w = send(bufferevent_getfd(c->bev), buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) w = 0;
+    }
+    if ((size_t)w < n) {
+        evbuffer_add(out, buf + w, n - (size_t)w);
+    }
+    c->bytes_sent += pkg->len;
+    if (!c->legacy_done && pkg->offset + pkg->len == img->size && pkg->len) {
+        c->legacy_done = 1;
+        c->srv->stats.legacy_done++;
+        clog_(c, 0, "legacy device: sent the last package (%u bytes in %.2f s); "
+                    "the legacy protocol has no integrity check",
+              img->size, now_s() - c->started);
+    }
+}
+
+static int legacy_input(struct conn *c, const uint8_t *p, size_t n)
+{
+    while (n) {
+        struct tcpota_legacy_pkg pkg;
+        int used = tcpota_legacy_input(&c->leg, p, n, &pkg);
+        if (used < 0) {
+            c->srv->stats.failed++;
+            clog_(c, 1, "legacy device sent something that is not req0/req1; closing");
+            (void)conn_close(c, 1);
+            return -1;
+        }
+        if (pkg.ready) {
+            legacy_send(c, &pkg);
+        }
+        p += used;
+        n -= (size_t)used;
+    }
+    return 0;
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    uint8_t buf[4096];
+
+    while (evbuffer_get_length(in)) {
+        int n = evbuffer_remove(in, buf, sizeof(buf));
+        if (n <= 0) break;
+        if (c->kind == K_UNKNOWN) {
+            int k = tcpota_detect(buf, (size_t)n);
+            if (k == TCPOTA_KIND_V1) {
+                c->kind = K_V1;
+            } else if (k == TCPOTA_KIND_LEGACY) {
+                int one = 1;
+                c->kind = K_LEGACY;
+                setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+                snprintf(c->dev, sizeof(c->dev), "legacy");
+                clog_(c, 0, "legacy (req0/req1) device connected");
+            } else {
+                c->srv->stats.failed++;
+                clog_(c, 1, "unknown protocol (first byte 0x%02x%s); closing", buf[0],
+                      k == TCPOTA_KIND_TLS ? ", TLS is not enabled" : "");
+                (void)conn_close(c, 1);
+                return;
+            }
+        }
+        if ((c->kind == K_V1 ? v1_input(c, buf, (size_t)n) : legacy_input(c, buf, (size_t)n)) < 0) {
+            return; /* c may be gone */
+        }
+        if (c->kind == K_V1 && tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
+            return; /* waiting for the output to drain */
+        }
+    }
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+
+    if (c->kind == K_V1) {
+        if (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
+            if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+                conn_free(c);
+            }
+            return;
+        }
+        (void)pump(c);
+    } else if (!(bufferevent_get_enabled(bev) & EV_READ) &&
+               evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+        conn_free(c);
+    }
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+    (void)bev;
+
+    if (what & BEV_EVENT_TIMEOUT) {
+        c->srv->stats.failed++;
+        clog_(c, 1, "idle for %u s (%s); closing", c->srv->o->idle_timeout_s,
+              (what & BEV_EVENT_READING) ? "nothing received" : "not reading what we send");
+    } else if (what & BEV_EVENT_ERROR) {
+        clog_(c, 0, "connection error: %s; closed", strerror(EVUTIL_SOCKET_ERROR()));
+    } else if (what & BEV_EVENT_EOF) {
+        if (c->kind == K_V1 && (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_OFFERED ||
+                                tcpota_srv_get_state(&c->s) == TCPOTA_SRV_STREAMING ||
+                                tcpota_srv_get_state(&c->s) == TCPOTA_SRV_SENT_ALL)) {
+            clog_(c, 0, "disconnected mid-transfer; it can resume");
+        } else {
+            clog_(c, 0, "closed");
+        }
+    }
+    conn_free(c);
+}
+
+static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    struct server *srv = arg;
+    struct tcpota_srv_config cfg;
+    struct timeval tv;
+    char host[48] = "?", port[8] = "?";
+    struct conn *c;
+    (void)lis;
+
+    getnameinfo(sa, (socklen_t)salen, host, sizeof(host), port, sizeof(port),
+                NI_NUMERICHOST | NI_NUMERICSERV);
+    if (srv->nconns >= srv->o->max_conns) {
+        srv->stats.refused++;
+        say(srv, "[- %s:%s] refused: %u connections already (limit)", host, port, srv->nconns);
+        evutil_closesocket(fd);
+        return;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c) {
+        evutil_closesocket(fd);
+        return;
+    }
+    c->srv = srv;
+    c->id = ++srv->next_id;
+    c->started = now_s();
+    snprintf(c->peer, sizeof(c->peer), "%s:%s", host, port);
+    c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.image = &srv->img.desc;
+    cfg.rx_buf = c->rx;
+    cfg.rx_cap = sizeof(c->rx);
+    cfg.tx_buf = c->tx;
+    cfg.tx_cap = sizeof(c->tx);
+    cfg.chunk = (uint16_t)srv->o->chunk;
+    cfg.idle_timeout_s = (uint16_t)srv->o->idle_timeout_s;
+    if (!c->bev || tcpota_srv_init(&c->s, &cfg) < 0) {
+        if (c->bev) bufferevent_free(c->bev);
+        else evutil_closesocket(fd);
+        free(c);
+        return;
+    }
+    tcpota_legacy_init(&c->leg, srv->img.size);
+    c->next = srv->conns;
+    if (srv->conns) srv->conns->prev = c;
+    srv->conns = c;
+    srv->nconns++;
+    srv->stats.connections++;
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, 64 * 1024);
+    tv.tv_sec = srv->o->idle_timeout_s;
+    tv.tv_usec = 0;
+    bufferevent_set_timeouts(c->bev, &tv, &tv);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+static void accept_error_cb(struct evconnlistener *lis, void *arg)
+{
+    struct server *srv = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    (void)lis;
+    /* Out of descriptors and the like: keep serving the others. */
+    say(srv, "accept failed: %s", evutil_socket_error_to_string(err));
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct server *srv = arg;
+    (void)what;
+    say(srv, "%s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    event_base_loopexit(srv->base, NULL);
+}
+
+static int listen_on(struct server *srv)
+{
+    const struct tcpota_serve_opts *o = srv->o;
+    struct addrinfo hints, *ai = NULL;
+    char port[8], host[64], sport[8];
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    int rc;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    snprintf(port, sizeof(port), "%u", o->port);
+    rc = getaddrinfo(o->host, port, &hints, &ai);
+    if (rc != 0) {
+        fprintf(stderr, "tcpota serve: cannot resolve %s: %s\n", o->host, gai_strerror(rc));
+        return -1;
+    }
+    srv->lis = evconnlistener_new_bind(srv->base, accept_cb, srv,
+                                       LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                           LEV_OPT_CLOSE_ON_EXEC,
+                                       1024, ai->ai_addr, (int)ai->ai_addrlen);
+    freeaddrinfo(ai);
+    if (!srv->lis) {
+        fprintf(stderr, "tcpota serve: cannot listen on %s:%u: %s\n", o->host, o->port,
+                strerror(errno));
+        return -1;
+    }
+    evconnlistener_set_error_cb(srv->lis, accept_error_cb);
+    getsockname(evconnlistener_get_fd(srv->lis), (struct sockaddr *)&ss, &sl);
+    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), sport, sizeof(sport),
+                NI_NUMERICHOST | NI_NUMERICSERV);
+    /* Always printed: tests and scripts wait for this line. */
+    fprintf(stderr, "tcpota serve: listening on %s:%s, image %s (%u bytes, sha256 %s)\n", host,
+            sport, srv->img.version, srv->img.size, srv->img.idhex);
+    return 0;
+}
+
+int tcpota_serve(const struct tcpota_serve_opts *o)
+{
+    struct server srv;
+    int rc = 1;
+
+    memset(&srv, 0, sizeof(srv));
+    srv.o = o;
+    srv.img.fd = -1;
+    signal(SIGPIPE, SIG_IGN);
+    if (sodium_init() < 0) {
+        fprintf(stderr, "tcpota serve: libsodium failed to initialise\n");
+        return 1;
+    }
+    if (image_load(&srv.img, o->image, o->version, o->chunk) < 0) {
+        image_free(&srv.img);
+        return 1;
+    }
+    srv.base = event_base_new();
+    if (!srv.base || listen_on(&srv) < 0) {
+        goto out;
+    }
+    srv.sigint = evsignal_new(srv.base, SIGINT, signal_cb, &srv);
+    srv.sigterm = evsignal_new(srv.base, SIGTERM, signal_cb, &srv);
+    event_add(srv.sigint, NULL);
+    event_add(srv.sigterm, NULL);
+    srv.started = now_s();
+    event_base_dispatch(srv.base);
+    while (srv.conns) {
+        conn_free(srv.conns);
+    }
+    fprintf(stderr,
+            "tcpota serve: summary: %u connections, %u devices updated (verified), %u up to date, "
+            "%u legacy devices served, %u errors, %u refused at the limit, %.1f MB sent in %.1f s\n",
+            srv.stats.connections, srv.stats.updated, srv.stats.up_to_date,
+            srv.stats.legacy_done, srv.stats.failed, srv.stats.refused,
+            (double)srv.stats.bytes_sent / 1e6, now_s() - srv.started);
+    rc = 0;
+out:
+    if (srv.sigint) event_free(srv.sigint);
+    if (srv.sigterm) event_free(srv.sigterm);
+    if (srv.lis) evconnlistener_free(srv.lis);
+    if (srv.base) event_base_free(srv.base);
+    image_free(&srv.img);
+    return rc;
+}

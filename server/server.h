@@ -1,0 +1,33 @@
+/*
+ * server.h - `tcpota serve`: one event-driven process (libevent) that offers
+ * one image to many devices at once.
+ *
+ * Each connection is a small struct with its own state and its own sans-I/O
+ * session (core/server.h for protocol v1, core/legacy.h for the sample's
+ * req0/req1 devices), told apart by the first byte. Image bytes go from the
+ * file to the socket with sendfile (libevent file segments); the CRC32C of
+ * every aligned chunk is computed once when the image is loaded.
+ */
+#ifndef TCPOTA_SERVE_H
+#define TCPOTA_SERVE_H
+
+#include <stdint.h>
+
+struct tcpota_serve_opts {
+    const char *host;      /* listen address, e.g. "0.0.0.0" */
+    uint16_t port;         /* 0: any free port (printed) */
+    const char *image;     /* path of the image file */
+    const char *version;   /* version string offered (1..32 printable) */
+    unsigned max_conns;    /* connections beyond this are refused with BUSY */
+    unsigned idle_timeout_s;
+    unsigned chunk;        /* DATA payload bytes, <= 16380 */
+    int progress;          /* 1: one line per device per 10% */
+    int quiet;             /* 1: errors only */
+    int exit_when_idle_s;  /* >0: exit after this many seconds without any connection */
+};
+
+/* Loads the image and serves until SIGINT/SIGTERM. Returns 0 on a clean
+ * shutdown, or 1 after printing why it could not start. */
+int tcpota_serve(const struct tcpota_serve_opts *o);
+
+#endif
