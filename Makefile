@@ -1,0 +1,65 @@
+# tcpota - top-level entry points. `make demo` and `make test` install the Debian
+# packages they lack, build, and run; see README.md.
+BUILD      ?= build
+BUILD_ASAN ?= build-asan
+BUILD_FUZZ ?= build-fuzz
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+FUZZ_SECONDS ?= 15
+
+.PHONY: all deps deps-demo build build-asan test test-unit test-asan fuzz-smoke fuzz \
+        core-check demo bench clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+deps-demo:
+	@bash scripts/deps.sh --demo
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j$(JOBS)
+
+$(BUILD_ASAN)/CMakeCache.txt:
+	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DTCPOTA_SANITIZE=ON
+
+build-asan: $(BUILD_ASAN)/CMakeCache.txt
+	cmake --build $(BUILD_ASAN) -j$(JOBS)
+
+# Every test: unit + end-to-end (plain build), the whole suite again under
+# ASan+UBSan, a fuzz smoke run of every target, and the core's checks.
+test: deps
+	$(MAKE) build
+	cd $(BUILD) && ctest --output-on-failure -j2
+	$(MAKE) build-asan
+	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j2
+	$(MAKE) fuzz-smoke
+	$(MAKE) core-check
+
+test-unit: build
+	cd $(BUILD) && ctest --output-on-failure -L unit
+
+$(BUILD_FUZZ)/CMakeCache.txt:
+	CC=clang cmake -S . -B $(BUILD_FUZZ) -DCMAKE_BUILD_TYPE=Debug -DTCPOTA_FUZZ=ON
+
+fuzz-smoke: $(BUILD_FUZZ)/CMakeCache.txt
+	cmake --build $(BUILD_FUZZ) -j$(JOBS) --target fuzz_all
+	bash scripts/fuzz.sh $(BUILD_FUZZ) $(FUZZ_SECONDS)
+
+fuzz: $(BUILD_FUZZ)/CMakeCache.txt
+	cmake --build $(BUILD_FUZZ) -j$(JOBS) --target fuzz_all
+	bash scripts/fuzz.sh $(BUILD_FUZZ) 600
+
+core-check:
+	bash scripts/core-check.sh
+
+demo: deps-demo
+	$(MAKE) build
+	bash scripts/demo.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)

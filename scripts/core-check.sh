@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Proves the core's promises: no heap, no OS or stdio calls, and how big it is
+# on a Cortex-M4 (arm-none-eabi-gcc -Os), as littlefs reports its size.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+cflags=(-std=c11 -Wall -Wextra -Werror -pedantic -ffreestanding -Icore/include)
+for f in core/src/*.c; do
+  gcc "${cflags[@]}" -O2 -c "$f" -o "$out/host-$(basename "$f" .c).o"
+done
+defined=$(nm --defined-only "$out"/host-*.o | awk 'NF==3 {print $3}' | sort -u)
+bad=$(nm -u "$out"/host-*.o | awk '{print $2}' | sort -u | grep -vxF "$defined" |
+      grep -Ev '^(memcpy|memmove|memset|memcmp|strlen)$' || true)
+if [ -n "$bad" ]; then
+  echo "core-check: the core calls outside functions it must not use:" >&2
+  echo "$bad" >&2
+  exit 1
+fi
+echo "core-check: undefined symbols of the core are only memcpy/memmove/memset/memcmp/strlen: no malloc, no I/O"
+
+if command -v arm-none-eabi-gcc >/dev/null; then
+  for f in core/src/*.c; do
+    arm-none-eabi-gcc "${cflags[@]}" -Os -mcpu=cortex-m4 -mthumb -c "$f" \
+      -o "$out/m4-$(basename "$f" .c).o"
+  done
+  echo "core-check: Cortex-M4, arm-none-eabi-gcc -Os -mthumb:"
+  arm-none-eabi-size -t "$out"/m4-*.o | sed "s|$out/m4-||"
+  dev=$(arm-none-eabi-size -t "$out"/m4-{codec,crc32c,device,tcpota}.o | tail -1 | awk '{print $1}')
+  echo "core-check: device side (codec+crc32c+device+tcpota) .text = $dev bytes"
+fi

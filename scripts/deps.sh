@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages tcpota needs that this machine lacks.
+# Used by `make demo` and `make test`; runs apt-get only when something is missing.
+set -euo pipefail
+
+pkgs=(build-essential cmake pkg-config libevent-dev libsodium-dev libcmocka-dev
+      clang libclang-rt-14-dev llvm gcc-arm-none-eabi libnewlib-arm-none-eabi procps iproute2)
+[ "${1:-}" = "--demo" ] && pkgs=(build-essential cmake pkg-config libevent-dev libsodium-dev libcmocka-dev procps)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "deps: installing ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "deps: missing packages and not root; run as root or install: ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"

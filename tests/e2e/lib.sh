@@ -1,0 +1,78 @@
+# lib.sh - shared helpers of the end-to-end tests: real processes on loopback.
+# Each test sources this with TCPOTA, PROXY and LEGACY set to the binaries.
+set -euo pipefail
+
+WORK=$(mktemp -d /tmp/tcpota-e2e.XXXXXX)
+PIDS=()
+cleanup() {
+  local rc=$?
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ $rc -ne 0 ]; then
+    echo "--- logs of the failed test ($WORK) ---" >&2
+    for f in "$WORK"/*.log; do [ -f "$f" ] && { echo "== $f" >&2; tail -30 "$f" >&2; }; done
+  fi
+  rm -rf "$WORK"
+  exit $rc
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+ok() { echo "ok: $*"; }
+
+# make_image FILE BYTES: a random image (every run tests other bytes).
+make_image() {
+  head -c "$2" /dev/urandom > "$1"
+  [ "$(stat -c %s "$1")" -eq "$2" ] || fail "could not make a $2-byte image"
+}
+
+# wait_line FILE REGEX [SECONDS]: waits until a line of FILE matches.
+wait_line() {
+  local i
+  for ((i = 0; i < ${3:-10} * 20; i++)); do
+    grep -qE "$2" "$1" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  fail "timed out waiting for /$2/ in $1"
+}
+
+# start_server IMAGE VERSION [ARGS...]: sets SERVER_PID and SERVER_PORT.
+start_server() {
+  local img=$1 ver=$2; shift 2
+  "$TCPOTA" serve --listen 127.0.0.1:0 --version "$ver" "$@" "$img" 2> "$WORK/server.log" &
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
+  wait_line "$WORK/server.log" 'listening on'
+  SERVER_PORT=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' "$WORK/server.log" | head -1)
+}
+
+# stop_server: SIGTERM, and the server must exit 0 (under ASan: no leak).
+stop_server() {
+  kill -TERM "$SERVER_PID"
+  local rc=0
+  wait "$SERVER_PID" || rc=$?
+  [ $rc -eq 0 ] || fail "server exited $rc on SIGTERM"
+  grep -q 'summary:' "$WORK/server.log" || fail "server printed no summary"
+}
+
+# start_proxy NAME UPSTREAM_PORT [ARGS...]: sets PROXY_PORT (and NAME_PID).
+start_proxy() {
+  local name=$1 up=$2; shift 2
+  "$PROXY" --listen 127.0.0.1:0 --upstream "127.0.0.1:$up" "$@" 2> "$WORK/$name.log" &
+  PROXY_PID=$!
+  PIDS+=("$PROXY_PID")
+  wait_line "$WORK/$name.log" 'listening on'
+  PROXY_PORT=$(sed -nE 's/.*listening on [^ ]*:([0-9]+).*/\1/p' "$WORK/$name.log" | head -1)
+}
+
+# check_device DIR IMAGE: the device runs IMAGE, byte-exact in its slot.
+check_device() {
+  local dir=$1 img=$2 status slot size
+  status=$("$TCPOTA" device status --flash "$dir") || fail "device status failed for $dir"
+  echo "$status" | grep -q "\"sha256\":\"$(sha256sum "$img" | cut -d' ' -f1)\"" ||
+    fail "$dir does not run the image: $status"
+  echo "$status" | grep -q '"pending":false' || fail "$dir still pending: $status"
+  slot=$(echo "$status" | sed -nE 's/.*"slot":([0-9]).*/\1/p')
+  size=$(stat -c %s "$img")
+  cmp -n "$size" "$dir/ota_$slot.bin" "$img" >/dev/null || fail "$dir slot $slot differs from the image"
+}

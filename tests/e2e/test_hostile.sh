@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Garbage, oversized lengths and truncated frames from peers end those
+# connections with an error logged; the server keeps serving a good device
+# and shuts down without a leak (the ASan build checks at exit).
+source "$(dirname "$0")/lib.sh"
+
+make_image "$WORK/img" 200000
+start_server "$WORK/img" 2.0.0 --idle-timeout 2
+P=$SERVER_PORT
+
+"$TCPOTA" device --server "127.0.0.1:$P" --flash "$WORK/good" --id good-dev \
+  2> "$WORK/good.log" &
+good=$!
+
+# send BYTES: opens a connection, sends printf-format BYTES, returns what came back.
+send() {
+  exec 3<>"/dev/tcp/127.0.0.1/$P"
+  printf "$1" >&3
+  timeout 5 cat <&3 > "$WORK/reply" || true
+  exec 3>&-
+}
+send 'GET / HTTP/1.1\r\nHost: x\r\n\r\n'
+[ ! -s "$WORK/reply" ] || fail "garbage got an answer"
+send '\x01\x00\xff\xff'
+grep -q 'frame too big' "$WORK/reply" || fail "oversized length got no ERROR frame"
+send '\x01\x00\x20\x00\x01\x01\x00\x00\x01\x05\x00dev-1\x02\x05\x00esp32\x03\x05\x001.0.0\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00'
+grep -q 'CRC' "$WORK/reply" || fail "frame with a bad CRC got no ERROR frame"
+send 'req0\r\nXX'
+send 'req0\r\n\r\nreq9'
+# Truncated frame, then silence: the idle timeout ends it.
+exec 4<>"/dev/tcp/127.0.0.1/$P"
+printf '\x01\x00\x40\x00\x01\x01' >&4
+timeout 8 cat <&4 > /dev/null || fail "truncated frame was not closed by the idle timeout"
+exec 4>&-
+# Truncated frame, then close.
+send '\x01\x00\x40\x00\x01'
+wait "$good" || fail "the good device failed beside the hostile peers"
+check_device "$WORK/good" "$WORK/img"
+
+L="$WORK/server.log"
+grep -q 'unknown protocol (first byte 0x47' "$L" || fail "garbage not logged"
+grep -q 'error: frame too big' "$L" || fail "oversized length not logged"
+grep -q 'error: frame CRC mismatch' "$L" || fail "bad CRC not logged"
+[ "$(grep -c 'not req0/req1' "$L")" -eq 2 ] || fail "bad legacy requests not logged"
+grep -q 'idle for 2 s' "$L" || fail "idle timeout not logged"
+stop_server
+ok "hostile peers closed with reasons, good device byte-exact, clean shutdown"

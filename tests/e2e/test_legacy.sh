@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Clients that behave exactly like the sample's (one 768-byte recv per package,
+# req1 resends) get the image byte-exact from tcpota serve: one, then 20 at once,
+# while a tcpota v1 device updates from the same port.
+source "$(dirname "$0")/lib.sh"
+
+make_image "$WORK/img" 300000
+start_server "$WORK/img" 2.0.0
+
+"$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out "$WORK/one" --req1-every 7 > "$WORK/one.log" 2>&1 ||
+  fail "legacy client failed"
+cmp "$WORK/one" "$WORK/img" || fail "legacy client got other bytes"
+grep -qE ' [1-9][0-9]* req1' "$WORK/one.log" || fail "no req1 was exercised"
+ok "one legacy client with req1 resends"
+
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/v1" --id v1-dev \
+  2> "$WORK/v1.log" &
+v1=$!
+"$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out "$WORK/many" --clients 20 --req1-every 11 \
+  > "$WORK/many.log" 2>&1 || fail "20 legacy clients at once failed"
+for i in $(seq 0 19); do
+  cmp "$WORK/many.$i" "$WORK/img" || fail "legacy client $i got other bytes"
+done
+wait "$v1" || fail "v1 device beside the legacy clients failed"
+check_device "$WORK/v1" "$WORK/img"
+ok "20 legacy clients at once and a v1 device on the same port"
+stop_server
+grep -q '21 legacy devices served' "$WORK/server.log" || fail "summary does not count 21 legacy devices"

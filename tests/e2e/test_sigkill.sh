@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# A device killed with SIGKILL during a transfer, then started again with the
+# same flash, finishes without starting over.
+source "$(dirname "$0")/lib.sh"
+
+make_image "$WORK/img" 1048576
+start_server "$WORK/img" 2.0.0
+# A 1 MB/s link, so there is time to kill it mid-way.
+start_proxy proxy "$SERVER_PORT" --rate 1000000
+
+"$TCPOTA" device --server "127.0.0.1:$PROXY_PORT" --flash "$WORK/d" --id kill-dev \
+  2> "$WORK/d1.log" &
+dev=$!
+PIDS+=("$dev")
+sleep 0.6
+kill -9 "$dev"
+wait "$dev" 2>/dev/null || true
+status=$("$TCPOTA" device status --flash "$WORK/d")
+offset=$(echo "$status" | sed -nE 's/.*"resume":\{"offset":([0-9]+).*/\1/p')
+[ -n "$offset" ] && [ "$offset" -gt 0 ] || fail "no durable progress before the kill: $status"
+echo "killed at resume point $offset"
+
+"$TCPOTA" device --server "127.0.0.1:$PROXY_PORT" --flash "$WORK/d" --id kill-dev \
+  2> "$WORK/d2.log" || fail "restarted device failed"
+check_device "$WORK/d" "$WORK/img"
+grep -qE "\[kill-dev [^]]*\] hello .*resume from $offset" "$WORK/server.log" ||
+  fail "server did not resume kill-dev from $offset"
+ok "SIGKILL at $offset, resumed there, byte-exact"
+stop_server
