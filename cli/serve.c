@@ -18,7 +18,7 @@ static void usage(FILE *f)
             "  --max-conns N         connections at once; more are refused (default 16384)\n"
             "  --idle-timeout S      close a peer silent or not reading for S s (default 60)\n"
             "  --chunk BYTES         image bytes per DATA frame, 512..16380 (default 4096)\n"
-            "  --progress            a line per device at every 10%% it has made durable\n"
+            "  --no-progress         no line per device at every 10%% it has made durable\n"
             "  --quiet               errors and the summary only\n");
 }
 
@@ -35,6 +35,7 @@ int cmd_serve(int argc, char **argv)
     o.max_conns = 16384;
     o.idle_timeout_s = 60;
     o.chunk = 4096;
+    o.progress = 1;
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -43,6 +44,7 @@ int cmd_serve(int argc, char **argv)
             return 0;
         }
         if (strcmp(a, "--progress") == 0) { o.progress = 1; continue; }
+        if (strcmp(a, "--no-progress") == 0) { o.progress = 0; continue; }
         if (strcmp(a, "--quiet") == 0) { o.quiet = 1; continue; }
         if (a[0] == '-' && a[1] == '-' && !val) {
             fprintf(stderr, "tcpota serve: %s needs a value\n", a);

@@ -24,6 +24,16 @@ resumes=$(grep -c 'resume from' "$WORK/server.log" || true)
 [ "$resumes" -ge 2 ] || fail "server logged $resumes resumes, expected >= 2"
 ok "3 cuts, $refetched bytes fetched again (limit 3 x 16384), $resumes resumes"
 
+# Cuts at chosen offsets: inside the first frame, right after the offer, and
+# 1 byte before the end of the whole stream.
+kill "$PROXY_PID"
+start_proxy chosen "$SERVER_PORT" --cut-at 5,200,1048000
+"$TCPOTA" device --server "127.0.0.1:$PROXY_PORT" --flash "$WORK/d0" --id chosen-dev \
+  --backoff-min-ms 50 --backoff-max-ms 200 2> "$WORK/d0.log" || fail "device behind chosen cuts failed"
+check_device "$WORK/d0" "$WORK/img"
+[ "$(grep -c 'cut at' "$WORK/chosen.log")" -eq 3 ] || fail "chosen cuts did not all happen"
+ok "cuts at chosen offsets 5, 200, 1048000"
+
 # 1-byte pieces and 5 ms delay each way, small image to keep it quick.
 make_image "$WORK/small" 65536
 kill "$SERVER_PID"; wait "$SERVER_PID" || true
