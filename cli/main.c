@@ -1,5 +1,6 @@
 /* main.c - the `tcpota` command: dispatch to subcommands. */
 #include "cli.h"
+#include "keys.h"
 #include "tcpota/tcpota.h"
 
 #include <stdio.h>
@@ -14,6 +15,9 @@ static void usage(FILE *f)
             "  tcpota serve [--listen HOST:PORT] [--version V] [options] FILE\n"
             "  tcpota device --server HOST:PORT --flash DIR [--id ID] [--model M] [options]\n"
             "  tcpota device status --flash DIR\n"
+            "  tcpota keygen --out NAME | --device-secret --out FILE\n"
+            "  tcpota sign --key NAME.key --version V --model M [--security-counter N] FILE\n"
+            "  tcpota verify --pubkey NAME.pub [--manifest M] FILE\n"
             "  tcpota version\n"
             "\n"
             "`tcpota serve --help` and `tcpota device --help` list every option.\n",
@@ -31,6 +35,15 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "device") == 0) {
         return cmd_device(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "keygen") == 0) {
+        return cmd_keygen(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "sign") == 0) {
+        return cmd_sign(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "verify") == 0) {
+        return cmd_verify(argc - 1, argv + 1);
     }
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         printf("tcpota %s (protocol %d)\n", TCPOTA_VERSION_STRING, TCPOTA_PROTO_VERSION);

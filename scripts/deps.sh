@@ -3,9 +3,9 @@
 # Used by `make demo` and `make test`; runs apt-get only when something is missing.
 set -euo pipefail
 
-pkgs=(build-essential cmake pkg-config libevent-dev libsodium-dev libcmocka-dev
+pkgs=(build-essential cmake pkg-config libevent-dev libsodium-dev libcmocka-dev libssl-dev openssl
       clang libclang-rt-14-dev llvm gcc-arm-none-eabi libnewlib-arm-none-eabi procps iproute2)
-[ "${1:-}" = "--demo" ] && pkgs=(build-essential cmake pkg-config libevent-dev libsodium-dev libcmocka-dev procps)
+[ "${1:-}" = "--demo" ] && pkgs=(build-essential cmake pkg-config libevent-dev libsodium-dev libcmocka-dev libssl-dev procps)
 
 missing=()
 for p in "${pkgs[@]}"; do

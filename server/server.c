@@ -9,12 +9,15 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdarg.h>
@@ -22,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -30,6 +34,8 @@
 #define OUT_HIGH (256u * 1024u) /* queue DATA frames up to this much */
 #define OUT_LOW (64u * 1024u)   /* refill when the queue drains below */
 #define RX_CAP 1024u            /* device frames are small; HELLO < 300 B */
+#define BAN_SLOTS 256u          /* peers remembered for failed authentications */
+#define BAN_MAX_S 300u          /* longest wait imposed after failures */
 
 struct image {
     int fd;
@@ -47,8 +53,18 @@ enum kind { K_UNKNOWN = 0, K_V1, K_LEGACY };
 
 struct conn;
 
+/* Failed authentications per peer address: each failure doubles the time
+ * the peer must wait before it is served again. */
+struct ban {
+    char addr[48];
+    unsigned failures;
+    double until;
+};
+
 struct server {
     const struct tcpota_serve_opts *o;
+    SSL_CTX *tls;
+    struct ban bans[BAN_SLOTS];
     struct event_base *base;
     struct evconnlistener *lis;
     struct event *sigint, *sigterm;
@@ -57,7 +73,7 @@ struct server {
     unsigned nconns;
     uint64_t next_id;
     struct {
-        unsigned connections, updated, up_to_date, failed, refused, legacy_done;
+        unsigned connections, updated, up_to_date, failed, refused, legacy_done, auth_failed;
         uint64_t bytes_sent;
     } stats;
     double started;
@@ -78,6 +94,8 @@ struct conn {
     uint64_t bytes_sent;
     double started;
     uint8_t legacy_done;
+    char addr[48];
+    uint8_t nonce[TCPOTA_NONCE_LEN];
     uint8_t rx[RX_CAP];
     uint8_t tx[TCPOTA_SRV_TX_MIN];
 };
@@ -278,6 +296,8 @@ static const char *result_name(uint16_t r)
     }
 }
 
+static void on_auth(struct conn *c, const uint8_t *mac);
+
 static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
 {
     struct server *srv = c->srv;
@@ -294,6 +314,11 @@ static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
             clog_(c, 0, "report: image %s... %s%s", hex, result_name(m->u.hello.report_result),
                   memcmp(m->u.hello.report_id, srv->img.desc.id, TCPOTA_ID_LEN) == 0
                       ? " (current image)" : "");
+        }
+        if (ev->auth_pending) {
+            clog_(c, 0, "hello model=%.*s version=%.*s: challenge sent", m->u.hello.model.len,
+                  m->u.hello.model.ptr, m->u.hello.version.len, m->u.hello.version.ptr);
+            return;
         }
         if (!ev->offered) {
             srv->stats.up_to_date++;
@@ -339,6 +364,9 @@ static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
             clog_(c, 1, "failed: device reports %s", tcpota_strerror(m->u.complete.status));
         }
         return;
+    case TCPOTA_SRV_EV_AUTH:
+        on_auth(c, m->u.auth.mac);
+        return;
     case TCPOTA_SRV_EV_PEER_ERROR:
         clog_(c, 1, "device error: %s (%.*s)", tcpota_strerror(m->u.error.code),
               m->u.error.message.len, m->u.error.message.ptr ? (const char *)m->u.error.message.ptr : "");
@@ -381,7 +409,7 @@ static void legacy_send(struct conn *c, const struct tcpota_legacy_pkg *pkg)
     ssize_t w = 0;
 
     memcpy(buf + h, img->map + pkg->offset, pkg->len);
-    if (evbuffer_get_length(out) == 0) {
+    if (evbuffer_get_length(out) == 0 && !c->srv->tls) {
         w = send(bufferevent_getfd(c->bev), buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w < 0) w = 0;
     }
@@ -424,6 +452,14 @@ static void read_cb(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
     uint8_t buf[4096];
 
+    /* A peer that trickles bytes resets the idle timer forever: its HELLO
+     * must be complete within one idle timeout of connecting. */
+    if (c->kind != K_LEGACY && !c->s.got_hello && now_s() - c->started > c->srv->o->idle_timeout_s) {
+        c->srv->stats.failed++;
+        clog_(c, 1, "no HELLO within %u s (too slow); closing", c->srv->o->idle_timeout_s);
+        (void)conn_close(c, 1);
+        return;
+    }
     while (evbuffer_get_length(in)) {
         int n = evbuffer_remove(in, buf, sizeof(buf));
         if (n <= 0) break;
@@ -431,6 +467,12 @@ static void read_cb(struct bufferevent *bev, void *arg)
             int k = tcpota_detect(buf, (size_t)n);
             if (k == TCPOTA_KIND_V1) {
                 c->kind = K_V1;
+            } else if (k == TCPOTA_KIND_LEGACY && c->srv->o->manifest && !c->srv->o->allow_legacy) {
+                c->srv->stats.refused++;
+                clog_(c, 1, "legacy (req0/req1) device refused: the image is signed and legacy "
+                            "devices cannot check it (--allow-legacy serves them anyway)");
+                (void)conn_close(c, 1);
+                return;
             } else if (k == TCPOTA_KIND_LEGACY) {
                 int one = 1;
                 c->kind = K_LEGACY;
@@ -495,6 +537,109 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     conn_free(c);
 }
 
+static SSL_CTX *tls_context(const char *cert, const char *key)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+
+    if (!ctx || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+        SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key ? key : cert, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        fprintf(stderr, "tcpota serve: cannot use TLS certificate %s / key %s: %s\n", cert,
+                key ? key : cert, ERR_reason_error_string(ERR_get_error()));
+        if (ctx) SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+static struct ban *ban_find(struct server *srv, const char *addr, int create);
+
+static void b_reset(struct server *srv, const char *addr)
+{
+    struct ban *b = ban_find(srv, addr, 0);
+    if (b) memset(b, 0, sizeof(*b));
+}
+
+static struct ban *ban_find(struct server *srv, const char *addr, int create)
+{
+    struct ban *oldest = &srv->bans[0];
+    unsigned i;
+
+    for (i = 0; i < BAN_SLOTS; i++) {
+        if (strcmp(srv->bans[i].addr, addr) == 0) return &srv->bans[i];
+        if (srv->bans[i].until < oldest->until) oldest = &srv->bans[i];
+    }
+    if (!create) return NULL;
+    memset(oldest, 0, sizeof(*oldest));
+    snprintf(oldest->addr, sizeof(oldest->addr), "%s", addr);
+    return oldest;
+}
+
+/* Checks the device's answer to our nonce against the secret we hold. */
+static int auth_check(struct conn *c, const uint8_t *mac, const char **why)
+{
+    const struct tcpota_serve_opts *o = c->srv->o;
+    const char *id = tcpota_srv_device_id(&c->s);
+    uint8_t msg[64 + TCPOTA_NONCE_LEN + TCPOTA_MAX_STR], want[32];
+    size_t i;
+    int n;
+
+    for (i = 0; i < o->nsecrets; i++) {
+        if (strcmp(o->secrets[i].id, id) == 0) break;
+    }
+    if (i == o->nsecrets) {
+        *why = "unknown device";
+        return 0;
+    }
+    n = tcpota_auth_message(c->nonce, (const uint8_t *)id, strlen(id), msg, sizeof(msg));
+    if (n < 0) {
+        *why = "bad device id";
+        return 0;
+    }
+    {
+        /* The streaming API takes keys of any length, as the device's does. */
+        crypto_auth_hmacsha256_state st;
+        crypto_auth_hmacsha256_init(&st, o->secrets[i].secret, o->secrets[i].len);
+        crypto_auth_hmacsha256_update(&st, msg, (unsigned long long)n);
+        crypto_auth_hmacsha256_final(&st, want);
+        sodium_memzero(&st, sizeof(st));
+    }
+    if (sodium_memcmp(want, mac, 32) != 0) {
+        *why = "wrong answer to the challenge";
+        return 0;
+    }
+    return 1;
+}
+
+static void on_auth(struct conn *c, const uint8_t *mac)
+{
+    struct server *srv = c->srv;
+    const char *why = "";
+    uint8_t offered = 0;
+    uint32_t start = 0;
+    int ok = auth_check(c, mac, &why);
+
+    if (!ok) {
+        struct ban *b = ban_find(srv, c->addr, 1);
+        unsigned wait = b->failures < 8 ? 1u << b->failures : BAN_MAX_S;
+        b->failures++;
+        b->until = now_s() + (wait > BAN_MAX_S ? BAN_MAX_S : wait);
+        srv->stats.auth_failed++;
+        clog_(c, 1, "authentication failed: %s (failure %u from %s, next try in %u s)", why,
+              b->failures, c->addr, wait > BAN_MAX_S ? BAN_MAX_S : wait);
+        (void)tcpota_srv_authorize(&c->s, 0, NULL, NULL);
+        return;
+    }
+    b_reset(srv, c->addr);
+    if (tcpota_srv_authorize(&c->s, 1, &offered, &start) == 0) {
+        c->stream_from = start;
+        c->next_pct = (uint32_t)((uint64_t)start * 10 / srv->img.size + 1) * 10;
+        clog_(c, 0, "authenticated: %s", offered ? "offer sent" : "up to date");
+        if (!offered) srv->stats.up_to_date++;
+    }
+}
+
 static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
@@ -513,16 +658,34 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
         evutil_closesocket(fd);
         return;
     }
+    {
+        struct ban *b = ban_find(srv, host, 0);
+        if (b && b->until > now_s()) {
+            srv->stats.refused++;
+            say(srv, "[- %s:%s] refused: %u failed authentications, wait %.0f s", host, port,
+                b->failures, b->until - now_s());
+            evutil_closesocket(fd);
+            return;
+        }
+    }
     c = calloc(1, sizeof(*c));
     if (!c) {
         evutil_closesocket(fd);
         return;
     }
     c->srv = srv;
+    snprintf(c->addr, sizeof(c->addr), "%s", host);
     c->id = ++srv->next_id;
     c->started = now_s();
     snprintf(c->peer, sizeof(c->peer), "%s:%s", host, port);
-    c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (srv->tls) {
+        SSL *ssl = SSL_new(srv->tls);
+        c->bev = ssl ? bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                      BEV_OPT_CLOSE_ON_FREE)
+                     : NULL;
+    } else {
+        c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
     memset(&cfg, 0, sizeof(cfg));
     cfg.image = &srv->img.desc;
     cfg.rx_buf = c->rx;
@@ -531,6 +694,10 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
     cfg.tx_cap = sizeof(c->tx);
     cfg.chunk = (uint16_t)srv->o->chunk;
     cfg.idle_timeout_s = (uint16_t)srv->o->idle_timeout_s;
+    if (srv->o->require_auth) {
+        randombytes_buf(c->nonce, sizeof(c->nonce));
+        cfg.auth_nonce = c->nonce;
+    }
     if (!c->bev || tcpota_srv_init(&c->s, &cfg) < 0) {
         if (c->bev) bufferevent_free(c->bev);
         else evutil_closesocket(fd);
@@ -608,6 +775,29 @@ static int listen_on(struct server *srv)
     return 0;
 }
 
+/* Each connection holds a descriptor: raise the soft limit to the hard one
+ * (the default soft limit, often 1024, would refuse a fleet long before
+ * --max-conns), and say so when it is still below --max-conns. */
+static void raise_fd_limit(const struct tcpota_serve_opts *o)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        return;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+        (void)getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)o->max_conns + 32) {
+        fprintf(stderr, "tcpota serve: descriptor limit %llu is below --max-conns %u\n",
+                (unsigned long long)rl.rlim_cur, o->max_conns);
+    } else if (!o->quiet) {
+        fprintf(stderr, "tcpota serve: descriptor limit %llu\n", (unsigned long long)rl.rlim_cur);
+    }
+}
+
 int tcpota_serve(const struct tcpota_serve_opts *o)
 {
     struct server srv;
@@ -617,11 +807,18 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     srv.o = o;
     srv.img.fd = -1;
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit(o);
     if (sodium_init() < 0) {
         fprintf(stderr, "tcpota serve: libsodium failed to initialise\n");
         return 1;
     }
     if (image_load(&srv.img, o->image, o->version, o->chunk) < 0) {
+        image_free(&srv.img);
+        return 1;
+    }
+    srv.img.desc.manifest = o->manifest;
+    srv.img.desc.manifest_len = o->manifest_len;
+    if (o->tls_cert && !(srv.tls = tls_context(o->tls_cert, o->tls_key))) {
         image_free(&srv.img);
         return 1;
     }
@@ -640,9 +837,10 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     }
     fprintf(stderr,
             "tcpota serve: summary: %u connections, %u devices updated (verified), %u up to date, "
-            "%u legacy devices served, %u errors, %u refused at the limit, %.1f MB sent in %.1f s\n",
+            "%u legacy devices served, %u errors, %u failed authentications, %u refused, "
+            "%.1f MB sent in %.1f s\n",
             srv.stats.connections, srv.stats.updated, srv.stats.up_to_date,
-            srv.stats.legacy_done, srv.stats.failed, srv.stats.refused,
+            srv.stats.legacy_done, srv.stats.failed, srv.stats.auth_failed, srv.stats.refused,
             (double)srv.stats.bytes_sent / 1e6, now_s() - srv.started);
     rc = 0;
 out:
@@ -650,6 +848,7 @@ out:
     if (srv.sigterm) event_free(srv.sigterm);
     if (srv.lis) evconnlistener_free(srv.lis);
     if (srv.base) event_base_free(srv.base);
+    if (srv.tls) SSL_CTX_free(srv.tls);
     image_free(&srv.img);
     return rc;
 }

@@ -11,7 +11,15 @@
 #ifndef TCPOTA_SERVE_H
 #define TCPOTA_SERVE_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+/* A device the server can authenticate: its id and shared secret. */
+struct tcpota_serve_secret {
+    char id[65];
+    uint8_t secret[64];
+    uint8_t len;
+};
 
 struct tcpota_serve_opts {
     const char *host;      /* listen address, e.g. "0.0.0.0" */
@@ -23,7 +31,13 @@ struct tcpota_serve_opts {
     unsigned chunk;        /* DATA payload bytes, <= 16380 */
     int progress;          /* 1: one line per device per 10% */
     int quiet;             /* 1: errors only */
-    int exit_when_idle_s;  /* >0: exit after this many seconds without any connection */
+    const uint8_t *manifest; /* signed manifest offered with the image, or NULL */
+    uint16_t manifest_len;
+    int allow_legacy;      /* serve req0/req1 devices even though the image is signed */
+    const struct tcpota_serve_secret *secrets; /* device secrets */
+    size_t nsecrets;
+    int require_auth;      /* every v1 device must answer a CHALLENGE */
+    const char *tls_cert, *tls_key; /* PEM files: serve v1 inside TLS */
 };
 
 /* Loads the image and serves until SIGINT/SIGTERM. Returns 0 on a clean

@@ -101,6 +101,8 @@ static int fixed_size(uint8_t type)
     case TCPOTA_T_ERROR: return 2;
     case TCPOTA_T_PING:
     case TCPOTA_T_PONG: return 4;
+    case TCPOTA_T_CHALLENGE: return TCPOTA_NONCE_LEN;
+    case TCPOTA_T_AUTH: return TCPOTA_MAC_LEN;
     default: return TCPOTA_ERR_NOTSUP;
     }
 }
@@ -302,6 +304,12 @@ int tcpota_msg_decode(const struct tcpota_frame *f, struct tcpota_msg *m)
     case TCPOTA_T_PONG:
         m->u.ping.token = tcpota_get_u32(p);
         break;
+    case TCPOTA_T_CHALLENGE:
+        m->u.challenge.nonce = p;
+        break;
+    case TCPOTA_T_AUTH:
+        m->u.auth.mac = p;
+        break;
     default:
         break;
     }
@@ -500,10 +508,37 @@ static void encode_body(struct writer *w, const struct tcpota_msg *m)
     case TCPOTA_T_PONG:
         put32(w, m->u.ping.token);
         break;
+    case TCPOTA_T_CHALLENGE:
+    case TCPOTA_T_AUTH:
+        /* Both are one 32-byte value. */
+        if (!m->u.challenge.nonce) {
+            w->err = TCPOTA_ERR_INVAL;
+            return;
+        }
+        put(w, m->u.challenge.nonce, TCPOTA_NONCE_LEN);
+        break;
     default:
         w->err = TCPOTA_ERR_INVAL;
         break;
     }
+}
+
+int tcpota_auth_message(const uint8_t nonce[TCPOTA_NONCE_LEN], const uint8_t *device_id,
+                        size_t id_len, uint8_t *out, size_t cap)
+{
+    static const char label[] = "tcpota-auth-v1";
+    size_t n = sizeof(label) - 1;
+
+    if (!nonce || !device_id || id_len == 0 || id_len > TCPOTA_MAX_STR) {
+        return TCPOTA_ERR_INVAL;
+    }
+    if (cap < n + TCPOTA_NONCE_LEN + id_len) {
+        return TCPOTA_ERR_NOSPC;
+    }
+    memcpy(out, label, n);
+    memcpy(out + n, nonce, TCPOTA_NONCE_LEN);
+    memcpy(out + n + TCPOTA_NONCE_LEN, device_id, id_len);
+    return (int)(n + TCPOTA_NONCE_LEN + id_len);
 }
 
 int tcpota_msg_encode(const struct tcpota_msg *m, uint8_t *out, size_t cap)

@@ -6,7 +6,8 @@
 
 #define REC_VERSION 1
 #define RESUME_LEN (1 + TCPOTA_ID_LEN + 8 + 4)
-#define LAST_LEN (1 + TCPOTA_ID_LEN + 4)
+#define LAST_LEN (1 + TCPOTA_ID_LEN + 4 + 4)
+#define COUNTER_LEN (1 + 4 + 4)
 #define REPORT_LEN (1 + TCPOTA_ID_LEN + 2 + 4)
 
 /* ---- persistent records: version byte, fields, CRC32C ---------------- */
@@ -69,6 +70,35 @@ static int report_save(const struct tcpota_port *p, const uint8_t *id, uint16_t 
     return rec_save(p, TCPOTA_KEY_REPORT, b, sizeof(b));
 }
 
+static int counter_load(const struct tcpota_port *p, uint32_t *out)
+{
+    uint8_t b[COUNTER_LEN];
+    int rc = rec_load(p, TCPOTA_KEY_COUNTER, b, sizeof(b));
+
+    *out = 0;
+    if (rc == TCPOTA_ERR_NOENT) {
+        return 0;
+    }
+    if (rc == 0) {
+        *out = tcpota_get_u32(b + 1);
+    }
+    return rc;
+}
+
+/* The counter only goes up: a confirmed image's counter becomes the floor. */
+static int counter_raise(const struct tcpota_port *p, uint32_t counter)
+{
+    uint8_t b[COUNTER_LEN];
+    uint32_t cur;
+    int rc = counter_load(p, &cur);
+
+    if (rc < 0 || counter <= cur) {
+        return rc;
+    }
+    tcpota_put_u32(b + 1, counter);
+    return rec_save(p, TCPOTA_KEY_COUNTER, b, sizeof(b));
+}
+
 /* ---- boot ------------------------------------------------------------ */
 
 int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
@@ -101,6 +131,9 @@ int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
             return rc;
         }
         if (healthy) {
+            if (have_last && (rc = counter_raise(p, tcpota_get_u32(last + 1 + TCPOTA_ID_LEN))) < 0) {
+                return rc;
+            }
             return p->mark_valid(p->ctx);
         }
         rc = p->mark_invalid(p->ctx);
@@ -148,6 +181,10 @@ int tcpota_dev_init(struct tcpota_dev *d, const struct tcpota_dev_config *cfg)
         (cfg->ack_interval % TCPOTA_SECTOR_SIZE) != 0) {
         return TCPOTA_ERR_INVAL;
     }
+    if ((cfg->n_trusted_keys && (!cfg->trusted_keys || !p->ed25519_verify)) ||
+        (cfg->secret && (cfg->secret_len == 0 || cfg->secret_len > 64 || !p->hmac_sha256))) {
+        return TCPOTA_ERR_INVAL;
+    }
     memset(d, 0, sizeof(*d));
     d->cfg = *cfg;
     if (!d->cfg.ack_interval) d->cfg.ack_interval = TCPOTA_DEV_ACK_DEFAULT;
@@ -168,6 +205,9 @@ int tcpota_dev_init(struct tcpota_dev *d, const struct tcpota_dev_config *cfg)
             d->resume.valid = 0;
         }
     } else if (rc != TCPOTA_ERR_NOENT) {
+        return rc;
+    }
+    if ((rc = counter_load(p, &d->security_counter)) < 0 && rc != TCPOTA_ERR_NOENT) {
         return rc;
     }
     rc = rec_load(p, TCPOTA_KEY_REPORT, b, REPORT_LEN);
@@ -231,6 +271,7 @@ int tcpota_dev_connect(struct tcpota_dev *d, uint32_t now_ms)
     d->state = TCPOTA_DEV_HELLO_SENT;
     d->now = d->last_rx = d->last_tx = now_ms;
     d->last_error = 0;
+    d->challenged = 0;
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_HELLO;
     m.u.hello.proto_min = TCPOTA_PROTO_VERSION;
@@ -239,6 +280,7 @@ int tcpota_dev_connect(struct tcpota_dev *d, uint32_t now_ms)
     m.u.hello.model = str_bytes(d->cfg.model);
     m.u.hello.version = str_bytes(d->cfg.version);
     m.u.hello.running_id = d->cfg.running_id;
+    m.u.hello.features = d->cfg.secret ? TCPOTA_F_AUTH : 0;
     m.u.hello.max_payload = (uint16_t)(d->dec.cap - TCPOTA_FRAME_OVERHEAD);
     if (d->resume.valid) {
         m.u.hello.resume_id = d->resume.id;
@@ -359,6 +401,33 @@ static int on_offer(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
     info.version_len = m->u.offer.version.len;
     info.manifest = m->u.offer.manifest.ptr;
     info.manifest_len = m->u.offer.manifest.len;
+    d->image_counter = 0;
+    if (d->cfg.n_trusted_keys) {
+        struct tcpota_trust t;
+        struct tcpota_manifest man;
+        const char *why = "";
+        t.keys = d->cfg.trusted_keys;
+        t.nkeys = d->cfg.n_trusted_keys;
+        t.verify = p->ed25519_verify;
+        t.verify_ctx = p->ctx;
+        t.model = d->cfg.model;
+        t.security_counter = d->security_counter;
+        rc = tcpota_manifest_check(&t, m->u.offer.manifest.ptr, m->u.offer.manifest.len,
+                                   m->u.offer.image_id, m->u.offer.size, &man, &why);
+        if (rc < 0) {
+            return decline(d, m->u.offer.image_id, rc, why, ev);
+        }
+        if (man.version.len != m->u.offer.version.len ||
+            memcmp(man.version.ptr, m->u.offer.version.ptr, man.version.len) != 0) {
+            return decline(d, m->u.offer.image_id, TCPOTA_ERR_INTEGRITY,
+                           "offer version differs from the signed manifest", ev);
+        }
+        d->image_counter = man.security_counter;
+    }
+    if (strlen(d->cfg.version) == m->u.offer.version.len &&
+        memcmp(d->cfg.version, m->u.offer.version.ptr, m->u.offer.version.len) == 0) {
+        return decline(d, m->u.offer.image_id, TCPOTA_ERR_REFUSED, "already runs this version", ev);
+    }
     if (p->verify_offer && (rc = p->verify_offer(p->ctx, &info)) < 0) {
         return decline(d, m->u.offer.image_id, rc, "offer refused by the device's checks", ev);
     }
@@ -435,6 +504,7 @@ static int finish(struct tcpota_dev *d, struct tcpota_dev_event *ev)
     }
     if (rc == 0) {
         memcpy(last + 1, d->image, TCPOTA_ID_LEN);
+        tcpota_put_u32(last + 1 + TCPOTA_ID_LEN, d->image_counter);
         rc = rec_save(p, TCPOTA_KEY_LAST, last, sizeof(last));
     }
     if (rc == 0) {
@@ -508,6 +578,37 @@ static int on_data(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcpo
     return 0;
 }
 
+/* Proves the device knows its secret without sending it: HMAC-SHA-256
+ * over the server's fresh nonce and the device id. */
+static int on_challenge(struct tcpota_dev *d, const struct tcpota_msg *m)
+{
+    const struct tcpota_port *p = d->cfg.port;
+    uint8_t msg[14 + TCPOTA_NONCE_LEN + TCPOTA_MAX_STR], mac[TCPOTA_MAC_LEN];
+    struct tcpota_msg a;
+    int n, rc;
+
+    if (d->state != TCPOTA_DEV_HELLO_SENT || d->challenged) {
+        return fail(d, TCPOTA_ERR_STATE, "unexpected CHALLENGE");
+    }
+    if (!d->cfg.secret) {
+        return fail(d, TCPOTA_ERR_DENIED, "server requires authentication; no secret here");
+    }
+    d->challenged = 1;
+    n = tcpota_auth_message(m->u.challenge.nonce, (const uint8_t *)d->cfg.device_id,
+                            strlen(d->cfg.device_id), msg, sizeof(msg));
+    if (n < 0) {
+        return fail(d, n, "cannot build the authentication message");
+    }
+    rc = p->hmac_sha256(p->ctx, d->cfg.secret, d->cfg.secret_len, msg, (size_t)n, mac);
+    if (rc < 0) {
+        return fail(d, rc, "HMAC failed");
+    }
+    memset(&a, 0, sizeof(a));
+    a.type = TCPOTA_T_AUTH;
+    a.u.auth.mac = mac;
+    return queue(d, &a);
+}
+
 static int on_frame(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcpota_dev_event *ev)
 {
     switch (m->type) {
@@ -531,6 +632,8 @@ static int on_frame(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
             return fail(d, TCPOTA_ERR_STATE, "unexpected OFFER");
         }
         return on_offer(d, m, ev);
+    case TCPOTA_T_CHALLENGE:
+        return on_challenge(d, m);
     case TCPOTA_T_NO_UPDATE:
         if (d->state != TCPOTA_DEV_HELLO_SENT) {
             return fail(d, TCPOTA_ERR_STATE, "unexpected NO_UPDATE");

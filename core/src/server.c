@@ -62,62 +62,66 @@ int tcpota_srv_init(struct tcpota_srv *s, const struct tcpota_srv_config *cfg)
 
 /* The device may take the offered image from where its resume point says,
  * if that point is for this very image and lies on a sector boundary. */
-static uint32_t resume_start(const struct tcpota_srv_image *img, const struct tcpota_msg *h)
+static uint32_t resume_start(const struct tcpota_srv *s, const struct tcpota_srv_image *img)
 {
-    if (!h->u.hello.resume_id || memcmp(h->u.hello.resume_id, img->id, TCPOTA_ID_LEN) != 0) {
+    if (!s->hello.has_resume || memcmp(s->hello.resume_id, img->id, TCPOTA_ID_LEN) != 0) {
         return 0;
     }
-    if (h->u.hello.resume_size != img->size || h->u.hello.resume_offset > img->size ||
-        h->u.hello.resume_offset % TCPOTA_SECTOR_SIZE != 0) {
+    if (s->hello.resume_size != img->size || s->hello.resume_offset > img->size ||
+        s->hello.resume_offset % TCPOTA_SECTOR_SIZE != 0) {
         return 0;
     }
-    return h->u.hello.resume_offset;
+    return s->hello.resume_offset;
 }
 
-static int up_to_date(const struct tcpota_srv_image *img, const struct tcpota_msg *h)
+static int up_to_date(const struct tcpota_srv *s, const struct tcpota_srv_image *img)
 {
-    if (h->u.hello.running_id) {
-        return memcmp(h->u.hello.running_id, img->id, TCPOTA_ID_LEN) == 0;
+    if (s->hello.has_running) {
+        return memcmp(s->hello.running_id, img->id, TCPOTA_ID_LEN) == 0;
     }
-    return h->u.hello.version.len == img->version_len &&
-           memcmp(h->u.hello.version.ptr, img->version, img->version_len) == 0;
+    return strlen(s->hello.version) == img->version_len &&
+           memcmp(s->hello.version, img->version, img->version_len) == 0;
 }
 
-static int on_hello(struct tcpota_srv *s, struct tcpota_srv_event *ev)
+/* Keeps what HELLO said: the decision may come after a CHALLENGE, when the
+ * frame buffer holds other bytes. */
+static void keep_hello(struct tcpota_srv *s, const struct tcpota_msg *h)
 {
-    const struct tcpota_msg *h = &ev->msg;
+    memcpy(s->hello.device_id, h->u.hello.device_id.ptr, h->u.hello.device_id.len);
+    s->hello.device_id[h->u.hello.device_id.len] = 0;
+    memcpy(s->hello.version, h->u.hello.version.ptr, h->u.hello.version.len);
+    s->hello.version[h->u.hello.version.len] = 0;
+    s->hello.has_running = h->u.hello.running_id != NULL;
+    if (s->hello.has_running) {
+        memcpy(s->hello.running_id, h->u.hello.running_id, TCPOTA_ID_LEN);
+    }
+    s->hello.has_resume = h->u.hello.resume_id != NULL;
+    if (s->hello.has_resume) {
+        memcpy(s->hello.resume_id, h->u.hello.resume_id, TCPOTA_ID_LEN);
+        s->hello.resume_size = h->u.hello.resume_size;
+        s->hello.resume_offset = h->u.hello.resume_offset;
+    }
+    s->hello.max_payload = h->u.hello.max_payload ? h->u.hello.max_payload : TCPOTA_MIN_PAYLOAD;
+}
+
+/* Sends OFFER (and starts the stream) or NO_UPDATE, from what HELLO said. */
+static int offer(struct tcpota_srv *s, uint8_t *offered, uint32_t *start)
+{
     const struct tcpota_srv_image *img = s->cfg.image;
     struct tcpota_msg m;
-    int rc;
 
-    if (h->u.hello.proto_min > TCPOTA_PROTO_VERSION ||
-        h->u.hello.proto_max < TCPOTA_PROTO_VERSION) {
-        tcpota_srv_fail(s, TCPOTA_ERR_VERSION, "server speaks protocol 1", 0);
-        return TCPOTA_ERR_VERSION;
-    }
-    s->got_hello = 1;
     memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_WELCOME;
-    m.u.welcome.proto = TCPOTA_PROTO_VERSION;
-    m.u.welcome.idle_timeout_s = s->cfg.idle_timeout_s;
-    if ((rc = queue(s, &m)) < 0) {
-        return rc;
-    }
-    memset(&m, 0, sizeof(m));
-    if (!img || up_to_date(img, h)) {
+    if (!img || up_to_date(s, img)) {
         m.type = TCPOTA_T_NO_UPDATE;
         s->state = TCPOTA_SRV_CLOSING;
-        ev->offered = 0;
+        *offered = 0;
         return queue(s, &m);
     }
-    {
-        /* Never send a frame bigger than the device said it takes. */
-        uint16_t maxp = h->u.hello.max_payload ? h->u.hello.max_payload : TCPOTA_MIN_PAYLOAD;
-        if (s->chunk > maxp - TCPOTA_DATA_FIXED) {
-            s->chunk = (uint16_t)(maxp - TCPOTA_DATA_FIXED);
-        }
+    /* Never send a frame bigger than the device said it takes. */
+    if (s->chunk > s->hello.max_payload - TCPOTA_DATA_FIXED) {
+        s->chunk = (uint16_t)(s->hello.max_payload - TCPOTA_DATA_FIXED);
     }
-    s->start = resume_start(img, h);
+    s->start = resume_start(s, img);
     s->send_pos = s->start;
     s->acked = s->start;
     s->limit = img->size - s->start > TCPOTA_SRV_PRESTREAM ? s->start + TCPOTA_SRV_PRESTREAM
@@ -132,9 +136,69 @@ static int on_hello(struct tcpota_srv *s, struct tcpota_srv_event *ev)
     m.u.offer.version.len = img->version_len;
     m.u.offer.manifest.ptr = img->manifest;
     m.u.offer.manifest.len = img->manifest_len;
-    ev->offered = 1;
-    ev->start = s->start;
+    *offered = 1;
+    *start = s->start;
     return queue(s, &m);
+}
+
+static int on_hello(struct tcpota_srv *s, struct tcpota_srv_event *ev)
+{
+    const struct tcpota_msg *h = &ev->msg;
+    struct tcpota_msg m;
+    int rc;
+
+    if (h->u.hello.proto_min > TCPOTA_PROTO_VERSION ||
+        h->u.hello.proto_max < TCPOTA_PROTO_VERSION) {
+        tcpota_srv_fail(s, TCPOTA_ERR_VERSION, "server speaks protocol 1", 0);
+        return TCPOTA_ERR_VERSION;
+    }
+    s->got_hello = 1;
+    keep_hello(s, h);
+    if (s->cfg.auth_nonce && !(h->u.hello.features & TCPOTA_F_AUTH)) {
+        tcpota_srv_fail(s, TCPOTA_ERR_DENIED, "this server requires device authentication", 0);
+        return TCPOTA_ERR_DENIED;
+    }
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_WELCOME;
+    m.u.welcome.proto = TCPOTA_PROTO_VERSION;
+    m.u.welcome.features = s->cfg.auth_nonce ? TCPOTA_F_AUTH : 0;
+    m.u.welcome.idle_timeout_s = s->cfg.idle_timeout_s;
+    if ((rc = queue(s, &m)) < 0) {
+        return rc;
+    }
+    if (s->cfg.auth_nonce) {
+        memset(&m, 0, sizeof(m));
+        m.type = TCPOTA_T_CHALLENGE;
+        m.u.challenge.nonce = s->cfg.auth_nonce;
+        s->state = TCPOTA_SRV_AUTH_WAIT;
+        ev->auth_pending = 1;
+        return queue(s, &m);
+    }
+    return offer(s, &ev->offered, &ev->start);
+}
+
+int tcpota_srv_authorize(struct tcpota_srv *s, int ok, uint8_t *offered, uint32_t *start)
+{
+    uint8_t o = 0;
+    uint32_t st = 0;
+    int rc;
+
+    if (s->state != TCPOTA_SRV_AUTH_CHECK) {
+        return TCPOTA_ERR_STATE;
+    }
+    if (!ok) {
+        tcpota_srv_fail(s, TCPOTA_ERR_DENIED, "authentication failed", 0);
+        return TCPOTA_ERR_DENIED;
+    }
+    rc = offer(s, &o, &st);
+    if (offered) *offered = o;
+    if (start) *start = st;
+    return rc;
+}
+
+const char *tcpota_srv_device_id(const struct tcpota_srv *s)
+{
+    return s->hello.device_id;
 }
 
 static int violation(struct tcpota_srv *s, int code, const char *why)
@@ -158,6 +222,13 @@ static int on_frame(struct tcpota_srv *s, struct tcpota_srv_event *ev)
         }
         ev->type = TCPOTA_SRV_EV_HELLO;
         return on_hello(s, ev);
+    case TCPOTA_T_AUTH:
+        if (s->state != TCPOTA_SRV_AUTH_WAIT) {
+            return violation(s, TCPOTA_ERR_STATE, "AUTH without CHALLENGE");
+        }
+        s->state = TCPOTA_SRV_AUTH_CHECK;
+        ev->type = TCPOTA_SRV_EV_AUTH;
+        return 0;
     case TCPOTA_T_ACCEPT:
         if (s->state != TCPOTA_SRV_OFFERED ||
             memcmp(m->u.accept.image_id, img->id, TCPOTA_ID_LEN) != 0) {

@@ -26,6 +26,11 @@ const char *tcpota_strerror(int err)
     case TCPOTA_ERR_TIMEDOUT: return "timed out";
     case TCPOTA_ERR_REFUSED: return "refused";
     case TCPOTA_ERR_CANCELED: return "canceled";
+    case TCPOTA_ERR_MODEL: return "image is for another hardware model";
+    case TCPOTA_ERR_UNSIGNED: return "image is not signed";
+    case TCPOTA_ERR_DOWNGRADE: return "security counter lower than the device's";
+    case TCPOTA_ERR_NOKEY: return "signed by an untrusted key";
+    case TCPOTA_ERR_BADSIG: return "signature does not verify";
     default: return "unknown error";
     }
 }

@@ -935,6 +935,28 @@ static int port_sha256_finish(void *ctx, uint8_t out[TCPOTA_ID_LEN])
     return 0;
 }
 
+/* Signed manifests and device authentication use libsodium's primitives. */
+static int port_ed25519_verify(void *ctx, const uint8_t sig[64], const uint8_t *msg, size_t len,
+                               const uint8_t pk[32])
+{
+    (void)ctx;
+    return crypto_sign_verify_detached(sig, msg, len, pk) == 0 ? 0 : TCPOTA_ERR_BADSIG;
+}
+
+static int port_hmac_sha256(void *ctx, const uint8_t *key, size_t key_len, const uint8_t *msg,
+                            size_t len, uint8_t out[32])
+{
+    crypto_auth_hmacsha256_state st;
+    (void)ctx;
+    if (crypto_auth_hmacsha256_init(&st, key, key_len) != 0 ||
+        crypto_auth_hmacsha256_update(&st, msg, len) != 0 ||
+        crypto_auth_hmacsha256_final(&st, out) != 0) {
+        return TCPOTA_ERR_IO;
+    }
+    sodium_memzero(&st, sizeof(st));
+    return 0;
+}
+
 int tcpota_posix_port(struct tcpota_posix_dev *dev, struct tcpota_port *port)
 {
     if (!dev || !port) {
@@ -959,6 +981,8 @@ int tcpota_posix_port(struct tcpota_posix_dev *dev, struct tcpota_port *port)
     port->sha256_begin = port_sha256_begin;
     port->sha256_update = port_sha256_update;
     port->sha256_finish = port_sha256_finish;
+    port->ed25519_verify = port_ed25519_verify;
+    port->hmac_sha256 = port_hmac_sha256;
     port->verify_offer = NULL;
     return 0;
 }

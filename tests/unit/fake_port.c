@@ -116,6 +116,22 @@ static int f_sha_begin(void *ctx) { return crypto_hash_sha256_init(((struct fake
 static int f_sha_update(void *ctx, const uint8_t *d, size_t n) { return crypto_hash_sha256_update(((struct fake_port *)ctx)->sha_state, d, n) ? TCPOTA_ERR_IO : 0; }
 static int f_sha_finish(void *ctx, uint8_t out[32]) { return crypto_hash_sha256_final(((struct fake_port *)ctx)->sha_state, out) ? TCPOTA_ERR_IO : 0; }
 
+static int f_ed25519(void *ctx, const uint8_t sig[64], const uint8_t *msg, size_t len, const uint8_t pk[32])
+{
+    (void)ctx;
+    return crypto_sign_verify_detached(sig, msg, len, pk) == 0 ? 0 : TCPOTA_ERR_BADSIG;
+}
+
+static int f_hmac(void *ctx, const uint8_t *key, size_t key_len, const uint8_t *msg, size_t len, uint8_t out[32])
+{
+    crypto_auth_hmacsha256_state st;
+    (void)ctx;
+    crypto_auth_hmacsha256_init(&st, key, key_len);
+    crypto_auth_hmacsha256_update(&st, msg, len);
+    crypto_auth_hmacsha256_final(&st, out);
+    return 0;
+}
+
 void fake_port_init(struct fake_port *fp)
 {
     memset(fp, 0, sizeof(*fp));
@@ -139,6 +155,8 @@ void fake_port_init(struct fake_port *fp)
     fp->port.sha256_begin = f_sha_begin;
     fp->port.sha256_update = f_sha_update;
     fp->port.sha256_finish = f_sha_finish;
+    fp->port.ed25519_verify = f_ed25519;
+    fp->port.hmac_sha256 = f_hmac;
 }
 
 void fake_port_free(struct fake_port *fp) { free(fp->sha_state); fp->sha_state = NULL; }

@@ -16,6 +16,7 @@
 #include "tcpota/crc32c.h"
 #include "tcpota/device.h"
 #include "tcpota/server.h"
+#include "tcpota/manifest.h"
 
 #define IMG_SIZE 70000u
 #define ACK_IV 8192u
@@ -28,6 +29,10 @@ static uint8_t drx[4096 + 8], dtx[512];
 static uint8_t srx[1024], stx[2048];
 static struct tcpota_srv srv;
 static uint8_t running[32];
+static uint8_t trusted[1][32];
+static size_t ntrusted;
+static const uint8_t *secret;
+static const char *dev_version = "1.0.0";
 
 /* Server -> device byte stream of one connection. */
 static uint8_t wire[IMG_SIZE * 2 + 65536];
@@ -51,8 +56,12 @@ static void dev_init(void)
     c.port = &fp->port;
     c.device_id = "dev-1";
     c.model = "esp32";
-    c.version = "1.0.0";
+    c.version = dev_version;
     c.running_id = running;
+    c.trusted_keys = (const uint8_t(*)[32])trusted;
+    c.n_trusted_keys = ntrusted;
+    c.secret = secret;
+    c.secret_len = secret ? 32 : 0;
     c.rx_buf = drx; c.rx_cap = sizeof(drx);
     c.tx_buf = dtx; c.tx_cap = sizeof(dtx);
     c.ack_interval = ACK_IV;
@@ -64,6 +73,9 @@ static int setup(void **state)
     (void)state;
     fp = malloc(sizeof(*fp));
     fake_port_init(fp);
+    ntrusted = 0;
+    secret = NULL;
+    dev_version = "1.0.0";
     memset(running, 0x77, sizeof(running));
     make_image(1);
     dev_init();
@@ -481,6 +493,166 @@ static void test_init_rejects_bad_config(void **state)
     assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
 }
 
+/* A signed manifest for the current image, kept in man[]. */
+static uint8_t pk[32], sk[64], man[400];
+
+static void sign_image(const char *model, uint32_t counter)
+{
+    struct tcpota_manifest m;
+    memset(&m, 0, sizeof(m));
+    m.image_size = IMG_SIZE;
+    m.sha256 = simg.id;
+    m.version.ptr = (const uint8_t *)simg.version;
+    m.version.len = simg.version_len;
+    m.model.ptr = (const uint8_t *)model;
+    m.model.len = (uint16_t)strlen(model);
+    m.security_counter = counter;
+    m.pubkey = pk;
+    int n = tcpota_manifest_encode_body(&m, man, sizeof(man) - 64);
+    assert_true(n > 0);
+    crypto_sign_detached(man + n, NULL, man, (unsigned long long)n, sk);
+    simg.manifest = man;
+    simg.manifest_len = (uint16_t)(n + 64);
+}
+
+static void trust_key(void)
+{
+    crypto_sign_keypair(pk, sk);
+    memcpy(trusted[0], pk, 32);
+    ntrusted = 1;
+    dev_init();
+}
+
+static void test_signed_update_raises_counter_and_refuses_downgrade(void **state)
+{
+    uint8_t b[64];
+    (void)state;
+    trust_key();
+    sign_image("esp32", 5);
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_UPDATED);
+    assert_slot_is_image();
+    fp->boot.pending = 1;
+    assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);
+    assert_int_equal(fp->port.kv_get(fp, TCPOTA_KEY_COUNTER, b, sizeof(b)), 9);
+    assert_int_equal(tcpota_get_u32(b + 1), 5);
+    /* A newer version signed with a lower counter is a downgrade. */
+    make_image(3);
+    simg.version = "3.0.0";
+    sign_image("esp32", 4);
+    fp->boot_set = 0;
+    int begins = fp->begins;
+    dev_init();
+    assert_int_equal(dev.security_counter, 5);
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_DECLINED);
+    assert_int_equal(dev.last_error, TCPOTA_ERR_DOWNGRADE);
+    assert_int_equal(fp->begins, begins);
+    assert_int_equal(fp->boot_set, 0);
+    /* The same counter is fine. */
+    sign_image("esp32", 5);
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_UPDATED);
+}
+
+static void test_unsigned_offer_refused_when_keys_trusted(void **state)
+{
+    (void)state;
+    trust_key();
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_DECLINED);
+    assert_int_equal(dev.last_error, TCPOTA_ERR_UNSIGNED);
+    assert_int_equal(fp->begins, 0);
+    assert_int_equal(fp->writes, 0);
+    /* The server heard why. */
+    assert_int_equal(tcpota_srv_get_state(&srv), TCPOTA_SRV_CLOSING);
+}
+
+static void test_signed_by_other_key_or_model_refused(void **state)
+{
+    (void)state;
+    trust_key();
+    sign_image("esp32c3", 1);
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.last_error, TCPOTA_ERR_MODEL);
+    crypto_sign_keypair(pk, sk); /* a key the device does not trust */
+    sign_image("esp32", 1);
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.last_error, TCPOTA_ERR_NOKEY);
+    assert_int_equal(fp->writes, 0);
+}
+
+static void test_offer_of_running_version_refused(void **state)
+{
+    (void)state;
+    dev_version = "2.0.0";
+    dev_init();
+    memset(running, 0x55, sizeof(running)); /* another build, same label */
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_DECLINED);
+    assert_int_equal(dev.last_error, TCPOTA_ERR_REFUSED);
+    assert_int_equal(fp->writes, 0);
+}
+
+static void test_challenge_answered_with_hmac(void **state)
+{
+    static const uint8_t key[32] = {7, 7, 7};
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    uint8_t nonce[32], msg[128], want[32], frame[64];
+    const uint8_t *p;
+    (void)state;
+
+    secret = key;
+    dev_init();
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    size_t n = tcpota_dev_output(&dev, &p);
+    assert_true(n > 4);
+    assert_int_equal(tcpota_get_u16(p + 6) & TCPOTA_F_AUTH, TCPOTA_F_AUTH); /* HELLO features */
+    tcpota_dev_output_done(&dev, n);
+    randombytes_buf(nonce, sizeof(nonce));
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_WELCOME;
+    m.u.welcome.proto = 1;
+    m.u.welcome.features = TCPOTA_F_AUTH;
+    assert_true(feed_dev(&m, &ev) > 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_CHALLENGE;
+    m.u.challenge.nonce = nonce;
+    assert_true(feed_dev(&m, &ev) > 0);
+    n = tcpota_dev_output(&dev, &p);
+    assert_int_equal(n, 8 + 32);
+    assert_int_equal(p[0], TCPOTA_T_AUTH);
+    int len = tcpota_auth_message(nonce, (const uint8_t *)"dev-1", 5, msg, sizeof(msg));
+    assert_true(len > 0);
+    crypto_auth_hmacsha256_state st;
+    crypto_auth_hmacsha256_init(&st, key, 32);
+    crypto_auth_hmacsha256_update(&st, msg, (unsigned long long)len);
+    crypto_auth_hmacsha256_final(&st, want);
+    assert_memory_equal(p + 4, want, 32);
+    /* The secret itself never appears in what the device sends. */
+    memcpy(frame, p, n);
+    for (size_t i = 0; i + 32 <= n; i++) {
+        assert_int_not_equal(memcmp(frame + i, key, 32), 0);
+    }
+    tcpota_dev_output_done(&dev, n);
+    /* A second CHALLENGE on the same connection is refused. */
+    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_STATE);
+}
+
+static void test_challenge_without_secret_denied(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    uint8_t nonce[32] = {1};
+    (void)state;
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_CHALLENGE;
+    m.u.challenge.nonce = nonce;
+    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_DENIED);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -502,6 +674,12 @@ int main(void)
         T(test_boot_bootloader_rollback_reported),
         T(test_keepalive_and_timeout),
         T(test_init_rejects_bad_config),
+        T(test_signed_update_raises_counter_and_refuses_downgrade),
+        T(test_unsigned_offer_refused_when_keys_trusted),
+        T(test_signed_by_other_key_or_model_refused),
+        T(test_offer_of_running_version_refused),
+        T(test_challenge_answered_with_hmac),
+        T(test_challenge_without_secret_denied),
     };
     if (sodium_init() < 0) return 1;
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -390,6 +390,113 @@ static void test_init_rejects_bad_config(void **state)
     assert_int_equal(tcpota_srv_init(&t, &cfg), TCPOTA_ERR_INVAL);
 }
 
+static uint8_t nonce[32];
+
+static int setup_auth(void **state)
+{
+    struct tcpota_srv_config cfg;
+    setup(state);
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.image = &img;
+    cfg.rx_buf = rx; cfg.rx_cap = sizeof(rx);
+    cfg.tx_buf = tx; cfg.tx_cap = sizeof(tx);
+    for (int i = 0; i < 32; i++) nonce[i] = (uint8_t)(0x40 + i);
+    cfg.auth_nonce = nonce;
+    assert_int_equal(tcpota_srv_init(&s, &cfg), 0);
+    return 0;
+}
+
+static void test_auth_required_without_capability_denied(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_srv_event ev;
+    (void)state;
+    hello(&m, "1.0.0");
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_DENIED);
+    expect_error_frame(TCPOTA_ERR_DENIED);
+}
+
+static void test_auth_challenge_then_offer_only_after_verdict(void **state)
+{
+    struct tcpota_msg m, out[4];
+    struct tcpota_srv_event ev;
+    uint8_t mac[32] = {1}, offered = 9;
+    uint32_t off, start = 9;
+    uint16_t len;
+    (void)state;
+
+    hello(&m, "1.0.0");
+    m.u.hello.features = TCPOTA_F_AUTH;
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.auth_pending, 1);
+    assert_int_equal(drain(out, 4), 2);
+    assert_int_equal(out[0].type, TCPOTA_T_WELCOME);
+    assert_int_equal(out[0].u.welcome.features & TCPOTA_F_AUTH, TCPOTA_F_AUTH);
+    assert_int_equal(out[1].type, TCPOTA_T_CHALLENGE);
+    assert_memory_equal(out[1].u.challenge.nonce, nonce, 32);
+    assert_int_equal(tcpota_srv_data_next(&s, &off, &len), 0); /* nothing streams yet */
+    assert_string_equal(tcpota_srv_device_id(&s), "d1");
+    assert_int_equal(tcpota_srv_authorize(&s, 1, &offered, &start), TCPOTA_ERR_STATE);
+
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_AUTH;
+    m.u.auth.mac = mac;
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.type, TCPOTA_SRV_EV_AUTH);
+    assert_memory_equal(ev.msg.u.auth.mac, mac, 32);
+    assert_int_equal(tcpota_srv_data_next(&s, &off, &len), 0);
+    assert_int_equal(tcpota_srv_authorize(&s, 1, &offered, &start), 0);
+    assert_int_equal(offered, 1);
+    assert_int_equal(start, 0);
+    assert_int_equal(drain(out, 4), 1);
+    assert_int_equal(out[0].type, TCPOTA_T_OFFER);
+    assert_int_equal(tcpota_srv_data_next(&s, &off, &len), 1);
+}
+
+static void test_auth_refused_closes(void **state)
+{
+    struct tcpota_msg m, out[4];
+    struct tcpota_srv_event ev;
+    uint8_t mac[32] = {0};
+    (void)state;
+
+    hello(&m, "1.0.0");
+    m.u.hello.features = TCPOTA_F_AUTH;
+    assert_true(feed(&m, &ev) > 0);
+    drain(out, 4);
+    /* ACCEPT before authentication is a violation */
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_ACCEPT;
+    m.u.accept.image_id = img.id;
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
+
+    setup_auth(NULL);
+    hello(&m, "1.0.0");
+    m.u.hello.features = TCPOTA_F_AUTH;
+    assert_true(feed(&m, &ev) > 0);
+    drain(out, 4);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_AUTH;
+    m.u.auth.mac = mac;
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(tcpota_srv_authorize(&s, 0, NULL, NULL), TCPOTA_ERR_DENIED);
+    expect_error_frame(TCPOTA_ERR_DENIED);
+}
+
+static void test_auth_without_challenge_is_violation(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_srv_event ev;
+    uint8_t mac[32] = {0};
+    (void)state;
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_AUTH;
+    m.u.auth.mac = mac;
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -403,6 +510,10 @@ int main(void)
         cmocka_unit_test_setup(test_small_device_buffer_limits_chunk, setup),
         cmocka_unit_test_setup(test_ping_gets_pong, setup),
         cmocka_unit_test(test_init_rejects_bad_config),
+        cmocka_unit_test_setup(test_auth_required_without_capability_denied, setup_auth),
+        cmocka_unit_test_setup(test_auth_challenge_then_offer_only_after_verdict, setup_auth),
+        cmocka_unit_test_setup(test_auth_refused_closes, setup_auth),
+        cmocka_unit_test_setup(test_auth_without_challenge_is_violation, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -48,9 +48,17 @@ enum tcpota_type {
     TCPOTA_T_ERROR = 0x0a,     /* either way: fatal error, then close */
     TCPOTA_T_PING = 0x0b,      /* either way: keepalive */
     TCPOTA_T_PONG = 0x0c,      /* answer to PING */
-    TCPOTA_T_CHALLENGE = 0x0d, /* reserved: server nonce (authentication) */
-    TCPOTA_T_AUTH = 0x0e,      /* reserved: device HMAC (authentication) */
+    TCPOTA_T_CHALLENGE = 0x0d, /* server -> device: nonce to authenticate with */
+    TCPOTA_T_AUTH = 0x0e,      /* device -> server: HMAC over the nonce */
 };
+
+/* Feature bits of HELLO and WELCOME. */
+enum tcpota_feature {
+    TCPOTA_F_AUTH = 0x0001, /* HELLO: can answer a CHALLENGE; WELCOME: will send one */
+};
+
+#define TCPOTA_NONCE_LEN 32u
+#define TCPOTA_MAC_LEN 32u
 
 /* TLV tags. One namespace for all messages. */
 enum tcpota_tag {
@@ -154,6 +162,12 @@ struct tcpota_msg {
         struct {
             uint32_t token;
         } ping; /* PING and PONG */
+        struct {
+            const uint8_t *nonce; /* TCPOTA_NONCE_LEN bytes */
+        } challenge;
+        struct {
+            const uint8_t *mac; /* TCPOTA_MAC_LEN bytes */
+        } auth;
     } u;
 };
 
@@ -190,6 +204,12 @@ int tcpota_msg_encode(const struct tcpota_msg *m, uint8_t *out, size_t cap);
  * server send image bytes straight from a file. Returns 8 or
  * TCPOTA_ERR_INVAL if len exceeds TCPOTA_MAX_PAYLOAD - 4. */
 int tcpota_data_head(uint8_t out[8], uint32_t offset, uint16_t len);
+
+/* The bytes a device authenticates with: "tcpota-auth-v1", the server's
+ * nonce, then the device id. Both sides build them here, so the rule lives
+ * in one place. Returns the length written, or TCPOTA_ERR_NOSPC / _INVAL. */
+int tcpota_auth_message(const uint8_t nonce[TCPOTA_NONCE_LEN], const uint8_t *device_id,
+                        size_t id_len, uint8_t *out, size_t cap);
 
 /* Little-endian helpers shared by the codec and the ports. */
 static inline void tcpota_put_u16(uint8_t *p, uint16_t v)

@@ -27,6 +27,7 @@
 #define TCPOTA_DEVICE_H
 
 #include "codec.h"
+#include "manifest.h"
 #include "port.h"
 
 #ifdef __cplusplus
@@ -40,6 +41,7 @@ extern "C" {
 #define TCPOTA_KEY_RESUME "tcpota.resume"
 #define TCPOTA_KEY_LAST "tcpota.last"
 #define TCPOTA_KEY_REPORT "tcpota.report"
+#define TCPOTA_KEY_COUNTER "tcpota.counter"
 
 struct tcpota_dev_config {
     const struct tcpota_port *port;
@@ -54,6 +56,15 @@ struct tcpota_dev_config {
     uint32_t ack_interval;  /* multiple of 4096; 0: TCPOTA_DEV_ACK_DEFAULT */
     uint32_t keepalive_ms;  /* PING after this much send silence; 0: 10000 */
     uint32_t timeout_ms;    /* give up after this much receive silence; 0: 30000 */
+    /* Signed images: with n_trusted_keys > 0 every offer must carry a
+     * manifest signed by one of these keys (port->ed25519_verify needed),
+     * for this model, with a security counter not below the device's. */
+    const uint8_t (*trusted_keys)[TCPOTA_PUBKEY_LEN];
+    size_t n_trusted_keys;
+    /* Device authentication: the secret shared with the server (1..64
+     * bytes, port->hmac_sha256 needed), or NULL. Never sent. */
+    const uint8_t *secret;
+    size_t secret_len;
 };
 
 enum tcpota_dev_state {
@@ -102,6 +113,9 @@ struct tcpota_dev {
     uint8_t report_sent;
     uint32_t now, last_rx, last_tx, ping_token;
     uint32_t stale_frames; /* DATA frames skipped: not at the expected offset */
+    uint32_t security_counter; /* lowest counter accepted (NVS) */
+    uint32_t image_counter;    /* counter of the image being received */
+    uint8_t challenged;        /* a CHALLENGE was answered on this connection */
     int last_error;        /* why the last connection or offer ended */
 };
 
@@ -116,8 +130,9 @@ int tcpota_dev_init(struct tcpota_dev *d, const struct tcpota_dev_config *cfg);
  * CONFIRMED report; healthy == 0 keeps a ROLLED_BACK report and calls
  * mark_invalid (which reboots on a real device; a host port returns 0 and
  * its caller reboots). After the bootloader fell back (rolled_back), keeps
- * a BOOT_FAILED report. Returns 0, 1 when the caller must reboot now, or a
- * port error. */
+ * a BOOT_FAILED report. A confirmed signed image raises the device's
+ * security counter to the image's (anti-rollback). Returns 0, 1 when the
+ * caller must reboot now, or a port error. */
 int tcpota_dev_boot(const struct tcpota_port *port, int healthy);
 
 /* A new connection is up at time `now_ms`: resets the decoder and queues

@@ -96,6 +96,15 @@ struct tcpota_port {
     int (*sha256_update)(void *ctx, const uint8_t *data, size_t len);
     int (*sha256_finish)(void *ctx, uint8_t out[TCPOTA_ID_LEN]);
 
+    /* Optional (may be NULL unless the device uses signed images): checks
+     * an Ed25519 signature; returns 0 when it verifies. */
+    int (*ed25519_verify)(void *ctx, const uint8_t sig[64], const uint8_t *msg, size_t len,
+                          const uint8_t pk[32]);
+    /* Optional (may be NULL unless the device authenticates): HMAC-SHA-256
+     * of msg under key into out. */
+    int (*hmac_sha256)(void *ctx, const uint8_t *key, size_t key_len, const uint8_t *msg,
+                       size_t len, uint8_t out[32]);
+
     /* Optional (may be NULL): judge an offer before any byte is written.
      * Returns 0 to accept or a negative code (sent as the decline reason).
      * Signature, model and anti-rollback checks hook in here. */

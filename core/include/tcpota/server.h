@@ -48,10 +48,17 @@ struct tcpota_srv_config {
     size_t tx_cap;
     uint16_t chunk;          /* DATA payload bytes (<= 16380); 0: 4096 */
     uint16_t idle_timeout_s; /* announced in WELCOME; the caller enforces it */
+    /* Device authentication: a fresh random nonce for this connection, or
+     * NULL. With a nonce every device must answer CHALLENGE before it gets
+     * an offer; the caller checks the answer (TCPOTA_SRV_EV_AUTH) and calls
+     * tcpota_srv_authorize(). */
+    const uint8_t *auth_nonce;
 };
 
 enum tcpota_srv_state {
     TCPOTA_SRV_HELLO_WAIT = 0, /* nothing received yet */
+    TCPOTA_SRV_AUTH_WAIT,      /* CHALLENGE sent, waiting for AUTH */
+    TCPOTA_SRV_AUTH_CHECK,     /* AUTH received, waiting for tcpota_srv_authorize() */
     TCPOTA_SRV_OFFERED,        /* offer sent, streaming up to the prestream limit */
     TCPOTA_SRV_STREAMING,      /* accepted: streaming to the end */
     TCPOTA_SRV_SENT_ALL,       /* every byte sent, waiting for COMPLETE */
@@ -67,12 +74,14 @@ enum tcpota_srv_event_type {
     TCPOTA_SRV_EV_COMPLETE, /* msg.u.complete */
     TCPOTA_SRV_EV_PEER_ERROR, /* msg.u.error: the device gave up */
     TCPOTA_SRV_EV_PING,
+    TCPOTA_SRV_EV_AUTH, /* msg.u.auth: check the MAC, then tcpota_srv_authorize() */
 };
 
 struct tcpota_srv_event {
     enum tcpota_srv_event_type type;
     struct tcpota_msg msg; /* pointers valid until the next input call */
-    uint8_t offered;       /* HELLO: 1 offer sent, 0 no update */
+    uint8_t offered;       /* HELLO/authorize: 1 offer sent, 0 no update */
+    uint8_t auth_pending;  /* HELLO: a CHALLENGE was sent instead of an offer */
     uint8_t duplicate;     /* ACK: the offset was already acknowledged */
     uint32_t start;        /* HELLO/ACCEPT: where DATA (re)starts */
 };
@@ -88,6 +97,15 @@ struct tcpota_srv {
     uint32_t acked;    /* highest offset the device reported durable */
     uint32_t start;    /* where this connection's stream began */
     uint8_t got_hello;
+    /* What HELLO said, kept for the offer that may come after CHALLENGE. */
+    struct {
+        char device_id[TCPOTA_MAX_STR + 1];
+        char version[33];
+        uint8_t running_id[TCPOTA_ID_LEN], resume_id[TCPOTA_ID_LEN];
+        uint8_t has_running, has_resume;
+        uint32_t resume_size, resume_offset;
+        uint16_t max_payload;
+    } hello;
 };
 
 /* Prepares a session for one new connection. Returns 0 or TCPOTA_ERR_INVAL
@@ -114,6 +132,15 @@ void tcpota_srv_output_done(struct tcpota_srv *s, size_t n);
  * due (before ACCEPT past the prestream limit, or all sent). Ranges never
  * cross a multiple of the chunk size, so aligned frames repeat exactly. */
 int tcpota_srv_data_next(struct tcpota_srv *s, uint32_t *offset, uint16_t *len);
+
+/* After TCPOTA_SRV_EV_AUTH: ok != 0 sends the offer (or NO_UPDATE) at
+ * once, *offered and *start telling which; ok == 0 sends ERROR(DENIED)
+ * and closes. Returns 0, TCPOTA_ERR_STATE when no AUTH awaits a verdict,
+ * or TCPOTA_ERR_DENIED after a refusal. */
+int tcpota_srv_authorize(struct tcpota_srv *s, int ok, uint8_t *offered, uint32_t *start);
+
+/* The device id HELLO gave (NUL-terminated; "" before HELLO). */
+const char *tcpota_srv_device_id(const struct tcpota_srv *s);
 
 /* Queues an ERROR frame with `code` (a tcpota_err) and an optional message,
  * and moves to CLOSING (server shutting down, idle timeout, overload).

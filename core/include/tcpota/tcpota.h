@@ -38,12 +38,14 @@ extern "C" {
 enum tcpota_err {
     TCPOTA_OK = 0,
     TCPOTA_ERR_NOENT = -2,      /* no such record / nothing stored */
+    TCPOTA_ERR_MODEL = -19,     /* image is for another hardware model */
     TCPOTA_ERR_IO = -5,         /* storage or transport failure */
     TCPOTA_ERR_AGAIN = -11,     /* not now: output full, need more input */
     TCPOTA_ERR_DENIED = -13,    /* not allowed: auth or signature refused */
     TCPOTA_ERR_BUSY = -16,      /* peer is at its limit, retry later */
     TCPOTA_ERR_INVAL = -22,     /* bad argument from the caller */
     TCPOTA_ERR_NOSPC = -28,     /* buffer or slot too small */
+    TCPOTA_ERR_UNSIGNED = -42,  /* a signed manifest is required and missing */
     TCPOTA_ERR_RANGE = -34,     /* offset or size out of range */
     TCPOTA_ERR_PROTO = -71,     /* malformed message or protocol violation */
     TCPOTA_ERR_STATE = -77,     /* message not valid in the current state */
@@ -54,7 +56,10 @@ enum tcpota_err {
     TCPOTA_ERR_NOTSUP = -95,    /* unknown critical field or feature */
     TCPOTA_ERR_TIMEDOUT = -110, /* peer silent for too long */
     TCPOTA_ERR_REFUSED = -111,  /* offer declined / request refused */
+    TCPOTA_ERR_DOWNGRADE = -116, /* security counter below the device's */
     TCPOTA_ERR_CANCELED = -125, /* session ended on purpose */
+    TCPOTA_ERR_NOKEY = -126,    /* signed by a key the device does not trust */
+    TCPOTA_ERR_BADSIG = -129,   /* signature does not verify */
 };
 
 /* Returns a short static English description of a tcpota_err code (or of

@@ -1,0 +1,30 @@
+/* keys.h - key files and manifests for the CLI: `tcpota keygen`, `sign`,
+ * `verify`, and the loaders `serve` and `device` use.
+ *
+ * Files are one line of text: "tcpota-ed25519-public v1 <64 hex>" for a
+ * public key, "tcpota-ed25519-secret v1 <128 hex>" (mode 0600) for a
+ * private key, "tcpota-secret v1 <hex>" for a device secret. A secrets file
+ * for the server holds lines "<device id> <hex secret>". */
+#ifndef TCPOTA_CLI_KEYS_H
+#define TCPOTA_CLI_KEYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+int cmd_keygen(int argc, char **argv);
+int cmd_sign(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+
+/* Loads a public key file into pk. Returns 0 or -1 with a message. */
+int cli_load_pubkey(const char *path, uint8_t pk[32]);
+/* Loads a device secret file (1..64 bytes). Returns its length or -1. */
+int cli_load_secret(const char *path, uint8_t *out, size_t cap);
+/* Reads a whole small file (at most max bytes) into a malloc'd buffer. */
+int cli_read_file(const char *path, size_t max, uint8_t **buf, size_t *len);
+/* Checks image FILE against manifest bytes with the given trusted keys (any
+ * of them; nkeys 0 = the key inside the manifest). Prints what is wrong.
+ * Returns 0 when it verifies. */
+int cli_check_manifest(const char *image, const uint8_t *man, size_t man_len,
+                       const uint8_t (*keys)[32], size_t nkeys, int quiet);
+
+#endif

@@ -1,0 +1,175 @@
+/* test_manifest.c - signed manifests: layout, and each of the device's
+ * acceptance rules refusing with its own reason. Every check is also
+ * removed in turn by a test that expects the refusal. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <sodium.h>
+#include <string.h>
+
+#include "tcpota/manifest.h"
+
+static uint8_t pk[32], sk[64], pk2[32], sk2[64];
+static uint8_t sha[32];
+static uint8_t man[512];
+static size_t man_len;
+
+static int verify(void *ctx, const uint8_t sig[64], const uint8_t *msg, size_t len, const uint8_t k[32])
+{
+    (void)ctx;
+    return crypto_sign_verify_detached(sig, msg, len, k);
+}
+
+static size_t make(const uint8_t *spk, const uint8_t *ssk, const char *model, uint32_t counter,
+                   uint32_t size)
+{
+    struct tcpota_manifest m;
+    int n;
+
+    memset(&m, 0, sizeof(m));
+    m.image_size = size;
+    m.sha256 = sha;
+    m.version.ptr = (const uint8_t *)"2.0.0";
+    m.version.len = 5;
+    m.model.ptr = (const uint8_t *)model;
+    m.model.len = (uint16_t)strlen(model);
+    m.security_counter = counter;
+    m.created = 1764000000;
+    m.pubkey = spk;
+    n = tcpota_manifest_encode_body(&m, man, sizeof(man) - 64);
+    assert_true(n > 0);
+    crypto_sign_detached(man + n, NULL, man, (unsigned long long)n, ssk);
+    man_len = (size_t)n + 64;
+    return man_len;
+}
+
+static struct tcpota_trust trust(uint32_t counter)
+{
+    struct tcpota_trust t;
+    t.keys = (const uint8_t(*)[32])&pk;
+    t.nkeys = 1;
+    t.verify = verify;
+    t.verify_ctx = NULL;
+    t.model = "esp32";
+    t.security_counter = counter;
+    return t;
+}
+
+static int check(uint32_t device_counter, uint32_t offer_size)
+{
+    struct tcpota_trust t = trust(device_counter);
+    const char *why = NULL;
+    int rc = tcpota_manifest_check(&t, man, man_len, sha, offer_size, NULL, &why);
+    if (rc < 0) {
+        assert_non_null(why); /* every refusal says why */
+    }
+    return rc;
+}
+
+static void test_roundtrip(void **state)
+{
+    struct tcpota_manifest m;
+    (void)state;
+    make(pk, sk, "esp32", 7, 1000);
+    assert_int_equal(tcpota_manifest_parse(man, man_len, &m), 0);
+    assert_int_equal(m.image_size, 1000);
+    assert_int_equal(m.security_counter, 7);
+    assert_int_equal(m.created, 1764000000);
+    assert_memory_equal(m.sha256, sha, 32);
+    assert_memory_equal(m.pubkey, pk, 32);
+    assert_memory_equal(m.model.ptr, "esp32", 5);
+    assert_int_equal(m.signed_len, man_len - 64);
+    assert_int_equal(check(0, 1000), 0);
+    assert_int_equal(check(7, 1000), 0);
+}
+
+static void test_each_refusal_has_its_reason(void **state)
+{
+    struct tcpota_trust t = trust(0);
+    (void)state;
+
+    /* no manifest */
+    assert_int_equal(tcpota_manifest_check(&t, NULL, 0, sha, 1000, NULL, NULL), TCPOTA_ERR_UNSIGNED);
+    /* untrusted key */
+    make(pk2, sk2, "esp32", 0, 1000);
+    assert_int_equal(check(0, 1000), TCPOTA_ERR_NOKEY);
+    /* trusted key claimed, but signed by another: the signature fails */
+    make(pk, sk2, "esp32", 0, 1000);
+    assert_int_equal(check(0, 1000), TCPOTA_ERR_BADSIG);
+    /* tampered manifest: each signed byte in turn */
+    make(pk, sk, "esp32", 0, 1000);
+    for (size_t i = 8; i < man_len - 64; i++) {
+        man[i] ^= 0x01;
+        int rc = check(0, 1000);
+        assert_true(rc == TCPOTA_ERR_BADSIG || rc == TCPOTA_ERR_PROTO || rc == TCPOTA_ERR_NOKEY ||
+                    rc == TCPOTA_ERR_NOTSUP);
+        man[i] ^= 0x01;
+    }
+    /* tampered signature */
+    man[man_len - 1] ^= 0x80;
+    assert_int_equal(check(0, 1000), TCPOTA_ERR_BADSIG);
+    man[man_len - 1] ^= 0x80;
+    /* image differs from the manifest: size, then hash */
+    assert_int_equal(check(0, 1001), TCPOTA_ERR_INTEGRITY);
+    {
+        struct tcpota_trust t2 = trust(0);
+        uint8_t other[32];
+        memcpy(other, sha, 32);
+        other[31] ^= 1;
+        assert_int_equal(tcpota_manifest_check(&t2, man, man_len, other, 1000, NULL, NULL),
+                         TCPOTA_ERR_INTEGRITY);
+    }
+    /* wrong model */
+    make(pk, sk, "esp32s3", 0, 1000);
+    assert_int_equal(check(0, 1000), TCPOTA_ERR_MODEL);
+    /* downgrade */
+    make(pk, sk, "esp32", 4, 1000);
+    assert_int_equal(check(5, 1000), TCPOTA_ERR_DOWNGRADE);
+    assert_int_equal(check(4, 1000), 0);
+}
+
+static void test_key_rotation_second_key_trusted(void **state)
+{
+    uint8_t keys[2][32];
+    struct tcpota_trust t = trust(0);
+    (void)state;
+    memcpy(keys[0], pk, 32);
+    memcpy(keys[1], pk2, 32);
+    t.keys = (const uint8_t(*)[32])keys;
+    t.nkeys = 2;
+    make(pk2, sk2, "esp32", 0, 1000);
+    assert_int_equal(tcpota_manifest_check(&t, man, man_len, sha, 1000, NULL, NULL), 0);
+}
+
+static void test_malformed(void **state)
+{
+    struct tcpota_manifest m;
+    (void)state;
+    make(pk, sk, "esp32", 0, 1000);
+    for (size_t n = 0; n < man_len; n++) {
+        assert_int_not_equal(tcpota_manifest_parse(man, n, &m), 0);
+    }
+    man[4] = 2; /* unknown format */
+    assert_int_equal(tcpota_manifest_parse(man, man_len, &m), TCPOTA_ERR_NOTSUP);
+    man[4] = 1;
+    man[0] = 'x';
+    assert_int_equal(tcpota_manifest_parse(man, man_len, &m), TCPOTA_ERR_PROTO);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_each_refusal_has_its_reason),
+        cmocka_unit_test(test_key_rotation_second_key_trusted),
+        cmocka_unit_test(test_malformed),
+    };
+    if (sodium_init() < 0) return 1;
+    crypto_sign_keypair(pk, sk);
+    crypto_sign_keypair(pk2, sk2);
+    randombytes_buf(sha, sizeof(sha));
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
