@@ -72,7 +72,7 @@ static int load_secrets(const char *path, struct tcpota_serve_secret **out, size
             v = nv;
         }
         memset(&v[*n], 0, sizeof(v[*n]));
-        snprintf(v[*n].id, sizeof(v[*n].id), "%s", id);
+        memcpy(v[*n].id, id, strlen(id) + 1); /* <= 64 + NUL, checked above */
         if (sodium_hex2bin(v[*n].secret, sizeof(v[*n].secret), hex, strlen(hex), NULL, &bin, NULL) != 0 ||
             bin == 0) {
             /* Never echo the secret itself. */
