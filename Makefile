@@ -7,7 +7,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 15
 
 .PHONY: all deps deps-demo build build-asan test test-unit test-asan fuzz-smoke fuzz \
-        core-check demo bench clean
+        core-check demo bench clean esp-idf-check
 
 all: build
 
@@ -57,9 +57,25 @@ fuzz: $(BUILD_FUZZ)/CMakeCache.txt
 core-check:
 	bash scripts/core-check.sh
 
+# Benchmarks (not part of `make test`): link, fleet, footprint, resume; writes
+# bench/results/latest.md. QUICK=1 for a short run (bench/results/quick.md).
+bench:
+	bash bench/run.sh $(if $(QUICK),--quick)
+
 demo: deps-demo
 	$(MAKE) build
 	bash scripts/demo.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)
+
+# Compile check of the ESP-IDF component (esp-idf/components/tcpota) against
+# the headers of a real ESP-IDF 5.5+ tree, for the ESP32-C3 with Debian's
+# riscv64-unknown-elf GCC and picolibc; prints the RV32 object sizes.
+# IDF_PATH needs components/lwip/lwip and components/mbedtls/mbedtls filled.
+esp-idf-check:
+	@if [ -z "$(IDF_PATH)" ]; then echo "esp-idf-check: skipped: IDF_PATH is not set"; exit 0; fi; \
+	missing=; for p in gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf; do \
+	    dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update && apt-get install -y $$missing; fi; \
+	bash esp-idf/components/tcpota/check/esp-idf-check.sh "$(IDF_PATH)"

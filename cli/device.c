@@ -12,6 +12,11 @@
  * restart with the same DIR resumes from the last durable point. Nothing
  * here ever erases or rewrites DIR by itself.
  *
+ * The socket side of one connection (connect with a timeout, poll, feed,
+ * flush, tick) is ports/common/tcpota_client.c, shared with the ESP-IDF
+ * component; this file adds the signals, the reconnect policy, logging and
+ * the emulated reboot.
+ *
  * Sections: signals; logging; options; flash and boot; network helpers;
  * one connection; the connection loop; statistics; `device status`;
  * entry point.
@@ -20,6 +25,7 @@
 #include "posix_port.h"
 #include "progress.h"
 #include "tcpota/codec.h"
+#include "tcpota_client.h"
 #include "tcpota/crc32c.h"
 #include "tcpota/device.h"
 #include "tcpota/tcpota.h"
@@ -27,16 +33,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -184,8 +185,8 @@ struct device {
     uint8_t rx[RX_CAP];
     uint8_t tx[TX_CAP];
     uint8_t net[NET_BUF];
-    size_t net_off, net_len; /* received bytes not yet fed to the session */
-    int fd;
+    struct tcpota_client cl; /* the socket side of one connection */
+    int had_report;          /* this connection's HELLO carries a report */
 
     struct progress prog;
     int quarter; /* last 25% step logged as a checkpoint */
@@ -631,185 +632,56 @@ static uint32_t now32(void)
     return (uint32_t)cli_now_ms(); /* the session's clock may wrap */
 }
 
-/* Waits up to `ms` for `events` on fd (fd < 0: just sleeps). Returns the
- * fd's revents, 0 on timeout, or -1 when SIGINT/SIGTERM arrived. */
-static int wait_fd(int fd, short events, uint32_t ms)
+static uint32_t client_now(void *ctx)
 {
-    uint64_t deadline = cli_now_ms() + ms;
-
-    for (;;) {
-        struct pollfd p[2];
-        uint64_t now = cli_now_ms();
-        int left = now >= deadline ? 0 : (int)(deadline - now > INT_MAX ? INT_MAX : deadline - now);
-        int n;
-
-        p[0].fd = g_wake[0];
-        p[0].events = POLLIN;
-        p[1].fd = fd;
-        p[1].events = events;
-        p[0].revents = p[1].revents = 0;
-        n = poll(p, fd >= 0 ? 2 : 1, left);
-        if (g_signal) {
-            return -1;
-        }
-        if (n > 0 && p[0].revents) {
-            wake_drain();
-        }
-        if (n < 0 && errno != EINTR) {
-            return POLLERR;
-        }
-        if (n > 0 && p[1].revents) {
-            return p[1].revents;
-        }
-        if (n == 0 || left == 0) {
-            return 0;
-        }
-    }
+    (void)ctx;
+    return now32();
 }
 
-/* Connects one address without blocking for longer than `ms`. Returns
- * the socket or -1 with dv->err set. */
-static int connect_one(struct device *dv, const struct addrinfo *ai, uint32_t ms)
+static int client_stop(void *ctx)
 {
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-    int soerr = 0, one = 1, ev;
-    socklen_t len = sizeof(soerr);
-
-    if (fd < 0) {
-        snprintf(dv->err, sizeof(dv->err), "socket: %s", strerror(errno));
-        return -1;
-    }
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-        if (errno != EINPROGRESS && errno != EINTR) {
-            soerr = errno;
-        } else if ((ev = wait_fd(fd, POLLOUT, ms)) <= 0) {
-            soerr = ev < 0 ? EINTR : ETIMEDOUT;
-        } else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0) {
-            soerr = errno;
-        }
-    }
-    if (soerr) {
-        snprintf(dv->err, sizeof(dv->err), "connect to %s: %s", dv->o.server, strerror(soerr));
-        close(fd);
-        return -1;
-    }
-    /* Small frames (ACK, PONG) must leave at once, not wait for Nagle. */
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    return fd;
+    (void)ctx;
+    return g_signal != 0;
 }
 
-/* Resolves the server (numeric or name) and connects to the first address
- * that answers. Returns the socket or -1 with dv->err set. */
-static int net_connect(struct device *dv)
+static void client_wake(void *ctx)
 {
-    struct addrinfo hints, *res = NULL, *ai;
-    char port[8];
-    uint32_t ms = dv->o.timeout_ms < CONNECT_MAX_MS ? dv->o.timeout_ms : CONNECT_MAX_MS;
-    int fd = -1, rc;
-
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    snprintf(port, sizeof(port), "%u", (unsigned)dv->o.port);
-    rc = getaddrinfo(dv->o.host, port, &hints, &res);
-    if (rc != 0) {
-        snprintf(dv->err, sizeof(dv->err), "cannot resolve %s: %s", dv->o.host,
-                 rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
-        return -1;
-    }
-    for (ai = res; ai && fd < 0 && !g_signal; ai = ai->ai_next) {
-        fd = connect_one(dv, ai, ms);
-    }
-    freeaddrinfo(res);
-    return fd;
+    (void)ctx;
+    wake_drain();
 }
 
-static size_t out_pending(const struct device *dv)
+static int client_input(void *ctx, int rc, const struct tcpota_dev_event *ev);
+
+/* Sets up the shared socket code for this device: its buffers, the
+ * signal pipe as wake-up fd, and the callbacks of this file. */
+static int client_init(struct device *dv)
 {
-    const uint8_t *p;
+    struct tcpota_client_config cc;
 
-    return tcpota_dev_output(&dv->dev, &p);
-}
-
-/* Sends what the session has queued until the socket is full. Returns 0
- * or -1 with dv->err set. */
-static int flush_some(struct device *dv)
-{
-    const uint8_t *p;
-    size_t n;
-
-    while ((n = tcpota_dev_output(&dv->dev, &p)) > 0) {
-        ssize_t k = send(dv->fd, p, n, MSG_NOSIGNAL);
-        if (k < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                return 0;
-            }
-            snprintf(dv->err, sizeof(dv->err), "send: %s", strerror(errno));
-            return -1;
-        }
-        tcpota_dev_output_done(&dv->dev, (size_t)k);
-    }
-    return 0;
-}
-
-/* Sends everything queued, waiting up to `ms`. Returns 0 or -1. */
-static int flush_all(struct device *dv, uint32_t ms)
-{
-    uint64_t deadline = cli_now_ms() + ms;
-
-    for (;;) {
-        uint64_t now;
-        if (flush_some(dv) < 0) {
-            return -1;
-        }
-        if (out_pending(dv) == 0) {
-            return 0;
-        }
-        now = cli_now_ms();
-        if (now >= deadline || wait_fd(dv->fd, POLLOUT, (uint32_t)(deadline - now)) <= 0) {
-            return -1;
-        }
-    }
-}
-
-/* Closes the connection. With `linger`, first half-closes and waits a
- * moment for the server's FIN, so that closing with unread bytes cannot
- * turn into a reset that destroys our last frame (COMPLETE, DECLINE). */
-static void net_close(struct device *dv, int linger)
-{
-    if (dv->fd < 0) {
-        return;
-    }
-    if (linger && shutdown(dv->fd, SHUT_WR) == 0) {
-        uint64_t deadline = cli_now_ms() + LINGER_MS;
-        uint64_t now;
-        while ((now = cli_now_ms()) < deadline &&
-               wait_fd(dv->fd, POLLIN, (uint32_t)(deadline - now)) > 0) {
-            ssize_t k = recv(dv->fd, dv->net, sizeof(dv->net), 0);
-            if (k == 0 || (k < 0 && errno != EINTR && errno != EAGAIN)) {
-                break;
-            }
-        }
-    }
-    close(dv->fd);
-    dv->fd = -1;
+    memset(&cc, 0, sizeof(cc));
+    cc.dev = &dv->dev;
+    cc.net_buf = dv->net;
+    cc.net_cap = sizeof(dv->net);
+    cc.tx_high = TX_HIGH;
+    cc.connect_ms = dv->o.timeout_ms < CONNECT_MAX_MS ? dv->o.timeout_ms : CONNECT_MAX_MS;
+    cc.flush_ms = FLUSH_MS;
+    cc.wake_fd = g_wake[0];
+    cc.err = dv->err;
+    cc.err_cap = sizeof(dv->err);
+    cc.ctx = dv;
+    cc.now_ms = client_now;
+    cc.stop_requested = client_stop;
+    cc.on_wake = client_wake;
+    cc.on_input = client_input;
+    return tcpota_client_init(&dv->cl, &cc);
 }
 
 /* ---- one connection -------------------------------------------------- */
 
-enum outcome {
-    OUT_CONTINUE,   /* (internal) the connection goes on */
-    OUT_RETRY,      /* it failed or ended early: back off and reconnect */
-    OUT_UP_TO_DATE, /* the server has nothing newer */
-    OUT_UPDATED,    /* new image verified and set to boot: reboot */
-    OUT_DECLINED,   /* the session refused the offer */
-    OUT_REPORTED,   /* a rollback was reported: stop */
-    OUT_STOP,       /* SIGINT or SIGTERM */
-};
+/* How a connection ends: the shared client's outcomes, where ENDED means
+ * a rollback was reported (on_event stops after WELCOME) and STOPPED means
+ * SIGINT or SIGTERM. */
+#define OUT_REPORTED TCPOTA_CLIENT_ENDED
 
 /* Counts the image bytes the session wrote since the last call: its write
  * position only moves when a DATA frame was written to flash. */
@@ -860,16 +732,16 @@ static void on_checkpoint(struct device *dv, const struct tcpota_dev_event *ev)
     }
 }
 
-/* Reacts to one session event. Returns OUT_CONTINUE or how the
- * connection ends. */
-static enum outcome on_event(struct device *dv, const struct tcpota_dev_event *ev, int had_report)
+/* Reacts to one session event. Returns 0 to go on, nonzero to end the
+ * connection (OUT_REPORTED). */
+static int on_event(struct device *dv, const struct tcpota_dev_event *ev)
 {
     switch (ev->type) {
     case TCPOTA_DEV_EV_WELCOME:
-        if (had_report) {
+        if (dv->had_report) {
             info(dv, "server received the report of the last update");
         }
-        return dv->rollback ? OUT_REPORTED : OUT_CONTINUE;
+        return dv->rollback;
     case TCPOTA_DEV_EV_ACCEPTED:
         on_accepted(dv, ev);
         break;
@@ -887,158 +759,40 @@ static enum outcome on_event(struct device *dv, const struct tcpota_dev_event *e
     if (dv->st.tracking && dv->dev.state == TCPOTA_DEV_RECEIVING) {
         progress_update(&dv->prog, dv->dev.pos, dv->dev.size);
     }
-    return OUT_CONTINUE;
+    return 0;
 }
 
-/* The session failed on input: says why (with the flash port's detail when
- * the port failed during this call), flushes its ERROR frame best effort. */
-static enum outcome input_failed(struct device *dv, int rc)
+/* After each tcpota_dev_input() of the shared client: counts the bytes
+ * written, says why the session failed (with the flash port's detail when
+ * the port failed during this call), or reacts to the event. */
+static int client_input(void *ctx, int rc, const struct tcpota_dev_event *ev)
 {
+    struct device *dv = ctx;
     const char *detail = tcpota_posix_strerror_detail(&dv->flash);
-    int fresh = strcmp(detail, dv->detail) != 0 && *detail;
+    int end = 0;
 
-    snprintf(dv->err, sizeof(dv->err), "session failed: %s%s%s%s", tcpota_strerror(rc),
-             fresh ? " (" : "", fresh ? detail : "", fresh ? ")" : "");
-    (void)flush_all(dv, FLUSH_MS);
-    return OUT_RETRY;
-}
-
-static int session_live(const struct device *dv)
-{
-    return dv->dev.state == TCPOTA_DEV_HELLO_SENT || dv->dev.state == TCPOTA_DEV_RECEIVING;
-}
-
-/* Feeds received bytes to the session, one frame per call, while its
- * replies have room. */
-static enum outcome feed(struct device *dv)
-{
-    while (dv->net_off < dv->net_len && out_pending(dv) <= TX_HIGH && session_live(dv)) {
-        struct tcpota_dev_event ev;
-        int had_report = dv->dev.report_sent;
-        enum outcome out;
-        int rc;
-
-        memcpy(dv->detail, tcpota_posix_strerror_detail(&dv->flash), sizeof(dv->detail));
-        dv->detail[sizeof(dv->detail) - 1] = 0;
-        rc = tcpota_dev_input(&dv->dev, dv->net + dv->net_off, dv->net_len - dv->net_off, &ev);
-        count_written(dv);
-        if (rc < 0) {
-            return input_failed(dv, rc);
-        }
-        if (rc == 0) { /* cannot happen with input left; never spin on it */
-            snprintf(dv->err, sizeof(dv->err), "session consumed no input");
-            return OUT_RETRY;
-        }
-        dv->net_off += (size_t)rc;
-        if ((out = on_event(dv, &ev, had_report)) != OUT_CONTINUE) {
-            return out;
-        }
-    }
-    return OUT_CONTINUE;
-}
-
-/* The session reached an end state: send its last frames. */
-static enum outcome finished(struct device *dv)
-{
-    switch (dv->dev.state) {
-    case TCPOTA_DEV_UP_TO_DATE:
-        return OUT_UP_TO_DATE;
-    case TCPOTA_DEV_UPDATED:
-        if (flush_all(dv, FLUSH_MS) < 0) {
-            /* The report in the next HELLO tells the server anyway. */
-            info(dv, "could not send COMPLETE: %s", dv->err[0] ? dv->err : "timed out");
-        }
-        return OUT_UPDATED;
-    case TCPOTA_DEV_DECLINED:
-        (void)flush_all(dv, FLUSH_MS);
-        return OUT_DECLINED;
-    default:
-        snprintf(dv->err, sizeof(dv->err), "session ended: %s",
-                 tcpota_strerror(dv->dev.last_error ? dv->dev.last_error : TCPOTA_ERR_STATE));
-        return OUT_RETRY;
-    }
-}
-
-/* Reads what the socket has. Returns 0 or -1 with dv->err set. */
-static int net_read(struct device *dv)
-{
-    ssize_t k = recv(dv->fd, dv->net, sizeof(dv->net), 0);
-
-    if (k > 0) {
-        dv->net_off = 0;
-        dv->net_len = (size_t)k;
-        return 0;
-    }
-    if (k < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) {
-        return 0;
-    }
-    if (k == 0) {
-        snprintf(dv->err, sizeof(dv->err), "server closed the connection");
+    count_written(dv);
+    if (rc < 0) {
+        int fresh = strcmp(detail, dv->detail) != 0 && *detail;
+        snprintf(dv->err, sizeof(dv->err), "session failed: %s%s%s%s", tcpota_strerror(rc),
+                 fresh ? " (" : "", fresh ? detail : "", fresh ? ")" : "");
     } else {
-        snprintf(dv->err, sizeof(dv->err), "recv: %s", strerror(errno));
+        end = on_event(dv, ev);
     }
-    return -1;
+    /* The next call's failure is told apart from this one's detail. */
+    memcpy(dv->detail, tcpota_posix_strerror_detail(&dv->flash), sizeof(dv->detail));
+    dv->detail[sizeof(dv->detail) - 1] = 0;
+    return end;
 }
 
-/* Runs one connection on dv->fd until it ends. */
-static enum outcome run_connection(struct device *dv)
+/* Runs one connection on the connected client until it ends. */
+static int run_connection(struct device *dv)
 {
-    int rc;
-
-    dv->net_off = dv->net_len = 0;
     dv->st.tracking = 0;
-    if ((rc = tcpota_dev_connect(&dv->dev, now32())) < 0) {
-        snprintf(dv->err, sizeof(dv->err), "cannot queue HELLO: %s", tcpota_strerror(rc));
-        return OUT_RETRY;
-    }
-    for (;;) {
-        struct pollfd p[2];
-        enum outcome out;
-        uint32_t wait_ms;
-
-        if (g_signal) {
-            return OUT_STOP;
-        }
-        if (tcpota_dev_tick(&dv->dev, now32()) == TCPOTA_ERR_TIMEDOUT) {
-            snprintf(dv->err, sizeof(dv->err), "no data from the server for %lu ms",
-                     (unsigned long)dv->o.timeout_ms);
-            return OUT_RETRY;
-        }
-        if ((out = feed(dv)) != OUT_CONTINUE) {
-            return out;
-        }
-        if (flush_some(dv) < 0) {
-            return OUT_RETRY;
-        }
-        if (!session_live(dv)) {
-            return finished(dv);
-        }
-        if (dv->net_off < dv->net_len && out_pending(dv) <= TX_HIGH) {
-            continue; /* the output drained: feed the rest at once */
-        }
-        p[0].fd = g_wake[0];
-        p[0].events = POLLIN;
-        p[1].fd = dv->fd;
-        p[1].events = (short)((dv->net_off == dv->net_len ? POLLIN : 0) |
-                              (out_pending(dv) ? POLLOUT : 0));
-        p[0].revents = p[1].revents = 0;
-        /* Ticks are due after next_tick ms; 0 only while output waits for
-         * room, where a short sleep avoids spinning. */
-        wait_ms = tcpota_dev_next_tick(&dv->dev);
-        wait_ms = wait_ms ? wait_ms : 10;
-        rc = poll(p, 2, wait_ms > INT_MAX ? INT_MAX : (int)wait_ms);
-        if (rc < 0 && errno != EINTR) {
-            snprintf(dv->err, sizeof(dv->err), "poll: %s", strerror(errno));
-            return OUT_RETRY;
-        }
-        if (rc > 0 && p[0].revents) {
-            wake_drain();
-        }
-        if (rc > 0 && dv->net_off == dv->net_len &&
-            (p[1].revents & (POLLIN | POLLHUP | POLLERR)) && net_read(dv) < 0) {
-            return OUT_RETRY;
-        }
-    }
+    dv->had_report = dv->dev.report_result != 0; /* HELLO carries it */
+    memcpy(dv->detail, tcpota_posix_strerror_detail(&dv->flash), sizeof(dv->detail));
+    dv->detail[sizeof(dv->detail) - 1] = 0;
+    return tcpota_client_run(&dv->cl);
 }
 
 /* ---- the connection loop --------------------------------------------- */
@@ -1066,36 +820,42 @@ static int run(struct device *dv)
 
     for (;;) {
         uint64_t written = dv->st.written;
-        enum outcome out = OUT_RETRY;
+        int out = TCPOTA_CLIENT_RETRY, rc;
 
         attempts++;
         dv->err[0] = 0;
         info(dv, "connecting to %s", dv->o.server);
-        dv->fd = net_connect(dv);
-        if (g_signal) {
-            out = OUT_STOP;
-        } else if (dv->fd >= 0) {
+        rc = tcpota_client_connect(&dv->cl, dv->o.host, dv->o.port, dv->o.server);
+        if (g_signal || rc == TCPOTA_CLIENT_STOPPED) {
+            out = TCPOTA_CLIENT_STOPPED;
+        } else if (rc == 0) {
             dv->st.connections++;
             info(dv, "connected to %s", dv->o.server);
             out = run_connection(dv);
         }
-        net_close(dv, out == OUT_UPDATED || out == OUT_DECLINED);
+        if (out == TCPOTA_CLIENT_UPDATED && dv->err[0]) {
+            /* The report in the next HELLO tells the server anyway. */
+            info(dv, "could not send COMPLETE: %s", dv->err);
+        }
+        tcpota_client_close(&dv->cl, out == TCPOTA_CLIENT_UPDATED || out == TCPOTA_CLIENT_DECLINED
+                                         ? LINGER_MS
+                                         : 0);
         progress_clear(&dv->prog);
         switch (out) {
-        case OUT_STOP:
+        case TCPOTA_CLIENT_STOPPED:
             say(dv, "stopped by %s", g_signal == SIGINT ? "SIGINT" : "SIGTERM");
             return 128 + g_signal;
-        case OUT_UP_TO_DATE:
+        case TCPOTA_CLIENT_UP_TO_DATE:
             say(dv, "up to date, running %s", dv->version);
             return 0;
-        case OUT_DECLINED:
+        case TCPOTA_CLIENT_DECLINED:
             /* The core refuses before it records the offer's version. */
             say(dv, "declined the server's offer: %s", tcpota_strerror(dv->dev.last_error));
             return 1;
         case OUT_REPORTED:
             say(dv, "new image %s %s and was rolled back", dv->rejected, dv->rollback_why);
             return 1;
-        case OUT_UPDATED:
+        case TCPOTA_CLIENT_UPDATED:
             if (reboot(dv) < 0) {
                 return 1;
             }
@@ -1114,7 +874,7 @@ static int run(struct device *dv)
         {
             uint32_t ms = backoff_ms(&dv->o, attempts);
             info(dv, "%s; retrying in %lu ms", dv->err, (unsigned long)ms);
-            if (wait_fd(-1, 0, ms) < 0) {
+            if (tcpota_client_wait(&dv->cl, -1, 0, ms) < 0) {
                 say(dv, "stopped by %s", g_signal == SIGINT ? "SIGINT" : "SIGTERM");
                 return 128 + g_signal;
             }
@@ -1391,7 +1151,6 @@ int cmd_device(int argc, char **argv)
         fprintf(stderr, "tcpota device: out of memory\n");
         return 1;
     }
-    dv->fd = -1;
     rc = parse_options(&dv->o, argc, argv);
     if (rc != 0) {
         free(dv);
@@ -1405,8 +1164,14 @@ int cmd_device(int argc, char **argv)
         free(dv);
         return 1;
     }
+    if (client_init(dv) < 0) {
+        fprintf(stderr, "tcpota device: cannot set up the connection\n");
+        signals_remove();
+        free(dv);
+        return 1;
+    }
     rc = device_main(dv);
-    net_close(dv, 0);
+    tcpota_client_close(&dv->cl, 0);
     flash_close(dv);
     signals_remove();
     free(dv);

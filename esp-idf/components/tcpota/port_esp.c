@@ -1,0 +1,412 @@
+/* port_esp.c - struct tcpota_port on esp_ota_ops, NVS and mbedTLS (see tcpota_esp_port.h). */
+#include "tcpota_esp_port.h"
+
+#include <string.h>
+
+#include "esp_app_desc.h"
+#include "esp_image_format.h"
+#include "esp_log.h"
+
+static const char *TAG = "tcpota";
+
+#define READ_CHUNK 512u /* stack buffer for tcpota_esp_running_id() */
+
+int tcpota_esp_err(esp_err_t err)
+{
+    switch (err) {
+    case ESP_OK:
+        return 0;
+    case ESP_ERR_NOT_FOUND:
+    case ESP_ERR_NVS_NOT_FOUND:
+        return TCPOTA_ERR_NOENT;
+    case ESP_ERR_INVALID_ARG:
+        return TCPOTA_ERR_INVAL;
+    case ESP_ERR_NO_MEM:
+    case ESP_ERR_INVALID_SIZE:
+    case ESP_ERR_NVS_INVALID_LENGTH:
+    case ESP_ERR_NVS_NOT_ENOUGH_SPACE:
+        return TCPOTA_ERR_NOSPC;
+    case ESP_ERR_INVALID_STATE:
+    case ESP_ERR_OTA_PARTITION_CONFLICT:
+    case ESP_ERR_OTA_ROLLBACK_INVALID_STATE:
+        return TCPOTA_ERR_STATE;
+    case ESP_ERR_OTA_VALIDATE_FAILED:
+        return TCPOTA_ERR_INTEGRITY;
+    case ESP_ERR_OTA_SMALL_SEC_VER:
+        return TCPOTA_ERR_DENIED;
+    case ESP_ERR_NOT_SUPPORTED:
+        return TCPOTA_ERR_NOTSUP;
+    default:
+        return TCPOTA_ERR_IO;
+    }
+}
+
+/* Keeps the failing call for the log and maps its error. */
+static int esp_fail(tcpota_esp_port_t *ep, const char *call, esp_err_t err)
+{
+    if (err == ESP_OK) {
+        return 0;
+    }
+    ep->last_err = err;
+    ep->last_call = call;
+    if (err != ESP_ERR_NVS_NOT_FOUND) {
+        ESP_LOGW(TAG, "%s: %s", call, esp_err_to_name(err));
+    }
+    return tcpota_esp_err(err);
+}
+
+/* ---- OTA ------------------------------------------------------------- */
+
+static void handle_drop(tcpota_esp_port_t *ep)
+{
+    if (ep->handle_open) {
+        (void)esp_ota_abort(ep->handle);
+        ep->handle_open = false;
+    }
+}
+
+static int running_pending(void)
+{
+    esp_ota_img_states_t st;
+
+    return esp_ota_get_state_partition(esp_ota_get_running_partition(), &st) == ESP_OK &&
+           st == ESP_OTA_IMG_PENDING_VERIFY;
+}
+
+/* The partition the next image goes to, checked against the offer. */
+static int update_partition(tcpota_esp_port_t *ep, const struct tcpota_offer_info *img,
+                            const esp_partition_t **out)
+{
+    const esp_partition_t *p = esp_ota_get_next_update_partition(NULL);
+
+    if (!p) {
+        return esp_fail(ep, "esp_ota_get_next_update_partition", ESP_ERR_NOT_FOUND);
+    }
+    if (!img || img->size == 0 || img->size > p->size) {
+        return TCPOTA_ERR_NOSPC;
+    }
+    *out = p;
+    return 0;
+}
+
+static int slot_load(tcpota_esp_port_t *ep, uint32_t *addr)
+{
+    uint8_t b[4];
+    size_t len = sizeof(b);
+    esp_err_t err = nvs_get_blob(ep->nvs, TCPOTA_ESP_KEY_SLOT, b, &len);
+
+    if (err != ESP_OK) {
+        return esp_fail(ep, "nvs_get_blob", err);
+    }
+    if (len != sizeof(b)) {
+        return TCPOTA_ERR_NOENT;
+    }
+    *addr = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+    return 0;
+}
+
+/* Records which partition the resume point belongs to; rewritten only
+ * when it changes (once per image at most), so NVS wear stays low. */
+static int slot_save(tcpota_esp_port_t *ep, uint32_t addr)
+{
+    uint32_t old;
+    uint8_t b[4] = {(uint8_t)addr, (uint8_t)(addr >> 8), (uint8_t)(addr >> 16),
+                    (uint8_t)(addr >> 24)};
+    esp_err_t err;
+
+    if (slot_load(ep, &old) == 0 && old == addr) {
+        return 0;
+    }
+    err = nvs_set_blob(ep->nvs, TCPOTA_ESP_KEY_SLOT, b, sizeof(b));
+    if (err == ESP_OK) {
+        err = nvs_commit(ep->nvs);
+    }
+    return esp_fail(ep, "nvs_set_blob", err);
+}
+
+static int port_ota_begin(void *ctx, const struct tcpota_offer_info *img)
+{
+    tcpota_esp_port_t *ep = ctx;
+    const esp_partition_t *p = NULL;
+    int rc;
+
+    handle_drop(ep); /* an earlier connection's image, never finished */
+    if ((rc = update_partition(ep, img, &p)) < 0) {
+        return rc;
+    }
+    rc = esp_fail(ep, "esp_ota_begin", esp_ota_begin(p, OTA_WITH_SEQUENTIAL_WRITES, &ep->handle));
+    if (rc < 0) {
+        return rc;
+    }
+    ep->handle_open = true;
+    ep->update = p;
+    if ((rc = slot_save(ep, p->address)) < 0) {
+        handle_drop(ep);
+    }
+    return rc;
+}
+
+static int port_ota_resume(void *ctx, const struct tcpota_offer_info *img, uint32_t offset)
+{
+    tcpota_esp_port_t *ep = ctx;
+    const esp_partition_t *p = NULL;
+    uint32_t slot = 0;
+    int rc;
+
+    handle_drop(ep);
+    if ((rc = update_partition(ep, img, &p)) < 0) {
+        return rc;
+    }
+    if (offset > img->size || offset % TCPOTA_SECTOR_SIZE) {
+        return TCPOTA_ERR_RANGE;
+    }
+    /* The resume point must describe bytes in this very partition, and a
+     * pending image's partner slot is its rollback target: never write it. */
+    if (slot_load(ep, &slot) < 0 || slot != p->address) {
+        ESP_LOGW(TAG, "resume point is for another partition: starting over");
+        return TCPOTA_ERR_NOENT;
+    }
+    if (running_pending()) {
+        return esp_fail(ep, "esp_ota_resume", ESP_ERR_OTA_ROLLBACK_INVALID_STATE);
+    }
+    rc = esp_fail(ep, "esp_ota_resume",
+                  esp_ota_resume(p, OTA_WITH_SEQUENTIAL_WRITES, offset, &ep->handle));
+    if (rc == 0) {
+        ep->handle_open = true;
+        ep->update = p;
+    }
+    return rc;
+}
+
+static int port_ota_write(void *ctx, const uint8_t *data, size_t len)
+{
+    tcpota_esp_port_t *ep = ctx;
+
+    if (!ep->handle_open) {
+        return TCPOTA_ERR_STATE;
+    }
+    return esp_fail(ep, "esp_ota_write", esp_ota_write(ep->handle, data, len));
+}
+
+static int port_ota_read(void *ctx, uint32_t offset, uint8_t *buf, size_t len)
+{
+    tcpota_esp_port_t *ep = ctx;
+
+    if (!ep->update) {
+        return TCPOTA_ERR_STATE;
+    }
+    return esp_fail(ep, "esp_partition_read", esp_partition_read(ep->update, offset, buf, len));
+}
+
+static int port_ota_end(void *ctx)
+{
+    tcpota_esp_port_t *ep = ctx;
+
+    if (!ep->handle_open) {
+        return TCPOTA_ERR_STATE;
+    }
+    ep->handle_open = false; /* esp_ota_end() frees the handle whatever it returns */
+    return esp_fail(ep, "esp_ota_end", esp_ota_end(ep->handle));
+}
+
+static int port_ota_abort(void *ctx)
+{
+    handle_drop(ctx);
+    return 0;
+}
+
+static int port_set_boot(void *ctx)
+{
+    tcpota_esp_port_t *ep = ctx;
+
+    if (!ep->update) {
+        return TCPOTA_ERR_STATE;
+    }
+    return esp_fail(ep, "esp_ota_set_boot_partition", esp_ota_set_boot_partition(ep->update));
+}
+
+static int port_mark_valid(void *ctx)
+{
+    return esp_fail(ctx, "esp_ota_mark_app_valid_cancel_rollback",
+                    esp_ota_mark_app_valid_cancel_rollback());
+}
+
+static int port_mark_invalid(void *ctx)
+{
+    /* On a device this reboots into the previous image and never returns. */
+    return esp_fail(ctx, "esp_ota_mark_app_invalid_rollback_and_reboot",
+                    esp_ota_mark_app_invalid_rollback_and_reboot());
+}
+
+static int port_boot_state(void *ctx, struct tcpota_boot_state *st)
+{
+    (void)ctx;
+    st->pending = (uint8_t)running_pending();
+    st->rolled_back = esp_ota_get_last_invalid_partition() != NULL;
+    return 0;
+}
+
+/* ---- NVS ------------------------------------------------------------- */
+
+static int port_kv_get(void *ctx, const char *key, uint8_t *buf, size_t cap)
+{
+    tcpota_esp_port_t *ep = ctx;
+    size_t len = cap;
+    esp_err_t err = nvs_get_blob(ep->nvs, key, buf, &len);
+
+    if (err != ESP_OK) {
+        return esp_fail(ep, "nvs_get_blob", err);
+    }
+    return len > cap ? TCPOTA_ERR_NOSPC : (int)len;
+}
+
+static int port_kv_set(void *ctx, const char *key, const uint8_t *buf, size_t len)
+{
+    tcpota_esp_port_t *ep = ctx;
+    esp_err_t err = nvs_set_blob(ep->nvs, key, buf, len);
+
+    if (err != ESP_OK) {
+        return esp_fail(ep, "nvs_set_blob", err);
+    }
+    /* esp_ota_write() programs flash synchronously: once the commit is
+     * done, the record and every byte it points past are durable. */
+    return esp_fail(ep, "nvs_commit", nvs_commit(ep->nvs));
+}
+
+static int port_kv_erase(void *ctx, const char *key)
+{
+    tcpota_esp_port_t *ep = ctx;
+    esp_err_t err = nvs_erase_key(ep->nvs, key);
+
+    if (err != ESP_OK) {
+        return esp_fail(ep, "nvs_erase_key", err);
+    }
+    return esp_fail(ep, "nvs_commit", nvs_commit(ep->nvs));
+}
+
+/* ---- SHA-256 --------------------------------------------------------- */
+
+static int port_sha256_begin(void *ctx)
+{
+    tcpota_esp_port_t *ep = ctx;
+
+    if (ep->sha_open) {
+        mbedtls_sha256_free(&ep->sha);
+    }
+    mbedtls_sha256_init(&ep->sha);
+    ep->sha_open = true;
+    return mbedtls_sha256_starts(&ep->sha, 0) == 0 ? 0 : TCPOTA_ERR_IO;
+}
+
+static int port_sha256_update(void *ctx, const uint8_t *data, size_t len)
+{
+    tcpota_esp_port_t *ep = ctx;
+
+    if (!ep->sha_open) {
+        return TCPOTA_ERR_STATE;
+    }
+    return mbedtls_sha256_update(&ep->sha, data, len) == 0 ? 0 : TCPOTA_ERR_IO;
+}
+
+static int port_sha256_finish(void *ctx, uint8_t out[TCPOTA_ID_LEN])
+{
+    tcpota_esp_port_t *ep = ctx;
+    int rc;
+
+    if (!ep->sha_open) {
+        return TCPOTA_ERR_STATE;
+    }
+    rc = mbedtls_sha256_finish(&ep->sha, out) == 0 ? 0 : TCPOTA_ERR_IO;
+    mbedtls_sha256_free(&ep->sha);
+    ep->sha_open = false;
+    return rc;
+}
+
+/* ---- setup ----------------------------------------------------------- */
+
+esp_err_t tcpota_esp_port_init(tcpota_esp_port_t *ep, struct tcpota_port *port)
+{
+    const esp_partition_t *next = esp_ota_get_next_update_partition(NULL);
+    esp_err_t err;
+
+    memset(ep, 0, sizeof(*ep));
+    memset(port, 0, sizeof(*port));
+    if (!next) {
+        return ESP_ERR_NOT_FOUND;
+    }
+    err = nvs_open(TCPOTA_ESP_NVS_NAMESPACE, NVS_READWRITE, &ep->nvs);
+    if (err != ESP_OK) {
+        return err;
+    }
+    ep->nvs_open = true;
+    port->ctx = ep;
+    port->slot_size = (uint32_t)next->size;
+    port->ota_begin = port_ota_begin;
+    port->ota_resume = port_ota_resume;
+    port->ota_write = port_ota_write;
+    port->ota_read = port_ota_read;
+    port->ota_end = port_ota_end;
+    port->ota_abort = port_ota_abort;
+    port->set_boot = port_set_boot;
+    port->mark_valid = port_mark_valid;
+    port->mark_invalid = port_mark_invalid;
+    port->boot_state = port_boot_state;
+    port->kv_get = port_kv_get;
+    port->kv_set = port_kv_set;
+    port->kv_erase = port_kv_erase;
+    port->sha256_begin = port_sha256_begin;
+    port->sha256_update = port_sha256_update;
+    port->sha256_finish = port_sha256_finish;
+    return ESP_OK;
+}
+
+void tcpota_esp_port_deinit(tcpota_esp_port_t *ep)
+{
+    handle_drop(ep);
+    if (ep->sha_open) {
+        mbedtls_sha256_free(&ep->sha);
+        ep->sha_open = false;
+    }
+    if (ep->nvs_open) {
+        nvs_close(ep->nvs);
+        ep->nvs_open = false;
+    }
+}
+
+int tcpota_esp_running_id(tcpota_esp_port_t *ep, uint8_t id[TCPOTA_ID_LEN])
+{
+    const esp_partition_t *run = esp_ota_get_running_partition();
+    esp_image_metadata_t md;
+    esp_partition_pos_t pos;
+    uint8_t buf[READ_CHUNK];
+    uint32_t off;
+    int rc;
+
+    if (!run) {
+        return TCPOTA_ERR_NOENT;
+    }
+    pos.offset = run->address;
+    pos.size = run->size;
+    if ((rc = esp_fail(ep, "esp_image_get_metadata", esp_image_get_metadata(&pos, &md))) < 0) {
+        return rc;
+    }
+    if (md.image_len == 0 || md.image_len > run->size) {
+        return TCPOTA_ERR_RANGE;
+    }
+    if ((rc = port_sha256_begin(ep)) < 0) {
+        return rc;
+    }
+    for (off = 0; off < md.image_len && rc == 0; off += READ_CHUNK) {
+        size_t n = md.image_len - off < READ_CHUNK ? md.image_len - off : READ_CHUNK;
+        rc = esp_fail(ep, "esp_partition_read", esp_partition_read(run, off, buf, n));
+        if (rc == 0) {
+            rc = port_sha256_update(ep, buf, n);
+        }
+    }
+    if (rc < 0) {
+        mbedtls_sha256_free(&ep->sha);
+        ep->sha_open = false;
+        return rc;
+    }
+    return port_sha256_finish(ep, id);
+}

@@ -1,0 +1,437 @@
+/* tcpota_esp.c - the tcpota FreeRTOS task (see tcpota_esp.h). */
+#include "tcpota_esp.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "esp_app_desc.h"
+#include "esp_log.h"
+#include "esp_mac.h"
+#include "esp_random.h"
+#include "esp_system.h"
+#include "esp_timer.h"
+#include "freertos/FreeRTOS.h"
+#include "freertos/semphr.h"
+#include "freertos/task.h"
+#include "sdkconfig.h"
+#include "tcpota/device.h"
+#include "tcpota_client.h"
+#include "tcpota_esp_port.h"
+
+static const char *TAG = "tcpota";
+
+#define TX_CAP 512u
+#define NET_CAP 1536u      /* one recv(): a TCP segment and some */
+#define POLL_MAX_MS 500u   /* longest wait before a stop request is seen */
+#define STOP_WAIT_MS 2000u
+#define LINGER_MS 1000u
+#define ID_MAX 24
+
+/* Everything the task needs lives here, not on the heap. */
+static struct {
+    tcpota_esp_config_t cfg;
+    tcpota_esp_port_t ep;
+    struct tcpota_port port;
+    bool port_ready;
+    struct tcpota_dev dev;
+    struct tcpota_client cl;
+    uint8_t rx[CONFIG_TCPOTA_RX_BUFFER_SIZE];
+    uint8_t tx[TX_CAP];
+    uint8_t net[NET_CAP];
+    char err[128];
+    uint8_t running_id[TCPOTA_ID_LEN];
+    char id[ID_MAX];
+    char model[33];
+    char version[33];
+    TaskHandle_t task;
+    volatile bool stop;
+    tcpota_esp_status_t status;
+} s;
+
+static portMUX_TYPE s_mux = portMUX_INITIALIZER_UNLOCKED;
+static StaticSemaphore_t s_lock_buf;
+static SemaphoreHandle_t s_lock; /* the port outside the task's loop */
+
+/* ---- status ---------------------------------------------------------- */
+
+static void status_set(tcpota_esp_state_t st, int err, bool notify)
+{
+    tcpota_esp_status_t copy;
+
+    portENTER_CRITICAL(&s_mux);
+    s.status.state = st;
+    if (err) {
+        s.status.last_error = err;
+    }
+    copy = s.status;
+    portEXIT_CRITICAL(&s_mux);
+    if (notify && s.cfg.progress_cb) {
+        s.cfg.progress_cb(&copy, s.cfg.progress_arg);
+    }
+}
+
+static void status_progress(uint32_t offset, uint32_t size)
+{
+    portENTER_CRITICAL(&s_mux);
+    s.status.offset = offset;
+    s.status.size = size;
+    portEXIT_CRITICAL(&s_mux);
+}
+
+void tcpota_esp_status(tcpota_esp_status_t *out)
+{
+    portENTER_CRITICAL(&s_mux);
+    *out = s.status;
+    portEXIT_CRITICAL(&s_mux);
+}
+
+/* ---- the port, shared with confirm/reject ----------------------------- */
+
+static void lock_init(void)
+{
+    portENTER_CRITICAL(&s_mux);
+    if (!s_lock) {
+        s_lock = xSemaphoreCreateMutexStatic(&s_lock_buf);
+    }
+    portEXIT_CRITICAL(&s_mux);
+}
+
+/* Opens the port once; call with s_lock held. */
+static esp_err_t port_ready(void)
+{
+    esp_err_t err;
+
+    if (s.port_ready) {
+        return ESP_OK;
+    }
+    err = tcpota_esp_port_init(&s.ep, &s.port);
+    s.port_ready = err == ESP_OK;
+    return err;
+}
+
+static bool image_pending(void)
+{
+    struct tcpota_boot_state st = {0, 0};
+
+    return s.port.boot_state(s.port.ctx, &st) == 0 && st.pending;
+}
+
+/* Runs the core's boot decision under the lock. */
+static esp_err_t boot_decision(int healthy, bool only_if_pending)
+{
+    esp_err_t err;
+    int rc = 0;
+
+    lock_init();
+    xSemaphoreTake(s_lock, portMAX_DELAY);
+    err = port_ready();
+    if (err == ESP_OK && (!only_if_pending || image_pending())) {
+        rc = tcpota_dev_boot(&s.port, healthy);
+        err = rc < 0 ? (s.ep.last_err ? s.ep.last_err : ESP_FAIL) : ESP_OK;
+    } else if (err == ESP_OK && !healthy) {
+        err = ESP_ERR_INVALID_STATE; /* nothing pending to reject */
+    }
+    xSemaphoreGive(s_lock);
+    if (err == ESP_OK && s.task) {
+        xTaskNotifyGive(s.task);
+    }
+    return err;
+}
+
+esp_err_t tcpota_esp_confirm(void)
+{
+    return boot_decision(1, true);
+}
+
+esp_err_t tcpota_esp_reject(void)
+{
+    esp_err_t err = boot_decision(0, true);
+
+    /* Only reached when the rollback did not reboot. */
+    return err == ESP_OK ? ESP_FAIL : err;
+}
+
+/* ---- the shared socket loop's callbacks ------------------------------ */
+
+static uint32_t now_ms(void *ctx)
+{
+    (void)ctx;
+    return (uint32_t)(esp_timer_get_time() / 1000);
+}
+
+static int stop_requested(void *ctx)
+{
+    (void)ctx;
+    return s.stop;
+}
+
+static int on_input(void *ctx, int rc, const struct tcpota_dev_event *ev)
+{
+    (void)ctx;
+    if (rc < 0) {
+        return 0;
+    }
+    switch (ev->type) {
+    case TCPOTA_DEV_EV_ACCEPTED:
+        portENTER_CRITICAL(&s_mux);
+        memcpy(s.status.new_version, s.dev.version, sizeof(s.status.new_version));
+        s.status.new_version[sizeof(s.status.new_version) - 1] = 0;
+        portEXIT_CRITICAL(&s_mux);
+        status_progress(ev->offset, ev->size);
+        ESP_LOGI(TAG, "offer %s (%lu bytes), starting at %lu", s.status.new_version,
+                 (unsigned long)ev->size, (unsigned long)ev->offset);
+        status_set(TCPOTA_ESP_RECEIVING, 0, true);
+        break;
+    case TCPOTA_DEV_EV_PROGRESS:
+        status_progress(ev->offset, ev->size);
+        break;
+    case TCPOTA_DEV_EV_CHECKPOINT:
+        status_progress(ev->offset, s.dev.size);
+        status_set(TCPOTA_ESP_RECEIVING, 0, true);
+        break;
+    case TCPOTA_DEV_EV_UPDATED:
+        status_progress(ev->offset, ev->size);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* ---- the task -------------------------------------------------------- */
+
+/* Blocks up to ms (no busy wait); returns early on stop or confirm. */
+static void nap(uint32_t ms)
+{
+    (void)ulTaskNotifyTake(pdTRUE, pdMS_TO_TICKS(ms));
+}
+
+static uint32_t backoff_ms(uint32_t attempts)
+{
+    uint32_t base = s.cfg.backoff_min_ms;
+
+    for (uint32_t i = 1; i < attempts && base < s.cfg.backoff_max_ms; i++) {
+        base = base > UINT32_MAX / 2 ? UINT32_MAX : base * 2;
+    }
+    if (base > s.cfg.backoff_max_ms) {
+        base = s.cfg.backoff_max_ms;
+    }
+    return base / 2 + esp_random() % (base - base / 2 + 1);
+}
+
+static int session_init(void)
+{
+    struct tcpota_dev_config dc;
+    struct tcpota_client_config cc;
+    int rc;
+
+    memset(&dc, 0, sizeof(dc));
+    dc.port = &s.port;
+    dc.device_id = s.id;
+    dc.model = s.model;
+    dc.version = s.version;
+    dc.running_id = tcpota_esp_running_id(&s.ep, s.running_id) == 0 ? s.running_id : NULL;
+    dc.rx_buf = s.rx;
+    dc.rx_cap = sizeof(s.rx);
+    dc.tx_buf = s.tx;
+    dc.tx_cap = sizeof(s.tx);
+    dc.ack_interval = s.cfg.ack_interval;
+    dc.keepalive_ms = s.cfg.timeout_ms / 3 ? s.cfg.timeout_ms / 3 : 1;
+    dc.timeout_ms = s.cfg.timeout_ms;
+    if ((rc = tcpota_dev_init(&s.dev, &dc)) < 0) {
+        return rc;
+    }
+    if (s.dev.resume.valid) {
+        ESP_LOGI(TAG, "resume point: %lu of %lu bytes", (unsigned long)s.dev.resume.offset,
+                 (unsigned long)s.dev.resume.size);
+    }
+    memset(&cc, 0, sizeof(cc));
+    cc.dev = &s.dev;
+    cc.net_buf = s.net;
+    cc.net_cap = sizeof(s.net);
+    cc.poll_max_ms = POLL_MAX_MS;
+    cc.wake_fd = -1;
+    cc.err = s.err;
+    cc.err_cap = sizeof(s.err);
+    cc.now_ms = now_ms;
+    cc.stop_requested = stop_requested;
+    cc.on_input = on_input;
+    return tcpota_client_init(&s.cl, &cc);
+}
+
+/* Connects until stopped, updated (restart) or told to end. */
+static void run(void)
+{
+    uint32_t attempts = 0;
+
+    while (!s.stop) {
+        uint32_t pos = s.dev.pos;
+        int out = TCPOTA_CLIENT_RETRY;
+
+        attempts++;
+        portENTER_CRITICAL(&s_mux);
+        s.status.attempts = attempts;
+        portEXIT_CRITICAL(&s_mux);
+        status_set(TCPOTA_ESP_CONNECTING, 0, true);
+        int rc = tcpota_client_connect(&s.cl, s.cfg.host, s.cfg.port, s.cfg.host);
+        if (rc == 0) {
+            status_set(TCPOTA_ESP_CONNECTED, 0, false);
+            out = tcpota_client_run(&s.cl);
+        } else if (rc == TCPOTA_CLIENT_STOPPED) {
+            out = TCPOTA_CLIENT_STOPPED;
+        }
+        tcpota_client_close(&s.cl, out == TCPOTA_CLIENT_UPDATED || out == TCPOTA_CLIENT_DECLINED
+                                       ? LINGER_MS
+                                       : 0);
+        tcpota_dev_disconnect(&s.dev);
+        switch (out) {
+        case TCPOTA_CLIENT_STOPPED:
+            return;
+        case TCPOTA_CLIENT_UPDATED:
+            ESP_LOGI(TAG, "image %s verified and set to boot", s.status.new_version);
+            status_set(TCPOTA_ESP_UPDATED, 0, true);
+            if (s.cfg.restart_after_update) {
+                esp_restart();
+            }
+            return;
+        case TCPOTA_CLIENT_UP_TO_DATE:
+        case TCPOTA_CLIENT_DECLINED:
+            if (out == TCPOTA_CLIENT_DECLINED) {
+                ESP_LOGW(TAG, "declined the offer: %s", tcpota_strerror(s.dev.last_error));
+                status_set(TCPOTA_ESP_FAILED, s.dev.last_error, true);
+            } else {
+                ESP_LOGI(TAG, "up to date, running %s", s.version);
+                status_set(TCPOTA_ESP_UP_TO_DATE, 0, true);
+            }
+            if (!s.cfg.recheck_ms) {
+                return;
+            }
+            nap(s.cfg.recheck_ms);
+            attempts = 0;
+            continue;
+        default:
+            break;
+        }
+        if (s.dev.pos != pos) {
+            attempts = 0; /* this connection moved the image forward */
+        }
+        {
+            uint32_t ms = backoff_ms(attempts ? attempts : 1);
+            ESP_LOGW(TAG, "%s; retrying in %lu ms", s.err[0] ? s.err : "connection ended",
+                     (unsigned long)ms);
+            status_set(TCPOTA_ESP_BACKOFF, s.dev.last_error ? s.dev.last_error : TCPOTA_ERR_IO,
+                       true);
+            nap(ms);
+        }
+    }
+}
+
+static void task_main(void *arg)
+{
+    int rc;
+
+    (void)arg;
+    /* A pending image downloads nothing before the health check verdict:
+     * its partner slot is the rollback target. */
+    xSemaphoreTake(s_lock, portMAX_DELAY);
+    bool pending = image_pending();
+    xSemaphoreGive(s_lock);
+    if (pending) {
+        ESP_LOGI(TAG, "new image pending: waiting for tcpota_esp_confirm()");
+        status_set(TCPOTA_ESP_WAIT_CONFIRM, 0, true);
+        while (!s.stop) {
+            nap(POLL_MAX_MS);
+            xSemaphoreTake(s_lock, portMAX_DELAY);
+            pending = image_pending();
+            xSemaphoreGive(s_lock);
+            if (!pending) {
+                break;
+            }
+        }
+    }
+    if (!s.stop && boot_decision(1, false) != ESP_OK) {
+        ESP_LOGE(TAG, "boot check failed: %s", esp_err_to_name(s.ep.last_err));
+    }
+    if (!s.stop && (rc = session_init()) < 0) {
+        ESP_LOGE(TAG, "cannot start the session: %s", tcpota_strerror(rc));
+        status_set(TCPOTA_ESP_FAILED, rc, true);
+    } else if (!s.stop) {
+        run();
+    }
+    if (s.status.state != TCPOTA_ESP_FAILED) {
+        status_set(TCPOTA_ESP_STOPPED, 0, true);
+    }
+    portENTER_CRITICAL(&s_mux);
+    s.task = NULL;
+    portEXIT_CRITICAL(&s_mux);
+    vTaskDelete(NULL);
+}
+
+static void make_ids(void)
+{
+    const esp_app_desc_t *app = esp_app_get_description();
+    uint8_t mac[6] = {0};
+
+    if (s.cfg.device_id) {
+        snprintf(s.id, sizeof(s.id), "%s", s.cfg.device_id);
+    } else {
+        (void)esp_read_mac(mac, ESP_MAC_WIFI_STA);
+        snprintf(s.id, sizeof(s.id), "esp-%02x%02x%02x%02x%02x%02x", mac[0], mac[1], mac[2],
+                 mac[3], mac[4], mac[5]);
+    }
+    if (s.cfg.model) {
+        snprintf(s.model, sizeof(s.model), "%s", s.cfg.model);
+    } else if (CONFIG_TCPOTA_MODEL[0]) {
+        snprintf(s.model, sizeof(s.model), "%s", CONFIG_TCPOTA_MODEL);
+    } else {
+        snprintf(s.model, sizeof(s.model), "%.32s", app->project_name);
+    }
+    snprintf(s.version, sizeof(s.version), "%.32s", app->version);
+    memcpy(s.status.version, s.version, sizeof(s.status.version));
+}
+
+esp_err_t tcpota_esp_start(const tcpota_esp_config_t *cfg)
+{
+    esp_err_t err;
+
+    if (!cfg || !cfg->host || !cfg->host[0] || !cfg->port || cfg->ack_interval % 4096 ||
+        cfg->backoff_min_ms > cfg->backoff_max_ms || cfg->timeout_ms < 100) {
+        return ESP_ERR_INVALID_ARG;
+    }
+    lock_init();
+    if (s.task) {
+        return ESP_ERR_INVALID_STATE;
+    }
+    xSemaphoreTake(s_lock, portMAX_DELAY);
+    err = port_ready();
+    xSemaphoreGive(s_lock);
+    if (err != ESP_OK) {
+        return err;
+    }
+    s.cfg = *cfg;
+    s.stop = false;
+    memset(&s.status, 0, sizeof(s.status));
+    make_ids();
+    if (xTaskCreate(task_main, "tcpota", cfg->stack_size, NULL, cfg->priority, &s.task) !=
+        pdPASS) {
+        s.task = NULL;
+        return ESP_ERR_NO_MEM;
+    }
+    return ESP_OK;
+}
+
+esp_err_t tcpota_esp_stop(void)
+{
+    TaskHandle_t t = s.task;
+    int64_t until = esp_timer_get_time() + (int64_t)STOP_WAIT_MS * 1000;
+
+    if (!t) {
+        return ESP_OK;
+    }
+    s.stop = true;
+    xTaskNotifyGive(t);
+    while (s.task && esp_timer_get_time() < until) {
+        vTaskDelay(pdMS_TO_TICKS(20));
+    }
+    return s.task ? ESP_ERR_TIMEOUT : ESP_OK;
+}

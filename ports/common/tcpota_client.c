@@ -1,0 +1,438 @@
+/* tcpota_client.c - one tcpota connection over BSD sockets (see tcpota_client.h). */
+#include "tcpota_client.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/poll.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+/* Where lwIP (ESP-IDF) and a POSIX C library differ: lwIP's fcntl() knows
+ * only O_NONBLOCK, it has no gai_strerror() and no EAI_SYSTEM, and there
+ * are no signals to mute on send. */
+#if defined(ESP_PLATFORM)
+#define CLIENT_SEND_FLAGS 0
+#else
+#define CLIENT_SEND_FLAGS MSG_NOSIGNAL
+#endif
+
+#define CONNECT_MS_DEFAULT 10000u
+#define FLUSH_MS_DEFAULT 2000u
+#define IDLE_WAIT_MS 10u /* output waits for room: a short sleep, no spin */
+
+static uint32_t now_ms(const struct tcpota_client *c)
+{
+    return c->cfg.now_ms(c->cfg.ctx);
+}
+
+static int stop_requested(const struct tcpota_client *c)
+{
+    return c->cfg.stop_requested && c->cfg.stop_requested(c->cfg.ctx);
+}
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static void set_err(struct tcpota_client *c, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(c->cfg.err, c->cfg.err_cap, fmt, ap);
+    va_end(ap);
+}
+
+int tcpota_client_init(struct tcpota_client *c, const struct tcpota_client_config *cfg)
+{
+    if (!c || !cfg || !cfg->dev || !cfg->net_buf || !cfg->net_cap || !cfg->err ||
+        !cfg->err_cap || !cfg->now_ms) {
+        return TCPOTA_ERR_INVAL;
+    }
+    memset(c, 0, sizeof(*c));
+    c->cfg = *cfg;
+    if (!c->cfg.tx_high) c->cfg.tx_high = cfg->dev->cfg.tx_cap / 2;
+    if (!c->cfg.connect_ms) c->cfg.connect_ms = CONNECT_MS_DEFAULT;
+    if (!c->cfg.flush_ms) c->cfg.flush_ms = FLUSH_MS_DEFAULT;
+    c->cfg.err[0] = 0;
+    c->fd = -1;
+    return 0;
+}
+
+/* ---- waiting --------------------------------------------------------- */
+
+/* One poll() of fd (if >= 0) and the wake fd for at most ms (capped by
+ * poll_max_ms). Returns -1 when a stop was requested, -2 when poll()
+ * failed (errno says why), else 0 with *revents = the fd's events. */
+static int poll_once(struct tcpota_client *c, int fd, short events, uint32_t ms, int *revents)
+{
+    struct pollfd p[2];
+    nfds_t n = 0;
+    int self = -1, wake = -1, rc;
+
+    *revents = 0;
+    if (c->cfg.poll_max_ms && ms > c->cfg.poll_max_ms) {
+        ms = c->cfg.poll_max_ms;
+    }
+    if (ms > 0x7fffffffu) {
+        ms = 0x7fffffffu;
+    }
+    if (c->cfg.wake_fd >= 0) {
+        p[n].fd = c->cfg.wake_fd;
+        p[n].events = POLLIN;
+        p[n].revents = 0;
+        wake = (int)n++;
+    }
+    if (fd >= 0) {
+        p[n].fd = fd;
+        p[n].events = events;
+        p[n].revents = 0;
+        self = (int)n++;
+    }
+    rc = poll(n ? p : NULL, n, (int)ms);
+    if (stop_requested(c)) {
+        return -1;
+    }
+    if (rc > 0 && wake >= 0 && p[wake].revents && c->cfg.on_wake) {
+        c->cfg.on_wake(c->cfg.ctx);
+    }
+    if (rc < 0 && errno != EINTR) {
+        return -2;
+    }
+    if (rc > 0 && self >= 0) {
+        *revents = p[self].revents;
+    }
+    return 0;
+}
+
+int tcpota_client_wait(struct tcpota_client *c, int fd, short events, uint32_t ms)
+{
+    uint32_t start = now_ms(c);
+
+    for (;;) {
+        uint32_t spent = now_ms(c) - start;
+        int revents, rc = poll_once(c, fd, events, spent >= ms ? 0 : ms - spent, &revents);
+
+        if (rc == -1) {
+            return -1;
+        }
+        if (rc == -2) {
+            return POLLERR;
+        }
+        if (revents) {
+            return revents;
+        }
+        if (now_ms(c) - start >= ms) {
+            return 0;
+        }
+    }
+}
+
+/* ---- connecting ------------------------------------------------------ */
+
+static int set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL, 0);
+
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        return -1;
+    }
+#if !defined(ESP_PLATFORM)
+    if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+        return -1;
+    }
+#endif
+    return 0;
+}
+
+/* Connects one address without blocking longer than connect_ms. Returns
+ * the socket, -1 with err set, or -2 when a stop was requested. */
+static int connect_one(struct tcpota_client *c, const struct addrinfo *ai, const char *label)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+    int soerr = 0, one = 1, ev;
+    socklen_t len = sizeof(soerr);
+
+    if (fd < 0) {
+        set_err(c, "socket: %s", strerror(errno));
+        return -1;
+    }
+    if (set_nonblock(fd) < 0) {
+        soerr = errno;
+    } else if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        if (errno != EINPROGRESS && errno != EINTR) {
+            soerr = errno;
+        } else if ((ev = tcpota_client_wait(c, fd, POLLOUT, c->cfg.connect_ms)) < 0) {
+            close(fd);
+            return -2;
+        } else if (ev == 0) {
+            soerr = ETIMEDOUT;
+        } else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0) {
+            soerr = errno;
+        }
+    }
+    if (soerr) {
+        set_err(c, "connect to %s: %s", label, strerror(soerr));
+        close(fd);
+        return -1;
+    }
+    /* Small frames (ACK, PONG) must leave at once, not wait for Nagle. */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
+}
+
+static const char *gai_text(int rc)
+{
+#if defined(ESP_PLATFORM)
+    return rc == EAI_NONAME ? "name not found" : rc == EAI_MEMORY ? "out of memory"
+                                                                  : "lookup failed";
+#else
+    return rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc);
+#endif
+}
+
+int tcpota_client_connect(struct tcpota_client *c, const char *host, uint16_t port,
+                          const char *label)
+{
+    struct addrinfo hints, *res = NULL, *ai;
+    char service[8];
+    int fd = -1, rc;
+
+    c->cfg.err[0] = 0;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    snprintf(service, sizeof(service), "%u", (unsigned)port);
+    rc = getaddrinfo(host, service, &hints, &res);
+    if (rc != 0) {
+        set_err(c, "cannot resolve %s: %s", host, gai_text(rc));
+        return -1;
+    }
+    for (ai = res; ai && fd == -1; ai = ai->ai_next) {
+        fd = stop_requested(c) ? -2 : connect_one(c, ai, label);
+    }
+    freeaddrinfo(res);
+    if (fd == -2) {
+        return TCPOTA_CLIENT_STOPPED;
+    }
+    if (fd < 0) {
+        return -1;
+    }
+    c->fd = fd;
+    return 0;
+}
+
+void tcpota_client_close(struct tcpota_client *c, uint32_t linger_ms)
+{
+    if (c->fd < 0) {
+        return;
+    }
+    if (linger_ms && shutdown(c->fd, SHUT_WR) == 0) {
+        uint32_t start = now_ms(c), spent;
+        while ((spent = now_ms(c) - start) < linger_ms &&
+               tcpota_client_wait(c, c->fd, POLLIN, linger_ms - spent) > 0) {
+            ssize_t k = recv(c->fd, c->cfg.net_buf, c->cfg.net_cap, 0);
+            if (k == 0 || (k < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)) {
+                break;
+            }
+        }
+    }
+    close(c->fd);
+    c->fd = -1;
+}
+
+/* ---- one connection -------------------------------------------------- */
+
+#define CLIENT_CONTINUE 0 /* (internal) the connection goes on */
+
+static size_t out_pending(const struct tcpota_client *c)
+{
+    const uint8_t *p;
+
+    return tcpota_dev_output(c->cfg.dev, &p);
+}
+
+static int session_live(const struct tcpota_client *c)
+{
+    enum tcpota_dev_state s = c->cfg.dev->state;
+
+    return s == TCPOTA_DEV_HELLO_SENT || s == TCPOTA_DEV_RECEIVING;
+}
+
+/* Sends what the session has queued until the socket is full. Returns 0
+ * or -1 with err set. */
+static int flush_some(struct tcpota_client *c)
+{
+    const uint8_t *p;
+    size_t n;
+
+    while ((n = tcpota_dev_output(c->cfg.dev, &p)) > 0) {
+        ssize_t k = send(c->fd, p, n, CLIENT_SEND_FLAGS);
+        if (k < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                return 0;
+            }
+            set_err(c, "send: %s", strerror(errno));
+            return -1;
+        }
+        tcpota_dev_output_done(c->cfg.dev, (size_t)k);
+    }
+    return 0;
+}
+
+/* Sends everything queued, waiting up to flush_ms. Returns 0 or -1 (err
+ * set when a send failed). */
+static int flush_all(struct tcpota_client *c)
+{
+    uint32_t start = now_ms(c), spent;
+
+    for (;;) {
+        if (flush_some(c) < 0) {
+            return -1;
+        }
+        if (out_pending(c) == 0) {
+            return 0;
+        }
+        spent = now_ms(c) - start;
+        if (spent >= c->cfg.flush_ms ||
+            tcpota_client_wait(c, c->fd, POLLOUT, c->cfg.flush_ms - spent) <= 0) {
+            return -1;
+        }
+    }
+}
+
+/* Feeds received bytes to the session, one frame per call, while its
+ * replies have room. */
+static int feed(struct tcpota_client *c)
+{
+    while (c->net_off < c->net_len && out_pending(c) <= c->cfg.tx_high && session_live(c)) {
+        struct tcpota_dev_event ev;
+        int rc = tcpota_dev_input(c->cfg.dev, c->cfg.net_buf + c->net_off,
+                                  c->net_len - c->net_off, &ev);
+
+        if (rc < 0) {
+            set_err(c, "session failed: %s", tcpota_strerror(rc));
+            if (c->cfg.on_input) {
+                (void)c->cfg.on_input(c->cfg.ctx, rc, &ev);
+            }
+            (void)flush_all(c); /* best effort: the ERROR frame, if any */
+            return TCPOTA_CLIENT_RETRY;
+        }
+        if (rc == 0) { /* cannot happen with input left; never spin on it */
+            set_err(c, "session consumed no input");
+            return TCPOTA_CLIENT_RETRY;
+        }
+        c->net_off += (size_t)rc;
+        if (c->cfg.on_input && c->cfg.on_input(c->cfg.ctx, rc, &ev)) {
+            return TCPOTA_CLIENT_ENDED;
+        }
+    }
+    return CLIENT_CONTINUE;
+}
+
+/* The session reached an end state: send its last frames. */
+static int finished(struct tcpota_client *c)
+{
+    switch (c->cfg.dev->state) {
+    case TCPOTA_DEV_UP_TO_DATE:
+        return TCPOTA_CLIENT_UP_TO_DATE;
+    case TCPOTA_DEV_UPDATED:
+        if (flush_all(c) < 0 && !c->cfg.err[0]) {
+            set_err(c, "timed out");
+        }
+        return TCPOTA_CLIENT_UPDATED;
+    case TCPOTA_DEV_DECLINED:
+        (void)flush_all(c);
+        return TCPOTA_CLIENT_DECLINED;
+    default:
+        set_err(c, "session ended: %s",
+                tcpota_strerror(c->cfg.dev->last_error ? c->cfg.dev->last_error
+                                                       : TCPOTA_ERR_STATE));
+        return TCPOTA_CLIENT_RETRY;
+    }
+}
+
+/* Reads what the socket has. Returns 0 or -1 with err set. */
+static int net_read(struct tcpota_client *c)
+{
+    ssize_t k = recv(c->fd, c->cfg.net_buf, c->cfg.net_cap, 0);
+
+    if (k > 0) {
+        c->net_off = 0;
+        c->net_len = (size_t)k;
+        return 0;
+    }
+    if (k < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) {
+        return 0;
+    }
+    if (k == 0) {
+        set_err(c, "server closed the connection");
+    } else {
+        set_err(c, "recv: %s", strerror(errno));
+    }
+    return -1;
+}
+
+int tcpota_client_run(struct tcpota_client *c)
+{
+    struct tcpota_dev *d = c->cfg.dev;
+    int rc;
+
+    c->net_off = c->net_len = 0;
+    c->cfg.err[0] = 0;
+    if ((rc = tcpota_dev_connect(d, now_ms(c))) < 0) {
+        set_err(c, "cannot queue HELLO: %s", tcpota_strerror(rc));
+        return TCPOTA_CLIENT_RETRY;
+    }
+    for (;;) {
+        uint32_t wait_ms;
+        short events;
+        int out, revents;
+
+        if (stop_requested(c)) {
+            return TCPOTA_CLIENT_STOPPED;
+        }
+        if (tcpota_dev_tick(d, now_ms(c)) == TCPOTA_ERR_TIMEDOUT) {
+            set_err(c, "no data from the server for %lu ms", (unsigned long)d->cfg.timeout_ms);
+            return TCPOTA_CLIENT_RETRY;
+        }
+        if ((out = feed(c)) != CLIENT_CONTINUE) {
+            return out;
+        }
+        if (flush_some(c) < 0) {
+            return TCPOTA_CLIENT_RETRY;
+        }
+        if (!session_live(c)) {
+            return finished(c);
+        }
+        if (c->net_off < c->net_len && out_pending(c) <= c->cfg.tx_high) {
+            continue; /* the output drained: feed the rest at once */
+        }
+        events = (short)((c->net_off == c->net_len ? POLLIN : 0) | (out_pending(c) ? POLLOUT : 0));
+        /* Ticks are due after next_tick ms; 0 only while output waits for
+         * room, where a short sleep avoids spinning. */
+        wait_ms = tcpota_dev_next_tick(d);
+        rc = poll_once(c, c->fd, events, wait_ms ? wait_ms : IDLE_WAIT_MS, &revents);
+        if (rc == -1) {
+            return TCPOTA_CLIENT_STOPPED;
+        }
+        if (rc == -2) {
+            set_err(c, "poll: %s", strerror(errno));
+            return TCPOTA_CLIENT_RETRY;
+        }
+        if (c->net_off == c->net_len && (revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) &&
+            net_read(c) < 0) {
+            return TCPOTA_CLIENT_RETRY;
+        }
+    }
+}

@@ -1,0 +1,17 @@
+/* esp_log.h - host fake: ESP_LOGx print to stderr when ESP_FAKE_LOG is set. */
+#ifndef ESP_FAKE_ESP_LOG_H
+#define ESP_FAKE_ESP_LOG_H
+
+/* printf-like; prints "tag: message" to stderr if the environment sets ESP_FAKE_LOG. */
+void esp_fake_log(const char *tag, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+#define ESP_LOGE(tag, ...) esp_fake_log(tag, __VA_ARGS__)
+#define ESP_LOGW(tag, ...) esp_fake_log(tag, __VA_ARGS__)
+#define ESP_LOGI(tag, ...) esp_fake_log(tag, __VA_ARGS__)
+#define ESP_LOGD(tag, ...) esp_fake_log(tag, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,31 @@
+/* nvs.h - host fake of ESP-IDF's NVS blob API (tests/esp_fake). Values set
+ * since the last nvs_commit() are lost at esp_fake_reboot(), so a missing
+ * commit shows in the tests. */
+#ifndef ESP_FAKE_NVS_H
+#define ESP_FAKE_NVS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "esp_err.h"
+
+#define ESP_ERR_NVS_BASE 0x1100
+#define ESP_ERR_NVS_NOT_FOUND (ESP_ERR_NVS_BASE + 0x02)
+#define ESP_ERR_NVS_INVALID_HANDLE (ESP_ERR_NVS_BASE + 0x07)
+#define ESP_ERR_NVS_KEY_TOO_LONG (ESP_ERR_NVS_BASE + 0x09)
+#define ESP_ERR_NVS_INVALID_LENGTH (ESP_ERR_NVS_BASE + 0x0c)
+#define ESP_ERR_NVS_NOT_ENOUGH_SPACE (ESP_ERR_NVS_BASE + 0x05)
+
+typedef uint32_t nvs_handle_t;
+typedef enum { NVS_READONLY, NVS_READWRITE } nvs_open_mode_t;
+
+/* Each as documented in ESP-IDF's nvs.h. */
+esp_err_t nvs_open(const char *namespace_name, nvs_open_mode_t open_mode,
+                   nvs_handle_t *out_handle);
+esp_err_t nvs_get_blob(nvs_handle_t handle, const char *key, void *out_value, size_t *length);
+esp_err_t nvs_set_blob(nvs_handle_t handle, const char *key, const void *value, size_t length);
+esp_err_t nvs_erase_key(nvs_handle_t handle, const char *key);
+esp_err_t nvs_commit(nvs_handle_t handle);
+void nvs_close(nvs_handle_t handle);
+
+#endif
