@@ -22,8 +22,10 @@
  * entry point.
  */
 #include "cli.h"
+#include "keys.h"
 #include "posix_port.h"
 #include "progress.h"
+#include "tls.h"
 #include "tcpota/codec.h"
 #include "tcpota_client.h"
 #include "tcpota/crc32c.h"
@@ -133,6 +135,8 @@ static void signals_remove(void)
 
 /* ---- state ----------------------------------------------------------- */
 
+#define MAX_TRUST 8
+
 struct options {
     const char *server;
     char host[HOST_MAX];
@@ -148,6 +152,11 @@ struct options {
     uint32_t backoff_min, backoff_max, timeout_ms;
     enum progress_mode progress;
     int quiet;
+    uint8_t trust[MAX_TRUST][TCPOTA_PUBKEY_LEN]; /* --trust: keys images must be signed with */
+    size_t ntrust;
+    uint8_t secret[64]; /* --secret: answers the server's CHALLENGE */
+    size_t secret_len;
+    const char *ca;     /* --ca: speak TLS and verify the server against it */
 };
 
 /* Counters for the stats line printed at exit. */
@@ -186,6 +195,7 @@ struct device {
     uint8_t tx[TX_CAP];
     uint8_t net[NET_BUF];
     struct tcpota_client cl; /* the socket side of one connection */
+    struct cli_tls tls;      /* with --ca */
     int had_report;          /* this connection's HELLO carries a report */
 
     struct progress prog;
@@ -264,6 +274,9 @@ static void usage(FILE *f)
             "  --timeout-ms MS        receive silence before reconnecting (default 30000)\n"
             "  --progress MODE        auto|bar|lines|none (default auto)\n"
             "  --quiet                only errors and the final stats line\n"
+            "  --trust PUBKEY_FILE    accept only images signed with this key (repeatable)\n"
+            "  --secret FILE          device secret for the server's challenge (never sent)\n"
+            "  --ca CA_FILE           connect with TLS and verify the server's certificate\n"
             "  --help                 this text\n"
             "\n"
             "`device status` prints the running image and resume point as JSON.\n"
@@ -282,6 +295,7 @@ static int usage_error(const char *fmt, const char *arg)
 enum opt_id {
     OPT_SERVER, OPT_FLASH, OPT_ID, OPT_MODEL, OPT_FACTORY, OPT_SLOT, OPT_HEALTH, OPT_ACK,
     OPT_ATTEMPTS, OPT_BMIN, OPT_BMAX, OPT_TIMEOUT, OPT_PROGRESS, OPT_QUIET, OPT_HELP,
+    OPT_TRUST, OPT_SECRET, OPT_CA,
 };
 
 static const struct {
@@ -297,6 +311,8 @@ static const struct {
     {"--backoff-max-ms", OPT_BMAX, 1},   {"--timeout-ms", OPT_TIMEOUT, 1},
     {"--progress", OPT_PROGRESS, 1},     {"--quiet", OPT_QUIET, 0},
     {"--help", OPT_HELP, 0},             {"-h", OPT_HELP, 0},
+    {"--trust", OPT_TRUST, 1},           {"--secret", OPT_SECRET, 1},
+    {"--ca", OPT_CA, 1},
 };
 
 /* Finds the option `arg` names ("--name" or "--name=value"); -1 if none. */
@@ -400,6 +416,26 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
     case OPT_QUIET:
         o->quiet = 1;
         return 0;
+    case OPT_TRUST:
+        if (o->ntrust == MAX_TRUST) {
+            return usage_error("%s: at most 8 keys", name);
+        }
+        if (sodium_init() < 0 || cli_load_pubkey(v, o->trust[o->ntrust]) < 0) {
+            return 2;
+        }
+        o->ntrust++;
+        return 0;
+    case OPT_SECRET: {
+        int len = sodium_init() < 0 ? -1 : cli_load_secret(v, o->secret, sizeof(o->secret));
+        if (len < 0) {
+            return 2;
+        }
+        o->secret_len = (size_t)len;
+        return 0;
+    }
+    case OPT_CA:
+        o->ca = v;
+        return *v ? 0 : usage_error("%s: empty file name", name);
     case OPT_HELP:
         break;
     }
@@ -588,6 +624,10 @@ static int session_init(struct device *dv)
      * connection alive with its PONGs. */
     cfg.keepalive_ms = keepalive > 10000 ? 10000 : keepalive ? keepalive : 1;
     cfg.timeout_ms = dv->o.timeout_ms;
+    cfg.trusted_keys = (const uint8_t(*)[TCPOTA_PUBKEY_LEN])dv->o.trust;
+    cfg.n_trusted_keys = dv->o.ntrust;
+    cfg.secret = dv->o.secret_len ? dv->o.secret : NULL;
+    cfg.secret_len = dv->o.secret_len;
     dv->st.stale_frames += dv->dev.stale_frames; /* the old session's count */
     rc = tcpota_dev_init(&dv->dev, &cfg);
     if (rc < 0) {
@@ -652,6 +692,21 @@ static void client_wake(void *ctx)
 
 static int client_input(void *ctx, int rc, const struct tcpota_dev_event *ev);
 
+static long io_recv(void *ctx, void *buf, size_t n)
+{
+    return cli_tls_recv(&((struct device *)ctx)->tls, buf, n);
+}
+
+static long io_send(void *ctx, const void *buf, size_t n)
+{
+    return cli_tls_send(&((struct device *)ctx)->tls, buf, n);
+}
+
+static size_t io_pending(void *ctx)
+{
+    return cli_tls_pending(&((struct device *)ctx)->tls);
+}
+
 /* Sets up the shared socket code for this device: its buffers, the
  * signal pipe as wake-up fd, and the callbacks of this file. */
 static int client_init(struct device *dv)
@@ -673,6 +728,14 @@ static int client_init(struct device *dv)
     cc.stop_requested = client_stop;
     cc.on_wake = client_wake;
     cc.on_input = client_input;
+    if (dv->o.ca) {
+        if (cli_tls_init(&dv->tls, dv->o.ca) < 0) {
+            return -1;
+        }
+        cc.io_recv = io_recv;
+        cc.io_send = io_send;
+        cc.io_pending = io_pending;
+    }
     return tcpota_client_init(&dv->cl, &cc);
 }
 
@@ -828,10 +891,17 @@ static int run(struct device *dv)
         rc = tcpota_client_connect(&dv->cl, dv->o.host, dv->o.port, dv->o.server);
         if (g_signal || rc == TCPOTA_CLIENT_STOPPED) {
             out = TCPOTA_CLIENT_STOPPED;
+        } else if (rc == 0 && dv->o.ca &&
+                   cli_tls_handshake(&dv->tls, &dv->cl, dv->o.host, dv->o.timeout_ms, dv->err,
+                                     sizeof(dv->err)) < 0) {
+            out = TCPOTA_CLIENT_RETRY;
         } else if (rc == 0) {
             dv->st.connections++;
-            info(dv, "connected to %s", dv->o.server);
+            info(dv, "connected to %s%s", dv->o.server, dv->o.ca ? " (TLS, certificate verified)" : "");
             out = run_connection(dv);
+        }
+        if (dv->o.ca) {
+            cli_tls_end(&dv->tls);
         }
         if (out == TCPOTA_CLIENT_UPDATED && dv->err[0]) {
             /* The report in the next HELLO tells the server anyway. */
@@ -1172,8 +1242,10 @@ int cmd_device(int argc, char **argv)
     }
     rc = device_main(dv);
     tcpota_client_close(&dv->cl, 0);
+    cli_tls_free(&dv->tls);
     flash_close(dv);
     signals_remove();
+    sodium_memzero(dv->o.secret, sizeof(dv->o.secret));
     free(dv);
     return rc;
 }

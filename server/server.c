@@ -43,6 +43,11 @@ struct image {
     uint32_t size;
     uint32_t chunk;
     uint32_t *crcs; /* CRC32C of the DATA frame of each aligned chunk */
+    /* Every aligned DATA frame, whole and back to back (NULL if it did not
+     * fit in memory): a run of frames goes out as one reference into it,
+     * so a connection's queue costs a chain, not a chain per frame, and
+     * one writev sends many frames. */
+    uint8_t *wire;
     struct evbuffer_file_segment *seg;
     struct tcpota_srv_image desc;
     char version[33];
@@ -94,6 +99,7 @@ struct conn {
     uint64_t bytes_sent;
     double started;
     uint8_t legacy_done;
+    uint8_t closing; /* conn_close() ran: free once the output is out */
     char addr[48];
     uint8_t nonce[TCPOTA_NONCE_LEN];
     uint8_t rx[RX_CAP];
@@ -194,6 +200,14 @@ static int image_load(struct image *img, const char *path, const char *version, 
         tcpota_data_head(head, off, (uint16_t)len);
         img->crcs[i] = tcpota_crc32c_update(tcpota_crc32c(head, 8), img->map + off, len);
     }
+    img->wire = malloc((size_t)n * (chunk + 12u));
+    for (i = 0; img->wire && i < n; i++) {
+        uint32_t off = i * chunk, len = img->size - off < chunk ? img->size - off : chunk;
+        uint8_t *f = img->wire + (size_t)i * (chunk + 12u);
+        tcpota_data_head(f, off, (uint16_t)len);
+        memcpy(f + 8, img->map + off, len);
+        tcpota_put_u32(f + 8 + len, img->crcs[i]);
+    }
     img->seg = evbuffer_file_segment_new(img->fd, 0, img->size, 0);
     if (!img->seg) {
         fprintf(stderr, "tcpota serve: cannot prepare %s for sending\n", path);
@@ -208,6 +222,7 @@ static void image_free(struct image *img)
     if (img->map) munmap(img->map, img->size);
     if (img->fd >= 0) close(img->fd);
     free(img->crcs);
+    free(img->wire);
     memset(img, 0, sizeof(*img));
     img->fd = -1;
 }
@@ -238,9 +253,28 @@ static int conn_close(struct conn *c, int now)
         return 1;
     }
     /* Stop reading; the write callback frees it once drained. */
+    c->closing = 1;
     bufferevent_disable(c->bev, EV_READ);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     return 0;
+}
+
+/* Appends a few bytes right after a file segment. Not evbuffer_add: there
+ * libevent sizes the new chain like the segment chain before it (offset +
+ * length in the file), i.e. up to the image size for each DATA frame, which
+ * a peer that does not read turns into megabytes of heap. */
+static void add_after_segment(struct evbuffer *out, const uint8_t *p, size_t n)
+{
+    struct evbuffer_iovec v;
+
+    if (evbuffer_reserve_space(out, (ev_ssize_t)n, &v, 1) == 1 && v.iov_len >= n) {
+        memcpy(v.iov_base, p, n);
+        v.iov_len = n;
+        if (evbuffer_commit_space(out, &v, 1) == 0) {
+            return;
+        }
+    }
+    evbuffer_add(out, p, n);
 }
 
 static void add_data_frame(struct conn *c, struct evbuffer *out, uint32_t off, uint16_t len)
@@ -259,7 +293,7 @@ static void add_data_frame(struct conn *c, struct evbuffer *out, uint32_t off, u
     evbuffer_add(out, head, sizeof(head));
     /* The payload goes by sendfile where the platform has it. */
     evbuffer_add_file_segment(out, img->seg, off, len);
-    evbuffer_add(out, tail, sizeof(tail));
+    add_after_segment(out, tail, sizeof(tail));
     c->bytes_sent += len;
 }
 
@@ -270,6 +304,8 @@ static int pump(struct conn *c)
     struct evbuffer *out = bufferevent_get_output(c->bev);
     const uint8_t *p;
     size_t n = tcpota_srv_output(&c->s, &p);
+    const struct image *img = &c->srv->img;
+    size_t run_at = 0, run_len = 0, queued;
     uint32_t off;
     uint16_t len;
 
@@ -277,8 +313,29 @@ static int pump(struct conn *c)
         evbuffer_add(out, p, n);
         tcpota_srv_output_done(&c->s, n);
     }
-    while (evbuffer_get_length(out) < OUT_HIGH && tcpota_srv_data_next(&c->s, &off, &len)) {
+    queued = evbuffer_get_length(out);
+    while (queued + run_len < OUT_HIGH && tcpota_srv_data_next(&c->s, &off, &len)) {
+        size_t at = (size_t)(off / img->chunk) * (img->chunk + 12u);
+        if (img->wire && off % img->chunk == 0 && (len == img->chunk || off + len == img->size)) {
+            if (run_len && at != run_at + run_len) { /* not contiguous: flush the run */
+                evbuffer_add_reference(out, img->wire + run_at, run_len, NULL, NULL);
+                queued += run_len;
+                run_len = 0;
+            }
+            if (!run_len) run_at = at;
+            run_len += len + 12u;
+            c->bytes_sent += len;
+            continue;
+        }
+        if (run_len) {
+            evbuffer_add_reference(out, img->wire + run_at, run_len, NULL, NULL);
+            run_len = 0;
+        }
         add_data_frame(c, out, off, len);
+        queued = evbuffer_get_length(out);
+    }
+    if (run_len) {
+        evbuffer_add_reference(out, img->wire + run_at, run_len, NULL, NULL);
     }
     if (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
         return conn_close(c, 0);
@@ -508,8 +565,9 @@ static void write_cb(struct bufferevent *bev, void *arg)
             return;
         }
         (void)pump(c);
-    } else if (!(bufferevent_get_enabled(bev) & EV_READ) &&
-               evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+    } else if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+        /* Not "reading disabled": a TLS bufferevent reports that during
+         * its handshake. */
         conn_free(c);
     }
 }
@@ -519,6 +577,9 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     struct conn *c = arg;
     (void)bev;
 
+    if (what == BEV_EVENT_CONNECTED) {
+        return; /* a TLS handshake finished: nothing ends here */
+    }
     if (what & BEV_EVENT_TIMEOUT) {
         c->srv->stats.failed++;
         clog_(c, 1, "idle for %u s (%s); closing", c->srv->o->idle_timeout_s,

@@ -274,7 +274,8 @@ static int flush_some(struct tcpota_client *c)
     size_t n;
 
     while ((n = tcpota_dev_output(c->cfg.dev, &p)) > 0) {
-        ssize_t k = send(c->fd, p, n, CLIENT_SEND_FLAGS);
+        ssize_t k = c->cfg.io_send ? (ssize_t)c->cfg.io_send(c->cfg.ctx, p, n)
+                                   : send(c->fd, p, n, CLIENT_SEND_FLAGS);
         if (k < 0) {
             if (errno == EINTR) {
                 continue;
@@ -365,7 +366,8 @@ static int finished(struct tcpota_client *c)
 /* Reads what the socket has. Returns 0 or -1 with err set. */
 static int net_read(struct tcpota_client *c)
 {
-    ssize_t k = recv(c->fd, c->cfg.net_buf, c->cfg.net_cap, 0);
+    ssize_t k = c->cfg.io_recv ? (ssize_t)c->cfg.io_recv(c->cfg.ctx, c->cfg.net_buf, c->cfg.net_cap)
+                               : recv(c->fd, c->cfg.net_buf, c->cfg.net_cap, 0);
 
     if (k > 0) {
         c->net_off = 0;
@@ -417,6 +419,14 @@ int tcpota_client_run(struct tcpota_client *c)
         }
         if (c->net_off < c->net_len && out_pending(c) <= c->cfg.tx_high) {
             continue; /* the output drained: feed the rest at once */
+        }
+        if (c->net_off == c->net_len && c->cfg.io_pending && c->cfg.io_pending(c->cfg.ctx)) {
+            /* The transport holds decrypted bytes the socket will not
+             * signal again. */
+            if (net_read(c) < 0) {
+                return TCPOTA_CLIENT_RETRY;
+            }
+            continue;
         }
         events = (short)((c->net_off == c->net_len ? POLLIN : 0) | (out_pending(c) ? POLLOUT : 0));
         /* Ticks are due after next_tick ms; 0 only while output waits for

@@ -79,6 +79,14 @@ struct tcpota_client_config {
      * the connection with TCPOTA_CLIENT_ENDED (ignored when rc < 0). May be
      * NULL. */
     int (*on_input)(void *ctx, int rc, const struct tcpota_dev_event *ev);
+    /* Optional transport layered on the connected socket (TLS on the
+     * host); NULL: plain recv()/send(). Both return a byte count, 0
+     * (io_recv: the peer closed), or -1 with errno set (EAGAIN or
+     * EWOULDBLOCK: try again after poll()). io_pending returns bytes the
+     * transport already holds, readable without waiting on the socket. */
+    long (*io_recv)(void *ctx, void *buf, size_t n);
+    long (*io_send)(void *ctx, const void *buf, size_t n);
+    size_t (*io_pending)(void *ctx);
 };
 
 struct tcpota_client {

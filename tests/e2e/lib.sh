@@ -39,6 +39,7 @@ wait_line() {
 # start_server IMAGE VERSION [ARGS...]: sets SERVER_PID and SERVER_PORT.
 start_server() {
   local img=$1 ver=$2; shift 2
+  : > "$WORK/server.log" # emptied now: a previous server's line must not count
   "$TCPOTA" serve --listen 127.0.0.1:0 --version "$ver" "$@" "$img" 2> "$WORK/server.log" &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
@@ -58,6 +59,7 @@ stop_server() {
 # start_proxy NAME UPSTREAM_PORT [ARGS...]: sets PROXY_PORT (and NAME_PID).
 start_proxy() {
   local name=$1 up=$2; shift 2
+  : > "$WORK/$name.log"
   "$PROXY" --listen 127.0.0.1:0 --upstream "127.0.0.1:$up" "$@" 2> "$WORK/$name.log" &
   PROXY_PID=$!
   PIDS+=("$PROXY_PID")

@@ -1,0 +1,32 @@
+/* tls.h - TLS for the host device (`tcpota device --ca CA`), on OpenSSL,
+ * layered on the shared client's socket through its io_* hooks. The server
+ * certificate must chain to CA and name the host the device dialled. */
+#ifndef TCPOTA_CLI_TLS_H
+#define TCPOTA_CLI_TLS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct tcpota_client;
+
+struct cli_tls {
+    void *ctx; /* SSL_CTX */
+    void *ssl; /* SSL of the current connection, or NULL */
+};
+
+/* Loads the CA file. Returns 0 or -1 with a message on stderr. */
+int cli_tls_init(struct cli_tls *t, const char *ca_file);
+/* Runs the handshake on the client's connected socket, verifying the
+ * certificate for `host`, within timeout_ms. Returns 0, or -1 with the
+ * reason in err. */
+int cli_tls_handshake(struct cli_tls *t, struct tcpota_client *cl, const char *host,
+                      uint32_t timeout_ms, char *err, size_t cap);
+/* Transport hooks for struct tcpota_client_config (ctx = the cli_tls). */
+long cli_tls_recv(struct cli_tls *t, void *buf, size_t n);
+long cli_tls_send(struct cli_tls *t, const void *buf, size_t n);
+size_t cli_tls_pending(struct cli_tls *t);
+/* Ends the connection's TLS session (before the socket closes). */
+void cli_tls_end(struct cli_tls *t);
+void cli_tls_free(struct cli_tls *t);
+
+#endif

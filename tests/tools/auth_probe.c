@@ -1,0 +1,185 @@
+/* auth_probe.c - a test peer for device authentication: it speaks just
+ * enough protocol v1 to answer (or mis-answer) the server's CHALLENGE and
+ * reports what the server did.
+ *
+ *   tcpota-auth-probe --server HOST:PORT --id ID [--secret FILE] [--replay] [--from ADDR]
+ *
+ * Prints "offer", "no-update" or "error <code>" for the last connection
+ * and exits 0; exits 2 on a usage or I/O error. With --replay it first
+ * authenticates properly, then connects again and sends the AUTH frame of
+ * the first connection (answering an old nonce). */
+#include "tcpota/codec.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+static uint8_t rxbuf[TCPOTA_MAX_PAYLOAD + TCPOTA_FRAME_OVERHEAD];
+static uint8_t in[4096];
+static size_t have, off;
+static const char *from; /* source address: failures are counted per address */
+
+static int dial(const char *host, int port)
+{
+    struct sockaddr_in a;
+    struct timeval tv = {5, 0};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    have = off = 0; /* a new connection: nothing buffered */
+    if (fd >= 0 && from) {
+        memset(&a, 0, sizeof(a));
+        a.sin_family = AF_INET;
+        if (inet_pton(AF_INET, from, &a.sin_addr) != 1 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+            perror("auth-probe: bind");
+            exit(2);
+        }
+    }
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    if (fd < 0 || inet_pton(AF_INET, host, &a.sin_addr) != 1 ||
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+        connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+        perror("auth-probe: connect");
+        exit(2);
+    }
+    return fd;
+}
+
+static void send_msg(int fd, const struct tcpota_msg *m)
+{
+    uint8_t b[512];
+    int n = tcpota_msg_encode(m, b, sizeof(b));
+    if (n < 0 || send(fd, b, (size_t)n, MSG_NOSIGNAL) != n) {
+        fprintf(stderr, "auth-probe: send failed\n");
+        exit(2);
+    }
+}
+
+/* Reads frames until one that is not WELCOME; returns it in *m (its
+ * pointers stay valid until the next call). Returns -1 on EOF/timeout. */
+static int next_msg(int fd, struct tcpota_decoder *d, struct tcpota_msg *m)
+{
+    for (;;) {
+        struct tcpota_frame f;
+        while (off < have) {
+            int used = tcpota_decoder_feed(d, in + off, have - off, &f);
+            if (used < 0) return -1;
+            off += (size_t)used;
+            if (f.type) {
+                if (tcpota_msg_decode(&f, m) < 0) return -1;
+                if (m->type != TCPOTA_T_WELCOME) return 0;
+            }
+        }
+        ssize_t n = recv(fd, in, sizeof(in), 0);
+        if (n <= 0) return -1;
+        have = (size_t)n;
+        off = 0;
+    }
+}
+
+/* One connection: HELLO with the AUTH bit, then answers the CHALLENGE with
+ * `forced` if given, else with the HMAC under `secret`. Saves the AUTH mac
+ * it sent in `sent`. Prints and returns what the server answered. */
+static void session(const char *host, int port, const char *id, const uint8_t *secret,
+                    size_t slen, const uint8_t *forced, uint8_t sent[32])
+{
+    struct tcpota_decoder d;
+    struct tcpota_msg m;
+    uint8_t msg[128];
+    int fd = dial(host, port), n;
+
+    tcpota_decoder_init(&d, rxbuf, sizeof(rxbuf));
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_HELLO;
+    m.u.hello.proto_min = m.u.hello.proto_max = 1;
+    m.u.hello.features = TCPOTA_F_AUTH;
+    m.u.hello.device_id.ptr = (const uint8_t *)id;
+    m.u.hello.device_id.len = (uint16_t)strlen(id);
+    m.u.hello.model.ptr = (const uint8_t *)"probe";
+    m.u.hello.model.len = 5;
+    m.u.hello.version.ptr = (const uint8_t *)"0";
+    m.u.hello.version.len = 1;
+    send_msg(fd, &m);
+    if (next_msg(fd, &d, &m) < 0 || m.type != TCPOTA_T_CHALLENGE) {
+        if (m.type == TCPOTA_T_ERROR) {
+            printf("error %u\n", m.u.error.code);
+        } else {
+            printf("no-challenge\n");
+        }
+        close(fd);
+        return;
+    }
+    n = tcpota_auth_message(m.u.challenge.nonce, (const uint8_t *)id, strlen(id), msg, sizeof(msg));
+    if (n < 0) exit(2);
+    if (forced) {
+        memcpy(sent, forced, 32);
+    } else {
+        crypto_auth_hmacsha256_state st;
+        crypto_auth_hmacsha256_init(&st, secret, slen);
+        crypto_auth_hmacsha256_update(&st, msg, (unsigned long long)n);
+        crypto_auth_hmacsha256_final(&st, sent);
+    }
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_AUTH;
+    m.u.auth.mac = sent;
+    send_msg(fd, &m);
+    if (next_msg(fd, &d, &m) < 0) {
+        printf("closed\n");
+    } else if (m.type == TCPOTA_T_OFFER) {
+        printf("offer\n");
+    } else if (m.type == TCPOTA_T_NO_UPDATE) {
+        printf("no-update\n");
+    } else if (m.type == TCPOTA_T_ERROR) {
+        printf("error %u\n", m.u.error.code);
+    } else {
+        printf("type %u\n", m.type);
+    }
+    close(fd);
+}
+
+int main(int argc, char **argv)
+{
+    const char *server = NULL, *id = NULL, *secret_file = NULL;
+    uint8_t secret[64] = {0}, mac[32], old[32];
+    size_t slen = 32;
+    int replay = 0, port;
+    char host[64];
+
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--server") && i + 1 < argc) server = argv[++i];
+        else if (!strcmp(argv[i], "--id") && i + 1 < argc) id = argv[++i];
+        else if (!strcmp(argv[i], "--secret") && i + 1 < argc) secret_file = argv[++i];
+        else if (!strcmp(argv[i], "--replay")) replay = 1;
+        else if (!strcmp(argv[i], "--from") && i + 1 < argc) from = argv[++i];
+        else { fprintf(stderr, "auth-probe: bad argument %s\n", argv[i]); return 2; }
+    }
+    if (!server || !id || sscanf(server, "%63[^:]:%d", host, &port) != 2 || sodium_init() < 0) {
+        fprintf(stderr, "usage: tcpota-auth-probe --server HOST:PORT --id ID [--secret FILE] [--replay]\n");
+        return 2;
+    }
+    if (secret_file) {
+        char line[256], *hex;
+        FILE *f = fopen(secret_file, "r");
+        if (!f || !fgets(line, sizeof(line), f) || !(hex = strrchr(line, ' ')) ||
+            sodium_hex2bin(secret, sizeof(secret), hex + 1, strcspn(hex + 1, "\r\n"), NULL, &slen, NULL)) {
+            fprintf(stderr, "auth-probe: cannot read %s\n", secret_file);
+            return 2;
+        }
+        fclose(f);
+    } else {
+        randombytes_buf(secret, 32); /* a wrong secret */
+    }
+    session(host, port, id, secret, slen, NULL, mac);
+    if (replay) {
+        memcpy(old, mac, 32);
+        session(host, port, id, secret, slen, old, mac);
+    }
+    return 0;
+}
