@@ -21,12 +21,16 @@ fi
 echo "core-check: undefined symbols of the core are only memcpy/memmove/memset/memcmp/strlen: no malloc, no I/O"
 
 if command -v arm-none-eabi-gcc >/dev/null; then
-  for f in core/src/*.c; do
-    arm-none-eabi-gcc "${cflags[@]}" -Os -mcpu=cortex-m4 -mthumb -c "$f" \
-      -o "$out/m4-$(basename "$f" .c).o"
+  for variant in default small; do
+    extra=()
+    [ $variant = small ] && extra=(-DTCPOTA_SMALL)
+    for f in core/src/*.c; do
+      arm-none-eabi-gcc "${cflags[@]}" "${extra[@]}" -Os -mcpu=cortex-m4 -mthumb -c "$f" \
+        -o "$out/m4-$variant-$(basename "$f" .c).o"
+    done
+    echo "core-check: Cortex-M4, arm-none-eabi-gcc -Os -mthumb ${extra[*]:-(default build)}:"
+    arm-none-eabi-size -t "$out"/m4-$variant-*.o | sed "s|$out/m4-$variant-||"
+    dev=$(arm-none-eabi-size -t "$out"/m4-$variant-{codec,crc32c,device,manifest,tcpota}.o | tail -1 | awk '{print $1}')
+    echo "core-check: device side (codec+crc32c+device+manifest+tcpota), $variant build: .text = $dev bytes"
   done
-  echo "core-check: Cortex-M4, arm-none-eabi-gcc -Os -mthumb:"
-  arm-none-eabi-size -t "$out"/m4-*.o | sed "s|$out/m4-||"
-  dev=$(arm-none-eabi-size -t "$out"/m4-{codec,crc32c,device,tcpota}.o | tail -1 | awk '{print $1}')
-  echo "core-check: device side (codec+crc32c+device+tcpota) .text = $dev bytes"
 fi

@@ -3,6 +3,11 @@
 
 const char *tcpota_strerror(int err)
 {
+#ifdef TCPOTA_SMALL
+    /* Small builds keep no message table: the code itself is the message. */
+    (void)err;
+    return "tcpota error (see the numeric code)";
+#else
     if (err > 0) {
         err = -err;
     }
@@ -33,4 +38,5 @@ const char *tcpota_strerror(int err)
     case TCPOTA_ERR_BADSIG: return "signature does not verify";
     default: return "unknown error";
     }
+#endif
 }

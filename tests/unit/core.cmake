@@ -5,3 +5,11 @@ foreach(t codec server device legacy manifest)
   target_link_libraries(test_${t} PRIVATE tcpota_core PkgConfig::SODIUM)
   target_compile_definitions(test_${t} PRIVATE TCPOTA_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 endforeach()
+
+# CRC32C vectors, for the default table build and the -DTCPOTA_SMALL build.
+tcpota_unit_test(test_crc32c ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_crc32c.c)
+target_link_libraries(test_crc32c PRIVATE tcpota_core)
+tcpota_unit_test(test_crc32c_small ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_crc32c.c
+                 ${PROJECT_SOURCE_DIR}/core/src/crc32c.c)
+target_include_directories(test_crc32c_small PRIVATE ${PROJECT_SOURCE_DIR}/core/include)
+target_compile_definitions(test_crc32c_small PRIVATE TCPOTA_SMALL)
