@@ -1,0 +1,441 @@
+#!/usr/bin/env bash
+# run.sh [--quick] - every tcpota benchmark (bench/README.md): slow link,
+# fleet scale, device footprint, resume cost. Installs what it lacks with
+# apt-get, builds in $BENCH_BUILD (default /tmp/build-bench), prints the
+# tables and writes them to bench/results/latest.md (--quick: quick.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+QUICK=0
+[ "${1:-}" = "--quick" ] && QUICK=1
+BUILD=${BENCH_BUILD:-/tmp/build-bench}
+RESULTS=$ROOT/bench/results
+MIB=1048576
+
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+# ---- dependencies ---------------------------------------------------------
+install_missing() {
+  local pkgs=() policy_added=0
+  command -v nginx >/dev/null || pkgs+=(nginx-light)
+  command -v curl >/dev/null || pkgs+=(curl)
+  command -v arm-none-eabi-gcc >/dev/null || pkgs+=(gcc-arm-none-eabi)
+  [ -d /usr/lib/arm-none-eabi/newlib ] || pkgs+=(libnewlib-arm-none-eabi)
+  command -v riscv64-unknown-elf-gcc >/dev/null || pkgs+=(gcc-riscv64-unknown-elf)
+  [ -f /usr/lib/picolibc/riscv64-unknown-elf/picolibc.specs ] || pkgs+=(picolibc-riscv64-unknown-elf)
+  command -v cmake >/dev/null || pkgs+=(cmake)
+  command -v pkg-config >/dev/null || pkgs+=(pkg-config)
+  [ -f /usr/include/event2/event.h ] || pkgs+=(libevent-dev)
+  [ -f /usr/include/sodium.h ] || pkgs+=(libsodium-dev)
+  [ -f /usr/include/cmocka.h ] || pkgs+=(libcmocka-dev)
+  [ ${#pkgs[@]} -eq 0 ] && return 0
+  log "installing ${pkgs[*]}"
+  # nginx's package would start a system service on port 80: the benchmark
+  # runs its own nginx, so forbid service starts during the install.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    policy_added=1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+  [ $policy_added -eq 1 ] && rm -f /usr/sbin/policy-rc.d
+  return 0
+}
+
+# ---- processes --------------------------------------------------------------
+WORK=$(mktemp -d /tmp/tcpota-bench.XXXXXX)
+chmod 755 "$WORK" # nginx's worker (www-data) reads the image from here
+SHM=$(mktemp -d /dev/shm/tcpota-bench.XXXXXX 2>/dev/null || mktemp -d /tmp/tcpota-bench-flash.XXXXXX)
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK" "$SHM"
+}
+trap cleanup EXIT
+
+wait_line() { # FILE REGEX [SECONDS]
+  local i
+  for ((i = 0; i < ${3:-10} * 20; i++)); do
+    grep -qE "$2" "$1" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  die "timed out waiting for /$2/ in $1"
+}
+
+# The start_* functions run a server in the background (its pid in
+# $WORK/NAME.pid) and set PORT to the port it listens on.
+PORT=0
+start_serve() { # NAME IMAGE [ARGS]
+  local name=$1 img=$2; shift 2
+  "$TCPOTA" serve --listen 127.0.0.1:0 --version 2.0.0 --quiet --no-progress "$@" "$img" \
+    > /dev/null 2> "$WORK/$name.log" &
+  echo $! > "$WORK/$name.pid"; PIDS+=($!)
+  wait_line "$WORK/$name.log" 'listening on'
+  PORT=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' "$WORK/$name.log" | head -1)
+}
+
+start_proxy() { # NAME UPSTREAM_PORT [ARGS]
+  local name=$1 up=$2; shift 2
+  "$PROXY" --listen 127.0.0.1:0 --upstream "127.0.0.1:$up" --quiet "$@" \
+    > /dev/null 2> "$WORK/$name.log" &
+  echo $! > "$WORK/$name.pid"; PIDS+=($!)
+  wait_line "$WORK/$name.log" 'listening on'
+  PORT=$(sed -nE 's/.*listening on [^ ]*:([0-9]+).*/\1/p' "$WORK/$name.log" | head -1)
+}
+
+start_raw() {
+  "$RAW" serve --listen 127.0.0.1:0 "$IMG" > /dev/null 2> "$WORK/raw.log" &
+  echo $! > "$WORK/raw.pid"; PIDS+=($!)
+  wait_line "$WORK/raw.log" 'listening on'
+  PORT=$(sed -nE 's/.*listening on [^ ]*:([0-9]+).*/\1/p' "$WORK/raw.log" | head -1)
+}
+
+NGX_PORT=0
+start_nginx() { # one worker, like tcpota serve's one thread; sets NGX_PORT
+  local d=$WORK/nginx
+  mkdir -p "$d/tmp" "$d/www"
+  chmod 755 "$d" "$d/www"
+  cp "$IMG" "$d/www/image.bin"
+  chmod 644 "$d/www/image.bin"
+  NGX_PORT=$(( 20000 + RANDOM % 20000 ))
+  cat > "$d/nginx.conf" <<EOF
+worker_processes 1;
+worker_rlimit_nofile 20000;
+daemon off;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 12000; multi_accept on; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_timeout 0;
+  client_body_temp_path $d/tmp; proxy_temp_path $d/tmp; fastcgi_temp_path $d/tmp;
+  uwsgi_temp_path $d/tmp; scgi_temp_path $d/tmp;
+  types { application/octet-stream bin; }
+  server { listen 127.0.0.1:$NGX_PORT backlog=1024; root $d/www; }
+}
+EOF
+  nginx -p "$d" -c "$d/nginx.conf" > /dev/null 2> "$d/stderr" &
+  echo $! > "$WORK/nginx.pid"; PIDS+=($!)
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$NGX_PORT/image.bin" && return 0
+    sleep 0.05
+  done
+  cat "$d/stderr" >&2
+  die "nginx did not start"
+}
+
+stop_pid() { # NAME: SIGTERM and wait
+  local p
+  p=$(cat "$WORK/$1.pid")
+  kill -TERM "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+}
+
+# /proc figures of a process and its children: "VmHWM_kB VmRSS_kB cpu_s"
+proc_stats() {
+  local pids=("$1") p hwm=0 rss=0 ticks=0 tck
+  tck=$(getconf CLK_TCK)
+  for p in $(pgrep -P "$1" || true); do pids+=("$p"); done
+  for p in "${pids[@]}"; do
+    [ -r "/proc/$p/status" ] || continue
+    hwm=$((hwm + $(awk '/^VmHWM/{print $2}' "/proc/$p/status")))
+    rss=$((rss + $(awk '/^VmRSS/{print $2}' "/proc/$p/status")))
+    ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$hwm $rss $(awk -v t=$ticks -v h="$tck" 'BEGIN{printf "%.2f", t / h}')"
+}
+
+median() { sort -g | awk '{v[NR]=$1} END{ if (NR==0) print "nan"; else if (NR%2) print v[(NR+1)/2]; else printf "%.6f\n", (v[NR/2]+v[NR/2+1])/2 }'; }
+
+# ---- 1. slow link -----------------------------------------------------------
+# One 1 MiB download per contender through tcpota-proxy. Each time runs from
+# the client's connect to the image in hand: tcpota: the device's
+# "connecting to" line to its "verify ok" line (flash written, read back,
+# SHA-256 checked; the reboot and confirmation after it are not counted);
+# raw: connect() to the last byte; legacy: the client's own time for the whole
+# image; curl: time_total.
+run_tcpota_device() { # PROXY_PORT -> seconds
+  local port=$1 dir log
+  dir=$(mktemp -d "$SHM/dev.XXXXXX")
+  rmdir "$dir"
+  log=$WORK/device-$(basename "$dir").log
+  { "$TCPOTA" device --server "127.0.0.1:$port" --flash "$dir" --progress none 2>&1 >/dev/null; } |
+    while IFS= read -r line; do printf '%s %s\n' "$EPOCHREALTIME" "$line"; done > "$log"
+  grep -q 'verify ok' "$log" || { cat "$log" >&2; die "tcpota device did not verify the image"; }
+  "$TCPOTA" device status --flash "$dir" | grep -q "\"sha256\":\"$IMG_SHA\"" ||
+    die "tcpota device does not run the image"
+  awk '/connecting to/ && !s {s=$1} /verify ok/ {e=$1} END{printf "%.6f\n", e - s}' "$log"
+  rm -rf "$dir"
+}
+
+run_raw() { # PORT
+  local out
+  out=$("$RAW" get --server "127.0.0.1:$1" --expect "$IMG") || die "raw TCP download failed"
+  sed -nE 's/.*seconds=([0-9.]+).*/\1/p' <<< "$out"
+}
+
+run_curl() { # PORT
+  local t
+  t=$(curl -s -o "$WORK/curl.out" -w '%{time_total}' "http://127.0.0.1:$1/image.bin") ||
+    die "curl failed"
+  cmp -s "$WORK/curl.out" "$IMG" || die "curl got other bytes"
+  echo "$t"
+}
+
+run_legacy() { # PORT IMAGE -> seconds
+  local out
+  out=$("$LEGACY" --server "127.0.0.1:$1" --out "$WORK/legacy.out" --timeout 1500) ||
+    die "legacy client failed"
+  cmp -s "$WORK/legacy.out" "$2" || die "legacy client got other bytes"
+  awk '/ ms$/ {printf "%.3f\n", $(NF-1) / 1000}' <<< "$out"
+}
+
+link_bench() {
+  local reps=3 rows row delay rate label args p_t p_r p_n p_l p_l50 p_l100 i
+  local t_tc t_raw t_curl t_leg leg_note
+  [ $QUICK -eq 1 ] && reps=1
+  # rows: delay_ms rate_Bps ("-": no cap)
+  rows=("0 -" "10 -" "50 -" "150 -" "10 2000000" "50 2000000")
+  [ $QUICK -eq 1 ] && rows=("0 -" "50 -" "10 2000000")
+  local srv_t srv_50 srv_100 raw_port
+  start_serve link "$IMG"; srv_t=$PORT
+  start_serve leg50 "$IMG50"; srv_50=$PORT
+  start_serve leg100 "$IMG100"; srv_100=$PORT
+  start_raw; raw_port=$PORT
+  start_nginx
+  {
+    echo "## Transfer over a slow link (1 MiB image, through tcpota-proxy)"
+    echo
+    echo "Seconds (median of $reps runs; the sample's protocol: one run) and the ratio to raw TCP."
+    echo
+    echo "| link (one-way delay, cap) | raw TCP s | tcpota s | ×raw | nginx+curl s | ×raw | sample (stop-and-wait) s | ×raw | tcpota faster than the sample |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  } > "$WORK/link.md"
+  for row in "${rows[@]}"; do
+    read -r delay rate <<< "$row"
+    args=(--delay "$delay")
+    label="$delay ms"
+    if [ "$rate" != "-" ]; then
+      args+=(--rate "$rate")
+      label="$delay ms, $((rate / 1000000)) MB/s"
+    fi
+    log "link: $label"
+    start_proxy px_t "$srv_t" "${args[@]}"; p_t=$PORT
+    start_proxy px_r "$raw_port" "${args[@]}"; p_r=$PORT
+    start_proxy px_n "$NGX_PORT" "${args[@]}"; p_n=$PORT
+    : > "$WORK/t_tc"; : > "$WORK/t_raw"; : > "$WORK/t_curl"
+    for ((i = 0; i < reps; i++)); do # interleaved: the machine's noise hits all alike
+      run_raw "$p_r" >> "$WORK/t_raw"
+      run_tcpota_device "$p_t" >> "$WORK/t_tc"
+      run_curl "$p_n" >> "$WORK/t_curl"
+    done
+    t_raw=$(median < "$WORK/t_raw"); t_tc=$(median < "$WORK/t_tc"); t_curl=$(median < "$WORK/t_curl")
+    # The sample's protocol: one round trip per 512-byte package. Where a whole
+    # run takes minutes, time 50 and 100 packages and extrapolate to 2048.
+    if [ "$delay" -le $(( QUICK ? 0 : 10 )) ]; then
+      start_proxy px_l "$srv_t" "${args[@]}"; p_l=$PORT
+      t_leg=$(run_legacy "$p_l" "$IMG")
+      leg_note=""
+      stop_pid px_l
+    else
+      start_proxy px_l50 "$srv_50" "${args[@]}"; p_l50=$PORT
+      start_proxy px_l100 "$srv_100" "${args[@]}"; p_l100=$PORT
+      local a b
+      a=$(run_legacy "$p_l50" "$IMG50")
+      b=$(run_legacy "$p_l100" "$IMG100")
+      t_leg=$(awk -v a="$a" -v b="$b" 'BEGIN{printf "%.3f", b + (2048 - 100) * (b - a) / 50}')
+      leg_note=" (extrapolated)"
+      stop_pid px_l50; stop_pid px_l100
+    fi
+    stop_pid px_t; stop_pid px_r; stop_pid px_n
+    awk -v l="$label" -v r="$t_raw" -v t="$t_tc" -v c="$t_curl" -v s="$t_leg" -v n="$leg_note" 'BEGIN{
+      printf "| %s | %.3f | %.3f | %.2f | %.3f | %.2f | %.1f%s | %.0f | %.0f× |\n",
+             l, r, t, t / r, c, c / r, s, n, s / r, s / t }' >> "$WORK/link.md"
+  done
+  stop_pid nginx; stop_pid link; stop_pid leg50; stop_pid leg100; stop_pid raw
+  cat >> "$WORK/link.md" <<'EOF'
+
+- Each contender has its own proxy with the same settings. tcpota: `tcpota device` (flash
+  emulated in tmpfs) against `tcpota serve`, timed from its "connecting to" line to its
+  "verify ok" line (whole image written, read back from flash, SHA-256 checked, boot slot set;
+  the reboot and confirmation connection after it are not counted). Raw TCP: `bench-rawtcp`
+  (connect, one request line, the file as one stream). nginx+curl: Debian's nginx, one worker,
+  sendfile; curl's `time_total`. Sample: `tcpota-legacy-client` (one 512-byte package per round
+  trip, no added pause) against `tcpota serve`'s legacy mode; the sample's own 50 ms pause
+  per package would add 102 s per MiB on top.
+- "(extrapolated)": the sample's protocol timed on 50- and 100-package images at that link;
+  the time for 2048 packages = t(100) + 1948 × (t(100) − t(50)) / 50.
+- The proxy ends TCP on both sides: its delay adds latency to every byte but the endpoints'
+  congestion windows never see the round trip, so raw TCP moves the file in one round trip
+  plus loopback time, a floor no real link reaches.
+EOF
+  cat "$WORK/link.md"
+}
+
+# ---- 2. fleet ---------------------------------------------------------------
+fleet_bench() {
+  local ns n port pid before after out sum hwm rss cpu0 cpu1 hwm1 conns
+  ns=(100 1000 10000)
+  [ $QUICK -eq 1 ] && ns=(100 1000)
+  {
+    echo "## Fleet: N devices at once, 1 MiB each, one server"
+    echo
+    echo "| N | server | all done s | p50 s | p99 s | aggregate MB/s | server peak RSS MiB | RSS per connected device KiB | server CPU s | load generator CPU s | byte-exact |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  } > "$WORK/fleet.md"
+  for n in "${ns[@]}"; do
+    for kind in tcpota nginx; do
+      log "fleet: N=$n against $kind"
+      if [ $kind = tcpota ]; then
+        start_serve fleet "$IMG" --max-conns 20000 --idle-timeout 300; port=$PORT
+        pid=$(cat "$WORK/fleet.pid")
+      else
+        start_nginx
+        port=$NGX_PORT
+        pid=$(cat "$WORK/nginx.pid")
+      fi
+      sleep 0.3
+      read -r _ rss cpu0 < <(proc_stats "$pid")
+      if [ $kind = tcpota ]; then
+        out=$("$LOADGEN" tcpota --server "127.0.0.1:$port" --devices "$n" --size $MIB --timeout 900) || true
+      else
+        out=$("$LOADGEN" http --server "127.0.0.1:$port" --path /image.bin --devices "$n" --size $MIB --timeout 900) || true
+      fi
+      sleep 1 # the last COMPLETE frames reach the server's log
+      read -r hwm1 _ cpu1 < <(proc_stats "$pid")
+      if [ $kind = tcpota ]; then
+        stop_pid fleet
+        grep -q "summary: .* $n devices updated (verified)" "$WORK/fleet.log" ||
+          log "server summary does not show $n verified devices: $(grep summary "$WORK/fleet.log")"
+      else
+        stop_pid nginx
+      fi
+      echo "$out" >> "$WORK/fleet.raw"
+      awk -v n="$n" -v k="$kind" -v rss0="$rss" -v hwm="$hwm1" -v c0="$cpu0" -v c1="$cpu1" '
+        { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+        END {
+          conns = v["peak_conns"] > 0 ? v["peak_conns"] : n;
+          printf "| %d | %s | %.2f | %.2f | %.2f | %.0f | %.1f | %.1f | %.2f | %.1f | %s |\n",
+            n, k == "tcpota" ? "tcpota serve" : "nginx (1 worker)", v["wall"], v["p50"], v["p99"],
+            v["mbytes_per_s"], hwm / 1024, (hwm - rss0) / conns, c1 - c0, v["client_cpu"],
+            (v["failed"] == 0 && v["ok"] == n) ? "all " v["ok"] : v["ok"] " of " n " (" v["failed"] " failed)" }' \
+        <<< "$out" >> "$WORK/fleet.md"
+      sleep 1
+    done
+  done
+  cat >> "$WORK/fleet.md" <<'EOF'
+
+- Load generator: `bench-loadgen`, one process, one epoll loop, N non-blocking TCP connections
+  opened at once from 127.0.0.1-4. tcpota: N sessions of the device core (`struct tcpota_dev`)
+  with an in-memory flash port; nginx: a minimal HTTP/1.1 GET per device. Both check every byte
+  as it is written (against the deterministic image) and read the whole image back and check
+  its SHA-256 at the end (tcpota: the core's own check; HTTP: as `esp_ota_end` does).
+- Times run from a device's connect() to its verified image; "all done" to the last device.
+  Aggregate MB/s = N × 1 MiB / all done. Server RSS is VmHWM (peak) from /proc; per connected
+  device: (peak − RSS before the run) / the most connections open at once. Server CPU is
+  utime + stime from /proc over the run (nginx: master + worker).
+- The server and the load generator share the machine's 2 cores; the load generator's CPU is
+  shown because it bounds the aggregate rate.
+EOF
+  cat "$WORK/fleet.md"
+}
+
+# ---- 4. resume cost -----------------------------------------------------------
+resume_bench() {
+  local size=$((16 * MIB)) img=$WORK/resume.bin sha port px dir out clean cut cuts refetched conns
+  log "resume: 100 random cuts through one 16 MiB update"
+  "$LOADGEN" image --size $size --seed 7 "$img"
+  start_serve resume "$img"; port=$PORT
+  run_resume() { # PROXY_ARGS... -> "down_bytes cuts refetched connections"
+    start_proxy px_res "$port" "$@"; px=$PORT
+    dir=$SHM/resume-dev
+    rm -rf "$dir"
+    out=$("$TCPOTA" device --server "127.0.0.1:$px" --flash "$dir" --slot-size $((20 * MIB)) \
+          --progress none --quiet --backoff-min-ms 10 --backoff-max-ms 100 --max-attempts 1000 2>&1) ||
+      { echo "$out" >&2; die "device failed in the resume benchmark"; }
+    "$TCPOTA" device status --flash "$dir" | grep -q "\"sha256\":\"$(sha256sum "$img" | cut -d' ' -f1)\"" ||
+      die "resume device does not run the image"
+    stop_pid px_res
+    local stats
+    stats=$(grep 'proxy: conns=' "$WORK/px_res.log" | tail -1)
+    echo "$(sed -nE 's/.*down_bytes=([0-9]+).*/\1/p' <<< "$stats") \
+$(sed -nE 's/.* cuts=([0-9]+).*/\1/p' <<< "$stats") \
+$(sed -nE 's/.*refetched=([0-9]+).*/\1/p' <<< "$out") \
+$(sed -nE 's/.*connections=([0-9]+).*/\1/p' <<< "$out")"
+  }
+  read -r clean _ _ _ < <(run_resume)
+  read -r cut cuts refetched conns < <(run_resume --cut-random 100 --cut-range "0:$size" --seed 42)
+  stop_pid resume
+  {
+    echo "## Resume cost: 100 random cuts through one update"
+    echo
+    echo "A 16 MiB image through tcpota-proxy, which cuts the connection at 100 random points of"
+    echo "the downstream byte count (seed 42); the device reconnects and resumes each time."
+    echo
+    echo "| cuts | connections | image bytes written again (device \`refetched=\`) | per cut | bytes delivered again (proxy, vs. a run without cuts) | per cut | ack interval |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|"
+    awk -v c="$cuts" -v n="$conns" -v r="$refetched" -v cut="$cut" -v clean="$clean" 'BEGIN{
+      printf "| %d | %d | %d | %.0f (%.2f KiB) | %d | %.0f (%.2f KiB) | 16384 |\n",
+        c, n, r, r / c, r / c / 1024, cut - clean, (cut - clean) / c, (cut - clean) / c / 1024 }'
+    echo
+    echo "- \"written again\": image bytes the device wrote to flash twice (after a cut it resumes at"
+    echo "  its last checkpoint, rounded down to a 4 KiB sector). \"Delivered again\": all bytes the"
+    echo "  device received beyond a clean run (re-sent DATA, frames lost in the cut, the handshakes"
+    echo "  of the extra connections)."
+  } > "$WORK/resume.md"
+  cat "$WORK/resume.md"
+}
+
+# ---- main -------------------------------------------------------------------
+install_missing
+log "building in $BUILD"
+cmake -S "$ROOT" -B "$BUILD/main" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$BUILD/main" -j2 --target tcpota tcpota-proxy tcpota-legacy-client >/dev/null
+cmake -S "$ROOT/bench" -B "$BUILD/tools" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$BUILD/tools" -j2 >/dev/null
+TCPOTA=$BUILD/main/cli/tcpota
+PROXY=$BUILD/main/tools/tcpota-proxy
+LEGACY=$BUILD/main/tools/tcpota-legacy-client
+RAW=$BUILD/tools/bench-rawtcp
+LOADGEN=$BUILD/tools/bench-loadgen
+
+IMG=$WORK/image.bin
+IMG50=$WORK/image50.bin
+IMG100=$WORK/image100.bin
+"$LOADGEN" image --size $MIB "$IMG"
+head -c $((50 * 512)) "$IMG" > "$IMG50"
+head -c $((100 * 512)) "$IMG" > "$IMG100"
+chmod 644 "$IMG"
+IMG_SHA=$(sha256sum "$IMG" | cut -d' ' -f1)
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+mkdir -p "$RESULTS"
+out=$RESULTS/latest.md
+[ $QUICK -eq 1 ] && out=$RESULTS/quick.md
+{
+  echo "# tcpota benchmarks$([ $QUICK -eq 1 ] && echo " (quick run)")"
+  echo
+  echo "Run with \`make bench$([ $QUICK -eq 1 ] && echo " QUICK=1")\` on $(date -u '+%Y-%m-%d %H:%M UTC'):"
+  echo "$(nproc) cores ($(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)),"
+  echo "$(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r),"
+  echo "$(. /etc/os-release && echo "$PRETTY_NAME"), $(nginx -v 2>&1 | sed 's/.*: //'), $(curl --version | head -1 | cut -d' ' -f1-2),"
+  echo "descriptor limit $(ulimit -n), net.core.somaxconn $(cat /proc/sys/net/core/somaxconn). Shared machine: compare within a run."
+  echo
+} > "$WORK/head.md"
+
+log "footprint"
+bash "$ROOT/bench/footprint.sh" "$WORK/footprint.md" >/dev/null
+link_bench
+fleet_bench
+resume_bench
+cat "$WORK/head.md" "$WORK/link.md" <(echo) "$WORK/fleet.md" <(echo) "$WORK/footprint.md" \
+    "$WORK/resume.md" > "$out"
+echo
+cat "$WORK/footprint.md"
+log "results written to ${out#"$ROOT"/}"
