@@ -1,4 +1,5 @@
 /* server.c - `tcpota serve` on libevent (see server.h). */
+#define _GNU_SOURCE /* memfd_create */
 #include "server.h"
 
 #include "tcpota/crc32c.h"
@@ -48,6 +49,9 @@ struct image {
      * so a connection's queue costs a chain, not a chain per frame, and
      * one writev sends many frames. */
     uint8_t *wire;
+    size_t wire_len;
+    int wire_fd; /* memfd holding `wire`, so runs of frames go out by sendfile */
+    struct evbuffer_file_segment *wire_seg;
     struct evbuffer_file_segment *seg;
     struct tcpota_srv_image desc;
     char version[33];
@@ -142,6 +146,28 @@ static void clog_(const struct conn *c, int always, const char *fmt, ...)
 
 /* ---- image ----------------------------------------------------------- */
 
+/* Room for every aligned DATA frame back to back: in a memfd where Linux
+ * has one (then runs of frames go to sockets by sendfile, never copied
+ * through user space), else on the heap (then by reference and writev).
+ * Returns the memfd or -1; *wire is NULL when neither worked. */
+static int wire_create(size_t len, uint8_t **wire)
+{
+    int fd = -1;
+    void *p;
+
+#ifdef MFD_CLOEXEC
+    fd = memfd_create("tcpota-frames", MFD_CLOEXEC);
+    if (fd >= 0 && ftruncate(fd, (off_t)len) == 0 &&
+        (p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) != MAP_FAILED) {
+        *wire = p;
+        return fd;
+    }
+    if (fd >= 0) close(fd);
+#endif
+    *wire = malloc(len);
+    return -1;
+}
+
 static int image_load(struct image *img, const char *path, const char *version, unsigned chunk)
 {
     struct stat st;
@@ -150,6 +176,7 @@ static int image_load(struct image *img, const char *path, const char *version, 
 
     memset(img, 0, sizeof(*img));
     img->fd = -1;
+    img->wire_fd = -1;
     if (vlen == 0 || vlen > 32) {
         fprintf(stderr, "tcpota serve: --version must be 1..32 characters\n");
         return -1;
@@ -200,13 +227,17 @@ static int image_load(struct image *img, const char *path, const char *version, 
         tcpota_data_head(head, off, (uint16_t)len);
         img->crcs[i] = tcpota_crc32c_update(tcpota_crc32c(head, 8), img->map + off, len);
     }
-    img->wire = malloc((size_t)n * (chunk + 12u));
+    img->wire_len = (size_t)n * (chunk + 12u);
+    img->wire_fd = wire_create(img->wire_len, &img->wire);
     for (i = 0; img->wire && i < n; i++) {
         uint32_t off = i * chunk, len = img->size - off < chunk ? img->size - off : chunk;
         uint8_t *f = img->wire + (size_t)i * (chunk + 12u);
         tcpota_data_head(f, off, (uint16_t)len);
         memcpy(f + 8, img->map + off, len);
         tcpota_put_u32(f + 8 + len, img->crcs[i]);
+    }
+    if (img->wire_fd >= 0) {
+        img->wire_seg = evbuffer_file_segment_new(img->wire_fd, 0, (ev_off_t)img->wire_len, 0);
     }
     img->seg = evbuffer_file_segment_new(img->fd, 0, img->size, 0);
     if (!img->seg) {
@@ -218,6 +249,12 @@ static int image_load(struct image *img, const char *path, const char *version, 
 
 static void image_free(struct image *img)
 {
+    if (img->wire_seg) evbuffer_file_segment_free(img->wire_seg);
+    if (img->wire_fd >= 0) {
+        if (img->wire) munmap(img->wire, img->wire_len);
+        close(img->wire_fd);
+        img->wire = NULL;
+    }
     if (img->seg) evbuffer_file_segment_free(img->seg);
     if (img->map) munmap(img->map, img->size);
     if (img->fd >= 0) close(img->fd);
@@ -225,6 +262,7 @@ static void image_free(struct image *img)
     free(img->wire);
     memset(img, 0, sizeof(*img));
     img->fd = -1;
+    img->wire_fd = -1;
 }
 
 /* ---- connections ----------------------------------------------------- */
@@ -299,6 +337,16 @@ static void add_data_frame(struct conn *c, struct evbuffer *out, uint32_t off, u
 
 /* Moves queued control frames, then DATA frames, into the socket's queue.
  * Returns 1 when the session ended and c was freed. */
+/* Queues frames [at, at + len) of the prebuilt frame area. */
+static void add_run(struct evbuffer *out, const struct image *img, size_t at, size_t len)
+{
+    if (img->wire_seg) {
+        evbuffer_add_file_segment(out, img->wire_seg, (ev_off_t)at, (ev_off_t)len);
+    } else {
+        evbuffer_add_reference(out, img->wire + at, len, NULL, NULL);
+    }
+}
+
 static int pump(struct conn *c)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
@@ -318,7 +366,7 @@ static int pump(struct conn *c)
         size_t at = (size_t)(off / img->chunk) * (img->chunk + 12u);
         if (img->wire && off % img->chunk == 0 && (len == img->chunk || off + len == img->size)) {
             if (run_len && at != run_at + run_len) { /* not contiguous: flush the run */
-                evbuffer_add_reference(out, img->wire + run_at, run_len, NULL, NULL);
+                add_run(out, img, run_at, run_len);
                 queued += run_len;
                 run_len = 0;
             }
@@ -328,14 +376,14 @@ static int pump(struct conn *c)
             continue;
         }
         if (run_len) {
-            evbuffer_add_reference(out, img->wire + run_at, run_len, NULL, NULL);
+            add_run(out, img, run_at, run_len);
             run_len = 0;
         }
         add_data_frame(c, out, off, len);
         queued = evbuffer_get_length(out);
     }
     if (run_len) {
-        evbuffer_add_reference(out, img->wire + run_at, run_len, NULL, NULL);
+        add_run(out, img, run_at, run_len);
     }
     if (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
         return conn_close(c, 0);

@@ -124,8 +124,9 @@ static int offer(struct tcpota_srv *s, uint8_t *offered, uint32_t *start)
     s->start = resume_start(s, img);
     s->send_pos = s->start;
     s->acked = s->start;
-    s->limit = img->size - s->start > TCPOTA_SRV_PRESTREAM ? s->start + TCPOTA_SRV_PRESTREAM
-                                                          : img->size;
+    s->limit = s->cfg.prestream && img->size - s->start > s->cfg.prestream
+                   ? s->start + s->cfg.prestream
+                   : img->size;
     s->state = TCPOTA_SRV_OFFERED;
     m.type = TCPOTA_T_OFFER;
     m.u.offer.image_id = img->id;

@@ -30,6 +30,7 @@ static int setup(void **state)
     cfg.tx_buf = tx; cfg.tx_cap = sizeof(tx);
     cfg.chunk = 4096;
     cfg.idle_timeout_s = 60;
+    cfg.prestream = 65536;
     assert_int_equal(tcpota_srv_init(&s, &cfg), 0);
     return 0;
 }
@@ -113,7 +114,7 @@ static void test_fresh_device_gets_offer_and_stream(void **state)
         expect += len;
         total += len;
     }
-    assert_int_equal(total, TCPOTA_SRV_PRESTREAM);
+    assert_int_equal(total, 65536);
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_ACCEPT;
     m.u.accept.image_id = img.id;
@@ -140,6 +141,28 @@ static void test_fresh_device_gets_offer_and_stream(void **state)
     assert_true(feed(&m, &ev) > 0);
     assert_int_equal(ev.type, TCPOTA_SRV_EV_COMPLETE);
     assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_CLOSING);
+}
+
+static void test_default_streams_whole_image_before_accept(void **state)
+{
+    struct tcpota_srv_config cfg;
+    struct tcpota_msg m;
+    struct tcpota_srv_event ev;
+    uint32_t off, total = 0;
+    uint16_t len;
+    (void)state;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.image = &img;
+    cfg.rx_buf = rx; cfg.rx_cap = sizeof(rx);
+    cfg.tx_buf = tx; cfg.tx_cap = sizeof(tx);
+    assert_int_equal(tcpota_srv_init(&s, &cfg), 0);
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    while (tcpota_srv_data_next(&s, &off, &len)) {
+        total += len;
+    }
+    assert_int_equal(total, img.size); /* no round trip waits for ACCEPT */
 }
 
 static void test_resume_point_for_this_image(void **state)
@@ -501,6 +524,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_fresh_device_gets_offer_and_stream, setup),
+        cmocka_unit_test_setup(test_default_streams_whole_image_before_accept, setup),
         cmocka_unit_test_setup(test_resume_point_for_this_image, setup),
         cmocka_unit_test_setup(test_resume_point_for_other_image_or_bad_offset_restarts, setup),
         cmocka_unit_test_setup(test_up_to_date_by_version_and_by_id, setup),

@@ -25,10 +25,11 @@ extern "C" {
 
 /* Smallest tx buffer: WELCOME + OFFER with the largest manifest + ERROR. */
 #define TCPOTA_SRV_TX_MIN 1536u
-/* Bytes the server streams past the offer's start before ACCEPT arrives:
- * enough to fill the pipe for the first round trip, little to waste if the
- * device declines. */
-#define TCPOTA_SRV_PRESTREAM 65536u
+/* Default for tcpota_srv_config.prestream: stream the whole image without
+ * waiting for ACCEPT. Waiting costs one round trip per connection, which on
+ * a slow link is most of a small image's time; a device that declines
+ * discards what is in flight, which TCP's buffers bound anyway. */
+#define TCPOTA_SRV_PRESTREAM_ALL 0u
 
 /* The image a server offers; the caller keeps it alive while sessions use it. */
 struct tcpota_srv_image {
@@ -53,13 +54,16 @@ struct tcpota_srv_config {
      * an offer; the caller checks the answer (TCPOTA_SRV_EV_AUTH) and calls
      * tcpota_srv_authorize(). */
     const uint8_t *auth_nonce;
+    /* Bytes streamed past the offer's start before ACCEPT arrives;
+     * TCPOTA_SRV_PRESTREAM_ALL (0): no limit. */
+    uint32_t prestream;
 };
 
 enum tcpota_srv_state {
     TCPOTA_SRV_HELLO_WAIT = 0, /* nothing received yet */
     TCPOTA_SRV_AUTH_WAIT,      /* CHALLENGE sent, waiting for AUTH */
     TCPOTA_SRV_AUTH_CHECK,     /* AUTH received, waiting for tcpota_srv_authorize() */
-    TCPOTA_SRV_OFFERED,        /* offer sent, streaming up to the prestream limit */
+    TCPOTA_SRV_OFFERED,        /* offer sent, streaming (up to the prestream limit) */
     TCPOTA_SRV_STREAMING,      /* accepted: streaming to the end */
     TCPOTA_SRV_SENT_ALL,       /* every byte sent, waiting for COMPLETE */
     TCPOTA_SRV_CLOSING,        /* flush output, then close */
