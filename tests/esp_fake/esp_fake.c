@@ -1,4 +1,4 @@
-/* esp_fake.c - host fake of ESP-IDF's OTA, partition, NVS and SHA-256 APIs
+/* esp_fake.c - host fake of ESP-IDF's OTA, partition, NVS, SHA-256 and HMAC APIs
  * (see esp_fake.h and the headers in include/). */
 #include "esp_fake.h"
 
@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "esp_log.h"
+#include "mbedtls/md.h"
 #include "mbedtls/sha256.h"
 #include "nvs.h"
 
@@ -43,6 +44,8 @@ static struct {
 static esp_ota_handle_t g_next_handle;
 static unsigned g_erases, g_commits;
 static int g_fail_after = -1;
+static int g_hmac_fail;
+static unsigned g_hmac_calls;
 
 struct nvs_entry {
     int used;
@@ -134,6 +137,8 @@ void esp_fake_init(const char *factory_version)
     g_next_handle = 0;
     g_erases = g_commits = 0;
     g_fail_after = -1;
+    g_hmac_fail = 0;
+    g_hmac_calls = 0;
 }
 
 void esp_fake_reboot(void)
@@ -699,4 +704,48 @@ int mbedtls_sha256_finish(mbedtls_sha256_context *ctx, unsigned char *out)
     }
     ctx->started = 0;
     return crypto_hash_sha256_final((crypto_hash_sha256_state *)(void *)ctx->state.bytes, out);
+}
+
+/* ---- HMAC-SHA-256 (mbedtls_md) ---------------------------------------- */
+
+struct mbedtls_md_info_t {
+    mbedtls_md_type_t type;
+};
+
+static const mbedtls_md_info_t g_sha256_info = {MBEDTLS_MD_SHA256};
+
+void esp_fake_fail_hmac(int err)
+{
+    g_hmac_fail = err;
+}
+
+unsigned esp_fake_hmac_calls(void)
+{
+    return g_hmac_calls;
+}
+
+const mbedtls_md_info_t *mbedtls_md_info_from_type(mbedtls_md_type_t md_type)
+{
+    return md_type == MBEDTLS_MD_SHA256 ? &g_sha256_info : NULL;
+}
+
+int mbedtls_md_hmac(const mbedtls_md_info_t *md_info, const unsigned char *key, size_t keylen,
+                    const unsigned char *input, size_t ilen, unsigned char *output)
+{
+    crypto_auth_hmacsha256_state st;
+
+    g_hmac_calls++;
+    if (md_info != &g_sha256_info || (!key && keylen) || (!input && ilen) || !output) {
+        return MBEDTLS_ERR_MD_BAD_INPUT_DATA;
+    }
+    if (g_hmac_fail) {
+        return g_hmac_fail;
+    }
+    if (crypto_auth_hmacsha256_init(&st, key, keylen) != 0 ||
+        crypto_auth_hmacsha256_update(&st, input, ilen) != 0 ||
+        crypto_auth_hmacsha256_final(&st, output) != 0) {
+        return MBEDTLS_ERR_MD_BAD_INPUT_DATA;
+    }
+    sodium_memzero(&st, sizeof(st));
+    return 0;
 }

@@ -9,6 +9,12 @@
  * ROLLBACK_ENABLE semantics. esp_fake_reboot() is a reset: RAM state (OTA
  * handles, uncommitted NVS values) is lost and the bootloader picks the
  * image to run as ESP-IDF's does.
+ *
+ * mbedTLS's SHA-256 and HMAC (mbedtls_md_hmac) are thin wrappers over
+ * libsodium, so a port calling them wrongly fails the tests' known
+ * vectors. Ed25519 needs no fake: port_esp.c is compiled against the
+ * host's <sodium.h> and libsodium, the library ESP-IDF's libsodium
+ * component packages.
  */
 #ifndef ESP_FAKE_H
 #define ESP_FAKE_H
@@ -54,5 +60,12 @@ unsigned esp_fake_nvs_commits(void);
 /* Makes the next esp_ota_write() fail with ESP_ERR_FLASH_OP_FAIL-like
  * ESP_FAIL after `n` more successful writes (-1: never). */
 void esp_fake_fail_write_after(int n);
+
+/* Makes every mbedtls_md_hmac() that passes its argument checks return err
+ * (an MBEDTLS_ERR_MD_* code; 0: compute again). */
+void esp_fake_fail_hmac(int err);
+
+/* Number of mbedtls_md_hmac() calls so far. */
+unsigned esp_fake_hmac_calls(void);
 
 #endif

@@ -1,9 +1,11 @@
 # Host tests of the ESP-IDF port: esp-idf/components/tcpota/port_esp.c
 # compiled unchanged against a fake of esp_ota_ops/esp_partition/NVS/mbedTLS
-# with ESP-IDF's semantics (tests/esp_fake).
+# with ESP-IDF's semantics (tests/esp_fake), and trust_esp.c (keys, secret).
+# Ed25519 is the host's libsodium, as espressif/libsodium is on the device.
 set(TCPOTA_ESP_COMPONENT ${PROJECT_SOURCE_DIR}/esp-idf/components/tcpota)
 tcpota_unit_test(test_port_esp ${CMAKE_CURRENT_LIST_DIR}/test_port_esp.c
                  ${TCPOTA_ESP_COMPONENT}/port_esp.c
+                 ${TCPOTA_ESP_COMPONENT}/trust_esp.c
                  ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/esp_fake.c)
 target_include_directories(test_port_esp PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/include
                            ${CMAKE_CURRENT_LIST_DIR}/../esp_fake ${TCPOTA_ESP_COMPONENT}/include)

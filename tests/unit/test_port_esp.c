@@ -1,10 +1,13 @@
-/* test_port_esp.c - the ESP-IDF port (esp-idf/components/tcpota/port_esp.c,
- * compiled unchanged) under the device session, against the real server
- * session in memory and a fake of esp_ota_ops/esp_partition/NVS with
- * ESP-IDF's semantics (tests/esp_fake): a fresh update, resume after a
- * reboot from the NVS record, stale records (another image, another
- * partition), a failed health check rolled back and reported, a rollback
- * by the bootloader reported, and a flash failure. */
+/* test_port_esp.c - the ESP-IDF port (esp-idf/components/tcpota/port_esp.c
+ * and trust_esp.c, compiled unchanged) under the device session, against
+ * the real server session in memory and a fake of esp_ota_ops/esp_partition/
+ * NVS/mbedTLS with ESP-IDF's semantics (tests/esp_fake): a fresh update,
+ * resume after a reboot from the NVS record, stale records (another image,
+ * another partition), a failed health check rolled back and reported, a
+ * rollback by the bootloader reported, and a flash failure; then signed
+ * images (the port's Ed25519 on the host's libsodium) accepted and refused,
+ * the port's HMAC-SHA-256 against RFC 4231 and answering the server's
+ * challenge with the secret provisioned in NVS, and the trusted-key parser. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,9 +20,13 @@
 #include "esp_fake.h"
 #include "tcpota/codec.h"
 #include "tcpota/crc32c.h"
+#include "mbedtls/md.h"
+#include "nvs.h"
 #include "tcpota/device.h"
+#include "tcpota/manifest.h"
 #include "tcpota/server.h"
 #include "tcpota_esp_port.h"
+#include "tcpota_esp_trust.h"
 
 #define IMG_SIZE 70000u /* not a multiple of the sector */
 #define ACK_IV 8192u
@@ -37,6 +44,15 @@ static uint8_t wire[IMG_SIZE * 2 + 65536];
 static size_t wire_len, wire_read;
 static uint32_t accepted_at; /* offset of the last ACCEPT */
 static int accepted;
+/* What the next device_start() trusts and proves (reset by setup). */
+static uint8_t dev_keys[TCPOTA_ESP_MAX_KEYS][TCPOTA_PUBKEY_LEN];
+static size_t dev_nkeys;
+static uint8_t dev_secret[TCPOTA_ESP_SECRET_MAX];
+static size_t dev_secret_len;
+/* The server side of authentication: on when srv_secret_len > 0. */
+static uint8_t srv_secret[TCPOTA_ESP_SECRET_MAX], srv_nonce[TCPOTA_NONCE_LEN];
+static size_t srv_secret_len;
+static int srv_auth_ok = -1; /* verdict of the last AUTH, -1: none */
 
 static void make_image(const char *version, uint32_t seed)
 {
@@ -71,6 +87,10 @@ static int device_start(int healthy)
     c.tx_buf = dtx;
     c.tx_cap = sizeof(dtx);
     c.ack_interval = ACK_IV;
+    c.trusted_keys = dev_nkeys ? (const uint8_t(*)[TCPOTA_PUBKEY_LEN])dev_keys : NULL;
+    c.n_trusted_keys = dev_nkeys;
+    c.secret = dev_secret_len ? dev_secret : NULL;
+    c.secret_len = dev_secret_len;
     assert_int_equal(tcpota_dev_init(&dev, &c), 0);
     return 0;
 }
@@ -86,6 +106,8 @@ static int setup(void **state)
 {
     (void)state;
     esp_fake_init("1.0.0");
+    dev_nkeys = dev_secret_len = srv_secret_len = 0;
+    srv_auth_ok = -1;
     make_image("2.0.0", 1);
     assert_int_equal(device_start(1), 0);
     return 0;
@@ -109,7 +131,30 @@ static void srv_start(void)
     c.tx_buf = stx;
     c.tx_cap = sizeof(stx);
     c.chunk = 1000; /* frames straddle sectors */
+    if (srv_secret_len) {
+        randombytes_buf(srv_nonce, sizeof(srv_nonce));
+        c.auth_nonce = srv_nonce;
+    }
     assert_int_equal(tcpota_srv_init(&srv, &c), 0);
+}
+
+/* What `tcpota serve --require-auth` does with an AUTH: recompute the MAC
+ * from the secret it holds for the device id, compare, decide. */
+static void srv_check_auth(const struct tcpota_srv_event *sev)
+{
+    crypto_auth_hmacsha256_state st;
+    uint8_t msg[128], want[32];
+    const char *id = tcpota_srv_device_id(&srv);
+    int n = tcpota_auth_message(srv_nonce, (const uint8_t *)id, strlen(id), msg, sizeof(msg));
+    uint8_t offered;
+    uint32_t start;
+
+    assert_true(n > 0);
+    crypto_auth_hmacsha256_init(&st, srv_secret, srv_secret_len);
+    crypto_auth_hmacsha256_update(&st, msg, (unsigned long long)n);
+    crypto_auth_hmacsha256_final(&st, want);
+    srv_auth_ok = sodium_memcmp(want, sev->msg.u.auth.mac, sizeof(want)) == 0;
+    tcpota_srv_authorize(&srv, srv_auth_ok, &offered, &start);
 }
 
 static void srv_flush(void)
@@ -150,6 +195,7 @@ static int run_conn(size_t cut)
             int used = tcpota_srv_input(&srv, p + off, n - off, &sev);
             if (used < 0) break;
             off += (size_t)used;
+            if (sev.type == TCPOTA_SRV_EV_AUTH) srv_check_auth(&sev);
         }
         tcpota_dev_output_done(&dev, n);
         srv_flush();
@@ -406,6 +452,390 @@ static void test_err_mapping(void **state)
     assert_int_equal(tcpota_esp_err(ESP_ERR_NVS_INVALID_LENGTH), TCPOTA_ERR_NOSPC);
     assert_int_equal(tcpota_esp_err(ESP_FAIL), TCPOTA_ERR_IO);
     assert_int_equal(tcpota_esp_err(0x7777), TCPOTA_ERR_IO);
+    assert_int_equal(tcpota_esp_err(MBEDTLS_ERR_MD_BAD_INPUT_DATA), TCPOTA_ERR_INVAL);
+    assert_int_equal(tcpota_esp_err(MBEDTLS_ERR_MD_ALLOC_FAILED), TCPOTA_ERR_NOSPC);
+    assert_int_equal(tcpota_esp_err(MBEDTLS_ERR_MD_FEATURE_UNAVAILABLE), TCPOTA_ERR_NOTSUP);
+}
+
+/* ---- signed images --------------------------------------------------- */
+
+static uint8_t sign_pk[32], sign_sk[64], man[400];
+
+/* A manifest for the server's current image naming `pubkey` and signed
+ * with `sk` (a pubkey that is not sk's makes a forgery). */
+static void sign_image_with(const uint8_t *pubkey, const uint8_t *sk, const char *model,
+                            uint32_t counter)
+{
+    struct tcpota_manifest m;
+    int n;
+
+    memset(&m, 0, sizeof(m));
+    m.image_size = simg.size;
+    m.sha256 = simg.id;
+    m.version.ptr = (const uint8_t *)simg.version;
+    m.version.len = simg.version_len;
+    m.model.ptr = (const uint8_t *)model;
+    m.model.len = (uint16_t)strlen(model);
+    m.security_counter = counter;
+    m.created = 1700000000u;
+    m.pubkey = pubkey;
+    n = tcpota_manifest_encode_body(&m, man, sizeof(man) - TCPOTA_SIG_LEN);
+    assert_true(n > 0);
+    crypto_sign_detached(man + n, NULL, man, (unsigned long long)n, sk);
+    simg.manifest = man;
+    simg.manifest_len = (uint16_t)(n + TCPOTA_SIG_LEN);
+}
+
+static void trust(const uint8_t pk[32])
+{
+    assert_true(dev_nkeys < TCPOTA_ESP_MAX_KEYS);
+    memcpy(dev_keys[dev_nkeys++], pk, 32);
+}
+
+/* Restarts the device with what dev_keys/dev_secret now say. */
+static void restart_device(void)
+{
+    reboot();
+    assert_int_equal(device_start(1), 0);
+}
+
+/* A refused offer left flash, the OTA state and the boot choice alone. */
+static void assert_nothing_written(unsigned erases_before)
+{
+    assert_int_equal(esp_fake_erases(), erases_before);
+    assert_int_equal(esp_fake_open_handles(), 0);
+    assert_false(nvs_has(TCPOTA_KEY_RESUME));
+    reboot();
+    assert_true(esp_ota_get_running_partition() == esp_fake_partition(0));
+    assert_string_equal(esp_app_get_description()->version, "1.0.0");
+}
+
+static void test_signed_offer_accepted(void **state)
+{
+    uint8_t old_pk[32], old_sk[64], b[16];
+
+    (void)state;
+    crypto_sign_keypair(old_pk, old_sk);
+    crypto_sign_keypair(sign_pk, sign_sk);
+    trust(old_pk); /* key rotation: the image is signed by the second key */
+    trust(sign_pk);
+    restart_device();
+    sign_image_with(sign_pk, sign_sk, "ota_client", 3);
+    assert_true(run_conn(0) >= 0);
+    assert_true(accepted);
+    assert_update_installed();
+    /* Confirmed at boot: the device's security counter rises to the image's. */
+    restart_device();
+    assert_string_equal(esp_app_get_description()->version, "2.0.0");
+    assert_int_equal(port.kv_get(port.ctx, TCPOTA_KEY_COUNTER, b, sizeof(b)), 9);
+    assert_int_equal(tcpota_get_u32(b + 1), 3);
+}
+
+static void test_unsigned_offer_declined(void **state)
+{
+    unsigned erases;
+
+    (void)state;
+    crypto_sign_keypair(sign_pk, sign_sk);
+    trust(sign_pk);
+    restart_device();
+    erases = esp_fake_erases();
+    run_conn(0); /* simg carries no manifest */
+    assert_int_equal(dev.state, TCPOTA_DEV_DECLINED);
+    assert_int_equal(dev.last_error, TCPOTA_ERR_UNSIGNED);
+    assert_false(accepted);
+    assert_int_equal(tcpota_srv_get_state(&srv), TCPOTA_SRV_CLOSING); /* told why */
+    assert_nothing_written(erases);
+}
+
+/* Each wrongly signed offer is declined with its reason, before a byte. */
+static void declined_with(int reason)
+{
+    unsigned erases = esp_fake_erases();
+
+    run_conn(0);
+    assert_int_equal(dev.state, TCPOTA_DEV_DECLINED);
+    assert_int_equal(dev.last_error, reason);
+    assert_false(accepted);
+    assert_int_equal(esp_fake_erases(), erases);
+    assert_int_equal(esp_fake_open_handles(), 0);
+}
+
+static void test_wrongly_signed_offers_declined(void **state)
+{
+    uint8_t pk2[32], sk2[64];
+    struct tcpota_manifest m;
+    unsigned erases;
+
+    (void)state;
+    crypto_sign_keypair(sign_pk, sign_sk);
+    crypto_sign_keypair(pk2, sk2);
+    trust(sign_pk);
+    restart_device();
+    erases = esp_fake_erases();
+
+    /* Names the trusted key, signed by another: the port's Ed25519 says no. */
+    sign_image_with(sign_pk, sk2, "ota_client", 1);
+    declined_with(TCPOTA_ERR_BADSIG);
+    /* Signed properly, then one byte of the signed body changed. */
+    sign_image_with(sign_pk, sign_sk, "ota_client", 1);
+    assert_int_equal(tcpota_manifest_parse(man, simg.manifest_len, &m), 0);
+    man[m.sha256 - man] ^= 0x01;
+    declined_with(TCPOTA_ERR_BADSIG);
+    /* Signed by a key the device does not trust. */
+    sign_image_with(pk2, sk2, "ota_client", 1);
+    declined_with(TCPOTA_ERR_NOKEY);
+    /* Signed by the trusted key for another model. */
+    sign_image_with(sign_pk, sign_sk, "other_board", 1);
+    declined_with(TCPOTA_ERR_MODEL);
+    assert_nothing_written(erases);
+
+    /* The same offer signed properly goes through. */
+    assert_int_equal(device_start(1), 0);
+    sign_image_with(sign_pk, sign_sk, "ota_client", 1);
+    assert_true(run_conn(0) >= 0);
+    assert_update_installed();
+}
+
+static void hex(const char *h, uint8_t *out, size_t len)
+{
+    assert_int_equal(sodium_hex2bin(out, len, h, strlen(h), NULL, NULL, NULL), 0);
+}
+
+/* RFC 8032, 7.1, tests 1 and 2: the port's Ed25519 is standard Ed25519. */
+static void test_ed25519_rfc8032(void **state)
+{
+    uint8_t pk[32], sig[64], msg = 0x72;
+
+    (void)state;
+    assert_non_null(port.ed25519_verify);
+    hex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a", pk, 32);
+    hex("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e3970"
+        "1cf9b46bd25bf5f0595bbe24655141438e7a100b", sig, 64);
+    assert_int_equal(port.ed25519_verify(port.ctx, sig, (const uint8_t *)"", 0, pk), 0);
+    assert_int_equal(port.ed25519_verify(port.ctx, sig, &msg, 1, pk), TCPOTA_ERR_BADSIG);
+    hex("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c", pk, 32);
+    hex("92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613"
+        "d0f11d8c387b2eaeb4302aeeb00d291612bb0c00", sig, 64);
+    assert_int_equal(port.ed25519_verify(port.ctx, sig, &msg, 1, pk), 0);
+    sig[63] ^= 0x40;
+    assert_int_equal(port.ed25519_verify(port.ctx, sig, &msg, 1, pk), TCPOTA_ERR_BADSIG);
+}
+
+/* ---- authentication -------------------------------------------------- */
+
+/* RFC 4231 test cases 1, 2 and 6 (a key longer than the block). */
+static void test_hmac_rfc4231(void **state)
+{
+    static const char *want[3] = {
+        "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+        "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+    };
+    static const char *data[3] = {"Hi There", "what do ya want for nothing?",
+                                  "Test Using Larger Than Block-Size Key - Hash Key First"};
+    uint8_t key[3][131], out[32], expect[32];
+    size_t key_len[3] = {20, 4, 131};
+    unsigned calls = esp_fake_hmac_calls();
+
+    (void)state;
+    memset(key[0], 0x0b, 20);
+    memcpy(key[1], "Jefe", 4);
+    memset(key[2], 0xaa, 131);
+    assert_non_null(port.hmac_sha256);
+    for (int i = 0; i < 3; i++) {
+        hex(want[i], expect, 32);
+        assert_int_equal(port.hmac_sha256(port.ctx, key[i], key_len[i], (const uint8_t *)data[i],
+                                          strlen(data[i]), out),
+                         0);
+        assert_memory_equal(out, expect, 32);
+    }
+    assert_int_equal(esp_fake_hmac_calls() - calls, 3);
+}
+
+static void test_hmac_errors_mapped(void **state)
+{
+    uint8_t out[32];
+    static const struct {
+        int mbed, tcpota;
+    } cases[] = {
+        {MBEDTLS_ERR_MD_ALLOC_FAILED, TCPOTA_ERR_NOSPC},
+        {MBEDTLS_ERR_MD_BAD_INPUT_DATA, TCPOTA_ERR_INVAL},
+        {MBEDTLS_ERR_MD_FEATURE_UNAVAILABLE, TCPOTA_ERR_NOTSUP},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        esp_fake_fail_hmac(cases[i].mbed);
+        assert_int_equal(port.hmac_sha256(port.ctx, (const uint8_t *)"k", 1,
+                                          (const uint8_t *)"m", 1, out),
+                         cases[i].tcpota);
+        assert_int_equal(ep.last_err, cases[i].mbed);
+        assert_string_equal(ep.last_call, "mbedtls_md_hmac");
+    }
+    esp_fake_fail_hmac(0);
+}
+
+/* The factory writes the secret into NVS (nvs_partition_gen on a real line). */
+static void provision_secret(const uint8_t *secret, size_t len)
+{
+    nvs_handle_t h;
+
+    assert_int_equal(nvs_open(TCPOTA_ESP_NVS_NAMESPACE, NVS_READWRITE, &h), ESP_OK);
+    assert_int_equal(nvs_set_blob(h, TCPOTA_ESP_KEY_SECRET, secret, len), ESP_OK);
+    assert_int_equal(nvs_commit(h), ESP_OK);
+}
+
+/* What tcpota_esp_start() does: the secret comes from NVS after a reset. */
+static int secret_from_nvs(void)
+{
+    int n;
+
+    reboot();
+    assert_int_equal(tcpota_esp_port_init(&ep, &port), ESP_OK);
+    n = tcpota_esp_load_secret(&ep, dev_secret, sizeof(dev_secret));
+    tcpota_esp_port_deinit(&ep);
+    dev_secret_len = n > 0 ? (size_t)n : 0;
+    assert_int_equal(device_start(1), 0);
+    return n;
+}
+
+static void test_auth_with_secret_from_nvs(void **state)
+{
+    uint8_t secret[32];
+    unsigned calls;
+    struct tcpota_msg hello;
+
+    (void)state;
+    randombytes_buf(secret, sizeof(secret));
+    provision_secret(secret, sizeof(secret));
+    assert_int_equal(secret_from_nvs(), 32);
+    assert_memory_equal(dev_secret, secret, 32);
+    hello_of_next_connection(&hello);
+    assert_int_equal(hello.u.hello.features & TCPOTA_F_AUTH, TCPOTA_F_AUTH);
+    memcpy(srv_secret, secret, sizeof(secret));
+    srv_secret_len = sizeof(secret);
+    calls = esp_fake_hmac_calls();
+    assert_true(run_conn(0) >= 0);
+    assert_int_equal(srv_auth_ok, 1);
+    assert_int_equal(esp_fake_hmac_calls() - calls, 1); /* through mbedtls_md_hmac */
+    assert_update_installed();
+}
+
+static void test_auth_with_wrong_secret_denied(void **state)
+{
+    uint8_t secret[32];
+    unsigned erases;
+
+    (void)state;
+    randombytes_buf(secret, sizeof(secret));
+    provision_secret(secret, sizeof(secret));
+    assert_int_equal(secret_from_nvs(), 32);
+    randombytes_buf(srv_secret, 32); /* the server holds another secret */
+    srv_secret_len = 32;
+    erases = esp_fake_erases();
+    assert_int_equal(run_conn(0), TCPOTA_ERR_DENIED);
+    assert_int_equal(srv_auth_ok, 0);
+    assert_nothing_written(erases);
+}
+
+static void test_no_secret_no_auth(void **state)
+{
+    struct tcpota_msg hello;
+    unsigned calls = esp_fake_hmac_calls();
+
+    (void)state;
+    assert_int_equal(secret_from_nvs(), 0); /* nothing provisioned */
+    hello_of_next_connection(&hello);
+    assert_int_equal(hello.u.hello.features & TCPOTA_F_AUTH, 0);
+    /* A server that requires authentication gets nothing it could use. */
+    randombytes_buf(srv_secret, 32);
+    srv_secret_len = 32;
+    assert_int_equal(run_conn(0), TCPOTA_ERR_DENIED);
+    assert_int_equal(srv_auth_ok, -1);
+    assert_int_equal(esp_fake_hmac_calls(), calls);
+}
+
+static void test_load_secret_limits(void **state)
+{
+    uint8_t big[TCPOTA_ESP_SECRET_MAX + 1], buf[TCPOTA_ESP_SECRET_MAX];
+
+    (void)state;
+    memset(big, 0x5a, sizeof(big));
+    provision_secret(big, TCPOTA_ESP_SECRET_MAX);
+    assert_int_equal(tcpota_esp_load_secret(&ep, buf, sizeof(buf)), TCPOTA_ESP_SECRET_MAX);
+    provision_secret(big, sizeof(big)); /* one byte too long */
+    assert_int_equal(tcpota_esp_load_secret(&ep, buf, sizeof(buf)), TCPOTA_ERR_NOSPC);
+    for (size_t i = 0; i < sizeof(buf); i++) {
+        assert_int_equal(buf[i], 0); /* no half-read secret left behind */
+    }
+    provision_secret(big, 0);
+    assert_int_equal(tcpota_esp_load_secret(&ep, buf, sizeof(buf)), TCPOTA_ERR_RANGE);
+    assert_int_equal(tcpota_esp_load_secret(&ep, buf, 0), TCPOTA_ERR_INVAL);
+}
+
+/* ---- CONFIG_TCPOTA_TRUSTED_KEYS -------------------------------------- */
+
+static uint8_t keys[TCPOTA_ESP_MAX_KEYS][TCPOTA_PUBKEY_LEN];
+
+static int parse(const char *text, size_t *bad)
+{
+    return tcpota_esp_parse_keys(text, keys, TCPOTA_ESP_MAX_KEYS, bad);
+}
+
+static void test_parse_keys(void **state)
+{
+    uint8_t k1[32], k2[32];
+    char h1[65], h2[65], text[400];
+    size_t bad = 99;
+
+    (void)state;
+    randombytes_buf(k1, 32);
+    randombytes_buf(k2, 32);
+    sodium_bin2hex(h1, sizeof(h1), k1, 32);
+    sodium_bin2hex(h2, sizeof(h2), k2, 32);
+
+    /* Good: one key; two with ", "; upper case; separators around. */
+    assert_int_equal(parse(h1, &bad), 1);
+    assert_memory_equal(keys[0], k1, 32);
+    snprintf(text, sizeof(text), "%s, %s", h1, h2);
+    assert_int_equal(parse(text, &bad), 2);
+    assert_memory_equal(keys[0], k1, 32);
+    assert_memory_equal(keys[1], k2, 32);
+    for (char *c = h2; *c; c++) {
+        *c = (char)(*c >= 'a' && *c <= 'f' ? *c - 'a' + 'A' : *c);
+    }
+    snprintf(text, sizeof(text), " ,%s\t\n%s,, ", h2, h1);
+    assert_int_equal(parse(text, &bad), 2);
+    assert_memory_equal(keys[0], k2, 32);
+    assert_memory_equal(keys[1], k1, 32);
+
+    /* Empty: no key (unsigned images accepted, the task warns). */
+    assert_int_equal(parse("", &bad), 0);
+    assert_int_equal(parse(NULL, &bad), 0);
+    assert_int_equal(parse(" , ", &bad), 0);
+
+    /* Bad hex in the second key. */
+    snprintf(text, sizeof(text), "%s %s", h1, h1);
+    text[65 + 10] = 'g';
+    assert_int_equal(parse(text, &bad), TCPOTA_ERR_INVAL);
+    assert_int_equal(bad, 1);
+    snprintf(text, sizeof(text), "0x%.62s", h1);
+    assert_int_equal(parse(text, &bad), TCPOTA_ERR_INVAL);
+    assert_int_equal(bad, 0);
+    /* Wrong length: 63 and 65 digits, and a key cut in two by a space. */
+    snprintf(text, sizeof(text), "%.63s", h1);
+    assert_int_equal(parse(text, &bad), TCPOTA_ERR_INVAL);
+    snprintf(text, sizeof(text), "%s0", h1);
+    assert_int_equal(parse(text, &bad), TCPOTA_ERR_INVAL);
+    snprintf(text, sizeof(text), "%.32s %s", h1, h1 + 32);
+    assert_int_equal(parse(text, &bad), TCPOTA_ERR_INVAL);
+    assert_int_equal(bad, 0);
+    /* One key more than the device holds. */
+    snprintf(text, sizeof(text), "%s %s %s %s %s", h1, h1, h1, h1, h1);
+    assert_int_equal(parse(text, &bad), TCPOTA_ERR_NOSPC);
+    assert_int_equal(bad, TCPOTA_ESP_MAX_KEYS);
+    assert_int_equal(tcpota_esp_parse_keys(h1, NULL, 0, NULL), TCPOTA_ERR_NOSPC);
 }
 
 int main(void)
@@ -422,6 +852,17 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_update_while_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flash_failure_ends_connection, setup, teardown),
         cmocka_unit_test(test_err_mapping),
+        cmocka_unit_test_setup_teardown(test_signed_offer_accepted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unsigned_offer_declined, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wrongly_signed_offers_declined, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ed25519_rfc8032, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hmac_rfc4231, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hmac_errors_mapped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_auth_with_secret_from_nvs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_auth_with_wrong_secret_denied, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_secret_no_auth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_load_secret_limits, setup, teardown),
+        cmocka_unit_test(test_parse_keys),
     };
     if (sodium_init() < 0) {
         return 1;

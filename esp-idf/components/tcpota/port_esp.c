@@ -1,4 +1,5 @@
-/* port_esp.c - struct tcpota_port on esp_ota_ops, NVS and mbedTLS (see tcpota_esp_port.h). */
+/* port_esp.c - struct tcpota_port on esp_ota_ops, NVS, mbedTLS and
+ * libsodium (see tcpota_esp_port.h). */
 #include "tcpota_esp_port.h"
 
 #include <string.h>
@@ -6,6 +7,11 @@
 #include "esp_app_desc.h"
 #include "esp_image_format.h"
 #include "esp_log.h"
+#include "mbedtls/md.h"
+#include "sdkconfig.h"
+#ifdef CONFIG_TCPOTA_SIGNED_IMAGES
+#include "sodium.h"
+#endif
 
 static const char *TAG = "tcpota";
 
@@ -16,6 +22,13 @@ int tcpota_esp_err(esp_err_t err)
     switch (err) {
     case ESP_OK:
         return 0;
+    /* mbedTLS's codes are negative and never collide with esp_err_t's. */
+    case MBEDTLS_ERR_MD_BAD_INPUT_DATA:
+        return TCPOTA_ERR_INVAL;
+    case MBEDTLS_ERR_MD_ALLOC_FAILED:
+        return TCPOTA_ERR_NOSPC;
+    case MBEDTLS_ERR_MD_FEATURE_UNAVAILABLE:
+        return TCPOTA_ERR_NOTSUP;
     case ESP_ERR_NOT_FOUND:
     case ESP_ERR_NVS_NOT_FOUND:
         return TCPOTA_ERR_NOENT;
@@ -50,7 +63,7 @@ static int esp_fail(tcpota_esp_port_t *ep, const char *call, esp_err_t err)
     ep->last_err = err;
     ep->last_call = call;
     if (err != ESP_ERR_NVS_NOT_FOUND) {
-        ESP_LOGW(TAG, "%s: %s", call, esp_err_to_name(err));
+        ESP_LOGW(TAG, "%s: %s (%d)", call, esp_err_to_name(err), (int)err);
     }
     return tcpota_esp_err(err);
 }
@@ -322,6 +335,42 @@ static int port_sha256_finish(void *ctx, uint8_t out[TCPOTA_ID_LEN])
     return rc;
 }
 
+/* ---- signatures and authentication ----------------------------------- */
+
+/* HMAC-SHA-256 for the authentication challenge, once per connection.
+ * mbedtls_md_hmac() allocates its context briefly on the heap (about 250
+ * bytes), outside the transfer loop. */
+static int port_hmac_sha256(void *ctx, const uint8_t *key, size_t key_len, const uint8_t *msg,
+                            size_t len, uint8_t out[32])
+{
+    tcpota_esp_port_t *ep = ctx;
+    const mbedtls_md_info_t *md = mbedtls_md_info_from_type(MBEDTLS_MD_SHA256);
+
+    if (!md) {
+        return esp_fail(ep, "mbedtls_md_info_from_type", MBEDTLS_ERR_MD_FEATURE_UNAVAILABLE);
+    }
+    return esp_fail(ep, "mbedtls_md_hmac", mbedtls_md_hmac(md, key, key_len, msg, len, out));
+}
+
+#ifdef CONFIG_TCPOTA_SIGNED_IMAGES
+/* Ed25519 from ESP-IDF's libsodium component (mbedTLS has none). Its only
+ * failure, -1, means "does not verify" (also for a small-order or
+ * non-canonical key or signature): a verdict on the peer's bytes, not an
+ * I/O error, hence BADSIG here rather than tcpota_esp_err(ESP_FAIL).
+ * No sodium_init(): this function depends on nothing it sets up (CPU
+ * features, the RNG, implementation choices of other primitives), and
+ * calling it would link some 85 KB of primitives tcpota never uses. An
+ * application that uses libsodium itself calls sodium_init() as usual. */
+static int port_ed25519_verify(void *ctx, const uint8_t sig[64], const uint8_t *msg,
+                               size_t len, const uint8_t pk[32])
+{
+    (void)ctx;
+    return crypto_sign_verify_detached(sig, msg, (unsigned long long)len, pk) == 0
+               ? 0
+               : TCPOTA_ERR_BADSIG;
+}
+#endif
+
 /* ---- setup ----------------------------------------------------------- */
 
 esp_err_t tcpota_esp_port_init(tcpota_esp_port_t *ep, struct tcpota_port *port)
@@ -357,6 +406,10 @@ esp_err_t tcpota_esp_port_init(tcpota_esp_port_t *ep, struct tcpota_port *port)
     port->sha256_begin = port_sha256_begin;
     port->sha256_update = port_sha256_update;
     port->sha256_finish = port_sha256_finish;
+    port->hmac_sha256 = port_hmac_sha256;
+#ifdef CONFIG_TCPOTA_SIGNED_IMAGES
+    port->ed25519_verify = port_ed25519_verify;
+#endif
     return ESP_OK;
 }
 

@@ -13,10 +13,12 @@
 #include "freertos/FreeRTOS.h"
 #include "freertos/semphr.h"
 #include "freertos/task.h"
+#include "mbedtls/platform_util.h"
 #include "sdkconfig.h"
 #include "tcpota/device.h"
 #include "tcpota_client.h"
 #include "tcpota_esp_port.h"
+#include "tcpota_esp_trust.h"
 
 static const char *TAG = "tcpota";
 
@@ -43,6 +45,10 @@ static struct {
     char id[ID_MAX];
     char model[33];
     char version[33];
+    uint8_t keys[TCPOTA_ESP_MAX_KEYS][TCPOTA_PUBKEY_LEN];
+    size_t nkeys;
+    uint8_t secret[TCPOTA_ESP_SECRET_MAX];
+    size_t secret_len;
     TaskHandle_t task;
     volatile bool stop;
     tcpota_esp_status_t status;
@@ -238,6 +244,10 @@ static int session_init(void)
     dc.ack_interval = s.cfg.ack_interval;
     dc.keepalive_ms = s.cfg.timeout_ms / 3 ? s.cfg.timeout_ms / 3 : 1;
     dc.timeout_ms = s.cfg.timeout_ms;
+    dc.trusted_keys = s.nkeys ? (const uint8_t(*)[TCPOTA_PUBKEY_LEN])s.keys : NULL;
+    dc.n_trusted_keys = s.nkeys;
+    dc.secret = s.secret_len ? s.secret : NULL;
+    dc.secret_len = s.secret_len;
     if ((rc = tcpota_dev_init(&s.dev, &dc)) < 0) {
         return rc;
     }
@@ -361,6 +371,8 @@ static void task_main(void *arg)
     if (s.status.state != TCPOTA_ESP_FAILED) {
         status_set(TCPOTA_ESP_STOPPED, 0, true);
     }
+    mbedtls_platform_zeroize(s.secret, sizeof(s.secret)); /* reloaded at the next start */
+    s.secret_len = 0;
     portENTER_CRITICAL(&s_mux);
     s.task = NULL;
     portEXIT_CRITICAL(&s_mux);
@@ -390,6 +402,76 @@ static void make_ids(void)
     memcpy(s.status.version, s.version, sizeof(s.status.version));
 }
 
+/* The keys an offer must be signed by: the application's, else menuconfig's. */
+static esp_err_t trust_keys(const tcpota_esp_config_t *cfg)
+{
+    s.nkeys = 0;
+    if (cfg->trusted_keys || cfg->n_trusted_keys) {
+        if (!cfg->trusted_keys || !cfg->n_trusted_keys ||
+            cfg->n_trusted_keys > TCPOTA_ESP_MAX_KEYS) {
+            return ESP_ERR_INVALID_ARG;
+        }
+        memcpy(s.keys, cfg->trusted_keys, cfg->n_trusted_keys * TCPOTA_PUBKEY_LEN);
+        s.nkeys = cfg->n_trusted_keys;
+    } else {
+#ifdef CONFIG_TCPOTA_SIGNED_IMAGES
+        size_t bad = 0;
+        int n = tcpota_esp_parse_keys(CONFIG_TCPOTA_TRUSTED_KEYS, s.keys, TCPOTA_ESP_MAX_KEYS,
+                                      &bad);
+        if (n < 0) {
+            ESP_LOGE(TAG, "CONFIG_TCPOTA_TRUSTED_KEYS: key %u %s", (unsigned)bad + 1,
+                     n == TCPOTA_ERR_NOSPC ? "is one too many" : "is not 64 hex digits");
+            return ESP_ERR_INVALID_ARG;
+        }
+        s.nkeys = (size_t)n;
+#endif
+    }
+#ifndef CONFIG_TCPOTA_SIGNED_IMAGES
+    if (s.nkeys) {
+        ESP_LOGE(TAG, "trusted keys given, but CONFIG_TCPOTA_SIGNED_IMAGES is off");
+        s.nkeys = 0;
+        return ESP_ERR_NOT_SUPPORTED;
+    }
+#endif
+    if (s.nkeys) {
+        ESP_LOGI(TAG, "signed images only: %u trusted key(s)", (unsigned)s.nkeys);
+    } else {
+        ESP_LOGW(TAG, "no trusted key: UNSIGNED images are accepted "
+                      "(set CONFIG_TCPOTA_TRUSTED_KEYS)");
+    }
+    return ESP_OK;
+}
+
+/* The secret for authentication: the application's, else the one in NVS.
+ * Call with s_lock held (the port's NVS handle). */
+static esp_err_t trust_secret(const tcpota_esp_config_t *cfg)
+{
+    int n;
+
+    mbedtls_platform_zeroize(s.secret, sizeof(s.secret));
+    s.secret_len = 0;
+    if (cfg->secret || cfg->secret_len) {
+        if (!cfg->secret || !cfg->secret_len || cfg->secret_len > sizeof(s.secret)) {
+            return ESP_ERR_INVALID_ARG;
+        }
+        memcpy(s.secret, cfg->secret, cfg->secret_len);
+        s.secret_len = cfg->secret_len;
+        return ESP_OK;
+    }
+    n = tcpota_esp_load_secret(&s.ep, s.secret, sizeof(s.secret));
+    if (n > 0) {
+        s.secret_len = (size_t)n;
+        ESP_LOGI(TAG, "device secret from NVS: authentication on");
+    } else if (n == 0) {
+        ESP_LOGI(TAG, "no device secret in NVS (" TCPOTA_ESP_NVS_NAMESPACE "/" TCPOTA_ESP_KEY_SECRET
+                      "): authentication off");
+    } else {
+        ESP_LOGE(TAG, "device secret in NVS unusable (%s): authentication off",
+                 tcpota_strerror(n));
+    }
+    return ESP_OK;
+}
+
 esp_err_t tcpota_esp_start(const tcpota_esp_config_t *cfg)
 {
     esp_err_t err;
@@ -402,19 +484,29 @@ esp_err_t tcpota_esp_start(const tcpota_esp_config_t *cfg)
     if (s.task) {
         return ESP_ERR_INVALID_STATE;
     }
+    if ((err = trust_keys(cfg)) != ESP_OK) {
+        return err;
+    }
     xSemaphoreTake(s_lock, portMAX_DELAY);
     err = port_ready();
+    if (err == ESP_OK) {
+        err = trust_secret(cfg);
+    }
     xSemaphoreGive(s_lock);
     if (err != ESP_OK) {
         return err;
     }
     s.cfg = *cfg;
+    s.cfg.trusted_keys = NULL; /* copied above; the caller's may go */
+    s.cfg.secret = NULL;
     s.stop = false;
     memset(&s.status, 0, sizeof(s.status));
     make_ids();
     if (xTaskCreate(task_main, "tcpota", cfg->stack_size, NULL, cfg->priority, &s.task) !=
         pdPASS) {
         s.task = NULL;
+        mbedtls_platform_zeroize(s.secret, sizeof(s.secret));
+        s.secret_len = 0;
         return ESP_ERR_NO_MEM;
     }
     return ESP_OK;

@@ -5,6 +5,14 @@
 # copy in IDF_PATH (5.5 or later, with components/lwip/lwip and
 # components/mbedtls/mbedtls filled) and the hand-written sdkconfig.h
 # beside this script. Warnings are errors. Prints the size of each object.
+#
+# LIBSODIUM_PATH (environment): the espressif/libsodium component (the
+# libsodium/ folder of github:espressif/idf-extra-components, with its
+# libsodium/ submodule filled), whose headers the Ed25519 check in
+# port_esp.c needs. Set: every source is compiled as by default
+# (CONFIG_TCPOTA_SIGNED_IMAGES on), and port_esp.c and tcpota_esp.c once
+# more with it off. Unset: every source is compiled with it off only, and
+# the script says that the signed variant was not checked.
 set -euo pipefail
 
 IDF=${1:?usage: esp-idf-check.sh IDF_PATH [OUT_DIR]}
@@ -23,6 +31,25 @@ done
 
 ver=$(sed -n 's/^set(IDF_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\))/\2/p' "$IDF/tools/cmake/version.cmake" | paste -sd.)
 echo "esp-idf-check: ESP-IDF $ver at $IDF"
+
+SODIUM=${LIBSODIUM_PATH:-}
+SODIUM_INC=()
+if [ -n "$SODIUM" ]; then
+    [ -f "$SODIUM/port_include/sodium.h" ] && [ -f "$SODIUM/idf_component.yml" ] || {
+        echo "esp-idf-check: LIBSODIUM_PATH=$SODIUM is not the espressif/libsodium component" >&2; exit 1; }
+    [ -f "$SODIUM/libsodium/src/libsodium/include/sodium.h" ] || {
+        echo "esp-idf-check: $SODIUM/libsodium missing (submodule not checked out)" >&2; exit 1; }
+    # The component's order (CONFIG_LIBSODIUM_USE_MBEDTLS_SHA=y): its port
+    # headers first, then upstream's.
+    SODIUM_INC=(-I "$SODIUM/port_include" -I "$SODIUM/libsodium/src/libsodium/include")
+    sver=$(sed -n 's/^version: *"\(.*\)"/\1/p' "$SODIUM/idf_component.yml")
+    uver=$(sed -n 's/^AC_INIT(\[libsodium\],\[\([^]]*\)\].*/\1/p' "$SODIUM/libsodium/configure.ac")
+    echo "esp-idf-check: espressif/libsodium $sver (libsodium $uver) at $SODIUM"
+else
+    echo "esp-idf-check: LIBSODIUM_PATH not set: compiling with CONFIG_TCPOTA_SIGNED_IMAGES off only;"
+    echo "esp-idf-check: the Ed25519 code of port_esp.c is NOT checked (set LIBSODIUM_PATH to"
+    echo "esp-idf-check: idf-extra-components/libsodium with its submodule to check it)"
+fi
 
 INC=(
     "$HERE"
@@ -68,13 +95,35 @@ done
 
 SRCS=("$COMP"/*.c "$ROOT/ports/common/tcpota_client.c" "$ROOT"/core/src/*.c)
 mkdir -p "$OUT"
+rm -f "$OUT"/*.o
 objs=()
-for src in "${SRCS[@]}"; do
-    obj="$OUT/$(basename "${src%.c}").o"
-    echo "  CC $(realpath --relative-to="$ROOT" "$src")"
-    "$CC" "${CFLAGS[@]}" -c "$src" -o "$obj"
-    objs+=("$obj")
-done
-echo "esp-idf-check: ${#objs[@]} sources compiled for rv32imc with no warning"
+cc1() { # source, object, label, extra flags...
+    local src=$1 obj=$2 label=$3
+    shift 3
+    echo "  CC $(realpath --relative-to="$ROOT" "$src")$label"
+    "$CC" "${CFLAGS[@]}" "$@" -c "$src" -o "$obj"
+}
+if [ -n "$SODIUM" ]; then
+    for src in "${SRCS[@]}"; do
+        obj="$OUT/$(basename "${src%.c}").o"
+        cc1 "$src" "$obj" "" "${SODIUM_INC[@]}"
+        objs+=("$obj")
+    done
+    off=()
+    for src in "$COMP/port_esp.c" "$COMP/tcpota_esp.c"; do
+        obj="$OUT/$(basename "${src%.c}")-unsigned.o"
+        cc1 "$src" "$obj" " (CONFIG_TCPOTA_SIGNED_IMAGES off)" -DTCPOTA_CHECK_UNSIGNED
+        off+=("$obj")
+    done
+    echo "esp-idf-check: ${#objs[@]} sources (+${#off[@]} with signing off) compiled for rv32imc with no warning"
+else
+    for src in "${SRCS[@]}"; do
+        obj="$OUT/$(basename "${src%.c}").o"
+        cc1 "$src" "$obj" "" -DTCPOTA_CHECK_UNSIGNED
+        objs+=("$obj")
+    done
+    echo "esp-idf-check: ${#objs[@]} sources compiled for rv32imc with no warning (signing off; see above)"
+fi
 "$SIZE" "${objs[@]}"
 "$SIZE" -t "${objs[@]}" | tail -1
+[ -z "$SODIUM" ] || "$SIZE" "${off[@]}"

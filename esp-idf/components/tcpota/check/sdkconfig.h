@@ -211,5 +211,14 @@
 #define CONFIG_TCPOTA_RECHECK_S 3600
 #define CONFIG_TCPOTA_ACK_INTERVAL 16384
 #define CONFIG_TCPOTA_RX_BUFFER_SIZE 4108
-#define CONFIG_TCPOTA_TASK_STACK_SIZE 4096
+#define CONFIG_TCPOTA_TASK_STACK_SIZE 6144
 #define CONFIG_TCPOTA_TASK_PRIORITY 5
+
+/* Signed images (libsodium): on, as by default, unless the check compiles
+ * the variant with CONFIG_TCPOTA_SIGNED_IMAGES off (-DTCPOTA_CHECK_UNSIGNED). */
+#ifndef TCPOTA_CHECK_UNSIGNED
+#define CONFIG_TCPOTA_SIGNED_IMAGES 1
+#define CONFIG_TCPOTA_TRUSTED_KEYS ""
+#endif
+/* espressif/libsodium's own option (default y): its headers wrap mbedTLS's SHA. */
+#define CONFIG_LIBSODIUM_USE_MBEDTLS_SHA 1

@@ -17,6 +17,10 @@
  * only static buffers (CONFIG_TCPOTA_RX_BUFFER_SIZE + 2 KiB) and the task
  * stack; no heap.
  *
+ * Signed images and device authentication (docs/esp-idf.md): the task
+ * trusts the Ed25519 keys of CONFIG_TCPOTA_TRUSTED_KEYS (or the config's)
+ * and answers the server's challenge with the secret provisioned in NVS.
+ *
  * Call nvs_flash_init() and bring the network up (esp_netif, Wi-Fi or
  * Ethernet) before tcpota_esp_start().
  */
@@ -24,6 +28,7 @@
 #define TCPOTA_ESP_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "esp_err.h"
@@ -74,6 +79,19 @@ typedef struct {
     unsigned priority;
     tcpota_esp_progress_cb_t progress_cb; /* may be NULL */
     void *progress_arg;
+    /* Signed images: Ed25519 public keys (32 bytes each, at most
+     * TCPOTA_ESP_MAX_KEYS = 4) an offer's manifest must be signed by.
+     * NULL: the keys of CONFIG_TCPOTA_TRUSTED_KEYS; none there either:
+     * unsigned images are accepted (with a warning in the log). Copied at
+     * start. */
+    const uint8_t (*trusted_keys)[32];
+    size_t n_trusted_keys;
+    /* Device authentication: the secret shared with the server (1..64
+     * bytes, copied at start, never sent or logged). NULL: read from NVS
+     * (namespace "tcpota", blob "tcpota.secret"); none there either:
+     * authentication off. */
+    const uint8_t *secret;
+    size_t secret_len;
 } tcpota_esp_config_t;
 
 /* Defaults from menuconfig (Kconfig, "tcpota"). */
@@ -85,13 +103,19 @@ typedef struct {
         .backoff_max_ms = CONFIG_TCPOTA_BACKOFF_MAX_MS, .timeout_ms = CONFIG_TCPOTA_TIMEOUT_MS, \
         .recheck_ms = CONFIG_TCPOTA_RECHECK_S * 1000u, .restart_after_update = true,         \
         .stack_size = CONFIG_TCPOTA_TASK_STACK_SIZE, .priority = CONFIG_TCPOTA_TASK_PRIORITY, \
-        .progress_cb = NULL, .progress_arg = NULL,                                           \
+        .progress_cb = NULL, .progress_arg = NULL, .trusted_keys = NULL, .n_trusted_keys = 0,  \
+        .secret = NULL, .secret_len = 0,                                                     \
     }
 
 /* Starts the tcpota task with a copy of *cfg (strings must outlive the
- * task). Returns ESP_OK, ESP_ERR_INVALID_STATE when it runs already,
- * ESP_ERR_INVALID_ARG for a bad config, ESP_ERR_NO_MEM when the task
- * cannot be created, or the port's setup error (NVS, partition table). */
+ * task; keys and secret are copied). Returns ESP_OK, ESP_ERR_INVALID_STATE
+ * when it runs already, ESP_ERR_INVALID_ARG for a bad config (including a
+ * malformed CONFIG_TCPOTA_TRUSTED_KEYS, too many keys, or a secret longer
+ * than 64 bytes), ESP_ERR_NOT_SUPPORTED for trusted keys with
+ * CONFIG_TCPOTA_SIGNED_IMAGES off, ESP_ERR_NO_MEM when the task cannot be
+ * created, or the port's setup error (NVS, partition table). A secret in
+ * NVS that cannot be used (too long, empty) is logged and authentication
+ * stays off. */
 esp_err_t tcpota_esp_start(const tcpota_esp_config_t *cfg);
 
 /* Asks the task to end (it closes its connection; the download resumes at

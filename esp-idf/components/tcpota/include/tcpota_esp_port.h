@@ -1,7 +1,7 @@
 /*
  * tcpota_esp_port.h - the tcpota device port on ESP-IDF: struct tcpota_port
- * (core/include/tcpota/port.h) over esp_ota_ops, esp_partition, NVS and
- * mbedTLS's SHA-256.
+ * (core/include/tcpota/port.h) over esp_ota_ops, esp_partition, NVS,
+ * mbedTLS's SHA-256 and HMAC, and libsodium's Ed25519.
  *
  * Most applications use the task API (tcpota_esp.h), which owns one port.
  * This header is for those that drive the sans-I/O session themselves
@@ -24,11 +24,16 @@
  *   kv_*         -> nvs_get_blob / nvs_set_blob + nvs_commit / nvs_erase_key
  *                   + nvs_commit in the NVS namespace "tcpota"
  *   sha256_*     -> mbedtls_sha256_*
+ *   hmac_sha256  -> mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256))
+ *   ed25519_verify -> crypto_sign_verify_detached (espressif/libsodium;
+ *                   NULL when CONFIG_TCPOTA_SIGNED_IMAGES is off)
  *
  * The application must have called nvs_flash_init() before
  * tcpota_esp_port_init(). Memory: sizeof(tcpota_esp_port_t) (about 130
  * bytes plus mbedTLS's SHA-256 context); esp_ota_begin()/esp_ota_resume()
- * allocate ESP-IDF's small OTA handle once per offer, never per write.
+ * allocate ESP-IDF's small OTA handle once per offer, never per write;
+ * mbedtls_md_hmac() its context once per authenticated connection. The
+ * trusted keys and the device secret: tcpota_esp_trust.h.
  */
 #ifndef TCPOTA_ESP_PORT_H
 #define TCPOTA_ESP_PORT_H
@@ -74,7 +79,8 @@ esp_err_t tcpota_esp_port_init(tcpota_esp_port_t *ep, struct tcpota_port *port);
 /* Drops an unfinished OTA handle and closes NVS. */
 void tcpota_esp_port_deinit(tcpota_esp_port_t *ep);
 
-/* Maps an esp_err_t onto the one enum tcpota_err code that describes it
+/* Maps an esp_err_t, or one of the negative MBEDTLS_ERR_MD_* codes of
+ * mbedtls_md_hmac(), onto the one enum tcpota_err code that describes it
  * best (ESP_OK -> 0; never returns a positive value). */
 int tcpota_esp_err(esp_err_t err);
 

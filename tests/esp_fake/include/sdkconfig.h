@@ -1,0 +1,9 @@
+/* sdkconfig.h - host fake: the component's options the host tests build
+ * port_esp.c with (as by default in menuconfig). */
+#ifndef ESP_FAKE_SDKCONFIG_H
+#define ESP_FAKE_SDKCONFIG_H
+
+#define CONFIG_TCPOTA_SIGNED_IMAGES 1
+#define CONFIG_TCPOTA_TRUSTED_KEYS ""
+
+#endif
