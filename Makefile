@@ -7,7 +7,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 15
 
 .PHONY: all deps deps-demo build build-asan test test-unit test-asan fuzz-smoke fuzz \
-        core-check demo bench clean esp-idf-check
+        core-check demo bench clean esp-idf-check test-long
 
 all: build
 
@@ -56,6 +56,14 @@ fuzz: $(BUILD_FUZZ)/CMakeCache.txt
 
 core-check:
 	bash scripts/core-check.sh
+
+# Long reliability runs (docs/reliability.md): the CI suites at 1 MiB.
+test-long: deps
+	$(MAKE) build
+	$(BUILD)/tests/tcpota-powercut --size 1048576
+	$(BUILD)/tests/tcpota-framecut --size 1048576 --samples 2
+	TCPOTA=$(BUILD)/cli/tcpota PROXY=$(BUILD)/tools/tcpota-proxy TCPOTA_CRASH_SIZE=1048576 \
+	    TCPOTA_CRASH_RATE=400000 bash tests/reliability/test_crash.sh
 
 # Benchmarks (not part of `make test`): link, fleet, footprint, resume; writes
 # bench/results/latest.md. QUICK=1 for a short run (bench/results/quick.md).

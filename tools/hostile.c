@@ -1,0 +1,377 @@
+/* hostile.c - tcpota-hostile: many bad and slow peers against a server.
+ *
+ * Opens the requested number of connections of each kind to a tcpota
+ * server and behaves badly on them, all from one poll() loop:
+ *   idle       connects and sends nothing
+ *   slow       sends a valid HELLO one byte per second
+ *   random     sends random bytes (a v1 frame type first, then noise)
+ *   oversize   sends a frame head with the largest length (65535)
+ *   truncated  sends the first half of a valid HELLO, then nothing
+ *   badver     sends a valid HELLO that speaks only protocol 9
+ *   noread     sends a valid HELLO, reads the OFFER, accepts it (the server
+ *              then streams the whole image) and never reads again; its
+ *              receive buffer is tiny
+ *   pinger     as noread, but sends a PING every second: only the unread
+ *              output shows that it is stuck
+ * Every connection that reads waits for the server to close it (EOF or
+ * reset). `--ports FILE` writes "kind local-port" per connection, so a test
+ * can find each peer's close reason in the server log (a peer that never
+ * reads cannot see the close itself).
+ *
+ * `--frames` instead connects once as a fresh device and prints where the
+ * server's first frames end, up to the first DATA frame ("frame TYPE END").
+ *
+ * Peers stay open until the server closed every reading peer and at least
+ * --min-hold seconds passed (so peers that never read stay that long), or
+ * until --hold seconds passed.
+ *
+ * exit: 0 when every reading peer was closed by the server before --hold
+ * seconds passed, 1 otherwise, 2 usage.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tcpota/codec.h"
+
+enum kind { IDLE, SLOW, RANDOM, OVERSIZE, TRUNCATED, BADVER, NOREAD, PINGER, NKINDS };
+static const char *const kind_name[NKINDS] = {"idle",      "slow",   "random", "oversize",
+                                               "truncated", "badver", "noread", "pinger"};
+
+struct peer {
+    int fd;
+    enum kind kind;
+    uint8_t out[512];
+    size_t out_len, sent;
+    double next_send;
+    unsigned port;
+    uint8_t closed;   /* the server closed it (EOF or reset) */
+    uint8_t accepted; /* noread/pinger: ACCEPT queued, reading stops */
+    struct tcpota_decoder dec;
+    uint8_t *dbuf;
+};
+
+/* noread/pinger: reads up to the OFFER and queues its ACCEPT. */
+static void read_offer(struct peer *q)
+{
+    uint8_t b[256];
+    ssize_t r = recv(q->fd, b, sizeof(b), 0);
+    size_t off = 0;
+
+    while (r > 0 && off < (size_t)r && !q->accepted) {
+        struct tcpota_frame f;
+        struct tcpota_msg m, a;
+        int u = tcpota_decoder_feed(&q->dec, b + off, (size_t)r - off, &f);
+        if (u < 0) return;
+        off += (size_t)u;
+        if (f.type == TCPOTA_T_OFFER && tcpota_msg_decode(&f, &m) == 0) {
+            int len;
+            memset(&a, 0, sizeof(a));
+            a.type = TCPOTA_T_ACCEPT;
+            a.u.accept.image_id = m.u.offer.image_id;
+            a.u.accept.offset = m.u.offer.start;
+            len = tcpota_msg_encode(&a, q->out, sizeof(q->out));
+            q->out_len = len > 0 ? (size_t)len : 0;
+            q->sent = 0;
+            q->accepted = 1;
+        }
+    }
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int hello(uint8_t *out, size_t cap, unsigned n, uint8_t proto, uint16_t max_payload)
+{
+    struct tcpota_msg m;
+    char id[32];
+
+    snprintf(id, sizeof(id), "hostile-%u", n);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_HELLO;
+    m.u.hello.proto_min = m.u.hello.proto_max = proto;
+    m.u.hello.device_id.ptr = (const uint8_t *)id;
+    m.u.hello.device_id.len = (uint16_t)strlen(id);
+    m.u.hello.model.ptr = (const uint8_t *)"esp32";
+    m.u.hello.model.len = 5;
+    m.u.hello.version.ptr = (const uint8_t *)"0.0.1";
+    m.u.hello.version.len = 5;
+    m.u.hello.max_payload = max_payload;
+    return tcpota_msg_encode(&m, out, cap);
+}
+
+/* --frames: as a fresh `tcpota device` (same largest payload), prints where the server's first frames end
+ * (type and cumulative byte offset) up to the first DATA frame, so a test
+ * can cut a real connection at frame boundaries. Returns an exit code. */
+static int print_frames(const struct sockaddr_in *sa)
+{
+    static uint8_t dbuf[TCPOTA_MAX_PAYLOAD + TCPOTA_FRAME_OVERHEAD];
+    struct tcpota_decoder dec;
+    uint8_t out[512], b[512];
+    size_t total = 0;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), len = hello(out, sizeof(out), 0, 1, 4100);
+
+    if (fd < 0 || len < 0 || connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0 ||
+        send(fd, out, (size_t)len, MSG_NOSIGNAL) != len) {
+        fprintf(stderr, "tcpota-hostile: cannot talk to the server\n");
+        return 1;
+    }
+    tcpota_decoder_init(&dec, dbuf, sizeof(dbuf));
+    for (;;) {
+        ssize_t r = recv(fd, b, sizeof(b), 0);
+        size_t off = 0;
+        if (r <= 0) {
+            fprintf(stderr, "tcpota-hostile: connection ended before a DATA frame\n");
+            close(fd);
+            return 1;
+        }
+        while (off < (size_t)r) {
+            struct tcpota_frame f;
+            int u = tcpota_decoder_feed(&dec, b + off, (size_t)r - off, &f);
+            if (u < 0) {
+                fprintf(stderr, "tcpota-hostile: bad frame from the server\n");
+                close(fd);
+                return 1;
+            }
+            off += (size_t)u;
+            total += (size_t)u;
+            if (f.type) {
+                printf("frame %u %zu\n", (unsigned)f.type, total);
+                if (f.type == TCPOTA_T_DATA) {
+                    close(fd);
+                    return 0;
+                }
+            }
+        }
+    }
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: tcpota-hostile --connect HOST:PORT [--idle N] [--slow N] [--random N]\n"
+            "         [--oversize N] [--truncated N] [--badver N] [--noread N] [--pinger N]\n"
+            "         [--hold SECONDS] [--min-hold SECONDS] [--ports FILE] [--seed S]\n"
+            "       tcpota-hostile --connect HOST:PORT --frames\n");
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    unsigned count[NKINDS] = {0}, closed[NKINDS] = {0}, total = 0, seed = 1;
+    double hold = 30, min_hold = 0, t0, deadline;
+    const char *target = NULL, *ports = NULL;
+    int frames = 0;
+    struct sockaddr_in sa;
+    struct peer *p;
+    struct pollfd *pf;
+    struct rlimit rl;
+    unsigned n = 0;
+    int rc = 0;
+
+    for (int i = 1; i < argc; i++) {
+        int k;
+        for (k = 0; k < NKINDS; k++) {
+            char opt[32];
+            snprintf(opt, sizeof(opt), "--%s", kind_name[k]);
+            if (!strcmp(argv[i], opt) && i + 1 < argc) {
+                count[k] = (unsigned)strtoul(argv[++i], NULL, 10);
+                break;
+            }
+        }
+        if (k < NKINDS) continue;
+        if (!strcmp(argv[i], "--connect") && i + 1 < argc) target = argv[++i];
+        else if (!strcmp(argv[i], "--hold") && i + 1 < argc) hold = strtod(argv[++i], NULL);
+        else if (!strcmp(argv[i], "--min-hold") && i + 1 < argc) min_hold = strtod(argv[++i], NULL);
+        else if (!strcmp(argv[i], "--ports") && i + 1 < argc) ports = argv[++i];
+        else if (!strcmp(argv[i], "--frames")) frames = 1;
+        else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = (unsigned)strtoul(argv[++i], NULL, 10);
+        else usage();
+    }
+    if (!target || !strchr(target, ':')) usage();
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)atoi(strchr(target, ':') + 1));
+    {
+        char host[64];
+        size_t hl = (size_t)(strchr(target, ':') - target);
+        if (hl >= sizeof(host)) usage();
+        memcpy(host, target, hl);
+        host[hl] = 0;
+        if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) usage();
+    }
+    if (frames) {
+        return print_frames(&sa);
+    }
+    for (int k = 0; k < NKINDS; k++) total += count[k];
+    /* One descriptor per peer: raise the soft limit to the hard one. */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    p = calloc(total ? total : 1, sizeof(*p));
+    pf = calloc(total ? total : 1, sizeof(*pf));
+    if (!p || !pf) {
+        fprintf(stderr, "tcpota-hostile: out of memory\n");
+        return 1;
+    }
+    srand(seed);
+    for (int k = 0; k < NKINDS; k++) {
+        for (unsigned j = 0; j < count[k]; j++, n++) {
+            struct peer *q = &p[n];
+            struct sockaddr_in me;
+            socklen_t ml = sizeof(me);
+            int len;
+
+            q->kind = (enum kind)k;
+            q->fd = socket(AF_INET, SOCK_STREAM, 0);
+            if (q->fd < 0) {
+                fprintf(stderr, "tcpota-hostile: socket: %s\n", strerror(errno));
+                return 1;
+            }
+            if (k == NOREAD || k == PINGER) {
+                int small = 4096;
+                setsockopt(q->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+            }
+            if (connect(q->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+                fprintf(stderr, "tcpota-hostile: connect: %s\n", strerror(errno));
+                return 1;
+            }
+            getsockname(q->fd, (struct sockaddr *)&me, &ml);
+            q->port = ntohs(me.sin_port);
+            fcntl(q->fd, F_SETFL, fcntl(q->fd, F_GETFL) | O_NONBLOCK);
+            switch (k) {
+            case SLOW:
+            case NOREAD:
+            case PINGER:
+            case TRUNCATED:
+                len = hello(q->out, sizeof(q->out), n, 1, 0);
+                if (len < 0) return 1;
+                q->out_len = k == TRUNCATED ? (size_t)len / 2 : (size_t)len;
+                if (k != SLOW && k != TRUNCATED) {
+                    q->dbuf = malloc(TCPOTA_MAX_PAYLOAD + TCPOTA_FRAME_OVERHEAD);
+                    if (!q->dbuf ||
+                        tcpota_decoder_init(&q->dec, q->dbuf, TCPOTA_MAX_PAYLOAD + TCPOTA_FRAME_OVERHEAD) < 0) {
+                        return 1;
+                    }
+                }
+                break;
+            case BADVER:
+                len = hello(q->out, sizeof(q->out), n, 9, 0);
+                if (len < 0) return 1;
+                q->out_len = (size_t)len;
+                break;
+            case RANDOM:
+                q->out[0] = (uint8_t)(1 + rand() % 12);
+                for (size_t b = 1; b < 256; b++) q->out[b] = (uint8_t)rand();
+                q->out_len = 256;
+                break;
+            case OVERSIZE:
+                memcpy(q->out, "\x01\x00\xff\xff", 4);
+                q->out_len = 4;
+                break;
+            default:
+                break;
+            }
+        }
+    }
+    if (ports) {
+        FILE *f = fopen(ports, "w");
+        if (!f) {
+            fprintf(stderr, "tcpota-hostile: cannot write %s\n", ports);
+            return 1;
+        }
+        for (unsigned i = 0; i < n; i++) fprintf(f, "%s %u\n", kind_name[p[i].kind], p[i].port);
+        fclose(f);
+    }
+    fprintf(stderr, "tcpota-hostile: %u connections open\n", n);
+    t0 = now_s();
+    deadline = t0 + hold;
+    for (;;) {
+        double t = now_s();
+        unsigned open_readers = 0;
+        for (unsigned i = 0; i < n; i++) {
+            struct peer *q = &p[i];
+            pf[i].fd = -1;
+            pf[i].events = 0;
+            if (q->closed) continue;
+            if (q->sent < q->out_len && t >= q->next_send) {
+                size_t want = q->kind == SLOW ? 1 : q->out_len - q->sent;
+                ssize_t w = send(q->fd, q->out + q->sent, want, MSG_NOSIGNAL);
+                if (w > 0) q->sent += (size_t)w;
+                if (q->kind == SLOW) q->next_send = t + 1.0;
+            }
+            if ((q->kind == NOREAD || q->kind == PINGER) && !q->accepted) {
+                pf[i].fd = q->fd; /* reading up to the OFFER */
+                pf[i].events = POLLIN;
+                continue;
+            }
+            if (q->kind == NOREAD || q->kind == PINGER) {
+                /* Keep talking so that only the unread output can stall it. */
+                if (q->kind == PINGER && q->sent == q->out_len && t >= q->next_send) {
+                    struct tcpota_msg m;
+                    int len;
+                    memset(&m, 0, sizeof(m));
+                    m.type = TCPOTA_T_PING;
+                    m.u.ping.token = i;
+                    len = tcpota_msg_encode(&m, q->out, sizeof(q->out));
+                    q->out_len = len > 0 ? (size_t)len : 0;
+                    q->sent = 0;
+                    q->next_send = t + 1.0;
+                }
+                continue;
+            }
+            open_readers++;
+            pf[i].fd = q->fd;
+            pf[i].events = POLLIN;
+        }
+        if ((open_readers == 0 && t >= t0 + min_hold) || t >= deadline) break;
+        if (poll(pf, n, 100) < 0 && errno != EINTR) break;
+        for (unsigned i = 0; i < n; i++) {
+            uint8_t buf[4096];
+            ssize_t r;
+            if (pf[i].fd < 0 || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            if (p[i].kind == NOREAD || p[i].kind == PINGER) {
+                read_offer(&p[i]);
+                continue;
+            }
+            while ((r = recv(p[i].fd, buf, sizeof(buf), 0)) > 0) {
+            }
+            if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+                p[i].closed = 1;
+                closed[p[i].kind]++;
+                close(p[i].fd);
+            }
+        }
+    }
+    for (int k = 0; k < NKINDS; k++) {
+        if (!count[k]) continue;
+        if (k == NOREAD || k == PINGER) {
+            printf("tcpota-hostile: %-9s %5u peers (never read; see the server log)\n", kind_name[k], count[k]);
+            continue;
+        }
+        printf("tcpota-hostile: %-9s %5u peers, %5u closed by the server\n", kind_name[k], count[k], closed[k]);
+        if (closed[k] != count[k]) rc = 1;
+    }
+    printf("tcpota-hostile: %.1f s\n", now_s() - t0);
+    for (unsigned i = 0; i < n; i++) {
+        if (!p[i].closed) close(p[i].fd);
+        free(p[i].dbuf);
+    }
+    free(p);
+    free(pf);
+    return rc;
+}
