@@ -76,7 +76,7 @@ struct server {
     struct ban bans[BAN_SLOTS];
     struct event_base *base;
     struct evconnlistener *lis;
-    struct event *sigint, *sigterm;
+    struct event *sigint, *sigterm, *sweep;
     struct image img;
     struct conn *conns;
     unsigned nconns;
@@ -102,6 +102,7 @@ struct conn {
     uint32_t next_pct;
     uint64_t bytes_sent;
     double started;
+    double progress_at; /* last time the device's ACKs moved (or it connected) */
     uint8_t legacy_done;
     uint8_t closing; /* conn_close() ran: free once the output is out */
     char addr[48];
@@ -439,6 +440,7 @@ static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
               ev->start ? "resume from" : "from", ev->start);
         return;
     case TCPOTA_SRV_EV_ACCEPT:
+        c->progress_at = now_s();
         if (ev->start != c->stream_from) {
             clog_(c, 0, "accept: device resumes at %u instead, re-seeking", ev->start);
             c->stream_from = ev->start;
@@ -450,6 +452,9 @@ static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
               m->u.decline.message.len, m->u.decline.message.ptr ? (const char *)m->u.decline.message.ptr : "");
         return;
     case TCPOTA_SRV_EV_ACK:
+        if (!ev->duplicate) {
+            c->progress_at = now_s();
+        }
         if (srv->o->progress && !ev->duplicate && size &&
             (uint64_t)m->u.ack.offset * 100 >= (uint64_t)c->next_pct * size) {
             clog_(c, 0, "%3u%% (%u/%u bytes durable)",
@@ -786,6 +791,7 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
     snprintf(c->addr, sizeof(c->addr), "%s", host);
     c->id = ++srv->next_id;
     c->started = now_s();
+    c->progress_at = c->started;
     snprintf(c->peer, sizeof(c->peer), "%s:%s", host, port);
     if (srv->tls) {
         SSL *ssl = SSL_new(srv->tls);
@@ -835,6 +841,31 @@ static void accept_error_cb(struct evconnlistener *lis, void *arg)
     (void)lis;
     /* Out of descriptors and the like: keep serving the others. */
     say(srv, "accept failed: %s", evutil_socket_error_to_string(err));
+}
+
+/* Once a second: a device that is sent an image must acknowledge some of it
+ * within the idle timeout. A peer that keeps the connection busy with
+ * PINGs but never reads would otherwise hold its socket buffers forever,
+ * since the server then has nothing queued whose write could time out. */
+static void sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+    struct conn *c = srv->conns, *next;
+    double now = now_s();
+    (void)fd;
+    (void)what;
+
+    for (; c; c = next) {
+        enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
+        next = c->next;
+        if (c->kind == K_V1 && !c->closing &&
+            (st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING || st == TCPOTA_SRV_SENT_ALL) &&
+            now - c->progress_at > (double)srv->o->idle_timeout_s) {
+            srv->stats.failed++;
+            clog_(c, 1, "idle for %u s (not reading what we send); closing", srv->o->idle_timeout_s);
+            (void)conn_close(c, 1);
+        }
+    }
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -939,6 +970,11 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     srv.sigterm = evsignal_new(srv.base, SIGTERM, signal_cb, &srv);
     event_add(srv.sigint, NULL);
     event_add(srv.sigterm, NULL);
+    {
+        struct timeval second = {1, 0};
+        srv.sweep = event_new(srv.base, -1, EV_PERSIST, sweep_cb, &srv);
+        event_add(srv.sweep, &second);
+    }
     srv.started = now_s();
     event_base_dispatch(srv.base);
     while (srv.conns) {
@@ -955,6 +991,7 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
 out:
     if (srv.sigint) event_free(srv.sigint);
     if (srv.sigterm) event_free(srv.sigterm);
+    if (srv.sweep) event_free(srv.sweep);
     if (srv.lis) evconnlistener_free(srv.lis);
     if (srv.base) event_base_free(srv.base);
     if (srv.tls) SSL_CTX_free(srv.tls);
