@@ -1,31 +1,7 @@
 /* crc32c.c - CRC32C (Castagnoli), reflected, table-driven. */
 #include "tcpota/crc32c.h"
 
-#if defined(TCPOTA_FAST_CRC) && !defined(TCPOTA_SMALL)
-/* Host builds (server, load generator): eight bytes per step, several
- * times faster than one lookup per byte, for 8 KiB of tables. */
-#include "crc32c_slice8.h"
-
-uint32_t tcpota_crc32c_update(uint32_t crc, const void *data, size_t len)
-{
-    const uint8_t *p = data;
-    crc = ~crc;
-    while (len >= 8) {
-        uint32_t lo = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                             (uint32_t)p[3] << 24);
-        crc = crc32c_slice8[7][lo & 0xffu] ^ crc32c_slice8[6][(lo >> 8) & 0xffu] ^
-              crc32c_slice8[5][(lo >> 16) & 0xffu] ^ crc32c_slice8[4][lo >> 24] ^
-              crc32c_slice8[3][p[4]] ^ crc32c_slice8[2][p[5]] ^ crc32c_slice8[1][p[6]] ^
-              crc32c_slice8[0][p[7]];
-        p += 8;
-        len -= 8;
-    }
-    while (len--) {
-        crc = crc32c_slice8[0][(crc ^ *p++) & 0xffu] ^ (crc >> 8);
-    }
-    return ~crc;
-}
-#elif defined(TCPOTA_SMALL)
+#ifdef TCPOTA_SMALL
 /* Small builds (-DTCPOTA_SMALL): a 16-entry table, two lookups per byte;
  * 64 bytes instead of 1 KiB of flash, about half the speed. */
 static const uint32_t crc32c_nibble[16] = {
@@ -94,10 +70,27 @@ static const uint32_t crc32c_table[256] = {
     0xbe2da0a5u, 0x4c4623a6u, 0x5f16d052u, 0xad7d5351u,
 };
 
+#ifdef TCPOTA_FAST_CRC
+/* Host builds (server, load generator): eight bytes per step, several
+ * times faster than one lookup per byte, for 7 KiB more of tables. */
+#include "crc32c_slice8.h"
+#define T(k, b) ((k) ? crc32c_slice[(k) - 1][b] : crc32c_table[b])
+#endif
+
 uint32_t tcpota_crc32c_update(uint32_t crc, const void *data, size_t len)
 {
     const uint8_t *p = data;
     crc = ~crc;
+#ifdef TCPOTA_FAST_CRC
+    while (len >= 8) {
+        uint32_t lo = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                             (uint32_t)p[3] << 24);
+        crc = T(7, lo & 0xffu) ^ T(6, (lo >> 8) & 0xffu) ^ T(5, (lo >> 16) & 0xffu) ^
+              T(4, lo >> 24) ^ T(3, p[4]) ^ T(2, p[5]) ^ T(1, p[6]) ^ T(0, p[7]);
+        p += 8;
+        len -= 8;
+    }
+#endif
     while (len--) {
         crc = crc32c_table[(crc ^ *p++) & 0xffu] ^ (crc >> 8);
     }
