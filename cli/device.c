@@ -974,80 +974,6 @@ static void print_stats(struct device *dv)
 
 /* ---- `device status` ------------------------------------------------- */
 
-static const char *const g_region_files[] = {"otadata.bin", "nvs.bin", "ota_0.bin", "ota_1.bin"};
-#define REGION_FILES (sizeof(g_region_files) / sizeof(g_region_files[0]))
-
-static int copy_file(const char *src, const char *dst)
-{
-    char buf[16384];
-    int in = open(src, O_RDONLY | O_CLOEXEC);
-    int out = in < 0 ? -1 : open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    int rc = in < 0 || out < 0 ? -1 : 0;
-
-    while (rc == 0) {
-        ssize_t n = read(in, buf, sizeof(buf));
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            rc = n < 0 ? -1 : 0;
-            break;
-        }
-        for (ssize_t done = 0; done < n && rc == 0;) {
-            ssize_t w = write(out, buf + done, (size_t)(n - done));
-            if (w < 0 && errno != EINTR) {
-                rc = -1;
-            }
-            done += w > 0 ? w : 0;
-        }
-    }
-    if (in >= 0) {
-        close(in);
-    }
-    if (out >= 0 && close(out) < 0) {
-        rc = -1;
-    }
-    return rc;
-}
-
-static void snapshot_remove(const char *tmp)
-{
-    char path[PATH_MAX + 32];
-
-    for (size_t i = 0; i < REGION_FILES; i++) {
-        if ((size_t)snprintf(path, sizeof(path), "%s/%s", tmp, g_region_files[i]) < sizeof(path)) {
-            unlink(path);
-        }
-    }
-    rmdir(tmp);
-}
-
-/* Copies the device's region files to a fresh private directory `tmp`. */
-static int snapshot(const char *dir, char *tmp, size_t cap)
-{
-    const char *base = getenv("TMPDIR");
-    char src[PATH_MAX], dst[PATH_MAX];
-
-    if (!base || !*base) {
-        base = "/tmp";
-    }
-    if ((size_t)snprintf(tmp, cap, "%s/tcpota-status.XXXXXX", base) >= cap || !mkdtemp(tmp)) {
-        fprintf(stderr, "tcpota: cannot create a temporary directory in %s: %s\n", base,
-                strerror(errno));
-        return -1;
-    }
-    for (size_t i = 0; i < REGION_FILES; i++) {
-        if ((size_t)snprintf(src, sizeof(src), "%s/%s", dir, g_region_files[i]) >= sizeof(src) ||
-            (size_t)snprintf(dst, sizeof(dst), "%s/%s", tmp, g_region_files[i]) >= sizeof(dst) ||
-            copy_file(src, dst) < 0) {
-            fprintf(stderr, "tcpota: cannot copy %s: %s\n", src, strerror(errno));
-            snapshot_remove(tmp);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 static void json_string(const char *s)
 {
     putchar('"');
@@ -1089,56 +1015,26 @@ static void print_status(const struct tcpota_posix_slot_info *run, const uint8_t
 
 /* The resume record as the core writes it: version 1, image id, size,
  * offset, CRC32C. Returns it or NULL when absent or not intact. */
-static const uint8_t *read_resume(const struct tcpota_port *port, uint8_t *buf, size_t cap)
+static const uint8_t *read_resume(const struct tcpota_posix_status *st)
 {
-    int n = port->kv_get(port->ctx, TCPOTA_KEY_RESUME, buf, cap);
+    const uint8_t *r = st->resume;
 
-    if (n != (int)RESUME_REC_LEN || buf[0] != 1 ||
-        tcpota_crc32c(buf, RESUME_REC_LEN - 4) != tcpota_get_u32(buf + RESUME_REC_LEN - 4)) {
+    if (st->resume_len != (int)RESUME_REC_LEN || r[0] != 1 ||
+        tcpota_crc32c(r, RESUME_REC_LEN - 4) != tcpota_get_u32(r + RESUME_REC_LEN - 4)) {
         return NULL;
     }
-    return buf;
+    return r;
 }
 
-/* Boots a private copy of the device and reports what runs there. */
-static int status_of_copy(const char *tmp, const char *dir)
-{
-    static struct tcpota_posix_dev dev; /* ~9 KiB: off the stack */
-    struct tcpota_posix_slot_info run;
-    struct tcpota_port port;
-    uint8_t rec[TCPOTA_POSIX_KV_VALUE_MAX];
-    int rc = tcpota_posix_open(&dev, tmp, 0, 0, NULL);
-
-    if (rc == 0) {
-        rc = tcpota_posix_boot(&dev);
-    }
-    if (rc == 0) {
-        rc = tcpota_posix_running(&dev, &run);
-    }
-    if (rc == 0) {
-        rc = tcpota_posix_port(&dev, &port);
-    }
-    if (rc < 0) {
-        fprintf(stderr, "tcpota: %s: %s (%s)\n", dir, tcpota_strerror(rc),
-                tcpota_posix_strerror_detail(&dev));
-        tcpota_posix_close(&dev);
-        return 1;
-    }
-    print_status(&run, read_resume(&port, rec, sizeof(rec)));
-    tcpota_posix_close(&dev);
-    return fflush(stdout) == 0 ? 0 : 1;
-}
-
-/* `tcpota device status --flash DIR`. The running slot is only known after
- * a boot, and a boot writes otadata (NEW -> PENDING, PENDING -> ABORTED).
- * So DIR is never booted here: the bootloader runs on a private copy of its
- * files and the JSON describes what that boot picks, i.e. what the device
- * runs now or, after an update not yet rebooted into, at its next start. */
+/* `tcpota device status --flash DIR`. DIR is only read (its files opened
+ * O_RDONLY, see tcpota_posix_inspect): the JSON describes what the
+ * bootloader picks at the next reset, i.e. what the device runs now or,
+ * after an update not yet rebooted into, at its next start (pending). */
 static int cmd_status(int argc, char **argv)
 {
-    static struct tcpota_posix_dev dev;
+    static struct tcpota_posix_dev dev; /* ~9 KiB of workspace: off the stack */
+    static struct tcpota_posix_status st;
     const char *dir = NULL;
-    char tmp[PATH_MAX];
     int rc;
 
     for (int i = 1; i < argc; i++) {
@@ -1159,8 +1055,7 @@ static int cmd_status(int argc, char **argv)
     if (!dir || !*dir) {
         return usage_error("%s", "status: --flash DIR is required");
     }
-    /* Opening without create only reads; it tells a missing device apart. */
-    rc = tcpota_posix_open(&dev, dir, 0, 0, NULL);
+    rc = tcpota_posix_inspect(&dev, dir, &st);
     if (rc == TCPOTA_ERR_NOENT) {
         fprintf(stderr, "tcpota: no device flash in %s\n", dir);
         return 1;
@@ -1170,13 +1065,8 @@ static int cmd_status(int argc, char **argv)
                 tcpota_strerror(rc), tcpota_posix_strerror_detail(&dev));
         return 1;
     }
-    tcpota_posix_close(&dev);
-    if (snapshot(dir, tmp, sizeof(tmp)) < 0) {
-        return 1;
-    }
-    rc = status_of_copy(tmp, dir);
-    snapshot_remove(tmp);
-    return rc;
+    print_status(&st.next, read_resume(&st));
+    return fflush(stdout) == 0 ? 0 : 1;
 }
 
 /* ---- entry point ----------------------------------------------------- */

@@ -62,6 +62,7 @@ static int check_op(struct tcpota_flash *fl, const char *what, uint32_t off, siz
     if (fl->fd < 0) {
         return fail(fl, TCPOTA_ERR_IO, "%s on a closed region", what);
     }
+
     if (!in_bounds(fl, off, len)) {
         return fail(fl, TCPOTA_ERR_RANGE, "%s of %lu bytes at 0x%lx outside region of 0x%lx",
                     what, (unsigned long)len, (unsigned long)off, (unsigned long)fl->size);
@@ -70,6 +71,18 @@ static int check_op(struct tcpota_flash *fl, const char *what, uint32_t off, siz
         return fail(fl, TCPOTA_ERR_IO, "%s at 0x%lx: power lost", what, (unsigned long)off);
     }
     return 0;
+}
+
+/* Entry checks of erase and prog: those of check_op, and a writable file. */
+static int check_write(struct tcpota_flash *fl, const char *what, uint32_t off, size_t len)
+{
+    int rc = check_op(fl, what, off, len);
+
+    if (rc == 0 && fl->readonly) {
+        rc = fail(fl, TCPOTA_ERR_IO, "%s at 0x%lx on a read-only region", what,
+                  (unsigned long)off);
+    }
+    return rc;
 }
 
 /* Count one erase or prog. Returns 0 to do it in full, 1 to do only half
@@ -154,7 +167,7 @@ static int fill_erased(struct tcpota_flash *fl, uint32_t off, size_t len)
 
 static int open_file(struct tcpota_flash *fl, const char *path, int create)
 {
-    int flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_TRUNC : 0);
+    int flags = (fl->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | (create ? O_CREAT | O_TRUNC : 0);
 
     fl->fd = open(path, flags, 0644);
     if (fl->fd < 0) {
@@ -191,13 +204,15 @@ static int check_existing(struct tcpota_flash *fl, uint32_t size)
     return 0;
 }
 
-int tcpota_flash_open(struct tcpota_flash *fl, const char *path, uint32_t size, int create)
+static int region_open(struct tcpota_flash *fl, const char *path, uint32_t size, int create,
+                       int readonly)
 {
     int rc;
 
     fl->fd = -1;
     fl->size = 0;
     fl->fault = NULL;
+    fl->readonly = (uint8_t)(readonly != 0);
     fl->detail[0] = '\0';
     set_name(fl, path ? path : "(null)");
     if (!path || size % SECTOR != 0 || (create && size == 0)) {
@@ -219,6 +234,16 @@ int tcpota_flash_open(struct tcpota_flash *fl, const char *path, uint32_t size, 
         fl->size = 0;
     }
     return rc;
+}
+
+int tcpota_flash_open(struct tcpota_flash *fl, const char *path, uint32_t size, int create)
+{
+    return region_open(fl, path, size, create, 0);
+}
+
+int tcpota_flash_open_readonly(struct tcpota_flash *fl, const char *path, uint32_t size)
+{
+    return region_open(fl, path, size, 0, 1);
 }
 
 int tcpota_flash_close(struct tcpota_flash *fl)
@@ -273,7 +298,7 @@ int tcpota_flash_erase(struct tcpota_flash *fl, uint32_t off, uint32_t len)
         return fail(fl, TCPOTA_ERR_INVAL, "erase of 0x%lx bytes at 0x%lx not sector aligned",
                     (unsigned long)len, (unsigned long)off);
     }
-    rc = check_op(fl, "erase", off, len);
+    rc = check_write(fl, "erase", off, len);
     for (uint32_t s = off; rc == 0 && s < off + len; s += SECTOR) {
         rc = erase_sector(fl, s);
     }
@@ -305,7 +330,7 @@ static int check_erased(struct tcpota_flash *fl, uint32_t off, size_t len)
 
 int tcpota_flash_prog(struct tcpota_flash *fl, uint32_t off, const void *buf, size_t len)
 {
-    int rc = check_op(fl, "prog", off, len);
+    int rc = check_write(fl, "prog", off, len);
 
     if (rc < 0 || len == 0) {
         return rc;

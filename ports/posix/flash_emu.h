@@ -58,6 +58,7 @@ struct tcpota_flash {
     int fd;
     uint32_t size;
     struct tcpota_flash_fault *fault;
+    uint8_t readonly;
     char name[32];
     char detail[TCPOTA_FLASH_DETAIL_LEN];
 };
@@ -72,6 +73,13 @@ struct tcpota_flash {
  * file descriptor stays open. */
 int tcpota_flash_open(struct tcpota_flash *fl, const char *path, uint32_t size, int create);
 
+/* Open the existing region in `path` for reading only (O_RDONLY): the
+ * checks of tcpota_flash_open() without create, and every later erase or
+ * prog fails with TCPOTA_ERR_IO before touching the file or the fault
+ * counter. For inspecting a device without changing a byte of it. Returns
+ * as tcpota_flash_open(). */
+int tcpota_flash_open_readonly(struct tcpota_flash *fl, const char *path, uint32_t size);
+
 /* Close the file. Safe to call twice and on a region whose open failed
  * (once fl->fd is -1). Returns 0 or TCPOTA_ERR_IO. */
 int tcpota_flash_close(struct tcpota_flash *fl);
@@ -85,13 +93,14 @@ int tcpota_flash_read(struct tcpota_flash *fl, uint32_t off, void *buf, size_t l
  * TCPOTA_SECTOR_SIZE and len > 0. Each sector is one operation for the
  * fault counter, so a cut may leave the first sectors of a range erased.
  * Returns 0, TCPOTA_ERR_INVAL (unaligned), TCPOTA_ERR_RANGE or
- * TCPOTA_ERR_IO (power lost, OS error). */
+ * TCPOTA_ERR_IO (power lost, read-only region, OS error). */
 int tcpota_flash_erase(struct tcpota_flash *fl, uint32_t off, uint32_t len);
 
 /* Program `len` bytes at `off`: every target byte must read 0xFF, else
  * nothing is written and TCPOTA_ERR_IO is returned with a detail naming
  * the offset. One call is one operation for the fault counter (len 0 is
- * none). Returns 0, TCPOTA_ERR_RANGE, TCPOTA_ERR_INVAL or TCPOTA_ERR_IO. */
+ * none). Returns 0, TCPOTA_ERR_RANGE, TCPOTA_ERR_INVAL or TCPOTA_ERR_IO
+ * (also on a read-only region). */
 int tcpota_flash_prog(struct tcpota_flash *fl, uint32_t off, const void *buf, size_t len);
 
 /* Make every completed prog and erase durable (fdatasync). Returns 0 or

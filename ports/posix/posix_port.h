@@ -23,6 +23,10 @@
  * session. After set_boot or mark_invalid, call tcpota_posix_boot() again:
  * that is the reboot. tcpota_posix_close() at the end.
  *
+ * To look at a device without running it (`tcpota device status`), use
+ * tcpota_posix_inspect(): it reads the files read-only and tells what the
+ * bootloader would run at the next reset, writing nothing.
+ *
  * Memory: struct tcpota_posix_dev is allocated by the caller (about 9 KiB:
  * it holds a copy of the NVS sector and a scratch sector); nothing here
  * calls malloc. Its members are private. One device is not thread-safe.
@@ -53,6 +57,15 @@ extern "C" {
 #define TCPOTA_POSIX_KV_VALUE_MAX 512
 /* Room for one detail message, NUL included. */
 #define TCPOTA_POSIX_DETAIL_LEN 192
+
+/* Image states recorded in otadata, numbered as esp_ota_img_states_t. */
+enum tcpota_posix_img_state {
+    TCPOTA_POSIX_IMG_NEW = 0,            /* set_boot done, never booted */
+    TCPOTA_POSIX_IMG_PENDING_VERIFY = 1, /* booted once, not confirmed */
+    TCPOTA_POSIX_IMG_VALID = 2,          /* confirmed (or factory) */
+    TCPOTA_POSIX_IMG_INVALID = 3,        /* rejected by mark_invalid */
+    TCPOTA_POSIX_IMG_ABORTED = 4         /* rebooted while still pending */
+};
 
 /* What otadata knows about one slot (private). */
 struct tcpota_posix_meta {
@@ -108,6 +121,27 @@ struct tcpota_posix_slot_info {
     uint32_t size;
     uint8_t sha256[TCPOTA_ID_LEN];
     char version[TCPOTA_POSIX_VERSION_MAX + 1]; /* NUL-terminated */
+};
+
+/* What tcpota_posix_inspect() reports about a device directory. */
+struct tcpota_posix_status {
+    /* The image the bootloader would run at the next reset, described as
+     * tcpota_posix_running() would describe it right after that boot: a
+     * NEW image (set_boot done, not yet rebooted into) has pending = 1, as
+     * that boot makes it PENDING_VERIFY; an image that is PENDING_VERIFY
+     * now is refused by that boot, so the other slot is reported with
+     * rolled_back = 1; likewise for INVALID, ABORTED or a boot slot whose
+     * bytes do not hash to its record. */
+    struct tcpota_posix_slot_info next;
+    /* otadata as it is now, before that boot: the boot slot and its state
+     * (enum tcpota_posix_img_state). */
+    uint8_t boot_slot;
+    uint8_t boot_state;
+    /* The raw value of the NVS key "tcpota.resume" (TCPOTA_KEY_RESUME of
+     * tcpota/device.h, the core's resume record), resume_len bytes; -1
+     * when the key is absent. Not checked here: its format is the core's. */
+    int resume_len;
+    uint8_t resume[TCPOTA_POSIX_KV_VALUE_MAX];
 };
 
 /* Open the device in directory `dir`. With `create` != 0 a directory
@@ -173,6 +207,24 @@ int tcpota_posix_port(struct tcpota_posix_dev *dev, struct tcpota_port *port);
 /* Describe the running image. Returns 0 or TCPOTA_ERR_STATE (not
  * booted). */
 int tcpota_posix_running(const struct tcpota_posix_dev *dev, struct tcpota_posix_slot_info *out);
+
+/* Inspect the device in `dir` without changing it: every file is opened
+ * O_RDONLY, nothing is created, written, renamed or synced, and no
+ * file's bytes or mtime change. It runs the bootloader's decision of
+ * tcpota_posix_boot() (state checks, SHA-256 of the candidate slots)
+ * without its writes, and reads the resume record from NVS; see struct
+ * tcpota_posix_status for what is reported. It may run while another
+ * process runs the device; a report taken while that process writes may
+ * be stale or, rarely, fail with TCPOTA_ERR_IO: ask again.
+ * `dev` is only workspace for the buffers (no malloc): whatever it held
+ * is overwritten and it is left closed; it must not be an open device.
+ * Returns 0, TCPOTA_ERR_INVAL (NULL argument, empty dir), TCPOTA_ERR_NOENT
+ * (no device: a region file is missing), TCPOTA_ERR_IO (OS error, a file
+ * of the wrong length, no valid otadata record, unreadable NVS) or
+ * TCPOTA_ERR_INTEGRITY (neither slot would boot). On failure
+ * tcpota_posix_strerror_detail(dev) says why. */
+int tcpota_posix_inspect(struct tcpota_posix_dev *dev, const char *dir,
+                         struct tcpota_posix_status *out);
 
 /* Attach a power-cut schedule to every region of the open device (NULL
  * detaches; tcpota_posix_open() starts without one). The fault must

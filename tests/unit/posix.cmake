@@ -5,3 +5,9 @@ target_link_libraries(test_flash_emu PRIVATE tcpota_posix)
 
 tcpota_unit_test(test_posix_port ${CMAKE_CURRENT_LIST_DIR}/test_posix_port.c)
 target_link_libraries(test_posix_port PRIVATE tcpota_posix)
+
+tcpota_unit_test(test_posix_inspect ${CMAKE_CURRENT_LIST_DIR}/test_posix_inspect.c)
+target_link_libraries(test_posix_inspect PRIVATE tcpota_posix)
+# The test sees every open() of the port, to check that inspect opens
+# nothing writeable (being root, file modes cannot prove it).
+target_link_options(test_posix_inspect PRIVATE -Wl,--wrap=open)
