@@ -68,10 +68,14 @@ wait_line() { # FILE REGEX [SECONDS]
 
 # The start_* functions run a server in the background (its pid in
 # $WORK/NAME.pid) and set PORT to the port it listens on.
+# SERVE_LOG=1 start_serve ...: without --quiet, so that the server logs a
+# "done: image ... verified by the device" line per device (the fleet
+# benchmark counts them).
 PORT=0
 start_serve() { # NAME IMAGE [ARGS]
-  local name=$1 img=$2; shift 2
-  "$TCPOTA" serve --listen 127.0.0.1:0 --version 2.0.0 --quiet --no-progress "$@" "$img" \
+  local name=$1 img=$2 quiet=--quiet; shift 2
+  [ "${SERVE_LOG:-0}" = 1 ] && quiet=
+  "$TCPOTA" serve --listen 127.0.0.1:0 --version 2.0.0 $quiet --no-progress "$@" "$img" \
     > /dev/null 2> "$WORK/$name.log" &
   echo $! > "$WORK/$name.pid"; PIDS+=($!)
   wait_line "$WORK/$name.log" 'listening on'
@@ -151,6 +155,19 @@ proc_stats() {
   echo "$hwm $rss $(awk -v t=$ticks -v h="$tck" 'BEGIN{printf "%.2f", t / h}')"
 }
 
+# Waits until FILE has at least N lines matching REGEX, or SECONDS pass.
+# Prints the count reached and the seconds waited: "COUNT SECONDS".
+wait_count() { # FILE REGEX N SECONDS
+  local c=0 t0=$EPOCHREALTIME
+  while :; do
+    c=$(grep -cE "$2" "$1" 2>/dev/null || true)
+    [ "${c:-0}" -ge "$3" ] && break
+    awk -v a="$t0" -v b="$EPOCHREALTIME" -v m="$4" 'BEGIN{exit !(b - a >= m)}' && break
+    sleep 0.1
+  done
+  echo "${c:-0} $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b - a}')"
+}
+
 median() { sort -g | awk '{v[NR]=$1} END{ if (NR==0) print "nan"; else if (NR%2) print v[(NR+1)/2]; else printf "%.6f\n", (v[NR/2]+v[NR/2+1])/2 }'; }
 
 # ---- 1. slow link -----------------------------------------------------------
@@ -180,6 +197,17 @@ run_raw() { # PORT
   sed -nE 's/.*seconds=([0-9.]+).*/\1/p' <<< "$out"
 }
 
+# The protocol without the host device's emulated flash: one session of the
+# same device core on bench-loadgen's in-memory port. -> "xfer verified":
+# connect() to the last image byte written, and to the verified image (the
+# core's read-back and SHA-256).
+run_core() { # PORT
+  local out
+  out=$("$LOADGEN" tcpota --server "127.0.0.1:$1" --devices 1 --sources 1 --size $MIB --timeout 60) ||
+    die "bench-loadgen (one device) failed: $out"
+  echo "$(sed -nE 's/.* xfer_p50=([0-9.]+).*/\1/p' <<< "$out") $(sed -nE 's/.* p50=([0-9.]+).*/\1/p' <<< "$out")"
+}
+
 run_curl() { # PORT
   local t
   t=$(curl -s -o "$WORK/curl.out" -w '%{time_total}' "http://127.0.0.1:$1/image.bin") ||
@@ -197,8 +225,8 @@ run_legacy() { # PORT IMAGE -> seconds
 }
 
 link_bench() {
-  local reps=3 rows row delay rate label args p_t p_r p_n p_l p_l50 p_l100 i
-  local t_tc t_raw t_curl t_leg leg_note
+  local reps=5 rows row delay rate label args p_t p_r p_n p_c p_l p_l50 p_l100 i
+  local t_tc t_raw t_curl t_leg leg_note t_cx t_cv
   [ $QUICK -eq 1 ] && reps=1
   # rows: delay_ms rate_Bps ("-": no cap)
   rows=("0 -" "10 -" "50 -" "150 -" "10 2000000" "50 2000000")
@@ -214,8 +242,8 @@ link_bench() {
     echo
     echo "Seconds (median of $reps runs; the sample's protocol: one run) and the ratio to raw TCP."
     echo
-    echo "| link (one-way delay, cap) | raw TCP s | tcpota s | ×raw | nginx+curl s | ×raw | sample (stop-and-wait) s | ×raw | tcpota faster than the sample |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| link (one-way delay, cap) | raw TCP s | tcpota device s | ×raw | tcpota core, last byte s | ×raw | tcpota core, verified s | ×raw | nginx+curl s | ×raw | sample (stop-and-wait) s | ×raw | tcpota faster than the sample |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   } > "$WORK/link.md"
   for row in "${rows[@]}"; do
     read -r delay rate <<< "$row"
@@ -229,13 +257,18 @@ link_bench() {
     start_proxy px_t "$srv_t" "${args[@]}"; p_t=$PORT
     start_proxy px_r "$raw_port" "${args[@]}"; p_r=$PORT
     start_proxy px_n "$NGX_PORT" "${args[@]}"; p_n=$PORT
-    : > "$WORK/t_tc"; : > "$WORK/t_raw"; : > "$WORK/t_curl"
+    start_proxy px_c "$srv_t" "${args[@]}"; p_c=$PORT
+    : > "$WORK/t_tc"; : > "$WORK/t_raw"; : > "$WORK/t_curl"; : > "$WORK/t_core"
     for ((i = 0; i < reps; i++)); do # interleaved: the machine's noise hits all alike
       run_raw "$p_r" >> "$WORK/t_raw"
       run_tcpota_device "$p_t" >> "$WORK/t_tc"
+      run_core "$p_c" >> "$WORK/t_core"
       run_curl "$p_n" >> "$WORK/t_curl"
     done
     t_raw=$(median < "$WORK/t_raw"); t_tc=$(median < "$WORK/t_tc"); t_curl=$(median < "$WORK/t_curl")
+    t_cx=$(cut -d' ' -f1 "$WORK/t_core" | median); t_cv=$(cut -d' ' -f2 "$WORK/t_core" | median)
+    { printf '%s raw:' "$label"; tr '\n' ' ' < "$WORK/t_raw"; printf ' device:'; tr '\n' ' ' < "$WORK/t_tc"
+      printf ' core(xfer verified):'; tr '\n' ' ' < "$WORK/t_core"; printf ' curl:'; tr '\n' ' ' < "$WORK/t_curl"; echo; } >> "$WORK/link.raw"
     # The sample's protocol: one round trip per 512-byte package. Where a whole
     # run takes minutes, time 50 and 100 packages and extrapolate to 2048.
     if [ "$delay" -le $(( QUICK ? 0 : 10 )) ]; then
@@ -253,18 +286,25 @@ link_bench() {
       leg_note=" (extrapolated)"
       stop_pid px_l50; stop_pid px_l100
     fi
-    stop_pid px_t; stop_pid px_r; stop_pid px_n
-    awk -v l="$label" -v r="$t_raw" -v t="$t_tc" -v c="$t_curl" -v s="$t_leg" -v n="$leg_note" 'BEGIN{
-      printf "| %s | %.3f | %.3f | %.2f | %.3f | %.2f | %.1f%s | %.0f | %.0f× |\n",
-             l, r, t, t / r, c, c / r, s, n, s / r, s / t }' >> "$WORK/link.md"
+    stop_pid px_t; stop_pid px_r; stop_pid px_n; stop_pid px_c
+    awk -v l="$label" -v r="$t_raw" -v t="$t_tc" -v x="$t_cx" -v v="$t_cv" -v c="$t_curl" -v s="$t_leg" -v n="$leg_note" 'BEGIN{
+      printf "| %s | %.4f | %.4f | %.2f | %.4f | %.2f | %.4f | %.2f | %.4f | %.2f | %.1f%s | %.0f | %.0f× |\n",
+             l, r, t, t / r, x, x / r, v, v / r, c, c / r, s, n, s / r, s / t }' >> "$WORK/link.md"
   done
   stop_pid nginx; stop_pid link; stop_pid leg50; stop_pid leg100; stop_pid raw
   cat >> "$WORK/link.md" <<'EOF'
 
-- Each contender has its own proxy with the same settings. tcpota: `tcpota device` (flash
-  emulated in tmpfs) against `tcpota serve`, timed from its "connecting to" line to its
-  "verify ok" line (whole image written, read back from flash, SHA-256 checked, boot slot set;
-  the reboot and confirmation connection after it are not counted). Raw TCP: `bench-rawtcp`
+- Each contender has its own proxy with the same settings. tcpota device: `tcpota device`
+  (the host device: NOR flash emulated in files in tmpfs) against `tcpota serve`, timed from
+  its "connecting to" line to its "verify ok" line (whole image written, read back from flash
+  and SHA-256 checked by the core, read back and hashed again by the port's set-boot check as
+  `esp_ota_set_boot_partition` does, boot slot set; the reboot and confirmation connection
+  after it are not counted). tcpota core: the same device core and the same server, on
+  `bench-loadgen`'s in-memory flash port (one device, `--devices 1`): "last byte" is connect()
+  to the last image byte written (the protocol's transfer: what raw TCP and curl time),
+  "verified" adds the core's read-back and SHA-256 (one pass). The gap between "tcpota device"
+  and "tcpota core, verified" is the host device's own work, not the protocol's: flash emulated
+  with file I/O and a second SHA-256 pass. Raw TCP: `bench-rawtcp`
   (connect, one request line, the file as one stream). nginx+curl: Debian's nginx, one worker,
   sendfile; curl's `time_total`. Sample: `tcpota-legacy-client` (one 512-byte package per round
   trip, no added pause) against `tcpota serve`'s legacy mode; the sample's own 50 ms pause
@@ -280,7 +320,7 @@ EOF
 
 # ---- 2. fleet ---------------------------------------------------------------
 fleet_bench() {
-  local ns n port pid before after out sum hwm rss cpu0 cpu1 hwm1 conns
+  local ns n port pid out hwm rss cpu0 cpu1 hwm1 conns srv_ok waited
   ns=(100 1000 10000)
   [ $QUICK -eq 1 ] && ns=(100 1000)
   {
@@ -293,7 +333,7 @@ fleet_bench() {
     for kind in tcpota nginx; do
       log "fleet: N=$n against $kind"
       if [ $kind = tcpota ]; then
-        start_serve fleet "$IMG" --max-conns 20000 --idle-timeout 300; port=$PORT
+        SERVE_LOG=1 start_serve fleet "$IMG" --max-conns 20000 --idle-timeout 300; port=$PORT
         pid=$(cat "$WORK/fleet.pid")
       else
         start_nginx
@@ -307,24 +347,32 @@ fleet_bench() {
       else
         out=$("$LOADGEN" http --server "127.0.0.1:$port" --path /image.bin --devices "$n" --size $MIB --timeout 900) || true
       fi
-      sleep 1 # the last COMPLETE frames reach the server's log
-      read -r hwm1 _ cpu1 < <(proc_stats "$pid")
+      srv_ok=-
       if [ $kind = tcpota ]; then
+        # A device is done once it has queued its COMPLETE; the server counts
+        # it when that frame arrives. Stop the server only once it has logged
+        # a verified completion per device (or after 60 s), not after a fixed sleep.
+        read -r _ waited < <(wait_count "$WORK/fleet.log" 'done: image .* verified by the device' "$n" 60)
+        read -r hwm1 _ cpu1 < <(proc_stats "$pid")
         stop_pid fleet
-        grep -q "summary: .* $n devices updated (verified)" "$WORK/fleet.log" ||
+        srv_ok=$(sed -nE 's/.*summary: .* ([0-9]+) devices updated \(verified\).*/\1/p' "$WORK/fleet.log")
+        log "fleet: the server counted ${srv_ok:-?} of $n devices verified, ${waited} s after the load generator ended"
+        [ "${srv_ok:-0}" -eq "$n" ] ||
           log "server summary does not show $n verified devices: $(grep summary "$WORK/fleet.log")"
       else
+        read -r hwm1 _ cpu1 < <(proc_stats "$pid")
         stop_pid nginx
       fi
-      echo "$out" >> "$WORK/fleet.raw"
-      awk -v n="$n" -v k="$kind" -v rss0="$rss" -v hwm="$hwm1" -v c0="$cpu0" -v c1="$cpu1" '
+      echo "$out server_verified=$srv_ok" >> "$WORK/fleet.raw"
+      awk -v n="$n" -v k="$kind" -v rss0="$rss" -v hwm="$hwm1" -v c0="$cpu0" -v c1="$cpu1" -v so="${srv_ok:-?}" '
         { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
         END {
           conns = v["peak_conns"] > 0 ? v["peak_conns"] : n;
           printf "| %d | %s | %.2f | %.2f | %.2f | %.0f | %.1f | %.1f | %.2f | %.1f | %s |\n",
             n, k == "tcpota" ? "tcpota serve" : "nginx (1 worker)", v["wall"], v["p50"], v["p99"],
             v["mbytes_per_s"], hwm / 1024, (hwm - rss0) / conns, c1 - c0, v["client_cpu"],
-            (v["failed"] == 0 && v["ok"] == n) ? "all " v["ok"] : v["ok"] " of " n " (" v["failed"] " failed)" }' \
+            ((v["failed"] == 0 && v["ok"] == n) ? "all " v["ok"] : v["ok"] " of " n " (" v["failed"] " failed)") \
+            (so == "-" ? "" : "; server: " so " verified") }' \
         <<< "$out" >> "$WORK/fleet.md"
       sleep 1
     done
@@ -335,20 +383,25 @@ fleet_bench() {
   opened at once from 127.0.0.1-4. tcpota: N sessions of the device core (`struct tcpota_dev`)
   with an in-memory flash port; nginx: a minimal HTTP/1.1 GET per device. Both check every byte
   as it is written (against the deterministic image) and read the whole image back and check
-  its SHA-256 at the end (tcpota: the core's own check; HTTP: as `esp_ota_end` does).
+  its SHA-256 at the end (tcpota: the core's own check; HTTP: as `esp_ota_end` does). SHA-256
+  is OpenSSL's in both (SHA-NI; devices hash in hardware too).
 - Times run from a device's connect() to its verified image; "all done" to the last device.
   Aggregate MB/s = N × 1 MiB / all done. Server RSS is VmHWM (peak) from /proc; per connected
   device: (peak − RSS before the run) / the most connections open at once. Server CPU is
   utime + stime from /proc over the run (nginx: master + worker).
+- "server: K verified": the server's own count of COMPLETE frames reporting a verified image
+  (its summary line); the run waits until the server has logged one per device (at most 60 s)
+  before it stops the server.
 - The server and the load generator share the machine's 2 cores; the load generator's CPU is
-  shown because it bounds the aggregate rate.
+  shown because it bounds the aggregate rate: it is one process on one core, busy for the
+  whole run (its CPU s ≈ all done s). The servers are not the bottleneck (see their CPU s).
 EOF
   cat "$WORK/fleet.md"
 }
 
 # ---- 4. resume cost -----------------------------------------------------------
 resume_bench() {
-  local size=$((16 * MIB)) img=$WORK/resume.bin sha port px dir out clean cut cuts refetched conns
+  local size=$((16 * MIB)) img=$WORK/resume.bin port px dir out clean cut cuts refetched conns
   log "resume: 100 random cuts through one 16 MiB update"
   "$LOADGEN" image --size $size --seed 7 "$img"
   start_serve resume "$img"; port=$PORT
@@ -429,13 +482,52 @@ out=$RESULTS/latest.md
   echo
 } > "$WORK/head.md"
 
+# Other load on this shared machine, per benchmark: the machine's busy CPU
+# time (user + nice + system in /proc/stat, all cores) minus the CPU time of
+# this script and every process it started and reaped (/proc/$$/stat utime,
+# stime, cutime, cstime): what other engineers' processes (and kernel
+# threads) used meanwhile. Plus the busiest other processes at the end.
+busy_ticks() { awk '/^cpu /{print $2 + $3 + $4; exit}' /proc/stat; }
+own_ticks() { awk '{print $14 + $15 + $16 + $17}' "/proc/$$/stat"; }
+PH_T0=0 PH_BUSY0=0 PH_OWN0=0
+phase_begin() {
+  PH_T0=$EPOCHREALTIME PH_BUSY0=$(busy_ticks) PH_OWN0=$(own_ticks)
+}
+phase_end() { # NAME
+  local busy="" pid pcpu
+  while read -r pid pcpu; do
+    busy+="${busy:+, }$(ps -o comm= -p "$pid" 2>/dev/null || echo "pid $pid") $pcpu %"
+  done < <(top -b -n 2 -d 0.5 -o %CPU 2>/dev/null |
+           awk '/^top -/{n++} n == 2 && $1 ~ /^[0-9]+$/ && $9 + 0 >= 20 {printf "%s %.0f\n", $1, $9}')
+  awk -v n="$1" -v t0="$PH_T0" -v t1="$EPOCHREALTIME" -v b0="$PH_BUSY0" -v b1="$(busy_ticks)" \
+      -v o0="$PH_OWN0" -v o1="$(own_ticks)" -v hz="$(getconf CLK_TCK)" -v top="${busy:-none}" 'BEGIN{
+    wall = t1 - t0; other = ((b1 - b0) - (o1 - o0)) / hz; if (other < 0) other = 0
+    printf "| %s | %.0f | %.1f | %.2f | %s |\n", n, wall, other, (wall > 0 ? other / wall : 0), top }' >> "$WORK/load.md"
+}
+
+{
+  echo "| benchmark | wall s | CPU s used by other processes | = cores on average (of $(nproc)) | other processes at ≥ 20 % of a core when it ended |"
+  echo "|---|---:|---:|---:|---|"
+} > "$WORK/load.md"
+phase_begin
 log "footprint"
 bash "$ROOT/bench/footprint.sh" "$WORK/footprint.md" >/dev/null
+phase_end footprint
+phase_begin
 link_bench
+phase_end "slow link"
+phase_begin
 fleet_bench
+phase_end fleet
+phase_begin
 resume_bench
+phase_end resume
+{ echo "Other load on the machine during the run (its busy CPU time minus this run's own processes):"
+  echo; cat "$WORK/load.md"; echo; } >> "$WORK/head.md"
 cat "$WORK/head.md" "$WORK/link.md" <(echo) "$WORK/fleet.md" <(echo) "$WORK/footprint.md" \
     "$WORK/resume.md" > "$out"
+{ echo "# raw samples of ${out##*/} (link: seconds per run; fleet: bench-loadgen's line)"
+  cat "$WORK/link.raw" "$WORK/fleet.raw"; } > "${out%.md}-samples.txt"
 echo
 cat "$WORK/footprint.md"
 log "results written to ${out#"$ROOT"/}"
