@@ -34,6 +34,9 @@
 
 #define OUT_HIGH (256u * 1024u) /* queue DATA frames up to this much */
 #define OUT_LOW (64u * 1024u)   /* refill when the queue drains below */
+/* Stop reading a peer whose replies pile up unread (a PING flood, a legacy
+ * device repeating req1 without reading): above DATA's own cap. */
+#define READ_PAUSE (OUT_HIGH + 256u * 1024u)
 #define RX_CAP 1024u            /* device frames are small; HELLO < 300 B */
 #define BAN_SLOTS 256u          /* peers remembered for failed authentications */
 #define BAN_MAX_S 300u          /* longest wait imposed after failures */
@@ -105,6 +108,7 @@ struct conn {
     double progress_at; /* last time the device's ACKs moved (or it connected) */
     uint8_t legacy_done;
     uint8_t closing; /* conn_close() ran: free once the output is out */
+    uint8_t read_paused; /* reading stopped until our replies drain */
     char addr[48];
     uint8_t nonce[TCPOTA_NONCE_LEN];
     uint8_t rx[RX_CAP];
@@ -571,7 +575,15 @@ static void read_cb(struct bufferevent *bev, void *arg)
         return;
     }
     while (evbuffer_get_length(in)) {
-        int n = evbuffer_remove(in, buf, sizeof(buf));
+        int n;
+        if (evbuffer_get_length(bufferevent_get_output(bev)) >= READ_PAUSE) {
+            /* The write callback resumes once the peer reads again; if it
+             * never does, the write timeout ends the connection. */
+            c->read_paused = 1;
+            bufferevent_disable(bev, EV_READ);
+            return;
+        }
+        n = evbuffer_remove(in, buf, sizeof(buf));
         if (n <= 0) break;
         if (c->kind == K_UNKNOWN) {
             int k = tcpota_detect(buf, (size_t)n);
@@ -609,7 +621,14 @@ static void read_cb(struct bufferevent *bev, void *arg)
 static void write_cb(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
+    int resume = 0;
 
+    if (c->read_paused && !c->closing &&
+        evbuffer_get_length(bufferevent_get_output(bev)) < READ_PAUSE / 2) {
+        c->read_paused = 0;
+        bufferevent_enable(bev, EV_READ);
+        resume = 1;
+    }
     if (c->kind == K_V1) {
         if (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
             if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
@@ -617,11 +636,17 @@ static void write_cb(struct bufferevent *bev, void *arg)
             }
             return;
         }
-        (void)pump(c);
+        if (pump(c)) {
+            return; /* c is gone */
+        }
     } else if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
         /* Not "reading disabled": a TLS bufferevent reports that during
          * its handshake. */
         conn_free(c);
+        return;
+    }
+    if (resume && evbuffer_get_length(bufferevent_get_input(bev))) {
+        read_cb(bev, c); /* what arrived while reading was paused */
     }
 }
 
@@ -858,8 +883,11 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     for (; c; c = next) {
         enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
         next = c->next;
+        /* The same deadline holds for answering a CHALLENGE: PINGs must not
+         * keep an unauthenticated peer's slot. */
         if (c->kind == K_V1 && !c->closing &&
-            (st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING || st == TCPOTA_SRV_SENT_ALL) &&
+            (st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING || st == TCPOTA_SRV_SENT_ALL ||
+             st == TCPOTA_SRV_AUTH_WAIT || st == TCPOTA_SRV_AUTH_CHECK) &&
             now - c->progress_at > (double)srv->o->idle_timeout_s) {
             srv->stats.failed++;
             clog_(c, 1, "idle for %u s (not reading what we send); closing", srv->o->idle_timeout_s);

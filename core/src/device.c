@@ -127,13 +127,16 @@ int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
         if (have_last && (rc = report_save(p, last + 1, result)) < 0) {
             return rc;
         }
+        /* The counter goes up before the record that carries it is erased:
+         * a cut in between must not confirm the image with the old floor. */
+        if (healthy && have_last &&
+            (rc = counter_raise(p, tcpota_get_u32(last + 1 + TCPOTA_ID_LEN))) < 0) {
+            return rc;
+        }
         if (have_last && (rc = p->kv_erase(p->ctx, TCPOTA_KEY_LAST)) < 0) {
             return rc;
         }
         if (healthy) {
-            if (have_last && (rc = counter_raise(p, tcpota_get_u32(last + 1 + TCPOTA_ID_LEN))) < 0) {
-                return rc;
-            }
             return p->mark_valid(p->ctx);
         }
         rc = p->mark_invalid(p->ctx);
@@ -514,9 +517,11 @@ static int finish(struct tcpota_dev *d, struct tcpota_dev_event *ev)
     m.type = TCPOTA_T_COMPLETE;
     m.u.complete.image_id = d->image;
     if (rc < 0) {
-        /* Never bootable; start over from zero next time. */
+        /* Never bootable; start over from zero next time. No "last update"
+         * record either, or a later rollback would be blamed on it. */
         (void)p->ota_abort(p->ctx);
         (void)resume_drop(d);
+        (void)p->kv_erase(p->ctx, TCPOTA_KEY_LAST);
         m.u.complete.status = (uint16_t)-rc;
         (void)queue(d, &m);
         d->last_error = rc;

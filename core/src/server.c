@@ -317,6 +317,11 @@ int tcpota_srv_input(struct tcpota_srv *s, const uint8_t *in, size_t len,
     }
     rc = on_frame(s, ev);
     if (rc < 0) {
+        if (s->state != TCPOTA_SRV_CLOSING) {
+            /* e.g. no room left for a reply (a PING flood): end it too. */
+            (void)tcpota_srv_fail(s, rc, "cannot answer", 0);
+            s->state = TCPOTA_SRV_CLOSING;
+        }
         return rc;
     }
     return used;

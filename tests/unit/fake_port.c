@@ -61,6 +61,7 @@ static int f_set_boot(void *ctx)
 {
     struct fake_port *fp = ctx;
     if (!fp->ended) return TCPOTA_ERR_STATE;
+    if (fp->fail_set_boot) return TCPOTA_ERR_IO;
     fp->boot_set = 1;
     return 0;
 }
@@ -107,6 +108,7 @@ static int f_kv_erase(void *ctx, const char *key)
 {
     struct fake_port *fp = ctx;
     int i = find(fp, key);
+    if (fp->fail_erase_key && strcmp(key, fp->fail_erase_key) == 0) return TCPOTA_ERR_IO;
     if (i < 0) return TCPOTA_ERR_NOENT;
     fp->kv[i].used = 0;
     return 0;

@@ -653,6 +653,34 @@ static void test_challenge_without_secret_denied(void **state)
     assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_DENIED);
 }
 
+static void test_set_boot_failure_leaves_no_last_record(void **state)
+{
+    uint8_t b[64];
+    (void)state;
+    fp->fail_set_boot = 1;
+    assert_int_equal(run_conn(0, -1, NULL), TCPOTA_ERR_IO);
+    assert_int_equal(fp->boot_set, 0);
+    assert_int_equal(fp->port.kv_get(fp, TCPOTA_KEY_LAST, b, sizeof(b)), TCPOTA_ERR_NOENT);
+    assert_int_equal(dev.resume.valid, 0);
+}
+
+/* A cut between confirming and forgetting the last update must not leave
+ * the image confirmed with the old counter: the counter goes up first. */
+static void test_counter_raised_before_last_record_is_erased(void **state)
+{
+    uint8_t b[64];
+    (void)state;
+    trust_key();
+    sign_image("esp32", 9);
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_UPDATED);
+    fp->boot.pending = 1;
+    fp->fail_erase_key = TCPOTA_KEY_LAST; /* the "cut" */
+    assert_int_equal(tcpota_dev_boot(&fp->port, 1), TCPOTA_ERR_IO);
+    assert_int_equal(fp->port.kv_get(fp, TCPOTA_KEY_COUNTER, b, sizeof(b)), 9);
+    assert_int_equal(tcpota_get_u32(b + 1), 9);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -680,6 +708,8 @@ int main(void)
         T(test_offer_of_running_version_refused),
         T(test_challenge_answered_with_hmac),
         T(test_challenge_without_secret_denied),
+        T(test_set_boot_failure_leaves_no_last_record),
+        T(test_counter_raised_before_last_record_is_erased),
     };
     if (sodium_init() < 0) return 1;
     return cmocka_run_group_tests(tests, NULL, NULL);

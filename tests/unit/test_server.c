@@ -399,6 +399,26 @@ static void test_ping_gets_pong(void **state)
     assert_int_equal(out[0].u.ping.token, 42);
 }
 
+/* More PINGs than the reply buffer holds: the session ends instead of
+ * silently dropping answers. */
+static void test_ping_flood_ends_session(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_srv_event ev;
+    int rc = 0;
+    (void)state;
+    hello(&m, "1.0.0");
+    m.u.hello.max_payload = 512;
+    assert_true(feed(&m, &ev) > 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_PING;
+    for (int i = 0; i < 400 && rc >= 0; i++) {
+        rc = feed(&m, &ev);
+    }
+    assert_int_equal(rc, TCPOTA_ERR_NOSPC);
+    assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_CLOSING);
+}
+
 static void test_init_rejects_bad_config(void **state)
 {
     struct tcpota_srv_config cfg;
@@ -533,6 +553,7 @@ int main(void)
         cmocka_unit_test_setup(test_garbage_and_oversize, setup),
         cmocka_unit_test_setup(test_small_device_buffer_limits_chunk, setup),
         cmocka_unit_test_setup(test_ping_gets_pong, setup),
+        cmocka_unit_test_setup(test_ping_flood_ends_session, setup),
         cmocka_unit_test(test_init_rejects_bad_config),
         cmocka_unit_test_setup(test_auth_required_without_capability_denied, setup_auth),
         cmocka_unit_test_setup(test_auth_challenge_then_offer_only_after_verdict, setup_auth),
