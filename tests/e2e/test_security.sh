@@ -109,6 +109,13 @@ grep -q 'refused: 1 failed authentications' server.log || fail "backoff not logg
 stop_server
 ok "authentication: right secret served; no secret, wrong secret, unknown device, replay refused; backoff"
 
+# A peer that never answers the CHALLENGE cannot keep its slot with PINGs.
+start_server img 2.0.0 --require-auth --auth-file secrets --idle-timeout 2
+out=$($P --server "127.0.0.1:$SERVER_PORT" --id probe --stall 8 --from 127.0.0.15)
+case "$out" in "closed after "[1-5]" s") ;; *) fail "unanswered challenge kept open: $out" ;; esac
+stop_server
+ok "an unanswered challenge is closed after the idle timeout ($out)"
+
 # 6. Secrets and private keys never appear in logs or on stdout/stderr.
 for s in "$(cut -d' ' -f3 dev.secret)" "$(cut -d' ' -f3 k.key)" "$(cut -d' ' -f3 k.key | cut -c1-64)"; do
   ! grep -rqF "$s" ./*.log || fail "a secret or private key appears in a log"

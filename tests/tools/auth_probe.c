@@ -3,6 +3,11 @@
  * reports what the server did.
  *
  *   tcpota-auth-probe --server HOST:PORT --id ID [--secret FILE] [--replay] [--from ADDR]
+ *                     [--stall SECONDS]
+ *
+ * With --stall it never answers the CHALLENGE but sends a PING every
+ * second, and prints "closed after N s" when the server hangs up within
+ * SECONDS, else "still open".
  *
  * Prints "offer", "no-update" or "error <code>" for the last connection
  * and exits 0; exits 2 on a usage or I/O error. With --replay it first
@@ -11,6 +16,7 @@
 #include "tcpota/codec.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -24,6 +30,7 @@ static uint8_t rxbuf[TCPOTA_MAX_PAYLOAD + TCPOTA_FRAME_OVERHEAD];
 static uint8_t in[4096];
 static size_t have, off;
 static const char *from; /* source address: failures are counted per address */
+static int stall;         /* --stall: seconds to keep the CHALLENGE unanswered */
 
 static int dial(const char *host, int port)
 {
@@ -116,6 +123,38 @@ static void session(const char *host, int port, const char *id, const uint8_t *s
         close(fd);
         return;
     }
+    if (stall) {
+        struct timeval one = {1, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &one, sizeof(one));
+        for (int t = 1; t <= stall; t++) {
+            uint8_t b[256];
+            memset(&m, 0, sizeof(m));
+            m.type = TCPOTA_T_PING;
+            m.u.ping.token = (uint32_t)t;
+            {
+                uint8_t f[64];
+                int k = tcpota_msg_encode(&m, f, sizeof(f));
+                if (k < 0 || send(fd, f, (size_t)k, MSG_NOSIGNAL) != k) {
+                    printf("closed after %d s\n", t);
+                    close(fd);
+                    return;
+                }
+            }
+            /* Drain PONGs; a 0-byte read is the server hanging up. */
+            for (;;) {
+                ssize_t r = recv(fd, b, sizeof(b), 0);
+                if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+                    printf("closed after %d s\n", t);
+                    close(fd);
+                    return;
+                }
+                if (r < 0) break;
+            }
+        }
+        printf("still open\n");
+        close(fd);
+        return;
+    }
     n = tcpota_auth_message(m.u.challenge.nonce, (const uint8_t *)id, strlen(id), msg, sizeof(msg));
     if (n < 0) exit(2);
     if (forced) {
@@ -158,6 +197,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--secret") && i + 1 < argc) secret_file = argv[++i];
         else if (!strcmp(argv[i], "--replay")) replay = 1;
         else if (!strcmp(argv[i], "--from") && i + 1 < argc) from = argv[++i];
+        else if (!strcmp(argv[i], "--stall") && i + 1 < argc) stall = atoi(argv[++i]);
         else { fprintf(stderr, "auth-probe: bad argument %s\n", argv[i]); return 2; }
     }
     if (!server || !id || sscanf(server, "%63[^:]:%d", host, &port) != 2 || sodium_init() < 0) {
