@@ -33,9 +33,15 @@ refused() {
 # 1. The server refuses to start on a manifest that does not verify.
 $T sign --key k.key --version 2.0.0 --model esp32 --security-counter 5 img 2>/dev/null
 $T verify --pubkey k.pub img 2> verify.log || fail "verify of a good image failed"
-cp img tampered; printf 'X' | dd of=tampered bs=1 seek=1000 conv=notrunc 2>/dev/null
+# flip_byte FILE OFFSET: changes one byte, whatever its value was.
+flip_byte() {
+  local b; b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
+  printf "\\$(printf %03o $(( (b + 1) % 256 )))" | dd of="$1" bs=1 seek="$2" conv=notrunc 2>/dev/null
+}
+cp img tampered; flip_byte tampered 1000
+cmp -s img tampered && fail "could not tamper with the image"
 cp img.manifest tampered.manifest
-rc=0; $T serve --listen 127.0.0.1:0 --version 2.0.0 tampered 2> bad-serve.log || rc=$?
+rc=0; timeout 20 $T serve --listen 127.0.0.1:0 --version 2.0.0 tampered 2> bad-serve.log || rc=$?
 [ $rc -eq 1 ] && grep -q 'differs from the manifest' bad-serve.log || fail "server started on a tampered image"
 rc=0; $T verify --pubkey other.pub img 2> v2.log || rc=$?
 [ $rc -eq 1 ] && grep -q 'not a trusted key' v2.log || fail "verify accepted the wrong key"
@@ -43,7 +49,8 @@ ok "serve and verify refuse a tampered image / wrong key"
 
 # 2. The device refuses each bad offer before writing a byte.
 refused tampered-image "image SHA-256 mismatch" tampered 2.0.0 --no-require-signed
-cp img.manifest bad.manifest; printf '\x01' | dd of=bad.manifest bs=1 seek=20 conv=notrunc 2>/dev/null
+cp img.manifest bad.manifest; flip_byte bad.manifest 20
+cmp -s img.manifest bad.manifest && fail "could not tamper with the manifest"
 refused tampered-manifest "signature does not verify" img 2.0.0 --manifest bad.manifest --no-require-signed
 $T sign --key other.key --version 2.0.0 --model esp32 --out other.manifest img 2>/dev/null
 refused wrong-key "signed by an untrusted key" img 2.0.0 --manifest other.manifest
