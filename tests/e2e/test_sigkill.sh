@@ -12,7 +12,12 @@ start_proxy proxy "$SERVER_PORT" --rate 1000000
   2> "$WORK/d1.log" &
 dev=$!
 PIDS+=("$dev")
-sleep 0.6
+# Kill it once it has durable progress (polled, not a fixed sleep: a loaded
+# machine may take longer to get there).
+for _ in $(seq 200); do
+  "$TCPOTA" device status --flash "$WORK/d" 2>/dev/null | grep -q '"resume":{"offset":[1-9]' && break
+  sleep 0.05
+done
 kill -9 "$dev"
 wait "$dev" 2>/dev/null || true
 status=$("$TCPOTA" device status --flash "$WORK/d")
