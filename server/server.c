@@ -692,14 +692,6 @@ static SSL_CTX *tls_context(const char *cert, const char *key)
     return ctx;
 }
 
-static struct ban *ban_find(struct server *srv, const char *addr, int create);
-
-static void b_reset(struct server *srv, const char *addr)
-{
-    struct ban *b = ban_find(srv, addr, 0);
-    if (b) memset(b, 0, sizeof(*b));
-}
-
 static struct ban *ban_find(struct server *srv, const char *addr, int create)
 {
     struct ban *oldest = &srv->bans[0];
@@ -713,6 +705,13 @@ static struct ban *ban_find(struct server *srv, const char *addr, int create)
     memset(oldest, 0, sizeof(*oldest));
     snprintf(oldest->addr, sizeof(oldest->addr), "%s", addr);
     return oldest;
+}
+
+/* A peer that authenticated starts with a clean record. */
+static void ban_clear(struct server *srv, const char *addr)
+{
+    struct ban *b = ban_find(srv, addr, 0);
+    if (b) memset(b, 0, sizeof(*b));
 }
 
 /* Checks the device's answer to our nonce against the secret we hold. */
@@ -770,7 +769,7 @@ static void on_auth(struct conn *c, const uint8_t *mac)
         (void)tcpota_srv_authorize(&c->s, 0, NULL, NULL);
         return;
     }
-    b_reset(srv, c->addr);
+    ban_clear(srv, c->addr);
     if (tcpota_srv_authorize(&c->s, 1, &offered, &start) == 0) {
         c->stream_from = start;
         c->next_pct = (uint32_t)((uint64_t)start * 10 / srv->img.size + 1) * 10;

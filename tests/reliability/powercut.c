@@ -24,22 +24,12 @@
 #include <sodium.h>
 
 #include "rig.h"
+#include "../unit/tmpdir.h"
 
 static int die(const struct rig *r, const char *what, unsigned k, int tear)
 {
     fprintf(stderr, "powercut: FAIL %s (cut after op %u, tear %d): %s\n", what, k, tear, r->err);
     return 1;
-}
-
-static void rm_dir(const char *dir)
-{
-    static const char *const f[] = {"ota_0.bin", "ota_1.bin", "otadata.bin", "nvs.bin"};
-    char p[300];
-    for (int i = 0; i < 4; i++) {
-        snprintf(p, sizeof(p), "%s/%s", dir, f[i]);
-        (void)unlink(p);
-    }
-    (void)rmdir(dir);
 }
 
 int main(int argc, char **argv)
@@ -194,6 +184,6 @@ out:
     rig_free(&r);
     rig_image_free(&a);
     rig_image_free(&b);
-    rm_dir(dir);
+    tmpdir_remove(dir);
     return rc;
 }

@@ -22,6 +22,7 @@
 
 #include "posix_port.h"
 #include "tcpota/device.h"
+#include "tmpdir.h"
 
 #define SEC TCPOTA_SECTOR_SIZE
 #define SLOT (8u * SEC)
@@ -79,25 +80,6 @@ int __wrap_open(const char *path, int flags, ...)
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static void rm_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char path[512];
-
-    if (!d) {
-        return;
-    }
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            unlink(path);
-        }
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 static void path_of(const struct fx *f, const char *name, char *out, size_t cap)
 {
     snprintf(out, cap, "%s/%s", f->dir, name);
@@ -148,7 +130,7 @@ static int teardown(void **state)
     struct fx *f = *state;
 
     tcpota_posix_close(&f->dev);
-    rm_dir(f->dir);
+    tmpdir_remove(f->dir);
     free(f);
     return 0;
 }

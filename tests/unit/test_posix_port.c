@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "posix_port.h"
+#include "tmpdir.h"
 
 #define SEC TCPOTA_SECTOR_SIZE
 #define SLOT (16u * SEC)
@@ -37,25 +38,6 @@ struct image {
 };
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static void rm_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char path[512];
-
-    if (!d) {
-        return;
-    }
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            unlink(path);
-        }
-    }
-    closedir(d);
-    rmdir(dir);
-}
 
 static void boot_ok(struct fx *f)
 {
@@ -101,7 +83,7 @@ static int teardown(void **state)
     struct fx *f = *state;
 
     tcpota_posix_close(&f->dev);
-    rm_dir(f->dir);
+    tmpdir_remove(f->dir);
     free(f);
     return 0;
 }
@@ -110,7 +92,7 @@ static int teardown(void **state)
 static void recreate(struct fx *f)
 {
     tcpota_posix_close(&f->dev);
-    rm_dir(f->dir);
+    tmpdir_remove(f->dir);
     open_ok(f, 1);
 }
 
@@ -317,7 +299,7 @@ static void test_defaults_and_create_is_idempotent(void **state)
     tcpota_posix_close(&f->dev);
     assert_int_equal(tcpota_posix_open(&f->dev, f->dir, 0, 2 * SLOT, NULL), TCPOTA_ERR_INVAL);
 
-    rm_dir(f->dir);
+    tmpdir_remove(f->dir);
     assert_int_equal(tcpota_posix_open(&f->dev, f->dir, 0, 0, NULL), TCPOTA_ERR_NOENT);
     assert_int_equal(tcpota_posix_open(&f->dev, f->dir, 1, 0, NULL), 0);
     assert_int_equal(tcpota_posix_boot(&f->dev), 0);
@@ -326,7 +308,7 @@ static void test_defaults_and_create_is_idempotent(void **state)
     assert_int_equal(tcpota_posix_port(&f->dev, &f->port), 0);
     assert_int_equal(f->port.slot_size, TCPOTA_POSIX_SLOT_SIZE_DEFAULT);
     tcpota_posix_close(&f->dev);
-    rm_dir(f->dir);
+    tmpdir_remove(f->dir);
     assert_int_equal(tcpota_posix_open(&f->dev, f->dir, 1, 1000, NULL), TCPOTA_ERR_INVAL);
     assert_int_equal(tcpota_posix_open(&f->dev, f->dir, 1, 0, "0123456789012345678901234567890123"),
                      TCPOTA_ERR_INVAL);
@@ -682,7 +664,7 @@ static void test_longest_version_round_trips(void **state)
 
     recreate(f);
     tcpota_posix_close(&f->dev);
-    rm_dir(f->dir);
+    tmpdir_remove(f->dir);
     assert_int_equal(tcpota_posix_open(&f->dev, f->dir, 1, SLOT, v32), 0);
     boot_ok(f);
     assert_string_equal(running(f).version, v32);
