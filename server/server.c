@@ -719,7 +719,7 @@ static int auth_check(struct conn *c, const uint8_t *mac, const char **why)
 {
     const struct tcpota_serve_opts *o = c->srv->o;
     const char *id = tcpota_srv_device_id(&c->s);
-    uint8_t msg[64 + TCPOTA_NONCE_LEN + TCPOTA_MAX_STR], want[32];
+    uint8_t msg[TCPOTA_AUTH_MSG_MAX], want[32];
     size_t i;
     int n;
 
@@ -730,7 +730,7 @@ static int auth_check(struct conn *c, const uint8_t *mac, const char **why)
         *why = "unknown device";
         return 0;
     }
-    n = tcpota_auth_message(c->nonce, (const uint8_t *)id, strlen(id), msg, sizeof(msg));
+    n = tcpota_auth_message(c->nonce, NULL, (const uint8_t *)id, strlen(id), msg, sizeof(msg));
     if (n < 0) {
         *why = "bad device id";
         return 0;

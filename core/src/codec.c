@@ -523,22 +523,27 @@ static void encode_body(struct writer *w, const struct tcpota_msg *m)
     }
 }
 
-int tcpota_auth_message(const uint8_t nonce[TCPOTA_NONCE_LEN], const uint8_t *device_id,
-                        size_t id_len, uint8_t *out, size_t cap)
+int tcpota_auth_message(const uint8_t nonce[TCPOTA_NONCE_LEN], const uint8_t *binding,
+                        const uint8_t *device_id, size_t id_len, uint8_t *out, size_t cap)
 {
-    static const char label[] = "tcpota-auth-v1";
-    size_t n = sizeof(label) - 1;
+    static const char plain[] = "tcpota-auth-v1", tls[] = "tcpota-auth-v1-tls";
+    const char *label = binding ? tls : plain;
+    size_t n = binding ? sizeof(tls) - 1 : sizeof(plain) - 1;
+    size_t blen = binding ? TCPOTA_TLS_BINDING_LEN : 0;
 
     if (!nonce || !device_id || id_len == 0 || id_len > TCPOTA_MAX_STR) {
         return TCPOTA_ERR_INVAL;
     }
-    if (cap < n + TCPOTA_NONCE_LEN + id_len) {
+    if (cap < n + TCPOTA_NONCE_LEN + blen + id_len) {
         return TCPOTA_ERR_NOSPC;
     }
     memcpy(out, label, n);
     memcpy(out + n, nonce, TCPOTA_NONCE_LEN);
-    memcpy(out + n + TCPOTA_NONCE_LEN, device_id, id_len);
-    return (int)(n + TCPOTA_NONCE_LEN + id_len);
+    if (binding) {
+        memcpy(out + n + TCPOTA_NONCE_LEN, binding, blen);
+    }
+    memcpy(out + n + TCPOTA_NONCE_LEN + blen, device_id, id_len);
+    return (int)(n + TCPOTA_NONCE_LEN + blen + id_len);
 }
 
 int tcpota_msg_encode(const struct tcpota_msg *m, uint8_t *out, size_t cap)

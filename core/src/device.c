@@ -588,7 +588,7 @@ static int on_data(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcpo
 static int on_challenge(struct tcpota_dev *d, const struct tcpota_msg *m)
 {
     const struct tcpota_port *p = d->cfg.port;
-    uint8_t msg[14 + TCPOTA_NONCE_LEN + TCPOTA_MAX_STR], mac[TCPOTA_MAC_LEN];
+    uint8_t msg[TCPOTA_AUTH_MSG_MAX], mac[TCPOTA_MAC_LEN];
     struct tcpota_msg a;
     int n, rc;
 
@@ -599,7 +599,7 @@ static int on_challenge(struct tcpota_dev *d, const struct tcpota_msg *m)
         return fail(d, TCPOTA_ERR_DENIED, "server requires authentication; no secret here");
     }
     d->challenged = 1;
-    n = tcpota_auth_message(m->u.challenge.nonce, (const uint8_t *)d->cfg.device_id,
+    n = tcpota_auth_message(m->u.challenge.nonce, NULL, (const uint8_t *)d->cfg.device_id,
                             strlen(d->cfg.device_id), msg, sizeof(msg));
     if (n < 0) {
         return fail(d, n, "cannot build the authentication message");

@@ -99,7 +99,7 @@ static void session(const char *host, int port, const char *id, const uint8_t *s
 {
     struct tcpota_decoder d;
     struct tcpota_msg m;
-    uint8_t msg[128];
+    uint8_t msg[TCPOTA_AUTH_MSG_MAX];
     int fd = dial(host, port), n;
 
     tcpota_decoder_init(&d, rxbuf, sizeof(rxbuf));
@@ -155,7 +155,7 @@ static void session(const char *host, int port, const char *id, const uint8_t *s
         close(fd);
         return;
     }
-    n = tcpota_auth_message(m.u.challenge.nonce, (const uint8_t *)id, strlen(id), msg, sizeof(msg));
+    n = tcpota_auth_message(m.u.challenge.nonce, NULL, (const uint8_t *)id, strlen(id), msg, sizeof(msg));
     if (n < 0) exit(2);
     if (forced) {
         memcpy(sent, forced, 32);

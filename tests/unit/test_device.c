@@ -599,7 +599,7 @@ static void test_challenge_answered_with_hmac(void **state)
     static const uint8_t key[32] = {7, 7, 7};
     struct tcpota_msg m;
     struct tcpota_dev_event ev;
-    uint8_t nonce[32], msg[128], want[32], frame[64];
+    uint8_t nonce[32], msg[TCPOTA_AUTH_MSG_MAX], want[32], frame[64];
     const uint8_t *p;
     (void)state;
 
@@ -623,7 +623,7 @@ static void test_challenge_answered_with_hmac(void **state)
     n = tcpota_dev_output(&dev, &p);
     assert_int_equal(n, 8 + 32);
     assert_int_equal(p[0], TCPOTA_T_AUTH);
-    int len = tcpota_auth_message(nonce, (const uint8_t *)"dev-1", 5, msg, sizeof(msg));
+    int len = tcpota_auth_message(nonce, NULL, (const uint8_t *)"dev-1", 5, msg, sizeof(msg));
     assert_true(len > 0);
     crypto_auth_hmacsha256_state st;
     crypto_auth_hmacsha256_init(&st, key, 32);

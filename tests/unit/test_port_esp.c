@@ -143,9 +143,9 @@ static void srv_start(void)
 static void srv_check_auth(const struct tcpota_srv_event *sev)
 {
     crypto_auth_hmacsha256_state st;
-    uint8_t msg[128], want[32];
+    uint8_t msg[TCPOTA_AUTH_MSG_MAX], want[32];
     const char *id = tcpota_srv_device_id(&srv);
-    int n = tcpota_auth_message(srv_nonce, (const uint8_t *)id, strlen(id), msg, sizeof(msg));
+    int n = tcpota_auth_message(srv_nonce, NULL, (const uint8_t *)id, strlen(id), msg, sizeof(msg));
     uint8_t offered;
     uint32_t start;
 

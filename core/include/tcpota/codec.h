@@ -205,11 +205,23 @@ int tcpota_msg_encode(const struct tcpota_msg *m, uint8_t *out, size_t cap);
  * TCPOTA_ERR_INVAL if len exceeds TCPOTA_MAX_PAYLOAD - 4. */
 int tcpota_data_head(uint8_t out[8], uint32_t offset, uint16_t len);
 
-/* The bytes a device authenticates with: "tcpota-auth-v1", the server's
- * nonce, then the device id. Both sides build them here, so the rule lives
- * in one place. Returns the length written, or TCPOTA_ERR_NOSPC / _INVAL. */
-int tcpota_auth_message(const uint8_t nonce[TCPOTA_NONCE_LEN], const uint8_t *device_id,
-                        size_t id_len, uint8_t *out, size_t cap);
+/* Channel binding of an authentication inside TLS: the TLS exporter
+ * (RFC 5705 / RFC 8446 section 7.5) with this label, no context, this many
+ * bytes. Both ends derive it from their own TLS session, so an answer to a
+ * CHALLENGE relayed from another TLS connection does not verify. */
+#define TCPOTA_TLS_BINDING_LABEL "EXPORTER-tcpota-auth-v1"
+#define TCPOTA_TLS_BINDING_LEN 32u
+/* Longest authentication message: label, nonce, binding, device id. */
+#define TCPOTA_AUTH_MSG_MAX (20u + TCPOTA_NONCE_LEN + TCPOTA_TLS_BINDING_LEN + TCPOTA_MAX_STR)
+
+/* The bytes a device authenticates with. Over plain TCP (binding NULL):
+ * "tcpota-auth-v1", the server's nonce, the device id. Inside TLS
+ * (binding = TCPOTA_TLS_BINDING_LEN bytes of the exporter above):
+ * "tcpota-auth-v1-tls", the nonce, the binding, the device id. Both sides
+ * build them here, so the rule lives in one place. Returns the length
+ * written (at most TCPOTA_AUTH_MSG_MAX), or TCPOTA_ERR_NOSPC / _INVAL. */
+int tcpota_auth_message(const uint8_t nonce[TCPOTA_NONCE_LEN], const uint8_t *binding,
+                        const uint8_t *device_id, size_t id_len, uint8_t *out, size_t cap);
 
 /* Little-endian helpers shared by the codec and the ports. */
 static inline void tcpota_put_u16(uint8_t *p, uint16_t v)
