@@ -2,10 +2,13 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 int cli_hostport(const char *s, const char *what, char *host, size_t hcap, uint16_t *port)
 {
@@ -73,4 +76,55 @@ uint64_t cli_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+int cli_open_regular(const char *path, const char *what)
+{
+    struct stat st;
+    int fd, fl;
+
+    if (!path || !*path) {
+        fprintf(stderr, "tcpota: %s: no file name given\n", what);
+        return -1;
+    }
+    /* O_NONBLOCK: opening a FIFO for reading would wait for a writer. */
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "tcpota: %s: cannot open %s: %s\n", what, path, strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, &st) < 0) {
+        fprintf(stderr, "tcpota: %s: %s: %s\n", what, path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        fprintf(stderr, "tcpota: %s: %s is not a regular file%s; give the path of a file\n", what,
+                path, S_ISDIR(st.st_mode) ? " (it is a directory)" : "");
+        close(fd);
+        return -1;
+    }
+    fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+        fprintf(stderr, "tcpota: %s: %s: %s\n", what, path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+FILE *cli_fopen_regular(const char *path, const char *what)
+{
+    int fd = cli_open_regular(path, what);
+    FILE *f;
+
+    if (fd < 0) {
+        return NULL;
+    }
+    f = fdopen(fd, "r");
+    if (!f) {
+        fprintf(stderr, "tcpota: %s: %s: %s\n", what, path, strerror(errno));
+        close(fd);
+    }
+    return f;
 }
