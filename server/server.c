@@ -24,6 +24,7 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
 {
     struct server *srv = arg;
     char host[48] = "?", port[8] = "?";
+    int unauth = 0;
     (void)lis;
 
     getnameinfo(sa, (socklen_t)salen, host, sizeof(host), port, sizeof(port),
@@ -34,17 +35,23 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
         evutil_closesocket(fd);
         return;
     }
-    {
-        struct ban *b = ban_find(srv->bans, host, 0);
-        if (b && b->until > now_s()) {
+    /* Authentication is judged at AUTH (auth.h), not here: refusing an
+     * address at accept would lock out every device behind its NAT. What
+     * one address may hold before it authenticates is capped instead. */
+    if (srv->o->max_unauth_per_addr && (srv->tls || srv->o->require_auth)) {
+        unauth = unauth_add(&srv->unauth, host, srv->o->max_unauth_per_addr);
+        if (unauth <= 0) {
             srv->stats.refused++;
-            say(srv, "[- %s:%s] refused: %u failed authentications, wait %.0f s", host, port,
-                b->failures, b->until - now_s());
+            if (unauth == 0) {
+                say(srv, "[- %s:%s] refused: %s already holds %u connections that have not "
+                         "authenticated (--max-unauth-per-addr)", host, port, host,
+                    unauth_count(&srv->unauth, host));
+            }
             evutil_closesocket(fd);
             return;
         }
     }
-    conn_new(srv, fd, host, port);
+    conn_new(srv, fd, host, port, unauth);
 }
 
 static void accept_error_cb(struct evconnlistener *lis, void *arg)
@@ -71,6 +78,9 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     for (; c; c = next) {
         enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
         next = c->next;
+        if (conn_check_deadline(c, now)) {
+            continue;
+        }
         /* The same deadline holds for answering a CHALLENGE: PINGs must not
          * keep an unauthenticated peer's slot. */
         if (c->kind == K_V1 && !c->closing &&
@@ -182,6 +192,10 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     if (!srv.base || listen_on(&srv) < 0) {
         goto out;
     }
+    if (auth_init(&srv.auth, o->secrets, o->nsecrets) < 0) {
+        fprintf(stderr, "tcpota serve: out of memory\n");
+        goto out;
+    }
     srv.sigint = evsignal_new(srv.base, SIGINT, signal_cb, &srv);
     srv.sigterm = evsignal_new(srv.base, SIGTERM, signal_cb, &srv);
     event_add(srv.sigint, NULL);
@@ -211,6 +225,8 @@ out:
     if (srv.lis) evconnlistener_free(srv.lis);
     if (srv.base) event_base_free(srv.base);
     if (srv.tls) SSL_CTX_free(srv.tls);
+    auth_free(&srv.auth);
+    unauth_clear(&srv.unauth);
     image_free(&srv.img);
     return rc;
 }

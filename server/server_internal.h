@@ -7,6 +7,7 @@
  *   conn.c    one connection: its state, the v1 session, the libevent callbacks
  *   legacy.c  serving the sample's req0/req1 devices on a connection
  *   auth.c    device secrets: checking an answer to a CHALLENGE, backoff
+ *   unauth.c  connections per address that have not authenticated yet
  *   image.c   the image: load, CRCs, the prebuilt DATA frames (memfd)
  *   tls.c     the TLS context
  *   log.c     one log line per event
@@ -17,10 +18,12 @@
 #include "auth.h"
 #include "image.h"
 #include "server.h"
+#include "unauth.h"
 
 #include "tcpota/legacy.h"
 #include "tcpota/server.h"
 
+#include <event2/util.h>
 #include <openssl/ssl.h>
 #include <stdint.h>
 #include <time.h>
@@ -43,7 +46,8 @@ struct bufferevent;
 struct server {
     const struct tcpota_serve_opts *o;
     SSL_CTX *tls;
-    struct ban bans[BAN_SLOTS];
+    struct auth auth;
+    struct unauth unauth; /* connections per address not yet authenticated */
     struct event_base *base;
     struct evconnlistener *lis;
     struct event *sigint, *sigterm, *sweep;
@@ -76,6 +80,12 @@ struct conn {
     uint8_t legacy_done;
     uint8_t closing; /* conn_close() ran: free once the output is out */
     uint8_t read_paused; /* reading stopped until our replies drain */
+    uint8_t unauth;      /* counted in srv->unauth until it authenticates */
+    uint8_t tls_up;      /* TLS: the handshake finished */
+    /* TLS: waiting for the first byte, before any TLS state is allocated
+     * (then bev is NULL). */
+    struct event *first_byte;
+    evutil_socket_t fd;
     char addr[48];
     uint8_t nonce[TCPOTA_NONCE_LEN];
     uint8_t rx[RX_CAP];
