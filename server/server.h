@@ -42,7 +42,7 @@ struct tcpota_serve_opts {
     unsigned max_unauth_per_addr;
     const struct tcpota_serve_secret *secrets; /* device secrets */
     size_t nsecrets;
-    int require_auth;      /* every v1 device must answer a CHALLENGE */
+    int require_auth;      /* every device must answer a CHALLENGE (legacy ones cannot) */
     const char *tls_cert, *tls_key; /* PEM files: serve v1 inside TLS */
 };
 
