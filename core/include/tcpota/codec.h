@@ -32,7 +32,8 @@ extern "C" {
 #define TCPOTA_DATA_FIXED 4u     /* DATA: offset before the bytes */
 #define TCPOTA_MAX_PAYLOAD 16384u /* no frame payload is ever larger */
 #define TCPOTA_MIN_PAYLOAD 512u   /* every peer accepts at least this */
-#define TCPOTA_MAX_STR 64u        /* device id; model/version: 32 */
+#define TCPOTA_MAX_STR 64u        /* device id */
+#define TCPOTA_MAX_NAME 32u       /* model and version strings */
 #define TCPOTA_MAX_MANIFEST 1024u
 
 enum tcpota_type {
