@@ -17,3 +17,9 @@ target_compile_definitions(test_crc32c_small PRIVATE TCPOTA_SMALL)
 tcpota_unit_test(test_crc32c_table ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_crc32c.c
                  ${PROJECT_SOURCE_DIR}/core/src/crc32c.c)
 target_include_directories(test_crc32c_table PRIVATE ${PROJECT_SOURCE_DIR}/core/include)
+
+# The server's pure parts: the offer policy and the device registry.
+tcpota_unit_test(test_offer ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_offer.c
+                 ${PROJECT_SOURCE_DIR}/server/offer.c ${PROJECT_SOURCE_DIR}/server/devices.c)
+target_include_directories(test_offer PRIVATE ${PROJECT_SOURCE_DIR}/server)
+target_link_libraries(test_offer PRIVATE tcpota_core)
