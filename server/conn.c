@@ -1,0 +1,414 @@
+/* conn.c - one connection: its v1 session, the libevent callbacks that
+ * drive it, and flow control (see conn.h). */
+#include "conn.h"
+#include "legacy.h"
+#include "log.h"
+#include "server_internal.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+static void read_cb(struct bufferevent *bev, void *arg);
+static void write_cb(struct bufferevent *bev, void *arg);
+static void event_cb(struct bufferevent *bev, short what, void *arg);
+
+void conn_free(struct conn *c)
+{
+    struct server *srv = c->srv;
+
+    if (c->prev) c->prev->next = c->next;
+    else srv->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    srv->nconns--;
+    srv->stats.bytes_sent += c->bytes_sent;
+    bufferevent_free(c->bev);
+    free(c);
+}
+
+int conn_close(struct conn *c, int now)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+
+    if (now || evbuffer_get_length(out) == 0) {
+        conn_free(c);
+        return 1;
+    }
+    /* Stop reading; the write callback frees it once drained. */
+    c->closing = 1;
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    return 0;
+}
+
+/* Moves queued control frames, then DATA frames, into the socket's queue.
+ * Returns 1 when the session ended and c was freed. */
+static int pump(struct conn *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    const uint8_t *p;
+    size_t n = tcpota_srv_output(&c->s, &p);
+    const struct image *img = &c->srv->img;
+    size_t run_at = 0, run_len = 0, queued;
+    uint32_t off;
+    uint16_t len;
+
+    if (n) {
+        evbuffer_add(out, p, n);
+        tcpota_srv_output_done(&c->s, n);
+    }
+    queued = evbuffer_get_length(out);
+    while (queued + run_len < OUT_HIGH && tcpota_srv_data_next(&c->s, &off, &len)) {
+        size_t at = (size_t)(off / img->chunk) * (img->chunk + 12u);
+        if (img->wire && off % img->chunk == 0 && (len == img->chunk || off + len == img->size)) {
+            if (run_len && at != run_at + run_len) { /* not contiguous: flush the run */
+                image_add_run(out, img, run_at, run_len);
+                queued += run_len;
+                run_len = 0;
+            }
+            if (!run_len) run_at = at;
+            run_len += len + 12u;
+            c->bytes_sent += len;
+            continue;
+        }
+        if (run_len) {
+            image_add_run(out, img, run_at, run_len);
+            run_len = 0;
+        }
+        image_add_frame(out, img, off, len);
+        c->bytes_sent += len;
+        queued = evbuffer_get_length(out);
+    }
+    if (run_len) {
+        image_add_run(out, img, run_at, run_len);
+    }
+    if (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
+        return conn_close(c, 0);
+    }
+    return 0;
+}
+
+static const char *result_name(uint16_t r)
+{
+    switch (r) {
+    case TCPOTA_RESULT_CONFIRMED: return "confirmed";
+    case TCPOTA_RESULT_ROLLED_BACK: return "rolled back (health check failed)";
+    case TCPOTA_RESULT_BOOT_FAILED: return "rolled back by the bootloader";
+    default: return "unknown result";
+    }
+}
+
+static void on_auth(struct conn *c, const uint8_t *mac)
+{
+    struct server *srv = c->srv;
+    const char *why = "";
+    uint8_t offered = 0;
+    uint32_t start = 0;
+    int ok = auth_check(srv->o, tcpota_srv_device_id(&c->s), c->nonce, mac, &why);
+
+    if (!ok) {
+        struct ban *b = ban_find(srv->bans, c->addr, 1);
+        unsigned wait = b->failures < 8 ? 1u << b->failures : BAN_MAX_S;
+        b->failures++;
+        b->until = now_s() + (wait > BAN_MAX_S ? BAN_MAX_S : wait);
+        srv->stats.auth_failed++;
+        clog_(c, 1, "authentication failed: %s (failure %u from %s, next try in %u s)", why,
+              b->failures, c->addr, wait > BAN_MAX_S ? BAN_MAX_S : wait);
+        (void)tcpota_srv_authorize(&c->s, 0, NULL, NULL);
+        return;
+    }
+    ban_clear(srv->bans, c->addr);
+    if (tcpota_srv_authorize(&c->s, 1, &offered, &start) == 0) {
+        c->stream_from = start;
+        c->next_pct = (uint32_t)((uint64_t)start * 10 / srv->img.size + 1) * 10;
+        clog_(c, 0, "authenticated: %s", offered ? "offer sent" : "up to date");
+        if (!offered) srv->stats.up_to_date++;
+    }
+}
+
+static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
+{
+    struct server *srv = c->srv;
+    const struct tcpota_msg *m = &ev->msg;
+    uint32_t size = srv->img.size;
+
+    switch (ev->type) {
+    case TCPOTA_SRV_EV_HELLO:
+        memcpy(c->dev, m->u.hello.device_id.ptr, m->u.hello.device_id.len);
+        c->dev[m->u.hello.device_id.len] = 0;
+        if (m->u.hello.report_id) {
+            char hex[17];
+            sodium_bin2hex(hex, sizeof(hex), m->u.hello.report_id, 8);
+            clog_(c, 0, "report: image %s... %s%s", hex, result_name(m->u.hello.report_result),
+                  memcmp(m->u.hello.report_id, srv->img.desc.id, TCPOTA_ID_LEN) == 0
+                      ? " (current image)" : "");
+        }
+        if (ev->auth_pending) {
+            clog_(c, 0, "hello model=%.*s version=%.*s: challenge sent", m->u.hello.model.len,
+                  m->u.hello.model.ptr, m->u.hello.version.len, m->u.hello.version.ptr);
+            return;
+        }
+        if (!ev->offered) {
+            srv->stats.up_to_date++;
+            clog_(c, 0, "hello model=%.*s version=%.*s: up to date", m->u.hello.model.len,
+                  m->u.hello.model.ptr, m->u.hello.version.len, m->u.hello.version.ptr);
+            return;
+        }
+        c->stream_from = ev->start;
+        c->next_pct = (uint32_t)((uint64_t)ev->start * 10 / size + 1) * 10;
+        clog_(c, 0, "hello model=%.*s version=%.*s: offer %s (%u bytes) %s %u",
+              m->u.hello.model.len, m->u.hello.model.ptr, m->u.hello.version.len,
+              m->u.hello.version.ptr, srv->img.version, size,
+              ev->start ? "resume from" : "from", ev->start);
+        return;
+    case TCPOTA_SRV_EV_ACCEPT:
+        c->progress_at = now_s();
+        if (ev->start != c->stream_from) {
+            clog_(c, 0, "accept: device resumes at %u instead, re-seeking", ev->start);
+            c->stream_from = ev->start;
+        }
+        return;
+    case TCPOTA_SRV_EV_DECLINE:
+        srv->stats.failed++;
+        clog_(c, 1, "declined: %s (%.*s)", tcpota_strerror(m->u.decline.reason),
+              m->u.decline.message.len, m->u.decline.message.ptr ? (const char *)m->u.decline.message.ptr : "");
+        return;
+    case TCPOTA_SRV_EV_ACK:
+        if (!ev->duplicate) {
+            c->progress_at = now_s();
+        }
+        if (srv->o->progress && !ev->duplicate && size &&
+            (uint64_t)m->u.ack.offset * 100 >= (uint64_t)c->next_pct * size) {
+            clog_(c, 0, "%3u%% (%u/%u bytes durable)",
+                  (unsigned)((uint64_t)m->u.ack.offset * 100 / size), m->u.ack.offset, size);
+            c->next_pct = (uint32_t)((uint64_t)m->u.ack.offset * 10 / size + 1) * 10;
+        }
+        return;
+    case TCPOTA_SRV_EV_COMPLETE:
+        if (m->u.complete.status == 0) {
+            srv->stats.updated++;
+            clog_(c, 0, "done: image %s verified by the device, %u bytes from %u in %.2f s, "
+                        "%llu sent on this connection",
+                  srv->img.version, size, c->stream_from, now_s() - c->started,
+                  (unsigned long long)c->bytes_sent);
+        } else {
+            srv->stats.failed++;
+            clog_(c, 1, "failed: device reports %s", tcpota_strerror(m->u.complete.status));
+        }
+        return;
+    case TCPOTA_SRV_EV_AUTH:
+        on_auth(c, m->u.auth.mac);
+        return;
+    case TCPOTA_SRV_EV_PEER_ERROR:
+        clog_(c, 1, "device error: %s (%.*s)", tcpota_strerror(m->u.error.code),
+              m->u.error.message.len, m->u.error.message.ptr ? (const char *)m->u.error.message.ptr : "");
+        return;
+    default:
+        return;
+    }
+}
+
+static int v1_input(struct conn *c, const uint8_t *p, size_t n)
+{
+    while (n) {
+        struct tcpota_srv_event ev;
+        int used = tcpota_srv_input(&c->s, p, n, &ev);
+        if (used < 0) {
+            c->srv->stats.failed++;
+            clog_(c, 1, "error: %s; closing", tcpota_strerror(used));
+            (void)pump(c); /* flushes the ERROR frame, then closes */
+            return -1;
+        }
+        on_event(c, &ev);
+        p += used;
+        n -= (size_t)used;
+        if (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
+            break; /* the rest is ignored */
+        }
+    }
+    return pump(c) ? -1 : 0;
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    uint8_t buf[4096];
+
+    /* A peer that trickles bytes resets the idle timer forever: its HELLO
+     * must be complete within one idle timeout of connecting. */
+    if (c->kind != K_LEGACY && !c->s.got_hello && now_s() - c->started > c->srv->o->idle_timeout_s) {
+        c->srv->stats.failed++;
+        clog_(c, 1, "no HELLO within %u s (too slow); closing", c->srv->o->idle_timeout_s);
+        (void)conn_close(c, 1);
+        return;
+    }
+    while (evbuffer_get_length(in)) {
+        int n;
+        if (evbuffer_get_length(bufferevent_get_output(bev)) >= READ_PAUSE) {
+            /* The write callback resumes once the peer reads again; if it
+             * never does, the write timeout ends the connection. */
+            c->read_paused = 1;
+            bufferevent_disable(bev, EV_READ);
+            return;
+        }
+        n = evbuffer_remove(in, buf, sizeof(buf));
+        if (n <= 0) break;
+        if (c->kind == K_UNKNOWN) {
+            int k = tcpota_detect(buf, (size_t)n);
+            if (k == TCPOTA_KIND_V1) {
+                c->kind = K_V1;
+            } else if (k == TCPOTA_KIND_LEGACY && c->srv->o->manifest && !c->srv->o->allow_legacy) {
+                c->srv->stats.refused++;
+                clog_(c, 1, "legacy (req0/req1) device refused: the image is signed and legacy "
+                            "devices cannot check it (--allow-legacy serves them anyway)");
+                (void)conn_close(c, 1);
+                return;
+            } else if (k == TCPOTA_KIND_LEGACY) {
+                int one = 1;
+                c->kind = K_LEGACY;
+                setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+                snprintf(c->dev, sizeof(c->dev), "legacy");
+                clog_(c, 0, "legacy (req0/req1) device connected");
+            } else {
+                c->srv->stats.failed++;
+                clog_(c, 1, "unknown protocol (first byte 0x%02x%s); closing", buf[0],
+                      k == TCPOTA_KIND_TLS ? ", TLS is not enabled" : "");
+                (void)conn_close(c, 1);
+                return;
+            }
+        }
+        if ((c->kind == K_V1 ? v1_input(c, buf, (size_t)n) : legacy_input(c, buf, (size_t)n)) < 0) {
+            return; /* c may be gone */
+        }
+        if (c->kind == K_V1 && tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
+            return; /* waiting for the output to drain */
+        }
+    }
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    int resume = 0;
+
+    if (c->read_paused && !c->closing &&
+        evbuffer_get_length(bufferevent_get_output(bev)) < READ_PAUSE / 2) {
+        c->read_paused = 0;
+        bufferevent_enable(bev, EV_READ);
+        resume = 1;
+    }
+    if (c->kind == K_V1) {
+        if (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
+            if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+                conn_free(c);
+            }
+            return;
+        }
+        if (pump(c)) {
+            return; /* c is gone */
+        }
+    } else if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+        /* Not "reading disabled": a TLS bufferevent reports that during
+         * its handshake. */
+        conn_free(c);
+        return;
+    }
+    if (resume && evbuffer_get_length(bufferevent_get_input(bev))) {
+        read_cb(bev, c); /* what arrived while reading was paused */
+    }
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+    (void)bev;
+
+    if (what == BEV_EVENT_CONNECTED) {
+        return; /* a TLS handshake finished: nothing ends here */
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        c->srv->stats.failed++;
+        clog_(c, 1, "idle for %u s (%s); closing", c->srv->o->idle_timeout_s,
+              (what & BEV_EVENT_READING) ? "nothing received" : "not reading what we send");
+    } else if (what & BEV_EVENT_ERROR) {
+        clog_(c, 0, "connection error: %s; closed", strerror(EVUTIL_SOCKET_ERROR()));
+    } else if (what & BEV_EVENT_EOF) {
+        if (c->kind == K_V1 && (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_OFFERED ||
+                                tcpota_srv_get_state(&c->s) == TCPOTA_SRV_STREAMING ||
+                                tcpota_srv_get_state(&c->s) == TCPOTA_SRV_SENT_ALL)) {
+            clog_(c, 0, "disconnected mid-transfer; it can resume");
+        } else {
+            clog_(c, 0, "closed");
+        }
+    }
+    conn_free(c);
+}
+
+void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const char *port)
+{
+    struct tcpota_srv_config cfg;
+    struct timeval tv;
+    struct conn *c;
+
+    c = calloc(1, sizeof(*c));
+    if (!c) {
+        evutil_closesocket(fd);
+        return;
+    }
+    c->srv = srv;
+    snprintf(c->addr, sizeof(c->addr), "%s", host);
+    c->id = ++srv->next_id;
+    c->started = now_s();
+    c->progress_at = c->started;
+    snprintf(c->peer, sizeof(c->peer), "%s:%s", host, port);
+    if (srv->tls) {
+        SSL *ssl = SSL_new(srv->tls);
+        c->bev = ssl ? bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                      BEV_OPT_CLOSE_ON_FREE)
+                     : NULL;
+    } else {
+        c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.image = &srv->img.desc;
+    cfg.rx_buf = c->rx;
+    cfg.rx_cap = sizeof(c->rx);
+    cfg.tx_buf = c->tx;
+    cfg.tx_cap = sizeof(c->tx);
+    cfg.chunk = (uint16_t)srv->o->chunk;
+    cfg.idle_timeout_s = (uint16_t)srv->o->idle_timeout_s;
+    if (srv->o->require_auth) {
+        randombytes_buf(c->nonce, sizeof(c->nonce));
+        cfg.auth_nonce = c->nonce;
+    }
+    if (!c->bev || tcpota_srv_init(&c->s, &cfg) < 0) {
+        if (c->bev) bufferevent_free(c->bev);
+        else evutil_closesocket(fd);
+        free(c);
+        return;
+    }
+    tcpota_legacy_init(&c->leg, srv->img.size);
+    c->next = srv->conns;
+    if (srv->conns) srv->conns->prev = c;
+    srv->conns = c;
+    srv->nconns++;
+    srv->stats.connections++;
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, 64 * 1024);
+    tv.tv_sec = srv->o->idle_timeout_s;
+    tv.tv_usec = 0;
+    bufferevent_set_timeouts(c->bev, &tv, &tv);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+

@@ -1,0 +1,22 @@
+/*
+ * conn.h - one connection of `tcpota serve`: a small struct (server_internal.h)
+ * with its own sans-I/O session, driven by libevent's bufferevent callbacks.
+ */
+#ifndef TCPOTA_SERVER_CONN_H
+#define TCPOTA_SERVER_CONN_H
+
+#include <event2/util.h>
+
+struct server;
+struct conn;
+
+/* Takes over the accepted socket fd from host:port and starts serving it
+ * (inside TLS when the server has a TLS context). Closes fd on failure. */
+void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const char *port);
+/* Unlinks and frees c and its socket at once. */
+void conn_free(struct conn *c);
+/* Ends a connection once what is queued has gone out (now: at once).
+ * Returns 1 when c was freed. */
+int conn_close(struct conn *c, int now);
+
+#endif

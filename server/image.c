@@ -1,0 +1,180 @@
+/* image.c - the image offered, and its prebuilt DATA frames (see image.h). */
+#define _GNU_SOURCE /* memfd_create */
+#include "image.h"
+
+#include "tcpota/crc32c.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Room for every aligned DATA frame back to back: in a memfd where Linux
+ * has one (then runs of frames go to sockets by sendfile, never copied
+ * through user space), else on the heap (then by reference and writev).
+ * Returns the memfd or -1; *wire is NULL when neither worked. */
+static int wire_create(size_t len, uint8_t **wire)
+{
+    int fd = -1;
+    void *p;
+
+#ifdef MFD_CLOEXEC
+    fd = memfd_create("tcpota-frames", MFD_CLOEXEC);
+    if (fd >= 0 && ftruncate(fd, (off_t)len) == 0 &&
+        (p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) != MAP_FAILED) {
+        *wire = p;
+        return fd;
+    }
+    if (fd >= 0) close(fd);
+#endif
+    *wire = malloc(len);
+    return -1;
+}
+
+int image_load(struct image *img, const char *path, const char *version, unsigned chunk)
+{
+    struct stat st;
+    uint32_t i, n;
+    size_t vlen = strlen(version);
+
+    memset(img, 0, sizeof(*img));
+    img->fd = -1;
+    img->wire_fd = -1;
+    if (vlen == 0 || vlen > 32) {
+        fprintf(stderr, "tcpota serve: --version must be 1..32 characters\n");
+        return -1;
+    }
+    for (i = 0; i < vlen; i++) {
+        if (version[i] < 0x20 || version[i] > 0x7e) {
+            fprintf(stderr, "tcpota serve: --version must be printable ASCII\n");
+            return -1;
+        }
+    }
+    img->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (img->fd < 0 || fstat(img->fd, &st) < 0) {
+        fprintf(stderr, "tcpota serve: cannot open image %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        fprintf(stderr, "tcpota serve: image %s is not a regular file\n", path);
+        return -1;
+    }
+    if (st.st_size == 0 || (uint64_t)st.st_size > 0xffffffffu) {
+        fprintf(stderr, "tcpota serve: image %s must have 1 byte to 4 GiB - 1 (has %lld)\n", path,
+                (long long)st.st_size);
+        return -1;
+    }
+    img->size = (uint32_t)st.st_size;
+    img->map = mmap(NULL, img->size, PROT_READ, MAP_PRIVATE, img->fd, 0);
+    if (img->map == MAP_FAILED) {
+        img->map = NULL;
+        fprintf(stderr, "tcpota serve: cannot map %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    crypto_hash_sha256(img->desc.id, img->map, img->size);
+    sodium_bin2hex(img->idhex, sizeof(img->idhex), img->desc.id, TCPOTA_ID_LEN);
+    memcpy(img->version, version, vlen + 1);
+    img->desc.size = img->size;
+    img->desc.version = img->version;
+    img->desc.version_len = (uint16_t)vlen;
+    img->chunk = chunk;
+    n = (img->size + chunk - 1) / chunk;
+    img->crcs = calloc(n, sizeof(*img->crcs));
+    if (!img->crcs) {
+        fprintf(stderr, "tcpota serve: out of memory\n");
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        uint32_t off = i * chunk, len = img->size - off < chunk ? img->size - off : chunk;
+        uint8_t head[8];
+        tcpota_data_head(head, off, (uint16_t)len);
+        img->crcs[i] = tcpota_crc32c_update(tcpota_crc32c(head, 8), img->map + off, len);
+    }
+    img->wire_len = (size_t)n * (chunk + 12u);
+    img->wire_fd = wire_create(img->wire_len, &img->wire);
+    for (i = 0; img->wire && i < n; i++) {
+        uint32_t off = i * chunk, len = img->size - off < chunk ? img->size - off : chunk;
+        uint8_t *f = img->wire + (size_t)i * (chunk + 12u);
+        tcpota_data_head(f, off, (uint16_t)len);
+        memcpy(f + 8, img->map + off, len);
+        tcpota_put_u32(f + 8 + len, img->crcs[i]);
+    }
+    if (img->wire_fd >= 0) {
+        img->wire_seg = evbuffer_file_segment_new(img->wire_fd, 0, (ev_off_t)img->wire_len, 0);
+    }
+    img->seg = evbuffer_file_segment_new(img->fd, 0, img->size, 0);
+    if (!img->seg) {
+        fprintf(stderr, "tcpota serve: cannot prepare %s for sending\n", path);
+        return -1;
+    }
+    return 0;
+}
+
+void image_free(struct image *img)
+{
+    if (img->wire_seg) evbuffer_file_segment_free(img->wire_seg);
+    if (img->wire_fd >= 0) {
+        if (img->wire) munmap(img->wire, img->wire_len);
+        close(img->wire_fd);
+        img->wire = NULL;
+    }
+    if (img->seg) evbuffer_file_segment_free(img->seg);
+    if (img->map) munmap(img->map, img->size);
+    if (img->fd >= 0) close(img->fd);
+    free(img->crcs);
+    free(img->wire);
+    memset(img, 0, sizeof(*img));
+    img->fd = -1;
+    img->wire_fd = -1;
+}
+
+/* Appends a few bytes right after a file segment. Not evbuffer_add: there
+ * libevent sizes the new chain like the segment chain before it (offset +
+ * length in the file), i.e. up to the image size for each DATA frame, which
+ * a peer that does not read turns into megabytes of heap. */
+static void add_after_segment(struct evbuffer *out, const uint8_t *p, size_t n)
+{
+    struct evbuffer_iovec v;
+
+    if (evbuffer_reserve_space(out, (ev_ssize_t)n, &v, 1) == 1 && v.iov_len >= n) {
+        memcpy(v.iov_base, p, n);
+        v.iov_len = n;
+        if (evbuffer_commit_space(out, &v, 1) == 0) {
+            return;
+        }
+    }
+    evbuffer_add(out, p, n);
+}
+
+void image_add_frame(struct evbuffer *out, const struct image *img, uint32_t off, uint16_t len)
+{
+    uint8_t head[8], tail[4];
+    uint32_t crc;
+
+    tcpota_data_head(head, off, len);
+    if (off % img->chunk == 0 && (len == img->chunk || off + len == img->size)) {
+        crc = img->crcs[off / img->chunk];
+    } else {
+        crc = tcpota_crc32c_update(tcpota_crc32c(head, 8), img->map + off, len);
+    }
+    tcpota_put_u32(tail, crc);
+    evbuffer_add(out, head, sizeof(head));
+    /* The payload goes by sendfile where the platform has it. */
+    evbuffer_add_file_segment(out, img->seg, off, len);
+    add_after_segment(out, tail, sizeof(tail));
+}
+
+void image_add_run(struct evbuffer *out, const struct image *img, size_t at, size_t len)
+{
+    if (img->wire_seg) {
+        evbuffer_add_file_segment(out, img->wire_seg, (ev_off_t)at, (ev_off_t)len);
+    } else {
+        evbuffer_add_reference(out, img->wire + at, len, NULL, NULL);
+    }
+}

@@ -1,0 +1,49 @@
+/*
+ * image.h - the image `tcpota serve` offers, loaded once: mapped, its
+ * SHA-256 (the image id), the CRC32C of every aligned DATA frame, and all
+ * aligned DATA frames prebuilt back to back (in a memfd where Linux has
+ * one), so a connection's DATA goes out by sendfile.
+ */
+#ifndef TCPOTA_SERVER_IMAGE_H
+#define TCPOTA_SERVER_IMAGE_H
+
+#include "tcpota/server.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct evbuffer;
+struct evbuffer_file_segment;
+
+struct image {
+    int fd;
+    uint8_t *map;
+    uint32_t size;
+    uint32_t chunk;
+    uint32_t *crcs; /* CRC32C of the DATA frame of each aligned chunk */
+    /* Every aligned DATA frame, whole and back to back (NULL if it did not
+     * fit in memory): a run of frames goes out as one reference into it,
+     * so a connection's queue costs a chain, not a chain per frame, and
+     * one writev sends many frames. */
+    uint8_t *wire;
+    size_t wire_len;
+    int wire_fd; /* memfd holding `wire`, so runs of frames go out by sendfile */
+    struct evbuffer_file_segment *wire_seg;
+    struct evbuffer_file_segment *seg;
+    struct tcpota_srv_image desc;
+    char version[33];
+    char idhex[65];
+};
+
+/* Loads the image at path, offered as `version` in DATA frames of `chunk`
+ * bytes. Returns 0, or -1 after printing why; call image_free() either way. */
+int image_load(struct image *img, const char *path, const char *version, unsigned chunk);
+void image_free(struct image *img);
+
+/* Queues one DATA frame of len image bytes from off (its payload by
+ * sendfile where the platform has it). */
+void image_add_frame(struct evbuffer *out, const struct image *img, uint32_t off, uint16_t len);
+/* Queues bytes [at, at + len) of the prebuilt frames (img->wire). */
+void image_add_run(struct evbuffer *out, const struct image *img, size_t at, size_t len);
+
+#endif

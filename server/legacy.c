@@ -1,0 +1,60 @@
+/* legacy.c - the sample's req0/req1 devices (see legacy.h). */
+#include "legacy.h"
+#include "conn.h"
+#include "log.h"
+#include "server_internal.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <string.h>
+#include <sys/socket.h>
+
+/* Writes one legacy package in one piece: a single send() when nothing is
+ * queued, so a device that reads it with one recv() gets all of it. */
+static void legacy_send(struct conn *c, const struct tcpota_legacy_pkg *pkg)
+{
+    const struct image *img = &c->srv->img;
+    uint8_t buf[TCPOTA_LEGACY_HEAD_MAX + TCPOTA_LEGACY_PKG];
+    int h = tcpota_legacy_header(img->size, pkg->len, (char *)buf, TCPOTA_LEGACY_HEAD_MAX);
+    size_t n = (size_t)h + pkg->len;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    ssize_t w = 0;
+
+    memcpy(buf + h, img->map + pkg->offset, pkg->len);
+    if (evbuffer_get_length(out) == 0 && !c->srv->tls) {
+        w = send(bufferevent_getfd(c->bev), buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) w = 0;
+    }
+    if ((size_t)w < n) {
+        evbuffer_add(out, buf + w, n - (size_t)w);
+    }
+    c->bytes_sent += pkg->len;
+    if (!c->legacy_done && pkg->offset + pkg->len == img->size && pkg->len) {
+        c->legacy_done = 1;
+        c->srv->stats.legacy_done++;
+        clog_(c, 0, "legacy device: sent the last package (%u bytes in %.2f s); "
+                    "the legacy protocol has no integrity check",
+              img->size, now_s() - c->started);
+    }
+}
+
+int legacy_input(struct conn *c, const uint8_t *p, size_t n)
+{
+    while (n) {
+        struct tcpota_legacy_pkg pkg;
+        int used = tcpota_legacy_input(&c->leg, p, n, &pkg);
+        if (used < 0) {
+            c->srv->stats.failed++;
+            clog_(c, 1, "legacy device sent something that is not req0/req1; closing");
+            (void)conn_close(c, 1);
+            return -1;
+        }
+        if (pkg.ready) {
+            legacy_send(c, &pkg);
+        }
+        p += used;
+        n -= (size_t)used;
+    }
+    return 0;
+}
+

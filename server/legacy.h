@@ -1,0 +1,15 @@
+/* legacy.h - serving the sample's req0/req1 devices on a connection (the
+ * protocol itself is core/legacy.h). */
+#ifndef TCPOTA_SERVER_LEGACY_H
+#define TCPOTA_SERVER_LEGACY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct conn;
+
+/* Feeds bytes a legacy device sent and queues the packages it asked for.
+ * Returns 0, or -1 when c was closed and freed. */
+int legacy_input(struct conn *c, const uint8_t *p, size_t n);
+
+#endif

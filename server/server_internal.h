@@ -1,0 +1,93 @@
+/*
+ * server_internal.h - what the files of `tcpota serve` share: the server and
+ * the per-connection structs, and the flow-control limits.
+ *
+ * Where each job lives:
+ *   server.c  the listener, signals, the once-a-second sweep, the summary
+ *   conn.c    one connection: its state, the v1 session, the libevent callbacks
+ *   legacy.c  serving the sample's req0/req1 devices on a connection
+ *   auth.c    device secrets: checking an answer to a CHALLENGE, backoff
+ *   image.c   the image: load, CRCs, the prebuilt DATA frames (memfd)
+ *   tls.c     the TLS context
+ *   log.c     one log line per event
+ */
+#ifndef TCPOTA_SERVER_INTERNAL_H
+#define TCPOTA_SERVER_INTERNAL_H
+
+#include "auth.h"
+#include "image.h"
+#include "server.h"
+
+#include "tcpota/legacy.h"
+#include "tcpota/server.h"
+
+#include <openssl/ssl.h>
+#include <stdint.h>
+#include <time.h>
+
+#define OUT_HIGH (256u * 1024u) /* queue DATA frames up to this much */
+#define OUT_LOW (64u * 1024u)   /* refill when the queue drains below */
+/* Stop reading a peer whose replies pile up unread (a PING flood, a legacy
+ * device repeating req1 without reading): above DATA's own cap. */
+#define READ_PAUSE (OUT_HIGH + 256u * 1024u)
+#define RX_CAP 1024u            /* device frames are small; HELLO < 300 B */
+
+enum kind { K_UNKNOWN = 0, K_V1, K_LEGACY };
+
+struct conn;
+struct event_base;
+struct evconnlistener;
+struct event;
+struct bufferevent;
+
+struct server {
+    const struct tcpota_serve_opts *o;
+    SSL_CTX *tls;
+    struct ban bans[BAN_SLOTS];
+    struct event_base *base;
+    struct evconnlistener *lis;
+    struct event *sigint, *sigterm, *sweep;
+    struct image img;
+    struct conn *conns;
+    unsigned nconns;
+    uint64_t next_id;
+    struct {
+        unsigned connections, updated, up_to_date, failed, refused, legacy_done, auth_failed;
+        uint64_t bytes_sent;
+    } stats;
+    double started;
+};
+
+struct conn {
+    struct server *srv;
+    struct bufferevent *bev;
+    struct conn *prev, *next;
+    enum kind kind;
+    uint64_t id;
+    char peer[64];
+    char dev[TCPOTA_MAX_STR + 1];
+    struct tcpota_srv s;
+    struct tcpota_legacy leg;
+    uint32_t stream_from;
+    uint32_t next_pct;
+    uint64_t bytes_sent;
+    double started;
+    double progress_at; /* last time the device's ACKs moved (or it connected) */
+    uint8_t legacy_done;
+    uint8_t closing; /* conn_close() ran: free once the output is out */
+    uint8_t read_paused; /* reading stopped until our replies drain */
+    char addr[48];
+    uint8_t nonce[TCPOTA_NONCE_LEN];
+    uint8_t rx[RX_CAP];
+    uint8_t tx[TCPOTA_SRV_TX_MIN];
+};
+
+/* Monotonic seconds. */
+static inline double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+#endif

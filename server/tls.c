@@ -1,0 +1,22 @@
+/* tls.c - the TLS context (see tls.h). */
+#include "tls.h"
+
+#include <openssl/err.h>
+#include <stdio.h>
+
+SSL_CTX *tls_context(const char *cert, const char *key)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+
+    if (!ctx || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+        SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key ? key : cert, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        fprintf(stderr, "tcpota serve: cannot use TLS certificate %s / key %s: %s\n", cert,
+                key ? key : cert, ERR_reason_error_string(ERR_get_error()));
+        if (ctx) SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
