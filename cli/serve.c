@@ -4,6 +4,7 @@
 #include "server.h"
 
 #include "tcpota/codec.h"
+#include "tcpota/manifest.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -24,7 +25,10 @@ static void usage(FILE *f)
             "devices (resume, integrity check) and the sample's req0/req1 devices alike.\n"
             "\n"
             "  --listen HOST:PORT    address to listen on (default 0.0.0.0:8070; port 0 = any)\n"
-            "  --version V           version string offered (default: the file's name)\n"
+            "  --version V           version offered; with a signed manifest, taken from it\n"
+            "                        (a different --version is refused), else required\n"
+            "  --allow-downgrade     offer FILE also to devices that run a newer version, or a\n"
+            "                        version that is not a semantic version (1.2.3)\n"
             "  --max-conns N         connections at once; more are refused (default 16384)\n"
             "  --idle-timeout S      close a peer silent or not reading for S s (default 60)\n"
             "  --chunk BYTES         image bytes per DATA frame, 512..16380 (default 4096)\n"
@@ -96,10 +100,46 @@ bad:
     return -1;
 }
 
+/* Point 10 of the hardening review: the offer says what the signed manifest
+ * says. Version and model come from it; a --version that contradicts it is
+ * refused rather than offered (devices that verify would decline it, and
+ * those that do not would install a wrong version string). */
+static int take_manifest_names(struct tcpota_serve_opts *o, const uint8_t *man, size_t len,
+                               const char *path, char *model, size_t mcap, char *version,
+                               size_t vcap)
+{
+    struct tcpota_manifest m;
+    int rc = tcpota_manifest_parse(man, len, &m);
+
+    if (rc < 0) {
+        fprintf(stderr, "tcpota serve: the manifest %s is malformed (%s); sign the image again "
+                        "(tcpota sign)\n", path, tcpota_strerror(rc));
+        return -1;
+    }
+    if (m.version.len == 0 || m.version.len >= vcap || m.model.len >= mcap) {
+        fprintf(stderr, "tcpota serve: the manifest %s has no usable version or model\n", path);
+        return -1;
+    }
+    memcpy(version, m.version.ptr, m.version.len);
+    version[m.version.len] = 0;
+    memcpy(model, m.model.ptr, m.model.len);
+    model[m.model.len] = 0;
+    if (o->version && strcmp(o->version, version) != 0) {
+        fprintf(stderr, "tcpota serve: --version %s contradicts the signed manifest %s, which says "
+                        "%s; drop --version (the manifest's version is offered)\n",
+                o->version, path, version);
+        return -1;
+    }
+    o->version = version;
+    o->model = model[0] ? model : NULL;
+    return 0;
+}
+
 int cmd_serve(int argc, char **argv)
 {
     struct tcpota_serve_opts o;
     char host[256] = "0.0.0.0", mpath[4096];
+    char model[TCPOTA_MAX_NAME + 1], version[TCPOTA_MAX_NAME + 1];
     const char *manifest = NULL, *auth_file = NULL;
     uint8_t keys[MAX_KEYS][32], *man = NULL;
     struct tcpota_serve_secret *secrets = NULL;
@@ -126,6 +166,7 @@ int cmd_serve(int argc, char **argv)
         if (strcmp(a, "--require-signed") == 0) { require_signed = 1; continue; }
         if (strcmp(a, "--no-require-signed") == 0) { require_signed = 0; continue; }
         if (strcmp(a, "--allow-legacy") == 0) { o.allow_legacy = 1; continue; }
+        if (strcmp(a, "--allow-downgrade") == 0) { o.allow_downgrade = 1; continue; }
         if (strcmp(a, "--require-auth") == 0) { o.require_auth = 1; continue; }
         if (strcmp(a, "--no-progress") == 0) { o.progress = 0; continue; }
         if (strcmp(a, "--quiet") == 0) { o.quiet = 1; continue; }
@@ -180,14 +221,6 @@ int cmd_serve(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (!o.version) {
-        const char *slash = strrchr(o.image, '/');
-        o.version = slash ? slash + 1 : o.image;
-        if (strlen(o.version) > 32) {
-            fprintf(stderr, "tcpota serve: file name too long for a version; give --version\n");
-            return 2;
-        }
-    }
     if (sodium_init() < 0) {
         return 1;
     }
@@ -213,6 +246,17 @@ int cmd_serve(int argc, char **argv)
         }
         o.manifest = man;
         o.manifest_len = (uint16_t)man_len;
+        if (take_manifest_names(&o, man, man_len, manifest, model, sizeof(model), version,
+                                sizeof(version)) < 0) {
+            free(man);
+            return 1;
+        }
+    }
+    if (!o.version) {
+        fprintf(stderr, "tcpota serve: give --version V: %s has no signed manifest to take the "
+                        "version from\n", o.image);
+        free(man);
+        return 2;
     }
     if (o.require_auth && !auth_file) {
         fprintf(stderr, "tcpota serve: --require-auth needs --auth-file\n");

@@ -126,8 +126,15 @@ void devices_count(const struct devices *d, unsigned counts[DEV_OUTCOMES])
 const char *device_outcome_name(enum device_outcome o)
 {
     static const char *const names[DEV_OUTCOMES] = {
-        "connected without an outcome", "updated (verified)", "confirmed (new image healthy)",
-        "up to date", "not offered", "rolled back", "boot failed", "declined", "failed",
+        [DEV_SEEN] = "connected without an outcome",
+        [DEV_CONFIRMED] = "updated and confirmed",
+        [DEV_UPDATED] = "verified (not confirmed yet)",
+        [DEV_UP_TO_DATE] = "up to date",
+        [DEV_NOT_OFFERED] = "not offered",
+        [DEV_ROLLED_BACK] = "rolled back",
+        [DEV_BOOT_FAILED] = "boot failed",
+        [DEV_DECLINED] = "declined",
+        [DEV_FAILED] = "failed",
     };
     return o < DEV_OUTCOMES ? names[o] : "?";
 }

@@ -25,8 +25,8 @@
 /* A device's latest outcome, in the order the summary prints them. */
 enum device_outcome {
     DEV_SEEN = 0,        /* connected; nothing decided yet */
-    DEV_UPDATED,         /* downloaded and verified the image (COMPLETE ok) */
     DEV_CONFIRMED,       /* reported the new image booted and passed its check */
+    DEV_UPDATED,         /* downloaded and verified the image (COMPLETE ok) */
     DEV_UP_TO_DATE,      /* runs the image already */
     DEV_NOT_OFFERED,     /* the offer policy refused (model, version, failed) */
     DEV_ROLLED_BACK,     /* reported: health check failed, old image again */

@@ -127,7 +127,7 @@ static int listen_on(struct server *srv)
                 NI_NUMERICHOST | NI_NUMERICSERV);
     /* Always printed: tests and scripts wait for this line. */
     fprintf(stderr, "tcpota serve: listening on %s:%s, image %s (%u bytes, sha256 %s)\n", host,
-            sport, srv->img.version, srv->img.size, srv->img.idhex);
+            sport, srv->img->version, srv->img->size, srv->img->idhex);
     return 0;
 }
 
@@ -154,6 +154,32 @@ static void raise_fd_limit(const struct tcpota_serve_opts *o)
     }
 }
 
+/* Counts devices, not connections, and names every kind of failure, so a
+ * rollback can never hide behind "N updated". */
+static void print_summary(const struct server *srv)
+{
+    unsigned counts[DEV_OUTCOMES], i;
+    char line[1024];
+    size_t n;
+
+    devices_count(&srv->devices, counts);
+    n = (size_t)snprintf(line, sizeof(line), "summary: %zu devices", srv->devices.count);
+    for (i = DEV_CONFIRMED; i < DEV_OUTCOMES; i++) {
+        n += (size_t)snprintf(line + n, sizeof(line) - n, "%s %u %s", i == DEV_CONFIRMED ? ":" : ",",
+                              counts[i], device_outcome_name((enum device_outcome)i));
+    }
+    if (counts[DEV_SEEN]) {
+        n += (size_t)snprintf(line + n, sizeof(line) - n, ", %u %s", counts[DEV_SEEN],
+                              device_outcome_name(DEV_SEEN));
+    }
+    fprintf(stderr,
+            "tcpota serve: %s; %u legacy devices served; %u connections, %u ended by an error, "
+            "%u failed authentications, %u refused; %.1f MB sent in %.1f s\n",
+            line, srv->stats.legacy_done, srv->stats.connections, srv->stats.failed,
+            srv->stats.auth_failed, srv->stats.refused, (double)srv->stats.bytes_sent / 1e6,
+            now_s() - srv->started);
+}
+
 int tcpota_serve(const struct tcpota_serve_opts *o)
 {
     struct server srv;
@@ -161,22 +187,18 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
 
     memset(&srv, 0, sizeof(srv));
     srv.o = o;
-    srv.img.fd = -1;
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(o);
     if (sodium_init() < 0) {
         fprintf(stderr, "tcpota serve: libsodium failed to initialise\n");
         return 1;
     }
-    if (image_load(&srv.img, o->image, o->version, o->chunk) < 0) {
-        image_free(&srv.img);
-        return 1;
+    srv.img = image_open(o->image, o->version, o->model, o->manifest, o->manifest_len, o->chunk);
+    if (!srv.img || devices_init(&srv.devices, DEVICES_MAX) < 0) {
+        goto out;
     }
-    srv.img.desc.manifest = o->manifest;
-    srv.img.desc.manifest_len = o->manifest_len;
     if (o->tls_cert && !(srv.tls = tls_context(o->tls_cert, o->tls_key))) {
-        image_free(&srv.img);
-        return 1;
+        goto out;
     }
     srv.base = event_base_new();
     if (!srv.base || listen_on(&srv) < 0) {
@@ -196,13 +218,7 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     while (srv.conns) {
         conn_free(srv.conns);
     }
-    fprintf(stderr,
-            "tcpota serve: summary: %u connections, %u devices updated (verified), %u up to date, "
-            "%u legacy devices served, %u errors, %u failed authentications, %u refused, "
-            "%.1f MB sent in %.1f s\n",
-            srv.stats.connections, srv.stats.updated, srv.stats.up_to_date,
-            srv.stats.legacy_done, srv.stats.failed, srv.stats.auth_failed, srv.stats.refused,
-            (double)srv.stats.bytes_sent / 1e6, now_s() - srv.started);
+    print_summary(&srv);
     rc = 0;
 out:
     if (srv.sigint) event_free(srv.sigint);
@@ -211,6 +227,7 @@ out:
     if (srv.lis) evconnlistener_free(srv.lis);
     if (srv.base) event_base_free(srv.base);
     if (srv.tls) SSL_CTX_free(srv.tls);
-    image_free(&srv.img);
+    image_unref(srv.img);
+    if (srv.devices.slots) devices_free(&srv.devices);
     return rc;
 }

@@ -26,6 +26,8 @@ struct tcpota_serve_opts {
     uint16_t port;         /* 0: any free port (printed) */
     const char *image;     /* path of the image file */
     const char *version;   /* version string offered (1..32 printable) */
+    const char *model;     /* the image's hardware model (from its manifest), or NULL: any */
+    int allow_downgrade;   /* offer even when the device runs a newer or unordered version */
     unsigned max_conns;    /* connections beyond this are refused with BUSY */
     unsigned idle_timeout_s;
     unsigned chunk;        /* DATA payload bytes, <= 16380 */

@@ -15,6 +15,7 @@
 #define TCPOTA_SERVER_INTERNAL_H
 
 #include "auth.h"
+#include "devices.h"
 #include "image.h"
 #include "server.h"
 
@@ -47,12 +48,13 @@ struct server {
     struct event_base *base;
     struct evconnlistener *lis;
     struct event *sigint, *sigterm, *sweep;
-    struct image img;
+    struct image *img;      /* the image offered now (a reload swaps it) */
+    struct devices devices; /* what each device reported: failures, outcome */
     struct conn *conns;
     unsigned nconns;
     uint64_t next_id;
     struct {
-        unsigned connections, updated, up_to_date, failed, refused, legacy_done, auth_failed;
+        unsigned connections, failed, refused, legacy_done, auth_failed; /* failed: connections ended by an error */
         uint64_t bytes_sent;
     } stats;
     double started;
@@ -68,6 +70,9 @@ struct conn {
     char dev[TCPOTA_MAX_STR + 1];
     struct tcpota_srv s;
     struct tcpota_legacy leg;
+    struct image *img;       /* the image this connection streams (a reference), or NULL */
+    struct device_rec *rec;  /* the device's record, once HELLO named it */
+    uint8_t verdict;         /* enum offer_verdict of its HELLO */
     uint32_t stream_from;
     uint32_t next_pct;
     uint64_t bytes_sent;

@@ -107,6 +107,7 @@ static void test_registry(void **state)
     assert_int_equal(counts[DEV_ROLLED_BACK], 1499);
     assert_int_equal(counts[DEV_SEEN], 1);
     assert_string_equal(device_outcome_name(DEV_ROLLED_BACK), "rolled back");
+    assert_string_equal(device_outcome_name(DEV_CONFIRMED), "updated and confirmed");
     devices_free(&d);
 }
 
