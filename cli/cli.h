@@ -18,10 +18,12 @@ int cli_hostport(const char *s, const char *what, char *host, size_t hcap, uint1
 int cli_number(const char *s, const char *what, unsigned long long min, unsigned long long max,
                unsigned long long *out);
 /* Opens an existing file for reading and requires a regular file, so that
- * a FIFO, a directory or a device given where a file belongs is an error
- * at once instead of a hang (the open itself does not block). `what` names
- * the argument in the message, e.g. "--auth-file" (NULL: "file"). Returns the descriptor
- * (blocking, close-on-exec) or -1 after printing what is wrong. */
+ * a FIFO, a directory, a device or a socket given where a file belongs is
+ * an error at once instead of a hang (the open itself does not block).
+ * `what` names the argument in the message, e.g. "--auth-file" (NULL:
+ * "file"): "tcpota: --auth-file: x is not a regular file (it is a FIFO);
+ * give the path of a file". Returns the descriptor (blocking,
+ * close-on-exec) or -1 after printing what is wrong. */
 int cli_open_regular(const char *path, const char *what);
 /* The same, as a stdio stream ("r"); NULL after printing what is wrong. */
 FILE *cli_fopen_regular(const char *path, const char *what);

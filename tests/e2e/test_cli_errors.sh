@@ -35,7 +35,9 @@ expect 2 "manifest: fifo is not a regular file" $T verify --pubkey k.pub --manif
 expect 2 "--out fifo is not a regular file" $T sign --key k.key $S --out fifo img
 expect 2 "public key: fifo is not a regular file" \
   $T device --server 127.0.0.1:1 --flash devdir --trust fifo --max-attempts 1
-ok "a FIFO as key, image, manifest or --out is refused at once"
+expect 2 "device secret: fifo is not a regular file" \
+  $T device --server 127.0.0.1:1 --flash devdir --id d --secret fifo --max-attempts 1
+ok "a FIFO as key, image, manifest, device secret or --out is refused at once"
 
 # A directory, a missing file, an empty file.
 expect 2 "private key: dir is not a regular file \(it is a directory\)" $T sign --key dir $S img
@@ -83,6 +85,8 @@ make_image img2 100
 expect 2 "img2 has no manifest \(img2.manifest does not exist\); sign it" $T verify --pubkey k.pub img2
 $T sign --help | grep -q 'usage: tcpota sign' || fail "sign --help"
 $T verify --pubkey=k.pub img 2> v.log || fail "--pubkey=FILE not accepted: $(cat v.log)"
+expect 2 "tcpota: unknown command 'frob'; give one of those below" $T frob
+expect 2 "tcpota: no command given" $T
 ok "missing, empty, repeated and unknown arguments are named"
 
 # sign never overwrites the image or the key with the manifest.
