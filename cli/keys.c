@@ -283,7 +283,7 @@ static int create_failed(const char *cmd, const char *path, int err)
     struct stat st;
 
     if (err == EEXIST && lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "tcpota %s: %s is a directory; give a file name in it, e.g. %s/dev1\n", cmd,
+        fprintf(stderr, "tcpota %s: %s is a directory; give a file name in it, e.g. %s/dev1.secret\n", cmd,
                 path, path);
     } else if (err == EEXIST) {
         fprintf(stderr, "tcpota %s: %s already exists; not overwriting a key: remove it or choose "
@@ -523,6 +523,33 @@ static int open_manifest_out(const char *out, const char *image, const char *key
     return -1;
 }
 
+/* Encodes and signs the manifest of an image into man (cap bytes).
+ * Returns its length, or -1 after a message. */
+static int make_manifest(const uint8_t sk[64], const uint8_t sha[32], uint32_t size, const char *version,
+                         const char *model, uint32_t counter, uint8_t *man, size_t cap)
+{
+    struct tcpota_manifest m;
+    int n;
+
+    memset(&m, 0, sizeof(m));
+    m.image_size = size;
+    m.sha256 = sha;
+    m.version.ptr = (const uint8_t *)version;
+    m.version.len = (uint16_t)strlen(version);
+    m.model.ptr = (const uint8_t *)model;
+    m.model.len = (uint16_t)strlen(model);
+    m.security_counter = counter;
+    m.created = (uint64_t)time(NULL);
+    m.pubkey = sk + 32; /* libsodium's secret key ends with the public key */
+    n = tcpota_manifest_encode_body(&m, man, cap - TCPOTA_SIG_LEN);
+    if (n < 0) {
+        fprintf(stderr, "tcpota sign: cannot encode the manifest (%s)\n", tcpota_strerror(n));
+        return -1;
+    }
+    crypto_sign_detached(man + n, NULL, man, (unsigned long long)n, sk);
+    return n + TCPOTA_SIG_LEN;
+}
+
 int cmd_sign(int argc, char **argv)
 {
     const char *key = NULL, *version = NULL, *model = NULL, *out = NULL, *image = NULL, *cnt = NULL;
@@ -536,7 +563,6 @@ int cmd_sign(int argc, char **argv)
     };
     unsigned long long counter = 0;
     uint8_t sk[64], sha[32], man[TCPOTA_MAX_MANIFEST];
-    struct tcpota_manifest m;
     char path[4096];
     uint32_t size;
     int n, fd, rc = parse_args("sign", opts, &image,
@@ -566,25 +592,11 @@ int cmd_sign(int argc, char **argv)
         sodium_memzero(sk, sizeof(sk));
         return 1;
     }
-    memset(&m, 0, sizeof(m));
-    m.image_size = size;
-    m.sha256 = sha;
-    m.version.ptr = (const uint8_t *)version;
-    m.version.len = (uint16_t)strlen(version);
-    m.model.ptr = (const uint8_t *)model;
-    m.model.len = (uint16_t)strlen(model);
-    m.security_counter = (uint32_t)counter;
-    m.created = (uint64_t)time(NULL);
-    m.pubkey = sk + 32; /* libsodium's secret key ends with the public key */
-    n = tcpota_manifest_encode_body(&m, man, sizeof(man) - 64);
+    n = make_manifest(sk, sha, size, version, model, (uint32_t)counter, man, sizeof(man));
+    sodium_memzero(sk, sizeof(sk));
     if (n < 0) {
-        fprintf(stderr, "tcpota sign: cannot encode the manifest (%s)\n", tcpota_strerror(n));
-        sodium_memzero(sk, sizeof(sk));
         return 1;
     }
-    crypto_sign_detached(man + n, NULL, man, (unsigned long long)n, sk);
-    sodium_memzero(sk, sizeof(sk));
-    n += 64;
     if (!out) {
         snprintf(path, sizeof(path), "%s.manifest", image);
         out = path;
