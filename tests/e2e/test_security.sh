@@ -170,3 +170,19 @@ untouched tls-expired
 grep -q 'unable to get local issuer certificate\|self-signed' tls-foreign.log || fail "foreign CA: no reason logged"
 untouched tls-foreign
 ok "TLS: verified update; expired and foreign certificates refused"
+
+# 7b. TLS: a certificate from the trusted CA, but for another host name, is
+# refused (by IP address and by DNS name) before a byte is written.
+q openssl req -new -key srv.key -out elsewhere.csr -subj /CN=elsewhere.example -addext "subjectAltName=DNS:elsewhere.example"
+q openssl ca -batch -config ca.cnf -cert ca.pem -keyfile ca.key -in elsewhere.csr -out elsewhere.pem -days 2
+for host in 127.0.0.1 localhost; do
+  start_server img 2.0.0 --tls-cert elsewhere.pem --tls-key srv.key
+  rc=0
+  "$T" device --server "$host:$SERVER_PORT" --flash "tls-name-$host" --id tls-name --factory-version 1.0.0 \
+    --ca ca.pem --trust k.pub --max-attempts 1 2> "tls-name-$host.log" || rc=$?
+  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+  [ $rc -eq 1 ] || fail "$host: a certificate for elsewhere.example was accepted (exit $rc)"
+  grep -q 'IP address mismatch\|hostname mismatch' "tls-name-$host.log" || fail "$host: no name mismatch logged"
+  untouched "tls-name-$host"
+done
+ok "TLS: a certificate from the trusted CA for another host name is refused"
