@@ -135,20 +135,125 @@ static int take_manifest_names(struct tcpota_serve_opts *o, const uint8_t *man, 
     return 0;
 }
 
+/* Where the content SIGHUP reloads comes from: the files and flags of the
+ * command line, read again by the same rules each time. */
+struct sources {
+    const char *manifest; /* --manifest, or NULL: FILE.manifest if present */
+    const char *auth_file;
+    const char *version;  /* --version, or NULL */
+    int require_signed;   /* -1: when a manifest exists */
+    uint8_t keys[MAX_KEYS][32];
+    size_t nkeys;
+};
+
+/* What one load allocated, freed by serve_release(). */
+struct loaded {
+    char version[TCPOTA_MAX_NAME + 1], model[TCPOTA_MAX_NAME + 1];
+    uint8_t *manifest;
+    struct tcpota_serve_secret *secrets;
+    size_t nsecrets;
+};
+
+static void serve_release(void *ctx, struct tcpota_serve_opts *o)
+{
+    struct loaded *l = o->loaded;
+    (void)ctx;
+    if (!l) {
+        return;
+    }
+    if (l->secrets) sodium_memzero(l->secrets, l->nsecrets * sizeof(*l->secrets));
+    free(l->secrets);
+    free(l->manifest);
+    free(l);
+    o->loaded = NULL;
+}
+
+/* Reads the manifest, checks it, takes version and model from it, and
+ * reads the device secrets, into o. Returns 0, or 1 / 2 (the exit code)
+ * after printing why; o is then unchanged. */
+static int serve_load(void *ctx, struct tcpota_serve_opts *o)
+{
+    const struct sources *src = ctx;
+    struct loaded *l = calloc(1, sizeof(*l));
+    const char *manifest = src->manifest;
+    char mpath[4096];
+    size_t man_len = 0;
+    int require_signed = src->require_signed, rc = 1;
+    struct tcpota_serve_opts n = *o;
+
+    if (!l) {
+        fprintf(stderr, "tcpota serve: out of memory\n");
+        return 1;
+    }
+    n.loaded = l;
+    n.version = src->version;
+    n.model = NULL;
+    n.manifest = NULL;
+    n.manifest_len = 0;
+    n.secrets = NULL;
+    n.nsecrets = 0;
+    if (!manifest) {
+        snprintf(mpath, sizeof(mpath), "%s.manifest", o->image);
+        if (access(mpath, F_OK) == 0) manifest = mpath;
+    }
+    if (require_signed < 0) {
+        require_signed = manifest != NULL;
+    }
+    if (require_signed && !manifest) {
+        fprintf(stderr, "tcpota serve: --require-signed, but %s has no manifest (tcpota sign)\n",
+                o->image);
+        goto fail;
+    }
+    if (manifest) {
+        if (cli_read_file(manifest, TCPOTA_MAX_MANIFEST, &l->manifest, &man_len) < 0) goto fail;
+        if (require_signed && cli_check_manifest(o->image, l->manifest, man_len,
+                                                 (const uint8_t(*)[32])src->keys, src->nkeys, 0) < 0) {
+            fprintf(stderr, "tcpota serve: refusing to start: the manifest %s does not verify\n",
+                    manifest);
+            goto fail;
+        }
+        n.manifest = l->manifest;
+        n.manifest_len = (uint16_t)man_len;
+        if (take_manifest_names(&n, l->manifest, man_len, manifest, l->model, sizeof(l->model),
+                                l->version, sizeof(l->version)) < 0) {
+            goto fail;
+        }
+    }
+    if (!n.version) {
+        fprintf(stderr, "tcpota serve: give --version V: %s has no signed manifest to take the "
+                        "version from\n", o->image);
+        rc = 2;
+        goto fail;
+    }
+    if (src->auth_file && load_secrets(src->auth_file, &l->secrets, &l->nsecrets) < 0) {
+        rc = 2;
+        goto fail;
+    }
+    n.secrets = l->secrets;
+    n.nsecrets = l->nsecrets;
+    *o = n;
+    return 0;
+fail:
+    serve_release(NULL, &n);
+    return rc;
+}
+
+static int serve_reload(void *ctx, struct tcpota_serve_opts *fresh)
+{
+    return serve_load(ctx, fresh) == 0 ? 0 : -1;
+}
+
 int cmd_serve(int argc, char **argv)
 {
     struct tcpota_serve_opts o;
-    char host[256] = "0.0.0.0", mpath[4096];
-    char model[TCPOTA_MAX_NAME + 1], version[TCPOTA_MAX_NAME + 1];
-    const char *manifest = NULL, *auth_file = NULL;
-    uint8_t keys[MAX_KEYS][32], *man = NULL;
-    struct tcpota_serve_secret *secrets = NULL;
-    size_t nkeys = 0, man_len = 0, nsecrets = 0;
-    int require_signed = -1, rc;
+    struct sources src;
+    char host[256] = "0.0.0.0";
     unsigned long long v;
-    int i;
+    int i, rc;
 
     memset(&o, 0, sizeof(o));
+    memset(&src, 0, sizeof(src));
+    src.require_signed = -1;
     o.host = host;
     o.port = 8070;
     o.max_conns = 16384;
@@ -163,8 +268,8 @@ int cmd_serve(int argc, char **argv)
             return 0;
         }
         if (strcmp(a, "--progress") == 0) { o.progress = 1; continue; }
-        if (strcmp(a, "--require-signed") == 0) { require_signed = 1; continue; }
-        if (strcmp(a, "--no-require-signed") == 0) { require_signed = 0; continue; }
+        if (strcmp(a, "--require-signed") == 0) { src.require_signed = 1; continue; }
+        if (strcmp(a, "--no-require-signed") == 0) { src.require_signed = 0; continue; }
         if (strcmp(a, "--allow-legacy") == 0) { o.allow_legacy = 1; continue; }
         if (strcmp(a, "--allow-downgrade") == 0) { o.allow_downgrade = 1; continue; }
         if (strcmp(a, "--require-auth") == 0) { o.require_auth = 1; continue; }
@@ -177,18 +282,18 @@ int cmd_serve(int argc, char **argv)
         if (strcmp(a, "--listen") == 0) {
             if (cli_hostport(val, "--listen", host, sizeof(host), &o.port) < 0) return 2;
         } else if (strcmp(a, "--version") == 0) {
-            o.version = val;
+            src.version = val;
         } else if (strcmp(a, "--manifest") == 0) {
-            manifest = val;
+            src.manifest = val;
         } else if (strcmp(a, "--pubkey") == 0) {
-            if (nkeys == MAX_KEYS) {
+            if (src.nkeys == MAX_KEYS) {
                 fprintf(stderr, "tcpota serve: at most %d --pubkey\n", MAX_KEYS);
                 return 2;
             }
-            if (sodium_init() < 0 || cli_load_pubkey(val, keys[nkeys]) < 0) return 2;
-            nkeys++;
+            if (sodium_init() < 0 || cli_load_pubkey(val, src.keys[src.nkeys]) < 0) return 2;
+            src.nkeys++;
         } else if (strcmp(a, "--auth-file") == 0) {
-            auth_file = val;
+            src.auth_file = val;
         } else if (strcmp(a, "--tls-cert") == 0) {
             o.tls_cert = val;
         } else if (strcmp(a, "--tls-key") == 0) {
@@ -224,60 +329,22 @@ int cmd_serve(int argc, char **argv)
     if (sodium_init() < 0) {
         return 1;
     }
-    if (!manifest) {
-        snprintf(mpath, sizeof(mpath), "%s.manifest", o.image);
-        if (access(mpath, F_OK) == 0) manifest = mpath;
-    }
-    if (require_signed < 0) {
-        require_signed = manifest != NULL;
-    }
-    if (require_signed && !manifest) {
-        fprintf(stderr, "tcpota serve: --require-signed, but %s has no manifest (tcpota sign)\n", o.image);
-        return 1;
-    }
-    if (manifest) {
-        if (cli_read_file(manifest, TCPOTA_MAX_MANIFEST, &man, &man_len) < 0) return 1;
-        if (require_signed &&
-            cli_check_manifest(o.image, man, man_len, (const uint8_t(*)[32])keys, nkeys, 0) < 0) {
-            fprintf(stderr, "tcpota serve: refusing to start: the manifest %s does not verify\n",
-                    manifest);
-            free(man);
-            return 1;
-        }
-        o.manifest = man;
-        o.manifest_len = (uint16_t)man_len;
-        if (take_manifest_names(&o, man, man_len, manifest, model, sizeof(model), version,
-                                sizeof(version)) < 0) {
-            free(man);
-            return 1;
-        }
-    }
-    if (!o.version) {
-        fprintf(stderr, "tcpota serve: give --version V: %s has no signed manifest to take the "
-                        "version from\n", o.image);
-        free(man);
-        return 2;
-    }
-    if (o.require_auth && !auth_file) {
+    if (o.require_auth && !src.auth_file) {
         fprintf(stderr, "tcpota serve: --require-auth needs --auth-file\n");
-        free(man);
-        return 2;
-    }
-    if (auth_file && load_secrets(auth_file, &secrets, &nsecrets) < 0) {
-        free(man);
         return 2;
     }
     if ((o.tls_cert == NULL) != (o.tls_key == NULL)) {
         fprintf(stderr, "tcpota serve: --tls-cert and --tls-key go together\n");
-        free(man);
-        free(secrets);
         return 2;
     }
-    o.secrets = secrets;
-    o.nsecrets = nsecrets;
+    if ((rc = serve_load(&src, &o)) != 0) {
+        return rc;
+    }
+    o.reload = serve_reload;
+    o.release = serve_release;
+    o.ctx = &src;
     rc = tcpota_serve(&o);
-    if (secrets) sodium_memzero(secrets, nsecrets * sizeof(*secrets));
-    free(secrets);
-    free(man);
+    serve_release(NULL, &o);
+    sodium_memzero(&src, sizeof(src));
     return rc;
 }

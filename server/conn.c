@@ -258,11 +258,9 @@ static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
         }
         return;
     case TCPOTA_SRV_EV_DECLINE:
-        /* Any reason but "already running" makes this image a failure for
-         * this device: offering it again would only be declined again. */
-        if (m->u.decline.reason != (uint16_t)-TCPOTA_ERR_REFUSED) {
-            device_mark_failed(c->rec, c->img->desc.id);
-        }
+        /* The policy offers no image the device runs already, so any
+         * decline would only repeat: the image is a failure for it. */
+        device_mark_failed(c->rec, c->img->desc.id);
         set_outcome(c, DEV_DECLINED);
         clog_(c, 1, "declined: %s (%.*s)", tcpota_strerror(m->u.decline.reason),
               m->u.decline.message.len, m->u.decline.message.ptr ? (const char *)m->u.decline.message.ptr : "");

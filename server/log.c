@@ -18,6 +18,17 @@ void say(const struct server *srv, const char *fmt, ...)
     fputc('\n', stderr);
 }
 
+void log_always(const struct server *srv, const char *fmt, ...)
+{
+    va_list ap;
+    (void)srv;
+    fputs("tcpota serve: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
 /* One log line about a connection, naming the device once it is known. */
 void clog_(const struct conn *c, int always, const char *fmt, ...)
 {

@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -84,10 +85,90 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Counts devices, not connections, and names every kind of failure, so a
+ * rollback can never hide behind "N updated". */
+static void print_summary(const struct server *srv)
+{
+    unsigned counts[DEV_OUTCOMES], i;
+    char line[1024];
+    size_t n;
+
+    devices_count(&srv->devices, counts);
+    n = (size_t)snprintf(line, sizeof(line), "summary: %zu devices", srv->devices.count);
+    for (i = DEV_CONFIRMED; i < DEV_OUTCOMES; i++) {
+        n += (size_t)snprintf(line + n, sizeof(line) - n, "%s %u %s", i == DEV_CONFIRMED ? ":" : ",",
+                              counts[i], device_outcome_name((enum device_outcome)i));
+    }
+    if (counts[DEV_SEEN]) {
+        n += (size_t)snprintf(line + n, sizeof(line) - n, ", %u %s", counts[DEV_SEEN],
+                              device_outcome_name(DEV_SEEN));
+    }
+    fprintf(stderr,
+            "tcpota serve: %s; %u legacy devices served; %u connections, %u ended by an error, "
+            "%u failed authentications, %u refused; %.1f MB sent in %.1f s\n",
+            line, srv->stats.legacy_done, srv->stats.connections, srv->stats.failed,
+            srv->stats.auth_failed, srv->stats.refused, (double)srv->stats.bytes_sent / 1e6,
+            now_s() - srv->started);
+}
+
+/* SIGHUP: the image, its manifest and the device secrets are read again.
+ * Transfers already running keep the image they started with (each holds
+ * a reference); new HELLOs get the new one. Anything wrong with the new
+ * files leaves the server exactly as it was. */
+static void reload(struct server *srv)
+{
+    const struct tcpota_serve_opts *o = srv->o;
+    struct tcpota_serve_opts *fresh;
+    struct image *img;
+
+    if (!o->reload) {
+        log_always(srv, "SIGHUP: nothing to reload");
+        return;
+    }
+    if (!(fresh = malloc(sizeof(*fresh)))) {
+        log_always(srv, "SIGHUP: out of memory; still serving image %s", srv->img->version);
+        return;
+    }
+    *fresh = *o;
+    if (o->reload(o->ctx, fresh) < 0) {
+        free(fresh);
+        log_always(srv, "SIGHUP: reload failed (see above); still serving image %s (sha256 %.16s...)",
+                   srv->img->version, srv->img->idhex);
+        return;
+    }
+    img = image_open(fresh->image, fresh->version, fresh->model, fresh->manifest,
+                     fresh->manifest_len, fresh->chunk);
+    if (!img) {
+        o->release(o->ctx, fresh);
+        free(fresh);
+        log_always(srv, "SIGHUP: reload failed (see above); still serving image %s (sha256 %.16s...)",
+                   srv->img->version, srv->img->idhex);
+        return;
+    }
+    image_unref(srv->img);
+    srv->img = img;
+    if (srv->reloaded) {
+        srv->reloaded->release(srv->reloaded->ctx, srv->reloaded);
+        free(srv->reloaded);
+    }
+    srv->reloaded = fresh;
+    srv->o = fresh;
+    log_always(srv, "SIGHUP: reloaded: image %s (%u bytes, sha256 %s), %zu device secrets",
+               img->version, img->size, img->idhex, fresh->nsecrets);
+}
+
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     struct server *srv = arg;
     (void)what;
+    if (sig == SIGHUP) {
+        reload(srv);
+        return;
+    }
+    if (sig == SIGUSR1) {
+        print_summary(srv);
+        return;
+    }
     say(srv, "%s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
     event_base_loopexit(srv->base, NULL);
 }
@@ -154,32 +235,6 @@ static void raise_fd_limit(const struct tcpota_serve_opts *o)
     }
 }
 
-/* Counts devices, not connections, and names every kind of failure, so a
- * rollback can never hide behind "N updated". */
-static void print_summary(const struct server *srv)
-{
-    unsigned counts[DEV_OUTCOMES], i;
-    char line[1024];
-    size_t n;
-
-    devices_count(&srv->devices, counts);
-    n = (size_t)snprintf(line, sizeof(line), "summary: %zu devices", srv->devices.count);
-    for (i = DEV_CONFIRMED; i < DEV_OUTCOMES; i++) {
-        n += (size_t)snprintf(line + n, sizeof(line) - n, "%s %u %s", i == DEV_CONFIRMED ? ":" : ",",
-                              counts[i], device_outcome_name((enum device_outcome)i));
-    }
-    if (counts[DEV_SEEN]) {
-        n += (size_t)snprintf(line + n, sizeof(line) - n, ", %u %s", counts[DEV_SEEN],
-                              device_outcome_name(DEV_SEEN));
-    }
-    fprintf(stderr,
-            "tcpota serve: %s; %u legacy devices served; %u connections, %u ended by an error, "
-            "%u failed authentications, %u refused; %.1f MB sent in %.1f s\n",
-            line, srv->stats.legacy_done, srv->stats.connections, srv->stats.failed,
-            srv->stats.auth_failed, srv->stats.refused, (double)srv->stats.bytes_sent / 1e6,
-            now_s() - srv->started);
-}
-
 int tcpota_serve(const struct tcpota_serve_opts *o)
 {
     struct server srv;
@@ -206,8 +261,12 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     }
     srv.sigint = evsignal_new(srv.base, SIGINT, signal_cb, &srv);
     srv.sigterm = evsignal_new(srv.base, SIGTERM, signal_cb, &srv);
+    srv.sighup = evsignal_new(srv.base, SIGHUP, signal_cb, &srv);
+    srv.sigusr1 = evsignal_new(srv.base, SIGUSR1, signal_cb, &srv);
     event_add(srv.sigint, NULL);
     event_add(srv.sigterm, NULL);
+    event_add(srv.sighup, NULL);
+    event_add(srv.sigusr1, NULL);
     {
         struct timeval second = {1, 0};
         srv.sweep = event_new(srv.base, -1, EV_PERSIST, sweep_cb, &srv);
@@ -223,11 +282,17 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
 out:
     if (srv.sigint) event_free(srv.sigint);
     if (srv.sigterm) event_free(srv.sigterm);
+    if (srv.sighup) event_free(srv.sighup);
+    if (srv.sigusr1) event_free(srv.sigusr1);
     if (srv.sweep) event_free(srv.sweep);
     if (srv.lis) evconnlistener_free(srv.lis);
     if (srv.base) event_base_free(srv.base);
     if (srv.tls) SSL_CTX_free(srv.tls);
     image_unref(srv.img);
     if (srv.devices.slots) devices_free(&srv.devices);
+    if (srv.reloaded) {
+        srv.reloaded->release(srv.reloaded->ctx, srv.reloaded);
+        free(srv.reloaded);
+    }
     return rc;
 }

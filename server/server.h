@@ -40,10 +40,22 @@ struct tcpota_serve_opts {
     size_t nsecrets;
     int require_auth;      /* every v1 device must answer a CHALLENGE */
     const char *tls_cert, *tls_key; /* PEM files: serve v1 inside TLS */
+    /* SIGHUP: fills *fresh, a copy of these options, with the image,
+     * version, model, manifest and device secrets read again from their
+     * files by the rules of the start. Returns 0, or -1 after printing why:
+     * the server then keeps serving what it has. The server hands every
+     * set it was given back to release() once no longer used. NULL: SIGHUP
+     * only says that nothing can be reloaded. */
+    int (*reload)(void *ctx, struct tcpota_serve_opts *fresh);
+    void (*release)(void *ctx, struct tcpota_serve_opts *fresh);
+    void *ctx;
+    void *loaded; /* the caller's record of what reload() allocated for this set */
 };
 
-/* Loads the image and serves until SIGINT/SIGTERM. Returns 0 on a clean
- * shutdown, or 1 after printing why it could not start. */
+/* Loads the image and serves until SIGINT/SIGTERM (each prints the
+ * summary). SIGHUP reloads (see reload above); SIGUSR1 prints the summary
+ * and goes on. Returns 0 on a clean shutdown, or 1 after printing why it
+ * could not start. */
 int tcpota_serve(const struct tcpota_serve_opts *o);
 
 #endif

@@ -42,12 +42,13 @@ struct event;
 struct bufferevent;
 
 struct server {
-    const struct tcpota_serve_opts *o;
+    const struct tcpota_serve_opts *o; /* the options in force: the caller's, or a reload's */
+    struct tcpota_serve_opts *reloaded; /* the last reload's set (o points to it), or NULL */
     SSL_CTX *tls;
     struct ban bans[BAN_SLOTS];
     struct event_base *base;
     struct evconnlistener *lis;
-    struct event *sigint, *sigterm, *sweep;
+    struct event *sigint, *sigterm, *sighup, *sigusr1, *sweep;
     struct image *img;      /* the image offered now (a reload swaps it) */
     struct devices devices; /* what each device reported: failures, outcome */
     struct conn *conns;
