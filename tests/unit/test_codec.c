@@ -268,6 +268,18 @@ static void test_tlv_rules(void **state)
     /* repeated tag */
     memcpy(p + n, "\x02\x02\x00xy", 5);
     assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n + 5, &m), TCPOTA_ERR_PROTO);
+    /* a field and its critical twin are one field: refused in either order */
+    memcpy(p + n, "\x82\x02\x00xy", 5);
+    assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n + 5, &m), TCPOTA_ERR_PROTO);
+    p[4] |= TCPOTA_TAG_CRITICAL; /* DEVICE_ID, sent critical: understood */
+    assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n, &m), 0);
+    assert_memory_equal(m.u.hello.device_id.ptr, "dev-1", 5);
+    memcpy(p + n, "\x01\x02\x00xy", 5);
+    assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n + 5, &m), TCPOTA_ERR_PROTO);
+    p[4] &= (uint8_t)~TCPOTA_TAG_CRITICAL;
+    /* an unknown tag repeated is refused too, even if optional */
+    memcpy(p + n, "\x40\x00\x00\xc0\x00\x00", 6);
+    assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n + 6, &m), TCPOTA_ERR_PROTO);
     /* TLV length past the end */
     memcpy(p + n, "\x40\x09\x00xy", 5);
     assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n + 5, &m), TCPOTA_ERR_PROTO);
@@ -301,6 +313,27 @@ static void test_offer_sanity(void **state)
     tcpota_put_u32(p + 32, 0); /* empty image */
     tcpota_put_u32(p + 36, 0);
     assert_int_equal(decode_payload(TCPOTA_T_OFFER, p, n, &m), TCPOTA_ERR_PROTO);
+}
+
+/* Two MANIFEST fields, one of them critical: the last must not win. */
+static void test_offer_manifest_twice(void **state)
+{
+    struct tcpota_msg m;
+    const struct vec *o = find_vec("OFFER");
+    static const uint8_t tags[2][2] = {{0x0c, 0x8c}, {0x8c, 0x0c}};
+    uint8_t p[256];
+    size_t n = o->n - 8;
+    (void)state;
+
+    for (int i = 0; i < 2; i++) {
+        memcpy(p, o->b + 4, n);
+        memcpy(p + n, "\x0c\x03\x00" "abc" "\x0c\x03\x00" "xyz", 12);
+        p[n] = tags[i][0];
+        p[n + 6] = tags[i][1];
+        assert_int_equal(decode_payload(TCPOTA_T_OFFER, p, n + 6, &m), 0);
+        assert_memory_equal(m.u.offer.manifest.ptr, "abc", 3);
+        assert_int_equal(decode_payload(TCPOTA_T_OFFER, p, n + 12, &m), TCPOTA_ERR_PROTO);
+    }
 }
 
 static void test_encode_limits(void **state)
@@ -339,6 +372,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_bad_header_fields),
         cmocka_unit_test(test_tlv_rules),
         cmocka_unit_test(test_offer_sanity),
+        cmocka_unit_test(test_offer_manifest_twice),
         cmocka_unit_test(test_encode_limits),
     };
     if (argc > 1) doc_path = argv[1];
