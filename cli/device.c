@@ -920,7 +920,8 @@ static int run(struct device *dv)
             return 0;
         case TCPOTA_CLIENT_DECLINED:
             /* The core refuses before it records the offer's version. */
-            say(dv, "declined the server's offer: %s", tcpota_strerror(dv->dev.last_error));
+            say(dv, "declined the server's offer: %s: %s", tcpota_strerror(dv->dev.last_error),
+                tcpota_dev_reason(&dv->dev));
             return 1;
         case OUT_REPORTED:
             say(dv, "new image %s %s and was rolled back", dv->rejected, dv->rollback_why);

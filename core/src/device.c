@@ -250,15 +250,28 @@ static struct tcpota_bytes str_bytes(const char *s)
     return b;
 }
 
+/* Keeps the reason for tcpota_dev_reason(); why may be d->reason itself. */
+static void set_reason(struct tcpota_dev *d, const char *why)
+{
+    size_t n = strlen(why);
+
+    if (n > TCPOTA_MAX_MESSAGE) {
+        n = TCPOTA_MAX_MESSAGE;
+    }
+    memmove(d->reason, why, n);
+    d->reason[n] = 0;
+}
+
 /* Tells the server why this side gives up, then returns `code`. */
 static int fail(struct tcpota_dev *d, int code, const char *why)
 {
     struct tcpota_msg m;
 
+    set_reason(d, why);
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_ERROR;
     m.u.error.code = (uint16_t)-code;
-    m.u.error.message = str_bytes(why);
+    m.u.error.message = str_bytes(d->reason);
     (void)queue(d, &m); /* best effort: the connection ends either way */
     d->last_error = code;
     return code;
@@ -274,6 +287,7 @@ int tcpota_dev_connect(struct tcpota_dev *d, uint32_t now_ms)
     d->state = TCPOTA_DEV_HELLO_SENT;
     d->now = d->last_rx = d->last_tx = now_ms;
     d->last_error = 0;
+    d->reason[0] = 0;
     d->challenged = 0;
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_HELLO;
@@ -350,6 +364,11 @@ int tcpota_dev_tick(struct tcpota_dev *d, uint32_t now_ms)
     return 0;
 }
 
+const char *tcpota_dev_reason(const struct tcpota_dev *d)
+{
+    return d->reason;
+}
+
 uint32_t tcpota_dev_next_tick(const struct tcpota_dev *d)
 {
     uint32_t rx_left, tx_left;
@@ -371,11 +390,12 @@ static int decline(struct tcpota_dev *d, const uint8_t *id, int reason, const ch
 {
     struct tcpota_msg m;
 
+    set_reason(d, why);
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_DECLINE;
     m.u.decline.image_id = id;
     m.u.decline.reason = (uint16_t)-reason;
-    m.u.decline.message = str_bytes(why);
+    m.u.decline.message = str_bytes(d->reason);
     d->state = TCPOTA_DEV_DECLINED;
     d->last_error = reason;
     ev->type = TCPOTA_DEV_EV_DECLINED;
@@ -408,22 +428,15 @@ static int on_offer(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
     if (d->cfg.n_trusted_keys) {
         struct tcpota_trust t;
         struct tcpota_manifest man;
-        const char *why = "";
         t.keys = d->cfg.trusted_keys;
         t.nkeys = d->cfg.n_trusted_keys;
         t.verify = p->ed25519_verify;
         t.verify_ctx = p->ctx;
         t.model = d->cfg.model;
         t.security_counter = d->security_counter;
-        rc = tcpota_manifest_check(&t, m->u.offer.manifest.ptr, m->u.offer.manifest.len,
-                                   m->u.offer.image_id, m->u.offer.size, &man, &why);
+        rc = tcpota_manifest_check(&t, m, &man, d->reason, sizeof(d->reason));
         if (rc < 0) {
-            return decline(d, m->u.offer.image_id, rc, why, ev);
-        }
-        if (man.version.len != m->u.offer.version.len ||
-            memcmp(man.version.ptr, m->u.offer.version.ptr, man.version.len) != 0) {
-            return decline(d, m->u.offer.image_id, TCPOTA_ERR_INTEGRITY,
-                           "offer version differs from the signed manifest", ev);
+            return decline(d, m->u.offer.image_id, rc, d->reason, ev);
         }
         d->image_counter = man.security_counter;
     }
@@ -650,6 +663,12 @@ static int on_frame(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
         return on_data(d, m, ev);
     case TCPOTA_T_ERROR:
         d->last_error = m->u.error.code ? -(int)m->u.error.code : TCPOTA_ERR_PROTO;
+        set_reason(d, "");
+        if (m->u.error.message.ptr) {
+            /* The codec checked it: printable and at most TCPOTA_MAX_MESSAGE. */
+            memcpy(d->reason, m->u.error.message.ptr, m->u.error.message.len);
+            d->reason[m->u.error.message.len] = 0;
+        }
         return d->last_error;
     case TCPOTA_T_PING: {
         struct tcpota_msg pong;

@@ -640,17 +640,85 @@ static void test_challenge_answered_with_hmac(void **state)
     assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_STATE);
 }
 
-static void test_challenge_without_secret_denied(void **state)
+/* WELCOME, then CHALLENGE(nonce): what a real auth server sends. */
+static int welcome_then_challenge(uint16_t features, const uint8_t *nonce)
 {
     struct tcpota_msg m;
     struct tcpota_dev_event ev;
-    uint8_t nonce[32] = {1};
-    (void)state;
-    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    int rc;
+
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_WELCOME;
+    m.u.welcome.proto = 1;
+    m.u.welcome.features = features;
+    assert_true(feed_dev(&m, &ev) > 0);
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_CHALLENGE;
     m.u.challenge.nonce = nonce;
-    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_DENIED);
+    rc = feed_dev(&m, &ev);
+    return rc;
+}
+
+static void test_challenge_without_secret_denied(void **state)
+{
+    uint8_t nonce[32] = {1};
+    (void)state;
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    assert_int_equal(welcome_then_challenge(TCPOTA_F_AUTH, nonce), TCPOTA_ERR_DENIED);
+}
+
+/* Issue 10 point 9: an offer whose version contradicts its signed
+ * manifest is declined before a byte is written, and says so. */
+static void test_offer_version_differs_from_manifest_declined(void **state)
+{
+    (void)state;
+    trust_key();
+    sign_image("esp32", 1); /* signs version 2.0.0 */
+    simg.version = "9.9.9";
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_DECLINED);
+    assert_int_equal(dev.last_error, TCPOTA_ERR_REFUSED);
+    assert_string_equal(tcpota_dev_reason(&dev),
+                        "offer version 9.9.9 differs from the signed manifest's 2.0.0");
+    assert_int_equal(fp->begins, 0);
+    assert_int_equal(fp->resumes, 0);
+    assert_int_equal(fp->writes, 0);
+    assert_int_equal(fp->boot_set, 0);
+}
+
+/* Issue 10 point 9: a counter-9 image that fails its health check must not
+ * raise the floor, or it would block the counter-5 fix that follows. */
+static void test_failed_health_check_keeps_counter(void **state)
+{
+    uint8_t b[64];
+    (void)state;
+    trust_key();
+    sign_image("esp32", 5);
+    run_conn(0, -1, NULL);
+    fp->boot.pending = 1;
+    assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);
+    fp->boot.pending = 0;
+    /* Version 3.0.0, counter 9: installed, then fails its health check. */
+    make_image(3);
+    simg.version = "3.0.0";
+    sign_image("esp32", 9);
+    dev_init();
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_UPDATED);
+    fp->boot.pending = 1;
+    assert_int_equal(tcpota_dev_boot(&fp->port, 0), 1);
+    fp->boot.pending = 0;
+    assert_int_equal(fp->port.kv_get(fp, TCPOTA_KEY_COUNTER, b, sizeof(b)), 9);
+    assert_int_equal(tcpota_get_u32(b + 1), 5);
+    /* The fix, 3.0.1 with counter 5, is taken. */
+    make_image(4);
+    simg.version = "3.0.1";
+    sign_image("esp32", 5);
+    dev_init();
+    assert_int_equal(dev.security_counter, 5);
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_UPDATED);
+    assert_slot_is_image();
 }
 
 static void test_set_boot_failure_leaves_no_last_record(void **state)
@@ -708,6 +776,8 @@ int main(void)
         T(test_offer_of_running_version_refused),
         T(test_challenge_answered_with_hmac),
         T(test_challenge_without_secret_denied),
+        T(test_offer_version_differs_from_manifest_declined),
+        T(test_failed_health_check_keeps_counter),
         T(test_set_boot_failure_leaves_no_last_record),
         T(test_counter_raised_before_last_record_is_erased),
     };

@@ -117,6 +117,7 @@ struct tcpota_dev {
     uint32_t image_counter;    /* counter of the image being received */
     uint8_t challenged;        /* a CHALLENGE was answered on this connection */
     int last_error;        /* why the last connection or offer ended */
+    char reason[TCPOTA_MAX_MESSAGE + 1]; /* the same in words (tcpota_dev_reason) */
 };
 
 /* Sets up a device: checks the config and loads the resume record and any
@@ -163,6 +164,13 @@ void tcpota_dev_output_done(struct tcpota_dev *d, size_t n);
  * Returns 0, or TCPOTA_ERR_TIMEDOUT after timeout_ms without a received
  * byte (close and reconnect). now_ms may wrap. */
 int tcpota_dev_tick(struct tcpota_dev *d, uint32_t now_ms);
+
+/* Why the last connection or offer ended, in words naming the cause
+ * (e.g. "offer version 9.9.9 differs from the signed manifest's 2.0.0"):
+ * the MESSAGE of the DECLINE or ERROR this side sent, or of the ERROR the
+ * server sent. "" when there is none; valid until the next call into d.
+ * last_error holds the code. */
+const char *tcpota_dev_reason(const struct tcpota_dev *d);
 
 /* Milliseconds until tcpota_dev_tick() has something to do. */
 uint32_t tcpota_dev_next_tick(const struct tcpota_dev *d);
