@@ -289,6 +289,8 @@ int tcpota_dev_connect(struct tcpota_dev *d, uint32_t now_ms)
     d->last_error = 0;
     d->reason[0] = 0;
     d->challenged = 0;
+    d->welcomed = 0;
+    d->auth_announced = 0;
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_HELLO;
     m.u.hello.proto_min = TCPOTA_PROTO_VERSION;
@@ -313,8 +315,20 @@ int tcpota_dev_connect(struct tcpota_dev *d, uint32_t now_ms)
     return rc;
 }
 
+int tcpota_dev_set_binding(struct tcpota_dev *d, const uint8_t *binding)
+{
+    d->bound = binding != NULL;
+    if (binding) {
+        memcpy(d->binding, binding, TCPOTA_TLS_BINDING_LEN);
+    } else {
+        memset(d->binding, 0, TCPOTA_TLS_BINDING_LEN);
+    }
+    return 0;
+}
+
 void tcpota_dev_disconnect(struct tcpota_dev *d)
 {
+    (void)tcpota_dev_set_binding(d, NULL);
     if (d->state == TCPOTA_DEV_HELLO_SENT || d->state == TCPOTA_DEV_RECEIVING) {
         d->state = TCPOTA_DEV_IDLE;
     }
@@ -597,7 +611,10 @@ static int on_data(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcpo
 }
 
 /* Proves the device knows its secret without sending it: HMAC-SHA-256
- * over the server's fresh nonce and the device id. */
+ * over the server's fresh nonce, the TLS binding if any, and the device
+ * id. Only a server that announced AUTH in its WELCOME gets an answer, and
+ * only one: a device that answered any CHALLENGE at any time would let a
+ * rogue server relay a real server's nonce and log in as this device. */
 static int on_challenge(struct tcpota_dev *d, const struct tcpota_msg *m)
 {
     const struct tcpota_port *p = d->cfg.port;
@@ -605,14 +622,21 @@ static int on_challenge(struct tcpota_dev *d, const struct tcpota_msg *m)
     struct tcpota_msg a;
     int n, rc;
 
-    if (d->state != TCPOTA_DEV_HELLO_SENT || d->challenged) {
-        return fail(d, TCPOTA_ERR_STATE, "unexpected CHALLENGE");
+    if (!d->welcomed) {
+        return fail(d, TCPOTA_ERR_STATE, "CHALLENGE before WELCOME");
+    }
+    if (d->challenged || d->state != TCPOTA_DEV_HELLO_SENT) {
+        return fail(d, TCPOTA_ERR_STATE, "CHALLENGE again or after the offer");
+    }
+    if (!d->auth_announced) {
+        return fail(d, TCPOTA_ERR_PROTO, "CHALLENGE but WELCOME did not announce AUTH");
     }
     if (!d->cfg.secret) {
         return fail(d, TCPOTA_ERR_DENIED, "server requires authentication; no secret here");
     }
     d->challenged = 1;
-    n = tcpota_auth_message(m->u.challenge.nonce, NULL, (const uint8_t *)d->cfg.device_id,
+    n = tcpota_auth_message(m->u.challenge.nonce, d->bound ? d->binding : NULL,
+                            (const uint8_t *)d->cfg.device_id,
                             strlen(d->cfg.device_id), msg, sizeof(msg));
     if (n < 0) {
         return fail(d, n, "cannot build the authentication message");
@@ -631,9 +655,12 @@ static int on_frame(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
 {
     switch (m->type) {
     case TCPOTA_T_WELCOME:
-        if (d->state != TCPOTA_DEV_HELLO_SENT || m->u.welcome.proto != TCPOTA_PROTO_VERSION) {
+        if (d->state != TCPOTA_DEV_HELLO_SENT || d->welcomed ||
+            m->u.welcome.proto != TCPOTA_PROTO_VERSION) {
             return fail(d, TCPOTA_ERR_PROTO, "unexpected WELCOME");
         }
+        d->welcomed = 1;
+        d->auth_announced = (m->u.welcome.features & TCPOTA_F_AUTH) != 0;
         if (d->report_sent) {
             /* The server has read our HELLO and with it the report. */
             int rc = d->cfg.port->kv_erase(d->cfg.port->ctx, TCPOTA_KEY_REPORT);
