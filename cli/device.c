@@ -892,8 +892,9 @@ static int run(struct device *dv)
         if (g_signal || rc == TCPOTA_CLIENT_STOPPED) {
             out = TCPOTA_CLIENT_STOPPED;
         } else if (rc == 0 && dv->o.ca &&
-                   cli_tls_handshake(&dv->tls, &dv->cl, dv->o.host, dv->o.timeout_ms, dv->err,
-                                     sizeof(dv->err)) < 0) {
+                   (cli_tls_handshake(&dv->tls, &dv->cl, dv->o.host, dv->o.timeout_ms, dv->err,
+                                      sizeof(dv->err)) < 0 ||
+                    cli_tls_bind(&dv->tls, &dv->dev, dv->err, sizeof(dv->err)) < 0)) {
             out = TCPOTA_CLIENT_RETRY;
         } else if (rc == 0) {
             dv->st.connections++;
