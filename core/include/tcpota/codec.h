@@ -10,7 +10,8 @@
  * A payload is a fixed part followed by TLV fields (tag u8, length u16 LE,
  * value). Tags with bit 0x80 set are critical: a reader that does not know
  * one must refuse the message; other unknown tags are skipped, so later
- * versions can add fields without breaking this one. DATA is the exception:
+ * versions can add fields without breaking this one. A tag appears at most
+ * once, its critical twin included (tcpota_tlv_next() holds these rules). DATA is the exception:
  * after its fixed offset come the image bytes.
  *
  * struct tcpota_msg is the decoded form of every message. Decoding never
