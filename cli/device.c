@@ -892,8 +892,9 @@ static int run(struct device *dv)
         if (g_signal || rc == TCPOTA_CLIENT_STOPPED) {
             out = TCPOTA_CLIENT_STOPPED;
         } else if (rc == 0 && dv->o.ca &&
-                   cli_tls_handshake(&dv->tls, &dv->cl, dv->o.host, dv->o.timeout_ms, dv->err,
-                                     sizeof(dv->err)) < 0) {
+                   (cli_tls_handshake(&dv->tls, &dv->cl, dv->o.host, dv->o.timeout_ms, dv->err,
+                                      sizeof(dv->err)) < 0 ||
+                    cli_tls_bind(&dv->tls, &dv->dev, dv->err, sizeof(dv->err)) < 0)) {
             out = TCPOTA_CLIENT_RETRY;
         } else if (rc == 0) {
             dv->st.connections++;
@@ -920,7 +921,8 @@ static int run(struct device *dv)
             return 0;
         case TCPOTA_CLIENT_DECLINED:
             /* The core refuses before it records the offer's version. */
-            say(dv, "declined the server's offer: %s", tcpota_strerror(dv->dev.last_error));
+            say(dv, "declined the server's offer: %s: %s", tcpota_strerror(dv->dev.last_error),
+                tcpota_dev_reason(&dv->dev));
             return 1;
         case OUT_REPORTED:
             say(dv, "new image %s %s and was rolled back", dv->rejected, dv->rollback_why);

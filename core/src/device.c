@@ -250,15 +250,28 @@ static struct tcpota_bytes str_bytes(const char *s)
     return b;
 }
 
+/* Keeps the reason for tcpota_dev_reason(); why may be d->reason itself. */
+static void set_reason(struct tcpota_dev *d, const char *why)
+{
+    size_t n = strlen(why);
+
+    if (n > TCPOTA_MAX_MESSAGE) {
+        n = TCPOTA_MAX_MESSAGE;
+    }
+    memmove(d->reason, why, n);
+    d->reason[n] = 0;
+}
+
 /* Tells the server why this side gives up, then returns `code`. */
 static int fail(struct tcpota_dev *d, int code, const char *why)
 {
     struct tcpota_msg m;
 
+    set_reason(d, why);
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_ERROR;
     m.u.error.code = (uint16_t)-code;
-    m.u.error.message = str_bytes(why);
+    m.u.error.message = str_bytes(d->reason);
     (void)queue(d, &m); /* best effort: the connection ends either way */
     d->last_error = code;
     return code;
@@ -274,7 +287,10 @@ int tcpota_dev_connect(struct tcpota_dev *d, uint32_t now_ms)
     d->state = TCPOTA_DEV_HELLO_SENT;
     d->now = d->last_rx = d->last_tx = now_ms;
     d->last_error = 0;
+    d->reason[0] = 0;
     d->challenged = 0;
+    d->welcomed = 0;
+    d->auth_announced = 0;
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_HELLO;
     m.u.hello.proto_min = TCPOTA_PROTO_VERSION;
@@ -299,8 +315,20 @@ int tcpota_dev_connect(struct tcpota_dev *d, uint32_t now_ms)
     return rc;
 }
 
+int tcpota_dev_set_binding(struct tcpota_dev *d, const uint8_t *binding)
+{
+    d->bound = binding != NULL;
+    if (binding) {
+        memcpy(d->binding, binding, TCPOTA_TLS_BINDING_LEN);
+    } else {
+        memset(d->binding, 0, TCPOTA_TLS_BINDING_LEN);
+    }
+    return 0;
+}
+
 void tcpota_dev_disconnect(struct tcpota_dev *d)
 {
+    (void)tcpota_dev_set_binding(d, NULL);
     if (d->state == TCPOTA_DEV_HELLO_SENT || d->state == TCPOTA_DEV_RECEIVING) {
         d->state = TCPOTA_DEV_IDLE;
     }
@@ -350,6 +378,11 @@ int tcpota_dev_tick(struct tcpota_dev *d, uint32_t now_ms)
     return 0;
 }
 
+const char *tcpota_dev_reason(const struct tcpota_dev *d)
+{
+    return d->reason;
+}
+
 uint32_t tcpota_dev_next_tick(const struct tcpota_dev *d)
 {
     uint32_t rx_left, tx_left;
@@ -371,11 +404,12 @@ static int decline(struct tcpota_dev *d, const uint8_t *id, int reason, const ch
 {
     struct tcpota_msg m;
 
+    set_reason(d, why);
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_DECLINE;
     m.u.decline.image_id = id;
     m.u.decline.reason = (uint16_t)-reason;
-    m.u.decline.message = str_bytes(why);
+    m.u.decline.message = str_bytes(d->reason);
     d->state = TCPOTA_DEV_DECLINED;
     d->last_error = reason;
     ev->type = TCPOTA_DEV_EV_DECLINED;
@@ -408,22 +442,15 @@ static int on_offer(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
     if (d->cfg.n_trusted_keys) {
         struct tcpota_trust t;
         struct tcpota_manifest man;
-        const char *why = "";
         t.keys = d->cfg.trusted_keys;
         t.nkeys = d->cfg.n_trusted_keys;
         t.verify = p->ed25519_verify;
         t.verify_ctx = p->ctx;
         t.model = d->cfg.model;
         t.security_counter = d->security_counter;
-        rc = tcpota_manifest_check(&t, m->u.offer.manifest.ptr, m->u.offer.manifest.len,
-                                   m->u.offer.image_id, m->u.offer.size, &man, &why);
+        rc = tcpota_manifest_check(&t, m, &man, d->reason, sizeof(d->reason));
         if (rc < 0) {
-            return decline(d, m->u.offer.image_id, rc, why, ev);
-        }
-        if (man.version.len != m->u.offer.version.len ||
-            memcmp(man.version.ptr, m->u.offer.version.ptr, man.version.len) != 0) {
-            return decline(d, m->u.offer.image_id, TCPOTA_ERR_INTEGRITY,
-                           "offer version differs from the signed manifest", ev);
+            return decline(d, m->u.offer.image_id, rc, d->reason, ev);
         }
         d->image_counter = man.security_counter;
     }
@@ -584,7 +611,10 @@ static int on_data(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcpo
 }
 
 /* Proves the device knows its secret without sending it: HMAC-SHA-256
- * over the server's fresh nonce and the device id. */
+ * over the server's fresh nonce, the TLS binding if any, and the device
+ * id. Only a server that announced AUTH in its WELCOME gets an answer, and
+ * only one: a device that answered any CHALLENGE at any time would let a
+ * rogue server relay a real server's nonce and log in as this device. */
 static int on_challenge(struct tcpota_dev *d, const struct tcpota_msg *m)
 {
     const struct tcpota_port *p = d->cfg.port;
@@ -592,14 +622,21 @@ static int on_challenge(struct tcpota_dev *d, const struct tcpota_msg *m)
     struct tcpota_msg a;
     int n, rc;
 
-    if (d->state != TCPOTA_DEV_HELLO_SENT || d->challenged) {
-        return fail(d, TCPOTA_ERR_STATE, "unexpected CHALLENGE");
+    if (!d->welcomed) {
+        return fail(d, TCPOTA_ERR_STATE, "CHALLENGE before WELCOME");
+    }
+    if (d->challenged || d->state != TCPOTA_DEV_HELLO_SENT) {
+        return fail(d, TCPOTA_ERR_STATE, "CHALLENGE again or after the offer");
+    }
+    if (!d->auth_announced) {
+        return fail(d, TCPOTA_ERR_PROTO, "CHALLENGE but WELCOME did not announce AUTH");
     }
     if (!d->cfg.secret) {
         return fail(d, TCPOTA_ERR_DENIED, "server requires authentication; no secret here");
     }
     d->challenged = 1;
-    n = tcpota_auth_message(m->u.challenge.nonce, NULL, (const uint8_t *)d->cfg.device_id,
+    n = tcpota_auth_message(m->u.challenge.nonce, d->bound ? d->binding : NULL,
+                            (const uint8_t *)d->cfg.device_id,
                             strlen(d->cfg.device_id), msg, sizeof(msg));
     if (n < 0) {
         return fail(d, n, "cannot build the authentication message");
@@ -618,9 +655,12 @@ static int on_frame(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
 {
     switch (m->type) {
     case TCPOTA_T_WELCOME:
-        if (d->state != TCPOTA_DEV_HELLO_SENT || m->u.welcome.proto != TCPOTA_PROTO_VERSION) {
+        if (d->state != TCPOTA_DEV_HELLO_SENT || d->welcomed ||
+            m->u.welcome.proto != TCPOTA_PROTO_VERSION) {
             return fail(d, TCPOTA_ERR_PROTO, "unexpected WELCOME");
         }
+        d->welcomed = 1;
+        d->auth_announced = (m->u.welcome.features & TCPOTA_F_AUTH) != 0;
         if (d->report_sent) {
             /* The server has read our HELLO and with it the report. */
             int rc = d->cfg.port->kv_erase(d->cfg.port->ctx, TCPOTA_KEY_REPORT);
@@ -650,6 +690,12 @@ static int on_frame(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
         return on_data(d, m, ev);
     case TCPOTA_T_ERROR:
         d->last_error = m->u.error.code ? -(int)m->u.error.code : TCPOTA_ERR_PROTO;
+        set_reason(d, "");
+        if (m->u.error.message.ptr) {
+            /* The codec checked it: printable and at most TCPOTA_MAX_MESSAGE. */
+            memcpy(d->reason, m->u.error.message.ptr, m->u.error.message.len);
+            d->reason[m->u.error.message.len] = 0;
+        }
         return d->last_error;
     case TCPOTA_T_PING: {
         struct tcpota_msg pong;

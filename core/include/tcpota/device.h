@@ -116,7 +116,12 @@ struct tcpota_dev {
     uint32_t security_counter; /* lowest counter accepted (NVS) */
     uint32_t image_counter;    /* counter of the image being received */
     uint8_t challenged;        /* a CHALLENGE was answered on this connection */
+    uint8_t welcomed;          /* WELCOME arrived on this connection */
+    uint8_t auth_announced;    /* ... and announced TCPOTA_F_AUTH */
+    uint8_t bound;             /* binding holds this connection's TLS binding */
+    uint8_t binding[TCPOTA_TLS_BINDING_LEN];
     int last_error;        /* why the last connection or offer ended */
+    char reason[TCPOTA_MAX_MESSAGE + 1]; /* the same in words (tcpota_dev_reason) */
 };
 
 /* Sets up a device: checks the config and loads the resume record and any
@@ -139,8 +144,19 @@ int tcpota_dev_boot(const struct tcpota_port *port, int healthy);
  * HELLO. Returns 0 or TCPOTA_ERR_NOSPC. */
 int tcpota_dev_connect(struct tcpota_dev *d, uint32_t now_ms);
 
+/* Binds the device's answer to a CHALLENGE to the TLS session of the
+ * current connection (docs/protocol.md, "Device authentication"):
+ * binding is the TCPOTA_TLS_BINDING_LEN bytes the TLS exporter gives for
+ * label TCPOTA_TLS_BINDING_LABEL, no context (codec.h), or NULL for a plain
+ * TCP connection. Call it after the TLS handshake, before the first
+ * tcpota_dev_input() of the connection (before or after
+ * tcpota_dev_connect()). The bytes are copied; tcpota_dev_disconnect()
+ * forgets them, so every TLS connection must set its own. Returns 0. */
+int tcpota_dev_set_binding(struct tcpota_dev *d, const uint8_t *binding);
+
 /* The connection ended (closed, timed out, failed). Data already written
- * stays; the next connection resumes from the last durable point. */
+ * stays; the next connection resumes from the last durable point. Forgets
+ * the TLS binding (tcpota_dev_set_binding). */
 void tcpota_dev_disconnect(struct tcpota_dev *d);
 
 /* Consumes up to `len` bytes, at most one frame, and fills *ev. Returns the
@@ -163,6 +179,13 @@ void tcpota_dev_output_done(struct tcpota_dev *d, size_t n);
  * Returns 0, or TCPOTA_ERR_TIMEDOUT after timeout_ms without a received
  * byte (close and reconnect). now_ms may wrap. */
 int tcpota_dev_tick(struct tcpota_dev *d, uint32_t now_ms);
+
+/* Why the last connection or offer ended, in words naming the cause
+ * (e.g. "offer version 9.9.9 differs from the signed manifest's 2.0.0"):
+ * the MESSAGE of the DECLINE or ERROR this side sent, or of the ERROR the
+ * server sent. "" when there is none; valid until the next call into d.
+ * last_error holds the code. */
+const char *tcpota_dev_reason(const struct tcpota_dev *d);
 
 /* Milliseconds until tcpota_dev_tick() has something to do. */
 uint32_t tcpota_dev_next_tick(const struct tcpota_dev *d);
