@@ -1,5 +1,6 @@
 /* tls.c - TLS client for the host device (see tls.h). */
 #include "tls.h"
+#include "cli.h"
 #include "tcpota/device.h"
 #include "tcpota_client.h"
 
@@ -11,6 +12,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Why the last OpenSSL call failed, from its error queue, read once: each
  * ERR_get_error() takes an entry away, so asking twice gives the next one
@@ -34,10 +36,17 @@ static const char *ssl_reason(char *buf, size_t cap)
 
 int cli_tls_init(struct cli_tls *t, const char *ca_file)
 {
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX *ctx;
     char why[256];
+    int fd;
 
     memset(t, 0, sizeof(*t));
+    /* OpenSSL would block forever on a FIFO: refuse anything but a file. */
+    if ((fd = cli_open_regular(ca_file, "--ca")) < 0) {
+        return -1;
+    }
+    close(fd);
+    ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
         SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
         fprintf(stderr, "tcpota device: cannot load CA file %s: %s\n", ca_file,
