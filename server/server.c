@@ -30,7 +30,7 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
                 NI_NUMERICHOST | NI_NUMERICSERV);
     if (srv->nconns >= srv->o->max_conns) {
         srv->stats.refused++;
-        say(srv, "[- %s:%s] refused: %u connections already (limit)", host, port, srv->nconns);
+        say_peer(srv, host, port, "refused: %u connections already (limit)", srv->nconns);
         evutil_closesocket(fd);
         return;
     }
@@ -38,8 +38,8 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
         struct ban *b = ban_find(srv->bans, host, 0);
         if (b && b->until > now_s()) {
             srv->stats.refused++;
-            say(srv, "[- %s:%s] refused: %u failed authentications, wait %.0f s", host, port,
-                b->failures, b->until - now_s());
+            say_peer(srv, host, port, "refused: %u failed authentications, wait %.0f s",
+                     b->failures, b->until - now_s());
             evutil_closesocket(fd);
             return;
         }
@@ -108,7 +108,7 @@ static int listen_on(struct server *srv)
     snprintf(port, sizeof(port), "%u", o->port);
     rc = getaddrinfo(o->host, port, &hints, &ai);
     if (rc != 0) {
-        fprintf(stderr, "tcpota serve: cannot resolve %s: %s\n", o->host, gai_strerror(rc));
+        say_always(o, LOG_LV_ERROR, "cannot resolve %s: %s", o->host, gai_strerror(rc));
         return -1;
     }
     srv->lis = evconnlistener_new_bind(srv->base, accept_cb, srv,
@@ -117,8 +117,8 @@ static int listen_on(struct server *srv)
                                        1024, ai->ai_addr, (int)ai->ai_addrlen);
     freeaddrinfo(ai);
     if (!srv->lis) {
-        fprintf(stderr, "tcpota serve: cannot listen on %s:%u: %s\n", o->host, o->port,
-                strerror(errno));
+        say_always(o, LOG_LV_ERROR, "cannot listen on %s:%u: %s", o->host, o->port,
+                   strerror(errno));
         return -1;
     }
     evconnlistener_set_error_cb(srv->lis, accept_error_cb);
@@ -126,8 +126,8 @@ static int listen_on(struct server *srv)
     getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), sport, sizeof(sport),
                 NI_NUMERICHOST | NI_NUMERICSERV);
     /* Always printed: tests and scripts wait for this line. */
-    fprintf(stderr, "tcpota serve: listening on %s:%s, image %s (%u bytes, sha256 %s)\n", host,
-            sport, srv->img.version, srv->img.size, srv->img.idhex);
+    say_always(o, LOG_LV_INFO, "listening on %s:%s, image %s (%u bytes, sha256 %s)", host, sport,
+               srv->img.version, srv->img.size, srv->img.idhex);
     return 0;
 }
 
@@ -147,10 +147,10 @@ static void raise_fd_limit(const struct tcpota_serve_opts *o)
         (void)getrlimit(RLIMIT_NOFILE, &rl);
     }
     if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)o->max_conns + 32) {
-        fprintf(stderr, "tcpota serve: descriptor limit %llu is below --max-conns %u\n",
-                (unsigned long long)rl.rlim_cur, o->max_conns);
+        say_always(o, LOG_LV_ERROR, "descriptor limit %llu is below --max-conns %u",
+                   (unsigned long long)rl.rlim_cur, o->max_conns);
     } else if (!o->quiet) {
-        fprintf(stderr, "tcpota serve: descriptor limit %llu\n", (unsigned long long)rl.rlim_cur);
+        say_always(o, LOG_LV_INFO, "descriptor limit %llu", (unsigned long long)rl.rlim_cur);
     }
 }
 
@@ -165,7 +165,7 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(o);
     if (sodium_init() < 0) {
-        fprintf(stderr, "tcpota serve: libsodium failed to initialise\n");
+        say_always(o, LOG_LV_ERROR, "libsodium failed to initialise");
         return 1;
     }
     if (image_load(&srv.img, o->image, o->version, o->chunk) < 0) {
@@ -196,13 +196,13 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     while (srv.conns) {
         conn_free(srv.conns);
     }
-    fprintf(stderr,
-            "tcpota serve: summary: %u connections, %u devices updated (verified), %u up to date, "
-            "%u legacy devices served, %u errors, %u failed authentications, %u refused, "
-            "%.1f MB sent in %.1f s\n",
-            srv.stats.connections, srv.stats.updated, srv.stats.up_to_date,
-            srv.stats.legacy_done, srv.stats.failed, srv.stats.auth_failed, srv.stats.refused,
-            (double)srv.stats.bytes_sent / 1e6, now_s() - srv.started);
+    say_always(o, LOG_LV_INFO,
+               "summary: %u connections, %u devices updated (verified), %u up to date, "
+               "%u legacy devices served, %u errors, %u failed authentications, %u refused, "
+               "%.1f MB sent in %.1f s",
+               srv.stats.connections, srv.stats.updated, srv.stats.up_to_date,
+               srv.stats.legacy_done, srv.stats.failed, srv.stats.auth_failed, srv.stats.refused,
+               (double)srv.stats.bytes_sent / 1e6, now_s() - srv.started);
     rc = 0;
 out:
     if (srv.sigint) event_free(srv.sigint);
