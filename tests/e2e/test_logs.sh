@@ -83,3 +83,8 @@ grep -qF 'model=m\x5d"\x5b\x5c version=' "$L" || fail "the hostile model is not 
 forged=$(grep -E '\[.*\[|\].*\]' "$L" || true)
 [ -z "$forged" ] || fail "a second [ or ] in a line: $forged"
 ok "text: every line starts with an ISO 8601 UTC time; no peer byte fakes a [device peer]"
+
+rc=0
+out=$(timeout 5 "$TCPOTA" serve --listen 127.0.0.1:0 --log-format xml "$WORK/img" 2>&1) || rc=$?
+[ $rc -eq 2 ] && grep -q 'must be text or json' <<<"$out" || fail "--log-format xml: exit $rc: $out"
+ok "--log-format xml refused"
