@@ -34,6 +34,8 @@ static void usage(FILE *f)
             "  --chunk BYTES         image bytes per DATA frame, 512..16380 (default 4096)\n"
             "  --no-progress         no line per device at every 10%% it has made durable\n"
             "  --quiet               errors and the summary only\n"
+            "  --log-format F        text (default): \"<UTC time> tcpota serve: [device peer] ...\";\n"
+            "                        json: one JSON object per line (time, level, device, peer, msg)\n"
             "signed images:\n"
             "  --manifest M          signed manifest of FILE (default: FILE.manifest if present)\n"
             "  --pubkey K.pub        key the manifest must be signed with (repeatable)\n"
@@ -283,6 +285,12 @@ int cmd_serve(int argc, char **argv)
             if (cli_hostport(val, "--listen", host, sizeof(host), &o.port) < 0) return 2;
         } else if (strcmp(a, "--version") == 0) {
             src.version = val;
+        } else if (strcmp(a, "--log-format") == 0) {
+            if (strcmp(val, "text") != 0 && strcmp(val, "json") != 0) {
+                fprintf(stderr, "tcpota serve: --log-format must be text or json (got %s)\n", val);
+                return 2;
+            }
+            o.log_json = strcmp(val, "json") == 0;
         } else if (strcmp(a, "--manifest") == 0) {
             src.manifest = val;
         } else if (strcmp(a, "--pubkey") == 0) {

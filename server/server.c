@@ -31,7 +31,7 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
                 NI_NUMERICHOST | NI_NUMERICSERV);
     if (srv->nconns >= srv->o->max_conns) {
         srv->stats.refused++;
-        say(srv, "[- %s:%s] refused: %u connections already (limit)", host, port, srv->nconns);
+        say_peer(srv, host, port, "refused: %u connections already (limit)", srv->nconns);
         evutil_closesocket(fd);
         return;
     }
@@ -39,8 +39,8 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
         struct ban *b = ban_find(srv->bans, host, 0);
         if (b && b->until > now_s()) {
             srv->stats.refused++;
-            say(srv, "[- %s:%s] refused: %u failed authentications, wait %.0f s", host, port,
-                b->failures, b->until - now_s());
+            say_peer(srv, host, port, "refused: %u failed authentications, wait %.0f s",
+                     b->failures, b->until - now_s());
             evutil_closesocket(fd);
             return;
         }
@@ -103,12 +103,12 @@ static void print_summary(const struct server *srv)
         n += (size_t)snprintf(line + n, sizeof(line) - n, ", %u %s", counts[DEV_SEEN],
                               device_outcome_name(DEV_SEEN));
     }
-    fprintf(stderr,
-            "tcpota serve: %s; %u legacy devices served; %u connections, %u ended by an error, "
-            "%u failed authentications, %u refused; %.1f MB sent in %.1f s\n",
-            line, srv->stats.legacy_done, srv->stats.connections, srv->stats.failed,
-            srv->stats.auth_failed, srv->stats.refused, (double)srv->stats.bytes_sent / 1e6,
-            now_s() - srv->started);
+    say_always(srv->o, LOG_LV_INFO,
+               "%s; %u legacy devices served; %u connections, %u ended by an error, "
+               "%u failed authentications, %u refused; %.1f MB sent in %.1f s",
+               line, srv->stats.legacy_done, srv->stats.connections, srv->stats.failed,
+               srv->stats.auth_failed, srv->stats.refused, (double)srv->stats.bytes_sent / 1e6,
+               now_s() - srv->started);
 }
 
 /* SIGHUP: the image, its manifest and the device secrets are read again.
@@ -122,17 +122,17 @@ static void reload(struct server *srv)
     struct image *img;
 
     if (!o->reload) {
-        log_always(srv, "SIGHUP: nothing to reload");
+        say_always(srv->o, LOG_LV_INFO, "SIGHUP: nothing to reload");
         return;
     }
     if (!(fresh = malloc(sizeof(*fresh)))) {
-        log_always(srv, "SIGHUP: out of memory; still serving image %s", srv->img->version);
+        say_always(srv->o, LOG_LV_ERROR, "SIGHUP: out of memory; still serving image %s", srv->img->version);
         return;
     }
     *fresh = *o;
     if (o->reload(o->ctx, fresh) < 0) {
         free(fresh);
-        log_always(srv, "SIGHUP: reload failed (see above); still serving image %s (sha256 %.16s...)",
+        say_always(srv->o, LOG_LV_ERROR, "SIGHUP: reload failed (see above); still serving image %s (sha256 %.16s...)",
                    srv->img->version, srv->img->idhex);
         return;
     }
@@ -141,7 +141,7 @@ static void reload(struct server *srv)
     if (!img) {
         o->release(o->ctx, fresh);
         free(fresh);
-        log_always(srv, "SIGHUP: reload failed (see above); still serving image %s (sha256 %.16s...)",
+        say_always(srv->o, LOG_LV_ERROR, "SIGHUP: reload failed (see above); still serving image %s (sha256 %.16s...)",
                    srv->img->version, srv->img->idhex);
         return;
     }
@@ -153,7 +153,7 @@ static void reload(struct server *srv)
     }
     srv->reloaded = fresh;
     srv->o = fresh;
-    log_always(srv, "SIGHUP: reloaded: image %s (%u bytes, sha256 %s), %zu device secrets",
+    say_always(srv->o, LOG_LV_INFO, "SIGHUP: reloaded: image %s (%u bytes, sha256 %s), %zu device secrets",
                img->version, img->size, img->idhex, fresh->nsecrets);
 }
 
@@ -189,7 +189,7 @@ static int listen_on(struct server *srv)
     snprintf(port, sizeof(port), "%u", o->port);
     rc = getaddrinfo(o->host, port, &hints, &ai);
     if (rc != 0) {
-        fprintf(stderr, "tcpota serve: cannot resolve %s: %s\n", o->host, gai_strerror(rc));
+        say_always(o, LOG_LV_ERROR, "cannot resolve %s: %s", o->host, gai_strerror(rc));
         return -1;
     }
     srv->lis = evconnlistener_new_bind(srv->base, accept_cb, srv,
@@ -198,8 +198,8 @@ static int listen_on(struct server *srv)
                                        1024, ai->ai_addr, (int)ai->ai_addrlen);
     freeaddrinfo(ai);
     if (!srv->lis) {
-        fprintf(stderr, "tcpota serve: cannot listen on %s:%u: %s\n", o->host, o->port,
-                strerror(errno));
+        say_always(o, LOG_LV_ERROR, "cannot listen on %s:%u: %s", o->host, o->port,
+                   strerror(errno));
         return -1;
     }
     evconnlistener_set_error_cb(srv->lis, accept_error_cb);
@@ -207,8 +207,8 @@ static int listen_on(struct server *srv)
     getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), sport, sizeof(sport),
                 NI_NUMERICHOST | NI_NUMERICSERV);
     /* Always printed: tests and scripts wait for this line. */
-    fprintf(stderr, "tcpota serve: listening on %s:%s, image %s (%u bytes, sha256 %s)\n", host,
-            sport, srv->img->version, srv->img->size, srv->img->idhex);
+    say_always(o, LOG_LV_INFO, "listening on %s:%s, image %s (%u bytes, sha256 %s)", host, sport,
+               srv->img->version, srv->img->size, srv->img->idhex);
     return 0;
 }
 
@@ -228,10 +228,10 @@ static void raise_fd_limit(const struct tcpota_serve_opts *o)
         (void)getrlimit(RLIMIT_NOFILE, &rl);
     }
     if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)o->max_conns + 32) {
-        fprintf(stderr, "tcpota serve: descriptor limit %llu is below --max-conns %u\n",
-                (unsigned long long)rl.rlim_cur, o->max_conns);
+        say_always(o, LOG_LV_ERROR, "descriptor limit %llu is below --max-conns %u",
+                   (unsigned long long)rl.rlim_cur, o->max_conns);
     } else if (!o->quiet) {
-        fprintf(stderr, "tcpota serve: descriptor limit %llu\n", (unsigned long long)rl.rlim_cur);
+        say_always(o, LOG_LV_INFO, "descriptor limit %llu", (unsigned long long)rl.rlim_cur);
     }
 }
 
@@ -245,7 +245,7 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(o);
     if (sodium_init() < 0) {
-        fprintf(stderr, "tcpota serve: libsodium failed to initialise\n");
+        say_always(o, LOG_LV_ERROR, "libsodium failed to initialise");
         return 1;
     }
     srv.img = image_open(o->image, o->version, o->model, o->manifest, o->manifest_len, o->chunk);

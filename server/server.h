@@ -33,6 +33,7 @@ struct tcpota_serve_opts {
     unsigned chunk;        /* DATA payload bytes, <= 16380 */
     int progress;          /* 1: one line per device per 10% */
     int quiet;             /* 1: errors only */
+    int log_json;          /* 1: log lines are JSON objects (server/log.h) */
     const uint8_t *manifest; /* signed manifest offered with the image, or NULL */
     uint16_t manifest_len;
     int allow_legacy;      /* serve req0/req1 devices even though the image is signed */

@@ -55,7 +55,16 @@ refused tampered-manifest "signature does not verify" img 2.0.0 --manifest bad.m
 $T sign --key other.key --version 2.0.0 --model esp32 --out other.manifest img 2>/dev/null
 refused wrong-key "signed by an untrusted key" img 2.0.0 --manifest other.manifest
 $T sign --key k.key --version 2.0.0 --model esp32s3 --out s3.manifest img 2>/dev/null
-refused wrong-model "image is for another hardware model" img 2.0.0 --manifest s3.manifest
+# Another model's image: the server does not even offer it (its own check
+# is unit-tested in test_manifest.c).
+start_server img 2.0.0 --manifest s3.manifest
+"$T" device --server "127.0.0.1:$SERVER_PORT" --flash wrong-model --id wrong-model \
+  --factory-version 1.0.0 --trust k.pub --max-attempts 1 2> wrong-model.log ||
+  fail "wrong-model: the device did not end quietly"
+grep -q 'not offered: the image is for another model' server.log || fail "wrong-model: offered"
+untouched wrong-model
+kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+ok "wrong-model: the server does not offer an esp32s3 image to an esp32"
 cp img unsigned.img
 refused unsigned "image is not signed" unsigned.img 2.0.0
 

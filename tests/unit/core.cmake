@@ -23,3 +23,7 @@ tcpota_unit_test(test_offer ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_offer.c
                  ${PROJECT_SOURCE_DIR}/server/offer.c ${PROJECT_SOURCE_DIR}/server/devices.c)
 target_include_directories(test_offer PRIVATE ${PROJECT_SOURCE_DIR}/server)
 target_link_libraries(test_offer PRIVATE tcpota_core)
+
+# The server's log lines: time, text and JSON formats, escaping of peer bytes.
+tcpota_unit_test(test_log ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_log.c)
+target_link_libraries(test_log PRIVATE tcpota_server)
