@@ -13,9 +13,11 @@
  * here ever erases or rewrites DIR by itself.
  *
  * The socket side of one connection (connect with a timeout, poll, feed,
- * flush, tick) is ports/common/tcpota_client.c, shared with the ESP-IDF
- * component; this file adds the signals, the reconnect policy, logging and
- * the emulated reboot.
+ * flush, tick) is ports/common/tcpota_client.c and the reconnect policy
+ * (backoff, attempts without progress, giving up) is
+ * ports/common/tcpota_runner.c, both shared with the ESP-IDF component;
+ * this file adds the options, the signals, TLS, logging and the emulated
+ * reboot.
  *
  * Sections: signals; logging; options; flash and boot; network helpers;
  * one connection; the connection loop; statistics; `device status`;
@@ -28,6 +30,7 @@
 #include "tls.h"
 #include "tcpota/codec.h"
 #include "tcpota_client.h"
+#include "tcpota_runner.h"
 #include "tcpota/crc32c.h"
 #include "tcpota/device.h"
 #include "tcpota/tcpota.h"
@@ -60,7 +63,6 @@
 #define TX_HIGH (TX_CAP / 2u)
 #define CONNECT_MAX_MS 10000u /* cap of one connect() wait */
 #define FLUSH_MS 2000u        /* best effort for the last frames before close */
-#define LINGER_MS 1000u       /* wait for the server's FIN after our last frame */
 #define HOST_MAX 256
 #define RESUME_REC_LEN (1u + TCPOTA_ID_LEN + 4u + 4u + 4u)
 
@@ -195,6 +197,9 @@ struct device {
     uint8_t tx[TX_CAP];
     uint8_t net[NET_BUF];
     struct tcpota_client cl; /* the socket side of one connection */
+    struct tcpota_runner runner; /* connect, back off, give up */
+    int told_unreachable;    /* "cannot reach the server" said since the last connect */
+    uint32_t declined_size;  /* size of the last offer declined */
     struct cli_tls tls;      /* with --ca */
     int had_report;          /* this connection's HELLO carries a report */
 
@@ -450,9 +455,9 @@ static int parse_options(struct options *o, int argc, char **argv)
     o->factory = "0.0.0";
     o->healthy = 1;
     o->ack_interval = TCPOTA_DEV_ACK_DEFAULT;
-    o->max_attempts = 20;
-    o->backoff_min = 200;
-    o->backoff_max = 5000;
+    o->max_attempts = TCPOTA_RUNNER_ATTEMPTS_DEFAULT;
+    o->backoff_min = TCPOTA_RUNNER_BACKOFF_MIN_MS;
+    o->backoff_max = TCPOTA_RUNNER_BACKOFF_MAX_MS;
     o->timeout_ms = 30000;
     o->progress = PROGRESS_AUTO;
 
@@ -741,11 +746,6 @@ static int client_init(struct device *dv)
 
 /* ---- one connection -------------------------------------------------- */
 
-/* How a connection ends: the shared client's outcomes, where ENDED means
- * a rollback was reported (on_event stops after WELCOME) and STOPPED means
- * SIGINT or SIGTERM. */
-#define OUT_REPORTED TCPOTA_CLIENT_ENDED
-
 /* Counts the image bytes the session wrote since the last call: its write
  * position only moves when a DATA frame was written to flash. */
 static void count_written(struct device *dv)
@@ -796,7 +796,7 @@ static void on_checkpoint(struct device *dv, const struct tcpota_dev_event *ev)
 }
 
 /* Reacts to one session event. Returns 0 to go on, nonzero to end the
- * connection (OUT_REPORTED). */
+ * connection once a rollback was reported (TCPOTA_RUNNER_ENDED). */
 static int on_event(struct device *dv, const struct tcpota_dev_event *ev)
 {
     switch (ev->type) {
@@ -810,6 +810,9 @@ static int on_event(struct device *dv, const struct tcpota_dev_event *ev)
         break;
     case TCPOTA_DEV_EV_CHECKPOINT:
         on_checkpoint(dv, ev);
+        break;
+    case TCPOTA_DEV_EV_DECLINED:
+        dv->declined_size = ev->size;
         break;
     case TCPOTA_DEV_EV_UPDATED:
         progress_update(&dv->prog, dv->dev.pos, dv->dev.size);
@@ -834,6 +837,7 @@ static int client_input(void *ctx, int rc, const struct tcpota_dev_event *ev)
     const char *detail = tcpota_posix_strerror_detail(&dv->flash);
     int end = 0;
 
+    tcpota_runner_note(&dv->runner, rc, ev);
     count_written(dv);
     if (rc < 0) {
         int fresh = strcmp(detail, dv->detail) != 0 && *detail;
@@ -848,9 +852,30 @@ static int client_input(void *ctx, int rc, const struct tcpota_dev_event *ev)
     return end;
 }
 
-/* Runs one connection on the connected client until it ends. */
-static int run_connection(struct device *dv)
+/* ---- the runner's callbacks ------------------------------------------ */
+
+/* Connects, then speaks TLS with --ca. */
+static int runner_connect(void *ctx)
 {
+    struct device *dv = ctx;
+    int rc = tcpota_client_connect(&dv->cl, dv->o.host, dv->o.port, dv->o.server);
+
+    if (g_signal) {
+        return TCPOTA_ERR_CANCELED;
+    }
+    if (rc == 0 && dv->o.ca &&
+        cli_tls_handshake(&dv->tls, &dv->cl, dv->o.host, dv->o.timeout_ms, dv->err,
+                          sizeof(dv->err)) < 0) {
+        return TCPOTA_ERR_DENIED;
+    }
+    return rc;
+}
+
+/* Runs one connection on the connected client until it ends. */
+static int runner_run(void *ctx)
+{
+    struct device *dv = ctx;
+
     dv->st.tracking = 0;
     dv->had_report = dv->dev.report_result != 0; /* HELLO carries it */
     memcpy(dv->detail, tcpota_posix_strerror_detail(&dv->flash), sizeof(dv->detail));
@@ -858,96 +883,137 @@ static int run_connection(struct device *dv)
     return tcpota_client_run(&dv->cl);
 }
 
-/* ---- the connection loop --------------------------------------------- */
-
-/* Full jitter over [base/2, base], base doubling from backoff-min up to
- * backoff-max with each attempt since the last progress. */
-static uint32_t backoff_ms(const struct options *o, unsigned attempts)
+static void runner_close(void *ctx, uint32_t linger_ms)
 {
-    uint64_t base = o->backoff_min;
+    struct device *dv = ctx;
 
-    for (unsigned i = 1; i < attempts && base < o->backoff_max; i++) {
-        base *= 2;
+    if (dv->o.ca) {
+        cli_tls_end(&dv->tls);
     }
-    if (base > o->backoff_max) {
-        base = o->backoff_max;
-    }
-    return (uint32_t)(base / 2 + randombytes_uniform((uint32_t)(base - base / 2 + 1)));
+    tcpota_client_close(&dv->cl, linger_ms);
+    progress_clear(&dv->prog);
 }
 
-/* Connects until the device is up to date (0), fails for good (1) or is
- * stopped by a signal (128 + signal). */
+static int runner_sleep(void *ctx, uint32_t ms)
+{
+    struct device *dv = ctx;
+
+    return tcpota_client_wait(&dv->cl, -1, 0, ms) < 0 ? TCPOTA_ERR_CANCELED : 0;
+}
+
+static uint32_t runner_random(void *ctx, uint32_t bound)
+{
+    (void)ctx;
+    return randombytes_uniform(bound);
+}
+
+/* Logs what the runner does. That the server cannot be reached is said at
+ * once even with --quiet, with the next wait: a silent minute looks like
+ * a hang. */
+static void runner_step(void *ctx, const struct tcpota_runner_step *s)
+{
+    struct device *dv = ctx;
+
+    switch (s->type) {
+    case TCPOTA_RUNNER_CONNECTING:
+        info(dv, "connecting to %s", dv->o.server);
+        break;
+    case TCPOTA_RUNNER_CONNECTED:
+        dv->st.connections++;
+        dv->told_unreachable = 0;
+        info(dv, "connected to %s%s", dv->o.server, dv->o.ca ? " (TLS, certificate verified)" : "");
+        break;
+    case TCPOTA_RUNNER_BACKOFF:
+        if (s->unreachable && !dv->told_unreachable) {
+            dv->told_unreachable = 1;
+            say(dv, "cannot reach the server (%s); retrying, next attempt in %lu ms", s->why,
+                (unsigned long)s->wait_ms);
+        } else if (s->image_failed) {
+            say(dv, "%s; asking again in %lu ms", s->why, (unsigned long)s->wait_ms);
+        } else {
+            info(dv, "%s; retrying in %lu ms", s->why, (unsigned long)s->wait_ms);
+        }
+        break;
+    }
+}
+
+static int runner_init(struct device *dv)
+{
+    struct tcpota_runner_config rc;
+
+    memset(&rc, 0, sizeof(rc));
+    rc.dev = &dv->dev;
+    rc.backoff_min_ms = dv->o.backoff_min;
+    rc.backoff_max_ms = dv->o.backoff_max;
+    rc.failure_max_ms = dv->o.backoff_max > TCPOTA_RUNNER_FAILURE_MAX_MS
+                            ? dv->o.backoff_max
+                            : TCPOTA_RUNNER_FAILURE_MAX_MS;
+    rc.max_attempts = dv->o.max_attempts;
+    rc.err = dv->err;
+    rc.err_cap = sizeof(dv->err);
+    rc.ctx = dv;
+    rc.connect = runner_connect;
+    rc.run = runner_run;
+    rc.close = runner_close;
+    rc.sleep = runner_sleep;
+    rc.random = runner_random;
+    rc.on_step = runner_step;
+    if (tcpota_runner_init(&dv->runner, &rc) < 0) {
+        say(dv, "cannot set up the connection loop");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the connection loop --------------------------------------------- */
+
+static int stopped(struct device *dv)
+{
+    say(dv, "stopped by %s", g_signal == SIGINT ? "SIGINT" : "SIGTERM");
+    return 128 + g_signal;
+}
+
+static void say_declined(struct device *dv)
+{
+    if (dv->dev.last_error == TCPOTA_ERR_NOSPC) {
+        say(dv, "declined the server's offer: the image (%lu bytes) is larger than the slot "
+                "(%lu bytes)", (unsigned long)dv->declined_size, (unsigned long)dv->port.slot_size);
+    } else {
+        /* The core refuses before it records the offer's version. */
+        say(dv, "declined the server's offer: %s", tcpota_strerror(dv->dev.last_error));
+    }
+}
+
+/* Runs the runner until the device is up to date (0), fails for good (1)
+ * or is stopped by a signal (128 + signal); reboots after each update. */
 static int run(struct device *dv)
 {
-    unsigned attempts = 0;
-
     for (;;) {
-        uint64_t written = dv->st.written;
-        int out = TCPOTA_CLIENT_RETRY, rc;
-
-        attempts++;
-        dv->err[0] = 0;
-        info(dv, "connecting to %s", dv->o.server);
-        rc = tcpota_client_connect(&dv->cl, dv->o.host, dv->o.port, dv->o.server);
-        if (g_signal || rc == TCPOTA_CLIENT_STOPPED) {
-            out = TCPOTA_CLIENT_STOPPED;
-        } else if (rc == 0 && dv->o.ca &&
-                   cli_tls_handshake(&dv->tls, &dv->cl, dv->o.host, dv->o.timeout_ms, dv->err,
-                                     sizeof(dv->err)) < 0) {
-            out = TCPOTA_CLIENT_RETRY;
-        } else if (rc == 0) {
-            dv->st.connections++;
-            info(dv, "connected to %s%s", dv->o.server, dv->o.ca ? " (TLS, certificate verified)" : "");
-            out = run_connection(dv);
-        }
-        if (dv->o.ca) {
-            cli_tls_end(&dv->tls);
-        }
-        if (out == TCPOTA_CLIENT_UPDATED && dv->err[0]) {
-            /* The report in the next HELLO tells the server anyway. */
-            info(dv, "could not send COMPLETE: %s", dv->err);
-        }
-        tcpota_client_close(&dv->cl, out == TCPOTA_CLIENT_UPDATED || out == TCPOTA_CLIENT_DECLINED
-                                         ? LINGER_MS
-                                         : 0);
-        progress_clear(&dv->prog);
-        switch (out) {
-        case TCPOTA_CLIENT_STOPPED:
-            say(dv, "stopped by %s", g_signal == SIGINT ? "SIGINT" : "SIGTERM");
-            return 128 + g_signal;
-        case TCPOTA_CLIENT_UP_TO_DATE:
+        switch (tcpota_runner_run(&dv->runner)) {
+        case TCPOTA_RUNNER_STOPPED:
+            return stopped(dv);
+        case TCPOTA_RUNNER_UP_TO_DATE:
             say(dv, "up to date, running %s", dv->version);
             return 0;
-        case TCPOTA_CLIENT_DECLINED:
-            /* The core refuses before it records the offer's version. */
-            say(dv, "declined the server's offer: %s", tcpota_strerror(dv->dev.last_error));
+        case TCPOTA_RUNNER_DECLINED:
+            say_declined(dv);
             return 1;
-        case OUT_REPORTED:
+        case TCPOTA_RUNNER_ENDED:
             say(dv, "new image %s %s and was rolled back", dv->rejected, dv->rollback_why);
             return 1;
-        case TCPOTA_CLIENT_UPDATED:
+        case TCPOTA_RUNNER_UPDATED:
+            if (dv->err[0]) {
+                /* The report in the next HELLO tells the server anyway. */
+                info(dv, "could not send COMPLETE: %s", dv->err);
+            }
             if (reboot(dv) < 0) {
                 return 1;
             }
-            attempts = 0; /* the update was progress; reconnect at once */
             continue;
         default:
-            break;
-        }
-        tcpota_dev_disconnect(&dv->dev);
-        if (dv->st.written > written) {
-            attempts = 0; /* this connection moved the image forward */
-        } else if (attempts >= dv->o.max_attempts) {
-            say(dv, "gave up after %u attempts: %s", attempts, dv->err);
+            say(dv, "gave up after %u attempts without progress: %s", dv->runner.attempts,
+                dv->err);
             return 1;
-        }
-        {
-            uint32_t ms = backoff_ms(&dv->o, attempts);
-            info(dv, "%s; retrying in %lu ms", dv->err, (unsigned long)ms);
-            if (tcpota_client_wait(&dv->cl, -1, 0, ms) < 0) {
-                say(dv, "stopped by %s", g_signal == SIGINT ? "SIGINT" : "SIGTERM");
-                return 128 + g_signal;
-            }
         }
     }
 }
@@ -1087,7 +1153,7 @@ static int device_main(struct device *dv)
         default_id(dv);
     }
     set_prefix(dv, dv->id);
-    rc = boot_device(dv) < 0 || session_init(dv) < 0 ? 1 : 0;
+    rc = boot_device(dv) < 0 || session_init(dv) < 0 || runner_init(dv) < 0 ? 1 : 0;
     if (rc == 0 && dv->o.slot_size && dv->o.slot_size != dv->port.slot_size) {
         info(dv, "--slot-size ignored: %s already has %lu-byte slots", dv->o.dir,
              (unsigned long)dv->port.slot_size);

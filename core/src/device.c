@@ -9,6 +9,8 @@
 #define LAST_LEN (1 + TCPOTA_ID_LEN + 4 + 4)
 #define COUNTER_LEN (1 + 4 + 4)
 #define REPORT_LEN (1 + TCPOTA_ID_LEN + 2 + 4)
+#define BAD_LEN (1 + TCPOTA_ID_LEN + 1 + 4)
+#define BAD_SHORT_ID 4 /* id bytes a DECLINE's sentence shows, in hex */
 
 /* ---- persistent records: version byte, fields, CRC32C ---------------- */
 
@@ -99,6 +101,94 @@ static int counter_raise(const struct tcpota_port *p, uint32_t counter)
     return rec_save(p, TCPOTA_KEY_COUNTER, b, sizeof(b));
 }
 
+/* ---- failed-image memory --------------------------------------------- */
+
+static int bad_save(const struct tcpota_port *p, const uint8_t *id, enum tcpota_dev_bad reason)
+{
+    uint8_t b[BAD_LEN];
+
+    memcpy(b + 1, id, TCPOTA_ID_LEN);
+    b[1 + TCPOTA_ID_LEN] = (uint8_t)reason;
+    return rec_save(p, TCPOTA_KEY_BAD, b, sizeof(b));
+}
+
+static int bad_forget(const struct tcpota_port *p)
+{
+    int rc = p->kv_erase(p->ctx, TCPOTA_KEY_BAD);
+
+    return rc == TCPOTA_ERR_NOENT ? 0 : rc;
+}
+
+int tcpota_dev_bad_image(const struct tcpota_port *p, uint8_t id[TCPOTA_ID_LEN])
+{
+    uint8_t b[BAD_LEN];
+    int rc;
+
+    if (!p) {
+        return TCPOTA_ERR_INVAL;
+    }
+    rc = rec_load(p, TCPOTA_KEY_BAD, b, sizeof(b));
+    if (rc == TCPOTA_ERR_NOENT) {
+        return TCPOTA_BAD_NONE;
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    if (id) {
+        memcpy(id, b + 1, TCPOTA_ID_LEN);
+    }
+    return b[1 + TCPOTA_ID_LEN];
+}
+
+/* Appends s at *n within cap (always NUL-terminated); 0 or NOSPC. */
+static int text_add(char *buf, size_t cap, size_t *n, const char *s)
+{
+    for (; *s; s++) {
+        if (*n + 1 >= cap) {
+            buf[*n] = 0;
+            return TCPOTA_ERR_NOSPC;
+        }
+        buf[(*n)++] = *s;
+    }
+    buf[*n] = 0;
+    return 0;
+}
+
+int tcpota_dev_bad_text(const uint8_t id[TCPOTA_ID_LEN], int reason, char *buf, size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    static const char *const why[] = {
+        "was declined before",
+        "failed its integrity check before",
+        "was refused by the flash at ota_end before",
+        "failed its health check and was rolled back",
+        "did not boot and was rolled back",
+    };
+    char short_id[2 * BAD_SHORT_ID + 1];
+    size_t n = 0;
+    int rc;
+
+    if (!id || !buf || cap == 0) {
+        return TCPOTA_ERR_INVAL;
+    }
+    for (unsigned i = 0; i < BAD_SHORT_ID; i++) {
+        short_id[2 * i] = hex[id[i] >> 4];
+        short_id[2 * i + 1] = hex[id[i] & 15];
+    }
+    short_id[2 * BAD_SHORT_ID] = 0;
+    if (reason < 0 || (size_t)reason >= sizeof(why) / sizeof(why[0])) {
+        reason = TCPOTA_BAD_NONE;
+    }
+    buf[0] = 0;
+    if ((rc = text_add(buf, cap, &n, "image ")) < 0 ||
+        (rc = text_add(buf, cap, &n, short_id)) < 0 || (rc = text_add(buf, cap, &n, " ")) < 0 ||
+        (rc = text_add(buf, cap, &n, why[reason])) < 0 ||
+        (rc = text_add(buf, cap, &n, "; waiting for another image")) < 0) {
+        return rc;
+    }
+    return (int)n;
+}
+
 /* ---- boot ------------------------------------------------------------ */
 
 int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
@@ -127,6 +217,15 @@ int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
         if (have_last && (rc = report_save(p, last + 1, result)) < 0) {
             return rc;
         }
+        /* Remembered before the record that names it goes: the server may
+         * offer the rolled-back image again at once. Confirming another
+         * image forgets it. */
+        if (have_last && !healthy && (rc = bad_save(p, last + 1, TCPOTA_BAD_ROLLED_BACK)) < 0) {
+            return rc;
+        }
+        if (have_last && healthy && (rc = bad_forget(p)) < 0) {
+            return rc;
+        }
         /* The counter goes up before the record that carries it is erased:
          * a cut in between must not confirm the image with the old floor. */
         if (healthy && have_last &&
@@ -143,7 +242,8 @@ int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
         return rc < 0 ? rc : 1;
     }
     if (st.rolled_back && have_last) {
-        if ((rc = report_save(p, last + 1, TCPOTA_RESULT_BOOT_FAILED)) < 0) {
+        if ((rc = report_save(p, last + 1, TCPOTA_RESULT_BOOT_FAILED)) < 0 ||
+            (rc = bad_save(p, last + 1, TCPOTA_BAD_BOOT_FAILED)) < 0) {
             return rc;
         }
         return p->kv_erase(p->ctx, TCPOTA_KEY_LAST);
@@ -275,6 +375,7 @@ int tcpota_dev_connect(struct tcpota_dev *d, uint32_t now_ms)
     d->now = d->last_rx = d->last_tx = now_ms;
     d->last_error = 0;
     d->challenged = 0;
+    d->bad_reason = TCPOTA_BAD_NONE;
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_HELLO;
     m.u.hello.proto_min = TCPOTA_PROTO_VERSION;
@@ -383,16 +484,41 @@ static int decline(struct tcpota_dev *d, const uint8_t *id, int reason, const ch
     return queue(d, &m);
 }
 
+/* Declines an offer of the image remembered as bad (TCPOTA_KEY_BAD), with
+ * the reason in words. Returns 1 when it did (rc in *out), 0 when the
+ * offer is for another image, or a port error. */
+static int decline_known_bad(struct tcpota_dev *d, const uint8_t *id, struct tcpota_dev_event *ev,
+                             int *out)
+{
+    uint8_t bad[TCPOTA_ID_LEN];
+    char why[TCPOTA_DEV_BAD_TEXT_MAX];
+    int reason = tcpota_dev_bad_image(d->cfg.port, bad);
+
+    if (reason <= TCPOTA_BAD_NONE || memcmp(bad, id, TCPOTA_ID_LEN) != 0) {
+        return reason < 0 ? reason : 0;
+    }
+    (void)tcpota_dev_bad_text(id, reason, why, sizeof(why));
+    *out = decline(d, id, TCPOTA_ERR_REFUSED, why, ev);
+    d->bad_reason = (uint8_t)reason;
+    memcpy(d->bad_id, id, TCPOTA_ID_LEN);
+    return 1;
+}
+
 static int on_offer(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcpota_dev_event *ev)
 {
     const struct tcpota_port *p = d->cfg.port;
     struct tcpota_offer_info info;
     struct tcpota_msg a;
     uint32_t start = 0;
-    int rc;
+    int known, rc = 0;
 
+    if ((known = decline_known_bad(d, m->u.offer.image_id, ev, &rc)) != 0) {
+        return known < 0 ? fail(d, known, "could not read the failed-image record") : rc;
+    }
     if (m->u.offer.size > p->slot_size) {
-        return decline(d, m->u.offer.image_id, TCPOTA_ERR_NOSPC, "image larger than the slot", ev);
+        rc = decline(d, m->u.offer.image_id, TCPOTA_ERR_NOSPC, "image larger than the slot", ev);
+        ev->size = m->u.offer.size; /* the caller can say both sizes */
+        return rc;
     }
     if (d->cfg.running_id &&
         memcmp(d->cfg.running_id, m->u.offer.image_id, TCPOTA_ID_LEN) == 0) {
@@ -501,6 +627,7 @@ static int finish(struct tcpota_dev *d, struct tcpota_dev_event *ev)
     uint8_t last[LAST_LEN];
     struct tcpota_msg m;
     int rc = p->ota_end(p->ctx);
+    enum tcpota_dev_bad bad = rc < 0 ? TCPOTA_BAD_REFUSED : TCPOTA_BAD_NONE;
 
     if (rc == 0) {
         rc = verify_slot(d);
@@ -518,7 +645,17 @@ static int finish(struct tcpota_dev *d, struct tcpota_dev_event *ev)
     m.u.complete.image_id = d->image;
     if (rc < 0) {
         /* Never bootable; start over from zero next time. No "last update"
-         * record either, or a later rollback would be blamed on it. */
+         * record either, or a later rollback would be blamed on it. An
+         * image that is not what its id says (or that the port refuses) is
+         * remembered, so that its next offer is declined before a byte is
+         * written; a storage error on the way is not the image's fault. */
+        if (rc == TCPOTA_ERR_INTEGRITY) {
+            bad = TCPOTA_BAD_INTEGRITY;
+        }
+        if (bad != TCPOTA_BAD_NONE && bad_save(p, d->image, bad) == 0) {
+            d->bad_reason = (uint8_t)bad;
+            memcpy(d->bad_id, d->image, TCPOTA_ID_LEN);
+        }
         (void)p->ota_abort(p->ctx);
         (void)resume_drop(d);
         (void)p->kv_erase(p->ctx, TCPOTA_KEY_LAST);
