@@ -43,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -154,6 +155,7 @@ struct options {
     uint32_t backoff_min, backoff_max, timeout_ms;
     enum progress_mode progress;
     int quiet;
+    int init; /* --init: DIR may exist (empty): start a new device there */
     uint8_t trust[MAX_TRUST][TCPOTA_PUBKEY_LEN]; /* --trust: keys images must be signed with */
     size_t ntrust;
     uint8_t secret[64]; /* --secret: answers the server's CHALLENGE */
@@ -266,7 +268,8 @@ static void usage(FILE *f)
             "\n"
             "options:\n"
             "  --server HOST:PORT     tcpota server to update from\n"
-            "  --flash DIR            device flash (created on first use)\n"
+            "  --flash DIR            device flash (created when DIR does not exist)\n"
+            "  --init                 start a new device in DIR even though it exists (empty)\n"
             "  --id ID                device id (default: dev-<hash of DIR's path>)\n"
             "  --model M              device model (default esp32)\n"
             "  --factory-version V    factory image version in a new DIR (default 0.0.0)\n"
@@ -300,7 +303,7 @@ static int usage_error(const char *fmt, const char *arg)
 enum opt_id {
     OPT_SERVER, OPT_FLASH, OPT_ID, OPT_MODEL, OPT_FACTORY, OPT_SLOT, OPT_HEALTH, OPT_ACK,
     OPT_ATTEMPTS, OPT_BMIN, OPT_BMAX, OPT_TIMEOUT, OPT_PROGRESS, OPT_QUIET, OPT_HELP,
-    OPT_TRUST, OPT_SECRET, OPT_CA,
+    OPT_TRUST, OPT_SECRET, OPT_CA, OPT_INIT,
 };
 
 static const struct {
@@ -317,7 +320,7 @@ static const struct {
     {"--progress", OPT_PROGRESS, 1},     {"--quiet", OPT_QUIET, 0},
     {"--help", OPT_HELP, 0},             {"-h", OPT_HELP, 0},
     {"--trust", OPT_TRUST, 1},           {"--secret", OPT_SECRET, 1},
-    {"--ca", OPT_CA, 1},
+    {"--ca", OPT_CA, 1},                 {"--init", OPT_INIT, 0},
 };
 
 /* Finds the option `arg` names ("--name" or "--name=value"); -1 if none. */
@@ -420,6 +423,9 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
                    : 0;
     case OPT_QUIET:
         o->quiet = 1;
+        return 0;
+    case OPT_INIT:
+        o->init = 1;
         return 0;
     case OPT_TRUST:
         if (o->ntrust == MAX_TRUST) {
@@ -526,14 +532,41 @@ static void set_prefix(struct device *dv, const char *id)
     snprintf(dv->prefix, sizeof(dv->prefix), "device %s: ", id);
 }
 
-/* Opens DIR as it is, or creates a fresh device there: --slot-size and
- * --factory-version only shape a new device, an existing one keeps its own. */
+/* 1 when dir exists and holds nothing but "." and "..". */
+static int dir_empty(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+
+    if (!d) {
+        return 0;
+    }
+    while ((e = readdir(d)) != NULL) {
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    }
+    closedir(d);
+    return n == 0;
+}
+
+/* Opens DIR as it is. A new device is created only where DIR does not
+ * exist, or with --init: a directory that lost a file must not silently
+ * become a blank device (losing the installed image and the anti-rollback
+ * counter). --slot-size and --factory-version only shape a new device. */
 static int flash_open(struct device *dv, uint32_t slot_size)
 {
-    int rc = tcpota_posix_open(&dv->flash, dv->o.dir, 0, 0, NULL);
+    struct stat st;
+    int create = dv->o.init || (stat(dv->o.dir, &st) < 0 && errno == ENOENT);
+    int rc = tcpota_posix_open(&dv->flash, dv->o.dir, create, create ? slot_size : 0, dv->o.factory);
 
+    if (rc == TCPOTA_ERR_NOENT && dir_empty(dv->o.dir)) {
+        say(dv, "%s holds no device; start a new device there with --init", dv->o.dir);
+        return -1;
+    }
     if (rc == TCPOTA_ERR_NOENT) {
-        rc = tcpota_posix_open(&dv->flash, dv->o.dir, 1, slot_size, dv->o.factory);
+        say(dv, "%s; restore it, or start a new device with --init in an empty directory",
+            tcpota_posix_strerror_detail(&dv->flash));
+        return -1;
     }
     if (rc < 0) {
         return flash_fail(dv, "opening the flash", rc);
