@@ -19,9 +19,11 @@
  * this file adds the options, the signals, TLS, logging and the emulated
  * reboot.
  *
+ * `tcpota device status` is cli/device_status.c.
+ *
  * Sections: signals; logging; options; flash and boot; network helpers;
- * one connection; the connection loop; statistics; `device status`;
- * entry point.
+ * one connection; the runner's callbacks; the connection loop;
+ * statistics; entry point.
  */
 #include "cli.h"
 #include "keys.h"
@@ -65,7 +67,6 @@
 #define CONNECT_MAX_MS 10000u /* cap of one connect() wait */
 #define FLUSH_MS 2000u        /* best effort for the last frames before close */
 #define HOST_MAX 256
-#define RESUME_REC_LEN (1u + TCPOTA_ID_LEN + 4u + 4u + 4u)
 
 /* ---- signals --------------------------------------------------------- */
 
@@ -927,13 +928,6 @@ static void runner_close(void *ctx, uint32_t linger_ms)
     progress_clear(&dv->prog);
 }
 
-static int runner_sleep(void *ctx, uint32_t ms)
-{
-    struct device *dv = ctx;
-
-    return tcpota_client_wait(&dv->cl, -1, 0, ms) < 0 ? TCPOTA_ERR_CANCELED : 0;
-}
-
 static uint32_t runner_random(void *ctx, uint32_t bound)
 {
     (void)ctx;
@@ -988,7 +982,7 @@ static int runner_init(struct device *dv)
     rc.connect = runner_connect;
     rc.run = runner_run;
     rc.close = runner_close;
-    rc.sleep = runner_sleep;
+    rc.client = &dv->cl; /* waits between attempts wake on a signal */
     rc.random = runner_random;
     rc.on_step = runner_step;
     if (tcpota_runner_init(&dv->runner, &rc) < 0) {
@@ -1071,103 +1065,6 @@ static void print_stats(struct device *dv)
         (unsigned long long)(st->stale_frames + dv->dev.stale_frames));
 }
 
-/* ---- `device status` ------------------------------------------------- */
-
-static void json_string(const char *s)
-{
-    putchar('"');
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            printf("\\%c", c);
-        } else if (c < 0x20 || c > 0x7e) {
-            printf("\\u%04x", c);
-        } else {
-            putchar(c);
-        }
-    }
-    putchar('"');
-}
-
-static void print_status(const struct tcpota_posix_slot_info *run, const uint8_t *resume)
-{
-    char version[TCPOTA_POSIX_VERSION_MAX + 1];
-
-    copy_version(version, run->version);
-    printf("{\"slot\":%u,\"version\":", (unsigned)run->slot);
-    json_string(version);
-    printf(",\"size\":%lu,\"sha256\":\"", (unsigned long)run->size);
-    for (size_t i = 0; i < TCPOTA_ID_LEN; i++) {
-        printf("%02x", run->sha256[i]);
-    }
-    printf("\",\"pending\":%s,\"rolled_back\":%s,\"resume\":", run->pending ? "true" : "false",
-           run->rolled_back ? "true" : "false");
-    if (resume) {
-        printf("{\"offset\":%lu,\"size\":%lu}",
-               (unsigned long)tcpota_get_u32(resume + 1 + TCPOTA_ID_LEN + 4),
-               (unsigned long)tcpota_get_u32(resume + 1 + TCPOTA_ID_LEN));
-    } else {
-        printf("null");
-    }
-    printf("}\n");
-}
-
-/* The resume record as the core writes it: version 1, image id, size,
- * offset, CRC32C. Returns it or NULL when absent or not intact. */
-static const uint8_t *read_resume(const struct tcpota_posix_status *st)
-{
-    const uint8_t *r = st->resume;
-
-    if (st->resume_len != (int)RESUME_REC_LEN || r[0] != 1 ||
-        tcpota_crc32c(r, RESUME_REC_LEN - 4) != tcpota_get_u32(r + RESUME_REC_LEN - 4)) {
-        return NULL;
-    }
-    return r;
-}
-
-/* `tcpota device status --flash DIR`. DIR is only read (its files opened
- * O_RDONLY, see tcpota_posix_inspect): the JSON describes what the
- * bootloader picks at the next reset, i.e. what the device runs now or,
- * after an update not yet rebooted into, at its next start (pending). */
-static int cmd_status(int argc, char **argv)
-{
-    static struct tcpota_posix_dev dev; /* ~9 KiB of workspace: off the stack */
-    static struct tcpota_posix_status st;
-    const char *dir = NULL;
-    int rc;
-
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (strcmp(argv[i], "--flash") == 0) {
-            if (i + 1 >= argc) {
-                return usage_error("%s needs a value", "--flash");
-            }
-            dir = argv[++i];
-        } else if (strncmp(argv[i], "--flash=", 8) == 0) {
-            dir = argv[i] + 8;
-        } else {
-            return usage_error("status: unexpected argument '%s'", argv[i]);
-        }
-    }
-    if (!dir || !*dir) {
-        return usage_error("%s", "status: --flash DIR is required");
-    }
-    rc = tcpota_posix_inspect(&dev, dir, &st);
-    if (rc == TCPOTA_ERR_NOENT) {
-        fprintf(stderr, "tcpota: no device flash in %s\n", dir);
-        return 1;
-    }
-    if (rc < 0) {
-        fprintf(stderr, "tcpota: cannot open device flash in %s: %s (%s)\n", dir,
-                tcpota_strerror(rc), tcpota_posix_strerror_detail(&dev));
-        return 1;
-    }
-    print_status(&st.next, read_resume(&st));
-    return fflush(stdout) == 0 ? 0 : 1;
-}
-
 /* ---- entry point ----------------------------------------------------- */
 
 /* Opens and boots the device, then runs the connection loop. */
@@ -1203,7 +1100,7 @@ int cmd_device(int argc, char **argv)
     int rc;
 
     if (argc >= 2 && strcmp(argv[1], "status") == 0) {
-        return cmd_status(argc - 1, argv + 1);
+        return cmd_device_status(argc - 1, argv + 1);
     }
     dv = calloc(1, sizeof(*dv)); /* ~40 KiB of buffers: not on the stack */
     if (!dv) {

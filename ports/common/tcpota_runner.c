@@ -1,13 +1,13 @@
 /* tcpota_runner.c - the device's connection loop (see tcpota_runner.h). */
 #include "tcpota_runner.h"
-#include "tcpota_client.h"
 
 #include <string.h>
 
 int tcpota_runner_init(struct tcpota_runner *r, const struct tcpota_runner_config *cfg)
 {
-    if (!r || !cfg || !cfg->dev || !cfg->err || !cfg->err_cap || !cfg->connect || !cfg->run ||
-        !cfg->close || !cfg->sleep || !cfg->random) {
+    if (!r || !cfg || !cfg->dev || !cfg->err || !cfg->err_cap || !cfg->random ||
+        (!cfg->client && (!cfg->connect || !cfg->run || !cfg->close || !cfg->sleep)) ||
+        (cfg->client && !cfg->connect && !cfg->host)) {
         return TCPOTA_ERR_INVAL;
     }
     memset(r, 0, sizeof(*r));
@@ -31,6 +31,40 @@ void tcpota_runner_note(struct tcpota_runner *r, int rc, const struct tcpota_dev
         r->advanced = 1;
     }
 }
+
+/* ---- the connection: the caller's callbacks or the client's own ------ */
+
+static int conn_connect(struct tcpota_runner *r)
+{
+    const struct tcpota_runner_config *c = &r->cfg;
+
+    return c->connect ? c->connect(c->ctx)
+                      : tcpota_client_connect(c->client, c->host, c->port, c->host);
+}
+
+static int conn_run(struct tcpota_runner *r)
+{
+    return r->cfg.run ? r->cfg.run(r->cfg.ctx) : tcpota_client_run(r->cfg.client);
+}
+
+static void conn_close(struct tcpota_runner *r, uint32_t linger_ms)
+{
+    if (r->cfg.close) {
+        r->cfg.close(r->cfg.ctx, linger_ms);
+    } else {
+        tcpota_client_close(r->cfg.client, linger_ms);
+    }
+}
+
+static int conn_sleep(struct tcpota_runner *r, uint32_t ms)
+{
+    if (r->cfg.sleep) {
+        return r->cfg.sleep(r->cfg.ctx, ms);
+    }
+    return tcpota_client_wait(r->cfg.client, -1, 0, ms) < 0 ? TCPOTA_ERR_CANCELED : 0;
+}
+
+/* ---- the policy ------------------------------------------------------ */
 
 /* An install or an up-to-date answer: the slate is clean. */
 static void forget(struct tcpota_runner *r)
@@ -85,17 +119,16 @@ static int attempt(struct tcpota_runner *r, uint8_t *unreachable)
     r->cfg.err[0] = 0;
     r->advanced = 0;
     step(r, &s, TCPOTA_RUNNER_CONNECTING);
-    rc = r->cfg.connect(r->cfg.ctx);
+    rc = conn_connect(r);
     *unreachable = rc < 0 && rc != TCPOTA_ERR_CANCELED;
     if (rc == TCPOTA_ERR_CANCELED) {
         out = TCPOTA_CLIENT_STOPPED;
     } else if (rc == 0) {
         step(r, &s, TCPOTA_RUNNER_CONNECTED);
-        out = r->cfg.run(r->cfg.ctx);
+        out = conn_run(r);
     }
-    r->cfg.close(r->cfg.ctx, out == TCPOTA_CLIENT_UPDATED || out == TCPOTA_CLIENT_DECLINED
-                                 ? r->cfg.linger_ms
-                                 : 0);
+    conn_close(r, out == TCPOTA_CLIENT_UPDATED || out == TCPOTA_CLIENT_DECLINED ? r->cfg.linger_ms
+                                                                                : 0);
     tcpota_dev_disconnect(r->cfg.dev);
     return out;
 }
@@ -148,7 +181,7 @@ int tcpota_runner_run(struct tcpota_runner *r)
         s.image_failed = (uint8_t)image_failed;
         s.last_try = r->cfg.max_attempts && r->attempts + 1 == r->cfg.max_attempts;
         step(r, &s, TCPOTA_RUNNER_BACKOFF);
-        if (r->cfg.sleep(r->cfg.ctx, s.wait_ms) < 0) {
+        if (conn_sleep(r, s.wait_ms) < 0) {
             return TCPOTA_RUNNER_STOPPED;
         }
     }

@@ -43,6 +43,7 @@
 #define TCPOTA_RUNNER_H
 
 #include "tcpota/device.h"
+#include "tcpota_client.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -98,18 +99,27 @@ struct tcpota_runner_config {
     char *err;               /* why the last attempt failed, NUL-terminated; the */
     size_t err_cap;          /* connection writes it too (>= 1) */
 
+    /* The connection. With `client` (initialised, tcpota_client_init)
+     * each of connect, run, close and sleep may be NULL for the client's
+     * own: tcpota_client_connect(client, host, port, host),
+     * tcpota_client_run(), tcpota_client_close(), tcpota_client_wait()
+     * with no fd. Without it all four are required. */
+    struct tcpota_client *client;
+    const char *host;
+    uint16_t port;
+
     void *ctx; /* handed to every callback */
     /* Connects. Returns 0, TCPOTA_ERR_CANCELED when a stop was requested,
-     * or another negative tcpota_err with err set. Required. */
+     * or another negative tcpota_err with err set. */
     int (*connect)(void *ctx);
     /* Runs one connection; returns an enum tcpota_client_outcome
-     * (tcpota_client_run()). Required. */
+     * (tcpota_client_run()). */
     int (*run)(void *ctx);
     /* Closes the connection (no-op when none), lingering linger_ms when
-     * not 0 (tcpota_client_close()). Required. */
+     * not 0 (tcpota_client_close()). */
     void (*close)(void *ctx, uint32_t linger_ms);
     /* Waits ms. Returns 0, or TCPOTA_ERR_CANCELED when a stop was
-     * requested. Required. */
+     * requested. */
     int (*sleep)(void *ctx, uint32_t ms);
     /* A uniformly random number in [0, bound). Required. */
     uint32_t (*random)(void *ctx, uint32_t bound);

@@ -220,24 +220,6 @@ static void nap(uint32_t ms)
 
 /* ---- the runner's callbacks (ports/common/tcpota_runner.h) ----------- */
 
-static int runner_connect(void *ctx)
-{
-    (void)ctx;
-    return tcpota_client_connect(&s.cl, s.cfg.host, s.cfg.port, s.cfg.host);
-}
-
-static int runner_run(void *ctx)
-{
-    (void)ctx;
-    return tcpota_client_run(&s.cl);
-}
-
-static void runner_close(void *ctx, uint32_t linger_ms)
-{
-    (void)ctx;
-    tcpota_client_close(&s.cl, linger_ms);
-}
-
 static int runner_sleep(void *ctx, uint32_t ms)
 {
     (void)ctx;
@@ -286,10 +268,10 @@ static int runner_init(void)
     rc.max_attempts = 0; /* a device never gives up; it slows down instead */
     rc.err = s.err;
     rc.err_cap = sizeof(s.err);
-    rc.connect = runner_connect;
-    rc.run = runner_run;
-    rc.close = runner_close;
-    rc.sleep = runner_sleep;
+    rc.client = &s.cl; /* its own connect, run and close */
+    rc.host = s.cfg.host;
+    rc.port = s.cfg.port;
+    rc.sleep = runner_sleep; /* a task notification: confirm or stop wakes it */
     rc.random = runner_random;
     rc.on_step = runner_step;
     return tcpota_runner_init(&s.runner, &rc);
