@@ -9,7 +9,11 @@
 #define LAST_LEN (1 + TCPOTA_ID_LEN + 4 + 4)
 #define COUNTER_LEN (1 + 4 + 4)
 #define REPORT_LEN (1 + TCPOTA_ID_LEN + 2 + 4)
-#define BAD_LEN (1 + TCPOTA_ID_LEN + 1 + 4)
+#define BAD_LEN (1 + TCPOTA_ID_LEN + 1 + 1 + 4) /* version, id, reason, count, CRC */
+/* A boot failure may be a power cut between the first boot and the health
+ * check's verdict, not the image's fault: the image is declined from its
+ * second boot failure on. Any other failure is final at once. */
+#define BOOT_FAILURES_FINAL 2
 #define BAD_SHORT_ID 4 /* id bytes a DECLINE's sentence shows, in hex */
 
 /* ---- persistent records: version byte, fields, CRC32C ---------------- */
@@ -103,12 +107,41 @@ static int counter_raise(const struct tcpota_port *p, uint32_t counter)
 
 /* ---- failed-image memory --------------------------------------------- */
 
-static int bad_save(const struct tcpota_port *p, const uint8_t *id, enum tcpota_dev_bad reason)
+/* Loads the record: 0 with *reason and *count (reason 0 when absent or
+ * torn), or a port error. */
+static int bad_load(const struct tcpota_port *p, uint8_t *id, uint8_t *reason, uint8_t *count)
 {
     uint8_t b[BAD_LEN];
+    int rc = rec_load(p, TCPOTA_KEY_BAD, b, sizeof(b));
 
+    *reason = *count = 0;
+    if (rc == TCPOTA_ERR_NOENT) {
+        return 0;
+    }
+    if (rc == 0) {
+        memcpy(id, b + 1, TCPOTA_ID_LEN);
+        *reason = b[1 + TCPOTA_ID_LEN];
+        *count = b[2 + TCPOTA_ID_LEN];
+    }
+    return rc;
+}
+
+/* Remembers `id` as failed for `reason`; boot failures of the same image
+ * are counted. */
+static int bad_save(const struct tcpota_port *p, const uint8_t *id, enum tcpota_dev_bad reason)
+{
+    uint8_t b[BAD_LEN], old[TCPOTA_ID_LEN], old_reason, count;
+    int rc = bad_load(p, old, &old_reason, &count);
+
+    if (rc < 0) {
+        return rc;
+    }
+    if (old_reason != reason || memcmp(old, id, TCPOTA_ID_LEN) != 0) {
+        count = 0;
+    }
     memcpy(b + 1, id, TCPOTA_ID_LEN);
     b[1 + TCPOTA_ID_LEN] = (uint8_t)reason;
+    b[2 + TCPOTA_ID_LEN] = (uint8_t)(count < UINT8_MAX ? count + 1 : count);
     return rec_save(p, TCPOTA_KEY_BAD, b, sizeof(b));
 }
 
@@ -121,23 +154,22 @@ static int bad_forget(const struct tcpota_port *p)
 
 int tcpota_dev_bad_image(const struct tcpota_port *p, uint8_t id[TCPOTA_ID_LEN])
 {
-    uint8_t b[BAD_LEN];
+    uint8_t bad[TCPOTA_ID_LEN], reason, count;
     int rc;
 
     if (!p) {
         return TCPOTA_ERR_INVAL;
     }
-    rc = rec_load(p, TCPOTA_KEY_BAD, b, sizeof(b));
-    if (rc == TCPOTA_ERR_NOENT) {
-        return TCPOTA_BAD_NONE;
-    }
-    if (rc < 0) {
+    if ((rc = bad_load(p, bad, &reason, &count)) < 0) {
         return rc;
     }
-    if (id) {
-        memcpy(id, b + 1, TCPOTA_ID_LEN);
+    if (reason == TCPOTA_BAD_BOOT_FAILED && count < BOOT_FAILURES_FINAL) {
+        return TCPOTA_BAD_NONE; /* one more chance */
     }
-    return b[1 + TCPOTA_ID_LEN];
+    if (id && reason != TCPOTA_BAD_NONE) {
+        memcpy(id, bad, TCPOTA_ID_LEN);
+    }
+    return reason;
 }
 
 /* Appends s at *n within cap (always NUL-terminated); 0 or NOSPC. */
@@ -242,11 +274,13 @@ int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
         return rc < 0 ? rc : 1;
     }
     if (st.rolled_back && have_last) {
+        /* Counted after the record that names it goes: a cut in between
+         * gives the image a chance too many, never one too few. */
         if ((rc = report_save(p, last + 1, TCPOTA_RESULT_BOOT_FAILED)) < 0 ||
-            (rc = bad_save(p, last + 1, TCPOTA_BAD_BOOT_FAILED)) < 0) {
+            (rc = p->kv_erase(p->ctx, TCPOTA_KEY_LAST)) < 0) {
             return rc;
         }
-        return p->kv_erase(p->ctx, TCPOTA_KEY_LAST);
+        return bad_save(p, last + 1, TCPOTA_BAD_BOOT_FAILED);
     }
     return 0;
 }
