@@ -10,6 +10,8 @@
 #define COUNTER_LEN (1 + 4 + 4)
 #define REPORT_LEN (1 + TCPOTA_ID_LEN + 2 + 4)
 #define BAD_LEN (1 + TCPOTA_ID_LEN + 1 + 1 + 4) /* version, id, reason, count, CRC */
+#define BAD_REASON (1 + TCPOTA_ID_LEN)
+#define BAD_COUNT (2 + TCPOTA_ID_LEN)
 /* A boot failure may be a power cut between the first boot and the health
  * check's verdict, not the image's fault: the image is declined from its
  * second boot failure on. Any other failure is final at once. */
@@ -107,42 +109,37 @@ static int counter_raise(const struct tcpota_port *p, uint32_t counter)
 
 /* ---- failed-image memory --------------------------------------------- */
 
-/* Loads the record: 0 with *reason and *count (reason 0 when absent or
- * torn), or a port error. */
-static int bad_load(const struct tcpota_port *p, uint8_t *id, uint8_t *reason, uint8_t *count)
+/* Loads the record into b (all zero when absent or torn: no reason). */
+static int bad_load(const struct tcpota_port *p, uint8_t b[BAD_LEN])
 {
-    uint8_t b[BAD_LEN];
-    int rc = rec_load(p, TCPOTA_KEY_BAD, b, sizeof(b));
+    int rc = rec_load(p, TCPOTA_KEY_BAD, b, BAD_LEN);
 
-    *reason = *count = 0;
     if (rc == TCPOTA_ERR_NOENT) {
+        memset(b, 0, BAD_LEN);
         return 0;
-    }
-    if (rc == 0) {
-        memcpy(id, b + 1, TCPOTA_ID_LEN);
-        *reason = b[1 + TCPOTA_ID_LEN];
-        *count = b[2 + TCPOTA_ID_LEN];
     }
     return rc;
 }
 
-/* Remembers `id` as failed for `reason`; boot failures of the same image
- * are counted. */
+/* Remembers `id` as failed for `reason`; failures of the same image for
+ * the same reason are counted (up to BOOT_FAILURES_FINAL). */
 static int bad_save(const struct tcpota_port *p, const uint8_t *id, enum tcpota_dev_bad reason)
 {
-    uint8_t b[BAD_LEN], old[TCPOTA_ID_LEN], old_reason, count;
-    int rc = bad_load(p, old, &old_reason, &count);
+    uint8_t b[BAD_LEN];
+    int rc = bad_load(p, b);
 
     if (rc < 0) {
         return rc;
     }
-    if (old_reason != reason || memcmp(old, id, TCPOTA_ID_LEN) != 0) {
-        count = 0;
+    if (b[BAD_REASON] != reason || memcmp(b + 1, id, TCPOTA_ID_LEN) != 0) {
+        b[BAD_COUNT] = 0;
+    }
+    if (b[BAD_COUNT] < BOOT_FAILURES_FINAL) {
+        b[BAD_COUNT]++;
     }
     memcpy(b + 1, id, TCPOTA_ID_LEN);
-    b[1 + TCPOTA_ID_LEN] = (uint8_t)reason;
-    b[2 + TCPOTA_ID_LEN] = (uint8_t)(count < UINT8_MAX ? count + 1 : count);
-    return rec_save(p, TCPOTA_KEY_BAD, b, sizeof(b));
+    b[BAD_REASON] = (uint8_t)reason;
+    return rec_save(p, TCPOTA_KEY_BAD, b, BAD_LEN);
 }
 
 static int bad_forget(const struct tcpota_port *p)
@@ -154,71 +151,47 @@ static int bad_forget(const struct tcpota_port *p)
 
 int tcpota_dev_bad_image(const struct tcpota_port *p, uint8_t id[TCPOTA_ID_LEN])
 {
-    uint8_t bad[TCPOTA_ID_LEN], reason, count;
-    int rc;
+    uint8_t b[BAD_LEN];
+    int rc = bad_load(p, b);
 
-    if (!p) {
-        return TCPOTA_ERR_INVAL;
-    }
-    if ((rc = bad_load(p, bad, &reason, &count)) < 0) {
+    if (rc < 0) {
         return rc;
     }
-    if (reason == TCPOTA_BAD_BOOT_FAILED && count < BOOT_FAILURES_FINAL) {
+    if (b[BAD_REASON] == TCPOTA_BAD_BOOT_FAILED && b[BAD_COUNT] < BOOT_FAILURES_FINAL) {
         return TCPOTA_BAD_NONE; /* one more chance */
     }
-    if (id && reason != TCPOTA_BAD_NONE) {
-        memcpy(id, bad, TCPOTA_ID_LEN);
+    if (id) {
+        memcpy(id, b + 1, TCPOTA_ID_LEN);
     }
-    return reason;
+    return b[BAD_REASON];
 }
 
-/* Appends s at *n within cap (always NUL-terminated); 0 or NOSPC. */
-static int text_add(char *buf, size_t cap, size_t *n, const char *s)
-{
-    for (; *s; s++) {
-        if (*n + 1 >= cap) {
-            buf[*n] = 0;
-            return TCPOTA_ERR_NOSPC;
-        }
-        buf[(*n)++] = *s;
-    }
-    buf[*n] = 0;
-    return 0;
-}
-
-int tcpota_dev_bad_text(const uint8_t id[TCPOTA_ID_LEN], int reason, char *buf, size_t cap)
+int tcpota_dev_bad_text(const uint8_t id[TCPOTA_ID_LEN], int reason,
+                        char out[TCPOTA_DEV_BAD_TEXT_MAX])
 {
     static const char hex[] = "0123456789abcdef";
     static const char *const why[] = {
-        "was declined before",
-        "failed its integrity check before",
-        "was refused by the flash at ota_end before",
-        "failed its health check and was rolled back",
-        "did not boot and was rolled back",
+        " failed before",
+        " failed its integrity check before",
+        " was refused at ota_end before",
+        " failed its health check before",
+        " did not boot before",
     };
-    char short_id[2 * BAD_SHORT_ID + 1];
-    size_t n = 0;
-    int rc;
+    static const char wait[] = "; waiting for another image";
+    size_t n = sizeof("image ") - 1, k;
 
-    if (!id || !buf || cap == 0) {
-        return TCPOTA_ERR_INVAL;
-    }
-    for (unsigned i = 0; i < BAD_SHORT_ID; i++) {
-        short_id[2 * i] = hex[id[i] >> 4];
-        short_id[2 * i + 1] = hex[id[i] & 15];
-    }
-    short_id[2 * BAD_SHORT_ID] = 0;
-    if (reason < 0 || (size_t)reason >= sizeof(why) / sizeof(why[0])) {
+    if (reason < 0 || reason > TCPOTA_BAD_BOOT_FAILED) {
         reason = TCPOTA_BAD_NONE;
     }
-    buf[0] = 0;
-    if ((rc = text_add(buf, cap, &n, "image ")) < 0 ||
-        (rc = text_add(buf, cap, &n, short_id)) < 0 || (rc = text_add(buf, cap, &n, " ")) < 0 ||
-        (rc = text_add(buf, cap, &n, why[reason])) < 0 ||
-        (rc = text_add(buf, cap, &n, "; waiting for another image")) < 0) {
-        return rc;
+    memcpy(out, "image ", n);
+    for (unsigned i = 0; i < BAD_SHORT_ID; i++) {
+        out[n++] = hex[id[i] >> 4];
+        out[n++] = hex[id[i] & 15];
     }
-    return (int)n;
+    k = strlen(why[reason]);
+    memcpy(out + n, why[reason], k);
+    memcpy(out + n + k, wait, sizeof(wait));
+    return (int)(n + k + sizeof(wait) - 1);
 }
 
 /* ---- boot ------------------------------------------------------------ */
@@ -519,23 +492,21 @@ static int decline(struct tcpota_dev *d, const uint8_t *id, int reason, const ch
 }
 
 /* Declines an offer of the image remembered as bad (TCPOTA_KEY_BAD), with
- * the reason in words. Returns 1 when it did (rc in *out), 0 when the
- * offer is for another image, or a port error. */
-static int decline_known_bad(struct tcpota_dev *d, const uint8_t *id, struct tcpota_dev_event *ev,
-                             int *out)
+ * the reason in words (state DECLINED then). Returns 0 or an error. A
+ * record that cannot be read blocks nothing. */
+static int decline_known_bad(struct tcpota_dev *d, const uint8_t *id, struct tcpota_dev_event *ev)
 {
     uint8_t bad[TCPOTA_ID_LEN];
     char why[TCPOTA_DEV_BAD_TEXT_MAX];
     int reason = tcpota_dev_bad_image(d->cfg.port, bad);
 
     if (reason <= TCPOTA_BAD_NONE || memcmp(bad, id, TCPOTA_ID_LEN) != 0) {
-        return reason < 0 ? reason : 0;
+        return 0;
     }
-    (void)tcpota_dev_bad_text(id, reason, why, sizeof(why));
-    *out = decline(d, id, TCPOTA_ERR_REFUSED, why, ev);
+    (void)tcpota_dev_bad_text(id, reason, why);
     d->bad_reason = (uint8_t)reason;
     memcpy(d->bad_id, id, TCPOTA_ID_LEN);
-    return 1;
+    return decline(d, id, TCPOTA_ERR_REFUSED, why, ev);
 }
 
 static int on_offer(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcpota_dev_event *ev)
@@ -544,10 +515,10 @@ static int on_offer(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
     struct tcpota_offer_info info;
     struct tcpota_msg a;
     uint32_t start = 0;
-    int known, rc = 0;
+    int rc = decline_known_bad(d, m->u.offer.image_id, ev);
 
-    if ((known = decline_known_bad(d, m->u.offer.image_id, ev, &rc)) != 0) {
-        return known < 0 ? fail(d, known, "could not read the failed-image record") : rc;
+    if (rc < 0 || d->state == TCPOTA_DEV_DECLINED) {
+        return rc;
     }
     if (m->u.offer.size > p->slot_size) {
         rc = decline(d, m->u.offer.image_id, TCPOTA_ERR_NOSPC, "image larger than the slot", ev);

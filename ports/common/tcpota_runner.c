@@ -1,6 +1,7 @@
 /* tcpota_runner.c - the device's connection loop (see tcpota_runner.h). */
 #include "tcpota_runner.h"
 
+#include <stdio.h>
 #include <string.h>
 
 int tcpota_runner_init(struct tcpota_runner *r, const struct tcpota_runner_config *cfg)
@@ -139,6 +140,7 @@ int tcpota_runner_run(struct tcpota_runner *r)
 
     for (;;) {
         struct tcpota_runner_step s;
+        char why[TCPOTA_DEV_BAD_TEXT_MAX];
         uint8_t unreachable;
         int image_failed, out;
 
@@ -161,7 +163,8 @@ int tcpota_runner_run(struct tcpota_runner *r)
                 return TCPOTA_RUNNER_DECLINED;
             }
             /* A known-bad image: wait for the server to offer another. */
-            (void)tcpota_dev_bad_text(d->bad_id, d->bad_reason, r->cfg.err, r->cfg.err_cap);
+            (void)tcpota_dev_bad_text(d->bad_id, d->bad_reason, why);
+            snprintf(r->cfg.err, r->cfg.err_cap, "%s", why);
             break;
         default:
             break;

@@ -169,10 +169,10 @@ int tcpota_dev_bad_image(const struct tcpota_port *port, uint8_t id[TCPOTA_ID_LE
 
 /* Writes the sentence a DECLINE of a known-bad image carries, e.g. "image
  * 1a2b3c4d failed its integrity check before; waiting for another image"
- * (the id shortened to its first 4 bytes in hex), NUL-terminated, into
- * buf (cap >= 1; TCPOTA_DEV_BAD_TEXT_MAX always suffices). Returns its
- * length, or TCPOTA_ERR_NOSPC when truncated. */
-int tcpota_dev_bad_text(const uint8_t id[TCPOTA_ID_LEN], int reason, char *buf, size_t cap);
+ * (the id shortened to its first 4 bytes in hex; reason an enum
+ * tcpota_dev_bad), NUL-terminated, into out. Returns its length. */
+int tcpota_dev_bad_text(const uint8_t id[TCPOTA_ID_LEN], int reason,
+                        char out[TCPOTA_DEV_BAD_TEXT_MAX]);
 
 /* A new connection is up at time `now_ms`: resets the decoder and queues
  * HELLO. Returns 0 or TCPOTA_ERR_NOSPC. */
