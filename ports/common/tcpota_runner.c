@@ -182,7 +182,6 @@ int tcpota_runner_run(struct tcpota_runner *r)
         s.wait_ms = backoff_ms(r, image_failed);
         s.unreachable = unreachable;
         s.image_failed = (uint8_t)image_failed;
-        s.last_try = r->cfg.max_attempts && r->attempts + 1 == r->cfg.max_attempts;
         step(r, &s, TCPOTA_RUNNER_BACKOFF);
         if (conn_sleep(r, s.wait_ms) < 0) {
             return TCPOTA_RUNNER_STOPPED;

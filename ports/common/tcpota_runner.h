@@ -85,7 +85,6 @@ struct tcpota_runner_step {
     uint32_t wait_ms;      /* the wait that starts now */
     uint8_t unreachable;   /* the last attempt could not connect */
     uint8_t image_failed;  /* ... ended with an image failure */
-    uint8_t last_try;      /* the next attempt is the last before giving up */
     const char *why;       /* the config's err text */
 };
 

@@ -14,8 +14,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "tcpota/device.h"
 #include "tcpota_client.h"
@@ -318,6 +323,67 @@ static void test_up_to_date_resets(void **state)
     assert_int_equal(f.lingers[1], 0);
 }
 
+static uint32_t real_now(void *ctx)
+{
+    struct timespec ts;
+
+    (void)ctx;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint32_t)(ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+/* With a tcpota_client and no connection callbacks, the runner uses the
+ * client's own connect, close and wait: a closed port on loopback is
+ * reported as unreachable, waited out, and given up on. */
+static void test_client_binding(void **state)
+{
+    struct sockaddr_in a;
+    socklen_t alen = sizeof(a);
+    struct tcpota_client_config cc;
+    struct tcpota_client cl;
+    struct tcpota_runner_config c;
+    static uint8_t net[512], tx[512];
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    (void)state;
+    /* A port that is bound but not listening refuses at once. */
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+    dev.cfg.tx_buf = tx;
+    dev.cfg.tx_cap = sizeof(tx);
+    memset(&cc, 0, sizeof(cc));
+    cc.dev = &dev;
+    cc.net_buf = net;
+    cc.net_cap = sizeof(net);
+    cc.wake_fd = -1;
+    cc.err = err;
+    cc.err_cap = sizeof(err);
+    cc.now_ms = real_now;
+    assert_int_equal(tcpota_client_init(&cl, &cc), 0);
+    memset(&c, 0, sizeof(c));
+    c.dev = &dev;
+    c.backoff_min_ms = 1;
+    c.backoff_max_ms = 2;
+    c.max_attempts = 3;
+    c.err = err;
+    c.err_cap = sizeof(err);
+    c.client = &cl;
+    c.host = "127.0.0.1";
+    c.port = ntohs(a.sin_port);
+    c.random = fake_random;
+    c.on_step = fake_step;
+    assert_int_equal(tcpota_runner_init(&runner, &c), 0);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_GAVE_UP);
+    assert_int_equal(f.unreachable_seen, 2);
+    assert_non_null(strstr(err, "connect to 127.0.0.1: "));
+    assert_int_equal(cl.fd, -1);
+    close(fd);
+}
+
 static void test_config_checked(void **state)
 {
     struct tcpota_runner_config c;
@@ -350,6 +416,7 @@ int main(void)
         cmocka_unit_test_setup(test_other_decline_ends, setup),
         cmocka_unit_test_setup(test_patience_then_long_waits, setup),
         cmocka_unit_test_setup(test_up_to_date_resets, setup),
+        cmocka_unit_test_setup(test_client_binding, setup),
         cmocka_unit_test_setup(test_config_checked, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
