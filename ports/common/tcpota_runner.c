@@ -173,7 +173,10 @@ int tcpota_runner_run(struct tcpota_runner *r)
             r->attempts = 0;
         }
         if (image_failed) {
+            /* That image is declined from now on: the next one's progress
+             * starts from nothing, not from how far the bad one got. */
             r->failures++;
+            r->best = 0;
         }
         if (r->cfg.max_attempts && r->attempts >= r->cfg.max_attempts) {
             return TCPOTA_RUNNER_GAVE_UP;

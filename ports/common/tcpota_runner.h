@@ -10,7 +10,7 @@
  *
  *  - Progress is the durable checkpoint moving past the highest one this
  *    runner has seen (TCPOTA_DEV_EV_CHECKPOINT, any image, since the last
- *    install), or an install. Bytes written do not count: a server that
+ *    install or image failure), or an install. Bytes written do not count: a server that
  *    cuts each connection a little past the last checkpoint, or replays
  *    one image's offer with other bytes, or offers image after image,
  *    makes no progress, and the device gives up (or, with max_attempts 0,

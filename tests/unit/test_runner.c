@@ -205,6 +205,20 @@ static void test_progress_resets_attempts(void **state)
     assert_int_equal(f.lingers[f.ncloses - 1], TCPOTA_RUNNER_LINGER_MS);
 }
 
+/* After an image failure the next image's progress counts from zero, not
+ * from how far the bad one got. */
+static void test_progress_after_image_failure(void **state)
+{
+    (void)state;
+    add(0, TCPOTA_CLIENT_RETRY, 65536, TCPOTA_BAD_INTEGRITY);
+    for (uint32_t i = 1; i <= 6; i++) {
+        add(0, TCPOTA_CLIENT_RETRY, i * 16384, 0); /* another image, cut each time */
+    }
+    add(0, TCPOTA_CLIENT_UPDATED, 0, 0);
+    start(2);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UPDATED);
+}
+
 /* The resume point a process starts from is where progress starts. */
 static void test_progress_starts_at_resume_point(void **state)
 {
@@ -410,6 +424,7 @@ int main(void)
         cmocka_unit_test_setup(test_same_checkpoint_again_is_no_progress, setup),
         cmocka_unit_test_setup(test_progress_resets_attempts, setup),
         cmocka_unit_test_setup(test_progress_starts_at_resume_point, setup),
+        cmocka_unit_test_setup(test_progress_after_image_failure, setup),
         cmocka_unit_test_setup(test_transient_backoff, setup),
         cmocka_unit_test_setup(test_image_failures_back_off_to_an_hour, setup),
         cmocka_unit_test_setup(test_known_bad_gives_up, setup),
