@@ -110,8 +110,10 @@ static void step(struct tcpota_runner *r, struct tcpota_runner_step *s,
 }
 
 /* One attempt: connect, run, close. Returns an enum tcpota_client_outcome;
- * *unreachable says the connect failed. */
-static int attempt(struct tcpota_runner *r, uint8_t *unreachable)
+ * *unreachable says the server could not be reached (TCPOTA_ERR_IO from
+ * connect), *ran that a connection ran (and the session's bad_reason is
+ * this connection's). */
+static int attempt(struct tcpota_runner *r, uint8_t *unreachable, int *ran)
 {
     struct tcpota_runner_step s;
     int rc, out = TCPOTA_CLIENT_RETRY;
@@ -121,7 +123,8 @@ static int attempt(struct tcpota_runner *r, uint8_t *unreachable)
     r->advanced = 0;
     step(r, &s, TCPOTA_RUNNER_CONNECTING);
     rc = conn_connect(r);
-    *unreachable = rc < 0 && rc != TCPOTA_ERR_CANCELED;
+    *unreachable = rc == TCPOTA_ERR_IO;
+    *ran = rc == 0;
     if (rc == TCPOTA_ERR_CANCELED) {
         out = TCPOTA_CLIENT_STOPPED;
     } else if (rc == 0) {
@@ -142,11 +145,11 @@ int tcpota_runner_run(struct tcpota_runner *r)
         struct tcpota_runner_step s;
         char why[TCPOTA_DEV_BAD_TEXT_MAX];
         uint8_t unreachable;
-        int image_failed, out;
+        int image_failed, out, ran;
 
         r->attempts++;
-        out = attempt(r, &unreachable);
-        image_failed = d->bad_reason != TCPOTA_BAD_NONE;
+        out = attempt(r, &unreachable, &ran);
+        image_failed = ran && d->bad_reason != TCPOTA_BAD_NONE;
         switch (out) {
         case TCPOTA_CLIENT_STOPPED:
             return TCPOTA_RUNNER_STOPPED;

@@ -83,7 +83,8 @@ struct tcpota_runner_step {
     unsigned failures;  /* image failures in a row */
     /* TCPOTA_RUNNER_BACKOFF only: */
     uint32_t wait_ms;      /* the wait that starts now */
-    uint8_t unreachable;   /* the last attempt could not connect */
+    uint8_t unreachable;   /* the last attempt could not reach the server
+                              (connect returned TCPOTA_ERR_IO) */
     uint8_t image_failed;  /* ... ended with an image failure */
     const char *why;       /* the config's err text */
 };
@@ -109,7 +110,8 @@ struct tcpota_runner_config {
 
     void *ctx; /* handed to every callback */
     /* Connects. Returns 0, TCPOTA_ERR_CANCELED when a stop was requested,
-     * or another negative tcpota_err with err set. */
+     * TCPOTA_ERR_IO when the server cannot be reached, or another negative
+     * tcpota_err (a failed TLS handshake, say), with err set. */
     int (*connect)(void *ctx);
     /* Runs one connection; returns an enum tcpota_client_outcome
      * (tcpota_client_run()). */

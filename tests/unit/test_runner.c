@@ -195,7 +195,7 @@ static void test_progress_resets_attempts(void **state)
     (void)state;
     for (uint32_t i = 1; i <= 50; i++) {
         add(0, TCPOTA_CLIENT_RETRY, i * 16384, 0);
-        add(-5, 0, 0, 0); /* and a failed connect in between */
+        add(TCPOTA_ERR_IO, 0, 0, 0); /* and a failed connect in between */
     }
     add(0, TCPOTA_CLIENT_UPDATED, 0, 0);
     start(3);
@@ -240,7 +240,7 @@ static void test_transient_backoff(void **state)
 
     (void)state;
     for (int i = 0; i < 8; i++) {
-        add(-5, 0, 0, 0);
+        add(TCPOTA_ERR_IO, 0, 0, 0);
     }
     start(TCPOTA_RUNNER_ATTEMPTS_DEFAULT);
     assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_STOPPED);
@@ -252,7 +252,7 @@ static void test_transient_backoff(void **state)
     setup(NULL);
     f.random_max = 0;
     for (int i = 0; i < 8; i++) {
-        add(-5, 0, 0, 0);
+        add(TCPOTA_ERR_IO, 0, 0, 0);
     }
     start(TCPOTA_RUNNER_ATTEMPTS_DEFAULT);
     assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_STOPPED);
@@ -317,7 +317,7 @@ static void test_patience_then_long_waits(void **state)
 {
     (void)state;
     for (unsigned i = 0; i < TCPOTA_RUNNER_PATIENCE + 10; i++) {
-        add(-5, 0, 0, 0);
+        add(TCPOTA_ERR_IO, 0, 0, 0);
     }
     start(0);
     assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_STOPPED);
@@ -325,11 +325,25 @@ static void test_patience_then_long_waits(void **state)
     assert_int_equal(f.waits[TCPOTA_RUNNER_PATIENCE + 2], 4 * TCPOTA_RUNNER_BACKOFF_MAX_MS);
 }
 
+/* A failed connect after an image failure is not another image failure:
+ * the session's reason belongs to the connection that ran. */
+static void test_connect_failure_after_image_failure(void **state)
+{
+    (void)state;
+    add(0, TCPOTA_CLIENT_RETRY, 16384, TCPOTA_BAD_INTEGRITY);
+    add(TCPOTA_ERR_IO, 0, 0, 0);
+    add(TCPOTA_ERR_IO, 0, 0, 0);
+    start(0);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_STOPPED);
+    assert_int_equal(runner.failures, 1);
+    assert_int_equal(f.waits[1], TCPOTA_RUNNER_BACKOFF_MIN_MS);
+}
+
 /* Up to date: returned at once, the counters reset; no linger. */
 static void test_up_to_date_resets(void **state)
 {
     (void)state;
-    add(-5, 0, 0, 0);
+    add(TCPOTA_ERR_IO, 0, 0, 0);
     add(0, TCPOTA_CLIENT_UP_TO_DATE, 0, 0);
     start(20);
     assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UP_TO_DATE);
@@ -430,6 +444,7 @@ int main(void)
         cmocka_unit_test_setup(test_known_bad_gives_up, setup),
         cmocka_unit_test_setup(test_other_decline_ends, setup),
         cmocka_unit_test_setup(test_patience_then_long_waits, setup),
+        cmocka_unit_test_setup(test_connect_failure_after_image_failure, setup),
         cmocka_unit_test_setup(test_up_to_date_resets, setup),
         cmocka_unit_test_setup(test_client_binding, setup),
         cmocka_unit_test_setup(test_config_checked, setup),
