@@ -10,6 +10,8 @@
 int cmd_serve(int argc, char **argv);
 /* `tcpota device ...` and `tcpota device status ...`; returns the exit code. */
 int cmd_device(int argc, char **argv);
+/* `tcpota device status` (cli/device_status.c); argv[0] is "status". */
+int cmd_device_status(int argc, char **argv);
 
 /* Splits "HOST:PORT" (or "[v6]:PORT") into host and port. Returns 0, or -1
  * with a message on stderr naming `what`. */

@@ -9,6 +9,14 @@
 #define LAST_LEN (1 + TCPOTA_ID_LEN + 4 + 4)
 #define COUNTER_LEN (1 + 4 + 4)
 #define REPORT_LEN (1 + TCPOTA_ID_LEN + 2 + 4)
+#define BAD_LEN (1 + TCPOTA_ID_LEN + 1 + 1 + 4) /* version, id, reason, count, CRC */
+#define BAD_REASON (1 + TCPOTA_ID_LEN)
+#define BAD_COUNT (2 + TCPOTA_ID_LEN)
+/* A boot failure may be a power cut between the first boot and the health
+ * check's verdict, not the image's fault: the image is declined from its
+ * second boot failure on. Any other failure is final at once. */
+#define BOOT_FAILURES_FINAL 2
+#define BAD_SHORT_ID 4 /* id bytes a DECLINE's sentence shows, in hex */
 
 /* ---- persistent records: version byte, fields, CRC32C ---------------- */
 
@@ -99,6 +107,93 @@ static int counter_raise(const struct tcpota_port *p, uint32_t counter)
     return rec_save(p, TCPOTA_KEY_COUNTER, b, sizeof(b));
 }
 
+/* ---- failed-image memory --------------------------------------------- */
+
+/* Loads the record into b (all zero when absent or torn: no reason). */
+static int bad_load(const struct tcpota_port *p, uint8_t b[BAD_LEN])
+{
+    int rc = rec_load(p, TCPOTA_KEY_BAD, b, BAD_LEN);
+
+    if (rc == TCPOTA_ERR_NOENT) {
+        memset(b, 0, BAD_LEN);
+        return 0;
+    }
+    return rc;
+}
+
+/* Remembers `id` as failed for `reason`; failures of the same image for
+ * the same reason are counted (up to BOOT_FAILURES_FINAL). */
+static int bad_save(const struct tcpota_port *p, const uint8_t *id, enum tcpota_dev_bad reason)
+{
+    uint8_t b[BAD_LEN];
+    int rc = bad_load(p, b);
+
+    if (rc < 0) {
+        return rc;
+    }
+    if (b[BAD_REASON] != reason || memcmp(b + 1, id, TCPOTA_ID_LEN) != 0) {
+        b[BAD_COUNT] = 0;
+    }
+    if (b[BAD_COUNT] < BOOT_FAILURES_FINAL) {
+        b[BAD_COUNT]++;
+    }
+    memcpy(b + 1, id, TCPOTA_ID_LEN);
+    b[BAD_REASON] = (uint8_t)reason;
+    return rec_save(p, TCPOTA_KEY_BAD, b, BAD_LEN);
+}
+
+static int bad_forget(const struct tcpota_port *p)
+{
+    int rc = p->kv_erase(p->ctx, TCPOTA_KEY_BAD);
+
+    return rc == TCPOTA_ERR_NOENT ? 0 : rc;
+}
+
+int tcpota_dev_bad_image(const struct tcpota_port *p, uint8_t id[TCPOTA_ID_LEN])
+{
+    uint8_t b[BAD_LEN];
+    int rc = bad_load(p, b);
+
+    if (rc < 0) {
+        return rc;
+    }
+    if (b[BAD_REASON] == TCPOTA_BAD_BOOT_FAILED && b[BAD_COUNT] < BOOT_FAILURES_FINAL) {
+        return TCPOTA_BAD_NONE; /* one more chance */
+    }
+    if (id) {
+        memcpy(id, b + 1, TCPOTA_ID_LEN);
+    }
+    return b[BAD_REASON];
+}
+
+int tcpota_dev_bad_text(const uint8_t id[TCPOTA_ID_LEN], int reason,
+                        char out[TCPOTA_DEV_BAD_TEXT_MAX])
+{
+    static const char hex[] = "0123456789abcdef";
+    static const char *const why[] = {
+        " failed before",
+        " failed its integrity check before",
+        " was refused at ota_end before",
+        " failed its health check before",
+        " did not boot before",
+    };
+    static const char wait[] = "; waiting for another image";
+    size_t n = sizeof("image ") - 1, k;
+
+    if (reason < 0 || reason > TCPOTA_BAD_BOOT_FAILED) {
+        reason = TCPOTA_BAD_NONE;
+    }
+    memcpy(out, "image ", n);
+    for (unsigned i = 0; i < BAD_SHORT_ID; i++) {
+        out[n++] = hex[id[i] >> 4];
+        out[n++] = hex[id[i] & 15];
+    }
+    k = strlen(why[reason]);
+    memcpy(out + n, why[reason], k);
+    memcpy(out + n + k, wait, sizeof(wait));
+    return (int)(n + k + sizeof(wait) - 1);
+}
+
 /* ---- boot ------------------------------------------------------------ */
 
 int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
@@ -127,6 +222,15 @@ int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
         if (have_last && (rc = report_save(p, last + 1, result)) < 0) {
             return rc;
         }
+        /* Remembered before the record that names it goes: the server may
+         * offer the rolled-back image again at once. Confirming another
+         * image forgets it. */
+        if (have_last && !healthy && (rc = bad_save(p, last + 1, TCPOTA_BAD_ROLLED_BACK)) < 0) {
+            return rc;
+        }
+        if (have_last && healthy && (rc = bad_forget(p)) < 0) {
+            return rc;
+        }
         /* The counter goes up before the record that carries it is erased:
          * a cut in between must not confirm the image with the old floor. */
         if (healthy && have_last &&
@@ -143,10 +247,13 @@ int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
         return rc < 0 ? rc : 1;
     }
     if (st.rolled_back && have_last) {
-        if ((rc = report_save(p, last + 1, TCPOTA_RESULT_BOOT_FAILED)) < 0) {
+        /* Counted after the record that names it goes: a cut in between
+         * gives the image a chance too many, never one too few. */
+        if ((rc = report_save(p, last + 1, TCPOTA_RESULT_BOOT_FAILED)) < 0 ||
+            (rc = p->kv_erase(p->ctx, TCPOTA_KEY_LAST)) < 0) {
             return rc;
         }
-        return p->kv_erase(p->ctx, TCPOTA_KEY_LAST);
+        return bad_save(p, last + 1, TCPOTA_BAD_BOOT_FAILED);
     }
     return 0;
 }
@@ -291,6 +398,7 @@ int tcpota_dev_connect(struct tcpota_dev *d, uint32_t now_ms)
     d->challenged = 0;
     d->welcomed = 0;
     d->auth_announced = 0;
+    d->bad_reason = TCPOTA_BAD_NONE;
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_HELLO;
     m.u.hello.proto_min = TCPOTA_PROTO_VERSION;
@@ -417,16 +525,39 @@ static int decline(struct tcpota_dev *d, const uint8_t *id, int reason, const ch
     return queue(d, &m);
 }
 
+/* Declines an offer of the image remembered as bad (TCPOTA_KEY_BAD), with
+ * the reason in words (state DECLINED then). Returns 0 or an error. A
+ * record that cannot be read blocks nothing. */
+static int decline_known_bad(struct tcpota_dev *d, const uint8_t *id, struct tcpota_dev_event *ev)
+{
+    uint8_t bad[TCPOTA_ID_LEN];
+    char why[TCPOTA_DEV_BAD_TEXT_MAX];
+    int reason = tcpota_dev_bad_image(d->cfg.port, bad);
+
+    if (reason <= TCPOTA_BAD_NONE || memcmp(bad, id, TCPOTA_ID_LEN) != 0) {
+        return 0;
+    }
+    (void)tcpota_dev_bad_text(id, reason, why);
+    d->bad_reason = (uint8_t)reason;
+    memcpy(d->bad_id, id, TCPOTA_ID_LEN);
+    return decline(d, id, TCPOTA_ERR_REFUSED, why, ev);
+}
+
 static int on_offer(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcpota_dev_event *ev)
 {
     const struct tcpota_port *p = d->cfg.port;
     struct tcpota_offer_info info;
     struct tcpota_msg a;
     uint32_t start = 0;
-    int rc;
+    int rc = decline_known_bad(d, m->u.offer.image_id, ev);
 
+    if (rc < 0 || d->state == TCPOTA_DEV_DECLINED) {
+        return rc;
+    }
     if (m->u.offer.size > p->slot_size) {
-        return decline(d, m->u.offer.image_id, TCPOTA_ERR_NOSPC, "image larger than the slot", ev);
+        rc = decline(d, m->u.offer.image_id, TCPOTA_ERR_NOSPC, "image larger than the slot", ev);
+        ev->size = m->u.offer.size; /* the caller can say both sizes */
+        return rc;
     }
     if (d->cfg.running_id &&
         memcmp(d->cfg.running_id, m->u.offer.image_id, TCPOTA_ID_LEN) == 0) {
@@ -528,6 +659,7 @@ static int finish(struct tcpota_dev *d, struct tcpota_dev_event *ev)
     uint8_t last[LAST_LEN];
     struct tcpota_msg m;
     int rc = p->ota_end(p->ctx);
+    enum tcpota_dev_bad bad = rc < 0 ? TCPOTA_BAD_REFUSED : TCPOTA_BAD_NONE;
 
     if (rc == 0) {
         rc = verify_slot(d);
@@ -545,7 +677,17 @@ static int finish(struct tcpota_dev *d, struct tcpota_dev_event *ev)
     m.u.complete.image_id = d->image;
     if (rc < 0) {
         /* Never bootable; start over from zero next time. No "last update"
-         * record either, or a later rollback would be blamed on it. */
+         * record either, or a later rollback would be blamed on it. An
+         * image that is not what its id says (or that the port refuses) is
+         * remembered, so that its next offer is declined before a byte is
+         * written; a storage error on the way is not the image's fault. */
+        if (rc == TCPOTA_ERR_INTEGRITY) {
+            bad = TCPOTA_BAD_INTEGRITY;
+        }
+        if (bad != TCPOTA_BAD_NONE && bad_save(p, d->image, bad) == 0) {
+            d->bad_reason = (uint8_t)bad;
+            memcpy(d->bad_id, d->image, TCPOTA_ID_LEN);
+        }
         (void)p->ota_abort(p->ctx);
         (void)resume_drop(d);
         (void)p->kv_erase(p->ctx, TCPOTA_KEY_LAST);
