@@ -748,6 +748,7 @@ static size_t io_pending(void *ctx)
 
 /* Sets up the shared socket code for this device: its buffers, the
  * signal pipe as wake-up fd, and the callbacks of this file. */
+/* Returns 0, or the exit code after a message: 2 for an unusable --ca. */
 static int client_init(struct device *dv)
 {
     struct tcpota_client_config cc;
@@ -769,13 +770,17 @@ static int client_init(struct device *dv)
     cc.on_input = client_input;
     if (dv->o.ca) {
         if (cli_tls_init(&dv->tls, dv->o.ca) < 0) {
-            return -1;
+            return 2;
         }
         cc.io_recv = io_recv;
         cc.io_send = io_send;
         cc.io_pending = io_pending;
     }
-    return tcpota_client_init(&dv->cl, &cc);
+    if (tcpota_client_init(&dv->cl, &cc) < 0) {
+        fprintf(stderr, "tcpota device: cannot set up the connection\n");
+        return 1;
+    }
+    return 0;
 }
 
 /* ---- one connection -------------------------------------------------- */
@@ -1123,11 +1128,11 @@ int cmd_device(int argc, char **argv)
         free(dv);
         return 1;
     }
-    if (client_init(dv) < 0) {
-        fprintf(stderr, "tcpota device: cannot set up the connection\n");
+    if ((rc = client_init(dv)) != 0) {
+        if (dv->o.ca) cli_tls_free(&dv->tls);
         signals_remove();
         free(dv);
-        return 1;
+        return rc;
     }
     rc = device_main(dv);
     tcpota_client_close(&dv->cl, 0);

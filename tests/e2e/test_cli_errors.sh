@@ -37,7 +37,11 @@ expect 2 "public key: fifo is not a regular file" \
   $T device --server 127.0.0.1:1 --flash devdir --trust fifo --max-attempts 1
 expect 2 "device secret: fifo is not a regular file" \
   $T device --server 127.0.0.1:1 --flash devdir --id d --secret fifo --max-attempts 1
-ok "a FIFO as key, image, manifest, device secret or --out is refused at once"
+expect 2 "--ca: fifo is not a regular file" \
+  $T device --server 127.0.0.1:1 --flash devdir --ca fifo --max-attempts 1
+expect 2 "--ca: dir is not a regular file \(it is a directory\)" \
+  $T device --server 127.0.0.1:1 --flash devdir --ca dir --max-attempts 1
+ok "a FIFO as key, image, manifest, device secret, --ca or --out is refused at once"
 
 # A directory, a missing file, an empty file.
 expect 2 "private key: dir is not a regular file \(it is a directory\)" $T sign --key dir $S img
