@@ -5,9 +5,12 @@ BUILD_ASAN ?= build-asan
 BUILD_FUZZ ?= build-fuzz
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 15
+# `make install`: PREFIX/bin/tcpota (+ tcpota-proxy, tcpota-legacy-client);
+# DESTDIR, if set, is put before PREFIX (for packaging).
+PREFIX     ?= /usr/local
 
 .PHONY: all deps deps-demo build build-asan test test-unit test-asan fuzz-smoke fuzz \
-        core-check demo bench clean esp-idf-check test-long
+        core-check demo bench clean esp-idf-check test-long install uninstall
 
 all: build
 
@@ -22,6 +25,17 @@ $(BUILD)/CMakeCache.txt:
 
 build: $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j$(JOBS)
+
+# Installs what `make build` built; cmake records each file it wrote (without
+# DESTDIR) in $(BUILD)/install_manifest.txt, which `make uninstall` removes
+# again: give it the same DESTDIR.
+install: build
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
+
+uninstall:
+	@test -f $(BUILD)/install_manifest.txt || \
+	    { echo "make uninstall: $(BUILD)/install_manifest.txt is missing: nothing was installed from $(BUILD)"; exit 1; }
+	sed 's|^|$(DESTDIR)|' $(BUILD)/install_manifest.txt | xargs -d '\n' rm -fv --
 
 $(BUILD_ASAN)/CMakeCache.txt:
 	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DTCPOTA_SANITIZE=ON

@@ -355,7 +355,7 @@ fleet_bench() {
         read -r _ waited < <(wait_count "$WORK/fleet.log" 'done: image .* verified by the device' "$n" 60)
         read -r hwm1 _ cpu1 < <(proc_stats "$pid")
         stop_pid fleet
-        srv_ok=$(sed -nE 's/.*summary: .* ([0-9]+) devices updated \(verified\).*/\1/p' "$WORK/fleet.log")
+        srv_ok=$(sed -nE 's/.*summary: [0-9]+ devices: .* ([0-9]+) verified \(not confirmed yet\).*/\1/p' "$WORK/fleet.log")
         log "fleet: the server counted ${srv_ok:-?} of $n devices verified, ${waited} s after the load generator ended"
         [ "${srv_ok:-0}" -eq "$n" ] ||
           log "server summary does not show $n verified devices: $(grep summary "$WORK/fleet.log")"

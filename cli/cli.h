@@ -10,6 +10,8 @@
 int cmd_serve(int argc, char **argv);
 /* `tcpota device ...` and `tcpota device status ...`; returns the exit code. */
 int cmd_device(int argc, char **argv);
+/* `tcpota device status` (cli/device_status.c); argv[0] is "status". */
+int cmd_device_status(int argc, char **argv);
 
 /* Splits "HOST:PORT" (or "[v6]:PORT") into host and port. Returns 0, or -1
  * with a message on stderr naming `what`. */
@@ -18,13 +20,20 @@ int cli_hostport(const char *s, const char *what, char *host, size_t hcap, uint1
 int cli_number(const char *s, const char *what, unsigned long long min, unsigned long long max,
                unsigned long long *out);
 /* Opens an existing file for reading and requires a regular file, so that
- * a FIFO, a directory or a device given where a file belongs is an error
- * at once instead of a hang (the open itself does not block). `what` names
- * the argument in the message, e.g. "--auth-file". Returns the descriptor
- * (blocking, close-on-exec) or -1 after printing what is wrong. */
+ * a FIFO, a directory, a device or a socket given where a file belongs is
+ * an error at once instead of a hang (the open itself does not block).
+ * `what` names the argument in the message, e.g. "--auth-file" (NULL:
+ * "file"): "tcpota: --auth-file: x is not a regular file (it is a FIFO);
+ * give the path of a file". Returns the descriptor (blocking,
+ * close-on-exec) or -1 after printing what is wrong. */
 int cli_open_regular(const char *path, const char *what);
 /* The same, as a stdio stream ("r"); NULL after printing what is wrong. */
 FILE *cli_fopen_regular(const char *path, const char *what);
+/* For a file holding a secret (a private key, a device secret), open as fd:
+ * warns on stderr when its group or others may read or write it, with the
+ * chmod that fixes it. Only warns: the caller goes on. Returns 1 when it
+ * warned, else 0. */
+int cli_warn_if_exposed(const char *path, int fd);
 /* Monotonic milliseconds. */
 uint64_t cli_now_ms(void);
 

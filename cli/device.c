@@ -13,13 +13,17 @@
  * here ever erases or rewrites DIR by itself.
  *
  * The socket side of one connection (connect with a timeout, poll, feed,
- * flush, tick) is ports/common/tcpota_client.c, shared with the ESP-IDF
- * component; this file adds the signals, the reconnect policy, logging and
- * the emulated reboot.
+ * flush, tick) is ports/common/tcpota_client.c and the reconnect policy
+ * (backoff, attempts without progress, giving up) is
+ * ports/common/tcpota_runner.c, both shared with the ESP-IDF component;
+ * this file adds the options, the signals, TLS, logging and the emulated
+ * reboot.
+ *
+ * `tcpota device status` is cli/device_status.c.
  *
  * Sections: signals; logging; options; flash and boot; network helpers;
- * one connection; the connection loop; statistics; `device status`;
- * entry point.
+ * one connection; the runner's callbacks; the connection loop;
+ * statistics; entry point.
  */
 #include "cli.h"
 #include "keys.h"
@@ -28,6 +32,7 @@
 #include "tls.h"
 #include "tcpota/codec.h"
 #include "tcpota_client.h"
+#include "tcpota_runner.h"
 #include "tcpota/crc32c.h"
 #include "tcpota/device.h"
 #include "tcpota/tcpota.h"
@@ -40,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -60,9 +66,7 @@
 #define TX_HIGH (TX_CAP / 2u)
 #define CONNECT_MAX_MS 10000u /* cap of one connect() wait */
 #define FLUSH_MS 2000u        /* best effort for the last frames before close */
-#define LINGER_MS 1000u       /* wait for the server's FIN after our last frame */
 #define HOST_MAX 256
-#define RESUME_REC_LEN (1u + TCPOTA_ID_LEN + 4u + 4u + 4u)
 
 /* ---- signals --------------------------------------------------------- */
 
@@ -152,6 +156,7 @@ struct options {
     uint32_t backoff_min, backoff_max, timeout_ms;
     enum progress_mode progress;
     int quiet;
+    int init; /* --init: DIR may exist (empty): start a new device there */
     uint8_t trust[MAX_TRUST][TCPOTA_PUBKEY_LEN]; /* --trust: keys images must be signed with */
     size_t ntrust;
     uint8_t secret[64]; /* --secret: answers the server's CHALLENGE */
@@ -195,6 +200,9 @@ struct device {
     uint8_t tx[TX_CAP];
     uint8_t net[NET_BUF];
     struct tcpota_client cl; /* the socket side of one connection */
+    struct tcpota_runner runner; /* connect, back off, give up */
+    int told_unreachable;    /* "cannot reach the server" said since the last connect */
+    uint32_t declined_size;  /* size of the last offer declined */
     struct cli_tls tls;      /* with --ca */
     int had_report;          /* this connection's HELLO carries a report */
 
@@ -261,7 +269,8 @@ static void usage(FILE *f)
             "\n"
             "options:\n"
             "  --server HOST:PORT     tcpota server to update from\n"
-            "  --flash DIR            device flash (created on first use)\n"
+            "  --flash DIR            device flash (created when DIR does not exist)\n"
+            "  --init                 start a new device in DIR even though it exists (empty)\n"
             "  --id ID                device id (default: dev-<hash of DIR's path>)\n"
             "  --model M              device model (default esp32)\n"
             "  --factory-version V    factory image version in a new DIR (default 0.0.0)\n"
@@ -295,7 +304,7 @@ static int usage_error(const char *fmt, const char *arg)
 enum opt_id {
     OPT_SERVER, OPT_FLASH, OPT_ID, OPT_MODEL, OPT_FACTORY, OPT_SLOT, OPT_HEALTH, OPT_ACK,
     OPT_ATTEMPTS, OPT_BMIN, OPT_BMAX, OPT_TIMEOUT, OPT_PROGRESS, OPT_QUIET, OPT_HELP,
-    OPT_TRUST, OPT_SECRET, OPT_CA,
+    OPT_TRUST, OPT_SECRET, OPT_CA, OPT_INIT,
 };
 
 static const struct {
@@ -312,7 +321,7 @@ static const struct {
     {"--progress", OPT_PROGRESS, 1},     {"--quiet", OPT_QUIET, 0},
     {"--help", OPT_HELP, 0},             {"-h", OPT_HELP, 0},
     {"--trust", OPT_TRUST, 1},           {"--secret", OPT_SECRET, 1},
-    {"--ca", OPT_CA, 1},
+    {"--ca", OPT_CA, 1},                 {"--init", OPT_INIT, 0},
 };
 
 /* Finds the option `arg` names ("--name" or "--name=value"); -1 if none. */
@@ -416,6 +425,9 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
     case OPT_QUIET:
         o->quiet = 1;
         return 0;
+    case OPT_INIT:
+        o->init = 1;
+        return 0;
     case OPT_TRUST:
         if (o->ntrust == MAX_TRUST) {
             return usage_error("%s: at most 8 keys", name);
@@ -450,9 +462,9 @@ static int parse_options(struct options *o, int argc, char **argv)
     o->factory = "0.0.0";
     o->healthy = 1;
     o->ack_interval = TCPOTA_DEV_ACK_DEFAULT;
-    o->max_attempts = 20;
-    o->backoff_min = 200;
-    o->backoff_max = 5000;
+    o->max_attempts = TCPOTA_RUNNER_ATTEMPTS_DEFAULT;
+    o->backoff_min = TCPOTA_RUNNER_BACKOFF_MIN_MS;
+    o->backoff_max = TCPOTA_RUNNER_BACKOFF_MAX_MS;
     o->timeout_ms = 30000;
     o->progress = PROGRESS_AUTO;
 
@@ -521,14 +533,41 @@ static void set_prefix(struct device *dv, const char *id)
     snprintf(dv->prefix, sizeof(dv->prefix), "device %s: ", id);
 }
 
-/* Opens DIR as it is, or creates a fresh device there: --slot-size and
- * --factory-version only shape a new device, an existing one keeps its own. */
+/* 1 when dir exists and holds nothing but "." and "..". */
+static int dir_empty(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+
+    if (!d) {
+        return 0;
+    }
+    while ((e = readdir(d)) != NULL) {
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    }
+    closedir(d);
+    return n == 0;
+}
+
+/* Opens DIR as it is. A new device is created only where DIR does not
+ * exist, or with --init: a directory that lost a file must not silently
+ * become a blank device (losing the installed image and the anti-rollback
+ * counter). --slot-size and --factory-version only shape a new device. */
 static int flash_open(struct device *dv, uint32_t slot_size)
 {
-    int rc = tcpota_posix_open(&dv->flash, dv->o.dir, 0, 0, NULL);
+    struct stat st;
+    int create = dv->o.init || (stat(dv->o.dir, &st) < 0 && errno == ENOENT);
+    int rc = tcpota_posix_open(&dv->flash, dv->o.dir, create, create ? slot_size : 0, dv->o.factory);
 
+    if (rc == TCPOTA_ERR_NOENT && dir_empty(dv->o.dir)) {
+        say(dv, "%s holds no device; start a new device there with --init", dv->o.dir);
+        return -1;
+    }
     if (rc == TCPOTA_ERR_NOENT) {
-        rc = tcpota_posix_open(&dv->flash, dv->o.dir, 1, slot_size, dv->o.factory);
+        say(dv, "%s; restore it, or start a new device with --init in an empty directory",
+            tcpota_posix_strerror_detail(&dv->flash));
+        return -1;
     }
     if (rc < 0) {
         return flash_fail(dv, "opening the flash", rc);
@@ -709,6 +748,7 @@ static size_t io_pending(void *ctx)
 
 /* Sets up the shared socket code for this device: its buffers, the
  * signal pipe as wake-up fd, and the callbacks of this file. */
+/* Returns 0, or the exit code after a message: 2 for an unusable --ca. */
 static int client_init(struct device *dv)
 {
     struct tcpota_client_config cc;
@@ -730,21 +770,20 @@ static int client_init(struct device *dv)
     cc.on_input = client_input;
     if (dv->o.ca) {
         if (cli_tls_init(&dv->tls, dv->o.ca) < 0) {
-            return -1;
+            return 2;
         }
         cc.io_recv = io_recv;
         cc.io_send = io_send;
         cc.io_pending = io_pending;
     }
-    return tcpota_client_init(&dv->cl, &cc);
+    if (tcpota_client_init(&dv->cl, &cc) < 0) {
+        fprintf(stderr, "tcpota device: cannot set up the connection\n");
+        return 1;
+    }
+    return 0;
 }
 
 /* ---- one connection -------------------------------------------------- */
-
-/* How a connection ends: the shared client's outcomes, where ENDED means
- * a rollback was reported (on_event stops after WELCOME) and STOPPED means
- * SIGINT or SIGTERM. */
-#define OUT_REPORTED TCPOTA_CLIENT_ENDED
 
 /* Counts the image bytes the session wrote since the last call: its write
  * position only moves when a DATA frame was written to flash. */
@@ -796,7 +835,7 @@ static void on_checkpoint(struct device *dv, const struct tcpota_dev_event *ev)
 }
 
 /* Reacts to one session event. Returns 0 to go on, nonzero to end the
- * connection (OUT_REPORTED). */
+ * connection once a rollback was reported (TCPOTA_RUNNER_ENDED). */
 static int on_event(struct device *dv, const struct tcpota_dev_event *ev)
 {
     switch (ev->type) {
@@ -810,6 +849,9 @@ static int on_event(struct device *dv, const struct tcpota_dev_event *ev)
         break;
     case TCPOTA_DEV_EV_CHECKPOINT:
         on_checkpoint(dv, ev);
+        break;
+    case TCPOTA_DEV_EV_DECLINED:
+        dv->declined_size = ev->size;
         break;
     case TCPOTA_DEV_EV_UPDATED:
         progress_update(&dv->prog, dv->dev.pos, dv->dev.size);
@@ -834,6 +876,7 @@ static int client_input(void *ctx, int rc, const struct tcpota_dev_event *ev)
     const char *detail = tcpota_posix_strerror_detail(&dv->flash);
     int end = 0;
 
+    tcpota_runner_note(&dv->runner, rc, ev);
     count_written(dv);
     if (rc < 0) {
         int fresh = strcmp(detail, dv->detail) != 0 && *detail;
@@ -848,9 +891,32 @@ static int client_input(void *ctx, int rc, const struct tcpota_dev_event *ev)
     return end;
 }
 
-/* Runs one connection on the connected client until it ends. */
-static int run_connection(struct device *dv)
+/* ---- the runner's callbacks ------------------------------------------ */
+
+/* Connects, then speaks TLS with --ca. */
+static int runner_connect(void *ctx)
 {
+    struct device *dv = ctx;
+    int rc = tcpota_client_connect(&dv->cl, dv->o.host, dv->o.port, dv->o.server);
+
+    if (g_signal) {
+        return TCPOTA_ERR_CANCELED;
+    }
+    /* Inside TLS the answer to a CHALLENGE is bound to this session. */
+    if (rc == 0 && dv->o.ca &&
+        (cli_tls_handshake(&dv->tls, &dv->cl, dv->o.host, dv->o.timeout_ms, dv->err,
+                           sizeof(dv->err)) < 0 ||
+         cli_tls_bind(&dv->tls, &dv->dev, dv->err, sizeof(dv->err)) < 0)) {
+        return TCPOTA_ERR_DENIED;
+    }
+    return rc;
+}
+
+/* Runs one connection on the connected client until it ends. */
+static int runner_run(void *ctx)
+{
+    struct device *dv = ctx;
+
     dv->st.tracking = 0;
     dv->had_report = dv->dev.report_result != 0; /* HELLO carries it */
     memcpy(dv->detail, tcpota_posix_strerror_detail(&dv->flash), sizeof(dv->detail));
@@ -858,96 +924,131 @@ static int run_connection(struct device *dv)
     return tcpota_client_run(&dv->cl);
 }
 
-/* ---- the connection loop --------------------------------------------- */
-
-/* Full jitter over [base/2, base], base doubling from backoff-min up to
- * backoff-max with each attempt since the last progress. */
-static uint32_t backoff_ms(const struct options *o, unsigned attempts)
+static void runner_close(void *ctx, uint32_t linger_ms)
 {
-    uint64_t base = o->backoff_min;
+    struct device *dv = ctx;
 
-    for (unsigned i = 1; i < attempts && base < o->backoff_max; i++) {
-        base *= 2;
+    if (dv->o.ca) {
+        cli_tls_end(&dv->tls);
     }
-    if (base > o->backoff_max) {
-        base = o->backoff_max;
-    }
-    return (uint32_t)(base / 2 + randombytes_uniform((uint32_t)(base - base / 2 + 1)));
+    tcpota_client_close(&dv->cl, linger_ms);
+    progress_clear(&dv->prog);
 }
 
-/* Connects until the device is up to date (0), fails for good (1) or is
- * stopped by a signal (128 + signal). */
+static uint32_t runner_random(void *ctx, uint32_t bound)
+{
+    (void)ctx;
+    return randombytes_uniform(bound);
+}
+
+/* Logs what the runner does. That the server cannot be reached is said at
+ * once even with --quiet, with the next wait: a silent minute looks like
+ * a hang. */
+static void runner_step(void *ctx, const struct tcpota_runner_step *s)
+{
+    struct device *dv = ctx;
+
+    switch (s->type) {
+    case TCPOTA_RUNNER_CONNECTING:
+        info(dv, "connecting to %s", dv->o.server);
+        break;
+    case TCPOTA_RUNNER_CONNECTED:
+        dv->st.connections++;
+        dv->told_unreachable = 0;
+        info(dv, "connected to %s%s", dv->o.server, dv->o.ca ? " (TLS, certificate verified)" : "");
+        break;
+    case TCPOTA_RUNNER_BACKOFF:
+        if (s->unreachable && !dv->told_unreachable) {
+            dv->told_unreachable = 1;
+            say(dv, "cannot reach the server (%s); retrying, next attempt in %lu ms", s->why,
+                (unsigned long)s->wait_ms);
+        } else if (s->image_failed) {
+            say(dv, "%s; asking again in %lu ms", s->why, (unsigned long)s->wait_ms);
+        } else {
+            info(dv, "%s; retrying in %lu ms", s->why, (unsigned long)s->wait_ms);
+        }
+        break;
+    }
+}
+
+static int runner_init(struct device *dv)
+{
+    struct tcpota_runner_config rc;
+
+    memset(&rc, 0, sizeof(rc));
+    rc.dev = &dv->dev;
+    rc.backoff_min_ms = dv->o.backoff_min;
+    rc.backoff_max_ms = dv->o.backoff_max;
+    rc.failure_max_ms = dv->o.backoff_max > TCPOTA_RUNNER_FAILURE_MAX_MS
+                            ? dv->o.backoff_max
+                            : TCPOTA_RUNNER_FAILURE_MAX_MS;
+    rc.max_attempts = dv->o.max_attempts;
+    rc.err = dv->err;
+    rc.err_cap = sizeof(dv->err);
+    rc.ctx = dv;
+    rc.connect = runner_connect;
+    rc.run = runner_run;
+    rc.close = runner_close;
+    rc.client = &dv->cl; /* waits between attempts wake on a signal */
+    rc.random = runner_random;
+    rc.on_step = runner_step;
+    if (tcpota_runner_init(&dv->runner, &rc) < 0) {
+        say(dv, "cannot set up the connection loop");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the connection loop --------------------------------------------- */
+
+static int stopped(struct device *dv)
+{
+    say(dv, "stopped by %s", g_signal == SIGINT ? "SIGINT" : "SIGTERM");
+    return 128 + g_signal;
+}
+
+static void say_declined(struct device *dv)
+{
+    if (dv->dev.last_error == TCPOTA_ERR_NOSPC) {
+        say(dv, "declined the server's offer: the image (%lu bytes) is larger than the slot "
+                "(%lu bytes)", (unsigned long)dv->declined_size, (unsigned long)dv->port.slot_size);
+    } else {
+        /* The core refuses before it records the offer's version. */
+        say(dv, "declined the server's offer: %s%s%s", tcpota_strerror(dv->dev.last_error),
+            tcpota_dev_reason(&dv->dev)[0] ? ": " : "", tcpota_dev_reason(&dv->dev));
+    }
+}
+
+/* Runs the runner until the device is up to date (0), fails for good (1)
+ * or is stopped by a signal (128 + signal); reboots after each update. */
 static int run(struct device *dv)
 {
-    unsigned attempts = 0;
-
     for (;;) {
-        uint64_t written = dv->st.written;
-        int out = TCPOTA_CLIENT_RETRY, rc;
-
-        attempts++;
-        dv->err[0] = 0;
-        info(dv, "connecting to %s", dv->o.server);
-        rc = tcpota_client_connect(&dv->cl, dv->o.host, dv->o.port, dv->o.server);
-        if (g_signal || rc == TCPOTA_CLIENT_STOPPED) {
-            out = TCPOTA_CLIENT_STOPPED;
-        } else if (rc == 0 && dv->o.ca &&
-                   cli_tls_handshake(&dv->tls, &dv->cl, dv->o.host, dv->o.timeout_ms, dv->err,
-                                     sizeof(dv->err)) < 0) {
-            out = TCPOTA_CLIENT_RETRY;
-        } else if (rc == 0) {
-            dv->st.connections++;
-            info(dv, "connected to %s%s", dv->o.server, dv->o.ca ? " (TLS, certificate verified)" : "");
-            out = run_connection(dv);
-        }
-        if (dv->o.ca) {
-            cli_tls_end(&dv->tls);
-        }
-        if (out == TCPOTA_CLIENT_UPDATED && dv->err[0]) {
-            /* The report in the next HELLO tells the server anyway. */
-            info(dv, "could not send COMPLETE: %s", dv->err);
-        }
-        tcpota_client_close(&dv->cl, out == TCPOTA_CLIENT_UPDATED || out == TCPOTA_CLIENT_DECLINED
-                                         ? LINGER_MS
-                                         : 0);
-        progress_clear(&dv->prog);
-        switch (out) {
-        case TCPOTA_CLIENT_STOPPED:
-            say(dv, "stopped by %s", g_signal == SIGINT ? "SIGINT" : "SIGTERM");
-            return 128 + g_signal;
-        case TCPOTA_CLIENT_UP_TO_DATE:
+        switch (tcpota_runner_run(&dv->runner)) {
+        case TCPOTA_RUNNER_STOPPED:
+            return stopped(dv);
+        case TCPOTA_RUNNER_UP_TO_DATE:
             say(dv, "up to date, running %s", dv->version);
             return 0;
-        case TCPOTA_CLIENT_DECLINED:
-            /* The core refuses before it records the offer's version. */
-            say(dv, "declined the server's offer: %s", tcpota_strerror(dv->dev.last_error));
+        case TCPOTA_RUNNER_DECLINED:
+            say_declined(dv);
             return 1;
-        case OUT_REPORTED:
+        case TCPOTA_RUNNER_ENDED:
             say(dv, "new image %s %s and was rolled back", dv->rejected, dv->rollback_why);
             return 1;
-        case TCPOTA_CLIENT_UPDATED:
+        case TCPOTA_RUNNER_UPDATED:
+            if (dv->err[0]) {
+                /* The report in the next HELLO tells the server anyway. */
+                info(dv, "could not send COMPLETE: %s", dv->err);
+            }
             if (reboot(dv) < 0) {
                 return 1;
             }
-            attempts = 0; /* the update was progress; reconnect at once */
             continue;
         default:
-            break;
-        }
-        tcpota_dev_disconnect(&dv->dev);
-        if (dv->st.written > written) {
-            attempts = 0; /* this connection moved the image forward */
-        } else if (attempts >= dv->o.max_attempts) {
-            say(dv, "gave up after %u attempts: %s", attempts, dv->err);
+            say(dv, "gave up after %u attempts without progress: %s", dv->runner.attempts,
+                dv->err);
             return 1;
-        }
-        {
-            uint32_t ms = backoff_ms(&dv->o, attempts);
-            info(dv, "%s; retrying in %lu ms", dv->err, (unsigned long)ms);
-            if (tcpota_client_wait(&dv->cl, -1, 0, ms) < 0) {
-                say(dv, "stopped by %s", g_signal == SIGINT ? "SIGINT" : "SIGTERM");
-                return 128 + g_signal;
-            }
         }
     }
 }
@@ -972,103 +1073,6 @@ static void print_stats(struct device *dv)
         (unsigned long long)(st->stale_frames + dv->dev.stale_frames));
 }
 
-/* ---- `device status` ------------------------------------------------- */
-
-static void json_string(const char *s)
-{
-    putchar('"');
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            printf("\\%c", c);
-        } else if (c < 0x20 || c > 0x7e) {
-            printf("\\u%04x", c);
-        } else {
-            putchar(c);
-        }
-    }
-    putchar('"');
-}
-
-static void print_status(const struct tcpota_posix_slot_info *run, const uint8_t *resume)
-{
-    char version[TCPOTA_POSIX_VERSION_MAX + 1];
-
-    copy_version(version, run->version);
-    printf("{\"slot\":%u,\"version\":", (unsigned)run->slot);
-    json_string(version);
-    printf(",\"size\":%lu,\"sha256\":\"", (unsigned long)run->size);
-    for (size_t i = 0; i < TCPOTA_ID_LEN; i++) {
-        printf("%02x", run->sha256[i]);
-    }
-    printf("\",\"pending\":%s,\"rolled_back\":%s,\"resume\":", run->pending ? "true" : "false",
-           run->rolled_back ? "true" : "false");
-    if (resume) {
-        printf("{\"offset\":%lu,\"size\":%lu}",
-               (unsigned long)tcpota_get_u32(resume + 1 + TCPOTA_ID_LEN + 4),
-               (unsigned long)tcpota_get_u32(resume + 1 + TCPOTA_ID_LEN));
-    } else {
-        printf("null");
-    }
-    printf("}\n");
-}
-
-/* The resume record as the core writes it: version 1, image id, size,
- * offset, CRC32C. Returns it or NULL when absent or not intact. */
-static const uint8_t *read_resume(const struct tcpota_posix_status *st)
-{
-    const uint8_t *r = st->resume;
-
-    if (st->resume_len != (int)RESUME_REC_LEN || r[0] != 1 ||
-        tcpota_crc32c(r, RESUME_REC_LEN - 4) != tcpota_get_u32(r + RESUME_REC_LEN - 4)) {
-        return NULL;
-    }
-    return r;
-}
-
-/* `tcpota device status --flash DIR`. DIR is only read (its files opened
- * O_RDONLY, see tcpota_posix_inspect): the JSON describes what the
- * bootloader picks at the next reset, i.e. what the device runs now or,
- * after an update not yet rebooted into, at its next start (pending). */
-static int cmd_status(int argc, char **argv)
-{
-    static struct tcpota_posix_dev dev; /* ~9 KiB of workspace: off the stack */
-    static struct tcpota_posix_status st;
-    const char *dir = NULL;
-    int rc;
-
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (strcmp(argv[i], "--flash") == 0) {
-            if (i + 1 >= argc) {
-                return usage_error("%s needs a value", "--flash");
-            }
-            dir = argv[++i];
-        } else if (strncmp(argv[i], "--flash=", 8) == 0) {
-            dir = argv[i] + 8;
-        } else {
-            return usage_error("status: unexpected argument '%s'", argv[i]);
-        }
-    }
-    if (!dir || !*dir) {
-        return usage_error("%s", "status: --flash DIR is required");
-    }
-    rc = tcpota_posix_inspect(&dev, dir, &st);
-    if (rc == TCPOTA_ERR_NOENT) {
-        fprintf(stderr, "tcpota: no device flash in %s\n", dir);
-        return 1;
-    }
-    if (rc < 0) {
-        fprintf(stderr, "tcpota: cannot open device flash in %s: %s (%s)\n", dir,
-                tcpota_strerror(rc), tcpota_posix_strerror_detail(&dev));
-        return 1;
-    }
-    print_status(&st.next, read_resume(&st));
-    return fflush(stdout) == 0 ? 0 : 1;
-}
-
 /* ---- entry point ----------------------------------------------------- */
 
 /* Opens and boots the device, then runs the connection loop. */
@@ -1087,7 +1091,7 @@ static int device_main(struct device *dv)
         default_id(dv);
     }
     set_prefix(dv, dv->id);
-    rc = boot_device(dv) < 0 || session_init(dv) < 0 ? 1 : 0;
+    rc = boot_device(dv) < 0 || session_init(dv) < 0 || runner_init(dv) < 0 ? 1 : 0;
     if (rc == 0 && dv->o.slot_size && dv->o.slot_size != dv->port.slot_size) {
         info(dv, "--slot-size ignored: %s already has %lu-byte slots", dv->o.dir,
              (unsigned long)dv->port.slot_size);
@@ -1104,7 +1108,7 @@ int cmd_device(int argc, char **argv)
     int rc;
 
     if (argc >= 2 && strcmp(argv[1], "status") == 0) {
-        return cmd_status(argc - 1, argv + 1);
+        return cmd_device_status(argc - 1, argv + 1);
     }
     dv = calloc(1, sizeof(*dv)); /* ~40 KiB of buffers: not on the stack */
     if (!dv) {
@@ -1124,11 +1128,11 @@ int cmd_device(int argc, char **argv)
         free(dv);
         return 1;
     }
-    if (client_init(dv) < 0) {
-        fprintf(stderr, "tcpota device: cannot set up the connection\n");
+    if ((rc = client_init(dv)) != 0) {
+        if (dv->o.ca) cli_tls_free(&dv->tls);
         signals_remove();
         free(dv);
-        return 1;
+        return rc;
     }
     rc = device_main(dv);
     tcpota_client_close(&dv->cl, 0);

@@ -17,69 +17,256 @@
 #define PUB_TAG "tcpota-ed25519-public v1 "
 #define SEC_TAG "tcpota-ed25519-secret v1 "
 #define DEV_TAG "tcpota-secret v1 "
+#define KEY_FILE_MAX 512 /* a key file is one line of at most ~160 bytes */
 
-int cli_read_file(const char *path, size_t max, uint8_t **buf, size_t *len)
+/* The three kinds of key file, so that a file of one kind given where
+ * another belongs is named for what it is. */
+enum key_kind { KEY_PUBLIC, KEY_PRIVATE, KEY_DEVICE, KEY_KINDS };
+static const struct {
+    const char *tag, *what, *noun, *hint;
+} kinds[KEY_KINDS] = {
+    {PUB_TAG, "public key", "an Ed25519 public key", "NAME.pub, written by `tcpota keygen --out NAME`"},
+    {SEC_TAG, "private key", "an Ed25519 private key", "NAME.key, written by `tcpota keygen --out NAME`"},
+    {DEV_TAG, "device secret", "a device secret",
+     "a file written by `tcpota keygen --device-secret --out FILE`"},
+};
+
+/* Reads all of fd (at most max bytes) into a malloc'd buffer with room for
+ * a terminating 0. Returns 0, or -1 after printing what is wrong. */
+static int read_fd(int fd, const char *path, const char *what, size_t max, uint8_t **buf, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    uint8_t *b;
-    size_t n;
+    uint8_t *b = malloc(max + 2);
+    size_t n = 0;
+    ssize_t r = 1;
 
-    if (!f) {
-        fprintf(stderr, "tcpota: cannot open %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    b = malloc(max + 1);
     if (!b) {
-        fclose(f);
+        fprintf(stderr, "tcpota: %s: out of memory reading %s\n", what, path);
         return -1;
     }
-    n = fread(b, 1, max + 1, f);
-    fclose(f);
+    while (n <= max && r != 0) {
+        r = read(fd, b + n, max + 1 - n);
+        if (r < 0 && errno != EINTR) {
+            fprintf(stderr, "tcpota: %s: cannot read %s: %s\n", what, path, strerror(errno));
+            free(b);
+            return -1;
+        }
+        n += r > 0 ? (size_t)r : 0;
+    }
     if (n > max) {
-        fprintf(stderr, "tcpota: %s is larger than %zu bytes\n", path, max);
+        fprintf(stderr, "tcpota: %s: %s is larger than the %zu bytes allowed; is it the right file?\n",
+                what, path, max);
         free(b);
         return -1;
     }
+    b[n] = 0;
     *buf = b;
     *len = n;
     return 0;
 }
 
-/* Reads a one-line key file "<tag><hex>" into out (exactly want bytes, or
- * 1..want when `upto`). Returns the byte count or -1. */
-static int load_hex(const char *path, const char *tag, uint8_t *out, size_t want, int upto)
+/* Opens (refusing a FIFO, a directory, a device) and reads a small file. */
+static int read_small(const char *path, const char *what, size_t max, uint8_t **buf, size_t *len)
 {
-    uint8_t *buf;
-    size_t len, bin = 0, tlen = strlen(tag);
-    int rc = -1;
+    int fd = cli_open_regular(path, what), rc;
 
-    if (cli_read_file(path, 512, &buf, &len) < 0) {
+    if (fd < 0) {
         return -1;
     }
-    while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r')) len--;
-    buf[len] = 0;
-    if (len < tlen || memcmp(buf, tag, tlen) != 0) {
-        fprintf(stderr, "tcpota: %s is not a %.*s file\n", path, (int)(tlen - 4), tag);
-    } else if (sodium_hex2bin(out, want, (const char *)buf + tlen, len - tlen, NULL, &bin, NULL) != 0 ||
-               (upto ? bin == 0 : bin != want)) {
-        fprintf(stderr, "tcpota: %s: the key is not %s%zu bytes of hex\n", path,
-                upto ? "1 to " : "", want);
-    } else {
-        rc = (int)bin;
+    rc = read_fd(fd, path, what, max, buf, len);
+    close(fd);
+    return rc;
+}
+
+int cli_read_file(const char *path, size_t max, uint8_t **buf, size_t *len)
+{
+    return read_small(path, "file", max, buf, len);
+}
+
+/* Explains why buf (a key file's text, len > 0) is not of kind k. */
+static void wrong_kind(const char *path, enum key_kind k, const uint8_t *buf, size_t len)
+{
+    int j;
+
+    for (j = 0; j < KEY_KINDS; j++) {
+        size_t tl = strlen(kinds[j].tag);
+        if (len >= tl && memcmp(buf, kinds[j].tag, tl) == 0) {
+            fprintf(stderr, "tcpota: %s: %s holds %s, not %s; give %s\n", kinds[k].what, path,
+                    kinds[j].noun, kinds[k].noun, kinds[k].hint);
+            return;
+        }
     }
-    sodium_memzero(buf, len);
-    free(buf);
+    fprintf(stderr, "tcpota: %s: %s is not a tcpota key file; give %s\n", kinds[k].what, path,
+            kinds[k].hint);
+}
+
+/* Parses a key file's text (trailing newline stripped) of kind k into out
+ * (exactly want bytes, or 1..want when `upto`). Returns the byte count, or
+ * -1 after saying what the file is instead. */
+static int parse_key(const char *path, enum key_kind k, const char *text, size_t len, uint8_t *out,
+                     size_t want, int upto)
+{
+    size_t bin = 0, tlen = strlen(kinds[k].tag);
+
+    if (len == 0) {
+        fprintf(stderr, "tcpota: %s: %s is empty; give %s\n", kinds[k].what, path, kinds[k].hint);
+        return -1;
+    }
+    if (len < tlen || memcmp(text, kinds[k].tag, tlen) != 0) {
+        wrong_kind(path, k, (const uint8_t *)text, len);
+        return -1;
+    }
+    if (sodium_hex2bin(out, want, text + tlen, len - tlen, NULL, &bin, NULL) != 0 ||
+        (upto ? bin == 0 : bin != want)) {
+        fprintf(stderr, "tcpota: %s: %s is damaged: the key is not %s%zu bytes of hex; use the file "
+                        "as `tcpota keygen` wrote it\n", kinds[k].what, path, upto ? "1 to " : "", want);
+        return -1;
+    }
+    return (int)bin;
+}
+
+/* Reads the one-line key file of kind k at path into out (see parse_key).
+ * A private key or device secret that others may read is warned about once
+ * it is known to be one. Returns the byte count or -1. */
+static int load_hex(const char *path, enum key_kind k, uint8_t *out, size_t want, int upto)
+{
+    uint8_t *buf;
+    size_t len;
+    int rc = -1, fd = cli_open_regular(path, kinds[k].what);
+
+    if (fd < 0) {
+        return -1;
+    }
+    if (read_fd(fd, path, kinds[k].what, KEY_FILE_MAX, &buf, &len) == 0) {
+        while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r')) len--;
+        buf[len] = 0;
+        rc = parse_key(path, k, (const char *)buf, len, out, want, upto);
+        if (rc >= 0 && k != KEY_PUBLIC) {
+            cli_warn_if_exposed(path, fd);
+        }
+        sodium_memzero(buf, len);
+        free(buf);
+    }
+    close(fd);
     return rc;
 }
 
 int cli_load_pubkey(const char *path, uint8_t pk[32])
 {
-    return load_hex(path, PUB_TAG, pk, 32, 0) < 0 ? -1 : 0;
+    return load_hex(path, KEY_PUBLIC, pk, 32, 0) < 0 ? -1 : 0;
 }
 
 int cli_load_secret(const char *path, uint8_t *out, size_t cap)
 {
-    return load_hex(path, DEV_TAG, out, cap, 1);
+    return load_hex(path, KEY_DEVICE, out, cap, 1);
+}
+
+/* One option of a subcommand: "--name VALUE" (or "--name=VALUE"), or a
+ * flag when metavar is NULL. `missing` (for required ones) says what the
+ * value is, for the message when it is absent. */
+struct opt {
+    const char *name, *metavar, *missing;
+    const char **val;
+};
+
+static const char *const flag_set = "1";
+
+/* Matches argv[*i] against opts. Returns 1 when matched (value stored, *i
+ * advanced past it), 0 when arg is not an option, -1 after a message. */
+static int parse_opt(const char *cmd, const struct opt *opts, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i], *eq = a[1] == '-' ? strchr(a, '=') : NULL, *v;
+    size_t nl = eq ? (size_t)(eq - a) : strlen(a);
+
+    if (a[0] != '-' || a[1] == 0) {
+        return 0;
+    }
+    for (; opts->name; opts++) {
+        if (strlen(opts->name) == nl && strncmp(a, opts->name, nl) == 0) break;
+    }
+    if (!opts->name) {
+        fprintf(stderr, "tcpota %s: unknown option %s; see tcpota %s --help\n", cmd, a, cmd);
+        return -1;
+    }
+    if (*opts->val) {
+        fprintf(stderr, "tcpota %s: %s is given twice; give it once\n", cmd, opts->name);
+        return -1;
+    }
+    if (!opts->metavar) {
+        if (eq) {
+            fprintf(stderr, "tcpota %s: %s takes no value\n", cmd, opts->name);
+            return -1;
+        }
+        *opts->val = flag_set;
+        return 1;
+    }
+    v = eq ? eq + 1 : (*i + 1 < argc ? argv[++*i] : NULL);
+    /* "--out --device-secret": the value forgotten, the next option taken for it */
+    if (!v || (!eq && strncmp(v, "--", 2) == 0)) {
+        fprintf(stderr, "tcpota %s: %s needs a value: %s %s%s%s%s\n", cmd, opts->name, opts->name,
+                opts->metavar, v ? " (got the option " : "", v ? v : "", v ? ")" : "");
+        return -1;
+    }
+    if (!*v) {
+        fprintf(stderr, "tcpota %s: %s is empty; give %s %s\n", cmd, opts->name, opts->name,
+                opts->metavar);
+        return -1;
+    }
+    *opts->val = v;
+    return 1;
+}
+
+/* Parses argv for cmd. `file` receives the one positional argument (NULL:
+ * none accepted). Returns 0, 1 when --help was printed, -1 after a message. */
+static int parse_args(const char *cmd, const struct opt *opts, const char **file, const char *usage,
+                      int argc, char **argv)
+{
+    int i, rc;
+
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("%s", usage);
+            return 1;
+        }
+    }
+    for (i = 1; i < argc; i++) {
+        rc = parse_opt(cmd, opts, argc, argv, &i);
+        if (rc < 0) return -1;
+        if (rc > 0) continue;
+        if (!file) {
+            fprintf(stderr, "tcpota %s: unexpected argument '%s'; see tcpota %s --help\n", cmd,
+                    argv[i], cmd);
+            return -1;
+        }
+        if (*file) {
+            fprintf(stderr, "tcpota %s: two files given ('%s' and '%s'); give one FILE\n", cmd, *file,
+                    argv[i]);
+            return -1;
+        }
+        *file = argv[i];
+    }
+    return 0;
+}
+
+/* Names each required option that is absent. Returns 0 if none is. */
+static int require(const char *cmd, const struct opt *opts, const char *file, const char *file_what)
+{
+    int rc = 0;
+
+    for (; opts->name; opts++) {
+        if (opts->missing && !*opts->val) {
+            fprintf(stderr, "tcpota %s: %s is missing: give %s %s (%s)\n", cmd, opts->name,
+                    opts->name, opts->metavar, opts->missing);
+            rc = -1;
+        }
+    }
+    if (file_what && !file) {
+        fprintf(stderr, "tcpota %s: FILE is missing: give %s as the last argument\n", cmd, file_what);
+        rc = -1;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "tcpota %s: see tcpota %s --help\n", cmd, cmd);
+    }
+    return rc;
 }
 
 static void key_id(const uint8_t pk[32], char out[17])
@@ -89,86 +276,149 @@ static void key_id(const uint8_t pk[32], char out[17])
     sodium_bin2hex(out, 17, h, 8);
 }
 
-/* Writes a new file that must not exist yet, with `mode`. */
+/* Explains why a new file could not be created at path (errno err).
+ * Returns the exit code: 2 when the name given is at fault, else 1. */
+static int create_failed(const char *cmd, const char *path, int err)
+{
+    struct stat st;
+
+    if (err == EEXIST && lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "tcpota %s: %s is a directory; give a file name in it, e.g. %s/dev1.secret\n", cmd,
+                path, path);
+    } else if (err == EEXIST) {
+        fprintf(stderr, "tcpota %s: %s already exists; not overwriting a key: remove it or choose "
+                        "another name\n", cmd, path);
+    } else if (err == ENOENT) {
+        fprintf(stderr, "tcpota %s: cannot create %s: its directory does not exist; create it first\n",
+                cmd, path);
+    } else {
+        fprintf(stderr, "tcpota %s: cannot create %s: %s\n", cmd, path, strerror(err));
+        return 1;
+    }
+    return 2;
+}
+
+/* Writes a new file that must not exist yet, with `mode`. O_EXCL also
+ * means a FIFO or a symlink planted at path is never opened. Returns 0 or
+ * the exit code after a message. */
 static int write_new(const char *path, const char *text, mode_t mode)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
     size_t n = strlen(text);
 
     if (fd < 0) {
-        fprintf(stderr, "tcpota: cannot create %s: %s%s\n", path, strerror(errno),
-                errno == EEXIST ? " (not overwriting a key)" : "");
-        return -1;
+        return create_failed("keygen", path, errno);
     }
     if (fchmod(fd, mode) < 0 || write(fd, text, n) != (ssize_t)n || fsync(fd) < 0) {
-        fprintf(stderr, "tcpota: cannot write %s: %s\n", path, strerror(errno));
+        fprintf(stderr, "tcpota keygen: cannot write %s: %s\n", path, strerror(errno));
         close(fd);
         unlink(path);
-        return -1;
+        return 1;
     }
     close(fd);
     return 0;
 }
 
-int cmd_keygen(int argc, char **argv)
+/* --out must name a file: "" or "dir/" would write hidden ".key"/".pub"
+ * files, and "release.key" would write "release.key.key". */
+static int check_out_name(const char *out, int secret)
+{
+    const char *base = strrchr(out, '/') ? strrchr(out, '/') + 1 : out;
+    size_t n = strlen(out);
+
+    if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0) {
+        fprintf(stderr, "tcpota keygen: --out %s names a directory, not a file; give %s, e.g. "
+                        "--out %s%s%s\n", out, secret ? "a FILE" : "a NAME", out,
+                *base ? "/" : "", secret ? "dev1.secret" : "release");
+        return -1;
+    }
+    if (!secret && n > 4 && (strcmp(out + n - 4, ".key") == 0 || strcmp(out + n - 4, ".pub") == 0)) {
+        fprintf(stderr, "tcpota keygen: --out takes the NAME without .key or .pub: --out %.*s writes "
+                        "%.*s.key and %.*s.pub\n", (int)(n - 4), out, (int)(n - 4), out, (int)(n - 4), out);
+        return -1;
+    }
+    return 0;
+}
+
+static int keygen_secret(const char *out)
+{
+    char hex[65], line[128];
+    uint8_t s[32];
+    int rc;
+
+    randombytes_buf(s, sizeof(s));
+    sodium_bin2hex(hex, sizeof(hex), s, sizeof(s));
+    snprintf(line, sizeof(line), DEV_TAG "%s\n", hex);
+    rc = write_new(out, line, 0600);
+    sodium_memzero(s, sizeof(s));
+    sodium_memzero(hex, sizeof(hex));
+    sodium_memzero(line, sizeof(line));
+    if (!rc) fprintf(stderr, "tcpota keygen: wrote device secret %s (0600)\n", out);
+    return rc;
+}
+
+static int keygen_pair(const char *out)
 {
     uint8_t pk[32], sk[64];
-    char hex[129], line[256], path[4096], id[17];
-    const char *out = NULL;
-    int secret = 0, i, rc = 1;
+    char hex[129], line[256], key[4096], pub[4096], id[17];
+    struct stat st;
+    int rc;
 
-    for (i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
-            out = argv[++i];
-        } else if (strcmp(argv[i], "--device-secret") == 0) {
-            secret = 1;
-        } else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: tcpota keygen --out NAME          writes NAME.key (0600) and NAME.pub\n"
-                   "       tcpota keygen --device-secret --out FILE   a 32-byte device secret (0600)\n");
-            return 0;
-        } else {
-            fprintf(stderr, "tcpota keygen: unexpected argument %s\n", argv[i]);
-            return 2;
-        }
-    }
-    if (!out) {
-        fprintf(stderr, "tcpota keygen: --out NAME is required\n");
+    if (snprintf(key, sizeof(key), "%s.key", out) >= (int)sizeof(key) ||
+        snprintf(pub, sizeof(pub), "%s.pub", out) >= (int)sizeof(pub)) {
+        fprintf(stderr, "tcpota keygen: --out NAME is too long\n");
         return 2;
     }
-    if (sodium_init() < 0) return 1;
-    if (secret) {
-        uint8_t s[32];
-        randombytes_buf(s, sizeof(s));
-        sodium_bin2hex(hex, sizeof(hex), s, sizeof(s));
-        snprintf(line, sizeof(line), DEV_TAG "%s\n", hex);
-        rc = write_new(out, line, 0600) < 0;
-        sodium_memzero(s, sizeof(s));
-        sodium_memzero(line, sizeof(line));
-        if (!rc) fprintf(stderr, "tcpota keygen: wrote device secret %s (0600)\n", out);
-        return rc;
+    if (lstat(pub, &st) == 0) { /* checked first: no private key left behind */
+        return create_failed("keygen", pub, EEXIST);
     }
     crypto_sign_keypair(pk, sk);
     sodium_bin2hex(hex, sizeof(hex), sk, sizeof(sk));
     snprintf(line, sizeof(line), SEC_TAG "%s\n", hex);
-    snprintf(path, sizeof(path), "%s.key", out);
-    if (write_new(path, line, 0600) == 0) {
+    rc = write_new(key, line, 0600);
+    if (rc == 0) {
         sodium_bin2hex(hex, sizeof(hex), pk, sizeof(pk));
         snprintf(line, sizeof(line), PUB_TAG "%s\n", hex);
-        snprintf(path, sizeof(path), "%s.pub", out);
-        if (write_new(path, line, 0644) == 0) {
+        rc = write_new(pub, line, 0644);
+        if (rc == 0) {
             key_id(pk, id);
-            fprintf(stderr, "tcpota keygen: wrote %s.key (private, 0600) and %s.pub, key id %s\n",
-                    out, out, id);
-            rc = 0;
+            fprintf(stderr, "tcpota keygen: wrote %s (private, 0600) and %s, key id %s\n", key, pub, id);
         } else {
-            snprintf(path, sizeof(path), "%s.key", out);
-            unlink(path);
+            unlink(key);
         }
     }
     sodium_memzero(sk, sizeof(sk));
     sodium_memzero(hex, sizeof(hex));
     sodium_memzero(line, sizeof(line));
     return rc;
+}
+
+int cmd_keygen(int argc, char **argv)
+{
+    const char *out = NULL, *secret = NULL;
+    const struct opt opts[] = {
+        {"--out", "NAME", "where to write: NAME.key and NAME.pub, or the device secret FILE", &out},
+        {"--device-secret", NULL, NULL, &secret},
+        {NULL, NULL, NULL, NULL},
+    };
+    int rc = parse_args("keygen", opts, NULL,
+                        "usage: tcpota keygen --out NAME          writes NAME.key (0600) and NAME.pub\n"
+                        "       tcpota keygen --device-secret --out FILE   a 32-byte device secret (0600)\n"
+                        "Existing files are never overwritten.\n"
+                        "Exit status: 0 written, 1 failed, 2 bad arguments or output name.\n",
+                        argc, argv);
+
+    if (rc != 0) {
+        return rc > 0 ? 0 : 2;
+    }
+    if (require("keygen", opts, NULL, NULL) < 0 || check_out_name(out, secret != NULL) < 0) {
+        return 2;
+    }
+    if (sodium_init() < 0) {
+        fprintf(stderr, "tcpota keygen: libsodium failed to initialise\n");
+        return 1;
+    }
+    return secret ? keygen_secret(out) : keygen_pair(out);
 }
 
 /* SHA-256 and size of a file, streaming. */
@@ -178,10 +428,9 @@ static int hash_file(const char *path, uint8_t out[32], uint32_t *size)
     uint8_t buf[65536];
     uint64_t total = 0;
     size_t n;
-    FILE *f = fopen(path, "rb");
+    FILE *f = cli_fopen_regular(path, "image");
 
     if (!f) {
-        fprintf(stderr, "tcpota: cannot open %s: %s\n", path, strerror(errno));
         return -1;
     }
     crypto_hash_sha256_init(&st);
@@ -189,91 +438,176 @@ static int hash_file(const char *path, uint8_t out[32], uint32_t *size)
         crypto_hash_sha256_update(&st, buf, n);
         total += n;
     }
-    if (ferror(f) || total == 0 || total > 0xffffffffu) {
-        fprintf(stderr, "tcpota: %s: %s\n", path, ferror(f) ? "read error" : "must hold 1 byte to 4 GiB - 1");
-        fclose(f);
-        return -1;
+    if (ferror(f)) {
+        fprintf(stderr, "tcpota: image: cannot read %s: %s\n", path, strerror(errno));
+    } else if (total == 0) {
+        fprintf(stderr, "tcpota: image: %s is empty; give the firmware image file\n", path);
+    } else if (total > 0xffffffffu) {
+        fprintf(stderr, "tcpota: image: %s is 4 GiB or larger; an image must be smaller\n", path);
     }
     fclose(f);
+    if (total == 0 || total > 0xffffffffu) {
+        return -1;
+    }
     crypto_hash_sha256_final(&st, out);
     *size = (uint32_t)total;
     return 0;
 }
 
-int cmd_sign(int argc, char **argv)
+/* Refuses at once an image that cannot be signed or checked (missing, not
+ * a regular file, empty, too large), so that it counts as bad input. */
+static int check_image(const char *path)
 {
-    const char *key = NULL, *version = NULL, *model = NULL, *out = NULL, *image = NULL;
-    unsigned long long counter = 0;
-    uint8_t sk[64], sha[32], man[TCPOTA_MAX_MANIFEST];
-    struct tcpota_manifest m;
-    char path[4096];
-    uint32_t size;
-    int i, n, fd;
+    struct stat st;
+    int fd = cli_open_regular(path, "image"), rc = -1;
 
-    for (i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--help") == 0) {
-            printf("usage: tcpota sign --key K.key --version V --model M [--security-counter N]\n"
-                   "                   [--out FILE.manifest] FILE\n");
-            return 0;
-        }
-        if (a[0] == '-' && !v) {
-            fprintf(stderr, "tcpota sign: %s needs a value\n", a);
-            return 2;
-        }
-        if (strcmp(a, "--key") == 0) key = v;
-        else if (strcmp(a, "--version") == 0) version = v;
-        else if (strcmp(a, "--model") == 0) model = v;
-        else if (strcmp(a, "--out") == 0) out = v;
-        else if (strcmp(a, "--security-counter") == 0) {
-            if (cli_number(v, a, 0, 0xffffffffu, &counter) < 0) return 2;
-        } else if (a[0] == '-') {
-            fprintf(stderr, "tcpota sign: unknown option %s\n", a);
-            return 2;
-        } else if (image) {
-            fprintf(stderr, "tcpota sign: one image only\n");
-            return 2;
+    if (fd < 0) {
+        return -1;
+    }
+    if (fstat(fd, &st) < 0) {
+        fprintf(stderr, "tcpota: image: %s: %s\n", path, strerror(errno));
+    } else if (st.st_size == 0) {
+        fprintf(stderr, "tcpota: image: %s is empty; give the firmware image file\n", path);
+    } else if ((uint64_t)st.st_size > 0xffffffffu) {
+        fprintf(stderr, "tcpota: image: %s is 4 GiB or larger; an image must be smaller\n", path);
+    } else {
+        rc = 0;
+    }
+    close(fd);
+    return rc;
+}
+
+/* A manifest's version and model: 1..32 printable ASCII characters. */
+static int check_label(const char *opt, const char *v)
+{
+    size_t i, n = strlen(v);
+
+    for (i = 0; i < n && v[i] >= 0x20 && v[i] <= 0x7e; i++) {
+    }
+    if (n > 32 || i < n) {
+        fprintf(stderr, "tcpota sign: %s '%s' must be 1 to 32 printable ASCII characters\n", opt, v);
+        return -1;
+    }
+    return 0;
+}
+
+/* Opens the manifest to write, refusing anything but a regular file (a
+ * FIFO would block) and the image or key itself (it would be destroyed). */
+static int open_manifest_out(const char *out, const char *image, const char *key)
+{
+    struct stat st, other;
+    int fd = open(out, O_WRONLY | O_CREAT | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, 0644);
+
+    if (fd < 0) {
+        int err = errno;
+        if ((err == ENXIO || err == EISDIR) && stat(out, &st) == 0) {
+            fprintf(stderr, "tcpota sign: --out %s is not a regular file (it is %s); give a file name\n",
+                    out, S_ISDIR(st.st_mode) ? "a directory" : "a FIFO or socket");
         } else {
-            image = a;
-            continue;
+            fprintf(stderr, "tcpota sign: cannot write %s: %s\n", out, strerror(err));
         }
-        i++;
+        return -1;
     }
-    if (!key || !version || !model || !image) {
-        fprintf(stderr, "tcpota sign: --key, --version, --model and FILE are required\n");
-        return 2;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "tcpota sign: --out %s is not a regular file; give a file name\n", out);
+    } else if ((stat(image, &other) == 0 && other.st_dev == st.st_dev && other.st_ino == st.st_ino) ||
+               (stat(key, &other) == 0 && other.st_dev == st.st_dev && other.st_ino == st.st_ino)) {
+        fprintf(stderr, "tcpota sign: --out %s is the image or the key itself; give another file, "
+                        "e.g. %s.manifest\n", out, image);
+    } else if (ftruncate(fd, 0) < 0) {
+        fprintf(stderr, "tcpota sign: cannot write %s: %s\n", out, strerror(errno));
+    } else {
+        return fd;
     }
-    if (sodium_init() < 0 || load_hex(key, SEC_TAG, sk, 64, 0) < 0 || hash_file(image, sha, &size) < 0) {
-        sodium_memzero(sk, sizeof(sk));
-        return 1;
-    }
+    close(fd);
+    return -1;
+}
+
+/* Encodes and signs the manifest of an image into man (cap bytes).
+ * Returns its length, or -1 after a message. */
+static int make_manifest(const uint8_t sk[64], const uint8_t sha[32], uint32_t size, const char *version,
+                         const char *model, uint32_t counter, uint8_t *man, size_t cap)
+{
+    struct tcpota_manifest m;
+    int n;
+
     memset(&m, 0, sizeof(m));
     m.image_size = size;
     m.sha256 = sha;
     m.version.ptr = (const uint8_t *)version;
-    m.version.len = (uint16_t)strnlen(version, 64);
+    m.version.len = (uint16_t)strlen(version);
     m.model.ptr = (const uint8_t *)model;
-    m.model.len = (uint16_t)strnlen(model, 64);
-    m.security_counter = (uint32_t)counter;
+    m.model.len = (uint16_t)strlen(model);
+    m.security_counter = counter;
     m.created = (uint64_t)time(NULL);
     m.pubkey = sk + 32; /* libsodium's secret key ends with the public key */
-    n = tcpota_manifest_encode_body(&m, man, sizeof(man) - 64);
+    n = tcpota_manifest_encode_body(&m, man, cap - TCPOTA_SIG_LEN);
     if (n < 0) {
-        fprintf(stderr, "tcpota sign: version and model must be 1..32 printable characters\n");
+        fprintf(stderr, "tcpota sign: cannot encode the manifest (%s)\n", tcpota_strerror(n));
+        return -1;
+    }
+    crypto_sign_detached(man + n, NULL, man, (unsigned long long)n, sk);
+    return n + TCPOTA_SIG_LEN;
+}
+
+int cmd_sign(int argc, char **argv)
+{
+    const char *key = NULL, *version = NULL, *model = NULL, *out = NULL, *image = NULL, *cnt = NULL;
+    const struct opt opts[] = {
+        {"--key", "NAME.key", "the private key, written by `tcpota keygen --out NAME`", &key},
+        {"--version", "V", "the image's version, e.g. 2.0.0", &version},
+        {"--model", "M", "the hardware model the image is for, e.g. esp32", &model},
+        {"--security-counter", "N", NULL, &cnt},
+        {"--out", "FILE", NULL, &out},
+        {NULL, NULL, NULL, NULL},
+    };
+    unsigned long long counter = 0;
+    uint8_t sk[64], sha[32], man[TCPOTA_MAX_MANIFEST];
+    char path[4096];
+    uint32_t size;
+    int n, fd, rc = parse_args("sign", opts, &image,
+                               "usage: tcpota sign --key NAME.key --version V --model M\n"
+                               "                   [--security-counter N] [--out FILE.manifest] FILE\n"
+                               "Writes FILE.manifest (or --out), replacing an existing manifest.\n"
+                               "Exit status: 0 signed, 1 failed, 2 bad arguments or input files.\n",
+                               argc, argv);
+
+    if (rc != 0) {
+        return rc > 0 ? 0 : 2;
+    }
+    if (require("sign", opts, image, "the firmware image to sign") < 0 ||
+        (cnt && cli_number(cnt, "--security-counter", 0, 0xffffffffu, &counter) < 0) ||
+        check_label("--version", version) < 0 || check_label("--model", model) < 0) {
+        return 2;
+    }
+    if (sodium_init() < 0) {
+        fprintf(stderr, "tcpota sign: libsodium failed to initialise\n");
+        return 1;
+    }
+    if (load_hex(key, KEY_PRIVATE, sk, 64, 0) < 0 || check_image(image) < 0) {
         sodium_memzero(sk, sizeof(sk));
         return 2;
     }
-    crypto_sign_detached(man + n, NULL, man, (unsigned long long)n, sk);
+    if (hash_file(image, sha, &size) < 0) {
+        sodium_memzero(sk, sizeof(sk));
+        return 1;
+    }
+    n = make_manifest(sk, sha, size, version, model, (uint32_t)counter, man, sizeof(man));
     sodium_memzero(sk, sizeof(sk));
-    n += 64;
+    if (n < 0) {
+        return 1;
+    }
     if (!out) {
         snprintf(path, sizeof(path), "%s.manifest", image);
         out = path;
     }
-    fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0 || write(fd, man, (size_t)n) != n || fsync(fd) < 0) {
+    fd = open_manifest_out(out, image, key);
+    if (fd < 0) {
+        return 2;
+    }
+    if (write(fd, man, (size_t)n) != n || fsync(fd) < 0) {
         fprintf(stderr, "tcpota sign: cannot write %s: %s\n", out, strerror(errno));
-        if (fd >= 0) close(fd);
+        close(fd);
         return 1;
     }
     close(fd);
@@ -293,7 +627,8 @@ int cli_check_manifest(const char *image, const uint8_t *man, size_t man_len,
     int rc = tcpota_manifest_parse(man, man_len, &m);
 
     if (rc < 0) {
-        fprintf(stderr, "tcpota: manifest is malformed (%s)\n", tcpota_strerror(rc));
+        fprintf(stderr, "tcpota: manifest is malformed (%s); sign the image again with `tcpota sign`\n",
+                tcpota_strerror(rc));
         return -1;
     }
     key_id(m.pubkey, id);
@@ -301,7 +636,8 @@ int cli_check_manifest(const char *image, const uint8_t *man, size_t man_len,
         if (memcmp(keys[i], m.pubkey, 32) == 0) break;
     }
     if (nkeys && i == nkeys) {
-        fprintf(stderr, "tcpota: manifest is signed by key %s, which is not a trusted key\n", id);
+        fprintf(stderr, "tcpota: manifest is signed by key %s, which is not a trusted key; give the "
+                        ".pub of the key that signed it, or sign again with a trusted key\n", id);
         return -1;
     }
     if (crypto_sign_verify_detached(m.signature, m.signed_part, m.signed_len, m.pubkey) != 0) {
@@ -332,33 +668,49 @@ int cli_check_manifest(const char *image, const uint8_t *man, size_t man_len,
 int cmd_verify(int argc, char **argv)
 {
     const char *pubkey = NULL, *manifest = NULL, *image = NULL;
+    const struct opt opts[] = {
+        {"--pubkey", "NAME.pub", "the public key of the signer, written by `tcpota keygen`", &pubkey},
+        {"--manifest", "FILE", NULL, &manifest},
+        {NULL, NULL, NULL, NULL},
+    };
     char path[4096];
     uint8_t pk[32], *man;
     size_t len;
-    int i, rc;
+    int rc = parse_args("verify", opts, &image,
+                        "usage: tcpota verify --pubkey NAME.pub [--manifest M] FILE\n"
+                        "Checks FILE against M (default FILE.manifest) signed by the key NAME.pub.\n"
+                        "Exit status: 0 verified, 1 does not verify, 2 bad arguments or input files.\n",
+                        argc, argv);
 
-    for (i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--help") == 0) {
-            printf("usage: tcpota verify --pubkey K.pub [--manifest M] FILE\n");
-            return 0;
-        }
-        if (strcmp(a, "--pubkey") == 0 && v) { pubkey = v; i++; }
-        else if (strcmp(a, "--manifest") == 0 && v) { manifest = v; i++; }
-        else if (a[0] == '-') { fprintf(stderr, "tcpota verify: bad option %s\n", a); return 2; }
-        else if (image) { fprintf(stderr, "tcpota verify: one image only\n"); return 2; }
-        else image = a;
+    if (rc != 0) {
+        return rc > 0 ? 0 : 2;
     }
-    if (!pubkey || !image) {
-        fprintf(stderr, "tcpota verify: --pubkey and FILE are required\n");
+    if (require("verify", opts, image, "the firmware image to check") < 0) {
+        return 2;
+    }
+    if (sodium_init() < 0) {
+        fprintf(stderr, "tcpota verify: libsodium failed to initialise\n");
+        return 1;
+    }
+    if (cli_load_pubkey(pubkey, pk) < 0 || check_image(image) < 0) {
         return 2;
     }
     if (!manifest) {
         snprintf(path, sizeof(path), "%s.manifest", image);
         manifest = path;
+        if (access(path, F_OK) != 0 && errno == ENOENT) {
+            fprintf(stderr, "tcpota verify: %s has no manifest (%s does not exist); sign it with "
+                            "`tcpota sign` or give --manifest FILE\n", image, path);
+            return 2;
+        }
     }
-    if (sodium_init() < 0 || cli_load_pubkey(pubkey, pk) < 0 ||
-        cli_read_file(manifest, TCPOTA_MAX_MANIFEST, &man, &len) < 0) {
+    if (read_small(manifest, "manifest", TCPOTA_MAX_MANIFEST, &man, &len) < 0) {
+        return 2;
+    }
+    if (len == 0) {
+        fprintf(stderr, "tcpota verify: manifest %s is empty; sign the image again with `tcpota sign`\n",
+                manifest);
+        free(man);
         return 1;
     }
     rc = cli_check_manifest(image, man, len, (const uint8_t(*)[32])pk, 1, 0);

@@ -15,11 +15,16 @@ int cmd_keygen(int argc, char **argv);
 int cmd_sign(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 
-/* Loads a public key file into pk. Returns 0 or -1 with a message. */
+/* Loads a public key file into pk. Returns 0 or -1 with a message that
+ * names what is wrong: not a regular file (a FIFO is refused at once, never
+ * waited on), empty, another kind of key, damaged. */
 int cli_load_pubkey(const char *path, uint8_t pk[32]);
-/* Loads a device secret file (1..64 bytes). Returns its length or -1. */
+/* Loads a device secret file (1..cap bytes), the same way; also warns (see
+ * cli_warn_if_exposed) when its group or others may read it. Returns its
+ * length or -1. */
 int cli_load_secret(const char *path, uint8_t *out, size_t cap);
-/* Reads a whole small file (at most max bytes) into a malloc'd buffer. */
+/* Reads a whole small regular file (at most max bytes) into a malloc'd
+ * buffer. Returns 0 or -1 with a message. */
 int cli_read_file(const char *path, size_t max, uint8_t **buf, size_t *len);
 /* Checks image FILE against manifest bytes with the given trusted keys (any
  * of them; nkeys 0 = the key inside the manifest). Prints what is wrong.

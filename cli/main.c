@@ -20,13 +20,14 @@ static void usage(FILE *f)
             "  tcpota verify --pubkey NAME.pub [--manifest M] FILE\n"
             "  tcpota version\n"
             "\n"
-            "`tcpota serve --help` and `tcpota device --help` list every option.\n",
+            "`tcpota COMMAND --help` lists every option of a command.\n",
             TCPOTA_VERSION_STRING);
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 2) {
+        fprintf(stderr, "tcpota: no command given; give one of those below\n\n");
         usage(stderr);
         return 2;
     }
@@ -54,7 +55,7 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    fprintf(stderr, "tcpota: unknown command '%s'\n\n", argv[1]);
+    fprintf(stderr, "tcpota: unknown command '%s'; give one of those below\n\n", argv[1]);
     usage(stderr);
     return 2;
 }

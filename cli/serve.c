@@ -5,6 +5,7 @@
 #include "server.h"
 
 #include "tcpota/codec.h"
+#include "tcpota/manifest.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -29,12 +30,17 @@ static void usage(FILE *f)
             "devices (resume, integrity check) and the sample's req0/req1 devices alike.\n"
             "\n"
             "  --listen HOST:PORT    address to listen on (default 0.0.0.0:8070; port 0 = any)\n"
-            "  --version V           version string offered (default: the file's name)\n"
+            "  --version V           version offered; with a signed manifest, taken from it\n"
+            "                        (a different --version is refused), else required\n"
+            "  --allow-downgrade     offer FILE also to devices that run a newer version, or a\n"
+            "                        version that is not a semantic version (1.2.3)\n"
             "  --max-conns N         connections at once; more are refused (default 16384)\n"
             "  --idle-timeout S      close a peer silent or not reading for S s (default 60)\n"
             "  --chunk BYTES         image bytes per DATA frame, 512..16380 (default 4096)\n"
             "  --no-progress         no line per device at every 10%% it has made durable\n"
             "  --quiet               errors and the summary only\n"
+            "  --log-format F        text (default): \"<UTC time> tcpota serve: [device peer] ...\";\n"
+            "                        json: one JSON object per line (time, level, device, peer, msg)\n"
             "signed images:\n"
             "  --manifest M          signed manifest of FILE (default: FILE.manifest if present)\n"
             "  --pubkey K.pub        key the manifest must be signed with (repeatable);\n"
@@ -132,19 +138,163 @@ static int load_manifest(const char *path, uint8_t **man, size_t *len)
     return 0;
 }
 
+/* Point 10 of the hardening review: the offer says what the signed manifest
+ * says. Version and model come from it; a --version that contradicts it is
+ * refused rather than offered (devices that verify would decline it, and
+ * those that do not would install a wrong version string). */
+static int take_manifest_names(struct tcpota_serve_opts *o, const uint8_t *man, size_t len,
+                               const char *path, char *model, size_t mcap, char *version,
+                               size_t vcap)
+{
+    struct tcpota_manifest m;
+    int rc = tcpota_manifest_parse(man, len, &m);
+
+    if (rc < 0) {
+        fprintf(stderr, "tcpota serve: the manifest %s is malformed (%s); sign the image again "
+                        "(tcpota sign)\n", path, tcpota_strerror(rc));
+        return -1;
+    }
+    if (m.version.len == 0 || m.version.len >= vcap || m.model.len >= mcap) {
+        fprintf(stderr, "tcpota serve: the manifest %s has no usable version or model\n", path);
+        return -1;
+    }
+    memcpy(version, m.version.ptr, m.version.len);
+    version[m.version.len] = 0;
+    memcpy(model, m.model.ptr, m.model.len);
+    model[m.model.len] = 0;
+    if (o->version && strcmp(o->version, version) != 0) {
+        fprintf(stderr, "tcpota serve: --version %s contradicts the signed manifest %s, which says "
+                        "%s; drop --version (the manifest's version is offered)\n",
+                o->version, path, version);
+        return -1;
+    }
+    o->version = version;
+    o->model = model[0] ? model : NULL;
+    return 0;
+}
+
+/* Where the content SIGHUP reloads comes from: the files and flags of the
+ * command line, read again by the same rules each time. */
+struct sources {
+    const char *manifest; /* --manifest, or NULL: FILE.manifest if present */
+    const char *auth_file;
+    const char *version;  /* --version, or NULL */
+    int require_signed;   /* -1: when a manifest exists */
+    uint8_t keys[MAX_KEYS][32];
+    size_t nkeys;
+};
+
+/* What one load allocated, freed by serve_release(). */
+struct loaded {
+    char version[TCPOTA_MAX_NAME + 1], model[TCPOTA_MAX_NAME + 1];
+    uint8_t *manifest;
+    struct tcpota_serve_secret *secrets;
+    size_t nsecrets;
+};
+
+static void serve_release(void *ctx, struct tcpota_serve_opts *o)
+{
+    struct loaded *l = o->loaded;
+    (void)ctx;
+    if (!l) {
+        return;
+    }
+    if (l->secrets) sodium_memzero(l->secrets, l->nsecrets * sizeof(*l->secrets));
+    free(l->secrets);
+    free(l->manifest);
+    free(l);
+    o->loaded = NULL;
+}
+
+/* Reads the manifest, checks it, takes version and model from it, and
+ * reads the device secrets, into o. Returns 0, or 1 / 2 (the exit code)
+ * after printing why; o is then unchanged. */
+static int serve_load(void *ctx, struct tcpota_serve_opts *o)
+{
+    const struct sources *src = ctx;
+    struct loaded *l = calloc(1, sizeof(*l));
+    const char *manifest = src->manifest;
+    char mpath[4096];
+    size_t man_len = 0;
+    int require_signed = src->require_signed, rc = 1;
+    struct tcpota_serve_opts n = *o;
+
+    if (!l) {
+        fprintf(stderr, "tcpota serve: out of memory\n");
+        return 1;
+    }
+    n.loaded = l;
+    n.version = src->version;
+    n.model = NULL;
+    n.manifest = NULL;
+    n.manifest_len = 0;
+    n.secrets = NULL;
+    n.nsecrets = 0;
+    if (!manifest) {
+        snprintf(mpath, sizeof(mpath), "%s.manifest", o->image);
+        if (access(mpath, F_OK) == 0) manifest = mpath;
+    }
+    if (require_signed < 0) {
+        /* A key to check against means the operator wants signed images. */
+        require_signed = manifest != NULL || src->nkeys > 0;
+    }
+    if (require_signed && !manifest) {
+        fprintf(stderr, "tcpota serve: %s, but %s has no manifest %s.manifest: sign it (tcpota "
+                        "sign --key K.key %s) or give --manifest\n",
+                src->nkeys ? "--pubkey needs a signed image" : "--require-signed", o->image,
+                o->image, o->image);
+        goto fail;
+    }
+    if (manifest) {
+        if (load_manifest(manifest, &l->manifest, &man_len) < 0) goto fail;
+        if (require_signed && cli_check_manifest(o->image, l->manifest, man_len,
+                                                 (const uint8_t(*)[32])src->keys, src->nkeys, 0) < 0) {
+            fprintf(stderr, "tcpota serve: refusing to start: the manifest %s does not verify\n",
+                    manifest);
+            goto fail;
+        }
+        n.manifest = l->manifest;
+        n.manifest_len = (uint16_t)man_len;
+        if (take_manifest_names(&n, l->manifest, man_len, manifest, l->model, sizeof(l->model),
+                                l->version, sizeof(l->version)) < 0) {
+            goto fail;
+        }
+    }
+    if (!n.version) {
+        fprintf(stderr, "tcpota serve: give --version V: %s has no signed manifest to take the "
+                        "version from\n", o->image);
+        rc = 2;
+        goto fail;
+    }
+    if (src->auth_file && load_secrets(src->auth_file, &l->secrets, &l->nsecrets) < 0) {
+        rc = 2;
+        goto fail;
+    }
+    n.secrets = l->secrets;
+    n.nsecrets = l->nsecrets;
+    *o = n;
+    return 0;
+fail:
+    serve_release(NULL, &n);
+    return rc;
+}
+
+static int serve_reload(void *ctx, struct tcpota_serve_opts *fresh)
+{
+    return serve_load(ctx, fresh) == 0 ? 0 : -1;
+}
+
 int cmd_serve(int argc, char **argv)
 {
     struct tcpota_serve_opts o;
-    char host[256] = "0.0.0.0", mpath[4096];
-    const char *manifest = NULL, *auth_file = NULL;
-    uint8_t keys[MAX_KEYS][32], *man = NULL;
-    struct tcpota_serve_secret *secrets = NULL;
-    size_t nkeys = 0, man_len = 0, nsecrets = 0;
-    int require_signed = -1, rc;
+    struct sources src;
+    char host[256] = "0.0.0.0";
     unsigned long long v;
-    int i;
+    int i, rc;
 
     memset(&o, 0, sizeof(o));
+    memset(&src, 0, sizeof(src));
+    src.require_signed = -1;
     o.host = host;
     o.port = 8070;
     o.max_conns = 16384;
@@ -160,9 +310,10 @@ int cmd_serve(int argc, char **argv)
             return 0;
         }
         if (strcmp(a, "--progress") == 0) { o.progress = 1; continue; }
-        if (strcmp(a, "--require-signed") == 0) { require_signed = 1; continue; }
-        if (strcmp(a, "--no-require-signed") == 0) { require_signed = 0; continue; }
+        if (strcmp(a, "--require-signed") == 0) { src.require_signed = 1; continue; }
+        if (strcmp(a, "--no-require-signed") == 0) { src.require_signed = 0; continue; }
         if (strcmp(a, "--allow-legacy") == 0) { o.allow_legacy = 1; continue; }
+        if (strcmp(a, "--allow-downgrade") == 0) { o.allow_downgrade = 1; continue; }
         if (strcmp(a, "--require-auth") == 0) { o.require_auth = 1; continue; }
         if (strcmp(a, "--allow-unauthenticated-legacy") == 0) { o.allow_unauth_legacy = 1; continue; }
         if (strcmp(a, "--no-progress") == 0) { o.progress = 0; continue; }
@@ -174,19 +325,25 @@ int cmd_serve(int argc, char **argv)
         if (strcmp(a, "--listen") == 0) {
             if (cli_hostport(val, "--listen", host, sizeof(host), &o.port) < 0) return 2;
         } else if (strcmp(a, "--version") == 0) {
-            o.version = val;
+            src.version = val;
+        } else if (strcmp(a, "--log-format") == 0) {
+            if (strcmp(val, "text") != 0 && strcmp(val, "json") != 0) {
+                fprintf(stderr, "tcpota serve: --log-format must be text or json (got %s)\n", val);
+                return 2;
+            }
+            o.log_json = strcmp(val, "json") == 0;
         } else if (strcmp(a, "--manifest") == 0) {
-            manifest = val;
+            src.manifest = val;
         } else if (strcmp(a, "--pubkey") == 0) {
-            if (nkeys == MAX_KEYS) {
+            if (src.nkeys == MAX_KEYS) {
                 fprintf(stderr, "tcpota serve: at most %d --pubkey\n", MAX_KEYS);
                 return 2;
             }
             if (sodium_init() < 0 || check_arg(val, "--pubkey", 0) < 0 ||
-                cli_load_pubkey(val, keys[nkeys]) < 0) return 2;
-            nkeys++;
+                cli_load_pubkey(val, src.keys[src.nkeys]) < 0) return 2;
+            src.nkeys++;
         } else if (strcmp(a, "--auth-file") == 0) {
-            auth_file = val;
+            src.auth_file = val;
         } else if (strcmp(a, "--tls-cert") == 0) {
             o.tls_cert = val;
         } else if (strcmp(a, "--tls-key") == 0) {
@@ -225,67 +382,29 @@ int cmd_serve(int argc, char **argv)
     if (check_arg(o.image, "image FILE", 0) < 0) {
         return 2;
     }
-    if (!o.version) {
-        const char *slash = strrchr(o.image, '/');
-        o.version = slash ? slash + 1 : o.image;
-        if (strlen(o.version) > 32) {
-            fprintf(stderr, "tcpota serve: file name too long for a version; give --version\n");
-            return 2;
-        }
-    }
     if (sodium_init() < 0) {
         return 1;
     }
-    if (!manifest) {
-        snprintf(mpath, sizeof(mpath), "%s.manifest", o.image);
-        if (access(mpath, F_OK) == 0) manifest = mpath;
-    }
-    if (require_signed < 0) {
-        /* A key to check against means the operator wants signed images. */
-        require_signed = manifest != NULL || nkeys > 0;
-    }
-    if (require_signed && !manifest) {
-        fprintf(stderr, "tcpota serve: %s, but %s has no manifest %s.manifest: sign it (tcpota "
-                        "sign --key K.key %s) or give --manifest\n",
-                nkeys ? "--pubkey needs a signed image" : "--require-signed", o.image, o.image,
-                o.image);
-        return 1;
-    }
-    if (manifest) {
-        if (load_manifest(manifest, &man, &man_len) < 0) return 1;
-        if (require_signed &&
-            cli_check_manifest(o.image, man, man_len, (const uint8_t(*)[32])keys, nkeys, 0) < 0) {
-            fprintf(stderr, "tcpota serve: refusing to start: the manifest %s does not verify\n",
-                    manifest);
-            free(man);
-            return 1;
-        }
-        o.manifest = man;
-        o.manifest_len = (uint16_t)man_len;
-    }
-    if (o.require_auth && !auth_file) {
+    if (o.require_auth && !src.auth_file) {
         fprintf(stderr, "tcpota serve: --require-auth needs --auth-file\n");
-        free(man);
         return 2;
     }
     if ((o.tls_cert == NULL) != (o.tls_key == NULL)) {
         fprintf(stderr, "tcpota serve: --tls-cert and --tls-key go together\n");
-        free(man);
         return 2;
     }
     if (o.tls_cert && (check_arg(o.tls_cert, "--tls-cert", 0) < 0 ||
                        check_arg(o.tls_key, "--tls-key", 1) < 0)) {
-        free(man);
         return 2;
     }
-    if (auth_file && load_secrets(auth_file, &secrets, &nsecrets) < 0) {
-        free(man);
-        return 2;
+    if ((rc = serve_load(&src, &o)) != 0) {
+        return rc;
     }
-    o.secrets = secrets;
-    o.nsecrets = nsecrets;
+    o.reload = serve_reload;
+    o.release = serve_release;
+    o.ctx = &src;
     rc = tcpota_serve(&o);
-    auth_free_secrets(secrets, nsecrets);
-    free(man);
+    serve_release(NULL, &o);
+    sodium_memzero(&src, sizeof(src));
     return rc;
 }

@@ -1,30 +1,99 @@
 /* tls.c - TLS client for the host device (see tls.h). */
 #include "tls.h"
+#include "cli.h"
+#include "tcpota/device.h"
 #include "tcpota_client.h"
 
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+
+/* Why the last OpenSSL call failed, from its error queue, read once: each
+ * ERR_get_error() takes an entry away, so asking twice gives the next one
+ * (or none, printed as "(null)"). Takes the oldest entry, the root cause,
+ * and empties the queue so that the next failure starts clean. */
+static const char *ssl_reason(char *buf, size_t cap)
+{
+    unsigned long e = ERR_get_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+
+    ERR_clear_error();
+    if (r) {
+        snprintf(buf, cap, "%s", r);
+    } else if (e) {
+        ERR_error_string_n(e, buf, cap); /* no reason text: the code in full */
+    } else {
+        snprintf(buf, cap, "no reason given by OpenSSL");
+    }
+    return buf;
+}
 
 int cli_tls_init(struct cli_tls *t, const char *ca_file)
 {
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX *ctx;
+    char why[256];
+    int fd;
 
     memset(t, 0, sizeof(*t));
+    /* OpenSSL would block forever on a FIFO: refuse anything but a file. */
+    if ((fd = cli_open_regular(ca_file, "--ca")) < 0) {
+        return -1;
+    }
+    close(fd);
+    ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
         SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
         fprintf(stderr, "tcpota device: cannot load CA file %s: %s\n", ca_file,
-                ERR_reason_error_string(ERR_get_error()));
+                ssl_reason(why, sizeof(why)));
         if (ctx) SSL_CTX_free(ctx);
         return -1;
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     t->ctx = ctx;
     return 0;
+}
+
+/* The peer closed the connection before the handshake was done: OpenSSL 3
+ * says "unexpected eof", 1.1 reports a syscall error with nothing queued. */
+static int closed_early(int rc, int e)
+{
+    unsigned long q = ERR_peek_error();
+
+#ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
+    if (q && ERR_GET_REASON(q) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        return 1;
+    }
+#endif
+    return e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && !q && (rc == 0 || errno == 0));
+}
+
+/* Says why SSL_connect() returned rc (not 1, not "want more") in err. */
+static void handshake_error(SSL *ssl, int rc, int e, char *err, size_t cap)
+{
+    long v = SSL_get_verify_result(ssl);
+    char why[256];
+
+    if (closed_early(rc, e)) {
+        ERR_clear_error();
+        snprintf(err, cap, "TLS handshake failed: the server closed the connection during the "
+                           "handshake (is it speaking TLS on this port?)");
+    } else if (v != X509_V_OK) {
+        ERR_clear_error();
+        snprintf(err, cap, "TLS handshake failed: certificate verify failed: %s",
+                 X509_verify_cert_error_string(v));
+    } else if (e == SSL_ERROR_SSL) {
+        snprintf(err, cap, "TLS handshake failed: %s", ssl_reason(why, sizeof(why)));
+    } else if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+        snprintf(err, cap, "TLS handshake failed: %s", strerror(errno));
+    } else {
+        snprintf(err, cap, "TLS handshake failed: %s", ssl_reason(why, sizeof(why)));
+    }
 }
 
 int cli_tls_handshake(struct cli_tls *t, struct tcpota_client *cl, const char *host,
@@ -35,24 +104,24 @@ int cli_tls_handshake(struct cli_tls *t, struct tcpota_client *cl, const char *h
 
     t->ssl = ssl;
     if (!ssl || SSL_set_fd(ssl, cl->fd) != 1 || SSL_set1_host(ssl, host) != 1) {
-        snprintf(err, cap, "TLS setup failed");
+        char why[256];
+        snprintf(err, cap, "TLS setup failed: %s", ssl_reason(why, sizeof(why)));
         return -1;
     }
     SSL_set_tlsext_host_name(ssl, host); /* SNI; an IP address is sent as is */
+    ERR_clear_error();
     for (;;) {
-        int rc = SSL_connect(ssl), e;
+        int rc, e;
         short ev;
+
+        errno = 0;
+        rc = SSL_connect(ssl);
         if (rc == 1) {
             return 0;
         }
         e = SSL_get_error(ssl, rc);
         if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
-            long v = SSL_get_verify_result(ssl);
-            snprintf(err, cap, "TLS handshake failed: %s",
-                     v != X509_V_OK ? X509_verify_cert_error_string(v)
-                                    : ERR_reason_error_string(ERR_get_error())
-                                          ? ERR_reason_error_string(ERR_get_error())
-                                          : "connection closed");
+            handshake_error(ssl, rc, e, err, cap);
             return -1;
         }
         ev = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
@@ -62,6 +131,23 @@ int cli_tls_handshake(struct cli_tls *t, struct tcpota_client *cl, const char *h
         }
         waited += 100;
     }
+}
+
+int cli_tls_bind(struct cli_tls *t, struct tcpota_dev *d, char *err, size_t cap)
+{
+    static const char label[] = TCPOTA_TLS_BINDING_LABEL;
+    uint8_t b[TCPOTA_TLS_BINDING_LEN];
+    char why[256];
+
+    if (!t->ssl || SSL_export_keying_material(t->ssl, b, sizeof(b), label, sizeof(label) - 1,
+                                              NULL, 0, 0) != 1) {
+        snprintf(err, cap, "TLS: cannot derive the channel binding: %s",
+                 ssl_reason(why, sizeof(why)));
+        return -1;
+    }
+    (void)tcpota_dev_set_binding(d, b);
+    OPENSSL_cleanse(b, sizeof(b));
+    return 0;
 }
 
 long cli_tls_recv(struct cli_tls *t, void *buf, size_t n)

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 struct tcpota_client;
+struct tcpota_dev;
 
 struct cli_tls {
     void *ctx; /* SSL_CTX */
@@ -18,9 +19,17 @@ struct cli_tls {
 int cli_tls_init(struct cli_tls *t, const char *ca_file);
 /* Runs the handshake on the client's connected socket, verifying the
  * certificate for `host`, within timeout_ms. Returns 0, or -1 with the
- * reason in err. */
+ * reason in err: OpenSSL's own (e.g. "certificate verify failed: hostname
+ * mismatch", "sslv3 alert handshake failure"), or that the server closed
+ * the connection during the handshake, or a timeout. */
 int cli_tls_handshake(struct cli_tls *t, struct tcpota_client *cl, const char *host,
                       uint32_t timeout_ms, char *err, size_t cap);
+/* Derives this TLS session's channel binding (RFC 5705 / 8446 exporter,
+ * label TCPOTA_TLS_BINDING_LABEL, no context) and hands it to the device
+ * session with tcpota_dev_set_binding(), so its answer to a CHALLENGE
+ * verifies only inside this TLS session. Call right after a successful
+ * cli_tls_handshake(). Returns 0, or -1 with the reason in err. */
+int cli_tls_bind(struct cli_tls *t, struct tcpota_dev *d, char *err, size_t cap);
 /* Transport hooks for struct tcpota_client_config (ctx = the cli_tls). */
 long cli_tls_recv(struct cli_tls *t, void *buf, size_t n);
 long cli_tls_send(struct cli_tls *t, const void *buf, size_t n);

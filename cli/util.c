@@ -1,4 +1,4 @@
-/* util.c - argument parsing shared by the subcommands. */
+/* util.c - argument parsing and file opening shared by the subcommands. */
 #include "cli.h"
 
 #include <errno.h>
@@ -57,13 +57,13 @@ int cli_number(const char *s, const char *what, unsigned long long min, unsigned
     char *end;
     unsigned long long v;
 
-    if (!s || !*s || *s == '-' || *s == '+' || *s == ' ') {
-        fprintf(stderr, "tcpota: %s: expected a number\n", what);
+    if (!s || !*s) {
+        fprintf(stderr, "tcpota: %s: expected a number in %llu..%llu\n", what, min, max);
         return -1;
     }
     errno = 0;
     v = strtoull(s, &end, 10);
-    if (errno || *end || v < min || v > max) {
+    if (*s == '-' || *s == '+' || *s == ' ' || errno || *end || v < min || v > max) {
         fprintf(stderr, "tcpota: %s: '%s' is not a number in %llu..%llu\n", what, s, min, max);
         return -1;
     }
@@ -78,19 +78,45 @@ uint64_t cli_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* What a file that is not a regular file is, for the message. */
+static const char *file_kind(mode_t m)
+{
+    if (S_ISDIR(m)) return "a directory";
+    if (S_ISFIFO(m)) return "a FIFO";
+    if (S_ISCHR(m)) return "a character device";
+    if (S_ISBLK(m)) return "a block device";
+    if (S_ISSOCK(m)) return "a socket";
+    return "not a file";
+}
+
+/* open() of a UNIX socket fails with ENXIO ("No such device or address"),
+ * which misleads; name what the path is instead when stat can tell. */
+static void open_failed(const char *path, const char *what, int err)
+{
+    struct stat st;
+
+    if (err != ENOENT && stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "tcpota: %s: %s is not a regular file (it is %s); give the path of a file\n",
+                what, path, file_kind(st.st_mode));
+        return;
+    }
+    fprintf(stderr, "tcpota: %s: cannot open %s: %s\n", what, path, strerror(err));
+}
+
 int cli_open_regular(const char *path, const char *what)
 {
     struct stat st;
     int fd, fl;
 
+    if (!what) what = "file";
     if (!path || !*path) {
-        fprintf(stderr, "tcpota: %s: no file name given\n", what);
+        fprintf(stderr, "tcpota: %s: the file name is empty; give the path of a file\n", what);
         return -1;
     }
     /* O_NONBLOCK: opening a FIFO for reading would wait for a writer. */
-    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
-        fprintf(stderr, "tcpota: %s: cannot open %s: %s\n", what, path, strerror(errno));
+        open_failed(path, what, errno);
         return -1;
     }
     if (fstat(fd, &st) < 0) {
@@ -99,8 +125,8 @@ int cli_open_regular(const char *path, const char *what)
         return -1;
     }
     if (!S_ISREG(st.st_mode)) {
-        fprintf(stderr, "tcpota: %s: %s is not a regular file%s; give the path of a file\n", what,
-                path, S_ISDIR(st.st_mode) ? " (it is a directory)" : "");
+        fprintf(stderr, "tcpota: %s: %s is not a regular file (it is %s); give the path of a file\n",
+                what, path, file_kind(st.st_mode));
         close(fd);
         return -1;
     }
@@ -113,6 +139,23 @@ int cli_open_regular(const char *path, const char *what)
     return fd;
 }
 
+int cli_warn_if_exposed(const char *path, int fd)
+{
+    struct stat st;
+    mode_t m;
+    const char *how, *who;
+
+    if (fstat(fd, &st) < 0 || (st.st_mode & 077) == 0) {
+        return 0;
+    }
+    m = st.st_mode & 07777;
+    how = (m & 044) ? "readable" : "writable";
+    who = (m & (how[0] == 'r' ? 004 : 002)) ? "others" : "its group";
+    fprintf(stderr, "tcpota: warning: %s is %s by %s (mode %04o); chmod 600 %s\n", path, how, who,
+            (unsigned)m, path);
+    return 1;
+}
+
 FILE *cli_fopen_regular(const char *path, const char *what)
 {
     int fd = cli_open_regular(path, what);
@@ -123,7 +166,7 @@ FILE *cli_fopen_regular(const char *path, const char *what)
     }
     f = fdopen(fd, "r");
     if (!f) {
-        fprintf(stderr, "tcpota: %s: %s: %s\n", what, path, strerror(errno));
+        fprintf(stderr, "tcpota: %s: %s: %s\n", what ? what : "file", path, strerror(errno));
         close(fd);
     }
     return f;

@@ -1,15 +1,53 @@
 /* fuzz_decoder.c - frame decoder + message decoder + re-encoding.
  * Input byte 0 sets the piece size the stream is fed in. A decoded message
- * must re-encode to a frame that decodes to the same bytes. */
+ * must re-encode to a frame that decodes to the same bytes. An OFFER's
+ * manifest also goes through the device's acceptance rules (signature
+ * taken as good), whose reason must be a valid DECLINE message. */
 #include <stdint.h>
 #include <string.h>
 
 #include "tcpota/codec.h"
+#include "tcpota/manifest.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static uint8_t buf[TCPOTA_MAX_PAYLOAD + TCPOTA_FRAME_OVERHEAD];
 static uint8_t out[TCPOTA_MAX_PAYLOAD + TCPOTA_FRAME_OVERHEAD];
+
+static int any_sig(void *ctx, const uint8_t sig[TCPOTA_SIG_LEN], const uint8_t *msg, size_t len,
+                   const uint8_t pk[TCPOTA_PUBKEY_LEN])
+{
+    (void)ctx, (void)sig, (void)msg, (void)len, (void)pk;
+    return 0;
+}
+
+static void check_offer(const struct tcpota_msg *m)
+{
+    struct tcpota_manifest man;
+    struct tcpota_trust t;
+    struct tcpota_msg dec;
+    uint8_t key[1][TCPOTA_PUBKEY_LEN];
+    char why[TCPOTA_MAX_MESSAGE + 1];
+
+    memset(key, 0, sizeof(key));
+    if (tcpota_manifest_parse(m->u.offer.manifest.ptr, m->u.offer.manifest.len, &man) == 0) {
+        memcpy(key[0], man.pubkey, TCPOTA_PUBKEY_LEN);
+    }
+    memset(&t, 0, sizeof(t));
+    t.keys = (const uint8_t(*)[TCPOTA_PUBKEY_LEN])key;
+    t.nkeys = 1;
+    t.verify = any_sig;
+    t.model = "esp32";
+    t.security_counter = 3;
+    if (tcpota_manifest_check(&t, m, NULL, why, sizeof(why)) < 0) {
+        memset(&dec, 0, sizeof(dec));
+        dec.type = TCPOTA_T_DECLINE;
+        dec.u.decline.image_id = m->u.offer.image_id;
+        dec.u.decline.message.ptr = (const uint8_t *)why;
+        dec.u.decline.message.len = (uint16_t)strlen(why);
+        if (tcpota_msg_encode(&dec, out, sizeof(out)) <= 0) __builtin_trap();
+    }
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -29,7 +67,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         off += (size_t)used;
         if (!f.type) continue;
         if (tcpota_msg_decode(&f, &m) == 0) {
-            int n = tcpota_msg_encode(&m, out, sizeof(out));
+            int n;
+            if (m.type == TCPOTA_T_OFFER) {
+                check_offer(&m);
+            }
+            n = tcpota_msg_encode(&m, out, sizeof(out));
             /* Unknown optional TLVs are dropped on re-encoding, so only
              * check that what we emit is itself a valid frame. */
             if (n > 0) {

@@ -1,6 +1,7 @@
 /* fuzz_device.c - a device session fed arbitrary server bytes over the
  * in-memory fake port. Must never crash, write outside the slot or mark an
- * image bootable whose bytes do not hash to its id. */
+ * image bootable whose bytes do not hash to its id. Input byte 0: the piece
+ * size (bits 0-5), a device secret (bit 6), a TLS binding (bit 7). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,13 +21,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct tcpota_dev_config cfg;
     struct tcpota_dev d;
     size_t off = 0, step;
+    uint8_t mode;
 
     if (!fp) {
         if (sodium_init() < 0) abort();
         fp = malloc(sizeof(*fp));
     }
     if (size < 1) return 0;
-    step = (size_t)(data[0] % 64) + 1;
+    mode = data[0];
+    step = (size_t)(mode % 64) + 1;
     data++, size--;
     fake_port_init(fp);
     memset(&cfg, 0, sizeof(cfg));
@@ -37,7 +40,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cfg.rx_buf = rx; cfg.rx_cap = sizeof(rx);
     cfg.tx_buf = tx; cfg.tx_cap = sizeof(tx);
     cfg.ack_interval = 4096;
+    if (mode & 0x40) {
+        /* A device with a secret: CHALLENGE order and the TLS binding. */
+        static const uint8_t secret[32] = {1};
+        cfg.secret = secret;
+        cfg.secret_len = sizeof(secret);
+    }
     if (tcpota_dev_init(&d, &cfg) < 0 || tcpota_dev_connect(&d, 0) < 0) abort();
+    if (cfg.secret && (mode & 0x80)) {
+        static const uint8_t binding[TCPOTA_TLS_BINDING_LEN] = {2};
+        tcpota_dev_set_binding(&d, binding);
+    }
     while (off < size) {
         struct tcpota_dev_event ev;
         const uint8_t *p;

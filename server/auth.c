@@ -119,14 +119,65 @@ bad:
 
 /* ---- judging an answer ----------------------------------------------- */
 
+static int sorted_by_id(const struct tcpota_serve_secret *s, size_t n)
+{
+    size_t i;
+    for (i = 1; i < n; i++) {
+        if (strcmp(s[i - 1].id, s[i].id) >= 0) return 0;
+    }
+    return 1;
+}
+
+/* The index of id in a's secrets, or -1. */
+static long find_id(const struct auth *a, const char *id)
+{
+    size_t i, lo = 0, hi = a->nsecrets;
+
+    if (!a->sorted) {
+        for (i = 0; i < a->nsecrets; i++) {
+            if (strcmp(a->secrets[i].id, id) == 0) return (long)i;
+        }
+        return -1;
+    }
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(a->secrets[mid].id, id);
+        if (c == 0) return (long)mid;
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return -1;
+}
+
 int auth_init(struct auth *a, const struct tcpota_serve_secret *secrets, size_t n)
 {
     memset(a, 0, sizeof(*a));
     a->secrets = secrets;
     a->nsecrets = n;
+    a->sorted = sorted_by_id(secrets, n);
     if (n && !(a->by_id = calloc(n, sizeof(*a->by_id)))) {
         return -1;
     }
+    return 0;
+}
+
+int auth_rebind(struct auth *a, const struct tcpota_serve_secret *secrets, size_t n)
+{
+    struct auth_record *by_id = n ? calloc(n, sizeof(*by_id)) : NULL;
+    size_t i;
+
+    if (n && !by_id) {
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        long j = find_id(a, secrets[i].id);
+        if (j >= 0) by_id[i] = a->by_id[j];
+    }
+    free(a->by_id);
+    a->by_id = by_id;
+    a->secrets = secrets;
+    a->nsecrets = n;
+    a->sorted = sorted_by_id(secrets, n);
     return 0;
 }
 
@@ -222,15 +273,12 @@ enum auth_verdict auth_judge(struct auth *a, const char *id, const char *addr,
 {
     struct auth_record *ar = addr_record(a, addr, now, 0), *ir = NULL;
     const struct tcpota_serve_secret *s = NULL;
-    size_t i;
+    long i = find_id(a, id);
 
-    for (i = 0; i < a->nsecrets; i++) {
-        if (strcmp(a->secrets[i].id, id) == 0) {
-            s = &a->secrets[i];
-            ir = &a->by_id[i];
-            forget_if_stale(ir, now);
-            break;
-        }
+    if (i >= 0) {
+        s = &a->secrets[i];
+        ir = &a->by_id[i];
+        forget_if_stale(ir, now);
     }
     if (ir && ir->until > now) {
         return decide(r, AUTH_ID_WAITING, ir, now);

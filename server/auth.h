@@ -58,6 +58,7 @@ struct auth_addr_record {
 struct auth {
     const struct tcpota_serve_secret *secrets; /* caller-owned */
     size_t nsecrets;
+    int sorted;                /* secrets sorted by id: looked up by bisection */
     struct auth_record *by_id; /* one per secret */
     struct auth_addr_record by_addr[AUTH_ADDR_SLOTS];
 };
@@ -86,9 +87,14 @@ int auth_read_secrets(FILE *f, const char *path, struct tcpota_serve_secret **ou
 /* Wipes and frees what auth_read_secrets returned. */
 void auth_free_secrets(struct tcpota_serve_secret *s, size_t n);
 
-/* Prepares a with n caller-owned secrets (kept until auth_free). Returns 0
- * or -1 when out of memory. */
+/* Prepares a with n caller-owned secrets (kept until auth_free or
+ * auth_rebind; sorted by id, as auth_read_secrets returns them, they are
+ * found by bisection). Returns 0 or -1 when out of memory. */
 int auth_init(struct auth *a, const struct tcpota_serve_secret *secrets, size_t n);
+/* Moves a to a new set of secrets (a reload), keeping the failures of the
+ * ids that are in both: a reload does not wipe a backoff. The old secrets
+ * may be freed afterwards. Returns 0, or -1 (a unchanged) when out of memory. */
+int auth_rebind(struct auth *a, const struct tcpota_serve_secret *secrets, size_t n);
 void auth_free(struct auth *a);
 
 /* Judges device `id`'s answer `mac` (AUTH_MAC_LEN bytes) to `nonce`, sent

@@ -3,6 +3,7 @@
 #include "conn.h"
 #include "legacy.h"
 #include "log.h"
+#include "offer.h"
 #include "server_internal.h"
 #include "tls.h"
 
@@ -37,7 +38,8 @@ void conn_free(struct conn *c)
         event_free(c->first_byte);
         evutil_closesocket(c->fd);
     }
-    if (c->bev) bufferevent_free(c->bev);
+    if (c->bev) bufferevent_free(c->bev); /* drops queued references into the image first */
+    image_unref(c->img);
     free(c);
 }
 
@@ -71,7 +73,7 @@ static int pump(struct conn *c)
     struct evbuffer *out = bufferevent_get_output(c->bev);
     const uint8_t *p;
     size_t n = tcpota_srv_output(&c->s, &p);
-    const struct image *img = &c->srv->img;
+    const struct image *img = c->img;
     size_t run_at = 0, run_len = 0, queued;
     uint32_t off;
     uint16_t len;
@@ -111,6 +113,31 @@ static int pump(struct conn *c)
     return 0;
 }
 
+/* A device's latest outcome, for the summary. A later "up to date" does not
+ * hide that it was updated, nor "not offered" that it failed. */
+static void set_outcome(struct conn *c, enum device_outcome o)
+{
+    if (!c->rec) {
+        return;
+    }
+    switch (c->rec->outcome) {
+    case DEV_UPDATED:
+    case DEV_CONFIRMED:
+        if (o == DEV_UP_TO_DATE) return;
+        break;
+    case DEV_ROLLED_BACK:
+    case DEV_BOOT_FAILED:
+    case DEV_DECLINED:
+    case DEV_FAILED:
+        /* Not offered the failed image again: the failure is what counts. */
+        if (o == DEV_NOT_OFFERED) return;
+        break;
+    default:
+        break;
+    }
+    c->rec->outcome = o;
+}
+
 static const char *result_name(uint16_t r)
 {
     switch (r) {
@@ -119,6 +146,73 @@ static const char *result_name(uint16_t r)
     case TCPOTA_RESULT_BOOT_FAILED: return "rolled back by the bootloader";
     default: return "unknown result";
     }
+}
+
+/* The report a HELLO carries: a rolled-back or unbootable image is never
+ * offered to this device again. Logged even with --quiet when it failed. */
+static void take_report(struct conn *c, const struct tcpota_srv_hello *h)
+{
+    char hex[17];
+    int bad = h->report_result == TCPOTA_RESULT_ROLLED_BACK ||
+              h->report_result == TCPOTA_RESULT_BOOT_FAILED;
+
+    if (!h->report_id) {
+        return;
+    }
+    sodium_bin2hex(hex, sizeof(hex), h->report_id, 8);
+    if (bad) {
+        device_mark_failed(c->rec, h->report_id);
+        set_outcome(c, h->report_result == TCPOTA_RESULT_ROLLED_BACK ? DEV_ROLLED_BACK
+                                                                     : DEV_BOOT_FAILED);
+    } else if (h->report_result == TCPOTA_RESULT_CONFIRMED) {
+        set_outcome(c, DEV_CONFIRMED);
+    }
+    clog_(c, bad, "report: image %s... %s%s%s", hex, result_name(h->report_result),
+          memcmp(h->report_id, c->img->desc.id, TCPOTA_ID_LEN) == 0 ? " (current image)" : "",
+          bad ? "; not offered to this device again" : "");
+}
+
+/* The session's choose(): the offer policy (offer.h) for this device,
+ * once HELLO (and AUTH, when required) are in. */
+static const struct tcpota_srv_image *conn_choose(void *ctx, const struct tcpota_srv_hello *h,
+                                                  uint32_t *retry_after_s)
+{
+    struct conn *c = ctx;
+    struct server *srv = c->srv;
+    struct image *img = c->img;
+    struct offer_image oi = {img->desc.id, img->version, img->model};
+    struct offer_device od;
+
+    *retry_after_s = 0;
+    snprintf(c->dev, sizeof(c->dev), "%s", h->device_id);
+    c->rec = devices_get(&srv->devices, h->device_id, 1);
+    take_report(c, h);
+    od.model = h->model;
+    od.version = h->version;
+    od.running_id = h->running_id;
+    od.failed_before = device_failed(c->rec, img->desc.id);
+    c->verdict = (uint8_t)offer_decide(&oi, &od, srv->o->allow_downgrade);
+    if (c->verdict != OFFER_YES) {
+        set_outcome(c, c->verdict == OFFER_RUNNING ? DEV_UP_TO_DATE : DEV_NOT_OFFERED);
+        return NULL;
+    }
+    return &img->desc;
+}
+
+/* One line saying what the device was offered, or why nothing, after
+ * `what` ("hello model=… version=…", "authenticated"). */
+static void log_offer(struct conn *c, const char *what, int offered, uint32_t start)
+{
+    if (!offered) {
+        clog_(c, 0, "%s: %s: %s", what, c->verdict == OFFER_RUNNING ? "up to date" : "not offered",
+              offer_reason((enum offer_verdict)c->verdict));
+        return;
+    }
+    set_outcome(c, DEV_SEEN);
+    c->stream_from = start;
+    c->next_pct = (uint32_t)((uint64_t)start * 10 / c->img->size + 1) * 10;
+    clog_(c, 0, "%s: offer %s (%u bytes) %s %u", what, c->img->version, c->img->size,
+          start ? "resume from" : "from", start);
 }
 
 /* Judges the device's answer to our CHALLENGE (inside TLS, bound to this
@@ -151,9 +245,7 @@ static void on_auth(struct conn *c, const uint8_t *mac)
     conn_admitted(c);
     if (tcpota_srv_authorize(&c->s, 1, &offered, &start) == 0) {
         c->stream_from = start;
-        c->next_pct = (uint32_t)((uint64_t)start * 10 / srv->img.size + 1) * 10;
-        clog_(c, 0, "authenticated: %s", offered ? "offer sent" : "up to date");
-        if (!offered) srv->stats.up_to_date++;
+        log_offer(c, "authenticated", offered, start);
     }
 }
 
@@ -161,19 +253,12 @@ static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
 {
     struct server *srv = c->srv;
     const struct tcpota_msg *m = &ev->msg;
-    uint32_t size = srv->img.size;
+    uint32_t size = c->img ? c->img->size : 0;
 
     switch (ev->type) {
     case TCPOTA_SRV_EV_HELLO:
         memcpy(c->dev, m->u.hello.device_id.ptr, m->u.hello.device_id.len);
         c->dev[m->u.hello.device_id.len] = 0;
-        if (m->u.hello.report_id) {
-            char hex[17];
-            sodium_bin2hex(hex, sizeof(hex), m->u.hello.report_id, 8);
-            clog_(c, 0, "report: image %s... %s%s", hex, result_name(m->u.hello.report_result),
-                  memcmp(m->u.hello.report_id, srv->img.desc.id, TCPOTA_ID_LEN) == 0
-                      ? " (current image)" : "");
-        }
         if (!ev->auth_pending) {
             conn_admitted(c);
         } else {
@@ -181,18 +266,13 @@ static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
                   m->u.hello.model.ptr, m->u.hello.version.len, m->u.hello.version.ptr);
             return;
         }
-        if (!ev->offered) {
-            srv->stats.up_to_date++;
-            clog_(c, 0, "hello model=%.*s version=%.*s: up to date", m->u.hello.model.len,
-                  m->u.hello.model.ptr, m->u.hello.version.len, m->u.hello.version.ptr);
-            return;
+        {
+            char what[2 * TCPOTA_MAX_NAME + 32];
+            snprintf(what, sizeof(what), "hello model=%.*s version=%.*s", m->u.hello.model.len,
+                     (const char *)m->u.hello.model.ptr, m->u.hello.version.len,
+                     (const char *)m->u.hello.version.ptr);
+            log_offer(c, what, ev->offered, ev->start);
         }
-        c->stream_from = ev->start;
-        c->next_pct = (uint32_t)((uint64_t)ev->start * 10 / size + 1) * 10;
-        clog_(c, 0, "hello model=%.*s version=%.*s: offer %s (%u bytes) %s %u",
-              m->u.hello.model.len, m->u.hello.model.ptr, m->u.hello.version.len,
-              m->u.hello.version.ptr, srv->img.version, size,
-              ev->start ? "resume from" : "from", ev->start);
         return;
     case TCPOTA_SRV_EV_ACCEPT:
         c->progress_at = now_s();
@@ -202,7 +282,10 @@ static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
         }
         return;
     case TCPOTA_SRV_EV_DECLINE:
-        srv->stats.failed++;
+        /* The policy offers no image the device runs already, so any
+         * decline would only repeat: the image is a failure for it. */
+        device_mark_failed(c->rec, c->img->desc.id);
+        set_outcome(c, DEV_DECLINED);
         clog_(c, 1, "declined: %s (%.*s)", tcpota_strerror(m->u.decline.reason),
               m->u.decline.message.len, m->u.decline.message.ptr ? (const char *)m->u.decline.message.ptr : "");
         return;
@@ -219,20 +302,23 @@ static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
         return;
     case TCPOTA_SRV_EV_COMPLETE:
         if (m->u.complete.status == 0) {
-            srv->stats.updated++;
+            set_outcome(c, DEV_UPDATED);
             clog_(c, 0, "done: image %s verified by the device, %u bytes from %u in %.2f s, "
                         "%llu sent on this connection",
-                  srv->img.version, size, c->stream_from, now_s() - c->started,
+                  c->img->version, size, c->stream_from, now_s() - c->started,
                   (unsigned long long)c->bytes_sent);
         } else {
-            srv->stats.failed++;
-            clog_(c, 1, "failed: device reports %s", tcpota_strerror(m->u.complete.status));
+            device_mark_failed(c->rec, c->img->desc.id);
+            set_outcome(c, DEV_FAILED);
+            clog_(c, 1, "failed: device reports %s; image %.16s... is not offered to it again",
+                  tcpota_strerror(m->u.complete.status), c->img->idhex);
         }
         return;
     case TCPOTA_SRV_EV_AUTH:
         on_auth(c, m->u.auth.mac);
         return;
     case TCPOTA_SRV_EV_PEER_ERROR:
+        set_outcome(c, DEV_FAILED);
         clog_(c, 1, "device error: %s (%.*s)", tcpota_strerror(m->u.error.code),
               m->u.error.message.len, m->u.error.message.ptr ? (const char *)m->u.error.message.ptr : "");
         return;
@@ -504,7 +590,8 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
     c->progress_at = c->started;
     snprintf(c->peer, sizeof(c->peer), "%s:%s", host, port);
     memset(&cfg, 0, sizeof(cfg));
-    cfg.image = &srv->img.desc;
+    cfg.choose = conn_choose;
+    cfg.ctx = c;
     cfg.rx_buf = c->rx;
     cfg.rx_cap = sizeof(c->rx);
     cfg.tx_buf = c->tx;
@@ -530,7 +617,9 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
         free(c);
         return;
     }
-    tcpota_legacy_init(&c->leg, srv->img.size);
+    /* The image of the moment of connecting, even if a reload swaps it. */
+    c->img = image_ref(srv->img);
+    tcpota_legacy_init(&c->leg, c->img->size);
     c->next = srv->conns;
     if (srv->conns) srv->conns->prev = c;
     srv->conns = c;

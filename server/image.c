@@ -37,7 +37,7 @@ static int wire_create(size_t len, uint8_t **wire)
     return -1;
 }
 
-int image_load(struct image *img, const char *path, const char *version, unsigned chunk)
+static int image_load(struct image *img, const char *path, const char *version, unsigned chunk)
 {
     struct stat st;
     uint32_t i, n;
@@ -46,7 +46,7 @@ int image_load(struct image *img, const char *path, const char *version, unsigne
     memset(img, 0, sizeof(*img));
     img->fd = -1;
     img->wire_fd = -1;
-    if (vlen == 0 || vlen > 32) {
+    if (vlen == 0 || vlen > TCPOTA_MAX_NAME) {
         fprintf(stderr, "tcpota serve: --version must be 1..32 characters\n");
         return -1;
     }
@@ -118,7 +118,7 @@ int image_load(struct image *img, const char *path, const char *version, unsigne
     return 0;
 }
 
-void image_free(struct image *img)
+static void image_free(struct image *img)
 {
     if (img->wire_seg) evbuffer_file_segment_free(img->wire_seg);
     if (img->wire_fd >= 0) {
@@ -131,9 +131,55 @@ void image_free(struct image *img)
     if (img->fd >= 0) close(img->fd);
     free(img->crcs);
     free(img->wire);
-    memset(img, 0, sizeof(*img));
-    img->fd = -1;
-    img->wire_fd = -1;
+    free(img->manifest);
+    free(img);
+}
+
+struct image *image_open(const char *path, const char *version, const char *model,
+                         const uint8_t *manifest, uint16_t manifest_len, unsigned chunk)
+{
+    struct image *img = calloc(1, sizeof(*img));
+
+    if (!img) {
+        fprintf(stderr, "tcpota serve: out of memory\n");
+        return NULL;
+    }
+    if (image_load(img, path, version, chunk) < 0) {
+        image_free(img);
+        return NULL;
+    }
+    if (model && strlen(model) > TCPOTA_MAX_NAME) {
+        fprintf(stderr, "tcpota serve: model '%s' is longer than %u characters\n", model,
+                TCPOTA_MAX_NAME);
+        image_free(img);
+        return NULL;
+    }
+    snprintf(img->model, sizeof(img->model), "%s", model ? model : "");
+    if (manifest && manifest_len) {
+        if (!(img->manifest = malloc(manifest_len))) {
+            fprintf(stderr, "tcpota serve: out of memory\n");
+            image_free(img);
+            return NULL;
+        }
+        memcpy(img->manifest, manifest, manifest_len);
+        img->desc.manifest = img->manifest;
+        img->desc.manifest_len = manifest_len;
+    }
+    img->refs = 1;
+    return img;
+}
+
+struct image *image_ref(struct image *img)
+{
+    img->refs++;
+    return img;
+}
+
+void image_unref(struct image *img)
+{
+    if (img && --img->refs == 0) {
+        image_free(img);
+    }
 }
 
 /* Appends a few bytes right after a file segment. Not evbuffer_add: there

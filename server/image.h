@@ -31,14 +31,24 @@ struct image {
     struct evbuffer_file_segment *wire_seg;
     struct evbuffer_file_segment *seg;
     struct tcpota_srv_image desc;
-    char version[33];
-    char idhex[65];
+    char version[TCPOTA_MAX_NAME + 1];
+    char model[TCPOTA_MAX_NAME + 1]; /* from the signed manifest; "": any model */
+    char idhex[2 * TCPOTA_ID_LEN + 1];
+    uint8_t *manifest;               /* owned copy, or NULL */
+    unsigned refs;                   /* the server and each connection using it */
 };
 
-/* Loads the image at path, offered as `version` in DATA frames of `chunk`
- * bytes. Returns 0, or -1 after printing why; call image_free() either way. */
-int image_load(struct image *img, const char *path, const char *version, unsigned chunk);
-void image_free(struct image *img);
+/* Loads the image at path, offered as `version` for `model` ("" or NULL:
+ * any) with a copy of its signed manifest (NULL: none), in DATA frames of
+ * `chunk` bytes. Returns it with one reference, or NULL after printing why.
+ * A connection that streams it holds a reference of its own, so a reload
+ * (SIGHUP) never pulls an image from under a transfer. */
+struct image *image_open(const char *path, const char *version, const char *model,
+                         const uint8_t *manifest, uint16_t manifest_len, unsigned chunk);
+/* Takes another reference; returns img. */
+struct image *image_ref(struct image *img);
+/* Drops a reference; the last one frees the image (NULL: no-op). */
+void image_unref(struct image *img);
 
 /* Queues one DATA frame of len image bytes from off (its payload by
  * sendfile where the platform has it). */

@@ -27,7 +27,7 @@ const char *legacy_refusal(const struct tcpota_serve_opts *o)
  * queued, so a device that reads it with one recv() gets all of it. */
 static void legacy_send(struct conn *c, const struct tcpota_legacy_pkg *pkg)
 {
-    const struct image *img = &c->srv->img;
+    const struct image *img = c->img;
     uint8_t buf[TCPOTA_LEGACY_HEAD_MAX + TCPOTA_LEGACY_PKG];
     int h = tcpota_legacy_header(img->size, pkg->len, (char *)buf, TCPOTA_LEGACY_HEAD_MAX);
     size_t n = (size_t)h + pkg->len;

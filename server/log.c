@@ -2,8 +2,142 @@
 #include "log.h"
 #include "server_internal.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
+
+/* A line being built: appends stop at `limit`, which keeps room for the
+ * line's end, so that a cut never leaves a line without it. */
+struct out {
+    char *p;
+    size_t n, limit;
+};
+
+/* Appends s whole, or nothing; returns 0 when it did not fit. */
+static int put(struct out *o, const char *s, size_t len)
+{
+    if (len > o->limit - o->n) {
+        return 0;
+    }
+    memcpy(o->p + o->n, s, len);
+    o->n += len;
+    return 1;
+}
+
+/* The escaped form of byte b into e (>= 7 bytes); returns its length.
+ * Text: a peer byte must not end the line or open or close a "[...]", and
+ * '\' is escaped so that "\x5d" in a line always means a ']' was sent.
+ * JSON: RFC 8259 string escapes; bytes >= 0x7f as \u00XX keep the line
+ * ASCII, hence valid UTF-8, whatever bytes arrive. */
+static size_t escape(char *e, unsigned char b, int json)
+{
+    if (json) {
+        if (b == '"' || b == '\\') {
+            e[0] = '\\';
+            e[1] = (char)b;
+            return 2;
+        }
+        if (b < 0x20 || b >= 0x7f) {
+            return (size_t)snprintf(e, 7, "\\u%04x", b);
+        }
+    } else if (b < 0x20 || b >= 0x7f || b == '[' || b == ']' || b == '\\') {
+        return (size_t)snprintf(e, 7, "\\x%02x", b);
+    }
+    e[0] = (char)b;
+    return 1;
+}
+
+/* Appends s escaped, at most `max` bytes of it, stopping before the first
+ * byte whose escape does not fit whole. */
+static void put_escaped(struct out *o, const char *s, size_t max, int json)
+{
+    size_t i;
+
+    for (i = 0; s[i] && i < max; i++) {
+        char e[8];
+        if (!put(o, e, escape(e, (unsigned char)s[i], json))) {
+            return;
+        }
+    }
+}
+
+/* "2026-12-01T10:31:15.123Z": ISO 8601, UTC, milliseconds. */
+static void put_time(struct out *o, const struct timespec *when)
+{
+    struct tm tm;
+    char t[48];
+    size_t n;
+    time_t sec = when->tv_sec;
+
+    if (!gmtime_r(&sec, &tm) || (n = strftime(t, sizeof(t), "%Y-%m-%dT%H:%M:%S", &tm)) == 0) {
+        (void)put(o, "0000-00-00T00:00:00", 19);
+    } else {
+        (void)put(o, t, n);
+    }
+    n = (size_t)snprintf(t, sizeof(t), ".%03ldZ", (long)(when->tv_nsec / 1000000) % 1000);
+    (void)put(o, t, n);
+}
+
+static void put_json_field(struct out *o, const char *key, const char *val)
+{
+    (void)put(o, ",\"", 2);
+    (void)put(o, key, strlen(key));
+    (void)put(o, "\":\"", 3);
+    put_escaped(o, val, LOG_FIELD_MAX, 1);
+    (void)put(o, "\"", 1);
+}
+
+size_t log_format(char *buf, size_t cap, int json, const struct timespec *when,
+                  enum log_level lv, const char *dev, const char *peer, const char *msg)
+{
+    const char *end = json ? "\"}\n" : "\n";
+    struct out o;
+
+    assert(cap >= LOG_LINE_MIN);
+    o.p = buf;
+    o.n = 0;
+    o.limit = cap - 1 - strlen(end);
+    if (json) {
+        (void)put(&o, "{\"time\":\"", 9);
+        put_time(&o, when);
+        (void)put(&o, "\",\"level\":\"", 11);
+        (void)put(&o, lv == LOG_LV_ERROR ? "error" : "info", lv == LOG_LV_ERROR ? 5 : 4);
+        (void)put(&o, "\"", 1);
+        if (dev) put_json_field(&o, "device", dev);
+        if (peer) put_json_field(&o, "peer", peer);
+        (void)put(&o, ",\"msg\":\"", 8);
+    } else {
+        put_time(&o, when);
+        (void)put(&o, " tcpota serve: ", 15);
+        if (dev || peer) {
+            (void)put(&o, "[", 1);
+            put_escaped(&o, dev ? dev : "-", LOG_FIELD_MAX, 0);
+            (void)put(&o, " ", 1);
+            put_escaped(&o, peer ? peer : "-", LOG_FIELD_MAX, 0);
+            (void)put(&o, "] ", 2);
+        }
+    }
+    put_escaped(&o, msg, (size_t)-1, json);
+    /* The room for `end` was kept out of o.limit. */
+    memcpy(buf + o.n, end, strlen(end) + 1);
+    return o.n + strlen(end);
+}
+
+/* Formats and writes one line with a single write, so that lines of
+ * processes sharing the file do not mix. */
+static void vemit(const struct tcpota_serve_opts *o, enum log_level lv, const char *dev,
+                  const char *peer, const char *fmt, va_list ap)
+{
+    char msg[LOG_MSG_MAX], line[LOG_LINE_MAX];
+    struct timespec now;
+    size_t n;
+
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    clock_gettime(CLOCK_REALTIME, &now);
+    n = log_format(line, sizeof(line), o->log_json, &now, lv, dev, peer, msg);
+    (void)fwrite(line, 1, n, stderr);
+}
 
 void say(const struct server *srv, const char *fmt, ...)
 {
@@ -11,23 +145,40 @@ void say(const struct server *srv, const char *fmt, ...)
     if (srv->o->quiet) {
         return;
     }
-    fputs("tcpota serve: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vemit(srv->o, LOG_LV_INFO, NULL, NULL, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
 }
 
-/* One log line about a connection, naming the device once it is known. */
+void say_always(const struct tcpota_serve_opts *o, enum log_level lv, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vemit(o, lv, NULL, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void say_peer(const struct server *srv, const char *host, const char *port, const char *fmt, ...)
+{
+    char peer[80];
+    va_list ap;
+    if (srv->o->quiet) {
+        return;
+    }
+    snprintf(peer, sizeof(peer), "%s:%s", host, port);
+    va_start(ap, fmt);
+    vemit(srv->o, LOG_LV_INFO, NULL, peer, fmt, ap);
+    va_end(ap);
+}
+
 void clog_(const struct conn *c, int always, const char *fmt, ...)
 {
     va_list ap;
     if (c->srv->o->quiet && !always) {
         return;
     }
-    fprintf(stderr, "tcpota serve: [%s %s] ", c->dev[0] ? c->dev : "-", c->peer);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vemit(c->srv->o, always ? LOG_LV_ERROR : LOG_LV_INFO, c->dev[0] ? c->dev : NULL, c->peer,
+          fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
 }

@@ -1,16 +1,67 @@
-/* log.h - the server's log: one line per event, on stderr. */
+/*
+ * log.h - the server's log: one line per event on stderr, each with its UTC
+ * time, so that an operator can follow one device through it.
+ *
+ * Two formats (struct tcpota_serve_opts.log_json):
+ *   text  2026-12-01T10:31:15.123Z tcpota serve: [dev-1 10.0.0.7:51234] done: ...
+ *   json  {"time":"2026-12-01T10:31:15.123Z","level":"info","device":"dev-1",
+ *          "peer":"10.0.0.7:51234","msg":"done: ..."}   (one object per line)
+ * Lines about the server itself have no [device peer] part (text) and no
+ * "device"/"peer" keys (json); a connection whose device has not said who
+ * it is yet shows "-" (text) and no "device" key (json).
+ *
+ * Device ids, models, versions and messages come from peers. So that no
+ * peer byte can end a line or fake a "[device peer]" part, the text format
+ * writes every byte of the device, the peer and the message that is not
+ * printable ASCII, and every '[', ']' and '\', as \xNN: the first "[...]"
+ * of a line is always the server's. The json format escapes them as JSON
+ * strings (\uXXXX for control bytes and bytes >= 0x7f, so the line stays
+ * ASCII and thus valid UTF-8).
+ */
 #ifndef TCPOTA_SERVER_LOG_H
 #define TCPOTA_SERVER_LOG_H
 
+#include <stddef.h>
+#include <time.h>
+
 struct server;
 struct conn;
+struct tcpota_serve_opts;
+
+enum log_level { LOG_LV_INFO = 0, LOG_LV_ERROR = 1 };
+
+/* A device id or a peer is cut at LOG_FIELD_MAX bytes (both come from
+ * arrays of at most 65), a message at LOG_MSG_MAX - 1. Each byte may take
+ * 6 when escaped (\u00XX): LOG_LINE_MIN holds the time, level, device and
+ * peer at their longest; LOG_LINE_MAX also the longest message. */
+#define LOG_FIELD_MAX 128u
+#define LOG_MSG_MAX 2048u
+#define LOG_LINE_MIN (6u * 2u * LOG_FIELD_MAX + 128u)
+#define LOG_LINE_MAX (LOG_LINE_MIN + 6u * LOG_MSG_MAX)
 
 /* One line about the server; nothing with --quiet. */
 void say(const struct server *srv, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* One line about the server that --quiet does not silence: startup
+ * errors, the "listening on" line that scripts wait for, the summary. */
+void say_always(const struct tcpota_serve_opts *o, enum log_level lv, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* One line about a peer that has no connection (refused at accept), as
+ * "[- HOST:PORT]"; nothing with --quiet. */
+void say_peer(const struct server *srv, const char *host, const char *port, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 /* One line about a connection, naming the device once it is known;
- * with --quiet only when `always` is set (errors). */
+ * with --quiet only when `always` is set (errors, logged at level error). */
 void clog_(const struct conn *c, int always, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Writes one whole line, '\n' included, into buf (cap >= LOG_LINE_MIN): the
+ * time `when` (UTC), the level, the device and peer (each may be NULL: not
+ * known or not about a connection) and msg, escaped as above. A line that
+ * does not fit is cut at a character boundary and still ends well-formed
+ * (json: closed string and object). Returns its length (< cap; buf is
+ * NUL-terminated). Pure: no I/O, no clock. */
+size_t log_format(char *buf, size_t cap, int json, const struct timespec *when,
+                  enum log_level lv, const char *dev, const char *peer, const char *msg);
 
 #endif

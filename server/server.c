@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -31,7 +32,7 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
                 NI_NUMERICHOST | NI_NUMERICSERV);
     if (srv->nconns >= srv->o->max_conns) {
         srv->stats.refused++;
-        say(srv, "[- %s:%s] refused: %u connections already (limit)", host, port, srv->nconns);
+        say_peer(srv, host, port, "refused: %u connections already (limit)", srv->nconns);
         evutil_closesocket(fd);
         return;
     }
@@ -43,9 +44,9 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
         if (unauth <= 0) {
             srv->stats.refused++;
             if (unauth == 0) {
-                say(srv, "[- %s:%s] refused: %s already holds %u connections that have not "
-                         "authenticated (--max-unauth-per-addr)", host, port, host,
-                    unauth_count(&srv->unauth, host));
+                say_peer(srv, host, port, "refused: %s already holds %u connections that have "
+                         "not authenticated (--max-unauth-per-addr)", host,
+                         unauth_count(&srv->unauth, host));
             }
             evutil_closesocket(fd);
             return;
@@ -94,10 +95,99 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Counts devices, not connections, and names every kind of failure, so a
+ * rollback can never hide behind "N updated". */
+static void print_summary(const struct server *srv)
+{
+    unsigned counts[DEV_OUTCOMES], i;
+    char line[1024];
+    size_t n;
+
+    devices_count(&srv->devices, counts);
+    n = (size_t)snprintf(line, sizeof(line), "summary: %zu devices", srv->devices.count);
+    for (i = DEV_CONFIRMED; i < DEV_OUTCOMES; i++) {
+        n += (size_t)snprintf(line + n, sizeof(line) - n, "%s %u %s", i == DEV_CONFIRMED ? ":" : ",",
+                              counts[i], device_outcome_name((enum device_outcome)i));
+    }
+    if (counts[DEV_SEEN]) {
+        n += (size_t)snprintf(line + n, sizeof(line) - n, ", %u %s", counts[DEV_SEEN],
+                              device_outcome_name(DEV_SEEN));
+    }
+    say_always(srv->o, LOG_LV_INFO,
+               "%s; %u legacy devices served; %u connections, %u ended by an error, "
+               "%u failed authentications, %u refused; %.1f MB sent in %.1f s",
+               line, srv->stats.legacy_done, srv->stats.connections, srv->stats.failed,
+               srv->stats.auth_failed, srv->stats.refused, (double)srv->stats.bytes_sent / 1e6,
+               now_s() - srv->started);
+}
+
+/* SIGHUP: the image, its manifest and the device secrets are read again.
+ * Transfers already running keep the image they started with (each holds
+ * a reference); new HELLOs get the new one. Anything wrong with the new
+ * files leaves the server exactly as it was. */
+static void reload(struct server *srv)
+{
+    const struct tcpota_serve_opts *o = srv->o;
+    struct tcpota_serve_opts *fresh;
+    struct image *img;
+
+    if (!o->reload) {
+        say_always(srv->o, LOG_LV_INFO, "SIGHUP: nothing to reload");
+        return;
+    }
+    if (!(fresh = malloc(sizeof(*fresh)))) {
+        say_always(srv->o, LOG_LV_ERROR, "SIGHUP: out of memory; still serving image %s", srv->img->version);
+        return;
+    }
+    *fresh = *o;
+    if (o->reload(o->ctx, fresh) < 0) {
+        free(fresh);
+        say_always(srv->o, LOG_LV_ERROR, "SIGHUP: reload failed (see above); still serving image %s (sha256 %.16s...)",
+                   srv->img->version, srv->img->idhex);
+        return;
+    }
+    img = image_open(fresh->image, fresh->version, fresh->model, fresh->manifest,
+                     fresh->manifest_len, fresh->chunk);
+    if (!img) {
+        o->release(o->ctx, fresh);
+        free(fresh);
+        say_always(srv->o, LOG_LV_ERROR, "SIGHUP: reload failed (see above); still serving image %s (sha256 %.16s...)",
+                   srv->img->version, srv->img->idhex);
+        return;
+    }
+    /* The new secrets keep the old ones' failures (auth_rebind). */
+    if (auth_rebind(&srv->auth, fresh->secrets, fresh->nsecrets) < 0) {
+        image_unref(img);
+        o->release(o->ctx, fresh);
+        free(fresh);
+        say_always(srv->o, LOG_LV_ERROR, "SIGHUP: out of memory; still serving image %s",
+                   srv->img->version);
+        return;
+    }
+    image_unref(srv->img);
+    srv->img = img;
+    if (srv->reloaded) {
+        srv->reloaded->release(srv->reloaded->ctx, srv->reloaded);
+        free(srv->reloaded);
+    }
+    srv->reloaded = fresh;
+    srv->o = fresh;
+    say_always(srv->o, LOG_LV_INFO, "SIGHUP: reloaded: image %s (%u bytes, sha256 %s), %zu device secrets",
+               img->version, img->size, img->idhex, fresh->nsecrets);
+}
+
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     struct server *srv = arg;
     (void)what;
+    if (sig == SIGHUP) {
+        reload(srv);
+        return;
+    }
+    if (sig == SIGUSR1) {
+        print_summary(srv);
+        return;
+    }
     say(srv, "%s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
     event_base_loopexit(srv->base, NULL);
 }
@@ -118,7 +208,7 @@ static int listen_on(struct server *srv)
     snprintf(port, sizeof(port), "%u", o->port);
     rc = getaddrinfo(o->host, port, &hints, &ai);
     if (rc != 0) {
-        fprintf(stderr, "tcpota serve: cannot resolve %s: %s\n", o->host, gai_strerror(rc));
+        say_always(o, LOG_LV_ERROR, "cannot resolve %s: %s", o->host, gai_strerror(rc));
         return -1;
     }
     srv->lis = evconnlistener_new_bind(srv->base, accept_cb, srv,
@@ -127,8 +217,8 @@ static int listen_on(struct server *srv)
                                        1024, ai->ai_addr, (int)ai->ai_addrlen);
     freeaddrinfo(ai);
     if (!srv->lis) {
-        fprintf(stderr, "tcpota serve: cannot listen on %s:%u: %s\n", o->host, o->port,
-                strerror(errno));
+        say_always(o, LOG_LV_ERROR, "cannot listen on %s:%u: %s", o->host, o->port,
+                   strerror(errno));
         return -1;
     }
     evconnlistener_set_error_cb(srv->lis, accept_error_cb);
@@ -136,8 +226,8 @@ static int listen_on(struct server *srv)
     getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), sport, sizeof(sport),
                 NI_NUMERICHOST | NI_NUMERICSERV);
     /* Always printed: tests and scripts wait for this line. */
-    fprintf(stderr, "tcpota serve: listening on %s:%s, image %s (%u bytes, sha256 %s)\n", host,
-            sport, srv->img.version, srv->img.size, srv->img.idhex);
+    say_always(o, LOG_LV_INFO, "listening on %s:%s, image %s (%u bytes, sha256 %s)", host, sport,
+               srv->img->version, srv->img->size, srv->img->idhex);
     return 0;
 }
 
@@ -157,10 +247,10 @@ static void raise_fd_limit(const struct tcpota_serve_opts *o)
         (void)getrlimit(RLIMIT_NOFILE, &rl);
     }
     if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)o->max_conns + 32) {
-        fprintf(stderr, "tcpota serve: descriptor limit %llu is below --max-conns %u\n",
-                (unsigned long long)rl.rlim_cur, o->max_conns);
+        say_always(o, LOG_LV_ERROR, "descriptor limit %llu is below --max-conns %u",
+                   (unsigned long long)rl.rlim_cur, o->max_conns);
     } else if (!o->quiet) {
-        fprintf(stderr, "tcpota serve: descriptor limit %llu\n", (unsigned long long)rl.rlim_cur);
+        say_always(o, LOG_LV_INFO, "descriptor limit %llu", (unsigned long long)rl.rlim_cur);
     }
 }
 
@@ -171,22 +261,18 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
 
     memset(&srv, 0, sizeof(srv));
     srv.o = o;
-    srv.img.fd = -1;
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(o);
     if (sodium_init() < 0) {
-        fprintf(stderr, "tcpota serve: libsodium failed to initialise\n");
+        say_always(o, LOG_LV_ERROR, "libsodium failed to initialise");
         return 1;
     }
-    if (image_load(&srv.img, o->image, o->version, o->chunk) < 0) {
-        image_free(&srv.img);
-        return 1;
+    srv.img = image_open(o->image, o->version, o->model, o->manifest, o->manifest_len, o->chunk);
+    if (!srv.img || devices_init(&srv.devices, DEVICES_MAX) < 0) {
+        goto out;
     }
-    srv.img.desc.manifest = o->manifest;
-    srv.img.desc.manifest_len = o->manifest_len;
     if (o->tls_cert && !(srv.tls = tls_context(o->tls_cert, o->tls_key))) {
-        image_free(&srv.img);
-        return 1;
+        goto out;
     }
     srv.base = event_base_new();
     if (!srv.base || listen_on(&srv) < 0) {
@@ -198,8 +284,12 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     }
     srv.sigint = evsignal_new(srv.base, SIGINT, signal_cb, &srv);
     srv.sigterm = evsignal_new(srv.base, SIGTERM, signal_cb, &srv);
+    srv.sighup = evsignal_new(srv.base, SIGHUP, signal_cb, &srv);
+    srv.sigusr1 = evsignal_new(srv.base, SIGUSR1, signal_cb, &srv);
     event_add(srv.sigint, NULL);
     event_add(srv.sigterm, NULL);
+    event_add(srv.sighup, NULL);
+    event_add(srv.sigusr1, NULL);
     {
         struct timeval second = {1, 0};
         srv.sweep = event_new(srv.base, -1, EV_PERSIST, sweep_cb, &srv);
@@ -210,23 +300,24 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     while (srv.conns) {
         conn_free(srv.conns);
     }
-    fprintf(stderr,
-            "tcpota serve: summary: %u connections, %u devices updated (verified), %u up to date, "
-            "%u legacy devices served, %u errors, %u failed authentications, %u refused, "
-            "%.1f MB sent in %.1f s\n",
-            srv.stats.connections, srv.stats.updated, srv.stats.up_to_date,
-            srv.stats.legacy_done, srv.stats.failed, srv.stats.auth_failed, srv.stats.refused,
-            (double)srv.stats.bytes_sent / 1e6, now_s() - srv.started);
+    print_summary(&srv);
     rc = 0;
 out:
     if (srv.sigint) event_free(srv.sigint);
     if (srv.sigterm) event_free(srv.sigterm);
+    if (srv.sighup) event_free(srv.sighup);
+    if (srv.sigusr1) event_free(srv.sigusr1);
     if (srv.sweep) event_free(srv.sweep);
     if (srv.lis) evconnlistener_free(srv.lis);
     if (srv.base) event_base_free(srv.base);
     if (srv.tls) SSL_CTX_free(srv.tls);
     auth_free(&srv.auth);
     unauth_clear(&srv.unauth);
-    image_free(&srv.img);
+    image_unref(srv.img);
+    if (srv.devices.slots) devices_free(&srv.devices);
+    if (srv.reloaded) {
+        srv.reloaded->release(srv.reloaded->ctx, srv.reloaded);
+        free(srv.reloaded);
+    }
     return rc;
 }

@@ -26,11 +26,14 @@ struct tcpota_serve_opts {
     uint16_t port;         /* 0: any free port (printed) */
     const char *image;     /* path of the image file */
     const char *version;   /* version string offered (1..32 printable) */
+    const char *model;     /* the image's hardware model (from its manifest), or NULL: any */
+    int allow_downgrade;   /* offer even when the device runs a newer or unordered version */
     unsigned max_conns;    /* connections beyond this are closed at once */
     unsigned idle_timeout_s;
     unsigned chunk;        /* DATA payload bytes, <= 16380 */
     int progress;          /* 1: one line per device per 10% */
     int quiet;             /* 1: errors only */
+    int log_json;          /* 1: log lines are JSON objects (server/log.h) */
     const uint8_t *manifest; /* signed manifest offered with the image, or NULL */
     uint16_t manifest_len;
     int allow_legacy;      /* serve req0/req1 devices even though the image is signed */
@@ -44,10 +47,22 @@ struct tcpota_serve_opts {
     size_t nsecrets;
     int require_auth;      /* every device must answer a CHALLENGE (legacy ones cannot) */
     const char *tls_cert, *tls_key; /* PEM files: serve v1 inside TLS */
+    /* SIGHUP: fills *fresh, a copy of these options, with the image,
+     * version, model, manifest and device secrets read again from their
+     * files by the rules of the start. Returns 0, or -1 after printing why:
+     * the server then keeps serving what it has. The server hands every
+     * set it was given back to release() once no longer used. NULL: SIGHUP
+     * only says that nothing can be reloaded. */
+    int (*reload)(void *ctx, struct tcpota_serve_opts *fresh);
+    void (*release)(void *ctx, struct tcpota_serve_opts *fresh);
+    void *ctx;
+    void *loaded; /* the caller's record of what reload() allocated for this set */
 };
 
-/* Loads the image and serves until SIGINT/SIGTERM. Returns 0 on a clean
- * shutdown, or 1 after printing why it could not start. */
+/* Loads the image and serves until SIGINT/SIGTERM (each prints the
+ * summary). SIGHUP reloads (see reload above); SIGUSR1 prints the summary
+ * and goes on. Returns 0 on a clean shutdown, or 1 after printing why it
+ * could not start. */
 int tcpota_serve(const struct tcpota_serve_opts *o);
 
 #endif

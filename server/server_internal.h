@@ -9,13 +9,16 @@
  *   auth.c    device secrets: checking an answer to a CHALLENGE, backoff
  *   unauth.c  connections per address that have not authenticated yet
  *   image.c   the image: load, CRCs, the prebuilt DATA frames (memfd)
- *   tls.c     the TLS context
+ *   offer.c   whether a device is offered the image (model, version, failures)
+ *   devices.c what each device reported (failures, outcome)
+ *   tls.c     the TLS context, the channel binding of an AUTH
  *   log.c     one log line per event
  */
 #ifndef TCPOTA_SERVER_INTERNAL_H
 #define TCPOTA_SERVER_INTERNAL_H
 
 #include "auth.h"
+#include "devices.h"
 #include "image.h"
 #include "server.h"
 #include "unauth.h"
@@ -44,19 +47,21 @@ struct event;
 struct bufferevent;
 
 struct server {
-    const struct tcpota_serve_opts *o;
+    const struct tcpota_serve_opts *o; /* the options in force: the caller's, or a reload's */
+    struct tcpota_serve_opts *reloaded; /* the last reload's set (o points to it), or NULL */
     SSL_CTX *tls;
     struct auth auth;
     struct unauth unauth; /* connections per address not yet authenticated */
     struct event_base *base;
     struct evconnlistener *lis;
-    struct event *sigint, *sigterm, *sweep;
-    struct image img;
+    struct event *sigint, *sigterm, *sighup, *sigusr1, *sweep;
+    struct image *img;      /* the image offered now (a reload swaps it) */
+    struct devices devices; /* what each device reported: failures, outcome */
     struct conn *conns;
     unsigned nconns;
     uint64_t next_id;
     struct {
-        unsigned connections, updated, up_to_date, failed, refused, legacy_done, auth_failed;
+        unsigned connections, failed, refused, legacy_done, auth_failed; /* failed: connections ended by an error */
         uint64_t bytes_sent;
     } stats;
     double started;
@@ -72,6 +77,9 @@ struct conn {
     char dev[TCPOTA_MAX_STR + 1];
     struct tcpota_srv s;
     struct tcpota_legacy leg;
+    struct image *img;       /* the image this connection streams (a reference), or NULL */
+    struct device_rec *rec;  /* the device's record, once HELLO named it */
+    uint8_t verdict;         /* enum offer_verdict of its HELLO */
     uint32_t stream_from;
     uint32_t next_pct;
     uint64_t bytes_sent;

@@ -25,3 +25,8 @@ set_tests_properties(tools_proxy PROPERTIES LABELS e2e TIMEOUT 120)
 add_executable(tcpota-auth-probe ${CMAKE_CURRENT_SOURCE_DIR}/../tests/tools/auth_probe.c)
 target_link_libraries(tcpota-auth-probe PRIVATE tcpota_core PkgConfig::SODIUM PkgConfig::LIBEVENT) # OpenSSL for --tls
 target_compile_definitions(tcpota-auth-probe PRIVATE _POSIX_C_SOURCE=200809L _DEFAULT_SOURCE)
+
+# A broken or malicious server for the device's bounds (tests/e2e/test_rogue.sh).
+add_executable(tcpota-rogue ${CMAKE_CURRENT_SOURCE_DIR}/../tests/tools/rogue_server.c)
+target_link_libraries(tcpota-rogue PRIVATE tcpota_core PkgConfig::SODIUM)
+target_compile_definitions(tcpota-rogue PRIVATE _POSIX_C_SOURCE=200809L _DEFAULT_SOURCE)

@@ -122,15 +122,15 @@ static int str_ok(const uint8_t *p, size_t len, size_t min, size_t max)
     return 1;
 }
 
-/* Checks one TLV value against the rule for its tag and fills *m. Returns
- * 0 when taken, 1 when an unknown optional tag was skipped, or an error. */
+/* Checks one TLV value against the rule for its tag (one of msg_tags,
+ * critical bit clear) and fills *m. Returns 0 or TCPOTA_ERR_PROTO. */
 static int take_tlv(struct tcpota_msg *m, uint8_t tag, const uint8_t *v, uint16_t n)
 {
     struct tcpota_bytes b;
 
     b.ptr = v;
     b.len = n;
-    switch (tag & (uint8_t)~TCPOTA_TAG_CRITICAL) {
+    switch (tag) {
     case TCPOTA_TAG_DEVICE_ID:
         if (m->type != TCPOTA_T_HELLO || !str_ok(v, n, 1, TCPOTA_MAX_STR)) return TCPOTA_ERR_PROTO;
         m->u.hello.device_id = b;
@@ -171,7 +171,7 @@ static int take_tlv(struct tcpota_msg *m, uint8_t tag, const uint8_t *v, uint16_
         m->u.hello.report_result = tcpota_get_u16(v + TCPOTA_ID_LEN);
         return 0;
     case TCPOTA_TAG_MESSAGE:
-        if (!str_ok(v, n, 0, 200)) return TCPOTA_ERR_PROTO;
+        if (!str_ok(v, n, 0, TCPOTA_MAX_MESSAGE)) return TCPOTA_ERR_PROTO;
         if (m->type == TCPOTA_T_ERROR) {
             m->u.error.message = b;
         } else if (m->type == TCPOTA_T_DECLINE) {
@@ -204,39 +204,97 @@ static int take_tlv(struct tcpota_msg *m, uint8_t tag, const uint8_t *v, uint16_
         m->u.offer.manifest = b;
         return 0;
     default:
-        return (tag & TCPOTA_TAG_CRITICAL) ? TCPOTA_ERR_NOTSUP : 1; /* 1: skipped */
+        return TCPOTA_ERR_PROTO; /* a tag in msg_tags without a rule here */
     }
 }
 
-static int decode_tlvs(struct tcpota_msg *m, const uint8_t *p, size_t len)
+/* ---- TLVs ------------------------------------------------------------ */
+
+#define TLV_HEAD 3u /* tag u8, length u16 */
+
+void tcpota_tlv_iter_init(struct tcpota_tlv_iter *it, const uint8_t *buf, size_t len,
+                          const uint8_t *known, size_t n_known)
 {
-    uint32_t seen[8] = {0};
+    memset(it, 0, sizeof(*it));
+    it->p = buf;
+    it->left = len;
+    it->known = known;
+    it->n_known = n_known;
+}
 
-    while (len) {
-        uint8_t tag;
-        uint16_t n;
-        int rc;
+static int tag_known(const struct tcpota_tlv_iter *it, uint8_t tag)
+{
+    size_t i;
 
-        if (len < 3) {
-            return TCPOTA_ERR_PROTO;
+    for (i = 0; i < it->n_known; i++) {
+        if (it->known[i] == tag) {
+            return 1;
         }
-        tag = p[0];
-        n = tcpota_get_u16(p + 1);
-        if ((size_t)n > len - 3) {
-            return TCPOTA_ERR_PROTO;
-        }
-        if (seen[tag >> 5] & (1u << (tag & 31))) {
-            return TCPOTA_ERR_PROTO;
-        }
-        seen[tag >> 5] |= 1u << (tag & 31);
-        rc = take_tlv(m, tag, p + 3, n);
-        if (rc < 0) {
-            return rc;
-        }
-        p += 3 + (size_t)n;
-        len -= 3 + (size_t)n;
     }
     return 0;
+}
+
+int tcpota_tlv_next(struct tcpota_tlv_iter *it, uint8_t *tag, const uint8_t **val,
+                    uint16_t *len)
+{
+    while (it->left) {
+        uint8_t raw, t;
+        uint16_t n;
+        const uint8_t *v;
+
+        if (it->left < TLV_HEAD) {
+            return TCPOTA_ERR_PROTO;
+        }
+        raw = it->p[0];
+        n = tcpota_get_u16(it->p + 1);
+        if ((size_t)n > it->left - TLV_HEAD) {
+            return TCPOTA_ERR_PROTO;
+        }
+        /* The critical bit says how to treat an unknown tag, not which
+         * field it is: a tag and its critical twin are one field. */
+        t = raw & (uint8_t)~TCPOTA_TAG_CRITICAL;
+        if (it->seen[t >> 5] & (1u << (t & 31))) {
+            return TCPOTA_ERR_PROTO;
+        }
+        it->seen[t >> 5] |= 1u << (t & 31);
+        v = it->p + TLV_HEAD;
+        it->p += TLV_HEAD + (size_t)n;
+        it->left -= TLV_HEAD + (size_t)n;
+        if (tag_known(it, t)) {
+            *tag = t;
+            *val = v;
+            *len = n;
+            return 1;
+        }
+        if (raw & TCPOTA_TAG_CRITICAL) {
+            return TCPOTA_ERR_NOTSUP;
+        }
+    }
+    return 0;
+}
+
+/* Every tag a message may carry; which message takes which is take_tlv's. */
+static const uint8_t msg_tags[] = {
+    TCPOTA_TAG_DEVICE_ID, TCPOTA_TAG_MODEL, TCPOTA_TAG_VERSION, TCPOTA_TAG_RUNNING_ID,
+    TCPOTA_TAG_RESUME, TCPOTA_TAG_MAX_PAYLOAD, TCPOTA_TAG_REPORT, TCPOTA_TAG_MESSAGE,
+    TCPOTA_TAG_IDLE_TIMEOUT, TCPOTA_TAG_RETRY_AFTER, TCPOTA_TAG_CHUNK, TCPOTA_TAG_MANIFEST,
+};
+
+static int decode_tlvs(struct tcpota_msg *m, const uint8_t *p, size_t len)
+{
+    struct tcpota_tlv_iter it;
+    const uint8_t *v;
+    uint16_t n;
+    uint8_t tag;
+    int rc;
+
+    tcpota_tlv_iter_init(&it, p, len, msg_tags, sizeof(msg_tags));
+    while ((rc = tcpota_tlv_next(&it, &tag, &v, &n)) > 0) {
+        if ((rc = take_tlv(m, tag, v, n)) < 0) {
+            return rc;
+        }
+    }
+    return rc;
 }
 
 int tcpota_msg_decode(const struct tcpota_frame *f, struct tcpota_msg *m)
@@ -480,7 +538,7 @@ static void encode_body(struct writer *w, const struct tcpota_msg *m)
             put32(w, m->u.accept.offset);
         } else if (m->type == TCPOTA_T_DECLINE) {
             put16(w, m->u.decline.reason);
-            tlv_str(w, TCPOTA_TAG_MESSAGE, m->u.decline.message, 0, 200);
+            tlv_str(w, TCPOTA_TAG_MESSAGE, m->u.decline.message, 0, TCPOTA_MAX_MESSAGE);
         } else {
             put16(w, m->u.complete.status);
         }
@@ -502,7 +560,7 @@ static void encode_body(struct writer *w, const struct tcpota_msg *m)
         if (m->u.error.retry_after_s) {
             tlv_u32(w, TCPOTA_TAG_RETRY_AFTER, m->u.error.retry_after_s);
         }
-        tlv_str(w, TCPOTA_TAG_MESSAGE, m->u.error.message, 0, 200);
+        tlv_str(w, TCPOTA_TAG_MESSAGE, m->u.error.message, 0, TCPOTA_MAX_MESSAGE);
         break;
     case TCPOTA_T_PING:
     case TCPOTA_T_PONG:

@@ -9,6 +9,14 @@
 #define LAST_LEN (1 + TCPOTA_ID_LEN + 4 + 4)
 #define COUNTER_LEN (1 + 4 + 4)
 #define REPORT_LEN (1 + TCPOTA_ID_LEN + 2 + 4)
+#define BAD_LEN (1 + TCPOTA_ID_LEN + 1 + 1 + 4) /* version, id, reason, count, CRC */
+#define BAD_REASON (1 + TCPOTA_ID_LEN)
+#define BAD_COUNT (2 + TCPOTA_ID_LEN)
+/* A boot failure may be a power cut between the first boot and the health
+ * check's verdict, not the image's fault: the image is declined from its
+ * second boot failure on. Any other failure is final at once. */
+#define BOOT_FAILURES_FINAL 2
+#define BAD_SHORT_ID 4 /* id bytes a DECLINE's sentence shows, in hex */
 
 /* ---- persistent records: version byte, fields, CRC32C ---------------- */
 
@@ -99,6 +107,93 @@ static int counter_raise(const struct tcpota_port *p, uint32_t counter)
     return rec_save(p, TCPOTA_KEY_COUNTER, b, sizeof(b));
 }
 
+/* ---- failed-image memory --------------------------------------------- */
+
+/* Loads the record into b (all zero when absent or torn: no reason). */
+static int bad_load(const struct tcpota_port *p, uint8_t b[BAD_LEN])
+{
+    int rc = rec_load(p, TCPOTA_KEY_BAD, b, BAD_LEN);
+
+    if (rc == TCPOTA_ERR_NOENT) {
+        memset(b, 0, BAD_LEN);
+        return 0;
+    }
+    return rc;
+}
+
+/* Remembers `id` as failed for `reason`; failures of the same image for
+ * the same reason are counted (up to BOOT_FAILURES_FINAL). */
+static int bad_save(const struct tcpota_port *p, const uint8_t *id, enum tcpota_dev_bad reason)
+{
+    uint8_t b[BAD_LEN];
+    int rc = bad_load(p, b);
+
+    if (rc < 0) {
+        return rc;
+    }
+    if (b[BAD_REASON] != reason || memcmp(b + 1, id, TCPOTA_ID_LEN) != 0) {
+        b[BAD_COUNT] = 0;
+    }
+    if (b[BAD_COUNT] < BOOT_FAILURES_FINAL) {
+        b[BAD_COUNT]++;
+    }
+    memcpy(b + 1, id, TCPOTA_ID_LEN);
+    b[BAD_REASON] = (uint8_t)reason;
+    return rec_save(p, TCPOTA_KEY_BAD, b, BAD_LEN);
+}
+
+static int bad_forget(const struct tcpota_port *p)
+{
+    int rc = p->kv_erase(p->ctx, TCPOTA_KEY_BAD);
+
+    return rc == TCPOTA_ERR_NOENT ? 0 : rc;
+}
+
+int tcpota_dev_bad_image(const struct tcpota_port *p, uint8_t id[TCPOTA_ID_LEN])
+{
+    uint8_t b[BAD_LEN];
+    int rc = bad_load(p, b);
+
+    if (rc < 0) {
+        return rc;
+    }
+    if (b[BAD_REASON] == TCPOTA_BAD_BOOT_FAILED && b[BAD_COUNT] < BOOT_FAILURES_FINAL) {
+        return TCPOTA_BAD_NONE; /* one more chance */
+    }
+    if (id) {
+        memcpy(id, b + 1, TCPOTA_ID_LEN);
+    }
+    return b[BAD_REASON];
+}
+
+int tcpota_dev_bad_text(const uint8_t id[TCPOTA_ID_LEN], int reason,
+                        char out[TCPOTA_DEV_BAD_TEXT_MAX])
+{
+    static const char hex[] = "0123456789abcdef";
+    static const char *const why[] = {
+        " failed before",
+        " failed its integrity check before",
+        " was refused at ota_end before",
+        " failed its health check before",
+        " did not boot before",
+    };
+    static const char wait[] = "; waiting for another image";
+    size_t n = sizeof("image ") - 1, k;
+
+    if (reason < 0 || reason > TCPOTA_BAD_BOOT_FAILED) {
+        reason = TCPOTA_BAD_NONE;
+    }
+    memcpy(out, "image ", n);
+    for (unsigned i = 0; i < BAD_SHORT_ID; i++) {
+        out[n++] = hex[id[i] >> 4];
+        out[n++] = hex[id[i] & 15];
+    }
+    k = strlen(why[reason]);
+    memcpy(out + n, why[reason], k);
+    memcpy(out + n + k, wait, sizeof(wait));
+    return (int)(n + k + sizeof(wait) - 1);
+}
+
 /* ---- boot ------------------------------------------------------------ */
 
 int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
@@ -127,6 +222,15 @@ int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
         if (have_last && (rc = report_save(p, last + 1, result)) < 0) {
             return rc;
         }
+        /* Remembered before the record that names it goes: the server may
+         * offer the rolled-back image again at once. Confirming another
+         * image forgets it. */
+        if (have_last && !healthy && (rc = bad_save(p, last + 1, TCPOTA_BAD_ROLLED_BACK)) < 0) {
+            return rc;
+        }
+        if (have_last && healthy && (rc = bad_forget(p)) < 0) {
+            return rc;
+        }
         /* The counter goes up before the record that carries it is erased:
          * a cut in between must not confirm the image with the old floor. */
         if (healthy && have_last &&
@@ -143,10 +247,13 @@ int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
         return rc < 0 ? rc : 1;
     }
     if (st.rolled_back && have_last) {
-        if ((rc = report_save(p, last + 1, TCPOTA_RESULT_BOOT_FAILED)) < 0) {
+        /* Counted after the record that names it goes: a cut in between
+         * gives the image a chance too many, never one too few. */
+        if ((rc = report_save(p, last + 1, TCPOTA_RESULT_BOOT_FAILED)) < 0 ||
+            (rc = p->kv_erase(p->ctx, TCPOTA_KEY_LAST)) < 0) {
             return rc;
         }
-        return p->kv_erase(p->ctx, TCPOTA_KEY_LAST);
+        return bad_save(p, last + 1, TCPOTA_BAD_BOOT_FAILED);
     }
     return 0;
 }
@@ -250,15 +357,28 @@ static struct tcpota_bytes str_bytes(const char *s)
     return b;
 }
 
+/* Keeps the reason for tcpota_dev_reason(); why may be d->reason itself. */
+static void set_reason(struct tcpota_dev *d, const char *why)
+{
+    size_t n = strlen(why);
+
+    if (n > TCPOTA_MAX_MESSAGE) {
+        n = TCPOTA_MAX_MESSAGE;
+    }
+    memmove(d->reason, why, n);
+    d->reason[n] = 0;
+}
+
 /* Tells the server why this side gives up, then returns `code`. */
 static int fail(struct tcpota_dev *d, int code, const char *why)
 {
     struct tcpota_msg m;
 
+    set_reason(d, why);
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_ERROR;
     m.u.error.code = (uint16_t)-code;
-    m.u.error.message = str_bytes(why);
+    m.u.error.message = str_bytes(d->reason);
     (void)queue(d, &m); /* best effort: the connection ends either way */
     d->last_error = code;
     return code;
@@ -274,7 +394,11 @@ int tcpota_dev_connect(struct tcpota_dev *d, uint32_t now_ms)
     d->state = TCPOTA_DEV_HELLO_SENT;
     d->now = d->last_rx = d->last_tx = now_ms;
     d->last_error = 0;
+    d->reason[0] = 0;
     d->challenged = 0;
+    d->welcomed = 0;
+    d->auth_announced = 0;
+    d->bad_reason = TCPOTA_BAD_NONE;
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_HELLO;
     m.u.hello.proto_min = TCPOTA_PROTO_VERSION;
@@ -299,8 +423,20 @@ int tcpota_dev_connect(struct tcpota_dev *d, uint32_t now_ms)
     return rc;
 }
 
+int tcpota_dev_set_binding(struct tcpota_dev *d, const uint8_t *binding)
+{
+    d->bound = binding != NULL;
+    if (binding) {
+        memcpy(d->binding, binding, TCPOTA_TLS_BINDING_LEN);
+    } else {
+        memset(d->binding, 0, TCPOTA_TLS_BINDING_LEN);
+    }
+    return 0;
+}
+
 void tcpota_dev_disconnect(struct tcpota_dev *d)
 {
+    (void)tcpota_dev_set_binding(d, NULL);
     if (d->state == TCPOTA_DEV_HELLO_SENT || d->state == TCPOTA_DEV_RECEIVING) {
         d->state = TCPOTA_DEV_IDLE;
     }
@@ -350,6 +486,11 @@ int tcpota_dev_tick(struct tcpota_dev *d, uint32_t now_ms)
     return 0;
 }
 
+const char *tcpota_dev_reason(const struct tcpota_dev *d)
+{
+    return d->reason;
+}
+
 uint32_t tcpota_dev_next_tick(const struct tcpota_dev *d)
 {
     uint32_t rx_left, tx_left;
@@ -371,16 +512,35 @@ static int decline(struct tcpota_dev *d, const uint8_t *id, int reason, const ch
 {
     struct tcpota_msg m;
 
+    set_reason(d, why);
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_DECLINE;
     m.u.decline.image_id = id;
     m.u.decline.reason = (uint16_t)-reason;
-    m.u.decline.message = str_bytes(why);
+    m.u.decline.message = str_bytes(d->reason);
     d->state = TCPOTA_DEV_DECLINED;
     d->last_error = reason;
     ev->type = TCPOTA_DEV_EV_DECLINED;
     ev->error = reason;
     return queue(d, &m);
+}
+
+/* Declines an offer of the image remembered as bad (TCPOTA_KEY_BAD), with
+ * the reason in words (state DECLINED then). Returns 0 or an error. A
+ * record that cannot be read blocks nothing. */
+static int decline_known_bad(struct tcpota_dev *d, const uint8_t *id, struct tcpota_dev_event *ev)
+{
+    uint8_t bad[TCPOTA_ID_LEN];
+    char why[TCPOTA_DEV_BAD_TEXT_MAX];
+    int reason = tcpota_dev_bad_image(d->cfg.port, bad);
+
+    if (reason <= TCPOTA_BAD_NONE || memcmp(bad, id, TCPOTA_ID_LEN) != 0) {
+        return 0;
+    }
+    (void)tcpota_dev_bad_text(id, reason, why);
+    d->bad_reason = (uint8_t)reason;
+    memcpy(d->bad_id, id, TCPOTA_ID_LEN);
+    return decline(d, id, TCPOTA_ERR_REFUSED, why, ev);
 }
 
 static int on_offer(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcpota_dev_event *ev)
@@ -389,10 +549,15 @@ static int on_offer(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
     struct tcpota_offer_info info;
     struct tcpota_msg a;
     uint32_t start = 0;
-    int rc;
+    int rc = decline_known_bad(d, m->u.offer.image_id, ev);
 
+    if (rc < 0 || d->state == TCPOTA_DEV_DECLINED) {
+        return rc;
+    }
     if (m->u.offer.size > p->slot_size) {
-        return decline(d, m->u.offer.image_id, TCPOTA_ERR_NOSPC, "image larger than the slot", ev);
+        rc = decline(d, m->u.offer.image_id, TCPOTA_ERR_NOSPC, "image larger than the slot", ev);
+        ev->size = m->u.offer.size; /* the caller can say both sizes */
+        return rc;
     }
     if (d->cfg.running_id &&
         memcmp(d->cfg.running_id, m->u.offer.image_id, TCPOTA_ID_LEN) == 0) {
@@ -408,22 +573,15 @@ static int on_offer(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
     if (d->cfg.n_trusted_keys) {
         struct tcpota_trust t;
         struct tcpota_manifest man;
-        const char *why = "";
         t.keys = d->cfg.trusted_keys;
         t.nkeys = d->cfg.n_trusted_keys;
         t.verify = p->ed25519_verify;
         t.verify_ctx = p->ctx;
         t.model = d->cfg.model;
         t.security_counter = d->security_counter;
-        rc = tcpota_manifest_check(&t, m->u.offer.manifest.ptr, m->u.offer.manifest.len,
-                                   m->u.offer.image_id, m->u.offer.size, &man, &why);
+        rc = tcpota_manifest_check(&t, m, &man, d->reason, sizeof(d->reason));
         if (rc < 0) {
-            return decline(d, m->u.offer.image_id, rc, why, ev);
-        }
-        if (man.version.len != m->u.offer.version.len ||
-            memcmp(man.version.ptr, m->u.offer.version.ptr, man.version.len) != 0) {
-            return decline(d, m->u.offer.image_id, TCPOTA_ERR_INTEGRITY,
-                           "offer version differs from the signed manifest", ev);
+            return decline(d, m->u.offer.image_id, rc, d->reason, ev);
         }
         d->image_counter = man.security_counter;
     }
@@ -501,6 +659,7 @@ static int finish(struct tcpota_dev *d, struct tcpota_dev_event *ev)
     uint8_t last[LAST_LEN];
     struct tcpota_msg m;
     int rc = p->ota_end(p->ctx);
+    enum tcpota_dev_bad bad = rc < 0 ? TCPOTA_BAD_REFUSED : TCPOTA_BAD_NONE;
 
     if (rc == 0) {
         rc = verify_slot(d);
@@ -518,7 +677,17 @@ static int finish(struct tcpota_dev *d, struct tcpota_dev_event *ev)
     m.u.complete.image_id = d->image;
     if (rc < 0) {
         /* Never bootable; start over from zero next time. No "last update"
-         * record either, or a later rollback would be blamed on it. */
+         * record either, or a later rollback would be blamed on it. An
+         * image that is not what its id says (or that the port refuses) is
+         * remembered, so that its next offer is declined before a byte is
+         * written; a storage error on the way is not the image's fault. */
+        if (rc == TCPOTA_ERR_INTEGRITY) {
+            bad = TCPOTA_BAD_INTEGRITY;
+        }
+        if (bad != TCPOTA_BAD_NONE && bad_save(p, d->image, bad) == 0) {
+            d->bad_reason = (uint8_t)bad;
+            memcpy(d->bad_id, d->image, TCPOTA_ID_LEN);
+        }
         (void)p->ota_abort(p->ctx);
         (void)resume_drop(d);
         (void)p->kv_erase(p->ctx, TCPOTA_KEY_LAST);
@@ -584,7 +753,10 @@ static int on_data(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcpo
 }
 
 /* Proves the device knows its secret without sending it: HMAC-SHA-256
- * over the server's fresh nonce and the device id. */
+ * over the server's fresh nonce, the TLS binding if any, and the device
+ * id. Only a server that announced AUTH in its WELCOME gets an answer, and
+ * only one: a device that answered any CHALLENGE at any time would let a
+ * rogue server relay a real server's nonce and log in as this device. */
 static int on_challenge(struct tcpota_dev *d, const struct tcpota_msg *m)
 {
     const struct tcpota_port *p = d->cfg.port;
@@ -592,14 +764,21 @@ static int on_challenge(struct tcpota_dev *d, const struct tcpota_msg *m)
     struct tcpota_msg a;
     int n, rc;
 
-    if (d->state != TCPOTA_DEV_HELLO_SENT || d->challenged) {
-        return fail(d, TCPOTA_ERR_STATE, "unexpected CHALLENGE");
+    if (!d->welcomed) {
+        return fail(d, TCPOTA_ERR_STATE, "CHALLENGE before WELCOME");
+    }
+    if (d->challenged || d->state != TCPOTA_DEV_HELLO_SENT) {
+        return fail(d, TCPOTA_ERR_STATE, "CHALLENGE again or after the offer");
+    }
+    if (!d->auth_announced) {
+        return fail(d, TCPOTA_ERR_PROTO, "CHALLENGE but WELCOME did not announce AUTH");
     }
     if (!d->cfg.secret) {
         return fail(d, TCPOTA_ERR_DENIED, "server requires authentication; no secret here");
     }
     d->challenged = 1;
-    n = tcpota_auth_message(m->u.challenge.nonce, NULL, (const uint8_t *)d->cfg.device_id,
+    n = tcpota_auth_message(m->u.challenge.nonce, d->bound ? d->binding : NULL,
+                            (const uint8_t *)d->cfg.device_id,
                             strlen(d->cfg.device_id), msg, sizeof(msg));
     if (n < 0) {
         return fail(d, n, "cannot build the authentication message");
@@ -618,9 +797,12 @@ static int on_frame(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
 {
     switch (m->type) {
     case TCPOTA_T_WELCOME:
-        if (d->state != TCPOTA_DEV_HELLO_SENT || m->u.welcome.proto != TCPOTA_PROTO_VERSION) {
+        if (d->state != TCPOTA_DEV_HELLO_SENT || d->welcomed ||
+            m->u.welcome.proto != TCPOTA_PROTO_VERSION) {
             return fail(d, TCPOTA_ERR_PROTO, "unexpected WELCOME");
         }
+        d->welcomed = 1;
+        d->auth_announced = (m->u.welcome.features & TCPOTA_F_AUTH) != 0;
         if (d->report_sent) {
             /* The server has read our HELLO and with it the report. */
             int rc = d->cfg.port->kv_erase(d->cfg.port->ctx, TCPOTA_KEY_REPORT);
@@ -650,6 +832,12 @@ static int on_frame(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
         return on_data(d, m, ev);
     case TCPOTA_T_ERROR:
         d->last_error = m->u.error.code ? -(int)m->u.error.code : TCPOTA_ERR_PROTO;
+        set_reason(d, "");
+        if (m->u.error.message.ptr) {
+            /* The codec checked it: printable and at most TCPOTA_MAX_MESSAGE. */
+            memcpy(d->reason, m->u.error.message.ptr, m->u.error.message.len);
+            d->reason[m->u.error.message.len] = 0;
+        }
         return d->last_error;
     case TCPOTA_T_PING: {
         struct tcpota_msg pong;

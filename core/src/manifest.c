@@ -54,15 +54,22 @@ static int take(struct tcpota_manifest *m, uint8_t tag, const uint8_t *v, uint16
         m->pubkey = v;
         return 0;
     default:
-        return (tag & TCPOTA_TAG_CRITICAL) ? TCPOTA_ERR_NOTSUP : 0;
+        return TCPOTA_ERR_PROTO; /* a tag in known_tags without a rule here */
     }
 }
 
+static const uint8_t known_tags[] = {
+    M_SIZE, M_SHA, M_VERSION, M_MODEL, M_COUNTER, M_CREATED, M_PUBKEY,
+};
+
 int tcpota_manifest_parse(const uint8_t *buf, size_t len, struct tcpota_manifest *m)
 {
-    uint32_t seen = 0;
-    size_t body, off;
-    int have_size = 0, have_counter = 0, have_created = 0;
+    struct tcpota_tlv_iter it;
+    const uint8_t *v;
+    uint16_t n;
+    uint8_t tag;
+    size_t body;
+    int have_size = 0, have_counter = 0, have_created = 0, rc;
 
     memset(m, 0, sizeof(*m));
     if (!buf || len < HEAD + TCPOTA_SIG_LEN || memcmp(buf, "tOTM", 4) != 0) {
@@ -75,23 +82,15 @@ int tcpota_manifest_parse(const uint8_t *buf, size_t len, struct tcpota_manifest
     if (HEAD + body + TCPOTA_SIG_LEN != len) {
         return TCPOTA_ERR_PROTO;
     }
-    for (off = HEAD; off < HEAD + body;) {
-        uint8_t tag;
-        uint16_t n;
-        int rc;
-        if (HEAD + body - off < 3) return TCPOTA_ERR_PROTO;
-        tag = buf[off];
-        n = tcpota_get_u16(buf + off + 1);
-        if ((size_t)n > HEAD + body - off - 3) return TCPOTA_ERR_PROTO;
-        if (tag < 32) {
-            if (seen & (1u << tag)) return TCPOTA_ERR_PROTO;
-            seen |= 1u << tag;
-        }
-        if ((rc = take(m, tag, buf + off + 3, n)) < 0) return rc;
+    tcpota_tlv_iter_init(&it, buf + HEAD, body, known_tags, sizeof(known_tags));
+    while ((rc = tcpota_tlv_next(&it, &tag, &v, &n)) > 0) {
+        if ((rc = take(m, tag, v, n)) < 0) return rc;
         have_size |= tag == M_SIZE;
         have_counter |= tag == M_COUNTER;
         have_created |= tag == M_CREATED;
-        off += 3 + (size_t)n;
+    }
+    if (rc < 0) {
+        return rc;
     }
     if (!have_size || !m->sha256 || !m->version.ptr || !m->model.ptr || !have_counter ||
         !have_created || !m->pubkey || m->image_size == 0) {
@@ -142,44 +141,142 @@ int tcpota_manifest_encode_body(const struct tcpota_manifest *m, uint8_t *out, s
     return (int)n;
 }
 
-static int reason(const char **why, const char *text, int code)
+/* ---- the device's acceptance rules ---------------------------------- */
+
+/* A reason being written into the caller's buffer; always NUL-terminated,
+ * cut short when the buffer is. No printf: the core links no stdio. */
+struct text {
+    char *p;
+    size_t cap, len;
+};
+
+static void text_put(struct text *t, const char *s, size_t n)
 {
-    if (why) *why = text;
-    return code;
+    if (!t->p || !t->cap) return;
+    if (n > t->cap - 1 - t->len) n = t->cap - 1 - t->len;
+    memcpy(t->p + t->len, s, n);
+    t->len += n;
+    t->p[t->len] = 0;
 }
 
-int tcpota_manifest_check(const struct tcpota_trust *t, const uint8_t *manifest, size_t len,
-                          const uint8_t *offer_id, uint32_t offer_size,
-                          struct tcpota_manifest *out, const char **why)
+static void text_str(struct text *t, const char *s) { text_put(t, s, strlen(s)); }
+
+static void text_bytes(struct text *t, struct tcpota_bytes b)
 {
+    text_put(t, (const char *)b.ptr, b.len);
+}
+
+static void text_u32(struct text *t, uint32_t v)
+{
+    char b[10];
+    size_t n = 0;
+
+    do {
+        b[sizeof(b) - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    text_put(t, b + sizeof(b) - n, n);
+}
+
+/* The first bytes of an id are enough for a person to tell two apart. */
+#define SHORT_ID 8u
+
+static void text_id(struct text *t, const uint8_t *id)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i;
+
+    for (i = 0; i < SHORT_ID; i++) {
+        char b[2] = {hex[id[i] >> 4], hex[id[i] & 15]};
+        text_put(t, b, 2);
+    }
+    text_str(t, "...");
+}
+
+static int same(struct tcpota_bytes a, struct tcpota_bytes b)
+{
+    return a.len == b.len && memcmp(a.ptr, b.ptr, a.len) == 0;
+}
+
+/* Every manifest field the offer repeats must say the same, or the offer
+ * is not the image that was signed. Returns 0 or an error, with the field
+ * and both values in *t. */
+static int offer_matches(const struct tcpota_manifest *m, const struct tcpota_msg *offer,
+                         struct text *t)
+{
+    if (!same(offer->u.offer.version, m->version)) {
+        text_str(t, "offer version ");
+        text_bytes(t, offer->u.offer.version);
+        text_str(t, " differs from the signed manifest's ");
+        text_bytes(t, m->version);
+        return TCPOTA_ERR_REFUSED;
+    }
+    if (offer->u.offer.size != m->image_size) {
+        text_str(t, "offer size ");
+        text_u32(t, offer->u.offer.size);
+        text_str(t, " differs from the signed manifest's ");
+        text_u32(t, m->image_size);
+        return TCPOTA_ERR_INTEGRITY;
+    }
+    if (memcmp(offer->u.offer.image_id, m->sha256, TCPOTA_ID_LEN) != 0) {
+        text_str(t, "offer sha256 ");
+        text_id(t, offer->u.offer.image_id);
+        text_str(t, " differs from the signed manifest's ");
+        text_id(t, m->sha256);
+        return TCPOTA_ERR_INTEGRITY;
+    }
+    return 0;
+}
+
+int tcpota_manifest_check(const struct tcpota_trust *t, const struct tcpota_msg *offer,
+                          struct tcpota_manifest *out, char *why, size_t why_cap)
+{
+    struct text w = {why, why_cap, 0};
     struct tcpota_manifest m;
-    size_t i, mlen;
+    struct tcpota_bytes model;
+    size_t i;
     int rc;
 
-    if (!manifest || !len) {
-        return reason(why, "offer carries no signed manifest", TCPOTA_ERR_UNSIGNED);
+    text_put(&w, "", 0);
+    if (!offer->u.offer.manifest.ptr || !offer->u.offer.manifest.len) {
+        text_str(&w, "offer carries no signed manifest");
+        return TCPOTA_ERR_UNSIGNED;
     }
-    if ((rc = tcpota_manifest_parse(manifest, len, &m)) < 0) {
-        return reason(why, "malformed manifest", rc);
+    rc = tcpota_manifest_parse(offer->u.offer.manifest.ptr, offer->u.offer.manifest.len, &m);
+    if (rc < 0) {
+        text_str(&w, "malformed manifest");
+        return rc;
     }
     for (i = 0; i < t->nkeys; i++) {
         if (memcmp(t->keys[i], m.pubkey, TCPOTA_PUBKEY_LEN) == 0) break;
     }
     if (i == t->nkeys) {
-        return reason(why, "manifest signed by a key this device does not trust", TCPOTA_ERR_NOKEY);
+        text_str(&w, "manifest signed by a key this device does not trust");
+        return TCPOTA_ERR_NOKEY;
     }
     if (!t->verify || t->verify(t->verify_ctx, m.signature, m.signed_part, m.signed_len, m.pubkey) != 0) {
-        return reason(why, "manifest signature does not verify", TCPOTA_ERR_BADSIG);
+        text_str(&w, "manifest signature does not verify");
+        return TCPOTA_ERR_BADSIG;
     }
-    if (m.image_size != offer_size || memcmp(m.sha256, offer_id, TCPOTA_ID_LEN) != 0) {
-        return reason(why, "manifest size/SHA-256 differ from the offer", TCPOTA_ERR_INTEGRITY);
+    if ((rc = offer_matches(&m, offer, &w)) < 0) {
+        return rc;
     }
-    mlen = t->model ? strlen(t->model) : 0;
-    if (mlen != m.model.len || memcmp(t->model, m.model.ptr, mlen) != 0) {
-        return reason(why, "image is for another hardware model", TCPOTA_ERR_MODEL);
+    model.ptr = (const uint8_t *)t->model;
+    model.len = (uint16_t)(t->model ? strlen(t->model) : 0);
+    if (!same(model, m.model)) {
+        text_str(&w, "manifest model ");
+        text_bytes(&w, m.model);
+        text_str(&w, " differs from the device's ");
+        text_bytes(&w, model);
+        return TCPOTA_ERR_MODEL;
     }
     if (m.security_counter < t->security_counter) {
-        return reason(why, "security counter below the device's (downgrade)", TCPOTA_ERR_DOWNGRADE);
+        text_str(&w, "manifest security counter ");
+        text_u32(&w, m.security_counter);
+        text_str(&w, " is below the device's ");
+        text_u32(&w, t->security_counter);
+        text_str(&w, " (downgrade)");
+        return TCPOTA_ERR_DOWNGRADE;
     }
     if (out) *out = m;
     return 0;

@@ -40,6 +40,13 @@ int tcpota_srv_fail(struct tcpota_srv *s, int code, const char *message,
     return queue(s, &m);
 }
 
+/* An image description a session can offer. */
+static int image_ok(const struct tcpota_srv_image *img)
+{
+    return img->size != 0 && img->version && img->version_len != 0 &&
+           img->version_len <= TCPOTA_MAX_NAME && img->manifest_len <= TCPOTA_MAX_MANIFEST;
+}
+
 int tcpota_srv_init(struct tcpota_srv *s, const struct tcpota_srv_config *cfg)
 {
     const struct tcpota_srv_image *img = cfg ? cfg->image : NULL;
@@ -50,8 +57,7 @@ int tcpota_srv_init(struct tcpota_srv *s, const struct tcpota_srv_config *cfg)
     if (cfg->chunk > TCPOTA_MAX_PAYLOAD - TCPOTA_DATA_FIXED) {
         return TCPOTA_ERR_INVAL;
     }
-    if (img && (img->size == 0 || !img->version || img->version_len == 0 ||
-                img->version_len > 32 || img->manifest_len > TCPOTA_MAX_MANIFEST)) {
+    if (img && !image_ok(img)) {
         return TCPOTA_ERR_INVAL;
     }
     memset(s, 0, sizeof(*s));
@@ -91,6 +97,12 @@ static void keep_hello(struct tcpota_srv *s, const struct tcpota_msg *h)
     s->hello.device_id[h->u.hello.device_id.len] = 0;
     memcpy(s->hello.version, h->u.hello.version.ptr, h->u.hello.version.len);
     s->hello.version[h->u.hello.version.len] = 0;
+    memcpy(s->hello.model, h->u.hello.model.ptr, h->u.hello.model.len);
+    s->hello.model[h->u.hello.model.len] = 0;
+    s->hello.report_result = h->u.hello.report_id ? h->u.hello.report_result : 0;
+    if (s->hello.report_result) {
+        memcpy(s->hello.report_id, h->u.hello.report_id, TCPOTA_ID_LEN);
+    }
     s->hello.has_running = h->u.hello.running_id != NULL;
     if (s->hello.has_running) {
         memcpy(s->hello.running_id, h->u.hello.running_id, TCPOTA_ID_LEN);
@@ -104,19 +116,45 @@ static void keep_hello(struct tcpota_srv *s, const struct tcpota_msg *h)
     s->hello.max_payload = h->u.hello.max_payload ? h->u.hello.max_payload : TCPOTA_MIN_PAYLOAD;
 }
 
+void tcpota_srv_get_hello(const struct tcpota_srv *s, struct tcpota_srv_hello *h)
+{
+    h->device_id = s->hello.device_id;
+    h->model = s->hello.model;
+    h->version = s->hello.version;
+    h->running_id = s->hello.has_running ? s->hello.running_id : NULL;
+    h->report_id = s->hello.report_result ? s->hello.report_id : NULL;
+    h->report_result = s->hello.report_result;
+}
+
+const struct tcpota_srv_image *tcpota_srv_offered_image(const struct tcpota_srv *s)
+{
+    return s->img;
+}
+
 /* Sends OFFER (and starts the stream) or NO_UPDATE, from what HELLO said. */
 static int offer(struct tcpota_srv *s, uint8_t *offered, uint32_t *start)
 {
     const struct tcpota_srv_image *img = s->cfg.image;
     struct tcpota_msg m;
+    uint32_t retry_after = 0;
 
     memset(&m, 0, sizeof(m));
+    if (s->cfg.choose) {
+        struct tcpota_srv_hello h;
+        tcpota_srv_get_hello(s, &h);
+        img = s->cfg.choose(s->cfg.ctx, &h, &retry_after);
+        if (img && !image_ok(img)) {
+            img = NULL; /* the caller's mistake: offer nothing rather than garbage */
+        }
+    }
     if (!img || up_to_date(s, img)) {
         m.type = TCPOTA_T_NO_UPDATE;
+        m.u.no_update.retry_after_s = retry_after;
         s->state = TCPOTA_SRV_CLOSING;
         *offered = 0;
         return queue(s, &m);
     }
+    s->img = img;
     /* Never send a frame bigger than the device said it takes. */
     if (s->chunk > s->hello.max_payload - TCPOTA_DATA_FIXED) {
         s->chunk = (uint16_t)(s->hello.max_payload - TCPOTA_DATA_FIXED);
@@ -211,7 +249,7 @@ static int violation(struct tcpota_srv *s, int code, const char *why)
 static int on_frame(struct tcpota_srv *s, struct tcpota_srv_event *ev)
 {
     const struct tcpota_msg *m = &ev->msg;
-    const struct tcpota_srv_image *img = s->cfg.image;
+    const struct tcpota_srv_image *img = s->img;
 
     if (!s->got_hello && m->type != TCPOTA_T_HELLO) {
         return violation(s, TCPOTA_ERR_STATE, "expected HELLO first");
@@ -360,7 +398,7 @@ int tcpota_srv_data_next(struct tcpota_srv *s, uint32_t *offset, uint16_t *len)
     *offset = s->send_pos;
     *len = (uint16_t)n;
     s->send_pos += n;
-    if (s->state == TCPOTA_SRV_STREAMING && s->send_pos == s->cfg.image->size) {
+    if (s->state == TCPOTA_SRV_STREAMING && s->send_pos == s->img->size) {
         s->state = TCPOTA_SRV_SENT_ALL;
     }
     return 1;

@@ -68,8 +68,9 @@ int tcpota_client_init(struct tcpota_client *c, const struct tcpota_client_confi
 /* ---- waiting --------------------------------------------------------- */
 
 /* One poll() of fd (if >= 0) and the wake fd for at most ms (capped by
- * poll_max_ms). Returns -1 when a stop was requested, -2 when poll()
- * failed (errno says why), else 0 with *revents = the fd's events. */
+ * poll_max_ms). Returns TCPOTA_ERR_CANCELED when a stop was requested,
+ * TCPOTA_ERR_IO when poll() failed (errno says why), else 0 with
+ * *revents = the fd's events. */
 static int poll_once(struct tcpota_client *c, int fd, short events, uint32_t ms, int *revents)
 {
     struct pollfd p[2];
@@ -97,13 +98,13 @@ static int poll_once(struct tcpota_client *c, int fd, short events, uint32_t ms,
     }
     rc = poll(n ? p : NULL, n, (int)ms);
     if (stop_requested(c)) {
-        return -1;
+        return TCPOTA_ERR_CANCELED;
     }
     if (rc > 0 && wake >= 0 && p[wake].revents && c->cfg.on_wake) {
         c->cfg.on_wake(c->cfg.ctx);
     }
     if (rc < 0 && errno != EINTR) {
-        return -2;
+        return TCPOTA_ERR_IO;
     }
     if (rc > 0 && self >= 0) {
         *revents = p[self].revents;
@@ -119,10 +120,10 @@ int tcpota_client_wait(struct tcpota_client *c, int fd, short events, uint32_t m
         uint32_t spent = now_ms(c) - start;
         int revents, rc = poll_once(c, fd, events, spent >= ms ? 0 : ms - spent, &revents);
 
-        if (rc == -1) {
-            return -1;
+        if (rc == TCPOTA_ERR_CANCELED) {
+            return rc;
         }
-        if (rc == -2) {
+        if (rc < 0) {
             return POLLERR;
         }
         if (revents) {
@@ -152,7 +153,8 @@ static int set_nonblock(int fd)
 }
 
 /* Connects one address without blocking longer than connect_ms. Returns
- * the socket, -1 with err set, or -2 when a stop was requested. */
+ * the socket, TCPOTA_ERR_IO with err set, or TCPOTA_ERR_CANCELED when a
+ * stop was requested. */
 static int connect_one(struct tcpota_client *c, const struct addrinfo *ai, const char *label)
 {
     int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
@@ -161,7 +163,7 @@ static int connect_one(struct tcpota_client *c, const struct addrinfo *ai, const
 
     if (fd < 0) {
         set_err(c, "socket: %s", strerror(errno));
-        return -1;
+        return TCPOTA_ERR_IO;
     }
     if (set_nonblock(fd) < 0) {
         soerr = errno;
@@ -170,7 +172,7 @@ static int connect_one(struct tcpota_client *c, const struct addrinfo *ai, const
             soerr = errno;
         } else if ((ev = tcpota_client_wait(c, fd, POLLOUT, c->cfg.connect_ms)) < 0) {
             close(fd);
-            return -2;
+            return TCPOTA_ERR_CANCELED;
         } else if (ev == 0) {
             soerr = ETIMEDOUT;
         } else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0) {
@@ -180,7 +182,7 @@ static int connect_one(struct tcpota_client *c, const struct addrinfo *ai, const
     if (soerr) {
         set_err(c, "connect to %s: %s", label, strerror(soerr));
         close(fd);
-        return -1;
+        return TCPOTA_ERR_IO;
     }
     /* Small frames (ACK, PONG) must leave at once, not wait for Nagle. */
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -202,7 +204,7 @@ int tcpota_client_connect(struct tcpota_client *c, const char *host, uint16_t po
 {
     struct addrinfo hints, *res = NULL, *ai;
     char service[8];
-    int fd = -1, rc;
+    int fd = TCPOTA_ERR_IO, rc;
 
     c->cfg.err[0] = 0;
     memset(&hints, 0, sizeof(hints));
@@ -213,17 +215,14 @@ int tcpota_client_connect(struct tcpota_client *c, const char *host, uint16_t po
     rc = getaddrinfo(host, service, &hints, &res);
     if (rc != 0) {
         set_err(c, "cannot resolve %s: %s", host, gai_text(rc));
-        return -1;
+        return TCPOTA_ERR_IO;
     }
-    for (ai = res; ai && fd == -1; ai = ai->ai_next) {
-        fd = stop_requested(c) ? -2 : connect_one(c, ai, label);
+    for (ai = res; ai && fd == TCPOTA_ERR_IO; ai = ai->ai_next) {
+        fd = stop_requested(c) ? TCPOTA_ERR_CANCELED : connect_one(c, ai, label);
     }
     freeaddrinfo(res);
-    if (fd == -2) {
-        return TCPOTA_CLIENT_STOPPED;
-    }
     if (fd < 0) {
-        return -1;
+        return fd;
     }
     c->fd = fd;
     return 0;
@@ -433,10 +432,10 @@ int tcpota_client_run(struct tcpota_client *c)
          * room, where a short sleep avoids spinning. */
         wait_ms = tcpota_dev_next_tick(d);
         rc = poll_once(c, c->fd, events, wait_ms ? wait_ms : IDLE_WAIT_MS, &revents);
-        if (rc == -1) {
+        if (rc == TCPOTA_ERR_CANCELED) {
             return TCPOTA_CLIENT_STOPPED;
         }
-        if (rc == -2) {
+        if (rc < 0) {
             set_err(c, "poll: %s", strerror(errno));
             return TCPOTA_CLIENT_RETRY;
         }

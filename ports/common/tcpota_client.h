@@ -8,8 +8,9 @@
  * resolve and connect with a timeout, then run one connection: queue
  * HELLO, wait with poll() for the socket (and an optional wake-up fd),
  * feed every received byte to tcpota_dev_input(), send what the session
- * queues, tick its clock, and return how the connection ended. Reconnect
- * policy, logging and the reboot after an update stay with the caller.
+ * queues, tick its clock, and return how the connection ended. The
+ * reconnect policy is tcpota_runner.h; logging and the reboot after an
+ * update stay with the caller.
  *
  * It uses only socket(), fcntl(O_NONBLOCK), connect(), getsockopt(),
  * setsockopt(), getaddrinfo(), poll(), recv(), send(), shutdown() and
@@ -102,7 +103,8 @@ int tcpota_client_init(struct tcpota_client *c, const struct tcpota_client_confi
 /* Resolves host (a name or a numeric address) and connects to the first
  * of its addresses that answers within connect_ms each, with TCP_NODELAY.
  * `label` names the server in error text. Returns 0 (c->fd is set),
- * TCPOTA_CLIENT_STOPPED when a stop was requested, or -1 with cfg.err set. */
+ * TCPOTA_ERR_CANCELED when a stop was requested, or TCPOTA_ERR_IO with
+ * cfg.err set. */
 int tcpota_client_connect(struct tcpota_client *c, const char *host, uint16_t port,
                           const char *label);
 
@@ -121,8 +123,9 @@ int tcpota_client_run(struct tcpota_client *c);
 void tcpota_client_close(struct tcpota_client *c, uint32_t linger_ms);
 
 /* Waits up to ms for `events` (POLLIN/POLLOUT) on fd, or just sleeps when
- * fd < 0, waking early for the wake fd. Returns the fd's revents, 0 on
- * timeout, or -1 when a stop was requested. */
+ * fd < 0, waking early for the wake fd. Returns the fd's revents (POLLERR
+ * when poll() itself failed), 0 on timeout, or TCPOTA_ERR_CANCELED when a
+ * stop was requested. */
 int tcpota_client_wait(struct tcpota_client *c, int fd, short events, uint32_t ms);
 
 #ifdef __cplusplus

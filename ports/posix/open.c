@@ -41,6 +41,8 @@ static int make_path(struct tcpota_posix_dev *dev, char *out, size_t cap, const 
     return 0;
 }
 
+#define OTADATA_TMP "otadata.bin.tmp"
+
 /* How open_region() opens a region file. */
 enum { REGION_RW = 0, REGION_CREATE = 1, REGION_READONLY = 2 };
 
@@ -54,6 +56,9 @@ static int open_region(struct tcpota_posix_dev *dev, struct tcpota_flash *fl, co
         rc = how == REGION_READONLY ? tcpota_flash_open_readonly(fl, path, size)
                                     : tcpota_flash_open(fl, path, size, how == REGION_CREATE);
         rc = tcpota_px_flash_rc(dev, fl, rc);
+    }
+    if (rc == TCPOTA_ERR_NOENT) {
+        rc = tcpota_px_fail(dev, rc, "%s is missing %s", dir, name);
     }
     return rc;
 }
@@ -75,12 +80,12 @@ static int sync_dir(struct tcpota_posix_dev *dev, const char *dir)
 }
 
 /* Fresh otadata, built under a temporary name and renamed last, so a
- * device whose creation was interrupted has no otadata.bin and is created
- * again. */
+ * device whose creation was interrupted has no otadata.bin but the
+ * temporary file (made first, see create_layout) and is created again. */
 static int create_otadata(struct tcpota_posix_dev *dev, const char *dir, const char *factory)
 {
     char tmp[4096], path[4096];
-    int rc = make_path(dev, tmp, sizeof tmp, dir, "otadata.bin.tmp");
+    int rc = make_path(dev, tmp, sizeof tmp, dir, OTADATA_TMP);
 
     if (rc == 0) {
         rc = make_path(dev, path, sizeof path, dir, "otadata.bin");
@@ -108,8 +113,24 @@ static int create_layout(struct tcpota_posix_dev *dev, const char *dir, uint32_t
     static const char *const slots[2] = {"ota_0.bin", "ota_1.bin"};
     int rc = 0;
 
+    char marker[4096];
+    int fd;
+
     if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
         return tcpota_px_fail(dev, TCPOTA_ERR_IO, "mkdir %s: %s", dir, strerror(errno));
+    }
+    /* The temporary otadata comes first: it marks a creation under way, so
+     * that one cut short is told apart from a device that lost a file. */
+    if ((rc = make_path(dev, marker, sizeof marker, dir, OTADATA_TMP)) < 0) {
+        return rc;
+    }
+    fd = open(marker, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        return tcpota_px_fail(dev, TCPOTA_ERR_IO, "%s: %s", marker, strerror(errno));
+    }
+    close(fd);
+    if ((rc = sync_dir(dev, dir)) < 0) {
+        return rc;
     }
     for (unsigned s = 0; s < 2 && rc == 0; s++) {
         rc = open_region(dev, &dev->slot[s], dir, slots[s], slot_size, REGION_CREATE);
@@ -143,6 +164,34 @@ static int open_regions(struct tcpota_posix_dev *dev, const char *dir, uint32_t 
     }
     dev->slot_size = dev->slot[0].size;
     return rc;
+}
+
+static int file_exists(struct tcpota_posix_dev *dev, const char *dir, const char *name)
+{
+    char path[4096];
+    struct stat st;
+
+    return make_path(dev, path, sizeof path, dir, name) == 0 && lstat(path, &st) == 0;
+}
+
+/* otadata.bin is missing. A directory with none of the other region files,
+ * or with what a creation cut short leaves (OTADATA_TMP), holds no device:
+ * TCPOTA_ERR_NOENT, or 0 when `create` says to make one. A directory
+ * holding some of them lost otadata.bin: it is never created over (that
+ * would erase the installed image and the anti-rollback counter), and
+ * the error names the file. */
+static int no_otadata(struct tcpota_posix_dev *dev, const char *dir, int create)
+{
+    static const char *const others[] = {"ota_0.bin", "ota_1.bin", "nvs.bin"};
+    int present = 0;
+
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        present += file_exists(dev, dir, others[i]);
+    }
+    if (present && !file_exists(dev, dir, OTADATA_TMP)) {
+        return tcpota_px_fail(dev, TCPOTA_ERR_NOENT, "%s is missing otadata.bin", dir);
+    }
+    return create ? 0 : tcpota_px_fail(dev, TCPOTA_ERR_NOENT, "%s holds no device (no otadata.bin)", dir);
 }
 
 static int open_check_args(struct tcpota_posix_dev *dev, const char *dir, uint32_t slot_size,
@@ -179,7 +228,7 @@ static int open_device(struct tcpota_posix_dev *dev, const char *dir, int create
     if (rc == 0) {
         rc = open_region(dev, &dev->otadata, dir, "otadata.bin", 2 * SECTOR, how);
     }
-    if (rc == TCPOTA_ERR_NOENT && create) {
+    if (rc == TCPOTA_ERR_NOENT && (rc = no_otadata(dev, dir, create)) == 0) {
         rc = create_layout(dev, dir, slot_size ? slot_size : TCPOTA_POSIX_SLOT_SIZE_DEFAULT,
                            factory);
         if (rc == 0) {

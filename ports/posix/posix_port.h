@@ -145,15 +145,19 @@ struct tcpota_posix_status {
 };
 
 /* Open the device in directory `dir`. With `create` != 0 a directory
- * without otadata.bin (missing, empty, or left by an interrupted creation)
- * gets a fresh layout: slot 0 holds the factory image (size 0, SHA-256 of
+ * that holds no device (missing, without any region file, or left by an
+ * interrupted creation, which leaves otadata.bin.tmp) gets a fresh layout: slot 0 holds the factory image (size 0, SHA-256 of
  * the empty string, version `factory_version`, NULL = "0.0.0") and boots;
  * slot 1 is empty; NVS is empty. An existing device is opened as it is
  * either way. `slot_size` is the size of each slot, a non-zero multiple of
  * TCPOTA_SECTOR_SIZE; 0 means TCPOTA_POSIX_SLOT_SIZE_DEFAULT on creation
  * and "whatever the files say" when opening. The device must then be
  * booted with tcpota_posix_boot().
- * Returns 0, TCPOTA_ERR_NOENT (no device and !create), TCPOTA_ERR_INVAL
+ * A directory that holds some region files but lost others (otadata.bin
+ * deleted, say) is never created over, with or without `create`: that
+ * would lose the installed image and the anti-rollback counter.
+ * Returns 0, TCPOTA_ERR_NOENT (no device and !create, or a region file
+ * missing: the detail says "DIR is missing NAME"), TCPOTA_ERR_INVAL
  * (bad argument, slot size differs from the files) or TCPOTA_ERR_IO
  * (OS error, a region file of the wrong length, no valid otadata record,
  * an unreadable NVS). On failure nothing stays open and

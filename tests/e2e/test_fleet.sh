@@ -18,6 +18,6 @@ for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
 [ "$failed" -eq 0 ] || fail "$failed of $N devices failed"
 for i in $(seq 1 "$N"); do check_device "$WORK/d$i" "$WORK/img"; done
 stop_server
-grep -qE "summary: .* $N devices updated" "$WORK/server.log" ||
+grep -qE "summary: $N devices: $N updated and confirmed," "$WORK/server.log" ||
   fail "server summary does not count $N updates: $(grep summary "$WORK/server.log")"
 ok "$N devices at once, all byte-exact"

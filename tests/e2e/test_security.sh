@@ -55,7 +55,16 @@ refused tampered-manifest "signature does not verify" img 2.0.0 --manifest bad.m
 $T sign --key other.key --version 2.0.0 --model esp32 --out other.manifest img 2>/dev/null
 refused wrong-key "signed by an untrusted key" img 2.0.0 --manifest other.manifest
 $T sign --key k.key --version 2.0.0 --model esp32s3 --out s3.manifest img 2>/dev/null
-refused wrong-model "image is for another hardware model" img 2.0.0 --manifest s3.manifest
+# Another model's image: the server does not even offer it (its own check
+# is unit-tested in test_manifest.c).
+start_server img 2.0.0 --manifest s3.manifest
+"$T" device --server "127.0.0.1:$SERVER_PORT" --flash wrong-model --id wrong-model \
+  --factory-version 1.0.0 --trust k.pub --max-attempts 1 2> wrong-model.log ||
+  fail "wrong-model: the device did not end quietly"
+grep -q 'not offered: the image is for another model' server.log || fail "wrong-model: offered"
+untouched wrong-model
+kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+ok "wrong-model: the server does not offer an esp32s3 image to an esp32"
 cp img unsigned.img
 refused unsigned "image is not signed" unsigned.img 2.0.0
 
@@ -128,6 +137,18 @@ sleep 2.1
   fail "NAT: a wrong secret was accepted"
 [ "$(probe --id nat-good --secret dev.secret --from 127.0.0.20)" = offer ] ||
   fail "NAT: one device's wrong secret locked out a good device at the same address"
+# SIGHUP re-reads the secrets: a device added to the file is served, and
+# the backoff of a device in both files survives the reload.
+[ "$(probe --id nat-bad --secret wrong.secret --from 127.0.0.21)" = "error 13" ] ||
+  fail "a wrong secret was accepted"
+$T keygen --device-secret --out new.secret 2>/dev/null
+echo "newcomer $(sec new.secret)" >> secrets
+kill -HUP "$SERVER_PID"
+wait_line server.log 'SIGHUP: reloaded: .*, 6 device secrets' 5
+[ "$(probe --id newcomer --secret new.secret --from 127.0.0.22)" = offer ] ||
+  fail "a device added to the secrets file was not served after SIGHUP"
+[ "$(probe --id nat-bad --secret dev.secret --from 127.0.0.22)" = "error 13" ] ||
+  fail "SIGHUP wiped the backoff of a device that had just failed"
 grep -q 'authentication failed: wrong answer' server.log || fail "failed authentication not logged"
 grep -q 'authentication failed: unknown device' server.log || fail "unknown device not logged"
 grep -q 'authentication failed: this device id failed recently' server.log || fail "backoff not logged"
@@ -209,6 +230,22 @@ grep -q 'unable to get local issuer certificate\|self-signed' tls-foreign.log ||
 untouched tls-foreign
 ok "TLS: verified update; expired and foreign certificates refused"
 
+# 7b. TLS: a certificate from the trusted CA, but for another host name, is
+# refused (by IP address and by DNS name) before a byte is written.
+q openssl req -new -key srv.key -out elsewhere.csr -subj /CN=elsewhere.example -addext "subjectAltName=DNS:elsewhere.example"
+q openssl ca -batch -config ca.cnf -cert ca.pem -keyfile ca.key -in elsewhere.csr -out elsewhere.pem -days 2
+for host in 127.0.0.1 localhost; do
+  start_server img 2.0.0 --tls-cert elsewhere.pem --tls-key srv.key
+  rc=0
+  "$T" device --server "$host:$SERVER_PORT" --flash "tls-name-$host" --id tls-name --factory-version 1.0.0 \
+    --ca ca.pem --trust k.pub --max-attempts 1 2> "tls-name-$host.log" || rc=$?
+  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+  [ $rc -eq 1 ] || fail "$host: a certificate for elsewhere.example was accepted (exit $rc)"
+  grep -q 'IP address mismatch\|hostname mismatch' "tls-name-$host.log" || fail "$host: no name mismatch logged"
+  untouched "tls-name-$host"
+done
+ok "TLS: a certificate from the trusted CA for another host name is refused"
+
 # 8. TLS and authentication: the answer must be bound to the TLS session
 # (an answer relayed from another connection does not verify); a plain
 # client on the TLS port is told so at once; handshake failures name their
@@ -245,7 +282,7 @@ mkfifo fifo
 refuse_start() {
   local what=$1 re=$2; shift 2
   local rc=0
-  timeout 10 "$T" serve --listen 127.0.0.1:0 "$@" 2> refuse.log || rc=$?
+  timeout 10 "$T" serve --listen 127.0.0.1:0 --version 2.0.0 "$@" 2> refuse.log || rc=$?
   [ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "$what: serve exited $rc (124: it hung)"
   grep -qE -e "$re" refuse.log || fail "$what: no /$re/ in: $(cat refuse.log)"
 }

@@ -63,6 +63,6 @@ for i in $(seq 1 "$N"); do
 done
 [ "$resumed" -ge $((N / 2)) ] || fail "only $resumed devices had progress before the crash"
 stop_server
-grep -qE "summary: .* $N devices updated" "$WORK/server.log" ||
+grep -qE "summary: $N devices: $N updated and confirmed," "$WORK/server.log" ||
   fail "restarted server did not update all $N: $(grep summary "$WORK/server.log")"
 ok "server SIGKILLed mid-way and restarted: $N devices byte-exact, $resumed resumed from their checkpoint, at most $max_refetch bytes fetched again"

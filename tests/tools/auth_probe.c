@@ -169,10 +169,12 @@ static void session(const char *host, int port, const char *id, const uint8_t *s
     m.u.hello.features = TCPOTA_F_AUTH;
     m.u.hello.device_id.ptr = (const uint8_t *)id;
     m.u.hello.device_id.len = (uint16_t)strlen(id);
-    m.u.hello.model.ptr = (const uint8_t *)"probe";
+    /* A device the offer policy would serve: the test images are signed
+     * for esp32, and 0.0.0 is below any of their versions. */
+    m.u.hello.model.ptr = (const uint8_t *)"esp32";
     m.u.hello.model.len = 5;
-    m.u.hello.version.ptr = (const uint8_t *)"0";
-    m.u.hello.version.len = 1;
+    m.u.hello.version.ptr = (const uint8_t *)"0.0.0";
+    m.u.hello.version.len = 5;
     send_msg(fd, &m);
     if (next_msg(fd, &d, &m) < 0 || m.type != TCPOTA_T_CHALLENGE) {
         if (m.type == TCPOTA_T_ERROR) {

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "tcpota/codec.h"
 #include "tcpota/crc32c.h"
 
@@ -19,11 +21,13 @@ struct vec {
     uint8_t b[512];
     size_t n;
 };
-static struct vec vecs[MAXV];
+static struct vec vecs[MAXV]; /* ```hex: whole frames */
 static int nvecs;
+static struct vec raws[MAXV]; /* ```bytes: other byte strings (auth messages) */
+static int nraws;
 static const char *doc_path = TCPOTA_SOURCE_DIR "/docs/protocol.md";
 
-/* Reads every ```hex block of the protocol document. */
+/* Reads every ```hex and ```bytes block of the protocol document. */
 static void load_vectors(void)
 {
     FILE *f = fopen(doc_path, "r");
@@ -35,10 +39,11 @@ static void load_vectors(void)
         exit(1);
     }
     while (fgets(line, sizeof(line), f)) {
-        if (strncmp(line, "```hex ", 7) == 0) {
-            if (nvecs == MAXV) exit(1);
-            v = &vecs[nvecs++];
-            snprintf(v->name, sizeof(v->name), "%s", line + 7);
+        int hex = strncmp(line, "```hex ", 7) == 0, bytes = strncmp(line, "```bytes ", 9) == 0;
+        if (hex || bytes) {
+            if ((hex ? nvecs : nraws) == MAXV) exit(1);
+            v = hex ? &vecs[nvecs++] : &raws[nraws++];
+            snprintf(v->name, sizeof(v->name), "%s", line + (hex ? 7 : 9));
             v->name[strcspn(v->name, "\n")] = 0;
             v->n = 0;
         } else if (v && strncmp(line, "```", 3) == 0) {
@@ -61,6 +66,8 @@ static const struct vec *find_vec(const char *name)
 {
     for (int i = 0; i < nvecs; i++)
         if (strcmp(vecs[i].name, name) == 0) return &vecs[i];
+    for (int i = 0; i < nraws; i++)
+        if (strcmp(raws[i].name, name) == 0) return &raws[i];
     fail_msg("vector %s missing from protocol.md", name);
     return NULL;
 }
@@ -268,6 +275,18 @@ static void test_tlv_rules(void **state)
     /* repeated tag */
     memcpy(p + n, "\x02\x02\x00xy", 5);
     assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n + 5, &m), TCPOTA_ERR_PROTO);
+    /* a field and its critical twin are one field: refused in either order */
+    memcpy(p + n, "\x82\x02\x00xy", 5);
+    assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n + 5, &m), TCPOTA_ERR_PROTO);
+    p[4] |= TCPOTA_TAG_CRITICAL; /* DEVICE_ID, sent critical: understood */
+    assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n, &m), 0);
+    assert_memory_equal(m.u.hello.device_id.ptr, "dev-1", 5);
+    memcpy(p + n, "\x01\x02\x00xy", 5);
+    assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n + 5, &m), TCPOTA_ERR_PROTO);
+    p[4] &= (uint8_t)~TCPOTA_TAG_CRITICAL;
+    /* an unknown tag repeated is refused too, even if optional */
+    memcpy(p + n, "\x40\x00\x00\xc0\x00\x00", 6);
+    assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n + 6, &m), TCPOTA_ERR_PROTO);
     /* TLV length past the end */
     memcpy(p + n, "\x40\x09\x00xy", 5);
     assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n + 5, &m), TCPOTA_ERR_PROTO);
@@ -301,6 +320,66 @@ static void test_offer_sanity(void **state)
     tcpota_put_u32(p + 32, 0); /* empty image */
     tcpota_put_u32(p + 36, 0);
     assert_int_equal(decode_payload(TCPOTA_T_OFFER, p, n, &m), TCPOTA_ERR_PROTO);
+}
+
+/* Two MANIFEST fields, one of them critical: the last must not win. */
+static void test_offer_manifest_twice(void **state)
+{
+    struct tcpota_msg m;
+    const struct vec *o = find_vec("OFFER");
+    static const uint8_t tags[2][2] = {{0x0c, 0x8c}, {0x8c, 0x0c}};
+    uint8_t p[256];
+    size_t n = o->n - 8;
+    (void)state;
+
+    for (int i = 0; i < 2; i++) {
+        memcpy(p, o->b + 4, n);
+        memcpy(p + n, "\x0c\x03\x00" "abc" "\x0c\x03\x00" "xyz", 12);
+        p[n] = tags[i][0];
+        p[n + 6] = tags[i][1];
+        assert_int_equal(decode_payload(TCPOTA_T_OFFER, p, n + 6, &m), 0);
+        assert_memory_equal(m.u.offer.manifest.ptr, "abc", 3);
+        assert_int_equal(decode_payload(TCPOTA_T_OFFER, p, n + 12, &m), TCPOTA_ERR_PROTO);
+    }
+}
+
+/* The authentication vectors of protocol.md section 8: the message the
+ * HMAC covers over plain TCP and inside TLS, and the HMAC itself. */
+static void test_auth_vectors(void **state)
+{
+    uint8_t secret[32], nonce[32], binding[32], msg[TCPOTA_AUTH_MSG_MAX], mac[32];
+    static const char *const kinds[2] = {"plain", "tls"};
+    char name[64];
+    (void)state;
+
+    for (int i = 0; i < 32; i++) {
+        secret[i] = (uint8_t)i;
+        nonce[i] = (uint8_t)(0x40 + i);
+        binding[i] = (uint8_t)(0x80 + i);
+    }
+    for (int k = 0; k < 2; k++) {
+        const struct vec *want;
+        int n = tcpota_auth_message(nonce, k ? binding : NULL, (const uint8_t *)"dev-1", 5, msg,
+                                    sizeof(msg));
+        snprintf(name, sizeof(name), "auth message %s", kinds[k]);
+        want = find_vec(name);
+        assert_int_equal(n, (int)want->n);
+        assert_memory_equal(msg, want->b, want->n);
+        crypto_auth_hmacsha256(mac, msg, (unsigned long long)n, secret);
+        snprintf(name, sizeof(name), "auth mac %s", kinds[k]);
+        want = find_vec(name);
+        assert_int_equal(want->n, 32);
+        assert_memory_equal(mac, want->b, 32);
+    }
+    /* The longest message fits TCPOTA_AUTH_MSG_MAX; a smaller buffer is refused. */
+    {
+        uint8_t id[TCPOTA_MAX_STR];
+        memset(id, 'a', sizeof(id));
+        int n = tcpota_auth_message(nonce, binding, id, sizeof(id), msg, sizeof(msg));
+        assert_true(n > 0 && (size_t)n <= TCPOTA_AUTH_MSG_MAX);
+        assert_int_equal(tcpota_auth_message(nonce, binding, id, sizeof(id), msg, (size_t)n - 1),
+                         TCPOTA_ERR_NOSPC);
+    }
 }
 
 static void test_encode_limits(void **state)
@@ -339,9 +418,12 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_bad_header_fields),
         cmocka_unit_test(test_tlv_rules),
         cmocka_unit_test(test_offer_sanity),
+        cmocka_unit_test(test_offer_manifest_twice),
         cmocka_unit_test(test_encode_limits),
+        cmocka_unit_test(test_auth_vectors),
     };
     if (argc > 1) doc_path = argv[1];
+    if (sodium_init() < 0) return 1;
     load_vectors();
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -594,11 +594,28 @@ static void test_offer_of_running_version_refused(void **state)
     assert_int_equal(fp->writes, 0);
 }
 
+/* WELCOME, then CHALLENGE(nonce): what a real auth server sends. */
+static int welcome_then_challenge(uint16_t features, const uint8_t *nonce)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    int rc;
+
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_WELCOME;
+    m.u.welcome.proto = 1;
+    m.u.welcome.features = features;
+    assert_true(feed_dev(&m, &ev) > 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_CHALLENGE;
+    m.u.challenge.nonce = nonce;
+    rc = feed_dev(&m, &ev);
+    return rc;
+}
+
 static void test_challenge_answered_with_hmac(void **state)
 {
     static const uint8_t key[32] = {7, 7, 7};
-    struct tcpota_msg m;
-    struct tcpota_dev_event ev;
     uint8_t nonce[32], msg[TCPOTA_AUTH_MSG_MAX], want[32], frame[64];
     const uint8_t *p;
     (void)state;
@@ -611,15 +628,7 @@ static void test_challenge_answered_with_hmac(void **state)
     assert_int_equal(tcpota_get_u16(p + 6) & TCPOTA_F_AUTH, TCPOTA_F_AUTH); /* HELLO features */
     tcpota_dev_output_done(&dev, n);
     randombytes_buf(nonce, sizeof(nonce));
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_WELCOME;
-    m.u.welcome.proto = 1;
-    m.u.welcome.features = TCPOTA_F_AUTH;
-    assert_true(feed_dev(&m, &ev) > 0);
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_CHALLENGE;
-    m.u.challenge.nonce = nonce;
-    assert_true(feed_dev(&m, &ev) > 0);
+    assert_true(welcome_then_challenge(TCPOTA_F_AUTH, nonce) > 0);
     n = tcpota_dev_output(&dev, &p);
     assert_int_equal(n, 8 + 32);
     assert_int_equal(p[0], TCPOTA_T_AUTH);
@@ -636,21 +645,197 @@ static void test_challenge_answered_with_hmac(void **state)
         assert_int_not_equal(memcmp(frame + i, key, 32), 0);
     }
     tcpota_dev_output_done(&dev, n);
-    /* A second CHALLENGE on the same connection is refused. */
-    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_STATE);
 }
 
 static void test_challenge_without_secret_denied(void **state)
 {
-    struct tcpota_msg m;
-    struct tcpota_dev_event ev;
     uint8_t nonce[32] = {1};
     (void)state;
     assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    assert_int_equal(welcome_then_challenge(TCPOTA_F_AUTH, nonce), TCPOTA_ERR_DENIED);
+}
+
+/* Counts the device's HMAC computations: an unwanted CHALLENGE gets none. */
+static int hmac_calls;
+static int (*real_hmac)(void *, const uint8_t *, size_t, const uint8_t *, size_t, uint8_t *);
+
+static int counting_hmac(void *ctx, const uint8_t *key, size_t key_len, const uint8_t *msg,
+                         size_t len, uint8_t out[32])
+{
+    hmac_calls++;
+    return real_hmac(ctx, key, key_len, msg, len, out);
+}
+
+/* A device with a secret, connected, its HELLO already sent. */
+static void auth_device(void)
+{
+    static const uint8_t key[32] = {7, 7, 7};
+    const uint8_t *p;
+
+    secret = key;
+    real_hmac = fp->port.hmac_sha256;
+    fp->port.hmac_sha256 = counting_hmac;
+    hmac_calls = 0;
+    dev_init();
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    tcpota_dev_output_done(&dev, tcpota_dev_output(&dev, &p));
+}
+
+/* After a refused CHALLENGE the device has sent one ERROR frame and
+ * nothing computed from its secret. */
+static void assert_only_error_sent(void)
+{
+    const uint8_t *p;
+    size_t n = tcpota_dev_output(&dev, &p);
+
+    assert_int_equal(hmac_calls, 0);
+    assert_true(n > 8);
+    assert_int_equal(p[0], TCPOTA_T_ERROR);
+    assert_int_equal(n, 8u + tcpota_get_u16(p + 2));
+}
+
+/* Issue 10 point 6: a rogue server that relays a real server's nonce gets
+ * no answer unless the session went HELLO, WELCOME(AUTH), CHALLENGE. */
+static void test_challenge_before_welcome_refused(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    uint8_t nonce[32] = {9};
+    (void)state;
+
+    auth_device();
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_CHALLENGE;
     m.u.challenge.nonce = nonce;
-    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_DENIED);
+    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_STATE);
+    assert_string_equal(tcpota_dev_reason(&dev), "CHALLENGE before WELCOME");
+    assert_only_error_sent();
+}
+
+static void test_challenge_without_auth_announced_refused(void **state)
+{
+    uint8_t nonce[32] = {9};
+    (void)state;
+
+    auth_device();
+    assert_int_equal(welcome_then_challenge(0, nonce), TCPOTA_ERR_PROTO);
+    assert_string_equal(tcpota_dev_reason(&dev), "CHALLENGE but WELCOME did not announce AUTH");
+    assert_only_error_sent();
+}
+
+static void test_second_challenge_or_welcome_refused(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    uint8_t nonce[32] = {9};
+    const uint8_t *p;
+    (void)state;
+
+    auth_device();
+    assert_true(welcome_then_challenge(TCPOTA_F_AUTH, nonce) > 0);
+    assert_int_equal(hmac_calls, 1);
+    tcpota_dev_output_done(&dev, tcpota_dev_output(&dev, &p));
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_CHALLENGE;
+    m.u.challenge.nonce = nonce;
+    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_STATE);
+    hmac_calls = 0;
+    assert_only_error_sent();
+    /* A second WELCOME on one connection is refused as well. */
+    auth_device();
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_WELCOME;
+    m.u.welcome.proto = 1;
+    assert_true(feed_dev(&m, &ev) > 0);
+    m.u.welcome.features = TCPOTA_F_AUTH;
+    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_PROTO);
+}
+
+/* Inside TLS the answer covers the TLS binding: a MAC relayed from another
+ * TLS session does not verify. A new connection forgets the binding. */
+static void test_challenge_bound_to_tls_session(void **state)
+{
+    static const uint8_t key[32] = {7, 7, 7};
+    uint8_t nonce[32], binding[32], msg[TCPOTA_AUTH_MSG_MAX], want[32], plain[32];
+    const uint8_t *p;
+    int len;
+    (void)state;
+
+    randombytes_buf(nonce, sizeof(nonce));
+    randombytes_buf(binding, sizeof(binding));
+    auth_device();
+    assert_int_equal(tcpota_dev_set_binding(&dev, binding), 0);
+    assert_true(welcome_then_challenge(TCPOTA_F_AUTH, nonce) > 0);
+    assert_int_equal(tcpota_dev_output(&dev, &p), 8u + 32u);
+    assert_int_equal(p[0], TCPOTA_T_AUTH);
+    len = tcpota_auth_message(nonce, binding, (const uint8_t *)"dev-1", 5, msg, sizeof(msg));
+    assert_true(len > 0);
+    crypto_auth_hmacsha256(want, msg, (unsigned long long)len, key);
+    assert_memory_equal(p + 4, want, 32);
+    len = tcpota_auth_message(nonce, NULL, (const uint8_t *)"dev-1", 5, msg, sizeof(msg));
+    crypto_auth_hmacsha256(plain, msg, (unsigned long long)len, key);
+    assert_memory_not_equal(want, plain, 32);
+    /* Next connection, plain TCP: the binding is gone. */
+    tcpota_dev_disconnect(&dev);
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    tcpota_dev_output_done(&dev, tcpota_dev_output(&dev, &p));
+    assert_true(welcome_then_challenge(TCPOTA_F_AUTH, nonce) > 0);
+    assert_int_equal(tcpota_dev_output(&dev, &p), 8u + 32u);
+    assert_memory_equal(p + 4, plain, 32);
+}
+
+/* Issue 10 point 9: an offer whose version contradicts its signed
+ * manifest is declined before a byte is written, and says so. */
+static void test_offer_version_differs_from_manifest_declined(void **state)
+{
+    (void)state;
+    trust_key();
+    sign_image("esp32", 1); /* signs version 2.0.0 */
+    simg.version = "9.9.9";
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_DECLINED);
+    assert_int_equal(dev.last_error, TCPOTA_ERR_REFUSED);
+    assert_string_equal(tcpota_dev_reason(&dev),
+                        "offer version 9.9.9 differs from the signed manifest's 2.0.0");
+    assert_int_equal(fp->begins, 0);
+    assert_int_equal(fp->resumes, 0);
+    assert_int_equal(fp->writes, 0);
+    assert_int_equal(fp->boot_set, 0);
+}
+
+/* Issue 10 point 9: a counter-9 image that fails its health check must not
+ * raise the floor, or it would block the counter-5 fix that follows. */
+static void test_failed_health_check_keeps_counter(void **state)
+{
+    uint8_t b[64];
+    (void)state;
+    trust_key();
+    sign_image("esp32", 5);
+    run_conn(0, -1, NULL);
+    fp->boot.pending = 1;
+    assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);
+    fp->boot.pending = 0;
+    /* Version 3.0.0, counter 9: installed, then fails its health check. */
+    make_image(3);
+    simg.version = "3.0.0";
+    sign_image("esp32", 9);
+    dev_init();
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_UPDATED);
+    fp->boot.pending = 1;
+    assert_int_equal(tcpota_dev_boot(&fp->port, 0), 1);
+    fp->boot.pending = 0;
+    assert_int_equal(fp->port.kv_get(fp, TCPOTA_KEY_COUNTER, b, sizeof(b)), 9);
+    assert_int_equal(tcpota_get_u32(b + 1), 5);
+    /* The fix, 3.0.1 with counter 5, is taken. */
+    make_image(4);
+    simg.version = "3.0.1";
+    sign_image("esp32", 5);
+    dev_init();
+    assert_int_equal(dev.security_counter, 5);
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_UPDATED);
+    assert_slot_is_image();
 }
 
 static void test_set_boot_failure_leaves_no_last_record(void **state)
@@ -708,6 +893,12 @@ int main(void)
         T(test_offer_of_running_version_refused),
         T(test_challenge_answered_with_hmac),
         T(test_challenge_without_secret_denied),
+        T(test_challenge_before_welcome_refused),
+        T(test_challenge_without_auth_announced_refused),
+        T(test_second_challenge_or_welcome_refused),
+        T(test_challenge_bound_to_tls_session),
+        T(test_offer_version_differs_from_manifest_declined),
+        T(test_failed_health_check_keeps_counter),
         T(test_set_boot_failure_leaves_no_last_record),
         T(test_counter_raised_before_last_record_is_erased),
     };

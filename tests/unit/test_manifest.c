@@ -58,15 +58,44 @@ static struct tcpota_trust trust(uint32_t counter)
     return t;
 }
 
+static char why[TCPOTA_MAX_MESSAGE + 1];
+
+/* An OFFER as the codec decodes it: image id, size, version, manifest. */
+static struct tcpota_msg offer(const uint8_t *id, uint32_t size, const char *version,
+                               const uint8_t *manifest, size_t len)
+{
+    struct tcpota_msg o;
+    memset(&o, 0, sizeof(o));
+    o.type = TCPOTA_T_OFFER;
+    o.u.offer.image_id = id;
+    o.u.offer.size = size;
+    o.u.offer.version.ptr = (const uint8_t *)version;
+    o.u.offer.version.len = (uint16_t)strlen(version);
+    o.u.offer.manifest.ptr = manifest;
+    o.u.offer.manifest.len = (uint16_t)len;
+    return o;
+}
+
+static int check_full(const struct tcpota_trust *t, const uint8_t *id, uint32_t size,
+                      const char *version)
+{
+    struct tcpota_msg o = offer(id, size, version, man, man_len);
+    int rc;
+
+    memset(why, 'x', sizeof(why));
+    rc = tcpota_manifest_check(t, &o, NULL, why, sizeof(why));
+    if (rc < 0) {
+        assert_true(strlen(why) > 0); /* every refusal says why */
+    } else {
+        assert_string_equal(why, "");
+    }
+    return rc;
+}
+
 static int check(uint32_t device_counter, uint32_t offer_size)
 {
     struct tcpota_trust t = trust(device_counter);
-    const char *why = NULL;
-    int rc = tcpota_manifest_check(&t, man, man_len, sha, offer_size, NULL, &why);
-    if (rc < 0) {
-        assert_non_null(why); /* every refusal says why */
-    }
-    return rc;
+    return check_full(&t, sha, offer_size, "2.0.0");
 }
 
 static void test_roundtrip(void **state)
@@ -92,7 +121,10 @@ static void test_each_refusal_has_its_reason(void **state)
     (void)state;
 
     /* no manifest */
-    assert_int_equal(tcpota_manifest_check(&t, NULL, 0, sha, 1000, NULL, NULL), TCPOTA_ERR_UNSIGNED);
+    {
+        struct tcpota_msg o = offer(sha, 1000, "2.0.0", NULL, 0);
+        assert_int_equal(tcpota_manifest_check(&t, &o, NULL, NULL, 0), TCPOTA_ERR_UNSIGNED);
+    }
     /* untrusted key */
     make(pk2, sk2, "esp32", 0, 1000);
     assert_int_equal(check(0, 1000), TCPOTA_ERR_NOKEY);
@@ -119,8 +151,7 @@ static void test_each_refusal_has_its_reason(void **state)
         uint8_t other[32];
         memcpy(other, sha, 32);
         other[31] ^= 1;
-        assert_int_equal(tcpota_manifest_check(&t2, man, man_len, other, 1000, NULL, NULL),
-                         TCPOTA_ERR_INTEGRITY);
+        assert_int_equal(check_full(&t2, other, 1000, "2.0.0"), TCPOTA_ERR_INTEGRITY);
     }
     /* wrong model */
     make(pk, sk, "esp32s3", 0, 1000);
@@ -141,7 +172,7 @@ static void test_key_rotation_second_key_trusted(void **state)
     t.keys = (const uint8_t(*)[32])keys;
     t.nkeys = 2;
     make(pk2, sk2, "esp32", 0, 1000);
-    assert_int_equal(tcpota_manifest_check(&t, man, man_len, sha, 1000, NULL, NULL), 0);
+    assert_int_equal(check_full(&t, sha, 1000, "2.0.0"), 0);
 }
 
 static void test_malformed(void **state)
@@ -159,6 +190,86 @@ static void test_malformed(void **state)
     assert_int_equal(tcpota_manifest_parse(man, man_len, &m), TCPOTA_ERR_PROTO);
 }
 
+
+/* Point 10 of issue 10: each field the offer repeats is compared with the
+ * signed one, and the reason names the field and both values. */
+static void test_offer_fields_named_in_reason(void **state)
+{
+    struct tcpota_trust t = trust(0);
+    uint8_t other[32];
+    (void)state;
+
+    make(pk, sk, "esp32", 3, 1000);
+    assert_int_equal(check_full(&t, sha, 1000, "9.9.9"), TCPOTA_ERR_REFUSED);
+    assert_string_equal(why, "offer version 9.9.9 differs from the signed manifest's 2.0.0");
+    assert_int_equal(check_full(&t, sha, 1001, "2.0.0"), TCPOTA_ERR_INTEGRITY);
+    assert_string_equal(why, "offer size 1001 differs from the signed manifest's 1000");
+    memset(other, 0xab, sizeof(other));
+    assert_int_equal(check_full(&t, other, 1000, "2.0.0"), TCPOTA_ERR_INTEGRITY);
+    assert_non_null(strstr(why, "offer sha256 abababababababab"));
+    assert_non_null(strstr(why, "differs from the signed manifest's"));
+    t.model = "esp32s3";
+    assert_int_equal(check_full(&t, sha, 1000, "2.0.0"), TCPOTA_ERR_MODEL);
+    assert_string_equal(why, "manifest model esp32 differs from the device's esp32s3");
+    t = trust(4);
+    assert_int_equal(check_full(&t, sha, 1000, "2.0.0"), TCPOTA_ERR_DOWNGRADE);
+    assert_string_equal(why, "manifest security counter 3 is below the device's 4 (downgrade)");
+    /* A short buffer gets the reason cut short, still terminated. */
+    {
+        struct tcpota_msg o = offer(sha, 1000, "9.9.9", man, man_len);
+        char small[8];
+        memset(small, 'x', sizeof(small));
+        assert_int_equal(tcpota_manifest_check(&t, &o, NULL, small, sizeof(small)),
+                         TCPOTA_ERR_REFUSED);
+        assert_string_equal(small, "offer v");
+    }
+}
+
+/* Appends TLV (tag, 4-byte value) to the body of the manifest in man[] and
+ * fixes the body length; the signature is not redone (parse only). */
+static void append_tlv(uint8_t tag, uint8_t fill)
+{
+    size_t body = man_len - 64 - 8;
+    memmove(man + 8 + body + 7, man + 8 + body, 64);
+    man[8 + body] = tag;
+    tcpota_put_u16(man + 8 + body + 1, 4);
+    memset(man + 8 + body + 3, fill, 4);
+    tcpota_put_u16(man + 6, (uint16_t)(body + 7));
+    man_len += 7;
+}
+
+/* Point 7 of issue 10: a field and its critical twin are one field, in
+ * either order; one rule with the message codec (tcpota_tlv_next). */
+static void test_critical_twin_is_a_repeat(void **state)
+{
+    struct tcpota_manifest m;
+    (void)state;
+
+    /* The body holds IMAGE_SIZE (0x01) first: a later 0x81 repeats it. */
+    make(pk, sk, "esp32", 0, 1000);
+    append_tlv(0x81, 0x10);
+    assert_int_equal(tcpota_manifest_parse(man, man_len, &m), TCPOTA_ERR_PROTO);
+    /* The other order: make the first one critical, repeat it plain. */
+    make(pk, sk, "esp32", 0, 1000);
+    man[8] = 0x81;
+    assert_int_equal(tcpota_manifest_parse(man, man_len, &m), 0); /* known: understood */
+    append_tlv(0x01, 0x10);
+    assert_int_equal(tcpota_manifest_parse(man, man_len, &m), TCPOTA_ERR_PROTO);
+    /* Security counter (0x05) twice, plain then critical. */
+    make(pk, sk, "esp32", 9, 1000);
+    append_tlv(0x85, 0x00);
+    assert_int_equal(tcpota_manifest_parse(man, man_len, &m), TCPOTA_ERR_PROTO);
+    /* Unknown tags: optional skipped, critical refused, repeats refused. */
+    make(pk, sk, "esp32", 0, 1000);
+    append_tlv(0x40, 0x00);
+    assert_int_equal(tcpota_manifest_parse(man, man_len, &m), 0);
+    append_tlv(0xc0, 0x00);
+    assert_int_equal(tcpota_manifest_parse(man, man_len, &m), TCPOTA_ERR_PROTO);
+    make(pk, sk, "esp32", 0, 1000);
+    append_tlv(0xc0, 0x00);
+    assert_int_equal(tcpota_manifest_parse(man, man_len, &m), TCPOTA_ERR_NOTSUP);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -166,6 +277,8 @@ int main(void)
         cmocka_unit_test(test_each_refusal_has_its_reason),
         cmocka_unit_test(test_key_rotation_second_key_trusted),
         cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_offer_fields_named_in_reason),
+        cmocka_unit_test(test_critical_twin_is_a_repeat),
     };
     if (sodium_init() < 0) return 1;
     crypto_sign_keypair(pk, sk);

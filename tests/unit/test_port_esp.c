@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include <sodium.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "esp_fake.h"
@@ -53,6 +54,9 @@ static size_t dev_secret_len;
 static uint8_t srv_secret[TCPOTA_ESP_SECRET_MAX], srv_nonce[TCPOTA_NONCE_LEN];
 static size_t srv_secret_len;
 static int srv_auth_ok = -1; /* verdict of the last AUTH, -1: none */
+/* The last DECLINE the server read: its reason and sentence. */
+static int declined_reason;
+static char declined_why[TCPOTA_DEV_BAD_TEXT_MAX + 64];
 
 static void make_image(const char *version, uint32_t seed)
 {
@@ -108,6 +112,8 @@ static int setup(void **state)
     esp_fake_init("1.0.0");
     dev_nkeys = dev_secret_len = srv_secret_len = 0;
     srv_auth_ok = -1;
+    declined_reason = 0;
+    declined_why[0] = 0;
     make_image("2.0.0", 1);
     assert_int_equal(device_start(1), 0);
     return 0;
@@ -196,6 +202,13 @@ static int run_conn(size_t cut)
             if (used < 0) break;
             off += (size_t)used;
             if (sev.type == TCPOTA_SRV_EV_AUTH) srv_check_auth(&sev);
+            if (sev.type == TCPOTA_SRV_EV_DECLINE) {
+                const struct tcpota_bytes *w = &sev.msg.u.decline.message;
+                size_t k = w->len < sizeof(declined_why) - 1 ? w->len : sizeof(declined_why) - 1;
+                declined_reason = -(int)sev.msg.u.decline.reason;
+                memcpy(declined_why, w->ptr, k);
+                declined_why[k] = 0;
+            }
         }
         tcpota_dev_output_done(&dev, n);
         srv_flush();
@@ -411,6 +424,135 @@ static void test_bootloader_rollback_reported(void **state)
     hello_of_next_connection(&hello);
     assert_int_equal(hello.u.hello.report_result, TCPOTA_RESULT_BOOT_FAILED);
     assert_memory_equal(hello.u.hello.report_id, simg.id, TCPOTA_ID_LEN);
+}
+
+/* The server offers `simg` again: the device declines it with the reason
+ * before it writes (erases) a byte. */
+static void assert_declined_as_bad(const char *why)
+{
+    unsigned erases = esp_fake_erases();
+    char want[TCPOTA_DEV_BAD_TEXT_MAX + 64];
+
+    assert_true(run_conn(0) >= 0);
+    assert_false(accepted);
+    assert_int_equal(dev.state, TCPOTA_DEV_DECLINED);
+    assert_int_equal(declined_reason, TCPOTA_ERR_REFUSED);
+    snprintf(want, sizeof(want), "image %02x%02x%02x%02x %s; waiting for another image",
+             simg.id[0], simg.id[1], simg.id[2], simg.id[3], why);
+    assert_string_equal(declined_why, want);
+    assert_int_equal(esp_fake_erases(), erases);
+    assert_int_equal(esp_fake_open_handles(), 0);
+}
+
+/* A rogue server replays a valid offer with other bytes: the image fails
+ * its integrity check once and is remembered across resets; its offer is
+ * declined from then on, until another image is installed and confirmed. */
+static void test_integrity_failure_remembered(void **state)
+{
+    uint8_t id[TCPOTA_ID_LEN];
+
+    (void)state;
+    image[IMG_SIZE - 1] ^= 1; /* the offer still names the good image */
+    assert_int_equal(run_conn(0), TCPOTA_ERR_INTEGRITY);
+    assert_int_equal(dev.bad_reason, TCPOTA_BAD_INTEGRITY);
+    assert_int_equal(tcpota_dev_bad_image(&port, id), TCPOTA_BAD_INTEGRITY);
+    assert_memory_equal(id, simg.id, TCPOTA_ID_LEN);
+    assert_declined_as_bad("failed its integrity check before");
+    assert_int_equal(dev.bad_reason, TCPOTA_BAD_INTEGRITY);
+    reboot();
+    assert_int_equal(device_start(1), 0);
+    assert_declined_as_bad("failed its integrity check before");
+
+    make_image("3.0.0", 5); /* the server moves on */
+    assert_true(run_conn(0) >= 0);
+    assert_update_installed();
+    assert_int_equal(tcpota_dev_bad_image(&port, NULL), TCPOTA_BAD_INTEGRITY);
+    reboot();
+    assert_int_equal(device_start(1), 0); /* confirmed: the record goes */
+    assert_int_equal(tcpota_dev_bad_image(&port, NULL), TCPOTA_BAD_NONE);
+}
+
+/* An image esp_ota_end refuses (not an app image) is remembered too. */
+static void test_ota_end_refusal_remembered(void **state)
+{
+    (void)state;
+    tcpota_put_u32(image + 4, IMG_SIZE + 4); /* the header claims more than arrives */
+    crypto_hash_sha256(simg.id, image, IMG_SIZE); /* the bytes are what the id says */
+    assert_true(run_conn(0) < 0);
+    /* esp_ota_end's ESP_ERR_OTA_VALIDATE_FAILED is the port's INTEGRITY. */
+    assert_int_equal(dev.last_error, TCPOTA_ERR_INTEGRITY);
+    assert_int_equal(dev.bad_reason, TCPOTA_BAD_INTEGRITY);
+    assert_int_equal(tcpota_dev_bad_image(&port, NULL), dev.bad_reason);
+    assert_true(run_conn(0) >= 0);
+    assert_false(accepted);
+    assert_int_equal(dev.state, TCPOTA_DEV_DECLINED);
+}
+
+/* A rolled-back image is not downloaded again (the ESP-IDF task has no
+ * guard of its own): download, boot, fail, roll back, decline. */
+static void test_rolled_back_image_not_downloaded_again(void **state)
+{
+    (void)state;
+    assert_true(run_conn(0) >= 0);
+    assert_update_installed();
+    reboot();
+    assert_int_equal(device_start(0), 1); /* health check failed */
+    reboot();
+    assert_int_equal(device_start(1), 0);
+    assert_int_equal(tcpota_dev_bad_image(&port, NULL), TCPOTA_BAD_ROLLED_BACK);
+    assert_declined_as_bad("failed its health check before");
+    assert_false(nvs_has(TCPOTA_KEY_REPORT)); /* the report went with that HELLO */
+}
+
+/* After the bootloader fell back from it: a first time may be a power cut
+ * before the health check, so it is fetched once more; the second time is
+ * final. */
+static void test_boot_failure_not_downloaded_again(void **state)
+{
+    (void)state;
+    assert_true(run_conn(0) >= 0);
+    reboot(); /* boots pending ... */
+    reboot(); /* ... and resets before its health check */
+    assert_int_equal(device_start(1), 0);
+    assert_int_equal(tcpota_dev_bad_image(&port, NULL), TCPOTA_BAD_NONE);
+    assert_true(run_conn(0) >= 0);
+    assert_true(accepted);
+    assert_update_installed();
+    reboot();
+    reboot();
+    assert_int_equal(device_start(1), 0);
+    assert_int_equal(tcpota_dev_bad_image(&port, NULL), TCPOTA_BAD_BOOT_FAILED);
+    assert_declined_as_bad("did not boot before");
+}
+
+/* "No space" says both sizes: the DECLINED event carries the offer's. */
+static void test_no_space_event_has_size(void **state)
+{
+    struct tcpota_dev_event ev;
+    uint8_t buf[256];
+    struct tcpota_msg m;
+    int n;
+
+    (void)state;
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_WELCOME;
+    m.u.welcome.proto = TCPOTA_PROTO_VERSION;
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    n = tcpota_msg_encode(&m, buf, sizeof(buf));
+    assert_int_equal(tcpota_dev_input(&dev, buf, (size_t)n, &ev), n);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_OFFER;
+    m.u.offer.image_id = simg.id;
+    m.u.offer.size = port.slot_size + 1;
+    m.u.offer.version.ptr = (const uint8_t *)"9.0.0";
+    m.u.offer.version.len = 5;
+    n = tcpota_msg_encode(&m, buf, sizeof(buf));
+    assert_true(n > 0);
+    assert_int_equal(tcpota_dev_input(&dev, buf, (size_t)n, &ev), n);
+    assert_int_equal(ev.type, TCPOTA_DEV_EV_DECLINED);
+    assert_int_equal(ev.error, TCPOTA_ERR_NOSPC);
+    assert_int_equal(ev.size, port.slot_size + 1);
+    tcpota_dev_disconnect(&dev);
 }
 
 static void test_no_update_while_pending(void **state)
@@ -849,6 +991,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_health_check_rolls_back_and_reports, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_bootloader_rollback_reported, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_integrity_failure_remembered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ota_end_refusal_remembered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rolled_back_image_not_downloaded_again, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_boot_failure_not_downloaded_again, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_space_event_has_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_update_while_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flash_failure_ends_connection, setup, teardown),
         cmocka_unit_test(test_err_mapping),

@@ -315,6 +315,53 @@ static void test_defaults_and_create_is_idempotent(void **state)
     open_ok(f, 1); /* for teardown */
 }
 
+/* A device that lost otadata.bin (or another region file) is never
+ * created over, even when asked to create: the error names the file and
+ * the slots keep their bytes. A creation cut short (otadata.bin.tmp left)
+ * is done again. */
+static void test_partial_device_not_recreated(void **state)
+{
+    struct fx *f = *state;
+    char path[128], tmp[128];
+    uint8_t b = 0;
+
+    assert_int_equal(kv_set_str(f, "k", "v"), 0);
+    tcpota_posix_close(&f->dev);
+    snprintf(path, sizeof path, "%s/otadata.bin", f->dir);
+    assert_int_equal(unlink(path), 0);
+    for (int create = 0; create < 2; create++) {
+        assert_int_equal(tcpota_posix_open(&f->dev, f->dir, create, SLOT, "1.0.0"),
+                         TCPOTA_ERR_NOENT);
+        assert_non_null(strstr(tcpota_posix_strerror_detail(&f->dev), "is missing otadata.bin"));
+    }
+    assert_int_equal(access(path, F_OK), -1);
+    snprintf(path, sizeof path, "%s/nvs.bin", f->dir);
+    {
+        FILE *nvs = fopen(path, "rb"); /* NVS still holds the record */
+        assert_non_null(nvs);
+        assert_int_equal(fread(&b, 1, 1, nvs), 1);
+        fclose(nvs);
+        assert_int_not_equal(b, 0xff);
+    }
+    /* A slot missing instead: named too. */
+    recreate(f);
+    tcpota_posix_close(&f->dev);
+    snprintf(path, sizeof path, "%s/ota_1.bin", f->dir);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(tcpota_posix_open(&f->dev, f->dir, 1, SLOT, "1.0.0"), TCPOTA_ERR_NOENT);
+    assert_non_null(strstr(tcpota_posix_strerror_detail(&f->dev), "is missing ota_1.bin"));
+    /* Cut short during creation: created again. */
+    recreate(f);
+    tcpota_posix_close(&f->dev);
+    snprintf(path, sizeof path, "%s/otadata.bin", f->dir);
+    snprintf(tmp, sizeof tmp, "%s/otadata.bin.tmp", f->dir);
+    assert_int_equal(rename(path, tmp), 0);
+    assert_int_equal(tcpota_posix_open(&f->dev, f->dir, 0, 0, NULL), TCPOTA_ERR_NOENT);
+    assert_non_null(strstr(tcpota_posix_strerror_detail(&f->dev), "holds no device"));
+    open_ok(f, 1);
+    assert_int_equal(access(tmp, F_OK), -1);
+}
+
 static void test_calls_before_boot_refused(void **state)
 {
     struct fx *f = *state;
@@ -1123,6 +1170,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_fresh_dir_boots_factory_slot0),
         T(test_defaults_and_create_is_idempotent),
+        T(test_partial_device_not_recreated),
         T(test_calls_before_boot_refused),
         T(test_update_pending_then_valid_survives_reopen),
         T(test_reboot_while_pending_rolls_back),

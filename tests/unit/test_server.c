@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "tcpota/server.h"
@@ -540,6 +541,98 @@ static void test_auth_without_challenge_is_violation(void **state)
     assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
 }
 
+/* The caller's choice: what it is told, and NO_UPDATE with RETRY_AFTER. */
+static struct tcpota_srv_hello seen;
+static char seen_model[40], seen_version[40];
+static const struct tcpota_srv_image *chosen;
+static uint32_t chosen_retry;
+
+static const struct tcpota_srv_image *choose_cb(void *ctx, const struct tcpota_srv_hello *h,
+                                                uint32_t *retry_after_s)
+{
+    assert_ptr_equal(ctx, &seen);
+    seen = *h;
+    snprintf(seen_model, sizeof(seen_model), "%s", h->model);
+    snprintf(seen_version, sizeof(seen_version), "%s", h->version);
+    *retry_after_s = chosen_retry;
+    return chosen;
+}
+
+static void setup_choose(void)
+{
+    struct tcpota_srv_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.choose = choose_cb;
+    cfg.ctx = &seen;
+    cfg.rx_buf = rx; cfg.rx_cap = sizeof(rx);
+    cfg.tx_buf = tx; cfg.tx_cap = sizeof(tx);
+    cfg.chunk = 4096;
+    assert_int_equal(tcpota_srv_init(&s, &cfg), 0);
+}
+
+static void test_choose_no_update_carries_retry_after(void **state)
+{
+    struct tcpota_msg m, out[4];
+    struct tcpota_srv_event ev;
+    static const uint8_t rep[32] = {9, 9, 9};
+    (void)state;
+
+    chosen = NULL;
+    chosen_retry = 3600;
+    setup_choose();
+    hello(&m, "1.0.0");
+    m.u.hello.report_id = rep;
+    m.u.hello.report_result = TCPOTA_RESULT_ROLLED_BACK;
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.offered, 0);
+    assert_string_equal(seen.device_id, "d1");
+    assert_string_equal(seen_model, "esp32");
+    assert_string_equal(seen_version, "1.0.0");
+    assert_null(seen.running_id);
+    assert_non_null(seen.report_id);
+    assert_memory_equal(seen.report_id, rep, 32);
+    assert_int_equal(seen.report_result, TCPOTA_RESULT_ROLLED_BACK);
+    assert_int_equal(drain(out, 4), 2);
+    assert_int_equal(out[1].type, TCPOTA_T_NO_UPDATE);
+    assert_int_equal(out[1].u.no_update.retry_after_s, 3600);
+    assert_null(tcpota_srv_offered_image(&s));
+}
+
+static void test_choose_offers_the_chosen_image(void **state)
+{
+    static struct tcpota_srv_image other;
+    struct tcpota_msg m, out[4];
+    struct tcpota_srv_event ev;
+    (void)state;
+
+    other = img;
+    other.id[0] = 0xee;
+    other.size = 5000;
+    chosen = &other;
+    chosen_retry = 0;
+    setup_choose();
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.offered, 1);
+    assert_ptr_equal(tcpota_srv_offered_image(&s), &other);
+    assert_int_equal(drain(out, 4), 2);
+    assert_int_equal(out[1].type, TCPOTA_T_OFFER);
+    assert_int_equal(out[1].u.offer.size, 5000);
+    assert_int_equal(out[1].u.offer.image_id[0], 0xee);
+    /* A chosen image the device already runs is still NO_UPDATE. */
+    setup_choose();
+    hello(&m, "1.0.0");
+    m.u.hello.running_id = other.id;
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.offered, 0);
+    /* A broken description from the caller offers nothing. */
+    other.version_len = 0;
+    setup_choose();
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.offered, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -555,6 +648,8 @@ int main(void)
         cmocka_unit_test_setup(test_ping_gets_pong, setup),
         cmocka_unit_test_setup(test_ping_flood_ends_session, setup),
         cmocka_unit_test(test_init_rejects_bad_config),
+        cmocka_unit_test_setup(test_choose_no_update_carries_retry_after, setup),
+        cmocka_unit_test_setup(test_choose_offers_the_chosen_image, setup),
         cmocka_unit_test_setup(test_auth_required_without_capability_denied, setup_auth),
         cmocka_unit_test_setup(test_auth_challenge_then_offer_only_after_verdict, setup_auth),
         cmocka_unit_test_setup(test_auth_refused_closes, setup_auth),

@@ -258,6 +258,29 @@ static void test_nat_does_not_lock_out_a_good_device(void **state)
     assert_int_equal(judge("dev-c", "192.0.2.1", mac, t + 0.1, &r), AUTH_ID_WAITING);
 }
 
+/* A reload (SIGHUP) brings a new set of secrets: the failures of the ids
+ * in both sets stay, so a reload does not wipe a backoff. */
+static void test_rebind_keeps_failures(void **state)
+{
+    static struct tcpota_serve_secret fresh[2];
+    uint8_t good[AUTH_MAC_LEN], bad[AUTH_MAC_LEN];
+    struct auth_result r;
+    (void)state;
+    right(1, good);
+    wrong(1, bad);
+    assert_int_equal(judge("dev-b", "10.0.0.1", bad, 100, &r), AUTH_WRONG_ANSWER);
+    memset(fresh, 0, sizeof(fresh));
+    fresh[0] = secrets[1]; /* dev-b, kept */
+    strcpy(fresh[1].id, "dev-new");
+    fresh[1].len = 16;
+    assert_int_equal(auth_rebind(&a, fresh, 2), 0);
+    assert_int_equal(judge("dev-b", "10.0.0.2", good, 100.5, &r), AUTH_ID_WAITING);
+    assert_int_equal(judge("dev-b", "10.0.0.2", good, 101.5, &r), AUTH_OK);
+    /* An id no longer in the file is unknown. */
+    right(0, good);
+    assert_int_equal(judge("dev-a", "10.0.0.2", good, 101.5, &r), AUTH_UNKNOWN_ID);
+}
+
 /* ---- the secrets file ------------------------------------------------ */
 
 static int read_secrets(const char *text, struct tcpota_serve_secret **v, size_t *n)
@@ -330,6 +353,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_success_wipes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_addr_backoff, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nat_does_not_lock_out_a_good_device, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rebind_keeps_failures, setup, teardown),
         cmocka_unit_test(test_secrets_file),
         cmocka_unit_test(test_secrets_short_refused),
         cmocka_unit_test(test_secrets_empty_refused),

@@ -10,7 +10,8 @@
  * A payload is a fixed part followed by TLV fields (tag u8, length u16 LE,
  * value). Tags with bit 0x80 set are critical: a reader that does not know
  * one must refuse the message; other unknown tags are skipped, so later
- * versions can add fields without breaking this one. DATA is the exception:
+ * versions can add fields without breaking this one. A tag appears at most
+ * once, its critical twin included (tcpota_tlv_next() holds these rules). DATA is the exception:
  * after its fixed offset come the image bytes.
  *
  * struct tcpota_msg is the decoded form of every message. Decoding never
@@ -32,8 +33,10 @@ extern "C" {
 #define TCPOTA_DATA_FIXED 4u     /* DATA: offset before the bytes */
 #define TCPOTA_MAX_PAYLOAD 16384u /* no frame payload is ever larger */
 #define TCPOTA_MIN_PAYLOAD 512u   /* every peer accepts at least this */
-#define TCPOTA_MAX_STR 64u        /* device id; model/version: 32 */
+#define TCPOTA_MAX_STR 64u        /* device id */
+#define TCPOTA_MAX_NAME 32u       /* model and version strings */
 #define TCPOTA_MAX_MANIFEST 1024u
+#define TCPOTA_MAX_MESSAGE 200u  /* MESSAGE: a human-readable reason */
 
 enum tcpota_type {
     TCPOTA_T_HELLO = 0x01,     /* device -> server, first frame */
@@ -105,6 +108,33 @@ struct tcpota_bytes {
     const uint8_t *ptr;
     uint16_t len;
 };
+
+/* Walks the TLVs of a message or manifest body and holds the rules every
+ * TLV list of the protocol shares, so they live in one place: a tag appears
+ * at most once, compared with the critical bit masked (0x0c and 0x8c are
+ * the same field); a tag the reader does not know is skipped, unless its
+ * critical bit is set (TCPOTA_ERR_NOTSUP); a field never runs past the end.
+ * The fields are private to codec.c. */
+struct tcpota_tlv_iter {
+    const uint8_t *p;
+    size_t left;
+    const uint8_t *known; /* tags the reader understands, critical bit clear */
+    size_t n_known;
+    uint32_t seen[4]; /* one bit per tag, critical bit masked: 128 tags */
+};
+
+/* Starts a walk over buf[0..len). `known` lists the n_known tags (critical
+ * bit clear) the caller understands; it must outlive the walk. */
+void tcpota_tlv_iter_init(struct tcpota_tlv_iter *it, const uint8_t *buf, size_t len,
+                          const uint8_t *known, size_t n_known);
+
+/* Moves to the next TLV with a known tag: returns 1 and sets *tag (critical
+ * bit cleared), *val (points into the buffer) and *len; returns 0 at the
+ * end; TCPOTA_ERR_PROTO for a truncated field or a repeated tag (either
+ * spelling), TCPOTA_ERR_NOTSUP for an unknown critical tag. Unknown
+ * optional tags are skipped, though a repeat of one is still refused. */
+int tcpota_tlv_next(struct tcpota_tlv_iter *it, uint8_t *tag, const uint8_t **val,
+                    uint16_t *len);
 
 struct tcpota_msg {
     uint8_t type; /* enum tcpota_type */

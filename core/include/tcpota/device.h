@@ -42,6 +42,25 @@ extern "C" {
 #define TCPOTA_KEY_LAST "tcpota.last"
 #define TCPOTA_KEY_REPORT "tcpota.report"
 #define TCPOTA_KEY_COUNTER "tcpota.counter"
+#define TCPOTA_KEY_BAD "tcpota.bad" /* failed-image memory: id + reason */
+
+/* Why an image is remembered as bad (TCPOTA_KEY_BAD). The device declines
+ * an offer of that image, before writing a byte, until another image is
+ * installed and confirmed: a server that offers it again cannot make the
+ * device erase and rewrite its flash for nothing. One image is remembered
+ * (the last that failed). */
+enum tcpota_dev_bad {
+    TCPOTA_BAD_NONE = 0,
+    TCPOTA_BAD_INTEGRITY = 1,   /* the slot read back did not hash to the id */
+    TCPOTA_BAD_REFUSED = 2,     /* the port refused it at ota_end */
+    TCPOTA_BAD_ROLLED_BACK = 3, /* it failed the health check: rolled back */
+    TCPOTA_BAD_BOOT_FAILED = 4, /* the bootloader fell back from it: declined
+                                   from the second time on (the first may be a
+                                   power cut before the health check) */
+};
+
+/* Room for tcpota_dev_bad_text(), NUL included. */
+#define TCPOTA_DEV_BAD_TEXT_MAX 96u
 
 struct tcpota_dev_config {
     const struct tcpota_port *port;
@@ -84,7 +103,7 @@ enum tcpota_dev_event_type {
     TCPOTA_DEV_EV_CHECKPOINT, /* resume point saved at `offset` */
     TCPOTA_DEV_EV_UPDATED,  /* whole image verified, boot slot switched */
     TCPOTA_DEV_EV_UP_TO_DATE,
-    TCPOTA_DEV_EV_DECLINED, /* `error` = reason */
+    TCPOTA_DEV_EV_DECLINED, /* `error` = reason; with NOSPC, `size` = the offer's */
 };
 
 struct tcpota_dev_event {
@@ -116,7 +135,17 @@ struct tcpota_dev {
     uint32_t security_counter; /* lowest counter accepted (NVS) */
     uint32_t image_counter;    /* counter of the image being received */
     uint8_t challenged;        /* a CHALLENGE was answered on this connection */
+    uint8_t welcomed;          /* WELCOME arrived on this connection */
+    uint8_t auth_announced;    /* ... and announced TCPOTA_F_AUTH */
+    uint8_t bound;             /* binding holds this connection's TLS binding */
+    uint8_t binding[TCPOTA_TLS_BINDING_LEN];
     int last_error;        /* why the last connection or offer ended */
+    char reason[TCPOTA_MAX_MESSAGE + 1]; /* the same in words (tcpota_dev_reason) */
+    /* enum tcpota_dev_bad: on this connection the image failed for this
+     * reason and is now remembered as bad, or (state DECLINED) its offer
+     * was declined as known bad; bad_id is that image. 0: neither. */
+    uint8_t bad_reason;
+    uint8_t bad_id[TCPOTA_ID_LEN];
 };
 
 /* Sets up a device: checks the config and loads the resume record and any
@@ -131,16 +160,42 @@ int tcpota_dev_init(struct tcpota_dev *d, const struct tcpota_dev_config *cfg);
  * mark_invalid (which reboots on a real device; a host port returns 0 and
  * its caller reboots). After the bootloader fell back (rolled_back), keeps
  * a BOOT_FAILED report. A confirmed signed image raises the device's
- * security counter to the image's (anti-rollback). Returns 0, 1 when the
+ * security counter to the image's (anti-rollback). A rolled-back or
+ * failed image is remembered as bad (TCPOTA_KEY_BAD); confirming an image
+ * forgets it. Returns 0, 1 when the
  * caller must reboot now, or a port error. */
 int tcpota_dev_boot(const struct tcpota_port *port, int healthy);
+
+/* Reads the failed-image memory: when offers of an image are declined,
+ * copies its id to id (may be NULL) and returns the enum tcpota_dev_bad
+ * reason; returns 0 when none is (no record, a torn one, or a first boot
+ * failure), or a port error. */
+int tcpota_dev_bad_image(const struct tcpota_port *port, uint8_t id[TCPOTA_ID_LEN]);
+
+/* Writes the sentence a DECLINE of a known-bad image carries, e.g. "image
+ * 1a2b3c4d failed its integrity check before; waiting for another image"
+ * (the id shortened to its first 4 bytes in hex; reason an enum
+ * tcpota_dev_bad), NUL-terminated, into out. Returns its length. */
+int tcpota_dev_bad_text(const uint8_t id[TCPOTA_ID_LEN], int reason,
+                        char out[TCPOTA_DEV_BAD_TEXT_MAX]);
 
 /* A new connection is up at time `now_ms`: resets the decoder and queues
  * HELLO. Returns 0 or TCPOTA_ERR_NOSPC. */
 int tcpota_dev_connect(struct tcpota_dev *d, uint32_t now_ms);
 
+/* Binds the device's answer to a CHALLENGE to the TLS session of the
+ * current connection (docs/protocol.md, "Device authentication"):
+ * binding is the TCPOTA_TLS_BINDING_LEN bytes the TLS exporter gives for
+ * label TCPOTA_TLS_BINDING_LABEL, no context (codec.h), or NULL for a plain
+ * TCP connection. Call it after the TLS handshake, before the first
+ * tcpota_dev_input() of the connection (before or after
+ * tcpota_dev_connect()). The bytes are copied; tcpota_dev_disconnect()
+ * forgets them, so every TLS connection must set its own. Returns 0. */
+int tcpota_dev_set_binding(struct tcpota_dev *d, const uint8_t *binding);
+
 /* The connection ended (closed, timed out, failed). Data already written
- * stays; the next connection resumes from the last durable point. */
+ * stays; the next connection resumes from the last durable point. Forgets
+ * the TLS binding (tcpota_dev_set_binding). */
 void tcpota_dev_disconnect(struct tcpota_dev *d);
 
 /* Consumes up to `len` bytes, at most one frame, and fills *ev. Returns the
@@ -149,7 +204,8 @@ void tcpota_dev_disconnect(struct tcpota_dev *d);
  * frame) is flushed: TCPOTA_ERR_CRC etc. for bad frames, TCPOTA_ERR_PROTO /
  * _STATE for protocol violations, the server's code for an ERROR frame, a
  * port error, or TCPOTA_ERR_INTEGRITY when the image read back does not
- * hash to the offered id (the partial image is then dropped). */
+ * hash to the offered id (the partial image is then dropped and the image
+ * remembered as bad: bad_reason says so). */
 int tcpota_dev_input(struct tcpota_dev *d, const uint8_t *in, size_t len,
                      struct tcpota_dev_event *ev);
 
@@ -163,6 +219,13 @@ void tcpota_dev_output_done(struct tcpota_dev *d, size_t n);
  * Returns 0, or TCPOTA_ERR_TIMEDOUT after timeout_ms without a received
  * byte (close and reconnect). now_ms may wrap. */
 int tcpota_dev_tick(struct tcpota_dev *d, uint32_t now_ms);
+
+/* Why the last connection or offer ended, in words naming the cause
+ * (e.g. "offer version 9.9.9 differs from the signed manifest's 2.0.0"):
+ * the MESSAGE of the DECLINE or ERROR this side sent, or of the ERROR the
+ * server sent. "" when there is none; valid until the next call into d.
+ * last_error holds the code. */
+const char *tcpota_dev_reason(const struct tcpota_dev *d);
 
 /* Milliseconds until tcpota_dev_tick() has something to do. */
 uint32_t tcpota_dev_next_tick(const struct tcpota_dev *d);

@@ -10,7 +10,8 @@
  *   4   1  format, 1
  *   5   1  flags, 0
  *   6   2  body length N, u16 LE
- *   8   N  body: TLVs (tag u8, length u16 LE, value), each tag once:
+ *   8   N  body: TLVs (tag u8, length u16 LE, value), each tag once
+ *          (critical bit masked; codec.h's tcpota_tlv_next() walks them):
  *          0x01 IMAGE_SIZE u32        0x02 SHA256 32 bytes
  *          0x03 VERSION str 1..32     0x04 MODEL str 1..32
  *          0x05 SECURITY_COUNTER u32  0x06 CREATED u64 (Unix seconds)
@@ -70,16 +71,22 @@ struct tcpota_trust {
     uint32_t security_counter; /* lowest counter this device accepts */
 };
 
-/* The device's acceptance rules for an offered image, in this order:
- * manifest present and well formed (TCPOTA_ERR_UNSIGNED / _PROTO), public
- * key among the trusted ones (TCPOTA_ERR_NOKEY), signature verifies
- * (TCPOTA_ERR_BADSIG), size and SHA-256 equal the offer's
- * (TCPOTA_ERR_INTEGRITY), model equals the device's (TCPOTA_ERR_MODEL),
- * counter not below the device's (TCPOTA_ERR_DOWNGRADE). Returns 0 when all
- * hold. *why (may be NULL) gets a static one-line reason. */
-int tcpota_manifest_check(const struct tcpota_trust *t, const uint8_t *manifest, size_t len,
-                          const uint8_t *offer_id, uint32_t offer_size,
-                          struct tcpota_manifest *out, const char **why);
+/* The device's acceptance rules for an offered image (*offer, a decoded
+ * OFFER; its MANIFEST TLV is the manifest), in this order: manifest
+ * present and well formed (TCPOTA_ERR_UNSIGNED / _PROTO), public key among
+ * the trusted ones (TCPOTA_ERR_NOKEY), signature verifies
+ * (TCPOTA_ERR_BADSIG), the offer's version equals the manifest's
+ * (TCPOTA_ERR_REFUSED), its size and image id equal the manifest's size
+ * and SHA-256 (TCPOTA_ERR_INTEGRITY), model equals the device's
+ * (TCPOTA_ERR_MODEL), counter not below the device's
+ * (TCPOTA_ERR_DOWNGRADE). Returns 0 when all hold, with the parsed
+ * manifest in *out (may be NULL; pointers into the offer's frame). On a
+ * refusal why[0..why_cap) (may be NULL) gets a one-line reason that names
+ * the field and both values, e.g. "offer version 9.9.9 differs from the
+ * signed manifest's 2.0.0"; TCPOTA_MAX_MESSAGE + 1 bytes hold any reason,
+ * a smaller buffer gets it cut short. */
+int tcpota_manifest_check(const struct tcpota_trust *t, const struct tcpota_msg *offer,
+                          struct tcpota_manifest *out, char *why, size_t why_cap);
 
 #ifdef __cplusplus
 }

@@ -41,8 +41,28 @@ struct tcpota_srv_image {
     uint16_t manifest_len;
 };
 
+/* What a device's HELLO said, as the caller's choice of an image needs it
+ * (strings NUL-terminated; ids NULL when not sent). */
+struct tcpota_srv_hello {
+    const char *device_id, *model, *version;
+    const uint8_t *running_id; /* SHA-256 of the running image */
+    const uint8_t *report_id;  /* the image the last update's report is about */
+    uint16_t report_result;    /* enum tcpota_result; 0: no report */
+};
+
 struct tcpota_srv_config {
-    const struct tcpota_srv_image *image; /* NULL: nothing to offer */
+    /* The image offered to every device that does not run it yet, when
+     * `choose` is NULL. NULL: nothing to offer. */
+    const struct tcpota_srv_image *image;
+    /* Chooses this device's image once HELLO (and AUTH, if required) are
+     * in: returns the image to offer, or NULL to answer NO_UPDATE, then
+     * with *retry_after_s (0: not sent) telling the device when to ask
+     * again. The session still answers NO_UPDATE when the device already
+     * runs the chosen image. The image must stay alive while the session
+     * uses it. */
+    const struct tcpota_srv_image *(*choose)(void *ctx, const struct tcpota_srv_hello *hello,
+                                             uint32_t *retry_after_s);
+    void *ctx; /* handed to choose */
     uint8_t *rx_buf;
     size_t rx_cap;
     uint8_t *tx_buf;
@@ -101,10 +121,14 @@ struct tcpota_srv {
     uint32_t acked;    /* highest offset the device reported durable */
     uint32_t start;    /* where this connection's stream began */
     uint8_t got_hello;
+    const struct tcpota_srv_image *img; /* the image offered, or NULL */
     /* What HELLO said, kept for the offer that may come after CHALLENGE. */
     struct {
         char device_id[TCPOTA_MAX_STR + 1];
-        char version[33];
+        char model[TCPOTA_MAX_NAME + 1];
+        char version[TCPOTA_MAX_NAME + 1];
+        uint8_t report_id[TCPOTA_ID_LEN];
+        uint16_t report_result;
         uint8_t running_id[TCPOTA_ID_LEN], resume_id[TCPOTA_ID_LEN];
         uint8_t has_running, has_resume;
         uint32_t resume_size, resume_offset;
@@ -142,6 +166,13 @@ int tcpota_srv_data_next(struct tcpota_srv *s, uint32_t *offset, uint16_t *len);
  * and closes. Returns 0, TCPOTA_ERR_STATE when no AUTH awaits a verdict,
  * or TCPOTA_ERR_DENIED after a refusal. */
 int tcpota_srv_authorize(struct tcpota_srv *s, int ok, uint8_t *offered, uint32_t *start);
+
+/* What HELLO said (all strings "" and ids NULL before HELLO). */
+void tcpota_srv_get_hello(const struct tcpota_srv *s, struct tcpota_srv_hello *h);
+
+/* The image offered on this connection, or NULL (none offered yet, or
+ * NO_UPDATE). */
+const struct tcpota_srv_image *tcpota_srv_offered_image(const struct tcpota_srv *s);
 
 /* The device id HELLO gave (NUL-terminated; "" before HELLO). */
 const char *tcpota_srv_device_id(const struct tcpota_srv *s);

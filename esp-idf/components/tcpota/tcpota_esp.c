@@ -17,6 +17,7 @@
 #include "sdkconfig.h"
 #include "tcpota/device.h"
 #include "tcpota_client.h"
+#include "tcpota_runner.h"
 #include "tcpota_esp_port.h"
 #include "tcpota_esp_trust.h"
 
@@ -26,7 +27,6 @@ static const char *TAG = "tcpota";
 #define NET_CAP 1536u      /* one recv(): a TCP segment and some */
 #define POLL_MAX_MS 500u   /* longest wait before a stop request is seen */
 #define STOP_WAIT_MS 2000u
-#define LINGER_MS 1000u
 #define ID_MAX 24
 
 /* Everything the task needs lives here, not on the heap. */
@@ -37,6 +37,8 @@ static struct {
     bool port_ready;
     struct tcpota_dev dev;
     struct tcpota_client cl;
+    struct tcpota_runner runner; /* reconnect policy, shared with the host device */
+    uint32_t declined_size;      /* size of the last offer declined */
     uint8_t rx[CONFIG_TCPOTA_RX_BUFFER_SIZE];
     uint8_t tx[TX_CAP];
     uint8_t net[NET_CAP];
@@ -174,6 +176,7 @@ static int stop_requested(void *ctx)
 static int on_input(void *ctx, int rc, const struct tcpota_dev_event *ev)
 {
     (void)ctx;
+    tcpota_runner_note(&s.runner, rc, ev);
     if (rc < 0) {
         return 0;
     }
@@ -198,6 +201,9 @@ static int on_input(void *ctx, int rc, const struct tcpota_dev_event *ev)
     case TCPOTA_DEV_EV_UPDATED:
         status_progress(ev->offset, ev->size);
         break;
+    case TCPOTA_DEV_EV_DECLINED:
+        s.declined_size = ev->size;
+        break;
     default:
         break;
     }
@@ -212,17 +218,63 @@ static void nap(uint32_t ms)
     (void)ulTaskNotifyTake(pdTRUE, pdMS_TO_TICKS(ms));
 }
 
-static uint32_t backoff_ms(uint32_t attempts)
-{
-    uint32_t base = s.cfg.backoff_min_ms;
+/* ---- the runner's callbacks (ports/common/tcpota_runner.h) ----------- */
 
-    for (uint32_t i = 1; i < attempts && base < s.cfg.backoff_max_ms; i++) {
-        base = base > UINT32_MAX / 2 ? UINT32_MAX : base * 2;
+static int runner_sleep(void *ctx, uint32_t ms)
+{
+    (void)ctx;
+    nap(ms);
+    return s.stop ? TCPOTA_ERR_CANCELED : 0;
+}
+
+static uint32_t runner_random(void *ctx, uint32_t bound)
+{
+    (void)ctx;
+    return esp_random() % bound;
+}
+
+static void runner_step(void *ctx, const struct tcpota_runner_step *st)
+{
+    (void)ctx;
+    portENTER_CRITICAL(&s_mux);
+    s.status.attempts = st->attempts;
+    portEXIT_CRITICAL(&s_mux);
+    switch (st->type) {
+    case TCPOTA_RUNNER_CONNECTING:
+        status_set(TCPOTA_ESP_CONNECTING, 0, true);
+        break;
+    case TCPOTA_RUNNER_CONNECTED:
+        status_set(TCPOTA_ESP_CONNECTED, 0, false);
+        break;
+    case TCPOTA_RUNNER_BACKOFF:
+        ESP_LOGW(TAG, "%s%s; retrying in %lu ms", st->unreachable ? "cannot reach the server: " : "",
+                 st->why[0] ? st->why : "connection ended", (unsigned long)st->wait_ms);
+        status_set(TCPOTA_ESP_BACKOFF, s.dev.last_error ? s.dev.last_error : TCPOTA_ERR_IO, true);
+        break;
     }
-    if (base > s.cfg.backoff_max_ms) {
-        base = s.cfg.backoff_max_ms;
-    }
-    return base / 2 + esp_random() % (base - base / 2 + 1);
+}
+
+static int runner_init(void)
+{
+    struct tcpota_runner_config rc;
+
+    memset(&rc, 0, sizeof(rc));
+    rc.dev = &s.dev;
+    rc.backoff_min_ms = s.cfg.backoff_min_ms;
+    rc.backoff_max_ms = s.cfg.backoff_max_ms;
+    rc.failure_max_ms = s.cfg.backoff_max_ms > TCPOTA_RUNNER_FAILURE_MAX_MS
+                            ? s.cfg.backoff_max_ms
+                            : TCPOTA_RUNNER_FAILURE_MAX_MS;
+    rc.max_attempts = 0; /* a device never gives up; it slows down instead */
+    rc.err = s.err;
+    rc.err_cap = sizeof(s.err);
+    rc.client = &s.cl; /* its own connect, run and close */
+    rc.host = s.cfg.host;
+    rc.port = s.cfg.port;
+    rc.sleep = runner_sleep; /* a task notification: confirm or stop wakes it */
+    rc.random = runner_random;
+    rc.on_step = runner_step;
+    return tcpota_runner_init(&s.runner, &rc);
 }
 
 static int session_init(void)
@@ -266,73 +318,49 @@ static int session_init(void)
     cc.now_ms = now_ms;
     cc.stop_requested = stop_requested;
     cc.on_input = on_input;
-    return tcpota_client_init(&s.cl, &cc);
+    if ((rc = tcpota_client_init(&s.cl, &cc)) < 0) {
+        return rc;
+    }
+    return runner_init();
 }
 
-/* Connects until stopped, updated (restart) or told to end. */
+static void log_declined(void)
+{
+    if (s.dev.last_error == TCPOTA_ERR_NOSPC) {
+        ESP_LOGW(TAG, "declined the offer: the image (%lu bytes) is larger than the slot (%lu bytes)",
+                 (unsigned long)s.declined_size, (unsigned long)s.port.slot_size);
+    } else {
+        ESP_LOGW(TAG, "declined the offer: %s", tcpota_strerror(s.dev.last_error));
+    }
+}
+
+/* Runs the shared runner until stopped, updated (restart) or told to end. */
 static void run(void)
 {
-    uint32_t attempts = 0;
-
     while (!s.stop) {
-        uint32_t pos = s.dev.pos;
-        int out = TCPOTA_CLIENT_RETRY;
-
-        attempts++;
-        portENTER_CRITICAL(&s_mux);
-        s.status.attempts = attempts;
-        portEXIT_CRITICAL(&s_mux);
-        status_set(TCPOTA_ESP_CONNECTING, 0, true);
-        int rc = tcpota_client_connect(&s.cl, s.cfg.host, s.cfg.port, s.cfg.host);
-        if (rc == 0) {
-            status_set(TCPOTA_ESP_CONNECTED, 0, false);
-            out = tcpota_client_run(&s.cl);
-        } else if (rc == TCPOTA_CLIENT_STOPPED) {
-            out = TCPOTA_CLIENT_STOPPED;
-        }
-        tcpota_client_close(&s.cl, out == TCPOTA_CLIENT_UPDATED || out == TCPOTA_CLIENT_DECLINED
-                                       ? LINGER_MS
-                                       : 0);
-        tcpota_dev_disconnect(&s.dev);
-        switch (out) {
-        case TCPOTA_CLIENT_STOPPED:
-            return;
-        case TCPOTA_CLIENT_UPDATED:
+        switch (tcpota_runner_run(&s.runner)) {
+        case TCPOTA_RUNNER_UPDATED:
             ESP_LOGI(TAG, "image %s verified and set to boot", s.status.new_version);
             status_set(TCPOTA_ESP_UPDATED, 0, true);
             if (s.cfg.restart_after_update) {
                 esp_restart();
             }
             return;
-        case TCPOTA_CLIENT_UP_TO_DATE:
-        case TCPOTA_CLIENT_DECLINED:
-            if (out == TCPOTA_CLIENT_DECLINED) {
-                ESP_LOGW(TAG, "declined the offer: %s", tcpota_strerror(s.dev.last_error));
-                status_set(TCPOTA_ESP_FAILED, s.dev.last_error, true);
-            } else {
-                ESP_LOGI(TAG, "up to date, running %s", s.version);
-                status_set(TCPOTA_ESP_UP_TO_DATE, 0, true);
-            }
-            if (!s.cfg.recheck_ms) {
-                return;
-            }
-            nap(s.cfg.recheck_ms);
-            attempts = 0;
-            continue;
-        default:
+        case TCPOTA_RUNNER_UP_TO_DATE:
+            ESP_LOGI(TAG, "up to date, running %s", s.version);
+            status_set(TCPOTA_ESP_UP_TO_DATE, 0, true);
             break;
+        case TCPOTA_RUNNER_DECLINED:
+            log_declined();
+            status_set(TCPOTA_ESP_FAILED, s.dev.last_error, true);
+            break;
+        default: /* stopped (the runner never gives up here) */
+            return;
         }
-        if (s.dev.pos != pos) {
-            attempts = 0; /* this connection moved the image forward */
+        if (!s.cfg.recheck_ms) {
+            return;
         }
-        {
-            uint32_t ms = backoff_ms(attempts ? attempts : 1);
-            ESP_LOGW(TAG, "%s; retrying in %lu ms", s.err[0] ? s.err : "connection ended",
-                     (unsigned long)ms);
-            status_set(TCPOTA_ESP_BACKOFF, s.dev.last_error ? s.dev.last_error : TCPOTA_ERR_IO,
-                       true);
-            nap(ms);
-        }
+        nap(s.cfg.recheck_ms);
     }
 }
 

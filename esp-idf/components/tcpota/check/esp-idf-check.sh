@@ -93,7 +93,7 @@ for d in "${INC[@]}"; do
     [ -d "$d" ] && CFLAGS+=(-I "$d")
 done
 
-SRCS=("$COMP"/*.c "$ROOT/ports/common/tcpota_client.c" "$ROOT"/core/src/*.c)
+SRCS=("$COMP"/*.c "$ROOT/ports/common/tcpota_client.c" "$ROOT/ports/common/tcpota_runner.c" "$ROOT"/core/src/*.c)
 mkdir -p "$OUT"
 rm -f "$OUT"/*.o
 objs=()

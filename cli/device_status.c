@@ -1,0 +1,129 @@
+/*
+ * device_status.c - `tcpota device status --flash DIR`: what an emulated
+ * device (cli/device.c, ports/posix) runs and where its download resumes,
+ * as one line of JSON, without changing DIR.
+ */
+#include "cli.h"
+#include "posix_port.h"
+#include "tcpota/codec.h"
+#include "tcpota/crc32c.h"
+#include "tcpota/tcpota.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define RESUME_REC_LEN (1u + TCPOTA_ID_LEN + 4u + 4u + 4u)
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fputs("tcpota device: ", stderr);
+    fprintf(stderr, fmt, arg);
+    fputs("\ntry 'tcpota device status --help'\n", stderr);
+    return 2;
+}
+
+static void copy_version(char *dst, const char *src)
+{
+    size_t n = strnlen(src, TCPOTA_POSIX_VERSION_MAX);
+
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
+static void json_string(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            printf("\\%c", c);
+        } else if (c < 0x20 || c > 0x7e) {
+            printf("\\u%04x", c);
+        } else {
+            putchar(c);
+        }
+    }
+    putchar('"');
+}
+
+static void print_status(const struct tcpota_posix_slot_info *run, const uint8_t *resume)
+{
+    char version[TCPOTA_POSIX_VERSION_MAX + 1];
+
+    copy_version(version, run->version);
+    printf("{\"slot\":%u,\"version\":", (unsigned)run->slot);
+    json_string(version);
+    printf(",\"size\":%lu,\"sha256\":\"", (unsigned long)run->size);
+    for (size_t i = 0; i < TCPOTA_ID_LEN; i++) {
+        printf("%02x", run->sha256[i]);
+    }
+    printf("\",\"pending\":%s,\"rolled_back\":%s,\"resume\":", run->pending ? "true" : "false",
+           run->rolled_back ? "true" : "false");
+    if (resume) {
+        printf("{\"offset\":%lu,\"size\":%lu}",
+               (unsigned long)tcpota_get_u32(resume + 1 + TCPOTA_ID_LEN + 4),
+               (unsigned long)tcpota_get_u32(resume + 1 + TCPOTA_ID_LEN));
+    } else {
+        printf("null");
+    }
+    printf("}\n");
+}
+
+/* The resume record as the core writes it: version 1, image id, size,
+ * offset, CRC32C. Returns it or NULL when absent or not intact. */
+static const uint8_t *read_resume(const struct tcpota_posix_status *st)
+{
+    const uint8_t *r = st->resume;
+
+    if (st->resume_len != (int)RESUME_REC_LEN || r[0] != 1 ||
+        tcpota_crc32c(r, RESUME_REC_LEN - 4) != tcpota_get_u32(r + RESUME_REC_LEN - 4)) {
+        return NULL;
+    }
+    return r;
+}
+
+/* `tcpota device status --flash DIR`. DIR is only read (its files opened
+ * O_RDONLY, see tcpota_posix_inspect): the JSON describes what the
+ * bootloader picks at the next reset, i.e. what the device runs now or,
+ * after an update not yet rebooted into, at its next start (pending). */
+int cmd_device_status(int argc, char **argv)
+{
+    static struct tcpota_posix_dev dev; /* ~9 KiB of workspace: off the stack */
+    static struct tcpota_posix_status st;
+    const char *dir = NULL;
+    int rc;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: tcpota device status --flash DIR\n\n"
+                   "Prints the image the device in DIR runs (or boots next) and its resume\n"
+                   "point as JSON. DIR is only read.\n");
+            return 0;
+        } else if (strcmp(argv[i], "--flash") == 0) {
+            if (i + 1 >= argc) {
+                return usage_error("%s needs a value", "--flash");
+            }
+            dir = argv[++i];
+        } else if (strncmp(argv[i], "--flash=", 8) == 0) {
+            dir = argv[i] + 8;
+        } else {
+            return usage_error("status: unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!dir || !*dir) {
+        return usage_error("%s", "status: --flash DIR is required");
+    }
+    rc = tcpota_posix_inspect(&dev, dir, &st);
+    if (rc == TCPOTA_ERR_NOENT) {
+        fprintf(stderr, "tcpota: no device flash in %s\n", dir);
+        return 1;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "tcpota: cannot open device flash in %s: %s (%s)\n", dir,
+                tcpota_strerror(rc), tcpota_posix_strerror_detail(&dev));
+        return 1;
+    }
+    print_status(&st.next, read_resume(&st));
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+

@@ -1,0 +1,196 @@
+/* tcpota_runner.c - the device's connection loop (see tcpota_runner.h). */
+#include "tcpota_runner.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int tcpota_runner_init(struct tcpota_runner *r, const struct tcpota_runner_config *cfg)
+{
+    if (!r || !cfg || !cfg->dev || !cfg->err || !cfg->err_cap || !cfg->random ||
+        (!cfg->client && (!cfg->connect || !cfg->run || !cfg->close || !cfg->sleep)) ||
+        (cfg->client && !cfg->connect && !cfg->host)) {
+        return TCPOTA_ERR_INVAL;
+    }
+    memset(r, 0, sizeof(*r));
+    r->cfg = *cfg;
+    if (!r->cfg.backoff_min_ms) r->cfg.backoff_min_ms = TCPOTA_RUNNER_BACKOFF_MIN_MS;
+    if (!r->cfg.backoff_max_ms) r->cfg.backoff_max_ms = TCPOTA_RUNNER_BACKOFF_MAX_MS;
+    if (!r->cfg.failure_max_ms) r->cfg.failure_max_ms = TCPOTA_RUNNER_FAILURE_MAX_MS;
+    if (!r->cfg.linger_ms) r->cfg.linger_ms = TCPOTA_RUNNER_LINGER_MS;
+    if (r->cfg.backoff_min_ms > r->cfg.backoff_max_ms ||
+        r->cfg.backoff_max_ms > r->cfg.failure_max_ms) {
+        return TCPOTA_ERR_INVAL;
+    }
+    r->best = cfg->dev->resume.valid ? cfg->dev->resume.offset : 0;
+    return 0;
+}
+
+void tcpota_runner_note(struct tcpota_runner *r, int rc, const struct tcpota_dev_event *ev)
+{
+    if (rc >= 0 && ev->type == TCPOTA_DEV_EV_CHECKPOINT && ev->offset > r->best) {
+        r->best = ev->offset;
+        r->advanced = 1;
+    }
+}
+
+/* ---- the connection: the caller's callbacks or the client's own ------ */
+
+static int conn_connect(struct tcpota_runner *r)
+{
+    const struct tcpota_runner_config *c = &r->cfg;
+
+    return c->connect ? c->connect(c->ctx)
+                      : tcpota_client_connect(c->client, c->host, c->port, c->host);
+}
+
+static int conn_run(struct tcpota_runner *r)
+{
+    return r->cfg.run ? r->cfg.run(r->cfg.ctx) : tcpota_client_run(r->cfg.client);
+}
+
+static void conn_close(struct tcpota_runner *r, uint32_t linger_ms)
+{
+    if (r->cfg.close) {
+        r->cfg.close(r->cfg.ctx, linger_ms);
+    } else {
+        tcpota_client_close(r->cfg.client, linger_ms);
+    }
+}
+
+static int conn_sleep(struct tcpota_runner *r, uint32_t ms)
+{
+    if (r->cfg.sleep) {
+        return r->cfg.sleep(r->cfg.ctx, ms);
+    }
+    return tcpota_client_wait(r->cfg.client, -1, 0, ms) < 0 ? TCPOTA_ERR_CANCELED : 0;
+}
+
+/* ---- the policy ------------------------------------------------------ */
+
+/* An install or an up-to-date answer: the slate is clean. */
+static void forget(struct tcpota_runner *r)
+{
+    r->attempts = r->failures = 0;
+    r->best = 0;
+}
+
+/* Full jitter between backoff_min_ms and a ceiling that doubles with each
+ * attempt without progress (transient) or each image failure in a row. */
+static uint32_t backoff_ms(const struct tcpota_runner *r, int image_failed)
+{
+    const struct tcpota_runner_config *c = &r->cfg;
+    uint64_t base = c->backoff_min_ms, cap = c->backoff_max_ms;
+    unsigned n = r->attempts;
+
+    if (image_failed || r->attempts > TCPOTA_RUNNER_PATIENCE) {
+        base = c->backoff_max_ms;
+        cap = c->failure_max_ms;
+        n = image_failed ? r->failures : r->attempts - TCPOTA_RUNNER_PATIENCE;
+    }
+    for (unsigned i = 1; i < n && base < cap; i++) {
+        base *= 2;
+    }
+    if (base > cap) {
+        base = cap;
+    }
+    return c->backoff_min_ms +
+           c->random(c->ctx, (uint32_t)(base - c->backoff_min_ms) + 1u);
+}
+
+static void step(struct tcpota_runner *r, struct tcpota_runner_step *s,
+                 enum tcpota_runner_step_type type)
+{
+    s->type = type;
+    s->attempts = r->attempts;
+    s->failures = r->failures;
+    s->why = r->cfg.err;
+    if (r->cfg.on_step) {
+        r->cfg.on_step(r->cfg.ctx, s);
+    }
+}
+
+/* One attempt: connect, run, close. Returns an enum tcpota_client_outcome;
+ * *unreachable says the server could not be reached (TCPOTA_ERR_IO from
+ * connect), *ran that a connection ran (and the session's bad_reason is
+ * this connection's). */
+static int attempt(struct tcpota_runner *r, uint8_t *unreachable, int *ran)
+{
+    struct tcpota_runner_step s;
+    int rc, out = TCPOTA_CLIENT_RETRY;
+
+    memset(&s, 0, sizeof(s));
+    r->cfg.err[0] = 0;
+    r->advanced = 0;
+    step(r, &s, TCPOTA_RUNNER_CONNECTING);
+    rc = conn_connect(r);
+    *unreachable = rc == TCPOTA_ERR_IO;
+    *ran = rc == 0;
+    if (rc == TCPOTA_ERR_CANCELED) {
+        out = TCPOTA_CLIENT_STOPPED;
+    } else if (rc == 0) {
+        step(r, &s, TCPOTA_RUNNER_CONNECTED);
+        out = conn_run(r);
+    }
+    conn_close(r, out == TCPOTA_CLIENT_UPDATED || out == TCPOTA_CLIENT_DECLINED ? r->cfg.linger_ms
+                                                                                : 0);
+    tcpota_dev_disconnect(r->cfg.dev);
+    return out;
+}
+
+int tcpota_runner_run(struct tcpota_runner *r)
+{
+    struct tcpota_dev *d = r->cfg.dev;
+
+    for (;;) {
+        struct tcpota_runner_step s;
+        char why[TCPOTA_DEV_BAD_TEXT_MAX];
+        uint8_t unreachable;
+        int image_failed, out, ran;
+
+        r->attempts++;
+        out = attempt(r, &unreachable, &ran);
+        image_failed = ran && d->bad_reason != TCPOTA_BAD_NONE;
+        switch (out) {
+        case TCPOTA_CLIENT_STOPPED:
+            return TCPOTA_RUNNER_STOPPED;
+        case TCPOTA_CLIENT_UP_TO_DATE:
+            forget(r);
+            return TCPOTA_RUNNER_UP_TO_DATE;
+        case TCPOTA_CLIENT_UPDATED:
+            forget(r);
+            return TCPOTA_RUNNER_UPDATED;
+        case TCPOTA_CLIENT_ENDED:
+            return TCPOTA_RUNNER_ENDED;
+        case TCPOTA_CLIENT_DECLINED:
+            if (!image_failed) {
+                return TCPOTA_RUNNER_DECLINED;
+            }
+            /* A known-bad image: wait for the server to offer another. */
+            (void)tcpota_dev_bad_text(d->bad_id, d->bad_reason, why);
+            snprintf(r->cfg.err, r->cfg.err_cap, "%s", why);
+            break;
+        default:
+            break;
+        }
+        if (r->advanced) {
+            r->attempts = 0;
+        }
+        if (image_failed) {
+            /* That image is declined from now on: the next one's progress
+             * starts from nothing, not from how far the bad one got. */
+            r->failures++;
+            r->best = 0;
+        }
+        if (r->cfg.max_attempts && r->attempts >= r->cfg.max_attempts) {
+            return TCPOTA_RUNNER_GAVE_UP;
+        }
+        memset(&s, 0, sizeof(s));
+        s.wait_ms = backoff_ms(r, image_failed);
+        s.unreachable = unreachable;
+        s.image_failed = (uint8_t)image_failed;
+        step(r, &s, TCPOTA_RUNNER_BACKOFF);
+        if (conn_sleep(r, s.wait_ms) < 0) {
+            return TCPOTA_RUNNER_STOPPED;
+        }
+    }
+}

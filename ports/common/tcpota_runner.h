@@ -1,0 +1,160 @@
+/*
+ * tcpota_runner.h - the device's connection loop, once for the host device
+ * (`tcpota device`, cli/device.c) and the ESP-IDF task
+ * (esp-idf/components/tcpota/tcpota_esp.c).
+ *
+ * One connection is tcpota_client's job (tcpota_client.h); the runner
+ * decides what happens between connections: connect, run one connection,
+ * close (lingering after the last frame), classify how it ended, count
+ * attempts without progress, back off, and give up. The policy:
+ *
+ *  - Progress is the durable checkpoint moving past the highest one this
+ *    runner has seen (TCPOTA_DEV_EV_CHECKPOINT, any image, since the last
+ *    install or image failure), or an install. Bytes written do not count: a server that
+ *    cuts each connection a little past the last checkpoint, or replays
+ *    one image's offer with other bytes, or offers image after image,
+ *    makes no progress, and the device gives up (or, with max_attempts 0,
+ *    slows down to failure_max_ms) instead of erasing flash forever.
+ *  - Transient errors (cannot connect, cut, timeout, a protocol error)
+ *    back off from backoff_min_ms, doubling per attempt without progress
+ *    up to backoff_max_ms (200 ms to 5 s by default).
+ *  - Image failures (the image failed its integrity check or was refused
+ *    at ota_end, or its offer was declined as known bad: the core
+ *    remembers such an image, see TCPOTA_KEY_BAD in tcpota/device.h) back
+ *    off from backoff_max_ms, doubling per failure in a row, up to
+ *    failure_max_ms (1 hour by default): a broken release must not keep a
+ *    fleet downloading, and an hour is still soon enough to pick up the
+ *    fixed release without a reboot. More than TCPOTA_RUNNER_PATIENCE
+ *    attempts without progress (possible only with max_attempts 0 or
+ *    above it) back off the same way.
+ *  - Every wait is uniform ("full jitter") between backoff_min_ms and the
+ *    current ceiling, so that a fleet cut off at once does not come back
+ *    at once.
+ *
+ * Time and randomness come from the caller (sleep, random callbacks), and
+ * so does the connection (connect, run, close): the policy is tested on a
+ * fake clock with a scripted connection (tests/unit/test_runner.c). The
+ * caller's per-connection event hook must pass every session event to
+ * tcpota_runner_note(), which is how the runner sees checkpoints.
+ *
+ * Memory: sizeof(struct tcpota_runner); no allocation.
+ */
+#ifndef TCPOTA_RUNNER_H
+#define TCPOTA_RUNNER_H
+
+#include "tcpota/device.h"
+#include "tcpota_client.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TCPOTA_RUNNER_BACKOFF_MIN_MS 200u
+#define TCPOTA_RUNNER_BACKOFF_MAX_MS 5000u
+#define TCPOTA_RUNNER_FAILURE_MAX_MS 3600000u /* 1 hour */
+#define TCPOTA_RUNNER_ATTEMPTS_DEFAULT 20u
+/* Attempts without progress after which waits grow to failure_max_ms. */
+#define TCPOTA_RUNNER_PATIENCE TCPOTA_RUNNER_ATTEMPTS_DEFAULT
+#define TCPOTA_RUNNER_LINGER_MS 1000u
+
+/* How tcpota_runner_run() ended; the caller must tell these apart. */
+enum tcpota_runner_outcome {
+    TCPOTA_RUNNER_UP_TO_DATE = 0, /* the server has nothing newer */
+    TCPOTA_RUNNER_UPDATED,        /* new image verified and set to boot: reboot */
+    TCPOTA_RUNNER_DECLINED,       /* offer refused for good (dev->last_error says why) */
+    TCPOTA_RUNNER_ENDED,          /* the caller's event hook ended a connection */
+    TCPOTA_RUNNER_GAVE_UP,        /* max_attempts without progress (err says the last why) */
+    TCPOTA_RUNNER_STOPPED,        /* connect or sleep said a stop was requested */
+};
+
+/* What the runner is about to do, for logs and status (on_step). */
+enum tcpota_runner_step_type {
+    TCPOTA_RUNNER_CONNECTING = 1,
+    TCPOTA_RUNNER_CONNECTED,
+    TCPOTA_RUNNER_BACKOFF,
+};
+
+struct tcpota_runner_step {
+    enum tcpota_runner_step_type type;
+    unsigned attempts;  /* attempts without progress, the current one included */
+    unsigned failures;  /* image failures in a row */
+    /* TCPOTA_RUNNER_BACKOFF only: */
+    uint32_t wait_ms;      /* the wait that starts now */
+    uint8_t unreachable;   /* the last attempt could not reach the server
+                              (connect returned TCPOTA_ERR_IO) */
+    uint8_t image_failed;  /* ... ended with an image failure */
+    const char *why;       /* the config's err text */
+};
+
+struct tcpota_runner_config {
+    struct tcpota_dev *dev;  /* initialised session (tcpota_dev_init) */
+    uint32_t backoff_min_ms; /* 0: TCPOTA_RUNNER_BACKOFF_MIN_MS */
+    uint32_t backoff_max_ms; /* 0: TCPOTA_RUNNER_BACKOFF_MAX_MS; >= backoff_min_ms */
+    uint32_t failure_max_ms; /* 0: TCPOTA_RUNNER_FAILURE_MAX_MS; >= backoff_max_ms */
+    unsigned max_attempts;   /* attempts without progress before giving up; 0: never */
+    uint32_t linger_ms;      /* after COMPLETE or DECLINE; 0: TCPOTA_RUNNER_LINGER_MS */
+    char *err;               /* why the last attempt failed, NUL-terminated; the */
+    size_t err_cap;          /* connection writes it too (>= 1) */
+
+    /* The connection. With `client` (initialised, tcpota_client_init)
+     * each of connect, run, close and sleep may be NULL for the client's
+     * own: tcpota_client_connect(client, host, port, host),
+     * tcpota_client_run(), tcpota_client_close(), tcpota_client_wait()
+     * with no fd. Without it all four are required. */
+    struct tcpota_client *client;
+    const char *host;
+    uint16_t port;
+
+    void *ctx; /* handed to every callback */
+    /* Connects. Returns 0, TCPOTA_ERR_CANCELED when a stop was requested,
+     * TCPOTA_ERR_IO when the server cannot be reached, or another negative
+     * tcpota_err (a failed TLS handshake, say), with err set. */
+    int (*connect)(void *ctx);
+    /* Runs one connection; returns an enum tcpota_client_outcome
+     * (tcpota_client_run()). */
+    int (*run)(void *ctx);
+    /* Closes the connection (no-op when none), lingering linger_ms when
+     * not 0 (tcpota_client_close()). */
+    void (*close)(void *ctx, uint32_t linger_ms);
+    /* Waits ms. Returns 0, or TCPOTA_ERR_CANCELED when a stop was
+     * requested. */
+    int (*sleep)(void *ctx, uint32_t ms);
+    /* A uniformly random number in [0, bound). Required. */
+    uint32_t (*random)(void *ctx, uint32_t bound);
+    /* Told before each connect, after it, and before each wait. May be NULL. */
+    void (*on_step)(void *ctx, const struct tcpota_runner_step *step);
+};
+
+struct tcpota_runner {
+    struct tcpota_runner_config cfg;
+    unsigned attempts;  /* attempts without progress */
+    unsigned failures;  /* image failures in a row */
+    uint32_t best;      /* highest durable checkpoint since the last install */
+    uint8_t advanced;   /* the current connection moved `best` */
+};
+
+/* Checks the config and starts counting; the session's durable resume
+ * point (if any) is where progress starts. Returns 0 or TCPOTA_ERR_INVAL. */
+int tcpota_runner_init(struct tcpota_runner *r, const struct tcpota_runner_config *cfg);
+
+/* Connects and reconnects until the device is up to date, updated (the
+ * caller reboots, starts a new session in the same struct tcpota_dev and
+ * may call this again), declined an offer for good, gave up, or was
+ * stopped; returns that enum tcpota_runner_outcome. Counters survive
+ * between calls and are reset by an install or an up-to-date answer.
+ * (A periodic check-in, when it comes, belongs at the up-to-date return:
+ * sleep the interval and connect again.) */
+int tcpota_runner_run(struct tcpota_runner *r);
+
+/* Passes one result of tcpota_dev_input() (rc, and *ev when rc >= 0) to
+ * the runner; call it from the connection's event hook for every call. */
+void tcpota_runner_note(struct tcpota_runner *r, int rc, const struct tcpota_dev_event *ev);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TCPOTA_RUNNER_H */

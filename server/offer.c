@@ -1,0 +1,53 @@
+/* offer.c - the offer policy (see offer.h). */
+#include "offer.h"
+
+#include "tcpota/tcpota.h"
+#include "tcpota/version.h"
+
+#include <string.h>
+
+enum offer_verdict offer_decide(const struct offer_image *img, const struct offer_device *dev,
+                                int allow_downgrade)
+{
+    int order = 0;
+
+    if (!img || !img->id) {
+        return OFFER_NO_IMAGE;
+    }
+    if (dev->running_id ? memcmp(dev->running_id, img->id, TCPOTA_ID_LEN) == 0
+                        : strcmp(dev->version, img->version) == 0) {
+        return OFFER_RUNNING;
+    }
+    if (img->model && img->model[0] && strcmp(img->model, dev->model) != 0) {
+        return OFFER_OTHER_MODEL;
+    }
+    if (dev->failed_before) {
+        return OFFER_FAILED_BEFORE;
+    }
+    if (allow_downgrade) {
+        return OFFER_YES;
+    }
+    if (tcpota_version_order(img->version, strlen(img->version), dev->version,
+                             strlen(dev->version), &order) < 0) {
+        return OFFER_UNORDERED;
+    }
+    return order > 0 ? OFFER_YES : order < 0 ? OFFER_DOWNGRADE : OFFER_SAME_VERSION;
+}
+
+const char *offer_reason(enum offer_verdict v)
+{
+    switch (v) {
+    case OFFER_YES: return "offered";
+    case OFFER_NO_IMAGE: return "no image to offer";
+    case OFFER_RUNNING: return "runs this image already";
+    case OFFER_OTHER_MODEL: return "the image is for another model";
+    case OFFER_FAILED_BEFORE: return "the device reported this image as failed";
+    case OFFER_DOWNGRADE: return "the device runs a newer version (--allow-downgrade offers it)";
+    case OFFER_SAME_VERSION:
+        return "the device runs the same version built differently (--allow-downgrade offers it)";
+    case OFFER_UNORDERED:
+        return "the versions cannot be ordered: use semantic versions like 2.1.0 "
+               "(--allow-downgrade offers it)";
+    }
+    return "?";
+}

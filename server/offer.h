@@ -1,0 +1,59 @@
+/*
+ * offer.h - the offer policy of `tcpota serve`: whether a device that said
+ * HELLO is offered an image, and if not, why. Pure: no I/O, no clock, no
+ * allocation, so every rule is unit-tested (tests/unit/test_offer.c) and
+ * the fleet's per-model rollouts reuse it.
+ *
+ * The rules, in the order they are applied:
+ *   1. nothing to offer                                  -> OFFER_NO_IMAGE
+ *   2. the device runs this very image (its running SHA-256 equals the
+ *      image id; without one, its version string equals) -> OFFER_RUNNING
+ *   3. the image is for another hardware model (when the image's model is
+ *      known, i.e. it has a signed manifest)             -> OFFER_OTHER_MODEL
+ *   4. the device reported this image as failed: rolled back, rejected by
+ *      its bootloader, failed its integrity check, declined (any reason but
+ *      "already running")                                -> OFFER_FAILED_BEFORE
+ *   5. versions (tcpota/version.h): the image is older    -> OFFER_DOWNGRADE,
+ *      of the same precedence                             -> OFFER_SAME_VERSION,
+ *      either version has no place in the order           -> OFFER_UNORDERED;
+ *      allow_downgrade lets all three through (the operator says so).
+ *   Otherwise                                            -> OFFER_YES.
+ */
+#ifndef TCPOTA_SERVER_OFFER_H
+#define TCPOTA_SERVER_OFFER_H
+
+#include <stdint.h>
+
+enum offer_verdict {
+    OFFER_YES = 0,
+    OFFER_NO_IMAGE,
+    OFFER_RUNNING,
+    OFFER_OTHER_MODEL,
+    OFFER_FAILED_BEFORE,
+    OFFER_DOWNGRADE,
+    OFFER_SAME_VERSION,
+    OFFER_UNORDERED,
+};
+
+/* The image the server could offer. */
+struct offer_image {
+    const uint8_t *id;   /* SHA-256, 32 bytes; NULL: no image */
+    const char *version; /* NUL-terminated */
+    const char *model;   /* from the signed manifest; NULL or "": any model */
+};
+
+/* The device, as its HELLO and the server's memory describe it. */
+struct offer_device {
+    const char *model, *version; /* NUL-terminated */
+    const uint8_t *running_id;   /* 32 bytes, or NULL when not sent */
+    int failed_before;           /* it reported this image as failed */
+};
+
+/* Applies the rules above. Returns an enum offer_verdict. */
+enum offer_verdict offer_decide(const struct offer_image *img, const struct offer_device *dev,
+                                int allow_downgrade);
+
+/* A short English reason for a verdict, for the log ("runs a newer version"). */
+const char *offer_reason(enum offer_verdict v);
+
+#endif

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Bad input to keygen, sign, verify (and the key files of `device`): each
+# case ends at once with exit 2 (1 for a check that fails) and a message that
+# names what is wrong; nothing hangs, nothing is written where it must not be.
+source "$(dirname "$0")/lib.sh"
+T=$TCPOTA
+cd "$WORK"
+
+# expect RC REGEX CMD...: CMD exits RC within 10 s and its stderr matches REGEX.
+N=0
+expect() {
+  local want=$1 re=$2 rc=0; shift 2
+  N=$((N + 1))
+  timeout 10 "$@" > "out$N.log" 2> "err$N.log" < /dev/null || rc=$?
+  [ $rc -ne 124 ] || fail "hung (killed after 10 s): $*"
+  [ $rc -eq "$want" ] || fail "exit $rc, expected $want: $*: $(cat "err$N.log")"
+  grep -qE -- "$re" "err$N.log" || fail "no /$re/ in the message of: $*: $(cat "err$N.log")"
+}
+
+$T keygen --out k 2> keygen.log || fail "keygen failed"
+$T keygen --device-secret --out dev.secret 2>> keygen.log || fail "keygen --device-secret failed"
+make_image img 5000
+mkfifo fifo
+mkdir dir
+: > empty
+S="--version 2.0.0 --model esp32"
+
+# A FIFO where a file belongs: refused at once, the FIFO named.
+expect 2 "private key: fifo is not a regular file \(it is a FIFO\)" $T sign --key fifo $S img
+expect 2 "image: fifo is not a regular file \(it is a FIFO\)" $T sign --key k.key $S fifo
+expect 2 "public key: fifo is not a regular file \(it is a FIFO\)" $T verify --pubkey fifo img
+expect 2 "image: fifo is not a regular file" $T verify --pubkey k.pub fifo
+$T sign --key k.key $S img 2> sign.log || fail "sign failed: $(cat sign.log)"
+expect 2 "manifest: fifo is not a regular file" $T verify --pubkey k.pub --manifest fifo img
+expect 2 "--out fifo is not a regular file" $T sign --key k.key $S --out fifo img
+expect 2 "public key: fifo is not a regular file" \
+  $T device --server 127.0.0.1:1 --flash devdir --trust fifo --max-attempts 1
+expect 2 "device secret: fifo is not a regular file" \
+  $T device --server 127.0.0.1:1 --flash devdir --id d --secret fifo --max-attempts 1
+expect 2 "--ca: fifo is not a regular file" \
+  $T device --server 127.0.0.1:1 --flash devdir --ca fifo --max-attempts 1
+expect 2 "--ca: dir is not a regular file \(it is a directory\)" \
+  $T device --server 127.0.0.1:1 --flash devdir --ca dir --max-attempts 1
+ok "a FIFO as key, image, manifest, device secret, --ca or --out is refused at once"
+
+# A directory, a missing file, an empty file.
+expect 2 "private key: dir is not a regular file \(it is a directory\)" $T sign --key dir $S img
+expect 2 "image: dir is not a regular file \(it is a directory\)" $T sign --key k.key $S dir
+expect 2 "--out dir is not a regular file \(it is a directory\)" $T sign --key k.key $S --out dir img
+expect 2 "public key: cannot open nothere.pub: No such file" $T verify --pubkey nothere.pub img
+expect 2 "image: cannot open nothere: No such file" $T sign --key k.key $S nothere
+expect 2 "private key: empty is empty; give NAME.key" $T sign --key empty $S img
+expect 2 "image: empty is empty" $T sign --key k.key $S empty
+expect 2 "public key: empty is empty; give NAME.pub" $T verify --pubkey empty img
+expect 1 "manifest empty is empty; sign the image again" $T verify --pubkey k.pub --manifest empty img
+expect 2 "private key: img is larger than the 512 bytes allowed" $T sign --key img $S img
+ok "a directory, a missing file and an empty file are named as such"
+
+# A key file of the wrong kind, or damaged.
+expect 2 "private key: k.pub holds an Ed25519 public key, not an Ed25519 private key; give NAME.key" \
+  $T sign --key k.pub $S img
+! grep -q 'warning' "err$N.log" || fail "a public key given as a private key was called exposed"
+expect 2 "private key: dev.secret holds a device secret, not an Ed25519 private key" \
+  $T sign --key dev.secret $S img
+expect 2 "public key: k.key holds an Ed25519 private key, not an Ed25519 public key; give NAME.pub" \
+  $T verify --pubkey k.key img
+expect 2 "public key: img.manifest is not a tcpota key file; give NAME.pub" $T verify --pubkey img.manifest img
+sed 's/ [0-9a-f]*$/ 00zz/' k.pub > damaged.pub
+expect 2 "public key: damaged.pub is damaged" $T verify --pubkey damaged.pub img
+ok "a key file of the wrong kind is named for what it holds"
+
+# Missing, empty, repeated and unknown arguments.
+expect 2 "--version is missing: give --version V" $T sign --key k.key --model esp32 img
+expect 2 "--model is missing" $T sign --key k.key --version 2.0.0 img
+expect 2 "--key is missing: give --key NAME.key" $T sign $S img
+expect 2 "FILE is missing: give the firmware image to sign" $T sign --key k.key $S
+expect 2 "--key needs a value: --key NAME.key" $T sign $S img --key
+expect 2 "--key needs a value: --key NAME.key \(got the option --version\)" $T sign --key --version 2.0.0 img
+expect 2 "--version is given twice" $T sign --key k.key $S --version 3 img
+expect 2 "unknown option --frobnicate; see tcpota sign --help" $T sign --frobnicate $S img
+expect 2 "two files given \('img' and 'img2'\)" $T sign --key k.key $S img img2
+expect 2 "--version '.*' must be 1 to 32 printable" $T sign --key k.key --model m --version "$(printf 'a%.0s' {1..33})" img
+expect 2 "--security-counter: '-1' is not a number in 0..4294967295" $T sign --key k.key $S --security-counter -1 img
+expect 2 "--pubkey needs a value" $T verify img --pubkey
+expect 2 "--pubkey is missing" $T verify img
+expect 2 "FILE is missing: give the firmware image to check" $T verify --pubkey k.pub
+expect 2 "unknown option -x; see tcpota verify --help" $T verify -x --pubkey k.pub img
+make_image img2 100
+expect 2 "img2 has no manifest \(img2.manifest does not exist\); sign it" $T verify --pubkey k.pub img2
+$T sign --help | grep -q 'usage: tcpota sign' || fail "sign --help"
+$T verify --pubkey=k.pub img 2> v.log || fail "--pubkey=FILE not accepted: $(cat v.log)"
+expect 2 "tcpota: unknown command 'frob'; give one of those below" $T frob
+expect 2 "tcpota: no command given" $T
+ok "missing, empty, repeated and unknown arguments are named"
+
+# sign never overwrites the image or the key with the manifest.
+sum=$(sha256sum img)
+expect 2 "--out img is the image or the key itself" $T sign --key k.key $S --out img img
+expect 2 "--out k.key is the image or the key itself" $T sign --key k.key $S --out k.key img
+[ "$(sha256sum img)" = "$sum" ] || fail "sign --out img changed the image"
+$T verify --pubkey k.pub img 2> v.log || fail "the key was damaged by sign --out k.key"
+ok "sign refuses to write its manifest over the image or the key"
+
+# keygen: the output name.
+expect 2 "--out is empty; give --out NAME" $T keygen --out ""
+expect 2 "--out needs a value: --out NAME$" $T keygen --out
+expect 2 "--out needs a value: --out NAME \(got the option --device-secret\)" $T keygen --out --device-secret
+expect 2 "--out dir/ names a directory, not a file; give a NAME, e.g. --out dir/release" $T keygen --out dir/
+expect 2 "--out . names a directory" $T keygen --device-secret --out .
+expect 2 "--out takes the NAME without .key or .pub: --out rel writes rel.key and rel.pub" $T keygen --out rel.key
+expect 2 "dir is a directory; give a file name in it" $T keygen --device-secret --out dir
+expect 2 "cannot create nodir/x.key: its directory does not exist" $T keygen --out nodir/x
+expect 2 "unexpected argument 'extra'" $T keygen --out x extra
+expect 2 "unknown option --bogus" $T keygen --bogus
+expect 2 "--out is missing: give --out NAME" $T keygen
+expect 2 "--device-secret takes no value" $T keygen --device-secret=yes --out z
+[ -z "$(ls -A dir)" ] && [ ! -e .key ] && [ ! -e .pub ] && [ ! -e rel.key.key ] ||
+  fail "keygen wrote a file for a refused name: $(ls -A . dir)"
+ok "keygen refuses an empty, missing or directory name"
+
+# keygen never overwrites, and leaves no half pair.
+sum=$(sha256sum k.key k.pub dev.secret)
+expect 2 "k.pub already exists; not overwriting a key: remove it or choose another name" $T keygen --out k
+expect 2 "dev.secret already exists; not overwriting a key" $T keygen --device-secret --out dev.secret
+[ "$(sha256sum k.key k.pub dev.secret)" = "$sum" ] || fail "keygen overwrote a key"
+cp k.pub half.pub
+expect 2 "half.pub already exists" $T keygen --out half
+[ ! -e half.key ] || fail "keygen left half.key behind"
+ln -s fifo trap.pub 2>/dev/null
+expect 2 "trap.pub already exists" $T keygen --out trap
+ok "keygen never overwrites a key and leaves no half pair"
+
+# Point 5: a private key or device secret readable by others is warned about.
+chmod 644 k.key
+expect 0 "warning: k.key is readable by others \(mode 0644\); chmod 600 k.key" $T sign --key k.key $S img
+chmod 640 k.key
+expect 0 "warning: k.key is readable by its group \(mode 0640\); chmod 600 k.key" $T sign --key k.key $S img
+chmod 600 k.key
+$T sign --key k.key $S img 2> quiet.log
+! grep -q warning quiet.log || fail "a 0600 key was warned about: $(cat quiet.log)"
+chmod 644 dev.secret
+expect 1 "warning: dev.secret is readable by others \(mode 0644\); chmod 600 dev.secret" \
+  $T device --server 127.0.0.1:1 --flash devdir --id d --secret dev.secret --max-attempts 1
+ok "a private key or device secret readable by others is warned about, with the chmod"

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# What `tcpota device` says and refuses around its flash directory and an
+# unreachable server:
+#  - a flash directory that lost otadata.bin is an error naming the file,
+#    never silently a blank device (the installed image and the
+#    anti-rollback counter would be lost); an existing empty directory
+#    needs --init; a directory that does not exist is created;
+#  - with --quiet and a dead port the device says at once that the server
+#    cannot be reached, that it keeps retrying and the next wait, and gives
+#    a final error when it gives up;
+#  - "declined: no space" gives the image's and the slot's sizes.
+source "$(dirname "$0")/lib.sh"
+
+make_image "$WORK/img" 100000
+start_server "$WORK/img" 2.0.0
+S="127.0.0.1:$SERVER_PORT"
+
+"$TCPOTA" device --server "$S" --flash "$WORK/d" --id d 2> "$WORK/d.log" || fail "first run failed"
+check_device "$WORK/d" "$WORK/img"
+before=$(sha256sum "$WORK/d/nvs.bin" "$WORK/d/ota_1.bin")
+rm "$WORK/d/otadata.bin"
+rc=0
+"$TCPOTA" device --server "$S" --flash "$WORK/d" --id d 2> "$WORK/d2.log" || rc=$?
+[ $rc -eq 1 ] || fail "a device without otadata.bin exited $rc, expected 1"
+grep -q "$WORK/d is missing otadata.bin; restore it, or start a new device with --init in an empty directory" \
+  "$WORK/d2.log" || fail "no message naming otadata.bin: $(cat "$WORK/d2.log")"
+[ ! -e "$WORK/d/otadata.bin" ] || fail "otadata.bin was re-created"
+[ "$(sha256sum "$WORK/d/nvs.bin" "$WORK/d/ota_1.bin")" = "$before" ] || fail "the flash directory was rewritten"
+rc=0
+"$TCPOTA" device --server "$S" --flash "$WORK/d" --id d --init 2> "$WORK/d3.log" || rc=$?
+[ $rc -eq 1 ] || fail "--init over a partly missing device exited $rc, expected 1"
+ok "missing otadata.bin: refused, named, nothing rewritten (also with --init)"
+
+mkdir "$WORK/empty"
+rc=0
+"$TCPOTA" device --server "$S" --flash "$WORK/empty" 2> "$WORK/e.log" || rc=$?
+[ $rc -eq 1 ] || fail "an existing empty directory without --init exited $rc, expected 1"
+grep -q "holds no device; start a new device there with --init" "$WORK/e.log" || fail "no --init hint"
+"$TCPOTA" device --server "$S" --flash "$WORK/empty" --init 2> "$WORK/e2.log" || fail "--init failed"
+check_device "$WORK/empty" "$WORK/img"
+ok "existing empty directory: needs --init, then works"
+
+# A dead port: kill a listener and reuse its port.
+start_server "$WORK/img" 2.0.0
+dead=$SERVER_PORT
+stop_server
+: > "$WORK/q.log"
+"$TCPOTA" device --server "127.0.0.1:$dead" --flash "$WORK/q" --quiet --max-attempts 3 \
+  --backoff-min-ms 300 --backoff-max-ms 300 2> "$WORK/q.log" &
+qp=$!
+PIDS+=("$qp")
+wait_line "$WORK/q.log" 'cannot reach the server \(connect to .*\); retrying, next attempt in [0-9]+ ms' 2
+rc=0
+wait "$qp" || rc=$?
+[ $rc -eq 1 ] || fail "device against a dead port exited $rc, expected 1"
+[ "$(grep -c 'cannot reach the server' "$WORK/q.log")" -eq 1 ] || fail "said it more than once with --quiet"
+grep -q 'gave up after 3 attempts without progress: connect to' "$WORK/q.log" || fail "no final error"
+ok "--quiet against a dead port: said at once, then a final error"
+
+# No space: both sizes.
+make_image "$WORK/big" 300000
+start_server "$WORK/big" 3.0.0
+rc=0
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/small" --slot-size 262144 \
+  2> "$WORK/s.log" || rc=$?
+[ $rc -eq 1 ] || fail "no-space device exited $rc"
+grep -q "declined the server's offer: the image (300000 bytes) is larger than the slot (262144 bytes)" \
+  "$WORK/s.log" || fail "no sizes in the no-space message: $(grep declined "$WORK/s.log")"
+stop_server
+ok "no space: image and slot sizes said"

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The server's log, read as an operator's tools read it: with --log-format
+# json every line is one JSON object with an ISO 8601 UTC "time"; in text
+# every line starts with that time; a device whose id, model and version
+# carry '] ', '[', '"' and '\' cannot forge a line or a [device peer] part.
+# The server runs in a time zone far from UTC, so local time would show.
+source "$(dirname "$0")/lib.sh"
+
+ID='x] tcpota serve: [admin "q\'
+MODEL='m]"[\'
+make_image "$WORK/img" 100000
+
+# run_fleet FORMAT: a hostile device updated, a garbage peer, a clean stop.
+run_fleet() {
+  TZ=IST-5:30 start_server "$WORK/img" 2.0.0 --log-format "$1"
+  "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/dev-$1" --id "$ID" \
+    --model "$MODEL" 2> "$WORK/dev-$1.log" || fail "the hostile device was not updated ($1)"
+  exec 3<>"/dev/tcp/127.0.0.1/$SERVER_PORT"
+  printf 'GET / HTTP/1.1\r\n\r\n' >&3
+  timeout 5 cat <&3 > /dev/null || true
+  exec 3>&-
+  wait_line "$WORK/server.log" 'unknown protocol'
+  stop_server
+  cp "$WORK/server.log" "$WORK/server-$1.log"
+}
+
+run_fleet json
+python3 - "$WORK/server-json.log" "$ID" "$MODEL" <<'EOF' || fail "the JSON log is wrong (above)"
+import json, re, sys
+from datetime import datetime, timezone, timedelta
+path, dev_id, model = sys.argv[1:4]
+iso = re.compile(r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$')
+now = datetime.now(timezone.utc)
+seen = {"listening": 0, "device": 0, "model": 0, "error": 0, "summary": 0}
+with open(path, 'rb') as f:
+    raw = f.read()
+raw.decode('utf-8')  # strict: the whole log is valid UTF-8
+assert raw.endswith(b'\n'), "last line not ended"
+for n, line in enumerate(raw.decode().split('\n')[:-1], 1):
+    try:
+        o = json.loads(line)
+    except ValueError as e:
+        sys.exit(f"line {n} is not JSON ({e}): {line!r}")
+    if not isinstance(o, dict):
+        sys.exit(f"line {n} is not an object: {line!r}")
+    t = o.get("time", "")
+    if not iso.match(t):
+        sys.exit(f"line {n}: time {t!r} is not ISO 8601 UTC with milliseconds")
+    when = datetime.strptime(t, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    if abs(when - now) > timedelta(minutes=10):
+        sys.exit(f"line {n}: time {t} is not now in UTC ({now.isoformat()})")
+    if o.get("level") not in ("info", "error") or not isinstance(o.get("msg"), str):
+        sys.exit(f"line {n}: no level or msg: {line!r}")
+    msg = o["msg"]
+    seen["listening"] += msg.startswith("listening on 127.0.0.1:")
+    seen["summary"] += msg.startswith("summary:")
+    if o.get("device") == dev_id:
+        seen["device"] += 1
+        if not re.match(r'^127\.0\.0\.1:\d+$', o.get("peer", "")):
+            sys.exit(f"line {n}: no peer: {line!r}")
+        seen["model"] += f"model={model} " in msg
+    if msg.startswith("unknown protocol"):
+        seen["error"] += o["level"] == "error" and "device" not in o and "peer" in o
+for k, v in seen.items():
+    if v == 0:
+        sys.exit(f"no {k} line in {path}")
+EOF
+ok "json: every line one object with an ISO 8601 UTC time; the hostile id and model round-trip"
+
+run_fleet text
+L="$WORK/server-text.log"
+TS='^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z tcpota serve: '
+bad=$(grep -cvE "$TS" "$L" || true)
+[ "$bad" -eq 0 ] || fail "$bad text lines do not start with a UTC time: $(grep -vE "$TS" "$L" | head -3)"
+now=$(date -u +%Y-%m-%dT%H)
+grep -q "^$now" "$L" || grep -q "^$(date -u -d '-1 hour' +%Y-%m-%dT%H)" "$L" ||
+  fail "text times are not UTC (now $now): $(head -1 "$L")"
+# The hostile device's lines: its id escaped inside the one [...] of the line.
+HID='x\\x5d tcpota serve: \\x5badmin "q\\x5c'
+n=$(grep -cE "$TS\[$HID 127\.0\.0\.1:[0-9]+\] " "$L" || true)
+[ "$n" -ge 3 ] || fail "the hostile device's lines are not escaped: $(grep -F 'admin' "$L" | head -3)"
+grep -qF 'model=m\x5d"\x5b\x5c version=' "$L" || fail "the hostile model is not escaped"
+forged=$(grep -E '\[.*\[|\].*\]' "$L" || true)
+[ -z "$forged" ] || fail "a second [ or ] in a line: $forged"
+ok "text: every line starts with an ISO 8601 UTC time; no peer byte fakes a [device peer]"
+
+rc=0
+out=$(timeout 5 "$TCPOTA" serve --listen 127.0.0.1:0 --log-format xml "$WORK/img" 2>&1) || rc=$?
+[ $rc -eq 2 ] && grep -q 'must be text or json' <<<"$out" || fail "--log-format xml: exit $rc: $out"
+ok "--log-format xml refused"

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The offer policy (server/offer.h) end to end, and what the operator sees:
+# no image a device reported as failed, no image for another model, no
+# downgrade unless allowed; version and model from the signed manifest; the
+# summary counts devices and names every failure; SIGUSR1 prints it, SIGHUP
+# reloads the image and keeps the old one when the new files are bad.
+source "$(dirname "$0")/lib.sh"
+T=$TCPOTA
+cd "$WORK"
+
+dev() { # dev NAME ARGS...: runs a device against the server; sets RC
+  local name=$1; shift
+  RC=0
+  "$T" device --server "127.0.0.1:$SERVER_PORT" --flash "$name" --id "$name" --max-attempts 2 "$@" \
+    2> "$name.log" || RC=$?
+}
+summary() { grep 'summary:' server.log | tail -1; }
+
+# 1. A rolled-back image is not offered to that device again; others get it.
+make_image img 60000
+start_server img 2.0.0
+dev bad --factory-version 1.0.0 --health fail
+[ $RC -eq 1 ] || fail "device with a failing health check exited $RC"
+dev bad --factory-version 1.0.0
+[ $RC -eq 0 ] || fail "rolled-back device, second run, exited $RC"
+grep -q 'up to date' bad.log || fail "rolled-back device was not told there is nothing for it"
+grep -qE '\[bad [^]]*\] hello .*not offered: the device reported this image as failed' server.log ||
+  fail "server did not say why it offered nothing to the rolled-back device"
+dev good --factory-version 1.0.0
+[ $RC -eq 0 ] || fail "healthy device exited $RC"
+check_device good img
+ok "a rolled-back image is not offered again to that device; another device gets it"
+
+# 2. No downgrade, no unordered version, unless --allow-downgrade.
+dev newer --factory-version 5.0.0
+[ $RC -eq 0 ] && grep -q 'up to date' newer.log || fail "device on 5.0.0 was not left alone"
+grep -qE '\[newer [^]]*\] .*not offered: the device runs a newer version' server.log ||
+  fail "server did not name the downgrade"
+dev odd --factory-version factory
+grep -qE '\[odd [^]]*\] .*not offered: the versions cannot be ordered' server.log ||
+  fail "server did not refuse an unordered version"
+kill -USR1 "$SERVER_PID"
+wait_line server.log 'summary: 4 devices' 5
+kill -0 "$SERVER_PID" 2>/dev/null || fail "SIGUSR1 ended the server"
+s=$(summary)
+for want in '1 updated and confirmed' '1 rolled back' '2 not offered'; do
+  echo "$s" | grep -q "$want" || fail "summary lacks '$want': $s"
+done
+ok "no downgrade or unordered version; SIGUSR1 prints a summary that counts devices: $s"
+stop_server
+start_server img 2.0.0 --allow-downgrade
+dev newer --factory-version 5.0.0
+[ $RC -eq 0 ] || fail "--allow-downgrade: device exited $RC"
+check_device newer img
+stop_server
+ok "--allow-downgrade offers the older image"
+
+# 3. Version and model come from the signed manifest.
+"$T" keygen --out k 2> keygen.log
+make_image s3 50000
+"$T" sign --key k.key --version 3.0.0 --model esp32s3 s3 2> sign.log
+RC=0; timeout 20 "$T" serve --listen 127.0.0.1:0 --version 9.9.9 s3 2> contra.log || RC=$?
+[ $RC -eq 1 ] && grep -q -- '--version 9.9.9 contradicts the signed manifest' contra.log ||
+  fail "server started with a --version that contradicts the manifest (rc $RC)"
+RC=0; timeout 20 "$T" serve --listen 127.0.0.1:0 img 2> nover.log || RC=$?
+[ $RC -eq 2 ] && grep -q 'give --version' nover.log || fail "server started without a version (rc $RC)"
+: > server.log
+"$T" serve --listen 127.0.0.1:0 s3 2> server.log &
+SERVER_PID=$!; PIDS+=("$SERVER_PID")
+wait_line server.log 'listening on'
+SERVER_PORT=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' server.log | head -1)
+grep -q 'image 3.0.0 ' server.log || fail "server did not take 3.0.0 from the manifest"
+dev plain32 --factory-version 1.0.0 --model esp32
+[ $RC -eq 0 ] && grep -q 'up to date' plain32.log || fail "an esp32 was offered an esp32s3 image"
+grep -qE '\[plain32 [^]]*\] .*not offered: the image is for another model' server.log ||
+  fail "server did not name the model"
+dev s3dev --factory-version 1.0.0 --model esp32s3 --trust k.pub
+[ $RC -eq 0 ] || fail "esp32s3 device exited $RC"
+check_device s3dev s3
+ok "version and model from the manifest; another model is never offered the image"
+
+# 4. SIGHUP: a new signed image is served; a bad one leaves the old in place.
+make_image s3b 40000
+"$T" sign --key k.key --version 3.1.0 --model esp32s3 --out s3.manifest.new s3b 2> sign.log
+cp s3b s3.new && mv s3.new s3 && mv s3.manifest.new s3.manifest
+kill -HUP "$SERVER_PID"
+wait_line server.log 'SIGHUP: reloaded: image 3.1.0' 5
+dev s3dev --model esp32s3 --trust k.pub
+[ $RC -eq 0 ] || fail "device after the reload exited $RC"
+check_device s3dev s3b
+printf 'garbage' > s3.manifest
+kill -HUP "$SERVER_PID"
+wait_line server.log 'SIGHUP: reload failed .*still serving image 3.1.0' 5
+dev s3new --factory-version 1.0.0 --model esp32s3 --trust k.pub
+[ $RC -eq 0 ] || fail "device after a failed reload exited $RC"
+check_device s3new s3b
+stop_server
+ok "SIGHUP reloads a new image and keeps the old one when the new files are bad"

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# A rogue or broken server cannot make a device erase and rewrite its flash
+# forever (tcpota-rogue, tests/tools/rogue_server.c):
+#  (a) it replays a valid signed offer with other bytes: the device
+#      downloads the image once, finds it fails its integrity check,
+#      remembers it in NVS and declines it with the reason from then on,
+#      also after a restart, without writing a byte;
+#  (b) it cuts every connection 5,000 bytes past the last checkpoint: the
+#      device resumes at the same point a bounded number of times and
+#      gives up, saying why.
+source "$(dirname "$0")/lib.sh"
+: "${ROGUE:?set ROGUE to the tcpota-rogue binary}"
+
+make_image "$WORK/img" 100000
+"$TCPOTA" keygen --out "$WORK/rel" 2> /dev/null
+"$TCPOTA" sign --key "$WORK/rel.key" --version 2.0.0 --model esp32 "$WORK/img" 2> /dev/null
+[ -f "$WORK/img.manifest" ] || fail "sign wrote no manifest"
+short=$(sha256sum "$WORK/img" | cut -c1-8)
+
+# start_rogue MODE [ARGS...]: sets ROGUE_PORT; the log is $WORK/rogue-MODE.log.
+start_rogue() {
+  local mode=$1; shift
+  : > "$WORK/rogue-$mode.log"
+  "$ROGUE" --listen 127.0.0.1:0 --mode "$mode" --version 2.0.0 "$@" "$WORK/img" \
+    2> "$WORK/rogue-$mode.log" &
+  PIDS+=("$!")
+  wait_line "$WORK/rogue-$mode.log" 'listening on'
+  ROGUE_PORT=$(sed -nE 's/.*listening on [^ ]*:([0-9]+).*/\1/p' "$WORK/rogue-$mode.log")
+}
+
+# (a) One download, then a reasoned DECLINE, however often it is offered.
+start_rogue replay --manifest "$WORK/img.manifest"
+L="$WORK/rogue-replay.log"
+rc=0
+timeout 60 "$TCPOTA" device --server "127.0.0.1:$ROGUE_PORT" --flash "$WORK/a" --id rogue-a \
+  --trust "$WORK/rel.pub" --max-attempts 1 --backoff-max-ms 1000 --quiet 2> "$WORK/a.log" || rc=$?
+[ $rc -eq 1 ] || fail "device against a replaying server exited $rc, expected 1"
+[ "$(grep -c '^accept at' "$L")" -eq 1 ] || fail "the bad image was downloaded $(grep -c '^accept at' "$L") times, not once"
+grep -q "decline reason 111: image $short failed its integrity check before; waiting for another image" "$L" ||
+  fail "no reasoned DECLINE of the known-bad image"
+grep -q "image $short failed its integrity check before; waiting for another image" "$WORK/a.log" ||
+  fail "the device did not say why it declined"
+grep -q 'gave up after 1 attempts' "$WORK/a.log" || fail "no final error"
+# A restart remembers it (NVS): declined at once, nothing written.
+rc=0
+timeout 60 "$TCPOTA" device --server "127.0.0.1:$ROGUE_PORT" --flash "$WORK/a" --id rogue-a \
+  --trust "$WORK/rel.pub" --max-attempts 1 --quiet 2> "$WORK/a2.log" || rc=$?
+[ $rc -eq 1 ] || fail "restarted device exited $rc, expected 1"
+[ "$(grep -c '^accept at' "$L")" -eq 1 ] || fail "a restarted device downloaded the bad image again"
+[ "$(grep -c '^decline reason 111' "$L")" -eq 2 ] || fail "the restarted device did not decline it"
+grep -q 'written=0 ' "$WORK/a2.log" || fail "the restarted device wrote flash: $(tail -1 "$WORK/a2.log")"
+ok "replayed offer with other bytes: 1 download, then declined with its reason (also after a restart)"
+
+# (b) Cut 5,000 bytes past the checkpoint each time: bounded, then a final error.
+start_rogue cut
+L="$WORK/rogue-cut.log"
+rc=0
+timeout 60 "$TCPOTA" device --server "127.0.0.1:$ROGUE_PORT" --flash "$WORK/b" --id rogue-b \
+  --backoff-min-ms 10 --backoff-max-ms 50 --quiet 2> "$WORK/b.log" || rc=$?
+[ $rc -eq 1 ] || fail "device against a cutting server exited $rc, expected 1"
+n=$(grep -c '^accept at' "$L")
+same=$(grep -c '^accept at 16384$' "$L")
+[ "$n" -le 21 ] || fail "$n downloads started against a cutting server (at most 21: 1 + 20 attempts)"
+[ "$same" -le 20 ] || fail "resumed (and erased) the sector at 16384 $same times"
+grep -q 'gave up after 20 attempts without progress' "$WORK/b.log" || fail "no final error"
+ok "cut past each checkpoint: $n connections, the same sector resumed $same times, then gave up"

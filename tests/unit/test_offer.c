@@ -1,0 +1,122 @@
+/* test_offer.c - the offer policy (server/offer.c) and the device registry
+ * of single-image mode (server/devices.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "devices.h"
+#include "offer.h"
+
+static const uint8_t img_id[32] = {1, 2, 3};
+static const uint8_t other_id[32] = {7, 7, 7};
+
+static enum offer_verdict decide(const char *img_model, const char *img_ver, const char *dev_model,
+                                 const char *dev_ver, const uint8_t *running, int failed,
+                                 int allow)
+{
+    struct offer_image img = {img_id, img_ver, img_model};
+    struct offer_device dev = {dev_model, dev_ver, running, failed};
+    return offer_decide(&img, &dev, allow);
+}
+
+static void test_rules(void **state)
+{
+    struct offer_device dev = {"esp32", "1.0.0", NULL, 0};
+    (void)state;
+    assert_int_equal(offer_decide(NULL, &dev, 0), OFFER_NO_IMAGE);
+    assert_int_equal(decide("esp32", "2.0.0", "esp32", "1.0.0", NULL, 0, 0), OFFER_YES);
+    assert_int_equal(decide(NULL, "2.0.0", "esp32", "1.0.0", NULL, 0, 0), OFFER_YES);
+    assert_int_equal(decide("", "2.0.0", "esp32", "1.0.0", other_id, 0, 0), OFFER_YES);
+    /* Running it: by id when the device sends one, else by version. */
+    assert_int_equal(decide(NULL, "2.0.0", "esp32", "1.0.0", img_id, 0, 0), OFFER_RUNNING);
+    assert_int_equal(decide(NULL, "2.0.0", "esp32", "2.0.0", NULL, 0, 0), OFFER_RUNNING);
+    /* Model, when the image's is known; even allow_downgrade keeps it. */
+    assert_int_equal(decide("esp32s3", "2.0.0", "esp32", "1.0.0", NULL, 0, 1), OFFER_OTHER_MODEL);
+    /* Failed before: never again, whatever the operator allows. */
+    assert_int_equal(decide("esp32", "2.0.0", "esp32", "1.0.0", NULL, 1, 1), OFFER_FAILED_BEFORE);
+    /* Versions. */
+    assert_int_equal(decide(NULL, "2.0.0", "esp32", "5.0.0", NULL, 0, 0), OFFER_DOWNGRADE);
+    assert_int_equal(decide(NULL, "2.0.0", "esp32", "5.0.0", NULL, 0, 1), OFFER_YES);
+    assert_int_equal(decide(NULL, "2.0.0+b2", "esp32", "2.0.0+b1", other_id, 0, 0),
+                     OFFER_SAME_VERSION);
+    assert_int_equal(decide(NULL, "2.0.0", "esp32", "factory", NULL, 0, 0), OFFER_UNORDERED);
+    assert_int_equal(decide(NULL, "firmware.bin", "esp32", "1.0.0", NULL, 0, 0), OFFER_UNORDERED);
+    assert_int_equal(decide(NULL, "firmware.bin", "esp32", "1.0.0", NULL, 0, 1), OFFER_YES);
+    assert_int_equal(decide(NULL, "2.0.0-rc.1", "esp32", "2.0.0", NULL, 0, 0), OFFER_DOWNGRADE);
+    assert_int_equal(decide(NULL, "2.0.0", "esp32", "2.0.0-rc.1", NULL, 0, 0), OFFER_YES);
+}
+
+static void test_reasons_named(void **state)
+{
+    int v;
+    (void)state;
+    for (v = OFFER_YES; v <= OFFER_UNORDERED; v++) {
+        assert_string_not_equal(offer_reason((enum offer_verdict)v), "?");
+    }
+}
+
+static void test_registry(void **state)
+{
+    struct devices d;
+    struct device_rec *r;
+    unsigned counts[DEV_OUTCOMES];
+    uint8_t id[32];
+    char name[16];
+    int i;
+    (void)state;
+
+    assert_int_equal(devices_init(&d, 3000), 0);
+    assert_null(devices_get(&d, "dev-1", 0));
+    r = devices_get(&d, "dev-1", 1);
+    assert_non_null(r);
+    assert_ptr_equal(devices_get(&d, "dev-1", 0), r);
+    assert_null(devices_get(&d, "", 1));
+    /* Failed images: remembered, the newest DEVICE_FAILED_MAX kept. */
+    assert_int_equal(device_failed(r, img_id), 0);
+    device_mark_failed(r, img_id);
+    device_mark_failed(r, img_id);
+    assert_int_equal(r->nfailed, 1);
+    assert_int_equal(device_failed(r, img_id), 1);
+    assert_int_equal(device_failed(r, other_id), 0);
+    for (i = 0; i < (int)DEVICE_FAILED_MAX; i++) {
+        memset(id, 0x40 + i, sizeof(id));
+        device_mark_failed(r, id);
+    }
+    assert_int_equal(device_failed(r, img_id), 0);
+    assert_int_equal(device_failed(r, id), 1);
+    assert_int_equal(device_failed(NULL, id), 0);
+    /* Many devices: the table grows, each found again, the cap holds. */
+    for (i = 0; i < 3000; i++) {
+        snprintf(name, sizeof(name), "d%d", i);
+        r = devices_get(&d, name, 1);
+        if (i < 2999) {
+            assert_non_null(r);
+            r->outcome = i % 2 ? DEV_ROLLED_BACK : DEV_UPDATED;
+        } else {
+            assert_null(r); /* dev-1 holds the 3000th place */
+        }
+    }
+    assert_non_null(devices_get(&d, "d1234", 0));
+    devices_count(&d, counts);
+    assert_int_equal(counts[DEV_UPDATED], 1500);
+    assert_int_equal(counts[DEV_ROLLED_BACK], 1499);
+    assert_int_equal(counts[DEV_SEEN], 1);
+    assert_string_equal(device_outcome_name(DEV_ROLLED_BACK), "rolled back");
+    assert_string_equal(device_outcome_name(DEV_CONFIRMED), "updated and confirmed");
+    devices_free(&d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rules),
+        cmocka_unit_test(test_reasons_named),
+        cmocka_unit_test(test_registry),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

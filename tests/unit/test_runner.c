@@ -1,0 +1,453 @@
+/* test_runner.c - the device's connection loop (ports/common/tcpota_runner.c)
+ * on a fake clock with a scripted connection, as quicly's tests run on a
+ * fake clock: each scripted attempt says whether the connect succeeds,
+ * which durable checkpoints the session reports, whether the image failed
+ * (dev.bad_reason) and how the connection ended. The tests check what the
+ * policy promises: progress is a checkpoint past the best one (bytes
+ * written or checkpoints reached again do not count), attempts without
+ * progress end in giving up, transient waits grow from 200 ms to 5 s,
+ * image failures grow to the 1 h ceiling, a known-bad image is waited out
+ * while any other decline ends the run, lingering after the last frame. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tcpota/device.h"
+#include "tcpota_client.h"
+#include "tcpota_runner.h"
+
+#define MAX_SCRIPT 128
+#define MAX_CKPT 4
+
+struct attempt {
+    int connect_rc;               /* 0: connects */
+    int outcome;                  /* enum tcpota_client_outcome */
+    uint32_t ckpt[MAX_CKPT];      /* checkpoints reported, 0 ends the list */
+    uint8_t bad;                  /* enum tcpota_dev_bad left in the session */
+};
+
+static struct {
+    struct attempt script[MAX_SCRIPT];
+    size_t n, next;
+    uint64_t clock_ms;
+    uint32_t waits[MAX_SCRIPT];
+    size_t nwaits;
+    uint32_t lingers[MAX_SCRIPT];
+    size_t ncloses;
+    int random_max; /* 1: random() gives bound - 1, else 0 */
+    int unreachable_seen;
+} f;
+
+static struct tcpota_dev dev;
+static struct tcpota_runner runner;
+static char err[256];
+
+static int fake_connect(void *ctx)
+{
+    (void)ctx;
+    if (f.next >= f.n) {
+        return TCPOTA_ERR_CANCELED; /* script over: as a stop request */
+    }
+    if (f.script[f.next].connect_rc < 0) {
+        snprintf(err, sizeof(err), "connect: refused");
+        return f.script[f.next++].connect_rc;
+    }
+    return 0;
+}
+
+static int fake_run(void *ctx)
+{
+    const struct attempt *a = &f.script[f.next++];
+
+    (void)ctx;
+    dev.state = TCPOTA_DEV_RECEIVING;
+    if (a->outcome != TCPOTA_CLIENT_DECLINED) {
+        struct tcpota_dev_event ev; /* bytes were written: not progress */
+        memset(&ev, 0, sizeof(ev));
+        ev.type = TCPOTA_DEV_EV_PROGRESS;
+        ev.offset = 5000;
+        tcpota_runner_note(&runner, 1, &ev);
+    }
+    for (size_t i = 0; i < MAX_CKPT && a->ckpt[i]; i++) {
+        struct tcpota_dev_event ev;
+        memset(&ev, 0, sizeof(ev));
+        ev.type = TCPOTA_DEV_EV_CHECKPOINT;
+        ev.offset = a->ckpt[i];
+        tcpota_runner_note(&runner, 1, &ev);
+    }
+    dev.bad_reason = a->bad;
+    memset(dev.bad_id, 0xab, sizeof(dev.bad_id));
+    if (a->outcome == TCPOTA_CLIENT_RETRY) {
+        snprintf(err, sizeof(err), "server closed the connection");
+    }
+    return a->outcome;
+}
+
+static void fake_close(void *ctx, uint32_t linger_ms)
+{
+    (void)ctx;
+    f.lingers[f.ncloses++ % MAX_SCRIPT] = linger_ms;
+}
+
+static int fake_sleep(void *ctx, uint32_t ms)
+{
+    (void)ctx;
+    f.clock_ms += ms;
+    f.waits[f.nwaits++ % MAX_SCRIPT] = ms;
+    return f.next >= f.n ? TCPOTA_ERR_CANCELED : 0;
+}
+
+static uint32_t fake_random(void *ctx, uint32_t bound)
+{
+    (void)ctx;
+    return f.random_max ? bound - 1 : 0;
+}
+
+static void fake_step(void *ctx, const struct tcpota_runner_step *s)
+{
+    (void)ctx;
+    if (s->type == TCPOTA_RUNNER_BACKOFF && s->unreachable) {
+        f.unreachable_seen++;
+    }
+}
+
+static void add(int connect_rc, int outcome, uint32_t ckpt, uint8_t bad)
+{
+    struct attempt *a = &f.script[f.n++];
+
+    assert_true(f.n <= MAX_SCRIPT);
+    memset(a, 0, sizeof(*a));
+    a->connect_rc = connect_rc;
+    a->outcome = outcome;
+    a->ckpt[0] = ckpt;
+    a->bad = bad;
+}
+
+static void start(unsigned max_attempts)
+{
+    struct tcpota_runner_config c;
+
+    memset(&c, 0, sizeof(c));
+    c.dev = &dev;
+    c.max_attempts = max_attempts;
+    c.err = err;
+    c.err_cap = sizeof(err);
+    c.connect = fake_connect;
+    c.run = fake_run;
+    c.close = fake_close;
+    c.sleep = fake_sleep;
+    c.random = fake_random;
+    c.on_step = fake_step;
+    assert_int_equal(tcpota_runner_init(&runner, &c), 0);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    memset(&f, 0, sizeof(f));
+    memset(&dev, 0, sizeof(dev));
+    f.random_max = 1;
+    return 0;
+}
+
+/* A server that cuts each connection a little past the resume point: the
+ * first connection reaches a checkpoint, none after it does. */
+static void test_cut_past_checkpoint_gives_up(void **state)
+{
+    (void)state;
+    add(0, TCPOTA_CLIENT_RETRY, 16384, 0);
+    for (int i = 0; i < 60; i++) {
+        add(0, TCPOTA_CLIENT_RETRY, 0, 0);
+    }
+    start(TCPOTA_RUNNER_ATTEMPTS_DEFAULT);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_GAVE_UP);
+    assert_int_equal(f.next, 1 + TCPOTA_RUNNER_ATTEMPTS_DEFAULT);
+    assert_string_equal(err, "server closed the connection");
+}
+
+/* Image after image (or one image restarted): the same checkpoint reached
+ * again is no progress. Fails if any checkpoint counted. */
+static void test_same_checkpoint_again_is_no_progress(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 60; i++) {
+        add(0, TCPOTA_CLIENT_RETRY, 16384, 0);
+    }
+    start(5);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_GAVE_UP);
+    assert_int_equal(f.next, 1 + 5);
+}
+
+/* A checkpoint past the best one resets the count: a slow download over
+ * a link that is cut every 20 KiB goes on. */
+static void test_progress_resets_attempts(void **state)
+{
+    (void)state;
+    for (uint32_t i = 1; i <= 50; i++) {
+        add(0, TCPOTA_CLIENT_RETRY, i * 16384, 0);
+        add(TCPOTA_ERR_IO, 0, 0, 0); /* and a failed connect in between */
+    }
+    add(0, TCPOTA_CLIENT_UPDATED, 0, 0);
+    start(3);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UPDATED);
+    assert_int_equal(f.next, 101);
+    assert_int_equal(runner.attempts, 0);
+    assert_int_equal(f.lingers[f.ncloses - 1], TCPOTA_RUNNER_LINGER_MS);
+}
+
+/* After an image failure the next image's progress counts from zero, not
+ * from how far the bad one got. */
+static void test_progress_after_image_failure(void **state)
+{
+    (void)state;
+    add(0, TCPOTA_CLIENT_RETRY, 65536, TCPOTA_BAD_INTEGRITY);
+    for (uint32_t i = 1; i <= 6; i++) {
+        add(0, TCPOTA_CLIENT_RETRY, i * 16384, 0); /* another image, cut each time */
+    }
+    add(0, TCPOTA_CLIENT_UPDATED, 0, 0);
+    start(2);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UPDATED);
+}
+
+/* The resume point a process starts from is where progress starts. */
+static void test_progress_starts_at_resume_point(void **state)
+{
+    (void)state;
+    dev.resume.valid = 1;
+    dev.resume.offset = 65536;
+    for (int i = 0; i < 10; i++) {
+        add(0, TCPOTA_CLIENT_RETRY, 32768, 0);
+    }
+    start(4);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_GAVE_UP);
+    assert_int_equal(f.next, 4);
+}
+
+/* Transient waits: 200 ms doubling to 5 s, each uniform from 200 ms up. */
+static void test_transient_backoff(void **state)
+{
+    static const uint32_t want[] = {200, 400, 800, 1600, 3200, 5000, 5000};
+
+    (void)state;
+    for (int i = 0; i < 8; i++) {
+        add(TCPOTA_ERR_IO, 0, 0, 0);
+    }
+    start(TCPOTA_RUNNER_ATTEMPTS_DEFAULT);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_STOPPED);
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        assert_int_equal(f.waits[i], want[i]);
+    }
+    assert_int_equal(f.unreachable_seen, 8);
+    /* Full jitter: the low end is the first delay, not half the ceiling. */
+    setup(NULL);
+    f.random_max = 0;
+    for (int i = 0; i < 8; i++) {
+        add(TCPOTA_ERR_IO, 0, 0, 0);
+    }
+    start(TCPOTA_RUNNER_ATTEMPTS_DEFAULT);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_STOPPED);
+    assert_int_equal(f.waits[6], TCPOTA_RUNNER_BACKOFF_MIN_MS);
+}
+
+/* An image that fails its integrity check, then is declined as known bad
+ * at every offer: waits grow from 5 s to the 1 h ceiling, not 5 s. */
+static void test_image_failures_back_off_to_an_hour(void **state)
+{
+    uint32_t w = TCPOTA_RUNNER_BACKOFF_MAX_MS;
+
+    (void)state;
+    add(0, TCPOTA_CLIENT_RETRY, 16384, TCPOTA_BAD_INTEGRITY);
+    for (int i = 0; i < 14; i++) {
+        add(0, TCPOTA_CLIENT_DECLINED, 0, TCPOTA_BAD_INTEGRITY);
+    }
+    start(0); /* never give up, as the ESP-IDF task */
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_STOPPED);
+    for (size_t i = 0; i < 14; i++) {
+        assert_int_equal(f.waits[i], w);
+        w = w * 2 > TCPOTA_RUNNER_FAILURE_MAX_MS ? TCPOTA_RUNNER_FAILURE_MAX_MS : w * 2;
+    }
+    assert_int_equal(f.waits[13], TCPOTA_RUNNER_FAILURE_MAX_MS);
+    /* 15 connections in over 6 hours, not 15 in a minute. */
+    assert_true(f.clock_ms > 6ull * 3600 * 1000);
+    assert_non_null(strstr(err, "image abababab failed its integrity check before; "
+                                "waiting for another image"));
+    assert_int_equal(f.lingers[1], TCPOTA_RUNNER_LINGER_MS); /* the DECLINE reaches the server */
+}
+
+/* A known-bad image counts as an attempt without progress: with
+ * --max-attempts 1 the device downloads it once and gives up at the next
+ * offer. */
+static void test_known_bad_gives_up(void **state)
+{
+    (void)state;
+    add(0, TCPOTA_CLIENT_RETRY, 16384, TCPOTA_BAD_INTEGRITY);
+    for (int i = 0; i < 10; i++) {
+        add(0, TCPOTA_CLIENT_DECLINED, 0, TCPOTA_BAD_INTEGRITY);
+    }
+    start(1);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_GAVE_UP);
+    assert_int_equal(f.next, 2);
+}
+
+/* Any other decline (unsigned, another model, no space) ends the run. */
+static void test_other_decline_ends(void **state)
+{
+    (void)state;
+    add(0, TCPOTA_CLIENT_DECLINED, 0, 0);
+    add(0, TCPOTA_CLIENT_UPDATED, 0, 0);
+    start(20);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_DECLINED);
+    assert_int_equal(f.next, 1);
+    assert_int_equal(f.nwaits, 0);
+}
+
+/* More attempts than the patience without progress, never giving up: the
+ * waits leave the 5 s ceiling for the long one. */
+static void test_patience_then_long_waits(void **state)
+{
+    (void)state;
+    for (unsigned i = 0; i < TCPOTA_RUNNER_PATIENCE + 10; i++) {
+        add(TCPOTA_ERR_IO, 0, 0, 0);
+    }
+    start(0);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_STOPPED);
+    assert_int_equal(f.waits[TCPOTA_RUNNER_PATIENCE - 1], TCPOTA_RUNNER_BACKOFF_MAX_MS);
+    assert_int_equal(f.waits[TCPOTA_RUNNER_PATIENCE + 2], 4 * TCPOTA_RUNNER_BACKOFF_MAX_MS);
+}
+
+/* A failed connect after an image failure is not another image failure:
+ * the session's reason belongs to the connection that ran. */
+static void test_connect_failure_after_image_failure(void **state)
+{
+    (void)state;
+    add(0, TCPOTA_CLIENT_RETRY, 16384, TCPOTA_BAD_INTEGRITY);
+    add(TCPOTA_ERR_IO, 0, 0, 0);
+    add(TCPOTA_ERR_IO, 0, 0, 0);
+    start(0);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_STOPPED);
+    assert_int_equal(runner.failures, 1);
+    assert_int_equal(f.waits[1], TCPOTA_RUNNER_BACKOFF_MIN_MS);
+}
+
+/* Up to date: returned at once, the counters reset; no linger. */
+static void test_up_to_date_resets(void **state)
+{
+    (void)state;
+    add(TCPOTA_ERR_IO, 0, 0, 0);
+    add(0, TCPOTA_CLIENT_UP_TO_DATE, 0, 0);
+    start(20);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UP_TO_DATE);
+    assert_int_equal(runner.attempts, 0);
+    assert_int_equal(f.lingers[1], 0);
+}
+
+static uint32_t real_now(void *ctx)
+{
+    struct timespec ts;
+
+    (void)ctx;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint32_t)(ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+/* With a tcpota_client and no connection callbacks, the runner uses the
+ * client's own connect, close and wait: a closed port on loopback is
+ * reported as unreachable, waited out, and given up on. */
+static void test_client_binding(void **state)
+{
+    struct sockaddr_in a;
+    socklen_t alen = sizeof(a);
+    struct tcpota_client_config cc;
+    struct tcpota_client cl;
+    struct tcpota_runner_config c;
+    static uint8_t net[512], tx[512];
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    (void)state;
+    /* A port that is bound but not listening refuses at once. */
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+    dev.cfg.tx_buf = tx;
+    dev.cfg.tx_cap = sizeof(tx);
+    memset(&cc, 0, sizeof(cc));
+    cc.dev = &dev;
+    cc.net_buf = net;
+    cc.net_cap = sizeof(net);
+    cc.wake_fd = -1;
+    cc.err = err;
+    cc.err_cap = sizeof(err);
+    cc.now_ms = real_now;
+    assert_int_equal(tcpota_client_init(&cl, &cc), 0);
+    memset(&c, 0, sizeof(c));
+    c.dev = &dev;
+    c.backoff_min_ms = 1;
+    c.backoff_max_ms = 2;
+    c.max_attempts = 3;
+    c.err = err;
+    c.err_cap = sizeof(err);
+    c.client = &cl;
+    c.host = "127.0.0.1";
+    c.port = ntohs(a.sin_port);
+    c.random = fake_random;
+    c.on_step = fake_step;
+    assert_int_equal(tcpota_runner_init(&runner, &c), 0);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_GAVE_UP);
+    assert_int_equal(f.unreachable_seen, 2);
+    assert_non_null(strstr(err, "connect to 127.0.0.1: "));
+    assert_int_equal(cl.fd, -1);
+    close(fd);
+}
+
+static void test_config_checked(void **state)
+{
+    struct tcpota_runner_config c;
+
+    (void)state;
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(tcpota_runner_init(&runner, &c), TCPOTA_ERR_INVAL);
+    c.dev = &dev;
+    c.err = err;
+    c.err_cap = sizeof(err);
+    c.connect = fake_connect;
+    c.run = fake_run;
+    c.close = fake_close;
+    c.sleep = fake_sleep;
+    c.random = fake_random;
+    c.backoff_min_ms = 6000; /* above the default ceiling */
+    assert_int_equal(tcpota_runner_init(&runner, &c), TCPOTA_ERR_INVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_cut_past_checkpoint_gives_up, setup),
+        cmocka_unit_test_setup(test_same_checkpoint_again_is_no_progress, setup),
+        cmocka_unit_test_setup(test_progress_resets_attempts, setup),
+        cmocka_unit_test_setup(test_progress_starts_at_resume_point, setup),
+        cmocka_unit_test_setup(test_progress_after_image_failure, setup),
+        cmocka_unit_test_setup(test_transient_backoff, setup),
+        cmocka_unit_test_setup(test_image_failures_back_off_to_an_hour, setup),
+        cmocka_unit_test_setup(test_known_bad_gives_up, setup),
+        cmocka_unit_test_setup(test_other_decline_ends, setup),
+        cmocka_unit_test_setup(test_patience_then_long_waits, setup),
+        cmocka_unit_test_setup(test_connect_failure_after_image_failure, setup),
+        cmocka_unit_test_setup(test_up_to_date_resets, setup),
+        cmocka_unit_test_setup(test_client_binding, setup),
+        cmocka_unit_test_setup(test_config_checked, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
