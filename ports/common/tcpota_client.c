@@ -321,7 +321,11 @@ static int feed(struct tcpota_client *c)
                                   c->net_len - c->net_off, &ev);
 
         if (rc < 0) {
-            set_err(c, "session failed: %s", tcpota_strerror(rc));
+            /* The session's own words (a decline's reason, the server's
+             * ERROR text such as "authentication refused: check the
+             * device secret") say more than the code. */
+            const char *why = tcpota_dev_reason(c->cfg.dev);
+            set_err(c, "session failed: %s%s%s", tcpota_strerror(rc), why[0] ? ": " : "", why);
             if (c->cfg.on_input) {
                 (void)c->cfg.on_input(c->cfg.ctx, rc, &ev);
             }
