@@ -21,7 +21,7 @@ declare -A title=(
   [rv32]="RV32 (ESP32-C3 class): \`riscv64-unknown-elf-gcc -Os -march=rv32imc -mabi=ilp32\` (picolibc)"
 )
 # Objects the server side alone links: not on the device.
-server_only="server legacy"
+server_only="server legacy version"
 
 # The probe: sizes of the session structs on the target, as symbol sizes.
 cat > "$tmp/probe.c" <<'EOF'
