@@ -80,6 +80,7 @@ static struct {
     psa_status_t st;
 } g_psa_fail;
 static unsigned g_mac_calls;
+static int g_hash_ops; /* set up and not finished or aborted */
 
 /* ---- helpers --------------------------------------------------------- */
 
@@ -151,6 +152,7 @@ static void ram_reset(void)
     memset(g_nvs_inited, 0, sizeof(g_nvs_inited));
     memset(g_hdl, 0, sizeof(g_hdl));
     g_psa_inited = 0;
+    g_hash_ops = 0;
     sodium_memzero(g_keys, sizeof(g_keys));
 }
 
@@ -824,6 +826,11 @@ unsigned esp_fake_psa_mac_calls(void)
     return g_mac_calls;
 }
 
+int esp_fake_psa_hash_ops(void)
+{
+    return g_hash_ops;
+}
+
 int esp_fake_psa_keys(void)
 {
     int n = 0;
@@ -875,6 +882,7 @@ psa_status_t psa_hash_setup(psa_hash_operation_t *op, psa_algorithm_t alg)
         return st;
     }
     op->alg = alg;
+    g_hash_ops++;
     crypto_hash_sha256_init(op_state(op));
     return PSA_SUCCESS;
 }
@@ -914,11 +922,13 @@ psa_status_t psa_hash_finish(psa_hash_operation_t *op, uint8_t *hash, size_t siz
     crypto_hash_sha256_final(op_state(op), hash);
     *len = 32;
     sodium_memzero(op, sizeof(*op)); /* done: inactive again */
+    g_hash_ops--;
     return PSA_SUCCESS;
 }
 
 psa_status_t psa_hash_abort(psa_hash_operation_t *op)
 {
+    g_hash_ops -= op->alg != 0;
     sodium_memzero(op, sizeof(*op));
     return PSA_SUCCESS;
 }

@@ -74,8 +74,11 @@ void esp_fake_fail_psa(const char *call, psa_status_t st);
 unsigned esp_fake_psa_init_calls(void);
 unsigned esp_fake_psa_mac_calls(void);
 
-/* PSA keys imported and not destroyed yet. */
+/* PSA keys imported and not destroyed yet, and hash operations set up and
+ * neither finished nor aborted (with ESP-IDF's SHA driver, one holds the
+ * SHA peripheral). */
 int esp_fake_psa_keys(void);
+int esp_fake_psa_hash_ops(void);
 
 /* Makes nvs_flash_init_partition(part) return err (ESP_OK: succeed again);
  * cleared by nvs_flash_erase_partition(part), as on a device. */

@@ -946,7 +946,13 @@ static void test_sha256_known_vectors(void **state)
     port_sha256((const uint8_t *)"abc", 3, 3, out);
     hex(want[1], expect, 32);
     assert_memory_equal(out, expect, 32);
+    assert_int_equal(esp_fake_psa_hash_ops(), 0);
     assert_int_equal(port.sha256_update(port.ctx, (const uint8_t *)"a", 1), TCPOTA_ERR_STATE);
+    /* Deinit drops an unfinished one too. */
+    assert_int_equal(port.sha256_begin(port.ctx), 0);
+    tcpota_esp_port_deinit(&ep);
+    assert_int_equal(esp_fake_psa_hash_ops(), 0);
+    assert_int_equal(tcpota_esp_port_init(&ep, &port), ESP_OK);
 }
 
 static void test_sha256_errors_mapped(void **state)
@@ -966,6 +972,7 @@ static void test_sha256_errors_mapped(void **state)
     assert_int_equal(port.sha256_finish(port.ctx, out), TCPOTA_ERR_NOSPC);
     assert_string_equal(ep.last_call, "psa_hash_finish");
     esp_fake_fail_psa(NULL, PSA_SUCCESS);
+    assert_int_equal(esp_fake_psa_hash_ops(), 0); /* each failed hash was aborted */
     assert_int_equal(tcpota_esp_running_id(&ep, id), 0); /* all well again */
     assert_memory_equal(id, running_id, TCPOTA_ID_LEN);
 }
