@@ -10,8 +10,6 @@
 #include "esp_err.h"
 #include "nvs.h"
 
-#define NVS_DEFAULT_PART_NAME "nvs"
-
 /* Each as documented in ESP-IDF's nvs_flash.h. */
 esp_err_t nvs_flash_init(void);
 esp_err_t nvs_flash_init_partition(const char *partition_label);
