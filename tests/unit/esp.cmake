@@ -1,5 +1,5 @@
 # Host tests of the ESP-IDF port: esp-idf/components/tcpota/port_esp.c
-# compiled unchanged against a fake of esp_ota_ops/esp_partition/NVS/mbedTLS
+# compiled unchanged against a fake of esp_ota_ops/esp_partition/NVS/PSA Crypto
 # with ESP-IDF's semantics (tests/esp_fake), and trust_esp.c (keys, secret).
 # Ed25519 is the host's libsodium, as espressif/libsodium is on the device.
 set(TCPOTA_ESP_COMPONENT ${PROJECT_SOURCE_DIR}/esp-idf/components/tcpota)
