@@ -162,11 +162,12 @@ SRCS=("$COMP"/*.c "$ROOT/ports/common/tcpota_client.c" "$ROOT/ports/common/tcpot
 # only it reads.
 if [ -n "$SODIUM" ]; then
     VARIANTS=("signed|CONFIG_TCPOTA_SIGNED_IMAGES on (default)|"
-              "unsigned|CONFIG_TCPOTA_SIGNED_IMAGES off|-DTCPOTA_CHECK_UNSIGNED")
+              "unsigned|CONFIG_TCPOTA_SIGNED_IMAGES off|-DTCPOTA_CHECK_UNSIGNED"
+              "+nvsenc|CONFIG_NVS_ENCRYPTION on (port_esp.c only)|-DTCPOTA_CHECK_NVS_ENCRYPTION")
 else
-    VARIANTS=("unsigned|CONFIG_TCPOTA_SIGNED_IMAGES off|-DTCPOTA_CHECK_UNSIGNED")
+    VARIANTS=("unsigned|CONFIG_TCPOTA_SIGNED_IMAGES off|-DTCPOTA_CHECK_UNSIGNED"
+              "+nvsenc|CONFIG_NVS_ENCRYPTION on, signing off (port_esp.c only)|-DTCPOTA_CHECK_NVS_ENCRYPTION -DTCPOTA_CHECK_UNSIGNED")
 fi
-VARIANTS+=("+nvsenc|CONFIG_NVS_ENCRYPTION on (port_esp.c only)|-DTCPOTA_CHECK_NVS_ENCRYPTION")
 rm -f "$OUT"/*/*.o
 n_cc=0
 for v in "${VARIANTS[@]}"; do
