@@ -1,5 +1,5 @@
-/* esp_fake.c - host fake of ESP-IDF's OTA, partition, NVS, SHA-256 and HMAC APIs
- * (see esp_fake.h and the headers in include/). */
+/* esp_fake.c - host fake of ESP-IDF's OTA, partition and NVS APIs and of
+ * the PSA Crypto calls the port makes (see esp_fake.h and include/). */
 #include "esp_fake.h"
 
 #include <sodium.h>
@@ -9,9 +9,9 @@
 #include <string.h>
 
 #include "esp_log.h"
-#include "mbedtls/md.h"
-#include "mbedtls/sha256.h"
 #include "nvs.h"
+#include "nvs_flash.h"
+#include "psa/crypto.h"
 
 #define NPART 3
 #define NHANDLES 4
@@ -19,8 +19,13 @@
 #define NVS_VAL_MAX 256
 #define FACTORY_LEN 4096u
 
-_Static_assert(sizeof(crypto_hash_sha256_state) <= sizeof(((mbedtls_sha256_context *)0)->state),
-               "mbedtls_sha256_context too small for libsodium's state");
+#define NVS_NPART 2 /* "nvs" (the default) and "tcpota_nvs" */
+#define NVS_NHANDLES 4
+#define PSA_NKEYS 4
+#define PSA_KEY_MAX 256
+
+_Static_assert(sizeof(crypto_hash_sha256_state) <= sizeof(((psa_hash_operation_t *)0)->state),
+               "psa_hash_operation_t too small for libsodium's state");
 
 static uint8_t g_flash[NPART][ESP_FAKE_SLOT];
 static const esp_partition_t g_parts[NPART] = {
@@ -44,17 +49,38 @@ static struct {
 static esp_ota_handle_t g_next_handle;
 static unsigned g_erases, g_commits;
 static int g_fail_after = -1;
-static int g_hmac_fail;
-static unsigned g_hmac_calls;
 
 struct nvs_entry {
-    int used;
+    int used, part;
     char ns[16], key[16];
     uint8_t val[NVS_VAL_MAX];
     size_t len;
 };
 static struct nvs_entry g_nvs[NVS_MAX], g_nvs_committed[NVS_MAX];
-static char g_ns[4][16];
+static const char *const g_nvs_parts[NVS_NPART] = {NVS_DEFAULT_PART_NAME, "tcpota_nvs"};
+/* RAM state, lost at a reset: which partitions are initialised, the handles. */
+static int g_nvs_inited[NVS_NPART];
+static esp_err_t g_nvs_init_fail[NVS_NPART];
+static struct {
+    int used, part;
+    char ns[16];
+} g_hdl[NVS_NHANDLES];
+
+/* PSA: RAM state too. */
+static int g_psa_inited;
+static unsigned g_psa_init_calls;
+static struct {
+    int used;
+    psa_key_attributes_t attr;
+    uint8_t data[PSA_KEY_MAX];
+    size_t len;
+} g_keys[PSA_NKEYS];
+static struct {
+    const char *call;
+    psa_status_t st;
+} g_psa_fail;
+static unsigned g_mac_calls;
+static int g_hash_ops; /* set up and not finished or aborted */
 
 /* ---- helpers --------------------------------------------------------- */
 
@@ -120,6 +146,16 @@ void esp_fake_make_image(uint8_t *buf, uint32_t len, const char *version, uint32
     memcpy(buf + 8, version, strnlen(version, 31));
 }
 
+/* What a reset loses besides the OTA handles: NVS and PSA initialisation. */
+static void ram_reset(void)
+{
+    memset(g_nvs_inited, 0, sizeof(g_nvs_inited));
+    memset(g_hdl, 0, sizeof(g_hdl));
+    g_psa_inited = 0;
+    g_hash_ops = 0;
+    sodium_memzero(g_keys, sizeof(g_keys));
+}
+
 void esp_fake_init(const char *factory_version)
 {
     memset(g_flash, 0xff, sizeof(g_flash));
@@ -133,12 +169,14 @@ void esp_fake_init(const char *factory_version)
     memset(g_h, 0, sizeof(g_h));
     memset(g_nvs, 0, sizeof(g_nvs));
     memset(g_nvs_committed, 0, sizeof(g_nvs_committed));
-    memset(g_ns, 0, sizeof(g_ns));
+    memset(g_nvs_init_fail, 0, sizeof(g_nvs_init_fail));
     g_next_handle = 0;
     g_erases = g_commits = 0;
     g_fail_after = -1;
-    g_hmac_fail = 0;
-    g_hmac_calls = 0;
+    g_mac_calls = 0;
+    g_psa_init_calls = 0;
+    esp_fake_fail_psa(NULL, PSA_SUCCESS);
+    ram_reset();
 }
 
 void esp_fake_reboot(void)
@@ -147,6 +185,7 @@ void esp_fake_reboot(void)
 
     memset(g_h, 0, sizeof(g_h));
     memcpy(g_nvs, g_nvs_committed, sizeof(g_nvs));
+    ram_reset();
     g_reboot_req = 0;
     if (i != 0) {
         if (g_state[i] == ESP_OTA_IMG_PENDING_VERIFY) {
@@ -547,39 +586,136 @@ esp_err_t esp_ota_get_state_partition(const esp_partition_t *p, esp_ota_img_stat
 
 /* ---- NVS ------------------------------------------------------------- */
 
+static int nvs_part_index(const char *name)
+{
+    for (int i = 0; name && i < NVS_NPART; i++) {
+        if (strcmp(g_nvs_parts[i], name) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+void esp_fake_nvs_fail_init(const char *part, esp_err_t err)
+{
+    int i = nvs_part_index(part);
+
+    if (i >= 0) {
+        g_nvs_init_fail[i] = err;
+    }
+}
+
+int esp_fake_nvs_count(const char *part)
+{
+    int i = nvs_part_index(part), n = 0;
+
+    for (int k = 0; i >= 0 && k < NVS_MAX; k++) {
+        n += g_nvs_committed[k].used && g_nvs_committed[k].part == i;
+    }
+    return n;
+}
+
+esp_err_t nvs_flash_init_partition(const char *name)
+{
+    int i = nvs_part_index(name);
+
+    if (!name) {
+        return ESP_ERR_INVALID_ARG;
+    }
+    if (i < 0) {
+        return ESP_ERR_NOT_FOUND; /* not in the partition table */
+    }
+    if (g_nvs_init_fail[i]) {
+        return g_nvs_init_fail[i];
+    }
+    g_nvs_inited[i] = 1; /* again: ESP_OK, as ESP-IDF's */
+    return ESP_OK;
+}
+
+esp_err_t nvs_flash_init(void)
+{
+    return nvs_flash_init_partition(NVS_DEFAULT_PART_NAME);
+}
+
+esp_err_t nvs_flash_erase_partition(const char *name)
+{
+    int i = nvs_part_index(name);
+
+    if (i < 0) {
+        return ESP_ERR_NOT_FOUND;
+    }
+    for (int k = 0; k < NVS_MAX; k++) {
+        if (g_nvs[k].part == i) {
+            memset(&g_nvs[k], 0, sizeof(g_nvs[k]));
+        }
+        if (g_nvs_committed[k].part == i) {
+            memset(&g_nvs_committed[k], 0, sizeof(g_nvs_committed[k]));
+        }
+    }
+    g_nvs_inited[i] = 0; /* ESP-IDF deinitialises it first */
+    g_nvs_init_fail[i] = ESP_OK;
+    return ESP_OK;
+}
+
+esp_err_t nvs_flash_erase(void)
+{
+    return nvs_flash_erase_partition(NVS_DEFAULT_PART_NAME);
+}
+
 static struct nvs_entry *nvs_find(nvs_handle_t h, const char *key)
 {
     for (int i = 0; i < NVS_MAX; i++) {
-        if (g_nvs[i].used && strcmp(g_nvs[i].ns, g_ns[h - 1]) == 0 &&
-            strcmp(g_nvs[i].key, key) == 0) {
+        if (g_nvs[i].used && g_nvs[i].part == g_hdl[h - 1].part &&
+            strcmp(g_nvs[i].ns, g_hdl[h - 1].ns) == 0 && strcmp(g_nvs[i].key, key) == 0) {
             return &g_nvs[i];
         }
     }
     return NULL;
 }
 
+static int handle_ok(nvs_handle_t h)
+{
+    return h >= 1 && h <= NVS_NHANDLES && g_hdl[h - 1].used;
+}
+
 static esp_err_t nvs_check(nvs_handle_t h, const char *key)
 {
-    if (h < 1 || h > 4 || !g_ns[h - 1][0] || !key) {
+    if (!handle_ok(h) || !key) {
         return ESP_ERR_NVS_INVALID_HANDLE;
     }
     return strlen(key) > 15 ? ESP_ERR_NVS_KEY_TOO_LONG : ESP_OK;
 }
 
-esp_err_t nvs_open(const char *ns, nvs_open_mode_t mode, nvs_handle_t *out)
+esp_err_t nvs_open_from_partition(const char *part, const char *ns, nvs_open_mode_t mode,
+                                  nvs_handle_t *out)
 {
+    int p = nvs_part_index(part);
+
     (void)mode;
-    if (!ns || !out || strlen(ns) > 15) {
+    if (!part || !ns || !out || strlen(ns) > 15) {
         return ESP_ERR_INVALID_ARG;
     }
-    for (int i = 0; i < 4; i++) {
-        if (!g_ns[i][0] || strcmp(g_ns[i], ns) == 0) {
-            snprintf(g_ns[i], sizeof(g_ns[i]), "%s", ns);
+    if (p < 0 || !g_nvs_inited[p]) {
+        return ESP_ERR_NVS_PART_NOT_FOUND; /* ESP-IDF: no such initialised partition */
+    }
+    for (int i = 0; i < NVS_NHANDLES; i++) {
+        if (!g_hdl[i].used) {
+            g_hdl[i].used = 1;
+            g_hdl[i].part = p;
+            snprintf(g_hdl[i].ns, sizeof(g_hdl[i].ns), "%s", ns);
             *out = (nvs_handle_t)(i + 1);
             return ESP_OK;
         }
     }
-    return ESP_ERR_NO_MEM;
+    return ESP_ERR_NO_MEM; /* a leak of handles shows here */
+}
+
+esp_err_t nvs_open(const char *ns, nvs_open_mode_t mode, nvs_handle_t *out)
+{
+    if (!g_nvs_inited[0]) {
+        return ESP_ERR_NVS_NOT_INITIALIZED;
+    }
+    return nvs_open_from_partition(NVS_DEFAULT_PART_NAME, ns, mode, out);
 }
 
 esp_err_t nvs_get_blob(nvs_handle_t h, const char *key, void *out, size_t *length)
@@ -627,7 +763,8 @@ esp_err_t nvs_set_blob(nvs_handle_t h, const char *key, const void *value, size_
             return ESP_ERR_NVS_NOT_ENOUGH_SPACE;
         }
         e->used = 1;
-        snprintf(e->ns, sizeof(e->ns), "%s", g_ns[h - 1]);
+        e->part = g_hdl[h - 1].part;
+        snprintf(e->ns, sizeof(e->ns), "%s", g_hdl[h - 1].ns);
         snprintf(e->key, sizeof(e->key), "%s", key);
     }
     if (length) {
@@ -652,9 +789,11 @@ esp_err_t nvs_erase_key(nvs_handle_t h, const char *key)
     return ESP_OK;
 }
 
+/* Commits every uncommitted change of the handle's partition (the fake
+ * keeps one journal; the tests commit through one handle at a time). */
 esp_err_t nvs_commit(nvs_handle_t h)
 {
-    if (h < 1 || h > 4 || !g_ns[h - 1][0]) {
+    if (!handle_ok(h)) {
         return ESP_ERR_NVS_INVALID_HANDLE;
     }
     memcpy(g_nvs_committed, g_nvs, sizeof(g_nvs));
@@ -664,88 +803,235 @@ esp_err_t nvs_commit(nvs_handle_t h)
 
 void nvs_close(nvs_handle_t h)
 {
-    (void)h;
-}
-
-/* ---- SHA-256 --------------------------------------------------------- */
-
-void mbedtls_sha256_init(mbedtls_sha256_context *ctx)
-{
-    memset(ctx, 0, sizeof(*ctx));
-}
-
-void mbedtls_sha256_free(mbedtls_sha256_context *ctx)
-{
-    memset(ctx, 0, sizeof(*ctx));
-}
-
-int mbedtls_sha256_starts(mbedtls_sha256_context *ctx, int is224)
-{
-    if (is224) {
-        return -1;
+    if (handle_ok(h)) {
+        memset(&g_hdl[h - 1], 0, sizeof(g_hdl[h - 1]));
     }
-    ctx->started = 1;
-    return crypto_hash_sha256_init((crypto_hash_sha256_state *)(void *)ctx->state.bytes);
 }
 
-int mbedtls_sha256_update(mbedtls_sha256_context *ctx, const unsigned char *in, size_t len)
+/* ---- PSA Crypto ------------------------------------------------------ */
+
+void esp_fake_fail_psa(const char *call, psa_status_t st)
 {
-    if (!ctx->started) {
-        return -1;
+    g_psa_fail.call = call;
+    g_psa_fail.st = st;
+}
+
+unsigned esp_fake_psa_init_calls(void)
+{
+    return g_psa_init_calls;
+}
+
+unsigned esp_fake_psa_mac_calls(void)
+{
+    return g_mac_calls;
+}
+
+int esp_fake_psa_hash_ops(void)
+{
+    return g_hash_ops;
+}
+
+int esp_fake_psa_keys(void)
+{
+    int n = 0;
+
+    for (int i = 0; i < PSA_NKEYS; i++) {
+        n += g_keys[i].used;
     }
-    return crypto_hash_sha256_update((crypto_hash_sha256_state *)(void *)ctx->state.bytes, in,
-                                     len);
+    return n;
 }
 
-int mbedtls_sha256_finish(mbedtls_sha256_context *ctx, unsigned char *out)
+/* The error injected for `call`, else BAD_STATE before psa_crypto_init(). */
+static psa_status_t psa_gate(const char *call)
 {
-    if (!ctx->started) {
-        return -1;
+    if (g_psa_fail.call && strcmp(g_psa_fail.call, call) == 0) {
+        return g_psa_fail.st;
     }
-    ctx->started = 0;
-    return crypto_hash_sha256_final((crypto_hash_sha256_state *)(void *)ctx->state.bytes, out);
+    return g_psa_inited ? PSA_SUCCESS : PSA_ERROR_BAD_STATE;
 }
 
-/* ---- HMAC-SHA-256 (mbedtls_md) ---------------------------------------- */
-
-struct mbedtls_md_info_t {
-    mbedtls_md_type_t type;
-};
-
-static const mbedtls_md_info_t g_sha256_info = {MBEDTLS_MD_SHA256};
-
-void esp_fake_fail_hmac(int err)
+static crypto_hash_sha256_state *op_state(psa_hash_operation_t *op)
 {
-    g_hmac_fail = err;
+    return (crypto_hash_sha256_state *)(void *)op->state.bytes;
 }
 
-unsigned esp_fake_hmac_calls(void)
+psa_status_t psa_crypto_init(void)
 {
-    return g_hmac_calls;
-}
+    psa_status_t st;
 
-const mbedtls_md_info_t *mbedtls_md_info_from_type(mbedtls_md_type_t md_type)
-{
-    return md_type == MBEDTLS_MD_SHA256 ? &g_sha256_info : NULL;
-}
-
-int mbedtls_md_hmac(const mbedtls_md_info_t *md_info, const unsigned char *key, size_t keylen,
-                    const unsigned char *input, size_t ilen, unsigned char *output)
-{
-    crypto_auth_hmacsha256_state st;
-
-    g_hmac_calls++;
-    if (md_info != &g_sha256_info || (!key && keylen) || (!input && ilen) || !output) {
-        return MBEDTLS_ERR_MD_BAD_INPUT_DATA;
+    g_psa_init_calls++;
+    if (g_psa_fail.call && strcmp(g_psa_fail.call, "psa_crypto_init") == 0) {
+        return g_psa_fail.st;
     }
-    if (g_hmac_fail) {
-        return g_hmac_fail;
+    st = sodium_init() < 0 ? PSA_ERROR_HARDWARE_FAILURE : PSA_SUCCESS;
+    g_psa_inited |= st == PSA_SUCCESS;
+    return st;
+}
+
+psa_status_t psa_hash_setup(psa_hash_operation_t *op, psa_algorithm_t alg)
+{
+    psa_status_t st = psa_gate("psa_hash_setup");
+
+    if (st == PSA_SUCCESS && op->alg) {
+        st = PSA_ERROR_BAD_STATE; /* active: abort it first */
+    } else if (st == PSA_SUCCESS && alg != PSA_ALG_SHA_256) {
+        st = PSA_ERROR_NOT_SUPPORTED;
     }
-    if (crypto_auth_hmacsha256_init(&st, key, keylen) != 0 ||
-        crypto_auth_hmacsha256_update(&st, input, ilen) != 0 ||
-        crypto_auth_hmacsha256_final(&st, output) != 0) {
-        return MBEDTLS_ERR_MD_BAD_INPUT_DATA;
+    if (st != PSA_SUCCESS) {
+        op->error = 1;
+        return st;
     }
-    sodium_memzero(&st, sizeof(st));
-    return 0;
+    op->alg = alg;
+    g_hash_ops++;
+    crypto_hash_sha256_init(op_state(op));
+    return PSA_SUCCESS;
+}
+
+psa_status_t psa_hash_update(psa_hash_operation_t *op, const uint8_t *in, size_t len)
+{
+    psa_status_t st = psa_gate("psa_hash_update");
+
+    if (st == PSA_SUCCESS && (!op->alg || op->error)) {
+        st = PSA_ERROR_BAD_STATE;
+    } else if (st == PSA_SUCCESS && !in && len) {
+        st = PSA_ERROR_INVALID_ARGUMENT;
+    }
+    if (st != PSA_SUCCESS) {
+        op->error = 1;
+        return st;
+    }
+    crypto_hash_sha256_update(op_state(op), in, len);
+    return PSA_SUCCESS;
+}
+
+psa_status_t psa_hash_finish(psa_hash_operation_t *op, uint8_t *hash, size_t size, size_t *len)
+{
+    psa_status_t st = psa_gate("psa_hash_finish");
+
+    if (st == PSA_SUCCESS && (!op->alg || op->error)) {
+        st = PSA_ERROR_BAD_STATE;
+    } else if (st == PSA_SUCCESS && (!hash || !len)) {
+        st = PSA_ERROR_INVALID_ARGUMENT;
+    } else if (st == PSA_SUCCESS && size < 32) {
+        st = PSA_ERROR_BUFFER_TOO_SMALL;
+    }
+    if (st != PSA_SUCCESS) {
+        op->error = 1;
+        return st;
+    }
+    crypto_hash_sha256_final(op_state(op), hash);
+    *len = 32;
+    sodium_memzero(op, sizeof(*op)); /* done: inactive again */
+    g_hash_ops--;
+    return PSA_SUCCESS;
+}
+
+psa_status_t psa_hash_abort(psa_hash_operation_t *op)
+{
+    g_hash_ops -= op->alg != 0;
+    sodium_memzero(op, sizeof(*op));
+    return PSA_SUCCESS;
+}
+
+psa_status_t psa_hash_compute(psa_algorithm_t alg, const uint8_t *in, size_t len, uint8_t *hash,
+                              size_t size, size_t *hash_len)
+{
+    psa_hash_operation_t op = PSA_HASH_OPERATION_INIT;
+    psa_status_t st = psa_hash_setup(&op, alg);
+
+    if (st == PSA_SUCCESS) {
+        st = psa_hash_update(&op, in, len);
+    }
+    if (st == PSA_SUCCESS) {
+        st = psa_hash_finish(&op, hash, size, hash_len);
+    }
+    psa_hash_abort(&op);
+    return st;
+}
+
+void psa_reset_key_attributes(psa_key_attributes_t *attr)
+{
+    memset(attr, 0, sizeof(*attr));
+}
+
+psa_status_t psa_import_key(const psa_key_attributes_t *attr, const uint8_t *data, size_t len,
+                            psa_key_id_t *key)
+{
+    psa_status_t st = psa_gate("psa_import_key");
+
+    if (st != PSA_SUCCESS) {
+        return st;
+    }
+    if (!attr || !key || !data || len == 0 || len > PSA_KEY_MAX ||
+        attr->lifetime != PSA_KEY_LIFETIME_VOLATILE ||
+        (attr->bits && attr->bits != len * 8)) {
+        return PSA_ERROR_INVALID_ARGUMENT;
+    }
+    if (attr->type != PSA_KEY_TYPE_HMAC) {
+        return PSA_ERROR_NOT_SUPPORTED;
+    }
+    for (int i = 0; i < PSA_NKEYS; i++) {
+        if (!g_keys[i].used) {
+            g_keys[i].used = 1;
+            g_keys[i].attr = *attr;
+            g_keys[i].attr.bits = len * 8;
+            memcpy(g_keys[i].data, data, len);
+            g_keys[i].len = len;
+            *key = (psa_key_id_t)(i + 1);
+            return PSA_SUCCESS;
+        }
+    }
+    return PSA_ERROR_INSUFFICIENT_MEMORY; /* a leak of keys shows here */
+}
+
+psa_status_t psa_mac_compute(psa_key_id_t key, psa_algorithm_t alg, const uint8_t *in, size_t len,
+                             uint8_t *mac, size_t size, size_t *mac_len)
+{
+    psa_status_t st = psa_gate("psa_mac_compute");
+    crypto_auth_hmacsha256_state hs;
+    int k = (int)key - 1;
+
+    g_mac_calls++;
+    if (st != PSA_SUCCESS) {
+        return st;
+    }
+    if (k < 0 || k >= PSA_NKEYS || !g_keys[k].used) {
+        return PSA_ERROR_INVALID_HANDLE;
+    }
+    if (alg != PSA_ALG_HMAC(PSA_ALG_SHA_256)) {
+        return PSA_ERROR_NOT_SUPPORTED;
+    }
+    if (g_keys[k].attr.alg != alg || !(g_keys[k].attr.usage & PSA_KEY_USAGE_SIGN_MESSAGE)) {
+        return PSA_ERROR_NOT_PERMITTED;
+    }
+    if ((!in && len) || !mac || !mac_len) {
+        return PSA_ERROR_INVALID_ARGUMENT;
+    }
+    if (size < 32) {
+        return PSA_ERROR_BUFFER_TOO_SMALL;
+    }
+    crypto_auth_hmacsha256_init(&hs, g_keys[k].data, g_keys[k].len);
+    crypto_auth_hmacsha256_update(&hs, in, len);
+    crypto_auth_hmacsha256_final(&hs, mac);
+    sodium_memzero(&hs, sizeof(hs));
+    *mac_len = 32;
+    return PSA_SUCCESS;
+}
+
+psa_status_t psa_destroy_key(psa_key_id_t key)
+{
+    psa_status_t st = psa_gate("psa_destroy_key");
+    int k = (int)key - 1;
+
+    if (key == PSA_KEY_ID_NULL) {
+        return PSA_SUCCESS;
+    }
+    if (st != PSA_SUCCESS) {
+        return st;
+    }
+    if (k < 0 || k >= PSA_NKEYS || !g_keys[k].used) {
+        return PSA_ERROR_INVALID_HANDLE;
+    }
+    sodium_memzero(&g_keys[k], sizeof(g_keys[k]));
+    return PSA_SUCCESS;
 }

@@ -1,20 +1,24 @@
 /*
  * esp_fake.h - control of the host fake of ESP-IDF's OTA, partition and NVS
- * APIs (tests/esp_fake), for tests that run the real ESP-IDF port
+ * APIs and of the PSA Crypto API (tests/esp_fake), for tests that run the
+ * real ESP-IDF port
  * (esp-idf/components/tcpota/port_esp.c) on the host.
  *
  * The fake flash holds factory, ota_0 and ota_1 app partitions of
  * ESP_FAKE_SLOT bytes each; otadata is modelled as a boot choice plus one
  * esp_ota_img_states_t per OTA partition, with CONFIG_BOOTLOADER_APP_
  * ROLLBACK_ENABLE semantics. esp_fake_reboot() is a reset: RAM state (OTA
- * handles, uncommitted NVS values) is lost and the bootloader picks the
- * image to run as ESP-IDF's does.
+ * handles, uncommitted NVS values, which NVS partitions are initialised,
+ * whether psa_crypto_init() ran, PSA keys) is lost and the bootloader picks
+ * the image to run as ESP-IDF's does. NVS has two partitions, the default
+ * "nvs" and "tcpota_nvs" (nvs_flash.h).
  *
- * mbedTLS's SHA-256 and HMAC (mbedtls_md_hmac) are thin wrappers over
- * libsodium, so a port calling them wrongly fails the tests' known
- * vectors. Ed25519 needs no fake: port_esp.c is compiled against the
- * host's <sodium.h> and libsodium, the library ESP-IDF's libsodium
- * component packages.
+ * The PSA calls (psa/crypto.h: psa_hash_*, psa_import_key, psa_mac_compute,
+ * psa_destroy_key) are thin wrappers over libsodium that refuse any call
+ * before psa_crypto_init(), so a port calling them wrongly, or too early,
+ * fails the tests' known vectors. Ed25519 needs no fake: port_esp.c is
+ * compiled against the host's <sodium.h> and libsodium, the library
+ * ESP-IDF's libsodium component packages.
  */
 #ifndef ESP_FAKE_H
 #define ESP_FAKE_H
@@ -23,6 +27,7 @@
 #include <stdint.h>
 
 #include "esp_ota_ops.h"
+#include "psa/crypto.h"
 
 #define ESP_FAKE_SLOT (128u * 1024u)
 #define ESP_FAKE_SECTOR 4096u
@@ -61,11 +66,25 @@ unsigned esp_fake_nvs_commits(void);
  * ESP_FAIL after `n` more successful writes (-1: never). */
 void esp_fake_fail_write_after(int n);
 
-/* Makes every mbedtls_md_hmac() that passes its argument checks return err
- * (an MBEDTLS_ERR_MD_* code; 0: compute again). */
-void esp_fake_fail_hmac(int err);
+/* Makes every call of the PSA function named `call` (e.g. "psa_mac_compute",
+ * "psa_crypto_init") return st; NULL or PSA_SUCCESS: none. */
+void esp_fake_fail_psa(const char *call, psa_status_t st);
 
-/* Number of mbedtls_md_hmac() calls so far. */
-unsigned esp_fake_hmac_calls(void);
+/* Calls of psa_crypto_init() and psa_mac_compute() so far. */
+unsigned esp_fake_psa_init_calls(void);
+unsigned esp_fake_psa_mac_calls(void);
+
+/* PSA keys imported and not destroyed yet, and hash operations set up and
+ * neither finished nor aborted (with ESP-IDF's SHA driver, one holds the
+ * SHA peripheral). */
+int esp_fake_psa_keys(void);
+int esp_fake_psa_hash_ops(void);
+
+/* Makes nvs_flash_init_partition(part) return err (ESP_OK: succeed again);
+ * cleared by nvs_flash_erase_partition(part), as on a device. */
+void esp_fake_nvs_fail_init(const char *part, esp_err_t err);
+
+/* Committed NVS entries in partition `part` (all namespaces). */
+int esp_fake_nvs_count(const char *part);
 
 #endif

@@ -1,13 +1,16 @@
 /* test_port_esp.c - the ESP-IDF port (esp-idf/components/tcpota/port_esp.c
  * and trust_esp.c, compiled unchanged) under the device session, against
  * the real server session in memory and a fake of esp_ota_ops/esp_partition/
- * NVS/mbedTLS with ESP-IDF's semantics (tests/esp_fake): a fresh update,
+ * NVS/PSA Crypto with ESP-IDF's semantics (tests/esp_fake): a fresh update,
  * resume after a reboot from the NVS record, stale records (another image,
  * another partition), a failed health check rolled back and reported, a
  * rollback by the bootloader reported, and a flash failure; then signed
  * images (the port's Ed25519 on the host's libsodium) accepted and refused,
- * the port's HMAC-SHA-256 against RFC 4231 and answering the server's
- * challenge with the secret provisioned in NVS, and the trusted-key parser. */
+ * the port's SHA-256 (PSA) against known vectors and its HMAC-SHA-256 (PSA)
+ * against RFC 4231, psa_crypto_init() before either, PSA errors mapped,
+ * answering the server's challenge with the secret provisioned in NVS,
+ * tcpota's records kept in their own NVS partition (safe from the
+ * application's nvs_flash_erase()), and the trusted-key parser. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,8 +24,9 @@
 #include "esp_fake.h"
 #include "tcpota/codec.h"
 #include "tcpota/crc32c.h"
-#include "mbedtls/md.h"
 #include "nvs.h"
+#include "nvs_flash.h"
+#include "psa/crypto.h"
 #include "tcpota/device.h"
 #include "tcpota/manifest.h"
 #include "tcpota/server.h"
@@ -57,6 +61,9 @@ static int srv_auth_ok = -1; /* verdict of the last AUTH, -1: none */
 /* The last DECLINE the server read: its reason and sentence. */
 static int declined_reason;
 static char declined_why[TCPOTA_DEV_BAD_TEXT_MAX + 64];
+
+static int secret_from_nvs(void);
+static void provision_secret(const uint8_t *secret, size_t len);
 
 static void make_image(const char *version, uint32_t seed)
 {
@@ -504,6 +511,60 @@ static void test_rolled_back_image_not_downloaded_again(void **state)
     assert_false(nvs_has(TCPOTA_KEY_REPORT)); /* the report went with that HELLO */
 }
 
+/* What the example app does on ESP_ERR_NVS_NEW_VERSION_FOUND (and ESP-IDF's
+ * examples on NO_FREE_PAGES): nvs_flash_erase() + nvs_flash_init() of the
+ * default partition. tcpota's records live in their own partition: the
+ * failed-image record, the report and the device secret all survive. */
+static void test_records_safe_from_app_nvs_erase(void **state)
+{
+    uint8_t secret[32];
+    int n;
+
+    (void)state;
+    randombytes_buf(secret, sizeof(secret));
+    provision_secret(secret, sizeof(secret));
+    assert_true(run_conn(0) >= 0);
+    assert_update_installed();
+    reboot();
+    assert_int_equal(device_start(0), 1); /* health check failed: rolled back */
+    reboot();
+    assert_int_equal(esp_fake_nvs_count(NVS_DEFAULT_PART_NAME), 0); /* nothing of tcpota's */
+    n = esp_fake_nvs_count(TCPOTA_ESP_NVS_PARTITION);
+    assert_true(n >= 3); /* secret, failed image, report at least */
+
+    assert_int_equal(nvs_flash_init(), ESP_OK);
+    assert_int_equal(nvs_flash_erase(), ESP_OK);
+    assert_int_equal(nvs_flash_init(), ESP_OK);
+    assert_int_equal(esp_fake_nvs_count(TCPOTA_ESP_NVS_PARTITION), n);
+    assert_int_equal(secret_from_nvs(), 32);
+    assert_memory_equal(dev_secret, secret, 32);
+    assert_int_equal(tcpota_dev_bad_image(&port, NULL), TCPOTA_BAD_ROLLED_BACK);
+    assert_declined_as_bad("failed its health check before");
+}
+
+/* tcpota's partition is never erased by the port, even when NVS says it
+ * would need to be: init fails with the error and the records stay. */
+static void test_nvs_partition_error_not_erased(void **state)
+{
+    static const esp_err_t errs[] = {ESP_ERR_NVS_NEW_VERSION_FOUND, ESP_ERR_NVS_NO_FREE_PAGES};
+    uint8_t secret[16] = {1, 2, 3};
+    int n;
+
+    (void)state;
+    provision_secret(secret, sizeof(secret));
+    n = esp_fake_nvs_count(TCPOTA_ESP_NVS_PARTITION);
+    for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++) {
+        reboot();
+        esp_fake_nvs_fail_init(TCPOTA_ESP_NVS_PARTITION, errs[i]);
+        assert_int_equal(tcpota_esp_port_init(&ep, &port), errs[i]);
+        assert_string_equal(ep.last_call, "nvs_flash_init_partition");
+        assert_false(ep.nvs_open);
+        assert_int_equal(esp_fake_nvs_count(TCPOTA_ESP_NVS_PARTITION), n);
+    }
+    esp_fake_nvs_fail_init(TCPOTA_ESP_NVS_PARTITION, ESP_OK);
+    assert_int_equal(secret_from_nvs(), 16);
+}
+
 /* After the bootloader fell back from it: a first time may be a power cut
  * before the health check, so it is fetched once more; the second time is
  * final. */
@@ -594,9 +655,14 @@ static void test_err_mapping(void **state)
     assert_int_equal(tcpota_esp_err(ESP_ERR_NVS_INVALID_LENGTH), TCPOTA_ERR_NOSPC);
     assert_int_equal(tcpota_esp_err(ESP_FAIL), TCPOTA_ERR_IO);
     assert_int_equal(tcpota_esp_err(0x7777), TCPOTA_ERR_IO);
-    assert_int_equal(tcpota_esp_err(MBEDTLS_ERR_MD_BAD_INPUT_DATA), TCPOTA_ERR_INVAL);
-    assert_int_equal(tcpota_esp_err(MBEDTLS_ERR_MD_ALLOC_FAILED), TCPOTA_ERR_NOSPC);
-    assert_int_equal(tcpota_esp_err(MBEDTLS_ERR_MD_FEATURE_UNAVAILABLE), TCPOTA_ERR_NOTSUP);
+    assert_int_equal(tcpota_esp_err(PSA_ERROR_INVALID_ARGUMENT), TCPOTA_ERR_INVAL);
+    assert_int_equal(tcpota_esp_err(PSA_ERROR_INSUFFICIENT_MEMORY), TCPOTA_ERR_NOSPC);
+    assert_int_equal(tcpota_esp_err(PSA_ERROR_BUFFER_TOO_SMALL), TCPOTA_ERR_NOSPC);
+    assert_int_equal(tcpota_esp_err(PSA_ERROR_NOT_SUPPORTED), TCPOTA_ERR_NOTSUP);
+    assert_int_equal(tcpota_esp_err(PSA_ERROR_BAD_STATE), TCPOTA_ERR_STATE);
+    assert_int_equal(tcpota_esp_err(PSA_ERROR_NOT_PERMITTED), TCPOTA_ERR_DENIED);
+    assert_int_equal(tcpota_esp_err(PSA_ERROR_HARDWARE_FAILURE), TCPOTA_ERR_IO);
+    assert_int_equal(tcpota_esp_err(PSA_ERROR_CORRUPTION_DETECTED), TCPOTA_ERR_IO);
 }
 
 /* ---- signed images --------------------------------------------------- */
@@ -778,7 +844,7 @@ static void test_hmac_rfc4231(void **state)
                                   "Test Using Larger Than Block-Size Key - Hash Key First"};
     uint8_t key[3][131], out[32], expect[32];
     size_t key_len[3] = {20, 4, 131};
-    unsigned calls = esp_fake_hmac_calls();
+    unsigned calls = esp_fake_psa_mac_calls();
 
     (void)state;
     memset(key[0], 0x0b, 20);
@@ -791,31 +857,158 @@ static void test_hmac_rfc4231(void **state)
                                           strlen(data[i]), out),
                          0);
         assert_memory_equal(out, expect, 32);
+        assert_int_equal(esp_fake_psa_keys(), 0); /* psa_destroy_key() after each */
     }
-    assert_int_equal(esp_fake_hmac_calls() - calls, 3);
+    assert_int_equal(esp_fake_psa_mac_calls() - calls, 3);
 }
 
+/* A PSA error of any step becomes a tcpota error, names its call, and
+ * leaves no key behind. */
 static void test_hmac_errors_mapped(void **state)
 {
     uint8_t out[32];
     static const struct {
-        int mbed, tcpota;
+        const char *call;
+        psa_status_t st;
+        int tcpota;
     } cases[] = {
-        {MBEDTLS_ERR_MD_ALLOC_FAILED, TCPOTA_ERR_NOSPC},
-        {MBEDTLS_ERR_MD_BAD_INPUT_DATA, TCPOTA_ERR_INVAL},
-        {MBEDTLS_ERR_MD_FEATURE_UNAVAILABLE, TCPOTA_ERR_NOTSUP},
+        {"psa_import_key", PSA_ERROR_INSUFFICIENT_MEMORY, TCPOTA_ERR_NOSPC},
+        {"psa_import_key", PSA_ERROR_NOT_SUPPORTED, TCPOTA_ERR_NOTSUP},
+        {"psa_mac_compute", PSA_ERROR_INVALID_ARGUMENT, TCPOTA_ERR_INVAL},
+        {"psa_mac_compute", PSA_ERROR_HARDWARE_FAILURE, TCPOTA_ERR_IO},
+        {"psa_mac_compute", PSA_ERROR_BAD_STATE, TCPOTA_ERR_STATE},
+        {"psa_destroy_key", PSA_ERROR_CORRUPTION_DETECTED, TCPOTA_ERR_IO},
     };
 
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        esp_fake_fail_hmac(cases[i].mbed);
+        esp_fake_fail_psa(cases[i].call, cases[i].st);
+        ep.last_call = NULL;
         assert_int_equal(port.hmac_sha256(port.ctx, (const uint8_t *)"k", 1,
                                           (const uint8_t *)"m", 1, out),
                          cases[i].tcpota);
-        assert_int_equal(ep.last_err, cases[i].mbed);
-        assert_string_equal(ep.last_call, "mbedtls_md_hmac");
+        assert_int_equal(ep.last_err, cases[i].st);
+        assert_non_null(ep.last_call);
+        assert_string_equal(ep.last_call, cases[i].call);
+        esp_fake_fail_psa(NULL, PSA_SUCCESS);
+        if (strcmp(cases[i].call, "psa_destroy_key") != 0) {
+            assert_int_equal(esp_fake_psa_keys(), 0);
+        } else {
+            assert_int_equal(psa_destroy_key(1), PSA_SUCCESS); /* the fake's only key */
+        }
     }
-    esp_fake_fail_hmac(0);
+}
+
+/* ---- SHA-256 through PSA --------------------------------------------- */
+
+/* The port's streaming SHA-256 of msg, fed in pieces of `piece` bytes. */
+static void port_sha256(const uint8_t *msg, size_t len, size_t piece, uint8_t out[32])
+{
+    assert_int_equal(port.sha256_begin(port.ctx), 0);
+    for (size_t off = 0; off < len; off += piece) {
+        size_t n = len - off < piece ? len - off : piece;
+        assert_int_equal(port.sha256_update(port.ctx, msg + off, n), 0);
+    }
+    assert_int_equal(port.sha256_finish(port.ctx, out), 0);
+}
+
+/* FIPS 180-2 / NIST CAVS vectors: "", "abc", the 448-bit message, and a
+ * million 'a' (fed in 1000-byte pieces); each short one also at every
+ * split point, as one stream must hash like one call. */
+static void test_sha256_known_vectors(void **state)
+{
+    static const char *msg[3] = {"", "abc",
+                                 "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"};
+    static const char *want[3] = {
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
+    };
+    static uint8_t million[1000000];
+    uint8_t out[32], expect[32];
+
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        size_t len = strlen(msg[i]);
+        hex(want[i], expect, 32);
+        for (size_t piece = 1; piece <= (len ? len : 1); piece++) {
+            port_sha256((const uint8_t *)msg[i], len, piece, out);
+            assert_memory_equal(out, expect, 32);
+        }
+    }
+    memset(million, 'a', sizeof(million));
+    port_sha256(million, sizeof(million), 1000, out);
+    hex("cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0", expect, 32);
+    assert_memory_equal(out, expect, 32);
+    /* A hash begun again drops the unfinished one (psa_hash_abort). */
+    assert_int_equal(port.sha256_begin(port.ctx), 0);
+    assert_int_equal(port.sha256_update(port.ctx, (const uint8_t *)"xyz", 3), 0);
+    port_sha256((const uint8_t *)"abc", 3, 3, out);
+    hex(want[1], expect, 32);
+    assert_memory_equal(out, expect, 32);
+    assert_int_equal(esp_fake_psa_hash_ops(), 0);
+    assert_int_equal(port.sha256_update(port.ctx, (const uint8_t *)"a", 1), TCPOTA_ERR_STATE);
+    /* Deinit drops an unfinished one too. */
+    assert_int_equal(port.sha256_begin(port.ctx), 0);
+    tcpota_esp_port_deinit(&ep);
+    assert_int_equal(esp_fake_psa_hash_ops(), 0);
+    assert_int_equal(tcpota_esp_port_init(&ep, &port), ESP_OK);
+}
+
+static void test_sha256_errors_mapped(void **state)
+{
+    uint8_t out[32], id[TCPOTA_ID_LEN];
+
+    (void)state;
+    esp_fake_fail_psa("psa_hash_setup", PSA_ERROR_NOT_SUPPORTED);
+    assert_int_equal(port.sha256_begin(port.ctx), TCPOTA_ERR_NOTSUP);
+    assert_string_equal(ep.last_call, "psa_hash_setup");
+    assert_int_equal(ep.last_err, PSA_ERROR_NOT_SUPPORTED);
+    esp_fake_fail_psa("psa_hash_update", PSA_ERROR_HARDWARE_FAILURE);
+    assert_int_equal(tcpota_esp_running_id(&ep, id), TCPOTA_ERR_IO);
+    assert_string_equal(ep.last_call, "psa_hash_update");
+    esp_fake_fail_psa("psa_hash_finish", PSA_ERROR_INSUFFICIENT_MEMORY);
+    assert_int_equal(port.sha256_begin(port.ctx), 0);
+    assert_int_equal(port.sha256_finish(port.ctx, out), TCPOTA_ERR_NOSPC);
+    assert_string_equal(ep.last_call, "psa_hash_finish");
+    esp_fake_fail_psa(NULL, PSA_SUCCESS);
+    assert_int_equal(esp_fake_psa_hash_ops(), 0); /* each failed hash was aborted */
+    assert_int_equal(tcpota_esp_running_id(&ep, id), 0); /* all well again */
+    assert_memory_equal(id, running_id, TCPOTA_ID_LEN);
+}
+
+/* psa_crypto_init() comes first: the fake (like Mbed TLS) refuses PSA calls
+ * before it, and forgets it at a reset; the port calls it at init and
+ * fails plainly when it fails. */
+static void test_psa_init_first(void **state)
+{
+    uint8_t out[32];
+    size_t len;
+    unsigned before;
+
+    (void)state;
+    reboot(); /* a reset: PSA not initialised */
+    assert_int_equal(psa_hash_compute(PSA_ALG_SHA_256, (const uint8_t *)"abc", 3, out,
+                                      sizeof(out), &len),
+                     PSA_ERROR_BAD_STATE);
+    before = esp_fake_psa_init_calls();
+    assert_int_equal(tcpota_esp_port_init(&ep, &port), ESP_OK);
+    assert_int_equal(esp_fake_psa_init_calls() - before, 1);
+    assert_int_equal(port.sha256_begin(port.ctx), 0);
+    assert_int_equal(port.sha256_finish(port.ctx, out), 0);
+    assert_int_equal(port.hmac_sha256(port.ctx, (const uint8_t *)"k", 1, (const uint8_t *)"m",
+                                      1, out),
+                     0);
+    tcpota_esp_port_deinit(&ep);
+
+    reboot();
+    esp_fake_fail_psa("psa_crypto_init", PSA_ERROR_INSUFFICIENT_MEMORY);
+    assert_int_equal(tcpota_esp_port_init(&ep, &port), ESP_ERR_INVALID_STATE);
+    assert_string_equal(ep.last_call, "psa_crypto_init");
+    assert_int_equal(ep.last_err, PSA_ERROR_INSUFFICIENT_MEMORY);
+    assert_false(ep.nvs_open);
+    esp_fake_fail_psa(NULL, PSA_SUCCESS);
+    assert_int_equal(device_start(1), 0);
 }
 
 /* The factory writes the secret into NVS (nvs_partition_gen on a real line). */
@@ -823,9 +1016,13 @@ static void provision_secret(const uint8_t *secret, size_t len)
 {
     nvs_handle_t h;
 
-    assert_int_equal(nvs_open(TCPOTA_ESP_NVS_NAMESPACE, NVS_READWRITE, &h), ESP_OK);
+    assert_int_equal(nvs_flash_init_partition(TCPOTA_ESP_NVS_PARTITION), ESP_OK);
+    assert_int_equal(nvs_open_from_partition(TCPOTA_ESP_NVS_PARTITION, TCPOTA_ESP_NVS_NAMESPACE,
+                                             NVS_READWRITE, &h),
+                     ESP_OK);
     assert_int_equal(nvs_set_blob(h, TCPOTA_ESP_KEY_SECRET, secret, len), ESP_OK);
     assert_int_equal(nvs_commit(h), ESP_OK);
+    nvs_close(h);
 }
 
 /* What tcpota_esp_start() does: the secret comes from NVS after a reset. */
@@ -857,10 +1054,10 @@ static void test_auth_with_secret_from_nvs(void **state)
     assert_int_equal(hello.u.hello.features & TCPOTA_F_AUTH, TCPOTA_F_AUTH);
     memcpy(srv_secret, secret, sizeof(secret));
     srv_secret_len = sizeof(secret);
-    calls = esp_fake_hmac_calls();
+    calls = esp_fake_psa_mac_calls();
     assert_true(run_conn(0) >= 0);
     assert_int_equal(srv_auth_ok, 1);
-    assert_int_equal(esp_fake_hmac_calls() - calls, 1); /* through mbedtls_md_hmac */
+    assert_int_equal(esp_fake_psa_mac_calls() - calls, 1); /* through psa_mac_compute */
     assert_update_installed();
 }
 
@@ -884,7 +1081,7 @@ static void test_auth_with_wrong_secret_denied(void **state)
 static void test_no_secret_no_auth(void **state)
 {
     struct tcpota_msg hello;
-    unsigned calls = esp_fake_hmac_calls();
+    unsigned calls = esp_fake_psa_mac_calls();
 
     (void)state;
     assert_int_equal(secret_from_nvs(), 0); /* nothing provisioned */
@@ -895,7 +1092,7 @@ static void test_no_secret_no_auth(void **state)
     srv_secret_len = 32;
     assert_int_equal(run_conn(0), TCPOTA_ERR_DENIED);
     assert_int_equal(srv_auth_ok, -1);
-    assert_int_equal(esp_fake_hmac_calls(), calls);
+    assert_int_equal(esp_fake_psa_mac_calls(), calls);
 }
 
 static void test_load_secret_limits(void **state)
@@ -1006,6 +1203,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ed25519_rfc8032, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hmac_rfc4231, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hmac_errors_mapped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sha256_known_vectors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sha256_errors_mapped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_psa_init_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_records_safe_from_app_nvs_erase, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nvs_partition_error_not_erased, setup, teardown),
         cmocka_unit_test_setup_teardown(test_auth_with_secret_from_nvs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_auth_with_wrong_secret_denied, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_secret_no_auth, setup, teardown),

@@ -1,5 +1,5 @@
-/* port_esp.c - struct tcpota_port on esp_ota_ops, NVS, mbedTLS and
- * libsodium (see tcpota_esp_port.h). */
+/* port_esp.c - struct tcpota_port on esp_ota_ops, NVS, the PSA Crypto API
+ * and libsodium (see tcpota_esp_port.h). */
 #include "tcpota_esp_port.h"
 
 #include <string.h>
@@ -7,7 +7,7 @@
 #include "esp_app_desc.h"
 #include "esp_image_format.h"
 #include "esp_log.h"
-#include "mbedtls/md.h"
+#include "nvs_flash.h"
 #include "sdkconfig.h"
 #ifdef CONFIG_TCPOTA_SIGNED_IMAGES
 #include "sodium.h"
@@ -20,15 +20,22 @@ static const char *TAG = "tcpota";
 int tcpota_esp_err(esp_err_t err)
 {
     switch (err) {
-    case ESP_OK:
+    case ESP_OK: /* == PSA_SUCCESS */
         return 0;
-    /* mbedTLS's codes are negative and never collide with esp_err_t's. */
-    case MBEDTLS_ERR_MD_BAD_INPUT_DATA:
+    /* PSA's codes are -128..-255 and never collide with esp_err_t's
+     * (ESP_FAIL is -1, the others positive); a duplicate would not compile. */
+    case PSA_ERROR_INVALID_ARGUMENT:
         return TCPOTA_ERR_INVAL;
-    case MBEDTLS_ERR_MD_ALLOC_FAILED:
+    case PSA_ERROR_INSUFFICIENT_MEMORY:
+    case PSA_ERROR_INSUFFICIENT_STORAGE:
+    case PSA_ERROR_BUFFER_TOO_SMALL:
         return TCPOTA_ERR_NOSPC;
-    case MBEDTLS_ERR_MD_FEATURE_UNAVAILABLE:
+    case PSA_ERROR_NOT_SUPPORTED:
         return TCPOTA_ERR_NOTSUP;
+    case PSA_ERROR_BAD_STATE: /* e.g. psa_crypto_init() not called */
+        return TCPOTA_ERR_STATE;
+    case PSA_ERROR_NOT_PERMITTED:
+        return TCPOTA_ERR_DENIED;
     case ESP_ERR_NOT_FOUND:
     case ESP_ERR_NVS_NOT_FOUND:
         return TCPOTA_ERR_NOENT;
@@ -66,6 +73,18 @@ static int esp_fail(tcpota_esp_port_t *ep, const char *call, esp_err_t err)
         ESP_LOGW(TAG, "%s: %s (%d)", call, esp_err_to_name(err), (int)err);
     }
     return tcpota_esp_err(err);
+}
+
+/* The same for a PSA Crypto call (esp_err_to_name() does not know them). */
+static int psa_fail(tcpota_esp_port_t *ep, const char *call, psa_status_t st)
+{
+    if (st == PSA_SUCCESS) {
+        return 0;
+    }
+    ep->last_err = (esp_err_t)st;
+    ep->last_call = call;
+    ESP_LOGW(TAG, "%s: PSA error %d", call, (int)st);
+    return tcpota_esp_err((esp_err_t)st);
 }
 
 /* ---- OTA ------------------------------------------------------------- */
@@ -297,18 +316,24 @@ static int port_kv_erase(void *ctx, const char *key)
     return esp_fail(ep, "nvs_commit", nvs_commit(ep->nvs));
 }
 
-/* ---- SHA-256 --------------------------------------------------------- */
+/* ---- SHA-256 (PSA) --------------------------------------------------- */
+
+static void sha_drop(tcpota_esp_port_t *ep)
+{
+    if (ep->sha_open) {
+        (void)psa_hash_abort(&ep->sha);
+        ep->sha_open = false;
+    }
+}
 
 static int port_sha256_begin(void *ctx)
 {
     tcpota_esp_port_t *ep = ctx;
 
-    if (ep->sha_open) {
-        mbedtls_sha256_free(&ep->sha);
-    }
-    mbedtls_sha256_init(&ep->sha);
+    sha_drop(ep); /* an earlier hash never finished */
+    ep->sha = psa_hash_operation_init();
     ep->sha_open = true;
-    return mbedtls_sha256_starts(&ep->sha, 0) == 0 ? 0 : TCPOTA_ERR_IO;
+    return psa_fail(ep, "psa_hash_setup", psa_hash_setup(&ep->sha, PSA_ALG_SHA_256));
 }
 
 static int port_sha256_update(void *ctx, const uint8_t *data, size_t len)
@@ -318,38 +343,59 @@ static int port_sha256_update(void *ctx, const uint8_t *data, size_t len)
     if (!ep->sha_open) {
         return TCPOTA_ERR_STATE;
     }
-    return mbedtls_sha256_update(&ep->sha, data, len) == 0 ? 0 : TCPOTA_ERR_IO;
+    return psa_fail(ep, "psa_hash_update", psa_hash_update(&ep->sha, data, len));
 }
 
 static int port_sha256_finish(void *ctx, uint8_t out[TCPOTA_ID_LEN])
 {
     tcpota_esp_port_t *ep = ctx;
+    size_t len = 0;
     int rc;
 
     if (!ep->sha_open) {
         return TCPOTA_ERR_STATE;
     }
-    rc = mbedtls_sha256_finish(&ep->sha, out) == 0 ? 0 : TCPOTA_ERR_IO;
-    mbedtls_sha256_free(&ep->sha);
-    ep->sha_open = false;
+    rc = psa_fail(ep, "psa_hash_finish", psa_hash_finish(&ep->sha, out, TCPOTA_ID_LEN, &len));
+    if (rc == 0 && len != TCPOTA_ID_LEN) {
+        rc = TCPOTA_ERR_IO;
+    }
+    sha_drop(ep); /* a failed finish leaves the operation to abort; a done one, a no-op */
     return rc;
 }
 
 /* ---- signatures and authentication ----------------------------------- */
 
-/* HMAC-SHA-256 for the authentication challenge, once per connection.
- * mbedtls_md_hmac() allocates its context briefly on the heap (about 250
- * bytes), outside the transfer loop. */
+_Static_assert(PSA_MAC_LENGTH(PSA_KEY_TYPE_HMAC, 256, PSA_ALG_HMAC(PSA_ALG_SHA_256)) == 32,
+               "HMAC-SHA-256 gives 32 bytes");
+
+/* HMAC-SHA-256 for the authentication challenge, once per connection: the
+ * secret becomes a volatile PSA key for one psa_mac_compute() and is
+ * destroyed (its copy wiped and freed) whatever the result. */
 static int port_hmac_sha256(void *ctx, const uint8_t *key, size_t key_len, const uint8_t *msg,
                             size_t len, uint8_t out[32])
 {
     tcpota_esp_port_t *ep = ctx;
-    const mbedtls_md_info_t *md = mbedtls_md_info_from_type(MBEDTLS_MD_SHA256);
+    psa_key_attributes_t attr = PSA_KEY_ATTRIBUTES_INIT;
+    psa_key_id_t id = 0;
+    size_t out_len = 0;
+    psa_status_t st;
+    int rc;
 
-    if (!md) {
-        return esp_fail(ep, "mbedtls_md_info_from_type", MBEDTLS_ERR_MD_FEATURE_UNAVAILABLE);
+    psa_set_key_type(&attr, PSA_KEY_TYPE_HMAC);
+    psa_set_key_usage_flags(&attr, PSA_KEY_USAGE_SIGN_MESSAGE);
+    psa_set_key_algorithm(&attr, PSA_ALG_HMAC(PSA_ALG_SHA_256));
+    rc = psa_fail(ep, "psa_import_key", psa_import_key(&attr, key, key_len, &id));
+    psa_reset_key_attributes(&attr);
+    if (rc < 0) {
+        return rc;
     }
-    return esp_fail(ep, "mbedtls_md_hmac", mbedtls_md_hmac(md, key, key_len, msg, len, out));
+    rc = psa_fail(ep, "psa_mac_compute",
+                  psa_mac_compute(id, PSA_ALG_HMAC(PSA_ALG_SHA_256), msg, len, out, 32, &out_len));
+    if (rc == 0 && out_len != 32) {
+        rc = TCPOTA_ERR_IO;
+    }
+    st = psa_destroy_key(id);
+    return rc < 0 ? rc : psa_fail(ep, "psa_destroy_key", st);
 }
 
 #ifdef CONFIG_TCPOTA_SIGNED_IMAGES
@@ -373,18 +419,66 @@ static int port_ed25519_verify(void *ctx, const uint8_t sig[64], const uint8_t *
 
 /* ---- setup ----------------------------------------------------------- */
 
+/* Initialises tcpota's own NVS partition (idempotent) and opens its
+ * namespace. Never erases it: ESP_ERR_NVS_NO_FREE_PAGES and
+ * ESP_ERR_NVS_NEW_VERSION_FOUND are returned, not "repaired", because an
+ * erase would drop the anti-rollback counter, the failed-image record and
+ * the device secret. With NVS encryption the partition is encrypted with
+ * the default scheme's keys, which nvs_flash_init() set up. */
+static esp_err_t nvs_part_open(tcpota_esp_port_t *ep)
+{
+    const char *call = "nvs_flash_init_partition";
+    esp_err_t err;
+
+#ifdef CONFIG_NVS_ENCRYPTION
+    nvs_sec_cfg_t sec;
+    nvs_sec_scheme_t *scheme = nvs_flash_get_default_security_scheme();
+
+    call = "nvs_flash_read_security_cfg_v2";
+    err = scheme ? nvs_flash_read_security_cfg_v2(scheme, &sec) : ESP_ERR_INVALID_STATE;
+    if (err == ESP_OK) {
+        call = "nvs_flash_secure_init_partition";
+        err = nvs_flash_secure_init_partition(TCPOTA_ESP_NVS_PARTITION, &sec);
+    }
+    memset(&sec, 0, sizeof(sec));
+#else
+    err = nvs_flash_init_partition(TCPOTA_ESP_NVS_PARTITION);
+#endif
+    if (err == ESP_OK) {
+        call = "nvs_open_from_partition";
+        err = nvs_open_from_partition(TCPOTA_ESP_NVS_PARTITION, TCPOTA_ESP_NVS_NAMESPACE,
+                                      NVS_READWRITE, &ep->nvs);
+    }
+    if (err != ESP_OK) {
+        ep->last_err = err;
+        ep->last_call = call;
+        ESP_LOGE(TAG, "%s(\"%s\"): %s%s", call, TCPOTA_ESP_NVS_PARTITION, esp_err_to_name(err),
+                 err == ESP_ERR_NOT_FOUND ? ": add a data/nvs partition of that name to the "
+                                            "partition table (or set TCPOTA_NVS_PARTITION)"
+                                          : "; left as it is (erasing it would drop tcpota's "
+                                            "anti-rollback counter and device secret)");
+    }
+    return err;
+}
+
 esp_err_t tcpota_esp_port_init(tcpota_esp_port_t *ep, struct tcpota_port *port)
 {
     const esp_partition_t *next = esp_ota_get_next_update_partition(NULL);
     esp_err_t err;
+
+    psa_status_t st;
 
     memset(ep, 0, sizeof(*ep));
     memset(port, 0, sizeof(*port));
     if (!next) {
         return ESP_ERR_NOT_FOUND;
     }
-    err = nvs_open(TCPOTA_ESP_NVS_NAMESPACE, NVS_READWRITE, &ep->nvs);
-    if (err != ESP_OK) {
+    /* Before any PSA call (ESP-IDF 5.5 does not call it at startup). */
+    if ((st = psa_crypto_init()) != PSA_SUCCESS) {
+        (void)psa_fail(ep, "psa_crypto_init", st);
+        return ESP_ERR_INVALID_STATE;
+    }
+    if ((err = nvs_part_open(ep)) != ESP_OK) {
         return err;
     }
     ep->nvs_open = true;
@@ -416,10 +510,7 @@ esp_err_t tcpota_esp_port_init(tcpota_esp_port_t *ep, struct tcpota_port *port)
 void tcpota_esp_port_deinit(tcpota_esp_port_t *ep)
 {
     handle_drop(ep);
-    if (ep->sha_open) {
-        mbedtls_sha256_free(&ep->sha);
-        ep->sha_open = false;
-    }
+    sha_drop(ep);
     if (ep->nvs_open) {
         nvs_close(ep->nvs);
         ep->nvs_open = false;
@@ -457,8 +548,7 @@ int tcpota_esp_running_id(tcpota_esp_port_t *ep, uint8_t id[TCPOTA_ID_LEN])
         }
     }
     if (rc < 0) {
-        mbedtls_sha256_free(&ep->sha);
-        ep->sha_open = false;
+        sha_drop(ep);
         return rc;
     }
     return port_sha256_finish(ep, id);

@@ -5,5 +5,6 @@
 
 #define CONFIG_TCPOTA_SIGNED_IMAGES 1
 #define CONFIG_TCPOTA_TRUSTED_KEYS ""
+#define CONFIG_TCPOTA_NVS_PARTITION "tcpota_nvs"
 
 #endif

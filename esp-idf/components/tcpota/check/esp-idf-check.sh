@@ -2,21 +2,27 @@
 # esp-idf-check.sh IDF_PATH [OUT_DIR] - compiles every source of the tcpota
 # ESP-IDF component for the ESP32-C3 (RV32IMC) with Debian's
 # riscv64-unknown-elf GCC and picolibc, against the headers of the ESP-IDF
-# copy in IDF_PATH (5.5 or later, with components/lwip/lwip and
-# components/mbedtls/mbedtls filled) and the hand-written sdkconfig.h
-# beside this script. Warnings are errors. Prints the size of each object.
+# copy in IDF_PATH (5.5.x: Mbed TLS 3.6; 6.x: Mbed TLS 4 + TF-PSA-Crypto;
+# with components/lwip/lwip and components/mbedtls/mbedtls filled, on 6.x
+# components/mbedtls/mbedtls/tf-psa-crypto too: docs/esp-idf.md says how to
+# lay the trees out) and the hand-written sdkconfig.h beside this script.
+# Prints the ESP-IDF version it checked (tools/cmake/version.cmake).
+# Warnings are errors; a missing include folder or header is an error (never
+# skipped). Prints the size of each object (OUT_DIR, default
+# /tmp/tcpota-esp-idf-check-<version>, one folder per variant).
 #
 # LIBSODIUM_PATH (environment): the espressif/libsodium component (the
 # libsodium/ folder of github:espressif/idf-extra-components, with its
 # libsodium/ submodule filled), whose headers the Ed25519 check in
 # port_esp.c needs. Set: every source is compiled as by default
-# (CONFIG_TCPOTA_SIGNED_IMAGES on), and port_esp.c and tcpota_esp.c once
-# more with it off. Unset: every source is compiled with it off only, and
-# the script says that the signed variant was not checked.
+# (CONFIG_TCPOTA_SIGNED_IMAGES on) and again with it off. Unset: with it
+# off only, and the script says that the signed variant was not checked.
+# port_esp.c is compiled once more with CONFIG_NVS_ENCRYPTION on.
+# ESP_IDF_CHECK_DRY_RUN=1: check the tree and the include folders only.
 set -euo pipefail
 
 IDF=${1:?usage: esp-idf-check.sh IDF_PATH [OUT_DIR]}
-OUT=${2:-/tmp/tcpota-esp-idf-check}
+OUT=${2:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
 COMP=$(cd "$HERE/.." && pwd)
 ROOT=$(cd "$COMP/../../.." && pwd)
@@ -24,13 +30,30 @@ CC=riscv64-unknown-elf-gcc
 SIZE=riscv64-unknown-elf-size
 C=$IDF/components
 
-[ -d "$C/app_update/include" ] || { echo "esp-idf-check: $IDF is not an ESP-IDF tree" >&2; exit 1; }
-for sub in lwip/lwip/src/include mbedtls/mbedtls/include; do
-    [ -d "$C/$sub" ] || { echo "esp-idf-check: $C/$sub missing (submodule not checked out)" >&2; exit 1; }
-done
+fail() { echo "esp-idf-check: FAILED: $*" >&2; exit 1; }
 
-ver=$(sed -n 's/^set(IDF_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\))/\2/p' "$IDF/tools/cmake/version.cmake" | paste -sd.)
+[ -d "$C/app_update/include" ] || fail "$IDF is not an ESP-IDF tree (no components/app_update/include)"
+
+# The version checked, from the tree itself (version.cmake, as idf.py reads it).
+VC=$IDF/tools/cmake/version.cmake
+[ -f "$VC" ] || fail "$VC missing: cannot tell which ESP-IDF this is"
+major=$(sed -n 's/^set(IDF_VERSION_MAJOR \([0-9]*\))/\1/p' "$VC")
+minor=$(sed -n 's/^set(IDF_VERSION_MINOR \([0-9]*\))/\1/p' "$VC")
+patch=$(sed -n 's/^set(IDF_VERSION_PATCH \([0-9]*\))/\1/p' "$VC")
+[ -n "$major" ] && [ -n "$minor" ] && [ -n "$patch" ] || fail "$VC: no IDF_VERSION_MAJOR/MINOR/PATCH"
+ver=$major.$minor.$patch
 echo "esp-idf-check: ESP-IDF $ver at $IDF"
+OUT=${OUT:-/tmp/tcpota-esp-idf-check-$ver}
+# ESP-IDF 5.5 ships Mbed TLS 3.6 and newlib; 6.x ships Mbed TLS 4, whose
+# crypto (psa/, mbedtls/md.h, mbedtls/private/) lives in its tf-psa-crypto
+# submodule, and picolibc (esp_libc). Each line has its own include folders.
+if [ "$major" -eq 5 ] && [ "$minor" -ge 5 ]; then
+    IDF6=
+elif [ "$major" -eq 6 ]; then
+    IDF6=1
+else
+    fail "ESP-IDF $ver is not a line this check knows (5.5.x, 6.x)"
+fi
 
 SODIUM=${LIBSODIUM_PATH:-}
 SODIUM_INC=()
@@ -51,15 +74,17 @@ else
     echo "esp-idf-check: idf-extra-components/libsodium with its submodule to check it)"
 fi
 
+# Every folder below must exist: a missing one (a submodule not checked out,
+# a folder ESP-IDF moved) stops the check with its name, rather than being
+# skipped and leaving a header to be found elsewhere or not at all.
 INC=(
     "$HERE"
     "$COMP/include" "$ROOT/core/include" "$ROOT/ports/common"
-    "$C/newlib/platform_include"
     "$C/esp_common/include"
     "$C/esp_system/include"
     "$C/esp_rom/include" "$C/esp_rom/esp32c3/include" "$C/esp_rom/esp32c3/include/esp32c3" "$C/esp_rom/esp32c3"
     "$C/esp_hw_support/include" "$C/esp_hw_support/include/soc" "$C/esp_hw_support/port/esp32c3/include"
-    "$C/esp_hw_support/etm/include" "$C/esp_hw_support/dma/include" "$C/esp_hw_support/ldo/include"
+    "$C/esp_hw_support/ldo/include"
     "$C/esp_hw_support/debug_probe/include" "$C/esp_hw_support/mspi_timing_tuning/include"
     "$C/soc/include" "$C/soc/esp32c3/include" "$C/soc/esp32c3/register"
     "$C/hal/include" "$C/hal/esp32c3/include" "$C/hal/platform_port/include"
@@ -72,7 +97,7 @@ INC=(
     "$C/freertos/esp_additions/include"
     "$C/esp_timer/include"
     "$C/app_update/include"
-    "$C/esp_partition/include"
+    "$C/esp_partition/include" "$C/esp_blockdev/include"
     "$C/spi_flash/include"
     "$C/bootloader_support/include" "$C/bootloader_support/bootloader_flash/include"
     "$C/esp_app_format/include" "$C/esp_bootloader_format/include"
@@ -84,46 +109,84 @@ INC=(
     "$C/vfs/include"
     "$C/esp_security/include" "$C/efuse/include" "$C/efuse/esp32c3/include"
 )
+if [ -z "$IDF6" ]; then
+    INC+=("$C/newlib/platform_include" "$C/esp_hw_support/dma/include")
+else
+    # ESP-IDF 6: esp_libc replaced newlib; Mbed TLS 4's public crypto
+    # headers are TF-PSA-Crypto's (the public include folders of IDF's
+    # mbedtls/tfpsacrypto targets; not its private core/ and builtin/src).
+    INC+=("$C/esp_libc/platform_include" "$C/esp_hw_support/etm/include"
+          "$C/mbedtls/port/psa_driver/include"
+          "$C/mbedtls/mbedtls/tf-psa-crypto/include"
+          "$C/mbedtls/mbedtls/tf-psa-crypto/drivers/builtin/include"
+          "$C/mbedtls/mbedtls/tf-psa-crypto/drivers/everest/include"
+          "$C/mbedtls/mbedtls/tf-psa-crypto/drivers/p256-m")
+fi
+missing=()
+for d in "${INC[@]}"; do
+    [ -d "$d" ] || missing+=("$d")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    printf 'esp-idf-check: include folder missing: %s\n' "${missing[@]}" >&2
+    fail "${#missing[@]} include folder(s) of ESP-IDF $ver missing (submodules: components/lwip/lwip, components/mbedtls/mbedtls${IDF6:+ and its tf-psa-crypto}; see docs/esp-idf.md)"
+fi
+# The headers tcpota's sources include must come from the tree, never from
+# elsewhere on the path: name each one and fail if it is not there.
+for h in "$C/mbedtls/mbedtls${IDF6:+/tf-psa-crypto}/include/psa/crypto.h" \
+         "$C/lwip/lwip/src/include/lwip/sockets.h" "$C/nvs_flash/include/nvs_flash.h" \
+         "$C/app_update/include/esp_ota_ops.h"; do
+    [ -f "$h" ] || fail "$h missing"
+done
+
 CFLAGS=(-march=rv32imc_zicsr_zifencei -mabi=ilp32 --specs=picolibc.specs -std=gnu2x
         -Os -ffunction-sections -fdata-sections -fno-common
         -Wall -Wextra -Werror -Wno-unused-parameter
         -DESP_PLATFORM -D_GNU_SOURCE -DIDF_VER="\"v$ver\""
         -DMBEDTLS_CONFIG_FILE='"mbedtls/esp_config.h"')
+# ESP-IDF 6: what the mbedtls component's targets pass on to every
+# component that requires it (components/mbedtls/CMakeLists.txt), and the
+# options sdkconfig.h adds for 6.x only.
+[ -z "$IDF6" ] || CFLAGS+=(-DTF_PSA_CRYPTO_USER_CONFIG_FILE='"mbedtls/esp_config.h"'
+                           -DMBEDTLS_MAJOR_VERSION=4 -D__STDC_WANT_LIB_EXT1__=0 -DTCPOTA_CHECK_IDF6)
 for d in "${INC[@]}"; do
-    [ -d "$d" ] && CFLAGS+=(-I "$d")
+    CFLAGS+=(-I "$d")
 done
+if [ -n "${ESP_IDF_CHECK_DRY_RUN:-}" ]; then # for tests/esp_fake/test_esp_idf_check.sh
+    echo "esp-idf-check: dry run: ${#INC[@]} include folders present; IDF6=${IDF6:-no}"
+    exit 0
+fi
 
 SRCS=("$COMP"/*.c "$ROOT/ports/common/tcpota_client.c" "$ROOT/ports/common/tcpota_runner.c" "$ROOT"/core/src/*.c)
-mkdir -p "$OUT"
-rm -f "$OUT"/*.o
-objs=()
-cc1() { # source, object, label, extra flags...
-    local src=$1 obj=$2 label=$3
-    shift 3
-    echo "  CC $(realpath --relative-to="$ROOT" "$src")$label"
-    "$CC" "${CFLAGS[@]}" "$@" -c "$src" -o "$obj"
-}
+# Variants: "name|label|flags". Every source is compiled in each variant;
+# "port-only" variants (prefix +) compile port_esp.c alone, for options
+# only it reads.
 if [ -n "$SODIUM" ]; then
-    for src in "${SRCS[@]}"; do
-        obj="$OUT/$(basename "${src%.c}").o"
-        cc1 "$src" "$obj" "" "${SODIUM_INC[@]}"
-        objs+=("$obj")
-    done
-    off=()
-    for src in "$COMP/port_esp.c" "$COMP/tcpota_esp.c"; do
-        obj="$OUT/$(basename "${src%.c}")-unsigned.o"
-        cc1 "$src" "$obj" " (CONFIG_TCPOTA_SIGNED_IMAGES off)" -DTCPOTA_CHECK_UNSIGNED
-        off+=("$obj")
-    done
-    echo "esp-idf-check: ${#objs[@]} sources (+${#off[@]} with signing off) compiled for rv32imc with no warning"
+    VARIANTS=("signed|CONFIG_TCPOTA_SIGNED_IMAGES on (default)|"
+              "unsigned|CONFIG_TCPOTA_SIGNED_IMAGES off|-DTCPOTA_CHECK_UNSIGNED"
+              "+nvsenc|CONFIG_NVS_ENCRYPTION on (port_esp.c only)|-DTCPOTA_CHECK_NVS_ENCRYPTION")
 else
-    for src in "${SRCS[@]}"; do
-        obj="$OUT/$(basename "${src%.c}").o"
-        cc1 "$src" "$obj" "" -DTCPOTA_CHECK_UNSIGNED
-        objs+=("$obj")
-    done
-    echo "esp-idf-check: ${#objs[@]} sources compiled for rv32imc with no warning (signing off; see above)"
+    VARIANTS=("unsigned|CONFIG_TCPOTA_SIGNED_IMAGES off|-DTCPOTA_CHECK_UNSIGNED"
+              "+nvsenc|CONFIG_NVS_ENCRYPTION on, signing off (port_esp.c only)|-DTCPOTA_CHECK_NVS_ENCRYPTION -DTCPOTA_CHECK_UNSIGNED")
 fi
-"$SIZE" "${objs[@]}"
-"$SIZE" -t "${objs[@]}" | tail -1
-[ -z "$SODIUM" ] || "$SIZE" "${off[@]}"
+rm -f "$OUT"/*/*.o
+n_cc=0
+for v in "${VARIANTS[@]}"; do
+    IFS='|' read -r name label flags <<<"$v"
+    srcs=("${SRCS[@]}")
+    if [ "${name#+}" != "$name" ]; then
+        name=${name#+}
+        srcs=("$COMP/port_esp.c")
+    fi
+    mkdir -p "$OUT/$name"
+    echo "esp-idf-check: variant $name: $label"
+    for src in "${srcs[@]}"; do
+        echo "  CC $(realpath --relative-to="$ROOT" "$src")"
+        # shellcheck disable=SC2086 # flags: zero or more words
+        "$CC" "${CFLAGS[@]}" "${SODIUM_INC[@]}" $flags -c "$src" \
+            -o "$OUT/$name/$(basename "${src%.c}").o"
+        n_cc=$((n_cc + 1))
+    done
+    (cd "$OUT/$name" && "$SIZE" -t ./*.o | sed 's|\./||')
+done
+echo "esp-idf-check: ESP-IDF $ver: ${#SRCS[@]} sources, variants: $(printf '%s, ' "${VARIANTS[@]%%|*}" | sed 's/+//g; s/, $//'); $n_cc compilations for rv32imc, no warning"
+[ -n "$SODIUM" ] || echo "esp-idf-check: the signed variant was NOT checked (LIBSODIUM_PATH not set)"

@@ -151,7 +151,13 @@
 #define CONFIG_MBEDTLS_ERROR_STRINGS 1
 #define CONFIG_MBEDTLS_FS_IO 1
 #define CONFIG_MBEDTLS_GCM_C 1
+#ifdef TCPOTA_CHECK_IDF6
+/* On 5.5 left out: with it, ESP-IDF's port/include/mbedtls/gcm.h (reached
+ * through psa/crypto.h) names mbedtls_gcm_context_soft, a type only
+ * Espressif's Mbed TLS fork defines, and the check uses upstream Mbed TLS
+ * 3.6 headers (docs/esp-idf.md). tcpota calls no GCM function. */
 #define CONFIG_MBEDTLS_GCM_SUPPORT_NON_AES_CIPHER 1
+#endif
 #define CONFIG_MBEDTLS_HARDWARE_AES 1
 #define CONFIG_MBEDTLS_HARDWARE_ECC 1
 #define CONFIG_MBEDTLS_HARDWARE_ECDSA_SIGN_CONSTANT_TIME_CM 1
@@ -200,11 +206,60 @@
 #define CONFIG_MBEDTLS_X509_CRL_PARSE_C 1
 #define CONFIG_MBEDTLS_X509_CSR_PARSE_C 1
 
+#ifdef TCPOTA_CHECK_IDF6
+/* ESP-IDF 6.x only (the check passes -DTCPOTA_CHECK_IDF6): picolibc, the
+ * default C library from 6.0 on, and the "default y" options that
+ * components/mbedtls/Kconfig gained with Mbed TLS 4 (whose dependencies
+ * the options above satisfy). Without CONFIG_MBEDTLS_SHA256_C, esp_config.h
+ * drops PSA_WANT_ALG_SHA_256. CONFIG_LIBC_PICOLIBC_NEWLIB_COMPATIBILITY
+ * (default y) is left out: with it esp_libc's stdio.h uses ssize_t, which
+ * the picolibc 1.8.10 of ESP-IDF 6 declares in <stdio.h> and Debian's
+ * picolibc 1.8 does not. */
+#define CONFIG_LIBC_PICOLIBC 1
+#define CONFIG_MBEDTLS_VER_4_X_SUPPORT 1
+#define CONFIG_MBEDTLS_TLS_ENABLED 1
+#define CONFIG_MBEDTLS_AES_HW_SMALL_DATA_LEN_OPTIM 1
+#define CONFIG_MBEDTLS_AES_ROM_TABLES 1
+#define CONFIG_MBEDTLS_ASN1_PARSE_C 1
+#define CONFIG_MBEDTLS_ASN1_WRITE_C 1
+#define CONFIG_MBEDTLS_BASE64_C 1
+#define CONFIG_MBEDTLS_CIPHER_MODE_CBC 1
+#define CONFIG_MBEDTLS_CIPHER_MODE_CFB 1
+#define CONFIG_MBEDTLS_CIPHER_MODE_CTR 1
+#define CONFIG_MBEDTLS_CIPHER_MODE_OFB 1
+#define CONFIG_MBEDTLS_CIPHER_MODE_XTS 1
+#define CONFIG_MBEDTLS_CMAC_C 1
+#define CONFIG_MBEDTLS_CTR_DRBG_C 1
+#define CONFIG_MBEDTLS_HMAC_DRBG_C 1
+#define CONFIG_MBEDTLS_MD5_C 1
+#define CONFIG_MBEDTLS_MD_C 1
+#define CONFIG_MBEDTLS_PKCS1_V15 1
+#define CONFIG_MBEDTLS_PKCS1_V21 1
+#define CONFIG_MBEDTLS_PKCS5_C 1
+#define CONFIG_MBEDTLS_PK_C 1
+#define CONFIG_MBEDTLS_PK_PARSE_C 1
+#define CONFIG_MBEDTLS_PK_WRITE_C 1
+#define CONFIG_MBEDTLS_RSA_C 1
+#define CONFIG_MBEDTLS_SELF_TEST 1
+#define CONFIG_MBEDTLS_SHA256_C 1
+#define CONFIG_MBEDTLS_SHA384_C 1
+#define CONFIG_MBEDTLS_SSL_ALL_ALERT_MESSAGES 1
+#define CONFIG_MBEDTLS_SSL_CACHE_C 1
+#define CONFIG_MBEDTLS_SSL_COOKIE_C 1
+#define CONFIG_MBEDTLS_SSL_MAX_FRAGMENT_LENGTH 1
+#define CONFIG_MBEDTLS_SSL_SERVER_NAME_INDICATION 1
+#define CONFIG_MBEDTLS_THREADING_C 1
+#define CONFIG_MBEDTLS_VERSION_C 1
+#define CONFIG_MBEDTLS_X509_CRT_PARSE_C 1
+#define CONFIG_MBEDTLS_X509_RSASSA_PSS_SUPPORT 1
+#define CONFIG_MBEDTLS_X509_USE_C 1
+#endif
 
 /* The component's own options (Kconfig defaults). */
 #define CONFIG_TCPOTA_SERVER_HOST "192.168.1.10"
 #define CONFIG_TCPOTA_SERVER_PORT 8070
-#define CONFIG_TCPOTA_MODEL ""
+#define CONFIG_TCPOTA_MODEL CONFIG_IDF_TARGET /* Kconfig: default IDF_TARGET */
+#define CONFIG_TCPOTA_NVS_PARTITION "tcpota_nvs"
 #define CONFIG_TCPOTA_BACKOFF_MIN_MS 200
 #define CONFIG_TCPOTA_BACKOFF_MAX_MS 5000
 #define CONFIG_TCPOTA_TIMEOUT_MS 30000
@@ -219,6 +274,12 @@
 #ifndef TCPOTA_CHECK_UNSIGNED
 #define CONFIG_TCPOTA_SIGNED_IMAGES 1
 #define CONFIG_TCPOTA_TRUSTED_KEYS ""
+#endif
+/* NVS encryption: off, as by default, unless the check compiles port_esp.c
+ * with it (-DTCPOTA_CHECK_NVS_ENCRYPTION). */
+#ifdef TCPOTA_CHECK_NVS_ENCRYPTION
+#define CONFIG_NVS_ENCRYPTION 1
+#define CONFIG_NVS_SEC_KEY_PROTECT_USING_FLASH_ENC 1
 #endif
 /* espressif/libsodium's own option (default y): its headers wrap mbedTLS's SHA. */
 #define CONFIG_LIBSODIUM_USE_MBEDTLS_SHA 1

@@ -8,7 +8,8 @@
  * application (tcpota_esp_config_t.trusted_keys). The secret is per
  * device and must not be in the firmware image, which every device of a
  * fleet shares and which travels over the network: it is provisioned at
- * the factory into NVS (namespace "tcpota", blob key "tcpota.secret"; see
+ * the factory into NVS (partition TCPOTA_ESP_NVS_PARTITION, "tcpota_nvs" by
+ * default; namespace "tcpota", blob key "tcpota.secret"; see
  * docs/esp-idf.md for the nvs_partition_gen CSV) and read by
  * tcpota_esp_load_secret(). No secret stored: authentication stays off.
  *

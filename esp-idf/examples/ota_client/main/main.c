@@ -10,6 +10,7 @@
 #include "freertos/FreeRTOS.h"
 #include "freertos/event_groups.h"
 #include "nvs_flash.h"
+#include "sdkconfig.h"
 #include "tcpota_esp.h"
 
 static const char *TAG = "ota_client";
@@ -79,7 +80,16 @@ void app_main(void)
     tcpota_esp_config_t cfg = TCPOTA_ESP_CONFIG_DEFAULT();
     esp_err_t err = nvs_flash_init();
 
-    if (err == ESP_ERR_NVS_NO_FREE_PAGES || err == ESP_ERR_NVS_NEW_VERSION_FOUND) {
+    /* The default "nvs" partition holds Wi-Fi and PHY data only: erasing it
+     * to get past these errors costs a re-association. tcpota's records
+     * (anti-rollback counter, failed image, device secret) are in their own
+     * partition (CONFIG_TCPOTA_NVS_PARTITION), which the component
+     * initialises itself and never erases. Were they configured into "nvs",
+     * erasing would wipe them: then stop instead. */
+    if ((err == ESP_ERR_NVS_NO_FREE_PAGES || err == ESP_ERR_NVS_NEW_VERSION_FOUND) &&
+        strcmp(CONFIG_TCPOTA_NVS_PARTITION, NVS_DEFAULT_PART_NAME) != 0) {
+        ESP_LOGW(TAG, "nvs: %s: erasing the default partition (tcpota's records are in \"%s\")",
+                 esp_err_to_name(err), CONFIG_TCPOTA_NVS_PARTITION);
         ESP_ERROR_CHECK(nvs_flash_erase());
         err = nvs_flash_init();
     }
