@@ -5,6 +5,9 @@
 # copy in IDF_PATH (5.5 or later, with components/lwip/lwip and
 # components/mbedtls/mbedtls filled) and the hand-written sdkconfig.h
 # beside this script. Warnings are errors. Prints the size of each object.
+# A third argument, COMPONENT_ROOT: the component (the repository root) to compile, e.g. the
+# copy the IDF Component Manager made (tests/idf/test_component_copy.py);
+# default: the repository this script is in.
 #
 # LIBSODIUM_PATH (environment): the espressif/libsodium component (the
 # libsodium/ folder of github:espressif/idf-extra-components, with its
@@ -15,11 +18,11 @@
 # the script says that the signed variant was not checked.
 set -euo pipefail
 
-IDF=${1:?usage: esp-idf-check.sh IDF_PATH [OUT_DIR]}
+IDF=${1:?usage: esp-idf-check.sh IDF_PATH [OUT_DIR [COMPONENT_ROOT]]}
 OUT=${2:-/tmp/tcpota-esp-idf-check}
 HERE=$(cd "$(dirname "$0")" && pwd)
-COMP=$(cd "$HERE/.." && pwd)
-ROOT=$(cd "$COMP/../../.." && pwd)
+ROOT=$(cd "${3:-$HERE/../../../..}" && pwd)
+COMP=$ROOT/esp-idf/components/tcpota
 CC=riscv64-unknown-elf-gcc
 SIZE=riscv64-unknown-elf-size
 C=$IDF/components
