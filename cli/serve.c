@@ -1,4 +1,5 @@
 /* serve.c - `tcpota serve`: argument parsing for the server in server/. */
+#include "auth.h"
 #include "cli.h"
 #include "keys.h"
 #include "server.h"
@@ -11,10 +12,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define MAX_KEYS 8
-#define MAX_SECRETS 100000
+/* Connections one address may hold before they authenticate (TLS handshake,
+ * HELLO, AUTH); --max-unauth-per-addr. Room for a NAT with a few hundred
+ * devices rebooting at once, far below what fills the server's memory. */
+#define DEFAULT_MAX_UNAUTH_PER_ADDR 256u
 
 static void usage(FILE *f)
 {
@@ -38,68 +43,99 @@ static void usage(FILE *f)
             "                        json: one JSON object per line (time, level, device, peer, msg)\n"
             "signed images:\n"
             "  --manifest M          signed manifest of FILE (default: FILE.manifest if present)\n"
-            "  --pubkey K.pub        key the manifest must be signed with (repeatable)\n"
+            "  --pubkey K.pub        key the manifest must be signed with (repeatable);\n"
+            "                        implies --require-signed\n"
             "  --require-signed      refuse to start unless the manifest verifies (the default\n"
             "                        when a manifest is present); --no-require-signed skips it\n"
             "  --allow-legacy        serve req0/req1 devices a signed image they cannot check\n"
             "device authentication:\n"
-            "  --auth-file F         lines \"<device id> <hex secret>\"\n"
-            "  --require-auth        every v1 device must prove it knows its secret\n"
+            "  --auth-file F         lines \"<device id> <hex secret>\" (secrets of 16..64 bytes)\n"
+            "  --require-auth        every device must prove it knows its secret; req0/req1\n"
+            "                        devices cannot, and are refused\n"
+            "  --allow-unauthenticated-legacy   with --require-auth, serve req0/req1 devices\n"
+            "                        anyway: anyone who can connect then gets the image\n"
+            "  --max-unauth-per-addr N   connections one address may hold before they\n"
+            "                        authenticate, with TLS or --require-auth (default %u;\n"
+            "                        0 = no limit)\n"
             "TLS:\n"
-            "  --tls-cert C --tls-key K   serve protocol v1 inside TLS (PEM files)\n");
+            "  --tls-cert C --tls-key K   serve protocol v1 inside TLS (PEM files)\n",
+            DEFAULT_MAX_UNAUTH_PER_ADDR);
 }
 
-/* Reads "<device id> <hex secret>" lines; '#' starts a comment. */
+/* Opens path as a regular file (a FIFO would hang the start), named by the
+ * option that gave it; a file holding secrets or a private key is warned
+ * about when other users can read it. Returns the fd, or -1 after printing
+ * what is wrong. */
+static int open_arg(const char *path, const char *what, int secret)
+{
+    struct stat st;
+    int fd = cli_open_regular(path, what);
+
+    if (fd >= 0 && secret && fstat(fd, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO))) {
+        fprintf(stderr, "tcpota serve: warning: %s %s can be read by other users (mode %03o); "
+                        "chmod 600 %s\n", what, path, (unsigned)(st.st_mode & 0777), path);
+    }
+    return fd;
+}
+
+/* Refuses a path that is not a regular file before a library opens it by
+ * name (and would wait forever on a FIFO). Returns 0 or -1. */
+static int check_arg(const char *path, const char *what, int secret)
+{
+    int fd = open_arg(path, what, secret);
+    if (fd < 0) return -1;
+    close(fd);
+    return 0;
+}
+
 static int load_secrets(const char *path, struct tcpota_serve_secret **out, size_t *n)
 {
-    FILE *f = fopen(path, "r");
-    char line[512];
-    size_t cap = 0, lineno = 0;
-    struct tcpota_serve_secret *v = NULL;
+    int fd = open_arg(path, "--auth-file", 1), rc;
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
 
-    *n = 0;
     if (!f) {
-        fprintf(stderr, "tcpota serve: cannot open %s: %s\n", path, strerror(errno));
+        if (fd >= 0) close(fd);
         return -1;
     }
-    while (fgets(line, sizeof(line), f)) {
-        char id[128], hex[200];
-        size_t bin = 0;
-        lineno++;
-        if (line[0] == '#' || strspn(line, " \t\r\n") == strlen(line)) continue;
-        if (sscanf(line, "%127s %199s", id, hex) != 2 || strlen(id) > 64) {
-            fprintf(stderr, "tcpota serve: %s:%zu: expected \"<device id> <hex secret>\"\n", path, lineno);
-            goto bad;
-        }
-        if (*n == cap) {
-            struct tcpota_serve_secret *nv;
-            cap = cap ? cap * 2 : 16;
-            if (cap > MAX_SECRETS || !(nv = realloc(v, cap * sizeof(*v)))) goto bad;
-            v = nv;
-        }
-        memset(&v[*n], 0, sizeof(v[*n]));
-        memcpy(v[*n].id, id, strlen(id) + 1); /* <= 64 + NUL, checked above */
-        if (sodium_hex2bin(v[*n].secret, sizeof(v[*n].secret), hex, strlen(hex), NULL, &bin, NULL) != 0 ||
-            bin == 0) {
-            /* Never echo the secret itself. */
-            fprintf(stderr, "tcpota serve: %s:%zu: the secret of %s is not 1..64 bytes of hex\n",
-                    path, lineno, id);
-            goto bad;
-        }
-        v[*n].len = (uint8_t)bin;
-        (*n)++;
-        sodium_memzero(hex, sizeof(hex));
+    rc = auth_read_secrets(f, path, out, n);
+    fclose(f);
+    return rc;
+}
+
+/* Reads the manifest at path (a regular file of at most TCPOTA_MAX_MANIFEST
+ * bytes) into *man. Returns 0 or -1 after printing what is wrong. */
+static int load_manifest(const char *path, uint8_t **man, size_t *len)
+{
+    int fd = open_arg(path, "--manifest", 0);
+    uint8_t *b = malloc(TCPOTA_MAX_MANIFEST + 1);
+    size_t n = 0;
+    ssize_t r;
+
+    if (fd < 0 || !b) {
+        if (fd >= 0) close(fd);
+        free(b);
+        return -1;
     }
-    sodium_memzero(line, sizeof(line));
-    fclose(f);
-    *out = v;
+    while (n <= TCPOTA_MAX_MANIFEST && (r = read(fd, b + n, TCPOTA_MAX_MANIFEST + 1 - n)) != 0) {
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            fprintf(stderr, "tcpota serve: cannot read %s: %s\n", path, strerror(errno));
+            close(fd);
+            free(b);
+            return -1;
+        }
+        n += (size_t)r;
+    }
+    close(fd);
+    if (n > TCPOTA_MAX_MANIFEST) {
+        fprintf(stderr, "tcpota serve: manifest %s is larger than %u bytes; is it a manifest?\n",
+                path, (unsigned)TCPOTA_MAX_MANIFEST);
+        free(b);
+        return -1;
+    }
+    *man = b;
+    *len = n;
     return 0;
-bad:
-    sodium_memzero(line, sizeof(line));
-    if (v) sodium_memzero(v, cap * sizeof(*v));
-    free(v);
-    fclose(f);
-    return -1;
 }
 
 /* Point 10 of the hardening review: the offer says what the signed manifest
@@ -199,15 +235,18 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
         if (access(mpath, F_OK) == 0) manifest = mpath;
     }
     if (require_signed < 0) {
-        require_signed = manifest != NULL;
+        /* A key to check against means the operator wants signed images. */
+        require_signed = manifest != NULL || src->nkeys > 0;
     }
     if (require_signed && !manifest) {
-        fprintf(stderr, "tcpota serve: --require-signed, but %s has no manifest (tcpota sign)\n",
-                o->image);
+        fprintf(stderr, "tcpota serve: %s, but %s has no manifest %s.manifest: sign it (tcpota "
+                        "sign --key K.key %s) or give --manifest\n",
+                src->nkeys ? "--pubkey needs a signed image" : "--require-signed", o->image,
+                o->image, o->image);
         goto fail;
     }
     if (manifest) {
-        if (cli_read_file(manifest, TCPOTA_MAX_MANIFEST, &l->manifest, &man_len) < 0) goto fail;
+        if (load_manifest(manifest, &l->manifest, &man_len) < 0) goto fail;
         if (require_signed && cli_check_manifest(o->image, l->manifest, man_len,
                                                  (const uint8_t(*)[32])src->keys, src->nkeys, 0) < 0) {
             fprintf(stderr, "tcpota serve: refusing to start: the manifest %s does not verify\n",
@@ -262,6 +301,7 @@ int cmd_serve(int argc, char **argv)
     o.idle_timeout_s = 60;
     o.chunk = 4096;
     o.progress = 1;
+    o.max_unauth_per_addr = DEFAULT_MAX_UNAUTH_PER_ADDR;
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -275,6 +315,7 @@ int cmd_serve(int argc, char **argv)
         if (strcmp(a, "--allow-legacy") == 0) { o.allow_legacy = 1; continue; }
         if (strcmp(a, "--allow-downgrade") == 0) { o.allow_downgrade = 1; continue; }
         if (strcmp(a, "--require-auth") == 0) { o.require_auth = 1; continue; }
+        if (strcmp(a, "--allow-unauthenticated-legacy") == 0) { o.allow_unauth_legacy = 1; continue; }
         if (strcmp(a, "--no-progress") == 0) { o.progress = 0; continue; }
         if (strcmp(a, "--quiet") == 0) { o.quiet = 1; continue; }
         if (a[0] == '-' && a[1] == '-' && !val) {
@@ -298,7 +339,8 @@ int cmd_serve(int argc, char **argv)
                 fprintf(stderr, "tcpota serve: at most %d --pubkey\n", MAX_KEYS);
                 return 2;
             }
-            if (sodium_init() < 0 || cli_load_pubkey(val, src.keys[src.nkeys]) < 0) return 2;
+            if (sodium_init() < 0 || check_arg(val, "--pubkey", 0) < 0 ||
+                cli_load_pubkey(val, src.keys[src.nkeys]) < 0) return 2;
             src.nkeys++;
         } else if (strcmp(a, "--auth-file") == 0) {
             src.auth_file = val;
@@ -312,6 +354,9 @@ int cmd_serve(int argc, char **argv)
         } else if (strcmp(a, "--idle-timeout") == 0) {
             if (cli_number(val, a, 1, 65535, &v) < 0) return 2;
             o.idle_timeout_s = (unsigned)v;
+        } else if (strcmp(a, "--max-unauth-per-addr") == 0) {
+            if (cli_number(val, a, 0, 1000000, &v) < 0) return 2;
+            o.max_unauth_per_addr = (unsigned)v;
         } else if (strcmp(a, "--chunk") == 0) {
             if (cli_number(val, a, 512, 16380, &v) < 0) return 2;
             o.chunk = (unsigned)v;
@@ -334,6 +379,9 @@ int cmd_serve(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (check_arg(o.image, "image FILE", 0) < 0) {
+        return 2;
+    }
     if (sodium_init() < 0) {
         return 1;
     }
@@ -343,6 +391,10 @@ int cmd_serve(int argc, char **argv)
     }
     if ((o.tls_cert == NULL) != (o.tls_key == NULL)) {
         fprintf(stderr, "tcpota serve: --tls-cert and --tls-key go together\n");
+        return 2;
+    }
+    if (o.tls_cert && (check_arg(o.tls_cert, "--tls-cert", 0) < 0 ||
+                       check_arg(o.tls_key, "--tls-key", 1) < 0)) {
         return 2;
     }
     if ((rc = serve_load(&src, &o)) != 0) {

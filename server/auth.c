@@ -1,62 +1,329 @@
-/* auth.c - device authentication and its backoff (see auth.h). */
+/* auth.c - device secrets, answers to the CHALLENGE and their backoff (see
+ * auth.h for the rule). */
 #include "auth.h"
 
 #include <sodium.h>
-#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-struct ban *ban_find(struct ban *bans, const char *addr, int create)
-{
-    struct ban *oldest = &bans[0];
-    unsigned i;
+#define LINE_MAX_LEN 512u
 
-    for (i = 0; i < BAN_SLOTS; i++) {
-        if (strcmp(bans[i].addr, addr) == 0) return &bans[i];
-        if (bans[i].until < oldest->until) oldest = &bans[i];
+/* ---- the secrets file ------------------------------------------------ */
+
+void auth_free_secrets(struct tcpota_serve_secret *s, size_t n)
+{
+    if (s) sodium_memzero(s, n * sizeof(*s));
+    free(s);
+}
+
+/* Parses one non-comment line into *s. Returns 0, or -1 after printing. */
+static int parse_line(const char *line, const char *path, size_t lineno,
+                      struct tcpota_serve_secret *s)
+{
+    char id[128], hex[200];
+    size_t bin = 0;
+    int rc = -1;
+
+    memset(s, 0, sizeof(*s));
+    if (sscanf(line, "%127s %199s", id, hex) != 2 || strlen(id) > TCPOTA_MAX_STR) {
+        fprintf(stderr, "tcpota serve: %s:%zu: expected \"<device id> <hex secret>\" (an id of "
+                        "1..%u bytes)\n", path, lineno, TCPOTA_MAX_STR);
+        return -1;
     }
-    if (!create) return NULL;
-    memset(oldest, 0, sizeof(*oldest));
-    snprintf(oldest->addr, sizeof(oldest->addr), "%s", addr);
-    return oldest;
+    memcpy(s->id, id, strlen(id) + 1);
+    /* Never echo the secret itself. */
+    if (sodium_hex2bin(s->secret, sizeof(s->secret), hex, strlen(hex), NULL, &bin, NULL) != 0 ||
+        bin > AUTH_MAX_SECRET_LEN) {
+        fprintf(stderr, "tcpota serve: %s:%zu: the secret of %s is not hex of at most %u bytes\n",
+                path, lineno, id, AUTH_MAX_SECRET_LEN);
+    } else if (bin < AUTH_MIN_SECRET_LEN) {
+        fprintf(stderr, "tcpota serve: %s:%zu: the secret of %s has %zu bytes; at least %u are "
+                        "needed to resist guessing (make one with tcpota keygen --device-secret)\n",
+                path, lineno, id, bin, AUTH_MIN_SECRET_LEN);
+    } else {
+        s->len = (uint8_t)bin;
+        rc = 0;
+    }
+    sodium_memzero(hex, sizeof(hex));
+    return rc;
 }
 
-void ban_clear(struct ban *bans, const char *addr)
+static int by_id(const void *x, const void *y)
 {
-    struct ban *b = ban_find(bans, addr, 0);
-    if (b) memset(b, 0, sizeof(*b));
+    return strcmp(((const struct tcpota_serve_secret *)x)->id,
+                  ((const struct tcpota_serve_secret *)y)->id);
 }
 
-int auth_check(const struct tcpota_serve_opts *o, const char *id,
-               const uint8_t nonce[TCPOTA_NONCE_LEN], const uint8_t *mac, const char **why)
+/* A device with two secrets would authenticate with either: refuse. */
+static int find_duplicate(struct tcpota_serve_secret *v, size_t n, const char *path)
 {
-    uint8_t msg[TCPOTA_AUTH_MSG_MAX], want[32];
     size_t i;
-    int n;
 
-    for (i = 0; i < o->nsecrets; i++) {
-        if (strcmp(o->secrets[i].id, id) == 0) break;
+    qsort(v, n, sizeof(*v), by_id);
+    for (i = 1; i < n; i++) {
+        if (strcmp(v[i - 1].id, v[i].id) == 0) {
+            fprintf(stderr, "tcpota serve: %s: device %s appears twice; keep one line\n", path,
+                    v[i].id);
+            return -1;
+        }
     }
-    if (i == o->nsecrets) {
-        *why = "unknown device";
-        return 0;
+    return 0;
+}
+
+int auth_read_secrets(FILE *f, const char *path, struct tcpota_serve_secret **out, size_t *n)
+{
+    char line[LINE_MAX_LEN];
+    size_t cap = 0, lineno = 0;
+    struct tcpota_serve_secret *v = NULL;
+
+    *out = NULL;
+    *n = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        if (line[0] == '#' || strspn(line, " \t\r\n") == strlen(line)) continue;
+        if (*n == cap) {
+            struct tcpota_serve_secret *nv;
+            if (cap == AUTH_MAX_SECRETS) {
+                fprintf(stderr, "tcpota serve: %s: more than %u secrets\n", path, AUTH_MAX_SECRETS);
+                goto bad;
+            }
+            cap = cap ? (cap * 2 < AUTH_MAX_SECRETS ? cap * 2 : AUTH_MAX_SECRETS) : 16;
+            if (!(nv = realloc(v, cap * sizeof(*v)))) {
+                fprintf(stderr, "tcpota serve: %s: out of memory\n", path);
+                goto bad;
+            }
+            v = nv;
+        }
+        if (parse_line(line, path, lineno, &v[*n]) < 0) goto bad;
+        (*n)++;
     }
-    n = tcpota_auth_message(nonce, NULL, (const uint8_t *)id, strlen(id), msg, sizeof(msg));
-    if (n < 0) {
-        *why = "bad device id";
-        return 0;
+    sodium_memzero(line, sizeof(line));
+    if (ferror(f)) {
+        fprintf(stderr, "tcpota serve: cannot read %s\n", path);
+        goto bad;
     }
-    {
-        /* The streaming API takes keys of any length, as the device's does. */
-        crypto_auth_hmacsha256_state st;
-        crypto_auth_hmacsha256_init(&st, o->secrets[i].secret, o->secrets[i].len);
-        crypto_auth_hmacsha256_update(&st, msg, (unsigned long long)n);
-        crypto_auth_hmacsha256_final(&st, want);
-        sodium_memzero(&st, sizeof(st));
+    if (*n == 0) {
+        fprintf(stderr, "tcpota serve: --auth-file %s has no secrets: add lines \"<device id> "
+                        "<hex secret>\" (tcpota keygen --device-secret)\n", path);
+        goto bad;
     }
-    if (sodium_memcmp(want, mac, 32) != 0) {
-        *why = "wrong answer to the challenge";
-        return 0;
+    if (find_duplicate(v, *n, path) < 0) goto bad;
+    *out = v;
+    return 0;
+bad:
+    sodium_memzero(line, sizeof(line));
+    auth_free_secrets(v, cap);
+    *n = 0;
+    return -1;
+}
+
+/* ---- judging an answer ----------------------------------------------- */
+
+static int sorted_by_id(const struct tcpota_serve_secret *s, size_t n)
+{
+    size_t i;
+    for (i = 1; i < n; i++) {
+        if (strcmp(s[i - 1].id, s[i].id) >= 0) return 0;
     }
     return 1;
 }
 
+/* The index of id in a's secrets, or -1. */
+static long find_id(const struct auth *a, const char *id)
+{
+    size_t i, lo = 0, hi = a->nsecrets;
+
+    if (!a->sorted) {
+        for (i = 0; i < a->nsecrets; i++) {
+            if (strcmp(a->secrets[i].id, id) == 0) return (long)i;
+        }
+        return -1;
+    }
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(a->secrets[mid].id, id);
+        if (c == 0) return (long)mid;
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return -1;
+}
+
+int auth_init(struct auth *a, const struct tcpota_serve_secret *secrets, size_t n)
+{
+    memset(a, 0, sizeof(*a));
+    a->secrets = secrets;
+    a->nsecrets = n;
+    a->sorted = sorted_by_id(secrets, n);
+    if (n && !(a->by_id = calloc(n, sizeof(*a->by_id)))) {
+        return -1;
+    }
+    return 0;
+}
+
+int auth_rebind(struct auth *a, const struct tcpota_serve_secret *secrets, size_t n)
+{
+    struct auth_record *by_id = n ? calloc(n, sizeof(*by_id)) : NULL;
+    size_t i;
+
+    if (n && !by_id) {
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        long j = find_id(a, secrets[i].id);
+        if (j >= 0) by_id[i] = a->by_id[j];
+    }
+    free(a->by_id);
+    a->by_id = by_id;
+    a->secrets = secrets;
+    a->nsecrets = n;
+    a->sorted = sorted_by_id(secrets, n);
+    return 0;
+}
+
+void auth_free(struct auth *a)
+{
+    free(a->by_id);
+    memset(a, 0, sizeof(*a));
+}
+
+static void forget_if_stale(struct auth_record *r, double now)
+{
+    if (r->failures && now - r->last > AUTH_FORGET_S) {
+        memset(r, 0, sizeof(*r));
+    }
+}
+
+/* The record of addr; with create, a new one in the stalest slot. */
+static struct auth_record *addr_record(struct auth *a, const char *addr, double now, int create)
+{
+    struct auth_addr_record *stalest = &a->by_addr[0];
+    unsigned i;
+
+    for (i = 0; i < AUTH_ADDR_SLOTS; i++) {
+        struct auth_addr_record *s = &a->by_addr[i];
+        if (s->addr[0] && strcmp(s->addr, addr) == 0) {
+            forget_if_stale(&s->r, now);
+            return &s->r;
+        }
+        if (!s->addr[0] || (stalest->addr[0] && s->r.last < stalest->r.last)) stalest = s;
+    }
+    if (!create) return NULL;
+    memset(stalest, 0, sizeof(*stalest));
+    snprintf(stalest->addr, sizeof(stalest->addr), "%s", addr);
+    return &stalest->r;
+}
+
+/* Counts one failure: after `free_failures`, each doubles the wait. */
+static void record_failure(struct auth_record *r, double now, unsigned free_failures,
+                           unsigned max_wait)
+{
+    unsigned k, wait = 0;
+
+    r->failures++;
+    r->last = now;
+    if (r->failures > free_failures) {
+        k = r->failures - free_failures - 1;
+        wait = k < 16 && (1u << k) < max_wait ? 1u << k : max_wait;
+    }
+    r->until = now + wait;
+}
+
+static unsigned wait_left(const struct auth_record *r, double now)
+{
+    double w = r->until - now;
+    return w > 0 ? (unsigned)(w + 0.999) : 0;
+}
+
+/* 1 when mac is the HMAC of the authentication message under s. */
+static int mac_matches(const struct tcpota_serve_secret *s, const uint8_t *nonce,
+                       const uint8_t *binding, const uint8_t *mac)
+{
+    uint8_t msg[TCPOTA_AUTH_MSG_MAX], want[AUTH_MAC_LEN];
+    crypto_auth_hmacsha256_state st;
+    int n = tcpota_auth_message(nonce, binding, (const uint8_t *)s->id, strlen(s->id), msg,
+                                sizeof(msg));
+    int ok;
+
+    if (n < 0) {
+        return 0;
+    }
+    /* The streaming API takes keys of any length, as the device's does. */
+    crypto_auth_hmacsha256_init(&st, s->secret, s->len);
+    crypto_auth_hmacsha256_update(&st, msg, (unsigned long long)n);
+    crypto_auth_hmacsha256_final(&st, want);
+    ok = sodium_memcmp(want, mac, AUTH_MAC_LEN) == 0;
+    sodium_memzero(&st, sizeof(st));
+    sodium_memzero(want, sizeof(want));
+    return ok;
+}
+
+static enum auth_verdict decide(struct auth_result *r, enum auth_verdict v,
+                                const struct auth_record *rec, double now)
+{
+    r->verdict = v;
+    r->failures = rec ? rec->failures : 0;
+    r->wait_s = rec ? wait_left(rec, now) : 0;
+    return v;
+}
+
+enum auth_verdict auth_judge(struct auth *a, const char *id, const char *addr,
+                             const uint8_t nonce[TCPOTA_NONCE_LEN], const uint8_t *binding,
+                             const uint8_t *mac, double now, struct auth_result *r)
+{
+    struct auth_record *ar = addr_record(a, addr, now, 0), *ir = NULL;
+    const struct tcpota_serve_secret *s = NULL;
+    long i = find_id(a, id);
+
+    if (i >= 0) {
+        s = &a->secrets[i];
+        ir = &a->by_id[i];
+        forget_if_stale(ir, now);
+    }
+    if (ir && ir->until > now) {
+        return decide(r, AUTH_ID_WAITING, ir, now);
+    }
+    /* A waiting address may still authenticate a known device whose own
+     * record is clean: its neighbours behind a NAT must not lock it out. */
+    if (ar && ar->until > now && (!ir || ir->failures)) {
+        return decide(r, AUTH_ADDR_WAITING, ar, now);
+    }
+    if (s && mac_matches(s, nonce, binding, mac)) {
+        return decide(r, AUTH_OK, ir, now);
+    }
+    ar = addr_record(a, addr, now, 1);
+    record_failure(ar, now, AUTH_ADDR_FREE_FAILURES, AUTH_ADDR_MAX_WAIT_S);
+    if (!s) {
+        return decide(r, AUTH_UNKNOWN_ID, ar, now);
+    }
+    record_failure(ir, now, 0, AUTH_ID_MAX_WAIT_S);
+    return decide(r, AUTH_WRONG_ANSWER, ir, now);
+}
+
+const char *auth_verdict_reason(enum auth_verdict v)
+{
+    switch (v) {
+    case AUTH_OK: return "authenticated";
+    case AUTH_WRONG_ANSWER: return "wrong answer to the challenge (wrong secret, or a replay)";
+    case AUTH_UNKNOWN_ID: return "unknown device (no secret for this id in --auth-file)";
+    case AUTH_ID_WAITING: return "this device id failed recently";
+    case AUTH_ADDR_WAITING: return "this address failed too often";
+    }
+    return "?";
+}
+
+const char *auth_verdict_message(enum auth_verdict v)
+{
+    switch (v) {
+    case AUTH_OK: return "";
+    case AUTH_WRONG_ANSWER: return "authentication refused: check the device secret";
+    case AUTH_UNKNOWN_ID: return "authentication refused: the server has no secret for this device id";
+    case AUTH_ID_WAITING:
+        return "authentication refused: this device id failed recently; check the device "
+               "secret, then retry after the time given";
+    case AUTH_ADDR_WAITING:
+        return "authentication refused: too many failures from this address; retry after the "
+               "time given";
+    }
+    return "authentication refused";
+}

@@ -1,8 +1,25 @@
 /*
- * auth.h - device authentication for `tcpota serve`: checking a device's
- * answer to the CHALLENGE against the secret we hold for its id, and the
- * backoff imposed on peers whose answers were wrong. No sockets: the
- * connection code passes in what it knows.
+ * auth.h - device authentication for `tcpota serve`: the secrets the server
+ * holds, checking a device's answer to the CHALLENGE, and the backoff that
+ * slows down wrong answers. No sockets and no clock of its own: the
+ * connection code passes in the device id, the peer's address, the nonce,
+ * the TLS binding and the time, so every rule here has a unit test
+ * (tests/unit/test_server_auth.c).
+ *
+ * The backoff rule (docs/security.md, "Authentication backoff"):
+ *  - Failures are counted per device id and per peer address, and judged
+ *    at every AUTH, not only when a connection is accepted.
+ *  - A known device id that failed waits 1, 2, 4 ... AUTH_ID_MAX_WAIT_S
+ *    seconds after each failure; an AUTH for it in that time is refused
+ *    without looking at the answer, whichever address it comes from.
+ *  - An address may fail AUTH_ADDR_FREE_FAILURES times for nothing (a
+ *    NAT hides many devices); after that it waits 1, 2, 4 ...
+ *    AUTH_ADDR_MAX_WAIT_S seconds. While it waits, it can still
+ *    authenticate a known device whose own record is clean, so one
+ *    misconfigured device behind a NAT never locks out a good one; unknown
+ *    ids and ids with failures from it are refused unchecked.
+ *  - A success wipes nothing. A record is forgotten AUTH_FORGET_S seconds
+ *    after its last failure.
  */
 #ifndef TCPOTA_SERVER_AUTH_H
 #define TCPOTA_SERVER_AUTH_H
@@ -11,29 +28,87 @@
 
 #include "tcpota/codec.h"
 
+#include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
-#define BAN_SLOTS 256u          /* peers remembered for failed authentications */
-#define BAN_MAX_S 300u          /* longest wait imposed after failures */
+#define AUTH_MIN_SECRET_LEN 16u      /* shorter secrets are refused at load */
+#define AUTH_MAX_SECRET_LEN 64u      /* = sizeof(struct tcpota_serve_secret.secret) */
+#define AUTH_MAX_SECRETS 100000u     /* lines in one --auth-file */
+#define AUTH_ID_MAX_WAIT_S 60u       /* longest wait of one device id */
+#define AUTH_ADDR_FREE_FAILURES 10u  /* failures an address makes before it waits */
+#define AUTH_ADDR_MAX_WAIT_S 60u     /* longest wait of one address */
+#define AUTH_FORGET_S 900u           /* a record this long without a failure is dropped */
+#define AUTH_ADDR_SLOTS 1024u        /* addresses remembered (the stalest is reused) */
+#define AUTH_ADDR_LEN 48u            /* room for a numeric IPv6 address */
+#define AUTH_MAC_LEN 32u             /* HMAC-SHA-256 */
 
-/* Failed authentications per peer address: each failure doubles the time
- * the peer must wait before it is served again. */
-struct ban {
-    char addr[48];
+/* Failures of one device id or one address. */
+struct auth_record {
     unsigned failures;
-    double until;
+    double last;  /* time of the last failure */
+    double until; /* no AUTH is checked before this time */
 };
 
-/* The record of addr in bans[BAN_SLOTS]; with create, a new one (reusing
- * the slot whose wait ends first) when there is none. NULL otherwise. */
-struct ban *ban_find(struct ban *bans, const char *addr, int create);
-/* A peer that authenticated starts with a clean record. */
-void ban_clear(struct ban *bans, const char *addr);
+struct auth_addr_record {
+    char addr[AUTH_ADDR_LEN];
+    struct auth_record r;
+};
 
-/* Checks the device's answer `mac` (32 bytes) to our nonce against the
- * secret o holds for device `id`. Returns 1 when it is right, else 0 and
- * *why says what was wrong. */
-int auth_check(const struct tcpota_serve_opts *o, const char *id,
-               const uint8_t nonce[TCPOTA_NONCE_LEN], const uint8_t *mac, const char **why);
+struct auth {
+    const struct tcpota_serve_secret *secrets; /* caller-owned */
+    size_t nsecrets;
+    int sorted;                /* secrets sorted by id: looked up by bisection */
+    struct auth_record *by_id; /* one per secret */
+    struct auth_addr_record by_addr[AUTH_ADDR_SLOTS];
+};
+
+enum auth_verdict {
+    AUTH_OK = 0,
+    AUTH_WRONG_ANSWER,  /* a known device, a wrong MAC: a wrong secret (or a replay) */
+    AUTH_UNKNOWN_ID,    /* no secret for this device id */
+    AUTH_ID_WAITING,    /* this device id failed recently: not checked */
+    AUTH_ADDR_WAITING,  /* this address failed often: not checked */
+};
+
+struct auth_result {
+    enum auth_verdict verdict;
+    unsigned failures; /* of the record that decided (id, else address) */
+    unsigned wait_s;   /* seconds until that record lets the next AUTH through */
+};
+
+/* Reads "<device id> <hex secret>" lines ('#' starts a comment) from f,
+ * named path in messages. Refuses (-1, after printing the line and what is
+ * wrong, never the secret) a malformed line, an id over TCPOTA_MAX_STR
+ * bytes, a secret shorter than AUTH_MIN_SECRET_LEN or longer than
+ * AUTH_MAX_SECRET_LEN bytes, a duplicate id, and a file with no secrets.
+ * On success *out (free with auth_free_secrets) holds *n >= 1 secrets. */
+int auth_read_secrets(FILE *f, const char *path, struct tcpota_serve_secret **out, size_t *n);
+/* Wipes and frees what auth_read_secrets returned. */
+void auth_free_secrets(struct tcpota_serve_secret *s, size_t n);
+
+/* Prepares a with n caller-owned secrets (kept until auth_free or
+ * auth_rebind; sorted by id, as auth_read_secrets returns them, they are
+ * found by bisection). Returns 0 or -1 when out of memory. */
+int auth_init(struct auth *a, const struct tcpota_serve_secret *secrets, size_t n);
+/* Moves a to a new set of secrets (a reload), keeping the failures of the
+ * ids that are in both: a reload does not wipe a backoff. The old secrets
+ * may be freed afterwards. Returns 0, or -1 (a unchanged) when out of memory. */
+int auth_rebind(struct auth *a, const struct tcpota_serve_secret *secrets, size_t n);
+void auth_free(struct auth *a);
+
+/* Judges device `id`'s answer `mac` (AUTH_MAC_LEN bytes) to `nonce`, sent
+ * from `addr` at time `now` (seconds, monotonic). binding: NULL over plain
+ * TCP, else the TCPOTA_TLS_BINDING_LEN bytes of the TLS exporter of this
+ * connection (codec.h), which the MAC must cover. Counts a failure where
+ * the rule above says so. Returns r->verdict (AUTH_OK when served). */
+enum auth_verdict auth_judge(struct auth *a, const char *id, const char *addr,
+                             const uint8_t nonce[TCPOTA_NONCE_LEN], const uint8_t *binding,
+                             const uint8_t *mac, double now, struct auth_result *r);
+
+/* What the log says about a verdict ("wrong answer to the challenge"...). */
+const char *auth_verdict_reason(enum auth_verdict v);
+/* What the device is told in ERROR(DENIED), and prints. */
+const char *auth_verdict_message(enum auth_verdict v);
 
 #endif

@@ -5,6 +5,7 @@
 #include "log.h"
 #include "offer.h"
 #include "server_internal.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -32,16 +33,29 @@ void conn_free(struct conn *c)
     if (c->next) c->next->prev = c->prev;
     srv->nconns--;
     srv->stats.bytes_sent += c->bytes_sent;
-    bufferevent_free(c->bev); /* drops queued references into the image first */
+    if (c->unauth) unauth_del(&srv->unauth, c->addr);
+    if (c->first_byte) {
+        event_free(c->first_byte);
+        evutil_closesocket(c->fd);
+    }
+    if (c->bev) bufferevent_free(c->bev); /* drops queued references into the image first */
     image_unref(c->img);
     free(c);
 }
 
+/* The connection proved what it must (HELLO, and AUTH where required): it
+ * no longer counts against its address's unauthenticated connections. */
+static void conn_admitted(struct conn *c)
+{
+    if (c->unauth) {
+        unauth_del(&c->srv->unauth, c->addr);
+        c->unauth = 0;
+    }
+}
+
 int conn_close(struct conn *c, int now)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-
-    if (now || evbuffer_get_length(out) == 0) {
+    if (now || !c->bev || evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
         conn_free(c);
         return 1;
     }
@@ -201,26 +215,34 @@ static void log_offer(struct conn *c, const char *what, int offered, uint32_t st
           start ? "resume from" : "from", start);
 }
 
+/* Judges the device's answer to our CHALLENGE (inside TLS, bound to this
+ * TLS session) and sends the offer, or ERROR(DENIED) with a message the
+ * device prints and the time after which its next try is checked. */
 static void on_auth(struct conn *c, const uint8_t *mac)
 {
     struct server *srv = c->srv;
-    const char *why = "";
+    uint8_t binding[TCPOTA_TLS_BINDING_LEN];
+    struct auth_result r;
     uint8_t offered = 0;
     uint32_t start = 0;
-    int ok = auth_check(srv->o, tcpota_srv_device_id(&c->s), c->nonce, mac, &why);
 
-    if (!ok) {
-        struct ban *b = ban_find(srv->bans, c->addr, 1);
-        unsigned wait = b->failures < 8 ? 1u << b->failures : BAN_MAX_S;
-        b->failures++;
-        b->until = now_s() + (wait > BAN_MAX_S ? BAN_MAX_S : wait);
-        srv->stats.auth_failed++;
-        clog_(c, 1, "authentication failed: %s (failure %u from %s, next try in %u s)", why,
-              b->failures, c->addr, wait > BAN_MAX_S ? BAN_MAX_S : wait);
-        (void)tcpota_srv_authorize(&c->s, 0, NULL, NULL);
+    if (srv->tls && tls_binding(bufferevent_openssl_get_ssl(c->bev), binding) < 0) {
+        srv->stats.failed++;
+        clog_(c, 1, "error: no TLS channel binding for the authentication; closing");
+        (void)tcpota_srv_fail(&c->s, TCPOTA_ERR_DENIED, "server error: no TLS channel binding", 0);
         return;
     }
-    ban_clear(srv->bans, c->addr);
+    if (auth_judge(&srv->auth, tcpota_srv_device_id(&c->s), c->addr, c->nonce,
+                   srv->tls ? binding : NULL, mac, now_s(), &r) != AUTH_OK) {
+        srv->stats.auth_failed++;
+        clog_(c, 1, "authentication failed: %s (%u failures; the next AUTH %s is checked in %u s)",
+              auth_verdict_reason(r.verdict), r.failures,
+              r.verdict == AUTH_ADDR_WAITING ? "from this address" : "for this device id",
+              r.wait_s);
+        (void)tcpota_srv_fail(&c->s, TCPOTA_ERR_DENIED, auth_verdict_message(r.verdict), r.wait_s);
+        return;
+    }
+    conn_admitted(c);
     if (tcpota_srv_authorize(&c->s, 1, &offered, &start) == 0) {
         c->stream_from = start;
         log_offer(c, "authenticated", offered, start);
@@ -237,7 +259,9 @@ static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
     case TCPOTA_SRV_EV_HELLO:
         memcpy(c->dev, m->u.hello.device_id.ptr, m->u.hello.device_id.len);
         c->dev[m->u.hello.device_id.len] = 0;
-        if (ev->auth_pending) {
+        if (!ev->auth_pending) {
+            conn_admitted(c);
+        } else {
             clog_(c, 0, "hello model=%.*s version=%.*s: challenge sent", m->u.hello.model.len,
                   m->u.hello.model.ptr, m->u.hello.version.len, m->u.hello.version.ptr);
             return;
@@ -324,6 +348,40 @@ static int v1_input(struct conn *c, const uint8_t *p, size_t n)
     return pump(c) ? -1 : 0;
 }
 
+/* Tells v1 from legacy by the first bytes and admits the connection, or
+ * refuses it. Returns 0, or -1 when c was closed and freed. */
+static int detect(struct conn *c, const uint8_t *buf, size_t n)
+{
+    int k = tcpota_detect(buf, n);
+    const char *refusal;
+
+    if (k == TCPOTA_KIND_V1) {
+        c->kind = K_V1;
+        return 0;
+    }
+    if (k == TCPOTA_KIND_LEGACY && (refusal = legacy_refusal(c->srv->o)) != NULL) {
+        c->srv->stats.refused++;
+        clog_(c, 1, "legacy (req0/req1) device refused: %s", refusal);
+        (void)conn_close(c, 1);
+        return -1;
+    }
+    if (k == TCPOTA_KIND_LEGACY) {
+        int one = 1;
+        c->kind = K_LEGACY;
+        setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        snprintf(c->dev, sizeof(c->dev), "legacy");
+        conn_admitted(c);
+        clog_(c, 0, "legacy (req0/req1) device connected%s",
+              c->srv->o->require_auth ? " (unauthenticated: --allow-unauthenticated-legacy)" : "");
+        return 0;
+    }
+    c->srv->stats.failed++;
+    clog_(c, 1, "unknown protocol (first byte 0x%02x%s); closing", buf[0],
+          k == TCPOTA_KIND_TLS ? ": a TLS client, but this server runs without --tls-cert" : "");
+    (void)conn_close(c, 1);
+    return -1;
+}
+
 static void read_cb(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
@@ -349,29 +407,8 @@ static void read_cb(struct bufferevent *bev, void *arg)
         }
         n = evbuffer_remove(in, buf, sizeof(buf));
         if (n <= 0) break;
-        if (c->kind == K_UNKNOWN) {
-            int k = tcpota_detect(buf, (size_t)n);
-            if (k == TCPOTA_KIND_V1) {
-                c->kind = K_V1;
-            } else if (k == TCPOTA_KIND_LEGACY && c->srv->o->manifest && !c->srv->o->allow_legacy) {
-                c->srv->stats.refused++;
-                clog_(c, 1, "legacy (req0/req1) device refused: the image is signed and legacy "
-                            "devices cannot check it (--allow-legacy serves them anyway)");
-                (void)conn_close(c, 1);
-                return;
-            } else if (k == TCPOTA_KIND_LEGACY) {
-                int one = 1;
-                c->kind = K_LEGACY;
-                setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-                snprintf(c->dev, sizeof(c->dev), "legacy");
-                clog_(c, 0, "legacy (req0/req1) device connected");
-            } else {
-                c->srv->stats.failed++;
-                clog_(c, 1, "unknown protocol (first byte 0x%02x%s); closing", buf[0],
-                      k == TCPOTA_KIND_TLS ? ", TLS is not enabled" : "");
-                (void)conn_close(c, 1);
-                return;
-            }
+        if (c->kind == K_UNKNOWN && detect(c, buf, (size_t)n) < 0) {
+            return; /* c is gone */
         }
         if ((c->kind == K_V1 ? v1_input(c, buf, (size_t)n) : legacy_input(c, buf, (size_t)n)) < 0) {
             return; /* c may be gone */
@@ -417,17 +454,26 @@ static void write_cb(struct bufferevent *bev, void *arg)
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
-    (void)bev;
 
     if (what == BEV_EVENT_CONNECTED) {
-        return; /* a TLS handshake finished: nothing ends here */
+        c->tls_up = 1; /* a TLS handshake finished: nothing ends here */
+        return;
     }
     if (what & BEV_EVENT_TIMEOUT) {
         c->srv->stats.failed++;
         clog_(c, 1, "idle for %u s (%s); closing", c->srv->o->idle_timeout_s,
               (what & BEV_EVENT_READING) ? "nothing received" : "not reading what we send");
     } else if (what & BEV_EVENT_ERROR) {
-        clog_(c, 0, "connection error: %s; closed", strerror(EVUTIL_SOCKET_ERROR()));
+        int err = EVUTIL_SOCKET_ERROR();
+        unsigned long tls_err = c->srv->tls ? bufferevent_get_openssl_error(bev) : 0;
+        /* libevent reports TLS failures with errno 0: name OpenSSL's reason. */
+        if (c->srv->tls && (tls_err || !err)) {
+            clog_(c, 0, "%s: %s; closed", c->tls_up ? "TLS error" : "TLS handshake failed",
+                  tls_error_reason(tls_err));
+        } else {
+            clog_(c, 0, "connection error: %s; closed",
+                  err ? strerror(err) : "reset by the peer");
+        }
     } else if (what & BEV_EVENT_EOF) {
         if (c->kind == K_V1 && (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_OFFERED ||
                                 tcpota_srv_get_state(&c->s) == TCPOTA_SRV_STREAMING ||
@@ -440,31 +486,109 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     conn_free(c);
 }
 
-void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const char *port)
+/* Callbacks, watermarks and timeouts of a connection whose bufferevent
+ * exists. */
+static void start_bev(struct conn *c)
+{
+    struct timeval tv;
+
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, 64 * 1024);
+    tv.tv_sec = c->srv->o->idle_timeout_s;
+    tv.tv_usec = 0;
+    bufferevent_set_timeouts(c->bev, &tv, &tv);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+/* TLS: the first byte has arrived (or the peer closed). A TLS record
+ * starts the handshake; anything else is a device that does not speak TLS
+ * to a TLS port: it is told so in the log and closed at once, rather than
+ * left to time out inside a handshake it cannot finish. */
+static void first_byte_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    struct server *srv = c->srv;
+    uint8_t b = 0;
+    ssize_t n = recv(fd, &b, 1, MSG_PEEK);
+    SSL *ssl;
+    int k;
+    (void)what;
+
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        event_add(c->first_byte, NULL);
+        return;
+    }
+    event_free(c->first_byte);
+    c->first_byte = NULL;
+    if (n <= 0) {
+        clog_(c, 0, "closed before the TLS handshake");
+        evutil_closesocket(fd);
+        conn_free(c);
+        return;
+    }
+    k = tcpota_detect(&b, 1);
+    if (k != TCPOTA_KIND_TLS) {
+        srv->stats.failed++;
+        clog_(c, 1, "plain %s client on the TLS port: the device must use TLS (or serve without "
+                    "--tls-cert); closing",
+              k == TCPOTA_KIND_V1 ? "tcpota" : k == TCPOTA_KIND_LEGACY ? "legacy (req0/req1)"
+                                                                       : "(not TLS)");
+        evutil_closesocket(fd);
+        conn_free(c);
+        return;
+    }
+    ssl = SSL_new(srv->tls);
+    c->bev = ssl ? bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                  BEV_OPT_CLOSE_ON_FREE)
+                 : NULL;
+    if (!c->bev) {
+        clog_(c, 1, "out of memory for TLS; closing");
+        if (ssl) SSL_free(ssl);
+        evutil_closesocket(fd);
+        conn_free(c);
+        return;
+    }
+    start_bev(c);
+}
+
+int conn_check_deadline(struct conn *c, double now)
+{
+    unsigned idle = c->srv->o->idle_timeout_s;
+
+    /* Inside TLS, a peer that trickles its ClientHello never lets a read
+     * time out: one deadline from accept covers the handshake and HELLO. */
+    if (!c->srv->tls || c->kind == K_LEGACY || c->s.got_hello || c->closing ||
+        now - c->started <= (double)idle) {
+        return 0;
+    }
+    c->srv->stats.failed++;
+    clog_(c, 1, c->tls_up ? "no HELLO within %u s of connecting (too slow); closing"
+                          : "TLS handshake not finished within %u s of connecting; closing",
+          idle);
+    (void)conn_close(c, 1);
+    return 1;
+}
+
+void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const char *port,
+              int unauth)
 {
     struct tcpota_srv_config cfg;
-    struct timeval tv;
-    struct conn *c;
+    struct conn *c = calloc(1, sizeof(*c));
 
-    c = calloc(1, sizeof(*c));
     if (!c) {
+        if (unauth) unauth_del(&srv->unauth, host);
         evutil_closesocket(fd);
         return;
     }
     c->srv = srv;
+    c->fd = fd;
+    c->unauth = (uint8_t)unauth;
     snprintf(c->addr, sizeof(c->addr), "%s", host);
     c->id = ++srv->next_id;
     c->started = now_s();
     c->progress_at = c->started;
     snprintf(c->peer, sizeof(c->peer), "%s:%s", host, port);
-    if (srv->tls) {
-        SSL *ssl = SSL_new(srv->tls);
-        c->bev = ssl ? bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                                      BEV_OPT_CLOSE_ON_FREE)
-                     : NULL;
-    } else {
-        c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    }
     memset(&cfg, 0, sizeof(cfg));
     cfg.choose = conn_choose;
     cfg.ctx = c;
@@ -478,9 +602,18 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
         randombytes_buf(c->nonce, sizeof(c->nonce));
         cfg.auth_nonce = c->nonce;
     }
-    if (!c->bev || tcpota_srv_init(&c->s, &cfg) < 0) {
+    /* TLS state (tens of KiB) is allocated only once the first byte shows
+     * a TLS record: see first_byte_cb. */
+    if (srv->tls) {
+        c->first_byte = event_new(srv->base, fd, EV_READ, first_byte_cb, c);
+    } else {
+        c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
+    if ((!c->bev && !c->first_byte) || tcpota_srv_init(&c->s, &cfg) < 0) {
         if (c->bev) bufferevent_free(c->bev);
-        else evutil_closesocket(fd);
+        else if (c->first_byte) event_free(c->first_byte);
+        if (!c->bev) evutil_closesocket(fd);
+        if (unauth) unauth_del(&srv->unauth, host);
         free(c);
         return;
     }
@@ -492,12 +625,9 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
     srv->conns = c;
     srv->nconns++;
     srv->stats.connections++;
-    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-    bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, 64 * 1024);
-    tv.tv_sec = srv->o->idle_timeout_s;
-    tv.tv_usec = 0;
-    bufferevent_set_timeouts(c->bev, &tv, &tv);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    if (c->first_byte) {
+        event_add(c->first_byte, NULL);
+    } else {
+        start_bev(c);
+    }
 }
-

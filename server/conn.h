@@ -11,12 +11,20 @@ struct server;
 struct conn;
 
 /* Takes over the accepted socket fd from host:port and starts serving it
- * (inside TLS when the server has a TLS context). Closes fd on failure. */
-void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const char *port);
+ * (inside TLS when the server has a TLS context). unauth: the caller
+ * counted it in srv->unauth (uncounted once it authenticates or closes).
+ * Closes fd on failure. */
+void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const char *port,
+              int unauth);
 /* Unlinks and frees c and its socket at once. */
 void conn_free(struct conn *c);
 /* Ends a connection once what is queued has gone out (now: at once).
  * Returns 1 when c was freed. */
 int conn_close(struct conn *c, int now);
+
+/* Closes c when it missed the deadline from accept to HELLO (TLS servers,
+ * where a trickled handshake keeps reads from timing out). Returns 1 when
+ * c was closed and freed. Called once a second for every connection. */
+int conn_check_deadline(struct conn *c, double now);
 
 #endif

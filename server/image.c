@@ -56,13 +56,15 @@ static int image_load(struct image *img, const char *path, const char *version, 
             return -1;
         }
     }
-    img->fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO would otherwise wait for a writer forever. */
+    img->fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (img->fd < 0 || fstat(img->fd, &st) < 0) {
         fprintf(stderr, "tcpota serve: cannot open image %s: %s\n", path, strerror(errno));
         return -1;
     }
     if (!S_ISREG(st.st_mode)) {
-        fprintf(stderr, "tcpota serve: image %s is not a regular file\n", path);
+        fprintf(stderr, "tcpota serve: image %s is not a regular file%s; give the path of the "
+                        "image file\n", path, S_ISDIR(st.st_mode) ? " (it is a directory)" : "");
         return -1;
     }
     if (st.st_size == 0 || (uint64_t)st.st_size > 0xffffffffu) {

@@ -9,6 +9,20 @@
 #include <string.h>
 #include <sys/socket.h>
 
+const char *legacy_refusal(const struct tcpota_serve_opts *o)
+{
+    if (o->require_auth && !o->allow_unauth_legacy) {
+        return "--require-auth is on and legacy devices cannot authenticate "
+               "(--allow-unauthenticated-legacy serves them anyway: then anyone who can "
+               "connect gets the image)";
+    }
+    if (o->manifest && !o->allow_legacy) {
+        return "the image is signed and legacy devices cannot check it (--allow-legacy "
+               "serves them anyway)";
+    }
+    return NULL;
+}
+
 /* Writes one legacy package in one piece: a single send() when nothing is
  * queued, so a device that reads it with one recv() gets all of it. */
 static void legacy_send(struct conn *c, const struct tcpota_legacy_pkg *pkg)

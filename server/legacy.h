@@ -7,6 +7,12 @@
 #include <stdint.h>
 
 struct conn;
+struct tcpota_serve_opts;
+
+/* Why the server's options forbid serving legacy devices (they can neither
+ * authenticate nor check a signature), or NULL when they are served. The
+ * reason names the option that would serve them and what it risks. */
+const char *legacy_refusal(const struct tcpota_serve_opts *o);
 
 /* Feeds bytes a legacy device sent and queues the packages it asked for.
  * Returns 0, or -1 when c was closed and freed. */

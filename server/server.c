@@ -25,6 +25,7 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
 {
     struct server *srv = arg;
     char host[48] = "?", port[8] = "?";
+    int unauth = 0;
     (void)lis;
 
     getnameinfo(sa, (socklen_t)salen, host, sizeof(host), port, sizeof(port),
@@ -35,17 +36,23 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
         evutil_closesocket(fd);
         return;
     }
-    {
-        struct ban *b = ban_find(srv->bans, host, 0);
-        if (b && b->until > now_s()) {
+    /* Authentication is judged at AUTH (auth.h), not here: refusing an
+     * address at accept would lock out every device behind its NAT. What
+     * one address may hold before it authenticates is capped instead. */
+    if (srv->o->max_unauth_per_addr && (srv->tls || srv->o->require_auth)) {
+        unauth = unauth_add(&srv->unauth, host, srv->o->max_unauth_per_addr);
+        if (unauth <= 0) {
             srv->stats.refused++;
-            say_peer(srv, host, port, "refused: %u failed authentications, wait %.0f s",
-                     b->failures, b->until - now_s());
+            if (unauth == 0) {
+                say_peer(srv, host, port, "refused: %s already holds %u connections that have "
+                         "not authenticated (--max-unauth-per-addr)", host,
+                         unauth_count(&srv->unauth, host));
+            }
             evutil_closesocket(fd);
             return;
         }
     }
-    conn_new(srv, fd, host, port);
+    conn_new(srv, fd, host, port, unauth);
 }
 
 static void accept_error_cb(struct evconnlistener *lis, void *arg)
@@ -72,6 +79,9 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     for (; c; c = next) {
         enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
         next = c->next;
+        if (conn_check_deadline(c, now)) {
+            continue;
+        }
         /* The same deadline holds for answering a CHALLENGE: PINGs must not
          * keep an unauthenticated peer's slot. */
         if (c->kind == K_V1 && !c->closing &&
@@ -143,6 +153,15 @@ static void reload(struct server *srv)
         free(fresh);
         say_always(srv->o, LOG_LV_ERROR, "SIGHUP: reload failed (see above); still serving image %s (sha256 %.16s...)",
                    srv->img->version, srv->img->idhex);
+        return;
+    }
+    /* The new secrets keep the old ones' failures (auth_rebind). */
+    if (auth_rebind(&srv->auth, fresh->secrets, fresh->nsecrets) < 0) {
+        image_unref(img);
+        o->release(o->ctx, fresh);
+        free(fresh);
+        say_always(srv->o, LOG_LV_ERROR, "SIGHUP: out of memory; still serving image %s",
+                   srv->img->version);
         return;
     }
     image_unref(srv->img);
@@ -259,6 +278,10 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     if (!srv.base || listen_on(&srv) < 0) {
         goto out;
     }
+    if (auth_init(&srv.auth, o->secrets, o->nsecrets) < 0) {
+        fprintf(stderr, "tcpota serve: out of memory\n");
+        goto out;
+    }
     srv.sigint = evsignal_new(srv.base, SIGINT, signal_cb, &srv);
     srv.sigterm = evsignal_new(srv.base, SIGTERM, signal_cb, &srv);
     srv.sighup = evsignal_new(srv.base, SIGHUP, signal_cb, &srv);
@@ -288,6 +311,8 @@ out:
     if (srv.lis) evconnlistener_free(srv.lis);
     if (srv.base) event_base_free(srv.base);
     if (srv.tls) SSL_CTX_free(srv.tls);
+    auth_free(&srv.auth);
+    unauth_clear(&srv.unauth);
     image_unref(srv.img);
     if (srv.devices.slots) devices_free(&srv.devices);
     if (srv.reloaded) {

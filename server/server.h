@@ -16,8 +16,8 @@
 
 /* A device the server can authenticate: its id and shared secret. */
 struct tcpota_serve_secret {
-    char id[65];
-    uint8_t secret[64];
+    char id[65];        /* NUL-terminated, at most TCPOTA_MAX_STR bytes */
+    uint8_t secret[64]; /* len bytes used (auth.h: AUTH_MIN_SECRET_LEN..64) */
     uint8_t len;
 };
 
@@ -28,7 +28,7 @@ struct tcpota_serve_opts {
     const char *version;   /* version string offered (1..32 printable) */
     const char *model;     /* the image's hardware model (from its manifest), or NULL: any */
     int allow_downgrade;   /* offer even when the device runs a newer or unordered version */
-    unsigned max_conns;    /* connections beyond this are refused with BUSY */
+    unsigned max_conns;    /* connections beyond this are closed at once */
     unsigned idle_timeout_s;
     unsigned chunk;        /* DATA payload bytes, <= 16380 */
     int progress;          /* 1: one line per device per 10% */
@@ -37,9 +37,15 @@ struct tcpota_serve_opts {
     const uint8_t *manifest; /* signed manifest offered with the image, or NULL */
     uint16_t manifest_len;
     int allow_legacy;      /* serve req0/req1 devices even though the image is signed */
+    /* With require_auth: serve req0/req1 devices anyway (they cannot
+     * authenticate, so anyone who connects gets the image). */
+    int allow_unauth_legacy;
+    /* Connections one address may hold before they authenticate (TLS
+     * handshake, HELLO, AUTH), on servers with TLS or require_auth; 0: no limit. */
+    unsigned max_unauth_per_addr;
     const struct tcpota_serve_secret *secrets; /* device secrets */
     size_t nsecrets;
-    int require_auth;      /* every v1 device must answer a CHALLENGE */
+    int require_auth;      /* every device must answer a CHALLENGE (legacy ones cannot) */
     const char *tls_cert, *tls_key; /* PEM files: serve v1 inside TLS */
     /* SIGHUP: fills *fresh, a copy of these options, with the image,
      * version, model, manifest and device secrets read again from their

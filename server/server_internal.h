@@ -7,8 +7,11 @@
  *   conn.c    one connection: its state, the v1 session, the libevent callbacks
  *   legacy.c  serving the sample's req0/req1 devices on a connection
  *   auth.c    device secrets: checking an answer to a CHALLENGE, backoff
+ *   unauth.c  connections per address that have not authenticated yet
  *   image.c   the image: load, CRCs, the prebuilt DATA frames (memfd)
- *   tls.c     the TLS context
+ *   offer.c   whether a device is offered the image (model, version, failures)
+ *   devices.c what each device reported (failures, outcome)
+ *   tls.c     the TLS context, the channel binding of an AUTH
  *   log.c     one log line per event
  */
 #ifndef TCPOTA_SERVER_INTERNAL_H
@@ -18,10 +21,12 @@
 #include "devices.h"
 #include "image.h"
 #include "server.h"
+#include "unauth.h"
 
 #include "tcpota/legacy.h"
 #include "tcpota/server.h"
 
+#include <event2/util.h>
 #include <openssl/ssl.h>
 #include <stdint.h>
 #include <time.h>
@@ -45,7 +50,8 @@ struct server {
     const struct tcpota_serve_opts *o; /* the options in force: the caller's, or a reload's */
     struct tcpota_serve_opts *reloaded; /* the last reload's set (o points to it), or NULL */
     SSL_CTX *tls;
-    struct ban bans[BAN_SLOTS];
+    struct auth auth;
+    struct unauth unauth; /* connections per address not yet authenticated */
     struct event_base *base;
     struct evconnlistener *lis;
     struct event *sigint, *sigterm, *sighup, *sigusr1, *sweep;
@@ -82,6 +88,12 @@ struct conn {
     uint8_t legacy_done;
     uint8_t closing; /* conn_close() ran: free once the output is out */
     uint8_t read_paused; /* reading stopped until our replies drain */
+    uint8_t unauth;      /* counted in srv->unauth until it authenticates */
+    uint8_t tls_up;      /* TLS: the handshake finished */
+    /* TLS: waiting for the first byte, before any TLS state is allocated
+     * (then bev is NULL). */
+    struct event *first_byte;
+    evutil_socket_t fd;
     char addr[48];
     uint8_t nonce[TCPOTA_NONCE_LEN];
     uint8_t rx[RX_CAP];

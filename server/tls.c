@@ -3,6 +3,7 @@
 
 #include <openssl/err.h>
 #include <stdio.h>
+#include <string.h>
 
 SSL_CTX *tls_context(const char *cert, const char *key)
 {
@@ -20,3 +21,19 @@ SSL_CTX *tls_context(const char *cert, const char *key)
     return ctx;
 }
 
+
+int tls_binding(SSL *ssl, uint8_t out[TCPOTA_TLS_BINDING_LEN])
+{
+    if (!ssl || !SSL_is_init_finished(ssl) ||
+        SSL_export_keying_material(ssl, out, TCPOTA_TLS_BINDING_LEN, TCPOTA_TLS_BINDING_LABEL,
+                                   strlen(TCPOTA_TLS_BINDING_LABEL), NULL, 0, 0) != 1) {
+        return -1;
+    }
+    return 0;
+}
+
+const char *tls_error_reason(unsigned long err)
+{
+    const char *r = err ? ERR_reason_error_string(err) : NULL;
+    return r ? r : "the peer closed or reset the connection without a TLS alert";
+}

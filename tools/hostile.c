@@ -13,6 +13,9 @@
  *              receive buffer is tiny
  *   pinger     as noread, but sends a PING every second: only the unread
  *              output shows that it is stuck
+ *   tlsslow    starts a TLS handshake (a record header announcing a
+ *              512-byte ClientHello) and sends its body one byte per
+ *              second, so no read ever times out
  * Every connection that reads waits for the server to close it (EOF or
  * reset). `--ports FILE` writes "kind local-port" per connection, so a test
  * can find each peer's close reason in the server log (a peer that never
@@ -24,6 +27,10 @@
  * Peers stay open until the server closed every reading peer and at least
  * --min-hold seconds passed (so peers that never read stay that long), or
  * until --hold seconds passed.
+ *
+ * `--from ADDR` binds every peer to this local address (the server counts
+ * some limits per address). The summary gives, per kind, how long the
+ * server took to close the last of its peers.
  *
  * exit: 0 when every reading peer was closed by the server before --hold
  * seconds passed, 1 otherwise, 2 usage.
@@ -43,9 +50,9 @@
 
 #include "tcpota/codec.h"
 
-enum kind { IDLE, SLOW, RANDOM, OVERSIZE, TRUNCATED, BADVER, NOREAD, PINGER, NKINDS };
-static const char *const kind_name[NKINDS] = {"idle",      "slow",   "random", "oversize",
-                                               "truncated", "badver", "noread", "pinger"};
+enum kind { IDLE, SLOW, RANDOM, OVERSIZE, TRUNCATED, BADVER, NOREAD, PINGER, TLSSLOW, NKINDS };
+static const char *const kind_name[NKINDS] = {"idle",   "slow",   "random", "oversize", "truncated",
+                                               "badver", "noread", "pinger", "tlsslow"};
 
 struct peer {
     int fd;
@@ -55,6 +62,7 @@ struct peer {
     double next_send;
     unsigned port;
     uint8_t closed;   /* the server closed it (EOF or reset) */
+    double closed_after; /* seconds from the start until then */
     uint8_t accepted; /* noread/pinger: ACCEPT queued, reading stops */
     struct tcpota_decoder dec;
     uint8_t *dbuf;
@@ -164,7 +172,8 @@ static void usage(void)
     fprintf(stderr,
             "usage: tcpota-hostile --connect HOST:PORT [--idle N] [--slow N] [--random N]\n"
             "         [--oversize N] [--truncated N] [--badver N] [--noread N] [--pinger N]\n"
-            "         [--hold SECONDS] [--min-hold SECONDS] [--ports FILE] [--seed S]\n"
+            "         [--tlsslow N] [--hold SECONDS] [--min-hold SECONDS] [--ports FILE]\n"
+            "         [--seed S] [--from ADDR]\n"
             "       tcpota-hostile --connect HOST:PORT --frames\n");
     exit(2);
 }
@@ -173,7 +182,8 @@ int main(int argc, char **argv)
 {
     unsigned count[NKINDS] = {0}, closed[NKINDS] = {0}, total = 0, seed = 1;
     double hold = 30, min_hold = 0, t0, deadline;
-    const char *target = NULL, *ports = NULL;
+    const char *target = NULL, *ports = NULL, *from = NULL;
+    double last_close[NKINDS] = {0};
     int frames = 0;
     struct sockaddr_in sa;
     struct peer *p;
@@ -198,6 +208,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--min-hold") && i + 1 < argc) min_hold = strtod(argv[++i], NULL);
         else if (!strcmp(argv[i], "--ports") && i + 1 < argc) ports = argv[++i];
         else if (!strcmp(argv[i], "--frames")) frames = 1;
+        else if (!strcmp(argv[i], "--from") && i + 1 < argc) from = argv[++i];
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = (unsigned)strtoul(argv[++i], NULL, 10);
         else usage();
     }
@@ -246,6 +257,16 @@ int main(int argc, char **argv)
                 int small = 4096;
                 setsockopt(q->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
             }
+            if (from) {
+                struct sockaddr_in b;
+                memset(&b, 0, sizeof(b));
+                b.sin_family = AF_INET;
+                if (inet_pton(AF_INET, from, &b.sin_addr) != 1 ||
+                    bind(q->fd, (struct sockaddr *)&b, sizeof(b)) < 0) {
+                    fprintf(stderr, "tcpota-hostile: cannot bind to %s: %s\n", from, strerror(errno));
+                    return 1;
+                }
+            }
             if (connect(q->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
                 fprintf(stderr, "tcpota-hostile: connect: %s\n", strerror(errno));
                 return 1;
@@ -283,6 +304,11 @@ int main(int argc, char **argv)
                 memcpy(q->out, "\x01\x00\xff\xff", 4);
                 q->out_len = 4;
                 break;
+            case TLSSLOW:
+                /* Handshake record, TLS 1.0 header, 512 bytes: ClientHello... */
+                memcpy(q->out, "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11);
+                q->out_len = 11 + 501;
+                break;
             default:
                 break;
             }
@@ -309,10 +335,11 @@ int main(int argc, char **argv)
             pf[i].events = 0;
             if (q->closed) continue;
             if (q->sent < q->out_len && t >= q->next_send) {
-                size_t want = q->kind == SLOW ? 1 : q->out_len - q->sent;
+                int slow = q->kind == SLOW || q->kind == TLSSLOW;
+                size_t want = slow ? 1 : q->out_len - q->sent;
                 ssize_t w = send(q->fd, q->out + q->sent, want, MSG_NOSIGNAL);
                 if (w > 0) q->sent += (size_t)w;
-                if (q->kind == SLOW) q->next_send = t + 1.0;
+                if (slow) q->next_send = t + 1.0;
             }
             if ((q->kind == NOREAD || q->kind == PINGER) && !q->accepted) {
                 pf[i].fd = q->fd; /* reading up to the OFFER */
@@ -352,6 +379,8 @@ int main(int argc, char **argv)
             }
             if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
                 p[i].closed = 1;
+                p[i].closed_after = now_s() - t0;
+                if (p[i].closed_after > last_close[p[i].kind]) last_close[p[i].kind] = p[i].closed_after;
                 closed[p[i].kind]++;
                 close(p[i].fd);
             }
@@ -363,7 +392,8 @@ int main(int argc, char **argv)
             printf("tcpota-hostile: %-9s %5u peers (never read; see the server log)\n", kind_name[k], count[k]);
             continue;
         }
-        printf("tcpota-hostile: %-9s %5u peers, %5u closed by the server\n", kind_name[k], count[k], closed[k]);
+        printf("tcpota-hostile: %-9s %5u peers, %5u closed by the server, the last after %.1f s\n",
+               kind_name[k], count[k], closed[k], last_close[k]);
         if (closed[k] != count[k]) rc = 1;
     }
     printf("tcpota-hostile: %.1f s\n", now_s() - t0);

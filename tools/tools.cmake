@@ -23,7 +23,7 @@ set_tests_properties(tools_proxy PROPERTIES LABELS e2e TIMEOUT 120)
 
 # Test peer for device authentication (tests/e2e/test_security.sh).
 add_executable(tcpota-auth-probe ${CMAKE_CURRENT_SOURCE_DIR}/../tests/tools/auth_probe.c)
-target_link_libraries(tcpota-auth-probe PRIVATE tcpota_core PkgConfig::SODIUM)
+target_link_libraries(tcpota-auth-probe PRIVATE tcpota_core PkgConfig::SODIUM PkgConfig::LIBEVENT) # OpenSSL for --tls
 target_compile_definitions(tcpota-auth-probe PRIVATE _POSIX_C_SOURCE=200809L _DEFAULT_SOURCE)
 
 # A broken or malicious server for the device's bounds (tests/e2e/test_rogue.sh).

@@ -99,8 +99,11 @@ ok "legacy devices refused a signed image unless --allow-legacy"
 # 5. Device authentication: right secret, wrong secret, unknown, replay.
 $T keygen --device-secret --out dev.secret 2>/dev/null
 $T keygen --device-secret --out wrong.secret 2>/dev/null
-echo "auth-dev $(cut -d' ' -f3 dev.secret)" > secrets
-echo "probe $(cut -d' ' -f3 dev.secret)" >> secrets
+sec() { cut -d' ' -f3 "$1"; }
+{ echo "auth-dev $(sec dev.secret)"; echo "probe $(sec dev.secret)"; echo "probe2 $(sec dev.secret)"
+  echo "nat-bad $(sec dev.secret)"
+  echo "nat-good $(sec dev.secret)"; } > secrets
+chmod 600 secrets
 start_server img 2.0.0 --require-auth --auth-file secrets
 "$T" device --server "127.0.0.1:$SERVER_PORT" --flash authed --id auth-dev --secret dev.secret \
   --trust k.pub 2> authed.log || fail "authenticated device failed"
@@ -109,21 +112,68 @@ rc=0; "$T" device --server "127.0.0.1:$SERVER_PORT" --flash nosecret --id auth-d
   2> nosecret.log || rc=$?
 [ $rc -eq 1 ] || fail "a device without a secret was served"
 P=$(dirname "$LEGACY")/tcpota-auth-probe
-[ "$($P --server "127.0.0.1:$SERVER_PORT" --id probe --secret dev.secret --from 127.0.0.11)" = offer ] ||
+probe() { "$P" --server "127.0.0.1:$SERVER_PORT" "$@" 2> probe.log; }
+[ "$(probe --id probe --secret dev.secret --from 127.0.0.11)" = offer ] ||
   fail "the probe with the right secret was refused"
-[ "$($P --server "127.0.0.1:$SERVER_PORT" --id probe --secret dev.secret --replay --from 127.0.0.12 | tail -1)" = "error 13" ] ||
+[ "$(probe --id probe --secret dev.secret --replay --from 127.0.0.12 | tail -1)" = "error 13" ] ||
   fail "a replayed challenge response was accepted"
-[ "$($P --server "127.0.0.1:$SERVER_PORT" --id probe --secret wrong.secret --from 127.0.0.13)" = "error 13" ] ||
+[ "$(probe --id probe2 --secret wrong.secret --from 127.0.0.13)" = "error 13" ] ||
   fail "a wrong secret was accepted"
-[ "$($P --server "127.0.0.1:$SERVER_PORT" --id stranger --secret dev.secret --from 127.0.0.14)" = "error 13" ] ||
+# The device is told at once what is wrong, not left to time out.
+grep -q 'server says: authentication refused: check the device secret' probe.log ||
+  fail "a wrong secret was not told to check the device secret: $(cat probe.log)"
+[ "$(probe --id stranger --secret dev.secret --from 127.0.0.14)" = "error 13" ] ||
   fail "an unknown device was accepted"
-[ "$($P --server "127.0.0.1:$SERVER_PORT" --id probe --secret dev.secret --from 127.0.0.14)" = "no-challenge" ] ||
-  fail "a peer that just failed was not slowed down"
+# Backoff per device id, judged at AUTH: right after its failure, the id
+# waits even from another address with the right secret; then it is served.
+[ "$(probe --id probe2 --secret dev.secret --from 127.0.0.15)" = "error 13" ] ||
+  fail "a device id that just failed was not slowed down"
+grep -q 'retry after [12] s' probe.log || fail "no retry time told to the device: $(cat probe.log)"
+sleep 2.1
+[ "$(probe --id probe2 --secret dev.secret --from 127.0.0.13)" = offer ] ||
+  fail "the device was not served after its wait (or its address stayed locked out)"
+# Behind one NAT address: a misconfigured device fails, a good one is served at once.
+[ "$(probe --id nat-bad --secret wrong.secret --from 127.0.0.20)" = "error 13" ] ||
+  fail "NAT: a wrong secret was accepted"
+[ "$(probe --id nat-good --secret dev.secret --from 127.0.0.20)" = offer ] ||
+  fail "NAT: one device's wrong secret locked out a good device at the same address"
+# SIGHUP re-reads the secrets: a device added to the file is served, and
+# the backoff of a device in both files survives the reload.
+[ "$(probe --id nat-bad --secret wrong.secret --from 127.0.0.21)" = "error 13" ] ||
+  fail "a wrong secret was accepted"
+$T keygen --device-secret --out new.secret 2>/dev/null
+echo "newcomer $(sec new.secret)" >> secrets
+kill -HUP "$SERVER_PID"
+wait_line server.log 'SIGHUP: reloaded: .*, 6 device secrets' 5
+[ "$(probe --id newcomer --secret new.secret --from 127.0.0.22)" = offer ] ||
+  fail "a device added to the secrets file was not served after SIGHUP"
+[ "$(probe --id nat-bad --secret dev.secret --from 127.0.0.22)" = "error 13" ] ||
+  fail "SIGHUP wiped the backoff of a device that had just failed"
 grep -q 'authentication failed: wrong answer' server.log || fail "failed authentication not logged"
 grep -q 'authentication failed: unknown device' server.log || fail "unknown device not logged"
-grep -q 'refused: 1 failed authentications' server.log || fail "backoff not logged"
+grep -q 'authentication failed: this device id failed recently' server.log || fail "backoff not logged"
 stop_server
-ok "authentication: right secret served; no secret, wrong secret, unknown device, replay refused; backoff"
+ok "authentication: right secret served; no secret, wrong secret, unknown device, replay refused; backoff per id, not per NAT address"
+
+# Legacy (req0/req1) devices cannot authenticate: under --require-auth they
+# get nothing, unless the operator names the risk.
+cp img plain.img
+start_server plain.img 2.0.0 --require-auth --auth-file secrets
+rc=0; "$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out legacy-auth.bin --timeout 5 > legacy.log 2>&1 || rc=$?
+[ $rc -ne 0 ] || fail "a legacy device got the image from a server with --require-auth"
+grep -q 'legacy (req0/req1) device refused: --require-auth .*--allow-unauthenticated-legacy .*anyone who can connect gets the image' server.log ||
+  fail "legacy refusal under --require-auth does not name the flag and its risk"
+stop_server
+start_server img 2.0.0 --require-auth --auth-file secrets --allow-legacy
+rc=0; "$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out legacy-auth.bin --timeout 5 > legacy.log 2>&1 || rc=$?
+[ $rc -ne 0 ] || fail "--allow-legacy alone served a legacy device under --require-auth"
+stop_server
+start_server plain.img 2.0.0 --require-auth --auth-file secrets --allow-unauthenticated-legacy
+"$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out legacy-auth.bin > legacy.log 2>&1 ||
+  fail "--allow-unauthenticated-legacy did not serve"
+cmp legacy-auth.bin plain.img || fail "legacy bytes differ"
+stop_server
+ok "legacy devices refused under --require-auth unless --allow-unauthenticated-legacy"
 
 # A peer that never answers the CHALLENGE cannot keep its slot with PINGs.
 start_server img 2.0.0 --require-auth --auth-file secrets --idle-timeout 2
@@ -195,3 +245,63 @@ for host in 127.0.0.1 localhost; do
   untouched "tls-name-$host"
 done
 ok "TLS: a certificate from the trusted CA for another host name is refused"
+
+# 8. TLS and authentication: the answer must be bound to the TLS session
+# (an answer relayed from another connection does not verify); a plain
+# client on the TLS port is told so at once; handshake failures name their
+# reason; a legacy device inside TLS gets nothing under --require-auth.
+start_server plain.img 2.0.0 --tls-cert srv.pem --tls-key srv.key --require-auth --auth-file secrets
+[ "$(probe --tls --id auth-dev --secret dev.secret --from 127.0.0.30)" = offer ] ||
+  fail "TLS: a bound answer with the right secret was refused: $(cat probe.log)"
+[ "$(probe --tls --unbound --id nat-good --secret dev.secret --from 127.0.0.31)" = "error 13" ] ||
+  fail "TLS: an answer not bound to the TLS session was accepted"
+grep -q 'server says: authentication refused: check the device secret' probe.log ||
+  fail "TLS: an unbound answer was not refused with a message"
+t0=$(date +%s%N)
+rc=0; "$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out plain-on-tls.bin --timeout 10 > legacy.log 2>&1 || rc=$?
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+[ $rc -ne 0 ] || fail "a plain legacy client was served on the TLS port"
+[ "$ms" -lt 3000 ] || fail "a plain client on the TLS port waited $ms ms before it was closed"
+wait_line server.log 'plain legacy \(req0/req1\) client on the TLS port: the device must use TLS \(or serve without --tls-cert\)' 5
+out=$(printf 'req0\r\n\r\n' | timeout 10 openssl s_client -connect "127.0.0.1:$SERVER_PORT" -quiet 2>/dev/null | head -c 100 || true)
+case "$out" in *total:*) fail "a legacy device inside TLS got the image under --require-auth" ;; esac
+wait_line server.log 'legacy \(req0/req1\) device refused: --require-auth' 5
+# A client that refuses the server's certificate: the server says why, not "Success".
+rc=0; "$T" device --server "127.0.0.1:$SERVER_PORT" --flash tls-foreign2 --id auth-dev --secret dev.secret \
+  --ca ca2.pem --max-attempts 1 2> tls-foreign2.log || rc=$?
+[ $rc -ne 0 ] || fail "a device trusting another CA was served"
+wait_line server.log 'TLS handshake failed: .*(unknown ca|alert)' 5
+! grep -q 'Success' server.log || fail "a connection error was logged as 'Success'"
+stop_server
+ok "TLS: bound answer served, unbound refused; plain client told and closed in $ms ms; legacy inside TLS refused; handshake failure reason logged"
+
+# 9. Bad file arguments: a FIFO never hangs the start, a secrets file with no
+# secrets or a short secret is refused, and one others can read is warned about.
+mkfifo fifo
+# refuse_start WHAT REGEX SERVE-ARGS...: serve must exit non-zero at once, saying REGEX.
+refuse_start() {
+  local what=$1 re=$2; shift 2
+  local rc=0
+  timeout 10 "$T" serve --listen 127.0.0.1:0 --version 2.0.0 "$@" 2> refuse.log || rc=$?
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "$what: serve exited $rc (124: it hung)"
+  grep -qE -e "$re" refuse.log || fail "$what: no /$re/ in: $(cat refuse.log)"
+}
+refuse_start "image FIFO" 'fifo is not a regular file' fifo
+refuse_start "--auth-file FIFO" 'fifo is not a regular file' --require-auth --auth-file fifo plain.img
+refuse_start "--manifest FIFO" 'fifo is not a regular file' --manifest fifo plain.img
+refuse_start "--pubkey FIFO" 'fifo is not a regular file' --pubkey fifo plain.img
+refuse_start "--tls-cert FIFO" 'fifo is not a regular file' --tls-cert fifo --tls-key srv.key plain.img
+refuse_start "--tls-key FIFO" 'fifo is not a regular file' --tls-cert srv.pem --tls-key fifo plain.img
+mkdir secrets.d
+refuse_start "--auth-file directory" 'is a directory' --require-auth --auth-file secrets.d plain.img
+: > empty.secrets
+refuse_start "empty --auth-file" '--auth-file empty.secrets has no secrets' --require-auth --auth-file empty.secrets plain.img
+echo "short 00112233445566778899aabbccddee" > short.secrets
+refuse_start "15-byte secret" 'has 15 bytes; at least 16' --require-auth --auth-file short.secrets plain.img
+refuse_start "--pubkey without a manifest" '--pubkey needs a signed image' --pubkey k.pub plain.img
+cp secrets open.secrets; chmod 644 open.secrets
+start_server plain.img 2.0.0 --require-auth --auth-file open.secrets
+grep -q 'warning: --auth-file open.secrets can be read by other users (mode 644); chmod 600' server.log ||
+  fail "a secrets file readable by others was not warned about"
+stop_server
+ok "serve refuses FIFOs, a directory, an empty secrets file, a short secret, --pubkey without a manifest; warns about a readable secrets file"

@@ -96,5 +96,43 @@ stop_server
 check_reasons "$WORK/server.log" "$WORK/ports2"
 [ "$bad" -eq 0 ] || fail "$bad of $total bad peers closed without the expected reason"
 [ "$hwm" -le "$MAX_RSS_KB" ] || fail "server peak memory $hwm kB over $MAX_RSS_KB kB"
+
+# Slow TLS handshakes: 500 peers from 127.0.0.2 each start a ClientHello and
+# send it a byte a second, so no read ever times out. One deadline from
+# accept (the idle timeout) covers handshake and HELLO, and one address may
+# hold only --max-unauth-per-addr of them: the first $CAP are closed at the
+# deadline, the rest refused at once; the server's memory stays bounded and
+# a good device (from 127.0.0.1) updates meanwhile. Measured: VmHWM about
+# 21 MB; without the cap about 33 MB, and before the deadline existed none
+# was closed within 20 s.
+CAP=100
+MAX_TLS_RSS_KB=${TCPOTA_HOSTILE_MAX_TLS_RSS_KB:-28672}
+if ldd "$TCPOTA" 2>/dev/null | grep libasan >/dev/null; then MAX_TLS_RSS_KB=$((MAX_TLS_RSS_KB * 8)); fi
+( cd "$WORK" && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout tls.key -out tls.pem -days 2 -subj /CN=localhost \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" > /dev/null 2>&1 ) || fail "openssl req failed"
+start_server "$WORK/small2" 3.0.0 --idle-timeout "$TIMEOUT" --no-progress --tls-cert "$WORK/tls.pem" \
+  --tls-key "$WORK/tls.key" --max-unauth-per-addr "$CAP"
+"$HOSTILE" --connect "127.0.0.1:$SERVER_PORT" --from 127.0.0.2 --tlsslow 500 --hold 20 \
+  > "$WORK/hostile3.out" 2> "$WORK/hostile3.log" &
+hostile=$!
+PIDS+=("$hostile")
+wait_line "$WORK/hostile3.log" 'connections open' 20
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/tlsdev" --id tls-good --ca "$WORK/tls.pem" \
+  --progress none 2> "$WORK/tlsdev.out" || fail "a good device failed beside slow TLS handshakes"
+check_device "$WORK/tlsdev" "$WORK/small2"
+wait "$hostile" || fail "slow TLS handshakes were not all closed: $(cat "$WORK/hostile3.out")"
+tls_hwm=$(rss VmHWM)
+stop_server
+last=$(sed -nE 's/.*tlsslow .* the last after ([0-9.]+) s/\1/p' "$WORK/hostile3.out")
+awk -v l="$last" -v t="$TIMEOUT" 'BEGIN { exit !(l <= t + 2) }' ||
+  fail "a slow TLS handshake stayed open $last s (deadline $TIMEOUT s)"
+deadline=$(grep -c "TLS handshake not finished within $TIMEOUT s of connecting; closing" "$WORK/server.log" || true)
+capped=$(grep -c 'refused: 127.0.0.2 already holds [0-9]* connections that have not authenticated (--max-unauth-per-addr)' "$WORK/server.log" || true)
+[ "$deadline" -eq "$CAP" ] && [ "$((deadline + capped))" -eq 500 ] ||
+  fail "slow TLS handshakes: $deadline closed at the deadline, $capped refused (want $CAP and $((500 - CAP)))"
+[ "$tls_hwm" -le "$MAX_TLS_RSS_KB" ] || fail "server peak memory $tls_hwm kB with slow TLS handshakes, over $MAX_TLS_RSS_KB kB"
 echo "$hostile_out"
+cat "$WORK/hostile3.out"
 ok "$total hostile peers closed with a reason, $N good devices byte-exact; server memory: $base kB at start, peak RSS $peak kB sampled, VmHWM $hwm kB"
+ok "500 slow TLS handshakes: $deadline closed at the $TIMEOUT s deadline (the last after $last s), $capped refused over the per-address cap; VmHWM $tls_hwm kB; a TLS device updated"

@@ -10,10 +10,17 @@
  * SECONDS, else "still open".
  *
  * Prints "offer", "no-update" or "error <code>" for the last connection
- * and exits 0; exits 2 on a usage or I/O error. With --replay it first
+ * (and on stderr the message and retry time of an ERROR) and exits 0;
+ * exits 2 on a usage or I/O error.
+ *
+ * With --tls it speaks inside TLS (without checking the certificate) and
+ * binds its answer to the TLS session (codec.h, TCPOTA_TLS_BINDING_LABEL);
+ * --unbound answers as over plain TCP instead, which the server must refuse. With --replay it first
  * authenticates properly, then connects again and sends the AUTH frame of
  * the first connection (answering an old nonce). */
 #include "tcpota/codec.h"
+
+#include <openssl/ssl.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -31,6 +38,49 @@ static uint8_t in[4096];
 static size_t have, off;
 static const char *from; /* source address: failures are counted per address */
 static int stall;         /* --stall: seconds to keep the CHALLENGE unanswered */
+static int use_tls, unbound; /* --tls, --unbound */
+static SSL_CTX *tls_ctx;
+static SSL *ssl;             /* the connection's TLS, with --tls */
+
+static ssize_t io_send(int fd, const void *p, size_t n)
+{
+    if (ssl) return SSL_write(ssl, p, (int)n);
+    return send(fd, p, n, MSG_NOSIGNAL);
+}
+
+static ssize_t io_recv(int fd, void *p, size_t n)
+{
+    if (ssl) {
+        int r = SSL_read(ssl, p, (int)n);
+        if (r <= 0 && SSL_get_error(ssl, r) == SSL_ERROR_WANT_READ) {
+            errno = EAGAIN;
+            return -1;
+        }
+        return r <= 0 ? (SSL_get_error(ssl, r) == SSL_ERROR_ZERO_RETURN ? 0 : -1) : r;
+    }
+    return recv(fd, p, n, 0);
+}
+
+static void io_close(int fd)
+{
+    if (ssl) {
+        SSL_free(ssl);
+        ssl = NULL;
+    }
+    close(fd);
+}
+
+/* Starts TLS on fd (with --tls). */
+static void tls_start(int fd)
+{
+    if (!use_tls) return;
+    if (!tls_ctx) tls_ctx = SSL_CTX_new(TLS_client_method());
+    ssl = tls_ctx ? SSL_new(tls_ctx) : NULL;
+    if (!ssl || SSL_set_fd(ssl, fd) != 1 || SSL_connect(ssl) != 1) {
+        fprintf(stderr, "auth-probe: TLS handshake failed\n");
+        exit(2);
+    }
+}
 
 static int dial(const char *host, int port)
 {
@@ -63,7 +113,7 @@ static void send_msg(int fd, const struct tcpota_msg *m)
 {
     uint8_t b[512];
     int n = tcpota_msg_encode(m, b, sizeof(b));
-    if (n < 0 || send(fd, b, (size_t)n, MSG_NOSIGNAL) != n) {
+    if (n < 0 || io_send(fd, b, (size_t)n) != n) {
         fprintf(stderr, "auth-probe: send failed\n");
         exit(2);
     }
@@ -84,7 +134,7 @@ static int next_msg(int fd, struct tcpota_decoder *d, struct tcpota_msg *m)
                 if (m->type != TCPOTA_T_WELCOME) return 0;
             }
         }
-        ssize_t n = recv(fd, in, sizeof(in), 0);
+        ssize_t n = io_recv(fd, in, sizeof(in));
         if (n <= 0) return -1;
         have = (size_t)n;
         off = 0;
@@ -101,7 +151,17 @@ static void session(const char *host, int port, const char *id, const uint8_t *s
     struct tcpota_msg m;
     uint8_t msg[TCPOTA_AUTH_MSG_MAX];
     int fd = dial(host, port), n;
+    uint8_t binding[TCPOTA_TLS_BINDING_LEN], *bind = NULL;
 
+    tls_start(fd);
+    if (ssl && !unbound) {
+        if (SSL_export_keying_material(ssl, binding, sizeof(binding), TCPOTA_TLS_BINDING_LABEL,
+                                       strlen(TCPOTA_TLS_BINDING_LABEL), NULL, 0, 0) != 1) {
+            fprintf(stderr, "auth-probe: no TLS exporter\n");
+            exit(2);
+        }
+        bind = binding;
+    }
     tcpota_decoder_init(&d, rxbuf, sizeof(rxbuf));
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_HELLO;
@@ -122,7 +182,7 @@ static void session(const char *host, int port, const char *id, const uint8_t *s
         } else {
             printf("no-challenge\n");
         }
-        close(fd);
+        io_close(fd);
         return;
     }
     if (stall) {
@@ -136,28 +196,28 @@ static void session(const char *host, int port, const char *id, const uint8_t *s
             {
                 uint8_t f[64];
                 int k = tcpota_msg_encode(&m, f, sizeof(f));
-                if (k < 0 || send(fd, f, (size_t)k, MSG_NOSIGNAL) != k) {
+                if (k < 0 || io_send(fd, f, (size_t)k) != k) {
                     printf("closed after %d s\n", t);
-                    close(fd);
+                    io_close(fd);
                     return;
                 }
             }
             /* Drain PONGs; a 0-byte read is the server hanging up. */
             for (;;) {
-                ssize_t r = recv(fd, b, sizeof(b), 0);
+                ssize_t r = io_recv(fd, b, sizeof(b));
                 if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
                     printf("closed after %d s\n", t);
-                    close(fd);
+                    io_close(fd);
                     return;
                 }
                 if (r < 0) break;
             }
         }
         printf("still open\n");
-        close(fd);
+        io_close(fd);
         return;
     }
-    n = tcpota_auth_message(m.u.challenge.nonce, NULL, (const uint8_t *)id, strlen(id), msg, sizeof(msg));
+    n = tcpota_auth_message(m.u.challenge.nonce, bind, (const uint8_t *)id, strlen(id), msg, sizeof(msg));
     if (n < 0) exit(2);
     if (forced) {
         memcpy(sent, forced, 32);
@@ -179,10 +239,14 @@ static void session(const char *host, int port, const char *id, const uint8_t *s
         printf("no-update\n");
     } else if (m.type == TCPOTA_T_ERROR) {
         printf("error %u\n", m.u.error.code);
+        fprintf(stderr, "auth-probe: server says: %.*s (retry after %u s)\n",
+                (int)m.u.error.message.len,
+                m.u.error.message.ptr ? (const char *)m.u.error.message.ptr : "",
+                m.u.error.retry_after_s);
     } else {
         printf("type %u\n", m.type);
     }
-    close(fd);
+    io_close(fd);
 }
 
 int main(int argc, char **argv)
@@ -198,12 +262,15 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--id") && i + 1 < argc) id = argv[++i];
         else if (!strcmp(argv[i], "--secret") && i + 1 < argc) secret_file = argv[++i];
         else if (!strcmp(argv[i], "--replay")) replay = 1;
+        else if (!strcmp(argv[i], "--tls")) use_tls = 1;
+        else if (!strcmp(argv[i], "--unbound")) unbound = 1;
         else if (!strcmp(argv[i], "--from") && i + 1 < argc) from = argv[++i];
         else if (!strcmp(argv[i], "--stall") && i + 1 < argc) stall = atoi(argv[++i]);
         else { fprintf(stderr, "auth-probe: bad argument %s\n", argv[i]); return 2; }
     }
     if (!server || !id || sscanf(server, "%63[^:]:%d", host, &port) != 2 || sodium_init() < 0) {
-        fprintf(stderr, "usage: tcpota-auth-probe --server HOST:PORT --id ID [--secret FILE] [--replay]\n");
+        fprintf(stderr, "usage: tcpota-auth-probe --server HOST:PORT --id ID [--secret FILE] [--replay]\n"
+                        "       [--from ADDR] [--stall S] [--tls [--unbound]]\n");
         return 2;
     }
     if (secret_file) {

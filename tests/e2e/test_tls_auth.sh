@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# A device authenticates inside TLS: its HMAC covers the TLS exporter of the
+# session (codec.h, TCPOTA_TLS_BINDING_LABEL), which the server checks, and a
+# device with a wrong secret is refused at once (ERROR(DENIED), not a failed
+# TLS handshake after a wait). Needs both sides of the channel binding: the
+# server's (server/conn.c, on_auth) and the device's (core/src/device.c).
+source "$(dirname "$0")/lib.sh"
+T=$TCPOTA
+cd "$WORK"
+q() { "$@" > /dev/null 2>&1 || fail "openssl: $*"; }
+q openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key -out srv.pem \
+  -days 2 -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1"
+chmod 600 srv.key
+make_image img 150000
+$T keygen --device-secret --out dev.secret 2>/dev/null
+$T keygen --device-secret --out wrong.secret 2>/dev/null
+echo "tls-dev $(cut -d' ' -f3 dev.secret)" > secrets
+echo "tls-bad $(cut -d' ' -f3 dev.secret)" >> secrets
+chmod 600 secrets
+start_server img 2.0.0 --tls-cert srv.pem --tls-key srv.key --require-auth --auth-file secrets
+"$T" device --server "localhost:$SERVER_PORT" --flash good --id tls-dev --secret dev.secret --ca srv.pem \
+  --max-attempts 1 2> good.log || fail "a device with the right secret was not served inside TLS"
+check_device good img
+grep -q 'authenticated: offer 2.0.0' server.log || fail "no authentication logged"
+t0=$(date +%s)
+rc=0; "$T" device --server "localhost:$SERVER_PORT" --flash bad --id tls-bad --secret wrong.secret --ca srv.pem \
+  --max-attempts 1 2> bad.log || rc=$?
+s=$(( $(date +%s) - t0 ))
+[ $rc -ne 0 ] || fail "a device with a wrong secret was served inside TLS"
+[ "$s" -le 5 ] || fail "a device with a wrong secret waited $s s for its refusal"
+grep -q 'authentication failed: wrong answer' server.log || fail "the wrong secret was not logged"
+! grep -q 'TLS handshake failed' bad.log || fail "a wrong secret showed up as a failed TLS handshake"
+stop_server
+ok "inside TLS: bound answer served; a wrong secret is told to check it"

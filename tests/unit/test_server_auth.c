@@ -1,0 +1,363 @@
+/* test_server_auth.c - the server's device authentication (server/auth.c)
+ * without sockets: right and wrong secrets, unknown ids, the TLS channel
+ * binding, the backoff per device id and per address judged at every AUTH
+ * (with a success wiping nothing), and the secrets file's checks. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+
+#define NSECRETS 3
+static struct tcpota_serve_secret secrets[NSECRETS];
+static struct auth a;
+static uint8_t nonce[TCPOTA_NONCE_LEN];
+static uint8_t tls_binding[TCPOTA_TLS_BINDING_LEN];
+
+static int setup(void **state)
+{
+    static const char *ids[NSECRETS] = {"dev-a", "dev-b", "dev-c"};
+    (void)state;
+    assert_true(sodium_init() >= 0);
+    memset(secrets, 0, sizeof(secrets));
+    for (int i = 0; i < NSECRETS; i++) {
+        strcpy(secrets[i].id, ids[i]);
+        secrets[i].len = 32;
+        memset(secrets[i].secret, 0x40 + i, 32);
+    }
+    for (unsigned i = 0; i < sizeof(nonce); i++) nonce[i] = (uint8_t)(i * 7);
+    for (unsigned i = 0; i < sizeof(tls_binding); i++) tls_binding[i] = (uint8_t)(0xa0 ^ i);
+    return auth_init(&a, secrets, NSECRETS);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    auth_free(&a);
+    return 0;
+}
+
+/* What a device holding `secret` answers for `id` (binding NULL: plain TCP). */
+static void answer(const char *id, const uint8_t *secret, size_t slen, const uint8_t *binding,
+                   uint8_t mac[AUTH_MAC_LEN])
+{
+    uint8_t msg[TCPOTA_AUTH_MSG_MAX];
+    crypto_auth_hmacsha256_state st;
+    int n = tcpota_auth_message(nonce, binding, (const uint8_t *)id, strlen(id), msg, sizeof(msg));
+    assert_true(n > 0);
+    crypto_auth_hmacsha256_init(&st, secret, slen);
+    crypto_auth_hmacsha256_update(&st, msg, (unsigned long long)n);
+    crypto_auth_hmacsha256_final(&st, mac);
+}
+
+static void right(int i, uint8_t mac[AUTH_MAC_LEN])
+{
+    answer(secrets[i].id, secrets[i].secret, secrets[i].len, NULL, mac);
+}
+
+static void wrong(int i, uint8_t mac[AUTH_MAC_LEN])
+{
+    uint8_t other[32];
+    memset(other, 0x11, sizeof(other));
+    answer(secrets[i].id, other, sizeof(other), NULL, mac);
+}
+
+static enum auth_verdict judge(const char *id, const char *addr, const uint8_t *mac, double now,
+                               struct auth_result *r)
+{
+    return auth_judge(&a, id, addr, nonce, NULL, mac, now, r);
+}
+
+static void test_right_secret(void **state)
+{
+    uint8_t mac[AUTH_MAC_LEN];
+    struct auth_result r;
+    (void)state;
+    right(0, mac);
+    assert_int_equal(judge("dev-a", "10.0.0.1", mac, 100, &r), AUTH_OK);
+    assert_int_equal(r.verdict, AUTH_OK);
+    assert_int_equal(r.wait_s, 0);
+}
+
+static void test_wrong_secret(void **state)
+{
+    uint8_t mac[AUTH_MAC_LEN];
+    struct auth_result r;
+    (void)state;
+    wrong(0, mac);
+    assert_int_equal(judge("dev-a", "10.0.0.1", mac, 100, &r), AUTH_WRONG_ANSWER);
+    assert_int_equal(r.failures, 1);
+    assert_int_equal(r.wait_s, 1);
+    /* The device is told at once what to do. */
+    assert_string_equal(auth_verdict_message(AUTH_WRONG_ANSWER),
+                        "authentication refused: check the device secret");
+    /* Another device's right answer is no answer for this one. */
+    right(1, mac);
+    assert_int_equal(judge("dev-c", "10.0.0.2", mac, 100, &r), AUTH_WRONG_ANSWER);
+}
+
+static void test_unknown_id(void **state)
+{
+    uint8_t mac[AUTH_MAC_LEN];
+    struct auth_result r;
+    (void)state;
+    answer("stranger", secrets[0].secret, secrets[0].len, NULL, mac);
+    assert_int_equal(judge("stranger", "10.0.0.1", mac, 100, &r), AUTH_UNKNOWN_ID);
+    /* A prefix of a known id is not that id. */
+    answer("dev", secrets[0].secret, secrets[0].len, NULL, mac);
+    assert_int_equal(judge("dev", "10.0.0.1", mac, 100, &r), AUTH_UNKNOWN_ID);
+}
+
+/* Inside TLS the answer must cover this TLS session's exporter: an answer
+ * computed for another session (or without one) does not verify. */
+static void test_tls_binding(void **state)
+{
+    uint8_t mac[AUTH_MAC_LEN], other[TCPOTA_TLS_BINDING_LEN];
+    struct auth_result r;
+    (void)state;
+    answer("dev-a", secrets[0].secret, secrets[0].len, tls_binding, mac);
+    assert_int_equal(auth_judge(&a, "dev-a", "10.0.0.1", nonce, tls_binding, mac, 100, &r),
+                     AUTH_OK);
+    /* The same bound answer over plain TCP: refused. */
+    assert_int_equal(auth_judge(&a, "dev-b", "10.0.0.1", nonce, NULL, mac, 100, &r),
+                     AUTH_WRONG_ANSWER);
+    /* An unbound answer inside TLS: refused. */
+    answer("dev-c", secrets[2].secret, secrets[2].len, NULL, mac);
+    assert_int_equal(auth_judge(&a, "dev-c", "10.0.0.3", nonce, tls_binding, mac, 100, &r),
+                     AUTH_WRONG_ANSWER);
+    /* An answer relayed from another TLS session: refused. */
+    memcpy(other, tls_binding, sizeof(other));
+    other[0] ^= 1;
+    answer("dev-a", secrets[0].secret, secrets[0].len, other, mac);
+    assert_int_equal(auth_judge(&a, "dev-a", "10.0.0.4", nonce, tls_binding, mac, 200, &r),
+                     AUTH_WRONG_ANSWER);
+}
+
+/* Forty connections opened before the first guess get no forty guesses:
+ * after a failure, the id waits, from whatever address and connection. */
+static void test_id_backoff_at_every_auth(void **state)
+{
+    uint8_t good[AUTH_MAC_LEN], bad[AUTH_MAC_LEN];
+    struct auth_result r;
+    (void)state;
+    right(0, good);
+    wrong(0, bad);
+    assert_int_equal(judge("dev-a", "10.0.0.1", bad, 100, &r), AUTH_WRONG_ANSWER);
+    for (int i = 0; i < 40; i++) {
+        char addr[32];
+        snprintf(addr, sizeof(addr), "10.1.0.%d", i);
+        /* Not checked at all: even the right answer waits. */
+        assert_int_equal(judge("dev-a", addr, good, 100.5, &r), AUTH_ID_WAITING);
+        assert_int_equal(r.wait_s, 1);
+    }
+    assert_int_equal(judge("dev-a", "10.0.0.9", good, 101.1, &r), AUTH_OK);
+}
+
+/* Each failure doubles the id's wait, up to AUTH_ID_MAX_WAIT_S. */
+static void test_id_backoff_doubles_and_caps(void **state)
+{
+    uint8_t bad[AUTH_MAC_LEN];
+    struct auth_result r;
+    double t = 100;
+    unsigned want = 1;
+    (void)state;
+    wrong(1, bad);
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(judge("dev-b", "10.0.0.1", bad, t, &r), AUTH_WRONG_ANSWER);
+        assert_int_equal(r.wait_s, want);
+        t += r.wait_s + 0.01;
+        want = want * 2 > AUTH_ID_MAX_WAIT_S ? AUTH_ID_MAX_WAIT_S : want * 2;
+    }
+    assert_int_equal(r.wait_s, AUTH_ID_MAX_WAIT_S);
+}
+
+/* A success wipes nothing: the failures before it still count. */
+static void test_success_wipes_nothing(void **state)
+{
+    uint8_t good[AUTH_MAC_LEN], bad[AUTH_MAC_LEN];
+    struct auth_result r;
+    (void)state;
+    right(0, good);
+    wrong(0, bad);
+    assert_int_equal(judge("dev-a", "10.0.0.1", bad, 100, &r), AUTH_WRONG_ANSWER);
+    assert_int_equal(r.wait_s, 1);
+    assert_int_equal(judge("dev-a", "10.0.0.1", good, 102, &r), AUTH_OK);
+    assert_int_equal(judge("dev-a", "10.0.0.1", bad, 103, &r), AUTH_WRONG_ANSWER);
+    assert_int_equal(r.failures, 2);
+    assert_int_equal(r.wait_s, 2);
+    /* Forgotten only AUTH_FORGET_S after the last failure. */
+    assert_int_equal(judge("dev-a", "10.0.0.1", bad, 103 + AUTH_FORGET_S + 1, &r),
+                     AUTH_WRONG_ANSWER);
+    assert_int_equal(r.failures, 1);
+    assert_int_equal(r.wait_s, 1);
+}
+
+/* An address gets AUTH_ADDR_FREE_FAILURES failures for nothing, then
+ * waits; judged at every AUTH. While it waits, unknown ids and ids with
+ * failures are refused unchecked. */
+static void test_addr_backoff(void **state)
+{
+    uint8_t mac[AUTH_MAC_LEN];
+    struct auth_result r;
+    unsigned i;
+    (void)state;
+    memset(mac, 0, sizeof(mac));
+    for (i = 0; i < AUTH_ADDR_FREE_FAILURES; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "scan-%u", i);
+        assert_int_equal(judge(id, "10.0.0.7", mac, 100, &r), AUTH_UNKNOWN_ID);
+        assert_int_equal(r.wait_s, 0);
+    }
+    assert_int_equal(judge("scan-x", "10.0.0.7", mac, 100, &r), AUTH_UNKNOWN_ID);
+    assert_int_equal(r.wait_s, 1);
+    assert_int_equal(judge("scan-y", "10.0.0.7", mac, 100.5, &r), AUTH_ADDR_WAITING);
+    /* Another address is not affected. */
+    assert_int_equal(judge("scan-y", "10.0.0.8", mac, 100.5, &r), AUTH_UNKNOWN_ID);
+    /* The next failure after the wait doubles it. */
+    assert_int_equal(judge("scan-z", "10.0.0.7", mac, 101.5, &r), AUTH_UNKNOWN_ID);
+    assert_int_equal(r.wait_s, 2);
+}
+
+/* Behind a NAT: a misconfigured device (wrong secret) fails again and
+ * again from the shared address; a good device from the same address is
+ * served at once, every time. */
+static void test_nat_does_not_lock_out_a_good_device(void **state)
+{
+    uint8_t good[AUTH_MAC_LEN], bad[AUTH_MAC_LEN], mac[AUTH_MAC_LEN];
+    struct auth_result r;
+    double t = 100;
+    (void)state;
+    right(0, good);
+    wrong(1, bad);
+    for (int i = 0; i < 30; i++) {
+        enum auth_verdict v = judge("dev-b", "192.0.2.1", bad, t, &r);
+        assert_true(v == AUTH_WRONG_ANSWER || v == AUTH_ID_WAITING || v == AUTH_ADDR_WAITING);
+        assert_int_equal(judge("dev-a", "192.0.2.1", good, t, &r), AUTH_OK);
+        t += 1.5;
+    }
+    /* Someone behind the same NAT scans for ids until the address waits:
+     * unknown ids are refused unchecked, the good device is still served. */
+    memset(mac, 0, sizeof(mac));
+    for (unsigned i = 0; i <= AUTH_ADDR_FREE_FAILURES; i++) {
+        (void)judge("scan", "192.0.2.1", mac, t, &r);
+    }
+    assert_int_equal(judge("scan", "192.0.2.1", mac, t, &r), AUTH_ADDR_WAITING);
+    assert_int_equal(judge("dev-a", "192.0.2.1", good, t, &r), AUTH_OK);
+    /* ... and a clean id is still checked: a wrong answer for it is
+     * refused and counted as its own failure. */
+    wrong(2, mac);
+    assert_int_equal(judge("dev-c", "192.0.2.1", mac, t, &r), AUTH_WRONG_ANSWER);
+    right(2, mac);
+    assert_int_equal(judge("dev-c", "192.0.2.1", mac, t + 0.1, &r), AUTH_ID_WAITING);
+}
+
+/* A reload (SIGHUP) brings a new set of secrets: the failures of the ids
+ * in both sets stay, so a reload does not wipe a backoff. */
+static void test_rebind_keeps_failures(void **state)
+{
+    static struct tcpota_serve_secret fresh[2];
+    uint8_t good[AUTH_MAC_LEN], bad[AUTH_MAC_LEN];
+    struct auth_result r;
+    (void)state;
+    right(1, good);
+    wrong(1, bad);
+    assert_int_equal(judge("dev-b", "10.0.0.1", bad, 100, &r), AUTH_WRONG_ANSWER);
+    memset(fresh, 0, sizeof(fresh));
+    fresh[0] = secrets[1]; /* dev-b, kept */
+    strcpy(fresh[1].id, "dev-new");
+    fresh[1].len = 16;
+    assert_int_equal(auth_rebind(&a, fresh, 2), 0);
+    assert_int_equal(judge("dev-b", "10.0.0.2", good, 100.5, &r), AUTH_ID_WAITING);
+    assert_int_equal(judge("dev-b", "10.0.0.2", good, 101.5, &r), AUTH_OK);
+    /* An id no longer in the file is unknown. */
+    right(0, good);
+    assert_int_equal(judge("dev-a", "10.0.0.2", good, 101.5, &r), AUTH_UNKNOWN_ID);
+}
+
+/* ---- the secrets file ------------------------------------------------ */
+
+static int read_secrets(const char *text, struct tcpota_serve_secret **v, size_t *n)
+{
+    FILE *f = fmemopen((void *)text, strlen(text), "r");
+    int rc;
+    assert_non_null(f);
+    rc = auth_read_secrets(f, "secrets", v, n);
+    fclose(f);
+    return rc;
+}
+
+#define HEX16 "00112233445566778899aabbccddeeff"
+
+static void test_secrets_file(void **state)
+{
+    struct tcpota_serve_secret *v;
+    size_t n;
+    (void)state;
+    assert_int_equal(read_secrets("# fleet\n\ndev-1 " HEX16 "\ndev-2 " HEX16 HEX16 "\n", &v, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(v[0].id, "dev-1");
+    assert_int_equal(v[0].len, 16);
+    assert_int_equal(v[1].len, 32);
+    auth_free_secrets(v, n);
+}
+
+static void test_secrets_short_refused(void **state)
+{
+    struct tcpota_serve_secret *v = (void *)1;
+    size_t n = 9;
+    (void)state;
+    /* 15 bytes: guessable in principle; refused at load. */
+    assert_int_equal(read_secrets("dev-1 00112233445566778899aabbccddee\n", &v, &n), -1);
+    assert_null(v);
+    assert_int_equal(n, 0);
+    assert_int_equal(read_secrets("dev-1 00\n", &v, &n), -1);
+}
+
+static void test_secrets_empty_refused(void **state)
+{
+    struct tcpota_serve_secret *v;
+    size_t n;
+    (void)state;
+    assert_int_equal(read_secrets("", &v, &n), -1);
+    assert_int_equal(read_secrets("# only a comment\n\n", &v, &n), -1);
+}
+
+static void test_secrets_malformed_refused(void **state)
+{
+    struct tcpota_serve_secret *v;
+    size_t n;
+    (void)state;
+    assert_int_equal(read_secrets("dev-1\n", &v, &n), -1);
+    assert_int_equal(read_secrets("dev-1 not-hex-at-all-not-hex-at-all\n", &v, &n), -1);
+    assert_int_equal(read_secrets("dev-1 " HEX16 HEX16 HEX16 HEX16 "00\n", &v, &n), -1);
+    /* Two secrets for one device: either would do, so neither is kept. */
+    assert_int_equal(read_secrets("dev-1 " HEX16 "\ndev-1 " HEX16 HEX16 "\n", &v, &n), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_right_secret, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wrong_secret, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_binding, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_id_backoff_at_every_auth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_id_backoff_doubles_and_caps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_success_wipes_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_addr_backoff, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nat_does_not_lock_out_a_good_device, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rebind_keeps_failures, setup, teardown),
+        cmocka_unit_test(test_secrets_file),
+        cmocka_unit_test(test_secrets_short_refused),
+        cmocka_unit_test(test_secrets_empty_refused),
+        cmocka_unit_test(test_secrets_malformed_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
