@@ -153,6 +153,7 @@ struct options {
     int healthy;
     uint32_t ack_interval;
     unsigned max_attempts;
+    uint32_t check_interval; /* --check-interval seconds; 0: exit when up to date */
     uint32_t backoff_min, backoff_max, timeout_ms;
     enum progress_mode progress;
     int quiet;
@@ -281,6 +282,9 @@ static void usage(FILE *f)
             "  --backoff-min-ms MS    first reconnect delay (default 200)\n"
             "  --backoff-max-ms MS    largest reconnect delay (default 5000)\n"
             "  --timeout-ms MS        receive silence before reconnecting (default 30000)\n"
+            "  --check-interval S     keep running: check in again every S seconds, +-20%%\n"
+            "                         (or after the server's RETRY_AFTER); default: exit\n"
+            "                         once up to date\n"
             "  --progress MODE        auto|bar|lines|none (default auto)\n"
             "  --quiet                only errors and the final stats line\n"
             "  --trust PUBKEY_FILE    accept only images signed with this key (repeatable)\n"
@@ -304,7 +308,7 @@ static int usage_error(const char *fmt, const char *arg)
 enum opt_id {
     OPT_SERVER, OPT_FLASH, OPT_ID, OPT_MODEL, OPT_FACTORY, OPT_SLOT, OPT_HEALTH, OPT_ACK,
     OPT_ATTEMPTS, OPT_BMIN, OPT_BMAX, OPT_TIMEOUT, OPT_PROGRESS, OPT_QUIET, OPT_HELP,
-    OPT_TRUST, OPT_SECRET, OPT_CA, OPT_INIT,
+    OPT_TRUST, OPT_SECRET, OPT_CA, OPT_INIT, OPT_CHECK,
 };
 
 static const struct {
@@ -322,6 +326,7 @@ static const struct {
     {"--help", OPT_HELP, 0},             {"-h", OPT_HELP, 0},
     {"--trust", OPT_TRUST, 1},           {"--secret", OPT_SECRET, 1},
     {"--ca", OPT_CA, 1},                 {"--init", OPT_INIT, 0},
+    {"--check-interval", OPT_CHECK, 1},
 };
 
 /* Finds the option `arg` names ("--name" or "--name=value"); -1 if none. */
@@ -418,6 +423,8 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
         return u32_opt(v, name, 0, 3600000, &o->backoff_max) < 0 ? 2 : 0;
     case OPT_TIMEOUT:
         return u32_opt(v, name, 100, 86400000, &o->timeout_ms) < 0 ? 2 : 0;
+    case OPT_CHECK:
+        return u32_opt(v, name, 1, TCPOTA_RUNNER_CHECK_MAX_S, &o->check_interval) < 0 ? 2 : 0;
     case OPT_PROGRESS:
         return progress_parse(v, &o->progress) < 0
                    ? usage_error("--progress: '%s' is not auto, bar, lines or none", v)
@@ -957,6 +964,14 @@ static void runner_step(void *ctx, const struct tcpota_runner_step *s)
         dv->told_unreachable = 0;
         info(dv, "connected to %s%s", dv->o.server, dv->o.ca ? " (TLS, certificate verified)" : "");
         break;
+    case TCPOTA_RUNNER_CHECK_IN:
+        if (s->retry_after_s) {
+            say(dv, "next check-in in %lu s (the server asked for %lu s)",
+                (unsigned long)(s->wait_ms / 1000u), (unsigned long)s->retry_after_s);
+        } else {
+            say(dv, "next check-in in %lu s", (unsigned long)(s->wait_ms / 1000u));
+        }
+        break;
     case TCPOTA_RUNNER_BACKOFF:
         if (s->unreachable && !dv->told_unreachable) {
             dv->told_unreachable = 1;
@@ -983,6 +998,7 @@ static int runner_init(struct device *dv)
                             ? dv->o.backoff_max
                             : TCPOTA_RUNNER_FAILURE_MAX_MS;
     rc.max_attempts = dv->o.max_attempts;
+    rc.check_interval_s = dv->o.check_interval;
     rc.err = dv->err;
     rc.err_cap = sizeof(dv->err);
     rc.ctx = dv;
@@ -1020,19 +1036,25 @@ static void say_declined(struct device *dv)
 }
 
 /* Runs the runner until the device is up to date (0), fails for good (1)
- * or is stopped by a signal (128 + signal); reboots after each update. */
+ * or is stopped by a signal (128 + signal); reboots after each update.
+ * With --check-interval, up to date or a declined offer is not the end:
+ * it waits for the next check-in (the runner's) and runs again. */
 static int run(struct device *dv)
 {
     for (;;) {
+        int rc;
+
         switch (tcpota_runner_run(&dv->runner)) {
         case TCPOTA_RUNNER_STOPPED:
             return stopped(dv);
         case TCPOTA_RUNNER_UP_TO_DATE:
             say(dv, "up to date, running %s", dv->version);
-            return 0;
+            rc = 0;
+            break;
         case TCPOTA_RUNNER_DECLINED:
             say_declined(dv);
-            return 1;
+            rc = 1;
+            break;
         case TCPOTA_RUNNER_ENDED:
             say(dv, "new image %s %s and was rolled back", dv->rejected, dv->rollback_why);
             return 1;
@@ -1049,6 +1071,12 @@ static int run(struct device *dv)
             say(dv, "gave up after %u attempts without progress: %s", dv->runner.attempts,
                 dv->err);
             return 1;
+        }
+        if (!dv->o.check_interval) {
+            return rc;
+        }
+        if (tcpota_runner_check_in(&dv->runner) < 0) {
+            return stopped(dv);
         }
     }
 }

@@ -18,7 +18,8 @@ int tcpota_runner_init(struct tcpota_runner *r, const struct tcpota_runner_confi
     if (!r->cfg.failure_max_ms) r->cfg.failure_max_ms = TCPOTA_RUNNER_FAILURE_MAX_MS;
     if (!r->cfg.linger_ms) r->cfg.linger_ms = TCPOTA_RUNNER_LINGER_MS;
     if (r->cfg.backoff_min_ms > r->cfg.backoff_max_ms ||
-        r->cfg.backoff_max_ms > r->cfg.failure_max_ms) {
+        r->cfg.backoff_max_ms > r->cfg.failure_max_ms ||
+        r->cfg.check_interval_s > TCPOTA_RUNNER_CHECK_MAX_S) {
         return TCPOTA_ERR_INVAL;
     }
     r->best = cfg->dev->resume.valid ? cfg->dev->resume.offset : 0;
@@ -27,9 +28,14 @@ int tcpota_runner_init(struct tcpota_runner *r, const struct tcpota_runner_confi
 
 void tcpota_runner_note(struct tcpota_runner *r, int rc, const struct tcpota_dev_event *ev)
 {
-    if (rc >= 0 && ev->type == TCPOTA_DEV_EV_CHECKPOINT && ev->offset > r->best) {
+    if (rc < 0) {
+        return;
+    }
+    if (ev->type == TCPOTA_DEV_EV_CHECKPOINT && ev->offset > r->best) {
         r->best = ev->offset;
         r->advanced = 1;
+    } else if (ev->type == TCPOTA_DEV_EV_UP_TO_DATE) {
+        r->retry_after_s = ev->retry_after_s;
     }
 }
 
@@ -121,6 +127,7 @@ static int attempt(struct tcpota_runner *r, uint8_t *unreachable, int *ran)
     memset(&s, 0, sizeof(s));
     r->cfg.err[0] = 0;
     r->advanced = 0;
+    r->retry_after_s = 0;
     step(r, &s, TCPOTA_RUNNER_CONNECTING);
     rc = conn_connect(r);
     *unreachable = rc == TCPOTA_ERR_IO;
@@ -193,4 +200,48 @@ int tcpota_runner_run(struct tcpota_runner *r)
             return TCPOTA_RUNNER_STOPPED;
         }
     }
+}
+
+/* ---- periodic check-ins ---------------------------------------------- */
+
+uint32_t tcpota_runner_check_in_ms(const struct tcpota_runner *r, uint32_t *retry_after_s)
+{
+    const struct tcpota_runner_config *c = &r->cfg;
+    uint32_t s = r->retry_after_s, lo, spread;
+
+    if (retry_after_s) {
+        *retry_after_s = 0;
+    }
+    if (!c->check_interval_s) {
+        return 0;
+    }
+    if (s) {
+        /* The server's time: never earlier, spread out above it. */
+        s = s < TCPOTA_RUNNER_CHECK_MAX_S ? s : TCPOTA_RUNNER_CHECK_MAX_S;
+        if (retry_after_s) {
+            *retry_after_s = s;
+        }
+        lo = s * 1000u;
+        spread = lo / 100u * TCPOTA_RUNNER_CHECK_JITTER_PCT;
+    } else {
+        uint32_t ms = c->check_interval_s * 1000u;
+
+        spread = ms / 100u * TCPOTA_RUNNER_CHECK_JITTER_PCT * 2u;
+        lo = ms - spread / 2u;
+    }
+    /* At most 604 800 000 + 120 960 000 ms: no overflow. */
+    return lo + c->random(c->ctx, spread + 1u);
+}
+
+int tcpota_runner_check_in(struct tcpota_runner *r)
+{
+    struct tcpota_runner_step s;
+
+    if (!r->cfg.check_interval_s) {
+        return TCPOTA_ERR_INVAL;
+    }
+    memset(&s, 0, sizeof(s));
+    s.wait_ms = tcpota_runner_check_in_ms(r, &s.retry_after_s);
+    step(r, &s, TCPOTA_RUNNER_CHECK_IN);
+    return conn_sleep(r, s.wait_ms) < 0 ? TCPOTA_ERR_CANCELED : 0;
 }

@@ -30,6 +30,13 @@
  *  - Every wait is uniform ("full jitter") between backoff_min_ms and the
  *    current ceiling, so that a fleet cut off at once does not come back
  *    at once.
+ *  - Periodic check-ins (check_interval_s, off by default): once the run
+ *    ended up to date or with an offer declined for good,
+ *    tcpota_runner_check_in() waits check_interval_s ±20 % (uniform) and
+ *    the caller runs again. When the server's NO_UPDATE carried
+ *    RETRY_AFTER, that wait is the server's instead, never shorter and up
+ *    to 20 % longer (a fleet told the same time spreads out). Both are
+ *    capped at TCPOTA_RUNNER_CHECK_MAX_S (one week).
  *
  * Time and randomness come from the caller (sleep, random callbacks), and
  * so does the connection (connect, run, close): the policy is tested on a
@@ -59,6 +66,10 @@ extern "C" {
 /* Attempts without progress after which waits grow to failure_max_ms. */
 #define TCPOTA_RUNNER_PATIENCE TCPOTA_RUNNER_ATTEMPTS_DEFAULT
 #define TCPOTA_RUNNER_LINGER_MS 1000u
+/* Longest check-in interval, and cap of a server's RETRY_AFTER: a week
+ * (+20 % jitter still fits a uint32_t of milliseconds). */
+#define TCPOTA_RUNNER_CHECK_MAX_S 604800u
+#define TCPOTA_RUNNER_CHECK_JITTER_PCT 20u
 
 /* How tcpota_runner_run() ended; the caller must tell these apart. */
 enum tcpota_runner_outcome {
@@ -75,14 +86,19 @@ enum tcpota_runner_step_type {
     TCPOTA_RUNNER_CONNECTING = 1,
     TCPOTA_RUNNER_CONNECTED,
     TCPOTA_RUNNER_BACKOFF,
+    TCPOTA_RUNNER_CHECK_IN, /* waiting wait_ms for the next periodic check-in */
 };
 
 struct tcpota_runner_step {
     enum tcpota_runner_step_type type;
     unsigned attempts;  /* attempts without progress, the current one included */
     unsigned failures;  /* image failures in a row */
-    /* TCPOTA_RUNNER_BACKOFF only: */
+    /* TCPOTA_RUNNER_BACKOFF and TCPOTA_RUNNER_CHECK_IN: */
     uint32_t wait_ms;      /* the wait that starts now */
+    /* TCPOTA_RUNNER_CHECK_IN: the server's RETRY_AFTER this wait honours
+     * (seconds, capped), 0: the wait is check_interval_s ±20 % */
+    uint32_t retry_after_s;
+    /* TCPOTA_RUNNER_BACKOFF only: */
     uint8_t unreachable;   /* the last attempt could not reach the server
                               (connect returned TCPOTA_ERR_IO) */
     uint8_t image_failed;  /* ... ended with an image failure */
@@ -96,6 +112,10 @@ struct tcpota_runner_config {
     uint32_t failure_max_ms; /* 0: TCPOTA_RUNNER_FAILURE_MAX_MS; >= backoff_max_ms */
     unsigned max_attempts;   /* attempts without progress before giving up; 0: never */
     uint32_t linger_ms;      /* after COMPLETE or DECLINE; 0: TCPOTA_RUNNER_LINGER_MS */
+    /* Seconds between periodic check-ins (tcpota_runner_check_in()), at
+     * most TCPOTA_RUNNER_CHECK_MAX_S; 0: none, a run that ends up to date
+     * is the end. */
+    uint32_t check_interval_s;
     char *err;               /* why the last attempt failed, NUL-terminated; the */
     size_t err_cap;          /* connection writes it too (>= 1) */
 
@@ -134,10 +154,12 @@ struct tcpota_runner {
     unsigned failures;  /* image failures in a row */
     uint32_t best;      /* highest durable checkpoint since the last install */
     uint8_t advanced;   /* the current connection moved `best` */
+    uint32_t retry_after_s; /* RETRY_AFTER of the last NO_UPDATE, 0: none */
 };
 
 /* Checks the config and starts counting; the session's durable resume
- * point (if any) is where progress starts. Returns 0 or TCPOTA_ERR_INVAL. */
+ * point (if any) is where progress starts. Returns 0 or TCPOTA_ERR_INVAL
+ * (also for check_interval_s above TCPOTA_RUNNER_CHECK_MAX_S). */
 int tcpota_runner_init(struct tcpota_runner *r, const struct tcpota_runner_config *cfg);
 
 /* Connects and reconnects until the device is up to date, updated (the
@@ -145,9 +167,23 @@ int tcpota_runner_init(struct tcpota_runner *r, const struct tcpota_runner_confi
  * may call this again), declined an offer for good, gave up, or was
  * stopped; returns that enum tcpota_runner_outcome. Counters survive
  * between calls and are reset by an install or an up-to-date answer.
- * (A periodic check-in, when it comes, belongs at the up-to-date return:
- * sleep the interval and connect again.) */
+ * For periodic check-ins, call tcpota_runner_check_in() after
+ * TCPOTA_RUNNER_UP_TO_DATE or TCPOTA_RUNNER_DECLINED and then this again. */
 int tcpota_runner_run(struct tcpota_runner *r);
+
+/* The wait before the next check-in, in milliseconds: the RETRY_AFTER of
+ * the last run's NO_UPDATE when it carried one (0 to +20 %), else
+ * check_interval_s -20 % to +20 % (uniform, cfg.random); both capped at
+ * TCPOTA_RUNNER_CHECK_MAX_S +20 %. 0 when check-ins are off. Draws one
+ * random number; *retry_after_s (may be NULL) gets the RETRY_AFTER
+ * honoured, or 0. */
+uint32_t tcpota_runner_check_in_ms(const struct tcpota_runner *r, uint32_t *retry_after_s);
+
+/* Waits for the next check-in: tells on_step (TCPOTA_RUNNER_CHECK_IN,
+ * wait_ms from tcpota_runner_check_in_ms()) and sleeps through cfg.sleep.
+ * Returns 0 (run again), TCPOTA_ERR_CANCELED when a stop was requested, or
+ * TCPOTA_ERR_INVAL when check-ins are off (check_interval_s 0). */
+int tcpota_runner_check_in(struct tcpota_runner *r);
 
 /* Passes one result of tcpota_dev_input() (rc, and *ev when rc >= 0) to
  * the runner; call it from the connection's event hook for every call. */

@@ -309,6 +309,26 @@ static int feed_dev(const struct tcpota_msg *m, struct tcpota_dev_event *ev)
     return tcpota_dev_input(&dev, b, (size_t)n, ev);
 }
 
+/* NO_UPDATE's RETRY_AFTER reaches the caller in the UP_TO_DATE event. */
+static void test_no_update_surfaces_retry_after(void **state)
+{
+    static const uint32_t sent[] = {0, 7200, 0xffffffffu};
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(sent) / sizeof(sent[0]); i++) {
+        assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+        memset(&m, 0, sizeof(m));
+        m.type = TCPOTA_T_NO_UPDATE;
+        m.u.no_update.retry_after_s = sent[i];
+        assert_true(feed_dev(&m, &ev) > 0);
+        assert_int_equal(ev.type, TCPOTA_DEV_EV_UP_TO_DATE);
+        assert_int_equal(ev.retry_after_s, sent[i]);
+        tcpota_dev_disconnect(&dev);
+    }
+}
+
 static void test_data_past_end_and_out_of_state(void **state)
 {
     struct tcpota_msg m;
@@ -871,6 +891,7 @@ int main(void)
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_fresh_update),
+        T(test_no_update_surfaces_retry_after),
         T(test_cut_anywhere_resumes),
         T(test_reboot_mid_image_resumes),
         T(test_resume_record_for_other_image_discarded),

@@ -7,7 +7,9 @@
  * written or checkpoints reached again do not count), attempts without
  * progress end in giving up, transient waits grow from 200 ms to 5 s,
  * image failures grow to the 1 h ceiling, a known-bad image is waited out
- * while any other decline ends the run, lingering after the last frame. */
+ * while any other decline ends the run, lingering after the last frame;
+ * periodic check-ins every interval ±20 %, or after the server's
+ * RETRY_AFTER (never earlier), capped at a week. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -34,6 +36,7 @@ struct attempt {
     int outcome;                  /* enum tcpota_client_outcome */
     uint32_t ckpt[MAX_CKPT];      /* checkpoints reported, 0 ends the list */
     uint8_t bad;                  /* enum tcpota_dev_bad left in the session */
+    uint32_t retry_after_s;       /* UP_TO_DATE: the NO_UPDATE's RETRY_AFTER */
 };
 
 static struct {
@@ -42,6 +45,9 @@ static struct {
     uint64_t clock_ms;
     uint32_t waits[MAX_SCRIPT];
     size_t nwaits;
+    uint32_t check_ins[MAX_SCRIPT]; /* wait_ms of each TCPOTA_RUNNER_CHECK_IN step */
+    uint32_t check_in_retry[MAX_SCRIPT];
+    size_t ncheck_ins;
     uint32_t lingers[MAX_SCRIPT];
     size_t ncloses;
     int random_max; /* 1: random() gives bound - 1, else 0 */
@@ -85,6 +91,13 @@ static int fake_run(void *ctx)
         ev.offset = a->ckpt[i];
         tcpota_runner_note(&runner, 1, &ev);
     }
+    if (a->outcome == TCPOTA_CLIENT_UP_TO_DATE) {
+        struct tcpota_dev_event ev;
+        memset(&ev, 0, sizeof(ev));
+        ev.type = TCPOTA_DEV_EV_UP_TO_DATE;
+        ev.retry_after_s = a->retry_after_s;
+        tcpota_runner_note(&runner, 0, &ev);
+    }
     dev.bad_reason = a->bad;
     memset(dev.bad_id, 0xab, sizeof(dev.bad_id));
     if (a->outcome == TCPOTA_CLIENT_RETRY) {
@@ -119,6 +132,10 @@ static void fake_step(void *ctx, const struct tcpota_runner_step *s)
     if (s->type == TCPOTA_RUNNER_BACKOFF && s->unreachable) {
         f.unreachable_seen++;
     }
+    if (s->type == TCPOTA_RUNNER_CHECK_IN) {
+        f.check_in_retry[f.ncheck_ins % MAX_SCRIPT] = s->retry_after_s;
+        f.check_ins[f.ncheck_ins++ % MAX_SCRIPT] = s->wait_ms;
+    }
 }
 
 static void add(int connect_rc, int outcome, uint32_t ckpt, uint8_t bad)
@@ -133,7 +150,7 @@ static void add(int connect_rc, int outcome, uint32_t ckpt, uint8_t bad)
     a->bad = bad;
 }
 
-static void start(unsigned max_attempts)
+static void start_checking(unsigned max_attempts, uint32_t check_interval_s)
 {
     struct tcpota_runner_config c;
 
@@ -148,7 +165,13 @@ static void start(unsigned max_attempts)
     c.sleep = fake_sleep;
     c.random = fake_random;
     c.on_step = fake_step;
+    c.check_interval_s = check_interval_s;
     assert_int_equal(tcpota_runner_init(&runner, &c), 0);
+}
+
+static void start(unsigned max_attempts)
+{
+    start_checking(max_attempts, 0);
 }
 
 static int setup(void **state)
@@ -431,6 +454,127 @@ static void test_config_checked(void **state)
     assert_int_equal(tcpota_runner_init(&runner, &c), TCPOTA_ERR_INVAL);
 }
 
+/* ---- periodic check-ins --------------------------------------------- */
+
+static void add_up_to_date(uint32_t retry_after_s)
+{
+    add(0, TCPOTA_CLIENT_UP_TO_DATE, 0, 0);
+    f.script[f.n - 1].retry_after_s = retry_after_s;
+}
+
+/* A day's interval, ±20 %: the extremes of the random draw give 0.8 and
+ * 1.2 days exactly, in milliseconds (no overflow on the way). */
+static void test_check_in_interval_jitter(void **state)
+{
+    (void)state;
+    add_up_to_date(0);
+    add_up_to_date(0);
+    add(0, TCPOTA_CLIENT_UPDATED, 0, 0);
+    start_checking(0, 86400);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UP_TO_DATE);
+    f.random_max = 1;
+    assert_int_equal(tcpota_runner_check_in(&runner), 0);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UP_TO_DATE);
+    f.random_max = 0;
+    assert_int_equal(tcpota_runner_check_in(&runner), 0);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UPDATED);
+    assert_int_equal(f.ncheck_ins, 2);
+    assert_int_equal(f.check_ins[0], 103680000u); /* 1.2 * 86 400 000 */
+    assert_int_equal(f.check_ins[1], 69120000u);  /* 0.8 * 86 400 000 */
+    assert_int_equal(f.check_in_retry[0], 0);
+    assert_int_equal(f.nwaits, 2);
+    assert_int_equal(f.waits[0], 103680000u);
+    assert_int_equal(f.clock_ms, 103680000u + 69120000u);
+    /* The longest interval at its longest still fits. */
+    start_checking(0, TCPOTA_RUNNER_CHECK_MAX_S);
+    f.random_max = 1;
+    assert_int_equal(tcpota_runner_check_in_ms(&runner, NULL), 725760000u);
+}
+
+/* NO_UPDATE's RETRY_AFTER replaces the interval for the next check-in:
+ * never earlier, at most 20 % later; the run after forgets it. */
+static void test_check_in_honours_retry_after(void **state)
+{
+    (void)state;
+    add_up_to_date(7200);
+    add_up_to_date(7200);
+    add_up_to_date(0);
+    add(0, TCPOTA_CLIENT_UPDATED, 0, 0);
+    start_checking(0, 86400);
+    f.random_max = 0;
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UP_TO_DATE);
+    assert_int_equal(tcpota_runner_check_in(&runner), 0);
+    f.random_max = 1;
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UP_TO_DATE);
+    assert_int_equal(tcpota_runner_check_in(&runner), 0);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UP_TO_DATE);
+    assert_int_equal(tcpota_runner_check_in(&runner), 0);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UPDATED);
+    assert_int_equal(f.ncheck_ins, 3);
+    assert_int_equal(f.check_ins[0], 7200000u); /* exactly the server's time */
+    assert_int_equal(f.check_in_retry[0], 7200);
+    assert_int_equal(f.check_ins[1], 8640000u); /* +20 % at most */
+    assert_int_equal(f.check_ins[2], 103680000u); /* the interval again */
+    assert_int_equal(f.check_in_retry[2], 0);
+}
+
+/* A server cannot silence a device for more than a week. */
+static void test_check_in_retry_after_capped(void **state)
+{
+    uint32_t honoured;
+
+    (void)state;
+    add_up_to_date(0xffffffffu);
+    start_checking(0, 60);
+    f.random_max = 0;
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UP_TO_DATE);
+    assert_int_equal(tcpota_runner_check_in_ms(&runner, &honoured),
+                     TCPOTA_RUNNER_CHECK_MAX_S * 1000u);
+    assert_int_equal(honoured, TCPOTA_RUNNER_CHECK_MAX_S);
+}
+
+/* An offer declined for good is asked about again at the next check-in,
+ * after the interval: an earlier run's RETRY_AFTER is forgotten. */
+static void test_check_in_after_decline(void **state)
+{
+    (void)state;
+    add_up_to_date(60);
+    add(0, TCPOTA_CLIENT_DECLINED, 0, 0);
+    add_up_to_date(0);
+    start_checking(0, 3600);
+    f.random_max = 0;
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UP_TO_DATE);
+    assert_int_equal(tcpota_runner_check_in(&runner), 0);
+    assert_int_equal(f.check_ins[0], 60000u);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_DECLINED);
+    assert_int_equal(tcpota_runner_check_in(&runner), 0);
+    assert_int_equal(f.check_ins[1], 2880000u);
+    assert_int_equal(f.check_in_retry[1], 0);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UP_TO_DATE);
+}
+
+/* Off (the host device's default): no wait, the caller ends. A stop
+ * during the wait ends it. An interval over a week is refused. */
+static void test_check_in_off_stop_and_limit(void **state)
+{
+    struct tcpota_runner_config c;
+
+    (void)state;
+    add_up_to_date(3600);
+    start(0);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UP_TO_DATE);
+    assert_int_equal(tcpota_runner_check_in_ms(&runner, NULL), 0);
+    assert_int_equal(tcpota_runner_check_in(&runner), TCPOTA_ERR_INVAL);
+    assert_int_equal(f.nwaits, 0);
+    assert_int_equal(f.ncheck_ins, 0);
+    /* The script is over: the fake sleep reports a stop request. */
+    start_checking(0, 60);
+    assert_int_equal(tcpota_runner_check_in(&runner), TCPOTA_ERR_CANCELED);
+    c = runner.cfg;
+    c.check_interval_s = TCPOTA_RUNNER_CHECK_MAX_S + 1;
+    assert_int_equal(tcpota_runner_init(&runner, &c), TCPOTA_ERR_INVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -448,6 +592,11 @@ int main(void)
         cmocka_unit_test_setup(test_up_to_date_resets, setup),
         cmocka_unit_test_setup(test_client_binding, setup),
         cmocka_unit_test_setup(test_config_checked, setup),
+        cmocka_unit_test_setup(test_check_in_interval_jitter, setup),
+        cmocka_unit_test_setup(test_check_in_honours_retry_after, setup),
+        cmocka_unit_test_setup(test_check_in_retry_after_capped, setup),
+        cmocka_unit_test_setup(test_check_in_after_decline, setup),
+        cmocka_unit_test_setup(test_check_in_off_stop_and_limit, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

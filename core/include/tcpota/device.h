@@ -102,7 +102,7 @@ enum tcpota_dev_event_type {
     TCPOTA_DEV_EV_PROGRESS, /* `offset` bytes of `size` are in the slot */
     TCPOTA_DEV_EV_CHECKPOINT, /* resume point saved at `offset` */
     TCPOTA_DEV_EV_UPDATED,  /* whole image verified, boot slot switched */
-    TCPOTA_DEV_EV_UP_TO_DATE,
+    TCPOTA_DEV_EV_UP_TO_DATE, /* `retry_after_s` = the server's RETRY_AFTER (0: none) */
     TCPOTA_DEV_EV_DECLINED, /* `error` = reason; with NOSPC, `size` = the offer's */
 };
 
@@ -110,6 +110,10 @@ struct tcpota_dev_event {
     enum tcpota_dev_event_type type;
     uint32_t offset, size;
     int error;
+    /* TCPOTA_DEV_EV_UP_TO_DATE: when to ask again, in seconds, as the
+     * server's NO_UPDATE said (RETRY_AFTER, docs/protocol.md); 0: it did
+     * not say. The device's runner honours it (tcpota_runner.h). */
+    uint32_t retry_after_s;
 };
 
 struct tcpota_dev_resume {

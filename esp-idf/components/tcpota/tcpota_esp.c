@@ -124,23 +124,29 @@ static bool image_pending(void)
     return s.port.boot_state(s.port.ctx, &st) == 0 && st.pending;
 }
 
-/* Runs the core's boot decision under the lock. */
-static esp_err_t boot_decision(int healthy, bool only_if_pending)
+/* Runs the core's boot decision under the lock: from the task at start
+ * (from_app false), or for the application's verdict, which applies only
+ * to a pending image and then wakes a task waiting for it. Nothing
+ * pending: no decision and no wake-up, so that a confirm does not cut the
+ * task's check-in wait short. */
+static esp_err_t boot_decision(int healthy, bool from_app)
 {
     esp_err_t err;
+    bool decided = false;
     int rc = 0;
 
     lock_init();
     xSemaphoreTake(s_lock, portMAX_DELAY);
     err = port_ready();
-    if (err == ESP_OK && (!only_if_pending || image_pending())) {
+    if (err == ESP_OK && (!from_app || image_pending())) {
         rc = tcpota_dev_boot(&s.port, healthy);
         err = rc < 0 ? (s.ep.last_err ? s.ep.last_err : ESP_FAIL) : ESP_OK;
+        decided = true;
     } else if (err == ESP_OK && !healthy) {
         err = ESP_ERR_INVALID_STATE; /* nothing pending to reject */
     }
     xSemaphoreGive(s_lock);
-    if (err == ESP_OK && s.task) {
+    if (from_app && decided && err == ESP_OK && s.task) {
         xTaskNotifyGive(s.task);
     }
     return err;
@@ -212,10 +218,17 @@ static int on_input(void *ctx, int rc, const struct tcpota_dev_event *ev)
 
 /* ---- the task -------------------------------------------------------- */
 
+uint32_t tcpota_esp_ms_to_ticks(uint32_t ms, uint32_t tick_rate_hz)
+{
+    uint64_t t = ((uint64_t)ms * tick_rate_hz + 999u) / 1000u;
+
+    return t < (uint64_t)portMAX_DELAY ? (uint32_t)t : (uint32_t)portMAX_DELAY - 1u;
+}
+
 /* Blocks up to ms (no busy wait); returns early on stop or confirm. */
 static void nap(uint32_t ms)
 {
-    (void)ulTaskNotifyTake(pdTRUE, pdMS_TO_TICKS(ms));
+    (void)ulTaskNotifyTake(pdTRUE, (TickType_t)tcpota_esp_ms_to_ticks(ms, configTICK_RATE_HZ));
 }
 
 /* ---- the runner's callbacks (ports/common/tcpota_runner.h) ----------- */
@@ -251,6 +264,14 @@ static void runner_step(void *ctx, const struct tcpota_runner_step *st)
                  st->why[0] ? st->why : "connection ended", (unsigned long)st->wait_ms);
         status_set(TCPOTA_ESP_BACKOFF, s.dev.last_error ? s.dev.last_error : TCPOTA_ERR_IO, true);
         break;
+    case TCPOTA_RUNNER_CHECK_IN:
+        if (st->retry_after_s) {
+            ESP_LOGI(TAG, "next check-in in %lu s (the server's RETRY_AFTER %lu s)",
+                     (unsigned long)(st->wait_ms / 1000u), (unsigned long)st->retry_after_s);
+        } else {
+            ESP_LOGI(TAG, "next check-in in %lu s", (unsigned long)(st->wait_ms / 1000u));
+        }
+        break;
     }
 }
 
@@ -266,6 +287,7 @@ static int runner_init(void)
                             ? s.cfg.backoff_max_ms
                             : TCPOTA_RUNNER_FAILURE_MAX_MS;
     rc.max_attempts = 0; /* a device never gives up; it slows down instead */
+    rc.check_interval_s = s.cfg.check_interval_s;
     rc.err = s.err;
     rc.err_cap = sizeof(s.err);
     rc.client = &s.cl; /* its own connect, run and close */
@@ -334,7 +356,8 @@ static void log_declined(void)
     }
 }
 
-/* Runs the shared runner until stopped, updated (restart) or told to end. */
+/* Runs the shared runner until stopped, updated (restart) or told to end;
+ * checks in again every check_interval_s (the runner's policy). */
 static void run(void)
 {
     while (!s.stop) {
@@ -357,10 +380,9 @@ static void run(void)
         default: /* stopped (the runner never gives up here) */
             return;
         }
-        if (!s.cfg.recheck_ms) {
+        if (!s.cfg.check_interval_s || tcpota_runner_check_in(&s.runner) < 0) {
             return;
         }
-        nap(s.cfg.recheck_ms);
     }
 }
 
@@ -387,7 +409,7 @@ static void task_main(void *arg)
             }
         }
     }
-    if (!s.stop && boot_decision(1, false) != ESP_OK) {
+    if (!s.stop && boot_decision(1, false) != ESP_OK) { /* the task's own, at start */
         ESP_LOGE(TAG, "boot check failed: %s", esp_err_to_name(s.ep.last_err));
     }
     if (!s.stop && (rc = session_init()) < 0) {
@@ -506,6 +528,16 @@ esp_err_t tcpota_esp_start(const tcpota_esp_config_t *cfg)
 
     if (!cfg || !cfg->host || !cfg->host[0] || !cfg->port || cfg->ack_interval % 4096 ||
         cfg->backoff_min_ms > cfg->backoff_max_ms || cfg->timeout_ms < 100) {
+        return ESP_ERR_INVALID_ARG;
+    }
+    if (!cfg->backoff_min_ms) {
+        ESP_LOGE(TAG, "backoff_min_ms is 0: a failing server would be retried without pause "
+                      "(CONFIG_TCPOTA_BACKOFF_MIN_MS must be at least 1)");
+        return ESP_ERR_INVALID_ARG;
+    }
+    if (cfg->check_interval_s > TCPOTA_RUNNER_CHECK_MAX_S) {
+        ESP_LOGE(TAG, "check_interval_s %lu is over a week (%u)",
+                 (unsigned long)cfg->check_interval_s, TCPOTA_RUNNER_CHECK_MAX_S);
         return ESP_ERR_INVALID_ARG;
     }
     lock_init();

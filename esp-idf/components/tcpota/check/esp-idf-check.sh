@@ -10,6 +10,9 @@
 # Warnings are errors; a missing include folder or header is an error (never
 # skipped). Prints the size of each object (OUT_DIR, default
 # /tmp/tcpota-esp-idf-check-<version>, one folder per variant).
+# A third argument, COMPONENT_ROOT: the component (the repository root) to
+# compile, e.g. the copy the IDF Component Manager made
+# (tests/idf/test_component_copy.py); default: the repository this script is in.
 #
 # LIBSODIUM_PATH (environment): the espressif/libsodium component (the
 # libsodium/ folder of github:espressif/idf-extra-components, with its
@@ -21,11 +24,11 @@
 # ESP_IDF_CHECK_DRY_RUN=1: check the tree and the include folders only.
 set -euo pipefail
 
-IDF=${1:?usage: esp-idf-check.sh IDF_PATH [OUT_DIR]}
+IDF=${1:?usage: esp-idf-check.sh IDF_PATH [OUT_DIR [COMPONENT_ROOT]]}
 OUT=${2:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
-COMP=$(cd "$HERE/.." && pwd)
-ROOT=$(cd "$COMP/../../.." && pwd)
+ROOT=$(cd "${3:-$HERE/../../../..}" && pwd)
+COMP=$ROOT/esp-idf/components/tcpota
 CC=riscv64-unknown-elf-gcc
 SIZE=riscv64-unknown-elf-size
 C=$IDF/components

@@ -17,6 +17,11 @@
  * only static buffers (CONFIG_TCPOTA_RX_BUFFER_SIZE + 2 KiB) and the task
  * stack; no heap.
  *
+ * Periodic check-ins: once up to date (or after declining an offer), the
+ * task asks again every check_interval_s, ±20 % so that a fleet spreads
+ * out, or after the server's RETRY_AFTER when its NO_UPDATE carried one
+ * (the shared runner's policy, ports/common/tcpota_runner.h).
+ *
  * Signed images and device authentication (docs/esp-idf.md): the task
  * trusts the Ed25519 keys of CONFIG_TCPOTA_TRUSTED_KEYS (or the config's)
  * and answers the server's challenge with the secret provisioned in NVS.
@@ -70,10 +75,12 @@ typedef struct {
     const char *device_id;     /* NULL: "esp-" + the station MAC in hex */
     const char *model;         /* NULL: CONFIG_TCPOTA_MODEL, or the project name */
     uint32_t ack_interval;     /* bytes per checkpoint, multiple of 4096 */
-    uint32_t backoff_min_ms;   /* first reconnect delay */
+    uint32_t backoff_min_ms;   /* first reconnect delay, >= 1 */
     uint32_t backoff_max_ms;   /* largest reconnect delay */
     uint32_t timeout_ms;       /* receive silence before reconnecting */
-    uint32_t recheck_ms;       /* up to date: ask again after this; 0: end the task */
+    uint32_t check_interval_s; /* up to date or declined: ask again after this ±20 %
+                                  (or the server's RETRY_AFTER), at most 604800
+                                  (a week); 0: end the task */
     bool restart_after_update; /* esp_restart() once the new image is set to boot */
     uint32_t stack_size;
     unsigned priority;
@@ -101,7 +108,7 @@ typedef struct {
         .device_id = NULL, .model = NULL, .ack_interval = CONFIG_TCPOTA_ACK_INTERVAL,        \
         .backoff_min_ms = CONFIG_TCPOTA_BACKOFF_MIN_MS,                                      \
         .backoff_max_ms = CONFIG_TCPOTA_BACKOFF_MAX_MS, .timeout_ms = CONFIG_TCPOTA_TIMEOUT_MS, \
-        .recheck_ms = CONFIG_TCPOTA_RECHECK_S * 1000u, .restart_after_update = true,         \
+        .check_interval_s = CONFIG_TCPOTA_CHECK_INTERVAL_S, .restart_after_update = true,      \
         .stack_size = CONFIG_TCPOTA_TASK_STACK_SIZE, .priority = CONFIG_TCPOTA_TASK_PRIORITY, \
         .progress_cb = NULL, .progress_arg = NULL, .trusted_keys = NULL, .n_trusted_keys = 0,  \
         .secret = NULL, .secret_len = 0,                                                     \
@@ -110,8 +117,10 @@ typedef struct {
 /* Starts the tcpota task with a copy of *cfg (strings must outlive the
  * task; keys and secret are copied). Returns ESP_OK, ESP_ERR_INVALID_STATE
  * when it runs already, ESP_ERR_INVALID_ARG for a bad config (including a
- * malformed CONFIG_TCPOTA_TRUSTED_KEYS, too many keys, or a secret longer
- * than 64 bytes), ESP_ERR_NOT_SUPPORTED for trusted keys with
+ * malformed CONFIG_TCPOTA_TRUSTED_KEYS, too many keys, a secret longer
+ * than 64 bytes, a backoff_min_ms of 0, which would retry a failing server
+ * without pause, or a check_interval_s over a week; each logged),
+ * ESP_ERR_NOT_SUPPORTED for trusted keys with
  * CONFIG_TCPOTA_SIGNED_IMAGES off, ESP_ERR_NO_MEM when the task cannot be
  * created, or the port's setup error (NVS, partition table). A secret in
  * NVS that cannot be used (too long, empty) is logged and authentication
@@ -128,14 +137,23 @@ void tcpota_esp_status(tcpota_esp_status_t *out);
 
 /* The health check passed: confirms a pending new image
  * (esp_ota_mark_app_valid_cancel_rollback) and keeps a CONFIRMED report
- * for the server; lets a waiting task go on. Harmless when nothing is
- * pending. Returns ESP_OK or an error of NVS/OTA. */
+ * for the server; lets a waiting task go on. When nothing is pending it
+ * does nothing (no report, no wake-up of the task, whose check-in wait
+ * goes on), so it may be called at every boot. Returns ESP_OK or an error
+ * of NVS/OTA. */
 esp_err_t tcpota_esp_confirm(void);
 
 /* The health check failed: keeps a ROLLED_BACK report and rolls back
  * (esp_ota_mark_app_invalid_rollback_and_reboot: does not return on
  * success). Returns an error when nothing is pending or rollback fails. */
 esp_err_t tcpota_esp_reject(void);
+
+/* Milliseconds to FreeRTOS ticks at tick_rate_hz (configTICK_RATE_HZ),
+ * rounded up, computed in 64 bits and capped below portMAX_DELAY (which
+ * means "forever"). pdMS_TO_TICKS() multiplies in 32 bits: a 7200 s wait
+ * at 1 kHz came out as 2905 s, 86400 s at 100 Hz as 501 s. The task's
+ * waits use this. */
+uint32_t tcpota_esp_ms_to_ticks(uint32_t ms, uint32_t tick_rate_hz);
 
 #ifdef __cplusplus
 }

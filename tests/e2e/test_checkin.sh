@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# `tcpota device --check-interval S` keeps running: it installs the image,
+# is then up to date, and checks in again every S seconds (±20 %) until a
+# signal ends it (exit 143 on SIGTERM). Without the option it exits 0 once
+# up to date, as before.
+source "$(dirname "$0")/lib.sh"
+
+make_image "$WORK/img" 65536
+start_server "$WORK/img" 2.0.0
+
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/d" --id checkin-dev \
+  --check-interval 1 --progress none 2> "$WORK/device.log" &
+DEV_PID=$!
+PIDS+=("$DEV_PID")
+# Installed (up to date after the reboot), then at least two more check-ins.
+for n in 1 2 3; do
+  for ((i = 0; i < 200; i++)); do
+    [ "$(grep -c 'up to date' "$WORK/device.log" || true)" -ge "$n" ] && break
+    sleep 0.05
+  done
+  [ "$(grep -c 'up to date' "$WORK/device.log" || true)" -ge "$n" ] ||
+    fail "device did not check in again (up to date $n times) within 10 s"
+done
+grep -qE 'next check-in in [01] s' "$WORK/device.log" || fail "device did not log its next check-in"
+kill -TERM "$DEV_PID"
+rc=0
+wait "$DEV_PID" || rc=$?
+[ $rc -eq 143 ] || fail "device exited $rc on SIGTERM during a check-in wait, expected 143"
+check_device "$WORK/d" "$WORK/img"
+hellos=$(grep -c 'checkin-dev' "$WORK/server.log" || true)
+ok "device installed the image, checked in 3 times, ended on SIGTERM ($hellos server lines)"
+
+# Default: exit 0 once up to date.
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/d" --id checkin-dev \
+  --progress none 2> "$WORK/device2.log" || fail "device without --check-interval did not exit 0"
+grep -q 'up to date' "$WORK/device2.log" || fail "device without --check-interval was not up to date"
+! grep -q 'next check-in' "$WORK/device2.log" || fail "device without --check-interval waited for a check-in"
+ok "without --check-interval the device exits 0 when up to date"
+
+# A week is the longest interval.
+rc=0
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/d" --check-interval 604801 \
+  2> "$WORK/device3.log" || rc=$?
+[ $rc -eq 2 ] || fail "--check-interval 604801 exited $rc, expected 2 (usage)"
+ok "--check-interval over a week refused"
+stop_server

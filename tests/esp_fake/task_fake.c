@@ -1,0 +1,143 @@
+/* task_fake.c - host fake of FreeRTOS tasks, esp_timer, esp_random,
+ * esp_mac and esp_restart (see task_fake.h). */
+#include "task_fake.h"
+
+#include <string.h>
+
+#include "esp_mac.h"
+#include "esp_random.h"
+#include "esp_system.h"
+#include "esp_timer.h"
+#include "freertos/FreeRTOS.h"
+#include "freertos/semphr.h"
+#include "freertos/task.h"
+#include "mbedtls/platform_util.h"
+
+struct esp_fake_tasks esp_fake_tasks;
+
+static struct esp_fake_task {
+    TaskFunction_t fn;
+    void *arg;
+} task;
+
+void esp_fake_tasks_reset(void)
+{
+    memset(&esp_fake_tasks, 0, sizeof(esp_fake_tasks));
+    memset(&task, 0, sizeof(task));
+}
+
+int esp_fake_task_run(void)
+{
+    TaskFunction_t fn = task.fn;
+
+    if (!fn) {
+        return -1;
+    }
+    task.fn = NULL;
+    fn(task.arg);
+    return 0;
+}
+
+static void advance(TickType_t ticks)
+{
+    esp_fake_tasks.now_us += (int64_t)ticks * 1000000 / configTICK_RATE_HZ;
+}
+
+BaseType_t xTaskCreate(TaskFunction_t fn, const char *name, uint32_t stack_depth, void *arg,
+                       UBaseType_t priority, TaskHandle_t *created)
+{
+    (void)name;
+    (void)stack_depth;
+    (void)priority;
+    task.fn = fn;
+    task.arg = arg;
+    esp_fake_tasks.created++;
+    if (created) {
+        *created = &task;
+    }
+    return pdPASS;
+}
+
+void vTaskDelete(TaskHandle_t t)
+{
+    (void)t;
+    esp_fake_tasks.deleted++;
+}
+
+void vTaskDelay(TickType_t ticks)
+{
+    advance(ticks ? ticks : 1);
+}
+
+uint32_t ulTaskNotifyTake(BaseType_t clear_on_exit, TickType_t ticks_to_wait)
+{
+    (void)clear_on_exit;
+    esp_fake_tasks.last_take_ticks = ticks_to_wait;
+    if (esp_fake_tasks.on_take) {
+        esp_fake_tasks.on_take(ticks_to_wait);
+    }
+    advance(ticks_to_wait);
+    return 0;
+}
+
+BaseType_t xTaskNotifyGive(TaskHandle_t t)
+{
+    (void)t;
+    esp_fake_tasks.notified++;
+    return pdPASS;
+}
+
+SemaphoreHandle_t xSemaphoreCreateMutexStatic(StaticSemaphore_t *buf)
+{
+    buf->held = 0;
+    return buf;
+}
+
+BaseType_t xSemaphoreTake(SemaphoreHandle_t sem, TickType_t ticks)
+{
+    (void)ticks;
+    if (sem->held) {
+        return pdFAIL; /* the fake runs one thread: a second take is a bug */
+    }
+    sem->held = 1;
+    return pdTRUE;
+}
+
+BaseType_t xSemaphoreGive(SemaphoreHandle_t sem)
+{
+    sem->held = 0;
+    return pdTRUE;
+}
+
+int64_t esp_timer_get_time(void)
+{
+    return esp_fake_tasks.now_us;
+}
+
+uint32_t esp_random(void)
+{
+    return 0x12345678u;
+}
+
+esp_err_t esp_read_mac(uint8_t *mac, esp_mac_type_t type)
+{
+    static const uint8_t fixed[6] = {0xa0, 0xb1, 0xc2, 0xd3, 0xe4, 0xf5};
+
+    (void)type;
+    memcpy(mac, fixed, sizeof(fixed));
+    return ESP_OK;
+}
+
+void esp_restart(void)
+{
+    esp_fake_tasks.restarts++;
+}
+
+void mbedtls_platform_zeroize(void *buf, size_t len)
+{
+    volatile unsigned char *p = buf;
+
+    while (len--) {
+        *p++ = 0;
+    }
+}

@@ -1,0 +1,359 @@
+/* test_tcpota_esp.c - the tcpota FreeRTOS task (esp-idf/components/tcpota/
+ * tcpota_esp.c) compiled unchanged on the host against the fakes of
+ * tests/esp_fake (ESP-IDF's OTA/NVS with the real port_esp.c, and FreeRTOS
+ * tasks, notifications and a fake clock: task_fake.h).
+ *
+ * Covers what the task adds around the runner: waits converted to ticks
+ * without the 32-bit overflow of pdMS_TO_TICKS, tcpota_esp_confirm() doing
+ * nothing (and waking nobody) when no image is pending, a zero minimum
+ * backoff and an over-long check-in interval refused at start, and, against
+ * a server on loopback, the check-in wait after "up to date": the interval
+ * or the server's RETRY_AFTER, in ticks. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "esp_fake.h"
+#include "esp_ota_ops.h"
+#include "freertos/FreeRTOS.h"
+#include "nvs.h"
+#include "nvs_flash.h"
+#include "psa/crypto.h"
+#include "task_fake.h"
+#include "tcpota/server.h"
+#include "tcpota_esp.h"
+#include "tcpota_esp_port.h"
+
+static tcpota_esp_config_t config(uint16_t port)
+{
+    tcpota_esp_config_t c;
+
+    memset(&c, 0, sizeof(c));
+    c.host = "127.0.0.1";
+    c.port = port;
+    c.device_id = "esp-test";
+    c.model = "ota_client";
+    c.ack_interval = 16384;
+    c.backoff_min_ms = 200;
+    c.backoff_max_ms = 5000;
+    c.timeout_ms = 30000;
+    c.check_interval_s = 3600;
+    c.restart_after_update = true;
+    c.stack_size = 6144;
+    c.priority = 5;
+    return c;
+}
+
+/* Ends the task that tcpota_esp_start() created: the fake never runs it
+ * on its own, so ask it to stop (the wait for it times out on the fake
+ * clock), then run it, which sees the stop and ends. */
+static void end_task(void)
+{
+    (void)tcpota_esp_stop();
+    assert_int_equal(esp_fake_task_run(), 0);
+    assert_int_equal(esp_fake_tasks.deleted, 1);
+}
+
+/* The task's port opens PSA and NVS once, at its first start, and keeps
+ * them, as on a device; a fresh or rebooted fake forgot both. PSA again,
+ * and the same NVS handles again in tcpota's own partition: the setup's own
+ * (1) and, once the port has opened its own, that one (2). */
+static int port_opened;
+
+static void start_ok(const tcpota_esp_config_t *c)
+{
+    assert_int_equal(tcpota_esp_start(c), ESP_OK);
+    port_opened = 1;
+}
+
+static void kept_state(void)
+{
+    nvs_handle_t h;
+
+    assert_int_equal(psa_crypto_init(), PSA_SUCCESS);
+    assert_int_equal(nvs_flash_init_partition(TCPOTA_ESP_NVS_PARTITION), ESP_OK);
+    for (nvs_handle_t want = 1; want <= (nvs_handle_t)(1 + port_opened); want++) {
+        assert_int_equal(nvs_open_from_partition(TCPOTA_ESP_NVS_PARTITION, "tcpota", NVS_READWRITE, &h),
+                         ESP_OK);
+        assert_int_equal(h, want);
+    }
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    esp_fake_init("1.0.0");
+    esp_fake_tasks_reset();
+    kept_state();
+    return 0;
+}
+
+/* ---- ticks ------------------------------------------------------------ */
+
+static void test_ms_to_ticks_without_overflow(void **state)
+{
+    (void)state;
+    /* What pdMS_TO_TICKS gave: the product wraps at 2^32. */
+    assert_int_equal((uint32_t)(7200000u * 1000u) / 1000u, 2905032u);   /* 2905 s at 1 kHz */
+    assert_int_equal((uint32_t)(86400000u * 100u) / 1000u, 50065u);     /* 501 s at 100 Hz */
+    assert_int_equal(tcpota_esp_ms_to_ticks(7200000u, 1000u), 7200000u); /* 7200 s */
+    assert_int_equal(tcpota_esp_ms_to_ticks(86400000u, 100u), 8640000u); /* 86 400 s */
+    /* The longest check-in (a week +20 %) at 1 kHz. */
+    assert_int_equal(tcpota_esp_ms_to_ticks(725760000u, 1000u), 725760000u);
+    /* Rounded up: a wait is never shorter than asked, and 0 stays 0. */
+    assert_int_equal(tcpota_esp_ms_to_ticks(0, 100u), 0);
+    assert_int_equal(tcpota_esp_ms_to_ticks(1, 100u), 1);
+    assert_int_equal(tcpota_esp_ms_to_ticks(10, 100u), 1);
+    assert_int_equal(tcpota_esp_ms_to_ticks(11, 100u), 2);
+    /* Never portMAX_DELAY, which would mean "forever". */
+    assert_int_equal(tcpota_esp_ms_to_ticks(UINT32_MAX, 1000u), portMAX_DELAY - 1u);
+}
+
+/* ---- confirm ---------------------------------------------------------- */
+
+static void test_confirm_without_pending_image_does_nothing(void **state)
+{
+    tcpota_esp_config_t c = config(1);
+    unsigned commits;
+
+    (void)state;
+    start_ok(&c);
+    assert_int_equal(esp_fake_tasks.created, 1);
+    commits = esp_fake_nvs_commits();
+    /* Called at every boot by an application, or again and again. */
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(tcpota_esp_confirm(), ESP_OK);
+    }
+    assert_int_equal(esp_fake_tasks.notified, 0); /* the task's wait goes on */
+    assert_int_equal(esp_fake_nvs_commits(), commits); /* no report stored */
+    /* Nothing to reject either. */
+    assert_int_equal(tcpota_esp_reject(), ESP_ERR_INVALID_STATE);
+    assert_int_equal(esp_fake_reboot_requested(), 0);
+    end_task();
+}
+
+/* A new image booted pending: confirm marks it valid and wakes the task
+ * waiting for the verdict. */
+static void test_confirm_pending_image(void **state)
+{
+    static uint8_t img[8192];
+    tcpota_esp_config_t c = config(1);
+    const esp_partition_t *p = esp_ota_get_next_update_partition(NULL);
+    esp_ota_handle_t h;
+    esp_ota_img_states_t st;
+
+    (void)state;
+    esp_fake_make_image(img, sizeof(img), "2.0.0", 7);
+    assert_int_equal(esp_ota_begin(p, OTA_WITH_SEQUENTIAL_WRITES, &h), ESP_OK);
+    assert_int_equal(esp_ota_write(h, img, sizeof(img)), ESP_OK);
+    assert_int_equal(esp_ota_end(h), ESP_OK);
+    assert_int_equal(esp_ota_set_boot_partition(p), ESP_OK);
+    esp_fake_reboot();
+    kept_state();
+    assert_int_equal(esp_ota_get_state_partition(p, &st), ESP_OK);
+    assert_int_equal(st, ESP_OTA_IMG_PENDING_VERIFY);
+
+    start_ok(&c);
+    assert_int_equal(tcpota_esp_confirm(), ESP_OK);
+    assert_int_equal(esp_ota_get_state_partition(p, &st), ESP_OK);
+    assert_int_equal(st, ESP_OTA_IMG_VALID);
+    assert_int_equal(esp_fake_tasks.notified, 1);
+    /* Now nothing is pending: a second confirm is a no-op. */
+    assert_int_equal(tcpota_esp_confirm(), ESP_OK);
+    assert_int_equal(esp_fake_tasks.notified, 1);
+    end_task();
+}
+
+/* ---- start's checks --------------------------------------------------- */
+
+static void test_start_refuses_zero_backoff_and_long_interval(void **state)
+{
+    tcpota_esp_config_t c = config(1);
+
+    (void)state;
+    c.backoff_min_ms = 0; /* it would retry a failing server in a tight loop */
+    assert_int_equal(tcpota_esp_start(&c), ESP_ERR_INVALID_ARG);
+    c = config(1);
+    c.check_interval_s = 604801; /* over a week */
+    assert_int_equal(tcpota_esp_start(&c), ESP_ERR_INVALID_ARG);
+    assert_int_equal(esp_fake_tasks.created, 0);
+    c.check_interval_s = 604800;
+    start_ok(&c);
+    end_task();
+}
+
+/* ---- check-ins, against a server on loopback -------------------------- */
+
+/* One connection at a time: HELLO, then NO_UPDATE (with RETRY_AFTER when
+ * set), then close; `connections` counts them. */
+static struct {
+    int fd;
+    uint16_t port;
+    uint32_t retry_after_s;
+    int connections;
+    pthread_t thread;
+} srv;
+
+static const struct tcpota_srv_image *choose_none(void *ctx, const struct tcpota_srv_hello *h,
+                                                  uint32_t *retry_after_s)
+{
+    (void)ctx;
+    (void)h;
+    *retry_after_s = srv.retry_after_s;
+    return NULL;
+}
+
+static void serve_one(int c)
+{
+    static uint8_t rx[4200], tx[TCPOTA_SRV_TX_MIN], in[2048];
+    struct tcpota_srv s;
+    struct tcpota_srv_config cfg;
+    struct tcpota_srv_event ev;
+    ssize_t n;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.choose = choose_none;
+    cfg.rx_buf = rx;
+    cfg.rx_cap = sizeof(rx);
+    cfg.tx_buf = tx;
+    cfg.tx_cap = sizeof(tx);
+    if (tcpota_srv_init(&s, &cfg) < 0) {
+        return;
+    }
+    while ((n = read(c, in, sizeof(in))) > 0) {
+        size_t off = 0;
+        while (off < (size_t)n) {
+            int used = tcpota_srv_input(&s, in + off, (size_t)n - off, &ev);
+            const uint8_t *out;
+            size_t len;
+            if (used <= 0) {
+                return;
+            }
+            off += (size_t)used;
+            while ((len = tcpota_srv_output(&s, &out)) > 0) {
+                if (write(c, out, len) != (ssize_t)len) {
+                    return;
+                }
+                tcpota_srv_output_done(&s, len);
+            }
+        }
+    }
+}
+
+static void *serve(void *arg)
+{
+    int c;
+
+    (void)arg;
+    while ((c = accept(srv.fd, NULL, NULL)) >= 0) {
+        __atomic_add_fetch(&srv.connections, 1, __ATOMIC_SEQ_CST);
+        serve_one(c);
+        close(c);
+    }
+    return NULL;
+}
+
+static void srv_start(uint32_t retry_after_s)
+{
+    struct sockaddr_in a;
+    socklen_t alen = sizeof(a);
+
+    memset(&srv, 0, sizeof(srv));
+    srv.retry_after_s = retry_after_s;
+    srv.fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(srv.fd >= 0);
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(srv.fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(srv.fd, 4), 0);
+    assert_int_equal(getsockname(srv.fd, (struct sockaddr *)&a, &alen), 0);
+    srv.port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&srv.thread, NULL, serve, NULL), 0);
+}
+
+static void srv_stop(void)
+{
+    shutdown(srv.fd, SHUT_RDWR);
+    close(srv.fd);
+    pthread_join(srv.thread, NULL);
+}
+
+/* The task's long waits, seen where it blocks (ulTaskNotifyTake). */
+static uint32_t takes[8];
+static int ntakes;
+
+static void on_take(uint32_t ticks)
+{
+    if (ticks > 100u) { /* not one of the short polls */
+        takes[ntakes++] = ticks;
+    }
+    if (ntakes == 2) {
+        (void)tcpota_esp_stop(); /* after the second check-in wait */
+    }
+}
+
+static void run_check_ins(uint32_t interval_s, uint32_t retry_after_s)
+{
+    tcpota_esp_config_t c;
+    tcpota_esp_status_t st;
+
+    srv_start(retry_after_s);
+    c = config(srv.port);
+    c.check_interval_s = interval_s;
+    ntakes = 0;
+    esp_fake_tasks.on_take = on_take;
+    start_ok(&c);
+    assert_int_equal(esp_fake_task_run(), 0); /* until the stop in on_take */
+    esp_fake_tasks.on_take = NULL;
+    srv_stop();
+    assert_int_equal(esp_fake_tasks.deleted, 1);
+    assert_int_equal(srv.connections, 2);
+    assert_int_equal(ntakes, 2);
+    tcpota_esp_status(&st);
+    assert_int_equal(st.state, TCPOTA_ESP_STOPPED);
+}
+
+/* A day's interval at ESP-IDF's 100 Hz: each wait is 0.8 to 1.2 days of
+ * ticks (pdMS_TO_TICKS made it 501 s). */
+static void test_check_in_every_interval(void **state)
+{
+    (void)state;
+    run_check_ins(86400, 0);
+    for (int i = 0; i < 2; i++) {
+        assert_in_range(takes[i], 86400u * 100u * 8u / 10u, 86400u * 100u * 12u / 10u);
+    }
+}
+
+/* The server's RETRY_AFTER (2 h) replaces the day: never earlier, at
+ * most 20 % later. */
+static void test_check_in_after_retry_after(void **state)
+{
+    (void)state;
+    run_check_ins(86400, 7200);
+    for (int i = 0; i < 2; i++) {
+        assert_in_range(takes[i], 7200u * 100u, 7200u * 100u * 12u / 10u);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_ms_to_ticks_without_overflow, setup),
+        cmocka_unit_test_setup(test_confirm_without_pending_image_does_nothing, setup),
+        cmocka_unit_test_setup(test_confirm_pending_image, setup),
+        cmocka_unit_test_setup(test_start_refuses_zero_backoff_and_long_interval, setup),
+        cmocka_unit_test_setup(test_check_in_every_interval, setup),
+        cmocka_unit_test_setup(test_check_in_after_retry_after, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
