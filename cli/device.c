@@ -886,9 +886,13 @@ static int client_input(void *ctx, int rc, const struct tcpota_dev_event *ev)
     tcpota_runner_note(&dv->runner, rc, ev);
     count_written(dv);
     if (rc < 0) {
+        /* The flash emulator's detail when it is new, and the session's own
+         * words (the server's ERROR text, a decline's reason). */
         int fresh = strcmp(detail, dv->detail) != 0 && *detail;
-        snprintf(dv->err, sizeof(dv->err), "session failed: %s%s%s%s", tcpota_strerror(rc),
-                 fresh ? " (" : "", fresh ? detail : "", fresh ? ")" : "");
+        const char *why = tcpota_dev_reason(&dv->dev);
+        snprintf(dv->err, sizeof(dv->err), "session failed: %s%s%s%s%s%s", tcpota_strerror(rc),
+                 fresh ? " (" : "", fresh ? detail : "", fresh ? ")" : "", why[0] ? ": " : "",
+                 why);
     } else {
         end = on_event(dv, ev);
     }
@@ -1067,6 +1071,10 @@ static int run(struct device *dv)
                 return 1;
             }
             continue;
+        case TCPOTA_RUNNER_DENIED:
+            say(dv, "the server refused this device (%s); retrying would be refused again",
+                dv->err);
+            return 1;
         default:
             say(dv, "gave up after %u attempts without progress: %s", dv->runner.attempts,
                 dv->err);

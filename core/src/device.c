@@ -394,6 +394,7 @@ int tcpota_dev_connect(struct tcpota_dev *d, uint32_t now_ms)
     d->state = TCPOTA_DEV_HELLO_SENT;
     d->now = d->last_rx = d->last_tx = now_ms;
     d->last_error = 0;
+    d->error_retry_after_s = 0;
     d->reason[0] = 0;
     d->challenged = 0;
     d->welcomed = 0;
@@ -833,6 +834,7 @@ static int on_frame(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
         return on_data(d, m, ev);
     case TCPOTA_T_ERROR:
         d->last_error = m->u.error.code ? -(int)m->u.error.code : TCPOTA_ERR_PROTO;
+        d->error_retry_after_s = m->u.error.retry_after_s;
         set_reason(d, "");
         if (m->u.error.message.ptr) {
             /* The codec checked it: printable and at most TCPOTA_MAX_MESSAGE. */

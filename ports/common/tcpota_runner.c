@@ -152,11 +152,17 @@ int tcpota_runner_run(struct tcpota_runner *r)
         struct tcpota_runner_step s;
         char why[TCPOTA_DEV_BAD_TEXT_MAX];
         uint8_t unreachable;
-        int image_failed, out, ran;
+        int image_failed, denied, out, ran;
 
         r->attempts++;
         out = attempt(r, &unreachable, &ran);
         image_failed = ran && d->bad_reason != TCPOTA_BAD_NONE;
+        /* The server refused who we are: the same secret will be refused
+         * again, so this is no transient error to retry at once. */
+        denied = ran && out == TCPOTA_CLIENT_RETRY && d->last_error == TCPOTA_ERR_DENIED;
+        if (denied && r->cfg.max_attempts) {
+            return TCPOTA_RUNNER_DENIED;
+        }
         switch (out) {
         case TCPOTA_CLIENT_STOPPED:
             return TCPOTA_RUNNER_STOPPED;
@@ -187,12 +193,19 @@ int tcpota_runner_run(struct tcpota_runner *r)
              * starts from nothing, not from how far the bad one got. */
             r->failures++;
             r->best = 0;
+        } else if (denied) {
+            r->failures++;
         }
         if (r->cfg.max_attempts && r->attempts >= r->cfg.max_attempts) {
             return TCPOTA_RUNNER_GAVE_UP;
         }
         memset(&s, 0, sizeof(s));
-        s.wait_ms = backoff_ms(r, image_failed);
+        s.wait_ms = backoff_ms(r, image_failed || denied);
+        if (denied && d->error_retry_after_s > s.wait_ms / 1000u) {
+            s.wait_ms = d->error_retry_after_s > TCPOTA_RUNNER_CHECK_MAX_S
+                            ? TCPOTA_RUNNER_CHECK_MAX_S * 1000u
+                            : d->error_retry_after_s * 1000u;
+        }
         s.unreachable = unreachable;
         s.image_failed = (uint8_t)image_failed;
         step(r, &s, TCPOTA_RUNNER_BACKOFF);

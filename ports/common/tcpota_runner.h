@@ -78,6 +78,10 @@ enum tcpota_runner_outcome {
     TCPOTA_RUNNER_DECLINED,       /* offer refused for good (dev->last_error says why) */
     TCPOTA_RUNNER_ENDED,          /* the caller's event hook ended a connection */
     TCPOTA_RUNNER_GAVE_UP,        /* max_attempts without progress (err says the last why) */
+    TCPOTA_RUNNER_DENIED,         /* the server refused this device's authentication (err says
+                                   * the server's words): returned at once when max_attempts is
+                                   * set; with 0 the runner waits as after an image failure and
+                                   * at least the server's RETRY_AFTER, and tries again */
     TCPOTA_RUNNER_STOPPED,        /* connect or sleep said a stop was requested */
 };
 

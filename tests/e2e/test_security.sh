@@ -122,6 +122,15 @@ probe() { "$P" --server "127.0.0.1:$SERVER_PORT" "$@" 2> probe.log; }
 # The device is told at once what is wrong, not left to time out.
 grep -q 'server says: authentication refused: check the device secret' probe.log ||
   fail "a wrong secret was not told to check the device secret: $(cat probe.log)"
+# And a real device with a wrong secret says so and stops at once: the
+# same secret would only be refused again.
+rc=0; t0=$(date +%s)
+timeout 30 "$T" device --server "127.0.0.1:$SERVER_PORT" --flash wrongdev --id nat-bad \
+  --secret wrong.secret 2> wrongdev.log || rc=$?
+[ $rc -eq 1 ] || fail "a device with a wrong secret exited $rc, expected 1"
+grep -q 'authentication refused: check the device secret' wrongdev.log ||
+  fail "the device did not say to check its secret: $(tail -3 wrongdev.log)"
+[ $(( $(date +%s) - t0 )) -le 5 ] || fail "the device with a wrong secret took more than 5 s to stop"
 [ "$(probe --id stranger --secret dev.secret --from 127.0.0.14)" = "error 13" ] ||
   fail "an unknown device was accepted"
 # Backoff per device id, judged at AUTH: right after its failure, the id

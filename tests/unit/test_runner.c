@@ -37,6 +37,8 @@ struct attempt {
     uint32_t ckpt[MAX_CKPT];      /* checkpoints reported, 0 ends the list */
     uint8_t bad;                  /* enum tcpota_dev_bad left in the session */
     uint32_t retry_after_s;       /* UP_TO_DATE: the NO_UPDATE's RETRY_AFTER */
+    int last_error;               /* left in the session (the server's ERROR code) */
+    uint32_t error_retry_after_s; /* the ERROR's RETRY_AFTER */
 };
 
 static struct {
@@ -99,6 +101,8 @@ static int fake_run(void *ctx)
         tcpota_runner_note(&runner, 0, &ev);
     }
     dev.bad_reason = a->bad;
+    dev.last_error = a->last_error;
+    dev.error_retry_after_s = a->error_retry_after_s;
     memset(dev.bad_id, 0xab, sizeof(dev.bad_id));
     if (a->outcome == TCPOTA_CLIENT_RETRY) {
         snprintf(err, sizeof(err), "server closed the connection");
@@ -575,6 +579,37 @@ static void test_check_in_off_stop_and_limit(void **state)
     assert_int_equal(tcpota_runner_init(&runner, &c), TCPOTA_ERR_INVAL);
 }
 
+/* The server refused the device's authentication (ERROR DENIED): the same
+ * secret would be refused again, so a device that may give up stops at once
+ * with the server's words, and one that never gives up waits at least the
+ * server's RETRY_AFTER and as after an image failure. Fails if DENIED is
+ * retried like a cut connection. */
+static void test_denied_is_not_transient(void **state)
+{
+    (void)state;
+    add(0, TCPOTA_CLIENT_RETRY, 0, 0);
+    f.script[0].last_error = TCPOTA_ERR_DENIED;
+    add(0, TCPOTA_CLIENT_UP_TO_DATE, 0, 0);
+    start(TCPOTA_RUNNER_ATTEMPTS_DEFAULT);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_DENIED);
+    assert_int_equal(f.next, 1);
+    assert_int_equal(f.nwaits, 0);
+
+    setup(NULL); /* random at its top: each wait is its ceiling */
+    add(0, TCPOTA_CLIENT_RETRY, 0, 0);
+    f.script[0].last_error = TCPOTA_ERR_DENIED;
+    f.script[0].error_retry_after_s = 60;
+    add(0, TCPOTA_CLIENT_RETRY, 0, 0);
+    f.script[1].last_error = TCPOTA_ERR_DENIED; /* no RETRY_AFTER this time */
+    add(0, TCPOTA_CLIENT_UP_TO_DATE, 0, 0);
+    start(0);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UP_TO_DATE);
+    assert_int_equal(f.nwaits, 2);
+    assert_int_equal(f.waits[0], 60000); /* the server's RETRY_AFTER, above 5 s */
+    /* Without one, the image-failure scale: 5 s doubled, not 400 ms. */
+    assert_int_equal(f.waits[1], 2 * TCPOTA_RUNNER_BACKOFF_MAX_MS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -597,6 +632,7 @@ int main(void)
         cmocka_unit_test_setup(test_check_in_retry_after_capped, setup),
         cmocka_unit_test_setup(test_check_in_after_decline, setup),
         cmocka_unit_test_setup(test_check_in_off_stop_and_limit, setup),
+        cmocka_unit_test_setup(test_denied_is_not_transient, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

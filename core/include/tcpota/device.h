@@ -144,6 +144,7 @@ struct tcpota_dev {
     uint8_t bound;             /* binding holds this connection's TLS binding */
     uint8_t binding[TCPOTA_TLS_BINDING_LEN];
     int last_error;        /* why the last connection or offer ended */
+    uint32_t error_retry_after_s; /* RETRY_AFTER of the server's ERROR on this connection (0: none) */
     char reason[TCPOTA_MAX_MESSAGE + 1]; /* the same in words (tcpota_dev_reason) */
     /* enum tcpota_dev_bad: on this connection the image failed for this
      * reason and is now remembered as bad, or (state DECLINED) its offer
