@@ -1,0 +1,274 @@
+/* device_opts.c - the options of `tcpota device` (see device_opts.h). */
+#include "device_opts.h"
+
+#include "cli.h"
+#include "keys.h"
+#include "posix_port.h"
+#include "tcpota_runner.h"
+
+#include "tcpota/codec.h"
+#include "tcpota/device.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: tcpota device --server HOST:PORT --flash DIR [options]\n"
+            "       tcpota device status --flash DIR\n"
+            "\n"
+            "Runs an emulated ESP32 whose flash lives in DIR: boots it, fetches and\n"
+            "installs the server's image, reboots into it and reports the outcome.\n"
+            "\n"
+            "options:\n"
+            "  --server HOST:PORT     tcpota server to update from\n"
+            "  --flash DIR            device flash (created when DIR does not exist)\n"
+            "  --init                 start a new device in DIR even though it exists (empty)\n"
+            "  --id ID                device id (default: dev-<hash of DIR's path>)\n"
+            "  --model M              device model (default esp32)\n"
+            "  --factory-version V    factory image version in a new DIR (default 0.0.0)\n"
+            "  --slot-size BYTES      app slot size in a new DIR (default %u)\n"
+            "  --health ok|fail       outcome of the new image's health check (default ok)\n"
+            "  --ack-interval BYTES   checkpoint interval, multiple of 4096 (default %u)\n"
+            "  --max-attempts N       attempts without progress before giving up (default 20)\n"
+            "  --backoff-min-ms MS    first reconnect delay (default 200)\n"
+            "  --backoff-max-ms MS    largest reconnect delay (default 5000)\n"
+            "  --timeout-ms MS        receive silence before reconnecting (default 30000)\n"
+            "  --check-interval S     keep running: check in again every S seconds, +-20%%\n"
+            "                         (or after the server's RETRY_AFTER); default: exit\n"
+            "                         once up to date\n"
+            "  --progress MODE        auto|bar|lines|none (default auto)\n"
+            "  --quiet                only errors and the final stats line\n"
+            "  --trust PUBKEY_FILE    accept only images signed with this key (repeatable)\n"
+            "  --secret FILE          device secret for the server's challenge (never sent)\n"
+            "  --ca CA_FILE           connect with TLS and verify the server's certificate\n"
+            "  --help                 this text\n"
+            "\n"
+            "`device status` prints the running image and resume point as JSON.\n"
+            "exit: 0 up to date, 1 failure, 2 usage, 130/143 on SIGINT/SIGTERM\n",
+            (unsigned)TCPOTA_POSIX_SLOT_SIZE_DEFAULT, (unsigned)TCPOTA_DEV_ACK_DEFAULT);
+}
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fputs("tcpota device: ", stderr);
+    fprintf(stderr, fmt, arg);
+    fputs("\ntry 'tcpota device --help'\n", stderr);
+    return 2;
+}
+
+enum opt_id {
+    OPT_SERVER, OPT_FLASH, OPT_ID, OPT_MODEL, OPT_FACTORY, OPT_SLOT, OPT_HEALTH, OPT_ACK,
+    OPT_ATTEMPTS, OPT_BMIN, OPT_BMAX, OPT_TIMEOUT, OPT_PROGRESS, OPT_QUIET, OPT_HELP,
+    OPT_TRUST, OPT_SECRET, OPT_CA, OPT_INIT, OPT_CHECK,
+};
+
+static const struct {
+    const char *name;
+    enum opt_id id;
+    int has_arg;
+} g_opts[] = {
+    {"--server", OPT_SERVER, 1},         {"--flash", OPT_FLASH, 1},
+    {"--id", OPT_ID, 1},                 {"--model", OPT_MODEL, 1},
+    {"--factory-version", OPT_FACTORY, 1}, {"--slot-size", OPT_SLOT, 1},
+    {"--health", OPT_HEALTH, 1},         {"--ack-interval", OPT_ACK, 1},
+    {"--max-attempts", OPT_ATTEMPTS, 1}, {"--backoff-min-ms", OPT_BMIN, 1},
+    {"--backoff-max-ms", OPT_BMAX, 1},   {"--timeout-ms", OPT_TIMEOUT, 1},
+    {"--progress", OPT_PROGRESS, 1},     {"--quiet", OPT_QUIET, 0},
+    {"--help", OPT_HELP, 0},             {"-h", OPT_HELP, 0},
+    {"--trust", OPT_TRUST, 1},           {"--secret", OPT_SECRET, 1},
+    {"--ca", OPT_CA, 1},                 {"--init", OPT_INIT, 0},
+    {"--check-interval", OPT_CHECK, 1},
+};
+
+/* Finds the option `arg` names ("--name" or "--name=value"); -1 if none. */
+static int opt_find(const char *arg)
+{
+    size_t len = strcspn(arg, "=");
+
+    for (size_t i = 0; i < sizeof(g_opts) / sizeof(g_opts[0]); i++) {
+        if (strlen(g_opts[i].name) == len && strncmp(arg, g_opts[i].name, len) == 0) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+/* 1..max printable ASCII characters, as the protocol requires. */
+static int printable(const char *s, size_t max)
+{
+    size_t n;
+
+    for (n = 0; s[n]; n++) {
+        if (n >= max || s[n] < 0x20 || s[n] > 0x7e) {
+            return 0;
+        }
+    }
+    return n > 0;
+}
+
+static int u32_opt(const char *v, const char *what, uint32_t min, uint32_t max, uint32_t *out)
+{
+    unsigned long long n;
+
+    if (cli_number(v, what, min, max, &n) < 0) {
+        return -1;
+    }
+    *out = (uint32_t)n;
+    return 0;
+}
+
+/* Stores one option value. Returns 0 or 2 (usage error, message printed). */
+static int opt_apply(struct options *o, enum opt_id id, const char *name, const char *v)
+{
+    uint32_t n;
+
+    switch (id) {
+    case OPT_SERVER:
+        o->server = v;
+        if (cli_hostport(v, name, o->host, sizeof(o->host), &o->port) < 0) {
+            return 2;
+        }
+        return o->port ? 0 : usage_error("%s: port 0 is not a server's port", name);
+    case OPT_FLASH:
+        o->dir = v;
+        return *v ? 0 : usage_error("%s: empty directory", name);
+    case OPT_ID:
+        o->id = v;
+        return printable(v, TCPOTA_MAX_STR) ? 0
+                                            : usage_error("%s: need 1..64 printable characters", name);
+    case OPT_MODEL:
+        o->model = v;
+        return printable(v, 32) ? 0 : usage_error("%s: need 1..32 printable characters", name);
+    case OPT_FACTORY:
+        o->factory = v;
+        return printable(v, TCPOTA_POSIX_VERSION_MAX - 1)
+                   ? 0
+                   : usage_error("%s: need 1..31 printable characters", name);
+    case OPT_SLOT:
+        if (u32_opt(v, name, TCPOTA_SECTOR_SIZE, UINT32_MAX - TCPOTA_SECTOR_SIZE + 1, &n) < 0) {
+            return 2;
+        }
+        o->slot_size = n;
+        return n % TCPOTA_SECTOR_SIZE ? usage_error("%s: not a multiple of 4096", name) : 0;
+    case OPT_HEALTH:
+        if (strcmp(v, "ok") && strcmp(v, "fail")) {
+            return usage_error("--health: '%s' is not ok or fail", v);
+        }
+        o->healthy = strcmp(v, "ok") == 0;
+        return 0;
+    case OPT_ACK:
+        if (u32_opt(v, name, TCPOTA_SECTOR_SIZE, 1u << 30, &n) < 0) {
+            return 2;
+        }
+        o->ack_interval = n;
+        return n % TCPOTA_SECTOR_SIZE ? usage_error("%s: not a multiple of 4096", name) : 0;
+    case OPT_ATTEMPTS:
+        if (u32_opt(v, name, 1, 1000000, &n) < 0) {
+            return 2;
+        }
+        o->max_attempts = n;
+        return 0;
+    case OPT_BMIN:
+        return u32_opt(v, name, 0, 3600000, &o->backoff_min) < 0 ? 2 : 0;
+    case OPT_BMAX:
+        return u32_opt(v, name, 0, 3600000, &o->backoff_max) < 0 ? 2 : 0;
+    case OPT_TIMEOUT:
+        return u32_opt(v, name, 100, 86400000, &o->timeout_ms) < 0 ? 2 : 0;
+    case OPT_CHECK:
+        return u32_opt(v, name, 1, TCPOTA_RUNNER_CHECK_MAX_S, &o->check_interval) < 0 ? 2 : 0;
+    case OPT_PROGRESS:
+        return progress_parse(v, &o->progress) < 0
+                   ? usage_error("--progress: '%s' is not auto, bar, lines or none", v)
+                   : 0;
+    case OPT_QUIET:
+        o->quiet = 1;
+        return 0;
+    case OPT_INIT:
+        o->init = 1;
+        return 0;
+    case OPT_TRUST:
+        if (o->ntrust == MAX_TRUST) {
+            return usage_error("%s: at most 8 keys", name);
+        }
+        if (sodium_init() < 0 || cli_load_pubkey(v, o->trust[o->ntrust]) < 0) {
+            return 2;
+        }
+        o->ntrust++;
+        return 0;
+    case OPT_SECRET: {
+        int len = sodium_init() < 0 ? -1 : cli_load_secret(v, o->secret, sizeof(o->secret));
+        if (len < 0) {
+            return 2;
+        }
+        o->secret_len = (size_t)len;
+        return 0;
+    }
+    case OPT_CA:
+        o->ca = v;
+        return *v ? 0 : usage_error("%s: empty file name", name);
+    case OPT_HELP:
+        break;
+    }
+    return 0;
+}
+
+/* Parses argv[1..]. Returns 0, 2 (usage error) or -1 (--help printed). */
+int device_parse_options(struct options *o, int argc, char **argv)
+{
+    memset(o, 0, sizeof(*o));
+    o->model = "esp32";
+    o->factory = "0.0.0";
+    o->healthy = 1;
+    o->ack_interval = TCPOTA_DEV_ACK_DEFAULT;
+    o->max_attempts = TCPOTA_RUNNER_ATTEMPTS_DEFAULT;
+    o->backoff_min = TCPOTA_RUNNER_BACKOFF_MIN_MS;
+    o->backoff_max = TCPOTA_RUNNER_BACKOFF_MAX_MS;
+    o->timeout_ms = 30000;
+    o->progress = PROGRESS_AUTO;
+
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i], *eq = strchr(arg, '='), *val = NULL;
+        int k = opt_find(arg), rc;
+
+        if (k < 0) {
+            return usage_error(arg[0] == '-' ? "unknown option '%s'" : "unexpected argument '%s'",
+                               arg);
+        }
+        if (g_opts[k].id == OPT_HELP) {
+            usage(stdout);
+            return -1;
+        }
+        if (!g_opts[k].has_arg) {
+            if (eq) {
+                return usage_error("%s takes no value", g_opts[k].name);
+            }
+        } else if (eq) {
+            val = eq + 1;
+        } else if (i + 1 < argc) {
+            val = argv[++i];
+        } else {
+            return usage_error("%s needs a value", g_opts[k].name);
+        }
+        rc = opt_apply(o, g_opts[k].id, g_opts[k].name, val);
+        if (rc) {
+            return rc;
+        }
+    }
+    if (!o->server) {
+        return usage_error("%s is required", "--server HOST:PORT");
+    }
+    if (!o->dir) {
+        return usage_error("%s is required", "--flash DIR");
+    }
+    if (o->backoff_min > o->backoff_max) {
+        return usage_error("%s", "--backoff-min-ms is larger than --backoff-max-ms");
+    }
+    if (o->quiet) {
+        o->progress = PROGRESS_NONE;
+    }
+    return 0;
+}
+

@@ -1,0 +1,46 @@
+/*
+ * device_opts.h - the options of `tcpota device` and their parser
+ * (cli/device_opts.c); the device itself is cli/device.c.
+ */
+#ifndef TCPOTA_CLI_DEVICE_OPTS_H
+#define TCPOTA_CLI_DEVICE_OPTS_H
+
+#include "progress.h"
+
+#include "tcpota/manifest.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define HOST_MAX 256
+#define MAX_TRUST 8
+
+struct options {
+    const char *server;
+    char host[HOST_MAX];
+    uint16_t port;
+    const char *dir;
+    const char *id;
+    const char *model;
+    const char *factory;
+    uint32_t slot_size; /* 0: default on creation, the files' size otherwise */
+    int healthy;
+    uint32_t ack_interval;
+    unsigned max_attempts;
+    uint32_t check_interval; /* --check-interval seconds; 0: exit when up to date */
+    uint32_t backoff_min, backoff_max, timeout_ms;
+    enum progress_mode progress;
+    int quiet;
+    int init; /* --init: DIR may exist (empty): start a new device there */
+    uint8_t trust[MAX_TRUST][TCPOTA_PUBKEY_LEN]; /* --trust: keys images must be signed with */
+    size_t ntrust;
+    uint8_t secret[64]; /* --secret: answers the server's CHALLENGE */
+    size_t secret_len;
+    const char *ca;     /* --ca: speak TLS and verify the server against it */
+};
+
+/* Parses argv into *o, loading --trust keys and the --secret file. Returns
+ * 0, -1 after printing --help (exit 0), or 2 after a message (usage). */
+int device_parse_options(struct options *o, int argc, char **argv);
+
+#endif
