@@ -283,3 +283,23 @@
 #endif
 /* espressif/libsodium's own option (default y): its headers wrap mbedTLS's SHA. */
 #define CONFIG_LIBSODIUM_USE_MBEDTLS_SHA 1
+/* TLS (tls_esp.c): on, with an embedded CA PEM, unless the check compiles
+ * the variant without TLS (-DTCPOTA_CHECK_NO_TLS) or with the certificate
+ * bundle (-DTCPOTA_CHECK_TLS_BUNDLE). CONFIG_TCPOTA_TLS selects the keying
+ * material export; the bundle option is on above, as by default. */
+#ifndef TCPOTA_CHECK_NO_TLS
+#define CONFIG_TCPOTA_TLS 1
+#define CONFIG_MBEDTLS_SSL_KEYING_MATERIAL_EXPORT 1
+#ifdef TCPOTA_CHECK_TLS_BUNDLE
+#define CONFIG_TCPOTA_TLS_CA_BUNDLE 1
+#else
+#define CONFIG_TCPOTA_TLS_CA_PEM 1
+#define CONFIG_TCPOTA_TLS_CA_PEM_PATH "tcpota_ca.pem"
+#endif
+#define CONFIG_TCPOTA_TLS_HOST ""
+/* Not ESP-IDF's default but a limit of the check's tree: with upstream
+ * Mbed TLS 3.6 headers in place of Espressif's fork (docs/esp-idf.md), IDF
+ * 5.5's port/include/mbedtls/gcm.h names mbedtls_gcm_context_soft, which only
+ * the fork defines, whenever this is set; mbedtls/ssl.h reaches that header. */
+#undef CONFIG_MBEDTLS_GCM_SUPPORT_NON_AES_CIPHER
+#endif
