@@ -297,9 +297,4 @@
 #define CONFIG_TCPOTA_TLS_CA_PEM_PATH "tcpota_ca.pem"
 #endif
 #define CONFIG_TCPOTA_TLS_HOST ""
-/* Not ESP-IDF's default but a limit of the check's tree: with upstream
- * Mbed TLS 3.6 headers in place of Espressif's fork (docs/esp-idf.md), IDF
- * 5.5's port/include/mbedtls/gcm.h names mbedtls_gcm_context_soft, which only
- * the fork defines, whenever this is set; mbedtls/ssl.h reaches that header. */
-#undef CONFIG_MBEDTLS_GCM_SUPPORT_NON_AES_CIPHER
 #endif
