@@ -345,7 +345,7 @@ static void test_psa_failure_reported(void **state)
     tls_fake.psa_rc = -134;
     assert_int_equal(tcpota_esp_tls_init(&tls, &c, "ota.example", err, sizeof(err)),
                      TCPOTA_ERR_NOSPC);
-    assert_non_null(strstr(err, "psa_crypto_init failed"));
+    assert_non_null(strstr(err, "psa_crypto_init failed (-134)"));
 }
 
 /* ---- one connection ------------------------------------------------------- */

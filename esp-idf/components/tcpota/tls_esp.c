@@ -166,8 +166,8 @@ int tcpota_esp_tls_init(tcpota_esp_tls_t *t, const tcpota_esp_tls_config_t *cfg,
     t->handshake_ms = cfg->handshake_ms ? cfg->handshake_ms : TCPOTA_ESP_TLS_HANDSHAKE_MS;
     /* ESP-IDF starts PSA at boot on 6.x; on 5.5 TLS 1.3 and the random
      * generator below need it too. Repeated calls are harmless. */
-    if (psa_crypto_init() != PSA_SUCCESS) {
-        snprintf(err, cap, "TLS: psa_crypto_init failed");
+    if ((rc = (int)psa_crypto_init()) != PSA_SUCCESS) {
+        snprintf(err, cap, "TLS: psa_crypto_init failed (%d)", rc);
         return TCPOTA_ERR_NOSPC;
     }
     rc = mbedtls_ssl_config_defaults(&t->conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
@@ -274,6 +274,7 @@ int tcpota_esp_tls_handshake(tcpota_esp_tls_t *t, struct tcpota_client *cl, char
         (rc = mbedtls_ssl_set_hostname(&t->ssl, t->host)) != 0) {
         snprintf(err, cap, "TLS setup failed: %s", tls_reason(rc, why, sizeof(why)));
         mbedtls_ssl_free(&t->ssl);
+        mbedtls_ssl_init(&t->ssl);
         return TCPOTA_ERR_NOSPC;
     }
     t->active = 1;
