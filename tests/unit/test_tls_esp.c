@@ -26,7 +26,6 @@
 #include <unistd.h>
 
 #include "esp_err.h"
-#include "esp_log.h"
 #include "fake_port.h"
 #include "tcpota/codec.h"
 #include "tcpota/device.h"
@@ -46,22 +45,6 @@ __asm__(".section .rodata\n"
         ".global _binary_tcpota_ca_pem_end\n"
         "_binary_tcpota_ca_pem_end:\n"
         ".text\n");
-
-/* esp_log.h's fake (esp_fake.c is not linked here): quiet unless
- * ESP_FAKE_LOG is set. */
-void esp_fake_log(const char *tag, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!getenv("ESP_FAKE_LOG")) {
-        return;
-    }
-    va_start(ap, fmt);
-    fprintf(stderr, "%s: ", tag);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
 
 static tcpota_esp_tls_t tls;
 static struct fake_port *fp;

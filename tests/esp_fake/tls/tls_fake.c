@@ -7,11 +7,9 @@
 
 #include "esp_crt_bundle.h"
 #include "mbedtls/error.h"
-#include "mbedtls/platform_util.h"
 #include "mbedtls/psa_util.h"
 #include "mbedtls/ssl.h"
 #include "mbedtls/x509_crt.h"
-#include "psa/crypto.h"
 
 struct tls_fake tls_fake;
 
@@ -361,23 +359,9 @@ void mbedtls_strerror(int errnum, char *buffer, size_t buflen)
     snprintf(buffer, buflen, "fake mbedTLS error %d", errnum);
 }
 
-void mbedtls_platform_zeroize(void *buf, size_t len)
-{
-    volatile unsigned char *p = buf;
-
-    while (len--) {
-        *p++ = 0;
-    }
-}
-
 int mbedtls_psa_get_random(void *p_rng, unsigned char *output, size_t output_size)
 {
     (void)p_rng;
     memset(output, 0x5a, output_size);
     return 0;
-}
-
-psa_status_t psa_crypto_init(void)
-{
-    return tls_fake.psa_rc;
 }

@@ -5,7 +5,8 @@
  * socket pair. The handshake is a toy ("CH" out, "SH" in), but the calls,
  * their order, the WANT_READ/WANT_WRITE contract and the verification
  * outcome follow Mbed TLS, and every call is written to a log the tests
- * compare.
+ * compare. psa/crypto.h and mbedtls/platform_util.h are tests/esp_fake's;
+ * a test without esp_fake.c and task_fake.c links tls_fake_alone.c.
  */
 #ifndef TLS_FAKE_H
 #define TLS_FAKE_H
@@ -24,7 +25,7 @@ struct tls_fake {
     int tickets;             /* the next reads return RECEIVED_NEW_SESSION_TICKET first */
     int read_rc, write_rc;   /* nonzero: the next read/write returns this */
     int undecrypted;         /* check_pending() says a record waits undecrypted */
-    int psa_rc;              /* psa_crypto_init() returns this */
+    int psa_rc;              /* psa_crypto_init() returns this (tls_fake_alone.c) */
     int bundle_rc;           /* esp_crt_bundle_attach() returns this */
     int bundle_attached;     /* attached minus detached */
     int ssl_live;            /* contexts set up and not yet freed */
