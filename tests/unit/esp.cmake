@@ -29,3 +29,46 @@ target_include_directories(test_tcpota_esp PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../
 target_compile_definitions(test_tcpota_esp PRIVATE CONFIG_TCPOTA_RX_BUFFER_SIZE=4108
                            "CONFIG_TCPOTA_MODEL=\"\"")
 target_link_libraries(test_tcpota_esp PRIVATE tcpota_client PkgConfig::SODIUM pthread)
+
+# The TLS module (tls_esp.c, CONFIG_TCPOTA_TLS) on a fake of Mbed TLS's SSL
+# API over a real socket pair (tests/esp_fake/tls), below the shared client
+# and a real device session; built as with an embedded CA PEM.
+tcpota_unit_test(test_tls_esp ${CMAKE_CURRENT_LIST_DIR}/test_tls_esp.c
+                 ${TCPOTA_ESP_COMPONENT}/tls_esp.c
+                 ${CMAKE_CURRENT_LIST_DIR}/fake_port.c
+                 ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/tls/tls_fake.c
+                 ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/tls/tls_fake_alone.c)
+target_include_directories(test_tls_esp PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/tls
+                           ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/include
+                           ${TCPOTA_ESP_COMPONENT}/include)
+target_compile_definitions(test_tls_esp PRIVATE CONFIG_TCPOTA_TLS=1 CONFIG_TCPOTA_TLS_CA_PEM=1
+                           CONFIG_TCPOTA_TLS_HOST="" CONFIG_MBEDTLS_CERTIFICATE_BUNDLE=1)
+target_link_libraries(test_tls_esp PRIVATE tcpota_core tcpota_client PkgConfig::SODIUM)
+# Without MBEDTLS_SSL_KEYING_MATERIAL_EXPORT tls_esp.c must not build, and
+# the error names the sdkconfig option.
+add_test(NAME test_tls_esp_needs_export
+         COMMAND ${CMAKE_C_COMPILER} -fsyntax-only -DESP_FAKE_TLS_NO_EXPORT -DCONFIG_TCPOTA_TLS=1
+                 -I${CMAKE_CURRENT_LIST_DIR}/../esp_fake/tls -I${CMAKE_CURRENT_LIST_DIR}/../esp_fake/include
+                 -I${TCPOTA_ESP_COMPONENT}/include -I${PROJECT_SOURCE_DIR}/core/include
+                 -I${PROJECT_SOURCE_DIR}/ports/common ${TCPOTA_ESP_COMPONENT}/tls_esp.c)
+set_tests_properties(test_tls_esp_needs_export PROPERTIES LABELS unit
+                     PASS_REGULAR_EXPRESSION "#error.*set CONFIG_MBEDTLS_SSL_KEYING_MATERIAL_EXPORT=y")
+
+# The task (tcpota_esp.c) built with CONFIG_TCPOTA_TLS and an embedded CA:
+# the task fakes above plus the Mbed TLS fake, against a loopback server
+# that requires authentication bound to the (toy) TLS session.
+tcpota_unit_test(test_tcpota_esp_tls ${CMAKE_CURRENT_LIST_DIR}/test_tcpota_esp_tls.c
+                 ${TCPOTA_ESP_COMPONENT}/tcpota_esp.c
+                 ${TCPOTA_ESP_COMPONENT}/tls_esp.c
+                 ${TCPOTA_ESP_COMPONENT}/port_esp.c
+                 ${TCPOTA_ESP_COMPONENT}/trust_esp.c
+                 ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/esp_fake.c
+                 ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/task_fake.c
+                 ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/tls/tls_fake.c)
+target_include_directories(test_tcpota_esp_tls PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/include
+                           ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/tls
+                           ${CMAKE_CURRENT_LIST_DIR}/../esp_fake ${TCPOTA_ESP_COMPONENT}/include)
+target_compile_definitions(test_tcpota_esp_tls PRIVATE CONFIG_TCPOTA_RX_BUFFER_SIZE=4108
+                           "CONFIG_TCPOTA_MODEL=\"\"" CONFIG_TCPOTA_TLS=1 CONFIG_TCPOTA_TLS_CA_PEM=1
+                           CONFIG_TCPOTA_TLS_HOST="")
+target_link_libraries(test_tcpota_esp_tls PRIVATE tcpota_client tcpota_core PkgConfig::SODIUM pthread)

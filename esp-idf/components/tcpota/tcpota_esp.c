@@ -20,6 +20,9 @@
 #include "tcpota_runner.h"
 #include "tcpota_esp_port.h"
 #include "tcpota_esp_trust.h"
+#ifdef CONFIG_TCPOTA_TLS
+#include "tcpota_esp_tls.h"
+#endif
 
 static const char *TAG = "tcpota";
 
@@ -54,6 +57,9 @@ static struct {
     TaskHandle_t task;
     volatile bool stop;
     tcpota_esp_status_t status;
+#ifdef CONFIG_TCPOTA_TLS
+    tcpota_esp_tls_t tls; /* trust anchors per start, a session per connection */
+#endif
 } s;
 
 static portMUX_TYPE s_mux = portMUX_INITIALIZER_UNLOCKED;
@@ -231,6 +237,99 @@ static void nap(uint32_t ms)
     (void)ulTaskNotifyTake(pdTRUE, (TickType_t)tcpota_esp_ms_to_ticks(ms, configTICK_RATE_HZ));
 }
 
+/* ---- TLS (CONFIG_TCPOTA_TLS, tls_esp.c) ------------------------------ */
+
+#ifdef CONFIG_TCPOTA_TLS
+/* The runner's connect hook: TCP, the handshake, then the channel binding
+ * handed to the session before HELLO. */
+static int tls_connect(void *ctx)
+{
+    int rc = tcpota_client_connect(&s.cl, s.cfg.host, s.cfg.port, s.cfg.host);
+
+    (void)ctx;
+    if (rc == 0 && (rc = tcpota_esp_tls_handshake(&s.tls, &s.cl, s.err, sizeof(s.err))) == 0) {
+        rc = tcpota_esp_tls_bind(&s.tls, &s.dev, s.err, sizeof(s.err));
+    }
+    return rc;
+}
+
+static void tls_close(void *ctx, uint32_t linger_ms)
+{
+    (void)ctx;
+    tcpota_esp_tls_end(&s.tls);
+    tcpota_client_close(&s.cl, linger_ms);
+}
+
+static long tls_recv(void *ctx, void *buf, size_t n)
+{
+    (void)ctx;
+    return tcpota_esp_tls_recv(&s.tls, buf, n);
+}
+
+static long tls_send(void *ctx, const void *buf, size_t n)
+{
+    (void)ctx;
+    return tcpota_esp_tls_send(&s.tls, buf, n);
+}
+
+static size_t tls_pending(void *ctx)
+{
+    (void)ctx;
+    return tcpota_esp_tls_pending(&s.tls);
+}
+
+/* Checks the TLS options and loads the CA once per start. */
+static esp_err_t tls_start(const tcpota_esp_config_t *cfg)
+{
+    tcpota_esp_tls_config_t tc;
+    int rc;
+
+    tcpota_esp_tls_kconfig(&tc);
+    if ((rc = tcpota_esp_tls_init(&s.tls, &tc, cfg->host, s.err, sizeof(s.err))) < 0) {
+        ESP_LOGE(TAG, "%s", s.err);
+        tcpota_esp_tls_free(&s.tls);
+        return rc == TCPOTA_ERR_NOSPC ? ESP_ERR_NO_MEM : ESP_ERR_INVALID_ARG;
+    }
+    ESP_LOGI(TAG, "TLS: verifying the server as \"%s\" against %s", s.tls.host,
+             tc.ca == TCPOTA_ESP_TLS_CA_BUNDLE ? "the certificate bundle" : "the embedded CA");
+    return ESP_OK;
+}
+
+static void tls_wire(struct tcpota_client_config *cc, struct tcpota_runner_config *rc)
+{
+    if (cc) {
+        cc->io_recv = tls_recv;
+        cc->io_send = tls_send;
+        cc->io_pending = tls_pending;
+    }
+    if (rc) {
+        rc->connect = tls_connect;
+        rc->close = tls_close;
+    }
+}
+
+static void tls_stop(void)
+{
+    tcpota_esp_tls_free(&s.tls);
+}
+#else
+static esp_err_t tls_start(const tcpota_esp_config_t *cfg)
+{
+    (void)cfg;
+    return ESP_OK;
+}
+
+static void tls_wire(struct tcpota_client_config *cc, struct tcpota_runner_config *rc)
+{
+    (void)cc;
+    (void)rc;
+}
+
+static void tls_stop(void)
+{
+}
+#endif
+
 /* ---- the runner's callbacks (ports/common/tcpota_runner.h) ----------- */
 
 static int runner_sleep(void *ctx, uint32_t ms)
@@ -296,6 +395,7 @@ static int runner_init(void)
     rc.sleep = runner_sleep; /* a task notification: confirm or stop wakes it */
     rc.random = runner_random;
     rc.on_step = runner_step;
+    tls_wire(NULL, &rc); /* with TLS: connect and close through it */
     return tcpota_runner_init(&s.runner, &rc);
 }
 
@@ -340,6 +440,7 @@ static int session_init(void)
     cc.now_ms = now_ms;
     cc.stop_requested = stop_requested;
     cc.on_input = on_input;
+    tls_wire(&cc, NULL); /* with TLS: records through the io hooks */
     if ((rc = tcpota_client_init(&s.cl, &cc)) < 0) {
         return rc;
     }
@@ -423,6 +524,7 @@ static void task_main(void *arg)
     }
     mbedtls_platform_zeroize(s.secret, sizeof(s.secret)); /* reloaded at the next start */
     s.secret_len = 0;
+    tls_stop();
     portENTER_CRITICAL(&s_mux);
     s.task = NULL;
     portEXIT_CRITICAL(&s_mux);
@@ -562,9 +664,15 @@ esp_err_t tcpota_esp_start(const tcpota_esp_config_t *cfg)
     s.stop = false;
     memset(&s.status, 0, sizeof(s.status));
     make_ids();
+    if ((err = tls_start(cfg)) != ESP_OK) {
+        mbedtls_platform_zeroize(s.secret, sizeof(s.secret));
+        s.secret_len = 0;
+        return err;
+    }
     if (xTaskCreate(task_main, "tcpota", cfg->stack_size, NULL, cfg->priority, &s.task) !=
         pdPASS) {
         s.task = NULL;
+        tls_stop();
         mbedtls_platform_zeroize(s.secret, sizeof(s.secret));
         s.secret_len = 0;
         return ESP_ERR_NO_MEM;

@@ -283,3 +283,18 @@
 #endif
 /* espressif/libsodium's own option (default y): its headers wrap mbedTLS's SHA. */
 #define CONFIG_LIBSODIUM_USE_MBEDTLS_SHA 1
+/* TLS (tls_esp.c): on, with an embedded CA PEM, unless the check compiles
+ * the variant without TLS (-DTCPOTA_CHECK_NO_TLS) or with the certificate
+ * bundle (-DTCPOTA_CHECK_TLS_BUNDLE). CONFIG_TCPOTA_TLS selects the keying
+ * material export; the bundle option is on above, as by default. */
+#ifndef TCPOTA_CHECK_NO_TLS
+#define CONFIG_TCPOTA_TLS 1
+#define CONFIG_MBEDTLS_SSL_KEYING_MATERIAL_EXPORT 1
+#ifdef TCPOTA_CHECK_TLS_BUNDLE
+#define CONFIG_TCPOTA_TLS_CA_BUNDLE 1
+#else
+#define CONFIG_TCPOTA_TLS_CA_PEM 1
+#define CONFIG_TCPOTA_TLS_CA_PEM_PATH "tcpota_ca.pem"
+#endif
+#define CONFIG_TCPOTA_TLS_HOST ""
+#endif
