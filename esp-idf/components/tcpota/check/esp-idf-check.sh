@@ -166,10 +166,14 @@ SRCS=("$COMP"/*.c "$ROOT/ports/common/tcpota_client.c" "$ROOT/ports/common/tcpot
 if [ -n "$SODIUM" ]; then
     VARIANTS=("signed|CONFIG_TCPOTA_SIGNED_IMAGES on (default)|"
               "unsigned|CONFIG_TCPOTA_SIGNED_IMAGES off|-DTCPOTA_CHECK_UNSIGNED"
-              "+nvsenc|CONFIG_NVS_ENCRYPTION on (port_esp.c only)|-DTCPOTA_CHECK_NVS_ENCRYPTION")
+              "+nvsenc|CONFIG_NVS_ENCRYPTION on (port_esp.c only)|-DTCPOTA_CHECK_NVS_ENCRYPTION"
+              "notls|CONFIG_TCPOTA_TLS off|-DTCPOTA_CHECK_NO_TLS"
+              "tlsbundle|CONFIG_TCPOTA_TLS with the certificate bundle|-DTCPOTA_CHECK_TLS_BUNDLE")
 else
     VARIANTS=("unsigned|CONFIG_TCPOTA_SIGNED_IMAGES off|-DTCPOTA_CHECK_UNSIGNED"
-              "+nvsenc|CONFIG_NVS_ENCRYPTION on, signing off (port_esp.c only)|-DTCPOTA_CHECK_NVS_ENCRYPTION -DTCPOTA_CHECK_UNSIGNED")
+              "+nvsenc|CONFIG_NVS_ENCRYPTION on, signing off (port_esp.c only)|-DTCPOTA_CHECK_NVS_ENCRYPTION -DTCPOTA_CHECK_UNSIGNED"
+              "notls|CONFIG_TCPOTA_TLS off, signing off|-DTCPOTA_CHECK_NO_TLS -DTCPOTA_CHECK_UNSIGNED"
+              "tlsbundle|CONFIG_TCPOTA_TLS with the bundle, signing off|-DTCPOTA_CHECK_TLS_BUNDLE -DTCPOTA_CHECK_UNSIGNED")
 fi
 rm -f "$OUT"/*/*.o
 n_cc=0
