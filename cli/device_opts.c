@@ -203,6 +203,12 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
         if (len < 0) {
             return 2;
         }
+        if ((size_t)len < TCPOTA_SECRET_MIN) {
+            fprintf(stderr, "tcpota device: %s: the secret in %s has %d bytes; at least %u are "
+                            "needed (make one with tcpota keygen --device-secret)\n",
+                    name, v, len, TCPOTA_SECRET_MIN);
+            return 2;
+        }
         o->secret_len = (size_t)len;
         return 0;
     }

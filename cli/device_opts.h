@@ -34,7 +34,7 @@ struct options {
     int init; /* --init: DIR may exist (empty): start a new device there */
     uint8_t trust[MAX_TRUST][TCPOTA_PUBKEY_LEN]; /* --trust: keys images must be signed with */
     size_t ntrust;
-    uint8_t secret[64]; /* --secret: answers the server's CHALLENGE */
+    uint8_t secret[TCPOTA_SECRET_MAX]; /* --secret: answers the server's CHALLENGE */
     size_t secret_len;
     const char *ca;     /* --ca: speak TLS and verify the server against it */
 };

@@ -627,7 +627,7 @@ int cli_check_manifest(const char *image, const uint8_t *man, size_t man_len,
     int rc = tcpota_manifest_parse(man, man_len, &m);
 
     if (rc < 0) {
-        fprintf(stderr, "tcpota: manifest is malformed (%s); sign the image again with `tcpota sign`\n",
+        fprintf(stderr, "tcpota: manifest is malformed (not a tcpota manifest, or damaged: %s); sign the image again with `tcpota sign`\n",
                 tcpota_strerror(rc));
         return -1;
     }

@@ -6,6 +6,7 @@
 
 #include "tcpota/codec.h"
 #include "tcpota/manifest.h"
+#include "tcpota/version.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -147,10 +148,10 @@ static int take_manifest_names(struct tcpota_serve_opts *o, const uint8_t *man, 
                                size_t vcap)
 {
     struct tcpota_manifest m;
-    int rc = tcpota_manifest_parse(man, len, &m);
+    int order, rc = tcpota_manifest_parse(man, len, &m);
 
     if (rc < 0) {
-        fprintf(stderr, "tcpota serve: the manifest %s is malformed (%s); sign the image again "
+        fprintf(stderr, "tcpota serve: the manifest %s is malformed (not a tcpota manifest, or damaged: %s); sign the image again "
                         "(tcpota sign)\n", path, tcpota_strerror(rc));
         return -1;
     }
@@ -162,7 +163,9 @@ static int take_manifest_names(struct tcpota_serve_opts *o, const uint8_t *man, 
     version[m.version.len] = 0;
     memcpy(model, m.model.ptr, m.model.len);
     model[m.model.len] = 0;
-    if (o->version && strcmp(o->version, version) != 0) {
+    if (o->version && strcmp(o->version, version) != 0 &&
+        !(tcpota_version_order(o->version, strlen(o->version), version, strlen(version), &order) == 0 &&
+          order == 0)) {
         fprintf(stderr, "tcpota serve: --version %s contradicts the signed manifest %s, which says "
                         "%s; drop --version (the manifest's version is offered)\n",
                 o->version, path, version);
@@ -182,6 +185,7 @@ struct sources {
     int require_signed;   /* -1: when a manifest exists */
     uint8_t keys[MAX_KEYS][32];
     size_t nkeys;
+    int running; /* the server runs: a load is a reload (SIGHUP) */
 };
 
 /* What one load allocated, freed by serve_release(). */
@@ -240,17 +244,20 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
     }
     if (require_signed && !manifest) {
         fprintf(stderr, "tcpota serve: %s, but %s has no manifest %s.manifest: sign it (tcpota "
-                        "sign --key K.key %s) or give --manifest\n",
+                        "sign --key K.key --version V --model M %s) or give --manifest\n",
                 src->nkeys ? "--pubkey needs a signed image" : "--require-signed", o->image,
                 o->image, o->image);
         goto fail;
     }
     if (manifest) {
-        if (load_manifest(manifest, &l->manifest, &man_len) < 0) goto fail;
+        if (load_manifest(manifest, &l->manifest, &man_len) < 0) {
+            rc = 2; /* an unusable input file, like any other */
+            goto fail;
+        }
         if (require_signed && cli_check_manifest(o->image, l->manifest, man_len,
-                                                 (const uint8_t(*)[32])src->keys, src->nkeys, 0) < 0) {
-            fprintf(stderr, "tcpota serve: refusing to start: the manifest %s does not verify\n",
-                    manifest);
+                                                 (const uint8_t(*)[32])src->keys, src->nkeys, 1) < 0) {
+            fprintf(stderr, "tcpota serve: the manifest %s does not verify; %s\n", manifest,
+                    src->running ? "the image served now stays" : "not starting");
             goto fail;
         }
         n.manifest = l->manifest;
@@ -277,6 +284,24 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
 fail:
     serve_release(NULL, &n);
     return rc;
+}
+
+/* Settings that start the server but are probably not what was meant. */
+static void warn_settings(const struct tcpota_serve_opts *o, const struct sources *src)
+{
+    int order;
+
+    if (src->auth_file && !o->require_auth) {
+        fprintf(stderr, "tcpota serve: warning: --auth-file without --require-auth: devices are not "
+                        "asked to authenticate; add --require-auth\n");
+    }
+    if (!o->allow_downgrade &&
+        tcpota_version_order(o->version, strlen(o->version), o->version, strlen(o->version),
+                             &order) < 0) {
+        fprintf(stderr, "tcpota serve: warning: version '%s' is not a semantic version (like "
+                        "2.1.0): no device will be offered it unless --allow-downgrade\n",
+                o->version);
+    }
 }
 
 static int serve_reload(void *ctx, struct tcpota_serve_opts *fresh)
@@ -400,6 +425,8 @@ int cmd_serve(int argc, char **argv)
     if ((rc = serve_load(&src, &o)) != 0) {
         return rc;
     }
+    warn_settings(&o, &src);
+    src.running = 1;
     o.reload = serve_reload;
     o.release = serve_release;
     o.ctx = &src;

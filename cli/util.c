@@ -64,7 +64,11 @@ int cli_number(const char *s, const char *what, unsigned long long min, unsigned
     errno = 0;
     v = strtoull(s, &end, 10);
     if (*s == '-' || *s == '+' || *s == ' ' || errno || *end || v < min || v > max) {
-        fprintf(stderr, "tcpota: %s: '%s' is not a number in %llu..%llu\n", what, s, min, max);
+        fprintf(stderr, "tcpota: %s: '%s' is %s: give a whole number in %llu..%llu\n", what, s,
+                *end || *s == '-' || *s == '+' || *s == ' ' || (errno && errno != ERANGE)
+                    ? "not a number"
+                    : "out of range",
+                min, max);
         return -1;
     }
     *out = v;

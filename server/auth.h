@@ -32,7 +32,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define AUTH_MIN_SECRET_LEN 16u      /* shorter secrets are refused at load */
+#define AUTH_MIN_SECRET_LEN TCPOTA_SECRET_MIN /* shorter secrets are refused at load */
 #define AUTH_MAX_SECRET_LEN 64u      /* = sizeof(struct tcpota_serve_secret.secret) */
 #define AUTH_MAX_SECRETS 100000u     /* lines in one --auth-file */
 #define AUTH_ID_MAX_WAIT_S 60u       /* longest wait of one device id */

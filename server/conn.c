@@ -190,7 +190,7 @@ static const struct tcpota_srv_image *conn_choose(void *ctx, const struct tcpota
     od.model = h->model;
     od.version = h->version;
     od.running_id = h->running_id;
-    od.failed_before = device_failed(c->rec, img->desc.id);
+    od.failed_before = device_failed(c->rec, img->desc.id) || device_failed(c->rec, img->offer_fp);
     c->verdict = (uint8_t)offer_decide(&oi, &od, srv->o->allow_downgrade);
     if (c->verdict != OFFER_YES) {
         set_outcome(c, c->verdict == OFFER_RUNNING ? DEV_UP_TO_DATE : DEV_NOT_OFFERED);
@@ -284,10 +284,17 @@ static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
     case TCPOTA_SRV_EV_DECLINE:
         /* The policy offers no image the device runs already, so any
          * decline would only repeat: the image is a failure for it. */
-        device_mark_failed(c->rec, c->img->desc.id);
+        device_mark_failed(c->rec, c->img->offer_fp);
         set_outcome(c, DEV_DECLINED);
-        clog_(c, 1, "declined: %s (%.*s)", tcpota_strerror(m->u.decline.reason),
-              m->u.decline.message.len, m->u.decline.message.ptr ? (const char *)m->u.decline.message.ptr : "");
+        {
+            char sizes[48] = ""; /* no space: say how much was offered */
+            if (m->u.decline.reason == (uint16_t)-TCPOTA_ERR_NOSPC) {
+                snprintf(sizes, sizeof(sizes), "; the image is %u bytes", c->img->size);
+            }
+            clog_(c, 1, "declined: %s (%.*s)%s", tcpota_strerror(m->u.decline.reason),
+                  m->u.decline.message.len,
+                  m->u.decline.message.ptr ? (const char *)m->u.decline.message.ptr : "", sizes);
+        }
         return;
     case TCPOTA_SRV_EV_ACK:
         if (!ev->duplicate) {

@@ -165,6 +165,15 @@ struct image *image_open(const char *path, const char *version, const char *mode
         img->desc.manifest = img->manifest;
         img->desc.manifest_len = manifest_len;
     }
+    {
+        crypto_hash_sha256_state st;
+        crypto_hash_sha256_init(&st);
+        crypto_hash_sha256_update(&st, img->desc.id, TCPOTA_ID_LEN);
+        if (img->manifest) {
+            crypto_hash_sha256_update(&st, img->manifest, img->desc.manifest_len);
+        }
+        crypto_hash_sha256_final(&st, img->offer_fp);
+    }
     img->refs = 1;
     return img;
 }

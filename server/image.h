@@ -35,6 +35,10 @@ struct image {
     char model[TCPOTA_MAX_NAME + 1]; /* from the signed manifest; "": any model */
     char idhex[2 * TCPOTA_ID_LEN + 1];
     uint8_t *manifest;               /* owned copy, or NULL */
+    /* SHA-256 of the image id and the manifest: what a device declined. A
+     * decline is about the offer (unsigned, wrong key, ...), so the same
+     * bytes signed again are a new offer; a rollback is about the bytes. */
+    uint8_t offer_fp[TCPOTA_ID_LEN];
     unsigned refs;                   /* the server and each connection using it */
 };
 

@@ -41,7 +41,8 @@ const char *offer_reason(enum offer_verdict v)
     case OFFER_NO_IMAGE: return "no image to offer";
     case OFFER_RUNNING: return "runs this image already";
     case OFFER_OTHER_MODEL: return "the image is for another model";
-    case OFFER_FAILED_BEFORE: return "the device reported this image as failed";
+    case OFFER_FAILED_BEFORE:
+        return "the device reported this image as failed, or declined this very offer before";
     case OFFER_DOWNGRADE: return "the device runs a newer version (--allow-downgrade offers it)";
     case OFFER_SAME_VERSION:
         return "the device runs the same version built differently (--allow-downgrade offers it)";

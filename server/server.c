@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
@@ -121,6 +122,42 @@ static void print_summary(const struct server *srv)
                now_s() - srv->started);
 }
 
+/* What a reload prints on stderr (the command line's loader and the image
+ * loader explain themselves as at start) is caught and logged as log lines
+ * (time, level, JSON with --log-format json), so a reload's errors read
+ * like the rest of the log. */
+struct caught {
+    FILE *f;
+    int saved; /* the real stderr, or -1: nothing caught */
+};
+
+static void catch_begin(struct caught *c)
+{
+    fflush(stderr);
+    c->f = tmpfile();
+    c->saved = c->f ? dup(STDERR_FILENO) : -1;
+    if (c->saved >= 0) {
+        dup2(fileno(c->f), STDERR_FILENO);
+    }
+}
+
+static void catch_end(const struct server *srv, struct caught *c, int failed)
+{
+    char line[512];
+
+    fflush(stderr);
+    if (c->saved >= 0) {
+        dup2(c->saved, STDERR_FILENO);
+        close(c->saved);
+        rewind(c->f);
+        while (fgets(line, sizeof(line), c->f)) {
+            line[strcspn(line, "\n")] = 0;
+            say_always(srv->o, failed ? LOG_LV_ERROR : LOG_LV_INFO, "SIGHUP: %s", line);
+        }
+    }
+    if (c->f) fclose(c->f);
+}
+
 /* SIGHUP: the image, its manifest and the device secrets are read again.
  * Transfers already running keep the image they started with (each holds
  * a reference); new HELLOs get the new one. Anything wrong with the new
@@ -130,6 +167,7 @@ static void reload(struct server *srv)
     const struct tcpota_serve_opts *o = srv->o;
     struct tcpota_serve_opts *fresh;
     struct image *img;
+    struct caught caught;
 
     if (!o->reload) {
         say_always(srv->o, LOG_LV_INFO, "SIGHUP: nothing to reload");
@@ -140,7 +178,9 @@ static void reload(struct server *srv)
         return;
     }
     *fresh = *o;
+    catch_begin(&caught);
     if (o->reload(o->ctx, fresh) < 0) {
+        catch_end(srv, &caught, 1);
         free(fresh);
         say_always(srv->o, LOG_LV_ERROR, "SIGHUP: reload failed (see above); still serving image %s (sha256 %.16s...)",
                    srv->img->version, srv->img->idhex);
@@ -148,6 +188,7 @@ static void reload(struct server *srv)
     }
     img = image_open(fresh->image, fresh->version, fresh->model, fresh->manifest,
                      fresh->manifest_len, fresh->chunk);
+    catch_end(srv, &caught, img == NULL);
     if (!img) {
         o->release(o->ctx, fresh);
         free(fresh);

@@ -11,13 +11,15 @@
 #ifndef TCPOTA_SERVE_H
 #define TCPOTA_SERVE_H
 
+#include "tcpota/codec.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
 /* A device the server can authenticate: its id and shared secret. */
 struct tcpota_serve_secret {
     char id[65];        /* NUL-terminated, at most TCPOTA_MAX_STR bytes */
-    uint8_t secret[64]; /* len bytes used (auth.h: AUTH_MIN_SECRET_LEN..64) */
+    uint8_t secret[TCPOTA_SECRET_MAX]; /* len bytes used (TCPOTA_SECRET_MIN..TCPOTA_SECRET_MAX) */
     uint8_t len;
 };
 

@@ -42,6 +42,9 @@ expect 2 "--ca: fifo is not a regular file" \
 expect 2 "--ca: dir is not a regular file \(it is a directory\)" \
   $T device --server 127.0.0.1:1 --flash devdir --ca dir --max-attempts 1
 ok "a FIFO as key, image, manifest, device secret, --ca or --out is refused at once"
+echo "tcpota-secret v1 00112233" > short.secret; chmod 600 short.secret
+expect 2 "the secret in short.secret has 4 bytes; at least 16 are needed" \
+  $T device --server 127.0.0.1:1 --flash devdir --id d --secret short.secret --max-attempts 1
 
 # A directory, a missing file, an empty file.
 expect 2 "private key: dir is not a regular file \(it is a directory\)" $T sign --key dir $S img
@@ -80,7 +83,7 @@ expect 2 "--version is given twice" $T sign --key k.key $S --version 3 img
 expect 2 "unknown option --frobnicate; see tcpota sign --help" $T sign --frobnicate $S img
 expect 2 "two files given \('img' and 'img2'\)" $T sign --key k.key $S img img2
 expect 2 "--version '.*' must be 1 to 32 printable" $T sign --key k.key --model m --version "$(printf 'a%.0s' {1..33})" img
-expect 2 "--security-counter: '-1' is not a number in 0..4294967295" $T sign --key k.key $S --security-counter -1 img
+expect 2 "--security-counter: '-1' is not a number: give a whole number in 0..4294967295" $T sign --key k.key $S --security-counter -1 img
 expect 2 "--pubkey needs a value" $T verify img --pubkey
 expect 2 "--pubkey is missing" $T verify img
 expect 2 "FILE is missing: give the firmware image to check" $T verify --pubkey k.pub

@@ -96,3 +96,22 @@ dev s3new --factory-version 1.0.0 --model esp32s3 --trust k.pub
 check_device s3new s3b
 stop_server
 ok "SIGHUP reloads a new image and keeps the old one when the new files are bad"
+
+# 5. A declined offer is not made again, but the same bytes signed are a new
+#    offer: a device that refused an unsigned image takes it once signed.
+make_image u5 30000
+start_server u5 4.0.0
+dev strict --factory-version 1.0.0 --trust k.pub --max-attempts 1
+grep -q 'image is not signed' strict.log || fail "the trusting device did not decline the unsigned image"
+dev strict --trust k.pub --max-attempts 1
+grep -qE '\[strict [^]]*\] .*not offered: .*declined this very offer before' server.log ||
+  fail "the declined offer was made again"
+"$T" sign --key k.key --version 4.0.0 --model esp32 u5 2> sign.log
+kill -HUP "$SERVER_PID"
+wait_line server.log 'SIGHUP: reloaded: image 4.0.0' 5
+dev strict --trust k.pub
+[ $RC -eq 0 ] || fail "the device did not take the image once signed (exit $RC)"
+check_device strict u5
+stop_server
+ok "a declined offer is not repeated; the image signed is offered again"
+

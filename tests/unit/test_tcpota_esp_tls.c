@@ -264,7 +264,9 @@ static void test_task_binds_before_hello(void **state)
 static void test_start_refuses_unusable_ca(void **state)
 {
     tcpota_esp_config_t c = config(1);
-    char *nul = embedded_pem_end - 1;
+    /* Through an integer: to the compiler the symbol is an array of
+     * unknown start, and "end - 1" would read before it. */
+    char *nul = (char *)((uintptr_t)embedded_pem_end - 1);
 
     (void)state;
     assert_int_equal(*nul, 0);

@@ -62,6 +62,10 @@ enum tcpota_feature {
 
 #define TCPOTA_NONCE_LEN 32u
 #define TCPOTA_MAC_LEN 32u
+/* Device secrets: at least this many bytes (a shorter one is guessable), at
+ * most TCPOTA_SECRET_MAX. Device and server refuse others. */
+#define TCPOTA_SECRET_MIN 16u
+#define TCPOTA_SECRET_MAX 64u
 
 /* TLV tags. One namespace for all messages. */
 enum tcpota_tag {
