@@ -27,7 +27,7 @@ tcpota_unit_test(test_tcpota_esp ${CMAKE_CURRENT_LIST_DIR}/test_tcpota_esp.c
 target_include_directories(test_tcpota_esp PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/include
                            ${CMAKE_CURRENT_LIST_DIR}/../esp_fake ${TCPOTA_ESP_COMPONENT}/include)
 target_compile_definitions(test_tcpota_esp PRIVATE CONFIG_TCPOTA_RX_BUFFER_SIZE=4108
-                           "CONFIG_TCPOTA_MODEL=\"\"")
+                           "CONFIG_TCPOTA_MODEL=\"\"" "CONFIG_IDF_TARGET=\"esp32\"")
 target_link_libraries(test_tcpota_esp PRIVATE tcpota_client PkgConfig::SODIUM pthread)
 
 # The TLS module (tls_esp.c, CONFIG_TCPOTA_TLS) on a fake of Mbed TLS's SSL
@@ -69,6 +69,6 @@ target_include_directories(test_tcpota_esp_tls PRIVATE ${CMAKE_CURRENT_LIST_DIR}
                            ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/tls
                            ${CMAKE_CURRENT_LIST_DIR}/../esp_fake ${TCPOTA_ESP_COMPONENT}/include)
 target_compile_definitions(test_tcpota_esp_tls PRIVATE CONFIG_TCPOTA_RX_BUFFER_SIZE=4108
-                           "CONFIG_TCPOTA_MODEL=\"\"" CONFIG_TCPOTA_TLS=1 CONFIG_TCPOTA_TLS_CA_PEM=1
+                           "CONFIG_TCPOTA_MODEL=\"\"" "CONFIG_IDF_TARGET=\"esp32\"" CONFIG_TCPOTA_TLS=1 CONFIG_TCPOTA_TLS_CA_PEM=1
                            CONFIG_TCPOTA_TLS_HOST="")
 target_link_libraries(test_tcpota_esp_tls PRIVATE tcpota_client tcpota_core PkgConfig::SODIUM pthread)

@@ -18,6 +18,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -200,6 +201,7 @@ static struct {
     uint16_t port;
     uint32_t retry_after_s;
     int connections;
+    char model[40]; /* what the last HELLO said */
     pthread_t thread;
 } srv;
 
@@ -207,7 +209,7 @@ static const struct tcpota_srv_image *choose_none(void *ctx, const struct tcpota
                                                   uint32_t *retry_after_s)
 {
     (void)ctx;
-    (void)h;
+    snprintf(srv.model, sizeof(srv.model), "%s", h->model);
     *retry_after_s = srv.retry_after_s;
     return NULL;
 }
@@ -310,6 +312,7 @@ static void run_check_ins(uint32_t interval_s, uint32_t retry_after_s)
     srv_start(retry_after_s);
     c = config(srv.port);
     c.check_interval_s = interval_s;
+    c.model = NULL; /* and TCPOTA_MODEL emptied: the chip's name, not the project's */
     ntakes = 0;
     esp_fake_tasks.on_take = on_take;
     start_ok(&c);
@@ -319,6 +322,7 @@ static void run_check_ins(uint32_t interval_s, uint32_t retry_after_s)
     assert_int_equal(esp_fake_tasks.deleted, 1);
     assert_int_equal(srv.connections, 2);
     assert_int_equal(ntakes, 2);
+    assert_string_equal(srv.model, "esp32");
     tcpota_esp_status(&st);
     assert_int_equal(st.state, TCPOTA_ESP_STOPPED);
 }

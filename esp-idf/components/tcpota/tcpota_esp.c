@@ -548,7 +548,10 @@ static void make_ids(void)
     } else if (CONFIG_TCPOTA_MODEL[0]) {
         snprintf(s.model, sizeof(s.model), "%s", CONFIG_TCPOTA_MODEL);
     } else {
-        snprintf(s.model, sizeof(s.model), "%.32s", app->project_name);
+        /* Emptied in menuconfig: the chip, as the Kconfig default and the
+         * host device's "esp32" say, never the project's name (a signed
+         * image's model would not match it). */
+        snprintf(s.model, sizeof(s.model), "%.32s", CONFIG_IDF_TARGET);
     }
     snprintf(s.version, sizeof(s.version), "%.32s", app->version);
     memcpy(s.status.version, s.version, sizeof(s.status.version));
