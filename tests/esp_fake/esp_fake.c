@@ -245,20 +245,6 @@ void esp_fake_fail_write_after(int n)
     g_fail_after = n;
 }
 
-void esp_fake_log(const char *tag, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!getenv("ESP_FAKE_LOG")) {
-        return;
-    }
-    va_start(ap, fmt);
-    fprintf(stderr, "%s: ", tag);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
-
 const char *esp_err_to_name(esp_err_t code)
 {
     switch (code) {

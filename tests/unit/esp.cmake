@@ -6,7 +6,8 @@ set(TCPOTA_ESP_COMPONENT ${PROJECT_SOURCE_DIR}/esp-idf/components/tcpota)
 tcpota_unit_test(test_port_esp ${CMAKE_CURRENT_LIST_DIR}/test_port_esp.c
                  ${TCPOTA_ESP_COMPONENT}/port_esp.c
                  ${TCPOTA_ESP_COMPONENT}/trust_esp.c
-                 ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/esp_fake.c)
+                 ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/esp_fake.c
+                 ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/esp_fake_log.c)
 target_include_directories(test_port_esp PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/include
                            ${CMAKE_CURRENT_LIST_DIR}/../esp_fake ${TCPOTA_ESP_COMPONENT}/include)
 target_link_libraries(test_port_esp PRIVATE tcpota_core PkgConfig::SODIUM)
@@ -23,6 +24,7 @@ tcpota_unit_test(test_tcpota_esp ${CMAKE_CURRENT_LIST_DIR}/test_tcpota_esp.c
                  ${TCPOTA_ESP_COMPONENT}/port_esp.c
                  ${TCPOTA_ESP_COMPONENT}/trust_esp.c
                  ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/esp_fake.c
+                 ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/esp_fake_log.c
                  ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/task_fake.c)
 target_include_directories(test_tcpota_esp PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/include
                            ${CMAKE_CURRENT_LIST_DIR}/../esp_fake ${TCPOTA_ESP_COMPONENT}/include)
@@ -37,7 +39,8 @@ tcpota_unit_test(test_tls_esp ${CMAKE_CURRENT_LIST_DIR}/test_tls_esp.c
                  ${TCPOTA_ESP_COMPONENT}/tls_esp.c
                  ${CMAKE_CURRENT_LIST_DIR}/fake_port.c
                  ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/tls/tls_fake.c
-                 ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/tls/tls_fake_alone.c)
+                 ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/tls/tls_fake_alone.c
+                 ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/esp_fake_log.c)
 target_include_directories(test_tls_esp PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/tls
                            ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/include
                            ${TCPOTA_ESP_COMPONENT}/include)
@@ -63,6 +66,7 @@ tcpota_unit_test(test_tcpota_esp_tls ${CMAKE_CURRENT_LIST_DIR}/test_tcpota_esp_t
                  ${TCPOTA_ESP_COMPONENT}/port_esp.c
                  ${TCPOTA_ESP_COMPONENT}/trust_esp.c
                  ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/esp_fake.c
+                 ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/esp_fake_log.c
                  ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/task_fake.c
                  ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/tls/tls_fake.c)
 target_include_directories(test_tcpota_esp_tls PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/include

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "esp_fake.h"
+#include "loopback.h"
 #include "esp_ota_ops.h"
 #include "freertos/FreeRTOS.h"
 #include "nvs.h"
@@ -266,20 +267,10 @@ static void *serve(void *arg)
 
 static void srv_start(uint32_t retry_after_s)
 {
-    struct sockaddr_in a;
-    socklen_t alen = sizeof(a);
-
     memset(&srv, 0, sizeof(srv));
     srv.retry_after_s = retry_after_s;
-    srv.fd = socket(AF_INET, SOCK_STREAM, 0);
+    srv.fd = loopback_listen(&srv.port);
     assert_true(srv.fd >= 0);
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(srv.fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(srv.fd, 4), 0);
-    assert_int_equal(getsockname(srv.fd, (struct sockaddr *)&a, &alen), 0);
-    srv.port = ntohs(a.sin_port);
     assert_int_equal(pthread_create(&srv.thread, NULL, serve, NULL), 0);
 }
 

@@ -25,17 +25,3 @@ void mbedtls_platform_zeroize(void *buf, size_t len)
     }
 }
 
-/* Quiet unless ESP_FAKE_LOG is set, as esp_fake.c's. */
-void esp_fake_log(const char *tag, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!getenv("ESP_FAKE_LOG")) {
-        return;
-    }
-    va_start(ap, fmt);
-    fprintf(stderr, "%s: ", tag);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
