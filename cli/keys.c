@@ -484,8 +484,9 @@ static int check_label(const char *opt, const char *v)
 
     for (i = 0; i < n && v[i] >= 0x20 && v[i] <= 0x7e; i++) {
     }
-    if (n > 32 || i < n) {
-        fprintf(stderr, "tcpota sign: %s '%s' must be 1 to 32 printable ASCII characters\n", opt, v);
+    if (n == 0 || n > TCPOTA_MAX_NAME || i < n) {
+        fprintf(stderr, "tcpota sign: %s '%s' must be 1 to %u printable ASCII characters\n", opt, v,
+                TCPOTA_MAX_NAME);
         return -1;
     }
     return 0;

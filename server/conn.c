@@ -38,7 +38,9 @@ void conn_free(struct conn *c)
         event_free(c->first_byte);
         evutil_closesocket(c->fd);
     }
-    if (c->bev) bufferevent_free(c->bev); /* drops queued references into the image first */
+    /* libevent may finish freeing the bufferevent later; its queued chains
+     * refer into the image, but freeing a chain never reads its bytes. */
+    if (c->bev) bufferevent_free(c->bev);
     image_unref(c->img);
     free(c);
 }
@@ -84,7 +86,7 @@ static int pump(struct conn *c)
     }
     queued = evbuffer_get_length(out);
     while (queued + run_len < OUT_HIGH && tcpota_srv_data_next(&c->s, &off, &len)) {
-        size_t at = (size_t)(off / img->chunk) * (img->chunk + 12u);
+        size_t at = (size_t)(off / img->chunk) * (img->chunk + TCPOTA_DATA_OVERHEAD);
         if (img->wire && off % img->chunk == 0 && (len == img->chunk || off + len == img->size)) {
             if (run_len && at != run_at + run_len) { /* not contiguous: flush the run */
                 image_add_run(out, img, run_at, run_len);
@@ -92,7 +94,7 @@ static int pump(struct conn *c)
                 run_len = 0;
             }
             if (!run_len) run_at = at;
-            run_len += len + 12u;
+            run_len += len + TCPOTA_DATA_OVERHEAD;
             c->bytes_sent += len;
             continue;
         }
@@ -186,6 +188,15 @@ static const struct tcpota_srv_image *conn_choose(void *ctx, const struct tcpota
     *retry_after_s = 0;
     snprintf(c->dev, sizeof(c->dev), "%s", h->device_id);
     c->rec = devices_get(&srv->devices, h->device_id, 1);
+    if (!c->rec && !srv->devices_full_said) {
+        /* Said once: past DEVICES_MAX ids (a peer without --require-auth can
+         * invent them) new devices go unrecorded, and only their own NVS
+         * record keeps a failed image from being fetched again. */
+        srv->devices_full_said = 1;
+        say_always(srv->o, LOG_LV_ERROR, "device registry full (%u devices): new device ids are "
+                   "not recorded; use --require-auth so that ids cannot be invented",
+                   DEVICES_MAX);
+    }
     take_report(c, h);
     od.model = h->model;
     od.version = h->version;

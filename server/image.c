@@ -86,7 +86,7 @@ static int image_load(struct image *img, const char *path, const char *version, 
     img->desc.version = img->version;
     img->desc.version_len = (uint16_t)vlen;
     img->chunk = chunk;
-    n = (img->size + chunk - 1) / chunk;
+    n = (uint32_t)(((uint64_t)img->size + chunk - 1) / chunk); /* no wrap near 4 GiB */
     img->crcs = calloc(n, sizeof(*img->crcs));
     if (!img->crcs) {
         fprintf(stderr, "tcpota serve: out of memory\n");
@@ -94,18 +94,18 @@ static int image_load(struct image *img, const char *path, const char *version, 
     }
     for (i = 0; i < n; i++) {
         uint32_t off = i * chunk, len = img->size - off < chunk ? img->size - off : chunk;
-        uint8_t head[8];
+        uint8_t head[TCPOTA_DATA_HEAD_LEN];
         tcpota_data_head(head, off, (uint16_t)len);
-        img->crcs[i] = tcpota_crc32c_update(tcpota_crc32c(head, 8), img->map + off, len);
+        img->crcs[i] = tcpota_crc32c_update(tcpota_crc32c(head, TCPOTA_DATA_HEAD_LEN), img->map + off, len);
     }
-    img->wire_len = (size_t)n * (chunk + 12u);
+    img->wire_len = (size_t)n * (chunk + TCPOTA_DATA_OVERHEAD);
     img->wire_fd = wire_create(img->wire_len, &img->wire);
     for (i = 0; img->wire && i < n; i++) {
         uint32_t off = i * chunk, len = img->size - off < chunk ? img->size - off : chunk;
-        uint8_t *f = img->wire + (size_t)i * (chunk + 12u);
+        uint8_t *f = img->wire + (size_t)i * (chunk + TCPOTA_DATA_OVERHEAD);
         tcpota_data_head(f, off, (uint16_t)len);
-        memcpy(f + 8, img->map + off, len);
-        tcpota_put_u32(f + 8 + len, img->crcs[i]);
+        memcpy(f + TCPOTA_DATA_HEAD_LEN, img->map + off, len);
+        tcpota_put_u32(f + TCPOTA_DATA_HEAD_LEN + len, img->crcs[i]);
     }
     if (img->wire_fd >= 0) {
         img->wire_seg = evbuffer_file_segment_new(img->wire_fd, 0, (ev_off_t)img->wire_len, 0);
@@ -211,14 +211,14 @@ static void add_after_segment(struct evbuffer *out, const uint8_t *p, size_t n)
 
 void image_add_frame(struct evbuffer *out, const struct image *img, uint32_t off, uint16_t len)
 {
-    uint8_t head[8], tail[4];
+    uint8_t head[TCPOTA_DATA_HEAD_LEN], tail[4];
     uint32_t crc;
 
     tcpota_data_head(head, off, len);
     if (off % img->chunk == 0 && (len == img->chunk || off + len == img->size)) {
         crc = img->crcs[off / img->chunk];
     } else {
-        crc = tcpota_crc32c_update(tcpota_crc32c(head, 8), img->map + off, len);
+        crc = tcpota_crc32c_update(tcpota_crc32c(head, TCPOTA_DATA_HEAD_LEN), img->map + off, len);
     }
     tcpota_put_u32(tail, crc);
     evbuffer_add(out, head, sizeof(head));

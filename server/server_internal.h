@@ -57,6 +57,7 @@ struct server {
     struct event *sigint, *sigterm, *sighup, *sigusr1, *sweep;
     struct image *img;      /* the image offered now (a reload swaps it) */
     struct devices devices; /* what each device reported: failures, outcome */
+    uint8_t devices_full_said; /* "registry full" was logged */
     struct conn *conns;
     unsigned nconns;
     uint64_t next_id;

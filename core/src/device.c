@@ -286,13 +286,14 @@ int tcpota_dev_init(struct tcpota_dev *d, const struct tcpota_dev_config *cfg)
         !p->kv_erase || !p->sha256_begin || !p->sha256_update || !p->sha256_finish) {
         return TCPOTA_ERR_INVAL;
     }
-    if (!cfg_str_ok(cfg->device_id, TCPOTA_MAX_STR) || !cfg_str_ok(cfg->model, 32) ||
-        !cfg_str_ok(cfg->version, 32) || !cfg->tx_buf || cfg->tx_cap < TCPOTA_DEV_TX_MIN ||
+    if (!cfg_str_ok(cfg->device_id, TCPOTA_MAX_STR) || !cfg_str_ok(cfg->model, TCPOTA_MAX_NAME) ||
+        !cfg_str_ok(cfg->version, TCPOTA_MAX_NAME) || !cfg->tx_buf || cfg->tx_cap < TCPOTA_DEV_TX_MIN ||
         (cfg->ack_interval % TCPOTA_SECTOR_SIZE) != 0) {
         return TCPOTA_ERR_INVAL;
     }
     if ((cfg->n_trusted_keys && (!cfg->trusted_keys || !p->ed25519_verify)) ||
-        (cfg->secret && (cfg->secret_len == 0 || cfg->secret_len > 64 || !p->hmac_sha256))) {
+        (cfg->secret && (cfg->secret_len < TCPOTA_SECRET_MIN || cfg->secret_len > TCPOTA_SECRET_MAX ||
+                         !p->hmac_sha256))) {
         return TCPOTA_ERR_INVAL;
     }
     memset(d, 0, sizeof(*d));

@@ -201,9 +201,11 @@ int tcpota_runner_run(struct tcpota_runner *r)
         }
         memset(&s, 0, sizeof(s));
         s.wait_ms = backoff_ms(r, image_failed || denied);
+        /* The server's RETRY_AFTER, but no longer than the longest
+         * failure wait: over plain TCP anyone can forge the ERROR. */
         if (denied && d->error_retry_after_s > s.wait_ms / 1000u) {
-            s.wait_ms = d->error_retry_after_s > TCPOTA_RUNNER_CHECK_MAX_S
-                            ? TCPOTA_RUNNER_CHECK_MAX_S * 1000u
+            s.wait_ms = (uint64_t)d->error_retry_after_s * 1000u > r->cfg.failure_max_ms
+                            ? r->cfg.failure_max_ms
                             : d->error_retry_after_s * 1000u;
         }
         s.unreachable = unreachable;

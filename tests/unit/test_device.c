@@ -511,6 +511,19 @@ static void test_init_rejects_bad_config(void **state)
     c.ack_interval = 0;
     c.rx_cap = 100;
     assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
+    /* A secret shorter than TCPOTA_SECRET_MIN is guessable: refused, as the
+     * server refuses it; the shortest allowed one is taken. */
+    {
+        static const uint8_t sec[TCPOTA_SECRET_MAX + 1] = {1};
+        c.rx_cap = sizeof(drx);
+        c.secret = sec;
+        c.secret_len = TCPOTA_SECRET_MIN - 1;
+        assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
+        c.secret_len = TCPOTA_SECRET_MAX + 1;
+        assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
+        c.secret_len = TCPOTA_SECRET_MIN;
+        assert_int_equal(tcpota_dev_init(&d, &c), 0);
+    }
 }
 
 /* A signed manifest for the current image, kept in man[]. */

@@ -608,6 +608,16 @@ static void test_denied_is_not_transient(void **state)
     assert_int_equal(f.waits[0], 60000); /* the server's RETRY_AFTER, above 5 s */
     /* Without one, the image-failure scale: 5 s doubled, not 400 ms. */
     assert_int_equal(f.waits[1], 2 * TCPOTA_RUNNER_BACKOFF_MAX_MS);
+
+    /* A week asked for (a forged ERROR over plain TCP): an hour at most. */
+    setup(NULL);
+    add(0, TCPOTA_CLIENT_RETRY, 0, 0);
+    f.script[0].last_error = TCPOTA_ERR_DENIED;
+    f.script[0].error_retry_after_s = 7 * 86400;
+    add(0, TCPOTA_CLIENT_UP_TO_DATE, 0, 0);
+    start(0);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UP_TO_DATE);
+    assert_int_equal(f.waits[0], TCPOTA_RUNNER_FAILURE_MAX_MS);
 }
 
 int main(void)

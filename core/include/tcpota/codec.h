@@ -31,6 +31,10 @@ extern "C" {
 #define TCPOTA_FRAME_TAIL 4u     /* CRC32C */
 #define TCPOTA_FRAME_OVERHEAD 8u /* head + tail */
 #define TCPOTA_DATA_FIXED 4u     /* DATA: offset before the bytes */
+/* A DATA frame around its image bytes: the head tcpota_data_head() writes
+ * (frame head + offset) before them, and in all (with the CRC after). */
+#define TCPOTA_DATA_HEAD_LEN (TCPOTA_FRAME_HEAD + TCPOTA_DATA_FIXED)
+#define TCPOTA_DATA_OVERHEAD (TCPOTA_FRAME_OVERHEAD + TCPOTA_DATA_FIXED)
 #define TCPOTA_MAX_PAYLOAD 16384u /* no frame payload is ever larger */
 #define TCPOTA_MIN_PAYLOAD 512u   /* every peer accepts at least this */
 #define TCPOTA_MAX_STR 64u        /* device id */

@@ -80,7 +80,8 @@ struct tcpota_dev_config {
      * for this model, with a security counter not below the device's. */
     const uint8_t (*trusted_keys)[TCPOTA_PUBKEY_LEN];
     size_t n_trusted_keys;
-    /* Device authentication: the secret shared with the server (1..64
+    /* Device authentication: the secret shared with the server
+     * (TCPOTA_SECRET_MIN..TCPOTA_SECRET_MAX
      * bytes, port->hmac_sha256 needed), or NULL. Never sent. */
     const uint8_t *secret;
     size_t secret_len;

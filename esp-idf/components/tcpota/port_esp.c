@@ -7,6 +7,7 @@
 #include "esp_app_desc.h"
 #include "esp_image_format.h"
 #include "esp_log.h"
+#include "mbedtls/platform_util.h"
 #include "nvs_flash.h"
 #include "sdkconfig.h"
 #ifdef CONFIG_TCPOTA_SIGNED_IMAGES
@@ -440,7 +441,7 @@ static esp_err_t nvs_part_open(tcpota_esp_port_t *ep)
         call = "nvs_flash_secure_init_partition";
         err = nvs_flash_secure_init_partition(TCPOTA_ESP_NVS_PARTITION, &sec);
     }
-    memset(&sec, 0, sizeof(sec));
+    mbedtls_platform_zeroize(&sec, sizeof(sec)); /* a memset the compiler may drop */
 #else
     err = nvs_flash_init_partition(TCPOTA_ESP_NVS_PARTITION);
 #endif
