@@ -182,7 +182,7 @@ static const struct tcpota_srv_image *conn_choose(void *ctx, const struct tcpota
     struct conn *c = ctx;
     struct server *srv = c->srv;
     struct image *img = c->img;
-    struct offer_image oi = {img->desc.id, img->version, img->model};
+    struct offer_image oi = {&img->desc, img->model};
     struct offer_device od;
 
     *retry_after_s = 0;
@@ -198,9 +198,7 @@ static const struct tcpota_srv_image *conn_choose(void *ctx, const struct tcpota
                    DEVICES_MAX);
     }
     take_report(c, h);
-    od.model = h->model;
-    od.version = h->version;
-    od.running_id = h->running_id;
+    od.hello = h;
     od.failed_before = device_failed(c->rec, img->desc.id) || device_failed(c->rec, img->offer_fp);
     c->verdict = (uint8_t)offer_decide(&oi, &od, srv->o->allow_downgrade);
     if (c->verdict != OFFER_YES) {

@@ -9,16 +9,16 @@
 enum offer_verdict offer_decide(const struct offer_image *img, const struct offer_device *dev,
                                 int allow_downgrade)
 {
+    const struct tcpota_srv_hello *h = dev->hello;
     int order = 0;
 
-    if (!img || !img->id) {
+    if (!img || !img->desc) {
         return OFFER_NO_IMAGE;
     }
-    if (dev->running_id ? memcmp(dev->running_id, img->id, TCPOTA_ID_LEN) == 0
-                        : strcmp(dev->version, img->version) == 0) {
+    if (tcpota_srv_runs(h, img->desc)) {
         return OFFER_RUNNING;
     }
-    if (img->model && img->model[0] && strcmp(img->model, dev->model) != 0) {
+    if (img->model && img->model[0] && strcmp(img->model, h->model) != 0) {
         return OFFER_OTHER_MODEL;
     }
     if (dev->failed_before) {
@@ -27,8 +27,8 @@ enum offer_verdict offer_decide(const struct offer_image *img, const struct offe
     if (allow_downgrade) {
         return OFFER_YES;
     }
-    if (tcpota_version_order(img->version, strlen(img->version), dev->version,
-                             strlen(dev->version), &order) < 0) {
+    if (tcpota_version_order(img->desc->version, img->desc->version_len, h->version,
+                             strlen(h->version), &order) < 0) {
         return OFFER_UNORDERED;
     }
     return order > 0 ? OFFER_YES : order < 0 ? OFFER_DOWNGRADE : OFFER_SAME_VERSION;

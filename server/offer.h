@@ -6,8 +6,8 @@
  *
  * The rules, in the order they are applied:
  *   1. nothing to offer                                  -> OFFER_NO_IMAGE
- *   2. the device runs this very image (its running SHA-256 equals the
- *      image id; without one, its version string equals) -> OFFER_RUNNING
+ *   2. the device runs this very image (tcpota_srv_runs(), the session's
+ *      own rule)                                         -> OFFER_RUNNING
  *   3. the image is for another hardware model (when the image's model is
  *      known, i.e. it has a signed manifest)             -> OFFER_OTHER_MODEL
  *   4. the device reported this image as failed: rolled back, rejected by
@@ -21,6 +21,8 @@
  */
 #ifndef TCPOTA_SERVER_OFFER_H
 #define TCPOTA_SERVER_OFFER_H
+
+#include "tcpota/server.h"
 
 #include <stdint.h>
 
@@ -37,16 +39,14 @@ enum offer_verdict {
 
 /* The image the server could offer. */
 struct offer_image {
-    const uint8_t *id;   /* SHA-256, 32 bytes; NULL: no image */
-    const char *version; /* NUL-terminated */
-    const char *model;   /* from the signed manifest; NULL or "": any model */
+    const struct tcpota_srv_image *desc; /* NULL: no image */
+    const char *model; /* from the signed manifest; NULL or "": any model */
 };
 
 /* The device, as its HELLO and the server's memory describe it. */
 struct offer_device {
-    const char *model, *version; /* NUL-terminated */
-    const uint8_t *running_id;   /* 32 bytes, or NULL when not sent */
-    int failed_before;           /* it reported this image as failed */
+    const struct tcpota_srv_hello *hello;
+    int failed_before; /* it reported this image as failed, or declined this offer */
 };
 
 /* Applies the rules above. Returns an enum offer_verdict. */

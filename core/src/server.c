@@ -80,13 +80,21 @@ static uint32_t resume_start(const struct tcpota_srv *s, const struct tcpota_srv
     return s->hello.resume_offset;
 }
 
+int tcpota_srv_runs(const struct tcpota_srv_hello *h, const struct tcpota_srv_image *img)
+{
+    if (h->running_id) {
+        return memcmp(h->running_id, img->id, TCPOTA_ID_LEN) == 0;
+    }
+    return strlen(h->version) == img->version_len &&
+           memcmp(h->version, img->version, img->version_len) == 0;
+}
+
 static int up_to_date(const struct tcpota_srv *s, const struct tcpota_srv_image *img)
 {
-    if (s->hello.has_running) {
-        return memcmp(s->hello.running_id, img->id, TCPOTA_ID_LEN) == 0;
-    }
-    return strlen(s->hello.version) == img->version_len &&
-           memcmp(s->hello.version, img->version, img->version_len) == 0;
+    struct tcpota_srv_hello h;
+
+    tcpota_srv_get_hello(s, &h);
+    return tcpota_srv_runs(&h, img);
 }
 
 /* Keeps what HELLO said: the decision may come after a CHALLENGE, when the
@@ -287,6 +295,12 @@ static int on_frame(struct tcpota_srv *s, struct tcpota_srv_event *ev)
         s->state = s->send_pos == img->size ? TCPOTA_SRV_SENT_ALL : TCPOTA_SRV_STREAMING;
         return 0;
     case TCPOTA_T_DECLINE:
+        /* Only an offer can be declined: the caller takes a decline as
+         * the device's verdict on the offered image. */
+        if (s->state != TCPOTA_SRV_OFFERED && s->state != TCPOTA_SRV_STREAMING &&
+            s->state != TCPOTA_SRV_SENT_ALL) {
+            return violation(s, TCPOTA_ERR_STATE, "DECLINE without an OFFER");
+        }
         ev->type = TCPOTA_SRV_EV_DECLINE;
         s->state = TCPOTA_SRV_CLOSING;
         s->limit = 0;

@@ -19,14 +19,32 @@ static enum offer_verdict decide(const char *img_model, const char *img_ver, con
                                  const char *dev_ver, const uint8_t *running, int failed,
                                  int allow)
 {
-    struct offer_image img = {img_id, img_ver, img_model};
-    struct offer_device dev = {dev_model, dev_ver, running, failed};
+    struct tcpota_srv_image desc;
+    struct tcpota_srv_hello h;
+    struct offer_image img;
+    struct offer_device dev;
+
+    memset(&desc, 0, sizeof(desc));
+    memcpy(desc.id, img_id, sizeof(desc.id));
+    desc.size = 1000;
+    desc.version = img_ver;
+    desc.version_len = (uint16_t)strlen(img_ver);
+    memset(&h, 0, sizeof(h));
+    h.device_id = "d1";
+    h.model = dev_model;
+    h.version = dev_ver;
+    h.running_id = running;
+    img.desc = &desc;
+    img.model = img_model;
+    dev.hello = &h;
+    dev.failed_before = failed;
     return offer_decide(&img, &dev, allow);
 }
 
 static void test_rules(void **state)
 {
-    struct offer_device dev = {"esp32", "1.0.0", NULL, 0};
+    struct tcpota_srv_hello h = {"d1", "esp32", "1.0.0", NULL, NULL, 0};
+    struct offer_device dev = {&h, 0};
     (void)state;
     assert_int_equal(offer_decide(NULL, &dev, 0), OFFER_NO_IMAGE);
     assert_int_equal(decide("esp32", "2.0.0", "esp32", "1.0.0", NULL, 0, 0), OFFER_YES);

@@ -527,6 +527,27 @@ static void test_auth_refused_closes(void **state)
     expect_error_frame(TCPOTA_ERR_DENIED);
 }
 
+/* A DECLINE while no offer stands (waiting for AUTH) is a violation, not
+ * a verdict on an image. Fails if the core accepts it. */
+static void test_decline_without_offer_is_violation(void **state)
+{
+    struct tcpota_msg m, out[4];
+    struct tcpota_srv_event ev;
+    (void)state;
+
+    hello(&m, "1.0.0");
+    m.u.hello.features = TCPOTA_F_AUTH;
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.auth_pending, 1);
+    (void)drain(out, 4);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_DECLINE;
+    m.u.decline.image_id = img.id;
+    m.u.decline.reason = (uint16_t)-TCPOTA_ERR_REFUSED;
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
+    assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_CLOSING);
+}
+
 static void test_auth_without_challenge_is_violation(void **state)
 {
     struct tcpota_msg m;
@@ -653,6 +674,7 @@ int main(void)
         cmocka_unit_test_setup(test_auth_required_without_capability_denied, setup_auth),
         cmocka_unit_test_setup(test_auth_challenge_then_offer_only_after_verdict, setup_auth),
         cmocka_unit_test_setup(test_auth_refused_closes, setup_auth),
+        cmocka_unit_test_setup(test_decline_without_offer_is_violation, setup_auth),
         cmocka_unit_test_setup(test_auth_without_challenge_is_violation, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

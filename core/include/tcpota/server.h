@@ -170,6 +170,12 @@ int tcpota_srv_authorize(struct tcpota_srv *s, int ok, uint8_t *offered, uint32_
 /* What HELLO said (all strings "" and ids NULL before HELLO). */
 void tcpota_srv_get_hello(const struct tcpota_srv *s, struct tcpota_srv_hello *h);
 
+/* 1 when the device that said HELLO h runs image img already: its running
+ * SHA-256 is the image id, or, when it sent none, its version string is the
+ * image's. The one rule for "up to date", for the session and its caller's
+ * choice alike; else 0. */
+int tcpota_srv_runs(const struct tcpota_srv_hello *h, const struct tcpota_srv_image *img);
+
 /* The image offered on this connection, or NULL (none offered yet, or
  * NO_UPDATE). */
 const struct tcpota_srv_image *tcpota_srv_offered_image(const struct tcpota_srv *s);
