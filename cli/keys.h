@@ -11,6 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* `tcpota keygen`, `tcpota sign`, `tcpota verify`: each parses its own
+ * arguments and returns the process exit code (0 done, 1 a check or a write
+ * failed, 2 bad arguments or unusable input files). */
 int cmd_keygen(int argc, char **argv);
 int cmd_sign(int argc, char **argv);
 int cmd_verify(int argc, char **argv);

@@ -30,12 +30,17 @@ int cli_tls_handshake(struct cli_tls *t, struct tcpota_client *cl, const char *h
  * verifies only inside this TLS session. Call right after a successful
  * cli_tls_handshake(). Returns 0, or -1 with the reason in err. */
 int cli_tls_bind(struct cli_tls *t, struct tcpota_dev *d, char *err, size_t cap);
-/* Transport hooks for struct tcpota_client_config (ctx = the cli_tls). */
+/* Transport hooks for struct tcpota_client_config (ctx = the cli_tls),
+ * with its io_recv/io_send/io_pending contract: a byte count, 0 (recv: the
+ * peer closed) or -1 with errno (EAGAIN: wait in poll and call again);
+ * pending: decrypted bytes readable without waiting on the socket. */
 long cli_tls_recv(struct cli_tls *t, void *buf, size_t n);
 long cli_tls_send(struct cli_tls *t, const void *buf, size_t n);
 size_t cli_tls_pending(struct cli_tls *t);
 /* Ends the connection's TLS session (before the socket closes). */
 void cli_tls_end(struct cli_tls *t);
+/* Ends any session and frees the context of cli_tls_init (safe after a
+ * failed init). */
 void cli_tls_free(struct cli_tls *t);
 
 #endif

@@ -95,6 +95,8 @@ int auth_init(struct auth *a, const struct tcpota_serve_secret *secrets, size_t 
  * ids that are in both: a reload does not wipe a backoff. The old secrets
  * may be freed afterwards. Returns 0, or -1 (a unchanged) when out of memory. */
 int auth_rebind(struct auth *a, const struct tcpota_serve_secret *secrets, size_t n);
+/* Frees what auth_init allocated (the per-id and per-address records, not
+ * the caller's secrets); a is then unusable until auth_init. */
 void auth_free(struct auth *a);
 
 /* Judges device `id`'s answer `mac` (AUTH_MAC_LEN bytes) to `nonce`, sent

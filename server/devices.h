@@ -52,6 +52,8 @@ struct devices {
 /* Prepares an empty registry that holds at most `max` devices. Returns 0 or
  * -1 (out of memory). */
 int devices_init(struct devices *d, size_t max);
+/* Frees every record and the table; d is then empty (devices_init again
+ * before use). */
 void devices_free(struct devices *d);
 
 /* The record of device `id`, created when create != 0 and there is room.
