@@ -233,6 +233,14 @@ static int flash_fail(struct device *dv, const char *what, int rc)
     return -1;
 }
 
+/* What the session receives, through the core's accessor. */
+static struct tcpota_dev_transfer xfer(const struct device *dv)
+{
+    struct tcpota_dev_transfer t;
+    tcpota_dev_get_transfer(&dv->dev, &t);
+    return t;
+}
+
 /* ---- flash and boot -------------------------------------------------- */
 
 /* The default id must stay the same across restarts with the same DIR, so
@@ -389,7 +397,7 @@ static int session_init(struct device *dv)
     cfg.n_trusted_keys = dv->o.ntrust;
     cfg.secret = dv->o.secret_len ? dv->o.secret : NULL;
     cfg.secret_len = dv->o.secret_len;
-    dv->st.stale_frames += dv->dev.stale_frames; /* the old session's count */
+    dv->st.stale_frames += xfer(dv).stale_frames; /* the old session's count */
     rc = tcpota_dev_init(&dv->dev, &cfg);
     if (rc < 0) {
         return flash_fail(dv, "starting the session", rc);
@@ -406,11 +414,11 @@ static int session_init(struct device *dv)
 static int reboot(struct device *dv)
 {
     uint8_t installed[TCPOTA_ID_LEN];
-    char version[sizeof(dv->dev.version)];
+    char version[TCPOTA_MAX_NAME + 1];
+    struct tcpota_dev_transfer t = xfer(dv);
 
-    memcpy(installed, dv->dev.image, sizeof(installed));
-    memcpy(version, dv->dev.version, sizeof(version));
-    version[sizeof(version) - 1] = 0;
+    memcpy(installed, t.image_id, sizeof(installed));
+    snprintf(version, sizeof(version), "%s", t.version);
     info(dv, "rebooting into %s", version);
     flash_close(dv);
     if (flash_open(dv, 0) < 0 || boot_device(dv) < 0) {
@@ -512,7 +520,7 @@ static int client_init(struct device *dv)
 static void count_written(struct device *dv)
 {
     struct stats *st = &dv->st;
-    uint32_t pos = dv->dev.pos;
+    uint32_t pos = xfer(dv).pos;
 
     if (!st->tracking || pos <= st->last_pos) {
         return;
@@ -527,17 +535,18 @@ static void count_written(struct device *dv)
 static void on_accepted(struct device *dv, const struct tcpota_dev_event *ev)
 {
     struct stats *st = &dv->st;
+    struct tcpota_dev_transfer t = xfer(dv);
 
     if (!st->have_image || st->image_size != ev->size ||
-        memcmp(st->image_id, dv->dev.image, TCPOTA_ID_LEN) != 0) {
-        memcpy(st->image_id, dv->dev.image, TCPOTA_ID_LEN);
+        memcmp(st->image_id, t.image_id, TCPOTA_ID_LEN) != 0) {
+        memcpy(st->image_id, t.image_id, TCPOTA_ID_LEN);
         st->have_image = 1;
         st->image_size = ev->size;
         st->base = st->max_pos = ev->offset;
     }
     st->tracking = 1;
     st->last_pos = ev->offset;
-    info(dv, "offer %s (%lu bytes), starting at %lu", (const char *)dv->dev.version,
+    info(dv, "offer %s (%lu bytes), starting at %lu", t.version,
          (unsigned long)ev->size, (unsigned long)ev->offset);
     dv->quarter = ev->size ? (int)((uint64_t)ev->offset * 4u / ev->size) : 4;
     progress_start(&dv->prog, ev->offset, ev->size);
@@ -545,7 +554,7 @@ static void on_accepted(struct device *dv, const struct tcpota_dev_event *ev)
 
 static void on_checkpoint(struct device *dv, const struct tcpota_dev_event *ev)
 {
-    uint32_t size = dv->dev.size;
+    uint32_t size = xfer(dv).size;
     int q = size ? (int)((uint64_t)ev->offset * 4u / size) : 4;
 
     /* One line per 25%, not one per ACK. */
@@ -560,6 +569,8 @@ static void on_checkpoint(struct device *dv, const struct tcpota_dev_event *ev)
  * connection once a rollback was reported (TCPOTA_RUNNER_ENDED). */
 static int on_event(struct device *dv, const struct tcpota_dev_event *ev)
 {
+    struct tcpota_dev_transfer t = xfer(dv);
+
     switch (ev->type) {
     case TCPOTA_DEV_EV_WELCOME:
         if (dv->had_report) {
@@ -576,15 +587,14 @@ static int on_event(struct device *dv, const struct tcpota_dev_event *ev)
         dv->declined_size = ev->size;
         break;
     case TCPOTA_DEV_EV_UPDATED:
-        progress_update(&dv->prog, dv->dev.pos, dv->dev.size);
-        info(dv, "verify ok: image %s (%lu bytes) set to boot", (const char *)dv->dev.version,
-             (unsigned long)dv->dev.size);
+        progress_update(&dv->prog, t.pos, t.size);
+        info(dv, "verify ok: image %s (%lu bytes) set to boot", t.version, (unsigned long)t.size);
         break;
     default:
         break;
     }
-    if (dv->st.tracking && dv->dev.state == TCPOTA_DEV_RECEIVING) {
-        progress_update(&dv->prog, dv->dev.pos, dv->dev.size);
+    if (dv->st.tracking && t.state == TCPOTA_DEV_RECEIVING) {
+        progress_update(&dv->prog, t.pos, t.size);
     }
     return 0;
 }
@@ -644,7 +654,7 @@ static int runner_run(void *ctx)
     struct device *dv = ctx;
 
     dv->st.tracking = 0;
-    dv->had_report = dv->dev.report_result != 0; /* HELLO carries it */
+    dv->had_report = xfer(dv).report_pending; /* HELLO carries it */
     memcpy(dv->detail, tcpota_posix_strerror_detail(&dv->flash), sizeof(dv->detail));
     dv->detail[sizeof(dv->detail) - 1] = 0;
     return tcpota_client_run(&dv->cl);
@@ -744,12 +754,14 @@ static int stopped(struct device *dv)
 
 static void say_declined(struct device *dv)
 {
-    if (dv->dev.last_error == TCPOTA_ERR_NOSPC) {
+    int why = xfer(dv).last_error;
+
+    if (why == TCPOTA_ERR_NOSPC) {
         say(dv, "declined the server's offer: the image (%lu bytes) is larger than the slot "
                 "(%lu bytes)", (unsigned long)dv->declined_size, (unsigned long)dv->port.slot_size);
     } else {
         /* The core refuses before it records the offer's version. */
-        say(dv, "declined the server's offer: %s%s%s", tcpota_strerror(dv->dev.last_error),
+        say(dv, "declined the server's offer: %s%s%s", tcpota_strerror(why),
             tcpota_dev_reason(&dv->dev)[0] ? ": " : "", tcpota_dev_reason(&dv->dev));
     }
 }
@@ -821,7 +833,7 @@ static void print_stats(struct device *dv)
     say(dv, "stats image=%lu written=%llu refetched=%llu connections=%u stale_frames=%llu",
         (unsigned long)st->image_size, (unsigned long long)st->written,
         (unsigned long long)refetched, st->connections,
-        (unsigned long long)(st->stale_frames + dv->dev.stale_frames));
+        (unsigned long long)(st->stale_frames + xfer(dv).stale_frames));
 }
 
 /* ---- entry point ----------------------------------------------------- */

@@ -488,6 +488,18 @@ int tcpota_dev_tick(struct tcpota_dev *d, uint32_t now_ms)
     return 0;
 }
 
+void tcpota_dev_get_transfer(const struct tcpota_dev *d, struct tcpota_dev_transfer *t)
+{
+    t->state = d->state;
+    t->image_id = d->image;
+    t->version = (const char *)d->version;
+    t->size = d->size;
+    t->pos = d->pos;
+    t->stale_frames = d->stale_frames;
+    t->last_error = d->last_error;
+    t->report_pending = d->report_result != 0;
+}
+
 const char *tcpota_dev_reason(const struct tcpota_dev *d)
 {
     return d->reason;

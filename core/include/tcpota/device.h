@@ -233,6 +233,22 @@ int tcpota_dev_tick(struct tcpota_dev *d, uint32_t now_ms);
  * last_error holds the code. */
 const char *tcpota_dev_reason(const struct tcpota_dev *d);
 
+/* The image the session receives (or last received), for logs, progress
+ * bars and statistics, so callers need not read the session's fields. */
+struct tcpota_dev_transfer {
+    enum tcpota_dev_state state;
+    const uint8_t *image_id; /* TCPOTA_ID_LEN bytes; all zero before an offer */
+    const char *version;     /* the offer's version; "" before an offer */
+    uint32_t size;           /* image size; 0 before an offer */
+    uint32_t pos;            /* next image byte to be written */
+    uint32_t stale_frames;   /* DATA frames skipped: not at the write position */
+    int last_error;          /* why the last connection or offer ended (0: it did not) */
+    uint8_t report_pending;  /* the next HELLO carries a report of the last update */
+};
+
+/* Fills *t; the pointers stay valid while d lives and until its next input. */
+void tcpota_dev_get_transfer(const struct tcpota_dev *d, struct tcpota_dev_transfer *t);
+
 /* Milliseconds until tcpota_dev_tick() has something to do. */
 uint32_t tcpota_dev_next_tick(const struct tcpota_dev *d);
 

@@ -62,6 +62,14 @@ static struct {
 #endif
 } s;
 
+/* What the session receives, through the core's accessor. */
+static struct tcpota_dev_transfer dev_xfer(void)
+{
+    struct tcpota_dev_transfer t;
+    tcpota_dev_get_transfer(&s.dev, &t);
+    return t;
+}
+
 static portMUX_TYPE s_mux = portMUX_INITIALIZER_UNLOCKED;
 static StaticSemaphore_t s_lock_buf;
 static SemaphoreHandle_t s_lock; /* the port outside the task's loop */
@@ -195,7 +203,11 @@ static int on_input(void *ctx, int rc, const struct tcpota_dev_event *ev)
     switch (ev->type) {
     case TCPOTA_DEV_EV_ACCEPTED:
         portENTER_CRITICAL(&s_mux);
-        memcpy(s.status.new_version, s.dev.version, sizeof(s.status.new_version));
+        {
+            struct tcpota_dev_transfer t;
+            tcpota_dev_get_transfer(&s.dev, &t);
+            snprintf(s.status.new_version, sizeof(s.status.new_version), "%s", t.version);
+        }
         s.status.new_version[sizeof(s.status.new_version) - 1] = 0;
         portEXIT_CRITICAL(&s_mux);
         status_progress(ev->offset, ev->size);
@@ -207,7 +219,7 @@ static int on_input(void *ctx, int rc, const struct tcpota_dev_event *ev)
         status_progress(ev->offset, ev->size);
         break;
     case TCPOTA_DEV_EV_CHECKPOINT:
-        status_progress(ev->offset, s.dev.size);
+        status_progress(ev->offset, dev_xfer().size);
         status_set(TCPOTA_ESP_RECEIVING, 0, true);
         break;
     case TCPOTA_DEV_EV_UPDATED:
@@ -361,7 +373,7 @@ static void runner_step(void *ctx, const struct tcpota_runner_step *st)
     case TCPOTA_RUNNER_BACKOFF:
         ESP_LOGW(TAG, "%s%s; retrying in %lu ms", st->unreachable ? "cannot reach the server: " : "",
                  st->why[0] ? st->why : "connection ended", (unsigned long)st->wait_ms);
-        status_set(TCPOTA_ESP_BACKOFF, s.dev.last_error ? s.dev.last_error : TCPOTA_ERR_IO, true);
+        status_set(TCPOTA_ESP_BACKOFF, dev_xfer().last_error ? dev_xfer().last_error : TCPOTA_ERR_IO, true);
         break;
     case TCPOTA_RUNNER_CHECK_IN:
         if (st->retry_after_s) {
@@ -449,11 +461,11 @@ static int session_init(void)
 
 static void log_declined(void)
 {
-    if (s.dev.last_error == TCPOTA_ERR_NOSPC) {
+    if (dev_xfer().last_error == TCPOTA_ERR_NOSPC) {
         ESP_LOGW(TAG, "declined the offer: the image (%lu bytes) is larger than the slot (%lu bytes)",
                  (unsigned long)s.declined_size, (unsigned long)s.port.slot_size);
     } else {
-        ESP_LOGW(TAG, "declined the offer: %s", tcpota_strerror(s.dev.last_error));
+        ESP_LOGW(TAG, "declined the offer: %s", tcpota_strerror(dev_xfer().last_error));
     }
 }
 
@@ -476,7 +488,7 @@ static void run(void)
             break;
         case TCPOTA_RUNNER_DECLINED:
             log_declined();
-            status_set(TCPOTA_ESP_FAILED, s.dev.last_error, true);
+            status_set(TCPOTA_ESP_FAILED, dev_xfer().last_error, true);
             break;
         default: /* stopped (the runner never gives up here) */
             return;
