@@ -24,6 +24,12 @@ tcpota_unit_test(test_offer ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_offer.c
 target_include_directories(test_offer PRIVATE ${PROJECT_SOURCE_DIR}/server)
 target_link_libraries(test_offer PRIVATE tcpota_core)
 
+# The wave and halt policy of staged rollouts.
+tcpota_unit_test(test_rollout ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_rollout.c
+                 ${PROJECT_SOURCE_DIR}/server/rollout.c)
+target_include_directories(test_rollout PRIVATE ${PROJECT_SOURCE_DIR}/server)
+target_link_libraries(test_rollout PRIVATE tcpota_core)
+
 # The server's log lines: time, text and JSON formats, escaping of peer bytes.
 tcpota_unit_test(test_log ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_log.c)
 target_link_libraries(test_log PRIVATE tcpota_server)

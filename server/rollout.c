@@ -1,0 +1,136 @@
+/* rollout.c - the wave and halt policy of a staged rollout (see rollout.h). */
+#include "rollout.h"
+
+#include "tcpota/tcpota.h"
+
+/* One rule for the hash, used by both public functions. */
+static uint64_t fnv1a64_update(uint64_t h, const uint8_t *p, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= ROLLOUT_FNV_PRIME;
+    }
+    return h;
+}
+
+uint64_t rollout_fnv1a64(const void *data, size_t len)
+{
+    return fnv1a64_update(ROLLOUT_FNV_OFFSET, data, len);
+}
+
+uint32_t rollout_place(uint64_t rollout_id, const char *device_id, size_t device_id_len)
+{
+    uint8_t le[ROLLOUT_ID_BYTES];
+    uint64_t h;
+    size_t i;
+
+    /* Byte by byte, little-endian, so every host and every SQL node agree. */
+    for (i = 0; i < ROLLOUT_ID_BYTES; i++) {
+        le[i] = (uint8_t)(rollout_id >> (8 * i));
+    }
+    h = fnv1a64_update(ROLLOUT_FNV_OFFSET, le, sizeof(le));
+    h = fnv1a64_update(h, (const uint8_t *)device_id, device_id_len);
+    return (uint32_t)(h % ROLLOUT_BP_SCALE);
+}
+
+int rollout_bounds_from_pct(const uint32_t *pct, uint32_t n, uint16_t *bound)
+{
+    uint32_t i;
+
+    if (n == 0 || n > ROLLOUT_MAX_WAVES) {
+        return TCPOTA_ERR_INVAL;
+    }
+    for (i = 0; i < n; i++) {
+        if (pct[i] == 0 || pct[i] > ROLLOUT_PCT_SCALE || (i > 0 && pct[i] <= pct[i - 1])) {
+            return TCPOTA_ERR_INVAL;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        bound[i] = (uint16_t)(pct[i] * (ROLLOUT_BP_SCALE / ROLLOUT_PCT_SCALE));
+    }
+    return (int)n;
+}
+
+uint32_t rollout_wave_of(const struct rollout *ro, uint32_t place)
+{
+    uint32_t k;
+
+    for (k = 0; k < ro->n_waves; k++) {
+        if (place < ro->bound[k]) {
+            return k;
+        }
+    }
+    return ro->n_waves;
+}
+
+int rollout_may_open_next(const struct rollout_rules *rules, const struct rollout_wave *w,
+                          int64_t now)
+{
+    uint64_t finished = (uint64_t)w->updated + w->failed;
+
+    if (finished < rules->min_finished && finished < w->targeted) {
+        return 0;
+    }
+    if ((uint64_t)w->updated * ROLLOUT_PCT_SCALE < (uint64_t)rules->success_pct * finished) {
+        return 0;
+    }
+    /* now - opened_at < soak_s, in unsigned arithmetic: the difference of two
+     * int64 may not fit in one, but with now >= opened_at it fits in a uint64. */
+    if (now < w->opened_at || (uint64_t)now - (uint64_t)w->opened_at < rules->soak_s) {
+        return 0;
+    }
+    return 1;
+}
+
+int rollout_should_halt(const struct rollout_rules *rules, const struct rollout_wave *waves,
+                        uint32_t n)
+{
+    uint64_t failed = 0;
+    uint64_t finished = 0;
+    uint32_t k;
+
+    for (k = 0; k < n; k++) {
+        failed += waves[k].failed;
+        finished += (uint64_t)waves[k].updated + waves[k].failed;
+    }
+    if (failed < rules->halt_min) {
+        return 0;
+    }
+    return failed * ROLLOUT_PCT_SCALE > (uint64_t)rules->halt_pct * finished;
+}
+
+enum rollout_verdict rollout_decide(const struct rollout *ro, uint32_t place, int started)
+{
+    if (ro->state == ROLLOUT_STATE_CANCELLED) {
+        return ROLLOUT_CANCELLED;
+    }
+    if (ro->state == ROLLOUT_STATE_HALTED) {
+        return ROLLOUT_HALTED;
+    }
+    if (started) {
+        return ROLLOUT_OFFER;
+    }
+    if (ro->state == ROLLOUT_STATE_PAUSED) {
+        return ROLLOUT_PAUSED;
+    }
+    if (rollout_wave_of(ro, place) >= ro->n_open) {
+        return ROLLOUT_NOT_IN_OPEN_WAVE;
+    }
+    return ROLLOUT_OFFER;
+}
+
+const char *rollout_reason(enum rollout_verdict v)
+{
+    switch (v) {
+    case ROLLOUT_OFFER: return "in an open wave of the rollout";
+    case ROLLOUT_NOT_IN_OPEN_WAVE: return "its wave of the rollout is not open yet";
+    case ROLLOUT_PAUSED: return "the rollout is paused by the operator";
+    case ROLLOUT_HALTED:
+        return "the rollout halted itself: too many devices failed "
+               "(an operator resumes or cancels it)";
+    case ROLLOUT_CANCELLED: return "the rollout was cancelled";
+    }
+    return "?";
+}

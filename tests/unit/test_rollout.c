@@ -1,0 +1,295 @@
+/* test_rollout.c - the wave and halt policy of a staged rollout
+ * (server/rollout.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "rollout.h"
+#include "tcpota/tcpota.h"
+
+#define SYNTH_DEVICES 10000u /* synthetic device ids for the spread tests */
+#define SPREAD_TOLERANCE 200u /* ±2 % of SYNTH_DEVICES */
+
+static uint32_t place_of(uint64_t rollout_id, const char *id)
+{
+    return rollout_place(rollout_id, id, strlen(id));
+}
+
+static void test_hash_vectors(void **state)
+{
+    (void)state;
+    /* FNV-1a 64's published vectors. */
+    assert_true(rollout_fnv1a64("", 0) == UINT64_C(0xcbf29ce484222325));
+    assert_true(rollout_fnv1a64("a", 1) == UINT64_C(0xaf63dc4c8601ec8c));
+    assert_true(rollout_fnv1a64("foobar", 6) == UINT64_C(0x85944171f73967e8));
+    /* The place vectors of rollout.h: 8 bytes LE rollout id, then the id. */
+    assert_true(rollout_fnv1a64("\x01\0\0\0\0\0\0\0dev-1", 13) == UINT64_C(0x9c1791e8aa1a7719));
+    assert_int_equal(place_of(1, "dev-1"), 4441);
+    assert_int_equal(place_of(42, "esp32-a4cf12"), 1080);
+    assert_int_equal(rollout_place(7, NULL, 0), 6178);
+}
+
+static void test_place_stable(void **state)
+{
+    char id[32];
+    uint32_t i;
+    uint32_t moved = 0;
+    (void)state;
+    for (i = 0; i < 1000; i++) {
+        snprintf(id, sizeof(id), "dev-%05u", (unsigned)i);
+        assert_int_equal(place_of(1, id), place_of(1, id));
+        assert_true(place_of(1, id) < ROLLOUT_BP_SCALE);
+        moved += place_of(1, id) != place_of(2, id);
+    }
+    /* Another rollout draws other waves: the first wave is not always the same devices. */
+    assert_true(moved > 990);
+    /* Only the given bytes count: the id "dev-1" inside a longer buffer. */
+    assert_int_equal(rollout_place(1, "dev-1xyz", 5), 4441);
+}
+
+static void test_bounds(void **state)
+{
+    const uint32_t ok[] = {5, 25, 100};
+    const uint32_t zero[] = {0, 50};
+    const uint32_t over[] = {50, 101};
+    const uint32_t flat[] = {50, 50};
+    const uint32_t down[] = {50, 25};
+    uint16_t b[ROLLOUT_MAX_WAVES];
+    uint32_t many[ROLLOUT_MAX_WAVES + 1];
+    uint32_t i;
+    (void)state;
+    assert_int_equal(rollout_bounds_from_pct(ok, 3, b), 3);
+    assert_int_equal(b[0], 500);
+    assert_int_equal(b[1], 2500);
+    assert_int_equal(b[2], 10000);
+    assert_int_equal(rollout_bounds_from_pct(ok, 0, b), TCPOTA_ERR_INVAL);
+    assert_int_equal(rollout_bounds_from_pct(zero, 2, b), TCPOTA_ERR_INVAL);
+    assert_int_equal(rollout_bounds_from_pct(over, 2, b), TCPOTA_ERR_INVAL);
+    assert_int_equal(rollout_bounds_from_pct(flat, 2, b), TCPOTA_ERR_INVAL);
+    assert_int_equal(rollout_bounds_from_pct(down, 2, b), TCPOTA_ERR_INVAL);
+    for (i = 0; i <= ROLLOUT_MAX_WAVES; i++) {
+        many[i] = i + 1;
+    }
+    assert_int_equal(rollout_bounds_from_pct(many, ROLLOUT_MAX_WAVES, b), ROLLOUT_MAX_WAVES);
+    assert_int_equal(rollout_bounds_from_pct(many, ROLLOUT_MAX_WAVES + 1, b), TCPOTA_ERR_INVAL);
+}
+
+static void make_rollout(struct rollout *ro, const uint32_t *pct, uint32_t n)
+{
+    memset(ro, 0, sizeof(*ro));
+    ro->state = ROLLOUT_STATE_ACTIVE;
+    assert_int_equal(rollout_bounds_from_pct(pct, n, ro->bound), (int)n);
+    ro->n_waves = n;
+}
+
+static void test_membership_spread(void **state)
+{
+    const uint32_t pct[] = {10, 50, 100};
+    const uint32_t want[] = {1000, 5000, 10000};
+    uint32_t in_wave[3] = {0, 0, 0};
+    struct rollout ro;
+    char id[32];
+    uint32_t i;
+    uint32_t k;
+    uint32_t cum = 0;
+    (void)state;
+    make_rollout(&ro, pct, 3);
+    for (i = 0; i < SYNTH_DEVICES; i++) {
+        snprintf(id, sizeof(id), "esp32-%08x", (unsigned)(i * 2654435761u));
+        k = rollout_wave_of(&ro, place_of(1234, id));
+        assert_true(k < 3);
+        in_wave[k]++;
+    }
+    for (k = 0; k < 3; k++) {
+        cum += in_wave[k];
+        assert_in_range(cum, want[k] - SPREAD_TOLERANCE, want[k] + SPREAD_TOLERANCE);
+    }
+    assert_int_equal(cum, SYNTH_DEVICES);
+}
+
+static void test_wave_edges(void **state)
+{
+    const uint32_t pct[] = {5, 25, 50};
+    struct rollout ro;
+    (void)state;
+    make_rollout(&ro, pct, 3);
+    assert_int_equal(rollout_wave_of(&ro, 0), 0);
+    assert_int_equal(rollout_wave_of(&ro, 499), 0);
+    assert_int_equal(rollout_wave_of(&ro, 500), 1);
+    assert_int_equal(rollout_wave_of(&ro, 2499), 1);
+    assert_int_equal(rollout_wave_of(&ro, 2500), 2);
+    assert_int_equal(rollout_wave_of(&ro, 4999), 2);
+    /* Past the last bound: in no wave, never offered. */
+    assert_int_equal(rollout_wave_of(&ro, 5000), 3);
+    assert_int_equal(rollout_wave_of(&ro, ROLLOUT_BP_SCALE - 1), 3);
+    ro.n_open = 3;
+    assert_int_equal(rollout_decide(&ro, 5000, 0), ROLLOUT_NOT_IN_OPEN_WAVE);
+    assert_int_equal(rollout_decide(&ro, 4999, 0), ROLLOUT_OFFER);
+}
+
+/* Rules of the opening tests: 10 finished, 90 % success, one hour's soak. */
+static const struct rollout_rules open_rules = {10, 90, 3600, 20, 3};
+
+/* A wave of 100 devices opened at t=1000 that passes every condition at t=4600. */
+static struct rollout_wave passing_wave(void)
+{
+    struct rollout_wave w = {100, 40, 5, 18, 2, 1000};
+    return w;
+}
+
+static void test_open_passes(void **state)
+{
+    struct rollout_wave w = passing_wave();
+    struct rollout_rules shortened = open_rules;
+    (void)state;
+    assert_true(rollout_may_open_next(&open_rules, &w, 1000 + 3600));
+    assert_true(rollout_may_open_next(&open_rules, &w, 1000 + 100000));
+    /* Success exactly at the ratio and finished exactly at the minimum. */
+    w.updated = 9;
+    w.failed = 1;
+    assert_true(rollout_may_open_next(&open_rules, &w, 4600));
+    /* Tests shorten the soak. */
+    shortened.soak_s = 0;
+    assert_true(rollout_may_open_next(&shortened, &w, 1000));
+}
+
+static void test_open_needs_finished(void **state)
+{
+    struct rollout_wave w = passing_wave();
+    (void)state;
+    w.updated = 9;
+    w.failed = 0; /* 9 finished, all good, soaked: still too few */
+    assert_false(rollout_may_open_next(&open_rules, &w, 4600));
+    /* ...unless every targeted device finished: a small wave. */
+    w.targeted = 9;
+    assert_true(rollout_may_open_next(&open_rules, &w, 4600));
+    /* An empty wave passes after its soak. */
+    memset(&w, 0, sizeof(w));
+    w.opened_at = 1000;
+    assert_true(rollout_may_open_next(&open_rules, &w, 4600));
+    assert_false(rollout_may_open_next(&open_rules, &w, 4599));
+}
+
+static void test_open_needs_success(void **state)
+{
+    struct rollout_wave w = passing_wave();
+    (void)state;
+    w.updated = 17;
+    w.failed = 3; /* 85 % < 90 %, enough finished, soaked */
+    assert_false(rollout_may_open_next(&open_rules, &w, 4600));
+    w.updated = 8;
+    w.failed = 1; /* 88.9 %: just under, even with the targeted all done */
+    w.targeted = 9;
+    assert_false(rollout_may_open_next(&open_rules, &w, 4600));
+}
+
+static void test_open_needs_soak(void **state)
+{
+    struct rollout_wave w = passing_wave();
+    (void)state;
+    assert_false(rollout_may_open_next(&open_rules, &w, 1000 + 3599));
+    assert_false(rollout_may_open_next(&open_rules, &w, 1000));
+    /* A clock behind the opening (a node's clock stepped back) is no soak. */
+    assert_false(rollout_may_open_next(&open_rules, &w, 0));
+    w.opened_at = INT64_MAX;
+    assert_false(rollout_may_open_next(&open_rules, &w, INT64_MIN));
+    /* The widest span does not overflow (UBSan would say so). */
+    w.opened_at = INT64_MIN;
+    assert_true(rollout_may_open_next(&open_rules, &w, INT64_MAX));
+}
+
+static void test_halt(void **state)
+{
+    /* halt_pct 20, halt_min 3. */
+    struct rollout_wave w[2];
+    (void)state;
+    memset(w, 0, sizeof(w));
+    w[0].updated = 12;
+    w[0].failed = 3; /* 3/15 = 20 %: at, not past */
+    assert_false(rollout_should_halt(&open_rules, w, 1));
+    w[0].updated = 11; /* 3/14 = 21.4 % */
+    assert_true(rollout_should_halt(&open_rules, w, 1));
+    /* The minimum: 2 of 2 is 100 % but only two failures. */
+    w[0].updated = 0;
+    w[0].failed = 2;
+    assert_false(rollout_should_halt(&open_rules, w, 1));
+    /* Summed over the waves: 2 + 1 failures of 4 finished. */
+    w[1].updated = 1;
+    w[1].failed = 1;
+    assert_false(rollout_should_halt(&open_rules, w, 1));
+    assert_true(rollout_should_halt(&open_rules, w, 2));
+    /* Offered and downloading devices have not finished: they do not dilute. */
+    w[1].offered = 1000;
+    w[1].downloading = 1000;
+    assert_true(rollout_should_halt(&open_rules, w, 2));
+}
+
+static void test_decide(void **state)
+{
+    const uint32_t pct[] = {10, 50, 100};
+    struct rollout ro;
+    const uint32_t in0 = 100;  /* a place in wave 0 */
+    const uint32_t in1 = 3000; /* a place in wave 1 */
+    (void)state;
+    make_rollout(&ro, pct, 3);
+    ro.n_open = 1;
+    assert_int_equal(rollout_decide(&ro, in0, 0), ROLLOUT_OFFER);
+    assert_int_equal(rollout_decide(&ro, in1, 0), ROLLOUT_NOT_IN_OPEN_WAVE);
+    ro.n_open = 2;
+    assert_int_equal(rollout_decide(&ro, in1, 0), ROLLOUT_OFFER);
+    ro.n_open = 0;
+    assert_int_equal(rollout_decide(&ro, in0, 0), ROLLOUT_NOT_IN_OPEN_WAVE);
+    /* A started device resumes. */
+    ro.n_open = 1;
+    assert_int_equal(rollout_decide(&ro, in0, 1), ROLLOUT_OFFER);
+    /* Paused: nothing new starts, a started transfer finishes. */
+    ro.state = ROLLOUT_STATE_PAUSED;
+    assert_int_equal(rollout_decide(&ro, in0, 0), ROLLOUT_PAUSED);
+    assert_int_equal(rollout_decide(&ro, in1, 0), ROLLOUT_PAUSED);
+    assert_int_equal(rollout_decide(&ro, in0, 1), ROLLOUT_OFFER);
+    /* Halted: nothing starts or resumes. */
+    ro.state = ROLLOUT_STATE_HALTED;
+    assert_int_equal(rollout_decide(&ro, in0, 0), ROLLOUT_HALTED);
+    assert_int_equal(rollout_decide(&ro, in0, 1), ROLLOUT_HALTED);
+    /* Cancelled: for good. */
+    ro.state = ROLLOUT_STATE_CANCELLED;
+    assert_int_equal(rollout_decide(&ro, in0, 0), ROLLOUT_CANCELLED);
+    assert_int_equal(rollout_decide(&ro, in0, 1), ROLLOUT_CANCELLED);
+    /* Resumed by the operator: active again. */
+    ro.state = ROLLOUT_STATE_ACTIVE;
+    assert_int_equal(rollout_decide(&ro, in0, 0), ROLLOUT_OFFER);
+}
+
+static void test_reasons_named(void **state)
+{
+    int v;
+    (void)state;
+    for (v = ROLLOUT_OFFER; v <= ROLLOUT_CANCELLED; v++) {
+        assert_string_not_equal(rollout_reason((enum rollout_verdict)v), "?");
+    }
+    assert_string_equal(rollout_reason((enum rollout_verdict)99), "?");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hash_vectors),
+        cmocka_unit_test(test_place_stable),
+        cmocka_unit_test(test_bounds),
+        cmocka_unit_test(test_membership_spread),
+        cmocka_unit_test(test_wave_edges),
+        cmocka_unit_test(test_open_passes),
+        cmocka_unit_test(test_open_needs_finished),
+        cmocka_unit_test(test_open_needs_success),
+        cmocka_unit_test(test_open_needs_soak),
+        cmocka_unit_test(test_halt),
+        cmocka_unit_test(test_decide),
+        cmocka_unit_test(test_reasons_named),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
