@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "esp_fake.h"
+#include "esp_task_test.h"
 #include "loopback.h"
 #include "esp_ota_ops.h"
 #include "freertos/FreeRTOS.h"
@@ -37,21 +38,10 @@
 
 static tcpota_esp_config_t config(uint16_t port)
 {
-    tcpota_esp_config_t c;
+    tcpota_esp_config_t c = esp_task_config(port);
 
-    memset(&c, 0, sizeof(c));
-    c.host = "127.0.0.1";
-    c.port = port;
-    c.device_id = "esp-test";
-    c.model = "ota_client";
-    c.ack_interval = 16384;
-    c.backoff_min_ms = 200;
-    c.backoff_max_ms = 5000;
-    c.timeout_ms = 30000;
-    c.check_interval_s = 3600;
     c.restart_after_update = true;
     c.stack_size = 6144;
-    c.priority = 5;
     return c;
 }
 
