@@ -1,0 +1,286 @@
+/*
+ * store.h - the fleet's state (fleet mode, `tcpota serve --data DIR`): the
+ * one interface every backend implements (SQLite now: store_sqlite.c; a
+ * PostgreSQL backend later), so nothing above it knows which database runs.
+ *
+ * Every operation is asynchronous by contract. The caller fills a
+ * struct store_req (inputs), hands it to store_submit(), and the backend
+ * later calls req->done(req) ON THE EVENT LOOP'S THREAD with the outputs
+ * and req->rc set; no query ever blocks the loop. The caller owns the
+ * request and frees it with store_req_free() in (or after) done. Requests
+ * complete in the order they were submitted.
+ *
+ * Durability:
+ *   - STORE_CHECKIN with a report, STORE_EVENT of a final outcome
+ *     (verified, failed, declined) and every API operation (images,
+ *     rollouts, groups, secrets) are committed (fsync) before done runs:
+ *     the server acknowledges a report only from done.
+ *   - Everything else (last seen, version, address, offered, progress) is
+ *     written in one transaction per STORE_BATCH_MS window: SIGKILL loses at
+ *     most that window of progress, never a report, image or rollout.
+ *   A backend may group several durable requests in one commit.
+ *
+ * Who decides: the backend only stores and counts. The offer policy
+ * (offer.c) and the rollout rules (rollout.c) run on the loop over what
+ * STORE_CHECKIN returns; a wave opening or a halt is written with
+ * STORE_ROLLOUT_SET, a compare-and-set, so one decider wins even when
+ * several nodes share a database.
+ */
+#ifndef TCPOTA_SERVER_STORE_H
+#define TCPOTA_SERVER_STORE_H
+
+#include "rollout.h"
+#include "tcpota/codec.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+
+#define STORE_BATCH_MS 200u     /* check-ins and progress: one commit per window */
+#define STORE_FAILED_MAX 8u     /* failed images (or offers) a check-in returns */
+#define STORE_GROUP_MAX 32u     /* group name bytes */
+#define STORE_REASON_MAX 120u   /* reason text kept with a failure or decline */
+#define STORE_ERR_MAX 200u      /* req->err */
+#define STORE_HISTORY_MAX 200u  /* history rows STORE_DEVICE_GET returns, newest first */
+#define STORE_LIST_MAX 100000u  /* rows a list returns at most (limit 0: this many) */
+
+/* Errors (req->rc); req->err says what, in words an operator can act on. */
+enum store_err {
+    STORE_OK = 0,
+    STORE_E_NOTFOUND = -1,  /* unknown image, rollout or device id */
+    STORE_E_CONFLICT = -2,  /* image in use; compare-and-set lost; duplicate */
+    STORE_E_INVAL = -3,     /* a field the backend cannot take (says which) */
+    STORE_E_IO = -4,        /* the database failed (full disk, corrupt, ...) */
+};
+
+/* A device's state, as `device list --state` names it (store_state_name()). */
+enum store_dev_state {
+    STORE_ST_SEEN = 0,     /* registered; nothing decided yet */
+    STORE_ST_UP_TO_DATE,   /* runs its rollout's image, or nothing newer exists for it */
+    STORE_ST_WAITING,      /* a rollout applies, but not now (wave not open, paused, halted) */
+    STORE_ST_OFFERED,      /* offered an image */
+    STORE_ST_DOWNLOADING,  /* accepted it; bytes durable on the device: `bytes` */
+    STORE_ST_VERIFIED,     /* downloaded, its SHA-256 checked by the device (COMPLETE ok) */
+    STORE_ST_UPDATED,      /* reported: booted and confirmed */
+    STORE_ST_ROLLED_BACK,  /* reported: its health check failed, the old image runs */
+    STORE_ST_BOOT_FAILED,  /* reported: the bootloader fell back */
+    STORE_ST_DECLINED,     /* declined the offer: `reason` */
+    STORE_ST_FAILED,       /* the transfer failed: `reason` (integrity, device error) */
+    STORE_ST_COUNT
+};
+
+/* The rollout status of one device, counted per wave. */
+enum store_ro_status {
+    STORE_RO_TARGETED = 0, /* in the rollout's model/group, nothing yet */
+    STORE_RO_OFFERED,
+    STORE_RO_DOWNLOADING,
+    STORE_RO_UPDATED,      /* confirmed (or reported up to date on the image) */
+    STORE_RO_FAILED,       /* rolled back, boot failed, integrity, declined (not "running") */
+};
+
+enum store_proto { STORE_PROTO_V1 = 0, STORE_PROTO_LEGACY = 1 };
+
+/* An image in the store. Files live at DIR/images/<idhex>. */
+struct store_image {
+    uint8_t id[TCPOTA_ID_LEN];          /* SHA-256 of the bytes */
+    char idhex[2 * TCPOTA_ID_LEN + 1];
+    char version[TCPOTA_MAX_NAME + 1];
+    char model[TCPOTA_MAX_NAME + 1];    /* from the signed manifest; "legacy" for req0/req1 */
+    uint32_t size;
+    uint8_t manifest[TCPOTA_MAX_MANIFEST]; /* the signed manifest (0 bytes: unsigned) */
+    uint16_t manifest_len;
+    char path[512];                     /* where the bytes are (backend fills it) */
+    int64_t added_at;                   /* UTC seconds */
+};
+
+/* A rollout as stored, with its per-wave counts. */
+struct store_rollout {
+    uint64_t id;                         /* 1, 2, ... */
+    uint8_t image_id[TCPOTA_ID_LEN];
+    char model[TCPOTA_MAX_NAME + 1];
+    char group[STORE_GROUP_MAX + 1];     /* "": every device of the model */
+    int allow_downgrade;
+    int superseded;                      /* a newer rollout for the same model and group exists */
+    struct rollout ro;                   /* state, waves (bounds), n_open */
+    struct rollout_rules rules;
+    uint32_t pct[ROLLOUT_MAX_WAVES];     /* the waves as given, percent */
+    struct rollout_wave waves[ROLLOUT_MAX_WAVES];
+    int64_t created_at, changed_at;      /* UTC seconds */
+};
+
+/* One line of a device's history. */
+struct store_history {
+    int64_t at;                          /* UTC seconds */
+    enum store_dev_state state;
+    char image[2 * TCPOTA_ID_LEN + 1];   /* hex, "" when none */
+    char detail[STORE_REASON_MAX + 1];   /* reason, version, "resume from N", ... */
+};
+
+/* A device as the registry keeps it. */
+struct store_device {
+    char id[TCPOTA_MAX_STR + 1];         /* legacy devices: "legacy-<address>" */
+    char model[TCPOTA_MAX_NAME + 1];
+    char version[TCPOTA_MAX_NAME + 1];
+    char running[2 * TCPOTA_ID_LEN + 1]; /* hex, "" when not sent */
+    char group[STORE_GROUP_MAX + 1];
+    char addr[48];
+    enum store_proto proto;
+    enum store_dev_state state;
+    char image[2 * TCPOTA_ID_LEN + 1];   /* the image the state is about, hex, or "" */
+    uint32_t bytes, size;                /* downloading: durable bytes of size */
+    char reason[STORE_REASON_MAX + 1];
+    int64_t first_seen, last_seen;       /* UTC seconds */
+    int has_secret;
+};
+
+enum store_op {
+    /* HELLO of a device (v1 after AUTH when required; legacy on its first
+     * req): register or update it, apply its report, and return what the
+     * offer needs. Durable before done when it carries a report. */
+    STORE_CHECKIN = 1,
+    /* A step of a device's update (offered, downloading, progress,
+     * verified, failed, declined, up to date, waiting). */
+    STORE_EVENT,
+    STORE_IMAGE_ADD,      /* file at in.path, already verified by the caller */
+    STORE_IMAGE_LIST,
+    STORE_IMAGE_GET,
+    STORE_IMAGE_RM,       /* STORE_E_CONFLICT while a rollout not cancelled uses it */
+    STORE_ROLLOUT_CREATE, /* marks older ones of the same model+group superseded */
+    STORE_ROLLOUT_LIST,
+    STORE_ROLLOUT_GET,
+    /* Compare-and-set of a rollout's state and open waves: applied only
+     * when the row still has expect_state and expect_n_open, else
+     * STORE_E_CONFLICT. Opening a wave sets its opened_at to `now`. */
+    STORE_ROLLOUT_SET,
+    STORE_DEVICE_LIST,
+    STORE_DEVICE_GET,     /* with its history, newest first */
+    STORE_DEVICE_SET_GROUP,
+    STORE_SECRET_SET,     /* creates or replaces a device's secret */
+    STORE_SECRET_LIST,    /* every device secret (the server keeps them in memory) */
+};
+
+struct store_req;
+typedef void (*store_done_fn)(struct store_req *r);
+
+/* One operation. Strings are NUL-terminated; ids are bytes unless named hex. */
+struct store_req {
+    enum store_op op;
+    store_done_fn done;
+    void *arg;               /* the caller's */
+    int64_t now;             /* UTC seconds of the request (the caller's clock) */
+    int rc;                  /* out: STORE_OK or an enum store_err */
+    char err[STORE_ERR_MAX]; /* out: why, when rc < 0 */
+    union {
+        struct {                              /* STORE_CHECKIN */
+            const char *id, *model, *version; /* in */
+            const uint8_t *running_id;        /* in: NULL when not sent */
+            const char *addr;                 /* in */
+            enum store_proto proto;           /* in */
+            const uint8_t *report_id;         /* in: NULL: no report */
+            uint16_t report_result;           /* in: enum tcpota_result */
+            int is_new;                       /* out: first HELLO of this id */
+            char group[STORE_GROUP_MAX + 1];  /* out */
+            /* out: images (and offer fingerprints) it failed or declined */
+            uint8_t failed[STORE_FAILED_MAX][TCPOTA_ID_LEN];
+            uint32_t nfailed;
+            /* out: the rollout that applies to it (the newest not
+             * superseded nor cancelled for its model, its group's before
+             * the model-wide one), and its image; has_rollout 0: none. */
+            int has_rollout;
+            struct store_rollout rollout;
+            struct store_image image;
+            enum store_ro_status ro_status;   /* out: its status in that rollout */
+        } checkin;
+        struct {                              /* STORE_EVENT */
+            const char *id;                   /* in: the device */
+            enum store_dev_state state;       /* in: the new state */
+            const uint8_t *image_id;          /* in: the image it is about (or NULL) */
+            const uint8_t *failed_id;         /* in: remember this image/offer fp as failed */
+            uint64_t rollout_id;              /* in: 0: not part of a rollout */
+            uint32_t bytes, size;             /* in: downloading progress */
+            const char *reason;               /* in: failed/declined/waiting, or NULL */
+            int durable;                      /* in: commit before done */
+        } event;
+        struct {                              /* STORE_IMAGE_ADD / GET / RM */
+            const char *path;                 /* in (ADD): the verified file; the backend copies it */
+            struct store_image img;           /* in (ADD: id, version, model, size, manifest),
+                                                 out (GET, ADD: path, added_at);
+                                                 in (GET/RM): idhex, or version as "v:<version>" */
+        } image;
+        struct {                              /* STORE_ROLLOUT_CREATE / GET / SET */
+            struct store_rollout r;           /* in (CREATE: all but id/waves counts), out */
+            uint64_t id;                      /* in (GET/SET) */
+            enum rollout_state expect_state, new_state; /* in (SET) */
+            uint32_t expect_n_open, new_n_open;         /* in (SET) */
+        } rollout;
+        struct {                              /* STORE_DEVICE_GET / SET_GROUP / SECRET_SET */
+            const char *id;                   /* in */
+            const char *group;                /* in (SET_GROUP): "" clears it */
+            const uint8_t *secret;            /* in (SECRET_SET) */
+            uint8_t secret_len;
+            struct store_device dev;          /* out (GET) */
+            struct store_history *history;    /* out (GET): nhistory rows, newest first */
+            size_t nhistory;
+        } device;
+        struct {                              /* every *_LIST */
+            const char *model, *group;        /* in (DEVICE_LIST): NULL: any */
+            int state;                        /* in (DEVICE_LIST): -1: any */
+            size_t limit;                     /* in: 0: STORE_LIST_MAX */
+            const char *after;                /* in (DEVICE_LIST): ids after this one (paging) */
+            void *rows;                       /* out: store_image/rollout/device/secret array */
+            size_t n;                         /* out */
+            size_t total;                     /* out (DEVICE_LIST): matching rows, all pages */
+        } list;
+    } u;
+    struct store_req *next;  /* the backend's queue */
+};
+
+/* What STORE_SECRET_LIST returns, one per device. */
+struct store_secret {
+    char id[TCPOTA_MAX_STR + 1];
+    uint8_t secret[TCPOTA_SECRET_MAX];
+    uint8_t len;
+};
+
+struct store;
+
+/* What a backend implements. */
+struct store_vt {
+    const char *name; /* "sqlite" */
+    /* Queues r; r->done(r) runs later on the loop. Returns 0, or a negative
+     * store_err when it cannot even be queued (r->done is then not called). */
+    int (*submit)(struct store *st, struct store_req *r);
+    /* Finishes what is queued (every done runs), commits, closes. */
+    void (*close)(struct store *st);
+};
+
+struct store {
+    const struct store_vt *vt;
+};
+
+/* Opens (creating on first use) the SQLite store in dir: dir/tcpota.db (WAL,
+ * schema migrated), dir/images/. Completions are posted to base. Returns
+ * the store, or NULL with a message in err (cannot create or open, locked
+ * by another server, corrupt, newer schema than this program). */
+struct store *store_sqlite_open(const char *dir, struct event_base *base, char *err,
+                                size_t errlen);
+
+/* store->vt->submit(). */
+int store_submit(struct store *st, struct store_req *r);
+/* store->vt->close(); NULL: no-op. */
+void store_close(struct store *st);
+
+/* A zeroed request for op with done/arg set (calloc); NULL: out of memory. */
+struct store_req *store_req_new(enum store_op op, store_done_fn done, void *arg);
+/* Frees r and what its outputs hold (history, list rows). NULL: no-op. */
+void store_req_free(struct store_req *r);
+
+/* "up-to-date", "rolled-back", ... (the API's and the CLI's words). */
+const char *store_state_name(enum store_dev_state s);
+/* The state named so, or -1. */
+int store_state_parse(const char *name);
+/* "active", "paused", "halted", "cancelled". */
+const char *store_rollout_state_name(enum rollout_state s);
+
+#endif
