@@ -176,8 +176,8 @@ static void take_report(struct conn *c, const struct tcpota_srv_hello *h)
 
 /* The session's choose(): the offer policy (offer.h) for this device,
  * once HELLO (and AUTH, when required) are in. */
-static const struct tcpota_srv_image *conn_choose(void *ctx, const struct tcpota_srv_hello *h,
-                                                  uint32_t *retry_after_s)
+static int conn_choose(void *ctx, const struct tcpota_srv_hello *h,
+                       const struct tcpota_srv_image **chosen, uint32_t *retry_after_s)
 {
     struct conn *c = ctx;
     struct server *srv = c->srv;
@@ -201,11 +201,13 @@ static const struct tcpota_srv_image *conn_choose(void *ctx, const struct tcpota
     od.hello = h;
     od.failed_before = device_failed(c->rec, img->desc.id) || device_failed(c->rec, img->offer_fp);
     c->verdict = (uint8_t)offer_decide(&oi, &od, srv->o->allow_downgrade);
+    *chosen = NULL;
     if (c->verdict != OFFER_YES) {
         set_outcome(c, c->verdict == OFFER_RUNNING ? DEV_UP_TO_DATE : DEV_NOT_OFFERED);
-        return NULL;
+        return 0;
     }
-    return &img->desc;
+    *chosen = &img->desc;
+    return 0;
 }
 
 /* One line saying what the device was offered, or why nothing, after

@@ -807,6 +807,26 @@ static int on_challenge(struct tcpota_dev *d, const struct tcpota_msg *m)
     return queue(d, &a);
 }
 
+/* The server's decision (OFFER or NO_UPDATE) comes only after it has
+ * authenticated us and stored our report durably: only then is the report
+ * forgotten. (WELCOME is too early: it precedes the CHALLENGE, and a fleet
+ * server writes the report after AUTH.) */
+static int report_acknowledged(struct tcpota_dev *d)
+{
+    int rc;
+
+    if (!d->report_sent) {
+        return 0;
+    }
+    rc = d->cfg.port->kv_erase(d->cfg.port->ctx, TCPOTA_KEY_REPORT);
+    if (rc < 0 && rc != TCPOTA_ERR_NOENT) {
+        return fail(d, rc, "could not clear the report");
+    }
+    d->report_result = 0;
+    d->report_sent = 0;
+    return 0;
+}
+
 static int on_frame(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcpota_dev_event *ev)
 {
     switch (m->type) {
@@ -817,20 +837,17 @@ static int on_frame(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
         }
         d->welcomed = 1;
         d->auth_announced = (m->u.welcome.features & TCPOTA_F_AUTH) != 0;
-        if (d->report_sent) {
-            /* The server has read our HELLO and with it the report. */
-            int rc = d->cfg.port->kv_erase(d->cfg.port->ctx, TCPOTA_KEY_REPORT);
-            if (rc < 0 && rc != TCPOTA_ERR_NOENT) {
-                return fail(d, rc, "could not clear the report");
-            }
-            d->report_result = 0;
-            d->report_sent = 0;
-        }
         ev->type = TCPOTA_DEV_EV_WELCOME;
         return 0;
     case TCPOTA_T_OFFER:
         if (d->state != TCPOTA_DEV_HELLO_SENT) {
             return fail(d, TCPOTA_ERR_STATE, "unexpected OFFER");
+        }
+        {
+            int rc = report_acknowledged(d);
+            if (rc < 0) {
+                return rc;
+            }
         }
         return on_offer(d, m, ev);
     case TCPOTA_T_CHALLENGE:
@@ -838,6 +855,12 @@ static int on_frame(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
     case TCPOTA_T_NO_UPDATE:
         if (d->state != TCPOTA_DEV_HELLO_SENT) {
             return fail(d, TCPOTA_ERR_STATE, "unexpected NO_UPDATE");
+        }
+        {
+            int rc = report_acknowledged(d);
+            if (rc < 0) {
+                return rc;
+            }
         }
         d->state = TCPOTA_DEV_UP_TO_DATE;
         ev->type = TCPOTA_DEV_EV_UP_TO_DATE;

@@ -139,21 +139,15 @@ const struct tcpota_srv_image *tcpota_srv_offered_image(const struct tcpota_srv 
     return s->img;
 }
 
-/* Sends OFFER (and starts the stream) or NO_UPDATE, from what HELLO said. */
-static int offer(struct tcpota_srv *s, uint8_t *offered, uint32_t *start)
+/* Sends OFFER (and starts the stream) or NO_UPDATE for img. */
+static int send_decision(struct tcpota_srv *s, const struct tcpota_srv_image *img,
+                         uint32_t retry_after, uint8_t *offered, uint32_t *start)
 {
-    const struct tcpota_srv_image *img = s->cfg.image;
     struct tcpota_msg m;
-    uint32_t retry_after = 0;
 
     memset(&m, 0, sizeof(m));
-    if (s->cfg.choose) {
-        struct tcpota_srv_hello h;
-        tcpota_srv_get_hello(s, &h);
-        img = s->cfg.choose(s->cfg.ctx, &h, &retry_after);
-        if (img && !image_ok(img)) {
-            img = NULL; /* the caller's mistake: offer nothing rather than garbage */
-        }
+    if (img && !image_ok(img)) {
+        img = NULL; /* the caller's mistake: offer nothing rather than garbage */
     }
     if (!img || up_to_date(s, img)) {
         m.type = TCPOTA_T_NO_UPDATE;
@@ -186,6 +180,42 @@ static int offer(struct tcpota_srv *s, uint8_t *offered, uint32_t *start)
     *offered = 1;
     *start = s->start;
     return queue(s, &m);
+}
+
+/* Decides from what HELLO said: the fixed image, or choose()'s, which may
+ * come later (state CHOOSING, *offered 0). */
+static int offer(struct tcpota_srv *s, uint8_t *offered, uint32_t *start)
+{
+    const struct tcpota_srv_image *img = s->cfg.image;
+    uint32_t retry_after = 0;
+
+    if (s->cfg.choose) {
+        struct tcpota_srv_hello h;
+        tcpota_srv_get_hello(s, &h);
+        img = NULL;
+        if (s->cfg.choose(s->cfg.ctx, &h, &img, &retry_after) == TCPOTA_SRV_CHOOSE_LATER) {
+            s->state = TCPOTA_SRV_CHOOSING;
+            *offered = 0;
+            return 0;
+        }
+    }
+    return send_decision(s, img, retry_after, offered, start);
+}
+
+int tcpota_srv_offer(struct tcpota_srv *s, const struct tcpota_srv_image *img,
+                     uint32_t retry_after_s, uint8_t *offered, uint32_t *start)
+{
+    uint8_t o = 0;
+    uint32_t st = 0;
+    int rc;
+
+    if (s->state != TCPOTA_SRV_CHOOSING) {
+        return TCPOTA_ERR_STATE;
+    }
+    rc = send_decision(s, img, retry_after_s, &o, &st);
+    if (offered) *offered = o;
+    if (start) *start = st;
+    return rc;
 }
 
 static int on_hello(struct tcpota_srv *s, struct tcpota_srv_event *ev)

@@ -423,7 +423,8 @@ static void test_boot_confirm_and_report(void **state)
     memcpy(running, simg.id, 32);
     dev_init();
     assert_int_equal(dev.report_result, TCPOTA_RESULT_CONFIRMED);
-    /* The report rides in HELLO; the server sees it; WELCOME clears it. */
+    /* The report rides in HELLO; the server sees it; its decision (not
+     * WELCOME, which precedes AUTH) clears it. */
     srv_start();
     assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
     const uint8_t *p;
@@ -439,13 +440,52 @@ static void test_boot_confirm_and_report(void **state)
     m.type = TCPOTA_T_WELCOME;
     m.u.welcome.proto = 1;
     assert_true(feed_dev(&m, &ev) > 0);
-    assert_int_equal(dev.report_result, 0);
+    assert_int_equal(dev.report_result, TCPOTA_RESULT_CONFIRMED); /* not yet */
     uint8_t b[64];
-    assert_int_equal(fp->port.kv_get(fp, TCPOTA_KEY_REPORT, b, sizeof(b)), TCPOTA_ERR_NOENT);
+    assert_true(fp->port.kv_get(fp, TCPOTA_KEY_REPORT, b, sizeof(b)) > 0);
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_NO_UPDATE;
     assert_true(feed_dev(&m, &ev) > 0);
     assert_int_equal(ev.type, TCPOTA_DEV_EV_UP_TO_DATE);
+    assert_int_equal(dev.report_result, 0);
+    assert_int_equal(fp->port.kv_get(fp, TCPOTA_KEY_REPORT, b, sizeof(b)), TCPOTA_ERR_NOENT);
+}
+
+/* A connection that ends after WELCOME (the server died before it stored
+ * the report, or AUTH failed) keeps the report for the next HELLO. */
+static void test_report_kept_until_decision(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    const uint8_t *p;
+    size_t n;
+    uint8_t b[64];
+    (void)state;
+
+    run_conn(0, -1, NULL);
+    fp->boot.pending = 1;
+    assert_int_equal(tcpota_dev_boot(&fp->port, 0), 1); /* rolled back */
+    dev_init();
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    n = tcpota_dev_output(&dev, &p);
+    tcpota_dev_output_done(&dev, n);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_WELCOME;
+    m.u.welcome.proto = 1;
+    assert_true(feed_dev(&m, &ev) > 0);
+    /* The connection drops here; a new session loads the report again. */
+    dev_init();
+    assert_int_equal(dev.report_result, TCPOTA_RESULT_ROLLED_BACK);
+    assert_true(fp->port.kv_get(fp, TCPOTA_KEY_REPORT, b, sizeof(b)) > 0);
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    n = tcpota_dev_output(&dev, &p);
+    tcpota_dev_output_done(&dev, n);
+    assert_true(feed_dev(&m, &ev) > 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_NO_UPDATE;
+    assert_true(feed_dev(&m, &ev) > 0);
+    assert_int_equal(dev.report_result, 0);
+    assert_int_equal(fp->port.kv_get(fp, TCPOTA_KEY_REPORT, b, sizeof(b)), TCPOTA_ERR_NOENT);
 }
 
 static void test_boot_health_failure_rolls_back(void **state)
@@ -917,6 +957,7 @@ int main(void)
         T(test_server_error_frame),
         T(test_flash_write_failure_reported),
         T(test_boot_confirm_and_report),
+        T(test_report_kept_until_decision),
         T(test_boot_health_failure_rolls_back),
         T(test_boot_bootloader_rollback_reported),
         T(test_keepalive_and_timeout),

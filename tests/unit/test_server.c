@@ -567,16 +567,18 @@ static struct tcpota_srv_hello seen;
 static char seen_model[40], seen_version[40];
 static const struct tcpota_srv_image *chosen;
 static uint32_t chosen_retry;
+static int choose_later; /* choose() answers TCPOTA_SRV_CHOOSE_LATER */
 
-static const struct tcpota_srv_image *choose_cb(void *ctx, const struct tcpota_srv_hello *h,
-                                                uint32_t *retry_after_s)
+static int choose_cb(void *ctx, const struct tcpota_srv_hello *h,
+                     const struct tcpota_srv_image **pick, uint32_t *retry_after_s)
 {
     assert_ptr_equal(ctx, &seen);
     seen = *h;
     snprintf(seen_model, sizeof(seen_model), "%s", h->model);
     snprintf(seen_version, sizeof(seen_version), "%s", h->version);
     *retry_after_s = chosen_retry;
-    return chosen;
+    *pick = chosen;
+    return choose_later ? TCPOTA_SRV_CHOOSE_LATER : 0;
 }
 
 static void setup_choose(void)
@@ -654,6 +656,85 @@ static void test_choose_offers_the_chosen_image(void **state)
     assert_int_equal(ev.offered, 0);
 }
 
+/* choose() may answer later (a fleet server asks its database): the session
+ * waits in CHOOSING, sends nothing but WELCOME and PONGs, refuses frames
+ * that need an offer, and sends the decision tcpota_srv_offer() gives. */
+static void test_choose_later_then_offer(void **state)
+{
+    struct tcpota_msg m, out[4];
+    struct tcpota_srv_event ev;
+    uint8_t offered = 9;
+    uint32_t start = 9, off;
+    uint16_t len;
+    (void)state;
+
+    chosen = NULL; /* ignored: the answer comes later */
+    chosen_retry = 0;
+    choose_later = 1;
+    setup_choose();
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.type, TCPOTA_SRV_EV_HELLO);
+    assert_int_equal(ev.offered, 0);
+    assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_CHOOSING);
+    assert_int_equal(tcpota_srv_data_next(&s, &off, &len), 0);
+    assert_int_equal(drain(out, 4), 1);
+    assert_int_equal(out[0].type, TCPOTA_T_WELCOME);
+    tcpota_srv_output_done(&s, 64);
+    /* A PING is answered meanwhile. */
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_PING;
+    m.u.ping.token = 7;
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(drain(out, 4), 1);
+    assert_int_equal(out[0].type, TCPOTA_T_PONG);
+    tcpota_srv_output_done(&s, 64);
+    assert_int_equal(tcpota_srv_offer(&s, &img, 0, &offered, &start), 0);
+    assert_int_equal(offered, 1);
+    assert_int_equal(start, 0);
+    assert_int_equal(drain(out, 4), 1);
+    assert_int_equal(out[0].type, TCPOTA_T_OFFER);
+    assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_OFFERED);
+    assert_int_equal(tcpota_srv_data_next(&s, &off, &len), 1);
+    /* Only one decision per session. */
+    assert_int_equal(tcpota_srv_offer(&s, &img, 0, NULL, NULL), TCPOTA_ERR_STATE);
+
+    /* NO_UPDATE with RETRY_AFTER later, and frames that need an offer are
+     * violations while choosing. */
+    setup_choose();
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(tcpota_srv_offer(&s, NULL, 90, &offered, NULL), 0);
+    assert_int_equal(offered, 0);
+    assert_int_equal(drain(out, 4), 2);
+    assert_int_equal(out[1].type, TCPOTA_T_NO_UPDATE);
+    assert_int_equal(out[1].u.no_update.retry_after_s, 90);
+    setup_choose();
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_ACCEPT;
+    m.u.accept.image_id = img.id;
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
+    assert_int_equal(tcpota_srv_offer(&s, &img, 0, NULL, NULL), TCPOTA_ERR_STATE);
+    choose_later = 0;
+}
+
+/* tcpota_srv_offer() outside CHOOSING (no HELLO yet, or a fixed image) is
+ * refused. */
+static void test_offer_without_choosing_refused(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_srv_event ev;
+    (void)state;
+
+    assert_int_equal(tcpota_srv_offer(&s, &img, 0, NULL, NULL), TCPOTA_ERR_STATE);
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.offered, 1);
+    assert_int_equal(tcpota_srv_offer(&s, &img, 0, NULL, NULL), TCPOTA_ERR_STATE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -671,6 +752,8 @@ int main(void)
         cmocka_unit_test(test_init_rejects_bad_config),
         cmocka_unit_test_setup(test_choose_no_update_carries_retry_after, setup),
         cmocka_unit_test_setup(test_choose_offers_the_chosen_image, setup),
+        cmocka_unit_test_setup(test_choose_later_then_offer, setup),
+        cmocka_unit_test_setup(test_offer_without_choosing_refused, setup),
         cmocka_unit_test_setup(test_auth_required_without_capability_denied, setup_auth),
         cmocka_unit_test_setup(test_auth_challenge_then_offer_only_after_verdict, setup_auth),
         cmocka_unit_test_setup(test_auth_refused_closes, setup_auth),

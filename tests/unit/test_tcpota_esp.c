@@ -196,13 +196,14 @@ static struct {
     pthread_t thread;
 } srv;
 
-static const struct tcpota_srv_image *choose_none(void *ctx, const struct tcpota_srv_hello *h,
-                                                  uint32_t *retry_after_s)
+static int choose_none(void *ctx, const struct tcpota_srv_hello *h,
+                       const struct tcpota_srv_image **img, uint32_t *retry_after_s)
 {
     (void)ctx;
     snprintf(srv.model, sizeof(srv.model), "%s", h->model);
     *retry_after_s = srv.retry_after_s;
-    return NULL;
+    *img = NULL;
+    return 0;
 }
 
 static void serve_one(int c)

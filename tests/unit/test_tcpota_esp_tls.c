@@ -61,13 +61,14 @@ static struct {
     pthread_t thread;
 } srv;
 
-static const struct tcpota_srv_image *choose_none(void *ctx, const struct tcpota_srv_hello *h,
-                                                  uint32_t *retry_after_s)
+static int choose_none(void *ctx, const struct tcpota_srv_hello *h,
+                       const struct tcpota_srv_image **img, uint32_t *retry_after_s)
 {
     (void)ctx;
     (void)h;
+    *img = NULL;
     *retry_after_s = 0;
-    return NULL;
+    return 0;
 }
 
 /* What the real server does with OpenSSL's exporter (server/auth.c). */

@@ -50,18 +50,23 @@ struct tcpota_srv_hello {
     uint16_t report_result;    /* enum tcpota_result; 0: no report */
 };
 
+/* choose()'s answer "later": the caller calls tcpota_srv_offer() itself. */
+#define TCPOTA_SRV_CHOOSE_LATER 1
+
 struct tcpota_srv_config {
     /* The image offered to every device that does not run it yet, when
      * `choose` is NULL. NULL: nothing to offer. */
     const struct tcpota_srv_image *image;
     /* Chooses this device's image once HELLO (and AUTH, if required) are
-     * in: returns the image to offer, or NULL to answer NO_UPDATE, then
-     * with *retry_after_s (0: not sent) telling the device when to ask
-     * again. The session still answers NO_UPDATE when the device already
-     * runs the chosen image. The image must stay alive while the session
-     * uses it. */
-    const struct tcpota_srv_image *(*choose)(void *ctx, const struct tcpota_srv_hello *hello,
-                                             uint32_t *retry_after_s);
+     * in: sets *img to the image to offer, or to NULL to answer NO_UPDATE,
+     * then with *retry_after_s (0: not sent) telling the device when to ask
+     * again, and returns 0. Or returns TCPOTA_SRV_CHOOSE_LATER when the
+     * answer needs a wait (a database): the session stays CHOOSING until
+     * the caller calls tcpota_srv_offer(). The session still answers
+     * NO_UPDATE when the device already runs the chosen image. The image
+     * must stay alive while the session uses it. */
+    int (*choose)(void *ctx, const struct tcpota_srv_hello *hello,
+                  const struct tcpota_srv_image **img, uint32_t *retry_after_s);
     void *ctx; /* handed to choose */
     uint8_t *rx_buf;
     size_t rx_cap;
@@ -83,6 +88,7 @@ enum tcpota_srv_state {
     TCPOTA_SRV_HELLO_WAIT = 0, /* nothing received yet */
     TCPOTA_SRV_AUTH_WAIT,      /* CHALLENGE sent, waiting for AUTH */
     TCPOTA_SRV_AUTH_CHECK,     /* AUTH received, waiting for tcpota_srv_authorize() */
+    TCPOTA_SRV_CHOOSING,       /* choose() said later: waiting for tcpota_srv_offer() */
     TCPOTA_SRV_OFFERED,        /* offer sent, streaming (up to the prestream limit) */
     TCPOTA_SRV_STREAMING,      /* accepted: streaming to the end */
     TCPOTA_SRV_SENT_ALL,       /* every byte sent, waiting for COMPLETE */
@@ -166,6 +172,13 @@ int tcpota_srv_data_next(struct tcpota_srv *s, uint32_t *offset, uint16_t *len);
  * and closes. Returns 0, TCPOTA_ERR_STATE when no AUTH awaits a verdict,
  * or TCPOTA_ERR_DENIED after a refusal. */
 int tcpota_srv_authorize(struct tcpota_srv *s, int ok, uint8_t *offered, uint32_t *start);
+
+/* The decision choose() deferred (state TCPOTA_SRV_CHOOSING): offers img
+ * (NULL: NO_UPDATE with retry_after_s, 0: none), as choose() would have.
+ * *offered and *start (either may be NULL) tell which. Returns 0, or
+ * TCPOTA_ERR_STATE when no decision is awaited. */
+int tcpota_srv_offer(struct tcpota_srv *s, const struct tcpota_srv_image *img,
+                     uint32_t retry_after_s, uint8_t *offered, uint32_t *start);
 
 /* What HELLO said (all strings "" and ids NULL before HELLO). */
 void tcpota_srv_get_hello(const struct tcpota_srv *s, struct tcpota_srv_hello *h);
