@@ -55,9 +55,11 @@ struct api_call *api_call_new(struct api *a, struct evhttp_request *req)
 
 static void call_free(struct api_call *c)
 {
-    if (c->prev) c->prev->next = c->next;
-    else c->api->calls = c->next;
-    if (c->next) c->next->prev = c->prev;
+    if (c->api) { /* else an orphan of api_stop(), out of the list */
+        if (c->prev) c->prev->next = c->next;
+        else c->api->calls = c->next;
+        if (c->next) c->next->prev = c->prev;
+    }
     if (c->path[0]) (void)unlink(c->path);
     json_decref(c->json);
     free(c->imgs);
@@ -131,7 +133,9 @@ static void store_done(struct store_req *r)
 {
     struct api_call *c = r->arg;
 
-    if (c) {
+    if (c && !c->api) { /* orphaned by api_stop(): its inputs were kept until now */
+        call_free(c);
+    } else if (c) {
         c->sr = NULL;
         c->cont(c, r); /* replies (ending c) or submits the next step */
     }
@@ -323,10 +327,13 @@ void api_stop(struct api *a)
     if (!a) return;
     while (a->calls) {
         struct api_call *c = a->calls;
-        if (c->sr) c->sr->arg = NULL; /* its done only frees it */
+        a->calls = c->next;
         if (c->req && evhttp_request_get_connection(c->req) == NULL) evhttp_request_free(c->req);
         c->req = NULL;
-        call_free(c);
+        c->api = NULL;
+        /* The store still reads the inputs the call holds (ids, paths): the
+         * call lives on as an orphan that the store request's done frees. */
+        if (!c->sr) call_free(c);
     }
     evhttp_free(a->http);
     free(a);

@@ -36,7 +36,7 @@ struct api_call;
 typedef void (*api_cont_fn)(struct api_call *c, struct store_req *r);
 
 struct api_call {
-    struct api *api;
+    struct api *api;                 /* NULL: orphaned by api_stop(), freed by its done */
     struct evhttp_request *req;      /* NULL: the client is gone, do not reply */
     struct evhttp_connection *evcon; /* req's connection, to notice its close */
     struct store_req *sr;            /* in flight, or NULL */
