@@ -469,7 +469,6 @@ static int http_full(const char *method, const char *uri, const char *token, con
         assert_true(json_is_object(r.json));
         if (r.status >= 400) assert_true(json_is_string(json_object_get(r.json, "error")));
     }
-    if (getenv("API_DEBUG") && r.json) fprintf(stderr, "%s %s -> %d %s\n", method, uri, r.status, json_dumps(r.json, 0));
     if (out) *out = r.json;
     else json_decref(r.json);
     return r.status;
@@ -665,6 +664,34 @@ static void test_upload_unsigned(void **state)
     assert_int_equal(T.f.nimgs, 4);
 }
 
+static void make_manifest(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
+                          char *b64, size_t cap);
+
+/* A server without keys takes a signed image too: its signature must hold
+ * for the key it names, and it must describe the bytes sent. */
+static void test_upload_signed_without_keys(void **state)
+{
+    const char body[] = "signed image bytes";
+    char b64[2048];
+    json_t *j = NULL;
+
+    make_manifest(T.sk, T.pk, body, sizeof body - 1, b64, sizeof b64);
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, "other bytes",
+                               11, &j), 400);
+    assert_string_equal(sget(j, "field"), "manifest");
+    json_decref(j);
+    b64[strlen(b64) - 6] = b64[strlen(b64) - 6] == 'A' ? 'B' : 'A';
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
+                               sizeof body - 1, NULL), 400);
+    make_manifest(T.sk, T.pk, body, sizeof body - 1, b64, sizeof b64);
+    assert_int_equal(T.f.nimgs, 3);
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
+                               sizeof body - 1, &j), 201);
+    assert_string_equal(sget(j, "version"), "4.1.0");
+    assert_true(json_is_true(json_object_get(j, "signed")));
+    json_decref(j);
+}
+
 /* A signed manifest (by sk) for body; base64 into b64. */
 static void make_manifest(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
                           char *b64, size_t cap)
@@ -722,7 +749,7 @@ static void test_upload_signed(void **state)
     assert_string_equal(sget(j, "field"), "manifest");
     assert_non_null(strstr(sget(j, "error"), "not one of"));
     json_decref(j);
-    /* Signed by a key the server does not trust, with a forged signature. */
+    /* Signed by the trusted key, with a forged signature. */
     make_manifest(T.sk, T.pk, body, sizeof body - 1, b64, sizeof b64);
     b64[strlen(b64) - 6] = b64[strlen(b64) - 6] == 'A' ? 'B' : 'A';
     assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
@@ -1137,6 +1164,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_image_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_unsigned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_signed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upload_signed_without_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollout_create_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollout_create, setup, teardown),
