@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -211,7 +212,7 @@ static int authorized(const struct api *a, struct evhttp_request *req)
     const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
     size_t n = strlen(a->cfg.token);
 
-    if (!h || strncmp(h, "Bearer ", 7) != 0) return 0;
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) return 0; /* the scheme is case-insensitive */
     h += 7;
     return strlen(h) == n && sodium_memcmp(h, a->cfg.token, n) == 0;
 }
