@@ -1,0 +1,436 @@
+/* api.c - the control API's listener, routing, token and replies (see api.h). */
+#include "api_internal.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define API_TIMEOUT_S 60          /* a client silent this long is dropped */
+#define API_HEADERS_MAX 32768     /* header bytes (a manifest is ~1.4 KB of base64) */
+#define API_TOKEN_FILE "api.token"
+#define API_TOKEN_BYTES 32u
+
+static const char *status_text(int code)
+{
+    switch (code) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    default: return "Internal Server Error";
+    }
+}
+
+struct api_call *api_call_new(struct api *a, struct evhttp_request *req)
+{
+    struct api_call *c = calloc(1, sizeof *c);
+
+    if (!c) {
+        return NULL;
+    }
+    c->api = a;
+    c->req = req;
+    c->evcon = evhttp_request_get_connection(req);
+    c->next = a->calls;
+    if (a->calls) a->calls->prev = c;
+    a->calls = c;
+    return c;
+}
+
+static void call_free(struct api_call *c)
+{
+    if (c->api) { /* else an orphan of api_stop(), out of the list */
+        if (c->prev) c->prev->next = c->next;
+        else c->api->calls = c->next;
+        if (c->next) c->next->prev = c->prev;
+    }
+    if (c->path[0]) (void)unlink(c->path);
+    json_decref(c->json);
+    free(c->imgs);
+    free(c->ros);
+    sodium_memzero(c->secret, sizeof c->secret);
+    free(c);
+}
+
+/* Sends text (JSON) with code on req; never fails the caller. */
+static void send_text(struct evhttp_request *req, int code, const char *text)
+{
+    struct evbuffer *b = evbuffer_new();
+
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+    if (b) evbuffer_add(b, text, strlen(text));
+    evhttp_send_reply(req, code, status_text(code), b);
+    if (b) evbuffer_free(b);
+}
+
+static const char oom_body[] = "{\"error\": \"the server is out of memory; try again\"}";
+
+void api_reply(struct api_call *c, int code, json_t *obj)
+{
+    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+
+    if (c->req) {
+        if (text) send_text(c->req, code, text);
+        else send_text(c->req, 500, oom_body);
+    }
+    free(text);
+    json_decref(obj);
+    call_free(c);
+}
+
+void api_error(struct api_call *c, int code, const char *field, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    json_t *o;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    o = json_pack("{s:s}", "error", msg);
+    if (o && field) json_object_set_new(o, "field", json_string(field));
+    api_reply(c, code, o);
+}
+
+void api_store_error(struct api_call *c, const struct store_req *r, const char *field,
+                     const char *what)
+{
+    const char *msg = r->err[0] ? r->err : "the store gave no reason";
+
+    switch (r->rc) {
+    case STORE_E_NOTFOUND:
+        api_error(c, 404, field, "no %s %s", what, c->key[0] ? c->key : c->dev);
+        break;
+    case STORE_E_CONFLICT:
+        api_error(c, 409, NULL, "%s", msg);
+        break;
+    case STORE_E_INVAL:
+        api_error(c, 400, field, "%s", msg);
+        break;
+    default:
+        api_error(c, 500, NULL, "the database failed: %s", msg);
+        break;
+    }
+}
+
+static void store_done(struct store_req *r)
+{
+    struct api_call *c = r->arg;
+
+    if (c && !c->api) { /* orphaned by api_stop(): its inputs were kept until now */
+        call_free(c);
+    } else if (c) {
+        c->sr = NULL;
+        c->cont(c, r); /* replies (ending c) or submits the next step */
+    }
+    store_req_free(r);
+}
+
+struct store_req *api_req(struct api_call *c, enum store_op op)
+{
+    struct store_req *r = store_req_new(op, store_done, c);
+
+    if (!r) {
+        api_error(c, 500, NULL, "the server is out of memory; try again");
+        return NULL;
+    }
+    r->now = (int64_t)time(NULL);
+    return r;
+}
+
+void api_submit(struct api_call *c, struct store_req *r, api_cont_fn cont)
+{
+    int rc;
+
+    c->cont = cont;
+    c->sr = r;
+    rc = store_submit(c->api->cfg.store, r);
+    if (rc < 0) {
+        c->sr = NULL;
+        store_req_free(r);
+        api_error(c, 500, NULL, "the store cannot take the request (error %d); try again", rc);
+    }
+}
+
+json_t *api_body_object(struct api_call *c)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
+    size_t len = evbuffer_get_length(in);
+    const char *p = len ? (const char *)evbuffer_pullup(in, -1) : "";
+    json_error_t je;
+    json_t *o = json_loadb(p, len, JSON_REJECT_DUPLICATES, &je);
+
+    if (!o) {
+        api_error(c, 400, "body", "the body is not valid JSON: %s (line %d, column %d)", je.text,
+                  je.line, je.column);
+        return NULL;
+    }
+    if (!json_is_object(o)) {
+        json_decref(o);
+        api_error(c, 400, "body", "the body must be a JSON object");
+        return NULL;
+    }
+    return o;
+}
+
+int api_printable(const char *s, size_t max, int empty_ok)
+{
+    size_t n = strlen(s), i;
+
+    if (n > max || (n == 0 && !empty_ok)) return 0;
+    for (i = 0; i < n; i++) {
+        if (s[i] < 0x21 || s[i] > 0x7e) return 0;
+    }
+    return 1;
+}
+
+void api_changed(struct api *a)
+{
+    if (a->cfg.on_change) a->cfg.on_change(a->cfg.ctx);
+}
+
+/* 1 when the request carries the right bearer token (constant time). */
+static int authorized(const struct api *a, struct evhttp_request *req)
+{
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    size_t n = strlen(a->cfg.token);
+
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) return 0; /* the scheme is case-insensitive */
+    h += 7;
+    return strlen(h) == n && sodium_memcmp(h, a->cfg.token, n) == 0;
+}
+
+/* The client of a call went away: libevent frees a request still attached
+ * to the connection, so forget it; a detached one (EOF while we work) is
+ * ours, and replying to it later frees it. */
+static void conn_closed(struct evhttp_connection *evcon, void *arg)
+{
+    struct api *a = arg;
+    struct api_call *c;
+
+    for (c = a->calls; c; c = c->next) {
+        if (c->evcon != evcon) continue;
+        c->evcon = NULL;
+        if (c->req && evhttp_request_get_connection(c->req) != NULL) c->req = NULL;
+    }
+}
+
+static void route(struct api_call *c, int method, const char *path, const char *query)
+{
+    static const struct {
+        const char *prefix;
+        int kind;
+    } routes[] = {{"/v1/images", 0}, {"/v1/rollouts", 1}, {"/v1/devices", 2}};
+    size_t i, n;
+
+    for (i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        n = strlen(routes[i].prefix);
+        if (strncmp(path, routes[i].prefix, n) != 0 || (path[n] && path[n] != '/')) continue;
+        const char *rest = path[n] && path[n + 1] ? path + n + 1 : NULL;
+        if (path[n] == '/' && !rest) break; /* "/v1/images/" */
+        if (routes[i].kind == 0) api_images(c, method, rest, query);
+        else if (routes[i].kind == 1) api_rollouts(c, method, rest);
+        else api_devices(c, method, rest, query);
+        return;
+    }
+    api_error(c, 404, NULL, "no such path %s; see docs/api.md for the endpoints", path);
+}
+
+static void handle(struct evhttp_request *req, void *arg)
+{
+    struct api *a = arg;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    struct api_call *c;
+
+    evhttp_connection_set_closecb(evhttp_request_get_connection(req), conn_closed, a);
+    c = api_call_new(a, req);
+    if (!c) {
+        send_text(req, 500, oom_body);
+        return;
+    }
+    if (!authorized(a, req)) {
+        api_error(c, 401, NULL, "missing or wrong API token: send Authorization: Bearer <the token "
+                                "in DIR/api.token>");
+        return;
+    }
+    route(c, (int)evhttp_request_get_command(req), path ? path : "/",
+          uri ? evhttp_uri_get_query(uri) : NULL);
+}
+
+struct api *api_start(const struct api_config *cfg, char *err, size_t errlen)
+{
+    struct api *a;
+
+    if (!cfg->token || strlen(cfg->token) == 0 || !cfg->store || !cfg->base) {
+        snprintf(err, errlen, "the API needs an event base, a store and a token");
+        return NULL;
+    }
+    a = calloc(1, sizeof *a);
+    if (!a || !(a->http = evhttp_new(cfg->base))) {
+        snprintf(err, errlen, "out of memory starting the API");
+        free(a);
+        return NULL;
+    }
+    a->cfg = *cfg;
+    if (!a->cfg.max_image) a->cfg.max_image = API_MAX_IMAGE_DEFAULT;
+    a->sock = evhttp_bind_socket_with_handle(a->http, cfg->host ? cfg->host : "127.0.0.1", cfg->port);
+    if (!a->sock) {
+        snprintf(err, errlen, "cannot listen on %s:%u for the API: %s (is another server running? "
+                 "choose another --api address)", cfg->host ? cfg->host : "127.0.0.1",
+                 (unsigned)cfg->port, errno ? strerror(errno) : "bad address");
+        evhttp_free(a->http);
+        free(a);
+        return NULL;
+    }
+    evhttp_set_max_body_size(a->http, (ev_ssize_t)a->cfg.max_image);
+    evhttp_set_max_headers_size(a->http, API_HEADERS_MAX);
+    evhttp_set_timeout(a->http, API_TIMEOUT_S);
+    /* Every method reaches handle(), which answers 405 in JSON. */
+    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                               EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+                               EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+    evhttp_set_default_content_type(a->http, "application/json");
+    evhttp_set_gencb(a->http, handle, a);
+    return a;
+}
+
+uint16_t api_port(const struct api *a)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    evutil_socket_t fd = evhttp_bound_socket_get_fd(a->sock);
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) return 0;
+    if (ss.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+void api_stop(struct api *a)
+{
+    if (!a) return;
+    while (a->calls) {
+        struct api_call *c = a->calls;
+        a->calls = c->next;
+        if (c->req && evhttp_request_get_connection(c->req) == NULL) evhttp_request_free(c->req);
+        c->req = NULL;
+        c->api = NULL;
+        /* The store still reads the inputs the call holds (ids, paths): the
+         * call lives on as an orphan that the store request's done frees. */
+        if (!c->sr) call_free(c);
+    }
+    evhttp_free(a->http);
+    free(a);
+}
+
+/* Reads an existing token file (fd open); 0 or -1 with err. */
+static int token_read(int fd, const char *path, char *token, size_t cap, char *err, size_t errlen)
+{
+    char buf[API_TOKEN_HEX + 4];
+    struct stat st;
+    ssize_t n;
+    size_t len, i;
+
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s is not a regular file; remove it (a new token is created)", path);
+        return -1;
+    }
+    if (st.st_mode & 077) {
+        snprintf(err, errlen, "%s may be read by others; chmod 600 %s (and consider a new token: "
+                 "remove the file)", path, path);
+        return -1;
+    }
+    n = read(fd, buf, sizeof buf);
+    len = n > 0 ? (size_t)n : 0;
+    while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r')) len--;
+    for (i = 0; i < len && ((buf[i] >= '0' && buf[i] <= '9') || (buf[i] >= 'a' && buf[i] <= 'f')); i++) {
+    }
+    if (n < 0 || len != API_TOKEN_HEX || i != len) {
+        snprintf(err, errlen, "%s does not hold one token of %u hex digits; remove it (a new token "
+                 "is created)", path, API_TOKEN_HEX);
+        return -1;
+    }
+    memcpy(token, buf, len);
+    token[len] = 0;
+    sodium_memzero(buf, sizeof buf);
+    return 0;
+}
+
+/* Creates path with a new token; 0, 1 (it exists now) or -1 with err. */
+static int token_create(const char *path, char *token, char *err, size_t errlen)
+{
+    uint8_t raw[API_TOKEN_BYTES];
+    char line[API_TOKEN_HEX + 2];
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+
+    if (fd < 0) {
+        if (errno == EEXIST) return 1;
+        snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+        return -1;
+    }
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2hex(token, API_TOKEN_HEX + 1, raw, sizeof raw);
+    sodium_memzero(raw, sizeof raw);
+    snprintf(line, sizeof line, "%s\n", token);
+    if (write(fd, line, strlen(line)) != (ssize_t)strlen(line) || fsync(fd) != 0) {
+        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        close(fd);
+        (void)unlink(path);
+        return -1;
+    }
+    sodium_memzero(line, sizeof line);
+    close(fd);
+    return 0;
+}
+
+int api_token_load_or_create(const char *dir, char *token, size_t cap, char *err, size_t errlen)
+{
+    char path[1024];
+    int fd, rc, tries;
+
+    if (cap < API_TOKEN_HEX + 1 || sodium_init() < 0) {
+        snprintf(err, errlen, "cannot prepare the API token (buffer or libsodium)");
+        return -1;
+    }
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, API_TOKEN_FILE) >= sizeof path) {
+        snprintf(err, errlen, "the data directory's path is too long");
+        return -1;
+    }
+    for (tries = 0; tries < 2; tries++) {
+        fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd >= 0) {
+            rc = token_read(fd, path, token, cap, err, errlen);
+            close(fd);
+            return rc;
+        }
+        if (errno == ELOOP) {
+            snprintf(err, errlen, "%s is a symbolic link, not a regular file; remove it", path);
+            return -1;
+        }
+        if (errno != ENOENT) {
+            snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+            return -1;
+        }
+        rc = token_create(path, token, err, errlen);
+        if (rc <= 0) return rc;
+    }
+    snprintf(err, errlen, "%s keeps appearing and vanishing; is another server starting?", path);
+    return -1;
+}

@@ -1,0 +1,83 @@
+/*
+ * api.h - the control API of fleet mode (docs/api.md): HTTP/1.1 with JSON
+ * bodies on the server's own event loop (libevent's evhttp), JSON read and
+ * written with jansson. Every answer comes from the asynchronous store
+ * (store.h): a handler validates the request, submits store requests and
+ * replies from their `done`, so no request ever blocks the loop on the
+ * database. A client that goes away while its store request runs is
+ * forgotten safely; api_stop() detaches what is still in flight.
+ *
+ * Usage: fill a struct api_config, api_start() it on the loop's base, run
+ * the loop, api_stop() before store_close() (the store then runs the
+ * detached completions, which only free their requests).
+ */
+#ifndef TCPOTA_SERVER_API_H
+#define TCPOTA_SERVER_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct store;
+struct api;
+
+#define API_TOKEN_HEX 64u                      /* hex digits of the API token */
+#define API_MAX_IMAGE_DEFAULT (64u << 20)      /* bytes an upload may have by default */
+
+/* Checks a signed manifest for image bytes whose SHA-256 is id, against
+ * the server's trusted keys (the API has already parsed it and checked that
+ * it describes these bytes). Fills version and model (TCPOTA_MAX_NAME + 1
+ * bytes each). Returns 0, or -1 with a one-line reason in err. */
+typedef int (*api_verify_fn)(void *ctx, const uint8_t id[32], const uint8_t *man, size_t len,
+                             char *version, char *model, char *err, size_t errlen);
+
+struct api_config {
+    struct event_base *base;
+    struct store *store;
+    const char *host;       /* listen address, e.g. "127.0.0.1" */
+    uint16_t port;          /* 0: any free port (api_port() tells) */
+    const char *token;      /* the bearer token (api_token_load_or_create()) */
+    const char *images_dir; /* uploads are written here before STORE_IMAGE_ADD */
+    size_t max_image;       /* bytes an upload may have; 0: API_MAX_IMAGE_DEFAULT */
+    /* NULL: the server has no keys. Unsigned images are then taken with
+     * ?version=&model=, and a manifest, when sent, must still carry a valid
+     * signature by the key it names. api_verify_keys() is one. */
+    api_verify_fn verify;
+    /* Told after a device secret is stored (the server updates its table). */
+    void (*on_secret)(void *ctx, const char *id, const uint8_t *secret, size_t len);
+    /* Told after any change to images, rollouts or groups. */
+    void (*on_change)(void *ctx);
+    void *ctx;              /* passed to verify, on_secret, on_change */
+};
+
+/* Listens on cfg->host:cfg->port and serves the API on cfg->base. The
+ * strings of cfg must outlive the API. Returns the API, or NULL with a
+ * message in err (cannot listen: address in use, bad address; no token). */
+struct api *api_start(const struct api_config *cfg, char *err, size_t errlen);
+
+/* The port the API listens on (the one chosen when cfg->port was 0). */
+uint16_t api_port(const struct api *a);
+
+/* Stops listening, drops the connections and detaches the store requests
+ * still in flight (their done only frees them). NULL: no-op. */
+void api_stop(struct api *a);
+
+/* Reads dir/api.token into token (API_TOKEN_HEX hex digits and a NUL; cap
+ * at least API_TOKEN_HEX + 1), creating it on first use from 32 random
+ * bytes (mode 0600, O_EXCL). Refuses a token file that is not a regular
+ * file, that group or others may read, or that does not hold one token.
+ * Returns 0, or -1 with a message in err. */
+int api_token_load_or_create(const char *dir, char *token, size_t cap, char *err, size_t errlen);
+
+/* The trusted keys api_verify_keys() checks against. */
+struct api_keys {
+    const uint8_t (*keys)[32]; /* Ed25519 public keys */
+    size_t nkeys;
+};
+
+/* An api_verify_fn over ctx, a struct api_keys: the manifest must be
+ * signed by one of the keys, with a signature that verifies. */
+int api_verify_keys(void *ctx, const uint8_t id[32], const uint8_t *man, size_t len,
+                    char *version, char *model, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,279 @@
+/* api_devices.c - /v1/devices: list, show, set group, new secret (docs/api.md). */
+#include "api_internal.h"
+
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <sys/queue.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEV_LIMIT_DEFAULT 1000u
+#define DEV_SECRET_LEN 32u /* bytes of a secret the API creates */
+
+json_t *api_device_json(const struct store_device *d)
+{
+    uint32_t pct = d->size ? (uint32_t)((uint64_t)d->bytes * 100u / d->size) : 0;
+
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:I, s:I, "
+                     "s:b}",
+                     "id", d->id, "model", d->model, "version", d->version, "running", d->running,
+                     "group", d->group, "address", d->addr, "protocol",
+                     d->proto == STORE_PROTO_LEGACY ? "legacy" : "v1", "state",
+                     store_state_name(d->state), "image", d->image, "bytes", (json_int_t)d->bytes,
+                     "size", (json_int_t)d->size, "percent", (json_int_t)pct, "reason", d->reason,
+                     "first_seen", (json_int_t)d->first_seen, "last_seen",
+                     (json_int_t)d->last_seen, "has_secret", d->has_secret != 0);
+}
+
+/* ---- list ---- */
+
+static void list_done(struct api_call *c, struct store_req *r)
+{
+    const struct store_device *d = r->u.list.rows;
+    size_t i, n = r->u.list.n, limit = (size_t)c->id;
+    json_t *arr;
+
+    if (r->rc < 0) {
+        api_store_error(c, r, NULL, "devices");
+        return;
+    }
+    /* One row more than the page was asked for: it says that more remain. */
+    int more = n > limit || (limit == STORE_LIST_MAX && n == limit);
+    if (n > limit) n = limit;
+    arr = json_array();
+    for (i = 0; arr && i < n; i++) json_array_append_new(arr, api_device_json(&d[i]));
+    api_reply(c, 200, arr ? json_pack("{s:o, s:I, s:s?}", "devices", arr, "total",
+                                      (json_int_t)r->u.list.total, "next",
+                                      more && n ? d[n - 1].id : NULL)
+                          : NULL);
+}
+
+/* Validates the list's query into r; 0, or -1 after replying 400. */
+static int list_query(struct api_call *c, struct evkeyvalq *q, struct store_req *r)
+{
+    static const char *const known[] = {"model", "state", "group", "limit", "after"};
+    const char *model = evhttp_find_header(q, "model"), *group = evhttp_find_header(q, "group");
+    const char *state = evhttp_find_header(q, "state"), *limit = evhttp_find_header(q, "limit");
+    const char *after = evhttp_find_header(q, "after");
+    struct evkeyval *kv;
+    unsigned long long lim = DEV_LIMIT_DEFAULT;
+    char *end = NULL;
+    size_t i;
+
+    TAILQ_FOREACH(kv, q, next) {
+        for (i = 0; i < sizeof known / sizeof known[0] && strcmp(kv->key, known[i]) != 0; i++) {
+        }
+        if (i == sizeof known / sizeof known[0]) {
+            api_error(c, 400, kv->key, "unknown query parameter %s (model, state, group, limit, after)",
+                      kv->key);
+            return -1;
+        }
+    }
+    if (model && !api_printable(model, API_PRINTABLE_MAX, 0)) {
+        api_error(c, 400, "model", "model must be 1 to %u printable characters", API_PRINTABLE_MAX);
+        return -1;
+    }
+    if (group && !api_printable(group, STORE_GROUP_MAX, 1)) {
+        api_error(c, 400, "group", "group must be at most %u printable characters", STORE_GROUP_MAX);
+        return -1;
+    }
+    if (state && store_state_parse(state) < 0) {
+        api_error(c, 400, "state", "unknown state %s; one of seen, up-to-date, waiting, offered, "
+                  "downloading, verified, updated, rolled-back, boot-failed, declined, failed", state);
+        return -1;
+    }
+    if (limit) lim = (limit[0] >= '0' && limit[0] <= '9') ? strtoull(limit, &end, 10) : 0;
+    if (limit && (!end || *end || lim < 1 || lim > STORE_LIST_MAX)) {
+        api_error(c, 400, "limit", "limit must be a whole number from 1 to %u", STORE_LIST_MAX);
+        return -1;
+    }
+    if (after && !api_printable(after, TCPOTA_MAX_STR, 0)) {
+        api_error(c, 400, "after", "after must be a device id (1 to %u printable characters)",
+                  TCPOTA_MAX_STR);
+        return -1;
+    }
+    /* The query's strings die with it: the call keeps copies for the store. */
+    snprintf(c->model, sizeof c->model, "%s", model ? model : "");
+    snprintf(c->group, sizeof c->group, "%s", group ? group : "");
+    snprintf(c->dev, sizeof c->dev, "%s", after ? after : "");
+    r->u.list.model = model ? c->model : NULL;
+    r->u.list.group = group ? c->group : NULL;
+    r->u.list.state = state ? store_state_parse(state) : -1;
+    r->u.list.after = after ? c->dev : NULL;
+    c->id = lim;
+    r->u.list.limit = lim < STORE_LIST_MAX ? (size_t)lim + 1 : STORE_LIST_MAX;
+    return 0;
+}
+
+static void list(struct api_call *c, const char *query)
+{
+    struct evkeyvalq q;
+    struct store_req *r;
+
+    TAILQ_INIT(&q);
+    if (query && evhttp_parse_query_str(query, &q) != 0) {
+        api_error(c, 400, "query", "the query string is malformed");
+        return;
+    }
+    if ((r = api_req(c, STORE_DEVICE_LIST)) != NULL) {
+        if (list_query(c, &q, r) < 0) store_req_free(r);
+        else api_submit(c, r, list_done);
+    }
+    evhttp_clear_headers(&q);
+}
+
+/* ---- one device ---- */
+
+static void show_done(struct api_call *c, struct store_req *r)
+{
+    json_t *o, *h;
+    size_t i;
+
+    if (r->rc < 0) {
+        api_store_error(c, r, NULL, "device");
+        return;
+    }
+    o = api_device_json(&r->u.device.dev);
+    h = json_array();
+    for (i = 0; h && i < r->u.device.nhistory; i++) {
+        const struct store_history *e = &r->u.device.history[i];
+        json_array_append_new(h, json_pack("{s:I, s:s, s:s, s:s}", "at", (json_int_t)e->at, "state",
+                                           store_state_name(e->state), "image", e->image, "detail",
+                                           e->detail));
+    }
+    if (o && h) {
+        json_object_set_new(o, "history", h);
+    } else {
+        json_decref(o);
+        json_decref(h);
+        o = NULL;
+    }
+    api_reply(c, 200, o);
+}
+
+static void show(struct api_call *c)
+{
+    struct store_req *r = api_req(c, STORE_DEVICE_GET);
+
+    if (r) {
+        r->u.device.id = c->dev;
+        api_submit(c, r, show_done);
+    }
+}
+
+static void group_done(struct api_call *c, struct store_req *r)
+{
+    if (r->rc < 0) {
+        api_store_error(c, r, "group", "device");
+        return;
+    }
+    api_changed(c->api);
+    show(c);
+}
+
+static void set_group(struct api_call *c)
+{
+    json_t *b = api_body_object(c), *g;
+    const char *k;
+    struct store_req *r;
+
+    if (!b) return;
+    json_object_foreach(b, k, g) {
+        if (strcmp(k, "group") != 0) {
+            api_error(c, 400, k, "unknown field %s; PATCH takes {\"group\": \"...\"}", k);
+            json_decref(b);
+            return;
+        }
+    }
+    g = json_object_get(b, "group");
+    if (!g || !json_is_string(g) || strlen(json_string_value(g)) != json_string_length(g) ||
+        !api_printable(json_string_value(g), STORE_GROUP_MAX, 1)) {
+        api_error(c, 400, "group", "group must be a string of at most %u printable characters "
+                  "(\"\" removes it)", STORE_GROUP_MAX);
+        json_decref(b);
+        return;
+    }
+    c->json = b; /* keeps the group's string until done */
+    if ((r = api_req(c, STORE_DEVICE_SET_GROUP)) != NULL) {
+        r->u.device.id = c->dev;
+        r->u.device.group = json_string_value(g);
+        api_submit(c, r, group_done);
+    }
+}
+
+static void secret_done(struct api_call *c, struct store_req *r)
+{
+    char hex[2 * DEV_SECRET_LEN + 1];
+
+    if (r->rc < 0) {
+        api_store_error(c, r, "id", "device");
+        return;
+    }
+    if (c->api->cfg.on_secret) c->api->cfg.on_secret(c->api->cfg.ctx, c->dev, c->secret, DEV_SECRET_LEN);
+    sodium_bin2hex(hex, sizeof hex, c->secret, DEV_SECRET_LEN);
+    api_reply(c, 201, json_pack("{s:s, s:s}", "id", c->dev, "secret", hex));
+    sodium_memzero(hex, sizeof hex);
+}
+
+static void new_secret(struct api_call *c)
+{
+    struct store_req *r = api_req(c, STORE_SECRET_SET);
+
+    if (r) {
+        randombytes_buf(c->secret, DEV_SECRET_LEN);
+        r->u.device.id = c->dev;
+        r->u.device.secret = c->secret;
+        r->u.device.secret_len = DEV_SECRET_LEN;
+        api_submit(c, r, secret_done);
+    }
+}
+
+/* c->dev = the percent-decoded id of the path segment; 0 or -1 after 400. */
+static int take_dev(struct api_call *c, const char *seg, size_t len)
+{
+    char enc[3 * TCPOTA_MAX_STR + 1];
+    size_t n = 0;
+    char *dec;
+
+    if (len >= sizeof enc) len = sizeof enc - 1; /* longer than any id: refused below */
+    memcpy(enc, seg, len);
+    enc[len] = 0;
+    dec = evhttp_uridecode(enc, 0, &n);
+    if (!dec || n != strlen(dec) || !api_printable(dec, TCPOTA_MAX_STR, 0) ||
+        len == sizeof enc - 1) {
+        free(dec);
+        api_error(c, 400, "id", "a device id is 1 to %u printable characters (percent-encoded)",
+                  TCPOTA_MAX_STR);
+        return -1;
+    }
+    memcpy(c->dev, dec, n + 1);
+    free(dec);
+    return 0;
+}
+
+void api_devices(struct api_call *c, int method, const char *rest, const char *query)
+{
+    const char *slash = rest ? strchr(rest, '/') : NULL;
+
+    if (!rest) {
+        if (method == EVHTTP_REQ_GET) list(c, query);
+        else api_error(c, 405, NULL, "/v1/devices takes GET");
+        return;
+    }
+    if (slash && strcmp(slash, "/secret") != 0) {
+        api_error(c, 404, NULL, "no such path /v1/devices/%s", rest);
+        return;
+    }
+    if (slash ? method != EVHTTP_REQ_POST
+              : method != EVHTTP_REQ_GET && method != EVHTTP_REQ_PATCH) {
+        api_error(c, 405, NULL, slash ? "/v1/devices/{id}/secret takes POST"
+                                      : "/v1/devices/{id} takes GET and PATCH");
+        return;
+    }
+    if (take_dev(c, rest, slash ? (size_t)(slash - rest) : strlen(rest)) < 0) return;
+    if (slash) new_secret(c);
+    else if (method == EVHTTP_REQ_PATCH) set_group(c);
+    else show(c);
+}

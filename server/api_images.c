@@ -1,0 +1,381 @@
+/* api_images.c - /v1/images: list, upload, show, delete (docs/api.md). */
+#include "api_internal.h"
+
+#include "tcpota/manifest.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <sys/queue.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define UPLOAD_CHUNKS 16 /* evbuffer chunks looked at per peek */
+
+json_t *api_image_json(const struct store_image *img, const struct store_rollout *ros, size_t nros)
+{
+    char hex[2 * TCPOTA_ID_LEN + 1];
+    json_t *o, *used = json_array();
+    size_t i;
+
+    for (i = 0; used && i < nros; i++) {
+        if (ros[i].ro.state != ROLLOUT_STATE_CANCELLED &&
+            memcmp(ros[i].image_id, img->id, TCPOTA_ID_LEN) == 0) {
+            json_array_append_new(used, json_integer((json_int_t)ros[i].id));
+        }
+    }
+    sodium_bin2hex(hex, sizeof hex, img->id, TCPOTA_ID_LEN);
+    o = json_pack("{s:s, s:s, s:s, s:I, s:b, s:I, s:o*}", "id", hex, "version", img->version,
+                  "model", img->model, "size", (json_int_t)img->size, "signed",
+                  img->manifest_len > 0, "added_at", (json_int_t)img->added_at, "rollouts", used);
+    return o;
+}
+
+/* The rollouts are known: answer the image(s) held in c. */
+static void images_with_rollouts(struct api_call *c, struct store_req *r)
+{
+    const struct store_rollout *ros = r->u.list.rows;
+    json_t *arr;
+    size_t i;
+
+    if (r->rc < 0) {
+        api_store_error(c, r, NULL, "rollouts");
+        return;
+    }
+    if (c->action == 0) { /* one image */
+        api_reply(c, c->code, api_image_json(&c->imgs[0], ros, r->u.list.n));
+        return;
+    }
+    arr = json_array();
+    for (i = 0; arr && i < c->nimgs; i++) {
+        json_array_append_new(arr, api_image_json(&c->imgs[i], ros, r->u.list.n));
+    }
+    api_reply(c, 200, arr ? json_pack("{s:o}", "images", arr) : NULL);
+}
+
+/* Holds n images in c and asks for the rollouts that use them. */
+static void hold_images(struct api_call *c, const struct store_image *imgs, size_t n, int list)
+{
+    struct store_req *r;
+
+    c->imgs = malloc((n ? n : 1) * sizeof *imgs);
+    if (!c->imgs) {
+        api_error(c, 500, NULL, "the server is out of memory; try again");
+        return;
+    }
+    if (n) memcpy(c->imgs, imgs, n * sizeof *imgs);
+    c->nimgs = n;
+    c->action = list;
+    if ((r = api_req(c, STORE_ROLLOUT_LIST)) != NULL) api_submit(c, r, images_with_rollouts);
+}
+
+static void list_done(struct api_call *c, struct store_req *r)
+{
+    if (r->rc < 0) api_store_error(c, r, NULL, "images");
+    else hold_images(c, r->u.list.rows, r->u.list.n, 1);
+}
+
+static void get_done(struct api_call *c, struct store_req *r)
+{
+    if (r->rc < 0) api_store_error(c, r, "id", "image");
+    else hold_images(c, &r->u.image.img, 1, 0);
+}
+
+static void rm_done(struct api_call *c, struct store_req *r)
+{
+    if (r->rc < 0) {
+        api_store_error(c, r, "id", "image");
+        return;
+    }
+    api_changed(c->api);
+    api_reply(c, 200, json_pack("{s:s}", "deleted", c->key));
+}
+
+static void rm_resolved(struct api_call *c, struct store_req *r)
+{
+    struct store_req *rm;
+
+    if (r->rc < 0) {
+        api_store_error(c, r, "id", "image");
+        return;
+    }
+    sodium_bin2hex(c->key, sizeof c->key, r->u.image.img.id, TCPOTA_ID_LEN);
+    if ((rm = api_req(c, STORE_IMAGE_RM)) != NULL) {
+        snprintf(rm->u.image.img.idhex, sizeof rm->u.image.img.idhex, "%s", c->key);
+        api_submit(c, rm, rm_done);
+    }
+}
+
+/* c->key = the lowercase id (prefix) of s; 0, or -1 after replying 400. */
+static int take_id(struct api_call *c, const char *s)
+{
+    size_t n = strlen(s), i;
+
+    for (i = 0; i < n && i < 2 * TCPOTA_ID_LEN && isxdigit((unsigned char)s[i]); i++) {
+        c->key[i] = (char)tolower((unsigned char)s[i]);
+    }
+    c->key[i] = 0;
+    if (i != n || n < API_PREFIX_MIN) {
+        api_error(c, 400, "id", "an image id is %u to %u hex digits (a unique prefix of its SHA-256)",
+                  API_PREFIX_MIN, 2 * TCPOTA_ID_LEN);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- upload ---- */
+
+static void add_got_existing(struct api_call *c, struct store_req *r)
+{
+    if (r->rc < 0) api_store_error(c, r, "body", "image");
+    else hold_images(c, &r->u.image.img, 1, 0);
+}
+
+static void add_done(struct api_call *c, struct store_req *r)
+{
+    struct store_req *g;
+
+    if (r->rc == STORE_E_CONFLICT) { /* added meanwhile by another request */
+        c->code = 200;
+        if ((g = api_req(c, STORE_IMAGE_GET)) != NULL) {
+            memcpy(g->u.image.img.idhex, c->img.idhex, sizeof c->img.idhex);
+            api_submit(c, g, add_got_existing);
+        }
+        return;
+    }
+    if (r->rc < 0) {
+        api_store_error(c, r, "body", "image");
+        return;
+    }
+    api_changed(c->api);
+    hold_images(c, &r->u.image.img, 1, 0);
+}
+
+/* Writes the body to a new file in images_dir (0600, fsync'd): c->path. */
+static int write_body(struct api_call *c, struct evbuffer *in)
+{
+    struct evbuffer_ptr pos;
+    struct evbuffer_iovec v[UPLOAD_CHUNKS];
+    size_t done = 0, total = evbuffer_get_length(in);
+    int fd, n, i, ok = 1;
+
+    snprintf(c->path, sizeof c->path, "%s/.upload-XXXXXX", c->api->cfg.images_dir);
+    fd = mkstemp(c->path); /* O_EXCL, 0600 */
+    if (fd < 0) {
+        c->path[0] = 0;
+        return -1;
+    }
+    evbuffer_ptr_set(in, &pos, 0, EVBUFFER_PTR_SET);
+    while (ok && done < total && (n = evbuffer_peek(in, -1, &pos, v, UPLOAD_CHUNKS)) > 0) {
+        for (i = 0; ok && i < n && i < UPLOAD_CHUNKS; i++) {
+            const char *p = v[i].iov_base;
+            size_t left = v[i].iov_len;
+            while (ok && left) {
+                ssize_t w = write(fd, p, left);
+                if (w < 0 && errno == EINTR) continue;
+                ok = w > 0;
+                p += ok ? w : 0;
+                left -= ok ? (size_t)w : 0;
+            }
+            done += v[i].iov_len;
+        }
+        evbuffer_ptr_set(in, &pos, done, EVBUFFER_PTR_SET);
+    }
+    ok = ok && fsync(fd) == 0;
+    ok = close(fd) == 0 && ok;
+    return ok ? 0 : -1;
+}
+
+static void add_lookup_done(struct api_call *c, struct store_req *r)
+{
+    struct store_req *add;
+
+    if (r->rc == STORE_OK) { /* the same bytes again */
+        c->code = 200;
+        hold_images(c, &r->u.image.img, 1, 0);
+        return;
+    }
+    if (r->rc != STORE_E_NOTFOUND) {
+        api_store_error(c, r, "body", "image");
+        return;
+    }
+    if (!c->req) { /* the client is gone: keep nothing */
+        api_reply(c, 500, NULL);
+        return;
+    }
+    if (!c->api->cfg.images_dir || write_body(c, evhttp_request_get_input_buffer(c->req)) < 0) {
+        api_error(c, 500, NULL, "cannot write the image into %s: %s",
+                  c->api->cfg.images_dir ? c->api->cfg.images_dir : "(no images directory)",
+                  strerror(errno));
+        return;
+    }
+    if ((add = api_req(c, STORE_IMAGE_ADD)) != NULL) {
+        add->u.image.path = c->path;
+        add->u.image.img = c->img;
+        api_submit(c, add, add_done);
+    }
+}
+
+static void sha256_body(struct evbuffer *in, uint8_t id[TCPOTA_ID_LEN])
+{
+    crypto_hash_sha256_state st;
+    struct evbuffer_ptr pos;
+    struct evbuffer_iovec v[UPLOAD_CHUNKS];
+    size_t done = 0, total = evbuffer_get_length(in);
+    int n, i;
+
+    crypto_hash_sha256_init(&st);
+    evbuffer_ptr_set(in, &pos, 0, EVBUFFER_PTR_SET);
+    while (done < total && (n = evbuffer_peek(in, -1, &pos, v, UPLOAD_CHUNKS)) > 0) {
+        for (i = 0; i < n && i < UPLOAD_CHUNKS; i++) {
+            crypto_hash_sha256_update(&st, v[i].iov_base, v[i].iov_len);
+            done += v[i].iov_len;
+        }
+        evbuffer_ptr_set(in, &pos, done, EVBUFFER_PTR_SET);
+    }
+    crypto_hash_sha256_final(&st, id);
+}
+
+/* Takes version and model from the Tcpota-Manifest header (when present)
+ * into c->img. Returns 1 (taken), 0 (no manifest), -1 (replied 400). */
+static int take_manifest(struct api_call *c, const char *b64, size_t size)
+{
+    struct store_image *img = &c->img;
+    struct tcpota_manifest m;
+    char why[256] = "", v[TCPOTA_MAX_NAME + 1], mo[TCPOTA_MAX_NAME + 1];
+    size_t len = 0;
+    int rc;
+
+    if (!b64) return 0;
+    if (sodium_base642bin(img->manifest, sizeof img->manifest, b64, strlen(b64), " \t", &len, NULL,
+                          sodium_base64_VARIANT_ORIGINAL) != 0 || len == 0) {
+        api_error(c, 400, "manifest", "the Tcpota-Manifest header is not base64 of a manifest of at "
+                  "most %u bytes", TCPOTA_MAX_MANIFEST);
+        return -1;
+    }
+    img->manifest_len = (uint16_t)len;
+    if ((rc = tcpota_manifest_parse(img->manifest, len, &m)) < 0) {
+        api_error(c, 400, "manifest", "the manifest is malformed (%s); sign the image again (tcpota "
+                  "sign)", tcpota_strerror(rc));
+        return -1;
+    }
+    if (m.image_size != size || memcmp(m.sha256, img->id, TCPOTA_ID_LEN) != 0) {
+        api_error(c, 400, "manifest", "the manifest describes other bytes (%u bytes, another "
+                  "SHA-256) than the %zu bytes sent", m.image_size, size);
+        return -1;
+    }
+    if (c->api->cfg.verify) {
+        rc = c->api->cfg.verify(c->api->cfg.ctx, img->id, img->manifest, len, v, mo, why, sizeof why);
+    } else { /* no trusted keys: the signature must still hold for its own key */
+        rc = crypto_sign_verify_detached(m.signature, m.signed_part, m.signed_len, m.pubkey);
+        snprintf(why, sizeof why, "the manifest's signature does not verify (altered or forged)");
+    }
+    if (rc != 0) {
+        api_error(c, 400, "manifest", "%s", why);
+        return -1;
+    }
+    snprintf(img->version, sizeof img->version, "%.*s", (int)m.version.len, (const char *)m.version.ptr);
+    snprintf(img->model, sizeof img->model, "%.*s", (int)m.model.len, (const char *)m.model.ptr);
+    return 1;
+}
+
+/* version/model of the query: must agree with a manifest, or name an unsigned image. */
+static int take_names(struct api_call *c, const char *query, int signed_)
+{
+    struct evkeyvalq q;
+    const char *names[2] = {"version", "model"};
+    char *dst[2] = {c->img.version, c->img.model};
+    int i, rc = 0;
+
+    TAILQ_INIT(&q);
+    if (query && evhttp_parse_query_str(query, &q) != 0) {
+        api_error(c, 400, "query", "the query string is malformed");
+        return -1;
+    }
+    for (i = 0; i < 2 && rc == 0; i++) {
+        const char *v = evhttp_find_header(&q, names[i]);
+        if (!v && !signed_) {
+            rc = -1;
+            api_error(c, 400, names[i], c->api->cfg.verify ? "the server has --pubkey keys: send the "
+                      "signed manifest in Tcpota-Manifest" : "an unsigned image needs ?version=V&model=M");
+        } else if (v && !api_printable(v, API_PRINTABLE_MAX, 0)) {
+            rc = -1;
+            api_error(c, 400, names[i], "%s must be 1 to %u printable characters", names[i],
+                      API_PRINTABLE_MAX);
+        } else if (v && signed_ && strcmp(v, dst[i]) != 0) {
+            rc = -1;
+            api_error(c, 400, names[i], "%s %s contradicts the signed manifest's %s; leave it out",
+                      names[i], v, dst[i]);
+        } else if (v) {
+            snprintf(dst[i], TCPOTA_MAX_NAME + 1, "%s", v);
+        }
+    }
+    evhttp_clear_headers(&q);
+    return rc;
+}
+
+static void upload(struct api_call *c, const char *query)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
+    size_t size = evbuffer_get_length(in);
+    const char *man = evhttp_find_header(evhttp_request_get_input_headers(c->req), "Tcpota-Manifest");
+    struct store_req *r;
+    int signed_;
+
+    if (size == 0 || size > UINT32_MAX) {
+        api_error(c, 400, "body", "the body must be the image's bytes (1 byte to 4 GiB)");
+        return;
+    }
+    sha256_body(in, c->img.id);
+    c->img.size = (uint32_t)size;
+    sodium_bin2hex(c->img.idhex, sizeof c->img.idhex, c->img.id, TCPOTA_ID_LEN);
+    if ((signed_ = take_manifest(c, man, size)) < 0) return;
+    if (!signed_ && c->api->cfg.verify) {
+        api_error(c, 400, "manifest", "the server has --pubkey keys: send the image's signed manifest "
+                  "(base64) in the Tcpota-Manifest header");
+        return;
+    }
+    if (take_names(c, query, signed_) < 0) return;
+    c->code = 201;
+    if ((r = api_req(c, STORE_IMAGE_GET)) != NULL) {
+        memcpy(r->u.image.img.idhex, c->img.idhex, sizeof c->img.idhex);
+        api_submit(c, r, add_lookup_done);
+    }
+}
+
+void api_images(struct api_call *c, int method, const char *rest, const char *query)
+{
+    struct store_req *r;
+
+    if (rest && strchr(rest, '/')) {
+        api_error(c, 404, NULL, "no such path /v1/images/%s", rest);
+        return;
+    }
+    if (!rest && method != EVHTTP_REQ_GET && method != EVHTTP_REQ_POST) {
+        api_error(c, 405, NULL, "/v1/images takes GET and POST");
+        return;
+    }
+    if (rest && method != EVHTTP_REQ_GET && method != EVHTTP_REQ_DELETE) {
+        api_error(c, 405, NULL, "/v1/images/{id} takes GET and DELETE");
+        return;
+    }
+    if (!rest && method == EVHTTP_REQ_POST) {
+        upload(c, query);
+        return;
+    }
+    if (!rest) {
+        if ((r = api_req(c, STORE_IMAGE_LIST)) != NULL) api_submit(c, r, list_done);
+        return;
+    }
+    if (take_id(c, rest) < 0) return;
+    c->code = 200;
+    if ((r = api_req(c, STORE_IMAGE_GET)) != NULL) {
+        snprintf(r->u.image.img.idhex, sizeof r->u.image.img.idhex, "%s", c->key);
+        api_submit(c, r, method == EVHTTP_REQ_GET ? get_done : rm_resolved);
+    }
+}

@@ -1,0 +1,94 @@
+/*
+ * api_internal.h - what the control API's files share (api.c: listener,
+ * routing, token, replies; api_images.c, api_rollouts.c, api_devices.c:
+ * the endpoints). Not for use outside server/api*.c.
+ *
+ * One struct api_call lives per HTTP request that waits for the store. It
+ * holds at most one store request at a time (call->sr); the store's done
+ * runs the call's continuation, which replies or submits the next step.
+ */
+#ifndef TCPOTA_SERVER_API_INTERNAL_H
+#define TCPOTA_SERVER_API_INTERNAL_H
+
+#include "api.h"
+#include "store.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+
+struct evhttp;
+struct evhttp_request;
+struct evhttp_connection;
+struct evhttp_bound_socket;
+
+#define API_PRINTABLE_MAX TCPOTA_MAX_NAME /* model, version: 1..32 printable bytes */
+#define API_PREFIX_MIN 8u                 /* hex digits an image id prefix needs */
+
+struct api {
+    struct api_config cfg;
+    struct evhttp *http;
+    struct evhttp_bound_socket *sock;
+    struct api_call *calls; /* in flight (waiting for the store) */
+};
+
+struct api_call;
+/* What runs when the call's store request is done (r is freed after). */
+typedef void (*api_cont_fn)(struct api_call *c, struct store_req *r);
+
+struct api_call {
+    struct api *api;                 /* NULL: orphaned by api_stop(), freed by its done */
+    struct evhttp_request *req;      /* NULL: the client is gone, do not reply */
+    struct evhttp_connection *evcon; /* req's connection, to notice its close */
+    struct store_req *sr;            /* in flight, or NULL */
+    api_cont_fn cont;
+    struct api_call *prev, *next;
+    /* The endpoint's state between steps. */
+    int code;                        /* status of the final answer */
+    int action;                      /* rollout: pause/resume/cancel */
+    uint64_t id;                     /* rollout id */
+    char key[2 * TCPOTA_ID_LEN + 1]; /* image id (hex) or device id */
+    char dev[TCPOTA_MAX_STR + 1];    /* device id (device list: after) */
+    char model[TCPOTA_MAX_NAME + 1]; /* device list: the filters */
+    char group[STORE_GROUP_MAX + 1];
+    char path[512];                  /* upload: the temporary file */
+    json_t *json;                    /* a partial answer, or the request's body */
+    struct store_rollout ro;         /* rollout create: what is created */
+    struct store_image img;          /* image being added */
+    struct store_image *imgs;        /* image list waiting for its rollouts */
+    size_t nimgs;
+    struct store_rollout *ros;       /* rollout list waiting for its images */
+    size_t nros;
+    uint8_t secret[32];
+};
+
+/* api.c */
+struct api_call *api_call_new(struct api *a, struct evhttp_request *req);
+/* Replies obj (taken, may be NULL: out of memory: 500) with code, and ends the call. */
+void api_reply(struct api_call *c, int code, json_t *obj);
+/* Replies {"error": ..., "field": field} (field NULL: none), and ends the call. */
+void api_error(struct api_call *c, int code, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Replies the error of a failed store request (NOTFOUND 404, CONFLICT 409,
+ * INVAL 400 naming field, IO 500), with the store's message. */
+void api_store_error(struct api_call *c, const struct store_req *r, const char *field,
+                     const char *what);
+/* A new store request for op, for this call; NULL after replying 500. */
+struct store_req *api_req(struct api_call *c, enum store_op op);
+/* Submits r for c; cont runs from its done (even when the client is gone). */
+void api_submit(struct api_call *c, struct store_req *r, api_cont_fn cont);
+/* The request body as a JSON object; NULL after replying 400 field "body". */
+json_t *api_body_object(struct api_call *c);
+/* 1 when s is len 1..max (or 0..max when empty_ok) printable ASCII bytes. */
+int api_printable(const char *s, size_t max, int empty_ok);
+void api_changed(struct api *a);
+
+/* The endpoints; rest is the path after the collection (NULL or "{id}[/verb]"). */
+void api_images(struct api_call *c, int method, const char *rest, const char *query);
+void api_rollouts(struct api_call *c, int method, const char *rest);
+void api_devices(struct api_call *c, int method, const char *rest, const char *query);
+
+/* JSON of the store's records. */
+json_t *api_image_json(const struct store_image *img, const struct store_rollout *ros, size_t nros);
+json_t *api_device_json(const struct store_device *d);
+
+#endif

@@ -1,0 +1,462 @@
+/* api_rollouts.c - /v1/rollouts: create, list, show, pause, resume, cancel (docs/api.md). */
+#include "api_internal.h"
+
+#include <ctype.h>
+#include <event2/http.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { ACT_PAUSE = 1, ACT_RESUME, ACT_CANCEL };
+
+/* The defaults of docs/api.md's table. */
+#define DEF_HALT_AT 20u
+#define DEF_HALT_MIN 3u
+#define DEF_MIN_FINISHED 10u
+#define DEF_SUCCESS_PCT 90u
+#define DEF_SOAK_S 300u
+
+static json_t *wave_json(const struct rollout_wave *w, uint32_t pct, int open, int with_pct)
+{
+    json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:I}", "targeted", (json_int_t)w->targeted,
+                          "offered", (json_int_t)w->offered, "downloading",
+                          (json_int_t)w->downloading, "updated", (json_int_t)w->updated, "failed",
+                          (json_int_t)w->failed);
+    if (o && with_pct) {
+        json_object_set_new(o, "percent", json_integer(pct));
+        json_object_set_new(o, "open", json_boolean(open));
+        json_object_set_new(o, "opened_at", open ? json_integer(w->opened_at) : json_null());
+    }
+    return o;
+}
+
+static json_t *rollout_json(const struct store_rollout *ro, const char *version)
+{
+    char hex[2 * TCPOTA_ID_LEN + 1];
+    struct rollout_wave tot;
+    json_t *o, *waves = json_array();
+    uint32_t i, n = ro->ro.n_waves <= ROLLOUT_MAX_WAVES ? ro->ro.n_waves : ROLLOUT_MAX_WAVES;
+
+    memset(&tot, 0, sizeof tot);
+    for (i = 0; waves && i < n; i++) {
+        const struct rollout_wave *w = &ro->waves[i];
+        json_array_append_new(waves, wave_json(w, ro->pct[i], i < ro->ro.n_open, 1));
+        tot.targeted += w->targeted;
+        tot.offered += w->offered;
+        tot.downloading += w->downloading;
+        tot.updated += w->updated;
+        tot.failed += w->failed;
+    }
+    sodium_bin2hex(hex, sizeof hex, ro->image_id, TCPOTA_ID_LEN);
+    o = json_pack("{s:I, s:s, s:s?, s:s, s:s, s:s, s:b, s:b, s:{s:I, s:I, s:I, s:I, s:I}, s:o*, s:o*, "
+                  "s:I, s:I}",
+                  "id", (json_int_t)ro->id, "image", hex, "version", version, "model", ro->model,
+                  "group", ro->group, "state", store_rollout_state_name(ro->ro.state),
+                  "superseded", ro->superseded, "allow_downgrade", ro->allow_downgrade, "rules",
+                  "halt_at", (json_int_t)ro->rules.halt_pct, "halt_min", (json_int_t)ro->rules.halt_min,
+                  "min_finished", (json_int_t)ro->rules.min_finished, "success_pct",
+                  (json_int_t)ro->rules.success_pct, "soak_s", (json_int_t)ro->rules.soak_s,
+                  "waves", waves, "totals", wave_json(&tot, 0, 0, 0), "created_at",
+                  (json_int_t)ro->created_at, "changed_at", (json_int_t)ro->changed_at);
+    return o;
+}
+
+/* ---- one rollout: GET it, then its image's version ---- */
+
+static void show_image_done(struct api_call *c, struct store_req *r)
+{
+    api_reply(c, c->code, rollout_json(&c->ro, r->rc == STORE_OK ? r->u.image.img.version : NULL));
+}
+
+static void show_got(struct api_call *c, struct store_req *r)
+{
+    struct store_req *g;
+
+    if (r->rc < 0) {
+        api_store_error(c, r, NULL, "rollout");
+        return;
+    }
+    c->ro = r->u.rollout.r;
+    if ((g = api_req(c, STORE_IMAGE_GET)) != NULL) {
+        sodium_bin2hex(g->u.image.img.idhex, sizeof g->u.image.img.idhex, c->ro.image_id,
+                       TCPOTA_ID_LEN);
+        api_submit(c, g, show_image_done);
+    }
+}
+
+static void show(struct api_call *c, uint64_t id, int code)
+{
+    struct store_req *r = api_req(c, STORE_ROLLOUT_GET);
+
+    c->code = code;
+    c->id = id;
+    snprintf(c->key, sizeof c->key, "%llu", (unsigned long long)id);
+    if (r) {
+        r->u.rollout.id = id;
+        api_submit(c, r, show_got);
+    }
+}
+
+/* ---- the list, newest first, with each image's version ---- */
+
+static int newest_first(const void *a, const void *b)
+{
+    const struct store_rollout *x = a, *y = b;
+    return x->id < y->id ? 1 : x->id > y->id ? -1 : 0;
+}
+
+static void list_images_done(struct api_call *c, struct store_req *r)
+{
+    const struct store_image *imgs = r->u.list.rows;
+    json_t *arr;
+    size_t i, j;
+
+    if (r->rc < 0) {
+        api_store_error(c, r, NULL, "images");
+        return;
+    }
+    arr = json_array();
+    for (i = 0; arr && i < c->nros; i++) {
+        const char *version = NULL;
+        for (j = 0; j < r->u.list.n && !version; j++) {
+            if (memcmp(imgs[j].id, c->ros[i].image_id, TCPOTA_ID_LEN) == 0) version = imgs[j].version;
+        }
+        json_array_append_new(arr, rollout_json(&c->ros[i], version));
+    }
+    api_reply(c, 200, arr ? json_pack("{s:o}", "rollouts", arr) : NULL);
+}
+
+static void list_done(struct api_call *c, struct store_req *r)
+{
+    struct store_req *g;
+    size_t n = r->u.list.n;
+
+    if (r->rc < 0) {
+        api_store_error(c, r, NULL, "rollouts");
+        return;
+    }
+    c->ros = malloc((n ? n : 1) * sizeof *c->ros);
+    if (!c->ros) {
+        api_error(c, 500, NULL, "the server is out of memory; try again");
+        return;
+    }
+    if (n) memcpy(c->ros, r->u.list.rows, n * sizeof *c->ros);
+    c->nros = n;
+    qsort(c->ros, n, sizeof *c->ros, newest_first);
+    if ((g = api_req(c, STORE_IMAGE_LIST)) != NULL) api_submit(c, g, list_images_done);
+}
+
+/* ---- pause, resume, cancel: a compare-and-set over what was read ---- */
+
+static const char *act_name(int act)
+{
+    return act == ACT_PAUSE ? "paused" : act == ACT_RESUME ? "resumed" : "cancelled";
+}
+
+static void act_set_done(struct api_call *c, struct store_req *r)
+{
+    if (r->rc == STORE_E_CONFLICT) {
+        api_error(c, 409, NULL, "rollout %llu changed meanwhile; try again",
+                  (unsigned long long)c->id);
+        return;
+    }
+    if (r->rc < 0) {
+        api_store_error(c, r, NULL, "rollout");
+        return;
+    }
+    api_changed(c->api);
+    show(c, c->id, 200);
+}
+
+static void act_got(struct api_call *c, struct store_req *r)
+{
+    enum rollout_state st = r->u.rollout.r.ro.state, to;
+    struct store_req *s;
+    int ok;
+
+    if (r->rc < 0) {
+        api_store_error(c, r, NULL, "rollout");
+        return;
+    }
+    ok = c->action == ACT_PAUSE    ? st == ROLLOUT_STATE_ACTIVE
+         : c->action == ACT_RESUME ? st == ROLLOUT_STATE_PAUSED || st == ROLLOUT_STATE_HALTED
+                                   : st != ROLLOUT_STATE_CANCELLED;
+    if (!ok) {
+        api_error(c, 409, NULL, "rollout %llu is %s; it cannot be %s", (unsigned long long)c->id,
+                  store_rollout_state_name(st), act_name(c->action));
+        return;
+    }
+    to = c->action == ACT_PAUSE    ? ROLLOUT_STATE_PAUSED
+         : c->action == ACT_RESUME ? ROLLOUT_STATE_ACTIVE
+                                   : ROLLOUT_STATE_CANCELLED;
+    if ((s = api_req(c, STORE_ROLLOUT_SET)) != NULL) {
+        s->u.rollout.id = c->id;
+        s->u.rollout.expect_state = st;
+        s->u.rollout.new_state = to;
+        s->u.rollout.expect_n_open = r->u.rollout.r.ro.n_open;
+        s->u.rollout.new_n_open = r->u.rollout.r.ro.n_open;
+        api_submit(c, s, act_set_done);
+    }
+}
+
+/* ---- create ---- */
+
+static void create_done(struct api_call *c, struct store_req *r)
+{
+    if (r->rc < 0) {
+        api_store_error(c, r, NULL, "image");
+        return;
+    }
+    api_changed(c->api);
+    show(c, r->u.rollout.r.id, 201);
+}
+
+/* The image is known: check its model and create the rollout. */
+static void create_with(struct api_call *c, const struct store_image *img)
+{
+    struct store_req *r;
+
+    if (strcmp(img->model, c->ro.model) != 0) {
+        api_error(c, 400, "model", "image %.12s is for model %s, not %s", img->idhex, img->model,
+                  c->ro.model);
+        return;
+    }
+    memcpy(c->ro.image_id, img->id, TCPOTA_ID_LEN);
+    if ((r = api_req(c, STORE_ROLLOUT_CREATE)) != NULL) {
+        c->ro.created_at = c->ro.changed_at = r->now;
+        c->ro.waves[0].opened_at = r->now;
+        r->u.rollout.r = c->ro;
+        api_submit(c, r, create_done);
+    }
+}
+
+static void create_by_version(struct api_call *c, struct store_req *r)
+{
+    const struct store_image *imgs = r->u.list.rows, *found = NULL;
+    size_t i, n = 0;
+
+    if (r->rc < 0) {
+        api_store_error(c, r, "image", "image");
+        return;
+    }
+    for (i = 0; i < r->u.list.n; i++) {
+        if (strcmp(imgs[i].model, c->ro.model) == 0 && strcmp(imgs[i].version, c->key) == 0) {
+            found = &imgs[i];
+            n++;
+        }
+    }
+    if (n > 1) {
+        api_error(c, 400, "image", "%zu images of model %s have version %s; give the image id",
+                  n, c->ro.model, c->key);
+    } else if (!found) {
+        api_error(c, 404, "image", "no image has the id or prefix %s, nor is it a version of an "
+                  "image of model %s", c->key, c->ro.model);
+    } else {
+        create_with(c, found);
+    }
+}
+
+static void create_by_id(struct api_call *c, struct store_req *r)
+{
+    struct store_req *l;
+
+    if (r->rc == STORE_OK) {
+        create_with(c, &r->u.image.img);
+    } else if (r->rc == STORE_E_NOTFOUND) { /* maybe a version that looks like hex */
+        if ((l = api_req(c, STORE_IMAGE_LIST)) != NULL) api_submit(c, l, create_by_version);
+    } else {
+        api_store_error(c, r, "image", "image");
+    }
+}
+
+/* Reads the optional unsigned field name of b (integer 0..max) into *out;
+ * 0, or -1 after replying 400. */
+static int get_u32(struct api_call *c, json_t *b, const char *name, uint32_t max, uint32_t *out)
+{
+    json_t *v = json_object_get(b, name);
+
+    if (!v) return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > (json_int_t)max) {
+        api_error(c, 400, name, "%s must be a whole number from 0 to %u", name, max);
+        return -1;
+    }
+    *out = (uint32_t)json_integer_value(v);
+    return 0;
+}
+
+static int get_waves(struct api_call *c, json_t *b)
+{
+    json_t *w = json_object_get(b, "waves"), *e;
+    struct store_rollout *ro = &c->ro;
+    size_t i;
+
+    if (!w) {
+        ro->pct[0] = ROLLOUT_PCT_SCALE;
+        ro->ro.n_waves = (uint32_t)rollout_bounds_from_pct(ro->pct, 1, ro->ro.bound);
+        return 0;
+    }
+    if (!json_is_array(w) || json_array_size(w) == 0 || json_array_size(w) > ROLLOUT_MAX_WAVES) {
+        api_error(c, 400, "waves", "waves must be an array of 1 to %u percentages", ROLLOUT_MAX_WAVES);
+        return -1;
+    }
+    json_array_foreach(w, i, e) {
+        if (!json_is_integer(e) || json_integer_value(e) < 1 ||
+            json_integer_value(e) > ROLLOUT_PCT_SCALE) {
+            api_error(c, 400, "waves", "each wave is a whole percentage from 1 to 100");
+            return -1;
+        }
+        ro->pct[i] = (uint32_t)json_integer_value(e);
+    }
+    if (rollout_bounds_from_pct(ro->pct, (uint32_t)i, ro->ro.bound) < 0) {
+        api_error(c, 400, "waves", "waves are cumulative: each must be larger than the one before");
+        return -1;
+    }
+    ro->ro.n_waves = (uint32_t)i;
+    return 0;
+}
+
+/* A string field: 0, or -1 after replying 400 (missing when required, not
+ * a string, not 1..max printable bytes, or 0..max when empty_ok). */
+static int get_str(struct api_call *c, json_t *b, const char *name, size_t max, int required,
+                   int empty_ok, char *out)
+{
+    json_t *v = json_object_get(b, name);
+
+    if (!v && !required) return 0;
+    if (!v) {
+        api_error(c, 400, name, "%s is required", name);
+        return -1;
+    }
+    if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v) ||
+        !api_printable(json_string_value(v), max, empty_ok)) {
+        api_error(c, 400, name, "%s must be a string of %d to %zu printable characters", name,
+                  !empty_ok, max);
+        return -1;
+    }
+    memcpy(out, json_string_value(v), json_string_length(v) + 1);
+    return 0;
+}
+
+static int check_known(struct api_call *c, json_t *b)
+{
+    static const char *const known[] = {"image", "model", "group", "waves", "halt_at",
+                                        "halt_min", "min_finished", "success_pct", "soak_s",
+                                        "allow_downgrade"};
+    const char *k;
+    json_t *v;
+    size_t i;
+
+    json_object_foreach(b, k, v) {
+        for (i = 0; i < sizeof known / sizeof known[0] && strcmp(k, known[i]) != 0; i++) {
+        }
+        if (i == sizeof known / sizeof known[0]) {
+            api_error(c, 400, k, "unknown field %s; see docs/api.md", k);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int parse_create(struct api_call *c, json_t *b)
+{
+    struct store_rollout *ro = &c->ro;
+    json_t *dg = json_object_get(b, "allow_downgrade");
+
+    ro->rules.halt_pct = DEF_HALT_AT;
+    ro->rules.halt_min = DEF_HALT_MIN;
+    ro->rules.min_finished = DEF_MIN_FINISHED;
+    ro->rules.success_pct = DEF_SUCCESS_PCT;
+    ro->rules.soak_s = DEF_SOAK_S;
+    ro->ro.state = ROLLOUT_STATE_ACTIVE;
+    ro->ro.n_open = 1;
+    if (check_known(c, b) < 0 || get_str(c, b, "image", 2 * TCPOTA_ID_LEN, 1, 0, c->key) < 0 ||
+        get_str(c, b, "model", API_PRINTABLE_MAX, 1, 0, ro->model) < 0 ||
+        get_str(c, b, "group", STORE_GROUP_MAX, 0, 1, ro->group) < 0 || get_waves(c, b) < 0 ||
+        get_u32(c, b, "halt_at", ROLLOUT_PCT_SCALE, &ro->rules.halt_pct) < 0 ||
+        get_u32(c, b, "halt_min", UINT32_MAX, &ro->rules.halt_min) < 0 ||
+        get_u32(c, b, "min_finished", UINT32_MAX, &ro->rules.min_finished) < 0 ||
+        get_u32(c, b, "success_pct", ROLLOUT_PCT_SCALE, &ro->rules.success_pct) < 0 ||
+        get_u32(c, b, "soak_s", UINT32_MAX, &ro->rules.soak_s) < 0) {
+        return -1;
+    }
+    if (dg && !json_is_boolean(dg)) {
+        api_error(c, 400, "allow_downgrade", "allow_downgrade must be true or false");
+        return -1;
+    }
+    ro->allow_downgrade = json_is_true(dg);
+    return 0;
+}
+
+static void create(struct api_call *c)
+{
+    json_t *b = api_body_object(c);
+    struct store_req *r;
+    size_t n, i;
+
+    if (!b) return;
+    if (parse_create(c, b) < 0) {
+        json_decref(b);
+        return;
+    }
+    json_decref(b);
+    n = strlen(c->key);
+    for (i = 0; i < n && isxdigit((unsigned char)c->key[i]); i++) {
+    }
+    if (i == n && n >= API_PREFIX_MIN) { /* an id or a prefix, or a hex-looking version */
+        if ((r = api_req(c, STORE_IMAGE_GET)) != NULL) {
+            for (i = 0; i < n; i++) r->u.image.img.idhex[i] = (char)tolower((unsigned char)c->key[i]);
+            api_submit(c, r, create_by_id);
+        }
+    } else if ((r = api_req(c, STORE_IMAGE_LIST)) != NULL) {
+        api_submit(c, r, create_by_version);
+    }
+}
+
+/* The rollout id of a path segment (1.. digits), or 0. */
+static uint64_t parse_id(const char *s, size_t len)
+{
+    uint64_t v = 0;
+    size_t i;
+
+    if (len == 0 || len > 19) return 0;
+    for (i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9') return 0;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    return v;
+}
+
+void api_rollouts(struct api_call *c, int method, const char *rest)
+{
+    const char *slash = rest ? strchr(rest, '/') : NULL;
+    uint64_t id;
+    struct store_req *r;
+
+    if (!rest) {
+        if (method == EVHTTP_REQ_POST) create(c);
+        else if (method != EVHTTP_REQ_GET) api_error(c, 405, NULL, "/v1/rollouts takes GET and POST");
+        else if ((r = api_req(c, STORE_ROLLOUT_LIST)) != NULL) api_submit(c, r, list_done);
+        return;
+    }
+    id = parse_id(rest, slash ? (size_t)(slash - rest) : strlen(rest));
+    snprintf(c->key, sizeof c->key, "%.*s", (int)(slash ? slash - rest : (int)strlen(rest)), rest);
+    c->action = !slash                          ? 0
+                : strcmp(slash, "/pause") == 0  ? ACT_PAUSE
+                : strcmp(slash, "/resume") == 0 ? ACT_RESUME
+                : strcmp(slash, "/cancel") == 0 ? ACT_CANCEL
+                                                : -1;
+    if (id == 0 || c->action < 0) {
+        api_error(c, 404, NULL, id ? "no such path /v1/rollouts/%s" : "no rollout %s", rest);
+    } else if (c->action == 0 && method != EVHTTP_REQ_GET) {
+        api_error(c, 405, NULL, "/v1/rollouts/{id} takes GET");
+    } else if (c->action == 0) {
+        show(c, id, 200);
+    } else if (method != EVHTTP_REQ_POST) {
+        api_error(c, 405, NULL, "/v1/rollouts/{id}%s takes POST", slash);
+    } else if ((r = api_req(c, STORE_ROLLOUT_GET)) != NULL) {
+        c->id = id;
+        r->u.rollout.id = id;
+        api_submit(c, r, act_got);
+    }
+}

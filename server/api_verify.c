@@ -1,0 +1,41 @@
+/* api_verify.c - api_verify_keys(): a manifest checked against the server's
+ * --pubkey keys, for the control API's uploads (see api.h). That it
+ * describes the uploaded bytes is checked once, by the API. */
+#include "api.h"
+
+#include "tcpota/manifest.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+int api_verify_keys(void *ctx, const uint8_t id[32], const uint8_t *man, size_t len,
+                    char *version, char *model, char *err, size_t errlen)
+{
+    const struct api_keys *k = ctx;
+    struct tcpota_manifest m;
+    char kid[17];
+    size_t i;
+    int rc = tcpota_manifest_parse(man, len, &m);
+
+    if (rc < 0) {
+        snprintf(err, errlen, "the manifest is malformed (%s); sign the image again (tcpota sign)",
+                 tcpota_strerror(rc));
+        return -1;
+    }
+    for (i = 0; i < k->nkeys && memcmp(k->keys[i], m.pubkey, TCPOTA_PUBKEY_LEN) != 0; i++) {
+    }
+    if (i == k->nkeys) {
+        sodium_bin2hex(kid, sizeof kid, m.pubkey, 8);
+        snprintf(err, errlen, "the manifest is signed by key %s, which is not one of the server's "
+                 "--pubkey keys; sign with a trusted key", kid);
+        return -1;
+    }
+    if (crypto_sign_verify_detached(m.signature, m.signed_part, m.signed_len, m.pubkey) != 0) {
+        snprintf(err, errlen, "the manifest's signature does not verify (altered or forged)");
+        return -1;
+    }
+    snprintf(version, TCPOTA_MAX_NAME + 1, "%.*s", (int)m.version.len, (const char *)m.version.ptr);
+    snprintf(model, TCPOTA_MAX_NAME + 1, "%.*s", (int)m.model.len, (const char *)m.model.ptr);
+    return 0;
+}

@@ -1,0 +1,1181 @@
+/* test_api.c - the control API (server/api*.c, docs/api.md) over a fake
+ * in-memory store: real HTTP requests on loopback (an evhttp client on the
+ * same event loop), each validation checked by a request that only it
+ * refuses, and the JSON shapes parsed back with jansson. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "store.h"
+#include "tcpota/manifest.h"
+#include "tmpdir.h"
+
+#define TOKEN "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+#define MAX_IMAGE 1024u
+#define NMAX 16
+
+/* ---- the fake store: answers from arrays, completes on the loop ---- */
+
+struct fake {
+    struct store st;
+    struct event *ev;
+    struct store_req *head, *tail;
+    int hold;                   /* keep requests queued */
+    int fail_op, fail_rc;       /* the next request of fail_op fails so */
+    int cas_conflict;           /* the next ROLLOUT_SET loses */
+    struct store_image imgs[NMAX];
+    size_t nimgs;
+    struct store_rollout ros[NMAX];
+    size_t nros;
+    struct store_device devs[NMAX]; /* sorted by id */
+    size_t ndevs;
+    int added_file_ok;          /* IMAGE_ADD found a 0600 file of the right size */
+    struct store_req last_set;  /* the last ROLLOUT_SET's inputs */
+    size_t last_limit;
+    char secret_id[TCPOTA_MAX_STR + 1];
+    uint8_t secret[TCPOTA_SECRET_MAX], secret_len;
+};
+
+static struct {
+    struct event_base *base;
+    struct fake f;
+    struct api *api;
+    uint16_t port;
+    char dir[64];
+    int changes, secrets;
+    uint8_t secret[32];
+    uint8_t pk[32], sk[64];
+    struct api_keys keys;
+} T;
+
+static void hex_of(const uint8_t id[32], char *hex)
+{
+    sodium_bin2hex(hex, 65, id, 32);
+}
+
+static void fake_image(struct store_req *r)
+{
+    struct fake *f = &T.f;
+    char hex[65];
+    size_t i, n = 0, at = 0, len = strlen(r->u.image.img.idhex);
+    struct stat st;
+
+    for (i = 0; i < f->nimgs; i++) {
+        hex_of(f->imgs[i].id, hex);
+        if (len && strncmp(hex, r->u.image.img.idhex, len) == 0) n++, at = i;
+    }
+    if (r->op == STORE_IMAGE_ADD) {
+        if (f->nimgs == NMAX) {
+            r->rc = STORE_E_IO;
+            return;
+        }
+        f->added_file_ok = stat(r->u.image.path, &st) == 0 && (st.st_mode & 0777) == 0600 &&
+                           (uint32_t)st.st_size == r->u.image.img.size;
+        r->u.image.img.added_at = r->now;
+        hex_of(r->u.image.img.id, r->u.image.img.idhex);
+        f->imgs[f->nimgs++] = r->u.image.img;
+        return;
+    }
+    if (n != 1) {
+        r->rc = n ? STORE_E_INVAL : STORE_E_NOTFOUND;
+        snprintf(r->err, sizeof r->err, n ? "the prefix is ambiguous" : "no such image");
+        return;
+    }
+    if (r->op == STORE_IMAGE_GET) {
+        r->u.image.img = f->imgs[at];
+        hex_of(f->imgs[at].id, r->u.image.img.idhex);
+        return;
+    }
+    for (i = 0; i < f->nros; i++) {
+        if (f->ros[i].ro.state != ROLLOUT_STATE_CANCELLED &&
+            memcmp(f->ros[i].image_id, f->imgs[at].id, 32) == 0) {
+            r->rc = STORE_E_CONFLICT;
+            snprintf(r->err, sizeof r->err, "image %.12s is used by rollout %llu (active); cancel "
+                     "the rollout first", hex, (unsigned long long)f->ros[i].id);
+            return;
+        }
+    }
+    f->imgs[at] = f->imgs[--f->nimgs];
+}
+
+static struct store_rollout *fake_ro(uint64_t id)
+{
+    size_t i;
+
+    for (i = 0; i < T.f.nros; i++) {
+        if (T.f.ros[i].id == id) return &T.f.ros[i];
+    }
+    return NULL;
+}
+
+static void fake_rollout(struct store_req *r)
+{
+    struct fake *f = &T.f;
+    struct store_rollout *ro = r->op == STORE_ROLLOUT_CREATE ? NULL : fake_ro(r->u.rollout.id);
+    size_t i;
+
+    if (r->op == STORE_ROLLOUT_CREATE) {
+        for (i = 0; i < f->nros; i++) {
+            if (strcmp(f->ros[i].model, r->u.rollout.r.model) == 0 &&
+                strcmp(f->ros[i].group, r->u.rollout.r.group) == 0) f->ros[i].superseded = 1;
+        }
+        r->u.rollout.r.id = f->nros + 1;
+        r->u.rollout.r.waves[0].targeted = 5;
+        f->ros[f->nros++] = r->u.rollout.r;
+        return;
+    }
+    if (!ro) {
+        r->rc = STORE_E_NOTFOUND;
+        return;
+    }
+    if (r->op == STORE_ROLLOUT_GET) {
+        r->u.rollout.r = *ro;
+        return;
+    }
+    f->last_set = *r;
+    if (f->cas_conflict || ro->ro.state != r->u.rollout.expect_state ||
+        ro->ro.n_open != r->u.rollout.expect_n_open) {
+        f->cas_conflict = 0;
+        r->rc = STORE_E_CONFLICT;
+        return;
+    }
+    ro->ro.state = r->u.rollout.new_state;
+    ro->ro.n_open = r->u.rollout.new_n_open;
+}
+
+static int dev_matches(const struct store_device *d, const struct store_req *r)
+{
+    return (!r->u.list.model || strcmp(d->model, r->u.list.model) == 0) &&
+           (!r->u.list.group || strcmp(d->group, r->u.list.group) == 0) &&
+           (r->u.list.state < 0 || (int)d->state == r->u.list.state);
+}
+
+static void fake_list(struct store_req *r, const void *src, size_t n, size_t size)
+{
+    r->u.list.rows = malloc(n ? n * size : 1);
+    memcpy(r->u.list.rows, src, n * size);
+    r->u.list.n = n;
+}
+
+static void fake_devices(struct store_req *r)
+{
+    struct fake *f = &T.f;
+    struct store_device *rows = malloc(sizeof f->devs);
+    size_t i, n = 0, limit = r->u.list.limit ? r->u.list.limit : STORE_LIST_MAX;
+
+    f->last_limit = r->u.list.limit;
+    for (i = 0; i < f->ndevs; i++) {
+        if (!dev_matches(&f->devs[i], r)) continue;
+        r->u.list.total++;
+        if ((!r->u.list.after || strcmp(f->devs[i].id, r->u.list.after) > 0) && n < limit) {
+            rows[n++] = f->devs[i];
+        }
+    }
+    r->u.list.rows = rows;
+    r->u.list.n = n;
+}
+
+static struct store_device *fake_dev(const char *id)
+{
+    size_t i;
+
+    for (i = 0; i < T.f.ndevs; i++) {
+        if (strcmp(T.f.devs[i].id, id) == 0) return &T.f.devs[i];
+    }
+    return NULL;
+}
+
+static void fake_device(struct store_req *r)
+{
+    struct store_device *d = fake_dev(r->u.device.id);
+
+    if (r->op == STORE_SECRET_SET) {
+        snprintf(T.f.secret_id, sizeof T.f.secret_id, "%s", r->u.device.id);
+        memcpy(T.f.secret, r->u.device.secret, r->u.device.secret_len);
+        T.f.secret_len = r->u.device.secret_len;
+        return;
+    }
+    if (!d) {
+        r->rc = STORE_E_NOTFOUND;
+        return;
+    }
+    if (r->op == STORE_DEVICE_SET_GROUP) {
+        snprintf(d->group, sizeof d->group, "%s", r->u.device.group);
+        return;
+    }
+    r->u.device.dev = *d;
+    r->u.device.history = calloc(2, sizeof *r->u.device.history);
+    r->u.device.nhistory = 2;
+    r->u.device.history[0].at = 200;
+    r->u.device.history[0].state = d->state;
+    snprintf(r->u.device.history[0].detail, sizeof r->u.device.history[0].detail, "health check failed");
+    r->u.device.history[1].at = 100;
+    r->u.device.history[1].state = STORE_ST_SEEN;
+}
+
+static void fake_answer(struct store_req *r)
+{
+    struct fake *f = &T.f;
+
+    if (f->fail_op == (int)r->op) {
+        f->fail_op = 0;
+        r->rc = f->fail_rc;
+        snprintf(r->err, sizeof r->err, "disk full (fake)");
+        return;
+    }
+    switch (r->op) {
+    case STORE_IMAGE_LIST: fake_list(r, f->imgs, f->nimgs, sizeof f->imgs[0]); break;
+    case STORE_ROLLOUT_LIST: fake_list(r, f->ros, f->nros, sizeof f->ros[0]); break;
+    case STORE_IMAGE_ADD:
+    case STORE_IMAGE_GET:
+    case STORE_IMAGE_RM: fake_image(r); break;
+    case STORE_ROLLOUT_CREATE:
+    case STORE_ROLLOUT_GET:
+    case STORE_ROLLOUT_SET: fake_rollout(r); break;
+    case STORE_DEVICE_LIST: fake_devices(r); break;
+    default: fake_device(r); break;
+    }
+}
+
+static void fake_run(evutil_socket_t fd, short what, void *arg)
+{
+    struct store_req *r;
+
+    while (!T.f.hold && (r = T.f.head) != NULL) {
+        T.f.head = r->next;
+        if (!T.f.head) T.f.tail = NULL;
+        fake_answer(r);
+        r->done(r);
+    }
+}
+
+static int fake_submit(struct store *st, struct store_req *r)
+{
+    r->next = NULL;
+    if (T.f.tail) T.f.tail->next = r;
+    else T.f.head = r;
+    T.f.tail = r;
+    if (!T.f.hold) event_active(T.f.ev, 0, 0);
+    return 0;
+}
+
+static void fake_close(struct store *st)
+{
+    T.f.hold = 0;
+    fake_run(-1, 0, NULL);
+}
+
+static const struct store_vt fake_vt = {"fake", fake_submit, fake_close};
+
+static void seed(void)
+{
+    struct fake *f = &T.f;
+    static const struct {
+        const char *id, *model, *group;
+        enum store_dev_state st;
+    } devs[] = {{"dev-1", "esp32-devkit", "", STORE_ST_ROLLED_BACK},
+                {"dev-2", "esp32-devkit", "canary", STORE_ST_UPDATED},
+                {"dev-3", "other", "", STORE_ST_SEEN}};
+    size_t i;
+
+    for (i = 0; i < 3; i++) {
+        struct store_image *im = &f->imgs[i];
+        memset(im->id, 0x11 * (int)(i + 1), 32);
+        snprintf(im->version, sizeof im->version, "%s", i ? "2.0.0" : "1.0.0");
+        snprintf(im->model, sizeof im->model, "%s", i == 2 ? "other" : "esp32-devkit");
+        im->size = 1000;
+        im->added_at = 1796131200;
+    }
+    f->nimgs = 3;
+    for (i = 0; i < 2; i++) {
+        struct store_rollout *ro = &f->ros[i];
+        uint32_t pct[3] = {10, 50, 100};
+        ro->id = i + 1;
+        memset(ro->image_id, i ? 0x11 : 0x22, 32);
+        snprintf(ro->model, sizeof ro->model, "esp32-devkit");
+        ro->ro.state = i ? ROLLOUT_STATE_CANCELLED : ROLLOUT_STATE_ACTIVE;
+        ro->ro.n_waves = 3;
+        rollout_bounds_from_pct(pct, 3, ro->ro.bound);
+        memcpy(ro->pct, pct, sizeof pct);
+        ro->ro.n_open = 1;
+        ro->waves[0].targeted = 5;
+        ro->waves[0].updated = 2;
+        ro->waves[0].opened_at = 1796131200;
+        ro->rules.halt_pct = 20;
+        ro->created_at = ro->changed_at = 1796131200 + (int64_t)i;
+    }
+    f->nros = 2;
+    for (i = 0; i < 3; i++) {
+        struct store_device *d = &f->devs[i];
+        snprintf(d->id, sizeof d->id, "%s", devs[i].id);
+        snprintf(d->model, sizeof d->model, "%s", devs[i].model);
+        snprintf(d->group, sizeof d->group, "%s", devs[i].group);
+        snprintf(d->version, sizeof d->version, "1.0.0");
+        snprintf(d->addr, sizeof d->addr, "127.0.0.1");
+        d->state = devs[i].st;
+        d->bytes = 500;
+        d->size = 1000;
+    }
+    f->ndevs = 3;
+}
+
+/* ---- the API under test ---- */
+
+static void on_change(void *ctx)
+{
+    T.changes++;
+}
+
+static void on_secret(void *ctx, const char *id, const uint8_t *secret, size_t len)
+{
+    assert_int_equal(len, 32);
+    memcpy(T.secret, secret, 32);
+    T.secrets++;
+}
+
+static void start_api(api_verify_fn verify)
+{
+    struct api_config cfg;
+    char err[256];
+
+    memset(&cfg, 0, sizeof cfg);
+    cfg.base = T.base;
+    cfg.store = &T.f.st;
+    cfg.host = "127.0.0.1";
+    cfg.token = TOKEN;
+    cfg.images_dir = T.dir;
+    cfg.max_image = MAX_IMAGE;
+    cfg.verify = verify;
+    cfg.on_change = on_change;
+    cfg.on_secret = on_secret;
+    cfg.ctx = verify ? (void *)&T.keys : NULL;
+    T.api = api_start(&cfg, err, sizeof err);
+    assert_non_null(T.api);
+    T.port = api_port(T.api);
+    assert_true(T.port != 0);
+}
+
+static int setup(void **state)
+{
+    memset(&T, 0, sizeof T);
+    assert_true(sodium_init() >= 0);
+    T.base = event_base_new();
+    T.f.st.vt = &fake_vt;
+    T.f.ev = event_new(T.base, -1, 0, fake_run, NULL);
+    seed();
+    snprintf(T.dir, sizeof T.dir, "/tmp/tcpota-api.XXXXXX");
+    assert_non_null(mkdtemp(T.dir));
+    crypto_sign_keypair(T.pk, T.sk);
+    T.keys.keys = (const uint8_t(*)[32])T.pk;
+    T.keys.nkeys = 1;
+    start_api(NULL);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    api_stop(T.api);
+    store_close(&T.f.st); /* runs the detached completions */
+    event_free(T.f.ev);
+    event_base_free(T.base);
+    tmpdir_remove(T.dir);
+    return 0;
+}
+
+/* ---- an HTTP client on the same loop ---- */
+
+struct resp {
+    int done, status;
+    char ctype[64];
+    json_t *json;
+};
+
+static void resp_cb(struct evhttp_request *req, void *arg)
+{
+    struct resp *r = arg;
+    const char *ct;
+    struct evbuffer *b;
+
+    r->done = 1;
+    r->status = req ? evhttp_request_get_response_code(req) : -1;
+    if (req) {
+        ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+        snprintf(r->ctype, sizeof r->ctype, "%s", ct ? ct : "");
+        b = evhttp_request_get_input_buffer(req);
+        r->json = json_loadb((const char *)evbuffer_pullup(b, -1), evbuffer_get_length(b), 0, NULL);
+    }
+    event_base_loopbreak(T.base);
+}
+
+static enum evhttp_cmd_type method_of(const char *m)
+{
+    return strcmp(m, "POST") == 0     ? EVHTTP_REQ_POST
+           : strcmp(m, "DELETE") == 0 ? EVHTTP_REQ_DELETE
+           : strcmp(m, "PATCH") == 0  ? EVHTTP_REQ_PATCH
+           : strcmp(m, "PUT") == 0    ? EVHTTP_REQ_PUT
+                                      : EVHTTP_REQ_GET;
+}
+
+/* Sends one request; returns the status, the JSON answer in *out (NULL: dropped). */
+static int http_full(const char *method, const char *uri, const char *token, const char *hname,
+                     const char *hval, const void *body, size_t len, json_t **out)
+{
+    struct evhttp_connection *conn = evhttp_connection_base_new(T.base, NULL, "127.0.0.1", T.port);
+    struct resp r;
+    struct evhttp_request *req = evhttp_request_new(resp_cb, &r);
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    char auth[128];
+
+    memset(&r, 0, sizeof r);
+    evhttp_connection_set_flags(conn, EVHTTP_CON_READ_ON_WRITE_ERROR);
+    evhttp_add_header(h, "Host", "127.0.0.1");
+    if (token) {
+        snprintf(auth, sizeof auth, "Bearer %s", token);
+        evhttp_add_header(h, "Authorization", auth);
+    }
+    if (hname) evhttp_add_header(h, hname, hval);
+    if (body) {
+        char cl[24];
+        snprintf(cl, sizeof cl, "%zu", len);
+        evhttp_add_header(h, "Content-Length", cl); /* libevent adds it only for POST and PUT */
+        evbuffer_add(evhttp_request_get_output_buffer(req), body, len);
+    }
+    assert_int_equal(evhttp_make_request(conn, req, method_of(method), uri), 0);
+    while (!r.done) event_base_dispatch(T.base);
+    evhttp_connection_free(conn);
+    if (r.status != 413) {
+        assert_string_equal(r.ctype, "application/json");
+        assert_non_null(r.json);
+        assert_true(json_is_object(r.json));
+        if (r.status >= 400) assert_true(json_is_string(json_object_get(r.json, "error")));
+    }
+    if (out) *out = r.json;
+    else json_decref(r.json);
+    return r.status;
+}
+
+static int http(const char *method, const char *uri, const char *body, json_t **out)
+{
+    return http_full(method, uri, TOKEN, NULL, NULL, body, body ? strlen(body) : 0, out);
+}
+
+/* Expects code with "field": field (NULL: no field) from the request. */
+static void expect_error(const char *method, const char *uri, const char *body, int code,
+                         const char *field)
+{
+    json_t *j = NULL;
+    int st = http(method, uri, body, &j);
+
+    if (st != code) fprintf(stderr, "%s %s %s -> %d, not %d\n", method, uri, body ? body : "", st, code);
+    assert_int_equal(st, code);
+    if (field) {
+        json_t *f = json_object_get(j, "field");
+        if (!json_is_string(f) || strcmp(json_string_value(f), field) != 0) {
+            fprintf(stderr, "%s %s %s: field %s, not %s\n", method, uri, body ? body : "",
+                    json_is_string(f) ? json_string_value(f) : "(none)", field);
+        }
+        assert_true(json_is_string(f));
+        assert_string_equal(json_string_value(f), field);
+    }
+    json_decref(j);
+}
+
+static const char *sget(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    assert_true(json_is_string(v));
+    return json_string_value(v);
+}
+
+static json_int_t iget(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    assert_true(json_is_integer(v));
+    return json_integer_value(v);
+}
+
+static void run_ms(int ms)
+{
+    struct timeval tv = {0, ms * 1000};
+    event_base_loopexit(T.base, &tv);
+    event_base_dispatch(T.base);
+}
+
+/* ---- the tests ---- */
+
+static void test_auth(void **state)
+{
+    json_t *j = NULL;
+
+    assert_int_equal(http_full("GET", "/v1/images", NULL, NULL, NULL, NULL, 0, &j), 401);
+    assert_non_null(strstr(sget(j, "error"), "Authorization: Bearer"));
+    json_decref(j);
+    /* Same length, one digit off; a prefix; the token without "Bearer". */
+    assert_int_equal(http_full("GET", "/v1/images",
+                               "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdee",
+                               NULL, NULL, NULL, 0, NULL), 401);
+    assert_int_equal(http_full("GET", "/v1/images", "0123456789abcdef", NULL, NULL, NULL, 0, NULL), 401);
+    assert_int_equal(http_full("GET", "/v1/images", NULL, "Authorization", TOKEN, NULL, 0, NULL), 401);
+    /* Even for unknown paths, the token comes first. */
+    assert_int_equal(http_full("GET", "/v1/nothing", NULL, NULL, NULL, NULL, 0, NULL), 401);
+    assert_int_equal(http("GET", "/v1/images", NULL, NULL), 200);
+}
+
+static void test_paths_and_methods(void **state)
+{
+    expect_error("GET", "/v1/nothing", NULL, 404, NULL);
+    expect_error("GET", "/v1/imagesx", NULL, 404, NULL);
+    expect_error("GET", "/v1/images/ffffffff", NULL, 404, NULL);
+    expect_error("GET", "/v1/images/11111111/x", NULL, 404, NULL);
+    expect_error("GET", "/v1/rollouts/99", NULL, 404, NULL);
+    expect_error("GET", "/v1/rollouts/abc", NULL, 404, NULL);
+    expect_error("POST", "/v1/rollouts/1/explode", NULL, 404, NULL);
+    expect_error("GET", "/v1/devices/nope", NULL, 404, NULL);
+    expect_error("GET", "/v1/devices/dev-1/keys", NULL, 404, NULL);
+    expect_error("PUT", "/v1/images", NULL, 405, NULL);
+    expect_error("PATCH", "/v1/images/11111111", NULL, 405, NULL);
+    expect_error("DELETE", "/v1/rollouts", NULL, 405, NULL);
+    expect_error("DELETE", "/v1/rollouts/1", NULL, 405, NULL);
+    expect_error("GET", "/v1/rollouts/1/pause", NULL, 405, NULL);
+    expect_error("POST", "/v1/devices", NULL, 405, NULL);
+    expect_error("DELETE", "/v1/devices/dev-1", NULL, 405, NULL);
+    expect_error("GET", "/v1/devices/dev-1/secret", NULL, 405, NULL);
+}
+
+static void test_images_list_show(void **state)
+{
+    json_t *j = NULL, *arr, *e;
+    size_t i;
+    int seen = 0;
+
+    assert_int_equal(http("GET", "/v1/images", NULL, &j), 200);
+    arr = json_object_get(j, "images");
+    assert_int_equal(json_array_size(arr), 3);
+    json_array_foreach(arr, i, e) {
+        json_t *ros = json_object_get(e, "rollouts");
+        assert_int_equal(strlen(sget(e, "id")), 64);
+        assert_true(json_is_boolean(json_object_get(e, "signed")));
+        assert_int_equal(iget(e, "size"), 1000);
+        assert_int_equal(iget(e, "added_at"), 1796131200);
+        assert_true(json_is_array(ros));
+        if (sget(e, "id")[0] == '2') { /* used by active rollout 1 */
+            assert_int_equal(json_array_size(ros), 1);
+            assert_int_equal(json_integer_value(json_array_get(ros, 0)), 1);
+            seen++;
+        }
+        if (sget(e, "id")[0] == '1') { /* only by cancelled rollout 2 */
+            assert_int_equal(json_array_size(ros), 0);
+            seen++;
+        }
+    }
+    assert_int_equal(seen, 2);
+    json_decref(j);
+    assert_int_equal(http("GET", "/v1/images/22222222", NULL, &j), 200);
+    assert_string_equal(sget(j, "id"), "2222222222222222222222222222222222222222222222222222222222222222");
+    assert_string_equal(sget(j, "version"), "2.0.0");
+    assert_string_equal(sget(j, "model"), "esp32-devkit");
+    assert_true(json_is_false(json_object_get(j, "signed")));
+    json_decref(j);
+    expect_error("GET", "/v1/images/2222222", NULL, 400, "id");   /* 7 digits */
+    expect_error("GET", "/v1/images/2222222g", NULL, 400, "id");
+}
+
+static void test_image_delete(void **state)
+{
+    json_t *j = NULL;
+
+    assert_int_equal(http("DELETE", "/v1/images/22222222", NULL, &j), 409);
+    assert_non_null(strstr(sget(j, "error"), "rollout 1"));
+    json_decref(j);
+    assert_int_equal(T.f.nimgs, 3);
+    assert_int_equal(http("DELETE", "/v1/images/11111111", NULL, &j), 200);
+    assert_string_equal(sget(j, "deleted"), "1111111111111111111111111111111111111111111111111111111111111111");
+    json_decref(j);
+    assert_int_equal(T.f.nimgs, 2);
+    assert_int_equal(T.changes, 1);
+    expect_error("GET", "/v1/images/11111111", NULL, 404, NULL);
+    expect_error("DELETE", "/v1/images/11111111", NULL, 404, NULL);
+}
+
+static int dir_entries(void)
+{
+    DIR *d = opendir(T.dir);
+    struct dirent *e;
+    int n = 0;
+
+    while ((e = readdir(d)) != NULL) n += e->d_name[0] != '.' || strncmp(e->d_name, ".upload", 7) == 0;
+    closedir(d);
+    return n;
+}
+
+static void test_upload_unsigned(void **state)
+{
+    const char body[] = "image bytes of version 3";
+    uint8_t id[32];
+    char hex[65];
+    json_t *j = NULL;
+
+    crypto_hash_sha256(id, (const uint8_t *)body, sizeof body - 1);
+    hex_of(id, hex);
+    assert_int_equal(http("POST", "/v1/images?version=3.0.0&model=legacy", body, &j), 201);
+    assert_string_equal(sget(j, "id"), hex);
+    assert_string_equal(sget(j, "version"), "3.0.0");
+    assert_string_equal(sget(j, "model"), "legacy");
+    assert_int_equal(iget(j, "size"), sizeof body - 1);
+    assert_true(json_is_false(json_object_get(j, "signed")));
+    assert_int_equal(json_array_size(json_object_get(j, "rollouts")), 0);
+    json_decref(j);
+    assert_true(T.f.added_file_ok);
+    assert_int_equal(dir_entries(), 0); /* the backend copied it; the upload is gone */
+    assert_int_equal(T.changes, 1);
+    /* The same bytes again: 200, nothing added. */
+    assert_int_equal(http("POST", "/v1/images?version=3.0.0&model=legacy", body, NULL), 200);
+    assert_int_equal(T.f.nimgs, 4);
+    expect_error("POST", "/v1/images?model=legacy", "other bytes", 400, "version");
+    expect_error("POST", "/v1/images?version=3.0.0", "other bytes", 400, "model");
+    expect_error("POST", "/v1/images?version=3.0.0&model=012345678901234567890123456789012",
+                 "other bytes", 400, "model");
+    expect_error("POST", "/v1/images?version=3%200&model=legacy", "other bytes", 400, "version");
+    expect_error("POST", "/v1/images?version=3.0.0&model=legacy", NULL, 400, "body");
+    assert_int_equal(http_full("POST", "/v1/images?version=3.0.0&model=legacy", TOKEN,
+                               "Tcpota-Manifest", "***not base64***", "x", 1, NULL), 400);
+    assert_int_equal(http_full("POST", "/v1/images?version=3.0.0&model=legacy", TOKEN,
+                               "Tcpota-Manifest", "AAAA", "x", 1, NULL), 400);
+    assert_int_equal(T.f.nimgs, 4);
+}
+
+static void make_manifest(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
+                          char *b64, size_t cap);
+
+/* A server without keys takes a signed image too: its signature must hold
+ * for the key it names, and it must describe the bytes sent. */
+static void test_upload_signed_without_keys(void **state)
+{
+    const char body[] = "signed image bytes";
+    char b64[2048];
+    json_t *j = NULL;
+
+    make_manifest(T.sk, T.pk, body, sizeof body - 1, b64, sizeof b64);
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, "other bytes",
+                               11, &j), 400);
+    assert_string_equal(sget(j, "field"), "manifest");
+    json_decref(j);
+    b64[strlen(b64) - 6] = b64[strlen(b64) - 6] == 'A' ? 'B' : 'A';
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
+                               sizeof body - 1, NULL), 400);
+    make_manifest(T.sk, T.pk, body, sizeof body - 1, b64, sizeof b64);
+    assert_int_equal(T.f.nimgs, 3);
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
+                               sizeof body - 1, &j), 201);
+    assert_string_equal(sget(j, "version"), "4.1.0");
+    assert_true(json_is_true(json_object_get(j, "signed")));
+    json_decref(j);
+}
+
+/* A signed manifest (by sk) for body; base64 into b64. */
+static void make_manifest(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
+                          char *b64, size_t cap)
+{
+    struct tcpota_manifest m;
+    uint8_t man[TCPOTA_MAX_MANIFEST], id[32];
+    int n;
+
+    crypto_hash_sha256(id, (const uint8_t *)body, len);
+    memset(&m, 0, sizeof m);
+    m.image_size = (uint32_t)len;
+    m.sha256 = id;
+    m.version.ptr = (const uint8_t *)"4.1.0";
+    m.version.len = 5;
+    m.model.ptr = (const uint8_t *)"esp32-devkit";
+    m.model.len = 12;
+    m.security_counter = 1;
+    m.created = 1796131200;
+    m.pubkey = pk;
+    n = tcpota_manifest_encode_body(&m, man, sizeof man - 64);
+    assert_true(n > 0);
+    crypto_sign_detached(man + n, NULL, man, (unsigned long long)n, sk);
+    sodium_bin2base64(b64, cap, man, (size_t)n + 64, sodium_base64_VARIANT_ORIGINAL);
+}
+
+static void test_upload_signed(void **state)
+{
+    const char body[] = "signed image bytes";
+    uint8_t opk[32], osk[64];
+    char b64[2048];
+    json_t *j = NULL, *e;
+
+    api_stop(T.api);
+    start_api(api_verify_keys);
+    make_manifest(T.sk, T.pk, body, sizeof body - 1, b64, sizeof b64);
+    /* Keys: an image without its manifest is refused, even with names. */
+    assert_int_equal(http_full("POST", "/v1/images?version=1&model=m", TOKEN, NULL, NULL, body,
+                               sizeof body - 1, &j), 400);
+    assert_string_equal(sget(j, "field"), "manifest");
+    json_decref(j);
+    /* The manifest of other bytes. */
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, "other", 5, &j), 400);
+    assert_string_equal(sget(j, "field"), "manifest");
+    json_decref(j);
+    /* A manifest contradicted by the query. */
+    assert_int_equal(http_full("POST", "/v1/images?version=9.9.9", TOKEN, "Tcpota-Manifest", b64,
+                               body, sizeof body - 1, &j), 400);
+    assert_string_equal(sget(j, "field"), "version");
+    json_decref(j);
+    /* Signed by a key the server does not trust. */
+    crypto_sign_keypair(opk, osk);
+    make_manifest(osk, opk, body, sizeof body - 1, b64, sizeof b64);
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
+                               sizeof body - 1, &j), 400);
+    assert_string_equal(sget(j, "field"), "manifest");
+    assert_non_null(strstr(sget(j, "error"), "not one of"));
+    json_decref(j);
+    /* Signed by the trusted key, with a forged signature. */
+    make_manifest(T.sk, T.pk, body, sizeof body - 1, b64, sizeof b64);
+    b64[strlen(b64) - 6] = b64[strlen(b64) - 6] == 'A' ? 'B' : 'A';
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
+                               sizeof body - 1, NULL), 400);
+    make_manifest(T.sk, T.pk, body, sizeof body - 1, b64, sizeof b64);
+    assert_int_equal(T.f.nimgs, 3);
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
+                               sizeof body - 1, &j), 201);
+    assert_string_equal(sget(j, "version"), "4.1.0");
+    assert_string_equal(sget(j, "model"), "esp32-devkit");
+    assert_true(json_is_true(json_object_get(j, "signed")));
+    json_decref(j);
+    assert_int_equal(T.f.nimgs, 4);
+    assert_true(T.f.imgs[3].manifest_len > 0);
+    /* And the list says it is signed. */
+    assert_int_equal(http("GET", "/v1/images", NULL, &j), 200);
+    e = json_array_get(json_object_get(j, "images"), 3);
+    assert_true(json_is_true(json_object_get(e, "signed")));
+    json_decref(j);
+}
+
+static void test_upload_too_large(void **state)
+{
+    char *big = calloc(1, MAX_IMAGE + 1);
+
+    memset(big, 'x', MAX_IMAGE + 1);
+    assert_int_equal(http_full("POST", "/v1/images?version=1.0&model=m", TOKEN, NULL, NULL, big,
+                               MAX_IMAGE + 1, NULL), 413);
+    assert_int_equal(http_full("POST", "/v1/images?version=1.0&model=m", TOKEN, NULL, NULL, big,
+                               MAX_IMAGE, NULL), 201);
+    free(big);
+}
+
+static void test_rollout_create_refused(void **state)
+{
+    static const struct {
+        const char *body, *field;
+        int code;
+    } cases[] = {
+        {"{\"image\": \"2.0.0\", ", "body", 400},
+        {"[1, 2]", "body", 400},
+        {"{\"model\": \"esp32-devkit\"}", "image", 400},
+        {"{\"image\": 5, \"model\": \"esp32-devkit\"}", "image", 400},
+        {"{\"image\": \"2.0.0\"}", "model", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"\"}", "model", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": [50, 10]}", "waves", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": [50, 50]}", "waves", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": [0]}", "waves", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": [101]}", "waves", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": 101}", "waves", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": []}", "waves", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": [\"10\"]}", "waves", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": "
+         "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]}", "waves", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"halt_at\": -1}", "halt_at", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"halt_at\": \"x\"}", "halt_at", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"halt_at\": 101}", "halt_at", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"halt_at\": 20.5}", "halt_at", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"halt_min\": -3}", "halt_min", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"min_finished\": 4294967296}",
+         "min_finished", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"success_pct\": 101}", "success_pct", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"soak_s\": null}", "soak_s", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"allow_downgrade\": \"yes\"}",
+         "allow_downgrade", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"group\": "
+         "\"abcdefghijabcdefghijabcdefghijabc\"}", "group", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"group\": \"a b\"}", "group", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"group\": 7}", "group", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"halt_pct\": 5}", "halt_pct", 400},
+        {"{\"image\": \"9.9.9\", \"model\": \"esp32-devkit\"}", "image", 404},
+        {"{\"image\": \"aaaaaaaa\", \"model\": \"esp32-devkit\"}", "image", 404},
+        {"{\"image\": \"33333333\", \"model\": \"esp32-devkit\"}", "model", 400},
+        {"{\"image\": \"1.0.0\", \"model\": \"esp32-devkit\"}", "image", 400}, /* ambiguous */
+    };
+    size_t i;
+
+    /* A second 1.0.0 of the model makes that version ambiguous. */
+    T.f.imgs[3] = T.f.imgs[0];
+    memset(T.f.imgs[3].id, 0x44, 32);
+    T.f.nimgs = 4;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        expect_error("POST", "/v1/rollouts", cases[i].body, cases[i].code, cases[i].field);
+    }
+    assert_int_equal(T.f.nros, 2);
+    assert_int_equal(T.changes, 0);
+}
+
+static void check_rollout_shape(json_t *j)
+{
+    json_t *rules = json_object_get(j, "rules"), *totals = json_object_get(j, "totals");
+    json_t *waves = json_object_get(j, "waves"), *w;
+    size_t i;
+
+    iget(j, "id");
+    assert_int_equal(strlen(sget(j, "image")), 64);
+    sget(j, "model");
+    sget(j, "group");
+    sget(j, "state");
+    assert_true(json_is_boolean(json_object_get(j, "superseded")));
+    assert_true(json_is_boolean(json_object_get(j, "allow_downgrade")));
+    iget(rules, "halt_at");
+    iget(rules, "halt_min");
+    iget(rules, "min_finished");
+    iget(rules, "success_pct");
+    iget(rules, "soak_s");
+    assert_true(json_array_size(waves) >= 1);
+    json_array_foreach(waves, i, w) {
+        iget(w, "percent");
+        assert_true(json_is_boolean(json_object_get(w, "open")));
+        assert_true(json_is_integer(json_object_get(w, "opened_at")) ==
+                    json_is_true(json_object_get(w, "open")));
+        iget(w, "targeted");
+        iget(w, "offered");
+        iget(w, "downloading");
+        iget(w, "updated");
+        iget(w, "failed");
+    }
+    iget(totals, "targeted");
+    iget(totals, "failed");
+    iget(j, "created_at");
+    iget(j, "changed_at");
+}
+
+static void test_rollout_create(void **state)
+{
+    json_t *j = NULL, *w;
+
+    assert_int_equal(http("POST", "/v1/rollouts",
+                          "{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": [10, 50, 100],"
+                          " \"halt_at\": 25}", &j), 201);
+    check_rollout_shape(j);
+    assert_int_equal(iget(j, "id"), 3);
+    assert_string_equal(sget(j, "image"), "2222222222222222222222222222222222222222222222222222222222222222");
+    assert_string_equal(sget(j, "version"), "2.0.0");
+    assert_string_equal(sget(j, "state"), "active");
+    assert_string_equal(sget(j, "group"), "");
+    assert_true(json_is_false(json_object_get(j, "allow_downgrade")));
+    assert_int_equal(iget(json_object_get(j, "rules"), "halt_at"), 25);
+    assert_int_equal(iget(json_object_get(j, "rules"), "halt_min"), 3);
+    assert_int_equal(iget(json_object_get(j, "rules"), "min_finished"), 10);
+    assert_int_equal(iget(json_object_get(j, "rules"), "success_pct"), 90);
+    assert_int_equal(iget(json_object_get(j, "rules"), "soak_s"), 300);
+    w = json_object_get(j, "waves");
+    assert_int_equal(json_array_size(w), 3);
+    assert_int_equal(iget(json_array_get(w, 0), "percent"), 10);
+    assert_true(json_is_true(json_object_get(json_array_get(w, 0), "open")));
+    assert_true(json_is_false(json_object_get(json_array_get(w, 1), "open")));
+    assert_true(json_is_null(json_object_get(json_array_get(w, 1), "opened_at")));
+    assert_int_equal(iget(json_object_get(j, "totals"), "targeted"), 5);
+    json_decref(j);
+    assert_int_equal(T.f.ros[2].ro.bound[0], 1000);
+    assert_int_equal(T.f.ros[2].ro.bound[2], 10000);
+    assert_int_equal(T.f.ros[2].ro.n_open, 1);
+    assert_true(T.f.ros[0].superseded);
+    assert_int_equal(T.changes, 1);
+    /* By an id prefix, with the defaults. */
+    assert_int_equal(http("POST", "/v1/rollouts",
+                          "{\"image\": \"22222222\", \"model\": \"esp32-devkit\", \"group\": \"canary\","
+                          " \"allow_downgrade\": true}", &j), 201);
+    assert_int_equal(json_array_size(json_object_get(j, "waves")), 1);
+    assert_int_equal(iget(json_array_get(json_object_get(j, "waves"), 0), "percent"), 100);
+    assert_int_equal(iget(json_object_get(j, "rules"), "halt_at"), 20);
+    assert_string_equal(sget(j, "group"), "canary");
+    assert_true(json_is_true(json_object_get(j, "allow_downgrade")));
+    json_decref(j);
+    assert_int_equal(T.f.ros[3].ro.bound[0], 10000);
+}
+
+static void test_rollout_list_show(void **state)
+{
+    json_t *j = NULL, *arr;
+
+    assert_int_equal(http("GET", "/v1/rollouts", NULL, &j), 200);
+    arr = json_object_get(j, "rollouts");
+    assert_int_equal(json_array_size(arr), 2);
+    assert_int_equal(iget(json_array_get(arr, 0), "id"), 2); /* newest first */
+    assert_string_equal(sget(json_array_get(arr, 0), "version"), "1.0.0");
+    assert_string_equal(sget(json_array_get(arr, 0), "state"), "cancelled");
+    check_rollout_shape(json_array_get(arr, 1));
+    json_decref(j);
+    assert_int_equal(http("GET", "/v1/rollouts/1", NULL, &j), 200);
+    check_rollout_shape(j);
+    assert_string_equal(sget(j, "version"), "2.0.0");
+    assert_int_equal(iget(json_array_get(json_object_get(j, "waves"), 0), "updated"), 2);
+    json_decref(j);
+}
+
+static void test_rollout_actions(void **state)
+{
+    json_t *j = NULL;
+
+    assert_int_equal(http("POST", "/v1/rollouts/1/pause", NULL, &j), 200);
+    assert_string_equal(sget(j, "state"), "paused");
+    json_decref(j);
+    assert_int_equal(T.f.last_set.u.rollout.expect_state, ROLLOUT_STATE_ACTIVE);
+    assert_int_equal(T.f.last_set.u.rollout.expect_n_open, 1);
+    assert_int_equal(T.f.last_set.u.rollout.new_n_open, 1);
+    assert_int_equal(T.changes, 1);
+    expect_error("POST", "/v1/rollouts/1/pause", NULL, 409, NULL);
+    assert_int_equal(http("POST", "/v1/rollouts/1/resume", NULL, &j), 200);
+    assert_string_equal(sget(j, "state"), "active");
+    json_decref(j);
+    T.f.ros[0].ro.state = ROLLOUT_STATE_HALTED;
+    assert_int_equal(http("POST", "/v1/rollouts/1/resume", NULL, NULL), 200);
+    /* Another decider changed it between our read and our write. */
+    T.f.cas_conflict = 1;
+    assert_int_equal(http("POST", "/v1/rollouts/1/pause", NULL, &j), 409);
+    assert_non_null(strstr(sget(j, "error"), "changed meanwhile"));
+    json_decref(j);
+    assert_string_equal(store_rollout_state_name(T.f.ros[0].ro.state), "active");
+    assert_int_equal(http("POST", "/v1/rollouts/1/cancel", NULL, NULL), 200);
+    assert_int_equal(T.f.ros[0].ro.state, ROLLOUT_STATE_CANCELLED);
+    assert_int_equal(http("POST", "/v1/rollouts/1/resume", NULL, &j), 409);
+    assert_string_equal(sget(j, "error"), "rollout 1 is cancelled; it cannot be resumed");
+    json_decref(j);
+    expect_error("POST", "/v1/rollouts/1/cancel", NULL, 409, NULL);
+    expect_error("POST", "/v1/rollouts/2/pause", NULL, 409, NULL);
+    expect_error("POST", "/v1/rollouts/7/cancel", NULL, 404, NULL);
+    assert_int_equal(T.changes, 4);
+}
+
+static void test_devices_list(void **state)
+{
+    json_t *j = NULL, *d;
+
+    assert_int_equal(http("GET", "/v1/devices", NULL, &j), 200);
+    assert_int_equal(json_array_size(json_object_get(j, "devices")), 3);
+    assert_int_equal(iget(j, "total"), 3);
+    assert_true(json_is_null(json_object_get(j, "next")));
+    d = json_array_get(json_object_get(j, "devices"), 0);
+    assert_string_equal(sget(d, "id"), "dev-1");
+    assert_string_equal(sget(d, "state"), "rolled-back");
+    assert_string_equal(sget(d, "protocol"), "v1");
+    assert_string_equal(sget(d, "address"), "127.0.0.1");
+    assert_int_equal(iget(d, "percent"), 50);
+    sget(d, "running");
+    sget(d, "image");
+    sget(d, "reason");
+    iget(d, "first_seen");
+    assert_true(json_is_false(json_object_get(d, "has_secret")));
+    json_decref(j);
+    assert_int_equal(T.f.last_limit, 1001);
+    assert_int_equal(http("GET", "/v1/devices?model=esp32-devkit&state=rolled-back", NULL, &j), 200);
+    assert_int_equal(json_array_size(json_object_get(j, "devices")), 1);
+    assert_int_equal(iget(j, "total"), 1);
+    json_decref(j);
+    assert_int_equal(http("GET", "/v1/devices?group=canary", NULL, &j), 200);
+    assert_string_equal(sget(json_array_get(json_object_get(j, "devices"), 0), "id"), "dev-2");
+    json_decref(j);
+    assert_int_equal(http("GET", "/v1/devices?limit=1", NULL, &j), 200);
+    assert_int_equal(json_array_size(json_object_get(j, "devices")), 1);
+    assert_string_equal(sget(j, "next"), "dev-1");
+    json_decref(j);
+    assert_int_equal(http("GET", "/v1/devices?limit=2&after=dev-1", NULL, &j), 200);
+    assert_int_equal(json_array_size(json_object_get(j, "devices")), 2);
+    assert_string_equal(sget(json_array_get(json_object_get(j, "devices"), 0), "id"), "dev-2");
+    assert_true(json_is_null(json_object_get(j, "next")));
+    json_decref(j);
+    assert_int_equal(http("GET", "/v1/devices?limit=100000", NULL, NULL), 200);
+    expect_error("GET", "/v1/devices?state=broken", NULL, 400, "state");
+    expect_error("GET", "/v1/devices?limit=0", NULL, 400, "limit");
+    expect_error("GET", "/v1/devices?limit=100001", NULL, 400, "limit");
+    expect_error("GET", "/v1/devices?limit=99999999999999999999999", NULL, 400, "limit");
+    expect_error("GET", "/v1/devices?limit=-1", NULL, 400, "limit");
+    expect_error("GET", "/v1/devices?limit=10x", NULL, 400, "limit");
+    expect_error("GET", "/v1/devices?group=abcdefghijabcdefghijabcdefghijabc", NULL, 400, "group");
+    expect_error("GET", "/v1/devices?model=a%20b", NULL, 400, "model");
+    expect_error("GET", "/v1/devices?model=", NULL, 400, "model");
+    expect_error("GET", "/v1/devices?colour=red", NULL, 400, "colour");
+}
+
+static void test_device_show_patch(void **state)
+{
+    json_t *j = NULL, *h;
+
+    assert_int_equal(http("GET", "/v1/devices/dev%2D1", NULL, &j), 200);
+    assert_string_equal(sget(j, "id"), "dev-1");
+    h = json_object_get(j, "history");
+    assert_int_equal(json_array_size(h), 2);
+    assert_int_equal(iget(json_array_get(h, 0), "at"), 200);
+    assert_string_equal(sget(json_array_get(h, 0), "state"), "rolled-back");
+    assert_string_equal(sget(json_array_get(h, 0), "detail"), "health check failed");
+    sget(json_array_get(h, 0), "image");
+    json_decref(j);
+    assert_int_equal(http("PATCH", "/v1/devices/dev-1", "{\"group\": \"canary\"}", &j), 200);
+    assert_string_equal(sget(j, "group"), "canary");
+    json_decref(j);
+    assert_string_equal(T.f.devs[0].group, "canary");
+    assert_int_equal(T.changes, 1);
+    assert_int_equal(http("PATCH", "/v1/devices/dev-1", "{\"group\": \"\"}", NULL), 200);
+    assert_string_equal(T.f.devs[0].group, "");
+    expect_error("PATCH", "/v1/devices/dev-1", "{\"group\": \"abcdefghijabcdefghijabcdefghijabc\"}",
+                 400, "group");
+    expect_error("PATCH", "/v1/devices/dev-1", "{\"group\": \"tab\\there\"}", 400, "group");
+    expect_error("PATCH", "/v1/devices/dev-1", "{\"group\": 5}", 400, "group");
+    expect_error("PATCH", "/v1/devices/dev-1", "{}", 400, "group");
+    expect_error("PATCH", "/v1/devices/dev-1", "{\"group\": \"a\", \"x\": 1}", 400, "x");
+    expect_error("PATCH", "/v1/devices/dev-1", "{\"group\": ", 400, "body");
+    expect_error("PATCH", "/v1/devices/nobody", "{\"group\": \"a\"}", 404, NULL);
+    expect_error("GET", "/v1/devices/dev%001", NULL, 400, "id");
+    assert_int_equal(T.changes, 2);
+}
+
+static void test_secret(void **state)
+{
+    json_t *j = NULL;
+    char hex[65];
+    char uri[200];
+
+    assert_int_equal(http("POST", "/v1/devices/new-dev/secret", NULL, &j), 201);
+    assert_string_equal(sget(j, "id"), "new-dev");
+    assert_int_equal(strlen(sget(j, "secret")), 64);
+    assert_int_equal(T.secrets, 1);
+    hex_of(T.secret, hex);
+    assert_string_equal(sget(j, "secret"), hex);
+    assert_string_equal(T.f.secret_id, "new-dev");
+    assert_int_equal(T.f.secret_len, 32);
+    assert_memory_equal(T.f.secret, T.secret, 32);
+    json_decref(j);
+    snprintf(uri, sizeof uri, "/v1/devices/%065d/secret", 7);
+    expect_error("POST", uri, NULL, 400, "id");
+    expect_error("POST", "/v1/devices/a%20b/secret", NULL, 400, "id");
+    assert_int_equal(T.secrets, 1);
+}
+
+static void test_store_fails(void **state)
+{
+    json_t *j = NULL;
+
+    T.f.fail_op = STORE_IMAGE_LIST;
+    T.f.fail_rc = STORE_E_IO;
+    assert_int_equal(http("GET", "/v1/images", NULL, &j), 500);
+    assert_non_null(strstr(sget(j, "error"), "disk full (fake)"));
+    json_decref(j);
+    T.f.fail_op = STORE_DEVICE_SET_GROUP;
+    assert_int_equal(http("PATCH", "/v1/devices/dev-1", "{\"group\": \"a\"}", NULL), 500);
+    assert_int_equal(T.changes, 0);
+}
+
+/* A client that leaves while its store request is in flight, and a stop
+ * with requests in flight: no crash, no leak (ASan). */
+static void test_client_gone(void **state)
+{
+    static const char req[] = "GET /v1/devices/dev-1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+                              "\r\n\r\n";
+    struct sockaddr_in sa;
+    int fd, i;
+
+    T.f.hold = 1;
+    for (i = 0; i < 2; i++) {
+        memset(&sa, 0, sizeof sa);
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons(T.port);
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+        assert_int_equal(write(fd, req, sizeof req - 1), (ssize_t)sizeof req - 1);
+        run_ms(50);
+        assert_non_null(T.f.head); /* the request waits in the store */
+        if (i == 0) {
+            close(fd);
+            run_ms(50);
+            T.f.hold = 0;
+            fake_run(-1, 0, NULL);
+            run_ms(50);
+            assert_null(T.f.head);
+            T.f.hold = 1;
+        } else {
+            api_stop(T.api); /* detaches it; teardown's store_close completes it */
+            T.api = NULL;
+            close(fd);
+        }
+    }
+}
+
+static void test_token_file(void **state)
+{
+    char tok[API_TOKEN_HEX + 1], again[API_TOKEN_HEX + 1], err[300], path[128];
+    struct stat st;
+    FILE *f;
+
+    assert_int_equal(api_token_load_or_create(T.dir, tok, sizeof tok, err, sizeof err), 0);
+    assert_int_equal(strlen(tok), 64);
+    snprintf(path, sizeof path, "%s/api.token", T.dir);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(api_token_load_or_create(T.dir, again, sizeof again, err, sizeof err), 0);
+    assert_string_equal(tok, again);
+    chmod(path, 0644);
+    assert_int_equal(api_token_load_or_create(T.dir, again, sizeof again, err, sizeof err), -1);
+    assert_non_null(strstr(err, "chmod 600"));
+    chmod(path, 0600);
+    f = fopen(path, "w");
+    fputs("not a token\n", f);
+    fclose(f);
+    assert_int_equal(api_token_load_or_create(T.dir, again, sizeof again, err, sizeof err), -1);
+    assert_non_null(strstr(err, "hex"));
+    unlink(path);
+    assert_int_equal(mkdir(path, 0700), 0);
+    assert_int_equal(api_token_load_or_create(T.dir, again, sizeof again, err, sizeof err), -1);
+    assert_non_null(strstr(err, "regular"));
+    rmdir(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_auth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_paths_and_methods, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_images_list_show, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_image_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upload_unsigned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upload_signed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upload_signed_without_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upload_too_large, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollout_create_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollout_create, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollout_list_show, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollout_actions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_devices_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_device_show_patch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secret, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_gone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_token_file, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
