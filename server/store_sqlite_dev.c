@@ -168,7 +168,7 @@ static int apply_report(struct sstore *st, struct store_req *r, const struct sto
     }
     failed = state != STORE_ST_UPDATED;
     if (sq_run(st, "UPDATE devices SET state = ?2, image = ?3, bytes = 0, reason = ?4"
-               " WHERE id = ?1", "tits", r->u.checkin.id, (int64_t)state, hex,
+               " WHERE id = ?1", "titt", r->u.checkin.id, (int64_t)state, hex,
                reason[r->u.checkin.report_result]) != SQLITE_DONE) {
         return sq_fail(st, r, "checkin report");
     }

@@ -50,10 +50,12 @@ static int bind_v(sqlite3_stmt *s, const char *fmt, va_list ap)
         } else if (*fmt == 't') {
             const char *t = va_arg(ap, const char *);
             rc = t ? sqlite3_bind_text(s, i, t, -1, SQLITE_TRANSIENT) : sqlite3_bind_null(s, i);
-        } else {
+        } else if (*fmt == 'b') {
             const void *p = va_arg(ap, const void *);
             int n = va_arg(ap, int);
             rc = sqlite3_bind_blob(s, i, p, n, SQLITE_TRANSIENT);
+        } else {
+            rc = SQLITE_MISUSE; /* a typo in a format must not read the wrong argument */
         }
     }
     return rc;

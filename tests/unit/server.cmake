@@ -10,3 +10,7 @@ target_link_libraries(test_server_image PRIVATE tcpota_server)
 tcpota_unit_test(test_server_unauth ${CMAKE_CURRENT_LIST_DIR}/test_server_unauth.c
                  ${PROJECT_SOURCE_DIR}/server/unauth.c)
 target_include_directories(test_server_unauth PRIVATE ${PROJECT_SOURCE_DIR}/server)
+
+# The SQLite fleet store, through its asynchronous API on a real loop.
+tcpota_unit_test(test_store_sqlite ${CMAKE_CURRENT_LIST_DIR}/test_store_sqlite.c)
+target_link_libraries(test_store_sqlite PRIVATE tcpota_server)
