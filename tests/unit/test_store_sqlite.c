@@ -1,6 +1,7 @@
 /* test_store_sqlite.c - the SQLite fleet store (server/store_sqlite*.c)
  * through its asynchronous API, for real: a libevent loop, submit, and the
  * loop run until done fires. Each test has its own data directory. */
+#define _XOPEN_SOURCE 700 /* nftw() */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +9,7 @@
 #include <cmocka.h>
 
 #include <event2/event.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +18,6 @@
 #include <unistd.h>
 
 #include "store.h"
-#include "tmpdir.h"
 
 #define NOW 1796131200 /* the clock every request carries */
 #define MODEL "esp32-devkit"
@@ -79,13 +80,19 @@ static int setup(void **state)
     return 0;
 }
 
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* Removes a test's data directory: unlike tmpdir.h's flat directories, it
+ * holds images/. */
 static void rm_tree(const char *dir)
 {
-    char images[300];
-
-    snprintf(images, sizeof(images), "%s/images", dir);
-    tmpdir_remove(images);
-    tmpdir_remove(dir);
+    (void)nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
 static int teardown(void **state)
