@@ -13,6 +13,8 @@
  *   devices.c what each device reported (failures, outcome)
  *   tls.c     the TLS context, the channel binding of an AUTH
  *   log.c     one log line per event
+ *   store.c   fleet mode's store (store.h); store_sqlite*.c its SQLite backend,
+ *             file by file in store_sqlite_internal.h
  */
 #ifndef TCPOTA_SERVER_INTERNAL_H
 #define TCPOTA_SERVER_INTERNAL_H

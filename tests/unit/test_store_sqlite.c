@@ -293,6 +293,10 @@ static void test_reopen_keeps_data(void **state)
 
     checkin_free(f, "dev-1");
     store_req_free(image_add(f, 0xaa, "2.0.0"));
+    /* Secrets and the database are the operator's alone: the WAL too. */
+    snprintf(path, sizeof(path), "%s/tcpota.db-wal", f->dir);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
     reopen(f);
     r = device_get(f, "dev-1");
     assert_int_equal(r->rc, STORE_OK);
@@ -303,7 +307,6 @@ static void test_reopen_keeps_data(void **state)
     assert_int_equal(r->u.list.n, 1);
     assert_string_equal(((struct store_image *)r->u.list.rows)[0].version, "2.0.0");
     store_req_free(r);
-    /* Secrets and the database are the operator's alone. */
     snprintf(path, sizeof(path), "%s/tcpota.db", f->dir);
     assert_int_equal(stat(path, &sb), 0);
     assert_int_equal(sb.st_mode & 0777, 0600);
