@@ -10,6 +10,7 @@
 
 #include <event2/event.h>
 #include <ftw.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -341,6 +342,31 @@ static void test_garbage_db(void **state)
     assert_non_null(strstr(err, path));
     event_base_free(base);
     rm_tree(dir);
+}
+
+/* A database a newer tcpota migrated: refused, not downgraded. */
+static void test_newer_schema(void **state)
+{
+    struct fx *f = *state;
+    char path[300], err[300] = "";
+    sqlite3 *db;
+
+    store_close(f->st);
+    f->st = NULL;
+    snprintf(path, sizeof(path), "%s/tcpota.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 99", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_null(store_sqlite_open(f->dir, f->base, err, sizeof(err)));
+    assert_non_null(strstr(err, "schema version 99, newer than this tcpota knows"));
+    /* And another program's SQLite database is not taken for ours. */
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE t (x)", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_null(store_sqlite_open(f->dir, f->base, err, sizeof(err)));
+    assert_non_null(strstr(err, "not a tcpota one"));
 }
 
 static void test_dir_not_a_dir(void **state)
@@ -914,6 +940,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_second_open_in_use, setup, teardown),
         cmocka_unit_test(test_garbage_db),
         cmocka_unit_test(test_dir_not_a_dir),
+        cmocka_unit_test_setup_teardown(test_newer_schema, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkin_registers_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_report_applied_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_report_survives_crash, setup, teardown),
