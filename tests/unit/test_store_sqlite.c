@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -534,6 +536,67 @@ static void test_progress_one_batch_behind(void **state)
     store_req_free(r);
 }
 
+/* A child whose files may not grow (as on a full disk) keeps getting
+ * answers: errors, never a crash, and every done runs. */
+static void full_disk_child(const char *dir)
+{
+    struct event_base *base = event_base_new();
+    uint8_t img[TCPOTA_ID_LEN];
+    struct rlimit lim = {256 * 1024, 256 * 1024};
+    char err[256], id[64];
+    struct store_req *r;
+    struct fx f;
+    int i, failed = 0;
+
+    memset(&f, 0, sizeof(f));
+    f.base = base;
+    f.st = store_sqlite_open(dir, base, err, sizeof(err));
+    if (!f.st) {
+        _exit(2);
+    }
+    signal(SIGXFSZ, SIG_IGN);
+    setrlimit(RLIMIT_FSIZE, &lim);
+    for (i = 0; i < 400 && failed < 5; i++) {
+        snprintf(id, sizeof(id), "full-%03d-%0*d", i, 40, i);
+        fake_id(img, (uint8_t)i);
+        r = checkin(&f, id, img, TCPOTA_RESULT_ROLLED_BACK);
+        if (r->rc == STORE_E_IO && r->err[0]) {
+            failed++;
+        } else if (r->rc != STORE_OK) {
+            _exit(3);
+        }
+        store_req_free(r);
+    }
+    store_close(f.st);
+    event_base_free(base);
+    _exit(failed ? 0 : 4);
+}
+
+static void test_disk_full(void **state)
+{
+    struct fx *f = *state;
+    struct store_req *r;
+    int status;
+    pid_t pid;
+
+    store_close(f->st);
+    f->st = NULL;
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        full_disk_child(f->dir);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    /* What was committed before the disk filled is intact. */
+    fx_open(f);
+    r = device_get(f, "full-000-0000000000000000000000000000000000000000");
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.device.dev.state, STORE_ST_ROLLED_BACK);
+    store_req_free(r);
+}
+
 /* ---- rollouts ---- */
 
 static void test_rollout_waves_targeted(void **state)
@@ -945,6 +1008,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_report_applied_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_report_survives_crash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_progress_one_batch_behind, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollout_waves_targeted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_counters_follow_events, setup, teardown),
         cmocka_unit_test_setup_teardown(test_supersede_and_group, setup, teardown),
