@@ -26,6 +26,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: tcpota serve [--listen HOST:PORT] [--version V] [options] FILE\n"
+            "       tcpota serve --data DIR [--api HOST:PORT] [--pubkey K.pub] [options]\n"
             "\n"
             "Serves FILE as the current image to every device that connects: tcpota v1\n"
             "devices (resume, integrity check) and the sample's req0/req1 devices alike.\n"
@@ -59,7 +60,15 @@ static void usage(FILE *f)
             "                        authenticate, with TLS or --require-auth (default %u;\n"
             "                        0 = no limit)\n"
             "TLS:\n"
-            "  --tls-cert C --tls-key K   serve protocol v1 inside TLS (PEM files)\n",
+            "  --tls-cert C --tls-key K   serve protocol v1 inside TLS (PEM files)\n"
+            "fleet mode (no FILE; images, rollouts and devices through the API):\n"
+            "  --data DIR            keep the fleet in DIR (SQLite DIR/tcpota.db, images in\n"
+            "                        DIR/images; created on first start); device secrets are\n"
+            "                        made with `tcpota device secret ID`, not --auth-file\n"
+            "  --api HOST:PORT|off   the control API (default 127.0.0.1:8071); its token is\n"
+            "                        DIR/api.token (docs/api.md)\n"
+            "  --max-image BYTES     largest image the API takes (default 64 MiB)\n"
+            "  --pubkey K.pub        images added must be signed with one of these keys\n",
             DEFAULT_MAX_UNAUTH_PER_ADDR);
 }
 
@@ -309,11 +318,51 @@ static int serve_reload(void *ctx, struct tcpota_serve_opts *fresh)
     return serve_load(ctx, fresh) == 0 ? 0 : -1;
 }
 
+/* `tcpota serve --data DIR`: what fleet mode refuses, then the server. */
+static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const char *api)
+{
+    static char images[4096], api_host[256];
+    struct stat st;
+
+    if (o->image) {
+        fprintf(stderr, "tcpota serve: --data serves the fleet's images; add %s with "
+                        "`tcpota image add %s` instead of naming it here\n", o->image, o->image);
+        return 2;
+    }
+    if (src->version || src->manifest || src->auth_file || src->require_signed == 1) {
+        fprintf(stderr, "tcpota serve: %s does not apply with --data (images carry their "
+                        "manifests; secrets come from `tcpota device secret ID`)\n",
+                src->version ? "--version" : src->manifest ? "--manifest"
+                : src->auth_file ? "--auth-file" : "--require-signed");
+        return 2;
+    }
+    if (stat(o->data_dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "tcpota serve: --data %s is not a directory; give a directory (it is "
+                        "created if missing)\n", o->data_dir);
+        return 2;
+    }
+    if (strcmp(api, "off") != 0 &&
+        cli_hostport(api, "--api", api_host, sizeof(api_host), &o->api_port) < 0) {
+        return 2;
+    }
+    o->api_host = strcmp(api, "off") == 0 ? NULL : api_host;
+    snprintf(images, sizeof(images), "%s/images", o->data_dir);
+    o->images_dir = images;
+    o->pubkeys = (const uint8_t(*)[32])src->keys;
+    o->npubkeys = src->nkeys;
+    if (!src->nkeys) {
+        fprintf(stderr, "tcpota serve: warning: no --pubkey: the API takes unsigned images; "
+                        "give --pubkey K.pub so that only signed images are served\n");
+    }
+    return tcpota_serve(o);
+}
+
 int cmd_serve(int argc, char **argv)
 {
     struct tcpota_serve_opts o;
     struct sources src;
     char host[256] = "0.0.0.0";
+    const char *api = "127.0.0.1:8071";
     unsigned long long v;
     int i, rc;
 
@@ -327,6 +376,7 @@ int cmd_serve(int argc, char **argv)
     o.chunk = 4096;
     o.progress = 1;
     o.max_unauth_per_addr = DEFAULT_MAX_UNAUTH_PER_ADDR;
+    o.max_image = 64u << 20;
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -382,6 +432,13 @@ int cmd_serve(int argc, char **argv)
         } else if (strcmp(a, "--max-unauth-per-addr") == 0) {
             if (cli_number(val, a, 0, 1000000, &v) < 0) return 2;
             o.max_unauth_per_addr = (unsigned)v;
+        } else if (strcmp(a, "--data") == 0) {
+            o.data_dir = val;
+        } else if (strcmp(a, "--api") == 0) {
+            api = val;
+        } else if (strcmp(a, "--max-image") == 0) {
+            if (cli_number(val, a, 1, UINT32_MAX, &v) < 0) return 2;
+            o.max_image = (size_t)v;
         } else if (strcmp(a, "--chunk") == 0) {
             if (cli_number(val, a, 512, 16380, &v) < 0) return 2;
             o.chunk = (unsigned)v;
@@ -399,8 +456,22 @@ int cmd_serve(int argc, char **argv)
         }
         i++;
     }
+    if ((o.tls_cert == NULL) != (o.tls_key == NULL)) {
+        fprintf(stderr, "tcpota serve: --tls-cert and --tls-key go together\n");
+        return 2;
+    }
+    if (o.data_dir) {
+        if (sodium_init() < 0) return 1;
+        if (o.tls_cert && (check_arg(o.tls_cert, "--tls-cert", 0) < 0 ||
+                           check_arg(o.tls_key, "--tls-key", 1) < 0)) {
+            return 2;
+        }
+        rc = serve_fleet(&o, &src, api);
+        sodium_memzero(&src, sizeof(src));
+        return rc;
+    }
     if (!o.image) {
-        fprintf(stderr, "tcpota serve: no image FILE given\n");
+        fprintf(stderr, "tcpota serve: no image FILE given (or --data DIR for fleet mode)\n");
         usage(stderr);
         return 2;
     }

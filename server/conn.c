@@ -1,6 +1,7 @@
 /* conn.c - one connection: its v1 session, the libevent callbacks that
  * drive it, and flow control (see conn.h). */
 #include "conn.h"
+#include "fleet.h"
 #include "legacy.h"
 #include "log.h"
 #include "offer.h"
@@ -34,6 +35,7 @@ void conn_free(struct conn *c)
     srv->nconns--;
     srv->stats.bytes_sent += c->bytes_sent;
     if (c->unauth) unauth_del(&srv->unauth, c->addr);
+    fleet_conn_gone(c);
     if (c->first_byte) {
         event_free(c->first_byte);
         evutil_closesocket(c->fd);
@@ -68,9 +70,7 @@ int conn_close(struct conn *c, int now)
     return 0;
 }
 
-/* Moves queued control frames, then DATA frames, into the socket's queue.
- * Returns 1 when the session ended and c was freed. */
-static int pump(struct conn *c)
+int conn_pump(struct conn *c)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     const uint8_t *p;
@@ -117,8 +117,10 @@ static int pump(struct conn *c)
 
 /* A device's latest outcome, for the summary. A later "up to date" does not
  * hide that it was updated, nor "not offered" that it failed. */
-static void set_outcome(struct conn *c, enum device_outcome o)
+void conn_set_outcome(struct conn *c, int outcome)
 {
+    enum device_outcome o = (enum device_outcome)outcome;
+
     if (!c->rec) {
         return;
     }
@@ -164,10 +166,10 @@ static void take_report(struct conn *c, const struct tcpota_srv_hello *h)
     sodium_bin2hex(hex, sizeof(hex), h->report_id, 8);
     if (bad) {
         device_mark_failed(c->rec, h->report_id);
-        set_outcome(c, h->report_result == TCPOTA_RESULT_ROLLED_BACK ? DEV_ROLLED_BACK
+        conn_set_outcome(c, h->report_result == TCPOTA_RESULT_ROLLED_BACK ? DEV_ROLLED_BACK
                                                                      : DEV_BOOT_FAILED);
     } else if (h->report_result == TCPOTA_RESULT_CONFIRMED) {
-        set_outcome(c, DEV_CONFIRMED);
+        conn_set_outcome(c, DEV_CONFIRMED);
     }
     clog_(c, bad, "report: image %s... %s%s%s", hex, result_name(h->report_result),
           memcmp(h->report_id, c->img->desc.id, TCPOTA_ID_LEN) == 0 ? " (current image)" : "",
@@ -182,12 +184,17 @@ static int conn_choose(void *ctx, const struct tcpota_srv_hello *h,
     struct conn *c = ctx;
     struct server *srv = c->srv;
     struct image *img = c->img;
-    struct offer_image oi = {&img->desc, img->model};
+    struct offer_image oi;
     struct offer_device od;
 
     *retry_after_s = 0;
     snprintf(c->dev, sizeof(c->dev), "%s", h->device_id);
     c->rec = devices_get(&srv->devices, h->device_id, 1);
+    if (srv->fleet) {
+        return fleet_choose(c, h, chosen, retry_after_s);
+    }
+    oi.desc = &img->desc;
+    oi.model = img->model;
     if (!c->rec && !srv->devices_full_said) {
         /* Said once: past DEVICES_MAX ids (a peer without --require-auth can
          * invent them) new devices go unrecorded, and only their own NVS
@@ -203,7 +210,7 @@ static int conn_choose(void *ctx, const struct tcpota_srv_hello *h,
     c->verdict = (uint8_t)offer_decide(&oi, &od, srv->o->allow_downgrade);
     *chosen = NULL;
     if (c->verdict != OFFER_YES) {
-        set_outcome(c, c->verdict == OFFER_RUNNING ? DEV_UP_TO_DATE : DEV_NOT_OFFERED);
+        conn_set_outcome(c, c->verdict == OFFER_RUNNING ? DEV_UP_TO_DATE : DEV_NOT_OFFERED);
         return 0;
     }
     *chosen = &img->desc;
@@ -212,18 +219,27 @@ static int conn_choose(void *ctx, const struct tcpota_srv_hello *h,
 
 /* One line saying what the device was offered, or why nothing, after
  * `what` ("hello model=… version=…", "authenticated"). */
+void conn_offered(struct conn *c, const char *what, uint32_t start)
+{
+    conn_set_outcome(c, DEV_SEEN);
+    c->stream_from = start;
+    c->next_pct = (uint32_t)((uint64_t)start * 10 / c->img->size + 1) * 10;
+    clog_(c, 0, "%s: offer %s (%u bytes) %s %u", what, c->img->version, c->img->size,
+          start ? "resume from" : "from", start);
+}
+
 static void log_offer(struct conn *c, const char *what, int offered, uint32_t start)
 {
+    if (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CHOOSING) {
+        clog_(c, 0, "%s: asking the fleet store", what);
+        return;
+    }
     if (!offered) {
         clog_(c, 0, "%s: %s: %s", what, c->verdict == OFFER_RUNNING ? "up to date" : "not offered",
               offer_reason((enum offer_verdict)c->verdict));
         return;
     }
-    set_outcome(c, DEV_SEEN);
-    c->stream_from = start;
-    c->next_pct = (uint32_t)((uint64_t)start * 10 / c->img->size + 1) * 10;
-    clog_(c, 0, "%s: offer %s (%u bytes) %s %u", what, c->img->version, c->img->size,
-          start ? "resume from" : "from", start);
+    conn_offered(c, what, start);
 }
 
 /* Judges the device's answer to our CHALLENGE (inside TLS, bound to this
@@ -266,6 +282,9 @@ static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
     const struct tcpota_msg *m = &ev->msg;
     uint32_t size = c->img ? c->img->size : 0;
 
+    if (srv->fleet) {
+        fleet_on_event(c, ev);
+    }
     switch (ev->type) {
     case TCPOTA_SRV_EV_HELLO:
         memcpy(c->dev, m->u.hello.device_id.ptr, m->u.hello.device_id.len);
@@ -296,7 +315,7 @@ static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
         /* The policy offers no image the device runs already, so any
          * decline would only repeat: the image is a failure for it. */
         device_mark_failed(c->rec, c->img->offer_fp);
-        set_outcome(c, DEV_DECLINED);
+        conn_set_outcome(c, DEV_DECLINED);
         {
             char sizes[48] = ""; /* no space: say how much was offered */
             if (m->u.decline.reason == (uint16_t)-TCPOTA_ERR_NOSPC) {
@@ -320,14 +339,14 @@ static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
         return;
     case TCPOTA_SRV_EV_COMPLETE:
         if (m->u.complete.status == 0) {
-            set_outcome(c, DEV_UPDATED);
+            conn_set_outcome(c, DEV_UPDATED);
             clog_(c, 0, "done: image %s verified by the device, %u bytes from %u in %.2f s, "
                         "%llu sent on this connection",
                   c->img->version, size, c->stream_from, now_s() - c->started,
                   (unsigned long long)c->bytes_sent);
         } else {
             device_mark_failed(c->rec, c->img->desc.id);
-            set_outcome(c, DEV_FAILED);
+            conn_set_outcome(c, DEV_FAILED);
             clog_(c, 1, "failed: device reports %s; image %.16s... is not offered to it again",
                   tcpota_strerror(m->u.complete.status), c->img->idhex);
         }
@@ -336,7 +355,7 @@ static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
         on_auth(c, m->u.auth.mac);
         return;
     case TCPOTA_SRV_EV_PEER_ERROR:
-        set_outcome(c, DEV_FAILED);
+        conn_set_outcome(c, DEV_FAILED);
         clog_(c, 1, "device error: %s (%.*s)", tcpota_strerror(m->u.error.code),
               m->u.error.message.len, m->u.error.message.ptr ? (const char *)m->u.error.message.ptr : "");
         return;
@@ -353,7 +372,7 @@ static int v1_input(struct conn *c, const uint8_t *p, size_t n)
         if (used < 0) {
             c->srv->stats.failed++;
             clog_(c, 1, "error: %s; closing", tcpota_strerror(used));
-            (void)pump(c); /* flushes the ERROR frame, then closes */
+            (void)conn_pump(c); /* flushes the ERROR frame, then closes */
             return -1;
         }
         on_event(c, &ev);
@@ -363,7 +382,7 @@ static int v1_input(struct conn *c, const uint8_t *p, size_t n)
             break; /* the rest is ignored */
         }
     }
-    return pump(c) ? -1 : 0;
+    return conn_pump(c) ? -1 : 0;
 }
 
 /* Tells v1 from legacy by the first bytes and admits the connection, or
@@ -423,10 +442,19 @@ static void read_cb(struct bufferevent *bev, void *arg)
             bufferevent_disable(bev, EV_READ);
             return;
         }
+        if (c->kind == K_LEGACY && !c->img) {
+            return; /* fleet mode: waiting for the store to choose its image */
+        }
         n = evbuffer_remove(in, buf, sizeof(buf));
         if (n <= 0) break;
         if (c->kind == K_UNKNOWN && detect(c, buf, (size_t)n) < 0) {
             return; /* c is gone */
+        }
+        if (c->kind == K_LEGACY && !c->img) {
+            /* Kept until the store answers (conn_read_again). */
+            evbuffer_prepend(in, buf, (size_t)n);
+            (void)fleet_legacy_start(c);
+            return;
         }
         if ((c->kind == K_V1 ? v1_input(c, buf, (size_t)n) : legacy_input(c, buf, (size_t)n)) < 0) {
             return; /* c may be gone */
@@ -434,6 +462,13 @@ static void read_cb(struct bufferevent *bev, void *arg)
         if (c->kind == K_V1 && tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
             return; /* waiting for the output to drain */
         }
+    }
+}
+
+void conn_read_again(struct conn *c)
+{
+    if (c->bev && evbuffer_get_length(bufferevent_get_input(c->bev))) {
+        read_cb(c->bev, c);
     }
 }
 
@@ -455,7 +490,7 @@ static void write_cb(struct bufferevent *bev, void *arg)
             }
             return;
         }
-        if (pump(c)) {
+        if (conn_pump(c)) {
             return; /* c is gone */
         }
     } else if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
@@ -635,9 +670,12 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
         free(c);
         return;
     }
-    /* The image of the moment of connecting, even if a reload swaps it. */
-    c->img = image_ref(srv->img);
-    tcpota_legacy_init(&c->leg, c->img->size);
+    /* The image of the moment of connecting, even if a reload swaps it;
+     * fleet mode chooses one per device once the store has answered. */
+    if (srv->img) {
+        c->img = image_ref(srv->img);
+        tcpota_legacy_init(&c->leg, c->img->size);
+    }
     c->next = srv->conns;
     if (srv->conns) srv->conns->prev = c;
     srv->conns = c;

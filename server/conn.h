@@ -22,6 +22,18 @@ void conn_free(struct conn *c);
  * Returns 1 when c was freed. */
 int conn_close(struct conn *c, int now);
 
+/* Moves what the session queued into the socket's queue (control frames,
+ * then DATA). Returns 1 when the session ended and c was freed. */
+int conn_pump(struct conn *c);
+/* Logs an offer just sent ("<what>: offer V (N bytes) from S") and starts
+ * the progress accounting. */
+void conn_offered(struct conn *c, const char *what, uint32_t start);
+/* Feeds what waits in the input buffer (reading was paused for the store). */
+void conn_read_again(struct conn *c);
+/* The device's latest outcome for the summary (devices.h); a later "up to
+ * date" does not hide an update, nor "not offered" a failure. */
+void conn_set_outcome(struct conn *c, int outcome);
+
 /* Closes c when it missed the deadline from accept to HELLO (TLS servers,
  * where a trickled handshake keeps reads from timing out). Returns 1 when
  * c was closed and freed. Called once a second for every connection. */

@@ -1,6 +1,7 @@
 /* legacy.c - the sample's req0/req1 devices (see legacy.h). */
 #include "legacy.h"
 #include "conn.h"
+#include "fleet.h"
 #include "log.h"
 #include "server_internal.h"
 
@@ -46,6 +47,9 @@ static void legacy_send(struct conn *c, const struct tcpota_legacy_pkg *pkg)
     if (!c->legacy_done && pkg->offset + pkg->len == img->size && pkg->len) {
         c->legacy_done = 1;
         c->srv->stats.legacy_done++;
+        if (c->srv->fleet) {
+            fleet_legacy_done(c);
+        }
         clog_(c, 0, "legacy device: sent the last package (%u bytes in %.2f s); "
                     "the legacy protocol has no integrity check",
               img->size, now_s() - c->started);

@@ -3,6 +3,7 @@
  * server_internal.h. */
 #include "server.h"
 #include "conn.h"
+#include "fleet.h"
 #include "log.h"
 #include "server_internal.h"
 #include "tls.h"
@@ -267,6 +268,12 @@ static int listen_on(struct server *srv)
     getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), sport, sizeof(sport),
                 NI_NUMERICHOST | NI_NUMERICSERV);
     /* Always printed: tests and scripts wait for this line. */
+    if (srv->fleet) {
+        char what[600];
+        fleet_describe(srv, what, sizeof(what));
+        say_always(o, LOG_LV_INFO, "listening on %s:%s, %s", host, sport, what);
+        return 0;
+    }
     say_always(o, LOG_LV_INFO, "listening on %s:%s, image %s (%u bytes, sha256 %s)", host, sport,
                srv->img->version, srv->img->size, srv->img->idhex);
     return 0;
@@ -308,19 +315,29 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
         say_always(o, LOG_LV_ERROR, "libsodium failed to initialise");
         return 1;
     }
-    srv.img = image_open(o->image, o->version, o->model, o->manifest, o->manifest_len, o->chunk);
-    if (!srv.img || devices_init(&srv.devices, DEVICES_MAX) < 0) {
+    if (!o->data_dir) {
+        srv.img = image_open(o->image, o->version, o->model, o->manifest, o->manifest_len,
+                             o->chunk);
+        if (!srv.img) {
+            goto out;
+        }
+    }
+    if (devices_init(&srv.devices, DEVICES_MAX) < 0) {
         goto out;
     }
     if (o->tls_cert && !(srv.tls = tls_context(o->tls_cert, o->tls_key))) {
         goto out;
     }
     srv.base = event_base_new();
-    if (!srv.base || listen_on(&srv) < 0) {
+    if (!srv.base) {
         goto out;
     }
-    if (auth_init(&srv.auth, o->secrets, o->nsecrets) < 0) {
-        fprintf(stderr, "tcpota serve: out of memory\n");
+    /* Fleet mode: the store (and the secrets in it) before the listener. */
+    if (o->data_dir ? fleet_open(&srv) < 0 : auth_init(&srv.auth, o->secrets, o->nsecrets) < 0) {
+        if (!o->data_dir) fprintf(stderr, "tcpota serve: out of memory\n");
+        goto out;
+    }
+    if (listen_on(&srv) < 0) {
         goto out;
     }
     srv.sigint = evsignal_new(srv.base, SIGINT, signal_cb, &srv);
@@ -350,6 +367,7 @@ out:
     if (srv.sigusr1) event_free(srv.sigusr1);
     if (srv.sweep) event_free(srv.sweep);
     if (srv.lis) evconnlistener_free(srv.lis);
+    fleet_close(&srv);
     if (srv.base) event_base_free(srv.base);
     if (srv.tls) SSL_CTX_free(srv.tls);
     auth_free(&srv.auth);

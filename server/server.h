@@ -49,6 +49,18 @@ struct tcpota_serve_opts {
     size_t nsecrets;
     int require_auth;      /* every device must answer a CHALLENGE (legacy ones cannot) */
     const char *tls_cert, *tls_key; /* PEM files: serve v1 inside TLS */
+    /* Fleet mode (image == NULL): the store's directory (store.h), and the
+     * control API (api.h) on api_host:api_port (api_host NULL: no API).
+     * images_dir: where uploads are written before the store takes them
+     * (data_dir/images). pubkeys: an uploaded image must be signed by one
+     * of these (npubkeys 0: unsigned images are taken too). */
+    const char *data_dir;
+    const char *api_host;
+    uint16_t api_port;
+    const char *images_dir;
+    size_t max_image;
+    const uint8_t (*pubkeys)[32];
+    size_t npubkeys;
     /* SIGHUP: fills *fresh, a copy of these options, with the image,
      * version, model, manifest and device secrets read again from their
      * files by the rules of the start. Returns 0, or -1 after printing why:

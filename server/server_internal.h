@@ -13,6 +13,11 @@
  *   devices.c what each device reported (failures, outcome)
  *   tls.c     the TLS context, the channel binding of an AUTH
  *   log.c     one log line per event
+ *   fleet.c   fleet mode (--data): decisions from the store, steps into it
+ *   store.c   fleet mode's store (store.h); store_sqlite*.c its SQLite backend,
+ *             file by file in store_sqlite_internal.h
+ *   rollout.c the wave and halt rules of staged rollouts
+ *   api*.c    the control API (HTTP/JSON) of fleet mode (api.h)
  */
 #ifndef TCPOTA_SERVER_INTERNAL_H
 #define TCPOTA_SERVER_INTERNAL_H
@@ -41,6 +46,8 @@
 enum kind { K_UNKNOWN = 0, K_V1, K_LEGACY };
 
 struct conn;
+struct fleet;
+struct store_req;
 struct event_base;
 struct evconnlistener;
 struct event;
@@ -55,7 +62,8 @@ struct server {
     struct event_base *base;
     struct evconnlistener *lis;
     struct event *sigint, *sigterm, *sighup, *sigusr1, *sweep;
-    struct image *img;      /* the image offered now (a reload swaps it) */
+    struct image *img;      /* the image offered now (a reload swaps it); NULL in fleet mode */
+    struct fleet *fleet;    /* fleet mode (--data), or NULL */
     struct devices devices; /* what each device reported: failures, outcome */
     uint8_t devices_full_said; /* "registry full" was logged */
     struct conn *conns;
@@ -80,6 +88,14 @@ struct conn {
     struct tcpota_legacy leg;
     struct image *img;       /* the image this connection streams (a reference), or NULL */
     struct device_rec *rec;  /* the device's record, once HELLO named it */
+    /* Fleet mode: the store request in flight (its done finds c through
+     * it; conn_free detaches it), the rollout the offer came from, when
+     * progress was last written, and what HELLO said, kept for the store. */
+    struct store_req *req;
+    uint64_t rollout_id;
+    double progress_logged_at;
+    char hello_model[TCPOTA_MAX_NAME + 1], hello_version[TCPOTA_MAX_NAME + 1];
+    uint8_t hello_running[TCPOTA_ID_LEN], hello_report[TCPOTA_ID_LEN];
     uint8_t verdict;         /* enum offer_verdict of its HELLO */
     uint32_t stream_from;
     uint32_t next_pct;

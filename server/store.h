@@ -207,6 +207,7 @@ struct store_req {
             struct store_image img;           /* in (ADD: id, version, model, size, manifest),
                                                  out (GET, ADD: path, added_at);
                                                  in (GET/RM): idhex, or version as "v:<version>" */
+            int added;                        /* out (ADD): 1 stored now, 0 already there (201/200) */
         } image;
         struct {                              /* STORE_ROLLOUT_CREATE / GET / SET */
             struct store_rollout r;           /* in (CREATE: all but id/waves counts), out */

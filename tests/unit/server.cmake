@@ -11,7 +11,14 @@ tcpota_unit_test(test_server_unauth ${CMAKE_CURRENT_LIST_DIR}/test_server_unauth
                  ${PROJECT_SOURCE_DIR}/server/unauth.c)
 target_include_directories(test_server_unauth PRIVATE ${PROJECT_SOURCE_DIR}/server)
 
-# The control API over a fake in-memory store (store_stub.c stands in for
-# server/store.c until the SQLite backend lands).
-tcpota_unit_test(test_api ${CMAKE_CURRENT_LIST_DIR}/test_api.c ${CMAKE_CURRENT_LIST_DIR}/store_stub.c)
+# The control API over a fake in-memory store backend (in the test).
+tcpota_unit_test(test_api ${CMAKE_CURRENT_LIST_DIR}/test_api.c)
 target_link_libraries(test_api PRIVATE tcpota_server PkgConfig::JANSSON)
+
+# The SQLite fleet store, through its asynchronous API on a real loop.
+tcpota_unit_test(test_store_sqlite ${CMAKE_CURRENT_LIST_DIR}/test_store_sqlite.c)
+target_link_libraries(test_store_sqlite PRIVATE tcpota_server PkgConfig::SQLITE)
+# Its timings on a million devices, run by hand (not a test; see the file).
+add_executable(bench_store_sqlite EXCLUDE_FROM_ALL ${CMAKE_CURRENT_LIST_DIR}/bench_store_sqlite.c)
+target_link_libraries(bench_store_sqlite PRIVATE tcpota_server PkgConfig::SQLITE)
+target_compile_definitions(bench_store_sqlite PRIVATE _POSIX_C_SOURCE=200809L _DEFAULT_SOURCE)

@@ -1,0 +1,496 @@
+/* store_sqlite.c - the SQLite store (store.h): opening DIR, and the store
+ * thread that owns the connection.
+ *
+ * Why a thread: SQLite has no asynchronous API, and a commit's fsync takes
+ * milliseconds; the loop must never wait for either. submit() queues on the
+ * loop's thread; the store thread runs requests in order inside ONE open
+ * write transaction (the batch). A request that must be durable (store.h)
+ * is followed by COMMIT before its completion is posted; the others are
+ * posted at once and committed with the batch within STORE_BATCH_MS.
+ * Completions go back through a pipe watched by the loop (no libevent
+ * threading needed), and run in submission order. */
+#include "store_sqlite_internal.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SQ_BUSY_TIMEOUT_MS 250 /* another process holding the file (a backup, sqlite3 CLI) */
+#define SQ_LOCK_FILE "tcpota.lock"
+#define SQ_DB_FILE "tcpota.db"
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- completions ---- */
+
+/* Moves the pending requests to the done-list and wakes the loop. */
+static void post_pending(struct sstore *st)
+{
+    char b = 1;
+
+    if (!st->pend_head) {
+        return;
+    }
+    pthread_mutex_lock(&st->mu);
+    if (st->done_tail) {
+        st->done_tail->next = st->pend_head;
+    } else {
+        st->done_head = st->pend_head;
+    }
+    st->done_tail = st->pend_tail;
+    pthread_mutex_unlock(&st->mu);
+    st->pend_head = st->pend_tail = NULL;
+    if (write(st->pipe_wr, &b, 1) < 0) {
+        /* EAGAIN: a full pipe already holds a wake-up. */
+    }
+}
+
+/* Runs every completion posted so far, in order, on the calling thread. */
+static void run_done(struct sstore *st)
+{
+    struct store_req *r, *next;
+
+    pthread_mutex_lock(&st->mu);
+    r = st->done_head;
+    st->done_head = st->done_tail = NULL;
+    pthread_mutex_unlock(&st->mu);
+    for (; r; r = next) {
+        next = r->next;
+        r->next = NULL;
+        r->done(r);
+    }
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    char buf[64];
+
+    (void)what;
+    while (read(fd, buf, sizeof(buf)) > 0) {
+    }
+    run_done(arg);
+}
+
+/* ---- the batch transaction ---- */
+
+/* Requests whose rows must be on disk before done runs (store.h). */
+static int is_durable(const struct store_req *r)
+{
+    switch (r->op) {
+    case STORE_CHECKIN:
+        return r->u.checkin.report_id != NULL;
+    case STORE_EVENT:
+        return r->u.event.durable;
+    case STORE_IMAGE_ADD:
+    case STORE_IMAGE_RM:
+    case STORE_ROLLOUT_CREATE:
+    case STORE_ROLLOUT_SET:
+    case STORE_DEVICE_SET_GROUP:
+    case STORE_SECRET_SET:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Every request not yet posted fails: its writes went with the transaction. */
+static void fail_pending(struct sstore *st, const char *why)
+{
+    struct store_req *r;
+
+    for (r = st->pend_head; r; r = r->next) {
+        r->rc = STORE_E_IO;
+        snprintf(r->err, sizeof(r->err), "the database failed to commit: %s", why);
+    }
+}
+
+/* Ends the batch. Returns 0, or -1 (pending requests then failed). */
+static int commit(struct sstore *st)
+{
+    struct store_req *r;
+
+    if (!st->in_txn) {
+        return 0;
+    }
+    st->in_txn = 0;
+    if (sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        fail_pending(st, sqlite3_errmsg(st->db));
+        if (!sqlite3_get_autocommit(st->db)) {
+            sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+        }
+        return -1;
+    }
+    /* A removed image's file goes only once its row is gone for good. */
+    for (r = st->pend_head; r; r = r->next) {
+        if (r->op == STORE_IMAGE_RM && r->rc == STORE_OK) {
+            (void)unlink(r->u.image.img.path);
+        }
+    }
+    return 0;
+}
+
+static int dispatch(struct sstore *st, struct store_req *r)
+{
+    switch (r->op) {
+    case STORE_CHECKIN: return sq_op_checkin(st, r);
+    case STORE_EVENT: return sq_op_event(st, r);
+    case STORE_IMAGE_ADD: return sq_op_image_add(st, r);
+    case STORE_IMAGE_LIST: return sq_op_image_list(st, r);
+    case STORE_IMAGE_GET: return sq_op_image_get(st, r);
+    case STORE_IMAGE_RM: return sq_op_image_rm(st, r);
+    case STORE_ROLLOUT_CREATE: return sq_op_rollout_create(st, r);
+    case STORE_ROLLOUT_LIST: return sq_op_rollout_list(st, r);
+    case STORE_ROLLOUT_GET: return sq_op_rollout_get(st, r);
+    case STORE_ROLLOUT_SET: return sq_op_rollout_set(st, r);
+    case STORE_DEVICE_LIST: return sq_op_device_list(st, r);
+    case STORE_DEVICE_GET: return sq_op_device_get(st, r);
+    case STORE_DEVICE_SET_GROUP: return sq_op_device_set_group(st, r);
+    case STORE_SECRET_SET: return sq_op_secret_set(st, r);
+    case STORE_SECRET_LIST: return sq_op_secret_list(st, r);
+    }
+    return sq_err(r, STORE_E_INVAL, "unknown store operation %d", (int)r->op);
+}
+
+/* Runs one request inside the batch, in a savepoint so a failed op leaves
+ * nothing half done while the batch goes on. */
+static void run_one(struct sstore *st, struct store_req *r)
+{
+    if (!st->in_txn) {
+        if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+            sq_fail(st, r, "begin");
+            return;
+        }
+        st->in_txn = 1;
+        st->txn_started_ms = mono_ms();
+    }
+    if (sqlite3_exec(st->db, "SAVEPOINT op", NULL, NULL, NULL) != SQLITE_OK) {
+        sq_fail(st, r, "savepoint");
+        return;
+    }
+    if (dispatch(st, r) == STORE_OK) {
+        sqlite3_exec(st->db, "RELEASE op", NULL, NULL, NULL);
+    } else {
+        sqlite3_exec(st->db, "ROLLBACK TO op", NULL, NULL, NULL);
+        sqlite3_exec(st->db, "RELEASE op", NULL, NULL, NULL);
+    }
+    if (sqlite3_get_autocommit(st->db)) {
+        /* SQLite rolled the whole batch back (disk full, I/O error). */
+        st->in_txn = 0;
+        fail_pending(st, sqlite3_errmsg(st->db));
+    }
+}
+
+/* Runs a list of requests taken from the queue. Durable ones wait for one
+ * COMMIT at the end of the list (several share an fsync); the others are
+ * posted at once while no durable one is waiting ahead of them. */
+static void run_list(struct sstore *st, struct store_req *r)
+{
+    struct store_req *next;
+    int need_commit = 0;
+
+    for (; r; r = next) {
+        next = r->next;
+        r->next = NULL;
+        r->rc = STORE_OK;
+        r->err[0] = '\0';
+        run_one(st, r);
+        if (st->pend_tail) {
+            st->pend_tail->next = r;
+        } else {
+            st->pend_head = r;
+        }
+        st->pend_tail = r;
+        need_commit |= is_durable(r);
+        if (!need_commit) {
+            post_pending(st);
+        }
+    }
+    if (need_commit) {
+        commit(st);
+    }
+    post_pending(st);
+}
+
+static void *store_main(void *arg)
+{
+    struct sstore *st = arg;
+    struct store_req *list;
+    struct timespec ts;
+    int stopping;
+
+    for (;;) {
+        pthread_mutex_lock(&st->mu);
+        while (!st->q_head && !st->stopping) {
+            if (!st->in_txn) {
+                pthread_cond_wait(&st->cv, &st->mu);
+                continue;
+            }
+            int64_t due = st->txn_started_ms + STORE_BATCH_MS;
+            if (mono_ms() >= due) {
+                break;
+            }
+            ts.tv_sec = (time_t)(due / 1000);
+            ts.tv_nsec = (long)(due % 1000) * 1000000;
+            pthread_cond_timedwait(&st->cv, &st->mu, &ts);
+        }
+        list = st->q_head;
+        st->q_head = st->q_tail = NULL;
+        stopping = st->stopping;
+        pthread_mutex_unlock(&st->mu);
+        run_list(st, list);
+        if (st->in_txn && (stopping || mono_ms() - st->txn_started_ms >= STORE_BATCH_MS)) {
+            commit(st);
+        }
+        if (stopping && !list) {
+            return NULL;
+        }
+    }
+}
+
+/* ---- the backend's table ---- */
+
+static int sq_submit(struct store *base, struct store_req *r)
+{
+    struct sstore *st = (struct sstore *)base;
+    int rc = STORE_OK;
+
+    if (!r || !r->done) {
+        return STORE_E_INVAL;
+    }
+    r->next = NULL;
+    pthread_mutex_lock(&st->mu);
+    if (st->stopping) {
+        rc = STORE_E_IO;
+    } else {
+        if (st->q_tail) {
+            st->q_tail->next = r;
+        } else {
+            st->q_head = r;
+        }
+        st->q_tail = r;
+        pthread_cond_signal(&st->cv);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* Frees what open set up; safe on a partly opened store. */
+static void teardown(struct sstore *st)
+{
+    if (st->ev) {
+        event_free(st->ev);
+    }
+    sq_cache_free(st);
+    if (st->db) {
+        sqlite3_close(st->db);
+    }
+    if (st->pipe_rd >= 0) {
+        close(st->pipe_rd);
+        close(st->pipe_wr);
+    }
+    if (st->lock_fd >= 0) {
+        close(st->lock_fd); /* releases the flock */
+    }
+    pthread_cond_destroy(&st->cv);
+    pthread_mutex_destroy(&st->mu);
+    free(st);
+}
+
+static void sq_close(struct store *base)
+{
+    struct sstore *st = (struct sstore *)base;
+
+    pthread_mutex_lock(&st->mu);
+    st->stopping = 1;
+    pthread_cond_signal(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+    if (st->thread_started) {
+        pthread_join(st->thread, NULL);
+    }
+    /* Every submitted request gets its done, here if the loop did not run it. */
+    run_done(st);
+    teardown(st);
+}
+
+static const struct store_vt sqlite_vt = {"sqlite", sq_submit, sq_close};
+
+/* ---- open ---- */
+
+/* DIR exists as a writable directory (created 0700 when missing). */
+static int prepare_dir(const char *dir, char *err, size_t errlen)
+{
+    struct stat sb;
+    char images[512];
+
+    if (stat(dir, &sb) != 0) {
+        if (errno != ENOENT || mkdir(dir, 0700) != 0 || stat(dir, &sb) != 0) {
+            snprintf(err, errlen, "cannot create the data directory %s: %s", dir, strerror(errno));
+            return -1;
+        }
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        snprintf(err, errlen, "%s is not a directory (it is a %s); give --data a directory", dir,
+                 S_ISREG(sb.st_mode) ? "regular file" : S_ISFIFO(sb.st_mode) ? "FIFO" : "special file");
+        return -1;
+    }
+    if (access(dir, W_OK | X_OK) != 0) {
+        snprintf(err, errlen, "the data directory %s is not writable: %s", dir, strerror(errno));
+        return -1;
+    }
+    snprintf(images, sizeof(images), "%s/images", dir);
+    if (mkdir(images, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create %s: %s", images, strerror(errno));
+        return -1;
+    }
+    if (stat(images, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        snprintf(err, errlen, "%s is not a directory; move it away", images);
+        return -1;
+    }
+    return 0;
+}
+
+/* Takes DIR/tcpota.lock for this process's life and writes our pid in it,
+ * so a second server on the same DIR is told who holds it. */
+static int take_lock(struct sstore *st, char *err, size_t errlen)
+{
+    char path[512], pid[32];
+    ssize_t n;
+    int len;
+
+    snprintf(path, sizeof(path), "%s/%s", st->dir, SQ_LOCK_FILE);
+    st->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+    if (st->lock_fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(st->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        n = pread(st->lock_fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        snprintf(err, errlen, "%s is in use by another tcpota serve (pid %s); stop it or use"
+                 " another --data", st->dir, pid[0] ? pid : "unknown");
+        return -1;
+    }
+    len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(st->lock_fd, 0) != 0 || pwrite(st->lock_fd, pid, (size_t)len, 0) != len) {
+        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Opens DIR/tcpota.db (created 0600: SQLite gives its -wal and -shm the
+ * same mode) with the pragmas the durability rules need, and migrates it. */
+static int open_db(struct sstore *st, char *err, size_t errlen)
+{
+    char path[512];
+    struct stat sb;
+    int fd, rc;
+
+    snprintf(path, sizeof(path), "%s/%s", st->dir, SQ_DB_FILE);
+    if (lstat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        snprintf(err, errlen, "%s is not a regular file; move it away", path);
+        return -1;
+    }
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    close(fd);
+    rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_busy_timeout(st->db, SQ_BUSY_TIMEOUT_MS);
+        sqlite3_extended_result_codes(st->db, 0);
+        rc = sqlite3_exec(st->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
+                          " PRAGMA foreign_keys = ON;", NULL, NULL, NULL);
+    }
+    if (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT) {
+        snprintf(err, errlen, "%s is not a tcpota database or is damaged (SQLite: %s); move it"
+                 " away and start again, or restore a backup", path, sqlite3_errmsg(st->db));
+        return -1;
+    }
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open %s: %s", path,
+                 st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+        return -1;
+    }
+    return sq_migrate(st->db, path, err, errlen);
+}
+
+/* The pipe, its loop event, and the thread. */
+static int start(struct sstore *st, struct event_base *base, char *err, size_t errlen)
+{
+    int fds[2];
+
+    if (pipe(fds) != 0) {
+        snprintf(err, errlen, "store: pipe: %s", strerror(errno));
+        return -1;
+    }
+    st->pipe_rd = fds[0];
+    st->pipe_wr = fds[1];
+    if (fcntl(fds[0], F_SETFL, O_NONBLOCK) != 0 || fcntl(fds[1], F_SETFL, O_NONBLOCK) != 0 ||
+        fcntl(fds[0], F_SETFD, FD_CLOEXEC) != 0 || fcntl(fds[1], F_SETFD, FD_CLOEXEC) != 0) {
+        snprintf(err, errlen, "store: fcntl: %s", strerror(errno));
+        return -1;
+    }
+    st->ev = event_new(base, st->pipe_rd, EV_READ | EV_PERSIST, on_wake, st);
+    if (!st->ev || event_add(st->ev, NULL) != 0) {
+        snprintf(err, errlen, "store: cannot watch the completion pipe");
+        return -1;
+    }
+    if (pthread_create(&st->thread, NULL, store_main, st) != 0) {
+        snprintf(err, errlen, "store: cannot start its thread");
+        return -1;
+    }
+    st->thread_started = 1;
+    return 0;
+}
+
+struct store *store_sqlite_open(const char *dir, struct event_base *base, char *err,
+                                size_t errlen)
+{
+    struct sstore *st;
+    pthread_condattr_t ca;
+
+    if (strlen(dir) >= sizeof(st->dir)) {
+        snprintf(err, errlen, "the data directory path is too long: %s", dir);
+        return NULL;
+    }
+    if (prepare_dir(dir, err, errlen) != 0) {
+        return NULL;
+    }
+    st = calloc(1, sizeof(*st));
+    if (!st) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    st->base.vt = &sqlite_vt;
+    st->lock_fd = st->pipe_rd = st->pipe_wr = -1;
+    snprintf(st->dir, sizeof(st->dir), "%s", dir);
+    pthread_mutex_init(&st->mu, NULL);
+    /* Monotonic: the batch window must not jump with the wall clock. */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&st->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (take_lock(st, err, errlen) != 0 || open_db(st, err, errlen) != 0 ||
+        start(st, base, err, errlen) != 0) {
+        teardown(st);
+        return NULL;
+    }
+    return &st->base;
+}

@@ -1,0 +1,548 @@
+/* store_sqlite_dev.c - devices in the SQLite store: the check-in of each HELLO
+ * (register, apply a report, return what the offer needs), the steps of an
+ * update, and the API's device list, show and group. A device's history
+ * gets one row per change of state, never one per progress step. */
+#include "store_sqlite_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEV_COLS                                                                             \
+    "id, model, version, running, grp, addr, proto, state, image, bytes, size, reason,"      \
+    " first_seen, last_seen, EXISTS (SELECT 1 FROM secrets WHERE device_id = devices.id)"
+
+static void row_to_device(sqlite3_stmt *s, struct store_device *d)
+{
+    memset(d, 0, sizeof(*d));
+    sq_col_text(s, 0, d->id, sizeof(d->id));
+    sq_col_text(s, 1, d->model, sizeof(d->model));
+    sq_col_text(s, 2, d->version, sizeof(d->version));
+    sq_col_text(s, 3, d->running, sizeof(d->running));
+    sq_col_text(s, 4, d->group, sizeof(d->group));
+    sq_col_text(s, 5, d->addr, sizeof(d->addr));
+    d->proto = (enum store_proto)sqlite3_column_int(s, 6);
+    d->state = (enum store_dev_state)sqlite3_column_int(s, 7);
+    sq_col_text(s, 8, d->image, sizeof(d->image));
+    d->bytes = (uint32_t)sqlite3_column_int64(s, 9);
+    d->size = (uint32_t)sqlite3_column_int64(s, 10);
+    sq_col_text(s, 11, d->reason, sizeof(d->reason));
+    d->first_seen = sqlite3_column_int64(s, 12);
+    d->last_seen = sqlite3_column_int64(s, 13);
+    d->has_secret = sqlite3_column_int(s, 14);
+}
+
+/* 1 and *d filled, 0 unknown id, <0 store_err. */
+static int load_device(struct sstore *st, struct store_req *r, const char *id,
+                       struct store_device *d)
+{
+    sqlite3_stmt *s = sq_prep(st, "SELECT " DEV_COLS " FROM devices WHERE id = ?1", "t", id);
+    int rc;
+
+    if (!s) {
+        return sq_fail(st, r, "device");
+    }
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        row_to_device(s, d);
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : sq_fail(st, r, "device");
+}
+
+static int add_history(struct sstore *st, struct store_req *r, const char *id,
+                       enum store_dev_state state, const char *image, const char *detail)
+{
+    if (sq_run(st, "INSERT INTO device_history (device_id, at, state, image, detail)"
+               " VALUES (?1, ?2, ?3, ?4, substr(?5, 1, ?6))", "tiitti", id, r->now,
+               (int64_t)state, image, detail ? detail : "",
+               (int64_t)STORE_REASON_MAX) != SQLITE_DONE) {
+        return sq_fail(st, r, "device history");
+    }
+    return STORE_OK;
+}
+
+/* Remembers an image (or offer fingerprint) the device failed; a repeat moves
+ * it to the front of what check-in returns. */
+static int add_failure(struct sstore *st, struct store_req *r, const char *id, const uint8_t *f)
+{
+    if (sq_run(st, "INSERT OR REPLACE INTO device_failures (device_id, failed_id)"
+               " VALUES (?1, ?2)", "tb", id, (const void *)f, (int)TCPOTA_ID_LEN) != SQLITE_DONE) {
+        return sq_fail(st, r, "device failures");
+    }
+    return STORE_OK;
+}
+
+/* ---- check-in ---- */
+
+/* Inserts or refreshes the device; *old: its row before (state, image, group). */
+static int upsert(struct sstore *st, struct store_req *r, struct store_device *old)
+{
+    const __typeof__(r->u.checkin) *c = &r->u.checkin;
+    char running[2 * TCPOTA_ID_LEN + 1] = "";
+    int rc;
+
+    if (c->running_id) {
+        sq_hex(c->running_id, running);
+    }
+    rc = load_device(st, r, c->id, old);
+    if (rc < 0) {
+        return rc;
+    }
+    r->u.checkin.is_new = rc == 0;
+    if (rc == 0) {
+        memset(old, 0, sizeof(*old));
+        if (sq_run(st, "INSERT INTO devices (id, model, version, running, addr, proto, state,"
+                   " first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?7)",
+                   "tttttii", c->id, c->model, c->version, running, c->addr ? c->addr : "",
+                   (int64_t)c->proto, r->now) != SQLITE_DONE) {
+            return sq_fail(st, r, "checkin");
+        }
+        return add_history(st, r, c->id, STORE_ST_SEEN, "", c->version);
+    }
+    if (sq_run(st, "UPDATE devices SET model = ?2, version = ?3, running = ?4, addr = ?5,"
+               " proto = ?6, last_seen = ?7 WHERE id = ?1", "tttttii", c->id, c->model,
+               c->version, running, c->addr ? c->addr : "", (int64_t)c->proto,
+               r->now) != SQLITE_DONE) {
+        return sq_fail(st, r, "checkin");
+    }
+    return STORE_OK;
+}
+
+/* Moves the device's rows in the rollouts of the reported image. */
+static int report_rollouts(struct sstore *st, struct store_req *r, const char *hex,
+                           enum store_ro_status status)
+{
+    int64_t ids[ROLLOUT_MAX_WAVES];
+    size_t n = 0, i;
+    sqlite3_stmt *s;
+    int rc;
+
+    s = sq_prep(st, "SELECT rd.rollout_id FROM rollout_devices rd JOIN rollouts ro"
+                " ON ro.id = rd.rollout_id WHERE rd.device_id = ?1 AND ro.image = ?2"
+                " ORDER BY rd.rollout_id DESC", "tt", r->u.checkin.id, hex);
+    if (!s) {
+        return sq_fail(st, r, "checkin report");
+    }
+    /* Collected first: the moves write the table this reads. The newest few
+     * rollouts of one image are all that can still count. */
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW && n < ROLLOUT_MAX_WAVES) {
+        ids[n++] = sqlite3_column_int64(s, 0);
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        return sq_fail(st, r, "checkin report");
+    }
+    for (i = 0; i < n; i++) {
+        if ((rc = sq_ro_set_status(st, r, (uint64_t)ids[i], r->u.checkin.id, status)) < 0) {
+            return rc;
+        }
+    }
+    return STORE_OK;
+}
+
+/* Applies the report a HELLO carries, once: the device repeats it until a
+ * WELCOME acknowledges it, and a repeat finds the state already saying so. */
+static int apply_report(struct sstore *st, struct store_req *r, const struct store_device *old)
+{
+    /* Indexed by enum tcpota_result: the history's detail, and the reason. */
+    static const char *const detail[] = {"", "reported: confirmed", "reported: rolled back",
+                                         "reported: boot failed"};
+    static const char *const reason[] = {"", "", "health check failed, the old image runs",
+                                         "the bootloader fell back to the old image"};
+    enum store_dev_state state;
+    char hex[2 * TCPOTA_ID_LEN + 1];
+    int rc, failed;
+
+    switch (r->u.checkin.report_result) {
+    case TCPOTA_RESULT_CONFIRMED: state = STORE_ST_UPDATED; break;
+    case TCPOTA_RESULT_ROLLED_BACK: state = STORE_ST_ROLLED_BACK; break;
+    case TCPOTA_RESULT_BOOT_FAILED: state = STORE_ST_BOOT_FAILED; break;
+    default:
+        return sq_err(r, STORE_E_INVAL, "report_result: unknown result %u",
+                      (unsigned)r->u.checkin.report_result);
+    }
+    sq_hex(r->u.checkin.report_id, hex);
+    if (old->state == state && strcmp(old->image, hex) == 0) {
+        return STORE_OK;
+    }
+    failed = state != STORE_ST_UPDATED;
+    if (sq_run(st, "UPDATE devices SET state = ?2, image = ?3, bytes = 0, reason = ?4"
+               " WHERE id = ?1", "titt", r->u.checkin.id, (int64_t)state, hex,
+               reason[r->u.checkin.report_result]) != SQLITE_DONE) {
+        return sq_fail(st, r, "checkin report");
+    }
+    if ((rc = add_history(st, r, r->u.checkin.id, state, hex,
+                          detail[r->u.checkin.report_result])) < 0 ||
+        (failed && (rc = add_failure(st, r, r->u.checkin.id, r->u.checkin.report_id)) < 0)) {
+        return rc;
+    }
+    return report_rollouts(st, r, hex, failed ? STORE_RO_FAILED : STORE_RO_UPDATED);
+}
+
+/* The failed images, newest first, into the check-in's output. */
+static int load_failed(struct sstore *st, struct store_req *r)
+{
+    sqlite3_stmt *s;
+    int rc;
+
+    s = sq_prep(st, "SELECT failed_id FROM device_failures WHERE device_id = ?1"
+                " ORDER BY rowid DESC LIMIT ?2", "ti", r->u.checkin.id,
+                (int64_t)STORE_FAILED_MAX);
+    if (!s) {
+        return sq_fail(st, r, "checkin failures");
+    }
+    r->u.checkin.nfailed = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (sqlite3_column_bytes(s, 0) == TCPOTA_ID_LEN) {
+            memcpy(r->u.checkin.failed[r->u.checkin.nfailed++], sqlite3_column_blob(s, 0),
+                   TCPOTA_ID_LEN);
+        }
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? STORE_OK : sq_fail(st, r, "checkin failures");
+}
+
+/* The applicable rollout, its image and the device's status in it, after
+ * the report moved the counts. */
+static int load_rollout(struct sstore *st, struct store_req *r, int64_t id)
+{
+    __typeof__(r->u.checkin) *c = &r->u.checkin;
+    char hex[2 * TCPOTA_ID_LEN + 1];
+    int rc;
+
+    rc = sq_ro_load(st, r, (uint64_t)id, &c->rollout);
+    if (rc > 0) {
+        sq_hex(c->rollout.image_id, hex);
+        rc = sq_img_load(st, r, hex, &c->image);
+    }
+    if (rc > 0) {
+        rc = sq_ro_ensure(st, r, &c->rollout, c->id, &c->ro_status);
+        /* Its image cannot be removed while the rollout counts; if it was
+         * anyway, the device is simply offered nothing. */
+        c->has_rollout = rc == STORE_OK;
+    }
+    return rc < 0 ? rc : STORE_OK;
+}
+
+int sq_op_checkin(struct sstore *st, struct store_req *r)
+{
+    struct store_device old;
+    struct store_rollout *tmp;
+    int64_t ro_id;
+    int rc;
+
+    if (!r->u.checkin.id || !r->u.checkin.id[0] || !r->u.checkin.model ||
+        !r->u.checkin.version) {
+        return sq_err(r, STORE_E_INVAL, "checkin: id, model and version are required");
+    }
+    if ((rc = upsert(st, r, &old)) < 0) {
+        return rc;
+    }
+    snprintf(r->u.checkin.group, sizeof(r->u.checkin.group), "%s", old.group);
+    ro_id = sq_ro_applicable(st, r, r->u.checkin.model, old.group);
+    if (ro_id < 0) {
+        return (int)ro_id;
+    }
+    /* A device new to the rollout gets its row before its report counts. */
+    if (ro_id > 0 && r->u.checkin.report_id) {
+        enum store_ro_status status;
+        tmp = malloc(sizeof(*tmp));
+        rc = !tmp ? sq_err(r, STORE_E_IO, "out of memory") : sq_ro_load(st, r, (uint64_t)ro_id, tmp);
+        if (rc > 0) {
+            rc = sq_ro_ensure(st, r, tmp, r->u.checkin.id, &status);
+        }
+        free(tmp);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    if (r->u.checkin.report_id && (rc = apply_report(st, r, &old)) < 0) {
+        return rc;
+    }
+    if ((rc = load_failed(st, r)) < 0) {
+        return rc;
+    }
+    r->u.checkin.has_rollout = 0;
+    return ro_id > 0 ? load_rollout(st, r, ro_id) : STORE_OK;
+}
+
+/* ---- events ---- */
+
+/* The rollout status a device state means; -1: leaves it as it is. */
+static int ro_status_of(enum store_dev_state s)
+{
+    switch (s) {
+    case STORE_ST_OFFERED: return STORE_RO_OFFERED;
+    case STORE_ST_DOWNLOADING:
+    case STORE_ST_VERIFIED: return STORE_RO_DOWNLOADING; /* not a success before it boots */
+    case STORE_ST_UPDATED:
+    case STORE_ST_UP_TO_DATE: return STORE_RO_UPDATED;
+    case STORE_ST_ROLLED_BACK:
+    case STORE_ST_BOOT_FAILED:
+    case STORE_ST_FAILED:
+    case STORE_ST_DECLINED: return STORE_RO_FAILED;
+    default: return -1;
+    }
+}
+
+int sq_op_event(struct sstore *st, struct store_req *r)
+{
+    const __typeof__(r->u.event) *e = &r->u.event;
+    char hex[2 * TCPOTA_ID_LEN + 1], detail[64];
+    struct store_device old;
+    int rc, progress, status;
+
+    if (!e->id || (unsigned)e->state >= STORE_ST_COUNT) {
+        return sq_err(r, STORE_E_INVAL, "event: %s", !e->id ? "id: required" : "state: unknown");
+    }
+    if ((rc = load_device(st, r, e->id, &old)) <= 0) {
+        return rc < 0 ? rc : sq_err(r, STORE_E_NOTFOUND, "no device %s", e->id);
+    }
+    if (e->image_id) {
+        sq_hex(e->image_id, hex);
+    } else {
+        memcpy(hex, old.image, sizeof(hex));
+    }
+    /* Progress of the same download: the row moves, the history does not. */
+    progress = old.state == STORE_ST_DOWNLOADING && e->state == STORE_ST_DOWNLOADING &&
+               strcmp(old.image, hex) == 0 && !e->reason;
+    if (sq_run(st, "UPDATE devices SET state = ?2, image = ?3, bytes = ?4, size = ?5,"
+               " reason = substr(?6, 1, ?7), last_seen = max(last_seen, ?8) WHERE id = ?1",
+               "titiitii", e->id, (int64_t)e->state, hex, (int64_t)e->bytes, (int64_t)e->size,
+               e->reason ? e->reason : "", (int64_t)STORE_REASON_MAX, r->now) != SQLITE_DONE) {
+        return sq_fail(st, r, "event");
+    }
+    if (!progress) {
+        snprintf(detail, sizeof(detail), "from byte %u of %u", (unsigned)e->bytes,
+                 (unsigned)e->size);
+        rc = add_history(st, r, e->id, e->state, hex,
+                         e->reason ? e->reason : e->state == STORE_ST_DOWNLOADING ? detail : "");
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    if (e->failed_id && (rc = add_failure(st, r, e->id, e->failed_id)) < 0) {
+        return rc;
+    }
+    status = ro_status_of(e->state);
+    if (e->rollout_id && status >= 0) {
+        return sq_ro_set_status(st, r, e->rollout_id, e->id, (enum store_ro_status)status);
+    }
+    return STORE_OK;
+}
+
+/* ---- the API's device operations ---- */
+
+/* The filters of a device list as SQL; the parameters are ?1 model, ?2
+ * group, ?3 state, ?4 after, ?5 limit, each bound only when used. */
+static void list_where(const struct store_req *r, int paged, char *sql, size_t size)
+{
+    snprintf(sql, size, " WHERE 1%s%s%s%s", r->u.list.model ? " AND model = ?1" : "",
+             r->u.list.group ? " AND grp = ?2" : "", r->u.list.state >= 0 ? " AND state = ?3" : "",
+             paged && r->u.list.after ? " AND id > ?4" : "");
+}
+
+static sqlite3_stmt *prep_list(struct sstore *st, const struct store_req *r, const char *sql)
+{
+    size_t limit = r->u.list.limit ? r->u.list.limit : STORE_LIST_MAX;
+    sqlite3_stmt *s = NULL;
+    int n;
+
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK) {
+        return NULL;
+    }
+    n = sqlite3_bind_parameter_count(s);
+    sqlite3_bind_text(s, 1, r->u.list.model, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, r->u.list.group, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 3, r->u.list.state);
+    if (n >= 4) {
+        sqlite3_bind_text(s, 4, r->u.list.after, -1, SQLITE_STATIC);
+    }
+    if (n >= 5) {
+        sqlite3_bind_int64(s, 5, (int64_t)(limit > STORE_LIST_MAX ? STORE_LIST_MAX : limit));
+    }
+    return s;
+}
+
+static int list_total(struct sstore *st, struct store_req *r)
+{
+    char sql[256], where[160];
+    sqlite3_stmt *s;
+    int rc;
+
+    list_where(r, 0, where, sizeof(where));
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM devices%s", where);
+    if (!(s = prep_list(st, r, sql))) {
+        return sq_fail(st, r, "device list");
+    }
+    if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        r->u.list.total = (size_t)sqlite3_column_int64(s, 0);
+    }
+    sqlite3_finalize(s);
+    return rc == SQLITE_ROW ? STORE_OK : sq_fail(st, r, "device list");
+}
+
+int sq_op_device_list(struct sstore *st, struct store_req *r)
+{
+    char sql[512], where[160];
+    struct store_device *rows = NULL, *grown;
+    size_t cap = 0;
+    sqlite3_stmt *s;
+    int rc;
+
+    list_where(r, 1, where, sizeof(where));
+    snprintf(sql, sizeof(sql), "SELECT " DEV_COLS " FROM devices%s ORDER BY id LIMIT ?5", where);
+    if (!(s = prep_list(st, r, sql))) {
+        return sq_fail(st, r, "device list");
+    }
+    r->u.list.n = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (r->u.list.n == cap) {
+            cap = cap ? 2 * cap : 64;
+            if (!(grown = realloc(rows, cap * sizeof(*rows)))) {
+                break;
+            }
+            rows = grown;
+        }
+        row_to_device(s, &rows[r->u.list.n++]);
+    }
+    sqlite3_finalize(s);
+    r->u.list.rows = rows;
+    if (rc != SQLITE_DONE) {
+        return rc == SQLITE_ROW ? sq_err(r, STORE_E_IO, "out of memory")
+                                : sq_fail(st, r, "device list");
+    }
+    return list_total(st, r);
+}
+
+static int load_history(struct sstore *st, struct store_req *r)
+{
+    struct store_history *h;
+    sqlite3_stmt *s;
+    int rc;
+
+    h = calloc(STORE_HISTORY_MAX, sizeof(*h));
+    s = sq_prep(st, "SELECT at, state, image, detail FROM device_history WHERE device_id = ?1"
+                " ORDER BY rowid DESC LIMIT ?2", "ti", r->u.device.id,
+                (int64_t)STORE_HISTORY_MAX);
+    if (!h || !s) {
+        free(h);
+        return !h ? sq_err(r, STORE_E_IO, "out of memory") : sq_fail(st, r, "device history");
+    }
+    r->u.device.history = h;
+    r->u.device.nhistory = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW && r->u.device.nhistory < STORE_HISTORY_MAX) {
+        h = &r->u.device.history[r->u.device.nhistory++];
+        h->at = sqlite3_column_int64(s, 0);
+        h->state = (enum store_dev_state)sqlite3_column_int(s, 1);
+        sq_col_text(s, 2, h->image, sizeof(h->image));
+        sq_col_text(s, 3, h->detail, sizeof(h->detail));
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? STORE_OK : sq_fail(st, r, "device history");
+}
+
+int sq_op_device_get(struct sstore *st, struct store_req *r)
+{
+    int rc;
+
+    if (!r->u.device.id) {
+        return sq_err(r, STORE_E_INVAL, "id: required");
+    }
+    if ((rc = load_device(st, r, r->u.device.id, &r->u.device.dev)) <= 0) {
+        return rc < 0 ? rc : sq_err(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
+    }
+    return load_history(st, r);
+}
+
+int sq_op_device_set_group(struct sstore *st, struct store_req *r)
+{
+    const char *group = r->u.device.group ? r->u.device.group : "";
+    struct store_device *d = &r->u.device.dev;
+    struct store_rollout *ro;
+    enum store_ro_status status;
+    int64_t ro_id;
+    int rc;
+
+    if (!r->u.device.id || strlen(group) > STORE_GROUP_MAX) {
+        return sq_err(r, STORE_E_INVAL, "%s", !r->u.device.id ? "id: required"
+                                                               : "group: at most 32 bytes");
+    }
+    if ((rc = load_device(st, r, r->u.device.id, d)) <= 0) {
+        return rc < 0 ? rc : sq_err(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
+    }
+    if (sq_run(st, "UPDATE devices SET grp = ?2 WHERE id = ?1", "tt", d->id, group) !=
+        SQLITE_DONE) {
+        return sq_fail(st, r, "device group");
+    }
+    snprintf(d->group, sizeof(d->group), "%s", group);
+    /* Its rows in other rollouts stay: what it did there still counts. */
+    if ((ro_id = sq_ro_applicable(st, r, d->model, group)) <= 0) {
+        return (int)ro_id;
+    }
+    if (!(ro = malloc(sizeof(*ro)))) {
+        return sq_err(r, STORE_E_IO, "out of memory");
+    }
+    rc = sq_ro_load(st, r, (uint64_t)ro_id, ro);
+    if (rc > 0) {
+        rc = sq_ro_ensure(st, r, ro, d->id, &status);
+    }
+    free(ro);
+    return rc < 0 ? rc : STORE_OK;
+}
+
+int sq_op_secret_set(struct sstore *st, struct store_req *r)
+{
+    size_t len = r->u.device.id ? strlen(r->u.device.id) : 0;
+
+    if (len == 0 || len > TCPOTA_MAX_STR || !r->u.device.secret ||
+        r->u.device.secret_len == 0 || r->u.device.secret_len > TCPOTA_SECRET_MAX) {
+        return sq_err(r, STORE_E_INVAL, "%s", len == 0 || len > TCPOTA_MAX_STR
+                                                  ? "id: 1 to 64 bytes"
+                                                  : "secret: 1 to 64 bytes");
+    }
+    if (sq_run(st, "INSERT OR REPLACE INTO secrets (device_id, secret) VALUES (?1, ?2)", "tb",
+               r->u.device.id, (const void *)r->u.device.secret,
+               (int)r->u.device.secret_len) != SQLITE_DONE) {
+        return sq_fail(st, r, "secret set");
+    }
+    return STORE_OK;
+}
+
+int sq_op_secret_list(struct sstore *st, struct store_req *r)
+{
+    struct store_secret *rows = NULL, *grown;
+    size_t cap = 0;
+    sqlite3_stmt *s;
+    int rc;
+
+    if (!(s = sq_prep(st, "SELECT device_id, secret FROM secrets ORDER BY device_id", ""))) {
+        return sq_fail(st, r, "secret list");
+    }
+    r->u.list.n = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int n = sqlite3_column_bytes(s, 1);
+        struct store_secret *x;
+        if (r->u.list.n == cap) {
+            cap = cap ? 2 * cap : 64;
+            if (!(grown = realloc(rows, cap * sizeof(*rows)))) {
+                break;
+            }
+            rows = grown;
+        }
+        x = &rows[r->u.list.n++];
+        memset(x, 0, sizeof(*x));
+        sq_col_text(s, 0, x->id, sizeof(x->id));
+        x->len = (uint8_t)(n > (int)TCPOTA_SECRET_MAX ? (int)TCPOTA_SECRET_MAX : n);
+        memcpy(x->secret, sqlite3_column_blob(s, 1), x->len);
+    }
+    sqlite3_reset(s);
+    r->u.list.rows = rows;
+    r->u.list.total = r->u.list.n;
+    if (rc != SQLITE_DONE) {
+        return rc == SQLITE_ROW ? sq_err(r, STORE_E_IO, "out of memory")
+                                : sq_fail(st, r, "secret list");
+    }
+    return STORE_OK;
+}

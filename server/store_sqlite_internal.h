@@ -1,0 +1,128 @@
+/*
+ * store_sqlite_internal.h - what the files of the SQLite store share:
+ *   store_sqlite.c         open, lock, the store thread, batching, completions
+ *   store_sqlite_schema.c  the numbered migrations
+ *   store_sqlite_sql.c     statement cache, binding, columns, hex, errors
+ *   store_sqlite_dev.c     check-in, events, devices, secrets
+ *   store_sqlite_ro.c      rollouts and their per-wave counters
+ *   store_sqlite_img.c     images
+ * Every function here runs on the store thread (except during open and
+ * close, when that thread does not run), inside the batch transaction.
+ * Ops return STORE_OK or a negative enum store_err with r->err written.
+ */
+#ifndef TCPOTA_SERVER_STORE_SQLITE_INTERNAL_H
+#define TCPOTA_SERVER_STORE_SQLITE_INTERNAL_H
+
+#include "store.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+
+struct event;
+
+/* One prepared statement, kept for the store's life (keyed by its SQL). */
+struct sq_cached {
+    const char *sql;
+    sqlite3_stmt *stmt;
+};
+
+struct sstore {
+    struct store base;       /* first: a struct store * is a struct sstore * */
+    sqlite3 *db;
+    char dir[400];
+    int lock_fd;
+    int pipe_rd, pipe_wr;    /* the thread writes a byte when completions wait */
+    struct event *ev;        /* the loop's side of the pipe */
+    pthread_t thread;
+    int thread_started;
+    pthread_mutex_t mu;      /* guards q_*, done_*, stopping */
+    pthread_cond_t cv;       /* a request arrived, or close */
+    struct store_req *q_head, *q_tail;
+    struct store_req *done_head, *done_tail;
+    int stopping;
+    /* Store thread only: */
+    int in_txn;              /* the batch transaction is open */
+    int64_t txn_started_ms;  /* monotonic, for STORE_BATCH_MS */
+    struct store_req *pend_head, *pend_tail; /* ran, completion not posted */
+    struct sq_cached *cache;
+    size_t ncache, capcache;
+};
+
+/* ---- store_sqlite_schema.c ---- */
+
+/* The schema version this program writes. */
+#define SQ_SCHEMA_VERSION 1
+
+/* Brings db to SQ_SCHEMA_VERSION in one transaction. Returns 0, or -1 with a
+ * message naming path in err (newer schema, not ours, SQLite error). */
+int sq_migrate(sqlite3 *db, const char *path, char *err, size_t errlen);
+
+/* ---- store_sqlite_sql.c ---- */
+
+/* The cached statement for sql, reset, with its parameters bound from fmt,
+ * one letter each: 'i' int64_t, 't' const char * (NULL binds NULL),
+ * 'b' const void * then int length. NULL on a SQLite error. */
+sqlite3_stmt *sq_prep(struct sstore *st, const char *sql, const char *fmt, ...);
+/* sq_prep then one step to its end. Returns a SQLite code (SQLITE_DONE,
+ * SQLITE_ROW when it returned a row, or an error); the statement is reset. */
+int sq_run(struct sstore *st, const char *sql, const char *fmt, ...);
+/* The one int64 the query returns: 1 and *out set, 0 when no row, -1 on an
+ * error. */
+int sq_int(struct sstore *st, int64_t *out, const char *sql, const char *fmt, ...);
+/* Finalizes every cached statement. */
+void sq_cache_free(struct sstore *st);
+/* Text column i copied into buf (truncated, always terminated). */
+void sq_col_text(sqlite3_stmt *s, int i, char *buf, size_t size);
+/* Writes "what: <SQLite's message>" as r's error; returns STORE_E_IO. */
+int sq_fail(struct sstore *st, struct store_req *r, const char *what);
+/* Writes a formatted error into r; returns rc. */
+int sq_err(struct store_req *r, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Lowercase hex of TCPOTA_ID_LEN bytes into out (2*TCPOTA_ID_LEN + 1). */
+void sq_hex(const uint8_t *id, char *out);
+/* The bytes of a full hex id; 0, or -1 when hex is not 2*TCPOTA_ID_LEN hex digits. */
+int sq_unhex(const char *hex, uint8_t *id);
+/* DIR/images/<hex> into out. */
+void sq_image_path(const struct sstore *st, const char *hex, char *out, size_t size);
+
+/* ---- store_sqlite_ro.c ---- */
+
+/* Loads rollout id with its per-wave counts. 1 found, 0 not, <0 store_err. */
+int sq_ro_load(struct sstore *st, struct store_req *r, uint64_t id, struct store_rollout *out);
+/* The id of the rollout applying to a device of model and group (0: none,
+ * <0: store_err). */
+int64_t sq_ro_applicable(struct sstore *st, struct store_req *r, const char *model,
+                         const char *group);
+/* Makes sure device_id has a row in rollout ro (a new row: targeted, counted
+ * in its wave, and in ro's counts in memory). *status: its status. */
+int sq_ro_ensure(struct sstore *st, struct store_req *r, struct store_rollout *ro,
+                 const char *device_id, enum store_ro_status *status);
+/* Moves a device's row in a rollout to status, keeping the wave counters in
+ * step; a row that is updated or failed does not go back. */
+int sq_ro_set_status(struct sstore *st, struct store_req *r, uint64_t rollout_id,
+                     const char *device_id, enum store_ro_status status);
+int sq_op_rollout_create(struct sstore *st, struct store_req *r);
+int sq_op_rollout_list(struct sstore *st, struct store_req *r);
+int sq_op_rollout_get(struct sstore *st, struct store_req *r);
+int sq_op_rollout_set(struct sstore *st, struct store_req *r);
+
+/* ---- store_sqlite_img.c ---- */
+
+/* Loads the image with full hex id. 1 found, 0 not, <0 store_err. */
+int sq_img_load(struct sstore *st, struct store_req *r, const char *hex, struct store_image *out);
+int sq_op_image_add(struct sstore *st, struct store_req *r);
+int sq_op_image_get(struct sstore *st, struct store_req *r);
+int sq_op_image_rm(struct sstore *st, struct store_req *r);
+int sq_op_image_list(struct sstore *st, struct store_req *r);
+
+/* ---- store_sqlite_dev.c ---- */
+
+int sq_op_checkin(struct sstore *st, struct store_req *r);
+int sq_op_event(struct sstore *st, struct store_req *r);
+int sq_op_device_list(struct sstore *st, struct store_req *r);
+int sq_op_device_get(struct sstore *st, struct store_req *r);
+int sq_op_device_set_group(struct sstore *st, struct store_req *r);
+int sq_op_secret_set(struct sstore *st, struct store_req *r);
+int sq_op_secret_list(struct sstore *st, struct store_req *r);
+
+#endif

@@ -1,0 +1,435 @@
+/* store_sqlite_ro.c - rollouts in the SQLite store, and their per-wave
+ * counters. The rules of rollout.h read the counters on every check-in, so
+ * they are kept, not counted: each status change of a device's row moves one
+ * unit from its old bucket to its new one in the same transaction. */
+#include "store_sqlite_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RO_COLS                                                                              \
+    "id, image, model, grp, allow_downgrade, superseded, state, n_waves, pct, n_open,"       \
+    " min_finished, success_pct, soak_s, halt_pct, halt_min, created_at, changed_at"
+
+/* "10,50,100" -> pct[] and the bounds; a stored row is trusted but checked. */
+static void parse_pct(const char *text, struct store_rollout *out)
+{
+    uint32_t n = 0;
+    char *end;
+
+    while (*text && n < ROLLOUT_MAX_WAVES) {
+        unsigned long v = strtoul(text, &end, 10);
+        if (end == text) {
+            break;
+        }
+        out->pct[n++] = (uint32_t)v;
+        text = *end == ',' ? end + 1 : end;
+    }
+    out->ro.n_waves = n;
+    if (rollout_bounds_from_pct(out->pct, n, out->ro.bound) < 0) {
+        out->ro.n_waves = 0;
+    }
+}
+
+/* The columns of RO_COLS into out (waves not loaded). */
+static void row_to_rollout(sqlite3_stmt *s, struct store_rollout *out)
+{
+    char hex[2 * TCPOTA_ID_LEN + 1], pct[4 * ROLLOUT_MAX_WAVES + 1];
+
+    memset(out, 0, sizeof(*out));
+    out->id = (uint64_t)sqlite3_column_int64(s, 0);
+    sq_col_text(s, 1, hex, sizeof(hex));
+    (void)sq_unhex(hex, out->image_id);
+    sq_col_text(s, 2, out->model, sizeof(out->model));
+    sq_col_text(s, 3, out->group, sizeof(out->group));
+    out->allow_downgrade = sqlite3_column_int(s, 4);
+    out->superseded = sqlite3_column_int(s, 5);
+    out->ro.state = (enum rollout_state)sqlite3_column_int(s, 6);
+    sq_col_text(s, 8, pct, sizeof(pct));
+    parse_pct(pct, out);
+    out->ro.n_open = (uint32_t)sqlite3_column_int64(s, 9);
+    out->rules.min_finished = (uint32_t)sqlite3_column_int64(s, 10);
+    out->rules.success_pct = (uint32_t)sqlite3_column_int64(s, 11);
+    out->rules.soak_s = (uint32_t)sqlite3_column_int64(s, 12);
+    out->rules.halt_pct = (uint32_t)sqlite3_column_int64(s, 13);
+    out->rules.halt_min = (uint32_t)sqlite3_column_int64(s, 14);
+    out->created_at = sqlite3_column_int64(s, 15);
+    out->changed_at = sqlite3_column_int64(s, 16);
+}
+
+static int load_waves(struct sstore *st, struct store_req *r, struct store_rollout *out)
+{
+    sqlite3_stmt *s;
+    int rc;
+
+    s = sq_prep(st, "SELECT wave, targeted, offered, downloading, updated, failed, opened_at"
+                " FROM rollout_waves WHERE rollout_id = ?1 ORDER BY wave", "i",
+                (int64_t)out->id);
+    if (!s) {
+        return sq_fail(st, r, "rollout waves");
+    }
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int64_t w = sqlite3_column_int64(s, 0);
+        if (w < 0 || w >= (int64_t)ROLLOUT_MAX_WAVES) {
+            continue;
+        }
+        out->waves[w].targeted = (uint32_t)sqlite3_column_int64(s, 1);
+        out->waves[w].offered = (uint32_t)sqlite3_column_int64(s, 2);
+        out->waves[w].downloading = (uint32_t)sqlite3_column_int64(s, 3);
+        out->waves[w].updated = (uint32_t)sqlite3_column_int64(s, 4);
+        out->waves[w].failed = (uint32_t)sqlite3_column_int64(s, 5);
+        out->waves[w].opened_at = sqlite3_column_int64(s, 6);
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? STORE_OK : sq_fail(st, r, "rollout waves");
+}
+
+int sq_ro_load(struct sstore *st, struct store_req *r, uint64_t id, struct store_rollout *out)
+{
+    sqlite3_stmt *s = sq_prep(st, "SELECT " RO_COLS " FROM rollouts WHERE id = ?1", "i",
+                              (int64_t)id);
+    int rc;
+
+    if (!s) {
+        return sq_fail(st, r, "rollout");
+    }
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        row_to_rollout(s, out);
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_ROW) {
+        return rc == SQLITE_DONE ? 0 : sq_fail(st, r, "rollout");
+    }
+    rc = load_waves(st, r, out);
+    return rc < 0 ? rc : 1;
+}
+
+int64_t sq_ro_applicable(struct sstore *st, struct store_req *r, const char *model,
+                         const char *group)
+{
+    int64_t id = 0;
+    int rc;
+
+    /* The group's own rollout before the model-wide one; the newest of each. */
+    rc = sq_int(st, &id, "SELECT id FROM rollouts WHERE model = ?1 AND state <> ?3"
+                " AND superseded = 0 AND (grp = ?2 OR grp = '')"
+                " ORDER BY grp = ?2 DESC, id DESC LIMIT 1", "tti", model, group,
+                (int64_t)ROLLOUT_STATE_CANCELLED);
+    if (rc < 0) {
+        return sq_fail(st, r, "applicable rollout");
+    }
+    return rc ? id : 0;
+}
+
+int sq_ro_ensure(struct sstore *st, struct store_req *r, struct store_rollout *ro,
+                 const char *device_id, enum store_ro_status *status)
+{
+    uint32_t wave;
+    int64_t v = 0;
+    int rc;
+
+    rc = sq_int(st, &v, "SELECT status FROM rollout_devices WHERE rollout_id = ?1"
+                " AND device_id = ?2", "it", (int64_t)ro->id, device_id);
+    if (rc != 0) {
+        *status = (enum store_ro_status)v;
+        return rc < 0 ? sq_fail(st, r, "rollout device") : STORE_OK;
+    }
+    wave = rollout_wave_of(&ro->ro, rollout_place(ro->id, device_id, strlen(device_id)));
+    if (sq_run(st, "INSERT INTO rollout_devices (rollout_id, device_id, wave, status)"
+               " VALUES (?1, ?2, ?3, 0)", "iti", (int64_t)ro->id, device_id,
+               (int64_t)wave) != SQLITE_DONE) {
+        return sq_fail(st, r, "rollout device");
+    }
+    /* Past the last bound: in no wave, counted nowhere. */
+    if (wave < ro->ro.n_waves) {
+        if (sq_run(st, "UPDATE rollout_waves SET targeted = targeted + 1"
+                   " WHERE rollout_id = ?1 AND wave = ?2", "ii", (int64_t)ro->id,
+                   (int64_t)wave) != SQLITE_DONE) {
+            return sq_fail(st, r, "rollout wave");
+        }
+        ro->waves[wave].targeted++;
+    }
+    *status = STORE_RO_TARGETED;
+    return STORE_OK;
+}
+
+/* The row of a device a rollout never saw (it checked in before the
+ * rollout, with another model or group): added, then moved. */
+static int ensure_by_id(struct sstore *st, struct store_req *r, uint64_t rollout_id,
+                        const char *device_id)
+{
+    struct store_rollout *ro = malloc(sizeof(*ro));
+    enum store_ro_status status;
+    int rc;
+
+    if (!ro) {
+        return sq_err(r, STORE_E_IO, "out of memory");
+    }
+    rc = sq_ro_load(st, r, rollout_id, ro);
+    if (rc == 0) {
+        rc = sq_err(r, STORE_E_NOTFOUND, "no rollout %llu", (unsigned long long)rollout_id);
+    } else if (rc > 0) {
+        rc = sq_ro_ensure(st, r, ro, device_id, &status);
+    }
+    free(ro);
+    return rc;
+}
+
+int sq_ro_set_status(struct sstore *st, struct store_req *r, uint64_t rollout_id,
+                     const char *device_id, enum store_ro_status status)
+{
+    sqlite3_stmt *s;
+    int64_t wave, old;
+    int rc;
+
+    s = sq_prep(st, "SELECT wave, status FROM rollout_devices WHERE rollout_id = ?1"
+                " AND device_id = ?2", "it", (int64_t)rollout_id, device_id);
+    if (!s) {
+        return sq_fail(st, r, "rollout device");
+    }
+    rc = sqlite3_step(s);
+    wave = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    old = rc == SQLITE_ROW ? sqlite3_column_int64(s, 1) : STORE_RO_TARGETED;
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE) {
+        rc = ensure_by_id(st, r, rollout_id, device_id);
+        return rc < 0 ? rc : sq_ro_set_status(st, r, rollout_id, device_id, status);
+    }
+    if (rc != SQLITE_ROW) {
+        return sq_fail(st, r, "rollout device");
+    }
+    /* A late "offered" or "downloading" (a retry, a resume) does not undo a
+     * finished device: its success or failure is what the rules count. */
+    if (old == (int64_t)status || ((old == STORE_RO_UPDATED || old == STORE_RO_FAILED) &&
+                                   status != STORE_RO_UPDATED && status != STORE_RO_FAILED)) {
+        return STORE_OK;
+    }
+    if (sq_run(st, "UPDATE rollout_devices SET status = ?3 WHERE rollout_id = ?1"
+               " AND device_id = ?2", "iti", (int64_t)rollout_id, device_id,
+               (int64_t)status) != SQLITE_DONE ||
+        sq_run(st, "UPDATE rollout_waves SET offered = offered + (?3 = 1) - (?4 = 1),"
+               " downloading = downloading + (?3 = 2) - (?4 = 2),"
+               " updated = updated + (?3 = 3) - (?4 = 3), failed = failed + (?3 = 4) - (?4 = 4)"
+               " WHERE rollout_id = ?1 AND wave = ?2", "iiii", (int64_t)rollout_id, wave,
+               (int64_t)status, old) != SQLITE_DONE) {
+        return sq_fail(st, r, "rollout counters");
+    }
+    return STORE_OK;
+}
+
+/* ---- create ---- */
+
+static int check_create(struct sstore *st, struct store_req *r, char *hex)
+{
+    struct store_rollout *in = &r->u.rollout.r;
+    struct store_image *img;
+    int rc;
+
+    if (rollout_bounds_from_pct(in->pct, in->ro.n_waves, in->ro.bound) < 0) {
+        return sq_err(r, STORE_E_INVAL, "waves: 1 to %u cumulative percentages, strictly"
+                      " increasing, each 1..100", ROLLOUT_MAX_WAVES);
+    }
+    if (!in->model[0]) {
+        return sq_err(r, STORE_E_INVAL, "model: required");
+    }
+    sq_hex(in->image_id, hex);
+    img = malloc(sizeof(*img));
+    if (!img) {
+        return sq_err(r, STORE_E_IO, "out of memory");
+    }
+    rc = sq_img_load(st, r, hex, img);
+    if (rc == 0) {
+        rc = sq_err(r, STORE_E_NOTFOUND, "image: no image %.12s", hex);
+    } else if (rc > 0 && strcmp(img->model, in->model) != 0) {
+        rc = sq_err(r, STORE_E_INVAL, "model: image %.12s is for model %s, not %s", hex,
+                    img->model, in->model);
+    }
+    free(img);
+    return rc < 0 ? rc : STORE_OK;
+}
+
+static int insert_rollout(struct sstore *st, struct store_req *r, const char *hex, int64_t *id)
+{
+    const struct store_rollout *in = &r->u.rollout.r;
+    char pct[4 * ROLLOUT_MAX_WAVES + 1];
+    size_t len = 0;
+    uint32_t k;
+
+    for (k = 0; k < in->ro.n_waves; k++) {
+        len += (size_t)snprintf(pct + len, sizeof(pct) - len, "%s%u", k ? "," : "",
+                                (unsigned)in->pct[k]);
+    }
+    if (sq_run(st, "INSERT INTO rollouts (image, model, grp, allow_downgrade, superseded, state,"
+               " n_waves, pct, n_open, min_finished, success_pct, soak_s, halt_pct, halt_min,"
+               " created_at, changed_at) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, 1, ?8, ?9, ?10,"
+               " ?11, ?12, ?13, ?13)", "tttiiitiiiiii", hex, in->model, in->group,
+               (int64_t)(in->allow_downgrade != 0), (int64_t)ROLLOUT_STATE_ACTIVE,
+               (int64_t)in->ro.n_waves, pct, (int64_t)in->rules.min_finished,
+               (int64_t)in->rules.success_pct, (int64_t)in->rules.soak_s,
+               (int64_t)in->rules.halt_pct, (int64_t)in->rules.halt_min,
+               r->now) != SQLITE_DONE) {
+        return sq_fail(st, r, "rollout create");
+    }
+    *id = sqlite3_last_insert_rowid(st->db);
+    if (sq_run(st, "UPDATE rollouts SET superseded = 1, changed_at = ?3 WHERE model = ?1"
+               " AND grp = ?2 AND id <> ?4 AND superseded = 0", "ttii", in->model, in->group,
+               r->now, *id) != SQLITE_DONE) {
+        return sq_fail(st, r, "rollout supersede");
+    }
+    for (k = 0; k < in->ro.n_waves; k++) {
+        if (sq_run(st, "INSERT INTO rollout_waves (rollout_id, wave, opened_at)"
+                   " VALUES (?1, ?2, ?3)", "iii", *id, (int64_t)k,
+                   k == 0 ? r->now : (int64_t)0) != SQLITE_DONE) {
+            return sq_fail(st, r, "rollout waves");
+        }
+    }
+    return STORE_OK;
+}
+
+/* Every registered device of the rollout's model (and group) gets its row;
+ * counted in C and written once per wave, so a million devices cost a
+ * million inserts and no counter updates. */
+static int target_devices(struct sstore *st, struct store_req *r, int64_t id)
+{
+    const struct store_rollout *in = &r->u.rollout.r;
+    uint32_t count[ROLLOUT_MAX_WAVES + 1] = {0};
+    sqlite3_stmt *s;
+    uint32_t k;
+    int rc;
+
+    s = in->group[0] ? sq_prep(st, "SELECT id FROM devices WHERE model = ?1 AND grp = ?2", "tt",
+                               in->model, in->group)
+                     : sq_prep(st, "SELECT id FROM devices WHERE model = ?1", "t", in->model);
+    if (!s) {
+        return sq_fail(st, r, "rollout targets");
+    }
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *dev = (const char *)sqlite3_column_text(s, 0);
+        uint32_t wave = rollout_wave_of(&in->ro, rollout_place((uint64_t)id, dev, strlen(dev)));
+        if (sq_run(st, "INSERT INTO rollout_devices (rollout_id, device_id, wave, status)"
+                   " VALUES (?1, ?2, ?3, 0)", "iti", id, dev, (int64_t)wave) != SQLITE_DONE) {
+            rc = SQLITE_ERROR;
+            break;
+        }
+        count[wave]++;
+    }
+    sqlite3_reset(s);
+    for (k = 0; rc == SQLITE_DONE && k < in->ro.n_waves; k++) {
+        if (sq_run(st, "UPDATE rollout_waves SET targeted = ?3 WHERE rollout_id = ?1"
+                   " AND wave = ?2", "iii", id, (int64_t)k, (int64_t)count[k]) != SQLITE_DONE) {
+            rc = SQLITE_ERROR;
+        }
+    }
+    return rc == SQLITE_DONE ? STORE_OK : sq_fail(st, r, "rollout targets");
+}
+
+int sq_op_rollout_create(struct sstore *st, struct store_req *r)
+{
+    char hex[2 * TCPOTA_ID_LEN + 1];
+    int64_t id = 0;
+    int rc;
+
+    if (strlen(r->u.rollout.r.group) > STORE_GROUP_MAX) {
+        return sq_err(r, STORE_E_INVAL, "group: at most %u bytes", STORE_GROUP_MAX);
+    }
+    if ((rc = check_create(st, r, hex)) < 0 || (rc = insert_rollout(st, r, hex, &id)) < 0 ||
+        (rc = target_devices(st, r, id)) < 0) {
+        return rc;
+    }
+    rc = sq_ro_load(st, r, (uint64_t)id, &r->u.rollout.r);
+    r->u.rollout.id = (uint64_t)id;
+    return rc < 0 ? rc : STORE_OK;
+}
+
+/* ---- list, get, set ---- */
+
+int sq_op_rollout_list(struct sstore *st, struct store_req *r)
+{
+    size_t limit = r->u.list.limit ? r->u.list.limit : STORE_LIST_MAX, cap = 0;
+    struct store_rollout *rows = NULL, *grown;
+    sqlite3_stmt *s;
+    int rc = SQLITE_DONE;
+
+    s = sq_prep(st, "SELECT " RO_COLS " FROM rollouts ORDER BY id DESC LIMIT ?1", "i",
+                (int64_t)limit);
+    if (!s) {
+        return sq_fail(st, r, "rollout list");
+    }
+    r->u.list.n = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (r->u.list.n == cap) {
+            cap = cap ? 2 * cap : 8;
+            grown = realloc(rows, cap * sizeof(*rows));
+            if (!grown) {
+                break;
+            }
+            rows = grown;
+        }
+        row_to_rollout(s, &rows[r->u.list.n++]);
+    }
+    sqlite3_reset(s);
+    r->u.list.rows = rows;
+    if (rc != SQLITE_DONE) {
+        return rc == SQLITE_ROW ? sq_err(r, STORE_E_IO, "out of memory")
+                                : sq_fail(st, r, "rollout list");
+    }
+    for (cap = 0; cap < r->u.list.n; cap++) {
+        if ((rc = load_waves(st, r, &rows[cap])) < 0) {
+            return rc;
+        }
+    }
+    r->u.list.total = r->u.list.n;
+    return STORE_OK;
+}
+
+int sq_op_rollout_get(struct sstore *st, struct store_req *r)
+{
+    int rc = sq_ro_load(st, r, r->u.rollout.id, &r->u.rollout.r);
+
+    if (rc == 0) {
+        return sq_err(r, STORE_E_NOTFOUND, "no rollout %llu",
+                      (unsigned long long)r->u.rollout.id);
+    }
+    return rc < 0 ? rc : STORE_OK;
+}
+
+int sq_op_rollout_set(struct sstore *st, struct store_req *r)
+{
+    struct store_rollout *cur = &r->u.rollout.r;
+    uint64_t id = r->u.rollout.id;
+    uint32_t from = r->u.rollout.expect_n_open, to = r->u.rollout.new_n_open;
+    int rc;
+
+    if ((rc = sq_op_rollout_get(st, r)) < 0) {
+        return rc;
+    }
+    if ((unsigned)r->u.rollout.new_state > ROLLOUT_STATE_CANCELLED) {
+        return sq_err(r, STORE_E_INVAL, "state: unknown rollout state");
+    }
+    if (to < 1 || to > cur->ro.n_waves || to < from) {
+        return sq_err(r, STORE_E_INVAL, "n_open: %u waves cannot be open (rollout %llu has %u;"
+                      " waves never close)", (unsigned)to, (unsigned long long)id,
+                      (unsigned)cur->ro.n_waves);
+    }
+    if (sq_run(st, "UPDATE rollouts SET state = ?1, n_open = ?2, changed_at = ?3 WHERE id = ?4"
+               " AND state = ?5 AND n_open = ?6", "iiiiii", (int64_t)r->u.rollout.new_state,
+               (int64_t)to, r->now, (int64_t)id, (int64_t)r->u.rollout.expect_state,
+               (int64_t)from) != SQLITE_DONE) {
+        return sq_fail(st, r, "rollout set");
+    }
+    if (sqlite3_changes(st->db) == 0) {
+        return sq_err(r, STORE_E_CONFLICT, "rollout %llu is %s with %u of %u waves open, not %s"
+                      " with %u: it changed meanwhile", (unsigned long long)id,
+                      store_rollout_state_name(cur->ro.state), (unsigned)cur->ro.n_open,
+                      (unsigned)cur->ro.n_waves,
+                      store_rollout_state_name(r->u.rollout.expect_state), (unsigned)from);
+    }
+    if (to > from && sq_run(st, "UPDATE rollout_waves SET opened_at = ?1 WHERE rollout_id = ?2"
+                            " AND wave >= ?3 AND wave < ?4", "iiii", r->now, (int64_t)id,
+                            (int64_t)from, (int64_t)to) != SQLITE_DONE) {
+        return sq_fail(st, r, "rollout set");
+    }
+    return sq_op_rollout_get(st, r);
+}
