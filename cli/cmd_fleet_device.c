@@ -131,9 +131,11 @@ static int device_list(struct api *a, int argc, char **argv)
         } else {
             table_print(t, stdout);
             if (next) {
-                printf("%zu of %lld devices; the next page: tcpota device list --after %s "
+                int q = next[strspn(next, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                          "0123456789._:-")] != 0;
+                printf("%zu of %lld devices; the next page: tcpota device list --after %s%s%s "
                        "(with the same filters)\n",
-                       table_rows(t), api_int(ans, "total"), table_c(next));
+                       table_rows(t), api_int(ans, "total"), q ? "'" : "", table_c(next), q ? "'" : "");
             }
         }
         table_free(t);

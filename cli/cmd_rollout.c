@@ -140,7 +140,7 @@ static void print_rollout(const json_t *r)
            table_time(api_int(r, "created_at"), when, sizeof(when)),
            table_time(api_int(r, "changed_at"), when2, sizeof(when2)));
     printf("\n");
-    t = table_new(">WAVE", ">PERCENT", "OPEN", "OPENED (UTC)", ">TARGETED", ">OFFERED",
+    t = table_new("WAVE", ">PERCENT", "OPEN", "OPENED (UTC)", ">TARGETED", ">OFFERED",
                   ">DOWNLOADING", ">UPDATED", ">FAILED", NULL);
     json_array_foreach(json_object_get(r, "waves"), i, w) {
         table_row(t);
