@@ -470,7 +470,8 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
         fprintf(stderr, "tcpota %s: the request path is too long\n", a->cmd);
         return 1;
     }
-    snprintf(uri, sizeof(uri), "%s%s", a->prefix, path);
+    memcpy(uri, a->prefix, strlen(a->prefix));
+    memcpy(uri + strlen(a->prefix), path, strlen(path) + 1);
     signal(SIGPIPE, SIG_IGN); /* a server that closes early: an error, not a kill */
     r.base = event_base_new();
     r.body = evbuffer_new();
