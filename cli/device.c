@@ -873,6 +873,9 @@ int cmd_device(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "status") == 0) {
         return cmd_device_status(argc - 1, argv + 1);
     }
+    if (argc >= 2 && cli_is_fleet_device(argv[1])) {
+        return cmd_fleet_device(argc, argv);
+    }
     dv = calloc(1, sizeof(*dv)); /* ~40 KiB of buffers: not on the stack */
     if (!dv) {
         fprintf(stderr, "tcpota device: out of memory\n");

@@ -20,6 +20,14 @@ static void usage(FILE *f)
             "  tcpota verify --pubkey NAME.pub [--manifest M] FILE\n"
             "  tcpota version\n"
             "\n"
+            "fleet mode (clients of tcpota serve --data DIR's control API):\n"
+            "  tcpota image add FILE [--manifest M] [--version V --model M] | list | rm ID\n"
+            "  tcpota rollout create --image ID|VERSION --model M [--waves 5,25,100] [...]\n"
+            "  tcpota rollout list | show ID | pause ID | resume ID | cancel ID\n"
+            "  tcpota device list [--model M] [--state S] [--group G] [--limit N]\n"
+            "  tcpota device show ID | set ID --group G | secret ID [--out FILE]\n"
+            "  common: --api URL, --token-file F (or TCPOTA_TOKEN, or --data DIR), --json\n"
+            "\n"
             "`tcpota COMMAND --help` lists every option of a command.\n",
             TCPOTA_VERSION_STRING);
 }
@@ -36,6 +44,12 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "device") == 0) {
         return cmd_device(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "image") == 0) {
+        return cmd_image(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "rollout") == 0) {
+        return cmd_rollout(argc - 1, argv + 1);
     }
     if (strcmp(argv[1], "keygen") == 0) {
         return cmd_keygen(argc - 1, argv + 1);

@@ -1,0 +1,592 @@
+/* api_client.c - the control API client shared by the fleet commands (see
+ * api_client.h and docs/api.md). */
+#include "api_client.h"
+
+#include "cli.h"
+
+#include "tcpota/tcpota.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static const char flag_set[] = "1";
+
+int api_usage(const struct api *a, const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "tcpota %s: ", a->cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\ntry 'tcpota %s --help'\n", a->help_cmd ? a->help_cmd : a->cmd);
+    return 2;
+}
+
+/* Matches arg ("--name" or "--name=v") against opts; NULL if none. */
+static const struct api_opt *find_opt(const struct api_opt *opts, const char *arg)
+{
+    size_t nl = strcspn(arg, "=");
+
+    for (; opts && opts->name; opts++) {
+        if (strlen(opts->name) == nl && strncmp(arg, opts->name, nl) == 0) {
+            return opts;
+        }
+    }
+    return NULL;
+}
+
+int api_parse(struct api *a, const struct api_opt *opts, int argc, char **argv, const char **pos,
+              int maxpos, int *npos)
+{
+    const char *help = NULL;
+    const struct api_opt common[] = {
+        {"--api", "URL", &a->opt_api},
+        {"--token-file", "FILE", &a->opt_token_file},
+        {"--data", "DIR", &a->opt_data},
+        {"--timeout", "SECONDS", &a->opt_timeout},
+        {"--json", NULL, &a->opt_json},
+        {"--help", NULL, &help},
+        {"-h", NULL, &help},
+        {NULL, NULL, NULL},
+    };
+
+    *npos = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i], *eq, *v;
+        const struct api_opt *o;
+
+        if (strcmp(arg, "--") == 0) {
+            /* the rest is positional: an id that starts with '-' */
+            for (i++; i < argc; i++) {
+                if (*npos == maxpos) return api_usage(a, "unexpected argument '%s'", argv[i]);
+                pos[(*npos)++] = argv[i];
+            }
+            break;
+        }
+        if (arg[0] != '-' || arg[1] == 0) {
+            if (*npos == maxpos) return api_usage(a, "unexpected argument '%s'", arg);
+            pos[(*npos)++] = arg;
+            continue;
+        }
+        o = find_opt(opts, arg);
+        if (!o) o = find_opt(common, arg);
+        if (!o) return api_usage(a, "unknown option '%s'", arg);
+        if (o->val == &help) {
+            return -1;
+        }
+        if (*o->val) return api_usage(a, "%s is given twice; give it once", o->name);
+        eq = strchr(arg, '=');
+        if (!o->metavar) {
+            if (eq) return api_usage(a, "%s takes no value", o->name);
+            *o->val = flag_set;
+            continue;
+        }
+        v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        /* "--model --group g": the value forgotten, the next option taken for it */
+        if (!v || (!eq && strncmp(v, "--", 2) == 0 && v[2])) {
+            return api_usage(a, "%s needs a value: %s %s", o->name, o->name, o->metavar);
+        }
+        *o->val = v;
+    }
+    a->json = a->opt_json != NULL;
+    return 0;
+}
+
+int api_number(const struct api *a, const char *name, const char *s, const char *example,
+               long long *out)
+{
+    char *end;
+    unsigned long long v;
+
+    errno = 0;
+    v = s && isdigit((unsigned char)s[0]) ? strtoull(s, &end, 10) : 0;
+    if (!s || !isdigit((unsigned char)s[0]) || *end || errno || v > (unsigned long long)INT64_MAX) {
+        fprintf(stderr, "tcpota %s: %s: '%s' is not a number; e.g. %s\n", a->cmd, name, s ? s : "",
+                example);
+        return 2;
+    }
+    *out = (long long)v;
+    return 0;
+}
+
+/* Sets a->host, port, prefix and url from s ("http://H:P[/prefix]" or
+ * "H:P"); `from` names where s came from. Returns 0 or 2. */
+static int parse_url(struct api *a, const char *s, const char *from)
+{
+    char full[700];
+    struct evhttp_uri *u;
+    const char *host, *path;
+    int port;
+    size_t plen;
+
+    if (!*s) {
+        fprintf(stderr, "tcpota %s: %s is empty; give the API's address, e.g. %s\n", a->cmd, from,
+                API_DEFAULT_URL);
+        return 2;
+    }
+    if (strncmp(s, "https://", 8) == 0) {
+        fprintf(stderr, "tcpota %s: %s: '%s': https is not supported; give the server's plain "
+                        "http address (e.g. %s)\n", a->cmd, from, s, API_DEFAULT_URL);
+        return 2;
+    }
+    if (strstr(s, "://") && strncmp(s, "http://", 7) != 0) {
+        fprintf(stderr, "tcpota %s: %s: '%s' is not an http:// URL; e.g. %s\n", a->cmd, from, s,
+                API_DEFAULT_URL);
+        return 2;
+    }
+    snprintf(full, sizeof(full), "%s%s", strstr(s, "://") ? "" : "http://", s);
+    u = evhttp_uri_parse_with_flags(full, 0);
+    host = u ? evhttp_uri_get_host(u) : NULL;
+    if (!u || !host || !*host || evhttp_uri_get_query(u) || evhttp_uri_get_fragment(u) ||
+        evhttp_uri_get_userinfo(u) || strlen(host) >= sizeof(a->host)) {
+        fprintf(stderr, "tcpota %s: %s: '%s' is not an API address; give http://HOST:PORT or "
+                        "HOST:PORT, e.g. %s\n", a->cmd, from, s, API_DEFAULT_URL);
+        if (u) evhttp_uri_free(u);
+        return 2;
+    }
+    port = evhttp_uri_get_port(u);
+    if (port == 0) {
+        fprintf(stderr, "tcpota %s: %s: '%s': port 0 is not a server's port\n", a->cmd, from, s);
+        evhttp_uri_free(u);
+        return 2;
+    }
+    /* "[::1]" in the URL: the host without its brackets */
+    if (host[0] == '[') {
+        snprintf(a->host, sizeof(a->host), "%.*s", (int)strcspn(host + 1, "]"), host + 1);
+    } else {
+        snprintf(a->host, sizeof(a->host), "%s", host);
+    }
+    a->port = (uint16_t)(port < 0 ? 80 : port);
+    path = evhttp_uri_get_path(u);
+    plen = path ? strlen(path) : 0;
+    while (plen && path[plen - 1] == '/') plen--;
+    if (plen >= sizeof(a->prefix)) plen = sizeof(a->prefix) - 1;
+    snprintf(a->prefix, sizeof(a->prefix), "%.*s", (int)plen, plen ? path : "");
+    snprintf(a->url, sizeof(a->url), "http://%s%s%s:%u%s", strchr(a->host, ':') ? "[" : "",
+             a->host, strchr(a->host, ':') ? "]" : "", (unsigned)a->port, a->prefix);
+    evhttp_uri_free(u);
+    return 0;
+}
+
+/* Checks a token's text: one line of printable ASCII, no blanks (it goes
+ * into a header). Returns 0 or -1. */
+static int token_ok(const char *t)
+{
+    if (!*t) return -1;
+    for (; *t; t++) {
+        if (*t <= 0x20 || *t >= 0x7f) return -1;
+    }
+    return 0;
+}
+
+/* Reads the token from a file (what: "--token-file" or "--data"). */
+static int token_from_file(struct api *a, const char *path, const char *what)
+{
+    char buf[sizeof(a->token) + 2];
+    ssize_t n;
+    size_t len = 0;
+    int fd = cli_open_regular(path, what);
+
+    if (fd < 0) return 2;
+    cli_warn_if_exposed(path, fd);
+    while (len < sizeof(buf) - 1 && (n = read(fd, buf + len, sizeof(buf) - 1 - len)) != 0) {
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            fprintf(stderr, "tcpota %s: %s: cannot read %s: %s\n", a->cmd, what, path,
+                    strerror(errno));
+            close(fd);
+            return 2;
+        }
+        len += (size_t)n;
+    }
+    close(fd);
+    buf[len] = 0;
+    if (len && buf[len - 1] == '\n') buf[--len] = 0;
+    if (len && buf[len - 1] == '\r') buf[--len] = 0;
+    if (len == 0) {
+        fprintf(stderr, "tcpota %s: %s: %s is empty; give the file that holds the server's "
+                        "token (DIR/api.token of tcpota serve --data DIR)\n", a->cmd, what, path);
+        return 2;
+    }
+    if (len >= sizeof(a->token) || token_ok(buf) < 0) {
+        fprintf(stderr, "tcpota %s: %s: %s does not hold a token (one line, no blanks); give "
+                        "the server's DIR/api.token\n", a->cmd, what, path);
+        return 2;
+    }
+    memcpy(a->token, buf, len + 1);
+    return 0;
+}
+
+int api_setup(struct api *a, int upload)
+{
+    const char *env_api = getenv("TCPOTA_API"), *env_tok = getenv("TCPOTA_TOKEN");
+    int rc;
+
+    a->timeout_s = upload ? API_UPLOAD_TIMEOUT_S : API_TIMEOUT_S;
+    if (a->opt_timeout) {
+        long long t;
+        if (api_number(a, "--timeout", a->opt_timeout, "--timeout 60", &t) != 0) return 2;
+        if (t < 1 || t > 86400) {
+            fprintf(stderr, "tcpota %s: --timeout: '%s' is out of range: give 1..86400 seconds\n",
+                    a->cmd, a->opt_timeout);
+            return 2;
+        }
+        a->timeout_s = (unsigned)t;
+    }
+    if (a->opt_api) {
+        rc = parse_url(a, a->opt_api, "--api");
+    } else if (env_api && *env_api) {
+        rc = parse_url(a, env_api, "TCPOTA_API");
+    } else {
+        rc = parse_url(a, API_DEFAULT_URL, "the default API address");
+    }
+    if (rc) return rc;
+
+    if (a->opt_token_file) {
+        snprintf(a->token_from, sizeof(a->token_from), "--token-file %s", a->opt_token_file);
+        return token_from_file(a, a->opt_token_file, "--token-file");
+    }
+    if (env_tok && *env_tok) {
+        snprintf(a->token_from, sizeof(a->token_from), "the environment variable TCPOTA_TOKEN");
+        if (strlen(env_tok) >= sizeof(a->token) || token_ok(env_tok) < 0) {
+            fprintf(stderr, "tcpota %s: TCPOTA_TOKEN does not hold a token (one line, no blanks); "
+                            "set it to the line of the server's DIR/api.token\n", a->cmd);
+            return 2;
+        }
+        snprintf(a->token, sizeof(a->token), "%s", env_tok);
+        return 0;
+    }
+    if (a->opt_data) {
+        char path[4200];
+        snprintf(path, sizeof(path), "%s/api.token", a->opt_data);
+        snprintf(a->token_from, sizeof(a->token_from), "%s/api.token (--data %s)", a->opt_data,
+                 a->opt_data);
+        return token_from_file(a, path, "--data");
+    }
+    fprintf(stderr, "tcpota %s: no API token: give --token-file FILE, set TCPOTA_TOKEN, or give "
+                    "--data DIR (the server's data directory, which holds api.token)\n", a->cmd);
+    return 2;
+}
+
+/* ---- one request ---- */
+
+struct reply {
+    struct event_base *base;
+    int done, status, err, has_err;
+    char reason[64];
+    char ctype[128];
+    struct evbuffer *body;
+};
+
+static void on_error(enum evhttp_request_error e, void *arg)
+{
+    struct reply *r = arg;
+    r->err = (int)e;
+    r->has_err = 1;
+}
+
+static void on_done(struct evhttp_request *req, void *arg)
+{
+    struct reply *r = arg;
+
+    r->done = 1;
+    if (req && evhttp_request_get_response_code(req) > 0) {
+        const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+        const char *line = evhttp_request_get_response_code_line(req);
+        r->status = evhttp_request_get_response_code(req);
+        snprintf(r->ctype, sizeof(r->ctype), "%s", ct ? ct : "");
+        snprintf(r->reason, sizeof(r->reason), "%s", line ? line : "");
+        evbuffer_add_buffer(r->body, evhttp_request_get_input_buffer(req));
+    }
+    event_base_loopbreak(r->base);
+}
+
+/* Connects once more, blocking, to tell why evhttp could not: returns 0
+ * when a connection opens now, an errno, or -1 (host unknown; *gai set). */
+static int probe_connect(const struct api *a, int *gai)
+{
+    struct addrinfo hints, *res = NULL, *ai;
+    char port[8];
+    int err = ECONNREFUSED;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(port, sizeof(port), "%u", (unsigned)a->port);
+    *gai = getaddrinfo(a->host, port, &hints, &res);
+    if (*gai != 0) return -1;
+    for (ai = res; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                        ai->ai_protocol);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+            err = 0;
+        } else if (errno != EINPROGRESS) {
+            err = errno;
+        } else {
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            socklen_t sl = sizeof(err);
+            int n = poll(&p, 1, 5000);
+            if (n == 0) {
+                err = ETIMEDOUT;
+            } else if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl) < 0) {
+                err = errno;
+            }
+        }
+        close(fd);
+        if (err == 0) break;
+    }
+    freeaddrinfo(res);
+    return err;
+}
+
+/* Prints why no answer came. */
+static void no_answer(const struct api *a, const struct reply *r)
+{
+    int gai = 0, err;
+    char why[128];
+
+    if (r->has_err && r->err == EVREQ_HTTP_TIMEOUT) {
+        fprintf(stderr, "tcpota %s: no answer from the API at %s within %u s; is the server "
+                        "busy? (--timeout SECONDS waits longer)\n", a->cmd, a->url, a->timeout_s);
+        return;
+    }
+    if (r->has_err && r->err == EVREQ_HTTP_INVALID_HEADER) {
+        fprintf(stderr, "tcpota %s: the API at %s answered something that is not HTTP; is it "
+                        "the --api address of tcpota serve?\n", a->cmd, a->url);
+        return;
+    }
+    err = probe_connect(a, &gai);
+    if (err < 0) {
+        fprintf(stderr, "tcpota %s: cannot reach the API at %s (cannot resolve %s: %s); give "
+                        "--api with the server's address\n", a->cmd, a->url, a->host,
+                gai_strerror(gai));
+        return;
+    }
+    if (err == 0) {
+        fprintf(stderr, "tcpota %s: the API at %s closed the connection without an answer; is "
+                        "it the --api address of tcpota serve (not its device port)?\n",
+                a->cmd, a->url);
+        return;
+    }
+    snprintf(why, sizeof(why), "%s", strerror(err));
+    why[0] = (char)tolower((unsigned char)why[0]);
+    fprintf(stderr, "tcpota %s: cannot reach the API at %s (%s); is tcpota serve --data running, "
+                    "with --api?\n", a->cmd, a->url, why);
+}
+
+static const char *method_name(enum api_method m)
+{
+    switch (m) {
+    case API_GET: return "GET";
+    case API_POST: return "POST";
+    case API_PATCH: return "PATCH";
+    case API_DELETE: return "DELETE";
+    }
+    return "?";
+}
+
+static enum evhttp_cmd_type method_type(enum api_method m)
+{
+    switch (m) {
+    case API_GET: return EVHTTP_REQ_GET;
+    case API_POST: return EVHTTP_REQ_POST;
+    case API_PATCH: return EVHTTP_REQ_PATCH;
+    case API_DELETE: return EVHTTP_REQ_DELETE;
+    }
+    return EVHTTP_REQ_GET;
+}
+
+/* Prints the server's error answer (status >= 300) for a person. */
+static void print_error(const struct api *a, int status, const char *reason, const json_t *j)
+{
+    char msg[1024], field[128];
+    const char *e = j ? api_str(j, "error") : "";
+    const char *f = j ? api_str(j, "field") : "";
+
+    /* the server's text may be anything: no control characters on a terminal */
+    for (size_t i = 0; (msg[i] = e[i]) != 0 && i + 1 < sizeof(msg); i++) {
+        if ((unsigned char)msg[i] < 0x20 || msg[i] == 0x7f) msg[i] = '?';
+    }
+    msg[sizeof(msg) - 1] = 0;
+    for (size_t i = 0; (field[i] = f[i]) != 0 && i + 1 < sizeof(field); i++) {
+        if ((unsigned char)field[i] < 0x20 || field[i] == 0x7f) field[i] = '?';
+    }
+    field[sizeof(field) - 1] = 0;
+    if (status == 401) {
+        fprintf(stderr, "tcpota %s: the API at %s refused the token from %s%s%s%s; give the "
+                        "token in the server's DIR/api.token (--token-file, TCPOTA_TOKEN or "
+                        "--data DIR)\n", a->cmd, a->url, a->token_from, *msg ? " (" : "", msg,
+                *msg ? ")" : "");
+        return;
+    }
+    if (!*msg) {
+        fprintf(stderr, "tcpota %s: the API at %s answered %d %s\n", a->cmd, a->url, status,
+                reason);
+        return;
+    }
+    if (*field) {
+        fprintf(stderr, "tcpota %s: %s (field: %s)\n", a->cmd, msg, field);
+    } else {
+        fprintf(stderr, "tcpota %s: %s\n", a->cmd, msg);
+    }
+}
+
+int api_request(struct api *a, enum api_method m, const char *path, const void *body, size_t len,
+                const char *ctype, const char *hdr_name, const char *hdr_val, json_t **out,
+                int *status)
+{
+    struct reply r;
+    struct evhttp_connection *conn = NULL;
+    struct evhttp_request *req;
+    struct evkeyvalq *h;
+    char uri[4096], hostport[300], auth[600], clen[32], *raw = NULL;
+    size_t rawlen;
+    json_t *j = NULL;
+    json_error_t jerr;
+    int rc = 1;
+
+    *out = NULL;
+    if (status) *status = 0;
+    memset(&r, 0, sizeof(r));
+    if (strlen(a->prefix) + strlen(path) >= sizeof(uri)) {
+        fprintf(stderr, "tcpota %s: the request path is too long\n", a->cmd);
+        return 1;
+    }
+    memcpy(uri, a->prefix, strlen(a->prefix));
+    memcpy(uri + strlen(a->prefix), path, strlen(path) + 1);
+    signal(SIGPIPE, SIG_IGN); /* a server that closes early: an error, not a kill */
+    r.base = event_base_new();
+    r.body = evbuffer_new();
+    if (!r.base || !r.body) {
+        fprintf(stderr, "tcpota %s: out of memory\n", a->cmd);
+        goto out;
+    }
+    conn = evhttp_connection_base_new(r.base, NULL, a->host, a->port);
+    req = conn ? evhttp_request_new(on_done, &r) : NULL;
+    if (!req) {
+        fprintf(stderr, "tcpota %s: cannot set up a connection to %s\n", a->cmd, a->url);
+        goto out;
+    }
+    evhttp_connection_set_timeout(conn, (int)a->timeout_s);
+    evhttp_request_set_error_cb(req, on_error);
+    h = evhttp_request_get_output_headers(req);
+    snprintf(hostport, sizeof(hostport), "%s%s%s:%u", strchr(a->host, ':') ? "[" : "", a->host,
+             strchr(a->host, ':') ? "]" : "", (unsigned)a->port);
+    snprintf(auth, sizeof(auth), "Bearer %s", a->token);
+    evhttp_add_header(h, "Host", hostport);
+    evhttp_add_header(h, "Authorization", auth);
+    evhttp_add_header(h, "Accept", "application/json");
+    evhttp_add_header(h, "User-Agent", "tcpota/" TCPOTA_VERSION_STRING);
+    evhttp_add_header(h, "Connection", "close");
+    if (m == API_POST || m == API_PATCH || body) {
+        snprintf(clen, sizeof(clen), "%zu", body ? len : 0);
+        evhttp_add_header(h, "Content-Length", clen);
+        if (body && ctype) evhttp_add_header(h, "Content-Type", ctype);
+        if (body && len) evbuffer_add_reference(evhttp_request_get_output_buffer(req), body, len,
+                                                NULL, NULL);
+    }
+    if (hdr_name) evhttp_add_header(h, hdr_name, hdr_val);
+    if (evhttp_make_request(conn, req, method_type(m), uri) != 0) {
+        fprintf(stderr, "tcpota %s: cannot send %s %s to %s\n", a->cmd, method_name(m), uri, a->url);
+        goto out;
+    }
+    event_base_dispatch(r.base);
+    if (r.status == 0) {
+        no_answer(a, &r);
+        goto out;
+    }
+    if (status) *status = r.status;
+    rawlen = evbuffer_get_length(r.body);
+    raw = malloc(rawlen + 1);
+    if (!raw) {
+        fprintf(stderr, "tcpota %s: out of memory for a %zu-byte answer\n", a->cmd, rawlen);
+        goto out;
+    }
+    evbuffer_remove(r.body, raw, rawlen);
+    raw[rawlen] = 0;
+    if (rawlen) {
+        j = json_loadb(raw, rawlen, JSON_REJECT_DUPLICATES, &jerr);
+        if (!j || !json_is_object(j)) {
+            fprintf(stderr, "tcpota %s: the API at %s answered %d %s with a body that is not a "
+                            "JSON object (%s%s); is it the --api address of tcpota serve?\n",
+                    a->cmd, a->url, r.status, r.reason, j ? "" : "JSON error: ",
+                    j ? "another JSON value" : jerr.text);
+            goto out;
+        }
+        if (a->json) {
+            fwrite(raw, 1, rawlen, stdout);
+            if (raw[rawlen - 1] != '\n') fputc('\n', stdout);
+            fflush(stdout);
+        }
+    }
+    if (r.status < 200 || r.status > 299) {
+        print_error(a, r.status, r.reason, j);
+        goto out;
+    }
+    *out = j;
+    j = NULL;
+    rc = 0;
+out:
+    json_decref(j);
+    free(raw);
+    if (conn) evhttp_connection_free(conn);
+    if (r.body) evbuffer_free(r.body);
+    if (r.base) event_base_free(r.base);
+    return rc;
+}
+
+int api_request_json(struct api *a, enum api_method m, const char *path, json_t *body,
+                     json_t **out, int *status)
+{
+    char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    int rc;
+
+    json_decref(body);
+    if (!text) {
+        fprintf(stderr, "tcpota %s: out of memory\n", a->cmd);
+        *out = NULL;
+        return 1;
+    }
+    rc = api_request(a, m, path, text, strlen(text), "application/json", NULL, NULL, out, status);
+    free(text);
+    return rc;
+}
+
+char *api_encode(const char *s)
+{
+    return evhttp_uriencode(s, -1, 0);
+}
+
+const char *api_str(const json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? s : "";
+}
+
+long long api_int(const json_t *o, const char *key)
+{
+    return (long long)json_integer_value(json_object_get(o, key));
+}
+
+int api_bool(const json_t *o, const char *key)
+{
+    return json_is_true(json_object_get(o, key));
+}

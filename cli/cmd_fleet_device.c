@@ -1,0 +1,310 @@
+/* cmd_fleet_device.c - `tcpota device list|show|set|secret`: the devices a
+ * fleet server knows, through the control API (docs/api.md,
+ * api_client.h). Every other `tcpota device ...` is the host device
+ * simulator (device.c); cmd_device hands these four words over to here. */
+#include "api_client.h"
+#include "cli.h"
+#include "table.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: tcpota device list [--model M] [--state S] [--group G] [--limit N]\n"
+            "                          [--after ID] [options]\n"
+            "       tcpota device show ID [options]\n"
+            "       tcpota device set ID --group G [options]\n"
+            "       tcpota device secret ID [--out FILE] [options]\n"
+            "\n"
+            "The devices a fleet server (tcpota serve --data DIR) has seen, through its\n"
+            "control API. (tcpota device --server ... runs a host device: tcpota device --help.)\n"
+            "\n"
+            "  list                 devices, filtered (exact match), at most --limit (server\n"
+            "                       default 1000); --after ID: the page after that device\n"
+            "    --state S          seen, up-to-date, waiting, offered, downloading, verified,\n"
+            "                       updated, rolled-back, boot-failed, declined, failed\n"
+            "  show ID              one device: its state and history\n"
+            "  set ID --group G     puts it in group G (--group \"\" takes it out)\n"
+            "  secret ID            creates a new secret for the device (it replaces the old\n"
+            "                       one) and prints it once, as a secret file's line\n"
+            "    --out FILE         writes that file instead (created, mode 0600)\n"
+            "\n"
+            "options of every fleet command (image, rollout, device list|show|set|secret):\n"
+            "  --api URL            the server's API: http://HOST:PORT or HOST:PORT\n"
+            "                       (default: $TCPOTA_API, else %s)\n"
+            "  --token-file FILE    the API token (one line); else $TCPOTA_TOKEN, else\n"
+            "  --data DIR           the server's data directory: its DIR/api.token\n"
+            "  --json               print the server's JSON answer as it came (errors too)\n"
+            "  --timeout SECONDS    wait this long for an answer (default %d)\n"
+            "  --help               this text\n"
+            "\n"
+            "exit: 0 done, 1 the server refused or cannot be reached, 2 usage\n",
+            API_DEFAULT_URL, API_TIMEOUT_S);
+}
+
+/* "/v1/devices/<id percent-encoded><tail>" into buf; 2 after a message. */
+static int device_path(struct api *a, const char *id, const char *tail, char *buf, size_t cap)
+{
+    char *e;
+
+    if (!*id) return api_usage(a, "the device ID is empty");
+    e = api_encode(id);
+    if (!e || strlen(e) + strlen(tail) + 16 > cap) {
+        free(e);
+        return api_usage(a, "'%s' is too long for a device ID", id);
+    }
+    snprintf(buf, cap, "/v1/devices/%s%s", e, tail);
+    free(e);
+    return 0;
+}
+
+/* Appends "&name=<value encoded>" (or "?...") to a query being built. */
+static int query_add(char *buf, size_t cap, const char *name, const char *value)
+{
+    char *e;
+    size_t n = strlen(buf);
+
+    if (!value) return 0;
+    e = api_encode(value);
+    if (!e || n + strlen(name) + strlen(e) + 3 > cap) {
+        free(e);
+        return -1;
+    }
+    snprintf(buf + n, cap - n, "%c%s=%s", strchr(buf, '?') ? '&' : '?', name, e);
+    free(e);
+    return 0;
+}
+
+static int device_list(struct api *a, int argc, char **argv)
+{
+    const char *model = NULL, *state = NULL, *group = NULL, *limit = NULL, *after = NULL, *pos[1];
+    const struct api_opt opts[] = {
+        {"--model", "M", &model}, {"--state", "S", &state}, {"--group", "G", &group},
+        {"--limit", "N", &limit}, {"--after", "ID", &after}, {NULL, NULL, NULL},
+    };
+    char path[2048] = "/v1/devices";
+    json_t *ans = NULL, *d;
+    struct table *t;
+    long long n;
+    size_t i;
+    int np, rc = api_parse(a, opts, argc, argv, pos, 0, &np);
+
+    if (rc) return rc < 0 ? (usage(stdout), 0) : rc;
+    if (limit && api_number(a, "--limit", limit, "--limit 100", &n) != 0) return 2;
+    if (query_add(path, sizeof(path), "model", model) || query_add(path, sizeof(path), "state", state) ||
+        query_add(path, sizeof(path), "group", group) || query_add(path, sizeof(path), "limit", limit) ||
+        query_add(path, sizeof(path), "after", after)) {
+        return api_usage(a, "the filters are too long");
+    }
+    if ((rc = api_setup(a, 0)) != 0) return rc;
+    if ((rc = api_request(a, API_GET, path, NULL, 0, NULL, NULL, NULL, &ans, NULL)) != 0) return rc;
+    if (!a->json) {
+        const char *next = json_string_value(json_object_get(ans, "next"));
+        t = table_new("ID", "MODEL", "VERSION", "GROUP", "STATE", "IMAGE", ">PROGRESS",
+                      "LAST SEEN (UTC)", "ADDRESS", "REASON", NULL);
+        json_array_foreach(json_object_get(ans, "devices"), i, d) {
+            char img[16], when[32];
+            table_row(t);
+            table_cell(t, "%s", api_str(d, "id"));
+            table_cell(t, "%s", api_str(d, "model"));
+            table_cell(t, "%s", api_str(d, "version"));
+            table_cell(t, "%s", *api_str(d, "group") ? api_str(d, "group") : "-");
+            table_cell(t, "%s", api_str(d, "state"));
+            table_cell(t, "%s", table_short_id(api_str(d, "image"), img, sizeof(img)));
+            if (json_is_integer(json_object_get(d, "percent"))) {
+                table_cell(t, "%lld%%", api_int(d, "percent"));
+            } else {
+                table_cell(t, "-");
+            }
+            table_cell(t, "%s", table_time(api_int(d, "last_seen"), when, sizeof(when)));
+            table_cell(t, "%s", *api_str(d, "address") ? api_str(d, "address") : "-");
+            table_cell(t, "%s", *api_str(d, "reason") ? api_str(d, "reason") : "-");
+        }
+        if (table_rows(t) == 0) {
+            printf("no devices%s\n", model || state || group || after ? " match" : " yet");
+        } else {
+            table_print(t, stdout);
+            if (next) {
+                int q = next[strspn(next, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                          "0123456789._:-")] != 0;
+                printf("%zu of %lld devices; the next page: tcpota device list --after %s%s%s "
+                       "(with the same filters)\n",
+                       table_rows(t), api_int(ans, "total"), q ? "'" : "", table_c(next), q ? "'" : "");
+            }
+        }
+        table_free(t);
+    }
+    json_decref(ans);
+    return 0;
+}
+
+static int device_show(struct api *a, int argc, char **argv)
+{
+    const char *pos[1];
+    char path[600], when[32], img[16];
+    json_t *d = NULL, *h;
+    struct table *t;
+    size_t i;
+    int np, rc = api_parse(a, NULL, argc, argv, pos, 1, &np);
+
+    if (rc) return rc < 0 ? (usage(stdout), 0) : rc;
+    if (np == 0) return api_usage(a, "show needs a device ID (see tcpota device list)");
+    if ((rc = device_path(a, pos[0], "", path, sizeof(path))) != 0) return rc;
+    if ((rc = api_setup(a, 0)) != 0) return rc;
+    if ((rc = api_request(a, API_GET, path, NULL, 0, NULL, NULL, NULL, &d, NULL)) != 0) return rc;
+    if (!a->json) {
+        printf("device %s: %s\n", table_c(api_str(d, "id")), table_c(api_str(d, "state")));
+        printf("  model       %s\n", table_c(api_str(d, "model")));
+        printf("  version     %s (running %s)\n", table_c(api_str(d, "version")),
+               *api_str(d, "running") ? table_c(api_str(d, "running")) : "-");
+        printf("  group       %s\n", *api_str(d, "group") ? table_c(api_str(d, "group")) : "-");
+        printf("  image       %s", *api_str(d, "image") ? table_c(api_str(d, "image")) : "-");
+        if (*api_str(d, "image")) {
+            printf(" (%lld of %lld bytes, %lld%%)", api_int(d, "bytes"), api_int(d, "size"),
+                   api_int(d, "percent"));
+        }
+        printf("\n");
+        if (*api_str(d, "reason")) printf("  reason      %s\n", table_c(api_str(d, "reason")));
+        printf("  address     %s (protocol %s)\n", table_c(api_str(d, "address")),
+               table_c(api_str(d, "protocol")));
+        printf("  first seen  %s UTC\n", table_time(api_int(d, "first_seen"), when, sizeof(when)));
+        printf("  last seen   %s UTC\n", table_time(api_int(d, "last_seen"), when, sizeof(when)));
+        printf("  secret      %s\n", api_bool(d, "has_secret") ? "yes" : "no");
+        t = table_new("AT (UTC)", "STATE", "IMAGE", "DETAIL", NULL);
+        json_array_foreach(json_object_get(d, "history"), i, h) {
+            table_row(t);
+            table_cell(t, "%s", table_time(api_int(h, "at"), when, sizeof(when)));
+            table_cell(t, "%s", api_str(h, "state"));
+            table_cell(t, "%s", table_short_id(api_str(h, "image"), img, sizeof(img)));
+            table_cell(t, "%s", *api_str(h, "detail") ? api_str(h, "detail") : "-");
+        }
+        if (table_rows(t)) {
+            printf("\nhistory, newest first:\n");
+            table_print(t, stdout);
+        }
+        table_free(t);
+    }
+    json_decref(d);
+    return 0;
+}
+
+static int device_set(struct api *a, int argc, char **argv)
+{
+    const char *group = NULL, *pos[1];
+    const struct api_opt opts[] = {{"--group", "G", &group}, {NULL, NULL, NULL}};
+    char path[600];
+    json_t *body, *d = NULL;
+    int np, rc = api_parse(a, opts, argc, argv, pos, 1, &np);
+
+    if (rc) return rc < 0 ? (usage(stdout), 0) : rc;
+    if (np == 0) return api_usage(a, "set needs a device ID: tcpota device set ID --group G");
+    if (!group) return api_usage(a, "set needs --group G (--group \"\" takes the device out of its group)");
+    if ((rc = device_path(a, pos[0], "", path, sizeof(path))) != 0) return rc;
+    if ((rc = api_setup(a, 0)) != 0) return rc;
+    body = json_pack("{s:s}", "group", group);
+    rc = api_request_json(a, API_PATCH, path, body, &d, NULL);
+    if (rc == 0 && !a->json) {
+        if (*api_str(d, "group")) {
+            printf("device %s: group %s\n", table_c(api_str(d, "id")), table_c(api_str(d, "group")));
+        } else {
+            printf("device %s: no group\n", table_c(api_str(d, "id")));
+        }
+    }
+    json_decref(d);
+    return rc;
+}
+
+static int device_secret(struct api *a, int argc, char **argv)
+{
+    const char *out = NULL, *pos[1], *hex;
+    const struct api_opt opts[] = {{"--out", "FILE", &out}, {NULL, NULL, NULL}};
+    char path[600], line[300];
+    json_t *d = NULL;
+    int np, fd = -1, rc = api_parse(a, opts, argc, argv, pos, 1, &np);
+
+    if (rc) return rc < 0 ? (usage(stdout), 0) : rc;
+    if (np == 0) return api_usage(a, "secret needs a device ID: tcpota device secret ID");
+    if ((rc = device_path(a, pos[0], "/secret", path, sizeof(path))) != 0) return rc;
+    if (out && !*out) return api_usage(a, "--out is empty; give --out FILE");
+    if ((rc = api_setup(a, 0)) != 0) return rc;
+    /* the file first: once the server made the secret, it must not get lost */
+    if (out) {
+        fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            fprintf(stderr, "tcpota device: --out: cannot create %s: %s%s\n", out, strerror(errno),
+                    errno == EEXIST ? " (a secret file is never overwritten; give a new name)" : "");
+            return 2;
+        }
+    }
+    rc = api_request(a, API_POST, path, NULL, 0, NULL, NULL, NULL, &d, NULL);
+    hex = api_str(d, "secret");
+    if (rc == 0 && (!*hex || strlen(hex) > 256 || strspn(hex, "0123456789abcdefABCDEF") != strlen(hex))) {
+        fprintf(stderr, "tcpota device: the server's answer holds no secret in hex\n");
+        rc = 1;
+    }
+    if (rc != 0) {
+        if (fd >= 0) {
+            close(fd);
+            unlink(out);
+        }
+        json_decref(d);
+        return rc;
+    }
+    snprintf(line, sizeof(line), "tcpota-secret v1 %s\n", hex);
+    if (fd >= 0) {
+        size_t len = strlen(line);
+        if (write(fd, line, len) != (ssize_t)len || fsync(fd) != 0 || close(fd) != 0) {
+            /* the server holds the new secret: it must reach the user anyway */
+            fprintf(stderr, "tcpota device: --out: cannot write %s: %s; the new secret is:\n%s",
+                    out, strerror(errno), line);
+            json_decref(d);
+            return 1;
+        }
+        if (!a->json) {
+            printf("wrote the new secret of device %s to %s (mode 0600); the previous one no longer "
+                   "works\n", table_c(pos[0]), out);
+            printf("the device takes it with --secret: tcpota device --server HOST:PORT --flash DIR "
+                   "--id %s --secret %s\n", table_c(pos[0]), out);
+        }
+    } else if (!a->json) {
+        /* stdout: exactly a secret file (tcpota device secret ID > F works);
+         * stderr: what to do with it */
+        fputs(line, stdout);
+        fflush(stdout);
+        fprintf(stderr, "tcpota device: the new secret of device %s is shown only this once and "
+                        "replaces the previous one.\n"
+                        "The line above is the device's secret file: save it (chmod 600) and "
+                        "give it to the device with --secret:\n"
+                        "  tcpota device --server HOST:PORT --flash DIR --id %s --secret FILE\n"
+                        "(tcpota device secret %s --out FILE writes the file itself)\n",
+                table_c(pos[0]), table_c(pos[0]), table_c(pos[0]));
+    }
+    json_decref(d);
+    return 0;
+}
+
+int cmd_fleet_device(int argc, char **argv)
+{
+    struct api a;
+
+    memset(&a, 0, sizeof(a));
+    a.cmd = "device";
+    a.help_cmd = "device list";
+    if (strcmp(argv[1], "list") == 0) return device_list(&a, argc - 1, argv + 1);
+    if (strcmp(argv[1], "show") == 0) return device_show(&a, argc - 1, argv + 1);
+    if (strcmp(argv[1], "set") == 0) return device_set(&a, argc - 1, argv + 1);
+    if (strcmp(argv[1], "secret") == 0) return device_secret(&a, argc - 1, argv + 1);
+    return api_usage(&a, "unknown subcommand '%s'", argv[1]);
+}
+
+int cli_is_fleet_device(const char *word)
+{
+    return strcmp(word, "list") == 0 || strcmp(word, "show") == 0 || strcmp(word, "set") == 0 ||
+           strcmp(word, "secret") == 0;
+}

@@ -1,0 +1,281 @@
+/* cmd_image.c - `tcpota image add|list|rm`: the fleet server's images,
+ * through the control API (docs/api.md, api_client.h). */
+#include "api_client.h"
+#include "cli.h"
+#include "keys.h"
+#include "table.h"
+
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define IMAGE_MAX ((size_t)1 << 30)  /* the client's own bound; the server's is --max-image */
+#define MANIFEST_MAX ((size_t)64 * 1024)
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: tcpota image add FILE [--manifest M] [--version V --model M] [options]\n"
+            "       tcpota image list [options]\n"
+            "       tcpota image rm ID [options]\n"
+            "\n"
+            "The images of a fleet server (tcpota serve --data DIR), through its control API.\n"
+            "\n"
+            "  add FILE             uploads FILE with its signed manifest FILE.manifest when it\n"
+            "                       exists (tcpota sign writes it); a server with --pubkey keys\n"
+            "                       takes version and model from the manifest\n"
+            "    --manifest M       the manifest is M, not FILE.manifest\n"
+            "    --version V        for an unsigned image (a server without keys): its version\n"
+            "    --model M          ... and the hardware model it is for\n"
+            "  list                 every image: id, version, model, size, rollouts using it\n"
+            "  rm ID                removes an image no rollout uses (ID: 8+ hex digits will do)\n"
+            "\n"
+            "options of every fleet command (image, rollout, device list|show|set|secret):\n"
+            "  --api URL            the server's API: http://HOST:PORT or HOST:PORT\n"
+            "                       (default: $TCPOTA_API, else %s)\n"
+            "  --token-file FILE    the API token (one line); else $TCPOTA_TOKEN, else\n"
+            "  --data DIR           the server's data directory: its DIR/api.token\n"
+            "  --json               print the server's JSON answer as it came (errors too)\n"
+            "  --timeout SECONDS    wait this long for an answer (default %d; %d for add)\n"
+            "  --help               this text\n"
+            "\n"
+            "exit: 0 done, 1 the server refused or cannot be reached, 2 usage\n",
+            API_DEFAULT_URL, API_TIMEOUT_S, API_UPLOAD_TIMEOUT_S);
+}
+
+/* One image as a table row: ID VERSION MODEL SIZE SIGNED ADDED ROLLOUTS. */
+static void image_row(struct table *t, const json_t *im)
+{
+    char id[16], when[32], rl[128] = "";
+    size_t i, n = 0;
+    json_t *r;
+
+    json_array_foreach(json_object_get(im, "rollouts"), i, r) {
+        if (n < sizeof(rl) - 24) {
+            n += (size_t)snprintf(rl + n, sizeof(rl) - n, "%s%lld", i ? "," : "",
+                                  (long long)json_integer_value(r));
+        }
+    }
+    table_row(t);
+    table_cell(t, "%s", table_short_id(api_str(im, "id"), id, sizeof(id)));
+    table_cell(t, "%s", api_str(im, "version"));
+    table_cell(t, "%s", api_str(im, "model"));
+    table_cell(t, "%lld", api_int(im, "size"));
+    table_cell(t, "%s", api_bool(im, "signed") ? "yes" : "no");
+    table_cell(t, "%s", table_time(api_int(im, "added_at"), when, sizeof(when)));
+    table_cell(t, "%s", n ? rl : "-");
+}
+
+static struct table *image_table(void)
+{
+    return table_new("ID", "VERSION", "MODEL", ">SIZE", "SIGNED", "ADDED (UTC)", "ROLLOUTS", NULL);
+}
+
+/* Reads the whole image (regular file, 1..IMAGE_MAX bytes). */
+static int read_image(const char *path, uint8_t **buf, size_t *len)
+{
+    struct stat st;
+    size_t got = 0;
+    int fd = cli_open_regular(path, "image");
+
+    if (fd < 0) return 2;
+    if (fstat(fd, &st) < 0) {
+        fprintf(stderr, "tcpota image: %s: %s\n", path, strerror(errno));
+        close(fd);
+        return 2;
+    }
+    if (st.st_size == 0 || (unsigned long long)st.st_size > IMAGE_MAX) {
+        fprintf(stderr, "tcpota image: %s %s; give a firmware image\n", path,
+                st.st_size == 0 ? "is empty" : "is larger than 1 GiB");
+        close(fd);
+        return 2;
+    }
+    *len = (size_t)st.st_size;
+    *buf = malloc(*len);
+    if (!*buf) {
+        fprintf(stderr, "tcpota image: out of memory for %s (%zu bytes)\n", path, *len);
+        close(fd);
+        return 1;
+    }
+    while (got < *len) {
+        ssize_t n = read(fd, *buf + got, *len - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            fprintf(stderr, "tcpota image: cannot read %s: %s\n", path,
+                    n < 0 ? strerror(errno) : "it shrank while being read");
+            free(*buf);
+            *buf = NULL;
+            close(fd);
+            return 1;
+        }
+        got += (size_t)n;
+    }
+    close(fd);
+    return 0;
+}
+
+/* Reads the manifest (--manifest, else FILE.manifest when it exists) and
+ * base64-encodes it into *b64 (NULL: none). */
+static int read_manifest(const char *image, const char *given, char **b64)
+{
+    char path[4200];
+    uint8_t *m = NULL;
+    size_t mlen = 0, cap;
+
+    *b64 = NULL;
+    if (!given) {
+        snprintf(path, sizeof(path), "%s.manifest", image);
+        if (access(path, F_OK) != 0) return 0; /* unsigned */
+    } else {
+        snprintf(path, sizeof(path), "%s", given);
+    }
+    if (cli_read_file(path, MANIFEST_MAX, &m, &mlen) < 0) {
+        return 2;
+    }
+    if (mlen == 0) {
+        fprintf(stderr, "tcpota image: manifest %s is empty; sign the image again (tcpota sign)\n",
+                path);
+        free(m);
+        return 2;
+    }
+    if (sodium_init() < 0) {
+        free(m);
+        fprintf(stderr, "tcpota image: libsodium failed to start\n");
+        return 1;
+    }
+    cap = sodium_base64_encoded_len(mlen, sodium_base64_VARIANT_ORIGINAL);
+    *b64 = malloc(cap);
+    if (!*b64) {
+        free(m);
+        return 1;
+    }
+    sodium_bin2base64(*b64, cap, m, mlen, sodium_base64_VARIANT_ORIGINAL);
+    free(m);
+    return 0;
+}
+
+static int image_add(struct api *a, int argc, char **argv)
+{
+    const char *manifest = NULL, *version = NULL, *model = NULL, *pos[1];
+    const struct api_opt opts[] = {
+        {"--manifest", "M", &manifest},
+        {"--version", "V", &version},
+        {"--model", "M", &model},
+        {NULL, NULL, NULL},
+    };
+    char path[1024], *b64 = NULL, *ev = NULL, *em = NULL, id[16];
+    uint8_t *img = NULL;
+    size_t len = 0;
+    json_t *ans = NULL;
+    int np, rc, status = 0;
+
+    rc = api_parse(a, opts, argc, argv, pos, 1, &np);
+    if (rc) return rc < 0 ? (usage(stdout), 0) : rc;
+    if (np == 0) return api_usage(a, "add needs the image FILE; e.g. tcpota image add fw.bin");
+    if ((rc = api_setup(a, 1)) != 0) return rc;
+    if ((rc = read_manifest(pos[0], manifest, &b64)) != 0) return rc;
+    if ((rc = read_image(pos[0], &img, &len)) != 0) {
+        free(b64);
+        return rc;
+    }
+    ev = version ? api_encode(version) : NULL;
+    em = model ? api_encode(model) : NULL;
+    if ((version && !ev) || (model && !em) || (ev ? strlen(ev) : 0) + (em ? strlen(em) : 0) > 900) {
+        rc = api_usage(a, "--version and --model are too long");
+        goto out;
+    }
+    snprintf(path, sizeof(path), "/v1/images%s%s%s%s%s%s", ev || em ? "?" : "",
+             ev ? "version=" : "", ev ? ev : "", ev && em ? "&" : "", em ? "model=" : "",
+             em ? em : "");
+    rc = api_request(a, API_POST, path, img, len, "application/octet-stream",
+                     b64 ? "Tcpota-Manifest" : NULL, b64, &ans, &status);
+    if (rc == 0 && !a->json) {
+        printf(status == 201 ? "added image %s: version %s, model %s, %lld bytes, %s\n"
+                             : "image %s is already stored: version %s, model %s, %lld bytes, %s\n",
+               table_c(api_str(ans, "id")), table_c(api_str(ans, "version")),
+               table_c(api_str(ans, "model")), api_int(ans, "size"),
+               api_bool(ans, "signed") ? "signed" : "unsigned");
+        printf("roll it out: tcpota rollout create --image %s --model %s\n",
+               table_short_id(api_str(ans, "id"), id, sizeof(id)), table_c(api_str(ans, "model")));
+    }
+out:
+    json_decref(ans);
+    free(img);
+    free(b64);
+    free(ev);
+    free(em);
+    return rc;
+}
+
+static int image_list(struct api *a, int argc, char **argv)
+{
+    const char *pos[1];
+    json_t *ans = NULL, *im;
+    struct table *t;
+    size_t i;
+    int np, rc = api_parse(a, NULL, argc, argv, pos, 0, &np);
+
+    if (rc) return rc < 0 ? (usage(stdout), 0) : rc;
+    if ((rc = api_setup(a, 0)) != 0) return rc;
+    if ((rc = api_request(a, API_GET, "/v1/images", NULL, 0, NULL, NULL, NULL, &ans, NULL)) != 0) {
+        return rc;
+    }
+    if (!a->json) {
+        t = image_table();
+        json_array_foreach(json_object_get(ans, "images"), i, im) image_row(t, im);
+        if (table_rows(t) == 0) {
+            printf("no images; add one with tcpota image add FILE\n");
+        } else {
+            table_print(t, stdout);
+        }
+        table_free(t);
+    }
+    json_decref(ans);
+    return 0;
+}
+
+static int image_rm(struct api *a, int argc, char **argv)
+{
+    const char *pos[1];
+    char path[600], *e;
+    json_t *ans = NULL;
+    int np, rc = api_parse(a, NULL, argc, argv, pos, 1, &np);
+
+    if (rc) return rc < 0 ? (usage(stdout), 0) : rc;
+    if (np == 0) return api_usage(a, "rm needs an image ID (see tcpota image list)");
+    if ((rc = api_setup(a, 0)) != 0) return rc;
+    e = api_encode(pos[0]);
+    if (!e || strlen(e) > 500) {
+        free(e);
+        return api_usage(a, "'%s' is not an image ID", pos[0]);
+    }
+    snprintf(path, sizeof(path), "/v1/images/%s", e);
+    free(e);
+    rc = api_request(a, API_DELETE, path, NULL, 0, NULL, NULL, NULL, &ans, NULL);
+    if (rc == 0 && !a->json) printf("removed image %s\n", table_c(api_str(ans, "deleted")));
+    json_decref(ans);
+    return rc;
+}
+
+int cmd_image(int argc, char **argv)
+{
+    struct api a;
+
+    memset(&a, 0, sizeof(a));
+    a.cmd = "image";
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "add") == 0) return image_add(&a, argc - 1, argv + 1);
+    if (strcmp(argv[1], "list") == 0 || strcmp(argv[1], "ls") == 0) {
+        return image_list(&a, argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "rm") == 0) return image_rm(&a, argc - 1, argv + 1);
+    return api_usage(&a, "unknown subcommand '%s'; give add, list or rm", argv[1]);
+}

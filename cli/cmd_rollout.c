@@ -1,0 +1,328 @@
+/* cmd_rollout.c - `tcpota rollout create|list|show|pause|resume|cancel`:
+ * the fleet server's staged rollouts, through the control API
+ * (docs/api.md, api_client.h). */
+#include "api_client.h"
+#include "cli.h"
+#include "table.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: tcpota rollout create --image ID|VERSION --model M [--group G]\n"
+            "                             [--waves 5,25,100] [--halt-at PCT] [--halt-min N]\n"
+            "                             [--min-finished N] [--success-pct P] [--soak SECONDS]\n"
+            "                             [--allow-downgrade] [options]\n"
+            "       tcpota rollout list [options]\n"
+            "       tcpota rollout show ID [options]\n"
+            "       tcpota rollout pause|resume|cancel ID [options]\n"
+            "\n"
+            "Staged rollouts of a fleet server (tcpota serve --data DIR): an image offered to\n"
+            "a growing share of the devices of a model, wave by wave, halted when too many fail.\n"
+            "\n"
+            "create (what is not given, the server chooses; see docs/api.md):\n"
+            "  --image ID|VERSION   the image: its id (8+ hex digits will do) or a version\n"
+            "  --model M            the hardware model (the image's)\n"
+            "  --group G            only the devices of this group (default: all of the model)\n"
+            "  --waves 5,25,100     cumulative percentages of the devices (default 100)\n"
+            "  --halt-at PCT        halt when more than PCT %% of the finished devices failed\n"
+            "                       (default 20) ...\n"
+            "  --halt-min N         ... and at least N failed (default 3)\n"
+            "  --min-finished N     a wave opens the next once N of it finished (default 10) ...\n"
+            "  --success-pct P      ... P %% of those updated (default 90) ...\n"
+            "  --soak SECONDS       ... and it has been open this long (default 300)\n"
+            "  --allow-downgrade    offer also to devices that run a newer version\n"
+            "list                   every rollout, newest first\n"
+            "show ID                one rollout, wave by wave\n"
+            "pause ID               no new device starts; started ones finish\n"
+            "resume ID              back to active after a pause or a halt\n"
+            "cancel ID              for good\n"
+            "\n"
+            "options of every fleet command (image, rollout, device list|show|set|secret):\n"
+            "  --api URL            the server's API: http://HOST:PORT or HOST:PORT\n"
+            "                       (default: $TCPOTA_API, else %s)\n"
+            "  --token-file FILE    the API token (one line); else $TCPOTA_TOKEN, else\n"
+            "  --data DIR           the server's data directory: its DIR/api.token\n"
+            "  --json               print the server's JSON answer as it came (errors too)\n"
+            "  --timeout SECONDS    wait this long for an answer (default %d)\n"
+            "  --help               this text\n"
+            "\n"
+            "exit: 0 done, 1 the server refused or cannot be reached, 2 usage\n",
+            API_DEFAULT_URL, API_TIMEOUT_S);
+}
+
+/* "5,25,100" into a JSON array of numbers; ranges are the server's to check. */
+static int parse_waves(const struct api *a, const char *s, json_t **out)
+{
+    json_t *arr = json_array();
+    const char *p = s;
+
+    while (arr) {
+        char num[24];
+        size_t n = strcspn(p, ",");
+        char *end;
+        unsigned long long v;
+
+        if (n == 0 || n >= sizeof(num) || p[0] < '0' || p[0] > '9') break;
+        memcpy(num, p, n);
+        num[n] = 0;
+        v = strtoull(num, &end, 10);
+        if (*end || v > 1000000) break;
+        json_array_append_new(arr, json_integer((json_int_t)v));
+        if (!p[n]) {
+            *out = arr;
+            return 0;
+        }
+        p += n + 1;
+    }
+    json_decref(arr);
+    fprintf(stderr, "tcpota %s: --waves: '%s' is not a list of percentages; e.g. --waves 5,25,100\n",
+            a->cmd, s);
+    return 2;
+}
+
+/* The rollout id argument: a number. */
+static int rollout_id(struct api *a, const char *sub, int np, const char **pos, long long *id)
+{
+    char ex[64];
+
+    if (np == 0) return api_usage(a, "%s needs a rollout ID (see tcpota rollout list)", sub);
+    snprintf(ex, sizeof(ex), "tcpota rollout %s 1", sub);
+    return api_number(a, "ID", pos[0], ex, id);
+}
+
+/* The waves a rollout has open, e.g. "2/3 (50%)". */
+static void waves_open(const json_t *r, char *buf, size_t cap)
+{
+    const json_t *waves = json_object_get(r, "waves"), *w;
+    size_t i, open = 0;
+    long long pct = 0;
+
+    json_array_foreach(waves, i, w) {
+        if (api_bool(w, "open")) {
+            open++;
+            pct = api_int(w, "percent");
+        }
+    }
+    snprintf(buf, cap, "%zu/%zu (%lld%%)", open, json_array_size(waves), pct);
+}
+
+static const char *state_of(const json_t *r, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s%s", table_c(api_str(r, "state")),
+             api_bool(r, "superseded") ? ", superseded" : "");
+    return buf;
+}
+
+/* One rollout in full: what, rules, and a table of its waves. */
+static void print_rollout(const json_t *r)
+{
+    const json_t *rules = json_object_get(r, "rules"), *tot = json_object_get(r, "totals"), *w;
+    char when[32], when2[32], st[64];
+    struct table *t;
+    size_t i;
+
+    printf("rollout %lld: %s\n", api_int(r, "id"), state_of(r, st, sizeof(st)));
+    printf("  image      %s (version %s)\n", table_c(api_str(r, "image")),
+           table_c(api_str(r, "version")));
+    printf("  model      %s\n", table_c(api_str(r, "model")));
+    printf("  group      %s\n",
+           *api_str(r, "group") ? table_c(api_str(r, "group")) : "(all devices of the model)");
+    printf("  downgrade  %s\n", api_bool(r, "allow_downgrade") ? "allowed" : "not allowed");
+    printf("  halt       when more than %lld%% of the finished failed (at least %lld)\n",
+           api_int(rules, "halt_at"), api_int(rules, "halt_min"));
+    printf("  next wave  after %lld finished, %lld%% of them updated, %lld s open\n",
+           api_int(rules, "min_finished"), api_int(rules, "success_pct"), api_int(rules, "soak_s"));
+    printf("  created    %s UTC, changed %s UTC\n",
+           table_time(api_int(r, "created_at"), when, sizeof(when)),
+           table_time(api_int(r, "changed_at"), when2, sizeof(when2)));
+    printf("\n");
+    t = table_new("WAVE", ">PERCENT", "OPEN", "OPENED (UTC)", ">TARGETED", ">OFFERED",
+                  ">DOWNLOADING", ">UPDATED", ">FAILED", NULL);
+    json_array_foreach(json_object_get(r, "waves"), i, w) {
+        table_row(t);
+        table_cell(t, "%zu", i + 1);
+        table_cell(t, "%lld%%", api_int(w, "percent"));
+        table_cell(t, "%s", api_bool(w, "open") ? "yes" : "no");
+        table_cell(t, "%s", table_time(api_int(w, "opened_at"), when, sizeof(when)));
+        table_cell(t, "%lld", api_int(w, "targeted"));
+        table_cell(t, "%lld", api_int(w, "offered"));
+        table_cell(t, "%lld", api_int(w, "downloading"));
+        table_cell(t, "%lld", api_int(w, "updated"));
+        table_cell(t, "%lld", api_int(w, "failed"));
+    }
+    table_row(t);
+    table_cell(t, "total");
+    table_cell(t, "%s", "");
+    table_cell(t, "%s", "");
+    table_cell(t, "%s", "");
+    table_cell(t, "%lld", api_int(tot, "targeted"));
+    table_cell(t, "%lld", api_int(tot, "offered"));
+    table_cell(t, "%lld", api_int(tot, "downloading"));
+    table_cell(t, "%lld", api_int(tot, "updated"));
+    table_cell(t, "%lld", api_int(tot, "failed"));
+    table_print(t, stdout);
+    table_free(t);
+}
+
+static int rollout_create(struct api *a, int argc, char **argv)
+{
+    const char *image = NULL, *model = NULL, *group = NULL, *waves = NULL, *halt_at = NULL,
+               *halt_min = NULL, *min_finished = NULL, *success_pct = NULL, *soak = NULL,
+               *downgrade = NULL, *pos[1];
+    const struct api_opt opts[] = {
+        {"--image", "ID|VERSION", &image},
+        {"--model", "M", &model},
+        {"--group", "G", &group},
+        {"--waves", "5,25,100", &waves},
+        {"--halt-at", "PCT", &halt_at},
+        {"--halt-min", "N", &halt_min},
+        {"--min-finished", "N", &min_finished},
+        {"--success-pct", "P", &success_pct},
+        {"--soak", "SECONDS", &soak},
+        {"--allow-downgrade", NULL, &downgrade},
+        {NULL, NULL, NULL},
+    };
+    const struct {
+        const char **val, *opt, *field, *example;
+    } nums[] = {
+        {&halt_at, "--halt-at", "halt_at", "--halt-at 20"},
+        {&halt_min, "--halt-min", "halt_min", "--halt-min 3"},
+        {&min_finished, "--min-finished", "min_finished", "--min-finished 10"},
+        {&success_pct, "--success-pct", "success_pct", "--success-pct 90"},
+        {&soak, "--soak", "soak_s", "--soak 300"},
+    };
+    json_t *body, *arr = NULL, *ans = NULL;
+    int np, rc = api_parse(a, opts, argc, argv, pos, 0, &np);
+
+    if (rc) return rc < 0 ? (usage(stdout), 0) : rc;
+    if (!image) return api_usage(a, "create needs --image ID|VERSION (see tcpota image list)");
+    if (!model) return api_usage(a, "create needs --model M (the hardware model of the image)");
+    if (waves && parse_waves(a, waves, &arr) != 0) return 2;
+    body = json_object();
+    json_object_set_new(body, "image", json_string(image));
+    json_object_set_new(body, "model", json_string(model));
+    if (group) json_object_set_new(body, "group", json_string(group));
+    if (arr) json_object_set_new(body, "waves", arr);
+    for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
+        long long v;
+        if (!*nums[i].val) continue;
+        if (api_number(a, nums[i].opt, *nums[i].val, nums[i].example, &v) != 0) {
+            json_decref(body);
+            return 2;
+        }
+        json_object_set_new(body, nums[i].field, json_integer((json_int_t)v));
+    }
+    if (downgrade) json_object_set_new(body, "allow_downgrade", json_true());
+    if ((rc = api_setup(a, 0)) != 0) {
+        json_decref(body);
+        return rc;
+    }
+    rc = api_request_json(a, API_POST, "/v1/rollouts", body, &ans, NULL);
+    if (rc == 0 && !a->json) {
+        print_rollout(ans);
+        printf("\nfollow it: tcpota rollout show %lld\n", api_int(ans, "id"));
+    }
+    json_decref(ans);
+    return rc;
+}
+
+static int rollout_list(struct api *a, int argc, char **argv)
+{
+    const char *pos[1];
+    json_t *ans = NULL, *r;
+    struct table *t;
+    size_t i;
+    int np, rc = api_parse(a, NULL, argc, argv, pos, 0, &np);
+
+    if (rc) return rc < 0 ? (usage(stdout), 0) : rc;
+    if ((rc = api_setup(a, 0)) != 0) return rc;
+    if ((rc = api_request(a, API_GET, "/v1/rollouts", NULL, 0, NULL, NULL, NULL, &ans, NULL))) {
+        return rc;
+    }
+    if (!a->json) {
+        t = table_new(">ID", "STATE", "IMAGE", "VERSION", "MODEL", "GROUP", "WAVES OPEN",
+                      ">TARGETED", ">UPDATED", ">FAILED", "CREATED (UTC)", NULL);
+        json_array_foreach(json_object_get(ans, "rollouts"), i, r) {
+            char id[16], wv[48], when[32], st[64];
+            const json_t *tot = json_object_get(r, "totals");
+            waves_open(r, wv, sizeof(wv));
+            table_row(t);
+            table_cell(t, "%lld", api_int(r, "id"));
+            table_cell(t, "%s", state_of(r, st, sizeof(st)));
+            table_cell(t, "%s", table_short_id(api_str(r, "image"), id, sizeof(id)));
+            table_cell(t, "%s", api_str(r, "version"));
+            table_cell(t, "%s", api_str(r, "model"));
+            table_cell(t, "%s", *api_str(r, "group") ? api_str(r, "group") : "-");
+            table_cell(t, "%s", wv);
+            table_cell(t, "%lld", api_int(tot, "targeted"));
+            table_cell(t, "%lld", api_int(tot, "updated"));
+            table_cell(t, "%lld", api_int(tot, "failed"));
+            table_cell(t, "%s", table_time(api_int(r, "created_at"), when, sizeof(when)));
+        }
+        if (table_rows(t) == 0) {
+            printf("no rollouts; start one with tcpota rollout create --image ID --model M\n");
+        } else {
+            table_print(t, stdout);
+        }
+        table_free(t);
+    }
+    json_decref(ans);
+    return 0;
+}
+
+/* show, pause, resume, cancel: one rollout by id. */
+static int rollout_one(struct api *a, const char *sub, int argc, char **argv)
+{
+    const char *pos[1];
+    char path[128], st[64];
+    json_t *ans = NULL;
+    long long id;
+    int np, rc = api_parse(a, NULL, argc, argv, pos, 1, &np);
+
+    if (rc) return rc < 0 ? (usage(stdout), 0) : rc;
+    if ((rc = rollout_id(a, sub, np, pos, &id)) != 0) return rc;
+    if ((rc = api_setup(a, 0)) != 0) return rc;
+    if (strcmp(sub, "show") == 0) {
+        snprintf(path, sizeof(path), "/v1/rollouts/%lld", id);
+        rc = api_request(a, API_GET, path, NULL, 0, NULL, NULL, NULL, &ans, NULL);
+    } else {
+        snprintf(path, sizeof(path), "/v1/rollouts/%lld/%s", id, sub);
+        rc = api_request(a, API_POST, path, NULL, 0, NULL, NULL, NULL, &ans, NULL);
+    }
+    if (rc == 0 && !a->json) {
+        if (strcmp(sub, "show") == 0) {
+            print_rollout(ans);
+        } else {
+            printf("rollout %lld is now %s\n", id, state_of(ans, st, sizeof(st)));
+        }
+    }
+    json_decref(ans);
+    return rc;
+}
+
+int cmd_rollout(int argc, char **argv)
+{
+    static const char *const one[] = {"show", "pause", "resume", "cancel"};
+    struct api a;
+
+    memset(&a, 0, sizeof(a));
+    a.cmd = "rollout";
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "create") == 0) return rollout_create(&a, argc - 1, argv + 1);
+    if (strcmp(argv[1], "list") == 0 || strcmp(argv[1], "ls") == 0) {
+        return rollout_list(&a, argc - 1, argv + 1);
+    }
+    for (size_t i = 0; i < sizeof(one) / sizeof(one[0]); i++) {
+        if (strcmp(argv[1], one[i]) == 0) return rollout_one(&a, one[i], argc - 1, argv + 1);
+    }
+    return api_usage(&a, "unknown subcommand '%s'; give create, list, show, pause, resume or cancel",
+                     argv[1]);
+}

@@ -1,0 +1,337 @@
+#!/usr/bin/env bash
+# The fleet commands (tcpota image, rollout, device list|show|set|secret) as
+# clients of the control API (docs/api.md), against a small python3 mock of
+# the server written here: it answers canned JSON per "METHOD PATH" and
+# records every request (method, path, headers, body), so that each check
+# looks at what the real `tcpota` binary sent and printed.
+source "$(dirname "$0")/lib.sh"
+T=$TCPOTA
+cd "$WORK"
+command -v python3 >/dev/null || fail "python3 is needed for the mock API server"
+
+TOKEN=6f1c0a9d3b7e44f2a1c5e8d90b3f6a7c
+ID=9f2c41d0e1a7b3c5d7e9f1a3b5c7d9e1f3a5b7c9d1e3f5a7b9c1d3e5f7a9b1e1
+
+cat > mock.py <<'PY'
+import base64, hashlib, json, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+TOKEN, ROUTES, LOG, PORTFILE = sys.argv[1:5]
+
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def handle_one(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else b""
+        with open(LOG, "a") as f:
+            f.write(json.dumps({"method": self.command, "path": self.path,
+                                "headers": {k.lower(): v for k, v in self.headers.items()},
+                                "body": body.decode("latin-1") if len(body) < 4096 else "", "len": len(body),
+                                "sha256": hashlib.sha256(body).hexdigest()}) + "\n")
+        status, out, sleep = 404, {"error": "no route in the mock for this path"}, 0
+        if self.headers.get("Authorization") != "Bearer " + TOKEN:
+            status, out = 401, {"error": "missing or wrong API token: send Authorization: Bearer <the token in DIR/api.token>"}
+        else:
+            for line in open(ROUTES):
+                m, p, st, sl, b = line.rstrip("\n").split("\t", 4)
+                if m == self.command and p == self.path:
+                    status, out, sleep = int(st), b, float(sl)
+        time.sleep(sleep)
+        data = (out if isinstance(out, str) else json.dumps(out)).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    do_GET = do_POST = do_PATCH = do_DELETE = handle_one
+
+s = ThreadingHTTPServer(("127.0.0.1", 0), H)
+open(PORTFILE, "w").write(str(s.server_address[1]))
+s.serve_forever()
+PY
+: > routes.tsv
+: > requests.jsonl
+python3 mock.py "$TOKEN" routes.tsv requests.jsonl port 2> mock.log &
+MOCK_PID=$!
+PIDS+=("$MOCK_PID")
+for ((i = 0; i < 100; i++)); do [ -s port ] && break; sleep 0.05; done
+[ -s port ] || fail "the mock API server did not start"
+API="--api 127.0.0.1:$(cat port)"
+
+# route METHOD PATH STATUS BODY [SLEEP]: the mock's answer (the last one set wins).
+route() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${5:-0}" "$4" >> routes.tsv; }
+# req FIELD [HEADER]: a field of the last request the mock received.
+req() {
+  python3 -c 'import json,sys; r=json.loads(open("requests.jsonl").readlines()[-1]);
+print(r["headers"].get(sys.argv[2].lower(), "") if sys.argv[1] == "header" else r[sys.argv[1]])' "$@"
+}
+nreq() { wc -l < requests.jsonl; }
+
+# run RC CMD...: CMD exits RC within 10 s; its output in out.log, err.log.
+run() {
+  local want=$1 rc=0; shift
+  timeout 10 "$@" > out.log 2> err.log < /dev/null || rc=$?
+  [ $rc -ne 124 ] || fail "hung (killed after 10 s): $*"
+  [ $rc -eq "$want" ] || fail "exit $rc, expected $want: $*: $(cat err.log)"
+}
+has() { grep -qE -- "$2" "$1" || fail "no /$2/ in $1: $(cat "$1")"; }
+
+printf '%s\n' "$TOKEN" > tok; chmod 600 tok
+mkdir data; printf '%s\n' "$TOKEN" > data/api.token; chmod 600 data/api.token
+echo "wrong-token" > bad.tok; chmod 600 bad.tok
+unset TCPOTA_TOKEN TCPOTA_API
+
+# --- the token: where it is taken from, and what when it is missing or refused
+IMAGES='{"images": [{"id": "'$ID'", "version": "2.0.0", "model": "esp32-devkit", "size": 262144, "signed": true, "added_at": 1796131200, "rollouts": [1, 3]}]}'
+route GET /v1/images 200 "$IMAGES"
+run 2 $T image list $API
+has err.log "^tcpota image: no API token: give --token-file FILE, set TCPOTA_TOKEN, or give --data DIR"
+[ "$(nreq)" -eq 0 ] || fail "a request was sent without a token"
+run 0 $T image list $API --token-file tok
+[ "$(req header Authorization)" = "Bearer $TOKEN" ] || fail "--token-file: sent '$(req header Authorization)'"
+[ "$(req method) $(req path)" = "GET /v1/images" ] || fail "image list sent $(req method) $(req path)"
+: > requests.jsonl
+run 0 $T image list $API --data data
+[ "$(req header Authorization)" = "Bearer $TOKEN" ] || fail "--data DIR: the token of DIR/api.token was not sent"
+TCPOTA_TOKEN=$TOKEN run 0 $T image list $API --data nothere
+[ "$(req header Authorization)" = "Bearer $TOKEN" ] || fail "TCPOTA_TOKEN was not sent"
+TCPOTA_TOKEN=other run 0 $T image list $API --token-file tok
+[ "$(req header Authorization)" = "Bearer $TOKEN" ] || fail "TCPOTA_TOKEN won over --token-file"
+TCPOTA_TOKEN=$TOKEN TCPOTA_API=127.0.0.1:$(cat port) run 0 $T image list
+[ "$(req path)" = "/v1/images" ] || fail "TCPOTA_API was not used"
+run 2 $T image list $API --data nothere
+has err.log "--data: cannot open nothere/api.token: No such file"
+chmod 644 tok
+run 0 $T image list $API --token-file tok
+has err.log "warning: tok is readable by others \(mode 0644\); chmod 600 tok"
+chmod 600 tok
+mkfifo fifo
+run 2 $T image list $API --token-file fifo
+has err.log "--token-file: fifo is not a regular file \(it is a FIFO\)"
+run 1 $T image list $API --token-file bad.tok
+has err.log "^tcpota image: the API at http://127.0.0.1:$(cat port) refused the token from --token-file bad.tok"
+TCPOTA_TOKEN=nope run 1 $T image list $API
+has err.log "refused the token from the environment variable TCPOTA_TOKEN"
+ok "the token: --token-file, else TCPOTA_TOKEN, else --data DIR/api.token; missing: exit 2; refused: exit 1 naming its source"
+
+# --- image list: the table and --json
+export TCPOTA_TOKEN=$TOKEN
+run 0 $T image list $API
+has out.log "^ID +VERSION +MODEL +SIZE +SIGNED +ADDED \(UTC\) +ROLLOUTS$"
+has out.log "^9f2c41d0e1a7  2\.0\.0 +esp32-devkit +262144  yes +2026-12-01 13:20:00  1,3$"
+! grep -q "$ID" out.log || fail "the table shows the full image id: $(cat out.log)"
+run 0 $T image list $API --json
+python3 -c 'import json,sys; a=json.load(open("out.log")); b=json.loads(sys.argv[1]); assert a == b, (a, b)' "$IMAGES" ||
+  fail "--json is not the server's JSON: $(cat out.log)"
+ok "image list prints an aligned table (ids of 12 digits, UTC times) and --json the server's JSON"
+
+# --- image add: the bytes, the manifest header, unsigned with ?version&model
+make_image fw.bin 70000
+head -c 150 /dev/urandom > fw.bin.manifest
+ADDED='{"id": "'$ID'", "version": "2.0.0", "model": "esp32-devkit", "size": 70000, "signed": true, "added_at": 1796131200, "rollouts": []}'
+route POST /v1/images 201 "$ADDED"
+run 0 $T image add fw.bin $API
+[ "$(req method) $(req path)" = "POST /v1/images" ] || fail "image add sent $(req method) $(req path)"
+[ "$(req sha256)" = "$(sha256sum < fw.bin | cut -d' ' -f1)" ] || fail "the body is not the image's bytes ($(req len) bytes)"
+[ "$(req header Tcpota-Manifest | base64 -d | sha256sum)" = "$(sha256sum < fw.bin.manifest)" ] ||
+  fail "Tcpota-Manifest is not the base64 of fw.bin.manifest: $(req header Tcpota-Manifest)"
+[ "$(req header Authorization)" = "Bearer $TOKEN" ] || fail "image add sent no token"
+has out.log "^added image $ID: version 2\.0\.0, model esp32-devkit, 70000 bytes, signed$"
+head -c 99 /dev/urandom > other.manifest
+run 0 $T image add fw.bin --manifest other.manifest $API
+[ "$(req header Tcpota-Manifest | base64 -d | sha256sum)" = "$(sha256sum < other.manifest)" ] ||
+  fail "--manifest M was not the one sent"
+make_image raw.bin 5000
+route POST "/v1/images?version=2.0.0%2Bb1&model=esp32" 201 "$ADDED"
+run 0 $T image add raw.bin --version 2.0.0+b1 --model esp32 $API
+[ "$(req path)" = "/v1/images?version=2.0.0%2Bb1&model=esp32" ] || fail "unsigned: query $(req path)"
+[ -z "$(req header Tcpota-Manifest)" ] || fail "a manifest header was sent for an image without one"
+[ "$(req sha256)" = "$(sha256sum < raw.bin | cut -d' ' -f1)" ] || fail "unsigned: the body is not the image"
+route POST /v1/images 400 '{"error": "the manifest does not verify against any --pubkey key", "field": "manifest"}'
+run 1 $T image add fw.bin $API
+has err.log "^tcpota image: the manifest does not verify against any --pubkey key \(field: manifest\)$"
+n=$(nreq)
+run 2 $T image add fifo $API
+has err.log "image: fifo is not a regular file"
+: > empty.bin
+run 2 $T image add empty.bin $API
+has err.log "empty.bin is empty"
+run 2 $T image add $API
+has err.log "add needs the image FILE"
+[ "$(nreq)" -eq "$n" ] || fail "a request was sent for a refused file"
+ok "image add sends the bytes, Tcpota-Manifest (base64 of FILE.manifest or --manifest), ?version&model unsigned; 400 shown with its field"
+
+# --- image rm: 409 with the server's message
+route DELETE /v1/images/9f2c41d0 200 '{"deleted": "'$ID'"}'
+run 0 $T image rm 9f2c41d0 $API
+[ "$(req method) $(req path)" = "DELETE /v1/images/9f2c41d0" ] || fail "image rm sent $(req method) $(req path)"
+has out.log "^removed image $ID$"
+route DELETE /v1/images/9f2c41d0 409 '{"error": "image 9f2c41d0e1a7 is used by rollout 1 (active); cancel the rollout first"}'
+run 1 $T image rm 9f2c41d0 $API
+has err.log "^tcpota image: image 9f2c41d0e1a7 is used by rollout 1 \(active\); cancel the rollout first$"
+run 1 $T image rm 9f2c41d0 $API --json
+has out.log '"error": "image 9f2c41d0e1a7 is used by rollout 1'
+run 1 $T image rm abcdef99 $API
+has err.log "^tcpota image: no route in the mock for this path$"
+run 2 $T image rm $API
+has err.log "rm needs an image ID"
+ok "image rm: DELETE, 409 and 404 exit 1 with the server's text"
+
+# --- rollout create: the JSON body; show: the per-wave table
+ROLLOUT='{"id": 1, "image": "'$ID'", "version": "2.0.0", "model": "esp32", "group": "", "state": "active", "superseded": false, "allow_downgrade": true, "rules": {"halt_at": 20, "halt_min": 3, "min_finished": 10, "success_pct": 90, "soak_s": 300}, "waves": [{"percent": 10, "open": true, "opened_at": 1796131200, "targeted": 5, "offered": 4, "downloading": 1, "updated": 2, "failed": 1}, {"percent": 50, "open": false, "opened_at": null, "targeted": 20, "offered": 0, "downloading": 0, "updated": 0, "failed": 0}, {"percent": 100, "open": false, "opened_at": null, "targeted": 25, "offered": 0, "downloading": 0, "updated": 0, "failed": 0}], "totals": {"targeted": 50, "offered": 4, "downloading": 1, "updated": 2, "failed": 1}, "created_at": 1796131200, "changed_at": 1796131260}'
+route POST /v1/rollouts 201 "$ROLLOUT"
+run 0 $T rollout create --image 2.0.0 --model esp32 --waves 10,50,100 --halt-at 20 --halt-min 3 \
+  --min-finished 10 --success-pct 90 --soak 300 --group canary --allow-downgrade $API
+[ "$(req method) $(req path)" = "POST /v1/rollouts" ] || fail "rollout create sent $(req method) $(req path)"
+[ "$(req header Content-Type)" = "application/json" ] || fail "Content-Type $(req header Content-Type)"
+python3 -c 'import json,sys; b=json.loads(sys.argv[1]); assert b == {"image": "2.0.0", "model": "esp32",
+  "group": "canary", "waves": [10, 50, 100], "halt_at": 20, "halt_min": 3, "min_finished": 10,
+  "success_pct": 90, "soak_s": 300, "allow_downgrade": True}, b' "$(req body)" ||
+  fail "rollout create body: $(req body)"
+run 0 $T rollout create --image 9f2c41d0 --model esp32 $API
+python3 -c 'import json,sys; b=json.loads(sys.argv[1]); assert b == {"image": "9f2c41d0", "model": "esp32"}, b' "$(req body)" ||
+  fail "options not given were sent: $(req body)"
+run 0 $T rollout create --image 2.0.0 --model esp32 --halt-at 101 $API
+[ "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["halt_at"])' "$(req body)")" = 101 ] ||
+  fail "--halt-at 101 was not left to the server: $(req body)"
+route GET /v1/rollouts/1 200 "$ROLLOUT"
+run 0 $T rollout show 1 $API
+[ "$(req method) $(req path)" = "GET /v1/rollouts/1" ] || fail "rollout show sent $(req method) $(req path)"
+has out.log "^rollout 1: active$"
+has out.log "^WAVE +PERCENT +OPEN +OPENED \(UTC\) +TARGETED +OFFERED +DOWNLOADING +UPDATED +FAILED$"
+has out.log "^1 +10%  yes   2026-12-01 13:20:00 +5 +4 +1 +2 +1$"
+has out.log "^2 +50%  no +- +20 +0 +0 +0 +0$"
+has out.log "^total +50 +4 +1 +2 +1$"
+run 0 $T rollout show 1 $API --json
+python3 -c 'import json,sys; assert json.load(open("out.log")) == json.loads(sys.argv[1])' "$ROLLOUT" ||
+  fail "rollout show --json: $(cat out.log)"
+route GET /v1/rollouts 200 '{"rollouts": ['"$ROLLOUT"']}'
+run 0 $T rollout list $API
+has out.log "^ ?ID +STATE +IMAGE +VERSION +MODEL +GROUP +WAVES OPEN +TARGETED +UPDATED +FAILED +CREATED \(UTC\)$"
+has out.log "^ 1  active +9f2c41d0e1a7  2\.0\.0 +esp32 +- +1/3 \(10%\) +50 +2 +1  2026-12-01 13:20:00$"
+ok "rollout create sends the JSON body (waves as an array), show and list print waves, totals and state"
+
+# --- pause, resume, cancel; 409 and 400 from the server
+route POST /v1/rollouts/1/pause 200 "${ROLLOUT/\"active\"/\"paused\"}"
+run 0 $T rollout pause 1 $API
+[ "$(req method) $(req path) $(req len)" = "POST /v1/rollouts/1/pause 0" ] || fail "pause sent $(req method) $(req path) $(req len)"
+has out.log "^rollout 1 is now paused$"
+route POST /v1/rollouts/1/resume 409 '{"error": "rollout 1 is cancelled; it cannot be resumed"}'
+run 1 $T rollout resume 1 $API
+[ "$(req path)" = "/v1/rollouts/1/resume" ] || fail "resume sent $(req path)"
+has err.log "^tcpota rollout: rollout 1 is cancelled; it cannot be resumed$"
+route POST /v1/rollouts/1/cancel 200 "${ROLLOUT/\"active\"/\"cancelled\"}"
+run 0 $T rollout cancel 1 $API
+has out.log "^rollout 1 is now cancelled$"
+route POST /v1/rollouts 400 '{"error": "waves must be strictly increasing percentages 1..100", "field": "waves"}'
+run 1 $T rollout create --image 2.0.0 --model esp32 --waves 50,10 $API
+has err.log "^tcpota rollout: waves must be strictly increasing percentages 1\.\.100 \(field: waves\)$"
+route GET /v1/rollouts/7 404 '{"error": "no rollout 7"}'
+run 1 $T rollout show 7 $API
+has err.log "^tcpota rollout: no rollout 7$"
+ok "pause, resume, cancel POST to their paths; 400 (with field), 404, 409 exit 1 with the server's message"
+
+# --- usage errors: exit 2, nothing sent
+n=$(nreq)
+run 2 $T rollout create --image 2.0.0 --model esp32 --waves 5,x $API
+has err.log "^tcpota rollout: --waves: '5,x' is not a list of percentages; e.g\. --waves 5,25,100$"
+run 2 $T rollout create --image 2.0.0 --model esp32 --waves 5,,100 $API
+has err.log "--waves: '5,,100' is not a list of percentages"
+run 2 $T rollout create --image 2.0.0 --model esp32 --halt-at abc $API
+has err.log "^tcpota rollout: --halt-at: 'abc' is not a number; e\.g\. --halt-at 20$"
+run 2 $T rollout create --image 2.0.0 --model esp32 --soak -5 $API
+has err.log "--soak: '-5' is not a number"
+run 2 $T rollout create --model esp32 $API
+has err.log "create needs --image"
+run 2 $T rollout create --image 2.0.0 --model esp32 --frobnicate $API
+has err.log "^tcpota rollout: unknown option '--frobnicate'$"
+run 2 $T rollout create --image 2.0.0 --model $API
+has err.log "--model needs a value"
+run 2 $T rollout show $API
+has err.log "show needs a rollout ID"
+run 2 $T rollout pause x1 $API
+has err.log "ID: 'x1' is not a number"
+run 2 $T rollout frob $API
+has err.log "unknown subcommand 'frob'"
+run 2 $T image list --limit 3 $API
+has err.log "unknown option '--limit'"
+run 2 $T device list --limit many $API
+has err.log "^tcpota device: --limit: 'many' is not a number"
+run 2 $T device show $API
+has err.log "show needs a device ID"
+run 2 $T device set dev-7 $API
+has err.log "set needs --group G"
+run 2 $T device list --api https://x:1
+has err.log "https is not supported"
+[ "$(nreq)" -eq "$n" ] || fail "a usage error still sent a request"
+run 0 $T rollout --help
+has out.log "--waves 5,25,100"
+run 0 $T device list --help
+has out.log "usage: tcpota device list"
+ok "usage errors (unknown option, bad --waves, non-numbers, missing ID) exit 2 and send nothing"
+
+# --- devices
+DEV='{"id": "dev 7/x", "model": "esp32", "version": "1.0.0", "running": "41aa", "group": "", "address": "127.0.0.1", "protocol": "v1", "state": "rolled-back", "image": "'$ID'", "bytes": 0, "size": 262144, "percent": 100, "reason": "health check failed", "first_seen": 1796131200, "last_seen": 1796131260, "has_secret": false}'
+route GET "/v1/devices?state=failed&limit=5" 200 '{"devices": ['"$DEV"'], "total": 3, "next": "dev 7/x"}'
+run 0 $T device list --state failed --limit 5 $API
+[ "$(req method) $(req path)" = "GET /v1/devices?state=failed&limit=5" ] || fail "device list sent $(req path)"
+has out.log "^ID +MODEL +VERSION +GROUP +STATE +IMAGE +PROGRESS +LAST SEEN \(UTC\) +ADDRESS +REASON$"
+has out.log "^dev 7/x  esp32  1\.0\.0 +- +rolled-back  9f2c41d0e1a7 +100%  2026-12-01 13:21:00  127\.0\.0\.1  health check failed$"
+has out.log "^1 of 3 devices; the next page: tcpota device list --after 'dev 7/x'"
+route GET "/v1/devices/dev%207%2Fx" 200 "${DEV%\}}"', "history": [{"at": 1796131260, "state": "rolled-back", "image": "'$ID'", "detail": "health check failed"}]}'
+run 0 $T device show "dev 7/x" $API
+[ "$(req path)" = "/v1/devices/dev%207%2Fx" ] || fail "the device id is not percent-encoded: $(req path)"
+has out.log "^device dev 7/x: rolled-back$"
+has out.log "^2026-12-01 13:21:00  rolled-back  9f2c41d0e1a7  health check failed$"
+route PATCH /v1/devices/dev-7 200 '{"id": "dev-7", "group": "canary"}'
+run 0 $T device set dev-7 --group canary $API
+[ "$(req method) $(req path)" = "PATCH /v1/devices/dev-7" ] || fail "device set sent $(req method) $(req path)"
+python3 -c 'import json,sys; assert json.loads(sys.argv[1]) == {"group": "canary"}' "$(req body)" || fail "device set body: $(req body)"
+has out.log "^device dev-7: group canary$"
+route PATCH /v1/devices/nope 404 '{"error": "no device nope"}'
+run 1 $T device set nope --group canary $API
+has err.log "^tcpota device: no device nope$"
+ok "device list (filters in the query), show (id percent-encoded, history), set (PATCH group)"
+
+# --- device secret: printed once as a secret file the simulator takes
+SECRET=3b9f00112233445566778899aabbccddeeff00112233445566778899aabbccdd
+route POST /v1/devices/dev-7/secret 201 '{"id": "dev-7", "secret": "'$SECRET'"}'
+run 0 $T device secret dev-7 $API
+[ "$(req method) $(req path)" = "POST /v1/devices/dev-7/secret" ] || fail "secret sent $(req method) $(req path)"
+[ "$(cat out.log)" = "tcpota-secret v1 $SECRET" ] || fail "secret stdout: $(cat out.log)"
+has err.log "shown only this once"
+has err.log "--secret FILE"
+run 0 $T device secret dev-7 --out dev7.secret $API
+[ "$(stat -c %a dev7.secret)" = 600 ] || fail "--out file mode $(stat -c %a dev7.secret)"
+[ "$(cat dev7.secret)" = "tcpota-secret v1 $SECRET" ] || fail "--out file: $(cat dev7.secret)"
+! grep -q "$SECRET" out.log err.log || fail "--out also printed the secret"
+# the simulator takes the file: it fails on the unreachable server (1), not on the secret (2)
+run 1 $T device --server 127.0.0.1:1 --flash devdir --id dev-7 --secret dev7.secret --max-attempts 1 --backoff-min-ms 0 --backoff-max-ms 0
+n=$(nreq)
+run 2 $T device secret dev-7 --out dev7.secret $API
+has err.log "cannot create dev7.secret: File exists"
+[ "$(nreq)" -eq "$n" ] || fail "a new secret was asked for although --out could not be created"
+ok "device secret prints the secret once as a secret file (or --out, mode 0600) that tcpota device --secret takes"
+
+# --- the simulator keeps its own options and messages
+run 2 $T device --frobnicate
+has err.log "^tcpota device: unknown option '--frobnicate'$"
+has err.log "try 'tcpota device --help'"
+run 0 $T device --help
+has out.log "usage: tcpota device --server HOST:PORT --flash DIR"
+ok "tcpota device (the simulator) is unchanged"
+
+# --- no server, a slow server, a server that is not the API
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+run 1 $T image list --api "http://127.0.0.1:$port"
+has err.log "^tcpota image: cannot reach the API at http://127.0.0.1:$port \(connection refused\); is tcpota serve --data running, with --api\?$"
+route GET /v1/rollouts 200 '{"rollouts": []}' 3
+run 1 $T rollout list $API --timeout 1
+has err.log "^tcpota rollout: no answer from the API at http://127.0.0.1:$(cat port) within 1 s"
+route GET /v1/images 200 'not json'
+run 1 $T image list $API
+has err.log "answered 200 OK with a body that is not a JSON object"
+ok "connection refused, a timeout and a non-JSON answer exit 1 with a clear message"
+
+kill -TERM "$MOCK_PID" 2>/dev/null || true
+wait "$MOCK_PID" 2>/dev/null || true
