@@ -571,12 +571,18 @@ static int on_event(struct device *dv, const struct tcpota_dev_event *ev)
 {
     struct tcpota_dev_transfer t = xfer(dv);
 
-    switch (ev->type) {
-    case TCPOTA_DEV_EV_WELCOME:
-        if (dv->had_report) {
-            info(dv, "server received the report of the last update");
+    /* The server's decision (NO_UPDATE, or an offer) acknowledges the
+     * report: it comes only once the report is stored (and after AUTH). */
+    if (dv->had_report && (ev->type == TCPOTA_DEV_EV_UP_TO_DATE ||
+                           ev->type == TCPOTA_DEV_EV_ACCEPTED ||
+                           ev->type == TCPOTA_DEV_EV_DECLINED)) {
+        dv->had_report = 0;
+        info(dv, "server received the report of the last update");
+        if (dv->rollback) {
+            return 1;
         }
-        return dv->rollback;
+    }
+    switch (ev->type) {
     case TCPOTA_DEV_EV_ACCEPTED:
         on_accepted(dv, ev);
         break;

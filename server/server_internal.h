@@ -89,13 +89,11 @@ struct conn {
     struct image *img;       /* the image this connection streams (a reference), or NULL */
     struct device_rec *rec;  /* the device's record, once HELLO named it */
     /* Fleet mode: the store request in flight (its done finds c through
-     * it; conn_free detaches it), the rollout the offer came from, when
-     * progress was last written, and what HELLO said, kept for the store. */
+     * it; conn_free detaches it), the rollout the offer came from, and when
+     * progress was last written. */
     struct store_req *req;
     uint64_t rollout_id;
     double progress_logged_at;
-    char hello_model[TCPOTA_MAX_NAME + 1], hello_version[TCPOTA_MAX_NAME + 1];
-    uint8_t hello_running[TCPOTA_ID_LEN], hello_report[TCPOTA_ID_LEN];
     uint8_t verdict;         /* enum offer_verdict of its HELLO */
     uint32_t stream_from;
     uint32_t next_pct;

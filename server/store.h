@@ -107,6 +107,10 @@ struct store_rollout {
     uint32_t pct[ROLLOUT_MAX_WAVES];     /* the waves as given, percent */
     struct rollout_wave waves[ROLLOUT_MAX_WAVES];
     int64_t created_at, changed_at;      /* UTC seconds */
+    /* Failed and finished devices when it was last resumed from a halt:
+     * the halt rule counts only what came after (STORE_ROLLOUT_SET from
+     * halted to active records them). */
+    uint32_t base_failed, base_finished;
 };
 
 /* One line of a device's history. */
@@ -191,6 +195,7 @@ struct store_req {
             struct store_rollout rollout;
             struct store_image image;
             enum store_ro_status ro_status;   /* out: its status in that rollout */
+            struct store_device dev;          /* out: the device now (report applied) */
         } checkin;
         struct {                              /* STORE_EVENT */
             const char *id;                   /* in: the device */

@@ -263,6 +263,11 @@ int sq_op_checkin(struct sstore *st, struct store_req *r)
     if ((rc = load_failed(st, r)) < 0) {
         return rc;
     }
+    /* The device as it is now (its report applied), so that the caller
+     * writes only what changes. */
+    if ((rc = load_device(st, r, r->u.checkin.id, &r->u.checkin.dev)) <= 0) {
+        return rc < 0 ? rc : sq_err(r, STORE_E_IO, "checkin: device %s vanished", r->u.checkin.id);
+    }
     r->u.checkin.has_rollout = 0;
     return ro_id > 0 ? load_rollout(st, r, ro_id) : STORE_OK;
 }

@@ -10,7 +10,8 @@
 
 #define RO_COLS                                                                              \
     "id, image, model, grp, allow_downgrade, superseded, state, n_waves, pct, n_open,"       \
-    " min_finished, success_pct, soak_s, halt_pct, halt_min, created_at, changed_at"
+    " min_finished, success_pct, soak_s, halt_pct, halt_min, created_at, changed_at,"      \
+    " base_failed, base_finished"
 
 /* "10,50,100" -> pct[] and the bounds; a stored row is trusted but checked. */
 static void parse_pct(const char *text, struct store_rollout *out)
@@ -56,6 +57,8 @@ static void row_to_rollout(sqlite3_stmt *s, struct store_rollout *out)
     out->rules.halt_min = (uint32_t)sqlite3_column_int64(s, 14);
     out->created_at = sqlite3_column_int64(s, 15);
     out->changed_at = sqlite3_column_int64(s, 16);
+    out->base_failed = (uint32_t)sqlite3_column_int64(s, 17);
+    out->base_finished = (uint32_t)sqlite3_column_int64(s, 18);
 }
 
 static int load_waves(struct sstore *st, struct store_req *r, struct store_rollout *out)
@@ -425,6 +428,16 @@ int sq_op_rollout_set(struct sstore *st, struct store_req *r)
                       store_rollout_state_name(cur->ro.state), (unsigned)cur->ro.n_open,
                       (unsigned)cur->ro.n_waves,
                       store_rollout_state_name(r->u.rollout.expect_state), (unsigned)from);
+    }
+    /* Resumed after a halt: the halt rule counts from here (else the very
+     * failures that halted it would halt it again at the next check-in). */
+    if (r->u.rollout.expect_state == ROLLOUT_STATE_HALTED &&
+        r->u.rollout.new_state == ROLLOUT_STATE_ACTIVE &&
+        sq_run(st, "UPDATE rollouts SET base_failed = (SELECT sum(failed) FROM rollout_waves"
+               " WHERE rollout_id = ?1), base_finished = (SELECT sum(failed + updated) FROM"
+               " rollout_waves WHERE rollout_id = ?1) WHERE id = ?1", "i", (int64_t)id) !=
+            SQLITE_DONE) {
+        return sq_fail(st, r, "rollout set");
     }
     if (to > from && sq_run(st, "UPDATE rollout_waves SET opened_at = ?1 WHERE rollout_id = ?2"
                             " AND wave >= ?3 AND wave < ?4", "iiii", r->now, (int64_t)id,

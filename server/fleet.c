@@ -1,0 +1,801 @@
+/* fleet.c - fleet mode: decisions from the store, steps back into it (see
+ * fleet.h). */
+#include "fleet.h"
+#include "api.h"
+#include "conn.h"
+#include "legacy.h"
+#include "log.h"
+#include "offer.h"
+#include "rollout.h"
+#include "server_internal.h"
+#include "store.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* One image the fleet has loaded (the image cache of fleet mode): loaded
+ * on first use, shared by every connection that streams it. */
+struct fleet_image {
+    struct fleet_image *next;
+    struct image *img;
+};
+
+struct fleet {
+    struct store *store;
+    struct api *api;
+    struct fleet_image *images;
+    struct tcpota_serve_secret *secrets; /* sorted by id (auth.h bisects) */
+    size_t nsecrets;
+    char token[API_TOKEN_HEX + 1];
+    struct api_keys keys;
+    unsigned checkins, db_errors;
+};
+
+static int64_t utc_now(void)
+{
+    return (int64_t)time(NULL);
+}
+
+/* The loaded image with this id, loaded from si->path on first use, or
+ * NULL after logging why (a file that no longer matches its id is never
+ * offered). */
+static struct image *image_for(struct server *srv, const struct store_image *si)
+{
+    struct fleet *f = srv->fleet;
+    struct fleet_image *fi;
+    struct image *img;
+
+    for (fi = f->images; fi; fi = fi->next) {
+        if (memcmp(fi->img->desc.id, si->id, TCPOTA_ID_LEN) == 0) {
+            return fi->img;
+        }
+    }
+    img = image_open(si->path, si->version, si->model, si->manifest_len ? si->manifest : NULL,
+                     si->manifest_len, srv->o->chunk);
+    if (!img) {
+        say_always(srv->o, LOG_LV_ERROR, "image %.16s... (%s): cannot load %s; not offered",
+                   si->idhex, si->version, si->path);
+        return NULL;
+    }
+    if (memcmp(img->desc.id, si->id, TCPOTA_ID_LEN) != 0) {
+        say_always(srv->o, LOG_LV_ERROR, "image %.16s... (%s): %s no longer has that SHA-256 "
+                   "(damaged or replaced on disk); not offered: add the image again",
+                   si->idhex, si->version, si->path);
+        image_unref(img);
+        return NULL;
+    }
+    fi = malloc(sizeof(*fi));
+    if (!fi) {
+        image_unref(img);
+        return NULL;
+    }
+    fi->img = img;
+    fi->next = f->images;
+    f->images = fi;
+    return img;
+}
+
+/* Submits r, or frees it and returns -1 when the store cannot even queue it. */
+static int submit(struct server *srv, struct store_req *r)
+{
+    int rc;
+
+    r->now = utc_now();
+    rc = store_submit(srv->fleet->store, r);
+    if (rc < 0) {
+        srv->fleet->db_errors++;
+        say_always(srv->o, LOG_LV_ERROR, "store: cannot queue a request (%s)", r->err);
+        store_req_free(r);
+        return -1;
+    }
+    return 0;
+}
+
+static void event_done(struct store_req *r)
+{
+    struct server *srv = r->arg;
+
+    if (r->rc < 0) {
+        srv->fleet->db_errors++;
+        say_always(srv->o, LOG_LV_ERROR, "store: recording %s of device %s failed: %s",
+                   store_state_name(r->u.event.state), r->u.event.id, r->err);
+    }
+    free((void *)r->u.event.id);
+    free((void *)r->u.event.reason);
+    free((void *)r->u.event.image_id);
+    free((void *)r->u.event.failed_id);
+    r->u.event.id = r->u.event.reason = NULL;
+    r->u.event.image_id = r->u.event.failed_id = NULL;
+    store_req_free(r);
+}
+
+static uint8_t *dup_id(const uint8_t *id)
+{
+    uint8_t *p;
+
+    if (!id || !(p = malloc(TCPOTA_ID_LEN))) {
+        return NULL;
+    }
+    memcpy(p, id, TCPOTA_ID_LEN);
+    return p;
+}
+
+/* Records a step of c's update. The request owns copies of its strings:
+ * c may be gone when it completes. */
+static void record(struct conn *c, enum store_dev_state st, const uint8_t *image_id,
+                   const uint8_t *failed_id, uint32_t bytes, const char *reason, int durable)
+{
+    struct server *srv = c->srv;
+    struct store_req *r = store_req_new(STORE_EVENT, event_done, srv);
+
+    if (!r) {
+        return;
+    }
+    r->u.event.id = strdup(c->dev);
+    r->u.event.state = st;
+    r->u.event.image_id = dup_id(image_id);
+    r->u.event.failed_id = dup_id(failed_id);
+    r->u.event.rollout_id = c->rollout_id;
+    r->u.event.bytes = bytes;
+    r->u.event.size = c->img ? c->img->size : 0;
+    r->u.event.reason = reason ? strdup(reason) : NULL;
+    r->u.event.durable = durable;
+    if (!r->u.event.id) {
+        event_done(r);
+        return;
+    }
+    (void)submit(srv, r);
+}
+
+static void transition_done(struct store_req *r)
+{
+    struct server *srv = r->arg;
+    const struct store_rollout *ro = &r->u.rollout.r;
+
+    if (r->rc == STORE_E_CONFLICT) {
+        /* Another check-in (or node, or the operator) moved it first. */
+    } else if (r->rc < 0) {
+        srv->fleet->db_errors++;
+        say_always(srv->o, LOG_LV_ERROR, "store: rollout %llu: %s",
+                   (unsigned long long)r->u.rollout.id, r->err);
+    } else if (r->u.rollout.new_state == ROLLOUT_STATE_HALTED) {
+        say_always(srv->o, LOG_LV_ERROR, "rollout %llu halted by itself: failures passed %u%% "
+                   "of its finished devices; resume or cancel it (tcpota rollout resume|cancel %llu)",
+                   (unsigned long long)ro->id, ro->rules.halt_pct, (unsigned long long)ro->id);
+    } else {
+        say(srv, "rollout %llu: wave %u (%u%%) opens", (unsigned long long)ro->id,
+            r->u.rollout.new_n_open, ro->pct[r->u.rollout.new_n_open - 1]);
+    }
+    store_req_free(r);
+}
+
+/* The halt rule over what happened since the rollout was last resumed
+ * from a halt (all of it when never halted). */
+static int halt_due(const struct store_rollout *ro)
+{
+    struct rollout_wave since;
+    uint32_t i, failed = 0, finished = 0;
+
+    for (i = 0; i < ro->ro.n_waves; i++) {
+        failed += ro->waves[i].failed;
+        finished += ro->waves[i].failed + ro->waves[i].updated;
+    }
+    memset(&since, 0, sizeof(since));
+    since.failed = failed > ro->base_failed ? failed - ro->base_failed : 0;
+    finished = finished > ro->base_finished ? finished - ro->base_finished : 0;
+    since.updated = finished > since.failed ? finished - since.failed : 0;
+    return rollout_should_halt(&ro->rules, &since, 1);
+}
+
+/* Applies the halt rule, then the opening rule, to the counts a check-in
+ * read; writes what they call for (compare-and-set) and applies it to *ro
+ * at once, so the device being decided already sees it. */
+static void apply_rules(struct server *srv, struct store_rollout *ro)
+{
+    struct store_req *r;
+    enum rollout_state to = ro->ro.state;
+    uint32_t n_open = ro->ro.n_open;
+
+    if (ro->ro.state != ROLLOUT_STATE_ACTIVE) {
+        return;
+    }
+    if (halt_due(ro)) {
+        to = ROLLOUT_STATE_HALTED;
+    } else if (n_open < ro->ro.n_waves &&
+               rollout_may_open_next(&ro->rules, &ro->waves[n_open - 1], utc_now())) {
+        n_open++;
+    } else {
+        return;
+    }
+    r = store_req_new(STORE_ROLLOUT_SET, transition_done, srv);
+    if (!r) {
+        return;
+    }
+    r->u.rollout.id = ro->id;
+    r->u.rollout.r = *ro;
+    r->u.rollout.expect_state = ro->ro.state;
+    r->u.rollout.expect_n_open = ro->ro.n_open;
+    r->u.rollout.new_state = to;
+    r->u.rollout.new_n_open = n_open;
+    ro->ro.state = to;
+    ro->ro.n_open = n_open;
+    (void)submit(srv, r);
+}
+
+static int failed_before(const struct store_req *r, const struct image *img)
+{
+    uint32_t i;
+
+    for (i = 0; i < r->u.checkin.nfailed; i++) {
+        if (memcmp(r->u.checkin.failed[i], img->desc.id, TCPOTA_ID_LEN) == 0 ||
+            memcmp(r->u.checkin.failed[i], img->offer_fp, TCPOTA_ID_LEN) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The decision for a device whose check-in completed: the image to offer,
+ * or NULL with the reason in why (and the state to record in *st, or
+ * STORE_ST_COUNT: record nothing, e.g. keep "rolled-back"). */
+static struct image *decide(struct conn *c, struct store_req *r, const struct tcpota_srv_hello *h,
+                            enum store_dev_state *st, struct image **cand, char *why, size_t cap)
+{
+    struct server *srv = c->srv;
+    struct store_rollout *ro = &r->u.checkin.rollout;
+    struct image *img;
+    struct offer_image oi;
+    struct offer_device od;
+    enum offer_verdict ov;
+    enum rollout_verdict rv;
+    uint32_t place;
+
+    *st = STORE_ST_UP_TO_DATE;
+    *cand = NULL;
+    if (!r->u.checkin.has_rollout) {
+        snprintf(why, cap, "no rollout for model %s%s%s", h->model,
+                 r->u.checkin.group[0] ? " and group " : "", r->u.checkin.group);
+        return NULL;
+    }
+    c->rollout_id = ro->id;
+    if (!(img = image_for(srv, &r->u.checkin.image))) {
+        *st = STORE_ST_COUNT;
+        snprintf(why, cap, "rollout %llu: its image cannot be loaded", (unsigned long long)ro->id);
+        return NULL;
+    }
+    *cand = img;
+    /* The counts include this very check-in's report: a halt it causes
+     * applies to it and to everyone after. */
+    apply_rules(srv, ro);
+    oi.desc = &img->desc;
+    oi.model = img->model;
+    od.hello = h;
+    od.failed_before = failed_before(r, img);
+    ov = offer_decide(&oi, &od, ro->allow_downgrade);
+    if (ov != OFFER_YES) {
+        if (ov == OFFER_FAILED_BEFORE) {
+            *st = STORE_ST_COUNT; /* its failure stays its state */
+        }
+        snprintf(why, cap, "rollout %llu: %s", (unsigned long long)ro->id, offer_reason(ov));
+        return NULL;
+    }
+    place = rollout_place(ro->id, h->device_id, strlen(h->device_id));
+    rv = rollout_decide(&ro->ro, place, r->u.checkin.ro_status == STORE_RO_DOWNLOADING);
+    if (rv != ROLLOUT_OFFER) {
+        *st = STORE_ST_WAITING;
+        snprintf(why, cap, "rollout %llu: %s", (unsigned long long)ro->id, rollout_reason(rv));
+        return NULL;
+    }
+    return img;
+}
+
+/* Whether recording state st (about img, for why) changes what the store
+ * holds for the device: repeated check-ins then write nothing but their
+ * last-seen time, and the history keeps one line per change. A device
+ * confirmed on an image stays "updated" when it later runs it. */
+static int changes(const struct store_device *d, enum store_dev_state st,
+                   const struct image *img, const char *why)
+{
+    const char *hex = img ? img->idhex : "";
+
+    if (st == STORE_ST_COUNT) {
+        return 0;
+    }
+    if (st == STORE_ST_UP_TO_DATE && d->state == STORE_ST_UPDATED && strcmp(d->image, hex) == 0) {
+        return 0;
+    }
+    return d->state != st || strcmp(d->image, hex) != 0 ||
+           strncmp(d->reason, why, STORE_REASON_MAX) != 0;
+}
+
+/* What a check-in request reads, owned by the request (the connection may
+ * end while the store thread works on it). */
+struct checkin {
+    struct conn *c; /* NULL once the connection is gone */
+    char id[TCPOTA_MAX_STR + 1];
+    char model[TCPOTA_MAX_NAME + 1], version[TCPOTA_MAX_NAME + 1];
+    char addr[48];
+    uint8_t running[TCPOTA_ID_LEN], report[TCPOTA_ID_LEN];
+};
+
+/* A check-in request for c, its inputs copied; NULL: out of memory. */
+static struct store_req *checkin_new(struct conn *c, store_done_fn done, const char *model,
+                                     const char *version, enum store_proto proto)
+{
+    struct checkin *ci = calloc(1, sizeof(*ci));
+    struct store_req *r = ci ? store_req_new(STORE_CHECKIN, done, ci) : NULL;
+
+    if (!r) {
+        free(ci);
+        return NULL;
+    }
+    ci->c = c;
+    snprintf(ci->id, sizeof(ci->id), "%s", c->dev);
+    snprintf(ci->model, sizeof(ci->model), "%s", model);
+    snprintf(ci->version, sizeof(ci->version), "%s", version);
+    snprintf(ci->addr, sizeof(ci->addr), "%s", c->addr);
+    r->u.checkin.id = ci->id;
+    r->u.checkin.model = ci->model;
+    r->u.checkin.version = ci->version;
+    r->u.checkin.addr = ci->addr;
+    r->u.checkin.proto = proto;
+    return r;
+}
+
+/* The connection of a completed check-in (NULL: it ended meanwhile), its
+ * context freed. */
+static struct conn *checkin_conn(struct store_req *r)
+{
+    struct checkin *ci = r->arg;
+    struct conn *c = ci->c;
+
+    free(ci);
+    r->arg = NULL;
+    if (c) {
+        c->req = NULL;
+    }
+    return c;
+}
+
+/* The store answered a v1 device's check-in: decide and answer it. */
+static void checkin_done(struct store_req *r)
+{
+    struct conn *c = checkin_conn(r);
+    struct server *srv;
+    struct tcpota_srv_hello h;
+    struct image *img, *cand;
+    enum store_dev_state st;
+    char why[160];
+    uint8_t offered = 0;
+    uint32_t start = 0;
+
+    if (!c) {
+        store_req_free(r); /* the connection ended meanwhile */
+        return;
+    }
+    srv = c->srv;
+    if (r->rc < 0) {
+        srv->fleet->db_errors++;
+        clog_(c, 1, "store error: %s; the device is told to try again in %u s", r->err,
+              FLEET_RETRY_ERROR_S);
+        /* ERROR, not NO_UPDATE: the device keeps its report for next time. */
+        (void)tcpota_srv_fail(&c->s, TCPOTA_ERR_BUSY, "server database error; try again later",
+                              FLEET_RETRY_ERROR_S);
+        store_req_free(r);
+        (void)conn_pump(c);
+        return;
+    }
+    srv->fleet->checkins++;
+    tcpota_srv_get_hello(&c->s, &h);
+    img = decide(c, r, &h, &st, &cand, why, sizeof(why));
+    if (img) {
+        c->img = image_ref(img);
+    }
+    if (tcpota_srv_offer(&c->s, img ? &img->desc : NULL, 0, &offered, &start) < 0) {
+        store_req_free(r);
+        (void)conn_pump(c);
+        return;
+    }
+    if (offered) {
+        conn_offered(c, "decision", start);
+        record(c, STORE_ST_OFFERED, img->desc.id, NULL, start, NULL, 0);
+    } else {
+        if (img) {
+            /* choose() said this image; the session found it running. */
+            st = STORE_ST_UP_TO_DATE;
+            snprintf(why, sizeof(why), "rollout %llu: runs this image already",
+                     (unsigned long long)c->rollout_id);
+        }
+        img = img ? img : cand;
+        clog_(c, 0, "decision: %s: %s", st == STORE_ST_WAITING ? "waiting" : "no update", why);
+        conn_set_outcome(c, st == STORE_ST_UP_TO_DATE ? DEV_UP_TO_DATE : DEV_NOT_OFFERED);
+        if (changes(&r->u.checkin.dev, st, img, why)) {
+            record(c, st, img ? img->desc.id : NULL, NULL, 0, why, 0);
+        }
+        image_unref(c->img);
+        c->img = NULL;
+    }
+    store_req_free(r);
+    (void)conn_pump(c);
+}
+
+int fleet_choose(struct conn *c, const struct tcpota_srv_hello *h,
+                 const struct tcpota_srv_image **chosen, uint32_t *retry_after_s)
+{
+    struct store_req *r;
+    struct checkin *ci;
+
+    *chosen = NULL;
+    *retry_after_s = FLEET_RETRY_ERROR_S;
+    snprintf(c->dev, sizeof(c->dev), "%s", h->device_id);
+    r = checkin_new(c, checkin_done, h->model, h->version, STORE_PROTO_V1);
+    if (!r) {
+        return 0; /* NO_UPDATE: out of memory (nothing was acknowledged) */
+    }
+    ci = r->arg;
+    if (h->running_id) {
+        memcpy(ci->running, h->running_id, TCPOTA_ID_LEN);
+        r->u.checkin.running_id = ci->running;
+    }
+    if (h->report_id) {
+        memcpy(ci->report, h->report_id, TCPOTA_ID_LEN);
+        r->u.checkin.report_id = ci->report;
+        r->u.checkin.report_result = h->report_result;
+        conn_set_outcome(c, h->report_result == TCPOTA_RESULT_CONFIRMED     ? DEV_CONFIRMED
+                            : h->report_result == TCPOTA_RESULT_ROLLED_BACK ? DEV_ROLLED_BACK
+                                                                            : DEV_BOOT_FAILED);
+        clog_(c, h->report_result != TCPOTA_RESULT_CONFIRMED, "report: image %02x%02x%02x%02x... %s",
+              h->report_id[0], h->report_id[1], h->report_id[2], h->report_id[3],
+              h->report_result == TCPOTA_RESULT_CONFIRMED     ? "confirmed"
+              : h->report_result == TCPOTA_RESULT_ROLLED_BACK ? "rolled back (health check failed)"
+              : h->report_result == TCPOTA_RESULT_BOOT_FAILED ? "rolled back by the bootloader"
+                                                              : "unknown result");
+    }
+    if (submit(c->srv, r) < 0) {
+        free(ci);
+        return 0;
+    }
+    c->req = r;
+    return TCPOTA_SRV_CHOOSE_LATER;
+}
+
+void fleet_on_event(struct conn *c, const struct tcpota_srv_event *ev)
+{
+    const struct tcpota_msg *m = &ev->msg;
+    const struct image *img = c->img;
+    double now;
+    char why[STORE_REASON_MAX + 1];
+
+    if (!img) {
+        return;
+    }
+    switch (ev->type) {
+    case TCPOTA_SRV_EV_ACCEPT:
+        c->progress_logged_at = now_s();
+        record(c, STORE_ST_DOWNLOADING, img->desc.id, NULL, ev->start, NULL, 0);
+        return;
+    case TCPOTA_SRV_EV_ACK:
+        now = now_s();
+        if (ev->duplicate || (now - c->progress_logged_at < FLEET_PROGRESS_S &&
+                              m->u.ack.offset != img->size)) {
+            return;
+        }
+        c->progress_logged_at = now;
+        record(c, STORE_ST_DOWNLOADING, img->desc.id, NULL, m->u.ack.offset, NULL, 0);
+        return;
+    case TCPOTA_SRV_EV_COMPLETE:
+        if (m->u.complete.status == 0) {
+            record(c, STORE_ST_VERIFIED, img->desc.id, NULL, img->size, NULL, 1);
+        } else {
+            snprintf(why, sizeof(why), "the device reports %s", tcpota_strerror(m->u.complete.status));
+            record(c, STORE_ST_FAILED, img->desc.id, img->desc.id, 0, why, 1);
+        }
+        return;
+    case TCPOTA_SRV_EV_DECLINE:
+        snprintf(why, sizeof(why), "%s (%.*s)", tcpota_strerror(m->u.decline.reason),
+                 m->u.decline.message.len,
+                 m->u.decline.message.ptr ? (const char *)m->u.decline.message.ptr : "");
+        if (m->u.decline.reason == (uint16_t)-TCPOTA_ERR_REFUSED) {
+            /* "already running": a success for the rollout, not a failure. */
+            record(c, STORE_ST_UP_TO_DATE, img->desc.id, NULL, 0, why, 1);
+        } else {
+            record(c, STORE_ST_DECLINED, img->desc.id, img->offer_fp, 0, why, 1);
+        }
+        return;
+    case TCPOTA_SRV_EV_PEER_ERROR:
+        snprintf(why, sizeof(why), "device error: %s (%.*s)", tcpota_strerror(m->u.error.code),
+                 m->u.error.message.len,
+                 m->u.error.message.ptr ? (const char *)m->u.error.message.ptr : "");
+        {
+            uint64_t ro = c->rollout_id;
+            c->rollout_id = 0; /* not a failure of the image: no rollout count */
+            record(c, STORE_ST_FAILED, img->desc.id, NULL, 0, why, 1);
+            c->rollout_id = ro;
+        }
+        return;
+    default:
+        return;
+    }
+}
+
+/* The store answered a legacy device's check-in. */
+static void legacy_checkin_done(struct store_req *r)
+{
+    struct conn *c = checkin_conn(r);
+    struct store_rollout *ro = &r->u.checkin.rollout;
+    struct image *img = NULL;
+    const char *why = NULL;
+    enum rollout_verdict rv;
+
+    if (!c) {
+        store_req_free(r);
+        return;
+    }
+    if (r->rc < 0) {
+        clog_(c, 1, "store error: %s; closing", r->err);
+        store_req_free(r);
+        (void)conn_close(c, 1);
+        return;
+    }
+    if (!r->u.checkin.has_rollout) {
+        why = "no rollout for model legacy (tcpota rollout create --model legacy ...)";
+    } else if (r->u.checkin.ro_status == STORE_RO_UPDATED) {
+        why = "it was sent every byte of this rollout's image already";
+    } else {
+        c->rollout_id = ro->id;
+        apply_rules(c->srv, ro);
+        rv = rollout_decide(&ro->ro, rollout_place(ro->id, c->dev, strlen(c->dev)),
+                            r->u.checkin.ro_status == STORE_RO_DOWNLOADING);
+        if (rv != ROLLOUT_OFFER) {
+            why = rollout_reason(rv);
+        } else if (!(img = image_for(c->srv, &r->u.checkin.image))) {
+            why = "the rollout's image cannot be loaded";
+        }
+    }
+    if (!img) {
+        clog_(c, 0, "legacy device: nothing to send: %s; closing", why);
+        store_req_free(r);
+        (void)conn_close(c, 1);
+        return;
+    }
+    c->img = image_ref(img);
+    tcpota_legacy_init(&c->leg, img->size);
+    clog_(c, 0, "legacy device: rollout %llu, image %s (%u bytes)", (unsigned long long)ro->id,
+          img->version, img->size);
+    record(c, STORE_ST_DOWNLOADING, img->desc.id, NULL, 0, NULL, 0);
+    store_req_free(r);
+    bufferevent_enable(c->bev, EV_READ);
+    conn_read_again(c);
+}
+
+int fleet_legacy_start(struct conn *c)
+{
+    struct store_req *r;
+    struct checkin *ci;
+
+    snprintf(c->dev, sizeof(c->dev), "legacy-%s", c->addr);
+    r = checkin_new(c, legacy_checkin_done, FLEET_LEGACY_MODEL, "", STORE_PROTO_LEGACY);
+    if (!r) {
+        (void)conn_close(c, 1);
+        return -1;
+    }
+    ci = r->arg;
+    if (submit(c->srv, r) < 0) {
+        free(ci);
+        (void)conn_close(c, 1);
+        return -1;
+    }
+    c->req = r;
+    bufferevent_disable(c->bev, EV_READ);
+    return 0;
+}
+
+void fleet_legacy_done(struct conn *c)
+{
+    if (c->img) {
+        record(c, STORE_ST_UPDATED, c->img->desc.id, NULL, c->img->size,
+               "sent every byte (legacy devices cannot report)", 1);
+    }
+}
+
+void fleet_conn_gone(struct conn *c)
+{
+    if (c->req) {
+        ((struct checkin *)c->req->arg)->c = NULL;
+        c->req = NULL;
+    }
+}
+
+/* ---- start and stop ---------------------------------------------------- */
+
+static int cmp_secret(const void *a, const void *b)
+{
+    return strcmp(((const struct tcpota_serve_secret *)a)->id,
+                  ((const struct tcpota_serve_secret *)b)->id);
+}
+
+/* Runs r to completion on the loop (start-up only: nothing else runs yet). */
+static void wait_done(struct store_req *r)
+{
+    *(int *)r->arg = 1;
+}
+
+static int run_sync(struct server *srv, struct store_req *r)
+{
+    int done = 0;
+
+    r->done = wait_done;
+    r->arg = &done;
+    r->now = utc_now();
+    if (store_submit(srv->fleet->store, r) < 0) {
+        return -1;
+    }
+    while (!done) {
+        event_base_loop(srv->base, EVLOOP_ONCE);
+    }
+    return r->rc;
+}
+
+static int load_secrets(struct server *srv)
+{
+    struct fleet *f = srv->fleet;
+    struct store_req *r = store_req_new(STORE_SECRET_LIST, NULL, NULL);
+    const struct store_secret *rows;
+    size_t i;
+
+    if (!r || run_sync(srv, r) < 0) {
+        say_always(srv->o, LOG_LV_ERROR, "cannot read the device secrets: %s",
+                   r ? r->err : "out of memory");
+        store_req_free(r);
+        return -1;
+    }
+    rows = r->u.list.rows;
+    f->secrets = calloc(r->u.list.n ? r->u.list.n : 1, sizeof(*f->secrets));
+    if (!f->secrets) {
+        store_req_free(r);
+        return -1;
+    }
+    for (i = 0; i < r->u.list.n; i++) {
+        snprintf(f->secrets[i].id, sizeof(f->secrets[i].id), "%s", rows[i].id);
+        memcpy(f->secrets[i].secret, rows[i].secret, rows[i].len);
+        f->secrets[i].len = rows[i].len;
+    }
+    f->nsecrets = r->u.list.n;
+    qsort(f->secrets, f->nsecrets, sizeof(*f->secrets), cmp_secret);
+    store_req_free(r);
+    return 0;
+}
+
+/* The API stored a new secret: the next AUTH of that device checks it. */
+static void on_secret(void *ctx, const char *id, const uint8_t *secret, size_t len)
+{
+    struct server *srv = ctx;
+    struct fleet *f = srv->fleet;
+    struct tcpota_serve_secret *n, *old = f->secrets;
+    size_t i, count = f->nsecrets;
+
+    for (i = 0; i < count; i++) {
+        if (strcmp(old[i].id, id) == 0) {
+            break;
+        }
+    }
+    n = malloc((count + (i == count)) * sizeof(*n));
+    if (!n) {
+        say_always(srv->o, LOG_LV_ERROR, "out of memory: the new secret of %s takes effect "
+                   "at the next start", id);
+        return;
+    }
+    memcpy(n, old, count * sizeof(*n));
+    if (i == count) {
+        count++;
+    }
+    snprintf(n[i].id, sizeof(n[i].id), "%s", id);
+    memcpy(n[i].secret, secret, len);
+    n[i].len = (uint8_t)len;
+    qsort(n, count, sizeof(*n), cmp_secret);
+    if (auth_rebind(&srv->auth, n, count) < 0) {
+        free(n);
+        return;
+    }
+    sodium_memzero(old, f->nsecrets * sizeof(*old));
+    free(old);
+    f->secrets = n;
+    f->nsecrets = count;
+    say(srv, "device %s: new secret stored; its next AUTH is checked against it", id);
+}
+
+static int fleet_verify(void *ctx, const uint8_t id[32], const uint8_t *man, size_t len,
+                        char *version, char *model, char *err, size_t errlen)
+{
+    struct server *srv = ctx;
+    return api_verify_keys(&srv->fleet->keys, id, man, len, version, model, err, errlen);
+}
+
+int fleet_open(struct server *srv)
+{
+    const struct tcpota_serve_opts *o = srv->o;
+    struct fleet *f = calloc(1, sizeof(*f));
+    struct api_config ac;
+    char err[512];
+
+    if (!f) {
+        return -1;
+    }
+    srv->fleet = f;
+    f->store = store_sqlite_open(o->data_dir, srv->base, err, sizeof(err));
+    if (!f->store) {
+        say_always(o, LOG_LV_ERROR, "cannot open the fleet store: %s", err);
+        return -1;
+    }
+    if (load_secrets(srv) < 0 || auth_init(&srv->auth, f->secrets, f->nsecrets) < 0) {
+        return -1;
+    }
+    if (o->api_host == NULL) {
+        return 0; /* --api off */
+    }
+    if (api_token_load_or_create(o->data_dir, f->token, sizeof(f->token), err, sizeof(err)) < 0) {
+        say_always(o, LOG_LV_ERROR, "%s", err);
+        return -1;
+    }
+    memset(&ac, 0, sizeof(ac));
+    ac.base = srv->base;
+    ac.store = f->store;
+    ac.host = o->api_host;
+    ac.port = o->api_port;
+    ac.token = f->token;
+    ac.images_dir = o->images_dir;
+    ac.max_image = o->max_image;
+    f->keys.keys = o->pubkeys;
+    f->keys.nkeys = o->npubkeys;
+    ac.verify = o->npubkeys ? fleet_verify : NULL;
+    ac.on_secret = on_secret;
+    ac.ctx = srv;
+    f->api = api_start(&ac, err, sizeof(err));
+    if (!f->api) {
+        say_always(o, LOG_LV_ERROR, "cannot start the API: %s", err);
+        return -1;
+    }
+    return 0;
+}
+
+void fleet_close(struct server *srv)
+{
+    struct fleet *f = srv->fleet;
+    struct fleet_image *fi, *next;
+
+    if (!f) {
+        return;
+    }
+    if (f->api) api_stop(f->api);
+    store_close(f->store);
+    for (fi = f->images; fi; fi = next) {
+        next = fi->next;
+        image_unref(fi->img);
+        free(fi);
+    }
+    if (f->secrets) {
+        sodium_memzero(f->secrets, f->nsecrets * sizeof(*f->secrets));
+        free(f->secrets);
+    }
+    sodium_memzero(f->token, sizeof(f->token));
+    free(f);
+    srv->fleet = NULL;
+}
+
+void fleet_describe(const struct server *srv, char *buf, size_t cap)
+{
+    const struct tcpota_serve_opts *o = srv->o;
+
+    if (srv->fleet && srv->fleet->api) {
+        snprintf(buf, cap, "fleet mode (%s), API on %s:%u", o->data_dir, o->api_host,
+                 api_port(srv->fleet->api));
+    } else {
+        snprintf(buf, cap, "fleet mode (%s), API off", o->data_dir);
+    }
+}

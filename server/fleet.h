@@ -1,0 +1,61 @@
+/*
+ * fleet.h - fleet mode of `tcpota serve` (--data DIR): every device's
+ * decision comes from the store (store.h) through the offer policy
+ * (offer.h) and the rollout rules (rollout.h), and every step of its update
+ * goes back into the store.
+ *
+ * How a v1 connection goes:
+ *   HELLO (+ AUTH)  -> fleet_choose(): STORE_CHECKIN (registers the device,
+ *                      applies its report durably); the session waits in
+ *                      CHOOSING, then fleet_checkin_done() decides and calls
+ *                      tcpota_srv_offer(). A halt or a wave opening that the
+ *                      counts call for is written first (compare-and-set)
+ *                      and applies to this very decision.
+ *   ACCEPT, ACK     -> downloading (progress at most once per second)
+ *   COMPLETE, DECLINE, ERROR -> verified / failed / declined (durable)
+ * A legacy (req0/req1) connection is registered as "legacy-<address>" of
+ * model "legacy" and gets the image of the `legacy` rollout, or is closed.
+ */
+#ifndef TCPOTA_SERVER_FLEET_H
+#define TCPOTA_SERVER_FLEET_H
+
+#include "tcpota/server.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct server;
+struct conn;
+struct tcpota_serve_opts;
+
+#define FLEET_PROGRESS_S 1.0     /* a transfer's progress is written at most this often */
+#define FLEET_RETRY_ERROR_S 30u  /* a device that met a database error asks again after */
+#define FLEET_LEGACY_MODEL "legacy"
+
+/* Opens the store in o->data_dir, loads the device secrets into srv->auth,
+ * starts the API (unless o->api is "off"). Returns 0, or -1 after printing
+ * why the server cannot start. */
+int fleet_open(struct server *srv);
+/* Stops the API, finishes what the store has queued, closes it, drops the
+ * image cache. NULL fleet: no-op. */
+void fleet_close(struct server *srv);
+
+/* The session's choose() in fleet mode: always TCPOTA_SRV_CHOOSE_LATER
+ * (the store answers), unless the store cannot take the request (then 0
+ * and NO_UPDATE... never: an ERROR is queued instead and 0 returned). */
+int fleet_choose(struct conn *c, const struct tcpota_srv_hello *h,
+                 const struct tcpota_srv_image **chosen, uint32_t *retry_after_s);
+/* A session event after the decision (tcpota_srv_event): records the step. */
+void fleet_on_event(struct conn *c, const struct tcpota_srv_event *ev);
+/* A legacy device connected: asks the store; reading pauses until the
+ * answer. Returns 0, or -1 when c was closed. */
+int fleet_legacy_start(struct conn *c);
+/* A legacy device has been sent every byte. */
+void fleet_legacy_done(struct conn *c);
+/* c is being freed: its store request in flight, if any, is detached. */
+void fleet_conn_gone(struct conn *c);
+
+/* The line "listening on ..." adds what fleet mode serves. */
+void fleet_describe(const struct server *srv, char *buf, size_t cap);
+
+#endif

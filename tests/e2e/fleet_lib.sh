@@ -1,0 +1,92 @@
+# fleet_lib.sh - helpers of the fleet-mode tests (sourced after lib.sh): a
+# `tcpota serve --data` in the test's scratch folder, the CLI as the API's
+# client, and JSON read by python3 (never by grep).
+
+DATA="$WORK/data"
+
+# start_fleet [ARGS...]: sets SERVER_PID, SERVER_PORT, API_PORT, and exports
+# TCPOTA_API / TCPOTA_TOKEN for the CLI. LISTEN (default 127.0.0.1:0) is the
+# device port, so that a restart can take the same one.
+start_fleet() {
+  : > "$WORK/server.log"
+  "$TCPOTA" serve --listen "${LISTEN:-127.0.0.1:0}" --data "$DATA" --api "${API_LISTEN:-127.0.0.1:0}" \
+    --no-progress "$@" 2>> "$WORK/server.log" &
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
+  wait_line "$WORK/server.log" 'listening on'
+  SERVER_PORT=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' "$WORK/server.log" | tail -1)
+  API_PORT=$(sed -nE 's/.*API on [^ ]*:([0-9]+).*/\1/p' "$WORK/server.log" | tail -1)
+  [ -n "$SERVER_PORT" ] && [ -n "$API_PORT" ] || fail "no ports in: $(grep 'listening on' "$WORK/server.log")"
+  export TCPOTA_API="http://127.0.0.1:$API_PORT"
+  TCPOTA_TOKEN=$(cat "$DATA/api.token") || fail "no $DATA/api.token"
+  export TCPOTA_TOKEN
+}
+
+# stop_fleet: SIGTERM; the server must exit 0 (under ASan: no leak).
+stop_fleet() {
+  kill -TERM "$SERVER_PID"
+  local rc=0
+  wait "$SERVER_PID" || rc=$?
+  [ $rc -eq 0 ] || fail "fleet server exited $rc on SIGTERM"
+}
+
+# jq_py EXPR: evaluates a python expression over the JSON on stdin (bound to
+# `j`) and prints the result (lists one item per line).
+jq_py() {
+  python3 -c '
+import json, sys
+j = json.load(sys.stdin)
+r = eval(sys.argv[1])
+if isinstance(r, list):
+    for x in r: print(x)
+elif isinstance(r, bool):
+    print("true" if r else "false")
+elif r is not None:
+    print(r)
+' "$1"
+}
+
+# keys NAME: NAME.key / NAME.pub in $WORK.
+make_keys() {
+  "$TCPOTA" keygen --out "$WORK/$1" > /dev/null 2>&1 || fail "keygen $1 failed"
+}
+
+# signed_image FILE BYTES VERSION MODEL KEY: a random image and its manifest.
+signed_image() {
+  make_image "$1" "$2"
+  "$TCPOTA" sign --key "$WORK/$5.key" --version "$3" --model "$4" "$1" > /dev/null 2>&1 ||
+    fail "sign $1 failed"
+}
+
+# image_add FILE: adds it through the API; prints its id.
+image_add() {
+  "$TCPOTA" image add --json "$1" | jq_py 'j["id"]' || fail "image add $1 failed"
+}
+
+# device_state ID: the registry's state of a device.
+device_state() {
+  "$TCPOTA" device show --json "$1" | jq_py 'j["state"]'
+}
+
+# fnv_place ROLLOUT DEVICE: the device's place (basis points) in the
+# rollout, computed here from the specification in server/rollout.h, not
+# by the server.
+fnv_place() {
+  python3 -c '
+import sys
+h = 0xcbf29ce484222325
+for b in int(sys.argv[1]).to_bytes(8, "little") + sys.argv[2].encode():
+    h ^= b
+    h = (h * 0x100000001b3) % (1 << 64)
+print(h % 10000)
+' "$1" "$2"
+}
+
+# run_device ID MODEL DIR [ARGS...]: one device run against the fleet
+# (checks once; exit code returned).
+run_device() {
+  local id=$1 model=$2 dir=$3; shift 3
+  "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$dir" --id "$id" --model "$model" \
+    --factory-version 1.0.0 --slot-size 1048576 --progress none --backoff-min-ms 50 \
+    --backoff-max-ms 500 "$@" 2> "$WORK/$id.log"
+}

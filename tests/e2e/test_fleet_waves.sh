@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Waves: --waves 10,50,100 over 50 devices. Devices outside the open waves
+# are told NO_UPDATE; the next wave opens by the documented rule (every
+# device of the open wave finished, success above 90 %, soaked --soak s),
+# and each wave is exactly the devices whose place (FNV-1a of rollout and
+# id, computed here independently) falls below its bound.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fleet_lib.sh"
+N=50
+SOAK=10
+
+make_image "$WORK/img" 65536
+start_fleet
+"$TCPOTA" image add --version 2.0.0 --model esp32 "$WORK/img" > /dev/null || fail "image add failed"
+# Registered first (no rollout yet: NO_UPDATE), so that the rollout targets them.
+pids=()
+for i in $(seq 1 $N); do run_device "w-$i" esp32 "$WORK/d$i" & pids+=($!); done
+for p in "${pids[@]}"; do wait "$p" || fail "a first check-in failed"; done
+# Each device's place in rollout 1, computed here (one python run for all).
+mapfile -t PLACE < <(python3 -c '
+import sys
+for i in range(1, int(sys.argv[1]) + 1):
+    h = 0xcbf29ce484222325
+    for b in (1).to_bytes(8, "little") + ("w-%d" % i).encode():
+        h = ((h ^ b) * 0x100000001b3) % (1 << 64)
+    print(h % 10000)
+' "$N")
+[ "${#PLACE[@]}" -eq "$N" ] || fail "places not computed"
+[ "${PLACE[0]}" = "$(fnv_place 1 w-1)" ] || fail "the two place computations disagree"
+# in_wave I BOUND: 0 when device w-I's place is below BOUND basis points.
+in_wave() { [ "${PLACE[$(($1 - 1))]}" -lt "$2" ]; }
+expect=0; exp1=0; exp2=0
+for i in $(seq 1 $N); do
+  if in_wave "$i" 1000; then expect=$((expect + 1)); elif in_wave "$i" 5000; then exp1=$((exp1 + 1)); else exp2=$((exp2 + 1)); fi
+done
+"$TCPOTA" rollout create --image 2.0.0 --model esp32 --waves 10,50,100 --soak $SOAK --min-finished 3 \
+  > /dev/null || fail "rollout create failed"
+targeted=$("$TCPOTA" rollout show 1 --json | jq_py '[w["targeted"] for w in j["waves"]]' | paste -sd,)
+[ "$targeted" = "$expect,$exp1,$exp2" ] || fail "targeted per wave $targeted, computed $expect,$exp1,$exp2"
+ok "targeted per wave $targeted agrees with the places computed here"
+
+check_round() { # check_round BOUND: exactly the devices below BOUND run the image
+  local i v
+  for i in $(seq 1 $N); do
+    v=$("$TCPOTA" device status --flash "$WORK/d$i" | sed -nE 's/.*"version":"([^"]*)".*/\1/p')
+    if in_wave "$i" "$1"; then
+      [ "$v" = 2.0.0 ] || fail "w-$i (place $(fnv_place 1 "w-$i")) is in an open wave but runs $v"
+    else
+      [ "$v" = 1.0.0 ] || fail "w-$i (place $(fnv_place 1 "w-$i")) is outside the open waves but runs $v"
+    fi
+  done
+}
+# round: every device checks in once, all at once (a round takes far less
+# than the soak time, so no wave can open in the middle of one by mistake).
+round() {
+  local i pids=()
+  for i in $(seq 1 $N); do run_device "w-$i" esp32 "$WORK/d$i" & pids+=($!); done
+  PIDS+=("${pids[@]}")
+  for i in "${pids[@]}"; do wait "$i" || fail "a device failed in a round"; done
+}
+round
+check_round 1000
+st=$(device_state "w-$(for i in $(seq 1 $N); do in_wave "$i" 1000 || { echo "$i"; break; }; done)")
+[ "$st" = waiting ] || fail "a device outside wave 1 is '$st', not waiting"
+ok "only wave 1 ($expect devices) updated; the others wait"
+
+# Soaked: the next check-in opens wave 2 (all of wave 1 finished, 100 % success).
+# A second round follows at once: wave 2 has not soaked yet, so it must not
+# open wave 3 (checked when both rounds ended within the soak time).
+sleep $SOAK.3
+round
+round
+ended=$(date +%s)
+opened=$("$TCPOTA" rollout show 1 --json | jq_py 'j["waves"][1]["opened_at"]')
+if [ $((ended - opened)) -lt "$SOAK" ]; then
+  check_round 5000
+  ok "wave 2 opened by the rule; exactly the devices below 50 % updated; wave 3 waits for its soak"
+else
+  echo "note: two rounds took $((ended - opened)) s, not less than the soak time; wave 3 may be open"
+fi
+"$TCPOTA" rollout show 1 --json | jq_py '[w["open"] for w in j["waves"]][:2]' | paste -sd, |
+  grep -qx 'True,True' || fail "waves open: $("$TCPOTA" rollout show 1 --json)"
+grep -q 'rollout 1: wave 2 (50%) opens' "$WORK/server.log" || fail "wave opening not logged"
+
+sleep $SOAK.3
+round
+check_round 10000
+"$TCPOTA" rollout show 1 > "$WORK/show.txt" || fail "rollout show failed"
+stop_fleet
+ok "the last wave opened after its soak time; all $N devices updated"
