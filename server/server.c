@@ -170,6 +170,11 @@ static void reload(struct server *srv)
     struct image *img;
     struct caught caught;
 
+    if (srv->fleet) {
+        say_always(srv->o, LOG_LV_INFO, "SIGHUP: nothing to reload: in fleet mode images, "
+                   "rollouts, groups and secrets change through the API and apply at once");
+        return;
+    }
     if (!o->reload) {
         say_always(srv->o, LOG_LV_INFO, "SIGHUP: nothing to reload");
         return;
