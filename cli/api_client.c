@@ -358,7 +358,7 @@ static int probe_connect(const struct api *a, int *gai)
 }
 
 /* Prints why no answer came. */
-static void no_answer(const struct api *a, const struct reply *r)
+static void no_answer(const struct api *a, const struct reply *r, size_t sent)
 {
     int gai = 0, err;
     char why[128];
@@ -378,6 +378,14 @@ static void no_answer(const struct api *a, const struct reply *r)
         fprintf(stderr, "tcpota %s: cannot reach the API at %s (cannot resolve %s: %s); give "
                         "--api with the server's address\n", a->cmd, a->url, a->host,
                 gai_strerror(gai));
+        return;
+    }
+    if (err == 0 && sent >= 65536) {
+        /* libevent closes on a body over --max-image, often before the
+         * client could read its 413: say so, not only "wrong address". */
+        fprintf(stderr, "tcpota %s: the API at %s closed the connection while %zu bytes were "
+                        "sent, without an answer; is the image larger than the server's "
+                        "--max-image BYTES (default 64 MiB)?\n", a->cmd, a->url, sent);
         return;
     }
     if (err == 0) {
@@ -510,7 +518,7 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
     }
     event_base_dispatch(r.base);
     if (r.status == 0) {
-        no_answer(a, &r);
+        no_answer(a, &r, body ? len : 0);
         goto out;
     }
     if (status) *status = r.status;
@@ -522,6 +530,14 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
     }
     evbuffer_remove(r.body, raw, rawlen);
     raw[rawlen] = 0;
+    if (r.status == 413) {
+        /* libevent answers it, before the API: an HTML body, never JSON
+         * (docs/api.md, Conventions). Only an upload is that large. */
+        fprintf(stderr, "tcpota %s: the server refused the %zu bytes sent as too large (413); "
+                        "it takes images of at most its --max-image BYTES (default 64 MiB)\n",
+                a->cmd, body ? len : (size_t)0);
+        goto out;
+    }
     if (rawlen) {
         j = json_loadb(raw, rawlen, JSON_REJECT_DUPLICATES, &jerr);
         if (!j || !json_is_object(j)) {

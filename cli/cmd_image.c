@@ -133,6 +133,13 @@ static int read_manifest(const char *image, const char *given, char **b64)
     } else {
         snprintf(path, sizeof(path), "%s", given);
     }
+    /* Opened once first so that a FIFO or a directory is named as the
+     * --manifest (or FILE.manifest) it was given as. */
+    {
+        int fd = cli_open_regular(path, given ? "--manifest" : "manifest");
+        if (fd < 0) return 2;
+        close(fd);
+    }
     if (cli_read_file(path, MANIFEST_MAX, &m, &mlen) < 0) {
         return 2;
     }
@@ -178,6 +185,13 @@ static int image_add(struct api *a, int argc, char **argv)
     if (np == 0) return api_usage(a, "add needs the image FILE; e.g. tcpota image add fw.bin");
     if ((rc = api_setup(a, 1)) != 0) return rc;
     if ((rc = read_manifest(pos[0], manifest, &b64)) != 0) return rc;
+    /* Unsigned without both: every server refuses it (one with keys wants
+     * a manifest, one without wants both), in API terms; say it in ours. */
+    if (!b64 && (!version || !model)) {
+        return api_usage(a, "%s has no manifest (%s.manifest): sign it (tcpota sign --key K.key "
+                         "--version V --model M %s), or, for a server without --pubkey keys, "
+                         "give --version V --model M", pos[0], pos[0], pos[0]);
+    }
     if ((rc = read_image(pos[0], &img, &len)) != 0) {
         free(b64);
         return rc;

@@ -126,8 +126,12 @@ static void print_rollout(const json_t *r)
     size_t i;
 
     printf("rollout %lld: %s\n", api_int(r, "id"), state_of(r, st, sizeof(st)));
-    printf("  image      %s (version %s)\n", table_c(api_str(r, "image")),
-           table_c(api_str(r, "version")));
+    if (*api_str(r, "version")) {
+        printf("  image      %s (version %s)\n", table_c(api_str(r, "image")),
+               table_c(api_str(r, "version")));
+    } else { /* "version": null: the image was removed after the cancel */
+        printf("  image      %s (removed)\n", table_c(api_str(r, "image")));
+    }
     printf("  model      %s\n", table_c(api_str(r, "model")));
     printf("  group      %s\n",
            *api_str(r, "group") ? table_c(api_str(r, "group")) : "(all devices of the model)");
@@ -254,7 +258,7 @@ static int rollout_list(struct api *a, int argc, char **argv)
             table_cell(t, "%lld", api_int(r, "id"));
             table_cell(t, "%s", state_of(r, st, sizeof(st)));
             table_cell(t, "%s", table_short_id(api_str(r, "image"), id, sizeof(id)));
-            table_cell(t, "%s", api_str(r, "version"));
+            table_cell(t, "%s", *api_str(r, "version") ? api_str(r, "version") : "(removed)");
             table_cell(t, "%s", api_str(r, "model"));
             table_cell(t, "%s", *api_str(r, "group") ? api_str(r, "group") : "-");
             table_cell(t, "%s", wv);

@@ -805,8 +805,15 @@ static int run(struct device *dv)
             }
             continue;
         case TCPOTA_RUNNER_DENIED:
-            say(dv, "the server refused this device (%s); retrying would be refused again",
-                dv->err);
+            if (dv->dev.error_retry_after_s) {
+                /* A throttle after failures (of this id or address), not a
+                 * verdict on the secret: say when a try is checked again. */
+                say(dv, "the server refused this device (%s); it checks this device's next try "
+                        "in %u s at the earliest", dv->err, (unsigned)dv->dev.error_retry_after_s);
+            } else {
+                say(dv, "the server refused this device (%s); retrying would be refused again",
+                    dv->err);
+            }
             return 1;
         default:
             say(dv, "gave up after %u attempts without progress: %s", dv->runner.attempts,

@@ -76,7 +76,7 @@ static int list_query(struct api_call *c, struct evkeyvalq *q, struct store_req 
         return -1;
     }
     if (group && !api_printable(group, STORE_GROUP_MAX, 1)) {
-        api_error(c, 400, "group", "group must be at most %u printable characters", STORE_GROUP_MAX);
+        api_error(c, 400, "group", "group must be at most %u printable characters, no spaces", STORE_GROUP_MAX);
         return -1;
     }
     if (state && store_state_parse(state) < 0) {
@@ -166,7 +166,8 @@ static void show(struct api_call *c)
 static void group_done(struct api_call *c, struct store_req *r)
 {
     if (r->rc < 0) {
-        api_store_error(c, r, "group", "device");
+        /* An unknown device is the path's fault, not the group's. */
+        api_store_error(c, r, r->rc == STORE_E_NOTFOUND ? "id" : "group", "device");
         return;
     }
     api_changed(c->api);
@@ -190,8 +191,8 @@ static void set_group(struct api_call *c)
     g = json_object_get(b, "group");
     if (!g || !json_is_string(g) || strlen(json_string_value(g)) != json_string_length(g) ||
         !api_printable(json_string_value(g), STORE_GROUP_MAX, 1)) {
-        api_error(c, 400, "group", "group must be a string of at most %u printable characters "
-                  "(\"\" removes it)", STORE_GROUP_MAX);
+        api_error(c, 400, "group", "group must be a string of at most %u printable characters, "
+                  "no spaces (\"\" removes it)", STORE_GROUP_MAX);
         json_decref(b);
         return;
     }
@@ -244,7 +245,8 @@ static int take_dev(struct api_call *c, const char *seg, size_t len)
     if (!dec || n != strlen(dec) || !api_printable(dec, TCPOTA_MAX_STR, 0) ||
         len == sizeof enc - 1) {
         free(dec);
-        api_error(c, 400, "id", "a device id is 1 to %u printable characters (percent-encoded)",
+        api_error(c, 400, "id", "a device id is 1 to %u printable characters, no spaces "
+                  "(percent-encoded)",
                   TCPOTA_MAX_STR);
         return -1;
     }

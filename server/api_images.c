@@ -336,8 +336,9 @@ static void upload(struct api_call *c, const char *query)
     sodium_bin2hex(c->img.idhex, sizeof c->img.idhex, c->img.id, TCPOTA_ID_LEN);
     if ((signed_ = take_manifest(c, man, size)) < 0) return;
     if (!signed_ && c->api->cfg.verify) {
-        api_error(c, 400, "manifest", "the server has --pubkey keys: send the image's signed manifest "
-                  "(base64) in the Tcpota-Manifest header");
+        api_error(c, 400, "manifest", "the server has --pubkey keys and takes signed images only: sign "
+                  "it with one of them (tcpota sign; tcpota image add then sends FILE.manifest) "
+                  "and send its manifest (base64) in the Tcpota-Manifest header");
         return;
     }
     if (take_names(c, query, signed_) < 0) return;

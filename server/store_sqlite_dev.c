@@ -167,7 +167,12 @@ static int apply_report(struct sstore *st, struct store_req *r, const struct sto
         return STORE_OK;
     }
     failed = state != STORE_ST_UPDATED;
-    if (sq_run(st, "UPDATE devices SET state = ?2, image = ?3, bytes = 0, reason = ?4"
+    /* A report comes after the device had every byte of the image: of the
+     * image the row followed, that is all of it (not 0 % of it); of another
+     * one (a row that lost track), the size is not known here. */
+    if (sq_run(st, "UPDATE devices SET state = ?2, image = ?3,"
+               " bytes = CASE WHEN image = ?3 THEN size ELSE 0 END,"
+               " size = CASE WHEN image = ?3 THEN size ELSE 0 END, reason = ?4"
                " WHERE id = ?1", "titt", r->u.checkin.id, (int64_t)state, hex,
                reason[r->u.checkin.report_result]) != SQLITE_DONE) {
         return sq_fail(st, r, "checkin report");

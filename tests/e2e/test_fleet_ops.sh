@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Fleet operations the other fleet tests leave out: device secrets made
+# through the API (taken at the next check-in, without a restart; a new one
+# replaces the old), groups (a group's rollout beside the model-wide one; a
+# newer rollout supersedes the older), a pause, and the start-up errors of
+# `tcpota serve --data`.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fleet_lib.sh"
+
+# running DIR: the version a host device's flash runs.
+running() {
+  "$TCPOTA" device status --flash "$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["version"])'
+}
+
+# add_version FILE VERSION: an unsigned image of that version for esp32.
+add_version() {
+  make_image "$1" $((40000 + RANDOM))
+  "$TCPOTA" image add --version "$2" --model esp32 "$1" > /dev/null || fail "image add $2 failed"
+}
+
+# ---- device secrets (--require-auth), without restarting the server ----
+DATA="$WORK/auth"
+start_fleet --require-auth
+add_version "$WORK/a2" 2.0.0
+"$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null || fail "rollout create failed"
+
+rc=0; run_device s-1 esp32 "$WORK/s1-a" || rc=$?
+[ $rc -eq 1 ] || fail "a device without a secret: rc $rc, not 1"
+grep -q 'requires device authentication' "$WORK/s-1.log" || fail "no refusal message: $(tail -3 "$WORK/s-1.log")"
+[ "$(running "$WORK/s1-a")" = 1.0.0 ] || fail "a device without a secret got the image"
+ok "--require-auth refuses a device without a secret"
+
+"$TCPOTA" device secret s-1 --out "$WORK/s1.secret" > /dev/null || fail "device secret failed"
+[ "$(stat -c %a "$WORK/s1.secret")" = 600 ] || fail "secret file mode $(stat -c %a "$WORK/s1.secret")"
+run_device s-1 esp32 "$WORK/s1-a" --secret "$WORK/s1.secret" || fail "device with its new secret failed"
+[ "$(running "$WORK/s1-a")" = 2.0.0 ] || fail "the device with its secret was not updated"
+[ "$(device_state s-1)" = updated ] || fail "s-1 is $(device_state s-1), not updated"
+[ "$("$TCPOTA" device show --json s-1 | jq_py 'j["has_secret"]')" = true ] || fail "has_secret is not true"
+kill -0 "$SERVER_PID" || fail "the server is gone"
+[ "$(grep -c 'listening on' "$WORK/server.log")" = 1 ] || fail "the server restarted"
+ok "device secret --out: the device authenticates and updates at its next check-in, same server"
+
+"$TCPOTA" device secret s-1 --out "$WORK/s1-new.secret" > /dev/null || fail "second device secret failed"
+cmp -s "$WORK/s1.secret" "$WORK/s1-new.secret" && fail "the second secret is the first one"
+rc=0; run_device s-1 esp32 "$WORK/s1-b" --secret "$WORK/s1.secret" || rc=$?
+[ $rc -eq 1 ] || fail "the replaced secret: rc $rc, not 1"
+grep -q 'authentication refused' "$WORK/s-1.log" || fail "no refusal of the old secret: $(tail -3 "$WORK/s-1.log")"
+[ "$(running "$WORK/s1-b")" = 1.0.0 ] || fail "the replaced secret got the image"
+# That failure holds back this id's next AUTH for 1 s (any secret); a try
+# meanwhile is told when, not that retrying is hopeless.
+rc=0; run_device s-1 esp32 "$WORK/s1-b" --secret "$WORK/s1-new.secret" || rc=$?
+if [ $rc -ne 0 ]; then
+  grep -qE 'failed recently.*next try in [0-9]+ s' "$WORK/s-1.log" || fail "a throttled try: $(tail -3 "$WORK/s-1.log")"
+  sleep 2.2
+  run_device s-1 esp32 "$WORK/s1-b" --secret "$WORK/s1-new.secret" || fail "the new secret was refused"
+fi
+[ "$(running "$WORK/s1-b")" = 2.0.0 ] || fail "the new secret did not update"
+# A secret file is never overwritten (the CLI refuses before asking the server).
+rc=0; "$TCPOTA" device secret s-1 --out "$WORK/s1-new.secret" > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q 'never overwritten' "$WORK/out" || fail "--out on an existing file: rc $rc $(cat "$WORK/out")"
+run_device s-1 esp32 "$WORK/s1-c" --secret "$WORK/s1-new.secret" || fail "a refused --out replaced the secret"
+stop_fleet
+ok "a second device secret replaces the first: the old file is refused, the new one works"
+
+# ---- groups, supersede, pause ----
+DATA="$WORK/data"
+start_fleet --max-image 1000000
+for id in c-1 c-2 o-1 o-2; do # registered (no rollout yet), then grouped
+  run_device "$id" esp32 "$WORK/$id" || fail "$id: first check-in failed"
+done
+for id in c-1 c-2; do
+  "$TCPOTA" device set "$id" --group canary > /dev/null || fail "device set $id failed"
+done
+[ "$("$TCPOTA" device list --group canary --json | jq_py '[d["id"] for d in j["devices"]]' | paste -sd,)" = c-1,c-2 ] ||
+  fail "device list --group canary: $("$TCPOTA" device list --group canary)"
+add_version "$WORK/i2" 2.0.0
+add_version "$WORK/i3" 3.0.0
+"$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null || fail "model-wide rollout failed"
+"$TCPOTA" rollout create --image 3.0.0 --model esp32 --group canary > /dev/null || fail "canary rollout failed"
+for id in c-1 c-2 o-1 o-2; do run_device "$id" esp32 "$WORK/$id" || fail "$id failed"; done
+for id in c-1 c-2; do [ "$(running "$WORK/$id")" = 3.0.0 ] || fail "$id runs $(running "$WORK/$id"), not 3.0.0"; done
+for id in o-1 o-2; do [ "$(running "$WORK/$id")" = 2.0.0 ] || fail "$id runs $(running "$WORK/$id"), not 2.0.0"; done
+check_device "$WORK/c-1" "$WORK/i3"
+check_device "$WORK/o-1" "$WORK/i2"
+[ "$("$TCPOTA" rollout show 2 --json | jq_py 'j["totals"]["targeted"]')" = 2 ] || fail "canary rollout targets: $("$TCPOTA" rollout show 2)"
+ok "a --group canary rollout reaches only the canary devices; the others get the model-wide image"
+
+# An updated device had every byte of its image: 100 %, not "0 of N bytes".
+show=$("$TCPOTA" device show --json o-1)
+[ "$(echo "$show" | jq_py 'j["state"]')" = updated ] &&
+  [ "$(echo "$show" | jq_py 'j["percent"]')" = 100 ] &&
+  [ "$(echo "$show" | jq_py 'j["bytes"] == j["size"] == '"$(stat -c %s "$WORK/i2")")" = true ] ||
+  fail "an updated device's progress: $show"
+ok "an updated device shows 100 % of its image"
+
+add_version "$WORK/i4" 4.0.0
+"$TCPOTA" rollout create --image 4.0.0 --model esp32 --group canary > /dev/null || fail "second canary rollout failed"
+[ "$("$TCPOTA" rollout show 2 --json | jq_py 'j["superseded"]')" = true ] || fail "rollout 2 not superseded"
+"$TCPOTA" rollout show 2 | head -1 | grep -q superseded || fail "rollout show 2 does not say superseded: $("$TCPOTA" rollout show 2 | head -1)"
+[ "$("$TCPOTA" rollout show 1 --json | jq_py 'j["superseded"]')" = false ] || fail "the model-wide rollout was superseded"
+[ "$("$TCPOTA" rollout show 3 --json | jq_py 'j["superseded"]')" = false ] || fail "the newest rollout is superseded"
+for id in c-1 c-2 o-1 o-2; do run_device "$id" esp32 "$WORK/$id" || fail "$id failed"; done
+for id in c-1 c-2; do [ "$(running "$WORK/$id")" = 4.0.0 ] || fail "$id runs $(running "$WORK/$id"), not 4.0.0"; done
+for id in o-1 o-2; do [ "$(running "$WORK/$id")" = 2.0.0 ] || fail "$id moved to $(running "$WORK/$id")"; done
+ok "a newer canary rollout supersedes the older (rollout show says so) and only it is offered"
+
+# The CLI's messages for what the server or the CLI refuses.
+rc=0; "$TCPOTA" device set nobody --group g --json > "$WORK/out" 2> /dev/null || rc=$?
+[ $rc -eq 1 ] && [ "$(jq_py 'j["field"]' < "$WORK/out")" = id ] || fail "device set of an unknown id: rc $rc $(cat "$WORK/out")"
+rc=0; "$TCPOTA" device secret "id with spaces" > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q 'no spaces' "$WORK/out" || fail "an id with spaces: rc $rc $(cat "$WORK/out")"
+make_image "$WORK/unsigned" 1000
+rc=0; "$TCPOTA" image add --version 9.0.0 "$WORK/unsigned" > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q 'has no manifest .*--version V --model M' "$WORK/out" || fail "unsigned without --model: rc $rc $(cat "$WORK/out")"
+mkfifo "$WORK/fifo"
+rc=0; timeout 20 "$TCPOTA" image add --manifest "$WORK/fifo" "$WORK/unsigned" > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q -- "--manifest: $WORK/fifo is not a regular file (it is a FIFO)" "$WORK/out" ||
+  fail "--manifest FIFO: rc $rc $(cat "$WORK/out")"
+make_image "$WORK/huge" 1000001
+rc=0; "$TCPOTA" image add --version 9.0.0 --model esp32 "$WORK/huge" > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -qE '(too large \(413\)|without an answer);.*--max-image' "$WORK/out" || fail "an image over --max-image: rc $rc $(cat "$WORK/out")"
+"$TCPOTA" rollout cancel 2 > /dev/null || fail "rollout cancel 2 failed"
+"$TCPOTA" image rm "$(sha256sum "$WORK/i3" | cut -c1-12)" > /dev/null || fail "image rm of rollout 2's image failed"
+"$TCPOTA" rollout show 2 | grep -qE '^  image +[0-9a-f]{64} \(removed\)$' || fail "rollout show 2: $("$TCPOTA" rollout show 2 | head -2)"
+"$TCPOTA" rollout list | grep -qE '^ +2 +cancelled.*\(removed\)' || fail "rollout list: $("$TCPOTA" rollout list)"
+ok "messages: unknown device (field id), id with spaces, unsigned without --model, --manifest FIFO, 413, removed image"
+
+# A paused rollout offers nothing to a device that had not started.
+add_version "$WORK/i5" 5.0.0
+"$TCPOTA" rollout create --image 5.0.0 --model esp32 > /dev/null || fail "rollout 4 failed"
+"$TCPOTA" rollout pause 4 > /dev/null || fail "rollout pause failed"
+[ "$("$TCPOTA" rollout show 4 --json | jq_py 'j["state"]')" = paused ] || fail "rollout 4 is not paused"
+for id in o-1 o-2; do
+  run_device "$id" esp32 "$WORK/$id" || fail "$id failed"
+  [ "$(running "$WORK/$id")" = 2.0.0 ] || fail "$id got $(running "$WORK/$id") from a paused rollout"
+  [ "$(device_state "$id")" = waiting ] || fail "$id is $(device_state "$id"), not waiting"
+done
+grep -qE '\[o-1 [^]]*\] decision: waiting: rollout 4: .*paused' "$WORK/server.log" || fail "no 'paused' decision logged"
+[ "$("$TCPOTA" rollout show 4 --json | jq_py 'j["totals"]["offered"] + j["totals"]["downloading"] + j["totals"]["updated"]')" = 0 ] ||
+  fail "a paused rollout counts offers: $("$TCPOTA" rollout show 4)"
+"$TCPOTA" rollout resume 4 > /dev/null || fail "rollout resume failed"
+run_device o-1 esp32 "$WORK/o-1" || fail "o-1 failed after resume"
+[ "$(running "$WORK/o-1")" = 5.0.0 ] || fail "o-1 not updated after resume"
+ok "a paused rollout offers nothing to devices that had not started; resumed, it does"
+
+# ---- start-up errors ----
+# A second server on the same --data: exit 1, naming the first one's pid.
+rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "$DATA" > /dev/null 2> "$WORK/second.log" || rc=$?
+[ $rc -eq 1 ] || fail "second server on the same --data: rc $rc, not 1: $(cat "$WORK/second.log")"
+grep -q "in use by another tcpota serve (pid $SERVER_PID)" "$WORK/second.log" || fail "second server: $(cat "$WORK/second.log")"
+"$TCPOTA" image list > /dev/null || fail "the first server does not answer after the second one failed"
+stop_fleet
+ok "a second server on the same --data fails with exit 1 naming the first one's pid"
+
+mkdir "$WORK/junk"
+head -c 8192 /dev/urandom > "$WORK/junk/tcpota.db"
+cp "$WORK/junk/tcpota.db" "$WORK/junk.copy"
+rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "$WORK/junk" > /dev/null 2> "$WORK/junk.log" || rc=$?
+[ $rc -eq 1 ] || fail "junk tcpota.db: rc $rc, not 1: $(cat "$WORK/junk.log")"
+grep -q "$WORK/junk/tcpota.db is not a tcpota database or is damaged" "$WORK/junk.log" &&
+  grep -q 'move it away' "$WORK/junk.log" || fail "junk tcpota.db: $(cat "$WORK/junk.log")"
+cmp -s "$WORK/junk/tcpota.db" "$WORK/junk.copy" || fail "the server wrote into a junk tcpota.db"
+ok "a junk tcpota.db: exit 1, says it is damaged and what to do, left as it was"
+
+: > "$WORK/plain"
+rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "$WORK/plain" > /dev/null 2> "$WORK/plain.log" || rc=$?
+[ $rc -eq 2 ] || fail "--data on a regular file: rc $rc, not 2: $(cat "$WORK/plain.log")"
+grep -q -- "--data $WORK/plain is not a directory" "$WORK/plain.log" || fail "--data on a file: $(cat "$WORK/plain.log")"
+rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "$WORK/new" "$WORK/i2" > /dev/null 2> "$WORK/file.log" || rc=$?
+[ $rc -eq 2 ] || fail "--data with a FILE: rc $rc, not 2: $(cat "$WORK/file.log")"
+grep -q "tcpota image add $WORK/i2" "$WORK/file.log" || fail "--data with a FILE: $(cat "$WORK/file.log")"
+[ ! -e "$WORK/new" ] || fail "--data with a FILE created the data directory"
+ok "--data on a regular file, and --data with a FILE: exit 2 with a message saying what to do"
