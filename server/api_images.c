@@ -195,6 +195,16 @@ static void add_lookup_done(struct api_call *c, struct store_req *r)
 {
     struct store_req *add;
 
+    if (r->rc == STORE_OK && (strcmp(r->u.image.img.version, c->img.version) != 0 ||
+                              strcmp(r->u.image.img.model, c->img.model) != 0)) {
+        /* The same bytes under another name: an image's version and model
+         * never change under the devices that were offered it. */
+        api_error(c, 409, "version", "these bytes are stored already as image %.12s, version %s "
+                  "for model %s; remove it first (tcpota image rm %.12s) to add them as %s for %s",
+                  r->u.image.img.idhex, r->u.image.img.version, r->u.image.img.model,
+                  r->u.image.img.idhex, c->img.version, c->img.model);
+        return;
+    }
     if (r->rc == STORE_OK) { /* the same bytes again */
         c->code = 200;
         hold_images(c, &r->u.image.img, 1, 0);

@@ -149,6 +149,15 @@ static long find_id(const struct auth *a, const char *id)
     return -1;
 }
 
+void auth_forgive(struct auth *a, const char *id)
+{
+    long i = find_id(a, id);
+
+    if (i >= 0) {
+        memset(&a->by_id[i], 0, sizeof(a->by_id[i]));
+    }
+}
+
 int auth_init(struct auth *a, const struct tcpota_serve_secret *secrets, size_t n)
 {
     memset(a, 0, sizeof(*a));
@@ -305,7 +314,9 @@ const char *auth_verdict_reason(enum auth_verdict v)
     switch (v) {
     case AUTH_OK: return "authenticated";
     case AUTH_WRONG_ANSWER: return "wrong answer to the challenge (wrong secret, or a replay)";
-    case AUTH_UNKNOWN_ID: return "unknown device (no secret for this id in --auth-file)";
+    case AUTH_UNKNOWN_ID:
+        return "unknown device (no secret for this id: --auth-file, or in fleet mode "
+               "tcpota device secret ID)";
     case AUTH_ID_WAITING: return "this device id failed recently";
     case AUTH_ADDR_WAITING: return "this address failed too often";
     }

@@ -95,6 +95,10 @@ int auth_init(struct auth *a, const struct tcpota_serve_secret *secrets, size_t 
  * ids that are in both: a reload does not wipe a backoff. The old secrets
  * may be freed afterwards. Returns 0, or -1 (a unchanged) when out of memory. */
 int auth_rebind(struct auth *a, const struct tcpota_serve_secret *secrets, size_t n);
+/* Forgets the failures of device id (its secret was just replaced by the
+ * operator: a throttle earned with the old secret must not refuse the first
+ * try with the new one). Unknown ids: no-op. Address records stay. */
+void auth_forgive(struct auth *a, const char *id);
 /* Frees what auth_init allocated (the per-id and per-address records, not
  * the caller's secrets); a is then unusable until auth_init. */
 void auth_free(struct auth *a);

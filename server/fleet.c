@@ -703,6 +703,7 @@ static void on_secret(void *ctx, const char *id, const uint8_t *secret, size_t l
         free(n);
         return;
     }
+    auth_forgive(&srv->auth, id);
     sodium_memzero(old, f->nsecrets * sizeof(*old));
     free(old);
     f->secrets = n;

@@ -264,8 +264,9 @@ static int listen_on(struct server *srv)
                                        1024, ai->ai_addr, (int)ai->ai_addrlen);
     freeaddrinfo(ai);
     if (!srv->lis) {
-        say_always(o, LOG_LV_ERROR, "cannot listen on %s:%u: %s", o->host, o->port,
-                   strerror(errno));
+        say_always(o, LOG_LV_ERROR, "cannot listen on %s:%u: %s%s", o->host, o->port,
+                   strerror(errno), errno == EADDRINUSE ? " (another program, perhaps another "
+                   "tcpota serve, listens there: stop it or give another --listen)" : "");
         return -1;
     }
     evconnlistener_set_error_cb(srv->lis, accept_error_cb);

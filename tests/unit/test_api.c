@@ -651,6 +651,9 @@ static void test_upload_unsigned(void **state)
     /* The same bytes again: 200, nothing added. */
     assert_int_equal(http("POST", "/v1/images?version=3.0.0&model=legacy", body, NULL), 200);
     assert_int_equal(T.f.nimgs, 4);
+    /* The same bytes under another version or model: refused, not renamed. */
+    expect_error("POST", "/v1/images?version=3.0.1&model=legacy", body, 409, "version");
+    expect_error("POST", "/v1/images?version=3.0.0&model=esp32", body, 409, "version");
     expect_error("POST", "/v1/images?model=legacy", "other bytes", 400, "version");
     expect_error("POST", "/v1/images?version=3.0.0", "other bytes", 400, "model");
     expect_error("POST", "/v1/images?version=3.0.0&model=012345678901234567890123456789012",

@@ -281,6 +281,25 @@ static void test_rebind_keeps_failures(void **state)
     assert_int_equal(judge("dev-a", "10.0.0.2", good, 101.5, &r), AUTH_UNKNOWN_ID);
 }
 
+/* A secret replaced by the operator (fleet mode: tcpota device secret)
+ * clears that id's throttle, and only that id's. */
+static void test_forgive_clears_only_that_id(void **state)
+{
+    uint8_t good_b[AUTH_MAC_LEN], bad_b[AUTH_MAC_LEN], good_c[AUTH_MAC_LEN], bad_c[AUTH_MAC_LEN];
+    struct auth_result r;
+    (void)state;
+    right(1, good_b);
+    wrong(1, bad_b);
+    right(2, good_c);
+    wrong(2, bad_c);
+    assert_int_equal(judge("dev-b", "10.0.0.1", bad_b, 100, &r), AUTH_WRONG_ANSWER);
+    assert_int_equal(judge("dev-c", "10.0.0.2", bad_c, 100, &r), AUTH_WRONG_ANSWER);
+    auth_forgive(&a, "dev-b");
+    auth_forgive(&a, "no-such-id");
+    assert_int_equal(judge("dev-b", "10.0.0.3", good_b, 100.1, &r), AUTH_OK);
+    assert_int_equal(judge("dev-c", "10.0.0.3", good_c, 100.1, &r), AUTH_ID_WAITING);
+}
+
 /* ---- the secrets file ------------------------------------------------ */
 
 static int read_secrets(const char *text, struct tcpota_serve_secret **v, size_t *n)
@@ -354,6 +373,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_addr_backoff, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nat_does_not_lock_out_a_good_device, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rebind_keeps_failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forgive_clears_only_that_id, setup, teardown),
         cmocka_unit_test(test_secrets_file),
         cmocka_unit_test(test_secrets_short_refused),
         cmocka_unit_test(test_secrets_empty_refused),
