@@ -4,6 +4,12 @@
 
 DATA="$WORK/data"
 
+# scaled N SMALL: N devices, or SMALL under ASan+UBSan (TCPOTA_SANITIZED=1),
+# where the fleet tests look for memory errors rather than scale.
+scaled() {
+  if [ "${TCPOTA_SANITIZED:-0}" = 1 ]; then echo "$2"; else echo "$1"; fi
+}
+
 # start_fleet [ARGS...]: sets SERVER_PID, SERVER_PORT, API_PORT, and exports
 # TCPOTA_API / TCPOTA_TOKEN for the CLI. LISTEN (default 127.0.0.1:0) is the
 # device port, so that a restart can take the same one.

@@ -5,7 +5,7 @@
 # ends byte-exact.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fleet_lib.sh"
-N=${TCPOTA_FLEET:-200}
+N=${TCPOTA_FLEET:-$(scaled 200 40)}
 
 make_keys k
 signed_image "$WORK/img" 65536 2.0.0 esp32 k

@@ -6,7 +6,7 @@
 # id, computed here independently) falls below its bound.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fleet_lib.sh"
-N=50
+N=$(scaled 50 30)
 SOAK=10
 
 make_image "$WORK/img" 65536
