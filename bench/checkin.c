@@ -42,6 +42,7 @@ static struct {
     socklen_t srv_len;
     const char *path, *prefix, *model, *version;
     unsigned conns, ids, sources;
+    unsigned long count; /* stop after this many answers (0: run the duration) */
     unsigned long size;
     double duration;
     int ep;
@@ -290,7 +291,7 @@ static int run(void)
 {
     static struct epoll_event evs[1024];
     struct slot *slots = calloc(g.conns, sizeof(*slots));
-    double t0, t_end;
+    double t0, t_end, elapsed;
     unsigned i;
 
     g.id_seen = calloc(g.ids, 1);
@@ -305,7 +306,7 @@ static int run(void)
         tcpota_decoder_init(&slots[i].dec, slots[i].buf, RX_CAP);
         slots[i].fd = -1;
     }
-    while (now_s() < t_end) {
+    while (now_s() < t_end && (!g.count || g.done < g.count)) {
         int k, n;
         /* Every free slot starts its next connection at once. */
         for (i = 0; i < g.conns; i++) {
@@ -314,12 +315,13 @@ static int run(void)
         n = epoll_wait(g.ep, evs, (int)(sizeof(evs) / sizeof(evs[0])), 100);
         for (k = 0; k < n; k++) on_io(evs[k].data.ptr, evs[k].events);
     }
+    elapsed = (now_s() < t_end ? now_s() : t_end) - t0;
     for (i = 0; i < g.conns; i++) slot_close(&slots[i]);
     qsort(g.lat, g.nlat, sizeof(*g.lat), cmp_double);
     printf("loadgen mode=%s conns=%u duration=%.2f done=%lu per_s=%.0f no_update=%lu offers=%lu "
            "failed=%lu ids=%u ids_sent=%lu ids_done=%lu p50_ms=%.2f p99_ms=%.2f client_cpu=%.2f\n",
-           g.mode == CI_TCPOTA ? "checkin" : "http10", g.conns, g.duration, g.done,
-           (double)g.done / g.duration, g.no_update, g.offers, g.failed,
+           g.mode == CI_TCPOTA ? "checkin" : "http10", g.conns, elapsed, g.done,
+           (double)g.done / elapsed, g.no_update, g.offers, g.failed,
            g.mode == CI_TCPOTA ? g.ids : 0,
            g.mode == CI_TCPOTA ? (g.sent < g.ids ? g.sent : g.ids) : 0, g.ids_done,
            g.nlat ? g.lat[g.nlat / 2] * 1e3 : 0.0,
@@ -335,7 +337,7 @@ static int run(void)
 static int usage(void)
 {
     fprintf(stderr, "usage: bench-loadgen checkin --server HOST:PORT [--conns C] [--duration SEC]"
-                    " [--ids N] [--id-prefix P] [--model M] [--version V] [--sources K]\n"
+                    " [--count K] [--ids N] [--id-prefix P] [--model M] [--version V] [--sources K]\n"
                     "       bench-loadgen http10 --server HOST:PORT --path /FILE --size BYTES"
                     " [--conns C] [--duration SEC] [--sources K]\n");
     return 2;
@@ -361,6 +363,7 @@ int checkin_main(int argc, char **argv)
         else if (strcmp(a, "--size") == 0) g.size = strtoul(v, NULL, 10);
         else if (strcmp(a, "--conns") == 0) g.conns = (unsigned)strtoul(v, NULL, 10);
         else if (strcmp(a, "--duration") == 0) g.duration = strtod(v, NULL);
+        else if (strcmp(a, "--count") == 0) g.count = strtoul(v, NULL, 10);
         else if (strcmp(a, "--ids") == 0) g.ids = (unsigned)strtoul(v, NULL, 10);
         else if (strcmp(a, "--id-prefix") == 0) g.prefix = v;
         else if (strcmp(a, "--model") == 0) g.model = v;

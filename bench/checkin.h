@@ -10,6 +10,8 @@
  *       whole answer until the server closes; the body must be BYTES long.
  *
  *   options: --conns C (in flight, default 128), --duration SEC (default 5),
+ *   --count K (stop once K connections were answered, e.g. to register
+ *   every id of the pool before a measured run),
  *   --ids N (checkin: the pool, default 10000), --id-prefix P (default
  *   "ci-"), --model M (default "bench-ci"), --version V (default "1.0.0"),
  *   --sources K (source addresses 127.0.0.1 .. 127.0.0.K, default 32).
@@ -17,7 +19,8 @@
  * Output: one line on stdout,
  *   loadgen mode=M conns=C duration=S done=K per_s=X no_update=A offers=B
  *           failed=F ids=N ids_sent=I ids_done=U p50_ms=T p99_ms=T client_cpu=S
- * done counts the connections answered within the duration (those still
+ * duration is the time measured (shorter when --count ended the run); done
+ * counts the connections answered within it (those still
  * in flight at its end are not counted); ids_sent is how many distinct ids
  * of the pool went out in a HELLO, ids_done how many got an answer (the
  * server has registered at least ids_done and at most ids_sent devices).

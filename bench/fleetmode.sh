@@ -92,7 +92,9 @@ checkin_tcpota() { # LABEL CONNS [ENV...]
 
 checkin_nginx() { # CONNS
   local out pid c0 c1
+  NGX_PIN=("${PIN_SRV[@]}")
   start_nginx
+  NGX_PIN=()
   pid=$(cat "$WORK/nginx.pid")
   read -r _ _ c0 < <(proc_stats "$pid")
   out=$("${PIN_LG[@]}" "$LOADGEN" http10 --server "127.0.0.1:$NGX_PORT" --path /small.bin --size 100 \
@@ -191,9 +193,9 @@ transfer_run() { # KIND N [ENV...] -> a table row (KIND: single, fleet, fleet-tr
     { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
     END {
       conns = v["peak_conns"] > 0 ? v["peak_conns"] : n
+      label = k == "single" ? "single image" : k == "fleet" ? "fleet (`--data`, rollout)" : "fleet, glibc trim threshold raised (diagnosis)"
       printf "| %s | %d | %.2f | %.2f | %.2f | %.0f | %.1f | %.2f | %.2f | %.1f | %s of %d; server logged %s |\n",
-        k == "single" ? "single image" : k == "fleet" ? "fleet (`--data`, rollout)" :
-          "fleet, glibc trim threshold raised (diagnosis)", n, v["wall"], v["p50"], v["p99"],
+        label, n, v["wall"], v["p50"], v["p99"],
         v["mbytes_per_s"], hwm / 1024, (hwm - rss0) / conns, c1 - c0, v["client_cpu"], v["ok"], n, so
       printf "%s %.3f %.3f\n", k, v["wall"], (hwm - rss0) / conns > "/dev/stderr" }' \
     <<< "$out" >> "$WORK/transfer.md" 2>> "$WORK/transfer.cmp"

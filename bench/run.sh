@@ -106,14 +106,26 @@ start_raw() {
 }
 
 NGX_PORT=0
+NGX_PIN=() # a command prefix, e.g. (taskset -c 0)
 start_nginx() { # one worker, like tcpota serve's one thread; sets NGX_PORT
+  local try
+  for try in 1 2 3 4 5; do
+    start_nginx_once && return 0
+    stop_pid nginx
+  done
+  cat "$WORK/nginx/stderr" >&2
+  die "nginx did not start"
+}
+start_nginx_once() {
   local d=$WORK/nginx
   mkdir -p "$d/tmp" "$d/www"
   chmod 755 "$d" "$d/www"
   cp "$IMG" "$d/www/image.bin"
   head -c 100 "$IMG" > "$d/www/small.bin" # the check-in benchmark's answer
   chmod 644 "$d/www/image.bin" "$d/www/small.bin"
-  NGX_PORT=$(( 20000 + RANDOM % 20000 ))
+  # Below the ephemeral ports (32768 on): the load generator's thousands of
+  # connections in TIME_WAIT must not hold the port nginx is to listen on.
+  NGX_PORT=$(( 20000 + RANDOM % 12000 ))
   cat > "$d/nginx.conf" <<EOF
 worker_processes 1;
 worker_rlimit_nofile 20000;
@@ -132,14 +144,14 @@ http {
   server { listen 127.0.0.1:$NGX_PORT backlog=1024; root $d/www; }
 }
 EOF
-  nginx -p "$d" -c "$d/nginx.conf" > /dev/null 2> "$d/stderr" &
+  "${NGX_PIN[@]}" nginx -p "$d" -c "$d/nginx.conf" > /dev/null 2> "$d/stderr" &
   echo $! > "$WORK/nginx.pid"; PIDS+=($!)
   for _ in $(seq 100); do
     curl -s -o /dev/null "http://127.0.0.1:$NGX_PORT/image.bin" && return 0
+    kill -0 "$(cat "$WORK/nginx.pid")" 2>/dev/null || return 1 # port taken: try another
     sleep 0.05
   done
-  cat "$d/stderr" >&2
-  die "nginx did not start"
+  return 1
 }
 
 stop_pid() { # NAME: SIGTERM and wait
@@ -483,7 +495,7 @@ mkdir -p "$RESULTS"
 out=$RESULTS/latest.md
 [ $QUICK -eq 1 ] && out=$RESULTS/quick.md
 if [ "$BENCH_ONLY" != "footprint link fleet resume checkin transfers registry" ]; then
-  out=$RESULTS/only-$(tr ' ,' '--' <<< "$BENCH_ONLY")$([ $QUICK -eq 1 ] && echo -quick).md
+  out=$RESULTS/only-$(tr ' ,' '--' <<< "$BENCH_ONLY")$([ $QUICK -eq 1 ] && echo -quick || true).md
 fi
 {
   echo "# tcpota benchmarks$([ $QUICK -eq 1 ] && echo " (quick run)")"
