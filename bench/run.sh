@@ -554,7 +554,7 @@ run_phase fleet fleet fleet_bench
 run_phase resume resume resume_bench
 run_phase checkin check-ins checkin_bench
 run_phase transfers "transfers, fleet vs single" transfer_bench
-run_phase registry "registry of 1M" registry_bench
+run_phase registry registry registry_bench
 { echo "Other load on the machine during the run (its busy CPU time minus this run's own processes):"
   echo; cat "$WORK/load.md"; echo; } >> "$WORK/head.md"
 for f in link fleet footprint resume checkin transfer registry; do
