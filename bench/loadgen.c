@@ -10,6 +10,9 @@
  *       epoll loop, all started at once.
  *   bench-loadgen http --server HOST:PORT --path /FILE --devices N --size BYTES [options]
  *       N HTTP/1.1 GETs of the same image (e.g. from nginx), the reference.
+ *   bench-loadgen checkin|http10 ...
+ *       Short connections, C in flight: one HELLO until NO_UPDATE or OFFER,
+ *       or one HTTP/1.0 GET (checkin.h).
  *
  *   options: --seed S (default 1), --sources K (spread connections over the
  *   source addresses 127.0.0.1 .. 127.0.0.K, default 4), --timeout SEC
@@ -65,6 +68,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "checkin.h"
 #include "tcpota/device.h"
 
 #define RX_CAP (4096u + 12u) /* largest DATA frame at the server's default chunk */
@@ -747,6 +751,7 @@ static int usage(void)
             "       bench-loadgen tcpota --server HOST:PORT --devices N --size BYTES [options]\n"
             "       bench-loadgen http --server HOST:PORT --path /FILE --devices N --size BYTES "
             "[options]\n"
+            "       bench-loadgen checkin|http10 ... (short connections; see checkin.h)\n"
             "options: --seed S --sources K --timeout SEC --max-retries R --ack-interval BYTES\n");
     return 2;
 }
@@ -886,6 +891,9 @@ int main(int argc, char **argv)
     int i;
 
     if (argc < 2) return usage();
+    if (strcmp(argv[1], "checkin") == 0 || strcmp(argv[1], "http10") == 0) {
+        return checkin_main(argc, argv);
+    }
     if (strcmp(argv[1], "tcpota") == 0) g.mode = M_TCPOTA;
     else if (strcmp(argv[1], "http") == 0) g.mode = M_HTTP;
     else if (strcmp(argv[1], "image") != 0) return usage();

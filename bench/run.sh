@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # run.sh [--quick] - every tcpota benchmark (bench/README.md): slow link,
-# fleet scale, device footprint, resume cost. Installs what it lacks with
-# apt-get, builds in $BENCH_BUILD (default /tmp/build-bench), prints the
-# tables and writes them to bench/results/latest.md (--quick: quick.md).
+# fleet scale, device footprint, resume cost, and fleet mode's (check-ins,
+# transfers, a registry of a million devices: fleetmode.sh). Installs what it
+# lacks with apt-get, builds in $BENCH_BUILD (default /tmp/build-bench),
+# prints the tables and writes them to bench/results/latest.md (--quick:
+# quick.md). BENCH_ONLY="checkin transfers" runs only the named ones of
+# footprint link fleet resume checkin transfers registry, and writes
+# bench/results/only-NAMES.md (quick: only-NAMES-quick.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -11,6 +15,8 @@ QUICK=0
 BUILD=${BENCH_BUILD:-/tmp/build-bench}
 RESULTS=$ROOT/bench/results
 MIB=1048576
+BENCH_ONLY=${BENCH_ONLY:-footprint link fleet resume checkin transfers registry}
+want() { [[ " ${BENCH_ONLY//,/ } " == *" $1 "* ]]; }
 
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
@@ -20,6 +26,7 @@ install_missing() {
   local pkgs=() policy_added=0
   command -v nginx >/dev/null || pkgs+=(nginx-light)
   command -v curl >/dev/null || pkgs+=(curl)
+  command -v sqlite3 >/dev/null || pkgs+=(sqlite3)
   command -v arm-none-eabi-gcc >/dev/null || pkgs+=(gcc-arm-none-eabi)
   [ -d /usr/lib/arm-none-eabi/newlib ] || pkgs+=(libnewlib-arm-none-eabi)
   command -v riscv64-unknown-elf-gcc >/dev/null || pkgs+=(gcc-riscv64-unknown-elf)
@@ -99,13 +106,26 @@ start_raw() {
 }
 
 NGX_PORT=0
+NGX_PIN=() # a command prefix, e.g. (taskset -c 0)
 start_nginx() { # one worker, like tcpota serve's one thread; sets NGX_PORT
+  local try
+  for try in 1 2 3 4 5; do
+    start_nginx_once && return 0
+    stop_pid nginx
+  done
+  cat "$WORK/nginx/stderr" >&2
+  die "nginx did not start"
+}
+start_nginx_once() {
   local d=$WORK/nginx
   mkdir -p "$d/tmp" "$d/www"
   chmod 755 "$d" "$d/www"
   cp "$IMG" "$d/www/image.bin"
-  chmod 644 "$d/www/image.bin"
-  NGX_PORT=$(( 20000 + RANDOM % 20000 ))
+  head -c 100 "$IMG" > "$d/www/small.bin" # the check-in benchmark's answer
+  chmod 644 "$d/www/image.bin" "$d/www/small.bin"
+  # Below the ephemeral ports (32768 on): the load generator's thousands of
+  # connections in TIME_WAIT must not hold the port nginx is to listen on.
+  NGX_PORT=$(( 20000 + RANDOM % 12000 ))
   cat > "$d/nginx.conf" <<EOF
 worker_processes 1;
 worker_rlimit_nofile 20000;
@@ -124,14 +144,14 @@ http {
   server { listen 127.0.0.1:$NGX_PORT backlog=1024; root $d/www; }
 }
 EOF
-  nginx -p "$d" -c "$d/nginx.conf" > /dev/null 2> "$d/stderr" &
+  "${NGX_PIN[@]}" nginx -p "$d" -c "$d/nginx.conf" > /dev/null 2> "$d/stderr" &
   echo $! > "$WORK/nginx.pid"; PIDS+=($!)
   for _ in $(seq 100); do
     curl -s -o /dev/null "http://127.0.0.1:$NGX_PORT/image.bin" && return 0
+    kill -0 "$(cat "$WORK/nginx.pid")" 2>/dev/null || return 1 # port taken: try another
     sleep 0.05
   done
-  cat "$d/stderr" >&2
-  die "nginx did not start"
+  return 1
 }
 
 stop_pid() { # NAME: SIGTERM and wait
@@ -445,6 +465,9 @@ $(sed -nE 's/.*connections=([0-9]+).*/\1/p' <<< "$out")"
   cat "$WORK/resume.md"
 }
 
+# ---- 5-7. fleet mode: check-ins, transfers, a registry of 1M devices --------
+. "$ROOT/bench/fleetmode.sh"
+
 # ---- main -------------------------------------------------------------------
 install_missing
 log "building in $BUILD"
@@ -471,6 +494,9 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 mkdir -p "$RESULTS"
 out=$RESULTS/latest.md
 [ $QUICK -eq 1 ] && out=$RESULTS/quick.md
+if [ "$BENCH_ONLY" != "footprint link fleet resume checkin transfers registry" ]; then
+  out=$RESULTS/only-$(tr ' ,' '--' <<< "$BENCH_ONLY")$([ $QUICK -eq 1 ] && echo -quick || true).md
+fi
 {
   echo "# tcpota benchmarks$([ $QUICK -eq 1 ] && echo " (quick run)")"
   echo
@@ -509,25 +535,33 @@ phase_end() { # NAME
   echo "| benchmark | wall s | CPU s used by other processes | = cores on average (of $(nproc)) | other processes at ≥ 20 % of a core when it ended |"
   echo "|---|---:|---:|---:|---|"
 } > "$WORK/load.md"
-phase_begin
-log "footprint"
-bash "$ROOT/bench/footprint.sh" "$WORK/footprint.md" >/dev/null
-phase_end footprint
-phase_begin
-link_bench
-phase_end "slow link"
-phase_begin
-fleet_bench
-phase_end fleet
-phase_begin
-resume_bench
-phase_end resume
+run_phase() { # SECTION NAME FUNCTION
+  want "$1" || return 0
+  phase_begin
+  "$3"
+  phase_end "$2"
+}
+footprint_bench() {
+  log "footprint"
+  bash "$ROOT/bench/footprint.sh" "$WORK/footprint.md" >/dev/null
+}
+touch "$WORK/link.md" "$WORK/fleet.md" "$WORK/footprint.md" "$WORK/resume.md" "$WORK/checkin.md" \
+      "$WORK/transfer.md" "$WORK/registry.md" "$WORK/link.raw" "$WORK/fleet.raw" \
+      "$WORK/checkin.raw" "$WORK/transfer.raw"
+run_phase footprint footprint footprint_bench
+run_phase link "slow link" link_bench
+run_phase fleet fleet fleet_bench
+run_phase resume resume resume_bench
+run_phase checkin check-ins checkin_bench
+run_phase transfers "transfers, fleet vs single" transfer_bench
+run_phase registry registry registry_bench
 { echo "Other load on the machine during the run (its busy CPU time minus this run's own processes):"
   echo; cat "$WORK/load.md"; echo; } >> "$WORK/head.md"
-cat "$WORK/head.md" "$WORK/link.md" <(echo) "$WORK/fleet.md" <(echo) "$WORK/footprint.md" \
-    "$WORK/resume.md" > "$out"
-{ echo "# raw samples of ${out##*/} (link: seconds per run; fleet: bench-loadgen's line)"
-  cat "$WORK/link.raw" "$WORK/fleet.raw"; } > "${out%.md}-samples.txt"
+for f in link fleet footprint resume checkin transfer registry; do
+  [ -s "$WORK/$f.md" ] && cat "$WORK/$f.md" && echo
+done | cat "$WORK/head.md" - > "$out"
+{ echo "# raw samples of ${out##*/} (link: seconds per run; fleet, check-ins, transfers: bench-loadgen's line)"
+  cat "$WORK/link.raw" "$WORK/fleet.raw" "$WORK/checkin.raw" "$WORK/transfer.raw"; } > "${out%.md}-samples.txt"
 echo
 cat "$WORK/footprint.md"
 log "results written to ${out#"$ROOT"/}"
