@@ -74,7 +74,14 @@ int conn_pump(struct conn *c)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     const uint8_t *p;
-    size_t n = tcpota_srv_output(&c->s, &p);
+    size_t n;
+
+    /* While the store decides, WELCOME waits for the decision: both go
+     * out in one write (a check-in is then one segment each way). */
+    if (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CHOOSING) {
+        return 0;
+    }
+    n = tcpota_srv_output(&c->s, &p);
     const struct image *img = c->img;
     size_t run_at = 0, run_len = 0, queued;
     uint32_t off;

@@ -11,6 +11,9 @@
 #include "store.h"
 
 #include <event2/buffer.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <sodium.h>
@@ -728,6 +731,13 @@ int fleet_open(struct server *srv)
     if (!f) {
         return -1;
     }
+#ifdef M_TRIM_THRESHOLD
+    /* SQLite frees and allocates tens of KiB per statement on the store
+     * thread; glibc's default trims the heap back to the kernel each time
+     * (an madvise per check-in, 230 us of the store thread's 250: see
+     * bench/README.md, fleet mode). Keep up to FLEET_TRIM_BYTES instead. */
+    (void)mallopt(M_TRIM_THRESHOLD, FLEET_TRIM_BYTES);
+#endif
     srv->fleet = f;
     f->store = store_sqlite_open(o->data_dir, srv->base, err, sizeof(err));
     if (!f->store) {

@@ -31,6 +31,7 @@ struct tcpota_serve_opts;
 #define FLEET_PROGRESS_S 1.0     /* a transfer's progress is written at most this often */
 #define FLEET_RETRY_ERROR_S 30u  /* a device that met a database error asks again after */
 #define FLEET_LEGACY_MODEL "legacy"
+#define FLEET_TRIM_BYTES (64 << 20) /* free heap glibc keeps rather than trims (fleet_open) */
 
 /* Opens the store in o->data_dir, loads the device secrets into srv->auth,
  * starts the API (unless o->api is "off"). Returns 0, or -1 after printing

@@ -44,7 +44,12 @@ static void post_pending(struct sstore *st)
     if (!st->pend_head) {
         return;
     }
+    int wake;
+
     pthread_mutex_lock(&st->mu);
+    /* A wake-up is owed only when the loop had nothing to run: one it has
+     * not drained yet runs what is appended here too. */
+    wake = st->done_head == NULL;
     if (st->done_tail) {
         st->done_tail->next = st->pend_head;
     } else {
@@ -53,7 +58,7 @@ static void post_pending(struct sstore *st)
     st->done_tail = st->pend_tail;
     pthread_mutex_unlock(&st->mu);
     st->pend_head = st->pend_tail = NULL;
-    if (write(st->pipe_wr, &b, 1) < 0) {
+    if (wake && write(st->pipe_wr, &b, 1) < 0) {
         /* EAGAIN: a full pipe already holds a wake-up. */
     }
 }

@@ -115,15 +115,23 @@ int64_t sq_ro_applicable(struct sstore *st, struct store_req *r, const char *mod
     int64_t id = 0;
     int rc;
 
-    /* The group's own rollout before the model-wide one; the newest of each. */
-    rc = sq_int(st, &id, "SELECT id FROM rollouts WHERE model = ?1 AND state <> ?3"
-                " AND superseded = 0 AND (grp = ?2 OR grp = '')"
-                " ORDER BY grp = ?2 DESC, id DESC LIMIT 1", "tti", model, group,
-                (int64_t)ROLLOUT_STATE_CANCELLED);
+    /* The group's own rollout before the model-wide one; the newest of
+     * each. Two lookups on the (model, grp) index rather than one sort:
+     * a sort builds a temporary b-tree at every check-in. */
+    rc = group[0] ? sq_int(st, &id, "SELECT max(id) FROM rollouts WHERE model = ?1 AND grp = ?2"
+                           " AND state <> ?3 AND superseded = 0", "tti", model, group,
+                           (int64_t)ROLLOUT_STATE_CANCELLED)
+                  : 0;
+    if (rc >= 0 && id <= 0) {
+        id = 0;
+        rc = sq_int(st, &id, "SELECT max(id) FROM rollouts WHERE model = ?1 AND grp = ''"
+                    " AND state <> ?2 AND superseded = 0", "ti", model,
+                    (int64_t)ROLLOUT_STATE_CANCELLED);
+    }
     if (rc < 0) {
         return sq_fail(st, r, "applicable rollout");
     }
-    return rc ? id : 0;
+    return id > 0 ? id : 0;
 }
 
 int sq_ro_ensure(struct sstore *st, struct store_req *r, struct store_rollout *ro,

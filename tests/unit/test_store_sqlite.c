@@ -371,6 +371,44 @@ static void test_newer_schema(void **state)
     assert_non_null(strstr(err, "not a tcpota one"));
 }
 
+/* A database at schema 1 (before device_failures_dev) is migrated at open,
+ * its rows kept. */
+static void test_migrates_older_schema(void **state)
+{
+    struct fx *f = *state;
+    char path[300], err[300] = "";
+    sqlite3 *db;
+    sqlite3_stmt *s;
+
+    store_close(f->st);
+    f->st = NULL;
+    snprintf(path, sizeof(path), "%s/tcpota.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "DROP INDEX device_failures_dev;"
+                                      "UPDATE schema_version SET version = 1;"
+                                      "INSERT INTO secrets VALUES ('kept', x'00');",
+                                  NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    f->st = store_sqlite_open(f->dir, f->base, err, sizeof(err));
+    assert_non_null(f->st);
+    store_close(f->st);
+    f->st = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT (SELECT version FROM schema_version),"
+                                            " (SELECT count(*) FROM sqlite_master WHERE name ="
+                                            " 'device_failures_dev'),"
+                                            " (SELECT count(*) FROM secrets WHERE device_id = 'kept')",
+                                        -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(s, 0), 2);
+    assert_int_equal(sqlite3_column_int(s, 1), 1);
+    assert_int_equal(sqlite3_column_int(s, 2), 1);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    f->st = store_sqlite_open(f->dir, f->base, err, sizeof(err));
+    assert_non_null(f->st);
+}
+
 static void test_dir_not_a_dir(void **state)
 {
     char dir[] = "/tmp/tcpota-store-XXXXXX", path[300], err[300] = "";
@@ -1004,6 +1042,7 @@ int main(void)
         cmocka_unit_test(test_garbage_db),
         cmocka_unit_test(test_dir_not_a_dir),
         cmocka_unit_test_setup_teardown(test_newer_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrates_older_schema, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkin_registers_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_report_applied_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_report_survives_crash, setup, teardown),
