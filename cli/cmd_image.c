@@ -184,17 +184,20 @@ static int image_add(struct api *a, int argc, char **argv)
     if (rc) return rc < 0 ? (usage(stdout), 0) : rc;
     if (np == 0) return api_usage(a, "add needs the image FILE; e.g. tcpota image add fw.bin");
     if ((rc = api_setup(a, 1)) != 0) return rc;
-    if ((rc = read_manifest(pos[0], manifest, &b64)) != 0) return rc;
+    /* The image first: what is wrong with FILE itself (missing, a FIFO)
+     * is the first thing to say. */
+    if ((rc = read_image(pos[0], &img, &len)) != 0) return rc;
+    if ((rc = read_manifest(pos[0], manifest, &b64)) != 0) {
+        free(img);
+        return rc;
+    }
     /* Unsigned without both: every server refuses it (one with keys wants
      * a manifest, one without wants both), in API terms; say it in ours. */
     if (!b64 && (!version || !model)) {
+        free(img);
         return api_usage(a, "%s has no manifest (%s.manifest): sign it (tcpota sign --key K.key "
                          "--version V --model M %s), or, for a server without --pubkey keys, "
                          "give --version V --model M", pos[0], pos[0], pos[0]);
-    }
-    if ((rc = read_image(pos[0], &img, &len)) != 0) {
-        free(b64);
-        return rc;
     }
     ev = version ? api_encode(version) : NULL;
     em = model ? api_encode(model) : NULL;
