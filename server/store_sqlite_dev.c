@@ -296,9 +296,21 @@ static int ro_status_of(enum store_dev_state s)
     }
 }
 
-int sq_op_event(struct sstore *st, struct store_req *r)
+/* What one step carries, as STORE_EVENT and each item of STORE_EVENTS
+ * give it (NULL: not given). */
+struct ev_in {
+    const char *id;
+    enum store_dev_state state;
+    const uint8_t *image_id, *failed_id;
+    uint64_t rollout_id;
+    uint32_t bytes, size;
+    const char *reason;
+};
+
+/* Applies one step. STORE_E_NOTFOUND (unknown device) and STORE_E_INVAL
+ * return before anything is written. */
+static int apply_event(struct sstore *st, struct store_req *r, const struct ev_in *e)
 {
-    const __typeof__(r->u.event) *e = &r->u.event;
     char hex[2 * TCPOTA_ID_LEN + 1], detail[64];
     struct store_device old;
     int rc, progress, status;
@@ -338,6 +350,64 @@ int sq_op_event(struct sstore *st, struct store_req *r)
     status = ro_status_of(e->state);
     if (e->rollout_id && status >= 0) {
         return sq_ro_set_status(st, r, e->rollout_id, e->id, (enum store_ro_status)status);
+    }
+    return STORE_OK;
+}
+
+int sq_op_event(struct sstore *st, struct store_req *r)
+{
+    struct ev_in e;
+
+    e.id = r->u.event.id;
+    e.state = r->u.event.state;
+    e.image_id = r->u.event.image_id;
+    e.failed_id = r->u.event.failed_id;
+    e.rollout_id = r->u.event.rollout_id;
+    e.bytes = r->u.event.bytes;
+    e.size = r->u.event.size;
+    e.reason = r->u.event.reason;
+    return apply_event(st, r, &e);
+}
+
+int sq_op_events(struct sstore *st, struct store_req *r)
+{
+    char first[STORE_ERR_MAX] = "";
+    size_t i;
+    int rc;
+
+    r->u.events.skipped = 0;
+    if (r->u.events.n && !r->u.events.items) {
+        return sq_err(r, STORE_E_INVAL, "events: items: required");
+    }
+    for (i = 0; i < r->u.events.n; i++) {
+        const struct store_event *it = &r->u.events.items[i];
+        struct ev_in e;
+
+        e.id = it->id;
+        e.state = it->state;
+        e.image_id = it->has_image ? it->image_id : NULL;
+        e.failed_id = it->has_failed ? it->failed_id : NULL;
+        e.rollout_id = it->rollout_id;
+        e.bytes = it->bytes;
+        e.size = it->size;
+        e.reason = it->has_reason ? it->reason : NULL;
+        rc = apply_event(st, r, &e);
+        if (rc == STORE_E_NOTFOUND || rc == STORE_E_INVAL) {
+            /* Nothing of it was written: the others still apply. */
+            if (r->u.events.skipped++ == 0) {
+                memcpy(first, r->err, sizeof(first));
+            }
+            r->rc = STORE_OK;
+            continue;
+        }
+        if (rc < 0) {
+            return rc; /* the database failed: the whole batch goes back */
+        }
+    }
+    r->err[0] = '\0';
+    if (r->u.events.skipped) {
+        snprintf(r->err, sizeof(r->err), "%u of %u events skipped, the first: %.120s",
+                 (unsigned)r->u.events.skipped, (unsigned)r->u.events.n, first);
     }
     return STORE_OK;
 }
