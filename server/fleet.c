@@ -378,7 +378,7 @@ static struct image *decide(struct conn *c, struct store_req *r, const struct tc
                             enum store_dev_state *st, struct image **cand, char *why, size_t cap)
 {
     struct server *srv = c->srv;
-    struct store_rollout *ro = &r->u.checkin.rollout;
+    struct store_rollout *ro = &r->u.checkin.out->rollout;
     struct image *img;
     struct offer_image oi;
     struct offer_device od;
@@ -394,7 +394,7 @@ static struct image *decide(struct conn *c, struct store_req *r, const struct tc
         return NULL;
     }
     c->rollout_id = ro->id;
-    if (!(img = image_for(srv, &r->u.checkin.image))) {
+    if (!(img = image_for(srv, &r->u.checkin.out->image))) {
         *st = STORE_ST_COUNT;
         snprintf(why, cap, "rollout %llu: its image cannot be loaded", (unsigned long long)ro->id);
         return NULL;
@@ -545,7 +545,7 @@ static void checkin_done(struct store_req *r)
         img = img ? img : cand;
         clog_(c, 0, "decision: %s: %s", st == STORE_ST_WAITING ? "waiting" : "no update", why);
         conn_set_outcome(c, st == STORE_ST_UP_TO_DATE ? DEV_UP_TO_DATE : DEV_NOT_OFFERED);
-        if (changes(&r->u.checkin.dev, st, img, why)) {
+        if (changes(&r->u.checkin.out->dev, st, img, why)) {
             record(c, st, img ? img->desc.id : NULL, NULL, 0, why, 0);
         }
         image_unref(c->img);
@@ -658,7 +658,7 @@ void fleet_on_event(struct conn *c, const struct tcpota_srv_event *ev)
 static void legacy_checkin_done(struct store_req *r)
 {
     struct conn *c = checkin_conn(r);
-    struct store_rollout *ro = &r->u.checkin.rollout;
+    struct store_rollout *ro;
     struct image *img = NULL;
     const char *why = NULL;
     enum rollout_verdict rv;
@@ -673,6 +673,7 @@ static void legacy_checkin_done(struct store_req *r)
         (void)conn_close(c, 1);
         return;
     }
+    ro = &r->u.checkin.out->rollout;
     if (!r->u.checkin.has_rollout) {
         why = "no rollout for model legacy (tcpota rollout create --model legacy ...)";
     } else if (r->u.checkin.ro_status == STORE_RO_UPDATED) {
@@ -684,7 +685,7 @@ static void legacy_checkin_done(struct store_req *r)
                             r->u.checkin.ro_status == STORE_RO_DOWNLOADING);
         if (rv != ROLLOUT_OFFER) {
             why = rollout_reason(rv);
-        } else if (!(img = image_for(c->srv, &r->u.checkin.image))) {
+        } else if (!(img = image_for(c->srv, &r->u.checkin.out->image))) {
             why = "the rollout's image cannot be loaded";
         }
     }

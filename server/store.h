@@ -142,6 +142,13 @@ struct store_device {
     int has_secret;
 };
 
+/* The large outputs of STORE_CHECKIN. */
+struct store_checkin_out {
+    struct store_rollout rollout;     /* when has_rollout */
+    struct store_image image;         /* the rollout's image, when has_rollout */
+    struct store_device dev;          /* the device now (report applied) */
+};
+
 enum store_op {
     /* HELLO of a device (v1 after AUTH when required; legacy on its first
      * req): register or update it, apply its report, and return what the
@@ -214,12 +221,14 @@ struct store_req {
             uint32_t nfailed;
             /* out: the rollout that applies to it (the newest not
              * superseded nor cancelled for its model, its group's before
-             * the model-wide one), and its image; has_rollout 0: none. */
+             * the model-wide one), and its image (out->rollout, out->image);
+             * has_rollout 0: none. */
             int has_rollout;
-            struct store_rollout rollout;
-            struct store_image image;
             enum store_ro_status ro_status;   /* out: its status in that rollout */
-            struct store_device dev;          /* out: the device now (report applied) */
+            /* out: allocated by the backend when it runs the request (a
+             * queued check-in stays small), freed by store_req_free; NULL
+             * when the request failed before. */
+            struct store_checkin_out *out;
         } checkin;
         struct {                              /* STORE_EVENT */
             const char *id;                   /* in: the device */

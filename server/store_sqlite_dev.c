@@ -216,13 +216,13 @@ static int load_rollout(struct sstore *st, struct store_req *r, int64_t id)
     char hex[2 * TCPOTA_ID_LEN + 1];
     int rc;
 
-    rc = sq_ro_load(st, r, (uint64_t)id, &c->rollout);
+    rc = sq_ro_load(st, r, (uint64_t)id, &c->out->rollout);
     if (rc > 0) {
-        sq_hex(c->rollout.image_id, hex);
-        rc = sq_img_load(st, r, hex, &c->image);
+        sq_hex(c->out->rollout.image_id, hex);
+        rc = sq_img_load(st, r, hex, &c->out->image);
     }
     if (rc > 0) {
-        rc = sq_ro_ensure(st, r, &c->rollout, c->id, &c->ro_status);
+        rc = sq_ro_ensure(st, r, &c->out->rollout, c->id, &c->ro_status);
         /* Its image cannot be removed while the rollout counts; if it was
          * anyway, the device is simply offered nothing. */
         c->has_rollout = rc == STORE_OK;
@@ -240,6 +240,9 @@ int sq_op_checkin(struct sstore *st, struct store_req *r)
     if (!r->u.checkin.id || !r->u.checkin.id[0] || !r->u.checkin.model ||
         !r->u.checkin.version) {
         return sq_err(r, STORE_E_INVAL, "checkin: id, model and version are required");
+    }
+    if (!r->u.checkin.out && !(r->u.checkin.out = calloc(1, sizeof(*r->u.checkin.out)))) {
+        return sq_err(r, STORE_E_IO, "out of memory");
     }
     if ((rc = upsert(st, r, &old)) < 0) {
         return rc;
@@ -270,7 +273,7 @@ int sq_op_checkin(struct sstore *st, struct store_req *r)
     }
     /* The device as it is now (its report applied), so that the caller
      * writes only what changes. */
-    if ((rc = load_device(st, r, r->u.checkin.id, &r->u.checkin.dev)) <= 0) {
+    if ((rc = load_device(st, r, r->u.checkin.id, &r->u.checkin.out->dev)) <= 0) {
         return rc < 0 ? rc : sq_err(r, STORE_E_IO, "checkin: device %s vanished", r->u.checkin.id);
     }
     r->u.checkin.has_rollout = 0;

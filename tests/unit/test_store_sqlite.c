@@ -681,14 +681,14 @@ static void test_rollout_waves_targeted(void **state)
     /* A device registered after the rollout joins its wave at check-in. */
     r = checkin(f, "late-device", NULL, 0);
     assert_int_equal(r->u.checkin.has_rollout, 1);
-    assert_int_equal(r->u.checkin.rollout.id, ro2);
+    assert_int_equal(r->u.checkin.out->rollout.id, ro2);
     assert_int_equal(r->u.checkin.ro_status, STORE_RO_TARGETED);
     i = wave_of(ro2, "late-device", half, 2);
     if (i < 2) {
-        assert_int_equal(r->u.checkin.rollout.waves[i].targeted, want_half[i] + 1);
+        assert_int_equal(r->u.checkin.out->rollout.waves[i].targeted, want_half[i] + 1);
     }
-    assert_string_equal(r->u.checkin.image.version, "2.0.0");
-    assert_non_null(strstr(r->u.checkin.image.path, "/images/3333"));
+    assert_string_equal(r->u.checkin.out->image.version, "2.0.0");
+    assert_non_null(strstr(r->u.checkin.out->image.path, "/images/3333"));
     store_req_free(r);
 }
 
@@ -729,7 +729,7 @@ static void test_counters_follow_events(void **state)
     store_req_free(checkin(f, "dev-a", img, TCPOTA_RESULT_CONFIRMED));
     r = checkin(f, "dev-a", img, TCPOTA_RESULT_CONFIRMED);
     assert_int_equal(r->u.checkin.ro_status, STORE_RO_UPDATED);
-    assert_int_equal(r->u.checkin.rollout.waves[0].updated, 1);
+    assert_int_equal(r->u.checkin.out->rollout.waves[0].updated, 1);
     store_req_free(r);
     expect_counts(f, ro, 0, 0, 0, 1, 0);
     /* A late offer does not undo a success. */
@@ -859,10 +859,10 @@ static void test_supersede_and_group(void **state)
     /* The group's rollout first, even when a newer model-wide one exists. */
     r = checkin(f, "dev-canary", NULL, 0);
     assert_string_equal(r->u.checkin.group, "canary");
-    assert_int_equal(r->u.checkin.rollout.id, canary);
+    assert_int_equal(r->u.checkin.out->rollout.id, canary);
     store_req_free(r);
     r = checkin(f, "dev-plain", NULL, 0);
-    assert_int_equal(r->u.checkin.rollout.id, all2);
+    assert_int_equal(r->u.checkin.out->rollout.id, all2);
     st = r->u.checkin.ro_status;
     assert_int_equal(st, STORE_RO_TARGETED);
     store_req_free(r);
