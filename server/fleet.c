@@ -29,9 +29,29 @@ struct fleet_image {
     struct image *img;
 };
 
+/* The steps not yet handed to the store (record()): one STORE_EVENTS
+ * request per FLEET_EVENTS_MAX of them or per FLEET_FLUSH_MS, instead of
+ * a request of sizeof(struct store_req) per step. */
+#define FLEET_EVENTS_MAX 256u
+#define FLEET_FLUSH_MS 50
+#define FLEET_SLOTS 512u /* hash of device id -> its newest pending item; > 2 x FLEET_EVENTS_MAX */
+
+/* The store the API sees: it hands the pending steps to the real store
+ * before each of its requests, so that the API reads what was recorded. */
+struct fleet_store {
+    struct store base;
+    struct server *srv;
+};
+
 struct fleet {
     struct store *store;
+    struct fleet_store api_store;
     struct api *api;
+    struct store_event *ev;      /* pending steps, in order */
+    size_t nev, capev;
+    uint8_t progress[FLEET_EVENTS_MAX]; /* ev[i] is an ACK's plain progress */
+    uint16_t slot[FLEET_SLOTS];  /* 0 empty, else 1 + index into ev */
+    struct event *flush_timer;   /* armed while ev holds anything */
     struct fleet_image *images;
     struct tcpota_serve_secret *secrets; /* sorted by id (auth.h bisects) */
     size_t nsecrets;
@@ -84,11 +104,18 @@ static struct image *image_for(struct server *srv, const struct store_image *si)
     return img;
 }
 
+static void flush_events(struct server *srv);
+static int has_pending(struct fleet *f, const char *id);
+
 /* Submits r, or frees it and returns -1 when the store cannot even queue it. */
 static int submit(struct server *srv, struct store_req *r)
 {
     int rc;
 
+    /* A device's check-in reads what its earlier steps wrote. */
+    if (r->op == STORE_CHECKIN && has_pending(srv->fleet, r->u.checkin.id)) {
+        flush_events(srv);
+    }
     r->now = utc_now();
     rc = store_submit(srv->fleet->store, r);
     if (rc < 0) {
@@ -100,60 +127,163 @@ static int submit(struct server *srv, struct store_req *r)
     return 0;
 }
 
-static void event_done(struct store_req *r)
+static void events_done(struct store_req *r)
 {
     struct server *srv = r->arg;
 
     if (r->rc < 0) {
         srv->fleet->db_errors++;
-        say_always(srv->o, LOG_LV_ERROR, "store: recording %s of device %s failed: %s",
-                   store_state_name(r->u.event.state), r->u.event.id, r->err);
+        say_always(srv->o, LOG_LV_ERROR, "store: recording %zu steps of devices failed: %s",
+                   r->u.events.n, r->err);
+    } else if (r->u.events.skipped) {
+        srv->fleet->db_errors += (unsigned)r->u.events.skipped;
+        say_always(srv->o, LOG_LV_ERROR, "store: %s", r->err);
     }
-    free((void *)r->u.event.id);
-    free((void *)r->u.event.reason);
-    free((void *)r->u.event.image_id);
-    free((void *)r->u.event.failed_id);
-    r->u.event.id = r->u.event.reason = NULL;
-    r->u.event.image_id = r->u.event.failed_id = NULL;
     store_req_free(r);
 }
 
-static uint8_t *dup_id(const uint8_t *id)
+/* Hands the pending steps to the store as one request (in their order). */
+static void flush_events(struct server *srv)
 {
-    uint8_t *p;
+    struct fleet *f = srv->fleet;
+    struct store_req *r;
 
-    if (!id || !(p = malloc(TCPOTA_ID_LEN))) {
-        return NULL;
+    if (!f->nev) {
+        return;
     }
-    memcpy(p, id, TCPOTA_ID_LEN);
-    return p;
+    evtimer_del(f->flush_timer);
+    r = store_req_new(STORE_EVENTS, events_done, srv);
+    if (!r) {
+        f->db_errors++;
+        say_always(srv->o, LOG_LV_ERROR, "store: out of memory: %zu steps of devices not recorded",
+                   f->nev);
+        f->nev = 0;
+    } else {
+        r->u.events.items = f->ev;
+        r->u.events.n = f->nev;
+        f->ev = NULL;
+        f->nev = f->capev = 0;
+        (void)submit(srv, r);
+    }
+    memset(f->slot, 0, sizeof(f->slot));
 }
 
-/* Records a step of c's update. The request owns copies of its strings:
- * c may be gone when it completes. */
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    flush_events(arg);
+}
+
+/* The slot of device id in the hash of pending steps: the one holding it,
+ * or the empty one where it goes. */
+static uint16_t *slot_of(struct fleet *f, const char *id)
+{
+    uint32_t h = 2166136261u, i;
+    const unsigned char *p;
+
+    for (p = (const unsigned char *)id; *p; p++) {
+        h = (h ^ *p) * 16777619u;
+    }
+    for (i = h % FLEET_SLOTS;; i = (i + 1) % FLEET_SLOTS) {
+        if (!f->slot[i] || strcmp(f->ev[f->slot[i] - 1].id, id) == 0) {
+            return &f->slot[i];
+        }
+    }
+}
+
+/* Whether device id has steps waiting: its check-in must come after them. */
+static int has_pending(struct fleet *f, const char *id)
+{
+    return f->nev && *slot_of(f, id) != 0;
+}
+
+/* A copy of at most cap - 1 bytes of s, not cutting a UTF-8 sequence. */
+static void copy_text(char *dst, size_t cap, const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n >= cap) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) {
+            n--;
+        }
+    }
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+}
+
+/* Adds a step of c's update to the pending steps (copied: c may be gone
+ * when they are written). progress: an ACK's progress, which replaces the
+ * device's pending one of the same image when that is its newest step (the
+ * store would only move the row's bytes twice). */
+static void add_step(struct conn *c, enum store_dev_state st, const uint8_t *image_id,
+                     const uint8_t *failed_id, uint32_t bytes, const char *reason, int durable,
+                     int progress)
+{
+    struct server *srv = c->srv;
+    struct fleet *f = srv->fleet;
+    struct store_event *e, *grown;
+    uint16_t *slot;
+
+    slot = f->nev ? slot_of(f, c->dev) : NULL;
+    if (progress && slot && *slot && f->progress[*slot - 1]) {
+        e = &f->ev[*slot - 1];
+        if (memcmp(e->image_id, image_id, TCPOTA_ID_LEN) == 0 &&
+            e->rollout_id == c->rollout_id) {
+            e->bytes = bytes;
+            e->size = c->img ? c->img->size : 0;
+            return;
+        }
+    }
+    if (f->nev == f->capev) {
+        size_t cap = f->capev ? 2 * f->capev : 16;
+        cap = cap > FLEET_EVENTS_MAX ? FLEET_EVENTS_MAX : cap;
+        if (!(grown = realloc(f->ev, cap * sizeof(*grown)))) {
+            f->db_errors++;
+            say_always(srv->o, LOG_LV_ERROR, "store: out of memory: %s of device %s not recorded",
+                       store_state_name(st), c->dev);
+            return;
+        }
+        f->ev = grown;
+        f->capev = cap;
+    }
+    e = &f->ev[f->nev];
+    memset(e, 0, sizeof(*e));
+    copy_text(e->id, sizeof(e->id), c->dev);
+    e->state = st;
+    if (image_id) {
+        e->has_image = 1;
+        memcpy(e->image_id, image_id, TCPOTA_ID_LEN);
+    }
+    if (failed_id) {
+        e->has_failed = 1;
+        memcpy(e->failed_id, failed_id, TCPOTA_ID_LEN);
+    }
+    e->rollout_id = c->rollout_id;
+    e->bytes = bytes;
+    e->size = c->img ? c->img->size : 0;
+    if (reason) {
+        e->has_reason = 1;
+        copy_text(e->reason, sizeof(e->reason), reason);
+    }
+    e->durable = (uint8_t)(durable != 0);
+    f->progress[f->nev] = (uint8_t)(progress && image_id && !failed_id && !reason && !durable);
+    f->nev++;
+    *(slot ? slot : slot_of(f, c->dev)) = (uint16_t)f->nev;
+    if (f->nev >= FLEET_EVENTS_MAX) {
+        flush_events(srv);
+    } else if (f->nev == 1) {
+        struct timeval tv = {0, FLEET_FLUSH_MS * 1000};
+        evtimer_add(f->flush_timer, &tv);
+    }
+}
+
+/* Records a step of c's update (see add_step). */
 static void record(struct conn *c, enum store_dev_state st, const uint8_t *image_id,
                    const uint8_t *failed_id, uint32_t bytes, const char *reason, int durable)
 {
-    struct server *srv = c->srv;
-    struct store_req *r = store_req_new(STORE_EVENT, event_done, srv);
-
-    if (!r) {
-        return;
-    }
-    r->u.event.id = strdup(c->dev);
-    r->u.event.state = st;
-    r->u.event.image_id = dup_id(image_id);
-    r->u.event.failed_id = dup_id(failed_id);
-    r->u.event.rollout_id = c->rollout_id;
-    r->u.event.bytes = bytes;
-    r->u.event.size = c->img ? c->img->size : 0;
-    r->u.event.reason = reason ? strdup(reason) : NULL;
-    r->u.event.durable = durable;
-    if (!r->u.event.id) {
-        event_done(r);
-        return;
-    }
-    (void)submit(srv, r);
+    add_step(c, st, image_id, failed_id, bytes, reason, durable, 0);
 }
 
 static void transition_done(struct store_req *r)
@@ -251,7 +381,7 @@ static struct image *decide(struct conn *c, struct store_req *r, const struct tc
                             enum store_dev_state *st, struct image **cand, char *why, size_t cap)
 {
     struct server *srv = c->srv;
-    struct store_rollout *ro = &r->u.checkin.rollout;
+    struct store_rollout *ro = &r->u.checkin.out->rollout;
     struct image *img;
     struct offer_image oi;
     struct offer_device od;
@@ -267,7 +397,7 @@ static struct image *decide(struct conn *c, struct store_req *r, const struct tc
         return NULL;
     }
     c->rollout_id = ro->id;
-    if (!(img = image_for(srv, &r->u.checkin.image))) {
+    if (!(img = image_for(srv, &r->u.checkin.out->image))) {
         *st = STORE_ST_COUNT;
         snprintf(why, cap, "rollout %llu: its image cannot be loaded", (unsigned long long)ro->id);
         return NULL;
@@ -418,7 +548,7 @@ static void checkin_done(struct store_req *r)
         img = img ? img : cand;
         clog_(c, 0, "decision: %s: %s", st == STORE_ST_WAITING ? "waiting" : "no update", why);
         conn_set_outcome(c, st == STORE_ST_UP_TO_DATE ? DEV_UP_TO_DATE : DEV_NOT_OFFERED);
-        if (changes(&r->u.checkin.dev, st, img, why)) {
+        if (changes(&r->u.checkin.out->dev, st, img, why)) {
             record(c, st, img ? img->desc.id : NULL, NULL, 0, why, 0);
         }
         image_unref(c->img);
@@ -490,7 +620,7 @@ void fleet_on_event(struct conn *c, const struct tcpota_srv_event *ev)
             return;
         }
         c->progress_logged_at = now;
-        record(c, STORE_ST_DOWNLOADING, img->desc.id, NULL, m->u.ack.offset, NULL, 0);
+        add_step(c, STORE_ST_DOWNLOADING, img->desc.id, NULL, m->u.ack.offset, NULL, 0, 1);
         return;
     case TCPOTA_SRV_EV_COMPLETE:
         if (m->u.complete.status == 0) {
@@ -531,7 +661,7 @@ void fleet_on_event(struct conn *c, const struct tcpota_srv_event *ev)
 static void legacy_checkin_done(struct store_req *r)
 {
     struct conn *c = checkin_conn(r);
-    struct store_rollout *ro = &r->u.checkin.rollout;
+    struct store_rollout *ro;
     struct image *img = NULL;
     const char *why = NULL;
     enum rollout_verdict rv;
@@ -546,6 +676,7 @@ static void legacy_checkin_done(struct store_req *r)
         (void)conn_close(c, 1);
         return;
     }
+    ro = &r->u.checkin.out->rollout;
     if (!r->u.checkin.has_rollout) {
         why = "no rollout for model legacy (tcpota rollout create --model legacy ...)";
     } else if (r->u.checkin.ro_status == STORE_RO_UPDATED) {
@@ -557,7 +688,7 @@ static void legacy_checkin_done(struct store_req *r)
                             r->u.checkin.ro_status == STORE_RO_DOWNLOADING);
         if (rv != ROLLOUT_OFFER) {
             why = rollout_reason(rv);
-        } else if (!(img = image_for(c->srv, &r->u.checkin.image))) {
+        } else if (!(img = image_for(c->srv, &r->u.checkin.out->image))) {
             why = "the rollout's image cannot be loaded";
         }
     }
@@ -721,6 +852,21 @@ static int fleet_verify(void *ctx, const uint8_t id[32], const uint8_t *man, siz
     return api_verify_keys(&srv->fleet->keys, id, man, len, version, model, err, errlen);
 }
 
+static int api_store_submit(struct store *st, struct store_req *r)
+{
+    struct server *srv = ((struct fleet_store *)st)->srv;
+
+    flush_events(srv);
+    return store_submit(srv->fleet->store, r);
+}
+
+static void api_store_close(struct store *st)
+{
+    (void)st; /* the real one closes in fleet_close */
+}
+
+static const struct store_vt api_store_vt = {"sqlite", api_store_submit, api_store_close};
+
 int fleet_open(struct server *srv)
 {
     const struct tcpota_serve_opts *o = srv->o;
@@ -739,6 +885,13 @@ int fleet_open(struct server *srv)
     (void)mallopt(M_TRIM_THRESHOLD, FLEET_TRIM_BYTES);
 #endif
     srv->fleet = f;
+    f->api_store.base.vt = &api_store_vt;
+    f->api_store.srv = srv;
+    f->flush_timer = evtimer_new(srv->base, flush_cb, srv);
+    if (!f->flush_timer) {
+        say_always(o, LOG_LV_ERROR, "cannot start the fleet: out of memory");
+        return -1;
+    }
     f->store = store_sqlite_open(o->data_dir, srv->base, err, sizeof(err));
     if (!f->store) {
         say_always(o, LOG_LV_ERROR, "cannot open the fleet store: %s", err);
@@ -756,7 +909,7 @@ int fleet_open(struct server *srv)
     }
     memset(&ac, 0, sizeof(ac));
     ac.base = srv->base;
-    ac.store = f->store;
+    ac.store = &f->api_store.base;
     ac.host = o->api_host;
     ac.port = o->api_port;
     ac.token = f->token;
@@ -784,7 +937,12 @@ void fleet_close(struct server *srv)
         return;
     }
     if (f->api) api_stop(f->api);
+    /* What was recorded and not yet handed over goes before the store closes
+     * (store_close runs every done, events_done among them). */
+    if (f->store) flush_events(srv);
     store_close(f->store);
+    if (f->flush_timer) event_free(f->flush_timer);
+    free(f->ev);
     for (fi = f->images; fi; fi = next) {
         next = fi->next;
         image_unref(fi->img);

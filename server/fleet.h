@@ -13,6 +13,9 @@
  *                      and applies to this very decision.
  *   ACCEPT, ACK     -> downloading (progress at most once per second)
  *   COMPLETE, DECLINE, ERROR -> verified / failed / declined (durable)
+ * The steps are gathered and written as one STORE_EVENTS per 50 ms (or 256
+ * steps; a device's newer progress replaces its pending one); a device's
+ * check-in, the API's requests and fleet_close() hand them over first.
  * A legacy (req0/req1) connection is registered as "legacy-<address>" of
  * model "legacy" and gets the image of the `legacy` rollout, or is closed.
  */
@@ -37,7 +40,8 @@ struct tcpota_serve_opts;
  * starts the API (unless o->api is "off"). Returns 0, or -1 after printing
  * why the server cannot start. */
 int fleet_open(struct server *srv);
-/* Stops the API, finishes what the store has queued, closes it, drops the
+/* Stops the API, hands the gathered steps to the store, finishes what it has
+ * queued (nothing recorded is lost at SIGTERM), closes it, drops the
  * image cache. NULL fleet: no-op. */
 void fleet_close(struct server *srv);
 

@@ -49,6 +49,12 @@ void store_req_free(struct store_req *r)
     if (r->op == STORE_DEVICE_GET) {
         free(r->u.device.history);
     }
+    if (r->op == STORE_CHECKIN) {
+        free(r->u.checkin.out);
+    }
+    if (r->op == STORE_EVENTS) {
+        free(r->u.events.items);
+    }
     if (r->op == STORE_IMAGE_LIST || r->op == STORE_ROLLOUT_LIST || r->op == STORE_DEVICE_LIST ||
         r->op == STORE_SECRET_LIST) {
         free(r->u.list.rows);

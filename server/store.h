@@ -12,13 +12,17 @@
  *
  * Durability:
  *   - STORE_CHECKIN with a report, STORE_EVENT of a final outcome
- *     (verified, failed, declined) and every API operation (images,
- *     rollouts, groups, secrets) are committed (fsync) before done runs:
- *     the server acknowledges a report only from done.
+ *     (verified, failed, declined), STORE_EVENTS holding one, and every
+ *     API operation (images, rollouts, groups, secrets) are committed
+ *     (fsync) before done runs: the server acknowledges a report only from
+ *     done.
  *   - Everything else (last seen, version, address, offered, progress) is
  *     written in one transaction per STORE_BATCH_MS window: SIGKILL loses at
  *     most that window of progress, never a report, image or rollout.
- *   A backend may group several durable requests in one commit.
+ *   A backend may group several durable requests in one commit. Fleet mode
+ *   (server/fleet.c) gathers the steps of its devices for up to 50 ms and
+ *   submits them as one STORE_EVENTS; a device's check-in and the API's
+ *   requests are submitted after what was gathered before them.
  *
  * Who decides: the backend only stores and counts. The offer policy
  * (offer.c) and the rollout rules (rollout.c) run on the loop over what
@@ -138,6 +142,13 @@ struct store_device {
     int has_secret;
 };
 
+/* The large outputs of STORE_CHECKIN. */
+struct store_checkin_out {
+    struct store_rollout rollout;     /* when has_rollout */
+    struct store_image image;         /* the rollout's image, when has_rollout */
+    struct store_device dev;          /* the device now (report applied) */
+};
+
 enum store_op {
     /* HELLO of a device (v1 after AUTH when required; legacy on its first
      * req): register or update it, apply its report, and return what the
@@ -162,6 +173,26 @@ enum store_op {
     STORE_DEVICE_SET_GROUP,
     STORE_SECRET_SET,     /* creates or replaces a device's secret */
     STORE_SECRET_LIST,    /* every device secret (the server keeps them in memory) */
+    /* Steps of several devices' updates in one request (fleet mode batches
+     * them: server/fleet.c): applied in order, each exactly as one
+     * STORE_EVENT; an item for an unknown device (or with an unknown state)
+     * is skipped and counted in u.events.skipped, r->err naming the first,
+     * while rc stays STORE_OK. Durable when any item is. */
+    STORE_EVENTS,
+};
+
+/* One item of STORE_EVENTS: STORE_EVENT's inputs with the strings held in
+ * place (a few hundred bytes; a batch is one allocation). */
+struct store_event {
+    char id[TCPOTA_MAX_STR + 1];          /* the device */
+    enum store_dev_state state;           /* the new state */
+    uint8_t has_image, has_failed, has_reason;
+    uint8_t durable;                      /* a final step: the batch commits before done */
+    uint8_t image_id[TCPOTA_ID_LEN];      /* when has_image */
+    uint8_t failed_id[TCPOTA_ID_LEN];     /* when has_failed */
+    uint64_t rollout_id;                  /* 0: not part of a rollout */
+    uint32_t bytes, size;
+    char reason[STORE_REASON_MAX + 1];    /* when has_reason */
 };
 
 struct store_req;
@@ -190,12 +221,14 @@ struct store_req {
             uint32_t nfailed;
             /* out: the rollout that applies to it (the newest not
              * superseded nor cancelled for its model, its group's before
-             * the model-wide one), and its image; has_rollout 0: none. */
+             * the model-wide one), and its image (out->rollout, out->image);
+             * has_rollout 0: none. */
             int has_rollout;
-            struct store_rollout rollout;
-            struct store_image image;
             enum store_ro_status ro_status;   /* out: its status in that rollout */
-            struct store_device dev;          /* out: the device now (report applied) */
+            /* out: allocated by the backend when it runs the request (a
+             * queued check-in stays small), freed by store_req_free; NULL
+             * when the request failed before. */
+            struct store_checkin_out *out;
         } checkin;
         struct {                              /* STORE_EVENT */
             const char *id;                   /* in: the device */
@@ -207,6 +240,12 @@ struct store_req {
             const char *reason;               /* in: failed/declined/waiting, or NULL */
             int durable;                      /* in: commit before done */
         } event;
+        struct {                              /* STORE_EVENTS */
+            struct store_event *items;        /* in: malloc'd, owned by the request
+                                                 (store_req_free frees it) */
+            size_t n;                         /* in */
+            size_t skipped;                   /* out: items not applied (unknown device) */
+        } events;
         struct {                              /* STORE_IMAGE_ADD / GET / RM */
             const char *path;                 /* in (ADD): the verified file; the backend copies it */
             struct store_image img;           /* in (ADD: id, version, model, size, manifest),

@@ -99,6 +99,15 @@ static int is_durable(const struct store_req *r)
         return r->u.checkin.report_id != NULL;
     case STORE_EVENT:
         return r->u.event.durable;
+    case STORE_EVENTS: {
+        size_t i;
+        for (i = 0; i < r->u.events.n; i++) {
+            if (r->u.events.items[i].durable) {
+                return 1;
+            }
+        }
+        return 0;
+    }
     case STORE_IMAGE_ADD:
     case STORE_IMAGE_RM:
     case STORE_ROLLOUT_CREATE:
@@ -152,6 +161,7 @@ static int dispatch(struct sstore *st, struct store_req *r)
     switch (r->op) {
     case STORE_CHECKIN: return sq_op_checkin(st, r);
     case STORE_EVENT: return sq_op_event(st, r);
+    case STORE_EVENTS: return sq_op_events(st, r);
     case STORE_IMAGE_ADD: return sq_op_image_add(st, r);
     case STORE_IMAGE_LIST: return sq_op_image_list(st, r);
     case STORE_IMAGE_GET: return sq_op_image_get(st, r);

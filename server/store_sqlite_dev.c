@@ -216,13 +216,13 @@ static int load_rollout(struct sstore *st, struct store_req *r, int64_t id)
     char hex[2 * TCPOTA_ID_LEN + 1];
     int rc;
 
-    rc = sq_ro_load(st, r, (uint64_t)id, &c->rollout);
+    rc = sq_ro_load(st, r, (uint64_t)id, &c->out->rollout);
     if (rc > 0) {
-        sq_hex(c->rollout.image_id, hex);
-        rc = sq_img_load(st, r, hex, &c->image);
+        sq_hex(c->out->rollout.image_id, hex);
+        rc = sq_img_load(st, r, hex, &c->out->image);
     }
     if (rc > 0) {
-        rc = sq_ro_ensure(st, r, &c->rollout, c->id, &c->ro_status);
+        rc = sq_ro_ensure(st, r, &c->out->rollout, c->id, &c->ro_status);
         /* Its image cannot be removed while the rollout counts; if it was
          * anyway, the device is simply offered nothing. */
         c->has_rollout = rc == STORE_OK;
@@ -240,6 +240,9 @@ int sq_op_checkin(struct sstore *st, struct store_req *r)
     if (!r->u.checkin.id || !r->u.checkin.id[0] || !r->u.checkin.model ||
         !r->u.checkin.version) {
         return sq_err(r, STORE_E_INVAL, "checkin: id, model and version are required");
+    }
+    if (!r->u.checkin.out && !(r->u.checkin.out = calloc(1, sizeof(*r->u.checkin.out)))) {
+        return sq_err(r, STORE_E_IO, "out of memory");
     }
     if ((rc = upsert(st, r, &old)) < 0) {
         return rc;
@@ -270,7 +273,7 @@ int sq_op_checkin(struct sstore *st, struct store_req *r)
     }
     /* The device as it is now (its report applied), so that the caller
      * writes only what changes. */
-    if ((rc = load_device(st, r, r->u.checkin.id, &r->u.checkin.dev)) <= 0) {
+    if ((rc = load_device(st, r, r->u.checkin.id, &r->u.checkin.out->dev)) <= 0) {
         return rc < 0 ? rc : sq_err(r, STORE_E_IO, "checkin: device %s vanished", r->u.checkin.id);
     }
     r->u.checkin.has_rollout = 0;
@@ -296,9 +299,21 @@ static int ro_status_of(enum store_dev_state s)
     }
 }
 
-int sq_op_event(struct sstore *st, struct store_req *r)
+/* What one step carries, as STORE_EVENT and each item of STORE_EVENTS
+ * give it (NULL: not given). */
+struct ev_in {
+    const char *id;
+    enum store_dev_state state;
+    const uint8_t *image_id, *failed_id;
+    uint64_t rollout_id;
+    uint32_t bytes, size;
+    const char *reason;
+};
+
+/* Applies one step. STORE_E_NOTFOUND (unknown device) and STORE_E_INVAL
+ * return before anything is written. */
+static int apply_event(struct sstore *st, struct store_req *r, const struct ev_in *e)
 {
-    const __typeof__(r->u.event) *e = &r->u.event;
     char hex[2 * TCPOTA_ID_LEN + 1], detail[64];
     struct store_device old;
     int rc, progress, status;
@@ -338,6 +353,64 @@ int sq_op_event(struct sstore *st, struct store_req *r)
     status = ro_status_of(e->state);
     if (e->rollout_id && status >= 0) {
         return sq_ro_set_status(st, r, e->rollout_id, e->id, (enum store_ro_status)status);
+    }
+    return STORE_OK;
+}
+
+int sq_op_event(struct sstore *st, struct store_req *r)
+{
+    struct ev_in e;
+
+    e.id = r->u.event.id;
+    e.state = r->u.event.state;
+    e.image_id = r->u.event.image_id;
+    e.failed_id = r->u.event.failed_id;
+    e.rollout_id = r->u.event.rollout_id;
+    e.bytes = r->u.event.bytes;
+    e.size = r->u.event.size;
+    e.reason = r->u.event.reason;
+    return apply_event(st, r, &e);
+}
+
+int sq_op_events(struct sstore *st, struct store_req *r)
+{
+    char first[STORE_ERR_MAX] = "";
+    size_t i;
+    int rc;
+
+    r->u.events.skipped = 0;
+    if (r->u.events.n && !r->u.events.items) {
+        return sq_err(r, STORE_E_INVAL, "events: items: required");
+    }
+    for (i = 0; i < r->u.events.n; i++) {
+        const struct store_event *it = &r->u.events.items[i];
+        struct ev_in e;
+
+        e.id = it->id;
+        e.state = it->state;
+        e.image_id = it->has_image ? it->image_id : NULL;
+        e.failed_id = it->has_failed ? it->failed_id : NULL;
+        e.rollout_id = it->rollout_id;
+        e.bytes = it->bytes;
+        e.size = it->size;
+        e.reason = it->has_reason ? it->reason : NULL;
+        rc = apply_event(st, r, &e);
+        if (rc == STORE_E_NOTFOUND || rc == STORE_E_INVAL) {
+            /* Nothing of it was written: the others still apply. */
+            if (r->u.events.skipped++ == 0) {
+                memcpy(first, r->err, sizeof(first));
+            }
+            r->rc = STORE_OK;
+            continue;
+        }
+        if (rc < 0) {
+            return rc; /* the database failed: the whole batch goes back */
+        }
+    }
+    r->err[0] = '\0';
+    if (r->u.events.skipped) {
+        snprintf(r->err, sizeof(r->err), "%u of %u events skipped, the first: %.120s",
+                 (unsigned)r->u.events.skipped, (unsigned)r->u.events.n, first);
     }
     return STORE_OK;
 }

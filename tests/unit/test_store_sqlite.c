@@ -160,6 +160,39 @@ static int event(struct fx *f, const char *id, enum store_dev_state s, uint64_t 
     return rc;
 }
 
+/* Item i of a STORE_EVENTS batch for device id (image: seed repeated, 0: none). */
+static void item(struct store_event *e, const char *id, enum store_dev_state s, uint8_t image,
+                 uint64_t rollout, uint32_t bytes, const char *reason, int durable)
+{
+    memset(e, 0, sizeof(*e));
+    snprintf(e->id, sizeof(e->id), "%s", id);
+    e->state = s;
+    if (image) {
+        e->has_image = 1;
+        fake_id(e->image_id, image);
+    }
+    e->rollout_id = rollout;
+    e->bytes = bytes;
+    e->size = 1000;
+    if (reason) {
+        e->has_reason = 1;
+        snprintf(e->reason, sizeof(e->reason), "%s", reason);
+    }
+    e->durable = (uint8_t)durable;
+}
+
+/* A STORE_EVENTS request owning a copy of the n items. */
+static struct store_req *events_req(const struct store_event *items, size_t n)
+{
+    struct store_req *r = req(STORE_EVENTS);
+
+    r->u.events.items = malloc(n * sizeof(*items));
+    assert_non_null(r->u.events.items);
+    memcpy(r->u.events.items, items, n * sizeof(*items));
+    r->u.events.n = n;
+    return r;
+}
+
 /* Adds an image whose (fake) id is seed repeated, from a file the caller
  * wrote in DIR/images/ as the API will. Returns the request. */
 static struct store_req *image_add(struct fx *f, uint8_t seed, const char *version)
@@ -510,9 +543,17 @@ static void crash_child(const char *dir, int with_report)
     f.base = base;
     f.st = st;
     fake_id(img, 0x22);
-    r = checkin(&f, "dev-crash", with_report ? img : NULL, TCPOTA_RESULT_CONFIRMED);
+    r = checkin(&f, "dev-crash", with_report == 1 ? img : NULL, TCPOTA_RESULT_CONFIRMED);
     if (r->rc != STORE_OK) {
         _exit(3);
+    }
+    if (with_report == 2) {
+        /* A batch holding a final step: on disk when done runs. */
+        struct store_event it[2];
+        item(&it[0], "dev-crash", STORE_ST_DOWNLOADING, 0x22, 0, 0, NULL, 0);
+        item(&it[1], "dev-crash", STORE_ST_VERIFIED, 0x22, 0, 1000, NULL, 1);
+        r = run(&f, events_req(it, 2));
+        _exit(r->rc == STORE_OK ? 0 : 4); /* at once: no batch window passes */
     }
     if (!with_report) {
         r = req(STORE_EVENT);
@@ -678,14 +719,14 @@ static void test_rollout_waves_targeted(void **state)
     /* A device registered after the rollout joins its wave at check-in. */
     r = checkin(f, "late-device", NULL, 0);
     assert_int_equal(r->u.checkin.has_rollout, 1);
-    assert_int_equal(r->u.checkin.rollout.id, ro2);
+    assert_int_equal(r->u.checkin.out->rollout.id, ro2);
     assert_int_equal(r->u.checkin.ro_status, STORE_RO_TARGETED);
     i = wave_of(ro2, "late-device", half, 2);
     if (i < 2) {
-        assert_int_equal(r->u.checkin.rollout.waves[i].targeted, want_half[i] + 1);
+        assert_int_equal(r->u.checkin.out->rollout.waves[i].targeted, want_half[i] + 1);
     }
-    assert_string_equal(r->u.checkin.image.version, "2.0.0");
-    assert_non_null(strstr(r->u.checkin.image.path, "/images/3333"));
+    assert_string_equal(r->u.checkin.out->image.version, "2.0.0");
+    assert_non_null(strstr(r->u.checkin.out->image.path, "/images/3333"));
     store_req_free(r);
 }
 
@@ -726,7 +767,7 @@ static void test_counters_follow_events(void **state)
     store_req_free(checkin(f, "dev-a", img, TCPOTA_RESULT_CONFIRMED));
     r = checkin(f, "dev-a", img, TCPOTA_RESULT_CONFIRMED);
     assert_int_equal(r->u.checkin.ro_status, STORE_RO_UPDATED);
-    assert_int_equal(r->u.checkin.rollout.waves[0].updated, 1);
+    assert_int_equal(r->u.checkin.out->rollout.waves[0].updated, 1);
     store_req_free(r);
     expect_counts(f, ro, 0, 0, 0, 1, 0);
     /* A late offer does not undo a success. */
@@ -739,6 +780,86 @@ static void test_counters_follow_events(void **state)
     expect_counts(f, ro, 0, 0, 0, 1, 1);
     r = rollout_get(f, ro);
     assert_int_equal(r->u.rollout.r.waves[0].targeted, 2);
+    store_req_free(r);
+}
+
+/* STORE_EVENTS: the items apply in order, each as one STORE_EVENT would;
+ * one for an unknown device is skipped, counted and named, the rest stay. */
+static void test_events_batch(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    struct store_event it[8];
+    struct store_req *r;
+    char hex[2 * TCPOTA_ID_LEN + 1];
+    uint64_t ro;
+
+    checkin_free(f, "dev-a");
+    checkin_free(f, "dev-b");
+    store_req_free(image_add(f, 0x46, "2.0.0"));
+    ro = rollout_create(f, 0x46, "", pct, 1);
+    item(&it[0], "dev-a", STORE_ST_OFFERED, 0x46, ro, 0, NULL, 0);
+    item(&it[1], "dev-ghost", STORE_ST_DOWNLOADING, 0x46, ro, 0, NULL, 0);
+    item(&it[2], "dev-a", STORE_ST_DOWNLOADING, 0x46, ro, 100, NULL, 0);
+    item(&it[3], "dev-a", STORE_ST_DOWNLOADING, 0x46, ro, 500, NULL, 0); /* progress */
+    item(&it[4], "dev-b", STORE_ST_OFFERED, 0x46, ro, 0, NULL, 0);
+    item(&it[5], "dev-b", STORE_ST_FAILED, 0x46, ro, 0, "integrity", 1);
+    it[5].has_failed = 1;
+    fake_id(it[5].failed_id, 0x46);
+    item(&it[6], "dev-a", STORE_ST_DOWNLOADING, 0x46, ro, 900, NULL, 0);   /* progress */
+    item(&it[7], "dev-a", STORE_ST_VERIFIED, 0x46, ro, 1000, NULL, 0);
+    r = run(f, events_req(it, 8));
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.events.skipped, 1);
+    assert_non_null(strstr(r->err, "no device dev-ghost"));
+    store_req_free(r);
+    for (size_t i = 0; i < TCPOTA_ID_LEN; i++) {
+        memcpy(hex + 2 * i, "46", 2);
+    }
+    hex[2 * TCPOTA_ID_LEN] = '\0';
+    r = device_get(f, "dev-a");
+    assert_int_equal(r->u.device.dev.state, STORE_ST_VERIFIED);
+    assert_int_equal(r->u.device.dev.bytes, 1000);
+    assert_string_equal(r->u.device.dev.image, hex);
+    /* One line per change, newest first, progress none: the order held. */
+    assert_int_equal(r->u.device.nhistory, 4);
+    assert_int_equal(r->u.device.history[0].state, STORE_ST_VERIFIED);
+    assert_int_equal(r->u.device.history[1].state, STORE_ST_DOWNLOADING);
+    assert_string_equal(r->u.device.history[1].detail, "from byte 100 of 1000");
+    assert_int_equal(r->u.device.history[2].state, STORE_ST_OFFERED);
+    assert_int_equal(r->u.device.history[3].state, STORE_ST_SEEN);
+    store_req_free(r);
+    r = device_get(f, "dev-b");
+    assert_int_equal(r->u.device.dev.state, STORE_ST_FAILED);
+    assert_string_equal(r->u.device.dev.reason, "integrity");
+    store_req_free(r);
+    r = checkin(f, "dev-b", NULL, 0);
+    assert_int_equal(r->u.checkin.nfailed, 1);
+    store_req_free(r);
+    expect_counts(f, ro, 0, 0, 1, 0, 1);
+    r = device_get(f, "dev-ghost");
+    assert_int_equal(r->rc, STORE_E_NOTFOUND);
+    store_req_free(r);
+    /* An empty batch is a no-op; a batch of unknown devices only skips. */
+    r = run(f, req(STORE_EVENTS));
+    assert_int_equal(r->rc, STORE_OK);
+    store_req_free(r);
+    r = run(f, events_req(&it[1], 1));
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.events.skipped, 1);
+    store_req_free(r);
+}
+
+static void test_events_batch_survives_crash(void **state)
+{
+    struct fx *f = *state;
+    struct store_req *r;
+
+    crash_and_reopen(f, 2);
+    r = device_get(f, "dev-crash");
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.device.dev.state, STORE_ST_VERIFIED);
+    assert_int_equal(r->u.device.nhistory, 3); /* seen, downloading, verified */
     store_req_free(r);
 }
 
@@ -776,10 +897,10 @@ static void test_supersede_and_group(void **state)
     /* The group's rollout first, even when a newer model-wide one exists. */
     r = checkin(f, "dev-canary", NULL, 0);
     assert_string_equal(r->u.checkin.group, "canary");
-    assert_int_equal(r->u.checkin.rollout.id, canary);
+    assert_int_equal(r->u.checkin.out->rollout.id, canary);
     store_req_free(r);
     r = checkin(f, "dev-plain", NULL, 0);
-    assert_int_equal(r->u.checkin.rollout.id, all2);
+    assert_int_equal(r->u.checkin.out->rollout.id, all2);
     st = r->u.checkin.ro_status;
     assert_int_equal(st, STORE_RO_TARGETED);
     store_req_free(r);
@@ -1050,6 +1171,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollout_waves_targeted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_counters_follow_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_events_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_events_batch_survives_crash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_supersede_and_group, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollout_cas, setup, teardown),
         cmocka_unit_test_setup_teardown(test_images, setup, teardown),
