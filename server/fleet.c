@@ -271,7 +271,10 @@ static void add_step(struct conn *c, enum store_dev_state st, const uint8_t *ima
     f->progress[f->nev] = (uint8_t)(progress && image_id && !failed_id && !reason && !durable);
     f->nev++;
     *(slot ? slot : slot_of(f, c->dev)) = (uint16_t)f->nev;
-    if (f->nev >= FLEET_EVENTS_MAX) {
+    /* A final step (verified, failed, declined) goes at once, with what
+     * waits before it: SIGKILL loses no final step that was recorded, only
+     * progress, as fleet.md says. */
+    if (durable || f->nev >= FLEET_EVENTS_MAX) {
         flush_events(srv);
     } else if (f->nev == 1) {
         struct timeval tv = {0, FLEET_FLUSH_MS * 1000};

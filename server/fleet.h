@@ -14,8 +14,9 @@
  *   ACCEPT, ACK     -> downloading (progress at most once per second)
  *   COMPLETE, DECLINE, ERROR -> verified / failed / declined (durable)
  * The steps are gathered and written as one STORE_EVENTS per 50 ms (or 256
- * steps; a device's newer progress replaces its pending one); a device's
- * check-in, the API's requests and fleet_close() hand them over first.
+ * steps; a device's newer progress replaces its pending one; a final step
+ * goes at once with what waits before it); a device's check-in, the API's
+ * requests and fleet_close() hand them over first.
  * A legacy (req0/req1) connection is registered as "legacy-<address>" of
  * model "legacy" and gets the image of the `legacy` rollout, or is closed.
  */
