@@ -73,8 +73,11 @@ int conn_close(struct conn *c, int now)
 int conn_pump(struct conn *c)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
+    const struct image *img = c->img;
     const uint8_t *p;
-    size_t n;
+    size_t n, run_at = 0, run_len = 0, queued;
+    uint32_t off;
+    uint16_t len;
 
     /* While the store decides, WELCOME waits for the decision: both go
      * out in one write (a check-in is then one segment each way). */
@@ -82,13 +85,18 @@ int conn_pump(struct conn *c)
         return 0;
     }
     n = tcpota_srv_output(&c->s, &p);
-    const struct image *img = c->img;
-    size_t run_at = 0, run_len = 0, queued;
-    uint32_t off;
-    uint16_t len;
-
     if (n) {
-        evbuffer_add(out, p, n);
+        size_t sent = 0;
+        /* Nothing queued on a plain socket: the control frames go out in
+         * one send() now rather than a loop turn later, so a check-in's
+         * answer costs no write event (and its close follows at once). */
+        if (!c->srv->tls && evbuffer_get_length(out) == 0) {
+            ssize_t w = send(bufferevent_getfd(c->bev), p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+            sent = w > 0 ? (size_t)w : 0;
+        }
+        if (sent < n) {
+            evbuffer_add(out, p + sent, n - sent);
+        }
         tcpota_srv_output_done(&c->s, n);
     }
     queued = evbuffer_get_length(out);
