@@ -277,29 +277,52 @@ static void *store_main(void *arg)
 
 /* ---- the backend's table ---- */
 
+/* Hands the requests of this loop turn to the store thread. */
+static void hand_over(struct sstore *st)
+{
+    if (!st->out_head) {
+        return;
+    }
+    pthread_mutex_lock(&st->mu);
+    if (st->q_tail) {
+        st->q_tail->next = st->out_head;
+    } else {
+        st->q_head = st->out_head;
+    }
+    st->q_tail = st->out_tail;
+    pthread_cond_signal(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+    st->out_head = st->out_tail = NULL;
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    hand_over(arg);
+}
+
 static int sq_submit(struct store *base, struct store_req *r)
 {
     struct sstore *st = (struct sstore *)base;
-    int rc = STORE_OK;
 
     if (!r || !r->done) {
         return STORE_E_INVAL;
     }
-    r->next = NULL;
-    pthread_mutex_lock(&st->mu);
-    if (st->stopping) {
-        rc = STORE_E_IO;
-    } else {
-        if (st->q_tail) {
-            st->q_tail->next = r;
-        } else {
-            st->q_head = r;
-        }
-        st->q_tail = r;
-        pthread_cond_signal(&st->cv);
+    if (st->stopping) { /* set by sq_close, on this same thread */
+        return STORE_E_IO;
     }
-    pthread_mutex_unlock(&st->mu);
-    return rc;
+    r->next = NULL;
+    if (st->out_tail) {
+        st->out_tail->next = r;
+    } else {
+        /* The first of this turn: the kick runs after the callbacks the
+         * loop has already made active, so their requests join it. */
+        st->out_head = r;
+        event_active(st->kick, EV_TIMEOUT, 0);
+    }
+    st->out_tail = r;
+    return STORE_OK;
 }
 
 /* Frees what open set up; safe on a partly opened store. */
@@ -307,6 +330,9 @@ static void teardown(struct sstore *st)
 {
     if (st->ev) {
         event_free(st->ev);
+    }
+    if (st->kick) {
+        event_free(st->kick);
     }
     sq_cache_free(st);
     if (st->db) {
@@ -328,6 +354,7 @@ static void sq_close(struct store *base)
 {
     struct sstore *st = (struct sstore *)base;
 
+    hand_over(st); /* what this turn submitted is run too */
     pthread_mutex_lock(&st->mu);
     st->stopping = 1;
     pthread_cond_signal(&st->cv);
@@ -463,7 +490,8 @@ static int start(struct sstore *st, struct event_base *base, char *err, size_t e
         return -1;
     }
     st->ev = event_new(base, st->pipe_rd, EV_READ | EV_PERSIST, on_wake, st);
-    if (!st->ev || event_add(st->ev, NULL) != 0) {
+    st->kick = event_new(base, -1, 0, on_kick, st);
+    if (!st->ev || !st->kick || event_add(st->ev, NULL) != 0) {
         snprintf(err, errlen, "store: cannot watch the completion pipe");
         return -1;
     }

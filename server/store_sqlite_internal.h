@@ -40,6 +40,11 @@ struct sstore {
     struct store_req *q_head, *q_tail;
     struct store_req *done_head, *done_tail;
     int stopping;
+    /* Loop thread only: requests submitted during this turn of the loop,
+     * handed to the store thread together by `kick` (one lock and one
+     * wake-up per turn, not per request: both threads may share a core). */
+    struct store_req *out_head, *out_tail;
+    struct event *kick;
     /* Store thread only: */
     int in_txn;              /* the batch transaction is open */
     int64_t txn_started_ms;  /* monotonic, for STORE_BATCH_MS */
