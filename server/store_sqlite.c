@@ -453,7 +453,10 @@ static int open_db(struct sstore *st, char *err, size_t errlen)
         return -1;
     }
     close(fd);
-    rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE, NULL);
+    /* NOMUTEX: the connection is used by one thread at a time (opened and
+     * migrated here, then only the store thread, closed after it joined),
+     * so SQLite's per-call mutex would only cost. */
+    rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_busy_timeout(st->db, SQ_BUSY_TIMEOUT_MS);
         sqlite3_extended_result_codes(st->db, 0);
