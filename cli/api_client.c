@@ -25,6 +25,28 @@
 
 static const char flag_set[] = "1";
 
+void api_usage_common(FILE *f, int upload)
+{
+    fprintf(f,
+            "options of every fleet command (image, rollout, device list|show|set|secret):\n"
+            "  --api URL            the server's API: http://HOST:PORT or HOST:PORT\n"
+            "                       (default: $TCPOTA_API, else %s)\n"
+            "  --token-file FILE    the API token (one line); else $TCPOTA_TOKEN, else\n"
+            "  --data DIR           the server's data directory: its DIR/api.token\n"
+            "  --json               print the server's JSON answer as it came (errors too)\n",
+            API_DEFAULT_URL);
+    if (upload) {
+        fprintf(f, "  --timeout SECONDS    wait this long for an answer (default %d; %d for add)\n",
+                API_TIMEOUT_S, API_UPLOAD_TIMEOUT_S);
+    } else {
+        fprintf(f, "  --timeout SECONDS    wait this long for an answer (default %d)\n",
+                API_TIMEOUT_S);
+    }
+    fprintf(f, "  --help               this text\n"
+               "\n"
+               "exit: 0 done, 1 the server refused or cannot be reached, 2 usage\n");
+}
+
 int api_usage(const struct api *a, const char *fmt, ...)
 {
     va_list ap;

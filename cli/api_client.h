@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #define API_DEFAULT_URL "http://127.0.0.1:8071"
@@ -53,6 +54,10 @@ int api_parse(struct api *a, const struct api_opt *opts, int argc, char **argv, 
 /* Prints "tcpota CMD: <fmt...>" and "try 'tcpota CMD --help'" on stderr;
  * returns 2 (the usage exit code). */
 int api_usage(const struct api *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints the options every fleet command takes (image, rollout, device
+ * list|show|set|secret) and the exit codes, the end of each one's --help.
+ * upload: the command uploads (its own longer timeout is named). */
+void api_usage_common(FILE *f, int upload);
 /* Parses a whole non-negative number for option `name` (no range check:
  * the server checks ranges); on failure says so with `example` ("--halt-at
  * 20") and returns 2, else 0. */

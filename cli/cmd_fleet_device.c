@@ -34,18 +34,8 @@ static void usage(FILE *f)
             "  secret ID            creates a new secret for the device (it replaces the old\n"
             "                       one) and prints it once, as a secret file's line\n"
             "    --out FILE         writes that file instead (created, mode 0600)\n"
-            "\n"
-            "options of every fleet command (image, rollout, device list|show|set|secret):\n"
-            "  --api URL            the server's API: http://HOST:PORT or HOST:PORT\n"
-            "                       (default: $TCPOTA_API, else %s)\n"
-            "  --token-file FILE    the API token (one line); else $TCPOTA_TOKEN, else\n"
-            "  --data DIR           the server's data directory: its DIR/api.token\n"
-            "  --json               print the server's JSON answer as it came (errors too)\n"
-            "  --timeout SECONDS    wait this long for an answer (default %d)\n"
-            "  --help               this text\n"
-            "\n"
-            "exit: 0 done, 1 the server refused or cannot be reached, 2 usage\n",
-            API_DEFAULT_URL, API_TIMEOUT_S);
+            "\n");
+    api_usage_common(f, 0);
 }
 
 /* "/v1/devices/<id percent-encoded><tail>" into buf; 2 after a message. */

@@ -33,18 +33,8 @@ static void usage(FILE *f)
             "    --model M          ... and the hardware model it is for\n"
             "  list                 every image: id, version, model, size, rollouts using it\n"
             "  rm ID                removes an image no rollout uses (ID: 8+ hex digits will do)\n"
-            "\n"
-            "options of every fleet command (image, rollout, device list|show|set|secret):\n"
-            "  --api URL            the server's API: http://HOST:PORT or HOST:PORT\n"
-            "                       (default: $TCPOTA_API, else %s)\n"
-            "  --token-file FILE    the API token (one line); else $TCPOTA_TOKEN, else\n"
-            "  --data DIR           the server's data directory: its DIR/api.token\n"
-            "  --json               print the server's JSON answer as it came (errors too)\n"
-            "  --timeout SECONDS    wait this long for an answer (default %d; %d for add)\n"
-            "  --help               this text\n"
-            "\n"
-            "exit: 0 done, 1 the server refused or cannot be reached, 2 usage\n",
-            API_DEFAULT_URL, API_TIMEOUT_S, API_UPLOAD_TIMEOUT_S);
+            "\n");
+    api_usage_common(f, 1);
 }
 
 /* One image as a table row: ID VERSION MODEL SIZE SIGNED ADDED ROLLOUTS. */

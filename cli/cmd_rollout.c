@@ -40,18 +40,8 @@ static void usage(FILE *f)
             "pause ID               no new device starts; started ones finish\n"
             "resume ID              back to active after a pause or a halt\n"
             "cancel ID              for good\n"
-            "\n"
-            "options of every fleet command (image, rollout, device list|show|set|secret):\n"
-            "  --api URL            the server's API: http://HOST:PORT or HOST:PORT\n"
-            "                       (default: $TCPOTA_API, else %s)\n"
-            "  --token-file FILE    the API token (one line); else $TCPOTA_TOKEN, else\n"
-            "  --data DIR           the server's data directory: its DIR/api.token\n"
-            "  --json               print the server's JSON answer as it came (errors too)\n"
-            "  --timeout SECONDS    wait this long for an answer (default %d)\n"
-            "  --help               this text\n"
-            "\n"
-            "exit: 0 done, 1 the server refused or cannot be reached, 2 usage\n",
-            API_DEFAULT_URL, API_TIMEOUT_S);
+            "\n");
+    api_usage_common(f, 0);
 }
 
 /* "5,25,100" into a JSON array of numbers; ranges are the server's to check. */
