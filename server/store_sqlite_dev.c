@@ -481,13 +481,10 @@ int sq_op_device_list(struct sstore *st, struct store_req *r)
     }
     r->u.list.n = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (r->u.list.n == cap) {
-            cap = cap ? 2 * cap : 64;
-            if (!(grown = realloc(rows, cap * sizeof(*rows)))) {
-                break;
-            }
-            rows = grown;
+        if (!(grown = sq_grow(rows, &cap, r->u.list.n, sizeof(*rows)))) {
+            break;
         }
+        rows = grown;
         row_to_device(s, &rows[r->u.list.n++]);
     }
     sqlite3_finalize(s);
@@ -607,13 +604,10 @@ int sq_op_secret_list(struct sstore *st, struct store_req *r)
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         int n = sqlite3_column_bytes(s, 1);
         struct store_secret *x;
-        if (r->u.list.n == cap) {
-            cap = cap ? 2 * cap : 64;
-            if (!(grown = realloc(rows, cap * sizeof(*rows)))) {
-                break;
-            }
-            rows = grown;
+        if (!(grown = sq_grow(rows, &cap, r->u.list.n, sizeof(*rows)))) {
+            break;
         }
+        rows = grown;
         x = &rows[r->u.list.n++];
         memset(x, 0, sizeof(*x));
         sq_col_text(s, 0, x->id, sizeof(x->id));

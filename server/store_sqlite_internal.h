@@ -64,6 +64,12 @@ int sq_migrate(sqlite3 *db, const char *path, char *err, size_t errlen);
 
 /* ---- store_sqlite_sql.c ---- */
 
+/* Room for row n of a list: rows as it is while n < *cap, else grown
+ * (doubled, at least SQ_ROWS_FIRST rows of elem bytes) with *cap updated.
+ * NULL when out of memory: rows stays valid and unchanged. */
+void *sq_grow(void *rows, size_t *cap, size_t n, size_t elem);
+#define SQ_ROWS_FIRST 64u
+
 /* The cached statement for sql, reset, with its parameters bound from fmt,
  * one letter each: 'i' int64_t, 't' const char * (NULL binds NULL),
  * 'b' const void * then int length. NULL on a SQLite error. */

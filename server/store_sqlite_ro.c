@@ -370,14 +370,10 @@ int sq_op_rollout_list(struct sstore *st, struct store_req *r)
     }
     r->u.list.n = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (r->u.list.n == cap) {
-            cap = cap ? 2 * cap : 8;
-            grown = realloc(rows, cap * sizeof(*rows));
-            if (!grown) {
-                break;
-            }
-            rows = grown;
+        if (!(grown = sq_grow(rows, &cap, r->u.list.n, sizeof(*rows)))) {
+            break;
         }
+        rows = grown;
         row_to_rollout(s, &rows[r->u.list.n++]);
     }
     sqlite3_reset(s);

@@ -207,3 +207,19 @@ void sq_image_path(const struct sstore *st, const char *hex, char *out, size_t s
 {
     snprintf(out, size, "%s/images/%s", st->dir, hex);
 }
+
+void *sq_grow(void *rows, size_t *cap, size_t n, size_t elem)
+{
+    size_t want;
+    void *grown;
+
+    if (n < *cap) {
+        return rows;
+    }
+    want = *cap ? 2 * *cap : SQ_ROWS_FIRST;
+    if (!(grown = realloc(rows, want * elem))) {
+        return NULL;
+    }
+    *cap = want;
+    return grown;
+}
