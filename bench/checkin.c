@@ -66,25 +66,6 @@ static void note_error(const char *what)
     if (!g.first_error[0]) snprintf(g.first_error, sizeof(g.first_error), "%s", what);
 }
 
-static int resolve(const char *text)
-{
-    char host[256];
-    const char *colon = strrchr(text, ':');
-    struct addrinfo hints, *ai = NULL;
-
-    if (!colon || (size_t)(colon - text) >= sizeof(host)) return -1;
-    memcpy(host, text, (size_t)(colon - text));
-    host[colon - text] = 0;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
-    if (getaddrinfo(host, colon + 1, &hints, &ai) != 0) return -1;
-    memcpy(&g.srv, ai->ai_addr, ai->ai_addrlen);
-    g.srv_len = ai->ai_addrlen;
-    freeaddrinfo(ai);
-    return 0;
-}
-
 static void watch(struct slot *s, int op, uint32_t events)
 {
     struct epoll_event ev;
@@ -371,7 +352,8 @@ int checkin_main(int argc, char **argv)
         else if (strcmp(a, "--sources") == 0) g.sources = (unsigned)strtoul(v, NULL, 10);
         else return usage();
     }
-    if (i != argc || !server || resolve(server) < 0 || g.conns == 0 || g.duration <= 0 ||
+    if (i != argc || !server || loadgen_resolve(server, &g.srv, &g.srv_len) < 0 ||
+        g.conns == 0 || g.duration <= 0 ||
         g.ids == 0 || g.ids > 100000 || g.sources == 0 || g.sources > 250 ||
         strlen(g.prefix) > ID_MAX - 6 || (g.mode == CI_HTTP10 && (!g.path || g.size == 0))) {
         return usage();

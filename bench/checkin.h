@@ -29,6 +29,12 @@
 #ifndef TCPOTA_BENCH_CHECKIN_H
 #define TCPOTA_BENCH_CHECKIN_H
 
+#include <sys/socket.h>
+
+/* HOST:PORT (numeric) into *ss; 0 or -1. Shared with loadgen.c, which
+ * defines it. */
+int loadgen_resolve(const char *text, struct sockaddr_storage *ss, socklen_t *len);
+
 /* Runs `bench-loadgen checkin|http10 ...` (argv[1] is the mode). Returns
  * the process's exit code. */
 int checkin_main(int argc, char **argv);

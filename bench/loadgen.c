@@ -710,7 +710,7 @@ static void on_io(struct dev *d, uint32_t events, uint8_t *buf, size_t cap)
 
 /* ---- main --------------------------------------------------------------- */
 
-static int resolve(const char *text)
+int loadgen_resolve(const char *text, struct sockaddr_storage *ss, socklen_t *len)
 {
     char host[256];
     const char *colon = strrchr(text, ':');
@@ -723,8 +723,8 @@ static int resolve(const char *text)
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
     if (getaddrinfo(host, colon + 1, &hints, &ai) != 0) return -1;
-    memcpy(&g.srv, ai->ai_addr, ai->ai_addrlen);
-    g.srv_len = ai->ai_addrlen;
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    *len = ai->ai_addrlen;
     freeaddrinfo(ai);
     return 0;
 }
@@ -923,7 +923,8 @@ int main(int argc, char **argv)
     }
     if (g.size == 0) return usage();
     if (strcmp(argv[1], "image") == 0) return file ? cmd_image(file) : usage();
-    if (!server || resolve(server) < 0 || g.n == 0 || g.sources == 0 || g.sources > 250 ||
+    if (!server || loadgen_resolve(server, &g.srv, &g.srv_len) < 0 || g.n == 0 ||
+        g.sources == 0 || g.sources > 250 ||
         (g.mode == M_HTTP && !g.path)) {
         return usage();
     }
