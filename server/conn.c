@@ -535,7 +535,15 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     struct conn *c = arg;
 
     if (what == BEV_EVENT_CONNECTED) {
-        c->tls_up = 1; /* a TLS handshake finished: nothing ends here */
+        /* A TLS handshake finished: nothing ends here. */
+        int resumed = SSL_session_reused(bufferevent_openssl_get_ssl(bev)) == 1;
+        c->tls_up = 1;
+        if (resumed) {
+            c->srv->stats.tls_resumed++;
+        } else {
+            c->srv->stats.tls_full++;
+        }
+        clog_(c, 0, "TLS handshake done (%s)", resumed ? "resumed session" : "full");
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {
