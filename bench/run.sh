@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # run.sh [--quick] - every tcpota benchmark (bench/README.md): slow link,
 # fleet scale, device footprint, resume cost, and fleet mode's (check-ins,
-# transfers, a registry of a million devices: fleetmode.sh). Installs what it
+# transfers, a registry of a million devices: fleetmode.sh; TLS check-ins:
+# tlsmode.sh). Installs what it
 # lacks with apt-get, builds in $BENCH_BUILD (default /tmp/build-bench),
 # prints the tables and writes them to bench/results/latest.md (--quick:
 # quick.md). BENCH_ONLY="checkin transfers" runs only the named ones of
-# footprint link fleet resume checkin transfers registry, and writes
+# footprint link fleet resume checkin transfers registry tls, and writes
 # bench/results/only-NAMES.md (quick: only-NAMES-quick.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ QUICK=0
 BUILD=${BENCH_BUILD:-/tmp/build-bench}
 RESULTS=$ROOT/bench/results
 MIB=1048576
-BENCH_ONLY=${BENCH_ONLY:-footprint link fleet resume checkin transfers registry}
+BENCH_ONLY=${BENCH_ONLY:-footprint link fleet resume checkin transfers registry tls}
 want() { [[ " ${BENCH_ONLY//,/ } " == *" $1 "* ]]; }
 
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -467,6 +468,7 @@ $(sed -nE 's/.*connections=([0-9]+).*/\1/p' <<< "$out")"
 
 # ---- 5-7. fleet mode: check-ins, transfers, a registry of 1M devices --------
 . "$ROOT/bench/fleetmode.sh"
+. "$ROOT/bench/tlsmode.sh"
 
 # ---- main -------------------------------------------------------------------
 install_missing
@@ -494,7 +496,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 mkdir -p "$RESULTS"
 out=$RESULTS/latest.md
 [ $QUICK -eq 1 ] && out=$RESULTS/quick.md
-if [ "$BENCH_ONLY" != "footprint link fleet resume checkin transfers registry" ]; then
+if [ "$BENCH_ONLY" != "footprint link fleet resume checkin transfers registry tls" ]; then
   out=$RESULTS/only-$(tr ' ,' '--' <<< "$BENCH_ONLY")$([ $QUICK -eq 1 ] && echo -quick || true).md
 fi
 {
@@ -555,9 +557,10 @@ run_phase resume resume resume_bench
 run_phase checkin check-ins checkin_bench
 run_phase transfers "transfers, fleet vs single" transfer_bench
 run_phase registry registry registry_bench
+run_phase tls "TLS check-ins" tls_checkin_bench
 { echo "Other load on the machine during the run (its busy CPU time minus this run's own processes):"
   echo; cat "$WORK/load.md"; echo; } >> "$WORK/head.md"
-for f in link fleet footprint resume checkin transfer registry; do
+for f in link fleet footprint resume checkin transfer registry tls; do
   [ -s "$WORK/$f.md" ] && cat "$WORK/$f.md" && echo
 done | cat "$WORK/head.md" - > "$out"
 { echo "# raw samples of ${out##*/} (link: seconds per run; fleet, check-ins, transfers: bench-loadgen's line)"
