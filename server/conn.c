@@ -49,6 +49,26 @@ void conn_free(struct conn *c)
     free(c);
 }
 
+/* While a plain connection streams (after ACCEPT, until every byte is out),
+ * its device's ACKs (16 bytes per 16 KiB written by default) need not wake the
+ * loop one by one: the socket reports input only once STREAM_RCVLOWAT
+ * bytes wait (Linux counts SO_RCVLOWAT for epoll too). Progress is then
+ * seen 8 ACKs at a time; a device that fails mid-stream closes, which
+ * the next write notices. Once the last byte has left the output, input
+ * counts from one byte again (the kernel signals what waits at once), so
+ * COMPLETE is read as soon as it comes. */
+static void stream_lowat(struct conn *c, int on)
+{
+    int v = on ? (int)STREAM_RCVLOWAT : 1;
+
+    if (c->srv->tls || !c->bev || c->lowat == on) {
+        return;
+    }
+    if (setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) == 0) {
+        c->lowat = (uint8_t)on;
+    }
+}
+
 /* The connection proved what it must (HELLO, and AUTH where required): it
  * no longer counts against its address's unauthenticated connections. */
 static void conn_admitted(struct conn *c)
@@ -332,6 +352,7 @@ static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
         return;
     case TCPOTA_SRV_EV_ACCEPT:
         c->progress_at = now_s();
+        stream_lowat(c, 1);
         if (ev->start != c->stream_from) {
             clog_(c, 0, "accept: device resumes at %u instead, re-seeking", ev->start);
             c->stream_from = ev->start;
@@ -518,6 +539,10 @@ static void write_cb(struct bufferevent *bev, void *arg)
         }
         if (conn_pump(c)) {
             return; /* c is gone */
+        }
+        if (c->lowat && tcpota_srv_get_state(&c->s) == TCPOTA_SRV_SENT_ALL &&
+            evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+            stream_lowat(c, 0);
         }
     } else if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
         /* Not "reading disabled": a TLS bufferevent reports that during

@@ -41,6 +41,8 @@
 /* Stop reading a peer whose replies pile up unread (a PING flood, a legacy
  * device repeating req1 without reading): above DATA's own cap. */
 #define READ_PAUSE (OUT_HIGH + 256u * 1024u)
+/* A streaming connection's SO_RCVLOWAT: 8 ACK frames (16 bytes each). */
+#define STREAM_RCVLOWAT 128u
 #define RX_CAP 1024u            /* device frames are small; HELLO < 300 B */
 
 enum kind { K_UNKNOWN = 0, K_V1, K_LEGACY };
@@ -106,6 +108,7 @@ struct conn {
     uint8_t read_paused; /* reading stopped until our replies drain */
     uint8_t unauth;      /* counted in srv->unauth until it authenticates */
     uint8_t tls_up;      /* TLS: the handshake finished */
+    uint8_t lowat;       /* SO_RCVLOWAT raised while streaming (conn.c) */
     /* TLS: waiting for the first byte, before any TLS state is allocated
      * (then bev is NULL). */
     struct event *first_byte;
