@@ -353,6 +353,7 @@ void api_stop(struct api *a)
         if (!c->sr) call_free(c);
     }
     api_events_stop(a);
+    json_decref(a->summary);
     evhttp_free(a->http);
     free(a);
 }

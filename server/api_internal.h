@@ -26,6 +26,7 @@ struct evhttp_bound_socket;
 #define API_STREAMS_MAX 64u               /* event streams open at once (dashboards) */
 #define API_STREAM_BEAT_S 15              /* a comment on every stream this often */
 #define API_STREAM_BACKLOG (1u << 20)     /* bytes unsent to a stream before it is cut */
+#define API_SUMMARY_TTL_MS 2000           /* a summary is reused this long */
 
 struct api_stream;
 
@@ -37,6 +38,8 @@ struct api {
     struct api_stream *streams; /* open event streams (api_events.c) */
     unsigned nstreams;
     struct event *beat;         /* the streams' heartbeat, once one opened */
+    json_t *summary;            /* the last GET /v1/summary answer (api_summary.c) */
+    int64_t summary_ms;         /* when (monotonic ms) */
 };
 
 struct api_call;

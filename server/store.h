@@ -180,16 +180,17 @@ enum store_op {
      * is skipped and counted in u.events.skipped, r->err naming the first,
      * while rc stays STORE_OK. Durable when any item is. */
     STORE_EVENTS,
-    /* Counts for the dashboard (struct store_tally rows): devices by model,
-     * version and state; failures recorded since u.summary.since by state
-     * and reason; failed devices of each rollout not cancelled by wave,
-     * state and reason. Read only. */
+    /* Counts for the dashboard (struct store_tally rows): devices by model
+     * and state, and by model and version; failures recorded since
+     * u.summary.since by state and reason; failed devices of each rollout
+     * not cancelled by wave, state and reason. Read only. */
     STORE_SUMMARY,
 };
 
 /* One row of STORE_SUMMARY: a count of devices sharing the fields its kind names. */
 enum store_tally_kind {
-    STORE_TALLY_DEVICES = 0,     /* model, version, state */
+    STORE_TALLY_STATES = 0,      /* model, state */
+    STORE_TALLY_VERSIONS,        /* model, version */
     STORE_TALLY_FAILURES,        /* state, reason (history lines since u.summary.since) */
     STORE_TALLY_ROLLOUT_FAILED,  /* rollout_id, wave (0-based), state, reason */
 };

@@ -5,10 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Devices by model, version and state: one pass over the table. */
-static const char sql_devices[] =
-    "SELECT model, version, state, count(*) FROM devices GROUP BY model, version, state"
-    " ORDER BY 4 DESC LIMIT ?1";
+/* Devices by model and state, and by model and version: each a pass over a
+ * covering index (devices_model_state, devices_model_version), no row read. */
+static const char sql_states[] =
+    "SELECT model, '', state, count(*) FROM devices GROUP BY model, state ORDER BY 4 DESC LIMIT ?1";
+static const char sql_versions[] =
+    "SELECT model, version, 0, count(*) FROM devices GROUP BY model, version ORDER BY 4 DESC"
+    " LIMIT ?1";
 
 /* Failure lines of the history since ?1, by state and detail. History rows
  * are appended in time order, so the scan starts after the newest row older
@@ -57,7 +60,7 @@ static int collect(struct sstore *st, struct store_req *r, sqlite3_stmt *s,
             return STORE_E_IO;
         }
         t->kind = kind;
-        if (kind == STORE_TALLY_DEVICES) {
+        if (kind == STORE_TALLY_STATES || kind == STORE_TALLY_VERSIONS) {
             sq_col_text(s, 0, t->model, sizeof(t->model));
             sq_col_text(s, 1, t->version, sizeof(t->version));
             t->state = (enum store_dev_state)sqlite3_column_int(s, 2);
@@ -86,7 +89,10 @@ int sq_op_summary(struct sstore *st, struct store_req *r)
 
     r->u.summary.rows = NULL;
     r->u.summary.n = 0;
-    rc = collect(st, r, sq_prep(st, sql_devices, "i", max), STORE_TALLY_DEVICES, &cap);
+    rc = collect(st, r, sq_prep(st, sql_states, "i", max), STORE_TALLY_STATES, &cap);
+    if (rc == STORE_OK) {
+        rc = collect(st, r, sq_prep(st, sql_versions, "i", max), STORE_TALLY_VERSIONS, &cap);
+    }
     if (rc == STORE_OK) {
         rc = collect(st, r,
                      sq_prep(st, sql_failures, "iiiiii", r->u.summary.since,

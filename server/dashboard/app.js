@@ -7,7 +7,10 @@
 
 const TOKEN_KEY = 'tcpota.token';
 const PAGE = 50;             // devices per page
-const REFRESH_MS = 1000;     // a view redraws at most this often on events
+// A view redraws this long after an event (and again after events that came
+// meanwhile). Longer than the server's summary reuse (API_SUMMARY_TTL_MS,
+// 2 s): the summary a redraw reads is then never older than the event.
+const REFRESH_MS = 2500;
 const RECONNECT_MS = 2000;   // the event stream's retry
 const STATES = ['seen', 'up-to-date', 'waiting', 'offered', 'downloading', 'verified',
   'updated', 'rolled-back', 'boot-failed', 'declined', 'failed'];
@@ -15,7 +18,7 @@ const STATES = ['seen', 'up-to-date', 'waiting', 'offered', 'downloading', 'veri
 const $ = (id) => document.getElementById(id);
 let view = null;             // {draw()} of the page shown
 let stream = null;           // AbortController of the event stream
-let timer = null;
+let timer = null, pending = false;
 
 // ---- helpers ----
 
@@ -79,7 +82,13 @@ async function api(method, path, body, headers) {
 // ---- live updates ----
 
 function schedule() {
-  if (!timer) timer = setTimeout(() => { timer = null; if (view) view.draw(); }, REFRESH_MS);
+  if (timer) { pending = true; return; }
+  pending = false;
+  timer = setTimeout(() => {
+    timer = null;
+    if (view) view.draw().catch(fail);
+    if (pending) schedule();
+  }, REFRESH_MS);
 }
 
 function onDevice(d) {
@@ -171,10 +180,10 @@ const overview = {
   live: true,
   async draw() {
     const [s, ros] = await Promise.all([api('GET', '/v1/summary'), api('GET', '/v1/rollouts')]);
-    const total = s.devices.reduce((a, r) => a + r.count, 0);
-    const byState = groupBy(s.devices, (r) => r.state);
+    const total = s.states.reduce((a, r) => a + r.count, 0);
+    const byState = groupBy(s.states, (r) => r.state);
     const failed = s.failures.reduce((a, r) => a + r.count, 0);
-    const models = [...new Set(s.devices.map((r) => r.model))].sort();
+    const models = [...new Set(s.states.map((r) => r.model))].sort();
     const used = STATES.filter((st) => byState.get(st));
     const active = ros.rollouts.filter((r) => r.state !== 'cancelled' && !r.superseded);
     render('Overview',
@@ -185,12 +194,12 @@ const overview = {
         h('div', { class: 'card' }, h('b', { id: 'n-failures' }, failed), 'failures in the last hour')),
       h('h2', {}, 'Devices by model and state'),
       table(['model', ...used], models.map((m) => {
-        const c = groupBy(s.devices.filter((r) => r.model === m), (r) => r.state);
+        const c = groupBy(s.states.filter((r) => r.model === m), (r) => r.state);
         return h('tr', {}, h('td', {}, m), used.map((st) => num(c.get(st) || '')));
       }), 1),
       h('h2', {}, 'Devices by model and version'),
-      table(['model', 'version', 'devices'], [...groupBy(s.devices, (r) => r.model + '\u0000' + r.version)]
-        .map(([k, n]) => { const [m, v] = k.split('\u0000'); return h('tr', {}, h('td', {}, m), h('td', {}, v), num(n)); }), 2),
+      table(['model', 'version', 'devices'], s.versions
+        .map((r) => h('tr', {}, h('td', {}, r.model), h('td', {}, r.version), num(r.count))), 2),
       h('h2', {}, 'Active rollouts'),
       active.length ? active.map((ro) => h('div', { class: 'panel', id: 'rollout-' + ro.id },
         h('b', {}, `rollout ${ro.id}: ${ro.version} for ${ro.model}${ro.group ? ' / ' + ro.group : ''} `), state(ro.state),
@@ -206,13 +215,17 @@ const devices = {
   live: false, // rows update in place; a redraw would lose the reader's place
   filter: { q: '', model: '', state: '', group: '' },
   pages: [''], // the `after` of each page seen; the last is the current one
+  models: null,
   async draw() {
     const f = this.filter, q = new URLSearchParams({ limit: PAGE });
     for (const k of ['q', 'model', 'state', 'group']) if (f[k]) q.set(k, f[k]);
     const after = this.pages[this.pages.length - 1];
     if (after) q.set('after', after);
-    const [r, s] = await Promise.all([api('GET', '/v1/devices?' + q), api('GET', '/v1/summary')]);
-    const models = [...new Set(s.devices.map((x) => x.model))].sort();
+    // The models for the filter come from the summary, once per visit: it
+    // reads every device, a page reads only its own.
+    const [r, s] = await Promise.all([api('GET', '/v1/devices?' + q), this.models ? null : api('GET', '/v1/summary')]);
+    if (s) this.models = [...new Set(s.states.map((x) => x.model))].sort();
+    const models = this.models;
     const first = (this.pages.length - 1) * PAGE;
     const redo = () => { this.pages = ['']; this.draw().catch(fail); };
     const input = (k, attrs) => h('input', { value: f[k], ...attrs, onchange: (e) => { f[k] = e.target.value.trim(); redo(); } });
@@ -337,6 +350,7 @@ function route() {
   const [, page, arg] = location.hash.split('/');
   const pages = { overview, devices, rollouts, images };
   view = page === 'device' ? device(decodeURIComponent(arg || '')) : pages[page] || overview;
+  devices.models = null;
   for (const a of document.querySelectorAll('nav a')) a.classList.toggle('on', a.hash === '#/' + (page || 'overview'));
   view.draw().catch(fail);
 }

@@ -55,6 +55,7 @@ struct fake {
     struct store_req last_set;  /* the last ROLLOUT_SET's inputs */
     size_t last_limit;
     int64_t last_since, last_now; /* of the last SUMMARY */
+    int summaries;                /* SUMMARY requests answered */
     char secret_id[TCPOTA_MAX_STR + 1];
     uint8_t secret[TCPOTA_SECRET_MAX], secret_len;
 };
@@ -240,15 +241,19 @@ static void fake_device(struct store_req *r)
 /* One row of each kind, and what the request asked. */
 static void fake_summary(struct store_req *r)
 {
-    struct store_tally *t = calloc(3, sizeof *t);
+    struct store_tally *t = calloc(4, sizeof *t);
 
+    T.f.summaries++;
     T.f.last_since = r->u.summary.since;
     T.f.last_now = r->now;
-    t[0].kind = STORE_TALLY_DEVICES;
+    t[0].kind = STORE_TALLY_STATES;
     snprintf(t[0].model, sizeof t[0].model, "esp32-devkit");
-    snprintf(t[0].version, sizeof t[0].version, "1.0.0");
     t[0].state = STORE_ST_ROLLED_BACK;
     t[0].n = 7;
+    t[3].kind = STORE_TALLY_VERSIONS;
+    snprintf(t[3].model, sizeof t[3].model, "esp32-devkit");
+    snprintf(t[3].version, sizeof t[3].version, "1.0.0");
+    t[3].n = 9;
     t[1].kind = STORE_TALLY_FAILURES;
     t[1].state = STORE_ST_FAILED;
     snprintf(t[1].reason, sizeof t[1].reason, "integrity \"check\"");
@@ -260,7 +265,7 @@ static void fake_summary(struct store_req *r)
     snprintf(t[2].reason, sizeof t[2].reason, "health check failed");
     t[2].n = 3;
     r->u.summary.rows = t;
-    r->u.summary.n = 3;
+    r->u.summary.n = 4;
 }
 
 static void fake_answer(struct store_req *r)
@@ -1070,15 +1075,22 @@ static void test_summary(void **state)
 {
     json_t *j = NULL, *t;
 
+    /* A store error is the store's message, and nothing is kept of it. */
+    T.f.fail_op = STORE_SUMMARY;
+    T.f.fail_rc = STORE_E_IO;
+    expect_error("GET", "/v1/summary", NULL, 500, NULL);
     assert_int_equal(http("GET", "/v1/summary", NULL, &j), 200);
+    assert_int_equal(T.f.summaries, 1);
     assert_int_equal(T.f.last_now - T.f.last_since, 3600);
     assert_int_equal(iget(j, "now") - iget(j, "since"), 3600);
-    t = json_array_get(json_object_get(j, "devices"), 0);
+    t = json_array_get(json_object_get(j, "states"), 0);
     assert_string_equal(sget(t, "model"), "esp32-devkit");
-    assert_string_equal(sget(t, "version"), "1.0.0");
     assert_string_equal(sget(t, "state"), "rolled-back");
     assert_int_equal(iget(t, "count"), 7);
-    assert_int_equal(json_array_size(json_object_get(j, "devices")), 1);
+    assert_int_equal(json_array_size(json_object_get(j, "states")), 1);
+    t = json_array_get(json_object_get(j, "versions"), 0);
+    assert_string_equal(sget(t, "version"), "1.0.0");
+    assert_int_equal(iget(t, "count"), 9);
     t = json_array_get(json_object_get(j, "failures"), 0);
     assert_string_equal(sget(t, "state"), "failed");
     assert_string_equal(sget(t, "reason"), "integrity \"check\"");
@@ -1092,9 +1104,12 @@ static void test_summary(void **state)
     expect_error("POST", "/v1/summary", "{}", 405, NULL);
     expect_error("GET", "/v1/summary/x", NULL, 404, NULL);
     assert_int_equal(http_full("GET", "/v1/summary", NULL, NULL, NULL, NULL, 0, NULL), 401);
-    T.f.fail_op = STORE_SUMMARY;
-    T.f.fail_rc = STORE_E_IO;
-    expect_error("GET", "/v1/summary", NULL, 500, NULL);
+    /* Within API_SUMMARY_TTL_MS the answer is reused, not counted again. */
+    assert_int_equal(http("GET", "/v1/summary", NULL, NULL), 200);
+    assert_int_equal(T.f.summaries, 1);
+    for (int waited = 0; waited <= API_SUMMARY_TTL_MS; waited += 100) run_ms(100);
+    assert_int_equal(http("GET", "/v1/summary", NULL, NULL), 200);
+    assert_int_equal(T.f.summaries, 2);
 }
 
 /* ---- raw sockets: the dashboard's files and the event streams ---- */

@@ -418,6 +418,7 @@ static void test_migrates_older_schema(void **state)
     snprintf(path, sizeof(path), "%s/tcpota.db", f->dir);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, "DROP INDEX device_failures_dev;"
+                                      "DROP INDEX devices_model_version;"
                                       "UPDATE schema_version SET version = 1;"
                                       "INSERT INTO secrets VALUES ('kept', x'00');",
                                   NULL, NULL, NULL), SQLITE_OK);
@@ -429,12 +430,13 @@ static void test_migrates_older_schema(void **state)
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_prepare_v2(db, "SELECT (SELECT version FROM schema_version),"
                                             " (SELECT count(*) FROM sqlite_master WHERE name ="
-                                            " 'device_failures_dev'),"
+                                            " 'device_failures_dev') + (SELECT count(*) FROM"
+                                            " sqlite_master WHERE name = 'devices_model_version'),"
                                             " (SELECT count(*) FROM secrets WHERE device_id = 'kept')",
                                         -1, &s, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(s, 0), 2);
-    assert_int_equal(sqlite3_column_int(s, 1), 1);
+    assert_int_equal(sqlite3_column_int(s, 0), 3);
+    assert_int_equal(sqlite3_column_int(s, 1), 2);
     assert_int_equal(sqlite3_column_int(s, 2), 1);
     sqlite3_finalize(s);
     sqlite3_close(db);
@@ -1163,7 +1165,7 @@ static void test_summary(void **state)
     const struct store_tally *t;
     uint8_t img[TCPOTA_ID_LEN];
     struct store_req *r;
-    size_t i, ndev = 0, nfail = 0, nro = 0;
+    size_t i, ndev = 0, nver = 0, nfail = 0, nro = 0;
     uint64_t ro;
 
     checkin_free(f, "dev-a");
@@ -1182,11 +1184,15 @@ static void test_summary(void **state)
     assert_int_equal(r->rc, STORE_OK);
     for (i = 0; i < r->u.summary.n; i++) {
         t = &r->u.summary.rows[i];
-        if (t->kind == STORE_TALLY_DEVICES) {
+        if (t->kind == STORE_TALLY_STATES) {
             ndev++;
             assert_string_equal(t->model, MODEL);
-            assert_string_equal(t->version, "1.0.0");
             assert_int_equal(t->n, t->state == STORE_ST_ROLLED_BACK ? 2 : 1);
+        } else if (t->kind == STORE_TALLY_VERSIONS) {
+            nver++;
+            assert_string_equal(t->model, MODEL);
+            assert_string_equal(t->version, "1.0.0");
+            assert_int_equal(t->n, 3);
         } else if (t->kind == STORE_TALLY_FAILURES) {
             nfail++;
             assert_int_equal(t->state, STORE_ST_ROLLED_BACK);
@@ -1201,6 +1207,7 @@ static void test_summary(void **state)
         }
     }
     assert_int_equal(ndev, 2); /* rolled-back x2, and dev-c's state */
+    assert_int_equal(nver, 1);
     assert_int_equal(nfail, 1);
     assert_int_equal(nro, 1);
     store_req_free(r);
@@ -1210,7 +1217,8 @@ static void test_summary(void **state)
     r->u.summary.since = NOW + 1;
     run(f, r);
     for (i = 0; i < r->u.summary.n; i++) {
-        assert_int_equal(r->u.summary.rows[i].kind, STORE_TALLY_DEVICES);
+        assert_true(r->u.summary.rows[i].kind == STORE_TALLY_STATES ||
+                    r->u.summary.rows[i].kind == STORE_TALLY_VERSIONS);
     }
     store_req_free(r);
 }
