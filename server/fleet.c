@@ -950,7 +950,8 @@ void fleet_close(struct server *srv)
     if (!f) {
         return;
     }
-    if (f->api) api_stop(f->api);
+    api_stop(f->api);
+    f->api = NULL; /* the steps flushed below must not tell a stopped API */
     /* What was recorded and not yet handed over goes before the store closes
      * (store_close runs every done, events_done among them). */
     if (f->store) flush_events(srv);
