@@ -20,6 +20,12 @@ const work = mkdtempSync(join(tmpdir(), 'tcpota-browser-'));
 const procs = [];
 let browser = null, page = null;
 
+// The servers and devices die with this process, however it ends (a closed
+// stdout must not kill it before its clean-up either).
+process.on('exit', () => { for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL'); });
+process.stdout.on('error', () => {});
+process.stderr.on('error', () => {});
+
 const ok = (what) => console.log('ok: ' + what);
 function fail(what) { throw new Error(what); }
 
