@@ -4,13 +4,20 @@
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config libevent-dev libsodium-dev libcmocka-dev libssl-dev openssl
-      libsqlite3-dev libjansson-dev clang libclang-rt-14-dev llvm gcc-arm-none-eabi libnewlib-arm-none-eabi procps iproute2 python3)
+      libsqlite3-dev libjansson-dev clang libclang-rt-14-dev llvm gcc-arm-none-eabi libnewlib-arm-none-eabi procps iproute2 python3
+      chromium)
 [ "${1:-}" = "--demo" ] && pkgs=(build-essential cmake pkg-config libevent-dev libsodium-dev libcmocka-dev libssl-dev libsqlite3-dev libjansson-dev procps)
 
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# The browser tests' node and npm (tests/browser): Debian's nodejs and npm,
+# unless a node with its npm is there already (e.g. NodeSource's nodejs, which
+# carries npm and conflicts with Debian's npm package).
+if [ "${1:-}" != "--demo" ] && ! { command -v node && command -v npm; } > /dev/null; then
+  missing+=(nodejs npm)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "deps: installing ${missing[*]}"

@@ -1,5 +1,6 @@
 /* api.c - the control API's listener, routing, token and replies (see api.h). */
 #include "api_internal.h"
+#include "dashboard.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -34,6 +35,7 @@ static const char *status_text(int code)
     case 405: return "Method Not Allowed";
     case 409: return "Conflict";
     case 413: return "Payload Too Large";
+    case 503: return "Service Unavailable";
     default: return "Internal Server Error";
     }
 }
@@ -52,6 +54,14 @@ struct api_call *api_call_new(struct api *a, struct evhttp_request *req)
     if (a->calls) a->calls->prev = c;
     a->calls = c;
     return c;
+}
+
+static void call_free(struct api_call *c);
+
+void api_call_release(struct api_call *c)
+{
+    c->req = NULL;
+    call_free(c);
 }
 
 static void call_free(struct api_call *c)
@@ -204,6 +214,7 @@ int api_printable(const char *s, size_t max, int empty_ok)
 void api_changed(struct api *a)
 {
     if (a->cfg.on_change) a->cfg.on_change(a->cfg.ctx);
+    api_events_publish(a, "change", json_object());
 }
 
 /* 1 when the request carries the right bearer token (constant time). */
@@ -225,6 +236,7 @@ static void conn_closed(struct evhttp_connection *evcon, void *arg)
     struct api *a = arg;
     struct api_call *c;
 
+    api_events_conn_closed(a, evcon);
     for (c = a->calls; c; c = c->next) {
         if (c->evcon != evcon) continue;
         c->evcon = NULL;
@@ -237,7 +249,8 @@ static void route(struct api_call *c, int method, const char *path, const char *
     static const struct {
         const char *prefix;
         int kind;
-    } routes[] = {{"/v1/images", 0}, {"/v1/rollouts", 1}, {"/v1/devices", 2}};
+    } routes[] = {{"/v1/images", 0}, {"/v1/rollouts", 1}, {"/v1/devices", 2},
+                  {"/v1/summary", 3}, {"/v1/events", 4}};
     size_t i, n;
 
     for (i = 0; i < sizeof routes / sizeof routes[0]; i++) {
@@ -247,7 +260,9 @@ static void route(struct api_call *c, int method, const char *path, const char *
         if (path[n] == '/' && !rest) break; /* "/v1/images/" */
         if (routes[i].kind == 0) api_images(c, method, rest, query);
         else if (routes[i].kind == 1) api_rollouts(c, method, rest);
-        else api_devices(c, method, rest, query);
+        else if (routes[i].kind == 2) api_devices(c, method, rest, query);
+        else if (routes[i].kind == 3) api_summary(c, method, rest);
+        else api_events(c, method, rest);
         return;
     }
     api_error(c, 404, NULL, "no such path %s; see docs/api.md for the endpoints", path);
@@ -260,6 +275,7 @@ static void handle(struct evhttp_request *req, void *arg)
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     struct api_call *c;
 
+    if (dash_serve(req, path ? path : "/")) return; /* the page: no token, no data */
     evhttp_connection_set_closecb(evhttp_request_get_connection(req), conn_closed, a);
     c = api_call_new(a, req);
     if (!c) {
@@ -336,6 +352,8 @@ void api_stop(struct api *a)
          * call lives on as an orphan that the store request's done frees. */
         if (!c->sr) call_free(c);
     }
+    api_events_stop(a);
+    json_decref(a->summary);
     evhttp_free(a->http);
     free(a);
 }

@@ -62,6 +62,12 @@ uint16_t api_port(const struct api *a);
  * still in flight (their done only frees them). NULL: no-op. */
 void api_stop(struct api *a);
 
+/* Tells the dashboards' event streams (GET /v1/events) that device id is now
+ * in state (store_state_name()), with bytes of size and reason ("" or NULL:
+ * none). Cheap when no stream is open. a NULL: no-op. */
+void api_notify_device(struct api *a, const char *id, const char *state, uint32_t bytes,
+                       uint32_t size, const char *reason);
+
 /* Reads dir/api.token into token (API_TOKEN_HEX hex digits and a NUL; cap
  * at least API_TOKEN_HEX + 1), creating it on first use from 32 random
  * bytes (mode 0600, O_EXCL). Refuses a token file that is not a regular

@@ -53,10 +53,10 @@ static void list_done(struct api_call *c, struct store_req *r)
 /* Validates the list's query into r; 0, or -1 after replying 400. */
 static int list_query(struct api_call *c, struct evkeyvalq *q, struct store_req *r)
 {
-    static const char *const known[] = {"model", "state", "group", "limit", "after"};
+    static const char *const known[] = {"model", "state", "group", "limit", "after", "q"};
     const char *model = evhttp_find_header(q, "model"), *group = evhttp_find_header(q, "group");
     const char *state = evhttp_find_header(q, "state"), *limit = evhttp_find_header(q, "limit");
-    const char *after = evhttp_find_header(q, "after");
+    const char *after = evhttp_find_header(q, "after"), *prefix = evhttp_find_header(q, "q");
     struct evkeyval *kv;
     unsigned long long lim = DEV_LIMIT_DEFAULT;
     char *end = NULL;
@@ -66,7 +66,7 @@ static int list_query(struct api_call *c, struct evkeyvalq *q, struct store_req 
         for (i = 0; i < sizeof known / sizeof known[0] && strcmp(kv->key, known[i]) != 0; i++) {
         }
         if (i == sizeof known / sizeof known[0]) {
-            api_error(c, 400, kv->key, "unknown query parameter %s (model, state, group, limit, after)",
+            api_error(c, 400, kv->key, "unknown query parameter %s (model, state, group, limit, after, q)",
                       kv->key);
             return -1;
         }
@@ -94,6 +94,11 @@ static int list_query(struct api_call *c, struct evkeyvalq *q, struct store_req 
                   TCPOTA_MAX_STR);
         return -1;
     }
+    if (prefix && !api_printable(prefix, TCPOTA_MAX_STR, 0)) {
+        api_error(c, 400, "q", "q must be the start of a device id (1 to %u printable characters)",
+                  TCPOTA_MAX_STR);
+        return -1;
+    }
     /* The query's strings die with it: the call keeps copies for the store. */
     snprintf(c->model, sizeof c->model, "%s", model ? model : "");
     snprintf(c->group, sizeof c->group, "%s", group ? group : "");
@@ -102,6 +107,8 @@ static int list_query(struct api_call *c, struct evkeyvalq *q, struct store_req 
     r->u.list.group = group ? c->group : NULL;
     r->u.list.state = state ? store_state_parse(state) : -1;
     r->u.list.after = after ? c->dev : NULL;
+    snprintf(c->prefix, sizeof c->prefix, "%s", prefix ? prefix : "");
+    r->u.list.prefix = prefix ? c->prefix : NULL;
     c->id = lim;
     r->u.list.limit = lim < STORE_LIST_MAX ? (size_t)lim + 1 : STORE_LIST_MAX;
     return 0;

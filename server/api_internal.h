@@ -23,12 +23,23 @@ struct evhttp_bound_socket;
 
 #define API_PRINTABLE_MAX TCPOTA_MAX_NAME /* model, version: 1..32 printable bytes */
 #define API_PREFIX_MIN 8u                 /* hex digits an image id prefix needs */
+#define API_STREAMS_MAX 64u               /* event streams open at once (dashboards) */
+#define API_STREAM_BEAT_S 15              /* a comment on every stream this often */
+#define API_STREAM_BACKLOG (1u << 20)     /* bytes unsent to a stream before it is cut */
+#define API_SUMMARY_TTL_MS 2000           /* a summary is reused this long */
+
+struct api_stream;
 
 struct api {
     struct api_config cfg;
     struct evhttp *http;
     struct evhttp_bound_socket *sock;
     struct api_call *calls; /* in flight (waiting for the store) */
+    struct api_stream *streams; /* open event streams (api_events.c) */
+    unsigned nstreams;
+    struct event *beat;         /* the streams' heartbeat, once one opened */
+    json_t *summary;            /* the last GET /v1/summary answer (api_summary.c) */
+    int64_t summary_ms;         /* when (monotonic ms) */
 };
 
 struct api_call;
@@ -48,6 +59,7 @@ struct api_call {
     uint64_t id;                     /* rollout id */
     char key[2 * TCPOTA_ID_LEN + 1]; /* image id (hex) or device id */
     char dev[TCPOTA_MAX_STR + 1];    /* device id (device list: after) */
+    char prefix[TCPOTA_MAX_STR + 1]; /* device list: q, the ids' start */
     char model[TCPOTA_MAX_NAME + 1]; /* device list: the filters */
     char group[STORE_GROUP_MAX + 1];
     char path[512];                  /* upload: the temporary file */
@@ -63,6 +75,8 @@ struct api_call {
 
 /* api.c */
 struct api_call *api_call_new(struct api *a, struct evhttp_request *req);
+/* Ends the call without replying: its request now belongs to the caller. */
+void api_call_release(struct api_call *c);
 /* Replies obj (taken, may be NULL: out of memory: 500) with code, and ends the call. */
 void api_reply(struct api_call *c, int code, json_t *obj);
 /* Replies {"error": ..., "field": field} (field NULL: none), and ends the call. */
@@ -86,6 +100,16 @@ void api_changed(struct api *a);
 void api_images(struct api_call *c, int method, const char *rest, const char *query);
 void api_rollouts(struct api_call *c, int method, const char *rest);
 void api_devices(struct api_call *c, int method, const char *rest, const char *query);
+void api_summary(struct api_call *c, int method, const char *rest);
+void api_events(struct api_call *c, int method, const char *rest);
+
+/* api_events.c */
+/* Writes "event: <event>" with data (taken, may be NULL: nothing sent) to every stream. */
+void api_events_publish(struct api *a, const char *event, json_t *data);
+/* The client of evcon went away: its streams end (libevent frees their requests). */
+void api_events_conn_closed(struct api *a, struct evhttp_connection *evcon);
+/* Ends every stream and the heartbeat (before evhttp_free). */
+void api_events_stop(struct api *a);
 
 /* JSON of the store's records. */
 json_t *api_image_json(const struct store_image *img, const struct store_rollout *ros, size_t nros);

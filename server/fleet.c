@@ -131,6 +131,7 @@ static int submit(struct server *srv, struct store_req *r)
 static void events_done(struct store_req *r)
 {
     struct server *srv = r->arg;
+    size_t i;
 
     if (r->rc < 0) {
         srv->fleet->db_errors++;
@@ -139,6 +140,11 @@ static void events_done(struct store_req *r)
     } else if (r->u.events.skipped) {
         srv->fleet->db_errors += (unsigned)r->u.events.skipped;
         say_always(srv->o, LOG_LV_ERROR, "store: %s", r->err);
+    }
+    for (i = 0; r->rc == STORE_OK && srv->fleet->api && i < r->u.events.n; i++) {
+        const struct store_event *e = &r->u.events.items[i];
+        api_notify_device(srv->fleet->api, e->id, store_state_name(e->state), e->bytes, e->size,
+                          e->has_reason ? e->reason : NULL);
     }
     store_req_free(r);
 }
@@ -529,6 +535,11 @@ static void checkin_done(struct store_req *r)
         return;
     }
     srv->fleet->checkins++;
+    if (r->u.checkin.report_id || r->u.checkin.is_new) {
+        const struct store_device *d = &r->u.checkin.out->dev;
+        api_notify_device(srv->fleet->api, d->id, store_state_name(d->state), d->bytes, d->size,
+                          d->reason);
+    }
     tcpota_srv_get_hello(&c->s, &h);
     img = decide(c, r, &h, &st, &cand, why, sizeof(why));
     if (img) {
@@ -940,7 +951,8 @@ void fleet_close(struct server *srv)
     if (!f) {
         return;
     }
-    if (f->api) api_stop(f->api);
+    api_stop(f->api);
+    f->api = NULL; /* the steps flushed below must not tell a stopped API */
     /* What was recorded and not yet handed over goes before the store closes
      * (store_close runs every done, events_done among them). */
     if (f->store) flush_events(srv);

@@ -55,6 +55,9 @@ void store_req_free(struct store_req *r)
     if (r->op == STORE_EVENTS) {
         free(r->u.events.items);
     }
+    if (r->op == STORE_SUMMARY) {
+        free(r->u.summary.rows);
+    }
     if (r->op == STORE_IMAGE_LIST || r->op == STORE_ROLLOUT_LIST || r->op == STORE_DEVICE_LIST ||
         r->op == STORE_SECRET_LIST) {
         free(r->u.list.rows);

@@ -48,6 +48,7 @@ struct event_base;
 #define STORE_ERR_MAX 200u      /* req->err */
 #define STORE_HISTORY_MAX 200u  /* history rows STORE_DEVICE_GET returns, newest first */
 #define STORE_LIST_MAX 100000u  /* rows a list returns at most (limit 0: this many) */
+#define STORE_TALLY_MAX 1000u   /* rows of each kind STORE_SUMMARY returns at most */
 
 /* Errors (req->rc); req->err says what, in words an operator can act on. */
 enum store_err {
@@ -179,6 +180,30 @@ enum store_op {
      * is skipped and counted in u.events.skipped, r->err naming the first,
      * while rc stays STORE_OK. Durable when any item is. */
     STORE_EVENTS,
+    /* Counts for the dashboard (struct store_tally rows): devices by model
+     * and state, and by model and version; failures recorded since
+     * u.summary.since by state and reason; failed devices of each rollout
+     * not cancelled by wave, state and reason. Read only. */
+    STORE_SUMMARY,
+};
+
+/* One row of STORE_SUMMARY: a count of devices sharing the fields its kind names. */
+enum store_tally_kind {
+    STORE_TALLY_STATES = 0,      /* model, state */
+    STORE_TALLY_VERSIONS,        /* model, version */
+    STORE_TALLY_FAILURES,        /* state, reason (history lines since u.summary.since) */
+    STORE_TALLY_ROLLOUT_FAILED,  /* rollout_id, wave (0-based), state, reason */
+};
+
+struct store_tally {
+    enum store_tally_kind kind;
+    char model[TCPOTA_MAX_NAME + 1];
+    char version[TCPOTA_MAX_NAME + 1];
+    enum store_dev_state state;
+    uint64_t rollout_id;
+    uint32_t wave;
+    char reason[STORE_REASON_MAX + 1];
+    uint64_t n;
 };
 
 /* One item of STORE_EVENTS: STORE_EVENT's inputs with the strings held in
@@ -275,10 +300,16 @@ struct store_req {
             int state;                        /* in (DEVICE_LIST): -1: any */
             size_t limit;                     /* in: 0: STORE_LIST_MAX */
             const char *after;                /* in (DEVICE_LIST): ids after this one (paging) */
+            const char *prefix;               /* in (DEVICE_LIST): ids starting so; NULL: any */
             void *rows;                       /* out: store_image/rollout/device/secret array */
             size_t n;                         /* out */
             size_t total;                     /* out (DEVICE_LIST): matching rows, all pages */
         } list;
+        struct {                              /* STORE_SUMMARY */
+            int64_t since;                    /* in: failures recorded at or after (UTC s) */
+            struct store_tally *rows;         /* out: by kind, each kind's largest counts first */
+            size_t n;                         /* out */
+        } summary;
     } u;
     struct store_req *next;  /* the backend's queue */
 };

@@ -455,19 +455,25 @@ int sq_op_events(struct sstore *st, struct store_req *r)
 /* ---- the API's device operations ---- */
 
 /* The filters of a device list as SQL; the parameters are ?1 model, ?2
- * group, ?3 state, ?4 after, ?5 limit, each bound only when used. */
+ * group, ?3 state, ?4 after, ?5 limit, ?6 and ?7 the prefix's range, each
+ * bound only when used. A prefix is a range of the primary key: ids are
+ * printable ASCII, so every id starting with P sorts below P "\x7f". */
 static void list_where(const struct store_req *r, int paged, char *sql, size_t size)
 {
-    snprintf(sql, size, " WHERE 1%s%s%s%s", r->u.list.model ? " AND model = ?1" : "",
+    snprintf(sql, size, " WHERE 1%s%s%s%s%s", r->u.list.model ? " AND model = ?1" : "",
              r->u.list.group ? " AND grp = ?2" : "", r->u.list.state >= 0 ? " AND state = ?3" : "",
-             paged && r->u.list.after ? " AND id > ?4" : "");
+             paged && r->u.list.after ? " AND id > ?4" : "",
+             r->u.list.prefix ? " AND id >= ?6 AND id < ?7" : "");
 }
 
 static sqlite3_stmt *prep_list(struct sstore *st, const struct store_req *r, const char *sql)
 {
     size_t limit = r->u.list.limit ? r->u.list.limit : STORE_LIST_MAX;
     sqlite3_stmt *s = NULL;
+    char prefix_end[TCPOTA_MAX_STR + 2];
     int n;
+
+    snprintf(prefix_end, sizeof(prefix_end), "%s\x7f", r->u.list.prefix ? r->u.list.prefix : "");
 
     if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK) {
         return NULL;
@@ -482,12 +488,16 @@ static sqlite3_stmt *prep_list(struct sstore *st, const struct store_req *r, con
     if (n >= 5) {
         sqlite3_bind_int64(s, 5, (int64_t)(limit > STORE_LIST_MAX ? STORE_LIST_MAX : limit));
     }
+    if (n >= 7) {
+        sqlite3_bind_text(s, 6, r->u.list.prefix, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 7, prefix_end, -1, SQLITE_TRANSIENT);
+    }
     return s;
 }
 
 static int list_total(struct sstore *st, struct store_req *r)
 {
-    char sql[256], where[160];
+    char sql[256], where[200];
     sqlite3_stmt *s;
     int rc;
 
@@ -505,7 +515,7 @@ static int list_total(struct sstore *st, struct store_req *r)
 
 int sq_op_device_list(struct sstore *st, struct store_req *r)
 {
-    char sql[512], where[160];
+    char sql[512], where[200];
     struct store_device *rows = NULL, *grown;
     size_t cap = 0;
     sqlite3_stmt *s;

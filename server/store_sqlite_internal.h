@@ -6,6 +6,7 @@
  *   store_sqlite_dev.c     check-in, events, devices, secrets
  *   store_sqlite_ro.c      rollouts and their per-wave counters
  *   store_sqlite_img.c     images
+ *   store_sqlite_sum.c     the dashboard's counts (STORE_SUMMARY)
  * Every function here runs on the store thread (except during open and
  * close, when that thread does not run), inside the batch transaction.
  * Ops return STORE_OK or a negative enum store_err with r->err written.
@@ -56,7 +57,7 @@ struct sstore {
 /* ---- store_sqlite_schema.c ---- */
 
 /* The schema version this program writes. */
-#define SQ_SCHEMA_VERSION 2
+#define SQ_SCHEMA_VERSION 3
 
 /* Brings db to SQ_SCHEMA_VERSION in one transaction. Returns 0, or -1 with a
  * message naming path in err (newer schema, not ours, SQLite error). */
@@ -136,5 +137,9 @@ int sq_op_device_get(struct sstore *st, struct store_req *r);
 int sq_op_device_set_group(struct sstore *st, struct store_req *r);
 int sq_op_secret_set(struct sstore *st, struct store_req *r);
 int sq_op_secret_list(struct sstore *st, struct store_req *r);
+
+/* ---- store_sqlite_sum.c ---- */
+
+int sq_op_summary(struct sstore *st, struct store_req *r);
 
 #endif

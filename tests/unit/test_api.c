@@ -26,6 +26,8 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "api_internal.h" /* API_STREAMS_MAX */
+#include "dashboard.h"
 #include "store.h"
 #include "tcpota/manifest.h"
 #include "tmpdir.h"
@@ -52,6 +54,8 @@ struct fake {
     int added_file_ok;          /* IMAGE_ADD found a 0600 file of the right size */
     struct store_req last_set;  /* the last ROLLOUT_SET's inputs */
     size_t last_limit;
+    int64_t last_since, last_now; /* of the last SUMMARY */
+    int summaries;                /* SUMMARY requests answered */
     char secret_id[TCPOTA_MAX_STR + 1];
     uint8_t secret[TCPOTA_SECRET_MAX], secret_len;
 };
@@ -167,7 +171,8 @@ static int dev_matches(const struct store_device *d, const struct store_req *r)
 {
     return (!r->u.list.model || strcmp(d->model, r->u.list.model) == 0) &&
            (!r->u.list.group || strcmp(d->group, r->u.list.group) == 0) &&
-           (r->u.list.state < 0 || (int)d->state == r->u.list.state);
+           (r->u.list.state < 0 || (int)d->state == r->u.list.state) &&
+           (!r->u.list.prefix || strncmp(d->id, r->u.list.prefix, strlen(r->u.list.prefix)) == 0);
 }
 
 static void fake_list(struct store_req *r, const void *src, size_t n, size_t size)
@@ -233,6 +238,36 @@ static void fake_device(struct store_req *r)
     r->u.device.history[1].state = STORE_ST_SEEN;
 }
 
+/* One row of each kind, and what the request asked. */
+static void fake_summary(struct store_req *r)
+{
+    struct store_tally *t = calloc(4, sizeof *t);
+
+    T.f.summaries++;
+    T.f.last_since = r->u.summary.since;
+    T.f.last_now = r->now;
+    t[0].kind = STORE_TALLY_STATES;
+    snprintf(t[0].model, sizeof t[0].model, "esp32-devkit");
+    t[0].state = STORE_ST_ROLLED_BACK;
+    t[0].n = 7;
+    t[3].kind = STORE_TALLY_VERSIONS;
+    snprintf(t[3].model, sizeof t[3].model, "esp32-devkit");
+    snprintf(t[3].version, sizeof t[3].version, "1.0.0");
+    t[3].n = 9;
+    t[1].kind = STORE_TALLY_FAILURES;
+    t[1].state = STORE_ST_FAILED;
+    snprintf(t[1].reason, sizeof t[1].reason, "integrity \"check\"");
+    t[1].n = 2;
+    t[2].kind = STORE_TALLY_ROLLOUT_FAILED;
+    t[2].rollout_id = 4;
+    t[2].wave = 1;
+    t[2].state = STORE_ST_ROLLED_BACK;
+    snprintf(t[2].reason, sizeof t[2].reason, "health check failed");
+    t[2].n = 3;
+    r->u.summary.rows = t;
+    r->u.summary.n = 4;
+}
+
 static void fake_answer(struct store_req *r)
 {
     struct fake *f = &T.f;
@@ -253,6 +288,7 @@ static void fake_answer(struct store_req *r)
     case STORE_ROLLOUT_GET:
     case STORE_ROLLOUT_SET: fake_rollout(r); break;
     case STORE_DEVICE_LIST: fake_devices(r); break;
+    case STORE_SUMMARY: fake_summary(r); break;
     default: fake_device(r); break;
     }
 }
@@ -1023,6 +1059,164 @@ static void test_devices_list(void **state)
     expect_error("GET", "/v1/devices?model=a%20b", NULL, 400, "model");
     expect_error("GET", "/v1/devices?model=", NULL, 400, "model");
     expect_error("GET", "/v1/devices?colour=red", NULL, 400, "colour");
+    /* q: the start of an id, as the dashboard's search sends it. */
+    assert_int_equal(http("GET", "/v1/devices?q=dev-2", NULL, &j), 200);
+    assert_int_equal(iget(j, "total"), 1);
+    assert_string_equal(sget(json_array_get(json_object_get(j, "devices"), 0), "id"), "dev-2");
+    json_decref(j);
+    assert_int_equal(http("GET", "/v1/devices?q=dev&model=other", NULL, &j), 200);
+    assert_int_equal(iget(j, "total"), 1);
+    json_decref(j);
+    expect_error("GET", "/v1/devices?q=", NULL, 400, "q");
+    expect_error("GET", "/v1/devices?q=a%20b", NULL, 400, "q");
+}
+
+static void test_summary(void **state)
+{
+    json_t *j = NULL, *t;
+
+    /* A store error is the store's message, and nothing is kept of it. */
+    T.f.fail_op = STORE_SUMMARY;
+    T.f.fail_rc = STORE_E_IO;
+    expect_error("GET", "/v1/summary", NULL, 500, NULL);
+    assert_int_equal(http("GET", "/v1/summary", NULL, &j), 200);
+    assert_int_equal(T.f.summaries, 1);
+    assert_int_equal(T.f.last_now - T.f.last_since, 3600);
+    assert_int_equal(iget(j, "now") - iget(j, "since"), 3600);
+    t = json_array_get(json_object_get(j, "states"), 0);
+    assert_string_equal(sget(t, "model"), "esp32-devkit");
+    assert_string_equal(sget(t, "state"), "rolled-back");
+    assert_int_equal(iget(t, "count"), 7);
+    assert_int_equal(json_array_size(json_object_get(j, "states")), 1);
+    t = json_array_get(json_object_get(j, "versions"), 0);
+    assert_string_equal(sget(t, "version"), "1.0.0");
+    assert_int_equal(iget(t, "count"), 9);
+    t = json_array_get(json_object_get(j, "failures"), 0);
+    assert_string_equal(sget(t, "state"), "failed");
+    assert_string_equal(sget(t, "reason"), "integrity \"check\"");
+    assert_int_equal(iget(t, "count"), 2);
+    t = json_array_get(json_object_get(j, "rollout_failures"), 0);
+    assert_int_equal(iget(t, "rollout"), 4);
+    assert_int_equal(iget(t, "wave"), 1);
+    assert_string_equal(sget(t, "reason"), "health check failed");
+    assert_int_equal(iget(t, "count"), 3);
+    json_decref(j);
+    expect_error("POST", "/v1/summary", "{}", 405, NULL);
+    expect_error("GET", "/v1/summary/x", NULL, 404, NULL);
+    assert_int_equal(http_full("GET", "/v1/summary", NULL, NULL, NULL, NULL, 0, NULL), 401);
+    /* Within API_SUMMARY_TTL_MS the answer is reused, not counted again. */
+    assert_int_equal(http("GET", "/v1/summary", NULL, NULL), 200);
+    assert_int_equal(T.f.summaries, 1);
+    for (int waited = 0; waited <= API_SUMMARY_TTL_MS; waited += 100) run_ms(100);
+    assert_int_equal(http("GET", "/v1/summary", NULL, NULL), 200);
+    assert_int_equal(T.f.summaries, 2);
+}
+
+/* ---- raw sockets: the dashboard's files and the event streams ---- */
+
+/* A connection to the API with text sent on it. */
+static int raw_open(const char *text)
+{
+    struct sockaddr_in sa;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+
+    assert_true(fd >= 0);
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(T.port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    (void)connect(fd, (struct sockaddr *)&sa, sizeof sa);
+    run_ms(5);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    return fd;
+}
+
+/* What arrived on fd after the loop ran ms; NUL-terminated in out. */
+static size_t raw_read(int fd, char *out, size_t cap, int ms)
+{
+    size_t n = 0;
+    ssize_t k;
+
+    run_ms(ms);
+    while (n + 1 < cap && (k = read(fd, out + n, cap - 1 - n)) > 0) n += (size_t)k;
+    out[n] = 0;
+    return n;
+}
+
+#define EVENTS_REQ "GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN "\r\n\r\n"
+
+static void test_dashboard_files(void **state)
+{
+    static char buf[65536];
+    int fd;
+
+    /* The page needs no token (it holds no data) and forbids foreign scripts. */
+    fd = raw_open("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    raw_read(fd, buf, sizeof buf, 50);
+    close(fd);
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    assert_non_null(strstr(buf, "Content-Type: text/html"));
+    assert_non_null(strstr(buf, "Content-Security-Policy: default-src 'self'"));
+    assert_non_null(strstr(buf, "frame-ancestors 'none'"));
+    assert_non_null(strstr(buf, "<script src=\"/dash/app.js\""));
+    fd = raw_open("GET /dash/app.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    raw_read(fd, buf, sizeof buf, 50);
+    close(fd);
+    assert_non_null(strstr(buf, "Content-Type: text/javascript"));
+    assert_non_null(strstr(buf, "sessionStorage"));
+    fd = raw_open("GET /dash/nope.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    raw_read(fd, buf, sizeof buf, 50);
+    close(fd);
+    assert_non_null(strstr(buf, "HTTP/1.1 404"));
+    fd = raw_open("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    raw_read(fd, buf, sizeof buf, 50);
+    close(fd);
+    assert_non_null(strstr(buf, "HTTP/1.1 405"));
+    /* Only "/" and "/dash/" are the page's: the API keeps its token. */
+    assert_int_equal(http_full("GET", "/dashboard", NULL, NULL, NULL, NULL, 0, NULL), 401);
+    assert_non_null(dash_find("/dash/style.css"));
+    assert_null(dash_find("/dash/../api.token"));
+}
+
+static void test_events(void **state)
+{
+    static char buf[8192];
+    int fd, more[API_STREAMS_MAX], i;
+
+    assert_int_equal(http_full("GET", "/v1/events", NULL, NULL, NULL, NULL, 0, NULL), 401);
+    expect_error("POST", "/v1/events", "{}", 405, NULL);
+    fd = raw_open(EVENTS_REQ);
+    raw_read(fd, buf, sizeof buf, 30);
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    assert_non_null(strstr(buf, "Content-Type: text/event-stream"));
+    assert_non_null(strstr(buf, "retry: "));
+    api_notify_device(T.api, "dev-1", "downloading", 50, 200, NULL);
+    raw_read(fd, buf, sizeof buf, 30);
+    assert_non_null(strstr(buf, "event: device\ndata: {"));
+    assert_non_null(strstr(buf, "\"id\":\"dev-1\""));
+    assert_non_null(strstr(buf, "\"percent\":25"));
+    /* A device's text cannot end the event early or forge another one. */
+    api_notify_device(T.api, "x\n\nevent: change", "failed", 0, 0, "a\nb");
+    raw_read(fd, buf, sizeof buf, 30);
+    assert_null(strstr(buf, "\nevent: change"));
+    assert_non_null(strstr(buf, "x\\n\\nevent: change"));
+    /* A change made through the API is announced. */
+    assert_int_equal(http("PATCH", "/v1/devices/dev-1", "{\"group\": \"g\"}", NULL), 200);
+    raw_read(fd, buf, sizeof buf, 30);
+    assert_non_null(strstr(buf, "event: change\n"));
+    /* At most API_STREAMS_MAX at once; one that closes frees its place. */
+    for (i = 0; i < (int)API_STREAMS_MAX - 1; i++) more[i] = raw_open(EVENTS_REQ);
+    raw_read(more[0], buf, sizeof buf, 50);
+    assert_int_equal(http("GET", "/v1/events", NULL, NULL), 503);
+    close(fd);
+    run_ms(30);
+    more[API_STREAMS_MAX - 1] = raw_open(EVENTS_REQ);
+    raw_read(more[API_STREAMS_MAX - 1], buf, sizeof buf, 50);
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    api_notify_device(T.api, "dev-2", "updated", 1, 1, NULL);
+    run_ms(20);
+    for (i = 0; i < (int)API_STREAMS_MAX; i++) close(more[i]);
+    /* teardown stops the API with closed and open streams: no leak, no crash */
 }
 
 static void test_device_show_patch(void **state)
@@ -1179,6 +1373,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_store_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_token_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_summary, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dashboard_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_events, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

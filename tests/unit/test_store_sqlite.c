@@ -418,6 +418,7 @@ static void test_migrates_older_schema(void **state)
     snprintf(path, sizeof(path), "%s/tcpota.db", f->dir);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, "DROP INDEX device_failures_dev;"
+                                      "DROP INDEX devices_model_version;"
                                       "UPDATE schema_version SET version = 1;"
                                       "INSERT INTO secrets VALUES ('kept', x'00');",
                                   NULL, NULL, NULL), SQLITE_OK);
@@ -429,12 +430,13 @@ static void test_migrates_older_schema(void **state)
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_prepare_v2(db, "SELECT (SELECT version FROM schema_version),"
                                             " (SELECT count(*) FROM sqlite_master WHERE name ="
-                                            " 'device_failures_dev'),"
+                                            " 'device_failures_dev') + (SELECT count(*) FROM"
+                                            " sqlite_master WHERE name = 'devices_model_version'),"
                                             " (SELECT count(*) FROM secrets WHERE device_id = 'kept')",
                                         -1, &s, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(s, 0), 2);
-    assert_int_equal(sqlite3_column_int(s, 1), 1);
+    assert_int_equal(sqlite3_column_int(s, 0), 3);
+    assert_int_equal(sqlite3_column_int(s, 1), 2);
     assert_int_equal(sqlite3_column_int(s, 2), 1);
     sqlite3_finalize(s);
     sqlite3_close(db);
@@ -1155,6 +1157,110 @@ static void test_device_list(void **state)
     store_req_free(r);
 }
 
+/* q of the API: ids starting with a prefix are a range of the primary key,
+ * paged with `after` like any list, the total counting every page. */
+static void test_device_list_prefix(void **state)
+{
+    struct fx *f = *state;
+    struct store_req *r;
+    struct store_device *d;
+
+    register_devices(f, 30);
+    r = req(STORE_DEVICE_LIST);
+    r->u.list.state = -1;
+    r->u.list.prefix = "dev-001";
+    r->u.list.after = "dev-0014";
+    r->u.list.limit = 3;
+    run(f, r);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.list.total, 10);
+    assert_int_equal(r->u.list.n, 3);
+    d = r->u.list.rows;
+    assert_string_equal(d[0].id, "dev-0015");
+    assert_string_equal(d[2].id, "dev-0017");
+    store_req_free(r);
+    r = req(STORE_DEVICE_LIST);
+    r->u.list.state = -1;
+    r->u.list.prefix = "dev-0029";
+    run(f, r);
+    assert_int_equal(r->u.list.n, 1);
+    store_req_free(r);
+    r = req(STORE_DEVICE_LIST);
+    r->u.list.state = -1;
+    r->u.list.prefix = "dev-003";
+    run(f, r);
+    assert_int_equal(r->u.list.n, 0);
+    assert_int_equal(r->u.list.total, 0);
+    store_req_free(r);
+}
+
+/* The dashboard's counts: devices by model, version and state; failures of
+ * the history since a time; a rollout's failed devices by wave and reason. */
+static void test_summary(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    const struct store_tally *t;
+    uint8_t img[TCPOTA_ID_LEN];
+    struct store_req *r;
+    size_t i, ndev = 0, nver = 0, nfail = 0, nro = 0;
+    uint64_t ro;
+
+    checkin_free(f, "dev-a");
+    checkin_free(f, "dev-b");
+    checkin_free(f, "dev-c");
+    store_req_free(image_add(f, 0x44, "2.0.0"));
+    ro = rollout_create(f, 0x44, "", pct, 1);
+    fake_id(img, 0x44);
+    assert_int_equal(event(f, "dev-a", STORE_ST_OFFERED, ro, 0), STORE_OK);
+    store_req_free(checkin(f, "dev-a", img, TCPOTA_RESULT_ROLLED_BACK));
+    assert_int_equal(event(f, "dev-b", STORE_ST_OFFERED, ro, 0), STORE_OK);
+    store_req_free(checkin(f, "dev-b", img, TCPOTA_RESULT_ROLLED_BACK));
+    r = req(STORE_SUMMARY);
+    r->u.summary.since = NOW - 3600;
+    run(f, r);
+    assert_int_equal(r->rc, STORE_OK);
+    for (i = 0; i < r->u.summary.n; i++) {
+        t = &r->u.summary.rows[i];
+        if (t->kind == STORE_TALLY_STATES) {
+            ndev++;
+            assert_string_equal(t->model, MODEL);
+            assert_int_equal(t->n, t->state == STORE_ST_ROLLED_BACK ? 2 : 1);
+        } else if (t->kind == STORE_TALLY_VERSIONS) {
+            nver++;
+            assert_string_equal(t->model, MODEL);
+            assert_string_equal(t->version, "1.0.0");
+            assert_int_equal(t->n, 3);
+        } else if (t->kind == STORE_TALLY_FAILURES) {
+            nfail++;
+            assert_int_equal(t->state, STORE_ST_ROLLED_BACK);
+            assert_string_equal(t->reason, "reported: rolled back");
+            assert_int_equal(t->n, 2);
+        } else {
+            nro++;
+            assert_int_equal(t->rollout_id, ro);
+            assert_int_equal(t->wave, 0);
+            assert_non_null(strstr(t->reason, "health check failed"));
+            assert_int_equal(t->n, 2);
+        }
+    }
+    assert_int_equal(ndev, 2); /* rolled-back x2, and dev-c's state */
+    assert_int_equal(nver, 1);
+    assert_int_equal(nfail, 1);
+    assert_int_equal(nro, 1);
+    store_req_free(r);
+    /* Failures older than `since` are not counted; nor those of a cancelled rollout. */
+    assert_int_equal(rollout_set(f, ro, ROLLOUT_STATE_ACTIVE, 1, ROLLOUT_STATE_CANCELLED, 1), STORE_OK);
+    r = req(STORE_SUMMARY);
+    r->u.summary.since = NOW + 1;
+    run(f, r);
+    for (i = 0; i < r->u.summary.n; i++) {
+        assert_true(r->u.summary.rows[i].kind == STORE_TALLY_STATES ||
+                    r->u.summary.rows[i].kind == STORE_TALLY_VERSIONS);
+    }
+    store_req_free(r);
+}
+
 static void test_history_order(void **state)
 {
     struct fx *f = *state;
@@ -1197,6 +1303,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_device_list_prefix, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_summary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_open_in_use, setup, teardown),
         cmocka_unit_test(test_garbage_db),
         cmocka_unit_test(test_dir_not_a_dir),

@@ -1,0 +1,168 @@
+/* api_events.c - GET /v1/events: server-sent events for the dashboard
+ * (docs/api.md). Each stream is a chunked reply that stays open; a device's
+ * step and any change made through the API are written to every stream as
+ * they happen. A client that reads too slowly is cut (it reconnects and
+ * reads the current state again), so a storm of steps never piles up in
+ * memory. The token is checked like every request's: the browser reads the
+ * stream with fetch() and sends the bearer header, so no token goes in a URL. */
+#include "api_internal.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct api_stream {
+    struct evhttp_request *req;
+    struct evhttp_connection *evcon;
+    struct api_stream *next;
+};
+
+/* Unlinks s and frees it; ends its reply unless the connection is gone. */
+static void stream_end(struct api *a, struct api_stream *s, int send_end)
+{
+    struct api_stream **p;
+
+    for (p = &a->streams; *p && *p != s; p = &(*p)->next) {
+    }
+    if (*p) *p = s->next;
+    a->nstreams--;
+    if (send_end) evhttp_send_reply_end(s->req);
+    free(s);
+}
+
+/* Sends text to one stream, or cuts it when its client lags too far behind. */
+static void stream_send(struct api *a, struct api_stream *s, const char *text, size_t len)
+{
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(s->evcon);
+    struct evbuffer *b;
+
+    if (bev && evbuffer_get_length(bufferevent_get_output(bev)) > API_STREAM_BACKLOG) {
+        stream_end(a, s, 1);
+        return;
+    }
+    if ((b = evbuffer_new()) != NULL) {
+        evbuffer_add(b, text, len);
+        evhttp_send_reply_chunk(s->req, b);
+        evbuffer_free(b);
+    }
+}
+
+static void send_all(struct api *a, const char *text, size_t len)
+{
+    struct api_stream *s, *next;
+
+    for (s = a->streams; s; s = next) {
+        next = s->next; /* s may end */
+        stream_send(a, s, text, len);
+    }
+}
+
+void api_events_publish(struct api *a, const char *event, json_t *data)
+{
+    char *json = data && a->streams ? json_dumps(data, JSON_COMPACT) : NULL;
+    size_t len;
+    char *text;
+
+    json_decref(data);
+    if (!json) return;
+    len = strlen(event) + strlen(json) + sizeof "event: \ndata: \n\n";
+    if ((text = malloc(len)) != NULL) {
+        snprintf(text, len, "event: %s\ndata: %s\n\n", event, json);
+        send_all(a, text, strlen(text));
+    }
+    free(text);
+    free(json);
+}
+
+void api_notify_device(struct api *a, const char *id, const char *state, uint32_t bytes,
+                       uint32_t size, const char *reason)
+{
+    uint32_t pct = size ? (uint32_t)((uint64_t)bytes * 100u / size) : 0;
+
+    if (!a || !a->streams) return;
+    api_events_publish(a, "device", json_pack("{s:s, s:s, s:I, s:I, s:I, s:s}", "id", id, "state",
+                                              state, "bytes", (json_int_t)bytes, "size",
+                                              (json_int_t)size, "percent", (json_int_t)pct,
+                                              "reason", reason ? reason : ""));
+}
+
+/* A comment line now and then: proxies keep the stream, and a client gone
+ * without a word is noticed when the write fails. */
+static void beat(evutil_socket_t fd, short what, void *arg)
+{
+    static const char text[] = ": beat\n\n";
+
+    (void)fd;
+    (void)what;
+    send_all(arg, text, sizeof text - 1);
+}
+
+void api_events_conn_closed(struct api *a, struct evhttp_connection *evcon)
+{
+    struct api_stream *s, *next;
+
+    for (s = a->streams; s; s = next) {
+        next = s->next;
+        if (s->evcon != evcon) continue;
+        /* A reply not ended is detached from its failed connection and left
+         * to us; one still attached goes with the connection. */
+        if (evhttp_request_get_connection(s->req) == NULL) evhttp_request_free(s->req);
+        stream_end(a, s, 0);
+    }
+}
+
+void api_events(struct api_call *c, int method, const char *rest)
+{
+    static const char hello[] = "retry: 2000\n: tcpota events\n\n";
+    struct api *a = c->api;
+    struct evhttp_request *req = c->req;
+    struct api_stream *s;
+    struct timeval tv = {API_STREAM_BEAT_S, 0};
+
+    if (rest) {
+        api_error(c, 404, NULL, "no such path /v1/events/%s", rest);
+        return;
+    }
+    if (method != EVHTTP_REQ_GET) {
+        api_error(c, 405, NULL, "/v1/events takes GET");
+        return;
+    }
+    if (a->nstreams >= API_STREAMS_MAX) {
+        api_error(c, 503, NULL, "%u event streams are open already; close a dashboard",
+                  API_STREAMS_MAX);
+        return;
+    }
+    if (!a->beat && (!(a->beat = event_new(a->cfg.base, -1, EV_PERSIST, beat, a)) ||
+                     event_add(a->beat, &tv) != 0)) {
+        api_error(c, 500, NULL, "the server is out of memory; try again");
+        return;
+    }
+    if (!(s = calloc(1, sizeof *s))) {
+        api_error(c, 500, NULL, "the server is out of memory; try again");
+        return;
+    }
+    s->req = req;
+    s->evcon = c->evcon;
+    s->next = a->streams;
+    a->streams = s;
+    a->nstreams++;
+    api_call_release(c); /* the stream owns the request from here */
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/event-stream");
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
+    /* A stream outlives the API's idle timeout: the beat and the backlog
+     * check notice a client that went away. */
+    evhttp_connection_set_timeout(s->evcon, -1);
+    evhttp_send_reply_start(req, 200, "OK");
+    stream_send(a, s, hello, sizeof hello - 1);
+}
+
+void api_events_stop(struct api *a)
+{
+    while (a->streams) stream_end(a, a->streams, 0); /* evhttp_free frees the requests */
+    if (a->beat) event_free(a->beat);
+    a->beat = NULL;
+}

@@ -1,0 +1,107 @@
+/* api_summary.c - GET /v1/summary: the counts of the dashboard's overview and
+ * rollouts page in one request (docs/api.md). An answer is reused for
+ * API_SUMMARY_TTL_MS: however many dashboards are open, the store counts a
+ * million devices at most once per interval. */
+#include "api_internal.h"
+
+#include <event2/http.h>
+#include <time.h>
+
+#define SUMMARY_FAILURES_S 3600 /* "failures in the last hour" */
+#define SUMMARY_KINDS 4         /* enum store_tally_kind */
+
+static const char *const kind_names[SUMMARY_KINDS] = {"states", "versions", "failures",
+                                                      "rollout_failures"};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static json_t *tally_json(const struct store_tally *t)
+{
+    const char *state = store_state_name(t->state);
+
+    switch (t->kind) {
+    case STORE_TALLY_STATES:
+        return json_pack("{s:s, s:s, s:I}", "model", t->model, "state", state, "count",
+                         (json_int_t)t->n);
+    case STORE_TALLY_VERSIONS:
+        return json_pack("{s:s, s:s, s:I}", "model", t->model, "version", t->version, "count",
+                         (json_int_t)t->n);
+    case STORE_TALLY_FAILURES:
+        return json_pack("{s:s, s:s, s:I}", "state", state, "reason", t->reason, "count",
+                         (json_int_t)t->n);
+    default:
+        return json_pack("{s:I, s:I, s:s, s:s, s:I}", "rollout", (json_int_t)t->rollout_id,
+                         "wave", (json_int_t)t->wave, "state", state, "reason", t->reason,
+                         "count", (json_int_t)t->n);
+    }
+}
+
+/* The answer of a summary request; NULL when out of memory. */
+static json_t *summary_json(const struct store_req *r)
+{
+    json_t *o, *arr[SUMMARY_KINDS];
+    size_t i;
+    int ok;
+
+    o = json_pack("{s:I, s:I}", "now", (json_int_t)r->now, "since", (json_int_t)r->u.summary.since);
+    ok = o != NULL;
+    for (i = 0; i < SUMMARY_KINDS; i++) {
+        arr[i] = json_array();
+        ok = ok && arr[i] && json_object_set_new(o, kind_names[i], arr[i]) == 0;
+    }
+    for (i = 0; ok && i < r->u.summary.n; i++) {
+        const struct store_tally *t = &r->u.summary.rows[i];
+        ok = (unsigned)t->kind < SUMMARY_KINDS &&
+             json_array_append_new(arr[t->kind], tally_json(t)) == 0;
+    }
+    if (!ok) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+static void summary_done(struct api_call *c, struct store_req *r)
+{
+    json_t *o;
+
+    if (r->rc < 0) {
+        api_store_error(c, r, NULL, "summary");
+        return;
+    }
+    if ((o = summary_json(r)) != NULL && c->api) {
+        json_decref(c->api->summary);
+        c->api->summary = json_incref(o);
+        c->api->summary_ms = mono_ms();
+    }
+    api_reply(c, 200, o);
+}
+
+void api_summary(struct api_call *c, int method, const char *rest)
+{
+    struct api *a = c->api;
+    struct store_req *r;
+
+    if (rest) {
+        api_error(c, 404, NULL, "no such path /v1/summary/%s", rest);
+        return;
+    }
+    if (method != EVHTTP_REQ_GET) {
+        api_error(c, 405, NULL, "/v1/summary takes GET");
+        return;
+    }
+    if (a->summary && mono_ms() - a->summary_ms < API_SUMMARY_TTL_MS) {
+        api_reply(c, 200, json_incref(a->summary));
+        return;
+    }
+    if ((r = api_req(c, STORE_SUMMARY)) != NULL) {
+        r->u.summary.since = r->now - SUMMARY_FAILURES_S;
+        api_submit(c, r, summary_done);
+    }
+}

@@ -1,0 +1,199 @@
+// dashboard.test.mjs - the dashboard in a real browser (Debian's chromium,
+// headless, driven by playwright-core) against a real `tcpota serve --data`
+// and real `tcpota device` processes on loopback, one of them behind
+// tcpota-proxy's bandwidth cap so that its transfer can be watched.
+// Env: TCPOTA, PROXY (binaries), ARTIFACTS (screenshots go there), CHROMIUM.
+// Run by run.sh; every check prints "ok: ..." or the test fails.
+import { chromium } from 'playwright-core';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const TCPOTA = process.env.TCPOTA, PROXY = process.env.PROXY;
+const ARTIFACTS = process.env.ARTIFACTS || 'browser-artifacts';
+const IMAGE_BYTES = 2 << 20;      // 2 MiB ...
+const SLOW_RATE = 400000;         // ... at 400 kB/s: about 5 s of progress to watch
+const WAIT_MS = 20000;            // any single expectation
+const work = mkdtempSync(join(tmpdir(), 'tcpota-browser-'));
+const procs = [];
+let browser = null, page = null;
+
+// The servers and devices die with this process, however it ends (a closed
+// stdout must not kill it before its clean-up either).
+process.on('exit', () => { for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL'); });
+process.stdout.on('error', () => {});
+process.stderr.on('error', () => {});
+
+const ok = (what) => console.log('ok: ' + what);
+function fail(what) { throw new Error(what); }
+
+// Starts a process; its stderr+stdout go to work/<name>.log. Resolves the
+// exit code through .done.
+function run(name, cmd, args) {
+  const log = join(work, name + '.log');
+  writeFileSync(log, '');
+  const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const add = (d) => writeFileSync(log, d, { flag: 'a' });
+  p.stdout.on('data', add);
+  p.stderr.on('data', add);
+  p.done = new Promise((ok) => p.on('exit', (code) => ok(code)));
+  p.log = () => readFileSync(log, 'utf8');
+  procs.push(p);
+  return p;
+}
+
+async function waitFor(what, fn, ms = WAIT_MS) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) fail('timed out waiting for ' + what);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function device(id, port, extra = []) {
+  return run(id, TCPOTA, ['device', '--server', '127.0.0.1:' + port, '--flash', join(work, id), '--id', id,
+    '--model', 'esp32', '--factory-version', '1.0.0', '--slot-size', String(4 << 20), '--progress', 'none',
+    '--backoff-min-ms', '50', '--backoff-max-ms', '500', ...extra]);
+}
+
+async function deviceOk(p) {
+  const rc = await p.done;
+  if (rc !== 0) fail(`device exited ${rc}: ${p.log()}`);
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(ARTIFACTS, name + '.png'), fullPage: true });
+}
+
+async function main() {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const data = join(work, 'data');
+  const server = run('server', TCPOTA, ['serve', '--listen', '127.0.0.1:0', '--data', data, '--api', '127.0.0.1:0', '--no-progress']);
+  const line = await waitFor('the server to listen', () => server.log().match(/listening on [^ ]*:(\d+),.*API on [^ ]*:(\d+)/));
+  const [devPort, apiPort] = [line[1], line[2]];
+  const base = `http://127.0.0.1:${apiPort}`;
+  const token = readFileSync(join(data, 'api.token'), 'utf8').trim();
+  const proxy = run('proxy', PROXY, ['--listen', '127.0.0.1:0', '--upstream', '127.0.0.1:' + devPort, '--rate', String(SLOW_RATE), '--quiet']);
+  const proxyPort = (await waitFor('the proxy to listen', () => proxy.log().match(/listening on [^ ]*:(\d+)/)))[1];
+  const image = join(work, 'fw.bin');
+  writeFileSync(image, randomBytes(IMAGE_BYTES));
+
+  // Devices known before the rollout (the table lists them from the start).
+  await Promise.all(['slow-1', 'late-1', 'bad-1'].map((id) => deviceOk(device(id, devPort))));
+
+  browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ['--no-sandbox'] });
+  page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  page.setDefaultTimeout(WAIT_MS);
+  page.on('pageerror', (e) => console.error('page error: ' + e.message));
+
+  // ---- login ----
+  await page.goto(base + '/');
+  await page.fill('#token', 'f'.repeat(64));
+  await page.click('#login button');
+  await waitFor('the refusal', async () => /Wrong token/.test(await page.textContent('#login-error')));
+  if (await page.isVisible('#nav')) fail('a wrong token opened the dashboard');
+  if (await page.evaluate(() => sessionStorage.getItem('tcpota.token'))) fail('a wrong token was kept');
+  await shot(page, 'login-refused');
+  await page.fill('#token', token);
+  await page.click('#login button');
+  await page.waitForSelector('#n-devices', { timeout: WAIT_MS });
+  if ((await page.textContent('#n-devices')) !== '3') fail('overview does not count 3 devices');
+  if (page.url().includes(token)) fail('the token is in the URL');
+  if ((await page.evaluate(() => sessionStorage.getItem('tcpota.token'))) !== token) fail('token not in sessionStorage');
+  ok('login: a wrong token is refused, the right one opens the overview (token in sessionStorage, not the URL)');
+
+  // ---- images: upload through the page ----
+  await page.click('nav a[href="#/images"]');
+  await page.setInputFiles('#upload input[name=file]', image);
+  await page.fill('#upload input[name=version]', '2.0.0');
+  await page.fill('#upload input[name=model]', 'esp32');
+  await page.click('#upload button');
+  await page.waitForSelector('text=2.0.0', { timeout: WAIT_MS });
+  const imgs = await (await fetch(base + '/v1/images', { headers: { Authorization: 'Bearer ' + token } })).json();
+  if (imgs.images.length !== 1 || imgs.images[0].size !== IMAGE_BYTES) fail('upload: ' + JSON.stringify(imgs));
+  await shot(page, 'images');
+  ok('images: an upload through the page is stored and listed');
+
+  // ---- rollouts: create ----
+  await page.click('nav a[href="#/rollouts"]');
+  await page.waitForSelector('#create-rollout select option', { state: 'attached' });
+  await page.click('#create-rollout button');
+  await page.waitForSelector('#rollout-1 #pause-1', { timeout: WAIT_MS });
+  ok('rollouts: created from the image through the page');
+
+  // ---- a device's progress bar moves during a real transfer ----
+  await page.click('nav a[href="#/devices"]');
+  await page.waitForSelector('tr[data-dev="slow-1"]');
+  await page.evaluate(() => { window.notReloaded = true; });
+  const slow = device('slow-1', proxyPort);
+  const seen = new Set();
+  await waitFor('two progress values between 0 and 100 %', async () => {
+    const p = await page.getAttribute('tr[data-dev="slow-1"] .progress', 'data-percent').catch(() => null);
+    if (p !== null && +p > 0 && +p < 100) seen.add(+p);
+    if (seen.size === 1 && !(await page.isVisible('#shot-taken'))) {
+      await shot(page, 'devices-downloading');
+      await page.evaluate(() => document.body.append(Object.assign(document.createElement('i'), { id: 'shot-taken' })));
+    }
+    return seen.size >= 2;
+  });
+  await deviceOk(slow);
+  await waitFor('slow-1 updated', async () => /updated|verified/.test(await page.textContent('tr[data-dev="slow-1"] .dev-state')));
+  if (!(await page.evaluate(() => window.notReloaded))) fail('the page reloaded');
+  ok(`devices: slow-1's bar moved through ${[...seen].sort((a, b) => a - b).join(', ')} % live, without a reload`);
+
+  // ---- pause by a click; a device is then offered nothing ----
+  await page.click('nav a[href="#/rollouts"]');
+  await page.click('#pause-1');
+  await page.waitForSelector('#rollout-1 .state.paused', { timeout: WAIT_MS });
+  const late = device('late-1', devPort);
+  await deviceOk(late);
+  if (!/up to date, running 1\.0\.0/.test(late.log())) fail('late-1 under a paused rollout: ' + late.log());
+  if (!/\[late-1 [^\]]*\] decision: waiting: rollout 1/.test(server.log())) fail('server did not log late-1 waiting');
+  await shot(page, 'rollouts-paused');
+  ok('rollouts: paused by a click; a real device then gets NO_UPDATE and stays on 1.0.0');
+
+  // ---- a failure reason appears after a rolled-back device reports ----
+  await page.click('#resume-1');
+  await page.waitForSelector('#rollout-1 .state.active', { timeout: WAIT_MS });
+  const bad = device('bad-1', devPort, ['--health', 'fail']);
+  await bad.done; // exits 1: its update failed
+  if (!/roll/i.test(bad.log())) fail('bad-1 did not roll back: ' + bad.log());
+  await waitFor('the failure reason on the rollouts page', async () =>
+    /rolled-back: health check failed/.test(await page.textContent('#rollout-1 .reasons')));
+  await shot(page, 'rollouts');
+  ok('rollouts: the rolled-back device\'s reason appears in its wave, live');
+
+  await page.click('nav a[href="#/overview"]');
+  await page.waitForSelector('#n-failures');
+  if ((await page.textContent('#n-failures')) !== '1') fail('overview: failures in the last hour is not 1');
+  await shot(page, 'overview');
+  await page.goto(base + '/#/device/bad-1');
+  await page.waitForSelector('text=reported: rolled back', { timeout: WAIT_MS });
+  await shot(page, 'device');
+  ok('overview counts the failure of the last hour; the device page shows its history');
+
+  server.kill('SIGTERM'); // with the page's event stream open
+  const rc = await server.done;
+  if (rc !== 0) fail(`the server exited ${rc} on SIGTERM (its event streams must end cleanly)`);
+  ok('the server stops cleanly with dashboards connected');
+}
+
+try {
+  await main();
+} catch (e) {
+  console.error('FAIL: ' + e.message);
+  if (page) {
+    console.error('page says: ' + (await page.textContent('#view').catch(() => '?')).slice(0, 1000));
+    await shot(page, 'failure').catch(() => {});
+  }
+  for (const p of procs) console.error(`--- ${p.spawnargs.slice(0, 2).join(' ')}\n${p.log().slice(-(+process.env.LOG_TAIL || 2000))}`);
+  process.exitCode = 1;
+} finally {
+  if (browser) await browser.close().catch(() => {});
+  for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
+  rmSync(work, { recursive: true, force: true });
+}
