@@ -5,6 +5,7 @@
 #include "conn.h"
 #include "legacy.h"
 #include "log.h"
+#include "metrics.h"
 #include "offer.h"
 #include "rollout.h"
 #include "server_internal.h"
@@ -499,10 +500,33 @@ static struct conn *checkin_conn(struct store_req *r)
     return c;
 }
 
+/* Counts the report a completed check-in applied (metrics.h), under the
+ * rollout that applies to the device when that rollout is of this image. */
+static void count_report(const struct store_req *r)
+{
+    const struct store_checkin_out *o = r->u.checkin.out;
+    uint64_t ro = 0;
+
+    if (r->rc < 0 || !r->u.checkin.report_id) {
+        return;
+    }
+    if (r->u.checkin.has_rollout &&
+        memcmp(o->image.id, r->u.checkin.report_id, TCPOTA_ID_LEN) == 0) {
+        ro = o->rollout.id;
+    }
+    metrics_event(ro, r->u.checkin.report_id,
+                  r->u.checkin.report_result == TCPOTA_RESULT_CONFIRMED     ? METRICS_UPDATED
+                  : r->u.checkin.report_result == TCPOTA_RESULT_ROLLED_BACK ? METRICS_ROLLED_BACK
+                                                                            : METRICS_BOOT_FAILED);
+}
+
 /* The store answered a v1 device's check-in: decide and answer it. */
 static void checkin_done(struct store_req *r)
 {
-    struct conn *c = checkin_conn(r);
+    struct conn *c;
+
+    count_report(r); /* before checkin_conn frees what report_id points to */
+    c = checkin_conn(r);
     struct server *srv;
     struct tcpota_srv_hello h;
     struct image *img, *cand;
@@ -528,6 +552,7 @@ static void checkin_done(struct store_req *r)
         return;
     }
     srv->fleet->checkins++;
+    metrics_checkin(METRICS_V1);
     tcpota_srv_get_hello(&c->s, &h);
     img = decide(c, r, &h, &st, &cand, why, sizeof(why));
     if (img) {
@@ -540,6 +565,7 @@ static void checkin_done(struct store_req *r)
     }
     if (offered) {
         conn_offered(c, "decision", start);
+        metrics_event(c->rollout_id, img->desc.id, METRICS_OFFERED);
         record(c, STORE_ST_OFFERED, img->desc.id, NULL, start, NULL, 0);
     } else {
         if (img) {
@@ -627,8 +653,10 @@ void fleet_on_event(struct conn *c, const struct tcpota_srv_event *ev)
         return;
     case TCPOTA_SRV_EV_COMPLETE:
         if (m->u.complete.status == 0) {
+            metrics_event(c->rollout_id, img->desc.id, METRICS_COMPLETED);
             record(c, STORE_ST_VERIFIED, img->desc.id, NULL, img->size, NULL, 1);
         } else {
+            metrics_event(c->rollout_id, img->desc.id, METRICS_FAILED);
             snprintf(why, sizeof(why), "the device reports %s", tcpota_strerror(m->u.complete.status));
             record(c, STORE_ST_FAILED, img->desc.id, img->desc.id, 0, why, 1);
         }
@@ -641,6 +669,7 @@ void fleet_on_event(struct conn *c, const struct tcpota_srv_event *ev)
             /* "already running": a success for the rollout, not a failure. */
             record(c, STORE_ST_UP_TO_DATE, img->desc.id, NULL, 0, why, 1);
         } else {
+            metrics_decline(c->rollout_id, img->desc.id, -(int)m->u.decline.reason);
             record(c, STORE_ST_DECLINED, img->desc.id, img->offer_fp, 0, why, 1);
         }
         return;
@@ -648,6 +677,7 @@ void fleet_on_event(struct conn *c, const struct tcpota_srv_event *ev)
         snprintf(why, sizeof(why), "device error: %s (%.*s)", tcpota_strerror(m->u.error.code),
                  m->u.error.message.len,
                  m->u.error.message.ptr ? (const char *)m->u.error.message.ptr : "");
+        metrics_event(c->rollout_id, img->desc.id, METRICS_FAILED);
         {
             uint64_t ro = c->rollout_id;
             c->rollout_id = 0; /* not a failure of the image: no rollout count */
@@ -679,6 +709,7 @@ static void legacy_checkin_done(struct store_req *r)
         (void)conn_close(c, 1);
         return;
     }
+    metrics_checkin(METRICS_LEGACY);
     ro = &r->u.checkin.out->rollout;
     if (!r->u.checkin.has_rollout) {
         why = "no rollout for model legacy (tcpota rollout create --model legacy ...)";
@@ -705,6 +736,7 @@ static void legacy_checkin_done(struct store_req *r)
     tcpota_legacy_init(&c->leg, img->size);
     clog_(c, 0, "legacy device: rollout %llu, image %s (%u bytes)", (unsigned long long)ro->id,
           img->version, img->size);
+    metrics_event(c->rollout_id, img->desc.id, METRICS_OFFERED);
     record(c, STORE_ST_DOWNLOADING, img->desc.id, NULL, 0, NULL, 0);
     store_req_free(r);
     bufferevent_enable(c->bev, EV_READ);
@@ -736,6 +768,7 @@ int fleet_legacy_start(struct conn *c)
 void fleet_legacy_done(struct conn *c)
 {
     if (c->img) {
+        metrics_event(c->rollout_id, c->img->desc.id, METRICS_COMPLETED);
         record(c, STORE_ST_UPDATED, c->img->desc.id, NULL, c->img->size,
                "sent every byte (legacy devices cannot report)", 1);
     }
@@ -855,6 +888,35 @@ static int fleet_verify(void *ctx, const uint8_t id[32], const uint8_t *man, siz
     return api_verify_keys(&srv->fleet->keys, id, man, len, version, model, err, errlen);
 }
 
+/* GET /metrics: the counters, with what only the open connections know
+ * (transfers running, bytes queued so far) added. */
+static int fleet_metrics(void *ctx, struct evbuffer *out)
+{
+    struct server *srv = ctx;
+    struct metrics_live *live = calloc(srv->nconns ? srv->nconns : 1, sizeof(*live));
+    const struct conn *c;
+    size_t n = 0;
+    int rc;
+
+    if (!live) {
+        return -1;
+    }
+    for (c = srv->conns; c && n < srv->nconns; c = c->next) {
+        if (!c->img) continue;
+        live[n].rollout = c->rollout_id;
+        live[n].image = c->img->desc.id;
+        live[n].active = !c->closing && (c->kind == K_LEGACY ? !c->legacy_done
+                                         : tcpota_srv_get_state(&c->s) == TCPOTA_SRV_OFFERED ||
+                                           tcpota_srv_get_state(&c->s) == TCPOTA_SRV_STREAMING ||
+                                           tcpota_srv_get_state(&c->s) == TCPOTA_SRV_SENT_ALL);
+        live[n].bytes = c->bytes_sent;
+        n++;
+    }
+    rc = metrics_render(out, live, n);
+    free(live);
+    return rc;
+}
+
 static int api_store_submit(struct store *st, struct store_req *r)
 {
     struct server *srv = ((struct fleet_store *)st)->srv;
@@ -922,6 +984,7 @@ int fleet_open(struct server *srv)
     f->keys.nkeys = o->npubkeys;
     ac.verify = o->npubkeys ? fleet_verify : NULL;
     ac.on_secret = on_secret;
+    ac.metrics = fleet_metrics;
     ac.ctx = srv;
     f->api = api_start(&ac, err, sizeof(err));
     if (!f->api) {

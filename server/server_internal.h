@@ -18,6 +18,7 @@
  *             file by file in store_sqlite_internal.h
  *   rollout.c the wave and halt rules of staged rollouts
  *   api*.c    the control API (HTTP/JSON) of fleet mode (api.h)
+ *   metrics.c fleet mode's counters, exported at GET /metrics (metrics.h)
  */
 #ifndef TCPOTA_SERVER_INTERNAL_H
 #define TCPOTA_SERVER_INTERNAL_H

@@ -279,6 +279,7 @@ struct store_req {
         } list;
     } u;
     struct store_req *next;  /* the backend's queue */
+    double submitted;        /* monotonic seconds at store_submit() (metrics) */
 };
 
 /* What STORE_SECRET_LIST returns, one per device. */
@@ -313,6 +314,9 @@ struct store *store_sqlite_open(const char *dir, struct event_base *base, char *
 
 /* store->vt->submit(). */
 int store_submit(struct store *st, struct store_req *r);
+/* What a backend calls right before r->done(r), on the loop: counts the
+ * request's latency (metrics.h). */
+void store_req_finished(const struct store_req *r);
 /* store->vt->close(); NULL: no-op. */
 void store_close(struct store *st);
 
