@@ -1,5 +1,6 @@
 /* api.c - the control API's listener, routing, token and replies (see api.h). */
 #include "api_internal.h"
+#include "http_ota.h" /* HTTP_OTA_PREFIX */
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -285,6 +286,10 @@ static void handle(struct evhttp_request *req, void *arg)
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     struct api_call *c;
 
+    if (a->cfg.ota && path && strncmp(path, HTTP_OTA_PREFIX, strlen(HTTP_OTA_PREFIX)) == 0) {
+        a->cfg.ota(req, a->cfg.ota_arg);
+        return;
+    }
     if (a->cfg.metrics && path && strcmp(path, API_METRICS_PATH) == 0) {
         metrics(a, req);
         return;

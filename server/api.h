@@ -19,6 +19,7 @@
 
 struct event_base;
 struct evbuffer;
+struct evhttp_request;
 struct store;
 struct api;
 
@@ -49,6 +50,10 @@ struct api_config {
     /* Appends the Prometheus metrics to out (GET /metrics, no token);
      * returns 0, or -1 (then 500). NULL: /metrics is not served. */
     int (*metrics)(void *ctx, struct evbuffer *out);
+    /* Requests whose path starts with /ota/ (HTTP_OTA_PREFIX) go to ota
+     * (ota_arg), without the token: HTTP downloads (http_ota.h). NULL: none. */
+    void (*ota)(struct evhttp_request *req, void *arg);
+    void *ota_arg;
     /* Told after any change to images, rollouts or groups. */
     void (*on_change)(void *ctx);
     void *ctx;              /* passed to verify, on_secret, on_change */

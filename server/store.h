@@ -83,7 +83,7 @@ enum store_ro_status {
     STORE_RO_FAILED,       /* rolled back, boot failed, integrity, declined (not "running") */
 };
 
-enum store_proto { STORE_PROTO_V1 = 0, STORE_PROTO_LEGACY = 1 };
+enum store_proto { STORE_PROTO_V1 = 0, STORE_PROTO_LEGACY = 1, STORE_PROTO_HTTP = 2 };
 
 /* An image in the store. Files live at DIR/images/<idhex>. */
 struct store_image {

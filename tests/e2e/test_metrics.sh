@@ -72,6 +72,26 @@ conns=$(metric tcpota_connections_total 'protocol="v1"')
 [ "$conns" -ge "$decisions" ] || fail "$conns v1 connections for $decisions check-ins"
 ok "after 3 updates, 1 rollback, 1 decline: the counters say so ($decisions check-ins, $bytes bytes)"
 
+# An HTTP device on the API's listener (docs/http-ota.md): a whole download,
+# then its report by version.
+OTA="http://127.0.0.1:$API_PORT/ota/esp32?device=http-1"
+curl -sS -o "$WORK/http.bin" -H 'X-Tcpota-Version: 1.0.0' "$OTA" || fail "HTTP download failed"
+cmp "$WORK/http.bin" "$WORK/img" || fail "HTTP download differs from the image"
+for i in $(seq 50); do [ "$(device_state http-1)" = verified ] && break; sleep 0.1; done
+[ "$(device_state http-1)" = verified ] || fail "http-1 is $(device_state http-1), not verified"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 2.0.0' "$OTA")
+[ "$code" = 204 ] || fail "the report by version was answered $code"
+[ "$(device_state http-1)" = updated ] || fail "http-1 is $(device_state http-1), not updated"
+scrape
+expect tcpota_connections_total 'protocol="http"' 2
+expect tcpota_checkins_total 'protocol="http"' 2
+expect tcpota_offers_total "$R" 6
+expect tcpota_completions_total "$R" 5
+expect tcpota_updates_total "$R" 4
+bytes2=$(metric tcpota_bytes_sent_total "$R")
+[ "$bytes2" -eq $((bytes + SIZE)) ] || fail "bytes sent $bytes2 after an HTTP download of $SIZE (was $bytes)"
+ok "an HTTP device on the API's listener: 2 requests, an offer, a completion, an update, $SIZE bytes"
+
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$API_PORT/metrics")
 [ "$code" = 405 ] || fail "POST /metrics answered $code"
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$API_PORT/v1/images")
