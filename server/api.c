@@ -265,7 +265,7 @@ static void metrics(struct api *a, struct evhttp_request *req)
 
     if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-        send_text(req, 405, "{\"error\": \"/metrics answers GET only\"}");
+        send_text(req, 405, "{\"error\": \"/metrics answers GET and HEAD only\"}");
         return;
     }
     b = evbuffer_new();
