@@ -68,6 +68,9 @@ static void usage(FILE *f)
             "  --api HOST:PORT|off   the control API (default 127.0.0.1:8071); its token is\n"
             "                        DIR/api.token (docs/api.md)\n"
             "  --max-image BYTES     largest image the API takes (default 64 MiB)\n"
+            "  --ota-listen HOST:PORT  serve HTTP(S) downloads for esp_https_ota devices here\n"
+            "                        (default: on the API's listener, under /ota/; HTTPS with\n"
+            "                        --tls-cert; docs/http-ota.md)\n"
             "  --pubkey K.pub        images added must be signed with one of these keys\n",
             DEFAULT_MAX_UNAUTH_PER_ADDR);
 }
@@ -319,9 +322,10 @@ static int serve_reload(void *ctx, struct tcpota_serve_opts *fresh)
 }
 
 /* `tcpota serve --data DIR`: what fleet mode refuses, then the server. */
-static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const char *api)
+static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const char *api,
+                       const char *ota)
 {
-    static char images[4096], api_host[256];
+    static char images[4096], api_host[256], ota_host[256];
     struct stat st;
 
     if (o->image) {
@@ -346,6 +350,10 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
         return 2;
     }
     o->api_host = strcmp(api, "off") == 0 ? NULL : api_host;
+    if (ota && cli_hostport(ota, "--ota-listen", ota_host, sizeof(ota_host), &o->ota_port) < 0) {
+        return 2;
+    }
+    o->ota_host = ota ? ota_host : NULL;
     snprintf(images, sizeof(images), "%s/images", o->data_dir);
     o->images_dir = images;
     o->pubkeys = (const uint8_t(*)[32])src->keys;
@@ -362,7 +370,7 @@ int cmd_serve(int argc, char **argv)
     struct tcpota_serve_opts o;
     struct sources src;
     char host[256] = "0.0.0.0";
-    const char *api = "127.0.0.1:8071";
+    const char *api = "127.0.0.1:8071", *ota = NULL;
     unsigned long long v;
     int i, rc;
 
@@ -436,6 +444,8 @@ int cmd_serve(int argc, char **argv)
             o.data_dir = val;
         } else if (strcmp(a, "--api") == 0) {
             api = val;
+        } else if (strcmp(a, "--ota-listen") == 0) {
+            ota = val;
         } else if (strcmp(a, "--max-image") == 0) {
             if (cli_number(val, a, 1, UINT32_MAX, &v) < 0) return 2;
             o.max_image = (size_t)v;
@@ -466,9 +476,13 @@ int cmd_serve(int argc, char **argv)
                            check_arg(o.tls_key, "--tls-key", 1) < 0)) {
             return 2;
         }
-        rc = serve_fleet(&o, &src, api);
+        rc = serve_fleet(&o, &src, api, ota);
         sodium_memzero(&src, sizeof(src));
         return rc;
+    }
+    if (ota) {
+        fprintf(stderr, "tcpota serve: --ota-listen serves the fleet's rollouts; it needs --data DIR\n");
+        return 2;
     }
     if (!o.image) {
         fprintf(stderr, "tcpota serve: no image FILE given (or --data DIR for fleet mode)\n");

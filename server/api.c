@@ -1,6 +1,7 @@
 /* api.c - the control API's listener, routing, token and replies (see api.h). */
 #include "api_internal.h"
 #include "dashboard.h"
+#include "http_ota.h" /* HTTP_OTA_PREFIX */
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -23,6 +24,8 @@
 #define API_HEADERS_MAX 32768     /* header bytes (a manifest is ~1.4 KB of base64) */
 #define API_TOKEN_FILE "api.token"
 #define API_TOKEN_BYTES 32u
+#define API_METRICS_PATH "/metrics"
+#define API_METRICS_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
 static const char *status_text(int code)
 {
@@ -268,6 +271,29 @@ static void route(struct api_call *c, int method, const char *path, const char *
     api_error(c, 404, NULL, "no such path %s; see docs/api.md for the endpoints", path);
 }
 
+/* GET /metrics: Prometheus' text format, without the API token (counts
+ * only: no device id, no secret; docs/api.md). */
+static void metrics(struct api *a, struct evhttp_request *req)
+{
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    struct evbuffer *b;
+
+    if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+        send_text(req, 405, "{\"error\": \"/metrics answers GET and HEAD only\"}");
+        return;
+    }
+    b = evbuffer_new();
+    if (!b || a->cfg.metrics(a->cfg.ctx, b) < 0) {
+        if (b) evbuffer_free(b);
+        send_text(req, 500, oom_body);
+        return;
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", API_METRICS_TYPE);
+    evhttp_send_reply(req, 200, "OK", b);
+    evbuffer_free(b);
+}
+
 static void handle(struct evhttp_request *req, void *arg)
 {
     struct api *a = arg;
@@ -275,6 +301,14 @@ static void handle(struct evhttp_request *req, void *arg)
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     struct api_call *c;
 
+    if (a->cfg.ota && path && strncmp(path, HTTP_OTA_PREFIX, strlen(HTTP_OTA_PREFIX)) == 0) {
+        a->cfg.ota(req, a->cfg.ota_arg);
+        return;
+    }
+    if (a->cfg.metrics && path && strcmp(path, API_METRICS_PATH) == 0) {
+        metrics(a, req);
+        return;
+    }
     if (dash_serve(req, path ? path : "/")) return; /* the page: no token, no data */
     evhttp_connection_set_closecb(evhttp_request_get_connection(req), conn_closed, a);
     c = api_call_new(a, req);

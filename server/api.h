@@ -18,6 +18,8 @@
 #include <stdint.h>
 
 struct event_base;
+struct evbuffer;
+struct evhttp_request;
 struct store;
 struct api;
 
@@ -45,6 +47,13 @@ struct api_config {
     api_verify_fn verify;
     /* Told after a device secret is stored (the server updates its table). */
     void (*on_secret)(void *ctx, const char *id, const uint8_t *secret, size_t len);
+    /* Appends the Prometheus metrics to out (GET /metrics, no token);
+     * returns 0, or -1 (then 500). NULL: /metrics is not served. */
+    int (*metrics)(void *ctx, struct evbuffer *out);
+    /* Requests whose path starts with /ota/ (HTTP_OTA_PREFIX) go to ota
+     * (ota_arg), without the token: HTTP downloads (http_ota.h). NULL: none. */
+    void (*ota)(struct evhttp_request *req, void *arg);
+    void *ota_arg;
     /* Told after any change to images, rollouts or groups. */
     void (*on_change)(void *ctx);
     void *ctx;              /* passed to verify, on_secret, on_change */

@@ -20,7 +20,8 @@ json_t *api_device_json(const struct store_device *d)
                      "s:b}",
                      "id", d->id, "model", d->model, "version", d->version, "running", d->running,
                      "group", d->group, "address", d->addr, "protocol",
-                     d->proto == STORE_PROTO_LEGACY ? "legacy" : "v1", "state",
+                     d->proto == STORE_PROTO_LEGACY ? "legacy"
+                     : d->proto == STORE_PROTO_HTTP ? "http" : "v1", "state",
                      store_state_name(d->state), "image", d->image, "bytes", (json_int_t)d->bytes,
                      "size", (json_int_t)d->size, "percent", (json_int_t)pct, "reason", d->reason,
                      "first_seen", (json_int_t)d->first_seen, "last_seen",

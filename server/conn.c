@@ -4,6 +4,7 @@
 #include "fleet.h"
 #include "legacy.h"
 #include "log.h"
+#include "metrics.h"
 #include "offer.h"
 #include "server_internal.h"
 #include "text.h"
@@ -36,6 +37,7 @@ void conn_free(struct conn *c)
     if (c->next) c->next->prev = c->prev;
     srv->nconns--;
     srv->stats.bytes_sent += c->bytes_sent;
+    if (c->img) metrics_bytes(c->rollout_id, c->img->desc.id, c->bytes_sent);
     if (c->unauth) unauth_del(&srv->unauth, c->addr);
     fleet_conn_gone(c);
     if (c->first_byte) {
@@ -441,6 +443,7 @@ static int detect(struct conn *c, const uint8_t *buf, size_t n)
 
     if (k == TCPOTA_KIND_V1) {
         c->kind = K_V1;
+        metrics_connection(METRICS_V1);
         return 0;
     }
     if (k == TCPOTA_KIND_LEGACY && (refusal = legacy_refusal(c->srv->o)) != NULL) {
@@ -452,6 +455,7 @@ static int detect(struct conn *c, const uint8_t *buf, size_t n)
     if (k == TCPOTA_KIND_LEGACY) {
         int one = 1;
         c->kind = K_LEGACY;
+        metrics_connection(METRICS_LEGACY);
         setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         snprintf(c->dev, sizeof(c->dev), "legacy");
         conn_admitted(c);

@@ -1,10 +1,13 @@
 /* fleet.c - fleet mode: decisions from the store, steps back into it (see
  * fleet.h). */
 #include "fleet.h"
+#include "fleet_internal.h"
+#include "http_ota.h"
 #include "api.h"
 #include "conn.h"
 #include "legacy.h"
 #include "log.h"
+#include "metrics.h"
 #include "offer.h"
 #include "rollout.h"
 #include "server_internal.h"
@@ -48,6 +51,7 @@ struct fleet {
     struct store *store;
     struct fleet_store api_store;
     struct api *api;
+    struct http_ota *ota;        /* HTTP downloads (on the API's listener or --ota-listen) */
     struct store_event *ev;      /* pending steps, in order */
     size_t nev, capev;
     uint8_t progress[FLEET_EVENTS_MAX]; /* ev[i] is an ACK's plain progress */
@@ -108,8 +112,7 @@ static struct image *image_for(struct server *srv, const struct store_image *si)
 static void flush_events(struct server *srv);
 static int has_pending(struct fleet *f, const char *id);
 
-/* Submits r, or frees it and returns -1 when the store cannot even queue it. */
-static int submit(struct server *srv, struct store_req *r)
+int fleet_submit(struct server *srv, struct store_req *r)
 {
     int rc;
 
@@ -170,7 +173,7 @@ static void flush_events(struct server *srv)
         r->u.events.n = f->nev;
         f->ev = NULL;
         f->nev = f->capev = 0;
-        (void)submit(srv, r);
+        (void)fleet_submit(srv, r);
     }
     memset(f->slot, 0, sizeof(f->slot));
 }
@@ -220,26 +223,21 @@ static void copy_text(char *dst, size_t cap, const char *s)
     dst[n] = '\0';
 }
 
-/* Adds a step of c's update to the pending steps (copied: c may be gone
- * when they are written). progress: an ACK's progress, which replaces the
- * device's pending one of the same image when that is its newest step (the
- * store would only move the row's bytes twice). */
-static void add_step(struct conn *c, enum store_dev_state st, const uint8_t *image_id,
-                     const uint8_t *failed_id, uint32_t bytes, const char *reason, int durable,
-                     int progress)
+void fleet_step(struct server *srv, const struct fleet_who *who, enum store_dev_state st,
+                const uint8_t *image_id, const uint8_t *failed_id, uint32_t bytes,
+                const char *reason, int durable, int progress)
 {
-    struct server *srv = c->srv;
     struct fleet *f = srv->fleet;
     struct store_event *e, *grown;
     uint16_t *slot;
 
-    slot = f->nev ? slot_of(f, c->dev) : NULL;
+    slot = f->nev ? slot_of(f, who->dev) : NULL;
     if (progress && slot && *slot && f->progress[*slot - 1]) {
         e = &f->ev[*slot - 1];
         if (memcmp(e->image_id, image_id, TCPOTA_ID_LEN) == 0 &&
-            e->rollout_id == c->rollout_id) {
+            e->rollout_id == who->rollout_id) {
             e->bytes = bytes;
-            e->size = c->img ? c->img->size : 0;
+            e->size = who->size;
             return;
         }
     }
@@ -249,7 +247,7 @@ static void add_step(struct conn *c, enum store_dev_state st, const uint8_t *ima
         if (!(grown = realloc(f->ev, cap * sizeof(*grown)))) {
             f->db_errors++;
             say_always(srv->o, LOG_LV_ERROR, "store: out of memory: %s of device %s not recorded",
-                       store_state_name(st), c->dev);
+                       store_state_name(st), who->dev);
             return;
         }
         f->ev = grown;
@@ -257,7 +255,7 @@ static void add_step(struct conn *c, enum store_dev_state st, const uint8_t *ima
     }
     e = &f->ev[f->nev];
     memset(e, 0, sizeof(*e));
-    copy_text(e->id, sizeof(e->id), c->dev);
+    copy_text(e->id, sizeof(e->id), who->dev);
     e->state = st;
     if (image_id) {
         e->has_image = 1;
@@ -267,9 +265,9 @@ static void add_step(struct conn *c, enum store_dev_state st, const uint8_t *ima
         e->has_failed = 1;
         memcpy(e->failed_id, failed_id, TCPOTA_ID_LEN);
     }
-    e->rollout_id = c->rollout_id;
+    e->rollout_id = who->rollout_id;
     e->bytes = bytes;
-    e->size = c->img ? c->img->size : 0;
+    e->size = who->size;
     if (reason) {
         e->has_reason = 1;
         copy_text(e->reason, sizeof(e->reason), reason);
@@ -277,7 +275,7 @@ static void add_step(struct conn *c, enum store_dev_state st, const uint8_t *ima
     e->durable = (uint8_t)(durable != 0);
     f->progress[f->nev] = (uint8_t)(progress && image_id && !failed_id && !reason && !durable);
     f->nev++;
-    *(slot ? slot : slot_of(f, c->dev)) = (uint16_t)f->nev;
+    *(slot ? slot : slot_of(f, who->dev)) = (uint16_t)f->nev;
     /* A final step (verified, failed, declined) goes at once, with what
      * waits before it: SIGKILL loses no final step that was recorded, only
      * progress, as fleet.md says. */
@@ -287,6 +285,22 @@ static void add_step(struct conn *c, enum store_dev_state st, const uint8_t *ima
         struct timeval tv = {0, FLEET_FLUSH_MS * 1000};
         evtimer_add(f->flush_timer, &tv);
     }
+}
+
+/* Who a connection's steps are about. */
+static struct fleet_who who_of(const struct conn *c)
+{
+    struct fleet_who w = {c->dev, c->rollout_id, c->img ? c->img->size : 0};
+    return w;
+}
+
+/* Adds a step of c's update (fleet_step). */
+static void add_step(struct conn *c, enum store_dev_state st, const uint8_t *image_id,
+                     const uint8_t *failed_id, uint32_t bytes, const char *reason, int durable,
+                     int progress)
+{
+    struct fleet_who w = who_of(c);
+    fleet_step(c->srv, &w, st, image_id, failed_id, bytes, reason, durable, progress);
 }
 
 /* Records a step of c's update (see add_step). */
@@ -368,7 +382,7 @@ static void apply_rules(struct server *srv, struct store_rollout *ro)
     r->u.rollout.new_n_open = n_open;
     ro->ro.state = to;
     ro->ro.n_open = n_open;
-    (void)submit(srv, r);
+    (void)fleet_submit(srv, r);
 }
 
 static int failed_before(const struct store_req *r, const struct image *img)
@@ -384,13 +398,10 @@ static int failed_before(const struct store_req *r, const struct image *img)
     return 0;
 }
 
-/* The decision for a device whose check-in completed: the image to offer,
- * or NULL with the reason in why (and the state to record in *st, or
- * STORE_ST_COUNT: record nothing, e.g. keep "rolled-back"). */
-static struct image *decide(struct conn *c, struct store_req *r, const struct tcpota_srv_hello *h,
-                            enum store_dev_state *st, struct image **cand, char *why, size_t cap)
+struct image *fleet_decide(struct server *srv, struct store_req *r,
+                           const struct tcpota_srv_hello *h, int failed, uint64_t *rollout_id,
+                           enum store_dev_state *st, struct image **cand, char *why, size_t cap)
 {
-    struct server *srv = c->srv;
     struct store_rollout *ro = &r->u.checkin.out->rollout;
     struct image *img;
     struct offer_image oi;
@@ -406,7 +417,7 @@ static struct image *decide(struct conn *c, struct store_req *r, const struct tc
                  r->u.checkin.group[0] ? " and group " : "", r->u.checkin.group);
         return NULL;
     }
-    c->rollout_id = ro->id;
+    *rollout_id = ro->id;
     if (!(img = image_for(srv, &r->u.checkin.out->image))) {
         *st = STORE_ST_COUNT;
         snprintf(why, cap, "rollout %llu: its image cannot be loaded", (unsigned long long)ro->id);
@@ -419,7 +430,7 @@ static struct image *decide(struct conn *c, struct store_req *r, const struct tc
     oi.desc = &img->desc;
     oi.model = img->model;
     od.hello = h;
-    od.failed_before = failed_before(r, img);
+    od.failed_before = failed || failed_before(r, img);
     ov = offer_decide(&oi, &od, ro->allow_downgrade);
     if (ov != OFFER_YES) {
         if (ov == OFFER_FAILED_BEFORE) {
@@ -438,11 +449,7 @@ static struct image *decide(struct conn *c, struct store_req *r, const struct tc
     return img;
 }
 
-/* Whether recording state st (about img, for why) changes what the store
- * holds for the device: repeated check-ins then write nothing but their
- * last-seen time, and the history keeps one line per change. A device
- * confirmed on an image stays "updated" when it later runs it. */
-static int changes(const struct store_device *d, enum store_dev_state st,
+int fleet_changes(const struct store_device *d, enum store_dev_state st,
                    const struct image *img, const char *why)
 {
     const char *hex = img ? img->idhex : "";
@@ -506,10 +513,33 @@ static struct conn *checkin_conn(struct store_req *r)
     return c;
 }
 
+/* Counts the report a completed check-in applied (metrics.h), under the
+ * rollout that applies to the device when that rollout is of this image. */
+static void count_report(const struct store_req *r)
+{
+    const struct store_checkin_out *o = r->u.checkin.out;
+    uint64_t ro = 0;
+
+    if (r->rc < 0 || !r->u.checkin.report_id) {
+        return;
+    }
+    if (r->u.checkin.has_rollout &&
+        memcmp(o->image.id, r->u.checkin.report_id, TCPOTA_ID_LEN) == 0) {
+        ro = o->rollout.id;
+    }
+    metrics_event(ro, r->u.checkin.report_id,
+                  r->u.checkin.report_result == TCPOTA_RESULT_CONFIRMED     ? METRICS_UPDATED
+                  : r->u.checkin.report_result == TCPOTA_RESULT_ROLLED_BACK ? METRICS_ROLLED_BACK
+                                                                            : METRICS_BOOT_FAILED);
+}
+
 /* The store answered a v1 device's check-in: decide and answer it. */
 static void checkin_done(struct store_req *r)
 {
-    struct conn *c = checkin_conn(r);
+    struct conn *c;
+
+    count_report(r); /* before checkin_conn frees what report_id points to */
+    c = checkin_conn(r);
     struct server *srv;
     struct tcpota_srv_hello h;
     struct image *img, *cand;
@@ -540,8 +570,9 @@ static void checkin_done(struct store_req *r)
         api_notify_device(srv->fleet->api, d->id, store_state_name(d->state), d->bytes, d->size,
                           d->reason);
     }
+    metrics_checkin(METRICS_V1);
     tcpota_srv_get_hello(&c->s, &h);
-    img = decide(c, r, &h, &st, &cand, why, sizeof(why));
+    img = fleet_decide(srv, r, &h, 0, &c->rollout_id, &st, &cand, why, sizeof(why));
     if (img) {
         c->img = image_ref(img);
     }
@@ -552,6 +583,7 @@ static void checkin_done(struct store_req *r)
     }
     if (offered) {
         conn_offered(c, "decision", start);
+        metrics_event(c->rollout_id, img->desc.id, METRICS_OFFERED);
         record(c, STORE_ST_OFFERED, img->desc.id, NULL, start, NULL, 0);
     } else {
         if (img) {
@@ -563,7 +595,7 @@ static void checkin_done(struct store_req *r)
         img = img ? img : cand;
         clog_(c, 0, "decision: %s: %s", st == STORE_ST_WAITING ? "waiting" : "no update", why);
         conn_set_outcome(c, st == STORE_ST_UP_TO_DATE ? DEV_UP_TO_DATE : DEV_NOT_OFFERED);
-        if (changes(&r->u.checkin.out->dev, st, img, why)) {
+        if (fleet_changes(&r->u.checkin.out->dev, st, img, why)) {
             record(c, st, img ? img->desc.id : NULL, NULL, 0, why, 0);
         }
         image_unref(c->img);
@@ -605,7 +637,7 @@ int fleet_choose(struct conn *c, const struct tcpota_srv_hello *h,
               : h->report_result == TCPOTA_RESULT_BOOT_FAILED ? "rolled back by the bootloader"
                                                               : "unknown result");
     }
-    if (submit(c->srv, r) < 0) {
+    if (fleet_submit(c->srv, r) < 0) {
         free(ci);
         return 0;
     }
@@ -639,8 +671,10 @@ void fleet_on_event(struct conn *c, const struct tcpota_srv_event *ev)
         return;
     case TCPOTA_SRV_EV_COMPLETE:
         if (m->u.complete.status == 0) {
+            metrics_event(c->rollout_id, img->desc.id, METRICS_COMPLETED);
             record(c, STORE_ST_VERIFIED, img->desc.id, NULL, img->size, NULL, 1);
         } else {
+            metrics_event(c->rollout_id, img->desc.id, METRICS_FAILED);
             snprintf(why, sizeof(why), "the device reports %s", tcpota_strerror(m->u.complete.status));
             record(c, STORE_ST_FAILED, img->desc.id, img->desc.id, 0, why, 1);
         }
@@ -653,6 +687,7 @@ void fleet_on_event(struct conn *c, const struct tcpota_srv_event *ev)
             /* "already running": a success for the rollout, not a failure. */
             record(c, STORE_ST_UP_TO_DATE, img->desc.id, NULL, 0, why, 1);
         } else {
+            metrics_decline(c->rollout_id, img->desc.id, -(int)m->u.decline.reason);
             record(c, STORE_ST_DECLINED, img->desc.id, img->offer_fp, 0, why, 1);
         }
         return;
@@ -660,6 +695,7 @@ void fleet_on_event(struct conn *c, const struct tcpota_srv_event *ev)
         snprintf(why, sizeof(why), "device error: %s (%.*s)", tcpota_strerror(m->u.error.code),
                  m->u.error.message.len,
                  m->u.error.message.ptr ? (const char *)m->u.error.message.ptr : "");
+        metrics_event(c->rollout_id, img->desc.id, METRICS_FAILED);
         {
             uint64_t ro = c->rollout_id;
             c->rollout_id = 0; /* not a failure of the image: no rollout count */
@@ -691,6 +727,7 @@ static void legacy_checkin_done(struct store_req *r)
         (void)conn_close(c, 1);
         return;
     }
+    metrics_checkin(METRICS_LEGACY);
     ro = &r->u.checkin.out->rollout;
     if (!r->u.checkin.has_rollout) {
         why = "no rollout for model legacy (tcpota rollout create --model legacy ...)";
@@ -717,6 +754,7 @@ static void legacy_checkin_done(struct store_req *r)
     tcpota_legacy_init(&c->leg, img->size);
     clog_(c, 0, "legacy device: rollout %llu, image %s (%u bytes)", (unsigned long long)ro->id,
           img->version, img->size);
+    metrics_event(c->rollout_id, img->desc.id, METRICS_OFFERED);
     record(c, STORE_ST_DOWNLOADING, img->desc.id, NULL, 0, NULL, 0);
     store_req_free(r);
     bufferevent_enable(c->bev, EV_READ);
@@ -735,7 +773,7 @@ int fleet_legacy_start(struct conn *c)
         return -1;
     }
     ci = r->arg;
-    if (submit(c->srv, r) < 0) {
+    if (fleet_submit(c->srv, r) < 0) {
         free(ci);
         (void)conn_close(c, 1);
         return -1;
@@ -748,6 +786,7 @@ int fleet_legacy_start(struct conn *c)
 void fleet_legacy_done(struct conn *c)
 {
     if (c->img) {
+        metrics_event(c->rollout_id, c->img->desc.id, METRICS_COMPLETED);
         record(c, STORE_ST_UPDATED, c->img->desc.id, NULL, c->img->size,
                "sent every byte (legacy devices cannot report)", 1);
     }
@@ -767,6 +806,18 @@ static int cmp_secret(const void *a, const void *b)
 {
     return strcmp(((const struct tcpota_serve_secret *)a)->id,
                   ((const struct tcpota_serve_secret *)b)->id);
+}
+
+int fleet_has_secret(const struct server *srv, const char *id)
+{
+    const struct fleet *f = srv->fleet;
+    struct tcpota_serve_secret key;
+
+    if (!f->nsecrets || strlen(id) >= sizeof(key.id)) {
+        return 0;
+    }
+    snprintf(key.id, sizeof(key.id), "%s", id);
+    return bsearch(&key, f->secrets, f->nsecrets, sizeof(*f->secrets), cmp_secret) != NULL;
 }
 
 /* Runs r to completion on the loop (start-up only: nothing else runs yet). */
@@ -867,6 +918,37 @@ static int fleet_verify(void *ctx, const uint8_t id[32], const uint8_t *man, siz
     return api_verify_keys(&srv->fleet->keys, id, man, len, version, model, err, errlen);
 }
 
+/* GET /metrics: the counters, with what only the open connections know
+ * (transfers running, bytes queued so far) added. */
+static int fleet_metrics(void *ctx, struct evbuffer *out)
+{
+    struct server *srv = ctx;
+    size_t nhttp = http_ota_count(srv->fleet->ota), cap = srv->nconns + nhttp + 1;
+    struct metrics_live *live = calloc(cap, sizeof(*live));
+    const struct conn *c;
+    size_t n = 0;
+    int rc;
+
+    if (!live) {
+        return -1;
+    }
+    for (c = srv->conns; c && n < srv->nconns; c = c->next) {
+        if (!c->img) continue;
+        live[n].rollout = c->rollout_id;
+        live[n].image = c->img->desc.id;
+        live[n].active = !c->closing && (c->kind == K_LEGACY ? !c->legacy_done
+                                         : tcpota_srv_get_state(&c->s) == TCPOTA_SRV_OFFERED ||
+                                           tcpota_srv_get_state(&c->s) == TCPOTA_SRV_STREAMING ||
+                                           tcpota_srv_get_state(&c->s) == TCPOTA_SRV_SENT_ALL);
+        live[n].bytes = c->bytes_sent;
+        n++;
+    }
+    if (srv->fleet->ota) n += http_ota_live(srv->fleet->ota, live + n, cap - n);
+    rc = metrics_render(out, live, n);
+    free(live);
+    return rc;
+}
+
 static int api_store_submit(struct store *st, struct store_req *r)
 {
     struct server *srv = ((struct fleet_store *)st)->srv;
@@ -915,6 +997,14 @@ int fleet_open(struct server *srv)
     if (load_secrets(srv) < 0 || auth_init(&srv->auth, f->secrets, f->nsecrets) < 0) {
         return -1;
     }
+    if (!(f->ota = http_ota_new(srv))) {
+        say_always(o, LOG_LV_ERROR, "cannot start the fleet: out of memory");
+        return -1;
+    }
+    if (o->ota_host && http_ota_listen(f->ota, o->ota_host, o->ota_port, err, sizeof(err)) < 0) {
+        say_always(o, LOG_LV_ERROR, "%s", err);
+        return -1;
+    }
     if (o->api_host == NULL) {
         return 0; /* --api off */
     }
@@ -934,6 +1024,11 @@ int fleet_open(struct server *srv)
     f->keys.nkeys = o->npubkeys;
     ac.verify = o->npubkeys ? fleet_verify : NULL;
     ac.on_secret = on_secret;
+    ac.metrics = fleet_metrics;
+    if (!o->ota_host) { /* downloads on the API's listener */
+        ac.ota = http_ota_handle;
+        ac.ota_arg = f->ota;
+    }
     ac.ctx = srv;
     f->api = api_start(&ac, err, sizeof(err));
     if (!f->api) {
@@ -951,8 +1046,9 @@ void fleet_close(struct server *srv)
     if (!f) {
         return;
     }
-    api_stop(f->api);
+    if (f->api) api_stop(f->api);
     f->api = NULL; /* the steps flushed below must not tell a stopped API */
+    http_ota_free(f->ota); /* after the API: its connections may carry downloads */
     /* What was recorded and not yet handed over goes before the store closes
      * (store_close runs every done, events_done among them). */
     if (f->store) flush_events(srv);
@@ -977,10 +1073,16 @@ void fleet_describe(const struct server *srv, char *buf, size_t cap)
 {
     const struct tcpota_serve_opts *o = srv->o;
 
+    char api[300] = "API off", ota[300] = "";
+
     if (srv->fleet && srv->fleet->api) {
-        snprintf(buf, cap, "fleet mode (%s), API on %s:%u", o->data_dir, o->api_host,
-                 api_port(srv->fleet->api));
-    } else {
-        snprintf(buf, cap, "fleet mode (%s), API off", o->data_dir);
+        snprintf(api, sizeof(api), "API on %s:%u", o->api_host, api_port(srv->fleet->api));
     }
+    if (o->ota_host && srv->fleet && srv->fleet->ota) {
+        snprintf(ota, sizeof(ota), ", HTTP%s downloads on %s:%u", srv->tls ? "S" : "",
+                 o->ota_host, http_ota_port(srv->fleet->ota));
+    } else if (srv->fleet && srv->fleet->api) {
+        snprintf(ota, sizeof(ota), ", HTTP downloads on the API's listener");
+    }
+    snprintf(buf, cap, "fleet mode (%s), %s%s", o->data_dir, api, ota);
 }

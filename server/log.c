@@ -171,6 +171,18 @@ void say_peer(const struct server *srv, const char *host, const char *port, cons
     va_end(ap);
 }
 
+void say_dev(const struct server *srv, int always, const char *dev, const char *peer,
+             const char *fmt, ...)
+{
+    va_list ap;
+    if (srv->o->quiet && !always) {
+        return;
+    }
+    va_start(ap, fmt);
+    vemit(srv->o, always ? LOG_LV_ERROR : LOG_LV_INFO, dev, peer, fmt, ap);
+    va_end(ap);
+}
+
 void clog_(const struct conn *c, int always, const char *fmt, ...)
 {
     va_list ap;

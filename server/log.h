@@ -55,6 +55,11 @@ void say_peer(const struct server *srv, const char *host, const char *port, cons
 void clog_(const struct conn *c, int always, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* One line about a device that has no struct conn (an HTTP download):
+ * "[dev peer]" (dev NULL: "-"); with --quiet only when `always` is set. */
+void say_dev(const struct server *srv, int always, const char *dev, const char *peer,
+             const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
 /* Writes one whole line, '\n' included, into buf (cap >= LOG_LINE_MIN): the
  * time `when` (UTC), the level, the device and peer (each may be NULL: not
  * known or not about a connection) and msg, escaped as above. A line that

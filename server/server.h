@@ -58,6 +58,10 @@ struct tcpota_serve_opts {
     const char *api_host;
     uint16_t api_port;
     const char *images_dir;
+    /* HTTP(S) downloads (http_ota.h) on a listener of their own (ota_host
+     * NULL: on the API's listener, under /ota/). */
+    const char *ota_host;
+    uint16_t ota_port;
     size_t max_image;
     const uint8_t (*pubkeys)[32];
     size_t npubkeys;

@@ -18,6 +18,10 @@
  *             file by file in store_sqlite_internal.h
  *   rollout.c the wave and halt rules of staged rollouts
  *   api*.c    the control API (HTTP/JSON) of fleet mode (api.h)
+ *   metrics.c fleet mode's counters, exported at GET /metrics (metrics.h)
+ *   http_ota*.c fleet mode's HTTP(S) downloads for esp_https_ota devices
+ *             (requests, decisions, sending: http_ota_internal.h);
+ *             http_range.c their Range / If-Range rules
  */
 #ifndef TCPOTA_SERVER_INTERNAL_H
 #define TCPOTA_SERVER_INTERNAL_H

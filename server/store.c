@@ -2,9 +2,11 @@
  * dispatch through the backend's table, requests, and the names the API and
  * the CLI print. */
 #include "store.h"
+#include "metrics.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Indexed by enum store_dev_state; the API's words (docs/api.md). */
 static const char *const state_names[STORE_ST_COUNT] = {
@@ -15,9 +17,27 @@ static const char *const state_names[STORE_ST_COUNT] = {
 /* Indexed by enum rollout_state. */
 static const char *const rollout_state_names[] = {"active", "paused", "halted", "cancelled"};
 
+static double mono_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 int store_submit(struct store *st, struct store_req *r)
 {
+    r->submitted = mono_s();
     return st->vt->submit(st, r);
+}
+
+void store_req_finished(const struct store_req *r)
+{
+    enum metrics_store_op op = r->op == STORE_CHECKIN  ? METRICS_STORE_CHECKIN
+                               : r->op == STORE_EVENTS ? METRICS_STORE_EVENTS
+                                                       : METRICS_STORE_OTHER;
+
+    metrics_store_latency(op, mono_s() - r->submitted);
 }
 
 void store_close(struct store *st)

@@ -84,7 +84,7 @@ enum store_ro_status {
     STORE_RO_FAILED,       /* rolled back, boot failed, integrity, declined (not "running") */
 };
 
-enum store_proto { STORE_PROTO_V1 = 0, STORE_PROTO_LEGACY = 1 };
+enum store_proto { STORE_PROTO_V1 = 0, STORE_PROTO_LEGACY = 1, STORE_PROTO_HTTP = 2 };
 
 /* An image in the store. Files live at DIR/images/<idhex>. */
 struct store_image {
@@ -312,6 +312,7 @@ struct store_req {
         } summary;
     } u;
     struct store_req *next;  /* the backend's queue */
+    double submitted;        /* monotonic seconds at store_submit() (metrics) */
 };
 
 /* What STORE_SECRET_LIST returns, one per device. */
@@ -346,6 +347,9 @@ struct store *store_sqlite_open(const char *dir, struct event_base *base, char *
 
 /* store->vt->submit(). */
 int store_submit(struct store *st, struct store_req *r);
+/* What a backend calls right before r->done(r), on the loop: counts the
+ * request's latency (metrics.h). */
+void store_req_finished(const struct store_req *r);
 /* store->vt->close(); NULL: no-op. */
 void store_close(struct store *st);
 

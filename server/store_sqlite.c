@@ -75,6 +75,7 @@ static void run_done(struct sstore *st)
     for (; r; r = next) {
         next = r->next;
         r->next = NULL;
+        store_req_finished(r);
         r->done(r);
     }
 }

@@ -22,3 +22,12 @@ target_link_libraries(test_store_sqlite PRIVATE tcpota_server PkgConfig::SQLITE)
 add_executable(bench_store_sqlite EXCLUDE_FROM_ALL ${CMAKE_CURRENT_LIST_DIR}/bench_store_sqlite.c)
 target_link_libraries(bench_store_sqlite PRIVATE tcpota_server PkgConfig::SQLITE)
 target_compile_definitions(bench_store_sqlite PRIVATE _POSIX_C_SOURCE=200809L _DEFAULT_SOURCE)
+
+# Fleet mode's counters and their Prometheus text.
+tcpota_unit_test(test_metrics ${CMAKE_CURRENT_LIST_DIR}/test_metrics.c)
+target_link_libraries(test_metrics PRIVATE tcpota_server)
+
+# Range and If-Range of the HTTP downloads (pure).
+tcpota_unit_test(test_http_range ${CMAKE_CURRENT_LIST_DIR}/test_http_range.c
+                 ${PROJECT_SOURCE_DIR}/server/http_range.c)
+target_include_directories(test_http_range PRIVATE ${PROJECT_SOURCE_DIR}/server)

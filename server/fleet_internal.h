@@ -1,0 +1,63 @@
+/*
+ * fleet_internal.h - what fleet.c shares with the other ways devices reach
+ * fleet mode (http_ota.c: HTTP downloads), so that every device is decided
+ * by the same rules (offer policy, rollout waves and halts) and its steps
+ * are recorded the same way. Not for use outside server/.
+ */
+#ifndef TCPOTA_SERVER_FLEET_INTERNAL_H
+#define TCPOTA_SERVER_FLEET_INTERNAL_H
+
+#include "store.h"
+
+#include "tcpota/server.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct server;
+struct image;
+
+/* Who a step is about: the device, the rollout its image came from (0:
+ * none: the step counts in no rollout), the image's size. */
+struct fleet_who {
+    const char *dev;
+    uint64_t rollout_id;
+    uint32_t size;
+};
+
+/* Submits r to the store after the steps gathered for its device (a
+ * check-in reads what they wrote), with r->now set. Returns 0, or -1 after
+ * logging why and freeing r (the store cannot even queue it). */
+int fleet_submit(struct server *srv, struct store_req *r);
+
+/* The decision for a device whose STORE_CHECKIN r completed (h: what it
+ * said; failed: it failed the rollout's image, whatever the store holds):
+ * the image to offer (the fleet's reference: take one with image_ref()),
+ * or NULL with the reason in why, and the state to record in *st
+ * (STORE_ST_COUNT: record nothing, e.g. keep "rolled-back"); *cand is the
+ * rollout's image even when it is not offered (or NULL), *rollout_id the
+ * rollout's id (untouched when none applies). A halt or a wave opening the
+ * counts call for is written first and applies to this decision. */
+struct image *fleet_decide(struct server *srv, struct store_req *r,
+                           const struct tcpota_srv_hello *h, int failed, uint64_t *rollout_id,
+                           enum store_dev_state *st, struct image **cand, char *why, size_t cap);
+
+/* Whether recording state st (about img, for why) changes what the store
+ * holds for device d: repeated check-ins then write nothing but their
+ * last-seen time, and the history keeps one line per change. A device
+ * confirmed on an image stays "updated" when it later runs it. */
+int fleet_changes(const struct store_device *d, enum store_dev_state st, const struct image *img,
+                  const char *why);
+
+/* Whether device id has a secret (it authenticates as a tcpota device). */
+int fleet_has_secret(const struct server *srv, const char *id);
+
+/* Records a step of a device's update: gathered and written with the
+ * others (fleet.h); durable: a final step, written at once. progress: a
+ * plain progress step, which replaces the device's pending one of the same
+ * image. image_id, failed_id, reason: NULL when none. */
+void fleet_step(struct server *srv, const struct fleet_who *who, enum store_dev_state st,
+                const uint8_t *image_id, const uint8_t *failed_id, uint32_t bytes,
+                const char *reason, int durable, int progress);
+
+#endif

@@ -1,0 +1,381 @@
+/* http_ota.c - HTTP(S) downloads for esp_https_ota devices: the requests
+ * and the listener (see http_ota.h). */
+#include "http_ota_internal.h"
+
+#include "api_internal.h" /* api_printable: one rule for names */
+#include "fleet_internal.h"
+#include "log.h"
+#include "metrics.h"
+#include "server_internal.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#define OTA_SUFFIX ".bin"
+#define OTA_HEADERS_MAX 8192         /* request header bytes on the listener of its own */
+#define OTA_BODY_MAX 0               /* a download request has no body */
+
+/* ---- replies ------------------------------------------------------------ */
+
+void ota_add_header(struct evhttp_request *req, const char *k, const char *v)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), k, v);
+}
+
+void ota_reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    json_t *o;
+    char *text;
+    struct evbuffer *b = evbuffer_new();
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    o = json_pack("{s:s}", "error", msg);
+    text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    ota_add_header(req, "Content-Type", "application/json");
+    if (b && text) evbuffer_add(b, text, strlen(text));
+    evhttp_send_reply(req, code, NULL, b);
+    if (b) evbuffer_free(b);
+    free(text);
+    json_decref(o);
+}
+
+/* ---- the list of requests ----------------------------------------------- */
+
+static void dl_unlink(struct dl *d)
+{
+    if (!d->ota) return;
+    if (d->prev) d->prev->next = d->next;
+    else d->ota->dls = d->next;
+    if (d->next) d->next->prev = d->prev;
+    if (d->img) d->ota->nsending--;
+    d->prev = d->next = NULL;
+}
+
+void ota_dl_free(struct dl *d)
+{
+    dl_unlink(d);
+    if (d->buf) evbuffer_free(d->buf);
+    if (d->ack_timer) event_free(d->ack_timer);
+    image_unref(d->img);
+    free(d);
+}
+
+/* ---- the request -------------------------------------------------------- */
+
+/* Copies header name of req into dst (cap bytes); 0 absent, 1 copied, -1
+ * after answering 400 (too long). */
+static int copy_header(struct evhttp_request *req, const char *name, char *dst, size_t cap)
+{
+    const char *v = evhttp_find_header(evhttp_request_get_input_headers(req), name);
+
+    if (!v) return 0;
+    if (strlen(v) >= cap) {
+        ota_reply_error(req, 400, "%s: longer than %zu bytes", name, cap - 1);
+        return -1;
+    }
+    memcpy(dst, v, strlen(v) + 1);
+    return 1;
+}
+
+/* A path segment percent-decoded into dst (cap bytes); -1 when it does not
+ * decode to a string (a NUL inside) or does not fit. */
+static int decode(const char *seg, size_t n, char *dst, size_t cap)
+{
+    char raw[3 * TCPOTA_MAX_STR + 1];
+    size_t len;
+    char *s;
+
+    if (n >= sizeof(raw)) return -1;
+    memcpy(raw, seg, n);
+    raw[n] = 0;
+    if (!(s = evhttp_uridecode(raw, 0, &len))) return -1;
+    if (len != strlen(s) || len >= cap) {
+        free(s);
+        return -1;
+    }
+    memcpy(dst, s, len + 1);
+    free(s);
+    return 0;
+}
+
+/* Reads the model, device id and version of the request into d. Returns
+ * 0, or -1 after answering 400. */
+static int parse_target(struct evhttp_request *req, const char *path, const char *query,
+                        struct dl *d)
+{
+    const char *model = path + strlen(HTTP_OTA_PREFIX), *slash = strchr(model, '/');
+    const char *file = slash ? slash + 1 : NULL, *v;
+    struct evkeyvalq q;
+    struct evkeyval *kv;
+    size_t flen;
+
+    if (decode(model, slash ? (size_t)(slash - model) : strlen(model), d->model, sizeof(d->model)) < 0 ||
+        !api_printable(d->model, TCPOTA_MAX_NAME, 0)) {
+        ota_reply_error(req, 400, "model: 1..%u printable characters expected in /ota/<model>",
+                    TCPOTA_MAX_NAME);
+        return -1;
+    }
+    if (file) {
+        flen = strlen(file);
+        if (flen <= strlen(OTA_SUFFIX) || strcmp(file + flen - strlen(OTA_SUFFIX), OTA_SUFFIX) != 0 ||
+            decode(file, flen - strlen(OTA_SUFFIX), d->id, sizeof(d->id)) < 0) {
+            ota_reply_error(req, 400, "device: expected /ota/<model>/<device id>.bin, the id 1..%u "
+                        "printable characters", TCPOTA_MAX_STR);
+            return -1;
+        }
+    }
+    TAILQ_INIT(&q);
+    if (query && evhttp_parse_query_str(query, &q) < 0) {
+        ota_reply_error(req, 400, "the query string is malformed");
+        return -1;
+    }
+    for (kv = q.tqh_first; kv; kv = kv->next.tqe_next) {
+        char *dst = strcmp(kv->key, "device") == 0 ? d->id : strcmp(kv->key, "version") == 0 ? d->version : NULL;
+        size_t cap = dst == d->id ? sizeof(d->id) : sizeof(d->version);
+        if (!dst || (dst == d->id && file) || dst[0] || strlen(kv->value) >= cap) {
+            ota_reply_error(req, 400, "%s: %s", kv->key, !dst ? "unknown query parameter (device and "
+                        "version are known)" : dst == d->id && file ? "the path names the device "
+                        "already" : dst[0] ? "given twice" : "too long");
+            evhttp_clear_headers(&q);
+            return -1;
+        }
+        memcpy(dst, kv->value, strlen(kv->value) + 1);
+    }
+    evhttp_clear_headers(&q);
+    if (!api_printable(d->id, TCPOTA_MAX_STR, 0)) {
+        ota_reply_error(req, 400, "device: give the device id (1..%u printable characters) as "
+                    "?device=<id> or /ota/<model>/<id>.bin", TCPOTA_MAX_STR);
+        return -1;
+    }
+    v = evhttp_find_header(evhttp_request_get_input_headers(req), HTTP_OTA_VERSION_HEADER);
+    if (v && d->version[0] && strcmp(v, d->version) != 0) {
+        ota_reply_error(req, 400, "version: ?version= and %s differ", HTTP_OTA_VERSION_HEADER);
+        return -1;
+    }
+    if (v && strlen(v) < sizeof(d->version)) memcpy(d->version, v, strlen(v) + 1);
+    if (!api_printable(d->version, TCPOTA_MAX_NAME, 0)) {
+        ota_reply_error(req, 400, "version: send the version the device runs (1..%u printable "
+                    "characters) in the header %s (or ?version=)", TCPOTA_MAX_NAME,
+                    HTTP_OTA_VERSION_HEADER);
+        return -1;
+    }
+    return 0;
+}
+
+/* Whether the request may be served at all; answers it when not. */
+static int admitted(struct http_ota *ota, struct evhttp_request *req, const char *id)
+{
+    if (ota->srv->o->require_auth) {
+        ota_reply_error(req, 403, "this server requires device authentication (--require-auth); HTTP "
+                    "downloads cannot authenticate a device");
+        return 0;
+    }
+    if (fleet_has_secret(ota->srv, id)) {
+        ota_reply_error(req, 403, "device %s authenticates with a secret: it is served by the tcpota "
+                    "protocol only, never over HTTP without proof", id);
+        return 0;
+    }
+    return 1;
+}
+
+static void peer_of(struct evhttp_request *req, struct dl *d)
+{
+    char *host = NULL;
+    ev_uint16_t port = 0;
+
+    evhttp_connection_get_peer(evhttp_request_get_connection(req), &host, &port);
+    snprintf(d->addr, sizeof(d->addr), "%s", host ? host : "?");
+    snprintf(d->peer, sizeof(d->peer), "%s:%u", d->addr, (unsigned)port);
+}
+
+void http_ota_handle(struct evhttp_request *req, void *arg)
+{
+    struct http_ota *ota = arg;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    struct store_req *r;
+    struct http_range probe;
+    struct dl *d;
+    int rc;
+
+    if (!path) { /* the request line or its headers did not parse, or were too long */
+        rc = evhttp_request_get_response_code(req);
+        ota_reply_error(req, rc >= 400 ? rc : 400, "malformed request (or headers over %d bytes)",
+                    OTA_HEADERS_MAX);
+        return;
+    }
+    if (strncmp(path, HTTP_OTA_PREFIX, strlen(HTTP_OTA_PREFIX)) != 0) {
+        ota_reply_error(req, 404, "no such path %s; downloads are GET /ota/<model>?device=<id> "
+                    "(docs/http-ota.md)", path);
+        return;
+    }
+    if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
+        ota_add_header(req, "Allow", "GET, HEAD");
+        ota_reply_error(req, 405, "downloads answer GET and HEAD only");
+        return;
+    }
+    metrics_connection(METRICS_HTTP);
+    if (!(d = calloc(1, sizeof(*d)))) {
+        ota_reply_error(req, 500, "the server is out of memory; try again");
+        return;
+    }
+    d->head = m == EVHTTP_REQ_HEAD;
+    if (parse_target(req, path, evhttp_uri_get_query(uri), d) < 0 || !admitted(ota, req, d->id) ||
+        (rc = copy_header(req, "Range", d->range, sizeof(d->range))) < 0) {
+        free(d);
+        return;
+    }
+    d->has_range = (char)rc;
+    if ((rc = copy_header(req, "If-Range", d->if_range, sizeof(d->if_range))) < 0) {
+        free(d);
+        return;
+    }
+    d->has_if_range = (char)rc;
+    /* A malformed Range is refused before it costs a check-in. */
+    if (d->has_range && http_range_decide(d->range, NULL, "", UINT64_MAX, &probe) == 400) {
+        ota_reply_error(req, 400, "%s", probe.why);
+        free(d);
+        return;
+    }
+    peer_of(req, d);
+    r = store_req_new(STORE_CHECKIN, ota_checkin_done, d);
+    if (!r) {
+        ota_reply_error(req, 500, "the server is out of memory; try again");
+        free(d);
+        return;
+    }
+    r->u.checkin.id = d->id;
+    r->u.checkin.model = d->model;
+    r->u.checkin.version = d->version;
+    r->u.checkin.addr = d->addr;
+    r->u.checkin.proto = STORE_PROTO_HTTP;
+    d->ota = ota;
+    d->req = req;
+    d->evcon = evhttp_request_get_connection(req);
+    d->next = ota->dls;
+    if (ota->dls) ota->dls->prev = d;
+    ota->dls = d;
+    evhttp_connection_set_closecb(d->evcon, ota_closed, ota);
+    d->sr = r;
+    if (fleet_submit(ota->srv, r) < 0) {
+        d->sr = NULL;
+        ota_reply_error(req, 503, "the server's database cannot take the request; try again");
+        ota_dl_free(d);
+    }
+}
+
+/* ---- the listener ------------------------------------------------------- */
+
+struct http_ota *http_ota_new(struct server *srv)
+{
+    struct http_ota *ota = calloc(1, sizeof(*ota));
+
+    if (ota) ota->srv = srv;
+    return ota;
+}
+
+/* Every connection of the listener inside TLS (evhttp's hook). */
+static struct bufferevent *tls_bev(struct event_base *base, void *arg)
+{
+    struct http_ota *ota = arg;
+    SSL *ssl = SSL_new(ota->srv->tls);
+
+    return ssl ? bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                BEV_OPT_CLOSE_ON_FREE)
+               : NULL;
+}
+
+int http_ota_listen(struct http_ota *ota, const char *host, uint16_t port, char *err,
+                    size_t errlen)
+{
+    if (!(ota->http = evhttp_new(ota->srv->base))) {
+        snprintf(err, errlen, "out of memory starting the HTTP downloads");
+        return -1;
+    }
+    ota->sock = evhttp_bind_socket_with_handle(ota->http, host, port);
+    if (!ota->sock) {
+        snprintf(err, errlen, "cannot listen on %s:%u for HTTP downloads (--ota-listen): address "
+                 "in use or not valid here; choose another", host, (unsigned)port);
+        return -1;
+    }
+    if (ota->srv->tls) evhttp_set_bevcb(ota->http, tls_bev, ota);
+    evhttp_set_max_headers_size(ota->http, OTA_HEADERS_MAX);
+    evhttp_set_max_body_size(ota->http, OTA_BODY_MAX);
+    evhttp_set_timeout(ota->http, OTA_TIMEOUT_S);
+    /* Every method reaches http_ota_handle, which answers 405 itself. */
+    evhttp_set_allowed_methods(ota->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                               EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+                               EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+    evhttp_set_gencb(ota->http, http_ota_handle, ota);
+    return 0;
+}
+
+uint16_t http_ota_port(const struct http_ota *ota)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+
+    if (!ota->sock || getsockname(evhttp_bound_socket_get_fd(ota->sock), (struct sockaddr *)&ss, &sl) != 0) {
+        return 0;
+    }
+    if (ss.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+size_t http_ota_live(const struct http_ota *ota, struct metrics_live *out, size_t cap)
+{
+    const struct dl *d;
+    size_t n = 0;
+
+    for (d = ota->dls; d && n < cap; d = d->next) {
+        if (!d->img) continue;
+        out[n].rollout = d->rollout_id;
+        out[n].image = d->img->desc.id;
+        out[n].active = 1;
+        out[n].bytes = 0; /* counted per window as it goes out */
+        n++;
+    }
+    return n;
+}
+
+size_t http_ota_count(const struct http_ota *ota)
+{
+    return ota ? ota->nsending : 0;
+}
+
+void http_ota_free(struct http_ota *ota)
+{
+    struct dl *d, *next;
+
+    if (!ota) return;
+    if (ota->http) evhttp_free(ota->http); /* closes its connections: ota_closed() runs */
+    for (d = ota->dls; d; d = next) {
+        next = d->next;
+        if (d->evcon) evhttp_connection_set_closecb(d->evcon, NULL, NULL);
+        if (d->req && evhttp_request_get_connection(d->req) == NULL) evhttp_request_free(d->req);
+        d->req = NULL;
+        if (d->sr) { /* the store still reads its strings: its done frees d */
+            d->ota = NULL;
+            d->prev = d->next = NULL;
+            continue;
+        }
+        ota_dl_free(d);
+    }
+    free(ota);
+}

@@ -1,0 +1,124 @@
+/* http_ota_decide.c - the answer to an HTTP download request once its
+ * check-in is stored: the device's earlier download judged, then the same
+ * decision as a tcpota device's (see http_ota.h). */
+#include "http_ota_internal.h"
+
+#include "fleet_internal.h"
+#include "log.h"
+#include "metrics.h"
+#include "server_internal.h"
+
+#include <event2/http.h>
+#include <stdio.h>
+#include <string.h>
+
+#define OTA_RETRY_S "30"             /* Retry-After when the store failed */
+#define OTA_REASON_HEADER "X-Tcpota-Reason"
+
+/* What the device's earlier download says now that it asks again: it runs
+ * the image (updated), or it was sent every byte and starts over on its old
+ * version (failed: rolled back, or the image was rejected). Returns 1 for
+ * the latter. */
+static int outcome_of_last(struct dl *d, struct store_req *r, int resuming)
+{
+    struct store_checkin_out *o = r->u.checkin.out;
+    struct store_device *dev = &o->dev;
+    struct fleet_who w = {d->id, o->rollout.id, o->image.size};
+    char why[2 * STORE_REASON_MAX]; /* the store keeps STORE_REASON_MAX bytes of it */
+
+    if (!r->u.checkin.has_rollout || strcmp(dev->image, o->image.idhex) != 0 ||
+        (dev->state != STORE_ST_VERIFIED && dev->state != STORE_ST_DOWNLOADING)) {
+        return 0;
+    }
+    if (strcmp(d->version, o->image.version) == 0) {
+        snprintf(why, sizeof(why), "runs %s (%s)", d->version, HTTP_OTA_VERSION_HEADER);
+        metrics_event(o->rollout.id, o->image.id, METRICS_UPDATED);
+        fleet_step(d->ota->srv, &w, STORE_ST_UPDATED, o->image.id, NULL, o->image.size, why, 1, 0);
+        dev->state = STORE_ST_UPDATED;
+        say_dev(d->ota->srv, 0, d->id, d->peer, "http: report: runs %s now: updated", d->version);
+        return 0;
+    }
+    if (dev->state != STORE_ST_VERIFIED || resuming) {
+        return 0;
+    }
+    snprintf(why, sizeof(why), "sent every byte of %s, asks again on %s: rolled back or rejected it",
+             o->image.version, d->version);
+    metrics_event(o->rollout.id, o->image.id, METRICS_FAILED);
+    fleet_step(d->ota->srv, &w, STORE_ST_FAILED, o->image.id, o->image.id, 0, why, 1, 0);
+    dev->state = STORE_ST_FAILED;
+    say_dev(d->ota->srv, 1, d->id, d->peer, "http: %s; not offered again", why);
+    return 1;
+}
+
+void ota_checkin_done(struct store_req *r)
+{
+    struct dl *d = r->arg;
+    struct server *srv;
+    struct tcpota_srv_hello h;
+    struct image *img, *cand;
+    struct http_range rg;
+    enum store_dev_state st;
+    char why[160], etag[2 * TCPOTA_ID_LEN + 3];
+    int failed = 0, resuming = 0;
+
+    d->sr = NULL;
+    if (!d->ota || !d->req) { /* orphaned, or the client went away */
+        store_req_free(r);
+        if (d->ota) ota_dl_free(d);
+        else free(d);
+        return;
+    }
+    srv = d->ota->srv;
+    if (r->rc < 0) {
+        say_dev(srv, 1, d->id, d->peer, "http: store error: %s", r->err);
+        ota_add_header(d->req, "Retry-After", OTA_RETRY_S);
+        ota_reply_error(d->req, 503, "the server's database failed; try again in %s s", OTA_RETRY_S);
+        store_req_free(r);
+        ota_dl_free(d);
+        return;
+    }
+    metrics_checkin(METRICS_HTTP);
+    if (r->u.checkin.has_rollout) {
+        struct store_image *si = &r->u.checkin.out->image;
+        snprintf(etag, sizeof(etag), "\"%s\"", si->idhex);
+        resuming = http_range_decide(d->has_range ? d->range : NULL,
+                                     d->has_if_range ? d->if_range : NULL, etag, si->size,
+                                     &rg) == 206 && rg.first > 0;
+    }
+    failed = outcome_of_last(d, r, resuming);
+    memset(&h, 0, sizeof(h));
+    h.device_id = d->id;
+    h.model = d->model;
+    h.version = d->version;
+    img = fleet_decide(srv, r, &h, failed, &d->rollout_id, &st, &cand, why, sizeof(why));
+    if (!img) {
+        const struct image *about = cand;
+        if (fleet_changes(&r->u.checkin.out->dev, st, about, why)) {
+            struct fleet_who w = {d->id, d->rollout_id, about ? about->size : 0};
+            fleet_step(srv, &w, st, about ? about->desc.id : NULL, NULL, 0, why, 0, 0);
+        }
+        say_dev(srv, 0, d->id, d->peer, "http: decision: %s: %s",
+                st == STORE_ST_WAITING ? "waiting" : "no update", why);
+        ota_add_header(d->req, OTA_REASON_HEADER, why);
+        evhttp_send_reply(d->req, 204, NULL, NULL);
+        store_req_free(r);
+        ota_dl_free(d);
+        return;
+    }
+    store_req_free(r);
+    snprintf(etag, sizeof(etag), "\"%s\"", img->idhex);
+    http_range_decide(d->has_range ? d->range : NULL, d->has_if_range ? d->if_range : NULL, etag,
+                      img->size, &rg);
+    if (rg.status == 416) {
+        char cr[40];
+        snprintf(cr, sizeof(cr), "bytes */%u", img->size);
+        ota_add_header(d->req, "Content-Range", cr);
+        ota_add_header(d->req, "ETag", etag);
+        say_dev(srv, 0, d->id, d->peer, "http: %s: 416 (the image has %u bytes)", d->range,
+                img->size);
+        ota_reply_error(d->req, 416, "%s (the image has %u bytes)", rg.why, img->size);
+        ota_dl_free(d);
+        return;
+    }
+    ota_start(d, img, &rg, etag);
+}

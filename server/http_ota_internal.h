@@ -1,0 +1,84 @@
+/*
+ * http_ota_internal.h - what the files of the HTTP downloads share
+ * (http_ota.h): http_ota.c takes the requests and runs the listener,
+ * http_ota_decide.c answers a request once its check-in is stored,
+ * http_ota_send.c sends the body and follows it to the device's ack.
+ * Not for use outside server/http_ota*.c.
+ */
+#ifndef TCPOTA_SERVER_HTTP_OTA_INTERNAL_H
+#define TCPOTA_SERVER_HTTP_OTA_INTERNAL_H
+
+#include "http_ota.h"
+#include "http_range.h"
+#include "store.h"
+
+#include "tcpota/codec.h"
+
+#include <event2/util.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct evbuffer;
+struct event;
+struct evhttp;
+struct evhttp_bound_socket;
+struct evhttp_connection;
+struct image;
+
+#define OTA_TIMEOUT_S 60             /* a client that neither sends nor reads for this long */
+#define OTA_HEADER_VALUE_MAX 200u    /* Range, If-Range: longer is refused */
+
+struct http_ota {
+    struct server *srv;
+    struct evhttp *http;             /* the listener of its own, or NULL */
+    struct evhttp_bound_socket *sock;
+    struct dl *dls;                  /* requests being decided or sent */
+    size_t nsending;
+};
+
+/* One download request: decided by the store's check-in, then sent one
+ * window at a time. */
+struct dl {
+    struct http_ota *ota;            /* NULL: orphaned by http_ota_free (the store's done frees it) */
+    struct evhttp_request *req;      /* NULL once libevent freed it (the client went away) */
+    struct evhttp_connection *evcon;
+    struct store_req *sr;            /* the check-in in flight */
+    struct dl *prev, *next;
+    struct image *img;               /* a reference while sending */
+    struct evbuffer *buf;
+    struct event *ack_timer;         /* after the last byte: waiting for the peer's ack */
+    unsigned ack_polls;
+    uint64_t rollout_id;
+    uint32_t first, last;            /* the range sent, inclusive */
+    uint32_t queued, sent;           /* next byte to queue; bytes up to here went out */
+    uint32_t acked;                  /* bytes up to here the peer's TCP acknowledged (at least) */
+    double progress_at;
+    int head;                        /* HEAD: headers only */
+    char has_range, has_if_range;
+    char range[OTA_HEADER_VALUE_MAX + 1], if_range[OTA_HEADER_VALUE_MAX + 1];
+    char id[TCPOTA_MAX_STR + 1], model[TCPOTA_MAX_NAME + 1], version[TCPOTA_MAX_NAME + 1];
+    char addr[48], peer[64];
+};
+
+/* http_ota.c */
+void ota_add_header(struct evhttp_request *req, const char *k, const char *v);
+/* Answers {"error": msg} with code (libevent then frees the request). */
+void ota_reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Unlinks d from its server's list and frees it (with its image reference). */
+void ota_dl_free(struct dl *d);
+
+/* http_ota_decide.c: the store's done of a request's STORE_CHECKIN: decides
+ * and answers (204, 416, or ota_start()). */
+void ota_checkin_done(struct store_req *r);
+
+/* http_ota_send.c */
+/* Starts the answer of d with img: headers (200 or 206 by rg) and the first
+ * window; HEAD: the headers only (d is freed). */
+void ota_start(struct dl *d, struct image *img, const struct http_range *rg, const char *etag);
+/* The connection of some requests closed (a cut, a timeout, the client
+ * done): a download stops where its acknowledged bytes stopped (an evhttp
+ * close callback; arg is the struct http_ota). */
+void ota_closed(struct evhttp_connection *evcon, void *arg);
+
+#endif

@@ -1,0 +1,228 @@
+/* http_ota_send.c - the body of an HTTP download, window by window, and
+ * where it stopped (see http_ota.h). */
+#include "http_ota_internal.h"
+
+#include "fleet.h"
+#include "fleet_internal.h"
+#include "log.h"
+#include "metrics.h"
+#include "server_internal.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <stdio.h>
+#include <sys/ioctl.h>
+#ifdef __linux__
+#include <linux/sockios.h> /* SIOCOUTQ */
+#endif
+
+#define OTA_WINDOW (256u * 1024u)    /* bytes queued at a time (progress is known per window) */
+#define OTA_ACK_POLL_MS 20           /* after the last byte: how often to look for its ack */
+#define OTA_ACK_POLLS (OTA_TIMEOUT_S * 1000 / OTA_ACK_POLL_MS) /* then the client is given up */
+
+static struct fleet_who who_of(const struct dl *d)
+{
+    struct fleet_who w = {d->id, d->rollout_id, d->img ? d->img->size : 0};
+    return w;
+}
+
+static void window_done(struct evhttp_connection *evcon, void *arg);
+
+/* Queues the next window of the range (by reference to the image's file). */
+static void send_window(struct dl *d)
+{
+    uint32_t len = d->last + 1 - d->queued;
+
+    if (len > OTA_WINDOW) len = OTA_WINDOW;
+    evbuffer_add_file_segment(d->buf, d->img->seg, d->queued, len);
+    d->queued += len;
+    evhttp_send_reply_chunk_with_cb(d->req, d->buf, window_done, d);
+}
+
+/* Every byte of the range reached the peer: the end of the image makes the
+ * device "verified" (of a range that ends earlier, only its progress is
+ * noted). */
+static void record_done(struct dl *d)
+{
+    struct server *srv = d->ota->srv;
+    struct fleet_who w = who_of(d);
+
+    if (d->last + 1 == d->img->size) {
+        metrics_event(d->rollout_id, d->img->desc.id, METRICS_COMPLETED);
+        fleet_step(srv, &w, STORE_ST_VERIFIED, d->img->desc.id, NULL, d->img->size,
+                   "every byte sent over HTTP", 1, 0);
+        say_dev(srv, 0, d->id, d->peer, "http: every byte of %s sent (bytes %u-%u of %u)",
+                d->img->version, d->first, d->last, d->img->size);
+    } else {
+        fleet_step(srv, &w, STORE_ST_DOWNLOADING, d->img->desc.id, NULL, d->last + 1, NULL, 0, 1);
+    }
+}
+
+/* The range is done: recorded, and the reply ended. */
+static void finished(struct dl *d)
+{
+    struct evhttp_request *req = d->req;
+
+    record_done(d);
+    ota_dl_free(d); /* before the reply ends: that may close the connection (ota_closed()) */
+    evhttp_send_reply_end(req);
+}
+
+/* Bytes written to the socket that its peer has not acknowledged yet
+ * (Linux: SIOCOUTQ; elsewhere 0: written counts as received), or -1 when
+ * the socket cannot tell. */
+static long unacked(const struct dl *d)
+{
+#ifdef SIOCOUTQ
+    struct bufferevent *bev = d->evcon ? evhttp_connection_get_bufferevent(d->evcon) : NULL;
+    int n;
+
+    if (!bev || ioctl(bufferevent_getfd(bev), SIOCOUTQ, &n) != 0 || n < 0) return -1;
+    return n;
+#else
+    (void)d;
+    return 0;
+#endif
+}
+
+/* d->acked from the socket (kept when the socket cannot tell). */
+static void update_acked(struct dl *d)
+{
+    long n = unacked(d);
+    uint32_t acked;
+
+    if (n < 0) return;
+    /* Under TLS the queue holds record overhead too: never below first. */
+    acked = (unsigned long)n >= d->sent - d->first ? d->first : d->sent - (uint32_t)n;
+    if (acked > d->acked) d->acked = acked;
+}
+
+/* Every byte went out: the download is done once the peer's TCP has them
+ * all (so that a device cut after the server wrote its last byte, which
+ * then starts over, is not taken for one that rejected a whole image). */
+static void await_ack(evutil_socket_t fd, short what, void *arg)
+{
+    struct dl *d = arg;
+    struct timeval tv = {0, OTA_ACK_POLL_MS * 1000};
+
+    (void)fd;
+    (void)what;
+    update_acked(d);
+    if (d->acked == d->sent) {
+        finished(d);
+        return;
+    }
+    if (++d->ack_polls > OTA_ACK_POLLS) {
+        say_dev(d->ota->srv, 0, d->id, d->peer, "http: no ack of the last bytes in %d s; closing",
+                OTA_TIMEOUT_S);
+        evhttp_connection_free(d->evcon); /* ota_closed() records where it stopped */
+        return;
+    }
+    if (!d->ack_timer && !(d->ack_timer = evtimer_new(d->ota->srv->base, await_ack, d))) {
+        finished(d); /* out of memory: take the write for the ack */
+        return;
+    }
+    evtimer_add(d->ack_timer, &tv);
+}
+
+static void window_done(struct evhttp_connection *evcon, void *arg)
+{
+    struct dl *d = arg;
+    double now = now_s();
+
+    (void)evcon;
+    metrics_bytes(d->rollout_id, d->img->desc.id, d->queued - d->sent);
+    d->sent = d->queued;
+    if (d->sent > d->last) {
+        await_ack(-1, 0, d);
+        return;
+    }
+    update_acked(d);
+    if (now - d->progress_at >= FLEET_PROGRESS_S) {
+        struct fleet_who w = who_of(d);
+        d->progress_at = now;
+        fleet_step(d->ota->srv, &w, STORE_ST_DOWNLOADING, d->img->desc.id, NULL, d->acked, NULL,
+                   0, 1);
+    }
+    send_window(d);
+}
+
+void ota_closed(struct evhttp_connection *evcon, void *arg)
+{
+    struct http_ota *ota = arg;
+    struct dl *d, *next;
+
+    for (d = ota->dls; d; d = next) {
+        next = d->next;
+        if (d->evcon != evcon) continue;
+        if (d->img) update_acked(d); /* the socket is still open here, and keeps its
+                                        count after a reset */
+        d->evcon = NULL;
+        /* Detached from the connection (EOF while it was ours): ours to
+         * free; attached: libevent frees it after this callback. */
+        if (d->req && evhttp_request_get_connection(d->req) == NULL) evhttp_request_free(d->req);
+        d->req = NULL;
+        if (!d->img) continue; /* still waiting for the store: its done frees d */
+        if (d->sent > d->last && d->acked == d->sent) {
+            record_done(d); /* the client took every byte and closed before the next look */
+            ota_dl_free(d);
+            continue;
+        }
+        {
+            struct fleet_who w = who_of(d);
+            fleet_step(ota->srv, &w, STORE_ST_DOWNLOADING, d->img->desc.id, NULL, d->acked, NULL,
+                       0, 1);
+        }
+        say_dev(ota->srv, 0, d->id, d->peer, "http: connection closed: %u bytes of range %u-%u "
+                "written, up to byte %u acknowledged (image of %u bytes)", d->sent - d->first,
+                d->first, d->last, d->acked, d->img->size);
+        ota_dl_free(d);
+    }
+}
+
+void ota_start(struct dl *d, struct image *img, const struct http_range *rg, const char *etag)
+{
+    struct server *srv = d->ota->srv;
+    struct evhttp_request *req = d->req;
+    char len[24], cr[80];
+    struct fleet_who w;
+
+    snprintf(len, sizeof(len), "%u", (unsigned)(rg->last - rg->first + 1));
+    ota_add_header(req, "Content-Type", "application/octet-stream");
+    ota_add_header(req, "Content-Length", len);
+    ota_add_header(req, "ETag", etag);
+    ota_add_header(req, "Accept-Ranges", "bytes");
+    ota_add_header(req, "Cache-Control", "no-store"); /* the answer depends on the device */
+    ota_add_header(req, HTTP_OTA_VERSION_HEADER, img->version);
+    if (rg->status == 206) {
+        snprintf(cr, sizeof(cr), "bytes %u-%u/%u", (unsigned)rg->first, (unsigned)rg->last,
+                 img->size);
+        ota_add_header(req, "Content-Range", cr);
+    }
+    say_dev(srv, 0, d->id, d->peer, "http: %s %s: %d, image %s (rollout %llu), bytes %u-%u of %u",
+            d->head ? "HEAD" : "GET", d->has_range ? d->range : "(no Range)", rg->status,
+            img->version, (unsigned long long)d->rollout_id, (unsigned)rg->first,
+            (unsigned)rg->last, img->size);
+    if (d->head) {
+        evhttp_send_reply(req, rg->status, NULL, NULL);
+        ota_dl_free(d);
+        return;
+    }
+    if (!(d->buf = evbuffer_new())) {
+        ota_reply_error(req, 500, "the server is out of memory; try again");
+        ota_dl_free(d);
+        return;
+    }
+    d->img = image_ref(img);
+    d->ota->nsending++;
+    d->first = d->queued = d->sent = d->acked = (uint32_t)rg->first;
+    d->last = (uint32_t)rg->last;
+    d->progress_at = now_s();
+    if (d->first == 0) metrics_event(d->rollout_id, img->desc.id, METRICS_OFFERED);
+    w = who_of(d);
+    fleet_step(srv, &w, STORE_ST_DOWNLOADING, img->desc.id, NULL, d->first, NULL, 0, 0);
+    evhttp_send_reply_start(req, rg->status, NULL);
+    send_window(d);
+}

@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# HTTP downloads for esp_https_ota devices (docs/http-ota.md), on a listener
+# of their own (--ota-listen): 204 without a rollout; a 1 MiB image reaches
+# curl byte-exact through 3 cuts, each resume (-C -) asking only for the
+# bytes it lacks; ETag and If-Range as RFC 9110 says; 416; HEAD; bad
+# requests answered 4xx; an esp_https_ota-like client (ota_resumption)
+# through cuts, then reporting its new version: updated in the registry; a
+# client that starts over on its old version after a whole download: failed.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fleet_lib.sh"
+
+CLIENT="python3 $(dirname "$0")/esp_ota_client.py"
+SIZE=1048576
+make_image "$WORK/img" $SIZE
+SHA=$(sha256sum "$WORK/img" | cut -d' ' -f1)
+start_fleet --ota-listen 127.0.0.1:0
+OTA_PORT=$(sed -nE 's/.*HTTP downloads on [^ ]*:([0-9]+).*/\1/p' "$WORK/server.log" | tail -1)
+[ -n "$OTA_PORT" ] || fail "no download port in: $(grep 'listening on' "$WORK/server.log")"
+OTA="http://127.0.0.1:$OTA_PORT/ota/esp32"
+
+# get NAME URL [CURL ARGS...]: status code to stdout; headers in NAME.h, body in NAME.b.
+get() {
+  local name=$1 url=$2; shift 2
+  curl -sS -D "$WORK/$name.h" -o "$WORK/$name.b" -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' "$@" "$url"
+}
+header() { sed -nE "s/^$1: ([^\r]*)\r?$/\1/Ip" "$WORK/$2.h" | head -1; }
+
+# ---- nothing to serve yet; not on the API's listener -------------------------
+[ "$(get none "$OTA?device=h-0")" = 204 ] || fail "no rollout: not 204"
+header X-Tcpota-Reason none | grep -q 'no rollout for model esp32' || fail "204 without the reason"
+[ "$(device_state h-0)" = up-to-date ] || fail "h-0 is $(device_state h-0)"
+"$TCPOTA" device show --json h-0 | jq_py 'j["protocol"]' | grep -qx http || fail "h-0 not registered as http"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' "http://127.0.0.1:$API_PORT/ota/esp32?device=h-0")
+[ "$code" = 401 ] || fail "with --ota-listen the API listener answered /ota with $code, not 401"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$OTA_PORT/v1/images")
+[ "$code" = 404 ] || fail "the download listener answered /v1/images with $code"
+ok "no rollout: 204 with its reason, the device registered (http); /ota only on --ota-listen"
+
+"$TCPOTA" image add --version 2.0.0 --model esp32 "$WORK/img" > /dev/null || fail "image add failed"
+"$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null || fail "rollout create failed"
+
+# ---- curl -C - through 3 cuts ------------------------------------------------
+start_proxy cutter "$OTA_PORT" --cut-at 200000,500000,800000
+PROXY_CUT_PID=$PROXY_PID
+: > "$WORK/curl.out"
+asked=()
+for try in 1 2 3 4 5 6; do
+  have=$(stat -c %s "$WORK/curl.bin" 2>/dev/null || echo 0)
+  asked+=("$have")
+  rc=0
+  curl -sS -C - -o "$WORK/curl.bin" -H 'X-Tcpota-Version: 1.0.0' \
+    "http://127.0.0.1:$PROXY_PORT/ota/esp32/curl-1.bin" 2>> "$WORK/curl.out" || rc=$?
+  [ $rc -eq 0 ] && break
+done
+[ $rc -eq 0 ] || fail "curl did not finish in 6 tries: $(cat "$WORK/curl.out")"
+cmp "$WORK/curl.bin" "$WORK/img" || fail "curl's copy differs from the image"
+[ "$(grep -c 'cut at' "$WORK/cutter.log")" -eq 3 ] || fail "the proxy did not cut 3 times"
+[ ${#asked[@]} -eq 4 ] || fail "curl needed ${#asked[@]} requests for 3 cuts"
+# The server saw each resume ask for exactly what curl had.
+mapfile -t ranges < <(sed -nE 's/.*\[curl-1 [^]]*\] http: GET (bytes=([0-9]+)-|\(no Range\)).*/\2/p' "$WORK/server.log")
+[ "${#ranges[@]}" -eq 4 ] || fail "server logged ${#ranges[@]} requests of curl-1: ${ranges[*]}"
+for i in 0 1 2 3; do
+  want=${asked[$i]}; [ "$want" = 0 ] && want=""
+  [ "${ranges[$i]}" = "$want" ] || fail "request $i asked from '${ranges[$i]}', curl had ${asked[$i]}"
+done
+kill -USR1 "$PROXY_CUT_PID"
+wait_line "$WORK/cutter.log" 'down_bytes='
+down=$(sed -nE 's/.*down_bytes=([0-9]+).*/\1/p' "$WORK/cutter.log" | tail -1)
+over=$((down - SIZE))
+[ $over -ge 0 ] && [ $over -lt $((4 * 512)) ] ||
+  fail "the proxy carried $down bytes down for a $SIZE-byte image: $over more than the image"
+[ "$(device_state curl-1)" = verified ] || fail "curl-1 is $(device_state curl-1), not verified"
+ok "1 MiB byte-exact through 3 cuts; resumes asked from ${asked[*]}; $over bytes beyond the image (headers only)"
+
+# ---- ETag, If-Range, 416, HEAD ------------------------------------------------
+# One device per request: a whole download followed by a new one from byte 0
+# on the old version is a failure, by the rule checked further down.
+[ "$(get full "$OTA?device=e-1")" = 200 ] || fail "GET: not 200"
+[ "$(header ETag full)" = "\"$SHA\"" ] || fail "ETag $(header ETag full), not the SHA-256"
+[ "$(header Content-Length full)" = $SIZE ] || fail "Content-Length $(header Content-Length full)"
+[ "$(header Accept-Ranges full)" = bytes ] || fail "no Accept-Ranges: bytes"
+cmp "$WORK/full.b" "$WORK/img" || fail "GET body differs"
+[ "$(get part "$OTA?device=e-2" -H 'Range: bytes=1000-1999' -H "If-Range: \"$SHA\"")" = 206 ] ||
+  fail "matching If-Range: not 206"
+[ "$(header Content-Range part)" = "bytes 1000-1999/$SIZE" ] || fail "Content-Range $(header Content-Range part)"
+cmp <(tail -c +1001 "$WORK/img" | head -c 1000) "$WORK/part.b" || fail "206 body is not bytes 1000-1999"
+[ "$(get stale "$OTA?device=e-3" -H 'Range: bytes=1000-' -H "If-Range: \"0$SHA\"")" = 200 ] ||
+  fail "If-Range of another image: not 200"
+cmp "$WORK/stale.b" "$WORK/img" || fail "If-Range mismatch did not send the whole image"
+[ "$(get weak "$OTA?device=e-4" -H 'Range: bytes=1000-' -H "If-Range: W/\"$SHA\"")" = 200 ] ||
+  fail "weak If-Range: not 200"
+[ "$(get tail "$OTA?device=e-5" -H 'Range: bytes=-100')" = 206 ] || fail "suffix range: not 206"
+cmp <(tail -c 100 "$WORK/img") "$WORK/tail.b" || fail "bytes=-100 is not the last 100 bytes"
+[ "$(get past "$OTA?device=e-6" -H "Range: bytes=$SIZE-")" = 416 ] || fail "range past the end: not 416"
+[ "$(header Content-Range past)" = "bytes */$SIZE" ] || fail "416 without Content-Range: bytes */size"
+[ "$(get head "$OTA?device=e-7" -I)" = 200 ] || fail "HEAD: not 200"
+# curl -I writes the headers as its output: no more than them arrived.
+[ "$(header Content-Length head)" = $SIZE ] && [ "$(stat -c %s "$WORK/head.b")" -lt 1024 ] ||
+  fail "HEAD: wrong length, or a body came"
+ok "ETag is the SHA-256; If-Range matching 206, other or weak 200; bytes=-N; 416 with bytes */size; HEAD"
+
+# ---- bad requests ---------------------------------------------------------------
+bad() { # bad CODE WHAT URL [CURL ARGS...]
+  local want=$1 what=$2 url=$3 code; shift 3
+  code=$(curl -s -o "$WORK/bad.b" -w '%{http_code}' "$@" "$url")
+  [ "$code" = "$want" ] || fail "$what: $code, expected $want ($(cat "$WORK/bad.b"))"
+  [ "$want" = 431 ] || grep -q '"error"' "$WORK/bad.b" || fail "$what: no error message"
+}
+V=(-H 'X-Tcpota-Version: 1.0.0')
+bad 400 "bad range" "$OTA?device=h-2" "${V[@]}" -H 'Range: bytes=abc'
+bad 400 "range backwards" "$OTA?device=h-2" "${V[@]}" -H 'Range: bytes=9-3'
+bad 400 "no version" "$OTA?device=h-2"
+bad 400 "no device" "$OTA" "${V[@]}"
+bad 400 "bad device id" "$OTA/bad%20id.bin" "${V[@]}"
+bad 400 "device id too long" "$OTA?device=$(printf 'x%.0s' $(seq 65))" "${V[@]}"
+bad 400 "bad model" "http://127.0.0.1:$OTA_PORT/ota/$(printf 'm%.0s' $(seq 40))?device=h-2" "${V[@]}"
+bad 400 "unknown parameter" "$OTA?device=h-2&debug=1" "${V[@]}"
+bad 405 "POST" "$OTA?device=h-2" "${V[@]}" -X POST
+code=$(python3 -c '
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /ota/esp32?device=h-2 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+print(s.recv(100).split(b" ")[1].decode())' "$OTA_PORT")
+[ "${code:0:1}" = 4 ] || fail "headers of 20 kB: answered $code"
+"$TCPOTA" device secret s-1 > /dev/null || fail "device secret failed"
+bad 403 "a device with a secret" "$OTA?device=s-1" "${V[@]}"
+[ "$(device_state s-1 2>/dev/null || true)" != downloading ] || fail "s-1 was served"
+[ "$(get alive "$OTA?device=e-9" -I)" = 200 ] || fail "the server did not survive the bad requests"
+ok "bad range, version, device, model, parameter, method, 20 kB of headers, an id with a secret: 4xx"
+
+# ---- an esp_https_ota-like client through cuts, then its report ------------------
+start_proxy espcut "$OTA_PORT" --cut-at 100000,300000,650000,900000
+$CLIENT --url "http://127.0.0.1:$PROXY_PORT/ota/esp32/esp-1.bin" --slot "$WORK/esp1.slot" \
+  --state "$WORK/esp1.nvs" --version 1.0.0 > "$WORK/esp1.log" 2>&1 || fail "esp-1 client failed"
+cmp "$WORK/esp1.slot" "$WORK/img" || fail "esp-1's slot differs from the image"
+[ "$(grep -c 'cut at' "$WORK/espcut.log")" -eq 4 ] || fail "the proxy did not cut esp-1 4 times"
+starts=$(sed -nE 's/^request [0-9]+ range=([0-9]+) status=206.*/\1/p' "$WORK/esp1.log" | wc -l)
+[ "$starts" -eq 4 ] || fail "esp-1 resumed $starts times with a Range, expected 4: $(cat "$WORK/esp1.log")"
+grep -q 'done version=2.0.0' "$WORK/esp1.log" || fail "esp-1 did not end on 2.0.0"
+grep -qE 'status=204 reason=rollout 1: runs this image already' "$WORK/esp1.log" ||
+  fail "esp-1's report was not answered 204: $(tail -2 "$WORK/esp1.log")"
+[ "$(device_state esp-1)" = updated ] || fail "esp-1 is $(device_state esp-1), not updated"
+"$TCPOTA" device show esp-1 > "$WORK/esp1.show"
+grep -q 'version     2.0.0' "$WORK/esp1.show" || fail "device show esp-1: $(cat "$WORK/esp1.show")"
+ok "esp_https_ota-like client: 4 cuts, 4 ranged resumes, byte-exact, then updated by X-Tcpota-Version"
+
+# ---- a client that rolls back: failed, and not offered again -----------------------
+rc=0
+$CLIENT --url "$OTA/esp-2.bin" --slot "$WORK/esp2.slot" --state "$WORK/esp2.nvs" --version 1.0.0 \
+  --reject > "$WORK/esp2.log" 2>&1 || rc=$?
+[ $rc -eq 0 ] || fail "esp-2 client failed: $(cat "$WORK/esp2.log")"
+grep -qE 'status=204 reason=rollout 1: the device reported this image as failed' "$WORK/esp2.log" ||
+  fail "esp-2 starting over on 1.0.0 was not refused: $(tail -2 "$WORK/esp2.log")"
+[ "$(device_state esp-2)" = failed ] || fail "esp-2 is $(device_state esp-2), not failed"
+"$TCPOTA" rollout show 1 --json | jq_py 'j["totals"]["failed"]' | grep -qx 1 || fail "rollout 1 does not count 1 failed"
+ok "a whole download, then a new one on the old version: failed, counted, not offered again"
+
+# ---- a client cut after the server wrote every byte, before it read them -----------
+# Its TCP window is small and it stops reading 200 kB before the end, then
+# resets: the bytes it never acknowledged do not count, so it is not
+# "verified", and starting over on its old version is no failure.
+python3 -c '
+import socket, struct, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /ota/esp32?device=stall-1 HTTP/1.1\r\nHost: x\r\nX-Tcpota-Version: 1.0.0\r\n\r\n")
+got = b""
+while b"\r\n\r\n" not in got:
+    got += s.recv(4096)
+body, stop = len(got.split(b"\r\n\r\n", 1)[1]), int(sys.argv[2]) - 200000
+while body < stop:
+    body += len(s.recv(min(65536, stop - body)))
+time.sleep(1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()' "$OTA_PORT" $SIZE || fail "the stalling client failed"
+wait_line "$WORK/server.log" '\[stall-1 [^]]*\] http: connection closed'
+[ "$(device_state stall-1)" = downloading ] || fail "stall-1 is $(device_state stall-1), not downloading"
+acked=$("$TCPOTA" device show --json stall-1 | jq_py 'j["bytes"]')
+[ "$acked" -lt $((SIZE - 100000)) ] || fail "stall-1 acknowledged $acked bytes, it read $((SIZE - 200000))"
+[ "$(get again "$OTA?device=stall-1")" = 200 ] || fail "stall-1 starting over: not 200"
+[ "$(device_state stall-1)" != failed ] || fail "stall-1 starting over counted as a failure"
+ok "a client reset before reading the last 200 kB: downloading at $acked bytes, not verified, no failure"
+
+# ---- the rollout's rules hold for http devices ------------------------------------
+"$TCPOTA" rollout pause 1 > /dev/null || fail "rollout pause failed"
+[ "$(get paused "$OTA?device=h-9")" = 204 ] || fail "paused rollout: not 204"
+header X-Tcpota-Reason paused | grep -q 'paused' || fail "paused: reason $(header X-Tcpota-Reason paused)"
+[ "$(device_state h-9)" = waiting ] || fail "h-9 is $(device_state h-9), not waiting"
+[ "$(get c3 "http://127.0.0.1:$OTA_PORT/ota/esp32c3?device=h-10")" = 204 ] || fail "other model: not 204"
+stop_fleet
+ok "a paused rollout and another model: 204 with the reason"
+
+# ---- HTTPS on --ota-listen with the server's certificate ---------------------------
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$WORK/srv.key" \
+  -out "$WORK/srv.pem" -days 2 -subj /CN=localhost -addext "subjectAltName=IP:127.0.0.1" \
+  > /dev/null 2>&1 || fail "openssl could not make a certificate"
+start_fleet --ota-listen 127.0.0.1:0 --tls-cert "$WORK/srv.pem" --tls-key "$WORK/srv.key"
+OTA_PORT=$(sed -nE 's/.*HTTPS downloads on [^ ]*:([0-9]+).*/\1/p' "$WORK/server.log" | tail -1)
+[ -n "$OTA_PORT" ] || fail "no HTTPS download port in: $(grep 'listening on' "$WORK/server.log")"
+"$TCPOTA" rollout resume 1 > /dev/null || fail "rollout resume failed"
+[ "$(get tls "https://127.0.0.1:$OTA_PORT/ota/esp32?device=t-1" --cacert "$WORK/srv.pem" \
+     -H 'Range: bytes=4096-')" = 206 ] || fail "HTTPS download: not 206"
+cmp <(tail -c +4097 "$WORK/img") "$WORK/tls.b" || fail "HTTPS body differs from the image's tail"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' "http://127.0.0.1:$OTA_PORT/ota/esp32?device=t-2" || true)
+[ "$code" != 200 ] && [ "$code" != 206 ] || fail "plain HTTP on the HTTPS listener answered $code"
+stop_fleet
+ok "--ota-listen with --tls-cert serves HTTPS (a resumed download, byte-exact); plain HTTP gets nothing"
+
+# ---- --require-auth: HTTP devices cannot prove who they are ------------------------
+start_fleet --require-auth
+code=$(curl -s -o "$WORK/auth.b" -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' \
+  "http://127.0.0.1:$API_PORT/ota/esp32?device=a-1")
+[ "$code" = 403 ] && grep -q 'require-auth' "$WORK/auth.b" || fail "--require-auth: /ota answered $code"
+stop_fleet
+ok "--require-auth refuses HTTP downloads (403, saying why)"
