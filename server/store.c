@@ -3,6 +3,8 @@
  * the CLI print. */
 #include "store.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,4 +90,76 @@ const char *store_rollout_state_name(enum rollout_state s)
         return "unknown";
     }
     return rollout_state_names[s];
+}
+
+/* ---- what every backend's ops use ---- */
+
+int store_err_set(struct store_req *r, int rc, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(r->err, sizeof(r->err), fmt, ap);
+    va_end(ap);
+    r->rc = rc;
+    return rc;
+}
+
+void store_hex(const uint8_t *id, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    size_t i;
+
+    for (i = 0; i < TCPOTA_ID_LEN; i++) {
+        out[2 * i] = digits[id[i] >> 4];
+        out[2 * i + 1] = digits[id[i] & 0xf];
+    }
+    out[2 * TCPOTA_ID_LEN] = '\0';
+}
+
+static int nibble(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+int store_unhex(const char *hex, uint8_t *id)
+{
+    size_t i;
+
+    if (strlen(hex) != 2 * TCPOTA_ID_LEN) {
+        return -1;
+    }
+    for (i = 0; i < TCPOTA_ID_LEN; i++) {
+        int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            return -1;
+        }
+        id[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+void *store_grow(void *rows, size_t *cap, size_t n, size_t elem)
+{
+    size_t want;
+    void *grown;
+
+    if (n < *cap) {
+        return rows;
+    }
+    want = *cap ? 2 * *cap : STORE_ROWS_FIRST;
+    if (!(grown = realloc(rows, want * elem))) {
+        return NULL;
+    }
+    *cap = want;
+    return grown;
 }

@@ -328,4 +328,19 @@ int store_state_parse(const char *name);
 /* "active", "paused", "halted", "cancelled". */
 const char *store_rollout_state_name(enum rollout_state s);
 
+/* ---- for backends (store_*.c): what every backend's ops use ---- */
+
+/* Writes a formatted error into r (r->err, r->rc); returns rc. */
+int store_err_set(struct store_req *r, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Lowercase hex of TCPOTA_ID_LEN bytes into out (2*TCPOTA_ID_LEN + 1). */
+void store_hex(const uint8_t *id, char *out);
+/* The bytes of a full hex id; 0, or -1 when hex is not 2*TCPOTA_ID_LEN hex digits. */
+int store_unhex(const char *hex, uint8_t *id);
+/* Room for row n of a list: rows as it is while n < *cap, else grown
+ * (doubled, at least STORE_ROWS_FIRST rows of elem bytes) with *cap updated.
+ * NULL when out of memory: rows stays valid and unchanged. */
+void *store_grow(void *rows, size_t *cap, size_t n, size_t elem);
+#define STORE_ROWS_FIRST 64u
+
 #endif

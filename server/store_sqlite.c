@@ -176,7 +176,7 @@ static int dispatch(struct sstore *st, struct store_req *r)
     case STORE_SECRET_SET: return sq_op_secret_set(st, r);
     case STORE_SECRET_LIST: return sq_op_secret_list(st, r);
     }
-    return sq_err(r, STORE_E_INVAL, "unknown store operation %d", (int)r->op);
+    return store_err_set(r, STORE_E_INVAL, "unknown store operation %d", (int)r->op);
 }
 
 /* Runs one request inside the batch, in a savepoint so a failed op leaves
