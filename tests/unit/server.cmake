@@ -15,8 +15,10 @@ target_include_directories(test_server_unauth PRIVATE ${PROJECT_SOURCE_DIR}/serv
 tcpota_unit_test(test_api ${CMAKE_CURRENT_LIST_DIR}/test_api.c)
 target_link_libraries(test_api PRIVATE tcpota_server PkgConfig::JANSSON)
 
-# The SQLite fleet store, through its asynchronous API on a real loop.
-tcpota_unit_test(test_store_sqlite ${CMAKE_CURRENT_LIST_DIR}/test_store_sqlite.c)
+# The fleet stores, through their asynchronous API on a real loop: the tests
+# every backend passes (store_suite.c), then each one's own.
+tcpota_unit_test(test_store_sqlite ${CMAKE_CURRENT_LIST_DIR}/test_store_sqlite.c
+                 ${CMAKE_CURRENT_LIST_DIR}/store_suite.c)
 target_link_libraries(test_store_sqlite PRIVATE tcpota_server PkgConfig::SQLITE)
 # Its timings on a million devices, run by hand (not a test; see the file).
 add_executable(bench_store_sqlite EXCLUDE_FROM_ALL ${CMAKE_CURRENT_LIST_DIR}/bench_store_sqlite.c)
