@@ -4,8 +4,8 @@
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config libevent-dev libsodium-dev libcmocka-dev libssl-dev openssl
-      libsqlite3-dev libjansson-dev clang libclang-rt-14-dev llvm gcc-arm-none-eabi libnewlib-arm-none-eabi procps iproute2 python3)
-[ "${1:-}" = "--demo" ] && pkgs=(build-essential cmake pkg-config libevent-dev libsodium-dev libcmocka-dev libssl-dev libsqlite3-dev libjansson-dev procps)
+      libsqlite3-dev libjansson-dev libpq-dev postgresql clang libclang-rt-14-dev llvm gcc-arm-none-eabi libnewlib-arm-none-eabi procps iproute2 python3)
+[ "${1:-}" = "--demo" ] && pkgs=(build-essential cmake pkg-config libevent-dev libsodium-dev libcmocka-dev libssl-dev libsqlite3-dev libjansson-dev libpq-dev procps)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -895,7 +895,8 @@ int fleet_open(struct server *srv)
         say_always(o, LOG_LV_ERROR, "cannot start the fleet: out of memory");
         return -1;
     }
-    f->store = store_sqlite_open(o->data_dir, srv->base, err, sizeof(err));
+    f->store = o->db && o->open_db ? o->open_db(o->db, o->data_dir, srv->base, err, sizeof(err))
+                                   : store_sqlite_open(o->data_dir, srv->base, err, sizeof(err));
     if (!f->store) {
         say_always(o, LOG_LV_ERROR, "cannot open the fleet store: %s", err);
         return -1;
@@ -960,14 +961,17 @@ void fleet_close(struct server *srv)
     srv->fleet = NULL;
 }
 
+/* The store named without its connection string (it may hold a password). */
+#define FLEET_DB_NOTE(o) ((o)->db ? ", fleet on PostgreSQL" : "")
+
 void fleet_describe(const struct server *srv, char *buf, size_t cap)
 {
     const struct tcpota_serve_opts *o = srv->o;
 
     if (srv->fleet && srv->fleet->api) {
-        snprintf(buf, cap, "fleet mode (%s), API on %s:%u", o->data_dir, o->api_host,
-                 api_port(srv->fleet->api));
+        snprintf(buf, cap, "fleet mode (%s%s), API on %s:%u", o->data_dir, FLEET_DB_NOTE(o),
+                 o->api_host, api_port(srv->fleet->api));
     } else {
-        snprintf(buf, cap, "fleet mode (%s), API off", o->data_dir);
+        snprintf(buf, cap, "fleet mode (%s%s), API off", o->data_dir, FLEET_DB_NOTE(o));
     }
 }
