@@ -54,6 +54,9 @@ cluster_haproxy() {
     echo "defaults"
     echo "  mode tcp"
     echo "  timeout connect 2s"
+    # A node that died refuses: try another one (its health check takes a second or two).
+    echo "  retries 3"
+    echo "  option redispatch"
     # Longer than the nodes' --idle-timeout: a node, not HAProxy, ends a silent device.
     echo "  timeout client 120s"
     echo "  timeout server 120s"

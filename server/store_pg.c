@@ -413,10 +413,12 @@ static int prepare_dir(const char *dir, char *err, size_t errlen)
         return -1;
     }
     snprintf(images, sizeof(images), "%s/images", dir);
-    if ((mkdir(images, 0700) != 0 && errno != EEXIST) || stat(images, &sb) != 0 ||
-        !S_ISDIR(sb.st_mode)) {
-        snprintf(err, errlen, "cannot use %s as the image cache: %s", images,
-                 errno ? strerror(errno) : "not a directory");
+    if ((mkdir(images, 0700) != 0 && errno != EEXIST) || stat(images, &sb) != 0) {
+        snprintf(err, errlen, "cannot create %s: %s", images, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        snprintf(err, errlen, "%s is not a directory; move it away", images);
         return -1;
     }
     return 0;

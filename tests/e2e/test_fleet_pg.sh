@@ -7,29 +7,10 @@
 # (within a second); resumed through node C, node A offers it again.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fleet_lib.sh"
-source "$(dirname "$0")/../../scripts/pg_lib.sh"
-source "$(dirname "$0")/../../scripts/cluster_lib.sh"
+source "$(dirname "$0")/fleet_pg_lib.sh"
 
-command -v haproxy > /dev/null || fail "haproxy is not installed (scripts/deps.sh installs it)"
 N=$(scaled 20 6)
-# The database's owner (an unprivileged user under root) must reach its folder.
-chmod 711 "$WORK"
-trap 'rc=$?; pg_stop "$WORK/pg" > /dev/null 2>&1 || true; set +e; (exit $rc); cleanup' EXIT
-pg_start "$WORK/pg" || fail "cannot start PostgreSQL"
-
-ports=() apis=()
-for i in 1 2 3; do
-  cluster_node "$WORK" "$i" || fail "node $i did not start"
-  PIDS+=("$NODE_PID")
-  ports+=("$NODE_PORT")
-  apis+=("$NODE_API")
-done
-HA_PORT=$(free_port)
-cluster_haproxy "$WORK" "$HA_PORT" "${ports[@]}" || fail "HAProxy did not start"
-PIDS+=("$HAPROXY_PID")
-TCPOTA_TOKEN=$(cat "$WORK/n1/api.token")
-export TCPOTA_TOKEN
-api() { local n=$1; shift; TCPOTA_API="http://127.0.0.1:${apis[$((n - 1))]}" "$TCPOTA" "$@"; }
+start_pg_cluster
 ok "PostgreSQL, 3 nodes and HAProxy on 127.0.0.1:$HA_PORT"
 
 # An image through node A; a rollout through node A; N devices through HAProxy.
@@ -91,11 +72,5 @@ SERVER_PORT=${ports[0]} run_device dev-3 esp32 "$WORK/d3" || fail "dev-3 failed 
 check_device "$WORK/d3" "$WORK/img3"
 ok "resumed through node C: node A offers it again"
 
-kill -TERM "$HAPROXY_PID"
-for i in 1 2 3; do
-  pid=$(cat "$WORK/n$i.pid")
-  kill -TERM "$pid"
-  rc=0; wait "$pid" || rc=$?
-  [ $rc -eq 0 ] || fail "node $i exited $rc on SIGTERM"
-done
+stop_pg_cluster
 ok "every node stopped cleanly"

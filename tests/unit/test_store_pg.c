@@ -219,6 +219,72 @@ static void test_cas_two_nodes(void **state)
     ss_rm_tree(dir_b);
 }
 
+/* STORE_EVENTS moving every device of ids to state in rollout ro. */
+static struct store_req *moves(char (*ids)[16], size_t n, enum store_dev_state state, uint64_t ro,
+                               int *fired)
+{
+    struct store_req *r = store_req_new(STORE_EVENTS, on_set, fired);
+    size_t i;
+
+    assert_non_null(r);
+    r->now = NOW;
+    r->u.events.items = calloc(n, sizeof(*r->u.events.items));
+    assert_non_null(r->u.events.items);
+    r->u.events.n = n;
+    for (i = 0; i < n; i++) {
+        snprintf(r->u.events.items[i].id, sizeof(r->u.events.items[i].id), "%s", ids[i]);
+        r->u.events.items[i].state = state;
+        r->u.events.items[i].rollout_id = ro;
+    }
+    return r;
+}
+
+/* Both nodes report the same devices' same step at the same moment (a
+ * device's retry reaching another node): each device's status moves once,
+ * so the wave counts each device once (without the row lock, both nodes
+ * read "offered" and both move a unit to "downloading"). */
+static void test_counters_two_nodes(void **state)
+{
+    static const uint32_t pct[] = {100};
+    enum { N = 60 };
+    struct fx *f = *state;
+    char dir_b[64], ids[N][16];
+    struct store *b = second_node(f, dir_b, sizeof(dir_b));
+    struct store_req *ra, *rb, *now;
+    uint64_t ro;
+    int fired = 0;
+    size_t i;
+
+    for (i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "race-%02u", (unsigned)i);
+        store_req_free(ss_checkin(f, ids[i], NULL, 0));
+    }
+    store_req_free(ss_image_add(f, 0x92, "2.0.0"));
+    ro = ss_rollout_create(f, 0x92, "", pct, 1);
+    ra = moves(ids, N, STORE_ST_OFFERED, ro, &fired);
+    assert_int_equal(ss_run(f, ra)->rc, STORE_OK);
+    store_req_free(ra);
+    fired = 0;
+    ra = moves(ids, N, STORE_ST_DOWNLOADING, ro, &fired);
+    rb = moves(ids, N, STORE_ST_DOWNLOADING, ro, &fired);
+    assert_int_equal(store_submit(f->st, ra), 0);
+    assert_int_equal(store_submit(b, rb), 0);
+    while (fired < 2) {
+        event_base_loop(f->base, EVLOOP_ONCE);
+    }
+    assert_int_equal(ra->rc, STORE_OK);
+    assert_int_equal(rb->rc, STORE_OK);
+    now = ss_rollout_get(f, ro);
+    assert_int_equal(now->u.rollout.r.waves[0].targeted, N);
+    assert_int_equal(now->u.rollout.r.waves[0].offered, 0);
+    assert_int_equal(now->u.rollout.r.waves[0].downloading, N);
+    store_req_free(now);
+    store_req_free(ra);
+    store_req_free(rb);
+    store_close(b);
+    ss_rm_tree(dir_b);
+}
+
 /* Adds real bytes (id: their SHA-256) through f's node. */
 static void add_real_image(struct fx *f, const uint8_t *bytes, size_t n, const char *version,
                            uint8_t *id)
@@ -278,6 +344,54 @@ static void expect_file(const char *path, const uint8_t *bytes, size_t n)
     fclose(fp);
     assert_memory_equal(got, bytes, n);
     free(got);
+}
+
+/* New devices reach both nodes at the same moment (a device that
+ * reconnects through the balancer): each is registered once (is_new on
+ * exactly one node, no error on the other) and counted once in its wave. */
+static void test_checkin_two_nodes(void **state)
+{
+    static const uint32_t pct[] = {100};
+    enum { N = 40 };
+    struct fx *f = *state;
+    char dir_b[64], ids[N][16];
+    struct store *b = second_node(f, dir_b, sizeof(dir_b));
+    struct store_req *ra[N], *rb[N], *now;
+    uint8_t bytes[1000], id[TCPOTA_ID_LEN];
+    int fired = 0;
+    size_t i;
+
+    randombytes_buf(bytes, sizeof(bytes));
+    add_real_image(f, bytes, sizeof(bytes), "2.0.0", id);
+    rollout_for(f, id, pct, 1);
+    for (i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "new-%02u", (unsigned)i);
+        ra[i] = store_req_new(STORE_CHECKIN, on_set, &fired);
+        rb[i] = store_req_new(STORE_CHECKIN, on_set, &fired);
+        assert_true(ra[i] && rb[i]);
+        ra[i]->now = rb[i]->now = NOW;
+        ra[i]->u.checkin.id = rb[i]->u.checkin.id = ids[i];
+        ra[i]->u.checkin.model = rb[i]->u.checkin.model = MODEL;
+        ra[i]->u.checkin.version = rb[i]->u.checkin.version = "1.0.0";
+        assert_int_equal(store_submit(f->st, ra[i]), 0);
+        assert_int_equal(store_submit(b, rb[i]), 0);
+    }
+    while (fired < 2 * N) {
+        event_base_loop(f->base, EVLOOP_ONCE);
+    }
+    for (i = 0; i < N; i++) {
+        if (ra[i]->rc != STORE_OK || rb[i]->rc != STORE_OK) {
+            fail_msg("%s: %s / %s", ids[i], ra[i]->err, rb[i]->err);
+        }
+        assert_int_equal(ra[i]->u.checkin.is_new + rb[i]->u.checkin.is_new, 1);
+        store_req_free(ra[i]);
+        store_req_free(rb[i]);
+    }
+    now = ss_rollout_get(f, 1);
+    assert_int_equal(now->u.rollout.r.waves[0].targeted, N);
+    store_req_free(now);
+    store_close(b);
+    ss_rm_tree(dir_b);
 }
 
 /* Node A takes an image; node B, which never saw it, fetches it from the
@@ -345,18 +459,30 @@ static void test_reconnects(void **state)
     assert_true(ok);
 }
 
-static void test_unreachable(void **state)
+/* What an operator meets at the start: the message says what is wrong. */
+static void test_open_errors(void **state)
 {
     struct event_base *base = event_base_new();
-    char dir[] = "/tmp/tcpota-node-XXXXXX", err[300] = "";
+    char dir[] = "/tmp/tcpota-node-XXXXXX", err[300] = "", file[128], cache[64];
     (void)state;
 
     assert_non_null(mkdtemp(dir));
+    snprintf(cache, sizeof(cache), "%s/cache", dir);
     assert_null(store_pg_open("host=/nonexistent-dir port=1 connect_timeout=2", dir, base, err,
                               sizeof(err)));
     assert_non_null(strstr(err, "cannot connect to the database (--db)"));
     assert_null(store_pg_open("postgresql://[bad", dir, base, err, sizeof(err)));
     assert_non_null(strstr(err, "cannot connect to the database (--db)"));
+    /* The image cache's directory is checked before the database is. */
+    snprintf(file, sizeof(file), "%s/file", dir);
+    fclose(fopen(file, "w"));
+    assert_null(store_pg_open(getenv("TCPOTA_PG"), file, base, err, sizeof(err)));
+    assert_non_null(strstr(err, "is not a writable directory"));
+    mkdir(cache, 0700);
+    snprintf(file, sizeof(file), "%s/images", cache);
+    fclose(fopen(file, "w"));
+    assert_null(store_pg_open(getenv("TCPOTA_PG"), cache, base, err, sizeof(err)));
+    assert_non_null(strstr(err, "images is not a directory"));
     event_base_free(base);
     ss_rm_tree(dir);
 }
@@ -384,9 +510,11 @@ int main(void)
     const struct CMUnitTest own[] = {
         cmocka_unit_test(test_migrate_once_concurrently),
         cmocka_unit_test_setup_teardown(test_cas_two_nodes, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_counters_two_nodes, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_checkin_two_nodes, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_image_shared, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_reconnects, ss_setup, ss_teardown),
-        cmocka_unit_test(test_unreachable),
+        cmocka_unit_test(test_open_errors),
         cmocka_unit_test_setup_teardown(test_not_ours_or_newer, ss_setup, ss_teardown),
     };
     if (sodium_init() < 0) {
