@@ -41,27 +41,71 @@ struct store_req *store_req_new(enum store_op op, store_done_fn done, void *arg)
     return r;
 }
 
+static int is_list(enum store_op op)
+{
+    return op == STORE_IMAGE_LIST || op == STORE_ROLLOUT_LIST || op == STORE_DEVICE_LIST ||
+           op == STORE_SECRET_LIST;
+}
+
+void store_req_reset(struct store_req *r)
+{
+    /* Only the ops that own these fields allocate them; the union would
+     * alias them with other ops' inputs otherwise. */
+    if (r->op == STORE_DEVICE_GET) {
+        free(r->u.device.history);
+        r->u.device.history = NULL;
+        r->u.device.nhistory = 0;
+    }
+    if (is_list(r->op)) {
+        free(r->u.list.rows);
+        r->u.list.rows = NULL;
+        r->u.list.n = 0;
+    }
+    r->rc = STORE_OK;
+    r->err[0] = '\0';
+}
+
 void store_req_free(struct store_req *r)
 {
     if (!r) {
         return;
     }
-    /* Only the ops that own these fields allocate them; the union would
-     * alias them with other ops' inputs otherwise. */
-    if (r->op == STORE_DEVICE_GET) {
-        free(r->u.device.history);
-    }
+    store_req_reset(r);
     if (r->op == STORE_CHECKIN) {
         free(r->u.checkin.out);
     }
     if (r->op == STORE_EVENTS) {
         free(r->u.events.items);
     }
-    if (r->op == STORE_IMAGE_LIST || r->op == STORE_ROLLOUT_LIST || r->op == STORE_DEVICE_LIST ||
-        r->op == STORE_SECRET_LIST) {
-        free(r->u.list.rows);
-    }
     free(r);
+}
+
+int store_req_durable(const struct store_req *r)
+{
+    size_t i;
+
+    switch (r->op) {
+    case STORE_CHECKIN:
+        return r->u.checkin.report_id != NULL;
+    case STORE_EVENT:
+        return r->u.event.durable;
+    case STORE_EVENTS:
+        for (i = 0; i < r->u.events.n; i++) {
+            if (r->u.events.items[i].durable) {
+                return 1;
+            }
+        }
+        return 0;
+    case STORE_IMAGE_ADD:
+    case STORE_IMAGE_RM:
+    case STORE_ROLLOUT_CREATE:
+    case STORE_ROLLOUT_SET:
+    case STORE_DEVICE_SET_GROUP:
+    case STORE_SECRET_SET:
+        return 1;
+    default:
+        return 0;
+    }
 }
 
 const char *store_state_name(enum store_dev_state s)

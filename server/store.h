@@ -320,6 +320,12 @@ void store_close(struct store *st);
 struct store_req *store_req_new(enum store_op op, store_done_fn done, void *arg);
 /* Frees r and what its outputs hold (history, list rows). NULL: no-op. */
 void store_req_free(struct store_req *r);
+/* 1 when r's rows must be committed (flushed) before its done runs (the
+ * durability rules above), else 0: the one list every backend follows. */
+int store_req_durable(const struct store_req *r);
+/* Frees what r's outputs hold (history, list rows) and clears rc and err,
+ * for a backend that runs r again (its inputs and checkin.out stay). */
+void store_req_reset(struct store_req *r);
 
 /* "up-to-date", "rolled-back", ... (the API's and the CLI's words). */
 const char *store_state_name(enum store_dev_state s);

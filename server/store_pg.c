@@ -86,34 +86,6 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 
 /* ---- running a list in one transaction ---- */
 
-static int is_durable(const struct store_req *r)
-{
-    size_t i;
-
-    switch (r->op) {
-    case STORE_CHECKIN:
-        return r->u.checkin.report_id != NULL;
-    case STORE_EVENT:
-        return r->u.event.durable;
-    case STORE_EVENTS:
-        for (i = 0; i < r->u.events.n; i++) {
-            if (r->u.events.items[i].durable) {
-                return 1;
-            }
-        }
-        return 0;
-    case STORE_IMAGE_ADD:
-    case STORE_IMAGE_RM:
-    case STORE_ROLLOUT_CREATE:
-    case STORE_ROLLOUT_SET:
-    case STORE_DEVICE_SET_GROUP:
-    case STORE_SECRET_SET:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
 static int dispatch(struct pgstore *st, struct store_req *r)
 {
     switch (r->op) {
@@ -137,29 +109,10 @@ static int dispatch(struct pgstore *st, struct store_req *r)
     return store_err_set(r, STORE_E_INVAL, "unknown store operation %d", (int)r->op);
 }
 
-/* What a run left in r's outputs goes before a rerun (a list's rows, a
- * history): the rerun fills them again. */
-static void reset_outputs(struct store_req *r)
-{
-    r->rc = STORE_OK;
-    r->err[0] = '\0';
-    if (r->op == STORE_DEVICE_GET) {
-        free(r->u.device.history);
-        r->u.device.history = NULL;
-        r->u.device.nhistory = 0;
-    }
-    if (r->op == STORE_IMAGE_LIST || r->op == STORE_ROLLOUT_LIST || r->op == STORE_DEVICE_LIST ||
-        r->op == STORE_SECRET_LIST) {
-        free(r->u.list.rows);
-        r->u.list.rows = NULL;
-        r->u.list.n = 0;
-    }
-}
-
 /* Runs r; with a savepoint around it when others share the transaction. */
 static void run_one(struct pgstore *st, struct store_req *r, int alone)
 {
-    reset_outputs(r);
+    store_req_reset(r); /* what a run before left, on a rerun */
     if (!alone && pg_exec(st, r, "SAVEPOINT op") != 0) {
         return;
     }
@@ -232,7 +185,7 @@ static int attempt(struct pgstore *st, struct store_req *head)
     int durable = 0, alone = head->next == NULL;
 
     for (r = head; r; r = r->next) {
-        durable |= is_durable(r);
+        durable |= store_req_durable(r);
     }
     st->rerun = 0;
     if (pg_exec(st, head, "BEGIN") != 0 ||
@@ -431,11 +384,21 @@ static void quiet(void *arg, const char *msg)
     (void)msg;
 }
 
+/* What a node sets unless --db says otherwise: a name in pg_stat_activity,
+ * and bounds on waiting for a database that went away (a connection
+ * attempt, a peer that stopped answering), so that the store thread fails
+ * its requests and tries again rather than hanging for the kernel's
+ * minutes. Unix sockets ignore the TCP ones. */
+static const char *const conn_keys[] = {"application_name", "connect_timeout", "keepalives_idle",
+                                        "keepalives_interval", "keepalives_count", "dbname", NULL};
+
 static int connect_db(struct pgstore *st, char *err, size_t errlen)
 {
+    /* dbname last and expanded: the connection string's own settings win. */
+    const char *values[] = {"tcpota", "10", "10", "5", "3", st->conninfo, NULL};
     char msg[256];
 
-    st->db = PQconnectdb(st->conninfo);
+    st->db = PQconnectdbParams(conn_keys, values, 1);
     if (!st->db || PQstatus(st->db) != CONNECTION_OK) {
         snprintf(msg, sizeof(msg), "%s", st->db ? PQerrorMessage(st->db) : "out of memory");
         msg[strcspn(msg, "\n")] = '\0';

@@ -449,7 +449,7 @@ static void test_reconnects(void **state)
 
     store_req_free(ss_checkin(f, "dev-1", NULL, 0));
     sql(f, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
-           " AND datname = current_database() AND application_name = ''");
+           " AND datname = current_database() AND application_name = 'tcpota'");
     for (i = 0; i < 3 && !ok; i++) {
         r = ss_checkin(f, "dev-1", NULL, 0);
         ok = r->rc == STORE_OK;
@@ -487,6 +487,31 @@ static void test_open_errors(void **state)
     ss_rm_tree(dir);
 }
 
+/* --db as a postgresql:// URI, whose own settings win over the node's
+ * defaults (here its application_name over "tcpota"). */
+static void test_uri(void **state)
+{
+    struct fx *f = *state;
+    char host[256] = "", port[16] = "", uri[600], err[256] = "", q[200];
+    const char *base = getenv("TCPOTA_PG");
+    struct store *st;
+
+    assert_int_equal(sscanf(strstr(base, "host="), "host=%255s", host), 1);
+    assert_int_equal(sscanf(strstr(base, "port="), "port=%15s", port), 1);
+    snprintf(uri, sizeof(uri), "postgresql://tcpota@/postgres?host=%s&port=%s"
+             "&application_name=node-b&options=-csearch_path%%3D%s", host, port,
+             strstr(f->db, "search_path=") + strlen("search_path="));
+    uri[strlen(uri) - 1] = '\0'; /* the closing quote of f->db's options */
+    st = store_pg_open(uri, f->dir, f->base, err, sizeof(err));
+    if (!st) {
+        fail_msg("%s: %s", uri, err);
+    }
+    snprintf(q, sizeof(q), "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+             " 'node-b'");
+    assert_int_equal(sql_int(f, q), 1);
+    store_close(st);
+}
+
 static void test_not_ours_or_newer(void **state)
 {
     struct fx *f = *state;
@@ -515,6 +540,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_image_shared, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_reconnects, ss_setup, ss_teardown),
         cmocka_unit_test(test_open_errors),
+        cmocka_unit_test_setup_teardown(test_uri, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_not_ours_or_newer, ss_setup, ss_teardown),
     };
     if (sodium_init() < 0) {
