@@ -16,6 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "tcpota/codec.h"
 #include "tcpota/tcpota.h"
 
@@ -29,6 +32,8 @@ enum ci_result { CI_NO_UPDATE, CI_OFFER, CI_FAILED };
 struct slot {
     int fd;
     int connecting;
+    SSL *ssl;         /* --tls: the connection's TLS, NULL before and without */
+    int handshaking;  /* --tls: SSL_connect() not done yet */
     unsigned id;      /* tcpota: index into the id pool */
     double t_start;
     struct tcpota_decoder dec;
@@ -43,6 +48,9 @@ static struct {
     const char *path, *prefix, *model, *version;
     unsigned conns, ids, sources;
     unsigned long count; /* stop after this many answers (0: run the duration) */
+    unsigned long warmup; /* answers before the measured run starts (not counted) */
+    long server_pid;      /* --server-pid: its CPU over the measured run is reported */
+    double server_cpu0;
     unsigned long size;
     double duration;
     int ep;
@@ -52,6 +60,10 @@ static struct {
     double *lat;            /* seconds per answered connection */
     size_t nlat, cap_lat;
     char first_error[160];
+    SSL_CTX *tls;           /* --tls CA: connect inside TLS, verifying the server */
+    int resume;             /* --resume: offer each id its last session */
+    SSL_SESSION **sessions; /* --resume: one per id of the pool (or per slot for http10) */
+    unsigned long full, resumed; /* TLS handshakes of the answered connections */
 } g;
 
 static double now_s(void)
@@ -106,8 +118,31 @@ fail:
     return -1;
 }
 
+/* --resume: the session to offer for this connection's device. */
+static SSL_SESSION **session_of(struct slot *s)
+{
+    return &g.sessions[s->id];
+}
+
+/* OpenSSL hands over each new session (TLS 1.3: a ticket, after the
+ * handshake): the device keeps the newest for its next check-in, as
+ * `tcpota device` keeps it in DIR/tls-session. */
+static int keep_session(SSL *ssl, SSL_SESSION *sess)
+{
+    struct slot *s = SSL_get_app_data(ssl);
+
+    if (!s || !g.resume || !SSL_SESSION_is_resumable(sess)) return 0;
+    SSL_SESSION_free(*session_of(s));
+    *session_of(s) = sess;
+    return 1; /* the reference is ours */
+}
+
 static void slot_close(struct slot *s)
 {
+    if (s->ssl) {
+        SSL_free(s->ssl); /* no close_notify: the benchmark's devices just close */
+        s->ssl = NULL;
+    }
     if (s->fd >= 0) {
         epoll_ctl(g.ep, EPOLL_CTL_DEL, s->fd, NULL);
         close(s->fd);
@@ -120,6 +155,13 @@ static void slot_finish(struct slot *s, enum ci_result r, const char *why)
 {
     double t = now_s();
 
+    if (s->ssl && r != CI_FAILED) {
+        if (SSL_session_reused(s->ssl)) g.resumed++;
+        else g.full++;
+        /* An answered connection ends cleanly: SSL_free() after an
+         * unfinished one would mark its session not resumable. */
+        SSL_set_shutdown(s->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+    }
     slot_close(s);
     if (r == CI_FAILED) {
         g.failed++;
@@ -169,7 +211,9 @@ static int send_request(struct slot *s)
         if (n < 0) return -1;
     }
     /* A fresh socket takes a few hundred bytes at once. */
-    if (send(s->fd, out, (size_t)n, MSG_NOSIGNAL) != n) return -1;
+    if (s->ssl ? SSL_write(s->ssl, out, n) != n : send(s->fd, out, (size_t)n, MSG_NOSIGNAL) != n) {
+        return -1;
+    }
     g.sent++;
     return 0;
 }
@@ -218,29 +262,98 @@ static void http_answer(struct slot *s)
     slot_finish(s, CI_NO_UPDATE, NULL);
 }
 
+/* --tls: drives the handshake; sends the request once it is done.
+ * Returns 0 while it goes on, 1 when the request went out, -1 failed. */
+static int tls_step(struct slot *s)
+{
+    int rc = SSL_connect(s->ssl), e;
+
+    if (rc == 1) {
+        s->handshaking = 0;
+        return send_request(s) < 0 ? -1 : 1;
+    }
+    e = SSL_get_error(s->ssl, rc);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        watch(s, EPOLL_CTL_MOD, e == SSL_ERROR_WANT_READ ? EPOLLIN : EPOLLOUT);
+        return 0;
+    }
+    ERR_clear_error();
+    return -1;
+}
+
+/* The connection is up: TLS starts, or the request goes out. */
+static void on_connected(struct slot *s)
+{
+    int err = 0, rc;
+    socklen_t el = sizeof(err);
+
+    getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+    if (err) {
+        slot_finish(s, CI_FAILED, strerror(err));
+        return;
+    }
+    s->connecting = 0;
+    if (g.tls) {
+        if (!(s->ssl = SSL_new(g.tls)) || SSL_set_fd(s->ssl, s->fd) != 1) {
+            slot_finish(s, CI_FAILED, "cannot set up TLS");
+            return;
+        }
+        SSL_set_tlsext_host_name(s->ssl, "localhost");
+        SSL_set_app_data(s->ssl, s);
+        if (g.resume && *session_of(s)) SSL_set_session(s->ssl, *session_of(s));
+        s->handshaking = 1;
+        if ((rc = tls_step(s)) < 0) slot_finish(s, CI_FAILED, "TLS handshake failed");
+        else if (rc == 1) watch(s, EPOLL_CTL_MOD, EPOLLIN);
+        return;
+    }
+    if (send_request(s) < 0) {
+        slot_finish(s, CI_FAILED, "cannot send the request");
+        return;
+    }
+    watch(s, EPOLL_CTL_MOD, EPOLLIN);
+}
+
+/* Reads what arrived into dst: a count, 0 (closed) or -1 (errno; EAGAIN:
+ * nothing yet). Inside TLS, a close without close_notify counts as closed. */
+static ssize_t slot_recv(struct slot *s, void *dst, size_t cap)
+{
+    int rc, e;
+
+    if (!s->ssl) return recv(s->fd, dst, cap, MSG_DONTWAIT);
+    rc = SSL_read(s->ssl, dst, (int)cap);
+    if (rc > 0) return rc;
+    e = SSL_get_error(s->ssl, rc);
+    ERR_clear_error();
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        errno = EAGAIN;
+        return -1;
+    }
+    if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && rc == 0)) return 0;
+    errno = ECONNRESET;
+    return -1;
+}
+
 static void on_io(struct slot *s, uint32_t events)
 {
     uint8_t tmp[RX_CAP];
     ssize_t n;
+    int rc;
 
     if (s->connecting) {
-        int err = 0;
-        socklen_t el = sizeof(err);
-        getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &el);
-        if (err || send_request(s) < 0) {
-            slot_finish(s, CI_FAILED, err ? strerror(err) : "cannot send the request");
-            return;
-        }
-        s->connecting = 0;
-        watch(s, EPOLL_CTL_MOD, EPOLLIN);
+        on_connected(s);
+        return;
+    }
+    if (s->handshaking) {
+        if ((rc = tls_step(s)) < 0) slot_finish(s, CI_FAILED, "TLS handshake failed");
+        else if (rc == 1) watch(s, EPOLL_CTL_MOD, EPOLLIN);
         return;
     }
     if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR))) return;
     if (g.mode == CI_HTTP10) {
-        n = recv(s->fd, s->buf + s->got, RX_CAP - 1 - s->got, MSG_DONTWAIT);
+        n = slot_recv(s, s->buf + s->got, RX_CAP - 1 - s->got);
         if (n > 0) s->got += (size_t)n;
     } else {
-        n = recv(s->fd, tmp, sizeof(tmp), MSG_DONTWAIT);
+        n = slot_recv(s, tmp, sizeof(tmp));
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
     if (n < 0) {
@@ -252,6 +365,28 @@ static void on_io(struct slot *s, uint32_t events)
     } else if (g.mode == CI_TCPOTA) {
         tcpota_input(s, tmp, (size_t)n);
     }
+}
+
+/* CPU seconds (user + system, every thread) of process pid so far; -1 when
+ * unreadable. */
+static double proc_cpu(long pid)
+{
+    char path[64], buf[1024], *p;
+    unsigned long ut, st;
+    FILE *f;
+    size_t n;
+
+    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    if (!(f = fopen(path, "r"))) return -1;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* After "pid (comm) ": state is field 3, utime 14, stime 15. */
+    if (!(p = strrchr(buf, ')')) ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2) {
+        return -1;
+    }
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -272,7 +407,7 @@ static int run(void)
 {
     static struct epoll_event evs[1024];
     struct slot *slots = calloc(g.conns, sizeof(*slots));
-    double t0, t_end, elapsed;
+    double t0, t_end, elapsed, server_cpu;
     unsigned i;
 
     g.id_seen = calloc(g.ids, 1);
@@ -282,13 +417,23 @@ static int run(void)
         return 1;
     }
     t0 = now_s();
-    t_end = t0 + g.duration;
+    t_end = t0 + (g.warmup ? 3600 : g.duration);
+    if (g.server_pid) g.server_cpu0 = proc_cpu(g.server_pid);
     for (i = 0; i < g.conns; i++) {
         tcpota_decoder_init(&slots[i].dec, slots[i].buf, RX_CAP);
         slots[i].fd = -1;
     }
     while (now_s() < t_end && (!g.count || g.done < g.count)) {
         int k, n;
+        /* --warmup: the first answers only fill the devices' sessions. */
+        if (g.warmup && g.done >= g.warmup) {
+            g.warmup = 0;
+            g.done = g.no_update = g.offers = g.failed = g.full = g.resumed = 0;
+            g.nlat = 0;
+            t0 = now_s();
+            t_end = t0 + g.duration;
+            if (g.server_pid) g.server_cpu0 = proc_cpu(g.server_pid);
+        }
         /* Every free slot starts its next connection at once. */
         for (i = 0; i < g.conns; i++) {
             if (slots[i].fd < 0 && slot_open(&slots[i]) < 0) g.failed++;
@@ -297,36 +442,42 @@ static int run(void)
         for (k = 0; k < n; k++) on_io(evs[k].data.ptr, evs[k].events);
     }
     elapsed = (now_s() < t_end ? now_s() : t_end) - t0;
+    server_cpu = g.server_pid ? proc_cpu(g.server_pid) - g.server_cpu0 : 0;
     for (i = 0; i < g.conns; i++) slot_close(&slots[i]);
     qsort(g.lat, g.nlat, sizeof(*g.lat), cmp_double);
     printf("loadgen mode=%s conns=%u duration=%.2f done=%lu per_s=%.0f no_update=%lu offers=%lu "
-           "failed=%lu ids=%u ids_sent=%lu ids_done=%lu p50_ms=%.2f p99_ms=%.2f client_cpu=%.2f\n",
+           "failed=%lu ids=%u ids_sent=%lu ids_done=%lu p50_ms=%.2f p99_ms=%.2f client_cpu=%.2f"
+           " tls_full=%lu tls_resumed=%lu server_cpu=%.3f\n",
            g.mode == CI_TCPOTA ? "checkin" : "http10", g.conns, elapsed, g.done,
            (double)g.done / elapsed, g.no_update, g.offers, g.failed,
            g.mode == CI_TCPOTA ? g.ids : 0,
            g.mode == CI_TCPOTA ? (g.sent < g.ids ? g.sent : g.ids) : 0, g.ids_done,
            g.nlat ? g.lat[g.nlat / 2] * 1e3 : 0.0,
-           g.nlat ? g.lat[(size_t)((double)(g.nlat - 1) * 0.99)] * 1e3 : 0.0, cpu_s());
+           g.nlat ? g.lat[(size_t)((double)(g.nlat - 1) * 0.99)] * 1e3 : 0.0, cpu_s(), g.full,
+           g.resumed, server_cpu);
     if (g.failed) fprintf(stderr, "loadgen: %lu connections failed; first: %s\n", g.failed, g.first_error);
     close(g.ep);
     free(slots);
     free(g.id_seen);
     free(g.lat);
+    for (i = 0; g.sessions && i < g.ids; i++) SSL_SESSION_free(g.sessions[i]);
+    free(g.sessions);
     return g.failed ? 1 : 0;
 }
 
 static int usage(void)
 {
     fprintf(stderr, "usage: bench-loadgen checkin --server HOST:PORT [--conns C] [--duration SEC]"
-                    " [--count K] [--ids N] [--id-prefix P] [--model M] [--version V] [--sources K]\n"
+                    " [--count K] [--ids N] [--id-prefix P] [--model M] [--version V] [--sources K]"
+                    " [--tls CA [--resume]] [--warmup K] [--server-pid P]\n"
                     "       bench-loadgen http10 --server HOST:PORT --path /FILE --size BYTES"
-                    " [--conns C] [--duration SEC] [--sources K]\n");
+                    " [--conns C] [--duration SEC] [--sources K] [--ids N] [--tls CA [--resume]] [--warmup K] [--server-pid P]\n");
     return 2;
 }
 
 int checkin_main(int argc, char **argv)
 {
-    const char *server = NULL;
+    const char *server = NULL, *ca = NULL;
     int i;
 
     g.mode = strcmp(argv[1], "http10") == 0 ? CI_HTTP10 : CI_TCPOTA;
@@ -337,14 +488,23 @@ int checkin_main(int argc, char **argv)
     g.prefix = "ci-";
     g.model = "bench-ci";
     g.version = "1.0.0";
-    for (i = 2; i + 1 < argc; i += 2) {
+    for (i = 2; i < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
+        if (strcmp(a, "--resume") == 0) { /* the one option without a value */
+            g.resume = 1;
+            i--;
+            continue;
+        }
+        if (i + 1 >= argc) break;
         if (strcmp(a, "--server") == 0) server = v;
+        else if (strcmp(a, "--tls") == 0) ca = v;
         else if (strcmp(a, "--path") == 0) g.path = v;
         else if (strcmp(a, "--size") == 0) g.size = strtoul(v, NULL, 10);
         else if (strcmp(a, "--conns") == 0) g.conns = (unsigned)strtoul(v, NULL, 10);
         else if (strcmp(a, "--duration") == 0) g.duration = strtod(v, NULL);
         else if (strcmp(a, "--count") == 0) g.count = strtoul(v, NULL, 10);
+        else if (strcmp(a, "--warmup") == 0) g.warmup = strtoul(v, NULL, 10);
+        else if (strcmp(a, "--server-pid") == 0) g.server_pid = strtol(v, NULL, 10);
         else if (strcmp(a, "--ids") == 0) g.ids = (unsigned)strtoul(v, NULL, 10);
         else if (strcmp(a, "--id-prefix") == 0) g.prefix = v;
         else if (strcmp(a, "--model") == 0) g.model = v;
@@ -358,5 +518,20 @@ int checkin_main(int argc, char **argv)
         strlen(g.prefix) > ID_MAX - 6 || (g.mode == CI_HTTP10 && (!g.path || g.size == 0))) {
         return usage();
     }
-    return run();
+    if (g.resume && !ca) return usage();
+    if (ca) {
+        g.tls = SSL_CTX_new(TLS_client_method());
+        if (!g.tls || SSL_CTX_load_verify_locations(g.tls, ca, NULL) != 1) {
+            fprintf(stderr, "loadgen: cannot load the CA file %s\n", ca);
+            return 2;
+        }
+        SSL_CTX_set_verify(g.tls, SSL_VERIFY_PEER, NULL);
+        /* Sessions are kept per device (--resume), not in OpenSSL's cache. */
+        SSL_CTX_set_session_cache_mode(g.tls, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_sess_set_new_cb(g.tls, keep_session);
+        if (g.resume && !(g.sessions = calloc(g.ids, sizeof(*g.sessions)))) return 2;
+    }
+    i = run();
+    if (g.tls) SSL_CTX_free(g.tls);
+    return i;
 }

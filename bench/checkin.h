@@ -14,11 +14,19 @@
  *   every id of the pool before a measured run),
  *   --ids N (checkin: the pool, default 10000), --id-prefix P (default
  *   "ci-"), --model M (default "bench-ci"), --version V (default "1.0.0"),
- *   --sources K (source addresses 127.0.0.1 .. 127.0.0.K, default 32).
+ *   --sources K (source addresses 127.0.0.1 .. 127.0.0.K, default 32),
+ *   --warmup K (the first K answers are not counted: the measured run
+ *   starts after them), --tls CA (inside TLS, the server verified against
+ *   CA, SNI "localhost"), --resume (with --tls: each device id keeps the
+ *   session the server gave it and offers it on its next connection, as
+ *   `tcpota device` does; http10 mode: per connection id likewise),
+ *   --server-pid P (server_cpu= is process P's CPU seconds, user + system,
+ *   over the measured run alone, read from /proc/P/stat).
  *
  * Output: one line on stdout,
  *   loadgen mode=M conns=C duration=S done=K per_s=X no_update=A offers=B
  *           failed=F ids=N ids_sent=I ids_done=U p50_ms=T p99_ms=T client_cpu=S
+ *           tls_full=A tls_resumed=B server_cpu=S
  * duration is the time measured (shorter when --count ended the run); done
  * counts the connections answered within it (those still
  * in flight at its end are not counted); ids_sent is how many distinct ids

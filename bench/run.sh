@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # run.sh [--quick] - every tcpota benchmark (bench/README.md): slow link,
 # fleet scale, device footprint, resume cost, and fleet mode's (check-ins,
-# transfers, a registry of a million devices: fleetmode.sh). Installs what it
+# transfers, a registry of a million devices: fleetmode.sh; TLS check-ins:
+# tlsmode.sh; many devices at once: scalemode.sh). Installs what it
 # lacks with apt-get, builds in $BENCH_BUILD (default /tmp/build-bench),
 # prints the tables and writes them to bench/results/latest.md (--quick:
 # quick.md). BENCH_ONLY="checkin transfers" runs only the named ones of
-# footprint link fleet resume checkin transfers registry, and writes
+# footprint link fleet resume checkin transfers registry tls many, and writes
 # bench/results/only-NAMES.md (quick: only-NAMES-quick.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ QUICK=0
 BUILD=${BENCH_BUILD:-/tmp/build-bench}
 RESULTS=$ROOT/bench/results
 MIB=1048576
-BENCH_ONLY=${BENCH_ONLY:-footprint link fleet resume checkin transfers registry}
+BENCH_ONLY=${BENCH_ONLY:-footprint link fleet resume checkin transfers registry tls many}
 want() { [[ " ${BENCH_ONLY//,/ } " == *" $1 "* ]]; }
 
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -340,32 +341,37 @@ EOF
 
 # ---- 2. fleet ---------------------------------------------------------------
 fleet_bench() {
-  local ns n port pid out hwm rss cpu0 cpu1 hwm1 conns srv_ok waited
+  local ns n port pid out hwm rss cpu0 cpu1 hwm1 conns srv_ok waited ratios="" row
+  declare -A rate cpg
   ns=(100 1000 10000)
   [ $QUICK -eq 1 ] && ns=(100 1000)
   {
     echo "## Fleet: N devices at once, 1 MiB each, one server"
     echo
-    echo "| N | server | all done s | p50 s | p99 s | aggregate MB/s | server peak RSS MiB | RSS per connected device KiB | server CPU s | load generator CPU s | byte-exact |"
-    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    echo "$(pinned)."
+    echo
+    echo "| N | server | all done s | p50 s | p99 s | aggregate MB/s | server peak RSS MiB | RSS per connected device KiB | server CPU s | server CPU s per GB | load generator CPU s | byte-exact |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
   } > "$WORK/fleet.md"
   for n in "${ns[@]}"; do
     for kind in tcpota nginx; do
       log "fleet: N=$n against $kind"
       if [ $kind = tcpota ]; then
-        SERVE_LOG=1 start_serve fleet "$IMG" --max-conns 20000 --idle-timeout 300; port=$PORT
+        SERVE_LOG=1 start_serve_pinned fleet "$IMG" --max-conns 20000 --idle-timeout 300; port=$PORT
         pid=$(cat "$WORK/fleet.pid")
       else
+        NGX_PIN=("${PIN_SRV[@]}")
         start_nginx
+        NGX_PIN=()
         port=$NGX_PORT
         pid=$(cat "$WORK/nginx.pid")
       fi
       sleep 0.3
       read -r _ rss cpu0 < <(proc_stats "$pid")
       if [ $kind = tcpota ]; then
-        out=$("$LOADGEN" tcpota --server "127.0.0.1:$port" --devices "$n" --size $MIB --timeout 900) || true
+        out=$("${PIN_LG[@]}" "$LOADGEN" tcpota --server "127.0.0.1:$port" --devices "$n" --size $MIB --timeout 900) || true
       else
-        out=$("$LOADGEN" http --server "127.0.0.1:$port" --path /image.bin --devices "$n" --size $MIB --timeout 900) || true
+        out=$("${PIN_LG[@]}" "$LOADGEN" http --server "127.0.0.1:$port" --path /image.bin --devices "$n" --size $MIB --timeout 900) || true
       fi
       srv_ok=-
       if [ $kind = tcpota ]; then
@@ -384,19 +390,31 @@ fleet_bench() {
         stop_pid nginx
       fi
       echo "$out server_verified=$srv_ok" >> "$WORK/fleet.raw"
-      awk -v n="$n" -v k="$kind" -v rss0="$rss" -v hwm="$hwm1" -v c0="$cpu0" -v c1="$cpu1" -v so="${srv_ok:-?}" '
+      # Server CPU per delivered GB: N x 1 MiB delivered.
+      cpg[$kind]=$(awk -v n="$n" -v c0="$cpu0" -v c1="$cpu1" 'BEGIN { printf "%.3f", (c1 - c0) / (n * 1048576 / 1e9) }')
+      rate[$kind]=$(kv mbytes_per_s "$out")
+      awk -v n="$n" -v k="$kind" -v rss0="$rss" -v hwm="$hwm1" -v c0="$cpu0" -v c1="$cpu1" -v so="${srv_ok:-?}" \
+          -v cpg="${cpg[$kind]}" '
         { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
         END {
           conns = v["peak_conns"] > 0 ? v["peak_conns"] : n;
-          printf "| %d | %s | %.2f | %.2f | %.2f | %.0f | %.1f | %.1f | %.2f | %.1f | %s |\n",
+          printf "| %d | %s | %.2f | %.2f | %.2f | %.0f | %.1f | %.1f | %.2f | %.3f | %.1f | %s |\n",
             n, k == "tcpota" ? "tcpota serve" : "nginx (1 worker)", v["wall"], v["p50"], v["p99"],
-            v["mbytes_per_s"], hwm / 1024, (hwm - rss0) / conns, c1 - c0, v["client_cpu"],
+            v["mbytes_per_s"], hwm / 1024, (hwm - rss0) / conns, c1 - c0, cpg, v["client_cpu"],
             ((v["failed"] == 0 && v["ok"] == n) ? "all " v["ok"] : v["ok"] " of " n " (" v["failed"] " failed)") \
             (so == "-" ? "" : "; server: " so " verified") }' \
         <<< "$out" >> "$WORK/fleet.md"
       sleep 1
     done
+    ratios+=$(awk -v n="$n" -v ct="${cpg[tcpota]}" -v cn="${cpg[nginx]}" -v rt="${rate[tcpota]}" -v rn="${rate[nginx]}" \
+      'BEGIN { printf "| %d | %.3f | %.3f | %.2f× | %.0f | %.0f | %.2f× |\\n", n, ct, cn, (cn > 0 ? ct / cn : 0), rt, rn, (rn > 0 ? rt / rn : 0) }')
   done
+  {
+    echo
+    echo "| N | tcpota server CPU s per GB | nginx | CPU tcpota / nginx (goal ≤ 1) | tcpota MB/s | nginx MB/s | rate tcpota / nginx (goal ≥ 1) |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|"
+    printf '%b' "$ratios"
+  } >> "$WORK/fleet.md"
   cat >> "$WORK/fleet.md" <<'EOF'
 
 - Load generator: `bench-loadgen`, one process, one epoll loop, N non-blocking TCP connections
@@ -412,9 +430,10 @@ fleet_bench() {
 - "server: K verified": the server's own count of COMPLETE frames reporting a verified image
   (its summary line); the run waits until the server has logged one per device (at most 60 s)
   before it stops the server.
-- The server and the load generator share the machine's 2 cores; the load generator's CPU is
-  shown because it bounds the aggregate rate: it is one process on one core, busy for the
-  whole run (its CPU s ≈ all done s). The servers are not the bottleneck (see their CPU s).
+- The server runs on core 0 and the load generator on core 1 (`taskset`), so that neither takes
+  the other's core; the load generator's CPU is shown because it bounds the aggregate rate: it
+  is one process on one core, busy for the whole run (its CPU s ≈ all done s).
+- Server CPU per GB: the server's utime + stime over the run / (N × 1 MiB delivered).
 EOF
   cat "$WORK/fleet.md"
 }
@@ -467,6 +486,8 @@ $(sed -nE 's/.*connections=([0-9]+).*/\1/p' <<< "$out")"
 
 # ---- 5-7. fleet mode: check-ins, transfers, a registry of 1M devices --------
 . "$ROOT/bench/fleetmode.sh"
+. "$ROOT/bench/tlsmode.sh"
+. "$ROOT/bench/scalemode.sh"
 
 # ---- main -------------------------------------------------------------------
 install_missing
@@ -494,7 +515,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 mkdir -p "$RESULTS"
 out=$RESULTS/latest.md
 [ $QUICK -eq 1 ] && out=$RESULTS/quick.md
-if [ "$BENCH_ONLY" != "footprint link fleet resume checkin transfers registry" ]; then
+if [ "$BENCH_ONLY" != "footprint link fleet resume checkin transfers registry tls many" ]; then
   out=$RESULTS/only-$(tr ' ,' '--' <<< "$BENCH_ONLY")$([ $QUICK -eq 1 ] && echo -quick || true).md
 fi
 {
@@ -555,9 +576,11 @@ run_phase resume resume resume_bench
 run_phase checkin check-ins checkin_bench
 run_phase transfers "transfers, fleet vs single" transfer_bench
 run_phase registry registry registry_bench
+run_phase tls "TLS check-ins" tls_checkin_bench
+run_phase many "many devices at once" many_bench
 { echo "Other load on the machine during the run (its busy CPU time minus this run's own processes):"
   echo; cat "$WORK/load.md"; echo; } >> "$WORK/head.md"
-for f in link fleet footprint resume checkin transfer registry; do
+for f in link fleet footprint resume checkin transfer registry tls many; do
   [ -s "$WORK/$f.md" ] && cat "$WORK/$f.md" && echo
 done | cat "$WORK/head.md" - > "$out"
 { echo "# raw samples of ${out##*/} (link: seconds per run; fleet, check-ins, transfers: bench-loadgen's line)"

@@ -181,6 +181,7 @@ struct device {
     int told_unreachable;    /* "cannot reach the server" said since the last connect */
     uint32_t declined_size;  /* size of the last offer declined */
     struct cli_tls tls;      /* with --ca */
+    char tls_session[4096];  /* DIR/tls-session: the TLS session kept for the next connection */
     int had_report;          /* this connection's HELLO carries a report */
 
     struct progress prog;
@@ -499,7 +500,12 @@ static int client_init(struct device *dv)
     cc.on_wake = client_wake;
     cc.on_input = client_input;
     if (dv->o.ca) {
-        if (cli_tls_init(&dv->tls, dv->o.ca) < 0) {
+        const char *kept = NULL;
+        if ((size_t)snprintf(dv->tls_session, sizeof(dv->tls_session), "%s/tls-session",
+                             dv->o.dir) < sizeof(dv->tls_session)) {
+            kept = dv->tls_session;
+        }
+        if (cli_tls_init(&dv->tls, dv->o.ca, kept) < 0) {
             return 2;
         }
         cc.io_recv = io_recv;
@@ -646,8 +652,8 @@ static int runner_connect(void *ctx)
     }
     /* Inside TLS the answer to a CHALLENGE is bound to this session. */
     if (rc == 0 && dv->o.ca &&
-        (cli_tls_handshake(&dv->tls, &dv->cl, dv->o.host, dv->o.timeout_ms, dv->err,
-                           sizeof(dv->err)) < 0 ||
+        (cli_tls_handshake(&dv->tls, &dv->cl, dv->o.host, dv->o.port, dv->o.timeout_ms,
+                           dv->err, sizeof(dv->err)) < 0 ||
          cli_tls_bind(&dv->tls, &dv->dev, dv->err, sizeof(dv->err)) < 0)) {
         return TCPOTA_ERR_DENIED;
     }

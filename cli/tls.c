@@ -5,6 +5,7 @@
 #include "tcpota_client.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -12,6 +13,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Why the last OpenSSL call failed, from its error queue, read once: each
@@ -34,7 +36,87 @@ static const char *ssl_reason(char *buf, size_t cap)
     return buf;
 }
 
-int cli_tls_init(struct cli_tls *t, const char *ca_file)
+/* The kept session's file: one line naming the server it came from, then
+ * the session in DER (OpenSSL's i2d_SSL_SESSION). */
+#define SESSION_MAGIC "tcpota-tls-session 1 "
+#define SESSION_DER_MAX (16 * 1024)
+
+/* OpenSSL hands over each new session (TLS 1.3: when a ticket arrives,
+ * after the handshake): it replaces the kept one, through a temporary file
+ * and rename() so that a power cut leaves the old one or the new one. A
+ * session that cannot be kept costs only the next handshake. */
+static int keep_session(SSL *ssl, SSL_SESSION *sess)
+{
+    struct cli_tls *t = SSL_get_app_data(ssl);
+    unsigned char *der = NULL;
+    char tmp[4096];
+    int n = i2d_SSL_SESSION(sess, &der), fd, ok;
+
+    if (!t || !t->session_file || n <= 0 || n > SESSION_DER_MAX ||
+        snprintf(tmp, sizeof(tmp), "%s.tmp", t->session_file) >= (int)sizeof(tmp)) {
+        OPENSSL_free(der);
+        return 0;
+    }
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    ok = fd >= 0 && dprintf(fd, "%s%s\n", SESSION_MAGIC, t->peer) > 0 &&
+         write(fd, der, (size_t)n) == n;
+    if (fd >= 0) close(fd);
+    if (!ok || rename(tmp, t->session_file) < 0) {
+        (void)unlink(tmp);
+    }
+    OPENSSL_free(der);
+    return 0; /* no reference kept */
+}
+
+/* The kept session for t->peer, or NULL: none, another server's, or
+ * damaged (said on stderr; the full handshake's session replaces it). */
+static SSL_SESSION *kept_session(struct cli_tls *t)
+{
+    static unsigned char buf[sizeof(SESSION_MAGIC) + CLI_TLS_PEER_MAX + SESSION_DER_MAX];
+    const unsigned char *p;
+    SSL_SESSION *sess = NULL;
+    struct stat st;
+    size_t head;
+    ssize_t n;
+    int fd;
+
+    if (!t->session_file) {
+        return NULL;
+    }
+    /* O_NONBLOCK: a FIFO put there must not stop the device. */
+    fd = open(t->session_file, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno != ENOENT) {
+            fprintf(stderr, "tcpota device: cannot read the kept TLS session %s: %s; a full "
+                            "handshake follows\n", t->session_file, strerror(errno));
+        }
+        return NULL;
+    }
+    n = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? read(fd, buf, sizeof(buf)) : -1;
+    close(fd);
+    head = strlen(SESSION_MAGIC) + strlen(t->peer) + 1;
+    if (n > 0 && (size_t)n > head && memcmp(buf, SESSION_MAGIC, strlen(SESSION_MAGIC)) == 0 &&
+        memcmp(buf + strlen(SESSION_MAGIC), t->peer, strlen(t->peer)) == 0 &&
+        buf[head - 1] == '\n') {
+        p = buf + head;
+        sess = d2i_SSL_SESSION(NULL, &p, (long)((size_t)n - head));
+        if (sess && (p != buf + n || !SSL_SESSION_is_resumable(sess))) {
+            SSL_SESSION_free(sess);
+            sess = NULL;
+        }
+    } else if (n > 0 && (size_t)n > strlen(SESSION_MAGIC) &&
+               memcmp(buf, SESSION_MAGIC, strlen(SESSION_MAGIC)) == 0) {
+        return NULL; /* another server's session: not offered to this one */
+    }
+    ERR_clear_error();
+    if (!sess) {
+        fprintf(stderr, "tcpota device: the kept TLS session %s is damaged or not a file; "
+                        "ignored, a full handshake follows\n", t->session_file);
+    }
+    return sess;
+}
+
+int cli_tls_init(struct cli_tls *t, const char *ca_file, const char *session_file)
 {
     SSL_CTX *ctx;
     char why[256];
@@ -55,7 +137,12 @@ int cli_tls_init(struct cli_tls *t, const char *ca_file)
         return -1;
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if (session_file) {
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_sess_set_new_cb(ctx, keep_session);
+    }
     t->ctx = ctx;
+    t->session_file = session_file;
     return 0;
 }
 
@@ -97,16 +184,24 @@ static void handshake_error(SSL *ssl, int rc, int e, char *err, size_t cap)
 }
 
 int cli_tls_handshake(struct cli_tls *t, struct tcpota_client *cl, const char *host,
-                      uint32_t timeout_ms, char *err, size_t cap)
+                      uint16_t port, uint32_t timeout_ms, char *err, size_t cap)
 {
     SSL *ssl = SSL_new(t->ctx);
+    SSL_SESSION *kept;
     uint32_t waited = 0;
 
     t->ssl = ssl;
+    t->resumed = 0;
     if (!ssl || SSL_set_fd(ssl, cl->fd) != 1 || SSL_set1_host(ssl, host) != 1) {
         char why[256];
         snprintf(err, cap, "TLS setup failed: %s", ssl_reason(why, sizeof(why)));
         return -1;
+    }
+    (void)snprintf(t->peer, sizeof(t->peer), "%s:%u", host, (unsigned)port);
+    SSL_set_app_data(ssl, t);
+    if ((kept = kept_session(t)) != NULL) {
+        (void)SSL_set_session(ssl, kept); /* a refused one: a full handshake */
+        SSL_SESSION_free(kept);
     }
     SSL_set_tlsext_host_name(ssl, host); /* SNI; an IP address is sent as is */
     ERR_clear_error();
@@ -117,6 +212,7 @@ int cli_tls_handshake(struct cli_tls *t, struct tcpota_client *cl, const char *h
         errno = 0;
         rc = SSL_connect(ssl);
         if (rc == 1) {
+            t->resumed = SSL_session_reused(ssl) == 1;
             return 0;
         }
         e = SSL_get_error(ssl, rc);

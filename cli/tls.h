@@ -10,20 +10,32 @@
 struct tcpota_client;
 struct tcpota_dev;
 
+/* Room for "host:port" naming the server a kept session belongs to. */
+#define CLI_TLS_PEER_MAX 300
+
 struct cli_tls {
-    void *ctx; /* SSL_CTX */
-    void *ssl; /* SSL of the current connection, or NULL */
+    void *ctx;                /* SSL_CTX */
+    void *ssl;                /* SSL of the current connection, or NULL */
+    const char *session_file; /* where the session is kept, or NULL */
+    char peer[CLI_TLS_PEER_MAX]; /* the server of the current connection */
+    int resumed;              /* the last handshake resumed a kept session */
 };
 
-/* Loads the CA file. Returns 0 or -1 with a message on stderr. */
-int cli_tls_init(struct cli_tls *t, const char *ca_file);
+/* Loads the CA file. session_file (NULL: none) is where the session the
+ * server last gave (its TLS 1.3 ticket, or 1.2 session) is kept between
+ * connections and runs, so the next connection to the same host:port
+ * resumes it: one ECDHE and no certificate chain instead of a full
+ * handshake. A damaged or foreign file is ignored (a full handshake
+ * follows, and a good session replaces it). Returns 0 or -1 with a
+ * message on stderr. */
+int cli_tls_init(struct cli_tls *t, const char *ca_file, const char *session_file);
 /* Runs the handshake on the client's connected socket, verifying the
  * certificate for `host`, within timeout_ms. Returns 0, or -1 with the
  * reason in err: OpenSSL's own (e.g. "certificate verify failed: hostname
  * mismatch", "sslv3 alert handshake failure"), or that the server closed
  * the connection during the handshake, or a timeout. */
 int cli_tls_handshake(struct cli_tls *t, struct tcpota_client *cl, const char *host,
-                      uint32_t timeout_ms, char *err, size_t cap);
+                      uint16_t port, uint32_t timeout_ms, char *err, size_t cap);
 /* Derives this TLS session's channel binding (RFC 5705 / 8446 exporter,
  * label TCPOTA_TLS_BINDING_LABEL, no context) and hands it to the device
  * session with tcpota_dev_set_binding(), so its answer to a CHALLENGE

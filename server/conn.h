@@ -22,6 +22,9 @@ void conn_free(struct conn *c);
  * Returns 1 when c was freed. */
 int conn_close(struct conn *c, int now);
 
+/* Call after adding to c's output: makes the bufferevent watch for
+ * writability (a plain socket does not until it has something queued). */
+void conn_queued(struct conn *c);
 /* Moves what the session queued into the socket's queue (control frames,
  * then DATA). Returns 1 when the session ended and c was freed. */
 int conn_pump(struct conn *c);

@@ -9,6 +9,7 @@
 #include "rollout.h"
 #include "server_internal.h"
 #include "store.h"
+#include "text.h"
 
 #include <event2/buffer.h>
 #ifdef __GLIBC__
@@ -472,10 +473,10 @@ static struct store_req *checkin_new(struct conn *c, store_done_fn done, const c
         return NULL;
     }
     ci->c = c;
-    snprintf(ci->id, sizeof(ci->id), "%s", c->dev);
-    snprintf(ci->model, sizeof(ci->model), "%s", model);
-    snprintf(ci->version, sizeof(ci->version), "%s", version);
-    snprintf(ci->addr, sizeof(ci->addr), "%s", c->addr);
+    (void)text_copy(ci->id, sizeof(ci->id), c->dev);
+    (void)text_copy(ci->model, sizeof(ci->model), model);
+    (void)text_copy(ci->version, sizeof(ci->version), version);
+    (void)text_copy(ci->addr, sizeof(ci->addr), c->addr);
     r->u.checkin.id = ci->id;
     r->u.checkin.model = ci->model;
     r->u.checkin.version = ci->version;

@@ -42,6 +42,7 @@ static void legacy_send(struct conn *c, const struct tcpota_legacy_pkg *pkg)
     }
     if ((size_t)w < n) {
         evbuffer_add(out, buf + w, n - (size_t)w);
+        conn_queued(c);
     }
     c->bytes_sent += pkg->len;
     if (!c->legacy_done && pkg->offset + pkg->len == img->size && pkg->len) {

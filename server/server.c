@@ -102,7 +102,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 static void print_summary(const struct server *srv)
 {
     unsigned counts[DEV_OUTCOMES], i;
-    char line[1024];
+    char line[1024], tls[80] = "";
     size_t n;
 
     devices_count(&srv->devices, counts);
@@ -115,12 +115,16 @@ static void print_summary(const struct server *srv)
         n += (size_t)snprintf(line + n, sizeof(line) - n, ", %u %s", counts[DEV_SEEN],
                               device_outcome_name(DEV_SEEN));
     }
+    if (srv->tls) {
+        (void)snprintf(tls, sizeof(tls), "; TLS: %u full handshakes, %u resumed",
+                       srv->stats.tls_full, srv->stats.tls_resumed);
+    }
     say_always(srv->o, LOG_LV_INFO,
                "%s; %u legacy devices served; %u connections, %u ended by an error, "
-               "%u failed authentications, %u refused; %.1f MB sent in %.1f s",
+               "%u failed authentications, %u refused; %.1f MB sent in %.1f s%s",
                line, srv->stats.legacy_done, srv->stats.connections, srv->stats.failed,
                srv->stats.auth_failed, srv->stats.refused, (double)srv->stats.bytes_sent / 1e6,
-               now_s() - srv->started);
+               now_s() - srv->started, tls);
 }
 
 /* What a reload prints on stderr (the command line's loader and the image

@@ -162,16 +162,16 @@ static void run_one(struct sstore *st, struct store_req *r)
         st->in_txn = 1;
         st->txn_started_ms = mono_ms();
     }
-    if (sqlite3_exec(st->db, "SAVEPOINT op", NULL, NULL, NULL) != SQLITE_OK) {
+    /* Cached statements, not sqlite3_exec(): that parses its SQL on every
+     * call, 8 % of a check-in's instructions (callgrind). */
+    if (sq_run(st, "SAVEPOINT op", "") != SQLITE_DONE) {
         sq_fail(st, r, "savepoint");
         return;
     }
-    if (dispatch(st, r) == STORE_OK) {
-        sqlite3_exec(st->db, "RELEASE op", NULL, NULL, NULL);
-    } else {
-        sqlite3_exec(st->db, "ROLLBACK TO op", NULL, NULL, NULL);
-        sqlite3_exec(st->db, "RELEASE op", NULL, NULL, NULL);
+    if (dispatch(st, r) != STORE_OK) {
+        (void)sq_run(st, "ROLLBACK TO op", "");
     }
+    (void)sq_run(st, "RELEASE op", "");
     if (sqlite3_get_autocommit(st->db)) {
         /* SQLite rolled the whole batch back (disk full, I/O error). */
         st->in_txn = 0;
@@ -426,7 +426,11 @@ static int open_db(struct sstore *st, char *err, size_t errlen)
     close(fd);
     /* NOMUTEX: the connection is used by one thread at a time (opened and
      * migrated here, then only the store thread, closed after it joined),
-     * so SQLite's per-call mutex would only cost. */
+     * so SQLite's per-call mutex would only cost. Its memory statistics
+     * take a process-wide mutex on every allocation (2 % of a check-in's
+     * CPU in perf): off, before SQLite initialises (later calls are
+     * refused with SQLITE_MISUSE and change nothing). */
+    (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_busy_timeout(st->db, SQ_BUSY_TIMEOUT_MS);

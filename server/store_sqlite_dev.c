@@ -3,6 +3,7 @@
  * update, and the API's device list, show and group. A device's history
  * gets one row per change of state, never one per progress step. */
 #include "store_sqlite_internal.h"
+#include "text.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,6 +100,18 @@ static int upsert(struct sstore *st, struct store_req *r, struct store_device *o
             return sq_fail(st, r, "checkin");
         }
         return add_history(st, r, c->id, STORE_ST_SEEN, "", c->version);
+    }
+    /* Most check-ins change only the time: an UPDATE naming model (or any
+     * indexed column) rewrites its index entries even when the value is
+     * the same, so the usual case sets last_seen alone. */
+    if (strcmp(old->model, c->model) == 0 && strcmp(old->version, c->version) == 0 &&
+        strcmp(old->running, running) == 0 && strcmp(old->addr, c->addr ? c->addr : "") == 0 &&
+        old->proto == c->proto) {
+        if (sq_run(st, "UPDATE devices SET last_seen = ?2 WHERE id = ?1", "ti", c->id,
+                   r->now) != SQLITE_DONE) {
+            return sq_fail(st, r, "checkin");
+        }
+        return STORE_OK;
     }
     if (sq_run(st, "UPDATE devices SET model = ?2, version = ?3, running = ?4, addr = ?5,"
                " proto = ?6, last_seen = ?7 WHERE id = ?1", "tttttii", c->id, c->model,
@@ -230,6 +243,26 @@ static int load_rollout(struct sstore *st, struct store_req *r, int64_t id)
     return rc < 0 ? rc : STORE_OK;
 }
 
+/* The row of a known device after upsert() refreshed it, built from the
+ * row before rather than read again: a check-in without a report changes
+ * only these columns (a second SELECT was 6 % of a check-in's work). */
+static void refreshed(const struct store_req *r, const struct store_device *old,
+                      struct store_device *d)
+{
+    const __typeof__(r->u.checkin) *c = &r->u.checkin;
+
+    *d = *old;
+    (void)text_copy(d->model, sizeof(d->model), c->model);
+    (void)text_copy(d->version, sizeof(d->version), c->version);
+    d->running[0] = '\0';
+    if (c->running_id) {
+        store_hex(c->running_id, d->running);
+    }
+    (void)text_copy(d->addr, sizeof(d->addr), c->addr);
+    d->proto = c->proto;
+    d->last_seen = r->now;
+}
+
 int sq_op_checkin(struct sstore *st, struct store_req *r)
 {
     struct store_device old;
@@ -241,13 +274,15 @@ int sq_op_checkin(struct sstore *st, struct store_req *r)
         !r->u.checkin.version) {
         return store_err_set(r, STORE_E_INVAL, "checkin: id, model and version are required");
     }
-    if (!r->u.checkin.out && !(r->u.checkin.out = calloc(1, sizeof(*r->u.checkin.out)))) {
+    /* Not zeroed (3.5 KiB a check-in): dev is always written below, the
+     * rollout and the image only with has_rollout, as store.h says. */
+    if (!r->u.checkin.out && !(r->u.checkin.out = malloc(sizeof(*r->u.checkin.out)))) {
         return store_err_set(r, STORE_E_IO, "out of memory");
     }
     if ((rc = upsert(st, r, &old)) < 0) {
         return rc;
     }
-    snprintf(r->u.checkin.group, sizeof(r->u.checkin.group), "%s", old.group);
+    (void)text_copy(r->u.checkin.group, sizeof(r->u.checkin.group), old.group);
     ro_id = sq_ro_applicable(st, r, r->u.checkin.model, old.group);
     if (ro_id < 0) {
         return (int)ro_id;
@@ -273,7 +308,9 @@ int sq_op_checkin(struct sstore *st, struct store_req *r)
     }
     /* The device as it is now (its report applied), so that the caller
      * writes only what changes. */
-    if ((rc = load_device(st, r, r->u.checkin.id, &r->u.checkin.out->dev)) <= 0) {
+    if (!r->u.checkin.report_id && !r->u.checkin.is_new) {
+        refreshed(r, &old, &r->u.checkin.out->dev);
+    } else if ((rc = load_device(st, r, r->u.checkin.id, &r->u.checkin.out->dev)) <= 0) {
         return rc < 0 ? rc : store_err_set(r, STORE_E_IO, "checkin: device %s vanished", r->u.checkin.id);
     }
     r->u.checkin.has_rollout = 0;

@@ -3,6 +3,7 @@
  * them each time would cost more than running them), binding from a format,
  * columns, hex ids, error messages. */
 #include "store_sqlite_internal.h"
+#include "text.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,7 +11,8 @@
 #include <string.h>
 
 /* The cached statement for sql, prepared on first use. Keyed by the text's
- * address first (the SQL strings are literals), then by its contents. */
+ * address first (the SQL strings are literals: one pass of pointer
+ * compares finds nearly every one), then by its contents. */
 static sqlite3_stmt *cache_get(struct sstore *st, const char *sql)
 {
     struct sq_cached *c;
@@ -18,7 +20,12 @@ static sqlite3_stmt *cache_get(struct sstore *st, const char *sql)
     size_t i;
 
     for (i = 0; i < st->ncache; i++) {
-        if (st->cache[i].sql == sql || strcmp(st->cache[i].sql, sql) == 0) {
+        if (st->cache[i].sql == sql) {
+            return st->cache[i].stmt;
+        }
+    }
+    for (i = 0; i < st->ncache; i++) {
+        if (strcmp(st->cache[i].sql, sql) == 0) {
             return st->cache[i].stmt;
         }
     }
@@ -139,9 +146,7 @@ void sq_cache_free(struct sstore *st)
 
 void sq_col_text(sqlite3_stmt *s, int i, char *buf, size_t size)
 {
-    const unsigned char *t = sqlite3_column_text(s, i);
-
-    snprintf(buf, size, "%s", t ? (const char *)t : "");
+    (void)text_copy(buf, size, (const char *)sqlite3_column_text(s, i));
 }
 
 int sq_fail(struct sstore *st, struct store_req *r, const char *what)

@@ -18,6 +18,10 @@ SSL_CTX *tls_context(const char *cert, const char *key)
         if (ctx) SSL_CTX_free(ctx);
         return NULL;
     }
+    /* Devices resume their session on the next check-in (a ticket costs
+     * the server no state; the host device keeps it with its flash): one
+     * ticket per handshake is all a device uses, not OpenSSL's two. */
+    (void)SSL_CTX_set_num_tickets(ctx, 1);
     return ctx;
 }
 

@@ -357,6 +357,44 @@ static void test_checkin_registers_once(void **state)
     store_req_free(r);
 }
 
+/* What a check-in returns as the device is what the store holds, whether
+ * it was read again or built from the row before (no report). */
+static void test_checkin_returns_stored_row(void **state)
+{
+    struct fx *f = *state;
+    static const uint8_t running[TCPOTA_ID_LEN] = {0xab, 1, 2, 3};
+    struct store_req *r, *g;
+    struct store_device d;
+
+    ss_checkin_free(f, "dev-1");
+    r = ss_req(STORE_CHECKIN);
+    r->u.checkin.id = "dev-1";
+    r->u.checkin.model = MODEL;
+    r->u.checkin.version = "1.2.3";
+    r->u.checkin.addr = "127.0.0.9";
+    r->u.checkin.running_id = running;
+    r->u.checkin.proto = STORE_PROTO_LEGACY;
+    r = ss_run(f, r);
+    assert_int_equal(r->rc, STORE_OK);
+    d = r->u.checkin.out->dev;
+    store_req_free(r);
+    g = ss_device_get(f, "dev-1");
+    assert_string_equal(d.version, "1.2.3");
+    assert_string_equal(d.version, g->u.device.dev.version);
+    assert_string_equal(d.addr, "127.0.0.9");
+    assert_string_equal(d.addr, g->u.device.dev.addr);
+    assert_string_equal(d.running, g->u.device.dev.running);
+    assert_int_equal(strncmp(d.running, "ab010203", 8), 0);
+    assert_string_equal(d.model, g->u.device.dev.model);
+    assert_string_equal(d.group, g->u.device.dev.group);
+    assert_int_equal(d.proto, STORE_PROTO_LEGACY);
+    assert_int_equal(d.proto, g->u.device.dev.proto);
+    assert_int_equal(d.state, g->u.device.dev.state);
+    assert_int_equal(d.last_seen, g->u.device.dev.last_seen);
+    assert_int_equal(d.first_seen, g->u.device.dev.first_seen);
+    store_req_free(g);
+}
+
 static void test_report_applied_once(void **state)
 {
     struct fx *f = *state;
@@ -954,6 +992,7 @@ static void test_names(void **state)
 const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_reopen_keeps_data, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_checkin_registers_once, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_checkin_returns_stored_row, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_report_applied_once, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_report_survives_crash, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_progress_one_batch_behind, ss_setup, ss_teardown),
