@@ -10,7 +10,8 @@ FUZZ_SECONDS ?= 15
 PREFIX     ?= /usr/local
 
 .PHONY: all deps deps-demo build build-asan test test-unit test-asan fuzz-smoke fuzz \
-        core-check demo bench clean esp-idf-check test-long install uninstall
+        core-check demo bench clean esp-idf-check test-long install uninstall \
+        cluster cluster-stop
 
 all: build
 
@@ -36,6 +37,14 @@ uninstall:
 	@test -f $(BUILD)/install_manifest.txt || \
 	    { echo "make uninstall: $(BUILD)/install_manifest.txt is missing: nothing was installed from $(BUILD)"; exit 1; }
 	sed 's|^|$(DESTDIR)|' $(BUILD)/install_manifest.txt | xargs -d '\n' rm -fv --
+
+# Three fleet nodes on one PostgreSQL behind HAProxy, on this machine, in
+# $(BUILD)/cluster (scripts/cluster.sh; docs/scaling.md); cluster-stop ends them.
+cluster: deps build
+	TCPOTA=$(abspath $(BUILD))/cli/tcpota bash scripts/cluster.sh start $(BUILD)/cluster
+
+cluster-stop:
+	bash scripts/cluster.sh stop $(BUILD)/cluster
 
 $(BUILD_ASAN)/CMakeCache.txt:
 	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DTCPOTA_SANITIZE=ON

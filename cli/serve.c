@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "keys.h"
 #include "server.h"
+#include "store_pg.h"
 
 #include "tcpota/codec.h"
 #include "tcpota/manifest.h"
@@ -27,6 +28,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: tcpota serve [--listen HOST:PORT] [--version V] [options] FILE\n"
             "       tcpota serve --data DIR [--api HOST:PORT] [--pubkey K.pub] [options]\n"
+            "       tcpota serve --db URI --data DIR [...]   (one of several nodes)\n"
             "\n"
             "Serves FILE as the current image to every device that connects: tcpota v1\n"
             "devices (resume, integrity check) and the sample's req0/req1 devices alike.\n"
@@ -65,6 +67,10 @@ static void usage(FILE *f)
             "  --data DIR            keep the fleet in DIR (SQLite DIR/tcpota.db, images in\n"
             "                        DIR/images; created on first start); device secrets are\n"
             "                        made with `tcpota device secret ID`, not --auth-file\n"
+            "  --db URI              keep the fleet in PostgreSQL instead (a libpq connection\n"
+            "                        string or postgresql:// URI), shared by every node; DIR\n"
+            "                        then holds this node's image cache and api.token only\n"
+            "                        (docs/scaling.md)\n"
             "  --api HOST:PORT|off   the control API (default 127.0.0.1:8071); its token is\n"
             "                        DIR/api.token (docs/api.md)\n"
             "  --max-image BYTES     largest image the API takes (default 64 MiB)\n"
@@ -442,6 +448,9 @@ int cmd_serve(int argc, char **argv)
             o.max_unauth_per_addr = (unsigned)v;
         } else if (strcmp(a, "--data") == 0) {
             o.data_dir = val;
+        } else if (strcmp(a, "--db") == 0) {
+            o.db = val;
+            o.open_db = store_pg_open;
         } else if (strcmp(a, "--api") == 0) {
             api = val;
         } else if (strcmp(a, "--ota-listen") == 0) {
@@ -468,6 +477,11 @@ int cmd_serve(int argc, char **argv)
     }
     if ((o.tls_cert == NULL) != (o.tls_key == NULL)) {
         fprintf(stderr, "tcpota serve: --tls-cert and --tls-key go together\n");
+        return 2;
+    }
+    if (o.db && !o.data_dir) {
+        fprintf(stderr, "tcpota serve: --db needs --data DIR too: the directory for this node's "
+                        "image cache and its api.token\n");
         return 2;
     }
     if (o.data_dir) {

@@ -989,7 +989,8 @@ int fleet_open(struct server *srv)
         say_always(o, LOG_LV_ERROR, "cannot start the fleet: out of memory");
         return -1;
     }
-    f->store = store_sqlite_open(o->data_dir, srv->base, err, sizeof(err));
+    f->store = o->db && o->open_db ? o->open_db(o->db, o->data_dir, srv->base, err, sizeof(err))
+                                   : store_sqlite_open(o->data_dir, srv->base, err, sizeof(err));
     if (!f->store) {
         say_always(o, LOG_LV_ERROR, "cannot open the fleet store: %s", err);
         return -1;
@@ -1069,6 +1070,9 @@ void fleet_close(struct server *srv)
     srv->fleet = NULL;
 }
 
+/* The store named without its connection string (it may hold a password). */
+#define FLEET_DB_NOTE(o) ((o)->db ? ", fleet on PostgreSQL" : "")
+
 void fleet_describe(const struct server *srv, char *buf, size_t cap)
 {
     const struct tcpota_serve_opts *o = srv->o;
@@ -1084,5 +1088,5 @@ void fleet_describe(const struct server *srv, char *buf, size_t cap)
     } else if (srv->fleet && srv->fleet->api) {
         snprintf(ota, sizeof(ota), ", HTTP downloads on the API's listener");
     }
-    snprintf(buf, cap, "fleet mode (%s), %s%s", o->data_dir, api, ota);
+    snprintf(buf, cap, "fleet mode (%s%s), %s%s", o->data_dir, FLEET_DB_NOTE(o), api, ota);
 }

@@ -16,6 +16,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct event_base;
+struct store;
+
 /* A device the server can authenticate: its id and shared secret. */
 struct tcpota_serve_secret {
     char id[65];        /* NUL-terminated, at most TCPOTA_MAX_STR bytes */
@@ -55,6 +58,14 @@ struct tcpota_serve_opts {
      * (data_dir/images). pubkeys: an uploaded image must be signed by one
      * of these (npubkeys 0: unsigned images are taken too). */
     const char *data_dir;
+    /* Fleet mode on a shared database (tcpota serve --db): its connection
+     * string, and the backend that opens it (store_pg_open, given by the
+     * caller so that only it links the database's client library);
+     * data_dir then holds this node's image cache and api.token only.
+     * db NULL: SQLite in data_dir. */
+    const char *db;
+    struct store *(*open_db)(const char *db, const char *dir, struct event_base *base,
+                             char *err, size_t errlen);
     const char *api_host;
     uint16_t api_port;
     const char *images_dir;

@@ -4,6 +4,8 @@
 #include "store.h"
 #include "metrics.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -59,30 +61,76 @@ struct store_req *store_req_new(enum store_op op, store_done_fn done, void *arg)
     return r;
 }
 
+static int is_list(enum store_op op)
+{
+    return op == STORE_IMAGE_LIST || op == STORE_ROLLOUT_LIST || op == STORE_DEVICE_LIST ||
+           op == STORE_SECRET_LIST;
+}
+
+void store_req_reset(struct store_req *r)
+{
+    /* Only the ops that own these fields allocate them; the union would
+     * alias them with other ops' inputs otherwise. */
+    if (r->op == STORE_DEVICE_GET) {
+        free(r->u.device.history);
+        r->u.device.history = NULL;
+        r->u.device.nhistory = 0;
+    }
+    if (is_list(r->op)) {
+        free(r->u.list.rows);
+        r->u.list.rows = NULL;
+        r->u.list.n = 0;
+    }
+    if (r->op == STORE_SUMMARY) {
+        free(r->u.summary.rows);
+        r->u.summary.rows = NULL;
+        r->u.summary.n = 0;
+    }
+    r->rc = STORE_OK;
+    r->err[0] = '\0';
+}
+
 void store_req_free(struct store_req *r)
 {
     if (!r) {
         return;
     }
-    /* Only the ops that own these fields allocate them; the union would
-     * alias them with other ops' inputs otherwise. */
-    if (r->op == STORE_DEVICE_GET) {
-        free(r->u.device.history);
-    }
+    store_req_reset(r);
     if (r->op == STORE_CHECKIN) {
         free(r->u.checkin.out);
     }
     if (r->op == STORE_EVENTS) {
         free(r->u.events.items);
     }
-    if (r->op == STORE_SUMMARY) {
-        free(r->u.summary.rows);
-    }
-    if (r->op == STORE_IMAGE_LIST || r->op == STORE_ROLLOUT_LIST || r->op == STORE_DEVICE_LIST ||
-        r->op == STORE_SECRET_LIST) {
-        free(r->u.list.rows);
-    }
     free(r);
+}
+
+int store_req_durable(const struct store_req *r)
+{
+    size_t i;
+
+    switch (r->op) {
+    case STORE_CHECKIN:
+        return r->u.checkin.report_id != NULL;
+    case STORE_EVENT:
+        return r->u.event.durable;
+    case STORE_EVENTS:
+        for (i = 0; i < r->u.events.n; i++) {
+            if (r->u.events.items[i].durable) {
+                return 1;
+            }
+        }
+        return 0;
+    case STORE_IMAGE_ADD:
+    case STORE_IMAGE_RM:
+    case STORE_ROLLOUT_CREATE:
+    case STORE_ROLLOUT_SET:
+    case STORE_DEVICE_SET_GROUP:
+    case STORE_SECRET_SET:
+        return 1;
+    default:
+        return 0;
+    }
 }
 
 const char *store_state_name(enum store_dev_state s)
@@ -111,4 +159,76 @@ const char *store_rollout_state_name(enum rollout_state s)
         return "unknown";
     }
     return rollout_state_names[s];
+}
+
+/* ---- what every backend's ops use ---- */
+
+int store_err_set(struct store_req *r, int rc, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(r->err, sizeof(r->err), fmt, ap);
+    va_end(ap);
+    r->rc = rc;
+    return rc;
+}
+
+void store_hex(const uint8_t *id, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    size_t i;
+
+    for (i = 0; i < TCPOTA_ID_LEN; i++) {
+        out[2 * i] = digits[id[i] >> 4];
+        out[2 * i + 1] = digits[id[i] & 0xf];
+    }
+    out[2 * TCPOTA_ID_LEN] = '\0';
+}
+
+static int nibble(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+int store_unhex(const char *hex, uint8_t *id)
+{
+    size_t i;
+
+    if (strlen(hex) != 2 * TCPOTA_ID_LEN) {
+        return -1;
+    }
+    for (i = 0; i < TCPOTA_ID_LEN; i++) {
+        int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            return -1;
+        }
+        id[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+void *store_grow(void *rows, size_t *cap, size_t n, size_t elem)
+{
+    size_t want;
+    void *grown;
+
+    if (n < *cap) {
+        return rows;
+    }
+    want = *cap ? 2 * *cap : STORE_ROWS_FIRST;
+    if (!(grown = realloc(rows, want * elem))) {
+        return NULL;
+    }
+    *cap = want;
+    return grown;
 }

@@ -357,6 +357,12 @@ void store_close(struct store *st);
 struct store_req *store_req_new(enum store_op op, store_done_fn done, void *arg);
 /* Frees r and what its outputs hold (history, list rows). NULL: no-op. */
 void store_req_free(struct store_req *r);
+/* 1 when r's rows must be committed (flushed) before its done runs (the
+ * durability rules above), else 0: the one list every backend follows. */
+int store_req_durable(const struct store_req *r);
+/* Frees what r's outputs hold (history, list rows) and clears rc and err,
+ * for a backend that runs r again (its inputs and checkin.out stay). */
+void store_req_reset(struct store_req *r);
 
 /* "up-to-date", "rolled-back", ... (the API's and the CLI's words). */
 const char *store_state_name(enum store_dev_state s);
@@ -364,5 +370,20 @@ const char *store_state_name(enum store_dev_state s);
 int store_state_parse(const char *name);
 /* "active", "paused", "halted", "cancelled". */
 const char *store_rollout_state_name(enum rollout_state s);
+
+/* ---- for backends (store_*.c): what every backend's ops use ---- */
+
+/* Writes a formatted error into r (r->err, r->rc); returns rc. */
+int store_err_set(struct store_req *r, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Lowercase hex of TCPOTA_ID_LEN bytes into out (2*TCPOTA_ID_LEN + 1). */
+void store_hex(const uint8_t *id, char *out);
+/* The bytes of a full hex id; 0, or -1 when hex is not 2*TCPOTA_ID_LEN hex digits. */
+int store_unhex(const char *hex, uint8_t *id);
+/* Room for row n of a list: rows as it is while n < *cap, else grown
+ * (doubled, at least STORE_ROWS_FIRST rows of elem bytes) with *cap updated.
+ * NULL when out of memory: rows stays valid and unchanged. */
+void *store_grow(void *rows, size_t *cap, size_t n, size_t elem);
+#define STORE_ROWS_FIRST 64u
 
 #endif

@@ -92,35 +92,6 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the batch transaction ---- */
 
-/* Requests whose rows must be on disk before done runs (store.h). */
-static int is_durable(const struct store_req *r)
-{
-    switch (r->op) {
-    case STORE_CHECKIN:
-        return r->u.checkin.report_id != NULL;
-    case STORE_EVENT:
-        return r->u.event.durable;
-    case STORE_EVENTS: {
-        size_t i;
-        for (i = 0; i < r->u.events.n; i++) {
-            if (r->u.events.items[i].durable) {
-                return 1;
-            }
-        }
-        return 0;
-    }
-    case STORE_IMAGE_ADD:
-    case STORE_IMAGE_RM:
-    case STORE_ROLLOUT_CREATE:
-    case STORE_ROLLOUT_SET:
-    case STORE_DEVICE_SET_GROUP:
-    case STORE_SECRET_SET:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
 /* Every request not yet posted fails: its writes went with the transaction. */
 static void fail_pending(struct sstore *st, const char *why)
 {
@@ -178,7 +149,7 @@ static int dispatch(struct sstore *st, struct store_req *r)
     case STORE_SECRET_LIST: return sq_op_secret_list(st, r);
     case STORE_SUMMARY: return sq_op_summary(st, r);
     }
-    return sq_err(r, STORE_E_INVAL, "unknown store operation %d", (int)r->op);
+    return store_err_set(r, STORE_E_INVAL, "unknown store operation %d", (int)r->op);
 }
 
 /* Runs one request inside the batch, in a savepoint so a failed op leaves
@@ -230,7 +201,7 @@ static void run_list(struct sstore *st, struct store_req *r)
             st->pend_head = r;
         }
         st->pend_tail = r;
-        need_commit |= is_durable(r);
+        need_commit |= store_req_durable(r);
         if (!need_commit) {
             post_pending(st);
         }

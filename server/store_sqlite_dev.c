@@ -84,7 +84,7 @@ static int upsert(struct sstore *st, struct store_req *r, struct store_device *o
     int rc;
 
     if (c->running_id) {
-        sq_hex(c->running_id, running);
+        store_hex(c->running_id, running);
     }
     rc = load_device(st, r, c->id, old);
     if (rc < 0) {
@@ -172,10 +172,10 @@ static int apply_report(struct sstore *st, struct store_req *r, const struct sto
     case TCPOTA_RESULT_ROLLED_BACK: state = STORE_ST_ROLLED_BACK; break;
     case TCPOTA_RESULT_BOOT_FAILED: state = STORE_ST_BOOT_FAILED; break;
     default:
-        return sq_err(r, STORE_E_INVAL, "report_result: unknown result %u",
+        return store_err_set(r, STORE_E_INVAL, "report_result: unknown result %u",
                       (unsigned)r->u.checkin.report_result);
     }
-    sq_hex(r->u.checkin.report_id, hex);
+    store_hex(r->u.checkin.report_id, hex);
     if (old->state == state && strcmp(old->image, hex) == 0) {
         return STORE_OK;
     }
@@ -231,7 +231,7 @@ static int load_rollout(struct sstore *st, struct store_req *r, int64_t id)
 
     rc = sq_ro_load(st, r, (uint64_t)id, &c->out->rollout);
     if (rc > 0) {
-        sq_hex(c->out->rollout.image_id, hex);
+        store_hex(c->out->rollout.image_id, hex);
         rc = sq_img_load(st, r, hex, &c->out->image);
     }
     if (rc > 0) {
@@ -256,7 +256,7 @@ static void refreshed(const struct store_req *r, const struct store_device *old,
     (void)text_copy(d->version, sizeof(d->version), c->version);
     d->running[0] = '\0';
     if (c->running_id) {
-        sq_hex(c->running_id, d->running);
+        store_hex(c->running_id, d->running);
     }
     (void)text_copy(d->addr, sizeof(d->addr), c->addr);
     d->proto = c->proto;
@@ -272,12 +272,12 @@ int sq_op_checkin(struct sstore *st, struct store_req *r)
 
     if (!r->u.checkin.id || !r->u.checkin.id[0] || !r->u.checkin.model ||
         !r->u.checkin.version) {
-        return sq_err(r, STORE_E_INVAL, "checkin: id, model and version are required");
+        return store_err_set(r, STORE_E_INVAL, "checkin: id, model and version are required");
     }
     /* Not zeroed (3.5 KiB a check-in): dev is always written below, the
      * rollout and the image only with has_rollout, as store.h says. */
     if (!r->u.checkin.out && !(r->u.checkin.out = malloc(sizeof(*r->u.checkin.out)))) {
-        return sq_err(r, STORE_E_IO, "out of memory");
+        return store_err_set(r, STORE_E_IO, "out of memory");
     }
     if ((rc = upsert(st, r, &old)) < 0) {
         return rc;
@@ -291,7 +291,7 @@ int sq_op_checkin(struct sstore *st, struct store_req *r)
     if (ro_id > 0 && r->u.checkin.report_id) {
         enum store_ro_status status;
         tmp = malloc(sizeof(*tmp));
-        rc = !tmp ? sq_err(r, STORE_E_IO, "out of memory") : sq_ro_load(st, r, (uint64_t)ro_id, tmp);
+        rc = !tmp ? store_err_set(r, STORE_E_IO, "out of memory") : sq_ro_load(st, r, (uint64_t)ro_id, tmp);
         if (rc > 0) {
             rc = sq_ro_ensure(st, r, tmp, r->u.checkin.id, &status);
         }
@@ -311,7 +311,7 @@ int sq_op_checkin(struct sstore *st, struct store_req *r)
     if (!r->u.checkin.report_id && !r->u.checkin.is_new) {
         refreshed(r, &old, &r->u.checkin.out->dev);
     } else if ((rc = load_device(st, r, r->u.checkin.id, &r->u.checkin.out->dev)) <= 0) {
-        return rc < 0 ? rc : sq_err(r, STORE_E_IO, "checkin: device %s vanished", r->u.checkin.id);
+        return rc < 0 ? rc : store_err_set(r, STORE_E_IO, "checkin: device %s vanished", r->u.checkin.id);
     }
     r->u.checkin.has_rollout = 0;
     return ro_id > 0 ? load_rollout(st, r, ro_id) : STORE_OK;
@@ -356,13 +356,13 @@ static int apply_event(struct sstore *st, struct store_req *r, const struct ev_i
     int rc, progress, status;
 
     if (!e->id || (unsigned)e->state >= STORE_ST_COUNT) {
-        return sq_err(r, STORE_E_INVAL, "event: %s", !e->id ? "id: required" : "state: unknown");
+        return store_err_set(r, STORE_E_INVAL, "event: %s", !e->id ? "id: required" : "state: unknown");
     }
     if ((rc = load_device(st, r, e->id, &old)) <= 0) {
-        return rc < 0 ? rc : sq_err(r, STORE_E_NOTFOUND, "no device %s", e->id);
+        return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", e->id);
     }
     if (e->image_id) {
-        sq_hex(e->image_id, hex);
+        store_hex(e->image_id, hex);
     } else {
         memcpy(hex, old.image, sizeof(hex));
     }
@@ -417,7 +417,7 @@ int sq_op_events(struct sstore *st, struct store_req *r)
 
     r->u.events.skipped = 0;
     if (r->u.events.n && !r->u.events.items) {
-        return sq_err(r, STORE_E_INVAL, "events: items: required");
+        return store_err_set(r, STORE_E_INVAL, "events: items: required");
     }
     for (i = 0; i < r->u.events.n; i++) {
         const struct store_event *it = &r->u.events.items[i];
@@ -528,7 +528,7 @@ int sq_op_device_list(struct sstore *st, struct store_req *r)
     }
     r->u.list.n = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (!(grown = sq_grow(rows, &cap, r->u.list.n, sizeof(*rows)))) {
+        if (!(grown = store_grow(rows, &cap, r->u.list.n, sizeof(*rows)))) {
             break;
         }
         rows = grown;
@@ -537,7 +537,7 @@ int sq_op_device_list(struct sstore *st, struct store_req *r)
     sqlite3_finalize(s);
     r->u.list.rows = rows;
     if (rc != SQLITE_DONE) {
-        return rc == SQLITE_ROW ? sq_err(r, STORE_E_IO, "out of memory")
+        return rc == SQLITE_ROW ? store_err_set(r, STORE_E_IO, "out of memory")
                                 : sq_fail(st, r, "device list");
     }
     return list_total(st, r);
@@ -555,7 +555,7 @@ static int load_history(struct sstore *st, struct store_req *r)
                 (int64_t)STORE_HISTORY_MAX);
     if (!h || !s) {
         free(h);
-        return !h ? sq_err(r, STORE_E_IO, "out of memory") : sq_fail(st, r, "device history");
+        return !h ? store_err_set(r, STORE_E_IO, "out of memory") : sq_fail(st, r, "device history");
     }
     r->u.device.history = h;
     r->u.device.nhistory = 0;
@@ -575,10 +575,10 @@ int sq_op_device_get(struct sstore *st, struct store_req *r)
     int rc;
 
     if (!r->u.device.id) {
-        return sq_err(r, STORE_E_INVAL, "id: required");
+        return store_err_set(r, STORE_E_INVAL, "id: required");
     }
     if ((rc = load_device(st, r, r->u.device.id, &r->u.device.dev)) <= 0) {
-        return rc < 0 ? rc : sq_err(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
+        return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
     }
     return load_history(st, r);
 }
@@ -593,11 +593,11 @@ int sq_op_device_set_group(struct sstore *st, struct store_req *r)
     int rc;
 
     if (!r->u.device.id || strlen(group) > STORE_GROUP_MAX) {
-        return sq_err(r, STORE_E_INVAL, "%s", !r->u.device.id ? "id: required"
+        return store_err_set(r, STORE_E_INVAL, "%s", !r->u.device.id ? "id: required"
                                                                : "group: at most 32 bytes");
     }
     if ((rc = load_device(st, r, r->u.device.id, d)) <= 0) {
-        return rc < 0 ? rc : sq_err(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
+        return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
     }
     if (sq_run(st, "UPDATE devices SET grp = ?2 WHERE id = ?1", "tt", d->id, group) !=
         SQLITE_DONE) {
@@ -609,7 +609,7 @@ int sq_op_device_set_group(struct sstore *st, struct store_req *r)
         return (int)ro_id;
     }
     if (!(ro = malloc(sizeof(*ro)))) {
-        return sq_err(r, STORE_E_IO, "out of memory");
+        return store_err_set(r, STORE_E_IO, "out of memory");
     }
     rc = sq_ro_load(st, r, (uint64_t)ro_id, ro);
     if (rc > 0) {
@@ -625,7 +625,7 @@ int sq_op_secret_set(struct sstore *st, struct store_req *r)
 
     if (len == 0 || len > TCPOTA_MAX_STR || !r->u.device.secret ||
         r->u.device.secret_len == 0 || r->u.device.secret_len > TCPOTA_SECRET_MAX) {
-        return sq_err(r, STORE_E_INVAL, "%s", len == 0 || len > TCPOTA_MAX_STR
+        return store_err_set(r, STORE_E_INVAL, "%s", len == 0 || len > TCPOTA_MAX_STR
                                                   ? "id: 1 to 64 bytes"
                                                   : "secret: 1 to 64 bytes");
     }
@@ -651,7 +651,7 @@ int sq_op_secret_list(struct sstore *st, struct store_req *r)
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         int n = sqlite3_column_bytes(s, 1);
         struct store_secret *x;
-        if (!(grown = sq_grow(rows, &cap, r->u.list.n, sizeof(*rows)))) {
+        if (!(grown = store_grow(rows, &cap, r->u.list.n, sizeof(*rows)))) {
             break;
         }
         rows = grown;
@@ -665,7 +665,7 @@ int sq_op_secret_list(struct sstore *st, struct store_req *r)
     r->u.list.rows = rows;
     r->u.list.total = r->u.list.n;
     if (rc != SQLITE_DONE) {
-        return rc == SQLITE_ROW ? sq_err(r, STORE_E_IO, "out of memory")
+        return rc == SQLITE_ROW ? store_err_set(r, STORE_E_IO, "out of memory")
                                 : sq_fail(st, r, "secret list");
     }
     return STORE_OK;

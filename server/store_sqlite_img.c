@@ -20,7 +20,7 @@ static void row_to_image(const struct sstore *st, sqlite3_stmt *s, struct store_
 
     memset(out, 0, sizeof(*out));
     sq_col_text(s, 0, out->idhex, sizeof(out->idhex));
-    (void)sq_unhex(out->idhex, out->id);
+    (void)store_unhex(out->idhex, out->id);
     sq_col_text(s, 1, out->version, sizeof(out->version));
     sq_col_text(s, 2, out->model, sizeof(out->model));
     out->size = (uint32_t)sqlite3_column_int64(s, 3);
@@ -62,14 +62,14 @@ static sqlite3_stmt *prep_lookup(struct sstore *st, struct store_req *r, const c
                                   " LIMIT 2", "t", key + 2);
     }
     if (len < IMG_PREFIX_MIN || len > 2 * TCPOTA_ID_LEN) {
-        sq_err(r, STORE_E_INVAL, "image: an id is %u hex digits, or a prefix of at least %u",
+        store_err_set(r, STORE_E_INVAL, "image: an id is %u hex digits, or a prefix of at least %u",
                2 * TCPOTA_ID_LEN, IMG_PREFIX_MIN);
         return NULL;
     }
     for (i = 0; i <= len; i++) {
         lower[i] = (char)tolower((unsigned char)key[i]);
         if (i < len && !isxdigit((unsigned char)key[i])) {
-            sq_err(r, STORE_E_INVAL, "image: \"%s\" is not a hex id", key);
+            store_err_set(r, STORE_E_INVAL, "image: \"%s\" is not a hex id", key);
             return NULL;
         }
     }
@@ -102,10 +102,10 @@ static int lookup(struct sstore *st, struct store_req *r)
         return sq_fail(st, r, "image");
     }
     if (n == 0) {
-        return sq_err(r, STORE_E_NOTFOUND, "image: no image matches %s", key);
+        return store_err_set(r, STORE_E_NOTFOUND, "image: no image matches %s", key);
     }
     if (n > 1) {
-        return sq_err(r, STORE_E_CONFLICT, "image: %s is ambiguous (several images match);"
+        return store_err_set(r, STORE_E_CONFLICT, "image: %s is ambiguous (several images match);"
                       " give more of the id", key);
     }
     return STORE_OK;
@@ -140,11 +140,11 @@ int sq_op_image_add(struct sstore *st, struct store_req *r)
     int rc;
 
     if (!tmp || img->manifest_len > sizeof(img->manifest) || !img->model[0] || !img->version[0]) {
-        return sq_err(r, STORE_E_INVAL, "%s", !tmp ? "path: required"
+        return store_err_set(r, STORE_E_INVAL, "%s", !tmp ? "path: required"
                       : img->manifest_len > sizeof(img->manifest) ? "manifest: too long"
                       : !img->model[0] ? "model: required" : "version: required");
     }
-    sq_hex(img->id, hex);
+    store_hex(img->id, hex);
     sq_image_path(st, hex, path, sizeof(path));
     r->u.image.added = 0;
     rc = sq_img_load(st, r, hex, img);
@@ -156,10 +156,10 @@ int sq_op_image_add(struct sstore *st, struct store_req *r)
         return rc < 0 ? rc : STORE_OK;
     }
     if (strcmp(tmp, path) != 0 && rename(tmp, path) != 0) {
-        return sq_err(r, STORE_E_IO, "cannot move %s to %s: %s", tmp, path, strerror(errno));
+        return store_err_set(r, STORE_E_IO, "cannot move %s to %s: %s", tmp, path, strerror(errno));
     }
     if (sync_images_dir(st) != 0) {
-        return sq_err(r, STORE_E_IO, "cannot sync %s/images: %s", st->dir, strerror(errno));
+        return store_err_set(r, STORE_E_IO, "cannot sync %s/images: %s", st->dir, strerror(errno));
     }
     if (sq_run(st, "INSERT INTO images (id, version, model, size, manifest, added_at)"
                " VALUES (?1, ?2, ?3, ?4, ?5, ?6)", "tttibi", hex, img->version, img->model,
@@ -201,7 +201,7 @@ static int check_unused(struct sstore *st, struct store_req *r, const char *hex)
         return sq_fail(st, r, "image rm");
     }
     if (n > 0) {
-        return sq_err(r, STORE_E_CONFLICT, "image %.12s is used by rollout%s %s; cancel %s first",
+        return store_err_set(r, STORE_E_CONFLICT, "image %.12s is used by rollout%s %s; cancel %s first",
                       hex, n > 1 ? "s" : "", users, n > 1 ? "them" : "the rollout");
     }
     return STORE_OK;
@@ -236,7 +236,7 @@ int sq_op_image_list(struct sstore *st, struct store_req *r)
     }
     r->u.list.n = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (!(grown = sq_grow(rows, &cap, r->u.list.n, sizeof(*rows)))) {
+        if (!(grown = store_grow(rows, &cap, r->u.list.n, sizeof(*rows)))) {
             break;
         }
         rows = grown;
@@ -246,7 +246,7 @@ int sq_op_image_list(struct sstore *st, struct store_req *r)
     r->u.list.rows = rows;
     r->u.list.total = r->u.list.n;
     if (rc != SQLITE_DONE) {
-        return rc == SQLITE_ROW ? sq_err(r, STORE_E_IO, "out of memory")
+        return rc == SQLITE_ROW ? store_err_set(r, STORE_E_IO, "out of memory")
                                 : sq_fail(st, r, "image list");
     }
     return STORE_OK;

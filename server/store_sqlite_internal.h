@@ -65,12 +65,6 @@ int sq_migrate(sqlite3 *db, const char *path, char *err, size_t errlen);
 
 /* ---- store_sqlite_sql.c ---- */
 
-/* Room for row n of a list: rows as it is while n < *cap, else grown
- * (doubled, at least SQ_ROWS_FIRST rows of elem bytes) with *cap updated.
- * NULL when out of memory: rows stays valid and unchanged. */
-void *sq_grow(void *rows, size_t *cap, size_t n, size_t elem);
-#define SQ_ROWS_FIRST 64u
-
 /* The cached statement for sql, reset, with its parameters bound from fmt,
  * one letter each: 'i' int64_t, 't' const char * (NULL binds NULL),
  * 'b' const void * then int length. NULL on a SQLite error. */
@@ -87,13 +81,6 @@ void sq_cache_free(struct sstore *st);
 void sq_col_text(sqlite3_stmt *s, int i, char *buf, size_t size);
 /* Writes "what: <SQLite's message>" as r's error; returns STORE_E_IO. */
 int sq_fail(struct sstore *st, struct store_req *r, const char *what);
-/* Writes a formatted error into r; returns rc. */
-int sq_err(struct store_req *r, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-/* Lowercase hex of TCPOTA_ID_LEN bytes into out (2*TCPOTA_ID_LEN + 1). */
-void sq_hex(const uint8_t *id, char *out);
-/* The bytes of a full hex id; 0, or -1 when hex is not 2*TCPOTA_ID_LEN hex digits. */
-int sq_unhex(const char *hex, uint8_t *id);
 /* DIR/images/<hex> into out. */
 void sq_image_path(const struct sstore *st, const char *hex, char *out, size_t size);
 

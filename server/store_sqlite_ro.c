@@ -41,7 +41,7 @@ static void row_to_rollout(sqlite3_stmt *s, struct store_rollout *out)
     memset(out, 0, sizeof(*out));
     out->id = (uint64_t)sqlite3_column_int64(s, 0);
     sq_col_text(s, 1, hex, sizeof(hex));
-    (void)sq_unhex(hex, out->image_id);
+    (void)store_unhex(hex, out->image_id);
     sq_col_text(s, 2, out->model, sizeof(out->model));
     sq_col_text(s, 3, out->group, sizeof(out->group));
     out->allow_downgrade = sqlite3_column_int(s, 4);
@@ -176,11 +176,11 @@ static int ensure_by_id(struct sstore *st, struct store_req *r, uint64_t rollout
     int rc;
 
     if (!ro) {
-        return sq_err(r, STORE_E_IO, "out of memory");
+        return store_err_set(r, STORE_E_IO, "out of memory");
     }
     rc = sq_ro_load(st, r, rollout_id, ro);
     if (rc == 0) {
-        rc = sq_err(r, STORE_E_NOTFOUND, "no rollout %llu", (unsigned long long)rollout_id);
+        rc = store_err_set(r, STORE_E_NOTFOUND, "no rollout %llu", (unsigned long long)rollout_id);
     } else if (rc > 0) {
         rc = sq_ro_ensure(st, r, ro, device_id, &status);
     }
@@ -239,22 +239,22 @@ static int check_create(struct sstore *st, struct store_req *r, char *hex)
     int rc;
 
     if (rollout_bounds_from_pct(in->pct, in->ro.n_waves, in->ro.bound) < 0) {
-        return sq_err(r, STORE_E_INVAL, "waves: 1 to %u cumulative percentages, strictly"
+        return store_err_set(r, STORE_E_INVAL, "waves: 1 to %u cumulative percentages, strictly"
                       " increasing, each 1..100", ROLLOUT_MAX_WAVES);
     }
     if (!in->model[0]) {
-        return sq_err(r, STORE_E_INVAL, "model: required");
+        return store_err_set(r, STORE_E_INVAL, "model: required");
     }
-    sq_hex(in->image_id, hex);
+    store_hex(in->image_id, hex);
     img = malloc(sizeof(*img));
     if (!img) {
-        return sq_err(r, STORE_E_IO, "out of memory");
+        return store_err_set(r, STORE_E_IO, "out of memory");
     }
     rc = sq_img_load(st, r, hex, img);
     if (rc == 0) {
-        rc = sq_err(r, STORE_E_NOTFOUND, "image: no image %.12s", hex);
+        rc = store_err_set(r, STORE_E_NOTFOUND, "image: no image %.12s", hex);
     } else if (rc > 0 && strcmp(img->model, in->model) != 0) {
-        rc = sq_err(r, STORE_E_INVAL, "model: image %.12s is for model %s, not %s", hex,
+        rc = store_err_set(r, STORE_E_INVAL, "model: image %.12s is for model %s, not %s", hex,
                     img->model, in->model);
     }
     free(img);
@@ -343,7 +343,7 @@ int sq_op_rollout_create(struct sstore *st, struct store_req *r)
     int rc;
 
     if (strlen(r->u.rollout.r.group) > STORE_GROUP_MAX) {
-        return sq_err(r, STORE_E_INVAL, "group: at most %u bytes", STORE_GROUP_MAX);
+        return store_err_set(r, STORE_E_INVAL, "group: at most %u bytes", STORE_GROUP_MAX);
     }
     if ((rc = check_create(st, r, hex)) < 0 || (rc = insert_rollout(st, r, hex, &id)) < 0 ||
         (rc = target_devices(st, r, id)) < 0) {
@@ -370,7 +370,7 @@ int sq_op_rollout_list(struct sstore *st, struct store_req *r)
     }
     r->u.list.n = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (!(grown = sq_grow(rows, &cap, r->u.list.n, sizeof(*rows)))) {
+        if (!(grown = store_grow(rows, &cap, r->u.list.n, sizeof(*rows)))) {
             break;
         }
         rows = grown;
@@ -379,7 +379,7 @@ int sq_op_rollout_list(struct sstore *st, struct store_req *r)
     sqlite3_reset(s);
     r->u.list.rows = rows;
     if (rc != SQLITE_DONE) {
-        return rc == SQLITE_ROW ? sq_err(r, STORE_E_IO, "out of memory")
+        return rc == SQLITE_ROW ? store_err_set(r, STORE_E_IO, "out of memory")
                                 : sq_fail(st, r, "rollout list");
     }
     for (cap = 0; cap < r->u.list.n; cap++) {
@@ -396,7 +396,7 @@ int sq_op_rollout_get(struct sstore *st, struct store_req *r)
     int rc = sq_ro_load(st, r, r->u.rollout.id, &r->u.rollout.r);
 
     if (rc == 0) {
-        return sq_err(r, STORE_E_NOTFOUND, "no rollout %llu",
+        return store_err_set(r, STORE_E_NOTFOUND, "no rollout %llu",
                       (unsigned long long)r->u.rollout.id);
     }
     return rc < 0 ? rc : STORE_OK;
@@ -413,10 +413,10 @@ int sq_op_rollout_set(struct sstore *st, struct store_req *r)
         return rc;
     }
     if ((unsigned)r->u.rollout.new_state > ROLLOUT_STATE_CANCELLED) {
-        return sq_err(r, STORE_E_INVAL, "state: unknown rollout state");
+        return store_err_set(r, STORE_E_INVAL, "state: unknown rollout state");
     }
     if (to < 1 || to > cur->ro.n_waves || to < from) {
-        return sq_err(r, STORE_E_INVAL, "n_open: %u waves cannot be open (rollout %llu has %u;"
+        return store_err_set(r, STORE_E_INVAL, "n_open: %u waves cannot be open (rollout %llu has %u;"
                       " waves never close)", (unsigned)to, (unsigned long long)id,
                       (unsigned)cur->ro.n_waves);
     }
@@ -427,7 +427,7 @@ int sq_op_rollout_set(struct sstore *st, struct store_req *r)
         return sq_fail(st, r, "rollout set");
     }
     if (sqlite3_changes(st->db) == 0) {
-        return sq_err(r, STORE_E_CONFLICT, "rollout %llu is %s with %u of %u waves open, not %s"
+        return store_err_set(r, STORE_E_CONFLICT, "rollout %llu is %s with %u of %u waves open, not %s"
                       " with %u: it changed meanwhile", (unsigned long long)id,
                       store_rollout_state_name(cur->ro.state), (unsigned)cur->ro.n_open,
                       (unsigned)cur->ro.n_waves,

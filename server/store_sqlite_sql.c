@@ -151,80 +151,10 @@ void sq_col_text(sqlite3_stmt *s, int i, char *buf, size_t size)
 
 int sq_fail(struct sstore *st, struct store_req *r, const char *what)
 {
-    return sq_err(r, STORE_E_IO, "%s: the database failed: %s", what, sqlite3_errmsg(st->db));
-}
-
-int sq_err(struct store_req *r, int rc, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(r->err, sizeof(r->err), fmt, ap);
-    va_end(ap);
-    r->rc = rc;
-    return rc;
-}
-
-void sq_hex(const uint8_t *id, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    size_t i;
-
-    for (i = 0; i < TCPOTA_ID_LEN; i++) {
-        out[2 * i] = digits[id[i] >> 4];
-        out[2 * i + 1] = digits[id[i] & 0xf];
-    }
-    out[2 * TCPOTA_ID_LEN] = '\0';
-}
-
-static int nibble(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
-int sq_unhex(const char *hex, uint8_t *id)
-{
-    size_t i;
-
-    if (strlen(hex) != 2 * TCPOTA_ID_LEN) {
-        return -1;
-    }
-    for (i = 0; i < TCPOTA_ID_LEN; i++) {
-        int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) {
-            return -1;
-        }
-        id[i] = (uint8_t)(hi << 4 | lo);
-    }
-    return 0;
+    return store_err_set(r, STORE_E_IO, "%s: the database failed: %s", what, sqlite3_errmsg(st->db));
 }
 
 void sq_image_path(const struct sstore *st, const char *hex, char *out, size_t size)
 {
     snprintf(out, size, "%s/images/%s", st->dir, hex);
-}
-
-void *sq_grow(void *rows, size_t *cap, size_t n, size_t elem)
-{
-    size_t want;
-    void *grown;
-
-    if (n < *cap) {
-        return rows;
-    }
-    want = *cap ? 2 * *cap : SQ_ROWS_FIRST;
-    if (!(grown = realloc(rows, want * elem))) {
-        return NULL;
-    }
-    *cap = want;
-    return grown;
 }

@@ -32,10 +32,10 @@ static const char sql_rollouts[] =
 /* Room for one more row; NULL after writing the error into r. */
 static struct store_tally *next_row(struct store_req *r, size_t *cap)
 {
-    struct store_tally *grown = sq_grow(r->u.summary.rows, cap, r->u.summary.n, sizeof(*grown));
+    struct store_tally *grown = store_grow(r->u.summary.rows, cap, r->u.summary.n, sizeof(*grown));
 
     if (!grown) {
-        sq_err(r, STORE_E_IO, "out of memory");
+        store_err_set(r, STORE_E_IO, "out of memory");
         return NULL;
     }
     r->u.summary.rows = grown;

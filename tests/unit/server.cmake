@@ -15,9 +15,20 @@ target_include_directories(test_server_unauth PRIVATE ${PROJECT_SOURCE_DIR}/serv
 tcpota_unit_test(test_api ${CMAKE_CURRENT_LIST_DIR}/test_api.c)
 target_link_libraries(test_api PRIVATE tcpota_server PkgConfig::JANSSON)
 
-# The SQLite fleet store, through its asynchronous API on a real loop.
-tcpota_unit_test(test_store_sqlite ${CMAKE_CURRENT_LIST_DIR}/test_store_sqlite.c)
+# The fleet stores, through their asynchronous API on a real loop: the tests
+# every backend passes (store_suite.c), then each one's own.
+tcpota_unit_test(test_store_sqlite ${CMAKE_CURRENT_LIST_DIR}/test_store_sqlite.c
+                 ${CMAKE_CURRENT_LIST_DIR}/store_suite.c)
 target_link_libraries(test_store_sqlite PRIVATE tcpota_server PkgConfig::SQLITE)
+# PostgreSQL: a cluster of the test's own (with_pg.sh starts and stops it).
+add_executable(test_store_pg ${CMAKE_CURRENT_LIST_DIR}/test_store_pg.c
+               ${CMAKE_CURRENT_LIST_DIR}/store_suite.c)
+target_link_libraries(test_store_pg PRIVATE tcpota_store_pg PkgConfig::LIBPQ PkgConfig::SODIUM
+                      PkgConfig::CMOCKA)
+target_compile_definitions(test_store_pg PRIVATE _POSIX_C_SOURCE=200809L _DEFAULT_SOURCE)
+add_test(NAME test_store_pg COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/with_pg.sh
+         $<TARGET_FILE:test_store_pg>)
+set_tests_properties(test_store_pg PROPERTIES LABELS unit TIMEOUT 120)
 # Its timings on a million devices, run by hand (not a test; see the file).
 add_executable(bench_store_sqlite EXCLUDE_FROM_ALL ${CMAKE_CURRENT_LIST_DIR}/bench_store_sqlite.c)
 target_link_libraries(bench_store_sqlite PRIVATE tcpota_server PkgConfig::SQLITE)

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# cluster.sh start|stop|status DIR: a whole fleet deployment on this machine,
+# in DIR (created): a PostgreSQL cluster (DIR/pg), three `tcpota serve --db`
+# nodes (DIR/n1..n3: image cache, api.token, logs DIR/nN.log) and HAProxy in
+# TCP mode in front of them (DIR/haproxy.cfg). Devices connect to HAProxy;
+# the CLI talks to any node's API with the one token. `make cluster` runs
+# `start build/cluster`. docs/scaling.md shows the same on several machines.
+#
+# Environment: TCPOTA (default: build/cli/tcpota, else tcpota on PATH),
+# CLUSTER_PORT (HAProxy's device port, default 8070), CLUSTER_API (node 1's
+# API port, default 8071; nodes 2 and 3 take the next ones).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/pg_lib.sh"
+. "$here/cluster_lib.sh"
+
+usage() { echo "usage: $0 start|stop|status DIR" >&2; exit 2; }
+[ $# -eq 2 ] || usage
+cmd=$1
+dir=$(realpath -m "$2")
+NODES=3
+
+if [ -z "${TCPOTA:-}" ]; then
+  if [ -x "$here/../build/cli/tcpota" ]; then TCPOTA="$here/../build/cli/tcpota"; else TCPOTA=$(command -v tcpota || true); fi
+fi
+
+running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+stop_pid() {
+  local f=$1 pid i
+  running "$f" || { rm -f "$f"; return 0; }
+  pid=$(cat "$f")
+  kill -TERM "$pid"
+  for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && { echo "cluster: $f ($pid) did not stop in 10 s; killing it" >&2; kill -KILL "$pid"; }
+  rm -f "$f"
+}
+
+do_stop() {
+  stop_pid "$dir/haproxy.pid"
+  local i
+  for i in $(seq 1 $NODES); do stop_pid "$dir/n$i.pid"; done
+  pg_stop "$dir/pg" || true
+  echo "cluster: stopped ($dir)"
+}
+
+do_start() {
+  [ -n "$TCPOTA" ] && [ -x "$TCPOTA" ] || { echo "cluster: no tcpota binary; run make build or set TCPOTA" >&2; exit 1; }
+  command -v haproxy > /dev/null || { echo "cluster: haproxy is not installed (apt-get install haproxy)" >&2; exit 1; }
+  running "$dir/haproxy.pid" && { echo "cluster: already running in $dir; $0 stop $dir first" >&2; exit 1; }
+  mkdir -p "$dir"
+  # From here, a failure stops what was started.
+  trap 'echo "cluster: start failed; stopping what started" >&2; do_stop' ERR
+  pg_start "$dir/pg"
+  local i ports=() api=${CLUSTER_API:-8071}
+  for i in $(seq 1 $NODES); do
+    cluster_node "$dir" "$i" --api "127.0.0.1:$((api + i - 1))"
+    ports+=("$NODE_PORT")
+  done
+  cluster_haproxy "$dir" "${CLUSTER_PORT:-8070}" "${ports[@]}"
+  trap - ERR
+  cat <<MSG
+cluster: running in $dir
+  devices:    127.0.0.1:${CLUSTER_PORT:-8070} (HAProxy, TCP mode) -> nodes on ${ports[*]}
+  APIs:       http://127.0.0.1:$api .. $((api + NODES - 1)), token $dir/n1/api.token (the same on every node)
+  database:   $PG_CONNINFO
+  try:        $TCPOTA image add --data $dir/n1 --version 2.0.0 --model esp32 fw.bin
+  stop:       $0 stop $dir
+MSG
+}
+
+do_status() {
+  local f
+  for f in "$dir"/haproxy.pid "$dir"/n*.pid; do
+    [ -e "$f" ] || continue
+    if running "$f"; then echo "$(basename "$f" .pid): running (pid $(cat "$f"))"; else echo "$(basename "$f" .pid): not running"; fi
+  done
+  [ -f "$dir/pg/data/postmaster.pid" ] && echo "postgres: running" || echo "postgres: not running"
+}
+
+case $cmd in
+  start) do_start ;;
+  stop) do_stop ;;
+  status) do_status ;;
+  *) usage ;;
+esac

@@ -1,0 +1,87 @@
+# cluster_lib.sh - several `tcpota serve --db` nodes on one PostgreSQL, behind
+# HAProxy in TCP mode, all in one scratch folder (sourced after pg_lib.sh;
+# used by scripts/cluster.sh and tests/e2e/test_fleet_pg.sh).
+#
+#   cluster_node DIR I [ARGS...]   starts node I: DIR/nI (image cache, api.token,
+#                                  the same token as node 1's), log DIR/nI.log;
+#                                  sets NODE_PID NODE_PORT NODE_API
+#   cluster_haproxy DIR PORT P...  HAProxy on 127.0.0.1:PORT in front of the
+#                                  device ports P...; sets HAPROXY_PID
+#   free_port                      a free TCP port on 127.0.0.1
+# TCPOTA (the binary) and PG_CONNINFO (pg_start) must be set.
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# cluster_wait FILE REGEX: waits up to 10 s for a line of FILE.
+cluster_wait() {
+  local i
+  for ((i = 0; i < 200; i++)); do
+    grep -qE "$2" "$1" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "cluster: timed out waiting for /$2/ in $1:" >&2
+  tail -5 "$1" >&2
+  return 1
+}
+
+cluster_node() {
+  local dir=$1 i=$2 log
+  shift 2
+  log="$dir/n$i.log"
+  mkdir -p -m 700 "$dir/n$i"
+  # One token for every node: any node's API takes it.
+  if [ "$i" != 1 ] && [ -f "$dir/n1/api.token" ]; then
+    install -m 600 "$dir/n1/api.token" "$dir/n$i/api.token"
+  fi
+  : > "$log"
+  "$TCPOTA" serve --db "$PG_CONNINFO" --data "$dir/n$i" --listen 127.0.0.1:0 \
+    --api 127.0.0.1:0 --no-progress "$@" 2>> "$log" &
+  NODE_PID=$!
+  echo "$NODE_PID" > "$dir/n$i.pid"
+  cluster_wait "$log" 'listening on' || return 1
+  NODE_PORT=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' "$log" | tail -1)
+  NODE_API=$(sed -nE 's/.*API on [^ ]*:([0-9]+).*/\1/p' "$log" | tail -1)
+}
+
+cluster_haproxy() {
+  local dir=$1 port=$2 k=0 p
+  shift 2
+  {
+    echo "global"
+    echo "  maxconn 4096"
+    echo "defaults"
+    echo "  mode tcp"
+    echo "  timeout connect 2s"
+    # A node that died refuses: try another one (its health check takes a second or two).
+    echo "  retries 3"
+    echo "  option redispatch"
+    # Longer than the nodes' --idle-timeout: a node, not HAProxy, ends a silent device.
+    echo "  timeout client 120s"
+    echo "  timeout server 120s"
+    echo "frontend devices"
+    echo "  bind 127.0.0.1:$port"
+    echo "  default_backend nodes"
+    echo "backend nodes"
+    echo "  balance roundrobin"
+    for p in "$@"; do
+      k=$((k + 1))
+      echo "  server n$k 127.0.0.1:$p check inter 1s fall 2 rise 1"
+    done
+  } > "$dir/haproxy.cfg"
+  haproxy -c -q -f "$dir/haproxy.cfg" || return 1
+  : > "$dir/haproxy.log"
+  haproxy -db -f "$dir/haproxy.cfg" >> "$dir/haproxy.log" 2>&1 &
+  HAPROXY_PID=$!
+  echo "$HAPROXY_PID" > "$dir/haproxy.pid"
+  local i
+  for ((i = 0; i < 100; i++)); do
+    python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' \
+      "$port" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "cluster: HAProxy did not start listening on $port:" >&2
+  cat "$dir/haproxy.log" >&2
+  return 1
+}

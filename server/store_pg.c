@@ -1,0 +1,472 @@
+/* store_pg.c - the PostgreSQL store (store_pg.h): connecting, and the store
+ * thread that owns the connection.
+ *
+ * Why a thread and not libpq's asynchronous API on the loop: an op is a
+ * short program of dependent statements (a check-in reads the device, then
+ * decides what to insert, then reads the rollout...), written once as plain
+ * sequential code like the SQLite store's; on the loop, each would become a
+ * chain of callbacks. The thread gives the same guarantee (the loop never
+ * waits for the database) with the same queue and completion pipe as
+ * store_sqlite.c, and one connection per node.
+ *
+ * Transactions: the requests handed over together (one turn of the loop)
+ * run in ONE transaction, each in a savepoint so a failed op leaves nothing
+ * half done, and are posted after its COMMIT. When none of them is durable
+ * (store.h) the commit is asynchronous (synchronous_commit off): the server
+ * makes it durable within wal_writer_delay, as SQLite's batch window does;
+ * a node's crash loses nothing, the database's crash at most that window.
+ * A durable one waits for the flush. Transactions stay short: a row lock
+ * (a wave's counters, a rollout under compare-and-set) is held for one
+ * list, not a window, so other nodes never wait long. A deadlock or a
+ * serialization failure between nodes rolls the list back and runs it
+ * again. A lost connection is reset before the next list; the requests that
+ * meet it fail with STORE_E_IO (a device asks again later). */
+#include "store_pg_internal.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PG_RERUNS_MAX 5 /* a list that deadlocks again and again fails after this */
+
+/* ---- completions (as store_sqlite.c) ---- */
+
+/* Moves the run requests to the done-list and wakes the loop. */
+static void post(struct pgstore *st, struct store_req *head, struct store_req *tail)
+{
+    char b = 1;
+    int wake;
+
+    if (!head) {
+        return;
+    }
+    pthread_mutex_lock(&st->mu);
+    wake = st->done_head == NULL;
+    if (st->done_tail) {
+        st->done_tail->next = head;
+    } else {
+        st->done_head = head;
+    }
+    st->done_tail = tail;
+    pthread_mutex_unlock(&st->mu);
+    if (wake && write(st->pipe_wr, &b, 1) < 0) {
+        /* EAGAIN: a full pipe already holds a wake-up. */
+    }
+}
+
+static void run_done(struct pgstore *st)
+{
+    struct store_req *r, *next;
+
+    pthread_mutex_lock(&st->mu);
+    r = st->done_head;
+    st->done_head = st->done_tail = NULL;
+    pthread_mutex_unlock(&st->mu);
+    for (; r; r = next) {
+        next = r->next;
+        r->next = NULL;
+        r->done(r);
+    }
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    char buf[64];
+
+    (void)what;
+    while (read(fd, buf, sizeof(buf)) > 0) {
+    }
+    run_done(arg);
+}
+
+/* ---- running a list in one transaction ---- */
+
+static int dispatch(struct pgstore *st, struct store_req *r)
+{
+    switch (r->op) {
+    case STORE_CHECKIN: return pg_op_checkin(st, r);
+    case STORE_EVENT: return pg_op_event(st, r);
+    case STORE_EVENTS: return pg_op_events(st, r);
+    case STORE_IMAGE_ADD: return pg_op_image_add(st, r);
+    case STORE_IMAGE_LIST: return pg_op_image_list(st, r);
+    case STORE_IMAGE_GET: return pg_op_image_get(st, r);
+    case STORE_IMAGE_RM: return pg_op_image_rm(st, r);
+    case STORE_ROLLOUT_CREATE: return pg_op_rollout_create(st, r);
+    case STORE_ROLLOUT_LIST: return pg_op_rollout_list(st, r);
+    case STORE_ROLLOUT_GET: return pg_op_rollout_get(st, r);
+    case STORE_ROLLOUT_SET: return pg_op_rollout_set(st, r);
+    case STORE_DEVICE_LIST: return pg_op_device_list(st, r);
+    case STORE_DEVICE_GET: return pg_op_device_get(st, r);
+    case STORE_DEVICE_SET_GROUP: return pg_op_device_set_group(st, r);
+    case STORE_SECRET_SET: return pg_op_secret_set(st, r);
+    case STORE_SECRET_LIST: return pg_op_secret_list(st, r);
+    case STORE_SUMMARY:
+        return store_err_set(r, STORE_E_INVAL, "summary: the dashboard's counts are not "
+                                               "available on PostgreSQL yet (docs/scaling.md)");
+    }
+    return store_err_set(r, STORE_E_INVAL, "unknown store operation %d", (int)r->op);
+}
+
+/* Runs r; with a savepoint around it when others share the transaction. */
+static void run_one(struct pgstore *st, struct store_req *r, int alone)
+{
+    store_req_reset(r); /* what a run before left, on a rerun */
+    if (!alone && pg_exec(st, r, "SAVEPOINT op") != 0) {
+        return;
+    }
+    if (dispatch(st, r) == STORE_OK) {
+        if (!alone) {
+            (void)pg_exec(st, r, "RELEASE op");
+        }
+    } else if (!alone && !st->rerun) {
+        char keep[STORE_ERR_MAX];
+        int rc = r->rc;
+        memcpy(keep, r->err, sizeof(keep));
+        (void)pg_exec(st, NULL, "ROLLBACK TO op");
+        (void)pg_exec(st, NULL, "RELEASE op");
+        r->rc = rc;
+        memcpy(r->err, keep, sizeof(keep));
+    }
+}
+
+/* Every request of the list fails with why (its writes went with the
+ * transaction). */
+static void fail_all(struct store_req *head, const char *why)
+{
+    for (; head; head = head->next) {
+        head->rc = STORE_E_IO;
+        snprintf(head->err, sizeof(head->err), "the database failed: %.*s",
+                 (int)(sizeof(head->err) - 40), why);
+    }
+}
+
+/* The files a committed list changes in the local cache: an added image's
+ * upload moves in (or goes, when the image was there), a removed one's
+ * copy goes. Only after COMMIT: a row never names a missing file for long,
+ * and a file never outlives a failed add. */
+static void after_commit(struct pgstore *st, struct store_req *head)
+{
+    struct store_req *r;
+
+    (void)st;
+    for (r = head; r; r = r->next) {
+        if (r->rc != STORE_OK) {
+            continue;
+        }
+        if (r->op == STORE_IMAGE_RM) {
+            (void)unlink(r->u.image.img.path);
+        } else if (r->op == STORE_IMAGE_ADD && r->u.image.path &&
+                   strcmp(r->u.image.path, r->u.image.img.path) != 0) {
+            if (access(r->u.image.img.path, F_OK) == 0 ||
+                rename(r->u.image.path, r->u.image.img.path) != 0) {
+                (void)unlink(r->u.image.path);
+            }
+        }
+    }
+}
+
+/* Connected, or reconnected after a loss (prepared statements then go). */
+static int ensure_connected(struct pgstore *st)
+{
+    if (PQstatus(st->db) == CONNECTION_OK) {
+        return 0;
+    }
+    PQreset(st->db);
+    pg_cache_reset(st);
+    return PQstatus(st->db) == CONNECTION_OK ? 0 : -1;
+}
+
+/* One attempt at the list: 0 committed, 1 to run again, -1 failed. */
+static int attempt(struct pgstore *st, struct store_req *head)
+{
+    struct store_req *r;
+    int durable = 0, alone = head->next == NULL;
+
+    for (r = head; r; r = r->next) {
+        durable |= store_req_durable(r);
+    }
+    st->rerun = 0;
+    if (pg_exec(st, head, "BEGIN") != 0 ||
+        (!durable && pg_exec(st, head, "SET LOCAL synchronous_commit TO off") != 0)) {
+        fail_all(head->next, head->err);
+        PQclear(PQexec(st->db, "ROLLBACK"));
+        return -1;
+    }
+    for (r = head; r && !st->rerun; r = r->next) {
+        run_one(st, r, alone);
+    }
+    if (!st->rerun && pg_exec(st, head, "COMMIT") == 0) {
+        return 0;
+    }
+    PQclear(PQexec(st->db, "ROLLBACK"));
+    if (st->rerun) {
+        return 1;
+    }
+    fail_all(head->next, head->err);
+    return -1;
+}
+
+static void run_list(struct pgstore *st, struct store_req *head)
+{
+    struct store_req *tail = head;
+    char why[STORE_ERR_MAX];
+    int k, rc = -1;
+
+    if (!head) {
+        return;
+    }
+    while (tail->next) {
+        tail = tail->next;
+    }
+    if (ensure_connected(st) != 0) {
+        snprintf(why, sizeof(why), "%s", PQerrorMessage(st->db));
+        why[strcspn(why, "\n")] = '\0';
+        fail_all(head, why);
+        post(st, head, tail);
+        return;
+    }
+    for (k = 0; k < PG_RERUNS_MAX; k++) {
+        if ((rc = attempt(st, head)) != 1) {
+            break;
+        }
+    }
+    if (rc == 0) {
+        after_commit(st, head);
+    } else if (rc == 1) {
+        fail_all(head, "deadlocked with another node again and again; try again");
+    }
+    post(st, head, tail);
+}
+
+static void *store_main(void *arg)
+{
+    struct pgstore *st = arg;
+    struct store_req *list;
+    int stopping;
+
+    for (;;) {
+        pthread_mutex_lock(&st->mu);
+        while (!st->q_head && !st->stopping) {
+            pthread_cond_wait(&st->cv, &st->mu);
+        }
+        list = st->q_head;
+        st->q_head = st->q_tail = NULL;
+        stopping = st->stopping;
+        pthread_mutex_unlock(&st->mu);
+        run_list(st, list);
+        if (stopping && !list) {
+            return NULL;
+        }
+    }
+}
+
+/* ---- the backend's table ---- */
+
+static void hand_over(struct pgstore *st)
+{
+    if (!st->out_head) {
+        return;
+    }
+    pthread_mutex_lock(&st->mu);
+    if (st->q_tail) {
+        st->q_tail->next = st->out_head;
+    } else {
+        st->q_head = st->out_head;
+    }
+    st->q_tail = st->out_tail;
+    pthread_cond_signal(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+    st->out_head = st->out_tail = NULL;
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    hand_over(arg);
+}
+
+static int pgs_submit(struct store *base, struct store_req *r)
+{
+    struct pgstore *st = (struct pgstore *)base;
+
+    if (!r || !r->done) {
+        return STORE_E_INVAL;
+    }
+    if (st->stopping) {
+        return STORE_E_IO;
+    }
+    r->next = NULL;
+    if (st->out_tail) {
+        st->out_tail->next = r;
+    } else {
+        st->out_head = r;
+        event_active(st->kick, EV_TIMEOUT, 0);
+    }
+    st->out_tail = r;
+    return STORE_OK;
+}
+
+static void teardown(struct pgstore *st)
+{
+    if (st->ev) {
+        event_free(st->ev);
+    }
+    if (st->kick) {
+        event_free(st->kick);
+    }
+    pg_cache_free(st);
+    if (st->db) {
+        PQfinish(st->db);
+    }
+    if (st->pipe_rd >= 0) {
+        close(st->pipe_rd);
+        close(st->pipe_wr);
+    }
+    pthread_cond_destroy(&st->cv);
+    pthread_mutex_destroy(&st->mu);
+    free(st);
+}
+
+static void pgs_close(struct store *base)
+{
+    struct pgstore *st = (struct pgstore *)base;
+
+    hand_over(st);
+    pthread_mutex_lock(&st->mu);
+    st->stopping = 1;
+    pthread_cond_signal(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+    if (st->thread_started) {
+        pthread_join(st->thread, NULL);
+    }
+    run_done(st);
+    teardown(st);
+}
+
+static const struct store_vt pg_vt = {"postgresql", pgs_submit, pgs_close};
+
+/* ---- open ---- */
+
+/* dir and dir/images exist as writable directories (created 0700). */
+static int prepare_dir(const char *dir, char *err, size_t errlen)
+{
+    char images[512];
+    struct stat sb;
+
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create the data directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode) || access(dir, W_OK | X_OK) != 0) {
+        snprintf(err, errlen, "%s is not a writable directory; give --data a directory for"
+                 " this node's image cache", dir);
+        return -1;
+    }
+    snprintf(images, sizeof(images), "%s/images", dir);
+    if ((mkdir(images, 0700) != 0 && errno != EEXIST) || stat(images, &sb) != 0) {
+        snprintf(err, errlen, "cannot create %s: %s", images, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        snprintf(err, errlen, "%s is not a directory; move it away", images);
+        return -1;
+    }
+    return 0;
+}
+
+/* The server's notices (NOTICE: relation exists...) are not the operator's. */
+static void quiet(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
+
+/* What a node sets unless --db says otherwise: a name in pg_stat_activity,
+ * and bounds on waiting for a database that went away (a connection
+ * attempt, a peer that stopped answering), so that the store thread fails
+ * its requests and tries again rather than hanging for the kernel's
+ * minutes. Unix sockets ignore the TCP ones. */
+static const char *const conn_keys[] = {"application_name", "connect_timeout", "keepalives_idle",
+                                        "keepalives_interval", "keepalives_count", "dbname", NULL};
+
+static int connect_db(struct pgstore *st, char *err, size_t errlen)
+{
+    /* dbname last and expanded: the connection string's own settings win. */
+    const char *values[] = {"tcpota", "10", "10", "5", "3", st->conninfo, NULL};
+    char msg[256];
+
+    st->db = PQconnectdbParams(conn_keys, values, 1);
+    if (!st->db || PQstatus(st->db) != CONNECTION_OK) {
+        snprintf(msg, sizeof(msg), "%s", st->db ? PQerrorMessage(st->db) : "out of memory");
+        msg[strcspn(msg, "\n")] = '\0';
+        snprintf(err, errlen, "cannot connect to the database (--db): %s", msg);
+        return -1;
+    }
+    PQsetNoticeProcessor(st->db, quiet, NULL);
+    return pg_migrate(st->db, err, errlen);
+}
+
+static int start(struct pgstore *st, struct event_base *base, char *err, size_t errlen)
+{
+    int fds[2];
+
+    if (pipe(fds) != 0) {
+        snprintf(err, errlen, "store: pipe: %s", strerror(errno));
+        return -1;
+    }
+    st->pipe_rd = fds[0];
+    st->pipe_wr = fds[1];
+    if (fcntl(fds[0], F_SETFL, O_NONBLOCK) != 0 || fcntl(fds[1], F_SETFL, O_NONBLOCK) != 0 ||
+        fcntl(fds[0], F_SETFD, FD_CLOEXEC) != 0 || fcntl(fds[1], F_SETFD, FD_CLOEXEC) != 0) {
+        snprintf(err, errlen, "store: fcntl: %s", strerror(errno));
+        return -1;
+    }
+    st->ev = event_new(base, st->pipe_rd, EV_READ | EV_PERSIST, on_wake, st);
+    st->kick = event_new(base, -1, 0, on_kick, st);
+    if (!st->ev || !st->kick || event_add(st->ev, NULL) != 0) {
+        snprintf(err, errlen, "store: cannot watch the completion pipe");
+        return -1;
+    }
+    if (pthread_create(&st->thread, NULL, store_main, st) != 0) {
+        snprintf(err, errlen, "store: cannot start its thread");
+        return -1;
+    }
+    st->thread_started = 1;
+    return 0;
+}
+
+struct store *store_pg_open(const char *conninfo, const char *dir, struct event_base *base,
+                            char *err, size_t errlen)
+{
+    struct pgstore *st;
+
+    if (strlen(dir) >= sizeof(st->dir) || strlen(conninfo) >= sizeof(st->conninfo)) {
+        snprintf(err, errlen, "the %s is too long", strlen(dir) >= sizeof(st->dir)
+                 ? "data directory path" : "--db connection string");
+        return NULL;
+    }
+    if (prepare_dir(dir, err, errlen) != 0) {
+        return NULL;
+    }
+    if (!(st = calloc(1, sizeof(*st)))) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    st->base.vt = &pg_vt;
+    st->pipe_rd = st->pipe_wr = -1;
+    snprintf(st->dir, sizeof(st->dir), "%s", dir);
+    snprintf(st->conninfo, sizeof(st->conninfo), "%s", conninfo);
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->cv, NULL);
+    if (connect_db(st, err, errlen) != 0 || start(st, base, err, errlen) != 0) {
+        teardown(st);
+        return NULL;
+    }
+    return &st->base;
+}

@@ -1,0 +1,24 @@
+/*
+ * store_pg.h - the fleet store on PostgreSQL (store.h's interface), so that
+ * several `tcpota serve --db URI` nodes share one fleet: any node continues
+ * any device, and a rollout's decisions are taken once (docs/scaling.md).
+ * Its own library (tcpota_store_pg), so that only what opens it links libpq.
+ */
+#ifndef TCPOTA_SERVER_STORE_PG_H
+#define TCPOTA_SERVER_STORE_PG_H
+
+#include <stddef.h>
+
+struct event_base;
+struct store;
+
+/* Opens the PostgreSQL store at conninfo (a libpq connection string or a
+ * postgresql:// URI), migrating its schema once however many nodes start
+ * together, with dir/images as this node's cache of the image bytes the
+ * database holds (dir created 0700 when missing). Completions are posted to
+ * base. Returns the store, or NULL with a message in err (cannot connect,
+ * not a tcpota database, newer schema than this program, dir unusable). */
+struct store *store_pg_open(const char *conninfo, const char *dir, struct event_base *base,
+                            char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,574 @@
+/* store_pg_dev.c - devices in the PostgreSQL store: the same operations and
+ * rules as store_sqlite_dev.c (check-in, the steps of an update, the API's
+ * device list, show and group, secrets), written so that two nodes doing
+ * them at once for one device stay right: an insert that another node may
+ * have made first is ON CONFLICT DO NOTHING, and decides by its row count. */
+#include "store_pg_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEV_COLS                                                                             \
+    "id, model, version, running, grp, addr, proto, state, image, bytes, size, reason,"      \
+    " first_seen, last_seen, EXISTS (SELECT 1 FROM secrets WHERE device_id = devices.id)"
+
+static void row_to_device(const PGresult *res, int i, struct store_device *d)
+{
+    memset(d, 0, sizeof(*d));
+    pg_col_text(res, i, 0, d->id, sizeof(d->id));
+    pg_col_text(res, i, 1, d->model, sizeof(d->model));
+    pg_col_text(res, i, 2, d->version, sizeof(d->version));
+    pg_col_text(res, i, 3, d->running, sizeof(d->running));
+    pg_col_text(res, i, 4, d->group, sizeof(d->group));
+    pg_col_text(res, i, 5, d->addr, sizeof(d->addr));
+    d->proto = (enum store_proto)pg_col_i64(res, i, 6);
+    d->state = (enum store_dev_state)pg_col_i64(res, i, 7);
+    pg_col_text(res, i, 8, d->image, sizeof(d->image));
+    d->bytes = (uint32_t)pg_col_i64(res, i, 9);
+    d->size = (uint32_t)pg_col_i64(res, i, 10);
+    pg_col_text(res, i, 11, d->reason, sizeof(d->reason));
+    d->first_seen = pg_col_i64(res, i, 12);
+    d->last_seen = pg_col_i64(res, i, 13);
+    d->has_secret = (int)pg_col_i64(res, i, 14);
+}
+
+/* 1 and *d filled, 0 unknown id, <0 store_err. */
+static int load_device(struct pgstore *st, struct store_req *r, const char *id,
+                       struct store_device *d)
+{
+    PGresult *res = pg_q(st, r, "device", "SELECT " DEV_COLS " FROM devices WHERE id = $1",
+                         "t", id);
+    int found;
+
+    if (!res) {
+        return r->rc;
+    }
+    found = PQntuples(res) > 0;
+    if (found) {
+        row_to_device(res, 0, d);
+    }
+    PQclear(res);
+    return found;
+}
+
+static int add_history(struct pgstore *st, struct store_req *r, const char *id,
+                       enum store_dev_state state, const char *image, const char *detail)
+{
+    return pg_run(st, r, "device history",
+                  "INSERT INTO device_history (device_id, at, state, image, detail)"
+                  " VALUES ($1, $2, $3, $4, substr($5, 1, $6))", "tiitti", id, r->now,
+                  (int64_t)state, image, detail ? detail : "", (int64_t)STORE_REASON_MAX);
+}
+
+/* Remembers an image (or offer fingerprint) the device failed; a repeat moves
+ * it to the front of what check-in returns. */
+static int add_failure(struct pgstore *st, struct store_req *r, const char *id, const uint8_t *f)
+{
+    return pg_run(st, r, "device failures",
+                  "INSERT INTO device_failures (device_id, failed_id) VALUES ($1, $2)"
+                  " ON CONFLICT (device_id, failed_id) DO UPDATE SET"
+                  " seq = nextval(pg_get_serial_sequence('device_failures', 'seq'))",
+                  "tb", id, (const void *)f, (int)TCPOTA_ID_LEN);
+}
+
+/* ---- check-in ---- */
+
+/* Inserts or refreshes the device; *old: its row before (state, image, group). */
+static int upsert(struct pgstore *st, struct store_req *r, struct store_device *old)
+{
+    const __typeof__(r->u.checkin) *c = &r->u.checkin;
+    char running[2 * TCPOTA_ID_LEN + 1] = "";
+    int rc;
+
+    if (c->running_id) {
+        store_hex(c->running_id, running);
+    }
+    rc = load_device(st, r, c->id, old);
+    if (rc < 0) {
+        return rc;
+    }
+    if (rc == 0) {
+        /* Another node may register it at the same moment: one insert wins,
+         * the other refreshes the row below. */
+        memset(old, 0, sizeof(*old));
+        if ((rc = pg_run(st, r, "checkin", "INSERT INTO devices (id, model, version, running,"
+                         " addr, proto, state, first_seen, last_seen) VALUES ($1, $2, $3, $4,"
+                         " $5, $6, 0, $7, $7) ON CONFLICT (id) DO NOTHING", "tttttii", c->id,
+                         c->model, c->version, running, c->addr ? c->addr : "",
+                         (int64_t)c->proto, r->now)) < 0) {
+            return rc;
+        }
+        r->u.checkin.is_new = st->changes == 1;
+        if (r->u.checkin.is_new) {
+            return add_history(st, r, c->id, STORE_ST_SEEN, "", c->version);
+        }
+        if ((rc = load_device(st, r, c->id, old)) < 0) {
+            return rc;
+        }
+    } else {
+        r->u.checkin.is_new = 0;
+    }
+    return pg_run(st, r, "checkin", "UPDATE devices SET model = $2, version = $3, running = $4,"
+                  " addr = $5, proto = $6, last_seen = $7 WHERE id = $1", "tttttii", c->id,
+                  c->model, c->version, running, c->addr ? c->addr : "", (int64_t)c->proto,
+                  r->now);
+}
+
+/* Moves the device's rows in the rollouts of the reported image. */
+static int report_rollouts(struct pgstore *st, struct store_req *r, const char *hex,
+                           enum store_ro_status status)
+{
+    int64_t ids[ROLLOUT_MAX_WAVES];
+    int n, i, rc;
+    PGresult *res;
+
+    res = pg_q(st, r, "checkin report", "SELECT rd.rollout_id FROM rollout_devices rd JOIN"
+               " rollouts ro ON ro.id = rd.rollout_id WHERE rd.device_id = $1 AND ro.image = $2"
+               " ORDER BY rd.rollout_id DESC LIMIT $3", "tti", r->u.checkin.id, hex,
+               (int64_t)ROLLOUT_MAX_WAVES);
+    if (!res) {
+        return r->rc;
+    }
+    n = PQntuples(res);
+    for (i = 0; i < n; i++) {
+        ids[i] = pg_col_i64(res, i, 0);
+    }
+    PQclear(res);
+    for (i = 0; i < n; i++) {
+        if ((rc = pg_ro_set_status(st, r, (uint64_t)ids[i], r->u.checkin.id, status)) < 0) {
+            return rc;
+        }
+    }
+    return STORE_OK;
+}
+
+/* Applies the report a HELLO carries, once (store_sqlite_dev.c). The row is
+ * locked first: a repeat of the report through another node waits, then
+ * finds the state already saying so. */
+static int apply_report(struct pgstore *st, struct store_req *r)
+{
+    static const char *const detail[] = {"", "reported: confirmed", "reported: rolled back",
+                                         "reported: boot failed"};
+    static const char *const reason[] = {"", "", "health check failed, the old image runs",
+                                         "the bootloader fell back to the old image"};
+    enum store_dev_state state;
+    char hex[2 * TCPOTA_ID_LEN + 1];
+    int rc, failed;
+    int64_t cur = 0;
+
+    switch (r->u.checkin.report_result) {
+    case TCPOTA_RESULT_CONFIRMED: state = STORE_ST_UPDATED; break;
+    case TCPOTA_RESULT_ROLLED_BACK: state = STORE_ST_ROLLED_BACK; break;
+    case TCPOTA_RESULT_BOOT_FAILED: state = STORE_ST_BOOT_FAILED; break;
+    default:
+        return store_err_set(r, STORE_E_INVAL, "report_result: unknown result %u",
+                             (unsigned)r->u.checkin.report_result);
+    }
+    store_hex(r->u.checkin.report_id, hex);
+    rc = pg_int(st, r, "checkin report", &cur, "SELECT (state = $2 AND image = $3)::int FROM"
+                " devices WHERE id = $1 FOR UPDATE", "tit", r->u.checkin.id, (int64_t)state, hex);
+    if (rc < 0 || cur == 1) {
+        return rc < 0 ? rc : STORE_OK;
+    }
+    failed = state != STORE_ST_UPDATED;
+    if ((rc = pg_run(st, r, "checkin report", "UPDATE devices SET state = $2, image = $3,"
+                     " bytes = CASE WHEN image = $3 THEN size ELSE 0 END,"
+                     " size = CASE WHEN image = $3 THEN size ELSE 0 END, reason = $4"
+                     " WHERE id = $1", "titt", r->u.checkin.id, (int64_t)state, hex,
+                     reason[r->u.checkin.report_result])) < 0 ||
+        (rc = add_history(st, r, r->u.checkin.id, state, hex,
+                          detail[r->u.checkin.report_result])) < 0 ||
+        (failed && (rc = add_failure(st, r, r->u.checkin.id, r->u.checkin.report_id)) < 0)) {
+        return rc;
+    }
+    return report_rollouts(st, r, hex, failed ? STORE_RO_FAILED : STORE_RO_UPDATED);
+}
+
+/* The failed images, newest first, into the check-in's output. */
+static int load_failed(struct pgstore *st, struct store_req *r)
+{
+    PGresult *res;
+    int i, n;
+
+    res = pg_q(st, r, "checkin failures", "SELECT failed_id FROM device_failures WHERE"
+               " device_id = $1 ORDER BY seq DESC LIMIT $2", "ti", r->u.checkin.id,
+               (int64_t)STORE_FAILED_MAX);
+    if (!res) {
+        return r->rc;
+    }
+    r->u.checkin.nfailed = 0;
+    n = PQntuples(res);
+    for (i = 0; i < n && r->u.checkin.nfailed < STORE_FAILED_MAX; i++) {
+        if (pg_col_bytea(res, i, 0, r->u.checkin.failed[r->u.checkin.nfailed], TCPOTA_ID_LEN) ==
+            TCPOTA_ID_LEN) {
+            r->u.checkin.nfailed++;
+        }
+    }
+    PQclear(res);
+    return STORE_OK;
+}
+
+/* The applicable rollout, its image (in the local cache) and the device's
+ * status in it, after the report moved the counts. */
+static int load_rollout(struct pgstore *st, struct store_req *r, int64_t id)
+{
+    __typeof__(r->u.checkin) *c = &r->u.checkin;
+    char hex[2 * TCPOTA_ID_LEN + 1];
+    int rc;
+
+    rc = pg_ro_load(st, r, (uint64_t)id, &c->out->rollout);
+    if (rc > 0) {
+        store_hex(c->out->rollout.image_id, hex);
+        rc = pg_img_load(st, r, hex, &c->out->image);
+    }
+    if (rc > 0 && (rc = pg_img_cache(st, r, &c->out->image)) == STORE_OK) {
+        rc = pg_ro_ensure(st, r, &c->out->rollout, c->id, &c->ro_status);
+        c->has_rollout = rc == STORE_OK;
+    }
+    return rc < 0 ? rc : STORE_OK;
+}
+
+/* A device new to rollout ro_id gets its row before its report counts. */
+static int ensure_in(struct pgstore *st, struct store_req *r, int64_t ro_id, const char *id)
+{
+    struct store_rollout *tmp = malloc(sizeof(*tmp));
+    enum store_ro_status status;
+    int rc;
+
+    rc = !tmp ? store_err_set(r, STORE_E_IO, "out of memory")
+              : pg_ro_load(st, r, (uint64_t)ro_id, tmp);
+    if (rc > 0) {
+        rc = pg_ro_ensure(st, r, tmp, id, &status);
+    }
+    free(tmp);
+    return rc < 0 ? rc : STORE_OK;
+}
+
+int pg_op_checkin(struct pgstore *st, struct store_req *r)
+{
+    struct store_device old;
+    int64_t ro_id;
+    int rc;
+
+    if (!r->u.checkin.id || !r->u.checkin.id[0] || !r->u.checkin.model ||
+        !r->u.checkin.version) {
+        return store_err_set(r, STORE_E_INVAL, "checkin: id, model and version are required");
+    }
+    if (!r->u.checkin.out && !(r->u.checkin.out = calloc(1, sizeof(*r->u.checkin.out)))) {
+        return store_err_set(r, STORE_E_IO, "out of memory");
+    }
+    if ((rc = upsert(st, r, &old)) < 0) {
+        return rc;
+    }
+    snprintf(r->u.checkin.group, sizeof(r->u.checkin.group), "%s", old.group);
+    if ((ro_id = pg_ro_applicable(st, r, r->u.checkin.model, old.group)) < 0) {
+        return (int)ro_id;
+    }
+    if (ro_id > 0 && r->u.checkin.report_id && (rc = ensure_in(st, r, ro_id, r->u.checkin.id)) < 0) {
+        return rc;
+    }
+    if ((r->u.checkin.report_id && (rc = apply_report(st, r)) < 0) ||
+        (rc = load_failed(st, r)) < 0) {
+        return rc;
+    }
+    if ((rc = load_device(st, r, r->u.checkin.id, &r->u.checkin.out->dev)) <= 0) {
+        return rc < 0 ? rc : store_err_set(r, STORE_E_IO, "checkin: device %s vanished",
+                                           r->u.checkin.id);
+    }
+    r->u.checkin.has_rollout = 0;
+    return ro_id > 0 ? load_rollout(st, r, ro_id) : STORE_OK;
+}
+
+/* ---- events ---- */
+
+/* The rollout status a device state means; -1: leaves it as it is. */
+static int ro_status_of(enum store_dev_state s)
+{
+    switch (s) {
+    case STORE_ST_OFFERED: return STORE_RO_OFFERED;
+    case STORE_ST_DOWNLOADING:
+    case STORE_ST_VERIFIED: return STORE_RO_DOWNLOADING;
+    case STORE_ST_UPDATED:
+    case STORE_ST_UP_TO_DATE: return STORE_RO_UPDATED;
+    case STORE_ST_ROLLED_BACK:
+    case STORE_ST_BOOT_FAILED:
+    case STORE_ST_FAILED:
+    case STORE_ST_DECLINED: return STORE_RO_FAILED;
+    default: return -1;
+    }
+}
+
+struct ev_in {
+    const char *id;
+    enum store_dev_state state;
+    const uint8_t *image_id, *failed_id;
+    uint64_t rollout_id;
+    uint32_t bytes, size;
+    const char *reason;
+};
+
+/* Applies one step (store_sqlite_dev.c's rules). STORE_E_NOTFOUND (unknown
+ * device) and STORE_E_INVAL return before anything is written. */
+static int apply_event(struct pgstore *st, struct store_req *r, const struct ev_in *e)
+{
+    char hex[2 * TCPOTA_ID_LEN + 1], detail[64];
+    struct store_device old;
+    int rc, progress, status;
+
+    if (!e->id || (unsigned)e->state >= STORE_ST_COUNT) {
+        return store_err_set(r, STORE_E_INVAL, "event: %s",
+                             !e->id ? "id: required" : "state: unknown");
+    }
+    if ((rc = load_device(st, r, e->id, &old)) <= 0) {
+        return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", e->id);
+    }
+    if (e->image_id) {
+        store_hex(e->image_id, hex);
+    } else {
+        memcpy(hex, old.image, sizeof(hex));
+    }
+    progress = old.state == STORE_ST_DOWNLOADING && e->state == STORE_ST_DOWNLOADING &&
+               strcmp(old.image, hex) == 0 && !e->reason;
+    if ((rc = pg_run(st, r, "event", "UPDATE devices SET state = $2, image = $3, bytes = $4,"
+                     " size = $5, reason = substr($6, 1, $7), last_seen = greatest(last_seen, $8)"
+                     " WHERE id = $1", "titiitii", e->id, (int64_t)e->state, hex,
+                     (int64_t)e->bytes, (int64_t)e->size, e->reason ? e->reason : "",
+                     (int64_t)STORE_REASON_MAX, r->now)) < 0) {
+        return rc;
+    }
+    if (!progress) {
+        snprintf(detail, sizeof(detail), "from byte %u of %u", (unsigned)e->bytes,
+                 (unsigned)e->size);
+        rc = add_history(st, r, e->id, e->state, hex,
+                         e->reason ? e->reason : e->state == STORE_ST_DOWNLOADING ? detail : "");
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    if (e->failed_id && (rc = add_failure(st, r, e->id, e->failed_id)) < 0) {
+        return rc;
+    }
+    status = ro_status_of(e->state);
+    if (e->rollout_id && status >= 0) {
+        return pg_ro_set_status(st, r, e->rollout_id, e->id, (enum store_ro_status)status);
+    }
+    return STORE_OK;
+}
+
+int pg_op_event(struct pgstore *st, struct store_req *r)
+{
+    struct ev_in e;
+
+    e.id = r->u.event.id;
+    e.state = r->u.event.state;
+    e.image_id = r->u.event.image_id;
+    e.failed_id = r->u.event.failed_id;
+    e.rollout_id = r->u.event.rollout_id;
+    e.bytes = r->u.event.bytes;
+    e.size = r->u.event.size;
+    e.reason = r->u.event.reason;
+    return apply_event(st, r, &e);
+}
+
+int pg_op_events(struct pgstore *st, struct store_req *r)
+{
+    char first[STORE_ERR_MAX] = "";
+    size_t i;
+    int rc;
+
+    r->u.events.skipped = 0;
+    if (r->u.events.n && !r->u.events.items) {
+        return store_err_set(r, STORE_E_INVAL, "events: items: required");
+    }
+    for (i = 0; i < r->u.events.n; i++) {
+        const struct store_event *it = &r->u.events.items[i];
+        struct ev_in e;
+
+        e.id = it->id;
+        e.state = it->state;
+        e.image_id = it->has_image ? it->image_id : NULL;
+        e.failed_id = it->has_failed ? it->failed_id : NULL;
+        e.rollout_id = it->rollout_id;
+        e.bytes = it->bytes;
+        e.size = it->size;
+        e.reason = it->has_reason ? it->reason : NULL;
+        rc = apply_event(st, r, &e);
+        if (rc == STORE_E_NOTFOUND || rc == STORE_E_INVAL) {
+            if (r->u.events.skipped++ == 0) {
+                memcpy(first, r->err, sizeof(first));
+            }
+            r->rc = STORE_OK;
+            continue;
+        }
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    r->err[0] = '\0';
+    if (r->u.events.skipped) {
+        snprintf(r->err, sizeof(r->err), "%u of %u events skipped, the first: %.120s",
+                 (unsigned)r->u.events.skipped, (unsigned)r->u.events.n, first);
+    }
+    return STORE_OK;
+}
+
+/* ---- the API's device operations ---- */
+
+/* The filters of a device list as SQL; every parameter is always passed
+ * ($1 model, $2 group, $3 state, $4 after, $5 limit), a filter not given
+ * is a NULL that matches everything. One statement, prepared once. */
+#define LIST_WHERE                                                                            \
+    " WHERE ($1::text IS NULL OR model = $1) AND ($2::text IS NULL OR grp = $2)"              \
+    " AND ($3::int < 0 OR state = $3)"
+
+static int list_total(struct pgstore *st, struct store_req *r)
+{
+    int64_t total = 0;
+    int rc = pg_int(st, r, "device list", &total, "SELECT count(*) FROM devices" LIST_WHERE,
+                    "tti", r->u.list.model, r->u.list.group, (int64_t)r->u.list.state);
+
+    r->u.list.total = (size_t)total;
+    return rc < 0 ? rc : STORE_OK;
+}
+
+int pg_op_device_list(struct pgstore *st, struct store_req *r)
+{
+    size_t limit = r->u.list.limit ? r->u.list.limit : STORE_LIST_MAX;
+    struct store_device *rows;
+    PGresult *res;
+    int i, n;
+
+    if (r->u.list.prefix) {
+        return store_err_set(r, STORE_E_INVAL, "q: searching ids by prefix is not available on "
+                                               "PostgreSQL yet (docs/scaling.md)");
+    }
+    res = pg_q(st, r, "device list", "SELECT " DEV_COLS " FROM devices" LIST_WHERE
+               " AND ($4::text IS NULL OR id > $4) ORDER BY id LIMIT $5", "ttiti",
+               r->u.list.model, r->u.list.group, (int64_t)r->u.list.state, r->u.list.after,
+               (int64_t)(limit > STORE_LIST_MAX ? STORE_LIST_MAX : limit));
+    if (!res) {
+        return r->rc;
+    }
+    n = PQntuples(res);
+    rows = calloc(n ? (size_t)n : 1, sizeof(*rows));
+    if (!rows) {
+        PQclear(res);
+        return store_err_set(r, STORE_E_IO, "out of memory");
+    }
+    for (i = 0; i < n; i++) {
+        row_to_device(res, i, &rows[i]);
+    }
+    PQclear(res);
+    r->u.list.rows = rows;
+    r->u.list.n = (size_t)n;
+    return list_total(st, r);
+}
+
+static int load_history(struct pgstore *st, struct store_req *r)
+{
+    struct store_history *h;
+    PGresult *res;
+    int i, n;
+
+    res = pg_q(st, r, "device history", "SELECT at, state, image, detail FROM device_history"
+               " WHERE device_id = $1 ORDER BY seq DESC LIMIT $2", "ti", r->u.device.id,
+               (int64_t)STORE_HISTORY_MAX);
+    if (!res) {
+        return r->rc;
+    }
+    n = PQntuples(res);
+    if (!(h = calloc(STORE_HISTORY_MAX, sizeof(*h)))) {
+        PQclear(res);
+        return store_err_set(r, STORE_E_IO, "out of memory");
+    }
+    for (i = 0; i < n && i < (int)STORE_HISTORY_MAX; i++) {
+        h[i].at = pg_col_i64(res, i, 0);
+        h[i].state = (enum store_dev_state)pg_col_i64(res, i, 1);
+        pg_col_text(res, i, 2, h[i].image, sizeof(h[i].image));
+        pg_col_text(res, i, 3, h[i].detail, sizeof(h[i].detail));
+    }
+    PQclear(res);
+    r->u.device.history = h;
+    r->u.device.nhistory = (size_t)i;
+    return STORE_OK;
+}
+
+int pg_op_device_get(struct pgstore *st, struct store_req *r)
+{
+    int rc;
+
+    if (!r->u.device.id) {
+        return store_err_set(r, STORE_E_INVAL, "id: required");
+    }
+    if ((rc = load_device(st, r, r->u.device.id, &r->u.device.dev)) <= 0) {
+        return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
+    }
+    return load_history(st, r);
+}
+
+int pg_op_device_set_group(struct pgstore *st, struct store_req *r)
+{
+    const char *group = r->u.device.group ? r->u.device.group : "";
+    struct store_device *d = &r->u.device.dev;
+    int64_t ro_id;
+    int rc;
+
+    if (!r->u.device.id || strlen(group) > STORE_GROUP_MAX) {
+        return store_err_set(r, STORE_E_INVAL, "%s", !r->u.device.id ? "id: required"
+                                                                      : "group: at most 32 bytes");
+    }
+    if ((rc = load_device(st, r, r->u.device.id, d)) <= 0) {
+        return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
+    }
+    if ((rc = pg_run(st, r, "device group", "UPDATE devices SET grp = $2 WHERE id = $1", "tt",
+                     d->id, group)) < 0) {
+        return rc;
+    }
+    snprintf(d->group, sizeof(d->group), "%s", group);
+    if ((ro_id = pg_ro_applicable(st, r, d->model, group)) <= 0) {
+        return (int)ro_id;
+    }
+    return ensure_in(st, r, ro_id, d->id);
+}
+
+int pg_op_secret_set(struct pgstore *st, struct store_req *r)
+{
+    size_t len = r->u.device.id ? strlen(r->u.device.id) : 0;
+
+    if (len == 0 || len > TCPOTA_MAX_STR || !r->u.device.secret ||
+        r->u.device.secret_len == 0 || r->u.device.secret_len > TCPOTA_SECRET_MAX) {
+        return store_err_set(r, STORE_E_INVAL, "%s", len == 0 || len > TCPOTA_MAX_STR
+                                                         ? "id: 1 to 64 bytes"
+                                                         : "secret: 1 to 64 bytes");
+    }
+    return pg_run(st, r, "secret set", "INSERT INTO secrets (device_id, secret) VALUES ($1, $2)"
+                  " ON CONFLICT (device_id) DO UPDATE SET secret = EXCLUDED.secret", "tb",
+                  r->u.device.id, (const void *)r->u.device.secret, (int)r->u.device.secret_len);
+}
+
+int pg_op_secret_list(struct pgstore *st, struct store_req *r)
+{
+    struct store_secret *rows;
+    PGresult *res;
+    int i, n, len;
+
+    if (!(res = pg_q(st, r, "secret list", "SELECT device_id, secret FROM secrets"
+                     " ORDER BY device_id", ""))) {
+        return r->rc;
+    }
+    n = PQntuples(res);
+    if (!(rows = calloc(n ? (size_t)n : 1, sizeof(*rows)))) {
+        PQclear(res);
+        return store_err_set(r, STORE_E_IO, "out of memory");
+    }
+    for (i = 0; i < n; i++) {
+        pg_col_text(res, i, 0, rows[i].id, sizeof(rows[i].id));
+        len = pg_col_bytea(res, i, 1, rows[i].secret, sizeof(rows[i].secret));
+        rows[i].len = (uint8_t)(len > 0 ? len : 0);
+    }
+    PQclear(res);
+    r->u.list.rows = rows;
+    r->u.list.n = r->u.list.total = (size_t)n;
+    return STORE_OK;
+}

@@ -1,0 +1,139 @@
+/*
+ * store_pg_internal.h - what the files of the PostgreSQL store share:
+ *   store_pg.c         open, the store thread, transactions, completions
+ *   store_pg_schema.c  the numbered migrations, under an advisory lock
+ *   store_pg_sql.c     prepared statements, parameters, columns, errors
+ *   store_pg_dev.c     check-in, events, devices, secrets
+ *   store_pg_ro.c      rollouts and their per-wave counters
+ *   store_pg_img.c     images: rows, bytes in the database, the local cache
+ * Every function here runs on the store thread (except during open and
+ * close, when that thread does not run), inside the transaction of the list
+ * of requests being run. Ops return STORE_OK or a negative enum store_err
+ * with r->err written. Hex, errors and list growth: store.h's helpers.
+ */
+#ifndef TCPOTA_SERVER_STORE_PG_INTERNAL_H
+#define TCPOTA_SERVER_STORE_PG_INTERNAL_H
+
+#include "store.h"
+#include "store_pg.h"
+
+#include <libpq-fe.h>
+#include <pthread.h>
+
+struct event;
+
+/* One prepared statement, kept for the connection's life (keyed by its SQL). */
+struct pg_cached {
+    const char *sql;
+    char name[16];
+};
+
+struct pgstore {
+    struct store base;       /* first: a struct store * is a struct pgstore * */
+    PGconn *db;
+    char conninfo[1024];
+    char dir[400];           /* the local image cache's parent: dir/images */
+    int pipe_rd, pipe_wr;    /* the thread writes a byte when completions wait */
+    struct event *ev;        /* the loop's side of the pipe */
+    pthread_t thread;
+    int thread_started;
+    pthread_mutex_t mu;      /* guards q_*, done_*, stopping */
+    pthread_cond_t cv;       /* a request arrived, or close */
+    struct store_req *q_head, *q_tail;
+    struct store_req *done_head, *done_tail;
+    int stopping;
+    /* Loop thread only: requests of this turn of the loop, handed over
+     * together by `kick` (as store_sqlite.c does). */
+    struct store_req *out_head, *out_tail;
+    struct event *kick;
+    /* Store thread only: */
+    struct pg_cached *cache;
+    size_t ncache, capcache;
+    unsigned next_stmt;      /* names s1, s2, ... */
+    int64_t changes;         /* rows the last pg_run touched */
+    int rerun;               /* a serialization failure or deadlock: run the list again */
+};
+
+/* ---- store_pg_schema.c ---- */
+
+/* The schema version this program writes (the SQLite store's numbering). */
+#define PG_SCHEMA_VERSION 3
+/* The advisory lock key every node takes around its migration ("tcpota"). */
+#define PG_MIGRATE_LOCK 0x7463706f7461LL
+
+/* Brings the database (its current schema) to PG_SCHEMA_VERSION in one
+ * transaction, under PG_MIGRATE_LOCK so that nodes starting together
+ * migrate once. Returns 0, or -1 with a message in err. */
+int pg_migrate(PGconn *db, char *err, size_t errlen);
+
+/* ---- store_pg_sql.c ---- */
+
+/* Runs the cached statement for sql with parameters from fmt, one letter
+ * each: 'i' int64_t, 't' const char * (NULL: NULL), 'b' const void * then
+ * int length (bytea). Returns the result (the caller PQclear()s it) when it
+ * succeeded, else NULL with r's error written as "what: <server message>"
+ * (STORE_E_IO; STORE_E_CONFLICT for a serialization failure or deadlock). */
+PGresult *pg_q(struct pgstore *st, struct store_req *r, const char *what, const char *sql,
+               const char *fmt, ...);
+/* pg_q for a statement whose rows are not read: STORE_OK (st->changes set
+ * to the rows it touched) or the negative store_err. */
+int pg_run(struct pgstore *st, struct store_req *r, const char *what, const char *sql,
+           const char *fmt, ...);
+/* The one int64 the query returns: 1 and *out set, 0 when no row (or NULL),
+ * <0 store_err. */
+int pg_int(struct pgstore *st, struct store_req *r, const char *what, int64_t *out,
+           const char *sql, const char *fmt, ...);
+/* Runs sql (no parameters, not cached) for the transaction's control:
+ * 0, or -1 with the server's message in r (r may be NULL). */
+int pg_exec(struct pgstore *st, struct store_req *r, const char *sql);
+/* Forgets the prepared statements (a new connection has none). */
+void pg_cache_reset(struct pgstore *st);
+void pg_cache_free(struct pgstore *st);
+/* Column c of row i: as int64 (0 when NULL), as text copied into buf
+ * (truncated, always terminated), as a bytea decoded into buf (at most size
+ * bytes; returns the length, or -1 when longer or not a bytea). */
+int64_t pg_col_i64(const PGresult *res, int i, int c);
+void pg_col_text(const PGresult *res, int i, int c, char *buf, size_t size);
+int pg_col_bytea(const PGresult *res, int i, int c, uint8_t *buf, size_t size);
+/* DIR/images/<hex> into out. */
+void pg_image_path(const struct pgstore *st, const char *hex, char *out, size_t size);
+
+/* ---- store_pg_ro.c ---- */
+
+int pg_ro_load(struct pgstore *st, struct store_req *r, uint64_t id, struct store_rollout *out);
+int64_t pg_ro_applicable(struct pgstore *st, struct store_req *r, const char *model,
+                         const char *group);
+int pg_ro_ensure(struct pgstore *st, struct store_req *r, struct store_rollout *ro,
+                 const char *device_id, enum store_ro_status *status);
+int pg_ro_set_status(struct pgstore *st, struct store_req *r, uint64_t rollout_id,
+                     const char *device_id, enum store_ro_status status);
+int pg_op_rollout_create(struct pgstore *st, struct store_req *r);
+int pg_op_rollout_list(struct pgstore *st, struct store_req *r);
+int pg_op_rollout_get(struct pgstore *st, struct store_req *r);
+int pg_op_rollout_set(struct pgstore *st, struct store_req *r);
+
+/* ---- store_pg_img.c ---- */
+
+/* Loads the image with full hex id. 1 found, 0 not, <0 store_err. */
+int pg_img_load(struct pgstore *st, struct store_req *r, const char *hex, struct store_image *out);
+/* Makes sure img's bytes are in the local cache at img->path: fetched from
+ * the database once, their SHA-256 checked, written and renamed into
+ * place. STORE_OK or <0 store_err. */
+int pg_img_cache(struct pgstore *st, struct store_req *r, const struct store_image *img);
+int pg_op_image_add(struct pgstore *st, struct store_req *r);
+int pg_op_image_get(struct pgstore *st, struct store_req *r);
+int pg_op_image_rm(struct pgstore *st, struct store_req *r);
+int pg_op_image_list(struct pgstore *st, struct store_req *r);
+
+/* ---- store_pg_dev.c ---- */
+
+int pg_op_checkin(struct pgstore *st, struct store_req *r);
+int pg_op_event(struct pgstore *st, struct store_req *r);
+int pg_op_events(struct pgstore *st, struct store_req *r);
+int pg_op_device_list(struct pgstore *st, struct store_req *r);
+int pg_op_device_get(struct pgstore *st, struct store_req *r);
+int pg_op_device_set_group(struct pgstore *st, struct store_req *r);
+int pg_op_secret_set(struct pgstore *st, struct store_req *r);
+int pg_op_secret_list(struct pgstore *st, struct store_req *r);
+
+#endif

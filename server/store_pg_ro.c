@@ -1,0 +1,443 @@
+/* store_pg_ro.c - rollouts in the PostgreSQL store, and their per-wave
+ * counters: store_sqlite_ro.c's rules, safe when several nodes move the
+ * counters at once. A device's row in a rollout is read FOR UPDATE before
+ * its status moves (two nodes cannot both move it from the same old
+ * status), counters move by relative UPDATEs, and the compare-and-set of a
+ * rollout's state is one conditional UPDATE: under READ COMMITTED a second
+ * writer waits for the first, then finds the row changed and matches
+ * nothing, so exactly one node opens a wave or halts. */
+#include "store_pg_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RO_COLS                                                                              \
+    "id, image, model, grp, allow_downgrade, superseded, state, n_waves, pct, n_open,"       \
+    " min_finished, success_pct, soak_s, halt_pct, halt_min, created_at, changed_at,"      \
+    " base_failed, base_finished"
+
+/* "10,50,100" -> pct[] and the bounds; a stored row is trusted but checked. */
+static void parse_pct(const char *text, struct store_rollout *out)
+{
+    uint32_t n = 0;
+    char *end;
+
+    while (*text && n < ROLLOUT_MAX_WAVES) {
+        unsigned long v = strtoul(text, &end, 10);
+        if (end == text) {
+            break;
+        }
+        out->pct[n++] = (uint32_t)v;
+        text = *end == ',' ? end + 1 : end;
+    }
+    out->ro.n_waves = n;
+    if (rollout_bounds_from_pct(out->pct, n, out->ro.bound) < 0) {
+        out->ro.n_waves = 0;
+    }
+}
+
+static void row_to_rollout(const PGresult *res, int i, struct store_rollout *out)
+{
+    char hex[2 * TCPOTA_ID_LEN + 1], pct[4 * ROLLOUT_MAX_WAVES + 1];
+
+    memset(out, 0, sizeof(*out));
+    out->id = (uint64_t)pg_col_i64(res, i, 0);
+    pg_col_text(res, i, 1, hex, sizeof(hex));
+    (void)store_unhex(hex, out->image_id);
+    pg_col_text(res, i, 2, out->model, sizeof(out->model));
+    pg_col_text(res, i, 3, out->group, sizeof(out->group));
+    out->allow_downgrade = (int)pg_col_i64(res, i, 4);
+    out->superseded = (int)pg_col_i64(res, i, 5);
+    out->ro.state = (enum rollout_state)pg_col_i64(res, i, 6);
+    pg_col_text(res, i, 8, pct, sizeof(pct));
+    parse_pct(pct, out);
+    out->ro.n_open = (uint32_t)pg_col_i64(res, i, 9);
+    out->rules.min_finished = (uint32_t)pg_col_i64(res, i, 10);
+    out->rules.success_pct = (uint32_t)pg_col_i64(res, i, 11);
+    out->rules.soak_s = (uint32_t)pg_col_i64(res, i, 12);
+    out->rules.halt_pct = (uint32_t)pg_col_i64(res, i, 13);
+    out->rules.halt_min = (uint32_t)pg_col_i64(res, i, 14);
+    out->created_at = pg_col_i64(res, i, 15);
+    out->changed_at = pg_col_i64(res, i, 16);
+    out->base_failed = (uint32_t)pg_col_i64(res, i, 17);
+    out->base_finished = (uint32_t)pg_col_i64(res, i, 18);
+}
+
+static int load_waves(struct pgstore *st, struct store_req *r, struct store_rollout *out)
+{
+    PGresult *res;
+    int i, n;
+
+    res = pg_q(st, r, "rollout waves", "SELECT wave, targeted, offered, downloading, updated,"
+               " failed, opened_at FROM rollout_waves WHERE rollout_id = $1 ORDER BY wave", "i",
+               (int64_t)out->id);
+    if (!res) {
+        return r->rc;
+    }
+    n = PQntuples(res);
+    for (i = 0; i < n; i++) {
+        int64_t w = pg_col_i64(res, i, 0);
+        if (w < 0 || w >= (int64_t)ROLLOUT_MAX_WAVES) {
+            continue;
+        }
+        out->waves[w].targeted = (uint32_t)pg_col_i64(res, i, 1);
+        out->waves[w].offered = (uint32_t)pg_col_i64(res, i, 2);
+        out->waves[w].downloading = (uint32_t)pg_col_i64(res, i, 3);
+        out->waves[w].updated = (uint32_t)pg_col_i64(res, i, 4);
+        out->waves[w].failed = (uint32_t)pg_col_i64(res, i, 5);
+        out->waves[w].opened_at = pg_col_i64(res, i, 6);
+    }
+    PQclear(res);
+    return STORE_OK;
+}
+
+int pg_ro_load(struct pgstore *st, struct store_req *r, uint64_t id, struct store_rollout *out)
+{
+    PGresult *res = pg_q(st, r, "rollout", "SELECT " RO_COLS " FROM rollouts WHERE id = $1",
+                         "i", (int64_t)id);
+    int found, rc;
+
+    if (!res) {
+        return r->rc;
+    }
+    if ((found = PQntuples(res) > 0)) {
+        row_to_rollout(res, 0, out);
+    }
+    PQclear(res);
+    if (!found) {
+        return 0;
+    }
+    rc = load_waves(st, r, out);
+    return rc < 0 ? rc : 1;
+}
+
+int64_t pg_ro_applicable(struct pgstore *st, struct store_req *r, const char *model,
+                         const char *group)
+{
+    int64_t id = 0;
+    int rc;
+
+    /* The group's own rollout before the model-wide one; the newest of each. */
+    rc = pg_int(st, r, "applicable rollout", &id, "SELECT max(id) FROM rollouts WHERE"
+                " model = $1 AND grp = $2 AND state <> $3 AND superseded = 0", "tti", model,
+                group, (int64_t)ROLLOUT_STATE_CANCELLED);
+    if (rc >= 0 && group[0] && id <= 0) {
+        id = 0;
+        rc = pg_int(st, r, "applicable rollout", &id, "SELECT max(id) FROM rollouts WHERE"
+                    " model = $1 AND grp = $2 AND state <> $3 AND superseded = 0", "tti", model,
+                    "", (int64_t)ROLLOUT_STATE_CANCELLED);
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    return id > 0 ? id : 0;
+}
+
+int pg_ro_ensure(struct pgstore *st, struct store_req *r, struct store_rollout *ro,
+                 const char *device_id, enum store_ro_status *status)
+{
+    uint32_t wave;
+    int64_t v = 0;
+    int rc;
+
+    rc = pg_int(st, r, "rollout device", &v, "SELECT status FROM rollout_devices WHERE"
+                " rollout_id = $1 AND device_id = $2", "it", (int64_t)ro->id, device_id);
+    if (rc != 0) {
+        *status = (enum store_ro_status)v;
+        return rc < 0 ? rc : STORE_OK;
+    }
+    wave = rollout_wave_of(&ro->ro, rollout_place(ro->id, device_id, strlen(device_id)));
+    /* Another node may add it at the same moment: the one that inserts counts it. */
+    if ((rc = pg_run(st, r, "rollout device", "INSERT INTO rollout_devices (rollout_id,"
+                     " device_id, wave, status) VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
+                     "iti", (int64_t)ro->id, device_id, (int64_t)wave)) < 0) {
+        return rc;
+    }
+    if (st->changes == 1 && wave < ro->ro.n_waves) {
+        if ((rc = pg_run(st, r, "rollout wave", "UPDATE rollout_waves SET targeted = targeted + 1"
+                         " WHERE rollout_id = $1 AND wave = $2", "ii", (int64_t)ro->id,
+                         (int64_t)wave)) < 0) {
+            return rc;
+        }
+        ro->waves[wave].targeted++;
+    }
+    *status = STORE_RO_TARGETED;
+    return STORE_OK;
+}
+
+/* The row of a device a rollout never saw: added, then moved. */
+static int ensure_by_id(struct pgstore *st, struct store_req *r, uint64_t rollout_id,
+                        const char *device_id)
+{
+    struct store_rollout *ro = malloc(sizeof(*ro));
+    enum store_ro_status status;
+    int rc;
+
+    if (!ro) {
+        return store_err_set(r, STORE_E_IO, "out of memory");
+    }
+    rc = pg_ro_load(st, r, rollout_id, ro);
+    if (rc == 0) {
+        rc = store_err_set(r, STORE_E_NOTFOUND, "no rollout %llu",
+                           (unsigned long long)rollout_id);
+    } else if (rc > 0) {
+        rc = pg_ro_ensure(st, r, ro, device_id, &status);
+    }
+    free(ro);
+    return rc;
+}
+
+int pg_ro_set_status(struct pgstore *st, struct store_req *r, uint64_t rollout_id,
+                     const char *device_id, enum store_ro_status status)
+{
+    int64_t wave, old;
+    PGresult *res;
+    int rc, found;
+
+    res = pg_q(st, r, "rollout device", "SELECT wave, status FROM rollout_devices WHERE"
+               " rollout_id = $1 AND device_id = $2 FOR UPDATE", "it", (int64_t)rollout_id,
+               device_id);
+    if (!res) {
+        return r->rc;
+    }
+    found = PQntuples(res) > 0;
+    wave = found ? pg_col_i64(res, 0, 0) : 0;
+    old = found ? pg_col_i64(res, 0, 1) : STORE_RO_TARGETED;
+    PQclear(res);
+    if (!found) {
+        rc = ensure_by_id(st, r, rollout_id, device_id);
+        return rc < 0 ? rc : pg_ro_set_status(st, r, rollout_id, device_id, status);
+    }
+    /* A late "offered" or "downloading" does not undo a finished device. */
+    if (old == (int64_t)status || ((old == STORE_RO_UPDATED || old == STORE_RO_FAILED) &&
+                                   status != STORE_RO_UPDATED && status != STORE_RO_FAILED)) {
+        return STORE_OK;
+    }
+    if ((rc = pg_run(st, r, "rollout device", "UPDATE rollout_devices SET status = $3 WHERE"
+                     " rollout_id = $1 AND device_id = $2", "iti", (int64_t)rollout_id,
+                     device_id, (int64_t)status)) < 0) {
+        return rc;
+    }
+    return pg_run(st, r, "rollout counters", "UPDATE rollout_waves SET"
+                  " offered = offered + ($3::int = 1)::int - ($4::int = 1)::int,"
+                  " downloading = downloading + ($3 = 2)::int - ($4 = 2)::int,"
+                  " updated = updated + ($3 = 3)::int - ($4 = 3)::int,"
+                  " failed = failed + ($3 = 4)::int - ($4 = 4)::int"
+                  " WHERE rollout_id = $1 AND wave = $2", "iiii", (int64_t)rollout_id, wave,
+                  (int64_t)status, old);
+}
+
+/* ---- create ---- */
+
+static int check_create(struct pgstore *st, struct store_req *r, char *hex)
+{
+    struct store_rollout *in = &r->u.rollout.r;
+    struct store_image *img;
+    int rc;
+
+    if (rollout_bounds_from_pct(in->pct, in->ro.n_waves, in->ro.bound) < 0) {
+        return store_err_set(r, STORE_E_INVAL, "waves: 1 to %u cumulative percentages,"
+                             " strictly increasing, each 1..100", ROLLOUT_MAX_WAVES);
+    }
+    if (!in->model[0]) {
+        return store_err_set(r, STORE_E_INVAL, "model: required");
+    }
+    store_hex(in->image_id, hex);
+    if (!(img = malloc(sizeof(*img)))) {
+        return store_err_set(r, STORE_E_IO, "out of memory");
+    }
+    rc = pg_img_load(st, r, hex, img);
+    if (rc == 0) {
+        rc = store_err_set(r, STORE_E_NOTFOUND, "image: no image %.12s", hex);
+    } else if (rc > 0 && strcmp(img->model, in->model) != 0) {
+        rc = store_err_set(r, STORE_E_INVAL, "model: image %.12s is for model %s, not %s", hex,
+                           img->model, in->model);
+    }
+    free(img);
+    return rc < 0 ? rc : STORE_OK;
+}
+
+static int insert_rollout(struct pgstore *st, struct store_req *r, const char *hex, int64_t *id)
+{
+    const struct store_rollout *in = &r->u.rollout.r;
+    char pct[4 * ROLLOUT_MAX_WAVES + 1];
+    size_t len = 0;
+    uint32_t k;
+    int rc;
+
+    for (k = 0; k < in->ro.n_waves; k++) {
+        len += (size_t)snprintf(pct + len, sizeof(pct) - len, "%s%u", k ? "," : "",
+                                (unsigned)in->pct[k]);
+    }
+    rc = pg_int(st, r, "rollout create", id, "INSERT INTO rollouts (image, model, grp,"
+                " allow_downgrade, superseded, state, n_waves, pct, n_open, min_finished,"
+                " success_pct, soak_s, halt_pct, halt_min, created_at, changed_at) VALUES ($1, $2,"
+                " $3, $4, 0, $5, $6, $7, 1, $8, $9, $10, $11, $12, $13, $13) RETURNING id",
+                "tttiiitiiiiii", hex, in->model, in->group, (int64_t)(in->allow_downgrade != 0),
+                (int64_t)ROLLOUT_STATE_ACTIVE, (int64_t)in->ro.n_waves, pct,
+                (int64_t)in->rules.min_finished, (int64_t)in->rules.success_pct,
+                (int64_t)in->rules.soak_s, (int64_t)in->rules.halt_pct,
+                (int64_t)in->rules.halt_min, r->now);
+    if (rc <= 0) {
+        return rc < 0 ? rc : store_err_set(r, STORE_E_IO, "rollout create: no id returned");
+    }
+    if ((rc = pg_run(st, r, "rollout supersede", "UPDATE rollouts SET superseded = 1,"
+                     " changed_at = $3 WHERE model = $1 AND grp = $2 AND id <> $4"
+                     " AND superseded = 0", "ttii", in->model, in->group, r->now, *id)) < 0) {
+        return rc;
+    }
+    for (k = 0; k < in->ro.n_waves; k++) {
+        if ((rc = pg_run(st, r, "rollout waves", "INSERT INTO rollout_waves (rollout_id, wave,"
+                         " opened_at) VALUES ($1, $2, $3)", "iii", *id, (int64_t)k,
+                         k == 0 ? r->now : (int64_t)0)) < 0) {
+            return rc;
+        }
+    }
+    return STORE_OK;
+}
+
+/* Every registered device of the rollout's model (and group) gets its row,
+ * counted in C and written once per wave (as store_sqlite_ro.c). */
+static int target_devices(struct pgstore *st, struct store_req *r, int64_t id)
+{
+    const struct store_rollout *in = &r->u.rollout.r;
+    uint32_t count[ROLLOUT_MAX_WAVES + 1] = {0};
+    PGresult *res;
+    uint32_t k;
+    int i, n, rc = STORE_OK;
+
+    res = pg_q(st, r, "rollout targets", "SELECT id FROM devices WHERE model = $1"
+               " AND ($2 = '' OR grp = $2)", "tt", in->model, in->group);
+    if (!res) {
+        return r->rc;
+    }
+    n = PQntuples(res);
+    for (i = 0; i < n && rc == STORE_OK; i++) {
+        const char *dev = PQgetvalue(res, i, 0);
+        uint32_t wave = rollout_wave_of(&in->ro, rollout_place((uint64_t)id, dev, strlen(dev)));
+        rc = pg_run(st, r, "rollout targets", "INSERT INTO rollout_devices (rollout_id,"
+                    " device_id, wave, status) VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
+                    "iti", id, dev, (int64_t)wave);
+        count[wave] += st->changes == 1;
+    }
+    PQclear(res);
+    for (k = 0; rc == STORE_OK && k < in->ro.n_waves; k++) {
+        rc = pg_run(st, r, "rollout targets", "UPDATE rollout_waves SET targeted = targeted + $3"
+                    " WHERE rollout_id = $1 AND wave = $2", "iii", id, (int64_t)k,
+                    (int64_t)count[k]);
+    }
+    return rc;
+}
+
+int pg_op_rollout_create(struct pgstore *st, struct store_req *r)
+{
+    char hex[2 * TCPOTA_ID_LEN + 1];
+    int64_t id = 0;
+    int rc;
+
+    if (strlen(r->u.rollout.r.group) > STORE_GROUP_MAX) {
+        return store_err_set(r, STORE_E_INVAL, "group: at most %u bytes", STORE_GROUP_MAX);
+    }
+    if ((rc = check_create(st, r, hex)) < 0 || (rc = insert_rollout(st, r, hex, &id)) < 0 ||
+        (rc = target_devices(st, r, id)) < 0) {
+        return rc;
+    }
+    rc = pg_ro_load(st, r, (uint64_t)id, &r->u.rollout.r);
+    r->u.rollout.id = (uint64_t)id;
+    return rc < 0 ? rc : STORE_OK;
+}
+
+/* ---- list, get, set ---- */
+
+int pg_op_rollout_list(struct pgstore *st, struct store_req *r)
+{
+    size_t limit = r->u.list.limit ? r->u.list.limit : STORE_LIST_MAX;
+    struct store_rollout *rows;
+    PGresult *res;
+    int i, n, rc;
+
+    res = pg_q(st, r, "rollout list", "SELECT " RO_COLS " FROM rollouts ORDER BY id DESC"
+               " LIMIT $1", "i", (int64_t)limit);
+    if (!res) {
+        return r->rc;
+    }
+    n = PQntuples(res);
+    if (!(rows = calloc(n ? (size_t)n : 1, sizeof(*rows)))) {
+        PQclear(res);
+        return store_err_set(r, STORE_E_IO, "out of memory");
+    }
+    for (i = 0; i < n; i++) {
+        row_to_rollout(res, i, &rows[i]);
+    }
+    PQclear(res);
+    r->u.list.rows = rows;
+    r->u.list.n = r->u.list.total = (size_t)n;
+    for (i = 0; i < n; i++) {
+        if ((rc = load_waves(st, r, &rows[i])) < 0) {
+            return rc;
+        }
+    }
+    return STORE_OK;
+}
+
+int pg_op_rollout_get(struct pgstore *st, struct store_req *r)
+{
+    int rc = pg_ro_load(st, r, r->u.rollout.id, &r->u.rollout.r);
+
+    if (rc == 0) {
+        return store_err_set(r, STORE_E_NOTFOUND, "no rollout %llu",
+                             (unsigned long long)r->u.rollout.id);
+    }
+    return rc < 0 ? rc : STORE_OK;
+}
+
+int pg_op_rollout_set(struct pgstore *st, struct store_req *r)
+{
+    struct store_rollout *cur = &r->u.rollout.r;
+    uint64_t id = r->u.rollout.id;
+    uint32_t from = r->u.rollout.expect_n_open, to = r->u.rollout.new_n_open;
+    int rc;
+
+    if ((rc = pg_op_rollout_get(st, r)) < 0) {
+        return rc;
+    }
+    if ((unsigned)r->u.rollout.new_state > ROLLOUT_STATE_CANCELLED) {
+        return store_err_set(r, STORE_E_INVAL, "state: unknown rollout state");
+    }
+    if (to < 1 || to > cur->ro.n_waves || to < from) {
+        return store_err_set(r, STORE_E_INVAL, "n_open: %u waves cannot be open (rollout %llu"
+                             " has %u; waves never close)", (unsigned)to, (unsigned long long)id,
+                             (unsigned)cur->ro.n_waves);
+    }
+    if ((rc = pg_run(st, r, "rollout set", "UPDATE rollouts SET state = $1, n_open = $2,"
+                     " changed_at = $3 WHERE id = $4 AND state = $5 AND n_open = $6", "iiiiii",
+                     (int64_t)r->u.rollout.new_state, (int64_t)to, r->now, (int64_t)id,
+                     (int64_t)r->u.rollout.expect_state, (int64_t)from)) < 0) {
+        return rc;
+    }
+    if (st->changes == 0) {
+        /* What the winner wrote, for the message (the read above may predate it). */
+        (void)pg_op_rollout_get(st, r);
+        return store_err_set(r, STORE_E_CONFLICT, "rollout %llu is %s with %u of %u waves open,"
+                             " not %s with %u: it changed meanwhile", (unsigned long long)id,
+                             store_rollout_state_name(cur->ro.state), (unsigned)cur->ro.n_open,
+                             (unsigned)cur->ro.n_waves,
+                             store_rollout_state_name(r->u.rollout.expect_state), (unsigned)from);
+    }
+    /* Resumed after a halt: the halt rule counts from here. */
+    if (r->u.rollout.expect_state == ROLLOUT_STATE_HALTED &&
+        r->u.rollout.new_state == ROLLOUT_STATE_ACTIVE &&
+        (rc = pg_run(st, r, "rollout set", "UPDATE rollouts SET base_failed = (SELECT sum(failed)"
+                     " FROM rollout_waves WHERE rollout_id = $1), base_finished = (SELECT"
+                     " sum(failed + updated) FROM rollout_waves WHERE rollout_id = $1)"
+                     " WHERE id = $1", "i", (int64_t)id)) < 0) {
+        return rc;
+    }
+    if (to > from && (rc = pg_run(st, r, "rollout set", "UPDATE rollout_waves SET opened_at = $1"
+                                  " WHERE rollout_id = $2 AND wave >= $3 AND wave < $4", "iiii",
+                                  r->now, (int64_t)id, (int64_t)from, (int64_t)to)) < 0) {
+        return rc;
+    }
+    return pg_op_rollout_get(st, r);
+}

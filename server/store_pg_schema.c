@@ -1,0 +1,183 @@
+/* store_pg_schema.c - the PostgreSQL store's schema: the SQLite store's
+ * numbered migrations (store_sqlite_schema.c) in PostgreSQL's dialect, with
+ * the same version numbers, in the connection's current schema (the first
+ * of its search_path). All due ones run in one transaction, under an
+ * advisory lock: nodes that start together wait for the first, which
+ * migrates, then find the schema current. Never edit a migration that has
+ * shipped: add the next one, here and in the SQLite store. */
+#include "store_pg_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Migration 1: the SQLite store's tables, plus what PostgreSQL needs in its
+ * place: a seq column where SQLite's rowid gave an order (history and
+ * failures newest first, images by age), a sequence for rollout ids, and
+ * the image bytes themselves (image_chunks: every node fetches from there
+ * into its local cache, store_pg_img.c). Text ids sort bytewise (COLLATE
+ * "C") as in SQLite, whatever the database's locale: a page of devices
+ * ends where the next begins. */
+static const char migration_1[] =
+    "CREATE TABLE images ("
+    " id TEXT COLLATE \"C\" PRIMARY KEY, version TEXT NOT NULL, model TEXT NOT NULL,"
+    " size BIGINT NOT NULL, manifest BYTEA, added_at BIGINT NOT NULL, seq BIGSERIAL);"
+    "CREATE TABLE image_chunks ("
+    " image_id TEXT COLLATE \"C\" NOT NULL REFERENCES images(id) ON DELETE CASCADE,"
+    " n INTEGER NOT NULL, bytes BYTEA NOT NULL, PRIMARY KEY (image_id, n));"
+    "CREATE TABLE devices ("
+    " id TEXT COLLATE \"C\" PRIMARY KEY, model TEXT NOT NULL, version TEXT NOT NULL,"
+    " running TEXT NOT NULL DEFAULT '', grp TEXT NOT NULL DEFAULT '',"
+    " addr TEXT NOT NULL DEFAULT '', proto INTEGER NOT NULL DEFAULT 0,"
+    " state INTEGER NOT NULL DEFAULT 0, image TEXT NOT NULL DEFAULT '',"
+    " bytes BIGINT NOT NULL DEFAULT 0, size BIGINT NOT NULL DEFAULT 0,"
+    " reason TEXT NOT NULL DEFAULT '',"
+    " first_seen BIGINT NOT NULL, last_seen BIGINT NOT NULL);"
+    "CREATE INDEX devices_model_state ON devices(model, state, id);"
+    "CREATE INDEX devices_state ON devices(state, id);"
+    "CREATE INDEX devices_grp ON devices(grp, id);"
+    "CREATE TABLE device_history ("
+    " device_id TEXT COLLATE \"C\" NOT NULL REFERENCES devices(id), at BIGINT NOT NULL,"
+    " state INTEGER NOT NULL, image TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '',"
+    " seq BIGSERIAL);"
+    "CREATE INDEX device_history_dev ON device_history(device_id, seq);"
+    "CREATE TABLE device_failures ("
+    " device_id TEXT COLLATE \"C\" NOT NULL REFERENCES devices(id), failed_id BYTEA NOT NULL,"
+    " seq BIGSERIAL, PRIMARY KEY (device_id, failed_id));"
+    "CREATE TABLE rollouts ("
+    " id BIGSERIAL PRIMARY KEY, image TEXT NOT NULL, model TEXT NOT NULL,"
+    " grp TEXT NOT NULL DEFAULT '', allow_downgrade INTEGER NOT NULL DEFAULT 0,"
+    " superseded INTEGER NOT NULL DEFAULT 0, state INTEGER NOT NULL,"
+    " n_waves INTEGER NOT NULL, pct TEXT NOT NULL, n_open INTEGER NOT NULL,"
+    " min_finished BIGINT NOT NULL, success_pct BIGINT NOT NULL,"
+    " soak_s BIGINT NOT NULL, halt_pct BIGINT NOT NULL, halt_min BIGINT NOT NULL,"
+    " created_at BIGINT NOT NULL, changed_at BIGINT NOT NULL,"
+    " base_failed BIGINT NOT NULL DEFAULT 0, base_finished BIGINT NOT NULL DEFAULT 0);"
+    "CREATE INDEX rollouts_model ON rollouts(model, grp);"
+    "CREATE INDEX rollouts_image ON rollouts(image);"
+    "CREATE TABLE rollout_waves ("
+    " rollout_id BIGINT NOT NULL REFERENCES rollouts(id), wave INTEGER NOT NULL,"
+    " targeted BIGINT NOT NULL DEFAULT 0, offered BIGINT NOT NULL DEFAULT 0,"
+    " downloading BIGINT NOT NULL DEFAULT 0, updated BIGINT NOT NULL DEFAULT 0,"
+    " failed BIGINT NOT NULL DEFAULT 0, opened_at BIGINT NOT NULL DEFAULT 0,"
+    " PRIMARY KEY (rollout_id, wave));"
+    "CREATE TABLE rollout_devices ("
+    " rollout_id BIGINT NOT NULL REFERENCES rollouts(id), device_id TEXT COLLATE \"C\" NOT NULL,"
+    " wave INTEGER NOT NULL, status INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY (rollout_id, device_id));"
+    "CREATE INDEX rollout_devices_dev ON rollout_devices(device_id);"
+    "CREATE TABLE secrets (device_id TEXT COLLATE \"C\" PRIMARY KEY, secret BYTEA NOT NULL);";
+
+/* A device's failures newest first straight from an index. */
+static const char migration_2[] =
+    "CREATE INDEX device_failures_dev ON device_failures(device_id, seq);";
+
+/* Devices by model and version from an index (the dashboard's counts, as
+ * SQLite's migration 3; the PostgreSQL backend does not answer them yet). */
+static const char migration_3[] =
+    "CREATE INDEX devices_model_version ON devices(model, version);";
+
+static const char *const migrations[PG_SCHEMA_VERSION] = {migration_1, migration_2, migration_3};
+
+/* err from the connection's last error, after what. */
+static void conn_err(PGconn *db, const char *what, char *err, size_t errlen)
+{
+    char msg[256];
+
+    snprintf(msg, sizeof(msg), "%s", PQerrorMessage(db));
+    msg[strcspn(msg, "\n")] = '\0';
+    snprintf(err, errlen, "%s: %s", what, msg);
+}
+
+/* One statement without parameters; 0, or -1 with err. */
+static int exec(PGconn *db, const char *sql, const char *what, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(db, sql);
+    int ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
+
+    PQclear(res);
+    if (!ok) {
+        conn_err(db, what, err, errlen);
+    }
+    return ok ? 0 : -1;
+}
+
+/* The version the current schema is at: 0 when it holds no table, -1 with
+ * err when it holds tables but not ours, -2 on an error. */
+static int64_t current_version(PGconn *db, char *err, size_t errlen)
+{
+    PGresult *res;
+    int64_t v = -2;
+
+    res = PQexec(db, "SELECT count(*), count(*) FILTER (WHERE tablename = 'schema_version'),"
+                     " current_schema() FROM pg_tables WHERE schemaname = current_schema()");
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        int64_t ntables = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        int64_t ours = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+        v = ntables == 0 ? 0 : ours ? -3 : -1;
+        if (v == -1) {
+            snprintf(err, errlen, "schema \"%s\" of the database holds tables but not tcpota's"
+                     " (no schema_version table); give --db another database or schema",
+                     PQgetvalue(res, 0, 2));
+        }
+    } else {
+        conn_err(db, "cannot read the schema version", err, errlen);
+    }
+    PQclear(res);
+    if (v != -3) {
+        return v;
+    }
+    res = PQexec(db, "SELECT max(version) FROM schema_version");
+    v = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1
+            ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : -2;
+    if (v == -2) {
+        conn_err(db, "cannot read the schema version", err, errlen);
+    }
+    PQclear(res);
+    return v;
+}
+
+static int run_due(PGconn *db, int64_t from, char *err, size_t errlen)
+{
+    char sql[64];
+    int64_t k;
+
+    if (from == 0 && exec(db, "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+                              "INSERT INTO schema_version VALUES (0);",
+                          "schema migration", err, errlen) != 0) {
+        return -1;
+    }
+    for (k = from; k < PG_SCHEMA_VERSION; k++) {
+        snprintf(sql, sizeof(sql), "UPDATE schema_version SET version = %d", (int)(k + 1));
+        if (exec(db, migrations[k], "schema migration", err, errlen) != 0 ||
+            exec(db, sql, "schema migration", err, errlen) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int pg_migrate(PGconn *db, char *err, size_t errlen)
+{
+    char lock[80];
+    int64_t v;
+
+    /* The transaction-scoped lock goes with the COMMIT or ROLLBACK. */
+    snprintf(lock, sizeof(lock), "SELECT pg_advisory_xact_lock(%lld)", (long long)PG_MIGRATE_LOCK);
+    if (exec(db, "BEGIN", "cannot start the schema migration", err, errlen) != 0 ||
+        exec(db, lock, "cannot take the migration lock", err, errlen) != 0) {
+        return -1;
+    }
+    v = current_version(db, err, errlen);
+    if (v > PG_SCHEMA_VERSION) {
+        snprintf(err, errlen, "the database has schema version %lld, newer than this tcpota"
+                 " knows (%d); run a newer tcpota on every node", (long long)v,
+                 PG_SCHEMA_VERSION);
+    }
+    if (v < 0 || v > PG_SCHEMA_VERSION || run_due(db, v, err, errlen) != 0 ||
+        exec(db, "COMMIT", "schema migration", err, errlen) != 0) {
+        PQclear(PQexec(db, "ROLLBACK"));
+        return -1;
+    }
+    return 0;
+}

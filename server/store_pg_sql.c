@@ -1,0 +1,253 @@
+/* store_pg_sql.c - the small helpers every op of the PostgreSQL store uses:
+ * statements prepared once per connection (a check-in runs a dozen; parsing
+ * and planning them each time would cost more than running them),
+ * parameters from a format, columns of a text-format result, errors. */
+#include "store_pg_internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PG_PARAMS_MAX 16 /* parameters one statement of ours binds at most */
+#define PG_INT_TEXT 24   /* an int64 in decimal, with sign and NUL */
+
+/* Parameters as libpq takes them: int64s printed in place, bytea binary. */
+struct params {
+    int n;
+    const char *values[PG_PARAMS_MAX];
+    int lengths[PG_PARAMS_MAX];
+    int formats[PG_PARAMS_MAX];
+    char ints[PG_PARAMS_MAX][PG_INT_TEXT];
+};
+
+/* 0, or -1 on a format this file does not know (a typo must not read the
+ * wrong argument) or too many parameters. */
+static int fill_params(struct params *p, const char *fmt, va_list ap)
+{
+    memset(p, 0, sizeof(*p));
+    for (; fmt && *fmt; fmt++, p->n++) {
+        if (p->n == PG_PARAMS_MAX) {
+            return -1;
+        }
+        if (*fmt == 'i') {
+            snprintf(p->ints[p->n], PG_INT_TEXT, "%lld", (long long)va_arg(ap, int64_t));
+            p->values[p->n] = p->ints[p->n];
+        } else if (*fmt == 't') {
+            p->values[p->n] = va_arg(ap, const char *);
+        } else if (*fmt == 'b') {
+            p->values[p->n] = va_arg(ap, const void *);
+            p->lengths[p->n] = va_arg(ap, int);
+            p->formats[p->n] = 1;
+        } else {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The name of sql's prepared statement, preparing it on first use; NULL
+ * with r's error written when the server refused it. */
+static const char *cached(struct pgstore *st, struct store_req *r, const char *what,
+                          const char *sql)
+{
+    struct pg_cached *c;
+    PGresult *res;
+    size_t i;
+
+    for (i = 0; i < st->ncache; i++) {
+        if (st->cache[i].sql == sql || strcmp(st->cache[i].sql, sql) == 0) {
+            return st->cache[i].name;
+        }
+    }
+    if (st->ncache == st->capcache) {
+        size_t cap = st->capcache ? 2 * st->capcache : 32;
+        if (!(c = realloc(st->cache, cap * sizeof(*c)))) {
+            store_err_set(r, STORE_E_IO, "%s: out of memory", what);
+            return NULL;
+        }
+        st->cache = c;
+        st->capcache = cap;
+    }
+    c = &st->cache[st->ncache];
+    snprintf(c->name, sizeof(c->name), "s%u", ++st->next_stmt);
+    res = PQprepare(st->db, c->name, sql, 0, NULL);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        store_err_set(r, STORE_E_IO, "%s: the database failed: %s", what,
+                      PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
+                          ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
+                          : PQerrorMessage(st->db));
+        PQclear(res);
+        return NULL;
+    }
+    PQclear(res);
+    c->sql = sql;
+    st->ncache++;
+    return c->name;
+}
+
+/* r's error from a failed result; a serialization failure or a deadlock
+ * (SQLSTATE class 40) marks the transaction for a rerun (store_pg.c). */
+static void fail(struct pgstore *st, struct store_req *r, const char *what, const PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    char conn[STORE_ERR_MAX];
+
+    if (state && strncmp(state, "40", 2) == 0) {
+        st->rerun = 1;
+    }
+    if (!msg) {
+        snprintf(conn, sizeof(conn), "%s", PQerrorMessage(st->db));
+        conn[strcspn(conn, "\n")] = '\0';
+        msg = conn;
+    }
+    store_err_set(r, STORE_E_IO, "%s: the database failed: %s", what, msg);
+}
+
+static PGresult *query_v(struct pgstore *st, struct store_req *r, const char *what,
+                         const char *sql, const char *fmt, va_list ap)
+{
+    struct params p;
+    const char *name;
+    PGresult *res;
+    ExecStatusType s;
+
+    if (fill_params(&p, fmt, ap) != 0) {
+        store_err_set(r, STORE_E_INVAL, "%s: bad parameter format \"%s\"", what, fmt);
+        return NULL;
+    }
+    if (!(name = cached(st, r, what, sql))) {
+        return NULL;
+    }
+    res = PQexecPrepared(st->db, name, p.n, p.values, p.lengths, p.formats, 0);
+    s = PQresultStatus(res);
+    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
+        fail(st, r, what, res);
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
+PGresult *pg_q(struct pgstore *st, struct store_req *r, const char *what, const char *sql,
+               const char *fmt, ...)
+{
+    PGresult *res;
+    va_list ap;
+
+    va_start(ap, fmt);
+    res = query_v(st, r, what, sql, fmt, ap);
+    va_end(ap);
+    return res;
+}
+
+int pg_run(struct pgstore *st, struct store_req *r, const char *what, const char *sql,
+           const char *fmt, ...)
+{
+    PGresult *res;
+    va_list ap;
+
+    va_start(ap, fmt);
+    res = query_v(st, r, what, sql, fmt, ap);
+    va_end(ap);
+    if (!res) {
+        return r->rc < 0 ? r->rc : STORE_E_IO;
+    }
+    st->changes = strtoll(PQcmdTuples(res), NULL, 10);
+    PQclear(res);
+    return STORE_OK;
+}
+
+int pg_int(struct pgstore *st, struct store_req *r, const char *what, int64_t *out,
+           const char *sql, const char *fmt, ...)
+{
+    PGresult *res;
+    va_list ap;
+    int found;
+
+    va_start(ap, fmt);
+    res = query_v(st, r, what, sql, fmt, ap);
+    va_end(ap);
+    if (!res) {
+        return r->rc < 0 ? r->rc : STORE_E_IO;
+    }
+    found = PQntuples(res) > 0 && !PQgetisnull(res, 0, 0);
+    if (found) {
+        *out = pg_col_i64(res, 0, 0);
+    }
+    PQclear(res);
+    return found;
+}
+
+int pg_exec(struct pgstore *st, struct store_req *r, const char *sql)
+{
+    PGresult *res = PQexec(st->db, sql);
+    int ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
+
+    if (!ok && r) {
+        fail(st, r, sql, res);
+    }
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
+void pg_cache_reset(struct pgstore *st)
+{
+    st->ncache = 0;
+}
+
+void pg_cache_free(struct pgstore *st)
+{
+    free(st->cache);
+    st->cache = NULL;
+    st->ncache = st->capcache = 0;
+}
+
+int64_t pg_col_i64(const PGresult *res, int i, int c)
+{
+    const char *v = PQgetvalue(res, i, c);
+
+    /* Booleans come as "t"/"f" (EXISTS, comparisons). */
+    if (v[0] == 't' || v[0] == 'f') {
+        return v[0] == 't';
+    }
+    return strtoll(v, NULL, 10);
+}
+
+void pg_col_text(const PGresult *res, int i, int c, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s", PQgetvalue(res, i, c));
+}
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+int pg_col_bytea(const PGresult *res, int i, int c, uint8_t *buf, size_t size)
+{
+    const char *v = PQgetvalue(res, i, c);
+    size_t len = (size_t)PQgetlength(res, i, c), n, k;
+
+    /* The server's bytea_output is "hex" since PostgreSQL 9.0: \x then digits. */
+    if (len < 2 || v[0] != '\\' || v[1] != 'x' || len % 2 != 0 || (n = (len - 2) / 2) > size) {
+        return -1;
+    }
+    for (k = 0; k < n; k++) {
+        int hi = hexval(v[2 + 2 * k]), lo = hexval(v[3 + 2 * k]);
+        if (hi < 0 || lo < 0) {
+            return -1;
+        }
+        buf[k] = (uint8_t)(hi << 4 | lo);
+    }
+    return (int)n;
+}
+
+void pg_image_path(const struct pgstore *st, const char *hex, char *out, size_t size)
+{
+    snprintf(out, size, "%s/images/%s", st->dir, hex);
+}

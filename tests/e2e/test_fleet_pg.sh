@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Three `tcpota serve --db` nodes on one PostgreSQL, behind HAProxy (TCP mode),
+# all started here in the scratch folder: devices update through HAProxy
+# byte-exact, whichever node they reach (an image added through node A is
+# fetched by B and C from the database); a rollout created through node B
+# and paused through node A makes nodes B and C offer nothing at once
+# (within a second); resumed through node C, node A offers it again.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fleet_lib.sh"
+source "$(dirname "$0")/fleet_pg_lib.sh"
+
+N=$(scaled 20 6)
+start_pg_cluster
+ok "PostgreSQL, 3 nodes and HAProxy on 127.0.0.1:$HA_PORT"
+
+# An image through node A; a rollout through node A; N devices through HAProxy.
+make_image "$WORK/img2" 100000
+api 1 image add --version 2.0.0 --model esp32 "$WORK/img2" > /dev/null || fail "image add on A failed"
+api 1 rollout create --image 2.0.0 --model esp32 > /dev/null || fail "rollout create on A failed"
+SERVER_PORT=$HA_PORT
+pids=()
+for i in $(seq 1 "$N"); do
+  run_device "dev-$i" esp32 "$WORK/d$i" & pids+=($!)
+done
+PIDS+=("${pids[@]}")
+failed=0
+for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
+[ "$failed" -eq 0 ] || fail "$failed of $N devices failed"
+for i in $(seq 1 "$N"); do check_device "$WORK/d$i" "$WORK/img2"; done
+id2=$(sha256sum "$WORK/img2" | cut -d' ' -f1)
+for i in 1 2 3; do
+  grep -q 'decision: offer' "$WORK/n$i.log" || fail "node $i offered nothing: HAProxy did not spread the devices"
+  [ -f "$WORK/n$i/images/$id2" ] && cmp -s "$WORK/n$i/images/$id2" "$WORK/img2" ||
+    fail "node $i has no exact copy of the image in its cache"
+done
+[ "$(api 2 rollout show 1 --json | jq_py 'j["totals"]["updated"]')" = "$N" ] ||
+  fail "node B does not count $N updated: $(api 2 rollout show 1)"
+ok "$N devices updated through HAProxy, byte-exact; every node served some, from its own cache"
+
+# A newer image, a rollout made through B, paused through A: B and C must
+# offer nothing from that moment on.
+make_image "$WORK/img3" 80000
+api 2 image add --version 3.0.0 --model esp32 "$WORK/img3" > /dev/null || fail "image add on B failed"
+api 2 rollout create --image 3.0.0 --model esp32 > /dev/null || fail "rollout create on B failed"
+api 1 rollout pause 2 > /dev/null || fail "rollout pause on A failed"
+t0=$(date -u +%s%3N)
+SERVER_PORT=${ports[1]} run_device dev-1 esp32 "$WORK/d1" & p1=$!
+SERVER_PORT=${ports[2]} run_device dev-2 esp32 "$WORK/d2" & p2=$!
+PIDS+=("$p1" "$p2")
+wait "$p1" || true
+wait "$p2" || true
+for i in 1 2; do
+  "$TCPOTA" device status --flash "$WORK/d$i" | grep -q '"version":"2.0.0"' ||
+    fail "dev-$i was updated although the rollout was paused"
+done
+# When each node decided (its log's UTC time, ms), against the pause's answer.
+decided_ms() {
+  local line
+  line=$(grep -E "\[$1 [^]]*\] decision: waiting: .*paused" "$2" | tail -1)
+  [ -n "$line" ] || fail "$2 shows no decision for $1 that names the pause"
+  date -u -d "$(echo "$line" | cut -d' ' -f1 | sed 's/T/ /; s/Z$//')" +%s%3N
+}
+for pair in "dev-1 n2" "dev-2 n3"; do
+  set -- $pair
+  late=$(( $(decided_ms "$1" "$WORK/$2.log") - t0 ))
+  [ "$late" -lt 1000 ] || fail "node $2 decided about $1 $late ms after the pause"
+done
+ok "paused through node A: nodes B and C offered nothing at the next check-in (within 1 s)"
+
+api 3 rollout resume 2 > /dev/null || fail "rollout resume on C failed"
+SERVER_PORT=${ports[0]} run_device dev-3 esp32 "$WORK/d3" || fail "dev-3 failed after resume"
+check_device "$WORK/d3" "$WORK/img3"
+ok "resumed through node C: node A offers it again"
+
+stop_pg_cluster
+ok "every node stopped cleanly"

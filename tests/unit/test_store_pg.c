@@ -1,0 +1,551 @@
+/* test_store_pg.c - the PostgreSQL fleet store (server/store_pg*.c): every
+ * backend's tests (store_suite.c), then what several nodes sharing one
+ * database need: migrations run once when nodes start together, one winner
+ * of a rollout's compare-and-set, images fetched from the database into a
+ * node's cache (checked), a lost connection taken up again, and the errors
+ * an operator meets (unreachable, not ours, newer schema).
+ *
+ * Run through with_pg.sh, which starts a cluster of the test's own and
+ * passes it in TCPOTA_PG; each test gets an empty schema of its own. */
+#include "store_suite.h"
+#include "store_pg.h"
+#include "store_pg_internal.h" /* PG_SCHEMA_VERSION */
+
+#include <libpq-fe.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define NODES 4          /* stores opened at once in the migration race */
+#define CAS_ROUNDS 20    /* compare-and-set races between two nodes */
+#define BIG_IMAGE (600u * 1024u) /* several chunks of the database's copy */
+
+/* ---- the backend ---- */
+
+static PGconn *connect_or_fail(const char *conninfo)
+{
+    PGconn *c = PQconnectdb(conninfo);
+
+    if (PQstatus(c) != CONNECTION_OK) {
+        fail_msg("cannot connect to %s: %s", conninfo, PQerrorMessage(c));
+    }
+    return c;
+}
+
+/* Runs sql on f's schema; fails the test when it fails. */
+static void sql(const struct fx *f, const char *q)
+{
+    PGconn *c = connect_or_fail(f->db);
+    PGresult *res = PQexec(c, q);
+
+    if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
+        fail_msg("%s: %s", q, PQerrorMessage(c));
+    }
+    PQclear(res);
+    PQfinish(c);
+}
+
+/* The one integer q returns on f's schema. */
+static long long sql_int(const struct fx *f, const char *q)
+{
+    PGconn *c = connect_or_fail(f->db);
+    PGresult *res = PQexec(c, q);
+    long long v;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        fail_msg("%s: %s", q, PQerrorMessage(c));
+    }
+    v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    PQfinish(c);
+    return v;
+}
+
+/* An empty schema for f (the cluster lives as long as the test binary). */
+static void fresh_pg(struct fx *f)
+{
+    static unsigned n;
+    const char *base = getenv("TCPOTA_PG");
+    char schema[64], q[128];
+    PGconn *c;
+    PGresult *res;
+
+    if (!base || !base[0]) {
+        fail_msg("TCPOTA_PG is not set: run this test through tests/unit/with_pg.sh");
+    }
+    snprintf(schema, sizeof(schema), "t%ld_%u", (long)getpid(), ++n);
+    snprintf(q, sizeof(q), "CREATE SCHEMA %s", schema);
+    c = connect_or_fail(base);
+    res = PQexec(c, q);
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    PQfinish(c);
+    snprintf(f->db, sizeof(f->db), "%s options='-csearch_path=%s'", base, schema);
+}
+
+static struct store *open_pg(const struct fx *f, struct event_base *base, char *err,
+                             size_t errlen)
+{
+    return store_pg_open(f->db, f->dir, base, err, errlen);
+}
+
+static const struct ss_backend pg_backend = {open_pg, fresh_pg};
+
+/* A second node on f's database: its own image cache, the same loop. */
+static struct store *second_node(const struct fx *f, char *dir, size_t size)
+{
+    char err[256] = "";
+    struct store *st;
+
+    snprintf(dir, size, "/tmp/tcpota-node-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    st = store_pg_open(f->db, dir, f->base, err, sizeof(err));
+    if (!st) {
+        fail_msg("second node: %s", err);
+    }
+    return st;
+}
+
+/* ---- several nodes ---- */
+
+/* NODES processes open a new database at the same moment: each must start,
+ * and the schema is made once (without the advisory lock, the losers of the
+ * race fail on tables the winner just created). */
+static void test_migrate_once_concurrently(void **state)
+{
+    int gate[2], status, i, ok = 0;
+    pid_t pids[NODES];
+    struct fx f;
+    (void)state;
+
+    ss_fx_fresh(&f);
+    assert_int_equal(pipe(gate), 0);
+    for (i = 0; i < NODES; i++) {
+        pids[i] = fork();
+        assert_true(pids[i] >= 0);
+        if (pids[i] == 0) {
+            char err[256], c;
+            struct event_base *base;
+            struct store *st;
+            close(gate[1]);
+            (void)read(gate[0], &c, 1); /* all start when the parent closes the gate */
+            base = event_base_new();
+            st = store_pg_open(f.db, f.dir, base, err, sizeof(err));
+            if (!st) {
+                fprintf(stderr, "node %d: %s\n", i, err);
+                _exit(1);
+            }
+            store_close(st);
+            event_base_free(base);
+            _exit(0);
+        }
+    }
+    close(gate[0]);
+    close(gate[1]);
+    for (i = 0; i < NODES; i++) {
+        assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+        ok += WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    }
+    assert_int_equal(ok, NODES);
+    assert_int_equal(sql_int(&f, "SELECT count(*) FROM schema_version"), 1);
+    assert_int_equal(sql_int(&f, "SELECT version FROM schema_version"), PG_SCHEMA_VERSION);
+    ss_rm_tree(f.dir);
+}
+
+static void on_set(struct store_req *r)
+{
+    (*(int *)r->arg)++;
+}
+
+static struct store_req *set_req(uint64_t id, enum rollout_state to, int *fired)
+{
+    struct store_req *r = store_req_new(STORE_ROLLOUT_SET, on_set, fired);
+
+    assert_non_null(r);
+    r->now = NOW + 1;
+    r->u.rollout.id = id;
+    r->u.rollout.expect_state = ROLLOUT_STATE_ACTIVE;
+    r->u.rollout.expect_n_open = 1;
+    r->u.rollout.new_state = to;
+    r->u.rollout.new_n_open = to == ROLLOUT_STATE_ACTIVE ? 2 : 1;
+    return r;
+}
+
+/* Two nodes decide about the same rollout at the same moment (one halts
+ * it, the other opens its next wave), CAS_ROUNDS times: exactly one wins
+ * each time, and the rollout holds what the winner wrote. */
+static void test_cas_two_nodes(void **state)
+{
+    static const uint32_t pct[] = {10, 100};
+    struct fx *f = *state;
+    char dir_b[64];
+    struct store *b = second_node(f, dir_b, sizeof(dir_b));
+    int round, fired, a_won = 0, b_won = 0;
+
+    store_req_free(ss_image_add(f, 0x91, "2.0.0"));
+    for (round = 0; round < CAS_ROUNDS; round++) {
+        uint64_t ro = ss_rollout_create(f, 0x91, "", pct, 2);
+        struct store_req *ra = set_req(ro, ROLLOUT_STATE_HALTED, &fired);
+        struct store_req *rb = set_req(ro, ROLLOUT_STATE_ACTIVE, &fired);
+        struct store_req *now;
+
+        fired = 0;
+        assert_int_equal(store_submit(f->st, ra), 0);
+        assert_int_equal(store_submit(b, rb), 0);
+        while (fired < 2) {
+            event_base_loop(f->base, EVLOOP_ONCE);
+        }
+        assert_true((ra->rc == STORE_OK) != (rb->rc == STORE_OK));
+        assert_int_equal(ra->rc == STORE_OK ? rb->rc : ra->rc, STORE_E_CONFLICT);
+        now = ss_rollout_get(f, ro);
+        if (ra->rc == STORE_OK) {
+            a_won++;
+            assert_int_equal(now->u.rollout.r.ro.state, ROLLOUT_STATE_HALTED);
+            assert_int_equal(now->u.rollout.r.ro.n_open, 1);
+        } else {
+            b_won++;
+            assert_int_equal(now->u.rollout.r.ro.state, ROLLOUT_STATE_ACTIVE);
+            assert_int_equal(now->u.rollout.r.ro.n_open, 2);
+        }
+        store_req_free(now);
+        store_req_free(ra);
+        store_req_free(rb);
+    }
+    assert_int_equal(a_won + b_won, CAS_ROUNDS);
+    store_close(b);
+    ss_rm_tree(dir_b);
+}
+
+/* STORE_EVENTS moving every device of ids to state in rollout ro. */
+static struct store_req *moves(char (*ids)[16], size_t n, enum store_dev_state state, uint64_t ro,
+                               int *fired)
+{
+    struct store_req *r = store_req_new(STORE_EVENTS, on_set, fired);
+    size_t i;
+
+    assert_non_null(r);
+    r->now = NOW;
+    r->u.events.items = calloc(n, sizeof(*r->u.events.items));
+    assert_non_null(r->u.events.items);
+    r->u.events.n = n;
+    for (i = 0; i < n; i++) {
+        snprintf(r->u.events.items[i].id, sizeof(r->u.events.items[i].id), "%s", ids[i]);
+        r->u.events.items[i].state = state;
+        r->u.events.items[i].rollout_id = ro;
+    }
+    return r;
+}
+
+/* Both nodes report the same devices' same step at the same moment (a
+ * device's retry reaching another node): each device's status moves once,
+ * so the wave counts each device once (without the row lock, both nodes
+ * read "offered" and both move a unit to "downloading"). */
+static void test_counters_two_nodes(void **state)
+{
+    static const uint32_t pct[] = {100};
+    enum { N = 60 };
+    struct fx *f = *state;
+    char dir_b[64], ids[N][16];
+    struct store *b = second_node(f, dir_b, sizeof(dir_b));
+    struct store_req *ra, *rb, *now;
+    uint64_t ro;
+    int fired = 0;
+    size_t i;
+
+    for (i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "race-%02u", (unsigned)i);
+        store_req_free(ss_checkin(f, ids[i], NULL, 0));
+    }
+    store_req_free(ss_image_add(f, 0x92, "2.0.0"));
+    ro = ss_rollout_create(f, 0x92, "", pct, 1);
+    ra = moves(ids, N, STORE_ST_OFFERED, ro, &fired);
+    assert_int_equal(ss_run(f, ra)->rc, STORE_OK);
+    store_req_free(ra);
+    fired = 0;
+    ra = moves(ids, N, STORE_ST_DOWNLOADING, ro, &fired);
+    rb = moves(ids, N, STORE_ST_DOWNLOADING, ro, &fired);
+    assert_int_equal(store_submit(f->st, ra), 0);
+    assert_int_equal(store_submit(b, rb), 0);
+    while (fired < 2) {
+        event_base_loop(f->base, EVLOOP_ONCE);
+    }
+    assert_int_equal(ra->rc, STORE_OK);
+    assert_int_equal(rb->rc, STORE_OK);
+    now = ss_rollout_get(f, ro);
+    assert_int_equal(now->u.rollout.r.waves[0].targeted, N);
+    assert_int_equal(now->u.rollout.r.waves[0].offered, 0);
+    assert_int_equal(now->u.rollout.r.waves[0].downloading, N);
+    store_req_free(now);
+    store_req_free(ra);
+    store_req_free(rb);
+    store_close(b);
+    ss_rm_tree(dir_b);
+}
+
+/* Adds real bytes (id: their SHA-256) through f's node. */
+static void add_real_image(struct fx *f, const uint8_t *bytes, size_t n, const char *version,
+                           uint8_t *id)
+{
+    struct store_req *r = ss_req(STORE_IMAGE_ADD);
+    char tmp[300];
+    FILE *fp;
+
+    snprintf(tmp, sizeof(tmp), "%s/images/.upload-%s", f->dir, version);
+    fp = fopen(tmp, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(bytes, 1, n, fp), n);
+    fclose(fp);
+    crypto_hash_sha256(id, bytes, n);
+    r->u.image.path = tmp;
+    memcpy(r->u.image.img.id, id, TCPOTA_ID_LEN);
+    snprintf(r->u.image.img.version, sizeof(r->u.image.img.version), "%s", version);
+    snprintf(r->u.image.img.model, sizeof(r->u.image.img.model), "%s", MODEL);
+    r->u.image.img.size = (uint32_t)n;
+    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
+    assert_int_equal(r->u.image.added, 1);
+    store_req_free(r);
+}
+
+/* A model-wide rollout of image id. */
+static void rollout_for(struct fx *f, const uint8_t *id, const uint32_t *pct, uint32_t n)
+{
+    struct store_req *r = ss_req(STORE_ROLLOUT_CREATE);
+
+    memcpy(r->u.rollout.r.image_id, id, TCPOTA_ID_LEN);
+    snprintf(r->u.rollout.r.model, sizeof(r->u.rollout.r.model), "%s", MODEL);
+    memcpy(r->u.rollout.r.pct, pct, n * sizeof(*pct));
+    r->u.rollout.r.ro.n_waves = n;
+    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
+    store_req_free(r);
+}
+
+/* A check-in on node st that gets rollout ro's image; returns the request. */
+static struct store_req *checkin_on(struct fx *f, struct store *st, const char *dev)
+{
+    struct store *mine = f->st;
+    struct store_req *r;
+
+    f->st = st;
+    r = ss_checkin(f, dev, NULL, 0);
+    f->st = mine;
+    return r;
+}
+
+static void expect_file(const char *path, const uint8_t *bytes, size_t n)
+{
+    uint8_t *got = malloc(n + 1);
+    FILE *fp = fopen(path, "rb");
+
+    assert_non_null(fp);
+    assert_int_equal(fread(got, 1, n + 1, fp), n);
+    fclose(fp);
+    assert_memory_equal(got, bytes, n);
+    free(got);
+}
+
+/* New devices reach both nodes at the same moment (a device that
+ * reconnects through the balancer): each is registered once (is_new on
+ * exactly one node, no error on the other) and counted once in its wave. */
+static void test_checkin_two_nodes(void **state)
+{
+    static const uint32_t pct[] = {100};
+    enum { N = 40 };
+    struct fx *f = *state;
+    char dir_b[64], ids[N][16];
+    struct store *b = second_node(f, dir_b, sizeof(dir_b));
+    struct store_req *ra[N], *rb[N], *now;
+    uint8_t bytes[1000], id[TCPOTA_ID_LEN];
+    int fired = 0;
+    size_t i;
+
+    randombytes_buf(bytes, sizeof(bytes));
+    add_real_image(f, bytes, sizeof(bytes), "2.0.0", id);
+    rollout_for(f, id, pct, 1);
+    for (i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "new-%02u", (unsigned)i);
+        ra[i] = store_req_new(STORE_CHECKIN, on_set, &fired);
+        rb[i] = store_req_new(STORE_CHECKIN, on_set, &fired);
+        assert_true(ra[i] && rb[i]);
+        ra[i]->now = rb[i]->now = NOW;
+        ra[i]->u.checkin.id = rb[i]->u.checkin.id = ids[i];
+        ra[i]->u.checkin.model = rb[i]->u.checkin.model = MODEL;
+        ra[i]->u.checkin.version = rb[i]->u.checkin.version = "1.0.0";
+        assert_int_equal(store_submit(f->st, ra[i]), 0);
+        assert_int_equal(store_submit(b, rb[i]), 0);
+    }
+    while (fired < 2 * N) {
+        event_base_loop(f->base, EVLOOP_ONCE);
+    }
+    for (i = 0; i < N; i++) {
+        if (ra[i]->rc != STORE_OK || rb[i]->rc != STORE_OK) {
+            fail_msg("%s: %s / %s", ids[i], ra[i]->err, rb[i]->err);
+        }
+        assert_int_equal(ra[i]->u.checkin.is_new + rb[i]->u.checkin.is_new, 1);
+        store_req_free(ra[i]);
+        store_req_free(rb[i]);
+    }
+    now = ss_rollout_get(f, 1);
+    assert_int_equal(now->u.rollout.r.waves[0].targeted, N);
+    store_req_free(now);
+    store_close(b);
+    ss_rm_tree(dir_b);
+}
+
+/* Node A takes an image; node B, which never saw it, fetches it from the
+ * database at its first check-in that needs it, byte for byte, into its
+ * own cache. Bytes damaged in the database are refused, not cached. */
+static void test_image_shared(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    uint8_t *bytes = malloc(BIG_IMAGE), id[TCPOTA_ID_LEN];
+    char dir_b[64], hex[2 * TCPOTA_ID_LEN + 1], path[400], q[256];
+    struct store *b = second_node(f, dir_b, sizeof(dir_b));
+    struct store_req *r;
+    struct stat sb;
+
+    assert_non_null(bytes);
+    randombytes_buf(bytes, BIG_IMAGE);
+    add_real_image(f, bytes, BIG_IMAGE, "3.0.0", id);
+    store_hex(id, hex);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM image_chunks"), 3);
+    /* Node B: not cached until a device needs it. */
+    snprintf(path, sizeof(path), "%s/images/%s", dir_b, hex);
+    assert_int_not_equal(stat(path, &sb), 0);
+    rollout_for(f, id, pct, 1);
+    r = checkin_on(f, b, "dev-b1");
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.checkin.has_rollout, 1);
+    assert_string_equal(r->u.checkin.out->image.path, path);
+    store_req_free(r);
+    expect_file(path, bytes, BIG_IMAGE);
+    /* A damaged copy in the database: refused, nothing left in the cache. */
+    assert_int_equal(unlink(path), 0);
+    snprintf(q, sizeof(q), "UPDATE image_chunks SET bytes = overlay(bytes placing '\\x00'::bytea"
+             " from 1000) WHERE image_id = '%s' AND n = 1", hex);
+    sql(f, q);
+    r = checkin_on(f, b, "dev-b2");
+    assert_int_equal(r->rc, STORE_E_IO);
+    assert_non_null(strstr(r->err, "do not hash to its id"));
+    store_req_free(r);
+    assert_int_not_equal(stat(path, &sb), 0);
+    free(bytes);
+    store_close(b);
+    ss_rm_tree(dir_b);
+}
+
+/* ---- errors and the connection ---- */
+
+/* The server drops the node's connection (a restart, a failover): the
+ * request that meets the loss fails, the next one reconnects. */
+static void test_reconnects(void **state)
+{
+    struct fx *f = *state;
+    struct store_req *r;
+    int i, ok = 0;
+
+    store_req_free(ss_checkin(f, "dev-1", NULL, 0));
+    sql(f, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+           " AND datname = current_database() AND application_name = 'tcpota'");
+    for (i = 0; i < 3 && !ok; i++) {
+        r = ss_checkin(f, "dev-1", NULL, 0);
+        ok = r->rc == STORE_OK;
+        assert_true(ok || r->rc == STORE_E_IO);
+        store_req_free(r);
+    }
+    assert_true(ok);
+}
+
+/* What an operator meets at the start: the message says what is wrong. */
+static void test_open_errors(void **state)
+{
+    struct event_base *base = event_base_new();
+    char dir[] = "/tmp/tcpota-node-XXXXXX", err[300] = "", file[128], cache[64];
+    (void)state;
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(cache, sizeof(cache), "%s/cache", dir);
+    assert_null(store_pg_open("host=/nonexistent-dir port=1 connect_timeout=2", dir, base, err,
+                              sizeof(err)));
+    assert_non_null(strstr(err, "cannot connect to the database (--db)"));
+    assert_null(store_pg_open("postgresql://[bad", dir, base, err, sizeof(err)));
+    assert_non_null(strstr(err, "cannot connect to the database (--db)"));
+    /* The image cache's directory is checked before the database is. */
+    snprintf(file, sizeof(file), "%s/file", dir);
+    fclose(fopen(file, "w"));
+    assert_null(store_pg_open(getenv("TCPOTA_PG"), file, base, err, sizeof(err)));
+    assert_non_null(strstr(err, "is not a writable directory"));
+    mkdir(cache, 0700);
+    snprintf(file, sizeof(file), "%s/images", cache);
+    fclose(fopen(file, "w"));
+    assert_null(store_pg_open(getenv("TCPOTA_PG"), cache, base, err, sizeof(err)));
+    assert_non_null(strstr(err, "images is not a directory"));
+    event_base_free(base);
+    ss_rm_tree(dir);
+}
+
+/* --db as a postgresql:// URI, whose own settings win over the node's
+ * defaults (here its application_name over "tcpota"). */
+static void test_uri(void **state)
+{
+    struct fx *f = *state;
+    char host[256] = "", port[16] = "", uri[600], err[256] = "", q[200];
+    const char *base = getenv("TCPOTA_PG");
+    struct store *st;
+
+    assert_int_equal(sscanf(strstr(base, "host="), "host=%255s", host), 1);
+    assert_int_equal(sscanf(strstr(base, "port="), "port=%15s", port), 1);
+    snprintf(uri, sizeof(uri), "postgresql://tcpota@/postgres?host=%s&port=%s"
+             "&application_name=node-b&options=-csearch_path%%3D%s", host, port,
+             strstr(f->db, "search_path=") + strlen("search_path="));
+    uri[strlen(uri) - 1] = '\0'; /* the closing quote of f->db's options */
+    st = store_pg_open(uri, f->dir, f->base, err, sizeof(err));
+    if (!st) {
+        fail_msg("%s: %s", uri, err);
+    }
+    snprintf(q, sizeof(q), "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+             " 'node-b'");
+    assert_int_equal(sql_int(f, q), 1);
+    store_close(st);
+}
+
+static void test_not_ours_or_newer(void **state)
+{
+    struct fx *f = *state;
+    struct fx other;
+    char err[300] = "";
+
+    store_close(f->st);
+    f->st = NULL;
+    sql(f, "UPDATE schema_version SET version = 99");
+    assert_null(store_pg_open(f->db, f->dir, f->base, err, sizeof(err)));
+    assert_non_null(strstr(err, "schema version 99, newer than this tcpota knows"));
+    ss_fx_fresh(&other);
+    sql(&other, "CREATE TABLE t (x int)");
+    assert_null(store_pg_open(other.db, other.dir, f->base, err, sizeof(err)));
+    assert_non_null(strstr(err, "holds tables but not tcpota's"));
+    ss_rm_tree(other.dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest own[] = {
+        cmocka_unit_test(test_migrate_once_concurrently),
+        cmocka_unit_test_setup_teardown(test_cas_two_nodes, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_counters_two_nodes, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_checkin_two_nodes, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_image_shared, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_reconnects, ss_setup, ss_teardown),
+        cmocka_unit_test(test_open_errors),
+        cmocka_unit_test_setup_teardown(test_uri, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_not_ours_or_newer, ss_setup, ss_teardown),
+    };
+    if (sodium_init() < 0) {
+        return 1;
+    }
+    return ss_run_all("store_pg", &pg_backend, own, sizeof(own) / sizeof(own[0]));
+}
