@@ -9,6 +9,7 @@ SRC=$(cd "$(dirname "$0")/../.." && pwd)
 command -v make > /dev/null || fail "make is not installed: apt-get install -y make"
 command -v systemd-analyze > /dev/null || fail "systemd-analyze is not installed: apt-get install -y systemd"
 ROOT=$WORK/root
+cd "$WORK" # its logs and scratch files, removed (or shown on failure) by lib.sh
 M=(make --no-print-directory -C "$SRC" BUILD="$BUILD_DIR" JOBS=1)
 
 # The default prefix is /usr/local and DESTDIR goes before it.
