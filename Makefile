@@ -5,7 +5,8 @@ BUILD_ASAN ?= build-asan
 BUILD_FUZZ ?= build-fuzz
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 15
-# `make install`: PREFIX/bin/tcpota (+ tcpota-proxy, tcpota-legacy-client);
+# `make install`: PREFIX/bin/tcpota (+ tcpota-proxy, tcpota-legacy-client), the
+# systemd unit and its config file (service/, docs/operations.md);
 # DESTDIR, if set, is put before PREFIX (for packaging).
 PREFIX     ?= /usr/local
 

@@ -2,6 +2,7 @@
 #include "auth.h"
 #include "cli.h"
 #include "keys.h"
+#include "serve_config.h"
 #include "server.h"
 #include "store_pg.h"
 
@@ -33,6 +34,9 @@ static void usage(FILE *f)
             "Serves FILE as the current image to every device that connects: tcpota v1\n"
             "devices (resume, integrity check) and the sample's req0/req1 devices alike.\n"
             "\n"
+            "  --config FILE         read flags from FILE first, one \"flag value\" or \"flag\"\n"
+            "                        per line (# comments); command-line flags win\n"
+            "                        (docs/operations.md)\n"
             "  --listen HOST:PORT    address to listen on (default 0.0.0.0:8070; port 0 = any)\n"
             "  --version V           version offered; with a signed manifest, taken from it\n"
             "                        (a different --version is refused), else required\n"
@@ -371,7 +375,8 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
     return tcpota_serve(o);
 }
 
-int cmd_serve(int argc, char **argv)
+/* `tcpota serve` with its arguments (a config file's flags first). */
+static int serve_args(int argc, char **argv)
 {
     struct tcpota_serve_opts o;
     struct sources src;
@@ -411,7 +416,9 @@ int cmd_serve(int argc, char **argv)
             fprintf(stderr, "tcpota serve: %s needs a value\n", a);
             return 2;
         }
-        if (strcmp(a, "--listen") == 0) {
+        if (strcmp(a, "--config") == 0) {
+            /* read by serve_config_load() */
+        } else if (strcmp(a, "--listen") == 0) {
             if (cli_hostport(val, "--listen", host, sizeof(host), &o.port) < 0) return 2;
         } else if (strcmp(a, "--version") == 0) {
             src.version = val;
@@ -532,5 +539,21 @@ int cmd_serve(int argc, char **argv)
     rc = tcpota_serve(&o);
     serve_release(NULL, &o);
     sodium_memzero(&src, sizeof(src));
+    return rc;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    struct serve_config_args args;
+    int rc = serve_config_load(argc, argv, &args);
+
+    if (rc == 0) {
+        rc = serve_args(args.argc, args.argv);
+        if (rc == 2 && args.nowned > 0) {
+            fprintf(stderr, "tcpota serve: note: the flags of the --config file came first; the "
+                            "option named above may be set there\n");
+        }
+    }
+    serve_config_free(&args);
     return rc;
 }

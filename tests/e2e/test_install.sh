@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # `make install` into a scratch DESTDIR: exactly tcpota, tcpota-proxy and
-# tcpota-legacy-client land in PREFIX/bin, they run, and `make uninstall`
-# removes them. BUILD_DIR is the build tree the test runs from.
+# tcpota-legacy-client land in PREFIX/bin, they run, the systemd unit and its
+# config file are there and `systemd-analyze verify` accepts the unit, and
+# `make uninstall` removes them. BUILD_DIR is the build tree the test runs from.
 source "$(dirname "$0")/lib.sh"
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 [ -n "${BUILD_DIR:-}" ] && [ -f "$BUILD_DIR/CMakeCache.txt" ] || fail "BUILD_DIR must name a configured build tree"
 command -v make > /dev/null || fail "make is not installed: apt-get install -y make"
+command -v systemd-analyze > /dev/null || fail "systemd-analyze is not installed: apt-get install -y systemd"
 ROOT=$WORK/root
+cd "$WORK" # its logs and scratch files, removed (or shown on failure) by lib.sh
 M=(make --no-print-directory -C "$SRC" BUILD="$BUILD_DIR" JOBS=1)
 
 # The default prefix is /usr/local and DESTDIR goes before it.
@@ -17,7 +20,8 @@ ok "make install defaults to PREFIX=/usr/local and passes DESTDIR"
 "${M[@]}" install PREFIX=/opt/tcpota DESTDIR="$ROOT" > install.log 2>&1 || fail "make install failed"
 BIN=$ROOT/opt/tcpota/bin
 got=$(cd "$ROOT" && find . -type f -o -type l | sort | tr '\n' ' ')
-want="./opt/tcpota/bin/tcpota ./opt/tcpota/bin/tcpota-legacy-client ./opt/tcpota/bin/tcpota-proxy "
+want="./opt/tcpota/bin/tcpota ./opt/tcpota/bin/tcpota-legacy-client ./opt/tcpota/bin/tcpota-proxy \
+./opt/tcpota/etc/tcpota/tcpota.conf ./opt/tcpota/lib/systemd/system/tcpota.service "
 [ "$got" = "$want" ] || fail "installed files: '$got', expected '$want'"
 for b in tcpota tcpota-proxy tcpota-legacy-client; do [ -x "$BIN/$b" ] || fail "$b is not executable"; done
 "$BIN/tcpota" --help > help.log || fail "the installed tcpota --help failed"
@@ -27,6 +31,48 @@ grep -q '^usage:' help.log || fail "the installed tcpota --help printed no usage
 "$BIN/tcpota-legacy-client" --help > /dev/null 2>&1 || fail "the installed tcpota-legacy-client --help failed"
 ok "make install PREFIX=/opt/tcpota DESTDIR=...: the three binaries, and they run"
 
+# The unit runs the installed binary with the installed config file.
+UNIT=$ROOT/opt/tcpota/lib/systemd/system/tcpota.service
+CONF=$ROOT/opt/tcpota/etc/tcpota/tcpota.conf
+grep -qx 'ExecStart=/opt/tcpota/bin/tcpota serve --config /opt/tcpota/etc/tcpota/tcpota.conf --data /var/lib/tcpota' "$UNIT" ||
+  fail "the unit's ExecStart: $(grep ExecStart "$UNIT")"
+grep -qx 'StateDirectory=tcpota' "$UNIT" || fail "the unit keeps no state in /var/lib/tcpota"
+grep -qx 'DynamicUser=yes' "$UNIT" || fail "the unit does not run as a user of its own"
+# systemd-analyze checks the unit against this host's systemd: every key
+# known, ExecStart an executable. Outside the DESTDIR the binary is not at
+# /opt/tcpota/bin yet, so the copy it checks has DESTDIR put before the
+# install paths, as a package manager would unpack them.
+mkdir -p verify
+sed "s|/opt/tcpota/|$ROOT/opt/tcpota/|g" "$UNIT" > verify/tcpota.service
+systemd-analyze verify verify/tcpota.service > verify.log 2>&1 || fail "systemd-analyze verify: $(cat verify.log)"
+[ ! -s verify.log ] || fail "systemd-analyze verify warned: $(cat verify.log)"
+ok "systemd-analyze verify accepts the installed tcpota.service"
+
+# The shipped config file documents every setting commented out; each one,
+# uncommented, is a line `tcpota serve --config` takes.
+grep -q '^#listen ' "$CONF" || fail "the installed tcpota.conf documents no listen"
+sed -n 's/^#\([a-z][a-z-]*\)\( .*\)\{0,1\}$/\1\2/p' "$CONF" | grep -v '^pubkey ' > all.conf
+[ "$(wc -l < all.conf)" -ge 10 ] || fail "too few settings in tcpota.conf: $(cat all.conf)"
+"$BIN/tcpota" serve --config all.conf --help > /dev/null 2> conf.log || fail "the shipped settings, uncommented: $(cat conf.log)"
+ok "every setting in the installed tcpota.conf is one serve --config takes"
+
+# Installing again keeps a config file the operator edited.
+echo "quiet" >> "$CONF"
+"${M[@]}" install PREFIX=/opt/tcpota DESTDIR="$ROOT" > install2.log 2>&1 || fail "make install (again) failed"
+[ "$(tail -1 "$CONF")" = quiet ] || fail "make install replaced the operator's tcpota.conf"
+ok "make install again keeps the operator's tcpota.conf"
+
 "${M[@]}" uninstall DESTDIR="$ROOT" > uninstall.log 2>&1 || fail "make uninstall failed"
+got=$(cd "$ROOT" && find . -type f)
+[ "$got" = ./opt/tcpota/etc/tcpota/tcpota.conf ] || fail "make uninstall left: '$got' (only the edited tcpota.conf should stay)"
+rm "$CONF"
+ok "make uninstall removes them, but for the config file the operator edited"
+
+# PREFIX=/usr (a distribution's layout): the config goes to /etc.
+"${M[@]}" install PREFIX=/usr DESTDIR="$ROOT" > install3.log 2>&1 || fail "make install PREFIX=/usr failed"
+[ -f "$ROOT/etc/tcpota/tcpota.conf" ] || fail "PREFIX=/usr: no /etc/tcpota/tcpota.conf"
+grep -qx 'ExecStart=/usr/bin/tcpota serve --config /etc/tcpota/tcpota.conf --data /var/lib/tcpota' \
+  "$ROOT/usr/lib/systemd/system/tcpota.service" || fail "PREFIX=/usr: the unit's ExecStart"
+"${M[@]}" uninstall DESTDIR="$ROOT" > uninstall3.log 2>&1 || fail "make uninstall (PREFIX=/usr) failed"
 [ -z "$(cd "$ROOT" && find . -type f)" ] || fail "make uninstall left files: $(find "$ROOT" -type f)"
-ok "make uninstall removes them"
+ok "make install PREFIX=/usr: /usr/bin, /usr/lib/systemd/system and /etc/tcpota"

@@ -1,0 +1,177 @@
+/* serve_config.c - reads `tcpota serve --config FILE` into option arguments. */
+#include "serve_config.h"
+
+#include "cli.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A line longer than this is not a config line (paths stay far below). */
+#define MAX_LINE 4096
+/* Lines one file may hold: the serve flags fit many times over. */
+#define MAX_LINES 1024
+
+/* The options `tcpota serve` takes (cli/serve.c), and whether each takes a
+ * value: a new option of serve.c goes here too, or config files refuse it
+ * (test_serve_config.sh checks every option of `serve --help` is here). */
+static const struct {
+    const char *name;
+    int takes_value;
+} options[] = {
+    {"listen", 1}, {"version", 1}, {"allow-downgrade", 0}, {"max-conns", 1},
+    {"idle-timeout", 1}, {"chunk", 1}, {"progress", 0}, {"no-progress", 0}, {"quiet", 0},
+    {"log-format", 1}, {"manifest", 1}, {"pubkey", 1}, {"require-signed", 0},
+    {"no-require-signed", 0}, {"allow-legacy", 0}, {"auth-file", 1}, {"require-auth", 0},
+    {"allow-unauthenticated-legacy", 0}, {"max-unauth-per-addr", 1}, {"tls-cert", 1},
+    {"tls-key", 1}, {"data", 1}, {"db", 1}, {"api", 1}, {"max-image", 1}, {"ota-listen", 1},
+};
+
+/* Returns the index of name in options, or -1. */
+static int find_option(const char *name, size_t len)
+{
+    size_t i;
+    for (i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
+        if (strlen(options[i].name) == len && memcmp(options[i].name, name, len) == 0) return (int)i;
+    }
+    return -1;
+}
+
+static char *trim(char *s)
+{
+    char *e = s + strlen(s);
+    while (*s && isspace((unsigned char)*s)) s++;
+    while (e > s && isspace((unsigned char)e[-1])) e--;
+    *e = 0;
+    return s;
+}
+
+static int bad(const char *path, unsigned line, const char *what)
+{
+    fprintf(stderr, "tcpota serve: %s:%u: %s\n", path, line, what);
+    return 2;
+}
+
+/* Adds s (copied) to the file's arguments. Returns 0 or -1. */
+static int add(struct serve_config_args *out, const char *s, size_t len)
+{
+    char *c = malloc(len + 1);
+    if (!c) return -1;
+    memcpy(c, s, len);
+    c[len] = 0;
+    out->owned[out->nowned++] = c;
+    return 0;
+}
+
+/* Reads the flags of f (named path) into out->owned. Returns 0 or 2. */
+static int read_flags(FILE *f, const char *path, struct serve_config_args *out)
+{
+    char buf[MAX_LINE + 2], msg[MAX_LINE + 160], opt[MAX_LINE + 3];
+    unsigned line = 0;
+
+    while (fgets(buf, sizeof(buf), f)) {
+        char *s, *val;
+        size_t nlen;
+        int k;
+
+        line++;
+        if (strlen(buf) > MAX_LINE && buf[strlen(buf) - 1] != '\n') {
+            snprintf(msg, sizeof(msg), "line longer than %d bytes; is this a config file?", MAX_LINE);
+            return bad(path, line, msg);
+        }
+        if (line > MAX_LINES) {
+            snprintf(msg, sizeof(msg), "more than %d lines; is this a config file?", MAX_LINES);
+            return bad(path, line, msg);
+        }
+        s = trim(buf);
+        if (!*s || *s == '#') continue;
+        nlen = strcspn(s, " \t");
+        val = trim(s + nlen);
+        s[nlen] = 0;
+        if (s[0] == '-') {
+            snprintf(msg, sizeof(msg), "write the option as '%s', without the leading dashes",
+                     s + strspn(s, "-"));
+            return bad(path, line, msg);
+        }
+        if (strcmp(s, "config") == 0) return bad(path, line, "a config file cannot name another "
+                                                              "(--config goes on the command line)");
+        if ((k = find_option(s, nlen)) < 0) {
+            snprintf(msg, sizeof(msg), "unknown option '%s'; the options are those of `tcpota "
+                                       "serve --help`, without the leading --", s);
+            return bad(path, line, msg);
+        }
+        if (options[k].takes_value && !*val) {
+            snprintf(msg, sizeof(msg), "'%s' needs a value: write '%s VALUE'", s, s);
+            return bad(path, line, msg);
+        }
+        if (!options[k].takes_value && *val) {
+            snprintf(msg, sizeof(msg), "'%s' is a switch and takes no value (got '%s'); write "
+                                       "'%s' alone, or remove the line", s, val, s);
+            return bad(path, line, msg);
+        }
+        snprintf(opt, sizeof(opt), "--%s", s);
+        if (add(out, opt, strlen(opt)) < 0) goto oom;
+        if (*val && add(out, val, strlen(val)) < 0) goto oom;
+    }
+    if (ferror(f)) return bad(path, line + 1, "read error");
+    return 0;
+oom:
+    fprintf(stderr, "tcpota serve: out of memory\n");
+    return 2;
+}
+
+int serve_config_load(int argc, char **argv, struct serve_config_args *out)
+{
+    const char *path = NULL;
+    FILE *f;
+    int i, n = 0, rc;
+
+    memset(out, 0, sizeof(*out));
+    out->argc = argc;
+    out->argv = argv;
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") != 0) continue;
+        if (path) {
+            fprintf(stderr, "tcpota serve: --config given twice; give one config file\n");
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "tcpota serve: --config needs a value (a config file)\n");
+            return 2;
+        }
+        path = argv[++i];
+    }
+    if (!path) return 0;
+    if (!(f = cli_fopen_regular(path, "--config"))) return 2;
+    /* Each line gives at most two arguments. */
+    out->owned = calloc(2 * MAX_LINES + 2, sizeof(char *));
+    if (!out->owned) {
+        fclose(f);
+        fprintf(stderr, "tcpota serve: out of memory\n");
+        return 2;
+    }
+    out->argv = NULL; /* from here on, ours (or none) */
+    rc = read_flags(f, path, out);
+    fclose(f);
+    if (rc) return rc;
+    out->argv = calloc((size_t)(argc + out->nowned + 1), sizeof(char *));
+    if (!out->argv) {
+        fprintf(stderr, "tcpota serve: out of memory\n");
+        return 2;
+    }
+    out->argv[n++] = argv[0];
+    for (i = 0; i < out->nowned; i++) out->argv[n++] = out->owned[i];
+    for (i = 1; i < argc; i++) out->argv[n++] = argv[i];
+    out->argc = n;
+    return 0;
+}
+
+void serve_config_free(struct serve_config_args *out)
+{
+    int i;
+    for (i = 0; i < out->nowned; i++) free(out->owned[i]);
+    if (out->owned) free(out->argv); /* argv is ours only when a file was read */
+    free(out->owned);
+    memset(out, 0, sizeof(*out));
+}

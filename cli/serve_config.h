@@ -1,0 +1,29 @@
+/* serve_config.h - `tcpota serve --config FILE`: the flags of a config file
+ * (the installed service's /etc/tcpota/tcpota.conf, docs/operations.md). */
+#ifndef TCPOTA_SERVE_CONFIG_H
+#define TCPOTA_SERVE_CONFIG_H
+
+/* The arguments of `tcpota serve` with a config file's flags put in front. */
+struct serve_config_args {
+    int argc;
+    char **argv;  /* argv[0], the file's flags, then the command line's */
+    char **owned; /* the strings read from the file (freed with argv) */
+    int nowned;
+};
+
+/* When argv (argv[0] is "serve") holds `--config FILE`, reads FILE and
+ * builds in *out argv[0], then one "--flag" (and its value) per line of
+ * FILE, then argv[1..]: the command line comes later, and since the option
+ * parser keeps the last value given, a flag on the command line wins over
+ * the file (repeatable flags such as --pubkey add up). Without --config,
+ * *out is argc/argv as given. FILE must be a regular file: one
+ * "flag value" or "flag" (a switch) per line, the long option name without
+ * its "--", blank lines and lines starting with '#' skipped. Returns 0, or
+ * 2 (the exit code) after printing "FILE:LINE: what is wrong; what to do".
+ * Free *out with serve_config_free() in either case. */
+int serve_config_load(int argc, char **argv, struct serve_config_args *out);
+
+/* Frees what serve_config_load() allocated; out may be zeroed. */
+void serve_config_free(struct serve_config_args *out);
+
+#endif

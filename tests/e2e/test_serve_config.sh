@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# `tcpota serve --config FILE` (cli/serve_config.c): a flag from the file
+# takes effect, the same flag on the command line wins, a bad line is
+# reported with FILE:LINE, a FIFO or a directory is refused at once, and
+# every option of `serve --help` can be written in a config file.
+source "$(dirname "$0")/lib.sh"
+cd "$WORK"
+make_image img.bin 4096
+
+# start_serve LOG ARGS...: image mode on loopback; waits for the listen line.
+start_serve() {
+  local log=$1
+  shift
+  "$TCPOTA" serve "$@" img.bin 2> "$log" &
+  PIDS+=($!)
+  wait_line "$log" 'listening on'
+}
+stop_serve() {
+  kill -TERM "${PIDS[-1]}"
+  wait "${PIDS[-1]}" || fail "the server exited $? on SIGTERM"
+}
+
+printf '# a comment\n\n  listen 127.0.0.1:0\nversion 1.0.0\nlog-format json\nno-progress\n' > serve.conf
+start_serve file.log --config serve.conf
+grep 'listening on' file.log | grep -q '^{"time":"' || fail "log-format json from the file: $(cat file.log)"
+stop_serve
+ok "a flag from the config file takes effect (log-format json)"
+
+start_serve cmdline.log --config serve.conf --log-format text
+grep 'listening on' cmdline.log | grep -qE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T.* tcpota serve: ' ||
+  fail "--log-format text on the command line: $(cat cmdline.log)"
+stop_serve
+ok "the command line wins over the config file (--log-format text)"
+
+# expect_refused NAME CONTENT REGEX: a config file with CONTENT is refused
+# (exit 2) with a message matching REGEX.
+expect_refused() {
+  printf %b "$2" > "$1.conf"
+  local rc=0
+  timeout 10 "$TCPOTA" serve --config "$1.conf" img.bin > /dev/null 2> "$1.log" || rc=$?
+  [ $rc -eq 2 ] || fail "$1: exit $rc, expected 2: $(cat "$1.log")"
+  grep -qE "$3" "$1.log" || fail "$1: no /$3/ in: $(cat "$1.log")"
+}
+expect_refused unknown '# x\nversion 1.0.0\nlisten-port 80\n' 'unknown.conf:3: unknown option .listen-port.'
+expect_refused dashes '--version 1.0.0\n' 'dashes.conf:1: write the option as .version., without the leading dashes'
+expect_refused novalue 'version 1.0.0\nlisten\n' "novalue.conf:2: 'listen' needs a value"
+expect_refused switchvalue 'quiet yes\n' "switchvalue.conf:1: 'quiet' is a switch and takes no value"
+expect_refused nested 'config other.conf\n' 'nested.conf:1: a config file cannot name another'
+expect_refused badvalue 'version 1.0.0\nmax-conns lots\n' "max-conns: 'lots' is not a number.*"
+grep -q 'the flags of the --config file came first' badvalue.log || fail "a bad value from the file: no hint: $(cat badvalue.log)"
+ok "bad lines are refused with FILE:LINE and what to write instead"
+
+mkfifo fifo.conf
+rc=0; timeout 10 "$TCPOTA" serve --config fifo.conf img.bin 2> fifo.log || rc=$?
+[ $rc -eq 2 ] && grep -q 'fifo.conf is not a regular file (it is a FIFO)' fifo.log || fail "FIFO: exit $rc: $(cat fifo.log)"
+rc=0; "$TCPOTA" serve --config . img.bin 2> dir.log || rc=$?
+[ $rc -eq 2 ] && grep -q 'is not a regular file (it is a directory)' dir.log || fail "directory: exit $rc: $(cat dir.log)"
+rc=0; "$TCPOTA" serve --config missing.conf img.bin 2> missing.log || rc=$?
+[ $rc -eq 2 ] && grep -q 'cannot open missing.conf' missing.log || fail "missing: exit $rc: $(cat missing.log)"
+ok "a FIFO, a directory or a missing config file is refused at once"
+
+# Every option `serve --help` lists is one a config file may set.
+names=$("$TCPOTA" serve --help | grep -oE -- '--[a-z][a-z-]+' | sort -u | sed 's/^--//' | grep -vx -e help -e config)
+[ "$(echo "$names" | wc -l)" -ge 20 ] || fail "too few options in serve --help: $names"
+for n in $names; do
+  echo "$n" > one.conf
+  "$TCPOTA" serve --config one.conf --help > /dev/null 2> one.log || true
+  ! grep -q 'unknown option' one.log || fail "serve --help lists --$n, but a config file cannot set it"
+done
+ok "every option of serve --help can be set in a config file"
