@@ -108,6 +108,7 @@ start_raw() {
 
 NGX_PORT=0
 NGX_PIN=() # a command prefix, e.g. (taskset -c 0)
+NGX_TLS="" # a directory with srv.pem and srv.key: serve HTTPS with them (tlsmode.sh)
 start_nginx() { # one worker, like tcpota serve's one thread; sets NGX_PORT
   local try
   for try in 1 2 3 4 5; do
@@ -127,6 +128,15 @@ start_nginx_once() {
   # Below the ephemeral ports (32768 on): the load generator's thousands of
   # connections in TIME_WAIT must not hold the port nginx is to listen on.
   NGX_PORT=$(( 20000 + RANDOM % 12000 ))
+  local ssl="" tls_conf="" url="http://127.0.0.1:$NGX_PORT/image.bin" ca=()
+  if [ -n "$NGX_TLS" ]; then
+    # The same certificate as tcpota's, stateless tickets, one per handshake
+    # (OpenSSL's default is two), no server-side session cache.
+    ssl=" ssl" url="https://localhost:$NGX_PORT/image.bin" ca=(--cacert "$NGX_TLS/srv.pem")
+    tls_conf="ssl_certificate $NGX_TLS/srv.pem; ssl_certificate_key $NGX_TLS/srv.key;
+  ssl_protocols TLSv1.2 TLSv1.3; ssl_session_tickets on; ssl_session_cache off;
+  ssl_conf_command NumTickets 1;"
+  fi
   cat > "$d/nginx.conf" <<EOF
 worker_processes 1;
 worker_rlimit_nofile 20000;
@@ -142,13 +152,14 @@ http {
   client_body_temp_path $d/tmp; proxy_temp_path $d/tmp; fastcgi_temp_path $d/tmp;
   uwsgi_temp_path $d/tmp; scgi_temp_path $d/tmp;
   types { application/octet-stream bin; }
-  server { listen 127.0.0.1:$NGX_PORT backlog=1024; root $d/www; }
+  $tls_conf
+  server { listen 127.0.0.1:$NGX_PORT$ssl backlog=1024; root $d/www; }
 }
 EOF
   "${NGX_PIN[@]}" nginx -p "$d" -c "$d/nginx.conf" > /dev/null 2> "$d/stderr" &
   echo $! > "$WORK/nginx.pid"; PIDS+=($!)
   for _ in $(seq 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$NGX_PORT/image.bin" && return 0
+    curl -s -o /dev/null "${ca[@]}" "$url" && return 0
     kill -0 "$(cat "$WORK/nginx.pid")" 2>/dev/null || return 1 # port taken: try another
     sleep 0.05
   done
@@ -581,7 +592,8 @@ run_phase many "many devices at once" many_bench
 { echo "Other load on the machine during the run (its busy CPU time minus this run's own processes):"
   echo; cat "$WORK/load.md"; echo; } >> "$WORK/head.md"
 for f in link fleet footprint resume checkin transfer registry tls many; do
-  [ -s "$WORK/$f.md" ] && cat "$WORK/$f.md" && echo
+  [ -s "$WORK/$f.md" ] || continue # not run (BENCH_ONLY): the loop's status must stay 0
+  cat "$WORK/$f.md"; echo
 done | cat "$WORK/head.md" - > "$out"
 { echo "# raw samples of ${out##*/} (link: seconds per run; fleet, check-ins, transfers: bench-loadgen's line)"
   cat "$WORK/link.raw" "$WORK/fleet.raw" "$WORK/checkin.raw" "$WORK/transfer.raw"; } > "${out%.md}-samples.txt"

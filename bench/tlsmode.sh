@@ -1,6 +1,6 @@
 # tlsmode.sh - the performance issue's TLS benchmark, sourced by run.sh (which
 # defines WORK, TCPOTA, LOADGEN, QUICK, start_fleet, stop_pid, proc_stats,
-# log, die, PIN_SRV/PIN_LG and pinned from fleetmode.sh):
+# log, die, start_nginx (NGX_TLS: over HTTPS), PIN_SRV/PIN_LG and pinned from fleetmode.sh):
 #   tls_checkin_bench  TLS check-ins per second, full and resumed handshakes:
 #                      `tcpota serve --data --tls-cert` vs nginx over HTTPS
 #                      (HTTP/1.0, a 100-byte file), the same ECDSA P-256
@@ -15,47 +15,6 @@ tls_cert() {
     -keyout "$WORK/tls/srv.key" -out "$WORK/tls/srv.pem" -days 2 -subj /CN=localhost \
     -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" > /dev/null 2>&1 || die "openssl req failed"
   chmod 600 "$WORK/tls/srv.key"
-}
-
-# nginx over HTTPS, one worker, the check-in benchmark's 100-byte file; sets NGX_TLS_PORT.
-start_nginx_tls() {
-  local d=$WORK/nginx-tls
-  mkdir -p "$d/tmp" "$d/www"
-  chmod 755 "$d" "$d/www"
-  head -c 100 /dev/urandom > "$d/www/small.bin"
-  chmod 644 "$d/www/small.bin"
-  NGX_TLS_PORT=$(( 20000 + RANDOM % 12000 ))
-  cat > "$d/nginx.conf" <<NGX
-worker_processes 1;
-worker_rlimit_nofile 20000;
-daemon off;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 12000; multi_accept on; }
-http {
-  access_log off;
-  sendfile on;
-  keepalive_timeout 0;
-  client_body_temp_path $d/tmp; proxy_temp_path $d/tmp; fastcgi_temp_path $d/tmp;
-  uwsgi_temp_path $d/tmp; scgi_temp_path $d/tmp;
-  types { application/octet-stream bin; }
-  ssl_certificate $WORK/tls/srv.pem;
-  ssl_certificate_key $WORK/tls/srv.key;
-  ssl_protocols TLSv1.2 TLSv1.3;
-  ssl_session_tickets on;
-  ssl_session_cache off;
-  ssl_conf_command NumTickets 1;
-  server { listen 127.0.0.1:$NGX_TLS_PORT ssl backlog=1024; root $d/www; }
-}
-NGX
-  "${PIN_SRV[@]}" nginx -p "$d" -c "$d/nginx.conf" > /dev/null 2> "$d/stderr" &
-  echo $! > "$WORK/nginx-tls.pid"; PIDS+=($!)
-  for _ in $(seq 100); do
-    curl -sf --cacert "$WORK/tls/srv.pem" "https://localhost:$NGX_TLS_PORT/small.bin" -o /dev/null && return 0
-    sleep 0.05
-  done
-  cat "$d/stderr" >&2
-  die "nginx over HTTPS did not start"
 }
 
 # tls_row LABEL HANDSHAKE OUT: a table row from bench-loadgen's line (its
@@ -95,17 +54,18 @@ tls_tcpota() {
 # tls_nginx CONNS MODE
 tls_nginx() {
   local pid out resume=() warm=0
-  NGX_PIN=("${PIN_SRV[@]}")
-  start_nginx_tls
+  NGX_PIN=("${PIN_SRV[@]}") NGX_TLS=$WORK/tls
+  start_nginx
+  NGX_PIN=() NGX_TLS=""
   # The one worker process does the work (the master only watches it).
-  pid=$(pgrep -P "$(cat "$WORK/nginx-tls.pid")" | head -1)
+  pid=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
   [ -n "$pid" ] || die "no nginx worker"
   [ "$2" = resumed ] && resume=(--resume) warm=$TLS_IDS
-  out=$("${PIN_LG[@]}" "$LOADGEN" http10 --server "127.0.0.1:$NGX_TLS_PORT" --path /small.bin --size 100 \
+  out=$("${PIN_LG[@]}" "$LOADGEN" http10 --server "127.0.0.1:$NGX_PORT" --path /small.bin --size 100 \
         --conns "$1" --ids "$TLS_IDS" --duration "$TLS_SECONDS" --tls "$WORK/tls/srv.pem" \
         "${resume[@]}" --warmup "$warm" --server-pid "$pid") || log "nginx TLS run had failures: $out"
-  stop_pid nginx-tls
-  echo "nginx-tls-$2 $out" >> "$WORK/checkin.raw"
+  stop_pid nginx
+  echo "nginx-https-$2 $out" >> "$WORK/checkin.raw"
   tls_row "nginx, HTTPS, 100-byte file, HTTP/1.0" "$2" "$out"
 }
 
