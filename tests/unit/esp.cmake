@@ -45,7 +45,8 @@ target_include_directories(test_tls_esp PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../esp
                            ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/include
                            ${TCPOTA_ESP_COMPONENT}/include)
 target_compile_definitions(test_tls_esp PRIVATE CONFIG_TCPOTA_TLS=1 CONFIG_TCPOTA_TLS_CA_PEM=1
-                           CONFIG_TCPOTA_TLS_HOST="" CONFIG_MBEDTLS_CERTIFICATE_BUNDLE=1)
+                           CONFIG_TCPOTA_TLS_HOST="" CONFIG_MBEDTLS_CERTIFICATE_BUNDLE=1
+                           CONFIG_TCPOTA_TLS_RESUME=1)
 target_link_libraries(test_tls_esp PRIVATE tcpota_core tcpota_client PkgConfig::SODIUM)
 # Without MBEDTLS_SSL_KEYING_MATERIAL_EXPORT tls_esp.c must not build, and
 # the error names the sdkconfig option.
@@ -74,5 +75,5 @@ target_include_directories(test_tcpota_esp_tls PRIVATE ${CMAKE_CURRENT_LIST_DIR}
                            ${CMAKE_CURRENT_LIST_DIR}/../esp_fake ${TCPOTA_ESP_COMPONENT}/include)
 target_compile_definitions(test_tcpota_esp_tls PRIVATE CONFIG_TCPOTA_RX_BUFFER_SIZE=4108
                            "CONFIG_TCPOTA_MODEL=\"\"" "CONFIG_IDF_TARGET=\"esp32\"" CONFIG_TCPOTA_TLS=1 CONFIG_TCPOTA_TLS_CA_PEM=1
-                           CONFIG_TCPOTA_TLS_HOST="")
+                           CONFIG_TCPOTA_TLS_HOST="" CONFIG_TCPOTA_TLS_RESUME=1)
 target_link_libraries(test_tcpota_esp_tls PRIVATE tcpota_client tcpota_core PkgConfig::SODIUM pthread)

@@ -27,12 +27,15 @@
 #include <unistd.h>
 
 #include "esp_fake.h"
+#include "nvs_flash.h"
+#include "psa/crypto.h"
 #include "esp_task_test.h"
 #include "loopback.h"
 #include "task_fake.h"
 #include "tcpota/codec.h"
 #include "tcpota/server.h"
 #include "tcpota_esp.h"
+#include "tcpota_esp_port.h"
 #include "tls_fake.h"
 
 /* The embedded CA as target_add_binary_data(... TEXT RENAME_TO
@@ -198,11 +201,35 @@ static void on_take(uint32_t ticks)
     }
 }
 
+/* Stops the task at its second check-in wait: two connections. */
+static int waits;
+
+static void on_take_second(uint32_t ticks)
+{
+    if (ticks > 100u && ++waits == 2) {
+        (void)tcpota_esp_stop();
+    }
+}
+
+/* The task opens its port once per process (tcpota_esp.c) and keeps its
+ * NVS handle, which esp_fake_init() forgets: once a test has started the
+ * task, what the port holds is opened again (handle 1), as
+ * test_tcpota_esp.c does. */
+static int port_opened;
+
 static int setup(void **state)
 {
     (void)state;
     esp_fake_init("1.0.0");
     esp_fake_tasks_reset();
+    if (port_opened) {
+        nvs_handle_t h;
+        assert_int_equal(psa_crypto_init(), PSA_SUCCESS);
+        assert_int_equal(nvs_flash_init_partition(TCPOTA_ESP_NVS_PARTITION), ESP_OK);
+        assert_int_equal(nvs_open_from_partition(TCPOTA_ESP_NVS_PARTITION, "tcpota",
+                                                 NVS_READWRITE, &h), ESP_OK);
+        assert_int_equal(h, 1);
+    }
     tls_fake_reset();
     tls_fake.cert_host = "127.0.0.1"; /* no CONFIG_TCPOTA_TLS_HOST: the server host */
     return 0;
@@ -219,6 +246,7 @@ static void test_task_binds_before_hello(void **state)
     c = config(srv.port);
     esp_fake_tasks.on_take = on_take;
     assert_int_equal(tcpota_esp_start(&c), ESP_OK);
+    port_opened = 1;
     assert_int_equal(tls_fake.conf_live, 1); /* the CA is loaded at start */
     assert_int_equal(esp_fake_task_run(), 0);
     esp_fake_tasks.on_take = NULL;
@@ -240,6 +268,32 @@ static void test_task_binds_before_hello(void **state)
     assert_int_equal(live_in_wait, 0); /* ended with its connection, not at the next */
     /* The task freed TLS when it ended. */
     assert_int_equal(tls_fake.ssl_live, 0);
+    assert_int_equal(tls_fake.conf_live, 0);
+}
+
+/* The next check-in resumes the session of the last one: the task keeps
+ * its TLS object between connections (CONFIG_TCPOTA_TLS_RESUME), and the
+ * answer to the CHALLENGE is bound to the resumed session too. */
+static void test_check_in_resumes_session(void **state)
+{
+    tcpota_esp_config_t c;
+
+    (void)state;
+    srv_start();
+    c = config(srv.port);
+    waits = 0;
+    esp_fake_tasks.on_take = on_take_second;
+    assert_int_equal(tcpota_esp_start(&c), ESP_OK);
+    port_opened = 1;
+    assert_int_equal(esp_fake_task_run(), 0);
+    esp_fake_tasks.on_take = NULL;
+    srv_stop();
+    assert_int_equal(srv.connections, 2);
+    assert_int_equal(srv.auth_ok, 2);
+    assert_int_equal(tls_fake.full, 1);
+    assert_int_equal(tls_fake.resumed, 1);
+    assert_non_null(strstr(tls_fake.log, "set_session 1;handshake resumed 1;"));
+    assert_int_equal(tls_fake.sessions_live, 0); /* the kept session freed at the end */
     assert_int_equal(tls_fake.conf_live, 0);
 }
 
@@ -270,6 +324,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_task_binds_before_hello, setup),
+        cmocka_unit_test_setup(test_check_in_resumes_session, setup),
         cmocka_unit_test_setup(test_start_refuses_unusable_ca, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -161,6 +161,7 @@ static int teardown(void **state)
     (void)state;
     tcpota_esp_tls_free(&tls);
     assert_int_equal(tls_fake.ssl_live, 0);      /* every session freed */
+    assert_int_equal(tls_fake.sessions_live, 0); /* the kept session too */
     assert_int_equal(tls_fake.bundle_attached, 0);
     if (cl.fd >= 0) {
         close(cl.fd);
@@ -362,7 +363,7 @@ static void test_handshake_bind_then_hello(void **state)
     assert_true(read(peer, got, sizeof(got)) > (ssize_t)TCPOTA_FRAME_OVERHEAD);
     assert_int_equal(got[0], TCPOTA_T_HELLO);
     snprintf(log, sizeof(log), "ca_parse 1;setup;hostname ota.example;handshake want_read;"
-                               "handshake want_read;handshake done;"
+                               "handshake want_read;handshake done;get_session 1;"
                                "export " TCPOTA_TLS_BINDING_LABEL " 32 ctx=null/0/0;write ");
     assert_memory_equal(tls_fake.log, log, strlen(log));
     tcpota_esp_tls_end(&tls);
@@ -578,6 +579,146 @@ static void test_reconnect_frees_old_session(void **state)
     assert_int_equal(tls_fake.ssl_live, 1);
 }
 
+/* ---- session resumption (CONFIG_TCPOTA_TLS_RESUME) ----------------------- */
+
+/* The next connection: a new socket pair, the server's "SH" sent, the
+ * handshake run; returns its result. */
+static int next_connection(void)
+{
+    int sv[2];
+
+    tcpota_esp_tls_end(&tls);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    close(cl.fd);
+    close(peer);
+    cl.fd = sv[0];
+    peer = sv[1];
+    assert_int_equal(write(peer, "SH", 2), 2);
+    tls_fake.log[0] = 0;
+    return tcpota_esp_tls_handshake(&tls, &cl, err, sizeof(err));
+}
+
+/* TLS 1.2: the session is taken after the handshake and offered at the
+ * next one, which the server resumes; the resumed session is kept again. */
+static void test_tls12_session_resumed(void **state)
+{
+    (void)state;
+    session_up();
+    assert_non_null(strstr(tls_fake.log, "handshake done;get_session 1;"));
+    assert_int_equal(next_connection(), 0);
+    assert_string_equal(tls_fake.log, "setup;hostname ota.example;set_session 1;"
+                                      "handshake resumed 1;get_session 1;");
+    assert_int_equal(next_connection(), 0);
+    assert_int_equal(tls_fake.full, 1);
+    assert_int_equal(tls_fake.resumed, 2);
+    tcpota_esp_tls_end(&tls);
+    assert_int_equal(tls_fake.sessions_live, 1); /* the kept one only */
+}
+
+/* TLS 1.3: no session after the handshake (it has no ticket yet); the
+ * ticket the server sends after it is read past and kept, the last one
+ * wins, and the next connection offers it. */
+static void test_tls13_ticket_kept_and_resumed(void **state)
+{
+    uint8_t buf[8];
+
+    (void)state;
+    tls_fake.tls13 = 1;
+    session_up();
+    assert_null(strstr(tls_fake.log, "get_session"));
+    tls_fake.tickets = 2;
+    assert_int_equal(write(peer, "hi", 2), 2);
+    assert_int_equal(tcpota_esp_tls_recv(&tls, buf, sizeof(buf)), 2);
+    assert_non_null(strstr(tls_fake.log, "get_session 1;get_session 2;"));
+    assert_int_equal(tls_fake.sessions_live, 2); /* the connection's and the kept one */
+    assert_int_equal(next_connection(), 0);
+    assert_non_null(strstr(tls_fake.log, "set_session 2;handshake resumed 2;"));
+    assert_null(strstr(tls_fake.log, "get_session")); /* no ticket yet on this one */
+    assert_int_equal(tls_fake.full, 1);
+}
+
+/* TLS 1.3 without a ticket: the handshake's session (no ticket yet) is
+ * not kept, so nothing is offered, and the next handshake is a full one. */
+static void test_tls13_no_ticket_full_handshake(void **state)
+{
+    (void)state;
+    tls_fake.tls13 = 1;
+    session_up();
+    assert_int_equal(next_connection(), 0);
+    assert_null(strstr(tls_fake.log, "set_session"));
+    assert_int_equal(tls_fake.full, 2);
+}
+
+/* A server with a new ticket key (restarted, rotated) refuses the session:
+ * a full handshake, silently, whose session replaces the kept one. */
+static void test_refused_session_full_then_replaced(void **state)
+{
+    (void)state;
+    session_up();
+    tls_fake.epoch = 2;
+    assert_int_equal(next_connection(), 0);
+    assert_non_null(strstr(tls_fake.log, "set_session 1;handshake done;get_session 2;"));
+    assert_int_equal(next_connection(), 0);
+    assert_non_null(strstr(tls_fake.log, "set_session 2;handshake resumed 2;"));
+    assert_int_equal(tls_fake.full, 2);
+    assert_int_equal(tls_fake.resumed, 1);
+}
+
+/* A failed handshake drops the session: the next attempt is a full one. */
+static void test_failed_handshake_drops_session(void **state)
+{
+    int sv[2];
+
+    (void)state;
+    session_up();
+    tcpota_esp_tls_end(&tls);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    close(cl.fd);
+    close(peer);
+    cl.fd = sv[0];
+    peer = sv[1];
+    shutdown(peer, SHUT_WR); /* the server hangs up mid-handshake */
+    assert_int_equal(tcpota_esp_tls_handshake(&tls, &cl, err, sizeof(err)), TCPOTA_ERR_DENIED);
+    assert_non_null(strstr(tls_fake.log, "set_session 1;"));
+    tcpota_esp_tls_end(&tls);
+    assert_int_equal(tls_fake.sessions_live, 0); /* none kept */
+    assert_int_equal(next_connection(), 0);
+    assert_null(strstr(tls_fake.log, "set_session"));
+    assert_non_null(strstr(tls_fake.log, "handshake done;get_session 2;"));
+}
+
+/* A session Mbed TLS will not take: a full handshake, whose session
+ * replaces it. */
+static void test_unusable_session_replaced(void **state)
+{
+    (void)state;
+    session_up();
+    tls_fake.set_session_rc = MBEDTLS_ERR_SSL_BAD_INPUT_DATA;
+    assert_int_equal(next_connection(), 0);
+    assert_string_equal(tls_fake.log, "setup;hostname ota.example;handshake done;get_session 2;");
+    tls_fake.set_session_rc = 0;
+    assert_int_equal(next_connection(), 0);
+    assert_non_null(strstr(tls_fake.log, "set_session 2;handshake resumed 2;"));
+}
+
+/* The session belongs to the host and trust anchors of one init: shut down
+ * and set up again (another name here), nothing is offered, and nothing
+ * is left behind (the fake counts live sessions). */
+static void test_new_init_offers_nothing(void **state)
+{
+    tcpota_esp_tls_config_t c = pem_config(CA_PEM);
+
+    (void)state;
+    session_up();
+    tcpota_esp_tls_free(&tls);
+    assert_int_equal(tls_fake.sessions_live, 0);
+    c.host = "ota2.example";
+    tls_fake.cert_host = "ota2.example";
+    assert_int_equal(tcpota_esp_tls_init(&tls, &c, "ota.example", err, sizeof(err)), 0);
+    assert_int_equal(next_connection(), 0);
+    assert_string_equal(tls_fake.log, "setup;hostname ota2.example;handshake done;get_session 2;");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -604,6 +745,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_handshake_socket_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_setup_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect_frees_old_session, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls12_session_resumed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls13_ticket_kept_and_resumed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls13_no_ticket_full_handshake, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_session_full_then_replaced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_handshake_drops_session, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unusable_session_replaced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_new_init_offers_nothing, setup, teardown),
     };
     signal(SIGPIPE, SIG_IGN); /* lwIP has none; here a send to a closed peer would raise it */
     return cmocka_run_group_tests(tests, NULL, NULL);

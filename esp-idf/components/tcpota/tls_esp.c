@@ -159,6 +159,9 @@ int tcpota_esp_tls_init(tcpota_esp_tls_t *t, const tcpota_esp_tls_config_t *cfg,
     mbedtls_ssl_config_init(&t->conf);
     mbedtls_x509_crt_init(&t->ca);
     mbedtls_ssl_init(&t->ssl);
+#ifdef CONFIG_TCPOTA_TLS_RESUME
+    mbedtls_ssl_session_init(&t->kept);
+#endif
     t->ready = 1; /* from here on tcpota_esp_tls_free() has work */
     if ((rc = tcpota_esp_tls_check(cfg, server_host, t->host, err, cap)) < 0) {
         return rc;
@@ -182,6 +185,13 @@ int tcpota_esp_tls_init(tcpota_esp_tls_t *t, const tcpota_esp_tls_config_t *cfg,
 #endif
     mbedtls_ssl_conf_min_tls_version(&t->conf, MBEDTLS_SSL_VERSION_TLS1_2);
     mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+#if defined(CONFIG_TCPOTA_TLS_RESUME) && defined(MBEDTLS_SSL_PROTO_TLS1_3) && \
+    defined(MBEDTLS_SSL_SESSION_TICKETS) && defined(MBEDTLS_SSL_TLS1_3_SIGNAL_NEW_SESSION_TICKETS_ENABLED)
+    /* Mbed TLS 3.6 drops TLS 1.3 tickets unless asked to hand them over
+     * (Mbed TLS 4 always does, and has no such call). */
+    mbedtls_ssl_conf_tls13_enable_signal_new_session_tickets(
+        &t->conf, MBEDTLS_SSL_TLS1_3_SIGNAL_NEW_SESSION_TICKETS_ENABLED);
+#endif
     return load_ca(t, cfg, err, cap);
 }
 
@@ -216,6 +226,88 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
     t->last_errno = errno;
     return MBEDTLS_ERR_NET_RECV_FAILED;
 }
+
+/* ---- the kept session (CONFIG_TCPOTA_TLS_RESUME) --------------------------- */
+
+#ifdef CONFIG_TCPOTA_TLS_RESUME
+/* Drops the kept session; why (NULL: no log line) says at debug level. */
+static void forget_session(tcpota_esp_tls_t *t, const char *why)
+{
+    if (t->has_kept) {
+        if (why) {
+            ESP_LOGD(TAG, "TLS: kept session dropped (%s); the next handshake is a full one",
+                     why);
+        }
+        mbedtls_ssl_session_free(&t->kept);
+        mbedtls_ssl_session_init(&t->kept);
+        t->has_kept = 0;
+    }
+}
+
+/* Keeps the connection's session for the next handshake, in place of the
+ * kept one. Mbed TLS exports each session once: TLS 1.2's after the
+ * handshake, each TLS 1.3 ticket when it arrives. */
+static void keep_session(tcpota_esp_tls_t *t)
+{
+    char why[96];
+    int rc;
+
+    forget_session(t, NULL);
+    rc = mbedtls_ssl_get_session(&t->ssl, &t->kept);
+    if (rc != 0) {
+        ESP_LOGD(TAG, "TLS: session not kept: %s", tls_reason(rc, why, sizeof(why)));
+        mbedtls_ssl_session_free(&t->kept);
+        mbedtls_ssl_session_init(&t->kept);
+        return;
+    }
+    t->has_kept = 1;
+}
+
+/* Offers the kept session to the new connection. One Mbed TLS does not
+ * take (another version's, a ciphersuite no longer enabled) makes the
+ * handshake a full one, as when the server refuses it; that handshake's
+ * session then replaces it. */
+static void offer_session(tcpota_esp_tls_t *t)
+{
+    char why[96];
+    int rc;
+
+    if (!t->has_kept) {
+        return;
+    }
+    rc = mbedtls_ssl_set_session(&t->ssl, &t->kept);
+    if (rc != 0) {
+        ESP_LOGD(TAG, "TLS: kept session not offered: %s", tls_reason(rc, why, sizeof(why)));
+    }
+}
+
+/* After a successful handshake. TLS 1.3 sessions come with the server's
+ * ticket, after the handshake (tcpota_esp_tls_recv). */
+static void handshake_done(tcpota_esp_tls_t *t)
+{
+    if (mbedtls_ssl_get_version_number(&t->ssl) != MBEDTLS_SSL_VERSION_TLS1_3) {
+        keep_session(t);
+    }
+}
+#else
+static void forget_session(tcpota_esp_tls_t *t, const char *why)
+{
+    (void)t;
+    (void)why;
+}
+static void keep_session(tcpota_esp_tls_t *t)
+{
+    (void)t;
+}
+static void offer_session(tcpota_esp_tls_t *t)
+{
+    (void)t;
+}
+static void handshake_done(tcpota_esp_tls_t *t)
+{
+    (void)t;
+}
+#endif /* CONFIG_TCPOTA_TLS_RESUME */
 
 /* ---- one connection ---------------------------------------------------- */
 
@@ -259,29 +351,14 @@ static int handshake_error(tcpota_esp_tls_t *t, int rc, char *err, size_t cap)
     return TCPOTA_ERR_DENIED;
 }
 
-int tcpota_esp_tls_handshake(tcpota_esp_tls_t *t, struct tcpota_client *cl, char *err,
-                             size_t cap)
+/* Drives mbedtls_ssl_handshake() with poll() until it is done, fails,
+ * times out (handshake_ms from start) or a stop is requested. */
+static int run_handshake(tcpota_esp_tls_t *t, struct tcpota_client *cl, uint32_t start,
+                         char *err, size_t cap)
 {
-    uint32_t start = cl->cfg.now_ms(cl->cfg.ctx);
-    char why[96];
-    int rc;
-
-    tcpota_esp_tls_end(t);
-    t->fd = cl->fd;
-    t->last_errno = 0;
-    t->write_len = 0;
-    if ((rc = mbedtls_ssl_setup(&t->ssl, &t->conf)) != 0 ||
-        (rc = mbedtls_ssl_set_hostname(&t->ssl, t->host)) != 0) {
-        snprintf(err, cap, "TLS setup failed: %s", tls_reason(rc, why, sizeof(why)));
-        mbedtls_ssl_free(&t->ssl);
-        mbedtls_ssl_init(&t->ssl);
-        return TCPOTA_ERR_NOSPC;
-    }
-    t->active = 1;
-    mbedtls_ssl_set_bio(&t->ssl, t, bio_send, bio_recv, NULL);
     for (;;) {
         uint32_t spent;
-        int w;
+        int rc, w;
 
         rc = mbedtls_ssl_handshake(&t->ssl);
         if (rc == 0) {
@@ -302,6 +379,38 @@ int tcpota_esp_tls_handshake(tcpota_esp_tls_t *t, struct tcpota_client *cl, char
             return w;
         }
     }
+}
+
+int tcpota_esp_tls_handshake(tcpota_esp_tls_t *t, struct tcpota_client *cl, char *err,
+                             size_t cap)
+{
+    uint32_t start = cl->cfg.now_ms(cl->cfg.ctx);
+    char why[96];
+    int rc;
+
+    tcpota_esp_tls_end(t);
+    t->fd = cl->fd;
+    t->last_errno = 0;
+    t->write_len = 0;
+    if ((rc = mbedtls_ssl_setup(&t->ssl, &t->conf)) != 0 ||
+        (rc = mbedtls_ssl_set_hostname(&t->ssl, t->host)) != 0) {
+        snprintf(err, cap, "TLS setup failed: %s", tls_reason(rc, why, sizeof(why)));
+        mbedtls_ssl_free(&t->ssl);
+        mbedtls_ssl_init(&t->ssl);
+        return TCPOTA_ERR_NOSPC;
+    }
+    t->active = 1;
+    mbedtls_ssl_set_bio(&t->ssl, t, bio_send, bio_recv, NULL);
+    offer_session(t);
+    rc = run_handshake(t, cl, start, err, cap);
+    if (rc == 0) {
+        handshake_done(t);
+    } else if (rc != TCPOTA_ERR_CANCELED) {
+        /* Whatever failed, the next attempt should not hinge on the
+         * session: it starts from a full handshake. */
+        forget_session(t, "the handshake failed");
+    }
+    return rc;
 }
 
 int tcpota_esp_tls_bind(tcpota_esp_tls_t *t, struct tcpota_dev *d, char *err, size_t cap)
@@ -331,13 +440,16 @@ long tcpota_esp_tls_recv(tcpota_esp_tls_t *t, void *buf, size_t n)
     char why[96];
     int rc;
 
-    do {
+    for (;;) {
         rc = mbedtls_ssl_read(&t->ssl, buf, n);
 #ifdef MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET
-    } while (rc == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET); /* TLS 1.3: read on */
-#else
-    } while (0);
+        if (rc == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET) {
+            keep_session(t); /* TLS 1.3: keep the ticket, read on */
+            continue;
+        }
 #endif
+        break;
+    }
     if (rc > 0) {
         return rc;
     }
@@ -407,6 +519,7 @@ void tcpota_esp_tls_free(tcpota_esp_tls_t *t)
         return;
     }
     tcpota_esp_tls_end(t);
+    forget_session(t, NULL);
 #ifdef CONFIG_MBEDTLS_CERTIFICATE_BUNDLE
     if (t->bundle) {
         esp_crt_bundle_detach(&t->conf);

@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "esp_crt_bundle.h"
@@ -30,6 +31,7 @@ void tls_fake_reset(void)
     memset(&tls_fake, 0, sizeof(tls_fake));
     tls_fake.cert_host = "ota.example";
     tls_fake.record_max = 64;
+    tls_fake.epoch = 1;
 }
 
 void tls_fake_exporter(const char *label, size_t label_len, uint8_t *out, size_t len)
@@ -163,6 +165,8 @@ void mbedtls_ssl_init(mbedtls_ssl_context *ssl)
 
 void mbedtls_ssl_free(mbedtls_ssl_context *ssl)
 {
+    mbedtls_ssl_session_free(&ssl->session);
+    mbedtls_ssl_session_free(&ssl->offered);
     if (ssl->conf) {
         tls_fake.ssl_live--;
         note("free");
@@ -202,6 +206,91 @@ void mbedtls_ssl_set_bio(mbedtls_ssl_context *ssl, void *p_bio, mbedtls_ssl_send
     ssl->f_recv = f_recv;
 }
 
+/* ---- sessions --------------------------------------------------------------- */
+
+void mbedtls_ssl_session_init(mbedtls_ssl_session *session)
+{
+    memset(session, 0, sizeof(*session));
+}
+
+void mbedtls_ssl_session_free(mbedtls_ssl_session *session)
+{
+    if (session->ticket) {
+        free(session->ticket);
+        tls_fake.sessions_live--;
+    }
+    memset(session, 0, sizeof(*session));
+}
+
+static int session_copy(mbedtls_ssl_session *dst, const mbedtls_ssl_session *src)
+{
+    mbedtls_ssl_session_free(dst);
+    *dst = *src;
+    dst->ticket = NULL;
+    if (src->ticket) {
+        if (!(dst->ticket = malloc(16))) {
+            return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+        }
+        memcpy(dst->ticket, src->ticket, 16);
+        tls_fake.sessions_live++;
+    }
+    return 0;
+}
+
+/* The server makes a session (TLS 1.2 handshake, TLS 1.3 ticket). A TLS
+ * 1.3 handshake leaves session number 0, without a ticket: exportable, as
+ * in Mbed TLS, but no server resumes it. */
+static void new_session(mbedtls_ssl_context *ssl)
+{
+    mbedtls_ssl_session_free(&ssl->session);
+    ssl->session.number = ++tls_fake.next_number;
+    ssl->session.epoch = tls_fake.epoch;
+    ssl->session.version = ssl->version;
+    snprintf(ssl->session.host, sizeof(ssl->session.host), "%s", ssl->hostname);
+    if ((ssl->session.ticket = calloc(1, 16)) != NULL) {
+        tls_fake.sessions_live++;
+    }
+    ssl->exported = 0;
+}
+
+/* The server takes an offered session made under its current key for the
+ * same name (Mbed TLS itself does not offer a TLS 1.3 ticket for another). */
+static int resumable(const mbedtls_ssl_context *ssl)
+{
+    return ssl->offered.number && ssl->offered.epoch == tls_fake.epoch &&
+           strcmp(ssl->offered.host, ssl->hostname) == 0 &&
+           (ssl->offered.version == MBEDTLS_SSL_VERSION_TLS1_3) == (tls_fake.tls13 != 0);
+}
+
+int mbedtls_ssl_get_session(const mbedtls_ssl_context *ssl, mbedtls_ssl_session *session)
+{
+    mbedtls_ssl_context *s = (mbedtls_ssl_context *)ssl; /* as Mbed TLS: marks it exported */
+
+    if (ssl->hs_state != 2) {
+        return MBEDTLS_ERR_SSL_BAD_INPUT_DATA;
+    }
+    if (ssl->exported) {
+        return MBEDTLS_ERR_SSL_FEATURE_UNAVAILABLE;
+    }
+    s->exported = 1;
+    note("get_session %d", ssl->session.number);
+    return session_copy(session, &ssl->session);
+}
+
+int mbedtls_ssl_set_session(mbedtls_ssl_context *ssl, const mbedtls_ssl_session *session)
+{
+    if (tls_fake.set_session_rc) {
+        return tls_fake.set_session_rc;
+    }
+    note("set_session %d", session->number);
+    return session_copy(&ssl->offered, session);
+}
+
+mbedtls_ssl_protocol_version mbedtls_ssl_get_version_number(const mbedtls_ssl_context *ssl)
+{
+    return ssl->version;
+}
+
 /* The toy handshake: "CH" out, "SH" in, then the certificate check. */
 int mbedtls_ssl_handshake(mbedtls_ssl_context *ssl)
 {
@@ -231,6 +320,18 @@ int mbedtls_ssl_handshake(mbedtls_ssl_context *ssl)
     if (rc != 2 || memcmp(b, "SH", 2) != 0) {
         return MBEDTLS_ERR_SSL_INVALID_RECORD;
     }
+    if (resumable(ssl)) {
+        /* No certificate in a resumed handshake: the session vouches. */
+        ssl->version = ssl->offered.version;
+        ssl->verify_result = 0;
+        ssl->hs_state = 2;
+        tls_fake.resumed++;
+        note("handshake resumed %d", ssl->offered.number);
+        if (ssl->version == MBEDTLS_SSL_VERSION_TLS1_2) {
+            session_copy(&ssl->session, &ssl->offered);
+        }
+        return 0;
+    }
     ssl->verify_result = tls_fake.verify_flags;
     if (!ssl->conf->ca_chain && !ssl->conf->bundle) {
         ssl->verify_result |= MBEDTLS_X509_BADCERT_NOT_TRUSTED;
@@ -243,7 +344,12 @@ int mbedtls_ssl_handshake(mbedtls_ssl_context *ssl)
         return MBEDTLS_ERR_X509_CERT_VERIFY_FAILED;
     }
     ssl->hs_state = 2;
+    ssl->version = tls_fake.tls13 ? MBEDTLS_SSL_VERSION_TLS1_3 : MBEDTLS_SSL_VERSION_TLS1_2;
+    tls_fake.full++;
     note("handshake done");
+    if (ssl->version == MBEDTLS_SSL_VERSION_TLS1_2) {
+        new_session(ssl); /* TLS 1.3: with a ticket, later */
+    }
     return 0;
 }
 
@@ -263,6 +369,7 @@ int mbedtls_ssl_read(mbedtls_ssl_context *ssl, unsigned char *buf, size_t len)
     }
     if (tls_fake.tickets > 0) {
         tls_fake.tickets--;
+        new_session(ssl);
         return MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET;
     }
     if (tls_fake.read_rc) {

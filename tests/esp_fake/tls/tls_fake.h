@@ -30,6 +30,12 @@ struct tls_fake {
     int bundle_attached;     /* attached minus detached */
     int ssl_live;            /* contexts set up and not yet freed */
     int conf_live;           /* configs initialised and not yet freed */
+    int tls13;               /* handshakes negotiate TLS 1.3 (else 1.2) */
+    int epoch;               /* the server's ticket key: older sessions are refused */
+    int next_number;         /* number of the last session the server made */
+    int set_session_rc;      /* mbedtls_ssl_set_session() returns this */
+    int full, resumed;       /* handshakes done, each kind */
+    int sessions_live;       /* sessions holding a ticket not yet freed */
 };
 
 extern struct tls_fake tls_fake;

@@ -160,29 +160,34 @@ if [ -n "${ESP_IDF_CHECK_DRY_RUN:-}" ]; then # for tests/esp_fake/test_esp_idf_c
 fi
 
 SRCS=("$COMP"/*.c "$ROOT/ports/common/tcpota_client.c" "$ROOT/ports/common/tcpota_runner.c" "$ROOT"/core/src/*.c)
-# Variants: "name|label|flags". Every source is compiled in each variant;
-# "port-only" variants (prefix +) compile port_esp.c alone, for options
-# only it reads.
+# Variants: "name|label|flags[|sources]". Every source is compiled in each
+# variant, unless it names its own (files of the component), for options
+# only they read.
+TLS_SRCS="tls_esp.c tcpota_esp.c"
 if [ -n "$SODIUM" ]; then
     VARIANTS=("signed|CONFIG_TCPOTA_SIGNED_IMAGES on (default)|"
               "unsigned|CONFIG_TCPOTA_SIGNED_IMAGES off|-DTCPOTA_CHECK_UNSIGNED"
-              "+nvsenc|CONFIG_NVS_ENCRYPTION on (port_esp.c only)|-DTCPOTA_CHECK_NVS_ENCRYPTION"
+              "nvsenc|CONFIG_NVS_ENCRYPTION on (port_esp.c only)|-DTCPOTA_CHECK_NVS_ENCRYPTION|port_esp.c"
               "notls|CONFIG_TCPOTA_TLS off|-DTCPOTA_CHECK_NO_TLS"
-              "tlsbundle|CONFIG_TCPOTA_TLS with the certificate bundle|-DTCPOTA_CHECK_TLS_BUNDLE")
+              "tlsbundle|CONFIG_TCPOTA_TLS with the certificate bundle|-DTCPOTA_CHECK_TLS_BUNDLE"
+              "tls13|CONFIG_MBEDTLS_SSL_PROTO_TLS1_3 on (TLS sources only)|-DTCPOTA_CHECK_TLS13|$TLS_SRCS"
+              "noresume|CONFIG_TCPOTA_TLS_RESUME off (TLS sources only)|-DTCPOTA_CHECK_NO_RESUME|$TLS_SRCS")
 else
     VARIANTS=("unsigned|CONFIG_TCPOTA_SIGNED_IMAGES off|-DTCPOTA_CHECK_UNSIGNED"
-              "+nvsenc|CONFIG_NVS_ENCRYPTION on, signing off (port_esp.c only)|-DTCPOTA_CHECK_NVS_ENCRYPTION -DTCPOTA_CHECK_UNSIGNED"
+              "nvsenc|CONFIG_NVS_ENCRYPTION on, signing off (port_esp.c only)|-DTCPOTA_CHECK_NVS_ENCRYPTION -DTCPOTA_CHECK_UNSIGNED|port_esp.c"
               "notls|CONFIG_TCPOTA_TLS off, signing off|-DTCPOTA_CHECK_NO_TLS -DTCPOTA_CHECK_UNSIGNED"
-              "tlsbundle|CONFIG_TCPOTA_TLS with the bundle, signing off|-DTCPOTA_CHECK_TLS_BUNDLE -DTCPOTA_CHECK_UNSIGNED")
+              "tlsbundle|CONFIG_TCPOTA_TLS with the bundle, signing off|-DTCPOTA_CHECK_TLS_BUNDLE -DTCPOTA_CHECK_UNSIGNED"
+              "tls13|CONFIG_MBEDTLS_SSL_PROTO_TLS1_3 on, signing off (TLS sources only)|-DTCPOTA_CHECK_TLS13 -DTCPOTA_CHECK_UNSIGNED|$TLS_SRCS"
+              "noresume|CONFIG_TCPOTA_TLS_RESUME off, signing off (TLS sources only)|-DTCPOTA_CHECK_NO_RESUME -DTCPOTA_CHECK_UNSIGNED|$TLS_SRCS")
 fi
 rm -f "$OUT"/*/*.o
 n_cc=0
 for v in "${VARIANTS[@]}"; do
-    IFS='|' read -r name label flags <<<"$v"
+    IFS='|' read -r name label flags own <<<"$v"
     srcs=("${SRCS[@]}")
-    if [ "${name#+}" != "$name" ]; then
-        name=${name#+}
-        srcs=("$COMP/port_esp.c")
+    if [ -n "$own" ]; then
+        srcs=()
+        for f in $own; do srcs+=("$COMP/$f"); done
     fi
     mkdir -p "$OUT/$name"
     echo "esp-idf-check: variant $name: $label"
@@ -195,5 +200,5 @@ for v in "${VARIANTS[@]}"; do
     done
     (cd "$OUT/$name" && "$SIZE" -t ./*.o | sed 's|\./||')
 done
-echo "esp-idf-check: ESP-IDF $ver: ${#SRCS[@]} sources, variants: $(printf '%s, ' "${VARIANTS[@]%%|*}" | sed 's/+//g; s/, $//'); $n_cc compilations for rv32imc, no warning"
+echo "esp-idf-check: ESP-IDF $ver: ${#SRCS[@]} sources, variants: $(printf '%s, ' "${VARIANTS[@]%%|*}" | sed 's/, $//'); $n_cc compilations for rv32imc, no warning"
 [ -n "$SODIUM" ] || echo "esp-idf-check: the signed variant was NOT checked (LIBSODIUM_PATH not set)"

@@ -301,4 +301,18 @@
 #define CONFIG_TCPOTA_TLS_CA_PEM_PATH "tcpota_ca.pem"
 #endif
 #define CONFIG_TCPOTA_TLS_HOST ""
+/* Session resumption (default y, selects the client's session tickets,
+ * on above as by default) unless the check compiles the variant without
+ * it (-DTCPOTA_CHECK_NO_RESUME). */
+#ifndef TCPOTA_CHECK_NO_RESUME
+#define CONFIG_TCPOTA_TLS_RESUME 1
+#endif
+#endif
+/* TLS 1.3 (off by default in ESP-IDF 5.5 and 6.0) in the variant that
+ * compiles the TLS sources with it (-DTCPOTA_CHECK_TLS13): what the
+ * option selects or depends on (HKDF on 5.5; KEEP_PEER_CERTIFICATE and the
+ * key exchange modes are on above) comes with it. */
+#ifdef TCPOTA_CHECK_TLS13
+#define CONFIG_MBEDTLS_SSL_PROTO_TLS1_3 1
+#define CONFIG_MBEDTLS_HKDF_C 1
 #endif

@@ -17,6 +17,17 @@
  * flow through the client's io hooks (tcpota_esp_tls_recv/send/pending);
  * tcpota_esp_tls_end() closes the session, tcpota_esp_tls_free() the rest.
  *
+ * Session resumption (CONFIG_TCPOTA_TLS_RESUME): the session of the last
+ * connection is kept in RAM (TLS 1.2: taken after the handshake; TLS 1.3:
+ * taken when the server's NewSessionTicket arrives, which the io hooks read
+ * past) and offered at the next handshake, so a periodic check-in costs a
+ * resumed handshake. It is kept in the tcpota_esp_tls_t, which holds the
+ * one host name and the one set of trust anchors tcpota_esp_tls_init()
+ * loaded: a new init (other host, other CA) starts without one, so a
+ * session is never offered to a server it was not made with. A session the
+ * server refuses costs a full handshake, whose session replaces it; a
+ * failed handshake drops it.
+ *
  * Needs CONFIG_MBEDTLS_SSL_KEYING_MATERIAL_EXPORT (off by default in ESP-IDF
  * 5.5 and 6.0; CONFIG_TCPOTA_TLS selects it), and for the bundle
  * CONFIG_MBEDTLS_CERTIFICATE_BUNDLE (on by default).
@@ -32,6 +43,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sdkconfig.h"
 #include "mbedtls/ssl.h"
 #include "mbedtls/x509_crt.h"
 #include "tcpota/device.h"
@@ -78,6 +90,10 @@ typedef struct {
     uint8_t bundle;      /* the bundle is attached to conf */
     uint32_t handshake_ms;
     char host[TCPOTA_ESP_TLS_HOST_MAX + 1];
+#ifdef CONFIG_TCPOTA_TLS_RESUME
+    mbedtls_ssl_session kept; /* the session offered at the next handshake */
+    uint8_t has_kept;         /* kept holds one */
+#endif
 } tcpota_esp_tls_t;
 
 /* Fills *out from menuconfig (CONFIG_TCPOTA_TLS_CA_PEM: the PEM embedded
@@ -105,7 +121,9 @@ int tcpota_esp_tls_init(tcpota_esp_tls_t *t, const tcpota_esp_tls_config_t *cfg,
 
 /* Runs the handshake on cl->fd (connected by tcpota_client_connect()),
  * waiting with tcpota_client_wait() whenever mbedTLS wants the socket, for
- * at most the config's handshake_ms. Returns 0, TCPOTA_ERR_CANCELED (a stop
+ * at most the config's handshake_ms. With CONFIG_TCPOTA_TLS_RESUME it
+ * offers the kept session (see above; one mbedTLS refuses is dropped, at
+ * debug level) and, over TLS 1.2, keeps the new one; a failure drops it. Returns 0, TCPOTA_ERR_CANCELED (a stop
  * was requested), TCPOTA_ERR_TIMEDOUT, TCPOTA_ERR_NOSPC (no memory for
  * the session) or TCPOTA_ERR_DENIED (certificate or host name not
  * accepted, a TLS alert, the server not speaking TLS, a socket error: never
@@ -121,7 +139,8 @@ int tcpota_esp_tls_bind(tcpota_esp_tls_t *t, struct tcpota_dev *d, char *err, si
 
 /* The client's io hooks (tcpota_client_config io_recv/io_send/io_pending),
  * on the session the handshake set up: a byte count, 0 from recv once the
- * server closed, or -1 with errno (EAGAIN: poll and call again). */
+ * server closed, or -1 with errno (EAGAIN: poll and call again). recv reads
+ * past TLS 1.3 session tickets, keeping each (CONFIG_TCPOTA_TLS_RESUME). */
 long tcpota_esp_tls_recv(tcpota_esp_tls_t *t, void *buf, size_t n);
 long tcpota_esp_tls_send(tcpota_esp_tls_t *t, const void *buf, size_t n);
 size_t tcpota_esp_tls_pending(tcpota_esp_tls_t *t);
@@ -130,7 +149,8 @@ size_t tcpota_esp_tls_pending(tcpota_esp_tls_t *t);
  * waiting) before the socket is closed. No-op without one. */
 void tcpota_esp_tls_end(tcpota_esp_tls_t *t);
 
-/* Ends any session and frees the config and CA chain. No-op when done. */
+/* Ends any session and frees the config, the CA chain and the kept
+ * session. No-op when done. */
 void tcpota_esp_tls_free(tcpota_esp_tls_t *t);
 
 #ifdef __cplusplus

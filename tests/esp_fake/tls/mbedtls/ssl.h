@@ -5,7 +5,12 @@
  * and expects "SH" from the peer, records are the plain bytes. Writes keep
  * Mbed TLS's rule that a write answered with WANT_WRITE holds its record
  * and, called again, sends that record and reports the new call's length
- * as written. */
+ * as written. Sessions: a handshake offered a session (set_session) with
+ * the server's current ticket-key epoch and the same host name resumes it,
+ * else it is a full one that makes a new session; TLS 1.2 sessions are
+ * exportable after the handshake, TLS 1.3 ones too but useless until a
+ * ticket is read, each once (mbedtls_ssl_get_session(), as Mbed TLS 3.6
+ * and 4). */
 #ifndef ESP_FAKE_MBEDTLS_SSL_H
 #define ESP_FAKE_MBEDTLS_SSL_H
 
@@ -23,6 +28,7 @@
 #define MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET -0x7B00
 #define MBEDTLS_ERR_SSL_WANT_READ -0x6900
 #define MBEDTLS_ERR_SSL_WANT_WRITE -0x6880
+#define MBEDTLS_ERR_SSL_FEATURE_UNAVAILABLE -0x7080
 
 #define MBEDTLS_SSL_IS_CLIENT 0
 #define MBEDTLS_SSL_TRANSPORT_STREAM 0
@@ -36,6 +42,17 @@ typedef enum {
     MBEDTLS_SSL_VERSION_TLS1_2 = 0x0303,
     MBEDTLS_SSL_VERSION_TLS1_3 = 0x0304,
 } mbedtls_ssl_protocol_version;
+
+/* A session as the fake's "server" made it: its number, the ticket-key
+ * epoch it was made under, the host name it was made for, and a ticket on
+ * the heap (so that a session never freed shows as a leak under ASan). */
+typedef struct mbedtls_ssl_session {
+    int number; /* 0: empty */
+    int epoch;
+    mbedtls_ssl_protocol_version version;
+    char host[256];
+    unsigned char *ticket;
+} mbedtls_ssl_session;
 
 typedef int mbedtls_ssl_send_t(void *ctx, const unsigned char *buf, size_t len);
 typedef int mbedtls_ssl_recv_t(void *ctx, unsigned char *buf, size_t len);
@@ -64,6 +81,10 @@ typedef struct mbedtls_ssl_context {
     size_t pending_len;
     unsigned char in[64];      /* a record read, not yet handed out */
     size_t in_off, in_len;
+    mbedtls_ssl_protocol_version version; /* negotiated */
+    mbedtls_ssl_session session;   /* the connection's (TLS 1.3: the last ticket's) */
+    int exported;                  /* session exported since it last changed */
+    mbedtls_ssl_session offered;   /* set by mbedtls_ssl_set_session() */
 } mbedtls_ssl_context;
 
 void mbedtls_ssl_init(mbedtls_ssl_context *ssl);
@@ -89,6 +110,11 @@ int mbedtls_ssl_write(mbedtls_ssl_context *ssl, const unsigned char *buf, size_t
 size_t mbedtls_ssl_get_bytes_avail(const mbedtls_ssl_context *ssl);
 int mbedtls_ssl_check_pending(const mbedtls_ssl_context *ssl);
 int mbedtls_ssl_close_notify(mbedtls_ssl_context *ssl);
+void mbedtls_ssl_session_init(mbedtls_ssl_session *session);
+void mbedtls_ssl_session_free(mbedtls_ssl_session *session);
+int mbedtls_ssl_get_session(const mbedtls_ssl_context *ssl, mbedtls_ssl_session *session);
+int mbedtls_ssl_set_session(mbedtls_ssl_context *ssl, const mbedtls_ssl_session *session);
+mbedtls_ssl_protocol_version mbedtls_ssl_get_version_number(const mbedtls_ssl_context *ssl);
 #ifdef MBEDTLS_SSL_KEYING_MATERIAL_EXPORT
 int mbedtls_ssl_export_keying_material(mbedtls_ssl_context *ssl, uint8_t *out,
                                        const size_t key_len, const char *label,
