@@ -5,18 +5,24 @@
  * as the ESP-IDF task's connect hook runs it. Built and run by
  * tls-esp-interop.sh; not part of `make test` (it needs Mbed TLS sources).
  *
- * usage: tls_esp_interop PORT CA_PEM SECRET_HEX HOST MODE
+ * usage: tls_esp_interop PORTS CA_PEM SECRET_HEX HOST MODE
+ * PORTS: one port, or several separated by commas: one connection to each
+ * in turn with the same TLS object, as the task's check-ins (with
+ * CONFIG_TCPOTA_TLS_RESUME the kept session is offered at each).
  * MODE: "13" (TLS 1.3 when both have it), "12" (at most TLS 1.2), "bad"
  * (a zeroed binding handed to the session: the server must refuse).
- * Prints one line per step; exits 0 when the image was downloaded and
- * verified, 1 when the connection ended otherwise, 2+ on an early failure. */
+ * Prints one line per step; exits 0 when every connection downloaded and
+ * verified the image, 1 when one ended otherwise, 2+ on an early failure. */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "esp_log.h"
+#include "mbedtls/platform.h"
+#include "sdkconfig.h"
 #include "fake_port.h"
 #include "tcpota/device.h"
 #include "tcpota_client.h"
@@ -31,6 +37,43 @@ void esp_fake_log(const char *tag, const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
+}
+
+/* Mbed TLS's heap, counted (MBEDTLS_PLATFORM_MEMORY in the script's
+ * config): what stays allocated between connections is the CA chain and,
+ * with resumption, the kept session. */
+#define HEAP_HEAD 16
+static size_t heap_live;
+
+static void *count_calloc(size_t n, size_t size)
+{
+    unsigned char *p;
+    size_t len;
+
+    if (size && n > (SIZE_MAX - HEAP_HEAD) / size) {
+        return NULL;
+    }
+    len = n * size;
+    if (!(p = calloc(1, len + HEAP_HEAD))) {
+        return NULL;
+    }
+    memcpy(p, &len, sizeof(len));
+    heap_live += len;
+    return p + HEAP_HEAD;
+}
+
+static void count_free(void *q)
+{
+    unsigned char *p = q;
+    size_t len;
+
+    if (!p) {
+        return;
+    }
+    p -= HEAP_HEAD;
+    memcpy(&len, p, sizeof(len));
+    heap_live -= len;
+    free(p);
 }
 
 static tcpota_esp_tls_t tls;
@@ -87,13 +130,71 @@ static int session(const uint8_t secret[32])
     return tcpota_dev_init(&dev, &dc) < 0 || tcpota_client_init(&cl, &cc) < 0 ? -1 : 0;
 }
 
+/* How big the kept session is, in RAM and as Mbed TLS would serialise it
+ * (what a copy in flash would take). */
+static void print_kept(void)
+{
+#ifdef CONFIG_TCPOTA_TLS_RESUME
+    size_t len = 0;
+
+    if (!tls.has_kept) {
+        printf("kept session: none\n");
+        return;
+    }
+    (void)mbedtls_ssl_session_save(&tls.kept, NULL, 0, &len);
+    printf("kept session: %s, sizeof(mbedtls_ssl_session) %zu, serialised %zu bytes\n",
+           tls.kept.MBEDTLS_PRIVATE(tls_version) == MBEDTLS_SSL_VERSION_TLS1_3 ? "TLS 1.3 ticket"
+                                                                             : "TLS 1.2",
+           sizeof(tls.kept), len);
+#endif
+}
+
+/* One connection to 127.0.0.1:port with the module, as the task's connect
+ * hook runs it: 0 when the image was downloaded and verified. */
+static int connection(const char *port, const uint8_t secret[32], int bad)
+{
+    int out;
+
+    if (session(secret) < 0) {
+        return 3;
+    }
+    if (tcpota_client_connect(&cl, "127.0.0.1", (uint16_t)atoi(port), "server") < 0) {
+        printf("connect: %s\n", err);
+        return 5;
+    }
+    if (tcpota_esp_tls_handshake(&tls, &cl, err, sizeof(err)) < 0) {
+        printf("handshake: %s\n", err);
+        return 6;
+    }
+    printf("handshake: port %s, %s %s\n", port, mbedtls_ssl_get_version(&tls.ssl),
+           mbedtls_ssl_get_ciphersuite(&tls.ssl));
+    if (tcpota_esp_tls_bind(&tls, &dev, err, sizeof(err)) < 0) {
+        printf("bind: %s\n", err);
+        return 7;
+    }
+    if (bad) {
+        static const uint8_t zero[TCPOTA_TLS_BINDING_LEN];
+        (void)tcpota_dev_set_binding(&dev, zero);
+    }
+    out = tcpota_client_run(&cl);
+    printf("outcome: %s (%s), %lu bytes written\n",
+           out == TCPOTA_CLIENT_UPDATED ? "updated" : "not updated", err,
+           (unsigned long)fp.wpos);
+    tcpota_esp_tls_end(&tls);
+    tcpota_client_close(&cl, 0);
+    fake_port_free(&fp);
+    print_kept();
+    printf("Mbed TLS heap held between connections: %zu bytes\n", heap_live);
+    return out == TCPOTA_CLIENT_UPDATED ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     tcpota_esp_tls_config_t tc;
     uint8_t secret[32];
     size_t n;
     FILE *f;
-    int out;
+    int rc;
 
     if (argc != 6 || strlen(argv[3]) != 64 || !(f = fopen(argv[2], "r"))) {
         fprintf(stderr, "usage: %s PORT CA_PEM SECRET_HEX HOST 13|12|bad\n", argv[0]);
@@ -105,9 +206,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < 32; i++) {
         sscanf(argv[3] + 2 * i, "%2hhx", &secret[i]);
     }
-    if (session(secret) < 0) {
-        return 3;
-    }
+    mbedtls_platform_set_calloc_free(count_calloc, count_free);
     memset(&tc, 0, sizeof(tc));
     tc.ca = TCPOTA_ESP_TLS_CA_PEM;
     tc.ca_pem = pem;
@@ -120,31 +219,10 @@ int main(int argc, char **argv)
     if (strcmp(argv[5], "12") == 0) {
         mbedtls_ssl_conf_max_tls_version(&tls.conf, MBEDTLS_SSL_VERSION_TLS1_2);
     }
-    if (tcpota_client_connect(&cl, "127.0.0.1", (uint16_t)atoi(argv[1]), "server") < 0) {
-        printf("connect: %s\n", err);
-        return 5;
+    rc = 0;
+    for (char *ports = argv[1], *p; rc == 0 && (p = strsep(&ports, ",")) != NULL;) {
+        rc = connection(p, secret, strcmp(argv[5], "bad") == 0);
     }
-    if (tcpota_esp_tls_handshake(&tls, &cl, err, sizeof(err)) < 0) {
-        printf("handshake: %s\n", err);
-        return 6;
-    }
-    printf("handshake: %s %s\n", mbedtls_ssl_get_version(&tls.ssl),
-           mbedtls_ssl_get_ciphersuite(&tls.ssl));
-    if (tcpota_esp_tls_bind(&tls, &dev, err, sizeof(err)) < 0) {
-        printf("bind: %s\n", err);
-        return 7;
-    }
-    if (strcmp(argv[5], "bad") == 0) {
-        static const uint8_t zero[TCPOTA_TLS_BINDING_LEN];
-        (void)tcpota_dev_set_binding(&dev, zero);
-    }
-    out = tcpota_client_run(&cl);
-    printf("outcome: %s (%s), %lu bytes written\n",
-           out == TCPOTA_CLIENT_UPDATED ? "updated" : "not updated", err,
-           (unsigned long)fp.wpos);
-    tcpota_esp_tls_end(&tls);
-    tcpota_client_close(&cl, 0);
     tcpota_esp_tls_free(&tls);
-    fake_port_free(&fp);
-    return out == TCPOTA_CLIENT_UPDATED ? 0 : 1;
+    return rc;
 }
