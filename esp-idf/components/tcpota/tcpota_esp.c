@@ -58,7 +58,8 @@ static struct {
     volatile bool stop;
     tcpota_esp_status_t status;
 #ifdef CONFIG_TCPOTA_TLS
-    tcpota_esp_tls_t tls; /* trust anchors per start, a session per connection */
+    /* Trust anchors and the kept TLS session per start, an SSL context per connection. */
+    tcpota_esp_tls_t tls;
 #endif
 } s;
 
