@@ -102,7 +102,8 @@ static int slot_open(struct slot *s)
     if (g.srv.ss_family == AF_INET && g.sources > 1) {
         memset(&src, 0, sizeof(src));
         src.sin_family = AF_INET;
-        src.sin_addr.s_addr = htonl(0x7f000001u + (uint32_t)(g.started % g.sources));
+        /* A device keeps its address from one check-in to the next. */
+        src.sin_addr.s_addr = htonl(0x7f000001u + s->id % g.sources);
         setsockopt(s->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
         if (bind(s->fd, (struct sockaddr *)&src, sizeof(src)) < 0) goto fail;
     }

@@ -282,6 +282,10 @@ static void log_offer(struct conn *c, const char *what, int offered, uint32_t st
         clog_(c, 0, "%s: asking the fleet store", what);
         return;
     }
+    if (!offered && c->remembered) {
+        clog_(c, 0, "%s: no update: nothing changed since its last check-in", what);
+        return;
+    }
     if (!offered) {
         clog_(c, 0, "%s: %s: %s", what, c->verdict == OFFER_RUNNING ? "up to date" : "not offered",
               offer_reason((enum offer_verdict)c->verdict));

@@ -41,6 +41,12 @@ struct device_rec {
     enum device_outcome outcome;
     uint8_t nfailed;
     uint8_t failed[DEVICE_FAILED_MAX][TCPOTA_ID_LEN];
+    /* Fleet mode (fleet.c): its last check-in that changed nothing, so an
+     * identical one is answered without the store. */
+    uint64_t memo_fp;    /* that HELLO's fingerprint; 0: none */
+    uint32_t memo_epoch; /* the fleet's epoch then */
+    uint32_t steps;      /* steps of its update recorded so far */
+    double memo_at;      /* monotonic seconds of that check-in */
     char id[TCPOTA_MAX_STR + 1];
 };
 

@@ -40,6 +40,20 @@ struct fleet_image {
 #define FLEET_FLUSH_MS 50
 #define FLEET_SLOTS 512u /* hash of device id -> its newest pending item; > 2 x FLEET_EVENTS_MAX */
 
+/* Check-ins answered from memory. A known device whose HELLO (model,
+ * version, running image, address; no report) is the one of its last
+ * check-in, which changed nothing and was told NO_UPDATE as up to date,
+ * is told the same without a store round trip while nothing that decides
+ * that answer has changed: its own record (any step of its update) and
+ * the fleet's epoch, which every write but a device's check-in or step
+ * moves (a rollout created, paused, halted or cancelled, a wave opened, an
+ * image or group changed: remember_bump()). Its time still reaches the
+ * store with the others of FLEET_FLUSH_MS (STORE_SEEN). With a store that
+ * other servers write too (PostgreSQL nodes) a memo holds
+ * FLEET_MEMO_SHARED_S at most: what another node changed is seen as soon
+ * as its pause or resume is (docs/scaling.md). */
+#define FLEET_MEMO_SHARED_S 1.0
+
 /* The store the API sees: it hands the pending steps to the real store
  * before each of its requests, so that the API reads what was recorded. */
 struct fleet_store {
@@ -56,13 +70,17 @@ struct fleet {
     size_t nev, capev;
     uint8_t progress[FLEET_EVENTS_MAX]; /* ev[i] is an ACK's plain progress */
     uint16_t slot[FLEET_SLOTS];  /* 0 empty, else 1 + index into ev */
-    struct event *flush_timer;   /* armed while ev holds anything */
+    char (*seen)[TCPOTA_MAX_STR + 1]; /* check-ins answered from memory, for STORE_SEEN */
+    size_t nseen;
+    struct event *flush_timer;   /* armed while ev or seen holds anything */
+    uint32_t epoch;              /* moves with every write that may change an answer */
+    uint8_t memo_key[crypto_shorthash_KEYBYTES];
     struct fleet_image *images;
     struct tcpota_serve_secret *secrets; /* sorted by id (auth.h bisects) */
     size_t nsecrets;
     char token[API_TOKEN_HEX + 1];
     struct api_keys keys;
-    unsigned checkins, db_errors;
+    unsigned checkins, remembered, db_errors;
 };
 
 static int64_t utc_now(void)
@@ -112,6 +130,18 @@ static struct image *image_for(struct server *srv, const struct store_image *si)
 static void flush_events(struct server *srv);
 static int has_pending(struct fleet *f, const char *id);
 
+/* A write that may change what a device is told (an image, a rollout, a
+ * group, a secret: the durable ops that are not a device's own check-in or
+ * steps) starts a new epoch: no check-in is answered from memory made
+ * before it. */
+static void remember_bump(struct fleet *f, const struct store_req *r)
+{
+    if (r->op != STORE_CHECKIN && r->op != STORE_EVENT && r->op != STORE_EVENTS &&
+        store_req_durable(r)) {
+        f->epoch++;
+    }
+}
+
 int fleet_submit(struct server *srv, struct store_req *r)
 {
     int rc;
@@ -121,6 +151,7 @@ int fleet_submit(struct server *srv, struct store_req *r)
         flush_events(srv);
     }
     r->now = utc_now();
+    remember_bump(srv->fleet, r);
     rc = store_submit(srv->fleet->store, r);
     if (rc < 0) {
         srv->fleet->db_errors++;
@@ -152,16 +183,54 @@ static void events_done(struct store_req *r)
     store_req_free(r);
 }
 
-/* Hands the pending steps to the store as one request (in their order). */
+static void seen_done(struct store_req *r)
+{
+    struct server *srv = r->arg;
+
+    if (r->rc < 0) {
+        srv->fleet->db_errors++;
+        say_always(srv->o, LOG_LV_ERROR, "store: recording the time of %zu check-ins failed: %s",
+                   r->u.seen.n, r->err);
+    }
+    store_req_free(r);
+}
+
+/* Hands the times of the check-ins answered from memory to the store. */
+static void flush_seen(struct server *srv)
+{
+    struct fleet *f = srv->fleet;
+    struct store_req *r;
+
+    if (!f->nseen) {
+        return;
+    }
+    r = store_req_new(STORE_SEEN, seen_done, srv);
+    if (!r) {
+        f->db_errors++;
+        say_always(srv->o, LOG_LV_ERROR, "store: out of memory: the time of %zu check-ins not "
+                   "recorded", f->nseen);
+        f->nseen = 0;
+        return;
+    }
+    r->u.seen.ids = f->seen;
+    r->u.seen.n = f->nseen;
+    f->seen = NULL;
+    f->nseen = 0;
+    (void)fleet_submit(srv, r);
+}
+
+/* Hands the pending steps to the store as one request (in their order),
+ * and the times of check-ins answered from memory as another. */
 static void flush_events(struct server *srv)
 {
     struct fleet *f = srv->fleet;
     struct store_req *r;
 
+    evtimer_del(f->flush_timer);
+    flush_seen(srv);
     if (!f->nev) {
         return;
     }
-    evtimer_del(f->flush_timer);
     r = store_req_new(STORE_EVENTS, events_done, srv);
     if (!r) {
         f->db_errors++;
@@ -183,6 +252,16 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     flush_events(arg);
+}
+
+/* Flushes in FLEET_FLUSH_MS unless that is arranged already. */
+static void arm_flush(struct fleet *f)
+{
+    struct timeval tv = {0, FLEET_FLUSH_MS * 1000};
+
+    if (!evtimer_pending(f->flush_timer, NULL)) {
+        evtimer_add(f->flush_timer, &tv);
+    }
 }
 
 /* The slot of device id in the hash of pending steps: the one holding it,
@@ -229,8 +308,13 @@ void fleet_step(struct server *srv, const struct fleet_who *who, enum store_dev_
 {
     struct fleet *f = srv->fleet;
     struct store_event *e, *grown;
+    struct device_rec *rec = devices_get(&srv->devices, who->dev, 0);
     uint16_t *slot;
 
+    if (rec) {
+        rec->steps++; /* what it is told next comes from the store */
+        rec->memo_fp = 0;
+    }
     slot = f->nev ? slot_of(f, who->dev) : NULL;
     if (progress && slot && *slot && f->progress[*slot - 1]) {
         e = &f->ev[*slot - 1];
@@ -281,9 +365,8 @@ void fleet_step(struct server *srv, const struct fleet_who *who, enum store_dev_
      * progress, as fleet.md says. */
     if (durable || f->nev >= FLEET_EVENTS_MAX) {
         flush_events(srv);
-    } else if (f->nev == 1) {
-        struct timeval tv = {0, FLEET_FLUSH_MS * 1000};
-        evtimer_add(f->flush_timer, &tv);
+    } else {
+        arm_flush(f);
     }
 }
 
@@ -468,6 +551,9 @@ int fleet_changes(const struct store_device *d, enum store_dev_state st,
  * end while the store thread works on it). */
 struct checkin {
     struct conn *c; /* NULL once the connection is gone */
+    uint64_t fp;    /* v1: its HELLO's fingerprint (remember()) */
+    uint32_t epoch; /* the fleet's epoch, */
+    uint32_t steps; /* and the device's steps when it was asked */
     char id[TCPOTA_MAX_STR + 1];
     char model[TCPOTA_MAX_NAME + 1], version[TCPOTA_MAX_NAME + 1];
     char addr[48];
@@ -533,10 +619,82 @@ static void count_report(const struct store_req *r)
                                                                             : METRICS_BOOT_FAILED);
 }
 
+/* The fingerprint of what a v1 HELLO without a report tells the store: a
+ * keyed SipHash (a device cannot aim at another fingerprint); never 0. */
+static uint64_t hello_fp(const struct fleet *f, const struct conn *c,
+                         const struct tcpota_srv_hello *h)
+{
+    unsigned char buf[2 * (TCPOTA_MAX_NAME + 1) + 1 + TCPOTA_ID_LEN + sizeof(c->addr)], *p = buf;
+    uint64_t fp;
+    size_t n;
+
+    n = strlen(h->model) + 1;
+    memcpy(p, h->model, n);
+    p += n;
+    n = strlen(h->version) + 1;
+    memcpy(p, h->version, n);
+    p += n;
+    *p++ = h->running_id != NULL;
+    if (h->running_id) {
+        memcpy(p, h->running_id, TCPOTA_ID_LEN);
+        p += TCPOTA_ID_LEN;
+    }
+    n = strlen(c->addr) + 1;
+    memcpy(p, c->addr, n);
+    p += n;
+    (void)crypto_shorthash((unsigned char *)&fp, buf, (unsigned long long)(p - buf), f->memo_key);
+    return fp ? fp : 1;
+}
+
+/* Whether c's check-in (HELLO h, no report) may be answered as the last one
+ * was (see FLEET_MEMO_SHARED_S). */
+static int remembered(const struct conn *c, uint64_t fp)
+{
+    const struct fleet *f = c->srv->fleet;
+    const struct device_rec *d = c->rec;
+
+    return d && d->memo_fp == fp && d->memo_epoch == f->epoch &&
+           (!f->store->vt->shared || now_s() - d->memo_at <= FLEET_MEMO_SHARED_S);
+}
+
+/* After a check-in that changed nothing and was told NO_UPDATE, up to date:
+ * remembers it unless the fleet or the device moved while the store
+ * worked on it. */
+static void remember(struct conn *c, const struct checkin *ci)
+{
+    struct device_rec *d = c->rec;
+
+    if (d && ci->fp && ci->epoch == c->srv->fleet->epoch && ci->steps == d->steps) {
+        d->memo_fp = ci->fp;
+        d->memo_epoch = ci->epoch;
+        d->memo_at = now_s();
+    }
+}
+
+/* Notes the time of a check-in answered from memory (STORE_SEEN). */
+static void add_seen(struct server *srv, const char *id)
+{
+    struct fleet *f = srv->fleet;
+
+    if (!f->seen && !(f->seen = malloc(FLEET_EVENTS_MAX * sizeof(*f->seen)))) {
+        f->db_errors++;
+        say_always(srv->o, LOG_LV_ERROR, "store: out of memory: the time of a check-in of %s "
+                   "not recorded", id);
+        return;
+    }
+    copy_text(f->seen[f->nseen], sizeof(f->seen[0]), id);
+    if (++f->nseen == FLEET_EVENTS_MAX) {
+        flush_events(srv);
+    } else {
+        arm_flush(f);
+    }
+}
+
 /* The store answered a v1 device's check-in: decide and answer it. */
 static void checkin_done(struct store_req *r)
 {
     struct conn *c;
+    struct checkin memo = *(struct checkin *)r->arg;
 
     count_report(r); /* before checkin_conn frees what report_id points to */
     c = checkin_conn(r);
@@ -597,6 +755,8 @@ static void checkin_done(struct store_req *r)
         conn_set_outcome(c, st == STORE_ST_UP_TO_DATE ? DEV_UP_TO_DATE : DEV_NOT_OFFERED);
         if (fleet_changes(&r->u.checkin.out->dev, st, img, why)) {
             record(c, st, img ? img->desc.id : NULL, NULL, 0, why, 0);
+        } else if (st == STORE_ST_UP_TO_DATE) {
+            remember(c, &memo);
         }
         image_unref(c->img);
         c->img = NULL;
@@ -611,14 +771,30 @@ int fleet_choose(struct conn *c, const struct tcpota_srv_hello *h,
     struct store_req *r;
     struct checkin *ci;
 
+    struct fleet *f = c->srv->fleet;
+    uint64_t fp = h->report_id ? 0 : hello_fp(f, c, h);
+
     *chosen = NULL;
     *retry_after_s = FLEET_RETRY_ERROR_S;
     snprintf(c->dev, sizeof(c->dev), "%s", h->device_id);
+    if (fp && remembered(c, fp)) {
+        f->checkins++;
+        f->remembered++;
+        c->remembered = 1;
+        metrics_checkin(METRICS_V1);
+        conn_set_outcome(c, DEV_UP_TO_DATE);
+        add_seen(c->srv, c->dev);
+        *retry_after_s = 0;
+        return 0; /* NO_UPDATE, as last time */
+    }
     r = checkin_new(c, checkin_done, h->model, h->version, STORE_PROTO_V1);
     if (!r) {
         return 0; /* NO_UPDATE: out of memory (nothing was acknowledged) */
     }
     ci = r->arg;
+    ci->fp = fp;
+    ci->epoch = f->epoch;
+    ci->steps = c->rec ? c->rec->steps : 0;
     if (h->running_id) {
         memcpy(ci->running, h->running_id, TCPOTA_ID_LEN);
         r->u.checkin.running_id = ci->running;
@@ -954,6 +1130,7 @@ static int api_store_submit(struct store *st, struct store_req *r)
     struct server *srv = ((struct fleet_store *)st)->srv;
 
     flush_events(srv);
+    remember_bump(srv->fleet, r);
     return store_submit(srv->fleet->store, r);
 }
 
@@ -962,7 +1139,7 @@ static void api_store_close(struct store *st)
     (void)st; /* the real one closes in fleet_close */
 }
 
-static const struct store_vt api_store_vt = {"sqlite", api_store_submit, api_store_close};
+static const struct store_vt api_store_vt = {"sqlite", api_store_submit, api_store_close, 0};
 
 int fleet_open(struct server *srv)
 {
@@ -984,6 +1161,8 @@ int fleet_open(struct server *srv)
     srv->fleet = f;
     f->api_store.base.vt = &api_store_vt;
     f->api_store.srv = srv;
+    f->epoch = 1;
+    crypto_shorthash_keygen(f->memo_key);
     f->flush_timer = evtimer_new(srv->base, flush_cb, srv);
     if (!f->flush_timer) {
         say_always(o, LOG_LV_ERROR, "cannot start the fleet: out of memory");
@@ -1056,6 +1235,7 @@ void fleet_close(struct server *srv)
     store_close(f->store);
     if (f->flush_timer) event_free(f->flush_timer);
     free(f->ev);
+    free(f->seen);
     for (fi = f->images; fi; fi = next) {
         next = fi->next;
         image_unref(fi->img);

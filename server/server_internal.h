@@ -102,6 +102,7 @@ struct conn {
     uint64_t rollout_id;
     double progress_logged_at;
     uint8_t verdict;         /* enum offer_verdict of its HELLO */
+    uint8_t remembered;      /* fleet mode: answered from memory (fleet.c) */
     uint32_t stream_from;
     uint32_t next_pct;
     uint64_t bytes_sent;

@@ -102,6 +102,9 @@ void store_req_free(struct store_req *r)
     if (r->op == STORE_EVENTS) {
         free(r->u.events.items);
     }
+    if (r->op == STORE_SEEN) {
+        free(r->u.seen.ids);
+    }
     free(r);
 }
 

@@ -185,6 +185,11 @@ enum store_op {
      * u.summary.since by state and reason; failed devices of each rollout
      * not cancelled by wave, state and reason. Read only. */
     STORE_SUMMARY,
+    /* Check-ins that changed nothing but their time, answered without the
+     * store (fleet.c remembers them, devices.h): each device's last_seen
+     * set to `now`, never moved back; unknown ids are skipped. Not
+     * durable: SIGKILL loses at most FLEET_FLUSH_MS of these times. */
+    STORE_SEEN,
 };
 
 /* One row of STORE_SUMMARY: a count of devices sharing the fields its kind names. */
@@ -305,6 +310,10 @@ struct store_req {
             size_t n;                         /* out */
             size_t total;                     /* out (DEVICE_LIST): matching rows, all pages */
         } list;
+        struct {                              /* STORE_SEEN */
+            char (*ids)[TCPOTA_MAX_STR + 1];  /* in: malloc'd, owned by the request */
+            size_t n;                         /* in */
+        } seen;
         struct {                              /* STORE_SUMMARY */
             int64_t since;                    /* in: failures recorded at or after (UTC s) */
             struct store_tally *rows;         /* out: by kind, each kind's largest counts first */
@@ -332,6 +341,9 @@ struct store_vt {
     int (*submit)(struct store *st, struct store_req *r);
     /* Finishes what is queued (every done runs), commits, closes. */
     void (*close)(struct store *st);
+    /* 1 when other servers write the same state (PostgreSQL nodes): what a
+     * server remembers of it may be stale (fleet.c bounds that). */
+    int shared;
 };
 
 struct store {

@@ -105,6 +105,7 @@ static int dispatch(struct pgstore *st, struct store_req *r)
     case STORE_DEVICE_SET_GROUP: return pg_op_device_set_group(st, r);
     case STORE_SECRET_SET: return pg_op_secret_set(st, r);
     case STORE_SECRET_LIST: return pg_op_secret_list(st, r);
+    case STORE_SEEN: return pg_op_seen(st, r);
     case STORE_SUMMARY:
         return store_err_set(r, STORE_E_INVAL, "summary: the dashboard's counts are not "
                                                "available on PostgreSQL yet (docs/scaling.md)");
@@ -349,7 +350,7 @@ static void pgs_close(struct store *base)
     teardown(st);
 }
 
-static const struct store_vt pg_vt = {"postgresql", pgs_submit, pgs_close};
+static const struct store_vt pg_vt = {"postgresql", pgs_submit, pgs_close, 1};
 
 /* ---- open ---- */
 

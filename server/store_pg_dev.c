@@ -280,6 +280,58 @@ int pg_op_checkin(struct pgstore *st, struct store_req *r)
     return ro_id > 0 ? load_rollout(st, r, ro_id) : STORE_OK;
 }
 
+/* ids as a PostgreSQL text[] literal ({"a","b\\"c"}), malloc'd (each id
+ * at most doubled by escapes, plus quotes and a comma); NULL: out of
+ * memory. */
+static char *text_array(char (*ids)[TCPOTA_MAX_STR + 1], size_t n)
+{
+    char *out = malloc(n * (2 * TCPOTA_MAX_STR + 3) + 3), *o = out;
+    const char *p;
+    size_t i;
+
+    if (!out) {
+        return NULL;
+    }
+    *o++ = '{';
+    for (i = 0; i < n; i++) {
+        if (i) {
+            *o++ = ',';
+        }
+        *o++ = '"';
+        for (p = ids[i]; *p; p++) {
+            if (*p == '"' || *p == '\\') {
+                *o++ = '\\';
+            }
+            *o++ = *p;
+        }
+        *o++ = '"';
+    }
+    *o++ = '}';
+    *o = '\0';
+    return out;
+}
+
+/* One statement, one round trip, however many devices. */
+int pg_op_seen(struct pgstore *st, struct store_req *r)
+{
+    char *arr;
+    int rc;
+
+    if (r->u.seen.n && !r->u.seen.ids) {
+        return store_err_set(r, STORE_E_INVAL, "seen: ids: required");
+    }
+    if (!r->u.seen.n) {
+        return STORE_OK;
+    }
+    if (!(arr = text_array(r->u.seen.ids, r->u.seen.n))) {
+        return store_err_set(r, STORE_E_IO, "out of memory");
+    }
+    rc = pg_run(st, r, "seen", "UPDATE devices d SET last_seen = greatest(d.last_seen, $2)"
+                " FROM unnest($1::text[]) AS u(id) WHERE d.id = u.id", "ti", arr, r->now);
+    free(arr);
+    return rc < 0 ? rc : STORE_OK;
+}
+
 /* ---- events ---- */
 
 /* The rollout status a device state means; -1: leaves it as it is. */

@@ -130,6 +130,7 @@ int pg_op_image_list(struct pgstore *st, struct store_req *r);
 int pg_op_checkin(struct pgstore *st, struct store_req *r);
 int pg_op_event(struct pgstore *st, struct store_req *r);
 int pg_op_events(struct pgstore *st, struct store_req *r);
+int pg_op_seen(struct pgstore *st, struct store_req *r);
 int pg_op_device_list(struct pgstore *st, struct store_req *r);
 int pg_op_device_get(struct pgstore *st, struct store_req *r);
 int pg_op_device_set_group(struct pgstore *st, struct store_req *r);

@@ -148,6 +148,7 @@ static int dispatch(struct sstore *st, struct store_req *r)
     case STORE_SECRET_SET: return sq_op_secret_set(st, r);
     case STORE_SECRET_LIST: return sq_op_secret_list(st, r);
     case STORE_SUMMARY: return sq_op_summary(st, r);
+    case STORE_SEEN: return sq_op_seen(st, r);
     }
     return store_err_set(r, STORE_E_INVAL, "unknown store operation %d", (int)r->op);
 }
@@ -340,7 +341,7 @@ static void sq_close(struct store *base)
     teardown(st);
 }
 
-static const struct store_vt sqlite_vt = {"sqlite", sq_submit, sq_close};
+static const struct store_vt sqlite_vt = {"sqlite", sq_submit, sq_close, 0};
 
 /* ---- open ---- */
 

@@ -317,6 +317,22 @@ int sq_op_checkin(struct sstore *st, struct store_req *r)
     return ro_id > 0 ? load_rollout(st, r, ro_id) : STORE_OK;
 }
 
+int sq_op_seen(struct sstore *st, struct store_req *r)
+{
+    size_t i;
+
+    if (r->u.seen.n && !r->u.seen.ids) {
+        return store_err_set(r, STORE_E_INVAL, "seen: ids: required");
+    }
+    for (i = 0; i < r->u.seen.n; i++) {
+        if (sq_run(st, "UPDATE devices SET last_seen = max(last_seen, ?2) WHERE id = ?1", "ti",
+                   r->u.seen.ids[i], r->now) != SQLITE_DONE) {
+            return sq_fail(st, r, "seen");
+        }
+    }
+    return STORE_OK;
+}
+
 /* ---- events ---- */
 
 /* The rollout status a device state means; -1: leaves it as it is. */

@@ -119,6 +119,7 @@ int sq_op_image_list(struct sstore *st, struct store_req *r);
 int sq_op_checkin(struct sstore *st, struct store_req *r);
 int sq_op_event(struct sstore *st, struct store_req *r);
 int sq_op_events(struct sstore *st, struct store_req *r);
+int sq_op_seen(struct sstore *st, struct store_req *r);
 int sq_op_device_list(struct sstore *st, struct store_req *r);
 int sq_op_device_get(struct sstore *st, struct store_req *r);
 int sq_op_device_set_group(struct sstore *st, struct store_req *r);

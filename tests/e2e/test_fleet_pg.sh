@@ -4,7 +4,8 @@
 # byte-exact, whichever node they reach (an image added through node A is
 # fetched by B and C from the database); a rollout created through node B
 # and paused through node A makes nodes B and C offer nothing at once
-# (within a second); resumed through node C, node A offers it again.
+# (within a second); resumed through node C, node A offers it again; what
+# a node remembers of a device's check-ins lasts at most a second.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fleet_lib.sh"
 source "$(dirname "$0")/fleet_pg_lib.sh"
@@ -71,6 +72,20 @@ api 3 rollout resume 2 > /dev/null || fail "rollout resume on C failed"
 SERVER_PORT=${ports[0]} run_device dev-3 esp32 "$WORK/d3" || fail "dev-3 failed after resume"
 check_device "$WORK/d3" "$WORK/img3"
 ok "resumed through node C: node A offers it again"
+
+# A node answers an unchanged check-in from memory for 1 s at most on a
+# shared database: a rollout created through B reaches a device that node
+# A has just answered from memory, at its first check-in after that second.
+for n in 1 2 3; do SERVER_PORT=${ports[0]} run_device dev-4 esp32 "$WORK/d4" || fail "dev-4 run $n on A failed"; done
+grep -q "\[dev-4 .*nothing changed since its last check-in" "$WORK/n1.log" ||
+  fail "node A did not answer dev-4's unchanged check-in from memory"
+make_image "$WORK/img4" 60000
+api 2 image add --version 4.0.0 --model esp32 "$WORK/img4" > /dev/null || fail "image add 4.0.0 on B failed"
+api 2 rollout create --image 4.0.0 --model esp32 > /dev/null || fail "rollout create 4.0.0 on B failed"
+sleep 1.2
+SERVER_PORT=${ports[0]} run_device dev-4 esp32 "$WORK/d4" || fail "dev-4 failed after the rollout of 4.0.0"
+check_device "$WORK/d4" "$WORK/img4"
+ok "what node A remembered of a device lasted at most 1 s: B's new rollout reached it"
 
 stop_pg_cluster
 ok "every node stopped cleanly"

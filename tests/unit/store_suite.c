@@ -395,6 +395,55 @@ static void test_checkin_returns_stored_row(void **state)
     store_req_free(g);
 }
 
+/* STORE_SEEN: each known device's last_seen moves to the request's time,
+ * never back; an unknown id (or one a text[] literal must escape) does not
+ * stop the others. */
+static void seen_at(struct fx *f, int64_t now, const char *const *ids, size_t n)
+{
+    struct store_req *r = ss_req(STORE_SEEN);
+    size_t i;
+
+    r->u.seen.ids = calloc(n, sizeof(*r->u.seen.ids));
+    assert_non_null(r->u.seen.ids);
+    for (i = 0; i < n; i++) {
+        snprintf(r->u.seen.ids[i], sizeof(r->u.seen.ids[i]), "%s", ids[i]);
+    }
+    r->u.seen.n = n;
+    r->now = now;
+    r = ss_run(f, r);
+    assert_int_equal(r->rc, STORE_OK);
+    store_req_free(r);
+}
+
+static int64_t last_seen(struct fx *f, const char *id)
+{
+    struct store_req *r = ss_device_get(f, id);
+    int64_t t = r->u.device.dev.last_seen;
+
+    store_req_free(r);
+    return t;
+}
+
+static void test_seen(void **state)
+{
+    struct fx *f = *state;
+    static const char odd[] = "odd \"quoted\" \\ {id},";
+    const char *const ids[] = {"dev-1", "nobody", odd, "dev-2"};
+
+    ss_checkin_free(f, "dev-1");
+    ss_checkin_free(f, odd);
+    ss_checkin_free(f, "dev-2");
+    seen_at(f, NOW + 100, ids, 4);
+    assert_int_equal(last_seen(f, "dev-1"), NOW + 100);
+    assert_int_equal(last_seen(f, odd), NOW + 100);
+    assert_int_equal(last_seen(f, "dev-2"), NOW + 100);
+    seen_at(f, NOW + 50, ids, 1);
+    assert_int_equal(last_seen(f, "dev-1"), NOW + 100);
+    seen_at(f, NOW + 150, ids + 2, 1);
+    assert_int_equal(last_seen(f, odd), NOW + 150);
+    assert_int_equal(last_seen(f, "dev-1"), NOW + 100);
+}
+
 static void test_report_applied_once(void **state)
 {
     struct fx *f = *state;
@@ -993,6 +1042,7 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_reopen_keeps_data, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_checkin_registers_once, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_checkin_returns_stored_row, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_seen, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_report_applied_once, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_report_survives_crash, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_progress_one_batch_behind, ss_setup, ss_teardown),

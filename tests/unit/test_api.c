@@ -321,7 +321,7 @@ static void fake_close(struct store *st)
     fake_run(-1, 0, NULL);
 }
 
-static const struct store_vt fake_vt = {"fake", fake_submit, fake_close};
+static const struct store_vt fake_vt = {"fake", fake_submit, fake_close, 0};
 
 static void seed(void)
 {
