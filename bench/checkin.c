@@ -16,11 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-
 #include "tcpota/codec.h"
 #include "tcpota/tcpota.h"
+#include "tlsclient.h"
 
 #define RX_CAP 4096u /* an OFFER with its manifest fits; DATA is never read */
 #define ID_MAX 32u
@@ -161,7 +159,7 @@ static void slot_finish(struct slot *s, enum ci_result r, const char *why)
         else g.full++;
         /* An answered connection ends cleanly: SSL_free() after an
          * unfinished one would mark its session not resumable. */
-        SSL_set_shutdown(s->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+        tlsc_ended(s->ssl);
     }
     slot_close(s);
     if (r == CI_FAILED) {
@@ -212,7 +210,7 @@ static int send_request(struct slot *s)
         if (n < 0) return -1;
     }
     /* A fresh socket takes a few hundred bytes at once. */
-    if (s->ssl ? SSL_write(s->ssl, out, n) != n : send(s->fd, out, (size_t)n, MSG_NOSIGNAL) != n) {
+    if ((s->ssl ? tlsc_send(s->ssl, out, (size_t)n) : send(s->fd, out, (size_t)n, MSG_NOSIGNAL)) != n) {
         return -1;
     }
     g.sent++;
@@ -267,19 +265,15 @@ static void http_answer(struct slot *s)
  * Returns 0 while it goes on, 1 when the request went out, -1 failed. */
 static int tls_step(struct slot *s)
 {
-    int rc = SSL_connect(s->ssl), e;
+    uint32_t events = 0;
+    int rc = tlsc_handshake(s->ssl, &events);
 
     if (rc == 1) {
         s->handshaking = 0;
         return send_request(s) < 0 ? -1 : 1;
     }
-    e = SSL_get_error(s->ssl, rc);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        watch(s, EPOLL_CTL_MOD, e == SSL_ERROR_WANT_READ ? EPOLLIN : EPOLLOUT);
-        return 0;
-    }
-    ERR_clear_error();
-    return -1;
+    if (rc == 0) watch(s, EPOLL_CTL_MOD, events);
+    return rc;
 }
 
 /* The connection is up: TLS starts, or the request goes out. */
@@ -295,13 +289,10 @@ static void on_connected(struct slot *s)
     }
     s->connecting = 0;
     if (g.tls) {
-        if (!(s->ssl = SSL_new(g.tls)) || SSL_set_fd(s->ssl, s->fd) != 1) {
+        if (!(s->ssl = tlsc_new(g.tls, s->fd, s, g.resume ? *session_of(s) : NULL))) {
             slot_finish(s, CI_FAILED, "cannot set up TLS");
             return;
         }
-        SSL_set_tlsext_host_name(s->ssl, "localhost");
-        SSL_set_app_data(s->ssl, s);
-        if (g.resume && *session_of(s)) SSL_set_session(s->ssl, *session_of(s));
         s->handshaking = 1;
         if ((rc = tls_step(s)) < 0) slot_finish(s, CI_FAILED, "TLS handshake failed");
         else if (rc == 1) watch(s, EPOLL_CTL_MOD, EPOLLIN);
@@ -315,23 +306,10 @@ static void on_connected(struct slot *s)
 }
 
 /* Reads what arrived into dst: a count, 0 (closed) or -1 (errno; EAGAIN:
- * nothing yet). Inside TLS, a close without close_notify counts as closed. */
+ * nothing yet). */
 static ssize_t slot_recv(struct slot *s, void *dst, size_t cap)
 {
-    int rc, e;
-
-    if (!s->ssl) return recv(s->fd, dst, cap, MSG_DONTWAIT);
-    rc = SSL_read(s->ssl, dst, (int)cap);
-    if (rc > 0) return rc;
-    e = SSL_get_error(s->ssl, rc);
-    ERR_clear_error();
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        errno = EAGAIN;
-        return -1;
-    }
-    if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && rc == 0)) return 0;
-    errno = ECONNRESET;
-    return -1;
+    return s->ssl ? tlsc_recv(s->ssl, dst, cap) : recv(s->fd, dst, cap, MSG_DONTWAIT);
 }
 
 static void on_io(struct slot *s, uint32_t events)
@@ -521,15 +499,7 @@ int checkin_main(int argc, char **argv)
     }
     if (g.resume && !ca) return usage();
     if (ca) {
-        g.tls = SSL_CTX_new(TLS_client_method());
-        if (!g.tls || SSL_CTX_load_verify_locations(g.tls, ca, NULL) != 1) {
-            fprintf(stderr, "loadgen: cannot load the CA file %s\n", ca);
-            return 2;
-        }
-        SSL_CTX_set_verify(g.tls, SSL_VERIFY_PEER, NULL);
-        /* Sessions are kept per device (--resume), not in OpenSSL's cache. */
-        SSL_CTX_set_session_cache_mode(g.tls, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
-        SSL_CTX_sess_set_new_cb(g.tls, keep_session);
+        if (!(g.tls = tlsc_context(ca, keep_session))) return 2;
         if (g.resume && !(g.sessions = calloc(g.ids, sizeof(*g.sessions)))) return 2;
     }
     i = run();

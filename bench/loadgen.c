@@ -19,7 +19,9 @@
  *   (give up on the run after SEC s, default 600), --max-retries R
  *   (reconnects per device after a dropped connection, default 5),
  *   --ack-interval BYTES (tcpota devices' checkpoint interval, a multiple of
- *   4096; default: the core's, 16 KiB).
+ *   4096; default: the core's, 16 KiB), --tls CA (tcpota and http: every
+ *   connection inside TLS, the server verified against CA with SNI
+ *   "localhost"; a full handshake per connection, no session offered).
  *
  * Flash without the memory: 10,000 devices x 1 MiB would need 10 GiB, so the
  * device port keeps no image bytes. The image is a pure function of
@@ -70,6 +72,7 @@
 
 #include "checkin.h"
 #include "tcpota/device.h"
+#include "tlsclient.h"
 
 #define RX_CAP (4096u + 12u) /* largest DATA frame at the server's default chunk */
 #define TX_CAP 512u
@@ -89,7 +92,8 @@ struct kv {
 struct dev {
     unsigned idx;
     int fd;
-    uint8_t connecting, done, failed;
+    SSL *ssl; /* --tls: the connection's TLS, NULL before and without */
+    uint8_t connecting, handshaking, done, failed;
     unsigned retries;
     double t_start, t_done;
     double t_last; /* when the last image byte was written (0: not yet) */
@@ -120,6 +124,7 @@ static struct {
     uint32_t size;
     uint64_t seed;
     double timeout_s;
+    SSL_CTX *tls; /* --tls CA: connections inside TLS */
     uint8_t id[TCPOTA_ID_LEN]; /* SHA-256 of the generator image */
     int ep;
     struct dev *devs;
@@ -438,6 +443,10 @@ static int dev_setup(struct dev *d)
 
 static void conn_close(struct dev *d)
 {
+    if (d->ssl) {
+        SSL_free(d->ssl); /* no close_notify: devices just close */
+        d->ssl = NULL;
+    }
     if (d->fd >= 0) {
         epoll_ctl(g.ep, EPOLL_CTL_DEL, d->fd, NULL);
         close(d->fd);
@@ -489,6 +498,7 @@ static int conn_open(struct dev *d)
     }
     d->fd = fd;
     d->connecting = 1;
+    d->handshaking = 0;
     g.open_conns++;
     if (g.open_conns > g.peak_conns) g.peak_conns = g.open_conns;
     memset(&ev, 0, sizeof(ev));
@@ -525,6 +535,25 @@ static void conn_lost(struct dev *d, const char *why)
     conn_open(d);
 }
 
+/* The connection's bytes in and out, inside TLS with --tls: as recv() and
+ * send() (a count, 0 when closed, -1 with errno). */
+static ssize_t conn_recv(struct dev *d, void *buf, size_t cap)
+{
+    return d->ssl ? tlsc_recv(d->ssl, buf, cap) : recv(d->fd, buf, cap, MSG_DONTWAIT);
+}
+
+static ssize_t conn_send(struct dev *d, const void *p, size_t n)
+{
+    return d->ssl ? tlsc_send(d->ssl, p, n) : send(d->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* Reads once more in this turn: up to 4 reads per event, and on while TLS
+ * holds decrypted bytes the socket would not signal again. */
+static int read_more(const struct dev *d, int reads)
+{
+    return reads < 4 || (d->ssl && SSL_pending(d->ssl) > 0);
+}
+
 /* Sends what the session has queued. Returns 0, or -1 when the connection broke. */
 static int tcpota_flush(struct dev *d)
 {
@@ -532,7 +561,7 @@ static int tcpota_flush(struct dev *d)
     size_t n;
 
     while ((n = tcpota_dev_output(&d->s, &p)) > 0) {
-        ssize_t w = send(d->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t w = conn_send(d, p, n);
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 want(d, EPOLLIN | EPOLLOUT);
@@ -550,8 +579,8 @@ static void tcpota_readable(struct dev *d, uint8_t *buf, size_t cap)
 {
     int reads;
 
-    for (reads = 0; reads < 4; reads++) {
-        ssize_t n = recv(d->fd, buf, cap, MSG_DONTWAIT);
+    for (reads = 0; read_more(d, reads); reads++) {
+        ssize_t n = conn_recv(d, buf, cap);
         size_t off = 0;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
         if (n <= 0) {
@@ -595,7 +624,7 @@ static void http_send_request(struct dev *d)
                      "Connection: close\r\n\r\n",
                      g.path);
     /* A fresh socket takes a few hundred bytes at once. */
-    if (send(d->fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
+    if (conn_send(d, req, (size_t)n) != n) {
         conn_lost(d, "cannot send the request");
         return;
     }
@@ -647,8 +676,8 @@ static void http_readable(struct dev *d, uint8_t *buf, size_t cap)
 {
     int reads;
 
-    for (reads = 0; reads < 4 && !d->done && !d->failed; reads++) {
-        ssize_t n = recv(d->fd, buf, cap, MSG_DONTWAIT);
+    for (reads = 0; read_more(d, reads) && !d->done && !d->failed; reads++) {
+        ssize_t n = conn_recv(d, buf, cap);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
         if (n <= 0) {
             conn_lost(d, n == 0 ? "server closed the connection early" : strerror(errno));
@@ -678,6 +707,34 @@ static void http_readable(struct dev *d, uint8_t *buf, size_t cap)
     }
 }
 
+/* The connection is up (inside TLS with --tls): the device speaks first. */
+static void conn_start(struct dev *d)
+{
+    if (g.mode == M_TCPOTA) {
+        if (tcpota_dev_connect(&d->s, now_ms32()) < 0 || tcpota_flush(d) < 0) {
+            conn_lost(d, "cannot send HELLO");
+        }
+    } else {
+        http_send_request(d);
+    }
+}
+
+/* --tls: one step of the handshake; the protocol starts once it is done. */
+static void tls_step(struct dev *d)
+{
+    uint32_t events = 0;
+    int rc = tlsc_handshake(d->ssl, &events);
+
+    if (rc < 0) {
+        conn_lost(d, "TLS handshake failed");
+    } else if (rc == 0) {
+        want(d, events);
+    } else {
+        d->handshaking = 0;
+        conn_start(d);
+    }
+}
+
 static void on_io(struct dev *d, uint32_t events, uint8_t *buf, size_t cap)
 {
     if (d->connecting) {
@@ -689,13 +746,18 @@ static void on_io(struct dev *d, uint32_t events, uint8_t *buf, size_t cap)
             return;
         }
         d->connecting = 0;
-        if (g.mode == M_TCPOTA) {
-            if (tcpota_dev_connect(&d->s, now_ms32()) < 0 || tcpota_flush(d) < 0) {
-                conn_lost(d, "cannot send HELLO");
-            }
+        if (!g.tls) {
+            conn_start(d);
+        } else if (!(d->ssl = tlsc_new(g.tls, d->fd, d, NULL))) {
+            conn_lost(d, "cannot set up TLS");
         } else {
-            http_send_request(d);
+            d->handshaking = 1;
+            tls_step(d);
         }
+        return;
+    }
+    if (d->handshaking) {
+        tls_step(d);
         return;
     }
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
@@ -752,7 +814,8 @@ static int usage(void)
             "       bench-loadgen http --server HOST:PORT --path /FILE --devices N --size BYTES "
             "[options]\n"
             "       bench-loadgen checkin|http10 ... (short connections; see checkin.h)\n"
-            "options: --seed S --sources K --timeout SEC --max-retries R --ack-interval BYTES\n");
+            "options: --seed S --sources K --timeout SEC --max-retries R --ack-interval BYTES\n"
+            "         --tls CA\n");
     return 2;
 }
 
@@ -845,9 +908,10 @@ static int run(void)
             last_tick = t;
             for (i = 0; i < g.n; i++) {
                 struct dev *d = &g.devs[i];
-                if (d->fd >= 0 && !d->connecting && tcpota_dev_tick(&d->s, now_ms32()) < 0) {
+                if (d->fd < 0 || d->connecting || d->handshaking) continue;
+                if (tcpota_dev_tick(&d->s, now_ms32()) < 0) {
                     conn_lost(d, "server silent");
-                } else if (d->fd >= 0 && !d->connecting && tcpota_flush(d) < 0) {
+                } else if (tcpota_flush(d) < 0) {
                     conn_lost(d, "send failed");
                 }
             }
@@ -887,8 +951,8 @@ static int run(void)
 
 int main(int argc, char **argv)
 {
-    const char *server = NULL, *file = NULL;
-    int i;
+    const char *server = NULL, *file = NULL, *ca = NULL;
+    int i, rc;
 
     if (argc < 2) return usage();
     if (strcmp(argv[1], "checkin") == 0 || strcmp(argv[1], "http10") == 0) {
@@ -919,6 +983,7 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--timeout") == 0) g.timeout_s = strtod(v, NULL);
         else if (strcmp(a, "--max-retries") == 0) g.max_retries = (unsigned)strtoul(v, NULL, 10);
         else if (strcmp(a, "--ack-interval") == 0) g.ack_interval = (uint32_t)strtoul(v, NULL, 10);
+        else if (strcmp(a, "--tls") == 0) ca = v;
         else return usage();
     }
     if (g.size == 0) return usage();
@@ -928,6 +993,9 @@ int main(int argc, char **argv)
         (g.mode == M_HTTP && !g.path)) {
         return usage();
     }
+    if (ca && !(g.tls = tlsc_context(ca, NULL))) return 2;
     signal(SIGPIPE, SIG_IGN);
-    return run();
+    rc = run();
+    if (g.tls) SSL_CTX_free(g.tls);
+    return rc;
 }

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # run.sh [--quick] - every tcpota benchmark (bench/README.md): slow link,
 # fleet scale, device footprint, resume cost, and fleet mode's (check-ins,
-# transfers, a registry of a million devices: fleetmode.sh; TLS check-ins:
-# tlsmode.sh; many devices at once: scalemode.sh). Installs what it
+# transfers, a registry of a million devices: fleetmode.sh; TLS check-ins
+# and transfers: tlsmode.sh; many devices at once: scalemode.sh). Installs what it
 # lacks with apt-get, builds in $BENCH_BUILD (default /tmp/build-bench),
 # prints the tables and writes them to bench/results/latest.md (--quick:
 # quick.md). BENCH_ONLY="checkin transfers" runs only the named ones of
-# footprint link fleet resume checkin transfers registry tls many, and writes
+# footprint link fleet resume checkin transfers registry tls many (tls: TLS
+# check-ins and transfers; tlsxfer names the TLS transfers alone), and writes
 # bench/results/only-NAMES.md (quick: only-NAMES-quick.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -109,6 +110,7 @@ start_raw() {
 NGX_PORT=0
 NGX_PIN=() # a command prefix, e.g. (taskset -c 0)
 NGX_TLS="" # a directory with srv.pem and srv.key: serve HTTPS with them (tlsmode.sh)
+NGX_KTLS="" # 1: with NGX_TLS, let OpenSSL hand records to kernel TLS where the kernel has it
 start_nginx() { # one worker, like tcpota serve's one thread; sets NGX_PORT
   local try
   for try in 1 2 3 4 5; do
@@ -136,6 +138,10 @@ start_nginx_once() {
     tls_conf="ssl_certificate $NGX_TLS/srv.pem; ssl_certificate_key $NGX_TLS/srv.key;
   ssl_protocols TLSv1.2 TLSv1.3; ssl_session_tickets on; ssl_session_cache off;
   ssl_conf_command NumTickets 1;"
+    # Kernel TLS (then nginx's sendfile goes through it); without the
+    # kernel's support OpenSSL falls back to encrypting in user space.
+    [ "$NGX_KTLS" = 1 ] && tls_conf+="
+  ssl_conf_command Options KTLS;"
   fi
   cat > "$d/nginx.conf" <<EOF
 worker_processes 1;
@@ -567,18 +573,22 @@ phase_end() { # NAME
   echo "| benchmark | wall s | CPU s used by other processes | = cores on average (of $(nproc)) | other processes at ≥ 20 % of a core when it ended |"
   echo "|---|---:|---:|---:|---|"
 } > "$WORK/load.md"
-run_phase() { # SECTION NAME FUNCTION
-  want "$1" || return 0
-  phase_begin
-  "$3"
-  phase_end "$2"
+run_phase() { # SECTIONS NAME FUNCTION: runs when BENCH_ONLY names one of SECTIONS
+  local s
+  for s in $1; do
+    want "$s" || continue
+    phase_begin
+    "$3"
+    phase_end "$2"
+    return 0
+  done
 }
 footprint_bench() {
   log "footprint"
   bash "$ROOT/bench/footprint.sh" "$WORK/footprint.md" >/dev/null
 }
 touch "$WORK/link.md" "$WORK/fleet.md" "$WORK/footprint.md" "$WORK/resume.md" "$WORK/checkin.md" \
-      "$WORK/transfer.md" "$WORK/registry.md" "$WORK/link.raw" "$WORK/fleet.raw" \
+      "$WORK/transfer.md" "$WORK/registry.md" "$WORK/tls.md" "$WORK/tlsxfer.md" "$WORK/link.raw" "$WORK/fleet.raw" \
       "$WORK/checkin.raw" "$WORK/transfer.raw"
 run_phase footprint footprint footprint_bench
 run_phase link "slow link" link_bench
@@ -588,10 +598,11 @@ run_phase checkin check-ins checkin_bench
 run_phase transfers "transfers, fleet vs single" transfer_bench
 run_phase registry registry registry_bench
 run_phase tls "TLS check-ins" tls_checkin_bench
+run_phase "tls tlsxfer" "TLS transfers" tls_transfer_bench
 run_phase many "many devices at once" many_bench
 { echo "Other load on the machine during the run (its busy CPU time minus this run's own processes):"
   echo; cat "$WORK/load.md"; echo; } >> "$WORK/head.md"
-for f in link fleet footprint resume checkin transfer registry tls many; do
+for f in link fleet footprint resume checkin transfer registry tls tlsxfer many; do
   [ -s "$WORK/$f.md" ] || continue # not run (BENCH_ONLY): the loop's status must stay 0
   cat "$WORK/$f.md"; echo
 done | cat "$WORK/head.md" - > "$out"

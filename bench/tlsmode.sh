@@ -1,11 +1,17 @@
 # tlsmode.sh - the performance issue's TLS benchmark, sourced by run.sh (which
 # defines WORK, TCPOTA, LOADGEN, QUICK, start_fleet, stop_pid, proc_stats,
-# log, die, start_nginx (NGX_TLS: over HTTPS), PIN_SRV/PIN_LG and pinned from fleetmode.sh):
-#   tls_checkin_bench  TLS check-ins per second, full and resumed handshakes:
-#                      `tcpota serve --data --tls-cert` vs nginx over HTTPS
-#                      (HTTP/1.0, a 100-byte file), the same ECDSA P-256
-#                      certificate, stateless tickets, one ticket per
-#                      handshake on both. Writes $WORK/tls.md.
+# log, die, start_nginx (NGX_TLS: over HTTPS), start_serve, wait_count,
+# PIN_SRV/PIN_LG, pinned and start_serve_pinned from fleetmode.sh):
+#   tls_checkin_bench   TLS check-ins per second, full and resumed handshakes:
+#                       `tcpota serve --data --tls-cert` vs nginx over HTTPS
+#                       (HTTP/1.0, a 100-byte file), the same ECDSA P-256
+#                       certificate, stateless tickets, one ticket per
+#                       handshake on both. Writes $WORK/tls.md.
+#   tls_transfer_bench  the fleet benchmark inside TLS: N devices x 1 MiB,
+#                       `tcpota serve --tls-cert` vs nginx over HTTPS with
+#                       sendfile (and kernel TLS where the kernel has it),
+#                       the same certificate; server CPU per GB. Writes
+#                       $WORK/tlsxfer.md.
 
 # The certificate both servers use: ECDSA P-256, for localhost.
 tls_cert() {
@@ -69,14 +75,40 @@ tls_nginx() {
   tls_row "nginx, HTTPS, 100-byte file, HTTP/1.0" "$2" "$out"
 }
 
-# Whether this kernel offers kernel TLS (the "tls" upper-layer protocol).
+# Whether this kernel offers kernel TLS (the "tls" upper-layer protocol,
+# listed once its module is loaded).
+ktls_kernel() { grep -qw tls /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null; }
 ktls_state() {
   local ulp
   ulp=$(cat /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null || echo "?")
-  if grep -qw tls <<< "$ulp"; then
+  if ktls_kernel; then
     echo "offered by this kernel (tcp_available_ulp: $ulp); neither server here uses it for these small answers"
   else
     echo "not offered by this kernel (tcp_available_ulp: ${ulp:-none}), so neither server can hand records to it"
+  fi
+}
+
+# Whether the OpenSSL the servers link was built with kernel TLS support
+# (its configuration header does not define OPENSSL_NO_KTLS).
+ktls_openssl() {
+  ! printf '#include <openssl/opensslconf.h>\n' | cc -E -dM -x c - 2>/dev/null | grep -q 'define OPENSSL_NO_KTLS'
+}
+
+# The kernel TLS line of the transfer table.
+ktls_transfer_state() {
+  local ulp lib=built
+  ulp=$(cat /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null || echo "?")
+  ktls_openssl || lib="not built"
+  if ktls_kernel && ktls_openssl; then
+    echo "offered by this kernel (tcp_available_ulp: $ulp) and OpenSSL $(openssl version | cut -d' ' -f2) was $lib with it:"
+    echo "nginx sends the file with sendfile through kernel TLS (\`ssl_conf_command Options KTLS\`); tcpota serve"
+    echo "does not use it yet and encrypts in user space (SSL_write from its prebuilt frames)"
+  else
+    echo "**not available**: this kernel does not offer it (tcp_available_ulp: ${ulp:-none}; OpenSSL"
+    echo "$(openssl version | cut -d' ' -f2) was $lib with it), so both servers encrypt in user space: nginx reads"
+    echo "the file (pread, 32 KiB at a time) and SSL_writes it in 16 KiB records (\`sendfile on\` and"
+    echo "\`Options KTLS\` have no effect without it), tcpota serve SSL_writes its prebuilt DATA frames"
+    echo "from memory"
   fi
 }
 
@@ -121,4 +153,94 @@ tls_checkin_bench() {
 NOTES
   } >> "$WORK/tls.md"
   cat "$WORK/tls.md"
+}
+
+# ---- TLS transfers -----------------------------------------------------------
+# tls_xfer_run KIND N: one row of $WORK/tlsxfer.md (KIND: tcpota or nginx);
+# sets CPG (server CPU s per GB) and RATE (aggregate MB/s).
+tls_xfer_run() {
+  local kind=$1 n=$2 pid out c0 c1 srv_ok=- label
+  if [ "$kind" = tcpota ]; then
+    SERVE_LOG=1 start_serve_pinned tlsxfer "$IMG" --max-conns 20000 --idle-timeout 300 \
+      --tls-cert "$WORK/tls/srv.pem" --tls-key "$WORK/tls/srv.key"
+    pid=$(cat "$WORK/tlsxfer.pid")
+    label="tcpota serve --tls-cert"
+  else
+    NGX_PIN=("${PIN_SRV[@]}") NGX_TLS=$WORK/tls NGX_KTLS=1
+    start_nginx
+    NGX_PIN=() NGX_TLS="" NGX_KTLS=""
+    PORT=$NGX_PORT
+    pid=$(cat "$WORK/nginx.pid") # master and its worker: proc_stats sums both
+    label="nginx, HTTPS (1 worker)"
+  fi
+  sleep 0.3
+  read -r _ _ c0 < <(proc_stats "$pid")
+  if [ "$kind" = tcpota ]; then
+    out=$("${PIN_LG[@]}" "$LOADGEN" tcpota --server "127.0.0.1:$PORT" --devices "$n" --size $MIB \
+          --timeout 900 --tls "$WORK/tls/srv.pem") || log "TLS transfer (tcpota, N=$n) had failures: $out"
+    # As in the fleet benchmark: stop the server once it has logged a
+    # verified COMPLETE per device (or after 60 s).
+    read -r srv_ok _ < <(wait_count "$WORK/tlsxfer.log" 'done: image .* verified by the device' "$n" 60)
+  else
+    out=$("${PIN_LG[@]}" "$LOADGEN" http --server "127.0.0.1:$PORT" --path /image.bin --devices "$n" \
+          --size $MIB --timeout 900 --tls "$WORK/tls/srv.pem") || log "TLS transfer (nginx, N=$n) had failures: $out"
+  fi
+  read -r _ _ c1 < <(proc_stats "$pid")
+  if [ "$kind" = tcpota ]; then stop_pid tlsxfer; else stop_pid nginx; fi
+  echo "tls-$kind $out server_verified=$srv_ok" >> "$WORK/transfer.raw"
+  CPG=$(awk -v n="$n" -v c0="$c0" -v c1="$c1" 'BEGIN { printf "%.3f", (c1 - c0) / (n * 1048576 / 1e9) }')
+  RATE=$(kv mbytes_per_s "$out")
+  awk -v n="$n" -v l="$label" -v c0="$c0" -v c1="$c1" -v cpg="$CPG" -v so="$srv_ok" '
+    { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+    END {
+      printf "| %d | %s | %.2f | %.2f | %.2f | %.0f | %.2f | %.3f | %.2f | %s |\n",
+        n, l, v["wall"], v["p50"], v["p99"], v["mbytes_per_s"], c1 - c0, cpg, v["client_cpu"],
+        ((v["failed"] == 0 && v["ok"] == n) ? "all " v["ok"] : v["ok"] " of " n " (" v["failed"] " failed)") \
+        (so == "-" ? "" : "; server: " so " verified") }' <<< "$out" >> "$WORK/tlsxfer.md"
+}
+
+tls_transfer_bench() {
+  local ns n t tr ratios=""
+  read -r -a ns <<< "${BENCH_TLS_N:-100 1000}" # BENCH_TLS_N="50 200": other fleet sizes
+  tls_cert
+  {
+    echo "## TLS transfers: N devices at once, 1 MiB each, tcpota serve --tls-cert vs nginx over HTTPS"
+    echo
+    echo "The fleet benchmark inside TLS: every device connects, makes a full TLS handshake (the same"
+    echo "ECDSA P-256 certificate on both servers; TLS 1.3), then tcpota: the device core's session,"
+    echo "nginx: one HTTP/1.1 GET of the same image; both check every byte and the image's SHA-256."
+    echo "nginx: one worker, \`sendfile on\`, \`ssl_session_tickets on\`, \`ssl_conf_command Options KTLS\`;"
+    echo "$(pinned)."
+    echo
+    echo "Kernel TLS: $(ktls_transfer_state)."
+    echo
+    echo "| N | server | all done s | p50 s | p99 s | aggregate MB/s | server CPU s | server CPU s per GB | load generator CPU s | byte-exact |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
+  } > "$WORK/tlsxfer.md"
+  for n in "${ns[@]}"; do
+    log "TLS transfers: N=$n against tcpota serve"
+    tls_xfer_run tcpota "$n"; t=$CPG tr=$RATE
+    sleep 1
+    log "TLS transfers: N=$n against nginx"
+    tls_xfer_run nginx "$n"
+    sleep 1
+    ratios+=$(awk -v n="$n" -v ct="$t" -v cn="$CPG" -v rt="$tr" -v rn="$RATE" \
+      'BEGIN { printf "| %d | %.3f | %.3f | %.2f× | %.0f | %.0f | %.2f× |\\n", n, ct, cn, (cn > 0 ? ct / cn : 0), rt, rn, (rn > 0 ? rt / rn : 0) }')
+  done
+  {
+    echo
+    echo "| N | tcpota server CPU s per GB | nginx | CPU tcpota / nginx (goal ≤ 1) | tcpota MB/s | nginx MB/s | rate tcpota / nginx |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|"
+    printf '%b' "$ratios"
+    cat <<'NOTES'
+
+- Server CPU: utime + stime from /proc over the run (nginx: master + worker), handshakes
+  included; per GB: over N × 1 MiB delivered. The load generator (one process, one core)
+  decrypts every byte as well, so it bounds the aggregate rate; the server's CPU per GB is the
+  figure to compare.
+- "server: K verified": tcpota serve's own count of COMPLETE frames reporting a verified image;
+  the run waits until it has logged one per device (at most 60 s) before stopping it.
+NOTES
+  } >> "$WORK/tlsxfer.md"
+  cat "$WORK/tlsxfer.md"
 }

@@ -51,19 +51,20 @@ void conn_free(struct conn *c)
     free(c);
 }
 
-/* While a plain connection streams (after ACCEPT, until every byte is out),
+/* While a connection streams (after ACCEPT, until every byte is out),
  * its device's ACKs (16 bytes per 16 KiB written by default) need not wake the
  * loop one by one: the socket reports input only once STREAM_RCVLOWAT
- * bytes wait (Linux counts SO_RCVLOWAT for epoll too). Progress is then
+ * bytes wait (Linux counts SO_RCVLOWAT for epoll too; inside TLS, 8 ACK
+ * records: STREAM_RCVLOWAT_TLS, all read at once, see read_cb). Progress is then
  * seen 8 ACKs at a time; a device that fails mid-stream closes, which
  * the next write notices. Once the last byte has left the output, input
  * counts from one byte again (the kernel signals what waits at once), so
  * COMPLETE is read as soon as it comes. */
 static void stream_lowat(struct conn *c, int on)
 {
-    int v = on ? (int)STREAM_RCVLOWAT : 1;
+    int v = !on ? 1 : c->srv->tls ? (int)STREAM_RCVLOWAT_TLS : (int)STREAM_RCVLOWAT;
 
-    if (c->srv->tls || !c->bev || c->lowat == on) {
+    if (!c->bev || c->lowat == on) {
         return;
     }
     if (setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) == 0) {
@@ -474,11 +475,58 @@ static int detect(struct conn *c, const uint8_t *buf, size_t n)
     return -1;
 }
 
+/* Takes what waits in the input buffer. Returns 0 when it took it all,
+ * -1 when c stopped reading (paused, waiting for the store, closing) or is
+ * gone. */
+static int take_input(struct conn *c, struct evbuffer *in)
+{
+    struct bufferevent *bev = c->bev;
+    uint8_t buf[4096];
+
+    while (evbuffer_get_length(in)) {
+        int n;
+        if (evbuffer_get_length(bufferevent_get_output(bev)) >= READ_PAUSE) {
+            /* The write callback resumes once the peer reads again; if it
+             * never does, the write timeout ends the connection. */
+            c->read_paused = 1;
+            bufferevent_disable(bev, EV_READ);
+            return -1;
+        }
+        if (c->kind == K_LEGACY && !c->img) {
+            return -1; /* fleet mode: waiting for the store to choose its image */
+        }
+        n = evbuffer_remove(in, buf, sizeof(buf));
+        if (n <= 0) break;
+        if (c->kind == K_UNKNOWN && detect(c, buf, (size_t)n) < 0) {
+            return -1; /* c is gone */
+        }
+        if (c->kind == K_LEGACY && !c->img) {
+            /* Kept until the store answers (conn_read_again). */
+            evbuffer_prepend(in, buf, (size_t)n);
+            (void)fleet_legacy_start(c);
+            return -1;
+        }
+        if ((c->kind == K_V1 ? v1_input(c, buf, (size_t)n) : legacy_input(c, buf, (size_t)n)) < 0) {
+            return -1; /* c may be gone */
+        }
+        if (c->kind == K_V1 && tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
+            return -1; /* waiting for the output to drain */
+        }
+    }
+    return 0;
+}
+
+/* 1 when input waits to be taken: in the buffer, or held by OpenSSL. */
+static int input_waiting(struct conn *c)
+{
+    return evbuffer_get_length(bufferevent_get_input(c->bev)) ||
+           (c->srv->tls && tls_holds_input(bufferevent_openssl_get_ssl(c->bev)));
+}
+
 static void read_cb(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
-    uint8_t buf[4096];
 
     /* A peer that trickles bytes resets the idle timer forever: its HELLO
      * must be complete within one idle timeout of connecting. */
@@ -488,41 +536,19 @@ static void read_cb(struct bufferevent *bev, void *arg)
         (void)conn_close(c, 1);
         return;
     }
-    while (evbuffer_get_length(in)) {
-        int n;
-        if (evbuffer_get_length(bufferevent_get_output(bev)) >= READ_PAUSE) {
-            /* The write callback resumes once the peer reads again; if it
-             * never does, the write timeout ends the connection. */
-            c->read_paused = 1;
-            bufferevent_disable(bev, EV_READ);
+    /* Inside TLS libevent reads one record per readable event; the rest
+     * of what the socket held, OpenSSL has read ahead (tls_conn_setup):
+     * take it now, or it waits for a socket event that never comes. */
+    do {
+        if (take_input(c, in) < 0) {
             return;
         }
-        if (c->kind == K_LEGACY && !c->img) {
-            return; /* fleet mode: waiting for the store to choose its image */
-        }
-        n = evbuffer_remove(in, buf, sizeof(buf));
-        if (n <= 0) break;
-        if (c->kind == K_UNKNOWN && detect(c, buf, (size_t)n) < 0) {
-            return; /* c is gone */
-        }
-        if (c->kind == K_LEGACY && !c->img) {
-            /* Kept until the store answers (conn_read_again). */
-            evbuffer_prepend(in, buf, (size_t)n);
-            (void)fleet_legacy_start(c);
-            return;
-        }
-        if ((c->kind == K_V1 ? v1_input(c, buf, (size_t)n) : legacy_input(c, buf, (size_t)n)) < 0) {
-            return; /* c may be gone */
-        }
-        if (c->kind == K_V1 && tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
-            return; /* waiting for the output to drain */
-        }
-    }
+    } while (c->srv->tls && tls_pull(bufferevent_openssl_get_ssl(bev), in) > 0);
 }
 
 void conn_read_again(struct conn *c)
 {
-    if (c->bev && evbuffer_get_length(bufferevent_get_input(c->bev))) {
+    if (c->bev && input_waiting(c)) {
         read_cb(c->bev, c);
     }
 }
@@ -558,7 +584,7 @@ static void write_cb(struct bufferevent *bev, void *arg)
         conn_free(c);
         return;
     }
-    if (resume && evbuffer_get_length(bufferevent_get_input(bev))) {
+    if (resume && input_waiting(c)) {
         read_cb(bev, c); /* what arrived while reading was paused */
     }
 }
@@ -577,6 +603,9 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
             c->srv->stats.tls_full++;
         }
         clog_(c, 0, "TLS handshake done (%s)", resumed ? "resumed session" : "full");
+        if (input_waiting(c)) {
+            read_cb(bev, c); /* HELLO, read ahead with the handshake's last record */
+        }
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {
@@ -663,6 +692,9 @@ static void first_byte_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     ssl = SSL_new(srv->tls);
+    if (ssl) {
+        tls_conn_setup(ssl);
+    }
     c->bev = ssl ? bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                                   BEV_OPT_CLOSE_ON_FREE)
                  : NULL;

@@ -47,6 +47,11 @@
 #define READ_PAUSE (OUT_HIGH + 256u * 1024u)
 /* A streaming connection's SO_RCVLOWAT: 8 ACK frames (16 bytes each). */
 #define STREAM_RCVLOWAT 128u
+/* The same inside TLS, where each ACK is a record of its own: 16 bytes and
+ * the record's 22 (TLS 1.3: 5 header, 1 content type, 16 tag; TLS 1.2's
+ * AES-GCM adds an 8-byte nonce, so 7 ACKs there). */
+#define TLS_RECORD_OVERHEAD 22u
+#define STREAM_RCVLOWAT_TLS (STREAM_RCVLOWAT + 8u * TLS_RECORD_OVERHEAD)
 #define RX_CAP 1024u            /* device frames are small; HELLO < 300 B */
 
 enum kind { K_UNKNOWN = 0, K_V1, K_LEGACY };

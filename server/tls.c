@@ -1,9 +1,15 @@
 /* tls.c - the TLS context (see tls.h). */
 #include "tls.h"
 
+#include <event2/buffer.h>
 #include <openssl/err.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+
+/* What one tls_pull takes at most: a device's frames are small (the rest
+ * of a larger record waits for the next call). */
+#define TLS_PULL_CAP 4096u
 
 SSL_CTX *tls_context(const char *cert, const char *key)
 {
@@ -34,6 +40,32 @@ int tls_binding(SSL *ssl, uint8_t out[TCPOTA_TLS_BINDING_LEN])
         return -1;
     }
     return 0;
+}
+
+void tls_conn_setup(SSL *ssl)
+{
+    SSL_set_read_ahead(ssl, 1);
+}
+
+size_t tls_pull(SSL *ssl, struct evbuffer *in)
+{
+    uint8_t buf[TLS_PULL_CAP];
+    int n;
+
+    if (!SSL_has_pending(ssl)) {
+        return 0;
+    }
+    n = SSL_read(ssl, buf, sizeof(buf));
+    if (n <= 0) {
+        ERR_clear_error(); /* WANT_READ, or an error libevent meets next */
+        return 0;
+    }
+    return evbuffer_add(in, buf, (size_t)n) == 0 ? (size_t)n : 0;
+}
+
+int tls_holds_input(SSL *ssl)
+{
+    return ssl && SSL_has_pending(ssl) ? 1 : 0;
 }
 
 const char *tls_error_reason(unsigned long err)

@@ -6,7 +6,10 @@
 #include "tcpota/codec.h"
 
 #include <openssl/ssl.h>
+#include <stddef.h>
 #include <stdint.h>
+
+struct evbuffer;
 
 /* A server context (TLS 1.2 or later) with this certificate chain and key
  * (key NULL: in the certificate's file). NULL after printing why. */
@@ -16,6 +19,24 @@ SSL_CTX *tls_context(const char *cert, const char *key);
  * (codec.h), the binding a device's AUTH must cover. Returns 0, or -1 when
  * the handshake has not finished. */
 int tls_binding(SSL *ssl, uint8_t out[TCPOTA_TLS_BINDING_LEN]);
+
+/* Sets up a device connection's TLS (tcpota's own, not the HTTP
+ * download's, whose evhttp reads on its own terms): OpenSSL reads ahead,
+ * taking every record waiting in the socket in one read() instead of two
+ * read()s per record (a streaming device's ACKs are a 38-byte record
+ * each). The caller must then take what OpenSSL holds (tls_pull) after
+ * every read libevent made for it, and after the handshake: bytes read
+ * ahead are never signalled by the socket again. */
+void tls_conn_setup(SSL *ssl);
+
+/* Moves the bytes of the next record OpenSSL holds (read ahead) into `in`.
+ * Returns the count moved; 0 when it holds no whole record, or when the
+ * connection failed (libevent reports that on its next read). Reads the
+ * socket only to finish a partial record. */
+size_t tls_pull(SSL *ssl, struct evbuffer *in);
+
+/* 1 when OpenSSL holds bytes of the connection not yet taken, else 0. */
+int tls_holds_input(SSL *ssl);
 
 /* Why a TLS connection failed, from OpenSSL's error code `err` (0: none
  * known): its reason string, or a plain sentence when there is none. */
