@@ -1,6 +1,6 @@
 /*
  * store_pg_internal.h - what the files of the PostgreSQL store share:
- *   store_pg.c         open, the store thread, transactions, completions
+ *   store_pg.c         open, transactions (on the thread of store_worker.c)
  *   store_pg_schema.c  the numbered migrations, under an advisory lock
  *   store_pg_sql.c     prepared statements, parameters, columns, errors
  *   store_pg_dev.c     check-in, events, devices, secrets
@@ -16,11 +16,9 @@
 
 #include "store.h"
 #include "store_pg.h"
+#include "store_worker.h"
 
 #include <libpq-fe.h>
-#include <pthread.h>
-
-struct event;
 
 /* One prepared statement, kept for the connection's life (keyed by its SQL). */
 struct pg_cached {
@@ -33,19 +31,7 @@ struct pgstore {
     PGconn *db;
     char conninfo[1024];
     char dir[400];           /* the local image cache's parent: dir/images */
-    int pipe_rd, pipe_wr;    /* the thread writes a byte when completions wait */
-    struct event *ev;        /* the loop's side of the pipe */
-    pthread_t thread;
-    int thread_started;
-    pthread_mutex_t mu;      /* guards q_*, done_*, stopping */
-    pthread_cond_t cv;       /* a request arrived, or close */
-    struct store_req *q_head, *q_tail;
-    struct store_req *done_head, *done_tail;
-    int stopping;
-    /* Loop thread only: requests of this turn of the loop, handed over
-     * together by `kick` (as store_sqlite.c does). */
-    struct store_req *out_head, *out_tail;
-    struct event *kick;
+    struct store_worker w;   /* the store thread, its queue, the completions */
     /* Store thread only: */
     struct pg_cached *cache;
     size_t ncache, capcache;
