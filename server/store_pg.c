@@ -19,8 +19,8 @@
  * (a wave's counters, a rollout under compare-and-set) is held for one
  * list, not a window, so other nodes never wait long. A deadlock or a
  * serialization failure between nodes rolls the list back and runs it
- * again. A lost connection is reset before the next list; the requests that
- * meet it fail with STORE_E_IO (a device asks again later). */
+ * again. A lost connection is made again at once and the list run again;
+ * when the database cannot be reached, store_pg_outage.c takes over. */
 #include "store_pg_internal.h"
 
 #include <errno.h>
@@ -118,17 +118,6 @@ static void after_commit(struct pgstore *st, struct store_req *head)
     }
 }
 
-/* Connected, or reconnected after a loss (prepared statements then go). */
-static int ensure_connected(struct pgstore *st)
-{
-    if (PQstatus(st->db) == CONNECTION_OK) {
-        return 0;
-    }
-    PQreset(st->db);
-    pg_cache_reset(st);
-    return PQstatus(st->db) == CONNECTION_OK ? 0 : -1;
-}
-
 /* One attempt at the list: 0 committed, 1 to run again, -1 failed. */
 static int attempt(struct pgstore *st, struct store_req *head)
 {
@@ -159,11 +148,14 @@ static int attempt(struct pgstore *st, struct store_req *head)
     return -1;
 }
 
+/* Runs a list in one transaction and posts it. A connection found lost
+ * is made again at once and the list run again on it (a restarted
+ * backend, a failover that already happened); when it cannot be, the
+ * outage begins (store_pg_outage.c). */
 static void run_list(struct pgstore *st, struct store_req *head)
 {
     struct store_req *tail = head;
-    char why[STORE_ERR_MAX];
-    int k, rc = -1;
+    int k, rc = -1, again = 0;
 
     if (!head) {
         return;
@@ -171,15 +163,20 @@ static void run_list(struct pgstore *st, struct store_req *head)
     while (tail->next) {
         tail = tail->next;
     }
-    if (ensure_connected(st) != 0) {
-        snprintf(why, sizeof(why), "%s", PQerrorMessage(st->db));
-        why[strcspn(why, "\n")] = '\0';
-        fail_all(head, why);
-        store_worker_post(&st->w, head, tail);
-        return;
-    }
     for (k = 0; k < PG_RERUNS_MAX; k++) {
-        if ((rc = attempt(st, head)) != 1) {
+        if (PQstatus(st->db) != CONNECTION_OK && pg_reconnect(st) != 0) {
+            pg_outage_start(st, head);
+            return;
+        }
+        rc = attempt(st, head);
+        if (rc == -1 && PQstatus(st->db) != CONNECTION_OK) {
+            if (again++ == 0) {
+                continue; /* the connection broke under it: once more on a new one */
+            }
+            pg_outage_start(st, head);
+            return;
+        }
+        if (rc != 1) {
             break;
         }
     }
@@ -191,11 +188,23 @@ static void run_list(struct pgstore *st, struct store_req *head)
     store_worker_post(&st->w, head, tail);
 }
 
-/* The worker's `run`: one list, one transaction. */
+/* The worker's `run`: one list, one transaction; while the database is
+ * unreachable, the outage's rules, and the kept steps first once it is
+ * back. */
 static void run(void *ctx, struct store_req *list, int stopping)
 {
-    (void)stopping;
-    run_list(ctx, list);
+    struct pgstore *st = ctx;
+    struct store_req *kept;
+
+    if (pg_outage_on(st)) {
+        pg_outage_keep(st, list);
+        if (!(kept = pg_outage_retry(st, stopping))) {
+            return;
+        }
+        run_list(st, kept);
+        return;
+    }
+    run_list(st, list);
 }
 
 /* ---- the backend's table ---- */
@@ -290,7 +299,8 @@ struct store *store_pg_open(const char *conninfo, const char *dir, struct event_
                             char *err, size_t errlen)
 {
     struct pgstore *st;
-    struct store_worker_ops ops = {NULL, run, NULL};
+    struct store_worker_ops ops = {.run = run, .idle_ms = pg_outage_idle_ms,
+                                   .admit = pg_outage_admit};
 
     if (strlen(dir) >= sizeof(st->dir) || strlen(conninfo) >= sizeof(st->conninfo)) {
         snprintf(err, errlen, "the %s is too long", strlen(dir) >= sizeof(st->dir)
@@ -306,9 +316,11 @@ struct store *store_pg_open(const char *conninfo, const char *dir, struct event_
     }
     st->base.vt = &pg_vt;
     store_worker_init(&st->w);
+    st->kept_max = PG_KEPT_MAX;
     snprintf(st->dir, sizeof(st->dir), "%s", dir);
     snprintf(st->conninfo, sizeof(st->conninfo), "%s", conninfo);
     ops.ctx = st;
+    ops.owner = &st->base;
     if (connect_db(st, err, errlen) != 0 ||
         store_worker_start(&st->w, &ops, base, err, errlen) != 0) {
         teardown(st);

@@ -336,7 +336,7 @@ struct store *store_sqlite_open(const char *dir, struct event_base *base, char *
                                 size_t errlen)
 {
     struct sstore *st;
-    struct store_worker_ops ops = {NULL, run, idle_ms};
+    struct store_worker_ops ops = {.run = run, .idle_ms = idle_ms};
 
     if (strlen(dir) >= sizeof(st->dir)) {
         snprintf(err, errlen, "the data directory path is too long: %s", dir);
@@ -359,6 +359,7 @@ struct store *store_sqlite_open(const char *dir, struct event_base *base, char *
         return NULL;
     }
     ops.ctx = st;
+    ops.owner = &st->base;
     if (store_worker_start(&st->w, &ops, base, err, errlen) != 0) {
         teardown(st);
         return NULL;

@@ -5,7 +5,9 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,7 +25,7 @@ void store_worker_post(struct store_worker *w, struct store_req *head, struct st
     pthread_mutex_lock(&w->mu);
     /* A wake-up is owed only when the loop had nothing to run: one it has
      * not drained yet runs what is appended here too. */
-    wake = w->done_head == NULL;
+    wake = w->done_head == NULL && w->notes == NULL;
     if (w->done_tail) {
         w->done_tail->next = head;
     } else {
@@ -37,15 +39,66 @@ void store_worker_post(struct store_worker *w, struct store_req *head, struct st
     }
 }
 
-/* Runs every completion posted so far, in order, on the calling thread. */
+void store_worker_notice(struct store_worker *w, int error, const char *fmt, ...)
+{
+    struct store_worker_note *n = malloc(sizeof(*n));
+    char b = 1;
+    va_list ap;
+    int wake;
+
+    if (!n) {
+        return;
+    }
+    n->error = error;
+    va_start(ap, fmt);
+    vsnprintf(n->msg, sizeof(n->msg), fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&w->mu);
+    wake = w->done_head == NULL && w->notes == NULL;
+    n->next = w->notes;
+    w->notes = n;
+    pthread_mutex_unlock(&w->mu);
+    if (wake && write(w->pipe_wr, &b, 1) < 0) {
+        /* EAGAIN: a full pipe already holds a wake-up. */
+    }
+}
+
+/* Tells the notes (oldest first) on the calling thread, and frees them. */
+static void tell(struct store_worker *w, struct store_worker_note *newest)
+{
+    struct store_worker_note *n, *next, *oldest = NULL;
+    struct store *o = w->ops.owner;
+
+    for (n = newest; n; n = next) { /* reverse: oldest first */
+        next = n->next;
+        n->next = oldest;
+        oldest = n;
+    }
+    for (n = oldest; n; n = next) {
+        next = n->next;
+        if (o && o->notice) {
+            o->notice(o->notice_arg, n->error, n->msg);
+        } else {
+            fprintf(stderr, "tcpota store: %s\n", n->msg);
+        }
+        free(n);
+    }
+}
+
+/* Runs every completion posted so far, in order, on the calling thread
+ * (after the notes posted so far). */
 static void run_done(struct store_worker *w)
 {
     struct store_req *r, *next;
+    struct store_worker_note *notes;
 
     pthread_mutex_lock(&w->mu);
     r = w->done_head;
     w->done_head = w->done_tail = NULL;
+    notes = w->notes;
+    w->notes = NULL;
     pthread_mutex_unlock(&w->mu);
+    tell(w, notes);
     for (; r; r = next) {
         next = r->next;
         r->next = NULL;
@@ -149,6 +202,10 @@ int store_worker_submit(struct store_worker *w, struct store_req *r)
         return STORE_E_IO;
     }
     r->next = NULL;
+    if (w->ops.admit && w->ops.admit(w->ops.ctx, r) != 0) {
+        store_worker_post(w, r, r); /* fails fast; done runs from the pipe, not here */
+        return STORE_OK;
+    }
     if (w->out_tail) {
         w->out_tail->next = r;
     } else {
@@ -226,6 +283,12 @@ void store_worker_stop(struct store_worker *w)
 
 void store_worker_release(struct store_worker *w)
 {
+    struct store_worker_note *n, *next;
+
+    for (n = w->notes; n; n = next) { /* posted after the last run_done */
+        next = n->next;
+        free(n);
+    }
     if (w->ev) {
         event_free(w->ev);
     }

@@ -37,6 +37,20 @@ struct store_worker_ops {
      * call without requests (a batch window that ends, a connection to try
      * again), 0 at once, < 0 none. NULL: always < 0. */
     int64_t (*idle_ms)(void *ctx);
+    /* Loop thread, in store_worker_submit: 0 to queue r, else r completes
+     * as it is (the backend wrote its rc and err: it fails fast, e.g. while
+     * the database is unreachable). NULL: always queued. */
+    int (*admit)(void *ctx, struct store_req *r);
+    /* Whose notice runs the backend's words (store_worker_notice). */
+    struct store *owner;
+};
+
+/* One line for the operator, waiting for the loop (store_worker_notice). */
+#define STORE_NOTE_MAX 640u /* its bytes, NUL included (a longer line is cut) */
+struct store_worker_note {
+    struct store_worker_note *next;
+    int error;
+    char msg[STORE_NOTE_MAX];
 };
 
 struct store_worker {
@@ -50,6 +64,7 @@ struct store_worker {
     pthread_cond_t cv;       /* a request arrived, or the stop (monotonic clock) */
     struct store_req *q_head, *q_tail;       /* handed over, not yet taken */
     struct store_req *done_head, *done_tail; /* posted, done not yet run */
+    struct store_worker_note *notes;         /* posted, newest first, not yet told */
     int stopping;
     struct store_req *out_head, *out_tail;   /* loop only: this turn's requests */
 };
@@ -70,6 +85,11 @@ int store_worker_submit(struct store_worker *w, struct store_req *r);
  * requests head..tail (linked by ->next) to the completions and wakes the
  * loop. NULL head: no-op. */
 void store_worker_post(struct store_worker *w, struct store_req *head, struct store_req *tail);
+/* Store thread (or the loop's): a line for the operator, told on the loop
+ * through owner->notice (stderr without one) before the completions
+ * posted after it run. Out of memory: the line is lost. */
+void store_worker_notice(struct store_worker *w, int error, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Loop thread: hands over what this turn submitted, lets the store thread
  * run everything queued and stop, joins it, then runs every completion not
  * run yet: every submitted request gets its done. */
