@@ -137,6 +137,9 @@ void api_store_error(struct api_call *c, const struct store_req *r, const char *
     case STORE_E_INVAL:
         api_error(c, 400, field, "%s", msg);
         break;
+    case STORE_E_UNAVAILABLE: /* msg names the database and says what to do */
+        api_error(c, 503, NULL, "%s", msg);
+        break;
     default:
         api_error(c, 500, NULL, "the database failed: %s", msg);
         break;

@@ -187,7 +187,9 @@ static void seen_done(struct store_req *r)
 {
     struct server *srv = r->arg;
 
-    if (r->rc < 0) {
+    /* Unreachable (PostgreSQL down): said once by the store; these times
+     * may be lost, as a window of them may be on SIGKILL. */
+    if (r->rc < 0 && r->rc != STORE_E_UNAVAILABLE) {
         srv->fleet->db_errors++;
         say_always(srv->o, LOG_LV_ERROR, "store: recording the time of %zu check-ins failed: %s",
                    r->u.seen.n, r->err);
@@ -711,13 +713,23 @@ static void checkin_done(struct store_req *r)
         return;
     }
     srv = c->srv;
+    if (r->rc == STORE_E_UNAVAILABLE && !r->u.checkin.report_id) {
+        /* Nothing to acknowledge: the device asks again later. */
+        clog_(c, 0, "decision: no update: the database is unreachable; asks again in %u s",
+              FLEET_RETRY_DOWN_S);
+        (void)tcpota_srv_offer(&c->s, NULL, FLEET_RETRY_DOWN_S, &offered, &start);
+        store_req_free(r);
+        (void)conn_pump(c);
+        return;
+    }
     if (r->rc < 0) {
+        uint32_t retry = r->rc == STORE_E_UNAVAILABLE ? FLEET_RETRY_DOWN_S : FLEET_RETRY_ERROR_S;
         srv->fleet->db_errors++;
-        clog_(c, 1, "store error: %s; the device is told to try again in %u s", r->err,
-              FLEET_RETRY_ERROR_S);
+        clog_(c, 1, "store error: %s; the device is told to try again in %u s%s", r->err, retry,
+              r->u.checkin.report_id ? " (its report is not acknowledged: it keeps it)" : "");
         /* ERROR, not NO_UPDATE: the device keeps its report for next time. */
         (void)tcpota_srv_fail(&c->s, TCPOTA_ERR_BUSY, "server database error; try again later",
-                              FLEET_RETRY_ERROR_S);
+                              retry);
         store_req_free(r);
         (void)conn_pump(c);
         return;
@@ -1125,6 +1137,14 @@ static int fleet_metrics(void *ctx, struct evbuffer *out)
     return rc;
 }
 
+/* What the store tells the operator (its database went away, came back). */
+static void store_notice(void *arg, int error, const char *msg)
+{
+    struct server *srv = arg;
+
+    say_always(srv->o, error ? LOG_LV_ERROR : LOG_LV_INFO, "store: %s", msg);
+}
+
 static int api_store_submit(struct store *st, struct store_req *r)
 {
     struct server *srv = ((struct fleet_store *)st)->srv;
@@ -1174,6 +1194,8 @@ int fleet_open(struct server *srv)
         say_always(o, LOG_LV_ERROR, "cannot open the fleet store: %s", err);
         return -1;
     }
+    f->store->notice = store_notice;
+    f->store->notice_arg = srv;
     if (load_secrets(srv) < 0 || auth_init(&srv->auth, f->secrets, f->nsecrets) < 0) {
         return -1;
     }

@@ -34,6 +34,10 @@ struct tcpota_serve_opts;
 
 #define FLEET_PROGRESS_S 1.0     /* a transfer's progress is written at most this often */
 #define FLEET_RETRY_ERROR_S 30u  /* a device that met a database error asks again after */
+/* A device whose check-in found the database unreachable (PostgreSQL
+ * restarting) asks again after: NO_UPDATE with this RETRY_AFTER, or, when
+ * it carries a report, an ERROR (BUSY) so that it keeps the report. */
+#define FLEET_RETRY_DOWN_S 10u
 #define FLEET_LEGACY_MODEL "legacy"
 #define FLEET_TRIM_BYTES (64 << 20) /* free heap glibc keeps rather than trims (fleet_open) */
 

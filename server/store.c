@@ -108,6 +108,11 @@ void store_req_free(struct store_req *r)
     free(r);
 }
 
+int store_req_kept(const struct store_req *r)
+{
+    return r->op == STORE_EVENT || r->op == STORE_EVENTS;
+}
+
 int store_req_durable(const struct store_req *r)
 {
     size_t i;

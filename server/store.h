@@ -8,7 +8,11 @@
  * later calls req->done(req) ON THE EVENT LOOP'S THREAD with the outputs
  * and req->rc set; no query ever blocks the loop. The caller owns the
  * request and frees it with store_req_free() in (or after) done. Requests
- * complete in the order they were submitted.
+ * run in the order they were submitted, and complete in that order but for
+ * one case: while a backend's database is unreachable (PostgreSQL
+ * restarting), the writes it keeps (store_req_kept()) complete once they
+ * are written, after the requests behind them that failed meanwhile with
+ * STORE_E_UNAVAILABLE.
  *
  * Durability:
  *   - STORE_CHECKIN with a report, STORE_EVENT of a final outcome
@@ -57,6 +61,8 @@ enum store_err {
     STORE_E_CONFLICT = -2,  /* image in use; compare-and-set lost; duplicate */
     STORE_E_INVAL = -3,     /* a field the backend cannot take (says which) */
     STORE_E_IO = -4,        /* the database failed (full disk, corrupt, ...) */
+    STORE_E_UNAVAILABLE = -5, /* the database cannot be reached now; the backend reconnects
+                                 by itself: try again later (devices: RETRY_AFTER, API: 503) */
 };
 
 /* A device's state, as `device list --state` names it (store_state_name()). */
@@ -346,8 +352,14 @@ struct store_vt {
     int shared;
 };
 
+/* What a backend tells the operator (its database went away, came back),
+ * on the loop: msg is one line, error 1 for a problem, 0 for news. */
+typedef void (*store_notice_fn)(void *arg, int error, const char *msg);
+
 struct store {
     const struct store_vt *vt;
+    store_notice_fn notice; /* set by the store's user after open; NULL: stderr */
+    void *notice_arg;
 };
 
 /* Opens (creating on first use) the SQLite store in dir: dir/tcpota.db (WAL,
@@ -372,6 +384,13 @@ void store_req_free(struct store_req *r);
 /* 1 when r's rows must be committed (flushed) before its done runs (the
  * durability rules above), else 0: the one list every backend follows. */
 int store_req_durable(const struct store_req *r);
+/* 1 when r is a write that must outlive an outage of the database: the
+ * steps of devices' updates (STORE_EVENT, STORE_EVENTS), which no device
+ * sends again. A backend whose database may come back keeps them, in
+ * order, and writes them when it does; everything else fails at once with
+ * STORE_E_UNAVAILABLE meanwhile (a device keeps its report until a
+ * decision acknowledges it, and comes back; the API answers 503). */
+int store_req_kept(const struct store_req *r);
 /* Frees what r's outputs hold (history, list rows) and clears rc and err,
  * for a backend that runs r again (its inputs and checkin.out stay). */
 void store_req_reset(struct store_req *r);

@@ -7,7 +7,7 @@
  * sequential code like the SQLite store's; on the loop, each would become a
  * chain of callbacks. The thread gives the same guarantee (the loop never
  * waits for the database) with the same queue and completion pipe as
- * store_sqlite.c, and one connection per node.
+ * store_sqlite.c (store_worker.c, shared), and one connection per node.
  *
  * Transactions: the requests handed over together (one turn of the loop)
  * run in ONE transaction, each in a savepoint so a failed op leaves nothing
@@ -19,13 +19,11 @@
  * (a wave's counters, a rollout under compare-and-set) is held for one
  * list, not a window, so other nodes never wait long. A deadlock or a
  * serialization failure between nodes rolls the list back and runs it
- * again. A lost connection is reset before the next list; the requests that
- * meet it fail with STORE_E_IO (a device asks again later). */
+ * again. A lost connection is made again at once and the list run again;
+ * when the database cannot be reached, store_pg_outage.c takes over. */
 #include "store_pg_internal.h"
 
 #include <errno.h>
-#include <event2/event.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,56 +31,6 @@
 #include <unistd.h>
 
 #define PG_RERUNS_MAX 5 /* a list that deadlocks again and again fails after this */
-
-/* ---- completions (as store_sqlite.c) ---- */
-
-/* Moves the run requests to the done-list and wakes the loop. */
-static void post(struct pgstore *st, struct store_req *head, struct store_req *tail)
-{
-    char b = 1;
-    int wake;
-
-    if (!head) {
-        return;
-    }
-    pthread_mutex_lock(&st->mu);
-    wake = st->done_head == NULL;
-    if (st->done_tail) {
-        st->done_tail->next = head;
-    } else {
-        st->done_head = head;
-    }
-    st->done_tail = tail;
-    pthread_mutex_unlock(&st->mu);
-    if (wake && write(st->pipe_wr, &b, 1) < 0) {
-        /* EAGAIN: a full pipe already holds a wake-up. */
-    }
-}
-
-static void run_done(struct pgstore *st)
-{
-    struct store_req *r, *next;
-
-    pthread_mutex_lock(&st->mu);
-    r = st->done_head;
-    st->done_head = st->done_tail = NULL;
-    pthread_mutex_unlock(&st->mu);
-    for (; r; r = next) {
-        next = r->next;
-        r->next = NULL;
-        r->done(r);
-    }
-}
-
-static void on_wake(evutil_socket_t fd, short what, void *arg)
-{
-    char buf[64];
-
-    (void)what;
-    while (read(fd, buf, sizeof(buf)) > 0) {
-    }
-    run_done(arg);
-}
 
 /* ---- running a list in one transaction ---- */
 
@@ -171,17 +119,6 @@ static void after_commit(struct pgstore *st, struct store_req *head)
     }
 }
 
-/* Connected, or reconnected after a loss (prepared statements then go). */
-static int ensure_connected(struct pgstore *st)
-{
-    if (PQstatus(st->db) == CONNECTION_OK) {
-        return 0;
-    }
-    PQreset(st->db);
-    pg_cache_reset(st);
-    return PQstatus(st->db) == CONNECTION_OK ? 0 : -1;
-}
-
 /* One attempt at the list: 0 committed, 1 to run again, -1 failed. */
 static int attempt(struct pgstore *st, struct store_req *head)
 {
@@ -212,11 +149,14 @@ static int attempt(struct pgstore *st, struct store_req *head)
     return -1;
 }
 
+/* Runs a list in one transaction and posts it. A connection found lost
+ * is made again at once and the list run again on it (a restarted
+ * backend, a failover that already happened); when it cannot be, the
+ * outage begins (store_pg_outage.c). */
 static void run_list(struct pgstore *st, struct store_req *head)
 {
     struct store_req *tail = head;
-    char why[STORE_ERR_MAX];
-    int k, rc = -1;
+    int k, rc = -1, again = 0;
 
     if (!head) {
         return;
@@ -224,15 +164,20 @@ static void run_list(struct pgstore *st, struct store_req *head)
     while (tail->next) {
         tail = tail->next;
     }
-    if (ensure_connected(st) != 0) {
-        snprintf(why, sizeof(why), "%s", PQerrorMessage(st->db));
-        why[strcspn(why, "\n")] = '\0';
-        fail_all(head, why);
-        post(st, head, tail);
-        return;
-    }
     for (k = 0; k < PG_RERUNS_MAX; k++) {
-        if ((rc = attempt(st, head)) != 1) {
+        if (PQstatus(st->db) != CONNECTION_OK && pg_reconnect(st) != 0) {
+            pg_outage_start(st, head);
+            return;
+        }
+        rc = attempt(st, head);
+        if (rc == -1 && PQstatus(st->db) != CONNECTION_OK) {
+            if (again++ == 0) {
+                continue; /* the connection broke under it: once more on a new one */
+            }
+            pg_outage_start(st, head);
+            return;
+        }
+        if (rc != 1) {
             break;
         }
     }
@@ -241,96 +186,42 @@ static void run_list(struct pgstore *st, struct store_req *head)
     } else if (rc == 1) {
         fail_all(head, "deadlocked with another node again and again; try again");
     }
-    post(st, head, tail);
+    store_worker_post(&st->w, head, tail);
 }
 
-static void *store_main(void *arg)
+/* The worker's `run`: one list, one transaction; while the database is
+ * unreachable, the outage's rules, and the kept steps first once it is
+ * back. */
+static void run(void *ctx, struct store_req *list, int stopping)
 {
-    struct pgstore *st = arg;
-    struct store_req *list;
-    int stopping;
+    struct pgstore *st = ctx;
+    struct store_req *kept;
 
-    for (;;) {
-        pthread_mutex_lock(&st->mu);
-        while (!st->q_head && !st->stopping) {
-            pthread_cond_wait(&st->cv, &st->mu);
+    if (pg_outage_on(st)) {
+        pg_outage_keep(st, list);
+        if (!(kept = pg_outage_retry(st, stopping))) {
+            return;
         }
-        list = st->q_head;
-        st->q_head = st->q_tail = NULL;
-        stopping = st->stopping;
-        pthread_mutex_unlock(&st->mu);
-        run_list(st, list);
-        if (stopping && !list) {
-            return NULL;
-        }
+        run_list(st, kept);
+        return;
     }
+    run_list(st, list);
 }
 
 /* ---- the backend's table ---- */
 
-static void hand_over(struct pgstore *st)
-{
-    if (!st->out_head) {
-        return;
-    }
-    pthread_mutex_lock(&st->mu);
-    if (st->q_tail) {
-        st->q_tail->next = st->out_head;
-    } else {
-        st->q_head = st->out_head;
-    }
-    st->q_tail = st->out_tail;
-    pthread_cond_signal(&st->cv);
-    pthread_mutex_unlock(&st->mu);
-    st->out_head = st->out_tail = NULL;
-}
-
-static void on_kick(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    hand_over(arg);
-}
-
 static int pgs_submit(struct store *base, struct store_req *r)
 {
-    struct pgstore *st = (struct pgstore *)base;
-
-    if (!r || !r->done) {
-        return STORE_E_INVAL;
-    }
-    if (st->stopping) {
-        return STORE_E_IO;
-    }
-    r->next = NULL;
-    if (st->out_tail) {
-        st->out_tail->next = r;
-    } else {
-        st->out_head = r;
-        event_active(st->kick, EV_TIMEOUT, 0);
-    }
-    st->out_tail = r;
-    return STORE_OK;
+    return store_worker_submit(&((struct pgstore *)base)->w, r);
 }
 
 static void teardown(struct pgstore *st)
 {
-    if (st->ev) {
-        event_free(st->ev);
-    }
-    if (st->kick) {
-        event_free(st->kick);
-    }
+    store_worker_release(&st->w);
     pg_cache_free(st);
     if (st->db) {
         PQfinish(st->db);
     }
-    if (st->pipe_rd >= 0) {
-        close(st->pipe_rd);
-        close(st->pipe_wr);
-    }
-    pthread_cond_destroy(&st->cv);
-    pthread_mutex_destroy(&st->mu);
     free(st);
 }
 
@@ -338,15 +229,7 @@ static void pgs_close(struct store *base)
 {
     struct pgstore *st = (struct pgstore *)base;
 
-    hand_over(st);
-    pthread_mutex_lock(&st->mu);
-    st->stopping = 1;
-    pthread_cond_signal(&st->cv);
-    pthread_mutex_unlock(&st->mu);
-    if (st->thread_started) {
-        pthread_join(st->thread, NULL);
-    }
-    run_done(st);
+    store_worker_stop(&st->w); /* runs what is queued, every done */
     teardown(st);
 }
 
@@ -413,39 +296,12 @@ static int connect_db(struct pgstore *st, char *err, size_t errlen)
     return pg_migrate(st->db, err, errlen);
 }
 
-static int start(struct pgstore *st, struct event_base *base, char *err, size_t errlen)
-{
-    int fds[2];
-
-    if (pipe(fds) != 0) {
-        snprintf(err, errlen, "store: pipe: %s", strerror(errno));
-        return -1;
-    }
-    st->pipe_rd = fds[0];
-    st->pipe_wr = fds[1];
-    if (fcntl(fds[0], F_SETFL, O_NONBLOCK) != 0 || fcntl(fds[1], F_SETFL, O_NONBLOCK) != 0 ||
-        fcntl(fds[0], F_SETFD, FD_CLOEXEC) != 0 || fcntl(fds[1], F_SETFD, FD_CLOEXEC) != 0) {
-        snprintf(err, errlen, "store: fcntl: %s", strerror(errno));
-        return -1;
-    }
-    st->ev = event_new(base, st->pipe_rd, EV_READ | EV_PERSIST, on_wake, st);
-    st->kick = event_new(base, -1, 0, on_kick, st);
-    if (!st->ev || !st->kick || event_add(st->ev, NULL) != 0) {
-        snprintf(err, errlen, "store: cannot watch the completion pipe");
-        return -1;
-    }
-    if (pthread_create(&st->thread, NULL, store_main, st) != 0) {
-        snprintf(err, errlen, "store: cannot start its thread");
-        return -1;
-    }
-    st->thread_started = 1;
-    return 0;
-}
-
 struct store *store_pg_open(const char *conninfo, const char *dir, struct event_base *base,
                             char *err, size_t errlen)
 {
     struct pgstore *st;
+    struct store_worker_ops ops = {.run = run, .idle_ms = pg_outage_idle_ms,
+                                   .admit = pg_outage_admit};
 
     if (strlen(dir) >= sizeof(st->dir) || strlen(conninfo) >= sizeof(st->conninfo)) {
         snprintf(err, errlen, "the %s is too long", strlen(dir) >= sizeof(st->dir)
@@ -460,12 +316,14 @@ struct store *store_pg_open(const char *conninfo, const char *dir, struct event_
         return NULL;
     }
     st->base.vt = &pg_vt;
-    st->pipe_rd = st->pipe_wr = -1;
+    store_worker_init(&st->w);
+    st->kept_max = PG_KEPT_MAX;
     snprintf(st->dir, sizeof(st->dir), "%s", dir);
     snprintf(st->conninfo, sizeof(st->conninfo), "%s", conninfo);
-    pthread_mutex_init(&st->mu, NULL);
-    pthread_cond_init(&st->cv, NULL);
-    if (connect_db(st, err, errlen) != 0 || start(st, base, err, errlen) != 0) {
+    ops.ctx = st;
+    ops.owner = &st->base;
+    if (connect_db(st, err, errlen) != 0 ||
+        store_worker_start(&st->w, &ops, base, err, errlen) != 0) {
         teardown(st);
         return NULL;
     }

@@ -366,7 +366,7 @@ static int apply_event(struct pgstore *st, struct store_req *r, const struct ev_
 {
     char hex[2 * TCPOTA_ID_LEN + 1], detail[64];
     struct store_device old;
-    int rc, progress, status;
+    int rc, progress, status, late;
 
     if (!e->id || (unsigned)e->state >= STORE_ST_COUNT) {
         return store_err_set(r, STORE_E_INVAL, "event: %s",
@@ -382,13 +382,21 @@ static int apply_event(struct pgstore *st, struct store_req *r, const struct ev_
     }
     progress = old.state == STORE_ST_DOWNLOADING && e->state == STORE_ST_DOWNLOADING &&
                strcmp(old.image, hex) == 0 && !e->reason;
+    /* A step about the image the device has reported on came late (kept
+     * while the database was unreachable, or through another node): its
+     * history line is written, but the report's state and count stay. In
+     * the UPDATE's condition, so that a report committed meanwhile by
+     * another node counts (the row as it is once its lock is ours). */
     if ((rc = pg_run(st, r, "event", "UPDATE devices SET state = $2, image = $3, bytes = $4,"
                      " size = $5, reason = substr($6, 1, $7), last_seen = greatest(last_seen, $8)"
-                     " WHERE id = $1", "titiitii", e->id, (int64_t)e->state, hex,
+                     " WHERE id = $1 AND NOT (state IN ($9, $10, $11) AND state <> $2 AND"
+                     " image = $3)", "titiitiiiii", e->id, (int64_t)e->state, hex,
                      (int64_t)e->bytes, (int64_t)e->size, e->reason ? e->reason : "",
-                     (int64_t)STORE_REASON_MAX, r->now)) < 0) {
+                     (int64_t)STORE_REASON_MAX, r->now, (int64_t)STORE_ST_UPDATED,
+                     (int64_t)STORE_ST_ROLLED_BACK, (int64_t)STORE_ST_BOOT_FAILED)) < 0) {
         return rc;
     }
+    late = st->changes == 0;
     if (!progress) {
         snprintf(detail, sizeof(detail), "from byte %u of %u", (unsigned)e->bytes,
                  (unsigned)e->size);
@@ -402,7 +410,7 @@ static int apply_event(struct pgstore *st, struct store_req *r, const struct ev_
         return rc;
     }
     status = ro_status_of(e->state);
-    if (e->rollout_id && status >= 0) {
+    if (e->rollout_id && status >= 0 && !late) {
         return pg_ro_set_status(st, r, e->rollout_id, e->id, (enum store_ro_status)status);
     }
     return STORE_OK;

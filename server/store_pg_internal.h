@@ -1,6 +1,7 @@
 /*
  * store_pg_internal.h - what the files of the PostgreSQL store share:
- *   store_pg.c         open, the store thread, transactions, completions
+ *   store_pg.c         open, transactions (on the thread of store_worker.c)
+ *   store_pg_outage.c  the database unreachable: reconnect, keep device steps
  *   store_pg_schema.c  the numbered migrations, under an advisory lock
  *   store_pg_sql.c     prepared statements, parameters, columns, errors
  *   store_pg_dev.c     check-in, events, devices, secrets
@@ -16,11 +17,10 @@
 
 #include "store.h"
 #include "store_pg.h"
+#include "store_worker.h"
 
 #include <libpq-fe.h>
-#include <pthread.h>
-
-struct event;
+#include <stdatomic.h>
 
 /* One prepared statement, kept for the connection's life (keyed by its SQL). */
 struct pg_cached {
@@ -33,26 +33,51 @@ struct pgstore {
     PGconn *db;
     char conninfo[1024];
     char dir[400];           /* the local image cache's parent: dir/images */
-    int pipe_rd, pipe_wr;    /* the thread writes a byte when completions wait */
-    struct event *ev;        /* the loop's side of the pipe */
-    pthread_t thread;
-    int thread_started;
-    pthread_mutex_t mu;      /* guards q_*, done_*, stopping */
-    pthread_cond_t cv;       /* a request arrived, or close */
-    struct store_req *q_head, *q_tail;
-    struct store_req *done_head, *done_tail;
-    int stopping;
-    /* Loop thread only: requests of this turn of the loop, handed over
-     * together by `kick` (as store_sqlite.c does). */
-    struct store_req *out_head, *out_tail;
-    struct event *kick;
+    struct store_worker w;   /* the store thread, its queue, the completions */
     /* Store thread only: */
     struct pg_cached *cache;
     size_t ncache, capcache;
     unsigned next_stmt;      /* names s1, s2, ... */
     int64_t changes;         /* rows the last pg_run touched */
     int rerun;               /* a serialization failure or deadlock: run the list again */
+    /* The database unreachable (store_pg_outage.c); store thread only but
+     * `down`, which the loop reads to fail requests at once: */
+    atomic_int down;
+    int64_t down_since_ms, retry_at_ms; /* monotonic */
+    unsigned retry_ms;       /* the backoff: PG_RETRY_FIRST_MS .. PG_RETRY_MAX_MS */
+    struct store_req *kept_head, *kept_tail; /* device steps waiting for the database */
+    size_t kept_steps, dropped;
+    size_t kept_max;         /* PG_KEPT_MAX (a test makes it smaller) */
 };
+
+/* ---- store_pg_outage.c ---- */
+
+#define PG_RETRY_FIRST_MS 100u  /* the first reconnection attempt after a loss */
+#define PG_RETRY_MAX_MS 2000u   /* the backoff doubles up to this */
+#define PG_KEPT_MAX 65536u      /* device steps kept while unreachable (~20 MiB); beyond it
+                                   the oldest progress steps go, final steps stay */
+#define PG_DOWN_MSG "the database (PostgreSQL, --db) cannot be reached now; this node"        \
+                    " reconnects by itself: try again in a few seconds"
+
+/* A new connection in place of the lost one (blocks up to connect_timeout):
+ * 0, or -1 (PQerrorMessage says why). */
+int pg_reconnect(struct pgstore *st);
+/* 1 while the database is unreachable (any thread). */
+int pg_outage_on(struct pgstore *st);
+/* The list head met a lost connection that could not be made again: the
+ * outage begins (told once), then pg_outage_keep(head). */
+void pg_outage_start(struct pgstore *st, struct store_req *head);
+/* During the outage: keeps head's device steps, in order, and fails the
+ * other requests with STORE_E_UNAVAILABLE (posted). */
+void pg_outage_keep(struct pgstore *st, struct store_req *head);
+/* Reconnects when the backoff allows it (stopping: now, the last time).
+ * Back: the outage ends (told) and the kept requests are returned, to be
+ * run before anything else. Not back: NULL; when stopping, the kept
+ * requests fail (told). */
+struct store_req *pg_outage_retry(struct pgstore *st, int stopping);
+/* The worker's idle_ms and admit (store_worker.h). */
+int64_t pg_outage_idle_ms(void *ctx);
+int pg_outage_admit(void *ctx, struct store_req *r);
 
 /* ---- store_pg_schema.c ---- */
 

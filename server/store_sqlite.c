@@ -7,12 +7,11 @@
  * write transaction (the batch). A request that must be durable (store.h)
  * is followed by COMMIT before its completion is posted; the others are
  * posted at once and committed with the batch within STORE_BATCH_MS.
- * Completions go back through a pipe watched by the loop (no libevent
- * threading needed), and run in submission order. */
+ * The thread, its queue and the completions' way back to the loop are
+ * store_worker.c's; they run in submission order. */
 #include "store_sqlite_internal.h"
 
 #include <errno.h>
-#include <event2/event.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,58 +35,11 @@ static int64_t mono_ms(void)
 
 /* ---- completions ---- */
 
-/* Moves the pending requests to the done-list and wakes the loop. */
+/* Posts the requests run so far (the loop runs their done). */
 static void post_pending(struct sstore *st)
 {
-    char b = 1;
-
-    if (!st->pend_head) {
-        return;
-    }
-    int wake;
-
-    pthread_mutex_lock(&st->mu);
-    /* A wake-up is owed only when the loop had nothing to run: one it has
-     * not drained yet runs what is appended here too. */
-    wake = st->done_head == NULL;
-    if (st->done_tail) {
-        st->done_tail->next = st->pend_head;
-    } else {
-        st->done_head = st->pend_head;
-    }
-    st->done_tail = st->pend_tail;
-    pthread_mutex_unlock(&st->mu);
+    store_worker_post(&st->w, st->pend_head, st->pend_tail);
     st->pend_head = st->pend_tail = NULL;
-    if (wake && write(st->pipe_wr, &b, 1) < 0) {
-        /* EAGAIN: a full pipe already holds a wake-up. */
-    }
-}
-
-/* Runs every completion posted so far, in order, on the calling thread. */
-static void run_done(struct sstore *st)
-{
-    struct store_req *r, *next;
-
-    pthread_mutex_lock(&st->mu);
-    r = st->done_head;
-    st->done_head = st->done_tail = NULL;
-    pthread_mutex_unlock(&st->mu);
-    for (; r; r = next) {
-        next = r->next;
-        r->next = NULL;
-        store_req_finished(r);
-        r->done(r);
-    }
-}
-
-static void on_wake(evutil_socket_t fd, short what, void *arg)
-{
-    char buf[64];
-
-    (void)what;
-    while (read(fd, buf, sizeof(buf)) > 0) {
-    }
-    run_done(arg);
 }
 
 /* ---- the batch transaction ---- */
@@ -213,114 +165,50 @@ static void run_list(struct sstore *st, struct store_req *r)
     post_pending(st);
 }
 
-static void *store_main(void *arg)
+/* The worker's `run`: the list, then the batch's commit when its window
+ * is over (or the store stops). */
+static void run(void *ctx, struct store_req *list, int stopping)
 {
-    struct sstore *st = arg;
-    struct store_req *list;
-    struct timespec ts;
-    int stopping;
+    struct sstore *st = ctx;
 
-    for (;;) {
-        pthread_mutex_lock(&st->mu);
-        while (!st->q_head && !st->stopping) {
-            if (!st->in_txn) {
-                pthread_cond_wait(&st->cv, &st->mu);
-                continue;
-            }
-            int64_t due = st->txn_started_ms + STORE_BATCH_MS;
-            if (mono_ms() >= due) {
-                break;
-            }
-            ts.tv_sec = (time_t)(due / 1000);
-            ts.tv_nsec = (long)(due % 1000) * 1000000;
-            pthread_cond_timedwait(&st->cv, &st->mu, &ts);
-        }
-        list = st->q_head;
-        st->q_head = st->q_tail = NULL;
-        stopping = st->stopping;
-        pthread_mutex_unlock(&st->mu);
-        run_list(st, list);
-        if (st->in_txn && (stopping || mono_ms() - st->txn_started_ms >= STORE_BATCH_MS)) {
-            commit(st);
-        }
-        if (stopping && !list) {
-            return NULL;
-        }
+    run_list(st, list);
+    if (st->in_txn && (stopping || mono_ms() - st->txn_started_ms >= STORE_BATCH_MS)) {
+        commit(st);
     }
+}
+
+/* The worker's `idle_ms`: an open batch is committed when its window ends,
+ * requests or not. */
+static int64_t idle_ms(void *ctx)
+{
+    struct sstore *st = ctx;
+    int64_t left;
+
+    if (!st->in_txn) {
+        return -1;
+    }
+    left = st->txn_started_ms + STORE_BATCH_MS - mono_ms();
+    return left > 0 ? left : 0;
 }
 
 /* ---- the backend's table ---- */
 
-/* Hands the requests of this loop turn to the store thread. */
-static void hand_over(struct sstore *st)
-{
-    if (!st->out_head) {
-        return;
-    }
-    pthread_mutex_lock(&st->mu);
-    if (st->q_tail) {
-        st->q_tail->next = st->out_head;
-    } else {
-        st->q_head = st->out_head;
-    }
-    st->q_tail = st->out_tail;
-    pthread_cond_signal(&st->cv);
-    pthread_mutex_unlock(&st->mu);
-    st->out_head = st->out_tail = NULL;
-}
-
-static void on_kick(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    hand_over(arg);
-}
-
 static int sq_submit(struct store *base, struct store_req *r)
 {
-    struct sstore *st = (struct sstore *)base;
-
-    if (!r || !r->done) {
-        return STORE_E_INVAL;
-    }
-    if (st->stopping) { /* set by sq_close, on this same thread */
-        return STORE_E_IO;
-    }
-    r->next = NULL;
-    if (st->out_tail) {
-        st->out_tail->next = r;
-    } else {
-        /* The first of this turn: the kick runs after the callbacks the
-         * loop has already made active, so their requests join it. */
-        st->out_head = r;
-        event_active(st->kick, EV_TIMEOUT, 0);
-    }
-    st->out_tail = r;
-    return STORE_OK;
+    return store_worker_submit(&((struct sstore *)base)->w, r);
 }
 
 /* Frees what open set up; safe on a partly opened store. */
 static void teardown(struct sstore *st)
 {
-    if (st->ev) {
-        event_free(st->ev);
-    }
-    if (st->kick) {
-        event_free(st->kick);
-    }
+    store_worker_release(&st->w);
     sq_cache_free(st);
     if (st->db) {
         sqlite3_close(st->db);
     }
-    if (st->pipe_rd >= 0) {
-        close(st->pipe_rd);
-        close(st->pipe_wr);
-    }
     if (st->lock_fd >= 0) {
         close(st->lock_fd); /* releases the flock */
     }
-    pthread_cond_destroy(&st->cv);
-    pthread_mutex_destroy(&st->mu);
     free(st);
 }
 
@@ -328,16 +216,7 @@ static void sq_close(struct store *base)
 {
     struct sstore *st = (struct sstore *)base;
 
-    hand_over(st); /* what this turn submitted is run too */
-    pthread_mutex_lock(&st->mu);
-    st->stopping = 1;
-    pthread_cond_signal(&st->cv);
-    pthread_mutex_unlock(&st->mu);
-    if (st->thread_started) {
-        pthread_join(st->thread, NULL);
-    }
-    /* Every submitted request gets its done, here if the loop did not run it. */
-    run_done(st);
+    store_worker_stop(&st->w); /* runs what is queued, commits, every done */
     teardown(st);
 }
 
@@ -454,41 +333,11 @@ static int open_db(struct sstore *st, char *err, size_t errlen)
     return sq_migrate(st->db, path, err, errlen);
 }
 
-/* The pipe, its loop event, and the thread. */
-static int start(struct sstore *st, struct event_base *base, char *err, size_t errlen)
-{
-    int fds[2];
-
-    if (pipe(fds) != 0) {
-        snprintf(err, errlen, "store: pipe: %s", strerror(errno));
-        return -1;
-    }
-    st->pipe_rd = fds[0];
-    st->pipe_wr = fds[1];
-    if (fcntl(fds[0], F_SETFL, O_NONBLOCK) != 0 || fcntl(fds[1], F_SETFL, O_NONBLOCK) != 0 ||
-        fcntl(fds[0], F_SETFD, FD_CLOEXEC) != 0 || fcntl(fds[1], F_SETFD, FD_CLOEXEC) != 0) {
-        snprintf(err, errlen, "store: fcntl: %s", strerror(errno));
-        return -1;
-    }
-    st->ev = event_new(base, st->pipe_rd, EV_READ | EV_PERSIST, on_wake, st);
-    st->kick = event_new(base, -1, 0, on_kick, st);
-    if (!st->ev || !st->kick || event_add(st->ev, NULL) != 0) {
-        snprintf(err, errlen, "store: cannot watch the completion pipe");
-        return -1;
-    }
-    if (pthread_create(&st->thread, NULL, store_main, st) != 0) {
-        snprintf(err, errlen, "store: cannot start its thread");
-        return -1;
-    }
-    st->thread_started = 1;
-    return 0;
-}
-
 struct store *store_sqlite_open(const char *dir, struct event_base *base, char *err,
                                 size_t errlen)
 {
     struct sstore *st;
-    pthread_condattr_t ca;
+    struct store_worker_ops ops = {.run = run, .idle_ms = idle_ms};
 
     if (strlen(dir) >= sizeof(st->dir)) {
         snprintf(err, errlen, "the data directory path is too long: %s", dir);
@@ -503,16 +352,16 @@ struct store *store_sqlite_open(const char *dir, struct event_base *base, char *
         return NULL;
     }
     st->base.vt = &sqlite_vt;
-    st->lock_fd = st->pipe_rd = st->pipe_wr = -1;
+    st->lock_fd = -1;
+    store_worker_init(&st->w);
     snprintf(st->dir, sizeof(st->dir), "%s", dir);
-    pthread_mutex_init(&st->mu, NULL);
-    /* Monotonic: the batch window must not jump with the wall clock. */
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&st->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    if (take_lock(st, err, errlen) != 0 || open_db(st, err, errlen) != 0 ||
-        start(st, base, err, errlen) != 0) {
+    if (take_lock(st, err, errlen) != 0 || open_db(st, err, errlen) != 0) {
+        teardown(st);
+        return NULL;
+    }
+    ops.ctx = st;
+    ops.owner = &st->base;
+    if (store_worker_start(&st->w, &ops, base, err, errlen) != 0) {
         teardown(st);
         return NULL;
     }

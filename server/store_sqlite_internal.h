@@ -1,6 +1,6 @@
 /*
  * store_sqlite_internal.h - what the files of the SQLite store share:
- *   store_sqlite.c         open, lock, the store thread, batching, completions
+ *   store_sqlite.c         open, lock, batching (on the thread of store_worker.c)
  *   store_sqlite_schema.c  the numbered migrations
  *   store_sqlite_sql.c     statement cache, binding, columns, hex, errors
  *   store_sqlite_dev.c     check-in, events, devices, secrets
@@ -15,11 +15,9 @@
 #define TCPOTA_SERVER_STORE_SQLITE_INTERNAL_H
 
 #include "store.h"
+#include "store_worker.h"
 
-#include <pthread.h>
 #include <sqlite3.h>
-
-struct event;
 
 /* One prepared statement, kept for the store's life (keyed by its SQL). */
 struct sq_cached {
@@ -32,20 +30,7 @@ struct sstore {
     sqlite3 *db;
     char dir[400];
     int lock_fd;
-    int pipe_rd, pipe_wr;    /* the thread writes a byte when completions wait */
-    struct event *ev;        /* the loop's side of the pipe */
-    pthread_t thread;
-    int thread_started;
-    pthread_mutex_t mu;      /* guards q_*, done_*, stopping */
-    pthread_cond_t cv;       /* a request arrived, or close */
-    struct store_req *q_head, *q_tail;
-    struct store_req *done_head, *done_tail;
-    int stopping;
-    /* Loop thread only: requests submitted during this turn of the loop,
-     * handed to the store thread together by `kick` (one lock and one
-     * wake-up per turn, not per request: both threads may share a core). */
-    struct store_req *out_head, *out_tail;
-    struct event *kick;
+    struct store_worker w;   /* the store thread, its queue, the completions */
     /* Store thread only: */
     int in_txn;              /* the batch transaction is open */
     int64_t txn_started_ms;  /* monotonic, for STORE_BATCH_MS */

@@ -3,11 +3,29 @@
 # three `tcpota serve --db` nodes and HAProxy in front (scripts/cluster_lib.sh),
 # all stopped at the end whatever happens. It sets ports[] (the nodes' device
 # ports), apis[], HA_PORT and TCPOTA_TOKEN (the token of every node);
-# `api N ARGS...` runs the CLI against node N's API.
+# `api N ARGS...` runs the CLI against node N's API; `slow_devices` starts
+# devices that stay in their transfers for seconds.
 source "$(dirname "$0")/../../scripts/pg_lib.sh"
 source "$(dirname "$0")/../../scripts/cluster_lib.sh"
 
 api() { local n=$1; shift; TCPOTA_API="http://127.0.0.1:${apis[$((n - 1))]}" "$TCPOTA" "$@"; }
+
+# slow_devices PREFIX N [ARGS...]: devices PREFIX-1..N (flash $WORK/dI, log
+# $WORK/PREFIX-I.log) updating through the proxy the test started in front
+# of HAProxy (start_proxy ... --rate: PROXY_PORT), retrying quickly and for
+# long; sets pids[].
+slow_devices() {
+  local prefix=$1 n=$2 i
+  shift 2
+  pids=()
+  for i in $(seq 1 "$n"); do
+    "$TCPOTA" device --server "127.0.0.1:$PROXY_PORT" --flash "$WORK/d$i" --id "$prefix-$i" \
+      --model esp32 --factory-version 1.0.0 --slot-size 1048576 --progress none \
+      --backoff-min-ms 100 --backoff-max-ms 1000 --max-attempts 200 "$@" 2> "$WORK/$prefix-$i.log" &
+    pids+=($!)
+  done
+  PIDS+=("${pids[@]}")
+}
 
 start_pg_cluster() {
   command -v haproxy > /dev/null || fail "haproxy is not installed (scripts/deps.sh installs it)"

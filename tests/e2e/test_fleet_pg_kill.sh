@@ -16,14 +16,7 @@ make_image "$WORK/img" 262144
 api 1 image add --version 2.0.0 --model esp32 "$WORK/img" > /dev/null || fail "image add failed"
 api 1 rollout create --image 2.0.0 --model esp32 > /dev/null || fail "rollout create failed"
 start_proxy proxy "$HA_PORT" --rate 100000 --quiet
-pids=()
-for i in $(seq 1 "$N"); do
-  "$TCPOTA" device --server "127.0.0.1:$PROXY_PORT" --flash "$WORK/d$i" --id "k-$i" --model esp32 \
-    --factory-version 1.0.0 --slot-size 1048576 --progress none --ack-interval "$ACK" \
-    --backoff-min-ms 100 --backoff-max-ms 1000 --max-attempts 200 2> "$WORK/k-$i.log" &
-  pids+=($!)
-done
-PIDS+=("${pids[@]}")
+slow_devices k "$N" --ack-interval "$ACK"
 wait_line "$WORK/n2.log" 'decision: offer 2.0.0' 20
 sleep 1
 kill -KILL "$(cat "$WORK/n2.pid")"

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# PostgreSQL restarted during a rollout: devices slowed down by the project's
+# proxy are in the middle of their transfers behind HAProxy when PostgreSQL
+# stops (fast shutdown). The nodes keep serving those transfers from their
+# image cache, keep the steps they must write, refuse what needs the
+# database at once (the API answers 503 naming it; a device's report is not
+# acknowledged, so the device keeps it and comes back), tell the operator,
+# reconnect when PostgreSQL is back, and lose nothing: every device ends
+# byte-exact, and the database holds every device's verified step and
+# confirmed report.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fleet_lib.sh"
+source "$(dirname "$0")/fleet_pg_lib.sh"
+
+N=$(scaled 12 6)
+start_pg_cluster
+make_image "$WORK/img" 262144
+api 1 image add --version 2.0.0 --model esp32 "$WORK/img" > /dev/null || fail "image add failed"
+api 1 rollout create --image 2.0.0 --model esp32 > /dev/null || fail "rollout create failed"
+start_proxy proxy "$HA_PORT" --rate 60000 --quiet
+slow_devices r "$N"
+
+# count REGEX: lines matching REGEX in the nodes' logs.
+count() { cat "$WORK"/n[123].log | grep -cE "$1" || true; }
+# wait_count REGEX N SECONDS: until N such lines.
+wait_count() {
+  local i
+  for ((i = 0; i < $3 * 20; i++)); do
+    [ "$(count "$1")" -ge "$2" ] && return 0
+    sleep 0.05
+  done
+  fail "only $(count "$1") of $2 lines /$1/ in the nodes' logs after $3 s"
+}
+
+wait_count 'decision: offer 2.0.0' "$N" 20
+pg_stop "$WORK/pg" || fail "pg_ctl stop failed"
+running=$((N - $(count 'verified by the device')))
+[ "$running" -gt 0 ] || fail "every transfer ended before the database stopped"
+ok "PostgreSQL stopped with $running of $N transfers running"
+
+# While it is down: the transfers go on to their end, the API says what is
+# wrong, and the devices' reports are not acknowledged.
+wait_count 'verified by the device' "$N" 30
+code=$(curl -s -o "$WORK/api.out" -w '%{http_code}' -H "Authorization: Bearer $TCPOTA_TOKEN" \
+  "http://127.0.0.1:${apis[0]}/v1/devices/r-1")
+[ "$code" = 503 ] || fail "the API answered $code while the database was down: $(cat "$WORK/api.out")"
+grep -q 'database' "$WORK/api.out" || fail "the 503 does not name the database: $(cat "$WORK/api.out")"
+# A device that checks in meanwhile without a report: told to come back, at once.
+timeout 10 "$TCPOTA" device --server "127.0.0.1:${ports[0]}" --flash "$WORK/late" --id late-1 \
+  --model esp32 --factory-version 1.0.0 --slot-size 1048576 --progress none 2> "$WORK/late-1.log" ||
+  fail "a check-in while the database was down failed or hung"
+grep -q '\[late-1 .*decision: no update: the database is unreachable; asks again in' "$WORK/n1.log" ||
+  fail "node 1 did not tell late-1 to come back"
+wait_count 'its report is not acknowledged' 1 10
+[ "$(count 'report: image .* confirmed')" -ge 1 ] || fail "no device reported while the database was down"
+ok "database down: every transfer ended, the API answers 503, a check-in gets NO_UPDATE, reports are not acknowledged"
+
+pg_start "$WORK/pg" || fail "PostgreSQL did not start again"
+ok "PostgreSQL started again"
+failed=0
+for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
+[ "$failed" -eq 0 ] || fail "$failed of $N devices failed"
+for i in $(seq 1 "$N"); do check_device "$WORK/d$i" "$WORK/img"; done
+
+# Nothing lost: each device's verified step (kept by its node while the
+# database was down) and its confirmed report are in the database.
+for i in $(seq 1 "$N"); do
+  show=$(api 2 device show --json "r-$i") || fail "device show r-$i failed"
+  [ "$(echo "$show" | jq_py 'j["state"]')" = updated ] || fail "r-$i is not updated: $show"
+  [ "$(echo "$show" | jq_py '"verified" in [h["state"] for h in j["history"]]')" = true ] ||
+    fail "r-$i has no verified step in its history: $show"
+done
+updated=$(api 3 rollout show 1 --json | jq_py 'j["totals"]["updated"]')
+[ "$updated" = "$N" ] || fail "the rollout counts $updated updated, not $N"
+told=0
+for i in 1 2 3; do
+  grep -q 'store: the database is unreachable' "$WORK/n$i.log" || continue
+  told=$((told + 1))
+  [ "$(grep -c 'store: the database is unreachable' "$WORK/n$i.log")" -eq 1 ] ||
+    fail "node $i told the outage more than once"
+  grep -q 'store: the database is reachable again' "$WORK/n$i.log" ||
+    fail "node $i told the outage but not the recovery"
+done
+[ "$told" -ge 1 ] || fail "no node told the operator that the database was unreachable"
+stop_pg_cluster
+ok "$N devices byte-exact and updated; their steps and reports all in the database; $told nodes told the outage and the recovery"
