@@ -416,17 +416,33 @@ int pg_op_events(struct pgstore *st, struct store_req *r)
 /* ---- the API's device operations ---- */
 
 /* The filters of a device list as SQL; every parameter is always passed
- * ($1 model, $2 group, $3 state, $4 after, $5 limit), a filter not given
- * is a NULL that matches everything. One statement, prepared once. */
+ * ($1 model, $2 group, $3 state, then $4 after and $5 limit for a page), a
+ * filter not given is a NULL that matches everything. A search by id prefix
+ * is a statement of its own ($6 and $7 the prefix's range, or $4 and $5 in
+ * the count): with it in the shared one, a generic plan could not use the
+ * primary key's range. Ids are TEXT COLLATE "C", so the range is bytewise
+ * as in SQLite (store_sqlite_dev.c): every printable id starting with P
+ * sorts below P "\x7f". */
 #define LIST_WHERE                                                                            \
     " WHERE ($1::text IS NULL OR model = $1) AND ($2::text IS NULL OR grp = $2)"              \
     " AND ($3::int < 0 OR state = $3)"
+#define LIST_PAGE " AND ($4::text IS NULL OR id > $4) ORDER BY id LIMIT $5"
 
-static int list_total(struct pgstore *st, struct store_req *r)
+static const char sql_list[] = "SELECT " DEV_COLS " FROM devices" LIST_WHERE LIST_PAGE;
+static const char sql_list_prefix[] =
+    "SELECT " DEV_COLS " FROM devices" LIST_WHERE " AND id >= $6 AND id < $7" LIST_PAGE;
+static const char sql_total[] = "SELECT count(*) FROM devices" LIST_WHERE;
+static const char sql_total_prefix[] =
+    "SELECT count(*) FROM devices" LIST_WHERE " AND id >= $4 AND id < $5";
+
+static int list_total(struct pgstore *st, struct store_req *r, const char *prefix_end)
 {
     int64_t total = 0;
-    int rc = pg_int(st, r, "device list", &total, "SELECT count(*) FROM devices" LIST_WHERE,
-                    "tti", r->u.list.model, r->u.list.group, (int64_t)r->u.list.state);
+    int rc = r->u.list.prefix
+                 ? pg_int(st, r, "device list", &total, sql_total_prefix, "ttitt", r->u.list.model,
+                          r->u.list.group, (int64_t)r->u.list.state, r->u.list.prefix, prefix_end)
+                 : pg_int(st, r, "device list", &total, sql_total, "tti", r->u.list.model,
+                          r->u.list.group, (int64_t)r->u.list.state);
 
     r->u.list.total = (size_t)total;
     return rc < 0 ? rc : STORE_OK;
@@ -435,18 +451,19 @@ static int list_total(struct pgstore *st, struct store_req *r)
 int pg_op_device_list(struct pgstore *st, struct store_req *r)
 {
     size_t limit = r->u.list.limit ? r->u.list.limit : STORE_LIST_MAX;
+    int64_t lim = (int64_t)(limit > STORE_LIST_MAX ? STORE_LIST_MAX : limit);
+    char prefix_end[TCPOTA_MAX_STR + 2];
     struct store_device *rows;
     PGresult *res;
     int i, n;
 
-    if (r->u.list.prefix) {
-        return store_err_set(r, STORE_E_INVAL, "q: searching ids by prefix is not available on "
-                                               "PostgreSQL yet (docs/scaling.md)");
-    }
-    res = pg_q(st, r, "device list", "SELECT " DEV_COLS " FROM devices" LIST_WHERE
-               " AND ($4::text IS NULL OR id > $4) ORDER BY id LIMIT $5", "ttiti",
-               r->u.list.model, r->u.list.group, (int64_t)r->u.list.state, r->u.list.after,
-               (int64_t)(limit > STORE_LIST_MAX ? STORE_LIST_MAX : limit));
+    snprintf(prefix_end, sizeof(prefix_end), "%s\x7f", r->u.list.prefix ? r->u.list.prefix : "");
+    res = r->u.list.prefix
+              ? pg_q(st, r, "device list", sql_list_prefix, "ttititt", r->u.list.model,
+                     r->u.list.group, (int64_t)r->u.list.state, r->u.list.after, lim,
+                     r->u.list.prefix, prefix_end)
+              : pg_q(st, r, "device list", sql_list, "ttiti", r->u.list.model, r->u.list.group,
+                     (int64_t)r->u.list.state, r->u.list.after, lim);
     if (!res) {
         return r->rc;
     }
@@ -462,7 +479,7 @@ int pg_op_device_list(struct pgstore *st, struct store_req *r)
     PQclear(res);
     r->u.list.rows = rows;
     r->u.list.n = (size_t)n;
-    return list_total(st, r);
+    return list_total(st, r, prefix_end);
 }
 
 static int load_history(struct pgstore *st, struct store_req *r)

@@ -6,6 +6,7 @@
  *   store_pg_dev.c     check-in, events, devices, secrets
  *   store_pg_ro.c      rollouts and their per-wave counters
  *   store_pg_img.c     images: rows, bytes in the database, the local cache
+ *   store_pg_sum.c     the dashboard's counts (STORE_SUMMARY)
  * Every function here runs on the store thread (except during open and
  * close, when that thread does not run), inside the transaction of the list
  * of requests being run. Ops return STORE_OK or a negative enum store_err
@@ -57,7 +58,7 @@ struct pgstore {
 /* ---- store_pg_schema.c ---- */
 
 /* The schema version this program writes (the SQLite store's numbering). */
-#define PG_SCHEMA_VERSION 3
+#define PG_SCHEMA_VERSION 4
 /* The advisory lock key every node takes around its migration ("tcpota"). */
 #define PG_MIGRATE_LOCK 0x7463706f7461LL
 
@@ -135,5 +136,9 @@ int pg_op_device_get(struct pgstore *st, struct store_req *r);
 int pg_op_device_set_group(struct pgstore *st, struct store_req *r);
 int pg_op_secret_set(struct pgstore *st, struct store_req *r);
 int pg_op_secret_list(struct pgstore *st, struct store_req *r);
+
+/* ---- store_pg_sum.c ---- */
+
+int pg_op_summary(struct pgstore *st, struct store_req *r);
 
 #endif
