@@ -1165,6 +1165,40 @@ static void test_summary_order(void **state)
     store_req_free(r);
 }
 
+
+/* A rollout's rows for many devices (more than one insert's worth on
+ * PostgreSQL: 4096) and for ids holding what quotes or separates array
+ * elements: each device in exactly once, counted once. */
+static void test_rollout_targets_many(void **state)
+{
+    static const char *const odd[] = {"q\"uote", "back\\slash", "com,ma", "{brace}", "sp ace"};
+    static const uint32_t pct[] = {100};
+    const unsigned many = 4100;
+    struct fx *f = *state;
+    struct store_req *r;
+    uint64_t ro;
+    size_t i;
+
+    ss_register_devices(f, many);
+    for (i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+        checkin_as(f, odd[i], MODEL, "1.0.0");
+    }
+    store_req_free(ss_image_add(f, 0x55, "2.0.0"));
+    ro = ss_rollout_create(f, 0x55, "", pct, 1);
+    r = ss_rollout_get(f, ro);
+    assert_int_equal(r->u.rollout.r.waves[0].targeted, many + sizeof(odd) / sizeof(odd[0]));
+    store_req_free(r);
+    /* Already in it: a check-in finds its row, the count stays. */
+    for (i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+        r = ss_checkin(f, odd[i], NULL, 0);
+        assert_int_equal(r->rc, STORE_OK);
+        assert_int_equal(r->u.checkin.has_rollout, 1);
+        assert_int_equal(r->u.checkin.out->rollout.waves[0].targeted,
+                         many + sizeof(odd) / sizeof(odd[0]));
+        store_req_free(r);
+    }
+}
+
 static void test_names(void **state)
 {
     int i;
@@ -1199,6 +1233,7 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_device_list_prefix_filtered, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_summary, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_summary_order, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_rollout_targets_many, ss_setup, ss_teardown),
     cmocka_unit_test(test_names),
 };
 const size_t ss_ntests = sizeof(ss_tests) / sizeof(ss_tests[0]);
