@@ -73,22 +73,21 @@ int pg_op_summary(struct pgstore *st, struct store_req *r)
     const int64_t max = STORE_TALLY_MAX;
     size_t cap = 0;
     PGresult *res;
-    int rc;
 
     r->u.summary.rows = NULL;
     r->u.summary.n = 0;
     if (!(res = pg_q(st, r, "summary", sql_states, "i", max)) ||
-        (rc = collect(r, res, STORE_TALLY_STATES, &cap)) < 0) {
+        collect(r, res, STORE_TALLY_STATES, &cap) < 0) {
         return r->rc;
     }
     if (!(res = pg_q(st, r, "summary", sql_versions, "i", max)) ||
-        (rc = collect(r, res, STORE_TALLY_VERSIONS, &cap)) < 0) {
+        collect(r, res, STORE_TALLY_VERSIONS, &cap) < 0) {
         return r->rc;
     }
     if (!(res = pg_q(st, r, "summary", sql_failures, "iiiiii", r->u.summary.since,
                      (int64_t)STORE_ST_ROLLED_BACK, (int64_t)STORE_ST_BOOT_FAILED,
                      (int64_t)STORE_ST_DECLINED, (int64_t)STORE_ST_FAILED, max)) ||
-        (rc = collect(r, res, STORE_TALLY_FAILURES, &cap)) < 0) {
+        collect(r, res, STORE_TALLY_FAILURES, &cap) < 0) {
         return r->rc;
     }
     if (!(res = pg_q(st, r, "summary", sql_rollouts, "iii", (int64_t)ROLLOUT_STATE_CANCELLED,

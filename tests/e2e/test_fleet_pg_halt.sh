@@ -57,5 +57,22 @@ for i in 1 2 3; do
 done
 ok "after the halt no node offers the image"
 
+# The dashboard's counts and id search on PostgreSQL, through node 3.
+get3() {
+  python3 - "http://127.0.0.1:${apis[2]}$1" <<'PY'
+import json, os, sys, urllib.request
+req = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer " + os.environ["TCPOTA_TOKEN"]})
+print(json.dumps(json.load(urllib.request.urlopen(req, timeout=10))))
+PY
+}
+sum=$(get3 /v1/summary) || fail "GET /v1/summary through node 3 failed"
+[ "$(echo "$sum" | jq_py 'sum(t["count"] for t in j["rollout_failures"] if t["rollout"] == 1)')" = "$reports" ] ||
+  fail "summary: rollout 1's failures are not the $reports reported: $sum"
+[ "$(echo "$sum" | jq_py 'sum(t["count"] for t in j["failures"] if t["state"] == "rolled-back")')" = "$reports" ] ||
+  fail "summary: the last hour's rollbacks are not the $reports reported: $sum"
+[ "$(get3 '/v1/devices?q=late-' | jq_py '",".join(d["id"] for d in j["devices"])')" = late-1,late-2,late-3 ] ||
+  fail "devices?q=late- through node 3: $(get3 '/v1/devices?q=late-')"
+ok "the dashboard's counts and id search answer on PostgreSQL"
+
 stop_pg_cluster
 ok "every node stopped cleanly"
