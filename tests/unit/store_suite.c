@@ -1071,7 +1071,8 @@ static void test_summary(void **state)
     assert_int_equal(nro, 1);
     store_req_free(r);
     /* Failures older than `since` are not counted; nor those of a cancelled rollout. */
-    assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_ACTIVE, 1, ROLLOUT_STATE_CANCELLED, 1), STORE_OK);
+    assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_ACTIVE, 1, ROLLOUT_STATE_CANCELLED, 1),
+                     STORE_OK);
     r = ss_req(STORE_SUMMARY);
     r->u.summary.since = NOW + 1;
     ss_run(f, r);
