@@ -2,11 +2,12 @@
 # run.sh [--quick] - every tcpota benchmark (bench/README.md): slow link,
 # fleet scale, device footprint, resume cost, and fleet mode's (check-ins,
 # transfers, a registry of a million devices: fleetmode.sh; TLS check-ins
-# and transfers: tlsmode.sh; many devices at once: scalemode.sh). Installs what it
+# and transfers: tlsmode.sh; many devices at once: scalemode.sh; SQLite
+# against one and three nodes on PostgreSQL: pgmode.sh). Installs what it
 # lacks with apt-get, builds in $BENCH_BUILD (default /tmp/build-bench),
 # prints the tables and writes them to bench/results/latest.md (--quick:
 # quick.md). BENCH_ONLY="checkin transfers" runs only the named ones of
-# footprint link fleet resume checkin transfers registry tls many (tls: TLS
+# footprint link fleet resume checkin transfers registry tls many pg (tls: TLS
 # check-ins and transfers; tlsxfer names the TLS transfers alone), and writes
 # bench/results/only-NAMES.md (quick: only-NAMES-quick.md).
 set -euo pipefail
@@ -17,7 +18,8 @@ QUICK=0
 BUILD=${BENCH_BUILD:-/tmp/build-bench}
 RESULTS=$ROOT/bench/results
 MIB=1048576
-BENCH_ONLY=${BENCH_ONLY:-footprint link fleet resume checkin transfers registry tls many}
+BENCH_ALL="footprint link fleet resume checkin transfers registry tls many pg"
+BENCH_ONLY=${BENCH_ONLY:-$BENCH_ALL}
 want() { [[ " ${BENCH_ONLY//,/ } " == *" $1 "* ]]; }
 
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -38,6 +40,9 @@ install_missing() {
   [ -f /usr/include/event2/event.h ] || pkgs+=(libevent-dev)
   [ -f /usr/include/sodium.h ] || pkgs+=(libsodium-dev)
   [ -f /usr/include/cmocka.h ] || pkgs+=(libcmocka-dev)
+  [ -f /usr/include/postgresql/libpq-fe.h ] || pkgs+=(libpq-dev)
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || pkgs+=(postgresql)
+  command -v haproxy >/dev/null || pkgs+=(haproxy)
   [ ${#pkgs[@]} -eq 0 ] && return 0
   log "installing ${pkgs[*]}"
   # nginx's package would start a system service on port 80: the benchmark
@@ -505,6 +510,7 @@ $(sed -nE 's/.*connections=([0-9]+).*/\1/p' <<< "$out")"
 . "$ROOT/bench/fleetmode.sh"
 . "$ROOT/bench/tlsmode.sh"
 . "$ROOT/bench/scalemode.sh"
+. "$ROOT/bench/pgmode.sh"
 
 # ---- main -------------------------------------------------------------------
 install_missing
@@ -532,7 +538,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 mkdir -p "$RESULTS"
 out=$RESULTS/latest.md
 [ $QUICK -eq 1 ] && out=$RESULTS/quick.md
-if [ "$BENCH_ONLY" != "footprint link fleet resume checkin transfers registry tls many" ]; then
+if [ "$BENCH_ONLY" != "$BENCH_ALL" ]; then
   out=$RESULTS/only-$(tr ' ,' '--' <<< "$BENCH_ONLY")$([ $QUICK -eq 1 ] && echo -quick || true).md
 fi
 {
@@ -600,9 +606,10 @@ run_phase registry registry registry_bench
 run_phase tls "TLS check-ins" tls_checkin_bench
 run_phase "tls tlsxfer" "TLS transfers" tls_transfer_bench
 run_phase many "many devices at once" many_bench
+run_phase pg "SQLite vs PostgreSQL" pg_bench
 { echo "Other load on the machine during the run (its busy CPU time minus this run's own processes):"
   echo; cat "$WORK/load.md"; echo; } >> "$WORK/head.md"
-for f in link fleet footprint resume checkin transfer registry tls tlsxfer many; do
+for f in link fleet footprint resume checkin transfer registry tls tlsxfer many pg; do
   [ -s "$WORK/$f.md" ] || continue # not run (BENCH_ONLY): the loop's status must stay 0
   cat "$WORK/$f.md"; echo
 done | cat "$WORK/head.md" - > "$out"

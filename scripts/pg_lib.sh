@@ -9,6 +9,8 @@
 #   pg_start DIR     initdb (first time) and start; sets PG_CONNINFO
 #   pg_stop DIR      fast shutdown, waits for it
 #   pg_sql DIR SQL   runs SQL with psql as the cluster's superuser
+# PG_OPTS: more server options for pg_start ("-c name=value ..."), e.g. a
+# preloaded library for a benchmark.
 
 PG_USER=${PG_USER:-nobody}
 PG_PORT=${PG_PORT:-5432}   # only names the socket file, in DIR/sock
@@ -51,7 +53,7 @@ pg_start() {
       > "$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; return 1; }
   fi
   pg_as "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 \
-    -o "-c listen_addresses='' -k $dir/sock -p $PG_PORT -c max_connections=50" start \
+    -o "-c listen_addresses='' -k $dir/sock -p $PG_PORT -c max_connections=50 ${PG_OPTS:-}" start \
     > /dev/null || { tail -20 "$dir/postgres.log" >&2; return 1; }
   PG_CONNINFO="host=$dir/sock port=$PG_PORT user=tcpota dbname=postgres"
   export PG_CONNINFO

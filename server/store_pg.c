@@ -54,9 +54,7 @@ static int dispatch(struct pgstore *st, struct store_req *r)
     case STORE_SECRET_SET: return pg_op_secret_set(st, r);
     case STORE_SECRET_LIST: return pg_op_secret_list(st, r);
     case STORE_SEEN: return pg_op_seen(st, r);
-    case STORE_SUMMARY:
-        return store_err_set(r, STORE_E_INVAL, "summary: the dashboard's counts are not "
-                                               "available on PostgreSQL yet (docs/scaling.md)");
+    case STORE_SUMMARY: return pg_op_summary(st, r);
     }
     return store_err_set(r, STORE_E_INVAL, "unknown store operation %d", (int)r->op);
 }

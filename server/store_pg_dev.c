@@ -3,6 +3,7 @@
  * device list, show and group, secrets), written so that two nodes doing
  * them at once for one device stay right: an insert that another node may
  * have made first is ON CONFLICT DO NOTHING, and decides by its row count. */
+#include "store_common.h"
 #include "store_pg_internal.h"
 
 #include <stdio.h>
@@ -148,41 +149,31 @@ static int report_rollouts(struct pgstore *st, struct store_req *r, const char *
  * finds the state already saying so. */
 static int apply_report(struct pgstore *st, struct store_req *r)
 {
-    static const char *const detail[] = {"", "reported: confirmed", "reported: rolled back",
-                                         "reported: boot failed"};
-    static const char *const reason[] = {"", "", "health check failed, the old image runs",
-                                         "the bootloader fell back to the old image"};
-    enum store_dev_state state;
+    struct store_report rep;
     char hex[2 * TCPOTA_ID_LEN + 1];
-    int rc, failed;
+    int rc;
     int64_t cur = 0;
 
-    switch (r->u.checkin.report_result) {
-    case TCPOTA_RESULT_CONFIRMED: state = STORE_ST_UPDATED; break;
-    case TCPOTA_RESULT_ROLLED_BACK: state = STORE_ST_ROLLED_BACK; break;
-    case TCPOTA_RESULT_BOOT_FAILED: state = STORE_ST_BOOT_FAILED; break;
-    default:
-        return store_err_set(r, STORE_E_INVAL, "report_result: unknown result %u",
-                             (unsigned)r->u.checkin.report_result);
+    if ((rc = store_report_of(r, &rep)) < 0) {
+        return rc;
     }
     store_hex(r->u.checkin.report_id, hex);
     rc = pg_int(st, r, "checkin report", &cur, "SELECT (state = $2 AND image = $3)::int FROM"
-                " devices WHERE id = $1 FOR UPDATE", "tit", r->u.checkin.id, (int64_t)state, hex);
+                " devices WHERE id = $1 FOR UPDATE", "tit", r->u.checkin.id, (int64_t)rep.state,
+                hex);
     if (rc < 0 || cur == 1) {
         return rc < 0 ? rc : STORE_OK;
     }
-    failed = state != STORE_ST_UPDATED;
     if ((rc = pg_run(st, r, "checkin report", "UPDATE devices SET state = $2, image = $3,"
                      " bytes = CASE WHEN image = $3 THEN size ELSE 0 END,"
                      " size = CASE WHEN image = $3 THEN size ELSE 0 END, reason = $4"
-                     " WHERE id = $1", "titt", r->u.checkin.id, (int64_t)state, hex,
-                     reason[r->u.checkin.report_result])) < 0 ||
-        (rc = add_history(st, r, r->u.checkin.id, state, hex,
-                          detail[r->u.checkin.report_result])) < 0 ||
-        (failed && (rc = add_failure(st, r, r->u.checkin.id, r->u.checkin.report_id)) < 0)) {
+                     " WHERE id = $1", "titt", r->u.checkin.id, (int64_t)rep.state, hex,
+                     rep.reason)) < 0 ||
+        (rc = add_history(st, r, r->u.checkin.id, rep.state, hex, rep.detail)) < 0 ||
+        (rep.failed && (rc = add_failure(st, r, r->u.checkin.id, r->u.checkin.report_id)) < 0)) {
         return rc;
     }
-    return report_rollouts(st, r, hex, failed ? STORE_RO_FAILED : STORE_RO_UPDATED);
+    return report_rollouts(st, r, hex, rep.failed ? STORE_RO_FAILED : STORE_RO_UPDATED);
 }
 
 /* The failed images, newest first, into the check-in's output. */
@@ -280,42 +271,13 @@ int pg_op_checkin(struct pgstore *st, struct store_req *r)
     return ro_id > 0 ? load_rollout(st, r, ro_id) : STORE_OK;
 }
 
-/* ids as a PostgreSQL text[] literal ({"a","b\\"c"}), malloc'd (each id
- * at most doubled by escapes, plus quotes and a comma); NULL: out of
- * memory. */
-static char *text_array(char (*ids)[TCPOTA_MAX_STR + 1], size_t n)
-{
-    char *out = malloc(n * (2 * TCPOTA_MAX_STR + 3) + 3), *o = out;
-    const char *p;
-    size_t i;
-
-    if (!out) {
-        return NULL;
-    }
-    *o++ = '{';
-    for (i = 0; i < n; i++) {
-        if (i) {
-            *o++ = ',';
-        }
-        *o++ = '"';
-        for (p = ids[i]; *p; p++) {
-            if (*p == '"' || *p == '\\') {
-                *o++ = '\\';
-            }
-            *o++ = *p;
-        }
-        *o++ = '"';
-    }
-    *o++ = '}';
-    *o = '\0';
-    return out;
-}
-
 /* One statement, one round trip, however many devices. */
 int pg_op_seen(struct pgstore *st, struct store_req *r)
 {
-    char *arr;
-    int rc;
+    struct pg_array ids = {0};
+    const char *lit = NULL;
+    size_t i;
+    int rc = 0;
 
     if (r->u.seen.n && !r->u.seen.ids) {
         return store_err_set(r, STORE_E_INVAL, "seen: ids: required");
@@ -323,54 +285,31 @@ int pg_op_seen(struct pgstore *st, struct store_req *r)
     if (!r->u.seen.n) {
         return STORE_OK;
     }
-    if (!(arr = text_array(r->u.seen.ids, r->u.seen.n))) {
+    for (i = 0; i < r->u.seen.n && rc == 0; i++) {
+        rc = pg_array_add(&ids, r->u.seen.ids[i]);
+    }
+    if (rc != 0 || !(lit = pg_array_end(&ids))) {
+        pg_array_free(&ids);
         return store_err_set(r, STORE_E_IO, "out of memory");
     }
     rc = pg_run(st, r, "seen", "UPDATE devices d SET last_seen = greatest(d.last_seen, $2)"
-                " FROM unnest($1::text[]) AS u(id) WHERE d.id = u.id", "ti", arr, r->now);
-    free(arr);
+                " FROM unnest($1::text[]) AS u(id) WHERE d.id = u.id", "ti", lit, r->now);
+    pg_array_free(&ids);
     return rc < 0 ? rc : STORE_OK;
 }
 
 /* ---- events ---- */
 
-/* The rollout status a device state means; -1: leaves it as it is. */
-static int ro_status_of(enum store_dev_state s)
+/* Applies one step (store_sqlite_dev.c's rules, store_common.c's checks). */
+static int apply_event(void *backend, struct store_req *r, const struct store_step *e)
 {
-    switch (s) {
-    case STORE_ST_OFFERED: return STORE_RO_OFFERED;
-    case STORE_ST_DOWNLOADING:
-    case STORE_ST_VERIFIED: return STORE_RO_DOWNLOADING;
-    case STORE_ST_UPDATED:
-    case STORE_ST_UP_TO_DATE: return STORE_RO_UPDATED;
-    case STORE_ST_ROLLED_BACK:
-    case STORE_ST_BOOT_FAILED:
-    case STORE_ST_FAILED:
-    case STORE_ST_DECLINED: return STORE_RO_FAILED;
-    default: return -1;
-    }
-}
-
-struct ev_in {
-    const char *id;
-    enum store_dev_state state;
-    const uint8_t *image_id, *failed_id;
-    uint64_t rollout_id;
-    uint32_t bytes, size;
-    const char *reason;
-};
-
-/* Applies one step (store_sqlite_dev.c's rules). STORE_E_NOTFOUND (unknown
- * device) and STORE_E_INVAL return before anything is written. */
-static int apply_event(struct pgstore *st, struct store_req *r, const struct ev_in *e)
-{
-    char hex[2 * TCPOTA_ID_LEN + 1], detail[64];
+    struct pgstore *st = backend;
+    char hex[2 * TCPOTA_ID_LEN + 1], detail[STORE_STEP_DETAIL_MAX];
     struct store_device old;
-    int rc, progress, status, late;
+    int rc, status, late;
 
-    if (!e->id || (unsigned)e->state >= STORE_ST_COUNT) {
-        return store_err_set(r, STORE_E_INVAL, "event: %s",
-                             !e->id ? "id: required" : "state: unknown");
+    if ((rc = store_step_check(r, e)) < 0) {
+        return rc;
     }
     if ((rc = load_device(st, r, e->id, &old)) <= 0) {
         return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", e->id);
@@ -380,8 +319,6 @@ static int apply_event(struct pgstore *st, struct store_req *r, const struct ev_
     } else {
         memcpy(hex, old.image, sizeof(hex));
     }
-    progress = old.state == STORE_ST_DOWNLOADING && e->state == STORE_ST_DOWNLOADING &&
-               strcmp(old.image, hex) == 0 && !e->reason;
     /* A step about the image the device has reported on came late (kept
      * while the database was unreachable, or through another node): its
      * history line is written, but the report's state and count stay. In
@@ -397,19 +334,15 @@ static int apply_event(struct pgstore *st, struct store_req *r, const struct ev_
         return rc;
     }
     late = st->changes == 0;
-    if (!progress) {
-        snprintf(detail, sizeof(detail), "from byte %u of %u", (unsigned)e->bytes,
-                 (unsigned)e->size);
-        rc = add_history(st, r, e->id, e->state, hex,
-                         e->reason ? e->reason : e->state == STORE_ST_DOWNLOADING ? detail : "");
-        if (rc < 0) {
-            return rc;
-        }
+    if (!store_step_is_progress(&old, e, hex) &&
+        (rc = add_history(st, r, e->id, e->state, hex,
+                          store_step_detail(e, detail, sizeof(detail)))) < 0) {
+        return rc;
     }
     if (e->failed_id && (rc = add_failure(st, r, e->id, e->failed_id)) < 0) {
         return rc;
     }
-    status = ro_status_of(e->state);
+    status = store_ro_status_of(e->state);
     if (e->rollout_id && status >= 0 && !late) {
         return pg_ro_set_status(st, r, e->rollout_id, e->id, (enum store_ro_status)status);
     }
@@ -418,75 +351,44 @@ static int apply_event(struct pgstore *st, struct store_req *r, const struct ev_
 
 int pg_op_event(struct pgstore *st, struct store_req *r)
 {
-    struct ev_in e;
-
-    e.id = r->u.event.id;
-    e.state = r->u.event.state;
-    e.image_id = r->u.event.image_id;
-    e.failed_id = r->u.event.failed_id;
-    e.rollout_id = r->u.event.rollout_id;
-    e.bytes = r->u.event.bytes;
-    e.size = r->u.event.size;
-    e.reason = r->u.event.reason;
-    return apply_event(st, r, &e);
+    return store_run_event(r, apply_event, st);
 }
 
 int pg_op_events(struct pgstore *st, struct store_req *r)
 {
-    char first[STORE_ERR_MAX] = "";
-    size_t i;
-    int rc;
-
-    r->u.events.skipped = 0;
-    if (r->u.events.n && !r->u.events.items) {
-        return store_err_set(r, STORE_E_INVAL, "events: items: required");
-    }
-    for (i = 0; i < r->u.events.n; i++) {
-        const struct store_event *it = &r->u.events.items[i];
-        struct ev_in e;
-
-        e.id = it->id;
-        e.state = it->state;
-        e.image_id = it->has_image ? it->image_id : NULL;
-        e.failed_id = it->has_failed ? it->failed_id : NULL;
-        e.rollout_id = it->rollout_id;
-        e.bytes = it->bytes;
-        e.size = it->size;
-        e.reason = it->has_reason ? it->reason : NULL;
-        rc = apply_event(st, r, &e);
-        if (rc == STORE_E_NOTFOUND || rc == STORE_E_INVAL) {
-            if (r->u.events.skipped++ == 0) {
-                memcpy(first, r->err, sizeof(first));
-            }
-            r->rc = STORE_OK;
-            continue;
-        }
-        if (rc < 0) {
-            return rc;
-        }
-    }
-    r->err[0] = '\0';
-    if (r->u.events.skipped) {
-        snprintf(r->err, sizeof(r->err), "%u of %u events skipped, the first: %.120s",
-                 (unsigned)r->u.events.skipped, (unsigned)r->u.events.n, first);
-    }
-    return STORE_OK;
+    return store_run_events(r, apply_event, st);
 }
 
 /* ---- the API's device operations ---- */
 
 /* The filters of a device list as SQL; every parameter is always passed
- * ($1 model, $2 group, $3 state, $4 after, $5 limit), a filter not given
- * is a NULL that matches everything. One statement, prepared once. */
+ * ($1 model, $2 group, $3 state, then $4 after and $5 limit for a page), a
+ * filter not given is a NULL that matches everything. A search by id prefix
+ * is a statement of its own ($6 and $7 the prefix's range, or $4 and $5 in
+ * the count): with it in the shared one, a generic plan could not use the
+ * primary key's range. Ids are TEXT COLLATE "C", so the range is bytewise
+ * as in SQLite (store_sqlite_dev.c): every printable id starting with P
+ * sorts below P "\x7f". */
 #define LIST_WHERE                                                                            \
     " WHERE ($1::text IS NULL OR model = $1) AND ($2::text IS NULL OR grp = $2)"              \
     " AND ($3::int < 0 OR state = $3)"
+#define LIST_PAGE " AND ($4::text IS NULL OR id > $4) ORDER BY id LIMIT $5"
 
-static int list_total(struct pgstore *st, struct store_req *r)
+static const char sql_list[] = "SELECT " DEV_COLS " FROM devices" LIST_WHERE LIST_PAGE;
+static const char sql_list_prefix[] =
+    "SELECT " DEV_COLS " FROM devices" LIST_WHERE " AND id >= $6 AND id < $7" LIST_PAGE;
+static const char sql_total[] = "SELECT count(*) FROM devices" LIST_WHERE;
+static const char sql_total_prefix[] =
+    "SELECT count(*) FROM devices" LIST_WHERE " AND id >= $4 AND id < $5";
+
+static int list_total(struct pgstore *st, struct store_req *r, const char *prefix_end)
 {
     int64_t total = 0;
-    int rc = pg_int(st, r, "device list", &total, "SELECT count(*) FROM devices" LIST_WHERE,
-                    "tti", r->u.list.model, r->u.list.group, (int64_t)r->u.list.state);
+    int rc = r->u.list.prefix
+                 ? pg_int(st, r, "device list", &total, sql_total_prefix, "ttitt", r->u.list.model,
+                          r->u.list.group, (int64_t)r->u.list.state, r->u.list.prefix, prefix_end)
+                 : pg_int(st, r, "device list", &total, sql_total, "tti", r->u.list.model,
+                          r->u.list.group, (int64_t)r->u.list.state);
 
     r->u.list.total = (size_t)total;
     return rc < 0 ? rc : STORE_OK;
@@ -495,18 +397,19 @@ static int list_total(struct pgstore *st, struct store_req *r)
 int pg_op_device_list(struct pgstore *st, struct store_req *r)
 {
     size_t limit = r->u.list.limit ? r->u.list.limit : STORE_LIST_MAX;
+    int64_t lim = (int64_t)(limit > STORE_LIST_MAX ? STORE_LIST_MAX : limit);
+    char prefix_end[TCPOTA_MAX_STR + 2];
     struct store_device *rows;
     PGresult *res;
     int i, n;
 
-    if (r->u.list.prefix) {
-        return store_err_set(r, STORE_E_INVAL, "q: searching ids by prefix is not available on "
-                                               "PostgreSQL yet (docs/scaling.md)");
-    }
-    res = pg_q(st, r, "device list", "SELECT " DEV_COLS " FROM devices" LIST_WHERE
-               " AND ($4::text IS NULL OR id > $4) ORDER BY id LIMIT $5", "ttiti",
-               r->u.list.model, r->u.list.group, (int64_t)r->u.list.state, r->u.list.after,
-               (int64_t)(limit > STORE_LIST_MAX ? STORE_LIST_MAX : limit));
+    snprintf(prefix_end, sizeof(prefix_end), "%s\x7f", r->u.list.prefix ? r->u.list.prefix : "");
+    res = r->u.list.prefix
+              ? pg_q(st, r, "device list", sql_list_prefix, "ttititt", r->u.list.model,
+                     r->u.list.group, (int64_t)r->u.list.state, r->u.list.after, lim,
+                     r->u.list.prefix, prefix_end)
+              : pg_q(st, r, "device list", sql_list, "ttiti", r->u.list.model, r->u.list.group,
+                     (int64_t)r->u.list.state, r->u.list.after, lim);
     if (!res) {
         return r->rc;
     }
@@ -522,7 +425,7 @@ int pg_op_device_list(struct pgstore *st, struct store_req *r)
     PQclear(res);
     r->u.list.rows = rows;
     r->u.list.n = (size_t)n;
-    return list_total(st, r);
+    return list_total(st, r, prefix_end);
 }
 
 static int load_history(struct pgstore *st, struct store_req *r)

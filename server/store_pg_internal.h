@@ -7,6 +7,7 @@
  *   store_pg_dev.c     check-in, events, devices, secrets
  *   store_pg_ro.c      rollouts and their per-wave counters
  *   store_pg_img.c     images: rows, bytes in the database, the local cache
+ *   store_pg_sum.c     the dashboard's counts (STORE_SUMMARY)
  * Every function here runs on the store thread (except during open and
  * close, when that thread does not run), inside the transaction of the list
  * of requests being run. Ops return STORE_OK or a negative enum store_err
@@ -82,7 +83,7 @@ int pg_outage_admit(void *ctx, struct store_req *r);
 /* ---- store_pg_schema.c ---- */
 
 /* The schema version this program writes (the SQLite store's numbering). */
-#define PG_SCHEMA_VERSION 3
+#define PG_SCHEMA_VERSION 4
 /* The advisory lock key every node takes around its migration ("tcpota"). */
 #define PG_MIGRATE_LOCK 0x7463706f7461LL
 
@@ -123,6 +124,22 @@ int pg_col_bytea(const PGresult *res, int i, int c, uint8_t *buf, size_t size);
 /* DIR/images/<hex> into out. */
 void pg_image_path(const struct pgstore *st, const char *hex, char *out, size_t size);
 
+/* A PostgreSQL array literal built one element at a time ({"a","b\\"c"}),
+ * for a statement that takes many rows in one parameter (unnest()): each
+ * element quoted, its '"' and '\' escaped, whatever other bytes it holds.
+ * Start from {0}; free with pg_array_free(). */
+struct pg_array {
+    char *buf;
+    size_t len, cap;
+    size_t n; /* elements added */
+};
+/* Adds elem; 0, or -1 out of memory. */
+int pg_array_add(struct pg_array *a, const char *elem);
+/* The literal of the elements added ("{}" when none), or NULL out of
+ * memory; then empties a for the next one (its buffer kept). */
+const char *pg_array_end(struct pg_array *a);
+void pg_array_free(struct pg_array *a);
+
 /* ---- store_pg_ro.c ---- */
 
 int pg_ro_load(struct pgstore *st, struct store_req *r, uint64_t id, struct store_rollout *out);
@@ -161,5 +178,9 @@ int pg_op_device_get(struct pgstore *st, struct store_req *r);
 int pg_op_device_set_group(struct pgstore *st, struct store_req *r);
 int pg_op_secret_set(struct pgstore *st, struct store_req *r);
 int pg_op_secret_list(struct pgstore *st, struct store_req *r);
+
+/* ---- store_pg_sum.c ---- */
+
+int pg_op_summary(struct pgstore *st, struct store_req *r);
 
 #endif

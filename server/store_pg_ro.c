@@ -6,6 +6,7 @@
  * rollout's state is one conditional UPDATE: under READ COMMITTED a second
  * writer waits for the first, then finds the row changed and matches
  * nothing, so exactly one node opens a wave or halts. */
+#include "store_common.h"
 #include "store_pg_internal.h"
 
 #include <stdio.h>
@@ -297,12 +298,67 @@ static int insert_rollout(struct pgstore *st, struct store_req *r, const char *h
     return STORE_OK;
 }
 
+/* Devices a rollout's rows are inserted for in one statement: one round
+ * trip per this many, not one per device; a statement's arrays stay a few
+ * hundred KiB. */
+#define RO_TARGETS_BATCH 4096
+
+/* Two PostgreSQL array literals being built: device ids and their waves. */
+struct targets {
+    struct pg_array ids, waves;
+};
+
+/* Adds a device and its wave as the next elements. */
+static int targets_add(struct targets *t, const char *dev, uint32_t wave)
+{
+    char num[16];
+
+    snprintf(num, sizeof(num), "%u", (unsigned)wave);
+    return pg_array_add(&t->ids, dev) != 0 || pg_array_add(&t->waves, num) != 0 ? -1 : 0;
+}
+
+/* Inserts the rows t holds (one round trip) and counts the new ones per
+ * wave into count[]; t is emptied. */
+static int targets_flush(struct pgstore *st, struct store_req *r, int64_t id, struct targets *t,
+                         uint32_t *count)
+{
+    const char *ids, *waves;
+    PGresult *res;
+    int i;
+
+    if (t->ids.n == 0) {
+        return STORE_OK;
+    }
+    ids = pg_array_end(&t->ids);
+    waves = pg_array_end(&t->waves);
+    if (!ids || !waves) {
+        return store_err_set(r, STORE_E_IO, "out of memory");
+    }
+    res = pg_q(st, r, "rollout targets", "WITH ins AS (INSERT INTO rollout_devices (rollout_id,"
+               " device_id, wave, status) SELECT $1, d, w, 0 FROM unnest($2::text[], $3::int[])"
+               " AS t(d, w) ON CONFLICT DO NOTHING RETURNING wave)"
+               " SELECT wave, count(*) FROM ins GROUP BY wave", "itt", id, ids, waves);
+    if (!res) {
+        return r->rc;
+    }
+    for (i = 0; i < PQntuples(res); i++) {
+        int64_t wave = pg_col_i64(res, i, 0);
+        if (wave >= 0 && wave <= ROLLOUT_MAX_WAVES) {
+            count[wave] += (uint32_t)pg_col_i64(res, i, 1);
+        }
+    }
+    PQclear(res);
+    return STORE_OK;
+}
+
 /* Every registered device of the rollout's model (and group) gets its row,
- * counted in C and written once per wave (as store_sqlite_ro.c). */
+ * RO_TARGETS_BATCH to a statement, counted and written once per wave (as
+ * store_sqlite_ro.c). */
 static int target_devices(struct pgstore *st, struct store_req *r, int64_t id)
 {
     const struct store_rollout *in = &r->u.rollout.r;
     uint32_t count[ROLLOUT_MAX_WAVES + 1] = {0};
+    struct targets t = {0};
     PGresult *res;
     uint32_t k;
     int i, n, rc = STORE_OK;
@@ -316,12 +372,15 @@ static int target_devices(struct pgstore *st, struct store_req *r, int64_t id)
     for (i = 0; i < n && rc == STORE_OK; i++) {
         const char *dev = PQgetvalue(res, i, 0);
         uint32_t wave = rollout_wave_of(&in->ro, rollout_place((uint64_t)id, dev, strlen(dev)));
-        rc = pg_run(st, r, "rollout targets", "INSERT INTO rollout_devices (rollout_id,"
-                    " device_id, wave, status) VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
-                    "iti", id, dev, (int64_t)wave);
-        count[wave] += st->changes == 1;
+        if (targets_add(&t, dev, wave) != 0) {
+            rc = store_err_set(r, STORE_E_IO, "out of memory");
+        } else if (t.ids.n == RO_TARGETS_BATCH || i == n - 1) {
+            rc = targets_flush(st, r, id, &t, count);
+        }
     }
     PQclear(res);
+    pg_array_free(&t.ids);
+    pg_array_free(&t.waves);
     for (k = 0; rc == STORE_OK && k < in->ro.n_waves; k++) {
         rc = pg_run(st, r, "rollout targets", "UPDATE rollout_waves SET targeted = targeted + $3"
                     " WHERE rollout_id = $1 AND wave = $2", "iii", id, (int64_t)k,
@@ -394,7 +453,6 @@ int pg_op_rollout_get(struct pgstore *st, struct store_req *r)
 
 int pg_op_rollout_set(struct pgstore *st, struct store_req *r)
 {
-    struct store_rollout *cur = &r->u.rollout.r;
     uint64_t id = r->u.rollout.id;
     uint32_t from = r->u.rollout.expect_n_open, to = r->u.rollout.new_n_open;
     int rc;
@@ -402,13 +460,8 @@ int pg_op_rollout_set(struct pgstore *st, struct store_req *r)
     if ((rc = pg_op_rollout_get(st, r)) < 0) {
         return rc;
     }
-    if ((unsigned)r->u.rollout.new_state > ROLLOUT_STATE_CANCELLED) {
-        return store_err_set(r, STORE_E_INVAL, "state: unknown rollout state");
-    }
-    if (to < 1 || to > cur->ro.n_waves || to < from) {
-        return store_err_set(r, STORE_E_INVAL, "n_open: %u waves cannot be open (rollout %llu"
-                             " has %u; waves never close)", (unsigned)to, (unsigned long long)id,
-                             (unsigned)cur->ro.n_waves);
+    if ((rc = store_rollout_set_check(r)) < 0) {
+        return rc;
     }
     if ((rc = pg_run(st, r, "rollout set", "UPDATE rollouts SET state = $1, n_open = $2,"
                      " changed_at = $3 WHERE id = $4 AND state = $5 AND n_open = $6", "iiiiii",
@@ -419,11 +472,7 @@ int pg_op_rollout_set(struct pgstore *st, struct store_req *r)
     if (st->changes == 0) {
         /* What the winner wrote, for the message (the read above may predate it). */
         (void)pg_op_rollout_get(st, r);
-        return store_err_set(r, STORE_E_CONFLICT, "rollout %llu is %s with %u of %u waves open,"
-                             " not %s with %u: it changed meanwhile", (unsigned long long)id,
-                             store_rollout_state_name(cur->ro.state), (unsigned)cur->ro.n_open,
-                             (unsigned)cur->ro.n_waves,
-                             store_rollout_state_name(r->u.rollout.expect_state), (unsigned)from);
+        return store_rollout_set_conflict(r);
     }
     /* Resumed after a halt: the halt rule counts from here. */
     if (r->u.rollout.expect_state == ROLLOUT_STATE_HALTED &&

@@ -251,3 +251,53 @@ void pg_image_path(const struct pgstore *st, const char *hex, char *out, size_t 
 {
     snprintf(out, size, "%s/images/%s", st->dir, hex);
 }
+
+/* Appends len bytes of s; 0, or -1 out of memory. */
+static int array_put(struct pg_array *a, const char *s, size_t len)
+{
+    char *grown;
+
+    if (a->len + len + 1 > a->cap) {
+        size_t want = 2 * (a->len + len + 1);
+        if (!(grown = realloc(a->buf, want))) {
+            return -1;
+        }
+        a->buf = grown;
+        a->cap = want;
+    }
+    memcpy(a->buf + a->len, s, len);
+    a->len += len;
+    a->buf[a->len] = '\0';
+    return 0;
+}
+
+int pg_array_add(struct pg_array *a, const char *elem)
+{
+    int rc = array_put(a, a->n ? ",\"" : "{\"", 2);
+
+    for (; *elem && rc == 0; elem++) {
+        if (*elem == '"' || *elem == '\\') {
+            rc = array_put(a, "\\", 1);
+        }
+        rc = rc ? rc : array_put(a, elem, 1);
+    }
+    rc = rc ? rc : array_put(a, "\"", 1);
+    a->n++;
+    return rc;
+}
+
+const char *pg_array_end(struct pg_array *a)
+{
+    int rc = a->n ? array_put(a, "}", 1) : array_put(a, "{}", 2);
+
+    a->len = 0;
+    a->n = 0;
+    return rc ? NULL : a->buf;
+}
+
+void pg_array_free(struct pg_array *a)
+{
+    free(a->buf);
+    a->buf = NULL;
+    a->len = a->cap = a->n = 0;
+}

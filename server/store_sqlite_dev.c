@@ -2,6 +2,7 @@
  * (register, apply a report, return what the offer needs), the steps of an
  * update, and the API's device list, show and group. A device's history
  * gets one row per change of state, never one per progress step. */
+#include "store_common.h"
 #include "store_sqlite_internal.h"
 #include "text.h"
 
@@ -158,44 +159,32 @@ static int report_rollouts(struct sstore *st, struct store_req *r, const char *h
  * WELCOME acknowledges it, and a repeat finds the state already saying so. */
 static int apply_report(struct sstore *st, struct store_req *r, const struct store_device *old)
 {
-    /* Indexed by enum tcpota_result: the history's detail, and the reason. */
-    static const char *const detail[] = {"", "reported: confirmed", "reported: rolled back",
-                                         "reported: boot failed"};
-    static const char *const reason[] = {"", "", "health check failed, the old image runs",
-                                         "the bootloader fell back to the old image"};
-    enum store_dev_state state;
+    struct store_report rep;
     char hex[2 * TCPOTA_ID_LEN + 1];
-    int rc, failed;
+    int rc;
 
-    switch (r->u.checkin.report_result) {
-    case TCPOTA_RESULT_CONFIRMED: state = STORE_ST_UPDATED; break;
-    case TCPOTA_RESULT_ROLLED_BACK: state = STORE_ST_ROLLED_BACK; break;
-    case TCPOTA_RESULT_BOOT_FAILED: state = STORE_ST_BOOT_FAILED; break;
-    default:
-        return store_err_set(r, STORE_E_INVAL, "report_result: unknown result %u",
-                      (unsigned)r->u.checkin.report_result);
+    if ((rc = store_report_of(r, &rep)) < 0) {
+        return rc;
     }
     store_hex(r->u.checkin.report_id, hex);
-    if (old->state == state && strcmp(old->image, hex) == 0) {
+    if (old->state == rep.state && strcmp(old->image, hex) == 0) {
         return STORE_OK;
     }
-    failed = state != STORE_ST_UPDATED;
     /* A report comes after the device had every byte of the image: of the
      * image the row followed, that is all of it (not 0 % of it); of another
      * one (a row that lost track), the size is not known here. */
     if (sq_run(st, "UPDATE devices SET state = ?2, image = ?3,"
                " bytes = CASE WHEN image = ?3 THEN size ELSE 0 END,"
                " size = CASE WHEN image = ?3 THEN size ELSE 0 END, reason = ?4"
-               " WHERE id = ?1", "titt", r->u.checkin.id, (int64_t)state, hex,
-               reason[r->u.checkin.report_result]) != SQLITE_DONE) {
+               " WHERE id = ?1", "titt", r->u.checkin.id, (int64_t)rep.state, hex,
+               rep.reason) != SQLITE_DONE) {
         return sq_fail(st, r, "checkin report");
     }
-    if ((rc = add_history(st, r, r->u.checkin.id, state, hex,
-                          detail[r->u.checkin.report_result])) < 0 ||
-        (failed && (rc = add_failure(st, r, r->u.checkin.id, r->u.checkin.report_id)) < 0)) {
+    if ((rc = add_history(st, r, r->u.checkin.id, rep.state, hex, rep.detail)) < 0 ||
+        (rep.failed && (rc = add_failure(st, r, r->u.checkin.id, r->u.checkin.report_id)) < 0)) {
         return rc;
     }
-    return report_rollouts(st, r, hex, failed ? STORE_RO_FAILED : STORE_RO_UPDATED);
+    return report_rollouts(st, r, hex, rep.failed ? STORE_RO_FAILED : STORE_RO_UPDATED);
 }
 
 /* The failed images, newest first, into the check-in's output. */
@@ -335,44 +324,17 @@ int sq_op_seen(struct sstore *st, struct store_req *r)
 
 /* ---- events ---- */
 
-/* The rollout status a device state means; -1: leaves it as it is. */
-static int ro_status_of(enum store_dev_state s)
+/* Applies one step (store_common.c's rules around the SQL). STORE_E_NOTFOUND
+ * (unknown device) and STORE_E_INVAL return before anything is written. */
+static int apply_event(void *backend, struct store_req *r, const struct store_step *e)
 {
-    switch (s) {
-    case STORE_ST_OFFERED: return STORE_RO_OFFERED;
-    case STORE_ST_DOWNLOADING:
-    case STORE_ST_VERIFIED: return STORE_RO_DOWNLOADING; /* not a success before it boots */
-    case STORE_ST_UPDATED:
-    case STORE_ST_UP_TO_DATE: return STORE_RO_UPDATED;
-    case STORE_ST_ROLLED_BACK:
-    case STORE_ST_BOOT_FAILED:
-    case STORE_ST_FAILED:
-    case STORE_ST_DECLINED: return STORE_RO_FAILED;
-    default: return -1;
-    }
-}
-
-/* What one step carries, as STORE_EVENT and each item of STORE_EVENTS
- * give it (NULL: not given). */
-struct ev_in {
-    const char *id;
-    enum store_dev_state state;
-    const uint8_t *image_id, *failed_id;
-    uint64_t rollout_id;
-    uint32_t bytes, size;
-    const char *reason;
-};
-
-/* Applies one step. STORE_E_NOTFOUND (unknown device) and STORE_E_INVAL
- * return before anything is written. */
-static int apply_event(struct sstore *st, struct store_req *r, const struct ev_in *e)
-{
-    char hex[2 * TCPOTA_ID_LEN + 1], detail[64];
+    struct sstore *st = backend;
+    char hex[2 * TCPOTA_ID_LEN + 1], detail[STORE_STEP_DETAIL_MAX];
     struct store_device old;
-    int rc, progress, status;
+    int rc, status;
 
-    if (!e->id || (unsigned)e->state >= STORE_ST_COUNT) {
-        return store_err_set(r, STORE_E_INVAL, "event: %s", !e->id ? "id: required" : "state: unknown");
+    if ((rc = store_step_check(r, e)) < 0) {
+        return rc;
     }
     if ((rc = load_device(st, r, e->id, &old)) <= 0) {
         return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", e->id);
@@ -382,28 +344,21 @@ static int apply_event(struct sstore *st, struct store_req *r, const struct ev_i
     } else {
         memcpy(hex, old.image, sizeof(hex));
     }
-    /* Progress of the same download: the row moves, the history does not. */
-    progress = old.state == STORE_ST_DOWNLOADING && e->state == STORE_ST_DOWNLOADING &&
-               strcmp(old.image, hex) == 0 && !e->reason;
     if (sq_run(st, "UPDATE devices SET state = ?2, image = ?3, bytes = ?4, size = ?5,"
                " reason = substr(?6, 1, ?7), last_seen = max(last_seen, ?8) WHERE id = ?1",
                "titiitii", e->id, (int64_t)e->state, hex, (int64_t)e->bytes, (int64_t)e->size,
                e->reason ? e->reason : "", (int64_t)STORE_REASON_MAX, r->now) != SQLITE_DONE) {
         return sq_fail(st, r, "event");
     }
-    if (!progress) {
-        snprintf(detail, sizeof(detail), "from byte %u of %u", (unsigned)e->bytes,
-                 (unsigned)e->size);
-        rc = add_history(st, r, e->id, e->state, hex,
-                         e->reason ? e->reason : e->state == STORE_ST_DOWNLOADING ? detail : "");
-        if (rc < 0) {
-            return rc;
-        }
+    if (!store_step_is_progress(&old, e, hex) &&
+        (rc = add_history(st, r, e->id, e->state, hex,
+                          store_step_detail(e, detail, sizeof(detail)))) < 0) {
+        return rc;
     }
     if (e->failed_id && (rc = add_failure(st, r, e->id, e->failed_id)) < 0) {
         return rc;
     }
-    status = ro_status_of(e->state);
+    status = store_ro_status_of(e->state);
     if (e->rollout_id && status >= 0) {
         return sq_ro_set_status(st, r, e->rollout_id, e->id, (enum store_ro_status)status);
     }
@@ -412,60 +367,12 @@ static int apply_event(struct sstore *st, struct store_req *r, const struct ev_i
 
 int sq_op_event(struct sstore *st, struct store_req *r)
 {
-    struct ev_in e;
-
-    e.id = r->u.event.id;
-    e.state = r->u.event.state;
-    e.image_id = r->u.event.image_id;
-    e.failed_id = r->u.event.failed_id;
-    e.rollout_id = r->u.event.rollout_id;
-    e.bytes = r->u.event.bytes;
-    e.size = r->u.event.size;
-    e.reason = r->u.event.reason;
-    return apply_event(st, r, &e);
+    return store_run_event(r, apply_event, st);
 }
 
 int sq_op_events(struct sstore *st, struct store_req *r)
 {
-    char first[STORE_ERR_MAX] = "";
-    size_t i;
-    int rc;
-
-    r->u.events.skipped = 0;
-    if (r->u.events.n && !r->u.events.items) {
-        return store_err_set(r, STORE_E_INVAL, "events: items: required");
-    }
-    for (i = 0; i < r->u.events.n; i++) {
-        const struct store_event *it = &r->u.events.items[i];
-        struct ev_in e;
-
-        e.id = it->id;
-        e.state = it->state;
-        e.image_id = it->has_image ? it->image_id : NULL;
-        e.failed_id = it->has_failed ? it->failed_id : NULL;
-        e.rollout_id = it->rollout_id;
-        e.bytes = it->bytes;
-        e.size = it->size;
-        e.reason = it->has_reason ? it->reason : NULL;
-        rc = apply_event(st, r, &e);
-        if (rc == STORE_E_NOTFOUND || rc == STORE_E_INVAL) {
-            /* Nothing of it was written: the others still apply. */
-            if (r->u.events.skipped++ == 0) {
-                memcpy(first, r->err, sizeof(first));
-            }
-            r->rc = STORE_OK;
-            continue;
-        }
-        if (rc < 0) {
-            return rc; /* the database failed: the whole batch goes back */
-        }
-    }
-    r->err[0] = '\0';
-    if (r->u.events.skipped) {
-        snprintf(r->err, sizeof(r->err), "%u of %u events skipped, the first: %.120s",
-                 (unsigned)r->u.events.skipped, (unsigned)r->u.events.n, first);
-    }
-    return STORE_OK;
+    return store_run_events(r, apply_event, st);
 }
 
 /* ---- the API's device operations ---- */

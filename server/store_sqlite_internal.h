@@ -42,7 +42,7 @@ struct sstore {
 /* ---- store_sqlite_schema.c ---- */
 
 /* The schema version this program writes. */
-#define SQ_SCHEMA_VERSION 3
+#define SQ_SCHEMA_VERSION 4
 
 /* Brings db to SQ_SCHEMA_VERSION in one transaction. Returns 0, or -1 with a
  * message naming path in err (newer schema, not ours, SQLite error). */

@@ -2,6 +2,7 @@
  * counters. The rules of rollout.h read the counters on every check-in, so
  * they are kept, not counted: each status change of a device's row moves one
  * unit from its old bucket to its new one in the same transaction. */
+#include "store_common.h"
 #include "store_sqlite_internal.h"
 
 #include <stdio.h>
@@ -404,7 +405,6 @@ int sq_op_rollout_get(struct sstore *st, struct store_req *r)
 
 int sq_op_rollout_set(struct sstore *st, struct store_req *r)
 {
-    struct store_rollout *cur = &r->u.rollout.r;
     uint64_t id = r->u.rollout.id;
     uint32_t from = r->u.rollout.expect_n_open, to = r->u.rollout.new_n_open;
     int rc;
@@ -412,13 +412,8 @@ int sq_op_rollout_set(struct sstore *st, struct store_req *r)
     if ((rc = sq_op_rollout_get(st, r)) < 0) {
         return rc;
     }
-    if ((unsigned)r->u.rollout.new_state > ROLLOUT_STATE_CANCELLED) {
-        return store_err_set(r, STORE_E_INVAL, "state: unknown rollout state");
-    }
-    if (to < 1 || to > cur->ro.n_waves || to < from) {
-        return store_err_set(r, STORE_E_INVAL, "n_open: %u waves cannot be open (rollout %llu has %u;"
-                      " waves never close)", (unsigned)to, (unsigned long long)id,
-                      (unsigned)cur->ro.n_waves);
+    if ((rc = store_rollout_set_check(r)) < 0) {
+        return rc;
     }
     if (sq_run(st, "UPDATE rollouts SET state = ?1, n_open = ?2, changed_at = ?3 WHERE id = ?4"
                " AND state = ?5 AND n_open = ?6", "iiiiii", (int64_t)r->u.rollout.new_state,
@@ -427,11 +422,7 @@ int sq_op_rollout_set(struct sstore *st, struct store_req *r)
         return sq_fail(st, r, "rollout set");
     }
     if (sqlite3_changes(st->db) == 0) {
-        return store_err_set(r, STORE_E_CONFLICT, "rollout %llu is %s with %u of %u waves open, not %s"
-                      " with %u: it changed meanwhile", (unsigned long long)id,
-                      store_rollout_state_name(cur->ro.state), (unsigned)cur->ro.n_open,
-                      (unsigned)cur->ro.n_waves,
-                      store_rollout_state_name(r->u.rollout.expect_state), (unsigned)from);
+        return store_rollout_set_conflict(r);
     }
     /* Resumed after a halt: the halt rule counts from here (else the very
      * failures that halted it would halt it again at the next check-in). */

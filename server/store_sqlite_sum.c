@@ -1,5 +1,7 @@
 /* store_sqlite_sum.c - STORE_SUMMARY: the counts the dashboard's overview and
- * rollouts page show, each one GROUP BY query (see store.h). */
+ * rollouts page show, each one GROUP BY query (see store.h). Ties are
+ * ordered too, as store_pg_sum.c orders them: both backends return the same
+ * rows, even where STORE_TALLY_MAX cuts a kind short. */
 #include "store_sqlite_internal.h"
 
 #include <stdlib.h>
@@ -8,10 +10,11 @@
 /* Devices by model and state, and by model and version: each a pass over a
  * covering index (devices_model_state, devices_model_version), no row read. */
 static const char sql_states[] =
-    "SELECT model, '', state, count(*) FROM devices GROUP BY model, state ORDER BY 4 DESC LIMIT ?1";
+    "SELECT model, '', state, count(*) FROM devices GROUP BY model, state"
+    " ORDER BY 4 DESC, 1, 3 LIMIT ?1";
 static const char sql_versions[] =
-    "SELECT model, version, 0, count(*) FROM devices GROUP BY model, version ORDER BY 4 DESC"
-    " LIMIT ?1";
+    "SELECT model, version, 0, count(*) FROM devices GROUP BY model, version"
+    " ORDER BY 4 DESC, 1, 2 LIMIT ?1";
 
 /* Failure lines of the history since ?1, by state and detail. History rows
  * are appended in time order, so the scan starts after the newest row older
@@ -20,13 +23,13 @@ static const char sql_failures[] =
     "SELECT state, detail, count(*) FROM device_history"
     " WHERE rowid > coalesce((SELECT rowid FROM device_history WHERE at < ?1"
     " ORDER BY rowid DESC LIMIT 1), 0) AND at >= ?1 AND state IN (?2, ?3, ?4, ?5)"
-    " GROUP BY state, detail ORDER BY 3 DESC LIMIT ?6";
+    " GROUP BY state, detail ORDER BY 3 DESC, 1, 2 LIMIT ?6";
 
 /* Failed devices of every rollout not cancelled, by wave, state and reason. */
 static const char sql_rollouts[] =
     "SELECT rd.rollout_id, rd.wave, d.state, d.reason, count(*) FROM rollouts r"
     " JOIN rollout_devices rd ON rd.rollout_id = r.id JOIN devices d ON d.id = rd.device_id"
-    " WHERE r.state != ?1 AND rd.status = ?2 GROUP BY 1, 2, 3, 4 ORDER BY 1 DESC, 2, 5 DESC"
+    " WHERE r.state != ?1 AND rd.status = ?2 GROUP BY 1, 2, 3, 4 ORDER BY 1 DESC, 2, 5 DESC, 3, 4"
     " LIMIT ?3";
 
 /* Room for one more row; NULL after writing the error into r. */

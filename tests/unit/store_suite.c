@@ -1025,6 +1025,230 @@ static void test_history_order(void **state)
     store_req_free(r);
 }
 
+/* ---- the dashboard's queries (STORE_DEVICE_LIST's prefix, STORE_SUMMARY) ---- */
+
+/* q of the API: ids starting with a prefix are a range of the primary key,
+ * paged with `after` like any list, the total counting every page. */
+static void test_device_list_prefix(void **state)
+{
+    struct fx *f = *state;
+    struct store_req *r;
+    struct store_device *d;
+
+    ss_register_devices(f, 30);
+    r = ss_req(STORE_DEVICE_LIST);
+    r->u.list.state = -1;
+    r->u.list.prefix = "dev-001";
+    r->u.list.after = "dev-0014";
+    r->u.list.limit = 3;
+    ss_run(f, r);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.list.total, 10);
+    assert_int_equal(r->u.list.n, 3);
+    d = r->u.list.rows;
+    assert_string_equal(d[0].id, "dev-0015");
+    assert_string_equal(d[2].id, "dev-0017");
+    store_req_free(r);
+    r = ss_req(STORE_DEVICE_LIST);
+    r->u.list.state = -1;
+    r->u.list.prefix = "dev-0029";
+    ss_run(f, r);
+    assert_int_equal(r->u.list.n, 1);
+    store_req_free(r);
+    r = ss_req(STORE_DEVICE_LIST);
+    r->u.list.state = -1;
+    r->u.list.prefix = "dev-003";
+    ss_run(f, r);
+    assert_int_equal(r->u.list.n, 0);
+    assert_int_equal(r->u.list.total, 0);
+    store_req_free(r);
+}
+
+/* The dashboard's counts: devices by model, version and state; failures of
+ * the history since a time; a rollout's failed devices by wave and reason. */
+static void test_summary(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    const struct store_tally *t;
+    uint8_t img[TCPOTA_ID_LEN];
+    struct store_req *r;
+    size_t i, ndev = 0, nver = 0, nfail = 0, nro = 0;
+    uint64_t ro;
+
+    ss_checkin_free(f, "dev-a");
+    ss_checkin_free(f, "dev-b");
+    ss_checkin_free(f, "dev-c");
+    store_req_free(ss_image_add(f, 0x44, "2.0.0"));
+    ro = ss_rollout_create(f, 0x44, "", pct, 1);
+    ss_fake_id(img, 0x44);
+    assert_int_equal(ss_event(f, "dev-a", STORE_ST_OFFERED, ro, 0), STORE_OK);
+    store_req_free(ss_checkin(f, "dev-a", img, TCPOTA_RESULT_ROLLED_BACK));
+    assert_int_equal(ss_event(f, "dev-b", STORE_ST_OFFERED, ro, 0), STORE_OK);
+    store_req_free(ss_checkin(f, "dev-b", img, TCPOTA_RESULT_ROLLED_BACK));
+    r = ss_req(STORE_SUMMARY);
+    r->u.summary.since = NOW - 3600;
+    ss_run(f, r);
+    assert_int_equal(r->rc, STORE_OK);
+    for (i = 0; i < r->u.summary.n; i++) {
+        t = &r->u.summary.rows[i];
+        if (t->kind == STORE_TALLY_STATES) {
+            ndev++;
+            assert_string_equal(t->model, MODEL);
+            assert_int_equal(t->n, t->state == STORE_ST_ROLLED_BACK ? 2 : 1);
+        } else if (t->kind == STORE_TALLY_VERSIONS) {
+            nver++;
+            assert_string_equal(t->model, MODEL);
+            assert_string_equal(t->version, "1.0.0");
+            assert_int_equal(t->n, 3);
+        } else if (t->kind == STORE_TALLY_FAILURES) {
+            nfail++;
+            assert_int_equal(t->state, STORE_ST_ROLLED_BACK);
+            assert_string_equal(t->reason, "reported: rolled back");
+            assert_int_equal(t->n, 2);
+        } else {
+            nro++;
+            assert_int_equal(t->rollout_id, ro);
+            assert_int_equal(t->wave, 0);
+            assert_non_null(strstr(t->reason, "health check failed"));
+            assert_int_equal(t->n, 2);
+        }
+    }
+    assert_int_equal(ndev, 2); /* rolled-back x2, and dev-c's state */
+    assert_int_equal(nver, 1);
+    assert_int_equal(nfail, 1);
+    assert_int_equal(nro, 1);
+    store_req_free(r);
+    /* Failures older than `since` are not counted; nor those of a cancelled rollout. */
+    assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_ACTIVE, 1, ROLLOUT_STATE_CANCELLED, 1),
+                     STORE_OK);
+    r = ss_req(STORE_SUMMARY);
+    r->u.summary.since = NOW + 1;
+    ss_run(f, r);
+    for (i = 0; i < r->u.summary.n; i++) {
+        assert_true(r->u.summary.rows[i].kind == STORE_TALLY_STATES ||
+                    r->u.summary.rows[i].kind == STORE_TALLY_VERSIONS);
+    }
+    store_req_free(r);
+}
+
+
+/* A checked-in device of model and version (not MODEL's 1.0.0). */
+static void checkin_as(struct fx *f, const char *id, const char *model, const char *version)
+{
+    struct store_req *r = ss_req(STORE_CHECKIN);
+
+    r->u.checkin.id = id;
+    r->u.checkin.model = model;
+    r->u.checkin.version = version;
+    r->u.checkin.addr = "127.0.0.1";
+    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
+    store_req_free(r);
+}
+
+/* A prefix with the other filters: the range and the filters both hold. */
+static void test_device_list_prefix_filtered(void **state)
+{
+    struct fx *f = *state;
+    struct store_req *r;
+    struct store_device *d;
+
+    checkin_as(f, "ab-1", "m-x", "1.0");
+    checkin_as(f, "ab-2", "m-y", "1.0");
+    checkin_as(f, "ab", "m-x", "1.0");
+    checkin_as(f, "abc", "m-x", "1.0");
+    checkin_as(f, "ac", "m-x", "1.0");
+    checkin_as(f, "a", "m-x", "1.0");
+    r = ss_req(STORE_DEVICE_LIST);
+    r->u.list.state = -1;
+    r->u.list.model = "m-x";
+    r->u.list.prefix = "ab";
+    ss_run(f, r);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.list.total, 3);
+    assert_int_equal(r->u.list.n, 3);
+    d = r->u.list.rows;
+    assert_string_equal(d[0].id, "ab"); /* the prefix itself matches */
+    assert_string_equal(d[1].id, "ab-1");
+    assert_string_equal(d[2].id, "abc");
+    store_req_free(r);
+}
+
+/* Ties in the counts come in one order, bytewise (uppercase first), on
+ * every backend: the rows are the same whoever answers. Every model here
+ * has 2 devices; its versions 2, 2, then 1 and 1. */
+static void test_summary_order(void **state)
+{
+    static const char *const want_states[] = {"M-c", "m-a", "m-b"};
+    static const char *const want_versions[][2] = {
+        {"M-c", "1.0"}, {"m-b", "1.0"}, {"m-a", "1.0"}, {"m-a", "2.0"}};
+    struct fx *f = *state;
+    const struct store_tally *t;
+    struct store_req *r;
+    size_t i, ns = 0, nv = 0;
+
+    checkin_as(f, "d1", "m-b", "1.0");
+    checkin_as(f, "d2", "m-b", "1.0");
+    checkin_as(f, "d3", "m-a", "2.0");
+    checkin_as(f, "d4", "M-c", "1.0");
+    checkin_as(f, "d5", "m-a", "1.0");
+    checkin_as(f, "d6", "M-c", "1.0");
+    r = ss_req(STORE_SUMMARY);
+    r->u.summary.since = NOW - 3600;
+    ss_run(f, r);
+    assert_int_equal(r->rc, STORE_OK);
+    for (i = 0; i < r->u.summary.n; i++) {
+        t = &r->u.summary.rows[i];
+        if (t->kind == STORE_TALLY_STATES) {
+            assert_true(ns < 3);
+            assert_string_equal(t->model, want_states[ns]);
+            ns++;
+        } else if (t->kind == STORE_TALLY_VERSIONS) {
+            assert_true(nv < 4);
+            assert_string_equal(t->model, want_versions[nv][0]);
+            assert_string_equal(t->version, want_versions[nv][1]);
+            nv++;
+        }
+    }
+    assert_int_equal(ns, 3);
+    assert_int_equal(nv, 4);
+    store_req_free(r);
+}
+
+
+/* A rollout's rows for many devices (more than one insert's worth on
+ * PostgreSQL: 4096) and for ids holding what quotes or separates array
+ * elements: each device in exactly once, counted once. */
+static void test_rollout_targets_many(void **state)
+{
+    static const char *const odd[] = {"q\"uote", "back\\slash", "com,ma", "{brace}", "sp ace"};
+    static const uint32_t pct[] = {100};
+    const unsigned many = 4100;
+    struct fx *f = *state;
+    struct store_req *r;
+    uint64_t ro;
+    size_t i;
+
+    ss_register_devices(f, many);
+    for (i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+        checkin_as(f, odd[i], MODEL, "1.0.0");
+    }
+    store_req_free(ss_image_add(f, 0x55, "2.0.0"));
+    ro = ss_rollout_create(f, 0x55, "", pct, 1);
+    r = ss_rollout_get(f, ro);
+    assert_int_equal(r->u.rollout.r.waves[0].targeted, many + sizeof(odd) / sizeof(odd[0]));
+    store_req_free(r);
+    /* Already in it: a check-in finds its row, the count stays. */
+    for (i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+        r = ss_checkin(f, odd[i], NULL, 0);
+        assert_int_equal(r->rc, STORE_OK);
+        assert_int_equal(r->u.checkin.has_rollout, 1);
+        assert_int_equal(r->u.checkin.out->rollout.waves[0].targeted,
+                         many + sizeof(odd) / sizeof(odd[0]));
+        store_req_free(r);
+    }
+}
+
 static void test_names(void **state)
 {
     int i;
@@ -1056,6 +1280,11 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_image_ambiguous, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_device_list, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_history_order, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_device_list_prefix, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_device_list_prefix_filtered, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_summary, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_summary_order, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_rollout_targets_many, ss_setup, ss_teardown),
     cmocka_unit_test(test_names),
 };
 const size_t ss_ntests = sizeof(ss_tests) / sizeof(ss_tests[0]);

@@ -2,6 +2,7 @@
  * every backend's tests (store_suite.c), then what only SQLite has: the data
  * directory, its lock, its file's damage and schema, a full disk. */
 #include "store_suite.h"
+#include "store_sqlite_internal.h" /* SQ_SCHEMA_VERSION */
 
 #include <signal.h>
 #include <sqlite3.h>
@@ -127,7 +128,7 @@ static void test_migrates_older_schema(void **state)
                                             " (SELECT count(*) FROM secrets WHERE device_id = 'kept')",
                                         -1, &s, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(s, 0), 3);
+    assert_int_equal(sqlite3_column_int(s, 0), SQ_SCHEMA_VERSION);
     assert_int_equal(sqlite3_column_int(s, 1), 2);
     assert_int_equal(sqlite3_column_int(s, 2), 1);
     sqlite3_finalize(s);
@@ -231,114 +232,6 @@ static void test_disk_full(void **state)
     store_req_free(r);
 }
 
-/* The dashboard's queries (STORE_DEVICE_LIST's prefix, STORE_SUMMARY):
- * SQLite's own for now; the PostgreSQL backend does not answer them yet. */
-/* q of the API: ids starting with a prefix are a range of the primary key,
- * paged with `after` like any list, the total counting every page. */
-static void test_device_list_prefix(void **state)
-{
-    struct fx *f = *state;
-    struct store_req *r;
-    struct store_device *d;
-
-    ss_register_devices(f, 30);
-    r = ss_req(STORE_DEVICE_LIST);
-    r->u.list.state = -1;
-    r->u.list.prefix = "dev-001";
-    r->u.list.after = "dev-0014";
-    r->u.list.limit = 3;
-    ss_run(f, r);
-    assert_int_equal(r->rc, STORE_OK);
-    assert_int_equal(r->u.list.total, 10);
-    assert_int_equal(r->u.list.n, 3);
-    d = r->u.list.rows;
-    assert_string_equal(d[0].id, "dev-0015");
-    assert_string_equal(d[2].id, "dev-0017");
-    store_req_free(r);
-    r = ss_req(STORE_DEVICE_LIST);
-    r->u.list.state = -1;
-    r->u.list.prefix = "dev-0029";
-    ss_run(f, r);
-    assert_int_equal(r->u.list.n, 1);
-    store_req_free(r);
-    r = ss_req(STORE_DEVICE_LIST);
-    r->u.list.state = -1;
-    r->u.list.prefix = "dev-003";
-    ss_run(f, r);
-    assert_int_equal(r->u.list.n, 0);
-    assert_int_equal(r->u.list.total, 0);
-    store_req_free(r);
-}
-
-/* The dashboard's counts: devices by model, version and state; failures of
- * the history since a time; a rollout's failed devices by wave and reason. */
-/* The dashboard's counts: devices by model, version and state; failures of
- * the history since a time; a rollout's failed devices by wave and reason. */
-static void test_summary(void **state)
-{
-    static const uint32_t pct[] = {100};
-    struct fx *f = *state;
-    const struct store_tally *t;
-    uint8_t img[TCPOTA_ID_LEN];
-    struct store_req *r;
-    size_t i, ndev = 0, nver = 0, nfail = 0, nro = 0;
-    uint64_t ro;
-
-    ss_checkin_free(f, "dev-a");
-    ss_checkin_free(f, "dev-b");
-    ss_checkin_free(f, "dev-c");
-    store_req_free(ss_image_add(f, 0x44, "2.0.0"));
-    ro = ss_rollout_create(f, 0x44, "", pct, 1);
-    ss_fake_id(img, 0x44);
-    assert_int_equal(ss_event(f, "dev-a", STORE_ST_OFFERED, ro, 0), STORE_OK);
-    store_req_free(ss_checkin(f, "dev-a", img, TCPOTA_RESULT_ROLLED_BACK));
-    assert_int_equal(ss_event(f, "dev-b", STORE_ST_OFFERED, ro, 0), STORE_OK);
-    store_req_free(ss_checkin(f, "dev-b", img, TCPOTA_RESULT_ROLLED_BACK));
-    r = ss_req(STORE_SUMMARY);
-    r->u.summary.since = NOW - 3600;
-    ss_run(f, r);
-    assert_int_equal(r->rc, STORE_OK);
-    for (i = 0; i < r->u.summary.n; i++) {
-        t = &r->u.summary.rows[i];
-        if (t->kind == STORE_TALLY_STATES) {
-            ndev++;
-            assert_string_equal(t->model, MODEL);
-            assert_int_equal(t->n, t->state == STORE_ST_ROLLED_BACK ? 2 : 1);
-        } else if (t->kind == STORE_TALLY_VERSIONS) {
-            nver++;
-            assert_string_equal(t->model, MODEL);
-            assert_string_equal(t->version, "1.0.0");
-            assert_int_equal(t->n, 3);
-        } else if (t->kind == STORE_TALLY_FAILURES) {
-            nfail++;
-            assert_int_equal(t->state, STORE_ST_ROLLED_BACK);
-            assert_string_equal(t->reason, "reported: rolled back");
-            assert_int_equal(t->n, 2);
-        } else {
-            nro++;
-            assert_int_equal(t->rollout_id, ro);
-            assert_int_equal(t->wave, 0);
-            assert_non_null(strstr(t->reason, "health check failed"));
-            assert_int_equal(t->n, 2);
-        }
-    }
-    assert_int_equal(ndev, 2); /* rolled-back x2, and dev-c's state */
-    assert_int_equal(nver, 1);
-    assert_int_equal(nfail, 1);
-    assert_int_equal(nro, 1);
-    store_req_free(r);
-    /* Failures older than `since` are not counted; nor those of a cancelled rollout. */
-    assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_ACTIVE, 1, ROLLOUT_STATE_CANCELLED, 1), STORE_OK);
-    r = ss_req(STORE_SUMMARY);
-    r->u.summary.since = NOW + 1;
-    ss_run(f, r);
-    for (i = 0; i < r->u.summary.n; i++) {
-        assert_true(r->u.summary.rows[i].kind == STORE_TALLY_STATES ||
-                    r->u.summary.rows[i].kind == STORE_TALLY_VERSIONS);
-    }
-    store_req_free(r);
-}
-
 int main(void)
 {
     const struct CMUnitTest own[] = {
@@ -349,8 +242,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_newer_schema, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_migrates_older_schema, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_disk_full, ss_setup, ss_teardown),
-        cmocka_unit_test_setup_teardown(test_device_list_prefix, ss_setup, ss_teardown),
-        cmocka_unit_test_setup_teardown(test_summary, ss_setup, ss_teardown),
     };
     return ss_run_all("store_sqlite", &sqlite_backend, own, sizeof(own) / sizeof(own[0]));
 }

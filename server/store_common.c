@@ -1,0 +1,167 @@
+/* store_common.c - the fleet store's rules that are not SQL (store_common.h):
+ * written once, called by the SQLite and the PostgreSQL backends alike. */
+#include "store_common.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int store_step_check(struct store_req *r, const struct store_step *s)
+{
+    if (!s->id || (unsigned)s->state >= STORE_ST_COUNT) {
+        return store_err_set(r, STORE_E_INVAL, "event: %s",
+                             !s->id ? "id: required" : "state: unknown");
+    }
+    return STORE_OK;
+}
+
+int store_step_is_progress(const struct store_device *old, const struct store_step *s,
+                           const char *hex)
+{
+    return old->state == STORE_ST_DOWNLOADING && s->state == STORE_ST_DOWNLOADING &&
+           strcmp(old->image, hex) == 0 && !s->reason;
+}
+
+const char *store_step_detail(const struct store_step *s, char *buf, size_t size)
+{
+    if (s->reason) {
+        return s->reason;
+    }
+    buf[0] = '\0';
+    if (s->state == STORE_ST_DOWNLOADING) {
+        snprintf(buf, size, "from byte %u of %u", (unsigned)s->bytes, (unsigned)s->size);
+    }
+    return buf;
+}
+
+int store_ro_status_of(enum store_dev_state s)
+{
+    switch (s) {
+    case STORE_ST_OFFERED: return STORE_RO_OFFERED;
+    case STORE_ST_DOWNLOADING:
+    case STORE_ST_VERIFIED: return STORE_RO_DOWNLOADING; /* not a success before it boots */
+    case STORE_ST_UPDATED:
+    case STORE_ST_UP_TO_DATE: return STORE_RO_UPDATED;
+    case STORE_ST_ROLLED_BACK:
+    case STORE_ST_BOOT_FAILED:
+    case STORE_ST_FAILED:
+    case STORE_ST_DECLINED: return STORE_RO_FAILED;
+    default: return -1;
+    }
+}
+
+int store_run_event(struct store_req *r, store_step_fn apply, void *backend)
+{
+    struct store_step s;
+
+    s.id = r->u.event.id;
+    s.state = r->u.event.state;
+    s.image_id = r->u.event.image_id;
+    s.failed_id = r->u.event.failed_id;
+    s.rollout_id = r->u.event.rollout_id;
+    s.bytes = r->u.event.bytes;
+    s.size = r->u.event.size;
+    s.reason = r->u.event.reason;
+    return apply(backend, r, &s);
+}
+
+/* Item it as a step (its strings stay in the item). */
+static void step_of_item(const struct store_event *it, struct store_step *s)
+{
+    s->id = it->id;
+    s->state = it->state;
+    s->image_id = it->has_image ? it->image_id : NULL;
+    s->failed_id = it->has_failed ? it->failed_id : NULL;
+    s->rollout_id = it->rollout_id;
+    s->bytes = it->bytes;
+    s->size = it->size;
+    s->reason = it->has_reason ? it->reason : NULL;
+}
+
+int store_run_events(struct store_req *r, store_step_fn apply, void *backend)
+{
+    char first[STORE_ERR_MAX] = "";
+    struct store_step s;
+    size_t i;
+    int rc;
+
+    r->u.events.skipped = 0;
+    if (r->u.events.n && !r->u.events.items) {
+        return store_err_set(r, STORE_E_INVAL, "events: items: required");
+    }
+    for (i = 0; i < r->u.events.n; i++) {
+        step_of_item(&r->u.events.items[i], &s);
+        rc = apply(backend, r, &s);
+        if (rc == STORE_E_NOTFOUND || rc == STORE_E_INVAL) {
+            /* Nothing of it was written: the others still apply. */
+            if (r->u.events.skipped++ == 0) {
+                memcpy(first, r->err, sizeof(first));
+            }
+            r->rc = STORE_OK;
+            continue;
+        }
+        if (rc < 0) {
+            return rc; /* the database failed: the whole batch goes back */
+        }
+    }
+    r->err[0] = '\0';
+    if (r->u.events.skipped) {
+        snprintf(r->err, sizeof(r->err), "%u of %u events skipped, the first: %.120s",
+                 (unsigned)r->u.events.skipped, (unsigned)r->u.events.n, first);
+    }
+    return STORE_OK;
+}
+
+int store_report_of(struct store_req *r, struct store_report *out)
+{
+    switch (r->u.checkin.report_result) {
+    case TCPOTA_RESULT_CONFIRMED:
+        out->state = STORE_ST_UPDATED;
+        out->detail = "reported: confirmed";
+        out->reason = "";
+        break;
+    case TCPOTA_RESULT_ROLLED_BACK:
+        out->state = STORE_ST_ROLLED_BACK;
+        out->detail = "reported: rolled back";
+        out->reason = "health check failed, the old image runs";
+        break;
+    case TCPOTA_RESULT_BOOT_FAILED:
+        out->state = STORE_ST_BOOT_FAILED;
+        out->detail = "reported: boot failed";
+        out->reason = "the bootloader fell back to the old image";
+        break;
+    default:
+        return store_err_set(r, STORE_E_INVAL, "report_result: unknown result %u",
+                             (unsigned)r->u.checkin.report_result);
+    }
+    out->failed = out->state != STORE_ST_UPDATED;
+    return STORE_OK;
+}
+
+int store_rollout_set_check(struct store_req *r)
+{
+    const struct store_rollout *cur = &r->u.rollout.r;
+    uint32_t from = r->u.rollout.expect_n_open, to = r->u.rollout.new_n_open;
+
+    if ((unsigned)r->u.rollout.new_state > ROLLOUT_STATE_CANCELLED) {
+        return store_err_set(r, STORE_E_INVAL, "state: unknown rollout state");
+    }
+    if (to < 1 || to > cur->ro.n_waves || to < from) {
+        return store_err_set(r, STORE_E_INVAL, "n_open: %u waves cannot be open (rollout %llu"
+                             " has %u; waves never close)", (unsigned)to,
+                             (unsigned long long)r->u.rollout.id, (unsigned)cur->ro.n_waves);
+    }
+    return STORE_OK;
+}
+
+int store_rollout_set_conflict(struct store_req *r)
+{
+    const struct store_rollout *cur = &r->u.rollout.r;
+
+    return store_err_set(r, STORE_E_CONFLICT, "rollout %llu is %s with %u of %u waves open,"
+                         " not %s with %u: it changed meanwhile",
+                         (unsigned long long)r->u.rollout.id,
+                         store_rollout_state_name(cur->ro.state), (unsigned)cur->ro.n_open,
+                         (unsigned)cur->ro.n_waves,
+                         store_rollout_state_name(r->u.rollout.expect_state),
+                         (unsigned)r->u.rollout.expect_n_open);
+}

@@ -1,0 +1,78 @@
+/*
+ * store_common.h - the rules of the fleet store that are not SQL: what both
+ * backends (store_sqlite_*.c, store_pg_*.c) call around their queries, so
+ * that each rule is written once and both apply it alike: what a step of an
+ * update and a device's report mean, how a batch of steps is applied and
+ * counted, and what a rollout's compare-and-set accepts and says when it
+ * loses. Every function here runs on the backend's store thread and touches
+ * no database.
+ */
+#ifndef TCPOTA_SERVER_STORE_COMMON_H
+#define TCPOTA_SERVER_STORE_COMMON_H
+
+#include "store.h"
+
+/* One step of a device's update, as STORE_EVENT and each item of
+ * STORE_EVENTS give it (NULL: not given). */
+struct store_step {
+    const char *id;
+    enum store_dev_state state;
+    const uint8_t *image_id, *failed_id;
+    uint64_t rollout_id;
+    uint32_t bytes, size;
+    const char *reason;
+};
+
+/* A backend's writer of one step: STORE_OK, or a negative store_err with
+ * r->err written. STORE_E_NOTFOUND (unknown device) and STORE_E_INVAL (see
+ * store_step_check()) must return before anything is written: a batch skips
+ * such a step and applies the others. */
+typedef int (*store_step_fn)(void *backend, struct store_req *r, const struct store_step *s);
+
+/* STORE_EVENT: r's step through apply; its result. */
+int store_run_event(struct store_req *r, store_step_fn apply, void *backend);
+/* STORE_EVENTS: each item of r through apply, in order. A step refused
+ * with STORE_E_NOTFOUND or STORE_E_INVAL is skipped and counted in
+ * r->u.events.skipped, r->err then saying "K of N events skipped, the
+ * first: <why>", rc STORE_OK. Another error stops the batch and is
+ * returned (the backend rolls the whole batch back). */
+int store_run_events(struct store_req *r, store_step_fn apply, void *backend);
+
+/* STORE_OK, or STORE_E_INVAL with r->err when s has no id or an unknown
+ * state: what a backend checks before it reads anything. */
+int store_step_check(struct store_req *r, const struct store_step *s);
+/* 1 when s is progress of the download old already is in (same image hex,
+ * no reason): the device's row moves, its history gets no line. */
+int store_step_is_progress(const struct store_device *old, const struct store_step *s,
+                           const char *hex);
+#define STORE_STEP_DETAIL_MAX 64u /* "from byte N of M" with its NUL */
+
+/* The history line's detail for s into buf (size bytes): its reason, else
+ * "from byte N of M" for a download, else "". Returns what to write (s's
+ * reason itself, or buf). */
+const char *store_step_detail(const struct store_step *s, char *buf, size_t size);
+/* The rollout status a device state means (enum store_ro_status), or -1
+ * when the state leaves it as it is (seen, waiting). */
+int store_ro_status_of(enum store_dev_state s);
+
+/* What a device's report (STORE_CHECKIN's report_result) means. */
+struct store_report {
+    enum store_dev_state state;  /* updated, rolled-back or boot-failed */
+    const char *detail;          /* the history's line: "reported: rolled back", ... */
+    const char *reason;          /* the device row's reason ("" when confirmed) */
+    int failed;                  /* 1: remember the image as failed; its rollouts count it so */
+};
+/* Fills *out from r's report_result: STORE_OK, or STORE_E_INVAL with r->err
+ * for a result that is not a report. */
+int store_report_of(struct store_req *r, struct store_report *out);
+
+/* STORE_ROLLOUT_SET: STORE_OK when r's new state and n_open may be written
+ * over the rollout as loaded into r->u.rollout.r (a known state; 1 to its
+ * waves open, never fewer than expected: waves never close), else
+ * STORE_E_INVAL with r->err. */
+int store_rollout_set_check(struct store_req *r);
+/* STORE_ROLLOUT_SET lost its compare-and-set: STORE_E_CONFLICT with r->err
+ * saying what the rollout (as r->u.rollout.r holds it now) is instead. */
+int store_rollout_set_conflict(struct store_req *r);
+
+#endif

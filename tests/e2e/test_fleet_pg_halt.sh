@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# A halt decided once across nodes: three `tcpota serve --db` nodes on one
+# PostgreSQL; a rollout with --halt-at; devices whose health check fails
+# connect straight to the nodes in turn (round-robin), all at once, so their
+# reports reach different nodes together and several nodes find the halt
+# due at the same moment. The rollout halts exactly once (one node logs the
+# halt: the compare-and-set of STORE_ROLLOUT_SET lets one writer win, the
+# others lose quietly); every node then says halted and offers nothing.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fleet_lib.sh"
+source "$(dirname "$0")/fleet_pg_lib.sh"
+
+N=$(scaled 12 9) # failing devices; the halt is due from the 3rd report on
+start_pg_cluster
+make_image "$WORK/img" 65536
+api 1 image add --version 2.0.0 --model esp32 "$WORK/img" > /dev/null || fail "image add failed"
+api 2 rollout create --image 2.0.0 --model esp32 --halt-at 20 --halt-min 3 > /dev/null ||
+  fail "rollout create failed"
+
+pids=()
+for i in $(seq 1 "$N"); do
+  SERVER_PORT=${ports[$(( (i - 1) % 3 ))]} run_device "bad-$i" esp32 "$WORK/bad-$i" --health fail &
+  pids+=($!)
+done
+PIDS+=("${pids[@]}")
+for p in "${pids[@]}"; do wait "$p" || true; done
+# The reports each node took (a device that came after the halt is not
+# offered the image and has nothing to report).
+reports=0 nodes=0
+for i in 1 2 3; do
+  k=$(grep -cE '\[bad-[0-9]+ [^]]*\] report: .* rolled back' "$WORK/n$i.log" || true)
+  reports=$((reports + k))
+  if [ "$k" -gt 0 ]; then nodes=$((nodes + 1)); fi
+done
+[ "$nodes" -ge 2 ] || fail "the rollbacks reached $nodes node(s), not several"
+[ "$reports" -ge 3 ] || fail "only $reports rollbacks reported: the halt needs 3"
+halts=$(cat "$WORK"/n[123].log | grep -c 'rollout 1 halted by itself' || true)
+[ "$halts" = 1 ] || fail "the halt was taken $halts times across the nodes, not once:
+$(grep -H 'halted by itself' "$WORK"/n[123].log)"
+ok "$reports rollbacks reported to $nodes nodes at once: the rollout halted once ($(grep -l 'halted by itself' "$WORK"/n[123].log | xargs -n1 basename))"
+
+for i in 1 2 3; do
+  show=$(api "$i" rollout show 1 --json) || fail "rollout show through node $i failed"
+  [ "$(echo "$show" | jq_py 'j["state"]')" = halted ] || fail "node $i: not halted: $show"
+  [ "$(echo "$show" | jq_py 'j["totals"]["failed"]')" = "$reports" ] ||
+    fail "node $i counts $(echo "$show" | jq_py 'j["totals"]["failed"]') failed, not the $reports reported: $show"
+done
+ok "rollout show through each node: halted, the $reports reported rollbacks counted"
+
+# A device new to the rollout, on each node: nothing offered, the halt named.
+for i in 1 2 3; do
+  SERVER_PORT=${ports[$((i - 1))]} run_device "late-$i" esp32 "$WORK/late-$i" || fail "late-$i failed"
+  "$TCPOTA" device status --flash "$WORK/late-$i" | grep -q '"version":"1.0.0"' ||
+    fail "node $i offered the image after the halt"
+  grep -qE "\[late-$i [^]]*\] decision: waiting: .*halted" "$WORK/n$i.log" ||
+    fail "node $i did not say why late-$i waits: $(grep "late-$i" "$WORK/n$i.log" | tail -3)"
+done
+ok "after the halt no node offers the image"
+
+# The dashboard's counts and id search on PostgreSQL, through node 3.
+get3() {
+  python3 - "http://127.0.0.1:${apis[2]}$1" <<'PY'
+import json, os, sys, urllib.request
+req = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer " + os.environ["TCPOTA_TOKEN"]})
+print(json.dumps(json.load(urllib.request.urlopen(req, timeout=10))))
+PY
+}
+sum=$(get3 /v1/summary) || fail "GET /v1/summary through node 3 failed"
+[ "$(echo "$sum" | jq_py 'sum(t["count"] for t in j["rollout_failures"] if t["rollout"] == 1)')" = "$reports" ] ||
+  fail "summary: rollout 1's failures are not the $reports reported: $sum"
+[ "$(echo "$sum" | jq_py 'sum(t["count"] for t in j["failures"] if t["state"] == "rolled-back")')" = "$reports" ] ||
+  fail "summary: the last hour's rollbacks are not the $reports reported: $sum"
+[ "$(get3 '/v1/devices?q=late-' | jq_py '",".join(d["id"] for d in j["devices"])')" = late-1,late-2,late-3 ] ||
+  fail "devices?q=late- through node 3: $(get3 '/v1/devices?q=late-')"
+ok "the dashboard's counts and id search answer on PostgreSQL"
+
+stop_pg_cluster
+ok "every node stopped cleanly"
