@@ -1066,6 +1066,18 @@ static void test_device_list_prefix(void **state)
 
 /* The dashboard's counts: devices by model, version and state; failures of
  * the history since a time; a rollout's failed devices by wave and reason. */
+
+/* STORE_SUMMARY with failures of the last hour; it must succeed. */
+static struct store_req *summary_last_hour(struct fx *f)
+{
+    struct store_req *r = ss_req(STORE_SUMMARY);
+
+    r->u.summary.since = NOW - 3600;
+    ss_run(f, r);
+    assert_int_equal(r->rc, STORE_OK);
+    return r;
+}
+
 static void test_summary(void **state)
 {
     static const uint32_t pct[] = {100};
@@ -1086,10 +1098,7 @@ static void test_summary(void **state)
     store_req_free(ss_checkin(f, "dev-a", img, TCPOTA_RESULT_ROLLED_BACK));
     assert_int_equal(ss_event(f, "dev-b", STORE_ST_OFFERED, ro, 0), STORE_OK);
     store_req_free(ss_checkin(f, "dev-b", img, TCPOTA_RESULT_ROLLED_BACK));
-    r = ss_req(STORE_SUMMARY);
-    r->u.summary.since = NOW - 3600;
-    ss_run(f, r);
-    assert_int_equal(r->rc, STORE_OK);
+    r = summary_last_hour(f);
     for (i = 0; i < r->u.summary.n; i++) {
         t = &r->u.summary.rows[i];
         if (t->kind == STORE_TALLY_STATES) {
@@ -1193,10 +1202,7 @@ static void test_summary_order(void **state)
     checkin_as(f, "d4", "M-c", "1.0");
     checkin_as(f, "d5", "m-a", "1.0");
     checkin_as(f, "d6", "M-c", "1.0");
-    r = ss_req(STORE_SUMMARY);
-    r->u.summary.since = NOW - 3600;
-    ss_run(f, r);
-    assert_int_equal(r->rc, STORE_OK);
+    r = summary_last_hour(f);
     for (i = 0; i < r->u.summary.n; i++) {
         t = &r->u.summary.rows[i];
         if (t->kind == STORE_TALLY_STATES) {
