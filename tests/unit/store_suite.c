@@ -1064,9 +1064,6 @@ static void test_device_list_prefix(void **state)
     store_req_free(r);
 }
 
-/* The dashboard's counts: devices by model, version and state; failures of
- * the history since a time; a rollout's failed devices by wave and reason. */
-
 /* STORE_SUMMARY with failures of the last hour; it must succeed. */
 static struct store_req *summary_last_hour(struct fx *f)
 {
@@ -1077,6 +1074,9 @@ static struct store_req *summary_last_hour(struct fx *f)
     assert_int_equal(r->rc, STORE_OK);
     return r;
 }
+
+/* The dashboard's counts: devices by model, version and state; failures of
+ * the history since a time; a rollout's failed devices by wave and reason. */
 
 static void test_summary(void **state)
 {
