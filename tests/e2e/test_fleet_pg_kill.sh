@@ -8,7 +8,7 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fleet_lib.sh"
 source "$(dirname "$0")/fleet_pg_lib.sh"
 
-N=$(scaled 40 12)
+N=$(scaled 100 12)
 ACK=16384
 SECTOR=4096
 start_pg_cluster
