@@ -791,7 +791,14 @@ static int run(struct device *dv)
         case TCPOTA_RUNNER_STOPPED:
             return stopped(dv);
         case TCPOTA_RUNNER_UP_TO_DATE:
-            say(dv, "up to date, running %s", dv->version);
+            if (dv->runner.retry_after_s) {
+                /* NO_UPDATE with RETRY_AFTER: "not now" (a server busy or
+                 * without its database), not "nothing newer". */
+                say(dv, "no update now, running %s; the server asks to check again in %lu s",
+                    dv->version, (unsigned long)dv->runner.retry_after_s);
+            } else {
+                say(dv, "up to date, running %s", dv->version);
+            }
             rc = 0;
             break;
         case TCPOTA_RUNNER_DECLINED:
