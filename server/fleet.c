@@ -80,7 +80,7 @@ struct fleet {
     size_t nsecrets;
     char token[API_TOKEN_HEX + 1];
     struct api_keys keys;
-    unsigned checkins, remembered, db_errors;
+    unsigned checkins, db_errors;
 };
 
 static int64_t utc_now(void)
@@ -791,7 +791,6 @@ int fleet_choose(struct conn *c, const struct tcpota_srv_hello *h,
     snprintf(c->dev, sizeof(c->dev), "%s", h->device_id);
     if (fp && remembered(c, fp)) {
         f->checkins++;
-        f->remembered++;
         c->remembered = 1;
         metrics_checkin(METRICS_V1);
         conn_set_outcome(c, DEV_UP_TO_DATE);

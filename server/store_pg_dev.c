@@ -34,12 +34,10 @@ static void row_to_device(const PGresult *res, int i, struct store_device *d)
     d->has_secret = (int)pg_col_i64(res, i, 14);
 }
 
-/* 1 and *d filled, 0 unknown id, <0 store_err. */
-static int load_device(struct pgstore *st, struct store_req *r, const char *id,
-                       struct store_device *d)
+/* The device of res's first row (res: a query of DEV_COLS, NULL when it
+ * failed; cleared here): 1 and *d filled, 0 no row, <0 store_err. */
+static int device_of(struct store_req *r, PGresult *res, struct store_device *d)
 {
-    PGresult *res = pg_q(st, r, "device", "SELECT " DEV_COLS " FROM devices WHERE id = $1",
-                         "t", id);
     int found;
 
     if (!res) {
@@ -51,6 +49,14 @@ static int load_device(struct pgstore *st, struct store_req *r, const char *id,
     }
     PQclear(res);
     return found;
+}
+
+/* 1 and *d filled, 0 unknown id, <0 store_err. */
+static int load_device(struct pgstore *st, struct store_req *r, const char *id,
+                       struct store_device *d)
+{
+    return device_of(r, pg_q(st, r, "device", "SELECT " DEV_COLS " FROM devices WHERE id = $1",
+                             "t", id), d);
 }
 
 static int add_history(struct pgstore *st, struct store_req *r, const char *id,
@@ -83,27 +89,18 @@ static int upsert(struct pgstore *st, struct store_req *r, struct store_device *
 {
     const __typeof__(r->u.checkin) *c = &r->u.checkin;
     char running[2 * TCPOTA_ID_LEN + 1] = "";
-    PGresult *res;
-    int rc, found;
+    int rc;
 
     if (c->running_id) {
         store_hex(c->running_id, running);
     }
-    res = pg_q(st, r, "checkin", "UPDATE devices SET model = $2, version = $3, running = $4,"
-               " addr = $5, proto = $6, last_seen = $7 WHERE id = $1 RETURNING " DEV_COLS,
-               "tttttii", c->id, c->model, c->version, running, c->addr ? c->addr : "",
-               (int64_t)c->proto, r->now);
-    if (!res) {
-        return r->rc;
-    }
-    found = PQntuples(res) > 0;
-    if (found) {
-        row_to_device(res, 0, dev);
-    }
-    PQclear(res);
+    rc = device_of(r, pg_q(st, r, "checkin", "UPDATE devices SET model = $2, version = $3,"
+                           " running = $4, addr = $5, proto = $6, last_seen = $7 WHERE id = $1"
+                           " RETURNING " DEV_COLS, "tttttii", c->id, c->model, c->version,
+                           running, c->addr ? c->addr : "", (int64_t)c->proto, r->now), dev);
     r->u.checkin.is_new = 0;
-    if (found) {
-        return STORE_OK;
+    if (rc != 0) {
+        return rc < 0 ? rc : STORE_OK;
     }
     /* Another node may register it at the same moment: one insert wins,
      * the other reads the row it made. */
