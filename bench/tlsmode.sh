@@ -234,7 +234,7 @@ tls_transfer_bench() {
     printf '%b' "$ratios"
     cat <<'NOTES'
 
-- Server CPU: utime + stime from /proc over the run (nginx: master + worker), handshakes
+- Server CPU: every thread's schedstat (ns) from /proc over the run (nginx: master + worker), handshakes
   included; per GB: over N × 1 MiB delivered. The load generator (one process, one core)
   decrypts every byte as well, so it bounds the aggregate rate; the server's CPU per GB is the
   figure to compare.

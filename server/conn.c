@@ -22,22 +22,54 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 static void read_cb(struct bufferevent *bev, void *arg);
 static void write_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
 
+/* How much DATA c queues at a time: the whole image (up to OUT_HIGH_REF)
+ * where it goes as runs of prebuilt frames by reference, on a plain socket
+ * at the image's own chunk; else OUT_HIGH (TLS encrypts what it queues; a
+ * frame built for a device's smaller chunk costs heap chains for its head
+ * and tail). Reading pauses READ_SLACK above it: no more than that of
+ * unread replies ever waits, however large the image. */
+static size_t conn_out_cap(const struct conn *c)
+{
+    if (c->kind == K_V1 && c->img && c->img->wire && !c->srv->tls && c->s.chunk == c->img->chunk) {
+        return c->img->wire_len < OUT_HIGH_REF ? c->img->wire_len : OUT_HIGH_REF;
+    }
+    return OUT_HIGH;
+}
+
+uint64_t conn_bytes_sent(const struct conn *c)
+{
+    size_t unsent, frame;
+
+    if (c->kind != K_V1 || !c->bev || !c->img) {
+        return c->bytes_sent;
+    }
+    /* What still waits in the queue was counted when queued: take it back,
+     * in image bytes (each chunk travels with its frame's overhead). */
+    unsent = evbuffer_get_length(bufferevent_get_output(c->bev));
+    frame = (size_t)c->img->chunk + TCPOTA_DATA_OVERHEAD;
+    unsent = unsent / frame * c->img->chunk + (unsent % frame > TCPOTA_DATA_OVERHEAD
+                                                   ? unsent % frame - TCPOTA_DATA_OVERHEAD : 0);
+    return unsent < c->bytes_sent ? c->bytes_sent - unsent : 0;
+}
+
 void conn_free(struct conn *c)
 {
     struct server *srv = c->srv;
+    uint64_t sent = conn_bytes_sent(c);
 
     if (c->prev) c->prev->next = c->next;
     else srv->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     srv->nconns--;
-    srv->stats.bytes_sent += c->bytes_sent;
-    if (c->img) metrics_bytes(c->rollout_id, c->img->desc.id, c->bytes_sent);
+    srv->stats.bytes_sent += sent;
+    if (c->img) metrics_bytes(c->rollout_id, c->img->desc.id, sent);
     if (c->unauth) unauth_del(&srv->unauth, c->addr);
     fleet_conn_gone(c);
     if (c->first_byte) {
@@ -51,15 +83,17 @@ void conn_free(struct conn *c)
     free(c);
 }
 
-/* While a connection streams (after ACCEPT, until every byte is out),
- * its device's ACKs (16 bytes per 16 KiB written by default) need not wake the
+/* While a connection streams (from its OFFER until the session ends), its
+ * device's ACKs (12 bytes per 16 KiB written by default) need not wake the
  * loop one by one: the socket reports input only once STREAM_RCVLOWAT
- * bytes wait (Linux counts SO_RCVLOWAT for epoll too; inside TLS, 8 ACK
- * records: STREAM_RCVLOWAT_TLS, all read at once, see read_cb). Progress is then
- * seen 8 ACKs at a time; a device that fails mid-stream closes, which
- * the next write notices. Once the last byte has left the output, input
- * counts from one byte again (the kernel signals what waits at once), so
- * COMPLETE is read as soon as it comes. */
+ * bytes wait (Linux counts SO_RCVLOWAT for epoll too; inside TLS the same
+ * number of ACK records: STREAM_RCVLOWAT_TLS, all read at once, see
+ * read_cb). Progress is then seen 64 ACKs at a time, and at least once a
+ * second (conn_lowat_tick). Whatever ends a session wakes the loop at once
+ * all the same: a device half-closes after its COMPLETE (the runner's
+ * linger) or closes after an ERROR or DECLINE, and an end of stream or an
+ * error is reported whatever the watermark. A peer that says COMPLETE and
+ * stays connected is read within a second. */
 static void stream_lowat(struct conn *c, int on)
 {
     int v = !on ? 1 : c->srv->tls ? (int)STREAM_RCVLOWAT_TLS : (int)STREAM_RCVLOWAT;
@@ -69,6 +103,23 @@ static void stream_lowat(struct conn *c, int on)
     }
     if (setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) == 0) {
         c->lowat = (uint8_t)on;
+    }
+}
+
+void conn_lowat_tick(struct conn *c)
+{
+    int waiting = 0;
+
+    if (!c->lowat || !c->bev) {
+        return;
+    }
+    /* Input waiting below the watermark is read now: progress is then seen
+     * at least once a second, a COMPLETE or DECLINE from a device that
+     * stays connected within a second, and a slow device's ACKs before the
+     * idle timeout judges it. The loop reads it (the socket is readable
+     * from one byte again) and raises the watermark after. */
+    if (ioctl(bufferevent_getfd(c->bev), FIONREAD, &waiting) == 0 && waiting > 0) {
+        stream_lowat(c, 0);
     }
 }
 
@@ -108,7 +159,7 @@ int conn_pump(struct conn *c)
     struct evbuffer *out = bufferevent_get_output(c->bev);
     const struct image *img = c->img;
     const uint8_t *p;
-    size_t n, run_at = 0, run_len = 0, queued;
+    size_t n, run_at = 0, run_len = 0, queued, cap = conn_out_cap(c);
     uint32_t off;
     uint16_t len;
 
@@ -128,12 +179,12 @@ int conn_pump(struct conn *c)
             sent = w > 0 ? (size_t)w : 0;
         }
         if (sent < n) {
-            evbuffer_add(out, p + sent, n - sent);
+            image_add_bytes(out, p + sent, n - sent); /* maybe behind a run */
         }
         tcpota_srv_output_done(&c->s, n);
     }
     queued = evbuffer_get_length(out);
-    while (queued + run_len < OUT_HIGH && tcpota_srv_data_next(&c->s, &off, &len)) {
+    while (queued + run_len < cap && tcpota_srv_data_next(&c->s, &off, &len)) {
         size_t at = (size_t)(off / img->chunk) * (img->chunk + TCPOTA_DATA_OVERHEAD);
         if (img->wire && off % img->chunk == 0 && (len == img->chunk || off + len == img->size)) {
             if (run_len && at != run_at + run_len) { /* not contiguous: flush the run */
@@ -157,10 +208,29 @@ int conn_pump(struct conn *c)
     if (run_len) {
         image_add_run(out, img, run_at, run_len);
     }
-    conn_queued(c);
     if (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
+        if (n == 0) {
+            /* Nothing of the session's own to say (a DECLINE, the device's
+             * ERROR): what waits is DATA no one reads, up to a whole image;
+             * the kernel sends what it holds and then the FIN. */
+            return conn_close(c, 1);
+        }
+        conn_queued(c); /* its last frame goes out, then it closes */
         return conn_close(c, 0);
     }
+    if (!c->srv->tls && evbuffer_get_length(out) &&
+        !(bufferevent_get_enabled(c->bev) & EV_WRITE)) {
+        /* Not watching for writability: the socket took all it was given,
+         * so it likely takes more now; one write here (sendfile for a run)
+         * rather than an epoll_ctl() and a loop turn. Its error, if any,
+         * the bufferevent's own write meets again and reports. The
+         * bufferevent keeps its output's start frozen between its own
+         * writes: thawed for this one, as its write callback does. */
+        evbuffer_unfreeze(out, 1);
+        (void)evbuffer_write(out, bufferevent_getfd(c->bev));
+        evbuffer_freeze(out, 1);
+    }
+    conn_queued(c);
     return 0;
 }
 
@@ -270,6 +340,8 @@ static int conn_choose(void *ctx, const struct tcpota_srv_hello *h,
  * `what` ("hello model=… version=…", "authenticated"). */
 void conn_offered(struct conn *c, const char *what, uint32_t start)
 {
+    c->streaming = 1;
+    stream_lowat(c, 1);
     conn_set_outcome(c, DEV_SEEN);
     c->stream_from = start;
     c->next_pct = (uint32_t)((uint64_t)start * 10 / c->img->size + 1) * 10;
@@ -359,7 +431,6 @@ static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
         return;
     case TCPOTA_SRV_EV_ACCEPT:
         c->progress_at = now_s();
-        stream_lowat(c, 1);
         if (ev->start != c->stream_from) {
             clog_(c, 0, "accept: device resumes at %u instead, re-seeking", ev->start);
             c->stream_from = ev->start;
@@ -397,7 +468,7 @@ static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
             clog_(c, 0, "done: image %s verified by the device, %u bytes from %u in %.2f s, "
                         "%llu sent on this connection",
                   c->img->version, size, c->stream_from, now_s() - c->started,
-                  (unsigned long long)c->bytes_sent);
+                  (unsigned long long)conn_bytes_sent(c));
         } else {
             device_mark_failed(c->rec, c->img->desc.id);
             conn_set_outcome(c, DEV_FAILED);
@@ -435,6 +506,9 @@ static int v1_input(struct conn *c, const uint8_t *p, size_t n)
         if (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
             break; /* the rest is ignored */
         }
+    }
+    if (c->streaming && !c->lowat && tcpota_srv_get_state(&c->s) != TCPOTA_SRV_CLOSING) {
+        stream_lowat(c, 1); /* lowered by conn_lowat_tick, still streaming */
     }
     return conn_pump(c) ? -1 : 0;
 }
@@ -485,7 +559,7 @@ static int take_input(struct conn *c, struct evbuffer *in)
 
     while (evbuffer_get_length(in)) {
         int n;
-        if (evbuffer_get_length(bufferevent_get_output(bev)) >= READ_PAUSE) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) >= conn_out_cap(c) + READ_SLACK) {
             /* The write callback resumes once the peer reads again; if it
              * never does, the write timeout ends the connection. */
             c->read_paused = 1;
@@ -559,7 +633,7 @@ static void write_cb(struct bufferevent *bev, void *arg)
     int resume = 0;
 
     if (c->read_paused && !c->closing &&
-        evbuffer_get_length(bufferevent_get_output(bev)) < READ_PAUSE / 2) {
+        evbuffer_get_length(bufferevent_get_output(bev)) < (conn_out_cap(c) + READ_SLACK) / 2) {
         c->read_paused = 0;
         bufferevent_enable(bev, EV_READ);
         resume = 1;
@@ -573,10 +647,6 @@ static void write_cb(struct bufferevent *bev, void *arg)
         }
         if (conn_pump(c)) {
             return; /* c is gone */
-        }
-        if (c->lowat && tcpota_srv_get_state(&c->s) == TCPOTA_SRV_SENT_ALL &&
-            evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
-            stream_lowat(c, 0);
         }
     } else if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
         /* Not "reading disabled": a TLS bufferevent reports that during
@@ -648,10 +718,18 @@ static void start_bev(struct conn *c)
     tv.tv_usec = 0;
     bufferevent_set_timeouts(c->bev, &tv, &tv);
     /* A plain socket watches for writability only once something waits
-     * in its output (conn_queued): a check-in, answered by one send(),
-     * then costs one epoll_ctl() instead of three. The TLS bufferevent
-     * writes during its handshake, so it watches from the start. */
-    bufferevent_enable(c->bev, c->srv->tls ? EV_READ | EV_WRITE : EV_READ);
+     * in its output after a write of its own (conn_pump, conn_queued): a
+     * check-in, answered by one send(), then costs one epoll_ctl() instead
+     * of three, and a stream that the socket takes at once none. libevent
+     * enables writing on a new bufferevent, and then watches as soon as
+     * anything is added. The TLS bufferevent writes during its handshake,
+     * so it watches from the start. */
+    if (c->srv->tls) {
+        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    } else {
+        bufferevent_disable(c->bev, EV_WRITE);
+        bufferevent_enable(c->bev, EV_READ);
+    }
 }
 
 /* TLS: the first byte has arrived (or the peer closed). A TLS record

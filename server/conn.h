@@ -6,6 +6,7 @@
 #define TCPOTA_SERVER_CONN_H
 
 #include <event2/util.h>
+#include <stdint.h>
 
 struct server;
 struct conn;
@@ -28,8 +29,10 @@ void conn_queued(struct conn *c);
 /* Moves what the session queued into the socket's queue (control frames,
  * then DATA). Returns 1 when the session ended and c was freed. */
 int conn_pump(struct conn *c);
+/* Image bytes of c that have left its queue for the socket (legacy: sent). */
+uint64_t conn_bytes_sent(const struct conn *c);
 /* Logs an offer just sent ("<what>: offer V (N bytes) from S") and starts
- * the progress accounting. */
+ * the stream: its progress accounting, its device's ACKs read in batches. */
 void conn_offered(struct conn *c, const char *what, uint32_t start);
 /* Feeds what waits in the input buffer (reading was paused for the store). */
 void conn_read_again(struct conn *c);
@@ -41,5 +44,9 @@ void conn_set_outcome(struct conn *c, int outcome);
  * where a trickled handshake keeps reads from timing out). Returns 1 when
  * c was closed and freed. Called once a second for every connection. */
 int conn_check_deadline(struct conn *c, double now);
+
+/* Once a second: a streaming connection with input waiting below its
+ * SO_RCVLOWAT reads it (see conn.c). */
+void conn_lowat_tick(struct conn *c);
 
 #endif

@@ -1127,7 +1127,7 @@ static int fleet_metrics(void *ctx, struct evbuffer *out)
                                          : tcpota_srv_get_state(&c->s) == TCPOTA_SRV_OFFERED ||
                                            tcpota_srv_get_state(&c->s) == TCPOTA_SRV_STREAMING ||
                                            tcpota_srv_get_state(&c->s) == TCPOTA_SRV_SENT_ALL);
-        live[n].bytes = c->bytes_sent;
+        live[n].bytes = conn_bytes_sent(c);
         n++;
     }
     if (srv->fleet->ota) n += http_ota_live(srv->fleet->ota, live + n, cap - n);

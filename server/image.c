@@ -191,11 +191,7 @@ void image_unref(struct image *img)
     }
 }
 
-/* Appends a few bytes right after a file segment. Not evbuffer_add: there
- * libevent sizes the new chain like the segment chain before it (offset +
- * length in the file), i.e. up to the image size for each DATA frame, which
- * a peer that does not read turns into megabytes of heap. */
-static void add_after_segment(struct evbuffer *out, const uint8_t *p, size_t n)
+void image_add_bytes(struct evbuffer *out, const uint8_t *p, size_t n)
 {
     struct evbuffer_iovec v;
 
@@ -224,7 +220,7 @@ void image_add_frame(struct evbuffer *out, const struct image *img, uint32_t off
     evbuffer_add(out, head, sizeof(head));
     /* The payload goes by sendfile where the platform has it. */
     evbuffer_add_file_segment(out, img->seg, off, len);
-    add_after_segment(out, tail, sizeof(tail));
+    image_add_bytes(out, tail, sizeof(tail));
 }
 
 void image_add_run(struct evbuffer *out, const struct image *img, size_t at, size_t len)

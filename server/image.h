@@ -57,6 +57,12 @@ void image_unref(struct image *img);
 /* Queues one DATA frame of len image bytes from off (its payload by
  * sendfile where the platform has it). */
 void image_add_frame(struct evbuffer *out, const struct image *img, uint32_t off, uint16_t len);
+/* Appends a few bytes (a frame's tail, a control frame) to out, which may
+ * end in a file segment. Not evbuffer_add: there libevent sizes the new
+ * chain like the segment chain before it (offset + length in the file),
+ * i.e. up to the image size for each frame, which a peer that does not
+ * read turns into megabytes of heap. */
+void image_add_bytes(struct evbuffer *out, const uint8_t *p, size_t n);
 /* Queues bytes [at, at + len) of the prebuilt frames (img->wire). */
 void image_add_run(struct evbuffer *out, const struct image *img, size_t at, size_t len);
 

@@ -84,6 +84,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
         if (conn_check_deadline(c, now)) {
             continue;
         }
+        conn_lowat_tick(c);
         /* The same deadline holds for answering a CHALLENGE: PINGs must not
          * keep an unauthenticated peer's slot. */
         if (c->kind == K_V1 && !c->closing &&

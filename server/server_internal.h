@@ -41,17 +41,28 @@
 #include <time.h>
 
 #define OUT_HIGH (256u * 1024u) /* queue DATA frames up to this much */
+/* Runs of prebuilt frames queued by reference (a file segment of the
+ * image's memfd: a few dozen bytes of heap whatever its length) may hold
+ * the whole image: the kernel's send buffer, not this queue, bounds what
+ * waits in memory, and one sendfile() then takes all the socket takes
+ * instead of one per OUT_HIGH. The largest ESP32 flash is 16 MiB. */
+#define OUT_HIGH_REF (16u * 1024u * 1024u)
 #define OUT_LOW (64u * 1024u)   /* refill when the queue drains below */
 /* Stop reading a peer whose replies pile up unread (a PING flood, a legacy
- * device repeating req1 without reading): above DATA's own cap. */
-#define READ_PAUSE (OUT_HIGH + 256u * 1024u)
-/* A streaming connection's SO_RCVLOWAT: 8 ACK frames (16 bytes each). */
-#define STREAM_RCVLOWAT 128u
-/* The same inside TLS, where each ACK is a record of its own: 16 bytes and
+ * device repeating req1 without reading): READ_SLACK above DATA's own cap
+ * (conn_out_cap). */
+#define READ_SLACK (256u * 1024u)
+/* An ACK frame on the wire: frame overhead and its 4-byte offset. */
+#define ACK_FRAME_LEN (TCPOTA_FRAME_OVERHEAD + 4u)
+/* A streaming connection's SO_RCVLOWAT: its device's ACKs wake the loop 64
+ * at a time (once per MiB at the default 16 KiB ack interval). */
+#define STREAM_ACKS_PER_READ 64u
+#define STREAM_RCVLOWAT (STREAM_ACKS_PER_READ * ACK_FRAME_LEN)
+/* The same inside TLS, where each ACK is a record of its own: 12 bytes and
  * the record's 22 (TLS 1.3: 5 header, 1 content type, 16 tag; TLS 1.2's
- * AES-GCM adds an 8-byte nonce, so 7 ACKs there). */
+ * AES-GCM adds an 8-byte nonce, so somewhat fewer ACKs there). */
 #define TLS_RECORD_OVERHEAD 22u
-#define STREAM_RCVLOWAT_TLS (STREAM_RCVLOWAT + 8u * TLS_RECORD_OVERHEAD)
+#define STREAM_RCVLOWAT_TLS (STREAM_ACKS_PER_READ * (ACK_FRAME_LEN + TLS_RECORD_OVERHEAD))
 #define RX_CAP 1024u            /* device frames are small; HELLO < 300 B */
 
 enum kind { K_UNKNOWN = 0, K_V1, K_LEGACY };
@@ -119,6 +130,7 @@ struct conn {
     uint8_t unauth;      /* counted in srv->unauth until it authenticates */
     uint8_t tls_up;      /* TLS: the handshake finished */
     uint8_t lowat;       /* SO_RCVLOWAT raised while streaming (conn.c) */
+    uint8_t streaming;   /* an offer went out: batch ACKs until the session ends */
     /* TLS: waiting for the first byte, before any TLS state is allocated
      * (then bev is NULL). */
     struct event *first_byte;

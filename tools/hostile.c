@@ -16,6 +16,10 @@
  *   tlsslow    starts a TLS handshake (a record header announcing a
  *              512-byte ClientHello) and sends its body one byte per
  *              second, so no read ever times out
+ *   stayer     a well-behaved download (ACCEPT, every DATA byte read)
+ *              that sends COMPLETE and then neither closes nor half-closes:
+ *              only the server's reading of the COMPLETE can end it
+ *   decliner   reads the OFFER, sends DECLINE and stays connected
  * Every connection that reads waits for the server to close it (EOF or
  * reset). `--ports FILE` writes "kind local-port" per connection, so a test
  * can find each peer's close reason in the server log (a peer that never
@@ -50,9 +54,13 @@
 
 #include "tcpota/codec.h"
 
-enum kind { IDLE, SLOW, RANDOM, OVERSIZE, TRUNCATED, BADVER, NOREAD, PINGER, TLSSLOW, NKINDS };
-static const char *const kind_name[NKINDS] = {"idle",   "slow",   "random", "oversize", "truncated",
-                                               "badver", "noread", "pinger", "tlsslow"};
+enum kind {
+    IDLE, SLOW, RANDOM, OVERSIZE, TRUNCATED, BADVER, NOREAD, PINGER, TLSSLOW, STAYER, DECLINER,
+    NKINDS
+};
+static const char *const kind_name[NKINDS] = {"idle",    "slow",   "random", "oversize",
+                                               "truncated", "badver", "noread", "pinger",
+                                               "tlsslow", "stayer", "decliner"};
 
 struct peer {
     int fd;
@@ -64,9 +72,70 @@ struct peer {
     uint8_t closed;   /* the server closed it (EOF or reset) */
     double closed_after; /* seconds from the start until then */
     uint8_t accepted; /* noread/pinger: ACCEPT queued, reading stops */
+    uint8_t answered; /* stayer: COMPLETE queued; decliner: DECLINE queued */
+    uint8_t image[TCPOTA_ID_LEN];
+    uint32_t size, pos; /* stayer: the offer's size, the next byte expected */
     struct tcpota_decoder dec;
     uint8_t *dbuf;
 };
+
+/* Queues one message as the peer's next output. */
+static void queue_msg(struct peer *q, const struct tcpota_msg *m)
+{
+    int len = tcpota_msg_encode(m, q->out, sizeof(q->out));
+    q->out_len = len > 0 ? (size_t)len : 0;
+    q->sent = 0;
+}
+
+/* stayer/decliner: reads the server's frames and answers as a device
+ * would: DECLINE at once, or ACCEPT and, after the last DATA byte,
+ * COMPLETE. Returns 0 at EOF or on an error (the peer is done), 1 while
+ * the connection is open. */
+static int talk(struct peer *q)
+{
+    uint8_t b[8192];
+    ssize_t r;
+
+    while ((r = recv(q->fd, b, sizeof(b), 0)) > 0) {
+        size_t off = 0;
+        while (off < (size_t)r) {
+            struct tcpota_frame f;
+            struct tcpota_msg m, a;
+            int u = tcpota_decoder_feed(&q->dec, b + off, (size_t)r - off, &f);
+            if (u < 0) return 0;
+            off += (size_t)u;
+            if (!f.type || q->answered || tcpota_msg_decode(&f, &m) < 0) continue;
+            memset(&a, 0, sizeof(a));
+            if (f.type == TCPOTA_T_OFFER) {
+                memcpy(q->image, m.u.offer.image_id, TCPOTA_ID_LEN);
+                q->size = m.u.offer.size;
+                q->pos = m.u.offer.start;
+                if (q->kind == DECLINER) {
+                    a.type = TCPOTA_T_DECLINE;
+                    a.u.decline.image_id = q->image;
+                    a.u.decline.reason = (uint16_t)-TCPOTA_ERR_REFUSED;
+                    q->answered = 1;
+                } else {
+                    a.type = TCPOTA_T_ACCEPT;
+                    a.u.accept.image_id = q->image;
+                    a.u.accept.offset = q->pos;
+                }
+            } else if (f.type == TCPOTA_T_DATA && m.u.data.offset == q->pos) {
+                q->pos += m.u.data.bytes.len;
+                if (q->pos < q->size) continue;
+                a.type = TCPOTA_T_COMPLETE;
+                a.u.complete.image_id = q->image;
+                q->answered = 1;
+            } else {
+                continue;
+            }
+            queue_msg(q, &a);
+            (void)send(q->fd, q->out, q->out_len, MSG_NOSIGNAL);
+            q->sent = q->out_len;
+        }
+    }
+    return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
 
 /* noread/pinger: reads up to the OFFER and queues its ACCEPT. */
 static void read_offer(struct peer *q)
@@ -172,7 +241,8 @@ static void usage(void)
     fprintf(stderr,
             "usage: tcpota-hostile --connect HOST:PORT [--idle N] [--slow N] [--random N]\n"
             "         [--oversize N] [--truncated N] [--badver N] [--noread N] [--pinger N]\n"
-            "         [--tlsslow N] [--hold SECONDS] [--min-hold SECONDS] [--ports FILE]\n"
+            "         [--tlsslow N] [--stayer N] [--decliner N] [--hold SECONDS]\n"
+            "         [--min-hold SECONDS] [--ports FILE]\n"
             "         [--seed S] [--from ADDR]\n"
             "       tcpota-hostile --connect HOST:PORT --frames\n");
     exit(2);
@@ -279,6 +349,8 @@ int main(int argc, char **argv)
             case NOREAD:
             case PINGER:
             case TRUNCATED:
+            case STAYER:
+            case DECLINER:
                 len = hello(q->out, sizeof(q->out), n, 1, 0);
                 if (len < 0) return 1;
                 q->out_len = k == TRUNCATED ? (size_t)len / 2 : (size_t)len;
@@ -375,7 +447,12 @@ int main(int argc, char **argv)
                 read_offer(&p[i]);
                 continue;
             }
-            while ((r = recv(p[i].fd, buf, sizeof(buf), 0)) > 0) {
+            if (p[i].kind == STAYER || p[i].kind == DECLINER) {
+                r = talk(&p[i]) ? -1 : 0;
+                errno = EAGAIN;
+            } else {
+                while ((r = recv(p[i].fd, buf, sizeof(buf), 0)) > 0) {
+                }
             }
             if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
                 p[i].closed = 1;

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The end of a stream, read without help from the device's FIN. While an
+# offer streams, the server reads its device's ACKs 64 at a time
+# (SO_RCVLOWAT); a device of ours half-closes after COMPLETE or DECLINE, and
+# that wakes the server at once. Peers that send COMPLETE (after reading
+# every DATA byte) or DECLINE and then stay connected must still be heard:
+# once a second the server reads what waits below the watermark. Each such
+# peer is closed by the server within a few seconds, with "done" or
+# "declined" in its log; with the idle timeout at 60 s, only that rule can
+# close them in time.
+source "$(dirname "$0")/../e2e/lib.sh"
+
+make_image "$WORK/img" 300000
+start_server "$WORK/img" 2.0.0 --idle-timeout 60
+"$HOSTILE" --connect "127.0.0.1:$SERVER_PORT" --stayer 5 --decliner 5 --hold 15 \
+  --ports "$WORK/ports" > "$WORK/hostile.out" 2> "$WORK/hostile.log" ||
+  fail "peers that stay after COMPLETE or DECLINE were not all closed within 15 s: $(cat "$WORK/hostile.out")"
+cat "$WORK/hostile.out"
+for kind in stayer decliner; do
+  last=$(sed -nE "s/.* $kind +[0-9]+ peers, +[0-9]+ closed by the server, the last after ([0-9.]+) s/\1/p" "$WORK/hostile.out")
+  [ -n "$last" ] || fail "no summary for the $kind peers: $(cat "$WORK/hostile.out")"
+  awk -v t="$last" 'BEGIN { exit !(t <= 5) }' || fail "$kind peers closed only after $last s (want <= 5 s)"
+done
+stop_server
+L="$WORK/server.log"
+while read -r kind port; do
+  case $kind in
+    stayer) want='done: image 2\.0\.0 verified by the device' ;;
+    decliner) want='declined' ;;
+  esac
+  grep -E "127\.0\.0\.1:$port\] .*$want" "$L" > /dev/null ||
+    fail "$kind peer $port: no '$want' in the server log: $(grep ":$port\]" "$L" | tail -2)"
+done < "$WORK/ports"
+ok "COMPLETE and DECLINE from peers that stay connected are read within 5 s"
