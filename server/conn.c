@@ -29,23 +29,46 @@ static void read_cb(struct bufferevent *bev, void *arg);
 static void write_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
 
-/* How much DATA c queues at a time: the whole image (up to OUT_HIGH_REF)
- * where it goes as runs of prebuilt frames by reference, on a plain socket
- * at the image's own chunk; else OUT_HIGH (TLS encrypts what it queues; a
- * frame built for a device's smaller chunk costs heap chains for its head
- * and tail). Reading pauses READ_SLACK above it: no more than that of
- * unread replies ever waits, however large the image. */
+/* How much DATA c queues at a time: once an offer streams, the whole image
+ * (up to OUT_HIGH_REF) where it goes as runs of prebuilt frames by
+ * reference, on a plain socket at the image's own chunk; else OUT_HIGH
+ * (TLS encrypts what it queues; a frame built for a device's smaller chunk
+ * costs heap chains for its head and tail). */
 static size_t conn_out_cap(const struct conn *c)
 {
-    if (c->kind == K_V1 && c->img && c->img->wire && !c->srv->tls && c->s.chunk == c->img->chunk) {
+    enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
+
+    if (c->kind == K_V1 && c->img && c->img->wire && !c->srv->tls && c->s.chunk == c->img->chunk &&
+        (st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING || st == TCPOTA_SRV_SENT_ALL)) {
         return c->img->wire_len < OUT_HIGH_REF ? c->img->wire_len : OUT_HIGH_REF;
     }
     return OUT_HIGH;
 }
 
+/* 1 when c's replies pile up unread (a PING flood, a legacy device
+ * repeating req1 without reading): reading stops until they drain. Behind
+ * runs of up to a whole image what counts is the control frames queued
+ * since the queue was last empty (READ_SLACK of them); elsewhere the
+ * queue's length, READ_SLACK above OUT_HIGH. */
+static int replies_pile_up(const struct conn *c)
+{
+    size_t len = evbuffer_get_length(bufferevent_get_output(c->bev));
+
+    return conn_out_cap(c) > OUT_HIGH ? c->ctl_queued >= READ_SLACK : len >= OUT_HIGH + READ_SLACK;
+}
+
+/* 1 when a paused reader may read again: its queue drained (behind runs),
+ * or fell to half the pause's length. */
+static int replies_drained(const struct conn *c)
+{
+    size_t len = evbuffer_get_length(bufferevent_get_output(c->bev));
+
+    return conn_out_cap(c) > OUT_HIGH ? len == 0 : len < (OUT_HIGH + READ_SLACK) / 2;
+}
+
 uint64_t conn_bytes_sent(const struct conn *c)
 {
-    size_t unsent, frame;
+    size_t unsent, frame, chunk;
 
     if (c->kind != K_V1 || !c->bev || !c->img) {
         return c->bytes_sent;
@@ -53,9 +76,10 @@ uint64_t conn_bytes_sent(const struct conn *c)
     /* What still waits in the queue was counted when queued: take it back,
      * in image bytes (each chunk travels with its frame's overhead). */
     unsent = evbuffer_get_length(bufferevent_get_output(c->bev));
-    frame = (size_t)c->img->chunk + TCPOTA_DATA_OVERHEAD;
-    unsent = unsent / frame * c->img->chunk + (unsent % frame > TCPOTA_DATA_OVERHEAD
-                                                   ? unsent % frame - TCPOTA_DATA_OVERHEAD : 0);
+    chunk = c->s.chunk ? c->s.chunk : c->img->chunk;
+    frame = chunk + TCPOTA_DATA_OVERHEAD;
+    unsent = unsent / frame * chunk + (unsent % frame > TCPOTA_DATA_OVERHEAD
+                                           ? unsent % frame - TCPOTA_DATA_OVERHEAD : 0);
     return unsent < c->bytes_sent ? c->bytes_sent - unsent : 0;
 }
 
@@ -159,7 +183,7 @@ int conn_pump(struct conn *c)
     struct evbuffer *out = bufferevent_get_output(c->bev);
     const struct image *img = c->img;
     const uint8_t *p;
-    size_t n, run_at = 0, run_len = 0, queued, cap = conn_out_cap(c);
+    size_t n, run_at = 0, run_len = 0, queued, ahead, cap = conn_out_cap(c);
     uint32_t off;
     uint16_t len;
 
@@ -167,6 +191,10 @@ int conn_pump(struct conn *c)
      * out in one write (a check-in is then one segment each way). */
     if (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CHOOSING) {
         return 0;
+    }
+    ahead = evbuffer_get_length(out);
+    if (ahead == 0) {
+        c->ctl_queued = 0;
     }
     n = tcpota_srv_output(&c->s, &p);
     if (n) {
@@ -180,6 +208,7 @@ int conn_pump(struct conn *c)
         }
         if (sent < n) {
             image_add_bytes(out, p + sent, n - sent); /* maybe behind a run */
+            c->ctl_queued += n - sent;
         }
         tcpota_srv_output_done(&c->s, n);
     }
@@ -209,10 +238,15 @@ int conn_pump(struct conn *c)
         image_add_run(out, img, run_at, run_len);
     }
     if (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
-        if (n == 0) {
+        if (c->closing) {
+            return 0; /* already closing: the write callback frees it */
+        }
+        if (n == 0 || ahead > OUT_HIGH) {
             /* Nothing of the session's own to say (a DECLINE, the device's
-             * ERROR): what waits is DATA no one reads, up to a whole image;
-             * the kernel sends what it holds and then the FIN. */
+             * ERROR), or its last frame (an ERROR for a protocol violation)
+             * would wait behind more than OUT_HIGH of DATA: what waits is
+             * DATA no one reads, up to a whole image. The kernel sends what
+             * it holds and then the FIN; the log has the reason. */
             return conn_close(c, 1);
         }
         conn_queued(c); /* its last frame goes out, then it closes */
@@ -559,7 +593,7 @@ static int take_input(struct conn *c, struct evbuffer *in)
 
     while (evbuffer_get_length(in)) {
         int n;
-        if (evbuffer_get_length(bufferevent_get_output(bev)) >= conn_out_cap(c) + READ_SLACK) {
+        if (replies_pile_up(c)) {
             /* The write callback resumes once the peer reads again; if it
              * never does, the write timeout ends the connection. */
             c->read_paused = 1;
@@ -632,8 +666,10 @@ static void write_cb(struct bufferevent *bev, void *arg)
     struct conn *c = arg;
     int resume = 0;
 
-    if (c->read_paused && !c->closing &&
-        evbuffer_get_length(bufferevent_get_output(bev)) < (conn_out_cap(c) + READ_SLACK) / 2) {
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+        c->ctl_queued = 0;
+    }
+    if (c->read_paused && !c->closing && replies_drained(c)) {
         c->read_paused = 0;
         bufferevent_enable(bev, EV_READ);
         resume = 1;

@@ -217,7 +217,7 @@ void image_add_frame(struct evbuffer *out, const struct image *img, uint32_t off
         crc = tcpota_crc32c_update(tcpota_crc32c(head, TCPOTA_DATA_HEAD_LEN), img->map + off, len);
     }
     tcpota_put_u32(tail, crc);
-    evbuffer_add(out, head, sizeof(head));
+    image_add_bytes(out, head, sizeof(head)); /* maybe behind a run */
     /* The payload goes by sendfile where the platform has it. */
     evbuffer_add_file_segment(out, img->seg, off, len);
     image_add_bytes(out, tail, sizeof(tail));

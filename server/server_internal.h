@@ -49,8 +49,8 @@
 #define OUT_HIGH_REF (16u * 1024u * 1024u)
 #define OUT_LOW (64u * 1024u)   /* refill when the queue drains below */
 /* Stop reading a peer whose replies pile up unread (a PING flood, a legacy
- * device repeating req1 without reading): READ_SLACK above DATA's own cap
- * (conn_out_cap). */
+ * device repeating req1 without reading): READ_SLACK of them (conn.c,
+ * replies_pile_up). */
 #define READ_SLACK (256u * 1024u)
 /* An ACK frame on the wire: frame overhead and its 4-byte offset. */
 #define ACK_FRAME_LEN (TCPOTA_FRAME_OVERHEAD + 4u)
@@ -127,6 +127,7 @@ struct conn {
     uint8_t legacy_done;
     uint8_t closing; /* conn_close() ran: free once the output is out */
     uint8_t read_paused; /* reading stopped until our replies drain */
+    size_t ctl_queued;   /* control bytes queued since the queue was last empty */
     uint8_t unauth;      /* counted in srv->unauth until it authenticates */
     uint8_t tls_up;      /* TLS: the handshake finished */
     uint8_t lowat;       /* SO_RCVLOWAT raised while streaming (conn.c) */
