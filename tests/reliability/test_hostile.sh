@@ -34,10 +34,13 @@ hostile=$!
 PIDS+=("$hostile")
 wait_line "$WORK/hostile.log" 'connections open' 20
 
-# The good devices: the same 2 MiB image, all at once.
+# The good devices: the same 2 MiB image, all at once. Niced: 50 device
+# processes streaming at full speed on the machine's two cores would
+# otherwise starve the server under test, whose 3-second deadlines this
+# test checks (a slow peer then looks "idle": its bytes wait unread).
 pids=()
 for i in $(seq 1 "$N"); do
-  "$TCPOTA" device --server "127.0.0.1:$P" --flash "$WORK/d$i" --id "good-$i" \
+  nice -n 10 "$TCPOTA" device --server "127.0.0.1:$P" --flash "$WORK/d$i" --id "good-$i" \
     --progress none --backoff-min-ms 100 --backoff-max-ms 1000 --max-attempts 50 \
     2> "$WORK/dev$i.out" &
   pids+=($!)
