@@ -34,12 +34,18 @@ static void event_cb(struct bufferevent *bev, short what, void *arg);
  * reference, on a plain socket at the image's own chunk; else OUT_HIGH
  * (TLS encrypts what it queues; a frame built for a device's smaller chunk
  * costs heap chains for its head and tail). */
-static size_t conn_out_cap(const struct conn *c)
+/* 1 while an offer streams: from the OFFER until the session ends. */
+static int offer_streams(const struct conn *c)
 {
     enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
 
-    if (c->kind == K_V1 && c->img && c->img->wire && !c->srv->tls && c->s.chunk == c->img->chunk &&
-        (st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING || st == TCPOTA_SRV_SENT_ALL)) {
+    return c->kind == K_V1 &&
+           (st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING || st == TCPOTA_SRV_SENT_ALL);
+}
+
+static size_t conn_out_cap(const struct conn *c)
+{
+    if (offer_streams(c) && c->img && c->img->wire && !c->srv->tls && c->s.chunk == c->img->chunk) {
         return c->img->wire_len < OUT_HIGH_REF ? c->img->wire_len : OUT_HIGH_REF;
     }
     return OUT_HIGH;
@@ -374,7 +380,6 @@ static int conn_choose(void *ctx, const struct tcpota_srv_hello *h,
  * `what` ("hello model=… version=…", "authenticated"). */
 void conn_offered(struct conn *c, const char *what, uint32_t start)
 {
-    c->streaming = 1;
     stream_lowat(c, 1);
     conn_set_outcome(c, DEV_SEEN);
     c->stream_from = start;
@@ -541,7 +546,7 @@ static int v1_input(struct conn *c, const uint8_t *p, size_t n)
             break; /* the rest is ignored */
         }
     }
-    if (c->streaming && !c->lowat && tcpota_srv_get_state(&c->s) != TCPOTA_SRV_CLOSING) {
+    if (offer_streams(c) && !c->lowat) {
         stream_lowat(c, 1); /* lowered by conn_lowat_tick, still streaming */
     }
     return conn_pump(c) ? -1 : 0;
