@@ -184,11 +184,38 @@ void conn_queued(struct conn *c)
     }
 }
 
+/* Hands the session's control frames to the socket: on a plain socket
+ * with nothing queued in one send() now rather than a loop turn later (a
+ * check-in's answer then costs no write event, and its close follows at
+ * once), else behind the queue. Returns the bytes handed over. */
+static size_t move_replies(struct conn *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    const uint8_t *p;
+    size_t n = tcpota_srv_output(&c->s, &p), sent = 0;
+
+    if (evbuffer_get_length(out) == 0) {
+        c->ctl_queued = 0;
+    }
+    if (!n) {
+        return 0;
+    }
+    if (!c->srv->tls && evbuffer_get_length(out) == 0) {
+        ssize_t w = send(bufferevent_getfd(c->bev), p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        sent = w > 0 ? (size_t)w : 0;
+    }
+    if (sent < n) {
+        image_add_bytes(out, p + sent, n - sent); /* maybe behind a run */
+        c->ctl_queued += n - sent;
+    }
+    tcpota_srv_output_done(&c->s, n);
+    return n;
+}
+
 int conn_pump(struct conn *c)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     const struct image *img = c->img;
-    const uint8_t *p;
     size_t n, run_at = 0, run_len = 0, queued, ahead, cap = conn_out_cap(c);
     uint32_t off;
     uint16_t len;
@@ -199,25 +226,7 @@ int conn_pump(struct conn *c)
         return 0;
     }
     ahead = evbuffer_get_length(out);
-    if (ahead == 0) {
-        c->ctl_queued = 0;
-    }
-    n = tcpota_srv_output(&c->s, &p);
-    if (n) {
-        size_t sent = 0;
-        /* Nothing queued on a plain socket: the control frames go out in
-         * one send() now rather than a loop turn later, so a check-in's
-         * answer costs no write event (and its close follows at once). */
-        if (!c->srv->tls && evbuffer_get_length(out) == 0) {
-            ssize_t w = send(bufferevent_getfd(c->bev), p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-            sent = w > 0 ? (size_t)w : 0;
-        }
-        if (sent < n) {
-            image_add_bytes(out, p + sent, n - sent); /* maybe behind a run */
-            c->ctl_queued += n - sent;
-        }
-        tcpota_srv_output_done(&c->s, n);
-    }
+    n = move_replies(c);
     queued = evbuffer_get_length(out);
     while (queued + run_len < cap && tcpota_srv_data_next(&c->s, &off, &len)) {
         size_t at = (size_t)(off / img->chunk) * (img->chunk + TCPOTA_DATA_OVERHEAD);
@@ -530,6 +539,8 @@ static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
 
 static int v1_input(struct conn *c, const uint8_t *p, size_t n)
 {
+    const uint8_t *out;
+
     while (n) {
         struct tcpota_srv_event ev;
         int used = tcpota_srv_input(&c->s, p, n, &ev);
@@ -542,6 +553,13 @@ static int v1_input(struct conn *c, const uint8_t *p, size_t n)
         on_event(c, &ev);
         p += used;
         n -= (size_t)used;
+        if (tcpota_srv_output(&c->s, &out) > sizeof(c->tx) / 2 &&
+            tcpota_srv_get_state(&c->s) != TCPOTA_SRV_CHOOSING) {
+            /* Replies to many small frames in one read (PINGs): queued now,
+             * so the session's buffer never runs out; the read pause
+             * (replies_pile_up) bounds what may queue. */
+            (void)move_replies(c);
+        }
         if (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
             break; /* the rest is ignored */
         }

@@ -12,7 +12,10 @@
  *              then streams the whole image) and never reads again; its
  *              receive buffer is tiny
  *   pinger     as noread, but sends a PING every second: only the unread
- *              output shows that it is stuck
+ *              output shows that it is stuck. `--ping-ms MS --ping-burst N`
+ *              send N PINGs every MS milliseconds instead (a paced flood,
+ *              whose PONGs pile up behind the unread image), and announce
+ *              the payload `tcpota device` does
  *   tlsslow    starts a TLS handshake (a record header announcing a
  *              512-byte ClientHello) and sends its body one byte per
  *              second, so no read ever times out
@@ -171,6 +174,9 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* The largest payload `tcpota device` announces (4096-byte DATA chunks). */
+#define DEVICE_MAX_PAYLOAD 4100
+
 static int hello(uint8_t *out, size_t cap, unsigned n, uint8_t proto, uint16_t max_payload)
 {
     struct tcpota_msg m;
@@ -199,7 +205,7 @@ static int print_frames(const struct sockaddr_in *sa)
     struct tcpota_decoder dec;
     uint8_t out[512], b[512];
     size_t total = 0;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), len = hello(out, sizeof(out), 0, 1, 4100);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), len = hello(out, sizeof(out), 0, 1, DEVICE_MAX_PAYLOAD);
 
     if (fd < 0 || len < 0 || connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0 ||
         send(fd, out, (size_t)len, MSG_NOSIGNAL) != len) {
@@ -242,7 +248,7 @@ static void usage(void)
             "usage: tcpota-hostile --connect HOST:PORT [--idle N] [--slow N] [--random N]\n"
             "         [--oversize N] [--truncated N] [--badver N] [--noread N] [--pinger N]\n"
             "         [--tlsslow N] [--stayer N] [--decliner N] [--hold SECONDS]\n"
-            "         [--min-hold SECONDS] [--ports FILE]\n"
+            "         [--min-hold SECONDS] [--ports FILE] [--ping-ms MS --ping-burst N]\n"
             "         [--seed S] [--from ADDR]\n"
             "       tcpota-hostile --connect HOST:PORT --frames\n");
     exit(2);
@@ -251,7 +257,8 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     unsigned count[NKINDS] = {0}, closed[NKINDS] = {0}, total = 0, seed = 1;
-    double hold = 30, min_hold = 0, t0, deadline;
+    double hold = 30, min_hold = 0, t0, deadline, ping_every = 1.0;
+    unsigned ping_burst = 1;
     const char *target = NULL, *ports = NULL, *from = NULL;
     double last_close[NKINDS] = {0};
     int frames = 0;
@@ -277,12 +284,15 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--hold") && i + 1 < argc) hold = strtod(argv[++i], NULL);
         else if (!strcmp(argv[i], "--min-hold") && i + 1 < argc) min_hold = strtod(argv[++i], NULL);
         else if (!strcmp(argv[i], "--ports") && i + 1 < argc) ports = argv[++i];
+        else if (!strcmp(argv[i], "--ping-ms") && i + 1 < argc) ping_every = strtod(argv[++i], NULL) / 1000;
+        else if (!strcmp(argv[i], "--ping-burst") && i + 1 < argc) ping_burst = (unsigned)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--frames")) frames = 1;
         else if (!strcmp(argv[i], "--from") && i + 1 < argc) from = argv[++i];
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = (unsigned)strtoul(argv[++i], NULL, 10);
         else usage();
     }
     if (!target || !strchr(target, ':')) usage();
+    if (!(ping_every > 0) || ping_burst < 1 || ping_burst > 16) usage(); /* 16 PINGs fit in peer.out */
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)atoi(strchr(target, ':') + 1));
@@ -351,7 +361,10 @@ int main(int argc, char **argv)
             case TRUNCATED:
             case STAYER:
             case DECLINER:
-                len = hello(q->out, sizeof(q->out), n, 1, 0);
+                /* A paced flood speaks as `tcpota device` does, so that
+                 * the server streams the image to it as one run. */
+                len = hello(q->out, sizeof(q->out), n, 1,
+                            k == PINGER && ping_every < 1 ? DEVICE_MAX_PAYLOAD : 0);
                 if (len < 0) return 1;
                 q->out_len = k == TRUNCATED ? (size_t)len / 2 : (size_t)len;
                 if (k != SLOW && k != TRUNCATED) {
@@ -422,14 +435,17 @@ int main(int argc, char **argv)
                 /* Keep talking so that only the unread output can stall it. */
                 if (q->kind == PINGER && q->sent == q->out_len && t >= q->next_send) {
                     struct tcpota_msg m;
-                    int len;
-                    memset(&m, 0, sizeof(m));
-                    m.type = TCPOTA_T_PING;
-                    m.u.ping.token = i;
-                    len = tcpota_msg_encode(&m, q->out, sizeof(q->out));
-                    q->out_len = len > 0 ? (size_t)len : 0;
+                    q->out_len = 0;
                     q->sent = 0;
-                    q->next_send = t + 1.0;
+                    for (unsigned b = 0; b < ping_burst; b++) {
+                        int len;
+                        memset(&m, 0, sizeof(m));
+                        m.type = TCPOTA_T_PING;
+                        m.u.ping.token = i;
+                        len = tcpota_msg_encode(&m, q->out + q->out_len, sizeof(q->out) - q->out_len);
+                        if (len > 0) q->out_len += (size_t)len;
+                    }
+                    q->next_send = t + ping_every;
                 }
                 continue;
             }
@@ -438,7 +454,7 @@ int main(int argc, char **argv)
             pf[i].events = POLLIN;
         }
         if ((open_readers == 0 && t >= t0 + min_hold) || t >= deadline) break;
-        if (poll(pf, n, 100) < 0 && errno != EINTR) break;
+        if (poll(pf, n, ping_every < 0.1 ? (int)(ping_every * 1000) : 100) < 0 && errno != EINTR) break;
         for (unsigned i = 0; i < n; i++) {
             uint8_t buf[4096];
             ssize_t r;
