@@ -136,6 +136,13 @@ static void stream_lowat(struct conn *c, int on)
     }
 }
 
+int conn_input_unread(const struct conn *c)
+{
+    int waiting = 0;
+
+    return c->bev && ioctl(bufferevent_getfd(c->bev), FIONREAD, &waiting) == 0 && waiting > 0;
+}
+
 void conn_lowat_tick(struct conn *c)
 {
     int waiting = 0;
@@ -735,6 +742,13 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         if (input_waiting(c)) {
             read_cb(bev, c); /* HELLO, read ahead with the handshake's last record */
         }
+        return;
+    }
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && conn_input_unread(c)) {
+        /* The read timed out, but the peer's bytes are there: the loop ran
+         * late (stopped, starved) and saw the timeout before the socket.
+         * Not idle: reading goes on (libevent stopped it). */
+        bufferevent_enable(bev, EV_READ);
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {

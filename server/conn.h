@@ -49,4 +49,8 @@ int conn_check_deadline(struct conn *c, double now);
  * SO_RCVLOWAT reads it (see conn.c). */
 void conn_lowat_tick(struct conn *c);
 
+/* 1 when bytes the peer sent wait unread in c's socket: a loop that ran
+ * late (the process stopped or starved) must not call such a peer idle. */
+int conn_input_unread(const struct conn *c);
+
 #endif

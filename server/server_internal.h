@@ -131,6 +131,8 @@ struct conn {
     uint8_t unauth;      /* counted in srv->unauth until it authenticates */
     uint8_t tls_up;      /* TLS: the handshake finished */
     uint8_t lowat;       /* SO_RCVLOWAT raised while streaming (conn.c) */
+    uint8_t idle_grace;  /* the sweep found it idle with input unread: it is
+                          * read, and judged at the next sweep (server.c) */
     /* TLS: waiting for the first byte, before any TLS state is allocated
      * (then bev is NULL). */
     struct event *first_byte;

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# A server whose loop runs late (stopped, swapped out, starved of CPU) for
+# longer than the idle timeout must not call a peer idle whose bytes arrived
+# meanwhile and wait unread in its socket: libevent sees an expired read
+# timeout before the socket's data, and the once-a-second sweep judges ACK
+# progress before the loop has read the ACKs. Here the server is stopped
+# (SIGSTOP) for longer than its idle timeout while
+#  1. 300 legacy devices each ask for a package every 0.5 s, and
+#  2. 20 `tcpota device`s download 1 MiB through a proxy that limits each
+#     to 100 kB/s, so their ACKs keep coming while the server is stopped.
+# No peer may be closed as idle, and every device finishes byte-exact.
+source "$(dirname "$0")/../e2e/lib.sh"
+
+make_image "$WORK/img" 300000
+start_server "$WORK/img" 2.0.0 --idle-timeout 2 --quiet
+python3 - "$SERVER_PORT" 300 7 > "$WORK/legacy.out" 2>&1 <<'PY' &
+import selectors, socket, sys, time
+port, n, secs = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+sel, socks, closed = selectors.DefaultSelector(), [], set()
+for i in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setblocking(False)
+    sel.register(s, selectors.EVENT_READ)
+    socks.append(s)
+print("connected", flush=True)
+t0, nxt = time.monotonic(), 0
+while time.monotonic() - t0 < secs:
+    if time.monotonic() >= nxt:
+        for s in socks:
+            if s not in closed:
+                try:
+                    s.send(b"req0\r\n\r\n")
+                except OSError:
+                    closed.add(s)
+        nxt = time.monotonic() + 0.5
+    for key, _ in sel.select(0.05):
+        try:
+            if not key.fileobj.recv(65536):
+                raise OSError
+        except BlockingIOError:
+            pass
+        except OSError:
+            closed.add(key.fileobj)
+            sel.unregister(key.fileobj)
+print("closed", len(closed), flush=True)
+PY
+legacy=$!
+PIDS+=("$legacy")
+wait_line "$WORK/legacy.out" '^connected' 20
+sleep 1.5
+kill -STOP "$SERVER_PID"
+sleep 3
+kill -CONT "$SERVER_PID"
+wait "$legacy" || fail "the legacy devices did not run: $(cat "$WORK/legacy.out")"
+idle=$(grep -c 'idle for' "$WORK/server.log" || true)
+[ "$idle" -eq 0 ] || fail "$idle legacy devices closed as idle after the server was stopped 3 s (idle timeout 2 s): $(grep -m1 'idle for' "$WORK/server.log")"
+grep -qx 'closed 0' "$WORK/legacy.out" || fail "legacy devices lost their connections: $(cat "$WORK/legacy.out")"
+stop_server
+ok "300 legacy devices asking every 0.5 s kept their connections across a 3 s stop of the server (idle timeout 2 s)"
+
+N=20
+make_image "$WORK/img1m" 1048576
+start_server "$WORK/img1m" 3.0.0 --idle-timeout 3 --quiet
+start_proxy proxy "$SERVER_PORT" --rate 100000 --quiet
+pids=()
+for i in $(seq 1 $N); do
+  "$TCPOTA" device --server "127.0.0.1:$PROXY_PORT" --flash "$WORK/d$i" --id "stall-$i" --progress none \
+    --backoff-min-ms 100 --backoff-max-ms 1000 2> "$WORK/dev$i.out" &
+  pids+=($!)
+done
+PIDS+=("${pids[@]}")
+sleep 2
+kill -STOP "$SERVER_PID"
+sleep 4.5
+kill -CONT "$SERVER_PID"
+for p in "${pids[@]}"; do wait "$p" || fail "a device failed after the server's stop"; done
+for i in $(seq 1 $N); do check_device "$WORK/d$i" "$WORK/img1m"; done
+idle=$(grep -c 'idle for' "$WORK/server.log" || true)
+[ "$idle" -eq 0 ] || fail "$idle devices closed as idle after the server was stopped 4.5 s (idle timeout 3 s): $(grep -m1 'idle for' "$WORK/server.log")"
+stop_server
+ok "$N devices downloading at 100 kB/s through a 4.5 s stop of the server (idle timeout 3 s): none closed as idle, all byte-exact"
