@@ -398,7 +398,7 @@ static void record(struct conn *c, enum store_dev_state st, const uint8_t *image
 static void transition_done(struct store_req *r)
 {
     struct server *srv = r->arg;
-    const struct store_rollout *ro = &r->u.rollout.r;
+    const struct store_rollout *ro = r->u.rollout.r;
 
     if (r->rc == STORE_E_CONFLICT) {
         /* Another check-in (or node, or the operator) moved it first. */
@@ -460,7 +460,7 @@ static void apply_rules(struct server *srv, struct store_rollout *ro)
         return;
     }
     r->u.rollout.id = ro->id;
-    r->u.rollout.r = *ro;
+    *r->u.rollout.r = *ro;
     r->u.rollout.expect_state = ro->ro.state;
     r->u.rollout.expect_n_open = ro->ro.n_open;
     r->u.rollout.new_state = to;

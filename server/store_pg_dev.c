@@ -472,7 +472,7 @@ int pg_op_device_get(struct pgstore *st, struct store_req *r)
     if (!r->u.device.id) {
         return store_err_set(r, STORE_E_INVAL, "id: required");
     }
-    if ((rc = load_device(st, r, r->u.device.id, &r->u.device.dev)) <= 0) {
+    if ((rc = load_device(st, r, r->u.device.id, r->u.device.dev)) <= 0) {
         return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
     }
     return load_history(st, r);
@@ -481,7 +481,7 @@ int pg_op_device_get(struct pgstore *st, struct store_req *r)
 int pg_op_device_set_group(struct pgstore *st, struct store_req *r)
 {
     const char *group = r->u.device.group ? r->u.device.group : "";
-    struct store_device *d = &r->u.device.dev;
+    struct store_device *d = r->u.device.dev;
     int64_t ro_id;
     int rc;
 

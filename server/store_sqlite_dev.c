@@ -500,7 +500,7 @@ int sq_op_device_get(struct sstore *st, struct store_req *r)
     if (!r->u.device.id) {
         return store_err_set(r, STORE_E_INVAL, "id: required");
     }
-    if ((rc = load_device(st, r, r->u.device.id, &r->u.device.dev)) <= 0) {
+    if ((rc = load_device(st, r, r->u.device.id, r->u.device.dev)) <= 0) {
         return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
     }
     return load_history(st, r);
@@ -509,7 +509,7 @@ int sq_op_device_get(struct sstore *st, struct store_req *r)
 int sq_op_device_set_group(struct sstore *st, struct store_req *r)
 {
     const char *group = r->u.device.group ? r->u.device.group : "";
-    struct store_device *d = &r->u.device.dev;
+    struct store_device *d = r->u.device.dev;
     struct store_rollout *ro;
     enum store_ro_status status;
     int64_t ro_id;
