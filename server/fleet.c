@@ -474,9 +474,9 @@ static int failed_before(const struct store_req *r, const struct image *img)
 {
     uint32_t i;
 
-    for (i = 0; i < r->u.checkin.nfailed; i++) {
-        if (memcmp(r->u.checkin.failed[i], img->desc.id, TCPOTA_ID_LEN) == 0 ||
-            memcmp(r->u.checkin.failed[i], img->offer_fp, TCPOTA_ID_LEN) == 0) {
+    for (i = 0; i < r->u.checkin.out->nfailed; i++) {
+        if (memcmp(r->u.checkin.out->failed[i], img->desc.id, TCPOTA_ID_LEN) == 0 ||
+            memcmp(r->u.checkin.out->failed[i], img->offer_fp, TCPOTA_ID_LEN) == 0) {
             return 1;
         }
     }
@@ -499,7 +499,7 @@ struct image *fleet_decide(struct server *srv, struct store_req *r,
     *cand = NULL;
     if (!r->u.checkin.has_rollout) {
         snprintf(why, cap, "no rollout for model %s%s%s", h->model,
-                 r->u.checkin.group[0] ? " and group " : "", r->u.checkin.group);
+                 r->u.checkin.out->group[0] ? " and group " : "", r->u.checkin.out->group);
         return NULL;
     }
     *rollout_id = ro->id;

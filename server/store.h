@@ -151,6 +151,10 @@ struct store_device {
 
 /* The large outputs of STORE_CHECKIN. */
 struct store_checkin_out {
+    char group[STORE_GROUP_MAX + 1];  /* the device's group ("": none) */
+    /* images (and offer fingerprints) it failed or declined */
+    uint8_t failed[STORE_FAILED_MAX][TCPOTA_ID_LEN];
+    uint32_t nfailed;
     struct store_rollout rollout;     /* when has_rollout */
     struct store_image image;         /* the rollout's image, when has_rollout */
     struct store_device dev;          /* the device now (report applied) */
@@ -251,10 +255,6 @@ struct store_req {
             const uint8_t *report_id;         /* in: NULL: no report */
             uint16_t report_result;           /* in: enum tcpota_result */
             int is_new;                       /* out: first HELLO of this id */
-            char group[STORE_GROUP_MAX + 1];  /* out */
-            /* out: images (and offer fingerprints) it failed or declined */
-            uint8_t failed[STORE_FAILED_MAX][TCPOTA_ID_LEN];
-            uint32_t nfailed;
             /* out: the rollout that applies to it (the newest not
              * superseded nor cancelled for its model, its group's before
              * the model-wide one), and its image (out->rollout, out->image);

@@ -346,7 +346,7 @@ static void test_checkin_registers_once(void **state)
     assert_int_equal(r->rc, STORE_OK);
     assert_int_equal(r->u.checkin.is_new, 1);
     assert_int_equal(r->u.checkin.has_rollout, 0);
-    assert_int_equal(r->u.checkin.nfailed, 0);
+    assert_int_equal(r->u.checkin.out->nfailed, 0);
     store_req_free(r);
     r = ss_checkin(f, "dev-1", NULL, 0);
     assert_int_equal(r->u.checkin.is_new, 0);
@@ -458,8 +458,8 @@ static void test_report_applied_once(void **state)
         r = ss_checkin(f, "dev-1", img, TCPOTA_RESULT_ROLLED_BACK);
         assert_int_equal(r->rc, STORE_OK);
         /* The failed image comes back for the offer policy. */
-        assert_int_equal(r->u.checkin.nfailed, 1);
-        assert_memory_equal(r->u.checkin.failed[0], img, TCPOTA_ID_LEN);
+        assert_int_equal(r->u.checkin.out->nfailed, 1);
+        assert_memory_equal(r->u.checkin.out->failed[0], img, TCPOTA_ID_LEN);
         store_req_free(r);
     }
     r = ss_device_get(f, "dev-1");
@@ -717,7 +717,7 @@ static void test_events_batch(void **state)
     assert_string_equal(r->u.device.dev->reason, "integrity");
     store_req_free(r);
     r = ss_checkin(f, "dev-b", NULL, 0);
-    assert_int_equal(r->u.checkin.nfailed, 1);
+    assert_int_equal(r->u.checkin.out->nfailed, 1);
     store_req_free(r);
     expect_counts(f, ro, 0, 0, 1, 0, 1);
     r = ss_device_get(f, "dev-ghost");
@@ -779,7 +779,7 @@ static void test_supersede_and_group(void **state)
     store_req_free(r);
     /* The group's rollout first, even when a newer model-wide one exists. */
     r = ss_checkin(f, "dev-canary", NULL, 0);
-    assert_string_equal(r->u.checkin.group, "canary");
+    assert_string_equal(r->u.checkin.out->group, "canary");
     assert_int_equal(r->u.checkin.out->rollout.id, canary);
     store_req_free(r);
     r = ss_checkin(f, "dev-plain", NULL, 0);
