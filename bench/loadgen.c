@@ -18,7 +18,10 @@
  *   source addresses 127.0.0.1 .. 127.0.0.K, default 4), --timeout SEC
  *   (give up on the run after SEC s, default 600), --max-retries R
  *   (reconnects per device after a dropped connection, default 5),
- *   --ack-interval BYTES (tcpota devices' checkpoint interval, a multiple of
+ *   --keep-alive 1 (http: ask to keep the connection, and close it from the
+ *   client once the body is in, as a tcpota device closes after COMPLETE:
+ *   then both servers close second; default 0: "Connection: close", the
+ *   server closes first), --ack-interval BYTES (tcpota devices' checkpoint interval, a multiple of
  *   4096; default: the core's, 16 KiB), --tls CA (tcpota and http: every
  *   connection inside TLS, the server verified against CA with SNI
  *   "localhost"; a full handshake per connection, no session offered).
@@ -119,6 +122,7 @@ static struct {
     struct sockaddr_storage srv;
     socklen_t srv_len;
     const char *path;
+    int keep_alive; /* http: no "Connection: close"; the client closes first */
     unsigned n, sources, max_retries;
     uint32_t ack_interval; /* tcpota devices' checkpoint interval; 0: the core's default */
     uint32_t size;
@@ -620,9 +624,8 @@ static void http_send_request(struct dev *d)
 {
     char req[512];
     int n = snprintf(req, sizeof(req),
-                     "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: tcpota-bench\r\n"
-                     "Connection: close\r\n\r\n",
-                     g.path);
+                     "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: tcpota-bench\r\n%s\r\n",
+                     g.path, g.keep_alive ? "" : "Connection: close\r\n");
     /* A fresh socket takes a few hundred bytes at once. */
     if (conn_send(d, req, (size_t)n) != n) {
         conn_lost(d, "cannot send the request");
@@ -815,7 +818,7 @@ static int usage(void)
             "[options]\n"
             "       bench-loadgen checkin|http10 ... (short connections; see checkin.h)\n"
             "options: --seed S --sources K --timeout SEC --max-retries R --ack-interval BYTES\n"
-            "         --tls CA\n");
+            "         --tls CA --keep-alive 0|1\n");
     return 2;
 }
 
@@ -976,6 +979,7 @@ int main(int argc, char **argv)
         i++;
         if (strcmp(a, "--server") == 0) server = v;
         else if (strcmp(a, "--path") == 0) g.path = v;
+        else if (strcmp(a, "--keep-alive") == 0) g.keep_alive = atoi(v);
         else if (strcmp(a, "--devices") == 0) g.n = (unsigned)strtoul(v, NULL, 10);
         else if (strcmp(a, "--size") == 0) g.size = (uint32_t)strtoul(v, NULL, 10);
         else if (strcmp(a, "--seed") == 0) g.seed = strtoull(v, NULL, 10);

@@ -143,7 +143,7 @@ static void show_done(struct api_call *c, struct store_req *r)
         api_store_error(c, r, NULL, "device");
         return;
     }
-    o = api_device_json(&r->u.device.dev);
+    o = api_device_json(r->u.device.dev);
     h = json_array();
     for (i = 0; h && i < r->u.device.nhistory; i++) {
         const struct store_history *e = &r->u.device.history[i];

@@ -83,7 +83,7 @@ static void list_done(struct api_call *c, struct store_req *r)
 static void get_done(struct api_call *c, struct store_req *r)
 {
     if (r->rc < 0) api_store_error(c, r, "id", "image");
-    else hold_images(c, &r->u.image.img, 1, 0);
+    else hold_images(c, r->u.image.img, 1, 0);
 }
 
 static void rm_done(struct api_call *c, struct store_req *r)
@@ -104,9 +104,9 @@ static void rm_resolved(struct api_call *c, struct store_req *r)
         api_store_error(c, r, "id", "image");
         return;
     }
-    sodium_bin2hex(c->key, sizeof c->key, r->u.image.img.id, TCPOTA_ID_LEN);
+    sodium_bin2hex(c->key, sizeof c->key, r->u.image.img->id, TCPOTA_ID_LEN);
     if ((rm = api_req(c, STORE_IMAGE_RM)) != NULL) {
-        snprintf(rm->u.image.img.idhex, sizeof rm->u.image.img.idhex, "%s", c->key);
+        snprintf(rm->u.image.img->idhex, sizeof rm->u.image.img->idhex, "%s", c->key);
         api_submit(c, rm, rm_done);
     }
 }
@@ -133,7 +133,7 @@ static int take_id(struct api_call *c, const char *s)
 static void add_got_existing(struct api_call *c, struct store_req *r)
 {
     if (r->rc < 0) api_store_error(c, r, "body", "image");
-    else hold_images(c, &r->u.image.img, 1, 0);
+    else hold_images(c, r->u.image.img, 1, 0);
 }
 
 static void add_done(struct api_call *c, struct store_req *r)
@@ -143,7 +143,7 @@ static void add_done(struct api_call *c, struct store_req *r)
     if (r->rc == STORE_E_CONFLICT) { /* added meanwhile by another request */
         c->code = 200;
         if ((g = api_req(c, STORE_IMAGE_GET)) != NULL) {
-            memcpy(g->u.image.img.idhex, c->img.idhex, sizeof c->img.idhex);
+            memcpy(g->u.image.img->idhex, c->img.idhex, sizeof c->img.idhex);
             api_submit(c, g, add_got_existing);
         }
         return;
@@ -153,7 +153,7 @@ static void add_done(struct api_call *c, struct store_req *r)
         return;
     }
     api_changed(c->api);
-    hold_images(c, &r->u.image.img, 1, 0);
+    hold_images(c, r->u.image.img, 1, 0);
 }
 
 /* Writes the body to a new file in images_dir (0600, fsync'd): c->path. */
@@ -195,19 +195,19 @@ static void add_lookup_done(struct api_call *c, struct store_req *r)
 {
     struct store_req *add;
 
-    if (r->rc == STORE_OK && (strcmp(r->u.image.img.version, c->img.version) != 0 ||
-                              strcmp(r->u.image.img.model, c->img.model) != 0)) {
+    if (r->rc == STORE_OK && (strcmp(r->u.image.img->version, c->img.version) != 0 ||
+                              strcmp(r->u.image.img->model, c->img.model) != 0)) {
         /* The same bytes under another name: an image's version and model
          * never change under the devices that were offered it. */
         api_error(c, 409, "version", "these bytes are stored already as image %.12s, version %s "
                   "for model %s; remove it first (tcpota image rm %.12s) to add them as %s for %s",
-                  r->u.image.img.idhex, r->u.image.img.version, r->u.image.img.model,
-                  r->u.image.img.idhex, c->img.version, c->img.model);
+                  r->u.image.img->idhex, r->u.image.img->version, r->u.image.img->model,
+                  r->u.image.img->idhex, c->img.version, c->img.model);
         return;
     }
     if (r->rc == STORE_OK) { /* the same bytes again */
         c->code = 200;
-        hold_images(c, &r->u.image.img, 1, 0);
+        hold_images(c, r->u.image.img, 1, 0);
         return;
     }
     if (r->rc != STORE_E_NOTFOUND) {
@@ -226,7 +226,7 @@ static void add_lookup_done(struct api_call *c, struct store_req *r)
     }
     if ((add = api_req(c, STORE_IMAGE_ADD)) != NULL) {
         add->u.image.path = c->path;
-        add->u.image.img = c->img;
+        *add->u.image.img = c->img;
         api_submit(c, add, add_done);
     }
 }
@@ -354,7 +354,7 @@ static void upload(struct api_call *c, const char *query)
     if (take_names(c, query, signed_) < 0) return;
     c->code = 201;
     if ((r = api_req(c, STORE_IMAGE_GET)) != NULL) {
-        memcpy(r->u.image.img.idhex, c->img.idhex, sizeof c->img.idhex);
+        memcpy(r->u.image.img->idhex, c->img.idhex, sizeof c->img.idhex);
         api_submit(c, r, add_lookup_done);
     }
 }
@@ -386,7 +386,7 @@ void api_images(struct api_call *c, int method, const char *rest, const char *qu
     if (take_id(c, rest) < 0) return;
     c->code = 200;
     if ((r = api_req(c, STORE_IMAGE_GET)) != NULL) {
-        snprintf(r->u.image.img.idhex, sizeof r->u.image.img.idhex, "%s", c->key);
+        snprintf(r->u.image.img->idhex, sizeof r->u.image.img->idhex, "%s", c->key);
         api_submit(c, r, method == EVHTTP_REQ_GET ? get_done : rm_resolved);
     }
 }

@@ -66,7 +66,7 @@ static json_t *rollout_json(const struct store_rollout *ro, const char *version)
 
 static void show_image_done(struct api_call *c, struct store_req *r)
 {
-    api_reply(c, c->code, rollout_json(&c->ro, r->rc == STORE_OK ? r->u.image.img.version : NULL));
+    api_reply(c, c->code, rollout_json(&c->ro, r->rc == STORE_OK ? r->u.image.img->version : NULL));
 }
 
 static void show_got(struct api_call *c, struct store_req *r)
@@ -77,9 +77,9 @@ static void show_got(struct api_call *c, struct store_req *r)
         api_store_error(c, r, NULL, "rollout");
         return;
     }
-    c->ro = r->u.rollout.r;
+    c->ro = *r->u.rollout.r;
     if ((g = api_req(c, STORE_IMAGE_GET)) != NULL) {
-        sodium_bin2hex(g->u.image.img.idhex, sizeof g->u.image.img.idhex, c->ro.image_id,
+        sodium_bin2hex(g->u.image.img->idhex, sizeof g->u.image.img->idhex, c->ro.image_id,
                        TCPOTA_ID_LEN);
         api_submit(c, g, show_image_done);
     }
@@ -171,7 +171,7 @@ static void act_set_done(struct api_call *c, struct store_req *r)
 
 static void act_got(struct api_call *c, struct store_req *r)
 {
-    enum rollout_state st = r->u.rollout.r.ro.state, to;
+    enum rollout_state st = r->u.rollout.r->ro.state, to;
     struct store_req *s;
     int ok;
 
@@ -194,8 +194,8 @@ static void act_got(struct api_call *c, struct store_req *r)
         s->u.rollout.id = c->id;
         s->u.rollout.expect_state = st;
         s->u.rollout.new_state = to;
-        s->u.rollout.expect_n_open = r->u.rollout.r.ro.n_open;
-        s->u.rollout.new_n_open = r->u.rollout.r.ro.n_open;
+        s->u.rollout.expect_n_open = r->u.rollout.r->ro.n_open;
+        s->u.rollout.new_n_open = r->u.rollout.r->ro.n_open;
         api_submit(c, s, act_set_done);
     }
 }
@@ -209,7 +209,7 @@ static void create_done(struct api_call *c, struct store_req *r)
         return;
     }
     api_changed(c->api);
-    show(c, r->u.rollout.r.id, 201);
+    show(c, r->u.rollout.r->id, 201);
 }
 
 /* The image is known: check its model and create the rollout. */
@@ -226,7 +226,7 @@ static void create_with(struct api_call *c, const struct store_image *img)
     if ((r = api_req(c, STORE_ROLLOUT_CREATE)) != NULL) {
         c->ro.created_at = c->ro.changed_at = r->now;
         c->ro.waves[0].opened_at = r->now;
-        r->u.rollout.r = c->ro;
+        *r->u.rollout.r = c->ro;
         api_submit(c, r, create_done);
     }
 }
@@ -262,7 +262,7 @@ static void create_by_id(struct api_call *c, struct store_req *r)
     struct store_req *l;
 
     if (r->rc == STORE_OK) {
-        create_with(c, &r->u.image.img);
+        create_with(c, r->u.image.img);
     } else if (r->rc == STORE_E_NOTFOUND) { /* maybe a version that looks like hex */
         if ((l = api_req(c, STORE_IMAGE_LIST)) != NULL) api_submit(c, l, create_by_version);
     } else {
@@ -405,7 +405,7 @@ static void create(struct api_call *c)
     }
     if (i == n && n >= API_PREFIX_MIN) { /* an id or a prefix, or a hex-looking version */
         if ((r = api_req(c, STORE_IMAGE_GET)) != NULL) {
-            for (i = 0; i < n; i++) r->u.image.img.idhex[i] = (char)tolower((unsigned char)c->key[i]);
+            for (i = 0; i < n; i++) r->u.image.img->idhex[i] = (char)tolower((unsigned char)c->key[i]);
             api_submit(c, r, create_by_id);
         }
     } else if ((r = api_req(c, STORE_IMAGE_LIST)) != NULL) {

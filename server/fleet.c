@@ -398,7 +398,7 @@ static void record(struct conn *c, enum store_dev_state st, const uint8_t *image
 static void transition_done(struct store_req *r)
 {
     struct server *srv = r->arg;
-    const struct store_rollout *ro = &r->u.rollout.r;
+    const struct store_rollout *ro = r->u.rollout.r;
 
     if (r->rc == STORE_E_CONFLICT) {
         /* Another check-in (or node, or the operator) moved it first. */
@@ -460,7 +460,7 @@ static void apply_rules(struct server *srv, struct store_rollout *ro)
         return;
     }
     r->u.rollout.id = ro->id;
-    r->u.rollout.r = *ro;
+    *r->u.rollout.r = *ro;
     r->u.rollout.expect_state = ro->ro.state;
     r->u.rollout.expect_n_open = ro->ro.n_open;
     r->u.rollout.new_state = to;
@@ -474,9 +474,9 @@ static int failed_before(const struct store_req *r, const struct image *img)
 {
     uint32_t i;
 
-    for (i = 0; i < r->u.checkin.nfailed; i++) {
-        if (memcmp(r->u.checkin.failed[i], img->desc.id, TCPOTA_ID_LEN) == 0 ||
-            memcmp(r->u.checkin.failed[i], img->offer_fp, TCPOTA_ID_LEN) == 0) {
+    for (i = 0; i < r->u.checkin.out->nfailed; i++) {
+        if (memcmp(r->u.checkin.out->failed[i], img->desc.id, TCPOTA_ID_LEN) == 0 ||
+            memcmp(r->u.checkin.out->failed[i], img->offer_fp, TCPOTA_ID_LEN) == 0) {
             return 1;
         }
     }
@@ -499,7 +499,7 @@ struct image *fleet_decide(struct server *srv, struct store_req *r,
     *cand = NULL;
     if (!r->u.checkin.has_rollout) {
         snprintf(why, cap, "no rollout for model %s%s%s", h->model,
-                 r->u.checkin.group[0] ? " and group " : "", r->u.checkin.group);
+                 r->u.checkin.out->group[0] ? " and group " : "", r->u.checkin.out->group);
         return NULL;
     }
     *rollout_id = ro->id;

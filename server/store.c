@@ -49,14 +49,35 @@ void store_close(struct store *st)
     }
 }
 
+/* Each record follows the request in one allocation (store_req_new). */
+_Static_assert(sizeof(struct store_req) % _Alignof(struct store_image) == 0 &&
+                   sizeof(struct store_req) % _Alignof(struct store_rollout) == 0 &&
+                   sizeof(struct store_req) % _Alignof(struct store_device) == 0,
+               "a record after the request would be misaligned");
+
 struct store_req *store_req_new(enum store_op op, store_done_fn done, void *arg)
 {
-    struct store_req *r = calloc(1, sizeof(*r));
+    int image = op == STORE_IMAGE_ADD || op == STORE_IMAGE_GET || op == STORE_IMAGE_RM;
+    int rollout = op == STORE_ROLLOUT_CREATE || op == STORE_ROLLOUT_GET || op == STORE_ROLLOUT_SET;
+    int device = op == STORE_DEVICE_GET || op == STORE_DEVICE_SET_GROUP || op == STORE_SECRET_SET;
+    size_t record = image     ? sizeof(struct store_image)
+                    : rollout ? sizeof(struct store_rollout)
+                    : device  ? sizeof(struct store_device)
+                              : 0;
+    struct store_req *r = calloc(1, sizeof(*r) + record);
 
-    if (r) {
-        r->op = op;
-        r->done = done;
-        r->arg = arg;
+    if (!r) {
+        return NULL;
+    }
+    r->op = op;
+    r->done = done;
+    r->arg = arg;
+    if (image) {
+        r->u.image.img = (struct store_image *)(void *)(r + 1);
+    } else if (rollout) {
+        r->u.rollout.r = (struct store_rollout *)(void *)(r + 1);
+    } else if (device) {
+        r->u.device.dev = (struct store_device *)(void *)(r + 1);
     }
     return r;
 }

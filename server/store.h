@@ -151,6 +151,10 @@ struct store_device {
 
 /* The large outputs of STORE_CHECKIN. */
 struct store_checkin_out {
+    char group[STORE_GROUP_MAX + 1];  /* the device's group ("": none) */
+    /* images (and offer fingerprints) it failed or declined */
+    uint8_t failed[STORE_FAILED_MAX][TCPOTA_ID_LEN];
+    uint32_t nfailed;
     struct store_rollout rollout;     /* when has_rollout */
     struct store_image image;         /* the rollout's image, when has_rollout */
     struct store_device dev;          /* the device now (report applied) */
@@ -251,10 +255,6 @@ struct store_req {
             const uint8_t *report_id;         /* in: NULL: no report */
             uint16_t report_result;           /* in: enum tcpota_result */
             int is_new;                       /* out: first HELLO of this id */
-            char group[STORE_GROUP_MAX + 1];  /* out */
-            /* out: images (and offer fingerprints) it failed or declined */
-            uint8_t failed[STORE_FAILED_MAX][TCPOTA_ID_LEN];
-            uint32_t nfailed;
             /* out: the rollout that applies to it (the newest not
              * superseded nor cancelled for its model, its group's before
              * the model-wide one), and its image (out->rollout, out->image);
@@ -286,13 +286,15 @@ struct store_req {
         } events;
         struct {                              /* STORE_IMAGE_ADD / GET / RM */
             const char *path;                 /* in (ADD): the verified file; the backend copies it */
-            struct store_image img;           /* in (ADD: id, version, model, size, manifest),
+            struct store_image *img;          /* in (ADD: id, version, model, size, manifest),
                                                  out (GET, ADD: path, added_at);
-                                                 in (GET/RM): idhex, or version as "v:<version>" */
+                                                 in (GET/RM): idhex, or version as "v:<version>";
+                                                 allocated with the request (store_req_new) */
             int added;                        /* out (ADD): 1 stored now, 0 already there (201/200) */
         } image;
         struct {                              /* STORE_ROLLOUT_CREATE / GET / SET */
-            struct store_rollout r;           /* in (CREATE: all but id/waves counts), out */
+            struct store_rollout *r;          /* in (CREATE: all but id/waves counts), out;
+                                                 allocated with the request */
             uint64_t id;                      /* in (GET/SET) */
             enum rollout_state expect_state, new_state; /* in (SET) */
             uint32_t expect_n_open, new_n_open;         /* in (SET) */
@@ -302,7 +304,7 @@ struct store_req {
             const char *group;                /* in (SET_GROUP): "" clears it */
             const uint8_t *secret;            /* in (SECRET_SET) */
             uint8_t secret_len;
-            struct store_device dev;          /* out (GET) */
+            struct store_device *dev;         /* out (GET); allocated with the request */
             struct store_history *history;    /* out (GET): nhistory rows, newest first */
             size_t nhistory;
         } device;
@@ -377,7 +379,11 @@ void store_req_finished(const struct store_req *r);
 /* store->vt->close(); NULL: no-op. */
 void store_close(struct store *st);
 
-/* A zeroed request for op with done/arg set (calloc); NULL: out of memory. */
+/* A zeroed request for op with done/arg set (calloc); NULL: out of memory.
+ * The large records of the image, rollout and device ops (u.image.img,
+ * u.rollout.r, u.device.dev) are allocated with it, after the request, so
+ * that the union stays the size of a check-in: thousands of devices may
+ * wait in the store's queue at once, each with its check-in. */
 struct store_req *store_req_new(enum store_op op, store_done_fn done, void *arg);
 /* Frees r and what its outputs hold (history, list rows). NULL: no-op. */
 void store_req_free(struct store_req *r);

@@ -139,7 +139,7 @@ int store_report_of(struct store_req *r, struct store_report *out)
 
 int store_rollout_set_check(struct store_req *r)
 {
-    const struct store_rollout *cur = &r->u.rollout.r;
+    const struct store_rollout *cur = r->u.rollout.r;
     uint32_t from = r->u.rollout.expect_n_open, to = r->u.rollout.new_n_open;
 
     if ((unsigned)r->u.rollout.new_state > ROLLOUT_STATE_CANCELLED) {
@@ -155,7 +155,7 @@ int store_rollout_set_check(struct store_req *r)
 
 int store_rollout_set_conflict(struct store_req *r)
 {
-    const struct store_rollout *cur = &r->u.rollout.r;
+    const struct store_rollout *cur = r->u.rollout.r;
 
     return store_err_set(r, STORE_E_CONFLICT, "rollout %llu is %s with %u of %u waves open,"
                          " not %s with %u: it changed meanwhile",

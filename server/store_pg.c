@@ -106,11 +106,11 @@ static void after_commit(struct pgstore *st, struct store_req *head)
             continue;
         }
         if (r->op == STORE_IMAGE_RM) {
-            (void)unlink(r->u.image.img.path);
+            (void)unlink(r->u.image.img->path);
         } else if (r->op == STORE_IMAGE_ADD && r->u.image.path &&
-                   strcmp(r->u.image.path, r->u.image.img.path) != 0) {
-            if (access(r->u.image.img.path, F_OK) == 0 ||
-                rename(r->u.image.path, r->u.image.img.path) != 0) {
+                   strcmp(r->u.image.path, r->u.image.img->path) != 0) {
+            if (access(r->u.image.img->path, F_OK) == 0 ||
+                rename(r->u.image.path, r->u.image.img->path) != 0) {
                 (void)unlink(r->u.image.path);
             }
         }

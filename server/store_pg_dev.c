@@ -194,12 +194,12 @@ static int load_failed(struct pgstore *st, struct store_req *r)
     if (!res) {
         return r->rc;
     }
-    r->u.checkin.nfailed = 0;
+    r->u.checkin.out->nfailed = 0;
     n = PQntuples(res);
-    for (i = 0; i < n && r->u.checkin.nfailed < STORE_FAILED_MAX; i++) {
-        if (pg_col_bytea(res, i, 0, r->u.checkin.failed[r->u.checkin.nfailed], TCPOTA_ID_LEN) ==
+    for (i = 0; i < n && r->u.checkin.out->nfailed < STORE_FAILED_MAX; i++) {
+        if (pg_col_bytea(res, i, 0, r->u.checkin.out->failed[r->u.checkin.out->nfailed], TCPOTA_ID_LEN) ==
             TCPOTA_ID_LEN) {
-            r->u.checkin.nfailed++;
+            r->u.checkin.out->nfailed++;
         }
     }
     PQclear(res);
@@ -259,7 +259,7 @@ int pg_op_checkin(struct pgstore *st, struct store_req *r)
     if ((rc = upsert(st, r, dev)) < 0) {
         return rc;
     }
-    snprintf(r->u.checkin.group, sizeof(r->u.checkin.group), "%s", dev->group);
+    snprintf(r->u.checkin.out->group, sizeof(r->u.checkin.out->group), "%s", dev->group);
     if ((ro_id = pg_ro_applicable(st, r, r->u.checkin.model, dev->group)) < 0) {
         return (int)ro_id;
     }
@@ -472,7 +472,7 @@ int pg_op_device_get(struct pgstore *st, struct store_req *r)
     if (!r->u.device.id) {
         return store_err_set(r, STORE_E_INVAL, "id: required");
     }
-    if ((rc = load_device(st, r, r->u.device.id, &r->u.device.dev)) <= 0) {
+    if ((rc = load_device(st, r, r->u.device.id, r->u.device.dev)) <= 0) {
         return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
     }
     return load_history(st, r);
@@ -481,7 +481,7 @@ int pg_op_device_get(struct pgstore *st, struct store_req *r)
 int pg_op_device_set_group(struct pgstore *st, struct store_req *r)
 {
     const char *group = r->u.device.group ? r->u.device.group : "";
-    struct store_device *d = &r->u.device.dev;
+    struct store_device *d = r->u.device.dev;
     int64_t ro_id;
     int rc;
 

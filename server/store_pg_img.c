@@ -161,13 +161,13 @@ static int lookup(struct pgstore *st, struct store_req *r)
     PGresult *res;
     int n;
 
-    snprintf(key, sizeof(key), "%s", r->u.image.img.idhex);
-    snprintf(model, sizeof(model), "%s", r->u.image.img.model);
+    snprintf(key, sizeof(key), "%s", r->u.image.img->idhex);
+    snprintf(model, sizeof(model), "%s", r->u.image.img->model);
     if (!(res = query_lookup(st, r, key, model))) {
         return r->rc;
     }
     if ((n = PQntuples(res)) == 1) {
-        row_to_image(st, res, 0, &r->u.image.img);
+        row_to_image(st, res, 0, r->u.image.img);
     }
     PQclear(res);
     if (n == 0) {
@@ -217,7 +217,7 @@ static int store_bytes(struct pgstore *st, struct store_req *r, const char *hex,
 
 int pg_op_image_add(struct pgstore *st, struct store_req *r)
 {
-    struct store_image *img = &r->u.image.img;
+    struct store_image *img = r->u.image.img;
     const char *tmp = r->u.image.path;
     char hex[2 * TCPOTA_ID_LEN + 1];
     int rc;
@@ -279,14 +279,14 @@ int pg_op_image_rm(struct pgstore *st, struct store_req *r)
 {
     int rc;
 
-    if ((rc = lookup(st, r)) < 0 || (rc = check_unused(st, r, r->u.image.img.idhex)) < 0) {
+    if ((rc = lookup(st, r)) < 0 || (rc = check_unused(st, r, r->u.image.img->idhex)) < 0) {
         return rc;
     }
     /* Its chunks go with it (ON DELETE CASCADE); this node's cached file
      * after the commit (store_pg.c); another node's copy is never served
      * again, as no row names it. */
     return pg_run(st, r, "image rm", "DELETE FROM images WHERE id = $1", "t",
-                  r->u.image.img.idhex);
+                  r->u.image.img->idhex);
 }
 
 int pg_op_image_list(struct pgstore *st, struct store_req *r)

@@ -233,7 +233,7 @@ int pg_ro_set_status(struct pgstore *st, struct store_req *r, uint64_t rollout_i
 
 static int check_create(struct pgstore *st, struct store_req *r, char *hex)
 {
-    struct store_rollout *in = &r->u.rollout.r;
+    struct store_rollout *in = r->u.rollout.r;
     struct store_image *img;
     int rc;
 
@@ -261,7 +261,7 @@ static int check_create(struct pgstore *st, struct store_req *r, char *hex)
 
 static int insert_rollout(struct pgstore *st, struct store_req *r, const char *hex, int64_t *id)
 {
-    const struct store_rollout *in = &r->u.rollout.r;
+    const struct store_rollout *in = r->u.rollout.r;
     char pct[4 * ROLLOUT_MAX_WAVES + 1];
     size_t len = 0;
     uint32_t k;
@@ -356,7 +356,7 @@ static int targets_flush(struct pgstore *st, struct store_req *r, int64_t id, st
  * store_sqlite_ro.c). */
 static int target_devices(struct pgstore *st, struct store_req *r, int64_t id)
 {
-    const struct store_rollout *in = &r->u.rollout.r;
+    const struct store_rollout *in = r->u.rollout.r;
     uint32_t count[ROLLOUT_MAX_WAVES + 1] = {0};
     struct targets t = {0};
     PGresult *res;
@@ -395,14 +395,14 @@ int pg_op_rollout_create(struct pgstore *st, struct store_req *r)
     int64_t id = 0;
     int rc;
 
-    if (strlen(r->u.rollout.r.group) > STORE_GROUP_MAX) {
+    if (strlen(r->u.rollout.r->group) > STORE_GROUP_MAX) {
         return store_err_set(r, STORE_E_INVAL, "group: at most %u bytes", STORE_GROUP_MAX);
     }
     if ((rc = check_create(st, r, hex)) < 0 || (rc = insert_rollout(st, r, hex, &id)) < 0 ||
         (rc = target_devices(st, r, id)) < 0) {
         return rc;
     }
-    rc = pg_ro_load(st, r, (uint64_t)id, &r->u.rollout.r);
+    rc = pg_ro_load(st, r, (uint64_t)id, r->u.rollout.r);
     r->u.rollout.id = (uint64_t)id;
     return rc < 0 ? rc : STORE_OK;
 }
@@ -442,7 +442,7 @@ int pg_op_rollout_list(struct pgstore *st, struct store_req *r)
 
 int pg_op_rollout_get(struct pgstore *st, struct store_req *r)
 {
-    int rc = pg_ro_load(st, r, r->u.rollout.id, &r->u.rollout.r);
+    int rc = pg_ro_load(st, r, r->u.rollout.id, r->u.rollout.r);
 
     if (rc == 0) {
         return store_err_set(r, STORE_E_NOTFOUND, "no rollout %llu",

@@ -74,7 +74,7 @@ static int commit(struct sstore *st)
     /* A removed image's file goes only once its row is gone for good. */
     for (r = st->pend_head; r; r = r->next) {
         if (r->op == STORE_IMAGE_RM && r->rc == STORE_OK) {
-            (void)unlink(r->u.image.img.path);
+            (void)unlink(r->u.image.img->path);
         }
     }
     return 0;

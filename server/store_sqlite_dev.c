@@ -199,10 +199,10 @@ static int load_failed(struct sstore *st, struct store_req *r)
     if (!s) {
         return sq_fail(st, r, "checkin failures");
     }
-    r->u.checkin.nfailed = 0;
+    r->u.checkin.out->nfailed = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         if (sqlite3_column_bytes(s, 0) == TCPOTA_ID_LEN) {
-            memcpy(r->u.checkin.failed[r->u.checkin.nfailed++], sqlite3_column_blob(s, 0),
+            memcpy(r->u.checkin.out->failed[r->u.checkin.out->nfailed++], sqlite3_column_blob(s, 0),
                    TCPOTA_ID_LEN);
         }
     }
@@ -271,7 +271,7 @@ int sq_op_checkin(struct sstore *st, struct store_req *r)
     if ((rc = upsert(st, r, &old)) < 0) {
         return rc;
     }
-    (void)text_copy(r->u.checkin.group, sizeof(r->u.checkin.group), old.group);
+    (void)text_copy(r->u.checkin.out->group, sizeof(r->u.checkin.out->group), old.group);
     ro_id = sq_ro_applicable(st, r, r->u.checkin.model, old.group);
     if (ro_id < 0) {
         return (int)ro_id;
@@ -500,7 +500,7 @@ int sq_op_device_get(struct sstore *st, struct store_req *r)
     if (!r->u.device.id) {
         return store_err_set(r, STORE_E_INVAL, "id: required");
     }
-    if ((rc = load_device(st, r, r->u.device.id, &r->u.device.dev)) <= 0) {
+    if ((rc = load_device(st, r, r->u.device.id, r->u.device.dev)) <= 0) {
         return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
     }
     return load_history(st, r);
@@ -509,7 +509,7 @@ int sq_op_device_get(struct sstore *st, struct store_req *r)
 int sq_op_device_set_group(struct sstore *st, struct store_req *r)
 {
     const char *group = r->u.device.group ? r->u.device.group : "";
-    struct store_device *d = &r->u.device.dev;
+    struct store_device *d = r->u.device.dev;
     struct store_rollout *ro;
     enum store_ro_status status;
     int64_t ro_id;

@@ -78,7 +78,7 @@ static sqlite3_stmt *prep_lookup(struct sstore *st, struct store_req *r, const c
                    " LIMIT 2", "t", lower);
 }
 
-/* Finds the image r->u.image.img.idhex names, into r->u.image.img. */
+/* Finds the image r->u.image.img->idhex names, into r->u.image.img-> */
 static int lookup(struct sstore *st, struct store_req *r)
 {
     char key[2 * TCPOTA_ID_LEN + 3 + TCPOTA_MAX_NAME], lower[2 * TCPOTA_ID_LEN + 1];
@@ -86,15 +86,15 @@ static int lookup(struct sstore *st, struct store_req *r)
     sqlite3_stmt *s;
     int rc, n = 0;
 
-    snprintf(key, sizeof(key), "%s", r->u.image.img.idhex);
-    snprintf(model, sizeof(model), "%s", r->u.image.img.model);
+    snprintf(key, sizeof(key), "%s", r->u.image.img->idhex);
+    snprintf(model, sizeof(model), "%s", r->u.image.img->model);
     s = prep_lookup(st, r, key, model, lower);
     if (!s) {
         return r->rc < 0 ? r->rc : sq_fail(st, r, "image");
     }
     while ((rc = sqlite3_step(s)) == SQLITE_ROW && n < 2) {
         if (n++ == 0) {
-            row_to_image(st, s, &r->u.image.img);
+            row_to_image(st, s, r->u.image.img);
         }
     }
     sqlite3_reset(s);
@@ -134,7 +134,7 @@ static int sync_images_dir(const struct sstore *st)
 
 int sq_op_image_add(struct sstore *st, struct store_req *r)
 {
-    struct store_image *img = &r->u.image.img;
+    struct store_image *img = r->u.image.img;
     const char *tmp = r->u.image.path;
     char hex[2 * TCPOTA_ID_LEN + 1], path[sizeof(img->path)];
     int rc;
@@ -211,11 +211,11 @@ int sq_op_image_rm(struct sstore *st, struct store_req *r)
 {
     int rc;
 
-    if ((rc = lookup(st, r)) < 0 || (rc = check_unused(st, r, r->u.image.img.idhex)) < 0) {
+    if ((rc = lookup(st, r)) < 0 || (rc = check_unused(st, r, r->u.image.img->idhex)) < 0) {
         return rc;
     }
     /* The file goes after the commit (store_sqlite.c), never before its row. */
-    if (sq_run(st, "DELETE FROM images WHERE id = ?1", "t", r->u.image.img.idhex) !=
+    if (sq_run(st, "DELETE FROM images WHERE id = ?1", "t", r->u.image.img->idhex) !=
         SQLITE_DONE) {
         return sq_fail(st, r, "image rm");
     }

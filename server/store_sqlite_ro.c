@@ -235,7 +235,7 @@ int sq_ro_set_status(struct sstore *st, struct store_req *r, uint64_t rollout_id
 
 static int check_create(struct sstore *st, struct store_req *r, char *hex)
 {
-    struct store_rollout *in = &r->u.rollout.r;
+    struct store_rollout *in = r->u.rollout.r;
     struct store_image *img;
     int rc;
 
@@ -264,7 +264,7 @@ static int check_create(struct sstore *st, struct store_req *r, char *hex)
 
 static int insert_rollout(struct sstore *st, struct store_req *r, const char *hex, int64_t *id)
 {
-    const struct store_rollout *in = &r->u.rollout.r;
+    const struct store_rollout *in = r->u.rollout.r;
     char pct[4 * ROLLOUT_MAX_WAVES + 1];
     size_t len = 0;
     uint32_t k;
@@ -305,7 +305,7 @@ static int insert_rollout(struct sstore *st, struct store_req *r, const char *he
  * million inserts and no counter updates. */
 static int target_devices(struct sstore *st, struct store_req *r, int64_t id)
 {
-    const struct store_rollout *in = &r->u.rollout.r;
+    const struct store_rollout *in = r->u.rollout.r;
     uint32_t count[ROLLOUT_MAX_WAVES + 1] = {0};
     sqlite3_stmt *s;
     uint32_t k;
@@ -343,14 +343,14 @@ int sq_op_rollout_create(struct sstore *st, struct store_req *r)
     int64_t id = 0;
     int rc;
 
-    if (strlen(r->u.rollout.r.group) > STORE_GROUP_MAX) {
+    if (strlen(r->u.rollout.r->group) > STORE_GROUP_MAX) {
         return store_err_set(r, STORE_E_INVAL, "group: at most %u bytes", STORE_GROUP_MAX);
     }
     if ((rc = check_create(st, r, hex)) < 0 || (rc = insert_rollout(st, r, hex, &id)) < 0 ||
         (rc = target_devices(st, r, id)) < 0) {
         return rc;
     }
-    rc = sq_ro_load(st, r, (uint64_t)id, &r->u.rollout.r);
+    rc = sq_ro_load(st, r, (uint64_t)id, r->u.rollout.r);
     r->u.rollout.id = (uint64_t)id;
     return rc < 0 ? rc : STORE_OK;
 }
@@ -394,7 +394,7 @@ int sq_op_rollout_list(struct sstore *st, struct store_req *r)
 
 int sq_op_rollout_get(struct sstore *st, struct store_req *r)
 {
-    int rc = sq_ro_load(st, r, r->u.rollout.id, &r->u.rollout.r);
+    int rc = sq_ro_load(st, r, r->u.rollout.id, r->u.rollout.r);
 
     if (rc == 0) {
         return store_err_set(r, STORE_E_NOTFOUND, "no rollout %llu",

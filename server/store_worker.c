@@ -12,17 +12,28 @@
 #include <time.h>
 #include <unistd.h>
 
+/* 1 on the store thread (store_main): only there may a post wait. */
+static _Thread_local int on_store_thread;
+
 /* ---- completions (loop thread) ---- */
 
 void store_worker_post(struct store_worker *w, struct store_req *head, struct store_req *tail)
 {
+    const struct store_req *r;
+    size_t n = 1;
     char b = 1;
     int wake;
 
     if (!head) {
         return;
     }
+    for (r = head; r != tail; r = r->next) {
+        n++;
+    }
     pthread_mutex_lock(&w->mu);
+    while (on_store_thread && w->ndone >= STORE_DONE_HIGH && !w->stopping) {
+        pthread_cond_wait(&w->cv, &w->mu); /* run_done signals */
+    }
     /* A wake-up is owed only when the loop had nothing to run: one it has
      * not drained yet runs what is appended here too. */
     wake = w->done_head == NULL && w->notes == NULL;
@@ -33,6 +44,7 @@ void store_worker_post(struct store_worker *w, struct store_req *head, struct st
     }
     w->done_tail = tail;
     tail->next = NULL;
+    w->ndone += n;
     pthread_mutex_unlock(&w->mu);
     if (wake && write(w->pipe_wr, &b, 1) < 0) {
         /* EAGAIN: a full pipe already holds a wake-up. */
@@ -95,8 +107,10 @@ static void run_done(struct store_worker *w)
     pthread_mutex_lock(&w->mu);
     r = w->done_head;
     w->done_head = w->done_tail = NULL;
+    w->ndone = 0;
     notes = w->notes;
     w->notes = NULL;
+    pthread_cond_signal(&w->cv); /* a store thread waiting in store_worker_post */
     pthread_mutex_unlock(&w->mu);
     tell(w, notes);
     for (; r; r = next) {
@@ -152,6 +166,7 @@ static void *store_main(void *arg)
     struct store_req *list;
     int stopping;
 
+    on_store_thread = 1;
     for (;;) {
         pthread_mutex_lock(&w->mu);
         wait_for_work(w);

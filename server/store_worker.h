@@ -61,9 +61,11 @@ struct store_worker {
     pthread_t thread;
     int thread_started;
     pthread_mutex_t mu;      /* guards q_*, done_*, stopping */
-    pthread_cond_t cv;       /* a request arrived, or the stop (monotonic clock) */
+    pthread_cond_t cv;       /* a request arrived, the stop, or the loop ran the
+                              * completions (monotonic clock) */
     struct store_req *q_head, *q_tail;       /* handed over, not yet taken */
     struct store_req *done_head, *done_tail; /* posted, done not yet run */
+    size_t ndone;                            /* how many of them */
     struct store_worker_note *notes;         /* posted, newest first, not yet told */
     int stopping;
     struct store_req *out_head, *out_tail;   /* loop only: this turn's requests */
@@ -81,9 +83,18 @@ int store_worker_start(struct store_worker *w, const struct store_worker_ops *op
  * STORE_OK, STORE_E_INVAL for a request without done, STORE_E_IO once the
  * worker is stopping (r->done then never runs). */
 int store_worker_submit(struct store_worker *w, struct store_req *r);
+/* Completions that may wait for the loop at once: the store thread waits
+ * in store_worker_post() for the loop to run them beyond that. A request's
+ * results (a check-in's are 3 KB) live until its done has run; with the
+ * loop busy (10,000 devices checking in at once while others stream) the
+ * store thread had finished 2,000 of them ahead of it. */
+#define STORE_DONE_HIGH 256u
+
 /* Store thread (or the loop's, while no store thread runs): appends the
  * requests head..tail (linked by ->next) to the completions and wakes the
- * loop. NULL head: no-op. */
+ * loop. On the store thread it first waits while STORE_DONE_HIGH
+ * completions wait for the loop (not once the worker is stopping). NULL
+ * head: no-op. */
 void store_worker_post(struct store_worker *w, struct store_req *head, struct store_req *tail);
 /* Store thread (or the loop's): a line for the operator, told on the loop
  * through owner->notice (stderr without one) before the completions

@@ -104,9 +104,9 @@ static void add_image(const char *dir)
     fp = fopen(tmp, "wb");
     fclose(fp);
     r->u.image.path = tmp;
-    memset(r->u.image.img.id, 0x42, TCPOTA_ID_LEN);
-    strcpy(r->u.image.img.version, "2.0.0");
-    strcpy(r->u.image.img.model, MODEL);
+    memset(r->u.image.img->id, 0x42, TCPOTA_ID_LEN);
+    strcpy(r->u.image.img->version, "2.0.0");
+    strcpy(r->u.image.img->model, MODEL);
     store_req_free(run(r));
 }
 
@@ -115,13 +115,13 @@ static void create_rollout(void)
     static const uint32_t pct[] = {10, 50, 100};
     struct store_req *r = store_req_new(STORE_ROLLOUT_CREATE, on_done, NULL);
 
-    memset(r->u.rollout.r.image_id, 0x42, TCPOTA_ID_LEN);
-    strcpy(r->u.rollout.r.model, MODEL);
-    memcpy(r->u.rollout.r.pct, pct, sizeof(pct));
-    r->u.rollout.r.ro.n_waves = 3;
+    memset(r->u.rollout.r->image_id, 0x42, TCPOTA_ID_LEN);
+    strcpy(r->u.rollout.r->model, MODEL);
+    memcpy(r->u.rollout.r->pct, pct, sizeof(pct));
+    r->u.rollout.r->ro.n_waves = 3;
     run(r);
-    printf("  waves targeted: %u %u %u\n", (unsigned)r->u.rollout.r.waves[0].targeted,
-           (unsigned)r->u.rollout.r.waves[1].targeted, (unsigned)r->u.rollout.r.waves[2].targeted);
+    printf("  waves targeted: %u %u %u\n", (unsigned)r->u.rollout.r->waves[0].targeted,
+           (unsigned)r->u.rollout.r->waves[1].targeted, (unsigned)r->u.rollout.r->waves[2].targeted);
     store_req_free(r);
 }
 

@@ -203,10 +203,10 @@ struct store_req *ss_image_add(struct fx *f, uint8_t seed, const char *version)
     fputs("image bytes", fp);
     fclose(fp);
     r->u.image.path = tmp;
-    ss_fake_id(r->u.image.img.id, seed);
-    snprintf(r->u.image.img.version, sizeof(r->u.image.img.version), "%s", version);
-    snprintf(r->u.image.img.model, sizeof(r->u.image.img.model), "%s", MODEL);
-    r->u.image.img.size = 11;
+    ss_fake_id(r->u.image.img->id, seed);
+    snprintf(r->u.image.img->version, sizeof(r->u.image.img->version), "%s", version);
+    snprintf(r->u.image.img->model, sizeof(r->u.image.img->model), "%s", MODEL);
+    r->u.image.img->size = 11;
     return ss_run(f, r);
 }
 
@@ -216,15 +216,15 @@ uint64_t ss_rollout_create(struct fx *f, uint8_t seed, const char *group,
     struct store_req *r = ss_req(STORE_ROLLOUT_CREATE);
     uint64_t id;
 
-    ss_fake_id(r->u.rollout.r.image_id, seed);
-    snprintf(r->u.rollout.r.model, sizeof(r->u.rollout.r.model), "%s", MODEL);
-    snprintf(r->u.rollout.r.group, sizeof(r->u.rollout.r.group), "%s", group);
-    memcpy(r->u.rollout.r.pct, pct, n * sizeof(*pct));
-    r->u.rollout.r.ro.n_waves = n;
-    r->u.rollout.r.rules.halt_pct = 20;
+    ss_fake_id(r->u.rollout.r->image_id, seed);
+    snprintf(r->u.rollout.r->model, sizeof(r->u.rollout.r->model), "%s", MODEL);
+    snprintf(r->u.rollout.r->group, sizeof(r->u.rollout.r->group), "%s", group);
+    memcpy(r->u.rollout.r->pct, pct, n * sizeof(*pct));
+    r->u.rollout.r->ro.n_waves = n;
+    r->u.rollout.r->rules.halt_pct = 20;
     ss_run(f, r);
     assert_int_equal(r->rc, STORE_OK);
-    id = r->u.rollout.r.id;
+    id = r->u.rollout.r->id;
     assert_true(id > 0);
     store_req_free(r);
     return id;
@@ -326,8 +326,8 @@ static void test_reopen_keeps_data(void **state)
     ss_reopen(f);
     r = ss_device_get(f, "dev-1");
     assert_int_equal(r->rc, STORE_OK);
-    assert_string_equal(r->u.device.dev.model, MODEL);
-    assert_int_equal(r->u.device.dev.first_seen, NOW);
+    assert_string_equal(r->u.device.dev->model, MODEL);
+    assert_int_equal(r->u.device.dev->first_seen, NOW);
     store_req_free(r);
     r = ss_run(f, ss_req(STORE_IMAGE_LIST));
     assert_int_equal(r->u.list.n, 1);
@@ -346,14 +346,14 @@ static void test_checkin_registers_once(void **state)
     assert_int_equal(r->rc, STORE_OK);
     assert_int_equal(r->u.checkin.is_new, 1);
     assert_int_equal(r->u.checkin.has_rollout, 0);
-    assert_int_equal(r->u.checkin.nfailed, 0);
+    assert_int_equal(r->u.checkin.out->nfailed, 0);
     store_req_free(r);
     r = ss_checkin(f, "dev-1", NULL, 0);
     assert_int_equal(r->u.checkin.is_new, 0);
     store_req_free(r);
     r = ss_device_get(f, "dev-1");
-    assert_int_equal(r->u.device.dev.state, STORE_ST_SEEN);
-    assert_string_equal(r->u.device.dev.addr, "127.0.0.1");
+    assert_int_equal(r->u.device.dev->state, STORE_ST_SEEN);
+    assert_string_equal(r->u.device.dev->addr, "127.0.0.1");
     store_req_free(r);
 }
 
@@ -380,18 +380,18 @@ static void test_checkin_returns_stored_row(void **state)
     store_req_free(r);
     g = ss_device_get(f, "dev-1");
     assert_string_equal(d.version, "1.2.3");
-    assert_string_equal(d.version, g->u.device.dev.version);
+    assert_string_equal(d.version, g->u.device.dev->version);
     assert_string_equal(d.addr, "127.0.0.9");
-    assert_string_equal(d.addr, g->u.device.dev.addr);
-    assert_string_equal(d.running, g->u.device.dev.running);
+    assert_string_equal(d.addr, g->u.device.dev->addr);
+    assert_string_equal(d.running, g->u.device.dev->running);
     assert_int_equal(strncmp(d.running, "ab010203", 8), 0);
-    assert_string_equal(d.model, g->u.device.dev.model);
-    assert_string_equal(d.group, g->u.device.dev.group);
+    assert_string_equal(d.model, g->u.device.dev->model);
+    assert_string_equal(d.group, g->u.device.dev->group);
     assert_int_equal(d.proto, STORE_PROTO_LEGACY);
-    assert_int_equal(d.proto, g->u.device.dev.proto);
-    assert_int_equal(d.state, g->u.device.dev.state);
-    assert_int_equal(d.last_seen, g->u.device.dev.last_seen);
-    assert_int_equal(d.first_seen, g->u.device.dev.first_seen);
+    assert_int_equal(d.proto, g->u.device.dev->proto);
+    assert_int_equal(d.state, g->u.device.dev->state);
+    assert_int_equal(d.last_seen, g->u.device.dev->last_seen);
+    assert_int_equal(d.first_seen, g->u.device.dev->first_seen);
     store_req_free(g);
 }
 
@@ -418,7 +418,7 @@ static void seen_at(struct fx *f, int64_t now, const char *const *ids, size_t n)
 static int64_t last_seen(struct fx *f, const char *id)
 {
     struct store_req *r = ss_device_get(f, id);
-    int64_t t = r->u.device.dev.last_seen;
+    int64_t t = r->u.device.dev->last_seen;
 
     store_req_free(r);
     return t;
@@ -458,12 +458,12 @@ static void test_report_applied_once(void **state)
         r = ss_checkin(f, "dev-1", img, TCPOTA_RESULT_ROLLED_BACK);
         assert_int_equal(r->rc, STORE_OK);
         /* The failed image comes back for the offer policy. */
-        assert_int_equal(r->u.checkin.nfailed, 1);
-        assert_memory_equal(r->u.checkin.failed[0], img, TCPOTA_ID_LEN);
+        assert_int_equal(r->u.checkin.out->nfailed, 1);
+        assert_memory_equal(r->u.checkin.out->failed[0], img, TCPOTA_ID_LEN);
         store_req_free(r);
     }
     r = ss_device_get(f, "dev-1");
-    assert_int_equal(r->u.device.dev.state, STORE_ST_ROLLED_BACK);
+    assert_int_equal(r->u.device.dev->state, STORE_ST_ROLLED_BACK);
     nhist = r->u.device.nhistory;
     assert_int_equal(nhist, 2); /* seen, rolled back: once */
     assert_int_equal(r->u.device.history[0].state, STORE_ST_ROLLED_BACK);
@@ -537,10 +537,10 @@ static void test_report_survives_crash(void **state)
     ss_crash_and_reopen(f, 1);
     r = ss_device_get(f, "dev-crash");
     assert_int_equal(r->rc, STORE_OK);
-    assert_int_equal(r->u.device.dev.state, STORE_ST_UPDATED);
+    assert_int_equal(r->u.device.dev->state, STORE_ST_UPDATED);
     memset(hex, '2', 2 * TCPOTA_ID_LEN);
     hex[2 * TCPOTA_ID_LEN] = '\0';
-    assert_string_equal(r->u.device.dev.image, hex);
+    assert_string_equal(r->u.device.dev->image, hex);
     store_req_free(r);
 }
 
@@ -552,8 +552,8 @@ static void test_progress_one_batch_behind(void **state)
     ss_crash_and_reopen(f, 0);
     r = ss_device_get(f, "dev-crash");
     assert_int_equal(r->rc, STORE_OK);
-    assert_int_equal(r->u.device.dev.state, STORE_ST_DOWNLOADING);
-    assert_int_equal(r->u.device.dev.bytes, 4096);
+    assert_int_equal(r->u.device.dev->state, STORE_ST_DOWNLOADING);
+    assert_int_equal(r->u.device.dev->bytes, 4096);
     store_req_free(r);
 }
 
@@ -580,13 +580,13 @@ static void test_rollout_waves_targeted(void **state)
         want[wave_of(ro, id, pct, 3)]++;
     }
     for (i = 0; i < 3; i++) {
-        assert_int_equal(r->u.rollout.r.waves[i].targeted, want[i]);
-        assert_int_equal(r->u.rollout.r.pct[i], pct[i]);
+        assert_int_equal(r->u.rollout.r->waves[i].targeted, want[i]);
+        assert_int_equal(r->u.rollout.r->pct[i], pct[i]);
     }
-    assert_int_equal(r->u.rollout.r.ro.n_open, 1);
-    assert_int_equal(r->u.rollout.r.ro.bound[1], 5000);
-    assert_int_equal(r->u.rollout.r.waves[0].opened_at, NOW);
-    assert_int_equal(r->u.rollout.r.ro.state, ROLLOUT_STATE_ACTIVE);
+    assert_int_equal(r->u.rollout.r->ro.n_open, 1);
+    assert_int_equal(r->u.rollout.r->ro.bound[1], 5000);
+    assert_int_equal(r->u.rollout.r->waves[0].opened_at, NOW);
+    assert_int_equal(r->u.rollout.r->ro.state, ROLLOUT_STATE_ACTIVE);
     store_req_free(r);
     /* Waves that stop at half: the rest is in no wave, counted nowhere. */
     ro2 = ss_rollout_create(f, 0x33, "", half, 2);
@@ -595,8 +595,8 @@ static void test_rollout_waves_targeted(void **state)
         ss_dev_name(id, sizeof(id), i);
         want_half[wave_of(ro2, id, half, 2)]++;
     }
-    assert_int_equal(r->u.rollout.r.waves[0].targeted, want_half[0]);
-    assert_int_equal(r->u.rollout.r.waves[1].targeted, want_half[1]);
+    assert_int_equal(r->u.rollout.r->waves[0].targeted, want_half[0]);
+    assert_int_equal(r->u.rollout.r->waves[1].targeted, want_half[1]);
     assert_true(want_half[2] > 0);
     store_req_free(r);
     /* A device registered after the rollout joins its wave at check-in. */
@@ -617,7 +617,7 @@ static void expect_counts(struct fx *f, uint64_t ro, uint32_t wave, uint32_t off
                           uint32_t downloading, uint32_t updated, uint32_t failed)
 {
     struct store_req *r = ss_rollout_get(f, ro);
-    const struct rollout_wave *w = &r->u.rollout.r.waves[wave];
+    const struct rollout_wave *w = &r->u.rollout.r->waves[wave];
 
     assert_int_equal(w->offered, offered);
     assert_int_equal(w->downloading, downloading);
@@ -662,7 +662,7 @@ static void test_counters_follow_events(void **state)
     assert_int_equal(ss_event(f, "dev-b", STORE_ST_DECLINED, ro, 0), STORE_OK);
     expect_counts(f, ro, 0, 0, 0, 1, 1);
     r = ss_rollout_get(f, ro);
-    assert_int_equal(r->u.rollout.r.waves[0].targeted, 2);
+    assert_int_equal(r->u.rollout.r->waves[0].targeted, 2);
     store_req_free(r);
 }
 
@@ -701,9 +701,9 @@ static void test_events_batch(void **state)
     }
     hex[2 * TCPOTA_ID_LEN] = '\0';
     r = ss_device_get(f, "dev-a");
-    assert_int_equal(r->u.device.dev.state, STORE_ST_VERIFIED);
-    assert_int_equal(r->u.device.dev.bytes, 1000);
-    assert_string_equal(r->u.device.dev.image, hex);
+    assert_int_equal(r->u.device.dev->state, STORE_ST_VERIFIED);
+    assert_int_equal(r->u.device.dev->bytes, 1000);
+    assert_string_equal(r->u.device.dev->image, hex);
     /* One line per change, newest first, progress none: the order held. */
     assert_int_equal(r->u.device.nhistory, 4);
     assert_int_equal(r->u.device.history[0].state, STORE_ST_VERIFIED);
@@ -713,11 +713,11 @@ static void test_events_batch(void **state)
     assert_int_equal(r->u.device.history[3].state, STORE_ST_SEEN);
     store_req_free(r);
     r = ss_device_get(f, "dev-b");
-    assert_int_equal(r->u.device.dev.state, STORE_ST_FAILED);
-    assert_string_equal(r->u.device.dev.reason, "integrity");
+    assert_int_equal(r->u.device.dev->state, STORE_ST_FAILED);
+    assert_string_equal(r->u.device.dev->reason, "integrity");
     store_req_free(r);
     r = ss_checkin(f, "dev-b", NULL, 0);
-    assert_int_equal(r->u.checkin.nfailed, 1);
+    assert_int_equal(r->u.checkin.out->nfailed, 1);
     store_req_free(r);
     expect_counts(f, ro, 0, 0, 1, 0, 1);
     r = ss_device_get(f, "dev-ghost");
@@ -741,7 +741,7 @@ static void test_events_batch_survives_crash(void **state)
     ss_crash_and_reopen(f, 2);
     r = ss_device_get(f, "dev-crash");
     assert_int_equal(r->rc, STORE_OK);
-    assert_int_equal(r->u.device.dev.state, STORE_ST_VERIFIED);
+    assert_int_equal(r->u.device.dev->state, STORE_ST_VERIFIED);
     assert_int_equal(r->u.device.nhistory, 3); /* seen, downloading, verified */
     store_req_free(r);
 }
@@ -764,22 +764,22 @@ static void test_supersede_and_group(void **state)
     r->u.device.id = "dev-canary";
     r->u.device.group = "canary";
     assert_int_equal(ss_run(f, r)->rc, STORE_OK);
-    assert_string_equal(r->u.device.dev.group, "canary");
+    assert_string_equal(r->u.device.dev->group, "canary");
     store_req_free(r);
     canary = ss_rollout_create(f, 0x52, "canary", pct, 1);
     r = ss_rollout_get(f, canary);
-    assert_int_equal(r->u.rollout.r.waves[0].targeted, 1);
+    assert_int_equal(r->u.rollout.r->waves[0].targeted, 1);
     store_req_free(r);
     all2 = ss_rollout_create(f, 0x52, "", pct, 1);
     r = ss_rollout_get(f, all1);
-    assert_int_equal(r->u.rollout.r.superseded, 1);
+    assert_int_equal(r->u.rollout.r->superseded, 1);
     store_req_free(r);
     r = ss_rollout_get(f, canary);
-    assert_int_equal(r->u.rollout.r.superseded, 0);
+    assert_int_equal(r->u.rollout.r->superseded, 0);
     store_req_free(r);
     /* The group's rollout first, even when a newer model-wide one exists. */
     r = ss_checkin(f, "dev-canary", NULL, 0);
-    assert_string_equal(r->u.checkin.group, "canary");
+    assert_string_equal(r->u.checkin.out->group, "canary");
     assert_int_equal(r->u.checkin.out->rollout.id, canary);
     store_req_free(r);
     r = ss_checkin(f, "dev-plain", NULL, 0);
@@ -794,7 +794,7 @@ static void test_supersede_and_group(void **state)
     assert_int_equal(ss_run(f, r)->rc, STORE_OK);
     store_req_free(r);
     r = ss_rollout_get(f, canary);
-    assert_int_equal(r->u.rollout.r.waves[0].targeted, 2);
+    assert_int_equal(r->u.rollout.r->waves[0].targeted, 2);
     store_req_free(r);
     r = ss_req(STORE_DEVICE_SET_GROUP);
     r->u.device.id = "nobody";
@@ -822,10 +822,10 @@ static void test_rollout_cas(void **state)
     assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_PAUSED, 1, ROLLOUT_STATE_ACTIVE, 2),
                      STORE_OK);
     r = ss_rollout_get(f, ro);
-    assert_int_equal(r->u.rollout.r.ro.state, ROLLOUT_STATE_ACTIVE);
-    assert_int_equal(r->u.rollout.r.ro.n_open, 2);
-    assert_int_equal(r->u.rollout.r.waves[1].opened_at, NOW + 60);
-    assert_int_equal(r->u.rollout.r.changed_at, NOW + 60);
+    assert_int_equal(r->u.rollout.r->ro.state, ROLLOUT_STATE_ACTIVE);
+    assert_int_equal(r->u.rollout.r->ro.n_open, 2);
+    assert_int_equal(r->u.rollout.r->waves[1].opened_at, NOW + 60);
+    assert_int_equal(r->u.rollout.r->changed_at, NOW + 60);
     store_req_free(r);
     /* Waves never close. */
     assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_ACTIVE, 2, ROLLOUT_STATE_ACTIVE, 1),
@@ -844,7 +844,7 @@ static int image_rm(struct fx *f, const char *key, char *err)
     struct store_req *r = ss_req(STORE_IMAGE_RM);
     int rc;
 
-    snprintf(r->u.image.img.idhex, sizeof(r->u.image.img.idhex), "%s", key);
+    snprintf(r->u.image.img->idhex, sizeof(r->u.image.img->idhex), "%s", key);
     rc = ss_run(f, r)->rc;
     if (err) {
         strcpy(err, r->err);
@@ -864,31 +864,31 @@ static void test_images(void **state)
     r = ss_image_add(f, 0x71, "2.0.0");
     assert_int_equal(r->rc, STORE_OK);
     assert_int_equal(r->u.image.added, 1);
-    snprintf(path, sizeof(path), "%s", r->u.image.img.path);
+    snprintf(path, sizeof(path), "%s", r->u.image.img->path);
     assert_int_equal(access(path, F_OK), 0);
     store_req_free(r);
     /* The same bytes again: the stored image, and the upload is gone. */
     r = ss_image_add(f, 0x71, "2.0.0");
     assert_int_equal(r->rc, STORE_OK);
     assert_int_equal(r->u.image.added, 0);
-    assert_int_equal(r->u.image.img.added_at, NOW);
+    assert_int_equal(r->u.image.img->added_at, NOW);
     assert_int_not_equal(access(r->u.image.path, F_OK), 0);
     store_req_free(r);
     /* Prefixes: 8 digits will do; fewer will not; a shared one is ambiguous. */
     r = ss_req(STORE_IMAGE_GET);
-    strcpy(r->u.image.img.idhex, "71717171");
+    strcpy(r->u.image.img->idhex, "71717171");
     assert_int_equal(ss_run(f, r)->rc, STORE_OK);
-    assert_string_equal(r->u.image.img.version, "2.0.0");
+    assert_string_equal(r->u.image.img->version, "2.0.0");
     store_req_free(r);
     r = ss_req(STORE_IMAGE_GET);
-    strcpy(r->u.image.img.idhex, "v:2.0.0");
+    strcpy(r->u.image.img->idhex, "v:2.0.0");
     assert_int_equal(ss_run(f, r)->rc, STORE_OK);
     store_req_free(r);
     assert_int_equal(image_rm(f, "7171", NULL), STORE_E_INVAL);
     assert_int_equal(image_rm(f, "12345678", NULL), STORE_E_NOTFOUND);
     store_req_free(ss_image_add(f, 0x72, "2.0.1"));
     r = ss_req(STORE_IMAGE_GET);
-    strcpy(r->u.image.img.idhex, "7");
+    strcpy(r->u.image.img->idhex, "7");
     assert_int_equal(ss_run(f, r)->rc, STORE_E_INVAL);
     store_req_free(r);
     /* Used by a rollout: refused, naming it; allowed once cancelled. */
@@ -918,14 +918,14 @@ static void test_image_ambiguous(void **state)
     fp = fopen(tmp, "wb");
     fclose(fp);
     r->u.image.path = tmp;
-    ss_fake_id(r->u.image.img.id, 0x81);
-    r->u.image.img.id[31] = 0;
-    strcpy(r->u.image.img.version, "2");
-    strcpy(r->u.image.img.model, MODEL);
+    ss_fake_id(r->u.image.img->id, 0x81);
+    r->u.image.img->id[31] = 0;
+    strcpy(r->u.image.img->version, "2");
+    strcpy(r->u.image.img->model, MODEL);
     assert_int_equal(ss_run(f, r)->rc, STORE_OK);
     store_req_free(r);
     r = ss_req(STORE_IMAGE_GET);
-    strcpy(r->u.image.img.idhex, "81818181");
+    strcpy(r->u.image.img->idhex, "81818181");
     assert_int_equal(ss_run(f, r)->rc, STORE_E_CONFLICT);
     assert_non_null(strstr(r->err, "ambiguous"));
     store_req_free(r);
@@ -992,7 +992,7 @@ static void test_device_list(void **state)
     assert_int_equal(ss_run(f, r)->rc, STORE_OK);
     store_req_free(r);
     r = ss_device_get(f, "dev-0001");
-    assert_int_equal(r->u.device.dev.has_secret, 1);
+    assert_int_equal(r->u.device.dev->has_secret, 1);
     store_req_free(r);
     r = ss_run(f, ss_req(STORE_SECRET_LIST));
     assert_int_equal(r->u.list.n, 1);
@@ -1018,7 +1018,7 @@ static void test_history_order(void **state)
     assert_int_equal(r->u.device.history[1].state, STORE_ST_DOWNLOADING);
     assert_int_equal(r->u.device.history[2].state, STORE_ST_OFFERED);
     assert_int_equal(r->u.device.history[3].state, STORE_ST_SEEN);
-    assert_int_equal(r->u.device.dev.bytes, 200);
+    assert_int_equal(r->u.device.dev->bytes, 200);
     store_req_free(r);
     r = ss_device_get(f, "nobody");
     assert_int_equal(r->rc, STORE_E_NOTFOUND);
@@ -1242,7 +1242,7 @@ static void test_rollout_targets_many(void **state)
     store_req_free(ss_image_add(f, 0x55, "2.0.0"));
     ro = ss_rollout_create(f, 0x55, "", pct, 1);
     r = ss_rollout_get(f, ro);
-    assert_int_equal(r->u.rollout.r.waves[0].targeted, many + sizeof(odd) / sizeof(odd[0]));
+    assert_int_equal(r->u.rollout.r->waves[0].targeted, many + sizeof(odd) / sizeof(odd[0]));
     store_req_free(r);
     /* Already in it: a check-in finds its row, the count stays. */
     for (i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {

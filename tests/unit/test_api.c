@@ -81,12 +81,12 @@ static void fake_image(struct store_req *r)
 {
     struct fake *f = &T.f;
     char hex[65];
-    size_t i, n = 0, at = 0, len = strlen(r->u.image.img.idhex);
+    size_t i, n = 0, at = 0, len = strlen(r->u.image.img->idhex);
     struct stat st;
 
     for (i = 0; i < f->nimgs; i++) {
         hex_of(f->imgs[i].id, hex);
-        if (len && strncmp(hex, r->u.image.img.idhex, len) == 0) n++, at = i;
+        if (len && strncmp(hex, r->u.image.img->idhex, len) == 0) n++, at = i;
     }
     if (r->op == STORE_IMAGE_ADD) {
         if (f->nimgs == NMAX) {
@@ -94,10 +94,10 @@ static void fake_image(struct store_req *r)
             return;
         }
         f->added_file_ok = stat(r->u.image.path, &st) == 0 && (st.st_mode & 0777) == 0600 &&
-                           (uint32_t)st.st_size == r->u.image.img.size;
-        r->u.image.img.added_at = r->now;
-        hex_of(r->u.image.img.id, r->u.image.img.idhex);
-        f->imgs[f->nimgs++] = r->u.image.img;
+                           (uint32_t)st.st_size == r->u.image.img->size;
+        r->u.image.img->added_at = r->now;
+        hex_of(r->u.image.img->id, r->u.image.img->idhex);
+        f->imgs[f->nimgs++] = *r->u.image.img;
         return;
     }
     if (n != 1) {
@@ -106,8 +106,8 @@ static void fake_image(struct store_req *r)
         return;
     }
     if (r->op == STORE_IMAGE_GET) {
-        r->u.image.img = f->imgs[at];
-        hex_of(f->imgs[at].id, r->u.image.img.idhex);
+        *r->u.image.img = f->imgs[at];
+        hex_of(f->imgs[at].id, r->u.image.img->idhex);
         return;
     }
     for (i = 0; i < f->nros; i++) {
@@ -140,12 +140,12 @@ static void fake_rollout(struct store_req *r)
 
     if (r->op == STORE_ROLLOUT_CREATE) {
         for (i = 0; i < f->nros; i++) {
-            if (strcmp(f->ros[i].model, r->u.rollout.r.model) == 0 &&
-                strcmp(f->ros[i].group, r->u.rollout.r.group) == 0) f->ros[i].superseded = 1;
+            if (strcmp(f->ros[i].model, r->u.rollout.r->model) == 0 &&
+                strcmp(f->ros[i].group, r->u.rollout.r->group) == 0) f->ros[i].superseded = 1;
         }
-        r->u.rollout.r.id = f->nros + 1;
-        r->u.rollout.r.waves[0].targeted = 5;
-        f->ros[f->nros++] = r->u.rollout.r;
+        r->u.rollout.r->id = f->nros + 1;
+        r->u.rollout.r->waves[0].targeted = 5;
+        f->ros[f->nros++] = *r->u.rollout.r;
         return;
     }
     if (!ro) {
@@ -153,7 +153,7 @@ static void fake_rollout(struct store_req *r)
         return;
     }
     if (r->op == STORE_ROLLOUT_GET) {
-        r->u.rollout.r = *ro;
+        *r->u.rollout.r = *ro;
         return;
     }
     f->last_set = *r;
@@ -228,7 +228,7 @@ static void fake_device(struct store_req *r)
         snprintf(d->group, sizeof d->group, "%s", r->u.device.group);
         return;
     }
-    r->u.device.dev = *d;
+    *r->u.device.dev = *d;
     r->u.device.history = calloc(2, sizeof *r->u.device.history);
     r->u.device.nhistory = 2;
     r->u.device.history[0].at = 200;

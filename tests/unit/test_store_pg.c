@@ -205,12 +205,12 @@ static void test_cas_two_nodes(void **state)
         now = ss_rollout_get(f, ro);
         if (ra->rc == STORE_OK) {
             a_won++;
-            assert_int_equal(now->u.rollout.r.ro.state, ROLLOUT_STATE_HALTED);
-            assert_int_equal(now->u.rollout.r.ro.n_open, 1);
+            assert_int_equal(now->u.rollout.r->ro.state, ROLLOUT_STATE_HALTED);
+            assert_int_equal(now->u.rollout.r->ro.n_open, 1);
         } else {
             b_won++;
-            assert_int_equal(now->u.rollout.r.ro.state, ROLLOUT_STATE_ACTIVE);
-            assert_int_equal(now->u.rollout.r.ro.n_open, 2);
+            assert_int_equal(now->u.rollout.r->ro.state, ROLLOUT_STATE_ACTIVE);
+            assert_int_equal(now->u.rollout.r->ro.n_open, 2);
         }
         store_req_free(now);
         store_req_free(ra);
@@ -277,9 +277,9 @@ static void test_counters_two_nodes(void **state)
     assert_int_equal(ra->rc, STORE_OK);
     assert_int_equal(rb->rc, STORE_OK);
     now = ss_rollout_get(f, ro);
-    assert_int_equal(now->u.rollout.r.waves[0].targeted, N);
-    assert_int_equal(now->u.rollout.r.waves[0].offered, 0);
-    assert_int_equal(now->u.rollout.r.waves[0].downloading, N);
+    assert_int_equal(now->u.rollout.r->waves[0].targeted, N);
+    assert_int_equal(now->u.rollout.r->waves[0].offered, 0);
+    assert_int_equal(now->u.rollout.r->waves[0].downloading, N);
     store_req_free(now);
     store_req_free(ra);
     store_req_free(rb);
@@ -302,10 +302,10 @@ static void add_real_image(struct fx *f, const uint8_t *bytes, size_t n, const c
     fclose(fp);
     crypto_hash_sha256(id, bytes, n);
     r->u.image.path = tmp;
-    memcpy(r->u.image.img.id, id, TCPOTA_ID_LEN);
-    snprintf(r->u.image.img.version, sizeof(r->u.image.img.version), "%s", version);
-    snprintf(r->u.image.img.model, sizeof(r->u.image.img.model), "%s", MODEL);
-    r->u.image.img.size = (uint32_t)n;
+    memcpy(r->u.image.img->id, id, TCPOTA_ID_LEN);
+    snprintf(r->u.image.img->version, sizeof(r->u.image.img->version), "%s", version);
+    snprintf(r->u.image.img->model, sizeof(r->u.image.img->model), "%s", MODEL);
+    r->u.image.img->size = (uint32_t)n;
     assert_int_equal(ss_run(f, r)->rc, STORE_OK);
     assert_int_equal(r->u.image.added, 1);
     store_req_free(r);
@@ -316,10 +316,10 @@ static void rollout_for(struct fx *f, const uint8_t *id, const uint32_t *pct, ui
 {
     struct store_req *r = ss_req(STORE_ROLLOUT_CREATE);
 
-    memcpy(r->u.rollout.r.image_id, id, TCPOTA_ID_LEN);
-    snprintf(r->u.rollout.r.model, sizeof(r->u.rollout.r.model), "%s", MODEL);
-    memcpy(r->u.rollout.r.pct, pct, n * sizeof(*pct));
-    r->u.rollout.r.ro.n_waves = n;
+    memcpy(r->u.rollout.r->image_id, id, TCPOTA_ID_LEN);
+    snprintf(r->u.rollout.r->model, sizeof(r->u.rollout.r->model), "%s", MODEL);
+    memcpy(r->u.rollout.r->pct, pct, n * sizeof(*pct));
+    r->u.rollout.r->ro.n_waves = n;
     assert_int_equal(ss_run(f, r)->rc, STORE_OK);
     store_req_free(r);
 }
@@ -390,7 +390,7 @@ static void test_checkin_two_nodes(void **state)
         store_req_free(rb[i]);
     }
     now = ss_rollout_get(f, 1);
-    assert_int_equal(now->u.rollout.r.waves[0].targeted, N);
+    assert_int_equal(now->u.rollout.r->waves[0].targeted, N);
     store_req_free(now);
     store_close(b);
     ss_rm_tree(dir_b);
@@ -599,7 +599,7 @@ static void test_outage(void **state)
     store_req_free(batch);
     r = ss_device_get(&f, "dev-1");
     assert_int_equal(r->rc, STORE_OK);
-    assert_int_equal(r->u.device.dev.state, STORE_ST_VERIFIED);
+    assert_int_equal(r->u.device.dev->state, STORE_ST_VERIFIED);
     assert_true(r->u.device.nhistory >= 3);
     assert_int_equal(r->u.device.history[0].state, STORE_ST_VERIFIED);
     assert_int_equal(r->u.device.history[1].state, STORE_ST_DOWNLOADING);
@@ -630,7 +630,7 @@ static void test_late_step(void **state)
     assert_int_equal(ss_run(f, r)->rc, STORE_OK);
     store_req_free(r);
     r = ss_device_get(f, "dev-1");
-    assert_int_equal(r->u.device.dev.state, STORE_ST_UPDATED);
+    assert_int_equal(r->u.device.dev->state, STORE_ST_UPDATED);
     assert_int_equal(r->u.device.history[0].state, STORE_ST_VERIFIED);
     store_req_free(r);
 }

@@ -228,7 +228,7 @@ static void test_disk_full(void **state)
     ss_fx_open(f);
     r = ss_device_get(f, "full-000-0000000000000000000000000000000000000000");
     assert_int_equal(r->rc, STORE_OK);
-    assert_int_equal(r->u.device.dev.state, STORE_ST_ROLLED_BACK);
+    assert_int_equal(r->u.device.dev->state, STORE_ST_ROLLED_BACK);
     store_req_free(r);
 }
 
