@@ -233,7 +233,8 @@ int conn_pump(struct conn *c)
         return 0;
     }
     ahead = evbuffer_get_length(out);
-    n = move_replies(c);
+    n = move_replies(c) + c->moved; /* what the session said since the last pump */
+    c->moved = 0;
     queued = evbuffer_get_length(out);
     while (queued + run_len < cap && tcpota_srv_data_next(&c->s, &off, &len)) {
         size_t at = (size_t)(off / img->chunk) * (img->chunk + TCPOTA_DATA_OVERHEAD);
@@ -565,7 +566,7 @@ static int v1_input(struct conn *c, const uint8_t *p, size_t n)
             /* Replies to many small frames in one read (PINGs): queued now,
              * so the session's buffer never runs out; the read pause
              * (replies_pile_up) bounds what may queue. */
-            (void)move_replies(c);
+            c->moved += move_replies(c);
         }
         if (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
             break; /* the rest is ignored */

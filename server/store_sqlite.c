@@ -35,9 +35,16 @@ static int64_t mono_ms(void)
 
 /* ---- completions ---- */
 
-/* Posts the requests run so far (the loop runs their done). */
+static int commit(struct sstore *st);
+
+/* Posts the requests run so far (the loop runs their done). When that
+ * waits for the loop, the batch is committed first: its write lock and its
+ * window (STORE_BATCH_MS) must not last as long as the loop lags. */
 static void post_pending(struct sstore *st)
 {
+    if (st->pend_head && st->in_txn && store_worker_backlogged(&st->w)) {
+        (void)commit(st); /* on failure it failed the pending requests */
+    }
     store_worker_post(&st->w, st->pend_head, st->pend_tail);
     st->pend_head = st->pend_tail = NULL;
 }

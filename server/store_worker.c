@@ -15,6 +15,13 @@
 /* 1 on the store thread (store_main): only there may a post wait. */
 static _Thread_local int on_store_thread;
 
+/* 1 (w->mu held) when a post must wait for the loop to run completions:
+ * on the store thread only, and never once the worker is stopping. */
+static int must_wait(const struct store_worker *w)
+{
+    return on_store_thread && w->ndone >= STORE_DONE_HIGH && !w->stopping;
+}
+
 /* ---- completions (loop thread) ---- */
 
 void store_worker_post(struct store_worker *w, struct store_req *head, struct store_req *tail)
@@ -31,7 +38,7 @@ void store_worker_post(struct store_worker *w, struct store_req *head, struct st
         n++;
     }
     pthread_mutex_lock(&w->mu);
-    while (on_store_thread && w->ndone >= STORE_DONE_HIGH && !w->stopping) {
+    while (must_wait(w)) {
         pthread_cond_wait(&w->cv, &w->mu); /* run_done signals */
     }
     /* A wake-up is owed only when the loop had nothing to run: one it has
@@ -49,6 +56,16 @@ void store_worker_post(struct store_worker *w, struct store_req *head, struct st
     if (wake && write(w->pipe_wr, &b, 1) < 0) {
         /* EAGAIN: a full pipe already holds a wake-up. */
     }
+}
+
+int store_worker_backlogged(struct store_worker *w)
+{
+    int full;
+
+    pthread_mutex_lock(&w->mu);
+    full = must_wait(w);
+    pthread_mutex_unlock(&w->mu);
+    return full;
 }
 
 void store_worker_notice(struct store_worker *w, int error, const char *fmt, ...)

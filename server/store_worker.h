@@ -96,6 +96,11 @@ int store_worker_submit(struct store_worker *w, struct store_req *r);
  * completions wait for the loop (not once the worker is stopping). NULL
  * head: no-op. */
 void store_worker_post(struct store_worker *w, struct store_req *head, struct store_req *tail);
+/* Store thread: 1 when a store_worker_post() now would wait for the loop
+ * (a backend commits what it holds open first: a transaction must not stay
+ * open while the loop lags). */
+int store_worker_backlogged(struct store_worker *w);
+
 /* Store thread (or the loop's): a line for the operator, told on the loop
  * through owner->notice (stderr without one) before the completions
  * posted after it run. Out of memory: the line is lost. */

@@ -68,7 +68,7 @@ static const char *const kind_name[NKINDS] = {"idle",    "slow",   "random", "ov
 struct peer {
     int fd;
     enum kind kind;
-    uint8_t out[512];
+    uint8_t out[4096]; /* a burst of up to 250 PINGs */
     size_t out_len, sent;
     double next_send;
     unsigned port;
@@ -292,7 +292,7 @@ int main(int argc, char **argv)
         else usage();
     }
     if (!target || !strchr(target, ':')) usage();
-    if (!(ping_every > 0) || ping_burst < 1 || ping_burst > 16) usage(); /* 16 PINGs fit in peer.out */
+    if (!(ping_every > 0) || ping_burst < 1 || ping_burst > 250) usage(); /* 250 PINGs fit in peer.out */
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)atoi(strchr(target, ':') + 1));
@@ -443,7 +443,8 @@ int main(int argc, char **argv)
                         m.type = TCPOTA_T_PING;
                         m.u.ping.token = i;
                         len = tcpota_msg_encode(&m, q->out + q->out_len, sizeof(q->out) - q->out_len);
-                        if (len > 0) q->out_len += (size_t)len;
+                        if (len <= 0) break;
+                        q->out_len += (size_t)len;
                     }
                     q->next_send = t + ping_every;
                 }

@@ -144,6 +144,7 @@ static int send_decision(struct tcpota_srv *s, const struct tcpota_srv_image *im
                          uint32_t retry_after, uint8_t *offered, uint32_t *start)
 {
     struct tcpota_msg m;
+    int rc;
 
     memset(&m, 0, sizeof(m));
     if (img && !image_ok(img)) {
@@ -167,7 +168,6 @@ static int send_decision(struct tcpota_srv *s, const struct tcpota_srv_image *im
     s->limit = s->cfg.prestream && img->size - s->start > s->cfg.prestream
                    ? s->start + s->cfg.prestream
                    : img->size;
-    s->state = TCPOTA_SRV_OFFERED;
     m.type = TCPOTA_T_OFFER;
     m.u.offer.image_id = img->id;
     m.u.offer.size = img->size;
@@ -177,9 +177,18 @@ static int send_decision(struct tcpota_srv *s, const struct tcpota_srv_image *im
     m.u.offer.version.len = img->version_len;
     m.u.offer.manifest.ptr = img->manifest;
     m.u.offer.manifest.len = img->manifest_len;
+    *offered = 0;
+    if ((rc = queue(s, &m)) < 0) {
+        /* No room for the OFFER (replies to a PING flood fill the output):
+         * no DATA may follow a missing OFFER, so the session ends. */
+        s->limit = 0;
+        s->state = TCPOTA_SRV_CLOSING;
+        return rc;
+    }
+    s->state = TCPOTA_SRV_OFFERED;
     *offered = 1;
     *start = s->start;
-    return queue(s, &m);
+    return 0;
 }
 
 /* Decides from what HELLO said: the fixed image, or choose()'s, which may

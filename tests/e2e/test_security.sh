@@ -266,6 +266,15 @@ start_server plain.img 2.0.0 --tls-cert srv.pem --tls-key srv.key --require-auth
   fail "TLS: an answer not bound to the TLS session was accepted"
 grep -q 'server says: authentication refused: check the device secret' probe.log ||
   fail "TLS: an unbound answer was not refused with a message"
+# PINGs in the same write as a wrong answer: their PONGs are handed over
+# while the frames are read (whenever half the session's reply buffer is
+# full), and the refusal behind them must still go out before the close
+# (inside TLS every frame waits in the output queue). 40 to 80 PINGs: some
+# of these counts leave the refusal itself handed over with the PONGs.
+for n in $(seq 40 80); do
+  [ "$(probe --tls --pings "$n" --id auth-dev --from "127.0.1.$n")" = "error 13" ] ||
+    fail "TLS: a wrong answer behind $n PINGs was not told its refusal: $(cat probe.log)"
+done
 t0=$(date +%s%N)
 rc=0; "$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out plain-on-tls.bin --timeout 10 > legacy.log 2>&1 || rc=$?
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))

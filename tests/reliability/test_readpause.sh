@@ -62,8 +62,21 @@ ok "a req1 flood that never reads was blocked after $sent bytes; server memory $
 # reading, which shows as the peer's bytes waiting in the server's socket
 # (its Recv-Q, read with ss). The idle timeout is longer than the test.
 IDLE=20
-WAIT_Q=131072 # about 2 s of the flood left unread
+WAIT_Q=65536 # about a second of the flood left unread (measured: 140 kB after 6 s)
 make_image "$WORK/big" 8388608
+
+# First, bursts: 200 PINGs in one write, 10 times a second. One read holds
+# more PINGs than the session's reply buffer has room for PONGs (about a
+# hundred); the server must take the replies out as it goes, not end the
+# session with "no space".
+start_server "$WORK/big" 3.0.0 --idle-timeout "$IDLE" --quiet
+"$HOSTILE" --connect "127.0.0.1:$SERVER_PORT" --pinger 1 --ping-ms 100 --ping-burst 200 --min-hold 2 --hold 2 \
+  > "$WORK/burst.out" 2> "$WORK/burst.log" || fail "tcpota-hostile failed: $(cat "$WORK/burst.out")"
+grep -q 'error: no space' "$WORK/server.log" && fail "a burst of 200 PINGs ended the session: $(grep -m1 'no space' "$WORK/server.log")"
+grep -q 'closing' "$WORK/server.log" && fail "the server closed a peer sending bursts of PINGs: $(grep -m1 closing "$WORK/server.log")"
+stop_server
+ok "bursts of 200 PINGs in one write, 2 s: answered, the session kept"
+
 start_server "$WORK/big" 3.0.0 --idle-timeout "$IDLE" --quiet
 "$HOSTILE" --connect "127.0.0.1:$SERVER_PORT" --pinger 1 --ping-ms 2 --ping-burst 10 --min-hold 15 --hold 15 \
   --ports "$WORK/ports" > "$WORK/pinger.out" 2> "$WORK/pinger.log" &

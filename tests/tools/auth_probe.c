@@ -13,6 +13,9 @@
  * (and on stderr the message and retry time of an ERROR) and exits 0;
  * exits 2 on a usage or I/O error.
  *
+ * With --pings N it sends N PINGs in the same write as its AUTH frame,
+ * before it (their PONGs come before the answer and are skipped).
+ *
  * With --tls it speaks inside TLS (without checking the certificate) and
  * binds its answer to the TLS session (codec.h, TCPOTA_TLS_BINDING_LABEL);
  * --unbound answers as over plain TCP instead, which the server must refuse. With --replay it first
@@ -38,6 +41,7 @@ static uint8_t in[4096];
 static size_t have, off;
 static const char *from; /* source address: failures are counted per address */
 static int stall;         /* --stall: seconds to keep the CHALLENGE unanswered */
+static int pings;         /* --pings: PINGs sent with the AUTH frame */
 static int use_tls, unbound; /* --tls, --unbound */
 static SSL_CTX *tls_ctx;
 static SSL *ssl;             /* the connection's TLS, with --tls */
@@ -131,7 +135,7 @@ static int next_msg(int fd, struct tcpota_decoder *d, struct tcpota_msg *m)
             off += (size_t)used;
             if (f.type) {
                 if (tcpota_msg_decode(&f, m) < 0) return -1;
-                if (m->type != TCPOTA_T_WELCOME) return 0;
+                if (m->type != TCPOTA_T_WELCOME && m->type != TCPOTA_T_PONG) return 0;
             }
         }
         ssize_t n = io_recv(fd, in, sizeof(in));
@@ -230,7 +234,28 @@ static void session(const char *host, int port, const char *id, const uint8_t *s
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_AUTH;
     m.u.auth.mac = sent;
-    send_msg(fd, &m);
+    if (pings) {
+        /* One write: the PINGs, then the AUTH frame. */
+        static uint8_t burst[16384];
+        struct tcpota_msg p;
+        size_t len = 0;
+        int k;
+        memset(&p, 0, sizeof(p));
+        p.type = TCPOTA_T_PING;
+        for (int i = 0; i < pings; i++) {
+            p.u.ping.token = (uint32_t)i;
+            if ((k = tcpota_msg_encode(&p, burst + len, sizeof(burst) - len)) < 0) exit(2);
+            len += (size_t)k;
+        }
+        if ((k = tcpota_msg_encode(&m, burst + len, sizeof(burst) - len)) < 0) exit(2);
+        len += (size_t)k;
+        if (io_send(fd, burst, len) != (ssize_t)len) {
+            fprintf(stderr, "auth-probe: send failed\n");
+            exit(2);
+        }
+    } else {
+        send_msg(fd, &m);
+    }
     if (next_msg(fd, &d, &m) < 0) {
         printf("closed\n");
     } else if (m.type == TCPOTA_T_OFFER) {
@@ -266,11 +291,12 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--unbound")) unbound = 1;
         else if (!strcmp(argv[i], "--from") && i + 1 < argc) from = argv[++i];
         else if (!strcmp(argv[i], "--stall") && i + 1 < argc) stall = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--pings") && i + 1 < argc) pings = atoi(argv[++i]);
         else { fprintf(stderr, "auth-probe: bad argument %s\n", argv[i]); return 2; }
     }
     if (!server || !id || sscanf(server, "%63[^:]:%d", host, &port) != 2 || sodium_init() < 0) {
         fprintf(stderr, "usage: tcpota-auth-probe --server HOST:PORT --id ID [--secret FILE] [--replay]\n"
-                        "       [--from ADDR] [--stall S] [--tls [--unbound]]\n");
+                        "       [--from ADDR] [--stall S] [--pings N] [--tls [--unbound]]\n");
         return 2;
     }
     if (secret_file) {

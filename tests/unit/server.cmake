@@ -34,6 +34,11 @@ add_executable(bench_store_sqlite EXCLUDE_FROM_ALL ${CMAKE_CURRENT_LIST_DIR}/ben
 target_link_libraries(bench_store_sqlite PRIVATE tcpota_server PkgConfig::SQLITE)
 target_compile_definitions(bench_store_sqlite PRIVATE _POSIX_C_SOURCE=200809L _DEFAULT_SOURCE)
 
+# The store thread and its completions, with a backend of the test's own.
+tcpota_unit_test(test_store_worker ${CMAKE_CURRENT_LIST_DIR}/test_store_worker.c)
+target_link_libraries(test_store_worker PRIVATE tcpota_server)
+target_include_directories(test_store_worker PRIVATE ${PROJECT_SOURCE_DIR}/server)
+
 # Fleet mode's counters and their Prometheus text.
 tcpota_unit_test(test_metrics ${CMAKE_CURRENT_LIST_DIR}/test_metrics.c)
 target_link_libraries(test_metrics PRIVATE tcpota_server)

@@ -156,7 +156,8 @@ static void fake_rollout(struct store_req *r)
         *r->u.rollout.r = *ro;
         return;
     }
-    f->last_set = *r;
+    f->last_set.u.rollout = r->u.rollout;
+    f->last_set.u.rollout.r = NULL; /* its record dies with the request */
     if (f->cas_conflict || ro->ro.state != r->u.rollout.expect_state ||
         ro->ro.n_open != r->u.rollout.expect_n_open) {
         f->cas_conflict = 0;

@@ -720,6 +720,40 @@ static void test_choose_later_then_offer(void **state)
     choose_later = 0;
 }
 
+/* PONGs answered while choosing may leave no room for the OFFER: the
+ * decision then fails and the session ends; no DATA may follow an OFFER
+ * that was never sent. */
+static void test_choose_later_no_room_for_offer(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_srv_event ev;
+    uint8_t offered = 9, probe[64];
+    uint32_t off;
+    uint16_t len;
+    int pong;
+    (void)state;
+
+    choose_later = 1;
+    setup_choose();
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_CHOOSING);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_PONG;
+    pong = tcpota_msg_encode(&m, probe, sizeof(probe));
+    assert_true(pong > 0);
+    m.type = TCPOTA_T_PING;
+    /* PINGs until less than two more PONGs fit: far less than an OFFER. */
+    while (s.cfg.tx_cap - s.tx_len >= 2u * (size_t)pong) {
+        assert_true(feed(&m, &ev) > 0);
+    }
+    assert_true(tcpota_srv_offer(&s, &img, 0, &offered, NULL) < 0);
+    assert_int_equal(offered, 0);
+    assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_CLOSING);
+    assert_int_equal(tcpota_srv_data_next(&s, &off, &len), 0);
+    choose_later = 0;
+}
+
 /* tcpota_srv_offer() outside CHOOSING (no HELLO yet, or a fixed image) is
  * refused. */
 static void test_offer_without_choosing_refused(void **state)
@@ -753,6 +787,7 @@ int main(void)
         cmocka_unit_test_setup(test_choose_no_update_carries_retry_after, setup),
         cmocka_unit_test_setup(test_choose_offers_the_chosen_image, setup),
         cmocka_unit_test_setup(test_choose_later_then_offer, setup),
+        cmocka_unit_test_setup(test_choose_later_no_room_for_offer, setup),
         cmocka_unit_test_setup(test_offer_without_choosing_refused, setup),
         cmocka_unit_test_setup(test_auth_required_without_capability_denied, setup_auth),
         cmocka_unit_test_setup(test_auth_challenge_then_offer_only_after_verdict, setup_auth),

@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static struct store *open_sqlite(const struct fx *f, struct event_base *base, char *err,
@@ -39,6 +40,52 @@ static void test_files_private(void **state)
     snprintf(path, sizeof(path), "%s/tcpota.db", f->dir);
     assert_int_equal(stat(path, &sb), 0);
     assert_int_equal(sb.st_mode & 0777, 0600);
+}
+
+static void count_done(struct store_req *r)
+{
+    (*(unsigned *)r->arg)++;
+    store_req_free(r);
+}
+
+/* A loop that lags behind the store thread must not keep the database's
+ * write lock held: the store thread commits what it holds open before it
+ * waits for the loop to run completions (store_worker_post). 600 check-ins
+ * of new devices (writes that need no commit of their own) while the loop
+ * runs none of their completions; another connection can then write. */
+static void test_lagging_loop_holds_no_lock(void **state)
+{
+    enum { N = 600 };
+    struct fx *f = *state;
+    static char ids[N][16];
+    struct timespec half = {0, 500000000L};
+    unsigned done = 0;
+    char path[300];
+    sqlite3 *db;
+
+    for (unsigned i = 0; i < N; i++) {
+        struct store_req *r = store_req_new(STORE_CHECKIN, count_done, &done);
+        assert_non_null(r);
+        snprintf(ids[i], sizeof(ids[i]), "lag-%u", i);
+        r->u.checkin.id = ids[i];
+        r->u.checkin.model = MODEL;
+        r->u.checkin.version = "1.0.0";
+        r->u.checkin.addr = "127.0.0.1";
+        r->now = 1796131200;
+        assert_int_equal(store_submit(f->st, r), 0);
+    }
+    event_base_loop(f->base, EVLOOP_NONBLOCK | EVLOOP_ONCE); /* hands them over */
+    nanosleep(&half, NULL); /* the store thread runs what it may, then waits */
+    assert_true(done < N);
+    snprintf(path, sizeof(path), "%s/tcpota.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 0);
+    assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    while (done < N) {
+        event_base_loop(f->base, EVLOOP_ONCE);
+    }
 }
 
 static void test_second_open_in_use(void **state)
@@ -237,6 +284,7 @@ int main(void)
     const struct CMUnitTest own[] = {
         cmocka_unit_test_setup_teardown(test_files_private, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_second_open_in_use, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_lagging_loop_holds_no_lock, ss_setup, ss_teardown),
         cmocka_unit_test(test_garbage_db),
         cmocka_unit_test(test_dir_not_a_dir),
         cmocka_unit_test_setup_teardown(test_newer_schema, ss_setup, ss_teardown),

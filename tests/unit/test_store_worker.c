@@ -1,0 +1,141 @@
+/* test_store_worker.c - the store thread and its completions
+ * (server/store_worker.c), with a backend of the test's own that finishes
+ * each request at once: completions waiting for a loop that does not run
+ * stop the store thread at STORE_DONE_HIGH; the loop running them lets it
+ * go on; a stop while it waits neither hangs nor loses a request. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <event2/event.h>
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store_worker.h"
+
+#define REQS 1000u
+
+struct fx {
+    struct event_base *base;
+    struct store_worker w;
+    unsigned done;
+};
+
+/* The backend's run: every request of the list finished, posted one by
+ * one (as SQLite posts requests that need no commit). */
+static void run(void *ctx, struct store_req *list, int stopping)
+{
+    struct fx *f = ctx;
+    struct store_req *r, *next;
+
+    (void)stopping;
+    for (r = list; r; r = next) {
+        next = r->next;
+        r->next = NULL;
+        store_worker_post(&f->w, r, r);
+    }
+}
+
+static void done(struct store_req *r)
+{
+    struct fx *f = r->arg;
+
+    f->done++;
+    store_req_free(r);
+}
+
+static size_t waiting(struct fx *f)
+{
+    size_t n;
+
+    pthread_mutex_lock(&f->w.mu);
+    n = f->w.ndone;
+    pthread_mutex_unlock(&f->w.mu);
+    return n;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int setup(void **state)
+{
+    static struct fx f;
+    struct store_worker_ops ops = {0};
+    char err[200];
+
+    memset(&f, 0, sizeof(f));
+    f.base = event_base_new();
+    assert_non_null(f.base);
+    store_worker_init(&f.w);
+    ops.ctx = &f;
+    ops.run = run;
+    assert_int_equal(store_worker_start(&f.w, &ops, f.base, err, sizeof(err)), 0);
+    *state = &f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+
+    store_worker_release(&f->w);
+    event_base_free(f->base);
+    return 0;
+}
+
+/* Submits REQS requests and hands them to the store thread (one loop turn,
+ * which cannot run completions posted later). */
+static void submit_all(struct fx *f)
+{
+    for (unsigned i = 0; i < REQS; i++) {
+        struct store_req *r = store_req_new(STORE_SEEN, done, f);
+        assert_non_null(r);
+        assert_int_equal(store_worker_submit(&f->w, r), STORE_OK);
+    }
+    event_base_loop(f->base, EVLOOP_NONBLOCK | EVLOOP_ONCE);
+}
+
+static void test_waits_for_the_loop(void **state)
+{
+    struct fx *f = *state;
+    int i;
+
+    submit_all(f);
+    sleep_ms(300); /* the store thread finished what it may */
+    assert_int_equal(waiting(f), STORE_DONE_HIGH);
+    assert_int_equal(f->done, 0);
+    for (i = 0; i < 2000 && f->done < REQS; i++) {
+        event_base_loop(f->base, EVLOOP_NONBLOCK);
+        sleep_ms(1);
+    }
+    assert_int_equal(f->done, REQS);
+    assert_int_equal(waiting(f), 0);
+    store_worker_stop(&f->w);
+}
+
+static void test_stop_while_waiting(void **state)
+{
+    struct fx *f = *state;
+
+    submit_all(f);
+    sleep_ms(100);
+    assert_int_equal(waiting(f), STORE_DONE_HIGH);
+    store_worker_stop(&f->w); /* must not wait for a loop that is not running */
+    assert_int_equal(f->done, REQS);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_waits_for_the_loop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_while_waiting, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
