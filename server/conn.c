@@ -145,8 +145,6 @@ int conn_input_unread(const struct conn *c)
 
 void conn_lowat_tick(struct conn *c)
 {
-    int waiting = 0;
-
     if (!c->lowat || !c->bev) {
         return;
     }
@@ -155,7 +153,7 @@ void conn_lowat_tick(struct conn *c)
      * stays connected within a second, and a slow device's ACKs before the
      * idle timeout judges it. The loop reads it (the socket is readable
      * from one byte again) and raises the watermark after. */
-    if (ioctl(bufferevent_getfd(c->bev), FIONREAD, &waiting) == 0 && waiting > 0) {
+    if (conn_input_unread(c)) {
         stream_lowat(c, 0);
     }
 }
