@@ -29,11 +29,6 @@ static void read_cb(struct bufferevent *bev, void *arg);
 static void write_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
 
-/* How much DATA c queues at a time: once an offer streams, the whole image
- * (up to OUT_HIGH_REF) where it goes as runs of prebuilt frames by
- * reference, on a plain socket at the image's own chunk; else OUT_HIGH
- * (TLS encrypts what it queues; a frame built for a device's smaller chunk
- * costs heap chains for its head and tail). */
 /* 1 while an offer streams: from the OFFER until the session ends. */
 static int offer_streams(const struct conn *c)
 {
@@ -43,6 +38,11 @@ static int offer_streams(const struct conn *c)
            (st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING || st == TCPOTA_SRV_SENT_ALL);
 }
 
+/* How much DATA c queues at a time: once an offer streams, the whole image
+ * (up to OUT_HIGH_REF) where it goes as runs of prebuilt frames by
+ * reference, on a plain socket at the image's own chunk; else OUT_HIGH
+ * (TLS encrypts what it queues; a frame built for a device's smaller chunk
+ * costs heap chains for its head and tail). */
 static size_t conn_out_cap(const struct conn *c)
 {
     if (offer_streams(c) && c->img && c->img->wire && !c->srv->tls && c->s.chunk == c->img->chunk) {

@@ -124,11 +124,11 @@ struct conn {
     uint64_t bytes_sent;
     double started;
     double progress_at; /* last time the device's ACKs moved (or it connected) */
+    size_t ctl_queued;   /* control bytes queued since the queue was last empty */
+    size_t moved;        /* control bytes v1_input handed over before conn_pump */
     uint8_t legacy_done;
     uint8_t closing; /* conn_close() ran: free once the output is out */
     uint8_t read_paused; /* reading stopped until our replies drain */
-    size_t ctl_queued;   /* control bytes queued since the queue was last empty */
-    size_t moved;        /* control bytes v1_input handed over before conn_pump */
     uint8_t unauth;      /* counted in srv->unauth until it authenticates */
     uint8_t tls_up;      /* TLS: the handshake finished */
     uint8_t lowat;       /* SO_RCVLOWAT raised while streaming (conn.c) */

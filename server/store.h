@@ -263,9 +263,9 @@ struct store_req {
             enum store_ro_status ro_status;   /* out: its status in that rollout */
             /* out: allocated by the backend when it runs the request (a
              * queued check-in stays small), freed by store_req_free; NULL
-             * when the request failed before. out->dev is always set;
-             * out->rollout and out->image only with has_rollout (the rest
-             * may be left unwritten). */
+             * when the request failed before. out->dev, out->group and
+             * out->failed are always set; out->rollout and out->image only
+             * with has_rollout (the rest may be left unwritten). */
             struct store_checkin_out *out;
         } checkin;
         struct {                              /* STORE_EVENT */

@@ -263,8 +263,9 @@ int sq_op_checkin(struct sstore *st, struct store_req *r)
         !r->u.checkin.version) {
         return store_err_set(r, STORE_E_INVAL, "checkin: id, model and version are required");
     }
-    /* Not zeroed (3.5 KiB a check-in): dev is always written below, the
-     * rollout and the image only with has_rollout, as store.h says. */
+    /* Not zeroed (3.5 KiB a check-in): dev, group and failed are always
+     * written below, the rollout and the image only with has_rollout, as
+     * store.h says. */
     if (!r->u.checkin.out && !(r->u.checkin.out = malloc(sizeof(*r->u.checkin.out)))) {
         return store_err_set(r, STORE_E_IO, "out of memory");
     }
