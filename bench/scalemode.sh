@@ -31,8 +31,12 @@ many_bench() {
   # generators, each below the limit with room for SO_REUSEPORT's uneven
   # spread (a worker's --max-conns is the limit less 500).
   per=$(( (hard - 1000) / 100 * 100 ))
+  [ "$per" -ge 100 ] || die "many: a descriptor limit of $hard leaves no room for devices"
   w=1
   [ "$per" -lt "$n" ] && w=$(( (n + per - 1) / per ))
+  if [ "$w" -gt 64 ]; then # serve's WORKERS_MAX
+    w=64 n=$((64 * per))
+  fi
   [ "$w" -gt 1 ] && wflag=(--workers "$w")
   "$LOADGEN" image --size 65536 "$img" > /dev/null || die "cannot write the 64 KiB image"
   many_tcp_mem "$n"
@@ -46,7 +50,8 @@ many_bench() {
       echo "\`--max-conns $((hard - 500))\` each, and $w load generators bring $n devices between them."
     fi
     echo "Kernel TCP memory (net.ipv4.tcp_mem, pages): $MANY_TCP_MEM_NOTE."
-    echo "Run with N = $n; source addresses 127.0.0.1-16; $(pinned)."
+    echo "Run with N = $n; source addresses 127.0.0.1-16; $(pinned) (every server process on"
+    echo "the server's core: this measures connections at once, not the use of more cores)."
     echo
     echo "| N | server processes | all done s | p50 s (slowest generator) | p99 s (slowest) | most server connections at once (ss) | server peak RSS MiB (all processes) | server RSS per connection KiB | server CPU s | byte-exact |"
     echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
@@ -64,10 +69,11 @@ many_bench() {
   sleep 0.3
   read -r _ rss c0 < <(proc_stats "$pid")
   # Established server-side connections, sampled (ss filters in the kernel).
-  ( while :; do
-      ss -Htn state established "( sport = :$PORT )" | wc -l
+  # On the load generators' core, so that it takes nothing from the server.
+  "${PIN_LG[@]}" bash -c 'while :; do
+      ss -Htn state established "( sport = :$1 )" | wc -l
       sleep 0.5 # a walk of 200,000 sockets costs CPU: not too often
-    done > "$WORK/many.ss" ) &
+    done' sampler "$PORT" > "$WORK/many.ss" &
   sampler=$!
   first=0
   for ((i = 0; i < w; i++)); do
@@ -88,7 +94,8 @@ many_bench() {
   cat "$WORK"/many.lg* | sed 's/^/many /' >> "$WORK/fleet.raw"
   cat "$WORK"/many.lg* | awk -v n="$n" -v w="$w" -v rss0="$rss" -v hwm="$hwm" -v c0="$c0" -v c1="$c1" \
       -v so="$srv_ok" -v peak="${peak:-0}" '
-    { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+    { split("", v)
+      for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
       ok += v["ok"]; if (v["wall"] > wall) wall = v["wall"]
       if (v["p50"] > p50) p50 = v["p50"]; if (v["p99"] > p99) p99 = v["p99"] }
     END {
@@ -121,13 +128,17 @@ NOTES
 # puts the old value back. Sets MANY_TCP_MEM_NOTE.
 MANY_TCP_MEM_SAVED=""
 many_tcp_mem() { # N
-  local f=/proc/sys/net/ipv4/tcp_mem old want low high max
+  local f=/proc/sys/net/ipv4/tcp_mem old want half low high max
   old=$(tr -s '\t ' ' ' < "$f" 2>/dev/null || echo "?")
   want=$(( $1 * 128 * 1024 / 4096 )) # pages
+  # Never more than half the machine's memory (loopback shares the pages
+  # that both queues count, so the real use is far below what is counted).
+  half=$(awk '/^MemTotal:/{printf "%d", $2 / 4 / 2}' /proc/meminfo)
+  [ "$want" -gt "$half" ] && want=$half
   read -r low high max <<< "$old"
   if [ "${max:-0}" -ge "$want" ] 2>/dev/null; then
     MANY_TCP_MEM_NOTE="$old, enough for N (about $want pages needed)"
-  elif echo "$want $((want * 5 / 4)) $((want * 3 / 2))" > "$f" 2>/dev/null; then
+  elif echo "$((want * 2 / 3)) $((want * 5 / 6)) $want" > "$f" 2>/dev/null; then
     MANY_TCP_MEM_SAVED=$old
     MANY_TCP_MEM_NOTE="raised for the run from $old to $(tr -s '\t ' ' ' < "$f") (about $want needed), then put back"
   else

@@ -349,9 +349,16 @@ static void raise_fd_limit(const struct tcpota_serve_opts *o)
     }
 }
 
+/* The supervisor's SIGHUP (workers.h): what it forks next serves the same. */
+static void reload_cb(void *arg)
+{
+    reload(arg);
+}
+
 int tcpota_serve(const struct tcpota_serve_opts *o)
 {
     struct server srv;
+    sigset_t unblocked;
     int rc = 1, worker_fd = -1;
 
     memset(&srv, 0, sizeof(srv));
@@ -375,16 +382,20 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     if (o->tls_cert && !(srv.tls = tls_context(o->tls_cert, o->tls_key))) {
         goto out;
     }
-    /* --workers: this process forks them after what they share is loaded,
-     * and serves nothing itself (workers.h). */
+    /* --workers: this process forks them after what they share is loaded
+     * (the secrets too: a SIGHUP reloads them here as in each worker), and
+     * serves nothing itself (workers.h). */
     if (o->workers > 1 && !o->data_dir) {
         int fds[WORKERS_MAX], k;
 
-        if (o->workers > WORKERS_MAX || workers_listen(o, fds, o->workers) < 0) {
+        if (o->workers > WORKERS_MAX || auth_init(&srv.auth, o->secrets, o->nsecrets) < 0 ||
+            workers_listen(o, fds, o->workers) < 0) {
             goto out;
         }
+        workers_block_signals(&unblocked);
         say_listening(&srv, fds[0], o->workers);
-        if ((k = workers_run(o, fds, o->workers, &rc)) < 0) {
+        k = workers_run(o, fds, o->workers, &unblocked, reload_cb, &srv, &rc);
+        if (k < 0) {
             for (unsigned i = 0; i < o->workers; i++) close(fds[i]);
             goto out;
         }
@@ -395,7 +406,8 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
         goto out;
     }
     /* Fleet mode: the store (and the secrets in it) before the listener. */
-    if (o->data_dir ? fleet_open(&srv) < 0 : auth_init(&srv.auth, o->secrets, o->nsecrets) < 0) {
+    if (o->data_dir ? fleet_open(&srv) < 0
+                    : worker_fd < 0 && auth_init(&srv.auth, o->secrets, o->nsecrets) < 0) {
         if (!o->data_dir) fprintf(stderr, "tcpota serve: out of memory\n");
         goto out;
     }
@@ -410,6 +422,9 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     event_add(srv.sigterm, NULL);
     event_add(srv.sighup, NULL);
     event_add(srv.sigusr1, NULL);
+    if (worker_fd >= 0) {
+        sigprocmask(SIG_SETMASK, &unblocked, NULL); /* handlers in place: see workers_run */
+    }
     {
         struct timeval second = {1, 0};
         srv.sweep = event_new(srv.base, -1, EV_PERSIST, sweep_cb, &srv);
@@ -419,13 +434,10 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     event_base_dispatch(srv.base);
     if (worker_fd >= 0) {
         /* A second stop signal (the terminal's SIGINT beside the
-         * supervisor's SIGTERM) must not kill the worker once its handlers
-         * are gone: it ends with its summary, as it was asked to. */
-        sigset_t stop;
-        sigemptyset(&stop);
-        sigaddset(&stop, SIGINT);
-        sigaddset(&stop, SIGTERM);
-        sigprocmask(SIG_BLOCK, &stop, NULL);
+         * supervisor's SIGTERM), or a SIGHUP or SIGUSR1 it passed on just
+         * before, must not kill the worker once its handlers are gone: it
+         * ends with its summary, as it was asked to. */
+        workers_block_signals(NULL);
     }
     while (srv.conns) {
         conn_free(srv.conns);

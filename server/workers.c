@@ -76,7 +76,8 @@ int workers_listen(const struct tcpota_serve_opts *o, int *fds, unsigned n)
     /* Any socket of the same user that sets SO_REUSEPORT may join a group,
      * and would then take a share of the connections: first a plain bind,
      * which fails while anything listens there (another tcpota serve, with
-     * or without workers), and which picks the port when it is 0. */
+     * or without workers), and which picks the port when it is 0. (A
+     * process that joins later cannot be kept out: workers.h.) */
     probe = open_listener(ai->ai_addr, (socklen_t)ai->ai_addrlen, 0);
     if (probe >= 0) {
         memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
@@ -117,10 +118,28 @@ static void tell_all(const struct worker *w, unsigned n, int sig)
     }
 }
 
+static void waited_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, SIGUSR1);
+    sigaddset(set, SIGCHLD);
+}
+
+void workers_block_signals(sigset_t *old)
+{
+    sigset_t set;
+
+    waited_signals(&set);
+    sigprocmask(SIG_BLOCK, &set, old);
+}
+
 /* Forks worker k. Returns 1 in the child (set up as workers_run says), 0 in
  * the supervisor, -1 when fork failed. */
 static int spawn(const struct tcpota_serve_opts *o, const int *fds, unsigned n, unsigned k,
-                 struct worker *w, const sigset_t *old)
+                 struct worker *w)
 {
     pid_t parent = getpid(), pid;
 
@@ -140,8 +159,7 @@ static int spawn(const struct tcpota_serve_opts *o, const int *fds, unsigned n, 
             _exit(1);
         }
         log_set_worker(k + 1);
-        sigprocmask(SIG_SETMASK, old, NULL);
-        return 1;
+        return 1; /* signals still blocked: the worker's handlers come first */
     }
     w[k].pid = pid;
     w[k].started = mono_s();
@@ -164,23 +182,21 @@ static void describe(int status, char *buf, size_t cap)
     }
 }
 
-int workers_run(const struct tcpota_serve_opts *o, const int *fds, unsigned n, int *exit_code)
+int workers_run(const struct tcpota_serve_opts *o, const int *fds, unsigned n,
+                const sigset_t *old, void (*reload)(void *arg), void *arg, int *exit_code)
 {
     struct worker w[WORKERS_MAX];
-    sigset_t set, old;
+    sigset_t set;
     unsigned k, live = 0;
     int stopping = 0, failed = 0, rc;
 
     memset(w, 0, sizeof(w));
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR1);
-    sigaddset(&set, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &set, &old);
+    waited_signals(&set);
+    /* Inherited "ignore" would reap the workers unseen (no SIGCHLD, no
+     * status), and the supervisor would wait for them forever. */
+    signal(SIGCHLD, SIG_DFL);
     for (k = 0; k < n; k++) {
-        if ((rc = spawn(o, fds, n, k, w, &old)) == 1) {
+        if ((rc = spawn(o, fds, n, k, w)) == 1) {
             return (int)k;
         }
         if (rc < 0) {
@@ -208,10 +224,22 @@ int workers_run(const struct tcpota_serve_opts *o, const int *fds, unsigned n, i
             continue;
         }
         if (sig == SIGHUP || sig == SIGUSR1) {
+            if (stopping) {
+                continue; /* a worker past its loop has no handler for them */
+            }
+            if (sig == SIGHUP && reload) {
+                reload(arg);
+            }
             tell_all(w, n, sig);
             continue;
         }
-        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        while ((pid = waitpid(-1, &status, WNOHANG)) != 0) {
+            if (pid < 0) {
+                if (errno == ECHILD) {
+                    live = 0; /* reaped already: nobody is left to wait for */
+                }
+                break;
+            }
             char how[96];
             double lived;
 
@@ -242,7 +270,7 @@ int workers_run(const struct tcpota_serve_opts *o, const int *fds, unsigned n, i
             }
             say_always(o, LOG_LV_ERROR, "worker %u (pid %d) %s after %.0f s; starting another "
                        "(its queued connections wait for it)", k + 1, (int)pid, how, lived);
-            if ((rc = spawn(o, fds, n, k, w, &old)) == 1) {
+            if ((rc = spawn(o, fds, n, k, w)) == 1) {
                 return (int)k;
             }
             if (rc < 0) {
@@ -253,7 +281,7 @@ int workers_run(const struct tcpota_serve_opts *o, const int *fds, unsigned n, i
             live++;
         }
     }
-    sigprocmask(SIG_SETMASK, &old, NULL);
+    sigprocmask(SIG_SETMASK, old, NULL);
     if (failed || !o->quiet) {
         say_always(o, failed ? LOG_LV_ERROR : LOG_LV_INFO, "every worker has stopped%s",
                    failed ? " (not all cleanly: see above)" : "");

@@ -35,16 +35,17 @@ wait_workers() { # SUPERVISOR N: until it has N children
   done
   fail "supervisor $1 does not have $2 workers: $(workers_of "$1" | tr '\n' ' ')"
 }
-# run_devices FROM TO: devices dev-FROM..dev-TO at once, each byte-exact.
+# run_devices FROM TO [IMAGE]: devices dev-FROM..dev-TO at once, each
+# byte-exact with IMAGE (default: $WORK/img as it is then).
 run_devices() {
-  local i pids=()
+  local i pids=() img=${3:-$WORK/img}
   for i in $(seq "$1" "$2"); do
     "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/d$i" --id "dev-$i" \
       2> "$WORK/dev$i.log" &
     pids+=($!)
   done
   for i in "${pids[@]}"; do wait "$i" || fail "a device failed (see dev*.log)"; done
-  for i in $(seq "$1" "$2"); do check_device "$WORK/d$i" "$WORK/img"; done
+  for i in $(seq "$1" "$2"); do check_device "$WORK/d$i" "$img"; done
 }
 
 start_server "$WORK/img" 2.0.0 --workers 3 --no-progress
@@ -72,18 +73,31 @@ workers_of "$SERVER_PID" | grep -qx "$victim" && fail "the crashed worker $victi
 run_devices 13 24
 ok "a worker killed by SIGSEGV was replaced; 12 more devices byte-exact"
 
-# --- signals reach every worker --------------------------------------------
+# --- SIGHUP: every worker reloads, and so does the supervisor ---------------
+# A new image under the same name: a worker started after the reload (one
+# replaces a crashed worker below) must serve it too, not the first one.
+cp "$WORK/img" "$WORK/img-first"
+make_image "$WORK/img.new" 150000
+mv "$WORK/img.new" "$WORK/img"
 kill -HUP "$SERVER_PID"
-for k in 1 2 3; do wait_line "$WORK/server.log" "tcpota serve\\[$k\\]: SIGHUP: reloaded"; done
+wait_line "$WORK/server.log" "tcpota serve: SIGHUP: reloaded: image 2.0.0 \\(150000 bytes"
+for k in 1 2 3; do wait_line "$WORK/server.log" "tcpota serve\\[$k\\]: SIGHUP: reloaded: image 2.0.0 \\(150000"; done
+sleep 1.1 # every worker past WORKER_MIN_LIFE_S
+victim=$(workers_of "$SERVER_PID" | tail -1)
+kill -SEGV "$victim"
+wait_line "$WORK/server.log" "worker [0-9] \\(pid $victim\\) .*; starting another"
+wait_workers "$SERVER_PID" 3
+# 15 devices: each lands on the new worker with probability 1/3.
+run_devices 40 54 "$WORK/img"
+ok "SIGHUP reloaded the new image in the supervisor and the 3 workers; after a crash, 15 devices all got it"
+
+# --- SIGUSR1 and SIGTERM reach every worker ----------------------------------
 kill -USR1 "$SERVER_PID"
 for k in 1 2 3; do wait_line "$WORK/server.log" "tcpota serve\\[$k\\]: summary:"; done
-ok "SIGHUP reloads and SIGUSR1 prints a summary in each of the 3 workers"
+ok "SIGUSR1 prints a summary in each of the 3 workers"
 
-pids=$(workers_of "$SERVER_PID")
-: > "$WORK/before-stop"
 cp "$WORK/server.log" "$WORK/before-stop"
 stop_server
-for p in $pids; do kill -0 "$p" 2>/dev/null && fail "worker $p outlived the supervisor's stop"; done
 stops=$(diff "$WORK/before-stop" "$WORK/server.log" | grep -cE 'tcpota serve\[[1-3]\]: summary:' || true)
 [ "$stops" -eq 3 ] || fail "$stops of 3 workers printed a summary on SIGTERM"
 grep -q 'every worker has stopped$' "$WORK/server.log" || fail "the supervisor did not say every worker stopped"
@@ -98,9 +112,9 @@ grep -q '"msg":"worker 1 started' "$WORK/server.log" || fail "the supervisor's l
 
 # --- nothing else can join the port ----------------------------------------
 rc=0
-"$TCPOTA" serve --listen "127.0.0.1:$SERVER_PORT" --version 2.0.0 --workers 2 "$WORK/img" \
+timeout 10 "$TCPOTA" serve --listen "127.0.0.1:$SERVER_PORT" --version 2.0.0 --workers 2 "$WORK/img" \
   2> "$WORK/second.log" || rc=$?
-[ $rc -eq 1 ] || fail "a second --workers server on the port exited $rc"
+[ $rc -eq 1 ] || fail "a second --workers server on the port exited $rc (124: it ran, sharing the port)"
 grep -q 'Address already in use (another program, perhaps another tcpota serve' "$WORK/second.log" ||
   fail "the second server did not say the port is taken: $(cat "$WORK/second.log")"
 run_devices 29 32 # and the first one still serves every device
@@ -131,3 +145,34 @@ grep -qE 'worker [12] \(pid [0-9]+\) was killed by signal 9 .* s after it starte
   "$WORK/server.log" || fail "the supervisor did not say why it stopped"
 grep -q 'every worker has stopped (not all cleanly' "$WORK/server.log" || fail "no final line"
 ok "a worker killed 0 s after its start: every worker stopped, exit 1"
+
+# --- signals at once after the start ----------------------------------------
+# The "listening on" line comes before the workers' handlers are in place:
+# a signal sent on it must be handled, never take a default action.
+start_server "$WORK/img" 2.0.0 --workers 3
+kill -HUP "$SERVER_PID"
+wait_workers "$SERVER_PID" 3
+run_devices 60 62
+stop_server
+grep -q 'not all cleanly' "$WORK/server.log" && fail "a SIGHUP at the start killed a worker"
+start_server "$WORK/img" 2.0.0 --workers 3
+stop_server # SIGTERM on the listening line: every worker stops cleanly, exit 0
+grep -q 'every worker has stopped$' "$WORK/server.log" || fail "no clean stop right after the start"
+ok "SIGHUP and SIGTERM sent on the listening line: handled, exit 0"
+
+# --- a supervisor started with SIGCHLD ignored ------------------------------
+# (a parent may leave it so: children would then be reaped unseen)
+: > "$WORK/server.log"
+python3 -c 'import os, signal, sys; signal.signal(signal.SIGCHLD, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])' \
+  "$TCPOTA" serve --listen 127.0.0.1:0 --version 2.0.0 --workers 2 "$WORK/img" 2> "$WORK/server.log" &
+SERVER_PID=$!
+PIDS+=("$SERVER_PID")
+wait_line "$WORK/server.log" 'listening on'
+wait_workers "$SERVER_PID" 2
+kill -TERM "$SERVER_PID"
+for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.05; done
+kill -0 "$SERVER_PID" 2>/dev/null && fail "with SIGCHLD ignored, the supervisor still waits 5 s after SIGTERM"
+rc=0
+wait "$SERVER_PID" || rc=$?
+[ $rc -eq 0 ] || fail "with SIGCHLD ignored, the supervisor exited $rc"
+ok "a supervisor started with SIGCHLD ignored sees its workers stop"
