@@ -128,21 +128,22 @@ NOTES
 # puts the old value back. Sets MANY_TCP_MEM_NOTE.
 MANY_TCP_MEM_SAVED=""
 many_tcp_mem() { # N
-  local f=/proc/sys/net/ipv4/tcp_mem old want half low high max
+  local f=/proc/sys/net/ipv4/tcp_mem old need want half low high max
   old=$(tr -s '\t ' ' ' < "$f" 2>/dev/null || echo "?")
-  want=$(( $1 * 128 * 1024 / 4096 )) # pages
+  need=$(( $1 * 128 * 1024 / 4096 )) # pages
+  want=$need
   # Never more than half the machine's memory (loopback shares the pages
   # that both queues count, so the real use is far below what is counted).
   half=$(awk '/^MemTotal:/{printf "%d", $2 / 4 / 2}' /proc/meminfo)
   [ "$want" -gt "$half" ] && want=$half
   read -r low high max <<< "$old"
   if [ "${max:-0}" -ge "$want" ] 2>/dev/null; then
-    MANY_TCP_MEM_NOTE="$old, enough for N (about $want pages needed)"
+    MANY_TCP_MEM_NOTE="$old, enough for N (about $need pages needed)"
   elif echo "$((want * 2 / 3)) $((want * 5 / 6)) $want" > "$f" 2>/dev/null; then
     MANY_TCP_MEM_SAVED=$old
-    MANY_TCP_MEM_NOTE="raised for the run from $old to $(tr -s '\t ' ' ' < "$f") (about $want needed), then put back"
+    MANY_TCP_MEM_NOTE="raised for the run from $old to $(tr -s '\t ' ' ' < "$f") (N needs about $need; at most half of RAM), then put back"
   else
-    MANY_TCP_MEM_NOTE="$old, below the about $want pages N needs, and this process may not raise it: expect devices that finish only after their retries"
+    MANY_TCP_MEM_NOTE="$old, below the about $need pages N needs, and this process may not raise it: expect devices that finish only after their retries"
   fi
 }
 many_tcp_mem_restore() {
