@@ -15,7 +15,9 @@
  *       or one HTTP/1.0 GET (checkin.h).
  *
  *   options: --seed S (default 1), --sources K (spread connections over the
- *   source addresses 127.0.0.1 .. 127.0.0.K, default 4), --timeout SEC
+ *   source addresses 127.0.0.1 .. 127.0.0.K, default 4), --first I (number
+ *   the devices from I: lg-I, lg-I+1, ...; default 0, for several load
+ *   generators against one server), --timeout SEC
  *   (give up on the run after SEC s, default 600), --max-retries R
  *   (reconnects per device after a dropped connection, default 5),
  *   --keep-alive 1 (http: ask to keep the connection, and close it from the
@@ -124,6 +126,7 @@ static struct {
     const char *path;
     int keep_alive; /* http: no "Connection: close"; the client closes first */
     unsigned n, sources, max_retries;
+    unsigned first; /* --first: the first device's number (several load generators) */
     uint32_t ack_interval; /* tcpota devices' checkpoint interval; 0: the core's default */
     uint32_t size;
     uint64_t seed;
@@ -817,7 +820,8 @@ static int usage(void)
             "       bench-loadgen http --server HOST:PORT --path /FILE --devices N --size BYTES "
             "[options]\n"
             "       bench-loadgen checkin|http10 ... (short connections; see checkin.h)\n"
-            "options: --seed S --sources K --timeout SEC --max-retries R --ack-interval BYTES\n"
+            "options: --seed S --sources K --first I --timeout SEC --max-retries R\n"
+            "         --ack-interval BYTES\n"
             "         --tls CA --keep-alive 0|1\n");
     return 2;
 }
@@ -875,7 +879,7 @@ static int run(void)
     g.t0 = now_s();
     for (i = 0; i < g.n; i++) {
         struct dev *d = &g.devs[i];
-        d->idx = i;
+        d->idx = g.first + i;
         d->fd = -1;
         d->rx = mem + (size_t)i * per;
         d->tx = d->rx + RX_CAP;
@@ -984,6 +988,7 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--size") == 0) g.size = (uint32_t)strtoul(v, NULL, 10);
         else if (strcmp(a, "--seed") == 0) g.seed = strtoull(v, NULL, 10);
         else if (strcmp(a, "--sources") == 0) g.sources = (unsigned)strtoul(v, NULL, 10);
+        else if (strcmp(a, "--first") == 0) g.first = (unsigned)strtoul(v, NULL, 10);
         else if (strcmp(a, "--timeout") == 0) g.timeout_s = strtod(v, NULL);
         else if (strcmp(a, "--max-retries") == 0) g.max_retries = (unsigned)strtoul(v, NULL, 10);
         else if (strcmp(a, "--ack-interval") == 0) g.ack_interval = (uint32_t)strtoul(v, NULL, 10);

@@ -67,6 +67,8 @@ cleanup() {
   local p
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  # A run stopped inside many_bench leaves no kernel setting changed.
+  if declare -F many_tcp_mem_restore > /dev/null; then many_tcp_mem_restore; fi
   rm -rf "$WORK" "$SHM"
 }
 trap cleanup EXIT

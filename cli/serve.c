@@ -5,6 +5,7 @@
 #include "serve_config.h"
 #include "server.h"
 #include "store_pg.h"
+#include "workers.h"
 
 #include "tcpota/codec.h"
 #include "tcpota/manifest.h"
@@ -42,7 +43,11 @@ static void usage(FILE *f)
             "                        (a different --version is refused), else required\n"
             "  --allow-downgrade     offer FILE also to devices that run a newer version, or a\n"
             "                        version that is not a semantic version (1.2.3)\n"
-            "  --max-conns N         connections at once; more are refused (default 16384)\n"
+            "  --max-conns N         connections at once; more are refused (default 16384;\n"
+            "                        per worker with --workers)\n"
+            "  --workers N           N processes serve the port (SO_REUSEPORT), each with its\n"
+            "                        own core, connections and descriptor limit (default 1;\n"
+            "                        at most %u; not in fleet mode; docs/operations.md)\n"
             "  --idle-timeout S      close a peer silent or not reading for S s (default 60)\n"
             "  --chunk BYTES         image bytes per DATA frame, 512..16380 (default 4096)\n"
             "  --no-progress         no line per device at every 10%% it has made durable\n"
@@ -82,7 +87,7 @@ static void usage(FILE *f)
             "                        (default: on the API's listener, under /ota/; HTTPS with\n"
             "                        --tls-cert; docs/http-ota.md)\n"
             "  --pubkey K.pub        images added must be signed with one of these keys\n",
-            DEFAULT_MAX_UNAUTH_PER_ADDR);
+            WORKERS_MAX, DEFAULT_MAX_UNAUTH_PER_ADDR);
 }
 
 /* Opens path as a regular file (a FIFO would hang the start), named by the
@@ -447,6 +452,9 @@ static int serve_args(int argc, char **argv)
         } else if (strcmp(a, "--max-conns") == 0) {
             if (cli_number(val, a, 1, 1000000, &v) < 0) return 2;
             o.max_conns = (unsigned)v;
+        } else if (strcmp(a, "--workers") == 0) {
+            if (cli_number(val, a, 1, WORKERS_MAX, &v) < 0) return 2;
+            o.workers = (unsigned)v;
         } else if (strcmp(a, "--idle-timeout") == 0) {
             if (cli_number(val, a, 1, 65535, &v) < 0) return 2;
             o.idle_timeout_s = (unsigned)v;
@@ -489,6 +497,12 @@ static int serve_args(int argc, char **argv)
     if (o.db && !o.data_dir) {
         fprintf(stderr, "tcpota serve: --db needs --data DIR too: the directory for this node's "
                         "image cache and its api.token\n");
+        return 2;
+    }
+    if (o.data_dir && o.workers > 1) {
+        fprintf(stderr, "tcpota serve: --workers is for single-image mode: fleet mode (--data) "
+                        "runs one process, as its SQLite store has one writer (to spread a fleet "
+                        "over processes, run several --db nodes: docs/scaling.md)\n");
         return 2;
     }
     if (o.data_dir) {

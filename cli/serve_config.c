@@ -20,7 +20,7 @@ static const struct {
     const char *name;
     int takes_value;
 } options[] = {
-    {"listen", 1}, {"version", 1}, {"allow-downgrade", 0}, {"max-conns", 1},
+    {"listen", 1}, {"version", 1}, {"allow-downgrade", 0}, {"max-conns", 1}, {"workers", 1},
     {"idle-timeout", 1}, {"chunk", 1}, {"progress", 0}, {"no-progress", 0}, {"quiet", 0},
     {"log-format", 1}, {"manifest", 1}, {"pubkey", 1}, {"require-signed", 0},
     {"no-require-signed", 0}, {"allow-legacy", 0}, {"auth-file", 1}, {"require-auth", 0},

@@ -178,7 +178,7 @@ static void events_done(struct store_req *r)
     for (i = 0; r->rc == STORE_OK && srv->fleet->api && i < r->u.events.n; i++) {
         const struct store_event *e = &r->u.events.items[i];
         api_notify_device(srv->fleet->api, e->id, store_state_name(e->state), e->bytes, e->size,
-                          e->has_reason ? e->reason : NULL);
+                          e->reason);
     }
     store_req_free(r);
 }
@@ -221,6 +221,15 @@ static void flush_seen(struct server *srv)
     (void)fleet_submit(srv, r);
 }
 
+/* Forgets the pending steps (their reasons too). */
+static void drop_events(struct fleet *f)
+{
+    for (size_t i = 0; i < f->nev; i++) {
+        free(f->ev[i].reason);
+    }
+    f->nev = 0;
+}
+
 /* Hands the pending steps to the store as one request (in their order),
  * and the times of check-ins answered from memory as another. */
 static void flush_events(struct server *srv)
@@ -238,9 +247,13 @@ static void flush_events(struct server *srv)
         f->db_errors++;
         say_always(srv->o, LOG_LV_ERROR, "store: out of memory: %zu steps of devices not recorded",
                    f->nev);
-        f->nev = 0;
+        drop_events(f);
     } else {
-        r->u.events.items = f->ev;
+        struct store_event *fit = f->nev < f->capev ? realloc(f->ev, f->nev * sizeof(*fit)) : NULL;
+
+        /* The batch waits in the store's queue, thousands of steps of a
+         * busy fleet at a time: without the room it did not fill. */
+        r->u.events.items = fit ? fit : f->ev;
         r->u.events.n = f->nev;
         f->ev = NULL;
         f->nev = f->capev = 0;
@@ -354,9 +367,14 @@ void fleet_step(struct server *srv, const struct fleet_who *who, enum store_dev_
     e->rollout_id = who->rollout_id;
     e->bytes = bytes;
     e->size = who->size;
+    if (reason && !(e->reason = malloc(STORE_REASON_MAX + 1))) {
+        f->db_errors++;
+        say_always(srv->o, LOG_LV_ERROR, "store: out of memory: %s of device %s not recorded",
+                   store_state_name(st), who->dev);
+        return;
+    }
     if (reason) {
-        e->has_reason = 1;
-        copy_text(e->reason, sizeof(e->reason), reason);
+        copy_text(e->reason, STORE_REASON_MAX + 1, reason);
     }
     e->durable = (uint8_t)(durable != 0);
     f->progress[f->nev] = (uint8_t)(progress && image_id && !failed_id && !reason && !durable);
@@ -1255,6 +1273,7 @@ void fleet_close(struct server *srv)
     if (f->store) flush_events(srv);
     store_close(f->store);
     if (f->flush_timer) event_free(f->flush_timer);
+    drop_events(f);
     free(f->ev);
     free(f->seen);
     for (fi = f->images; fi; fi = next) {

@@ -88,6 +88,15 @@ static void put_json_field(struct out *o, const char *key, const char *val)
     (void)put(o, "\"", 1);
 }
 
+/* This process's worker number (workers.h); 0: the only process or the
+ * supervisor. */
+static unsigned log_worker;
+
+void log_set_worker(unsigned k)
+{
+    log_worker = k;
+}
+
 size_t log_format(char *buf, size_t cap, int json, const struct timespec *when,
                   enum log_level lv, const char *dev, const char *peer, const char *msg)
 {
@@ -104,12 +113,21 @@ size_t log_format(char *buf, size_t cap, int json, const struct timespec *when,
         (void)put(&o, "\",\"level\":\"", 11);
         (void)put(&o, lv == LOG_LV_ERROR ? "error" : "info", lv == LOG_LV_ERROR ? 5 : 4);
         (void)put(&o, "\"", 1);
+        if (log_worker) {
+            char k[24];
+            (void)put(&o, k, (size_t)snprintf(k, sizeof(k), ",\"worker\":%u", log_worker));
+        }
         if (dev) put_json_field(&o, "device", dev);
         if (peer) put_json_field(&o, "peer", peer);
         (void)put(&o, ",\"msg\":\"", 8);
     } else {
         put_time(&o, when);
-        (void)put(&o, " tcpota serve: ", 15);
+        if (log_worker) {
+            char k[40];
+            (void)put(&o, k, (size_t)snprintf(k, sizeof(k), " tcpota serve[%u]: ", log_worker));
+        } else {
+            (void)put(&o, " tcpota serve: ", 15);
+        }
         if (dev || peer) {
             (void)put(&o, "[", 1);
             put_escaped(&o, dev ? dev : "-", LOG_FIELD_MAX, 0);

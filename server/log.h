@@ -6,6 +6,8 @@
  *   text  2026-12-01T10:31:15.123Z tcpota serve: [dev-1 10.0.0.7:51234] done: ...
  *   json  {"time":"2026-12-01T10:31:15.123Z","level":"info","device":"dev-1",
  *          "peer":"10.0.0.7:51234","msg":"done: ..."}   (one object per line)
+ * With --workers, a worker's lines say which: "tcpota serve[2]: ...",
+ * {...,"level":"info","worker":2,...}.
  * Lines about the server itself have no [device peer] part (text) and no
  * "device"/"peer" keys (json); a connection whose device has not said who
  * it is yet shows "-" (text) and no "device" key (json).
@@ -38,6 +40,10 @@ enum log_level { LOG_LV_INFO = 0, LOG_LV_ERROR = 1 };
 #define LOG_MSG_MAX 2048u
 #define LOG_LINE_MIN (6u * 2u * LOG_FIELD_MAX + 128u)
 #define LOG_LINE_MAX (LOG_LINE_MIN + 6u * LOG_MSG_MAX)
+
+/* Tags every line of this process as worker k's (workers.h): text
+ * "tcpota serve[k]: ...", json "worker":k. */
+void log_set_worker(unsigned k);
 
 /* One line about the server; nothing with --quiet. */
 void say(const struct server *srv, const char *fmt, ...)

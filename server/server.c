@@ -7,6 +7,7 @@
 #include "log.h"
 #include "server_internal.h"
 #include "tls.h"
+#include "workers.h"
 
 #include <errno.h>
 #include <event2/bufferevent.h>
@@ -254,14 +255,50 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     event_base_loopexit(srv->base, NULL);
 }
 
-static int listen_on(struct server *srv)
+/* The line tests and scripts wait for: where fd listens, and what. */
+static void say_listening(const struct server *srv, int fd, unsigned workers)
+{
+    const struct tcpota_serve_opts *o = srv->o;
+    char host[64] = "?", sport[8] = "?", what[600], nw[40] = "";
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), sport, sizeof(sport),
+                    NI_NUMERICHOST | NI_NUMERICSERV);
+    }
+    if (workers > 1) {
+        snprintf(nw, sizeof(nw), "; %u workers", workers);
+    }
+    if (srv->fleet) {
+        fleet_describe(srv, what, sizeof(what));
+        say_always(o, LOG_LV_INFO, "listening on %s:%s, %s%s", host, sport, what, nw);
+        return;
+    }
+    say_always(o, LOG_LV_INFO, "listening on %s:%s, image %s (%u bytes, sha256 %s)%s", host, sport,
+               srv->img->version, srv->img->size, srv->img->idhex, nw);
+}
+
+/* Listens on --listen, or (a worker) on the socket the supervisor opened. */
+static int listen_on(struct server *srv, int worker_fd)
 {
     const struct tcpota_serve_opts *o = srv->o;
     struct addrinfo hints, *ai = NULL;
-    char port[8], host[64], sport[8];
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
+    char port[8];
     int rc;
+
+    if (worker_fd >= 0) {
+        /* Backlog 0: listening already (workers_listen). */
+        srv->lis = evconnlistener_new(srv->base, accept_cb, srv,
+                                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, worker_fd);
+        if (!srv->lis) {
+            say_always(o, LOG_LV_ERROR, "cannot serve the listening socket: %s", strerror(errno));
+            close(worker_fd);
+            return -1;
+        }
+        evconnlistener_set_error_cb(srv->lis, accept_error_cb);
+        return 0;
+    }
 
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
@@ -285,18 +322,7 @@ static int listen_on(struct server *srv)
         return -1;
     }
     evconnlistener_set_error_cb(srv->lis, accept_error_cb);
-    getsockname(evconnlistener_get_fd(srv->lis), (struct sockaddr *)&ss, &sl);
-    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), sport, sizeof(sport),
-                NI_NUMERICHOST | NI_NUMERICSERV);
-    /* Always printed: tests and scripts wait for this line. */
-    if (srv->fleet) {
-        char what[600];
-        fleet_describe(srv, what, sizeof(what));
-        say_always(o, LOG_LV_INFO, "listening on %s:%s, %s", host, sport, what);
-        return 0;
-    }
-    say_always(o, LOG_LV_INFO, "listening on %s:%s, image %s (%u bytes, sha256 %s)", host, sport,
-               srv->img->version, srv->img->size, srv->img->idhex);
+    say_listening(srv, evconnlistener_get_fd(srv->lis), 1); /* always: scripts wait for it */
     return 0;
 }
 
@@ -323,10 +349,17 @@ static void raise_fd_limit(const struct tcpota_serve_opts *o)
     }
 }
 
+/* The supervisor's SIGHUP (workers.h): what it forks next serves the same. */
+static void reload_cb(void *arg)
+{
+    reload(arg);
+}
+
 int tcpota_serve(const struct tcpota_serve_opts *o)
 {
     struct server srv;
-    int rc = 1;
+    sigset_t unblocked;
+    int rc = 1, worker_fd = -1;
 
     memset(&srv, 0, sizeof(srv));
     srv.o = o;
@@ -349,16 +382,36 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     if (o->tls_cert && !(srv.tls = tls_context(o->tls_cert, o->tls_key))) {
         goto out;
     }
+    /* --workers: this process forks them after what they share is loaded
+     * (the secrets too: a SIGHUP reloads them here as in each worker), and
+     * serves nothing itself (workers.h). */
+    if (o->workers > 1 && !o->data_dir) {
+        int fds[WORKERS_MAX], k;
+
+        if (o->workers > WORKERS_MAX || auth_init(&srv.auth, o->secrets, o->nsecrets) < 0 ||
+            workers_listen(o, fds, o->workers) < 0) {
+            goto out;
+        }
+        workers_block_signals(&unblocked);
+        say_listening(&srv, fds[0], o->workers);
+        k = workers_run(o, fds, o->workers, &unblocked, reload_cb, &srv, &rc);
+        if (k < 0) {
+            for (unsigned i = 0; i < o->workers; i++) close(fds[i]);
+            goto out;
+        }
+        worker_fd = fds[k];
+    }
     srv.base = event_base_new();
     if (!srv.base) {
         goto out;
     }
     /* Fleet mode: the store (and the secrets in it) before the listener. */
-    if (o->data_dir ? fleet_open(&srv) < 0 : auth_init(&srv.auth, o->secrets, o->nsecrets) < 0) {
+    if (o->data_dir ? fleet_open(&srv) < 0
+                    : worker_fd < 0 && auth_init(&srv.auth, o->secrets, o->nsecrets) < 0) {
         if (!o->data_dir) fprintf(stderr, "tcpota serve: out of memory\n");
         goto out;
     }
-    if (listen_on(&srv) < 0) {
+    if (listen_on(&srv, worker_fd) < 0) {
         goto out;
     }
     srv.sigint = evsignal_new(srv.base, SIGINT, signal_cb, &srv);
@@ -369,6 +422,9 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     event_add(srv.sigterm, NULL);
     event_add(srv.sighup, NULL);
     event_add(srv.sigusr1, NULL);
+    if (worker_fd >= 0) {
+        sigprocmask(SIG_SETMASK, &unblocked, NULL); /* handlers in place: see workers_run */
+    }
     {
         struct timeval second = {1, 0};
         srv.sweep = event_new(srv.base, -1, EV_PERSIST, sweep_cb, &srv);
@@ -376,6 +432,13 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     }
     srv.started = now_s();
     event_base_dispatch(srv.base);
+    if (worker_fd >= 0) {
+        /* A second stop signal (the terminal's SIGINT beside the
+         * supervisor's SIGTERM), or a SIGHUP or SIGUSR1 it passed on just
+         * before, must not kill the worker once its handlers are gone: it
+         * ends with its summary, as it was asked to. */
+        workers_block_signals(NULL);
+    }
     while (srv.conns) {
         conn_free(srv.conns);
     }

@@ -1,6 +1,7 @@
 /*
  * server.h - `tcpota serve`: one event-driven process (libevent) that offers
- * one image to many devices at once.
+ * one image to many devices at once (or N such processes on one port:
+ * workers.h).
  *
  * Each connection is a small struct with its own state and its own sans-I/O
  * session (core/server.h for protocol v1, core/legacy.h for the sample's
@@ -33,7 +34,10 @@ struct tcpota_serve_opts {
     const char *version;   /* version string offered (1..32 printable) */
     const char *model;     /* the image's hardware model (from its manifest), or NULL: any */
     int allow_downgrade;   /* offer even when the device runs a newer or unordered version */
-    unsigned max_conns;    /* connections beyond this are closed at once */
+    unsigned max_conns;    /* connections beyond this are closed at once (per worker) */
+    /* Processes serving the port (server/workers.h), single-image mode
+     * only; 0 or 1: this one alone. */
+    unsigned workers;
     unsigned idle_timeout_s;
     unsigned chunk;        /* DATA payload bytes, <= 16380 */
     int progress;          /* 1: one line per device per 10% */

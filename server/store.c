@@ -72,6 +72,7 @@ struct store_req *store_req_new(enum store_op op, store_done_fn done, void *arg)
     r->op = op;
     r->done = done;
     r->arg = arg;
+    r->err = "";
     if (image) {
         r->u.image.img = (struct store_image *)(void *)(r + 1);
     } else if (rollout) {
@@ -108,7 +109,7 @@ void store_req_reset(struct store_req *r)
         r->u.summary.n = 0;
     }
     r->rc = STORE_OK;
-    r->err[0] = '\0';
+    store_err_clear(r);
 }
 
 void store_req_free(struct store_req *r)
@@ -121,11 +122,15 @@ void store_req_free(struct store_req *r)
         free(r->u.checkin.out);
     }
     if (r->op == STORE_EVENTS) {
+        for (size_t i = 0; r->u.events.items && i < r->u.events.n; i++) {
+            free(r->u.events.items[i].reason);
+        }
         free(r->u.events.items);
     }
     if (r->op == STORE_SEEN) {
         free(r->u.seen.ids);
     }
+    free(r->err_room);
     free(r);
 }
 
@@ -196,11 +201,21 @@ int store_err_set(struct store_req *r, int rc, const char *fmt, ...)
 {
     va_list ap;
 
-    va_start(ap, fmt);
-    vsnprintf(r->err, sizeof(r->err), fmt, ap);
-    va_end(ap);
     r->rc = rc;
+    if (!r->err_room && !(r->err_room = malloc(STORE_ERR_MAX))) {
+        r->err = "out of memory (while saying what failed)";
+        return rc;
+    }
+    va_start(ap, fmt);
+    vsnprintf(r->err_room, STORE_ERR_MAX, fmt, ap);
+    va_end(ap);
+    r->err = r->err_room;
     return rc;
+}
+
+void store_err_clear(struct store_req *r)
+{
+    r->err = "";
 }
 
 void store_hex(const uint8_t *id, char *out)

@@ -221,18 +221,21 @@ struct store_tally {
     uint64_t n;
 };
 
-/* One item of STORE_EVENTS: STORE_EVENT's inputs with the strings held in
- * place (a few hundred bytes; a batch is one allocation). */
+/* One item of STORE_EVENTS: STORE_EVENT's inputs, the id held in place
+ * (160 bytes; a batch is one array, its rare reasons apart). */
 struct store_event {
     char id[TCPOTA_MAX_STR + 1];          /* the device */
     enum store_dev_state state;           /* the new state */
-    uint8_t has_image, has_failed, has_reason;
+    uint8_t has_image, has_failed;
     uint8_t durable;                      /* a final step: the batch commits before done */
     uint8_t image_id[TCPOTA_ID_LEN];      /* when has_image */
     uint8_t failed_id[TCPOTA_ID_LEN];     /* when has_failed */
     uint64_t rollout_id;                  /* 0: not part of a rollout */
     uint32_t bytes, size;
-    char reason[STORE_REASON_MAX + 1];    /* when has_reason */
+    /* failed/declined/waiting: at most STORE_REASON_MAX bytes, malloc'd,
+     * owned by the request (store_req_free frees it); NULL: none. Most
+     * steps have none, and a batch can hold thousands of steps. */
+    char *reason;
 };
 
 struct store_req;
@@ -245,7 +248,11 @@ struct store_req {
     void *arg;               /* the caller's */
     int64_t now;             /* UTC seconds of the request (the caller's clock) */
     int rc;                  /* out: STORE_OK or an enum store_err */
-    char err[STORE_ERR_MAX]; /* out: why, when rc < 0 */
+    /* out: why, when rc < 0; "" otherwise. Written by store_err_set only
+     * (at most STORE_ERR_MAX - 1 bytes, in err_room: a request that never
+     * fails carries 8 bytes for it, not STORE_ERR_MAX). */
+    const char *err;
+    char *err_room;          /* store_err_set's, allocated on the first error */
     union {
         struct {                              /* STORE_CHECKIN */
             const char *id, *model, *version; /* in */
@@ -410,9 +417,12 @@ const char *store_rollout_state_name(enum rollout_state s);
 
 /* ---- for backends (store_*.c): what every backend's ops use ---- */
 
-/* Writes a formatted error into r (r->err, r->rc); returns rc. */
+/* Writes a formatted error into r (r->err, r->rc); returns rc. Without
+ * memory for the text, r->err says so instead. */
 int store_err_set(struct store_req *r, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* r->err back to "" (its room is kept for the next error). */
+void store_err_clear(struct store_req *r);
 /* Lowercase hex of TCPOTA_ID_LEN bytes into out (2*TCPOTA_ID_LEN + 1). */
 void store_hex(const uint8_t *id, char *out);
 /* The bytes of a full hex id; 0, or -1 when hex is not 2*TCPOTA_ID_LEN hex digits. */

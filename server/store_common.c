@@ -74,7 +74,7 @@ static void step_of_item(const struct store_event *it, struct store_step *s)
     s->rollout_id = it->rollout_id;
     s->bytes = it->bytes;
     s->size = it->size;
-    s->reason = it->has_reason ? it->reason : NULL;
+    s->reason = it->reason;
 }
 
 int store_run_events(struct store_req *r, store_step_fn apply, void *backend)
@@ -94,7 +94,7 @@ int store_run_events(struct store_req *r, store_step_fn apply, void *backend)
         if (rc == STORE_E_NOTFOUND || rc == STORE_E_INVAL) {
             /* Nothing of it was written: the others still apply. */
             if (r->u.events.skipped++ == 0) {
-                memcpy(first, r->err, sizeof(first));
+                snprintf(first, sizeof(first), "%s", r->err);
             }
             r->rc = STORE_OK;
             continue;
@@ -103,10 +103,10 @@ int store_run_events(struct store_req *r, store_step_fn apply, void *backend)
             return rc; /* the database failed: the whole batch goes back */
         }
     }
-    r->err[0] = '\0';
+    store_err_clear(r);
     if (r->u.events.skipped) {
-        snprintf(r->err, sizeof(r->err), "%u of %u events skipped, the first: %.120s",
-                 (unsigned)r->u.events.skipped, (unsigned)r->u.events.n, first);
+        (void)store_err_set(r, STORE_OK, "%u of %u events skipped, the first: %.120s",
+                            (unsigned)r->u.events.skipped, (unsigned)r->u.events.n, first);
     }
     return STORE_OK;
 }

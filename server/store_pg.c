@@ -71,13 +71,8 @@ static void run_one(struct pgstore *st, struct store_req *r, int alone)
             (void)pg_exec(st, r, "RELEASE op");
         }
     } else if (!alone && !st->rerun) {
-        char keep[STORE_ERR_MAX];
-        int rc = r->rc;
-        memcpy(keep, r->err, sizeof(keep));
-        (void)pg_exec(st, NULL, "ROLLBACK TO op");
+        (void)pg_exec(st, NULL, "ROLLBACK TO op"); /* r->rc and r->err stay */
         (void)pg_exec(st, NULL, "RELEASE op");
-        r->rc = rc;
-        memcpy(r->err, keep, sizeof(keep));
     }
 }
 
@@ -86,9 +81,8 @@ static void run_one(struct pgstore *st, struct store_req *r, int alone)
 static void fail_all(struct store_req *head, const char *why)
 {
     for (; head; head = head->next) {
-        head->rc = STORE_E_IO;
-        snprintf(head->err, sizeof(head->err), "the database failed: %.*s",
-                 (int)(sizeof(head->err) - 40), why);
+        (void)store_err_set(head, STORE_E_IO, "the database failed: %.*s",
+                            (int)(STORE_ERR_MAX - 40), why);
     }
 }
 

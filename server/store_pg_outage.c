@@ -21,6 +21,7 @@
 #include "store_pg_internal.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -73,6 +74,7 @@ static void trim(struct pgstore *st)
             if (r->u.events.items[i].durable || st->kept_steps <= st->kept_max) {
                 r->u.events.items[n++] = r->u.events.items[i];
             } else {
+                free(r->u.events.items[i].reason);
                 st->kept_steps--;
                 st->dropped++;
             }

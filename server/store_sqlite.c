@@ -57,8 +57,7 @@ static void fail_pending(struct sstore *st, const char *why)
     struct store_req *r;
 
     for (r = st->pend_head; r; r = r->next) {
-        r->rc = STORE_E_IO;
-        snprintf(r->err, sizeof(r->err), "the database failed to commit: %s", why);
+        (void)store_err_set(r, STORE_E_IO, "the database failed to commit: %s", why);
     }
 }
 
@@ -153,7 +152,7 @@ static void run_list(struct sstore *st, struct store_req *r)
         next = r->next;
         r->next = NULL;
         r->rc = STORE_OK;
-        r->err[0] = '\0';
+        store_err_clear(r);
         run_one(st, r);
         if (st->pend_tail) {
             st->pend_tail->next = r;

@@ -171,8 +171,8 @@ static void ss_item(struct store_event *e, const char *id, enum store_dev_state 
     e->bytes = bytes;
     e->size = 1000;
     if (reason) {
-        e->has_reason = 1;
-        snprintf(e->reason, sizeof(e->reason), "%s", reason);
+        e->reason = strdup(reason); /* freed with the request that takes it */
+        assert_non_null(e->reason);
     }
     e->durable = (uint8_t)durable;
 }

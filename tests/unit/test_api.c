@@ -101,8 +101,8 @@ static void fake_image(struct store_req *r)
         return;
     }
     if (n != 1) {
-        r->rc = n ? STORE_E_INVAL : STORE_E_NOTFOUND;
-        snprintf(r->err, sizeof r->err, n ? "the prefix is ambiguous" : "no such image");
+        store_err_set(r, n ? STORE_E_INVAL : STORE_E_NOTFOUND,
+                      n ? "the prefix is ambiguous" : "no such image");
         return;
     }
     if (r->op == STORE_IMAGE_GET) {
@@ -113,9 +113,8 @@ static void fake_image(struct store_req *r)
     for (i = 0; i < f->nros; i++) {
         if (f->ros[i].ro.state != ROLLOUT_STATE_CANCELLED &&
             memcmp(f->ros[i].image_id, f->imgs[at].id, 32) == 0) {
-            r->rc = STORE_E_CONFLICT;
-            snprintf(r->err, sizeof r->err, "image %.12s is used by rollout %llu (active); cancel "
-                     "the rollout first", hex, (unsigned long long)f->ros[i].id);
+            store_err_set(r, STORE_E_CONFLICT, "image %.12s is used by rollout %llu (active); "
+                          "cancel the rollout first", hex, (unsigned long long)f->ros[i].id);
             return;
         }
     }
@@ -275,8 +274,7 @@ static void fake_answer(struct store_req *r)
 
     if (f->fail_op == (int)r->op) {
         f->fail_op = 0;
-        r->rc = f->fail_rc;
-        snprintf(r->err, sizeof r->err, "disk full (fake)");
+        store_err_set(r, f->fail_rc, "disk full (fake)");
         return;
     }
     switch (r->op) {

@@ -568,6 +568,9 @@ static void test_outage(void **state)
         e->size = 1000;
         e->durable = i == 4;
     }
+    /* A step the trim drops owns its reason: freed with it (ASan). */
+    batch->u.events.items[0].reason = strdup("waiting: a reason the trim frees");
+    assert_non_null(batch->u.events.items[0].reason);
     assert_int_equal(store_submit(f.st, batch), 0);
     /* A check-in (the request that meets the loss, or one after it) and a
      * read fail, and fast. */
