@@ -182,110 +182,125 @@ static void describe(int status, char *buf, size_t cap)
     }
 }
 
+/* The supervisor's state. */
+struct supervisor {
+    const struct tcpota_serve_opts *o;
+    const int *fds;
+    unsigned n, live;
+    int stopping, failed;
+    struct worker w[WORKERS_MAX];
+};
+
+/* Tells every worker to stop; failed: the supervisor's exit is 1. */
+static void stop_all(struct supervisor *s, int failed)
+{
+    s->failed |= failed;
+    s->stopping = 1;
+    tell_all(s->w, s->n, SIGTERM);
+}
+
+/* Starts worker k (a fork that fails stops them all). Returns 1 in the
+ * new worker, 0 in the supervisor. */
+static int start(struct supervisor *s, unsigned k)
+{
+    int rc = spawn(s->o, s->fds, s->n, k, s->w);
+
+    if (rc == 1) {
+        return 1;
+    }
+    if (rc < 0) {
+        stop_all(s, 1);
+    } else {
+        s->live++;
+    }
+    return 0;
+}
+
+/* Worker k (pid) ended with status: said, and replaced unless the
+ * supervisor is stopping or the worker died at once. Returns 1 in the
+ * replacement, 0 in the supervisor. */
+static int ended(struct supervisor *s, unsigned k, pid_t pid, int status)
+{
+    const struct tcpota_serve_opts *o = s->o;
+    double lived = mono_s() - s->w[k].started;
+    char how[96];
+
+    s->w[k].pid = 0;
+    s->live--;
+    describe(status, how, sizeof(how));
+    if (s->stopping) {
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            say_always(o, LOG_LV_ERROR, "worker %u (pid %d) %s while stopping", k + 1, (int)pid, how);
+            s->failed = 1;
+        }
+        return 0;
+    }
+    if (lived < WORKER_MIN_LIFE_S) {
+        say_always(o, LOG_LV_ERROR, "worker %u (pid %d) %s %.1f s after it started: "
+                   "stopping every worker (see the lines above)", k + 1, (int)pid, how, lived);
+        stop_all(s, 1);
+        return 0;
+    }
+    say_always(o, LOG_LV_ERROR, "worker %u (pid %d) %s after %.0f s; starting another "
+               "(its queued connections wait for it)", k + 1, (int)pid, how, lived);
+    return start(s, k);
+}
+
 int workers_run(const struct tcpota_serve_opts *o, const int *fds, unsigned n,
                 const sigset_t *old, void (*reload)(void *arg), void *arg, int *exit_code)
 {
-    struct worker w[WORKERS_MAX];
+    struct supervisor s;
     sigset_t set;
-    unsigned k, live = 0;
-    int stopping = 0, failed = 0, rc;
+    unsigned k;
 
-    memset(w, 0, sizeof(w));
+    memset(&s, 0, sizeof(s));
+    s.o = o;
+    s.fds = fds;
+    s.n = n;
     waited_signals(&set);
     /* Inherited "ignore" would reap the workers unseen (no SIGCHLD, no
      * status), and the supervisor would wait for them forever. */
     signal(SIGCHLD, SIG_DFL);
-    for (k = 0; k < n; k++) {
-        if ((rc = spawn(o, fds, n, k, w)) == 1) {
+    for (k = 0; k < n && !s.stopping; k++) {
+        if (start(&s, k)) {
             return (int)k;
         }
-        if (rc < 0) {
-            failed = stopping = 1;
-            tell_all(w, n, SIGTERM);
-            break;
-        }
-        live++;
     }
-    while (live > 0) {
+    while (s.live > 0) {
         siginfo_t info;
         int sig = sigwaitinfo(&set, &info), status;
         pid_t pid;
 
-        if (sig < 0) {
-            continue; /* EINTR */
-        }
         if (sig == SIGINT || sig == SIGTERM) {
-            if (!stopping && !o->quiet) {
-                say_always(o, LOG_LV_INFO, "%s: stopping %u workers", sig == SIGINT ? "SIGINT" : "SIGTERM",
-                           live);
+            if (!s.stopping && !o->quiet) {
+                say_always(o, LOG_LV_INFO, "%s: stopping %u workers",
+                           sig == SIGINT ? "SIGINT" : "SIGTERM", s.live);
             }
-            stopping = 1;
-            tell_all(w, n, SIGTERM);
-            continue;
-        }
-        if (sig == SIGHUP || sig == SIGUSR1) {
-            if (stopping) {
-                continue; /* a worker past its loop has no handler for them */
-            }
+            stop_all(&s, 0);
+        } else if ((sig == SIGHUP || sig == SIGUSR1) && !s.stopping) {
+            /* (while stopping: a worker past its loop has no handler) */
             if (sig == SIGHUP && reload) {
                 reload(arg);
             }
-            tell_all(w, n, sig);
-            continue;
-        }
-        while ((pid = waitpid(-1, &status, WNOHANG)) != 0) {
-            if (pid < 0) {
-                if (errno == ECHILD) {
-                    live = 0; /* reaped already: nobody is left to wait for */
+            tell_all(s.w, n, sig);
+        } else if (sig == SIGCHLD) {
+            while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+                for (k = 0; k < n && s.w[k].pid != pid; k++) {
                 }
-                break;
-            }
-            char how[96];
-            double lived;
-
-            for (k = 0; k < n && w[k].pid != pid; k++) {
-            }
-            if (k == n) {
-                continue;
-            }
-            w[k].pid = 0;
-            live--;
-            lived = mono_s() - w[k].started;
-            if (stopping) {
-                if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-                    describe(status, how, sizeof(how));
-                    say_always(o, LOG_LV_ERROR, "worker %u (pid %d) %s while stopping", k + 1,
-                               (int)pid, how);
-                    failed = 1;
+                if (k < n && ended(&s, k, pid, status)) {
+                    return (int)k;
                 }
-                continue;
             }
-            describe(status, how, sizeof(how));
-            if (lived < WORKER_MIN_LIFE_S) {
-                say_always(o, LOG_LV_ERROR, "worker %u (pid %d) %s %.1f s after it started: "
-                           "stopping every worker (see the lines above)", k + 1, (int)pid, how, lived);
-                failed = stopping = 1;
-                tell_all(w, n, SIGTERM);
-                continue;
+            if (pid < 0 && errno == ECHILD) {
+                s.live = 0; /* reaped already: nobody is left to wait for */
             }
-            say_always(o, LOG_LV_ERROR, "worker %u (pid %d) %s after %.0f s; starting another "
-                       "(its queued connections wait for it)", k + 1, (int)pid, how, lived);
-            if ((rc = spawn(o, fds, n, k, w)) == 1) {
-                return (int)k;
-            }
-            if (rc < 0) {
-                failed = stopping = 1;
-                tell_all(w, n, SIGTERM);
-                continue;
-            }
-            live++;
         }
     }
     sigprocmask(SIG_SETMASK, old, NULL);
-    if (failed || !o->quiet) {
-        say_always(o, failed ? LOG_LV_ERROR : LOG_LV_INFO, "every worker has stopped%s",
-                   failed ? " (not all cleanly: see above)" : "");
+    if (s.failed || !o->quiet) {
+        say_always(o, s.failed ? LOG_LV_ERROR : LOG_LV_INFO, "every worker has stopped%s",
+                   s.failed ? " (not all cleanly: see above)" : "");
     }
-    *exit_code = failed ? 1 : 0;
+    *exit_code = s.failed ? 1 : 0;
     return -1;
 }
