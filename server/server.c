@@ -349,26 +349,6 @@ static void raise_fd_limit(const struct tcpota_serve_opts *o)
     }
 }
 
-/* The event loop. libevent's epoll backend calls epoll_ctl at every
- * event_add/event_del unless asked to keep a changelist and apply the net
- * change once per loop turn: a TLS check-in toggled its interests about 11
- * times, 6 with the list (nginx: 1; a system call costs here what a
- * hundred instructions do). The list is unsafe only for descriptors
- * dup()ed from one another, which the server never registers. */
-static struct event_base *new_base(void)
-{
-    struct event_config *cfg = event_config_new();
-    struct event_base *base;
-
-    if (!cfg) {
-        return NULL;
-    }
-    (void)event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
-    base = event_base_new_with_config(cfg);
-    event_config_free(cfg);
-    return base;
-}
-
 /* The supervisor's SIGHUP (workers.h): what it forks next serves the same. */
 static void reload_cb(void *arg)
 {
@@ -421,7 +401,7 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
         }
         worker_fd = fds[k];
     }
-    srv.base = new_base();
+    srv.base = event_base_new();
     if (!srv.base) {
         goto out;
     }
