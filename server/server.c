@@ -283,9 +283,8 @@ static void say_listening(const struct server *srv, int fd, unsigned workers)
 static int listen_on(struct server *srv, int worker_fd)
 {
     const struct tcpota_serve_opts *o = srv->o;
-    struct addrinfo hints, *ai = NULL;
-    char port[8];
-    int rc;
+    struct addrinfo *ai = NULL;
+    int e;
 
     if (worker_fd >= 0) {
         /* Backlog 0: listening already (workers_listen). */
@@ -300,25 +299,17 @@ static int listen_on(struct server *srv, int worker_fd)
         return 0;
     }
 
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    snprintf(port, sizeof(port), "%u", o->port);
-    rc = getaddrinfo(o->host, port, &hints, &ai);
-    if (rc != 0) {
-        say_always(o, LOG_LV_ERROR, "cannot resolve %s: %s", o->host, gai_strerror(rc));
+    if (listen_resolve(o, &ai) < 0) {
         return -1;
     }
     srv->lis = evconnlistener_new_bind(srv->base, accept_cb, srv,
                                        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
                                            LEV_OPT_CLOSE_ON_EXEC,
-                                       1024, ai->ai_addr, (int)ai->ai_addrlen);
+                                       LISTEN_BACKLOG, ai->ai_addr, (int)ai->ai_addrlen);
+    e = errno;
     freeaddrinfo(ai);
     if (!srv->lis) {
-        say_always(o, LOG_LV_ERROR, "cannot listen on %s:%u: %s%s", o->host, o->port,
-                   strerror(errno), errno == EADDRINUSE ? " (another program, perhaps another "
-                   "tcpota serve, listens there: stop it or give another --listen)" : "");
+        listen_failed(o, e);
         return -1;
     }
     evconnlistener_set_error_cb(srv->lis, accept_error_cb);

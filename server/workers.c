@@ -15,8 +15,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LISTEN_BACKLOG 1024 /* as the single process's listener */
-
 static double mono_s(void)
 {
     struct timespec ts;
@@ -52,25 +50,43 @@ static int open_listener(const struct sockaddr *addr, socklen_t len, int reusepo
     return fd;
 }
 
-int workers_listen(const struct tcpota_serve_opts *o, int *fds, unsigned n)
+int listen_resolve(const struct tcpota_serve_opts *o, struct addrinfo **ai)
 {
-    struct addrinfo hints, *ai = NULL;
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
+    struct addrinfo hints;
     char port[8];
-    int rc, probe;
-    unsigned i;
+    int rc;
 
-    for (i = 0; i < n; i++) {
-        fds[i] = -1;
-    }
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     snprintf(port, sizeof(port), "%u", o->port);
-    if ((rc = getaddrinfo(o->host, port, &hints, &ai)) != 0) {
+    if ((rc = getaddrinfo(o->host, port, &hints, ai)) != 0) {
         say_always(o, LOG_LV_ERROR, "cannot resolve %s: %s", o->host, gai_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+void listen_failed(const struct tcpota_serve_opts *o, int e)
+{
+    say_always(o, LOG_LV_ERROR, "cannot listen on %s:%u: %s%s", o->host, o->port, strerror(e),
+               e == EADDRINUSE ? " (another program, perhaps another tcpota serve, listens "
+               "there: stop it or give another --listen)" : "");
+}
+
+int workers_listen(const struct tcpota_serve_opts *o, int *fds, unsigned n)
+{
+    struct addrinfo *ai = NULL;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    int probe;
+    unsigned i;
+
+    for (i = 0; i < n; i++) {
+        fds[i] = -1;
+    }
+    if (listen_resolve(o, &ai) < 0) {
         return -1;
     }
     /* Any socket of the same user that sets SO_REUSEPORT may join a group,
@@ -79,17 +95,12 @@ int workers_listen(const struct tcpota_serve_opts *o, int *fds, unsigned n)
      * or without workers), and which picks the port when it is 0. (A
      * process that joins later cannot be kept out: workers.h.) */
     probe = open_listener(ai->ai_addr, (socklen_t)ai->ai_addrlen, 0);
-    if (probe >= 0) {
-        memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-        sl = (socklen_t)ai->ai_addrlen;
-        if (getsockname(probe, (struct sockaddr *)&ss, &sl) < 0) {
-            close(probe);
-            probe = -1;
-        } else {
-            close(probe);
-        }
-    }
     freeaddrinfo(ai);
+    if (probe >= 0) {
+        int named = getsockname(probe, (struct sockaddr *)&ss, &sl) == 0;
+        close(probe);
+        probe = named ? 0 : -1;
+    }
     for (i = 0; probe >= 0 && i < n; i++) {
         if ((fds[i] = open_listener((struct sockaddr *)&ss, sl, 1)) < 0) {
             break;
@@ -98,9 +109,7 @@ int workers_listen(const struct tcpota_serve_opts *o, int *fds, unsigned n)
     if (probe < 0 || i < n) {
         int e = errno;
         close_all(fds, n);
-        say_always(o, LOG_LV_ERROR, "cannot listen on %s:%u: %s%s", o->host, o->port, strerror(e),
-                   e == EADDRINUSE ? " (another program, perhaps another tcpota serve, listens "
-                   "there: stop it or give another --listen)" : "");
+        listen_failed(o, e);
         return -1;
     }
     return 0;

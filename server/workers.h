@@ -32,10 +32,19 @@
 #include <signal.h>
 #include <stdint.h>
 
+struct addrinfo;
 struct tcpota_serve_opts;
 
 #define WORKERS_MAX 64u       /* --workers */
 #define WORKER_MIN_LIFE_S 1.0 /* a worker that dies sooner is not replaced */
+
+#define LISTEN_BACKLOG 1024 /* connections waiting for accept, per listening socket */
+
+/* --listen resolved for listening (o->host, o->port): 0 with *ai (the
+ * caller frees it with freeaddrinfo), or -1 after saying why. */
+int listen_resolve(const struct tcpota_serve_opts *o, struct addrinfo **ai);
+/* Says that --listen cannot be listened on (errno e), and what to do. */
+void listen_failed(const struct tcpota_serve_opts *o, int e);
 
 /* Opens n listening sockets on o->host:o->port in one SO_REUSEPORT group
  * (port 0: the first one's port for all) into fds. Returns 0, or -1 after
