@@ -13,9 +13,9 @@ source "$(dirname "$0")/../e2e/lib.sh"
 
 make_image "$WORK/img" 300000
 start_server "$WORK/img" 2.0.0 --idle-timeout 2 --quiet
-python3 - "$SERVER_PORT" 300 7 > "$WORK/legacy.out" 2>&1 <<'PY' &
-import selectors, socket, sys, time
-port, n, secs = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+python3 - "$SERVER_PORT" 300 7 "$SERVER_PID" > "$WORK/legacy.out" 2>&1 <<'PY' &
+import os, selectors, signal, socket, sys, time
+port, n, secs, server = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 sel, socks, closed = selectors.DefaultSelector(), [], set()
 for i in range(n):
     s = socket.create_connection(("127.0.0.1", port))
@@ -23,7 +23,7 @@ for i in range(n):
     sel.register(s, selectors.EVENT_READ)
     socks.append(s)
 print("connected", flush=True)
-t0, nxt = time.monotonic(), 0
+t0, nxt, rounds, stopped = time.monotonic(), 0, 0, None
 while time.monotonic() - t0 < secs:
     if time.monotonic() >= nxt:
         for s in socks:
@@ -32,7 +32,15 @@ while time.monotonic() - t0 < secs:
                     s.send(b"req0\r\n\r\n")
                 except OSError:
                     closed.add(s)
-        nxt = time.monotonic() + 0.5
+        nxt, rounds = time.monotonic() + 0.5, rounds + 1
+        if rounds == 3:
+            # Stopped while it reads this round: mid-turn of its loop.
+            os.kill(server, signal.SIGSTOP)
+            stopped = time.monotonic()
+            print("stopped", flush=True)
+    if stopped and time.monotonic() - stopped >= 3:
+        os.kill(server, signal.SIGCONT)
+        stopped = None
     for key, _ in sel.select(0.05):
         try:
             if not key.fileobj.recv(65536):
@@ -46,11 +54,6 @@ print("closed", len(closed), flush=True)
 PY
 legacy=$!
 PIDS+=("$legacy")
-wait_line "$WORK/legacy.out" '^connected' 20
-sleep 1.5
-kill -STOP "$SERVER_PID"
-sleep 3
-kill -CONT "$SERVER_PID"
 wait "$legacy" || fail "the legacy devices did not run: $(cat "$WORK/legacy.out")"
 idle=$(grep -c 'idle for' "$WORK/server.log" || true)
 [ "$idle" -eq 0 ] || fail "$idle legacy devices closed as idle after the server was stopped 3 s (idle timeout 2 s): $(grep -m1 'idle for' "$WORK/server.log")"

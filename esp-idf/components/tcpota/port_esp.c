@@ -142,7 +142,7 @@ static int slot_load(tcpota_esp_port_t *ep, uint32_t *addr)
  * when it changes (once per image at most), so NVS wear stays low. */
 static int slot_save(tcpota_esp_port_t *ep, uint32_t addr)
 {
-    uint32_t old;
+    uint32_t old = 0; /* set when slot_load returns 0; gcc -O3 cannot see it */
     uint8_t b[4] = {(uint8_t)addr, (uint8_t)(addr >> 8), (uint8_t)(addr >> 16),
                     (uint8_t)(addr >> 24)};
     esp_err_t err;
