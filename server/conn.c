@@ -189,10 +189,24 @@ void conn_queued(struct conn *c)
     }
 }
 
-/* Hands the session's control frames to the socket: on a plain socket
- * with nothing queued in one send() now rather than a loop turn later (a
- * check-in's answer then costs no write event, and its close follows at
- * once), else behind the queue. Returns the bytes handed over. */
+size_t conn_write_now(struct conn *c, const void *p, size_t n)
+{
+    ssize_t w;
+
+    if (!c->bev || evbuffer_get_length(bufferevent_get_output(c->bev))) {
+        return 0;
+    }
+    if (c->srv->tls) {
+        return c->tls_up ? tls_write_now(bufferevent_openssl_get_ssl(c->bev), p, n) : 0;
+    }
+    w = send(bufferevent_getfd(c->bev), p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    return w > 0 ? (size_t)w : 0;
+}
+
+/* Hands the session's control frames to the socket: with nothing queued
+ * at once (conn_write_now: a check-in's answer then costs no write event,
+ * and its close follows at once), else behind the queue. Returns the
+ * bytes handed over. */
 static size_t move_replies(struct conn *c)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
@@ -205,10 +219,7 @@ static size_t move_replies(struct conn *c)
     if (!n) {
         return 0;
     }
-    if (!c->srv->tls && evbuffer_get_length(out) == 0) {
-        ssize_t w = send(bufferevent_getfd(c->bev), p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-        sent = w > 0 ? (size_t)w : 0;
-    }
+    sent = conn_write_now(c, p, n);
     if (sent < n) {
         image_add_bytes(out, p + sent, n - sent); /* maybe behind a run */
         c->ctl_queued += n - sent;
@@ -789,19 +800,16 @@ static void start_bev(struct conn *c)
     tv.tv_sec = c->srv->o->idle_timeout_s;
     tv.tv_usec = 0;
     bufferevent_set_timeouts(c->bev, &tv, &tv);
-    /* A plain socket watches for writability only once something waits
-     * in its output after a write of its own (conn_pump, conn_queued): a
-     * check-in, answered by one send(), then costs one epoll_ctl() instead
-     * of three, and a stream that the socket takes at once none. libevent
-     * enables writing on a new bufferevent, and then watches as soon as
-     * anything is added. The TLS bufferevent writes during its handshake,
-     * so it watches from the start. */
-    if (c->srv->tls) {
-        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    } else {
-        bufferevent_disable(c->bev, EV_WRITE);
-        bufferevent_enable(c->bev, EV_READ);
-    }
+    /* A socket watches for writability only once something waits in its
+     * output after a write of its own (conn_write_now, conn_pump,
+     * conn_queued): a check-in, answered by one write, then costs one
+     * epoll_ctl() instead of three, and a stream that the socket takes at
+     * once none. libevent enables writing on a new bufferevent, and then
+     * watches as soon as anything is added. A TLS bufferevent's handshake
+     * watches for writability itself when OpenSSL asks, whatever is
+     * enabled. */
+    bufferevent_disable(c->bev, EV_WRITE);
+    bufferevent_enable(c->bev, EV_READ);
 }
 
 /* TLS: the first byte has arrived (or the peer closed). A TLS record
