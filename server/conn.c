@@ -104,7 +104,7 @@ void conn_free(struct conn *c)
     fleet_conn_gone(c);
     if (c->first_byte) {
         event_free(c->first_byte);
-        evutil_closesocket(c->fd);
+        if (!c->bev) evutil_closesocket(c->fd); /* else the bufferevent closes it */
     }
     /* libevent may finish freeing the bufferevent later; its queued chains
      * refer into the image, but freeing a chain never reads its bytes. */
@@ -189,10 +189,24 @@ void conn_queued(struct conn *c)
     }
 }
 
-/* Hands the session's control frames to the socket: on a plain socket
- * with nothing queued in one send() now rather than a loop turn later (a
- * check-in's answer then costs no write event, and its close follows at
- * once), else behind the queue. Returns the bytes handed over. */
+size_t conn_write_now(struct conn *c, const void *p, size_t n)
+{
+    ssize_t w;
+
+    if (!c->bev || evbuffer_get_length(bufferevent_get_output(c->bev))) {
+        return 0;
+    }
+    if (c->srv->tls) {
+        return c->tls_up ? tls_write_now(bufferevent_openssl_get_ssl(c->bev), p, n) : 0;
+    }
+    w = send(bufferevent_getfd(c->bev), p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    return w > 0 ? (size_t)w : 0;
+}
+
+/* Hands the session's control frames to the socket: with nothing queued
+ * at once (conn_write_now: a check-in's answer then costs no write event,
+ * and its close follows at once), else behind the queue. Returns the
+ * bytes handed over. */
 static size_t move_replies(struct conn *c)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
@@ -205,10 +219,7 @@ static size_t move_replies(struct conn *c)
     if (!n) {
         return 0;
     }
-    if (!c->srv->tls && evbuffer_get_length(out) == 0) {
-        ssize_t w = send(bufferevent_getfd(c->bev), p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-        sent = w > 0 ? (size_t)w : 0;
-    }
+    sent = conn_write_now(c, p, n);
     if (sent < n) {
         image_add_bytes(out, p + sent, n - sent); /* maybe behind a run */
         c->ctl_queued += n - sent;
@@ -732,6 +743,10 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         /* A TLS handshake finished: nothing ends here. */
         int resumed = SSL_session_reused(bufferevent_openssl_get_ssl(bev)) == 1;
         c->tls_up = 1;
+        if (c->first_byte) { /* its work is done (first_byte_cb) */
+            event_free(c->first_byte);
+            c->first_byte = NULL;
+        }
         if (resumed) {
             c->srv->stats.tls_resumed++;
         } else {
@@ -789,44 +804,48 @@ static void start_bev(struct conn *c)
     tv.tv_sec = c->srv->o->idle_timeout_s;
     tv.tv_usec = 0;
     bufferevent_set_timeouts(c->bev, &tv, &tv);
-    /* A plain socket watches for writability only once something waits
-     * in its output after a write of its own (conn_pump, conn_queued): a
-     * check-in, answered by one send(), then costs one epoll_ctl() instead
-     * of three, and a stream that the socket takes at once none. libevent
-     * enables writing on a new bufferevent, and then watches as soon as
-     * anything is added. The TLS bufferevent writes during its handshake,
-     * so it watches from the start. */
-    if (c->srv->tls) {
-        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    } else {
-        bufferevent_disable(c->bev, EV_WRITE);
-        bufferevent_enable(c->bev, EV_READ);
-    }
+    /* A socket watches for writability only once something waits in its
+     * output after a write of its own (conn_write_now, conn_pump,
+     * conn_queued): a check-in, answered by one write, then costs one
+     * epoll_ctl() instead of three, and a stream that the socket takes at
+     * once none. libevent enables writing on a new bufferevent, and then
+     * watches as soon as anything is added. A TLS bufferevent's handshake
+     * watches for writability itself when OpenSSL asks, whatever is
+     * enabled. */
+    bufferevent_disable(c->bev, EV_WRITE);
+    bufferevent_enable(c->bev, EV_READ);
 }
 
 /* TLS: the first byte has arrived (or the peer closed). A TLS record
  * starts the handshake; anything else is a device that does not speak TLS
  * to a TLS port: it is told so in the log and closed at once, rather than
- * left to time out inside a handshake it cannot finish. */
+ * left to time out inside a handshake it cannot finish.
+ *
+ * The event then stays until the handshake is done, its callback doing
+ * nothing: it holds the socket's read interest in the epoll set while the
+ * TLS bufferevent deletes and re-adds its own (at its start and when the
+ * handshake ends). libevent's changelist turns each such delete and add
+ * into an epoll_ctl(MOD) that changes nothing; with a second reader on the
+ * descriptor it makes none (two calls of a resumed check-in's six). */
 static void first_byte_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
     struct server *srv = c->srv;
     uint8_t b = 0;
-    ssize_t n = recv(fd, &b, 1, MSG_PEEK);
+    ssize_t n;
     SSL *ssl;
     int k;
     (void)what;
 
+    if (c->bev) {
+        return; /* the handshake reads (see above) */
+    }
+    n = recv(fd, &b, 1, MSG_PEEK);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-        event_add(c->first_byte, NULL);
         return;
     }
-    event_free(c->first_byte);
-    c->first_byte = NULL;
     if (n <= 0) {
         clog_(c, 0, "closed before the TLS handshake");
-        evutil_closesocket(fd);
         conn_free(c);
         return;
     }
@@ -837,7 +856,6 @@ static void first_byte_cb(evutil_socket_t fd, short what, void *arg)
                     "--tls-cert); closing",
               k == TCPOTA_KIND_V1 ? "tcpota" : k == TCPOTA_KIND_LEGACY ? "legacy (req0/req1)"
                                                                        : "(not TLS)");
-        evutil_closesocket(fd);
         conn_free(c);
         return;
     }
@@ -851,7 +869,6 @@ static void first_byte_cb(evutil_socket_t fd, short what, void *arg)
     if (!c->bev) {
         clog_(c, 1, "out of memory for TLS; closing");
         if (ssl) SSL_free(ssl);
-        evutil_closesocket(fd);
         conn_free(c);
         return;
     }
@@ -921,7 +938,7 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
     /* TLS state (tens of KiB) is allocated only once the first byte shows
      * a TLS record: see first_byte_cb. */
     if (srv->tls) {
-        c->first_byte = event_new(srv->base, fd, EV_READ, first_byte_cb, c);
+        c->first_byte = event_new(srv->base, fd, EV_READ | EV_PERSIST, first_byte_cb, c);
     } else {
         c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
     }

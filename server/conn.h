@@ -6,6 +6,7 @@
 #define TCPOTA_SERVER_CONN_H
 
 #include <event2/util.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct server;
@@ -23,6 +24,11 @@ void conn_free(struct conn *c);
  * Returns 1 when c was freed. */
 int conn_close(struct conn *c, int now);
 
+/* Writes p[0..n) to c's socket at once when nothing is queued before it
+ * (plain: send(); TLS: SSL_write once the handshake is done), so that an
+ * answer costs no write event and no loop turn. Returns the bytes
+ * written; the caller queues the rest (conn_queued). */
+size_t conn_write_now(struct conn *c, const void *p, size_t n);
 /* Call after adding to c's output: makes the bufferevent watch for
  * writability (a plain socket does not until it has something queued). */
 void conn_queued(struct conn *c);

@@ -8,7 +8,6 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <string.h>
-#include <sys/socket.h>
 
 const char *legacy_refusal(const struct tcpota_serve_opts *o)
 {
@@ -24,8 +23,9 @@ const char *legacy_refusal(const struct tcpota_serve_opts *o)
     return NULL;
 }
 
-/* Writes one legacy package in one piece: a single send() when nothing is
- * queued, so a device that reads it with one recv() gets all of it. */
+/* Writes one legacy package in one piece: a single write when nothing is
+ * queued (conn_write_now), so a device that reads it with one recv() gets
+ * all of it. */
 static void legacy_send(struct conn *c, const struct tcpota_legacy_pkg *pkg)
 {
     const struct image *img = c->img;
@@ -33,15 +33,12 @@ static void legacy_send(struct conn *c, const struct tcpota_legacy_pkg *pkg)
     int h = tcpota_legacy_header(img->size, pkg->len, (char *)buf, TCPOTA_LEGACY_HEAD_MAX);
     size_t n = (size_t)h + pkg->len;
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    ssize_t w = 0;
+    size_t w;
 
     memcpy(buf + h, img->map + pkg->offset, pkg->len);
-    if (evbuffer_get_length(out) == 0 && !c->srv->tls) {
-        w = send(bufferevent_getfd(c->bev), buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w < 0) w = 0;
-    }
-    if ((size_t)w < n) {
-        evbuffer_add(out, buf + w, n - (size_t)w);
+    w = conn_write_now(c, buf, n);
+    if (w < n) {
+        evbuffer_add(out, buf + w, n - w);
         conn_queued(c);
     }
     c->bytes_sent += pkg->len;

@@ -3,6 +3,7 @@
 
 #include <event2/buffer.h>
 #include <openssl/err.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -71,6 +72,21 @@ size_t tls_pull(SSL *ssl, struct evbuffer *in)
         return 0;
     }
     return evbuffer_add(in, buf, (size_t)n) == 0 ? (size_t)n : 0;
+}
+
+size_t tls_write_now(SSL *ssl, const void *p, size_t n)
+{
+    int w;
+
+    if (n == 0 || n > INT_MAX) {
+        return 0;
+    }
+    w = SSL_write(ssl, p, (int)n);
+    if (w <= 0) {
+        ERR_clear_error(); /* WANT_WRITE, or an error libevent meets next */
+        return 0;
+    }
+    return (size_t)w; /* n, or less with partial writes on: the caller queues the rest */
 }
 
 int tls_holds_input(SSL *ssl)

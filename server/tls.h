@@ -35,6 +35,15 @@ void tls_conn_setup(SSL *ssl);
  * socket only to finish a partial record. */
 size_t tls_pull(SSL *ssl, struct evbuffer *in);
 
+/* Encrypts and writes p[0..n) at once, for a caller with nothing queued
+ * in the connection's bufferevent (whose own writes wait for the socket
+ * to be writable: an epoll_ctl() and a loop turn). Returns the bytes
+ * written (n, or less with partial writes on), 0 when the socket took
+ * none: the caller then queues the rest in the bufferevent, whose write retries them as OpenSSL requires after a
+ * WANT_WRITE (the same bytes, from their start). An error is left for
+ * libevent's own write to meet and report. */
+size_t tls_write_now(SSL *ssl, const void *p, size_t n);
+
 /* 1 when OpenSSL holds bytes of the connection not yet taken, else 0. */
 int tls_holds_input(SSL *ssl);
 
