@@ -850,16 +850,20 @@ static void first_byte_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     ssl = SSL_new(srv->tls);
-    if (ssl) {
-        tls_conn_setup(ssl);
-    }
-    c->bev = ssl ? bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                                  BEV_OPT_CLOSE_ON_FREE)
-                 : NULL;
-    if (!c->bev) {
+    if (!ssl) {
         clog_(c, 1, "out of memory for TLS; closing");
-        if (ssl) SSL_free(ssl);
         evutil_closesocket(fd);
+        conn_free(c);
+        return;
+    }
+    tls_conn_setup(ssl);
+    c->bev = bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                            BEV_OPT_CLOSE_ON_FREE);
+    if (!c->bev) {
+        /* On failure libevent has freed the SSL already (BEV_OPT_CLOSE_ON_FREE),
+         * and the socket with its BIO: freeing or closing again would be
+         * twice. */
+        clog_(c, 1, "out of memory for TLS; closing");
         conn_free(c);
         return;
     }
