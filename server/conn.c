@@ -104,7 +104,7 @@ void conn_free(struct conn *c)
     fleet_conn_gone(c);
     if (c->first_byte) {
         event_free(c->first_byte);
-        if (!c->bev) evutil_closesocket(c->fd); /* else the bufferevent closes it */
+        evutil_closesocket(c->fd);
     }
     /* libevent may finish freeing the bufferevent later; its queued chains
      * refer into the image, but freeing a chain never reads its bytes. */
@@ -743,10 +743,6 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         /* A TLS handshake finished: nothing ends here. */
         int resumed = SSL_session_reused(bufferevent_openssl_get_ssl(bev)) == 1;
         c->tls_up = 1;
-        if (c->first_byte) { /* its work is done (first_byte_cb) */
-            event_free(c->first_byte);
-            c->first_byte = NULL;
-        }
         if (resumed) {
             c->srv->stats.tls_resumed++;
         } else {
@@ -819,33 +815,26 @@ static void start_bev(struct conn *c)
 /* TLS: the first byte has arrived (or the peer closed). A TLS record
  * starts the handshake; anything else is a device that does not speak TLS
  * to a TLS port: it is told so in the log and closed at once, rather than
- * left to time out inside a handshake it cannot finish.
- *
- * The event then stays until the handshake is done, its callback doing
- * nothing: it holds the socket's read interest in the epoll set while the
- * TLS bufferevent deletes and re-adds its own (at its start and when the
- * handshake ends). libevent's changelist turns each such delete and add
- * into an epoll_ctl(MOD) that changes nothing; with a second reader on the
- * descriptor it makes none (two calls of a resumed check-in's six). */
+ * left to time out inside a handshake it cannot finish. */
 static void first_byte_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
     struct server *srv = c->srv;
     uint8_t b = 0;
-    ssize_t n;
+    ssize_t n = recv(fd, &b, 1, MSG_PEEK);
     SSL *ssl;
     int k;
     (void)what;
 
-    if (c->bev) {
-        return; /* the handshake reads (see above) */
-    }
-    n = recv(fd, &b, 1, MSG_PEEK);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        event_add(c->first_byte, NULL);
         return;
     }
+    event_free(c->first_byte);
+    c->first_byte = NULL;
     if (n <= 0) {
         clog_(c, 0, "closed before the TLS handshake");
+        evutil_closesocket(fd);
         conn_free(c);
         return;
     }
@@ -856,19 +845,25 @@ static void first_byte_cb(evutil_socket_t fd, short what, void *arg)
                     "--tls-cert); closing",
               k == TCPOTA_KIND_V1 ? "tcpota" : k == TCPOTA_KIND_LEGACY ? "legacy (req0/req1)"
                                                                        : "(not TLS)");
+        evutil_closesocket(fd);
         conn_free(c);
         return;
     }
     ssl = SSL_new(srv->tls);
-    if (ssl) {
-        tls_conn_setup(ssl);
-    }
-    c->bev = ssl ? bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                                  BEV_OPT_CLOSE_ON_FREE)
-                 : NULL;
-    if (!c->bev) {
+    if (!ssl) {
         clog_(c, 1, "out of memory for TLS; closing");
-        if (ssl) SSL_free(ssl);
+        evutil_closesocket(fd);
+        conn_free(c);
+        return;
+    }
+    tls_conn_setup(ssl);
+    c->bev = bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                            BEV_OPT_CLOSE_ON_FREE);
+    if (!c->bev) {
+        /* On failure libevent has freed the SSL already (BEV_OPT_CLOSE_ON_FREE),
+         * and the socket with its BIO: freeing or closing again would be
+         * twice. */
+        clog_(c, 1, "out of memory for TLS; closing");
         conn_free(c);
         return;
     }
@@ -938,7 +933,7 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
     /* TLS state (tens of KiB) is allocated only once the first byte shows
      * a TLS record: see first_byte_cb. */
     if (srv->tls) {
-        c->first_byte = event_new(srv->base, fd, EV_READ | EV_PERSIST, first_byte_cb, c);
+        c->first_byte = event_new(srv->base, fd, EV_READ, first_byte_cb, c);
     } else {
         c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
     }

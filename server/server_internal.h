@@ -135,9 +135,8 @@ struct conn {
     uint8_t lowat;       /* SO_RCVLOWAT raised while streaming (conn.c) */
     uint8_t idle_grace;  /* the sweep found it idle with input unread: it is
                           * read, and judged at the next sweep (server.c) */
-    /* TLS: waits for the first byte before any TLS state is allocated
-     * (bev NULL), then holds the socket's read interest until the
-     * handshake is done (conn.c, first_byte_cb). */
+    /* TLS: waiting for the first byte, before any TLS state is allocated
+     * (then bev is NULL). */
     struct event *first_byte;
     evutil_socket_t fd;
     char addr[48];
