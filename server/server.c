@@ -352,8 +352,10 @@ static void raise_fd_limit(const struct tcpota_serve_opts *o)
  *   epoll once (a changelist), where libevent's default calls epoll_ctl at
  *   each: a TLS check-in toggled its interests about 11 times, 6 with the
  *   list (nginx: 1; a system call costs here what a hundred instructions
- *   do). The list is unsafe only for descriptors dup()ed from one
- *   another, which the server never registers. */
+ *   do). The list is unsafe for descriptors that share one open file
+ *   (dup(), or inherited across fork() and both registered): the server
+ *   registers none (workers fork before their loop exists; libpq's
+ *   sockets live in the store's thread, outside the loop). */
 static struct event_base *new_base(void)
 {
     struct event_config *cfg = event_config_new();
