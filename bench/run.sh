@@ -224,7 +224,7 @@ wait_verified() { # PID LOG N SECONDS
   local c=0 t0=$EPOCHREALTIME
   while kill -USR1 "$1" 2>/dev/null; do
     sleep 0.1
-    c=$(sed -nE 's/.*summary: .* ([0-9]+) verified \(not confirmed yet\).*/\1/p' "$2" | tail -1)
+    c=$(summary_verified "$2")
     [ "${c:-0}" -ge "$3" ] && break
     awk -v a="$t0" -v b="$EPOCHREALTIME" -v m="$4" 'BEGIN{exit !(b - a >= m)}' && break
   done
@@ -232,6 +232,15 @@ wait_verified() { # PID LOG N SECONDS
 }
 
 median() { sort -g | awk '{v[NR]=$1} END{ if (NR==0) print "nan"; else if (NR%2) print v[(NR+1)/2]; else printf "%.6f\n", (v[NR/2]+v[NR/2+1])/2 }'; }
+# median_of "V1 V2 ...": the median of space-separated values.
+median_of() { tr ' ' '\n' <<< "$1" | grep . | median; }
+# ratio_each "A1 A2 ..." "B1 B2 ...": "x.xx×, y.yy×, ..." of A's values over B's, pairwise.
+ratio_each() {
+  paste -d' ' <(tr ' ' '\n' <<< "$1" | grep .) <(tr ' ' '\n' <<< "$2" | grep .) |
+    awk '{ printf "%s%.2f×", (NR > 1 ? ", " : ""), ($2 > 0 ? $1 / $2 : 0) }'
+}
+# summary_verified LOG: the devices verified by tcpota serve's last summary line in LOG.
+summary_verified() { sed -nE 's/.*summary: .* ([0-9]+) verified \(not confirmed yet\).*/\1/p' "$1" | tail -1; }
 
 # ---- 1. slow link -----------------------------------------------------------
 # One 1 MiB download per contender through tcpota-proxy. Each time runs from
@@ -431,7 +440,7 @@ fleet_bench() {
         read -r _ waited < <(wait_verified "$pid" "$WORK/fleet.log" "$n" 60)
         read -r hwm1 _ cpu1 < <(proc_stats "$pid")
         stop_pid fleet
-        srv_ok=$(sed -nE 's/.*summary: [0-9]+ devices: .* ([0-9]+) verified \(not confirmed yet\).*/\1/p' "$WORK/fleet.log")
+        srv_ok=$(summary_verified "$WORK/fleet.log")
         log "fleet: the server counted ${srv_ok:-?} of $n devices verified, ${waited} s after the load generator ended"
         [ "${srv_ok:-0}" -eq "$n" ] ||
           log "server summary does not show $n verified devices: $(grep summary "$WORK/fleet.log")"
@@ -460,13 +469,12 @@ fleet_bench() {
     done
     # Each run's CPU ratio (run k of tcpota against run k of nginx), then
     # the ratio of the medians.
-    row=$(paste -d' ' <(tr ' ' '\n' <<< "${cpgs[tcpota]}" | grep .) <(tr ' ' '\n' <<< "${cpgs[nginx]}" | grep .) |
-      awk '{ printf "%s%.2f×", (NR > 1 ? ", " : ""), ($2 > 0 ? $1 / $2 : 0) }')
-    ratios+=$(awk -v n="$n" -v ct="$(tr ' ' '\n' <<< "${cpgs[tcpota]}" | grep . | median)" \
-      -v cn="$(tr ' ' '\n' <<< "${cpgs[nginx]}" | grep . | median)" \
-      -v rt="$(tr ' ' '\n' <<< "${rates[tcpota]}" | grep . | median)" \
-      -v rn="$(tr ' ' '\n' <<< "${rates[nginx]}" | grep . | median)" -v each="$row" \
-      -v ck="$(tr ' ' '\n' <<< "${cpgs[nginx-ka]}" | grep . | median)" \
+    row=$(ratio_each "${cpgs[tcpota]}" "${cpgs[nginx]}")
+    ratios+=$(awk -v n="$n" -v ct="$(median_of "${cpgs[tcpota]}")" \
+      -v cn="$(median_of "${cpgs[nginx]}")" \
+      -v rt="$(median_of "${rates[tcpota]}")" \
+      -v rn="$(median_of "${rates[nginx]}")" -v each="$row" \
+      -v ck="$(median_of "${cpgs[nginx-ka]}")" \
       'BEGIN { printf "| %d | %.3f | %.3f | %.2f× | %s | %.0f | %.0f | %.2f× | %.3f | %.2f× |\\n", n, ct, cn, (cn > 0 ? ct / cn : 0), each, rt, rn, (rn > 0 ? rt / rn : 0), ck, (ck > 0 ? ct / ck : 0) }')
   done
   {

@@ -1,6 +1,7 @@
 # tlsmode.sh - the performance issue's TLS benchmark, sourced by run.sh (which
 # defines WORK, TCPOTA, LOADGEN, QUICK, start_fleet, stop_pid, proc_stats,
 # log, die, start_nginx (NGX_TLS: over HTTPS), start_serve, wait_verified,
+# median_of, ratio_each,
 # PIN_SRV/PIN_LG, pinned and start_serve_pinned from fleetmode.sh):
 #   tls_checkin_bench   TLS check-ins per second, full and resumed handshakes:
 #                       `tcpota serve --data --tls-cert` vs nginx over HTTPS
@@ -117,12 +118,6 @@ ktls_transfer_state() {
 # shared VM; the ratio rows take each server's median.
 TLS_REPS=${TLS_REPS:-3}
 
-# ratio_each A B: "x.xx×, y.yy×, ..." of A's values over B's, pairwise.
-ratio_each() {
-  paste -d' ' <(tr ' ' '\n' <<< "$1" | grep .) <(tr ' ' '\n' <<< "$2" | grep .) |
-    awk '{ printf "%s%.2f×", (NR > 1 ? ", " : ""), ($2 > 0 ? $1 / $2 : 0) }'
-}
-
 tls_checkin_bench() {
   local conns=64 mode t n tc nc ts ns tcs ncs rep reps=$TLS_REPS ratios=""
   TLS_IDS=2000 TLS_SECONDS=5
@@ -149,8 +144,8 @@ tls_checkin_bench() {
       tls_tcpota "$conns" "$mode"; ts+="$RATE " tcs+="$CPK "
       tls_nginx "$conns" "$mode"; ns+="$RATE " ncs+="$CPK "
     done
-    t=$(tr ' ' '\n' <<< "$ts" | grep . | median) n=$(tr ' ' '\n' <<< "$ns" | grep . | median)
-    tc=$(tr ' ' '\n' <<< "$tcs" | grep . | median) nc=$(tr ' ' '\n' <<< "$ncs" | grep . | median)
+    t=$(median_of "$ts") n=$(median_of "$ns")
+    tc=$(median_of "$tcs") nc=$(median_of "$ncs")
     ratios+=$(awk -v m="$mode" -v t="$t" -v n="$n" -v tc="$tc" -v nc="$nc" -v each="$(ratio_each "$tcs" "$ncs")" \
               'BEGIN{printf "| %s | %.0f | %.0f | %.2f× | %.1f | %.1f | %.2f× | %s |\\n", m, t, n, t / n, tc, nc, tc / nc, each}')
   done
@@ -246,8 +241,8 @@ tls_transfer_bench() {
       tls_xfer_run nginx "$n"; cs+="$CPG " rs+="$RATE "
       sleep 1
     done
-    t=$(tr ' ' '\n' <<< "$ts" | grep . | median) tr=$(tr ' ' '\n' <<< "$trs" | grep . | median)
-    CPG=$(tr ' ' '\n' <<< "$cs" | grep . | median) RATE=$(tr ' ' '\n' <<< "$rs" | grep . | median)
+    t=$(median_of "$ts") tr=$(median_of "$trs")
+    CPG=$(median_of "$cs") RATE=$(median_of "$rs")
     ratios+=$(awk -v n="$n" -v ct="$t" -v cn="$CPG" -v rt="$tr" -v rn="$RATE" -v each="$(ratio_each "$ts" "$cs")" \
       'BEGIN { printf "| %d | %.3f | %.3f | %.2f× | %s | %.0f | %.0f | %.2f× |\\n", n, ct, cn, (cn > 0 ? ct / cn : 0), each, rt, rn, (rn > 0 ? rt / rn : 0) }')
   done
