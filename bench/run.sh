@@ -28,6 +28,9 @@ die() { log "FAILED: $*"; exit 1; }
 # ---- dependencies ---------------------------------------------------------
 install_missing() {
   local pkgs=() policy_added=0
+  # What the build needs (libevent, OpenSSL, SQLite, jansson, libpq, ...):
+  # the one list `make demo` installs from.
+  bash "$ROOT/scripts/deps.sh" --demo
   command -v nginx >/dev/null || pkgs+=(nginx-light)
   command -v curl >/dev/null || pkgs+=(curl)
   command -v sqlite3 >/dev/null || pkgs+=(sqlite3)
@@ -35,12 +38,6 @@ install_missing() {
   [ -d /usr/lib/arm-none-eabi/newlib ] || pkgs+=(libnewlib-arm-none-eabi)
   command -v riscv64-unknown-elf-gcc >/dev/null || pkgs+=(gcc-riscv64-unknown-elf)
   [ -f /usr/lib/picolibc/riscv64-unknown-elf/picolibc.specs ] || pkgs+=(picolibc-riscv64-unknown-elf)
-  command -v cmake >/dev/null || pkgs+=(cmake)
-  command -v pkg-config >/dev/null || pkgs+=(pkg-config)
-  [ -f /usr/include/event2/event.h ] || pkgs+=(libevent-dev)
-  [ -f /usr/include/sodium.h ] || pkgs+=(libsodium-dev)
-  [ -f /usr/include/cmocka.h ] || pkgs+=(libcmocka-dev)
-  [ -f /usr/include/postgresql/libpq-fe.h ] || pkgs+=(libpq-dev)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || pkgs+=(postgresql)
   command -v haproxy >/dev/null || pkgs+=(haproxy)
   [ ${#pkgs[@]} -eq 0 ] && return 0
