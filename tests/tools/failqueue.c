@@ -1,0 +1,50 @@
+/* failqueue.c - an LD_PRELOAD library for tests/e2e/test_oom.sh: every
+ * TCPOTA_TEST_FAIL_EVERY-th call that queues image bytes by reference
+ * (evbuffer_add_file_segment, evbuffer_add_reference) fails as libevent
+ * fails when it cannot allocate: -1, nothing queued. Each failure is told
+ * on stderr ("failqueue: ..."), so that the test can match every one with
+ * the server's own account of it. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static unsigned long calls;
+
+static int fail_now(const char *what)
+{
+    static long every = -1;
+
+    if (every < 0) {
+        const char *e = getenv("TCPOTA_TEST_FAIL_EVERY");
+        every = e ? strtol(e, NULL, 10) : 0;
+    }
+    if (every <= 0 || ++calls % (unsigned long)every) {
+        return 0;
+    }
+    fprintf(stderr, "failqueue: %s fails (call %lu)\n", what, calls);
+    return 1;
+}
+
+int evbuffer_add_file_segment(struct evbuffer *buf, struct evbuffer_file_segment *seg,
+                              ev_off_t offset, ev_off_t length)
+{
+    static int (*real)(struct evbuffer *, struct evbuffer_file_segment *, ev_off_t, ev_off_t);
+
+    if (!real) {
+        *(void **)&real = dlsym(RTLD_NEXT, "evbuffer_add_file_segment");
+    }
+    return fail_now("evbuffer_add_file_segment") ? -1 : real(buf, seg, offset, length);
+}
+
+int evbuffer_add_reference(struct evbuffer *buf, const void *data, size_t len,
+                           evbuffer_ref_cleanup_cb cleanupfn, void *cleanupfn_arg)
+{
+    static int (*real)(struct evbuffer *, const void *, size_t, evbuffer_ref_cleanup_cb, void *);
+
+    if (!real) {
+        *(void **)&real = dlsym(RTLD_NEXT, "evbuffer_add_reference");
+    }
+    return fail_now("evbuffer_add_reference") ? -1 : real(buf, data, len, cleanupfn, cleanupfn_arg);
+}
