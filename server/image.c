@@ -205,10 +205,57 @@ int image_add_bytes(struct evbuffer *out, const uint8_t *p, size_t n)
     return evbuffer_add(out, p, n) == 0 ? 0 : -1;
 }
 
+static void segment_freed(struct evbuffer_file_segment const *seg, int flags, void *arg)
+{
+    (void)seg;
+    (void)flags;
+    *(int *)arg = 1;
+}
+
+/* 1 when this libevent, failing to add a file segment, drops a reference
+ * to it that it never took (2.1.12, Debian 12's, does: the segment is then
+ * freed at once, or once the last queue that refers to it lets go, while
+ * its owner still holds it). Asked once, of a scratch segment: an add to a
+ * buffer frozen at its end fails on the same path as an allocation. */
+static int segment_failure_drops_ref(int fd)
+{
+    static int drops = -1;
+    struct evbuffer_file_segment *seg;
+    struct evbuffer *b;
+    int freed = 0;
+
+    if (drops >= 0) {
+        return drops;
+    }
+    seg = evbuffer_file_segment_new(fd, 0, 1, 0);
+    b = evbuffer_new();
+    if (!seg || !b) {
+        if (seg) evbuffer_file_segment_free(seg);
+        if (b) evbuffer_free(b);
+        return 1; /* unknown (no memory to ask): the safe answer */
+    }
+    evbuffer_file_segment_add_cleanup_cb(seg, segment_freed, &freed);
+    evbuffer_freeze(b, 0);
+    if (evbuffer_add_file_segment(b, seg, 0, 1) == 0) {
+        /* Not refused: nothing learned. Assume the worst (at most a
+         * segment leaks after a failure). */
+        drops = 1;
+        evbuffer_free(b);
+        evbuffer_file_segment_free(seg);
+        return drops;
+    }
+    drops = freed;
+    if (!freed) {
+        evbuffer_file_segment_free(seg);
+    }
+    evbuffer_free(b);
+    return drops;
+}
+
 /* Queues len bytes at `at` of *seg (by sendfile where the platform has it),
  * or, without a segment, by reference to the same bytes at mem. */
-static int add_segment(struct evbuffer *out, struct evbuffer_file_segment **seg, const uint8_t *mem,
-                       size_t at, size_t len)
+static int add_segment(struct evbuffer *out, struct evbuffer_file_segment **seg, int fd,
+                       const uint8_t *mem, size_t at, size_t len)
 {
     if (!*seg) {
         return evbuffer_add_reference(out, mem, len, NULL, NULL);
@@ -216,19 +263,18 @@ static int add_segment(struct evbuffer *out, struct evbuffer_file_segment **seg,
     if (evbuffer_add_file_segment(out, *seg, (ev_off_t)at, (ev_off_t)len) == 0) {
         return 0;
     }
-    /* When it cannot allocate, libevent 2.1.12 (Debian 12's) drops a
-     * reference to the segment that it never took: the segment is freed at
-     * once, or once the last queue that refers to it lets go, while we
-     * still hold it (seen by test_server_image). Ours is never given back
-     * nor used again, which is right in either case; the image's bytes go
-     * by reference to memory from now on. */
-    *seg = NULL;
+    if (segment_failure_drops_ref(fd)) {
+        /* libevent took our reference: the segment is not ours to use nor
+         * to free any more. The image's bytes go by reference to memory
+         * from now on. */
+        *seg = NULL;
+    }
     return -1;
 }
 
 int image_add_payload(struct evbuffer *out, struct image *img, uint32_t off, uint32_t len)
 {
-    return add_segment(out, &img->seg, img->map + off, off, len);
+    return add_segment(out, &img->seg, img->fd, img->map + off, off, len);
 }
 
 int image_add_frame(struct evbuffer *out, struct image *img, uint32_t off, uint16_t len)
@@ -253,7 +299,7 @@ int image_add_frame(struct evbuffer *out, struct image *img, uint32_t off, uint1
 
 int image_add_run(struct evbuffer *out, struct image *img, size_t at, size_t len)
 {
-    return add_segment(out, &img->wire_seg, img->wire + at, at, len);
+    return add_segment(out, &img->wire_seg, img->wire_fd, img->wire + at, at, len);
 }
 
 int image_add_frames(struct evbuffer *out, struct image *img, uint32_t chunk, uint32_t off,
