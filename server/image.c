@@ -37,6 +37,59 @@ static int wire_create(size_t len, uint8_t **wire)
     return -1;
 }
 
+static void segment_freed(struct evbuffer_file_segment const *seg, int flags, void *arg)
+{
+    (void)seg;
+    (void)flags;
+    *(int *)arg = 1;
+}
+
+/* 1 when this libevent, failing to add a file segment to a buffer, drops
+ * a reference to the segment that it never took (2.1.12, Debian 12's,
+ * does: the segment is then freed at once, or once the last queue that
+ * refers to it lets go, while its owner still holds it); 0 when it does
+ * not; -1 until asked (segment_drops_probe). */
+static int segment_drops = -1;
+
+/* Asks, once, with a scratch segment of fd's first byte: added to a buffer
+ * (which maps it, so that the next add meets no mapping to fail), then
+ * added again with the buffer frozen at its end, a failure on the same
+ * path as an allocation's; then the buffer is freed. A libevent that took
+ * one reference too many has freed the segment by then. Without memory
+ * to ask, nothing is learned (and a failure later counts as a drop). */
+static void segment_drops_probe(int fd)
+{
+    struct evbuffer_file_segment *seg;
+    struct evbuffer *b;
+    int freed = 0, added;
+
+    if (segment_drops >= 0 || fd < 0 || !(b = evbuffer_new())) {
+        return;
+    }
+    if (!(seg = evbuffer_file_segment_new(fd, 0, 1, 0))) {
+        evbuffer_free(b);
+        return;
+    }
+    evbuffer_file_segment_add_cleanup_cb(seg, segment_freed, &freed);
+    added = evbuffer_add_file_segment(b, seg, 0, 1) == 0;
+    if (added) {
+        evbuffer_freeze(b, 0);
+        if (evbuffer_add_file_segment(b, seg, 0, 1) < 0) {
+            evbuffer_free(b); /* the queue lets its reference go */
+            b = NULL;
+            segment_drops = freed;
+        }
+    } else if (freed) {
+        segment_drops = 1; /* the first add failed, and took ours */
+    }
+    if (b) {
+        evbuffer_free(b);
+    }
+    if (!freed) {
+        evbuffer_file_segment_free(seg);
+    }
+}
+
 static int image_load(struct image *img, const char *path, const char *version, unsigned chunk)
 {
     struct stat st;
@@ -111,6 +164,7 @@ static int image_load(struct image *img, const char *path, const char *version, 
         img->wire_seg = evbuffer_file_segment_new(img->wire_fd, 0, (ev_off_t)img->wire_len, 0);
     }
     img->seg = evbuffer_file_segment_new(img->fd, 0, img->size, 0);
+    segment_drops_probe(img->fd);
     if (!img->seg) {
         fprintf(stderr, "tcpota serve: cannot prepare %s for sending\n", path);
         return -1;
@@ -205,56 +259,9 @@ int image_add_bytes(struct evbuffer *out, const uint8_t *p, size_t n)
     return evbuffer_add(out, p, n) == 0 ? 0 : -1;
 }
 
-static void segment_freed(struct evbuffer_file_segment const *seg, int flags, void *arg)
-{
-    (void)seg;
-    (void)flags;
-    *(int *)arg = 1;
-}
-
-/* 1 when this libevent, failing to add a file segment, drops a reference
- * to it that it never took (2.1.12, Debian 12's, does: the segment is then
- * freed at once, or once the last queue that refers to it lets go, while
- * its owner still holds it). Asked once, of a scratch segment: an add to a
- * buffer frozen at its end fails on the same path as an allocation. */
-static int segment_failure_drops_ref(int fd)
-{
-    static int drops = -1;
-    struct evbuffer_file_segment *seg;
-    struct evbuffer *b;
-    int freed = 0;
-
-    if (drops >= 0) {
-        return drops;
-    }
-    seg = evbuffer_file_segment_new(fd, 0, 1, 0);
-    b = evbuffer_new();
-    if (!seg || !b) {
-        if (seg) evbuffer_file_segment_free(seg);
-        if (b) evbuffer_free(b);
-        return 1; /* unknown (no memory to ask): the safe answer */
-    }
-    evbuffer_file_segment_add_cleanup_cb(seg, segment_freed, &freed);
-    evbuffer_freeze(b, 0);
-    if (evbuffer_add_file_segment(b, seg, 0, 1) == 0) {
-        /* Not refused: nothing learned. Assume the worst (at most a
-         * segment leaks after a failure). */
-        drops = 1;
-        evbuffer_free(b);
-        evbuffer_file_segment_free(seg);
-        return drops;
-    }
-    drops = freed;
-    if (!freed) {
-        evbuffer_file_segment_free(seg);
-    }
-    evbuffer_free(b);
-    return drops;
-}
-
 /* Queues len bytes at `at` of *seg (by sendfile where the platform has it),
  * or, without a segment, by reference to the same bytes at mem. */
-static int add_segment(struct evbuffer *out, struct evbuffer_file_segment **seg, int fd,
+static int add_segment(struct evbuffer *out, struct evbuffer_file_segment **seg,
                        const uint8_t *mem, size_t at, size_t len)
 {
     if (!*seg) {
@@ -263,10 +270,11 @@ static int add_segment(struct evbuffer *out, struct evbuffer_file_segment **seg,
     if (evbuffer_add_file_segment(out, *seg, (ev_off_t)at, (ev_off_t)len) == 0) {
         return 0;
     }
-    if (segment_failure_drops_ref(fd)) {
+    if (segment_drops != 0) {
         /* libevent took our reference: the segment is not ours to use nor
          * to free any more. The image's bytes go by reference to memory
-         * from now on. */
+         * from now on. (Where the failure was mapping the file, before
+         * any reference moved, one segment leaks.) */
         *seg = NULL;
     }
     return -1;
@@ -274,7 +282,7 @@ static int add_segment(struct evbuffer *out, struct evbuffer_file_segment **seg,
 
 int image_add_payload(struct evbuffer *out, struct image *img, uint32_t off, uint32_t len)
 {
-    return add_segment(out, &img->seg, img->fd, img->map + off, off, len);
+    return add_segment(out, &img->seg, img->map + off, off, len);
 }
 
 int image_add_frame(struct evbuffer *out, struct image *img, uint32_t off, uint16_t len)
@@ -299,7 +307,7 @@ int image_add_frame(struct evbuffer *out, struct image *img, uint32_t off, uint1
 
 int image_add_run(struct evbuffer *out, struct image *img, size_t at, size_t len)
 {
-    return add_segment(out, &img->wire_seg, img->wire_fd, img->wire + at, at, len);
+    return add_segment(out, &img->wire_seg, img->wire + at, at, len);
 }
 
 int image_add_frames(struct evbuffer *out, struct image *img, uint32_t chunk, uint32_t off,

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Out of memory while queueing image bytes: the server ends that connection
-# at once (a stream with a hole would show the device frames past a gap, or
+# Out of memory while queueing output: the server ends that connection at
+# once (a stream with a hole would show the device frames past a gap, or
 # leave it waiting) and says so; the device resumes on its next connection.
 # tcpota-failqueue (tests/tools/failqueue.c) makes every 3rd queueing of
 # image bytes fail as libevent fails without memory. Inside TLS the server
-# queues 256 KiB at a time, so a failure lands in the middle of a stream:
-# 4 devices of a 1 MiB image. Then HTTP downloads (256 KiB windows): curl
-# resumes with a Range after each cut, and ends with the image. Last a
-# legacy device asks for every package before it reads any: once the socket
-# is full the server copies each answer into its queue, and the 3rd copy
-# fails: the connection ends there, and what came before is the image.
+# queues 256 KiB at a time, so a failure lands in the middle of a stream: 4
+# devices of a 1 MiB image; then 4 in the clear. Then HTTP downloads (256
+# KiB windows): curl resumes with a Range after each cut and ends with the
+# image. Last a legacy device asks for every package before it reads any:
+# once the socket is full the server copies each answer into its queue, the
+# 3rd copy fails, and the connection ends there; what came before is the
+# image.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fleet_lib.sh"
 cd "$WORK"
@@ -27,25 +28,34 @@ printf '#!/bin/sh\nLD_PRELOAD='\''%s'\'' exec '\''%s'\'' "$@"\n' "$preload" "$TC
 chmod +x failing-tcpota
 TCPOTA=./failing-tcpota TCPOTA_TEST_FAIL_EVERY=3 start_server img 2.0.0 --tls-cert srv.pem --tls-key srv.key \
   --no-progress
-pids=()
-for i in 1 2 3 4; do
-  "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --ca srv.pem --flash "d$i" --id "oom-$i" \
-    --backoff-min-ms 50 --backoff-max-ms 200 --timeout-ms 20000 --quiet 2> "dev$i.log" &
-  pids+=($!)
-done
-for i in 1 2 3 4; do
-  wait "${pids[$((i - 1))]}" || fail "device $i failed: $(tail -3 "dev$i.log")"
-  check_device "d$i" img
-  # Never a frame past a gap: every DATA frame came in order.
-  grep -q 'stale_frames=0' "dev$i.log" || fail "device $i saw frames past a gap: $(grep stats "dev$i.log")"
-done
-stop_server
-injected=$(grep -c '^failqueue: ' server.log || true)
-told=$(grep -c 'out of memory queueing image data; closing' server.log || true)
-[ "$injected" -ge 1 ] || fail "no queueing failed: the test did not test anything"
-[ "$told" -eq "$injected" ] ||
-  fail "$injected queueings failed, the server ended $told connections for it"
-ok "$injected queueing failures, each ended its connection; 4 devices byte-exact, no frame past a gap"
+# devices NAME [--ca srv.pem]: 4 devices update from the server; each must
+# end byte-exact, never see a DATA frame past a gap, and every failure must
+# be one connection the server ended for it.
+devices() {
+  local name=$1 i pids=() injected told; shift
+  for i in 1 2 3 4; do
+    "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" "$@" --flash "$name$i" --id "$name-$i" \
+      --backoff-min-ms 50 --backoff-max-ms 200 --timeout-ms 20000 --quiet 2> "$name$i.log" &
+    pids+=($!)
+  done
+  for i in 1 2 3 4; do
+    wait "${pids[$((i - 1))]}" || fail "$name device $i failed: $(tail -3 "$name$i.log")"
+    check_device "$name$i" img
+    grep -q 'stale_frames=0' "$name$i.log" ||
+      fail "$name device $i saw frames past a gap: $(grep stats "$name$i.log")"
+  done
+  stop_server
+  injected=$(grep -c '^failqueue: ' server.log || true)
+  told=$(grep -c 'out of memory queueing image data; closing' server.log || true)
+  [ "$injected" -ge 1 ] || fail "$name: no queueing failed: the test did not test anything"
+  [ "$told" -eq "$injected" ] ||
+    fail "$name: $injected queueings failed, the server ended $told connections for it"
+  ok "$name: $injected queueing failures, each ended its connection; 4 devices byte-exact, no frame past a gap"
+}
+devices tls --ca srv.pem
+# In the clear the whole image is one run (sendfile): a failure queues nothing.
+TCPOTA=./failing-tcpota TCPOTA_TEST_FAIL_EVERY=3 start_server img 2.0.0 --no-progress
+devices plain
 
 # ---- HTTP downloads ---------------------------------------------------------
 TCPOTA=./failing-tcpota TCPOTA_TEST_FAIL_EVERY=3 start_fleet --ota-listen 127.0.0.1:0
