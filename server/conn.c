@@ -203,11 +203,20 @@ size_t conn_write_now(struct conn *c, const void *p, size_t n)
     return w > 0 ? (size_t)w : 0;
 }
 
+int conn_out_of_memory(struct conn *c, const char *what)
+{
+    c->srv->stats.failed++;
+    clog_(c, 1, "out of memory queueing %s; closing (the device resumes when it connects again)",
+          what);
+    return conn_close(c, 1);
+}
+
 /* Hands the session's control frames to the socket: with nothing queued
  * at once (conn_write_now: a check-in's answer then costs no write event,
- * and its close follows at once), else behind the queue. Returns the
- * bytes handed over. */
-static size_t move_replies(struct conn *c)
+ * and its close follows at once), else behind the queue. Adds the bytes
+ * handed over to *moved. Returns 0, or 1 when c ran out of memory and was
+ * freed. */
+static int move_replies(struct conn *c, size_t *moved)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     const uint8_t *p;
@@ -221,20 +230,30 @@ static size_t move_replies(struct conn *c)
     }
     sent = conn_write_now(c, p, n);
     if (sent < n) {
-        image_add_bytes(out, p + sent, n - sent); /* maybe behind a run */
+        if (image_add_bytes(out, p + sent, n - sent) < 0) { /* maybe behind a run */
+            return conn_out_of_memory(c, "a reply");
+        }
         c->ctl_queued += n - sent;
     }
     tcpota_srv_output_done(&c->s, n);
-    return n;
+    *moved += n;
+    return 0;
+}
+
+/* How many frames of the session's size fill `room` bytes of queue (the
+ * last one may pass it). */
+static uint32_t frames_for(const struct conn *c, size_t room)
+{
+    size_t frame = (size_t)c->s.chunk + TCPOTA_DATA_OVERHEAD, n = (room + frame - 1) / frame;
+
+    return n < UINT32_MAX ? (uint32_t)n : UINT32_MAX;
 }
 
 int conn_pump(struct conn *c)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    const struct image *img = c->img;
-    size_t n, run_at = 0, run_len = 0, queued, ahead, cap = conn_out_cap(c);
-    uint32_t off;
-    uint16_t len;
+    size_t n = c->moved, queued, ahead, added, cap = conn_out_cap(c);
+    uint32_t off, len;
 
     /* While the store decides, WELCOME waits for the decision: both go
      * out in one write (a check-in is then one segment each way). */
@@ -242,32 +261,19 @@ int conn_pump(struct conn *c)
         return 0;
     }
     ahead = evbuffer_get_length(out);
-    n = move_replies(c) + c->moved; /* what the session said since the last pump */
     c->moved = 0;
-    queued = evbuffer_get_length(out);
-    while (queued + run_len < cap && tcpota_srv_data_next(&c->s, &off, &len)) {
-        size_t at = (size_t)(off / img->chunk) * (img->chunk + TCPOTA_DATA_OVERHEAD);
-        if (img->wire && off % img->chunk == 0 && (len == img->chunk || off + len == img->size)) {
-            if (run_len && at != run_at + run_len) { /* not contiguous: flush the run */
-                image_add_run(out, img, run_at, run_len);
-                queued += run_len;
-                run_len = 0;
-            }
-            if (!run_len) run_at = at;
-            run_len += len + TCPOTA_DATA_OVERHEAD;
-            c->bytes_sent += len;
-            continue;
-        }
-        if (run_len) {
-            image_add_run(out, img, run_at, run_len);
-            run_len = 0;
-        }
-        image_add_frame(out, img, off, len);
-        c->bytes_sent += len;
-        queued = evbuffer_get_length(out);
+    if (move_replies(c, &n)) { /* n: what the session said since the last pump */
+        return 1;
     }
-    if (run_len) {
-        image_add_run(out, img, run_at, run_len);
+    /* DATA up to the cap: whole runs of frames per call, one reference each
+     * into the prebuilt frames where they fit (image_add_frames). */
+    queued = evbuffer_get_length(out);
+    while (queued < cap && tcpota_srv_data_take(&c->s, frames_for(c, cap - queued), &off, &len)) {
+        if (image_add_frames(out, c->img, c->s.chunk, off, len, &added) < 0) {
+            return conn_out_of_memory(c, "image data");
+        }
+        c->bytes_sent += len;
+        queued += added;
     }
     if (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
         if (c->closing) {
@@ -575,7 +581,9 @@ static int v1_input(struct conn *c, const uint8_t *p, size_t n)
             /* Replies to many small frames in one read (PINGs): queued now,
              * so the session's buffer never runs out; the read pause
              * (replies_pile_up) bounds what may queue. */
-            c->moved += move_replies(c);
+            if (move_replies(c, &c->moved)) {
+                return -1; /* c is gone */
+            }
         }
         if (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
             break; /* the rest is ignored */

@@ -30,13 +30,20 @@ static struct fleet_who who_of(const struct dl *d)
 
 static void window_done(struct evhttp_connection *evcon, void *arg);
 
-/* Queues the next window of the range (by reference to the image's file). */
+/* Queues the next window of the range (by reference to the image's file).
+ * Out of memory, it closes the connection rather than send a body with a
+ * hole (d is then freed: callers call it last). */
 static void send_window(struct dl *d)
 {
     uint32_t len = d->last + 1 - d->queued;
 
     if (len > OTA_WINDOW) len = OTA_WINDOW;
-    evbuffer_add_file_segment(d->buf, d->img->seg, d->queued, len);
+    if (image_add_payload(d->buf, d->img, d->queued, len) < 0) {
+        say_dev(d->ota->srv, 1, d->id, d->peer, "http: out of memory queueing image data; closing "
+                "(the device resumes with a Range request)");
+        evhttp_connection_free(d->evcon); /* ota_closed() records where it stopped */
+        return;
+    }
     d->queued += len;
     evhttp_send_reply_chunk_with_cb(d->req, d->buf, window_done, d);
 }

@@ -37,6 +37,59 @@ static int wire_create(size_t len, uint8_t **wire)
     return -1;
 }
 
+static void segment_freed(struct evbuffer_file_segment const *seg, int flags, void *arg)
+{
+    (void)seg;
+    (void)flags;
+    *(int *)arg = 1;
+}
+
+/* 1 when this libevent, failing to add a file segment to a buffer, drops
+ * a reference to the segment that it never took (2.1.12, Debian 12's,
+ * does: the segment is then freed at once, or once the last queue that
+ * refers to it lets go, while its owner still holds it); 0 when it does
+ * not; -1 until asked (segment_drops_probe). */
+static int segment_drops = -1;
+
+/* Asks, once, with a scratch segment of fd's first byte: added to a buffer
+ * (which maps it, so that the next add meets no mapping to fail), then
+ * added again with the buffer frozen at its end, a failure on the same
+ * path as an allocation's; then the buffer is freed. A libevent that took
+ * one reference too many has freed the segment by then. Without memory
+ * to ask, nothing is learned (and a failure later counts as a drop). */
+static void segment_drops_probe(int fd)
+{
+    struct evbuffer_file_segment *seg;
+    struct evbuffer *b;
+    int freed = 0, added;
+
+    if (segment_drops >= 0 || fd < 0 || !(b = evbuffer_new())) {
+        return;
+    }
+    if (!(seg = evbuffer_file_segment_new(fd, 0, 1, 0))) {
+        evbuffer_free(b);
+        return;
+    }
+    evbuffer_file_segment_add_cleanup_cb(seg, segment_freed, &freed);
+    added = evbuffer_add_file_segment(b, seg, 0, 1) == 0;
+    if (added) {
+        evbuffer_freeze(b, 0);
+        if (evbuffer_add_file_segment(b, seg, 0, 1) < 0) {
+            evbuffer_free(b); /* the queue lets its reference go */
+            b = NULL;
+            segment_drops = freed;
+        }
+    } else if (freed) {
+        segment_drops = 1; /* the first add failed, and took ours */
+    }
+    if (b) {
+        evbuffer_free(b);
+    }
+    if (!freed) {
+        evbuffer_file_segment_free(seg);
+    }
+}
+
 static int image_load(struct image *img, const char *path, const char *version, unsigned chunk)
 {
     struct stat st;
@@ -111,6 +164,7 @@ static int image_load(struct image *img, const char *path, const char *version, 
         img->wire_seg = evbuffer_file_segment_new(img->wire_fd, 0, (ev_off_t)img->wire_len, 0);
     }
     img->seg = evbuffer_file_segment_new(img->fd, 0, img->size, 0);
+    segment_drops_probe(img->fd);
     if (!img->seg) {
         fprintf(stderr, "tcpota serve: cannot prepare %s for sending\n", path);
         return -1;
@@ -191,7 +245,7 @@ void image_unref(struct image *img)
     }
 }
 
-void image_add_bytes(struct evbuffer *out, const uint8_t *p, size_t n)
+int image_add_bytes(struct evbuffer *out, const uint8_t *p, size_t n)
 {
     struct evbuffer_iovec v;
 
@@ -199,13 +253,39 @@ void image_add_bytes(struct evbuffer *out, const uint8_t *p, size_t n)
         memcpy(v.iov_base, p, n);
         v.iov_len = n;
         if (evbuffer_commit_space(out, &v, 1) == 0) {
-            return;
+            return 0;
         }
     }
-    evbuffer_add(out, p, n);
+    return evbuffer_add(out, p, n) == 0 ? 0 : -1;
 }
 
-void image_add_frame(struct evbuffer *out, const struct image *img, uint32_t off, uint16_t len)
+/* Queues len bytes at `at` of *seg (by sendfile where the platform has it),
+ * or, without a segment, by reference to the same bytes at mem. */
+static int add_segment(struct evbuffer *out, struct evbuffer_file_segment **seg,
+                       const uint8_t *mem, size_t at, size_t len)
+{
+    if (!*seg) {
+        return evbuffer_add_reference(out, mem, len, NULL, NULL);
+    }
+    if (evbuffer_add_file_segment(out, *seg, (ev_off_t)at, (ev_off_t)len) == 0) {
+        return 0;
+    }
+    if (segment_drops != 0) {
+        /* libevent took our reference: the segment is not ours to use nor
+         * to free any more. The image's bytes go by reference to memory
+         * from now on. (Where the failure was mapping the file, before
+         * any reference moved, one segment leaks.) */
+        *seg = NULL;
+    }
+    return -1;
+}
+
+int image_add_payload(struct evbuffer *out, struct image *img, uint32_t off, uint32_t len)
+{
+    return add_segment(out, &img->seg, img->map + off, off, len);
+}
+
+int image_add_frame(struct evbuffer *out, struct image *img, uint32_t off, uint16_t len)
 {
     uint8_t head[TCPOTA_DATA_HEAD_LEN], tail[4];
     uint32_t crc;
@@ -217,17 +297,52 @@ void image_add_frame(struct evbuffer *out, const struct image *img, uint32_t off
         crc = tcpota_crc32c_update(tcpota_crc32c(head, TCPOTA_DATA_HEAD_LEN), img->map + off, len);
     }
     tcpota_put_u32(tail, crc);
-    image_add_bytes(out, head, sizeof(head)); /* maybe behind a run */
-    /* The payload goes by sendfile where the platform has it. */
-    evbuffer_add_file_segment(out, img->seg, off, len);
-    image_add_bytes(out, tail, sizeof(tail));
+    /* The head maybe behind a run; the payload by sendfile where the
+     * platform has it. */
+    if (image_add_bytes(out, head, sizeof(head)) < 0 || image_add_payload(out, img, off, len) < 0) {
+        return -1;
+    }
+    return image_add_bytes(out, tail, sizeof(tail));
 }
 
-void image_add_run(struct evbuffer *out, const struct image *img, size_t at, size_t len)
+int image_add_run(struct evbuffer *out, struct image *img, size_t at, size_t len)
 {
-    if (img->wire_seg) {
-        evbuffer_add_file_segment(out, img->wire_seg, (ev_off_t)at, (ev_off_t)len);
-    } else {
-        evbuffer_add_reference(out, img->wire + at, len, NULL, NULL);
+    return add_segment(out, &img->wire_seg, img->wire + at, at, len);
+}
+
+int image_add_frames(struct evbuffer *out, struct image *img, uint32_t chunk, uint32_t off,
+                     uint32_t len, size_t *queued)
+{
+    const size_t frame = (size_t)img->chunk + TCPOTA_DATA_OVERHEAD;
+    const uint32_t end = off + len;
+
+    *queued = 0;
+    while (off < end) {
+        uint32_t n = chunk - off % chunk, run;
+        size_t wire;
+        if (n > end - off) {
+            n = end - off;
+        }
+        if (!img->wire || chunk != img->chunk || off % chunk != 0 ||
+            (n != chunk && off + n != img->size)) {
+            /* Not a prebuilt frame: after a re-seek to an offset inside
+             * a chunk, a device's smaller chunk, a prestream limit. */
+            if (image_add_frame(out, img, off, (uint16_t)n) < 0) {
+                return -1;
+            }
+            *queued += n + TCPOTA_DATA_OVERHEAD;
+            off += n;
+            continue;
+        }
+        /* The whole frames from here, and the image's last one: prebuilt
+         * back to back, so one reference for all of them. */
+        run = end == img->size ? end - off : (end - off) / chunk * chunk;
+        wire = (size_t)(run / chunk) * frame + (run % chunk ? run % chunk + TCPOTA_DATA_OVERHEAD : 0);
+        if (image_add_run(out, img, (size_t)(off / chunk) * frame, wire) < 0) {
+            return -1;
+        }
+        *queued += wire;
+        off += run;
     }
+    return 0;
 }

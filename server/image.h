@@ -54,16 +54,31 @@ struct image *image_ref(struct image *img);
 /* Drops a reference; the last one frees the image (NULL: no-op). */
 void image_unref(struct image *img);
 
+/* Each of these returns 0, or -1 when libevent could not allocate: then
+ * part of what was asked may be queued, and the caller must end the
+ * connection (its stream has a hole). After such a failure the image's
+ * bytes go by reference to memory instead of by sendfile (image.c). */
+
 /* Queues one DATA frame of len image bytes from off (its payload by
  * sendfile where the platform has it). */
-void image_add_frame(struct evbuffer *out, const struct image *img, uint32_t off, uint16_t len);
+int image_add_frame(struct evbuffer *out, struct image *img, uint32_t off, uint16_t len);
+/* Queues image bytes [off, off + len) as they are (an HTTP download's
+ * body), by sendfile where the platform has it. */
+int image_add_payload(struct evbuffer *out, struct image *img, uint32_t off, uint32_t len);
 /* Appends a few bytes (a frame's tail, a control frame) to out, which may
  * end in a file segment. Not evbuffer_add: there libevent sizes the new
  * chain like the segment chain before it (offset + length in the file),
  * i.e. up to the image size for each frame, which a peer that does not
  * read turns into megabytes of heap. */
-void image_add_bytes(struct evbuffer *out, const uint8_t *p, size_t n);
+int image_add_bytes(struct evbuffer *out, const uint8_t *p, size_t n);
 /* Queues bytes [at, at + len) of the prebuilt frames (img->wire). */
-void image_add_run(struct evbuffer *out, const struct image *img, size_t at, size_t len);
+int image_add_run(struct evbuffer *out, struct image *img, size_t at, size_t len);
+/* Queues the DATA frames of image bytes [off, off + len) as a session with
+ * frames of `chunk` bytes cuts them (tcpota_srv_data_take): whole aligned
+ * frames, and the image's last, as one run of prebuilt frames where the
+ * session's chunk is the image's; any other frame on its own. Sets
+ * *queued to the bytes queued. */
+int image_add_frames(struct evbuffer *out, struct image *img, uint32_t chunk, uint32_t off,
+                     uint32_t len, size_t *queued);
 
 #endif

@@ -25,8 +25,8 @@ const char *legacy_refusal(const struct tcpota_serve_opts *o)
 
 /* Writes one legacy package in one piece: a single write when nothing is
  * queued (conn_write_now), so a device that reads it with one recv() gets
- * all of it. */
-static void legacy_send(struct conn *c, const struct tcpota_legacy_pkg *pkg)
+ * all of it. Returns 0, or -1 when c ran out of memory and was freed. */
+static int legacy_send(struct conn *c, const struct tcpota_legacy_pkg *pkg)
 {
     const struct image *img = c->img;
     uint8_t buf[TCPOTA_LEGACY_HEAD_MAX + TCPOTA_LEGACY_PKG];
@@ -38,7 +38,9 @@ static void legacy_send(struct conn *c, const struct tcpota_legacy_pkg *pkg)
     memcpy(buf + h, img->map + pkg->offset, pkg->len);
     w = conn_write_now(c, buf, n);
     if (w < n) {
-        evbuffer_add(out, buf + w, n - w);
+        if (evbuffer_add(out, buf + w, n - w) < 0) {
+            return -conn_out_of_memory(c, "a package");
+        }
         conn_queued(c);
     }
     c->bytes_sent += pkg->len;
@@ -52,6 +54,7 @@ static void legacy_send(struct conn *c, const struct tcpota_legacy_pkg *pkg)
                     "the legacy protocol has no integrity check",
               img->size, now_s() - c->started);
     }
+    return 0;
 }
 
 int legacy_input(struct conn *c, const uint8_t *p, size_t n)
@@ -65,8 +68,8 @@ int legacy_input(struct conn *c, const uint8_t *p, size_t n)
             (void)conn_close(c, 1);
             return -1;
         }
-        if (pkg.ready) {
-            legacy_send(c, &pkg);
+        if (pkg.ready && legacy_send(c, &pkg) < 0) {
+            return -1; /* c is gone */
         }
         p += used;
         n -= (size_t)used;

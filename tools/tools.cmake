@@ -30,3 +30,7 @@ target_compile_definitions(tcpota-auth-probe PRIVATE _POSIX_C_SOURCE=200809L _DE
 add_executable(tcpota-rogue ${CMAKE_CURRENT_SOURCE_DIR}/../tests/tools/rogue_server.c)
 target_link_libraries(tcpota-rogue PRIVATE tcpota_core PkgConfig::SODIUM)
 target_compile_definitions(tcpota-rogue PRIVATE _POSIX_C_SOURCE=200809L _DEFAULT_SOURCE)
+
+# Queue failures on demand, preloaded into tcpota serve (tests/e2e/test_oom.sh).
+add_library(tcpota-failqueue SHARED ${CMAKE_CURRENT_SOURCE_DIR}/../tests/tools/failqueue.c)
+target_link_libraries(tcpota-failqueue PRIVATE PkgConfig::LIBEVENT ${CMAKE_DL_LIBS})

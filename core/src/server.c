@@ -436,24 +436,37 @@ void tcpota_srv_output_done(struct tcpota_srv *s, size_t n)
     }
 }
 
+int tcpota_srv_data_take(struct tcpota_srv *s, uint32_t frames, uint32_t *offset, uint32_t *len)
+{
+    uint64_t end;
+
+    if ((s->state != TCPOTA_SRV_OFFERED && s->state != TCPOTA_SRV_STREAMING) ||
+        s->send_pos >= s->limit || frames == 0) {
+        return 0;
+    }
+    /* The end of the frames'th frame: frames end on multiples of the chunk
+     * (or at the limit), wherever the first one starts. */
+    end = ((uint64_t)(s->send_pos / s->chunk) + frames) * s->chunk;
+    if (end > s->limit) {
+        end = s->limit;
+    }
+    *offset = s->send_pos;
+    *len = (uint32_t)end - s->send_pos;
+    s->send_pos = (uint32_t)end;
+    if (s->state == TCPOTA_SRV_STREAMING && s->send_pos == s->img->size) {
+        s->state = TCPOTA_SRV_SENT_ALL;
+    }
+    return 1;
+}
+
 int tcpota_srv_data_next(struct tcpota_srv *s, uint32_t *offset, uint16_t *len)
 {
     uint32_t n;
 
-    if ((s->state != TCPOTA_SRV_OFFERED && s->state != TCPOTA_SRV_STREAMING) ||
-        s->send_pos >= s->limit) {
+    if (!tcpota_srv_data_take(s, 1, offset, &n)) {
         return 0;
     }
-    n = s->chunk - s->send_pos % s->chunk;
-    if (n > s->limit - s->send_pos) {
-        n = s->limit - s->send_pos;
-    }
-    *offset = s->send_pos;
-    *len = (uint16_t)n;
-    s->send_pos += n;
-    if (s->state == TCPOTA_SRV_STREAMING && s->send_pos == s->img->size) {
-        s->state = TCPOTA_SRV_SENT_ALL;
-    }
+    *len = (uint16_t)n; /* within one chunk: at most 16380 */
     return 1;
 }
 

@@ -166,6 +166,80 @@ static void test_default_streams_whole_image_before_accept(void **state)
     assert_int_equal(total, img.size); /* no round trip waits for ACCEPT */
 }
 
+/* Streams the scenario below with data_next (frames == 0) or data_take
+ * (that many frames per call, cycling); writes each frame as [off, len)
+ * pairs to f and returns their count. A range from data_take is split at
+ * the multiples of the chunk, which is where its frames must end. */
+static int stream_frames(uint32_t frames, uint32_t (*f)[2], int max)
+{
+    static const uint32_t many[] = {1, 3, 7, 1000};
+    struct tcpota_msg m;
+    struct tcpota_srv_event ev;
+    uint32_t off, len;
+    uint16_t len16;
+    int n = 0, k = 0, phase;
+
+    setup(NULL);
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    for (phase = 0; phase < 2; phase++) {
+        for (;;) {
+            if (frames == 0) {
+                if (!tcpota_srv_data_next(&s, &off, &len16)) break;
+                len = len16;
+            } else {
+                uint32_t want = many[k++ % 4];
+                uint32_t end;
+                if (!tcpota_srv_data_take(&s, want, &off, &len)) break;
+                end = off + len;
+                while (off < end) { /* its frames */
+                    uint32_t fl = 4096 - off % 4096;
+                    if (fl > end - off) fl = end - off;
+                    assert_true(n < max);
+                    f[n][0] = off; f[n][1] = fl; n++;
+                    off += fl;
+                    assert_true(want > 0); /* no more frames than asked for */
+                    want--;
+                }
+                continue;
+            }
+            assert_true(n < max);
+            f[n][0] = off; f[n][1] = len; n++;
+        }
+        if (phase == 0) {
+            /* Past the prestream limit; the device accepts elsewhere, inside a chunk. */
+            assert_int_equal(f[n - 1][0] + f[n - 1][1], 65536);
+            memset(&m, 0, sizeof(m));
+            m.type = TCPOTA_T_ACCEPT;
+            m.u.accept.image_id = img.id;
+            m.u.accept.offset = 6000;
+            assert_true(feed(&m, &ev) > 0);
+        }
+    }
+    assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_SENT_ALL);
+    assert_int_equal(tcpota_srv_data_take(&s, 5, &off, &len), 0);
+    return n;
+}
+
+static void test_data_take_gives_the_frames_of_data_next(void **state)
+{
+    static uint32_t one[64][2], runs[64][2];
+    uint32_t off, len;
+    int n1, n2;
+    (void)state;
+
+    n1 = stream_frames(0, one, 64);
+    n2 = stream_frames(1, runs, 64);
+    assert_int_equal(n1, 16 + 24); /* 16 to the limit; from 6000: a partial frame, 22 whole, the last */
+    assert_int_equal(n2, n1);
+    assert_memory_equal(one, runs, sizeof(one[0]) * (size_t)n1);
+    assert_int_equal(one[16][0], 6000);
+    assert_int_equal(one[16][1], 8192 - 6000);
+    /* Zero frames, or nothing offered: nothing due. */
+    setup(NULL);
+    assert_int_equal(tcpota_srv_data_take(&s, 1, &off, &len), 0);
+}
+
 static void test_resume_point_for_this_image(void **state)
 {
     struct tcpota_msg m, out[4];
@@ -774,6 +848,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_fresh_device_gets_offer_and_stream, setup),
         cmocka_unit_test_setup(test_default_streams_whole_image_before_accept, setup),
+        cmocka_unit_test_setup(test_data_take_gives_the_frames_of_data_next, setup),
         cmocka_unit_test_setup(test_resume_point_for_this_image, setup),
         cmocka_unit_test_setup(test_resume_point_for_other_image_or_bad_offset_restarts, setup),
         cmocka_unit_test_setup(test_up_to_date_by_version_and_by_id, setup),

@@ -1,6 +1,7 @@
 /* test_server_image.c - the server's image loader (server/image.c): a FIFO,
  * a directory or an empty file is refused at once (never waited on), and a
- * regular file gets a CRC32C per aligned DATA frame. */
+ * regular file gets a CRC32C per aligned DATA frame; queued ranges of
+ * frames are the frames, byte for byte, however they are cut. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
 
 #include "image.h"
 #include "tcpota/crc32c.h"
@@ -106,12 +110,149 @@ static void test_regular_file_loaded(void **state)
     image_unref(img);
 }
 
+/* The frames of image bytes [off, off + len) as a session with frames of
+ * `chunk` bytes sends them, built one by one: head, payload, CRC32C. */
+static size_t reference_frames(const uint8_t *image, uint32_t chunk, uint32_t off, uint32_t len,
+                               uint8_t *out)
+{
+    size_t n = 0;
+    uint32_t end = off + len;
+
+    while (off < end) {
+        uint32_t fl = chunk - off % chunk;
+        if (fl > end - off) fl = end - off;
+        tcpota_data_head(out + n, off, (uint16_t)fl);
+        memcpy(out + n + TCPOTA_DATA_HEAD_LEN, image + off, fl);
+        tcpota_put_u32(out + n + TCPOTA_DATA_HEAD_LEN + fl,
+                       tcpota_crc32c(out + n, TCPOTA_DATA_HEAD_LEN + fl));
+        n += fl + TCPOTA_DATA_OVERHEAD;
+        off += fl;
+    }
+    return n;
+}
+
+static void test_frames_queued_byte_exact(void **state)
+{
+    static uint8_t bytes[10000], want[12000], got[12000];
+    static const struct { uint32_t chunk, off, len; int chains; } cases[] = {
+        {4096, 0, 10000, 1},    /* the whole image: one run of prebuilt frames */
+        {4096, 4096, 5904, 1},  /* from a resume point */
+        {4096, 100, 9900, 4},   /* from inside a chunk (a re-seek): a frame of its own, then a run */
+        {4096, 0, 6000, 4},     /* to a limit inside a chunk */
+        {1024, 0, 10000, 0},    /* a device's smaller chunk: frames built one by one */
+    };
+    char path[96];
+    FILE *f;
+    struct image *img;
+    (void)state;
+    for (size_t i = 0; i < sizeof(bytes); i++) bytes[i] = (uint8_t)(i * 7 + (i >> 8));
+    snprintf(path, sizeof(path), "%s/img", dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(bytes, 1, sizeof(bytes), f), sizeof(bytes));
+    fclose(f);
+    img = load("img");
+    assert_non_null(img);
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        struct evbuffer *out = evbuffer_new();
+        size_t queued = 0, n = reference_frames(bytes, cases[k].chunk, cases[k].off, cases[k].len, want);
+        assert_int_equal(image_add_frames(out, img, cases[k].chunk, cases[k].off, cases[k].len, &queued), 0);
+        assert_int_equal(queued, n);
+        assert_int_equal(evbuffer_get_length(out), n);
+        if (cases[k].chains) {
+            assert_int_equal(evbuffer_peek(out, -1, NULL, NULL, 0), cases[k].chains);
+        }
+        assert_int_equal(evbuffer_remove(out, got, sizeof(got)), (int)n);
+        assert_memory_equal(got, want, n);
+        evbuffer_free(out);
+    }
+    image_unref(img);
+}
+
+/* libevent's allocator for this process: fails the allocation numbered
+ * fail_at (counting from 1; 0: none), and counts them all. */
+static unsigned long allocs, fail_at;
+
+static void *counted_malloc(size_t n)
+{
+    return ++allocs == fail_at ? NULL : malloc(n);
+}
+
+static void *counted_realloc(void *p, size_t n)
+{
+    return ++allocs == fail_at ? NULL : realloc(p, n);
+}
+
+/* Out of memory at any allocation while queueing frames: image_add_frames
+ * says so (the connection then ends) and never reports frames queued that
+ * are not; and after it the image still sends byte-exact frames (from
+ * memory: libevent may have dropped its file segment, image.c). */
+static void test_frames_out_of_memory_reported(void **state)
+{
+    static uint8_t bytes[10000], want[12000], got[12000];
+    char path[96];
+    FILE *f;
+    struct image *img;
+    (void)state;
+    for (size_t i = 0; i < sizeof(bytes); i++) bytes[i] = (uint8_t)(i * 13 + 5);
+    snprintf(path, sizeof(path), "%s/img", dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(bytes, 1, sizeof(bytes), f), sizeof(bytes));
+    fclose(f);
+    img = load("img");
+    assert_non_null(img);
+    /* From inside a chunk to the end: a frame of its own (head, payload,
+     * tail) then a run; with a device's smaller chunk, frames one by one. */
+    for (int c = 0; c < 2; c++) {
+        uint32_t chunk = c ? 1024 : 4096;
+        size_t n = reference_frames(bytes, chunk, 100, 9900, want), queued;
+        unsigned long k, needed, failed = 0;
+        struct evbuffer *out = evbuffer_new();
+        assert_non_null(out);
+        allocs = 0;
+        assert_int_equal(image_add_frames(out, img, chunk, 100, 9900, &queued), 0);
+        needed = allocs;
+        evbuffer_free(out);
+        for (k = 1; k <= needed; k++) {
+            int rc;
+            out = evbuffer_new();
+            assert_non_null(out);
+            allocs = 0;
+            fail_at = k;
+            rc = image_add_frames(out, img, chunk, 100, 9900, &queued);
+            fail_at = 0;
+            if (rc < 0) {
+                failed++;
+                assert_true(evbuffer_get_length(out) < n); /* never whole after a failure */
+            } else { /* the failed allocation had a way around it */
+                assert_int_equal(rc, 0);
+                assert_int_equal(queued, n);
+                assert_int_equal(evbuffer_get_length(out), n);
+            }
+            evbuffer_free(out);
+        }
+        assert_true(failed > 0);
+        out = evbuffer_new();
+        assert_non_null(out);
+        assert_int_equal(image_add_frames(out, img, chunk, 100, 9900, &queued), 0);
+        assert_int_equal(evbuffer_remove(out, got, sizeof(got)), (int)n);
+        assert_memory_equal(got, want, n);
+        evbuffer_free(out);
+    }
+    image_unref(img);
+}
+
 int main(void)
 {
+    /* Before libevent allocates anything. */
+    event_set_mem_functions(counted_malloc, counted_realloc, free);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_fifo_refused_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_directory_and_empty_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_regular_file_loaded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_frames_queued_byte_exact, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_frames_out_of_memory_reported, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

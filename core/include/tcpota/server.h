@@ -167,6 +167,15 @@ void tcpota_srv_output_done(struct tcpota_srv *s, size_t n);
  * cross a multiple of the chunk size, so aligned frames repeat exactly. */
 int tcpota_srv_data_next(struct tcpota_srv *s, uint32_t *offset, uint16_t *len);
 
+/* Asks for up to `frames` DATA frames at once: returns 1 and sets
+ * [*offset, *offset+*len) to the bytes of the frames due now, which
+ * tcpota_srv_data_next() would have given one by one (the session counts
+ * them as sent), or 0 when nothing is due. The range's inner frame
+ * boundaries are the multiples of the chunk size; it ends on one, at the
+ * image's end, or at the prestream limit. For a caller that sends runs of
+ * frames prebuilt per image: one call per run, not one per frame. */
+int tcpota_srv_data_take(struct tcpota_srv *s, uint32_t frames, uint32_t *offset, uint32_t *len);
+
 /* After TCPOTA_SRV_EV_AUTH: ok != 0 sends the offer (or NO_UPDATE) at
  * once, *offered and *start telling which; ok == 0 sends ERROR(DENIED)
  * and closes. Returns 0, TCPOTA_ERR_STATE when no AUTH awaits a verdict,

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Out of memory while queueing output: the server ends that connection at
+# once (a stream with a hole would show the device frames past a gap, or
+# leave it waiting) and says so; the device resumes on its next connection.
+# tcpota-failqueue (tests/tools/failqueue.c) makes every 3rd queueing of
+# image bytes fail as libevent fails without memory. Inside TLS the server
+# queues 256 KiB at a time, so a failure lands in the middle of a stream: 4
+# devices of a 1 MiB image; then 4 in the clear. Then HTTP downloads (256
+# KiB windows): curl resumes with a Range after each cut and ends with the
+# image. Last a legacy device asks for every package before it reads any:
+# once the socket is full the server copies each answer into its queue, the
+# 3rd copy fails, and the connection ends there; what came before is the
+# image.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fleet_lib.sh"
+cd "$WORK"
+[ -f "${FAILQUEUE:-}" ] || fail "FAILQUEUE must name the tcpota-failqueue library"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key -out srv.pem \
+  -days 2 -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" > /dev/null 2>&1 ||
+  fail "openssl could not make a certificate"
+make_image img 1048576
+# The server, and only it, with the library (under ASan, whose runtime must
+# come first among the preloaded libraries, after it).
+preload=$FAILQUEUE
+asan=$(ldd "$TCPOTA" | awk '/libasan/ {print $3}')
+[ -n "$asan" ] && preload=$asan:$FAILQUEUE
+printf '#!/bin/sh\nLD_PRELOAD='\''%s'\'' exec '\''%s'\'' "$@"\n' "$preload" "$TCPOTA" > failing-tcpota
+chmod +x failing-tcpota
+TCPOTA=./failing-tcpota TCPOTA_TEST_FAIL_EVERY=3 start_server img 2.0.0 --tls-cert srv.pem --tls-key srv.key \
+  --no-progress
+# devices NAME [--ca srv.pem]: 4 devices update from the server; each must
+# end byte-exact, never see a DATA frame past a gap, and every failure must
+# be one connection the server ended for it.
+devices() {
+  local name=$1 i pids=() injected told; shift
+  for i in 1 2 3 4; do
+    "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" "$@" --flash "$name$i" --id "$name-$i" \
+      --backoff-min-ms 50 --backoff-max-ms 200 --timeout-ms 20000 --quiet 2> "$name$i.log" &
+    pids+=($!)
+  done
+  for i in 1 2 3 4; do
+    wait "${pids[$((i - 1))]}" || fail "$name device $i failed: $(tail -3 "$name$i.log")"
+    check_device "$name$i" img
+    grep -q 'stale_frames=0' "$name$i.log" ||
+      fail "$name device $i saw frames past a gap: $(grep stats "$name$i.log")"
+  done
+  stop_server
+  injected=$(grep -c '^failqueue: ' server.log || true)
+  told=$(grep -c 'out of memory queueing image data; closing' server.log || true)
+  [ "$injected" -ge 1 ] || fail "$name: no queueing failed: the test did not test anything"
+  [ "$told" -eq "$injected" ] ||
+    fail "$name: $injected queueings failed, the server ended $told connections for it"
+  ok "$name: $injected queueing failures, each ended its connection; 4 devices byte-exact, no frame past a gap"
+}
+devices tls --ca srv.pem
+# In the clear the whole image is one run (sendfile): a failure queues nothing.
+TCPOTA=./failing-tcpota TCPOTA_TEST_FAIL_EVERY=3 start_server img 2.0.0 --no-progress
+devices plain
+
+# ---- HTTP downloads ---------------------------------------------------------
+TCPOTA=./failing-tcpota TCPOTA_TEST_FAIL_EVERY=3 start_fleet --ota-listen 127.0.0.1:0
+OTA_PORT=$(sed -nE 's/.*HTTP downloads on [^ ]*:([0-9]+).*/\1/p' server.log | tail -1)
+[ -n "$OTA_PORT" ] || fail "no download port in: $(grep 'listening on' server.log)"
+"$TCPOTA" image add --version 2.0.0 --model esp32 img > /dev/null || fail "image add failed"
+"$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null || fail "rollout create failed"
+tries=0 rc=1
+while [ $rc -ne 0 ] && [ $tries -lt 30 ]; do
+  tries=$((tries + 1)) rc=0
+  curl -sS -C - -o http.bin -H 'X-Tcpota-Version: 1.0.0' --max-time 20 \
+    "http://127.0.0.1:$OTA_PORT/ota/esp32/oom-http.bin" 2>> curl.log || rc=$?
+done
+[ $rc -eq 0 ] || fail "curl did not finish in $tries tries: $(tail -3 curl.log)"
+cmp http.bin img || fail "the HTTP download differs from the image"
+stop_fleet
+injected=$(grep -c '^failqueue: ' server.log || true)
+told=$(grep -c 'http: out of memory queueing image data; closing' server.log || true)
+[ "$injected" -ge 1 ] || fail "no HTTP queueing failed: the test did not test anything"
+[ "$told" -eq "$injected" ] ||
+  fail "$injected HTTP queueings failed, the server ended $told connections for it"
+ok "HTTP: $injected queueing failures, each ended its connection; curl resumed ($tries requests), byte-exact"
+
+# ---- a legacy device --------------------------------------------------------
+make_image small 4194304
+TCPOTA=./failing-tcpota TCPOTA_TEST_FAIL_EVERY=3 TCPOTA_TEST_FAIL_ADD=1 start_server small 2.0.0 --no-progress
+timeout 60 python3 - "$SERVER_PORT" small > legacy.out 2>&1 <<'PY' || fail "$(tail -3 legacy.out)"
+import socket, sys, time
+port, img = int(sys.argv[1]), open(sys.argv[2], "rb").read()
+n = (len(img) + 511) // 512
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", port))
+s.sendall(b"req0\r\n\r\n" * n)
+time.sleep(1)  # the server answers until the socket is full, then queues
+s.settimeout(10)
+buf = b""
+while True:
+    try:
+        d = s.recv(65536)
+    except socket.timeout:
+        sys.exit("no end after %d bytes: the server kept the connection" % len(buf))
+    except ConnectionResetError:
+        break  # closed with requests unread: what was in flight is lost
+    if not d:
+        break
+    buf += d
+got, pkgs = bytearray(), 0
+while buf:
+    head, sep, rest = buf.partition(b"\r\n\r\n")
+    if not sep:
+        break  # a header cut by the reset
+    length = int(head.split(b"length: ")[1])
+    got += rest[:length]  # the last may be cut by the reset
+    buf = rest[length:]
+    pkgs += 1
+if pkgs >= n:
+    sys.exit("all %d packages came: the server queued past a failure" % n)
+if bytes(got) != img[:len(got)]:
+    sys.exit("the packages before the end differ from the image")
+print("closed after %d of %d packages, byte-exact" % (pkgs, n))
+PY
+stop_server
+injected=$(grep -c '^failqueue: ' server.log || true)
+told=$(grep -c 'out of memory queueing a package; closing' server.log || true)
+[ "$injected" -eq 1 ] && [ "$told" -eq 1 ] ||
+  fail "legacy: $injected queueings failed, the server ended $told connections for it"
+ok "legacy: $(cat legacy.out)"

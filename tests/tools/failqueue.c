@@ -1,0 +1,89 @@
+/* failqueue.c - an LD_PRELOAD library for tests/e2e/test_oom.sh: every
+ * TCPOTA_TEST_FAIL_EVERY-th call that queues image bytes by reference
+ * (evbuffer_add_file_segment, evbuffer_add_reference), and with
+ * TCPOTA_TEST_FAIL_ADD=1 every such evbuffer_add (copied bytes: a legacy
+ * package the socket did not take), fails as libevent fails when it
+ * cannot allocate: -1, nothing queued. The failure is libevent's own (the
+ * call made on a buffer frozen at its end), so that what libevent does to
+ * the caller's objects when it fails happens too. Each failure is told
+ * on stderr ("failqueue: ..."), so that the test can match every one with
+ * the server's own account of it. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static unsigned long calls;
+
+static int fail_now(const char *what)
+{
+    static long every = -1;
+
+    if (every < 0) {
+        const char *e = getenv("TCPOTA_TEST_FAIL_EVERY");
+        every = e ? strtol(e, NULL, 10) : 0;
+    }
+    if (every <= 0 || ++calls % (unsigned long)every) {
+        return 0;
+    }
+    fprintf(stderr, "failqueue: %s fails (call %lu)\n", what, calls);
+    return 1;
+}
+
+int evbuffer_add_file_segment(struct evbuffer *buf, struct evbuffer_file_segment *seg,
+                              ev_off_t offset, ev_off_t length)
+{
+    static int (*real)(struct evbuffer *, struct evbuffer_file_segment *, ev_off_t, ev_off_t);
+
+    if (!real) {
+        *(void **)&real = dlsym(RTLD_NEXT, "evbuffer_add_file_segment");
+    }
+    /* The server's one-byte probe of libevent (image.c) is let through and
+     * not counted: its own failure is on purpose. */
+    if (length != 1 && fail_now("evbuffer_add_file_segment")) {
+        int r;
+        evbuffer_freeze(buf, 0);
+        r = real(buf, seg, offset, length);
+        evbuffer_unfreeze(buf, 0);
+        return r;
+    }
+    return real(buf, seg, offset, length);
+}
+
+int evbuffer_add_reference(struct evbuffer *buf, const void *data, size_t len,
+                           evbuffer_ref_cleanup_cb cleanupfn, void *cleanupfn_arg)
+{
+    static int (*real)(struct evbuffer *, const void *, size_t, evbuffer_ref_cleanup_cb, void *);
+
+    if (!real) {
+        *(void **)&real = dlsym(RTLD_NEXT, "evbuffer_add_reference");
+    }
+    if (fail_now("evbuffer_add_reference")) {
+        int r;
+        evbuffer_freeze(buf, 0);
+        r = real(buf, data, len, cleanupfn, cleanupfn_arg);
+        evbuffer_unfreeze(buf, 0);
+        return r;
+    }
+    return real(buf, data, len, cleanupfn, cleanupfn_arg);
+}
+
+int evbuffer_add(struct evbuffer *buf, const void *data, size_t len)
+{
+    static int (*real)(struct evbuffer *, const void *, size_t);
+    static int on = -1;
+
+    if (!real) {
+        *(void **)&real = dlsym(RTLD_NEXT, "evbuffer_add");
+        on = getenv("TCPOTA_TEST_FAIL_ADD") != NULL;
+    }
+    if (on && fail_now("evbuffer_add")) {
+        int r;
+        evbuffer_freeze(buf, 0);
+        r = real(buf, data, len);
+        evbuffer_unfreeze(buf, 0);
+        return r;
+    }
+    return real(buf, data, len);
+}
