@@ -62,6 +62,20 @@ static struct image *load(const char *name)
     return img;
 }
 
+/* Writes n bytes to the file "img" in the scratch folder and loads it. */
+static struct image *load_bytes(const uint8_t *bytes, size_t n)
+{
+    char path[96];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/img", dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(bytes, 1, n, f), n);
+    fclose(f);
+    return load("img");
+}
+
 static void test_fifo_refused_at_once(void **state)
 {
     char path[96];
@@ -89,18 +103,11 @@ static void test_directory_and_empty_refused(void **state)
 static void test_regular_file_loaded(void **state)
 {
     static uint8_t bytes[10000];
-    char path[96];
     struct image *img;
     uint8_t head[8];
-    FILE *f;
     (void)state;
     for (size_t i = 0; i < sizeof(bytes); i++) bytes[i] = (uint8_t)(i * 31);
-    snprintf(path, sizeof(path), "%s/img", dir);
-    f = fopen(path, "w");
-    assert_non_null(f);
-    assert_int_equal(fwrite(bytes, 1, sizeof(bytes), f), sizeof(bytes));
-    fclose(f);
-    img = load("img");
+    img = load_bytes(bytes, sizeof(bytes));
     assert_non_null(img);
     assert_int_equal(img->size, sizeof(bytes));
     /* The last frame is short: 10000 - 2 * 4096 bytes. */
@@ -141,17 +148,10 @@ static void test_frames_queued_byte_exact(void **state)
         {4096, 0, 6000, 4},     /* to a limit inside a chunk */
         {1024, 0, 10000, 0},    /* a device's smaller chunk: frames built one by one */
     };
-    char path[96];
-    FILE *f;
     struct image *img;
     (void)state;
     for (size_t i = 0; i < sizeof(bytes); i++) bytes[i] = (uint8_t)(i * 7 + (i >> 8));
-    snprintf(path, sizeof(path), "%s/img", dir);
-    f = fopen(path, "w");
-    assert_non_null(f);
-    assert_int_equal(fwrite(bytes, 1, sizeof(bytes), f), sizeof(bytes));
-    fclose(f);
-    img = load("img");
+    img = load_bytes(bytes, sizeof(bytes));
     assert_non_null(img);
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
         struct evbuffer *out = evbuffer_new();
@@ -190,17 +190,10 @@ static void *counted_realloc(void *p, size_t n)
 static void test_frames_out_of_memory_reported(void **state)
 {
     static uint8_t bytes[10000], want[12000], got[12000];
-    char path[96];
-    FILE *f;
     struct image *img;
     (void)state;
     for (size_t i = 0; i < sizeof(bytes); i++) bytes[i] = (uint8_t)(i * 13 + 5);
-    snprintf(path, sizeof(path), "%s/img", dir);
-    f = fopen(path, "w");
-    assert_non_null(f);
-    assert_int_equal(fwrite(bytes, 1, sizeof(bytes), f), sizeof(bytes));
-    fclose(f);
-    img = load("img");
+    img = load_bytes(bytes, sizeof(bytes));
     assert_non_null(img);
     /* From inside a chunk to the end: a frame of its own (head, payload,
      * tail) then a run; with a device's smaller chunk, frames one by one. */
