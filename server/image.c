@@ -61,7 +61,7 @@ static void segment_drops_probe(int fd)
 {
     struct evbuffer_file_segment *seg;
     struct evbuffer *b;
-    int freed = 0, added;
+    int freed = 0, refused = 0;
 
     if (segment_drops >= 0 || fd < 0 || !(b = evbuffer_new())) {
         return;
@@ -71,19 +71,13 @@ static void segment_drops_probe(int fd)
         return;
     }
     evbuffer_file_segment_add_cleanup_cb(seg, segment_freed, &freed);
-    added = evbuffer_add_file_segment(b, seg, 0, 1) == 0;
-    if (added) {
+    if (evbuffer_add_file_segment(b, seg, 0, 1) == 0) {
         evbuffer_freeze(b, 0);
-        if (evbuffer_add_file_segment(b, seg, 0, 1) < 0) {
-            evbuffer_free(b); /* the queue lets its reference go */
-            b = NULL;
-            segment_drops = freed;
-        }
-    } else if (freed) {
-        segment_drops = 1; /* the first add failed, and took ours */
+        refused = evbuffer_add_file_segment(b, seg, 0, 1) < 0;
     }
-    if (b) {
-        evbuffer_free(b);
+    evbuffer_free(b); /* the queue lets its references go */
+    if (refused || freed) {
+        segment_drops = freed; /* else nothing was learned */
     }
     if (!freed) {
         evbuffer_file_segment_free(seg);
@@ -285,13 +279,20 @@ int image_add_payload(struct evbuffer *out, struct image *img, uint32_t off, uin
     return add_segment(out, &img->seg, img->map + off, off, len);
 }
 
+/* 1 when image bytes [off, off + len) are one aligned frame of the image's
+ * chunk: the frames whose CRC is kept (img->crcs) and prebuilt (img->wire). */
+static int aligned_frame(const struct image *img, uint32_t off, uint32_t len)
+{
+    return off % img->chunk == 0 && (len == img->chunk || off + len == img->size);
+}
+
 int image_add_frame(struct evbuffer *out, struct image *img, uint32_t off, uint16_t len)
 {
     uint8_t head[TCPOTA_DATA_HEAD_LEN], tail[4];
     uint32_t crc;
 
     tcpota_data_head(head, off, len);
-    if (off % img->chunk == 0 && (len == img->chunk || off + len == img->size)) {
+    if (aligned_frame(img, off, len)) {
         crc = img->crcs[off / img->chunk];
     } else {
         crc = tcpota_crc32c_update(tcpota_crc32c(head, TCPOTA_DATA_HEAD_LEN), img->map + off, len);
@@ -323,8 +324,7 @@ int image_add_frames(struct evbuffer *out, struct image *img, uint32_t chunk, ui
         if (n > end - off) {
             n = end - off;
         }
-        if (!img->wire || chunk != img->chunk || off % chunk != 0 ||
-            (n != chunk && off + n != img->size)) {
+        if (!img->wire || chunk != img->chunk || !aligned_frame(img, off, n)) {
             /* Not a prebuilt frame: after a re-seek to an offset inside
              * a chunk, a device's smaller chunk, a prestream limit. */
             if (image_add_frame(out, img, off, (uint16_t)n) < 0) {
