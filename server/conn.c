@@ -143,6 +143,45 @@ int conn_input_unread(const struct conn *c)
     return c->bev && ioctl(bufferevent_getfd(c->bev), FIONREAD, &waiting) == 0 && waiting > 0;
 }
 
+/* Plain streaming connection: takes what waits below the watermark with
+ * one recv(), straight into the input buffer, and hands it to read_cb.
+ * Lowering the watermark for the loop to read instead costs five system
+ * calls (FIONREAD, SO_RCVLOWAT down, libevent's FIONREAD and readv,
+ * SO_RCVLOWAT up) and a wakeup; this is one. An end of stream or an error
+ * is left to the loop, which is told of it whatever the watermark. c may
+ * be gone after. */
+static void tick_read(struct conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer_iovec v;
+    ssize_t n = -1;
+
+    if (!(bufferevent_get_enabled(c->bev) & EV_READ)) {
+        return; /* paused or closing: not read now */
+    }
+    /* libevent keeps a socket's input frozen at its end but while it reads
+     * into it; so does this read. */
+    evbuffer_unfreeze(in, 0);
+    /* Below the watermark less than STREAM_RCVLOWAT waits; more, and the
+     * loop reads it. */
+    if (evbuffer_reserve_space(in, STREAM_RCVLOWAT, &v, 1) == 1) {
+        n = recv(c->fd, v.iov_base, v.iov_len < STREAM_RCVLOWAT ? v.iov_len : STREAM_RCVLOWAT,
+                 MSG_DONTWAIT);
+        if (n > 0) {
+            v.iov_len = (size_t)n;
+            (void)evbuffer_commit_space(in, &v, 1);
+        }
+    }
+    evbuffer_freeze(in, 0);
+    if (n <= 0) {
+        return; /* nothing waits, or the loop sees the end (out of memory: next tick) */
+    }
+    /* A read: the read timeout starts again, as when the loop reads
+     * (enabling a bufferevent restarts a pending timeout). */
+    bufferevent_enable(c->bev, EV_READ);
+    read_cb(c->bev, c);
+}
+
 void conn_lowat_tick(struct conn *c)
 {
     if (!c->lowat || !c->bev) {
@@ -151,8 +190,14 @@ void conn_lowat_tick(struct conn *c)
     /* Input waiting below the watermark is read now: progress is then seen
      * at least once a second, a COMPLETE or DECLINE from a device that
      * stays connected within a second, and a slow device's ACKs before the
-     * idle timeout judges it. The loop reads it (the socket is readable
-     * from one byte again) and raises the watermark after. */
+     * idle timeout judges it. */
+    if (!c->srv->tls) {
+        tick_read(c);
+        return;
+    }
+    /* Inside TLS the bytes are OpenSSL's to read: the loop reads them (the
+     * socket is readable from one byte again) and raises the watermark
+     * after. */
     if (conn_input_unread(c)) {
         stream_lowat(c, 0);
     }

@@ -58,7 +58,8 @@ void conn_set_outcome(struct conn *c, int outcome);
 int conn_check_deadline(struct conn *c, double now);
 
 /* Once a second: a streaming connection with input waiting below its
- * SO_RCVLOWAT reads it (see conn.c). */
+ * SO_RCVLOWAT reads it (see conn.c). A plain connection's read is handed
+ * to its callbacks at once, which may end c: use c no more after. */
 void conn_lowat_tick(struct conn *c);
 
 /* 1 when bytes the peer sent wait unread in c's socket: a loop that ran
