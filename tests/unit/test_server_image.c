@@ -138,7 +138,19 @@ static size_t reference_frames(const uint8_t *image, uint32_t chunk, uint32_t of
     return n;
 }
 
-static void test_frames_queued_byte_exact(void **state)
+/* What holds img's prebuilt frames: the file's name as /proc shows it. */
+static void wire_name(const struct image *img, char *name, size_t cap)
+{
+    char link[64];
+    ssize_t n;
+
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", img->wire_fd);
+    n = readlink(link, name, cap - 1);
+    assert_true(n > 0);
+    name[n] = 0;
+}
+
+static void frames_queued_byte_exact(void)
 {
     static uint8_t bytes[10000], want[12000], got[12000];
     static const struct { uint32_t chunk, off, len; int chains; } cases[] = {
@@ -149,7 +161,6 @@ static void test_frames_queued_byte_exact(void **state)
         {1024, 0, 10000, 0},    /* a device's smaller chunk: frames built one by one */
     };
     struct image *img;
-    (void)state;
     for (size_t i = 0; i < sizeof(bytes); i++) bytes[i] = (uint8_t)(i * 7 + (i >> 8));
     img = load_bytes(bytes, sizeof(bytes));
     assert_non_null(img);
@@ -167,6 +178,36 @@ static void test_frames_queued_byte_exact(void **state)
         evbuffer_free(out);
     }
     image_unref(img);
+}
+
+/* The frames go out byte-exact wherever they are kept: in a temporary
+ * file in $TMPDIR, and, where it cannot be made there, in a memfd. */
+static void test_frames_queued_byte_exact(void **state)
+{
+    const char *was = getenv("TMPDIR");
+    char saved[256] = "", name[512], sub[96];
+    struct image *img;
+    static const uint8_t one[1] = {7};
+    (void)state;
+    if (was) snprintf(saved, sizeof(saved), "%s", was);
+    snprintf(sub, sizeof(sub), "%s/d", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    setenv("TMPDIR", sub, 1);
+    img = load_bytes(one, sizeof(one));
+    assert_non_null(img);
+    wire_name(img, name, sizeof(name));
+    assert_true(strncmp(name, sub, strlen(sub)) == 0); /* "<sub>/#123 (deleted)" */
+    image_unref(img);
+    frames_queued_byte_exact();
+    setenv("TMPDIR", "/nonexistent/tcpota-test", 1);
+    img = load_bytes(one, sizeof(one));
+    assert_non_null(img);
+    wire_name(img, name, sizeof(name));
+    assert_true(strncmp(name, "/memfd:", 7) == 0);
+    image_unref(img);
+    frames_queued_byte_exact();
+    if (was) setenv("TMPDIR", saved, 1);
+    else unsetenv("TMPDIR");
 }
 
 /* libevent's allocator for this process: fails the allocation numbered
