@@ -223,13 +223,15 @@ int conn_input_unread(const struct conn *c)
  * one recv(), straight into the input buffer, and hands it to read_cb.
  * Lowering the watermark for the loop to read instead costs five system
  * calls (FIONREAD, SO_RCVLOWAT down, libevent's FIONREAD and readv,
- * SO_RCVLOWAT up) and a wakeup; this is one. An end of stream or an error
- * is left to the loop, which is told of it whatever the watermark. */
+ * SO_RCVLOWAT up) and a wakeup; this is one. An end of stream is left to
+ * the loop, which is told of it whatever the watermark. c may be gone
+ * after. */
 static void tick_read(struct conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
     struct evbuffer_iovec v;
     ssize_t n = -1;
+    int err = EAGAIN;
 
     if (!(bufferevent_get_enabled(c->bev) & EV_READ)) {
         return; /* paused or closing: not read now */
@@ -242,12 +244,20 @@ static void tick_read(struct conn *c)
     if (evbuffer_reserve_space(in, STREAM_RCVLOWAT, &v, 1) == 1) {
         n = recv(c->fd, v.iov_base, v.iov_len < STREAM_RCVLOWAT ? v.iov_len : STREAM_RCVLOWAT,
                  MSG_DONTWAIT);
+        err = n < 0 ? errno : 0;
         if (n > 0) {
             v.iov_len = (size_t)n;
             (void)evbuffer_commit_space(in, &v, 1);
         }
     }
     evbuffer_freeze(in, 0);
+    if (n < 0 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
+        /* recv() took the socket's pending error (a reset): the loop would
+         * see only an end of stream, so it is reported here. */
+        errno = err;
+        event_cb(c->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, c);
+        return;
+    }
     if (n <= 0) {
         return; /* nothing waits, or the loop sees the end (out of memory: next tick) */
     }

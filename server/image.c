@@ -15,7 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* One aligned DATA frame as it goes on the wire: header, payload, CRC. */
+/* One aligned DATA frame as it goes on the wire: header, payload, CRC;
+ * the last frame's slot, longer than the frame, is zeroed after it. */
 static void frame_fill(const struct image *img, uint32_t i, uint8_t *f)
 {
     uint32_t off = i * img->chunk, len = img->size - off < img->chunk ? img->size - off : img->chunk;
@@ -23,6 +24,7 @@ static void frame_fill(const struct image *img, uint32_t i, uint8_t *f)
     tcpota_data_head(f, off, (uint16_t)len);
     memcpy(f + TCPOTA_DATA_HEAD_LEN, img->map + off, len);
     tcpota_put_u32(f + TCPOTA_DATA_HEAD_LEN + len, img->crcs[i]);
+    memset(f + TCPOTA_DATA_OVERHEAD + len, 0, img->chunk - len);
 }
 
 /* Frames written to an unnamed temporary file at a time (1 MiB at the
