@@ -20,6 +20,8 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
               int unauth);
 /* Unlinks and frees c and its socket at once. */
 void conn_free(struct conn *c);
+/* Unmaps the memory of freed connections; call once every one is freed. */
+void conn_pool_free(struct server *srv);
 /* Ends a connection once what is queued has gone out (now: at once).
  * Returns 1 when c was freed. */
 int conn_close(struct conn *c, int now);
@@ -58,7 +60,8 @@ void conn_set_outcome(struct conn *c, int outcome);
 int conn_check_deadline(struct conn *c, double now);
 
 /* Once a second: a streaming connection with input waiting below its
- * SO_RCVLOWAT reads it (see conn.c). */
+ * SO_RCVLOWAT reads it (see conn.c). A plain connection's read is handed
+ * to its callbacks at once, which may end c: use c no more after. */
 void conn_lowat_tick(struct conn *c);
 
 /* 1 when bytes the peer sent wait unread in c's socket: a loop that ran

@@ -1,5 +1,5 @@
 /* image.c - the image offered, and its prebuilt DATA frames (see image.h). */
-#define _GNU_SOURCE /* memfd_create */
+#define _GNU_SOURCE /* memfd_create, O_TMPFILE */
 #include "image.h"
 
 #include "tcpota/crc32c.h"
@@ -15,26 +15,105 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Room for every aligned DATA frame back to back: in a memfd where Linux
- * has one (then runs of frames go to sockets by sendfile, never copied
- * through user space), else on the heap (then by reference and writev).
- * Returns the memfd or -1; *wire is NULL when neither worked. */
-static int wire_create(size_t len, uint8_t **wire)
+/* One aligned DATA frame as it goes on the wire: header, payload, CRC;
+ * the last frame's slot, longer than the frame, is zeroed after it. */
+static void frame_fill(const struct image *img, uint32_t i, uint8_t *f)
 {
-    int fd = -1;
-    void *p;
+    uint32_t off = i * img->chunk, len = img->size - off < img->chunk ? img->size - off : img->chunk;
 
+    tcpota_data_head(f, off, (uint16_t)len);
+    memcpy(f + TCPOTA_DATA_HEAD_LEN, img->map + off, len);
+    tcpota_put_u32(f + TCPOTA_DATA_HEAD_LEN + len, img->crcs[i]);
+    memset(f + TCPOTA_DATA_OVERHEAD + len, 0, img->chunk - len);
+}
+
+/* Frames written to an unnamed temporary file at a time (1 MiB at the
+ * default chunk). */
+#define WIRE_BATCH 256u
+
+/* The frames in an unnamed temporary file (O_TMPFILE) in $TMPDIR (where
+ * it is set, else /var/tmp), written with large writes: the page cache then keeps them in
+ * large folios where the filesystem has them (ext4, XFS), and sendfile
+ * finds a run's pages a folio at a time; in a memfd it looks up each
+ * 4 KiB page (shmem). Returns the file, or -1 (no such directory, no
+ * space: the caller keeps the frames in memory). */
+static int wire_tmpfile(const struct image *img, uint32_t n)
+{
+#ifdef O_TMPFILE
+    const char *dir = getenv("TMPDIR");
+    size_t frame = img->chunk + TCPOTA_DATA_OVERHEAD;
+    uint8_t *buf;
+    int fd = open(dir && dir[0] ? dir : "/var/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    uint32_t i, k;
+
+    if (fd < 0 || !(buf = malloc(WIRE_BATCH * frame))) {
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    for (i = 0; i < n; i += k) {
+        size_t len, done = 0;
+        for (k = 0; k < WIRE_BATCH && i + k < n; k++) {
+            frame_fill(img, i + k, buf + k * frame);
+        }
+        len = (size_t)k * frame;
+        while (done < len) {
+            ssize_t w = pwrite(fd, buf + done, len - done, (off_t)((size_t)i * frame + done));
+            if (w <= 0) break;
+            done += (size_t)w;
+        }
+        if (done < len) {
+            free(buf);
+            close(fd);
+            return -1;
+        }
+    }
+    free(buf);
+    return fd;
+#else
+    (void)img;
+    (void)n;
+    return -1;
+#endif
+}
+
+/* Every aligned DATA frame back to back, n of them: in a file where Linux
+ * has one (then runs of frames go to sockets by sendfile, never copied
+ * through user space; the mapping serves TLS, which must encrypt them):
+ * a temporary file, else a memfd; else on the heap (then by reference
+ * and writev). Sets img->wire (NULL when none of these worked) and
+ * returns the file or -1. */
+static int wire_create(struct image *img, uint32_t n)
+{
+    int fd = wire_tmpfile(img, n);
+    void *p;
+    uint32_t i;
+
+    if (fd >= 0) {
+        p = mmap(NULL, img->wire_len, PROT_READ, MAP_SHARED, fd, 0);
+        if (p != MAP_FAILED) {
+            img->wire = p;
+            return fd;
+        }
+        close(fd);
+        fd = -1;
+    }
 #ifdef MFD_CLOEXEC
     fd = memfd_create("tcpota-frames", MFD_CLOEXEC);
-    if (fd >= 0 && ftruncate(fd, (off_t)len) == 0 &&
-        (p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) != MAP_FAILED) {
-        *wire = p;
-        return fd;
+    if (fd >= 0 && ftruncate(fd, (off_t)img->wire_len) == 0 &&
+        (p = mmap(NULL, img->wire_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) != MAP_FAILED) {
+        img->wire = p;
+    } else if (fd >= 0) {
+        close(fd);
+        fd = -1;
     }
-    if (fd >= 0) close(fd);
 #endif
-    *wire = malloc(len);
-    return -1;
+    if (!img->wire) {
+        img->wire = malloc(img->wire_len);
+    }
+    for (i = 0; img->wire && i < n; i++) {
+        frame_fill(img, i, img->wire + (size_t)i * (img->chunk + TCPOTA_DATA_OVERHEAD));
+    }
+    return fd;
 }
 
 static void segment_freed(struct evbuffer_file_segment const *seg, int flags, void *arg)
@@ -146,14 +225,7 @@ static int image_load(struct image *img, const char *path, const char *version, 
         img->crcs[i] = tcpota_crc32c_update(tcpota_crc32c(head, TCPOTA_DATA_HEAD_LEN), img->map + off, len);
     }
     img->wire_len = (size_t)n * (chunk + TCPOTA_DATA_OVERHEAD);
-    img->wire_fd = wire_create(img->wire_len, &img->wire);
-    for (i = 0; img->wire && i < n; i++) {
-        uint32_t off = i * chunk, len = img->size - off < chunk ? img->size - off : chunk;
-        uint8_t *f = img->wire + (size_t)i * (chunk + TCPOTA_DATA_OVERHEAD);
-        tcpota_data_head(f, off, (uint16_t)len);
-        memcpy(f + TCPOTA_DATA_HEAD_LEN, img->map + off, len);
-        tcpota_put_u32(f + TCPOTA_DATA_HEAD_LEN + len, img->crcs[i]);
-    }
+    img->wire_fd = wire_create(img, n);
     if (img->wire_fd >= 0) {
         img->wire_seg = evbuffer_file_segment_new(img->wire_fd, 0, (ev_off_t)img->wire_len, 0);
     }

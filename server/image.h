@@ -27,7 +27,8 @@ struct image {
      * one writev sends many frames. */
     uint8_t *wire;
     size_t wire_len;
-    int wire_fd; /* memfd holding `wire`, so runs of frames go out by sendfile */
+    int wire_fd; /* file holding `wire` (image.c: wire_create), so runs of frames go out by
+                  * sendfile; -1 when they are on the heap */
     struct evbuffer_file_segment *wire_seg;
     struct evbuffer_file_segment *seg;
     struct tcpota_srv_image desc;

@@ -85,7 +85,6 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
         if (conn_check_deadline(c, now)) {
             continue;
         }
-        conn_lowat_tick(c);
         if (now - c->progress_at <= (double)srv->o->idle_timeout_s) {
             c->idle_grace = 0;
         }
@@ -95,17 +94,19 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
             (st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING || st == TCPOTA_SRV_SENT_ALL ||
              st == TCPOTA_SRV_AUTH_WAIT || st == TCPOTA_SRV_AUTH_CHECK) &&
             now - c->progress_at > (double)srv->o->idle_timeout_s) {
-            if (!c->idle_grace && conn_input_unread(c)) {
-                /* What waits may be ACKs the loop, running late, has not
-                 * read yet: read it first (conn_lowat_tick lowered the
-                 * watermark), judge at the next sweep. */
-                c->idle_grace = 1;
+            if (c->idle_grace || !conn_input_unread(c)) {
+                srv->stats.failed++;
+                clog_(c, 1, "idle for %u s (not reading what we send); closing",
+                      srv->o->idle_timeout_s);
+                (void)conn_close(c, 1);
                 continue;
             }
-            srv->stats.failed++;
-            clog_(c, 1, "idle for %u s (not reading what we send); closing", srv->o->idle_timeout_s);
-            (void)conn_close(c, 1);
+            /* What waits may be ACKs the loop, running late, has not read
+             * yet: read it first (conn_lowat_tick, below), judge at the
+             * next sweep. */
+            c->idle_grace = 1;
         }
+        conn_lowat_tick(c); /* last: its read may end c */
     }
 }
 
@@ -467,6 +468,7 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     print_summary(&srv);
     rc = 0;
 out:
+    conn_pool_free(&srv);
     if (srv.sigint) event_free(srv.sigint);
     if (srv.sigterm) event_free(srv.sigterm);
     if (srv.sighup) event_free(srv.sighup);

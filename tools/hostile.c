@@ -23,6 +23,10 @@
  *              that sends COMPLETE and then neither closes nor half-closes:
  *              only the server's reading of the COMPLETE can end it
  *   decliner   reads the OFFER, sends DECLINE and stays connected
+ *   slowacker  as stayer, but after the last DATA byte it acknowledges the
+ *              image in SLOW_ACKS steps, one every SLOW_ACK_S seconds,
+ *              before its COMPLETE: a device whose flash is slow, and the
+ *              server's once-a-second reads are all that hears it
  * Every connection that reads waits for the server to close it (EOF or
  * reset). `--ports FILE` writes "kind local-port" per connection, so a test
  * can find each peer's close reason in the server log (a peer that never
@@ -59,11 +63,14 @@
 
 enum kind {
     IDLE, SLOW, RANDOM, OVERSIZE, TRUNCATED, BADVER, NOREAD, PINGER, TLSSLOW, STAYER, DECLINER,
-    NKINDS
+    SLOWACKER, NKINDS
 };
 static const char *const kind_name[NKINDS] = {"idle",    "slow",   "random", "oversize",
                                                "truncated", "badver", "noread", "pinger",
-                                               "tlsslow", "stayer", "decliner"};
+                                               "tlsslow", "stayer", "decliner", "slowacker"};
+/* slowacker: ACKs after the last DATA byte, and the time between them. */
+#define SLOW_ACKS 8u
+#define SLOW_ACK_S 1.5
 
 struct peer {
     int fd;
@@ -76,11 +83,14 @@ struct peer {
     double closed_after; /* seconds from the start until then */
     uint8_t accepted; /* noread/pinger: ACCEPT queued, reading stops */
     uint8_t answered; /* stayer: COMPLETE queued; decliner: DECLINE queued */
+    uint8_t acks_left; /* slowacker: ACKs still to send, then COMPLETE */
     uint8_t image[TCPOTA_ID_LEN];
     uint32_t size, pos; /* stayer: the offer's size, the next byte expected */
     struct tcpota_decoder dec;
     uint8_t *dbuf;
 };
+
+static double now_s(void);
 
 /* Queues one message as the peer's next output. */
 static void queue_msg(struct peer *q, const struct tcpota_msg *m)
@@ -126,6 +136,12 @@ static int talk(struct peer *q)
             } else if (f.type == TCPOTA_T_DATA && m.u.data.offset == q->pos) {
                 q->pos += m.u.data.bytes.len;
                 if (q->pos < q->size) continue;
+                if (q->kind == SLOWACKER) {
+                    q->acks_left = SLOW_ACKS; /* sent by the main loop */
+                    q->next_send = now_s() + SLOW_ACK_S;
+                    q->answered = 1;
+                    continue;
+                }
                 a.type = TCPOTA_T_COMPLETE;
                 a.u.complete.image_id = q->image;
                 q->answered = 1;
@@ -247,9 +263,9 @@ static void usage(void)
     fprintf(stderr,
             "usage: tcpota-hostile --connect HOST:PORT [--idle N] [--slow N] [--random N]\n"
             "         [--oversize N] [--truncated N] [--badver N] [--noread N] [--pinger N]\n"
-            "         [--tlsslow N] [--stayer N] [--decliner N] [--hold SECONDS]\n"
-            "         [--min-hold SECONDS] [--ports FILE] [--ping-ms MS --ping-burst N]\n"
-            "         [--seed S] [--from ADDR]\n"
+            "         [--tlsslow N] [--stayer N] [--decliner N] [--slowacker N]\n"
+            "         [--hold SECONDS] [--min-hold SECONDS] [--ports FILE]\n"
+            "         [--ping-ms MS --ping-burst N] [--seed S] [--from ADDR]\n"
             "       tcpota-hostile --connect HOST:PORT --frames\n");
     exit(2);
 }
@@ -361,6 +377,7 @@ int main(int argc, char **argv)
             case TRUNCATED:
             case STAYER:
             case DECLINER:
+            case SLOWACKER:
                 /* A paced flood speaks as `tcpota device` does, so that
                  * the server streams the image to it as one run. */
                 len = hello(q->out, sizeof(q->out), n, 1,
@@ -450,6 +467,19 @@ int main(int argc, char **argv)
                 }
                 continue;
             }
+            if (q->kind == SLOWACKER && q->acks_left && q->sent == q->out_len && t >= q->next_send) {
+                struct tcpota_msg m;
+                memset(&m, 0, sizeof(m));
+                if (--q->acks_left) {
+                    m.type = TCPOTA_T_ACK;
+                    m.u.ack.offset = (uint32_t)((uint64_t)q->size * (SLOW_ACKS - q->acks_left) / SLOW_ACKS);
+                } else {
+                    m.type = TCPOTA_T_COMPLETE;
+                    m.u.complete.image_id = q->image;
+                }
+                queue_msg(q, &m);
+                q->next_send = t + SLOW_ACK_S;
+            }
             open_readers++;
             pf[i].fd = q->fd;
             pf[i].events = POLLIN;
@@ -464,7 +494,7 @@ int main(int argc, char **argv)
                 read_offer(&p[i]);
                 continue;
             }
-            if (p[i].kind == STAYER || p[i].kind == DECLINER) {
+            if (p[i].kind == STAYER || p[i].kind == DECLINER || p[i].kind == SLOWACKER) {
                 r = talk(&p[i]) ? -1 : 0;
                 errno = EAGAIN;
             } else {

@@ -1,4 +1,5 @@
-/* crc32c.c - CRC32C (Castagnoli), reflected, table-driven. */
+/* crc32c.c - CRC32C (Castagnoli), reflected: table-driven, or on x86-64
+ * hosts the CPU's crc32 instruction. */
 #include "tcpota/crc32c.h"
 
 #ifdef TCPOTA_SMALL
@@ -77,10 +78,9 @@ static const uint32_t crc32c_table[256] = {
 #define T(k, b) ((k) ? crc32c_slice[(k) - 1][b] : crc32c_table[b])
 #endif
 
-uint32_t tcpota_crc32c_update(uint32_t crc, const void *data, size_t len)
+/* The portable path; crc is already inverted. */
+static uint32_t crc32c_sw(uint32_t crc, const uint8_t *p, size_t len)
 {
-    const uint8_t *p = data;
-    crc = ~crc;
 #ifdef TCPOTA_FAST_CRC
     while (len >= 8) {
         uint32_t lo = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
@@ -94,7 +94,64 @@ uint32_t tcpota_crc32c_update(uint32_t crc, const void *data, size_t len)
     while (len--) {
         crc = crc32c_table[(crc ^ *p++) & 0xffu] ^ (crc >> 8);
     }
-    return ~crc;
+    return crc;
+}
+
+#if defined(TCPOTA_FAST_CRC) && !defined(TCPOTA_NO_HW_CRC) && defined(__x86_64__) && \
+    defined(__GNUC__)
+/* x86-64 with SSE4.2 has CRC32C as an instruction (crc32): 8 bytes per
+ * instruction, several times the slicing tables' speed. Which path runs is
+ * decided once, before main(), from CPUID. */
+#include <cpuid.h>
+#define CRC32C_HW 1
+
+static int crc32c_have_hw;
+
+__attribute__((constructor)) static void crc32c_detect(void)
+{
+    unsigned a, b, c, d;
+
+    crc32c_have_hw = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_SSE4_2) != 0;
+}
+
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const uint8_t *p,
+                                                             size_t len)
+{
+    uint64_t c = crc;
+    uint32_t w4;
+    uint16_t w2;
+
+    /* x86 loads unaligned words at full speed: no head to align. */
+    for (; len >= 8; len -= 8, p += 8) {
+        uint64_t w;
+        __builtin_memcpy(&w, p, sizeof(w));
+        c = __builtin_ia32_crc32di(c, w);
+    }
+    if (len & 4u) {
+        __builtin_memcpy(&w4, p, sizeof(w4));
+        c = __builtin_ia32_crc32si((uint32_t)c, w4);
+        p += 4;
+    }
+    if (len & 2u) {
+        __builtin_memcpy(&w2, p, sizeof(w2));
+        c = __builtin_ia32_crc32hi((uint32_t)c, w2);
+        p += 2;
+    }
+    if (len & 1u) {
+        c = __builtin_ia32_crc32qi((uint32_t)c, *p);
+    }
+    return (uint32_t)c;
+}
+#endif
+
+uint32_t tcpota_crc32c_update(uint32_t crc, const void *data, size_t len)
+{
+#ifdef CRC32C_HW
+    if (crc32c_have_hw) {
+        return ~crc32c_hw(~crc, data, len);
+    }
+#endif
+    return ~crc32c_sw(~crc, data, len);
 }
 #endif
 

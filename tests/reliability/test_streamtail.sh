@@ -32,3 +32,21 @@ while read -r kind port; do
     fail "$kind peer $port: no '$want' in the server log: $(grep ":$port\]" "$L" | tail -2)"
 done < "$WORK/ports"
 ok "COMPLETE and DECLINE from peers that stay connected are read within 5 s"
+
+# A device whose flash is slow: every DATA byte read at once, then its ACKs
+# trickle in, one per 1.5 s, for 12 s, with the idle timeout at 3 s. The
+# server has nothing left to write, and only its once-a-second reads hear
+# the ACKs: each such read must count as the connection's activity, or its
+# idle timeout ends a device that is making progress.
+start_server "$WORK/img" 2.0.0 --idle-timeout 3
+"$HOSTILE" --connect "127.0.0.1:$SERVER_PORT" --slowacker 3 --hold 25 \
+  --ports "$WORK/ports2" > "$WORK/hostile2.out" 2> "$WORK/hostile2.log" ||
+  fail "slow-acking devices were not all closed within 25 s: $(cat "$WORK/hostile2.out")"
+stop_server
+idle=$(grep -c 'idle for' "$WORK/server.log" || true)
+[ "$idle" -eq 0 ] || fail "$idle slow-acking devices closed as idle: $(grep -m1 'idle for' "$WORK/server.log")"
+while read -r kind port; do
+  grep -E "127\.0\.0\.1:$port\] .*done: image 2\.0\.0 verified by the device" "$WORK/server.log" > /dev/null ||
+    fail "slow-acking peer $port: not done: $(grep ":$port\]" "$WORK/server.log" | tail -2)"
+done < "$WORK/ports2"
+ok "devices acknowledging one step per 1.5 s after the last byte (idle timeout 3 s) finish, none closed as idle"

@@ -6,10 +6,15 @@ foreach(t codec server device legacy manifest version)
   target_compile_definitions(test_${t} PRIVATE TCPOTA_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 endforeach()
 
-# CRC32C vectors for the three builds: host (slicing-by-8, via tcpota_core),
-# plain 1 KiB table (microcontrollers) and -DTCPOTA_SMALL (nibble table).
+# CRC32C vectors for the four builds: host (the crc32 instruction where the
+# CPU has it, via tcpota_core), slicing-by-8 (a host without it), plain
+# 1 KiB table (microcontrollers) and -DTCPOTA_SMALL (nibble table).
 tcpota_unit_test(test_crc32c ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_crc32c.c)
 target_link_libraries(test_crc32c PRIVATE tcpota_core)
+tcpota_unit_test(test_crc32c_slice8 ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_crc32c.c
+                 ${PROJECT_SOURCE_DIR}/core/src/crc32c.c)
+target_include_directories(test_crc32c_slice8 PRIVATE ${PROJECT_SOURCE_DIR}/core/include)
+target_compile_definitions(test_crc32c_slice8 PRIVATE TCPOTA_FAST_CRC TCPOTA_NO_HW_CRC)
 tcpota_unit_test(test_crc32c_small ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_crc32c.c
                  ${PROJECT_SOURCE_DIR}/core/src/crc32c.c)
 target_include_directories(test_crc32c_small PRIVATE ${PROJECT_SOURCE_DIR}/core/include)

@@ -2,12 +2,14 @@
  * a directory or an empty file is refused at once (never waited on), and a
  * regular file gets a CRC32C per aligned DATA frame; queued ranges of
  * frames are the frames, byte for byte, however they are cut. */
+#define _GNU_SOURCE /* O_TMPFILE */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,10 +43,19 @@ static int setup(void **state)
     return mkdtemp(dir) ? 0 : -1;
 }
 
+/* TMPDIR as the tests found it (test_frames_queued_byte_exact changes it). */
+static char tmpdir_env[256];
+static int tmpdir_env_set;
+
 static int teardown(void **state)
 {
     char sub[96];
     (void)state;
+    if (tmpdir_env_set) {
+        setenv("TMPDIR", tmpdir_env, 1);
+    } else {
+        unsetenv("TMPDIR");
+    }
     snprintf(sub, sizeof(sub), "%s/d", dir);
     (void)rmdir(sub);
     tmpdir_remove(dir);
@@ -138,7 +149,19 @@ static size_t reference_frames(const uint8_t *image, uint32_t chunk, uint32_t of
     return n;
 }
 
-static void test_frames_queued_byte_exact(void **state)
+/* What holds img's prebuilt frames: the file's name as /proc shows it. */
+static void wire_name(const struct image *img, char *name, size_t cap)
+{
+    char link[64];
+    ssize_t n;
+
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", img->wire_fd);
+    n = readlink(link, name, cap - 1);
+    assert_true(n > 0);
+    name[n] = 0;
+}
+
+static void frames_queued_byte_exact(void)
 {
     static uint8_t bytes[10000], want[12000], got[12000];
     static const struct { uint32_t chunk, off, len; int chains; } cases[] = {
@@ -149,7 +172,6 @@ static void test_frames_queued_byte_exact(void **state)
         {1024, 0, 10000, 0},    /* a device's smaller chunk: frames built one by one */
     };
     struct image *img;
-    (void)state;
     for (size_t i = 0; i < sizeof(bytes); i++) bytes[i] = (uint8_t)(i * 7 + (i >> 8));
     img = load_bytes(bytes, sizeof(bytes));
     assert_non_null(img);
@@ -167,6 +189,69 @@ static void test_frames_queued_byte_exact(void **state)
         evbuffer_free(out);
     }
     image_unref(img);
+}
+
+/* A whole image of more frames than are written to the file at a time
+ * (image.c: WIRE_BATCH, 256), the last one short: the frames queued are
+ * those a session builds one by one. */
+static void frames_whole_image_byte_exact(void)
+{
+    enum { N = 300 * 4096 + 100 };
+    static uint8_t bytes[N], want[N + 400 * TCPOTA_DATA_OVERHEAD], got[sizeof(want)];
+    struct evbuffer *out = evbuffer_new();
+    struct image *img;
+    size_t n = 0, queued = 0;
+
+    for (size_t i = 0; i < sizeof(bytes); i++) bytes[i] = (uint8_t)(i * 11 + (i >> 12));
+    img = load_bytes(bytes, sizeof(bytes));
+    assert_non_null(img);
+    assert_non_null(out);
+    n = reference_frames(bytes, 4096, 0, N, want);
+    assert_int_equal(image_add_frames(out, img, 4096, 0, N, &queued), 0);
+    assert_int_equal(queued, n);
+    assert_int_equal(evbuffer_remove(out, got, sizeof(got)), (int)n);
+    assert_memory_equal(got, want, n);
+    /* The last frame's slot holds zeros after it, never stale memory. */
+    assert_non_null(img->wire);
+    for (size_t i = n; i < img->wire_len; i++) assert_int_equal(img->wire[i], 0);
+    evbuffer_free(out);
+    image_unref(img);
+}
+
+/* The frames go out byte-exact wherever they are kept: in a temporary
+ * file in $TMPDIR (where that filesystem has unnamed temporary files),
+ * and, where it cannot be made there, in a memfd. */
+static void test_frames_queued_byte_exact(void **state)
+{
+    char name[512], sub[96];
+    struct image *img;
+    static const uint8_t one[1] = {7};
+    int probe;
+    (void)state;
+    snprintf(sub, sizeof(sub), "%s/d", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    probe = open(sub, O_TMPFILE | O_RDWR, 0600);
+    if (probe >= 0) close(probe);
+    setenv("TMPDIR", sub, 1);
+    img = load_bytes(one, sizeof(one));
+    assert_non_null(img);
+    wire_name(img, name, sizeof(name));
+    if (probe >= 0) {
+        assert_true(strncmp(name, sub, strlen(sub)) == 0); /* "<sub>/#123 (deleted)" */
+    } else {
+        assert_true(strncmp(name, "/memfd:", 7) == 0);
+    }
+    image_unref(img);
+    frames_queued_byte_exact();
+    frames_whole_image_byte_exact();
+    setenv("TMPDIR", "/nonexistent/tcpota-test", 1);
+    img = load_bytes(one, sizeof(one));
+    assert_non_null(img);
+    wire_name(img, name, sizeof(name));
+    assert_true(strncmp(name, "/memfd:", 7) == 0);
+    image_unref(img);
+    frames_queued_byte_exact();
+    frames_whole_image_byte_exact();
 }
 
 /* libevent's allocator for this process: fails the allocation numbered
@@ -238,6 +323,11 @@ static void test_frames_out_of_memory_reported(void **state)
 
 int main(void)
 {
+    const char *t = getenv("TMPDIR");
+    if (t) {
+        snprintf(tmpdir_env, sizeof(tmpdir_env), "%s", t);
+        tmpdir_env_set = 1;
+    }
     /* Before libevent allocates anything. */
     event_set_mem_functions(counted_malloc, counted_realloc, free);
     const struct CMUnitTest tests[] = {
