@@ -153,37 +153,39 @@ int conn_input_unread(const struct conn *c)
 static void tick_read(struct conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
-    struct evbuffer_iovec v;
-    ssize_t n = -1;
-    int err = EAGAIN;
+    /* Below the watermark less than STREAM_RCVLOWAT waits; more, and the
+     * loop reads it. On the stack, not reserved in the input buffer: a
+     * reservation that finds nothing to read leaves an empty chain behind
+     * in every streaming connection (1 KiB each). */
+    uint8_t buf[STREAM_RCVLOWAT];
+    ssize_t n;
+    int rc;
 
     if (!(bufferevent_get_enabled(c->bev) & EV_READ)) {
         return; /* paused or closing: not read now */
     }
-    /* libevent keeps a socket's input frozen at its end but while it reads
-     * into it; so does this read. */
-    evbuffer_unfreeze(in, 0);
-    /* Below the watermark less than STREAM_RCVLOWAT waits; more, and the
-     * loop reads it. */
-    if (evbuffer_reserve_space(in, STREAM_RCVLOWAT, &v, 1) == 1) {
-        n = recv(c->fd, v.iov_base, v.iov_len < STREAM_RCVLOWAT ? v.iov_len : STREAM_RCVLOWAT,
-                 MSG_DONTWAIT);
-        err = n < 0 ? errno : 0;
-        if (n > 0) {
-            v.iov_len = (size_t)n;
-            (void)evbuffer_commit_space(in, &v, 1);
-        }
-    }
-    evbuffer_freeze(in, 0);
-    if (n < 0 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
+    n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
         /* recv() took the socket's pending error (a reset): the loop would
          * see only an end of stream, so it is reported here. */
-        errno = err;
         event_cb(c->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, c);
         return;
     }
     if (n <= 0) {
-        return; /* nothing waits, or the loop sees the end (out of memory: next tick) */
+        return; /* nothing waits, or the loop sees the end */
+    }
+    /* libevent keeps a socket's input frozen at its end but while it reads
+     * into it; so does this read. */
+    evbuffer_unfreeze(in, 0);
+    rc = evbuffer_add(in, buf, (size_t)n);
+    evbuffer_freeze(in, 0);
+    if (rc < 0) {
+        /* The bytes are taken from the socket: without them the stream
+         * has a hole. */
+        c->srv->stats.failed++;
+        clog_(c, 1, "out of memory reading; closing");
+        (void)conn_close(c, 1);
+        return;
     }
     /* A read: the read timeout starts again, as when the loop reads
      * (enabling a bufferevent restarts a pending timeout). */
