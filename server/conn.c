@@ -23,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 
 static void read_cb(struct bufferevent *bev, void *arg);
@@ -73,81 +72,6 @@ static int replies_drained(const struct conn *c)
     return conn_out_cap(c) > OUT_HIGH ? len == 0 : len < (OUT_HIGH + READ_SLACK) / 2;
 }
 
-/* Connection memory. A connection's struct (3.4 KiB, most of it the
- * session's buffers) comes from slabs of CONN_SLAB_BYTES that one
- * mmap(MAP_POPULATE) maps and fills at once: from malloc(), a fresh heap
- * page costs a page fault when first written, about 0.8 per connection,
- * and a fault costs some 12 us on a virtual machine. A freed struct waits
- * for the next connection; slabs stay mapped until the server ends
- * (conn_pool_free). AddressSanitizer builds take each struct from
- * malloc(), whose misuse it catches. */
-#if defined(__SANITIZE_ADDRESS__)
-#define CONN_POOL 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define CONN_POOL 0
-#endif
-#endif
-#ifndef CONN_POOL
-#define CONN_POOL 1
-#endif
-#define CONN_SLAB_BYTES (256u * 1024u)
-
-struct conn_slab {
-    struct conn_slab *next;
-};
-
-/* Room for a slab's header, and each struct, on a 64-byte line. */
-#define CONN_LINE 64u
-#define CONN_STRIDE ((sizeof(struct conn) + CONN_LINE - 1) & ~(size_t)(CONN_LINE - 1))
-
-static struct conn *conn_alloc(struct server *srv)
-{
-    struct conn *c;
-
-    if (!CONN_POOL) {
-        return malloc(sizeof(struct conn));
-    }
-    if (!srv->conn_spare) {
-        struct conn_slab *slab = mmap(NULL, CONN_SLAB_BYTES, PROT_READ | PROT_WRITE,
-                                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-        size_t off;
-        if (slab == MAP_FAILED) {
-            return NULL;
-        }
-        slab->next = srv->conn_slabs;
-        srv->conn_slabs = slab;
-        for (off = CONN_LINE; off + CONN_STRIDE <= CONN_SLAB_BYTES; off += CONN_STRIDE) {
-            c = (struct conn *)(void *)((char *)slab + off);
-            c->next = srv->conn_spare;
-            srv->conn_spare = c;
-        }
-    }
-    c = srv->conn_spare;
-    srv->conn_spare = c->next;
-    return c;
-}
-
-static void conn_release(struct server *srv, struct conn *c)
-{
-    if (!CONN_POOL) {
-        free(c);
-        return;
-    }
-    c->next = srv->conn_spare;
-    srv->conn_spare = c;
-}
-
-void conn_pool_free(struct server *srv)
-{
-    while (srv->conn_slabs) {
-        struct conn_slab *next = srv->conn_slabs->next;
-        munmap(srv->conn_slabs, CONN_SLAB_BYTES);
-        srv->conn_slabs = next;
-    }
-    srv->conn_spare = NULL;
-}
-
 uint64_t conn_bytes_sent(const struct conn *c)
 {
     size_t unsent, frame, chunk;
@@ -186,7 +110,7 @@ void conn_free(struct conn *c)
      * refer into the image, but freeing a chain never reads its bytes. */
     if (c->bev) bufferevent_free(c->bev);
     image_unref(c->img);
-    conn_release(srv, c);
+    free(c);
 }
 
 /* While a connection streams (from its OFFER until the session ends), its
@@ -229,37 +153,39 @@ int conn_input_unread(const struct conn *c)
 static void tick_read(struct conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
-    struct evbuffer_iovec v;
-    ssize_t n = -1;
-    int err = EAGAIN;
+    /* Below the watermark less than STREAM_RCVLOWAT waits; more, and the
+     * loop reads it. On the stack, not reserved in the input buffer: a
+     * reservation that finds nothing to read leaves an empty chain behind
+     * in every streaming connection (1 KiB each). */
+    uint8_t buf[STREAM_RCVLOWAT];
+    ssize_t n;
+    int rc;
 
     if (!(bufferevent_get_enabled(c->bev) & EV_READ)) {
         return; /* paused or closing: not read now */
     }
-    /* libevent keeps a socket's input frozen at its end but while it reads
-     * into it; so does this read. */
-    evbuffer_unfreeze(in, 0);
-    /* Below the watermark less than STREAM_RCVLOWAT waits; more, and the
-     * loop reads it. */
-    if (evbuffer_reserve_space(in, STREAM_RCVLOWAT, &v, 1) == 1) {
-        n = recv(c->fd, v.iov_base, v.iov_len < STREAM_RCVLOWAT ? v.iov_len : STREAM_RCVLOWAT,
-                 MSG_DONTWAIT);
-        err = n < 0 ? errno : 0;
-        if (n > 0) {
-            v.iov_len = (size_t)n;
-            (void)evbuffer_commit_space(in, &v, 1);
-        }
-    }
-    evbuffer_freeze(in, 0);
-    if (n < 0 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
+    n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
         /* recv() took the socket's pending error (a reset): the loop would
          * see only an end of stream, so it is reported here. */
-        errno = err;
         event_cb(c->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, c);
         return;
     }
     if (n <= 0) {
-        return; /* nothing waits, or the loop sees the end (out of memory: next tick) */
+        return; /* nothing waits, or the loop sees the end */
+    }
+    /* libevent keeps a socket's input frozen at its end but while it reads
+     * into it; so does this read. */
+    evbuffer_unfreeze(in, 0);
+    rc = evbuffer_add(in, buf, (size_t)n);
+    evbuffer_freeze(in, 0);
+    if (rc < 0) {
+        /* The bytes are taken from the socket: without them the stream
+         * has a hole. */
+        c->srv->stats.failed++;
+        clog_(c, 1, "out of memory reading; closing");
+        (void)conn_close(c, 1);
+        return;
     }
     /* A read: the read timeout starts again, as when the loop reads
      * (enabling a bufferevent restarts a pending timeout). */
@@ -1032,7 +958,7 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
     struct tcpota_srv_config cfg;
     /* The session's buffers (rx, tx: most of the struct) need no zeroing:
      * one calloc() of it all was 4 k instructions of every check-in. */
-    struct conn *c = conn_alloc(srv);
+    struct conn *c = malloc(sizeof(*c));
     size_t n;
 
     if (c) {
@@ -1080,7 +1006,7 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
         else if (c->first_byte) event_free(c->first_byte);
         if (!c->bev) evutil_closesocket(fd);
         if (unauth) unauth_del(&srv->unauth, host);
-        conn_release(srv, c);
+        free(c);
         return;
     }
     /* The image of the moment of connecting, even if a reload swaps it;

@@ -20,8 +20,6 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
               int unauth);
 /* Unlinks and frees c and its socket at once. */
 void conn_free(struct conn *c);
-/* Unmaps the memory of freed connections; call once every one is freed. */
-void conn_pool_free(struct server *srv);
 /* Ends a connection once what is queued has gone out (now: at once).
  * Returns 1 when c was freed. */
 int conn_close(struct conn *c, int now);

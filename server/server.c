@@ -468,7 +468,6 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     print_summary(&srv);
     rc = 0;
 out:
-    conn_pool_free(&srv);
     if (srv.sigint) event_free(srv.sigint);
     if (srv.sigterm) event_free(srv.sigterm);
     if (srv.sighup) event_free(srv.sighup);

@@ -91,10 +91,6 @@ struct server {
     uint8_t devices_full_said; /* "registry full" was logged */
     struct conn *conns;
     unsigned nconns;
-    /* Connection memory (conn.c): structs ready for the next connections,
-     * and the slabs they come from. */
-    struct conn *conn_spare;
-    struct conn_slab *conn_slabs;
     uint64_t next_id;
     struct {
         unsigned connections, failed, refused, legacy_done, auth_failed; /* failed: connections ended by an error */
