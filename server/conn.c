@@ -182,9 +182,7 @@ static void tick_read(struct conn *c)
     if (rc < 0) {
         /* The bytes are taken from the socket: without them the stream
          * has a hole. */
-        c->srv->stats.failed++;
-        clog_(c, 1, "out of memory reading; closing");
-        (void)conn_close(c, 1);
+        (void)conn_out_of_memory(c, "reading its ACKs");
         return;
     }
     /* A read: the read timeout starts again, as when the loop reads
@@ -262,8 +260,7 @@ size_t conn_write_now(struct conn *c, const void *p, size_t n)
 int conn_out_of_memory(struct conn *c, const char *what)
 {
     c->srv->stats.failed++;
-    clog_(c, 1, "out of memory queueing %s; closing (the device resumes when it connects again)",
-          what);
+    clog_(c, 1, "out of memory %s; closing (the device resumes when it connects again)", what);
     return conn_close(c, 1);
 }
 
@@ -287,7 +284,7 @@ static int move_replies(struct conn *c, size_t *moved)
     sent = conn_write_now(c, p, n);
     if (sent < n) {
         if (image_add_bytes(out, p + sent, n - sent) < 0) { /* maybe behind a run */
-            return conn_out_of_memory(c, "a reply");
+            return conn_out_of_memory(c, "queueing a reply");
         }
         c->ctl_queued += n - sent;
     }
@@ -326,7 +323,7 @@ int conn_pump(struct conn *c)
     queued = evbuffer_get_length(out);
     while (queued < cap && tcpota_srv_data_take(&c->s, frames_for(c, cap - queued), &off, &len)) {
         if (image_add_frames(out, c->img, c->s.chunk, off, len, &added) < 0) {
-            return conn_out_of_memory(c, "image data");
+            return conn_out_of_memory(c, "queueing image data");
         }
         c->bytes_sent += len;
         queued += added;

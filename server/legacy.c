@@ -39,7 +39,7 @@ static int legacy_send(struct conn *c, const struct tcpota_legacy_pkg *pkg)
     w = conn_write_now(c, buf, n);
     if (w < n) {
         if (evbuffer_add(out, buf + w, n - w) < 0) {
-            return -conn_out_of_memory(c, "a package");
+            return -conn_out_of_memory(c, "queueing a package");
         }
         conn_queued(c);
     }
