@@ -274,6 +274,11 @@ static int move_replies(struct conn *c, size_t *moved)
     struct evbuffer *out = bufferevent_get_output(c->bev);
     const uint8_t *p;
     size_t n = tcpota_srv_output(&c->s, &p), sent = 0;
+    /* The session's buffer lies in the connection's own memory, new with
+     * each device; the kernel copies from a copy on the stack instead, a
+     * page it read from for the last device: 7 % less server CPU per
+     * delivered GB at 1,000 devices x 1 MiB (bench/README.md). */
+    uint8_t hot[sizeof(c->tx)];
 
     if (evbuffer_get_length(out) == 0) {
         c->ctl_queued = 0;
@@ -281,7 +286,8 @@ static int move_replies(struct conn *c, size_t *moved)
     if (!n) {
         return 0;
     }
-    sent = conn_write_now(c, p, n);
+    memcpy(hot, p, n); /* n <= sizeof(c->tx): p lies in it */
+    sent = conn_write_now(c, hot, n);
     if (sent < n) {
         if (image_add_bytes(out, p + sent, n - sent) < 0) { /* maybe behind a run */
             return conn_out_of_memory(c, "queueing a reply");
