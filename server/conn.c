@@ -106,6 +106,7 @@ void conn_free(struct conn *c)
         event_free(c->first_byte);
         evutil_closesocket(c->fd);
     }
+    if (c->rd) event_free(c->rd);
     /* libevent may finish freeing the bufferevent later; its queued chains
      * refer into the image, but freeing a chain never reads its bytes. */
     if (c->bev) bufferevent_free(c->bev);
@@ -143,52 +144,106 @@ int conn_input_unread(const struct conn *c)
     return c->bev && ioctl(bufferevent_getfd(c->bev), FIONREAD, &waiting) == 0 && waiting > 0;
 }
 
-/* Plain streaming connection: takes what waits below the watermark with
- * one recv(), straight into the input buffer, and hands it to read_cb.
- * Lowering the watermark for the loop to read instead costs five system
- * calls (FIONREAD, SO_RCVLOWAT down, libevent's FIONREAD and readv,
- * SO_RCVLOWAT up) and a wakeup; this is one. An end of stream is left to
- * the loop, which is told of it whatever the watermark. c may be gone
- * after. */
-static void tick_read(struct conn *c)
+/* Reading. A plain connection reads with an event of its own: one recv()
+ * into the stack per readable event, added to the input buffer. The
+ * bufferevent's own read asks FIONREAD first and has the kernel write into
+ * the buffer's new memory: two system calls, and a page the kernel has not
+ * touched. A TLS connection reads through its bufferevent (the bytes are
+ * OpenSSL's). Either way each read starts the idle timeout again, and
+ * reading stops when it passes. */
+static int conn_reading(const struct conn *c)
+{
+    if (c->rd) {
+        return c->rd_on;
+    }
+    return c->bev && (bufferevent_get_enabled(c->bev) & EV_READ);
+}
+
+void conn_read_on(struct conn *c)
+{
+    if (c->rd) {
+        struct timeval tv;
+        tv.tv_sec = (time_t)c->srv->o->idle_timeout_s;
+        tv.tv_usec = 0;
+        c->rd_on = event_add(c->rd, &tv) == 0; /* a pending event: its timeout restarts */
+    } else if (c->bev) {
+        bufferevent_enable(c->bev, EV_READ);
+    }
+}
+
+void conn_read_off(struct conn *c)
+{
+    if (c->rd) {
+        event_del(c->rd);
+        c->rd_on = 0;
+    } else if (c->bev) {
+        bufferevent_disable(c->bev, EV_READ);
+    }
+}
+
+/* Reading stopped by the end of the stream, an error or the idle timeout
+ * (`what`, as a bufferevent reports it): event_cb, with errno kept. */
+static void read_ended(struct conn *c, short what)
+{
+    int err = errno;
+
+    conn_read_off(c);
+    errno = err;
+    event_cb(c->bev, (short)(BEV_EVENT_READING | what), c);
+}
+
+/* A plain connection: one recv() of what waits, added to the input buffer
+ * and handed to read_cb; an end of stream or an error to event_cb. c may
+ * be gone after. */
+static void read_now(struct conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
-    /* Below the watermark less than STREAM_RCVLOWAT waits; more, and the
-     * loop reads it. On the stack, not reserved in the input buffer: a
-     * reservation that finds nothing to read leaves an empty chain behind
-     * in every streaming connection (1 KiB each). */
-    uint8_t buf[STREAM_RCVLOWAT];
+    /* On the stack: a page the kernel wrote for the last read. */
+    uint8_t buf[READ_MAX];
+    struct evbuffer_iovec v;
     ssize_t n;
     int rc;
 
-    if (!(bufferevent_get_enabled(c->bev) & EV_READ)) {
-        return; /* paused or closing: not read now */
-    }
     n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-        /* recv() took the socket's pending error (a reset): the loop would
-         * see only an end of stream, so it is reported here. */
-        event_cb(c->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, c);
-        return;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        return; /* nothing waits */
     }
     if (n <= 0) {
-        return; /* nothing waits, or the loop sees the end */
+        read_ended(c, n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR);
+        return;
     }
     /* libevent keeps a socket's input frozen at its end but while it reads
      * into it; so does this read. */
     evbuffer_unfreeze(in, 0);
-    rc = evbuffer_add(in, buf, (size_t)n);
+    rc = evbuffer_reserve_space(in, (ev_ssize_t)n, &v, 1);
+    if (rc == 1) {
+        memcpy(v.iov_base, buf, (size_t)n);
+        v.iov_len = (size_t)n;
+        rc = evbuffer_commit_space(in, &v, 1);
+    } else {
+        rc = -1;
+    }
     evbuffer_freeze(in, 0);
     if (rc < 0) {
         /* The bytes are taken from the socket: without them the stream
          * has a hole. */
-        (void)conn_out_of_memory(c, "reading its ACKs");
+        (void)conn_out_of_memory(c, "reading from the device");
         return;
     }
-    /* A read: the read timeout starts again, as when the loop reads
-     * (enabling a bufferevent restarts a pending timeout). */
-    bufferevent_enable(c->bev, EV_READ);
+    conn_read_on(c); /* a read: the idle timeout starts again */
     read_cb(c->bev, c);
+}
+
+static void rd_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    (void)fd;
+
+    if (what & EV_TIMEOUT) {
+        read_ended(c, BEV_EVENT_TIMEOUT);
+        return;
+    }
+    read_now(c);
 }
 
 void conn_lowat_tick(struct conn *c)
@@ -201,7 +256,12 @@ void conn_lowat_tick(struct conn *c)
      * stays connected within a second, and a slow device's ACKs before the
      * idle timeout judges it. */
     if (!c->srv->tls) {
-        tick_read(c);
+        /* Below the watermark less than STREAM_RCVLOWAT waits: one
+         * recv() takes it (lowering the watermark for the loop to read
+         * would cost four system calls more and a wakeup). */
+        if (conn_reading(c)) {
+            read_now(c);
+        }
         return;
     }
     /* Inside TLS the bytes are OpenSSL's to read: the loop reads them (the
@@ -230,7 +290,7 @@ int conn_close(struct conn *c, int now)
     }
     /* Stop reading; the write callback frees it once drained. */
     c->closing = 1;
-    bufferevent_disable(c->bev, EV_READ);
+    conn_read_off(c);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     return 0;
 }
@@ -695,7 +755,6 @@ static int detect(struct conn *c, const uint8_t *buf, size_t n)
  * gone. */
 static int take_input(struct conn *c, struct evbuffer *in)
 {
-    struct bufferevent *bev = c->bev;
     uint8_t buf[4096];
 
     while (evbuffer_get_length(in)) {
@@ -704,7 +763,7 @@ static int take_input(struct conn *c, struct evbuffer *in)
             /* The write callback resumes once the peer reads again; if it
              * never does, the write timeout ends the connection. */
             c->read_paused = 1;
-            bufferevent_disable(bev, EV_READ);
+            conn_read_off(c);
             return -1;
         }
         if (c->kind == K_LEGACY && !c->img) {
@@ -778,7 +837,7 @@ static void write_cb(struct bufferevent *bev, void *arg)
     }
     if (c->read_paused && !c->closing && replies_drained(c)) {
         c->read_paused = 0;
-        bufferevent_enable(bev, EV_READ);
+        conn_read_on(c);
         resume = 1;
     }
     if (c->kind == K_V1) {
@@ -824,8 +883,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && conn_input_unread(c)) {
         /* The read timed out, but the peer's bytes are there: the loop ran
          * late (stopped, starved) and saw the timeout before the socket.
-         * Not idle: reading goes on (libevent stopped it). */
-        bufferevent_enable(bev, EV_READ);
+         * Not idle: reading goes on (it stopped at the timeout). */
+        conn_read_on(c);
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {
@@ -876,7 +935,7 @@ static void start_bev(struct conn *c)
      * watches for writability itself when OpenSSL asks, whatever is
      * enabled. */
     bufferevent_disable(c->bev, EV_WRITE);
-    bufferevent_enable(c->bev, EV_READ);
+    conn_read_on(c);
 }
 
 /* TLS: the first byte has arrived (or the peer closed). A TLS record
@@ -1003,8 +1062,10 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
         c->first_byte = event_new(srv->base, fd, EV_READ, first_byte_cb, c);
     } else {
         c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+        c->rd = event_new(srv->base, fd, EV_READ | EV_PERSIST, rd_cb, c);
     }
-    if ((!c->bev && !c->first_byte) || tcpota_srv_init(&c->s, &cfg) < 0) {
+    if ((!c->bev && !c->first_byte) || (!srv->tls && !c->rd) || tcpota_srv_init(&c->s, &cfg) < 0) {
+        if (c->rd) event_free(c->rd);
         if (c->bev) bufferevent_free(c->bev);
         else if (c->first_byte) event_free(c->first_byte);
         if (!c->bev) evutil_closesocket(fd);

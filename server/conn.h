@@ -46,6 +46,9 @@ uint64_t conn_bytes_sent(const struct conn *c);
 /* Logs an offer just sent ("<what>: offer V (N bytes) from S") and starts
  * the stream: its progress accounting, its device's ACKs read in batches. */
 void conn_offered(struct conn *c, const char *what, uint32_t start);
+/* Reading on (the idle timeout starts again) or off. */
+void conn_read_on(struct conn *c);
+void conn_read_off(struct conn *c);
 /* Feeds what waits in the input buffer (reading was paused for the store). */
 void conn_read_again(struct conn *c);
 /* The device's latest outcome for the summary (devices.h); a later "up to

@@ -18,7 +18,6 @@
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -962,7 +961,7 @@ static void legacy_checkin_done(struct store_req *r)
     metrics_event(c->rollout_id, img->desc.id, METRICS_OFFERED);
     record(c, STORE_ST_DOWNLOADING, img->desc.id, NULL, 0, NULL, 0);
     store_req_free(r);
-    bufferevent_enable(c->bev, EV_READ);
+    conn_read_on(c);
     conn_read_again(c);
 }
 
@@ -984,7 +983,7 @@ int fleet_legacy_start(struct conn *c)
         return -1;
     }
     c->req = r;
-    bufferevent_disable(c->bev, EV_READ);
+    conn_read_off(c);
     return 0;
 }
 

@@ -65,6 +65,9 @@
 #define TLS_RECORD_OVERHEAD 22u
 #define STREAM_RCVLOWAT_TLS (STREAM_ACKS_PER_READ * (ACK_FRAME_LEN + TLS_RECORD_OVERHEAD))
 #define RX_CAP 1024u            /* device frames are small; HELLO < 300 B */
+/* What one read of a plain socket takes at most: libevent's own read size
+ * (EVBUFFER_MAX_READ). */
+#define READ_MAX 4096u
 
 enum kind { K_UNKNOWN = 0, K_V1, K_LEGACY };
 
@@ -138,6 +141,10 @@ struct conn {
     /* TLS: waiting for the first byte, before any TLS state is allocated
      * (then bev is NULL). */
     struct event *first_byte;
+    /* Plain: the socket's read event (conn.c, conn_read_on); its
+     * bufferevent only writes. NULL inside TLS. */
+    struct event *rd;
+    uint8_t rd_on; /* rd is added: reading */
     evutil_socket_t fd;
     char addr[48];
     uint8_t nonce[TCPOTA_NONCE_LEN];

@@ -3,7 +3,9 @@
  * (evbuffer_add_file_segment, evbuffer_add_reference), and with
  * TCPOTA_TEST_FAIL_ADD=1 every such evbuffer_add (copied bytes: a legacy
  * package the socket did not take), fails as libevent fails when it
- * cannot allocate: -1, nothing queued. The failure is libevent's own (the
+ * cannot allocate: -1, nothing queued. With TCPOTA_TEST_FAIL_READ=1 only
+ * evbuffer_reserve_space is failed so, every N-th: room in a plain
+ * connection's input for bytes the server has read (conn.c, read_now). The failure is libevent's own (the
  * call made on a buffer frozen at its end), so that what libevent does to
  * the caller's objects when it fails happens too. Each failure is told
  * on stderr ("failqueue: ..."), so that the test can match every one with
@@ -15,6 +17,17 @@
 #include <stdlib.h>
 
 static unsigned long calls;
+
+/* TCPOTA_TEST_FAIL_READ=1: reads fail, queueing does not. */
+static int reads_only(void)
+{
+    static int on = -1;
+
+    if (on < 0) {
+        on = getenv("TCPOTA_TEST_FAIL_READ") != NULL;
+    }
+    return on;
+}
 
 static int fail_now(const char *what)
 {
@@ -41,7 +54,7 @@ int evbuffer_add_file_segment(struct evbuffer *buf, struct evbuffer_file_segment
     }
     /* The server's one-byte probe of libevent (image.c) is let through and
      * not counted: its own failure is on purpose. */
-    if (length != 1 && fail_now("evbuffer_add_file_segment")) {
+    if (length != 1 && !reads_only() && fail_now("evbuffer_add_file_segment")) {
         int r;
         evbuffer_freeze(buf, 0);
         r = real(buf, seg, offset, length);
@@ -59,7 +72,7 @@ int evbuffer_add_reference(struct evbuffer *buf, const void *data, size_t len,
     if (!real) {
         *(void **)&real = dlsym(RTLD_NEXT, "evbuffer_add_reference");
     }
-    if (fail_now("evbuffer_add_reference")) {
+    if (!reads_only() && fail_now("evbuffer_add_reference")) {
         int r;
         evbuffer_freeze(buf, 0);
         r = real(buf, data, len, cleanupfn, cleanupfn_arg);
@@ -78,7 +91,7 @@ int evbuffer_add(struct evbuffer *buf, const void *data, size_t len)
         *(void **)&real = dlsym(RTLD_NEXT, "evbuffer_add");
         on = getenv("TCPOTA_TEST_FAIL_ADD") != NULL;
     }
-    if (on && fail_now("evbuffer_add")) {
+    if (on && !reads_only() && fail_now("evbuffer_add")) {
         int r;
         evbuffer_freeze(buf, 0);
         r = real(buf, data, len);
@@ -86,4 +99,22 @@ int evbuffer_add(struct evbuffer *buf, const void *data, size_t len)
         return r;
     }
     return real(buf, data, len);
+}
+
+int evbuffer_reserve_space(struct evbuffer *buf, ev_ssize_t size, struct evbuffer_iovec *vec,
+                           int n_vec)
+{
+    static int (*real)(struct evbuffer *, ev_ssize_t, struct evbuffer_iovec *, int);
+
+    if (!real) {
+        *(void **)&real = dlsym(RTLD_NEXT, "evbuffer_reserve_space");
+    }
+    if (reads_only() && fail_now("evbuffer_reserve_space")) {
+        int r;
+        evbuffer_freeze(buf, 0);
+        r = real(buf, size, vec, n_vec);
+        evbuffer_unfreeze(buf, 0);
+        return r;
+    }
+    return real(buf, size, vec, n_vec);
 }
