@@ -165,7 +165,9 @@ void conn_read_on(struct conn *c)
         struct timeval tv;
         tv.tv_sec = (time_t)c->srv->o->idle_timeout_s;
         tv.tv_usec = 0;
-        c->rd_on = event_add(c->rd, &tv) == 0; /* a pending event: its timeout restarts */
+        /* A pending event: its timeout restarts. No idle timeout (0): none,
+         * as a bufferevent takes a zero timeout. */
+        c->rd_on = event_add(c->rd, tv.tv_sec ? &tv : NULL) == 0;
     } else if (c->bev) {
         bufferevent_enable(c->bev, EV_READ);
     }
@@ -335,10 +337,12 @@ static int move_replies(struct conn *c, size_t *moved)
     const uint8_t *p;
     size_t n = tcpota_srv_output(&c->s, &p), sent = 0;
     /* The session's buffer lies in the connection's own memory, new with
-     * each device; the kernel copies from a copy on the stack instead, a
-     * page it read from for the last device: 7 % less server CPU per
-     * delivered GB at 1,000 devices x 1 MiB (bench/README.md). */
+     * each device; a plain socket's send() reads a copy on the stack
+     * instead, a page the kernel read for the last device: 7 % less server
+     * CPU per delivered GB at 1,000 devices x 1 MiB (bench/README.md,
+     * tenth session). */
     uint8_t hot[sizeof(c->tx)];
+    const uint8_t *from = p;
 
     if (evbuffer_get_length(out) == 0) {
         c->ctl_queued = 0;
@@ -346,8 +350,11 @@ static int move_replies(struct conn *c, size_t *moved)
     if (!n) {
         return 0;
     }
-    memcpy(hot, p, n); /* n <= sizeof(c->tx): p lies in it */
-    sent = conn_write_now(c, hot, n);
+    if (!c->srv->tls && evbuffer_get_length(out) == 0) { /* conn_write_now sends */
+        memcpy(hot, p, n); /* n <= sizeof(c->tx): p lies in it */
+        from = hot;
+    }
+    sent = conn_write_now(c, from, n);
     if (sent < n) {
         if (image_add_bytes(out, p + sent, n - sent) < 0) { /* maybe behind a run */
             return conn_out_of_memory(c, "queueing a reply");
@@ -915,7 +922,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 }
 
 /* Callbacks, watermarks and timeouts of a connection whose bufferevent
- * exists. */
+ * exists. A plain connection reads with an event of its own (conn_read_on):
+ * the read watermark and the read timeout set here are TLS's. */
 static void start_bev(struct conn *c)
 {
     struct timeval tv;

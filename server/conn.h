@@ -31,9 +31,9 @@ int conn_close(struct conn *c, int now);
 size_t conn_write_now(struct conn *c, const void *p, size_t n);
 /* Ends c at once when libevent could not allocate for its output or for
  * bytes already read (what says what it was doing, for the log: "queueing
- * image data"): what was asked may be partly queued, and a peer must never read a stream with a hole, nor, inside
- * TLS, other bytes than those OpenSSL was given before a WANT_WRITE.
- * Returns 1 (c is freed). */
+ * image data"): what was asked may be partly queued, and a peer must
+ * never read a stream with a hole, nor, inside TLS, other bytes than
+ * those OpenSSL was given before a WANT_WRITE. Returns 1 (c is freed). */
 int conn_out_of_memory(struct conn *c, const char *what);
 /* Call after adding to c's output: makes the bufferevent watch for
  * writability (a plain socket does not until it has something queued). */

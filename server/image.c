@@ -32,8 +32,9 @@ static void frame_fill(const struct image *img, uint32_t i, uint8_t *f)
 #define WIRE_BATCH 256u
 
 /* The frames in an unnamed temporary file (O_TMPFILE) in $TMPDIR (where
- * it is set, else /var/tmp), written with large writes: the page cache then keeps them in
- * large folios where the filesystem has them (ext4, XFS), and sendfile
+ * it is set, else /var/tmp), written with large writes: the page cache
+ * then keeps them in large folios where the filesystem has them (XFS;
+ * ext4 from Linux 6.16), and sendfile
  * finds a run's pages a folio at a time; in a memfd it looks up each
  * 4 KiB page (shmem). Returns the file, or -1 (no such directory, no
  * space: the caller keeps the frames in memory). */

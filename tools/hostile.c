@@ -15,7 +15,8 @@
  *              output shows that it is stuck. `--ping-ms MS --ping-burst N`
  *              send N PINGs every MS milliseconds instead (a paced flood,
  *              whose PONGs pile up behind the unread image), and announce
- *              the payload `tcpota device` does
+ *              the payload `tcpota device` does; `--ping-for S` stops
+ *              sending after S seconds (the peer stays, silent, unread)
  *   tlsslow    starts a TLS handshake (a record header announcing a
  *              512-byte ClientHello) and sends its body one byte per
  *              second, so no read ever times out
@@ -265,7 +266,7 @@ static void usage(void)
             "         [--oversize N] [--truncated N] [--badver N] [--noread N] [--pinger N]\n"
             "         [--tlsslow N] [--stayer N] [--decliner N] [--slowacker N]\n"
             "         [--hold SECONDS] [--min-hold SECONDS] [--ports FILE]\n"
-            "         [--ping-ms MS --ping-burst N] [--seed S] [--from ADDR]\n"
+            "         [--ping-ms MS --ping-burst N [--ping-for S]] [--seed S] [--from ADDR]\n"
             "       tcpota-hostile --connect HOST:PORT --frames\n");
     exit(2);
 }
@@ -273,7 +274,7 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     unsigned count[NKINDS] = {0}, closed[NKINDS] = {0}, total = 0, seed = 1;
-    double hold = 30, min_hold = 0, t0, deadline, ping_every = 1.0;
+    double hold = 30, min_hold = 0, t0, deadline, ping_every = 1.0, ping_for = -1;
     unsigned ping_burst = 1;
     const char *target = NULL, *ports = NULL, *from = NULL;
     double last_close[NKINDS] = {0};
@@ -302,6 +303,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--ports") && i + 1 < argc) ports = argv[++i];
         else if (!strcmp(argv[i], "--ping-ms") && i + 1 < argc) ping_every = strtod(argv[++i], NULL) / 1000;
         else if (!strcmp(argv[i], "--ping-burst") && i + 1 < argc) ping_burst = (unsigned)strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--ping-for") && i + 1 < argc) ping_for = strtod(argv[++i], NULL);
         else if (!strcmp(argv[i], "--frames")) frames = 1;
         else if (!strcmp(argv[i], "--from") && i + 1 < argc) from = argv[++i];
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = (unsigned)strtoul(argv[++i], NULL, 10);
@@ -450,7 +452,8 @@ int main(int argc, char **argv)
             }
             if (q->kind == NOREAD || q->kind == PINGER) {
                 /* Keep talking so that only the unread output can stall it. */
-                if (q->kind == PINGER && q->sent == q->out_len && t >= q->next_send) {
+                if (q->kind == PINGER && q->sent == q->out_len && t >= q->next_send &&
+                    (ping_for < 0 || t - t0 < ping_for)) {
                     struct tcpota_msg m;
                     q->out_len = 0;
                     q->sent = 0;

@@ -8,10 +8,10 @@
 # devices of a 1 MiB image; then 4 in the clear. Then HTTP downloads (256
 # KiB windows): curl resumes with a Range after each cut and ends with the
 # image. Between them, reads: every 3rd read of a plain connection finds no
-# room for its bytes. Last a legacy device asks for every package before it reads any:
-# once the socket is full the server copies each answer into its queue, the
-# 3rd copy fails, and the connection ends there; what came before is the
-# image.
+# room for its bytes. Last a legacy device asks for every package before it
+# reads any: once the socket is full the server copies each answer into
+# its queue, the 3rd copy fails, and the connection ends there; what came
+# before is the image.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fleet_lib.sh"
 cd "$WORK"

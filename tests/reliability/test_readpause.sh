@@ -77,10 +77,15 @@ grep -q 'closing' "$WORK/server.log" && fail "the server closed a peer sending b
 stop_server
 ok "bursts of 200 PINGs in one write, 2 s: answered, the session kept"
 
+# The flood stops after PING_FOR s (the peer stays, silent, never reading):
+# then no byte may leave the sockets between it and the server, not even
+# by the server's once-a-second read of a streaming connection's ACKs.
+PING_FOR=9
 start_server "$WORK/big" 3.0.0 --idle-timeout "$IDLE" --quiet
 "$HOSTILE" --connect "127.0.0.1:$SERVER_PORT" --pinger 1 --ping-ms 2 --ping-burst 10 --min-hold 15 --hold 15 \
-  --ports "$WORK/ports" > "$WORK/pinger.out" 2> "$WORK/pinger.log" &
+  --ping-for "$PING_FOR" --ports "$WORK/ports" > "$WORK/pinger.out" 2> "$WORK/pinger.log" &
 pinger=$!
+flood_start=$(date +%s.%N)
 PIDS+=("$pinger")
 wait_line "$WORK/pinger.log" 'connections open'
 pport=$(awk '{print $2}' "$WORK/ports")
@@ -94,6 +99,20 @@ hwm=$(sed -nE 's/^VmHWM:[[:space:]]+([0-9]+) kB/\1/p' "/proc/$SERVER_PID/status"
 grep -q 'error: no space' "$WORK/server.log" && fail "the PING flood ended in 'no space' instead of a read pause"
 [ "$unread" -ge "$WAIT_Q" ] ||
   fail "the server kept reading PINGs whose PONGs piled up unread for 15 s (its Recv-Q: $unread bytes)"
+# in_flight: the peer's bytes between it and the server (the server
+# socket's Recv-Q and the peer socket's Send-Q).
+in_flight() {
+  local r s
+  r=$(ss -Htn state established "( sport = :$SERVER_PORT and dport = :$pport )" | awk '{print $1; exit}')
+  s=$(ss -Htn state established "( sport = :$pport and dport = :$SERVER_PORT )" | awk '{print $2; exit}')
+  echo $((${r:-0} + ${s:-0}))
+}
+sleep "$(awk -v s="$flood_start" -v n="$(date +%s.%N)" -v f="$PING_FOR" 'BEGIN { d = s + f + 0.5 - n; print (d > 0 ? d : 0) }')"
+before=$(in_flight)
+sleep 3
+after=$(in_flight)
+[ "$after" -ge $((before - 512)) ] ||
+  fail "the server read $((before - after)) bytes from a paused peer in 3 s (in flight: $before -> $after)"
 kill "$pinger" 2>/dev/null || true
 stop_server
-ok "a paced PING flood behind an unread image: the server stopped reading ($unread bytes wait in its socket after $((i / 4)) s); VmHWM $hwm kB"
+ok "a paced PING flood behind an unread image: the server stopped reading ($unread bytes wait in its socket after $((i / 4)) s; after the flood, $before -> $after bytes in flight over 3 s); VmHWM $hwm kB"

@@ -4,8 +4,13 @@
  * TCPOTA_TEST_FAIL_ADD=1 every such evbuffer_add (copied bytes: a legacy
  * package the socket did not take), fails as libevent fails when it
  * cannot allocate: -1, nothing queued. With TCPOTA_TEST_FAIL_READ=1 only
- * evbuffer_reserve_space is failed so, every N-th: room in a plain
- * connection's input for bytes the server has read (conn.c, read_now). The failure is libevent's own (the
+ * evbuffer_reserve_space is failed so, every N-th call in the server.
+ * In test_oom's plain streams every such call is conn.c's read_now (room
+ * in the input for bytes read; counted: 19-23 per run, all there). The
+ * other caller, image_add_bytes (a reply behind DATA, the head of a frame
+ * not prebuilt), falls back to evbuffer_add, so its failure would end no
+ * connection and the test's count of failures against closes would say
+ * so. The failure is libevent's own (the
  * call made on a buffer frozen at its end), so that what libevent does to
  * the caller's objects when it fails happens too. Each failure is told
  * on stderr ("failqueue: ..."), so that the test can match every one with

@@ -234,7 +234,7 @@ static struct store_req *moves(char (*ids)[16], size_t n, enum store_dev_state s
     assert_non_null(r->u.events.items);
     r->u.events.n = n;
     for (i = 0; i < n; i++) {
-        snprintf(r->u.events.items[i].id, sizeof(r->u.events.items[i].id), "%s", ids[i]);
+        snprintf(r->u.events.items[i].id, sizeof(r->u.events.items[i].id), "%.15s", ids[i]);
         r->u.events.items[i].state = state;
         r->u.events.items[i].rollout_id = ro;
     }
