@@ -59,7 +59,7 @@ devices() {
   done
   stop_server
   accounted "$name" "out of memory ${WHAT:-queueing image data}; closing"
-  ok "$name: $INJECTED failures ${WHAT:-queueing image data}, each ended its connection; 4 devices byte-exact, no frame past a gap"
+  ok "$name: $INJECTED failure(s) ${WHAT:-queueing image data}, each ended its connection; 4 devices byte-exact, no frame past a gap"
 }
 devices tls --ca srv.pem
 # In the clear the whole image is one run (sendfile): a failure queues nothing.

@@ -22,6 +22,13 @@
 #include <stdlib.h>
 
 static unsigned long calls;
+static int frozen_result;
+
+/* `call` (a libevent function on buf) made with buf frozen at its end, so
+ * that it fails as libevent fails without memory; its result. */
+#define FAILING(buf, call)                                 \
+    (evbuffer_freeze((buf), 0), frozen_result = (call),    \
+     evbuffer_unfreeze((buf), 0), frozen_result)
 
 /* TCPOTA_TEST_FAIL_READ=1: reads fail, queueing does not. */
 static int reads_only(void)
@@ -60,11 +67,7 @@ int evbuffer_add_file_segment(struct evbuffer *buf, struct evbuffer_file_segment
     /* The server's one-byte probe of libevent (image.c) is let through and
      * not counted: its own failure is on purpose. */
     if (length != 1 && !reads_only() && fail_now("evbuffer_add_file_segment")) {
-        int r;
-        evbuffer_freeze(buf, 0);
-        r = real(buf, seg, offset, length);
-        evbuffer_unfreeze(buf, 0);
-        return r;
+        return FAILING(buf, real(buf, seg, offset, length));
     }
     return real(buf, seg, offset, length);
 }
@@ -78,11 +81,7 @@ int evbuffer_add_reference(struct evbuffer *buf, const void *data, size_t len,
         *(void **)&real = dlsym(RTLD_NEXT, "evbuffer_add_reference");
     }
     if (!reads_only() && fail_now("evbuffer_add_reference")) {
-        int r;
-        evbuffer_freeze(buf, 0);
-        r = real(buf, data, len, cleanupfn, cleanupfn_arg);
-        evbuffer_unfreeze(buf, 0);
-        return r;
+        return FAILING(buf, real(buf, data, len, cleanupfn, cleanupfn_arg));
     }
     return real(buf, data, len, cleanupfn, cleanupfn_arg);
 }
@@ -97,11 +96,7 @@ int evbuffer_add(struct evbuffer *buf, const void *data, size_t len)
         on = getenv("TCPOTA_TEST_FAIL_ADD") != NULL;
     }
     if (on && !reads_only() && fail_now("evbuffer_add")) {
-        int r;
-        evbuffer_freeze(buf, 0);
-        r = real(buf, data, len);
-        evbuffer_unfreeze(buf, 0);
-        return r;
+        return FAILING(buf, real(buf, data, len));
     }
     return real(buf, data, len);
 }
@@ -115,11 +110,7 @@ int evbuffer_reserve_space(struct evbuffer *buf, ev_ssize_t size, struct evbuffe
         *(void **)&real = dlsym(RTLD_NEXT, "evbuffer_reserve_space");
     }
     if (reads_only() && fail_now("evbuffer_reserve_space")) {
-        int r;
-        evbuffer_freeze(buf, 0);
-        r = real(buf, size, vec, n_vec);
-        evbuffer_unfreeze(buf, 0);
-        return r;
+        return FAILING(buf, real(buf, size, vec, n_vec));
     }
     return real(buf, size, vec, n_vec);
 }
