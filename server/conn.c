@@ -195,9 +195,11 @@ static void read_ended(struct conn *c, short what)
 }
 
 /* A plain connection: one recv() of what waits, added to the input buffer
- * and handed to read_cb; an end of stream or an error to event_cb. c may
- * be gone after. */
-static void read_now(struct conn *c)
+ * and handed to read_cb; an end of stream or an error to event_cb.
+ * restart: the idle timeout starts again after a read (the sweep's read;
+ * the read event's own timeout restarts each time it fires). c may be
+ * gone after. */
+static void read_now(struct conn *c, int restart)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
     /* On the stack: a page the kernel wrote for the last read. */
@@ -232,7 +234,9 @@ static void read_now(struct conn *c)
         (void)conn_out_of_memory(c, "reading from the device");
         return;
     }
-    conn_read_on(c); /* a read: the idle timeout starts again */
+    if (restart) {
+        conn_read_on(c);
+    }
     read_cb(c->bev, c);
 }
 
@@ -245,7 +249,7 @@ static void rd_cb(evutil_socket_t fd, short what, void *arg)
         read_ended(c, BEV_EVENT_TIMEOUT);
         return;
     }
-    read_now(c);
+    read_now(c, 0);
 }
 
 void conn_lowat_tick(struct conn *c)
@@ -262,7 +266,7 @@ void conn_lowat_tick(struct conn *c)
          * recv() takes it (lowering the watermark for the loop to read
          * would cost four system calls more and a wakeup). */
         if (conn_reading(c)) {
-            read_now(c);
+            read_now(c, 1);
         }
         return;
     }
