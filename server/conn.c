@@ -509,7 +509,7 @@ static int conn_choose(void *ctx, const struct tcpota_srv_hello *h,
     struct offer_device od;
 
     *retry_after_s = 0;
-    snprintf(c->dev, sizeof(c->dev), "%s", h->device_id);
+    (void)text_copy(c->dev, sizeof(c->dev), h->device_id);
     c->rec = devices_get(&srv->devices, h->device_id, 1);
     if (srv->fleet) {
         return fleet_choose(c, h, chosen, retry_after_s);
@@ -623,10 +623,14 @@ static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
             return;
         }
         {
-            char what[2 * TCPOTA_MAX_NAME + 32];
-            snprintf(what, sizeof(what), "hello model=%.*s version=%.*s", m->u.hello.model.len,
-                     (const char *)m->u.hello.model.ptr, m->u.hello.version.len,
-                     (const char *)m->u.hello.version.ptr);
+            /* Formatted only for a log line that is written (1 k
+             * instructions of every device under --quiet). */
+            char what[2 * TCPOTA_MAX_NAME + 32] = "";
+            if (!srv->o->quiet) {
+                snprintf(what, sizeof(what), "hello model=%.*s version=%.*s",
+                         m->u.hello.model.len, (const char *)m->u.hello.model.ptr,
+                         m->u.hello.version.len, (const char *)m->u.hello.version.ptr);
+            }
             log_offer(c, what, ev->offered, ev->start);
         }
         return;

@@ -6,6 +6,7 @@
 #include "fleet.h"
 #include "log.h"
 #include "server_internal.h"
+#include "text.h"
 #include "tls.h"
 #include "workers.h"
 
@@ -27,12 +28,11 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
                       int salen, void *arg)
 {
     struct server *srv = arg;
-    char host[48] = "?", port[8] = "?";
+    char host[TEXT_HOST_LEN], port[TEXT_PORT_LEN];
     int unauth = 0;
     (void)lis;
 
-    getnameinfo(sa, (socklen_t)salen, host, sizeof(host), port, sizeof(port),
-                NI_NUMERICHOST | NI_NUMERICSERV);
+    text_sockaddr(sa, (socklen_t)salen, host, port);
     if (srv->nconns >= srv->o->max_conns) {
         srv->stats.refused++;
         say_peer(srv, host, port, "refused: %u connections already (limit)", srv->nconns);

@@ -64,7 +64,12 @@
  * AES-GCM adds an 8-byte nonce, so somewhat fewer ACKs there). */
 #define TLS_RECORD_OVERHEAD 22u
 #define STREAM_RCVLOWAT_TLS (STREAM_ACKS_PER_READ * (ACK_FRAME_LEN + TLS_RECORD_OVERHEAD))
-#define RX_CAP 1024u            /* device frames are small; HELLO < 300 B */
+/* The session's receive buffer: the protocol's smallest frame limit, which
+ * every device keeps to (docs/protocol.md, size limits; the largest HELLO
+ * is under 300 bytes) and the core's decoder asks for at least. A longer
+ * frame ends the connection with ERROR(TOOBIG). 504 bytes less per
+ * connection than the 1 KiB it was. */
+#define RX_CAP (TCPOTA_MIN_PAYLOAD + TCPOTA_FRAME_OVERHEAD)
 /* What one read of a plain socket takes at most: libevent's own read size
  * (EVBUFFER_MAX_READ). */
 #define READ_MAX 4096u

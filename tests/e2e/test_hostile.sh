@@ -25,6 +25,13 @@ send 'GET / HTTP/1.1\r\nHost: x\r\n\r\n'
 [ ! -s "$WORK/reply" ] || fail "garbage got an answer"
 send '\x01\x00\xff\xff'
 grep -q 'frame too big' "$WORK/reply" || fail "oversized length got no ERROR frame"
+# The protocol's limit exactly (docs/protocol.md: every peer takes 512-byte
+# payloads; the server's receive buffer is that big): 512 is taken whole (its
+# zero CRC is then wrong), 513 is too big at its header.
+send "\x01\x00\x00\x02$(printf '\\x00%.0s' $(seq 516))"
+grep -q 'CRC' "$WORK/reply" || fail "a 512-byte payload was not read whole: $(tr -cd '[:print:]' < "$WORK/reply")"
+send '\x01\x00\x01\x02'
+grep -q 'frame too big' "$WORK/reply" || fail "a 513-byte payload got no ERROR(TOOBIG)"
 send '\x01\x00\x20\x00\x01\x01\x00\x00\x01\x05\x00dev-1\x02\x05\x00esp32\x03\x05\x001.0.0\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00'
 grep -q 'CRC' "$WORK/reply" || fail "frame with a bad CRC got no ERROR frame"
 send 'req0\r\nXX'

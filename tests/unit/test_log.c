@@ -14,6 +14,11 @@
 
 #include "log.h"
 #include "server_internal.h"
+#include "text.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/un.h>
 
 /* 2026-12-01T10:31:15.123Z */
 static const struct timespec T = {1796121075, 123456789};
@@ -231,6 +236,63 @@ static void test_to_stderr(void **state)
     free(f.c);
 }
 
+/* text_sockaddr writes what getnameinfo(NI_NUMERICHOST | NI_NUMERICSERV)
+ * writes, for the edges of every octet and port and random addresses; other
+ * families through getnameinfo itself; "?" where that fails. */
+static void check_sockaddr(const struct sockaddr *sa, socklen_t len)
+{
+    char host[TEXT_HOST_LEN], port[TEXT_PORT_LEN], h2[TEXT_HOST_LEN], p2[TEXT_PORT_LEN];
+
+    text_sockaddr(sa, len, host, port);
+    assert_int_equal(getnameinfo(sa, len, h2, sizeof(h2), p2, sizeof(p2),
+                                 NI_NUMERICHOST | NI_NUMERICSERV), 0);
+    assert_string_equal(host, h2);
+    assert_string_equal(port, p2);
+}
+
+static void test_sockaddr(void **state)
+{
+    static const uint32_t edges[] = {0, 1, 9, 10, 99, 100, 199, 255, 256, 65535, 0x7f000001u,
+                                     0x0a090807u, 0xffffffffu, 0x64640a0au};
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+    struct sockaddr_un un;
+    char host[TEXT_HOST_LEN], port[TEXT_PORT_LEN];
+    size_t i, j;
+    (void)state;
+
+    memset(&in, 0, sizeof(in));
+    in.sin_family = AF_INET;
+    for (i = 0; i < sizeof(edges) / sizeof(edges[0]); i++) {
+        for (j = 0; j < sizeof(edges) / sizeof(edges[0]); j++) {
+            in.sin_addr.s_addr = htonl(edges[i]);
+            in.sin_port = htons((uint16_t)edges[j]);
+            check_sockaddr((struct sockaddr *)&in, sizeof(in));
+        }
+    }
+    srand(7);
+    for (i = 0; i < 20000; i++) {
+        in.sin_addr.s_addr = (uint32_t)rand() ^ ((uint32_t)rand() << 16);
+        in.sin_port = (uint16_t)rand();
+        check_sockaddr((struct sockaddr *)&in, sizeof(in));
+    }
+    memset(&in6, 0, sizeof(in6));
+    in6.sin6_family = AF_INET6;
+    in6.sin6_port = htons(8443);
+    assert_int_equal(inet_pton(AF_INET6, "::ffff:127.0.0.1", &in6.sin6_addr), 1);
+    check_sockaddr((struct sockaddr *)&in6, sizeof(in6));
+    text_sockaddr((struct sockaddr *)&in6, sizeof(in6), host, port);
+    assert_string_equal(host, "::ffff:127.0.0.1");
+    assert_string_equal(port, "8443");
+    memset(&un, 0, sizeof(un));
+    un.sun_family = AF_UNIX;
+    check_sockaddr((struct sockaddr *)&un, sizeof(un));
+    /* Too short to be an IPv4 address: getnameinfo fails, "?". */
+    text_sockaddr((struct sockaddr *)&in, 4, host, port);
+    assert_string_equal(host, "?");
+    assert_string_equal(port, "?");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -243,6 +305,7 @@ int main(void)
         cmocka_unit_test(test_json_escapes),
         cmocka_unit_test(test_cut),
         cmocka_unit_test(test_to_stderr),
+        cmocka_unit_test(test_sockaddr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
