@@ -64,9 +64,10 @@
  * AES-GCM adds an 8-byte nonce, so somewhat fewer ACKs there). */
 #define TLS_RECORD_OVERHEAD 22u
 #define STREAM_RCVLOWAT_TLS (STREAM_ACKS_PER_READ * (ACK_FRAME_LEN + TLS_RECORD_OVERHEAD))
-/* The session's receive buffer: the protocol's smallest frame limit, which
- * every device keeps to (docs/protocol.md, size limits; the largest HELLO
- * is under 300 bytes) and the core's decoder asks for at least. A longer
+/* The session's receive buffer: the protocol's smallest frame limit, the
+ * most a device may send (docs/protocol.md, size limits: the server states
+ * no larger one; a device's largest frame is its 269-byte HELLO,
+ * TCPOTA_DEV_HELLO_MAX), and what the core's decoder asks for. A longer
  * frame ends the connection with ERROR(TOOBIG). 504 bytes less per
  * connection than the 1 KiB it was. */
 #define RX_CAP (TCPOTA_MIN_PAYLOAD + TCPOTA_FRAME_OVERHEAD)

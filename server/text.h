@@ -13,8 +13,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
-/* Sizes of text_sockaddr's two strings: an IPv6 address with its scope,
- * and a port. */
+/* Sizes of text_sockaddr's two strings: any IPv6 address (an IPv6 scope
+ * longer than its room makes getnameinfo fail: "?"), and a port. */
 #define TEXT_HOST_LEN 48u
 #define TEXT_PORT_LEN 8u
 
@@ -46,9 +46,10 @@ static inline char *text_u16(char *o, unsigned v)
 
 /* The address and port of `sa` as numbers, as getnameinfo() with
  * NI_NUMERICHOST | NI_NUMERICSERV writes them ("127.0.0.1", "40312"; "?"
- * when it fails). Every accepted device takes this: for IPv4 it costs a
- * few dozen instructions, where glibc's getnameinfo took 2,500
- * (callgrind); other families go to getnameinfo (an IPv6 scope, say). */
+ * when it fails). Every accepted device takes this: for an IPv4 socket it
+ * costs a few dozen instructions, where glibc's getnameinfo took 2,500
+ * (callgrind); other families go to getnameinfo (on an IPv6 socket, IPv4
+ * devices too, as ::ffff:a.b.c.d). */
 static inline void text_sockaddr(const struct sockaddr *sa, socklen_t len,
                                  char host[TEXT_HOST_LEN], char port[TEXT_PORT_LEN])
 {

@@ -939,6 +939,41 @@ static void test_counter_raised_before_last_record_is_erased(void **state)
     assert_int_equal(tcpota_get_u32(b + 1), 9);
 }
 
+/* The smallest tx buffer a device session takes holds the largest frame a
+ * device sends: a HELLO with every field at its longest encodes to exactly
+ * TCPOTA_DEV_HELLO_MAX bytes, and a byte less is no room (the minimum was
+ * once 256 bytes, 13 short of it). */
+static void test_tx_min_holds_largest_hello(void **state)
+{
+    static uint8_t out[TCPOTA_DEV_TX_MIN];
+    uint8_t id[TCPOTA_ID_LEN] = {1}, resume[TCPOTA_ID_LEN] = {2}, report[TCPOTA_ID_LEN] = {3};
+    char dev_id[TCPOTA_MAX_STR], model[TCPOTA_MAX_NAME], version[TCPOTA_MAX_NAME];
+    struct tcpota_msg m;
+    (void)state;
+
+    memset(dev_id, 'd', sizeof(dev_id));
+    memset(model, 'm', sizeof(model));
+    memset(version, 'v', sizeof(version));
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_HELLO;
+    m.u.hello.proto_min = m.u.hello.proto_max = 1;
+    m.u.hello.device_id.ptr = (const uint8_t *)dev_id;
+    m.u.hello.device_id.len = sizeof(dev_id);
+    m.u.hello.model.ptr = (const uint8_t *)model;
+    m.u.hello.model.len = sizeof(model);
+    m.u.hello.version.ptr = (const uint8_t *)version;
+    m.u.hello.version.len = sizeof(version);
+    m.u.hello.running_id = id;
+    m.u.hello.resume_id = resume;
+    m.u.hello.resume_size = 1u << 20;
+    m.u.hello.resume_offset = 1u << 16;
+    m.u.hello.max_payload = TCPOTA_MAX_PAYLOAD;
+    m.u.hello.report_id = report;
+    m.u.hello.report_result = 1;
+    assert_int_equal(tcpota_msg_encode(&m, out, TCPOTA_DEV_TX_MIN), (int)TCPOTA_DEV_HELLO_MAX);
+    assert_int_equal(tcpota_msg_encode(&m, out, TCPOTA_DEV_TX_MIN - 1), TCPOTA_ERR_NOSPC);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -962,6 +997,7 @@ int main(void)
         T(test_boot_bootloader_rollback_reported),
         T(test_keepalive_and_timeout),
         T(test_init_rejects_bad_config),
+        cmocka_unit_test(test_tx_min_holds_largest_hello),
         T(test_signed_update_raises_counter_and_refuses_downgrade),
         T(test_unsigned_offer_refused_when_keys_trusted),
         T(test_signed_by_other_key_or_model_refused),

@@ -34,7 +34,14 @@
 extern "C" {
 #endif
 
-#define TCPOTA_DEV_TX_MIN 256u
+/* The largest frame a device sends: a HELLO with every field at its
+ * longest (4 fixed bytes; DEVICE_ID, MODEL, VERSION, RUNNING_ID, RESUME,
+ * MAX_PAYLOAD and REPORT, each behind a 3-byte TLV head): 269 bytes. The
+ * smallest tx buffer a session takes holds it. */
+#define TCPOTA_DEV_HELLO_MAX                                                              \
+    (TCPOTA_FRAME_OVERHEAD + 4u + 7u * 3u + TCPOTA_MAX_STR + 2u * TCPOTA_MAX_NAME +      \
+     TCPOTA_ID_LEN + (TCPOTA_ID_LEN + 8u) + 2u + (TCPOTA_ID_LEN + 2u))
+#define TCPOTA_DEV_TX_MIN TCPOTA_DEV_HELLO_MAX
 #define TCPOTA_DEV_ACK_DEFAULT 16384u
 
 /* NVS keys the session owns (<= 15 chars). */
