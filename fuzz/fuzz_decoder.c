@@ -2,7 +2,9 @@
  * Input byte 0 sets the piece size the stream is fed in. A decoded message
  * must re-encode to a frame that decodes to the same bytes. An OFFER's
  * manifest also goes through the device's acceptance rules (signature
- * taken as good), whose reason must be a valid DECLINE message. */
+ * taken as good), whose reason must be a valid DECLINE message. A second
+ * decoder fed the same bytes one at a time (never a whole frame in one call)
+ * must hand out the same frames and stop at the same error. */
 #include <stdint.h>
 #include <string.h>
 
@@ -13,6 +15,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static uint8_t buf[TCPOTA_MAX_PAYLOAD + TCPOTA_FRAME_OVERHEAD];
 static uint8_t out[TCPOTA_MAX_PAYLOAD + TCPOTA_FRAME_OVERHEAD];
+static uint8_t rbuf[TCPOTA_MAX_PAYLOAD + TCPOTA_FRAME_OVERHEAD];
+
+/* The byte-at-a-time decoder's next frame: 1 (in *rf), 0 at the end of the
+ * input, or its error. */
+static int ref_next(struct tcpota_decoder *r, const uint8_t *data, size_t size, size_t *roff,
+                    struct tcpota_frame *rf)
+{
+    while (*roff < size) {
+        int u = tcpota_decoder_feed(r, data + *roff, 1, rf);
+        if (u < 0) return u;
+        *roff += (size_t)u;
+        if (rf->type) return 1;
+    }
+    return 0;
+}
 
 static int any_sig(void *ctx, const uint8_t sig[TCPOTA_SIG_LEN], const uint8_t *msg, size_t len,
                    const uint8_t pk[TCPOTA_PUBKEY_LEN])
@@ -51,21 +68,29 @@ static void check_offer(const struct tcpota_msg *m)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct tcpota_decoder d;
-    size_t step, off = 0;
+    struct tcpota_decoder d, r;
+    size_t step, cap, off = 0, roff = 0;
 
     if (size < 2) return 0;
     step = (size_t)(data[0] % 64) + 1;
     data++, size--;
-    if (tcpota_decoder_init(&d, buf, (size_t)(data[0] & 1) ? 520 : sizeof(buf)) < 0) return 0;
+    cap = (size_t)(data[0] & 1) ? 520 : sizeof(buf);
+    if (tcpota_decoder_init(&d, buf, cap) < 0 || tcpota_decoder_init(&r, rbuf, cap) < 0) return 0;
     while (off < size) {
-        struct tcpota_frame f;
+        struct tcpota_frame f, rf;
         struct tcpota_msg m;
         size_t k = size - off < step ? size - off : step;
         int used = tcpota_decoder_feed(&d, data + off, k, &f);
-        if (used < 0) break;
+        if (used < 0) {
+            if (ref_next(&r, data, size, &roff, &rf) != used) __builtin_trap();
+            break;
+        }
         off += (size_t)used;
         if (!f.type) continue;
+        if (ref_next(&r, data, size, &roff, &rf) != 1 || roff != off || rf.type != f.type ||
+            rf.len != f.len || memcmp(rf.payload, f.payload, f.len) != 0) {
+            __builtin_trap();
+        }
         if (tcpota_msg_decode(&f, &m) == 0) {
             int n;
             if (m.type == TCPOTA_T_OFFER) {

@@ -26,16 +26,62 @@ void tcpota_decoder_reset(struct tcpota_decoder *d)
     d->ready = 0;
 }
 
+/* Judges a frame's 4 header bytes before a byte of its payload is
+ * buffered, so that a hostile length costs nothing. Sets *need to the
+ * frame's whole length and returns 0, or returns the error. */
+static int frame_need(const struct tcpota_decoder *d, const uint8_t *head, size_t *need)
+{
+    size_t plen = tcpota_get_u16(head + 2);
+
+    if (head[0] == 0 || head[1] != 0) {
+        return TCPOTA_ERR_PROTO;
+    }
+    if (plen + TCPOTA_FRAME_OVERHEAD > d->cap) {
+        return TCPOTA_ERR_TOOBIG;
+    }
+    *need = plen + TCPOTA_FRAME_OVERHEAD;
+    return 0;
+}
+
+/* The frame in d->buf is whole: checks its CRC and hands it out. */
+static int frame_done(struct tcpota_decoder *d, struct tcpota_frame *f)
+{
+    size_t body = d->need - TCPOTA_FRAME_TAIL;
+
+    if (tcpota_crc32c(d->buf, body) != tcpota_get_u32(d->buf + body)) {
+        return TCPOTA_ERR_CRC;
+    }
+    f->type = d->buf[0];
+    f->len = tcpota_get_u16(d->buf + 2);
+    f->payload = d->buf + TCPOTA_FRAME_HEAD;
+    d->ready = 1;
+    return 0;
+}
+
 int tcpota_decoder_feed(struct tcpota_decoder *d, const uint8_t *in, size_t len,
                         struct tcpota_frame *f)
 {
     size_t used = 0;
+    int rc;
 
     f->type = 0;
     f->len = 0;
     f->payload = NULL;
     if (d->ready) {
         tcpota_decoder_reset(d);
+    }
+    /* Nothing buffered and a whole frame in the input (most frames, the
+     * server's 64 ACKs per MiB among them): one copy. */
+    if (d->have == 0 && len >= TCPOTA_FRAME_HEAD) {
+        size_t need;
+        if ((rc = frame_need(d, in, &need)) < 0) {
+            return rc;
+        }
+        if (len >= need) {
+            memcpy(d->buf, in, need);
+            d->have = d->need = need;
+            return (rc = frame_done(d, f)) < 0 ? rc : (int)need;
+        }
     }
     while (used < len) {
         size_t want = (d->need ? d->need : TCPOTA_FRAME_HEAD) - d->have;
@@ -44,27 +90,14 @@ int tcpota_decoder_feed(struct tcpota_decoder *d, const uint8_t *in, size_t len,
         memcpy(d->buf + d->have, in + used, take);
         d->have += take;
         used += take;
-        if (d->need == 0 && d->have == TCPOTA_FRAME_HEAD) {
-            /* Judge the header before buffering a byte of payload, so a
-             * hostile length costs nothing. */
-            size_t plen = tcpota_get_u16(d->buf + 2);
-            if (d->buf[0] == 0 || d->buf[1] != 0) {
-                return TCPOTA_ERR_PROTO;
-            }
-            if (plen + TCPOTA_FRAME_OVERHEAD > d->cap) {
-                return TCPOTA_ERR_TOOBIG;
-            }
-            d->need = plen + TCPOTA_FRAME_OVERHEAD;
+        if (d->need == 0 && d->have == TCPOTA_FRAME_HEAD &&
+            (rc = frame_need(d, d->buf, &d->need)) < 0) {
+            return rc;
         }
         if (d->need && d->have == d->need) {
-            size_t body = d->need - TCPOTA_FRAME_TAIL;
-            if (tcpota_crc32c(d->buf, body) != tcpota_get_u32(d->buf + body)) {
-                return TCPOTA_ERR_CRC;
+            if ((rc = frame_done(d, f)) < 0) {
+                return rc;
             }
-            f->type = d->buf[0];
-            f->len = tcpota_get_u16(d->buf + 2);
-            f->payload = d->buf + TCPOTA_FRAME_HEAD;
-            d->ready = 1;
             break;
         }
     }
