@@ -70,8 +70,8 @@ int tcpota_decoder_feed(struct tcpota_decoder *d, const uint8_t *in, size_t len,
     if (d->ready) {
         tcpota_decoder_reset(d);
     }
-    /* Nothing buffered and a whole frame in the input (most frames, the
-     * server's 64 ACKs per MiB among them): one copy. */
+    /* Nothing buffered and a whole frame in the input (most frames; a
+     * server reads a device's 64 ACKs per MiB this way): one copy. */
     if (d->have == 0 && len >= TCPOTA_FRAME_HEAD) {
         size_t need;
         if ((rc = frame_need(d, in, &need)) < 0) {
