@@ -359,6 +359,7 @@ static int finished(struct tcpota_client *c)
         (void)flush_all(c);
         return TCPOTA_CLIENT_DECLINED;
     default:
+        (void)flush_some(c);
         set_err(c, "session ended: %s",
                 tcpota_strerror(c->cfg.dev->last_error ? c->cfg.dev->last_error
                                                        : TCPOTA_ERR_STATE));
@@ -414,11 +415,11 @@ int tcpota_client_run(struct tcpota_client *c)
         if ((out = feed(c)) != CLIENT_CONTINUE) {
             return out;
         }
+        if (!session_live(c)) {
+            return finished(c); /* it sends the last frames */
+        }
         if (flush_some(c) < 0) {
             return TCPOTA_CLIENT_RETRY;
-        }
-        if (!session_live(c)) {
-            return finished(c);
         }
         if (c->net_off < c->net_len && out_pending(c) <= c->cfg.tx_high) {
             continue; /* the output drained: feed the rest at once */
