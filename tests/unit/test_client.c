@@ -2,7 +2,11 @@
  * over a real device session (core, fake flash) reading a server's stream
  * prepared by the real server session; the client's transport hooks serve
  * it and count every send. One end of a socket pair with a byte in it
- * stands for a socket that always has more to read. */
+ * stands for a socket that always has more to read. When frames go out:
+ * ACKs held while more input is at hand and sent together
+ * (TCPOTA_CLIENT_HOLD_MS), sent at once when the input runs dry, when more
+ * than tx_high bytes wait, or when the first has waited too long; ACCEPT
+ * never held. How a connection ends when its last send fails. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -243,6 +247,60 @@ static int count_sent(uint8_t type, int k)
     return n;
 }
 
+/* The session ends verified, the image byte-exact in the slot. */
+static void run_to_updated(void)
+{
+    assert_int_equal(tcpota_client_run(&cl), TCPOTA_CLIENT_UPDATED);
+    assert_int_equal(fp->size, IMG_SIZE);
+    assert_memory_equal(fp->slot, image, IMG_SIZE);
+    assert_int_equal(count_sent(TCPOTA_T_HELLO, 0), 1);
+    assert_int_equal(count_sent(TCPOTA_T_COMPLETE, -1), 1);
+}
+
+/* With input always at hand, the ACKs wait and leave with COMPLETE where
+ * each was a send of its own (and, inside TLS, a record and a TCP
+ * segment); ACCEPT, which the server acts on, leaves at once, alone. */
+static void test_acks_leave_together(void **state)
+{
+    (void)state;
+    run_to_updated();
+    assert_int_equal(count_sent(TCPOTA_T_ACK, -1), 3);
+    assert_int_equal(nsends, 3);
+    assert_int_equal(count_sent(TCPOTA_T_ACK, 1), 0);
+    assert_int_equal(count_sent(TCPOTA_T_ACCEPT, 1), 1);
+    assert_int_equal(count_sent(TCPOTA_T_ACK, 2), 3);
+}
+
+/* The input runs dry after the first ACK interval: the ACK queued by then
+ * goes out at once, alone. */
+static void test_dry_input_sends(void **state)
+{
+    (void)state;
+    dry_at = ACK_IV + 2 * (CHUNK + 12u);
+    run_to_updated();
+    assert_int_equal(nsends, 4);
+    assert_int_equal(count_sent(TCPOTA_T_ACK, 2), 1);
+    assert_int_equal(count_sent(TCPOTA_T_ACK, 3), 2);
+}
+
+/* Over the socket itself (plain recv()): a poll() that finds nothing more
+ * to read sends the ACK held since the last read; the server's next bytes
+ * come only after it. */
+static void test_socket_runs_dry(void **state)
+{
+    char x;
+
+    (void)state;
+    assert_int_equal(read(sv[0], &x, 1), 1); /* no byte kept waiting */
+    cl.cfg.io_recv = NULL;
+    rest_from = ACK_IV + 2 * (CHUNK + 12u);
+    assert_int_equal(write(sv[1], wire, rest_from), (ssize_t)rest_from);
+    run_to_updated();
+    assert_int_equal(nsends, 4);
+    assert_int_equal(count_sent(TCPOTA_T_ACK, 2), 1);
+    assert_int_equal(count_sent(TCPOTA_T_ACK, 3), 2);
+}
+
 /* The connection breaks as COMPLETE is sent (a proxy that closed after
  * the last byte): the image is verified and set to boot all the same, so
  * the connection ends UPDATED, with the send's error (the next HELLO's
@@ -258,10 +316,40 @@ static void test_updated_when_complete_cannot_leave(void **state)
     assert_int_equal(count_sent(TCPOTA_T_COMPLETE, -1), 0);
 }
 
+/* A clock that moves TCPOTA_CLIENT_HOLD_MS at every reading: no ACK waits
+ * longer than that, so each leaves on its own. */
+static void test_held_output_leaves_in_time(void **state)
+{
+    (void)state;
+    clk_step = TCPOTA_CLIENT_HOLD_MS;
+    run_to_updated();
+    assert_int_equal(count_sent(TCPOTA_T_ACK, -1), 3);
+    assert_int_equal(nsends, 6);
+    for (int k = 2; k <= 4; k++) assert_int_equal(count_sent(TCPOTA_T_ACK, k), 1);
+}
+
+/* The smallest tx buffer and an ACK every 4 KiB: more ACKs than half the
+ * buffer holds. They leave as that mark is passed, and none is lost. */
+static void test_tx_high_sends(void **state)
+{
+    (void)state;
+    dev_up(TCPOTA_DEV_TX_MIN, 4096);
+    cl.cfg.tx_high = TCPOTA_DEV_TX_MIN / 2;
+    run_to_updated();
+    assert_int_equal(count_sent(TCPOTA_T_ACK, -1), IMG_SIZE / 4096 - 1);
+    assert_true(nsends >= 4);
+    for (int k = 2; k < nsends - 1; k++) assert_true(send_len[k] > TCPOTA_DEV_TX_MIN / 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_acks_leave_together, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dry_input_sends, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_socket_runs_dry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_updated_when_complete_cannot_leave, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_held_output_leaves_in_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tx_high_sends, setup, teardown),
     };
     if (sodium_init() < 0) return 1;
     return cmocka_run_group_tests(tests, NULL, NULL);
