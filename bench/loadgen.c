@@ -608,6 +608,18 @@ static int tcpota_flush(struct dev *d)
     return 0;
 }
 
+static size_t out_len(struct dev *d)
+{
+    const uint8_t *p;
+
+    return tcpota_dev_output(&d->s, &p);
+}
+
+/* Feeds what the socket has to the session. Its ACKs go out as a device's
+ * do (ports/common/tcpota_client.h, TCPOTA_CLIENT_HOLD_MS): together, once
+ * this turn's reads are done, or at once when half the tx buffer waits or
+ * another frame (ACCEPT) is queued; a device that finds more input holds
+ * them longer still. */
 static void tcpota_readable(struct dev *d, uint8_t *buf, size_t cap)
 {
     int reads;
@@ -642,11 +654,12 @@ static void tcpota_readable(struct dev *d, uint8_t *buf, size_t cap)
                 return;
             }
         }
-        if (tcpota_flush(d) < 0) {
+        if ((out_len(d) > TX_CAP / 2 || tcpota_dev_output_urgent(&d->s)) && tcpota_flush(d) < 0) {
             conn_lost(d, "send failed");
             return;
         }
     }
+    if (tcpota_flush(d) < 0) conn_lost(d, "send failed");
 }
 
 static void http_send_request(struct dev *d)

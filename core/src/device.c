@@ -345,6 +345,7 @@ static int queue(struct tcpota_dev *d, const struct tcpota_msg *m)
     if (n < 0) {
         return n;
     }
+    d->tx_urgent = (uint8_t)((d->tx_len ? d->tx_urgent : 0) | (m->type != TCPOTA_T_ACK));
     d->tx_len += (size_t)n;
     return 0;
 }
@@ -450,6 +451,11 @@ size_t tcpota_dev_output(const struct tcpota_dev *d, const uint8_t **out)
 {
     *out = d->cfg.tx_buf + d->tx_head;
     return d->tx_len;
+}
+
+int tcpota_dev_output_urgent(const struct tcpota_dev *d)
+{
+    return d->tx_len && d->tx_urgent;
 }
 
 void tcpota_dev_output_done(struct tcpota_dev *d, size_t n)

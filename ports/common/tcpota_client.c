@@ -250,6 +250,8 @@ void tcpota_client_close(struct tcpota_client *c, uint32_t linger_ms)
 /* ---- one connection -------------------------------------------------- */
 
 #define CLIENT_CONTINUE 0 /* (internal) the connection goes on */
+#define HOLD_WAITING 1    /* c->held: output waits for more input */
+#define HOLD_DUE 2        /* c->held: output leaves as the socket takes it */
 
 static size_t out_pending(const struct tcpota_client *c)
 {
@@ -286,6 +288,34 @@ static int flush_some(struct tcpota_client *c)
             return -1;
         }
         tcpota_dev_output_done(c->cfg.dev, (size_t)k);
+    }
+    return 0;
+}
+
+/* Whether the queued output leaves now (see TCPOTA_CLIENT_HOLD_MS). Once
+ * due, it stays due until all of it is sent. */
+static int send_due(struct tcpota_client *c, uint32_t now)
+{
+    size_t n = out_pending(c);
+    /* Bytes the transport holds (io_pending) are read before any poll(),
+     * so input_flowing stays set while they last. */
+    int input_at_hand = c->net_off < c->net_len || c->input_flowing;
+
+    if (n == 0) {
+        return 0;
+    }
+    if (c->held == HOLD_DUE) {
+        return 1;
+    }
+    if (n > c->cfg.tx_high || !input_at_hand ||
+        tcpota_dev_output_urgent(c->cfg.dev) ||
+        (c->held && now - c->held_at >= TCPOTA_CLIENT_HOLD_MS)) {
+        c->held = HOLD_DUE;
+        return 1;
+    }
+    if (!c->held) {
+        c->held = HOLD_WAITING;
+        c->held_at = now;
     }
     return 0;
 }
@@ -359,6 +389,7 @@ static int finished(struct tcpota_client *c)
         (void)flush_all(c);
         return TCPOTA_CLIENT_DECLINED;
     default:
+        (void)flush_some(c);
         set_err(c, "session ended: %s",
                 tcpota_strerror(c->cfg.dev->last_error ? c->cfg.dev->last_error
                                                        : TCPOTA_ERR_STATE));
@@ -372,6 +403,7 @@ static int net_read(struct tcpota_client *c)
     ssize_t k = c->cfg.io_recv ? (ssize_t)c->cfg.io_recv(c->cfg.ctx, c->cfg.net_buf, c->cfg.net_cap)
                                : recv(c->fd, c->cfg.net_buf, c->cfg.net_cap, 0);
 
+    c->input_flowing = k > 0;
     if (k > 0) {
         c->net_off = 0;
         c->net_len = (size_t)k;
@@ -394,31 +426,38 @@ int tcpota_client_run(struct tcpota_client *c)
     int rc;
 
     c->net_off = c->net_len = 0;
+    c->input_flowing = c->held = 0;
     c->cfg.err[0] = 0;
     if ((rc = tcpota_dev_connect(d, now_ms(c))) < 0) {
         set_err(c, "cannot queue HELLO: %s", tcpota_strerror(rc));
         return TCPOTA_CLIENT_RETRY;
     }
     for (;;) {
-        uint32_t wait_ms;
+        uint32_t wait_ms, now;
         short events;
         int out, revents;
 
         if (stop_requested(c)) {
             return TCPOTA_CLIENT_STOPPED;
         }
-        if (tcpota_dev_tick(d, now_ms(c)) == TCPOTA_ERR_TIMEDOUT) {
+        now = now_ms(c);
+        if (tcpota_dev_tick(d, now) == TCPOTA_ERR_TIMEDOUT) {
             set_err(c, "no data from the server for %lu ms", (unsigned long)d->cfg.timeout_ms);
             return TCPOTA_CLIENT_RETRY;
         }
         if ((out = feed(c)) != CLIENT_CONTINUE) {
             return out;
         }
-        if (flush_some(c) < 0) {
-            return TCPOTA_CLIENT_RETRY;
-        }
         if (!session_live(c)) {
-            return finished(c);
+            return finished(c); /* it sends the last frames */
+        }
+        if (send_due(c, now)) {
+            if (flush_some(c) < 0) {
+                return TCPOTA_CLIENT_RETRY;
+            }
+            if (!out_pending(c)) {
+                c->held = 0;
+            }
         }
         if (c->net_off < c->net_len && out_pending(c) <= c->cfg.tx_high) {
             continue; /* the output drained: feed the rest at once */
@@ -443,8 +482,12 @@ int tcpota_client_run(struct tcpota_client *c)
             set_err(c, "poll: %s", strerror(errno));
             return TCPOTA_CLIENT_RETRY;
         }
-        if (c->net_off == c->net_len && (revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) &&
-            net_read(c) < 0) {
+        if (c->net_off < c->net_len) {
+            continue;
+        }
+        if (!(revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL))) {
+            c->input_flowing = 0; /* nothing more to read: what waits goes out */
+        } else if (net_read(c) < 0) {
             return TCPOTA_CLIENT_RETRY;
         }
     }

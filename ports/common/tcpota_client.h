@@ -90,10 +90,27 @@ struct tcpota_client_config {
     size_t (*io_pending)(void *ctx);
 };
 
+/* When the session's ACKs go out: before the client waits. While more
+ * input is at hand (bytes not yet fed, bytes the transport holds, or a
+ * poll() that found the socket readable again), the ACKs the session
+ * queues wait and leave together, one send() and one TLS record for
+ * several. They go out at once when the input runs dry, when more than
+ * tx_high bytes wait, when the first of them has waited
+ * TCPOTA_CLIENT_HOLD_MS, or with any other frame (ACCEPT, AUTH, PONG,
+ * COMPLETE, DECLINE: tcpota_dev_output_urgent), which never waits.
+ * Nothing depends on an ACK's arrival (the server streams without waiting
+ * for it; the device saved its resume point before queueing it): the
+ * server hears of progress a little later, and reads and answers fewer
+ * segments. */
+#define TCPOTA_CLIENT_HOLD_MS 250u
+
 struct tcpota_client {
     struct tcpota_client_config cfg;
     int fd;                  /* connected socket or -1 */
     size_t net_off, net_len; /* received bytes not yet fed to the session */
+    int input_flowing;       /* the last poll() found input and the read got bytes */
+    int held;                /* 0, or queued output waits / is due (see above) */
+    uint32_t held_at;        /* since when it waits (now_ms) */
 };
 
 /* Checks the config and prepares an unconnected client. Returns 0 or

@@ -974,6 +974,68 @@ static void test_tx_min_holds_largest_hello(void **state)
     assert_int_equal(tcpota_msg_encode(&m, out, TCPOTA_DEV_TX_MIN - 1), TCPOTA_ERR_NOSPC);
 }
 
+/* Feeds the server's stream to the device until its next CHECKPOINT
+ * (an ACK queued), without sending what the device queued. */
+static void feed_to_checkpoint(void)
+{
+    struct tcpota_dev_event ev;
+
+    do {
+        int rc;
+        memset(&ev, 0, sizeof(ev));
+        srv_flush(-1);
+        assert_true(wire_read < wire_len);
+        rc = tcpota_dev_input(&dev, wire + wire_read, wire_len - wire_read, &ev);
+        assert_true(rc > 0);
+        wire_read += (size_t)rc;
+    } while (ev.type != TCPOTA_DEV_EV_CHECKPOINT);
+}
+
+/* The output is urgent while it holds any frame but ACK (HELLO, ACCEPT,
+ * PONG): an ACK queued behind them does not make it less so, and ACKs
+ * alone are not. */
+static void test_output_urgent_unless_only_acks(void **state)
+{
+    struct tcpota_srv_event sev;
+    const uint8_t *p;
+    size_t n, off = 0;
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    uint8_t frame[16];
+    int len;
+
+    (void)state;
+    wire_len = wire_read = 0;
+    srv_start();
+    assert_int_equal(tcpota_dev_output_urgent(&dev), 0);
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    assert_int_equal(tcpota_dev_output_urgent(&dev), 1); /* HELLO */
+    n = tcpota_dev_output(&dev, &p);
+    while (off < n) {
+        int used = tcpota_srv_input(&srv, p + off, n - off, &sev);
+        assert_true(used > 0);
+        off += (size_t)used;
+    }
+    feed_to_checkpoint(); /* HELLO, ACCEPT, ACK */
+    assert_int_equal(tcpota_dev_output_urgent(&dev), 1);
+    tcpota_dev_output_done(&dev, tcpota_dev_output(&dev, &p));
+    assert_int_equal(tcpota_dev_output_urgent(&dev), 0);
+    feed_to_checkpoint(); /* an ACK alone */
+    n = tcpota_dev_output(&dev, &p);
+    assert_int_equal(p[0], TCPOTA_T_ACK);
+    assert_int_equal(tcpota_dev_output_urgent(&dev), 0);
+    /* A PING between DATA frames: its PONG goes behind the ACK. */
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_PING;
+    m.u.ping.token = 7;
+    len = tcpota_msg_encode(&m, frame, sizeof(frame));
+    assert_true(len > 0);
+    assert_int_equal(tcpota_dev_input(&dev, frame, (size_t)len, &ev), len);
+    assert_true(tcpota_dev_output(&dev, &p) > n);
+    assert_int_equal(tcpota_dev_output_urgent(&dev), 1);
+    tcpota_dev_disconnect(&dev);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -998,6 +1060,7 @@ int main(void)
         T(test_keepalive_and_timeout),
         T(test_init_rejects_bad_config),
         cmocka_unit_test(test_tx_min_holds_largest_hello),
+        T(test_output_urgent_unless_only_acks),
         T(test_signed_update_raises_counter_and_refuses_downgrade),
         T(test_unsigned_offer_refused_when_keys_trusted),
         T(test_signed_by_other_key_or_model_refused),

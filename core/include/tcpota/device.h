@@ -142,6 +142,7 @@ struct tcpota_dev {
     uint8_t report_id[TCPOTA_ID_LEN];
     uint16_t report_result; /* 0: no report pending */
     uint8_t report_sent;
+    uint8_t tx_urgent;      /* the pending output holds a frame other than ACK */
     uint32_t now, last_rx, last_tx, ping_token;
     uint32_t stale_frames; /* DATA frames skipped: not at the expected offset */
     uint32_t security_counter; /* lowest counter accepted (NVS) */
@@ -224,6 +225,13 @@ int tcpota_dev_input(struct tcpota_dev *d, const uint8_t *in, size_t len,
 
 /* Points *out at pending bytes to send and returns their count. */
 size_t tcpota_dev_output(const struct tcpota_dev *d, const uint8_t **out);
+
+/* Nonzero when the pending output holds a frame other than ACK. ACKs
+ * change nothing the server does (it streams without waiting for them), so
+ * a caller may hold them back while more input is at hand and send several
+ * together (ports/common/tcpota_client.h); any other frame (HELLO, ACCEPT,
+ * AUTH, PONG, COMPLETE, DECLINE, ERROR) should leave at once. */
+int tcpota_dev_output_urgent(const struct tcpota_dev *d);
 
 /* Marks n pending bytes as sent at time now (for keepalive). */
 void tcpota_dev_output_done(struct tcpota_dev *d, size_t n);

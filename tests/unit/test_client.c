@@ -1,0 +1,356 @@
+/* test_client.c - the shared socket client (ports/common/tcpota_client.c)
+ * over a real device session (core, fake flash) reading a server's stream
+ * prepared by the real server session; the client's transport hooks serve
+ * it and count every send. One end of a socket pair with a byte in it
+ * stands for a socket that always has more to read. When frames go out:
+ * ACKs held while more input is at hand and sent together
+ * (TCPOTA_CLIENT_HOLD_MS), sent at once when the input runs dry, when more
+ * than tx_high bytes wait, or when the first has waited too long; ACCEPT
+ * never held. How a connection ends when its last send fails. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "fake_port.h"
+#include "tcpota/crc32c.h"
+#include "tcpota/device.h"
+#include "tcpota/server.h"
+#include "tcpota_client.h"
+
+#define ACK_IV 16384u
+#define IMG_SIZE (4u * ACK_IV)
+#define CHUNK 4096u   /* DATA payload per frame */
+#define READ_CAP 4096u /* bytes per io_recv */
+#define MAX_SENDS 64
+#define SPIN_LIMIT 1000000u
+
+static uint8_t image[IMG_SIZE];
+static struct tcpota_srv_image simg;
+static struct fake_port *fp;
+static struct tcpota_dev dev;
+static uint8_t drx[CHUNK + 8], dtx[512], net[READ_CAP];
+static char err[256];
+static struct tcpota_client cl;
+static int sv[2] = {-1, -1};
+
+/* The server's stream, as io_recv serves it. */
+static uint8_t wire[IMG_SIZE + 4096];
+static size_t wire_len, wire_pos, dry_at;
+static int dried;
+
+/* What the client sent: each send's length, and all bytes. */
+static uint8_t sent[4096];
+static size_t sent_len, send_len[MAX_SENDS];
+static int nsends;
+
+/* The clock: clk_step ms later at every reading. */
+static uint32_t clk, clk_step, clk_reads;
+
+static uint32_t fake_now(void *ctx)
+{
+    (void)ctx;
+    if (++clk_reads > SPIN_LIMIT) {
+        fail_msg("the client spins: output held for good");
+    }
+    return clk += clk_step;
+}
+
+static long io_recv(void *ctx, void *buf, size_t n)
+{
+    (void)ctx;
+    if (wire_pos >= dry_at && !dried) {
+        dried = 1; /* nothing to read for a moment */
+        errno = EAGAIN;
+        return -1;
+    }
+    if (wire_pos == wire_len) {
+        errno = EAGAIN;
+        return -1;
+    }
+    if (n > wire_len - wire_pos) n = wire_len - wire_pos;
+    if (n > READ_CAP) n = READ_CAP;
+    memcpy(buf, wire + wire_pos, n);
+    wire_pos += n;
+    return (long)n;
+}
+
+/* With plain recv() (test_socket_runs_dry): the stream from here on
+ * reaches the socket once an ACK was sent. */
+static size_t rest_from;
+/* A send that carries COMPLETE fails as on a closed connection. */
+static int fail_complete;
+
+static int count_sent(uint8_t type, int k);
+
+static long io_send(void *ctx, const void *buf, size_t n)
+{
+    (void)ctx;
+    assert_true(nsends < MAX_SENDS && sent_len + n <= sizeof(sent));
+    memcpy(sent + sent_len, buf, n);
+    sent_len += n;
+    send_len[nsends++] = n;
+    if (fail_complete && count_sent(TCPOTA_T_COMPLETE, nsends - 1) > 0) {
+        sent_len -= n;
+        nsends--;
+        errno = EPIPE;
+        return -1;
+    }
+    if (rest_from && count_sent(TCPOTA_T_ACK, -1) > 0) {
+        assert_int_equal(write(sv[1], wire + rest_from, wire_len - rest_from),
+                         (ssize_t)(wire_len - rest_from));
+        rest_from = 0;
+    }
+    return (long)n;
+}
+
+static void dev_up(size_t tx_cap, uint32_t ack_interval)
+{
+    struct tcpota_dev_config c;
+
+    memset(&c, 0, sizeof(c));
+    c.port = &fp->port;
+    c.device_id = "dev-1";
+    c.model = "esp32";
+    c.version = "1.0.0";
+    c.rx_buf = drx;
+    c.rx_cap = sizeof(drx);
+    c.tx_buf = dtx;
+    c.tx_cap = tx_cap;
+    c.ack_interval = ack_interval;
+    c.keepalive_ms = 0xffffffu;
+    c.timeout_ms = 0xffffffu;
+    assert_int_equal(tcpota_dev_init(&dev, &c), 0);
+}
+
+/* The server session's answer to this device's HELLO, OFFER and every
+ * DATA frame, into wire[]. */
+static void make_stream(void)
+{
+    static uint8_t srx[1024], stx[TCPOTA_SRV_TX_MIN];
+    struct tcpota_srv srv;
+    struct tcpota_srv_config c;
+    struct tcpota_srv_event ev;
+    const uint8_t *p;
+    size_t n, off = 0;
+    uint32_t at;
+    uint16_t len;
+
+    memset(&c, 0, sizeof(c));
+    c.image = &simg;
+    c.rx_buf = srx;
+    c.rx_cap = sizeof(srx);
+    c.tx_buf = stx;
+    c.tx_cap = sizeof(stx);
+    c.chunk = CHUNK;
+    assert_int_equal(tcpota_srv_init(&srv, &c), 0);
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    n = tcpota_dev_output(&dev, &p);
+    while (off < n) {
+        int used = tcpota_srv_input(&srv, p + off, n - off, &ev);
+        assert_true(used > 0);
+        off += (size_t)used;
+    }
+    tcpota_dev_disconnect(&dev);
+    wire_len = tcpota_srv_output(&srv, &p);
+    memcpy(wire, p, wire_len);
+    tcpota_srv_output_done(&srv, wire_len);
+    while (tcpota_srv_data_next(&srv, &at, &len)) {
+        uint8_t *f = wire + wire_len;
+        assert_true(wire_len + 12u + len <= sizeof(wire));
+        assert_int_equal(tcpota_data_head(f, at, len), 8);
+        memcpy(f + 8, image + at, len);
+        tcpota_put_u32(f + 8 + len, tcpota_crc32c(f, 8u + len));
+        wire_len += 12u + len;
+    }
+}
+
+static int setup(void **state)
+{
+    struct tcpota_client_config cc;
+
+    (void)state;
+    for (uint32_t i = 0; i < IMG_SIZE; i++) image[i] = (uint8_t)((i * 2654435761u) >> 13);
+    memset(&simg, 0, sizeof(simg));
+    crypto_hash_sha256(simg.id, image, IMG_SIZE);
+    simg.size = IMG_SIZE;
+    simg.version = "2.0.0";
+    simg.version_len = 5;
+    fp = calloc(1, sizeof(*fp));
+    assert_non_null(fp);
+    fake_port_init(fp);
+    dev_up(sizeof(dtx), ACK_IV);
+    make_stream();
+    wire_pos = 0;
+    rest_from = 0;
+    fail_complete = 0;
+    dry_at = (size_t)-1;
+    dried = 0;
+    sent_len = 0;
+    nsends = 0;
+    clk = clk_step = clk_reads = 0;
+
+    /* A socket that always has more to read: a byte nobody takes. */
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    assert_int_equal(write(sv[1], "x", 1), 1);
+    memset(&cc, 0, sizeof(cc));
+    cc.dev = &dev;
+    cc.net_buf = net;
+    cc.net_cap = sizeof(net);
+    cc.wake_fd = -1;
+    cc.err = err;
+    cc.err_cap = sizeof(err);
+    cc.now_ms = fake_now;
+    cc.io_recv = io_recv;
+    cc.io_send = io_send;
+    assert_int_equal(tcpota_client_init(&cl, &cc), 0);
+    cl.fd = sv[0];
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    close(sv[0]);
+    close(sv[1]);
+    fake_port_free(fp);
+    free(fp);
+    return 0;
+}
+
+/* Frames of each type in what the client sent, and in send number k. */
+static int count_sent(uint8_t type, int k)
+{
+    static uint8_t buf[1024];
+    struct tcpota_decoder d;
+    struct tcpota_frame f;
+    size_t from = 0, to = sent_len, off;
+    int n = 0;
+
+    for (int i = 0; k >= 0 && i < k; i++) from += send_len[i];
+    if (k >= 0) to = from + send_len[k];
+    assert_int_equal(tcpota_decoder_init(&d, buf, sizeof(buf)), 0);
+    for (off = from; off < to;) {
+        int used = tcpota_decoder_feed(&d, sent + off, to - off, &f);
+        assert_true(used > 0);
+        off += (size_t)used;
+        if (f.type == type) n++;
+    }
+    return n;
+}
+
+/* The session ends verified, the image byte-exact in the slot. */
+static void run_to_updated(void)
+{
+    assert_int_equal(tcpota_client_run(&cl), TCPOTA_CLIENT_UPDATED);
+    assert_int_equal(fp->size, IMG_SIZE);
+    assert_memory_equal(fp->slot, image, IMG_SIZE);
+    assert_int_equal(count_sent(TCPOTA_T_HELLO, 0), 1);
+    assert_int_equal(count_sent(TCPOTA_T_COMPLETE, -1), 1);
+}
+
+/* With input always at hand, the ACKs wait and leave with COMPLETE where
+ * each was a send of its own (and, inside TLS, a record and a TCP
+ * segment); ACCEPT, which the server acts on, leaves at once, alone. */
+static void test_acks_leave_together(void **state)
+{
+    (void)state;
+    run_to_updated();
+    assert_int_equal(count_sent(TCPOTA_T_ACK, -1), 3);
+    assert_int_equal(nsends, 3);
+    assert_int_equal(count_sent(TCPOTA_T_ACK, 1), 0);
+    assert_int_equal(count_sent(TCPOTA_T_ACCEPT, 1), 1);
+    assert_int_equal(count_sent(TCPOTA_T_ACK, 2), 3);
+}
+
+/* The input runs dry after the first ACK interval: the ACK queued by then
+ * goes out at once, alone. */
+static void test_dry_input_sends(void **state)
+{
+    (void)state;
+    dry_at = ACK_IV + 2 * (CHUNK + 12u);
+    run_to_updated();
+    assert_int_equal(nsends, 4);
+    assert_int_equal(count_sent(TCPOTA_T_ACK, 2), 1);
+    assert_int_equal(count_sent(TCPOTA_T_ACK, 3), 2);
+}
+
+/* Over the socket itself (plain recv()): a poll() that finds nothing more
+ * to read sends the ACK held since the last read; the server's next bytes
+ * come only after it. */
+static void test_socket_runs_dry(void **state)
+{
+    char x;
+
+    (void)state;
+    assert_int_equal(read(sv[0], &x, 1), 1); /* no byte kept waiting */
+    cl.cfg.io_recv = NULL;
+    rest_from = ACK_IV + 2 * (CHUNK + 12u);
+    assert_int_equal(write(sv[1], wire, rest_from), (ssize_t)rest_from);
+    run_to_updated();
+    assert_int_equal(nsends, 4);
+    assert_int_equal(count_sent(TCPOTA_T_ACK, 2), 1);
+    assert_int_equal(count_sent(TCPOTA_T_ACK, 3), 2);
+}
+
+/* The connection breaks as COMPLETE is sent (a proxy that closed after
+ * the last byte): the image is verified and set to boot all the same, so
+ * the connection ends UPDATED, with the send's error (the next HELLO's
+ * report tells the server), not RETRY and a second download. */
+static void test_updated_when_complete_cannot_leave(void **state)
+{
+    (void)state;
+    fail_complete = 1;
+    assert_int_equal(tcpota_client_run(&cl), TCPOTA_CLIENT_UPDATED);
+    assert_int_equal(dev.state, TCPOTA_DEV_UPDATED);
+    assert_memory_equal(fp->slot, image, IMG_SIZE);
+    assert_string_equal(err, "send: Broken pipe");
+    assert_int_equal(count_sent(TCPOTA_T_COMPLETE, -1), 0);
+}
+
+/* A clock that moves TCPOTA_CLIENT_HOLD_MS at every reading: no ACK waits
+ * longer than that, so each leaves on its own. */
+static void test_held_output_leaves_in_time(void **state)
+{
+    (void)state;
+    clk_step = TCPOTA_CLIENT_HOLD_MS;
+    run_to_updated();
+    assert_int_equal(count_sent(TCPOTA_T_ACK, -1), 3);
+    assert_int_equal(nsends, 6);
+    for (int k = 2; k <= 4; k++) assert_int_equal(count_sent(TCPOTA_T_ACK, k), 1);
+}
+
+/* The smallest tx buffer and an ACK every 4 KiB: more ACKs than half the
+ * buffer holds. They leave as that mark is passed, and none is lost. */
+static void test_tx_high_sends(void **state)
+{
+    (void)state;
+    dev_up(TCPOTA_DEV_TX_MIN, 4096);
+    cl.cfg.tx_high = TCPOTA_DEV_TX_MIN / 2;
+    run_to_updated();
+    assert_int_equal(count_sent(TCPOTA_T_ACK, -1), IMG_SIZE / 4096 - 1);
+    assert_true(nsends >= 4);
+    for (int k = 2; k < nsends - 1; k++) assert_true(send_len[k] > TCPOTA_DEV_TX_MIN / 2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_acks_leave_together, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dry_input_sends, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_socket_runs_dry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_updated_when_complete_cannot_leave, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_held_output_leaves_in_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tx_high_sends, setup, teardown),
+    };
+    if (sodium_init() < 0) return 1;
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
