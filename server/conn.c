@@ -117,8 +117,8 @@ void conn_free(struct conn *c)
 /* While a connection streams (from its OFFER until the session ends), its
  * device's ACKs (12 bytes per 16 KiB written by default) need not wake the
  * loop one by one: the socket reports input only once STREAM_RCVLOWAT
- * bytes wait (Linux counts SO_RCVLOWAT for epoll too; inside TLS the same
- * number of ACK records: STREAM_RCVLOWAT_TLS, all read at once, see
+ * bytes wait (Linux counts SO_RCVLOWAT for epoll too; inside TLS the bytes
+ * of as many one-ACK records: STREAM_RCVLOWAT_TLS, all read at once, see
  * read_cb). Progress is then seen 64 ACKs at a time, and at least once a
  * second (conn_lowat_tick). Whatever ends a session wakes the loop at once
  * all the same: a device half-closes after its COMPLETE (the runner's

@@ -59,9 +59,13 @@
  * at a time (once per MiB at the default 16 KiB ack interval). */
 #define STREAM_ACKS_PER_READ 64u
 #define STREAM_RCVLOWAT (STREAM_ACKS_PER_READ * ACK_FRAME_LEN)
-/* The same inside TLS, where each ACK is a record of its own: 12 bytes and
- * the record's 22 (TLS 1.3: 5 header, 1 content type, 16 tag; TLS 1.2's
- * AES-GCM adds an 8-byte nonce, so somewhat fewer ACKs there). */
+/* The same inside TLS, counted as if each ACK were a record of its own
+ * (12 bytes and the record's 22: TLS 1.3's 5 header, 1 content type, 16
+ * tag; TLS 1.2's AES-GCM adds an 8-byte nonce). Our devices send several
+ * ACKs per record while more input is at hand (ports/common/
+ * tcpota_client.h), so the mark then stands for more than 64 ACKs and the
+ * once-a-second read (conn_lowat_tick) or the device's half-close finds
+ * them first: fewer wakeups still, progress at least once a second. */
 #define TLS_RECORD_OVERHEAD 22u
 #define STREAM_RCVLOWAT_TLS (STREAM_ACKS_PER_READ * (ACK_FRAME_LEN + TLS_RECORD_OVERHEAD))
 /* The session's receive buffer: the protocol's smallest frame limit, the

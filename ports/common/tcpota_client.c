@@ -427,6 +427,14 @@ int tcpota_client_run(struct tcpota_client *c)
 
     c->net_off = c->net_len = 0;
     c->input_flowing = c->held = 0;
+    /* Room for COMPLETE behind held ACKs (the session may have been set
+     * up after the client: its tx buffer is known only now). */
+    if (!c->cfg.tx_high) {
+        c->cfg.tx_high = d->cfg.tx_cap / 2;
+    }
+    if (c->cfg.tx_high > d->cfg.tx_cap - TCPOTA_CLIENT_REPLY_ROOM) {
+        c->cfg.tx_high = d->cfg.tx_cap - TCPOTA_CLIENT_REPLY_ROOM;
+    }
     c->cfg.err[0] = 0;
     if ((rc = tcpota_dev_connect(d, now_ms(c))) < 0) {
         set_err(c, "cannot queue HELLO: %s", tcpota_strerror(rc));

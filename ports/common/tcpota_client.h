@@ -51,8 +51,10 @@ struct tcpota_client_config {
     uint8_t *net_buf;       /* receive buffer, owned by the caller */
     size_t net_cap;
     /* Feed no more input while more than this many bytes wait to be sent,
-     * so the session's replies always find room in its tx buffer. 0:
-     * half the session's tx buffer. */
+     * so the session's replies always find room in its tx buffer: at most
+     * the tx buffer less TCPOTA_CLIENT_REPLY_ROOM (a larger value is
+     * lowered to that when a connection starts). 0: half the session's
+     * tx buffer. */
     size_t tx_high;
     uint32_t connect_ms;    /* cap of one connect() wait; 0: 10000 */
     uint32_t flush_ms;      /* time for the last frames before a close; 0: 2000 */
@@ -96,19 +98,25 @@ struct tcpota_client_config {
  * queues wait and leave together, one send() and one TLS record for
  * several. They go out at once when the input runs dry, when more than
  * tx_high bytes wait, when the first of them has waited
- * TCPOTA_CLIENT_HOLD_MS, or with any other frame (ACCEPT, AUTH, PONG,
- * COMPLETE, DECLINE: tcpota_dev_output_urgent), which never waits.
- * Nothing depends on an ACK's arrival (the server streams without waiting
- * for it; the device saved its resume point before queueing it): the
- * server hears of progress a little later, and reads and answers fewer
- * segments. */
+ * TCPOTA_CLIENT_HOLD_MS, or with any other frame (HELLO, ACCEPT, AUTH,
+ * PING, PONG, COMPLETE, DECLINE, ERROR: tcpota_dev_output_urgent), which
+ * never waits. The server does not wait for ACKs: it uses them for
+ * progress and to close a device that acknowledged nothing new for its
+ * idle timeout (60 s by default), which a quarter of a second does not
+ * touch; the device saved its resume point before queueing each ACK, so
+ * ACKs still held when a connection is cut or stopped cost nothing. The
+ * server reads and answers fewer segments. */
 #define TCPOTA_CLIENT_HOLD_MS 250u
+
+/* Room the tx buffer keeps above tx_high for the one reply an input may
+ * add behind held ACKs: COMPLETE (frame, image id, status), the largest. */
+#define TCPOTA_CLIENT_REPLY_ROOM (TCPOTA_FRAME_OVERHEAD + TCPOTA_ID_LEN + 2u)
 
 struct tcpota_client {
     struct tcpota_client_config cfg;
     int fd;                  /* connected socket or -1 */
     size_t net_off, net_len; /* received bytes not yet fed to the session */
-    int input_flowing;       /* the last poll() found input and the read got bytes */
+    int input_flowing;       /* the last read got bytes, and no poll() since found none */
     int held;                /* 0, or queued output waits / is due (see above) */
     uint32_t held_at;        /* since when it waits (now_ms) */
 };

@@ -64,6 +64,31 @@ static uint32_t fake_now(void *ctx)
     return clk += clk_step;
 }
 
+/* Sends cut short: each takes at most SHORT_SEND bytes, and the call after
+ * one that was cut takes none (EAGAIN): the socket is full. */
+#define SHORT_SEND 64u
+static int short_sends, socket_full;
+/* What the transport did, in order: r a read with bytes, s a send that
+ * took bytes, a a send that took none. */
+static char io_log[4096];
+static size_t io_log_len;
+/* A transport that holds what it has read (as TLS does): io_pending
+ * reports the stream's rest, and the socket never signals input. */
+static int pending_mode;
+
+static void log_io(char e)
+{
+    if (io_log_len < sizeof(io_log) - 1) io_log[io_log_len++] = e;
+}
+
+static size_t io_pending(void *ctx)
+{
+    (void)ctx;
+    return pending_mode ? wire_len - wire_pos : 0;
+}
+
+static int count_sent(uint8_t type, int k);
+
 static long io_recv(void *ctx, void *buf, size_t n)
 {
     (void)ctx;
@@ -80,6 +105,7 @@ static long io_recv(void *ctx, void *buf, size_t n)
     if (n > READ_CAP) n = READ_CAP;
     memcpy(buf, wire + wire_pos, n);
     wire_pos += n;
+    log_io('r');
     return (long)n;
 }
 
@@ -88,12 +114,22 @@ static long io_recv(void *ctx, void *buf, size_t n)
 static size_t rest_from;
 /* A send that carries COMPLETE fails as on a closed connection. */
 static int fail_complete;
-
-static int count_sent(uint8_t type, int k);
-
 static long io_send(void *ctx, const void *buf, size_t n)
 {
     (void)ctx;
+    if (short_sends) {
+        if (socket_full) {
+            socket_full = 0;
+            log_io('a');
+            errno = EAGAIN;
+            return -1;
+        }
+        if (n > SHORT_SEND) {
+            n = SHORT_SEND;
+            socket_full = 1;
+        }
+    }
+    log_io('s');
     assert_true(nsends < MAX_SENDS && sent_len + n <= sizeof(sent));
     memcpy(sent + sent_len, buf, n);
     sent_len += n;
@@ -192,6 +228,10 @@ static int setup(void **state)
     wire_pos = 0;
     rest_from = 0;
     fail_complete = 0;
+    short_sends = socket_full = 0;
+    io_log_len = 0;
+    memset(io_log, 0, sizeof(io_log));
+    pending_mode = 0;
     dry_at = (size_t)-1;
     dried = 0;
     sent_len = 0;
@@ -211,6 +251,7 @@ static int setup(void **state)
     cc.now_ms = fake_now;
     cc.io_recv = io_recv;
     cc.io_send = io_send;
+    cc.io_pending = io_pending;
     assert_int_equal(tcpota_client_init(&cl, &cc), 0);
     cl.fd = sv[0];
     return 0;
@@ -253,7 +294,7 @@ static void run_to_updated(void)
     assert_int_equal(tcpota_client_run(&cl), TCPOTA_CLIENT_UPDATED);
     assert_int_equal(fp->size, IMG_SIZE);
     assert_memory_equal(fp->slot, image, IMG_SIZE);
-    assert_int_equal(count_sent(TCPOTA_T_HELLO, 0), 1);
+    assert_int_equal(count_sent(TCPOTA_T_HELLO, short_sends ? -1 : 0), 1);
     assert_int_equal(count_sent(TCPOTA_T_COMPLETE, -1), 1);
 }
 
@@ -299,6 +340,51 @@ static void test_socket_runs_dry(void **state)
     assert_int_equal(nsends, 4);
     assert_int_equal(count_sent(TCPOTA_T_ACK, 2), 1);
     assert_int_equal(count_sent(TCPOTA_T_ACK, 3), 2);
+}
+
+/* Sends the socket cuts short: output that is due stays due, so what a
+ * short send left goes out at the next turn (after at most the one read
+ * that turn's poll() allowed), not held again; no byte is lost or sent
+ * twice. */
+static void test_short_sends_finish_first(void **state)
+{
+    (void)state;
+    dev_up(TCPOTA_DEV_TX_MIN, 4096);
+    cl.cfg.tx_high = TCPOTA_DEV_TX_MIN / 2;
+    short_sends = 1;
+    run_to_updated();
+    assert_int_equal(count_sent(TCPOTA_T_ACK, -1), IMG_SIZE / 4096 - 1);
+    assert_int_equal(count_sent(TCPOTA_T_ACCEPT, -1), 1);
+    assert_non_null(strchr(io_log, 'a'));
+    assert_null(strstr(io_log, "arr"));
+}
+
+/* A transport that holds decrypted bytes (io_pending, as TLS does) while
+ * the socket signals nothing: its bytes are input at hand, and the ACKs
+ * leave together. */
+static void test_transport_bytes_are_input_at_hand(void **state)
+{
+    char x;
+
+    (void)state;
+    assert_int_equal(read(sv[0], &x, 1), 1);
+    pending_mode = 1;
+    run_to_updated();
+    assert_int_equal(nsends, 3);
+    assert_int_equal(count_sent(TCPOTA_T_ACK, 2), 3);
+}
+
+/* tx_high set to the whole tx buffer: lowered to leave room for COMPLETE
+ * behind held ACKs, so the connection ends UPDATED (with no room, COMPLETE
+ * fails to queue and the verified image would end RETRY). */
+static void test_tx_high_leaves_reply_room(void **state)
+{
+    (void)state;
+    dev_up(TCPOTA_DEV_TX_MIN, 4096);
+    cl.cfg.tx_high = TCPOTA_DEV_TX_MIN;
+    run_to_updated();
+    assert_int_equal(cl.cfg.tx_high, TCPOTA_DEV_TX_MIN - TCPOTA_CLIENT_REPLY_ROOM);
+    assert_int_equal(count_sent(TCPOTA_T_ACK, -1), IMG_SIZE / 4096 - 1);
 }
 
 /* The connection breaks as COMPLETE is sent (a proxy that closed after
@@ -348,6 +434,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dry_input_sends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_socket_runs_dry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_updated_when_complete_cannot_leave, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_short_sends_finish_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transport_bytes_are_input_at_hand, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tx_high_leaves_reply_room, setup, teardown),
         cmocka_unit_test_setup_teardown(test_held_output_leaves_in_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tx_high_sends, setup, teardown),
     };

@@ -226,11 +226,11 @@ int tcpota_dev_input(struct tcpota_dev *d, const uint8_t *in, size_t len,
 /* Points *out at pending bytes to send and returns their count. */
 size_t tcpota_dev_output(const struct tcpota_dev *d, const uint8_t **out);
 
-/* Nonzero when the pending output holds a frame other than ACK. ACKs
- * change nothing the server does (it streams without waiting for them), so
- * a caller may hold them back while more input is at hand and send several
+/* Nonzero when the pending output holds a frame other than ACK. The server
+ * does not wait for ACKs (it streams on; they tell it of progress), so a
+ * caller may hold them back while more input is at hand and send several
  * together (ports/common/tcpota_client.h); any other frame (HELLO, ACCEPT,
- * AUTH, PONG, COMPLETE, DECLINE, ERROR) should leave at once. */
+ * AUTH, PING, PONG, COMPLETE, DECLINE, ERROR) should leave at once. */
 int tcpota_dev_output_urgent(const struct tcpota_dev *d);
 
 /* Marks n pending bytes as sent at time now (for keepalive). */
