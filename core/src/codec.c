@@ -43,17 +43,19 @@ static int frame_need(const struct tcpota_decoder *d, const uint8_t *head, size_
     return 0;
 }
 
-/* The frame in d->buf is whole: checks its CRC and hands it out. */
-static int frame_done(struct tcpota_decoder *d, struct tcpota_frame *f)
+/* The frame at buf (d->buf, or the input) is whole, `need` bytes: checks
+ * its CRC and hands it out. */
+static int frame_done(struct tcpota_decoder *d, const uint8_t *buf, size_t need,
+                      struct tcpota_frame *f)
 {
-    size_t body = d->need - TCPOTA_FRAME_TAIL;
+    size_t body = need - TCPOTA_FRAME_TAIL;
 
-    if (tcpota_crc32c(d->buf, body) != tcpota_get_u32(d->buf + body)) {
+    if (tcpota_crc32c(buf, body) != tcpota_get_u32(buf + body)) {
         return TCPOTA_ERR_CRC;
     }
-    f->type = d->buf[0];
-    f->len = tcpota_get_u16(d->buf + 2);
-    f->payload = d->buf + TCPOTA_FRAME_HEAD;
+    f->type = buf[0];
+    f->len = tcpota_get_u16(buf + 2);
+    f->payload = buf + TCPOTA_FRAME_HEAD;
     d->ready = 1;
     return 0;
 }
@@ -71,16 +73,21 @@ int tcpota_decoder_feed(struct tcpota_decoder *d, const uint8_t *in, size_t len,
         tcpota_decoder_reset(d);
     }
     /* Nothing buffered and a whole frame in the input (most frames; a
-     * server reads a device's 64 ACKs per MiB this way): one copy. */
+     * server reads a device's 64 ACKs per MiB this way): one copy, and
+     * none for DATA, the bulk of a stream, which is checked and handed
+     * out where it lies (its bytes go straight to flash). */
     if (d->have == 0 && len >= TCPOTA_FRAME_HEAD) {
         size_t need;
         if ((rc = frame_need(d, in, &need)) < 0) {
             return rc;
         }
+        if (len >= need && in[0] == TCPOTA_T_DATA) {
+            return (rc = frame_done(d, in, need, f)) < 0 ? rc : (int)need;
+        }
         if (len >= need) {
             memcpy(d->buf, in, need);
             d->have = d->need = need;
-            return (rc = frame_done(d, f)) < 0 ? rc : (int)need;
+            return (rc = frame_done(d, d->buf, need, f)) < 0 ? rc : (int)need;
         }
     }
     while (used < len) {
@@ -95,7 +102,7 @@ int tcpota_decoder_feed(struct tcpota_decoder *d, const uint8_t *in, size_t len,
             return rc;
         }
         if (d->need && d->have == d->need) {
-            if ((rc = frame_done(d, f)) < 0) {
+            if ((rc = frame_done(d, d->buf, d->need, f)) < 0) {
                 return rc;
             }
             break;

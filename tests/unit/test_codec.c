@@ -208,6 +208,36 @@ static void test_every_bit_flip_is_refused(void **state)
     }
 }
 
+/* A DATA frame that arrives whole is handed out where it lies (its payload
+ * points into the input: no copy of the bulk of a stream); one that comes
+ * in pieces, and every other frame, from the decoder's buffer. Two frames
+ * in one input: the second decodes after the first. */
+static void test_whole_data_is_not_copied(void **state)
+{
+    const struct vec *data = find_vec("DATA"), *offer = find_vec("OFFER");
+    uint8_t in[1024];
+    struct tcpota_decoder d;
+    struct tcpota_frame f;
+    (void)state;
+
+    memcpy(in, data->b, data->n);
+    memcpy(in + data->n, offer->b, offer->n);
+    assert_int_equal(tcpota_decoder_init(&d, dbuf, sizeof(dbuf)), 0);
+    assert_int_equal(tcpota_decoder_feed(&d, in, data->n + offer->n, &f), (int)data->n);
+    assert_int_equal(f.type, TCPOTA_T_DATA);
+    assert_ptr_equal(f.payload, in + TCPOTA_FRAME_HEAD);
+    assert_int_equal(tcpota_decoder_feed(&d, in + data->n, offer->n, &f), (int)offer->n);
+    assert_int_equal(f.type, TCPOTA_T_OFFER);
+    assert_ptr_equal(f.payload, dbuf + TCPOTA_FRAME_HEAD);
+
+    tcpota_decoder_reset(&d);
+    assert_int_equal(tcpota_decoder_feed(&d, in, 5, &f), 5);
+    assert_int_equal(tcpota_decoder_feed(&d, in + 5, data->n - 5, &f), (int)data->n - 5);
+    assert_int_equal(f.type, TCPOTA_T_DATA);
+    assert_ptr_equal(f.payload, dbuf + TCPOTA_FRAME_HEAD);
+    assert_memory_equal(f.payload + 4, "abcd", 4);
+}
+
 static void test_oversized_length_refused_at_header(void **state)
 {
     static uint8_t small[520];
@@ -411,6 +441,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crc32c_check_value),
         cmocka_unit_test(test_vectors_roundtrip_any_split),
+        cmocka_unit_test(test_whole_data_is_not_copied),
         cmocka_unit_test(test_vector_fields),
         cmocka_unit_test(test_data_head_matches_encoder),
         cmocka_unit_test(test_every_bit_flip_is_refused),

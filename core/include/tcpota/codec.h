@@ -15,8 +15,9 @@
  * after its fixed offset come the image bytes.
  *
  * struct tcpota_msg is the decoded form of every message. Decoding never
- * copies: byte strings point into the frame buffer and stay valid until
- * the decoder is fed again.
+ * copies: byte strings point into the frame (the decoder's buffer, or the
+ * input for a DATA frame that arrived whole) and stay valid until the
+ * decoder is fed again, and as long as that input.
  */
 #ifndef TCPOTA_CODEC_H
 #define TCPOTA_CODEC_H
@@ -95,7 +96,8 @@ enum tcpota_result {
     TCPOTA_RESULT_BOOT_FAILED = 3, /* bootloader rejected it: old image again */
 };
 
-/* One decoded frame; payload points into the decoder's buffer. */
+/* One decoded frame; payload points into the decoder's buffer, or, for a
+ * DATA frame that arrived whole in one input, into that input. */
 struct tcpota_frame {
     uint8_t type; /* 0 while no frame is complete */
     uint16_t len;
@@ -219,7 +221,9 @@ void tcpota_decoder_reset(struct tcpota_decoder *d);
 
 /* Feeds up to `len` bytes. Returns the number of bytes consumed (0..len).
  * When a whole frame has arrived it stops right after it and fills *f
- * (f->type != 0); f stays valid until the next call. Otherwise f->type is
+ * (f->type != 0); f stays valid until the next call, and as long as `in`
+ * does: a DATA frame found whole at the start of `in` is not copied, its
+ * payload points into `in`. Otherwise f->type is
  * 0 and all input was consumed. Errors: TCPOTA_ERR_TOOBIG (length above
  * the buffer), TCPOTA_ERR_CRC, TCPOTA_ERR_PROTO (flags not 0, type 0); after
  * an error the stream is unusable until tcpota_decoder_reset(). */
