@@ -77,6 +77,7 @@
 
 #include "checkin.h"
 #include "tcpota/device.h"
+#include "tcpota_client.h"
 #include "tlsclient.h"
 
 #define RX_CAP (4096u + 12u) /* largest DATA frame at the server's default chunk */
@@ -110,6 +111,8 @@ struct dev {
     /* tcpota session */
     struct tcpota_dev s;
     struct tcpota_port port;
+    uint8_t held;      /* ACKs wait for the input to run dry ... */
+    uint32_t held_at;  /* ... since (now_ms32) */
     char id[16];
     uint8_t *rx, *tx;
     /* http */
@@ -476,6 +479,7 @@ static int dev_setup(struct dev *d)
 
 static void conn_close(struct dev *d)
 {
+    d->held = 0;
     if (d->ssl) {
         SSL_free(d->ssl); /* no close_notify: devices just close */
         d->ssl = NULL;
@@ -604,6 +608,7 @@ static int tcpota_flush(struct dev *d)
         }
         tcpota_dev_output_done(&d->s, (size_t)w);
     }
+    d->held = 0;
     want(d, EPOLLIN);
     return 0;
 }
@@ -616,18 +621,22 @@ static size_t out_len(struct dev *d)
 }
 
 /* Feeds what the socket has to the session. Its ACKs go out as a device's
- * do (ports/common/tcpota_client.h, TCPOTA_CLIENT_HOLD_MS): together, once
- * this turn's reads are done, or at once when half the tx buffer waits or
- * another frame (ACCEPT) is queued; a device that finds more input holds
- * them longer still. */
+ * do (ports/common/tcpota_client.h): they wait while more input is at hand
+ * (this turn's last read got bytes) and leave together once a read finds
+ * nothing, when the first has waited TCPOTA_CLIENT_HOLD_MS, when half the
+ * tx buffer waits, or with another frame (ACCEPT). */
 static void tcpota_readable(struct dev *d, uint8_t *buf, size_t cap)
 {
-    int reads;
+    int reads, dry = 0;
+    uint32_t now;
 
     for (reads = 0; read_more(d, reads); reads++) {
         ssize_t n = conn_recv(d, buf, cap);
         size_t off = 0;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            dry = 1;
+            break;
+        }
         if (n <= 0) {
             conn_lost(d, n == 0 ? "server closed the connection" : strerror(errno));
             return;
@@ -659,7 +668,15 @@ static void tcpota_readable(struct dev *d, uint8_t *buf, size_t cap)
             return;
         }
     }
-    if (tcpota_flush(d) < 0) conn_lost(d, "send failed");
+    if (out_len(d) == 0) return;
+    now = now_ms32();
+    if (!d->held) {
+        d->held = 1;
+        d->held_at = now;
+    }
+    if ((dry || now - d->held_at >= TCPOTA_CLIENT_HOLD_MS) && tcpota_flush(d) < 0) {
+        conn_lost(d, "send failed");
+    }
 }
 
 static void http_send_request(struct dev *d)
