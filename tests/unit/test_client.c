@@ -44,7 +44,7 @@ static int sv[2] = {-1, -1};
 
 /* The server's stream, as io_recv serves it. */
 static uint8_t wire[IMG_SIZE + 4096];
-static size_t wire_len, wire_pos, dry_at;
+static size_t wire_len, wire_pos, dry_at, data_start;
 static int dried;
 
 /* What the client sent: each send's length, and all bytes. */
@@ -199,6 +199,7 @@ static void make_stream(void)
     wire_len = tcpota_srv_output(&srv, &p);
     memcpy(wire, p, wire_len);
     tcpota_srv_output_done(&srv, wire_len);
+    data_start = wire_len;
     while (tcpota_srv_data_next(&srv, &at, &len)) {
         uint8_t *f = wire + wire_len;
         assert_true(wire_len + 12u + len <= sizeof(wire));
@@ -402,6 +403,33 @@ static void test_updated_when_complete_cannot_leave(void **state)
     assert_int_equal(count_sent(TCPOTA_T_COMPLETE, -1), 0);
 }
 
+/* A server's PING between DATA frames while an ACK is held: the PONG
+ * leaves at once, the held ACK with it, the rest later together. */
+static void test_pong_is_not_held(void **state)
+{
+    struct tcpota_msg m;
+    uint8_t ping[16];
+    /* After the frame that completes the first ack interval. */
+    size_t frame = tcpota_get_u16(wire + data_start + 2) + (size_t)TCPOTA_FRAME_OVERHEAD;
+    size_t at = data_start + (ACK_IV / (frame - 12u) + 1) * frame;
+    int n;
+
+    (void)state;
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_PING;
+    m.u.ping.token = 7;
+    n = tcpota_msg_encode(&m, ping, sizeof(ping));
+    assert_true(n > 0 && wire_len + (size_t)n <= sizeof(wire));
+    memmove(wire + at + n, wire + at, wire_len - at);
+    memcpy(wire + at, ping, (size_t)n);
+    wire_len += (size_t)n;
+    run_to_updated();
+    assert_int_equal(nsends, 4);
+    assert_int_equal(count_sent(TCPOTA_T_PONG, 2), 1);
+    assert_int_equal(count_sent(TCPOTA_T_ACK, 2), 1);
+    assert_int_equal(count_sent(TCPOTA_T_ACK, 3), 2);
+}
+
 /* A clock that moves TCPOTA_CLIENT_HOLD_MS at every reading: no ACK waits
  * longer than that, so each leaves on its own. */
 static void test_held_output_leaves_in_time(void **state)
@@ -436,6 +464,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_updated_when_complete_cannot_leave, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_sends_finish_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transport_bytes_are_input_at_hand, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pong_is_not_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tx_high_leaves_reply_room, setup, teardown),
         cmocka_unit_test_setup_teardown(test_held_output_leaves_in_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tx_high_sends, setup, teardown),
