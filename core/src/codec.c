@@ -81,13 +81,14 @@ int tcpota_decoder_feed(struct tcpota_decoder *d, const uint8_t *in, size_t len,
         if ((rc = frame_need(d, in, &need)) < 0) {
             return rc;
         }
-        if (len >= need && in[0] == TCPOTA_T_DATA) {
-            return (rc = frame_done(d, in, need, f)) < 0 ? rc : (int)need;
-        }
         if (len >= need) {
-            memcpy(d->buf, in, need);
-            d->have = d->need = need;
-            return (rc = frame_done(d, d->buf, need, f)) < 0 ? rc : (int)need;
+            const uint8_t *frame = in;
+            if (in[0] != TCPOTA_T_DATA) {
+                memcpy(d->buf, in, need);
+                d->have = d->need = need;
+                frame = d->buf;
+            }
+            return (rc = frame_done(d, frame, need, f)) < 0 ? rc : (int)need;
         }
     }
     while (used < len) {

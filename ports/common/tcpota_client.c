@@ -57,7 +57,6 @@ int tcpota_client_init(struct tcpota_client *c, const struct tcpota_client_confi
     }
     memset(c, 0, sizeof(*c));
     c->cfg = *cfg;
-    if (!c->cfg.tx_high) c->cfg.tx_high = cfg->dev->cfg.tx_cap / 2;
     if (!c->cfg.connect_ms) c->cfg.connect_ms = CONNECT_MS_DEFAULT;
     if (!c->cfg.flush_ms) c->cfg.flush_ms = FLUSH_MS_DEFAULT;
     c->cfg.err[0] = 0;
@@ -289,6 +288,7 @@ static int flush_some(struct tcpota_client *c)
         }
         tcpota_dev_output_done(c->cfg.dev, (size_t)k);
     }
+    c->held = 0; /* all sent: the next output is held afresh */
     return 0;
 }
 
@@ -459,13 +459,8 @@ int tcpota_client_run(struct tcpota_client *c)
         if (!session_live(c)) {
             return finished(c); /* it sends the last frames */
         }
-        if (send_due(c, now)) {
-            if (flush_some(c) < 0) {
-                return TCPOTA_CLIENT_RETRY;
-            }
-            if (!out_pending(c)) {
-                c->held = 0;
-            }
+        if (send_due(c, now) && flush_some(c) < 0) {
+            return TCPOTA_CLIENT_RETRY;
         }
         if (c->net_off < c->net_len && out_pending(c) <= c->cfg.tx_high) {
             continue; /* the output drained: feed the rest at once */

@@ -202,11 +202,11 @@ static void make_stream(void)
     data_start = wire_len;
     while (tcpota_srv_data_next(&srv, &at, &len)) {
         uint8_t *f = wire + wire_len;
-        assert_true(wire_len + 12u + len <= sizeof(wire));
+        assert_true(wire_len + TCPOTA_DATA_OVERHEAD + len <= sizeof(wire));
         assert_int_equal(tcpota_data_head(f, at, len), 8);
         memcpy(f + 8, image + at, len);
         tcpota_put_u32(f + 8 + len, tcpota_crc32c(f, 8u + len));
-        wire_len += 12u + len;
+        wire_len += TCPOTA_DATA_OVERHEAD + len;
     }
 }
 
@@ -318,7 +318,7 @@ static void test_acks_leave_together(void **state)
 static void test_dry_input_sends(void **state)
 {
     (void)state;
-    dry_at = ACK_IV + 2 * (CHUNK + 12u);
+    dry_at = ACK_IV + 2 * (CHUNK + TCPOTA_DATA_OVERHEAD);
     run_to_updated();
     assert_int_equal(nsends, 4);
     assert_int_equal(count_sent(TCPOTA_T_ACK, 2), 1);
@@ -335,7 +335,7 @@ static void test_socket_runs_dry(void **state)
     (void)state;
     assert_int_equal(read(sv[0], &x, 1), 1); /* no byte kept waiting */
     cl.cfg.io_recv = NULL;
-    rest_from = ACK_IV + 2 * (CHUNK + 12u);
+    rest_from = ACK_IV + 2 * (CHUNK + TCPOTA_DATA_OVERHEAD);
     assert_int_equal(write(sv[1], wire, rest_from), (ssize_t)rest_from);
     run_to_updated();
     assert_int_equal(nsends, 4);
@@ -411,7 +411,7 @@ static void test_pong_is_not_held(void **state)
     uint8_t ping[16];
     /* After the frame that completes the first ack interval. */
     size_t frame = tcpota_get_u16(wire + data_start + 2) + (size_t)TCPOTA_FRAME_OVERHEAD;
-    size_t at = data_start + (ACK_IV / (frame - 12u) + 1) * frame;
+    size_t at = data_start + (ACK_IV / (frame - TCPOTA_DATA_OVERHEAD) + 1) * frame;
     int n;
 
     (void)state;
