@@ -54,7 +54,7 @@
  * replies_pile_up). */
 #define READ_SLACK (256u * 1024u)
 /* An ACK frame on the wire: frame overhead and its 4-byte offset. */
-#define ACK_FRAME_LEN (TCPOTA_FRAME_OVERHEAD + 4u)
+#define ACK_FRAME_LEN (TCPOTA_FRAME_OVERHEAD + TCPOTA_ACK_FIXED)
 /* A streaming connection's SO_RCVLOWAT: its device's ACKs wake the loop 64
  * at a time (once per MiB at the default 16 KiB ack interval). */
 #define STREAM_ACKS_PER_READ 64u

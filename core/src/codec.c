@@ -112,6 +112,20 @@ int tcpota_decoder_feed(struct tcpota_decoder *d, const uint8_t *in, size_t len,
     return (int)used;
 }
 
+int tcpota_decoder_idle(const struct tcpota_decoder *d)
+{
+    return d->ready || d->have == 0;
+}
+
+int tcpota_frame_whole(const uint8_t *in, size_t len, uint8_t type, uint16_t payload_len)
+{
+    size_t body = TCPOTA_FRAME_HEAD + (size_t)payload_len;
+
+    return len >= body + TCPOTA_FRAME_TAIL && in[0] == type && in[1] == 0 &&
+           tcpota_get_u16(in + 2) == payload_len &&
+           tcpota_crc32c(in, body) == tcpota_get_u32(in + body);
+}
+
 int tcpota_data_head(uint8_t out[8], uint32_t offset, uint16_t len)
 {
     if (len > TCPOTA_MAX_PAYLOAD - TCPOTA_DATA_FIXED) {
@@ -137,7 +151,7 @@ static int fixed_size(uint8_t type)
     case TCPOTA_T_ACCEPT: return TCPOTA_ID_LEN + 4;
     case TCPOTA_T_DECLINE: return TCPOTA_ID_LEN + 2;
     case TCPOTA_T_DATA: return 4;
-    case TCPOTA_T_ACK: return 4;
+    case TCPOTA_T_ACK: return TCPOTA_ACK_FIXED;
     case TCPOTA_T_COMPLETE: return TCPOTA_ID_LEN + 2;
     case TCPOTA_T_ERROR: return 2;
     case TCPOTA_T_PING:

@@ -1,6 +1,7 @@
 /* server.c - server session state machine (see server.h). */
 #include "tcpota/server.h"
 
+#include <limits.h>
 #include <string.h>
 
 #define DEFAULT_CHUNK 4096u
@@ -293,6 +294,19 @@ static int violation(struct tcpota_srv *s, int code, const char *why)
     return code;
 }
 
+/* 1 once the device streams: ACKs may come. */
+static int acks_due(const struct tcpota_srv *s)
+{
+    return s->state == TCPOTA_SRV_STREAMING || s->state == TCPOTA_SRV_SENT_ALL;
+}
+
+/* 1 when an ACK at `offset` is in range: no further than the bytes sent,
+ * never behind what the device reported before. */
+static int ack_in_range(const struct tcpota_srv *s, uint32_t offset)
+{
+    return offset <= s->send_pos && offset >= s->acked;
+}
+
 static int on_frame(struct tcpota_srv *s, struct tcpota_srv_event *ev)
 {
     const struct tcpota_msg *m = &ev->msg;
@@ -345,10 +359,10 @@ static int on_frame(struct tcpota_srv *s, struct tcpota_srv_event *ev)
         s->limit = 0;
         return 0;
     case TCPOTA_T_ACK:
-        if (s->state != TCPOTA_SRV_STREAMING && s->state != TCPOTA_SRV_SENT_ALL) {
+        if (!acks_due(s)) {
             return violation(s, TCPOTA_ERR_STATE, "ACK before ACCEPT");
         }
-        if (m->u.ack.offset > s->send_pos || m->u.ack.offset < s->acked) {
+        if (!ack_in_range(s, m->u.ack.offset)) {
             return violation(s, TCPOTA_ERR_RANGE, "ACK outside the bytes sent");
         }
         ev->type = TCPOTA_SRV_EV_ACK;
@@ -383,15 +397,56 @@ static int on_frame(struct tcpota_srv *s, struct tcpota_srv_event *ev)
     }
 }
 
+/* An ACK frame as devices send it: its offset and no TLV. */
+#define ACK_PLAIN_LEN (TCPOTA_FRAME_OVERHEAD + TCPOTA_ACK_FIXED)
+
+/* Takes the run of plain ACK frames at the start of `in` in one step: a
+ * device sends 64 per MiB and the server needs only the last. Each must be
+ * one the frame-by-frame path would take the same way (whole, flags 0, its
+ * CRC right, in range): the run stops before anything else, a bad ACK
+ * included, which that path then judges and names. Fills *ev as for the
+ * run's last ACK, `duplicate` when none moved the offset. Returns the bytes
+ * taken (0: the input does not start with one). */
+static size_t take_acks(struct tcpota_srv *s, const uint8_t *in, size_t len,
+                        struct tcpota_srv_event *ev)
+{
+    size_t used = 0;
+    uint8_t moved = 0;
+
+    if (len > INT_MAX) {
+        len = INT_MAX; /* the count is returned as an int */
+    }
+    while (tcpota_frame_whole(in + used, len - used, TCPOTA_T_ACK, TCPOTA_ACK_FIXED)) {
+        uint32_t offset = tcpota_get_u32(in + used + TCPOTA_FRAME_HEAD);
+        if (!ack_in_range(s, offset)) {
+            break;
+        }
+        moved |= offset != s->acked;
+        s->acked = offset;
+        used += ACK_PLAIN_LEN;
+    }
+    if (used) {
+        ev->type = TCPOTA_SRV_EV_ACK;
+        ev->msg.type = TCPOTA_T_ACK;
+        ev->msg.u.ack.offset = s->acked;
+        ev->duplicate = !moved;
+    }
+    return used;
+}
+
 int tcpota_srv_input(struct tcpota_srv *s, const uint8_t *in, size_t len,
                      struct tcpota_srv_event *ev)
 {
     struct tcpota_frame f;
+    size_t acks;
     int used, rc;
 
     memset(ev, 0, sizeof(*ev));
     if (s->state == TCPOTA_SRV_CLOSING) {
         return (int)len; /* ignore whatever still arrives */
+    }
+    if (acks_due(s) && tcpota_decoder_idle(&s->dec) && (acks = take_acks(s, in, len, ev)) != 0) {
+        return (int)acks;
     }
     used = tcpota_decoder_feed(&s->dec, in, len, &f);
     if (used < 0) {

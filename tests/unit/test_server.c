@@ -9,12 +9,16 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "tcpota/crc32c.h"
 #include "tcpota/server.h"
 
 static uint8_t rx[TCPOTA_MIN_PAYLOAD + TCPOTA_FRAME_OVERHEAD];
 static uint8_t tx[TCPOTA_SRV_TX_MIN];
 static struct tcpota_srv_image img;
 static struct tcpota_srv s;
+
+/* An ACK frame as devices send it: its offset, no TLV. */
+#define ACK_LEN ((int)(TCPOTA_FRAME_OVERHEAD + TCPOTA_ACK_FIXED))
 
 static int setup(void **state)
 {
@@ -423,6 +427,237 @@ static void test_violations_end_with_error_frame(void **state)
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_NO_UPDATE;
     assert_int_equal(feed(&m, &ev), TCPOTA_ERR_PROTO);
+}
+
+/* A session of an image of `size` bytes that has sent it all: ACKs may
+ * come for any offset up to `size`. */
+static void sent_all(uint32_t size)
+{
+    struct tcpota_msg m;
+    struct tcpota_srv_event ev;
+    uint32_t off, len;
+
+    img.size = size;
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    drain((struct tcpota_msg[4]){0}, 4);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_ACCEPT;
+    m.u.accept.image_id = img.id;
+    assert_true(feed(&m, &ev) > 0);
+    while (tcpota_srv_data_take(&s, UINT32_MAX, &off, &len)) {
+    }
+    assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_SENT_ALL);
+}
+
+/* Appends an ACK frame for `offset` at b + *n; returns where it starts. */
+static uint8_t *put_ack(uint8_t *b, size_t *n, uint32_t offset)
+{
+    struct tcpota_msg m;
+    uint8_t *at = b + *n;
+    int k;
+
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_ACK;
+    m.u.ack.offset = offset;
+    k = tcpota_msg_encode(&m, at, 64);
+    assert_int_equal(k, ACK_LEN);
+    *n += (size_t)k;
+    return at;
+}
+
+/* Sets a frame's CRC again after its bytes were changed. */
+static void seal(uint8_t *frame, size_t len)
+{
+    tcpota_put_u32(frame + len - TCPOTA_FRAME_TAIL, tcpota_crc32c(frame, len - TCPOTA_FRAME_TAIL));
+}
+
+static void test_ack_run_taken_in_one_call(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_srv_event ev;
+    uint8_t b[256];
+    size_t n = 0;
+    (void)state;
+
+    sent_all(100000);
+    put_ack(b, &n, 4096);
+    put_ack(b, &n, 8192);
+    put_ack(b, &n, 12288);
+    assert_int_equal(tcpota_srv_input(&s, b, n, &ev), 3 * ACK_LEN);
+    assert_int_equal(ev.type, TCPOTA_SRV_EV_ACK);
+    assert_int_equal(ev.msg.u.ack.offset, 12288);
+    assert_int_equal(ev.duplicate, 0);
+    /* A run that moves nothing is a duplicate; one that moves it after a
+     * repeat is not. */
+    n = 0;
+    put_ack(b, &n, 12288);
+    put_ack(b, &n, 12288);
+    assert_int_equal(tcpota_srv_input(&s, b, n, &ev), 2 * ACK_LEN);
+    assert_int_equal(ev.duplicate, 1);
+    n = 0;
+    put_ack(b, &n, 12288);
+    put_ack(b, &n, 16384);
+    assert_int_equal(tcpota_srv_input(&s, b, n, &ev), 2 * ACK_LEN);
+    assert_int_equal(ev.msg.u.ack.offset, 16384);
+    assert_int_equal(ev.duplicate, 0);
+    /* The run ends where another frame starts: COMPLETE comes next. */
+    n = 0;
+    put_ack(b, &n, 20480);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_COMPLETE;
+    m.u.complete.image_id = img.id;
+    n += (size_t)tcpota_msg_encode(&m, b + n, sizeof(b) - n);
+    assert_int_equal(tcpota_srv_input(&s, b, n, &ev), ACK_LEN);
+    assert_int_equal(ev.msg.u.ack.offset, 20480);
+    assert_int_equal(tcpota_srv_input(&s, b + ACK_LEN, n - ACK_LEN, &ev), (int)(n - ACK_LEN));
+    assert_int_equal(ev.type, TCPOTA_SRV_EV_COMPLETE);
+}
+
+static void test_ack_run_around_a_partial_frame(void **state)
+{
+    struct tcpota_srv_event ev;
+    uint8_t b[256];
+    size_t n = 0;
+    (void)state;
+
+    sent_all(100000);
+    put_ack(b, &n, 4096);
+    put_ack(b, &n, 8192);
+    put_ack(b, &n, 12288);
+    /* The run takes the whole ACK; 5 bytes of the next wait in the
+     * decoder, which then takes the rest of that frame alone. */
+    assert_int_equal(tcpota_srv_input(&s, b, ACK_LEN + 5, &ev), ACK_LEN);
+    assert_int_equal(ev.msg.u.ack.offset, 4096);
+    assert_int_equal(tcpota_srv_input(&s, b + ACK_LEN, 5, &ev), 5);
+    assert_int_equal(ev.type, TCPOTA_SRV_EV_NONE);
+    assert_int_equal(tcpota_srv_input(&s, b + ACK_LEN + 5, n - ACK_LEN - 5, &ev), ACK_LEN - 5);
+    assert_int_equal(ev.type, TCPOTA_SRV_EV_ACK);
+    assert_int_equal(ev.msg.u.ack.offset, 8192);
+    assert_int_equal(tcpota_srv_input(&s, b + 2 * ACK_LEN, ACK_LEN, &ev), ACK_LEN);
+    assert_int_equal(ev.msg.u.ack.offset, 12288);
+    /* Bytes that continue a frame the decoder holds are that frame's, even
+     * when they look like a whole ACK: here the head of a 16-byte frame,
+     * which the ACK's 12 bytes complete with a CRC that does not match. */
+    b[0] = TCPOTA_T_ACK;
+    b[1] = 0;
+    tcpota_put_u16(b + 2, TCPOTA_ACK_FIXED + 4);
+    assert_int_equal(tcpota_srv_input(&s, b, TCPOTA_FRAME_HEAD, &ev), TCPOTA_FRAME_HEAD);
+    n = 0;
+    put_ack(b, &n, 16384);
+    assert_int_equal(tcpota_srv_input(&s, b, n, &ev), TCPOTA_ERR_CRC);
+}
+
+/* A PING among ACKs is no ACK, though it has their length: it gets its
+ * PONG. */
+static void test_ping_among_acks_gets_pong(void **state)
+{
+    struct tcpota_msg m, out[2];
+    struct tcpota_srv_event ev;
+    uint8_t b[64];
+    size_t n = 0;
+    (void)state;
+
+    sent_all(100000);
+    put_ack(b, &n, 8192);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_PING;
+    m.u.ping.token = 12288; /* would be an offset in range */
+    assert_int_equal(tcpota_msg_encode(&m, b + n, sizeof(b) - n), ACK_LEN);
+    n += ACK_LEN;
+    assert_int_equal(tcpota_srv_input(&s, b, n, &ev), ACK_LEN);
+    assert_int_equal(ev.msg.u.ack.offset, 8192);
+    assert_int_equal(tcpota_srv_input(&s, b + ACK_LEN, ACK_LEN, &ev), ACK_LEN);
+    assert_int_equal(ev.type, TCPOTA_SRV_EV_PING);
+    assert_int_equal(drain(out, 2), 1);
+    assert_int_equal(out[0].type, TCPOTA_T_PONG);
+    assert_int_equal(out[0].u.ping.token, 12288);
+}
+
+/* Feeds a good ACK then `bad`: the run takes the good one only, and the
+ * next call judges `bad` as the frame-by-frame path does. */
+static void run_stops_before(const uint8_t *bad, size_t bad_len, int err)
+{
+    struct tcpota_srv_event ev;
+    uint8_t b[256];
+    size_t n = 0;
+
+    put_ack(b, &n, 8192);
+    memcpy(b + n, bad, bad_len);
+    n += bad_len;
+    assert_int_equal(tcpota_srv_input(&s, b, n, &ev), ACK_LEN);
+    assert_int_equal(ev.type, TCPOTA_SRV_EV_ACK);
+    assert_int_equal(ev.msg.u.ack.offset, 8192);
+    assert_int_equal(tcpota_srv_input(&s, b + ACK_LEN, n - ACK_LEN, &ev), err);
+    expect_error_frame(err);
+}
+
+static void test_ack_run_stops_before_a_bad_ack(void **state)
+{
+    uint8_t bad[64];
+    size_t n;
+    (void)state;
+
+    /* Its CRC wrong. */
+    setup(NULL);
+    sent_all(100000);
+    n = 0;
+    put_ack(bad, &n, 12288)[ACK_LEN - 1] ^= 1;
+    run_stops_before(bad, n, TCPOTA_ERR_CRC);
+    /* Beyond the bytes sent. */
+    setup(NULL);
+    sent_all(100000);
+    n = 0;
+    put_ack(bad, &n, 100001);
+    run_stops_before(bad, n, TCPOTA_ERR_RANGE);
+    /* Going backwards. */
+    setup(NULL);
+    sent_all(100000);
+    n = 0;
+    put_ack(bad, &n, 4096);
+    run_stops_before(bad, n, TCPOTA_ERR_RANGE);
+    /* Flags not 0, its CRC right. */
+    setup(NULL);
+    sent_all(100000);
+    n = 0;
+    put_ack(bad, &n, 12288)[1] = 1;
+    seal(bad, n);
+    run_stops_before(bad, n, TCPOTA_ERR_PROTO);
+}
+
+/* An ACK with a TLV after its offset is one frame, even when its first 12
+ * bytes look like a whole plain ACK (a TLV whose 4 bytes equal the CRC of
+ * the 8 before them): the run reads a frame's length before its CRC. */
+static void test_ack_with_tlv_is_one_frame(void **state)
+{
+    struct tcpota_srv_event ev;
+    uint8_t b[64];
+    uint32_t x, crc = 0;
+    size_t n = 0;
+    (void)state;
+
+    b[0] = TCPOTA_T_ACK;
+    b[1] = 0;
+    tcpota_put_u16(b + 2, TCPOTA_ACK_FIXED + 4); /* offset, then a 1-byte TLV */
+    for (x = 0; x < 0x7fffffffu; x++) {
+        tcpota_put_u32(b + 4, x);
+        crc = tcpota_crc32c(b, 8);
+        /* TLV: an unknown tag (skipped, its critical bit clear), length 1. */
+        if ((crc & 0xff) >= 0x20 && (crc & 0xff) < 0x80 && ((crc >> 8) & 0xffff) == 1) {
+            break;
+        }
+    }
+    assert_true(x < 0x7fffffffu);
+    tcpota_put_u32(b + 8, crc);
+    seal(b, 16);
+    n = 16;
+    put_ack(b, &n, x);
+    sent_all(0x7fffffffu);
+    assert_int_equal(tcpota_srv_input(&s, b, n, &ev), 16);
+    assert_int_equal(ev.type, TCPOTA_SRV_EV_ACK);
+    assert_int_equal(ev.msg.u.ack.offset, x);
+    assert_int_equal(tcpota_srv_input(&s, b + 16, ACK_LEN, &ev), ACK_LEN);
+    assert_int_equal(ev.duplicate, 1);
 }
 
 static void test_garbage_and_oversize(void **state)
@@ -855,6 +1090,11 @@ int main(void)
         cmocka_unit_test_setup(test_accept_elsewhere_reseeks, setup),
         cmocka_unit_test_setup(test_violations_end_with_error_frame, setup),
         cmocka_unit_test_setup(test_garbage_and_oversize, setup),
+        cmocka_unit_test_setup(test_ack_run_taken_in_one_call, setup),
+        cmocka_unit_test_setup(test_ack_run_around_a_partial_frame, setup),
+        cmocka_unit_test_setup(test_ping_among_acks_gets_pong, setup),
+        cmocka_unit_test(test_ack_run_stops_before_a_bad_ack),
+        cmocka_unit_test_setup(test_ack_with_tlv_is_one_frame, setup),
         cmocka_unit_test_setup(test_small_device_buffer_limits_chunk, setup),
         cmocka_unit_test_setup(test_ping_gets_pong, setup),
         cmocka_unit_test_setup(test_ping_flood_ends_session, setup),

@@ -32,6 +32,7 @@ extern "C" {
 #define TCPOTA_FRAME_TAIL 4u     /* CRC32C */
 #define TCPOTA_FRAME_OVERHEAD 8u /* head + tail */
 #define TCPOTA_DATA_FIXED 4u     /* DATA: offset before the bytes */
+#define TCPOTA_ACK_FIXED 4u      /* ACK: its offset, before any TLV */
 /* A DATA frame around its image bytes: the head tcpota_data_head() writes
  * (frame head + offset) before them, and in all (with the CRC after). */
 #define TCPOTA_DATA_HEAD_LEN (TCPOTA_FRAME_HEAD + TCPOTA_DATA_FIXED)
@@ -229,6 +230,17 @@ void tcpota_decoder_reset(struct tcpota_decoder *d);
  * an error the stream is unusable until tcpota_decoder_reset(). */
 int tcpota_decoder_feed(struct tcpota_decoder *d, const uint8_t *in, size_t len,
                         struct tcpota_frame *f);
+
+/* 1 when `d` holds no part of a frame: the next input starts a frame (a
+ * frame handed out is done with), else 0. */
+int tcpota_decoder_idle(const struct tcpota_decoder *d);
+
+/* 1 when `in` (len bytes) starts with a whole frame of `type` whose payload
+ * is exactly `payload_len` bytes, its flags 0 and its CRC right: what the
+ * decoder would hand out for those bytes. Else 0 (another frame, a partial
+ * one, or a bad one: the decoder names what is wrong). For a reader that
+ * takes a run of one small frame quickly without buffering it. */
+int tcpota_frame_whole(const uint8_t *in, size_t len, uint8_t type, uint16_t payload_len);
 
 /* Parses frame `f` into *m (pointers into the frame). Returns 0, or
  * TCPOTA_ERR_PROTO for a malformed or incomplete message, or

@@ -112,7 +112,7 @@ struct tcpota_srv_event {
     struct tcpota_msg msg; /* pointers valid until the next input call */
     uint8_t offered;       /* HELLO/authorize: 1 offer sent, 0 no update */
     uint8_t auth_pending;  /* HELLO: a CHALLENGE was sent instead of an offer */
-    uint8_t duplicate;     /* ACK: the offset was already acknowledged */
+    uint8_t duplicate;     /* ACK: the offset was already acknowledged (a run's: none moved it) */
     uint32_t start;        /* HELLO/ACCEPT: where DATA (re)starts */
 };
 
@@ -147,7 +147,11 @@ struct tcpota_srv {
 int tcpota_srv_init(struct tcpota_srv *s, const struct tcpota_srv_config *cfg);
 
 /* Consumes up to `len` received bytes, at most one frame's worth, and fills
- * *ev (type NONE when no frame completed). Returns the bytes consumed
+ * *ev (type NONE when no frame completed). A run of whole ACK frames is
+ * taken in one call, as one ACK event: the run's last offset, `duplicate`
+ * when none of them moved it (a device sends 64 per MiB; each is checked
+ * as if taken alone, and the run stops before anything else, a bad ACK
+ * included, for the next call). Returns the bytes consumed
  * (>= 0; call again with the rest), or a negative error after which the
  * connection must end: an ERROR frame explaining it is queued in the
  * output, to be flushed before closing. */
