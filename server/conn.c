@@ -1,5 +1,11 @@
 /* conn.c - one connection: its v1 session, the libevent callbacks that
- * drive it, and flow control (see conn.h). */
+ * drive it, and flow control (see conn.h).
+ *
+ * A plain connection has two events of its own (read, write) and an output
+ * queue (an evbuffer: control bytes, and runs of the image's prebuilt
+ * frames by reference, which evbuffer_write() sends with sendfile); what it
+ * reads is handed to the session where it lies. A TLS connection goes
+ * through a bufferevent, whose OpenSSL filter owns the bytes both ways. */
 #include "conn.h"
 #include "fleet.h"
 #include "legacy.h"
@@ -25,9 +31,43 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
-static void read_cb(struct bufferevent *bev, void *arg);
-static void write_cb(struct bufferevent *bev, void *arg);
-static void event_cb(struct bufferevent *bev, short what, void *arg);
+static void conn_take(struct conn *c);
+static void conn_event(struct conn *c, short what);
+static void take_read(struct conn *c, const uint8_t *buf, size_t n);
+static int hello_overdue(struct conn *c);
+
+struct evbuffer *conn_out(const struct conn *c)
+{
+    return c->bev ? bufferevent_get_output(c->bev) : c->out;
+}
+
+/* Input read but not yet taken: TLS's buffer, or what a plain connection
+ * kept (conn.c, take_read); NULL when a plain one never kept any. */
+static struct evbuffer *conn_in(const struct conn *c)
+{
+    return c->bev ? bufferevent_get_input(c->bev) : c->in;
+}
+
+static size_t out_len(const struct conn *c)
+{
+    struct evbuffer *out = conn_out(c);
+
+    return out ? evbuffer_get_length(out) : 0;
+}
+
+static size_t in_len(const struct conn *c)
+{
+    struct evbuffer *in = conn_in(c);
+
+    return in ? evbuffer_get_length(in) : 0;
+}
+
+/* 1 once c can read and write: a plain socket from the start, a TLS one
+ * once its first byte has come (before it, c has no TLS state). */
+static int conn_io(const struct conn *c)
+{
+    return c->bev || c->out;
+}
 
 /* 1 while an offer streams: from the OFFER until the session ends. */
 static int offer_streams(const struct conn *c)
@@ -58,7 +98,7 @@ static size_t conn_out_cap(const struct conn *c)
  * queue's length, READ_SLACK above OUT_HIGH. */
 static int replies_pile_up(const struct conn *c)
 {
-    size_t len = evbuffer_get_length(bufferevent_get_output(c->bev));
+    size_t len = out_len(c);
 
     return conn_out_cap(c) > OUT_HIGH ? c->ctl_queued >= READ_SLACK : len >= OUT_HIGH + READ_SLACK;
 }
@@ -67,7 +107,7 @@ static int replies_pile_up(const struct conn *c)
  * or fell to half the pause's length. */
 static int replies_drained(const struct conn *c)
 {
-    size_t len = evbuffer_get_length(bufferevent_get_output(c->bev));
+    size_t len = out_len(c);
 
     return conn_out_cap(c) > OUT_HIGH ? len == 0 : len < (OUT_HIGH + READ_SLACK) / 2;
 }
@@ -76,12 +116,12 @@ uint64_t conn_bytes_sent(const struct conn *c)
 {
     size_t unsent, frame, chunk;
 
-    if (c->kind != K_V1 || !c->bev || !c->img) {
+    if (c->kind != K_V1 || !conn_io(c) || !c->img) {
         return c->bytes_sent;
     }
     /* What still waits in the queue was counted when queued: take it back,
      * in image bytes (each chunk travels with its frame's overhead). */
-    unsent = evbuffer_get_length(bufferevent_get_output(c->bev));
+    unsent = out_len(c);
     chunk = c->s.chunk ? c->s.chunk : c->img->chunk;
     frame = chunk + TCPOTA_DATA_OVERHEAD;
     unsent = unsent / frame * chunk + (unsent % frame > TCPOTA_DATA_OVERHEAD
@@ -107,9 +147,17 @@ void conn_free(struct conn *c)
         evutil_closesocket(c->fd);
     }
     if (c->rd) event_free(c->rd);
-    /* libevent may finish freeing the bufferevent later; its queued chains
-     * refer into the image, but freeing a chain never reads its bytes. */
-    if (c->bev) bufferevent_free(c->bev);
+    if (c->wr) event_free(c->wr);
+    /* The queue's chains refer into the image (and libevent may finish
+     * freeing a bufferevent later), but freeing a chain never reads its
+     * bytes. */
+    if (c->out) evbuffer_free(c->out);
+    if (c->in) evbuffer_free(c->in);
+    if (c->bev) {
+        bufferevent_free(c->bev); /* and its socket */
+    } else if (!srv->tls) {
+        evutil_closesocket(c->fd);
+    }
     image_unref(c->img);
     free(c);
 }
@@ -129,10 +177,10 @@ static void stream_lowat(struct conn *c, int on)
 {
     int v = !on ? 1 : c->srv->tls ? (int)STREAM_RCVLOWAT_TLS : (int)STREAM_RCVLOWAT;
 
-    if (!c->bev || c->lowat == on) {
+    if (!conn_io(c) || c->lowat == on) {
         return;
     }
-    if (setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) == 0) {
+    if (setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) == 0) {
         c->lowat = (uint8_t)on;
     }
 }
@@ -141,16 +189,16 @@ int conn_input_unread(const struct conn *c)
 {
     int waiting = 0;
 
-    return c->bev && ioctl(bufferevent_getfd(c->bev), FIONREAD, &waiting) == 0 && waiting > 0;
+    return conn_io(c) && ioctl(c->fd, FIONREAD, &waiting) == 0 && waiting > 0;
 }
 
 /* Reading. A plain connection reads with an event of its own: one recv()
- * into the stack per readable event, added to the input buffer. The
- * bufferevent's own read asks FIONREAD first and has the kernel write into
- * the buffer's new memory: two system calls, and a page the kernel has not
- * touched. A TLS connection reads through its bufferevent (the bytes are
- * OpenSSL's). Either way each read starts the idle timeout again, and
- * reading stops when it passes. */
+ * into the stack per readable event, handed to the session where it lies
+ * (take_read). A bufferevent's read asks FIONREAD first and has the kernel
+ * write into the buffer's new memory: two system calls, and a page the
+ * kernel has not touched. A TLS connection reads through its bufferevent
+ * (the bytes are OpenSSL's). Either way each read starts the idle timeout
+ * again, and reading stops when it passes. */
 static int conn_reading(const struct conn *c)
 {
     if (c->rd) {
@@ -184,29 +232,26 @@ void conn_read_off(struct conn *c)
 }
 
 /* Reading stopped by the end of the stream, an error or the idle timeout
- * (`what`, as a bufferevent reports it): event_cb, with errno kept. */
+ * (`what`, as a bufferevent reports it): conn_event, with errno kept. */
 static void read_ended(struct conn *c, short what)
 {
     int err = errno;
 
     conn_read_off(c);
     errno = err;
-    event_cb(c->bev, (short)(BEV_EVENT_READING | what), c);
+    conn_event(c, (short)(BEV_EVENT_READING | what));
 }
 
-/* A plain connection: one recv() of what waits, added to the input buffer
- * and handed to read_cb; an end of stream or an error to event_cb.
- * restart: the idle timeout starts again after a read (the sweep's read;
- * the read event's own timeout restarts each time it fires). c may be
- * gone after. */
+/* A plain connection: one recv() of what waits, handed to the session
+ * (take_read; behind input kept before it, through c->in); an end of
+ * stream or an error to conn_event. restart: the idle timeout starts
+ * again after a read (the sweep's read; the read event's own timeout
+ * restarts each time it fires). c may be gone after. */
 static void read_now(struct conn *c, int restart)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
     /* On the stack: a page the kernel wrote for the last read. */
     uint8_t buf[READ_MAX];
-    struct evbuffer_iovec v;
     ssize_t n;
-    int rc;
 
     n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
@@ -216,28 +261,22 @@ static void read_now(struct conn *c, int restart)
         read_ended(c, n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR);
         return;
     }
-    /* libevent keeps a socket's input frozen at its end but while it reads
-     * into it; so does this read. */
-    evbuffer_unfreeze(in, 0);
-    rc = evbuffer_reserve_space(in, (ev_ssize_t)n, &v, 1);
-    if (rc == 1) {
-        memcpy(v.iov_base, buf, (size_t)n);
-        v.iov_len = (size_t)n;
-        rc = evbuffer_commit_space(in, &v, 1);
-    } else {
-        rc = -1;
+    if (restart) {
+        conn_read_on(c);
     }
-    evbuffer_freeze(in, 0);
-    if (rc < 0) {
+    if (in_len(c) == 0) {
+        if (!hello_overdue(c)) {
+            take_read(c, buf, (size_t)n);
+        }
+        return;
+    }
+    if (evbuffer_add(c->in, buf, (size_t)n) < 0) {
         /* The bytes are taken from the socket: without them the stream
          * has a hole. */
         (void)conn_out_of_memory(c, "reading from the device");
         return;
     }
-    if (restart) {
-        conn_read_on(c);
-    }
-    read_cb(c->bev, c);
+    conn_take(c);
 }
 
 static void rd_cb(evutil_socket_t fd, short what, void *arg)
@@ -254,7 +293,7 @@ static void rd_cb(evutil_socket_t fd, short what, void *arg)
 
 void conn_lowat_tick(struct conn *c)
 {
-    if (!c->lowat || !c->bev) {
+    if (!c->lowat || !conn_io(c)) {
         return;
     }
     /* Input waiting below the watermark is read now: progress is then seen
@@ -290,22 +329,47 @@ static void conn_admitted(struct conn *c)
 
 int conn_close(struct conn *c, int now)
 {
-    if (now || !c->bev || evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+    if (now || out_len(c) == 0) {
         conn_free(c);
         return 1;
     }
     /* Stop reading; the write callback frees it once drained. */
     c->closing = 1;
     conn_read_off(c);
-    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    if (c->bev) {
+        bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    } else {
+        conn_queued(c);
+    }
     return 0;
+}
+
+/* Plain: watching for writability, with the idle timeout (it restarts
+ * with each write: a peer that reads nothing for that long is ended). */
+static void conn_write_on(struct conn *c)
+{
+    struct timeval tv;
+
+    tv.tv_sec = (time_t)c->srv->o->idle_timeout_s;
+    tv.tv_usec = 0;
+    c->wr_on = event_add(c->wr, tv.tv_sec ? &tv : NULL) == 0;
+}
+
+static void conn_write_off(struct conn *c)
+{
+    event_del(c->wr);
+    c->wr_on = 0;
 }
 
 void conn_queued(struct conn *c)
 {
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) &&
-        !(bufferevent_get_enabled(c->bev) & EV_WRITE)) {
-        bufferevent_enable(c->bev, EV_WRITE);
+    if (c->bev) {
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) &&
+            !(bufferevent_get_enabled(c->bev) & EV_WRITE)) {
+            bufferevent_enable(c->bev, EV_WRITE);
+        }
+    } else if (out_len(c) && !c->wr_on) {
+        conn_write_on(c);
     }
 }
 
@@ -313,13 +377,13 @@ size_t conn_write_now(struct conn *c, const void *p, size_t n)
 {
     ssize_t w;
 
-    if (!c->bev || evbuffer_get_length(bufferevent_get_output(c->bev))) {
+    if (!conn_io(c) || out_len(c)) {
         return 0;
     }
     if (c->srv->tls) {
         return c->tls_up ? tls_write_now(bufferevent_openssl_get_ssl(c->bev), p, n) : 0;
     }
-    w = send(bufferevent_getfd(c->bev), p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    w = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
     return w > 0 ? (size_t)w : 0;
 }
 
@@ -337,7 +401,7 @@ int conn_out_of_memory(struct conn *c, const char *what)
  * freed. */
 static int move_replies(struct conn *c, size_t *moved)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = conn_out(c);
     const uint8_t *p;
     size_t n = tcpota_srv_output(&c->s, &p), sent = 0;
     /* The session's buffer lies in the connection's own memory, new with
@@ -381,7 +445,7 @@ static uint32_t frames_for(const struct conn *c, size_t room)
 
 int conn_pump(struct conn *c)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = conn_out(c);
     size_t n = c->moved, queued, ahead, added, cap = conn_out_cap(c);
     uint32_t off, len;
 
@@ -420,17 +484,12 @@ int conn_pump(struct conn *c)
         conn_queued(c); /* its last frame goes out, then it closes */
         return conn_close(c, 0);
     }
-    if (!c->srv->tls && evbuffer_get_length(out) &&
-        !(bufferevent_get_enabled(c->bev) & EV_WRITE)) {
+    if (!c->bev && evbuffer_get_length(out) && !c->wr_on) {
         /* Not watching for writability: the socket took all it was given,
          * so it likely takes more now; one write here (sendfile for a run)
          * rather than an epoll_ctl() and a loop turn. Its error, if any,
-         * the bufferevent's own write meets again and reports. The
-         * bufferevent keeps its output's start frozen between its own
-         * writes: thawed for this one, as its write callback does. */
-        evbuffer_unfreeze(out, 1);
-        (void)evbuffer_write(out, bufferevent_getfd(c->bev));
-        evbuffer_freeze(out, 1);
+         * the write event's own write meets again and reports. */
+        (void)evbuffer_write(out, c->fd);
     }
     conn_queued(c);
     return 0;
@@ -751,7 +810,7 @@ static int detect(struct conn *c, const uint8_t *buf, size_t n)
         int one = 1;
         c->kind = K_LEGACY;
         metrics_connection(METRICS_LEGACY);
-        setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         snprintf(c->dev, sizeof(c->dev), "legacy");
         conn_admitted(c);
         clog_(c, 0, "legacy (req0/req1) device connected%s",
@@ -765,20 +824,26 @@ static int detect(struct conn *c, const uint8_t *buf, size_t n)
     return -1;
 }
 
+/* Stops reading a peer whose replies pile up: the write callback resumes
+ * once the peer reads again; if it never does, the write timeout ends the
+ * connection. */
+static void pause_reading(struct conn *c)
+{
+    c->read_paused = 1;
+    conn_read_off(c);
+}
+
 /* Takes what waits in the input buffer. Returns 0 when it took it all,
  * -1 when c stopped reading (paused, waiting for the store, closing) or is
  * gone. */
 static int take_input(struct conn *c, struct evbuffer *in)
 {
-    uint8_t buf[4096];
+    uint8_t buf[READ_MAX];
 
     while (evbuffer_get_length(in)) {
         int n;
         if (replies_pile_up(c)) {
-            /* The write callback resumes once the peer reads again; if it
-             * never does, the write timeout ends the connection. */
-            c->read_paused = 1;
-            conn_read_off(c);
+            pause_reading(c);
             return -1;
         }
         if (c->kind == K_LEGACY && !c->img) {
@@ -805,24 +870,72 @@ static int take_input(struct conn *c, struct evbuffer *in)
     return 0;
 }
 
+/* Plain: the bytes just read, handed over where they lie when no earlier
+ * input waits (c->in empty), as take_input() would take them from a buffer.
+ * What cannot be taken now (reading paused, a legacy device waiting for
+ * the store to choose its image) is kept in c->in, made on first use. c
+ * may be gone after. */
+static void take_read(struct conn *c, const uint8_t *buf, size_t n)
+{
+    int ask_store = 0;
+
+    if (replies_pile_up(c)) {
+        pause_reading(c);
+    } else if (c->kind != K_LEGACY || c->img) {
+        if (c->kind == K_UNKNOWN && detect(c, buf, n) < 0) {
+            return; /* c is gone */
+        }
+        if (c->kind == K_V1) {
+            (void)v1_input(c, buf, n);
+            return;
+        }
+        if (c->img) {
+            (void)legacy_input(c, buf, n);
+            return;
+        }
+        ask_store = 1; /* a legacy device, just told apart: kept until the store answers */
+    }
+    /* c->in is empty: prepending is adding (and tests/tools/failqueue.c
+     * fails this call alone on demand). */
+    if ((!c->in && !(c->in = evbuffer_new())) || evbuffer_prepend(c->in, buf, n) < 0) {
+        /* The bytes are taken from the socket: without them the stream
+         * has a hole. */
+        (void)conn_out_of_memory(c, "keeping what the device sent");
+        return;
+    }
+    if (ask_store) {
+        (void)fleet_legacy_start(c); /* conn_read_again takes them */
+    }
+}
+
 /* 1 when input waits to be taken: in the buffer, or held by OpenSSL. */
 static int input_waiting(struct conn *c)
 {
-    return evbuffer_get_length(bufferevent_get_input(c->bev)) ||
+    return in_len(c) ||
            (c->srv->tls && tls_holds_input(bufferevent_openssl_get_ssl(c->bev)));
 }
 
-static void read_cb(struct bufferevent *bev, void *arg)
+/* 1 when c, not legacy, has sent no HELLO within one idle timeout of
+ * connecting (a peer that trickles bytes resets the idle timer forever):
+ * then c is closed and freed. */
+static int hello_overdue(struct conn *c)
 {
-    struct conn *c = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    if (c->kind == K_LEGACY || c->s.got_hello || now_s() - c->started <= c->srv->o->idle_timeout_s) {
+        return 0;
+    }
+    c->srv->stats.failed++;
+    clog_(c, 1, "no HELLO within %u s (too slow); closing", c->srv->o->idle_timeout_s);
+    (void)conn_close(c, 1);
+    return 1;
+}
 
-    /* A peer that trickles bytes resets the idle timer forever: its HELLO
-     * must be complete within one idle timeout of connecting. */
-    if (c->kind != K_LEGACY && !c->s.got_hello && now_s() - c->started > c->srv->o->idle_timeout_s) {
-        c->srv->stats.failed++;
-        clog_(c, 1, "no HELLO within %u s (too slow); closing", c->srv->o->idle_timeout_s);
-        (void)conn_close(c, 1);
+/* Takes what waits in c's input buffer (TLS's, or what a plain connection
+ * kept). c may be gone after. */
+static void conn_take(struct conn *c)
+{
+    struct evbuffer *in = conn_in(c);
+
+    if (hello_overdue(c) || !in) {
         return;
     }
     /* Inside TLS libevent reads one record per readable event; the rest
@@ -832,22 +945,30 @@ static void read_cb(struct bufferevent *bev, void *arg)
         if (take_input(c, in) < 0) {
             return;
         }
-    } while (c->srv->tls && tls_pull(bufferevent_openssl_get_ssl(bev), in) > 0);
+    } while (c->srv->tls && tls_pull(bufferevent_openssl_get_ssl(c->bev), in) > 0);
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    conn_take(arg);
 }
 
 void conn_read_again(struct conn *c)
 {
-    if (c->bev && input_waiting(c)) {
-        read_cb(c->bev, c);
+    if (conn_io(c) && input_waiting(c)) {
+        conn_take(c);
     }
 }
 
-static void write_cb(struct bufferevent *bev, void *arg)
+/* Output drained to its low mark (OUT_LOW; 0 while closing) after a write:
+ * reading resumes if it was paused, more DATA is queued, a closing
+ * connection ends once all is out. */
+static void conn_wrote(struct conn *c)
 {
-    struct conn *c = arg;
     int resume = 0;
 
-    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+    if (out_len(c) == 0) {
         c->ctl_queued = 0;
     }
     if (c->read_paused && !c->closing && replies_drained(c)) {
@@ -857,7 +978,7 @@ static void write_cb(struct bufferevent *bev, void *arg)
     }
     if (c->kind == K_V1) {
         if (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
-            if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+            if (out_len(c) == 0) {
                 conn_free(c);
             }
             return;
@@ -865,24 +986,64 @@ static void write_cb(struct bufferevent *bev, void *arg)
         if (conn_pump(c)) {
             return; /* c is gone */
         }
-    } else if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+    } else if (c->closing && out_len(c) == 0) {
         /* Not "reading disabled": a TLS bufferevent reports that during
          * its handshake. */
         conn_free(c);
         return;
     }
     if (resume && input_waiting(c)) {
-        read_cb(bev, c); /* what arrived while reading was paused */
+        conn_take(c); /* what arrived while reading was paused */
     }
 }
 
-static void event_cb(struct bufferevent *bev, short what, void *arg)
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    conn_wrote(arg);
+}
+
+/* Plain: the socket takes more (or the write timed out). One write of all
+ * it takes, sendfile for runs of frames; what a bufferevent's write does,
+ * its errors reported the same way. */
+static void wr_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
+    int n;
 
+    if (what & EV_TIMEOUT) {
+        conn_write_off(c);
+        conn_event(c, BEV_EVENT_WRITING | BEV_EVENT_TIMEOUT);
+        return;
+    }
+    n = evbuffer_write(c->out, fd);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        return;
+    }
+    if (n <= 0) {
+        /* 0 with bytes queued: nothing more goes out (libevent takes it
+         * as the end of the stream too). errno is the log's. */
+        int err = errno;
+        conn_write_off(c);
+        errno = err;
+        conn_event(c, (short)(BEV_EVENT_WRITING | (n < 0 ? BEV_EVENT_ERROR : BEV_EVENT_EOF)));
+        return;
+    }
+    if (evbuffer_get_length(c->out) == 0) {
+        conn_write_off(c);
+    }
+    if (evbuffer_get_length(c->out) <= (c->closing ? 0 : OUT_LOW)) {
+        conn_wrote(c);
+    }
+}
+
+/* The end of a connection (an end of stream, an error, a timeout), or
+ * inside TLS the handshake's end (BEV_EVENT_CONNECTED). */
+static void conn_event(struct conn *c, short what)
+{
     if (what == BEV_EVENT_CONNECTED) {
         /* A TLS handshake finished: nothing ends here. */
-        int resumed = SSL_session_reused(bufferevent_openssl_get_ssl(bev)) == 1;
+        int resumed = SSL_session_reused(bufferevent_openssl_get_ssl(c->bev)) == 1;
         c->tls_up = 1;
         if (resumed) {
             c->srv->stats.tls_resumed++;
@@ -891,7 +1052,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         }
         clog_(c, 0, "TLS handshake done (%s)", resumed ? "resumed session" : "full");
         if (input_waiting(c)) {
-            read_cb(bev, c); /* HELLO, read ahead with the handshake's last record */
+            conn_take(c); /* HELLO, read ahead with the handshake's last record */
         }
         return;
     }
@@ -908,7 +1069,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
               (what & BEV_EVENT_READING) ? "nothing received" : "not reading what we send");
     } else if (what & BEV_EVENT_ERROR) {
         int err = EVUTIL_SOCKET_ERROR();
-        unsigned long tls_err = c->srv->tls ? bufferevent_get_openssl_error(bev) : 0;
+        unsigned long tls_err = c->srv->tls ? bufferevent_get_openssl_error(c->bev) : 0;
         /* libevent reports TLS failures with errno 0: name OpenSSL's reason. */
         if (c->srv->tls && (tls_err || !err)) {
             clog_(c, 0, "%s: %s; closed", c->tls_up ? "TLS error" : "TLS handshake failed",
@@ -929,9 +1090,13 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     conn_free(c);
 }
 
-/* Callbacks, watermarks and timeouts of a connection whose bufferevent
- * exists. A plain connection reads with an event of its own (conn_read_on):
- * the read watermark and the read timeout set here are TLS's. */
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    conn_event(arg, what);
+}
+
+/* Callbacks, watermarks and timeouts of a TLS connection's bufferevent. */
 static void start_bev(struct conn *c)
 {
     struct timeval tv;
@@ -944,9 +1109,7 @@ static void start_bev(struct conn *c)
     bufferevent_set_timeouts(c->bev, &tv, &tv);
     /* A socket watches for writability only once something waits in its
      * output after a write of its own (conn_write_now, conn_pump,
-     * conn_queued): a check-in, answered by one write, then costs one
-     * epoll_ctl() instead of three, and a stream that the socket takes at
-     * once none. libevent enables writing on a new bufferevent, and then
+     * conn_queued). libevent enables writing on a new bufferevent, and then
      * watches as soon as anything is added. A TLS bufferevent's handshake
      * watches for writability itself when OpenSSL asks, whatever is
      * enabled. */
@@ -1077,14 +1240,28 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
     if (srv->tls) {
         c->first_byte = event_new(srv->base, fd, EV_READ, first_byte_cb, c);
     } else {
-        c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+        /* A socket watches for writability only once something waits in
+         * its output after a write of its own (conn_write_now, conn_pump,
+         * conn_queued): a check-in, answered by one write, then costs one
+         * epoll_ctl() instead of three, and a stream that the socket takes
+         * at once none. */
+        c->out = evbuffer_new();
+        /* Drains to a socket: file segments go by sendfile, not copied (as
+         * a bufferevent marks its output). */
+        if (c->out && evbuffer_set_flags(c->out, EVBUFFER_FLAG_DRAINS_TO_FD) < 0) {
+            evbuffer_free(c->out);
+            c->out = NULL;
+        }
         c->rd = event_new(srv->base, fd, EV_READ | EV_PERSIST, rd_cb, c);
+        c->wr = event_new(srv->base, fd, EV_WRITE | EV_PERSIST, wr_cb, c);
     }
-    if ((!c->bev && !c->first_byte) || (!srv->tls && !c->rd) || tcpota_srv_init(&c->s, &cfg) < 0) {
+    if ((srv->tls ? !c->first_byte : !c->out || !c->rd || !c->wr) ||
+        tcpota_srv_init(&c->s, &cfg) < 0) {
         if (c->rd) event_free(c->rd);
-        if (c->bev) bufferevent_free(c->bev);
-        else if (c->first_byte) event_free(c->first_byte);
-        if (!c->bev) evutil_closesocket(fd);
+        if (c->wr) event_free(c->wr);
+        if (c->out) evbuffer_free(c->out);
+        if (c->first_byte) event_free(c->first_byte);
+        evutil_closesocket(fd);
         if (unauth) unauth_del(&srv->unauth, host);
         free(c);
         return;
@@ -1103,6 +1280,6 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
     if (c->first_byte) {
         event_add(c->first_byte, NULL);
     } else {
-        start_bev(c);
+        conn_read_on(c);
     }
 }

@@ -1,6 +1,7 @@
 /*
  * conn.h - one connection of `tcpota serve`: a small struct (server_internal.h)
- * with its own sans-I/O session, driven by libevent's bufferevent callbacks.
+ * with its own sans-I/O session, driven by libevent: events of its own on a
+ * plain socket, a bufferevent inside TLS.
  */
 #ifndef TCPOTA_SERVER_CONN_H
 #define TCPOTA_SERVER_CONN_H
@@ -11,6 +12,7 @@
 
 struct server;
 struct conn;
+struct evbuffer;
 
 /* Takes over the accepted socket fd from host:port and starts serving it
  * (inside TLS when the server has a TLS context). unauth: the caller
@@ -35,8 +37,11 @@ size_t conn_write_now(struct conn *c, const void *p, size_t n);
  * never read a stream with a hole, nor, inside TLS, other bytes than
  * those OpenSSL was given before a WANT_WRITE. Returns 1 (c is freed). */
 int conn_out_of_memory(struct conn *c, const char *what);
-/* Call after adding to c's output: makes the bufferevent watch for
- * writability (a plain socket does not until it has something queued). */
+/* c's output queue (plain: its own; TLS: its bufferevent's), or NULL
+ * before a TLS connection's first byte. Call conn_queued() after adding. */
+struct evbuffer *conn_out(const struct conn *c);
+/* Call after adding to c's output: makes the socket watch for writability
+ * (it does not until something is queued). */
 void conn_queued(struct conn *c);
 /* Moves what the session queued into the socket's queue (control frames,
  * then DATA). Returns 1 when the session ended and c was freed. */

@@ -6,7 +6,6 @@
 #include "server_internal.h"
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <string.h>
 
 const char *legacy_refusal(const struct tcpota_serve_opts *o)
@@ -32,7 +31,7 @@ static int legacy_send(struct conn *c, const struct tcpota_legacy_pkg *pkg)
     uint8_t buf[TCPOTA_LEGACY_HEAD_MAX + TCPOTA_LEGACY_PKG];
     int h = tcpota_legacy_header(img->size, pkg->len, (char *)buf, TCPOTA_LEGACY_HEAD_MAX);
     size_t n = (size_t)h + pkg->len;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = conn_out(c);
     size_t w;
 
     memcpy(buf + h, img->map + pkg->offset, pkg->len);

@@ -88,6 +88,7 @@ struct event_base;
 struct evconnlistener;
 struct event;
 struct bufferevent;
+struct evbuffer;
 
 struct server {
     const struct tcpota_serve_opts *o; /* the options in force: the caller's, or a reload's */
@@ -115,7 +116,7 @@ struct server {
 
 struct conn {
     struct server *srv;
-    struct bufferevent *bev;
+    struct bufferevent *bev; /* TLS: its bufferevent (NULL until the first byte); plain: NULL */
     struct conn *prev, *next;
     enum kind kind;
     uint64_t id;
@@ -151,10 +152,14 @@ struct conn {
     /* TLS: waiting for the first byte, before any TLS state is allocated
      * (then bev is NULL). */
     struct event *first_byte;
-    /* Plain: the socket's read event (conn.c, conn_read_on); its
-     * bufferevent only writes. NULL inside TLS. */
-    struct event *rd;
+    /* Plain: the socket's read and write events (conn.c, conn_read_on,
+     * conn_queued), its output queue, and input the session could not take
+     * yet (reading paused, a legacy device waiting for the store; made on
+     * first use). All NULL inside TLS, which has its bufferevent's. */
+    struct event *rd, *wr;
+    struct evbuffer *out, *in;
     uint8_t rd_on; /* rd is added: reading */
+    uint8_t wr_on; /* wr is added: waiting to write */
     evutil_socket_t fd;
     char addr[48];
     uint8_t nonce[TCPOTA_NONCE_LEN];

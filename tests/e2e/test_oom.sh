@@ -7,11 +7,12 @@
 # queues 256 KiB at a time, so a failure lands in the middle of a stream: 4
 # devices of a 1 MiB image; then 4 in the clear. Then HTTP downloads (256
 # KiB windows): curl resumes with a Range after each cut and ends with the
-# image. Between them, reads: every 3rd read of a plain connection finds no
-# room for its bytes. Last a legacy device asks for every package before it
-# reads any: once the socket is full the server copies each answer into
-# its queue, the 3rd copy fails, and the connection ends there; what came
-# before is the image.
+# image. Last a legacy device asks for every package before it reads any:
+# once the socket is full the server copies each answer into its queue, the
+# 3rd copy fails, and the connection ends there; what came before is the
+# image. Then the same device where the server, having stopped reading it
+# (its answers pile up unread), finds no memory to keep the requests it has
+# just read: that connection ends too.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fleet_lib.sh"
 cd "$WORK"
@@ -65,13 +66,6 @@ devices tls --ca srv.pem
 # In the clear the whole image is one run (sendfile): a failure queues nothing.
 TCPOTA=./failing-tcpota TCPOTA_TEST_FAIL_EVERY=3 start_server img 2.0.0 --no-progress
 devices plain
-# What a plain connection reads is taken from the socket before it has
-# room in the input: when every 3rd read finds none, that connection ends
-# (going on would leave a hole in what the session sees) and the device
-# resumes.
-TCPOTA=./failing-tcpota TCPOTA_TEST_FAIL_EVERY=3 TCPOTA_TEST_FAIL_READ=1 start_server img 2.0.0 \
-  --no-progress
-WHAT='reading from the device' devices reads
 
 # ---- HTTP downloads ---------------------------------------------------------
 TCPOTA=./failing-tcpota TCPOTA_TEST_FAIL_EVERY=3 start_fleet --ota-listen 127.0.0.1:0
@@ -92,9 +86,11 @@ accounted HTTP 'http: out of memory queueing image data; closing'
 ok "HTTP: $INJECTED queueing failures, each ended its connection; curl resumed ($tries requests), byte-exact"
 
 # ---- a legacy device --------------------------------------------------------
-make_image small 4194304
-TCPOTA=./failing-tcpota TCPOTA_TEST_FAIL_EVERY=3 TCPOTA_TEST_FAIL_ADD=1 start_server small 2.0.0 --no-progress
-timeout 60 python3 - "$SERVER_PORT" small > legacy.out 2>&1 <<'PY' || fail "$(tail -3 legacy.out)"
+# flood PORT IMAGE: a legacy device asks for every package before it reads
+# any (a socket receive buffer of 4 KiB), then reads until the server
+# closes; it must have been cut before the last package, and what came
+# before is the image.
+cat > flood.py <<'PY'
 import socket, sys, time
 port, img = int(sys.argv[1]), open(sys.argv[2], "rb").read()
 n = (len(img) + 511) // 512
@@ -130,7 +126,21 @@ if bytes(got) != img[:len(got)]:
     sys.exit("the packages before the end differ from the image")
 print("closed after %d of %d packages, byte-exact" % (pkgs, n))
 PY
+make_image small 4194304
+TCPOTA=./failing-tcpota TCPOTA_TEST_FAIL_EVERY=3 TCPOTA_TEST_FAIL_ADD=1 start_server small 2.0.0 --no-progress
+timeout 60 python3 flood.py "$SERVER_PORT" small > legacy.out 2>&1 || fail "$(tail -3 legacy.out)"
 stop_server
 accounted legacy 'out of memory queueing a package; closing'
 [ "$INJECTED" -eq 1 ] || fail "legacy: $INJECTED queueings failed, 1 expected (the connection ends at the first)"
 ok "legacy: $(cat legacy.out)"
+# The same device, every answer queued: once they pile up unread the
+# server stops reading it, and the requests read at that moment, which it
+# must keep for later, find no memory. Going on would leave a hole in what
+# the session sees: the connection ends there.
+TCPOTA=./failing-tcpota TCPOTA_TEST_FAIL_EVERY=1 TCPOTA_TEST_FAIL_READ=1 start_server small 2.0.0 \
+  --no-progress
+timeout 60 python3 flood.py "$SERVER_PORT" small > kept.out 2>&1 || fail "kept input: $(tail -3 kept.out)"
+stop_server
+accounted 'kept input' 'out of memory keeping what the device sent; closing'
+[ "$INJECTED" -eq 1 ] || fail "kept input: $INJECTED failures, 1 expected (the connection ends at the first)"
+ok "kept input: $(cat kept.out)"

@@ -4,13 +4,10 @@
  * TCPOTA_TEST_FAIL_ADD=1 every such evbuffer_add (copied bytes: a legacy
  * package the socket did not take), fails as libevent fails when it
  * cannot allocate: -1, nothing queued. With TCPOTA_TEST_FAIL_READ=1 only
- * evbuffer_reserve_space is failed so, every N-th call in the server.
- * In test_oom's plain streams every such call is conn.c's read_now (room
- * in the input for bytes read; counted: 19-23 per run, all there). The
- * other caller, image_add_bytes (a reply behind DATA, the head of a frame
- * not prebuilt), falls back to evbuffer_add, so its failure would end no
- * connection and the test's count of failures against closes would say
- * so. The failure is libevent's own (the
+ * evbuffer_prepend is failed so, every N-th call in the server: conn.c's
+ * take_read keeps with it the bytes a plain connection read but could not
+ * hand over (reading paused, its replies piling up unread), and nothing
+ * else calls it outside fleet mode. The failure is libevent's own (the
  * call made on a buffer frozen at its end), so that what libevent does to
  * the caller's objects when it fails happens too. Each failure is told
  * on stderr ("failqueue: ..."), so that the test can match every one with
@@ -24,11 +21,13 @@
 static unsigned long calls;
 static int frozen_result;
 
-/* `call` (a libevent function on buf) made with buf frozen at its end, so
- * that it fails as libevent fails without memory; its result. */
-#define FAILING(buf, call)                                 \
-    (evbuffer_freeze((buf), 0), frozen_result = (call),    \
-     evbuffer_unfreeze((buf), 0), frozen_result)
+/* `call` (a libevent function on buf) made with buf frozen at its end (at
+ * its front: front 1), so that it fails as libevent fails without memory;
+ * its result. */
+#define FAILING_AT(buf, front, call)                             \
+    (evbuffer_freeze((buf), (front)), frozen_result = (call),    \
+     evbuffer_unfreeze((buf), (front)), frozen_result)
+#define FAILING(buf, call) FAILING_AT((buf), 0, (call))
 
 /* TCPOTA_TEST_FAIL_READ=1: reads fail, queueing does not. */
 static int reads_only(void)
@@ -101,16 +100,15 @@ int evbuffer_add(struct evbuffer *buf, const void *data, size_t len)
     return real(buf, data, len);
 }
 
-int evbuffer_reserve_space(struct evbuffer *buf, ev_ssize_t size, struct evbuffer_iovec *vec,
-                           int n_vec)
+int evbuffer_prepend(struct evbuffer *buf, const void *data, size_t len)
 {
-    static int (*real)(struct evbuffer *, ev_ssize_t, struct evbuffer_iovec *, int);
+    static int (*real)(struct evbuffer *, const void *, size_t);
 
     if (!real) {
-        *(void **)&real = dlsym(RTLD_NEXT, "evbuffer_reserve_space");
+        *(void **)&real = dlsym(RTLD_NEXT, "evbuffer_prepend");
     }
-    if (reads_only() && fail_now("evbuffer_reserve_space")) {
-        return FAILING(buf, real(buf, size, vec, n_vec));
+    if (reads_only() && fail_now("evbuffer_prepend")) {
+        return FAILING_AT(buf, 1, real(buf, data, len));
     }
-    return real(buf, size, vec, n_vec);
+    return real(buf, data, len);
 }

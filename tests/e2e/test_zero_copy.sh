@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# In the clear a device's image leaves the server by sendfile from the
+# image's memory file: the server copies no image byte through its own
+# memory. The kernel counts what sendfile moves as read by the process
+# (/proc/PID/io: rchar, one read call per sendfile), where a server that
+# copies (write/writev from its memory, or read then write) reads the image
+# without a read call or in many small ones. One device takes a 16 MiB
+# image: the server must have read at least the image's bytes, in fewer
+# read calls than one per 64 KiB.
+source "$(dirname "$0")/lib.sh"
+cd "$WORK"
+size=$((16 * 1024 * 1024))
+make_image img $size
+start_server img 2.0.0 --no-progress
+# io FIELD: the server's counter from /proc/PID/io.
+io() { awk -v f="$1:" '$1 == f {print $2}' "/proc/$SERVER_PID/io"; }
+[ -n "$(io rchar)" ] || fail "no /proc/$SERVER_PID/io: the kernel keeps no I/O counts per process"
+rchar0=$(io rchar) syscr0=$(io syscr)
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash dev --slot-size $size --id zc-dev --quiet \
+  2> dev.log ||
+  fail "device failed: $(tail -3 dev.log)"
+check_device dev img
+rchar=$(($(io rchar) - rchar0)) syscr=$(($(io syscr) - syscr0))
+stop_server
+[ "$rchar" -ge "$size" ] ||
+  fail "the server read $rchar bytes for a $size-byte image: it sent the image from its own memory, not by sendfile"
+[ "$syscr" -lt $((size / 65536)) ] ||
+  fail "the server made $syscr read calls for a $size-byte image: it copies the image in pieces, not by sendfile"
+ok "a $size-byte image went by sendfile: $rchar bytes read by the kernel for the server in $syscr calls"
