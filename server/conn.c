@@ -167,7 +167,7 @@ void conn_free(struct conn *c)
  * loop one by one: the socket reports input only once STREAM_RCVLOWAT
  * bytes wait (Linux counts SO_RCVLOWAT for epoll too; inside TLS the bytes
  * of as many one-ACK records: STREAM_RCVLOWAT_TLS, all read at once, see
- * read_cb). Progress is then seen 64 ACKs at a time, and at least once a
+ * conn_take). Progress is then seen 64 ACKs at a time, and at least once a
  * second (conn_lowat_tick). Whatever ends a session wakes the loop at once
  * all the same: a device half-closes after its COMPLETE (the runner's
  * linger) or closes after an ERROR or DECLINE, and an end of stream or an
@@ -271,9 +271,9 @@ static void read_now(struct conn *c, int restart)
         return;
     }
     if (evbuffer_add(c->in, buf, (size_t)n) < 0) {
-        /* The bytes are taken from the socket: without them the stream
-         * has a hole. */
-        (void)conn_out_of_memory(c, "reading from the device");
+        /* Behind bytes kept before: as take_read's keeping (and as rare:
+         * a paused connection does not read). */
+        (void)conn_out_of_memory(c, "keeping what the device sent");
         return;
     }
     conn_take(c);
@@ -856,7 +856,11 @@ static int take_input(struct conn *c, struct evbuffer *in)
         }
         if (c->kind == K_LEGACY && !c->img) {
             /* Kept until the store answers (conn_read_again). */
-            evbuffer_prepend(in, buf, (size_t)n);
+            if (evbuffer_prepend(in, buf, (size_t)n) < 0) {
+                /* Without them the stream has a hole. */
+                (void)conn_out_of_memory(c, "keeping what the device sent");
+                return -1;
+            }
             (void)fleet_legacy_start(c);
             return -1;
         }
@@ -1005,7 +1009,11 @@ static void write_cb(struct bufferevent *bev, void *arg)
 
 /* Plain: the socket takes more (or the write timed out). One write of all
  * it takes, sendfile for runs of frames; what a bufferevent's write does,
- * its errors reported the same way. */
+ * its errors reported the same way, but for one: libevent's sendfile
+ * returns 0, not -1, when the socket takes nothing now (EAGAIN, which the
+ * kernel may say of a socket it called writable when TCP's memory runs
+ * short), and a bufferevent then ends the connection. That is tried again
+ * here. */
 static void wr_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
@@ -1016,13 +1024,19 @@ static void wr_cb(evutil_socket_t fd, short what, void *arg)
         conn_event(c, BEV_EVENT_WRITING | BEV_EVENT_TIMEOUT);
         return;
     }
+    if (evbuffer_get_length(c->out) == 0) {
+        conn_write_off(c); /* nothing to write: not armed on a writable socket */
+        return;
+    }
+    errno = 0;
     n = evbuffer_write(c->out, fd);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+    if (n <= 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
         return;
     }
     if (n <= 0) {
-        /* 0 with bytes queued: nothing more goes out (libevent takes it
-         * as the end of the stream too). errno is the log's. */
+        /* 0 with no error: nothing more goes out (a file segment past the
+         * file's end; libevent takes it as the end of the stream too).
+         * errno is the log's. */
         int err = errno;
         conn_write_off(c);
         errno = err;
@@ -1240,11 +1254,6 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
     if (srv->tls) {
         c->first_byte = event_new(srv->base, fd, EV_READ, first_byte_cb, c);
     } else {
-        /* A socket watches for writability only once something waits in
-         * its output after a write of its own (conn_write_now, conn_pump,
-         * conn_queued): a check-in, answered by one write, then costs one
-         * epoll_ctl() instead of three, and a stream that the socket takes
-         * at once none. */
         c->out = evbuffer_new();
         /* Drains to a socket: file segments go by sendfile, not copied (as
          * a bufferevent marks its output). */
@@ -1253,6 +1262,10 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
             c->out = NULL;
         }
         c->rd = event_new(srv->base, fd, EV_READ | EV_PERSIST, rd_cb, c);
+        /* Added only once something waits in the output after a write of
+         * c's own (conn_write_now, conn_pump, conn_queued): a check-in,
+         * answered by one write, then costs one epoll_ctl() instead of
+         * three, and a stream that the socket takes at once none. */
         c->wr = event_new(srv->base, fd, EV_WRITE | EV_PERSIST, wr_cb, c);
     }
     if ((srv->tls ? !c->first_byte : !c->out || !c->rd || !c->wr) ||

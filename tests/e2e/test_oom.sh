@@ -12,7 +12,9 @@
 # 3rd copy fails, and the connection ends there; what came before is the
 # image. Then the same device where the server, having stopped reading it
 # (its answers pile up unread), finds no memory to keep the requests it has
-# just read: that connection ends too.
+# just read: that connection ends too; and so does a legacy device's inside
+# TLS whose first request a fleet server cannot keep while its store
+# chooses.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fleet_lib.sh"
 cd "$WORK"
@@ -91,13 +93,18 @@ ok "HTTP: $INJECTED queueing failures, each ended its connection; curl resumed (
 # closes; it must have been cut before the last package, and what came
 # before is the image.
 cat > flood.py <<'PY'
-import socket, sys, time
+import socket, sys, threading, time
 port, img = int(sys.argv[1]), open(sys.argv[2], "rb").read()
 n = (len(img) + 511) // 512
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
 s.connect(("127.0.0.1", port))
-s.sendall(b"req0\r\n\r\n" * n)
+def ask():  # may block once the server stops reading, and meet its close
+    try:
+        s.sendall(b"req0\r\n\r\n" * n)
+    except OSError:
+        pass
+threading.Thread(target=ask, daemon=True).start()
 time.sleep(1)  # the server answers until the socket is full, then queues
 s.settimeout(10)
 buf = b""
@@ -136,11 +143,41 @@ ok "legacy: $(cat legacy.out)"
 # The same device, every answer queued: once they pile up unread the
 # server stops reading it, and the requests read at that moment, which it
 # must keep for later, find no memory. Going on would leave a hole in what
-# the session sees: the connection ends there.
-TCPOTA=./failing-tcpota TCPOTA_TEST_FAIL_EVERY=1 TCPOTA_TEST_FAIL_READ=1 start_server small 2.0.0 \
+# the session sees: the connection ends there. A 32 MiB image: its answers
+# pile up whatever the kernel's socket buffers take.
+make_image big $((32 * 1024 * 1024))
+TCPOTA=./failing-tcpota TCPOTA_TEST_FAIL_EVERY=1 TCPOTA_TEST_FAIL_READ=1 start_server big 2.0.0 \
   --no-progress
-timeout 60 python3 flood.py "$SERVER_PORT" small > kept.out 2>&1 || fail "kept input: $(tail -3 kept.out)"
+timeout 60 python3 flood.py "$SERVER_PORT" big > kept.out 2>&1 || fail "kept input: $(tail -3 kept.out)"
 stop_server
 accounted 'kept input' 'out of memory keeping what the device sent; closing'
 [ "$INJECTED" -eq 1 ] || fail "kept input: $INJECTED failures, 1 expected (the connection ends at the first)"
 ok "kept input: $(cat kept.out)"
+
+# ---- a legacy device inside TLS, fleet mode --------------------------------
+# A fleet server keeps a legacy device's first request until its store has
+# chosen the image; inside TLS it keeps it in the bufferevent's input. No
+# memory to keep it: the connection ends and says so, rather than serve a
+# stream with a hole.
+TCPOTA=./failing-tcpota TCPOTA_TEST_FAIL_EVERY=1 TCPOTA_TEST_FAIL_READ=1 start_fleet \
+  --tls-cert srv.pem --tls-key srv.key
+timeout 30 python3 - "$SERVER_PORT" srv.pem > tlskept.out 2>&1 <<'PY' || fail "kept input, TLS: $(tail -3 tlskept.out)"
+import socket, ssl, sys
+port, ca = int(sys.argv[1]), sys.argv[2]
+s = ssl.create_default_context(cafile=ca).wrap_socket(socket.create_connection(("127.0.0.1", port)),
+                                                       server_hostname="localhost")
+s.sendall(b"req0\r\n\r\n")
+s.settimeout(10)
+try:
+    d = s.recv(4096)
+except socket.timeout:
+    sys.exit("no end: the server kept the connection")
+except (ConnectionResetError, ssl.SSLError):
+    d = b""
+if d:
+    sys.exit("an answer came: %r" % d[:60])
+print("closed without an answer")
+PY
+stop_fleet
+accounted 'kept input, TLS' 'out of memory keeping what the device sent; closing'
+ok "kept input, TLS: $(cat tlskept.out)"

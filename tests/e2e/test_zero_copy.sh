@@ -7,6 +7,11 @@
 # without a read call or in many small ones. One device takes a 16 MiB
 # image: the server must have read at least the image's bytes, in fewer
 # read calls than one per 64 KiB.
+# Then every 2nd sendfile() finds the socket taking nothing (EAGAIN, as when
+# TCP's memory runs short; tcpota-failqueue, tests/tools/failqueue.c): the
+# server tries again when the socket is writable, and the device gets its
+# image from one offer, on one connection (libevent's sendfile returns 0 then, which a
+# bufferevent takes for the end of the stream).
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 size=$((16 * 1024 * 1024))
@@ -27,3 +32,22 @@ stop_server
 [ "$syscr" -lt $((size / 65536)) ] ||
   fail "the server made $syscr read calls for a $size-byte image: it copies the image in pieces, not by sendfile"
 ok "a $size-byte image went by sendfile: $rchar bytes read by the kernel for the server in $syscr calls"
+
+[ -f "${FAILQUEUE:-}" ] || fail "FAILQUEUE must name the tcpota-failqueue library"
+preload=$FAILQUEUE
+asan=$(ldd "$TCPOTA" | awk '/libasan/ {print $3}')
+[ -n "$asan" ] && preload=$asan:$FAILQUEUE
+printf '#!/bin/sh\nLD_PRELOAD='\''%s'\'' exec '\''%s'\'' "$@"\n' "$preload" "$TCPOTA" > eagain-tcpota
+chmod +x eagain-tcpota
+TCPOTA=./eagain-tcpota TCPOTA_TEST_SENDFILE_EAGAIN=2 start_server img 2.0.0 --no-progress
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash dev2 --slot-size $size --id eagain-dev --quiet \
+  2> dev2.log ||
+  fail "device failed: $(tail -3 dev2.log)"
+stop_server
+check_device dev2 img
+injected=$(grep -c '^failqueue: sendfile says EAGAIN' server.log || true)
+[ "$injected" -ge 1 ] || fail "no sendfile said EAGAIN: the test did not test anything"
+offers=$(grep -c 'offer 2.0.0' server.log || true)
+[ "$offers" -eq 1 ] && ! grep -q 'disconnected mid-transfer' server.log ||
+  fail "the image took $offers offers: $(grep -m1 'disconnected\|error' server.log)"
+ok "$injected sendfile calls said EAGAIN: each tried again, the image came on one connection"

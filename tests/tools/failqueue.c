@@ -7,16 +7,21 @@
  * evbuffer_prepend is failed so, every N-th call in the server: conn.c's
  * take_read keeps with it the bytes a plain connection read but could not
  * hand over (reading paused, its replies piling up unread), and nothing
- * else calls it outside fleet mode. The failure is libevent's own (the
- * call made on a buffer frozen at its end), so that what libevent does to
+ * else calls it outside fleet mode. With TCPOTA_TEST_SENDFILE_EAGAIN=N
+ * every N-th sendfile() sends nothing and fails with EAGAIN, as the kernel
+ * does when TCP's memory runs short. The failure is libevent's own (the
+ * call made on a buffer frozen at the end it would change), so that what libevent does to
  * the caller's objects when it fails happens too. Each failure is told
  * on stderr ("failqueue: ..."), so that the test can match every one with
  * the server's own account of it. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
 #include <event2/buffer.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/sendfile.h>
+#include <sys/types.h>
 
 static unsigned long calls;
 static int frozen_result;
@@ -111,4 +116,23 @@ int evbuffer_prepend(struct evbuffer *buf, const void *data, size_t len)
         return FAILING_AT(buf, 1, real(buf, data, len));
     }
     return real(buf, data, len);
+}
+
+ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
+{
+    static ssize_t (*real)(int, int, off_t *, size_t);
+    static long every = -1;
+    static unsigned long n;
+
+    if (!real) {
+        const char *e = getenv("TCPOTA_TEST_SENDFILE_EAGAIN");
+        *(void **)&real = dlsym(RTLD_NEXT, "sendfile");
+        every = e ? strtol(e, NULL, 10) : 0;
+    }
+    if (every > 0 && ++n % (unsigned long)every == 0) {
+        fprintf(stderr, "failqueue: sendfile says EAGAIN (call %lu)\n", n);
+        errno = EAGAIN;
+        return -1;
+    }
+    return real(out_fd, in_fd, offset, count);
 }
