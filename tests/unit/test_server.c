@@ -357,6 +357,22 @@ static void expect_error_frame(int code)
     assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_CLOSING);
 }
 
+/* A device's HELLO offered the image (its replies drained) and its ACCEPT
+ * from 0 taken. */
+static void accepted(void)
+{
+    struct tcpota_msg m;
+    struct tcpota_srv_event ev;
+
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    drain((struct tcpota_msg[4]){0}, 4);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_ACCEPT;
+    m.u.accept.image_id = img.id;
+    assert_true(feed(&m, &ev) > 0);
+}
+
 static void test_violations_end_with_error_frame(void **state)
 {
     struct tcpota_msg m;
@@ -393,15 +409,10 @@ static void test_violations_end_with_error_frame(void **state)
     assert_int_equal(feed(&m, &ev), TCPOTA_ERR_RANGE);
     expect_error_frame(TCPOTA_ERR_RANGE);
 
-    /* ACK beyond what was sent, and ACK going backwards */
+    /* ACK beyond what was sent (going backwards: test_ack_run_stops_before_a_bad_ack) */
     setup(NULL);
-    hello(&m, "1.0.0");
-    assert_true(feed(&m, &ev) > 0);
-    drain((struct tcpota_msg[4]){0}, 4);
+    accepted();
     memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_ACCEPT;
-    m.u.accept.image_id = img.id;
-    assert_true(feed(&m, &ev) > 0);
     m.type = TCPOTA_T_ACK;
     m.u.ack.offset = 4096; /* nothing sent yet */
     assert_int_equal(feed(&m, &ev), TCPOTA_ERR_RANGE);
@@ -433,18 +444,10 @@ static void test_violations_end_with_error_frame(void **state)
  * come for any offset up to `size`. */
 static void sent_all(uint32_t size)
 {
-    struct tcpota_msg m;
-    struct tcpota_srv_event ev;
     uint32_t off, len;
 
     img.size = size;
-    hello(&m, "1.0.0");
-    assert_true(feed(&m, &ev) > 0);
-    drain((struct tcpota_msg[4]){0}, 4);
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_ACCEPT;
-    m.u.accept.image_id = img.id;
-    assert_true(feed(&m, &ev) > 0);
+    accepted();
     while (tcpota_srv_data_take(&s, UINT32_MAX, &off, &len)) {
     }
     assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_SENT_ALL);
@@ -466,6 +469,14 @@ static uint8_t *put_ack(uint8_t *b, size_t *n, uint32_t offset)
     return at;
 }
 
+/* Appends `count` ACK frames at b + *n: 4096, 8192, ... */
+static void put_acks(uint8_t *b, size_t *n, unsigned count)
+{
+    for (unsigned i = 1; i <= count; i++) {
+        put_ack(b, n, i * 4096u);
+    }
+}
+
 /* Sets a frame's CRC again after its bytes were changed. */
 static void seal(uint8_t *frame, size_t len)
 {
@@ -481,9 +492,7 @@ static void test_ack_run_taken_in_one_call(void **state)
     (void)state;
 
     sent_all(100000);
-    put_ack(b, &n, 4096);
-    put_ack(b, &n, 8192);
-    put_ack(b, &n, 12288);
+    put_acks(b, &n, 3);
     assert_int_equal(tcpota_srv_input(&s, b, n, &ev), 3 * ACK_LEN);
     assert_int_equal(ev.type, TCPOTA_SRV_EV_ACK);
     assert_int_equal(ev.msg.u.ack.offset, 12288);
@@ -522,9 +531,7 @@ static void test_ack_run_around_a_partial_frame(void **state)
     (void)state;
 
     sent_all(100000);
-    put_ack(b, &n, 4096);
-    put_ack(b, &n, 8192);
-    put_ack(b, &n, 12288);
+    put_acks(b, &n, 3);
     /* The run takes the whole ACK; 5 bytes of the next wait in the
      * decoder, which then takes the rest of that frame alone. */
     assert_int_equal(tcpota_srv_input(&s, b, ACK_LEN + 5, &ev), ACK_LEN);
