@@ -98,6 +98,7 @@ struct kv {
 struct dev {
     unsigned idx;
     int fd;
+    uint32_t events; /* what epoll watches on fd */
     SSL *ssl; /* --tls: the connection's TLS, NULL before and without */
     uint8_t connecting, handshaking, done, failed;
     unsigned retries;
@@ -539,15 +540,22 @@ static int conn_open(struct dev *d)
     g.open_conns++;
     if (g.open_conns > g.peak_conns) g.peak_conns = g.open_conns;
     memset(&ev, 0, sizeof(ev));
-    ev.events = EPOLLOUT;
+    ev.events = d->events = EPOLLOUT;
     ev.data.ptr = d;
     epoll_ctl(g.ep, EPOLL_CTL_ADD, fd, &ev);
     return 0;
 }
 
+/* Has epoll watch fd for `events`: a system call only when they change
+ * (a device flushes its ACKs each turn; a device client polls, and makes no
+ * call for it). */
 static void want(struct dev *d, uint32_t events)
 {
     struct epoll_event ev;
+    if (d->events == events) {
+        return;
+    }
+    d->events = events;
     memset(&ev, 0, sizeof(ev));
     ev.events = events;
     ev.data.ptr = d;
