@@ -833,6 +833,59 @@ static void pause_reading(struct conn *c)
     conn_read_off(c);
 }
 
+/* What take_chunk() did with a chunk of input. */
+enum take {
+    TAKEN,    /* handed over */
+    KEPT,     /* must wait: reading paused, or a legacy device waits for the store */
+    KEPT_ASK, /* must wait: a legacy device just told apart, the store to be asked */
+    STOPPED,  /* c stopped reading (closing) or is gone */
+};
+
+/* Hands one chunk of a connection's input (at most READ_MAX bytes, in
+ * order) to the detector and the session, or says that it must wait: the
+ * rule for each chunk, whether it lies in a buffer (take_input) or where
+ * a plain read put it (take_read). */
+static enum take take_chunk(struct conn *c, const uint8_t *buf, size_t n)
+{
+    if (replies_pile_up(c)) {
+        pause_reading(c);
+        return KEPT;
+    }
+    if (c->kind == K_LEGACY && !c->img) {
+        return KEPT; /* fleet mode: waiting for the store to choose its image */
+    }
+    if (c->kind == K_UNKNOWN && detect(c, buf, n) < 0) {
+        return STOPPED; /* c is gone */
+    }
+    if (c->kind == K_LEGACY && !c->img) {
+        return KEPT_ASK;
+    }
+    if ((c->kind == K_V1 ? v1_input(c, buf, n) : legacy_input(c, buf, n)) < 0) {
+        return STOPPED; /* c may be gone */
+    }
+    if (c->kind == K_V1 && tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
+        return STOPPED; /* waiting for the output to drain */
+    }
+    return TAKEN;
+}
+
+/* Keeps buf[0..n) in front of c's unread input (TLS's buffer, or c->in,
+ * made on first use), then asks the store when `t` says so (it takes them
+ * through conn_read_again). The bytes are taken from the socket: without
+ * memory for them the stream would have a hole, and c is closed (and
+ * freed). tests/tools/failqueue.c fails the prepend on demand. */
+static void keep_input(struct conn *c, const uint8_t *buf, size_t n, enum take t)
+{
+    if ((!c->bev && !c->in && !(c->in = evbuffer_new())) ||
+        evbuffer_prepend(conn_in(c), buf, n) < 0) {
+        (void)conn_out_of_memory(c, "keeping what the device sent");
+        return;
+    }
+    if (t == KEPT_ASK) {
+        (void)fleet_legacy_start(c);
+    }
+}
+
 /* Takes what waits in the input buffer. Returns 0 when it took it all,
  * -1 when c stopped reading (paused, waiting for the store, closing) or is
  * gone. */
@@ -841,74 +894,29 @@ static int take_input(struct conn *c, struct evbuffer *in)
     uint8_t buf[READ_MAX];
 
     while (evbuffer_get_length(in)) {
-        int n;
-        if (replies_pile_up(c)) {
-            pause_reading(c);
-            return -1;
-        }
-        if (c->kind == K_LEGACY && !c->img) {
-            return -1; /* fleet mode: waiting for the store to choose its image */
-        }
-        n = evbuffer_remove(in, buf, sizeof(buf));
+        enum take t;
+        int n = evbuffer_remove(in, buf, sizeof(buf));
         if (n <= 0) break;
-        if (c->kind == K_UNKNOWN && detect(c, buf, (size_t)n) < 0) {
-            return -1; /* c is gone */
+        /* Out of the buffer first: the session may end c. */
+        t = take_chunk(c, buf, (size_t)n);
+        if (t == TAKEN) continue;
+        if (t != STOPPED) {
+            keep_input(c, buf, (size_t)n, t); /* back where they were */
         }
-        if (c->kind == K_LEGACY && !c->img) {
-            /* Kept until the store answers (conn_read_again). */
-            if (evbuffer_prepend(in, buf, (size_t)n) < 0) {
-                /* Without them the stream has a hole. */
-                (void)conn_out_of_memory(c, "keeping what the device sent");
-                return -1;
-            }
-            (void)fleet_legacy_start(c);
-            return -1;
-        }
-        if ((c->kind == K_V1 ? v1_input(c, buf, (size_t)n) : legacy_input(c, buf, (size_t)n)) < 0) {
-            return -1; /* c may be gone */
-        }
-        if (c->kind == K_V1 && tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
-            return -1; /* waiting for the output to drain */
-        }
+        return -1;
     }
     return 0;
 }
 
 /* Plain: the bytes just read, handed over where they lie when no earlier
- * input waits (c->in empty), as take_input() would take them from a buffer.
- * What cannot be taken now (reading paused, a legacy device waiting for
- * the store to choose its image) is kept in c->in, made on first use. c
- * may be gone after. */
+ * input waits (c->in empty); kept when they must wait. c may be gone
+ * after. */
 static void take_read(struct conn *c, const uint8_t *buf, size_t n)
 {
-    int ask_store = 0;
+    enum take t = take_chunk(c, buf, n);
 
-    if (replies_pile_up(c)) {
-        pause_reading(c);
-    } else if (c->kind != K_LEGACY || c->img) {
-        if (c->kind == K_UNKNOWN && detect(c, buf, n) < 0) {
-            return; /* c is gone */
-        }
-        if (c->kind == K_V1) {
-            (void)v1_input(c, buf, n);
-            return;
-        }
-        if (c->img) {
-            (void)legacy_input(c, buf, n);
-            return;
-        }
-        ask_store = 1; /* a legacy device, just told apart: kept until the store answers */
-    }
-    /* c->in is empty: prepending is adding (and tests/tools/failqueue.c
-     * fails this call alone on demand). */
-    if ((!c->in && !(c->in = evbuffer_new())) || evbuffer_prepend(c->in, buf, n) < 0) {
-        /* The bytes are taken from the socket: without them the stream
-         * has a hole. */
-        (void)conn_out_of_memory(c, "keeping what the device sent");
-        return;
-    }
-    if (ask_store) {
-        (void)fleet_legacy_start(c); /* conn_read_again takes them */
+    if (t == KEPT || t == KEPT_ASK) {
+        keep_input(c, buf, n, t);
     }
 }
 

@@ -5,9 +5,10 @@
  * package the socket did not take), fails as libevent fails when it
  * cannot allocate: -1, nothing queued. With TCPOTA_TEST_FAIL_READ=1 only
  * evbuffer_prepend is failed so, every N-th call in the server: conn.c's
- * take_read keeps with it the bytes a plain connection read but could not
- * hand over (reading paused, its replies piling up unread), and nothing
- * else calls it outside fleet mode. With TCPOTA_TEST_SENDFILE_EAGAIN=N
+ * keep_input keeps with it the bytes a connection read but could not hand
+ * over (reading paused behind its replies piling up unread, a legacy
+ * device waiting for the fleet store), and no other code of the server
+ * calls it. With TCPOTA_TEST_SENDFILE_EAGAIN=N
  * every N-th sendfile() sends nothing and fails with EAGAIN, as the kernel
  * does when TCP's memory runs short. The failure is libevent's own (the
  * call made on a buffer frozen at the end it would change), so that what libevent does to
