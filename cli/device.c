@@ -288,8 +288,20 @@ static int dir_empty(const char *dir)
 static int flash_open(struct device *dv, uint32_t slot_size)
 {
     struct stat st;
-    int create = dv->o.init || (stat(dv->o.dir, &st) < 0 && errno == ENOENT);
-    int rc = tcpota_posix_open(&dv->flash, dv->o.dir, create, create ? slot_size : 0, dv->o.factory);
+    int exists = stat(dv->o.dir, &st) == 0, create, rc;
+
+    if (cli_check_dir(dv->o.dir, "--flash", 1) < 0) {
+        return -1;
+    }
+    if (dv->o.init && exists && !dir_empty(dv->o.dir)) {
+        /* --init never runs (or blanks) what a directory already holds. */
+        say(dv, "--init starts a new device in an empty directory, and %s is not empty; give "
+                "another --flash, or leave out --init to run the device it holds",
+            dv->o.dir);
+        return -1;
+    }
+    create = dv->o.init || !exists;
+    rc = tcpota_posix_open(&dv->flash, dv->o.dir, create, create ? slot_size : 0, dv->o.factory);
 
     if (rc == TCPOTA_ERR_NOENT && dir_empty(dv->o.dir)) {
         say(dv, "%s holds no device; start a new device there with --init", dv->o.dir);
@@ -301,9 +313,12 @@ static int flash_open(struct device *dv, uint32_t slot_size)
         return -1;
     }
     if (rc < 0) {
-        return flash_fail(dv, "opening the flash", rc);
+        (void)flash_fail(dv, "opening the flash", rc);
+        say(dv, "%s", FLASH_DAMAGED_HINT);
+        return -1;
     }
     dv->flash_open = 1;
+    dv->o.init = 0; /* the device exists now: a reboot opens it as it is */
     return 0;
 }
 

@@ -178,8 +178,8 @@ static int take_manifest_names(struct tcpota_serve_opts *o, const uint8_t *man, 
     int order, rc = tcpota_manifest_parse(man, len, &m);
 
     if (rc < 0) {
-        fprintf(stderr, "tcpota serve: the manifest %s is malformed (not a tcpota manifest, or damaged: %s); sign the image again "
-                        "(tcpota sign)\n", path, tcpota_strerror(rc));
+        fprintf(stderr, "tcpota serve: the manifest %s is not a tcpota manifest, or is damaged; "
+                        "sign the image again (tcpota sign)\n", path);
         return -1;
     }
     if (m.version.len == 0 || m.version.len >= vcap || m.model.len >= mcap) {
