@@ -179,6 +179,8 @@ struct device {
     struct tcpota_client cl; /* the socket side of one connection */
     struct tcpota_runner runner; /* connect, back off, give up */
     int told_unreachable;    /* "cannot reach the server" said since the last connect */
+    int connected;           /* the current (or last) attempt got a connection */
+    int answered;            /* ... and bytes from the server */
     uint32_t declined_size;  /* size of the last offer declined */
     struct cli_tls tls;      /* with --ca */
     char tls_session[4096];  /* DIR/tls-session: the TLS session kept for the next connection */
@@ -635,6 +637,7 @@ static int client_input(void *ctx, int rc, const struct tcpota_dev_event *ev)
     const char *detail = tcpota_posix_strerror_detail(&dv->flash);
     int end = 0;
 
+    dv->answered = 1;
     tcpota_runner_note(&dv->runner, rc, ev);
     count_written(dv);
     if (rc < 0) {
@@ -707,15 +710,32 @@ static uint32_t runner_random(void *ctx, uint32_t bound)
 /* Logs what the runner does. That the server cannot be reached is said at
  * once even with --quiet, with the next wait: a silent minute looks like
  * a hang. */
+/* Why a connection may end before the server sent a byte: what the server
+ * knows (its log names it) and the device cannot tell apart. "" when the
+ * last attempt got no connection or an answer (an ERROR says why itself). */
+static const char *unanswered(const struct device *dv)
+{
+    if (!dv->connected || dv->answered) {
+        return "";
+    }
+    return dv->o.ca ? " (the server ended the connection before it answered: it may be at its "
+                      "connection limit, or refuse this address or device; its log says which)"
+                    : " (the server ended the connection before it answered: if it serves TLS, "
+                      "give --ca with its CA certificate; it may also be at its connection limit, "
+                      "or refuse this address or device; its log says which)";
+}
+
 static void runner_step(void *ctx, const struct tcpota_runner_step *s)
 {
     struct device *dv = ctx;
 
     switch (s->type) {
     case TCPOTA_RUNNER_CONNECTING:
+        dv->connected = dv->answered = 0;
         info(dv, "connecting to %s", dv->o.server);
         break;
     case TCPOTA_RUNNER_CONNECTED:
+        dv->connected = 1;
         dv->st.connections++;
         dv->told_unreachable = 0;
         info(dv, "connected to %s%s", dv->o.server, dv->o.ca ? " (TLS, certificate verified)" : "");
@@ -736,7 +756,7 @@ static void runner_step(void *ctx, const struct tcpota_runner_step *s)
         } else if (s->image_failed) {
             say(dv, "%s; asking again in %lu ms", s->why, (unsigned long)s->wait_ms);
         } else {
-            info(dv, "%s; retrying in %lu ms", s->why, (unsigned long)s->wait_ms);
+            info(dv, "%s%s; retrying in %lu ms", s->why, unanswered(dv), (unsigned long)s->wait_ms);
         }
         break;
     }
@@ -844,8 +864,8 @@ static int run(struct device *dv)
             }
             return 1;
         default:
-            say(dv, "gave up after %u attempts without progress: %s", dv->runner.attempts,
-                dv->err);
+            say(dv, "gave up after %u attempts without progress: %s%s", dv->runner.attempts,
+                dv->err, unanswered(dv));
             return 1;
         }
         if (!dv->o.check_interval) {

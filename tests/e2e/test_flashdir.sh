@@ -91,6 +91,37 @@ for cmd in status run; do
 done
 ok "a damaged otadata.bin: named, with what to do"
 
+# A server that closes without a word gets the device's hint (TLS, a full
+# server, a refused address: its log says which); one that answers, even
+# with garbage, does not.
+for mode in silent garbage; do
+  python3 - "$mode" > "$WORK/fake-$mode.port" <<'PY' &
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0)); s.listen(8); print(s.getsockname()[1], flush=True)
+for _ in range(2):
+    c, _ = s.accept()
+    c.recv(4096)
+    if sys.argv[1] == "garbage":
+        c.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    c.close()
+PY
+  PIDS+=($!)
+  for _ in $(seq 50); do [ -s "$WORK/fake-$mode.port" ] && break; sleep 0.1; done
+  rc=0
+  timeout 20 "$TCPOTA" device --server "127.0.0.1:$(cat "$WORK/fake-$mode.port")" --flash "$WORK/fk-$mode" \
+    --max-attempts 2 --quiet 2> "$WORK/fk.log" || rc=$?
+  [ $rc -eq 1 ] || fail "a device against a $mode server exited $rc, expected 1"
+  if [ $mode = silent ]; then
+    grep -q "gave up after 2 attempts.*(the server ended the connection before it answered: if it serves TLS, give --ca" "$WORK/fk.log" ||
+      fail "no hint after a silent close: $(cat "$WORK/fk.log")"
+  else
+    grep -q "gave up after 2 attempts" "$WORK/fk.log" || fail "no final error: $(cat "$WORK/fk.log")"
+    ! grep -q "before it answered" "$WORK/fk.log" || fail "a server that answered was called silent: $(cat "$WORK/fk.log")"
+  fi
+done
+ok "a server that closes without a word: the device says what may be wrong; one that answers is not called silent"
+
 # A dead port: kill a listener and reuse its port.
 start_server "$WORK/img" 2.0.0
 dead=$SERVER_PORT

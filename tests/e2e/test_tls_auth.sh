@@ -30,5 +30,14 @@ s=$(( $(date +%s) - t0 ))
 [ "$s" -le 5 ] || fail "a device with a wrong secret waited $s s for its refusal"
 grep -q 'authentication failed: wrong answer' server.log || fail "the wrong secret was not logged"
 ! grep -q 'TLS handshake failed' bad.log || fail "a wrong secret showed up as a failed TLS handshake"
+# A plain device (no --ca) on the TLS port: the server resets it; the
+# device says what may be wrong, --ca first, and that the server's log
+# names it. With --ca, the hint leaves TLS out.
+rc=0; "$T" device --server "localhost:$SERVER_PORT" --flash plain --id tls-dev --secret dev.secret \
+  --max-attempts 1 --quiet 2> plain.log || rc=$?
+[ $rc -eq 1 ] || fail "a plain device on the TLS port exited $rc, expected 1"
+grep -q 'the server ended the connection before it answered: if it serves TLS, give --ca with its CA certificate;.*its log says which' plain.log ||
+  fail "no hint for a plain device on the TLS port: $(cat plain.log)"
+grep -q 'plain tcpota client on the TLS port' server.log || fail "the server did not name the plain client"
 stop_server
 ok "inside TLS: bound answer served; a wrong secret is told to check it"
