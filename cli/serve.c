@@ -5,6 +5,7 @@
 #include "serve_config.h"
 #include "server.h"
 #include "store_pg.h"
+#include "tls_server.h"
 #include "workers.h"
 
 #include "tcpota/codec.h"
@@ -555,7 +556,7 @@ static int serve_args(int argc, char **argv)
     if (o.data_dir) {
         if (sodium_init() < 0) return 1;
         if (o.tls_cert && (check_arg(o.tls_cert, "--tls-cert", 0) < 0 ||
-                           check_arg(o.tls_key, "--tls-key", 1) < 0)) {
+                           check_arg(o.tls_key, "--tls-key", tls_pem_kind(o.tls_key) != TLS_PEM_CERT) < 0)) {
             return 2;
         }
         rc = serve_fleet(&o, &src, api, ota);
@@ -586,7 +587,7 @@ static int serve_args(int argc, char **argv)
         return 2;
     }
     if (o.tls_cert && (check_arg(o.tls_cert, "--tls-cert", 0) < 0 ||
-                       check_arg(o.tls_key, "--tls-key", 1) < 0)) {
+                       check_arg(o.tls_key, "--tls-key", tls_pem_kind(o.tls_key) != TLS_PEM_CERT) < 0)) {
         return 2;
     }
     if ((rc = serve_load(&src, &o)) != 0) {

@@ -14,7 +14,7 @@
 #include "offer.h"
 #include "server_internal.h"
 #include "text.h"
-#include "tls.h"
+#include "tls_server.h"
 
 #include <errno.h>
 #include <stddef.h>
