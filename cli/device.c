@@ -813,6 +813,49 @@ static void say_declined(struct device *dv)
     }
 }
 
+/* What NO_UPDATE said, and the exit code: 0 when nothing newer is there
+ * for this device (it runs the server's image, or the server's is not
+ * newer, or it has none for it), 1 when the server holds an image back
+ * from it (it failed here before, or is for another model): a script must
+ * not read that as up to date. */
+static int no_update(struct device *dv)
+{
+    unsigned why = dv->runner.why;
+
+    if (dv->runner.retry_after_s) {
+        /* NO_UPDATE with RETRY_AFTER: "not now" (a server busy or without
+         * its database, a rollout's wave not open), not "nothing newer". */
+        say(dv, "no update now, running %s%s%s; the server asks to check again in %lu s",
+            dv->version, why ? ": " : "", why ? tcpota_why_str(why) : "",
+            (unsigned long)dv->runner.retry_after_s);
+        return 0;
+    }
+    switch (why) {
+    case 0: /* a server that gives no reason: as before it could */
+    case TCPOTA_WHY_RUNS:
+        say(dv, "up to date, running %s", dv->version);
+        return 0;
+    case TCPOTA_WHY_NOT_NEWER:
+    case TCPOTA_WHY_NONE:
+        say(dv, "up to date, running %s: %s", dv->version, tcpota_why_str(why));
+        return 0;
+    case TCPOTA_WHY_LATER:
+        say(dv, "no update yet, running %s: %s", dv->version, tcpota_why_str(why));
+        return 0;
+    case TCPOTA_WHY_HELD:
+        say(dv, "not updated, running %s: %s; another image will be offered when the server "
+                "has one (docs/security.md)", dv->version, tcpota_why_str(why));
+        return 1;
+    case TCPOTA_WHY_OTHER_MODEL:
+        say(dv, "not updated, running %s: %s than this device's %s (--model)", dv->version,
+            tcpota_why_str(why), dv->o.model);
+        return 1;
+    default:
+        say(dv, "no update, running %s: %s", dv->version, tcpota_why_str(why));
+        return 0;
+    }
+}
+
 /* Runs the runner until the device is up to date (0), fails for good (1)
  * or is stopped by a signal (128 + signal); reboots after each update.
  * With --check-interval, up to date or a declined offer is not the end:
@@ -826,15 +869,7 @@ static int run(struct device *dv)
         case TCPOTA_RUNNER_STOPPED:
             return stopped(dv);
         case TCPOTA_RUNNER_UP_TO_DATE:
-            if (dv->runner.retry_after_s) {
-                /* NO_UPDATE with RETRY_AFTER: "not now" (a server busy or
-                 * without its database), not "nothing newer". */
-                say(dv, "no update now, running %s; the server asks to check again in %lu s",
-                    dv->version, (unsigned long)dv->runner.retry_after_s);
-            } else {
-                say(dv, "up to date, running %s", dv->version);
-            }
-            rc = 0;
+            rc = no_update(dv);
             break;
         case TCPOTA_RUNNER_DECLINED:
             say_declined(dv);

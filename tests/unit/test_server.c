@@ -307,6 +307,7 @@ static void test_up_to_date_by_version_and_by_id(void **state)
     assert_int_equal(ev.offered, 0);
     assert_int_equal(drain(out, 4), 2);
     assert_int_equal(out[1].type, TCPOTA_T_NO_UPDATE);
+    assert_int_equal(out[1].u.no_update.why, TCPOTA_WHY_RUNS); /* the session's own reason */
 
     /* Same version string but another running image: the id wins. */
     setup(NULL);
@@ -934,7 +935,30 @@ static void test_choose_no_update_carries_retry_after(void **state)
     assert_int_equal(drain(out, 4), 2);
     assert_int_equal(out[1].type, TCPOTA_T_NO_UPDATE);
     assert_int_equal(out[1].u.no_update.retry_after_s, 3600);
+    assert_int_equal(out[1].u.no_update.why, 0); /* the caller gave none */
     assert_null(tcpota_srv_offered_image(&s));
+    /* The caller's reason goes out with the NO_UPDATE. */
+    chosen_retry = 0;
+    setup_choose();
+    tcpota_srv_set_why(&s, TCPOTA_WHY_HELD);
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(drain(out, 4), 2);
+    assert_int_equal(out[1].type, TCPOTA_T_NO_UPDATE);
+    assert_int_equal(out[1].u.no_update.why, TCPOTA_WHY_HELD);
+    /* No image and no choose(): none for this device. */
+    {
+        struct tcpota_srv_config cfg;
+        memset(&cfg, 0, sizeof(cfg));
+        cfg.rx_buf = rx; cfg.rx_cap = sizeof(rx);
+        cfg.tx_buf = tx; cfg.tx_cap = sizeof(tx);
+        assert_int_equal(tcpota_srv_init(&s, &cfg), 0);
+        hello(&m, "1.0.0");
+        assert_true(feed(&m, &ev) > 0);
+        assert_int_equal(drain(out, 4), 2);
+        assert_int_equal(out[1].type, TCPOTA_T_NO_UPDATE);
+        assert_int_equal(out[1].u.no_update.why, TCPOTA_WHY_NONE);
+    }
 }
 
 static void test_choose_offers_the_chosen_image(void **state)
@@ -958,12 +982,16 @@ static void test_choose_offers_the_chosen_image(void **state)
     assert_int_equal(out[1].type, TCPOTA_T_OFFER);
     assert_int_equal(out[1].u.offer.size, 5000);
     assert_int_equal(out[1].u.offer.image_id[0], 0xee);
-    /* A chosen image the device already runs is still NO_UPDATE. */
+    /* A chosen image the device already runs is still NO_UPDATE, and says
+     * so whatever the caller set. */
     setup_choose();
+    tcpota_srv_set_why(&s, TCPOTA_WHY_LATER);
     hello(&m, "1.0.0");
     m.u.hello.running_id = other.id;
     assert_true(feed(&m, &ev) > 0);
     assert_int_equal(ev.offered, 0);
+    assert_int_equal(drain(out, 4), 2);
+    assert_int_equal(out[1].u.no_update.why, TCPOTA_WHY_RUNS);
     /* A broken description from the caller offers nothing. */
     other.version_len = 0;
     setup_choose();
