@@ -88,6 +88,11 @@ expect 2 "unknown option --frobnicate; see tcpota sign --help" $T sign --frobnic
 expect 2 "two files given \('img' and 'img2'\)" $T sign --key k.key $S img img2
 expect 2 "--version '.*' must be 1 to 32 printable" $T sign --key k.key --model m --version "$(printf 'a%.0s' {1..33})" img
 expect 2 "--security-counter: '-1' is not a number: give a whole number in 0..4294967295" $T sign --key k.key $S --security-counter -1 img
+# A version no device orders (as serve warns): signed, with a warning.
+expect 0 "warning: version 'factory' is not a semantic version \(like 2.1.0\): servers offer it to no device unless --allow-downgrade" \
+  $T sign --key k.key --version factory --model esp32 --out factory.manifest img
+$T sign --key k.key $S --out semver.manifest img 2> semver.log
+! grep -q warning semver.log || fail "a semantic version was warned about: $(cat semver.log)"
 # Its value left out: the image was taken as the counter, and that is said
 # (not "FILE is missing").
 expect 2 "--security-counter: 'img' is not a number" $T sign --key k.key $S --security-counter img
