@@ -454,6 +454,63 @@ static void sent_all(uint32_t size)
     assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_SENT_ALL);
 }
 
+/* Each message in a state where it has no place ends the session with
+ * ERROR(STATE) (each of these passed every test with its check removed):
+ * an ACK after the OFFER but before ACCEPT, a second ACCEPT, COMPLETE
+ * before the last byte was sent, COMPLETE naming another image. */
+static void test_messages_out_of_state(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_srv_event ev;
+    uint8_t other[32] = {7};
+    (void)state;
+
+    /* ACK before ACCEPT (the stream has begun: the offset is in range) */
+    setup(NULL);
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    drain((struct tcpota_msg[4]){0}, 4);
+    assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_OFFERED);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_ACK;
+    m.u.ack.offset = 0;
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
+    expect_error_frame(TCPOTA_ERR_STATE);
+
+    /* a second ACCEPT */
+    setup(NULL);
+    accepted();
+    assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_STREAMING);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_ACCEPT;
+    m.u.accept.image_id = img.id;
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
+    expect_error_frame(TCPOTA_ERR_STATE);
+
+    /* COMPLETE while bytes remain to be sent */
+    setup(NULL);
+    accepted();
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_COMPLETE;
+    m.u.complete.image_id = img.id;
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
+    expect_error_frame(TCPOTA_ERR_STATE);
+
+    /* COMPLETE of another image once all was sent; then of this one */
+    setup(NULL);
+    sent_all(img.size);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_COMPLETE;
+    m.u.complete.image_id = other;
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
+    expect_error_frame(TCPOTA_ERR_STATE);
+    setup(NULL);
+    sent_all(img.size);
+    m.u.complete.image_id = img.id;
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.type, TCPOTA_SRV_EV_COMPLETE);
+}
+
 /* Appends an ACK frame for `offset` at b + *n; returns where it starts. */
 static uint8_t *put_ack(uint8_t *b, size_t *n, uint32_t offset)
 {
@@ -1134,6 +1191,7 @@ int main(void)
         cmocka_unit_test_setup(test_ping_gets_pong, setup),
         cmocka_unit_test_setup(test_ping_flood_ends_session, setup),
         cmocka_unit_test(test_init_rejects_bad_config),
+        cmocka_unit_test(test_messages_out_of_state),
         cmocka_unit_test_setup(test_choose_no_update_carries_retry_after, setup),
         cmocka_unit_test_setup(test_choose_offers_the_chosen_image, setup),
         cmocka_unit_test_setup(test_choose_later_then_offer, setup),
