@@ -458,6 +458,23 @@ static void sent_all(uint32_t size)
  * ERROR(STATE) (each of these passed every test with its check removed):
  * an ACK after the OFFER but before ACCEPT, a second ACCEPT, COMPLETE
  * before the last byte was sent, COMPLETE naming another image. */
+/* Feeds ACCEPT or COMPLETE (type) naming image id: refused, ERROR(STATE). */
+static void refused_with_id(uint8_t type, const uint8_t *id)
+{
+    struct tcpota_msg m;
+    struct tcpota_srv_event ev;
+
+    memset(&m, 0, sizeof(m));
+    m.type = type;
+    if (type == TCPOTA_T_ACCEPT) {
+        m.u.accept.image_id = id;
+    } else {
+        m.u.complete.image_id = id;
+    }
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
+    expect_error_frame(TCPOTA_ERR_STATE);
+}
+
 static void test_messages_out_of_state(void **state)
 {
     struct tcpota_msg m;
@@ -481,31 +498,21 @@ static void test_messages_out_of_state(void **state)
     setup(NULL);
     accepted();
     assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_STREAMING);
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_ACCEPT;
-    m.u.accept.image_id = img.id;
-    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
-    expect_error_frame(TCPOTA_ERR_STATE);
+    refused_with_id(TCPOTA_T_ACCEPT, img.id);
 
     /* COMPLETE while bytes remain to be sent */
     setup(NULL);
     accepted();
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_COMPLETE;
-    m.u.complete.image_id = img.id;
-    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
-    expect_error_frame(TCPOTA_ERR_STATE);
+    refused_with_id(TCPOTA_T_COMPLETE, img.id);
 
     /* COMPLETE of another image once all was sent; then of this one */
     setup(NULL);
     sent_all(img.size);
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_COMPLETE;
-    m.u.complete.image_id = other;
-    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
-    expect_error_frame(TCPOTA_ERR_STATE);
+    refused_with_id(TCPOTA_T_COMPLETE, other);
     setup(NULL);
     sent_all(img.size);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_COMPLETE;
     m.u.complete.image_id = img.id;
     assert_true(feed(&m, &ev) > 0);
     assert_int_equal(ev.type, TCPOTA_SRV_EV_COMPLETE);
