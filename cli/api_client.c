@@ -404,10 +404,13 @@ static void no_answer(const struct api *a, const struct reply *r, size_t sent)
     }
     if (err == 0 && sent >= 65536) {
         /* libevent closes on a body over --max-image, often before the
-         * client could read its 413: say so, not only "wrong address". */
+         * client could read its 413; the device port closes on the first
+         * bytes as well, which the client may not see before it has sent
+         * this much: both are possible. */
         fprintf(stderr, "tcpota %s: the API at %s closed the connection while %zu bytes were "
-                        "sent, without an answer; is the image larger than the server's "
-                        "--max-image BYTES (default 64 MiB)?\n", a->cmd, a->url, sent);
+                        "sent, without an answer; is it the --api address of tcpota serve (not "
+                        "its device port), and is the image within the server's --max-image "
+                        "BYTES (default 64 MiB)?\n", a->cmd, a->url, sent);
         return;
     }
     if (err == 0) {

@@ -46,6 +46,16 @@ FILE *cli_fopen_regular(const char *path, const char *what);
  * chmod that fixes it. Only warns: the caller goes on. Returns 1 when it
  * warned, else 0. */
 int cli_warn_if_exposed(const char *path, int fd);
+/* After a device's flash files failed to open (damaged, unreadable): what
+ * to do, for `tcpota device` and `tcpota device status`. */
+#define FLASH_DAMAGED_HINT                                                                  \
+    "the device's flash files cannot be used as they are: restore them from a backup, or " \
+    "start a new device with --init in an empty directory (it boots its factory image)"
+/* Checks a directory argument (`what`, e.g. "--flash"): 0 when path is a
+ * directory, or when it does not exist and missing_ok; else -1 after a
+ * message naming what path is instead ("f.bin is not a directory (it is a
+ * regular file)") or that it does not exist. */
+int cli_check_dir(const char *path, const char *what, int missing_ok);
 /* Monotonic milliseconds. */
 uint64_t cli_now_ms(void);
 

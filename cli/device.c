@@ -179,6 +179,8 @@ struct device {
     struct tcpota_client cl; /* the socket side of one connection */
     struct tcpota_runner runner; /* connect, back off, give up */
     int told_unreachable;    /* "cannot reach the server" said since the last connect */
+    int connected;           /* the current (or last) attempt got a connection */
+    int answered;            /* ... and bytes from the server */
     uint32_t declined_size;  /* size of the last offer declined */
     struct cli_tls tls;      /* with --ca */
     char tls_session[4096];  /* DIR/tls-session: the TLS session kept for the next connection */
@@ -288,8 +290,20 @@ static int dir_empty(const char *dir)
 static int flash_open(struct device *dv, uint32_t slot_size)
 {
     struct stat st;
-    int create = dv->o.init || (stat(dv->o.dir, &st) < 0 && errno == ENOENT);
-    int rc = tcpota_posix_open(&dv->flash, dv->o.dir, create, create ? slot_size : 0, dv->o.factory);
+    int exists = stat(dv->o.dir, &st) == 0, create, rc;
+
+    if (cli_check_dir(dv->o.dir, "--flash", 1) < 0) {
+        return -1;
+    }
+    if (dv->o.init && exists && !dir_empty(dv->o.dir)) {
+        /* --init never runs (or blanks) what a directory already holds. */
+        say(dv, "--init starts a new device in an empty directory, and %s is not empty; give "
+                "another --flash, or leave out --init to run the device it holds",
+            dv->o.dir);
+        return -1;
+    }
+    create = dv->o.init || !exists;
+    rc = tcpota_posix_open(&dv->flash, dv->o.dir, create, create ? slot_size : 0, dv->o.factory);
 
     if (rc == TCPOTA_ERR_NOENT && dir_empty(dv->o.dir)) {
         say(dv, "%s holds no device; start a new device there with --init", dv->o.dir);
@@ -301,9 +315,12 @@ static int flash_open(struct device *dv, uint32_t slot_size)
         return -1;
     }
     if (rc < 0) {
-        return flash_fail(dv, "opening the flash", rc);
+        (void)flash_fail(dv, "opening the flash", rc);
+        say(dv, "%s", FLASH_DAMAGED_HINT);
+        return -1;
     }
     dv->flash_open = 1;
+    dv->o.init = 0; /* the device exists now: a reboot opens it as it is */
     return 0;
 }
 
@@ -620,6 +637,7 @@ static int client_input(void *ctx, int rc, const struct tcpota_dev_event *ev)
     const char *detail = tcpota_posix_strerror_detail(&dv->flash);
     int end = 0;
 
+    dv->answered = 1;
     tcpota_runner_note(&dv->runner, rc, ev);
     count_written(dv);
     if (rc < 0) {
@@ -692,15 +710,32 @@ static uint32_t runner_random(void *ctx, uint32_t bound)
 /* Logs what the runner does. That the server cannot be reached is said at
  * once even with --quiet, with the next wait: a silent minute looks like
  * a hang. */
+/* Why a connection may end before the server sent a byte: what the server
+ * knows (its log names it) and the device cannot tell apart. "" when the
+ * last attempt got no connection or an answer (an ERROR says why itself). */
+static const char *unanswered(const struct device *dv)
+{
+    if (!dv->connected || dv->answered) {
+        return "";
+    }
+    return dv->o.ca ? " (the server ended the connection before it answered: it may be at its "
+                      "connection limit, or refuse this address or device; its log says which)"
+                    : " (the server ended the connection before it answered: if it serves TLS, "
+                      "give --ca with its CA certificate; it may also be at its connection limit, "
+                      "or refuse this address or device; its log says which)";
+}
+
 static void runner_step(void *ctx, const struct tcpota_runner_step *s)
 {
     struct device *dv = ctx;
 
     switch (s->type) {
     case TCPOTA_RUNNER_CONNECTING:
+        dv->connected = dv->answered = 0;
         info(dv, "connecting to %s", dv->o.server);
         break;
     case TCPOTA_RUNNER_CONNECTED:
+        dv->connected = 1;
         dv->st.connections++;
         dv->told_unreachable = 0;
         info(dv, "connected to %s%s", dv->o.server, dv->o.ca ? " (TLS, certificate verified)" : "");
@@ -721,7 +756,7 @@ static void runner_step(void *ctx, const struct tcpota_runner_step *s)
         } else if (s->image_failed) {
             say(dv, "%s; asking again in %lu ms", s->why, (unsigned long)s->wait_ms);
         } else {
-            info(dv, "%s; retrying in %lu ms", s->why, (unsigned long)s->wait_ms);
+            info(dv, "%s%s; retrying in %lu ms", s->why, unanswered(dv), (unsigned long)s->wait_ms);
         }
         break;
     }
@@ -778,6 +813,49 @@ static void say_declined(struct device *dv)
     }
 }
 
+/* What NO_UPDATE said, and the exit code: 0 when nothing newer is there
+ * for this device (it runs the server's image, or the server's is not
+ * newer, or it has none for it), 1 when the server holds an image back
+ * from it (it failed here before, or is for another model): a script must
+ * not read that as up to date. */
+static int no_update(struct device *dv)
+{
+    unsigned why = dv->runner.why;
+
+    if (dv->runner.retry_after_s) {
+        /* NO_UPDATE with RETRY_AFTER: "not now" (a server busy or without
+         * its database, a rollout's wave not open), not "nothing newer". */
+        say(dv, "no update now, running %s%s%s; the server asks to check again in %lu s",
+            dv->version, why ? ": " : "", why ? tcpota_why_str(why) : "",
+            (unsigned long)dv->runner.retry_after_s);
+        return 0;
+    }
+    switch (why) {
+    case 0: /* a server that gives no reason: as before it could */
+    case TCPOTA_WHY_RUNS:
+        say(dv, "up to date, running %s", dv->version);
+        return 0;
+    case TCPOTA_WHY_NOT_NEWER:
+    case TCPOTA_WHY_NONE:
+        say(dv, "up to date, running %s: %s", dv->version, tcpota_why_str(why));
+        return 0;
+    case TCPOTA_WHY_LATER:
+        say(dv, "no update yet, running %s: %s", dv->version, tcpota_why_str(why));
+        return 0;
+    case TCPOTA_WHY_HELD:
+        say(dv, "not updated, running %s: %s; another image will be offered when the server "
+                "has one (docs/security.md)", dv->version, tcpota_why_str(why));
+        return 1;
+    case TCPOTA_WHY_OTHER_MODEL:
+        say(dv, "not updated, running %s: %s than this device's %s (--model)", dv->version,
+            tcpota_why_str(why), dv->o.model);
+        return 1;
+    default:
+        say(dv, "no update, running %s: %s", dv->version, tcpota_why_str(why));
+        return 0;
+    }
+}
+
 /* Runs the runner until the device is up to date (0), fails for good (1)
  * or is stopped by a signal (128 + signal); reboots after each update.
  * With --check-interval, up to date or a declined offer is not the end:
@@ -791,15 +869,7 @@ static int run(struct device *dv)
         case TCPOTA_RUNNER_STOPPED:
             return stopped(dv);
         case TCPOTA_RUNNER_UP_TO_DATE:
-            if (dv->runner.retry_after_s) {
-                /* NO_UPDATE with RETRY_AFTER: "not now" (a server busy or
-                 * without its database), not "nothing newer". */
-                say(dv, "no update now, running %s; the server asks to check again in %lu s",
-                    dv->version, (unsigned long)dv->runner.retry_after_s);
-            } else {
-                say(dv, "up to date, running %s", dv->version);
-            }
-            rc = 0;
+            rc = no_update(dv);
             break;
         case TCPOTA_RUNNER_DECLINED:
             say_declined(dv);
@@ -829,8 +899,8 @@ static int run(struct device *dv)
             }
             return 1;
         default:
-            say(dv, "gave up after %u attempts without progress: %s", dv->runner.attempts,
-                dv->err);
+            say(dv, "gave up after %u attempts without progress: %s%s", dv->runner.attempts,
+                dv->err, unanswered(dv));
             return 1;
         }
         if (!dv->o.check_interval) {

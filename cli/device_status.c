@@ -113,6 +113,9 @@ int cmd_device_status(int argc, char **argv)
     if (!dir || !*dir) {
         return usage_error("%s", "status: --flash DIR is required");
     }
+    if (cli_check_dir(dir, "--flash", 0) < 0) {
+        return 1;
+    }
     rc = tcpota_posix_inspect(&dev, dir, &st);
     if (rc == TCPOTA_ERR_NOENT) {
         const char *d = tcpota_posix_strerror_detail(&dev);
@@ -120,8 +123,8 @@ int cmd_device_status(int argc, char **argv)
         return 1;
     }
     if (rc < 0) {
-        fprintf(stderr, "tcpota: cannot open device flash in %s: %s (%s)\n", dir,
-                tcpota_strerror(rc), tcpota_posix_strerror_detail(&dev));
+        fprintf(stderr, "tcpota: cannot open device flash in %s: %s (%s)\ntcpota: %s\n", dir,
+                tcpota_strerror(rc), tcpota_posix_strerror_detail(&dev), FLASH_DAMAGED_HINT);
         return 1;
     }
     print_status(&st.next, read_resume(&st));

@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include "tcpota/manifest.h"
+#include "tcpota/version.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -563,6 +564,7 @@ int cmd_sign(int argc, char **argv)
         {NULL, NULL, NULL, NULL},
     };
     unsigned long long counter = 0;
+    int order;
     uint8_t sk[64], sha[32], man[TCPOTA_MAX_MANIFEST];
     char path[4096];
     uint32_t size;
@@ -576,10 +578,18 @@ int cmd_sign(int argc, char **argv)
     if (rc != 0) {
         return rc > 0 ? 0 : 2;
     }
-    if (require("sign", opts, image, "the firmware image to sign") < 0 ||
-        (cnt && cli_number(cnt, "--security-counter", 0, 0xffffffffu, &counter) < 0) ||
+    /* The counter first: with its value left out, the image was taken as
+     * the value, and "not a number" says what happened. */
+    if ((cnt && cli_number(cnt, "--security-counter", 0, 0xffffffffu, &counter) < 0) ||
+        require("sign", opts, image, "the firmware image to sign") < 0 ||
         check_label("--version", version) < 0 || check_label("--model", model) < 0) {
         return 2;
+    }
+    if (tcpota_version_order(version, strlen(version), version, strlen(version), &order) < 0) {
+        /* As serve warns: devices compare versions to decide an update. */
+        fprintf(stderr, "tcpota sign: warning: version '%s' is not a semantic version (like "
+                        "2.1.0): servers offer it to no device unless --allow-downgrade\n",
+                version);
     }
     if (sodium_init() < 0) {
         fprintf(stderr, "tcpota sign: libsodium failed to initialise\n");
@@ -628,8 +638,8 @@ int cli_check_manifest(const char *image, const uint8_t *man, size_t man_len,
     int rc = tcpota_manifest_parse(man, man_len, &m);
 
     if (rc < 0) {
-        fprintf(stderr, "tcpota: manifest is malformed (not a tcpota manifest, or damaged: %s); sign the image again with `tcpota sign`\n",
-                tcpota_strerror(rc));
+        fprintf(stderr, "tcpota: manifest is not a tcpota manifest, or is damaged; sign the image "
+                        "again with `tcpota sign`\n");
         return -1;
     }
     key_id(m.pubkey, id);
@@ -680,7 +690,8 @@ int cmd_verify(int argc, char **argv)
     int rc = parse_args("verify", opts, &image,
                         "usage: tcpota verify --pubkey NAME.pub [--manifest M] FILE\n"
                         "Checks FILE against M (default FILE.manifest) signed by the key NAME.pub.\n"
-                        "Exit status: 0 verified, 1 does not verify, 2 bad arguments or input files.\n",
+                        "Exit status: 0 verified, 1 does not verify (an empty or damaged manifest too),\n"
+                        "             2 bad arguments or input files (missing, unreadable, not a file).\n",
                         argc, argv);
 
     if (rc != 0) {

@@ -5,6 +5,7 @@
 #include "serve_config.h"
 #include "server.h"
 #include "store_pg.h"
+#include "tls_server.h"
 #include "workers.h"
 
 #include "tcpota/codec.h"
@@ -178,8 +179,8 @@ static int take_manifest_names(struct tcpota_serve_opts *o, const uint8_t *man, 
     int order, rc = tcpota_manifest_parse(man, len, &m);
 
     if (rc < 0) {
-        fprintf(stderr, "tcpota serve: the manifest %s is malformed (not a tcpota manifest, or damaged: %s); sign the image again "
-                        "(tcpota sign)\n", path, tcpota_strerror(rc));
+        fprintf(stderr, "tcpota serve: the manifest %s is not a tcpota manifest, or is damaged; "
+                        "sign the image again (tcpota sign)\n", path);
         return -1;
     }
     if (m.version.len == 0 || m.version.len >= vcap || m.model.len >= mcap) {
@@ -337,6 +338,50 @@ static int serve_reload(void *ctx, struct tcpota_serve_opts *fresh)
 }
 
 /* `tcpota serve --data DIR`: what fleet mode refuses, then the server. */
+/* 1 when two listeners would take the same port: the same fixed port on
+ * the same address, or on a wildcard address and any other. */
+static int same_listener(const char *h1, uint16_t p1, const char *h2, uint16_t p2)
+{
+    static const char *const any[] = {"", "0.0.0.0", "::", "[::]", "*"};
+    size_t i;
+
+    if (p1 == 0 || p1 != p2) {
+        return 0;
+    }
+    for (i = 0; i < sizeof any / sizeof any[0]; i++) {
+        if (strcmp(h1, any[i]) == 0 || strcmp(h2, any[i]) == 0) {
+            return 1;
+        }
+    }
+    return strcmp(h1, h2) == 0;
+}
+
+/* The fleet's listeners each need a port of their own: said before the
+ * data directory is made (else "address in use" blamed another program). */
+static int distinct_listeners(const struct tcpota_serve_opts *o)
+{
+    const struct {
+        const char *flag, *host;
+        uint16_t port;
+    } l[] = {{"--listen", o->host, o->port},
+             {"--api", o->api_host, o->api_port},
+             {"--ota-listen", o->ota_host, o->ota_port}};
+    size_t i, j, n = sizeof l / sizeof l[0];
+
+    for (i = 0; i < n; i++) {
+        for (j = i + 1; j < n; j++) {
+            if (l[i].host && l[j].host && same_listener(l[i].host, l[i].port, l[j].host, l[j].port)) {
+                fprintf(stderr, "tcpota serve: %s %s:%u and %s %s:%u take the same port; give "
+                                "each its own port\n",
+                        l[i].flag, l[i].host, (unsigned)l[i].port, l[j].flag, l[j].host,
+                        (unsigned)l[j].port);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
 static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const char *api,
                        const char *ota)
 {
@@ -369,6 +414,9 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
         return 2;
     }
     o->ota_host = ota ? ota_host : NULL;
+    if (distinct_listeners(o) < 0) {
+        return 2;
+    }
     snprintf(images, sizeof(images), "%s/images", o->data_dir);
     o->images_dir = images;
     o->pubkeys = (const uint8_t(*)[32])src->keys;
@@ -508,7 +556,7 @@ static int serve_args(int argc, char **argv)
     if (o.data_dir) {
         if (sodium_init() < 0) return 1;
         if (o.tls_cert && (check_arg(o.tls_cert, "--tls-cert", 0) < 0 ||
-                           check_arg(o.tls_key, "--tls-key", 1) < 0)) {
+                           check_arg(o.tls_key, "--tls-key", tls_pem_kind(o.tls_key) != TLS_PEM_CERT) < 0)) {
             return 2;
         }
         rc = serve_fleet(&o, &src, api, ota);
@@ -539,7 +587,7 @@ static int serve_args(int argc, char **argv)
         return 2;
     }
     if (o.tls_cert && (check_arg(o.tls_cert, "--tls-cert", 0) < 0 ||
-                       check_arg(o.tls_key, "--tls-key", 1) < 0)) {
+                       check_arg(o.tls_key, "--tls-key", tls_pem_kind(o.tls_key) != TLS_PEM_CERT) < 0)) {
         return 2;
     }
     if ((rc = serve_load(&src, &o)) != 0) {

@@ -64,20 +64,64 @@ static int add(struct serve_config_args *out, const char *s, size_t len)
     return 0;
 }
 
+/* Reads one line of f into buf (cap > MAX_LINE + 1), its newline dropped
+ * and terminated; *len counts every byte read, NULs included. Returns 1,
+ * 0 at the end of the file, or -1 for a line longer than MAX_LINE. */
+static int read_line(FILE *f, char *buf, size_t cap, size_t *len)
+{
+    int ch;
+
+    *len = 0;
+    while ((ch = getc(f)) != EOF && ch != '\n') {
+        if (*len == MAX_LINE || *len + 1 >= cap) {
+            return -1;
+        }
+        buf[(*len)++] = (char)ch;
+    }
+    buf[*len] = 0;
+    return ch == EOF && *len == 0 ? 0 : 1;
+}
+
+/* The first byte of a line a text file cannot hold (a control character
+ * but tab and carriage return, NUL included): its offset, or len. Such a
+ * line is refused and never echoed (a binary file's bytes would reach the
+ * terminal), and a NUL must not silently end a value. */
+static size_t not_text(const char *s, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 && c != '\t' && c != '\r') || c == 0x7f) {
+            break;
+        }
+    }
+    return i;
+}
+
 /* Reads the flags of f (named path) into out->owned. Returns 0 or 2. */
 static int read_flags(FILE *f, const char *path, struct serve_config_args *out)
 {
     char buf[MAX_LINE + 2], msg[MAX_LINE + 160], opt[MAX_LINE + 3];
     unsigned line = 0;
 
-    while (fgets(buf, sizeof(buf), f)) {
+    for (;;) {
         char *s, *val;
-        size_t nlen;
-        int k;
+        size_t nlen, len, at;
+        int k, got = read_line(f, buf, sizeof(buf), &len);
 
+        if (got == 0) {
+            break;
+        }
         line++;
-        if (strlen(buf) > MAX_LINE && buf[strlen(buf) - 1] != '\n') {
+        if (got < 0) {
             snprintf(msg, sizeof(msg), "line longer than %d bytes; is this a config file?", MAX_LINE);
+            return bad(path, line, msg);
+        }
+        if ((at = not_text(buf, len)) < len) {
+            snprintf(msg, sizeof(msg), "byte %zu of the line is 0x%02x, which a config file cannot "
+                                       "hold; is this a config file?",
+                     at + 1, (unsigned)(unsigned char)buf[at]);
             return bad(path, line, msg);
         }
         if (line > MAX_LINES) {

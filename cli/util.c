@@ -93,6 +93,27 @@ static const char *file_kind(mode_t m)
     return "not a file";
 }
 
+int cli_check_dir(const char *path, const char *what, int missing_ok)
+{
+    struct stat st;
+
+    if (stat(path, &st) < 0) {
+        if (errno == ENOENT && missing_ok) {
+            return 0;
+        }
+        fprintf(stderr, "tcpota: %s: %s %s; give the device's directory\n", what, path,
+                errno == ENOENT ? "does not exist" : strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "tcpota: %s: %s is not a directory (it is %s); %s takes the directory "
+                        "that holds the device's flash files\n",
+                what, path, S_ISREG(st.st_mode) ? "a regular file" : file_kind(st.st_mode), what);
+        return -1;
+    }
+    return 0;
+}
+
 /* open() of a UNIX socket fails with ENXIO ("No such device or address"),
  * which misleads; name what the path is instead when stat can tell. */
 static void open_failed(const char *path, const char *what, int err)

@@ -191,6 +191,8 @@ static int write_body(struct api_call *c, struct evbuffer *in)
     return ok ? 0 : -1;
 }
 
+static void add_list_done(struct api_call *c, struct store_req *r);
+
 static void add_lookup_done(struct api_call *c, struct store_req *r)
 {
     struct store_req *add;
@@ -213,6 +215,33 @@ static void add_lookup_done(struct api_call *c, struct store_req *r)
     if (r->rc != STORE_E_NOTFOUND) {
         api_store_error(c, r, "body", "image");
         return;
+    }
+    /* New bytes: first, no other image of this model may have this
+     * version (devices on either would never be offered the other, and
+     * rollouts naming the version would be ambiguous). */
+    if ((add = api_req(c, STORE_IMAGE_LIST)) != NULL) {
+        api_submit(c, add, add_list_done);
+    }
+}
+
+static void add_list_done(struct api_call *c, struct store_req *r)
+{
+    const struct store_image *imgs = r->u.list.rows;
+    struct store_req *add;
+    size_t i;
+
+    if (r->rc < 0) {
+        api_store_error(c, r, "body", "image");
+        return;
+    }
+    for (i = 0; i < r->u.list.n; i++) {
+        if (strcmp(imgs[i].model, c->img.model) == 0 && strcmp(imgs[i].version, c->img.version) == 0) {
+            api_error(c, 409, "version", "model %s has version %s already (image %.12s, other "
+                      "bytes); give this image a new version, or remove that one first "
+                      "(tcpota image rm %.12s)", c->img.model, c->img.version, imgs[i].idhex,
+                      imgs[i].idhex);
+            return;
+        }
     }
     if (!c->req) { /* the client is gone: keep nothing */
         api_reply(c, 500, NULL);
@@ -315,8 +344,8 @@ static int take_names(struct api_call *c, const char *query, int signed_)
                       "signed manifest in Tcpota-Manifest" : "an unsigned image needs ?version=V&model=M");
         } else if (v && !api_printable(v, API_PRINTABLE_MAX, 0)) {
             rc = -1;
-            api_error(c, 400, names[i], "%s must be 1 to %u printable characters", names[i],
-                      API_PRINTABLE_MAX);
+            api_error(c, 400, names[i], "%s must be 1 to %u printable characters, no spaces",
+                      names[i], API_PRINTABLE_MAX);
         } else if (v && signed_ && strcmp(v, dst[i]) != 0) {
             rc = -1;
             api_error(c, 400, names[i], "%s %s contradicts the signed manifest's %s; leave it out",

@@ -30,6 +30,17 @@ static int parse_line(const char *line, const char *path, size_t lineno,
                         "1..%u bytes)\n", path, lineno, TCPOTA_MAX_STR);
         return -1;
     }
+    for (size_t i = 0; id[i]; i++) {
+        if ((unsigned char)id[i] < 0x21 || (unsigned char)id[i] > 0x7e) {
+            /* Device ids are printable ASCII (docs/protocol.md): this one
+             * could never match, and its bytes are not for a terminal. */
+            fprintf(stderr, "tcpota serve: %s:%zu: the device id holds byte 0x%02x; ids are "
+                            "printable ASCII: is this a secrets file (\"<device id> <hex "
+                            "secret>\" per line)?\n",
+                    path, lineno, (unsigned)(unsigned char)id[i]);
+            return -1;
+        }
+    }
     memcpy(s->id, id, strlen(id) + 1);
     /* Never echo the secret itself. */
     if (sodium_hex2bin(s->secret, sizeof(s->secret), hex, strlen(hex), NULL, &bin, NULL) != 0 ||

@@ -14,7 +14,7 @@
 #include "offer.h"
 #include "server_internal.h"
 #include "text.h"
-#include "tls.h"
+#include "tls_server.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -591,6 +591,7 @@ static int conn_choose(void *ctx, const struct tcpota_srv_hello *h,
     *chosen = NULL;
     if (c->verdict != OFFER_YES) {
         conn_set_outcome(c, c->verdict == OFFER_RUNNING ? DEV_UP_TO_DATE : DEV_NOT_OFFERED);
+        tcpota_srv_set_why(&c->s, offer_why((enum offer_verdict)c->verdict));
         return 0;
     }
     *chosen = &img->desc;

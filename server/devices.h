@@ -40,6 +40,7 @@ struct device_rec {
     struct device_rec *next; /* hash chain */
     enum device_outcome outcome;
     uint8_t nfailed;
+    uint8_t memo_why; /* fleet mode: the remembered NO_UPDATE's enum tcpota_why */
     uint8_t failed[DEVICE_FAILED_MAX][TCPOTA_ID_LEN];
     /* Fleet mode (fleet.c): its last check-in that changed nothing, so an
      * identical one is answered without the store. */

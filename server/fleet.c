@@ -502,7 +502,8 @@ static int failed_before(const struct store_req *r, const struct image *img)
 
 struct image *fleet_decide(struct server *srv, struct store_req *r,
                            const struct tcpota_srv_hello *h, int failed, uint64_t *rollout_id,
-                           enum store_dev_state *st, struct image **cand, char *why, size_t cap)
+                           enum store_dev_state *st, struct image **cand, char *why, size_t cap,
+                           uint16_t *why_code)
 {
     struct store_rollout *ro = &r->u.checkin.out->rollout;
     struct image *img;
@@ -511,7 +512,10 @@ struct image *fleet_decide(struct server *srv, struct store_req *r,
     enum offer_verdict ov;
     enum rollout_verdict rv;
     uint32_t place;
+    uint16_t code_unused;
 
+    if (!why_code) why_code = &code_unused;
+    *why_code = TCPOTA_WHY_NONE;
     *st = STORE_ST_UP_TO_DATE;
     *cand = NULL;
     if (!r->u.checkin.has_rollout) {
@@ -535,6 +539,7 @@ struct image *fleet_decide(struct server *srv, struct store_req *r,
     od.failed_before = failed || failed_before(r, img);
     ov = offer_decide(&oi, &od, ro->allow_downgrade);
     if (ov != OFFER_YES) {
+        *why_code = offer_why(ov);
         if (ov == OFFER_FAILED_BEFORE) {
             *st = STORE_ST_COUNT; /* its failure stays its state */
         }
@@ -544,6 +549,7 @@ struct image *fleet_decide(struct server *srv, struct store_req *r,
     place = rollout_place(ro->id, h->device_id, strlen(h->device_id));
     rv = rollout_decide(&ro->ro, place, r->u.checkin.ro_status == STORE_RO_DOWNLOADING);
     if (rv != ROLLOUT_OFFER) {
+        *why_code = TCPOTA_WHY_LATER;
         *st = STORE_ST_WAITING;
         snprintf(why, cap, "rollout %llu: %s", (unsigned long long)ro->id, rollout_reason(rv));
         return NULL;
@@ -679,7 +685,7 @@ static int remembered(const struct conn *c, uint64_t fp)
 /* After a check-in that changed nothing and was told NO_UPDATE, up to date:
  * remembers it unless the fleet or the device moved while the store
  * worked on it. */
-static void remember(struct conn *c, const struct checkin *ci)
+static void remember(struct conn *c, const struct checkin *ci, uint16_t why)
 {
     struct device_rec *d = c->rec;
 
@@ -687,6 +693,7 @@ static void remember(struct conn *c, const struct checkin *ci)
         d->memo_fp = ci->fp;
         d->memo_epoch = ci->epoch;
         d->memo_at = now_s();
+        d->memo_why = (uint8_t)why;
     }
 }
 
@@ -722,6 +729,7 @@ static void checkin_done(struct store_req *r)
     struct image *img, *cand;
     enum store_dev_state st;
     char why[160];
+    uint16_t why_code;
     uint8_t offered = 0;
     uint32_t start = 0;
 
@@ -759,9 +767,11 @@ static void checkin_done(struct store_req *r)
     }
     metrics_checkin(METRICS_V1);
     tcpota_srv_get_hello(&c->s, &h);
-    img = fleet_decide(srv, r, &h, 0, &c->rollout_id, &st, &cand, why, sizeof(why));
+    img = fleet_decide(srv, r, &h, 0, &c->rollout_id, &st, &cand, why, sizeof(why), &why_code);
     if (img) {
         c->img = image_ref(img);
+    } else {
+        tcpota_srv_set_why(&c->s, why_code);
     }
     if (tcpota_srv_offer(&c->s, img ? &img->desc : NULL, 0, &offered, &start) < 0) {
         store_req_free(r);
@@ -776,6 +786,7 @@ static void checkin_done(struct store_req *r)
         if (img) {
             /* choose() said this image; the session found it running. */
             st = STORE_ST_UP_TO_DATE;
+            why_code = TCPOTA_WHY_RUNS;
             snprintf(why, sizeof(why), "rollout %llu: runs this image already",
                      (unsigned long long)c->rollout_id);
         }
@@ -785,7 +796,7 @@ static void checkin_done(struct store_req *r)
         if (fleet_changes(&r->u.checkin.out->dev, st, img, why)) {
             record(c, st, img ? img->desc.id : NULL, NULL, 0, why, 0);
         } else if (st == STORE_ST_UP_TO_DATE) {
-            remember(c, &memo);
+            remember(c, &memo, why_code);
         }
         image_unref(c->img);
         c->img = NULL;
@@ -813,6 +824,7 @@ int fleet_choose(struct conn *c, const struct tcpota_srv_hello *h,
         conn_set_outcome(c, DEV_UP_TO_DATE);
         add_seen(c->srv, c->dev);
         *retry_after_s = 0;
+        tcpota_srv_set_why(&c->s, c->rec->memo_why);
         return 0; /* NO_UPDATE, as last time */
     }
     r = checkin_new(c, checkin_done, h->model, h->version, STORE_PROTO_V1);

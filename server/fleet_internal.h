@@ -37,10 +37,13 @@ int fleet_submit(struct server *srv, struct store_req *r);
  * (STORE_ST_COUNT: record nothing, e.g. keep "rolled-back"); *cand is the
  * rollout's image even when it is not offered (or NULL), *rollout_id the
  * rollout's id (untouched when none applies). A halt or a wave opening the
- * counts call for is written first and applies to this decision. */
+ * counts call for is written first and applies to this decision.
+ * *why_code (may be NULL) gets the NULL answer's enum tcpota_why, for the
+ * device's NO_UPDATE. */
 struct image *fleet_decide(struct server *srv, struct store_req *r,
                            const struct tcpota_srv_hello *h, int failed, uint64_t *rollout_id,
-                           enum store_dev_state *st, struct image **cand, char *why, size_t cap);
+                           enum store_dev_state *st, struct image **cand, char *why, size_t cap,
+                           uint16_t *why_code);
 
 /* Whether recording state st (about img, for why) changes what the store
  * holds for device d: repeated check-ins then write nothing but their

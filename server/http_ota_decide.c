@@ -90,7 +90,7 @@ void ota_checkin_done(struct store_req *r)
     h.device_id = d->id;
     h.model = d->model;
     h.version = d->version;
-    img = fleet_decide(srv, r, &h, failed, &d->rollout_id, &st, &cand, why, sizeof(why));
+    img = fleet_decide(srv, r, &h, failed, &d->rollout_id, &st, &cand, why, sizeof(why), NULL);
     if (!img) {
         const struct image *about = cand;
         if (fleet_changes(&r->u.checkin.out->dev, st, about, why)) {

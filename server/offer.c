@@ -52,3 +52,18 @@ const char *offer_reason(enum offer_verdict v)
     }
     return "?";
 }
+
+uint16_t offer_why(enum offer_verdict v)
+{
+    switch (v) {
+    case OFFER_YES: return 0;
+    case OFFER_NO_IMAGE: return TCPOTA_WHY_NONE;
+    case OFFER_RUNNING: return TCPOTA_WHY_RUNS;
+    case OFFER_OTHER_MODEL: return TCPOTA_WHY_OTHER_MODEL;
+    case OFFER_FAILED_BEFORE: return TCPOTA_WHY_HELD;
+    case OFFER_DOWNGRADE:
+    case OFFER_SAME_VERSION:
+    case OFFER_UNORDERED: return TCPOTA_WHY_NOT_NEWER;
+    }
+    return 0;
+}

@@ -22,6 +22,7 @@
 #ifndef TCPOTA_SERVER_OFFER_H
 #define TCPOTA_SERVER_OFFER_H
 
+#include "tcpota/codec.h"
 #include "tcpota/server.h"
 
 #include <stdint.h>
@@ -55,5 +56,9 @@ enum offer_verdict offer_decide(const struct offer_image *img, const struct offe
 
 /* A short English reason for a verdict, for the log ("runs a newer version"). */
 const char *offer_reason(enum offer_verdict v);
+
+/* The verdict as NO_UPDATE tells it to the device (enum tcpota_why,
+ * codec.h); 0 for OFFER_YES. */
+uint16_t offer_why(enum offer_verdict v);
 
 #endif

@@ -7,7 +7,7 @@
 #include "log.h"
 #include "server_internal.h"
 #include "text.h"
-#include "tls.h"
+#include "tls_server.h"
 #include "workers.h"
 
 #include <errno.h>

@@ -1,8 +1,12 @@
-/* tls.c - the TLS context (see tls.h). */
-#include "tls.h"
+/* tls.c - the TLS context (see tls_server.h). */
+#include "tls_server.h"
 
 #include <event2/buffer.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <openssl/err.h>
+#include <openssl/x509.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -12,18 +16,89 @@
  * of a larger record waits for the next call). */
 #define TLS_PULL_CAP 4096u
 
+enum tls_pem tls_pem_kind(const char *path)
+{
+    char buf[TLS_PEM_PEEK + 1];
+    /* Never waits: a FIFO (or anything but a regular file) is not read. */
+    int fd = path ? open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) : -1;
+    struct stat st;
+    ssize_t r;
+    size_t n = 0;
+    int cert, key;
+
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        if (fd >= 0) close(fd);
+        return TLS_PEM_UNREAD;
+    }
+    while (n < TLS_PEM_PEEK && (r = read(fd, buf + n, TLS_PEM_PEEK - n)) > 0) {
+        n += (size_t)r;
+    }
+    close(fd);
+    buf[n] = 0;
+    if (n == 0) {
+        return TLS_PEM_EMPTY;
+    }
+    cert = strstr(buf, "-----BEGIN CERTIFICATE-----") != NULL;
+    key = strstr(buf, "PRIVATE KEY-----") != NULL;
+    return cert && key ? TLS_PEM_BOTH : cert ? TLS_PEM_CERT : key ? TLS_PEM_KEY : TLS_PEM_OTHER;
+}
+
+/* What a file that OpenSSL would not take holds, for the message. */
+static const char *pem_says(const char *path, int want_key)
+{
+    switch (tls_pem_kind(path)) {
+    case TLS_PEM_EMPTY: return "the file is empty";
+    case TLS_PEM_KEY:
+        return want_key ? "" : "it holds a private key, not a certificate: are --tls-cert and "
+                               "--tls-key swapped?";
+    case TLS_PEM_CERT:
+        return want_key ? "it holds a certificate, not a private key: are --tls-cert and "
+                          "--tls-key swapped?"
+                        : "";
+    case TLS_PEM_OTHER: return "it holds no PEM certificate or key (-----BEGIN ...-----)";
+    default: return "";
+    }
+}
+
+/* Prints why `path` (the certificate, or the key when want_key) was not
+ * taken: what it holds when that says more than OpenSSL's reason. */
+static void tls_file_failed(const char *what, const char *path, int want_key)
+{
+    const char *says = pem_says(path, want_key);
+    const char *why = ERR_reason_error_string(ERR_get_error());
+
+    fprintf(stderr, "tcpota serve: cannot use the TLS %s %s: %s\n", what, path,
+            *says ? says : why ? why : "unknown error");
+}
+
 SSL_CTX *tls_context(const char *cert, const char *key)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    const char *k = key ? key : cert;
+    int mismatch = 0;
 
-    if (!ctx || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
-        SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
-        SSL_CTX_use_PrivateKey_file(ctx, key ? key : cert, SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_check_private_key(ctx) != 1) {
-        fprintf(stderr, "tcpota serve: cannot use TLS certificate %s / key %s: %s\n", cert,
-                key ? key : cert, ERR_reason_error_string(ERR_get_error()));
-        if (ctx) SSL_CTX_free(ctx);
-        return NULL;
+    if (!ctx || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+        fprintf(stderr, "tcpota serve: OpenSSL cannot make a TLS context: %s\n",
+                ERR_reason_error_string(ERR_get_error()));
+        goto fail;
+    }
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+        tls_file_failed("certificate", cert, 0);
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, k, SSL_FILETYPE_PEM) != 1) {
+        if (ERR_GET_REASON(ERR_peek_last_error()) != X509_R_KEY_VALUES_MISMATCH) {
+            tls_file_failed("key", k, 1);
+            goto fail;
+        }
+        /* OpenSSL compares the key with the certificate as it loads it:
+         * said below, as SSL_CTX_check_private_key's failure would be. */
+        mismatch = 1;
+    }
+    if (mismatch || SSL_CTX_check_private_key(ctx) != 1) {
+        fprintf(stderr, "tcpota serve: the TLS key %s is not the key of the certificate %s; give "
+                        "the key the certificate was made for\n", k, cert);
+        goto fail;
     }
     /* Devices resume their session on the next check-in (a ticket costs
      * the server no state; the host device keeps it with its flash): one
@@ -40,6 +115,10 @@ SSL_CTX *tls_context(const char *cert, const char *key)
      * than keeping its own (as nginx does). */
     (void)SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     return ctx;
+fail:
+    ERR_clear_error();
+    if (ctx) SSL_CTX_free(ctx);
+    return NULL;
 }
 
 

@@ -24,6 +24,9 @@
  *              that sends COMPLETE and then neither closes nor half-closes:
  *              only the server's reading of the COMPLETE can end it
  *   decliner   reads the OFFER, sends DECLINE and stays connected
+ *   quitter    accepts the offer, then at once half-closes (shutdown of its
+ *              sending side) and reads on: a device that gave up mid-transfer,
+ *              whose end of stream alone tells the server it is gone
  *   slowacker  as stayer, but after the last DATA byte it acknowledges the
  *              image in SLOW_ACKS steps, one every SLOW_ACK_S seconds,
  *              before its COMPLETE: a device whose flash is slow, and the
@@ -64,11 +67,12 @@
 
 enum kind {
     IDLE, SLOW, RANDOM, OVERSIZE, TRUNCATED, BADVER, NOREAD, PINGER, TLSSLOW, STAYER, DECLINER,
-    SLOWACKER, NKINDS
+    SLOWACKER, QUITTER, NKINDS
 };
 static const char *const kind_name[NKINDS] = {"idle",    "slow",   "random", "oversize",
                                                "truncated", "badver", "noread", "pinger",
-                                               "tlsslow", "stayer", "decliner", "slowacker"};
+                                               "tlsslow", "stayer", "decliner", "slowacker",
+                                               "quitter"};
 /* slowacker: ACKs after the last DATA byte, and the time between them. */
 #define SLOW_ACKS 8u
 #define SLOW_ACK_S 1.5
@@ -152,6 +156,10 @@ static int talk(struct peer *q)
             queue_msg(q, &a);
             (void)send(q->fd, q->out, q->out_len, MSG_NOSIGNAL);
             q->sent = q->out_len;
+            if (q->kind == QUITTER) {
+                (void)shutdown(q->fd, SHUT_WR);
+                q->answered = 1;
+            }
         }
     }
     return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
@@ -264,7 +272,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: tcpota-hostile --connect HOST:PORT [--idle N] [--slow N] [--random N]\n"
             "         [--oversize N] [--truncated N] [--badver N] [--noread N] [--pinger N]\n"
-            "         [--tlsslow N] [--stayer N] [--decliner N] [--slowacker N]\n"
+            "         [--tlsslow N] [--stayer N] [--decliner N] [--slowacker N] [--quitter N]\n"
             "         [--hold SECONDS] [--min-hold SECONDS] [--ports FILE]\n"
             "         [--ping-ms MS --ping-burst N [--ping-for S]] [--seed S] [--from ADDR]\n"
             "       tcpota-hostile --connect HOST:PORT --frames\n");
@@ -380,6 +388,7 @@ int main(int argc, char **argv)
             case STAYER:
             case DECLINER:
             case SLOWACKER:
+            case QUITTER:
                 /* A paced flood speaks as `tcpota device` does, so that
                  * the server streams the image to it as one run. */
                 len = hello(q->out, sizeof(q->out), n, 1,
@@ -497,7 +506,8 @@ int main(int argc, char **argv)
                 read_offer(&p[i]);
                 continue;
             }
-            if (p[i].kind == STAYER || p[i].kind == DECLINER || p[i].kind == SLOWACKER) {
+            if (p[i].kind == STAYER || p[i].kind == DECLINER || p[i].kind == SLOWACKER ||
+                p[i].kind == QUITTER) {
                 r = talk(&p[i]) ? -1 : 0;
                 errno = EAGAIN;
             } else {

@@ -258,6 +258,10 @@ static int take_tlv(struct tcpota_msg *m, uint8_t tag, const uint8_t *v, uint16_
         if (m->type != TCPOTA_T_OFFER || n == 0 || n > TCPOTA_MAX_MANIFEST) return TCPOTA_ERR_PROTO;
         m->u.offer.manifest = b;
         return 0;
+    case TCPOTA_TAG_WHY:
+        if (m->type != TCPOTA_T_NO_UPDATE || n != 2) return TCPOTA_ERR_PROTO;
+        m->u.no_update.why = tcpota_get_u16(v);
+        return 0;
     default:
         return TCPOTA_ERR_PROTO; /* a tag in msg_tags without a rule here */
     }
@@ -333,6 +337,7 @@ static const uint8_t msg_tags[] = {
     TCPOTA_TAG_DEVICE_ID, TCPOTA_TAG_MODEL, TCPOTA_TAG_VERSION, TCPOTA_TAG_RUNNING_ID,
     TCPOTA_TAG_RESUME, TCPOTA_TAG_MAX_PAYLOAD, TCPOTA_TAG_REPORT, TCPOTA_TAG_MESSAGE,
     TCPOTA_TAG_IDLE_TIMEOUT, TCPOTA_TAG_RETRY_AFTER, TCPOTA_TAG_CHUNK, TCPOTA_TAG_MANIFEST,
+    TCPOTA_TAG_WHY,
 };
 
 static int decode_tlvs(struct tcpota_msg *m, const uint8_t *p, size_t len)
@@ -578,6 +583,9 @@ static void encode_body(struct writer *w, const struct tcpota_msg *m)
     case TCPOTA_T_NO_UPDATE:
         if (m->u.no_update.retry_after_s) {
             tlv_u32(w, TCPOTA_TAG_RETRY_AFTER, m->u.no_update.retry_after_s);
+        }
+        if (m->u.no_update.why) {
+            tlv_u16(w, TCPOTA_TAG_WHY, m->u.no_update.why);
         }
         break;
     case TCPOTA_T_ACCEPT:

@@ -871,6 +871,7 @@ static int on_frame(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
         d->state = TCPOTA_DEV_UP_TO_DATE;
         ev->type = TCPOTA_DEV_EV_UP_TO_DATE;
         ev->retry_after_s = m->u.no_update.retry_after_s;
+        ev->why = m->u.no_update.why;
         return 0;
     case TCPOTA_T_DATA:
         return on_data(d, m, ev);

@@ -135,6 +135,11 @@ void tcpota_srv_get_hello(const struct tcpota_srv *s, struct tcpota_srv_hello *h
     h->report_result = s->hello.report_result;
 }
 
+void tcpota_srv_set_why(struct tcpota_srv *s, uint16_t why)
+{
+    s->why = why;
+}
+
 const struct tcpota_srv_image *tcpota_srv_offered_image(const struct tcpota_srv *s)
 {
     return s->img;
@@ -154,6 +159,9 @@ static int send_decision(struct tcpota_srv *s, const struct tcpota_srv_image *im
     if (!img || up_to_date(s, img)) {
         m.type = TCPOTA_T_NO_UPDATE;
         m.u.no_update.retry_after_s = retry_after;
+        m.u.no_update.why = img                 ? (uint16_t)TCPOTA_WHY_RUNS
+                            : !s->cfg.choose && !s->cfg.image ? (uint16_t)TCPOTA_WHY_NONE
+                                                               : s->why;
         s->state = TCPOTA_SRV_CLOSING;
         *offered = 0;
         return queue(s, &m);

@@ -1,5 +1,7 @@
-/* tcpota.c - error names. */
+/* tcpota.c - error names, and why a server has no update. */
 #include "tcpota/tcpota.h"
+
+#include "tcpota/codec.h"
 
 const char *tcpota_strerror(int err)
 {
@@ -37,6 +39,25 @@ const char *tcpota_strerror(int err)
     case TCPOTA_ERR_NOKEY: return "signed by an untrusted key";
     case TCPOTA_ERR_BADSIG: return "signature does not verify";
     default: return "unknown error";
+    }
+#endif
+}
+
+const char *tcpota_why_str(unsigned why)
+{
+#ifdef TCPOTA_SMALL
+    (void)why;
+    return "no update (see the numeric reason)";
+#else
+    switch (why) {
+    case TCPOTA_WHY_RUNS: return "it runs the server's image";
+    case TCPOTA_WHY_NOT_NEWER: return "the server's image is not newer than the one it runs";
+    case TCPOTA_WHY_HELD: return "it reported the server's image as failed (rolled back, rejected "
+                                 "or declined), so the server holds it back";
+    case TCPOTA_WHY_OTHER_MODEL: return "the server's image is for another hardware model";
+    case TCPOTA_WHY_NONE: return "the server has no image for it";
+    case TCPOTA_WHY_LATER: return "an update applies, but not yet (a rollout's wave, or paused)";
+    default: return "the server gave no reason";
     }
 #endif
 }

@@ -36,6 +36,7 @@ void tcpota_runner_note(struct tcpota_runner *r, int rc, const struct tcpota_dev
         r->advanced = 1;
     } else if (ev->type == TCPOTA_DEV_EV_UP_TO_DATE) {
         r->retry_after_s = ev->retry_after_s;
+        r->why = ev->why;
     }
 }
 
@@ -128,6 +129,7 @@ static int attempt(struct tcpota_runner *r, uint8_t *unreachable, int *ran)
     r->cfg.err[0] = 0;
     r->advanced = 0;
     r->retry_after_s = 0;
+    r->why = 0;
     step(r, &s, TCPOTA_RUNNER_CONNECTING);
     rc = conn_connect(r);
     *unreachable = rc == TCPOTA_ERR_IO;

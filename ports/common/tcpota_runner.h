@@ -159,6 +159,7 @@ struct tcpota_runner {
     uint32_t best;      /* highest durable checkpoint since the last install */
     uint8_t advanced;   /* the current connection moved `best` */
     uint32_t retry_after_s; /* RETRY_AFTER of the last NO_UPDATE, 0: none */
+    uint16_t why;           /* its enum tcpota_why (codec.h), 0: none */
 };
 
 /* Checks the config and starts counting; the session's durable resume

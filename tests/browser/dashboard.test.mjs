@@ -151,7 +151,10 @@ async function main() {
   await page.waitForSelector('#rollout-1 .state.paused', { timeout: WAIT_MS });
   const late = device('late-1', devPort);
   await deviceOk(late);
-  if (!/up to date, running 1\.0\.0/.test(late.log())) fail('late-1 under a paused rollout: ' + late.log());
+  // NO_UPDATE says why: a paused rollout is "not yet", not "up to date".
+  if (!/no update yet, running 1\.0\.0: an update applies, but not yet/.test(late.log())) {
+    fail('late-1 under a paused rollout: ' + late.log());
+  }
   if (!/\[late-1 [^\]]*\] decision: waiting: rollout 1/.test(server.log())) fail('server did not log late-1 waiting');
   await shot(page, 'rollouts-paused');
   ok('rollouts: paused by a click; a real device then gets NO_UPDATE and stays on 1.0.0');

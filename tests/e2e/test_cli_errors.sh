@@ -56,6 +56,10 @@ expect 2 "private key: empty is empty; give NAME.key" $T sign --key empty $S img
 expect 2 "image: empty is empty" $T sign --key k.key $S empty
 expect 2 "public key: empty is empty; give NAME.pub" $T verify --pubkey empty img
 expect 1 "manifest empty is empty; sign the image again" $T verify --pubkey k.pub --manifest empty img
+printf 'garbage, not a manifest' > garbage.manifest
+expect 1 "manifest is not a tcpota manifest, or is damaged; sign the image again with .tcpota sign." \
+  $T verify --pubkey k.pub --manifest garbage.manifest img
+! grep -q "protocol violation" "err$N.log" || fail "a damaged manifest was called a protocol violation"
 expect 2 "private key: img is larger than the 512 bytes allowed" $T sign --key img $S img
 ok "a directory, a missing file and an empty file are named as such"
 
@@ -84,6 +88,14 @@ expect 2 "unknown option --frobnicate; see tcpota sign --help" $T sign --frobnic
 expect 2 "two files given \('img' and 'img2'\)" $T sign --key k.key $S img img2
 expect 2 "--version '.*' must be 1 to 32 printable" $T sign --key k.key --model m --version "$(printf 'a%.0s' {1..33})" img
 expect 2 "--security-counter: '-1' is not a number: give a whole number in 0..4294967295" $T sign --key k.key $S --security-counter -1 img
+# A version no device orders (as serve warns): signed, with a warning.
+expect 0 "warning: version 'factory' is not a semantic version \(like 2.1.0\): servers offer it to no device unless --allow-downgrade" \
+  $T sign --key k.key --version factory --model esp32 --out factory.manifest img
+$T sign --key k.key $S --out semver.manifest img 2> semver.log
+! grep -q warning semver.log || fail "a semantic version was warned about: $(cat semver.log)"
+# Its value left out: the image was taken as the counter, and that is said
+# (not "FILE is missing").
+expect 2 "--security-counter: 'img' is not a number" $T sign --key k.key $S --security-counter img
 expect 2 "--pubkey needs a value" $T verify img --pubkey
 expect 2 "--pubkey is missing" $T verify img
 expect 2 "FILE is missing: give the firmware image to check" $T verify --pubkey k.pub

@@ -40,6 +40,88 @@ grep -q "holds no device; start a new device there with --init" "$WORK/e.log" ||
 check_device "$WORK/empty" "$WORK/img"
 ok "existing empty directory: needs --init, then works"
 
+# --init where a device already lives: refused, the device left as it is
+# (before, --init was ignored and the device ran).
+before=$(sha256sum "$WORK/empty"/*)
+rc=0
+"$TCPOTA" device --server "$S" --flash "$WORK/empty" --init 2> "$WORK/i.log" || rc=$?
+[ $rc -eq 1 ] || fail "--init over an existing device exited $rc, expected 1"
+grep -q -- "--init starts a new device in an empty directory, and $WORK/empty is not empty" "$WORK/i.log" ||
+  fail "no message for --init over a device: $(cat "$WORK/i.log")"
+[ "$(sha256sum "$WORK/empty"/*)" = "$before" ] || fail "--init over a device changed its files"
+ok "--init where a device lives: refused, nothing changed"
+
+# --flash naming a file or a FIFO, and status of a directory that is not there.
+head -c 100 /dev/urandom > "$WORK/f.bin"
+mkfifo "$WORK/fifo"
+for what in f.bin:"a regular file" fifo:"a FIFO"; do
+  f=${what%%:*} kind=${what#*:}
+  rc=0
+  timeout 10 "$TCPOTA" device --server "$S" --flash "$WORK/$f" 2> "$WORK/nd.log" || rc=$?
+  [ $rc -eq 1 ] || fail "--flash $f exited $rc, expected 1"
+  grep -q -- "--flash: $WORK/$f is not a directory (it is $kind); --flash takes the directory" "$WORK/nd.log" ||
+    fail "no message for --flash $f: $(cat "$WORK/nd.log")"
+  rc=0
+  timeout 10 "$TCPOTA" device status --flash "$WORK/$f" 2> "$WORK/nd.log" || rc=$?
+  [ $rc -eq 1 ] || fail "status --flash $f exited $rc, expected 1"
+  grep -q -- "--flash: $WORK/$f is not a directory (it is $kind)" "$WORK/nd.log" ||
+    fail "no message for status --flash $f: $(cat "$WORK/nd.log")"
+done
+rc=0
+"$TCPOTA" device status --flash "$WORK/nothere" 2> "$WORK/nd.log" || rc=$?
+[ $rc -eq 1 ] || fail "status of a missing directory exited $rc, expected 1"
+grep -q -- "--flash: $WORK/nothere does not exist" "$WORK/nd.log" || fail "no message: $(cat "$WORK/nd.log")"
+[ ! -e "$WORK/nothere" ] || fail "status created the directory"
+ok "--flash naming a file or a FIFO, and status of a missing directory, are said as such"
+
+# A damaged flash file: named, and what to do.
+cp -r "$WORK/empty" "$WORK/dmg"
+head -c 8192 /dev/urandom > "$WORK/dmg/otadata.bin"
+for cmd in status run; do
+  rc=0
+  if [ $cmd = status ]; then
+    "$TCPOTA" device status --flash "$WORK/dmg" 2> "$WORK/dmg.log" > /dev/null || rc=$?
+  else
+    "$TCPOTA" device --server "$S" --flash "$WORK/dmg" 2> "$WORK/dmg.log" || rc=$?
+  fi
+  [ $rc -eq 1 ] || fail "device $cmd on a damaged otadata.bin exited $rc, expected 1"
+  grep -q "otadata.bin: no valid record in either sector" "$WORK/dmg.log" || fail "damage not named: $(cat "$WORK/dmg.log")"
+  grep -q "restore them from a backup, or start a new device with --init in an empty directory" "$WORK/dmg.log" ||
+    fail "device $cmd on a damaged flash gave no advice: $(cat "$WORK/dmg.log")"
+done
+ok "a damaged otadata.bin: named, with what to do"
+
+# A server that closes without a word gets the device's hint (TLS, a full
+# server, a refused address: its log says which); one that answers, even
+# with garbage, does not.
+for mode in silent garbage; do
+  python3 - "$mode" > "$WORK/fake-$mode.port" <<'PY' &
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0)); s.listen(8); print(s.getsockname()[1], flush=True)
+for _ in range(2):
+    c, _ = s.accept()
+    c.recv(4096)
+    if sys.argv[1] == "garbage":
+        c.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    c.close()
+PY
+  PIDS+=($!)
+  for _ in $(seq 50); do [ -s "$WORK/fake-$mode.port" ] && break; sleep 0.1; done
+  rc=0
+  timeout 20 "$TCPOTA" device --server "127.0.0.1:$(cat "$WORK/fake-$mode.port")" --flash "$WORK/fk-$mode" \
+    --max-attempts 2 --quiet 2> "$WORK/fk.log" || rc=$?
+  [ $rc -eq 1 ] || fail "a device against a $mode server exited $rc, expected 1"
+  if [ $mode = silent ]; then
+    grep -q "gave up after 2 attempts.*(the server ended the connection before it answered: if it serves TLS, give --ca" "$WORK/fk.log" ||
+      fail "no hint after a silent close: $(cat "$WORK/fk.log")"
+  else
+    grep -q "gave up after 2 attempts" "$WORK/fk.log" || fail "no final error: $(cat "$WORK/fk.log")"
+    ! grep -q "before it answered" "$WORK/fk.log" || fail "a server that answered was called silent: $(cat "$WORK/fk.log")"
+  fi
+done
+ok "a server that closes without a word: the device says what may be wrong; one that answers is not called silent"
+
 # A dead port: kill a listener and reuse its port.
 start_server "$WORK/img" 2.0.0
 dead=$SERVER_PORT

@@ -119,6 +119,26 @@ rc=0; timeout 20 "$TCPOTA" image add --manifest "$WORK/fifo" "$WORK/unsigned" > 
 make_image "$WORK/huge" 1000001
 rc=0; "$TCPOTA" image add --version 9.0.0 --model esp32 "$WORK/huge" > "$WORK/out" 2>&1 || rc=$?
 [ $rc -eq 1 ] && grep -qE '(too large \(413\)|without an answer);.*--max-image' "$WORK/out" || fail "an image over --max-image: rc $rc $(cat "$WORK/out")"
+# Another image of the same model under a version it has already: refused,
+# the image named (before: added, and rollouts naming the version became
+# ambiguous); the same version for another model is fine.
+make_image "$WORK/dup" 1000
+make_image "$WORK/dup2" 1000
+"$TCPOTA" image add --version 9.5.0 --model esp32 "$WORK/dup" > "$WORK/out" 2>&1 || fail "esp32 9.5.0: $(cat "$WORK/out")"
+rc=0; "$TCPOTA" image add --version 9.5.0 --model esp32 "$WORK/dup2" > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q "model esp32 has version 9.5.0 already (image [0-9a-f]\{12\}, other bytes); give this image a new version" "$WORK/out" ||
+  fail "a second esp32 9.5.0: rc $rc $(cat "$WORK/out")"
+"$TCPOTA" image add --version 9.5.0 --model esp32s3 "$WORK/dup2" > "$WORK/out" 2>&1 ||
+  fail "9.5.0 for another model was refused: $(cat "$WORK/out")"
+rc=0; "$TCPOTA" image add --version "9 5" --model esp32 "$WORK/dup" > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q "version must be 1 to 32 printable characters, no spaces" "$WORK/out" ||
+  fail "a version with a space: rc $rc $(cat "$WORK/out")"
+# image add sent to the device port: the hint names the wrong port too,
+# not only --max-image (a 200 KB image is far below its default).
+make_image "$WORK/small" 200000
+rc=0; "$TCPOTA" image add --version 9.0.1 --model esp32 --api "127.0.0.1:$SERVER_PORT" "$WORK/small" > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q "is it the --api address of tcpota serve (not its device port)" "$WORK/out" ||
+  fail "image add to the device port: rc $rc $(cat "$WORK/out")"
 "$TCPOTA" rollout cancel 2 > /dev/null || fail "rollout cancel 2 failed"
 "$TCPOTA" image rm "$(sha256sum "$WORK/i3" | cut -c1-12)" > /dev/null || fail "image rm of rollout 2's image failed"
 "$TCPOTA" rollout show 2 | grep -qE '^  image +[0-9a-f]{64} \(removed\)$' || fail "rollout show 2: $("$TCPOTA" rollout show 2 | head -2)"

@@ -62,6 +62,9 @@ round
 check_round 1000
 st=$(device_state "w-$(for i in $(seq 1 $N); do in_wave "$i" 1000 || { echo "$i"; break; }; done)")
 [ "$st" = waiting ] || fail "a device outside wave 1 is '$st', not waiting"
+w=$(for i in $(seq 1 $N); do in_wave "$i" 1000 || { echo "$i"; break; }; done)
+grep -q "w-$w: no update yet, running 1.0.0: an update applies, but not yet" "$WORK/w-$w.log" ||
+  fail "a waiting device was not told it waits: $(cat "$WORK/w-$w.log")"
 ok "only wave 1 ($expect devices) updated; the others wait"
 
 # Soaked: the next check-in opens wave 2 (all of wave 1 finished, 100 % success).

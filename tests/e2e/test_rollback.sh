@@ -18,10 +18,31 @@ grep -qE '\[bad-dev [^]]*\] report: .* rolled back \(health check failed\)' "$WO
   fail "server did not log the rollback report"
 ok "failed health check: rolled back to 1.0.0 and reported"
 
+# The next run: the server holds the image back from this device, and the
+# device says so and exits 1 (before: "up to date, running 1.0.0", exit 0).
+rc=0
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/bad" --id bad-dev \
+  --quiet 2> "$WORK/bad2.log" || rc=$?
+[ $rc -eq 1 ] || fail "the rolled-back device's next run exited $rc, expected 1: $(cat "$WORK/bad2.log")"
+grep -q "not updated, running 1.0.0: it reported the server's image as failed (rolled back, rejected or declined), so the server holds it back" \
+  "$WORK/bad2.log" || fail "no reason for the held-back image: $(cat "$WORK/bad2.log")"
+! grep -q "up to date" "$WORK/bad2.log" || fail "a held-back device called itself up to date"
+ok "the next run of the rolled-back device: held back, said, exit 1"
+
 "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/good" --id good-dev \
   2> "$WORK/good.log" || fail "healthy device failed"
 check_device "$WORK/good" "$WORK/img"
 grep -qE '\[good-dev [^]]*\] report: .* confirmed' "$WORK/server.log" ||
   fail "server did not log the confirmation"
 ok "healthy device confirmed and reported"
+
+# Up to date, and an image that is not newer: exit 0, each said as it is.
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/good" --id good-dev \
+  --quiet 2> "$WORK/good2.log" || fail "an up-to-date device exited $?"
+grep -q "up to date, running 2.0.0" "$WORK/good2.log" || fail "up to date not said: $(cat "$WORK/good2.log")"
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/newer" --id newer-dev \
+  --factory-version 3.0.0 --quiet 2> "$WORK/newer.log" || fail "a device on a newer version exited $?"
+grep -q "up to date, running 3.0.0: the server's image is not newer than the one it runs" "$WORK/newer.log" ||
+  fail "not newer not said: $(cat "$WORK/newer.log")"
+ok "up to date, and a server image that is not newer: exit 0, each said"
 stop_server

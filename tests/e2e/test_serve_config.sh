@@ -48,6 +48,20 @@ expect_refused switchvalue 'quiet yes\n' "switchvalue.conf:1: 'quiet' is a switc
 expect_refused nested 'config other.conf\n' 'nested.conf:1: a config file cannot name another'
 expect_refused badvalue 'version 1.0.0\nmax-conns lots\n' "max-conns: 'lots' is not a number.*"
 grep -q 'the flags of the --config file came first' badvalue.log || fail "a bad value from the file: no hint: $(cat badvalue.log)"
+# A binary file, and a NUL or an escape inside a line: refused, and the
+# bytes are not echoed to the terminal (before: 'unknown option' with the
+# file's bytes; a NUL silently cut the value).
+{ printf '\001'; head -c 3000 /dev/urandom | tr -d '\n'; } > binary.conf
+rc=0; "$TCPOTA" serve --config binary.conf img.bin > /dev/null 2> binary.log || rc=$?
+[ $rc -eq 2 ] || fail "a binary config file: exit $rc"
+grep -q 'binary.conf:1: byte 1 of the line is 0x01, which a config file cannot hold; is this a config file' binary.log ||
+  fail "a binary config file: $(cat -v binary.log)"
+[ "$(wc -l < binary.log)" -eq 1 ] && [ "$(wc -c < binary.log)" -lt 200 ] || fail "the file's bytes were echoed: $(cat -v binary.log)"
+expect_refused nul 'listen 127.0.0.1:0\nversion 1.0.0\0garbage\n' 'nul.conf:2: byte 14 of the line is 0x00'
+expect_refused esc 'version 1.0\x1b[31m\n' 'esc.conf:1: byte 12 of the line is 0x1b'
+printf 'listen 127.0.0.1:0\r\nversion 1.0.0\r\n\tno-progress\n' > crlf.conf
+start_serve crlf.log --config crlf.conf
+stop_serve
 ok "bad lines are refused with FILE:LINE and what to write instead"
 
 mkfifo fifo.conf
@@ -58,6 +72,25 @@ rc=0; "$TCPOTA" serve --config . img.bin 2> dir.log || rc=$?
 rc=0; "$TCPOTA" serve --config missing.conf img.bin 2> missing.log || rc=$?
 [ $rc -eq 2 ] && grep -q 'cannot open missing.conf' missing.log || fail "missing: exit $rc: $(cat missing.log)"
 ok "a FIFO, a directory or a missing config file is refused at once"
+
+# Fleet mode's listeners each need a port: two on one port are named, and
+# nothing is created (before: 'address in use, perhaps another program').
+refused_listeners() {
+  local rc=0
+  timeout 10 "$TCPOTA" serve --data fleet "$@" > /dev/null 2> listen.log || rc=$?
+  [ $rc -eq 2 ] || fail "$*: exit $rc: $(cat listen.log)"
+}
+refused_listeners --listen 127.0.0.1:18600 --api 127.0.0.1:18600
+grep -q -- '--listen 127.0.0.1:18600 and --api 127.0.0.1:18600 take the same port; give each its own port' listen.log ||
+  fail "same --listen and --api: $(cat listen.log)"
+refused_listeners --listen 0.0.0.0:18601 --api 127.0.0.1:18602 --ota-listen 127.0.0.1:18601
+grep -q -- '--listen 0.0.0.0:18601 and --ota-listen 127.0.0.1:18601 take the same port' listen.log ||
+  fail "a wildcard --listen and --ota-listen: $(cat listen.log)"
+refused_listeners --listen 127.0.0.1:0 --api 127.0.0.1:18603 --ota-listen 127.0.0.1:18603
+grep -q -- '--api 127.0.0.1:18603 and --ota-listen 127.0.0.1:18603 take the same port' listen.log ||
+  fail "same --api and --ota-listen: $(cat listen.log)"
+[ ! -e fleet ] || fail "a refused start created the data directory"
+ok "fleet listeners on one port are named, before anything is created"
 
 # Every option `serve --help` lists is one a config file may set.
 names=$("$TCPOTA" serve --help | grep -oE -- '--[a-z][a-z-]+' | sort -u | sed 's/^--//' | grep -vx -e help -e config)

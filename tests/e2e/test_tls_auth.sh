@@ -30,5 +30,34 @@ s=$(( $(date +%s) - t0 ))
 [ "$s" -le 5 ] || fail "a device with a wrong secret waited $s s for its refusal"
 grep -q 'authentication failed: wrong answer' server.log || fail "the wrong secret was not logged"
 ! grep -q 'TLS handshake failed' bad.log || fail "a wrong secret showed up as a failed TLS handshake"
+# A plain device (no --ca) on the TLS port: the server resets it; the
+# device says what may be wrong, --ca first, and that the server's log
+# names it. With --ca, the hint leaves TLS out.
+rc=0; "$T" device --server "localhost:$SERVER_PORT" --flash plain --id tls-dev --secret dev.secret \
+  --max-attempts 1 --quiet 2> plain.log || rc=$?
+[ $rc -eq 1 ] || fail "a plain device on the TLS port exited $rc, expected 1"
+grep -q 'the server ended the connection before it answered: if it serves TLS, give --ca with its CA certificate;.*its log says which' plain.log ||
+  fail "no hint for a plain device on the TLS port: $(cat plain.log)"
+grep -q 'plain tcpota client on the TLS port' server.log || fail "the server did not name the plain client"
 stop_server
 ok "inside TLS: bound answer served; a wrong secret is told to check it"
+
+# A certificate or key that cannot be used: the file is named, with what it
+# holds when that says more than OpenSSL's reason; a certificate given as
+# the key is not called an exposed secret.
+: > empty.pem
+q openssl ecparam -name prime256v1 -genkey -noout -out other.key
+chmod 600 other.key
+tls_refused() { # CERT KEY REGEX
+  local rc=0
+  timeout 10 "$T" serve --listen 127.0.0.1:0 --version 1.0.0 --tls-cert "$1" --tls-key "$2" img 2> refused.log || rc=$?
+  [ $rc -eq 1 ] || fail "--tls-cert $1 --tls-key $2: exit $rc, expected 1: $(cat refused.log)"
+  grep -q -- "$3" refused.log || fail "--tls-cert $1 --tls-key $2: no '$3' in: $(cat refused.log)"
+}
+tls_refused empty.pem srv.key 'cannot use the TLS certificate empty.pem: the file is empty'
+tls_refused srv.key srv.pem 'cannot use the TLS certificate srv.key: it holds a private key, not a certificate: are --tls-cert and --tls-key swapped?'
+tls_refused srv.pem srv.pem 'cannot use the TLS key srv.pem: it holds a certificate, not a private key: are --tls-cert and --tls-key swapped?'
+! grep -q 'can be read by other users' refused.log || fail "a certificate given as the key was called exposed: $(cat refused.log)"
+tls_refused img srv.key 'cannot use the TLS certificate img: it holds no PEM certificate or key'
+tls_refused srv.pem other.key 'the TLS key other.key is not the key of the certificate srv.pem'
+ok "an unusable TLS certificate or key is named, with what it holds"

@@ -54,3 +54,86 @@ PY
 stop_server
 grep -q "legacy device: sent the last package" server.log || fail "the server did not log the last package"
 ok "inside TLS, $(awk '{print $2}' burst.out) answers asked before any was read came back in order, byte-exact"
+
+# Records OpenSSL reads ahead must be taken without another socket event:
+# (1) a request in the same TCP segment as the client's Finished (taken
+# when the handshake ends), (2) two requests as two records in one segment
+# (libevent reads one record per readable event; the other waits in
+# OpenSSL). Then the client sends nothing more: both must be answered
+# within 2 s, where the idle timeout is 10 s. Each hand-over removed, the
+# answer never came (the mutation audit: no other test sent this way).
+make_image small 4096
+start_server small 2.0.0 --tls-cert srv.pem --tls-key srv.key --no-progress --idle-timeout 10
+timeout 30 python3 - "$SERVER_PORT" srv.pem > ahead.out 2>&1 <<'PY' || fail "$(tail -3 ahead.out)"
+import socket, ssl, sys, time
+port, ca = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+REQ = b"req0\r\n\r\n"
+
+def client():
+    raw = socket.create_connection(("127.0.0.1", port))
+    raw.settimeout(5)
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    return raw, inc, out, obj
+
+def handshake(raw, inc, out, obj, then=b""):
+    """Runs the handshake; the client's last flight leaves in one send
+    together with the records of `then`."""
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            raw.sendall(out.read())
+            d = raw.recv(65536)
+            if not d:
+                sys.exit("the server closed during the handshake")
+            inc.write(d)
+    if then:
+        obj.write(then)
+    raw.sendall(out.read())
+
+def answers(raw, inc, obj, want, secs=2.0):
+    got, t_end = b"", time.monotonic() + secs
+    while got.count(b"total: ") < want:
+        left = t_end - time.monotonic()
+        if left <= 0:
+            return got.count(b"total: ")
+        raw.settimeout(left)
+        try:
+            d = raw.recv(65536)
+        except socket.timeout:
+            continue
+        if not d:
+            break
+        inc.write(d)
+        while True:
+            try:
+                got += obj.read(65536)
+            except ssl.SSLWantReadError:
+                break
+    return got.count(b"total: ")
+
+# (1) the first request with the handshake's Finished
+raw, inc, out, obj = client()
+handshake(raw, inc, out, obj, then=REQ)
+n = answers(raw, inc, obj, 1)
+if n != 1:
+    sys.exit("a request sent with the client's Finished got %d answers in 2 s" % n)
+raw.close()
+# (2) two records in one segment, after the handshake
+raw, inc, out, obj = client()
+handshake(raw, inc, out, obj)
+obj.write(REQ)
+obj.write(REQ)  # a record of its own
+raw.sendall(out.read())
+n = answers(raw, inc, obj, 2)
+if n != 2:
+    sys.exit("two requests in one segment got %d answers in 2 s" % n)
+raw.close()
+print("ok")
+PY
+stop_server
+ok "inside TLS, records read ahead are answered without another socket event (with the Finished; two in one segment)"

@@ -33,6 +33,24 @@ while read -r kind port; do
 done < "$WORK/ports"
 ok "COMPLETE and DECLINE from peers that stay connected are read within 5 s"
 
+# A device that gives up mid-transfer and half-closes, reading on: its end
+# of stream alone tells the server (the idle timeout is 60 s), which ends
+# the connection at once. A server that did not take a read of 0 bytes as
+# the end kept streaming to it and then waited (no test failed without it).
+make_image "$WORK/img4m" 4194304
+start_server "$WORK/img4m" 2.0.0 --idle-timeout 60
+"$HOSTILE" --connect "127.0.0.1:$SERVER_PORT" --quitter 5 --hold 15 \
+  --ports "$WORK/ports3" > "$WORK/hostile3.out" 2> "$WORK/hostile3.log" ||
+  fail "peers that half-closed mid-transfer were not all closed within 15 s: $(cat "$WORK/hostile3.out")"
+last=$(sed -nE "s/.* quitter +[0-9]+ peers, +[0-9]+ closed by the server, the last after ([0-9.]+) s/\1/p" "$WORK/hostile3.out")
+awk -v t="$last" 'BEGIN { exit !(t <= 2) }' || fail "half-closed peers closed only after $last s (want <= 2 s)"
+stop_server
+while read -r kind port; do
+  grep -E "127\.0\.0\.1:$port\] .*disconnected mid-transfer; it can resume" "$L" > /dev/null ||
+    fail "quitter $port: no 'disconnected mid-transfer' in the server log: $(grep ":$port\]" "$L" | tail -2)"
+done < "$WORK/ports3"
+ok "a device that half-closes mid-transfer is closed at once, and can resume"
+
 # A device whose flash is slow: every DATA byte read at once, then its ACKs
 # trickle in, one per 1.5 s, for 12 s, with the idle timeout at 3 s. The
 # server has nothing left to write, and only its once-a-second reads hear

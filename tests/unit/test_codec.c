@@ -335,6 +335,45 @@ static void test_tlv_rules(void **state)
     assert_int_equal(decode_payload(TCPOTA_T_DATA, p, 4, &m), TCPOTA_ERR_PROTO);
 }
 
+/* NO_UPDATE's WHY: carried through encode and decode, refused in another
+ * message or at another length, and absent when 0. */
+static void test_no_update_why(void **state)
+{
+    struct tcpota_msg m, out;
+    struct tcpota_decoder d;
+    struct tcpota_frame f;
+    uint8_t b[64];
+    int n;
+    (void)state;
+
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_NO_UPDATE;
+    m.u.no_update.why = TCPOTA_WHY_HELD;
+    m.u.no_update.retry_after_s = 60;
+    n = tcpota_msg_encode(&m, b, sizeof(b));
+    assert_int_equal(n, 8 + 7 + 5);
+    assert_int_equal(tcpota_decoder_init(&d, dbuf, sizeof(dbuf)), 0);
+    assert_int_equal(tcpota_decoder_feed(&d, b, (size_t)n, &f), n);
+    assert_int_equal(tcpota_msg_decode(&f, &out), 0);
+    assert_int_equal(out.u.no_update.why, TCPOTA_WHY_HELD);
+    assert_int_equal(out.u.no_update.retry_after_s, 60);
+    m.u.no_update.why = 0;
+    m.u.no_update.retry_after_s = 0;
+    assert_int_equal(tcpota_msg_encode(&m, b, sizeof(b)), 8); /* nothing but the head */
+    /* a WHY of another length, or in another message: refused */
+    assert_int_equal(decode_payload(TCPOTA_T_NO_UPDATE, (const uint8_t *)"\x0d\x01\x00\x03", 4, &out),
+                     TCPOTA_ERR_PROTO);
+    assert_int_equal(decode_payload(TCPOTA_T_NO_UPDATE, (const uint8_t *)"\x0d\x02\x00\x06\x00", 5, &out), 0);
+    assert_int_equal(out.u.no_update.why, TCPOTA_WHY_LATER);
+    assert_int_equal(decode_payload(TCPOTA_T_PING, (const uint8_t *)"\0\0\0\1\x0d\x02\x00\x00\x03", 9, &out),
+                     TCPOTA_ERR_PROTO);
+    /* a value this device does not know is still a NO_UPDATE */
+    assert_int_equal(decode_payload(TCPOTA_T_NO_UPDATE, (const uint8_t *)"\x0d\x02\x00\x00\x01", 5, &out), 0);
+    assert_int_equal(out.u.no_update.why, 256);
+    assert_string_equal(tcpota_why_str(256), "the server gave no reason");
+    assert_string_equal(tcpota_why_str(TCPOTA_WHY_RUNS), "it runs the server's image");
+}
+
 static void test_offer_sanity(void **state)
 {
     struct tcpota_msg m;
@@ -448,6 +487,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_oversized_length_refused_at_header),
         cmocka_unit_test(test_bad_header_fields),
         cmocka_unit_test(test_tlv_rules),
+        cmocka_unit_test(test_no_update_why),
         cmocka_unit_test(test_offer_sanity),
         cmocka_unit_test(test_offer_manifest_twice),
         cmocka_unit_test(test_encode_limits),

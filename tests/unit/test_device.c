@@ -309,7 +309,7 @@ static int feed_dev(const struct tcpota_msg *m, struct tcpota_dev_event *ev)
     return tcpota_dev_input(&dev, b, (size_t)n, ev);
 }
 
-/* NO_UPDATE's RETRY_AFTER reaches the caller in the UP_TO_DATE event. */
+/* NO_UPDATE's RETRY_AFTER and WHY reach the caller in the UP_TO_DATE event. */
 static void test_no_update_surfaces_retry_after(void **state)
 {
     static const uint32_t sent[] = {0, 7200, 0xffffffffu};
@@ -322,9 +322,11 @@ static void test_no_update_surfaces_retry_after(void **state)
         memset(&m, 0, sizeof(m));
         m.type = TCPOTA_T_NO_UPDATE;
         m.u.no_update.retry_after_s = sent[i];
+        m.u.no_update.why = (uint16_t)i; /* 0 (none), then 1 and 2 */
         assert_true(feed_dev(&m, &ev) > 0);
         assert_int_equal(ev.type, TCPOTA_DEV_EV_UP_TO_DATE);
         assert_int_equal(ev.retry_after_s, sent[i]);
+        assert_int_equal(ev.why, i);
         tcpota_dev_disconnect(&dev);
     }
 }

@@ -307,6 +307,7 @@ static void test_up_to_date_by_version_and_by_id(void **state)
     assert_int_equal(ev.offered, 0);
     assert_int_equal(drain(out, 4), 2);
     assert_int_equal(out[1].type, TCPOTA_T_NO_UPDATE);
+    assert_int_equal(out[1].u.no_update.why, TCPOTA_WHY_RUNS); /* the session's own reason */
 
     /* Same version string but another running image: the id wins. */
     setup(NULL);
@@ -451,6 +452,70 @@ static void sent_all(uint32_t size)
     while (tcpota_srv_data_take(&s, UINT32_MAX, &off, &len)) {
     }
     assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_SENT_ALL);
+}
+
+/* Each message in a state where it has no place ends the session with
+ * ERROR(STATE) (each of these passed every test with its check removed):
+ * an ACK after the OFFER but before ACCEPT, a second ACCEPT, COMPLETE
+ * before the last byte was sent, COMPLETE naming another image. */
+/* Feeds ACCEPT or COMPLETE (type) naming image id: refused, ERROR(STATE). */
+static void refused_with_id(uint8_t type, const uint8_t *id)
+{
+    struct tcpota_msg m;
+    struct tcpota_srv_event ev;
+
+    memset(&m, 0, sizeof(m));
+    m.type = type;
+    if (type == TCPOTA_T_ACCEPT) {
+        m.u.accept.image_id = id;
+    } else {
+        m.u.complete.image_id = id;
+    }
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
+    expect_error_frame(TCPOTA_ERR_STATE);
+}
+
+static void test_messages_out_of_state(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_srv_event ev;
+    uint8_t other[32] = {7};
+    (void)state;
+
+    /* ACK before ACCEPT (the stream has begun: the offset is in range) */
+    setup(NULL);
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    drain((struct tcpota_msg[4]){0}, 4);
+    assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_OFFERED);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_ACK;
+    m.u.ack.offset = 0;
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
+    expect_error_frame(TCPOTA_ERR_STATE);
+
+    /* a second ACCEPT */
+    setup(NULL);
+    accepted();
+    assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_STREAMING);
+    refused_with_id(TCPOTA_T_ACCEPT, img.id);
+
+    /* COMPLETE while bytes remain to be sent */
+    setup(NULL);
+    accepted();
+    refused_with_id(TCPOTA_T_COMPLETE, img.id);
+
+    /* COMPLETE of another image once all was sent; then of this one */
+    setup(NULL);
+    sent_all(img.size);
+    refused_with_id(TCPOTA_T_COMPLETE, other);
+    setup(NULL);
+    sent_all(img.size);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_COMPLETE;
+    m.u.complete.image_id = img.id;
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.type, TCPOTA_SRV_EV_COMPLETE);
 }
 
 /* Appends an ACK frame for `offset` at b + *n; returns where it starts. */
@@ -934,7 +999,30 @@ static void test_choose_no_update_carries_retry_after(void **state)
     assert_int_equal(drain(out, 4), 2);
     assert_int_equal(out[1].type, TCPOTA_T_NO_UPDATE);
     assert_int_equal(out[1].u.no_update.retry_after_s, 3600);
+    assert_int_equal(out[1].u.no_update.why, 0); /* the caller gave none */
     assert_null(tcpota_srv_offered_image(&s));
+    /* The caller's reason goes out with the NO_UPDATE. */
+    chosen_retry = 0;
+    setup_choose();
+    tcpota_srv_set_why(&s, TCPOTA_WHY_HELD);
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(drain(out, 4), 2);
+    assert_int_equal(out[1].type, TCPOTA_T_NO_UPDATE);
+    assert_int_equal(out[1].u.no_update.why, TCPOTA_WHY_HELD);
+    /* No image and no choose(): none for this device. */
+    {
+        struct tcpota_srv_config cfg;
+        memset(&cfg, 0, sizeof(cfg));
+        cfg.rx_buf = rx; cfg.rx_cap = sizeof(rx);
+        cfg.tx_buf = tx; cfg.tx_cap = sizeof(tx);
+        assert_int_equal(tcpota_srv_init(&s, &cfg), 0);
+        hello(&m, "1.0.0");
+        assert_true(feed(&m, &ev) > 0);
+        assert_int_equal(drain(out, 4), 2);
+        assert_int_equal(out[1].type, TCPOTA_T_NO_UPDATE);
+        assert_int_equal(out[1].u.no_update.why, TCPOTA_WHY_NONE);
+    }
 }
 
 static void test_choose_offers_the_chosen_image(void **state)
@@ -958,12 +1046,16 @@ static void test_choose_offers_the_chosen_image(void **state)
     assert_int_equal(out[1].type, TCPOTA_T_OFFER);
     assert_int_equal(out[1].u.offer.size, 5000);
     assert_int_equal(out[1].u.offer.image_id[0], 0xee);
-    /* A chosen image the device already runs is still NO_UPDATE. */
+    /* A chosen image the device already runs is still NO_UPDATE, and says
+     * so whatever the caller set. */
     setup_choose();
+    tcpota_srv_set_why(&s, TCPOTA_WHY_LATER);
     hello(&m, "1.0.0");
     m.u.hello.running_id = other.id;
     assert_true(feed(&m, &ev) > 0);
     assert_int_equal(ev.offered, 0);
+    assert_int_equal(drain(out, 4), 2);
+    assert_int_equal(out[1].u.no_update.why, TCPOTA_WHY_RUNS);
     /* A broken description from the caller offers nothing. */
     other.version_len = 0;
     setup_choose();
@@ -1106,6 +1198,7 @@ int main(void)
         cmocka_unit_test_setup(test_ping_gets_pong, setup),
         cmocka_unit_test_setup(test_ping_flood_ends_session, setup),
         cmocka_unit_test(test_init_rejects_bad_config),
+        cmocka_unit_test(test_messages_out_of_state),
         cmocka_unit_test_setup(test_choose_no_update_carries_retry_after, setup),
         cmocka_unit_test_setup(test_choose_offers_the_chosen_image, setup),
         cmocka_unit_test_setup(test_choose_later_then_offer, setup),

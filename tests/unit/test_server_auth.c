@@ -356,6 +356,12 @@ static void test_secrets_malformed_refused(void **state)
     assert_int_equal(read_secrets("dev-1\n", &v, &n), -1);
     assert_int_equal(read_secrets("dev-1 not-hex-at-all-not-hex-at-all\n", &v, &n), -1);
     assert_int_equal(read_secrets("dev-1 " HEX16 HEX16 HEX16 HEX16 "00\n", &v, &n), -1);
+    /* Device ids are printable ASCII: a control character or a byte above
+     * 0x7e (a binary file, say) could never match and is not echoed. */
+    assert_int_equal(read_secrets("dev\x01x " HEX16 "\n", &v, &n), -1);
+    assert_int_equal(read_secrets("d\xe9v " HEX16 "\n", &v, &n), -1);
+    assert_int_equal(read_secrets("dev~1 " HEX16 "\n", &v, &n), 0);
+    auth_free_secrets(v, n);
     /* Two secrets for one device: either would do, so neither is kept. */
     assert_int_equal(read_secrets("dev-1 " HEX16 "\ndev-1 " HEX16 HEX16 "\n", &v, &n), -1);
 }

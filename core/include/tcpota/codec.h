@@ -87,6 +87,7 @@ enum tcpota_tag {
     TCPOTA_TAG_RETRY_AFTER = 0x0a,  /* u32 seconds */
     TCPOTA_TAG_CHUNK = 0x0b,        /* u16: DATA payload bytes the server uses */
     TCPOTA_TAG_MANIFEST = 0x0c,     /* opaque 1..1024: signed manifest */
+    TCPOTA_TAG_WHY = 0x0d,          /* u16: why NO_UPDATE (enum tcpota_why) */
     TCPOTA_TAG_CRITICAL = 0x80,     /* bit: reader must understand the tag */
 };
 
@@ -96,6 +97,23 @@ enum tcpota_result {
     TCPOTA_RESULT_ROLLED_BACK = 2, /* health check failed: old image again */
     TCPOTA_RESULT_BOOT_FAILED = 3, /* bootloader rejected it: old image again */
 };
+
+/* Why a server answers NO_UPDATE (TCPOTA_TAG_WHY): a device tells "up to
+ * date" from "held back" (docs/protocol.md). A value a device does not
+ * know is still a NO_UPDATE. */
+enum tcpota_why {
+    TCPOTA_WHY_RUNS = 1,        /* it runs the image the server would offer */
+    TCPOTA_WHY_NOT_NEWER = 2,   /* the server's image is not newer than what it runs */
+    TCPOTA_WHY_HELD = 3,        /* it reported that image as failed, or declined it */
+    TCPOTA_WHY_OTHER_MODEL = 4, /* the server's image is for another hardware model */
+    TCPOTA_WHY_NONE = 5,        /* the server has no image for it */
+    TCPOTA_WHY_LATER = 6,       /* an update applies, but not yet (a rollout's wave) */
+};
+
+/* A short static English phrase for a NO_UPDATE's why ("it runs the
+ * server's image"; for 0 or a value not listed: "the server gave no
+ * reason"). Never returns NULL. */
+const char *tcpota_why_str(unsigned why);
 
 /* One decoded frame; payload points into the decoder's buffer, or, for a
  * DATA frame that arrived whole in one input, into that input. */
@@ -174,6 +192,7 @@ struct tcpota_msg {
         } offer;
         struct {
             uint32_t retry_after_s; /* 0: not sent */
+            uint16_t why;           /* enum tcpota_why; 0: not sent */
         } no_update;
         struct {
             const uint8_t *image_id;

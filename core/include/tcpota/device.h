@@ -122,6 +122,9 @@ struct tcpota_dev_event {
      * server's NO_UPDATE said (RETRY_AFTER, docs/protocol.md); 0: it did
      * not say. The device's runner honours it (tcpota_runner.h). */
     uint32_t retry_after_s;
+    /* TCPOTA_DEV_EV_UP_TO_DATE: why the server has no update (enum
+     * tcpota_why, codec.h; tcpota_why_str() names it); 0: it did not say. */
+    uint16_t why;
 };
 
 struct tcpota_dev_resume {

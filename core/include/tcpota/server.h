@@ -127,6 +127,7 @@ struct tcpota_srv {
     uint32_t acked;    /* highest offset the device reported durable */
     uint32_t start;    /* where this connection's stream began */
     uint8_t got_hello;
+    uint16_t why; /* NO_UPDATE's enum tcpota_why, tcpota_srv_set_why(); 0: none */
     const struct tcpota_srv_image *img; /* the image offered, or NULL */
     /* What HELLO said, kept for the offer that may come after CHALLENGE. */
     struct {
@@ -192,6 +193,13 @@ int tcpota_srv_authorize(struct tcpota_srv *s, int ok, uint8_t *offered, uint32_
  * TCPOTA_ERR_STATE when no decision is awaited. */
 int tcpota_srv_offer(struct tcpota_srv *s, const struct tcpota_srv_image *img,
                      uint32_t retry_after_s, uint8_t *offered, uint32_t *start);
+
+/* Why the NO_UPDATE this session may send has no image (enum tcpota_why,
+ * codec.h): set by the caller that chose nothing, in choose() or before
+ * tcpota_srv_offer(NULL). The session itself says TCPOTA_WHY_RUNS when
+ * the device runs the chosen image, and TCPOTA_WHY_NONE when it has no
+ * image and no choose(). 0 (the default) sends no reason. */
+void tcpota_srv_set_why(struct tcpota_srv *s, uint16_t why);
 
 /* What HELLO said (all strings "" and ids NULL before HELLO). */
 void tcpota_srv_get_hello(const struct tcpota_srv *s, struct tcpota_srv_hello *h);

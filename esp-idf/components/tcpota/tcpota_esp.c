@@ -484,7 +484,14 @@ static void run(void)
             }
             return;
         case TCPOTA_RUNNER_UP_TO_DATE:
-            ESP_LOGI(TAG, "up to date, running %s", s.version);
+            /* The server's reason (codec.h, enum tcpota_why): "up to date"
+             * only when it says so or gives none. */
+            if (s.runner.why && s.runner.why != TCPOTA_WHY_RUNS) {
+                ESP_LOGW(TAG, "no update, running %s: %s", s.version,
+                         tcpota_why_str(s.runner.why));
+            } else {
+                ESP_LOGI(TAG, "up to date, running %s", s.version);
+            }
             status_set(TCPOTA_ESP_UP_TO_DATE, 0, true);
             break;
         case TCPOTA_RUNNER_DECLINED:

@@ -1,7 +1,7 @@
-/* tls.h - TLS for `tcpota serve --tls-cert`: the server context, and the
+/* tls_server.h - TLS for `tcpota serve --tls-cert`: the server context, and the
  * channel binding a device's authentication covers inside TLS. */
-#ifndef TCPOTA_SERVER_TLS_H
-#define TCPOTA_SERVER_TLS_H
+#ifndef TCPOTA_SERVER_TLS_SERVER_H
+#define TCPOTA_SERVER_TLS_SERVER_H
 
 #include "tcpota/codec.h"
 
@@ -10,6 +10,13 @@
 #include <stdint.h>
 
 struct evbuffer;
+
+/* What a PEM file holds, from its first TLS_PEM_PEEK bytes: for messages
+ * (a certificate given as the key, a key as the certificate) and for not
+ * calling a certificate an exposed secret. */
+#define TLS_PEM_PEEK 65536u
+enum tls_pem { TLS_PEM_EMPTY, TLS_PEM_CERT, TLS_PEM_KEY, TLS_PEM_BOTH, TLS_PEM_OTHER, TLS_PEM_UNREAD };
+enum tls_pem tls_pem_kind(const char *path);
 
 /* A server context (TLS 1.2 or later) with this certificate chain and key
  * (key NULL: in the certificate's file). NULL after printing why. */
