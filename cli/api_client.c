@@ -582,6 +582,14 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
         print_error(a, r.status, r.reason, j);
         goto out;
     }
+    if (j && json_object_size(j) == 0) {
+        /* Every answer of tcpota serve's API names what it is: an empty
+         * object is another service's, not an empty result. */
+        fprintf(stderr, "tcpota %s: the API at %s answered %d with an empty JSON object, which "
+                        "tcpota serve never sends; is it the --api address of tcpota serve?\n",
+                a->cmd, a->url, r.status);
+        goto out;
+    }
     *out = j;
     j = NULL;
     rc = 0;

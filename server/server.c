@@ -228,6 +228,13 @@ static void reload(struct server *srv)
                    srv->img->version);
         return;
     }
+    if (strcmp(img->version, srv->img->version) == 0 && strcmp(img->idhex, srv->img->idhex) != 0) {
+        /* Served all the same, but devices compare versions: one that ran
+         * the old bytes is up to date by version, and never offered these. */
+        say_always(srv->o, LOG_LV_INFO, "SIGHUP: warning: the new image has the old one's version %s but "
+                   "other bytes: devices that got the old image are not offered it; give it a "
+                   "new version", img->version);
+    }
     image_unref(srv->img);
     srv->img = img;
     if (srv->reloaded) {

@@ -295,17 +295,22 @@ static void *client_run(void *arg)
     uint64_t deadline = start + opt.timeout_ms;
 
     c->ok = false;
-    FILE *out = fopen(c->path, "wb");
-    if (!out) {
-        fail(c, "cannot write %s: %s", c->path, strerror(errno));
+    /* Connected first: a client that cannot connect writes no file (nor
+     * empties one that was there). */
+    int fd = connect_deadline(c, deadline);
+    if (fd < 0) {
         c->ms = now_ms() - start;
         return NULL;
     }
-    int fd = connect_deadline(c, deadline);
-    if (fd >= 0) {
-        client_session(c, fd, out, deadline);
+    FILE *out = fopen(c->path, "wb");
+    if (!out) {
+        fail(c, "cannot write %s: %s", c->path, strerror(errno));
         close(fd);
+        c->ms = now_ms() - start;
+        return NULL;
     }
+    client_session(c, fd, out, deadline);
+    close(fd);
     if (fclose(out) != 0 && c->ok)
         fail(c, "write %s: %s", c->path, strerror(errno));
     c->ms = now_ms() - start;

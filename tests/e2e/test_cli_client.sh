@@ -331,7 +331,11 @@ has err.log "^tcpota rollout: no answer from the API at http://127.0.0.1:$(cat p
 route GET /v1/images 200 'not json'
 run 1 $T image list $API
 has err.log "answered 200 OK with a body that is not a JSON object"
-ok "connection refused, a timeout and a non-JSON answer exit 1 with a clear message"
+# Another service's {} is not an empty rollout (before: 'rollout 0:', exit 0).
+route GET /v1/rollouts/1 200 '{}'
+run 1 $T rollout show 1 $API
+has err.log "answered 200 with an empty JSON object, which tcpota serve never sends; is it the --api address of tcpota serve"
+ok "connection refused, a timeout, a non-JSON answer and an empty object exit 1 with a clear message"
 
 kill -TERM "$MOCK_PID" 2>/dev/null || true
 wait "$MOCK_PID" 2>/dev/null || true

@@ -12,6 +12,14 @@ start_server "$WORK/img" 2.0.0
 cmp "$WORK/one" "$WORK/img" || fail "legacy client got other bytes"
 grep -qE ' [1-9][0-9]* req1' "$WORK/one.log" || fail "no req1 was exercised"
 ok "one legacy client with req1 resends"
+# A client that cannot connect fails and leaves no file, nor empties one.
+echo keep > "$WORK/kept"
+rc=0; "$LEGACY" --server 127.0.0.1:1 --out "$WORK/none" --timeout 5 > "$WORK/none.log" 2>&1 || rc=$?
+[ $rc -ne 0 ] || fail "a legacy client without a server succeeded"
+[ ! -e "$WORK/none" ] || fail "a legacy client that could not connect left $(stat -c %s "$WORK/none") bytes in a file"
+"$LEGACY" --server 127.0.0.1:1 --out "$WORK/kept" --timeout 5 > /dev/null 2>&1 || true
+[ "$(cat "$WORK/kept")" = keep ] || fail "a legacy client that could not connect emptied its --out file"
+ok "a legacy client that cannot connect writes no file"
 
 "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/v1" --id v1-dev \
   2> "$WORK/v1.log" &

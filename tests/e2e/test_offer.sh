@@ -118,3 +118,17 @@ check_device strict u5
 stop_server
 ok "a declined offer is not repeated; the image signed is offered again"
 
+
+# 6. SIGHUP with other bytes under the same version: served, with a warning
+#    (devices that got the old bytes are up to date by version).
+make_image v6 20000
+start_server v6 6.0.0
+kill -HUP "$SERVER_PID"
+wait_line server.log 'SIGHUP: reloaded: image 6.0.0' 5
+! grep -q 'SIGHUP: warning' server.log || fail "the same bytes reloaded were warned about: $(grep 'SIGHUP: warning' server.log)"
+make_image v6b 20000
+cp v6b v6
+kill -HUP "$SERVER_PID"
+wait_line server.log "SIGHUP: warning: the new image has the old one's version 6.0.0 but other bytes: devices that got the old image are not offered it; give it a new version" 5
+stop_server
+ok "SIGHUP with other bytes under the same version warns"
