@@ -441,9 +441,10 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
         if (!o->data_dir) fprintf(stderr, "tcpota serve: out of memory\n");
         goto out;
     }
-    if (listen_on(&srv, worker_fd) < 0) {
-        goto out;
-    }
+    /* The handlers before the "listening on" line: a script that reads it
+     * and stops the server at once must find SIGTERM handled, not die of
+     * it (the loop below takes the signal).  Before this point a stop
+     * signal ends the start as the default action does. */
     srv.sigint = evsignal_new(srv.base, SIGINT, signal_cb, &srv);
     srv.sigterm = evsignal_new(srv.base, SIGTERM, signal_cb, &srv);
     srv.sighup = evsignal_new(srv.base, SIGHUP, signal_cb, &srv);
@@ -452,6 +453,9 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     event_add(srv.sigterm, NULL);
     event_add(srv.sighup, NULL);
     event_add(srv.sigusr1, NULL);
+    if (listen_on(&srv, worker_fd) < 0) {
+        goto out;
+    }
     if (worker_fd >= 0) {
         sigprocmask(SIG_SETMASK, &unblocked, NULL); /* handlers in place: see workers_run */
     }
