@@ -147,7 +147,9 @@ static int parse_target(struct evhttp_request *req, const char *path, const char
     for (kv = q.tqh_first; kv; kv = kv->next.tqe_next) {
         char *dst = strcmp(kv->key, "device") == 0 ? d->id : strcmp(kv->key, "version") == 0 ? d->version : NULL;
         size_t cap = dst == d->id ? sizeof(d->id) : sizeof(d->version);
-        if (!dst || (dst == d->id && file) || dst[0] || strlen(kv->value) >= cap) {
+        /* A device named by the path has its id (never empty) in d->id
+         * already: dst[0] refuses it too, the message says which. */
+        if (!dst || dst[0] || strlen(kv->value) >= cap) {
             ota_reply_error(req, 400, "%s: %s", kv->key, !dst ? "unknown query parameter (device and "
                         "version are known)" : dst == d->id && file ? "the path names the device "
                         "already" : dst[0] ? "given twice" : "too long");

@@ -123,6 +123,18 @@ bad 400 "bad device id" "$OTA/bad%20id.bin" "${V[@]}"
 bad 400 "device id too long" "$OTA?device=$(printf 'x%.0s' $(seq 65))" "${V[@]}"
 bad 400 "bad model" "http://127.0.0.1:$OTA_PORT/ota/$(printf 'm%.0s' $(seq 40))?device=h-2" "${V[@]}"
 bad 400 "unknown parameter" "$OTA?device=h-2&debug=1" "${V[@]}"
+# badmsg CODE WHAT TEXT URL [CURL ARGS...]: bad, and the answer says TEXT.
+badmsg() {
+  local want=$1 what=$2 text=$3; shift 3
+  bad "$want" "$what" "$@"
+  grep -qF -- "$text" "$WORK/bad.b" || fail "$what: $(cat "$WORK/bad.b")"
+}
+badmsg 400 "device twice" 'device: given twice' "$OTA?device=h-2&device=h-3" "${V[@]}"
+badmsg 400 "device in the path and the query" 'the path names the device already' \
+  "$OTA/h-2.bin?device=h-3" "${V[@]}"
+badmsg 400 "?version= and the header differ" '?version= and X-Tcpota-Version differ' \
+  "$OTA?device=h-2&version=2.0.0" "${V[@]}"
+badmsg 400 "?version= too long" 'version: too long' "$OTA?device=h-2&version=$(printf '1%.0s' $(seq 80))"
 bad 405 "POST" "$OTA?device=h-2" "${V[@]}" -X POST
 code=$(python3 -c '
 import socket, sys
@@ -134,7 +146,7 @@ print(s.recv(100).split(b" ")[1].decode())' "$OTA_PORT")
 bad 403 "a device with a secret" "$OTA?device=s-1" "${V[@]}"
 [ "$(device_state s-1 2>/dev/null || true)" != downloading ] || fail "s-1 was served"
 [ "$(get alive "$OTA?device=e-9" -I)" = 200 ] || fail "the server did not survive the bad requests"
-ok "bad range, version, device, model, parameter, method, 20 kB of headers, an id with a secret: 4xx"
+ok "bad range, version, device (twice, in path and query), ?version= against the header, model, parameter, method, 20 kB of headers, an id with a secret: 4xx"
 
 # ---- an esp_https_ota-like client through cuts, then its report ------------------
 start_proxy espcut "$OTA_PORT" --cut-at 100000,300000,650000,900000

@@ -335,6 +335,63 @@ static void test_tlv_rules(void **state)
     assert_int_equal(decode_payload(TCPOTA_T_DATA, p, 4, &m), TCPOTA_ERR_PROTO);
 }
 
+/* The value of tag in a HELLO payload p of n bytes (after its 4-byte fixed
+ * part), or NULL. */
+static uint8_t *hello_tlv(uint8_t *p, size_t n, uint8_t tag)
+{
+    for (size_t i = 4; i + 3 <= n; i += 3 + tcpota_get_u16(p + i + 1)) {
+        if ((p[i] & (uint8_t)~TCPOTA_TAG_CRITICAL) == tag) {
+            return p + i + 3;
+        }
+    }
+    return NULL;
+}
+
+/* RESUME's offset no further than its size; MAX_PAYLOAD at least the
+ * minimum every peer takes. */
+static void test_hello_resume_and_max_payload(void **state)
+{
+    const struct vec *h = find_vec("HELLO resume");
+    struct tcpota_msg m;
+    uint8_t p[256], *v;
+    size_t n = h->n - 8;
+    (void)state;
+
+    memcpy(p, h->b + 4, n);
+    v = hello_tlv(p, n, TCPOTA_TAG_RESUME);
+    assert_non_null(v);
+    tcpota_put_u32(v + TCPOTA_ID_LEN + 4, 1048576); /* offset == size: all there */
+    assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n, &m), 0);
+    assert_int_equal(m.u.hello.resume_offset, 1048576);
+    tcpota_put_u32(v + TCPOTA_ID_LEN + 4, 1048577); /* past the end */
+    assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n, &m), TCPOTA_ERR_PROTO);
+
+    memcpy(p, h->b + 4, n);
+    v = hello_tlv(p, n, TCPOTA_TAG_MAX_PAYLOAD);
+    assert_non_null(v);
+    tcpota_put_u16(v, TCPOTA_MIN_PAYLOAD);
+    assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n, &m), 0);
+    assert_int_equal(m.u.hello.max_payload, TCPOTA_MIN_PAYLOAD);
+    tcpota_put_u16(v, TCPOTA_MIN_PAYLOAD - 1);
+    assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n, &m), TCPOTA_ERR_PROTO);
+}
+
+/* A payload shorter than its type's fixed part is refused by its length,
+ * whatever bytes follow it in memory: here an unknown critical TLV sits
+ * where the TLVs would start, which a decoder that read past the payload
+ * would answer with NOTSUP. */
+static void test_short_fixed_part(void **state)
+{
+    static const uint8_t b[] = {0, 0, 0, 0, 0xc0, 0, 0};
+    struct tcpota_frame f = {TCPOTA_T_ACK, TCPOTA_ACK_FIXED - 1, b};
+    struct tcpota_msg m;
+    (void)state;
+
+    assert_int_equal(tcpota_msg_decode(&f, &m), TCPOTA_ERR_PROTO);
+    f.len = TCPOTA_ACK_FIXED + 3; /* the same bytes, all of them its own */
+    assert_int_equal(tcpota_msg_decode(&f, &m), TCPOTA_ERR_NOTSUP);
+}
+
 /* NO_UPDATE's WHY: carried through encode and decode, refused in another
  * message or at another length, and absent when 0. */
 static void test_no_update_why(void **state)
@@ -488,6 +545,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_bad_header_fields),
         cmocka_unit_test(test_tlv_rules),
         cmocka_unit_test(test_no_update_why),
+        cmocka_unit_test(test_hello_resume_and_max_payload),
+        cmocka_unit_test(test_short_fixed_part),
         cmocka_unit_test(test_offer_sanity),
         cmocka_unit_test(test_offer_manifest_twice),
         cmocka_unit_test(test_encode_limits),

@@ -482,6 +482,15 @@ static void test_messages_out_of_state(void **state)
     uint8_t other[32] = {7};
     (void)state;
 
+    /* PING before HELLO: HELLO comes first, whatever the message (a PING
+     * has no check of its own that would refuse it) */
+    setup(NULL);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_PING;
+    m.u.ping.token = 1;
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
+    expect_error_frame(TCPOTA_ERR_STATE);
+
     /* ACK before ACCEPT (the stream has begun: the offset is in range) */
     setup(NULL);
     hello(&m, "1.0.0");
@@ -730,6 +739,46 @@ static void test_ack_with_tlv_is_one_frame(void **state)
     assert_int_equal(ev.msg.u.ack.offset, x);
     assert_int_equal(tcpota_srv_input(&s, b + 16, ACK_LEN, &ev), ACK_LEN);
     assert_int_equal(ev.duplicate, 1);
+}
+
+/* An ACK for exactly the bytes sent so far is in range, by the run of
+ * plain ACKs and by the frame-by-frame path (an ACK with a TLV); one byte
+ * further is not. */
+static void test_ack_at_the_last_byte_sent(void **state)
+{
+    struct tcpota_srv_event ev;
+    uint32_t off, len;
+    uint8_t b[64];
+    size_t n = 0;
+    (void)state;
+
+    setup(NULL);
+    accepted();
+    assert_int_equal(tcpota_srv_data_take(&s, 2, &off, &len), 1);
+    assert_int_equal(off + len, 8192);
+    put_ack(b, &n, 8192);
+    assert_int_equal(tcpota_srv_input(&s, b, n, &ev), ACK_LEN);
+    assert_int_equal(ev.type, TCPOTA_SRV_EV_ACK);
+    assert_int_equal(ev.msg.u.ack.offset, 8192);
+    assert_int_equal(ev.duplicate, 0);
+
+    assert_int_equal(tcpota_srv_data_take(&s, 1, &off, &len), 1);
+    assert_int_equal(off + len, 12288);
+    b[0] = TCPOTA_T_ACK; /* offset, then an unknown optional TLV, empty */
+    b[1] = 0;
+    tcpota_put_u16(b + 2, TCPOTA_ACK_FIXED + 3);
+    tcpota_put_u32(b + 4, 12288);
+    memcpy(b + 8, "\x40\x00\x00", 3);
+    n = TCPOTA_FRAME_OVERHEAD + TCPOTA_ACK_FIXED + 3;
+    seal(b, n);
+    assert_int_equal(tcpota_srv_input(&s, b, n, &ev), (int)n);
+    assert_int_equal(ev.type, TCPOTA_SRV_EV_ACK);
+    assert_int_equal(ev.msg.u.ack.offset, 12288);
+
+    n = 0;
+    put_ack(b, &n, 12289);
+    assert_int_equal(tcpota_srv_input(&s, b, n, &ev), TCPOTA_ERR_RANGE);
+    expect_error_frame(TCPOTA_ERR_RANGE);
 }
 
 static void test_garbage_and_oversize(void **state)
@@ -1188,6 +1237,7 @@ int main(void)
         cmocka_unit_test_setup(test_up_to_date_by_version_and_by_id, setup),
         cmocka_unit_test_setup(test_accept_elsewhere_reseeks, setup),
         cmocka_unit_test_setup(test_violations_end_with_error_frame, setup),
+        cmocka_unit_test(test_ack_at_the_last_byte_sent),
         cmocka_unit_test_setup(test_garbage_and_oversize, setup),
         cmocka_unit_test_setup(test_ack_run_taken_in_one_call, setup),
         cmocka_unit_test_setup(test_ack_run_around_a_partial_frame, setup),
