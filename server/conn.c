@@ -279,6 +279,18 @@ static void read_now(struct conn *c, int restart)
     conn_take(c);
 }
 
+void conn_drain_streams(struct server *srv)
+{
+    struct conn *c, *next;
+
+    for (c = srv->conns; c; c = next) {
+        next = c->next;
+        if (c->rd && c->lowat && c->rd_on && !c->closing) {
+            read_now(c, 0);
+        }
+    }
+}
+
 static void rd_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;

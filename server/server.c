@@ -260,6 +260,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         return;
     }
     say(srv, "%s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    conn_drain_streams(srv); /* a COMPLETE received is counted */
     event_base_loopexit(srv->base, NULL);
 }
 

@@ -31,6 +31,8 @@
  *              image in SLOW_ACKS steps, one every SLOW_ACK_S seconds,
  *              before its COMPLETE: a device whose flash is slow, and the
  *              server's once-a-second reads are all that hears it
+ * `--term PID` sends SIGTERM to PID the moment a stayer's COMPLETE is out:
+ * a server stopped with that COMPLETE unread in its socket.
  * Every connection that reads waits for the server to close it (EOF or
  * reset). `--ports FILE` writes "kind local-port" per connection, so a test
  * can find each peer's close reason in the server log (a peer that never
@@ -55,6 +57,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +99,8 @@ struct peer {
 };
 
 static double now_s(void);
+
+static pid_t term_pid; /* --term: stopped after a stayer's COMPLETE */
 
 /* Queues one message as the peer's next output. */
 static void queue_msg(struct peer *q, const struct tcpota_msg *m)
@@ -156,6 +161,9 @@ static int talk(struct peer *q)
             queue_msg(q, &a);
             (void)send(q->fd, q->out, q->out_len, MSG_NOSIGNAL);
             q->sent = q->out_len;
+            if (a.type == TCPOTA_T_COMPLETE && term_pid > 0) {
+                (void)kill(term_pid, SIGTERM);
+            }
             if (q->kind == QUITTER) {
                 (void)shutdown(q->fd, SHUT_WR);
                 q->answered = 1;
@@ -275,6 +283,7 @@ static void usage(void)
             "         [--tlsslow N] [--stayer N] [--decliner N] [--slowacker N] [--quitter N]\n"
             "         [--hold SECONDS] [--min-hold SECONDS] [--ports FILE]\n"
             "         [--ping-ms MS --ping-burst N [--ping-for S]] [--seed S] [--from ADDR]\n"
+            "         [--term PID]\n"
             "       tcpota-hostile --connect HOST:PORT --frames\n");
     exit(2);
 }
@@ -313,6 +322,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--ping-burst") && i + 1 < argc) ping_burst = (unsigned)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--ping-for") && i + 1 < argc) ping_for = strtod(argv[++i], NULL);
         else if (!strcmp(argv[i], "--frames")) frames = 1;
+        else if (!strcmp(argv[i], "--term") && i + 1 < argc) term_pid = (pid_t)strtol(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--from") && i + 1 < argc) from = argv[++i];
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = (unsigned)strtoul(argv[++i], NULL, 10);
         else usage();

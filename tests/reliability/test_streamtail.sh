@@ -68,3 +68,21 @@ while read -r kind port; do
     fail "slow-acking peer $port: not done: $(grep ":$port\]" "$WORK/server.log" | tail -2)"
 done < "$WORK/ports2"
 ok "devices acknowledging one step per 1.5 s after the last byte (idle timeout 3 s) finish, none closed as idle"
+
+# A server stopped with a COMPLETE unread: a peer that has read every byte
+# sends COMPLETE, stays connected (under the watermark, so only the
+# once-a-second read would take it) and at once sends the server SIGTERM.
+# The server reads what its finished connections hold before it stops:
+# the device counts as verified, in the log and in the summary.
+start_server "$WORK/img" 2.0.0 --idle-timeout 60
+"$HOSTILE" --connect "127.0.0.1:$SERVER_PORT" --stayer 1 --term "$SERVER_PID" --hold 10 \
+  > "$WORK/hostile4.out" 2> "$WORK/hostile4.log" || true
+rc=0
+wait "$SERVER_PID" || rc=$?
+[ $rc -eq 0 ] || fail "server exited $rc on SIGTERM"
+grep -q 'SIGTERM: shutting down' "$WORK/server.log" || fail "the peer's SIGTERM did not stop the server: $(tail -3 "$WORK/server.log")"
+grep -q 'done: image 2\.0\.0 verified by the device' "$WORK/server.log" ||
+  fail "a COMPLETE received before SIGTERM was dropped: $(tail -3 "$WORK/server.log")"
+grep -q 'summary: 1 devices: 0 updated and confirmed, 1 verified' "$WORK/server.log" ||
+  fail "the summary does not count the device: $(grep summary "$WORK/server.log")"
+ok "a COMPLETE received before SIGTERM is read and counted"
