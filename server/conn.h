@@ -69,6 +69,10 @@ int conn_check_deadline(struct conn *c, double now);
  * SO_RCVLOWAT reads it (see conn.c). A plain connection's read is handed
  * to its callbacks at once, which may end c: use c no more after. */
 void conn_lowat_tick(struct conn *c);
+/* Before the server stops: each plain streaming connection reads once what
+ * waits below its watermark or in the tail (conn.c), so that a COMPLETE
+ * already received is counted, not dropped. */
+void conn_drain_streams(struct server *srv);
 
 /* 1 when bytes the peer sent wait unread in c's socket: a loop that ran
  * late (the process stopped or starved) must not call such a peer idle. */

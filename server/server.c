@@ -260,6 +260,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         return;
     }
     say(srv, "%s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    conn_drain_streams(srv); /* a COMPLETE received is counted */
     event_base_loopexit(srv->base, NULL);
 }
 
@@ -392,6 +393,7 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     int rc = 1, worker_fd = -1;
 
     memset(&srv, 0, sizeof(srv));
+    srv.tail_ep = -1;
     srv.o = o;
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(o);
@@ -484,6 +486,8 @@ out:
     if (srv.sighup) event_free(srv.sighup);
     if (srv.sigusr1) event_free(srv.sigusr1);
     if (srv.sweep) event_free(srv.sweep);
+    if (srv.tail_ev) event_free(srv.tail_ev);
+    if (srv.tail_ep >= 0) close(srv.tail_ep);
     if (srv.lis) evconnlistener_free(srv.lis);
     fleet_close(&srv);
     if (srv.base) event_base_free(srv.base);

@@ -78,6 +78,12 @@
 /* What one read of a plain socket takes at most: libevent's own read size
  * (EVBUFFER_MAX_READ). */
 #define READ_MAX 4096u
+/* How often the connections that have sent everything are looked at
+ * (conn.c, tail_enter): what their devices still send (the last ACKs,
+ * COMPLETE, the close) waits at most this long. */
+#define TAIL_MS 20
+/* What one look takes at most: the rest is taken at the next. */
+#define TAIL_BATCH 1024u
 
 enum kind { K_UNKNOWN = 0, K_V1, K_LEGACY };
 
@@ -105,6 +111,13 @@ struct server {
     uint8_t devices_full_said; /* "registry full" was logged */
     struct conn *conns;
     unsigned nconns;
+    /* Plain connections that have handed their whole image to the kernel
+     * (conn.c, tail_enter): watched by an epoll instance of their own,
+     * outside the loop, which tail_ev reads every TAIL_MS while any is
+     * there. */
+    int tail_ep;            /* -1 until the first one */
+    unsigned ntail;
+    struct event *tail_ev;
     uint64_t next_id;
     struct {
         unsigned connections, failed, refused, legacy_done, auth_failed; /* failed: connections ended by an error */
@@ -159,6 +172,7 @@ struct conn {
     struct event *rd, *wr;
     struct evbuffer *out, *in;
     uint8_t rd_on; /* rd is added: reading */
+    uint8_t tail;  /* in srv->tail_ep instead of the loop (conn.c) */
     uint8_t wr_on; /* wr is added: waiting to write */
     evutil_socket_t fd;
     char addr[48];

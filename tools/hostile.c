@@ -27,10 +27,15 @@
  *   quitter    accepts the offer, then at once half-closes (shutdown of its
  *              sending side) and reads on: a device that gave up mid-transfer,
  *              whose end of stream alone tells the server it is gone
+ *   finisher   as stayer, but half-closes after its COMPLETE, as `tcpota
+ *              device` does, and waits for the server to close: reports how
+ *              long the server took after the COMPLETE, at most
  *   slowacker  as stayer, but after the last DATA byte it acknowledges the
  *              image in SLOW_ACKS steps, one every SLOW_ACK_S seconds,
  *              before its COMPLETE: a device whose flash is slow, and the
  *              server's once-a-second reads are all that hears it
+ * `--term PID` sends SIGTERM to PID the moment a stayer's COMPLETE is out:
+ * a server stopped with that COMPLETE unread in its socket.
  * Every connection that reads waits for the server to close it (EOF or
  * reset). `--ports FILE` writes "kind local-port" per connection, so a test
  * can find each peer's close reason in the server log (a peer that never
@@ -55,6 +60,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,12 +73,12 @@
 
 enum kind {
     IDLE, SLOW, RANDOM, OVERSIZE, TRUNCATED, BADVER, NOREAD, PINGER, TLSSLOW, STAYER, DECLINER,
-    SLOWACKER, QUITTER, NKINDS
+    SLOWACKER, QUITTER, FINISHER, NKINDS
 };
 static const char *const kind_name[NKINDS] = {"idle",    "slow",   "random", "oversize",
                                                "truncated", "badver", "noread", "pinger",
                                                "tlsslow", "stayer", "decliner", "slowacker",
-                                               "quitter"};
+                                               "quitter", "finisher"};
 /* slowacker: ACKs after the last DATA byte, and the time between them. */
 #define SLOW_ACKS 8u
 #define SLOW_ACK_S 1.5
@@ -86,6 +92,7 @@ struct peer {
     unsigned port;
     uint8_t closed;   /* the server closed it (EOF or reset) */
     double closed_after; /* seconds from the start until then */
+    double answered_at;  /* when COMPLETE or DECLINE went out (0: not yet) */
     uint8_t accepted; /* noread/pinger: ACCEPT queued, reading stops */
     uint8_t answered; /* stayer: COMPLETE queued; decliner: DECLINE queued */
     uint8_t acks_left; /* slowacker: ACKs still to send, then COMPLETE */
@@ -96,6 +103,8 @@ struct peer {
 };
 
 static double now_s(void);
+
+static pid_t term_pid; /* --term: stopped after a stayer's COMPLETE */
 
 /* Queues one message as the peer's next output. */
 static void queue_msg(struct peer *q, const struct tcpota_msg *m)
@@ -156,6 +165,13 @@ static int talk(struct peer *q)
             queue_msg(q, &a);
             (void)send(q->fd, q->out, q->out_len, MSG_NOSIGNAL);
             q->sent = q->out_len;
+            q->answered_at = now_s();
+            if (a.type == TCPOTA_T_COMPLETE && term_pid > 0) {
+                (void)kill(term_pid, SIGTERM);
+            }
+            if (q->kind == FINISHER && a.type == TCPOTA_T_COMPLETE) {
+                (void)shutdown(q->fd, SHUT_WR);
+            }
             if (q->kind == QUITTER) {
                 (void)shutdown(q->fd, SHUT_WR);
                 q->answered = 1;
@@ -273,8 +289,10 @@ static void usage(void)
             "usage: tcpota-hostile --connect HOST:PORT [--idle N] [--slow N] [--random N]\n"
             "         [--oversize N] [--truncated N] [--badver N] [--noread N] [--pinger N]\n"
             "         [--tlsslow N] [--stayer N] [--decliner N] [--slowacker N] [--quitter N]\n"
+            "         [--finisher N]\n"
             "         [--hold SECONDS] [--min-hold SECONDS] [--ports FILE]\n"
             "         [--ping-ms MS --ping-burst N [--ping-for S]] [--seed S] [--from ADDR]\n"
+            "         [--term PID]\n"
             "       tcpota-hostile --connect HOST:PORT --frames\n");
     exit(2);
 }
@@ -285,7 +303,7 @@ int main(int argc, char **argv)
     double hold = 30, min_hold = 0, t0, deadline, ping_every = 1.0, ping_for = -1;
     unsigned ping_burst = 1;
     const char *target = NULL, *ports = NULL, *from = NULL;
-    double last_close[NKINDS] = {0};
+    double last_close[NKINDS] = {0}, finish_wait = 0;
     int frames = 0;
     struct sockaddr_in sa;
     struct peer *p;
@@ -313,6 +331,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--ping-burst") && i + 1 < argc) ping_burst = (unsigned)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--ping-for") && i + 1 < argc) ping_for = strtod(argv[++i], NULL);
         else if (!strcmp(argv[i], "--frames")) frames = 1;
+        else if (!strcmp(argv[i], "--term") && i + 1 < argc) term_pid = (pid_t)strtol(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--from") && i + 1 < argc) from = argv[++i];
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = (unsigned)strtoul(argv[++i], NULL, 10);
         else usage();
@@ -389,6 +408,7 @@ int main(int argc, char **argv)
             case DECLINER:
             case SLOWACKER:
             case QUITTER:
+            case FINISHER:
                 /* A paced flood speaks as `tcpota device` does, so that
                  * the server streams the image to it as one run. */
                 len = hello(q->out, sizeof(q->out), n, 1,
@@ -507,7 +527,7 @@ int main(int argc, char **argv)
                 continue;
             }
             if (p[i].kind == STAYER || p[i].kind == DECLINER || p[i].kind == SLOWACKER ||
-                p[i].kind == QUITTER) {
+                p[i].kind == QUITTER || p[i].kind == FINISHER) {
                 r = talk(&p[i]) ? -1 : 0;
                 errno = EAGAIN;
             } else {
@@ -518,6 +538,9 @@ int main(int argc, char **argv)
                 p[i].closed = 1;
                 p[i].closed_after = now_s() - t0;
                 if (p[i].closed_after > last_close[p[i].kind]) last_close[p[i].kind] = p[i].closed_after;
+                if (p[i].kind == FINISHER && p[i].answered_at > 0 && now_s() - p[i].answered_at > finish_wait) {
+                    finish_wait = now_s() - p[i].answered_at;
+                }
                 closed[p[i].kind]++;
                 close(p[i].fd);
             }
@@ -531,6 +554,9 @@ int main(int argc, char **argv)
         }
         printf("tcpota-hostile: %-9s %5u peers, %5u closed by the server, the last after %.1f s\n",
                kind_name[k], count[k], closed[k], last_close[k]);
+        if (k == FINISHER) {
+            printf("tcpota-hostile: finisher  closed at most %.3f s after its COMPLETE\n", finish_wait);
+        }
         if (closed[k] != count[k]) rc = 1;
     }
     printf("tcpota-hostile: %.1f s\n", now_s() - t0);

@@ -499,6 +499,13 @@ void tcpota_srv_output_done(struct tcpota_srv *s, size_t n)
     }
 }
 
+int tcpota_srv_all_sent(const struct tcpota_srv *s)
+{
+    return (s->state == TCPOTA_SRV_OFFERED || s->state == TCPOTA_SRV_STREAMING ||
+            s->state == TCPOTA_SRV_SENT_ALL) &&
+           s->img && s->send_pos == s->img->size;
+}
+
 int tcpota_srv_data_take(struct tcpota_srv *s, uint32_t frames, uint32_t *offset, uint32_t *len)
 {
     uint64_t end;

@@ -68,3 +68,42 @@ while read -r kind port; do
     fail "slow-acking peer $port: not done: $(grep ":$port\]" "$WORK/server.log" | tail -2)"
 done < "$WORK/ports2"
 ok "devices acknowledging one step per 1.5 s after the last byte (idle timeout 3 s) finish, none closed as idle"
+
+# Devices of ours half-close after COMPLETE and wait for the server to
+# close (the runner's linger, up to a second). A connection that has sent
+# its whole image is watched outside the loop and looked at every 20 ms
+# (conn.c, the tail): the server must close each within a fraction of a
+# second of its COMPLETE, not at the once-a-second read (which, were the
+# tail not looked at, would take up to 1 s: most of 5 peers would pass
+# 0.5 s).
+start_server "$WORK/img" 2.0.0 --idle-timeout 60
+"$HOSTILE" --connect "127.0.0.1:$SERVER_PORT" --finisher 5 --hold 15 \
+  --ports "$WORK/ports5" > "$WORK/hostile5.out" 2> "$WORK/hostile5.log" ||
+  fail "finishing peers were not all closed within 15 s: $(cat "$WORK/hostile5.out")"
+wait_s=$(sed -nE 's/.*finisher +closed at most ([0-9.]+) s after its COMPLETE/\1/p' "$WORK/hostile5.out")
+[ -n "$wait_s" ] || fail "no finisher summary: $(cat "$WORK/hostile5.out")"
+awk -v t="$wait_s" 'BEGIN { exit !(t < 0.5) }' || fail "a finished device waited $wait_s s for the server's close (want < 0.5 s)"
+stop_server
+while read -r kind port; do
+  grep -E "127\.0\.0\.1:$port\] .*done: image 2\.0\.0 verified by the device" "$WORK/server.log" > /dev/null ||
+    fail "finisher $port: not done: $(grep ":$port\]" "$WORK/server.log" | tail -2)"
+done < "$WORK/ports5"
+ok "devices that half-close after COMPLETE are closed within $wait_s s of it"
+
+# A server stopped with a COMPLETE unread: a peer that has read every byte
+# sends COMPLETE, stays connected (under the watermark, so only the
+# once-a-second read would take it) and at once sends the server SIGTERM.
+# The server reads what its finished connections hold before it stops:
+# the device counts as verified, in the log and in the summary.
+start_server "$WORK/img" 2.0.0 --idle-timeout 60
+"$HOSTILE" --connect "127.0.0.1:$SERVER_PORT" --stayer 1 --term "$SERVER_PID" --hold 10 \
+  > "$WORK/hostile4.out" 2> "$WORK/hostile4.log" || true
+rc=0
+wait "$SERVER_PID" || rc=$?
+[ $rc -eq 0 ] || fail "server exited $rc on SIGTERM"
+grep -q 'SIGTERM: shutting down' "$WORK/server.log" || fail "the peer's SIGTERM did not stop the server: $(tail -3 "$WORK/server.log")"
+grep -q 'done: image 2\.0\.0 verified by the device' "$WORK/server.log" ||
+  fail "a COMPLETE received before SIGTERM was dropped: $(tail -3 "$WORK/server.log")"
+grep -q 'summary: 1 devices: 0 updated and confirmed, 1 verified' "$WORK/server.log" ||
+  fail "the summary does not count the device: $(grep summary "$WORK/server.log")"
+ok "a COMPLETE received before SIGTERM is read and counted"

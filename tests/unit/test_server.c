@@ -781,6 +781,54 @@ static void test_ack_at_the_last_byte_sent(void **state)
     expect_error_frame(TCPOTA_ERR_RANGE);
 }
 
+/* all_sent: every byte handed out, before ACCEPT (no prestream limit) or
+ * after it; not while a prestream limit holds the rest back, nor before
+ * the offer or after the session ended. */
+static void test_all_sent(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_srv_event ev;
+    uint32_t off, len;
+    (void)state;
+
+    setup(NULL);
+    assert_int_equal(tcpota_srv_all_sent(&s), 0); /* no HELLO yet */
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    drain((struct tcpota_msg[4]){0}, 4);
+    assert_int_equal(tcpota_srv_all_sent(&s), 0); /* offered, 64 KiB may go */
+    while (tcpota_srv_data_take(&s, UINT32_MAX, &off, &len)) {
+    }
+    assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_OFFERED);
+    assert_int_equal(tcpota_srv_all_sent(&s), 0); /* the prestream limit: ACCEPT is awaited */
+
+    /* Without a prestream limit the whole image goes before ACCEPT. */
+    setup(NULL);
+    s.cfg.prestream = 0;
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    drain((struct tcpota_msg[4]){0}, 4);
+    while (tcpota_srv_data_take(&s, UINT32_MAX, &off, &len)) {
+    }
+    assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_OFFERED);
+    assert_int_equal(tcpota_srv_all_sent(&s), 1);
+
+    /* After ACCEPT: once the last byte is out. */
+    setup(NULL);
+    accepted();
+    assert_int_equal(tcpota_srv_data_take(&s, 1, &off, &len), 1);
+    assert_int_equal(tcpota_srv_all_sent(&s), 0);
+    while (tcpota_srv_data_take(&s, UINT32_MAX, &off, &len)) {
+    }
+    assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_SENT_ALL);
+    assert_int_equal(tcpota_srv_all_sent(&s), 1);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_COMPLETE;
+    m.u.complete.image_id = img.id;
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(tcpota_srv_all_sent(&s), 0); /* ended */
+}
+
 static void test_garbage_and_oversize(void **state)
 {
     struct tcpota_srv_event ev;
@@ -1238,6 +1286,7 @@ int main(void)
         cmocka_unit_test_setup(test_accept_elsewhere_reseeks, setup),
         cmocka_unit_test_setup(test_violations_end_with_error_frame, setup),
         cmocka_unit_test(test_ack_at_the_last_byte_sent),
+        cmocka_unit_test(test_all_sent),
         cmocka_unit_test_setup(test_garbage_and_oversize, setup),
         cmocka_unit_test_setup(test_ack_run_taken_in_one_call, setup),
         cmocka_unit_test_setup(test_ack_run_around_a_partial_frame, setup),

@@ -181,6 +181,12 @@ int tcpota_srv_data_next(struct tcpota_srv *s, uint32_t *offset, uint16_t *len);
  * frames prebuilt per image: one call per run, not one per frame. */
 int tcpota_srv_data_take(struct tcpota_srv *s, uint32_t frames, uint32_t *offset, uint32_t *len);
 
+/* 1 when the session has handed out every byte of its image (all of it
+ * streamed before ACCEPT, or SENT_ALL): what the device still sends is
+ * ACKs, COMPLETE or DECLINE, or an ACCEPT elsewhere, none of which a
+ * server must answer at once. 0 otherwise. */
+int tcpota_srv_all_sent(const struct tcpota_srv *s);
+
 /* After TCPOTA_SRV_EV_AUTH: ok != 0 sends the offer (or NO_UPDATE) at
  * once, *offered and *start telling which; ok == 0 sends ERROR(DENIED)
  * and closes. Returns 0, TCPOTA_ERR_STATE when no AUTH awaits a verdict,
