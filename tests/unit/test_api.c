@@ -570,6 +570,9 @@ static void test_auth(void **state)
                                "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdee",
                                NULL, NULL, NULL, 0, NULL), 401);
     assert_int_equal(http_full("GET", "/v1/images", "0123456789abcdef", NULL, NULL, NULL, 0, NULL), 401);
+    /* The token and one more digit: the whole header must be the token,
+     * not merely begin with it. */
+    assert_int_equal(http_full("GET", "/v1/images", TOKEN "0", NULL, NULL, NULL, 0, NULL), 401);
     assert_int_equal(http_full("GET", "/v1/images", NULL, "Authorization", TOKEN, NULL, 0, NULL), 401);
     /* Even for unknown paths, the token comes first. */
     assert_int_equal(http_full("GET", "/v1/nothing", NULL, NULL, NULL, NULL, 0, NULL), 401);
@@ -1338,9 +1341,21 @@ static void test_token_file(void **state)
     chmod(path, 0644);
     assert_int_equal(api_token_load_or_create(T.dir, again, sizeof again, err, sizeof err), -1);
     assert_non_null(strstr(err, "chmod 600"));
+    /* Readable by the group only, or by others only: refused as well. */
+    chmod(path, 0640);
+    assert_int_equal(api_token_load_or_create(T.dir, again, sizeof again, err, sizeof err), -1);
+    chmod(path, 0604);
+    assert_int_equal(api_token_load_or_create(T.dir, again, sizeof again, err, sizeof err), -1);
+    assert_non_null(strstr(err, "chmod 600"));
     chmod(path, 0600);
     f = fopen(path, "w");
     fputs("not a token\n", f);
+    fclose(f);
+    assert_int_equal(api_token_load_or_create(T.dir, again, sizeof again, err, sizeof err), -1);
+    assert_non_null(strstr(err, "hex"));
+    /* The right length, but not all lowercase hex digits. */
+    f = fopen(path, "w");
+    fputs("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeX\n", f);
     fclose(f);
     assert_int_equal(api_token_load_or_create(T.dir, again, sizeof again, err, sizeof err), -1);
     assert_non_null(strstr(err, "hex"));
