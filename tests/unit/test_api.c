@@ -707,6 +707,8 @@ static void test_upload_unsigned(void **state)
 
 static void make_manifest(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
                           char *b64, size_t cap);
+static void make_manifest_sized(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
+                                uint32_t size, char *b64, size_t cap);
 
 /* A server without keys takes a signed image too: its signature must hold
  * for the key it names, and it must describe the bytes sent. */
@@ -724,6 +726,14 @@ static void test_upload_signed_without_keys(void **state)
     b64[strlen(b64) - 6] = b64[strlen(b64) - 6] == 'A' ? 'B' : 'A';
     assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
                                sizeof body - 1, NULL), 400);
+    /* The SHA-256 of these very bytes, but another size (signed so): the
+     * size must match too, or a device, which holds the offer's size to
+     * the manifest's, would refuse the image at every offer. */
+    make_manifest_sized(T.sk, T.pk, body, sizeof body - 1, sizeof body, b64, sizeof b64);
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
+                               sizeof body - 1, &j), 400);
+    assert_string_equal(sget(j, "field"), "manifest");
+    json_decref(j);
     make_manifest(T.sk, T.pk, body, sizeof body - 1, b64, sizeof b64);
     assert_int_equal(T.f.nimgs, 3);
     assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
@@ -737,13 +747,20 @@ static void test_upload_signed_without_keys(void **state)
 static void make_manifest(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
                           char *b64, size_t cap)
 {
+    make_manifest_sized(sk, pk, body, len, (uint32_t)len, b64, cap);
+}
+
+/* The same, with the manifest's size given (size != len: a wrong one). */
+static void make_manifest_sized(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
+                                uint32_t size, char *b64, size_t cap)
+{
     struct tcpota_manifest m;
     uint8_t man[TCPOTA_MAX_MANIFEST], id[32];
     int n;
 
     crypto_hash_sha256(id, (const uint8_t *)body, len);
     memset(&m, 0, sizeof m);
-    m.image_size = (uint32_t)len;
+    m.image_size = size;
     m.sha256 = id;
     m.version.ptr = (const uint8_t *)"4.1.0";
     m.version.len = 5;
@@ -877,6 +894,17 @@ static void test_rollout_create_refused(void **state)
     }
     assert_int_equal(T.f.nros, 2);
     assert_int_equal(T.changes, 0);
+    /* Too many waves is refused by the bound on the array, before a
+     * percentage is stored in the table of ROLLOUT_MAX_WAVES (the later
+     * rule on the percentages refuses it too, but only after writing past
+     * the table): the reason tells which check refused. */
+    {
+        json_t *j = NULL;
+        assert_int_equal(http("POST", "/v1/rollouts", "{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", "
+                              "\"waves\": [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]}", &j), 400);
+        assert_non_null(strstr(sget(j, "error"), "an array of 1 to 16 percentages"));
+        json_decref(j);
+    }
 }
 
 static void check_rollout_shape(json_t *j)
