@@ -570,6 +570,9 @@ static void test_auth(void **state)
                                "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdee",
                                NULL, NULL, NULL, 0, NULL), 401);
     assert_int_equal(http_full("GET", "/v1/images", "0123456789abcdef", NULL, NULL, NULL, 0, NULL), 401);
+    /* The token and one more digit: the whole header must be the token,
+     * not merely begin with it. */
+    assert_int_equal(http_full("GET", "/v1/images", TOKEN "0", NULL, NULL, NULL, 0, NULL), 401);
     assert_int_equal(http_full("GET", "/v1/images", NULL, "Authorization", TOKEN, NULL, 0, NULL), 401);
     /* Even for unknown paths, the token comes first. */
     assert_int_equal(http_full("GET", "/v1/nothing", NULL, NULL, NULL, NULL, 0, NULL), 401);
@@ -704,6 +707,8 @@ static void test_upload_unsigned(void **state)
 
 static void make_manifest(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
                           char *b64, size_t cap);
+static void make_manifest_sized(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
+                                uint32_t size, char *b64, size_t cap);
 
 /* A server without keys takes a signed image too: its signature must hold
  * for the key it names, and it must describe the bytes sent. */
@@ -721,6 +726,14 @@ static void test_upload_signed_without_keys(void **state)
     b64[strlen(b64) - 6] = b64[strlen(b64) - 6] == 'A' ? 'B' : 'A';
     assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
                                sizeof body - 1, NULL), 400);
+    /* The SHA-256 of these very bytes, but another size (signed so): the
+     * size must match too, or a device, which holds the offer's size to
+     * the manifest's, would refuse the image at every offer. */
+    make_manifest_sized(T.sk, T.pk, body, sizeof body - 1, sizeof body, b64, sizeof b64);
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
+                               sizeof body - 1, &j), 400);
+    assert_string_equal(sget(j, "field"), "manifest");
+    json_decref(j);
     make_manifest(T.sk, T.pk, body, sizeof body - 1, b64, sizeof b64);
     assert_int_equal(T.f.nimgs, 3);
     assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
@@ -734,13 +747,20 @@ static void test_upload_signed_without_keys(void **state)
 static void make_manifest(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
                           char *b64, size_t cap)
 {
+    make_manifest_sized(sk, pk, body, len, (uint32_t)len, b64, cap);
+}
+
+/* The same, with the manifest's size given (size != len: a wrong one). */
+static void make_manifest_sized(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
+                                uint32_t size, char *b64, size_t cap)
+{
     struct tcpota_manifest m;
     uint8_t man[TCPOTA_MAX_MANIFEST], id[32];
     int n;
 
     crypto_hash_sha256(id, (const uint8_t *)body, len);
     memset(&m, 0, sizeof m);
-    m.image_size = (uint32_t)len;
+    m.image_size = size;
     m.sha256 = id;
     m.version.ptr = (const uint8_t *)"4.1.0";
     m.version.len = 5;
@@ -874,6 +894,17 @@ static void test_rollout_create_refused(void **state)
     }
     assert_int_equal(T.f.nros, 2);
     assert_int_equal(T.changes, 0);
+    /* Too many waves is refused by the bound on the array, before a
+     * percentage is stored in the table of ROLLOUT_MAX_WAVES (the later
+     * rule on the percentages refuses it too, but only after writing past
+     * the table): the reason tells which check refused. */
+    {
+        json_t *j = NULL;
+        assert_int_equal(http("POST", "/v1/rollouts", "{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", "
+                              "\"waves\": [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]}", &j), 400);
+        assert_non_null(strstr(sget(j, "error"), "an array of 1 to 16 percentages"));
+        json_decref(j);
+    }
 }
 
 static void check_rollout_shape(json_t *j)
@@ -1338,9 +1369,21 @@ static void test_token_file(void **state)
     chmod(path, 0644);
     assert_int_equal(api_token_load_or_create(T.dir, again, sizeof again, err, sizeof err), -1);
     assert_non_null(strstr(err, "chmod 600"));
+    /* Readable by the group only, or by others only: refused as well. */
+    chmod(path, 0640);
+    assert_int_equal(api_token_load_or_create(T.dir, again, sizeof again, err, sizeof err), -1);
+    chmod(path, 0604);
+    assert_int_equal(api_token_load_or_create(T.dir, again, sizeof again, err, sizeof err), -1);
+    assert_non_null(strstr(err, "chmod 600"));
     chmod(path, 0600);
     f = fopen(path, "w");
     fputs("not a token\n", f);
+    fclose(f);
+    assert_int_equal(api_token_load_or_create(T.dir, again, sizeof again, err, sizeof err), -1);
+    assert_non_null(strstr(err, "hex"));
+    /* The right length, but not all lowercase hex digits. */
+    f = fopen(path, "w");
+    fputs("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeX\n", f);
     fclose(f);
     assert_int_equal(api_token_load_or_create(T.dir, again, sizeof again, err, sizeof err), -1);
     assert_non_null(strstr(err, "hex"));

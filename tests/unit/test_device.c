@@ -235,6 +235,71 @@ static void test_resume_record_for_other_image_discarded(void **state)
     assert_int_equal(fp->resumes, 0);
 }
 
+/* A resume record for the same id but another size is stale as well: the
+ * size is part of what was being written, and its offset may lie past the
+ * end of the image now offered. The slot is begun again from zero. */
+static void test_resume_record_for_other_size_discarded(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    uint8_t b[600];
+    (void)state;
+    run_conn(40000, -1, NULL);
+    assert_true(dev.resume.offset > 1000);
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_OFFER;
+    m.u.offer.image_id = simg.id;
+    m.u.offer.size = 1000; /* below the resume point */
+    m.u.offer.version.ptr = (const uint8_t *)"2"; m.u.offer.version.len = 1;
+    int n = tcpota_msg_encode(&m, b, sizeof(b));
+    assert_true(n > 0);
+    assert_int_equal(tcpota_dev_input(&dev, b, (size_t)n, &ev), n);
+    assert_int_equal(ev.type, TCPOTA_DEV_EV_ACCEPTED);
+    assert_int_equal(ev.offset, 0);
+    assert_int_equal(fp->resumes, 0);
+    assert_int_equal(fp->begins, 2);
+}
+
+/* Writes a resume record with a valid CRC: what the device could have
+ * written, or not (the values are the caller's). */
+static void put_resume_record(uint32_t size, uint32_t offset)
+{
+    uint8_t b[1 + 32 + 4 + 4 + 4];
+    b[0] = 1; /* the record's version */
+    memcpy(b + 1, simg.id, 32);
+    tcpota_put_u32(b + 33, size);
+    tcpota_put_u32(b + 37, offset);
+    tcpota_put_u32(b + 41, tcpota_crc32c(b, 41));
+    assert_int_equal(fp->port.kv_set(fp, TCPOTA_KEY_RESUME, b, sizeof(b)), 0);
+}
+
+/* A record whose CRC holds but whose values this code never writes (an
+ * offset past the size or off a sector, an image larger than the slot:
+ * another build's record, or a smaller partition now) is not resumed
+ * from. The first record is a plausible one: the format is right. */
+static void test_implausible_resume_record_dropped(void **state)
+{
+    (void)state;
+    put_resume_record(IMG_SIZE, 2 * TCPOTA_SECTOR_SIZE);
+    dev_init();
+    assert_int_equal(dev.resume.valid, 1);
+    assert_int_equal(dev.resume.offset, 2 * TCPOTA_SECTOR_SIZE);
+    put_resume_record(TCPOTA_SECTOR_SIZE, 2 * TCPOTA_SECTOR_SIZE);
+    dev_init();
+    assert_int_equal(dev.resume.valid, 0);
+    put_resume_record(IMG_SIZE, TCPOTA_SECTOR_SIZE + 1);
+    dev_init();
+    assert_int_equal(dev.resume.valid, 0);
+    put_resume_record(fp->port.slot_size + TCPOTA_SECTOR_SIZE, TCPOTA_SECTOR_SIZE);
+    dev_init();
+    assert_int_equal(dev.resume.valid, 0);
+    /* And the next offer starts from zero. */
+    run_conn(0, -1, NULL);
+    assert_slot_is_image();
+    assert_int_equal(fp->resumes, 0);
+}
+
 static void test_corrupt_record_ignored(void **state)
 {
     (void)state;
@@ -357,6 +422,24 @@ static void test_data_past_end_and_out_of_state(void **state)
     m.u.data.offset = 90;
     m.u.data.bytes.ptr = bytes; m.u.data.bytes.len = 16;
     assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_RANGE);
+    assert_int_equal(fp->writes, 0);
+
+    /* A frame that starts past the end is out of range too, not a stale
+     * frame to skip: the length check alone (size - offset) wraps around
+     * there, so the offset is checked first. */
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_OFFER;
+    m.u.offer.image_id = simg.id;
+    m.u.offer.size = 100;
+    m.u.offer.version.ptr = (const uint8_t *)"2"; m.u.offer.version.len = 1;
+    assert_true(feed_dev(&m, &ev) > 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_DATA;
+    m.u.data.offset = 200;
+    m.u.data.bytes.ptr = bytes; m.u.data.bytes.len = 16;
+    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_RANGE);
+    assert_int_equal(dev.stale_frames, 0);
     assert_int_equal(fp->writes, 0);
 
     /* A frame at another offset than expected is skipped, not written. */
@@ -667,6 +750,13 @@ static void test_offer_of_running_version_refused(void **state)
     assert_int_equal(dev.state, TCPOTA_DEV_DECLINED);
     assert_int_equal(dev.last_error, TCPOTA_ERR_REFUSED);
     assert_int_equal(fp->writes, 0);
+    /* The whole label must match: 2.0 is another version than the
+     * running 2.0.0, not a prefix of it to refuse. */
+    simg.version = "2.0";
+    simg.version_len = 3;
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_UPDATED);
+    assert_slot_is_image();
 }
 
 /* WELCOME, then CHALLENGE(nonce): what a real auth server sends. */
@@ -824,6 +914,15 @@ static void test_second_challenge_or_welcome_refused(void **state)
     assert_true(feed_dev(&m, &ev) > 0);
     m.u.welcome.features = TCPOTA_F_AUTH;
     assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_PROTO);
+    /* So is a first WELCOME for another protocol version than the one the
+     * HELLO offered (the codec reads the byte; only the session judges it):
+     * nothing after it could be read as this version. */
+    auth_device();
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_WELCOME;
+    m.u.welcome.proto = TCPOTA_PROTO_VERSION + 1;
+    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_PROTO);
+    assert_string_equal(tcpota_dev_reason(&dev), "unexpected WELCOME");
 }
 
 /* Inside TLS the answer covers the TLS binding: a MAC relayed from another
@@ -1047,6 +1146,8 @@ int main(void)
         T(test_cut_anywhere_resumes),
         T(test_reboot_mid_image_resumes),
         T(test_resume_record_for_other_image_discarded),
+        T(test_resume_record_for_other_size_discarded),
+        T(test_implausible_resume_record_dropped),
         T(test_corrupt_record_ignored),
         T(test_flipped_byte_never_written),
         T(test_integrity_failure_not_bootable),

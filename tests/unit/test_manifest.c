@@ -183,6 +183,13 @@ static void test_malformed(void **state)
     for (size_t n = 0; n < man_len; n++) {
         assert_int_not_equal(tcpota_manifest_parse(man, n, &m), 0);
     }
+    /* Exactly header, body and signature: a byte more after the signature
+     * is refused, not carried along unsigned. */
+    man[man_len] = 0;
+    assert_int_equal(tcpota_manifest_parse(man, man_len + 1, &m), TCPOTA_ERR_PROTO);
+    man[5] = 1; /* the byte after the format is reserved: zero */
+    assert_int_equal(tcpota_manifest_parse(man, man_len, &m), TCPOTA_ERR_NOTSUP);
+    man[5] = 0;
     man[4] = 2; /* unknown format */
     assert_int_equal(tcpota_manifest_parse(man, man_len, &m), TCPOTA_ERR_NOTSUP);
     man[4] = 1;
@@ -270,6 +277,42 @@ static void test_critical_twin_is_a_repeat(void **state)
     assert_int_equal(tcpota_manifest_parse(man, man_len, &m), TCPOTA_ERR_NOTSUP);
 }
 
+/* Removes the TLV with tag from the body of the manifest in man[] and
+ * fixes the body length; the signature is not redone (parse only). */
+static void remove_tlv(uint8_t tag)
+{
+    size_t body = man_len - 64 - 8, at = 8, n;
+    while (man[at] != tag) {
+        at += 3u + tcpota_get_u16(man + at + 1);
+        assert_true(at < 8 + body);
+    }
+    n = 3u + tcpota_get_u16(man + at + 1);
+    memmove(man + at, man + at + n, man_len - at - n);
+    tcpota_put_u16(man + 6, (uint16_t)(body - n));
+    man_len -= n;
+}
+
+/* Every field is required: a manifest without one is malformed, not read
+ * with a zero (a missing security counter would be counter 0). And an
+ * image of zero bytes is no image (tcpota_manifest_encode_body refuses
+ * one; the parser as well). */
+static void test_each_field_required(void **state)
+{
+    static const uint8_t tags[] = {0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07};
+    struct tcpota_manifest m;
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(tags); i++) {
+        make(pk, sk, "esp32", 3, 1000);
+        remove_tlv(tags[i]);
+        assert_int_equal(tcpota_manifest_parse(man, man_len, &m), TCPOTA_ERR_PROTO);
+    }
+    make(pk, sk, "esp32", 3, 1000);
+    assert_int_equal(man[8], 0x01); /* IMAGE_SIZE comes first */
+    tcpota_put_u32(man + 11, 0);
+    assert_int_equal(tcpota_manifest_parse(man, man_len, &m), TCPOTA_ERR_PROTO);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -279,6 +322,7 @@ int main(void)
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_offer_fields_named_in_reason),
         cmocka_unit_test(test_critical_twin_is_a_repeat),
+        cmocka_unit_test(test_each_field_required),
     };
     if (sodium_init() < 0) return 1;
     crypto_sign_keypair(pk, sk);

@@ -54,6 +54,7 @@ static struct {
     size_t ncloses;
     int random_max; /* 1: random() gives bound - 1, else 0 */
     int unreachable_seen;
+    uint32_t backoff_min_ms, backoff_max_ms; /* 0: the defaults */
 } f;
 
 static struct tcpota_dev dev;
@@ -170,6 +171,8 @@ static void start_checking(unsigned max_attempts, uint32_t check_interval_s)
     c.random = fake_random;
     c.on_step = fake_step;
     c.check_interval_s = check_interval_s;
+    c.backoff_min_ms = f.backoff_min_ms;
+    c.backoff_max_ms = f.backoff_max_ms;
     assert_int_equal(tcpota_runner_init(&runner, &c), 0);
 }
 
@@ -350,6 +353,24 @@ static void test_patience_then_long_waits(void **state)
     assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_STOPPED);
     assert_int_equal(f.waits[TCPOTA_RUNNER_PATIENCE - 1], TCPOTA_RUNNER_BACKOFF_MAX_MS);
     assert_int_equal(f.waits[TCPOTA_RUNNER_PATIENCE + 2], 4 * TCPOTA_RUNNER_BACKOFF_MAX_MS);
+}
+
+/* The long waits begin after TCPOTA_RUNNER_PATIENCE attempts, not at the
+ * last of them. With the defaults both give 5 s there; a ceiling that
+ * doubling from backoff_min_ms has not reached by then tells them apart:
+ * the PATIENCE-th wait is still the transient one, 2^(PATIENCE-1) ms. */
+static void test_patience_boundary(void **state)
+{
+    (void)state;
+    for (unsigned i = 0; i < TCPOTA_RUNNER_PATIENCE + 2; i++) {
+        add(TCPOTA_ERR_IO, 0, 0, 0);
+    }
+    f.backoff_min_ms = 1;
+    f.backoff_max_ms = 1000000;
+    start(0);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_STOPPED);
+    assert_int_equal(f.waits[TCPOTA_RUNNER_PATIENCE - 1], 1u << (TCPOTA_RUNNER_PATIENCE - 1));
+    assert_int_equal(f.waits[TCPOTA_RUNNER_PATIENCE], 1000000);
 }
 
 /* A failed connect after an image failure is not another image failure:
@@ -632,6 +653,7 @@ int main(void)
         cmocka_unit_test_setup(test_image_failures_back_off_to_an_hour, setup),
         cmocka_unit_test_setup(test_known_bad_gives_up, setup),
         cmocka_unit_test_setup(test_other_decline_ends, setup),
+        cmocka_unit_test_setup(test_patience_boundary, setup),
         cmocka_unit_test_setup(test_patience_then_long_waits, setup),
         cmocka_unit_test_setup(test_connect_failure_after_image_failure, setup),
         cmocka_unit_test_setup(test_up_to_date_resets, setup),

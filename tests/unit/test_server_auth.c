@@ -204,11 +204,15 @@ static void test_success_wipes_nothing(void **state)
  * failures are refused unchecked. */
 static void test_addr_backoff(void **state)
 {
-    uint8_t mac[AUTH_MAC_LEN];
+    uint8_t mac[AUTH_MAC_LEN], good[AUTH_MAC_LEN], bad[AUTH_MAC_LEN];
     struct auth_result r;
     unsigned i;
     (void)state;
     memset(mac, 0, sizeof(mac));
+    right(0, good);
+    wrong(0, bad);
+    /* dev-a fails once, elsewhere; its own wait is long over below. */
+    assert_int_equal(judge("dev-a", "10.0.0.1", bad, 90, &r), AUTH_WRONG_ANSWER);
     for (i = 0; i < AUTH_ADDR_FREE_FAILURES; i++) {
         char id[16];
         snprintf(id, sizeof(id), "scan-%u", i);
@@ -218,6 +222,10 @@ static void test_addr_backoff(void **state)
     assert_int_equal(judge("scan-x", "10.0.0.7", mac, 100, &r), AUTH_UNKNOWN_ID);
     assert_int_equal(r.wait_s, 1);
     assert_int_equal(judge("scan-y", "10.0.0.7", mac, 100.5, &r), AUTH_ADDR_WAITING);
+    /* An id with failures too, even with the right answer: naming a known
+     * id takes a guesser past the address's wait only for a clean id (the
+     * neighbours behind a NAT), not for one it has been guessing at. */
+    assert_int_equal(judge("dev-a", "10.0.0.7", good, 100.5, &r), AUTH_ADDR_WAITING);
     /* Another address is not affected. */
     assert_int_equal(judge("scan-y", "10.0.0.8", mac, 100.5, &r), AUTH_UNKNOWN_ID);
     /* The next failure after the wait doubles it. */
@@ -362,6 +370,19 @@ static void test_secrets_malformed_refused(void **state)
     assert_int_equal(read_secrets("d\xe9v " HEX16 "\n", &v, &n), -1);
     assert_int_equal(read_secrets("dev~1 " HEX16 "\n", &v, &n), 0);
     auth_free_secrets(v, n);
+    /* An id is at most TCPOTA_MAX_STR bytes, the room the secret's record
+     * has: a longer one is refused, not copied past it. */
+    {
+        char text[200];
+        memset(text, 'd', sizeof(text));
+        memcpy(text + TCPOTA_MAX_STR, " " HEX16 "\n", sizeof(" " HEX16 "\n"));
+        assert_int_equal(read_secrets(text, &v, &n), 0);
+        assert_int_equal(strlen(v[0].id), TCPOTA_MAX_STR);
+        auth_free_secrets(v, n);
+        memset(text, 'd', sizeof(text));
+        memcpy(text + TCPOTA_MAX_STR + 1, " " HEX16 "\n", sizeof(" " HEX16 "\n"));
+        assert_int_equal(read_secrets(text, &v, &n), -1);
+    }
     /* Two secrets for one device: either would do, so neither is kept. */
     assert_int_equal(read_secrets("dev-1 " HEX16 "\ndev-1 " HEX16 HEX16 "\n", &v, &n), -1);
 }
