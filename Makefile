@@ -40,12 +40,15 @@ uninstall:
 	sed 's|^|$(DESTDIR)|' $(BUILD)/install_manifest.txt | xargs -d '\n' rm -fv --
 
 # Three fleet nodes on one PostgreSQL behind HAProxy, on this machine, in
-# $(BUILD)/cluster (scripts/cluster.sh; docs/scaling.md); cluster-stop ends them.
+# CLUSTER_DIR (scripts/cluster.sh; docs/scaling.md); cluster-stop ends them.
+# Under /tmp by default: as root PostgreSQL runs as nobody, who cannot
+# reach a clone under /root.
+CLUSTER_DIR ?= /tmp/tcpota-cluster
 cluster: deps build
-	TCPOTA=$(abspath $(BUILD))/cli/tcpota bash scripts/cluster.sh start $(BUILD)/cluster
+	TCPOTA=$(abspath $(BUILD))/cli/tcpota bash scripts/cluster.sh start $(CLUSTER_DIR)
 
 cluster-stop:
-	bash scripts/cluster.sh stop $(BUILD)/cluster
+	bash scripts/cluster.sh stop $(CLUSTER_DIR)
 
 $(BUILD_ASAN)/CMakeCache.txt:
 	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DTCPOTA_SANITIZE=ON

@@ -99,7 +99,23 @@ int cli_check_dir(const char *path, const char *what, int missing_ok)
 
     if (stat(path, &st) < 0) {
         if (errno == ENOENT && missing_ok) {
-            return 0;
+            /* Created later, as one folder: the folder it goes in must be there. */
+            char parent[4096];
+            const char *slash = strrchr(path, '/');
+            size_t n = slash ? (size_t)(slash - path) : 0;
+            if (n == 0 || n >= sizeof(parent)) {
+                return 0; /* in the current folder, or under / */
+            }
+            memcpy(parent, path, n);
+            parent[n] = 0;
+            if (stat(parent, &st) == 0 && S_ISDIR(st.st_mode)) {
+                return 0;
+            }
+            fprintf(stderr, "tcpota: %s: %s cannot be created: %s %s; create that folder first "
+                            "(mkdir -p %s), or give a path in a folder that exists\n",
+                    what, path, parent, errno == ENOENT ? "does not exist" : "is not a folder",
+                    parent);
+            return -1;
         }
         fprintf(stderr, "tcpota: %s: %s %s; give the device's directory\n", what, path,
                 errno == ENOENT ? "does not exist" : strerror(errno));

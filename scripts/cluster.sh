@@ -4,7 +4,8 @@
 # nodes (DIR/n1..n3: image cache, api.token, logs DIR/nN.log) and HAProxy in
 # TCP mode in front of them (DIR/haproxy.cfg). Devices connect to HAProxy;
 # the CLI talks to any node's API with the one token. `make cluster` runs
-# `start build/cluster`. docs/scaling.md shows the same on several machines.
+# `start /tmp/tcpota-cluster` (CLUSTER_DIR). docs/scaling.md shows the same on
+# several machines.
 #
 # Environment: TCPOTA (default: build/cli/tcpota, else tcpota on PATH),
 # CLUSTER_PORT (HAProxy's device port, default 8070), CLUSTER_API (node 1's

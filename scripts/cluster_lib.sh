@@ -37,7 +37,7 @@ cluster_node() {
   fi
   : > "$log"
   "$TCPOTA" serve --db "$PG_CONNINFO" --data "$dir/n$i" --listen 127.0.0.1:0 \
-    --api 127.0.0.1:0 --no-progress "$@" 2>> "$log" &
+    --api 127.0.0.1:0 --no-progress "$@" < /dev/null >> "$log" 2>&1 &
   NODE_PID=$!
   echo "$NODE_PID" > "$dir/n$i.pid"
   cluster_wait "$log" 'listening on' || return 1
@@ -72,7 +72,7 @@ cluster_haproxy() {
   } > "$dir/haproxy.cfg"
   haproxy -c -q -f "$dir/haproxy.cfg" || return 1
   : > "$dir/haproxy.log"
-  haproxy -db -f "$dir/haproxy.cfg" >> "$dir/haproxy.log" 2>&1 &
+  haproxy -db -f "$dir/haproxy.cfg" < /dev/null >> "$dir/haproxy.log" 2>&1 &
   HAPROXY_PID=$!
   echo "$HAPROXY_PID" > "$dir/haproxy.pid"
   local i

@@ -26,10 +26,11 @@ pg_bindir() {
   echo "$d"
 }
 
-# pg_as CMD...: runs CMD as the cluster's owner.
+# pg_as CMD...: runs CMD as the cluster's owner (from /: the caller's
+# folder may be closed to that user; every path given is absolute).
 pg_as() {
   if [ "$(id -u)" -eq 0 ]; then
-    runuser -u "$PG_USER" -- "$@"
+    (cd / && runuser -u "$PG_USER" -- "$@")
   else
     "$@"
   fi
@@ -39,6 +40,7 @@ pg_start() {
   local dir=$1 bin
   bin=$(pg_bindir) || return 1
   mkdir -p "$dir/sock"
+  dir=$(cd "$dir" && pwd)
   if [ "$(id -u)" -eq 0 ]; then
     id "$PG_USER" > /dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$PG_USER"
     chown "$PG_USER" "$dir" "$dir/sock"
@@ -63,6 +65,7 @@ pg_stop() {
   local dir=$1 bin
   bin=$(pg_bindir) || return 1
   [ -f "$dir/data/postmaster.pid" ] || return 0
+  dir=$(cd "$dir" && pwd)
   pg_as "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop > /dev/null
 }
 

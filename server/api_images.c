@@ -2,6 +2,7 @@
 #include "api_internal.h"
 
 #include "tcpota/manifest.h"
+#include "tcpota/version.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -224,6 +225,17 @@ static void add_lookup_done(struct api_call *c, struct store_req *r)
     }
 }
 
+/* 1 when versions a and b are one to the offer policy: the same string, or
+ * the same precedence ("v4.0.2" and "4.0.2", "2.1" and "2.1.0"; build
+ * metadata aside), which a device running one reads as the other. */
+static int same_version(const char *a, const char *b)
+{
+    int order;
+
+    return strcmp(a, b) == 0 ||
+           (tcpota_version_order(a, strlen(a), b, strlen(b), &order) == 0 && order == 0);
+}
+
 static void add_list_done(struct api_call *c, struct store_req *r)
 {
     const struct store_image *imgs = r->u.list.rows;
@@ -235,11 +247,12 @@ static void add_list_done(struct api_call *c, struct store_req *r)
         return;
     }
     for (i = 0; i < r->u.list.n; i++) {
-        if (strcmp(imgs[i].model, c->img.model) == 0 && strcmp(imgs[i].version, c->img.version) == 0) {
-            api_error(c, 409, "version", "model %s has version %s already (image %.12s, other "
+        if (strcmp(imgs[i].model, c->img.model) == 0 && same_version(imgs[i].version, c->img.version)) {
+            api_error(c, 409, "version", "model %s has version %s already (image %.12s%s%s, other "
                       "bytes); give this image a new version, or remove that one first "
                       "(tcpota image rm %.12s)", c->img.model, c->img.version, imgs[i].idhex,
-                      imgs[i].idhex);
+                      strcmp(imgs[i].version, c->img.version) ? ", as " : "",
+                      strcmp(imgs[i].version, c->img.version) ? imgs[i].version : "", imgs[i].idhex);
             return;
         }
     }

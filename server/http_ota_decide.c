@@ -17,9 +17,11 @@
 
 /* What the device's earlier download says now that it asks again: it runs
  * the image (updated), or it was sent every byte and starts over on its old
- * version (failed: rolled back, or the image was rejected). Returns 1 for
- * the latter. */
-static int outcome_of_last(struct dl *d, struct store_req *r, int resuming)
+ * version (failed: rolled back, or the image was rejected). `restart`: the
+ * request is a new download from byte 0 (a GET without a Range, or with
+ * one from 0); a HEAD or a range from further in says nothing of the
+ * kind. Returns 1 for a failure. */
+static int outcome_of_last(struct dl *d, struct store_req *r, int restart)
 {
     struct store_checkin_out *o = r->u.checkin.out;
     struct store_device *dev = &o->dev;
@@ -38,7 +40,7 @@ static int outcome_of_last(struct dl *d, struct store_req *r, int resuming)
         say_dev(d->ota->srv, 0, d->id, d->peer, "http: report: runs %s now: updated", d->version);
         return 0;
     }
-    if (dev->state != STORE_ST_VERIFIED || resuming) {
+    if (dev->state != STORE_ST_VERIFIED || !restart) {
         return 0;
     }
     snprintf(why, sizeof(why), "sent every byte of %s, asks again on %s: rolled back or rejected it",
@@ -59,7 +61,7 @@ void ota_checkin_done(struct store_req *r)
     struct http_range rg;
     enum store_dev_state st;
     char why[160], etag[2 * TCPOTA_ID_LEN + 3];
-    int failed = 0, resuming = 0;
+    int failed = 0, restart = 0;
 
     d->sr = NULL;
     if (!d->ota || !d->req) { /* orphaned, or the client went away */
@@ -81,11 +83,17 @@ void ota_checkin_done(struct store_req *r)
     if (r->u.checkin.has_rollout) {
         struct store_image *si = &r->u.checkin.out->image;
         snprintf(etag, sizeof(etag), "\"%s\"", si->idhex);
-        resuming = http_range_decide(d->has_range ? d->range : NULL,
-                                     d->has_if_range ? d->if_range : NULL, etag, si->size,
-                                     &rg) == 206 && rg.first > 0;
+        switch (http_range_decide(d->has_range ? d->range : NULL,
+                                  d->has_if_range ? d->if_range : NULL, etag, si->size, &rg)) {
+        case 200:
+        case 206:
+            restart = !d->head && rg.first == 0;
+            break;
+        default: /* 416: from the end or past it (curl -C - on a whole file) */
+            break;
+        }
     }
-    failed = outcome_of_last(d, r, resuming);
+    failed = outcome_of_last(d, r, restart);
     memset(&h, 0, sizeof(h));
     h.device_id = d->id;
     h.model = d->model;

@@ -67,6 +67,14 @@ for what in f.bin:"a regular file" fifo:"a FIFO"; do
   grep -q -- "--flash: $WORK/$f is not a directory (it is $kind)" "$WORK/nd.log" ||
     fail "no message for status --flash $f: $(cat "$WORK/nd.log")"
 done
+# A new device's directory in a folder that is not there: named, not taken
+# for damaged flash files.
+rc=0
+timeout 10 "$TCPOTA" device --server "$S" --flash "$WORK/nofolder/d00" 2> "$WORK/nd.log" || rc=$?
+[ $rc -eq 1 ] || fail "--flash in a missing folder exited $rc, expected 1"
+grep -q -- "--flash: $WORK/nofolder/d00 cannot be created: $WORK/nofolder does not exist; create that folder first" "$WORK/nd.log" ||
+  fail "no message for --flash in a missing folder: $(cat "$WORK/nd.log")"
+! grep -q 'restore them from a backup' "$WORK/nd.log" || fail "a missing folder taken for damaged flash: $(cat "$WORK/nd.log")"
 rc=0
 "$TCPOTA" device status --flash "$WORK/nothere" 2> "$WORK/nd.log" || rc=$?
 [ $rc -eq 1 ] || fail "status of a missing directory exited $rc, expected 1"

@@ -70,6 +70,13 @@ over=$((down - SIZE))
 [ $over -ge 0 ] && [ $over -lt $((4 * 512)) ] ||
   fail "the proxy carried $down bytes down for a $SIZE-byte image: $over more than the image"
 [ "$(device_state curl-1)" = verified ] || fail "curl-1 is $(device_state curl-1), not verified"
+# Asking again after every byte, on the old version, is a failure only as a
+# new download from byte 0 (below): a HEAD, a range from the end (what
+# `curl -C -` sends for a file it has whole) or from further in are not.
+[ "$(get head1 "$OTA?device=curl-1" -I)" = 200 ] || fail "HEAD after the download: $(cat "$WORK/head1.h")"
+[ "$(get end1 "$OTA?device=curl-1" -H "Range: bytes=$SIZE-")" = 416 ] || fail "a range from the end: not 416"
+[ "$(get mid1 "$OTA?device=curl-1" -H 'Range: bytes=1000-')" = 206 ] || fail "a range from 1000: not 206"
+[ "$(device_state curl-1)" = verified ] || fail "a HEAD or a range after the download made curl-1 $(device_state curl-1)"
 ok "1 MiB byte-exact through 3 cuts; resumes asked from ${asked[*]}; $over bytes beyond the image (headers only)"
 
 # ---- ETag, If-Range, 416, HEAD ------------------------------------------------

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# scripts/cluster.sh, as `make cluster` runs it: start returns even when its
+# output goes into a pipe (the nodes and HAProxy once kept the caller's
+# stdout open, and `cluster.sh start DIR | tail` never ended), and says
+# nothing of PostgreSQL's user not reaching the caller's folder; status
+# names every part running; a device updates through HAProxy; stop ends
+# them all.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fleet_lib.sh"
+command -v haproxy > /dev/null || fail "haproxy is not installed (scripts/deps.sh installs it)"
+SCRIPT="$(cd "$(dirname "$0")/../.." && pwd)/scripts/cluster.sh"
+# The database's owner (an unprivileged user under root) must reach DIR;
+# the folder the script runs from is closed to it (mode 700).
+chmod 711 "$WORK"
+mkdir -m 700 "$WORK/closed"
+D="$WORK/cluster"
+trap 'rc=$?; bash "$SCRIPT" stop "$D" > /dev/null 2>&1 || true; set +e; (exit $rc); cleanup' EXIT
+
+port=$((20000 + RANDOM % 8000))
+export CLUSTER_PORT=$port CLUSTER_API=$((port + 1))
+rc=0
+(cd "$WORK/closed" && timeout 60 bash -c 'bash "$0" start "$1" | cat' "$SCRIPT" "$D" \
+  > "$WORK/start.out" 2> "$WORK/start.err") || rc=$?
+[ $rc -eq 0 ] || fail "cluster.sh start | cat: exit $rc (124: it kept the pipe open): $(cat "$WORK/start.err")"
+grep -q "cluster: running in $D" "$WORK/start.out" || fail "no 'running' line: $(cat "$WORK/start.out")"
+! grep -q 'could not change directory' "$WORK/start.err" ||
+  fail "start printed PostgreSQL's complaint about the caller's folder: $(cat "$WORK/start.err")"
+bash "$SCRIPT" status "$D" > "$WORK/status.out"
+for part in haproxy n1 n2 n3; do
+  grep -q "^$part: running" "$WORK/status.out" || fail "$part is not running: $(cat "$WORK/status.out")"
+done
+grep -q '^postgres: running' "$WORK/status.out" || fail "postgres is not running: $(cat "$WORK/status.out")"
+ok "cluster.sh start returns through a pipe, from a folder closed to PostgreSQL's user; status names all five"
+
+make_image "$WORK/img" 200000
+export TCPOTA_API="http://127.0.0.1:$((port + 2))" TCPOTA_TOKEN
+TCPOTA_TOKEN=$(cat "$D/n1/api.token")
+"$TCPOTA" image add --version 2.0.0 --model esp32 "$WORK/img" > /dev/null || fail "image add through node 2 failed"
+"$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null || fail "rollout create failed"
+SERVER_PORT=$port run_device c-1 esp32 "$WORK/dev" || fail "a device through HAProxy failed: $(cat "$WORK/c-1.log")"
+check_device "$WORK/dev" "$WORK/img"
+ok "a device updates through the cluster's HAProxy"
+
+bash "$SCRIPT" stop "$D" > "$WORK/stop.out" 2>&1 || fail "stop failed: $(cat "$WORK/stop.out")"
+grep -q "cluster: stopped" "$WORK/stop.out" || fail "stop: $(cat "$WORK/stop.out")"
+bash "$SCRIPT" status "$D" > "$WORK/status2.out"
+! grep -q ': running' "$WORK/status2.out" || fail "still running after stop: $(cat "$WORK/status2.out")"
+ok "cluster.sh stop ends HAProxy, the three nodes and PostgreSQL"
