@@ -59,12 +59,19 @@ static int dispatch(struct pgstore *st, struct store_req *r)
     return store_err_set(r, STORE_E_INVAL, "unknown store operation %d", (int)r->op);
 }
 
-/* Runs r; with a savepoint around it when others share the transaction. */
+/* Runs r; with a savepoint around it when others share the transaction
+ * (what it left of wave counter changes goes back with it). */
 static void run_one(struct pgstore *st, struct store_req *r, int alone)
 {
+    static struct pg_wave_delta wd[PG_WAVE_DELTAS]; /* the store thread's */
+    size_t nwd = st->nwd;
+
     store_req_reset(r); /* what a run before left, on a rerun */
     if (!alone && pg_exec(st, r, "SAVEPOINT op") != 0) {
         return;
+    }
+    if (!alone) {
+        memcpy(wd, st->wd, nwd * sizeof(wd[0]));
     }
     if (dispatch(st, r) == STORE_OK) {
         if (!alone) {
@@ -73,6 +80,8 @@ static void run_one(struct pgstore *st, struct store_req *r, int alone)
     } else if (!alone && !st->rerun) {
         (void)pg_exec(st, NULL, "ROLLBACK TO op"); /* r->rc and r->err stay */
         (void)pg_exec(st, NULL, "RELEASE op");
+        memcpy(st->wd, wd, nwd * sizeof(wd[0]));
+        st->nwd = nwd;
     }
 }
 
@@ -121,6 +130,7 @@ static int attempt(struct pgstore *st, struct store_req *head)
         durable |= store_req_durable(r);
     }
     st->rerun = 0;
+    st->nwd = 0;
     if (pg_exec(st, head, "BEGIN") != 0 ||
         (!durable && pg_exec(st, head, "SET LOCAL synchronous_commit TO off") != 0)) {
         fail_all(head->next, head->err);
@@ -130,7 +140,8 @@ static int attempt(struct pgstore *st, struct store_req *head)
     for (r = head; r && !st->rerun; r = r->next) {
         run_one(st, r, alone);
     }
-    if (!st->rerun && pg_exec(st, head, "COMMIT") == 0) {
+    if (!st->rerun && pg_waves_flush(st, head) == STORE_OK && !st->rerun &&
+        pg_exec(st, head, "COMMIT") == 0) {
         return 0;
     }
     PQclear(PQexec(st->db, "ROLLBACK"));

@@ -65,6 +65,91 @@ static void row_to_rollout(const PGresult *res, int i, struct store_rollout *out
     out->base_finished = (uint32_t)pg_col_i64(res, i, 18);
 }
 
+/* ---- wave counters, written at the transaction's end ---- */
+
+static int wave_write(struct pgstore *st, struct store_req *r, const struct pg_wave_delta *w)
+{
+    return pg_run(st, r, "rollout counters", "UPDATE rollout_waves SET targeted = targeted + $3,"
+                  " offered = offered + $4, downloading = downloading + $5,"
+                  " updated = updated + $6, failed = failed + $7 WHERE rollout_id = $1 AND"
+                  " wave = $2", "iiiiiii", (int64_t)w->rollout_id, (int64_t)w->wave,
+                  (int64_t)w->d[PG_WD_TARGETED], (int64_t)w->d[PG_WD_OFFERED],
+                  (int64_t)w->d[PG_WD_DOWNLOADING], (int64_t)w->d[PG_WD_UPDATED],
+                  (int64_t)w->d[PG_WD_FAILED]);
+}
+
+/* Adds d to the wave's pending changes; with no room left (a list touching
+ * more than PG_WAVE_DELTAS waves) it is written at once, as before. */
+static int wave_add(struct pgstore *st, struct store_req *r, uint64_t rollout_id, uint32_t wave,
+                    const int32_t d[PG_WD_N])
+{
+    struct pg_wave_delta *w = NULL;
+    size_t i;
+
+    for (i = 0; i < st->nwd && !w; i++) {
+        if (st->wd[i].rollout_id == rollout_id && st->wd[i].wave == wave) {
+            w = &st->wd[i];
+        }
+    }
+    if (!w && st->nwd == PG_WAVE_DELTAS) {
+        struct pg_wave_delta now = {rollout_id, wave, {0}};
+        memcpy(now.d, d, sizeof(now.d));
+        return wave_write(st, r, &now) < 0 ? r->rc : STORE_OK;
+    }
+    if (!w) {
+        w = &st->wd[st->nwd++];
+        memset(w, 0, sizeof(*w));
+        w->rollout_id = rollout_id;
+        w->wave = wave;
+    }
+    for (i = 0; i < PG_WD_N; i++) {
+        w->d[i] += d[i];
+    }
+    return STORE_OK;
+}
+
+static int wave_cmp(const void *a, const void *b)
+{
+    const struct pg_wave_delta *x = a, *y = b;
+
+    if (x->rollout_id != y->rollout_id) return x->rollout_id < y->rollout_id ? -1 : 1;
+    return x->wave < y->wave ? -1 : x->wave > y->wave;
+}
+
+int pg_waves_flush(struct pgstore *st, struct store_req *r)
+{
+    size_t i, n = st->nwd;
+
+    st->nwd = 0;
+    qsort(st->wd, n, sizeof(st->wd[0]), wave_cmp);
+    for (i = 0; i < n; i++) {
+        const int32_t *d = st->wd[i].d;
+        if ((d[0] || d[1] || d[2] || d[3] || d[4]) && wave_write(st, r, &st->wd[i]) < 0) {
+            return r->rc;
+        }
+    }
+    return STORE_OK;
+}
+
+/* A wave's counters as this transaction sees them: the rows, and what it
+ * changed and has not written yet. */
+static void add_pending(const struct pgstore *st, struct store_rollout *out)
+{
+    size_t i;
+
+    for (i = 0; i < st->nwd; i++) {
+        const struct pg_wave_delta *w = &st->wd[i];
+        if (w->rollout_id != out->id || w->wave >= ROLLOUT_MAX_WAVES) {
+            continue;
+        }
+        out->waves[w->wave].targeted += (uint32_t)w->d[PG_WD_TARGETED];
+        out->waves[w->wave].offered += (uint32_t)w->d[PG_WD_OFFERED];
+        out->waves[w->wave].downloading += (uint32_t)w->d[PG_WD_DOWNLOADING];
+        out->waves[w->wave].updated += (uint32_t)w->d[PG_WD_UPDATED];
+        out->waves[w->wave].failed += (uint32_t)w->d[PG_WD_FAILED];
+    }
+}
+
 static int load_waves(struct pgstore *st, struct store_req *r, struct store_rollout *out)
 {
     PGresult *res;
@@ -90,6 +175,7 @@ static int load_waves(struct pgstore *st, struct store_req *r, struct store_roll
         out->waves[w].opened_at = pg_col_i64(res, i, 6);
     }
     PQclear(res);
+    add_pending(st, out);
     return STORE_OK;
 }
 
@@ -156,9 +242,8 @@ int pg_ro_ensure(struct pgstore *st, struct store_req *r, struct store_rollout *
         return rc;
     }
     if (st->changes == 1 && wave < ro->ro.n_waves) {
-        if ((rc = pg_run(st, r, "rollout wave", "UPDATE rollout_waves SET targeted = targeted + 1"
-                         " WHERE rollout_id = $1 AND wave = $2", "ii", (int64_t)ro->id,
-                         (int64_t)wave)) < 0) {
+        static const int32_t one[PG_WD_N] = {[PG_WD_TARGETED] = 1};
+        if ((rc = wave_add(st, r, ro->id, wave, one)) < 0) {
             return rc;
         }
         ro->waves[wave].targeted++;
@@ -220,13 +305,14 @@ int pg_ro_set_status(struct pgstore *st, struct store_req *r, uint64_t rollout_i
                      device_id, (int64_t)status)) < 0) {
         return rc;
     }
-    return pg_run(st, r, "rollout counters", "UPDATE rollout_waves SET"
-                  " offered = offered + ($3::int = 1)::int - ($4::int = 1)::int,"
-                  " downloading = downloading + ($3 = 2)::int - ($4 = 2)::int,"
-                  " updated = updated + ($3 = 3)::int - ($4 = 3)::int,"
-                  " failed = failed + ($3 = 4)::int - ($4 = 4)::int"
-                  " WHERE rollout_id = $1 AND wave = $2", "iiii", (int64_t)rollout_id, wave,
-                  (int64_t)status, old);
+    {
+        int32_t d[PG_WD_N] = {0};
+        d[PG_WD_OFFERED] = (status == STORE_RO_OFFERED) - (old == STORE_RO_OFFERED);
+        d[PG_WD_DOWNLOADING] = (status == STORE_RO_DOWNLOADING) - (old == STORE_RO_DOWNLOADING);
+        d[PG_WD_UPDATED] = (status == STORE_RO_UPDATED) - (old == STORE_RO_UPDATED);
+        d[PG_WD_FAILED] = (status == STORE_RO_FAILED) - (old == STORE_RO_FAILED);
+        return wave_add(st, r, rollout_id, (uint32_t)wave, d);
+    }
 }
 
 /* ---- create ---- */
@@ -457,7 +543,8 @@ int pg_op_rollout_set(struct pgstore *st, struct store_req *r)
     uint32_t from = r->u.rollout.expect_n_open, to = r->u.rollout.new_n_open;
     int rc;
 
-    if ((rc = pg_op_rollout_get(st, r)) < 0) {
+    /* Its SQL reads the waves' counters (a resume's base): written first. */
+    if ((rc = pg_waves_flush(st, r)) < 0 || (rc = pg_op_rollout_get(st, r)) < 0) {
         return rc;
     }
     if ((rc = store_rollout_set_check(r)) < 0) {

@@ -46,7 +46,13 @@ for i in 1 2 3; do
 done
 [ "$(api 2 rollout show 1 --json | jq_py 'j["totals"]["updated"]')" = "$((N + extra))" ] ||
   fail "node B does not count $N updated: $(api 2 rollout show 1)"
-ok "$N devices updated through HAProxy, byte-exact; every node served some, from its own cache"
+# Nodes write each device's steps in batches while other nodes take its
+# check-ins: PostgreSQL must never have to break a deadlock between them
+# (each one cost seconds of stalled check-ins, and its retry wrote the
+# steps late).
+! grep -q 'deadlock detected' "$WORK/pg/postgres.log" ||
+  fail "PostgreSQL broke deadlocks: $(grep -c 'deadlock detected' "$WORK/pg/postgres.log"): $(grep -m1 -A8 'deadlock detected' "$WORK/pg/postgres.log")"
+ok "$N devices updated through HAProxy, byte-exact; every node served some, from its own cache; no deadlock"
 
 # A newer image, a rollout made through B, paused through A: B and C must
 # offer nothing from that moment on.
