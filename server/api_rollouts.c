@@ -183,8 +183,15 @@ static void act_got(struct api_call *c, struct store_req *r)
          : c->action == ACT_RESUME ? st == ROLLOUT_STATE_PAUSED || st == ROLLOUT_STATE_HALTED
                                    : st != ROLLOUT_STATE_CANCELLED;
     if (!ok) {
-        api_error(c, 409, NULL, "rollout %llu is %s; it cannot be %s", (unsigned long long)c->id,
-                  store_rollout_state_name(st), act_name(c->action));
+        int already = (c->action == ACT_PAUSE && st == ROLLOUT_STATE_PAUSED) ||
+                      (c->action == ACT_RESUME && st == ROLLOUT_STATE_ACTIVE);
+        if (already) {
+            api_error(c, 409, NULL, "rollout %llu is %s already", (unsigned long long)c->id,
+                      store_rollout_state_name(st));
+        } else {
+            api_error(c, 409, NULL, "rollout %llu is %s; it cannot be %s", (unsigned long long)c->id,
+                      store_rollout_state_name(st), act_name(c->action));
+        }
         return;
     }
     to = c->action == ACT_PAUSE    ? ROLLOUT_STATE_PAUSED

@@ -1018,7 +1018,9 @@ static void test_rollout_actions(void **state)
     assert_int_equal(T.f.last_set.u.rollout.expect_n_open, 1);
     assert_int_equal(T.f.last_set.u.rollout.new_n_open, 1);
     assert_int_equal(T.changes, 1);
-    expect_error("POST", "/v1/rollouts/1/pause", NULL, 409, NULL);
+    assert_int_equal(http("POST", "/v1/rollouts/1/pause", NULL, &j), 409);
+    assert_string_equal(sget(j, "error"), "rollout 1 is paused already");
+    json_decref(j);
     assert_int_equal(http("POST", "/v1/rollouts/1/resume", NULL, &j), 200);
     assert_string_equal(sget(j, "state"), "active");
     json_decref(j);
@@ -1030,6 +1032,9 @@ static void test_rollout_actions(void **state)
     assert_non_null(strstr(sget(j, "error"), "changed meanwhile"));
     json_decref(j);
     assert_string_equal(store_rollout_state_name(T.f.ros[0].ro.state), "active");
+    assert_int_equal(http("POST", "/v1/rollouts/1/resume", NULL, &j), 409);
+    assert_string_equal(sget(j, "error"), "rollout 1 is active already");
+    json_decref(j);
     assert_int_equal(http("POST", "/v1/rollouts/1/cancel", NULL, NULL), 200);
     assert_int_equal(T.f.ros[0].ro.state, ROLLOUT_STATE_CANCELLED);
     assert_int_equal(http("POST", "/v1/rollouts/1/resume", NULL, &j), 409);
