@@ -29,12 +29,13 @@ void api_usage_common(FILE *f, int upload)
 {
     fprintf(f,
             "options of every fleet command (image, rollout, device list|show|set|secret):\n"
-            "  --api URL            the server's API: http://HOST:PORT or HOST:PORT\n"
+            "  --api URL            the server's API: http://HOST:PORT or HOST:PORT (HOST\n"
+            "                       alone: port %u; http://HOST: 80)\n"
             "                       (default: $TCPOTA_API, else %s)\n"
             "  --token-file FILE    the API token (one line); else $TCPOTA_TOKEN, else\n"
             "  --data DIR           the server's data directory: its DIR/api.token\n"
             "  --json               print the server's JSON answer as it came (errors too)\n",
-            API_DEFAULT_URL);
+            (unsigned)API_DEFAULT_PORT, API_DEFAULT_URL);
     if (upload) {
         fprintf(f, "  --timeout SECONDS    wait this long for an answer (default %d; %d for add)\n",
                 API_TIMEOUT_S, API_UPLOAD_TIMEOUT_S);
@@ -193,7 +194,9 @@ static int parse_url(struct api *a, const char *s, const char *from)
     } else {
         snprintf(a->host, sizeof(a->host), "%s", host);
     }
-    a->port = (uint16_t)(port < 0 ? 80 : port);
+    /* No port: an http:// URL means HTTP's own (a proxy in front), a bare
+     * HOST the API's (before: 80, where no tcpota listens). */
+    a->port = (uint16_t)(port >= 0 ? port : strstr(s, "://") ? 80 : API_DEFAULT_PORT);
     path = evhttp_uri_get_path(u);
     plen = path ? strlen(path) : 0;
     while (plen && path[plen - 1] == '/') plen--;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdint.h>
 
+#define API_DEFAULT_PORT 8071 /* tcpota serve --api's, and HOST alone's */
 #define API_DEFAULT_URL "http://127.0.0.1:8071"
 #define API_TIMEOUT_S 30         /* default wait for an answer */
 #define API_UPLOAD_TIMEOUT_S 300 /* default for `image add` (large bodies) */

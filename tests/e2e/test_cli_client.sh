@@ -263,6 +263,12 @@ run 2 $T device set dev-7 $API
 has err.log "set needs --group G"
 run 2 $T device list --api https://x:1
 has err.log "https is not supported"
+# A bare HOST means the API's port (8071), an http:// URL HTTP's (80); nothing
+# listens on 127.0.0.3.
+run 1 $T device list --api 127.0.0.3
+has err.log "cannot reach the API at http://127\.0\.0\.3:8071 "
+run 1 $T device list --api http://127.0.0.3
+has err.log "cannot reach the API at http://127\.0\.0\.3:80 "
 [ "$(nreq)" -eq "$n" ] || fail "a usage error still sent a request"
 run 0 $T rollout --help
 has out.log "--waves 5,25,100"
