@@ -1207,7 +1207,8 @@ static void conn_event(struct conn *c, short what)
         if (c->kind == K_V1 && (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_OFFERED ||
                                 tcpota_srv_get_state(&c->s) == TCPOTA_SRV_STREAMING ||
                                 tcpota_srv_get_state(&c->s) == TCPOTA_SRV_SENT_ALL)) {
-            clog_(c, 0, "disconnected mid-transfer; it can resume");
+            clog_(c, 0, "disconnected mid-transfer at %u of %u bytes durable; it can resume",
+                  c->s.acked, c->img ? c->img->size : 0);
         } else {
             clog_(c, 0, "closed");
         }

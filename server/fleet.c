@@ -874,6 +874,7 @@ void fleet_on_event(struct conn *c, const struct tcpota_srv_event *ev)
     switch (ev->type) {
     case TCPOTA_SRV_EV_ACCEPT:
         c->progress_logged_at = now_s();
+        c->progress_bytes = ev->start;
         record(c, STORE_ST_DOWNLOADING, img->desc.id, NULL, ev->start, NULL, 0);
         return;
     case TCPOTA_SRV_EV_ACK:
@@ -883,6 +884,7 @@ void fleet_on_event(struct conn *c, const struct tcpota_srv_event *ev)
             return;
         }
         c->progress_logged_at = now;
+        c->progress_bytes = m->u.ack.offset;
         add_step(c, STORE_ST_DOWNLOADING, img->desc.id, NULL, m->u.ack.offset, NULL, 0, 1);
         return;
     case TCPOTA_SRV_EV_COMPLETE:
@@ -1010,6 +1012,17 @@ void fleet_legacy_done(struct conn *c)
 
 void fleet_conn_gone(struct conn *c)
 {
+    enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
+
+    /* A transfer that ends before its COMPLETE: what the device reported
+     * durable since the store was last told goes in now, so that the
+     * registry shows where it resumes (before: up to FLEET_PROGRESS_S of
+     * ACKs behind, until the device came back). */
+    if (c->srv->fleet && c->img && c->kind == K_V1 && c->s.acked > c->progress_bytes &&
+        (st == TCPOTA_SRV_STREAMING || st == TCPOTA_SRV_SENT_ALL)) {
+        c->progress_bytes = c->s.acked;
+        add_step(c, STORE_ST_DOWNLOADING, c->img->desc.id, NULL, c->s.acked, NULL, 0, 1);
+    }
     if (c->req) {
         ((struct checkin *)c->req->arg)->c = NULL;
         c->req = NULL;

@@ -145,6 +145,7 @@ struct conn {
     struct store_req *req;
     uint64_t rollout_id;
     double progress_logged_at;
+    uint32_t progress_bytes; /* fleet: the offset the store was last told (fleet.c) */
     uint8_t verdict;         /* enum offer_verdict of its HELLO */
     uint8_t remembered;      /* fleet mode: answered from memory (fleet.c) */
     uint32_t stream_from;

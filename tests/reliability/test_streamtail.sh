@@ -46,7 +46,7 @@ last=$(sed -nE "s/.* quitter +[0-9]+ peers, +[0-9]+ closed by the server, the la
 awk -v t="$last" 'BEGIN { exit !(t <= 2) }' || fail "half-closed peers closed only after $last s (want <= 2 s)"
 stop_server
 while read -r kind port; do
-  grep -E "127\.0\.0\.1:$port\] .*disconnected mid-transfer; it can resume" "$L" > /dev/null ||
+  grep -E "127\.0\.0\.1:$port\] .*disconnected mid-transfer at [0-9]+ of [0-9]+ bytes durable; it can resume" "$L" > /dev/null ||
     fail "quitter $port: no 'disconnected mid-transfer' in the server log: $(grep ":$port\]" "$L" | tail -2)"
 done < "$WORK/ports3"
 ok "a device that half-closes mid-transfer is closed at once, and can resume"

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# A transfer cut before its COMPLETE (the device stopped with SIGINT): the
+# registry shows the bytes the device had reported durable when the
+# connection ended, which the server's log names, not the progress it last
+# wrote (at most once a second: up to a second of ACKs behind, until the
+# device came back). The devices run through a proxy capped at 64 KiB/s, so
+# that ACKs (one per 16 KiB) come four times a second.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fleet_lib.sh"
+
+start_fleet
+make_image "$WORK/img" 1000000
+"$TCPOTA" image add --version 2.0.0 --model esp32 "$WORK/img" > /dev/null || fail "image add failed"
+"$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null || fail "rollout create failed"
+start_proxy slow "$SERVER_PORT" --rate 65536
+for i in 1 2 3; do
+  "$TCPOTA" device --server "127.0.0.1:$PROXY_PORT" --flash "$WORK/d$i" --id "c-$i" --model esp32 \
+    --factory-version 1.0.0 --slot-size 1048576 --progress none 2> "$WORK/c-$i.log" &
+  dev=$!
+  sleep "1.$((3 * i))"
+  kill -INT "$dev"
+  rc=0
+  wait "$dev" || rc=$?
+  [ $rc -eq 130 ] || fail "c-$i: exit $rc after SIGINT, expected 130: $(tail -2 "$WORK/c-$i.log")"
+  wait_line "$WORK/server.log" "\\[c-$i .*disconnected mid-transfer at"
+  durable=$(sed -nE "s/.*\\[c-$i .*disconnected mid-transfer at ([0-9]+) of 1000000 bytes durable.*/\\1/p" "$WORK/server.log")
+  [ -n "$durable" ] && [ "$durable" -gt 0 ] || fail "c-$i: no durable offset in the log: $(grep "\\[c-$i " "$WORK/server.log" | tail -2)"
+  bytes=""
+  for _ in $(seq 40); do # the store commits its batch within a fraction of a second
+    bytes=$("$TCPOTA" device show --json "c-$i" | jq_py 'j["bytes"]')
+    [ "$bytes" = "$durable" ] && break
+    sleep 0.05
+  done
+  [ "$bytes" = "$durable" ] || fail "c-$i: the registry shows $bytes bytes, the server had $durable durable at the cut"
+done
+ok "3 transfers cut by SIGINT: the registry holds the durable offset of each at its cut"
+stop_fleet
