@@ -206,8 +206,19 @@ static int image_add(struct api *a, int argc, char **argv)
                table_c(api_str(ans, "id")), table_c(api_str(ans, "version")),
                table_c(api_str(ans, "model")), api_int(ans, "size"),
                api_bool(ans, "signed") ? "signed" : "unsigned");
-        printf("roll it out: tcpota rollout create --image %s --model %s\n",
-               table_short_id(api_str(ans, "id"), id, sizeof(id)), table_c(api_str(ans, "model")));
+        const char *m = table_c(api_str(ans, "model"));
+        printf("roll it out: tcpota rollout create --image %s --model ",
+               table_short_id(api_str(ans, "id"), id, sizeof(id)));
+        if (strpbrk(m, " \t'\"$`\\*?[]<>|&;()#~!{}") == NULL) {
+            printf("%s\n", m);
+        } else { /* quoted for a shell: 'm x', a ' as '\'' */
+            putchar('\'');
+            for (; *m; m++) {
+                if (*m == '\'') fputs("'\\''", stdout);
+                else putchar(*m);
+            }
+            puts("'");
+        }
     }
 out:
     json_decref(ans);

@@ -217,6 +217,17 @@ int api_printable(const char *s, size_t max, int empty_ok)
     return 1;
 }
 
+int api_name_ok(const char *s, size_t max)
+{
+    size_t n = strlen(s), i;
+
+    if (n == 0 || n > max) return 0;
+    for (i = 0; i < n; i++) {
+        if (s[i] < 0x20 || s[i] > 0x7e) return 0;
+    }
+    return 1;
+}
+
 void api_changed(struct api *a)
 {
     if (a->cfg.on_change) a->cfg.on_change(a->cfg.ctx);

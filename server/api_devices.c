@@ -72,7 +72,7 @@ static int list_query(struct api_call *c, struct evkeyvalq *q, struct store_req 
             return -1;
         }
     }
-    if (model && !api_printable(model, API_PRINTABLE_MAX, 0)) {
+    if (model && !api_name_ok(model, API_PRINTABLE_MAX)) {
         api_error(c, 400, "model", "model must be 1 to %u printable characters", API_PRINTABLE_MAX);
         return -1;
     }
@@ -90,12 +90,12 @@ static int list_query(struct api_call *c, struct evkeyvalq *q, struct store_req 
         api_error(c, 400, "limit", "limit must be a whole number from 1 to %u", STORE_LIST_MAX);
         return -1;
     }
-    if (after && !api_printable(after, TCPOTA_MAX_STR, 0)) {
+    if (after && !api_name_ok(after, TCPOTA_MAX_STR)) {
         api_error(c, 400, "after", "after must be a device id (1 to %u printable characters)",
                   TCPOTA_MAX_STR);
         return -1;
     }
-    if (prefix && !api_printable(prefix, TCPOTA_MAX_STR, 0)) {
+    if (prefix && !api_name_ok(prefix, TCPOTA_MAX_STR)) {
         api_error(c, 400, "q", "q must be the start of a device id (1 to %u printable characters)",
                   TCPOTA_MAX_STR);
         return -1;
@@ -250,11 +250,9 @@ static int take_dev(struct api_call *c, const char *seg, size_t len)
     memcpy(enc, seg, len);
     enc[len] = 0;
     dec = evhttp_uridecode(enc, 0, &n);
-    if (!dec || n != strlen(dec) || !api_printable(dec, TCPOTA_MAX_STR, 0) ||
-        len == sizeof enc - 1) {
+    if (!dec || n != strlen(dec) || !api_name_ok(dec, TCPOTA_MAX_STR) || len == sizeof enc - 1) {
         free(dec);
-        api_error(c, 400, "id", "a device id is 1 to %u printable characters, no spaces "
-                  "(percent-encoded)",
+        api_error(c, 400, "id", "a device id is 1 to %u printable characters (percent-encoded)",
                   TCPOTA_MAX_STR);
         return -1;
     }

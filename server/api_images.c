@@ -355,10 +355,11 @@ static int take_names(struct api_call *c, const char *query, int signed_)
             rc = -1;
             api_error(c, 400, names[i], c->api->cfg.verify ? "the server has --pubkey keys: send the "
                       "signed manifest in Tcpota-Manifest" : "an unsigned image needs ?version=V&model=M");
-        } else if (v && !api_printable(v, API_PRINTABLE_MAX, 0)) {
+        } else if (v && !(i == 1 ? api_name_ok(v, API_PRINTABLE_MAX)
+                                 : api_printable(v, API_PRINTABLE_MAX, 0))) {
             rc = -1;
-            api_error(c, 400, names[i], "%s must be 1 to %u printable characters, no spaces",
-                      names[i], API_PRINTABLE_MAX);
+            api_error(c, 400, names[i], "%s must be 1 to %u printable characters%s", names[i],
+                      API_PRINTABLE_MAX, i == 1 ? "" : ", no spaces");
         } else if (v && signed_ && strcmp(v, dst[i]) != 0) {
             rc = -1;
             api_error(c, 400, names[i], "%s %s contradicts the signed manifest's %s; leave it out",

@@ -92,8 +92,13 @@ struct store_req *api_req(struct api_call *c, enum store_op op);
 void api_submit(struct api_call *c, struct store_req *r, api_cont_fn cont);
 /* The request body as a JSON object; NULL after replying 400 field "body". */
 json_t *api_body_object(struct api_call *c);
-/* 1 when s is len 1..max (or 0..max when empty_ok) printable ASCII bytes. */
+/* 1 when s is len 1..max (or 0..max when empty_ok) printable ASCII bytes,
+ * no space: versions, groups. */
 int api_printable(const char *s, size_t max, int empty_ok);
+/* 1 when s is a device id or a model as the protocol takes them (codec.c):
+ * 1..max printable ASCII bytes, spaces too. A device registers under what
+ * it sends; the API must be able to name it (percent-encoded in a path). */
+int api_name_ok(const char *s, size_t max);
 void api_changed(struct api *a);
 
 /* The endpoints; rest is the path after the collection (NULL or "{id}[/verb]"). */

@@ -125,7 +125,7 @@ static int parse_target(struct evhttp_request *req, const char *path, const char
     size_t flen;
 
     if (decode(model, slash ? (size_t)(slash - model) : strlen(model), d->model, sizeof(d->model)) < 0 ||
-        !api_printable(d->model, TCPOTA_MAX_NAME, 0)) {
+        !api_name_ok(d->model, TCPOTA_MAX_NAME)) {
         ota_reply_error(req, 400, "model: 1..%u printable characters expected in /ota/<model>",
                     TCPOTA_MAX_NAME);
         return -1;
@@ -159,7 +159,7 @@ static int parse_target(struct evhttp_request *req, const char *path, const char
         memcpy(dst, kv->value, strlen(kv->value) + 1);
     }
     evhttp_clear_headers(&q);
-    if (!api_printable(d->id, TCPOTA_MAX_STR, 0)) {
+    if (!api_name_ok(d->id, TCPOTA_MAX_STR)) {
         ota_reply_error(req, 400, "device: give the device id (1..%u printable characters) as "
                     "?device=<id> or /ota/<model>/<id>.bin", TCPOTA_MAX_STR);
         return -1;

@@ -126,7 +126,7 @@ bad 400 "long If-Range" "$OTA?device=h-2" "${V[@]}" -H 'Range: bytes=0-9' -H "If
 grep -q 'If-Range: longer than 200 bytes' "$WORK/bad.b" || fail "long If-Range: $(cat "$WORK/bad.b")"
 bad 400 "no version" "$OTA?device=h-2"
 bad 400 "no device" "$OTA" "${V[@]}"
-bad 400 "bad device id" "$OTA/bad%20id.bin" "${V[@]}"
+bad 400 "bad device id" "$OTA/bad%09id.bin" "${V[@]}"
 bad 400 "device id too long" "$OTA?device=$(printf 'x%.0s' $(seq 65))" "${V[@]}"
 bad 400 "bad model" "http://127.0.0.1:$OTA_PORT/ota/$(printf 'm%.0s' $(seq 40))?device=h-2" "${V[@]}"
 bad 400 "unknown parameter" "$OTA?device=h-2&debug=1" "${V[@]}"
