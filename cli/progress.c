@@ -86,8 +86,9 @@ void progress_update(struct progress *p, uint32_t done, uint32_t total)
     case PROGRESS_LINES:
         if (pct / 10 > p->last_decile) {
             p->last_decile = pct / 10;
-            fprintf(stderr, "%s%d%% (%lu/%lu bytes)\n", p->prefix, p->last_decile * 10,
-                    (unsigned long)done, (unsigned long)total);
+            /* the share these bytes are, not the 10 % step they passed */
+            fprintf(stderr, "%s%d%% (%lu/%lu bytes)\n", p->prefix, pct, (unsigned long)done,
+                    (unsigned long)total);
         }
         break;
     default:

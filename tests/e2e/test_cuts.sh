@@ -15,6 +15,14 @@ start_proxy proxy "$SERVER_PORT" --cut-random 3 --seed "$seed" --cut-range 20000
   --backoff-min-ms 50 --backoff-max-ms 200 --progress lines 2> "$WORK/d1.log" ||
   fail "device behind the cutting proxy failed"
 check_device "$WORK/d1" "$WORK/img"
+# Each progress line gives the share of its bytes (it once gave the 10 %
+# step they had passed: "40% (507904/1048576 bytes)").
+lines=0
+while read -r pct done total; do
+  [ "$pct" -eq $((done * 100 / total)) ] || fail "progress line says $pct% for $done of $total bytes"
+  lines=$((lines + 1))
+done < <(sed -nE 's/.* ([0-9]+)% \(([0-9]+)\/([0-9]+) bytes\)$/\1 \2 \3/p' "$WORK/d1.log")
+[ "$lines" -ge 5 ] || fail "only $lines progress lines: $(cat "$WORK/d1.log")"
 cuts=$(grep -c 'cut at' "$WORK/proxy.log" || true)
 [ "$cuts" -eq 3 ] || fail "proxy made $cuts cuts, expected 3"
 refetched=$(sed -nE 's/.*stats .*refetched=([0-9]+).*/\1/p' "$WORK/d1.log" | tail -1)
