@@ -56,6 +56,11 @@ int cli_warn_if_exposed(const char *path, int fd);
  * message naming what path is instead ("f.bin is not a directory (it is a
  * regular file)") or that it does not exist. */
 int cli_check_dir(const char *path, const char *what, int missing_ok);
+
+/* Warns on stderr, as "tcpota CMD: warning: ...", when version has no
+ * place in the order devices are offered by (tcpota/version.h): servers
+ * then offer it to no device unless --allow-downgrade. */
+void cli_warn_unordered(const char *cmd, const char *version);
 /* Monotonic milliseconds. */
 uint64_t cli_now_ms(void);
 

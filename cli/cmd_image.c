@@ -200,6 +200,9 @@ static int image_add(struct api *a, int argc, char **argv)
              em ? em : "");
     rc = api_request(a, API_POST, path, img, len, "application/octet-stream",
                      b64 ? "Tcpota-Manifest" : NULL, b64, &ans, &status);
+    if (rc == 0 && status == 201) {
+        cli_warn_unordered("image", api_str(ans, "version"));
+    }
     if (rc == 0 && !a->json) {
         printf(status == 201 ? "added image %s: version %s, model %s, %lld bytes, %s\n"
                              : "image %s is already stored: version %s, model %s, %lld bytes, %s\n",

@@ -564,7 +564,6 @@ int cmd_sign(int argc, char **argv)
         {NULL, NULL, NULL, NULL},
     };
     unsigned long long counter = 0;
-    int order;
     uint8_t sk[64], sha[32], man[TCPOTA_MAX_MANIFEST];
     char path[4096];
     uint32_t size;
@@ -585,12 +584,7 @@ int cmd_sign(int argc, char **argv)
         check_label("--version", version) < 0 || check_label("--model", model) < 0) {
         return 2;
     }
-    if (tcpota_version_order(version, strlen(version), version, strlen(version), &order) < 0) {
-        /* As serve warns: devices compare versions to decide an update. */
-        fprintf(stderr, "tcpota sign: warning: version '%s' is not a semantic version (like "
-                        "2.1.0): servers offer it to no device unless --allow-downgrade\n",
-                version);
-    }
+    cli_warn_unordered("sign", version); /* devices compare versions to decide an update */
     if (sodium_init() < 0) {
         fprintf(stderr, "tcpota sign: libsodium failed to initialise\n");
         return 1;

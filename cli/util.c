@@ -1,5 +1,6 @@
 /* util.c - argument parsing and file opening shared by the subcommands. */
 #include "cli.h"
+#include "tcpota/version.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -91,6 +92,17 @@ static const char *file_kind(mode_t m)
     if (S_ISBLK(m)) return "a block device";
     if (S_ISSOCK(m)) return "a socket";
     return "not a file";
+}
+
+void cli_warn_unordered(const char *cmd, const char *version)
+{
+    int order;
+
+    if (tcpota_version_order(version, strlen(version), version, strlen(version), &order) < 0) {
+        fprintf(stderr, "tcpota %s: warning: version '%s' is not a semantic version (like "
+                        "2.1.0): servers offer it to no device unless --allow-downgrade\n",
+                cmd, version);
+    }
 }
 
 int cli_check_dir(const char *path, const char *what, int missing_ok)

@@ -135,6 +135,15 @@ rc=0; "$TCPOTA" image add --version v9.5 --model esp32 "$WORK/dup2" > "$WORK/out
   fail "esp32 v9.5 beside 9.5.0: rc $rc $(cat "$WORK/out")"
 "$TCPOTA" image add --version 9.5.0 --model esp32s3 "$WORK/dup2" > "$WORK/out" 2>&1 ||
   fail "9.5.0 for another model was refused: $(cat "$WORK/out")"
+# A version with no place in the order: added, with a warning that no
+# device will be offered it (before: silent, and its rollout offered nothing).
+make_image "$WORK/odd" 1000
+"$TCPOTA" image add --version nightly --model esp32 "$WORK/odd" > "$WORK/out" 2> "$WORK/err" || fail "image add nightly: $(cat "$WORK/err")"
+grep -q "tcpota image: warning: version 'nightly' is not a semantic version (like 2.1.0): servers offer it to no device unless --allow-downgrade" "$WORK/err" ||
+  fail "no warning for version nightly: $(cat "$WORK/err")"
+make_image "$WORK/even" 1001
+"$TCPOTA" image add --version 9.6.0 --model esp32 "$WORK/even" > /dev/null 2> "$WORK/err" || fail "image add 9.6.0: $(cat "$WORK/err")"
+! grep -q warning "$WORK/err" || fail "a warning for a semantic version: $(cat "$WORK/err")"
 rc=0; "$TCPOTA" image add --version "9 5" --model esp32 "$WORK/dup" > "$WORK/out" 2>&1 || rc=$?
 [ $rc -eq 1 ] && grep -q "version must be 1 to 32 printable characters, no spaces" "$WORK/out" ||
   fail "a version with a space: rc $rc $(cat "$WORK/out")"
