@@ -478,6 +478,12 @@ static void print_error(const struct api *a, int status, const char *reason, con
                 reason);
         return;
     }
+    for (size_t i = 0; *field && a->field_opts && a->field_opts[i][0]; i++) {
+        if (strcmp(a->field_opts[i][0], field) == 0) { /* the option the user gave */
+            fprintf(stderr, "tcpota %s: %s: %s\n", a->cmd, a->field_opts[i][1], msg);
+            return;
+        }
+    }
     if (*field) {
         fprintf(stderr, "tcpota %s: %s (field: %s)\n", a->cmd, msg, field);
     } else {

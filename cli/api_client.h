@@ -44,6 +44,9 @@ struct api {
     char prefix[256];   /* path before /v1 ("" normally) */
     char token[512];
     char token_from[600]; /* where the token was taken from, for a 401 */
+    /* The command's options for the API's fields, for its errors: pairs
+     * {field, option}, ended by {NULL, NULL}; NULL: none. */
+    const char *const (*field_opts)[2];
 };
 
 /* Parses argv[0..argc-1] (argv[0] is the subcommand, skipped) into the

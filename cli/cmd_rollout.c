@@ -190,9 +190,15 @@ static int rollout_create(struct api *a, int argc, char **argv)
         {&success_pct, "--success-pct", "success_pct", "--success-pct 90"},
         {&soak, "--soak", "soak_s", "--soak 300"},
     };
+    static const char *const field_opts[][2] = {
+        {"image", "--image"}, {"model", "--model"}, {"group", "--group"}, {"waves", "--waves"},
+        {"halt_at", "--halt-at"}, {"halt_min", "--halt-min"}, {"min_finished", "--min-finished"},
+        {"success_pct", "--success-pct"}, {"soak_s", "--soak"}, {NULL, NULL},
+    };
     json_t *body, *arr = NULL, *ans = NULL;
     int np, rc = api_parse(a, opts, argc, argv, pos, 0, &np);
 
+    a->field_opts = field_opts;
     if (rc) return rc < 0 ? (usage(stdout), 0) : rc;
     if (!image) return api_usage(a, "create needs --image ID|VERSION (see tcpota image list)");
     if (!model) return api_usage(a, "create needs --model M (the hardware model of the image)");

@@ -225,7 +225,15 @@ run 0 $T rollout cancel 1 $API
 has out.log "^rollout 1 is now cancelled$"
 route POST /v1/rollouts 400 '{"error": "waves must be strictly increasing percentages 1..100", "field": "waves"}'
 run 1 $T rollout create --image 2.0.0 --model esp32 --waves 50,10 $API
-has err.log "^tcpota rollout: waves must be strictly increasing percentages 1\.\.100 \(field: waves\)$"
+has err.log "^tcpota rollout: --waves: waves must be strictly increasing percentages 1\.\.100$"
+# A field the command sets from an option is named by the option (soak_s: --soak).
+route POST /v1/rollouts 400 '{"error": "soak_s must be a whole number from 0 to 604800", "field": "soak_s"}'
+run 1 $T rollout create --image 2.0.0 --model esp32 --soak 99999999999 $API
+has err.log "^tcpota rollout: --soak: soak_s must be a whole number from 0 to 604800$"
+# A field no option sets keeps its name.
+route POST /v1/rollouts 400 '{"error": "something about allow", "field": "allow_downgrade"}'
+run 1 $T rollout create --image 2.0.0 --model esp32 $API
+has err.log "^tcpota rollout: something about allow \(field: allow_downgrade\)$"
 route GET /v1/rollouts/7 404 '{"error": "no rollout 7"}'
 run 1 $T rollout show 7 $API
 has err.log "^tcpota rollout: no rollout 7$"
