@@ -10,6 +10,16 @@
 # close them in time.
 source "$(dirname "$0")/../e2e/lib.sh"
 
+# all_verified PORTS: each peer listed in PORTS ("kind port" lines, from
+# tcpota-hostile --ports) has its "verified" line in the server's log.
+all_verified() {
+  local kind port
+  while read -r kind port; do
+    grep -E "127\.0\.0\.1:$port\] .*done: image 2\.0\.0 verified by the device" "$WORK/server.log" > /dev/null ||
+      fail "$kind peer $port: not done: $(grep ":$port\]" "$WORK/server.log" | tail -2)"
+  done < "$1"
+}
+
 make_image "$WORK/img" 300000
 start_server "$WORK/img" 2.0.0 --idle-timeout 60
 "$HOSTILE" --connect "127.0.0.1:$SERVER_PORT" --stayer 5 --decliner 5 --hold 15 \
@@ -63,10 +73,7 @@ start_server "$WORK/img" 2.0.0 --idle-timeout 3
 stop_server
 idle=$(grep -c 'idle for' "$WORK/server.log" || true)
 [ "$idle" -eq 0 ] || fail "$idle slow-acking devices closed as idle: $(grep -m1 'idle for' "$WORK/server.log")"
-while read -r kind port; do
-  grep -E "127\.0\.0\.1:$port\] .*done: image 2\.0\.0 verified by the device" "$WORK/server.log" > /dev/null ||
-    fail "slow-acking peer $port: not done: $(grep ":$port\]" "$WORK/server.log" | tail -2)"
-done < "$WORK/ports2"
+all_verified "$WORK/ports2"
 ok "devices acknowledging one step per 1.5 s after the last byte (idle timeout 3 s) finish, none closed as idle"
 
 # Devices of ours half-close after COMPLETE and wait for the server to
@@ -84,10 +91,7 @@ wait_s=$(sed -nE 's/.*finisher +closed at most ([0-9.]+) s after its COMPLETE/\1
 [ -n "$wait_s" ] || fail "no finisher summary: $(cat "$WORK/hostile5.out")"
 awk -v t="$wait_s" 'BEGIN { exit !(t < 0.5) }' || fail "a finished device waited $wait_s s for the server's close (want < 0.5 s)"
 stop_server
-while read -r kind port; do
-  grep -E "127\.0\.0\.1:$port\] .*done: image 2\.0\.0 verified by the device" "$WORK/server.log" > /dev/null ||
-    fail "finisher $port: not done: $(grep ":$port\]" "$WORK/server.log" | tail -2)"
-done < "$WORK/ports5"
+all_verified "$WORK/ports5"
 ok "devices that half-close after COMPLETE are closed within $wait_s s of it"
 
 # A server stopped with a COMPLETE unread: a peer that has read every byte

@@ -396,6 +396,28 @@ static void test_no_update_surfaces_retry_after(void **state)
     }
 }
 
+/* A new connection offered a 100-byte image (ACCEPTED), then fed 16 bytes
+ * of DATA at offset; returns what the DATA's input returned. */
+static int offered_then_data(uint32_t offset, struct tcpota_dev_event *ev)
+{
+    static const uint8_t bytes[16];
+    struct tcpota_msg m;
+
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_OFFER;
+    m.u.offer.image_id = simg.id;
+    m.u.offer.size = 100;
+    m.u.offer.version.ptr = (const uint8_t *)"2"; m.u.offer.version.len = 1;
+    assert_true(feed_dev(&m, ev) > 0);
+    assert_int_equal(ev->type, TCPOTA_DEV_EV_ACCEPTED);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_DATA;
+    m.u.data.offset = offset;
+    m.u.data.bytes.ptr = bytes; m.u.data.bytes.len = 16;
+    return feed_dev(&m, ev);
+}
+
 static void test_data_past_end_and_out_of_state(void **state)
 {
     struct tcpota_msg m;
@@ -409,52 +431,19 @@ static void test_data_past_end_and_out_of_state(void **state)
     m.u.data.bytes.ptr = bytes; m.u.data.bytes.len = 16;
     assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_STATE); /* no offer yet */
 
-    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_OFFER;
-    m.u.offer.image_id = simg.id;
-    m.u.offer.size = 100;
-    m.u.offer.version.ptr = (const uint8_t *)"2"; m.u.offer.version.len = 1;
-    assert_true(feed_dev(&m, &ev) > 0);
-    assert_int_equal(ev.type, TCPOTA_DEV_EV_ACCEPTED);
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_DATA;
-    m.u.data.offset = 90;
-    m.u.data.bytes.ptr = bytes; m.u.data.bytes.len = 16;
-    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_RANGE);
+    /* 16 bytes at 90 pass the end of 100 */
+    assert_int_equal(offered_then_data(90, &ev), TCPOTA_ERR_RANGE);
     assert_int_equal(fp->writes, 0);
 
     /* A frame that starts past the end is out of range too, not a stale
      * frame to skip: the length check alone (size - offset) wraps around
      * there, so the offset is checked first. */
-    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_OFFER;
-    m.u.offer.image_id = simg.id;
-    m.u.offer.size = 100;
-    m.u.offer.version.ptr = (const uint8_t *)"2"; m.u.offer.version.len = 1;
-    assert_true(feed_dev(&m, &ev) > 0);
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_DATA;
-    m.u.data.offset = 200;
-    m.u.data.bytes.ptr = bytes; m.u.data.bytes.len = 16;
-    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_RANGE);
+    assert_int_equal(offered_then_data(200, &ev), TCPOTA_ERR_RANGE);
     assert_int_equal(dev.stale_frames, 0);
     assert_int_equal(fp->writes, 0);
 
     /* A frame at another offset than expected is skipped, not written. */
-    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_OFFER;
-    m.u.offer.image_id = simg.id;
-    m.u.offer.size = 100;
-    m.u.offer.version.ptr = (const uint8_t *)"2"; m.u.offer.version.len = 1;
-    assert_true(feed_dev(&m, &ev) > 0);
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_DATA;
-    m.u.data.offset = 16;
-    m.u.data.bytes.ptr = bytes; m.u.data.bytes.len = 16;
-    assert_true(feed_dev(&m, &ev) > 0);
+    assert_true(offered_then_data(16, &ev) > 0);
     assert_int_equal(fp->writes, 0);
     assert_int_equal(dev.stale_frames, 1);
 
