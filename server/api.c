@@ -355,6 +355,10 @@ struct api *api_start(const struct api_config *cfg, char *err, size_t errlen)
     }
     a->cfg = *cfg;
     if (!a->cfg.max_image) a->cfg.max_image = API_MAX_IMAGE_DEFAULT;
+    /* A body over --max-image is read to its end (and dropped) before the
+     * 413: a client still sending would otherwise meet a closed socket and
+     * never read the answer ("closed the connection without an answer"). */
+    (void)evhttp_set_flags(a->http, EVHTTP_SERVER_LINGERING_CLOSE);
     a->sock = evhttp_bind_socket_with_handle(a->http, cfg->host ? cfg->host : "127.0.0.1", cfg->port);
     if (!a->sock) {
         snprintf(err, errlen, "cannot listen on %s:%u for the API: %s (is another server running? "
