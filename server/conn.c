@@ -244,10 +244,12 @@ static void tail_enter(struct conn *c)
     }
     if (srv->tail_ep < 0) {
         srv->tail_ep = epoll_create1(EPOLL_CLOEXEC);
-        srv->tail_ev = srv->tail_ep < 0 ? NULL : evtimer_new(srv->base, tail_cb, srv);
-        if (!srv->tail_ev) {
-            return; /* stays in the loop, as before */
-        }
+    }
+    if (srv->tail_ep >= 0 && !srv->tail_ev) {
+        srv->tail_ev = evtimer_new(srv->base, tail_cb, srv);
+    }
+    if (!srv->tail_ev) {
+        return; /* out of memory or descriptors: it stays in the loop, as before */
     }
     memset(&ev, 0, sizeof(ev));
     ev.events = EPOLLIN | EPOLLRDHUP;
