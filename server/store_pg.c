@@ -63,7 +63,6 @@ static int dispatch(struct pgstore *st, struct store_req *r)
  * (what it left of wave counter changes goes back with it). */
 static void run_one(struct pgstore *st, struct store_req *r, int alone)
 {
-    static struct pg_wave_delta wd[PG_WAVE_DELTAS]; /* the store thread's */
     size_t nwd = st->nwd;
 
     store_req_reset(r); /* what a run before left, on a rerun */
@@ -71,7 +70,7 @@ static void run_one(struct pgstore *st, struct store_req *r, int alone)
         return;
     }
     if (!alone) {
-        memcpy(wd, st->wd, nwd * sizeof(wd[0]));
+        memcpy(st->wd_op, st->wd, nwd * sizeof(st->wd[0]));
     }
     if (dispatch(st, r) == STORE_OK) {
         if (!alone) {
@@ -80,7 +79,7 @@ static void run_one(struct pgstore *st, struct store_req *r, int alone)
     } else if (!alone && !st->rerun) {
         (void)pg_exec(st, NULL, "ROLLBACK TO op"); /* r->rc and r->err stay */
         (void)pg_exec(st, NULL, "RELEASE op");
-        memcpy(st->wd, wd, nwd * sizeof(wd[0]));
+        memcpy(st->wd, st->wd_op, nwd * sizeof(st->wd[0]));
         st->nwd = nwd;
     }
 }

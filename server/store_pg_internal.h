@@ -59,6 +59,7 @@ struct pgstore {
     int rerun;               /* a serialization failure or deadlock: run the list again */
     struct pg_wave_delta wd[PG_WAVE_DELTAS]; /* the transaction's, unwritten */
     size_t nwd;
+    struct pg_wave_delta wd_op[PG_WAVE_DELTAS]; /* wd before the op under way */
     /* The database unreachable (store_pg_outage.c); store thread only but
      * `down`, which the loop reads to fail requests at once: */
     atomic_int down;
