@@ -1168,6 +1168,11 @@ static void wr_cb(evutil_socket_t fd, short what, void *arg)
  * inside TLS the handshake's end (BEV_EVENT_CONNECTED). */
 static void conn_event(struct conn *c, short what)
 {
+    enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
+    /* the device can resume: the log says from where */
+    int midway = c->kind == K_V1 && (st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING ||
+                                     st == TCPOTA_SRV_SENT_ALL);
+
     if (what == BEV_EVENT_CONNECTED) {
         /* A TLS handshake finished: nothing ends here. */
         int resumed = SSL_session_reused(bufferevent_openssl_get_ssl(c->bev)) == 1;
@@ -1201,14 +1206,15 @@ static void conn_event(struct conn *c, short what)
         if (c->srv->tls && (tls_err || !err)) {
             clog_(c, 0, "%s: %s; closed", c->tls_up ? "TLS error" : "TLS handshake failed",
                   tls_error_reason(tls_err));
+        } else if (midway) {
+            clog_(c, 0, "connection error mid-transfer at %u of %u bytes durable: %s; it can resume",
+                  c->s.acked, c->img ? c->img->size : 0, err ? strerror(err) : "reset by the peer");
         } else {
             clog_(c, 0, "connection error: %s; closed",
                   err ? strerror(err) : "reset by the peer");
         }
     } else if (what & BEV_EVENT_EOF) {
-        if (c->kind == K_V1 && (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_OFFERED ||
-                                tcpota_srv_get_state(&c->s) == TCPOTA_SRV_STREAMING ||
-                                tcpota_srv_get_state(&c->s) == TCPOTA_SRV_SENT_ALL)) {
+        if (midway) {
             clog_(c, 0, "disconnected mid-transfer at %u of %u bytes durable; it can resume",
                   c->s.acked, c->img ? c->img->size : 0);
         } else {
