@@ -46,6 +46,7 @@ static int outcome_of_last(struct dl *d, struct store_req *r, int restart)
     snprintf(why, sizeof(why), "sent every byte of %s, asks again on %s: rolled back or rejected it",
              o->image.version, d->version);
     metrics_event(o->rollout.id, o->image.id, METRICS_FAILED);
+    d->ota->srv->stats.http_failed++;
     fleet_step(d->ota->srv, &w, STORE_ST_FAILED, o->image.id, o->image.id, 0, why, 1, 0);
     dev->state = STORE_ST_FAILED;
     say_dev(d->ota->srv, 1, d->id, d->peer, "http: %s; not offered again", why);

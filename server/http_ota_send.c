@@ -58,6 +58,7 @@ static void record_done(struct dl *d)
 
     if (d->last + 1 == d->img->size) {
         metrics_event(d->rollout_id, d->img->desc.id, METRICS_COMPLETED);
+        srv->stats.http_whole++;
         fleet_step(srv, &w, STORE_ST_VERIFIED, d->img->desc.id, NULL, d->img->size,
                    "every byte sent over HTTP", 1, 0);
         say_dev(srv, 0, d->id, d->peer, "http: every byte of %s sent (bytes %u-%u of %u)",

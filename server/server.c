@@ -115,7 +115,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 static void print_summary(const struct server *srv)
 {
     unsigned counts[DEV_OUTCOMES], i;
-    char line[1024], tls[80] = "";
+    char line[1024], tls[80] = "", http[96] = "";
     size_t n;
 
     devices_count(&srv->devices, counts);
@@ -132,10 +132,15 @@ static void print_summary(const struct server *srv)
         (void)snprintf(tls, sizeof(tls), "; TLS: %u full handshakes, %u resumed",
                        srv->stats.tls_full, srv->stats.tls_resumed);
     }
+    if (srv->fleet) { /* the devices above are tcpota's; esp_https_ota ones download over HTTP */
+        (void)snprintf(http, sizeof(http), "; HTTP downloads: %u with every byte sent, %u failed "
+                       "(the device back on its old version)", srv->stats.http_whole,
+                       srv->stats.http_failed);
+    }
     say_always(srv->o, LOG_LV_INFO,
-               "%s; %u legacy devices served; %u connections, %u ended by an error, "
+               "%s; %u legacy devices served%s; %u connections, %u ended by an error, "
                "%u failed authentications, %u refused; %.1f MB sent in %.1f s%s",
-               line, srv->stats.legacy_done, srv->stats.connections, srv->stats.failed,
+               line, srv->stats.legacy_done, http, srv->stats.connections, srv->stats.failed,
                srv->stats.auth_failed, srv->stats.refused, (double)srv->stats.bytes_sent / 1e6,
                now_s() - srv->started, tls);
 }

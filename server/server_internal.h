@@ -121,6 +121,7 @@ struct server {
     uint64_t next_id;
     struct {
         unsigned connections, failed, refused, legacy_done, auth_failed; /* failed: connections ended by an error */
+        unsigned http_whole, http_failed; /* fleet mode's HTTP downloads (http_ota*.c) */
         unsigned tls_full, tls_resumed; /* TLS handshakes finished, full or resumed */
         uint64_t bytes_sent;
     } stats;

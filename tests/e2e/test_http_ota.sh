@@ -217,6 +217,12 @@ header X-Tcpota-Reason paused | grep -q 'paused' || fail "paused: reason $(heade
 [ "$(get c3 "http://127.0.0.1:$OTA_PORT/ota/esp32c3?device=h-10")" = 204 ] || fail "other model: not 204"
 stop_fleet
 ok "a paused rollout and another model: 204 with the reason"
+# The server's summary counts its HTTP downloads too (before: only tcpota
+# devices, so a fleet of esp_https_ota devices summed to nothing): several
+# whole downloads above, and one failure (esp-2).
+grep -qE 'summary: .*; HTTP downloads: [1-9][0-9]* with every byte sent, 1 failed \(the device back on its old version\)' "$WORK/server.log" ||
+  fail "the summary does not count the HTTP downloads: $(grep 'summary:' "$WORK/server.log")"
+ok "the summary counts HTTP downloads and their failure"
 
 # ---- HTTPS on --ota-listen with the server's certificate ---------------------------
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$WORK/srv.key" \
