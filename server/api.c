@@ -206,26 +206,26 @@ json_t *api_body_object(struct api_call *c)
     return o;
 }
 
-int api_printable(const char *s, size_t max, int empty_ok)
+/* 1 when s is len 1..max (0..max when empty_ok) bytes from lowest to 0x7e. */
+static int chars_in(const char *s, size_t max, int empty_ok, char lowest)
 {
     size_t n = strlen(s), i;
 
     if (n > max || (n == 0 && !empty_ok)) return 0;
     for (i = 0; i < n; i++) {
-        if (s[i] < 0x21 || s[i] > 0x7e) return 0;
+        if (s[i] < lowest || s[i] > 0x7e) return 0;
     }
     return 1;
 }
 
+int api_printable(const char *s, size_t max, int empty_ok)
+{
+    return chars_in(s, max, empty_ok, 0x21);
+}
+
 int api_name_ok(const char *s, size_t max)
 {
-    size_t n = strlen(s), i;
-
-    if (n == 0 || n > max) return 0;
-    for (i = 0; i < n; i++) {
-        if (s[i] < 0x20 || s[i] > 0x7e) return 0;
-    }
-    return 1;
+    return chars_in(s, max, 0, 0x20);
 }
 
 void api_changed(struct api *a)

@@ -1168,10 +1168,7 @@ static void wr_cb(evutil_socket_t fd, short what, void *arg)
  * inside TLS the handshake's end (BEV_EVENT_CONNECTED). */
 static void conn_event(struct conn *c, short what)
 {
-    enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
-    /* the device can resume: the log says from where */
-    int midway = c->kind == K_V1 && (st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING ||
-                                     st == TCPOTA_SRV_SENT_ALL);
+    int midway = offer_streams(c); /* the device can resume: the log says from where */
 
     if (what == BEV_EVENT_CONNECTED) {
         /* A TLS handshake finished: nothing ends here. */

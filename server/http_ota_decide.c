@@ -84,15 +84,10 @@ void ota_checkin_done(struct store_req *r)
     if (r->u.checkin.has_rollout) {
         struct store_image *si = &r->u.checkin.out->image;
         snprintf(etag, sizeof(etag), "\"%s\"", si->idhex);
-        switch (http_range_decide(d->has_range ? d->range : NULL,
-                                  d->has_if_range ? d->if_range : NULL, etag, si->size, &rg)) {
-        case 200:
-        case 206:
-            restart = !d->head && rg.first == 0;
-            break;
-        default: /* 416: from the end or past it (curl -C - on a whole file) */
-            break;
-        }
+        /* not a 416: from the end or past it (curl -C - on a whole file) */
+        int rs = http_range_decide(d->has_range ? d->range : NULL,
+                                   d->has_if_range ? d->if_range : NULL, etag, si->size, &rg);
+        restart = !d->head && (rs == 200 || rs == 206) && rg.first == 0;
     }
     failed = outcome_of_last(d, r, restart);
     memset(&h, 0, sizeof(h));

@@ -115,7 +115,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 static void print_summary(const struct server *srv)
 {
     unsigned counts[DEV_OUTCOMES], i;
-    char line[1024], tls[80] = "", http[96] = "";
+    char line[1024], tls[80] = "", http[160] = "";
     size_t n;
 
     devices_count(&srv->devices, counts);
