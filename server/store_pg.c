@@ -17,9 +17,11 @@
  * a node's crash loses nothing, the database's crash at most that window.
  * A durable one waits for the flush. Transactions stay short: a row lock
  * (a wave's counters, a rollout under compare-and-set) is held for one
- * list, not a window, so other nodes never wait long. A deadlock or a
- * serialization failure between nodes rolls the list back and runs it
- * again. A lost connection is made again at once and the list run again;
+ * list, not a window, so other nodes never wait long. The rows of the
+ * devices a list writes are locked first, in id order (pg_lock_devices),
+ * so two nodes' lists wait for each other rather than deadlock; a deadlock
+ * or a serialization failure that still happens rolls the list back and
+ * runs it again. A lost connection is made again at once and the list run again;
  * when the database cannot be reached, store_pg_outage.c takes over. */
 #include "store_pg_internal.h"
 
@@ -134,6 +136,14 @@ static int attempt(struct pgstore *st, struct store_req *head)
         (!durable && pg_exec(st, head, "SET LOCAL synchronous_commit TO off") != 0)) {
         fail_all(head->next, head->err);
         PQclear(PQexec(st->db, "ROLLBACK"));
+        return -1;
+    }
+    if (pg_lock_devices(st, head) != STORE_OK) {
+        PQclear(PQexec(st->db, "ROLLBACK"));
+        if (st->rerun) {
+            return 1;
+        }
+        fail_all(head->next, head->err);
         return -1;
     }
     for (r = head; r && !st->rerun; r = r->next) {

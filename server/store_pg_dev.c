@@ -279,6 +279,67 @@ int pg_op_checkin(struct pgstore *st, struct store_req *r)
     return ro_id > 0 ? load_rollout(st, r, ro_id) : STORE_OK;
 }
 
+/* ---- the list's device rows, locked first ---- */
+
+/* Adds the device ids r writes to a (none for the reading ops, and for
+ * the ones keyed by something else). 0, or -1 out of memory. */
+static int ids_of(const struct store_req *r, struct pg_array *a)
+{
+    size_t i;
+
+    switch (r->op) {
+    case STORE_CHECKIN:
+        return r->u.checkin.id ? pg_array_add(a, r->u.checkin.id) : 0;
+    case STORE_EVENT:
+        return r->u.event.id ? pg_array_add(a, r->u.event.id) : 0;
+    case STORE_EVENTS:
+        for (i = 0; r->u.events.items && i < r->u.events.n; i++) {
+            if (pg_array_add(a, r->u.events.items[i].id) != 0) {
+                return -1;
+            }
+        }
+        return 0;
+    case STORE_SEEN:
+        for (i = 0; r->u.seen.ids && i < r->u.seen.n; i++) {
+            if (pg_array_add(a, r->u.seen.ids[i]) != 0) {
+                return -1;
+            }
+        }
+        return 0;
+    case STORE_DEVICE_SET_GROUP:
+    case STORE_SECRET_SET:
+        return r->u.device.id ? pg_array_add(a, r->u.device.id) : 0;
+    default:
+        return 0;
+    }
+}
+
+int pg_lock_devices(struct pgstore *st, struct store_req *head)
+{
+    struct pg_array ids = {0};
+    const struct store_req *r;
+    const char *lit = NULL;
+    int rc = 0;
+
+    for (r = head; r && rc == 0; r = r->next) {
+        rc = ids_of(r, &ids);
+    }
+    if (rc == 0 && ids.n < 2) {
+        pg_array_free(&ids);
+        return STORE_OK; /* one row: nothing to order */
+    }
+    if (rc != 0 || !(lit = pg_array_end(&ids))) {
+        pg_array_free(&ids);
+        return store_err_set(head, STORE_E_IO, "out of memory");
+    }
+    /* ORDER BY comes before the locking clause: the rows are locked in
+     * id order, whatever order the list's ops then write them in. */
+    rc = pg_run(st, head, "lock devices", "SELECT count(*) FROM (SELECT 1 FROM devices"
+                " WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE) AS locked", "t", lit);
+    pg_array_free(&ids);
+    return rc < 0 ? rc : STORE_OK;
+}
+
 /* One statement, one round trip, however many devices. */
 int pg_op_seen(struct pgstore *st, struct store_req *r)
 {

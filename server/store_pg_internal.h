@@ -196,6 +196,13 @@ int pg_op_checkin(struct pgstore *st, struct store_req *r);
 int pg_op_event(struct pgstore *st, struct store_req *r);
 int pg_op_events(struct pgstore *st, struct store_req *r);
 int pg_op_seen(struct pgstore *st, struct store_req *r);
+/* Locks, in id order, the rows of the devices the list from head on
+ * writes (when it names two or more): two nodes' lists that write the
+ * same devices in different orders (one's check-in, the other's batch of
+ * steps) then wait for each other instead of deadlocking. Newly inserted
+ * rows are not covered (nothing to lock yet); a deadlock there is rare and
+ * rerun. STORE_OK, or the error in head (st->rerun set on a deadlock). */
+int pg_lock_devices(struct pgstore *st, struct store_req *head);
 int pg_op_device_list(struct pgstore *st, struct store_req *r);
 int pg_op_device_get(struct pgstore *st, struct store_req *r);
 int pg_op_device_set_group(struct pgstore *st, struct store_req *r);

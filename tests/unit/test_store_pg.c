@@ -3,7 +3,8 @@
  * database need: migrations run once when nodes start together, one winner
  * of a rollout's compare-and-set, images fetched from the database into a
  * node's cache (checked), a lost connection taken up again, and the errors
- * an operator meets (unreachable, not ours, newer schema).
+ * an operator meets (unreachable, not ours, newer schema), and lists of
+ * two nodes writing the same devices never deadlocking.
  *
  * Run through with_pg.sh, which starts a cluster of the test's own and
  * passes it in TCPOTA_PG; each test gets an empty schema of its own. */
@@ -283,6 +284,76 @@ static void test_counters_two_nodes(void **state)
     store_req_free(now);
     store_req_free(ra);
     store_req_free(rb);
+    store_close(b);
+    ss_rm_tree(dir_b);
+}
+
+/* How many times the cluster's log (with_pg.sh's TCPOTA_PG_LOG) says it
+ * broke a deadlock, from byte `from` on. */
+static int deadlocks_logged(long from)
+{
+    const char *path = getenv("TCPOTA_PG_LOG");
+    char line[1024];
+    int n = 0;
+    FILE *fp;
+
+    assert_non_null(path);
+    fp = fopen(path, "r");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, from, SEEK_SET), 0);
+    while (fgets(line, sizeof(line), fp)) {
+        n += strstr(line, "deadlock detected") != NULL;
+    }
+    fclose(fp);
+    return n;
+}
+
+static long log_size(void)
+{
+    struct stat sb;
+
+    assert_int_equal(stat(getenv("TCPOTA_PG_LOG"), &sb), 0);
+    return (long)sb.st_size;
+}
+
+/* Two nodes write the same devices' steps at once in opposite orders (one
+ * node's batch, another's check-ins of the same devices, moved there):
+ * each list locks its devices' rows in id order first, so one waits for
+ * the other and PostgreSQL never has to break a deadlock (without it,
+ * nearly every round does, and the loser's list runs again a second
+ * later). */
+static void test_crossing_lists_two_nodes(void **state)
+{
+    enum { N = 40, ROUNDS = 3 };
+    struct fx *f = *state;
+    char dir_b[64], up[N][16], down[N][16];
+    struct store *b = second_node(f, dir_b, sizeof(dir_b));
+    struct store_req *ra, *rb;
+    long from = log_size();
+    int fired, k;
+    size_t i;
+
+    for (i = 0; i < N; i++) {
+        snprintf(up[i], sizeof(up[i]), "cross-%02u", (unsigned)i);
+        snprintf(down[N - 1 - i], sizeof(down[0]), "cross-%02u", (unsigned)i);
+        store_req_free(ss_checkin(f, up[i], NULL, 0));
+    }
+    for (k = 0; k < ROUNDS; k++) {
+        enum store_dev_state st = k % 2 ? STORE_ST_DOWNLOADING : STORE_ST_OFFERED;
+        fired = 0;
+        ra = moves(up, N, st, 0, &fired);
+        rb = moves(down, N, st, 0, &fired);
+        assert_int_equal(store_submit(f->st, ra), 0);
+        assert_int_equal(store_submit(b, rb), 0);
+        while (fired < 2) {
+            event_base_loop(f->base, EVLOOP_ONCE);
+        }
+        assert_int_equal(ra->rc, STORE_OK);
+        assert_int_equal(rb->rc, STORE_OK);
+        store_req_free(ra);
+        store_req_free(rb);
+    }
+    assert_int_equal(deadlocks_logged(from), 0);
     store_close(b);
     ss_rm_tree(dir_b);
 }
@@ -716,6 +787,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cas_two_nodes, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_counters_two_nodes, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_checkin_two_nodes, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_crossing_lists_two_nodes, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_image_shared, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_reconnects, ss_setup, ss_teardown),
         cmocka_unit_test(test_outage),

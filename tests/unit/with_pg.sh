@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # with_pg.sh CMD...: runs CMD with a PostgreSQL cluster of its own, started in
 # a scratch folder (scripts/pg_lib.sh) and stopped afterwards whatever CMD
-# does; CMD finds it through TCPOTA_PG (a libpq connection string).
+# does; CMD finds it through TCPOTA_PG (a libpq connection string), and its
+# server log in TCPOTA_PG_LOG.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../../scripts/pg_lib.sh"
@@ -16,4 +17,4 @@ cleanup() {
 }
 trap cleanup EXIT
 pg_start "$work"
-TCPOTA_PG=$PG_CONNINFO "$@"
+TCPOTA_PG=$PG_CONNINFO TCPOTA_PG_LOG=$work/postgres.log "$@"
