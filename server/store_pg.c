@@ -10,18 +10,27 @@
  * store_sqlite.c (store_worker.c, shared), and one connection per node.
  *
  * Transactions: the requests handed over together (one turn of the loop)
- * run in ONE transaction, each in a savepoint so a failed op leaves nothing
- * half done, and are posted after its COMMIT. When none of them is durable
- * (store.h) the commit is asynchronous (synchronous_commit off): the server
- * makes it durable within wal_writer_delay, as SQLite's batch window does;
- * a node's crash loses nothing, the database's crash at most that window.
- * A durable one waits for the flush. Transactions stay short: a row lock
- * (a wave's counters, a rollout under compare-and-set) is held for one
- * list, not a window, so other nodes never wait long. The rows of the
- * devices a list writes are locked first, in id order (pg_lock_devices),
- * so two nodes' lists wait for each other rather than deadlock; a deadlock
- * or a serialization failure that still happens rolls the list back and
- * runs it again. A lost connection is made again at once and the list run again;
+ * run in ONE transaction and are posted after its COMMIT. When none of
+ * them is durable (store.h) the commit is asynchronous (synchronous_commit
+ * off): the server makes it durable within wal_writer_delay, as SQLite's
+ * batch window does; a node's crash loses nothing, the database's crash at
+ * most that window. A durable one waits for the flush.
+ *
+ * The requests run without savepoints first; when one fails, the list is
+ * rolled back and runs again with a savepoint around each, so that the
+ * failed one leaves nothing half done and the others commit. Not a
+ * savepoint each from the start: two statements more per request, and a
+ * row that a subtransaction updates after the list locked it (below)
+ * needs a MultiXact (the 1-node check-in benchmark: 12,500/s with them,
+ * 17,600/s without; bench/README.md, sixteenth session).
+ *
+ * Transactions stay short: a row lock (a wave's counters, a rollout under
+ * compare-and-set) is held for one list, not a window, so other nodes
+ * never wait long. The rows of the devices a list writes are locked first,
+ * in id order (pg_lock_devices), so two nodes' lists wait for each other
+ * rather than deadlock; a deadlock or a serialization failure that still
+ * happens rolls the list back and runs it again. A lost connection is made
+ * again at once and the list run again;
  * when the database cannot be reached, store_pg_outage.c takes over. */
 #include "store_pg_internal.h"
 
@@ -121,8 +130,10 @@ static void after_commit(struct pgstore *st, struct store_req *head)
     }
 }
 
-/* One attempt at the list: 0 committed, 1 to run again, -1 failed. */
-static int attempt(struct pgstore *st, struct store_req *head)
+/* One attempt at the list: 0 committed, 1 to run again, 2 to run again
+ * with a savepoint around each request (one failed: savepoints), -1
+ * failed. */
+static int attempt(struct pgstore *st, struct store_req *head, int savepoints)
 {
     struct store_req *r;
     int durable = 0, alone = head->next == NULL;
@@ -147,7 +158,11 @@ static int attempt(struct pgstore *st, struct store_req *head)
         return -1;
     }
     for (r = head; r && !st->rerun; r = r->next) {
-        run_one(st, r, alone);
+        run_one(st, r, alone || !savepoints);
+        if (!alone && !savepoints && r->rc < 0 && !st->rerun) {
+            PQclear(PQexec(st->db, "ROLLBACK"));
+            return 2;
+        }
     }
     if (!st->rerun && pg_waves_flush(st, head) == STORE_OK && !st->rerun &&
         pg_exec(st, head, "COMMIT") == 0) {
@@ -168,7 +183,7 @@ static int attempt(struct pgstore *st, struct store_req *head)
 static void run_list(struct pgstore *st, struct store_req *head)
 {
     struct store_req *tail = head;
-    int k, rc = -1, again = 0;
+    int k, rc = -1, again = 0, savepoints = 0;
 
     if (!head) {
         return;
@@ -181,7 +196,12 @@ static void run_list(struct pgstore *st, struct store_req *head)
             pg_outage_start(st, head);
             return;
         }
-        rc = attempt(st, head);
+        rc = attempt(st, head, savepoints);
+        if (rc == 2) {
+            savepoints = 1; /* at most once: not a rerun */
+            k--;
+            continue;
+        }
         if (rc == -1 && PQstatus(st->db) != CONNECTION_OK) {
             if (again++ == 0) {
                 continue; /* the connection broke under it: once more on a new one */

@@ -334,7 +334,7 @@ int pg_lock_devices(struct pgstore *st, struct store_req *head)
     }
     /* ORDER BY comes before the locking clause: the rows are locked in
      * id order, whatever order the list's ops then write them in. */
-    rc = pg_run(st, head, "lock devices", "SELECT count(*) FROM (SELECT 1 FROM devices"
+    rc = pg_run_once(st, head, "lock devices", "SELECT count(*) FROM (SELECT 1 FROM devices"
                 " WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE) AS locked", "t", lit);
     pg_array_free(&ids);
     return rc < 0 ? rc : STORE_OK;

@@ -105,7 +105,9 @@ static void fail(struct pgstore *st, struct store_req *r, const char *what, cons
     store_err_set(r, STORE_E_IO, "%s: the database failed: %s", what, msg);
 }
 
-static PGresult *query_v(struct pgstore *st, struct store_req *r, const char *what,
+/* Runs sql: prepared once and cached, or (once) planned with its
+ * parameters' values each time. */
+static PGresult *query_v(struct pgstore *st, struct store_req *r, const char *what, int once,
                          const char *sql, const char *fmt, va_list ap)
 {
     struct params p;
@@ -117,10 +119,13 @@ static PGresult *query_v(struct pgstore *st, struct store_req *r, const char *wh
         store_err_set(r, STORE_E_INVAL, "%s: bad parameter format \"%s\"", what, fmt);
         return NULL;
     }
-    if (!(name = cached(st, r, what, sql))) {
+    if (once) {
+        res = PQexecParams(st->db, sql, p.n, NULL, p.values, p.lengths, p.formats, 0);
+    } else if (!(name = cached(st, r, what, sql))) {
         return NULL;
+    } else {
+        res = PQexecPrepared(st->db, name, p.n, p.values, p.lengths, p.formats, 0);
     }
-    res = PQexecPrepared(st->db, name, p.n, p.values, p.lengths, p.formats, 0);
     s = PQresultStatus(res);
     if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
         fail(st, r, what, res);
@@ -137,26 +142,46 @@ PGresult *pg_q(struct pgstore *st, struct store_req *r, const char *what, const 
     va_list ap;
 
     va_start(ap, fmt);
-    res = query_v(st, r, what, sql, fmt, ap);
+    res = query_v(st, r, what, 0, sql, fmt, ap);
     va_end(ap);
     return res;
 }
 
-int pg_run(struct pgstore *st, struct store_req *r, const char *what, const char *sql,
-           const char *fmt, ...)
+static int run_v(struct pgstore *st, struct store_req *r, const char *what, int once,
+                 const char *sql, const char *fmt, va_list ap)
 {
-    PGresult *res;
-    va_list ap;
+    PGresult *res = query_v(st, r, what, once, sql, fmt, ap);
 
-    va_start(ap, fmt);
-    res = query_v(st, r, what, sql, fmt, ap);
-    va_end(ap);
     if (!res) {
         return r->rc < 0 ? r->rc : STORE_E_IO;
     }
     st->changes = strtoll(PQcmdTuples(res), NULL, 10);
     PQclear(res);
     return STORE_OK;
+}
+
+int pg_run(struct pgstore *st, struct store_req *r, const char *what, const char *sql,
+           const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = run_v(st, r, what, 0, sql, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int pg_run_once(struct pgstore *st, struct store_req *r, const char *what, const char *sql,
+                const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = run_v(st, r, what, 1, sql, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 int pg_int(struct pgstore *st, struct store_req *r, const char *what, int64_t *out,
@@ -167,7 +192,7 @@ int pg_int(struct pgstore *st, struct store_req *r, const char *what, int64_t *o
     int found;
 
     va_start(ap, fmt);
-    res = query_v(st, r, what, sql, fmt, ap);
+    res = query_v(st, r, what, 0, sql, fmt, ap);
     va_end(ap);
     if (!res) {
         return r->rc < 0 ? r->rc : STORE_E_IO;

@@ -358,6 +358,51 @@ static void test_crossing_lists_two_nodes(void **state)
     ss_rm_tree(dir_b);
 }
 
+/* A list whose requests run together, one of which fails: the list runs
+ * without savepoints first, then again with one around each request, so
+ * the others commit and the failed one answers its own error. */
+static void test_failed_op_in_list(void **state)
+{
+    static const char *const ids[] = {"list-1", "list-2", "list-3"};
+    struct fx *f = *state;
+    struct store_req *in[3], *bad, *got;
+    int fired = 0;
+    size_t i;
+
+    for (i = 0; i < 3; i++) {
+        in[i] = store_req_new(STORE_CHECKIN, on_set, &fired);
+        assert_non_null(in[i]);
+        in[i]->now = NOW;
+        in[i]->u.checkin.id = ids[i];
+        in[i]->u.checkin.model = "esp32";
+        in[i]->u.checkin.version = "1.0.0";
+    }
+    bad = store_req_new(STORE_DEVICE_SET_GROUP, on_set, &fired);
+    assert_non_null(bad);
+    bad->now = NOW;
+    bad->u.device.id = "nobody";
+    bad->u.device.group = "g";
+    /* Handed over in one turn: one list, one transaction. */
+    assert_int_equal(store_submit(f->st, in[0]), 0);
+    assert_int_equal(store_submit(f->st, bad), 0);
+    assert_int_equal(store_submit(f->st, in[1]), 0);
+    assert_int_equal(store_submit(f->st, in[2]), 0);
+    while (fired < 4) {
+        event_base_loop(f->base, EVLOOP_ONCE);
+    }
+    assert_int_equal(bad->rc, STORE_E_NOTFOUND);
+    assert_non_null(strstr(bad->err, "no device nobody"));
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(in[i]->rc, STORE_OK);
+        assert_int_equal(in[i]->u.checkin.is_new, 1);
+        store_req_free(in[i]);
+        got = ss_device_get(f, ids[i]);
+        assert_int_equal(got->rc, STORE_OK);
+        store_req_free(got);
+    }
+    store_req_free(bad);
+}
+
 /* Adds real bytes (id: their SHA-256) through f's node. */
 static void add_real_image(struct fx *f, const uint8_t *bytes, size_t n, const char *version,
                            uint8_t *id)
@@ -788,6 +833,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_counters_two_nodes, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_checkin_two_nodes, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_crossing_lists_two_nodes, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_op_in_list, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_image_shared, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_reconnects, ss_setup, ss_teardown),
         cmocka_unit_test(test_outage),
