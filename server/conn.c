@@ -1407,14 +1407,9 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
     srv->conns = c;
     srv->nconns++;
     srv->stats.connections++;
-    /* The listener defers accepting until the first bytes are in
-     * (listen_on): read them now, not after a wakeup. A check-in answered
-     * from memory then costs no epoll_ctl (its event's add and delete meet
-     * in libevent's changelist). Each adds its event when nothing is in. */
     if (c->first_byte) {
-        first_byte_cb(fd, EV_READ, c);
+        event_add(c->first_byte, NULL);
     } else {
         conn_read_on(c);
-        read_now(c, 0); /* may free c */
     }
 }

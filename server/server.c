@@ -15,8 +15,6 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -295,23 +293,6 @@ static void say_listening(const struct server *srv, int fd, unsigned workers)
                srv->img->version, srv->img->size, srv->img->idhex, nw);
 }
 
-/* The kernel hands a connection over once its first bytes are in: every
- * client of this port speaks first (HELLO, req0, a TLS ClientHello), and
- * conn_new reads them at once, so a check-in costs one wakeup instead of
- * two. A client that stays silent is handed over after about this many
- * seconds anyway (the kernel's next SYN-ACK), and its idle timeout runs
- * from then. Not set where the kernel lacks it: the reads then find
- * nothing at first, as before. */
-#define DEFER_ACCEPT_S 1
-
-static void defer_accept(struct server *srv)
-{
-    int s = DEFER_ACCEPT_S;
-
-    (void)setsockopt(evconnlistener_get_fd(srv->lis), IPPROTO_TCP, TCP_DEFER_ACCEPT, &s,
-                     sizeof(s));
-}
-
 /* Listens on --listen, or (a worker) on the socket the supervisor opened. */
 static int listen_on(struct server *srv, int worker_fd)
 {
@@ -329,7 +310,6 @@ static int listen_on(struct server *srv, int worker_fd)
             return -1;
         }
         evconnlistener_set_error_cb(srv->lis, accept_error_cb);
-        defer_accept(srv);
         return 0;
     }
 
@@ -347,7 +327,6 @@ static int listen_on(struct server *srv, int worker_fd)
         return -1;
     }
     evconnlistener_set_error_cb(srv->lis, accept_error_cb);
-    defer_accept(srv);
     say_listening(srv, evconnlistener_get_fd(srv->lis), 1); /* always: scripts wait for it */
     return 0;
 }
