@@ -242,6 +242,20 @@ static struct store_req *moves(char (*ids)[16], size_t n, enum store_dev_state s
     return r;
 }
 
+/* Hands ra to f's node and rb to node b at once, waits for both (each
+ * counts into *fired, from 0), and expects both done. */
+static void both_nodes(struct fx *f, struct store *b, struct store_req *ra, struct store_req *rb,
+                       int *fired)
+{
+    assert_int_equal(store_submit(f->st, ra), 0);
+    assert_int_equal(store_submit(b, rb), 0);
+    while (*fired < 2) {
+        event_base_loop(f->base, EVLOOP_ONCE);
+    }
+    assert_int_equal(ra->rc, STORE_OK);
+    assert_int_equal(rb->rc, STORE_OK);
+}
+
 /* Both nodes report the same devices' same step at the same moment (a
  * device's retry reaching another node): each device's status moves once,
  * so the wave counts each device once (without the row lock, both nodes
@@ -270,13 +284,7 @@ static void test_counters_two_nodes(void **state)
     fired = 0;
     ra = moves(ids, N, STORE_ST_DOWNLOADING, ro, &fired);
     rb = moves(ids, N, STORE_ST_DOWNLOADING, ro, &fired);
-    assert_int_equal(store_submit(f->st, ra), 0);
-    assert_int_equal(store_submit(b, rb), 0);
-    while (fired < 2) {
-        event_base_loop(f->base, EVLOOP_ONCE);
-    }
-    assert_int_equal(ra->rc, STORE_OK);
-    assert_int_equal(rb->rc, STORE_OK);
+    both_nodes(f, b, ra, rb, &fired);
     now = ss_rollout_get(f, ro);
     assert_int_equal(now->u.rollout.r->waves[0].targeted, N);
     assert_int_equal(now->u.rollout.r->waves[0].offered, 0);
@@ -343,13 +351,7 @@ static void test_crossing_lists_two_nodes(void **state)
         fired = 0;
         ra = moves(up, N, st, 0, &fired);
         rb = moves(down, N, st, 0, &fired);
-        assert_int_equal(store_submit(f->st, ra), 0);
-        assert_int_equal(store_submit(b, rb), 0);
-        while (fired < 2) {
-            event_base_loop(f->base, EVLOOP_ONCE);
-        }
-        assert_int_equal(ra->rc, STORE_OK);
-        assert_int_equal(rb->rc, STORE_OK);
+        both_nodes(f, b, ra, rb, &fired);
         store_req_free(ra);
         store_req_free(rb);
     }
