@@ -132,7 +132,7 @@ static void after_commit(struct pgstore *st, struct store_req *head)
 
 /* One attempt at the list: 0 committed, 1 to run again, 2 to run again
  * with a savepoint around each request (one failed: savepoints), -1
- * failed. */
+ * failed (a request alone that failed: nothing it wrote is kept). */
 static int attempt(struct pgstore *st, struct store_req *head, int savepoints)
 {
     struct store_req *r;
@@ -159,9 +159,11 @@ static int attempt(struct pgstore *st, struct store_req *head, int savepoints)
     }
     for (r = head; r && !st->rerun; r = r->next) {
         run_one(st, r, alone || !savepoints);
-        if (!alone && !savepoints && r->rc < 0 && !st->rerun) {
+        if (!savepoints && r->rc < 0 && !st->rerun) {
+            /* What it wrote goes with the transaction: alone, its error
+             * is the answer; with others, they run again around it. */
             PQclear(PQexec(st->db, "ROLLBACK"));
-            return 2;
+            return alone ? -1 : 2;
         }
     }
     if (!st->rerun && pg_waves_flush(st, head) == STORE_OK && !st->rerun &&

@@ -117,7 +117,8 @@ int pg_migrate(PGconn *db, char *err, size_t errlen);
  * each: 'i' int64_t, 't' const char * (NULL: NULL), 'b' const void * then
  * int length (bytea). Returns the result (the caller PQclear()s it) when it
  * succeeded, else NULL with r's error written as "what: <server message>"
- * (STORE_E_IO; STORE_E_CONFLICT for a serialization failure or deadlock). */
+ * (STORE_E_IO; a serialization failure or a deadlock also sets st->rerun:
+ * the list runs again). */
 PGresult *pg_q(struct pgstore *st, struct store_req *r, const char *what, const char *sql,
                const char *fmt, ...);
 /* pg_q for a statement whose rows are not read: STORE_OK (st->changes set

@@ -905,6 +905,32 @@ static void test_images(void **state)
     store_req_free(r);
 }
 
+/* An add that fails half way (its upload cannot be read, after the row
+ * would be inserted) leaves nothing: the image is not listed, and adding
+ * the same bytes again stores them (on PostgreSQL a request alone in its
+ * transaction used to commit what it had written before failing). */
+static void test_failed_add_leaves_nothing(void **state)
+{
+    struct fx *f = *state;
+    struct store_req *r = ss_req(STORE_IMAGE_ADD);
+
+    r->u.image.path = "/nonexistent-dir/upload";
+    ss_fake_id(r->u.image.img->id, 0x5a);
+    snprintf(r->u.image.img->version, sizeof(r->u.image.img->version), "%s", "9.9.9");
+    snprintf(r->u.image.img->model, sizeof(r->u.image.img->model), "%s", MODEL);
+    r->u.image.img->size = 11;
+    assert_true(ss_run(f, r)->rc < 0);
+    store_req_free(r);
+    r = ss_req(STORE_IMAGE_GET);
+    strcpy(r->u.image.img->idhex, "v:9.9.9");
+    assert_int_equal(ss_run(f, r)->rc, STORE_E_NOTFOUND);
+    store_req_free(r);
+    r = ss_image_add(f, 0x5a, "9.9.9");
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.image.added, 1);
+    store_req_free(r);
+}
+
 static void test_image_ambiguous(void **state)
 {
     struct fx *f = *state;
@@ -1283,6 +1309,7 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_supersede_and_group, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_rollout_cas, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_images, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_failed_add_leaves_nothing, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_image_ambiguous, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_device_list, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_history_order, ss_setup, ss_teardown),
