@@ -166,15 +166,16 @@ stop_proxy
 pass "flip-at changes exactly byte 1234 by one bit, once"
 
 # --- 4. --chunk 1: tiny pieces, still intact ---
-# Without a gap, how many pieces the reader sees merged depends on scheduling,
-# so only a loose bound; with a gap every piece must arrive on its own.
+# Without a gap, how many pieces the reader sees merged depends on scheduling
+# (on a loaded machine 20,000 one-byte pieces arrived in 9 reads), so only the
+# bytes are checked; with a gap every piece must arrive on its own, which is
+# what shows that the proxy writes them one by one.
 start_source chunky --bytes 20000
 start_proxy chunk --upstream "127.0.0.1:$SRC_PORT" --chunk 1
 fetch chunk
 "$SRC" pattern --bytes 20000 --out "$WORK/pat20k"
 expect_prefix "$WORK/chunk.out" "$WORK/pat20k" 20000
 reads=$(field "$FETCH" reads)
-[[ $reads -ge 20 ]] || fail "chunk 1: only $reads reads for 20000 bytes; pieces were merged"
 stop_proxy
 start_proxy chunkgap --upstream "127.0.0.1:$SMALL_PORT" --chunk 1 --chunk-gap-us 100
 fetch chunkgap
