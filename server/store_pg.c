@@ -136,7 +136,7 @@ static void after_commit(struct pgstore *st, struct store_req *head)
 static int attempt(struct pgstore *st, struct store_req *head, int savepoints)
 {
     struct store_req *r;
-    int durable = 0, alone = head->next == NULL;
+    int durable = 0, alone = head->next == NULL, locked;
 
     for (r = head; r; r = r->next) {
         durable |= store_req_durable(r);
@@ -149,15 +149,8 @@ static int attempt(struct pgstore *st, struct store_req *head, int savepoints)
         PQclear(PQexec(st->db, "ROLLBACK"));
         return -1;
     }
-    if (pg_lock_devices(st, head) != STORE_OK) {
-        PQclear(PQexec(st->db, "ROLLBACK"));
-        if (st->rerun) {
-            return 1;
-        }
-        fail_all(head->next, head->err);
-        return -1;
-    }
-    for (r = head; r && !st->rerun; r = r->next) {
+    locked = pg_lock_devices(st, head) == STORE_OK;
+    for (r = head; locked && r && !st->rerun; r = r->next) {
         run_one(st, r, alone || !savepoints);
         if (!savepoints && r->rc < 0 && !st->rerun) {
             /* What it wrote goes with the transaction: alone, its error
@@ -166,7 +159,7 @@ static int attempt(struct pgstore *st, struct store_req *head, int savepoints)
             return alone ? -1 : 2;
         }
     }
-    if (!st->rerun && pg_waves_flush(st, head) == STORE_OK && !st->rerun &&
+    if (locked && !st->rerun && pg_waves_flush(st, head) == STORE_OK && !st->rerun &&
         pg_exec(st, head, "COMMIT") == 0) {
         return 0;
     }

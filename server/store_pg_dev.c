@@ -337,7 +337,7 @@ int pg_lock_devices(struct pgstore *st, struct store_req *head)
      * mode their UPDATEs take (a key is never changed): other nodes'
      * inserts that check a foreign key to the row do not wait for it. */
     rc = pg_run_once(st, head, "lock devices", "SELECT count(*) FROM (SELECT 1 FROM devices"
-                " WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE) AS locked", "t", lit);
+                " WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE) AS locked", lit);
     pg_array_free(&ids);
     return rc < 0 ? rc : STORE_OK;
 }

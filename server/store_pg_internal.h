@@ -125,14 +125,14 @@ PGresult *pg_q(struct pgstore *st, struct store_req *r, const char *what, const 
  * to the rows it touched) or the negative store_err. */
 int pg_run(struct pgstore *st, struct store_req *r, const char *what, const char *sql,
            const char *fmt, ...);
-/* pg_run for a statement planned with its parameters' values each time,
- * not prepared: one whose best plan depends on them. A prepared statement
+/* pg_run for a statement of one text parameter ($1), planned with its
+ * value each time, not prepared: one whose best plan depends on it. A prepared statement
  * soon runs a generic plan, made once from the statistics of that moment:
  * for `id = ANY($1)` on a table that was small then, a sequential scan
  * comparing every row with every element, kept while the table grows
  * (6 ms per list of 32 check-ins at 10,000 devices, bench/README.md). */
 int pg_run_once(struct pgstore *st, struct store_req *r, const char *what, const char *sql,
-                const char *fmt, ...);
+                const char *text);
 /* The one int64 the query returns: 1 and *out set, 0 when no row (or NULL),
  * <0 store_err. */
 int pg_int(struct pgstore *st, struct store_req *r, const char *what, int64_t *out,

@@ -105,26 +105,21 @@ static void fail(struct pgstore *st, struct store_req *r, const char *what, cons
     store_err_set(r, STORE_E_IO, "%s: the database failed: %s", what, msg);
 }
 
-/* Runs sql: prepared once and cached, or (once) planned with its
+/* Runs sql with p: prepared once and cached, or (once) planned with the
  * parameters' values each time. */
-static PGresult *query_v(struct pgstore *st, struct store_req *r, const char *what, int once,
-                         const char *sql, const char *fmt, va_list ap)
+static PGresult *exec_p(struct pgstore *st, struct store_req *r, const char *what, int once,
+                        const char *sql, const struct params *p)
 {
-    struct params p;
     const char *name;
     PGresult *res;
     ExecStatusType s;
 
-    if (fill_params(&p, fmt, ap) != 0) {
-        store_err_set(r, STORE_E_INVAL, "%s: bad parameter format \"%s\"", what, fmt);
-        return NULL;
-    }
     if (once) {
-        res = PQexecParams(st->db, sql, p.n, NULL, p.values, p.lengths, p.formats, 0);
+        res = PQexecParams(st->db, sql, p->n, NULL, p->values, p->lengths, p->formats, 0);
     } else if (!(name = cached(st, r, what, sql))) {
         return NULL;
     } else {
-        res = PQexecPrepared(st->db, name, p.n, p.values, p.lengths, p.formats, 0);
+        res = PQexecPrepared(st->db, name, p->n, p->values, p->lengths, p->formats, 0);
     }
     s = PQresultStatus(res);
     if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
@@ -135,6 +130,18 @@ static PGresult *query_v(struct pgstore *st, struct store_req *r, const char *wh
     return res;
 }
 
+static PGresult *query_v(struct pgstore *st, struct store_req *r, const char *what,
+                         const char *sql, const char *fmt, va_list ap)
+{
+    struct params p;
+
+    if (fill_params(&p, fmt, ap) != 0) {
+        store_err_set(r, STORE_E_INVAL, "%s: bad parameter format \"%s\"", what, fmt);
+        return NULL;
+    }
+    return exec_p(st, r, what, 0, sql, &p);
+}
+
 PGresult *pg_q(struct pgstore *st, struct store_req *r, const char *what, const char *sql,
                const char *fmt, ...)
 {
@@ -142,16 +149,14 @@ PGresult *pg_q(struct pgstore *st, struct store_req *r, const char *what, const 
     va_list ap;
 
     va_start(ap, fmt);
-    res = query_v(st, r, what, 0, sql, fmt, ap);
+    res = query_v(st, r, what, sql, fmt, ap);
     va_end(ap);
     return res;
 }
 
-static int run_v(struct pgstore *st, struct store_req *r, const char *what, int once,
-                 const char *sql, const char *fmt, va_list ap)
+/* pg_run's answer for res (cleared here; NULL: the statement failed). */
+static int ran(struct pgstore *st, struct store_req *r, PGresult *res)
 {
-    PGresult *res = query_v(st, r, what, once, sql, fmt, ap);
-
     if (!res) {
         return r->rc < 0 ? r->rc : STORE_E_IO;
     }
@@ -163,25 +168,24 @@ static int run_v(struct pgstore *st, struct store_req *r, const char *what, int 
 int pg_run(struct pgstore *st, struct store_req *r, const char *what, const char *sql,
            const char *fmt, ...)
 {
+    PGresult *res;
     va_list ap;
-    int rc;
 
     va_start(ap, fmt);
-    rc = run_v(st, r, what, 0, sql, fmt, ap);
+    res = query_v(st, r, what, sql, fmt, ap);
     va_end(ap);
-    return rc;
+    return ran(st, r, res);
 }
 
 int pg_run_once(struct pgstore *st, struct store_req *r, const char *what, const char *sql,
-                const char *fmt, ...)
+                const char *text)
 {
-    va_list ap;
-    int rc;
+    struct params p;
 
-    va_start(ap, fmt);
-    rc = run_v(st, r, what, 1, sql, fmt, ap);
-    va_end(ap);
-    return rc;
+    memset(&p, 0, sizeof(p));
+    p.n = 1;
+    p.values[0] = text;
+    return ran(st, r, exec_p(st, r, what, 1, sql, &p));
 }
 
 int pg_int(struct pgstore *st, struct store_req *r, const char *what, int64_t *out,
@@ -192,7 +196,7 @@ int pg_int(struct pgstore *st, struct store_req *r, const char *what, int64_t *o
     int found;
 
     va_start(ap, fmt);
-    res = query_v(st, r, what, 0, sql, fmt, ap);
+    res = query_v(st, r, what, sql, fmt, ap);
     va_end(ap);
     if (!res) {
         return r->rc < 0 ? r->rc : STORE_E_IO;
