@@ -34,15 +34,15 @@ start_fleet() {
 # json EXPR: a python expression over the JSON on stdin (bound to j).
 json() { python3 -c 'import json, sys; j = json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
 
-# CPU ticks of a process's main thread and of its other threads (the
-# store's): "MAIN OTHERS".
-thread_ticks() {
-  local t main=0 other=0 v
-  for t in /proc/"$1"/task/*; do
-    v=$(awk '{print $14 + $15}' "$t/stat")
-    if [ "${t##*/}" = "$1" ]; then main=$v; else other=$((other + v)); fi
+# CPU seconds of a process's main thread and of its other threads (the
+# store's), from schedstat as proc_stats: "MAIN OTHERS".
+thread_cpu() {
+  local f v main=0 other=0
+  for f in /proc/"$1"/task/*/schedstat; do
+    read -r v _ < "$f" 2>/dev/null || continue
+    if [ "$f" = "/proc/$1/task/$1/schedstat" ]; then main=$v; else other=$((other + v)); fi
   done
-  echo "$main $other"
+  awk -v m="$main" -v o="$other" 'BEGIN { printf "%.4f %.4f\n", m / 1e9, o / 1e9 }'
 }
 
 kv() { sed -nE "s/.* $1=([^ ]+).*/\\1/p" <<< "$2"; } # KEY LINE
@@ -51,10 +51,10 @@ kv() { sed -nE "s/.* $1=([^ ]+).*/\\1/p" <<< "$2"; } # KEY LINE
 # One contender: a fresh fleet server whose pool of ids is registered first
 # (--count), then a measured run. Appends a table row; checks that the
 # store holds every id and that the ids answered moved their last_seen.
-# Sets RATE (check-ins/s).
-RATE=0
+# Sets RATE (check-ins/s) and US (server CPU µs per check-in).
+RATE=0 US=0
 checkin_tcpota() { # LABEL CONNS [ENV...]
-  local label=$1 conns=$2 dir pid out t0 m0 o0 m1 o1 total moved tck
+  local label=$1 conns=$2 dir pid out t0 m0 o0 m1 o1 total moved
   shift 2
   dir=$WORK/ci-data-$conns-${#label}
   rm -rf "$dir"
@@ -68,28 +68,29 @@ checkin_tcpota() { # LABEL CONNS [ENV...]
     --count $((2 * CI_IDS)) --duration 300 > /dev/null || die "check-in warm-up failed"
   sleep 1.1 # last_seen is in whole seconds: the warm-up's all lie before t0
   t0=$(date +%s)
-  read -r m0 o0 < <(thread_ticks "$pid")
+  read -r m0 o0 < <(thread_cpu "$pid")
   out=$("${PIN_LG[@]}" "$LOADGEN" checkin --server "127.0.0.1:$PORT" --conns "$conns" --ids "$CI_IDS" \
         --duration "$CI_SECONDS") || log "check-in run had failures: $out"
-  read -r m1 o1 < <(thread_ticks "$pid")
+  read -r m1 o1 < <(thread_cpu "$pid")
   echo "$label $out" >> "$WORK/checkin.raw"
   sleep 0.5 # the last batch of last_seen times commits within 200 ms
   read -r total moved < <("$TCPOTA" device list --json --model bench-ci --limit 100000 |
     json "'%d %d' % (j['total'], sum(d['last_seen'] >= $t0 for d in j['devices']))")
   stop_pid ci
-  tck=$(getconf CLK_TCK)
   [ "$total" -eq "$CI_IDS" ] || log "check-in: the store holds $total devices, not $CI_IDS"
-  awk -v l="$label" -v c="$conns" -v m0="$m0" -v o0="$o0" -v m1="$m1" -v o1="$o1" -v h="$tck" \
+  awk -v l="$label" -v c="$conns" -v m0="$m0" -v o0="$o0" -v m1="$m1" -v o1="$o1" \
       -v total="$total" -v moved="$moved" -v ids="$CI_IDS" '
     { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
     END {
-      srv = (m1 - m0 + o1 - o0) / h; store = (o1 - o0) / h
+      srv = m1 - m0 + o1 - o0; store = o1 - o0
       ok = total == ids && moved >= v["ids_done"] && moved <= v["ids_sent"]
       printf "| %s | %d | %.0f | %.1f | %.1f | %d | %.2f | %.2f (%.0f %%) | %.2f | %s: %d of %d ids stored, %d last_seen moved (answered %d, sent %d) |\n",
         l, c, v["per_s"], v["p50_ms"], v["p99_ms"], v["failed"], srv, store,
         (srv > 0 ? 100 * store / srv : 0), v["client_cpu"], ok ? "yes" : "**NO**", total, ids,
         moved, v["ids_done"], v["ids_sent"] }' <<< "$out" >> "$WORK/checkin.md"
   RATE=$(kv per_s "$out")
+  US=$(awk -v m0="$m0" -v o0="$o0" -v m1="$m1" -v o1="$o1" -v d="$(kv done "$out")" \
+       'BEGIN { printf "%.2f", (d > 0 ? (m1 - m0 + o1 - o0) * 1e6 / d : 0) }')
 }
 
 checkin_nginx() { # CONNS
@@ -110,10 +111,11 @@ checkin_nginx() { # CONNS
           c, v["per_s"], v["p50_ms"], v["p99_ms"], v["failed"], c1 - c0, v["client_cpu"] }' \
     <<< "$out" >> "$WORK/checkin.md"
   RATE=$(kv per_s "$out")
+  US=$(awk -v c="$c0" -v e="$c1" -v d="$(kv done "$out")" 'BEGIN { printf "%.2f", (d > 0 ? (e - c) * 1e6 / d : 0) }')
 }
 
 checkin_bench() {
-  local conns t n tt nn ratios=""
+  local conns t n tt nn tu nu ttu nnu ratios=""
   CI_IDS=10000 CI_SECONDS=5
   local cs=(64 256)
   [ $QUICK -eq 1 ] && CI_SECONDS=3 cs=(128)
@@ -131,17 +133,19 @@ checkin_bench() {
     log "check-ins: C=$conns"
     # Interleaved, twice each: this VM's rates drift by tens of per cent
     # between runs a minute apart; the ratio of each pair is what counts.
-    checkin_tcpota "tcpota serve --data" "$conns"; t=$RATE
-    checkin_nginx "$conns"; n=$RATE
-    checkin_tcpota "tcpota serve --data (again)" "$conns"; tt=$RATE
-    checkin_nginx "$conns"; nn=$RATE
+    checkin_tcpota "tcpota serve --data" "$conns"; t=$RATE tu=$US
+    checkin_nginx "$conns"; n=$RATE nu=$US
+    checkin_tcpota "tcpota serve --data (again)" "$conns"; tt=$RATE ttu=$US
+    checkin_nginx "$conns"; nn=$RATE nnu=$US
     ratios+=$(awk -v c="$conns" -v t="$t" -v tt="$tt" -v n="$n" -v nn="$nn" \
-              'BEGIN{printf "| %d | %.0f, %.0f | %.0f, %.0f | %.2f×, %.2f× |\\n", c, t, tt, n, nn, t / n, tt / nn}')
+                  -v tu="$tu" -v ttu="$ttu" -v nu="$nu" -v nnu="$nnu" \
+              'BEGIN{printf "| %d | %.0f, %.0f | %.0f, %.0f | %.2f×, %.2f× | %.1f, %.1f | %.1f, %.1f | %.2f×, %.2f× |\\n",
+                     c, t, tt, n, nn, t / n, tt / nn, tu, ttu, nu, nnu, tu / nu, ttu / nnu}')
   done
   {
     echo
-    echo "| C | tcpota check-ins/s (two runs) | nginx requests/s (two runs) | tcpota / nginx (run 1, run 2) |"
-    echo "|---:|---:|---:|---:|"
+    echo "| C | tcpota check-ins/s (two runs) | nginx requests/s (two runs) | tcpota / nginx (run 1, run 2) | tcpota server CPU µs per check-in | nginx per request | CPU tcpota / nginx |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|"
     printf '%b' "$ratios"
     cat <<'EOF'
 
@@ -152,7 +156,8 @@ checkin_bench() {
   with the store's batch (200 ms).
   "recorded": afterwards `tcpota device list --json` holds every id of the pool, and the devices
   whose last_seen is at or after the run's start are between those answered and those sent.
-- Store share: CPU time (utime + stime in /proc/PID/task/TID/stat) of the server's threads other
+- Server CPU: every thread's schedstat (ns) over the measured run, for both servers (nginx: master
+  + worker). Store share: the CPU time of the server's threads other
   than the main one (the SQLite store thread is the only one) over the whole process's, during
   the measured run.
 - Each contender runs twice, interleaved with the other (tcpota, nginx, tcpota, nginx).

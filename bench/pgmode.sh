@@ -1,6 +1,6 @@
 # pgmode.sh - the PostgreSQL issue's benchmarks, sourced by run.sh after
 # fleetmode.sh (run.sh defines WORK, ROOT, TCPOTA, LOADGEN, IMG, MIB, QUICK,
-# PIDS, log, die, wait_line, stop_pid; fleetmode.sh start_fleet, thread_ticks,
+# PIDS, log, die, wait_line, stop_pid; fleetmode.sh start_fleet,
 # kv, json, PIN_SRV, PIN_LG, pinned):
 #   pg_bench  in one run, against (a) one node on SQLite, (b) one node on
 #             PostgreSQL, (c) three nodes on PostgreSQL behind HAProxy:
@@ -41,14 +41,11 @@ pgb_pg_cpu() {
   awk -v t="$ticks" -v h="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / h }'
 }
 
-# CPU seconds of the running nodes and HAProxy.
+# CPU seconds of the running nodes and HAProxy (every thread's schedstat).
 pgb_srv_cpu() {
-  local p m o sum=0
-  for p in "${PGB_NODES[@]}" $PGB_HA_PID; do
-    read -r m o < <(thread_ticks "$p")
-    sum=$((sum + m + o))
-  done
-  awk -v t="$sum" -v h="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / h }'
+  local p ns=0
+  for p in "${PGB_NODES[@]}" $PGB_HA_PID; do ns=$((ns + $(sched_ns "$p"))); done
+  awk -v n="$ns" 'BEGIN { printf "%.2f", n / 1e9 }'
 }
 
 pgb_sql() { pg_sql "$PGB_DIR/pg" "$1"; }

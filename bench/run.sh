@@ -186,7 +186,9 @@ stop_pid() { # NAME: SIGTERM and wait
 # /proc figures of a process and its children: "VmHWM_kB VmRSS_kB cpu_s"
 # CPU time from each thread's schedstat (nanoseconds), not utime + stime
 # (clock ticks of 10 ms: 0.01 s against 0.02 s was all a 100-device run
-# could tell).
+# could tell). Summed in bash (64-bit): Debian's awk (mawk) prints "%d" of
+# anything above 2^31 as 2147483647, which capped every figure above 2.15 s
+# of CPU until 2026-12-03.
 proc_stats() {
   local pids=("$1") p hwm=0 rss=0 ns=0
   for p in $(pgrep -P "$1" || true); do pids+=("$p"); done
@@ -194,9 +196,20 @@ proc_stats() {
     [ -r "/proc/$p/status" ] || continue
     hwm=$((hwm + $(awk '/^VmHWM/{print $2}' "/proc/$p/status")))
     rss=$((rss + $(awk '/^VmRSS/{print $2}' "/proc/$p/status")))
-    ns=$((ns + $(cat /proc/"$p"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%d", s}')))
+    ns=$((ns + $(sched_ns "$p")))
   done
   echo "$hwm $rss $(awk -v n=$ns 'BEGIN{printf "%.4f", n / 1e9}')"
+}
+
+# sched_ns PID: CPU nanoseconds of every thread of PID, from schedstat; 0
+# when gone.
+sched_ns() {
+  local f ns=0 v
+  for f in /proc/"$1"/task/*/schedstat; do
+    read -r v _ < "$f" 2>/dev/null || continue
+    ns=$((ns + v))
+  done
+  echo "$ns"
 }
 
 # Waits until FILE has at least N lines matching REGEX, or SECONDS pass.
