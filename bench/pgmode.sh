@@ -133,11 +133,14 @@ pgb_label() {
 
 # The statements PostgreSQL ran in database b$PGB_DB since the last reset:
 # "STATEMENTS TXN_CONTROL" (calls of queries, and of BEGIN, COMMIT,
-# SAVEPOINT, RELEASE, SET LOCAL: each its own round trip from the node).
+# SAVEPOINT, RELEASE: each its own round trip from the node). The SET LOCAL
+# and the txid_current() that a list's BEGIN carries in its query string
+# (server/store_pg_sql.c, pg_begin) ride in BEGIN's round trip: not counted.
 pgb_calls() {
   pgb_val "SELECT coalesce(sum(calls) FILTER (WHERE query !~* '^(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|SET)'), 0)
              || ' ' || coalesce(sum(calls) FILTER (WHERE query ~* '^(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|SET)'), 0)
-           FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'b$PGB_DB')"
+           FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'b$PGB_DB')
+             AND query !~* '^SET LOCAL synchronous_commit' AND query !~* '^SELECT txid_current[(][)]$'"
 }
 
 # One check-in run against SETUP: the pool registered first, then measured.

@@ -30,14 +30,21 @@
  * in id order (pg_lock_devices), so two nodes' lists wait for each other
  * rather than deadlock; a deadlock or a serialization failure that still
  * happens rolls the list back and runs it again. A lost connection is made
- * again at once and the list run again;
- * when the database cannot be reached, store_pg_outage.c takes over. */
+ * again at once and the list run again, unless it was lost under the COMMIT
+ * of a list: that list may have committed, and run again it
+ * would write its history twice (and answer a new device's first check-in
+ * as not new). Its transaction id, which BEGIN's round trip brings back,
+ * tells the new connection whether it did (commit_outcome). When the
+ * database cannot be reached, store_pg_outage.c takes over. */
 #include "store_pg_internal.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -130,8 +137,87 @@ static void after_commit(struct pgstore *st, struct store_req *head)
     }
 }
 
+/* Tests (st->cut_commit): the connection drops here, as a network or a
+ * failover drops it. The socket becomes one whose peer has gone: libpq
+ * reads the end of the stream and gives the connection up; the server
+ * sees its client gone. */
+static void cut_here(struct pgstore *st)
+{
+    int s[2];
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, s) == 0) {
+        (void)dup2(s[0], PQsocket(st->db));
+        (void)close(s[0]);
+        (void)close(s[1]);
+    }
+}
+
+/* COMMIT. 0: committed; 1: the connection broke under it, and it may have
+ * committed (commit_outcome asks with st->xid); -1: refused (head says why;
+ * st->rerun after a serialization failure). */
+static int commit(struct pgstore *st, struct store_req *head)
+{
+    int cut = st->cut_commit, sent = 0;
+    struct pollfd pf;
+
+    st->cut_commit = PG_CUT_NONE;
+    if (cut == PG_CUT_BEFORE) {
+        cut_here(st);
+    } else if (cut == PG_CUT_AFTER && (sent = PQsendQuery(st->db, "COMMIT")) != 0) {
+        /* Committed and answered; the answer is lost unread. */
+        pf.fd = PQsocket(st->db);
+        pf.events = POLLIN;
+        (void)poll(&pf, 1, (int)(PG_OUTCOME_POLLS * PG_OUTCOME_POLL_MS));
+        cut_here(st);
+    }
+    switch (pg_commit(st, head, sent)) {
+    case 0: return 0;
+    case -2: return 1;
+    default: return -1;
+    }
+}
+
+/* On a new connection, whether the transaction whose COMMIT lost its
+ * answer (st->xid) committed: 0 it did (the list's answers stand), 1 it did
+ * not (run the list again), -1 unknown (every request says so), -2 no new
+ * connection (the outage keeps the list, as for any list that meets one). */
+static int commit_outcome(struct pgstore *st, struct store_req *head)
+{
+    char xid[24];
+    const char *v[1] = {xid};
+    PGresult *res;
+    unsigned i;
+    int ans = -1;
+
+    snprintf(xid, sizeof(xid), "%lld", (long long)st->xid);
+    for (i = 0; i < PG_OUTCOME_POLLS && ans == -1; i++) {
+        if (PQstatus(st->db) != CONNECTION_OK && pg_reconnect(st) != 0) {
+            return -2;
+        }
+        res = PQexecParams(st->db, "SELECT txid_status($1::bigint)", 1, NULL, v, NULL, NULL, 0);
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) {
+            const char *s = PQgetvalue(res, 0, 0);
+            ans = strcmp(s, "committed") == 0 ? 0 : strcmp(s, "aborted") == 0 ? 1 : -1;
+        } else if (PQstatus(st->db) == CONNECTION_OK) {
+            i = PG_OUTCOME_POLLS; /* no answer to have: unknown */
+        }
+        PQclear(res);
+        if (ans == -1 && i < PG_OUTCOME_POLLS) {
+            (void)usleep(PG_OUTCOME_POLL_MS * 1000u); /* 'in progress': its backend ends it */
+        }
+    }
+    if (ans == -1) {
+        (void)store_err_set(head, STORE_E_IO,
+                            "the connection to the database broke during COMMIT and whether "
+                            "transaction %s committed is unknown: check, then try again", xid);
+        fail_all(head->next, head->err);
+    }
+    return ans;
+}
+
 /* One attempt at the list: 0 committed, 1 to run again, 2 to run again
- * with a savepoint around each request (one failed: savepoints), -1
+ * with a savepoint around each request (one failed: savepoints), 3 its
+ * COMMIT lost its answer (commit_outcome; the answers are kept), -1
  * failed (a request alone that failed: nothing it wrote is kept). */
 static int attempt(struct pgstore *st, struct store_req *head, int savepoints)
 {
@@ -143,8 +229,7 @@ static int attempt(struct pgstore *st, struct store_req *head, int savepoints)
     }
     st->rerun = 0;
     st->nwd = 0;
-    if (pg_exec(st, head, "BEGIN") != 0 ||
-        (!durable && pg_exec(st, head, "SET LOCAL synchronous_commit TO off") != 0)) {
+    if (pg_begin(st, head, durable) != 0) {
         fail_all(head->next, head->err);
         PQclear(PQexec(st->db, "ROLLBACK"));
         return -1;
@@ -159,9 +244,11 @@ static int attempt(struct pgstore *st, struct store_req *head, int savepoints)
             return alone ? -1 : 2;
         }
     }
-    if (locked && !st->rerun && pg_waves_flush(st, head) == STORE_OK && !st->rerun &&
-        pg_exec(st, head, "COMMIT") == 0) {
-        return 0;
+    if (locked && !st->rerun && pg_waves_flush(st, head) == STORE_OK && !st->rerun) {
+        int c = commit(st, head);
+        if (c >= 0) {
+            return c == 0 ? 0 : 3;
+        }
     }
     PQclear(PQexec(st->db, "ROLLBACK"));
     if (st->rerun) {
@@ -192,6 +279,10 @@ static void run_list(struct pgstore *st, struct store_req *head)
             return;
         }
         rc = attempt(st, head, savepoints);
+        if (rc == 3 && (rc = commit_outcome(st, head)) == -2) {
+            pg_outage_start(st, head);
+            return;
+        }
         if (rc == 2) {
             savepoints = 1; /* at most once: not a rerun */
             k--;

@@ -57,6 +57,9 @@ struct pgstore {
     unsigned next_stmt;      /* names s1, s2, ... */
     int64_t changes;         /* rows the last pg_run touched */
     int rerun;               /* a serialization failure or deadlock: run the list again */
+    int64_t xid;             /* the list's transaction id (pg_begin) */
+    int cut_commit;          /* tests: PG_CUT_BEFORE or PG_CUT_AFTER drops the connection at the
+                                next COMMIT, before it is sent or before its answer is read */
     struct pg_wave_delta wd[PG_WAVE_DELTAS]; /* the transaction's, unwritten */
     size_t nwd;
     struct pg_wave_delta wd_op[PG_WAVE_DELTAS]; /* wd before the op under way */
@@ -69,6 +72,13 @@ struct pgstore {
     size_t kept_steps, dropped;
     size_t kept_max;         /* PG_KEPT_MAX (a test makes it smaller) */
 };
+
+enum { PG_CUT_NONE = 0, PG_CUT_BEFORE, PG_CUT_AFTER };
+/* How long a list whose COMMIT lost its answer waits for the old
+ * transaction to end (txid_status 'in progress'): polls, PG_OUTCOME_POLL_MS
+ * apart. */
+#define PG_OUTCOME_POLLS 250u
+#define PG_OUTCOME_POLL_MS 20u
 
 /* ---- store_pg_outage.c ---- */
 
@@ -140,6 +150,15 @@ int pg_int(struct pgstore *st, struct store_req *r, const char *what, int64_t *o
 /* Runs sql (no parameters, not cached) for the transaction's control:
  * 0, or -1 with the server's message in r (r may be NULL). */
 int pg_exec(struct pgstore *st, struct store_req *r, const char *sql);
+/* BEGIN, with synchronous_commit off for the transaction unless durable,
+ * and its id into st->xid (txid_current), in one round trip: 0, or -1
+ * with the server's message in r. */
+int pg_begin(struct pgstore *st, struct store_req *r, int durable);
+/* COMMIT (sent: already sent, only its answer is read): 0; -1 refused by
+ * the server (r says why; st->rerun after a serialization failure); -2 no
+ * answer: the connection failed under it, which may have committed (r is
+ * left as it was). */
+int pg_commit(struct pgstore *st, struct store_req *r, int sent);
 /* Forgets the prepared statements (a new connection has none). */
 void pg_cache_reset(struct pgstore *st);
 void pg_cache_free(struct pgstore *st);

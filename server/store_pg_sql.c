@@ -221,6 +221,42 @@ int pg_exec(struct pgstore *st, struct store_req *r, const char *sql)
     return ok ? 0 : -1;
 }
 
+int pg_begin(struct pgstore *st, struct store_req *r, int durable)
+{
+    /* One query string: the transaction block BEGIN opens lasts past it. */
+    PGresult *res = PQexec(st->db, durable ? "BEGIN; SELECT txid_current()"
+                                           : "BEGIN; SET LOCAL synchronous_commit TO off;"
+                                             " SELECT txid_current()");
+    int ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+
+    st->xid = ok ? pg_col_i64(res, 0, 0) : 0;
+    if (!ok) {
+        fail(st, r, "BEGIN", res);
+    }
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
+int pg_commit(struct pgstore *st, struct store_req *r, int sent)
+{
+    PGresult *res = sent ? PQgetResult(st->db) : PQexec(st->db, "COMMIT"), *more;
+    int rc = 0;
+
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        /* The server's refusals carry an SQLSTATE; libpq's own failures
+         * (the connection's) do not. */
+        rc = res && PQresultErrorField(res, PG_DIAG_SQLSTATE) ? -1 : -2;
+        if (rc == -1) {
+            fail(st, r, "COMMIT", res);
+        }
+    }
+    PQclear(res);
+    while (sent && (more = PQgetResult(st->db))) {
+        PQclear(more);
+    }
+    return rc;
+}
+
 void pg_cache_reset(struct pgstore *st)
 {
     st->ncache = 0;

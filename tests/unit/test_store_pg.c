@@ -2,7 +2,8 @@
  * backend's tests (store_suite.c), then what several nodes sharing one
  * database need: migrations run once when nodes start together, one winner
  * of a rollout's compare-and-set, images fetched from the database into a
- * node's cache (checked), a lost connection taken up again, and the errors
+ * node's cache (checked), a lost connection taken up again (under a COMMIT
+ * too: the list runs again only if it did not commit), and the errors
  * an operator meets (unreachable, not ours, newer schema), and lists of
  * two nodes writing the same devices never deadlocking.
  *
@@ -577,6 +578,37 @@ static void test_reconnects(void **state)
     store_req_free(r);
 }
 
+/* The connection breaks under a list's COMMIT (a network, a failover).
+ * After COMMIT's answer arrived: the list committed and must not run
+ * again, or a new device's first check-in is answered "not new" and a
+ * step's history is written twice. Before COMMIT was sent: nothing
+ * committed, and the list runs again on a new connection. Every answer is
+ * OK, and each write is there once. */
+static void test_commit_answer_lost(void **state)
+{
+    static const int cuts[] = {PG_CUT_AFTER, PG_CUT_BEFORE};
+    struct fx *f = *state;
+    struct pgstore *st = (struct pgstore *)f->st;
+    struct store_req *r;
+    char id[16], q[160];
+    size_t i;
+
+    for (i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+        snprintf(id, sizeof(id), "lost-%zu", i);
+        st->cut_commit = cuts[i]; /* read by the store thread after the submit's lock */
+        r = ss_checkin(f, id, NULL, 0);
+        if (r->rc != STORE_OK) {
+            fail_msg("cut %d, check-in: %s", cuts[i], r->err);
+        }
+        assert_int_equal(r->u.checkin.is_new, 1);
+        store_req_free(r);
+        st->cut_commit = cuts[i];
+        assert_int_equal(ss_event(f, id, STORE_ST_DOWNLOADING, 0, 4096), STORE_OK);
+        snprintf(q, sizeof(q), "SELECT count(*) FROM device_history WHERE device_id = '%s'", id);
+        assert_int_equal(sql_int(f, q), 2); /* registered, then downloading: once each */
+    }
+}
+
 /* Runs f's loop for ms milliseconds, or until *fired reaches want. */
 static void loop_for(struct fx *f, int ms, const int *fired, int want)
 {
@@ -838,6 +870,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_op_in_list, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_image_shared, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_reconnects, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_answer_lost, ss_setup, ss_teardown),
         cmocka_unit_test(test_outage),
         cmocka_unit_test_setup_teardown(test_late_step, ss_setup, ss_teardown),
         cmocka_unit_test(test_open_errors),
