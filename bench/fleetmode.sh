@@ -51,8 +51,9 @@ kv() { sed -nE "s/.* $1=([^ ]+).*/\\1/p" <<< "$2"; } # KEY LINE
 # One contender: a fresh fleet server whose pool of ids is registered first
 # (--count), then a measured run. Appends a table row; checks that the
 # store holds every id and that the ids answered moved their last_seen.
-# Sets RATE (check-ins/s) and US (server CPU µs per check-in).
-RATE=0 US=0
+# Sets RATE (check-ins/s), US (server CPU µs per check-in) and LUS (the
+# same, the loop's thread alone: without the store's).
+RATE=0 US=0 LUS=0
 checkin_tcpota() { # LABEL CONNS [ENV...]
   local label=$1 conns=$2 dir pid out t0 m0 o0 m1 o1 total moved
   shift 2
@@ -91,6 +92,7 @@ checkin_tcpota() { # LABEL CONNS [ENV...]
   RATE=$(kv per_s "$out")
   US=$(awk -v m0="$m0" -v o0="$o0" -v m1="$m1" -v o1="$o1" -v d="$(kv done "$out")" \
        'BEGIN { printf "%.2f", (d > 0 ? (m1 - m0 + o1 - o0) * 1e6 / d : 0) }')
+  LUS=$(awk -v m0="$m0" -v m1="$m1" -v d="$(kv done "$out")" 'BEGIN { printf "%.2f", (d > 0 ? (m1 - m0) * 1e6 / d : 0) }')
 }
 
 checkin_nginx() { # CONNS
@@ -115,7 +117,7 @@ checkin_nginx() { # CONNS
 }
 
 checkin_bench() {
-  local conns t n tt nn tu nu ttu nnu ratios=""
+  local conns t n tt nn tu nu ttu nnu tl ttl ratios=""
   CI_IDS=10000 CI_SECONDS=5
   local cs=(64 256)
   [ $QUICK -eq 1 ] && CI_SECONDS=3 cs=(128)
@@ -133,19 +135,19 @@ checkin_bench() {
     log "check-ins: C=$conns"
     # Interleaved, twice each: this VM's rates drift by tens of per cent
     # between runs a minute apart; the ratio of each pair is what counts.
-    checkin_tcpota "tcpota serve --data" "$conns"; t=$RATE tu=$US
+    checkin_tcpota "tcpota serve --data" "$conns"; t=$RATE tu=$US tl=$LUS
     checkin_nginx "$conns"; n=$RATE nu=$US
-    checkin_tcpota "tcpota serve --data (again)" "$conns"; tt=$RATE ttu=$US
+    checkin_tcpota "tcpota serve --data (again)" "$conns"; tt=$RATE ttu=$US ttl=$LUS
     checkin_nginx "$conns"; nn=$RATE nnu=$US
     ratios+=$(awk -v c="$conns" -v t="$t" -v tt="$tt" -v n="$n" -v nn="$nn" \
-                  -v tu="$tu" -v ttu="$ttu" -v nu="$nu" -v nnu="$nnu" \
-              'BEGIN{printf "| %d | %.0f, %.0f | %.0f, %.0f | %.2f×, %.2f× | %.1f, %.1f | %.1f, %.1f | %.2f×, %.2f× |\\n",
-                     c, t, tt, n, nn, t / n, tt / nn, tu, ttu, nu, nnu, tu / nu, ttu / nnu}')
+                  -v tu="$tu" -v ttu="$ttu" -v nu="$nu" -v nnu="$nnu" -v tl="$tl" -v ttl="$ttl" \
+              'BEGIN{printf "| %d | %.0f, %.0f | %.0f, %.0f | %.2f×, %.2f× | %.1f, %.1f | %.1f, %.1f | %.2f×, %.2f× | %.1f, %.1f | %.2f×, %.2f× |\\n",
+                     c, t, tt, n, nn, t / n, tt / nn, tu, ttu, nu, nnu, tu / nu, ttu / nnu, tl, ttl, tl / nu, ttl / nnu}')
   done
   {
     echo
-    echo "| C | tcpota check-ins/s (two runs) | nginx requests/s (two runs) | tcpota / nginx (run 1, run 2) | tcpota server CPU µs per check-in | nginx per request | CPU tcpota / nginx |"
-    echo "|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| C | tcpota check-ins/s (two runs) | nginx requests/s (two runs) | tcpota / nginx (run 1, run 2) | tcpota server CPU µs per check-in | nginx per request | CPU tcpota / nginx | tcpota's loop alone (no store thread) µs | loop alone / nginx |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     printf '%b' "$ratios"
     cat <<'EOF'
 

@@ -29,16 +29,21 @@ pgb_pin() {
 # The postmaster's pid.
 pgb_postmaster() { head -1 "$PGB_DIR/pg/data/postmaster.pid"; }
 
-# CPU seconds of every PostgreSQL process: the postmaster with what its
+# CPU ticks of every PostgreSQL process: the postmaster with what its
 # ended children used (cutime, cstime), plus the children alive now.
-pgb_pg_cpu() {
+pgb_pg_ticks() {
   local pm p ticks
   pm=$(pgb_postmaster)
   ticks=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat")
   for p in $(pgrep -P "$pm" || true); do
     [ -r "/proc/$p/stat" ] && ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$p/stat")))
   done
-  awk -v t="$ticks" -v h="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / h }'
+  echo "$ticks"
+}
+
+# The same in seconds.
+pgb_pg_cpu() {
+  awk -v t="$(pgb_pg_ticks)" -v h="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / h }'
 }
 
 # CPU seconds of the running nodes and HAProxy (every thread's schedstat).
@@ -67,6 +72,9 @@ pgb_start_pg() {
 }
 
 pgb_stop_pg() {
+  # pg_ctl detaches the postmaster from this script: its CPU is this run's
+  # own all the same (run.sh, own_ticks), not other load.
+  PH_EXTRA_TICKS=$((PH_EXTRA_TICKS + $(pgb_pg_ticks 2>/dev/null || echo 0)))
   pg_stop "$PGB_DIR/pg" > /dev/null 2>&1 || true
   trap cleanup EXIT
 }
@@ -158,17 +166,15 @@ pgb_checkin() { # SETUP
   [ "$setup" != sqlite ] && p0=$(pgb_pg_cpu)
   out=$("${PIN_LG[@]}" "$LOADGEN" checkin --server "127.0.0.1:$PGB_PORT" --conns "$PGB_CONNS" \
         --ids "$PGB_IDS" --duration "$PGB_SECONDS") || log "check-in run ($setup) had failures: $out"
+  sleep 0.5 # the last batch commits: its CPU and its statements both counted
   s1=$(pgb_srv_cpu)
   p1=-
   if [ "$setup" != sqlite ]; then
     p1=$(pgb_pg_cpu)
-    sleep 0.5 # the last batch commits
     read -r st tc < <(pgb_calls)
     pgb_val "SELECT calls || ' ' || regexp_replace(left(query, 90), '\s+', ' ', 'g')
              FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'b$PGB_DB')
              ORDER BY calls DESC LIMIT 12" > "$WORK/pgb-top-$setup.txt"
-  else
-    sleep 0.5
   fi
   total=$("$TCPOTA" device list --json --model bench-ci --limit 1 | json "j['total']")
   pgb_stop_servers
@@ -294,11 +300,15 @@ pg_bench() {
   (reset after the warm-up), divided by the check-ins answered; every write of the run is in
   it (check-ins batch their last_seen writes, so a check-in's share is what it costs on
   average). A node sends each statement on its own and waits for its answer (no pipelining):
-  a round trip is a statement or a transaction control statement. Statements are prepared once
-  per connection (not counted).
+  a round trip is a statement or a transaction control statement, but for the SET LOCAL and
+  the txid_current() that ride in BEGIN's query string. Statements are prepared once per
+  connection (not counted).
 - PostgreSQL CPU: utime + stime of the postmaster, of its children alive at the end and of those
-  that ended (cutime, cstime), from /proc, over the run.
-- Nodes + HAProxy CPU: every thread of every node (the loop and the store thread), and HAProxy.
+  that ended (cutime, cstime), from /proc, over the run and the last batch's commit after it.
+- Nodes + HAProxy CPU: every thread of every node (the loop and the store thread, schedstat),
+  and HAProxy.
+- pg_stat_statements (track = all) is loaded for (b) and (c) alone: its own cost, a few per cent
+  of PostgreSQL's, counts against their ratios to (a).
 EOF
   } > "$WORK/pg.md"
   cat "$WORK/pg.md"

@@ -249,6 +249,15 @@ ratio_each() {
   paste -d' ' <(tr ' ' '\n' <<< "$1" | grep .) <(tr ' ' '\n' <<< "$2" | grep .) |
     awk '{ printf "%s%.2f×", (NR > 1 ? ", " : ""), ($2 > 0 ? $1 / $2 : 0) }'
 }
+# ratio_median "A1 A2 ..." "B1 B2 ...": the median of A's values over B's, pairwise.
+# The summaries' ratio: runs k of both contenders ran side by side (this
+# VM drifts by tens of per cent between minutes), so each pair is one
+# measure; a ratio of medians could pair runs that did not run together
+# (2026-12-03: 1.09x that way where the pairs gave 1.33, 1.04 and 1.42x).
+ratio_median() {
+  paste -d' ' <(tr ' ' '\n' <<< "$1" | grep .) <(tr ' ' '\n' <<< "$2" | grep .) |
+    awk '$2 > 0 { print $1 / $2 }' | median
+}
 # summary_verified LOG: the devices verified by tcpota serve's last summary line in LOG.
 summary_verified() { sed -nE 's/.*summary: .* ([0-9]+) verified \(not confirmed yet\).*/\1/p' "$1" | tail -1; }
 
@@ -477,19 +486,23 @@ fleet_bench() {
       sleep 1
     done
     done
-    # Each run's CPU ratio (run k of tcpota against run k of nginx), then
-    # the ratio of the medians.
+    # Each run's CPU ratio (run k of tcpota against run k of nginx), and
+    # the median of those (ratio_median), beside each one's median.
     row=$(ratio_each "${cpgs[tcpota]}" "${cpgs[nginx]}")
     ratios+=$(awk -v n="$n" -v ct="$(median_of "${cpgs[tcpota]}")" \
       -v cn="$(median_of "${cpgs[nginx]}")" \
       -v rt="$(median_of "${rates[tcpota]}")" \
       -v rn="$(median_of "${rates[nginx]}")" -v each="$row" \
       -v ck="$(median_of "${cpgs[nginx-ka]}")" \
-      'BEGIN { printf "| %d | %.3f | %.3f | %.2f× | %s | %.0f | %.0f | %.2f× | %.3f | %.2f× |\\n", n, ct, cn, (cn > 0 ? ct / cn : 0), each, rt, rn, (rn > 0 ? rt / rn : 0), ck, (ck > 0 ? ct / ck : 0) }')
+      -v qc="$(ratio_median "${cpgs[tcpota]}" "${cpgs[nginx]}")" \
+      -v qr="$(ratio_median "${rates[tcpota]}" "${rates[nginx]}")" \
+      -v qk="$(ratio_median "${cpgs[tcpota]}" "${cpgs[nginx-ka]}")" \
+      'BEGIN { printf "| %d | %.3f | %.3f | %.2f× | %s | %.0f | %.0f | %.2f× | %.3f | %.2f× |\\n", n, ct, cn, qc, each, rt, rn, qr, ck, qk }')
   done
   {
     echo
-    echo "Medians of $reps runs per N and server:"
+    echo "Medians of $reps runs per N and server; each ratio is the median of the runs' ratios (run k"
+    echo "of tcpota against run k of the other, which ran beside it):"
     echo
     echo "| N | tcpota server CPU s per GB | nginx | CPU tcpota / nginx (goal ≤ 1) | each run's CPU ratio | tcpota MB/s | nginx MB/s | rate tcpota / nginx (goal ≥ 1) | nginx, client closes: CPU s per GB | CPU tcpota / that |"
     echo "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
@@ -618,12 +631,19 @@ fi
 } > "$WORK/head.md"
 
 # Other load on this shared machine, per benchmark: the machine's busy CPU
-# time (user + nice + system in /proc/stat, all cores) minus the CPU time of
-# this script and every process it started and reaped (/proc/$$/stat utime,
-# stime, cutime, cstime): what other engineers' processes (and kernel
-# threads) used meanwhile. Plus the busiest other processes at the end.
-busy_ticks() { awk '/^cpu /{print $2 + $3 + $4; exit}' /proc/stat; }
-own_ticks() { awk '{print $14 + $15 + $16 + $17}' "/proc/$$/stat"; }
+# time (user + nice + system + irq + softirq in /proc/stat, all cores)
+# minus the CPU time of this script and every process it started and
+# reaped (/proc/$$/stat utime, stime, cutime, cstime; a process's stime
+# holds the interrupts served while it ran, which /proc/stat files under
+# irq and softirq: without those two columns a network benchmark's own
+# softirqs hid up to as much other load), and of the PostgreSQL it ran
+# (PH_EXTRA_TICKS: pg_ctl detaches it): what other engineers' processes
+# (and kernel threads) used meanwhile; softirqs served while a core idled
+# count as other load too, which errs on the side of showing it. Plus the
+# busiest other processes at the end.
+PH_EXTRA_TICKS=0
+busy_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8; exit}' /proc/stat; }
+own_ticks() { awk -v x="$PH_EXTRA_TICKS" '{print $14 + $15 + $16 + $17 + x}' "/proc/$$/stat"; }
 PH_T0=0 PH_BUSY0=0 PH_OWN0=0
 phase_begin() {
   PH_T0=$EPOCHREALTIME PH_BUSY0=$(busy_ticks) PH_OWN0=$(own_ticks)

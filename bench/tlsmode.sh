@@ -48,6 +48,7 @@ tls_tcpota() {
   # Register the pool first (as the plain check-in benchmark does).
   "${PIN_LG[@]}" "$LOADGEN" checkin --server "127.0.0.1:$PORT" --conns "$1" --ids "$TLS_IDS" \
     --count "$TLS_IDS" --duration 300 --tls "$WORK/tls/srv.pem" > /dev/null || die "TLS check-in warm-up failed"
+  sleep 1.1 # its last store batch commits outside the measured run
   warm=0
   [ "$2" = resumed ] && resume=(--resume) warm=$TLS_IDS
   out=$("${PIN_LG[@]}" "$LOADGEN" checkin --server "127.0.0.1:$PORT" --conns "$1" --ids "$TLS_IDS" \
@@ -67,6 +68,11 @@ tls_nginx() {
   # The one worker process does the work (the master only watches it).
   pid=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
   [ -n "$pid" ] || die "no nginx worker"
+  # Warmed as tcpota is (its pool registered first): one unmeasured second.
+  "${PIN_LG[@]}" "$LOADGEN" http10 --server "127.0.0.1:$NGX_PORT" --path /small.bin --size 100 \
+    --conns "$1" --ids "$TLS_IDS" --duration 1 --tls "$WORK/tls/srv.pem" > /dev/null ||
+    die "nginx TLS warm-up failed"
+  sleep 1.1
   [ "$2" = resumed ] && resume=(--resume) warm=$TLS_IDS
   out=$("${PIN_LG[@]}" "$LOADGEN" http10 --server "127.0.0.1:$NGX_PORT" --path /small.bin --size 100 \
         --conns "$1" --ids "$TLS_IDS" --duration "$TLS_SECONDS" --tls "$WORK/tls/srv.pem" \
@@ -147,11 +153,13 @@ tls_checkin_bench() {
     t=$(median_of "$ts") n=$(median_of "$ns")
     tc=$(median_of "$tcs") nc=$(median_of "$ncs")
     ratios+=$(awk -v m="$mode" -v t="$t" -v n="$n" -v tc="$tc" -v nc="$nc" -v each="$(ratio_each "$tcs" "$ncs")" \
-              'BEGIN{printf "| %s | %.0f | %.0f | %.2f× | %.1f | %.1f | %.2f× | %s |\\n", m, t, n, t / n, tc, nc, tc / nc, each}')
+              -v qr="$(ratio_median "$ts" "$ns")" -v qc="$(ratio_median "$tcs" "$ncs")" \
+              'BEGIN{printf "| %s | %.0f | %.0f | %.2f× | %.1f | %.1f | %.2f× | %s |\\n", m, t, n, qr, tc, nc, qc, each}')
   done
   {
     echo
-    echo "Medians of $reps runs per handshake and server:"
+    echo "Medians of $reps runs per handshake and server; each ratio is the median of the runs' ratios"
+    echo "(run k of tcpota against run k of nginx, which ran beside it):"
     echo
     echo "| handshake | tcpota check-ins/s | nginx requests/s | rate tcpota / nginx | tcpota server CPU ms per 1,000 | nginx | CPU tcpota / nginx | each run's CPU ratio |"
     echo "|---|---:|---:|---:|---:|---:|---:|---|"
@@ -185,6 +193,7 @@ tls_xfer_run() {
     PORT=$NGX_PORT
     pid=$(cat "$WORK/nginx.pid") # master and its worker: proc_stats sums both
     label="nginx, HTTPS (1 worker)"
+    [ "$kind" = nginx-ka ] && label="nginx, HTTPS, client closes"
   fi
   sleep 0.3
   read -r _ _ c0 < <(proc_stats "$pid")
@@ -196,7 +205,8 @@ tls_xfer_run() {
     read -r srv_ok _ < <(wait_verified "$pid" "$WORK/tlsxfer.log" "$n" 60)
   else
     out=$("${PIN_LG[@]}" "$LOADGEN" http --server "127.0.0.1:$PORT" --path /image.bin --devices "$n" \
-          --size $MIB --timeout 900 --tls "$WORK/tls/srv.pem") || log "TLS transfer (nginx, N=$n) had failures: $out"
+          --size $MIB --timeout 900 --tls "$WORK/tls/srv.pem" --keep-alive "$([ "$kind" = nginx-ka ] && echo 1 || echo 0)") ||
+      log "TLS transfer ($kind, N=$n) had failures: $out"
   fi
   read -r _ _ c1 < <(proc_stats "$pid")
   if [ "$kind" = tcpota ]; then stop_pid tlsxfer; else stop_pid nginx; fi
@@ -232,7 +242,7 @@ tls_transfer_bench() {
     echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
   } > "$WORK/tlsxfer.md"
   for n in "${ns[@]}"; do
-    ts="" trs="" cs="" rs=""
+    ts="" trs="" cs="" rs="" ks=""
     for rep in $(seq "$reps"); do
       log "TLS transfers: N=$n against tcpota serve (run $rep of $reps)"
       tls_xfer_run tcpota "$n"; ts+="$CPG " trs+="$RATE "
@@ -240,21 +250,29 @@ tls_transfer_bench() {
       log "TLS transfers: N=$n against nginx (run $rep of $reps)"
       tls_xfer_run nginx "$n"; cs+="$CPG " rs+="$RATE "
       sleep 1
+      log "TLS transfers: N=$n against nginx, the client closing (run $rep of $reps)"
+      tls_xfer_run nginx-ka "$n"; ks+="$CPG "
+      sleep 1
     done
     t=$(median_of "$ts") tr=$(median_of "$trs")
     CPG=$(median_of "$cs") RATE=$(median_of "$rs")
     ratios+=$(awk -v n="$n" -v ct="$t" -v cn="$CPG" -v rt="$tr" -v rn="$RATE" -v each="$(ratio_each "$ts" "$cs")" \
-      'BEGIN { printf "| %d | %.3f | %.3f | %.2f× | %s | %.0f | %.0f | %.2f× |\\n", n, ct, cn, (cn > 0 ? ct / cn : 0), each, rt, rn, (rn > 0 ? rt / rn : 0) }')
+      -v qc="$(ratio_median "$ts" "$cs")" -v qr="$(ratio_median "$trs" "$rs")" \
+      -v ck="$(median_of "$ks")" -v qk="$(ratio_median "$ts" "$ks")" \
+      'BEGIN { printf "| %d | %.3f | %.3f | %.2f× | %s | %.0f | %.0f | %.2f× | %.3f | %.2f× |\\n", n, ct, cn, qc, each, rt, rn, qr, ck, qk }')
   done
   {
     echo
-    echo "Medians of $reps runs per N and server:"
+    echo "Medians of $reps runs per N and server; each ratio is the median of the runs' ratios (run k"
+    echo "of tcpota against run k of nginx, which ran beside it):"
     echo
-    echo "| N | tcpota server CPU s per GB | nginx | CPU tcpota / nginx (goal ≤ 1) | each run's CPU ratio | tcpota MB/s | nginx MB/s | rate tcpota / nginx |"
-    echo "|---:|---:|---:|---:|---|---:|---:|---:|"
+    echo "| N | tcpota server CPU s per GB | nginx | CPU tcpota / nginx (goal ≤ 1) | each run's CPU ratio | tcpota MB/s | nginx MB/s | rate tcpota / nginx | nginx, client closes: CPU s per GB | CPU tcpota / that |"
+    echo "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
     printf '%b' "$ratios"
     cat <<'NOTES'
 
+- "nginx, client closes": the same GET without `Connection: close`, the client closing once the
+  body is in, as a tcpota device closes after its COMPLETE (the plain fleet table's third row).
 - Server CPU: every thread's schedstat (ns) from /proc over the run (nginx: master + worker), handshakes
   included; per GB: over N × 1 MiB delivered. The load generator (one process, one core)
   decrypts every byte as well, so it bounds the aggregate rate; the server's CPU per GB is the
