@@ -253,6 +253,10 @@ struct store_req {
      * fails carries 8 bytes for it, not STORE_ERR_MAX). */
     const char *err;
     char *err_room;          /* store_err_set's, allocated on the first error */
+    /* The backend's own mark, kept across store_req_reset (store_pg: the
+     * transaction that may already have written it, when the answer to its
+     * COMMIT was lost and no new connection could ask; 0: none). */
+    int64_t backend_tag;
     union {
         struct {                              /* STORE_CHECKIN */
             const char *id, *model, *version; /* in */

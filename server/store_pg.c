@@ -153,12 +153,14 @@ static void cut_here(struct pgstore *st)
 }
 
 /* COMMIT. 0: committed; 1: the connection broke under it, and it may have
- * committed (commit_outcome asks with st->xid); -1: refused (head says why;
- * st->rerun after a serialization failure). */
+ * committed (commit_outcome asks with st->xid); -1: refused, or lost under
+ * a list of reads (head says why; st->rerun after a serialization
+ * failure). */
 static int commit(struct pgstore *st, struct store_req *head)
 {
     int cut = st->cut_commit, sent = 0;
     struct pollfd pf;
+    char why[STORE_ERR_MAX];
 
     st->cut_commit = PG_CUT_NONE;
     if (cut == PG_CUT_BEFORE) {
@@ -172,27 +174,43 @@ static int commit(struct pgstore *st, struct store_req *head)
     }
     switch (pg_commit(st, head, sent)) {
     case 0: return 0;
-    case -2: return 1;
+    case -2:
+        if (st->xid) {
+            st->lost_commits++;
+            return 1;
+        }
+        snprintf(why, sizeof(why), "%s", PQerrorMessage(st->db));
+        why[strcspn(why, "\n")] = '\0';
+        (void)store_err_set(head, STORE_E_IO, "COMMIT: the connection was lost: %s", why);
+        return -1;
     default: return -1;
     }
 }
 
-/* On a new connection, whether the transaction whose COMMIT lost its
- * answer (st->xid) committed: 0 it did (the list's answers stand), 1 it did
- * not (run the list again), -1 unknown (every request says so), -2 no new
- * connection (the outage keeps the list, as for any list that meets one). */
-static int commit_outcome(struct pgstore *st, struct store_req *head)
+/* Whether transaction xid committed, asked on a connection made again if
+ * need be: 0 it did, 1 it did not, -1 unknown (still in progress after
+ * PG_OUTCOME_POLLS polls, or too old to tell), -2 no connection. pid: the
+ * backend that ran it (0: unknown), ended after PG_OUTCOME_KILL_POLLS if it
+ * still holds the transaction open. */
+static int xid_outcome(struct pgstore *st, int64_t xid, int pid)
 {
-    char xid[24];
-    const char *v[1] = {xid};
+    char x[24], x32[16], p[16];
+    const char *v[1] = {x}, *kv[2] = {p, x32};
     PGresult *res;
     unsigned i;
     int ans = -1;
 
-    snprintf(xid, sizeof(xid), "%lld", (long long)st->xid);
+    snprintf(x, sizeof(x), "%lld", (long long)xid);
+    snprintf(x32, sizeof(x32), "%u", (unsigned)((uint64_t)xid & 0xffffffffu)); /* its xid */
+    snprintf(p, sizeof(p), "%d", pid);
     for (i = 0; i < PG_OUTCOME_POLLS && ans == -1; i++) {
         if (PQstatus(st->db) != CONNECTION_OK && pg_reconnect(st) != 0) {
             return -2;
+        }
+        if (pid && i == PG_OUTCOME_KILL_POLLS) {
+            PQclear(PQexecParams(st->db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                 " WHERE pid = $1::int AND backend_xid::text = $2",
+                                 2, NULL, kv, NULL, NULL, 0));
         }
         res = PQexecParams(st->db, "SELECT txid_status($1::bigint)", 1, NULL, v, NULL, NULL, 0);
         if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) {
@@ -202,17 +220,107 @@ static int commit_outcome(struct pgstore *st, struct store_req *head)
             i = PG_OUTCOME_POLLS; /* no answer to have: unknown */
         }
         PQclear(res);
-        if (ans == -1 && i < PG_OUTCOME_POLLS) {
-            (void)usleep(PG_OUTCOME_POLL_MS * 1000u); /* 'in progress': its backend ends it */
+        if (ans == -1 && i + 1 < PG_OUTCOME_POLLS) {
+            (void)usleep(PG_OUTCOME_POLL_MS * 1000u); /* 'in progress' */
         }
     }
-    if (ans == -1) {
+    return ans;
+}
+
+/* On a new connection, whether the list whose COMMIT lost its answer
+ * (st->xid) committed: 0 it did (the list's answers stand), 1 it did not
+ * (run it again), -1 unknown (every request says so; not run again), -2 no
+ * new connection: the outage keeps it, each request marked with the
+ * transaction, which settle_kept asks about before it runs again. */
+static int commit_outcome(struct pgstore *st, struct store_req *head)
+{
+    struct store_req *r;
+    int ans = xid_outcome(st, st->xid, st->xid_pid);
+
+    if (ans == -2) {
+        for (r = head; r; r = r->next) {
+            r->backend_tag = st->xid;
+        }
+    } else if (ans == -1) {
         (void)store_err_set(head, STORE_E_IO,
                             "the connection to the database broke during COMMIT and whether "
-                            "transaction %s committed is unknown: check, then try again", xid);
+                            "transaction %lld committed is unknown: check, then try again",
+                            (long long)st->xid);
         fail_all(head->next, head->err);
     }
     return ans;
+}
+
+/* Kept requests back from an outage: those of a transaction whose COMMIT
+ * lost its answer (backend_tag) are asked about first. Committed: they are
+ * done, not run again; aborted or unknown: they run (a step is kept, not
+ * lost: at worst written twice). Returns the list to run; NULL when the
+ * connection went again (the outage has them back). */
+static struct store_req *settle_kept(struct pgstore *st, struct store_req *kept)
+{
+    struct store_req *r, *next, *run = NULL, *run_tail = NULL, *done = NULL, *done_tail = NULL;
+    int64_t tag = 0;
+    int ans = 1;
+
+    for (r = kept; r; r = next) {
+        next = r->next;
+        r->next = NULL;
+        if (r->backend_tag && r->backend_tag != tag) {
+            tag = r->backend_tag;
+            ans = xid_outcome(st, tag, 0);
+            if (ans == -2) {
+                r->next = next;
+                if (run_tail) {
+                    run_tail->next = r;
+                } else {
+                    run = r;
+                }
+                if (done) {
+                    store_worker_post(&st->w, done, done_tail);
+                }
+                pg_outage_start(st, run);
+                return NULL;
+            }
+        }
+        if (r->backend_tag && ans == 0) {
+            r->backend_tag = 0;
+            if (done_tail) {
+                done_tail->next = r;
+            } else {
+                done = r;
+            }
+            done_tail = r;
+            continue;
+        }
+        r->backend_tag = 0;
+        if (run_tail) {
+            run_tail->next = r;
+        } else {
+            run = r;
+        }
+        run_tail = r;
+    }
+    if (done) {
+        store_worker_post(&st->w, done, done_tail);
+    }
+    return run;
+}
+
+/* Requests that write nothing: a list of them alone needs no transaction
+ * id, since running it again changes nothing. */
+static int reads_only(const struct store_req *r)
+{
+    switch (r->op) {
+    case STORE_IMAGE_LIST:
+    case STORE_IMAGE_GET:
+    case STORE_ROLLOUT_LIST:
+    case STORE_ROLLOUT_GET:
+    case STORE_DEVICE_LIST:
+    case STORE_DEVICE_GET:
+    case STORE_SECRET_LIST:
+    case STORE_SUMMARY: return 1;
+    default: return 0;
+    }
 }
 
 /* One attempt at the list: 0 committed, 1 to run again, 2 to run again
@@ -222,14 +330,15 @@ static int commit_outcome(struct pgstore *st, struct store_req *head)
 static int attempt(struct pgstore *st, struct store_req *head, int savepoints)
 {
     struct store_req *r;
-    int durable = 0, alone = head->next == NULL, locked;
+    int durable = 0, reads = 1, alone = head->next == NULL, locked;
 
     for (r = head; r; r = r->next) {
         durable |= store_req_durable(r);
+        reads &= reads_only(r);
     }
     st->rerun = 0;
     st->nwd = 0;
-    if (pg_begin(st, head, durable) != 0) {
+    if (pg_begin(st, head, durable, reads) != 0) {
         fail_all(head->next, head->err);
         PQclear(PQexec(st->db, "ROLLBACK"));
         return -1;
@@ -279,9 +388,17 @@ static void run_list(struct pgstore *st, struct store_req *head)
             return;
         }
         rc = attempt(st, head, savepoints);
-        if (rc == 3 && (rc = commit_outcome(st, head)) == -2) {
-            pg_outage_start(st, head);
-            return;
+        if (rc == 3) {
+            /* Asked, never simply run again: committed (0) or unknown (-1)
+             * ends here, aborted (1) runs again. */
+            if ((rc = commit_outcome(st, head)) == -2) {
+                pg_outage_start(st, head);
+                return;
+            }
+            if (rc != 1) {
+                break;
+            }
+            continue;
         }
         if (rc == 2) {
             savepoints = 1; /* at most once: not a rerun */
@@ -317,7 +434,7 @@ static void run(void *ctx, struct store_req *list, int stopping)
 
     if (pg_outage_on(st)) {
         pg_outage_keep(st, list);
-        if (!(kept = pg_outage_retry(st, stopping))) {
+        if (!(kept = pg_outage_retry(st, stopping)) || !(kept = settle_kept(st, kept))) {
             return;
         }
         run_list(st, kept);
@@ -393,14 +510,18 @@ static void quiet(void *arg, const char *msg)
  * and bounds on waiting for a database that went away (a connection
  * attempt, a peer that stopped answering), so that the store thread fails
  * its requests and tries again rather than hanging for the kernel's
- * minutes. Unix sockets ignore the TCP ones. */
+ * minutes: keepalives while nothing is in flight, and tcp_user_timeout
+ * while something is (a COMMIT sent into a partition would wait for the
+ * kernel's retransmissions, about 15 minutes; keepalives do not run then).
+ * Unix sockets ignore the TCP ones. */
 static const char *const conn_keys[] = {"application_name", "connect_timeout", "keepalives_idle",
-                                        "keepalives_interval", "keepalives_count", "dbname", NULL};
+                                        "keepalives_interval", "keepalives_count",
+                                        "tcp_user_timeout", "dbname", NULL};
 
 static int connect_db(struct pgstore *st, char *err, size_t errlen)
 {
     /* dbname last and expanded: the connection string's own settings win. */
-    const char *values[] = {"tcpota", "10", "10", "5", "3", st->conninfo, NULL};
+    const char *values[] = {"tcpota", "10", "10", "5", "3", "25000", st->conninfo, NULL};
     char msg[256];
 
     st->db = PQconnectdbParams(conn_keys, values, 1);

@@ -57,7 +57,10 @@ struct pgstore {
     unsigned next_stmt;      /* names s1, s2, ... */
     int64_t changes;         /* rows the last pg_run touched */
     int rerun;               /* a serialization failure or deadlock: run the list again */
-    int64_t xid;             /* the list's transaction id (pg_begin) */
+    int64_t xid;             /* the list's transaction id (pg_begin; 0: a list of reads) */
+    int xid_pid;             /* the backend that runs it (pg_begin) */
+    unsigned lost_commits;   /* COMMITs whose answer was lost (tests read it) */
+    unsigned fail_reconnects; /* tests: so many reconnections fail before trying */
     int cut_commit;          /* tests: PG_CUT_BEFORE or PG_CUT_AFTER drops the connection at the
                                 next COMMIT, before it is sent or before its answer is read */
     struct pg_wave_delta wd[PG_WAVE_DELTAS]; /* the transaction's, unwritten */
@@ -76,9 +79,12 @@ struct pgstore {
 enum { PG_CUT_NONE = 0, PG_CUT_BEFORE, PG_CUT_AFTER };
 /* How long a list whose COMMIT lost its answer waits for the old
  * transaction to end (txid_status 'in progress'): polls, PG_OUTCOME_POLL_MS
- * apart. */
+ * apart; after PG_OUTCOME_KILL_POLLS its backend, which may not know yet
+ * that its client is gone (a partition: hours), is ended, which settles
+ * it and frees its row locks. */
 #define PG_OUTCOME_POLLS 250u
 #define PG_OUTCOME_POLL_MS 20u
+#define PG_OUTCOME_KILL_POLLS 50u
 
 /* ---- store_pg_outage.c ---- */
 
@@ -151,13 +157,14 @@ int pg_int(struct pgstore *st, struct store_req *r, const char *what, int64_t *o
  * 0, or -1 with the server's message in r (r may be NULL). */
 int pg_exec(struct pgstore *st, struct store_req *r, const char *sql);
 /* BEGIN, with synchronous_commit off for the transaction unless durable,
- * and its id into st->xid (txid_current), in one round trip: 0, or -1
- * with the server's message in r. */
-int pg_begin(struct pgstore *st, struct store_req *r, int durable);
-/* COMMIT (sent: already sent, only its answer is read): 0; -1 refused by
- * the server (r says why; st->rerun after a serialization failure); -2 no
- * answer: the connection failed under it, which may have committed (r is
- * left as it was). */
+ * and unless reads (a list of reads alone: run again, it changes nothing)
+ * its id into st->xid (txid_current) and its backend's into st->xid_pid, in
+ * one round trip: 0, or -1 with the server's message in r. */
+int pg_begin(struct pgstore *st, struct store_req *r, int durable, int reads);
+/* COMMIT (sent: already sent, only its answer is read): 0; -1 refused (r
+ * says why; st->rerun after a serialization failure); -2 no answer: the
+ * connection failed under it, which may have committed (r is left as it
+ * was). */
 int pg_commit(struct pgstore *st, struct store_req *r, int sent);
 /* Forgets the prepared statements (a new connection has none). */
 void pg_cache_reset(struct pgstore *st);

@@ -45,6 +45,10 @@ static void why_lost(struct pgstore *st, char *out, size_t size)
 
 int pg_reconnect(struct pgstore *st)
 {
+    if (st->fail_reconnects > 0) {
+        st->fail_reconnects--; /* tests: the database away a moment longer */
+        return -1;
+    }
     PQreset(st->db);
     pg_cache_reset(st); /* a new connection has no prepared statements */
     return PQstatus(st->db) == CONNECTION_OK ? 0 : -1;

@@ -221,15 +221,19 @@ int pg_exec(struct pgstore *st, struct store_req *r, const char *sql)
     return ok ? 0 : -1;
 }
 
-int pg_begin(struct pgstore *st, struct store_req *r, int durable)
+int pg_begin(struct pgstore *st, struct store_req *r, int durable, int reads)
 {
     /* One query string: the transaction block BEGIN opens lasts past it. */
-    PGresult *res = PQexec(st->db, durable ? "BEGIN; SELECT txid_current()"
-                                           : "BEGIN; SET LOCAL synchronous_commit TO off;"
-                                             " SELECT txid_current()");
-    int ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+    static const char *const sql[2][2] = {
+        {"BEGIN; SET LOCAL synchronous_commit TO off; SELECT txid_current(), pg_backend_pid()",
+         "BEGIN; SELECT txid_current(), pg_backend_pid()"},
+        {"BEGIN; SET LOCAL synchronous_commit TO off", "BEGIN"}};
+    PGresult *res = PQexec(st->db, sql[reads != 0][durable != 0]);
+    int ok = reads ? PQresultStatus(res) == PGRES_COMMAND_OK
+                   : PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
 
-    st->xid = ok ? pg_col_i64(res, 0, 0) : 0;
+    st->xid = ok && !reads ? pg_col_i64(res, 0, 0) : 0;
+    st->xid_pid = ok && !reads ? (int)pg_col_i64(res, 0, 1) : 0;
     if (!ok) {
         fail(st, r, "BEGIN", res);
     }
@@ -243,9 +247,12 @@ int pg_commit(struct pgstore *st, struct store_req *r, int sent)
     int rc = 0;
 
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        /* The server's refusals carry an SQLSTATE; libpq's own failures
-         * (the connection's) do not. */
-        rc = res && PQresultErrorField(res, PG_DIAG_SQLSTATE) ? -1 : -2;
+        /* The server's refusals carry an SQLSTATE; libpq's own failures do
+         * not, and only a broken connection leaves the answer unknown (out
+         * of memory, say, is a failure to roll back). */
+        rc = res && PQresultErrorField(res, PG_DIAG_SQLSTATE) ? -1
+             : PQstatus(st->db) != CONNECTION_OK              ? -2
+                                                               : -1;
         if (rc == -1) {
             fail(st, r, "COMMIT", res);
         }

@@ -581,32 +581,67 @@ static void test_reconnects(void **state)
 /* The connection breaks under a list's COMMIT (a network, a failover).
  * After COMMIT's answer arrived: the list committed and must not run
  * again, or a new device's first check-in is answered "not new" and a
- * step's history is written twice. Before COMMIT was sent: nothing
- * committed, and the list runs again on a new connection. Every answer is
- * OK, and each write is there once. */
+ * final step's history is written twice. Before COMMIT was sent: nothing
+ * committed, and the list runs again on a new connection. Then the same
+ * with the database away a moment longer (the next connection refused):
+ * the outage keeps the step, and asks whether it committed before it
+ * writes it. Every answer is OK, and each write is there once. */
 static void test_commit_answer_lost(void **state)
 {
-    static const int cuts[] = {PG_CUT_AFTER, PG_CUT_BEFORE};
+    static const struct {
+        int cut;
+        unsigned refused; /* reconnections that fail first */
+    } cases[] = {{PG_CUT_AFTER, 0}, {PG_CUT_BEFORE, 0}, {PG_CUT_AFTER, 1}, {PG_CUT_BEFORE, 1}};
     struct fx *f = *state;
     struct pgstore *st = (struct pgstore *)f->st;
     struct store_req *r;
     char id[16], q[160];
+    unsigned lost;
     size_t i;
 
-    for (i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         snprintf(id, sizeof(id), "lost-%zu", i);
-        st->cut_commit = cuts[i]; /* read by the store thread after the submit's lock */
+        /* Set before the submit, whose lock hands them to the store thread. */
+        st->cut_commit = cases[i].cut;
+        lost = st->lost_commits;
         r = ss_checkin(f, id, NULL, 0);
         if (r->rc != STORE_OK) {
-            fail_msg("cut %d, check-in: %s", cuts[i], r->err);
+            fail_msg("case %zu, check-in: %s", i, r->err);
         }
         assert_int_equal(r->u.checkin.is_new, 1);
         store_req_free(r);
-        st->cut_commit = cuts[i];
-        assert_int_equal(ss_event(f, id, STORE_ST_DOWNLOADING, 0, 4096), STORE_OK);
+        /* The cut happened at COMMIT, and its outcome was asked about
+         * (committed after the answer arrived, aborted when never sent). */
+        assert_int_equal(st->lost_commits - lost, 1);
+        st->cut_commit = cases[i].cut;
+        st->fail_reconnects = cases[i].refused;
+        assert_int_equal(ss_event(f, id, STORE_ST_VERIFIED, 0, 1000), STORE_OK);
         snprintf(q, sizeof(q), "SELECT count(*) FROM device_history WHERE device_id = '%s'", id);
-        assert_int_equal(sql_int(f, q), 2); /* registered, then downloading: once each */
+        assert_int_equal(sql_int(f, q), 2); /* registered, then verified: once each */
     }
+}
+
+/* A partition under COMMIT: the node's socket is gone, but the backend
+ * never hears of it (here: the test holds the old socket open) and keeps
+ * the transaction open, 'in progress', with its row locks. The node ends
+ * that backend, learns that the transaction aborted, and writes the step
+ * on its new connection: OK, once. */
+static void test_commit_into_partition(void **state)
+{
+    struct fx *f = *state;
+    struct pgstore *st = (struct pgstore *)f->st;
+    int held;
+
+    ss_checkin_free(f, "part-1");
+    /* The store thread is idle between two requests: its socket is ours
+     * to copy. */
+    held = dup(PQsocket(st->db));
+    assert_true(held >= 0);
+    st->cut_commit = PG_CUT_BEFORE;
+    assert_int_equal(ss_event(f, "part-1", STORE_ST_VERIFIED, 0, 1000), STORE_OK);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM device_history WHERE device_id = 'part-1'"),
+                     2);
+    close(held);
 }
 
 /* Runs f's loop for ms milliseconds, or until *fired reaches want. */
@@ -871,6 +906,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_image_shared, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_reconnects, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_commit_answer_lost, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_into_partition, ss_setup, ss_teardown),
         cmocka_unit_test(test_outage),
         cmocka_unit_test_setup_teardown(test_late_step, ss_setup, ss_teardown),
         cmocka_unit_test(test_open_errors),
