@@ -251,6 +251,17 @@ static int commit_outcome(struct pgstore *st, struct store_req *head)
     return ans;
 }
 
+/* Appends r (and what follows it) to the list *head .. *tail. */
+static void append(struct store_req **head, struct store_req **tail, struct store_req *r)
+{
+    if (*tail) {
+        (*tail)->next = r;
+    } else {
+        *head = r;
+    }
+    *tail = r;
+}
+
 /* Kept requests back from an outage: those of a transaction whose COMMIT
  * lost its answer (backend_tag) are asked about first. Committed: they are
  * done, not run again; aborted or unknown: they run (a step is kept, not
@@ -270,11 +281,7 @@ static struct store_req *settle_kept(struct pgstore *st, struct store_req *kept)
             ans = xid_outcome(st, tag, 0);
             if (ans == -2) {
                 r->next = next;
-                if (run_tail) {
-                    run_tail->next = r;
-                } else {
-                    run = r;
-                }
+                append(&run, &run_tail, r);
                 if (done) {
                     store_worker_post(&st->w, done, done_tail);
                 }
@@ -284,21 +291,11 @@ static struct store_req *settle_kept(struct pgstore *st, struct store_req *kept)
         }
         if (r->backend_tag && ans == 0) {
             r->backend_tag = 0;
-            if (done_tail) {
-                done_tail->next = r;
-            } else {
-                done = r;
-            }
-            done_tail = r;
+            append(&done, &done_tail, r);
             continue;
         }
         r->backend_tag = 0;
-        if (run_tail) {
-            run_tail->next = r;
-        } else {
-            run = r;
-        }
-        run_tail = r;
+        append(&run, &run_tail, r);
     }
     if (done) {
         store_worker_post(&st->w, done, done_tail);
