@@ -30,16 +30,16 @@
  * in id order (pg_lock_devices), so two nodes' lists wait for each other
  * rather than deadlock; a deadlock or a serialization failure that still
  * happens rolls the list back and runs it again. A lost connection is made
- * again at once and the list run again, unless it was lost under the COMMIT
- * of a list: that list may have committed, and run again it
- * would write its history twice (and answer a new device's first check-in
- * as not new). Its transaction id, which BEGIN's round trip brings back,
- * tells the new connection whether it did (commit_outcome). When the
- * database cannot be reached, store_pg_outage.c takes over. */
+ * again at once and the list run again, unless it was lost under the
+ * list's COMMIT: the list may have committed, and run again it would write
+ * its history twice (and answer a new device's first check-in as not new).
+ * Its transaction id, which BEGIN's round trip brings back, tells the new
+ * connection whether it did (commit_outcome; settle_kept for a list the
+ * outage kept). When the database cannot be reached, store_pg_outage.c
+ * takes over. */
 #include "store_pg_internal.h"
 
 #include <errno.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
