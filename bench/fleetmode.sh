@@ -37,12 +37,10 @@ json() { python3 -c 'import json, sys; j = json.load(sys.stdin); print(eval(sys.
 # CPU seconds of a process's main thread and of its other threads (the
 # store's), from schedstat as proc_stats: "MAIN OTHERS".
 thread_cpu() {
-  local f v main=0 other=0
-  for f in /proc/"$1"/task/*/schedstat; do
-    read -r v _ < "$f" 2>/dev/null || continue
-    if [ "$f" = "/proc/$1/task/$1/schedstat" ]; then main=$v; else other=$((other + v)); fi
-  done
-  awk -v m="$main" -v o="$other" 'BEGIN { printf "%.4f %.4f\n", m / 1e9, o / 1e9 }'
+  local main=0 all
+  read -r main _ < "/proc/$1/task/$1/schedstat" || true
+  all=$(sched_ns "$1") # read after main: the others' share is never negative
+  awk -v m="$main" -v a="$all" 'BEGIN { printf "%.4f %.4f\n", m / 1e9, (a - m) / 1e9 }'
 }
 
 kv() { sed -nE "s/.* $1=([^ ]+).*/\\1/p" <<< "$2"; } # KEY LINE

@@ -217,7 +217,8 @@ static int xid_outcome(struct pgstore *st, int64_t xid, int pid)
             const char *s = PQgetvalue(res, 0, 0);
             ans = strcmp(s, "committed") == 0 ? 0 : strcmp(s, "aborted") == 0 ? 1 : -1;
         } else if (PQstatus(st->db) == CONNECTION_OK) {
-            i = PG_OUTCOME_POLLS; /* no answer to have: unknown */
+            PQclear(res);
+            break; /* no answer to have (too old to tell): unknown */
         }
         PQclear(res);
         if (ans == -1 && i + 1 < PG_OUTCOME_POLLS) {
