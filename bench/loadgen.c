@@ -24,7 +24,9 @@
  *   client once the body is in, as a tcpota device closes after COMPLETE:
  *   then both servers close second; default 0: "Connection: close", the
  *   server closes first), --ack-interval BYTES (tcpota devices' checkpoint interval, a multiple of
- *   4096; default: the core's, 16 KiB), --tls CA (tcpota and http: every
+ *   4096; default: the core's, 16 KiB), --rcvbuf BYTES (each device's
+ *   SO_RCVBUF, as a device's small TCP window; default: Linux's
+ *   autotuning), --tls CA (tcpota and http: every
  *   connection inside TLS, the server verified against CA with SNI
  *   "localhost"; a full handshake per connection, no session offered).
  *
@@ -132,6 +134,7 @@ static struct {
     unsigned n, sources, max_retries;
     unsigned first; /* --first: the first device's number (several load generators) */
     uint32_t ack_interval; /* tcpota devices' checkpoint interval; 0: the core's default */
+    int rcvbuf;            /* --rcvbuf: each device's receive buffer; 0: the kernel's autotuning */
     uint32_t size;
     uint64_t seed;
     double timeout_s;
@@ -517,6 +520,14 @@ static int conn_open(struct dev *d)
         dev_finish(d, 0, strerror(errno));
         return -1;
     }
+    if (g.rcvbuf > 0) {
+        /* A device's receive window is small (lwIP's TCP_WND: 5,744 bytes by
+         * default, 64 KiB at most without window scaling); Linux's
+         * autotuning would grow each of N sockets to megabytes, and on one
+         * machine the devices' buffers and the server's share the kernel's
+         * TCP memory. */
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &g.rcvbuf, sizeof(g.rcvbuf));
+    }
     if (g.srv.ss_family == AF_INET && g.sources > 1) {
         struct sockaddr_in src;
         memset(&src, 0, sizeof(src));
@@ -885,7 +896,7 @@ static int usage(void)
             "[options]\n"
             "       bench-loadgen checkin|http10 ... (short connections; see checkin.h)\n"
             "options: --seed S --sources K --first I --timeout SEC --max-retries R\n"
-            "         --ack-interval BYTES\n"
+            "         --ack-interval BYTES --rcvbuf BYTES\n"
             "         --tls CA --keep-alive 0|1\n");
     return 2;
 }
@@ -1057,6 +1068,7 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--timeout") == 0) g.timeout_s = strtod(v, NULL);
         else if (strcmp(a, "--max-retries") == 0) g.max_retries = (unsigned)strtoul(v, NULL, 10);
         else if (strcmp(a, "--ack-interval") == 0) g.ack_interval = (uint32_t)strtoul(v, NULL, 10);
+        else if (strcmp(a, "--rcvbuf") == 0) g.rcvbuf = atoi(v);
         else if (strcmp(a, "--tls") == 0) ca = v;
         else return usage();
     }

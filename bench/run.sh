@@ -7,7 +7,7 @@
 # lacks with apt-get, builds in $BENCH_BUILD (default /tmp/build-bench),
 # prints the tables and writes them to bench/results/latest.md (--quick:
 # quick.md). BENCH_ONLY="checkin transfers" runs only the named ones of
-# footprint link fleet resume checkin transfers registry tls many pg (tls: TLS
+# footprint link fleet twohost resume checkin transfers registry tls many pg (tls: TLS
 # check-ins and transfers; tlsxfer names the TLS transfers alone), and writes
 # bench/results/only-NAMES.md (quick: only-NAMES-quick.md).
 set -euo pipefail
@@ -18,7 +18,7 @@ QUICK=0
 BUILD=${BENCH_BUILD:-/tmp/build-bench}
 RESULTS=$ROOT/bench/results
 MIB=1048576
-BENCH_ALL="footprint link fleet resume checkin transfers registry tls many pg"
+BENCH_ALL="footprint link fleet twohost resume checkin transfers registry tls many pg"
 BENCH_ONLY=${BENCH_ONLY:-$BENCH_ALL}
 want() { [[ " ${BENCH_ONLY//,/ } " == *" $1 "* ]]; }
 
@@ -40,6 +40,7 @@ install_missing() {
   [ -f /usr/lib/picolibc/riscv64-unknown-elf/picolibc.specs ] || pkgs+=(picolibc-riscv64-unknown-elf)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || pkgs+=(postgresql)
   command -v haproxy >/dev/null || pkgs+=(haproxy)
+  command -v ip >/dev/null || pkgs+=(iproute2) # twohost.sh's network namespaces
   [ ${#pkgs[@]} -eq 0 ] && return 0
   log "installing ${pkgs[*]}"
   # nginx's package would start a system service on port 80: the benchmark
@@ -66,6 +67,7 @@ cleanup() {
   wait 2>/dev/null || true
   # A run stopped inside many_bench leaves no kernel setting changed.
   if declare -F many_tcp_mem_restore > /dev/null; then many_tcp_mem_restore; fi
+  if declare -F twohost_teardown > /dev/null; then twohost_teardown; fi
   rm -rf "$WORK" "$SHM"
 }
 trap cleanup EXIT
@@ -115,6 +117,8 @@ NGX_PORT=0
 NGX_PIN=() # a command prefix, e.g. (taskset -c 0)
 NGX_TLS="" # a directory with srv.pem and srv.key: serve HTTPS with them (tlsmode.sh)
 NGX_KTLS="" # 1: with NGX_TLS, let OpenSSL hand records to kernel TLS where the kernel has it
+NGX_ADDR=127.0.0.1 # the address nginx listens on
+NGX_NETNS=() # a command prefix that reaches NGX_ADDR, e.g. (ip netns exec NS) (twohost.sh)
 start_nginx() { # one worker, like tcpota serve's one thread; sets NGX_PORT
   local try
   for try in 1 2 3 4 5; do
@@ -134,7 +138,7 @@ start_nginx_once() {
   # Below the ephemeral ports (32768 on): the load generator's thousands of
   # connections in TIME_WAIT must not hold the port nginx is to listen on.
   NGX_PORT=$(( 20000 + RANDOM % 12000 ))
-  local ssl="" tls_conf="" url="http://127.0.0.1:$NGX_PORT/image.bin" ca=()
+  local ssl="" tls_conf="" url="http://$NGX_ADDR:$NGX_PORT/image.bin" ca=()
   if [ -n "$NGX_TLS" ]; then
     # The same certificate as tcpota's, stateless tickets, one per handshake
     # (OpenSSL's default is two), no server-side session cache.
@@ -163,13 +167,13 @@ http {
   uwsgi_temp_path $d/tmp; scgi_temp_path $d/tmp;
   types { application/octet-stream bin; }
   $tls_conf
-  server { listen 127.0.0.1:$NGX_PORT$ssl backlog=1024; root $d/www; }
+  server { listen $NGX_ADDR:$NGX_PORT$ssl backlog=1024; root $d/www; }
 }
 EOF
   "${NGX_PIN[@]}" nginx -p "$d" -c "$d/nginx.conf" > /dev/null 2> "$d/stderr" &
   echo $! > "$WORK/nginx.pid"; PIDS+=($!)
   for _ in $(seq 100); do
-    curl -s -o /dev/null "${ca[@]}" "$url" && return 0
+    "${NGX_NETNS[@]}" curl -s -o /dev/null "${ca[@]}" "$url" && return 0
     kill -0 "$(cat "$WORK/nginx.pid")" 2>/dev/null || return 1 # port taken: try another
     sleep 0.05
   done
@@ -589,6 +593,7 @@ $(sed -nE 's/.*connections=([0-9]+).*/\1/p' <<< "$out")"
 . "$ROOT/bench/tlsmode.sh"
 . "$ROOT/bench/scalemode.sh"
 . "$ROOT/bench/pgmode.sh"
+. "$ROOT/bench/twohost.sh"
 
 # ---- main -------------------------------------------------------------------
 install_missing
@@ -678,12 +683,13 @@ footprint_bench() {
   log "footprint"
   bash "$ROOT/bench/footprint.sh" "$WORK/footprint.md" >/dev/null
 }
-touch "$WORK/link.md" "$WORK/fleet.md" "$WORK/footprint.md" "$WORK/resume.md" "$WORK/checkin.md" \
+touch "$WORK/link.md" "$WORK/fleet.md" "$WORK/twohost.md" "$WORK/footprint.md" "$WORK/resume.md" "$WORK/checkin.md" \
       "$WORK/transfer.md" "$WORK/registry.md" "$WORK/tls.md" "$WORK/tlsxfer.md" "$WORK/link.raw" "$WORK/fleet.raw" \
       "$WORK/checkin.raw" "$WORK/transfer.raw"
 run_phase footprint footprint footprint_bench
 run_phase link "slow link" link_bench
 run_phase fleet fleet fleet_bench
+run_phase twohost "fleet, two hosts" twohost_bench
 run_phase resume resume resume_bench
 run_phase checkin check-ins checkin_bench
 run_phase transfers "transfers, fleet vs single" transfer_bench
@@ -694,7 +700,7 @@ run_phase many "many devices at once" many_bench
 run_phase pg "SQLite vs PostgreSQL" pg_bench
 { echo "Other load on the machine during the run (its busy CPU time minus this run's own processes):"
   echo; cat "$WORK/load.md"; echo; } >> "$WORK/head.md"
-for f in link fleet footprint resume checkin transfer registry tls tlsxfer many pg; do
+for f in link fleet twohost footprint resume checkin transfer registry tls tlsxfer many pg; do
   [ -s "$WORK/$f.md" ] || continue # not run (BENCH_ONLY): the loop's status must stay 0
   cat "$WORK/$f.md"; echo
 done | cat "$WORK/head.md" - > "$out"

@@ -1,0 +1,198 @@
+# twohost.sh - the fleet benchmark with the server and the devices as two
+# hosts, sourced by run.sh (which defines WORK, TCPOTA, LOADGEN, IMG, QUICK,
+# MIB, start_nginx, stop_pid, proc_stats, wait_verified, summary_verified,
+# median_of, ratio_each, ratio_median, log, kv):
+#   twohost_bench   N devices x 1 MiB against tcpota serve and nginx, each side
+#                   in a network namespace of its own behind a veth pair
+#
+# Why: on loopback the sender's system call carries each segment through the
+# receiver's whole TCP stack, so a server pays for its devices' receive work
+# (every byte of the image) and the devices pay for the server's (every
+# frame they send). Across a network each host does its own. Here the
+# server's namespace receives on core 0 and the devices' on core 1 (RPS on
+# each end of the pair: the receive work runs on that core, in softirq, as
+# a NIC's interrupt puts it on the host that owns it), with a 1,500-byte
+# MTU (an ESP32's Wi-Fi or Ethernet; TWOHOST_MTU to change it) and each
+# device's receive buffer at 64 KiB (lwIP's largest window without window
+# scaling; TWOHOST_RCVBUF, 0 for Linux's autotuning).
+#
+# Needs root and network namespaces; without them the table says so. The
+# addresses are the namespaces' own (10.231.0.1 and .2); nothing outside
+# them changes but net.core.netdev_max_backlog (the per-core queue RPS
+# hands packets to: 1,000 dropped SYNs of 10,000 devices connecting at
+# once), raised for the run and set back after it.
+
+TH_NS_SRV="" TH_NS_DEV="" TH_BACKLOG=""
+TH_SRV_ADDR=10.231.0.1 TH_DEV_ADDR=10.231.0.2
+
+# Creates the two namespaces and the veth pair between them; returns 1
+# (and leaves nothing behind) when the machine does not allow it.
+twohost_setup() {
+  TH_NS_SRV=tcpota-srv-$$ TH_NS_DEV=tcpota-dev-$$
+  local mtu=${TWOHOST_MTU:-1500}
+  {
+    ip netns add "$TH_NS_SRV" && ip netns add "$TH_NS_DEV" &&
+      ip -n "$TH_NS_SRV" link add th-srv type veth peer name th-dev netns "$TH_NS_DEV" &&
+      ip -n "$TH_NS_SRV" addr add "$TH_SRV_ADDR/24" dev th-srv &&
+      ip -n "$TH_NS_DEV" addr add "$TH_DEV_ADDR/24" dev th-dev &&
+      ip -n "$TH_NS_SRV" link set th-srv mtu "$mtu" up &&
+      ip -n "$TH_NS_DEV" link set th-dev mtu "$mtu" up &&
+      ip -n "$TH_NS_SRV" link set lo up && ip -n "$TH_NS_DEV" link set lo up &&
+      # RPS: what arrives for the server is received on core 0, what
+      # arrives for the devices on core 1. sysfs shows the namespace's
+      # devices to a process inside it.
+      ip netns exec "$TH_NS_SRV" sh -c 'echo 1 > /sys/class/net/th-srv/queues/rx-0/rps_cpus' &&
+      ip netns exec "$TH_NS_DEV" sh -c 'echo 2 > /sys/class/net/th-dev/queues/rx-0/rps_cpus'
+  } 2> "$WORK/twohost-setup.log" || { twohost_teardown; return 1; }
+  TH_BACKLOG=$(sysctl -n net.core.netdev_max_backlog)
+  [ "$TH_BACKLOG" -lt 16384 ] && sysctl -qw net.core.netdev_max_backlog=16384
+  return 0
+}
+
+twohost_teardown() {
+  [ -n "$TH_BACKLOG" ] && sysctl -qw net.core.netdev_max_backlog="$TH_BACKLOG"
+  TH_BACKLOG=""
+  [ -n "$TH_NS_SRV" ] && ip netns del "$TH_NS_SRV" 2>/dev/null
+  [ -n "$TH_NS_DEV" ] && ip netns del "$TH_NS_DEV" 2>/dev/null
+  TH_NS_SRV="" TH_NS_DEV=""
+  return 0
+}
+
+# Core 0's busy time in clock ticks: the server and the receive work done
+# on its core, also while the server slept (softirq in the idle task).
+twohost_core0_ticks() { awk '/^cpu0 /{ print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }
+
+# "InSegs OutSegs RetransSegs" of the server's namespace.
+twohost_segs() {
+  ip netns exec "$TH_NS_SRV" awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) c[$i] = i; h = 1 }
+    else print $c["InSegs"], $c["OutSegs"], $c["RetransSegs"] }' /proc/net/snmp
+}
+
+twohost_bench() {
+  local ns n rep reps kind pid port out cpu0 cpu1 t0 t1 s0 s1 srv_ok hz row ratios=""
+  local -A cpgs cores rates
+  local in0 out0 re0 in1 out1 re1
+  ns=(1000 10000) reps=${FLEET_REPS:-3}
+  [ $QUICK -eq 1 ] && ns=(1000) && reps=1
+  hz=$(getconf CLK_TCK)
+  {
+    echo "## Fleet, two hosts: N devices at once, 1 MiB each, across a veth pair"
+    echo
+  } > "$WORK/twohost.md"
+  if [ "$(nproc)" -lt 2 ] || ! command -v taskset > /dev/null || ! twohost_setup; then
+    {
+      echo "Not run: this needs root, two cores and network namespaces (\`ip netns add\` said:"
+      echo "$(head -c 300 "$WORK/twohost-setup.log" 2>/dev/null | tr '\n' ' ')). The loopback table above stands alone."
+    } >> "$WORK/twohost.md"
+    cat "$WORK/twohost.md"
+    return 0
+  fi
+  {
+    echo "The server in one network namespace, receiving on core 0; the load generator in another,"
+    echo "receiving on core 1; a veth pair between them, MTU ${TWOHOST_MTU:-1500}; each device's receive buffer"
+    echo "${TWOHOST_RCVBUF:-65536} bytes (0: Linux's autotuning)."
+    echo
+    echo "| N | server | all done s | aggregate MB/s | server CPU s per GB | server's core s per GB | segments in / out per device | retransmitted per device | byte-exact |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|---|"
+  } >> "$WORK/twohost.md"
+  # The script's own loops (the summary polls, the readings) run on the
+  # load generator's core: core 0's busy time is the server's host.
+  taskset -pc 1 $$ > /dev/null
+  for n in "${ns[@]}"; do
+    cpgs=() cores=() rates=()
+    for rep in $(seq "$reps"); do
+      for kind in tcpota nginx nginx-ka; do
+        log "two hosts: N=$n against $kind (run $rep of $reps)"
+        if [ $kind = tcpota ]; then
+          ip netns exec "$TH_NS_SRV" taskset -c 0 "$TCPOTA" serve --listen "$TH_SRV_ADDR:0" --version 2.0.0 \
+            --quiet --no-progress --max-conns 20000 --idle-timeout 300 "$IMG" > /dev/null 2> "$WORK/twohost.log" &
+          pid=$!
+          echo "$pid" > "$WORK/twohost.pid"; PIDS+=("$pid")
+          wait_line "$WORK/twohost.log" 'listening on'
+          port=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' "$WORK/twohost.log" | head -1)
+        else
+          NGX_PIN=(ip netns exec "$TH_NS_SRV" taskset -c 0) NGX_NETNS=(ip netns exec "$TH_NS_SRV")
+          NGX_ADDR=$TH_SRV_ADDR
+          start_nginx
+          NGX_PIN=() NGX_NETNS=() NGX_ADDR=127.0.0.1
+          port=$NGX_PORT pid=$(cat "$WORK/nginx.pid")
+        fi
+        sleep 0.3
+        read -r _ _ cpu0 < <(proc_stats "$pid")
+        read -r in0 out0 re0 < <(twohost_segs)
+        t0=$(twohost_core0_ticks)
+        if [ $kind = tcpota ]; then
+          out=$(ip netns exec "$TH_NS_DEV" taskset -c 1 "$LOADGEN" tcpota --server "$TH_SRV_ADDR:$port" \
+            --sources 1 --rcvbuf "${TWOHOST_RCVBUF:-65536}" --devices "$n" --size $MIB --timeout 900) || true
+          read -r _ _ < <(wait_verified "$pid" "$WORK/twohost.log" "$n" 60)
+        else
+          out=$(ip netns exec "$TH_NS_DEV" taskset -c 1 "$LOADGEN" http --server "$TH_SRV_ADDR:$port" \
+            --sources 1 --rcvbuf "${TWOHOST_RCVBUF:-65536}" --path /image.bin --devices "$n" --size $MIB \
+            --keep-alive "$([ $kind = nginx-ka ] && echo 1 || echo 0)" --timeout 900) || true
+          sleep 0.5 # the last connections' ends, as tcpota's wait for its summary
+        fi
+        t1=$(twohost_core0_ticks)
+        read -r in1 out1 re1 < <(twohost_segs)
+        read -r _ _ cpu1 < <(proc_stats "$pid")
+        srv_ok=-
+        if [ $kind = tcpota ]; then
+          stop_pid twohost
+          srv_ok=$(summary_verified "$WORK/twohost.log")
+        else
+          stop_pid nginx
+        fi
+        echo "twohost $kind $out server_verified=$srv_ok" >> "$WORK/fleet.raw"
+        cpgs[$kind]+=$(awk -v n="$n" -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.4f ", (b - a) / (n * 1048576 / 1e9) }')
+        cores[$kind]+=$(awk -v n="$n" -v a="$t0" -v b="$t1" -v hz="$hz" 'BEGIN { printf "%.4f ", (b - a) / hz / (n * 1048576 / 1e9) }')
+        rates[$kind]+="$(kv mbytes_per_s "$out") "
+        awk -v n="$n" -v k="$kind" -v c0="$cpu0" -v c1="$cpu1" -v t0="$t0" -v t1="$t1" -v hz="$hz" \
+            -v i="$((in1 - in0))" -v o="$((out1 - out0))" -v r="$((re1 - re0))" -v so="$srv_ok" '
+          { for (f = 1; f <= NF; f++) { split($f, kv, "="); v[kv[1]] = kv[2] } }
+          END {
+            gb = n * 1048576 / 1e9
+            printf "| %d | %s | %.2f | %.0f | %.3f | %.3f | %.1f / %.1f | %.2f | %s |\n", n,
+              k == "tcpota" ? "tcpota serve" : k == "nginx" ? "nginx (1 worker)" : "nginx, client closes",
+              v["wall"], v["mbytes_per_s"], (c1 - c0) / gb, (t1 - t0) / hz / gb, i / n, o / n, r / n,
+              ((v["failed"] == 0 && v["ok"] == n) ? "all " v["ok"] : v["ok"] " of " n " (" v["failed"] " failed)") \
+              (so == "-" ? "" : "; server: " so " verified") }' <<< "$out" >> "$WORK/twohost.md"
+        sleep 1
+      done
+    done
+    row=$(ratio_each "${cores[tcpota]}" "${cores[nginx]}")
+    ratios+=$(awk -v n="$n" -v each="$row" \
+      -v qc="$(ratio_median "${cores[tcpota]}" "${cores[nginx]}")" \
+      -v qs="$(ratio_median "${cpgs[tcpota]}" "${cpgs[nginx]}")" \
+      -v qk="$(ratio_median "${cores[tcpota]}" "${cores[nginx-ka]}")" \
+      -v qr="$(ratio_median "${rates[tcpota]}" "${rates[nginx]}")" \
+      'BEGIN { printf "| %d | %.2f× | %s | %.2f× | %.2f× | %.2f× |\\n", n, qc, each, qs, qk, qr }')
+  done
+  taskset -pc "0-$(($(nproc) - 1))" $$ > /dev/null
+  twohost_teardown
+  {
+    echo
+    echo "Each ratio is the median of the runs' ratios (run k of tcpota against run k of the other):"
+    echo
+    echo "| N | server's core per GB, tcpota / nginx (goal ≤ 1) | each run | server CPU per GB (its own threads), tcpota / nginx | server's core, tcpota / nginx, client closes | rate tcpota / nginx |"
+    echo "|---:|---:|---|---:|---:|---:|"
+    printf '%b' "$ratios"
+    echo
+    echo "- Server CPU: the server's threads' schedstat over the run, as in the loopback table; here it"
+    echo "  holds the receive work only when it came while the server ran. Server's core: core 0's busy"
+    echo "  time (/proc/stat, ticks of 1/$hz s), the server and the receive work done on its core while"
+    echo "  it slept; the script itself runs on core 1. Not run at N = 100: 0.1 GB is a few ticks."
+    echo "- The receive work done on core 0 while the server slept is softirq in the idle task: the"
+    echo "  run's \"other load\" row counts it as other processes' load for this phase."
+    echo "- Segments: the server namespace's TCP counters (/proc/net/snmp) over the run, per device."
+    echo "  A tcpota device sends HELLO, ACCEPT, its ACKs (held while data is at hand) and COMPLETE;"
+    echo "  an HTTP client its GET."
+    echo "- The load generator connects from one address (10.231.0.2), and N = 10,000 devices connect"
+    echo "  at once: net.core.netdev_max_backlog is raised to 16,384 for the run (its default, 1,000,"
+    echo "  dropped SYNs: runs that waited for TCP's retransmission timeout)."
+    echo "- Devices' receive buffers: with Linux's autotuning (up to 32 MiB each here) 10,000 sockets"
+    echo "  filled the kernel's TCP memory, which the server's namespace shares: the devices' sockets"
+    echo "  dropped what arrived, and tcpota's runs ended after 22, 73 and 53 s (a few devices in"
+    echo "  retransmission backoff; p99 14 s) against nginx's 14-22 s. An ESP32's window is 64 KiB at"
+    echo "  most (lwIP without window scaling); with that, 14.5-14.8 s in four runs."
+  } >> "$WORK/twohost.md"
+  cat "$WORK/twohost.md"
+}
