@@ -22,7 +22,7 @@
 # hands packets to: 1,000 dropped SYNs of 10,000 devices connecting at
 # once), raised for the run and set back after it.
 
-TH_NS_SRV="" TH_NS_DEV="" TH_BACKLOG=""
+TH_NS_SRV="" TH_NS_DEV="" TH_BACKLOG="" TH_BACKLOG_RUN=16384
 TH_SRV_ADDR=10.231.0.1 TH_DEV_ADDR=10.231.0.2
 
 # Creates the two namespaces and the veth pair between them; returns 1
@@ -44,17 +44,25 @@ twohost_setup() {
       ip netns exec "$TH_NS_SRV" sh -c 'echo 1 > /sys/class/net/th-srv/queues/rx-0/rps_cpus' &&
       ip netns exec "$TH_NS_DEV" sh -c 'echo 2 > /sys/class/net/th-dev/queues/rx-0/rps_cpus'
   } 2> "$WORK/twohost-setup.log" || { twohost_teardown; return 1; }
-  TH_BACKLOG=$(sysctl -n net.core.netdev_max_backlog)
-  [ "$TH_BACKLOG" -lt 16384 ] && sysctl -qw net.core.netdev_max_backlog=16384
+  local was
+  was=$(sysctl -n net.core.netdev_max_backlog)
+  if [ "$was" -lt "$TH_BACKLOG_RUN" ]; then
+    if sysctl -qw net.core.netdev_max_backlog="$TH_BACKLOG_RUN"; then
+      TH_BACKLOG=$was # set back by twohost_teardown
+    else
+      log "two hosts: cannot raise net.core.netdev_max_backlog from $was; running with it"
+    fi
+  fi
   return 0
 }
 
+# Sets back what twohost_setup changed; also from run.sh's cleanup, so
+# nothing here may fail (set -e).
 twohost_teardown() {
-  [ -n "$TH_BACKLOG" ] && sysctl -qw net.core.netdev_max_backlog="$TH_BACKLOG"
-  TH_BACKLOG=""
-  [ -n "$TH_NS_SRV" ] && ip netns del "$TH_NS_SRV" 2>/dev/null
-  [ -n "$TH_NS_DEV" ] && ip netns del "$TH_NS_DEV" 2>/dev/null
-  TH_NS_SRV="" TH_NS_DEV=""
+  if [ -n "$TH_BACKLOG" ]; then sysctl -qw net.core.netdev_max_backlog="$TH_BACKLOG" || true; fi
+  if [ -n "$TH_NS_SRV" ]; then ip netns del "$TH_NS_SRV" 2>/dev/null || true; fi
+  if [ -n "$TH_NS_DEV" ]; then ip netns del "$TH_NS_DEV" 2>/dev/null || true; fi
+  TH_BACKLOG="" TH_NS_SRV="" TH_NS_DEV=""
   return 0
 }
 
@@ -62,16 +70,19 @@ twohost_teardown() {
 # on its core, also while the server slept (softirq in the idle task).
 twohost_core0_ticks() { awk '/^cpu0 /{ print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }
 
-# "InSegs OutSegs RetransSegs" of the server's namespace.
+# "InSegs OutSegs RetransSegs TxPackets" of the server's namespace: TCP's
+# segments, and the packets its end of the pair sent (a GSO packet carries
+# several segments).
 twohost_segs() {
   ip netns exec "$TH_NS_SRV" awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) c[$i] = i; h = 1 }
-    else print $c["InSegs"], $c["OutSegs"], $c["RetransSegs"] }' /proc/net/snmp
+    else printf "%s %s %s ", $c["InSegs"], $c["OutSegs"], $c["RetransSegs"] }' /proc/net/snmp
+  ip netns exec "$TH_NS_SRV" cat /sys/class/net/th-srv/statistics/tx_packets
 }
 
 twohost_bench() {
-  local ns n rep reps kind pid port out cpu0 cpu1 t0 t1 s0 s1 srv_ok hz row ratios=""
+  local ns n rep reps kind pid port out cpu0 cpu1 t0 t1 srv_ok hz row ratios="" mask rate
   local -A cpgs cores rates
-  local in0 out0 re0 in1 out1 re1
+  local in0 out0 re0 tx0 in1 out1 re1 tx1
   ns=(1000 10000) reps=${FLEET_REPS:-3}
   [ $QUICK -eq 1 ] && ns=(1000) && reps=1
   hz=$(getconf CLK_TCK)
@@ -92,11 +103,14 @@ twohost_bench() {
     echo "receiving on core 1; a veth pair between them, MTU ${TWOHOST_MTU:-1500}; each device's receive buffer"
     echo "${TWOHOST_RCVBUF:-65536} bytes (0: Linux's autotuning)."
     echo
-    echo "| N | server | all done s | aggregate MB/s | server CPU s per GB | server's core s per GB | segments in / out per device | retransmitted per device | byte-exact |"
-    echo "|---:|---|---:|---:|---:|---:|---:|---:|---|"
+    echo "| N | server | all done s | aggregate MB/s | server CPU s per GB | server's core s per GB | segments in / out per device | packets out per device | retransmitted per device | byte-exact |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
   } >> "$WORK/twohost.md"
   # The script's own loops (the summary polls, the readings) run on the
-  # load generator's core: core 0's busy time is the server's host.
+  # load generator's core: core 0's busy time is the server's host. Its
+  # mask is set back after the phase (the phases after it start processes
+  # of their own unpinned).
+  mask=$(taskset -p $$ | awk '{ print $NF }')
   taskset -pc 1 $$ > /dev/null
   for n in "${ns[@]}"; do
     cpgs=() cores=() rates=()
@@ -119,7 +133,7 @@ twohost_bench() {
         fi
         sleep 0.3
         read -r _ _ cpu0 < <(proc_stats "$pid")
-        read -r in0 out0 re0 < <(twohost_segs)
+        read -r in0 out0 re0 tx0 < <(twohost_segs)
         t0=$(twohost_core0_ticks)
         if [ $kind = tcpota ]; then
           out=$(ip netns exec "$TH_NS_DEV" taskset -c 1 "$LOADGEN" tcpota --server "$TH_SRV_ADDR:$port" \
@@ -132,7 +146,7 @@ twohost_bench() {
           sleep 0.5 # the last connections' ends, as tcpota's wait for its summary
         fi
         t1=$(twohost_core0_ticks)
-        read -r in1 out1 re1 < <(twohost_segs)
+        read -r in1 out1 re1 tx1 < <(twohost_segs)
         read -r _ _ cpu1 < <(proc_stats "$pid")
         srv_ok=-
         if [ $kind = tcpota ]; then
@@ -144,15 +158,16 @@ twohost_bench() {
         echo "twohost $kind $out server_verified=$srv_ok" >> "$WORK/fleet.raw"
         cpgs[$kind]+=$(awk -v n="$n" -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.4f ", (b - a) / (n * 1048576 / 1e9) }')
         cores[$kind]+=$(awk -v n="$n" -v a="$t0" -v b="$t1" -v hz="$hz" 'BEGIN { printf "%.4f ", (b - a) / hz / (n * 1048576 / 1e9) }')
-        rates[$kind]+="$(kv mbytes_per_s "$out") "
+        rate=$(kv mbytes_per_s "$out")
+        rates[$kind]+="${rate:-0} " # a run that printed nothing stays paired, as 0
         awk -v n="$n" -v k="$kind" -v c0="$cpu0" -v c1="$cpu1" -v t0="$t0" -v t1="$t1" -v hz="$hz" \
-            -v i="$((in1 - in0))" -v o="$((out1 - out0))" -v r="$((re1 - re0))" -v so="$srv_ok" '
+            -v i="$((in1 - in0))" -v o="$((out1 - out0))" -v r="$((re1 - re0))" -v p="$((tx1 - tx0))" -v so="$srv_ok" '
           { for (f = 1; f <= NF; f++) { split($f, kv, "="); v[kv[1]] = kv[2] } }
           END {
             gb = n * 1048576 / 1e9
-            printf "| %d | %s | %.2f | %.0f | %.3f | %.3f | %.1f / %.1f | %.2f | %s |\n", n,
+            printf "| %d | %s | %.2f | %.0f | %.3f | %.3f | %.1f / %.1f | %.1f | %.2f | %s |\n", n,
               k == "tcpota" ? "tcpota serve" : k == "nginx" ? "nginx (1 worker)" : "nginx, client closes",
-              v["wall"], v["mbytes_per_s"], (c1 - c0) / gb, (t1 - t0) / hz / gb, i / n, o / n, r / n,
+              v["wall"], v["mbytes_per_s"], (c1 - c0) / gb, (t1 - t0) / hz / gb, i / n, o / n, p / n, r / n,
               ((v["failed"] == 0 && v["ok"] == n) ? "all " v["ok"] : v["ok"] " of " n " (" v["failed"] " failed)") \
               (so == "-" ? "" : "; server: " so " verified") }' <<< "$out" >> "$WORK/twohost.md"
         sleep 1
@@ -166,7 +181,7 @@ twohost_bench() {
       -v qr="$(ratio_median "${rates[tcpota]}" "${rates[nginx]}")" \
       'BEGIN { printf "| %d | %.2f× | %s | %.2f× | %.2f× | %.2f× |\\n", n, qc, each, qs, qk, qr }')
   done
-  taskset -pc "0-$(($(nproc) - 1))" $$ > /dev/null
+  taskset -p "$mask" $$ > /dev/null
   twohost_teardown
   {
     echo
@@ -182,17 +197,20 @@ twohost_bench() {
     echo "  it slept; the script itself runs on core 1. Not run at N = 100: 0.1 GB is a few ticks."
     echo "- The receive work done on core 0 while the server slept is softirq in the idle task: the"
     echo "  run's \"other load\" row counts it as other processes' load for this phase."
-    echo "- Segments: the server namespace's TCP counters (/proc/net/snmp) over the run, per device."
+    echo "- Segments: the server namespace's TCP counters (/proc/net/snmp) over the run, per device;"
+    echo "  packets: what its end of the pair sent (veth passes GSO packets whole: one packet may"
+    echo "  carry several segments, and the devices acknowledge packets)."
     echo "  A tcpota device sends HELLO, ACCEPT, its ACKs (held while data is at hand) and COMPLETE;"
     echo "  an HTTP client its GET."
     echo "- The load generator connects from one address (10.231.0.2), and N = 10,000 devices connect"
-    echo "  at once: net.core.netdev_max_backlog is raised to 16,384 for the run (its default, 1,000,"
+    echo "  at once: net.core.netdev_max_backlog is raised to $TH_BACKLOG_RUN for the run (its default, 1,000,"
     echo "  dropped SYNs: runs that waited for TCP's retransmission timeout)."
     echo "- Devices' receive buffers: with Linux's autotuning (up to 32 MiB each here) 10,000 sockets"
     echo "  filled the kernel's TCP memory, which the server's namespace shares: the devices' sockets"
     echo "  dropped what arrived, and tcpota's runs ended after 22, 73 and 53 s (a few devices in"
     echo "  retransmission backoff; p99 14 s) against nginx's 14-22 s. An ESP32's window is 64 KiB at"
-    echo "  most (lwIP without window scaling); with that, 14.5-14.8 s in four runs."
+    echo "  most (lwIP without window scaling): SO_RCVBUF 65,536 (the kernel reserves twice that, half"
+    echo "  for its own overhead); with it, 14.5-15.5 s in eight runs."
   } >> "$WORK/twohost.md"
   cat "$WORK/twohost.md"
 }
