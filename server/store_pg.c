@@ -29,7 +29,9 @@
  * never wait long. The rows of the devices a list writes are locked first,
  * in id order (pg_lock_devices), so two nodes' lists wait for each other
  * rather than deadlock; a deadlock or a serialization failure that still
- * happens rolls the list back and runs it again. A lost connection is made
+ * happens rolls the list back and runs it again. When that first lock
+ * fails (a row held past lock_timeout), the list runs with savepoints and
+ * without it: only the requests that need the held row fail. A lost connection is made
  * again at once and the list run again, unless it was lost under the
  * list's COMMIT: the list may have committed, and run again it would write
  * its history twice (and answer a new device's first check-in as not new).
@@ -322,7 +324,8 @@ static int reads_only(const struct store_req *r)
 }
 
 /* One attempt at the list: 0 committed, 1 to run again, 2 to run again
- * with a savepoint around each request (one failed: savepoints), 3 its
+ * with a savepoint around each request (one failed, or the lock of all the
+ * list's devices did: savepoints), 3 its
  * COMMIT lost its answer (commit_outcome; the answers are kept), -1
  * failed (a request alone that failed: nothing it wrote is kept). */
 static int attempt(struct pgstore *st, struct store_req *head, int savepoints)
@@ -341,7 +344,15 @@ static int attempt(struct pgstore *st, struct store_req *head, int savepoints)
         PQclear(PQexec(st->db, "ROLLBACK"));
         return -1;
     }
-    locked = pg_lock_devices(st, head) == STORE_OK;
+    /* The list's device rows first, in id order (pg_lock_devices); not
+     * with savepoints, where each request takes its own rows: a row that
+     * another transaction holds past the operator's lock_timeout then
+     * fails the request that needs it, and the others commit. */
+    locked = savepoints || pg_lock_devices(st, head) == STORE_OK;
+    if (!locked && !savepoints && !alone && !st->rerun && PQstatus(st->db) == CONNECTION_OK) {
+        PQclear(PQexec(st->db, "ROLLBACK"));
+        return 2;
+    }
     for (r = head; locked && r && !st->rerun; r = r->next) {
         run_one(st, r, alone || !savepoints);
         if (!savepoints && r->rc < 0 && !st->rerun) {
