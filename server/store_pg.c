@@ -52,6 +52,14 @@
 
 #define PG_RERUNS_MAX 5 /* a list that deadlocks again and again fails after this */
 
+/* How a list runs (attempt's `savepoints`): without savepoints, the
+ * fastest; with one around each request, after one failed; and with one
+ * around each but without locking the list's devices first, after that
+ * lock failed (a row held past lock_timeout). */
+#define SP_NONE 0
+#define SP_EACH 1
+#define SP_NOLOCK 2
+
 /* ---- running a list in one transaction ---- */
 
 static int dispatch(struct pgstore *st, struct store_req *r)
@@ -324,8 +332,9 @@ static int reads_only(const struct store_req *r)
 }
 
 /* One attempt at the list: 0 committed, 1 to run again, 2 to run again
- * with a savepoint around each request (one failed, or the lock of all the
- * list's devices did: savepoints), 3 its
+ * with a savepoint around each request (one failed: SP_EACH), 4 the same
+ * without the lock of all the list's devices first (that lock failed:
+ * SP_NOLOCK), 3 its
  * COMMIT lost its answer (commit_outcome; the answers are kept), -1
  * failed (a request alone that failed: nothing it wrote is kept). */
 static int attempt(struct pgstore *st, struct store_req *head, int savepoints)
@@ -344,14 +353,15 @@ static int attempt(struct pgstore *st, struct store_req *head, int savepoints)
         PQclear(PQexec(st->db, "ROLLBACK"));
         return -1;
     }
-    /* The list's device rows first, in id order (pg_lock_devices); not
-     * with savepoints, where each request takes its own rows: a row that
-     * another transaction holds past the operator's lock_timeout then
-     * fails the request that needs it, and the others commit. */
-    locked = savepoints || pg_lock_devices(st, head) == STORE_OK;
-    if (!locked && !savepoints && !alone && !st->rerun && PQstatus(st->db) == CONNECTION_OK) {
+    /* The list's device rows first, in id order (pg_lock_devices). When
+     * that fails (a row that another transaction holds past the operator's
+     * lock_timeout), the list runs again without it, each request taking
+     * its own rows: the ones that need the held row fail, the others
+     * commit. */
+    locked = savepoints == SP_NOLOCK || pg_lock_devices(st, head) == STORE_OK;
+    if (!locked && !alone && !st->rerun && PQstatus(st->db) == CONNECTION_OK) {
         PQclear(PQexec(st->db, "ROLLBACK"));
-        return 2;
+        return 4;
     }
     for (r = head; locked && r && !st->rerun; r = r->next) {
         run_one(st, r, alone || !savepoints);
@@ -383,7 +393,7 @@ static int attempt(struct pgstore *st, struct store_req *head, int savepoints)
 static void run_list(struct pgstore *st, struct store_req *head)
 {
     struct store_req *tail = head;
-    int k, rc = -1, again = 0, savepoints = 0;
+    int k, rc = -1, again = 0, savepoints = SP_NONE;
 
     if (!head) {
         return;
@@ -409,8 +419,10 @@ static void run_list(struct pgstore *st, struct store_req *head)
             }
             continue;
         }
-        if (rc == 2) {
-            savepoints = 1; /* at most once: not a rerun */
+        if ((rc == 2 && savepoints == SP_NONE) || (rc == 4 && savepoints != SP_NOLOCK)) {
+            /* Not a rerun: the mode only moves on (none, each, no lock),
+             * so this happens at most twice. */
+            savepoints = rc == 2 ? SP_EACH : SP_NOLOCK;
             k--;
             continue;
         }
@@ -429,6 +441,9 @@ static void run_list(struct pgstore *st, struct store_req *head)
         after_commit(st, head);
     } else if (rc == 1) {
         fail_all(head, "deadlocked with another node again and again; try again");
+    } else if (rc == 2 || rc == 4) {
+        /* Not reached (each mode is tried once), but never posted as done. */
+        fail_all(head, "its requests could not run together; try again");
     }
     store_worker_post(&st->w, head, tail);
 }
