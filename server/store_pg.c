@@ -29,7 +29,9 @@
  * never wait long. The rows of the devices a list writes are locked first,
  * in id order (pg_lock_devices), so two nodes' lists wait for each other
  * rather than deadlock; a deadlock or a serialization failure that still
- * happens rolls the list back and runs it again. A lost connection is made
+ * happens rolls the list back and runs it again. When that first lock
+ * fails (a row held past lock_timeout), the list runs with savepoints and
+ * without it: only the requests that need the held row fail. A lost connection is made
  * again at once and the list run again, unless it was lost under the
  * list's COMMIT: the list may have committed, and run again it would write
  * its history twice (and answer a new device's first check-in as not new).
@@ -49,6 +51,14 @@
 #include <unistd.h>
 
 #define PG_RERUNS_MAX 5 /* a list that deadlocks again and again fails after this */
+
+/* How a list runs (attempt's `savepoints`): without savepoints, the
+ * fastest; with one around each request, after one failed; and with one
+ * around each but without locking the list's devices first, after that
+ * lock failed (a row held past lock_timeout). */
+#define SP_NONE 0
+#define SP_EACH 1
+#define SP_NOLOCK 2
 
 /* ---- running a list in one transaction ---- */
 
@@ -322,7 +332,9 @@ static int reads_only(const struct store_req *r)
 }
 
 /* One attempt at the list: 0 committed, 1 to run again, 2 to run again
- * with a savepoint around each request (one failed: savepoints), 3 its
+ * with a savepoint around each request (one failed: SP_EACH), 4 the same
+ * without the lock of all the list's devices first (that lock failed:
+ * SP_NOLOCK), 3 its
  * COMMIT lost its answer (commit_outcome; the answers are kept), -1
  * failed (a request alone that failed: nothing it wrote is kept). */
 static int attempt(struct pgstore *st, struct store_req *head, int savepoints)
@@ -341,7 +353,16 @@ static int attempt(struct pgstore *st, struct store_req *head, int savepoints)
         PQclear(PQexec(st->db, "ROLLBACK"));
         return -1;
     }
-    locked = pg_lock_devices(st, head) == STORE_OK;
+    /* The list's device rows first, in id order (pg_lock_devices). When
+     * that fails (a row that another transaction holds past the operator's
+     * lock_timeout), the list runs again without it, each request taking
+     * its own rows: the ones that need the held row fail, the others
+     * commit. */
+    locked = savepoints == SP_NOLOCK || pg_lock_devices(st, head) == STORE_OK;
+    if (!locked && !alone && !st->rerun && PQstatus(st->db) == CONNECTION_OK) {
+        PQclear(PQexec(st->db, "ROLLBACK"));
+        return 4;
+    }
     for (r = head; locked && r && !st->rerun; r = r->next) {
         run_one(st, r, alone || !savepoints);
         if (!savepoints && r->rc < 0 && !st->rerun) {
@@ -372,7 +393,7 @@ static int attempt(struct pgstore *st, struct store_req *head, int savepoints)
 static void run_list(struct pgstore *st, struct store_req *head)
 {
     struct store_req *tail = head;
-    int k, rc = -1, again = 0, savepoints = 0;
+    int k, rc = -1, again = 0, savepoints = SP_NONE;
 
     if (!head) {
         return;
@@ -398,8 +419,10 @@ static void run_list(struct pgstore *st, struct store_req *head)
             }
             continue;
         }
-        if (rc == 2) {
-            savepoints = 1; /* at most once: not a rerun */
+        if ((rc == 2 && savepoints == SP_NONE) || (rc == 4 && savepoints != SP_NOLOCK)) {
+            /* Not a rerun: the mode only moves on (none, each, no lock),
+             * so this happens at most twice. */
+            savepoints = rc == 2 ? SP_EACH : SP_NOLOCK;
             k--;
             continue;
         }
@@ -418,6 +441,9 @@ static void run_list(struct pgstore *st, struct store_req *head)
         after_commit(st, head);
     } else if (rc == 1) {
         fail_all(head, "deadlocked with another node again and again; try again");
+    } else if (rc == 2 || rc == 4) {
+        /* Not reached (each mode is tried once), but never posted as done. */
+        fail_all(head, "its requests could not run together; try again");
     }
     store_worker_post(&st->w, head, tail);
 }

@@ -4,8 +4,9 @@
  * of a rollout's compare-and-set, images fetched from the database into a
  * node's cache (checked), a lost connection taken up again (under a COMMIT
  * too: the list runs again only if it did not commit), and the errors
- * an operator meets (unreachable, not ours, newer schema), and lists of
- * two nodes writing the same devices never deadlocking.
+ * an operator meets (unreachable, not ours, newer schema), lists of two
+ * nodes writing the same devices never deadlocking, and a row held past
+ * lock_timeout failing only the request that needs it.
  *
  * Run through with_pg.sh, which starts a cluster of the test's own and
  * passes it in TCPOTA_PG; each test gets an empty schema of its own. */
@@ -404,6 +405,68 @@ static void test_failed_op_in_list(void **state)
         store_req_free(got);
     }
     store_req_free(bad);
+}
+
+/* Another transaction holds one device's row (an operator's session, a
+ * stuck node) past the node's lock_timeout, which docs/scaling.md
+ * recommends: the list that writes it and another device fails only for
+ * the held one; the other device's check-in commits. (The list first locks
+ * all its devices' rows at once; when that lock alone failed, every
+ * request of the list failed with it.) */
+static void test_lock_timeout_in_list(void **state)
+{
+    struct fx *f = *state;
+    char conninfo[sizeof(f->db) + 32], dir_b[64], err[256] = "";
+    size_t len = strlen(f->db);
+    struct store *b;
+    struct store_req *held, *free_dev;
+    PGconn *holder;
+    PGresult *res;
+    int fired = 0;
+
+    store_req_free(ss_checkin(f, "lt-held", NULL, 0));
+    store_req_free(ss_checkin(f, "lt-free", NULL, 0));
+    /* f->db ends with its options' closing quote: the timeout goes inside. */
+    assert_true(len > 0 && f->db[len - 1] == '\'');
+    snprintf(conninfo, sizeof(conninfo), "%.*s -clock_timeout=200'", (int)(len - 1), f->db);
+    snprintf(dir_b, sizeof(dir_b), "/tmp/tcpota-node-XXXXXX");
+    assert_non_null(mkdtemp(dir_b));
+    b = store_pg_open(conninfo, dir_b, f->base, err, sizeof(err));
+    if (!b) {
+        fail_msg("node with lock_timeout: %s", err);
+    }
+    holder = connect_or_fail(f->db);
+    res = PQexec(holder, "BEGIN; SELECT 1 FROM devices WHERE id = 'lt-held' FOR UPDATE");
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    PQclear(res);
+
+    held = store_req_new(STORE_CHECKIN, on_set, &fired);
+    free_dev = store_req_new(STORE_CHECKIN, on_set, &fired);
+    assert_non_null(held);
+    assert_non_null(free_dev);
+    held->now = free_dev->now = NOW;
+    held->u.checkin.id = "lt-held";
+    free_dev->u.checkin.id = "lt-free";
+    held->u.checkin.model = free_dev->u.checkin.model = "esp32";
+    held->u.checkin.version = free_dev->u.checkin.version = "1.0.0";
+    /* Handed over in one turn: one list, one transaction. */
+    assert_int_equal(store_submit(b, held), 0);
+    assert_int_equal(store_submit(b, free_dev), 0);
+    while (fired < 2) {
+        event_base_loop(f->base, EVLOOP_ONCE);
+    }
+    assert_int_equal(free_dev->rc, STORE_OK);
+    assert_int_not_equal(held->rc, STORE_OK);
+    assert_non_null(strstr(held->err, "lock timeout"));
+    /* Its own statement's error, not the failed lock of the whole list. */
+    assert_null(strstr(held->err, "lock devices"));
+
+    PQclear(PQexec(holder, "ROLLBACK"));
+    PQfinish(holder);
+    store_req_free(held);
+    store_req_free(free_dev);
+    store_close(b);
+    ss_rm_tree(dir_b);
 }
 
 /* Adds real bytes (id: their SHA-256) through f's node. */
@@ -903,6 +966,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_checkin_two_nodes, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_crossing_lists_two_nodes, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_failed_op_in_list, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_lock_timeout_in_list, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_image_shared, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_reconnects, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_commit_answer_lost, ss_setup, ss_teardown),
