@@ -25,6 +25,15 @@ want() { [[ " ${BENCH_ONLY//,/ } " == *" $1 "* ]]; }
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 
+# Names BENCH_ONLY may hold, and the settings runs take from the
+# environment, checked before anything is installed or built.
+for b in ${BENCH_ONLY//,/ }; do
+  [[ " $BENCH_ALL tlsxfer " == *" $b "* ]] ||
+    die "BENCH_ONLY names '$b', which is no benchmark; the names: $BENCH_ALL tlsxfer"
+done
+[ -z "${FLEET_REPS:-}" ] || [[ $FLEET_REPS =~ ^[1-9][0-9]?$ ]] ||
+  die "FLEET_REPS=$FLEET_REPS: give the runs per N and server as a number, 1 to 99 (default 3)"
+
 # ---- dependencies ---------------------------------------------------------
 install_missing() {
   local pkgs=() policy_added=0
@@ -596,6 +605,7 @@ $(sed -nE 's/.*connections=([0-9]+).*/\1/p' <<< "$out")"
 . "$ROOT/bench/twohost.sh"
 
 # ---- main -------------------------------------------------------------------
+if want twohost; then twohost_check_env; fi
 install_missing
 log "building in $BUILD"
 cmake -S "$ROOT" -B "$BUILD/main" -DCMAKE_BUILD_TYPE=Release >/dev/null

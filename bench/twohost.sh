@@ -79,6 +79,17 @@ twohost_segs() {
   ip netns exec "$TH_NS_SRV" cat /sys/class/net/th-srv/statistics/tx_packets
 }
 
+# Checks the phase's settings (run.sh, before it installs or builds); dies
+# saying which is wrong and what it takes.
+twohost_check_env() {
+  local mtu=${TWOHOST_MTU:-1500} rcv=${TWOHOST_RCVBUF:-65536}
+  [[ $mtu =~ ^[0-9]{1,5}$ ]] && [ "$mtu" -ge 576 ] && [ "$mtu" -le 65535 ] ||
+    die "TWOHOST_MTU=$mtu: give the link's MTU in bytes, 576 to 65535 (default 1500)"
+  [[ $rcv =~ ^[0-9]{1,9}$ ]] && [ "$rcv" -le 268435456 ] ||
+    die "TWOHOST_RCVBUF=$rcv: give each device's receive buffer in bytes, 0 (Linux's autotuning) to 268435456 (default 65536)"
+  return 0
+}
+
 twohost_bench() {
   local ns n rep reps kind pid port out cpu0 cpu1 t0 t1 srv_ok hz row ratios="" mask rate
   local -A cpgs cores rates
