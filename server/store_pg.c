@@ -31,8 +31,9 @@
  * rather than deadlock; a deadlock or a serialization failure that still
  * happens rolls the list back and runs it again. When that first lock
  * fails (a row held past lock_timeout), the list runs with savepoints and
- * without it: only the requests that need the held row fail. A lost connection is made
- * again at once and the list run again, unless it was lost under the
+ * without it: only the requests that need the held row fail. A lost
+ * connection is made again at once and the list run again, unless it was
+ * lost under the
  * list's COMMIT: the list may have committed, and run again it would write
  * its history twice (and answer a new device's first check-in as not new).
  * Its transaction id, which BEGIN's round trip brings back, tells the new
@@ -332,11 +333,11 @@ static int reads_only(const struct store_req *r)
 }
 
 /* One attempt at the list: 0 committed, 1 to run again, 2 to run again
- * with a savepoint around each request (one failed: SP_EACH), 4 the same
- * without the lock of all the list's devices first (that lock failed:
- * SP_NOLOCK), 3 its
- * COMMIT lost its answer (commit_outcome; the answers are kept), -1
- * failed (a request alone that failed: nothing it wrote is kept). */
+ * with a savepoint around each request (one failed: SP_EACH), 3 its
+ * COMMIT lost its answer (commit_outcome; the answers are kept), 4 to run
+ * again as 2 but without the lock of all the list's devices first (that
+ * lock failed: SP_NOLOCK), -1 failed (a request alone that failed: nothing
+ * it wrote is kept). */
 static int attempt(struct pgstore *st, struct store_req *head, int savepoints)
 {
     struct store_req *r;
