@@ -33,9 +33,9 @@
  * fails (a row held past lock_timeout), the list runs with savepoints and
  * without it: only the requests that need the held row fail. A lost
  * connection is made again at once and the list run again, unless it was
- * lost under the
- * list's COMMIT: the list may have committed, and run again it would write
- * its history twice (and answer a new device's first check-in as not new).
+ * lost under the list's COMMIT: the list may have committed, and run again
+ * it would write its history twice (and answer a new device's first
+ * check-in as not new).
  * Its transaction id, which BEGIN's round trip brings back, tells the new
  * connection whether it did (commit_outcome; settle_kept for a list the
  * outage kept). When the database cannot be reached, store_pg_outage.c
