@@ -362,6 +362,20 @@ static void test_crossing_lists_two_nodes(void **state)
     ss_rm_tree(dir_b);
 }
 
+/* A check-in of device id (model, version 1.0.0) that counts in *fired
+ * when it completes; not submitted. */
+static struct store_req *checkin_req(const char *id, const char *model, int *fired)
+{
+    struct store_req *r = store_req_new(STORE_CHECKIN, on_set, fired);
+
+    assert_non_null(r);
+    r->now = NOW;
+    r->u.checkin.id = id;
+    r->u.checkin.model = model;
+    r->u.checkin.version = "1.0.0";
+    return r;
+}
+
 /* A list whose requests run together, one of which fails: the list runs
  * without savepoints first, then again with one around each request, so
  * the others commit and the failed one answers its own error. */
@@ -374,12 +388,7 @@ static void test_failed_op_in_list(void **state)
     size_t i;
 
     for (i = 0; i < 3; i++) {
-        in[i] = store_req_new(STORE_CHECKIN, on_set, &fired);
-        assert_non_null(in[i]);
-        in[i]->now = NOW;
-        in[i]->u.checkin.id = ids[i];
-        in[i]->u.checkin.model = "esp32";
-        in[i]->u.checkin.version = "1.0.0";
+        in[i] = checkin_req(ids[i], "esp32", &fired);
     }
     bad = store_req_new(STORE_DEVICE_SET_GROUP, on_set, &fired);
     assert_non_null(bad);
@@ -440,15 +449,8 @@ static void test_lock_timeout_in_list(void **state)
     assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
     PQclear(res);
 
-    held = store_req_new(STORE_CHECKIN, on_set, &fired);
-    free_dev = store_req_new(STORE_CHECKIN, on_set, &fired);
-    assert_non_null(held);
-    assert_non_null(free_dev);
-    held->now = free_dev->now = NOW;
-    held->u.checkin.id = "lt-held";
-    free_dev->u.checkin.id = "lt-free";
-    held->u.checkin.model = free_dev->u.checkin.model = "esp32";
-    held->u.checkin.version = free_dev->u.checkin.version = "1.0.0";
+    held = checkin_req("lt-held", "esp32", &fired);
+    free_dev = checkin_req("lt-free", "esp32", &fired);
     /* Handed over in one turn: one list, one transaction. */
     assert_int_equal(store_submit(b, held), 0);
     assert_int_equal(store_submit(b, free_dev), 0);
@@ -550,13 +552,8 @@ static void test_checkin_two_nodes(void **state)
     rollout_for(f, id, pct, 1);
     for (i = 0; i < N; i++) {
         snprintf(ids[i], sizeof(ids[i]), "new-%02u", (unsigned)i);
-        ra[i] = store_req_new(STORE_CHECKIN, on_set, &fired);
-        rb[i] = store_req_new(STORE_CHECKIN, on_set, &fired);
-        assert_true(ra[i] && rb[i]);
-        ra[i]->now = rb[i]->now = NOW;
-        ra[i]->u.checkin.id = rb[i]->u.checkin.id = ids[i];
-        ra[i]->u.checkin.model = rb[i]->u.checkin.model = MODEL;
-        ra[i]->u.checkin.version = rb[i]->u.checkin.version = "1.0.0";
+        ra[i] = checkin_req(ids[i], MODEL, &fired);
+        rb[i] = checkin_req(ids[i], MODEL, &fired);
         assert_int_equal(store_submit(f->st, ra[i]), 0);
         assert_int_equal(store_submit(b, rb[i]), 0);
     }
