@@ -380,6 +380,11 @@ struct api *api_start(const struct api_config *cfg, char *err, size_t errlen)
     return a;
 }
 
+struct evconnlistener *api_listener(const struct api *a)
+{
+    return evhttp_bound_socket_get_listener(a->sock);
+}
+
 uint16_t api_port(const struct api *a)
 {
     struct sockaddr_storage ss;

@@ -3,6 +3,7 @@
 #include "fleet.h"
 #include "fleet_internal.h"
 #include "http_ota.h"
+#include "accept_pause.h"
 #include "api.h"
 #include "conn.h"
 #include "legacy.h"
@@ -1248,6 +1249,10 @@ int fleet_open(struct server *srv)
         say_always(o, LOG_LV_ERROR, "%s", err);
         return -1;
     }
+    if (o->ota_host) {
+        (void)accept_pause_guard(srv->base, http_ota_listener(f->ota), "HTTP downloads",
+                                 server_say_line, srv);
+    }
     if (o->api_host == NULL) {
         return 0; /* --api off */
     }
@@ -1278,6 +1283,8 @@ int fleet_open(struct server *srv)
         say_always(o, LOG_LV_ERROR, "cannot start the API: %s", err);
         return -1;
     }
+    (void)accept_pause_guard(srv->base, api_listener(f->api), "API connections", server_say_line,
+                             srv);
     return 0;
 }
 
@@ -1289,7 +1296,11 @@ void fleet_close(struct server *srv)
     if (!f) {
         return;
     }
-    if (f->api) api_stop(f->api);
+    if (f->api) {
+        accept_pause_unguard(api_listener(f->api));
+        api_stop(f->api);
+    }
+    if (f->ota && http_ota_listener(f->ota)) accept_pause_unguard(http_ota_listener(f->ota));
     f->api = NULL; /* the steps flushed below must not tell a stopped API */
     http_ota_free(f->ota); /* after the API: its connections may carry downloads */
     /* What was recorded and not yet handed over goes before the store closes

@@ -6,6 +6,7 @@
 #include "fleet.h"
 #include "log.h"
 #include "server_internal.h"
+#include "accept_pause.h"
 #include "text.h"
 #include "tls_server.h"
 #include "workers.h"
@@ -58,13 +59,19 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
     conn_new(srv, fd, host, port, unauth);
 }
 
-static void accept_error_cb(struct evconnlistener *lis, void *arg)
+/* Where a listener's accept failures are said (accept_pause.h). */
+void server_say_line(void *arg, const char *msg)
 {
-    struct server *srv = arg;
-    int err = EVUTIL_SOCKET_ERROR();
-    (void)lis;
-    /* Out of descriptors and the like: keep serving the others. */
-    say(srv, "accept failed: %s", evutil_socket_error_to_string(err));
+    say(arg, "%s", msg);
+}
+
+/* Out of descriptors and the like: the listener pauses (accept_pause.h)
+ * and the connections it holds go on. */
+static void guard_listener(struct server *srv)
+{
+    if (accept_pause_guard(srv->base, srv->lis, "device connections", server_say_line, srv) < 0) {
+        say(srv, "cannot guard the listener against accept() failures: out of memory");
+    }
 }
 
 /* Once a second: a device that is sent an image must acknowledge some of it
@@ -309,7 +316,7 @@ static int listen_on(struct server *srv, int worker_fd)
             close(worker_fd);
             return -1;
         }
-        evconnlistener_set_error_cb(srv->lis, accept_error_cb);
+        guard_listener(srv);
         return 0;
     }
 
@@ -326,7 +333,7 @@ static int listen_on(struct server *srv, int worker_fd)
         listen_failed(o, e);
         return -1;
     }
-    evconnlistener_set_error_cb(srv->lis, accept_error_cb);
+    guard_listener(srv);
     say_listening(srv, evconnlistener_get_fd(srv->lis), 1); /* always: scripts wait for it */
     return 0;
 }
@@ -493,7 +500,10 @@ out:
     if (srv.sweep) event_free(srv.sweep);
     if (srv.tail_ev) event_free(srv.tail_ev);
     if (srv.tail_ep >= 0) close(srv.tail_ep);
-    if (srv.lis) evconnlistener_free(srv.lis);
+    if (srv.lis) {
+        accept_pause_unguard(srv.lis);
+        evconnlistener_free(srv.lis);
+    }
     fleet_close(&srv);
     if (srv.base) event_base_free(srv.base);
     if (srv.tls) SSL_CTX_free(srv.tls);
