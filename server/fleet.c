@@ -20,6 +20,10 @@
 #include <malloc.h>
 #endif
 #include <event2/event.h>
+#include <event2/listener.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1201,6 +1205,35 @@ static void api_store_close(struct store *st)
     (void)st; /* the real one closes in fleet_close */
 }
 
+/* libevent 2.1 reads a request's whole body before the API's handler sees
+ * its headers: a client without the token is refused only after up to
+ * --max-image bytes are in memory (per connection). On loopback only this
+ * host's users can do that; beyond it, say so once at start. */
+static void warn_api_exposed(const struct server *srv, const struct api *a)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    size_t max = srv->o->max_image ? srv->o->max_image : API_MAX_IMAGE_DEFAULT;
+    int loopback;
+
+    if (getsockname(evconnlistener_get_fd(api_listener(a)), (struct sockaddr *)&ss, &sl) != 0) {
+        return;
+    }
+    if (ss.ss_family == AF_INET6) {
+        loopback = IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)&ss)->sin6_addr);
+    } else {
+        loopback = ss.ss_family == AF_INET &&
+                   (ntohl(((const struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (!loopback) {
+        say_always(srv->o, LOG_LV_INFO,
+                   "warning: the API listens beyond loopback: a client without the token can make "
+                   "the server read up to %.1f MiB of request body per connection before it is "
+                   "refused (--max-image); keep --api on a network you trust, and give devices "
+                   "--ota-listen", (double)max / (1u << 20));
+    }
+}
+
 static const struct store_vt api_store_vt = {"sqlite", api_store_submit, api_store_close, 0};
 
 int fleet_open(struct server *srv)
@@ -1285,6 +1318,7 @@ int fleet_open(struct server *srv)
     }
     (void)accept_pause_guard(srv->base, api_listener(f->api), "API connections", server_say_line,
                              srv);
+    warn_api_exposed(srv, f->api);
     return 0;
 }
 
