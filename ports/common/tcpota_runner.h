@@ -30,11 +30,12 @@
  *  - A server that answers with ERROR carrying RETRY_AFTER (busy, its
  *    database down; or a throttle after refused authentications) is
  *    waited for at least that long, capped at failure_max_ms (1 hour by
- *    default: over plain TCP anyone can forge the ERROR). The server's
+ *    default: over plain TCP anyone can forge the ERROR), with no jitter
+ *    of its own (devices keep the spread they arrived with). The server's
  *    time may exceed backoff_max_ms; the attempt still counts towards
  *    max_attempts, so a device that may give up does so after
  *    max_attempts such waits, not after max_attempts quick retries.
- *  - Every wait is uniform ("full jitter") between backoff_min_ms and the
+ *  - Every backoff is uniform ("full jitter") between backoff_min_ms and the
  *    current ceiling, so that a fleet cut off at once does not come back
  *    at once.
  *  - Periodic check-ins (check_interval_s, off by default): once the run
