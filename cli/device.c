@@ -755,6 +755,10 @@ static void runner_step(void *ctx, const struct tcpota_runner_step *s)
                 (unsigned long)s->wait_ms);
         } else if (s->image_failed) {
             say(dv, "%s; asking again in %lu ms", s->why, (unsigned long)s->wait_ms);
+        } else if (s->retry_after_s) {
+            /* Seconds: the server speaks in them, and the wait may be an hour. */
+            info(dv, "%s; retrying in %lu s (the server asked for %lu s)", s->why,
+                 (unsigned long)((s->wait_ms + 999u) / 1000u), (unsigned long)s->retry_after_s);
         } else {
             info(dv, "%s%s; retrying in %lu ms", s->why, unanswered(dv), (unsigned long)s->wait_ms);
         }
