@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -228,6 +229,45 @@ int api_name_ok(const char *s, size_t max)
     return chars_in(s, max, 0, 0x20);
 }
 
+/* Replies 400 for the unknown parameter key of a route that takes known. */
+static void refuse_param(struct api_call *c, const char *key, const char *const *known)
+{
+    char takes[256] = "none: leave it out";
+    size_t i, n = 0;
+
+    for (i = 0; known && known[i] && n < sizeof takes; i++) {
+        n += (size_t)snprintf(takes + n, sizeof takes - n, "%s%s", i ? ", " : "", known[i]);
+    }
+    api_error(c, 400, key, "unknown query parameter %s; this endpoint takes %s", key, takes);
+}
+
+int api_query(struct api_call *c, const char *query, const char *const *known, struct evkeyvalq *q)
+{
+    struct evkeyvalq local;
+    struct evkeyval *kv;
+    size_t i;
+
+    if (!q) q = &local;
+    TAILQ_INIT(q);
+    if (query && evhttp_parse_query_str(query, q) != 0) {
+        evhttp_clear_headers(q);
+        api_error(c, 400, "query", "the query string is malformed; send name=value pairs joined "
+                  "by &, percent-encoded");
+        return -1;
+    }
+    TAILQ_FOREACH(kv, q, next) {
+        for (i = 0; known && known[i] && strcmp(kv->key, known[i]) != 0; i++) {
+        }
+        if (!known || !known[i]) {
+            refuse_param(c, kv->key, known);
+            evhttp_clear_headers(q);
+            return -1;
+        }
+    }
+    if (q == &local) evhttp_clear_headers(q);
+    return 0;
+}
+
 void api_changed(struct api *a)
 {
     if (a->cfg.on_change) a->cfg.on_change(a->cfg.ctx);
@@ -276,10 +316,10 @@ static void route(struct api_call *c, int method, const char *path, const char *
         const char *rest = path[n] && path[n + 1] ? path + n + 1 : NULL;
         if (path[n] == '/' && !rest) break; /* "/v1/images/" */
         if (routes[i].kind == 0) api_images(c, method, rest, query);
-        else if (routes[i].kind == 1) api_rollouts(c, method, rest);
+        else if (routes[i].kind == 1) api_rollouts(c, method, rest, query);
         else if (routes[i].kind == 2) api_devices(c, method, rest, query);
-        else if (routes[i].kind == 3) api_summary(c, method, rest);
-        else api_events(c, method, rest);
+        else if (routes[i].kind == 3) api_summary(c, method, rest, query);
+        else api_events(c, method, rest, query);
         return;
     }
     api_error(c, 404, NULL, "no such path %s; see docs/api.md for the endpoints", path);

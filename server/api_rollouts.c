@@ -436,12 +436,13 @@ static uint64_t parse_id(const char *s, size_t len)
     return v;
 }
 
-void api_rollouts(struct api_call *c, int method, const char *rest)
+void api_rollouts(struct api_call *c, int method, const char *rest, const char *query)
 {
     const char *slash = rest ? strchr(rest, '/') : NULL;
     uint64_t id;
     struct store_req *r;
 
+    if (api_query(c, query, NULL, NULL) < 0) return; /* no rollout path takes one */
     if (!rest) {
         if (method == EVHTTP_REQ_POST) create(c);
         else if (method != EVHTTP_REQ_GET) api_error(c, 405, NULL, "/v1/rollouts takes GET and POST");

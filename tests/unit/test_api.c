@@ -600,6 +600,50 @@ static void test_paths_and_methods(void **state)
     expect_error("GET", "/v1/devices/dev-1/secret", NULL, 405, NULL);
 }
 
+/* Every route refuses a query parameter it does not take (docs/api.md),
+ * naming it, and does nothing: a pause with a typo must not pause. */
+static void test_unknown_query_refused(void **state)
+{
+    static const struct {
+        const char *method, *uri, *body;
+    } cases[] = {
+        {"GET", "/v1/images?foo=1", NULL},
+        {"GET", "/v1/images/22222222?foo=1", NULL},
+        {"DELETE", "/v1/images/11111111?foo=1", NULL},
+        {"POST", "/v1/images?version=3.0.0&model=legacy&foo=1", "image bytes"},
+        {"GET", "/v1/rollouts?foo=1", NULL},
+        {"POST", "/v1/rollouts?foo=1", "{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\"}"},
+        {"GET", "/v1/rollouts/1?foo=1", NULL},
+        {"POST", "/v1/rollouts/1/pause?foo=1", NULL},
+        {"POST", "/v1/rollouts/1/cancel?foo=1", NULL},
+        {"GET", "/v1/devices?foo=1", NULL},
+        {"GET", "/v1/devices/dev-1?foo=1", NULL},
+        {"PATCH", "/v1/devices/dev-1?foo=1", "{\"group\": \"g\"}"},
+        {"POST", "/v1/devices/dev-1/secret?foo=1", NULL},
+        {"GET", "/v1/summary?foo=1", NULL},
+        {"GET", "/v1/events?foo=1", NULL},
+    };
+    size_t i;
+    json_t *j = NULL;
+
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        expect_error(cases[i].method, cases[i].uri, cases[i].body, 400, "foo");
+    }
+    assert_int_equal(T.changes, 0);
+    assert_int_equal(T.f.ros[0].ro.state, ROLLOUT_STATE_ACTIVE);
+    assert_int_equal(T.f.nimgs, 3);
+    assert_int_equal(T.f.nros, 2);
+    /* The message names the parameter and what the route takes. */
+    assert_int_equal(http("GET", "/v1/summary?foo=1", NULL, &j), 400);
+    assert_string_equal(sget(j, "error"), "unknown query parameter foo; this endpoint takes none: "
+                                          "leave it out");
+    json_decref(j);
+    assert_int_equal(http("POST", "/v1/images?version=3.0.0&mode=legacy", "image bytes", &j), 400);
+    assert_string_equal(sget(j, "error"), "unknown query parameter mode; this endpoint takes "
+                                          "version, model");
+    json_decref(j);
+}
+
 static void test_images_list_show(void **state)
 {
     json_t *j = NULL, *arr, *e;
@@ -1412,6 +1456,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_auth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_paths_and_methods, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_query_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_images_list_show, setup, teardown),
         cmocka_unit_test_setup_teardown(test_image_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_unsigned, setup, teardown),
