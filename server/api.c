@@ -207,6 +207,13 @@ json_t *api_body_object(struct api_call *c)
     return o;
 }
 
+const char *api_json_str(const json_t *v)
+{
+    const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+
+    return s && strlen(s) == json_string_length(v) ? s : NULL;
+}
+
 /* 1 when s is len 1..max (0..max when empty_ok) bytes from lowest to 0x7e. */
 static int chars_in(const char *s, size_t max, int empty_ok, char lowest)
 {
@@ -222,6 +229,19 @@ static int chars_in(const char *s, size_t max, int empty_ok, char lowest)
 int api_printable(const char *s, size_t max, int empty_ok)
 {
     return chars_in(s, max, empty_ok, 0x21);
+}
+
+int api_group_ok(struct api_call *c, const char *s, int empty_ok)
+{
+    if (s && api_printable(s, STORE_GROUP_MAX, empty_ok)) return 1;
+    if (empty_ok) {
+        api_error(c, 400, "group", "group must be a string of at most %u printable characters, no "
+                  "spaces (\"\": no group)", STORE_GROUP_MAX);
+    } else {
+        api_error(c, 400, "group", "group must be a string of 1 to %u printable characters, no "
+                  "spaces (leave it out for all devices of the model)", STORE_GROUP_MAX);
+    }
+    return 0;
 }
 
 int api_name_ok(const char *s, size_t max)

@@ -67,10 +67,7 @@ static int list_query(struct api_call *c, struct evkeyvalq *q, struct store_req 
         api_error(c, 400, "model", "model must be 1 to %u printable characters", API_PRINTABLE_MAX);
         return -1;
     }
-    if (group && !api_printable(group, STORE_GROUP_MAX, 1)) {
-        api_error(c, 400, "group", "group must be at most %u printable characters, no spaces", STORE_GROUP_MAX);
-        return -1;
-    }
+    if (group && !api_group_ok(c, group, 1)) return -1;
     if (state && store_state_parse(state) < 0) {
         api_error(c, 400, "state", "unknown state %s; one of seen, up-to-date, waiting, offered, "
                   "downloading, verified, updated, rolled-back, boot-failed, declined, failed", state);
@@ -184,10 +181,7 @@ static void set_group(struct api_call *c)
         }
     }
     g = json_object_get(b, "group");
-    if (!g || !json_is_string(g) || strlen(json_string_value(g)) != json_string_length(g) ||
-        !api_printable(json_string_value(g), STORE_GROUP_MAX, 1)) {
-        api_error(c, 400, "group", "group must be a string of at most %u printable characters, "
-                  "no spaces (\"\" removes it)", STORE_GROUP_MAX);
+    if (!api_group_ok(c, api_json_str(g), 1)) {
         json_decref(b);
         return;
     }

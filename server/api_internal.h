@@ -96,6 +96,12 @@ json_t *api_body_object(struct api_call *c);
 /* 1 when s is len 1..max (or 0..max when empty_ok) printable ASCII bytes,
  * no space: versions, groups. */
 int api_printable(const char *s, size_t max, int empty_ok);
+/* v's text when v is a JSON string without a NUL byte, else NULL (v may be NULL). */
+const char *api_json_str(const json_t *v);
+/* The one rule for groups (docs/api.md): 1 when s is at most STORE_GROUP_MAX
+ * printable bytes, no space, and not "" unless empty_ok; else 0 after
+ * replying 400 field "group". s NULL: not a string. */
+int api_group_ok(struct api_call *c, const char *s, int empty_ok);
 /* 1 when s is a device id or a model as the protocol takes them (codec.c):
  * 1..max printable ASCII bytes, spaces too. A device registers under what
  * it sends; the API must be able to name it (percent-encoded in a path). */

@@ -923,6 +923,9 @@ static void test_rollout_create_refused(void **state)
          "\"abcdefghijabcdefghijabcdefghijabc\"}", "group", 400},
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"group\": \"a b\"}", "group", 400},
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"group\": 7}", "group", 400},
+        /* "" is not "all devices" (that is the group left out): a staged
+         * rollout must not be superseded by a 100 % one by an empty value. */
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"group\": \"\"}", "group", 400},
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"halt_pct\": 5}", "halt_pct", 400},
         {"{\"image\": \"9.9.9\", \"model\": \"esp32-devkit\"}", "image", 404},
         {"{\"image\": \"aaaaaaaa\", \"model\": \"esp32-devkit\"}", "image", 404},
@@ -949,6 +952,25 @@ static void test_rollout_create_refused(void **state)
         assert_int_equal(http("POST", "/v1/rollouts", "{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", "
                               "\"waves\": [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]}", &j), 400);
         assert_non_null(strstr(sget(j, "error"), "an array of 1 to 16 percentages"));
+        json_decref(j);
+    }
+    /* One rule for groups, worded alike wherever a group is taken. */
+    {
+        static const char rule[] = "printable characters, no spaces";
+        json_t *j = NULL;
+        assert_int_equal(http("POST", "/v1/rollouts", "{\"image\": \"2.0.0\", \"model\": "
+                              "\"esp32-devkit\", \"group\": \"a b\"}", &j), 400);
+        assert_non_null(strstr(sget(j, "error"), rule));
+        json_decref(j);
+        assert_int_equal(http("POST", "/v1/rollouts", "{\"image\": \"2.0.0\", \"model\": "
+                              "\"esp32-devkit\", \"group\": \"\"}", &j), 400);
+        assert_non_null(strstr(sget(j, "error"), "leave it out for all devices"));
+        json_decref(j);
+        assert_int_equal(http("PATCH", "/v1/devices/dev-1", "{\"group\": \"a b\"}", &j), 400);
+        assert_non_null(strstr(sget(j, "error"), rule));
+        json_decref(j);
+        assert_int_equal(http("GET", "/v1/devices?group=a%20b", NULL, &j), 400);
+        assert_non_null(strstr(sget(j, "error"), rule));
         json_decref(j);
     }
 }
