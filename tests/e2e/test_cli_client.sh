@@ -255,6 +255,10 @@ run 2 $T rollout create --image 2.0.0 --model esp32 --frobnicate $API
 has err.log "^tcpota rollout: unknown option '--frobnicate'$"
 run 2 $T rollout create --image 2.0.0 --model $API
 has err.log "--model needs a value"
+# An empty --group is not "all devices" (that is --group left out): a staged
+# rollout must not be superseded by a 100 % one by an empty variable.
+run 2 $T rollout create --image 2.0.0 --model esp32 --group '' $API
+has err.log "^tcpota rollout: --group is empty: name a group, or leave --group out for all devices of the model$"
 run 2 $T rollout show $API
 has err.log "show needs a rollout ID"
 run 2 $T rollout pause x1 $API
@@ -282,7 +286,7 @@ run 0 $T rollout --help
 has out.log "--waves 5,25,100"
 run 0 $T device list --help
 has out.log "usage: tcpota device list"
-ok "usage errors (unknown option, bad --waves, non-numbers, missing ID) exit 2 and send nothing"
+ok "usage errors (unknown option, bad --waves, non-numbers, missing ID, empty --group) exit 2 and send nothing"
 
 # --- devices
 DEV='{"id": "dev 7/x", "model": "esp32", "version": "1.0.0", "running": "41aa", "group": "", "address": "127.0.0.1", "protocol": "v1", "state": "rolled-back", "image": "'$ID'", "bytes": 0, "size": 262144, "percent": 100, "reason": "health check failed", "first_seen": 1796131200, "last_seen": 1796131260, "has_secret": false}'
