@@ -184,7 +184,8 @@ static void act_got(struct api_call *c, struct store_req *r)
                                    : st != ROLLOUT_STATE_CANCELLED;
     if (!ok) {
         int already = (c->action == ACT_PAUSE && st == ROLLOUT_STATE_PAUSED) ||
-                      (c->action == ACT_RESUME && st == ROLLOUT_STATE_ACTIVE);
+                      (c->action == ACT_RESUME && st == ROLLOUT_STATE_ACTIVE) ||
+                      c->action == ACT_CANCEL; /* refused only when cancelled */
         if (already) {
             api_error(c, 409, NULL, "rollout %llu is %s already", (unsigned long long)c->id,
                       store_rollout_state_name(st));
