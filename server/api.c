@@ -342,7 +342,10 @@ static void route(struct api_call *c, int method, const char *path, const char *
         else api_events(c, method, rest, query);
         return;
     }
-    api_error(c, 404, NULL, "no such path %s; see docs/api.md for the endpoints", path);
+    /* Named as sent: "//v1/images" parses as host "v1", path "/images". */
+    const char *sent = evhttp_request_get_uri(c->req);
+    api_error(c, 404, NULL, "no such path %.*s; see docs/api.md for the endpoints",
+              (int)strcspn(sent, "?"), sent);
 }
 
 /* GET /metrics: Prometheus' text format, without the API token (counts

@@ -583,6 +583,13 @@ static void test_paths_and_methods(void **state)
 {
     expect_error("GET", "/v1/nothing", NULL, 404, NULL);
     expect_error("GET", "/v1/imagesx", NULL, 404, NULL);
+    {
+        json_t *j = NULL; /* named as sent, not as parsed (host "v1", path "/images") */
+        assert_int_equal(http("GET", "//v1/images?x=1", NULL, &j), 404);
+        assert_string_equal(sget(j, "error"), "no such path //v1/images; see docs/api.md for the "
+                                              "endpoints");
+        json_decref(j);
+    }
     expect_error("GET", "/v1/images/ffffffff", NULL, 404, NULL);
     expect_error("GET", "/v1/images/11111111/x", NULL, 404, NULL);
     expect_error("GET", "/v1/rollouts/99", NULL, 404, NULL);
