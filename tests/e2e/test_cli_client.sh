@@ -148,7 +148,7 @@ run 0 $T image add raw.bin --version 2.0.0+b1 --model esp32 $API
 [ -z "$(req header Tcpota-Manifest)" ] || fail "a manifest header was sent for an image without one"
 [ "$(req sha256)" = "$(sha256sum < raw.bin | cut -d' ' -f1)" ] || fail "unsigned: the body is not the image"
 route POST /v1/images 400 '{"error": "the manifest does not verify against any --pubkey key", "field": "manifest"}'
-run 1 $T image add fw.bin $API
+run 2 $T image add fw.bin $API
 has err.log "^tcpota image: the manifest does not verify against any --pubkey key \(field: manifest\)$"
 n=$(nreq)
 run 2 $T image add fifo $API
@@ -159,7 +159,7 @@ has err.log "empty.bin is empty"
 run 2 $T image add $API
 has err.log "add needs the image FILE"
 [ "$(nreq)" -eq "$n" ] || fail "a request was sent for a refused file"
-ok "image add sends the bytes, Tcpota-Manifest (base64 of FILE.manifest or --manifest), ?version&model unsigned; 400 shown with its field"
+ok "image add sends the bytes, Tcpota-Manifest (base64 of FILE.manifest or --manifest), ?version&model unsigned; 400 shown with its field, exit 2"
 
 # --- image rm: 409 with the server's message
 route DELETE /v1/images/9f2c41d0 200 '{"deleted": "'$ID'"}'
@@ -224,20 +224,27 @@ route POST /v1/rollouts/1/cancel 200 "${ROLLOUT/\"active\"/\"cancelled\"}"
 run 0 $T rollout cancel 1 $API
 has out.log "^rollout 1 is now cancelled$"
 route POST /v1/rollouts 400 '{"error": "waves must be strictly increasing percentages 1..100", "field": "waves"}'
-run 1 $T rollout create --image 2.0.0 --model esp32 --waves 50,10 $API
+run 2 $T rollout create --image 2.0.0 --model esp32 --waves 50,10 $API
 has err.log "^tcpota rollout: --waves: waves must be strictly increasing percentages 1\.\.100$"
 # A field the command sets from an option is named by the option (soak_s: --soak).
 route POST /v1/rollouts 400 '{"error": "soak_s must be a whole number from 0 to 604800", "field": "soak_s"}'
-run 1 $T rollout create --image 2.0.0 --model esp32 --soak 99999999999 $API
+run 2 $T rollout create --image 2.0.0 --model esp32 --soak 99999999999 $API
 has err.log "^tcpota rollout: --soak: soak_s must be a whole number from 0 to 604800$"
 # A field no option sets keeps its name.
 route POST /v1/rollouts 400 '{"error": "something about allow", "field": "allow_downgrade"}'
-run 1 $T rollout create --image 2.0.0 --model esp32 $API
+run 2 $T rollout create --image 2.0.0 --model esp32 $API
 has err.log "^tcpota rollout: something about allow \(field: allow_downgrade\)$"
+# A bad value the server catches (400) exits 2, as one the CLI catches does.
+route POST /v1/rollouts 400 '{"error": "halt_at must be a whole number from 0 to 100", "field": "halt_at"}'
+run 2 $T rollout create --image 2.0.0 --model esp32 --halt-at 101 $API
+has err.log "^tcpota rollout: --halt-at: halt_at must be a whole number from 0 to 100$"
+route GET "/v1/devices?limit=0" 400 '{"error": "limit must be a whole number from 1 to 100000", "field": "limit"}'
+run 2 $T device list --limit 0 $API
+has err.log "limit must be a whole number from 1 to 100000"
 route GET /v1/rollouts/7 404 '{"error": "no rollout 7"}'
 run 1 $T rollout show 7 $API
 has err.log "^tcpota rollout: no rollout 7$"
-ok "pause, resume, cancel POST to their paths; 400 (with field), 404, 409 exit 1 with the server's message"
+ok "pause, resume, cancel POST to their paths; 400 (with field) exits 2, 404 and 409 exit 1, with the server's message"
 
 # --- usage errors: exit 2, nothing sent
 n=$(nreq)
