@@ -903,8 +903,8 @@ static int run(struct device *dv)
             }
             return 1;
         default:
-            say(dv, "gave up after %u attempts without progress: %s%s", dv->runner.attempts,
-                dv->err, unanswered(dv));
+            say(dv, "gave up after %u attempt%s without progress: %s%s", dv->runner.attempts,
+                dv->runner.attempts == 1 ? "" : "s", dv->err, unanswered(dv));
             return 1;
         }
         if (!dv->o.check_interval) {

@@ -171,6 +171,20 @@ static void catch_begin(struct caught *c)
     }
 }
 
+/* A caught line without the program's prefix ("tcpota serve: ", "tcpota: "),
+ * which start-up prints and the log line's "SIGHUP: " replaces. */
+static const char *unprefixed(const char *line)
+{
+    static const char *const prefixes[] = {"tcpota serve: ", "tcpota: "};
+    size_t i, n;
+
+    for (i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+        n = strlen(prefixes[i]);
+        if (strncmp(line, prefixes[i], n) == 0) return line + n;
+    }
+    return line;
+}
+
 static void catch_end(const struct server *srv, struct caught *c, int failed)
 {
     char line[512];
@@ -182,7 +196,7 @@ static void catch_end(const struct server *srv, struct caught *c, int failed)
         rewind(c->f);
         while (fgets(line, sizeof(line), c->f)) {
             line[strcspn(line, "\n")] = 0;
-            say_always(srv->o, failed ? LOG_LV_ERROR : LOG_LV_INFO, "SIGHUP: %s", line);
+            say_always(srv->o, failed ? LOG_LV_ERROR : LOG_LV_INFO, "SIGHUP: %s", unprefixed(line));
         }
     }
     if (c->f) fclose(c->f);

@@ -81,6 +81,13 @@ rc=0
 [ $rc -eq 1 ] || fail "status of a missing directory exited $rc, expected 1"
 grep -q -- "--flash: $WORK/nothere does not exist" "$WORK/nd.log" || fail "no message: $(cat "$WORK/nd.log")"
 [ ! -e "$WORK/nothere" ] || fail "status created the directory"
+# A directory without a device: said once, plainly.
+mkdir "$WORK/nodev"
+rc=0
+"$TCPOTA" device status --flash "$WORK/nodev" 2> "$WORK/nd.log" || rc=$?
+[ $rc -eq 1 ] || fail "status of a directory without a device exited $rc, expected 1"
+[ "$(cat "$WORK/nd.log")" = "tcpota: $WORK/nodev holds no device (no otadata.bin)" ] ||
+  fail "status of a directory without a device: $(cat "$WORK/nd.log")"
 ok "--flash naming a file or a FIFO, and status of a missing directory, are said as such"
 
 # A damaged flash file: named, and what to do.
