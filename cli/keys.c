@@ -621,13 +621,46 @@ int cmd_sign(int argc, char **argv)
     return 0;
 }
 
+/* 0 when image's size and SHA-256 are those m gives, else -1 after saying
+ * which differs. */
+static int describes(const char *image, const struct tcpota_manifest *m)
+{
+    uint8_t sha[32];
+    uint32_t size;
+    char hex[65];
+
+    if (hash_file(image, sha, &size) < 0) {
+        return -1;
+    }
+    if (size != m->image_size) {
+        fprintf(stderr, "tcpota: image is %u bytes, the manifest says %u\n", size, m->image_size);
+        return -1;
+    }
+    if (memcmp(sha, m->sha256, 32) != 0) {
+        sodium_bin2hex(hex, sizeof(hex), sha, 32);
+        fprintf(stderr, "tcpota: image SHA-256 %s differs from the manifest's (image altered)\n", hex);
+        return -1;
+    }
+    return 0;
+}
+
+int cli_manifest_describes(const char *image, const uint8_t *man, size_t man_len)
+{
+    struct tcpota_manifest m;
+
+    if (tcpota_manifest_parse(man, man_len, &m) < 0) {
+        fprintf(stderr, "tcpota: manifest is not a tcpota manifest, or is damaged; sign the image "
+                        "again with `tcpota sign`\n");
+        return -1;
+    }
+    return describes(image, &m);
+}
+
 int cli_check_manifest(const char *image, const uint8_t *man, size_t man_len,
                        const uint8_t (*keys)[32], size_t nkeys, int quiet)
 {
     struct tcpota_manifest m;
-    uint8_t sha[32];
-    uint32_t size;
-    char id[17], hex[65];
+    char id[17];
     size_t i;
     int rc = tcpota_manifest_parse(man, man_len, &m);
 
@@ -649,16 +682,7 @@ int cli_check_manifest(const char *image, const uint8_t *man, size_t man_len,
         fprintf(stderr, "tcpota: manifest signature does not verify (manifest altered or forged)\n");
         return -1;
     }
-    if (hash_file(image, sha, &size) < 0) {
-        return -1;
-    }
-    if (size != m.image_size) {
-        fprintf(stderr, "tcpota: image is %u bytes, the manifest says %u\n", size, m.image_size);
-        return -1;
-    }
-    if (memcmp(sha, m.sha256, 32) != 0) {
-        sodium_bin2hex(hex, sizeof(hex), sha, 32);
-        fprintf(stderr, "tcpota: image SHA-256 %s differs from the manifest's (image altered)\n", hex);
+    if (describes(image, &m) < 0) {
         return -1;
     }
     if (!quiet) {

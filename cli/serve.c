@@ -288,6 +288,16 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
                     src->running ? "the image served now stays" : "not starting");
             goto fail;
         }
+        /* Unsigned serving skips who signed, not what: the manifest's version
+         * is offered for FILE, so it must describe FILE's bytes. */
+        if (!require_signed && cli_manifest_describes(o->image, l->manifest, man_len) < 0) {
+            fprintf(stderr, "tcpota serve: the manifest %s describes other bytes than %s (altered "
+                            "after signing?); sign %s again (tcpota sign), or remove %s to serve it "
+                            "unsigned; %s\n", manifest, o->image, o->image, manifest,
+                    src->running ? "the image served now stays" : "not starting");
+            rc = 2; /* an unusable input file */
+            goto fail;
+        }
         n.manifest = l->manifest;
         n.manifest_len = (uint16_t)man_len;
         if (take_manifest_names(&n, l->manifest, man_len, manifest, l->model, sizeof(l->model),
@@ -540,6 +550,11 @@ static int serve_args(int argc, char **argv)
     }
     if ((o.tls_cert == NULL) != (o.tls_key == NULL)) {
         fprintf(stderr, "tcpota serve: --tls-cert and --tls-key go together\n");
+        return 2;
+    }
+    if (src.nkeys && src.require_signed == 0) {
+        fprintf(stderr, "tcpota serve: --pubkey requires a signature and --no-require-signed skips "
+                        "it; drop one of them\n");
         return 2;
     }
     if (o.db && !o.data_dir) {
