@@ -445,6 +445,7 @@ static int serve_args(int argc, char **argv)
     struct sources src;
     char host[256] = "0.0.0.0";
     const char *api = "127.0.0.1:8071", *ota = NULL;
+    const char *fleet_only = NULL; /* the last flag given that only fleet mode reads */
     unsigned long long v;
     int i, rc;
 
@@ -526,11 +527,14 @@ static int serve_args(int argc, char **argv)
             o.open_db = store_pg_open;
         } else if (strcmp(a, "--api") == 0) {
             api = val;
+            fleet_only = a;
         } else if (strcmp(a, "--ota-listen") == 0) {
             ota = val;
+            fleet_only = a;
         } else if (strcmp(a, "--max-image") == 0) {
             if (cli_number(val, a, 1, UINT32_MAX, &v) < 0) return 2;
             o.max_image = (size_t)v;
+            fleet_only = a;
         } else if (strcmp(a, "--chunk") == 0) {
             if (cli_number(val, a, 512, 16380, &v) < 0) return 2;
             o.chunk = (unsigned)v;
@@ -578,8 +582,11 @@ static int serve_args(int argc, char **argv)
         sodium_memzero(&src, sizeof(src));
         return rc;
     }
-    if (ota) {
-        fprintf(stderr, "tcpota serve: --ota-listen serves the fleet's rollouts; it needs --data DIR\n");
+    /* Single-image mode has no API, no HTTP downloads and no image
+     * uploads: such a flag would be silently ignored. */
+    if (fleet_only) {
+        fprintf(stderr, "tcpota serve: %s is a fleet-mode flag (the API and its downloads); it "
+                        "needs --data DIR, or drop it to serve FILE alone\n", fleet_only);
         return 2;
     }
     if (!o.image) {

@@ -92,6 +92,16 @@ grep -q -- '--api 127.0.0.1:18603 and --ota-listen 127.0.0.1:18603 take the same
 [ ! -e fleet ] || fail "a refused start created the data directory"
 ok "fleet listeners on one port are named, before anything is created"
 
+# Single-image mode has no API: a fleet-only flag is refused, not ignored
+# (before: --api and --max-image started without a word).
+for flags in "--api 127.0.0.1:0" "--max-image 5" "--ota-listen 127.0.0.1:0"; do
+  rc=0
+  timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --version 2.0.0 $flags img.bin > /dev/null 2> fleetonly.log || rc=$?
+  [ $rc -eq 2 ] && grep -q -- "${flags% *} is a fleet-mode flag .*; it needs --data DIR" fleetonly.log ||
+    fail "$flags without --data: exit $rc: $(cat fleetonly.log)"
+done
+ok "--api, --max-image and --ota-listen without --data: exit 2, saying they need --data DIR"
+
 # Every option `serve --help` lists is one a config file may set.
 names=$("$TCPOTA" serve --help | grep -oE -- '--[a-z][a-z-]+' | sort -u | sed 's/^--//' | grep -vx -e help -e config)
 [ "$(echo "$names" | wc -l)" -ge 20 ] || fail "too few options in serve --help: $names"
