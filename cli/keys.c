@@ -479,15 +479,15 @@ static int check_image(const char *path)
 }
 
 /* A manifest's version and model: 1..32 printable ASCII characters. */
-static int check_label(const char *opt, const char *v)
+int cli_check_label(const char *cmd, const char *opt, const char *v)
 {
     size_t i, n = strlen(v);
 
     for (i = 0; i < n && v[i] >= 0x20 && v[i] <= 0x7e; i++) {
     }
     if (n == 0 || n > TCPOTA_MAX_NAME || i < n) {
-        fprintf(stderr, "tcpota sign: %s '%s' must be 1 to %u printable ASCII characters\n", opt, v,
-                TCPOTA_MAX_NAME);
+        fprintf(stderr, "tcpota %s: %s '%s' must be 1 to %u printable ASCII characters\n", cmd, opt,
+                v, TCPOTA_MAX_NAME);
         return -1;
     }
     return 0;
@@ -581,7 +581,8 @@ int cmd_sign(int argc, char **argv)
      * the value, and "not a number" says what happened. */
     if ((cnt && cli_number(cnt, "--security-counter", 0, 0xffffffffu, &counter) < 0) ||
         require("sign", opts, image, "the firmware image to sign") < 0 ||
-        check_label("--version", version) < 0 || check_label("--model", model) < 0) {
+        cli_check_label("sign", "--version", version) < 0 ||
+        cli_check_label("sign", "--model", model) < 0) {
         return 2;
     }
     cli_warn_unordered("sign", version); /* devices compare versions to decide an update */

@@ -485,6 +485,8 @@ static int serve_args(int argc, char **argv)
         } else if (strcmp(a, "--listen") == 0) {
             if (cli_hostport(val, "--listen", host, sizeof(host), &o.port) < 0) return 2;
         } else if (strcmp(a, "--version") == 0) {
+            /* Here, before any warning about what the version means. */
+            if (cli_check_label("serve", a, val) < 0) return 2;
             src.version = val;
         } else if (strcmp(a, "--log-format") == 0) {
             if (strcmp(val, "text") != 0 && strcmp(val, "json") != 0) {

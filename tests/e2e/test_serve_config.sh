@@ -102,6 +102,12 @@ for flags in "--api 127.0.0.1:0" "--max-image 5" "--ota-listen 127.0.0.1:0"; do
 done
 ok "--api, --max-image and --ota-listen without --data: exit 2, saying they need --data DIR"
 
+# An empty --version: one error, not first a warning about what it means.
+rc=0; timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --version '' img.bin > /dev/null 2> emptyver.log || rc=$?
+[ $rc -eq 2 ] && grep -q -- "--version '' must be 1 to 32 printable ASCII characters" emptyver.log &&
+  [ "$(wc -l < emptyver.log)" -eq 1 ] || fail "--version '': exit $rc: $(cat emptyver.log)"
+ok "--version '': exit 2 with the length error alone"
+
 # Every option `serve --help` lists is one a config file may set.
 names=$("$TCPOTA" serve --help | grep -oE -- '--[a-z][a-z-]+' | sort -u | sed 's/^--//' | grep -vx -e help -e config)
 [ "$(echo "$names" | wc -l)" -ge 20 ] || fail "too few options in serve --help: $names"
