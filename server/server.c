@@ -352,6 +352,10 @@ static int listen_on(struct server *srv, int worker_fd)
     return 0;
 }
 
+/* Descriptors the server holds besides its connections (listeners, log,
+ * store, signal pipes), with room to spare. */
+#define FD_RESERVED 32u
+
 /* Each connection holds a descriptor: raise the soft limit to the hard one
  * (the default soft limit, often 1024, would refuse a fleet long before
  * --max-conns), and say so when it is still below --max-conns. */
@@ -367,9 +371,15 @@ static void raise_fd_limit(const struct tcpota_serve_opts *o)
         (void)setrlimit(RLIMIT_NOFILE, &rl);
         (void)getrlimit(RLIMIT_NOFILE, &rl);
     }
-    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)o->max_conns + 32) {
-        say_always(o, LOG_LV_ERROR, "descriptor limit %llu is below --max-conns %u",
-                   (unsigned long long)rl.rlim_cur, o->max_conns);
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)o->max_conns + FD_RESERVED) {
+        unsigned long long room = rl.rlim_cur > FD_RESERVED ? rl.rlim_cur - FD_RESERVED : 0;
+        /* The server still starts: a limit set on purpose is the operator's. */
+        say_always(o, LOG_LV_ERROR, "descriptor limit %llu is below --max-conns %u: past about "
+                   "%llu connections, new ones are not accepted (\"accept failed: Too many open "
+                   "files\") rather than refused; raise the limit (ulimit -n, or LimitNOFILE= of "
+                   "the service) to at least %llu, or give --max-conns %llu",
+                   (unsigned long long)rl.rlim_cur, o->max_conns, room,
+                   (unsigned long long)o->max_conns + FD_RESERVED, room);
     } else if (!o->quiet) {
         say_always(o, LOG_LV_INFO, "descriptor limit %llu", (unsigned long long)rl.rlim_cur);
     }

@@ -217,6 +217,19 @@ grep -q "$WORK/junk/tcpota.db is not a tcpota database or is damaged" "$WORK/jun
 cmp -s "$WORK/junk/tcpota.db" "$WORK/junk.copy" || fail "the server wrote into a junk tcpota.db"
 ok "a junk tcpota.db: exit 1, says it is damaged and what to do, left as it was"
 
+# A tcpota database damaged inside (header intact): it used to start, and
+# every request then failed "database disk image is malformed".
+cp -a "$DATA" "$WORK/dmg"
+[ "$(stat -c %s "$WORK/dmg/tcpota.db")" -ge $((6 * 4096)) ] || fail "the fleet's tcpota.db is too small to damage"
+head -c $((3 * 4096)) /dev/zero | tr '\0' x |
+  dd of="$WORK/dmg/tcpota.db" bs=4096 seek=2 conv=notrunc 2>/dev/null
+rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "$WORK/dmg" > /dev/null 2> "$WORK/dmg.log" || rc=$?
+[ $rc -eq 1 ] || fail "damaged tcpota.db: rc $rc, not 1: $(cat "$WORK/dmg.log")"
+grep -q "$WORK/dmg/tcpota.db is damaged (SQLite's quick_check: .*restore the last backup" "$WORK/dmg.log" ||
+  fail "damaged tcpota.db: $(cat "$WORK/dmg.log")"
+! grep -q 'listening on' "$WORK/dmg.log" || fail "the server listened on a damaged tcpota.db"
+ok "a damaged tcpota.db (pages 3 to 5 overwritten): exit 1, says so and what to do"
+
 : > "$WORK/plain"
 rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "$WORK/plain" > /dev/null 2> "$WORK/plain.log" || rc=$?
 [ $rc -eq 2 ] || fail "--data on a regular file: rc $rc, not 2: $(cat "$WORK/plain.log")"
