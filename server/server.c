@@ -375,8 +375,8 @@ static void raise_fd_limit(const struct tcpota_serve_opts *o)
         unsigned long long room = rl.rlim_cur > FD_RESERVED ? rl.rlim_cur - FD_RESERVED : 0;
         /* The server still starts: a limit set on purpose is the operator's. */
         say_always(o, LOG_LV_ERROR, "descriptor limit %llu is below --max-conns %u: past about "
-                   "%llu connections, new ones are not accepted (\"accept failed: Too many open "
-                   "files\") rather than refused; raise the limit (ulimit -n, or LimitNOFILE= of "
+                   "%llu connections, new ones wait in the backlog (\"accepting device connections "
+                   "failed: Too many open files\") rather than being refused; raise the limit (ulimit -n, or LimitNOFILE= of "
                    "the service) to at least %llu, or give --max-conns %llu",
                    (unsigned long long)rl.rlim_cur, o->max_conns, room,
                    (unsigned long long)o->max_conns + FD_RESERVED, room);
