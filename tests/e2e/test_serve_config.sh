@@ -112,7 +112,7 @@ ok "--version '': exit 2 with the length error alone"
 # what to do (before: only that the limit was below).
 (ulimit -n 200 && start_serve fdlimit.log --listen 127.0.0.1:0 --version 1.0.0 --max-conns 1000 &&
   stop_serve) || fail "the server did not start under a descriptor limit of 200"
-grep -q -- 'descriptor limit 200 is below --max-conns 1000: past about 168 connections, new ones are not accepted .*raise the limit (ulimit -n.* to at least 1032, or give --max-conns 168' fdlimit.log ||
+grep -q -- 'descriptor limit 200 is below --max-conns 1000: past about 168 connections, new ones wait in the backlog .*raise the limit (ulimit -n.* to at least 1032, or give --max-conns 168' fdlimit.log ||
   fail "descriptor limit below --max-conns: $(cat fdlimit.log)"
 ok "a descriptor limit below --max-conns: says what the server will do and what to change"
 
