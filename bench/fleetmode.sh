@@ -210,11 +210,8 @@ transfer_run() { # KIND N [ENV...] -> a table row (KIND: single, fleet, fleet-tr
 }
 
 start_serve_pinned() { # NAME IMAGE [ARGS]: start_serve on the server's core
-  local saved=$TCPOTA
-  TCPOTA_PINNED=$(mktemp "$WORK/serve.XXXXXX")
-  printf '#!/bin/sh\nexec %s "%s" "$@"\n' "${PIN_SRV[*]}" "$saved" > "$TCPOTA_PINNED"
-  chmod +x "$TCPOTA_PINNED"
-  TCPOTA=$TCPOTA_PINNED start_serve "$@"
+  local -a SERVE_PIN=("${PIN_SRV[@]}")
+  start_serve "$@"
 }
 
 transfer_bench() {

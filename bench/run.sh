@@ -95,11 +95,13 @@ wait_line() { # FILE REGEX [SECONDS]
 # SERVE_LOG=1 start_serve ...: without --quiet, so that the server logs a
 # "done: image ... verified by the device" line per device (the fleet
 # benchmark counts them).
-PORT=0
+# SERVE_PIN: a command prefix for the server (taskset, ip netns exec);
+# SERVE_ADDR: the address it listens on (default 127.0.0.1).
+PORT=0 SERVE_PIN=() SERVE_ADDR=127.0.0.1
 start_serve() { # NAME IMAGE [ARGS]
   local name=$1 img=$2 quiet=--quiet; shift 2
   [ "${SERVE_LOG:-0}" = 1 ] && quiet=
-  "$TCPOTA" serve --listen 127.0.0.1:0 --version 2.0.0 $quiet --no-progress "$@" "$img" \
+  "${SERVE_PIN[@]}" "$TCPOTA" serve --listen "$SERVE_ADDR:0" --version 2.0.0 $quiet --no-progress "$@" "$img" \
     > /dev/null 2> "$WORK/$name.log" &
   echo $! > "$WORK/$name.pid"; PIDS+=($!)
   wait_line "$WORK/$name.log" 'listening on'
@@ -423,13 +425,140 @@ EOF
 }
 
 # ---- 2. fleet ---------------------------------------------------------------
+# ---- one transfer run: the fleet, two-host and TLS transfer tables ------------
+# xfer_run KIND N: KIND (tcpota, nginx, or nginx-ka: nginx keeping the
+# connection, the client closing first) serves N devices x 1 MiB of $IMG
+# to one bench-loadgen. The XR_* settings say where and how:
+XR_NAME=fleet     # the server's log and pid file in $WORK, and its samples' tag
+XR_LABEL=fleet    # the progress lines' name
+XR_SRV=()         # the server's command prefix (taskset; ip netns exec)
+XR_LG=()          # the load generator's
+XR_NETNS=()       # a prefix that reaches XR_ADDR (nginx's start checks it with curl)
+XR_ADDR=127.0.0.1 # the address the server listens on
+XR_TLS=""         # a directory with srv.pem and srv.key: both servers over TLS
+XR_LG_ARGS=()     # more bench-loadgen options
+XR_HOOK=""        # a function run with "before" and "after" around the measured span
+XR_RAW=fleet.raw  # the file in $WORK that keeps the load generator's lines
+# Sets XR_OUT (the load generator's line), XR_RSS0 / XR_HWM (the server's
+# RSS before and peak after, kB), XR_CPU (its CPU s over the run, every
+# thread's schedstat), XR_OK (the devices its summary counts verified; -
+# for nginx), XR_CPG (CPU s per delivered GB) and XR_RATE (aggregate MB/s).
+XR_OUT="" XR_RSS0=0 XR_HWM=0 XR_CPU=0 XR_OK=- XR_CPG=0 XR_RATE=0
+xfer_run() {
+  local kind=$1 n=$2 pid port cpu0 cpu1 waited lgtls=() srvtls=()
+  if [ -n "$XR_TLS" ]; then
+    lgtls=(--tls "$XR_TLS/srv.pem") srvtls=(--tls-cert "$XR_TLS/srv.pem" --tls-key "$XR_TLS/srv.key")
+  fi
+  if [ "$kind" = tcpota ]; then
+    local -a SERVE_PIN=("${XR_SRV[@]}")
+    SERVE_ADDR=$XR_ADDR start_serve "$XR_NAME" "$IMG" --max-conns 20000 --idle-timeout 300 "${srvtls[@]}"
+    port=$PORT pid=$(cat "$WORK/$XR_NAME.pid")
+  else
+    NGX_PIN=("${XR_SRV[@]}") NGX_NETNS=("${XR_NETNS[@]}") NGX_ADDR=$XR_ADDR NGX_TLS=$XR_TLS
+    NGX_KTLS=${XR_TLS:+1}
+    start_nginx
+    NGX_PIN=() NGX_NETNS=() NGX_ADDR=127.0.0.1 NGX_TLS="" NGX_KTLS=""
+    port=$NGX_PORT pid=$(cat "$WORK/nginx.pid") # master and its worker: proc_stats sums both
+  fi
+  sleep 0.3
+  read -r _ XR_RSS0 cpu0 < <(proc_stats "$pid")
+  [ -z "$XR_HOOK" ] || "$XR_HOOK" before
+  if [ "$kind" = tcpota ]; then
+    XR_OUT=$("${XR_LG[@]}" "$LOADGEN" tcpota --server "$XR_ADDR:$port" "${XR_LG_ARGS[@]}" "${lgtls[@]}" \
+      --devices "$n" --size $MIB --timeout 900) || log "$XR_LABEL: N=$n against $kind: the load generator counted failures"
+    # A device is done once it has queued its COMPLETE; the server counts
+    # it when that frame arrives. Stop the server only once its summary
+    # counts a verified completion per device (or after 60 s), not after
+    # a fixed sleep.
+    read -r _ waited < <(wait_verified "$pid" "$WORK/$XR_NAME.log" "$n" 60)
+  else
+    XR_OUT=$("${XR_LG[@]}" "$LOADGEN" http --server "$XR_ADDR:$port" "${XR_LG_ARGS[@]}" "${lgtls[@]}" \
+      --path /image.bin --devices "$n" --size $MIB --keep-alive "$([ "$kind" = nginx-ka ] && echo 1 || echo 0)" \
+      --timeout 900) || log "$XR_LABEL: N=$n against $kind: the load generator counted failures"
+    sleep 0.5 # the last connections' ends, as tcpota's wait for its summary
+  fi
+  [ -z "$XR_HOOK" ] || "$XR_HOOK" after
+  read -r XR_HWM _ cpu1 < <(proc_stats "$pid")
+  XR_OK=-
+  if [ "$kind" = tcpota ]; then
+    stop_pid "$XR_NAME"
+    XR_OK=$(summary_verified "$WORK/$XR_NAME.log")
+    log "$XR_LABEL: the server counted ${XR_OK:-?} of $n devices verified, ${waited} s after the load generator ended"
+    [ "${XR_OK:-0}" -eq "$n" ] ||
+      log "server summary does not show $n verified devices: $(grep summary "$WORK/$XR_NAME.log")"
+  else
+    stop_pid nginx
+  fi
+  echo "$XR_NAME-$kind $XR_OUT server_verified=$XR_OK" >> "$WORK/$XR_RAW"
+  XR_CPU=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.4f", b - a }')
+  XR_CPG=$(awk -v n="$n" -v c="$XR_CPU" 'BEGIN { printf "%.4f", c / (n * 1048576 / 1e9) }')
+  XR_RATE=$(kv mbytes_per_s "$XR_OUT")
+  XR_RATE=${XR_RATE:-0} # a run that printed nothing stays paired, as 0
+}
+
+# xfer_series N REPS ROW: REPS rounds of xfer_run against tcpota, nginx
+# and nginx-ka in turn (interleaved: one run's ratio swings with the
+# machine, 1.37x and 0.99x at 10,000 in two runs 20 minutes apart), ROW
+# KIND N after each run (its table row). Collects each kind's CPU per GB
+# and rate, space-separated, in XS_CPG[KIND] and XS_RATE[KIND].
+declare -A XS_CPG XS_RATE
+xfer_series() {
+  local n=$1 reps=$2 row=$3 rep kind
+  XS_CPG=() XS_RATE=()
+  for rep in $(seq "$reps"); do
+    for kind in tcpota nginx nginx-ka; do
+      log "$XR_LABEL: N=$n against $kind (run $rep of $reps)"
+      xfer_run "$kind" "$n"
+      XS_CPG[$kind]+="$XR_CPG " XS_RATE[$kind]+="$XR_RATE "
+      "$row" "$kind" "$n"
+      sleep 1
+    done
+  done
+}
+
+# xfer_label KIND: the server's name in a table row.
+xfer_label() {
+  case $1 in
+    tcpota) echo "tcpota serve" ;;
+    nginx) echo "nginx (1 worker)" ;;
+    *) echo "nginx, client closes" ;;
+  esac
+}
+
+# xfer_exact N: the byte-exact column of the last run.
+xfer_exact() {
+  awk -v n="$1" -v so="$XR_OK" '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+    END { printf "%s%s", (v["failed"] == 0 && v["ok"] == n) ? "all " v["ok"] : v["ok"] " of " n " (" v["failed"] " failed)",
+          so == "-" ? "" : "; server: " so " verified" }' <<< "$XR_OUT"
+}
+
+fleet_row() { # KIND N: a row of $WORK/fleet.md
+  awk -v n="$2" -v l="$(xfer_label "$1")" -v rss0="$XR_RSS0" -v hwm="$XR_HWM" -v cpu="$XR_CPU" -v cpg="$XR_CPG" \
+      -v exact="$(xfer_exact "$2")" '
+    { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+    END {
+      conns = v["peak_conns"] > 0 ? v["peak_conns"] : n;
+      printf "| %d | %s | %.2f | %.2f | %.2f | %.0f | %.1f | %.1f | %.2f | %.3f | %.1f | %s |\n",
+        n, l, v["wall"], v["p50"], v["p99"], v["mbytes_per_s"], hwm / 1024, (hwm - rss0) / conns, cpu, cpg,
+        v["client_cpu"], exact }' <<< "$XR_OUT" >> "$WORK/fleet.md"
+}
+
+# xfer_ratios N: the ratio row of a series (xfer_series), as the fleet and
+# TLS tables print it.
+xfer_ratios() {
+  awk -v n="$1" -v ct="$(median_of "${XS_CPG[tcpota]}")" -v cn="$(median_of "${XS_CPG[nginx]}")" \
+    -v rt="$(median_of "${XS_RATE[tcpota]}")" -v rn="$(median_of "${XS_RATE[nginx]}")" \
+    -v each="$(ratio_each "${XS_CPG[tcpota]}" "${XS_CPG[nginx]}")" \
+    -v ck="$(median_of "${XS_CPG[nginx-ka]}")" \
+    -v qc="$(ratio_median "${XS_CPG[tcpota]}" "${XS_CPG[nginx]}")" \
+    -v qr="$(ratio_median "${XS_RATE[tcpota]}" "${XS_RATE[nginx]}")" \
+    -v qk="$(ratio_median "${XS_CPG[tcpota]}" "${XS_CPG[nginx-ka]}")" \
+    'BEGIN { printf "| %d | %.3f | %.3f | %.2f× | %s | %.0f | %.0f | %.2f× | %.3f | %.2f× |\\n", n, ct, cn, qc, each, rt, rn, qr, ck, qk }'
+}
+
 fleet_bench() {
-  local ns n port pid out hwm rss cpu0 cpu1 hwm1 conns srv_ok waited ratios="" row rep reps
-  declare -A rate cpg cpgs rates
+  local ns n ratios="" reps
   ns=(100 1000 10000)
-  # Runs per N and server, interleaved (tcpota, nginx, tcpota, ...): one
-  # run's ratio swings with the machine (1.37x and 0.99x at 10,000 in two
-  # runs 20 minutes apart); the ratio row takes each server's median.
   reps=${FLEET_REPS:-3}
   [ $QUICK -eq 1 ] && ns=(100 1000) && reps=1
   {
@@ -440,78 +569,12 @@ fleet_bench() {
     echo "| N | server | all done s | p50 s | p99 s | aggregate MB/s | server peak RSS MiB | RSS per connected device KiB | server CPU s | server CPU s per GB | load generator CPU s | byte-exact |"
     echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
   } > "$WORK/fleet.md"
+  XR_NAME=fleet XR_LABEL=fleet XR_SRV=("${PIN_SRV[@]}") XR_LG=("${PIN_LG[@]}") XR_RAW=fleet.raw
   for n in "${ns[@]}"; do
-    cpgs=([tcpota]="" [nginx]="" [nginx-ka]="") rates=([tcpota]="" [nginx]="" [nginx-ka]="")
-    for rep in $(seq "$reps"); do
-    for kind in tcpota nginx nginx-ka; do
-      log "fleet: N=$n against $kind (run $rep of $reps)"
-      if [ $kind = tcpota ]; then
-        start_serve_pinned fleet "$IMG" --max-conns 20000 --idle-timeout 300; port=$PORT
-        pid=$(cat "$WORK/fleet.pid")
-      else
-        NGX_PIN=("${PIN_SRV[@]}")
-        start_nginx
-        NGX_PIN=()
-        port=$NGX_PORT
-        pid=$(cat "$WORK/nginx.pid")
-      fi
-      sleep 0.3
-      read -r _ rss cpu0 < <(proc_stats "$pid")
-      if [ $kind = tcpota ]; then
-        out=$("${PIN_LG[@]}" "$LOADGEN" tcpota --server "127.0.0.1:$port" --devices "$n" --size $MIB --timeout 900) || true
-      else
-        out=$("${PIN_LG[@]}" "$LOADGEN" http --server "127.0.0.1:$port" --path /image.bin --devices "$n" --size $MIB \
-          --keep-alive "$([ $kind = nginx-ka ] && echo 1 || echo 0)" --timeout 900) || true
-      fi
-      srv_ok=-
-      if [ $kind = tcpota ]; then
-        # A device is done once it has queued its COMPLETE; the server counts
-        # it when that frame arrives. Stop the server only once its summary
-        # counts a verified completion per device (or after 60 s), not after
-        # a fixed sleep.
-        read -r _ waited < <(wait_verified "$pid" "$WORK/fleet.log" "$n" 60)
-        read -r hwm1 _ cpu1 < <(proc_stats "$pid")
-        stop_pid fleet
-        srv_ok=$(summary_verified "$WORK/fleet.log")
-        log "fleet: the server counted ${srv_ok:-?} of $n devices verified, ${waited} s after the load generator ended"
-        [ "${srv_ok:-0}" -eq "$n" ] ||
-          log "server summary does not show $n verified devices: $(grep summary "$WORK/fleet.log")"
-      else
-        read -r hwm1 _ cpu1 < <(proc_stats "$pid")
-        stop_pid nginx
-      fi
-      echo "$out server_verified=$srv_ok" >> "$WORK/fleet.raw"
-      # Server CPU per delivered GB: N x 1 MiB delivered.
-      cpg[$kind]=$(awk -v n="$n" -v c0="$cpu0" -v c1="$cpu1" 'BEGIN { printf "%.3f", (c1 - c0) / (n * 1048576 / 1e9) }')
-      rate[$kind]=$(kv mbytes_per_s "$out")
-      cpgs[$kind]+="${cpg[$kind]} " rates[$kind]+="${rate[$kind]} "
-      awk -v n="$n" -v k="$kind" -v rss0="$rss" -v hwm="$hwm1" -v c0="$cpu0" -v c1="$cpu1" -v so="${srv_ok:-?}" \
-          -v cpg="${cpg[$kind]}" '
-        { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
-        END {
-          conns = v["peak_conns"] > 0 ? v["peak_conns"] : n;
-          printf "| %d | %s | %.2f | %.2f | %.2f | %.0f | %.1f | %.1f | %.2f | %.3f | %.1f | %s |\n",
-            n, k == "tcpota" ? "tcpota serve" : k == "nginx" ? "nginx (1 worker)" : "nginx, client closes", v["wall"], v["p50"], v["p99"],
-            v["mbytes_per_s"], hwm / 1024, (hwm - rss0) / conns, c1 - c0, cpg, v["client_cpu"],
-            ((v["failed"] == 0 && v["ok"] == n) ? "all " v["ok"] : v["ok"] " of " n " (" v["failed"] " failed)") \
-            (so == "-" ? "" : "; server: " so " verified") }' \
-        <<< "$out" >> "$WORK/fleet.md"
-      sleep 1
-    done
-    done
-    # Each run's CPU ratio (run k of tcpota against run k of nginx), and
-    # the median of those (ratio_median), beside each one's median.
-    row=$(ratio_each "${cpgs[tcpota]}" "${cpgs[nginx]}")
-    ratios+=$(awk -v n="$n" -v ct="$(median_of "${cpgs[tcpota]}")" \
-      -v cn="$(median_of "${cpgs[nginx]}")" \
-      -v rt="$(median_of "${rates[tcpota]}")" \
-      -v rn="$(median_of "${rates[nginx]}")" -v each="$row" \
-      -v ck="$(median_of "${cpgs[nginx-ka]}")" \
-      -v qc="$(ratio_median "${cpgs[tcpota]}" "${cpgs[nginx]}")" \
-      -v qr="$(ratio_median "${rates[tcpota]}" "${rates[nginx]}")" \
-      -v qk="$(ratio_median "${cpgs[tcpota]}" "${cpgs[nginx-ka]}")" \
-      'BEGIN { printf "| %d | %.3f | %.3f | %.2f× | %s | %.0f | %.0f | %.2f× | %.3f | %.2f× |\\n", n, ct, cn, qc, each, rt, rn, qr, ck, qk }')
+    xfer_series "$n" "$reps" fleet_row
+    ratios+=$(xfer_ratios "$n")
   done
+  XR_SRV=() XR_LG=()
   {
     echo
     echo "Medians of $reps runs per N and server; each ratio is the median of the runs' ratios (run k"
@@ -541,8 +604,9 @@ fleet_bench() {
   CPU time of every thread from /proc/PID/task/*/schedstat (nanoseconds) over the run (nginx: master + worker).
 - "server: K verified": the server's own count of COMPLETE frames reporting a verified image
   (its summary line); the run waits until the server's summary (asked for with SIGUSR1 every
-  0.1 s) counts one per device (at most 60 s) before it stops the server. Neither server
-  writes a line per device: tcpota serve runs --quiet, nginx with access_log off.
+  0.1 s) counts one per device (at most 60 s) before it stops the server; nginx's run ends 0.5 s
+  after the load generator's, for its last connections' ends. Neither server writes a line per
+  device: tcpota serve runs --quiet, nginx with access_log off.
 - The server runs on core 0 and the load generator on core 1 (`taskset`), so that neither takes
   the other's core; the load generator's CPU is shown because it bounds the aggregate rate: it
   is one process on one core, busy for the whole run (its CPU s ≈ all done s).

@@ -1,8 +1,8 @@
 # tlsmode.sh - the performance issue's TLS benchmark, sourced by run.sh (which
 # defines WORK, TCPOTA, LOADGEN, QUICK, start_fleet, stop_pid, proc_stats,
-# log, die, start_nginx (NGX_TLS: over HTTPS), start_serve, wait_verified,
-# median_of, ratio_each,
-# PIN_SRV/PIN_LG, pinned and start_serve_pinned from fleetmode.sh):
+# log, die, start_nginx (NGX_TLS: over HTTPS), median_of, ratio_each,
+# xfer_series and the XR_* settings of its runs, xfer_exact, xfer_ratios;
+# PIN_SRV/PIN_LG and pinned from fleetmode.sh):
 #   tls_checkin_bench   TLS check-ins per second, full and resumed handshakes:
 #                       `tcpota serve --data --tls-cert` vs nginx over HTTPS
 #                       (HTTP/1.0, a 100-byte file), the same ECDSA P-256
@@ -177,53 +177,23 @@ NOTES
 }
 
 # ---- TLS transfers -----------------------------------------------------------
-# tls_xfer_run KIND N: one row of $WORK/tlsxfer.md (KIND: tcpota or nginx);
-# sets CPG (server CPU s per GB) and RATE (aggregate MB/s).
-tls_xfer_run() {
-  local kind=$1 n=$2 pid out c0 c1 srv_ok=- label
-  if [ "$kind" = tcpota ]; then
-    start_serve_pinned tlsxfer "$IMG" --max-conns 20000 --idle-timeout 300 \
-      --tls-cert "$WORK/tls/srv.pem" --tls-key "$WORK/tls/srv.key"
-    pid=$(cat "$WORK/tlsxfer.pid")
-    label="tcpota serve --tls-cert"
-  else
-    NGX_PIN=("${PIN_SRV[@]}") NGX_TLS=$WORK/tls NGX_KTLS=1
-    start_nginx
-    NGX_PIN=() NGX_TLS="" NGX_KTLS=""
-    PORT=$NGX_PORT
-    pid=$(cat "$WORK/nginx.pid") # master and its worker: proc_stats sums both
-    label="nginx, HTTPS (1 worker)"
-    [ "$kind" = nginx-ka ] && label="nginx, HTTPS, client closes"
-  fi
-  sleep 0.3
-  read -r _ _ c0 < <(proc_stats "$pid")
-  if [ "$kind" = tcpota ]; then
-    out=$("${PIN_LG[@]}" "$LOADGEN" tcpota --server "127.0.0.1:$PORT" --devices "$n" --size $MIB \
-          --timeout 900 --tls "$WORK/tls/srv.pem") || log "TLS transfer (tcpota, N=$n) had failures: $out"
-    # As in the fleet benchmark: stop the server once its summary counts a
-    # verified COMPLETE per device (or after 60 s).
-    read -r srv_ok _ < <(wait_verified "$pid" "$WORK/tlsxfer.log" "$n" 60)
-  else
-    out=$("${PIN_LG[@]}" "$LOADGEN" http --server "127.0.0.1:$PORT" --path /image.bin --devices "$n" \
-          --size $MIB --timeout 900 --tls "$WORK/tls/srv.pem" --keep-alive "$([ "$kind" = nginx-ka ] && echo 1 || echo 0)") ||
-      log "TLS transfer ($kind, N=$n) had failures: $out"
-  fi
-  read -r _ _ c1 < <(proc_stats "$pid")
-  if [ "$kind" = tcpota ]; then stop_pid tlsxfer; else stop_pid nginx; fi
-  echo "tls-$kind $out server_verified=$srv_ok" >> "$WORK/transfer.raw"
-  CPG=$(awk -v n="$n" -v c0="$c0" -v c1="$c1" 'BEGIN { printf "%.3f", (c1 - c0) / (n * 1048576 / 1e9) }')
-  RATE=$(kv mbytes_per_s "$out")
-  awk -v n="$n" -v l="$label" -v c0="$c0" -v c1="$c1" -v cpg="$CPG" -v so="$srv_ok" '
+tls_xfer_row() { # KIND N: a row of $WORK/tlsxfer.md, after xfer_run
+  local l
+  case $1 in
+    tcpota) l="tcpota serve --tls-cert" ;;
+    nginx) l="nginx, HTTPS (1 worker)" ;;
+    *) l="nginx, HTTPS, client closes" ;;
+  esac
+  awk -v n="$2" -v l="$l" -v cpu="$XR_CPU" -v cpg="$XR_CPG" -v exact="$(xfer_exact "$2")" '
     { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
     END {
       printf "| %d | %s | %.2f | %.2f | %.2f | %.0f | %.2f | %.3f | %.2f | %s |\n",
-        n, l, v["wall"], v["p50"], v["p99"], v["mbytes_per_s"], c1 - c0, cpg, v["client_cpu"],
-        ((v["failed"] == 0 && v["ok"] == n) ? "all " v["ok"] : v["ok"] " of " n " (" v["failed"] " failed)") \
-        (so == "-" ? "" : "; server: " so " verified") }' <<< "$out" >> "$WORK/tlsxfer.md"
+        n, l, v["wall"], v["p50"], v["p99"], v["mbytes_per_s"], cpu, cpg, v["client_cpu"], exact }' \
+    <<< "$XR_OUT" >> "$WORK/tlsxfer.md"
 }
 
 tls_transfer_bench() {
-  local ns n t tr ts trs cs rs rep reps=$TLS_REPS ratios=""
+  local ns n reps=$TLS_REPS ratios=""
   [ $QUICK -eq 1 ] && reps=1
   read -r -a ns <<< "${BENCH_TLS_N:-100 1000}" # BENCH_TLS_N="50 200": other fleet sizes
   tls_cert
@@ -241,26 +211,13 @@ tls_transfer_bench() {
     echo "| N | server | all done s | p50 s | p99 s | aggregate MB/s | server CPU s | server CPU s per GB | load generator CPU s | byte-exact |"
     echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
   } > "$WORK/tlsxfer.md"
+  XR_NAME=tlsxfer XR_LABEL="TLS transfers" XR_TLS=$WORK/tls XR_RAW=transfer.raw
+  XR_SRV=("${PIN_SRV[@]}") XR_LG=("${PIN_LG[@]}")
   for n in "${ns[@]}"; do
-    ts="" trs="" cs="" rs="" ks=""
-    for rep in $(seq "$reps"); do
-      log "TLS transfers: N=$n against tcpota serve (run $rep of $reps)"
-      tls_xfer_run tcpota "$n"; ts+="$CPG " trs+="$RATE "
-      sleep 1
-      log "TLS transfers: N=$n against nginx (run $rep of $reps)"
-      tls_xfer_run nginx "$n"; cs+="$CPG " rs+="$RATE "
-      sleep 1
-      log "TLS transfers: N=$n against nginx, the client closing (run $rep of $reps)"
-      tls_xfer_run nginx-ka "$n"; ks+="$CPG "
-      sleep 1
-    done
-    t=$(median_of "$ts") tr=$(median_of "$trs")
-    CPG=$(median_of "$cs") RATE=$(median_of "$rs")
-    ratios+=$(awk -v n="$n" -v ct="$t" -v cn="$CPG" -v rt="$tr" -v rn="$RATE" -v each="$(ratio_each "$ts" "$cs")" \
-      -v qc="$(ratio_median "$ts" "$cs")" -v qr="$(ratio_median "$trs" "$rs")" \
-      -v ck="$(median_of "$ks")" -v qk="$(ratio_median "$ts" "$ks")" \
-      'BEGIN { printf "| %d | %.3f | %.3f | %.2f× | %s | %.0f | %.0f | %.2f× | %.3f | %.2f× |\\n", n, ct, cn, qc, each, rt, rn, qr, ck, qk }')
+    xfer_series "$n" "$reps" tls_xfer_row
+    ratios+=$(xfer_ratios "$n")
   done
+  XR_TLS="" XR_SRV=() XR_LG=()
   {
     echo
     echo "Medians of $reps runs per N and server; each ratio is the median of the runs' ratios (run k"

@@ -1,7 +1,7 @@
 # twohost.sh - the fleet benchmark with the server and the devices as two
-# hosts, sourced by run.sh (which defines WORK, TCPOTA, LOADGEN, IMG, QUICK,
-# MIB, start_nginx, stop_pid, proc_stats, wait_verified, summary_verified,
-# median_of, ratio_each, ratio_median, log, kv):
+# hosts, sourced by run.sh (which defines WORK, QUICK, xfer_series and the
+# XR_* settings of its runs, xfer_label, xfer_exact, ratio_each,
+# ratio_median, log, die):
 #   twohost_bench   N devices x 1 MiB against tcpota serve and nginx, each side
 #                   in a network namespace of its own behind a veth pair
 #
@@ -90,13 +90,40 @@ twohost_check_env() {
   return 0
 }
 
+# XR_HOOK of the phase's runs: core 0's ticks and the namespace's counters
+# at the measured span's start ("before") and end ("after").
+TH_READ=() # t0 in0 out0 re0 tx0 t1 in1 out1 re1 tx1
+twohost_read() {
+  local segs
+  segs=$(twohost_segs)
+  if [ "$1" = before ]; then
+    read -r -a TH_READ <<< "$(twohost_core0_ticks) $segs"
+  else
+    read -r -a TH_READ <<< "${TH_READ[*]:0:5} $(twohost_core0_ticks) $segs"
+  fi
+}
+
+declare -A TH_CORES
+twohost_row() { # KIND N: a row of $WORK/twohost.md
+  local kind=$1 n=$2 r=("${TH_READ[@]}") hz
+  hz=$(getconf CLK_TCK)
+  TH_CORES[$kind]+=$(awk -v n="$n" -v a="${r[0]}" -v b="${r[5]}" -v hz="$hz" 'BEGIN { printf "%.4f ", (b - a) / hz / (n * 1048576 / 1e9) }')
+  awk -v n="$n" -v l="$(xfer_label "$kind")" -v cpg="$XR_CPG" -v t0="${r[0]}" -v t1="${r[5]}" -v hz="$hz" \
+      -v i="$((r[6] - r[1]))" -v o="$((r[7] - r[2]))" -v re="$((r[8] - r[3]))" -v p="$((r[9] - r[4]))" \
+      -v exact="$(xfer_exact "$n")" '
+    { for (f = 1; f <= NF; f++) { split($f, kv, "="); v[kv[1]] = kv[2] } }
+    END {
+      gb = n * 1048576 / 1e9
+      printf "| %d | %s | %.2f | %.0f | %.3f | %.3f | %.1f / %.1f | %.1f | %.2f | %s |\n", n, l,
+        v["wall"], v["mbytes_per_s"], cpg, (t1 - t0) / hz / gb, i / n, o / n, p / n, re / n, exact }' \
+    <<< "$XR_OUT" >> "$WORK/twohost.md"
+}
+
 twohost_bench() {
-  local ns n rep reps kind pid port out cpu0 cpu1 t0 t1 srv_ok hz row ratios="" mask rate
-  local -A cpgs cores rates
-  local in0 out0 re0 tx0 in1 out1 re1 tx1
+  local ns n reps ratios="" mask hz
+  hz=$(getconf CLK_TCK)
   ns=(1000 10000) reps=${FLEET_REPS:-3}
   [ $QUICK -eq 1 ] && ns=(1000) && reps=1
-  hz=$(getconf CLK_TCK)
   {
     echo "## Fleet, two hosts: N devices at once, 1 MiB each, across a veth pair"
     echo
@@ -123,75 +150,21 @@ twohost_bench() {
   # of their own unpinned).
   mask=$(taskset -p $$ | awk '{ print $NF }')
   taskset -pc 1 $$ > /dev/null
+  XR_NAME=twohost XR_LABEL="two hosts" XR_ADDR=$TH_SRV_ADDR XR_RAW=fleet.raw XR_HOOK=twohost_read
+  XR_NETNS=(ip netns exec "$TH_NS_SRV") XR_SRV=(ip netns exec "$TH_NS_SRV" taskset -c 0)
+  XR_LG=(ip netns exec "$TH_NS_DEV" taskset -c 1)
+  XR_LG_ARGS=(--sources 1 --rcvbuf "${TWOHOST_RCVBUF:-65536}")
   for n in "${ns[@]}"; do
-    cpgs=() cores=() rates=()
-    for rep in $(seq "$reps"); do
-      for kind in tcpota nginx nginx-ka; do
-        log "two hosts: N=$n against $kind (run $rep of $reps)"
-        if [ $kind = tcpota ]; then
-          ip netns exec "$TH_NS_SRV" taskset -c 0 "$TCPOTA" serve --listen "$TH_SRV_ADDR:0" --version 2.0.0 \
-            --quiet --no-progress --max-conns 20000 --idle-timeout 300 "$IMG" > /dev/null 2> "$WORK/twohost.log" &
-          pid=$!
-          echo "$pid" > "$WORK/twohost.pid"; PIDS+=("$pid")
-          wait_line "$WORK/twohost.log" 'listening on'
-          port=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' "$WORK/twohost.log" | head -1)
-        else
-          NGX_PIN=(ip netns exec "$TH_NS_SRV" taskset -c 0) NGX_NETNS=(ip netns exec "$TH_NS_SRV")
-          NGX_ADDR=$TH_SRV_ADDR
-          start_nginx
-          NGX_PIN=() NGX_NETNS=() NGX_ADDR=127.0.0.1
-          port=$NGX_PORT pid=$(cat "$WORK/nginx.pid")
-        fi
-        sleep 0.3
-        read -r _ _ cpu0 < <(proc_stats "$pid")
-        read -r in0 out0 re0 tx0 < <(twohost_segs)
-        t0=$(twohost_core0_ticks)
-        if [ $kind = tcpota ]; then
-          out=$(ip netns exec "$TH_NS_DEV" taskset -c 1 "$LOADGEN" tcpota --server "$TH_SRV_ADDR:$port" \
-            --sources 1 --rcvbuf "${TWOHOST_RCVBUF:-65536}" --devices "$n" --size $MIB --timeout 900) || true
-          read -r _ _ < <(wait_verified "$pid" "$WORK/twohost.log" "$n" 60)
-        else
-          out=$(ip netns exec "$TH_NS_DEV" taskset -c 1 "$LOADGEN" http --server "$TH_SRV_ADDR:$port" \
-            --sources 1 --rcvbuf "${TWOHOST_RCVBUF:-65536}" --path /image.bin --devices "$n" --size $MIB \
-            --keep-alive "$([ $kind = nginx-ka ] && echo 1 || echo 0)" --timeout 900) || true
-          sleep 0.5 # the last connections' ends, as tcpota's wait for its summary
-        fi
-        t1=$(twohost_core0_ticks)
-        read -r in1 out1 re1 tx1 < <(twohost_segs)
-        read -r _ _ cpu1 < <(proc_stats "$pid")
-        srv_ok=-
-        if [ $kind = tcpota ]; then
-          stop_pid twohost
-          srv_ok=$(summary_verified "$WORK/twohost.log")
-        else
-          stop_pid nginx
-        fi
-        echo "twohost $kind $out server_verified=$srv_ok" >> "$WORK/fleet.raw"
-        cpgs[$kind]+=$(awk -v n="$n" -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.4f ", (b - a) / (n * 1048576 / 1e9) }')
-        cores[$kind]+=$(awk -v n="$n" -v a="$t0" -v b="$t1" -v hz="$hz" 'BEGIN { printf "%.4f ", (b - a) / hz / (n * 1048576 / 1e9) }')
-        rate=$(kv mbytes_per_s "$out")
-        rates[$kind]+="${rate:-0} " # a run that printed nothing stays paired, as 0
-        awk -v n="$n" -v k="$kind" -v c0="$cpu0" -v c1="$cpu1" -v t0="$t0" -v t1="$t1" -v hz="$hz" \
-            -v i="$((in1 - in0))" -v o="$((out1 - out0))" -v r="$((re1 - re0))" -v p="$((tx1 - tx0))" -v so="$srv_ok" '
-          { for (f = 1; f <= NF; f++) { split($f, kv, "="); v[kv[1]] = kv[2] } }
-          END {
-            gb = n * 1048576 / 1e9
-            printf "| %d | %s | %.2f | %.0f | %.3f | %.3f | %.1f / %.1f | %.1f | %.2f | %s |\n", n,
-              k == "tcpota" ? "tcpota serve" : k == "nginx" ? "nginx (1 worker)" : "nginx, client closes",
-              v["wall"], v["mbytes_per_s"], (c1 - c0) / gb, (t1 - t0) / hz / gb, i / n, o / n, p / n, r / n,
-              ((v["failed"] == 0 && v["ok"] == n) ? "all " v["ok"] : v["ok"] " of " n " (" v["failed"] " failed)") \
-              (so == "-" ? "" : "; server: " so " verified") }' <<< "$out" >> "$WORK/twohost.md"
-        sleep 1
-      done
-    done
-    row=$(ratio_each "${cores[tcpota]}" "${cores[nginx]}")
-    ratios+=$(awk -v n="$n" -v each="$row" \
-      -v qc="$(ratio_median "${cores[tcpota]}" "${cores[nginx]}")" \
-      -v qs="$(ratio_median "${cpgs[tcpota]}" "${cpgs[nginx]}")" \
-      -v qk="$(ratio_median "${cores[tcpota]}" "${cores[nginx-ka]}")" \
-      -v qr="$(ratio_median "${rates[tcpota]}" "${rates[nginx]}")" \
+    TH_CORES=()
+    xfer_series "$n" "$reps" twohost_row
+    ratios+=$(awk -v n="$n" -v each="$(ratio_each "${TH_CORES[tcpota]}" "${TH_CORES[nginx]}")" \
+      -v qc="$(ratio_median "${TH_CORES[tcpota]}" "${TH_CORES[nginx]}")" \
+      -v qs="$(ratio_median "${XS_CPG[tcpota]}" "${XS_CPG[nginx]}")" \
+      -v qk="$(ratio_median "${TH_CORES[tcpota]}" "${TH_CORES[nginx-ka]}")" \
+      -v qr="$(ratio_median "${XS_RATE[tcpota]}" "${XS_RATE[nginx]}")" \
       'BEGIN { printf "| %d | %.2f× | %s | %.2f× | %.2f× | %.2f× |\\n", n, qc, each, qs, qk, qr }')
   done
+  XR_ADDR=127.0.0.1 XR_HOOK="" XR_NETNS=() XR_SRV=() XR_LG=() XR_LG_ARGS=()
   taskset -p "$mask" $$ > /dev/null
   twohost_teardown
   {

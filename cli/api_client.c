@@ -45,7 +45,8 @@ void api_usage_common(FILE *f, int upload)
     }
     fprintf(f, "  --help               this text\n"
                "\n"
-               "exit: 0 done, 1 the server refused or cannot be reached, 2 usage\n");
+               "exit: 0 done, 1 the server refused or cannot be reached, 2 usage or a bad value\n"
+               "      (also when the server answers 400)\n");
 }
 
 int api_usage(const struct api *a, const char *fmt, ...)
@@ -589,6 +590,9 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
     }
     if (r.status < 200 || r.status > 299) {
         print_error(a, r.status, r.reason, j);
+        /* A 400 is a bad value the server caught instead of the CLI: the
+         * same exit as when the CLI catches it (README, exit codes). */
+        if (r.status == 400) rc = 2;
         goto out;
     }
     if (j && json_object_size(j) == 0) {

@@ -76,8 +76,9 @@ int api_setup(struct api *a, int upload);
  * needed. body/len: the request body (NULL: none) of type ctype; one extra
  * header hdr_name: hdr_val when hdr_name is not NULL. Returns 0 when the
  * server answered 2xx, with *out its JSON (NULL for an empty body; the
- * caller json_decref's it), or 1 after printing why not: cannot connect,
- * timeout, the server's "error" (and "field"), a refused token. With
+ * caller json_decref's it); 2 after printing the server's 400 (a bad value,
+ * the usage exit code); or 1 after printing why not: cannot connect,
+ * timeout, the server's other "error" (and "field"), a refused token. With
  * --json the answer's JSON (an error's too) is printed on stdout as it
  * came. *status (may be NULL) receives the HTTP status (0: none). */
 int api_request(struct api *a, enum api_method m, const char *path, const void *body, size_t len,

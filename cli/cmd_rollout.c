@@ -202,6 +202,10 @@ static int rollout_create(struct api *a, int argc, char **argv)
     if (rc) return rc < 0 ? (usage(stdout), 0) : rc;
     if (!image) return api_usage(a, "create needs --image ID|VERSION (see tcpota image list)");
     if (!model) return api_usage(a, "create needs --model M (the hardware model of the image)");
+    if (group && !*group) {
+        return api_usage(a, "--group is empty: name a group, or leave --group out for all devices "
+                            "of the model");
+    }
     if (waves && parse_waves(a, waves, &arr) != 0) return 2;
     body = json_object();
     json_object_set_new(body, "image", json_string(image));

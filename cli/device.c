@@ -755,6 +755,10 @@ static void runner_step(void *ctx, const struct tcpota_runner_step *s)
                 (unsigned long)s->wait_ms);
         } else if (s->image_failed) {
             say(dv, "%s; asking again in %lu ms", s->why, (unsigned long)s->wait_ms);
+        } else if (s->retry_after_s) {
+            /* Seconds: the server speaks in them, and the wait may be an hour. */
+            info(dv, "%s; retrying in %lu s (the server asked for %lu s)", s->why,
+                 (unsigned long)((s->wait_ms + 999u) / 1000u), (unsigned long)s->retry_after_s);
         } else {
             info(dv, "%s%s; retrying in %lu ms", s->why, unanswered(dv), (unsigned long)s->wait_ms);
         }
@@ -899,8 +903,8 @@ static int run(struct device *dv)
             }
             return 1;
         default:
-            say(dv, "gave up after %u attempts without progress: %s%s", dv->runner.attempts,
-                dv->err, unanswered(dv));
+            say(dv, "gave up after %u attempt%s without progress: %s%s", dv->runner.attempts,
+                dv->runner.attempts == 1 ? "" : "s", dv->err, unanswered(dv));
             return 1;
         }
         if (!dv->o.check_interval) {

@@ -119,7 +119,8 @@ int cmd_device_status(int argc, char **argv)
     rc = tcpota_posix_inspect(&dev, dir, &st);
     if (rc == TCPOTA_ERR_NOENT) {
         const char *d = tcpota_posix_strerror_detail(&dev);
-        fprintf(stderr, "tcpota: no device flash in %s%s%s%s\n", dir, *d ? " (" : "", d, *d ? ")" : "");
+        if (*d) fprintf(stderr, "tcpota: %s\n", d); /* "DIR holds no device (...)" */
+        else fprintf(stderr, "tcpota: no device flash in %s\n", dir);
         return 1;
     }
     if (rc < 0) {

@@ -479,15 +479,15 @@ static int check_image(const char *path)
 }
 
 /* A manifest's version and model: 1..32 printable ASCII characters. */
-static int check_label(const char *opt, const char *v)
+int cli_check_label(const char *cmd, const char *opt, const char *v)
 {
     size_t i, n = strlen(v);
 
     for (i = 0; i < n && v[i] >= 0x20 && v[i] <= 0x7e; i++) {
     }
     if (n == 0 || n > TCPOTA_MAX_NAME || i < n) {
-        fprintf(stderr, "tcpota sign: %s '%s' must be 1 to %u printable ASCII characters\n", opt, v,
-                TCPOTA_MAX_NAME);
+        fprintf(stderr, "tcpota %s: %s '%s' must be 1 to %u printable ASCII characters\n", cmd, opt,
+                v, TCPOTA_MAX_NAME);
         return -1;
     }
     return 0;
@@ -581,7 +581,8 @@ int cmd_sign(int argc, char **argv)
      * the value, and "not a number" says what happened. */
     if ((cnt && cli_number(cnt, "--security-counter", 0, 0xffffffffu, &counter) < 0) ||
         require("sign", opts, image, "the firmware image to sign") < 0 ||
-        check_label("--version", version) < 0 || check_label("--model", model) < 0) {
+        cli_check_label("sign", "--version", version) < 0 ||
+        cli_check_label("sign", "--model", model) < 0) {
         return 2;
     }
     cli_warn_unordered("sign", version); /* devices compare versions to decide an update */
@@ -621,13 +622,46 @@ int cmd_sign(int argc, char **argv)
     return 0;
 }
 
+/* 0 when image's size and SHA-256 are those m gives, else -1 after saying
+ * which differs. */
+static int describes(const char *image, const struct tcpota_manifest *m)
+{
+    uint8_t sha[32];
+    uint32_t size;
+    char hex[65];
+
+    if (hash_file(image, sha, &size) < 0) {
+        return -1;
+    }
+    if (size != m->image_size) {
+        fprintf(stderr, "tcpota: image is %u bytes, the manifest says %u\n", size, m->image_size);
+        return -1;
+    }
+    if (memcmp(sha, m->sha256, 32) != 0) {
+        sodium_bin2hex(hex, sizeof(hex), sha, 32);
+        fprintf(stderr, "tcpota: image SHA-256 %s differs from the manifest's (image altered)\n", hex);
+        return -1;
+    }
+    return 0;
+}
+
+int cli_manifest_describes(const char *image, const uint8_t *man, size_t man_len)
+{
+    struct tcpota_manifest m;
+
+    if (tcpota_manifest_parse(man, man_len, &m) < 0) {
+        fprintf(stderr, "tcpota: manifest is not a tcpota manifest, or is damaged; sign the image "
+                        "again with `tcpota sign`\n");
+        return -1;
+    }
+    return describes(image, &m);
+}
+
 int cli_check_manifest(const char *image, const uint8_t *man, size_t man_len,
                        const uint8_t (*keys)[32], size_t nkeys, int quiet)
 {
     struct tcpota_manifest m;
-    uint8_t sha[32];
-    uint32_t size;
-    char id[17], hex[65];
+    char id[17];
     size_t i;
     int rc = tcpota_manifest_parse(man, man_len, &m);
 
@@ -649,16 +683,7 @@ int cli_check_manifest(const char *image, const uint8_t *man, size_t man_len,
         fprintf(stderr, "tcpota: manifest signature does not verify (manifest altered or forged)\n");
         return -1;
     }
-    if (hash_file(image, sha, &size) < 0) {
-        return -1;
-    }
-    if (size != m.image_size) {
-        fprintf(stderr, "tcpota: image is %u bytes, the manifest says %u\n", size, m.image_size);
-        return -1;
-    }
-    if (memcmp(sha, m.sha256, 32) != 0) {
-        sodium_bin2hex(hex, sizeof(hex), sha, 32);
-        fprintf(stderr, "tcpota: image SHA-256 %s differs from the manifest's (image altered)\n", hex);
+    if (describes(image, &m) < 0) {
         return -1;
     }
     if (!quiet) {

@@ -34,5 +34,14 @@ int cli_read_file(const char *path, size_t max, uint8_t **buf, size_t *len);
  * Returns 0 when it verifies. */
 int cli_check_manifest(const char *image, const uint8_t *man, size_t man_len,
                        const uint8_t (*keys)[32], size_t nkeys, int quiet);
+/* Checks a version or model given as option opt of `tcpota cmd`: 1 to
+ * TCPOTA_MAX_NAME printable ASCII characters, what a manifest and the
+ * protocol carry. Returns 0, or -1 after saying so. */
+int cli_check_label(const char *cmd, const char *opt, const char *v);
+/* Checks only that manifest bytes describe image FILE (its size and
+ * SHA-256), not who signed them: what `serve --no-require-signed` still
+ * needs, since the manifest's version is offered for FILE's bytes. Prints
+ * what differs. Returns 0 when they match, else -1. */
+int cli_manifest_describes(const char *image, const uint8_t *man, size_t man_len);
 
 #endif

@@ -288,6 +288,16 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
                     src->running ? "the image served now stays" : "not starting");
             goto fail;
         }
+        /* Unsigned serving skips who signed, not what: the manifest's version
+         * is offered for FILE, so it must describe FILE's bytes. */
+        if (!require_signed && cli_manifest_describes(o->image, l->manifest, man_len) < 0) {
+            fprintf(stderr, "tcpota serve: the manifest %s describes other bytes than %s (altered "
+                            "after signing?); sign %s again (tcpota sign), or remove %s to serve it "
+                            "unsigned; %s\n", manifest, o->image, o->image, manifest,
+                    src->running ? "the image served now stays" : "not starting");
+            rc = 2; /* an unusable input file */
+            goto fail;
+        }
         n.manifest = l->manifest;
         n.manifest_len = (uint16_t)man_len;
         if (take_manifest_names(&n, l->manifest, man_len, manifest, l->model, sizeof(l->model),
@@ -435,6 +445,7 @@ static int serve_args(int argc, char **argv)
     struct sources src;
     char host[256] = "0.0.0.0";
     const char *api = "127.0.0.1:8071", *ota = NULL;
+    const char *fleet_only = NULL; /* the last flag given that only fleet mode reads */
     unsigned long long v;
     int i, rc;
 
@@ -474,6 +485,8 @@ static int serve_args(int argc, char **argv)
         } else if (strcmp(a, "--listen") == 0) {
             if (cli_hostport(val, "--listen", host, sizeof(host), &o.port) < 0) return 2;
         } else if (strcmp(a, "--version") == 0) {
+            /* Here, before any warning about what the version means. */
+            if (cli_check_label("serve", a, val) < 0) return 2;
             src.version = val;
         } else if (strcmp(a, "--log-format") == 0) {
             if (strcmp(val, "text") != 0 && strcmp(val, "json") != 0) {
@@ -516,11 +529,14 @@ static int serve_args(int argc, char **argv)
             o.open_db = store_pg_open;
         } else if (strcmp(a, "--api") == 0) {
             api = val;
+            fleet_only = a;
         } else if (strcmp(a, "--ota-listen") == 0) {
             ota = val;
+            fleet_only = a;
         } else if (strcmp(a, "--max-image") == 0) {
             if (cli_number(val, a, 1, UINT32_MAX, &v) < 0) return 2;
             o.max_image = (size_t)v;
+            fleet_only = a;
         } else if (strcmp(a, "--chunk") == 0) {
             if (cli_number(val, a, 512, 16380, &v) < 0) return 2;
             o.chunk = (unsigned)v;
@@ -540,6 +556,11 @@ static int serve_args(int argc, char **argv)
     }
     if ((o.tls_cert == NULL) != (o.tls_key == NULL)) {
         fprintf(stderr, "tcpota serve: --tls-cert and --tls-key go together\n");
+        return 2;
+    }
+    if (src.nkeys && src.require_signed == 0) {
+        fprintf(stderr, "tcpota serve: --pubkey requires a signature and --no-require-signed skips "
+                        "it; drop one of them\n");
         return 2;
     }
     if (o.db && !o.data_dir) {
@@ -563,8 +584,11 @@ static int serve_args(int argc, char **argv)
         sodium_memzero(&src, sizeof(src));
         return rc;
     }
-    if (ota) {
-        fprintf(stderr, "tcpota serve: --ota-listen serves the fleet's rollouts; it needs --data DIR\n");
+    /* Single-image mode has no API, no HTTP downloads and no image
+     * uploads: such a flag would be silently ignored. */
+    if (fleet_only) {
+        fprintf(stderr, "tcpota serve: %s is a fleet-mode flag (the API and its downloads); it "
+                        "needs --data DIR, or drop it to serve FILE alone\n", fleet_only);
         return 2;
     }
     if (!o.image) {

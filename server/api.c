@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -206,6 +207,13 @@ json_t *api_body_object(struct api_call *c)
     return o;
 }
 
+const char *api_json_str(const json_t *v)
+{
+    const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+
+    return s && strlen(s) == json_string_length(v) ? s : NULL;
+}
+
 /* 1 when s is len 1..max (0..max when empty_ok) bytes from lowest to 0x7e. */
 static int chars_in(const char *s, size_t max, int empty_ok, char lowest)
 {
@@ -223,9 +231,61 @@ int api_printable(const char *s, size_t max, int empty_ok)
     return chars_in(s, max, empty_ok, 0x21);
 }
 
+int api_group_ok(struct api_call *c, const char *s, int empty_ok)
+{
+    if (s && api_printable(s, STORE_GROUP_MAX, empty_ok)) return 1;
+    if (empty_ok) {
+        api_error(c, 400, "group", "group must be a string of at most %u printable characters, no "
+                  "spaces (\"\": no group)", STORE_GROUP_MAX);
+    } else {
+        api_error(c, 400, "group", "group must be a string of 1 to %u printable characters, no "
+                  "spaces (leave it out for all devices of the model)", STORE_GROUP_MAX);
+    }
+    return 0;
+}
+
 int api_name_ok(const char *s, size_t max)
 {
     return chars_in(s, max, 0, 0x20);
+}
+
+/* Replies 400 for the unknown parameter key of a route that takes known. */
+static void refuse_param(struct api_call *c, const char *key, const char *const *known)
+{
+    char takes[256] = "none: leave it out";
+    size_t i, n = 0;
+
+    for (i = 0; known && known[i] && n < sizeof takes; i++) {
+        n += (size_t)snprintf(takes + n, sizeof takes - n, "%s%s", i ? ", " : "", known[i]);
+    }
+    api_error(c, 400, key, "unknown query parameter %s; this endpoint takes %s", key, takes);
+}
+
+int api_query(struct api_call *c, const char *query, const char *const *known, struct evkeyvalq *q)
+{
+    struct evkeyvalq local;
+    struct evkeyval *kv;
+    size_t i;
+
+    if (!q) q = &local;
+    TAILQ_INIT(q);
+    if (query && evhttp_parse_query_str(query, q) != 0) {
+        evhttp_clear_headers(q);
+        api_error(c, 400, "query", "the query string is malformed; send name=value pairs joined "
+                  "by &, percent-encoded");
+        return -1;
+    }
+    TAILQ_FOREACH(kv, q, next) {
+        for (i = 0; known && known[i] && strcmp(kv->key, known[i]) != 0; i++) {
+        }
+        if (!known || !known[i]) {
+            refuse_param(c, kv->key, known);
+            evhttp_clear_headers(q);
+            return -1;
+        }
+    }
+    if (q == &local) evhttp_clear_headers(q);
+    return 0;
 }
 
 void api_changed(struct api *a)
@@ -276,13 +336,16 @@ static void route(struct api_call *c, int method, const char *path, const char *
         const char *rest = path[n] && path[n + 1] ? path + n + 1 : NULL;
         if (path[n] == '/' && !rest) break; /* "/v1/images/" */
         if (routes[i].kind == 0) api_images(c, method, rest, query);
-        else if (routes[i].kind == 1) api_rollouts(c, method, rest);
+        else if (routes[i].kind == 1) api_rollouts(c, method, rest, query);
         else if (routes[i].kind == 2) api_devices(c, method, rest, query);
-        else if (routes[i].kind == 3) api_summary(c, method, rest);
-        else api_events(c, method, rest);
+        else if (routes[i].kind == 3) api_summary(c, method, rest, query);
+        else api_events(c, method, rest, query);
         return;
     }
-    api_error(c, 404, NULL, "no such path %s; see docs/api.md for the endpoints", path);
+    /* Named as sent: "//v1/images" parses as host "v1", path "/images". */
+    const char *sent = evhttp_request_get_uri(c->req);
+    api_error(c, 404, NULL, "no such path %.*s; see docs/api.md for the endpoints",
+              (int)strcspn(sent, "?"), sent);
 }
 
 /* GET /metrics: Prometheus' text format, without the API token (counts
@@ -378,6 +441,11 @@ struct api *api_start(const struct api_config *cfg, char *err, size_t errlen)
     evhttp_set_default_content_type(a->http, "application/json");
     evhttp_set_gencb(a->http, handle, a);
     return a;
+}
+
+struct evconnlistener *api_listener(const struct api *a)
+{
+    return evhttp_bound_socket_get_listener(a->sock);
 }
 
 uint16_t api_port(const struct api *a)

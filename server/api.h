@@ -67,6 +67,9 @@ struct api *api_start(const struct api_config *cfg, char *err, size_t errlen);
 /* The port the API listens on (the one chosen when cfg->port was 0). */
 uint16_t api_port(const struct api *a);
 
+/* The API's listener (for accept_pause.h). */
+struct evconnlistener *api_listener(const struct api *a);
+
 /* Stops listening, drops the connections and detaches the store requests
  * still in flight (their done only frees them). NULL: no-op. */
 void api_stop(struct api *a);

@@ -51,35 +51,23 @@ static void list_done(struct api_call *c, struct store_req *r)
                           : NULL);
 }
 
-/* Validates the list's query into r; 0, or -1 after replying 400. */
+/* The parameters of GET /v1/devices (docs/api.md). */
+static const char *const list_params[] = {"model", "state", "group", "limit", "after", "q", NULL};
+
+/* Validates the list's query (its names checked) into r; 0, or -1 after replying 400. */
 static int list_query(struct api_call *c, struct evkeyvalq *q, struct store_req *r)
 {
-    static const char *const known[] = {"model", "state", "group", "limit", "after", "q"};
     const char *model = evhttp_find_header(q, "model"), *group = evhttp_find_header(q, "group");
     const char *state = evhttp_find_header(q, "state"), *limit = evhttp_find_header(q, "limit");
     const char *after = evhttp_find_header(q, "after"), *prefix = evhttp_find_header(q, "q");
-    struct evkeyval *kv;
     unsigned long long lim = DEV_LIMIT_DEFAULT;
     char *end = NULL;
-    size_t i;
 
-    TAILQ_FOREACH(kv, q, next) {
-        for (i = 0; i < sizeof known / sizeof known[0] && strcmp(kv->key, known[i]) != 0; i++) {
-        }
-        if (i == sizeof known / sizeof known[0]) {
-            api_error(c, 400, kv->key, "unknown query parameter %s (model, state, group, limit, after, q)",
-                      kv->key);
-            return -1;
-        }
-    }
     if (model && !api_name_ok(model, API_PRINTABLE_MAX)) {
         api_error(c, 400, "model", "model must be 1 to %u printable characters", API_PRINTABLE_MAX);
         return -1;
     }
-    if (group && !api_printable(group, STORE_GROUP_MAX, 1)) {
-        api_error(c, 400, "group", "group must be at most %u printable characters, no spaces", STORE_GROUP_MAX);
-        return -1;
-    }
+    if (group && !api_group_ok(c, group, 1)) return -1;
     if (state && store_state_parse(state) < 0) {
         api_error(c, 400, "state", "unknown state %s; one of seen, up-to-date, waiting, offered, "
                   "downloading, verified, updated, rolled-back, boot-failed, declined, failed", state);
@@ -120,11 +108,7 @@ static void list(struct api_call *c, const char *query)
     struct evkeyvalq q;
     struct store_req *r;
 
-    TAILQ_INIT(&q);
-    if (query && evhttp_parse_query_str(query, &q) != 0) {
-        api_error(c, 400, "query", "the query string is malformed");
-        return;
-    }
+    if (api_query(c, query, list_params, &q) < 0) return;
     if ((r = api_req(c, STORE_DEVICE_LIST)) != NULL) {
         if (list_query(c, &q, r) < 0) store_req_free(r);
         else api_submit(c, r, list_done);
@@ -197,10 +181,7 @@ static void set_group(struct api_call *c)
         }
     }
     g = json_object_get(b, "group");
-    if (!g || !json_is_string(g) || strlen(json_string_value(g)) != json_string_length(g) ||
-        !api_printable(json_string_value(g), STORE_GROUP_MAX, 1)) {
-        api_error(c, 400, "group", "group must be a string of at most %u printable characters, "
-                  "no spaces (\"\" removes it)", STORE_GROUP_MAX);
+    if (!api_group_ok(c, api_json_str(g), 1)) {
         json_decref(b);
         return;
     }
@@ -280,6 +261,7 @@ void api_devices(struct api_call *c, int method, const char *rest, const char *q
                                       : "/v1/devices/{id} takes GET and PATCH");
         return;
     }
+    if (api_query(c, query, NULL, NULL) < 0) return;
     if (take_dev(c, rest, slash ? (size_t)(slash - rest) : strlen(rest)) < 0) return;
     if (slash) new_secret(c);
     else if (method == EVHTTP_REQ_PATCH) set_group(c);

@@ -115,7 +115,7 @@ void api_events_conn_closed(struct api *a, struct evhttp_connection *evcon)
     }
 }
 
-void api_events(struct api_call *c, int method, const char *rest)
+void api_events(struct api_call *c, int method, const char *rest, const char *query)
 {
     static const char hello[] = "retry: 2000\n: tcpota events\n\n";
     struct api *a = c->api;
@@ -131,6 +131,7 @@ void api_events(struct api_call *c, int method, const char *rest)
         api_error(c, 405, NULL, "/v1/events takes GET");
         return;
     }
+    if (api_query(c, query, NULL, NULL) < 0) return;
     if (a->nstreams >= API_STREAMS_MAX) {
         api_error(c, 503, NULL, "%u event streams are open already; close a dashboard",
                   API_STREAMS_MAX);

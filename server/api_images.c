@@ -336,19 +336,18 @@ static int take_manifest(struct api_call *c, const char *b64, size_t size)
     return 1;
 }
 
+/* The parameters of POST /v1/images (docs/api.md). */
+static const char *const upload_params[] = {"version", "model", NULL};
+
 /* version/model of the query: must agree with a manifest, or name an unsigned image. */
 static int take_names(struct api_call *c, const char *query, int signed_)
 {
     struct evkeyvalq q;
-    const char *names[2] = {"version", "model"};
+    const char *const *names = upload_params;
     char *dst[2] = {c->img.version, c->img.model};
     int i, rc = 0;
 
-    TAILQ_INIT(&q);
-    if (query && evhttp_parse_query_str(query, &q) != 0) {
-        api_error(c, 400, "query", "the query string is malformed");
-        return -1;
-    }
+    if (api_query(c, query, upload_params, &q) < 0) return -1;
     for (i = 0; i < 2 && rc == 0; i++) {
         const char *v = evhttp_find_header(&q, names[i]);
         if (!v && !signed_) {
@@ -380,6 +379,7 @@ static void upload(struct api_call *c, const char *query)
     struct store_req *r;
     int signed_;
 
+    if (api_query(c, query, upload_params, NULL) < 0) return; /* before hashing the body */
     if (size == 0 || size > UINT32_MAX) {
         api_error(c, 400, "body", "the body must be the image's bytes (1 byte to 4 GiB)");
         return;
@@ -418,6 +418,7 @@ void api_images(struct api_call *c, int method, const char *rest, const char *qu
         api_error(c, 405, NULL, "/v1/images/{id} takes GET and DELETE");
         return;
     }
+    if (!(!rest && method == EVHTTP_REQ_POST) && api_query(c, query, NULL, NULL) < 0) return;
     if (!rest && method == EVHTTP_REQ_POST) {
         upload(c, query);
         return;

@@ -20,6 +20,7 @@ struct evhttp;
 struct evhttp_request;
 struct evhttp_connection;
 struct evhttp_bound_socket;
+struct evkeyvalq;
 
 #define API_PRINTABLE_MAX TCPOTA_MAX_NAME /* model, version: 1..32 printable bytes */
 #define API_PREFIX_MIN 8u                 /* hex digits an image id prefix needs */
@@ -95,18 +96,31 @@ json_t *api_body_object(struct api_call *c);
 /* 1 when s is len 1..max (or 0..max when empty_ok) printable ASCII bytes,
  * no space: versions, groups. */
 int api_printable(const char *s, size_t max, int empty_ok);
+/* v's text when v is a JSON string without a NUL byte, else NULL (v may be NULL). */
+const char *api_json_str(const json_t *v);
+/* The one rule for groups (docs/api.md): 1 when s is at most STORE_GROUP_MAX
+ * printable bytes, no space, and not "" unless empty_ok; else 0 after
+ * replying 400 field "group". s NULL: not a string. */
+int api_group_ok(struct api_call *c, const char *s, int empty_ok);
 /* 1 when s is a device id or a model as the protocol takes them (codec.c):
  * 1..max printable ASCII bytes, spaces too. A device registers under what
  * it sends; the API must be able to name it (percent-encoded in a path). */
 int api_name_ok(const char *s, size_t max);
 void api_changed(struct api *a);
+/* Checks the request's query (NULL: none) against the parameters a route
+ * takes: known is a NULL-terminated list, or NULL when it takes none. Any
+ * other parameter is refused, so that a typo never falls back to a default
+ * or is ignored by an action. With q, the parsed query is left there for the
+ * route (the caller clears it with evhttp_clear_headers); 0, or -1 after
+ * replying 400 naming the parameter (q then holds nothing). */
+int api_query(struct api_call *c, const char *query, const char *const *known, struct evkeyvalq *q);
 
 /* The endpoints; rest is the path after the collection (NULL or "{id}[/verb]"). */
 void api_images(struct api_call *c, int method, const char *rest, const char *query);
-void api_rollouts(struct api_call *c, int method, const char *rest);
+void api_rollouts(struct api_call *c, int method, const char *rest, const char *query);
 void api_devices(struct api_call *c, int method, const char *rest, const char *query);
-void api_summary(struct api_call *c, int method, const char *rest);
-void api_events(struct api_call *c, int method, const char *rest);
+void api_summary(struct api_call *c, int method, const char *rest, const char *query);
+void api_events(struct api_call *c, int method, const char *rest, const char *query);
 
 /* api_events.c */
 /* Writes "event: <event>" with data (taken, may be NULL: nothing sent) to every stream. */

@@ -184,7 +184,8 @@ static void act_got(struct api_call *c, struct store_req *r)
                                    : st != ROLLOUT_STATE_CANCELLED;
     if (!ok) {
         int already = (c->action == ACT_PAUSE && st == ROLLOUT_STATE_PAUSED) ||
-                      (c->action == ACT_RESUME && st == ROLLOUT_STATE_ACTIVE);
+                      (c->action == ACT_RESUME && st == ROLLOUT_STATE_ACTIVE) ||
+                      c->action == ACT_CANCEL; /* refused only when cancelled */
         if (already) {
             api_error(c, 409, NULL, "rollout %llu is %s already", (unsigned long long)c->id,
                       store_rollout_state_name(st));
@@ -324,26 +325,37 @@ static int get_waves(struct api_call *c, json_t *b)
 }
 
 /* A string field: 0, or -1 after replying 400 (missing when required, not
- * a string, not 1..max printable bytes, or 0..max when empty_ok; spaces
- * only in a name: api_name_ok). */
+ * a string, not 1..max printable bytes; spaces only in a name: api_name_ok). */
 static int get_str(struct api_call *c, json_t *b, const char *name, size_t max, int required,
-                   int empty_ok, int name_ok, char *out)
+                   int name_ok, char *out)
 {
     json_t *v = json_object_get(b, name);
+    const char *s = api_json_str(v);
 
     if (!v && !required) return 0;
     if (!v) {
         api_error(c, 400, name, "%s is required", name);
         return -1;
     }
-    if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v) ||
-        !(name_ok ? api_name_ok(json_string_value(v), max)
-                  : api_printable(json_string_value(v), max, empty_ok))) {
-        api_error(c, 400, name, "%s must be a string of %d to %zu printable characters", name,
-                  !empty_ok, max);
+    if (!s || !(name_ok ? api_name_ok(s, max) : api_printable(s, max, 0))) {
+        api_error(c, 400, name, "%s must be a string of 1 to %zu printable characters", name, max);
         return -1;
     }
-    memcpy(out, json_string_value(v), json_string_length(v) + 1);
+    memcpy(out, s, strlen(s) + 1);
+    return 0;
+}
+
+/* The optional group. Left out, the rollout is for all devices of the
+ * model; "" is refused, so that an empty variable in a script cannot widen
+ * a staged rollout to every device. */
+static int get_group(struct api_call *c, json_t *b, char *out)
+{
+    json_t *v = json_object_get(b, "group");
+    const char *s = api_json_str(v);
+
+    if (!v) return 0;
+    if (!api_group_ok(c, s, 0)) return -1;
+    memcpy(out, s, strlen(s) + 1);
     return 0;
 }
 
@@ -379,9 +391,9 @@ static int parse_create(struct api_call *c, json_t *b)
     ro->rules.soak_s = DEF_SOAK_S;
     ro->ro.state = ROLLOUT_STATE_ACTIVE;
     ro->ro.n_open = 1;
-    if (check_known(c, b) < 0 || get_str(c, b, "image", 2 * TCPOTA_ID_LEN, 1, 0, 0, c->key) < 0 ||
-        get_str(c, b, "model", API_PRINTABLE_MAX, 1, 0, 1, ro->model) < 0 ||
-        get_str(c, b, "group", STORE_GROUP_MAX, 0, 1, 0, ro->group) < 0 || get_waves(c, b) < 0 ||
+    if (check_known(c, b) < 0 || get_str(c, b, "image", 2 * TCPOTA_ID_LEN, 1, 0, c->key) < 0 ||
+        get_str(c, b, "model", API_PRINTABLE_MAX, 1, 1, ro->model) < 0 ||
+        get_group(c, b, ro->group) < 0 || get_waves(c, b) < 0 ||
         get_u32(c, b, "halt_at", ROLLOUT_PCT_SCALE, &ro->rules.halt_pct) < 0 ||
         get_u32(c, b, "halt_min", UINT32_MAX, &ro->rules.halt_min) < 0 ||
         get_u32(c, b, "min_finished", UINT32_MAX, &ro->rules.min_finished) < 0 ||
@@ -436,12 +448,13 @@ static uint64_t parse_id(const char *s, size_t len)
     return v;
 }
 
-void api_rollouts(struct api_call *c, int method, const char *rest)
+void api_rollouts(struct api_call *c, int method, const char *rest, const char *query)
 {
     const char *slash = rest ? strchr(rest, '/') : NULL;
     uint64_t id;
     struct store_req *r;
 
+    if (api_query(c, query, NULL, NULL) < 0) return; /* no rollout path takes one */
     if (!rest) {
         if (method == EVHTTP_REQ_POST) create(c);
         else if (method != EVHTTP_REQ_GET) api_error(c, 405, NULL, "/v1/rollouts takes GET and POST");

@@ -83,7 +83,7 @@ static void summary_done(struct api_call *c, struct store_req *r)
     api_reply(c, 200, o);
 }
 
-void api_summary(struct api_call *c, int method, const char *rest)
+void api_summary(struct api_call *c, int method, const char *rest, const char *query)
 {
     struct api *a = c->api;
     struct store_req *r;
@@ -96,6 +96,7 @@ void api_summary(struct api_call *c, int method, const char *rest)
         api_error(c, 405, NULL, "/v1/summary takes GET");
         return;
     }
+    if (api_query(c, query, NULL, NULL) < 0) return;
     if (a->summary && mono_ms() - a->summary_ms < API_SUMMARY_TTL_MS) {
         api_reply(c, 200, json_incref(a->summary));
         return;

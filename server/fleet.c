@@ -3,6 +3,7 @@
 #include "fleet.h"
 #include "fleet_internal.h"
 #include "http_ota.h"
+#include "accept_pause.h"
 #include "api.h"
 #include "conn.h"
 #include "legacy.h"
@@ -19,6 +20,10 @@
 #include <malloc.h>
 #endif
 #include <event2/event.h>
+#include <event2/listener.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1200,6 +1205,35 @@ static void api_store_close(struct store *st)
     (void)st; /* the real one closes in fleet_close */
 }
 
+/* libevent 2.1 reads a request's whole body before the API's handler sees
+ * its headers: a client without the token is refused only after up to
+ * --max-image bytes are in memory (per connection). On loopback only this
+ * host's users can do that; beyond it, say so once at start. */
+static void warn_api_exposed(const struct server *srv, const struct api *a)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    size_t max = srv->o->max_image ? srv->o->max_image : API_MAX_IMAGE_DEFAULT;
+    int loopback;
+
+    if (getsockname(evconnlistener_get_fd(api_listener(a)), (struct sockaddr *)&ss, &sl) != 0) {
+        return;
+    }
+    if (ss.ss_family == AF_INET6) {
+        loopback = IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)&ss)->sin6_addr);
+    } else {
+        loopback = ss.ss_family == AF_INET &&
+                   (ntohl(((const struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (!loopback) {
+        say_always(srv->o, LOG_LV_INFO,
+                   "warning: the API listens beyond loopback: a client without the token can make "
+                   "the server read up to %.1f MiB of request body per connection before it is "
+                   "refused (--max-image); keep --api on a network you trust, and give devices "
+                   "--ota-listen", (double)max / (1u << 20));
+    }
+}
+
 static const struct store_vt api_store_vt = {"sqlite", api_store_submit, api_store_close, 0};
 
 int fleet_open(struct server *srv)
@@ -1248,6 +1282,10 @@ int fleet_open(struct server *srv)
         say_always(o, LOG_LV_ERROR, "%s", err);
         return -1;
     }
+    if (o->ota_host) {
+        (void)accept_pause_guard(srv->base, http_ota_listener(f->ota), "HTTP downloads",
+                                 server_say_line, srv);
+    }
     if (o->api_host == NULL) {
         return 0; /* --api off */
     }
@@ -1278,6 +1316,9 @@ int fleet_open(struct server *srv)
         say_always(o, LOG_LV_ERROR, "cannot start the API: %s", err);
         return -1;
     }
+    (void)accept_pause_guard(srv->base, api_listener(f->api), "API connections", server_say_line,
+                             srv);
+    warn_api_exposed(srv, f->api);
     return 0;
 }
 
@@ -1289,7 +1330,11 @@ void fleet_close(struct server *srv)
     if (!f) {
         return;
     }
-    if (f->api) api_stop(f->api);
+    if (f->api) {
+        accept_pause_unguard(api_listener(f->api));
+        api_stop(f->api);
+    }
+    if (f->ota && http_ota_listener(f->ota)) accept_pause_unguard(http_ota_listener(f->ota));
     f->api = NULL; /* the steps flushed below must not tell a stopped API */
     http_ota_free(f->ota); /* after the API: its connections may carry downloads */
     /* What was recorded and not yet handed over goes before the store closes

@@ -328,6 +328,11 @@ int http_ota_listen(struct http_ota *ota, const char *host, uint16_t port, char 
     return 0;
 }
 
+struct evconnlistener *http_ota_listener(const struct http_ota *ota)
+{
+    return ota->sock ? evhttp_bound_socket_get_listener(ota->sock) : NULL;
+}
+
 uint16_t http_ota_port(const struct http_ota *ota)
 {
     struct sockaddr_storage ss;

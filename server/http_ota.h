@@ -46,6 +46,8 @@ int http_ota_listen(struct http_ota *ota, const char *host, uint16_t port, char 
                     size_t errlen);
 /* The port http_ota_listen listens on (0: none). */
 uint16_t http_ota_port(const struct http_ota *ota);
+/* Its listener (for accept_pause.h), or NULL when it has none. */
+struct evconnlistener *http_ota_listener(const struct http_ota *ota);
 
 /* Answers one request whose path starts with HTTP_OTA_PREFIX (an
  * evhttp callback; arg is the struct http_ota). */

@@ -6,6 +6,7 @@
 #include "fleet.h"
 #include "log.h"
 #include "server_internal.h"
+#include "accept_pause.h"
 #include "text.h"
 #include "tls_server.h"
 #include "workers.h"
@@ -58,13 +59,19 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
     conn_new(srv, fd, host, port, unauth);
 }
 
-static void accept_error_cb(struct evconnlistener *lis, void *arg)
+/* Where a listener's accept failures are said (accept_pause.h). */
+void server_say_line(void *arg, const char *msg)
 {
-    struct server *srv = arg;
-    int err = EVUTIL_SOCKET_ERROR();
-    (void)lis;
-    /* Out of descriptors and the like: keep serving the others. */
-    say(srv, "accept failed: %s", evutil_socket_error_to_string(err));
+    say(arg, "%s", msg);
+}
+
+/* Out of descriptors and the like: the listener pauses (accept_pause.h)
+ * and the connections it holds go on. */
+static void guard_listener(struct server *srv)
+{
+    if (accept_pause_guard(srv->base, srv->lis, "device connections", server_say_line, srv) < 0) {
+        say(srv, "cannot guard the listener against accept() failures: out of memory");
+    }
 }
 
 /* Once a second: a device that is sent an image must acknowledge some of it
@@ -164,6 +171,20 @@ static void catch_begin(struct caught *c)
     }
 }
 
+/* A caught line without the program's prefix ("tcpota serve: ", "tcpota: "),
+ * which start-up prints and the log line's "SIGHUP: " replaces. */
+static const char *unprefixed(const char *line)
+{
+    static const char *const prefixes[] = {"tcpota serve: ", "tcpota: "};
+    size_t i, n;
+
+    for (i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+        n = strlen(prefixes[i]);
+        if (strncmp(line, prefixes[i], n) == 0) return line + n;
+    }
+    return line;
+}
+
 static void catch_end(const struct server *srv, struct caught *c, int failed)
 {
     char line[512];
@@ -175,7 +196,7 @@ static void catch_end(const struct server *srv, struct caught *c, int failed)
         rewind(c->f);
         while (fgets(line, sizeof(line), c->f)) {
             line[strcspn(line, "\n")] = 0;
-            say_always(srv->o, failed ? LOG_LV_ERROR : LOG_LV_INFO, "SIGHUP: %s", line);
+            say_always(srv->o, failed ? LOG_LV_ERROR : LOG_LV_INFO, "SIGHUP: %s", unprefixed(line));
         }
     }
     if (c->f) fclose(c->f);
@@ -309,7 +330,7 @@ static int listen_on(struct server *srv, int worker_fd)
             close(worker_fd);
             return -1;
         }
-        evconnlistener_set_error_cb(srv->lis, accept_error_cb);
+        guard_listener(srv);
         return 0;
     }
 
@@ -326,10 +347,14 @@ static int listen_on(struct server *srv, int worker_fd)
         listen_failed(o, e);
         return -1;
     }
-    evconnlistener_set_error_cb(srv->lis, accept_error_cb);
+    guard_listener(srv);
     say_listening(srv, evconnlistener_get_fd(srv->lis), 1); /* always: scripts wait for it */
     return 0;
 }
+
+/* Descriptors the server holds besides its connections (listeners, log,
+ * store, signal pipes), with room to spare. */
+#define FD_RESERVED 32u
 
 /* Each connection holds a descriptor: raise the soft limit to the hard one
  * (the default soft limit, often 1024, would refuse a fleet long before
@@ -346,9 +371,15 @@ static void raise_fd_limit(const struct tcpota_serve_opts *o)
         (void)setrlimit(RLIMIT_NOFILE, &rl);
         (void)getrlimit(RLIMIT_NOFILE, &rl);
     }
-    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)o->max_conns + 32) {
-        say_always(o, LOG_LV_ERROR, "descriptor limit %llu is below --max-conns %u",
-                   (unsigned long long)rl.rlim_cur, o->max_conns);
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)o->max_conns + FD_RESERVED) {
+        unsigned long long room = rl.rlim_cur > FD_RESERVED ? rl.rlim_cur - FD_RESERVED : 0;
+        /* The server still starts: a limit set on purpose is the operator's. */
+        say_always(o, LOG_LV_ERROR, "descriptor limit %llu is below --max-conns %u: past about "
+                   "%llu connections, new ones wait in the backlog (\"accepting device connections "
+                   "failed: Too many open files\") rather than being refused; raise the limit (ulimit -n, or LimitNOFILE= of "
+                   "the service) to at least %llu, or give --max-conns %llu",
+                   (unsigned long long)rl.rlim_cur, o->max_conns, room,
+                   (unsigned long long)o->max_conns + FD_RESERVED, room);
     } else if (!o->quiet) {
         say_always(o, LOG_LV_INFO, "descriptor limit %llu", (unsigned long long)rl.rlim_cur);
     }
@@ -493,7 +524,10 @@ out:
     if (srv.sweep) event_free(srv.sweep);
     if (srv.tail_ev) event_free(srv.tail_ev);
     if (srv.tail_ep >= 0) close(srv.tail_ep);
-    if (srv.lis) evconnlistener_free(srv.lis);
+    if (srv.lis) {
+        accept_pause_unguard(srv.lis);
+        evconnlistener_free(srv.lis);
+    }
     fleet_close(&srv);
     if (srv.base) event_base_free(srv.base);
     if (srv.tls) SSL_CTX_free(srv.tls);

@@ -184,6 +184,10 @@ struct conn {
 };
 
 /* Monotonic seconds. */
+/* Says msg as a line of the server's log (arg: the struct server); the
+ * listeners' accept_pause_say_fn. */
+void server_say_line(void *arg, const char *msg);
+
 static inline double now_s(void)
 {
     struct timespec ts;

@@ -151,7 +151,9 @@ void sq_col_text(sqlite3_stmt *s, int i, char *buf, size_t size)
 
 int sq_fail(struct sstore *st, struct store_req *r, const char *what)
 {
-    return store_err_set(r, STORE_E_IO, "%s: the database failed: %s", what, sqlite3_errmsg(st->db));
+    /* Not "the database failed": whoever reports STORE_E_IO says so
+     * (server/api.c), and the phrase came out twice. */
+    return store_err_set(r, STORE_E_IO, "%s: %s", what, sqlite3_errmsg(st->db));
 }
 
 void sq_image_path(const struct sstore *st, const char *hex, char *out, size_t size)

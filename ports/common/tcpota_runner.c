@@ -104,6 +104,24 @@ static uint32_t backoff_ms(const struct tcpota_runner *r, int image_failed)
            c->random(c->ctx, (uint32_t)(base - c->backoff_min_ms) + 1u);
 }
 
+/* The wait after a connection whose ERROR carried RETRY_AFTER (busy,
+ * denied, any code): at least the server's time, since coming back sooner
+ * only meets the same answer, but no longer than failure_max_ms (1 h by
+ * default): over plain TCP anyone can forge the ERROR, and a device must
+ * not be silenced for longer than a broken release would. The backoff
+ * stays the floor, and *asked_s gets the server's time (0: none). */
+static uint32_t honour_error_retry_after(const struct tcpota_runner *r, uint32_t backoff,
+                                         uint32_t *asked_s)
+{
+    uint64_t want = (uint64_t)r->cfg.dev->error_retry_after_s * 1000u;
+
+    *asked_s = r->cfg.dev->error_retry_after_s;
+    if (want > r->cfg.failure_max_ms) {
+        want = r->cfg.failure_max_ms;
+    }
+    return want > backoff ? (uint32_t)want : backoff;
+}
+
 static void step(struct tcpota_runner *r, struct tcpota_runner_step *s,
                  enum tcpota_runner_step_type type)
 {
@@ -203,12 +221,8 @@ int tcpota_runner_run(struct tcpota_runner *r)
         }
         memset(&s, 0, sizeof(s));
         s.wait_ms = backoff_ms(r, image_failed || denied);
-        /* The server's RETRY_AFTER, but no longer than the longest
-         * failure wait: over plain TCP anyone can forge the ERROR. */
-        if (denied && d->error_retry_after_s > s.wait_ms / 1000u) {
-            s.wait_ms = (uint64_t)d->error_retry_after_s * 1000u > r->cfg.failure_max_ms
-                            ? r->cfg.failure_max_ms
-                            : d->error_retry_after_s * 1000u;
+        if (ran) {
+            s.wait_ms = honour_error_retry_after(r, s.wait_ms, &s.retry_after_s);
         }
         s.unreachable = unreachable;
         s.image_failed = (uint8_t)image_failed;

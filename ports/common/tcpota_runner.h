@@ -27,7 +27,15 @@
  *    fixed release without a reboot. More than TCPOTA_RUNNER_PATIENCE
  *    attempts without progress (possible only with max_attempts 0 or
  *    above it) back off the same way.
- *  - Every wait is uniform ("full jitter") between backoff_min_ms and the
+ *  - A server that answers with ERROR carrying RETRY_AFTER (busy, its
+ *    database down; or a throttle after refused authentications) is
+ *    waited for at least that long, capped at failure_max_ms (1 hour by
+ *    default: over plain TCP anyone can forge the ERROR), with no jitter
+ *    of its own (devices keep the spread they arrived with). The server's
+ *    time may exceed backoff_max_ms; the attempt still counts towards
+ *    max_attempts, so a device that may give up does so after
+ *    max_attempts such waits, not after max_attempts quick retries.
+ *  - Every backoff is uniform ("full jitter") between backoff_min_ms and the
  *    current ceiling, so that a fleet cut off at once does not come back
  *    at once.
  *  - Periodic check-ins (check_interval_s, off by default): once the run
@@ -99,8 +107,11 @@ struct tcpota_runner_step {
     unsigned failures;  /* image failures in a row */
     /* TCPOTA_RUNNER_BACKOFF and TCPOTA_RUNNER_CHECK_IN: */
     uint32_t wait_ms;      /* the wait that starts now */
-    /* TCPOTA_RUNNER_CHECK_IN: the server's RETRY_AFTER this wait honours
-     * (seconds, capped), 0: the wait is check_interval_s ±20 % */
+    /* The server's RETRY_AFTER this wait honours, 0: none.
+     * TCPOTA_RUNNER_CHECK_IN: NO_UPDATE's (seconds, capped), else the wait
+     * is check_interval_s ±20 %. TCPOTA_RUNNER_BACKOFF: the ERROR's, as
+     * the server asked; wait_ms is at least that, or failure_max_ms when
+     * the server asked for more. */
     uint32_t retry_after_s;
     /* TCPOTA_RUNNER_BACKOFF only: */
     uint8_t unreachable;   /* the last attempt could not reach the server

@@ -197,8 +197,11 @@ static int check_existing(struct tcpota_flash *fl, uint32_t size)
         }
         size = (uint32_t)st.st_size;
     } else if (st.st_size < 0 || (uintmax_t)st.st_size != size) {
-        return fail(fl, TCPOTA_ERR_IO, "file is %lld bytes, expected %lu (truncated?)",
-                    (long long)st.st_size, (unsigned long)size);
+        int shorter = (uintmax_t)st.st_size < size;
+
+        return fail(fl, TCPOTA_ERR_IO, "file is %lld bytes, %s than the %lu expected (%s?)",
+                    (long long)st.st_size, shorter ? "shorter" : "longer", (unsigned long)size,
+                    shorter ? "cut short" : "grown");
     }
     fl->size = size;
     return 0;

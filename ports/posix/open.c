@@ -146,11 +146,55 @@ static int create_layout(struct tcpota_posix_dev *dev, const char *dir, uint32_t
     return rc == 0 ? create_otadata(dev, dir, factory) : rc;
 }
 
+/* The size both slot files of an existing device must have, in *out (0:
+ * whatever ota_0.bin's is). Nothing but the files records it, so when
+ * they differ the one still of the default layout's size is taken as
+ * right (most devices are created with it): the error then names the file
+ * that changed, not the one opened second. When neither is, nothing tells
+ * which one changed, and both are named. A file that is missing or not a
+ * regular file is left to open_region(), which says so. */
+static int expected_slot_size(struct tcpota_posix_dev *dev, const char *dir, uint32_t *out)
+{
+    static const char *const names[2] = {"ota_0.bin", "ota_1.bin"};
+    long long len[2];
+
+    *out = 0;
+    for (unsigned s = 0; s < 2; s++) {
+        char path[4096];
+        struct stat st;
+        int rc = make_path(dev, path, sizeof path, dir, names[s]);
+
+        if (rc < 0) {
+            return rc;
+        }
+        if (stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
+            return 0;
+        }
+        len[s] = (long long)st.st_size;
+    }
+    if (len[0] == len[1]) {
+        return 0;
+    }
+    if (len[0] == TCPOTA_POSIX_SLOT_SIZE_DEFAULT || len[1] == TCPOTA_POSIX_SLOT_SIZE_DEFAULT) {
+        *out = TCPOTA_POSIX_SLOT_SIZE_DEFAULT;
+        return 0;
+    }
+    return tcpota_px_fail(dev, TCPOTA_ERR_IO,
+                          "ota_0.bin is %lld bytes but ota_1.bin is %lld: the two slots must "
+                          "be the same size, so one was cut short or grown",
+                          len[0], len[1]);
+}
+
 /* The slots and NVS of an existing device (otadata is open already). */
 static int open_regions(struct tcpota_posix_dev *dev, const char *dir, uint32_t slot_size,
                         int how)
 {
-    int rc = open_region(dev, &dev->slot[0], dir, "ota_0.bin", 0, how);
+    uint32_t expected;
+    int rc = expected_slot_size(dev, dir, &expected);
+
+    if (rc == 0) {
+        rc = open_region(dev, &dev->slot[0], dir, "ota_0.bin", expected, how);
+    }
 
     if (rc == 0 && slot_size && dev->slot[0].size != slot_size) {
         rc = tcpota_px_fail(dev, TCPOTA_ERR_INVAL, "slot size %lu differs from the device's %lu",

@@ -148,7 +148,7 @@ run 0 $T image add raw.bin --version 2.0.0+b1 --model esp32 $API
 [ -z "$(req header Tcpota-Manifest)" ] || fail "a manifest header was sent for an image without one"
 [ "$(req sha256)" = "$(sha256sum < raw.bin | cut -d' ' -f1)" ] || fail "unsigned: the body is not the image"
 route POST /v1/images 400 '{"error": "the manifest does not verify against any --pubkey key", "field": "manifest"}'
-run 1 $T image add fw.bin $API
+run 2 $T image add fw.bin $API
 has err.log "^tcpota image: the manifest does not verify against any --pubkey key \(field: manifest\)$"
 n=$(nreq)
 run 2 $T image add fifo $API
@@ -159,7 +159,7 @@ has err.log "empty.bin is empty"
 run 2 $T image add $API
 has err.log "add needs the image FILE"
 [ "$(nreq)" -eq "$n" ] || fail "a request was sent for a refused file"
-ok "image add sends the bytes, Tcpota-Manifest (base64 of FILE.manifest or --manifest), ?version&model unsigned; 400 shown with its field"
+ok "image add sends the bytes, Tcpota-Manifest (base64 of FILE.manifest or --manifest), ?version&model unsigned; 400 shown with its field, exit 2"
 
 # --- image rm: 409 with the server's message
 route DELETE /v1/images/9f2c41d0 200 '{"deleted": "'$ID'"}'
@@ -224,20 +224,27 @@ route POST /v1/rollouts/1/cancel 200 "${ROLLOUT/\"active\"/\"cancelled\"}"
 run 0 $T rollout cancel 1 $API
 has out.log "^rollout 1 is now cancelled$"
 route POST /v1/rollouts 400 '{"error": "waves must be strictly increasing percentages 1..100", "field": "waves"}'
-run 1 $T rollout create --image 2.0.0 --model esp32 --waves 50,10 $API
+run 2 $T rollout create --image 2.0.0 --model esp32 --waves 50,10 $API
 has err.log "^tcpota rollout: --waves: waves must be strictly increasing percentages 1\.\.100$"
 # A field the command sets from an option is named by the option (soak_s: --soak).
 route POST /v1/rollouts 400 '{"error": "soak_s must be a whole number from 0 to 604800", "field": "soak_s"}'
-run 1 $T rollout create --image 2.0.0 --model esp32 --soak 99999999999 $API
+run 2 $T rollout create --image 2.0.0 --model esp32 --soak 99999999999 $API
 has err.log "^tcpota rollout: --soak: soak_s must be a whole number from 0 to 604800$"
 # A field no option sets keeps its name.
 route POST /v1/rollouts 400 '{"error": "something about allow", "field": "allow_downgrade"}'
-run 1 $T rollout create --image 2.0.0 --model esp32 $API
+run 2 $T rollout create --image 2.0.0 --model esp32 $API
 has err.log "^tcpota rollout: something about allow \(field: allow_downgrade\)$"
+# A bad value the server catches (400) exits 2, as one the CLI catches does.
+route POST /v1/rollouts 400 '{"error": "halt_at must be a whole number from 0 to 100", "field": "halt_at"}'
+run 2 $T rollout create --image 2.0.0 --model esp32 --halt-at 101 $API
+has err.log "^tcpota rollout: --halt-at: halt_at must be a whole number from 0 to 100$"
+route GET "/v1/devices?limit=0" 400 '{"error": "limit must be a whole number from 1 to 100000", "field": "limit"}'
+run 2 $T device list --limit 0 $API
+has err.log "limit must be a whole number from 1 to 100000"
 route GET /v1/rollouts/7 404 '{"error": "no rollout 7"}'
 run 1 $T rollout show 7 $API
 has err.log "^tcpota rollout: no rollout 7$"
-ok "pause, resume, cancel POST to their paths; 400 (with field), 404, 409 exit 1 with the server's message"
+ok "pause, resume, cancel POST to their paths; 400 (with field) exits 2, 404 and 409 exit 1, with the server's message"
 
 # --- usage errors: exit 2, nothing sent
 n=$(nreq)
@@ -255,6 +262,10 @@ run 2 $T rollout create --image 2.0.0 --model esp32 --frobnicate $API
 has err.log "^tcpota rollout: unknown option '--frobnicate'$"
 run 2 $T rollout create --image 2.0.0 --model $API
 has err.log "--model needs a value"
+# An empty --group is not "all devices" (that is --group left out): a staged
+# rollout must not be superseded by a 100 % one by an empty variable.
+run 2 $T rollout create --image 2.0.0 --model esp32 --group '' $API
+has err.log "^tcpota rollout: --group is empty: name a group, or leave --group out for all devices of the model$"
 run 2 $T rollout show $API
 has err.log "show needs a rollout ID"
 run 2 $T rollout pause x1 $API
@@ -282,7 +293,7 @@ run 0 $T rollout --help
 has out.log "--waves 5,25,100"
 run 0 $T device list --help
 has out.log "usage: tcpota device list"
-ok "usage errors (unknown option, bad --waves, non-numbers, missing ID) exit 2 and send nothing"
+ok "usage errors (unknown option, bad --waves, non-numbers, missing ID, empty --group) exit 2 and send nothing"
 
 # --- devices
 DEV='{"id": "dev 7/x", "model": "esp32", "version": "1.0.0", "running": "41aa", "group": "", "address": "127.0.0.1", "protocol": "v1", "state": "rolled-back", "image": "'$ID'", "bytes": 0, "size": 262144, "percent": 100, "reason": "health check failed", "first_seen": 1796131200, "last_seen": 1796131260, "has_secret": false}'

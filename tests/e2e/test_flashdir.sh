@@ -8,7 +8,8 @@
 #  - with --quiet and a dead port the device says at once that the server
 #    cannot be reached, that it keeps retrying and the next wait, and gives
 #    a final error when it gives up;
-#  - "declined: no space" gives the image's and the slot's sizes.
+#  - "declined: no space" gives the image's and the slot's sizes;
+#  - a slot file cut short or grown is named, as shorter or longer.
 source "$(dirname "$0")/lib.sh"
 
 make_image "$WORK/img" 100000
@@ -80,6 +81,13 @@ rc=0
 [ $rc -eq 1 ] || fail "status of a missing directory exited $rc, expected 1"
 grep -q -- "--flash: $WORK/nothere does not exist" "$WORK/nd.log" || fail "no message: $(cat "$WORK/nd.log")"
 [ ! -e "$WORK/nothere" ] || fail "status created the directory"
+# A directory without a device: said once, plainly.
+mkdir "$WORK/nodev"
+rc=0
+"$TCPOTA" device status --flash "$WORK/nodev" 2> "$WORK/nd.log" || rc=$?
+[ $rc -eq 1 ] || fail "status of a directory without a device exited $rc, expected 1"
+[ "$(cat "$WORK/nd.log")" = "tcpota: $WORK/nodev holds no device (no otadata.bin)" ] ||
+  fail "status of a directory without a device: $(cat "$WORK/nd.log")"
 ok "--flash naming a file or a FIFO, and status of a missing directory, are said as such"
 
 # A damaged flash file: named, and what to do.
@@ -98,6 +106,23 @@ for cmd in status run; do
     fail "device $cmd on a damaged flash gave no advice: $(cat "$WORK/dmg.log")"
 done
 ok "a damaged otadata.bin: named, with what to do"
+
+# A slot file of the wrong size: the file that changed is named, as shorter
+# or longer (before, a cut ota_0.bin blamed the intact ota_1.bin, and a grown
+# file was called "truncated?").
+for c in "ota_0.bin 1048576 shorter than the 2097152 expected (cut short?)" \
+         "ota_1.bin 4194304 longer than the 2097152 expected (grown?)"; do
+  read -r file size said <<< "$c"
+  rm -rf "$WORK/sz" && cp -r "$WORK/empty" "$WORK/sz"
+  truncate -s "$size" "$WORK/sz/$file"
+  rc=0
+  "$TCPOTA" device status --flash "$WORK/sz" 2> "$WORK/sz.log" > /dev/null || rc=$?
+  [ $rc -eq 1 ] || fail "status with $file of $size bytes exited $rc, expected 1"
+  grep -qF "$file: file is $size bytes, $said" "$WORK/sz.log" || fail "$file not named: $(cat "$WORK/sz.log")"
+  ! grep -q "truncated?" "$WORK/sz.log" || fail "called truncated: $(cat "$WORK/sz.log")"
+  grep -q "restore them from a backup" "$WORK/sz.log" || fail "no advice: $(cat "$WORK/sz.log")"
+done
+ok "a slot file cut short or grown: that file named, shorter or longer, with what to do"
 
 # A server that closes without a word gets the device's hint (TLS, a full
 # server, a refused address: its log says which); one that answers, even

@@ -20,7 +20,7 @@ grep -q "esp32s3" "$WORK/images.txt" && grep -q "2.0.0" "$WORK/images.txt" ||
 # A rollout of model esp32 with the esp32s3 image is refused.
 rc=0
 "$TCPOTA" rollout create --image "$B" --model esp32 > "$WORK/wrong.out" 2>&1 || rc=$?
-[ $rc -eq 1 ] || fail "rollout of another model's image exited $rc: $(cat "$WORK/wrong.out")"
+[ $rc -eq 2 ] || fail "rollout of another model's image (400) exited $rc, not 2: $(cat "$WORK/wrong.out")"
 grep -qi "model" "$WORK/wrong.out" || fail "refusal does not name the model: $(cat "$WORK/wrong.out")"
 ok "an image signed for another model cannot be rolled out to it"
 

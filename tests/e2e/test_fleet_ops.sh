@@ -108,7 +108,7 @@ ok "a newer canary rollout supersedes the older (rollout show says so) and only 
 rc=0; "$TCPOTA" device set nobody --group g --json > "$WORK/out" 2> /dev/null || rc=$?
 [ $rc -eq 1 ] && [ "$(jq_py 'j["field"]' < "$WORK/out")" = id ] || fail "device set of an unknown id: rc $rc $(cat "$WORK/out")"
 rc=0; "$TCPOTA" device secret $'id\twith a tab' > "$WORK/out" 2>&1 || rc=$?
-[ $rc -eq 1 ] && grep -q 'a device id is 1 to 64 printable characters' "$WORK/out" || fail "an id with a tab: rc $rc $(cat "$WORK/out")"
+[ $rc -eq 2 ] && grep -q 'a device id is 1 to 64 printable characters' "$WORK/out" || fail "an id with a tab: rc $rc $(cat "$WORK/out")"
 make_image "$WORK/unsigned" 1000
 rc=0; "$TCPOTA" image add --version 9.0.0 "$WORK/unsigned" > "$WORK/out" 2>&1 || rc=$?
 [ $rc -eq 2 ] && grep -q 'has no manifest .*--version V --model M' "$WORK/out" || fail "unsigned without --model: rc $rc $(cat "$WORK/out")"
@@ -153,7 +153,7 @@ make_image "$WORK/even" 1001
 "$TCPOTA" image add --version 9.6.0 --model esp32 "$WORK/even" > /dev/null 2> "$WORK/err" || fail "image add 9.6.0: $(cat "$WORK/err")"
 ! grep -q warning "$WORK/err" || fail "a warning for a semantic version: $(cat "$WORK/err")"
 rc=0; "$TCPOTA" image add --version "9 5" --model esp32 "$WORK/dup" > "$WORK/out" 2>&1 || rc=$?
-[ $rc -eq 1 ] && grep -q "version must be 1 to 32 printable characters, no spaces" "$WORK/out" ||
+[ $rc -eq 2 ] && grep -q "version must be 1 to 32 printable characters, no spaces" "$WORK/out" ||
   fail "a version with a space: rc $rc $(cat "$WORK/out")"
 # image add sent to the device port: the hint names the wrong port too,
 # not only --max-image (a 200 KB image is far below its default).
@@ -216,6 +216,19 @@ grep -q "$WORK/junk/tcpota.db is not a tcpota database or is damaged" "$WORK/jun
   grep -q 'move it away' "$WORK/junk.log" || fail "junk tcpota.db: $(cat "$WORK/junk.log")"
 cmp -s "$WORK/junk/tcpota.db" "$WORK/junk.copy" || fail "the server wrote into a junk tcpota.db"
 ok "a junk tcpota.db: exit 1, says it is damaged and what to do, left as it was"
+
+# A tcpota database damaged inside (header intact): it used to start, and
+# every request then failed "database disk image is malformed".
+cp -a "$DATA" "$WORK/dmg"
+[ "$(stat -c %s "$WORK/dmg/tcpota.db")" -ge $((6 * 4096)) ] || fail "the fleet's tcpota.db is too small to damage"
+head -c $((3 * 4096)) /dev/zero | tr '\0' x |
+  dd of="$WORK/dmg/tcpota.db" bs=4096 seek=2 conv=notrunc 2>/dev/null
+rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "$WORK/dmg" > /dev/null 2> "$WORK/dmg.log" || rc=$?
+[ $rc -eq 1 ] || fail "damaged tcpota.db: rc $rc, not 1: $(cat "$WORK/dmg.log")"
+grep -q "$WORK/dmg/tcpota.db is damaged (SQLite's quick_check: .*restore the last backup" "$WORK/dmg.log" ||
+  fail "damaged tcpota.db: $(cat "$WORK/dmg.log")"
+! grep -q 'listening on' "$WORK/dmg.log" || fail "the server listened on a damaged tcpota.db"
+ok "a damaged tcpota.db (pages 3 to 5 overwritten): exit 1, says so and what to do"
 
 : > "$WORK/plain"
 rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "$WORK/plain" > /dev/null 2> "$WORK/plain.log" || rc=$?

@@ -124,11 +124,22 @@ bad 400 "long Range" "$OTA?device=h-2" "${V[@]}" -H "Range: $long"
 grep -q 'Range: longer than 200 bytes' "$WORK/bad.b" || fail "long Range: $(cat "$WORK/bad.b")"
 bad 400 "long If-Range" "$OTA?device=h-2" "${V[@]}" -H 'Range: bytes=0-9' -H "If-Range: \"$(printf 'e%.0s' $(seq 300))\""
 grep -q 'If-Range: longer than 200 bytes' "$WORK/bad.b" || fail "long If-Range: $(cat "$WORK/bad.b")"
+# One byte over (201): the bound itself, not just a long header.
+bad 400 "Range of 201 bytes" "$OTA?device=h-2" "${V[@]}" -H "Range: bytes=$(printf ' %.0s' $(seq 192))0-9"
+grep -q 'Range: longer than 200 bytes' "$WORK/bad.b" || fail "Range of 201 bytes: $(cat "$WORK/bad.b")"
+bad 400 "If-Range of 201 bytes" "$OTA?device=h-2" "${V[@]}" -H 'Range: bytes=0-9' \
+  -H "If-Range: \"$(printf 'e%.0s' $(seq 199))\""
+grep -q 'If-Range: longer than 200 bytes' "$WORK/bad.b" || fail "If-Range of 201 bytes: $(cat "$WORK/bad.b")"
 bad 400 "no version" "$OTA?device=h-2"
 bad 400 "no device" "$OTA" "${V[@]}"
 bad 400 "bad device id" "$OTA/bad%09id.bin" "${V[@]}"
 bad 400 "device id too long" "$OTA?device=$(printf 'x%.0s' $(seq 65))" "${V[@]}"
 bad 400 "bad model" "http://127.0.0.1:$OTA_PORT/ota/$(printf 'm%.0s' $(seq 40))?device=h-2" "${V[@]}"
+# A path segment longer than its decoding buffer, and a NUL decoded into a
+# model or a device id (which would cut the name short): refused.
+bad 400 "model of 300 bytes" "http://127.0.0.1:$OTA_PORT/ota/$(printf 'm%.0s' $(seq 300))?device=h-2" "${V[@]}"
+bad 400 "NUL in the model" "http://127.0.0.1:$OTA_PORT/ota/esp32%00x?device=h-2" "${V[@]}"
+bad 400 "NUL in the device id" "$OTA/h-2%00x.bin" "${V[@]}"
 bad 400 "unknown parameter" "$OTA?device=h-2&debug=1" "${V[@]}"
 # badmsg CODE WHAT TEXT URL [CURL ARGS...]: bad, and the answer says TEXT.
 badmsg() {
@@ -153,7 +164,7 @@ print(s.recv(100).split(b" ")[1].decode())' "$OTA_PORT")
 bad 403 "a device with a secret" "$OTA?device=s-1" "${V[@]}"
 [ "$(device_state s-1 2>/dev/null || true)" != downloading ] || fail "s-1 was served"
 [ "$(get alive "$OTA?device=e-9" -I)" = 200 ] || fail "the server did not survive the bad requests"
-ok "bad range, version, device (twice, in path and query), ?version= against the header, model, parameter, method, 20 kB of headers, an id with a secret: 4xx"
+ok "bad range, version, device (twice, in path and query, a NUL), ?version= against the header, model (300 bytes, a NUL), parameter, method, 20 kB of headers, an id with a secret: 4xx"
 
 # ---- an esp_https_ota-like client through cuts, then its report ------------------
 start_proxy espcut "$OTA_PORT" --cut-at 100000,300000,650000,900000

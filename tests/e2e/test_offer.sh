@@ -94,6 +94,8 @@ check_device s3dev s3b
 printf 'garbage' > s3.manifest
 kill -HUP "$SERVER_PID"
 wait_line server.log 'SIGHUP: reload failed .*still serving image 3.1.0' 5
+grep -q 'SIGHUP: .*manifest' server.log || fail "the reload did not say what is wrong: $(grep SIGHUP server.log)"
+! grep -qE 'SIGHUP: tcpota( serve)?: ' server.log || fail "a doubled prefix: $(grep 'SIGHUP: tcpota' server.log)"
 dev s3new --factory-version 1.0.0 --model esp32s3 --trust k.pub
 [ $RC -eq 0 ] || fail "device after a failed reload exited $RC"
 check_device s3new s3b

@@ -47,9 +47,31 @@ rc=0; $T verify --pubkey other.pub img 2> v2.log || rc=$?
 [ $rc -eq 1 ] && grep -q 'not a trusted key' v2.log || fail "verify accepted the wrong key"
 ok "serve and verify refuse a tampered image / wrong key"
 
+# An unsigned start skips who signed the manifest, not what it describes:
+# its version would be offered for other bytes. (A device's own check of
+# such bytes is test_rogue.sh (a): this server no longer sends them.)
+rc=0; timeout 10 $T serve --listen 127.0.0.1:0 --no-require-signed tampered 2> nosig-serve.log || rc=$?
+[ $rc -eq 2 ] && grep -q 'the manifest tampered.manifest describes other bytes than tampered' nosig-serve.log ||
+  fail "--no-require-signed started on a manifest of other bytes (exit $rc): $(cat nosig-serve.log)"
+rc=0; timeout 10 $T serve --listen 127.0.0.1:0 --pubkey other.pub --no-require-signed img 2> pk-serve.log || rc=$?
+[ $rc -eq 2 ] && grep -q -- '--pubkey requires a signature and --no-require-signed skips it' pk-serve.log ||
+  fail "--pubkey with --no-require-signed was not refused (exit $rc): $(cat pk-serve.log)"
+# The same rule on SIGHUP: a manifest of another image is not taken.
+cp img unsig; cp img.manifest unsig.manifest
+start_server unsig 2.0.0 --no-require-signed
+make_image other9 1234
+$T sign --key k.key --version 9.0.0 --model esp32 --out unsig.manifest other9 2>/dev/null
+kill -HUP "$SERVER_PID"
+wait_line server.log 'SIGHUP: reload failed .*still serving image 2.0.0' 5
+grep -q 'the manifest unsig.manifest describes other bytes than unsig' server.log ||
+  fail "SIGHUP did not say the manifest describes other bytes: $(cat server.log)"
+kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+ok "--no-require-signed refuses a manifest of other bytes (start and SIGHUP), and --pubkey with it"
+
 # 2. The device refuses each bad offer before writing a byte.
-refused tampered-image "image SHA-256 mismatch" tampered 2.0.0 --no-require-signed
-cp img.manifest bad.manifest; flip_byte bad.manifest 20
+# A byte of the signature (the manifest's last 64): the manifest still
+# describes img, so the unsigned server serves it and the device refuses.
+cp img.manifest bad.manifest; flip_byte bad.manifest $(( $(stat -c %s bad.manifest) - 10 ))
 cmp -s img.manifest bad.manifest && fail "could not tamper with the manifest"
 refused tampered-manifest "signature does not verify" img 2.0.0 --manifest bad.manifest --no-require-signed
 $T sign --key other.key --version 2.0.0 --model esp32 --out other.manifest img 2>/dev/null

@@ -92,6 +92,30 @@ grep -q -- '--api 127.0.0.1:18603 and --ota-listen 127.0.0.1:18603 take the same
 [ ! -e fleet ] || fail "a refused start created the data directory"
 ok "fleet listeners on one port are named, before anything is created"
 
+# Single-image mode has no API: a fleet-only flag is refused, not ignored
+# (before: --api and --max-image started without a word).
+for flags in "--api 127.0.0.1:0" "--max-image 5" "--ota-listen 127.0.0.1:0"; do
+  rc=0
+  timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --version 2.0.0 $flags img.bin > /dev/null 2> fleetonly.log || rc=$?
+  [ $rc -eq 2 ] && grep -q -- "${flags% *} is a fleet-mode flag .*; it needs --data DIR" fleetonly.log ||
+    fail "$flags without --data: exit $rc: $(cat fleetonly.log)"
+done
+ok "--api, --max-image and --ota-listen without --data: exit 2, saying they need --data DIR"
+
+# An empty --version: one error, not first a warning about what it means.
+rc=0; timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --version '' img.bin > /dev/null 2> emptyver.log || rc=$?
+[ $rc -eq 2 ] && grep -q -- "--version '' must be 1 to 32 printable ASCII characters" emptyver.log &&
+  [ "$(wc -l < emptyver.log)" -eq 1 ] || fail "--version '': exit $rc: $(cat emptyver.log)"
+ok "--version '': exit 2 with the length error alone"
+
+# A descriptor limit below --max-conns: the warning says what happens and
+# what to do (before: only that the limit was below).
+(ulimit -n 200 && start_serve fdlimit.log --listen 127.0.0.1:0 --version 1.0.0 --max-conns 1000 &&
+  stop_serve) || fail "the server did not start under a descriptor limit of 200"
+grep -q -- 'descriptor limit 200 is below --max-conns 1000: past about 168 connections, new ones wait in the backlog .*raise the limit (ulimit -n.* to at least 1032, or give --max-conns 168' fdlimit.log ||
+  fail "descriptor limit below --max-conns: $(cat fdlimit.log)"
+ok "a descriptor limit below --max-conns: says what the server will do and what to change"
+
 # Every option `serve --help` lists is one a config file may set.
 names=$("$TCPOTA" serve --help | grep -oE -- '--[a-z][a-z-]+' | sort -u | sed 's/^--//' | grep -vx -e help -e config)
 [ "$(echo "$names" | wc -l)" -ge 20 ] || fail "too few options in serve --help: $names"

@@ -583,6 +583,13 @@ static void test_paths_and_methods(void **state)
 {
     expect_error("GET", "/v1/nothing", NULL, 404, NULL);
     expect_error("GET", "/v1/imagesx", NULL, 404, NULL);
+    {
+        json_t *j = NULL; /* named as sent, not as parsed (host "v1", path "/images") */
+        assert_int_equal(http("GET", "//v1/images?x=1", NULL, &j), 404);
+        assert_string_equal(sget(j, "error"), "no such path //v1/images; see docs/api.md for the "
+                                              "endpoints");
+        json_decref(j);
+    }
     expect_error("GET", "/v1/images/ffffffff", NULL, 404, NULL);
     expect_error("GET", "/v1/images/11111111/x", NULL, 404, NULL);
     expect_error("GET", "/v1/rollouts/99", NULL, 404, NULL);
@@ -598,6 +605,50 @@ static void test_paths_and_methods(void **state)
     expect_error("POST", "/v1/devices", NULL, 405, NULL);
     expect_error("DELETE", "/v1/devices/dev-1", NULL, 405, NULL);
     expect_error("GET", "/v1/devices/dev-1/secret", NULL, 405, NULL);
+}
+
+/* Every route refuses a query parameter it does not take (docs/api.md),
+ * naming it, and does nothing: a pause with a typo must not pause. */
+static void test_unknown_query_refused(void **state)
+{
+    static const struct {
+        const char *method, *uri, *body;
+    } cases[] = {
+        {"GET", "/v1/images?foo=1", NULL},
+        {"GET", "/v1/images/22222222?foo=1", NULL},
+        {"DELETE", "/v1/images/11111111?foo=1", NULL},
+        {"POST", "/v1/images?version=3.0.0&model=legacy&foo=1", "image bytes"},
+        {"GET", "/v1/rollouts?foo=1", NULL},
+        {"POST", "/v1/rollouts?foo=1", "{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\"}"},
+        {"GET", "/v1/rollouts/1?foo=1", NULL},
+        {"POST", "/v1/rollouts/1/pause?foo=1", NULL},
+        {"POST", "/v1/rollouts/1/cancel?foo=1", NULL},
+        {"GET", "/v1/devices?foo=1", NULL},
+        {"GET", "/v1/devices/dev-1?foo=1", NULL},
+        {"PATCH", "/v1/devices/dev-1?foo=1", "{\"group\": \"g\"}"},
+        {"POST", "/v1/devices/dev-1/secret?foo=1", NULL},
+        {"GET", "/v1/summary?foo=1", NULL},
+        {"GET", "/v1/events?foo=1", NULL},
+    };
+    size_t i;
+    json_t *j = NULL;
+
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        expect_error(cases[i].method, cases[i].uri, cases[i].body, 400, "foo");
+    }
+    assert_int_equal(T.changes, 0);
+    assert_int_equal(T.f.ros[0].ro.state, ROLLOUT_STATE_ACTIVE);
+    assert_int_equal(T.f.nimgs, 3);
+    assert_int_equal(T.f.nros, 2);
+    /* The message names the parameter and what the route takes. */
+    assert_int_equal(http("GET", "/v1/summary?foo=1", NULL, &j), 400);
+    assert_string_equal(sget(j, "error"), "unknown query parameter foo; this endpoint takes none: "
+                                          "leave it out");
+    json_decref(j);
+    assert_int_equal(http("POST", "/v1/images?version=3.0.0&mode=legacy", "image bytes", &j), 400);
+    assert_string_equal(sget(j, "error"), "unknown query parameter mode; this endpoint takes "
+                                          "version, model");
+    json_decref(j);
 }
 
 static void test_images_list_show(void **state)
@@ -856,6 +907,8 @@ static void test_rollout_create_refused(void **state)
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": [50, 10]}", "waves", 400},
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": [50, 50]}", "waves", 400},
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": [0]}", "waves", 400},
+        /* negative: as a uint32_t it would wrap to 100, a valid last wave */
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": [-4294967196]}", "waves", 400},
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": [101]}", "waves", 400},
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": 101}", "waves", 400},
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": []}", "waves", 400},
@@ -877,6 +930,9 @@ static void test_rollout_create_refused(void **state)
          "\"abcdefghijabcdefghijabcdefghijabc\"}", "group", 400},
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"group\": \"a b\"}", "group", 400},
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"group\": 7}", "group", 400},
+        /* "" is not "all devices" (that is the group left out): a staged
+         * rollout must not be superseded by a 100 % one by an empty value. */
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"group\": \"\"}", "group", 400},
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"halt_pct\": 5}", "halt_pct", 400},
         {"{\"image\": \"9.9.9\", \"model\": \"esp32-devkit\"}", "image", 404},
         {"{\"image\": \"aaaaaaaa\", \"model\": \"esp32-devkit\"}", "image", 404},
@@ -903,6 +959,25 @@ static void test_rollout_create_refused(void **state)
         assert_int_equal(http("POST", "/v1/rollouts", "{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", "
                               "\"waves\": [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]}", &j), 400);
         assert_non_null(strstr(sget(j, "error"), "an array of 1 to 16 percentages"));
+        json_decref(j);
+    }
+    /* One rule for groups, worded alike wherever a group is taken. */
+    {
+        static const char rule[] = "printable characters, no spaces";
+        json_t *j = NULL;
+        assert_int_equal(http("POST", "/v1/rollouts", "{\"image\": \"2.0.0\", \"model\": "
+                              "\"esp32-devkit\", \"group\": \"a b\"}", &j), 400);
+        assert_non_null(strstr(sget(j, "error"), rule));
+        json_decref(j);
+        assert_int_equal(http("POST", "/v1/rollouts", "{\"image\": \"2.0.0\", \"model\": "
+                              "\"esp32-devkit\", \"group\": \"\"}", &j), 400);
+        assert_non_null(strstr(sget(j, "error"), "leave it out for all devices"));
+        json_decref(j);
+        assert_int_equal(http("PATCH", "/v1/devices/dev-1", "{\"group\": \"a b\"}", &j), 400);
+        assert_non_null(strstr(sget(j, "error"), rule));
+        json_decref(j);
+        assert_int_equal(http("GET", "/v1/devices?group=a%20b", NULL, &j), 400);
+        assert_non_null(strstr(sget(j, "error"), rule));
         json_decref(j);
     }
 }
@@ -1040,7 +1115,9 @@ static void test_rollout_actions(void **state)
     assert_int_equal(http("POST", "/v1/rollouts/1/resume", NULL, &j), 409);
     assert_string_equal(sget(j, "error"), "rollout 1 is cancelled; it cannot be resumed");
     json_decref(j);
-    expect_error("POST", "/v1/rollouts/1/cancel", NULL, 409, NULL);
+    assert_int_equal(http("POST", "/v1/rollouts/1/cancel", NULL, &j), 409);
+    assert_string_equal(sget(j, "error"), "rollout 1 is cancelled already");
+    json_decref(j);
     expect_error("POST", "/v1/rollouts/2/pause", NULL, 409, NULL);
     expect_error("POST", "/v1/rollouts/7/cancel", NULL, 404, NULL);
     assert_int_equal(T.changes, 4);
@@ -1410,6 +1487,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_auth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_paths_and_methods, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_query_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_images_list_show, setup, teardown),
         cmocka_unit_test_setup_teardown(test_image_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_unsigned, setup, teardown),

@@ -286,6 +286,27 @@ static int decode_payload(uint8_t type, const uint8_t *p, size_t n, struct tcpot
     return tcpota_msg_decode(&f, m);
 }
 
+/* An OFFER whose CHUNK is 0 (no DATA could carry a byte) is refused. */
+static void test_offer_chunk_zero(void **state)
+{
+    static const uint8_t chunk[] = {TCPOTA_TAG_CHUNK, 2, 0, 0xfc, 0x0f}; /* 4092 */
+    const struct vec *o = find_vec("OFFER");
+    struct tcpota_msg m;
+    uint8_t p[256];
+    size_t n = o->n - 8, i;
+    (void)state;
+
+    assert_true(n <= sizeof(p));
+    memcpy(p, o->b + 4, n);
+    assert_int_equal(decode_payload(TCPOTA_T_OFFER, p, n, &m), 0);
+    for (i = 0; i + sizeof(chunk) <= n && memcmp(p + i, chunk, sizeof(chunk)) != 0; i++) {
+    }
+    assert_true(i + sizeof(chunk) <= n); /* the vector has its CHUNK */
+    p[i + 3] = 0;
+    p[i + 4] = 0;
+    assert_int_equal(decode_payload(TCPOTA_T_OFFER, p, n, &m), TCPOTA_ERR_PROTO);
+}
+
 static void test_tlv_rules(void **state)
 {
     struct tcpota_msg m;
@@ -544,6 +565,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_oversized_length_refused_at_header),
         cmocka_unit_test(test_bad_header_fields),
         cmocka_unit_test(test_tlv_rules),
+        cmocka_unit_test(test_offer_chunk_zero),
         cmocka_unit_test(test_no_update_why),
         cmocka_unit_test(test_hello_resume_and_max_payload),
         cmocka_unit_test(test_short_fixed_part),

@@ -434,6 +434,9 @@ static void test_data_past_end_and_out_of_state(void **state)
     /* 16 bytes at 90 pass the end of 100 */
     assert_int_equal(offered_then_data(90, &ev), TCPOTA_ERR_RANGE);
     assert_int_equal(fp->writes, 0);
+    /* ... and at 85 they end at 101: one byte past is past. */
+    assert_int_equal(offered_then_data(85, &ev), TCPOTA_ERR_RANGE);
+    assert_int_equal(fp->writes, 0);
 
     /* A frame that starts past the end is out of range too, not a stale
      * frame to skip: the length check alone (size - offset) wraps around

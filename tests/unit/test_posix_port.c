@@ -977,6 +977,49 @@ static void test_truncated_files_fail_clearly(void **state)
     recreate(f);
 }
 
+/* Opens the device in f->dir, which must fail with TCPOTA_ERR_IO, and
+ * checks the detail says `want`. */
+static void open_fails_saying(struct fx *f, const char *want)
+{
+    assert_int_equal(tcpota_posix_open(&f->dev, f->dir, 0, 0, NULL), TCPOTA_ERR_IO);
+    if (!strstr(tcpota_posix_strerror_detail(&f->dev), want)) {
+        fail_msg("said \"%s\", not \"%s\"", tcpota_posix_strerror_detail(&f->dev), want);
+    }
+}
+
+/* A slot file of the wrong size is the one named, as shorter or longer:
+ * the slot size is taken from both slot files, not from ota_0.bin alone.
+ * Fails if a cut ota_0.bin blames the intact ota_1.bin, or a grown file is
+ * called truncated. On the default layout the file that left its size is
+ * named; off it, nothing tells which one changed and both are named. */
+static void test_slot_of_the_wrong_size_named(void **state)
+{
+    struct fx *f = *state;
+    const uint32_t def = TCPOTA_POSIX_SLOT_SIZE_DEFAULT;
+
+    tcpota_posix_close(&f->dev);
+    tmpdir_remove(f->dir);
+    assert_int_equal(tcpota_posix_open(&f->dev, f->dir, 1, 0, NULL), 0);
+    tcpota_posix_close(&f->dev);
+    cut_file(f, "ota_0.bin", def / 2);
+    open_fails_saying(f, "ota_0.bin: file is 1048576 bytes, shorter than the 2097152 expected "
+                         "(cut short?)");
+    cut_file(f, "ota_0.bin", def);
+    cut_file(f, "ota_1.bin", def * 2);
+    open_fails_saying(f, "ota_1.bin: file is 4194304 bytes, longer than the 2097152 expected "
+                         "(grown?)");
+    cut_file(f, "ota_1.bin", def);
+    cut_file(f, "nvs.bin", 4 * SEC);
+    open_fails_saying(f, "nvs.bin: file is 16384 bytes, longer than the 8192 expected (grown?)");
+
+    recreate(f); /* SLOT: not the default size */
+    tcpota_posix_close(&f->dev);
+    cut_file(f, "ota_0.bin", SLOT / 2);
+    open_fails_saying(f, "ota_0.bin is 32768 bytes but ota_1.bin is 65536: the two slots must "
+                         "be the same size");
+    recreate(f);
+}
+
 static void test_garbage_otadata_falls_back_or_fails(void **state)
 {
     struct fx *f = *state;
@@ -1196,6 +1239,7 @@ int main(void)
         T(test_otadata_power_cut_at_every_op),
         T(test_update_power_cut_at_every_op),
         T(test_truncated_files_fail_clearly),
+        T(test_slot_of_the_wrong_size_named),
         T(test_garbage_otadata_falls_back_or_fails),
         T(test_garbage_nvs_falls_back_or_fails),
         T(test_nvs_table_cut_anywhere),

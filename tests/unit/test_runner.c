@@ -9,7 +9,8 @@
  * image failures grow to the 1 h ceiling, a known-bad image is waited out
  * while any other decline ends the run, lingering after the last frame;
  * periodic check-ins every interval ±20 %, or after the server's
- * RETRY_AFTER (never earlier), capped at a week. */
+ * RETRY_AFTER (never earlier), capped at a week; a server's ERROR with
+ * RETRY_AFTER (busy) waited for, the backoff as the floor, an hour at most. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -50,6 +51,7 @@ static struct {
     uint32_t check_ins[MAX_SCRIPT]; /* wait_ms of each TCPOTA_RUNNER_CHECK_IN step */
     uint32_t check_in_retry[MAX_SCRIPT];
     size_t ncheck_ins;
+    uint32_t backoff_retry[MAX_SCRIPT]; /* retry_after_s of each TCPOTA_RUNNER_BACKOFF step */
     uint32_t lingers[MAX_SCRIPT];
     size_t ncloses;
     int random_max; /* 1: random() gives bound - 1, else 0 */
@@ -134,8 +136,9 @@ static uint32_t fake_random(void *ctx, uint32_t bound)
 static void fake_step(void *ctx, const struct tcpota_runner_step *s)
 {
     (void)ctx;
-    if (s->type == TCPOTA_RUNNER_BACKOFF && s->unreachable) {
-        f.unreachable_seen++;
+    if (s->type == TCPOTA_RUNNER_BACKOFF) {
+        f.unreachable_seen += s->unreachable;
+        f.backoff_retry[f.nwaits % MAX_SCRIPT] = s->retry_after_s; /* told before its sleep */
     }
     if (s->type == TCPOTA_RUNNER_CHECK_IN) {
         f.check_in_retry[f.ncheck_ins % MAX_SCRIPT] = s->retry_after_s;
@@ -641,6 +644,85 @@ static void test_denied_is_not_transient(void **state)
     assert_int_equal(f.waits[0], TCPOTA_RUNNER_FAILURE_MAX_MS);
 }
 
+static void add_busy(uint32_t retry_after_s)
+{
+    add(0, TCPOTA_CLIENT_RETRY, 0, 0);
+    f.script[f.n - 1].last_error = TCPOTA_ERR_BUSY;
+    f.script[f.n - 1].error_retry_after_s = retry_after_s;
+}
+
+/* A busy server (its database down) answers ERROR BUSY with RETRY_AFTER
+ * 30 s: each wait is the server's 30 s, not 200 ms, 400 ms, ... and the
+ * step tells the caller the server asked for it. Fails if RETRY_AFTER is
+ * honoured only for DENIED. */
+static void test_busy_error_honours_retry_after(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        add_busy(30);
+    }
+    add(0, TCPOTA_CLIENT_UP_TO_DATE, 0, 0);
+    start(TCPOTA_RUNNER_ATTEMPTS_DEFAULT);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UP_TO_DATE);
+    assert_int_equal(f.nwaits, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(f.waits[i], 30000);
+        assert_int_equal(f.backoff_retry[i], 30);
+    }
+}
+
+/* The backoff stays the floor (a server asking for 1 s does not make the
+ * device retry faster than it would anyway), and a failed connect after a
+ * busy answer waits the plain backoff: that RETRY_AFTER was the earlier
+ * connection's (the fake session still holds it, as the real one does). */
+static void test_busy_error_backoff_is_the_floor(void **state)
+{
+    static const uint32_t want[] = {1000, 1000, 1000, 1600};
+
+    (void)state;
+    for (int i = 0; i < 4; i++) {
+        add_busy(1);
+    }
+    add(TCPOTA_ERR_IO, 0, 0, 0);
+    start(TCPOTA_RUNNER_ATTEMPTS_DEFAULT);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_STOPPED);
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        assert_int_equal(f.waits[i], want[i]);
+    }
+
+    setup(NULL);
+    add_busy(30);
+    add(TCPOTA_ERR_IO, 0, 0, 0);
+    start(TCPOTA_RUNNER_ATTEMPTS_DEFAULT);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_STOPPED);
+    assert_int_equal(f.waits[0], 30000);
+    assert_int_equal(f.waits[1], 400);
+    assert_int_equal(f.backoff_retry[1], 0);
+}
+
+/* Busy answers count as attempts without progress: with --max-attempts 3
+ * the device gives up after three of them and two 30 s waits. A week asked
+ * for (a forged ERROR over plain TCP) is waited an hour at most. */
+static void test_busy_error_attempts_and_cap(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 5; i++) {
+        add_busy(30);
+    }
+    start(3);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_GAVE_UP);
+    assert_int_equal(f.next, 3);
+    assert_int_equal(f.clock_ms, 2 * 30000);
+
+    setup(NULL);
+    add_busy(7 * 86400);
+    add(0, TCPOTA_CLIENT_UP_TO_DATE, 0, 0);
+    start(0);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UP_TO_DATE);
+    assert_int_equal(f.waits[0], TCPOTA_RUNNER_FAILURE_MAX_MS);
+    assert_int_equal(f.backoff_retry[0], 7 * 86400); /* what the server asked */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -665,6 +747,9 @@ int main(void)
         cmocka_unit_test_setup(test_check_in_after_decline, setup),
         cmocka_unit_test_setup(test_check_in_off_stop_and_limit, setup),
         cmocka_unit_test_setup(test_denied_is_not_transient, setup),
+        cmocka_unit_test_setup(test_busy_error_honours_retry_after, setup),
+        cmocka_unit_test_setup(test_busy_error_backoff_is_the_floor, setup),
+        cmocka_unit_test_setup(test_busy_error_attempts_and_cap, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -335,6 +335,37 @@ static void test_secrets_file(void **state)
     auth_free_secrets(v, n);
 }
 
+/* secrets_lines(k): a file of k valid lines, read back; returns its rc. */
+static int secrets_lines(size_t k, size_t *n)
+{
+    struct tcpota_serve_secret *v = NULL;
+    FILE *f = tmpfile();
+    size_t i;
+    int rc;
+
+    assert_non_null(f);
+    for (i = 0; i < k; i++) {
+        fprintf(f, "id%zu " HEX16 "\n", i);
+    }
+    rewind(f);
+    rc = auth_read_secrets(f, "secrets", &v, n);
+    fclose(f);
+    if (rc == 0) auth_free_secrets(v, *n);
+    return rc;
+}
+
+/* AUTH_MAX_SECRETS lines are read; one more is refused, not written past
+ * the table (its growth stops at the limit). */
+static void test_secrets_limit(void **state)
+{
+    size_t n = 0;
+    (void)state;
+    assert_int_equal(secrets_lines(AUTH_MAX_SECRETS, &n), 0);
+    assert_int_equal(n, AUTH_MAX_SECRETS);
+    assert_int_equal(secrets_lines(AUTH_MAX_SECRETS + 1, &n), -1);
+    assert_int_equal(n, 0);
+}
+
 static void test_secrets_short_refused(void **state)
 {
     struct tcpota_serve_secret *v = (void *)1;
@@ -402,6 +433,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rebind_keeps_failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forgive_clears_only_that_id, setup, teardown),
         cmocka_unit_test(test_secrets_file),
+        cmocka_unit_test(test_secrets_limit),
         cmocka_unit_test(test_secrets_short_refused),
         cmocka_unit_test(test_secrets_empty_refused),
         cmocka_unit_test(test_secrets_malformed_refused),

@@ -119,6 +119,40 @@ static void test_garbage_db(void **state)
     ss_rm_tree(dir);
 }
 
+/* A tcpota database damaged inside (its header intact, pages 3 to 5
+ * overwritten): it opened, and every request then failed "malformed". */
+static void test_damaged_db(void **state)
+{
+    struct fx *f = *state;
+    char path[300], err[600] = "", junk[3 * 4096];
+    struct stat sb;
+    sqlite3 *db;
+    FILE *fp;
+
+    store_close(f->st);
+    f->st = NULL;
+    snprintf(path, sizeof(path), "%s/tcpota.db", f->dir);
+    /* Pages enough that the damage lands inside the file. */
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE pad (x); WITH RECURSIVE n(i) AS (SELECT 0 UNION"
+                                  " ALL SELECT i + 1 FROM n WHERE i < 99) INSERT INTO pad SELECT"
+                                  " zeroblob(500) FROM n", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_true(sb.st_size > 6 * 4096);
+    memset(junk, 'x', sizeof(junk));
+    fp = fopen(path, "r+b");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, 2 * 4096, SEEK_SET), 0);
+    assert_int_equal(fwrite(junk, 1, sizeof(junk), fp), sizeof(junk));
+    fclose(fp);
+    assert_null(store_sqlite_open(f->dir, f->base, err, sizeof(err)));
+    assert_non_null(strstr(err, "is damaged (SQLite's quick_check: "));
+    assert_non_null(strstr(err, path));
+    assert_non_null(strstr(err, "restore the last backup"));
+    assert_null(strchr(err, '\n'));
+}
+
 /* A database a newer tcpota migrated: refused, not downgraded. */
 static void test_newer_schema(void **state)
 {
@@ -243,6 +277,9 @@ static void full_disk_child(const char *dir)
         ss_fake_id(img, (uint8_t)i);
         r = ss_checkin(&f, id, img, TCPOTA_RESULT_ROLLED_BACK);
         if (r->rc == STORE_E_IO && r->err[0]) {
+            if (strstr(r->err, "the database failed")) {
+                _exit(5); /* the API says that before the message: it came out twice */
+            }
             failed++;
         } else if (r->rc != STORE_OK) {
             _exit(3);
@@ -287,6 +324,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lagging_loop_holds_no_lock, ss_setup, ss_teardown),
         cmocka_unit_test(test_garbage_db),
         cmocka_unit_test(test_dir_not_a_dir),
+        cmocka_unit_test_setup_teardown(test_damaged_db, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_migrates_older_schema, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_disk_full, ss_setup, ss_teardown),

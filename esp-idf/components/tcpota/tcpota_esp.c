@@ -372,8 +372,14 @@ static void runner_step(void *ctx, const struct tcpota_runner_step *st)
         status_set(TCPOTA_ESP_CONNECTED, 0, false);
         break;
     case TCPOTA_RUNNER_BACKOFF:
-        ESP_LOGW(TAG, "%s%s; retrying in %lu ms", st->unreachable ? "cannot reach the server: " : "",
-                 st->why[0] ? st->why : "connection ended", (unsigned long)st->wait_ms);
+        if (st->retry_after_s) {
+            ESP_LOGW(TAG, "%s; retrying in %lu s (the server asked for %lu s)",
+                     st->why[0] ? st->why : "connection ended",
+                     (unsigned long)((st->wait_ms + 999u) / 1000u), (unsigned long)st->retry_after_s);
+        } else {
+            ESP_LOGW(TAG, "%s%s; retrying in %lu ms", st->unreachable ? "cannot reach the server: " : "",
+                     st->why[0] ? st->why : "connection ended", (unsigned long)st->wait_ms);
+        }
         status_set(TCPOTA_ESP_BACKOFF, dev_xfer().last_error ? dev_xfer().last_error : TCPOTA_ERR_IO, true);
         break;
     case TCPOTA_RUNNER_CHECK_IN:

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The API beyond loopback: libevent 2.1 reads a request's body before the
+# API's handler checks the token, so tcpota serve warns at start when --api
+# listens on more than loopback. Run in a network namespace of its own
+# (only its loopback exists: 0.0.0.0 there reaches nothing else).
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fleet_lib.sh"
+cd "$WORK"
+unshare -n true 2> /dev/null || fail "unshare -n failed: this test needs root (network namespaces)"
+# serve_says API: starts a fleet server with --api API in a namespace of its
+# own, stops it once it listens; its log is in api-NAME.log.
+serve_says() {
+  rm -rf "$WORK/d"
+  unshare -n sh -c 'ip link set lo up && exec "$0" serve --listen 127.0.0.1:0 --data "$1" --api "$2" --no-progress' \
+    "$TCPOTA" "$WORK/d" "$1" 2> "$WORK/api.log" &
+  local pid=$!
+  PIDS+=("$pid")
+  wait_line "$WORK/api.log" 'API on'
+  kill -TERM "$pid"
+  wait "$pid" || fail "the server with --api $1 exited $?: $(tail -3 "$WORK/api.log")"
+}
+serve_says 0.0.0.0:0
+grep -q 'warning: the API listens beyond loopback: a client without the token can make the server read up to 64.0 MiB' api.log ||
+  fail "no warning for --api 0.0.0.0: $(cat api.log)"
+serve_says 127.0.0.1:0
+! grep -q 'beyond loopback' api.log || fail "a warning for --api 127.0.0.1: $(grep beyond api.log)"
+ok "--api beyond loopback is warned of (bodies are read before the token is checked); loopback is not"
