@@ -587,8 +587,9 @@ static int serve_args(int argc, char **argv)
     /* Single-image mode has no API, no HTTP downloads and no image
      * uploads: such a flag would be silently ignored. */
     if (fleet_only) {
-        fprintf(stderr, "tcpota serve: %s is a fleet-mode flag (the API and its downloads); it "
-                        "needs --data DIR, or drop it to serve FILE alone\n", fleet_only);
+        fprintf(stderr, "tcpota serve: %s is a fleet-mode flag (the API, its uploads and "
+                        "downloads); it needs --data DIR, or drop it to serve FILE alone\n",
+                fleet_only);
         return 2;
     }
     if (!o.image) {
