@@ -119,6 +119,20 @@ static void test_garbage_db(void **state)
     ss_rm_tree(dir);
 }
 
+/* Closes the fixture's store and runs sql on its database file; path
+ * (cap bytes) gets the file's name. */
+static void close_and_exec(struct fx *f, char *path, size_t cap, const char *sql)
+{
+    sqlite3 *db;
+
+    store_close(f->st);
+    f->st = NULL;
+    snprintf(path, cap, "%s/tcpota.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
 /* A tcpota database damaged inside (its header intact, pages 3 to 5
  * overwritten): it opened, and every request then failed "malformed". */
 static void test_damaged_db(void **state)
@@ -126,18 +140,12 @@ static void test_damaged_db(void **state)
     struct fx *f = *state;
     char path[300], err[600] = "", junk[3 * 4096];
     struct stat sb;
-    sqlite3 *db;
     FILE *fp;
 
-    store_close(f->st);
-    f->st = NULL;
-    snprintf(path, sizeof(path), "%s/tcpota.db", f->dir);
     /* Pages enough that the damage lands inside the file. */
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "CREATE TABLE pad (x); WITH RECURSIVE n(i) AS (SELECT 0 UNION"
-                                  " ALL SELECT i + 1 FROM n WHERE i < 99) INSERT INTO pad SELECT"
-                                  " zeroblob(500) FROM n", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
+    close_and_exec(f, path, sizeof(path), "CREATE TABLE pad (x); WITH RECURSIVE n(i) AS (SELECT 0"
+                   " UNION ALL SELECT i + 1 FROM n WHERE i < 99) INSERT INTO pad SELECT"
+                   " zeroblob(500) FROM n");
     assert_int_equal(stat(path, &sb), 0);
     assert_true(sb.st_size > 6 * 4096);
     memset(junk, 'x', sizeof(junk));
@@ -160,13 +168,7 @@ static void test_newer_schema(void **state)
     char path[300], err[300] = "";
     sqlite3 *db;
 
-    store_close(f->st);
-    f->st = NULL;
-    snprintf(path, sizeof(path), "%s/tcpota.db", f->dir);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 99", NULL, NULL, NULL),
-                     SQLITE_OK);
-    sqlite3_close(db);
+    close_and_exec(f, path, sizeof(path), "UPDATE schema_version SET version = 99");
     assert_null(store_sqlite_open(f->dir, f->base, err, sizeof(err)));
     assert_non_null(strstr(err, "schema version 99, newer than this tcpota knows"));
     /* And another program's SQLite database is not taken for ours. */
@@ -187,16 +189,10 @@ static void test_migrates_older_schema(void **state)
     sqlite3 *db;
     sqlite3_stmt *s;
 
-    store_close(f->st);
-    f->st = NULL;
-    snprintf(path, sizeof(path), "%s/tcpota.db", f->dir);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "DROP INDEX device_failures_dev;"
-                                      "DROP INDEX devices_model_version;"
-                                      "UPDATE schema_version SET version = 1;"
-                                      "INSERT INTO secrets VALUES ('kept', x'00');",
-                                  NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
+    close_and_exec(f, path, sizeof(path), "DROP INDEX device_failures_dev;"
+                                          "DROP INDEX devices_model_version;"
+                                          "UPDATE schema_version SET version = 1;"
+                                          "INSERT INTO secrets VALUES ('kept', x'00');");
     f->st = store_sqlite_open(f->dir, f->base, err, sizeof(err));
     assert_non_null(f->st);
     store_close(f->st);
