@@ -343,26 +343,25 @@ static const char *const upload_params[] = {"version", "model", NULL};
 static int take_names(struct api_call *c, const char *query, int signed_)
 {
     struct evkeyvalq q;
-    const char *const *names = upload_params;
     char *dst[2] = {c->img.version, c->img.model};
     int i, rc = 0;
 
     if (api_query(c, query, upload_params, &q) < 0) return -1;
     for (i = 0; i < 2 && rc == 0; i++) {
-        const char *v = evhttp_find_header(&q, names[i]);
+        const char *name = upload_params[i], *v = evhttp_find_header(&q, name);
         if (!v && !signed_) {
             rc = -1;
-            api_error(c, 400, names[i], c->api->cfg.verify ? "the server has --pubkey keys: send the "
+            api_error(c, 400, name, c->api->cfg.verify ? "the server has --pubkey keys: send the "
                       "signed manifest in Tcpota-Manifest" : "an unsigned image needs ?version=V&model=M");
         } else if (v && !(i == 1 ? api_name_ok(v, API_PRINTABLE_MAX)
                                  : api_printable(v, API_PRINTABLE_MAX, 0))) {
             rc = -1;
-            api_error(c, 400, names[i], "%s must be 1 to %u printable characters%s", names[i],
+            api_error(c, 400, name, "%s must be 1 to %u printable characters%s", name,
                       API_PRINTABLE_MAX, i == 1 ? "" : ", no spaces");
         } else if (v && signed_ && strcmp(v, dst[i]) != 0) {
             rc = -1;
-            api_error(c, 400, names[i], "%s %s contradicts the signed manifest's %s; leave it out",
-                      names[i], v, dst[i]);
+            api_error(c, 400, name, "%s %s contradicts the signed manifest's %s; leave it out",
+                      name, v, dst[i]);
         } else if (v) {
             snprintf(dst[i], TCPOTA_MAX_NAME + 1, "%s", v);
         }
