@@ -442,10 +442,21 @@ XR_RAW=fleet.raw  # the file in $WORK that keeps the load generator's lines
 # Sets XR_OUT (the load generator's line), XR_RSS0 / XR_HWM (the server's
 # RSS before and peak after, kB), XR_CPU (its CPU s over the run, every
 # thread's schedstat), XR_OK (the devices its summary counts verified; -
-# for nginx), XR_CPG (CPU s per delivered GB) and XR_RATE (aggregate MB/s).
-XR_OUT="" XR_RSS0=0 XR_HWM=0 XR_CPU=0 XR_OK=- XR_CPG=0 XR_RATE=0
+# for nginx), XR_CPG (CPU s per delivered GB), XR_RATE (aggregate MB/s)
+# and XR_PRESS (seconds the kernel's TCP stack spent under memory pressure
+# meanwhile, tcp_pressure_ms).
+XR_OUT="" XR_RSS0=0 XR_HWM=0 XR_CPU=0 XR_OK=- XR_CPG=0 XR_RATE=0 XR_PRESS=0
+# tcp_pressure_ms: the milliseconds the kernel's TCP stack has spent under
+# memory pressure since boot (TcpExt TCPMemoryPressuresChrono; 0 where the
+# kernel does not count it). Under pressure every socket with a byte to
+# read reports it, whatever its SO_RCVLOWAT, and receivers drop segments.
+tcp_pressure_ms() {
+  awk '/^TcpExt:/ { if (!h) { for (i = 2; i <= NF; i++) k[i] = $i; h = 1; next }
+                    for (i = 2; i <= NF; i++) if (k[i] == "TCPMemoryPressuresChrono") v = $i }
+       END { print v + 0 }' /proc/net/netstat 2>/dev/null || echo 0
+}
 xfer_run() {
-  local kind=$1 n=$2 pid port cpu0 cpu1 waited lgtls=() srvtls=()
+  local kind=$1 n=$2 pid port cpu0 cpu1 press0 waited lgtls=() srvtls=()
   if [ -n "$XR_TLS" ]; then
     lgtls=(--tls "$XR_TLS/srv.pem") srvtls=(--tls-cert "$XR_TLS/srv.pem" --tls-key "$XR_TLS/srv.key")
   fi
@@ -462,6 +473,7 @@ xfer_run() {
   fi
   sleep 0.3
   read -r _ XR_RSS0 cpu0 < <(proc_stats "$pid")
+  press0=$(tcp_pressure_ms)
   [ -z "$XR_HOOK" ] || "$XR_HOOK" before
   if [ "$kind" = tcpota ]; then
     XR_OUT=$("${XR_LG[@]}" "$LOADGEN" tcpota --server "$XR_ADDR:$port" "${XR_LG_ARGS[@]}" "${lgtls[@]}" \
@@ -479,6 +491,7 @@ xfer_run() {
   fi
   [ -z "$XR_HOOK" ] || "$XR_HOOK" after
   read -r XR_HWM _ cpu1 < <(proc_stats "$pid")
+  XR_PRESS=$(awk -v a="$press0" -v b="$(tcp_pressure_ms)" 'BEGIN { printf "%.1f", (b - a) / 1000 }')
   XR_OK=-
   if [ "$kind" = tcpota ]; then
     stop_pid "$XR_NAME"
@@ -532,15 +545,16 @@ xfer_exact() {
           so == "-" ? "" : "; server: " so " verified" }' <<< "$XR_OUT"
 }
 
+FLEET_NOTE="" # after N in the fleet table's rows, e.g. ", tcp_mem raised"
 fleet_row() { # KIND N: a row of $WORK/fleet.md
-  awk -v n="$2" -v l="$(xfer_label "$1")" -v rss0="$XR_RSS0" -v hwm="$XR_HWM" -v cpu="$XR_CPU" -v cpg="$XR_CPG" \
-      -v exact="$(xfer_exact "$2")" '
+  awk -v n="$2" -v note="$FLEET_NOTE" -v l="$(xfer_label "$1")" -v rss0="$XR_RSS0" -v hwm="$XR_HWM" \
+      -v cpu="$XR_CPU" -v cpg="$XR_CPG" -v press="$XR_PRESS" -v exact="$(xfer_exact "$2")" '
     { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
     END {
       conns = v["peak_conns"] > 0 ? v["peak_conns"] : n;
-      printf "| %d | %s | %.2f | %.2f | %.2f | %.0f | %.1f | %.1f | %.2f | %.3f | %.1f | %s |\n",
-        n, l, v["wall"], v["p50"], v["p99"], v["mbytes_per_s"], hwm / 1024, (hwm - rss0) / conns, cpu, cpg,
-        v["client_cpu"], exact }' <<< "$XR_OUT" >> "$WORK/fleet.md"
+      printf "| %d%s | %s | %.2f | %.2f | %.2f | %.0f | %.1f | %.1f | %.2f | %.3f | %.1f | %s | %s |\n",
+        n, note, l, v["wall"], v["p50"], v["p99"], v["mbytes_per_s"], hwm / 1024, (hwm - rss0) / conns, cpu, cpg,
+        v["client_cpu"], press, exact }' <<< "$XR_OUT" >> "$WORK/fleet.md"
 }
 
 # xfer_ratios N: the ratio row of a series (xfer_series), as the fleet and
@@ -553,7 +567,8 @@ xfer_ratios() {
     -v qc="$(ratio_median "${XS_CPG[tcpota]}" "${XS_CPG[nginx]}")" \
     -v qr="$(ratio_median "${XS_RATE[tcpota]}" "${XS_RATE[nginx]}")" \
     -v qk="$(ratio_median "${XS_CPG[tcpota]}" "${XS_CPG[nginx-ka]}")" \
-    'BEGIN { printf "| %d | %.3f | %.3f | %.2f× | %s | %.0f | %.0f | %.2f× | %.3f | %.2f× |\\n", n, ct, cn, qc, each, rt, rn, qr, ck, qk }'
+    -v note="$FLEET_NOTE" \
+    'BEGIN { printf "| %d%s | %.3f | %.3f | %.2f× | %s | %.0f | %.0f | %.2f× | %.3f | %.2f× |\\n", n, note, ct, cn, qc, each, rt, rn, qr, ck, qk }'
 }
 
 fleet_bench() {
@@ -566,14 +581,25 @@ fleet_bench() {
     echo
     echo "$(pinned)."
     echo
-    echo "| N | server | all done s | p50 s | p99 s | aggregate MB/s | server peak RSS MiB | RSS per connected device KiB | server CPU s | server CPU s per GB | load generator CPU s | byte-exact |"
-    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    echo "| N | server | all done s | p50 s | p99 s | aggregate MB/s | server peak RSS MiB | RSS per connected device KiB | server CPU s | server CPU s per GB | load generator CPU s | TCP memory pressure s | byte-exact |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
   } > "$WORK/fleet.md"
   XR_NAME=fleet XR_LABEL=fleet XR_SRV=("${PIN_SRV[@]}") XR_LG=("${PIN_LG[@]}") XR_RAW=fleet.raw
   for n in "${ns[@]}"; do
     xfer_series "$n" "$reps" fleet_row
     ratios+=$(xfer_ratios "$n")
   done
+  # 10,000 x 1 MiB on one host fills the kernel's TCP memory (the load
+  # generator's receive queues and the server's send queues): again with
+  # room for it, as a server for that many devices is tuned (scalemode.sh).
+  if [ $QUICK -eq 0 ]; then
+    many_tcp_mem 10000 2048
+    FLEET_NOTE=", tcp_mem raised" XR_LABEL="fleet (tcp_mem raised)"
+    xfer_series 10000 "$reps" fleet_row
+    ratios+=$(xfer_ratios 10000)
+    FLEET_NOTE="" XR_LABEL=fleet
+    many_tcp_mem_restore
+  fi
   XR_SRV=() XR_LG=()
   {
     echo
@@ -611,7 +637,16 @@ fleet_bench() {
   the other's core; the load generator's CPU is shown because it bounds the aggregate rate: it
   is one process on one core, busy for the whole run (its CPU s ≈ all done s).
 - Server CPU per GB: the server's CPU time (schedstat) over the run / (N × 1 MiB delivered).
+- TCP memory pressure s: how long the kernel's TCP stack was under memory pressure during the
+  run (`TCPMemoryPressuresChrono` in /proc/net/netstat; net.ipv4.tcp_mem is sized from RAM at
+  boot). At 10,000 both queues of every connection are on this one host, the load generator's
+  receive queues (it is the slower side) and the server's send queues. Under pressure the
+  receivers drop segments, and every socket with a byte to read reports it, whatever its
+  `SO_RCVLOWAT`: a tcpota device's ACKs then wake the server a few at a time instead of 64. The
+  "tcp_mem raised" rows run 10,000 again with net.ipv4.tcp_mem raised for them, as for 100,000
+  devices at once, and put back after.
 EOF
+  [ $QUICK -eq 1 ] || echo "- tcp_mem for the raised rows: $MANY_TCP_MEM_NOTE." >> "$WORK/fleet.md"
   cat "$WORK/fleet.md"
 }
 

@@ -127,10 +127,10 @@ NOTES
 # is tuned so; the benchmark raises it for the run when it may (root), and
 # puts the old value back. Sets MANY_TCP_MEM_NOTE.
 MANY_TCP_MEM_SAVED=""
-many_tcp_mem() { # N
+many_tcp_mem() { # N [KIB]: KIB per device counted (default 128: a 64 KiB image)
   local f=/proc/sys/net/ipv4/tcp_mem old need want half low high max
   old=$(tr -s '\t ' ' ' < "$f" 2>/dev/null || echo "?")
-  need=$(( $1 * 128 * 1024 / 4096 )) # pages
+  need=$(( $1 * ${2:-128} * 1024 / 4096 )) # pages
   want=$need
   # Never more than half the machine's memory (loopback shares the pages
   # that both queues count, so the real use is far below what is counted).

@@ -83,11 +83,16 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     struct server *srv = arg;
     struct conn *c = srv->conns, *next;
     double now = now_s();
+    /* Past SWEEP_READS connections, each one's input below the watermark
+     * is read in turn, every `every` sweeps; one found idle is read at once. */
+    uint64_t every = srv->nconns > SWEEP_READS ? (srv->nconns + SWEEP_READS - 1) / SWEEP_READS : 1;
+    uint64_t turn = srv->sweeps++ % every;
     (void)fd;
     (void)what;
 
     for (; c; c = next) {
         enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
+        int graced = 0;
         next = c->next;
         if (conn_check_deadline(c, now)) {
             continue;
@@ -112,8 +117,11 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
              * yet: read it first (conn_lowat_tick, below), judge at the
              * next sweep. */
             c->idle_grace = 1;
+            graced = 1;
         }
-        conn_lowat_tick(c); /* last: its read may end c */
+        if (graced || c->id % every == turn) {
+            conn_lowat_tick(c); /* last: its read may end c */
+        }
     }
 }
 
