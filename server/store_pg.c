@@ -114,12 +114,12 @@ static void run_one(struct pgstore *st, struct store_req *r, int alone)
 }
 
 /* Every request of the list fails with why (its writes went with the
- * transaction). */
+ * transaction). Not "the database failed: ...": whoever reports STORE_E_IO
+ * says so (server/api.c), and why is often the head's own error. */
 static void fail_all(struct store_req *head, const char *why)
 {
     for (; head; head = head->next) {
-        (void)store_err_set(head, STORE_E_IO, "the database failed: %.*s",
-                            (int)(STORE_ERR_MAX - 40), why);
+        (void)store_err_set(head, STORE_E_IO, "%s", why);
     }
 }
 

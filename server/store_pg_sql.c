@@ -73,7 +73,7 @@ static const char *cached(struct pgstore *st, struct store_req *r, const char *w
     snprintf(c->name, sizeof(c->name), "s%u", ++st->next_stmt);
     res = PQprepare(st->db, c->name, sql, 0, NULL);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        store_err_set(r, STORE_E_IO, "%s: the database failed: %s", what,
+        store_err_set(r, STORE_E_IO, "%s: %s", what,
                       PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
                           ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
                           : PQerrorMessage(st->db));
@@ -102,7 +102,9 @@ static void fail(struct pgstore *st, struct store_req *r, const char *what, cons
         conn[strcspn(conn, "\n")] = '\0';
         msg = conn;
     }
-    store_err_set(r, STORE_E_IO, "%s: the database failed: %s", what, msg);
+    /* Not "the database failed": whoever reports STORE_E_IO says so
+     * (server/api.c), as for SQLite (sq_fail). */
+    store_err_set(r, STORE_E_IO, "%s: %s", what, msg);
 }
 
 /* Runs sql with p: prepared once and cached, or (once) planned with the
