@@ -109,19 +109,23 @@ static int read_image(const char *path, uint8_t **buf, size_t *len)
 }
 
 /* Reads the manifest (--manifest, else FILE.manifest when it exists) and
- * base64-encodes it into *b64 (NULL: none). */
-static int read_manifest(const char *image, const char *given, char **b64)
+ * base64-encodes it into *b64 (NULL: none); its path into path (size
+ * MANIFEST_PATH_MAX; "" for none), for the server's errors about it. */
+#define MANIFEST_PATH_MAX 4200
+static int read_manifest(const char *image, const char *given, char **b64, char *path)
 {
-    char path[4200];
     uint8_t *m = NULL;
     size_t mlen = 0, cap;
 
     *b64 = NULL;
     if (!given) {
-        snprintf(path, sizeof(path), "%s.manifest", image);
-        if (access(path, F_OK) != 0) return 0; /* unsigned */
+        snprintf(path, MANIFEST_PATH_MAX, "%s.manifest", image);
+        if (access(path, F_OK) != 0) {
+            path[0] = '\0';
+            return 0; /* unsigned */
+        }
     } else {
-        snprintf(path, sizeof(path), "%s", given);
+        snprintf(path, MANIFEST_PATH_MAX, "%s", given);
     }
     /* Opened once first so that a FIFO or a directory is named as the
      * --manifest (or FILE.manifest) it was given as. */
@@ -164,7 +168,7 @@ static int image_add(struct api *a, int argc, char **argv)
         {"--model", "M", &model},
         {NULL, NULL, NULL},
     };
-    char path[1024], *b64 = NULL, *ev = NULL, *em = NULL, id[16];
+    char path[1024], *b64 = NULL, *ev = NULL, *em = NULL, id[16], mpath[MANIFEST_PATH_MAX] = "";
     uint8_t *img = NULL;
     size_t len = 0;
     json_t *ans = NULL;
@@ -177,7 +181,7 @@ static int image_add(struct api *a, int argc, char **argv)
     /* The image first: what is wrong with FILE itself (missing, a FIFO)
      * is the first thing to say. */
     if ((rc = read_image(pos[0], &img, &len)) != 0) return rc;
-    if ((rc = read_manifest(pos[0], manifest, &b64)) != 0) {
+    if ((rc = read_manifest(pos[0], manifest, &b64, mpath)) != 0) {
         free(img);
         return rc;
     }
@@ -198,8 +202,24 @@ static int image_add(struct api *a, int argc, char **argv)
     snprintf(path, sizeof(path), "/v1/images%s%s%s%s%s%s", ev || em ? "?" : "",
              ev ? "version=" : "", ev ? ev : "", ev && em ? "&" : "", em ? "model=" : "",
              em ? em : "");
-    rc = api_request(a, API_POST, path, img, len, "application/octet-stream",
-                     b64 ? "Tcpota-Manifest" : NULL, b64, &ans, &status);
+    {
+        /* The server's errors about the manifest or the bytes name the
+         * file they came from ("fw.bin.manifest: the manifest is signed by
+         * key ..."): FILE.manifest is read without being named; about
+         * the version or model, the option when one was given (else they
+         * came from the manifest). */
+        const char *const field_opts[][2] = {
+            {mpath[0] ? "manifest" : "", mpath},
+            {"body", pos[0]},
+            {version ? "version" : "", "--version"},
+            {model ? "model" : "", "--model"},
+            {NULL, NULL},
+        };
+        a->field_opts = field_opts;
+        rc = api_request(a, API_POST, path, img, len, "application/octet-stream",
+                         b64 ? "Tcpota-Manifest" : NULL, b64, &ans, &status);
+        a->field_opts = NULL;
+    }
     if (rc == 0 && status == 201) {
         cli_warn_unordered("image", api_str(ans, "version"));
     }

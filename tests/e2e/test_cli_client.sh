@@ -149,7 +149,23 @@ run 0 $T image add raw.bin --version 2.0.0+b1 --model esp32 $API
 [ "$(req sha256)" = "$(sha256sum < raw.bin | cut -d' ' -f1)" ] || fail "unsigned: the body is not the image"
 route POST /v1/images 400 '{"error": "the manifest does not verify against any --pubkey key", "field": "manifest"}'
 run 2 $T image add fw.bin $API
-has err.log "^tcpota image: the manifest does not verify against any --pubkey key \(field: manifest\)$"
+# Named by the file it came from: FILE.manifest is read without being named.
+has err.log "^tcpota image: fw\.bin\.manifest: the manifest does not verify against any --pubkey key$"
+run 2 $T image add fw.bin --manifest other.manifest $API
+has err.log "^tcpota image: other\.manifest: the manifest does not verify against any --pubkey key$"
+route POST /v1/images 400 '{"error": "the image is larger than --max-image 65536", "field": "body"}'
+run 2 $T image add fw.bin $API
+has err.log "^tcpota image: fw\.bin: the image is larger than --max-image 65536$"
+# --version named only when given: else the version came from the manifest.
+route POST /v1/images 400 '{"error": "version 1.4.0 contradicts the signed manifest", "field": "version"}'
+run 2 $T image add fw.bin $API
+has err.log "^tcpota image: version 1\.4\.0 contradicts the signed manifest \(field: version\)$"
+route POST "/v1/images?version=1.4.0" 400 '{"error": "version 1.4.0 contradicts the signed manifest", "field": "version"}'
+run 2 $T image add fw.bin --version 1.4.0 $API
+has err.log "^tcpota image: --version: version 1\.4\.0 contradicts the signed manifest$"
+route POST "/v1/images?version=2.0.0%2Bb1&model=esp32" 400 '{"error": "this server takes signed images only", "field": "manifest"}'
+run 2 $T image add raw.bin --version 2.0.0+b1 --model esp32 $API
+has err.log "^tcpota image: this server takes signed images only \(field: manifest\)$"
 n=$(nreq)
 run 2 $T image add fifo $API
 has err.log "image: fifo is not a regular file"
@@ -159,7 +175,7 @@ has err.log "empty.bin is empty"
 run 2 $T image add $API
 has err.log "add needs the image FILE"
 [ "$(nreq)" -eq "$n" ] || fail "a request was sent for a refused file"
-ok "image add sends the bytes, Tcpota-Manifest (base64 of FILE.manifest or --manifest), ?version&model unsigned; 400 shown with its field, exit 2"
+ok "image add sends the bytes, Tcpota-Manifest (base64 of FILE.manifest or --manifest), ?version&model unsigned; a 400 names the manifest, FILE or option it is about, exit 2"
 
 # --- image rm: 409 with the server's message
 route DELETE /v1/images/9f2c41d0 200 '{"deleted": "'$ID'"}'
