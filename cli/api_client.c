@@ -280,6 +280,7 @@ int api_setup(struct api *a, int upload)
         rc = parse_url(a, env_api, "TCPOTA_API");
     } else {
         rc = parse_url(a, API_DEFAULT_URL, "the default API address");
+        a->default_url = 1;
     }
     if (rc) return rc;
 
@@ -426,7 +427,9 @@ static void no_answer(const struct api *a, const struct reply *r, size_t sent)
     snprintf(why, sizeof(why), "%s", strerror(err));
     why[0] = (char)tolower((unsigned char)why[0]);
     fprintf(stderr, "tcpota %s: cannot reach the API at %s (%s); is tcpota serve --data running, "
-                    "with --api?\n", a->cmd, a->url, why);
+                    "with --api?%s\n", a->cmd, a->url, why,
+            a->default_url ? " (this is the default address: for a server whose --api is another, "
+                             "give --api http://HOST:PORT or set TCPOTA_API)" : "");
 }
 
 static const char *method_name(enum api_method m)

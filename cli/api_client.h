@@ -39,6 +39,7 @@ struct api {
     unsigned timeout_s; /* 0 until api_setup */
     /* resolved by api_setup */
     char url[600];      /* e.g. http://127.0.0.1:8071, for messages */
+    int default_url;    /* url is API_DEFAULT_URL: neither --api nor TCPOTA_API */
     char host[256];
     uint16_t port;
     char prefix[256];   /* path before /v1 ("" normally) */

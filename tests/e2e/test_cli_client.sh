@@ -366,6 +366,11 @@ ok "tcpota device (the simulator) is unchanged"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 run 1 $T image list --api "http://127.0.0.1:$port"
 has err.log "^tcpota image: cannot reach the API at http://127.0.0.1:$port \(connection refused\); is tcpota serve --data running, with --api\?$"
+# Nothing given: the default address, and how to give another.
+if ! (exec 3<>/dev/tcp/127.0.0.1/8071) 2> /dev/null; then
+  run 1 env -u TCPOTA_API $T image list --token-file tok
+  has err.log "^tcpota image: cannot reach the API at http://127.0.0.1:8071 \(connection refused\); is tcpota serve --data running, with --api\? \(this is the default address: for a server whose --api is another, give --api http://HOST:PORT or set TCPOTA_API\)$"
+fi
 route GET /v1/rollouts 200 '{"rollouts": []}' 3
 run 1 $T rollout list $API --timeout 1
 has err.log "^tcpota rollout: no answer from the API at http://127.0.0.1:$(cat port) within 1 s"
