@@ -286,14 +286,16 @@ static int dir_empty(const char *dir)
 /* Opens DIR as it is. A new device is created only where DIR does not
  * exist, or with --init: a directory that lost a file must not silently
  * become a blank device (losing the installed image and the anti-rollback
- * counter). --slot-size and --factory-version only shape a new device. */
+ * counter). --slot-size and --factory-version only shape a new device.
+ * Returns 0, -2 when DIR is not a directory and cannot become one (a bad
+ * argument), or -1 (said). */
 static int flash_open(struct device *dv, uint32_t slot_size)
 {
     struct stat st;
     int exists = stat(dv->o.dir, &st) == 0, create, rc;
 
     if (cli_check_dir(dv->o.dir, "--flash", 1) < 0) {
-        return -1;
+        return -2; /* not a directory, or not one that can be made: a bad argument */
     }
     if (dv->o.init && exists && !dir_empty(dv->o.dir)) {
         /* --init never runs (or blanks) what a directory already holds. */
@@ -945,8 +947,11 @@ static int device_main(struct device *dv)
 
     /* Until DIR exists the default id is not known: name the device by DIR. */
     set_prefix(dv, dv->o.id ? dv->o.id : dv->o.dir);
-    if (flash_open(dv, dv->o.slot_size) < 0) {
-        return 1;
+    /* A --flash that is no directory is a bad argument, as an unusable
+     * --trust, --secret or --ca is (exit 2); a device that cannot start
+     * from it is a failure (1). */
+    if ((rc = flash_open(dv, dv->o.slot_size)) < 0) {
+        return rc == -2 ? 2 : 1;
     }
     if (dv->o.id) {
         snprintf(dv->id, sizeof(dv->id), "%s", dv->o.id);

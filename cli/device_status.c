@@ -114,7 +114,7 @@ int cmd_device_status(int argc, char **argv)
         return usage_error("%s", "status: --flash DIR is required");
     }
     if (cli_check_dir(dir, "--flash", 0) < 0) {
-        return 1;
+        return 2; /* a bad argument, as in tcpota device */
     }
     rc = tcpota_posix_inspect(&dev, dir, &st);
     if (rc == TCPOTA_ERR_NOENT) {

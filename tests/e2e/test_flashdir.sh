@@ -59,12 +59,12 @@ for what in f.bin:"a regular file" fifo:"a FIFO"; do
   f=${what%%:*} kind=${what#*:}
   rc=0
   timeout 10 "$TCPOTA" device --server "$S" --flash "$WORK/$f" 2> "$WORK/nd.log" || rc=$?
-  [ $rc -eq 1 ] || fail "--flash $f exited $rc, expected 1"
+  [ $rc -eq 2 ] || fail "--flash $f exited $rc, expected 2 (a bad argument, as an unusable --trust)"
   grep -q -- "--flash: $WORK/$f is not a directory (it is $kind); --flash takes the directory" "$WORK/nd.log" ||
     fail "no message for --flash $f: $(cat "$WORK/nd.log")"
   rc=0
   timeout 10 "$TCPOTA" device status --flash "$WORK/$f" 2> "$WORK/nd.log" || rc=$?
-  [ $rc -eq 1 ] || fail "status --flash $f exited $rc, expected 1"
+  [ $rc -eq 2 ] || fail "status --flash $f exited $rc, expected 2"
   grep -q -- "--flash: $WORK/$f is not a directory (it is $kind)" "$WORK/nd.log" ||
     fail "no message for status --flash $f: $(cat "$WORK/nd.log")"
 done
@@ -72,13 +72,13 @@ done
 # for damaged flash files.
 rc=0
 timeout 10 "$TCPOTA" device --server "$S" --flash "$WORK/nofolder/d00" 2> "$WORK/nd.log" || rc=$?
-[ $rc -eq 1 ] || fail "--flash in a missing folder exited $rc, expected 1"
+[ $rc -eq 2 ] || fail "--flash in a missing folder exited $rc, expected 2"
 grep -q -- "--flash: $WORK/nofolder/d00 cannot be created: $WORK/nofolder does not exist; create that folder first" "$WORK/nd.log" ||
   fail "no message for --flash in a missing folder: $(cat "$WORK/nd.log")"
 ! grep -q 'restore them from a backup' "$WORK/nd.log" || fail "a missing folder taken for damaged flash: $(cat "$WORK/nd.log")"
 rc=0
 "$TCPOTA" device status --flash "$WORK/nothere" 2> "$WORK/nd.log" || rc=$?
-[ $rc -eq 1 ] || fail "status of a missing directory exited $rc, expected 1"
+[ $rc -eq 2 ] || fail "status of a missing directory exited $rc, expected 2"
 grep -q -- "--flash: $WORK/nothere does not exist" "$WORK/nd.log" || fail "no message: $(cat "$WORK/nd.log")"
 [ ! -e "$WORK/nothere" ] || fail "status created the directory"
 # A directory without a device: said once, plainly.
