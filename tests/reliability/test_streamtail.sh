@@ -20,17 +20,23 @@ all_verified() {
   done < "$1"
 }
 
+# closed_within OUT KIND SECONDS [WHERE]: tcpota-hostile's summary in OUT
+# says the server closed the last of its KIND peers within SECONDS.
+closed_within() {
+  local last
+  last=$(sed -nE "s/.* $2 +[0-9]+ peers, +[0-9]+ closed by the server, the last after ([0-9.]+) s/\1/p" "$1")
+  [ -n "$last" ] || fail "no summary for the $2 peers: $(cat "$1")"
+  awk -v t="$last" -v w="$3" 'BEGIN { exit !(t <= w) }' || fail "$2 peers$4 closed only after $last s (want <= $3 s)"
+}
+
 make_image "$WORK/img" 300000
 start_server "$WORK/img" 2.0.0 --idle-timeout 60
 "$HOSTILE" --connect "127.0.0.1:$SERVER_PORT" --stayer 5 --decliner 5 --hold 15 \
   --ports "$WORK/ports" > "$WORK/hostile.out" 2> "$WORK/hostile.log" ||
   fail "peers that stay after COMPLETE or DECLINE were not all closed within 15 s: $(cat "$WORK/hostile.out")"
 cat "$WORK/hostile.out"
-for kind in stayer decliner; do
-  last=$(sed -nE "s/.* $kind +[0-9]+ peers, +[0-9]+ closed by the server, the last after ([0-9.]+) s/\1/p" "$WORK/hostile.out")
-  [ -n "$last" ] || fail "no summary for the $kind peers: $(cat "$WORK/hostile.out")"
-  awk -v t="$last" 'BEGIN { exit !(t <= 5) }' || fail "$kind peers closed only after $last s (want <= 5 s)"
-done
+closed_within "$WORK/hostile.out" stayer 5
+closed_within "$WORK/hostile.out" decliner 5
 stop_server
 L="$WORK/server.log"
 while read -r kind port; do
@@ -56,11 +62,8 @@ start_server "$WORK/img4k" 2.0.0 --idle-timeout 60 --max-unauth-per-addr 4000
 "$HOSTILE" --connect "127.0.0.1:$SERVER_PORT" --noread 2100 --stayer 5 --decliner 5 --hold 20 \
   --ports "$WORK/ports4" > "$WORK/hostile4.out" 2> "$WORK/hostile4.log" ||
   fail "among 2,100 other connections, peers that stay after COMPLETE or DECLINE were not all closed within 20 s: $(cat "$WORK/hostile4.out")"
-for kind in stayer decliner; do
-  last=$(sed -nE "s/.* $kind +[0-9]+ peers, +[0-9]+ closed by the server, the last after ([0-9.]+) s/\1/p" "$WORK/hostile4.out")
-  [ -n "$last" ] || fail "no summary for the $kind peers: $(cat "$WORK/hostile4.out")"
-  awk -v t="$last" 'BEGIN { exit !(t <= 5) }' || fail "$kind peers among 2,100 others closed only after $last s (want <= 5 s)"
-done
+closed_within "$WORK/hostile4.out" stayer 5 " among 2,100 others"
+closed_within "$WORK/hostile4.out" decliner 5 " among 2,100 others"
 stop_server
 ok "among 2,110 connections, more than the sweep reads in a second, COMPLETE and DECLINE are read within 5 s"
 
@@ -73,8 +76,7 @@ start_server "$WORK/img4m" 2.0.0 --idle-timeout 60
 "$HOSTILE" --connect "127.0.0.1:$SERVER_PORT" --quitter 5 --hold 15 \
   --ports "$WORK/ports3" > "$WORK/hostile3.out" 2> "$WORK/hostile3.log" ||
   fail "peers that half-closed mid-transfer were not all closed within 15 s: $(cat "$WORK/hostile3.out")"
-last=$(sed -nE "s/.* quitter +[0-9]+ peers, +[0-9]+ closed by the server, the last after ([0-9.]+) s/\1/p" "$WORK/hostile3.out")
-awk -v t="$last" 'BEGIN { exit !(t <= 2) }' || fail "half-closed peers closed only after $last s (want <= 2 s)"
+closed_within "$WORK/hostile3.out" quitter 2 " (half-closed)"
 stop_server
 while read -r kind port; do
   grep -E "127\.0\.0\.1:$port\] .*disconnected mid-transfer at [0-9]+ of [0-9]+ bytes durable; it can resume" "$L" > /dev/null ||
