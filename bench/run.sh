@@ -593,7 +593,7 @@ fleet_bench() {
   # generator's receive queues and the server's send queues): again with
   # room for it, as a server for that many devices is tuned (scalemode.sh).
   if [ $QUICK -eq 0 ]; then
-    many_tcp_mem 10000 2048
+    many_tcp_mem 10000 $((2 * MIB / 1024)) # KiB per device: its image in both queues
     FLEET_NOTE=", tcp_mem raised" XR_LABEL="fleet (tcp_mem raised)"
     xfer_series 10000 "$reps" fleet_row
     ratios+=$(xfer_ratios 10000)
