@@ -25,6 +25,13 @@ int cmd_fleet_device(int argc, char **argv);
  * secret) rather than the host device simulator. */
 int cli_is_fleet_device(const char *word);
 
+/* What messages start with: "tcpota" until main() knows the command, then
+ * the command ("tcpota verify", "tcpota device", ...), so that a shared
+ * helper's message names the command it came from. */
+extern const char *cli_prog;
+/* Prints "<cli_prog>: " and then fmt on stderr. */
+void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* Splits "HOST:PORT" (or "[v6]:PORT") into host and port. Returns 0, or -1
  * with a message on stderr naming `what`. */
 int cli_hostport(const char *s, const char *what, char *host, size_t hcap, uint16_t *port);
@@ -35,7 +42,7 @@ int cli_number(const char *s, const char *what, unsigned long long min, unsigned
  * a FIFO, a directory, a device or a socket given where a file belongs is
  * an error at once instead of a hang (the open itself does not block).
  * `what` names the argument in the message, e.g. "--auth-file" (NULL:
- * "file"): "tcpota: --auth-file: x is not a regular file (it is a FIFO);
+ * "file"): "tcpota serve: --auth-file: x is not a regular file (it is a FIFO);
  * give the path of a file". Returns the descriptor (blocking,
  * close-on-exec) or -1 after printing what is wrong. */
 int cli_open_regular(const char *path, const char *what);

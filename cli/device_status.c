@@ -119,13 +119,14 @@ int cmd_device_status(int argc, char **argv)
     rc = tcpota_posix_inspect(&dev, dir, &st);
     if (rc == TCPOTA_ERR_NOENT) {
         const char *d = tcpota_posix_strerror_detail(&dev);
-        if (*d) fprintf(stderr, "tcpota: %s\n", d); /* "DIR holds no device (...)" */
-        else fprintf(stderr, "tcpota: no device flash in %s\n", dir);
+        if (*d) cli_err("%s\n", d); /* "DIR holds no device (...)" */
+        else cli_err("no device flash in %s\n", dir);
         return 1;
     }
     if (rc < 0) {
-        fprintf(stderr, "tcpota: cannot open device flash in %s: %s (%s)\ntcpota: %s\n", dir,
-                tcpota_strerror(rc), tcpota_posix_strerror_detail(&dev), FLASH_DAMAGED_HINT);
+        cli_err("cannot open device flash in %s: %s (%s)\n", dir, tcpota_strerror(rc),
+                tcpota_posix_strerror_detail(&dev));
+        cli_err("%s\n", FLASH_DAMAGED_HINT);
         return 1;
     }
     print_status(&st.next, read_resume(&st));

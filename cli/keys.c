@@ -41,20 +41,20 @@ static int read_fd(int fd, const char *path, const char *what, size_t max, uint8
     ssize_t r = 1;
 
     if (!b) {
-        fprintf(stderr, "tcpota: %s: out of memory reading %s\n", what, path);
+        cli_err("%s: out of memory reading %s\n", what, path);
         return -1;
     }
     while (n <= max && r != 0) {
         r = read(fd, b + n, max + 1 - n);
         if (r < 0 && errno != EINTR) {
-            fprintf(stderr, "tcpota: %s: cannot read %s: %s\n", what, path, strerror(errno));
+            cli_err("%s: cannot read %s: %s\n", what, path, strerror(errno));
             free(b);
             return -1;
         }
         n += r > 0 ? (size_t)r : 0;
     }
     if (n > max) {
-        fprintf(stderr, "tcpota: %s: %s is larger than the %zu bytes allowed; is it the right file?\n",
+        cli_err("%s: %s is larger than the %zu bytes allowed; is it the right file?\n",
                 what, path, max);
         free(b);
         return -1;
@@ -91,12 +91,12 @@ static void wrong_kind(const char *path, enum key_kind k, const uint8_t *buf, si
     for (j = 0; j < KEY_KINDS; j++) {
         size_t tl = strlen(kinds[j].tag);
         if (len >= tl && memcmp(buf, kinds[j].tag, tl) == 0) {
-            fprintf(stderr, "tcpota: %s: %s holds %s, not %s; give %s\n", kinds[k].what, path,
+            cli_err("%s: %s holds %s, not %s; give %s\n", kinds[k].what, path,
                     kinds[j].noun, kinds[k].noun, kinds[k].hint);
             return;
         }
     }
-    fprintf(stderr, "tcpota: %s: %s is not a tcpota key file; give %s\n", kinds[k].what, path,
+    cli_err("%s: %s is not a tcpota key file; give %s\n", kinds[k].what, path,
             kinds[k].hint);
 }
 
@@ -109,7 +109,7 @@ static int parse_key(const char *path, enum key_kind k, const char *text, size_t
     size_t bin = 0, tlen = strlen(kinds[k].tag);
 
     if (len == 0) {
-        fprintf(stderr, "tcpota: %s: %s is empty; give %s\n", kinds[k].what, path, kinds[k].hint);
+        cli_err("%s: %s is empty; give %s\n", kinds[k].what, path, kinds[k].hint);
         return -1;
     }
     if (len < tlen || memcmp(text, kinds[k].tag, tlen) != 0) {
@@ -118,7 +118,7 @@ static int parse_key(const char *path, enum key_kind k, const char *text, size_t
     }
     if (sodium_hex2bin(out, want, text + tlen, len - tlen, NULL, &bin, NULL) != 0 ||
         (upto ? bin == 0 : bin != want)) {
-        fprintf(stderr, "tcpota: %s: %s is damaged: the key is not %s%zu bytes of hex; use the file "
+        cli_err("%s: %s is damaged: the key is not %s%zu bytes of hex; use the file "
                         "as `tcpota keygen` wrote it\n", kinds[k].what, path, upto ? "1 to " : "", want);
         return -1;
     }
@@ -440,11 +440,11 @@ static int hash_file(const char *path, uint8_t out[32], uint32_t *size)
         total += n;
     }
     if (ferror(f)) {
-        fprintf(stderr, "tcpota: image: cannot read %s: %s\n", path, strerror(errno));
+        cli_err("image: cannot read %s: %s\n", path, strerror(errno));
     } else if (total == 0) {
-        fprintf(stderr, "tcpota: image: %s is empty; give the firmware image file\n", path);
+        cli_err("image: %s is empty; give the firmware image file\n", path);
     } else if (total > 0xffffffffu) {
-        fprintf(stderr, "tcpota: image: %s is 4 GiB or larger; an image must be smaller\n", path);
+        cli_err("image: %s is 4 GiB or larger; an image must be smaller\n", path);
     }
     fclose(f);
     if (total == 0 || total > 0xffffffffu) {
@@ -466,11 +466,11 @@ static int check_image(const char *path)
         return -1;
     }
     if (fstat(fd, &st) < 0) {
-        fprintf(stderr, "tcpota: image: %s: %s\n", path, strerror(errno));
+        cli_err("image: %s: %s\n", path, strerror(errno));
     } else if (st.st_size == 0) {
-        fprintf(stderr, "tcpota: image: %s is empty; give the firmware image file\n", path);
+        cli_err("image: %s is empty; give the firmware image file\n", path);
     } else if ((uint64_t)st.st_size > 0xffffffffu) {
-        fprintf(stderr, "tcpota: image: %s is 4 GiB or larger; an image must be smaller\n", path);
+        cli_err("image: %s is 4 GiB or larger; an image must be smaller\n", path);
     } else {
         rc = 0;
     }
@@ -634,12 +634,12 @@ static int describes(const char *image, const struct tcpota_manifest *m)
         return -1;
     }
     if (size != m->image_size) {
-        fprintf(stderr, "tcpota: image is %u bytes, the manifest says %u\n", size, m->image_size);
+        cli_err("image is %u bytes, the manifest says %u\n", size, m->image_size);
         return -1;
     }
     if (memcmp(sha, m->sha256, 32) != 0) {
         sodium_bin2hex(hex, sizeof(hex), sha, 32);
-        fprintf(stderr, "tcpota: image SHA-256 %s differs from the manifest's (image altered)\n", hex);
+        cli_err("image SHA-256 %s differs from the manifest's (image altered)\n", hex);
         return -1;
     }
     return 0;
@@ -650,7 +650,7 @@ int cli_manifest_describes(const char *image, const uint8_t *man, size_t man_len
     struct tcpota_manifest m;
 
     if (tcpota_manifest_parse(man, man_len, &m) < 0) {
-        fprintf(stderr, "tcpota: manifest is not a tcpota manifest, or is damaged; sign the image "
+        cli_err("manifest is not a tcpota manifest, or is damaged; sign the image "
                         "again with `tcpota sign`\n");
         return -1;
     }
@@ -666,7 +666,7 @@ int cli_check_manifest(const char *image, const uint8_t *man, size_t man_len,
     int rc = tcpota_manifest_parse(man, man_len, &m);
 
     if (rc < 0) {
-        fprintf(stderr, "tcpota: manifest is not a tcpota manifest, or is damaged; sign the image "
+        cli_err("manifest is not a tcpota manifest, or is damaged; sign the image "
                         "again with `tcpota sign`\n");
         return -1;
     }
@@ -675,19 +675,19 @@ int cli_check_manifest(const char *image, const uint8_t *man, size_t man_len,
         if (memcmp(keys[i], m.pubkey, 32) == 0) break;
     }
     if (nkeys && i == nkeys) {
-        fprintf(stderr, "tcpota: manifest is signed by key %s, which is not a trusted key; give the "
+        cli_err("manifest is signed by key %s, which is not a trusted key; give the "
                         ".pub of the key that signed it, or sign again with a trusted key\n", id);
         return -1;
     }
     if (crypto_sign_verify_detached(m.signature, m.signed_part, m.signed_len, m.pubkey) != 0) {
-        fprintf(stderr, "tcpota: manifest signature does not verify (manifest altered or forged)\n");
+        cli_err("manifest signature does not verify (manifest altered or forged)\n");
         return -1;
     }
     if (describes(image, &m) < 0) {
         return -1;
     }
     if (!quiet) {
-        fprintf(stderr, "tcpota: OK: %s is version %.*s for model %.*s, counter %u, %u bytes, "
+        cli_err("OK: %s is version %.*s for model %.*s, counter %u, %u bytes, "
                         "signed by key %s%s\n",
                 image, m.version.len, m.version.ptr, m.model.len, m.model.ptr, m.security_counter,
                 m.image_size, id, nkeys ? " (trusted)" : " (key inside the manifest)");

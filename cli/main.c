@@ -40,24 +40,31 @@ int main(int argc, char **argv)
         return 2;
     }
     if (strcmp(argv[1], "serve") == 0) {
+        cli_prog = "tcpota serve";
         return cmd_serve(argc - 1, argv + 1);
     }
     if (strcmp(argv[1], "device") == 0) {
+        cli_prog = "tcpota device";
         return cmd_device(argc - 1, argv + 1);
     }
     if (strcmp(argv[1], "image") == 0) {
+        cli_prog = "tcpota image";
         return cmd_image(argc - 1, argv + 1);
     }
     if (strcmp(argv[1], "rollout") == 0) {
+        cli_prog = "tcpota rollout";
         return cmd_rollout(argc - 1, argv + 1);
     }
     if (strcmp(argv[1], "keygen") == 0) {
+        cli_prog = "tcpota keygen";
         return cmd_keygen(argc - 1, argv + 1);
     }
     if (strcmp(argv[1], "sign") == 0) {
+        cli_prog = "tcpota sign";
         return cmd_sign(argc - 1, argv + 1);
     }
     if (strcmp(argv[1], "verify") == 0) {
+        cli_prog = "tcpota verify";
         return cmd_verify(argc - 1, argv + 1);
     }
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {

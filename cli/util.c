@@ -4,12 +4,25 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+const char *cli_prog = "tcpota";
+
+void cli_err(const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "%s: ", cli_prog);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+}
 
 int cli_hostport(const char *s, const char *what, char *host, size_t hcap, uint16_t *port)
 {
@@ -19,13 +32,13 @@ int cli_hostport(const char *s, const char *what, char *host, size_t hcap, uint1
     unsigned long long p;
 
     if (!s || !*s) {
-        fprintf(stderr, "tcpota: %s: expected HOST:PORT\n", what);
+        cli_err("%s: expected HOST:PORT\n", what);
         return -1;
     }
     if (s[0] == '[') {
         const char *end = strchr(s, ']');
         if (!end || end[1] != ':') {
-            fprintf(stderr, "tcpota: %s: '%s' is not [IPv6]:PORT\n", what, s);
+            cli_err("%s: '%s' is not [IPv6]:PORT\n", what, s);
             return -1;
         }
         h = s + 1;
@@ -34,13 +47,13 @@ int cli_hostport(const char *s, const char *what, char *host, size_t hcap, uint1
     } else {
         colon = strrchr(s, ':');
         if (!colon) {
-            fprintf(stderr, "tcpota: %s: '%s' has no :PORT\n", what, s);
+            cli_err("%s: '%s' has no :PORT\n", what, s);
             return -1;
         }
         hlen = (size_t)(colon - s);
     }
     if (hlen == 0 || hlen >= hcap) {
-        fprintf(stderr, "tcpota: %s: bad host in '%s'\n", what, s);
+        cli_err("%s: bad host in '%s'\n", what, s);
         return -1;
     }
     if (cli_number(colon + 1, what, 0, 65535, &p) < 0) {
@@ -59,13 +72,13 @@ int cli_number(const char *s, const char *what, unsigned long long min, unsigned
     unsigned long long v;
 
     if (!s || !*s) {
-        fprintf(stderr, "tcpota: %s: expected a number in %llu..%llu\n", what, min, max);
+        cli_err("%s: expected a number in %llu..%llu\n", what, min, max);
         return -1;
     }
     errno = 0;
     v = strtoull(s, &end, 10);
     if (*s == '-' || *s == '+' || *s == ' ' || errno || *end || v < min || v > max) {
-        fprintf(stderr, "tcpota: %s: '%s' is %s: give a whole number in %llu..%llu\n", what, s,
+        cli_err("%s: '%s' is %s: give a whole number in %llu..%llu\n", what, s,
                 *end || *s == '-' || *s == '+' || *s == ' ' || (errno && errno != ERANGE)
                     ? "not a number"
                     : "out of range",
@@ -123,18 +136,18 @@ int cli_check_dir(const char *path, const char *what, int missing_ok)
             if (stat(parent, &st) == 0 && S_ISDIR(st.st_mode)) {
                 return 0;
             }
-            fprintf(stderr, "tcpota: %s: %s cannot be created: %s %s; create that folder first "
+            cli_err("%s: %s cannot be created: %s %s; create that folder first "
                             "(mkdir -p %s), or give a path in a folder that exists\n",
                     what, path, parent, errno == ENOENT ? "does not exist" : "is not a folder",
                     parent);
             return -1;
         }
-        fprintf(stderr, "tcpota: %s: %s %s; give the device's directory\n", what, path,
+        cli_err("%s: %s %s; give the device's directory\n", what, path,
                 errno == ENOENT ? "does not exist" : strerror(errno));
         return -1;
     }
     if (!S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "tcpota: %s: %s is not a directory (it is %s); %s takes the directory "
+        cli_err("%s: %s is not a directory (it is %s); %s takes the directory "
                         "that holds the device's flash files\n",
                 what, path, S_ISREG(st.st_mode) ? "a regular file" : file_kind(st.st_mode), what);
         return -1;
@@ -149,11 +162,11 @@ static void open_failed(const char *path, const char *what, int err)
     struct stat st;
 
     if (err != ENOENT && stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
-        fprintf(stderr, "tcpota: %s: %s is not a regular file (it is %s); give the path of a file\n",
+        cli_err("%s: %s is not a regular file (it is %s); give the path of a file\n",
                 what, path, file_kind(st.st_mode));
         return;
     }
-    fprintf(stderr, "tcpota: %s: cannot open %s: %s\n", what, path, strerror(err));
+    cli_err("%s: cannot open %s: %s\n", what, path, strerror(err));
 }
 
 int cli_open_regular(const char *path, const char *what)
@@ -163,7 +176,7 @@ int cli_open_regular(const char *path, const char *what)
 
     if (!what) what = "file";
     if (!path || !*path) {
-        fprintf(stderr, "tcpota: %s: the file name is empty; give the path of a file\n", what);
+        cli_err("%s: the file name is empty; give the path of a file\n", what);
         return -1;
     }
     /* O_NONBLOCK: opening a FIFO for reading would wait for a writer. */
@@ -173,19 +186,19 @@ int cli_open_regular(const char *path, const char *what)
         return -1;
     }
     if (fstat(fd, &st) < 0) {
-        fprintf(stderr, "tcpota: %s: %s: %s\n", what, path, strerror(errno));
+        cli_err("%s: %s: %s\n", what, path, strerror(errno));
         close(fd);
         return -1;
     }
     if (!S_ISREG(st.st_mode)) {
-        fprintf(stderr, "tcpota: %s: %s is not a regular file (it is %s); give the path of a file\n",
+        cli_err("%s: %s is not a regular file (it is %s); give the path of a file\n",
                 what, path, file_kind(st.st_mode));
         close(fd);
         return -1;
     }
     fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
-        fprintf(stderr, "tcpota: %s: %s: %s\n", what, path, strerror(errno));
+        cli_err("%s: %s: %s\n", what, path, strerror(errno));
         close(fd);
         return -1;
     }
@@ -204,7 +217,7 @@ int cli_warn_if_exposed(const char *path, int fd)
     m = st.st_mode & 07777;
     how = (m & 044) ? "readable" : "writable";
     who = (m & (how[0] == 'r' ? 004 : 002)) ? "others" : "its group";
-    fprintf(stderr, "tcpota: warning: %s is %s by %s (mode %04o); chmod 600 %s\n", path, how, who,
+    cli_err("warning: %s is %s by %s (mode %04o); chmod 600 %s\n", path, how, who,
             (unsigned)m, path);
     return 1;
 }
@@ -219,7 +232,7 @@ FILE *cli_fopen_regular(const char *path, const char *what)
     }
     f = fdopen(fd, "r");
     if (!f) {
-        fprintf(stderr, "tcpota: %s: %s: %s\n", what ? what : "file", path, strerror(errno));
+        cli_err("%s: %s: %s\n", what ? what : "file", path, strerror(errno));
         close(fd);
     }
     return f;

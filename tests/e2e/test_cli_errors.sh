@@ -25,15 +25,16 @@ mkdir dir
 : > empty
 S="--version 2.0.0 --model esp32"
 
-# A FIFO where a file belongs: refused at once, the FIFO named.
-expect 2 "private key: fifo is not a regular file \(it is a FIFO\)" $T sign --key fifo $S img
+# A FIFO where a file belongs: refused at once, the FIFO named, and the
+# command whose argument it was.
+expect 2 "^tcpota sign: private key: fifo is not a regular file \(it is a FIFO\)" $T sign --key fifo $S img
 expect 2 "image: fifo is not a regular file \(it is a FIFO\)" $T sign --key k.key $S fifo
-expect 2 "public key: fifo is not a regular file \(it is a FIFO\)" $T verify --pubkey fifo img
+expect 2 "^tcpota verify: public key: fifo is not a regular file \(it is a FIFO\)" $T verify --pubkey fifo img
 expect 2 "image: fifo is not a regular file" $T verify --pubkey k.pub fifo
 $T sign --key k.key $S img 2> sign.log || fail "sign failed: $(cat sign.log)"
 expect 2 "manifest: fifo is not a regular file" $T verify --pubkey k.pub --manifest fifo img
 expect 2 "--out fifo is not a regular file" $T sign --key k.key $S --out fifo img
-expect 2 "public key: fifo is not a regular file" \
+expect 2 "^tcpota device: public key: fifo is not a regular file" \
   $T device --server 127.0.0.1:1 --flash devdir --trust fifo --max-attempts 1
 expect 2 "device secret: fifo is not a regular file" \
   $T device --server 127.0.0.1:1 --flash devdir --id d --secret fifo --max-attempts 1
