@@ -167,15 +167,12 @@ EOF
 }
 
 # ---- transfers: fleet mode vs single-image mode ------------------------------
-transfer_run() { # KIND N [ENV...] -> a table row (KIND: single, fleet)
+transfer_run() { # KIND N -> a table row (KIND: single, fleet)
   local kind=$1 n=$2 pid port out rss c0 c1 hwm srv_ok dir p0 press
-  shift 2
   if [ "$kind" != single ]; then
     dir=$WORK/xfer-data
     rm -rf "$dir"
-    SRV_ENV=("$@")
     SERVE_LOG=1 start_fleet xfer "$dir" --max-conns 20000 --idle-timeout 300
-    SRV_ENV=()
     # bench-loadgen's devices: model esp32, version 0.0.0, ids lg-NNNNN.
     "$TCPOTA" image add --version 2.0.0 --model esp32 "$IMG" > /dev/null || die "image add failed"
     "$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null || die "rollout create failed"

@@ -108,10 +108,11 @@ static int read_image(const char *path, uint8_t **buf, size_t *len)
     return 0;
 }
 
+#define MANIFEST_PATH_MAX 4200
+
 /* Reads the manifest (--manifest, else FILE.manifest when it exists) and
  * base64-encodes it into *b64 (NULL: none); its path into path (size
  * MANIFEST_PATH_MAX; "" for none), for the server's errors about it. */
-#define MANIFEST_PATH_MAX 4200
 static int read_manifest(const char *image, const char *given, char **b64, char *path)
 {
     uint8_t *m = NULL;

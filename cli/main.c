@@ -32,6 +32,20 @@ static void usage(FILE *f)
             TCPOTA_VERSION_STRING);
 }
 
+/* The subcommands: each runs with argv[0] its own name. */
+static const struct {
+    const char *name, *prog;
+    int (*run)(int argc, char **argv);
+} commands[] = {
+    {"serve", "tcpota serve", cmd_serve},
+    {"device", "tcpota device", cmd_device},
+    {"image", "tcpota image", cmd_image},
+    {"rollout", "tcpota rollout", cmd_rollout},
+    {"keygen", "tcpota keygen", cmd_keygen},
+    {"sign", "tcpota sign", cmd_sign},
+    {"verify", "tcpota verify", cmd_verify},
+};
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -39,33 +53,11 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (strcmp(argv[1], "serve") == 0) {
-        cli_prog = "tcpota serve";
-        return cmd_serve(argc - 1, argv + 1);
-    }
-    if (strcmp(argv[1], "device") == 0) {
-        cli_prog = "tcpota device";
-        return cmd_device(argc - 1, argv + 1);
-    }
-    if (strcmp(argv[1], "image") == 0) {
-        cli_prog = "tcpota image";
-        return cmd_image(argc - 1, argv + 1);
-    }
-    if (strcmp(argv[1], "rollout") == 0) {
-        cli_prog = "tcpota rollout";
-        return cmd_rollout(argc - 1, argv + 1);
-    }
-    if (strcmp(argv[1], "keygen") == 0) {
-        cli_prog = "tcpota keygen";
-        return cmd_keygen(argc - 1, argv + 1);
-    }
-    if (strcmp(argv[1], "sign") == 0) {
-        cli_prog = "tcpota sign";
-        return cmd_sign(argc - 1, argv + 1);
-    }
-    if (strcmp(argv[1], "verify") == 0) {
-        cli_prog = "tcpota verify";
-        return cmd_verify(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(argv[1], commands[i].name) == 0) {
+            cli_prog = commands[i].prog; /* what shared helpers' messages start with */
+            return commands[i].run(argc - 1, argv + 1);
+        }
     }
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         printf("tcpota %s (protocol %d)\n", TCPOTA_VERSION_STRING, TCPOTA_PROTO_VERSION);

@@ -92,7 +92,6 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 
     for (; c; c = next) {
         enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
-        int graced = 0;
         next = c->next;
         if (conn_check_deadline(c, now)) {
             continue;
@@ -117,9 +116,10 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
              * yet: read it first (conn_lowat_tick, below), judge at the
              * next sweep. */
             c->idle_grace = 1;
-            graced = 1;
         }
-        if (graced || c->id % every == turn) {
+        /* idle_grace: found idle with input unread, to be judged at the
+         * next sweep: read now, whoever's turn it is. */
+        if (c->idle_grace || c->id % every == turn) {
             conn_lowat_tick(c); /* last: its read may end c */
         }
     }
