@@ -905,7 +905,7 @@ static int detect(struct conn *c, const uint8_t *buf, size_t n)
         metrics_connection(METRICS_V1);
         return 0;
     }
-    if (k == TCPOTA_KIND_LEGACY && (refusal = legacy_refusal(c->srv->o)) != NULL) {
+    if (k == TCPOTA_KIND_LEGACY && (refusal = legacy_refusal(c->srv->o, c->srv->o->manifest != NULL)) != NULL) {
         c->srv->stats.refused++;
         clog_(c, 1, "legacy (req0/req1) device refused: %s", refusal);
         (void)conn_close(c, 1);

@@ -965,6 +965,9 @@ static void legacy_checkin_done(struct store_req *r)
             why = rollout_reason(rv);
         } else if (!(img = image_for(c->srv, &r->u.checkin.out->image))) {
             why = "the rollout's image cannot be loaded";
+        } else if ((why = legacy_refusal(c->srv->o, img->manifest != NULL)) != NULL) {
+            c->srv->stats.refused++;
+            img = NULL;
         }
     }
     if (!img) {
