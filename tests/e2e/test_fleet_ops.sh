@@ -239,3 +239,20 @@ rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "
 grep -q "tcpota image add $WORK/i2" "$WORK/file.log" || fail "--data with a FILE: $(cat "$WORK/file.log")"
 [ ! -e "$WORK/new" ] || fail "--data with a FILE created the data directory"
 ok "--data on a regular file, and --data with a FILE: exit 2 with a message saying what to do"
+rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "$WORK/new" --allow-downgrade > /dev/null 2> "$WORK/dg.log" || rc=$?
+[ $rc -eq 2 ] || fail "--data with --allow-downgrade: rc $rc, not 2: $(cat "$WORK/dg.log")"
+grep -q -- "--allow-downgrade does not apply with --data (each rollout says it: \`tcpota rollout create --allow-downgrade" "$WORK/dg.log" ||
+  fail "--data with --allow-downgrade: $(cat "$WORK/dg.log")"
+rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data '' > /dev/null 2> "$WORK/empty.log" || rc=$?
+[ $rc -eq 2 ] || fail "--data '': rc $rc, not 2: $(cat "$WORK/empty.log")"
+grep -q -- "--data is empty; give the fleet's directory" "$WORK/empty.log" || fail "--data '': $(cat "$WORK/empty.log")"
+[ ! -e "$WORK/new" ] || fail "a refused start created the data directory"
+ok "--allow-downgrade (a rollout's choice) or an empty --data with --data: exit 2, what to do"
+
+# --api off: no API takes images here, so no warning about what it takes.
+"$TCPOTA" serve --listen 127.0.0.1:0 --api off --data "$WORK/noapi" --no-progress 2> "$WORK/noapi.log" &
+NOAPI=$!; PIDS+=("$NOAPI")
+wait_line "$WORK/noapi.log" 'listening on'
+kill -TERM "$NOAPI"; wait "$NOAPI" || fail "--api off: the server exited $? on SIGTERM"
+! grep -q 'no --pubkey' "$WORK/noapi.log" || fail "--api off warned about the API: $(cat "$WORK/noapi.log")"
+ok "--api off: no warning about the images an API would take"
