@@ -111,7 +111,12 @@ rc=0; "$TCPOTA" device secret $'id\twith a tab' > "$WORK/out" 2>&1 || rc=$?
 [ $rc -eq 2 ] && grep -q 'a device id is 1 to 64 printable characters' "$WORK/out" || fail "an id with a tab: rc $rc $(cat "$WORK/out")"
 make_image "$WORK/unsigned" 1000
 rc=0; "$TCPOTA" image add --version 9.0.0 "$WORK/unsigned" > "$WORK/out" 2>&1 || rc=$?
-[ $rc -eq 2 ] && grep -q 'has no manifest .*--version V --model M' "$WORK/out" || fail "unsigned without --model: rc $rc $(cat "$WORK/out")"
+[ $rc -eq 2 ] && grep -q 'has no manifest (.*), so it needs --version and --model both: --model M is missing' "$WORK/out" ||
+  fail "unsigned without --model: rc $rc $(cat "$WORK/out")"
+rc=0; "$TCPOTA" image add --model esp32 "$WORK/unsigned" > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q 'both: --version V is missing' "$WORK/out" || fail "unsigned without --version: rc $rc $(cat "$WORK/out")"
+rc=0; "$TCPOTA" image add "$WORK/unsigned" > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q 'has no manifest .*sign it .*--version V --model M' "$WORK/out" || fail "unsigned, neither: rc $rc $(cat "$WORK/out")"
 mkfifo "$WORK/fifo"
 rc=0; timeout 20 "$TCPOTA" image add --manifest "$WORK/fifo" "$WORK/unsigned" > "$WORK/out" 2>&1 || rc=$?
 [ $rc -eq 2 ] && grep -q -- "--manifest: $WORK/fifo is not a regular file (it is a FIFO)" "$WORK/out" ||
