@@ -125,6 +125,10 @@ expect 2 "--out dir/ names a directory, not a file; give a NAME, e.g. --out dir/
 expect 2 "--out . names a directory" $T keygen --device-secret --out .
 expect 2 "--out takes the NAME without .key or .pub: --out rel writes rel.key and rel.pub" $T keygen --out rel.key
 expect 2 "dir is a directory; give a file name in it" $T keygen --device-secret --out dir
+mkdir q.pub qk.key
+expect 2 "^tcpota keygen: q.pub is a directory; choose another --out NAME \(NAME.key and NAME.pub are written\)$" $T keygen --out q
+expect 2 "^tcpota keygen: qk.key is a directory; choose another --out NAME" $T keygen --out qk
+[ ! -e q.key ] && [ ! -e qk.pub ] || fail "keygen left half a pair beside a directory: $(ls q* )"
 expect 2 "cannot create nodir/x.key: its directory does not exist" $T keygen --out nodir/x
 expect 2 "unexpected argument 'extra'" $T keygen --out x extra
 expect 2 "unknown option --bogus" $T keygen --bogus
