@@ -712,13 +712,19 @@ static uint32_t runner_random(void *ctx, uint32_t bound)
 /* Logs what the runner does. That the server cannot be reached is said at
  * once even with --quiet, with the next wait: a silent minute looks like
  * a hang. */
-/* Why a connection may end before the server sent a byte: what the server
- * knows (its log names it) and the device cannot tell apart. "" when the
+/* Why a connection may end, or time out, before the server sent a byte:
+ * what the server knows (its log names it) and the device cannot tell
+ * apart. "" when the
  * last attempt got no connection or an answer (an ERROR says why itself). */
 static const char *unanswered(const struct device *dv)
 {
     if (!dv->connected || dv->answered) {
         return "";
+    }
+    if (dv->dev.last_error == TCPOTA_ERR_TIMEDOUT) {
+        return " (the server took the connection but sent nothing: check that --server names its "
+               "device port (tcpota serve --listen), not its API or HTTP port; a server at its "
+               "limits may also be slow to answer)";
     }
     return dv->o.ca ? " (the server ended the connection before it answered: it may be at its "
                       "connection limit, or refuse this address or device; its log says which)"

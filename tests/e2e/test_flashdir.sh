@@ -126,8 +126,9 @@ ok "a slot file cut short or grown: that file named, shorter or longer, with wha
 
 # A server that closes without a word gets the device's hint (TLS, a full
 # server, a refused address: its log says which); one that answers, even
-# with garbage, does not.
-for mode in silent garbage; do
+# with garbage, does not; one that takes the connection and says nothing
+# (an API port, say) gets the hint to check the port, not the one for a close.
+for mode in silent garbage mute; do
   python3 - "$mode" > "$WORK/fake-$mode.port" <<'PY' &
 import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -135,6 +136,8 @@ s.bind(("127.0.0.1", 0)); s.listen(8); print(s.getsockname()[1], flush=True)
 for _ in range(2):
     c, _ = s.accept()
     c.recv(4096)
+    while sys.argv[1] == "mute" and c.recv(4096):
+        pass
     if sys.argv[1] == "garbage":
         c.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
     c.close()
@@ -143,9 +146,13 @@ PY
   for _ in $(seq 50); do [ -s "$WORK/fake-$mode.port" ] && break; sleep 0.1; done
   rc=0
   timeout 20 "$TCPOTA" device --server "127.0.0.1:$(cat "$WORK/fake-$mode.port")" --flash "$WORK/fk-$mode" \
-    --max-attempts 2 --quiet 2> "$WORK/fk.log" || rc=$?
+    --max-attempts 2 --timeout-ms 500 --quiet 2> "$WORK/fk.log" || rc=$?
   [ $rc -eq 1 ] || fail "a device against a $mode server exited $rc, expected 1"
-  if [ $mode = silent ]; then
+  if [ $mode = mute ]; then
+    grep -q "gave up after 2 attempts.*no data from the server for 500 ms (the server took the connection but sent nothing: check that --server names its device port" "$WORK/fk.log" ||
+      fail "no hint after a server that said nothing: $(cat "$WORK/fk.log")"
+    ! grep -q "ended the connection" "$WORK/fk.log" || fail "a mute server was said to close: $(cat "$WORK/fk.log")"
+  elif [ $mode = silent ]; then
     grep -q "gave up after 2 attempts.*(the server ended the connection before it answered: if it serves TLS, give --ca" "$WORK/fk.log" ||
       fail "no hint after a silent close: $(cat "$WORK/fk.log")"
   else
@@ -153,7 +160,7 @@ PY
     ! grep -q "before it answered" "$WORK/fk.log" || fail "a server that answered was called silent: $(cat "$WORK/fk.log")"
   fi
 done
-ok "a server that closes without a word: the device says what may be wrong; one that answers is not called silent"
+ok "a server that closes without a word, or keeps the connection and says nothing: the device says what may be wrong; one that answers is not called silent"
 
 # A dead port: kill a listener and reuse its port.
 start_server "$WORK/img" 2.0.0
