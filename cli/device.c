@@ -302,14 +302,14 @@ static int flash_open(struct device *dv, uint32_t slot_size)
         say(dv, "--init starts a new device in an empty directory, and %s is not empty; give "
                 "another --flash, or leave out --init to run the device it holds",
             dv->o.dir);
-        return -1;
+        return -2; /* the flags do not fit the directory: a usage error */
     }
     create = dv->o.init || !exists;
     rc = tcpota_posix_open(&dv->flash, dv->o.dir, create, create ? slot_size : 0, dv->o.factory);
 
     if (rc == TCPOTA_ERR_NOENT && dir_empty(dv->o.dir)) {
         say(dv, "%s holds no device; start a new device there with --init", dv->o.dir);
-        return -1;
+        return -2;
     }
     if (rc == TCPOTA_ERR_NOENT) {
         say(dv, "%s; restore it, or start a new device with --init in an empty directory",
@@ -953,9 +953,10 @@ static int device_main(struct device *dv)
 
     /* Until DIR exists the default id is not known: name the device by DIR. */
     set_prefix(dv, dv->o.id ? dv->o.id : dv->o.dir);
-    /* A --flash that is no directory is a bad argument, as an unusable
-     * --trust, --secret or --ca is (exit 2); a device that cannot start
-     * from it is a failure (1). */
+    /* A --flash that is no directory, or that the flags do not fit (an
+     * empty one without --init, --init on one not empty), is a bad
+     * argument, as an unusable --trust, --secret or --ca is (exit 2); a
+     * device whose files are damaged is a failure (1). */
     if ((rc = flash_open(dv, dv->o.slot_size)) < 0) {
         return rc == -2 ? 2 : 1;
     }

@@ -29,13 +29,13 @@ grep -q "$WORK/d is missing otadata.bin; restore it, or start a new device with 
 [ "$(sha256sum "$WORK/d/nvs.bin" "$WORK/d/ota_1.bin")" = "$before" ] || fail "the flash directory was rewritten"
 rc=0
 "$TCPOTA" device --server "$S" --flash "$WORK/d" --id d --init 2> "$WORK/d3.log" || rc=$?
-[ $rc -eq 1 ] || fail "--init over a partly missing device exited $rc, expected 1"
+[ $rc -eq 2 ] || fail "--init over a partly missing device exited $rc, expected 2 (usage)"
 ok "missing otadata.bin: refused, named, nothing rewritten (also with --init)"
 
 mkdir "$WORK/empty"
 rc=0
 "$TCPOTA" device --server "$S" --flash "$WORK/empty" 2> "$WORK/e.log" || rc=$?
-[ $rc -eq 1 ] || fail "an existing empty directory without --init exited $rc, expected 1"
+[ $rc -eq 2 ] || fail "an existing empty directory without --init exited $rc, expected 2 (usage)"
 grep -q "holds no device; start a new device there with --init" "$WORK/e.log" || fail "no --init hint"
 "$TCPOTA" device --server "$S" --flash "$WORK/empty" --init 2> "$WORK/e2.log" || fail "--init failed"
 check_device "$WORK/empty" "$WORK/img"
@@ -46,7 +46,7 @@ ok "existing empty directory: needs --init, then works"
 before=$(sha256sum "$WORK/empty"/*)
 rc=0
 "$TCPOTA" device --server "$S" --flash "$WORK/empty" --init 2> "$WORK/i.log" || rc=$?
-[ $rc -eq 1 ] || fail "--init over an existing device exited $rc, expected 1"
+[ $rc -eq 2 ] || fail "--init over an existing device exited $rc, expected 2 (usage)"
 grep -q -- "--init starts a new device in an empty directory, and $WORK/empty is not empty" "$WORK/i.log" ||
   fail "no message for --init over a device: $(cat "$WORK/i.log")"
 [ "$(sha256sum "$WORK/empty"/*)" = "$before" ] || fail "--init over a device changed its files"
