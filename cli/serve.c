@@ -453,6 +453,7 @@ static int serve_args(int argc, char **argv)
 {
     struct tcpota_serve_opts o;
     struct sources src;
+    struct stat st;
     char host[256] = "0.0.0.0";
     const char *api = "127.0.0.1:8071", *ota = NULL;
     const char *fleet_only = NULL; /* the last flag given that only fleet mode reads */
@@ -608,6 +609,11 @@ static int serve_args(int argc, char **argv)
         return 2;
     }
     if (check_arg(o.image, "image FILE", 0) < 0) {
+        return 2;
+    }
+    if (stat(o.image, &st) == 0 && st.st_size == 0) {
+        fprintf(stderr, "tcpota serve: image FILE %s is empty; give the firmware image to serve\n",
+                o.image);
         return 2;
     }
     if (sodium_init() < 0) {
