@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,6 +211,36 @@ static int device_set(struct api *a, int argc, char **argv)
     return rc;
 }
 
+/* --out FILE is created before the request (a secret the server made must
+ * have somewhere to go); a signal before it is written removes it, so that
+ * the command can simply be run again (an empty FILE would block that: a
+ * secret file is never overwritten). */
+static const char *volatile secret_out;
+
+static void secret_out_signal(int sig)
+{
+    if (secret_out) {
+        (void)unlink(secret_out); /* async-signal-safe */
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void secret_out_guard(const char *path)
+{
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    struct sigaction sa;
+    size_t i;
+
+    secret_out = path;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = path ? secret_out_signal : SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        (void)sigaction(sigs[i], &sa, NULL);
+    }
+}
+
 static int device_secret(struct api *a, int argc, char **argv)
 {
     const char *out = NULL, *pos[1], *hex;
@@ -231,6 +262,7 @@ static int device_secret(struct api *a, int argc, char **argv)
                     errno == EEXIST ? " (a secret file is never overwritten; give a new name)" : "");
             return 2;
         }
+        secret_out_guard(out);
     }
     rc = api_request(a, API_POST, path, NULL, 0, NULL, NULL, NULL, &d, NULL);
     hex = api_str(d, "secret");
@@ -242,6 +274,7 @@ static int device_secret(struct api *a, int argc, char **argv)
         if (fd >= 0) {
             close(fd);
             unlink(out);
+            secret_out_guard(NULL);
         }
         json_decref(d);
         return rc;
@@ -249,10 +282,16 @@ static int device_secret(struct api *a, int argc, char **argv)
     snprintf(line, sizeof(line), "tcpota-secret v1 %s\n", hex);
     if (fd >= 0) {
         size_t len = strlen(line);
-        if (write(fd, line, len) != (ssize_t)len || fsync(fd) != 0 || close(fd) != 0) {
+        int wrote = write(fd, line, len) == (ssize_t)len && fsync(fd) == 0, err = errno;
+        secret_out_guard(NULL); /* written (or, below, shown instead): kept */
+        if (close(fd) != 0 && wrote) {
+            wrote = 0;
+            err = errno;
+        }
+        if (!wrote) {
             /* the server holds the new secret: it must reach the user anyway */
             fprintf(stderr, "tcpota device: --out: cannot write %s: %s; the new secret is:\n%s",
-                    out, strerror(errno), line);
+                    out, strerror(err), line);
             json_decref(d);
             return 1;
         }

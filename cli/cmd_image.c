@@ -188,11 +188,16 @@ static int image_add(struct api *a, int argc, char **argv)
     }
     /* Unsigned without both: every server refuses it (one with keys wants
      * a manifest, one without wants both), in API terms; say it in ours. */
-    if (!b64 && (!version || !model)) {
+    if (!b64 && !version && !model) {
         free(img);
         return api_usage(a, "%s has no manifest (%s.manifest): sign it (tcpota sign --key K.key "
                          "--version V --model M %s), or, for a server without --pubkey keys, "
                          "give --version V --model M", pos[0], pos[0], pos[0]);
+    }
+    if (!b64 && (!version || !model)) {
+        free(img);
+        return api_usage(a, "%s has no manifest (%s.manifest), so it needs --version and --model "
+                         "both: %s is missing", pos[0], pos[0], version ? "--model M" : "--version V");
     }
     ev = version ? api_encode(version) : NULL;
     em = model ? api_encode(model) : NULL;

@@ -302,14 +302,14 @@ static int flash_open(struct device *dv, uint32_t slot_size)
         say(dv, "--init starts a new device in an empty directory, and %s is not empty; give "
                 "another --flash, or leave out --init to run the device it holds",
             dv->o.dir);
-        return -1;
+        return -2; /* the flags do not fit the directory: a usage error */
     }
     create = dv->o.init || !exists;
     rc = tcpota_posix_open(&dv->flash, dv->o.dir, create, create ? slot_size : 0, dv->o.factory);
 
     if (rc == TCPOTA_ERR_NOENT && dir_empty(dv->o.dir)) {
         say(dv, "%s holds no device; start a new device there with --init", dv->o.dir);
-        return -1;
+        return -2;
     }
     if (rc == TCPOTA_ERR_NOENT) {
         say(dv, "%s; restore it, or start a new device with --init in an empty directory",
@@ -646,7 +646,7 @@ static int client_input(void *ctx, int rc, const struct tcpota_dev_event *ev)
         /* The flash emulator's detail when it is new, and the session's own
          * words (the server's ERROR text, a decline's reason). */
         int fresh = strcmp(detail, dv->detail) != 0 && *detail;
-        const char *why = tcpota_dev_reason(&dv->dev);
+        const char *why = tcpota_client_reason(&dv->dev, rc);
         snprintf(dv->err, sizeof(dv->err), "session failed: %s%s%s%s%s%s", tcpota_strerror(rc),
                  fresh ? " (" : "", fresh ? detail : "", fresh ? ")" : "", why[0] ? ": " : "",
                  why);
@@ -712,13 +712,19 @@ static uint32_t runner_random(void *ctx, uint32_t bound)
 /* Logs what the runner does. That the server cannot be reached is said at
  * once even with --quiet, with the next wait: a silent minute looks like
  * a hang. */
-/* Why a connection may end before the server sent a byte: what the server
- * knows (its log names it) and the device cannot tell apart. "" when the
+/* Why a connection may end, or time out, before the server sent a byte:
+ * what the server knows (its log names it) and the device cannot tell
+ * apart. "" when the
  * last attempt got no connection or an answer (an ERROR says why itself). */
 static const char *unanswered(const struct device *dv)
 {
     if (!dv->connected || dv->answered) {
         return "";
+    }
+    if (dv->dev.last_error == TCPOTA_ERR_TIMEDOUT) {
+        return " (the server took the connection but sent nothing: check that --server names its "
+               "device port (tcpota serve --listen), not its API or HTTP port; a server at its "
+               "limits may also be slow to answer)";
     }
     return dv->o.ca ? " (the server ended the connection before it answered: it may be at its "
                       "connection limit, or refuse this address or device; its log says which)"
@@ -814,8 +820,8 @@ static void say_declined(struct device *dv)
                 "(%lu bytes)", (unsigned long)dv->declined_size, (unsigned long)dv->port.slot_size);
     } else {
         /* The core refuses before it records the offer's version. */
-        say(dv, "declined the server's offer: %s%s%s", tcpota_strerror(why),
-            tcpota_dev_reason(&dv->dev)[0] ? ": " : "", tcpota_dev_reason(&dv->dev));
+        const char *said = tcpota_client_reason(&dv->dev, why);
+        say(dv, "declined the server's offer: %s%s%s", tcpota_strerror(why), said[0] ? ": " : "", said);
     }
 }
 
@@ -947,9 +953,10 @@ static int device_main(struct device *dv)
 
     /* Until DIR exists the default id is not known: name the device by DIR. */
     set_prefix(dv, dv->o.id ? dv->o.id : dv->o.dir);
-    /* A --flash that is no directory is a bad argument, as an unusable
-     * --trust, --secret or --ca is (exit 2); a device that cannot start
-     * from it is a failure (1). */
+    /* A --flash that is no directory, or that the flags do not fit (an
+     * empty one without --init, --init on one not empty), is a bad
+     * argument, as an unusable --trust, --secret or --ca is (exit 2); a
+     * device whose files are damaged is a failure (1). */
     if ((rc = flash_open(dv, dv->o.slot_size)) < 0) {
         return rc == -2 ? 2 : 1;
     }

@@ -49,8 +49,9 @@ static void usage(FILE *f)
             "`device status` prints the running image and resume point as JSON.\n"
             "`device list|show|set|secret` are a fleet server's devices: tcpota device list --help\n"
             "exit: 0 up to date (or nothing newer for it), 1 failure or an image held back from\n"
-            "this device (the server says why), 2 usage or an unusable --flash, --trust, --secret\n"
-            "or --ca, 130/143 on SIGINT/SIGTERM\n",
+            "this device (the server says why) or a damaged --flash, 2 usage (a --flash that is no\n"
+            "directory, an empty one without --init, --init on one not empty) or an unusable\n"
+            "--trust, --secret or --ca, 130/143 on SIGINT/SIGTERM\n",
             (unsigned)TCPOTA_POSIX_SLOT_SIZE_DEFAULT, (unsigned)TCPOTA_DEV_ACK_DEFAULT);
 }
 

@@ -277,13 +277,17 @@ static void key_id(const uint8_t pk[32], char out[17])
     sodium_bin2hex(out, 17, h, 8);
 }
 
-/* Explains why a new file could not be created at path (errno err).
+/* Explains why a new file could not be created at path (errno err); pair:
+ * it is NAME.key or NAME.pub of a key pair, whose NAME the user gave.
  * Returns the exit code: 2 when the name given is at fault, else 1. */
-static int create_failed(const char *cmd, const char *path, int err)
+static int create_failed(const char *cmd, const char *path, int err, int pair)
 {
     struct stat st;
 
-    if (err == EEXIST && lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+    if (err == EEXIST && lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && pair) {
+        fprintf(stderr, "tcpota %s: %s is a directory; choose another --out NAME (NAME.key and "
+                        "NAME.pub are written)\n", cmd, path);
+    } else if (err == EEXIST && lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
         fprintf(stderr, "tcpota %s: %s is a directory; give a file name in it, e.g. %s/dev1.secret\n", cmd,
                 path, path);
     } else if (err == EEXIST) {
@@ -302,13 +306,13 @@ static int create_failed(const char *cmd, const char *path, int err)
 /* Writes a new file that must not exist yet, with `mode`. O_EXCL also
  * means a FIFO or a symlink planted at path is never opened. Returns 0 or
  * the exit code after a message. */
-static int write_new(const char *path, const char *text, mode_t mode)
+static int write_new(const char *path, const char *text, mode_t mode, int pair)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
     size_t n = strlen(text);
 
     if (fd < 0) {
-        return create_failed("keygen", path, errno);
+        return create_failed("keygen", path, errno, pair);
     }
     if (fchmod(fd, mode) < 0 || write(fd, text, n) != (ssize_t)n || fsync(fd) < 0) {
         fprintf(stderr, "tcpota keygen: cannot write %s: %s\n", path, strerror(errno));
@@ -350,7 +354,7 @@ static int keygen_secret(const char *out)
     randombytes_buf(s, sizeof(s));
     sodium_bin2hex(hex, sizeof(hex), s, sizeof(s));
     snprintf(line, sizeof(line), DEV_TAG "%s\n", hex);
-    rc = write_new(out, line, 0600);
+    rc = write_new(out, line, 0600, 0);
     sodium_memzero(s, sizeof(s));
     sodium_memzero(hex, sizeof(hex));
     sodium_memzero(line, sizeof(line));
@@ -371,16 +375,16 @@ static int keygen_pair(const char *out)
         return 2;
     }
     if (lstat(pub, &st) == 0) { /* checked first: no private key left behind */
-        return create_failed("keygen", pub, EEXIST);
+        return create_failed("keygen", pub, EEXIST, 1);
     }
     crypto_sign_keypair(pk, sk);
     sodium_bin2hex(hex, sizeof(hex), sk, sizeof(sk));
     snprintf(line, sizeof(line), SEC_TAG "%s\n", hex);
-    rc = write_new(key, line, 0600);
+    rc = write_new(key, line, 0600, 1);
     if (rc == 0) {
         sodium_bin2hex(hex, sizeof(hex), pk, sizeof(pk));
         snprintf(line, sizeof(line), PUB_TAG "%s\n", hex);
-        rc = write_new(pub, line, 0644);
+        rc = write_new(pub, line, 0644, 1);
         if (rc == 0) {
             key_id(pk, id);
             fprintf(stderr, "tcpota keygen: wrote %s (private, 0600) and %s, key id %s\n", key, pub, id);

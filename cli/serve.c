@@ -410,6 +410,16 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
                 : src->auth_file ? "--auth-file" : "--require-signed");
         return 2;
     }
+    if (o->allow_downgrade) {
+        fprintf(stderr, "tcpota serve: --allow-downgrade does not apply with --data (each rollout "
+                        "says it: `tcpota rollout create --allow-downgrade ...`)\n");
+        return 2;
+    }
+    if (!*o->data_dir) {
+        fprintf(stderr, "tcpota serve: --data is empty; give the fleet's directory (it is "
+                        "created if missing)\n");
+        return 2;
+    }
     if (stat(o->data_dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
         fprintf(stderr, "tcpota serve: --data %s is not a directory; give a directory (it is "
                         "created if missing)\n", o->data_dir);
@@ -431,7 +441,7 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
     o->images_dir = images;
     o->pubkeys = (const uint8_t(*)[32])src->keys;
     o->npubkeys = src->nkeys;
-    if (!src->nkeys) {
+    if (!src->nkeys && o->api_host) { /* --api off: no images arrive here */
         fprintf(stderr, "tcpota serve: warning: no --pubkey: the API takes unsigned images; "
                         "give --pubkey K.pub so that only signed images are served\n");
     }
@@ -443,6 +453,7 @@ static int serve_args(int argc, char **argv)
 {
     struct tcpota_serve_opts o;
     struct sources src;
+    struct stat st;
     char host[256] = "0.0.0.0";
     const char *api = "127.0.0.1:8071", *ota = NULL;
     const char *fleet_only = NULL; /* the last flag given that only fleet mode reads */
@@ -598,6 +609,11 @@ static int serve_args(int argc, char **argv)
         return 2;
     }
     if (check_arg(o.image, "image FILE", 0) < 0) {
+        return 2;
+    }
+    if (stat(o.image, &st) == 0 && st.st_size == 0) {
+        fprintf(stderr, "tcpota serve: image FILE %s is empty; give the firmware image to serve\n",
+                o.image);
         return 2;
     }
     if (sodium_init() < 0) {

@@ -766,11 +766,25 @@ static void on_auth(struct conn *c, const uint8_t *mac)
     }
 }
 
+void conn_peer_error(const struct tcpota_msg *m, char *buf, size_t cap)
+{
+    const char *text = tcpota_strerror(m->u.error.code);
+    const char *said = m->u.error.message.ptr ? (const char *)m->u.error.message.ptr : "";
+    size_t n = m->u.error.message.len;
+
+    if (n == 0 || (n == strlen(text) && memcmp(said, text, n) == 0)) {
+        snprintf(buf, cap, "device error: %s", text);
+    } else {
+        snprintf(buf, cap, "device error: %s (%.*s)", text, (int)n, said);
+    }
+}
+
 static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
 {
     struct server *srv = c->srv;
     const struct tcpota_msg *m = &ev->msg;
     uint32_t size = c->img ? c->img->size : 0;
+    char why[TCPOTA_MAX_MESSAGE + 64];
 
     if (srv->fleet) {
         fleet_on_event(c, ev);
@@ -850,8 +864,8 @@ static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
         return;
     case TCPOTA_SRV_EV_PEER_ERROR:
         conn_set_outcome(c, DEV_FAILED);
-        clog_(c, 1, "device error: %s (%.*s)", tcpota_strerror(m->u.error.code),
-              m->u.error.message.len, m->u.error.message.ptr ? (const char *)m->u.error.message.ptr : "");
+        conn_peer_error(m, why, sizeof(why));
+        clog_(c, 1, "%s", why);
         return;
     default:
         return;
@@ -905,7 +919,7 @@ static int detect(struct conn *c, const uint8_t *buf, size_t n)
         metrics_connection(METRICS_V1);
         return 0;
     }
-    if (k == TCPOTA_KIND_LEGACY && (refusal = legacy_refusal(c->srv->o)) != NULL) {
+    if (k == TCPOTA_KIND_LEGACY && (refusal = legacy_refusal(c->srv->o, c->srv->o->manifest != NULL)) != NULL) {
         c->srv->stats.refused++;
         clog_(c, 1, "legacy (req0/req1) device refused: %s", refusal);
         (void)conn_close(c, 1);

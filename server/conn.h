@@ -13,6 +13,7 @@
 struct server;
 struct conn;
 struct evbuffer;
+struct tcpota_msg;
 
 /* Takes over the accepted socket fd from host:port and starts serving it
  * (inside TLS when the server has a TLS context). unauth: the caller
@@ -77,5 +78,10 @@ void conn_drain_streams(struct server *srv);
 /* 1 when bytes the peer sent wait unread in c's socket: a loop that ran
  * late (the process stopped or starved) must not call such a peer idle. */
 int conn_input_unread(const struct conn *c);
+
+/* "device error: TEXT (MESSAGE)" of a device's ERROR m into buf: TEXT the
+ * code's (tcpota_strerror), MESSAGE the device's own words, left out when
+ * empty or when they repeat TEXT ("frame CRC mismatch" twice). */
+void conn_peer_error(const struct tcpota_msg *m, char *buf, size_t cap);
 
 #endif

@@ -915,9 +915,7 @@ void fleet_on_event(struct conn *c, const struct tcpota_srv_event *ev)
         }
         return;
     case TCPOTA_SRV_EV_PEER_ERROR:
-        snprintf(why, sizeof(why), "device error: %s (%.*s)", tcpota_strerror(m->u.error.code),
-                 m->u.error.message.len,
-                 m->u.error.message.ptr ? (const char *)m->u.error.message.ptr : "");
+        conn_peer_error(m, why, sizeof(why));
         metrics_event(c->rollout_id, img->desc.id, METRICS_FAILED);
         {
             uint64_t ro = c->rollout_id;
@@ -965,6 +963,9 @@ static void legacy_checkin_done(struct store_req *r)
             why = rollout_reason(rv);
         } else if (!(img = image_for(c->srv, &r->u.checkin.out->image))) {
             why = "the rollout's image cannot be loaded";
+        } else if ((why = legacy_refusal(c->srv->o, img->manifest != NULL)) != NULL) {
+            c->srv->stats.refused++;
+            img = NULL;
         }
     }
     if (!img) {

@@ -8,14 +8,14 @@
 #include <event2/buffer.h>
 #include <string.h>
 
-const char *legacy_refusal(const struct tcpota_serve_opts *o)
+const char *legacy_refusal(const struct tcpota_serve_opts *o, int is_signed)
 {
     if (o->require_auth && !o->allow_unauth_legacy) {
         return "--require-auth is on and legacy devices cannot authenticate "
                "(--allow-unauthenticated-legacy serves them anyway: then anyone who can "
                "connect gets the image)";
     }
-    if (o->manifest && !o->allow_legacy) {
+    if (is_signed && !o->allow_legacy) {
         return "the image is signed and legacy devices cannot check it (--allow-legacy "
                "serves them anyway)";
     }

@@ -10,9 +10,12 @@ struct conn;
 struct tcpota_serve_opts;
 
 /* Why the server's options forbid serving legacy devices (they can neither
- * authenticate nor check a signature), or NULL when they are served. The
- * reason names the option that would serve them and what it risks. */
-const char *legacy_refusal(const struct tcpota_serve_opts *o);
+ * authenticate nor check a signature), or NULL when they are served;
+ * is_signed: the image they would get is signed (single-image mode knows
+ * it from the start, fleet mode once the store has chosen the rollout's
+ * image). The reason names the option that would serve them and what it
+ * risks. */
+const char *legacy_refusal(const struct tcpota_serve_opts *o, int is_signed);
 
 /* Feeds bytes a legacy device sent and queues the packages it asked for.
  * Returns 0, or -1 when c was closed and freed. */

@@ -389,7 +389,8 @@ static void raise_fd_limit(const struct tcpota_serve_opts *o)
                    (unsigned long long)rl.rlim_cur, o->max_conns, room,
                    (unsigned long long)o->max_conns + FD_RESERVED, room);
     } else if (!o->quiet) {
-        say_always(o, LOG_LV_INFO, "descriptor limit %llu", (unsigned long long)rl.rlim_cur);
+        say_always(o, LOG_LV_INFO, "descriptor limit %llu: room for --max-conns %u connections",
+                   (unsigned long long)rl.rlim_cur, o->max_conns);
     }
 }
 

@@ -266,6 +266,13 @@ static int session_live(const struct tcpota_client *c)
     return s == TCPOTA_DEV_HELLO_SENT || s == TCPOTA_DEV_RECEIVING;
 }
 
+const char *tcpota_client_reason(const struct tcpota_dev *dev, int rc)
+{
+    const char *why = tcpota_dev_reason(dev);
+
+    return strcmp(why, tcpota_strerror(rc)) == 0 ? "" : why;
+}
+
 /* Sends what the session has queued until the socket is full. Returns 0
  * or -1 with err set. */
 static int flush_some(struct tcpota_client *c)
@@ -354,7 +361,7 @@ static int feed(struct tcpota_client *c)
             /* The session's own words (a decline's reason, the server's
              * ERROR text such as "authentication refused: check the
              * device secret") say more than the code. */
-            const char *why = tcpota_dev_reason(c->cfg.dev);
+            const char *why = tcpota_client_reason(c->cfg.dev, rc);
             set_err(c, "session failed: %s%s%s", tcpota_strerror(rc), why[0] ? ": " : "", why);
             if (c->cfg.on_input) {
                 (void)c->cfg.on_input(c->cfg.ctx, rc, &ev);

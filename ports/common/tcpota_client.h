@@ -153,6 +153,11 @@ void tcpota_client_close(struct tcpota_client *c, uint32_t linger_ms);
  * stop was requested. */
 int tcpota_client_wait(struct tcpota_client *c, int fd, short events, uint32_t ms);
 
+/* The session's own words on why it failed with rc (tcpota_dev_reason:
+ * the server's ERROR text, a decline's reason), or "" when they only
+ * repeat tcpota_strerror(rc): "frame CRC mismatch" is said once. */
+const char *tcpota_client_reason(const struct tcpota_dev *dev, int rc);
+
 #ifdef __cplusplus
 }
 #endif

@@ -353,6 +353,16 @@ run 2 $T device secret dev-7 --out dev7.secret $API
 has err.log "cannot create dev7.secret: File exists"
 [ "$(nreq)" -eq "$n" ] || fail "a new secret was asked for although --out could not be created"
 ok "device secret prints the secret once as a secret file (or --out, mode 0600) that tcpota device --secret takes"
+# Interrupted while the API has not answered: no empty --out left behind, so
+# that running it again works (a secret file is never overwritten).
+route POST /v1/devices/dev-8/secret 201 '{"id": "dev-8", "secret": "'$SECRET'"}' 5
+rc=0; timeout --preserve-status -s INT 1 $T device secret dev-8 --out dev8.secret $API > out.log 2> err.log || rc=$?
+[ $rc -eq 130 ] || fail "device secret interrupted exited $rc, not 130: $(cat err.log)"
+[ ! -e dev8.secret ] || fail "an interrupted device secret left dev8.secret ($(stat -c %s dev8.secret) bytes)"
+route POST /v1/devices/dev-8/secret 201 '{"id": "dev-8", "secret": "'$SECRET'"}'
+run 0 $T device secret dev-8 --out dev8.secret $API
+[ "$(cat dev8.secret)" = "tcpota-secret v1 $SECRET" ] || fail "--out after an interruption: $(cat dev8.secret)"
+ok "device secret --out interrupted by SIGINT: no file left; run again, it is written"
 
 # --- the simulator keeps its own options and messages
 run 2 $T device --frobnicate

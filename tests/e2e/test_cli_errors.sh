@@ -55,6 +55,9 @@ expect 2 "public key: cannot open nothere.pub: No such file" $T verify --pubkey 
 expect 2 "image: cannot open nothere: No such file" $T sign --key k.key $S nothere
 expect 2 "private key: empty is empty; give NAME.key" $T sign --key empty $S img
 expect 2 "image: empty is empty" $T sign --key k.key $S empty
+expect 2 "^tcpota serve: image FILE empty is empty; give the firmware image to serve$" \
+  $T serve --listen 127.0.0.1:0 --version 2.0.0 empty
+expect 2 "image FILE: fifo is not a regular file \(it is a FIFO\)" $T serve --listen 127.0.0.1:0 --version 2.0.0 fifo
 expect 2 "public key: empty is empty; give NAME.pub" $T verify --pubkey empty img
 expect 1 "manifest empty is empty; sign the image again" $T verify --pubkey k.pub --manifest empty img
 printf 'garbage, not a manifest' > garbage.manifest
@@ -125,6 +128,10 @@ expect 2 "--out dir/ names a directory, not a file; give a NAME, e.g. --out dir/
 expect 2 "--out . names a directory" $T keygen --device-secret --out .
 expect 2 "--out takes the NAME without .key or .pub: --out rel writes rel.key and rel.pub" $T keygen --out rel.key
 expect 2 "dir is a directory; give a file name in it" $T keygen --device-secret --out dir
+mkdir q.pub qk.key
+expect 2 "^tcpota keygen: q.pub is a directory; choose another --out NAME \(NAME.key and NAME.pub are written\)$" $T keygen --out q
+expect 2 "^tcpota keygen: qk.key is a directory; choose another --out NAME" $T keygen --out qk
+[ ! -e q.key ] && [ ! -e qk.pub ] || fail "keygen left half a pair beside a directory: $(ls q* )"
 expect 2 "cannot create nodir/x.key: its directory does not exist" $T keygen --out nodir/x
 expect 2 "unexpected argument 'extra'" $T keygen --out x extra
 expect 2 "unknown option --bogus" $T keygen --bogus

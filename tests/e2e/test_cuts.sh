@@ -58,6 +58,9 @@ start_proxy flip "$SERVER_PORT" --flip-at 30000
   --backoff-min-ms 50 2> "$WORK/d3.log" || fail "device behind the flipping proxy failed"
 check_device "$WORK/d3" "$WORK/small"
 grep -q 'flipped' "$WORK/flip.log" || fail "proxy did not flip a byte"
-grep -qi 'crc' "$WORK/d3.log" "$WORK/server.log" || fail "nobody noticed the flipped byte"
+grep -q 'session failed: frame CRC mismatch; retrying' "$WORK/d3.log" ||
+  fail "the device did not say the CRC failed, once: $(grep -i crc "$WORK/d3.log")"
+grep -q 'device error: frame CRC mismatch$' "$WORK/server.log" ||
+  fail "the server did not log the device's CRC error, once: $(grep -i crc "$WORK/server.log")"
 ok "flipped byte detected by CRC, image byte-exact"
 stop_server

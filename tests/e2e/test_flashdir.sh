@@ -29,13 +29,13 @@ grep -q "$WORK/d is missing otadata.bin; restore it, or start a new device with 
 [ "$(sha256sum "$WORK/d/nvs.bin" "$WORK/d/ota_1.bin")" = "$before" ] || fail "the flash directory was rewritten"
 rc=0
 "$TCPOTA" device --server "$S" --flash "$WORK/d" --id d --init 2> "$WORK/d3.log" || rc=$?
-[ $rc -eq 1 ] || fail "--init over a partly missing device exited $rc, expected 1"
+[ $rc -eq 2 ] || fail "--init over a partly missing device exited $rc, expected 2 (usage)"
 ok "missing otadata.bin: refused, named, nothing rewritten (also with --init)"
 
 mkdir "$WORK/empty"
 rc=0
 "$TCPOTA" device --server "$S" --flash "$WORK/empty" 2> "$WORK/e.log" || rc=$?
-[ $rc -eq 1 ] || fail "an existing empty directory without --init exited $rc, expected 1"
+[ $rc -eq 2 ] || fail "an existing empty directory without --init exited $rc, expected 2 (usage)"
 grep -q "holds no device; start a new device there with --init" "$WORK/e.log" || fail "no --init hint"
 "$TCPOTA" device --server "$S" --flash "$WORK/empty" --init 2> "$WORK/e2.log" || fail "--init failed"
 check_device "$WORK/empty" "$WORK/img"
@@ -46,7 +46,7 @@ ok "existing empty directory: needs --init, then works"
 before=$(sha256sum "$WORK/empty"/*)
 rc=0
 "$TCPOTA" device --server "$S" --flash "$WORK/empty" --init 2> "$WORK/i.log" || rc=$?
-[ $rc -eq 1 ] || fail "--init over an existing device exited $rc, expected 1"
+[ $rc -eq 2 ] || fail "--init over an existing device exited $rc, expected 2 (usage)"
 grep -q -- "--init starts a new device in an empty directory, and $WORK/empty is not empty" "$WORK/i.log" ||
   fail "no message for --init over a device: $(cat "$WORK/i.log")"
 [ "$(sha256sum "$WORK/empty"/*)" = "$before" ] || fail "--init over a device changed its files"
@@ -126,8 +126,9 @@ ok "a slot file cut short or grown: that file named, shorter or longer, with wha
 
 # A server that closes without a word gets the device's hint (TLS, a full
 # server, a refused address: its log says which); one that answers, even
-# with garbage, does not.
-for mode in silent garbage; do
+# with garbage, does not; one that takes the connection and says nothing
+# (an API port, say) gets the hint to check the port, not the one for a close.
+for mode in silent garbage mute; do
   python3 - "$mode" > "$WORK/fake-$mode.port" <<'PY' &
 import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -135,6 +136,8 @@ s.bind(("127.0.0.1", 0)); s.listen(8); print(s.getsockname()[1], flush=True)
 for _ in range(2):
     c, _ = s.accept()
     c.recv(4096)
+    while sys.argv[1] == "mute" and c.recv(4096):
+        pass
     if sys.argv[1] == "garbage":
         c.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
     c.close()
@@ -143,9 +146,13 @@ PY
   for _ in $(seq 50); do [ -s "$WORK/fake-$mode.port" ] && break; sleep 0.1; done
   rc=0
   timeout 20 "$TCPOTA" device --server "127.0.0.1:$(cat "$WORK/fake-$mode.port")" --flash "$WORK/fk-$mode" \
-    --max-attempts 2 --quiet 2> "$WORK/fk.log" || rc=$?
+    --max-attempts 2 --timeout-ms 500 --quiet 2> "$WORK/fk.log" || rc=$?
   [ $rc -eq 1 ] || fail "a device against a $mode server exited $rc, expected 1"
-  if [ $mode = silent ]; then
+  if [ $mode = mute ]; then
+    grep -q "gave up after 2 attempts.*no data from the server for 500 ms (the server took the connection but sent nothing: check that --server names its device port" "$WORK/fk.log" ||
+      fail "no hint after a server that said nothing: $(cat "$WORK/fk.log")"
+    ! grep -q "ended the connection" "$WORK/fk.log" || fail "a mute server was said to close: $(cat "$WORK/fk.log")"
+  elif [ $mode = silent ]; then
     grep -q "gave up after 2 attempts.*(the server ended the connection before it answered: if it serves TLS, give --ca" "$WORK/fk.log" ||
       fail "no hint after a silent close: $(cat "$WORK/fk.log")"
   else
@@ -153,7 +160,7 @@ PY
     ! grep -q "before it answered" "$WORK/fk.log" || fail "a server that answered was called silent: $(cat "$WORK/fk.log")"
   fi
 done
-ok "a server that closes without a word: the device says what may be wrong; one that answers is not called silent"
+ok "a server that closes without a word, or keeps the connection and says nothing: the device says what may be wrong; one that answers is not called silent"
 
 # A dead port: kill a listener and reuse its port.
 start_server "$WORK/img" 2.0.0

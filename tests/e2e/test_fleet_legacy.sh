@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The sample's req0/req1 devices in fleet mode: registered by address under
 # model `legacy`; without a `legacy` rollout they get nothing, with one they
-# get its image byte-exact.
+# get its image byte-exact; a signed image (which they cannot check) only
+# with --allow-legacy, as in single-image mode.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fleet_lib.sh"
 
@@ -21,5 +22,23 @@ ok "no legacy rollout: nothing sent; the device is registered as legacy-127.0.0.
   fail "legacy client failed under the legacy rollout"
 cmp "$WORK/got" "$WORK/img" || fail "legacy client got other bytes"
 [ "$(device_state legacy-127.0.0.1)" = updated ] || fail "legacy device is $(device_state legacy-127.0.0.1)"
-stop_fleet
 ok "legacy rollout: the sample's device gets its image byte-exact"
+
+make_keys rel
+signed_image "$WORK/signed" 50000 6.0.0 legacy rel
+image_add "$WORK/signed" > /dev/null
+"$TCPOTA" rollout create --image 6.0.0 --model legacy > /dev/null || fail "rollout create 6.0.0 failed"
+rc=0
+"$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out "$WORK/signed.got" --timeout 5 > "$WORK/signed.log" 2>&1 || rc=$?
+[ $rc -ne 0 ] || fail "a legacy device got a signed image without --allow-legacy"
+grep -q 'nothing to send: the image is signed and legacy devices cannot check it (--allow-legacy' \
+  "$WORK/server.log" || fail "no reason logged: $(grep 'legacy device' "$WORK/server.log" | tail -2)"
+stop_fleet
+ok "a signed legacy rollout: nothing sent without --allow-legacy"
+
+start_fleet --allow-legacy
+"$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out "$WORK/signed.got" > "$WORK/signed.log" 2>&1 ||
+  fail "--allow-legacy did not serve the signed image: $(tail -2 "$WORK/signed.log")"
+cmp "$WORK/signed.got" "$WORK/signed" || fail "legacy client got other bytes than the signed image"
+stop_fleet
+ok "--allow-legacy: the signed image is sent byte-exact"

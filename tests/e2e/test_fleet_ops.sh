@@ -111,7 +111,12 @@ rc=0; "$TCPOTA" device secret $'id\twith a tab' > "$WORK/out" 2>&1 || rc=$?
 [ $rc -eq 2 ] && grep -q 'a device id is 1 to 64 printable characters' "$WORK/out" || fail "an id with a tab: rc $rc $(cat "$WORK/out")"
 make_image "$WORK/unsigned" 1000
 rc=0; "$TCPOTA" image add --version 9.0.0 "$WORK/unsigned" > "$WORK/out" 2>&1 || rc=$?
-[ $rc -eq 2 ] && grep -q 'has no manifest .*--version V --model M' "$WORK/out" || fail "unsigned without --model: rc $rc $(cat "$WORK/out")"
+[ $rc -eq 2 ] && grep -q 'has no manifest (.*), so it needs --version and --model both: --model M is missing' "$WORK/out" ||
+  fail "unsigned without --model: rc $rc $(cat "$WORK/out")"
+rc=0; "$TCPOTA" image add --model esp32 "$WORK/unsigned" > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q 'both: --version V is missing' "$WORK/out" || fail "unsigned without --version: rc $rc $(cat "$WORK/out")"
+rc=0; "$TCPOTA" image add "$WORK/unsigned" > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q 'has no manifest .*sign it .*--version V --model M' "$WORK/out" || fail "unsigned, neither: rc $rc $(cat "$WORK/out")"
 mkfifo "$WORK/fifo"
 rc=0; timeout 20 "$TCPOTA" image add --manifest "$WORK/fifo" "$WORK/unsigned" > "$WORK/out" 2>&1 || rc=$?
 [ $rc -eq 2 ] && grep -q -- "--manifest: $WORK/fifo is not a regular file (it is a FIFO)" "$WORK/out" ||
@@ -239,3 +244,20 @@ rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "
 grep -q "tcpota image add $WORK/i2" "$WORK/file.log" || fail "--data with a FILE: $(cat "$WORK/file.log")"
 [ ! -e "$WORK/new" ] || fail "--data with a FILE created the data directory"
 ok "--data on a regular file, and --data with a FILE: exit 2 with a message saying what to do"
+rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "$WORK/new" --allow-downgrade > /dev/null 2> "$WORK/dg.log" || rc=$?
+[ $rc -eq 2 ] || fail "--data with --allow-downgrade: rc $rc, not 2: $(cat "$WORK/dg.log")"
+grep -q -- "--allow-downgrade does not apply with --data (each rollout says it: \`tcpota rollout create --allow-downgrade" "$WORK/dg.log" ||
+  fail "--data with --allow-downgrade: $(cat "$WORK/dg.log")"
+rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data '' > /dev/null 2> "$WORK/empty.log" || rc=$?
+[ $rc -eq 2 ] || fail "--data '': rc $rc, not 2: $(cat "$WORK/empty.log")"
+grep -q -- "--data is empty; give the fleet's directory" "$WORK/empty.log" || fail "--data '': $(cat "$WORK/empty.log")"
+[ ! -e "$WORK/new" ] || fail "a refused start created the data directory"
+ok "--allow-downgrade (a rollout's choice) or an empty --data with --data: exit 2, what to do"
+
+# --api off: no API takes images here, so no warning about what it takes.
+"$TCPOTA" serve --listen 127.0.0.1:0 --api off --data "$WORK/noapi" --no-progress 2> "$WORK/noapi.log" &
+NOAPI=$!; PIDS+=("$NOAPI")
+wait_line "$WORK/noapi.log" 'listening on'
+kill -TERM "$NOAPI"; wait "$NOAPI" || fail "--api off: the server exited $? on SIGTERM"
+! grep -q 'no --pubkey' "$WORK/noapi.log" || fail "--api off warned about the API: $(cat "$WORK/noapi.log")"
+ok "--api off: no warning about the images an API would take"
