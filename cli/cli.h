@@ -64,6 +64,9 @@ int cli_warn_if_exposed(const char *path, int fd);
  * regular file)") or that it does not exist. */
 int cli_check_dir(const char *path, const char *what, int missing_ok);
 
+/* 1 when dir exists and holds nothing but "." and "..". */
+int cli_dir_empty(const char *dir);
+
 /* Warns on stderr, as "tcpota CMD: warning: ...", when version has no
  * place in the order devices are offered by (tcpota/version.h): servers
  * then offer it to no device unless --allow-downgrade. */

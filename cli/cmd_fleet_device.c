@@ -214,8 +214,13 @@ static int device_set(struct api *a, int argc, char **argv)
 /* --out FILE is created before the request (a secret the server made must
  * have somewhere to go); a signal before it is written removes it, so that
  * the command can simply be run again (an empty FILE would block that: a
- * secret file is never overwritten). */
+ * secret file is never overwritten). Signals the caller ignores (nohup, a
+ * background job) stay ignored; while the secret is written they wait, so
+ * that a written file is never removed. */
+static const int secret_sigs[] = {SIGINT, SIGTERM, SIGHUP};
+#define SECRET_NSIGS (sizeof(secret_sigs) / sizeof(secret_sigs[0]))
 static const char *volatile secret_out;
+static struct sigaction secret_old[SECRET_NSIGS];
 
 static void secret_out_signal(int sig)
 {
@@ -226,19 +231,47 @@ static void secret_out_signal(int sig)
     raise(sig);
 }
 
-static void secret_out_guard(const char *path)
+/* Arms the removal of path on a signal. */
+static void secret_out_arm(const char *path)
 {
-    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
     struct sigaction sa;
     size_t i;
 
     secret_out = path;
     memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = path ? secret_out_signal : SIG_DFL;
+    sa.sa_handler = secret_out_signal;
     sigemptyset(&sa.sa_mask);
-    for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-        (void)sigaction(sigs[i], &sa, NULL);
+    for (i = 0; i < SECRET_NSIGS; i++) {
+        if (sigaction(secret_sigs[i], NULL, &secret_old[i]) == 0 &&
+            secret_old[i].sa_handler != SIG_IGN) {
+            (void)sigaction(secret_sigs[i], &sa, NULL);
+        }
     }
+}
+
+/* The signals back as they were; a signal that came meanwhile (blocked)
+ * acts once they are unblocked. */
+static void secret_out_disarm(void)
+{
+    size_t i;
+
+    for (i = 0; i < SECRET_NSIGS; i++) {
+        (void)sigaction(secret_sigs[i], &secret_old[i], NULL);
+    }
+    secret_out = NULL;
+}
+
+/* Blocks (on != 0) or unblocks the signals of secret_sigs. */
+static void secret_sigs_block(int on)
+{
+    sigset_t set;
+    size_t i;
+
+    sigemptyset(&set);
+    for (i = 0; i < SECRET_NSIGS; i++) {
+        sigaddset(&set, secret_sigs[i]);
+    }
+    (void)sigprocmask(on ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
 }
 
 static int device_secret(struct api *a, int argc, char **argv)
@@ -262,7 +295,7 @@ static int device_secret(struct api *a, int argc, char **argv)
                     errno == EEXIST ? " (a secret file is never overwritten; give a new name)" : "");
             return 2;
         }
-        secret_out_guard(out);
+        secret_out_arm(out);
     }
     rc = api_request(a, API_POST, path, NULL, 0, NULL, NULL, NULL, &d, NULL);
     hex = api_str(d, "secret");
@@ -274,7 +307,7 @@ static int device_secret(struct api *a, int argc, char **argv)
         if (fd >= 0) {
             close(fd);
             unlink(out);
-            secret_out_guard(NULL);
+            secret_out_disarm();
         }
         json_decref(d);
         return rc;
@@ -282,16 +315,24 @@ static int device_secret(struct api *a, int argc, char **argv)
     snprintf(line, sizeof(line), "tcpota-secret v1 %s\n", hex);
     if (fd >= 0) {
         size_t len = strlen(line);
-        int wrote = write(fd, line, len) == (ssize_t)len && fsync(fd) == 0, err = errno;
-        secret_out_guard(NULL); /* written (or, below, shown instead): kept */
+        int wrote, err;
+        secret_sigs_block(1); /* from here the file is the secret's, or gone */
+        wrote = write(fd, line, len) == (ssize_t)len && fsync(fd) == 0;
+        err = errno;
         if (close(fd) != 0 && wrote) {
             wrote = 0;
             err = errno;
         }
         if (!wrote) {
-            /* the server holds the new secret: it must reach the user anyway */
-            fprintf(stderr, "tcpota device: --out: cannot write %s: %s; the new secret is:\n%s",
-                    out, strerror(err), line);
+            /* the server holds the new secret: it must reach the user anyway,
+             * and the file, empty or partial, must not block the next try */
+            unlink(out);
+            fprintf(stderr, "tcpota device: --out: cannot write %s: %s (removed it); the new "
+                            "secret is:\n%s", out, strerror(err), line);
+        }
+        secret_out_disarm();
+        secret_sigs_block(0);
+        if (!wrote) {
             json_decref(d);
             return 1;
         }

@@ -48,7 +48,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -266,29 +265,14 @@ static void set_prefix(struct device *dv, const char *id)
     snprintf(dv->prefix, sizeof(dv->prefix), "device %s: ", id);
 }
 
-/* 1 when dir exists and holds nothing but "." and "..". */
-static int dir_empty(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    int n = 0;
-
-    if (!d) {
-        return 0;
-    }
-    while ((e = readdir(d)) != NULL) {
-        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
-    }
-    closedir(d);
-    return n == 0;
-}
 
 /* Opens DIR as it is. A new device is created only where DIR does not
  * exist, or with --init: a directory that lost a file must not silently
  * become a blank device (losing the installed image and the anti-rollback
  * counter). --slot-size and --factory-version only shape a new device.
- * Returns 0, -2 when DIR is not a directory and cannot become one (a bad
- * argument), or -1 (said). */
+ * Returns 0, -2 when DIR is not a directory and cannot become one, or the
+ * flags do not fit it (an empty one without --init, --init on one not
+ * empty): a bad argument; or -1 (said). */
 static int flash_open(struct device *dv, uint32_t slot_size)
 {
     struct stat st;
@@ -297,7 +281,7 @@ static int flash_open(struct device *dv, uint32_t slot_size)
     if (cli_check_dir(dv->o.dir, "--flash", 1) < 0) {
         return -2; /* not a directory, or not one that can be made: a bad argument */
     }
-    if (dv->o.init && exists && !dir_empty(dv->o.dir)) {
+    if (dv->o.init && exists && !cli_dir_empty(dv->o.dir)) {
         /* --init never runs (or blanks) what a directory already holds. */
         say(dv, "--init starts a new device in an empty directory, and %s is not empty; give "
                 "another --flash, or leave out --init to run the device it holds",
@@ -307,7 +291,7 @@ static int flash_open(struct device *dv, uint32_t slot_size)
     create = dv->o.init || !exists;
     rc = tcpota_posix_open(&dv->flash, dv->o.dir, create, create ? slot_size : 0, dv->o.factory);
 
-    if (rc == TCPOTA_ERR_NOENT && dir_empty(dv->o.dir)) {
+    if (rc == TCPOTA_ERR_NOENT && cli_dir_empty(dv->o.dir)) {
         say(dv, "%s holds no device; start a new device there with --init", dv->o.dir);
         return -2;
     }

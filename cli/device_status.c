@@ -121,7 +121,7 @@ int cmd_device_status(int argc, char **argv)
         const char *d = tcpota_posix_strerror_detail(&dev);
         if (*d) cli_err("%s\n", d); /* "DIR holds no device (...)" */
         else cli_err("no device flash in %s\n", dir);
-        return 1;
+        return cli_dir_empty(dir) ? 2 : 1; /* an empty one: the wrong --flash, as in tcpota device */
     }
     if (rc < 0) {
         cli_err("cannot open device flash in %s: %s (%s)\n", dir, tcpota_strerror(rc),

@@ -2,6 +2,7 @@
 #include "cli.h"
 #include "tcpota/version.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -236,4 +237,20 @@ FILE *cli_fopen_regular(const char *path, const char *what)
         close(fd);
     }
     return f;
+}
+
+int cli_dir_empty(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+
+    if (!d) {
+        return 0;
+    }
+    while ((e = readdir(d)) != NULL) {
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    }
+    closedir(d);
+    return n == 0;
 }

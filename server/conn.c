@@ -784,7 +784,7 @@ static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
     struct server *srv = c->srv;
     const struct tcpota_msg *m = &ev->msg;
     uint32_t size = c->img ? c->img->size : 0;
-    char why[TCPOTA_MAX_MESSAGE + 64];
+    char why[TCPOTA_MAX_MESSAGE + 128];
 
     if (srv->fleet) {
         fleet_on_event(c, ev);

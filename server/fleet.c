@@ -937,6 +937,7 @@ static void legacy_checkin_done(struct store_req *r)
     struct image *img = NULL;
     const char *why = NULL;
     enum rollout_verdict rv;
+    int refused = 0;
 
     if (!c) {
         store_req_free(r);
@@ -966,10 +967,13 @@ static void legacy_checkin_done(struct store_req *r)
         } else if ((why = legacy_refusal(c->srv->o, img->manifest != NULL)) != NULL) {
             c->srv->stats.refused++;
             img = NULL;
+            refused = 1;
         }
     }
     if (!img) {
-        clog_(c, 0, "legacy device: nothing to send: %s; closing", why);
+        /* A refusal the options made is said even with --quiet, as in
+         * image mode; "nothing to offer" is not news. */
+        clog_(c, refused, "legacy device: nothing to send: %s; closing", why);
         store_req_free(r);
         (void)conn_close(c, 1);
         return;

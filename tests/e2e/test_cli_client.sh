@@ -362,6 +362,15 @@ rc=0; timeout --preserve-status -s INT 1 $T device secret dev-8 --out dev8.secre
 route POST /v1/devices/dev-8/secret 201 '{"id": "dev-8", "secret": "'$SECRET'"}'
 run 0 $T device secret dev-8 --out dev8.secret $API
 [ "$(cat dev8.secret)" = "tcpota-secret v1 $SECRET" ] || fail "--out after an interruption: $(cat dev8.secret)"
+# A SIGINT the caller ignores (a background job, nohup) stays ignored.
+route POST /v1/devices/dev-9/secret 201 '{"id": "dev-9", "secret": "'$SECRET'"}' 2
+(trap '' INT; exec $T device secret dev-9 --out dev9.secret $API) > out.log 2> err.log &
+pid=$!
+sleep 1
+kill -INT $pid
+rc=0; wait $pid || rc=$?
+[ $rc -eq 0 ] || fail "device secret with SIGINT ignored exited $rc: $(cat err.log)"
+[ "$(cat dev9.secret)" = "tcpota-secret v1 $SECRET" ] || fail "--out with SIGINT ignored: $(cat dev9.secret)"
 ok "device secret --out interrupted by SIGINT: no file left; run again, it is written"
 
 # --- the simulator keeps its own options and messages

@@ -85,7 +85,7 @@ grep -q -- "--flash: $WORK/nothere does not exist" "$WORK/nd.log" || fail "no me
 mkdir "$WORK/nodev"
 rc=0
 "$TCPOTA" device status --flash "$WORK/nodev" 2> "$WORK/nd.log" || rc=$?
-[ $rc -eq 1 ] || fail "status of a directory without a device exited $rc, expected 1"
+[ $rc -eq 2 ] || fail "status of an empty directory exited $rc, expected 2 (usage, as tcpota device)"
 [ "$(cat "$WORK/nd.log")" = "tcpota device: $WORK/nodev holds no device (no otadata.bin)" ] ||
   fail "status of a directory without a device: $(cat "$WORK/nd.log")"
 ok "--flash naming a file or a FIFO, and status of a missing directory, are said as such"

@@ -28,13 +28,15 @@ make_keys rel
 signed_image "$WORK/signed" 50000 6.0.0 legacy rel
 image_add "$WORK/signed" > /dev/null
 "$TCPOTA" rollout create --image 6.0.0 --model legacy > /dev/null || fail "rollout create 6.0.0 failed"
+stop_fleet
+start_fleet --quiet # the refusal is logged all the same
 rc=0
 "$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out "$WORK/signed.got" --timeout 5 > "$WORK/signed.log" 2>&1 || rc=$?
 [ $rc -ne 0 ] || fail "a legacy device got a signed image without --allow-legacy"
 grep -q 'nothing to send: the image is signed and legacy devices cannot check it (--allow-legacy' \
   "$WORK/server.log" || fail "no reason logged: $(grep 'legacy device' "$WORK/server.log" | tail -2)"
 stop_fleet
-ok "a signed legacy rollout: nothing sent without --allow-legacy"
+ok "a signed legacy rollout: nothing sent without --allow-legacy, and the log says why (also --quiet)"
 
 start_fleet --allow-legacy
 "$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out "$WORK/signed.got" > "$WORK/signed.log" 2>&1 ||
