@@ -283,11 +283,12 @@ static void key_id(const uint8_t pk[32], char out[17])
 static int create_failed(const char *cmd, const char *path, int err, int pair)
 {
     struct stat st;
+    int dir = err == EEXIST && lstat(path, &st) == 0 && S_ISDIR(st.st_mode);
 
-    if (err == EEXIST && lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && pair) {
+    if (dir && pair) {
         fprintf(stderr, "tcpota %s: %s is a directory; choose another --out NAME (NAME.key and "
                         "NAME.pub are written)\n", cmd, path);
-    } else if (err == EEXIST && lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+    } else if (dir) {
         fprintf(stderr, "tcpota %s: %s is a directory; give a file name in it, e.g. %s/dev1.secret\n", cmd,
                 path, path);
     } else if (err == EEXIST) {
