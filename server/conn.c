@@ -144,7 +144,6 @@ void conn_free(struct conn *c)
     if (c->img) metrics_bytes(c->rollout_id, c->img->desc.id, sent);
     if (c->unauth) unauth_del(&srv->unauth, c->addr);
     tail_leave(c, 1);
-    if (srv->first_read == c) srv->first_read = NULL;
     fleet_conn_gone(c);
     if (c->first_byte) {
         event_free(c->first_byte);
@@ -258,9 +257,8 @@ static void tail_enter(struct conn *c)
     if (epoll_ctl(srv->tail_ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
         return;
     }
-    event_del(c->rd); /* none while rd_late: it never joined the loop */
+    event_del(c->rd);
     c->rd_on = 0;
-    c->rd_late = 0;
     c->tail = 1;
     srv->ntail++;
     tail_arm(srv);
@@ -285,7 +283,6 @@ void conn_read_on(struct conn *c)
     tail_leave(c, 0);
     if (c->rd) {
         struct timeval tv;
-        c->rd_late = 0;
         tv.tv_sec = (time_t)c->srv->o->idle_timeout_s;
         tv.tv_usec = 0;
         /* A pending event: its timeout restarts. No idle timeout (0): none,
@@ -302,7 +299,6 @@ void conn_read_off(struct conn *c)
     if (c->rd) {
         event_del(c->rd);
         c->rd_on = 0;
-        c->rd_late = 0;
     } else if (c->bev) {
         bufferevent_disable(c->bev, EV_READ);
     }
@@ -382,29 +378,6 @@ void conn_drain_streams(struct server *srv)
         if (c->rd && c->lowat && (c->rd_on || c->tail) && !c->closing) {
             read_now(c, 0);
         }
-    }
-}
-
-/* A plain connection the listener handed over with its first bytes in
- * (server.c, guard_listener): they are read now, and the socket joins the
- * loop only if the connection still reads after them. A device whose HELLO
- * is answered by its whole image goes from here to the tail (tail_enter):
- * one epoll_ctl() per device instead of three, and no wakeup for the HELLO
- * (bench/README.md, twenty-second session). */
-static void read_first(struct conn *c)
-{
-    struct server *srv = c->srv;
-
-    c->rd_on = 1;
-    c->rd_late = 1;
-    srv->first_read = c;
-    read_now(c, 0);
-    if (srv->first_read != c) {
-        return; /* ended by what it read (conn_free) */
-    }
-    srv->first_read = NULL;
-    if (c->rd_late) {
-        conn_read_on(c); /* still reading (or nothing was there): the loop's now */
     }
 }
 
@@ -1449,13 +1422,7 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
     srv->nconns++;
     srv->stats.connections++;
     if (c->first_byte) {
-        if (srv->defer_accept) {
-            first_byte_cb(fd, EV_READ, c); /* its first bytes are in: look now */
-        } else {
-            event_add(c->first_byte, NULL);
-        }
-    } else if (srv->defer_accept) {
-        read_first(c);
+        event_add(c->first_byte, NULL);
     } else {
         conn_read_on(c);
     }

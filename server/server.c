@@ -16,8 +16,6 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -71,16 +69,6 @@ void server_say_line(void *arg, const char *msg)
  * and the connections it holds go on. */
 static void guard_listener(struct server *srv)
 {
-    /* Every client of this port speaks first (a device's HELLO, a legacy
-     * req0, a TLS ClientHello): the kernel hands a connection over once
-     * its first bytes are in, and the server reads them at once instead of
-     * waiting for the loop to report them (conn.c, read_first). A peer that
-     * sends nothing is handed over after DEFER_ACCEPT_S anyway (the
-     * kernel's next SYN-ACK), and judged by the idle timeout as before. */
-    int defer = DEFER_ACCEPT_S;
-
-    srv->defer_accept = setsockopt(evconnlistener_get_fd(srv->lis), IPPROTO_TCP, TCP_DEFER_ACCEPT,
-                                   &defer, sizeof(defer)) == 0;
     if (accept_pause_guard(srv->base, srv->lis, "device connections", server_say_line, srv) < 0) {
         say(srv, "cannot guard the listener against accept() failures: out of memory");
     }

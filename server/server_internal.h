@@ -84,9 +84,6 @@
 #define TAIL_MS 20
 /* What one look takes at most: the rest is taken at the next. */
 #define TAIL_BATCH 1024u
-/* How long the kernel holds a connection whose peer has sent nothing yet
- * before it hands it over all the same (TCP_DEFER_ACCEPT, server.c). */
-#define DEFER_ACCEPT_S 1
 /* How many connections the once-a-second sweep reads below their
  * watermark (conn_lowat_tick) per second at most, about: with more
  * connected, each is read every ceil(n / SWEEP_READS) seconds, in turn by
@@ -128,12 +125,6 @@ struct server {
     int tail_ep;            /* -1 until the first one */
     unsigned ntail;
     struct event *tail_ev;
-    /* The listener hands over a connection only once its first bytes are
-     * in (TCP_DEFER_ACCEPT, server.c): a plain one is read at once, before
-     * it joins the loop (conn.c, read_first), which clears first_read if
-     * that read ends it. */
-    uint8_t defer_accept;
-    struct conn *first_read;
     uint64_t next_id;
     uint64_t sweeps; /* the once-a-second sweeps so far (server.c) */
     struct {
@@ -190,8 +181,7 @@ struct conn {
      * first use). All NULL inside TLS, which has its bufferevent's. */
     struct event *rd, *wr;
     struct evbuffer *out, *in;
-    uint8_t rd_on; /* rd is added: reading (or is to be: rd_late) */
-    uint8_t rd_late; /* reading, but rd is added only after the first read (read_first) */
+    uint8_t rd_on; /* rd is added: reading */
     uint8_t tail;  /* in srv->tail_ep instead of the loop (conn.c) */
     uint8_t wr_on; /* wr is added: waiting to write */
     evutil_socket_t fd;
