@@ -38,7 +38,12 @@ struct tcpota_serve_opts;
 #define WORKERS_MAX 64u       /* --workers */
 #define WORKER_MIN_LIFE_S 1.0 /* a worker that dies sooner is not replaced */
 
-#define LISTEN_BACKLOG 1024 /* connections waiting for accept, per listening socket */
+/* Connections waiting for accept, per listening socket: as many as the
+ * system allows (the kernel cuts it to net.core.somaxconn, 4096 on Linux
+ * 5.4 and later). A fleet reconnecting at once after a restart overflows a
+ * short queue, and each connection dropped there waits a second for the
+ * handshake's retry (bench/README.md, twenty-second session). */
+#define LISTEN_BACKLOG 65535
 
 /* --listen resolved for listening (o->host, o->port): 0 with *ai (the
  * caller frees it with freeaddrinfo), or -1 after saying why. */
