@@ -334,6 +334,11 @@ const char *auth_verdict_reason(enum auth_verdict v)
     return "?";
 }
 
+int auth_verdict_error(enum auth_verdict v)
+{
+    return v == AUTH_ID_WAITING || v == AUTH_ADDR_WAITING ? TCPOTA_ERR_BUSY : TCPOTA_ERR_DENIED;
+}
+
 const char *auth_verdict_message(enum auth_verdict v)
 {
     switch (v) {
@@ -341,11 +346,11 @@ const char *auth_verdict_message(enum auth_verdict v)
     case AUTH_WRONG_ANSWER: return "authentication refused: check the device secret";
     case AUTH_UNKNOWN_ID: return "authentication refused: the server has no secret for this device id";
     case AUTH_ID_WAITING:
-        return "authentication refused: this device id failed recently; check the device "
-               "secret, then retry after the time given";
+        return "authentication not checked: this device id failed recently (a wrong secret, "
+               "here or elsewhere); retry after the time given";
     case AUTH_ADDR_WAITING:
-        return "authentication refused: too many failures from this address; retry after the "
-               "time given";
+        return "authentication not checked: too many failures from this address; retry after "
+               "the time given";
     }
     return "authentication refused";
 }

@@ -11,7 +11,8 @@
  *    at every AUTH, not only when a connection is accepted.
  *  - A known device id that failed waits 1, 2, 4 ... AUTH_ID_MAX_WAIT_S
  *    seconds after each failure; an AUTH for it in that time is refused
- *    without looking at the answer, whichever address it comes from.
+ *    without looking at the answer (BUSY, auth_verdict_error), whichever
+ *    address it comes from.
  *  - An address may fail AUTH_ADDR_FREE_FAILURES times for nothing (a
  *    NAT hides many devices); after that it waits 1, 2, 4 ...
  *    AUTH_ADDR_MAX_WAIT_S seconds. While it waits, it can still
@@ -116,5 +117,12 @@ enum auth_verdict auth_judge(struct auth *a, const char *id, const char *addr,
 const char *auth_verdict_reason(enum auth_verdict v);
 /* What the device is told in ERROR(DENIED), and prints. */
 const char *auth_verdict_message(enum auth_verdict v);
+
+/* The protocol's error for a refusal with verdict v: TCPOTA_ERR_BUSY for
+ * a wait (AUTH_ID_WAITING, AUTH_ADDR_WAITING: the answer was not checked,
+ * and the same secret may be right once the wait is over), else
+ * TCPOTA_ERR_DENIED (the answer was checked and is wrong, or the id is
+ * unknown: the same secret would be refused again). */
+int auth_verdict_error(enum auth_verdict v);
 
 #endif

@@ -756,7 +756,11 @@ static void on_auth(struct conn *c, const uint8_t *mac)
               auth_verdict_reason(r.verdict), r.failures,
               r.verdict == AUTH_ADDR_WAITING ? "from this address" : "for this device id",
               r.wait_s);
-        (void)tcpota_srv_fail(&c->s, TCPOTA_ERR_DENIED, auth_verdict_message(r.verdict), r.wait_s);
+        /* A wait is BUSY: a device with the right secret, held back by
+         * failures of someone else's, tries again after it (the runner
+         * gives up at once on DENIED). */
+        (void)tcpota_srv_fail(&c->s, auth_verdict_error(r.verdict), auth_verdict_message(r.verdict),
+                              r.wait_s);
         return;
     }
     conn_admitted(c);
