@@ -115,7 +115,7 @@ enum auth_verdict auth_judge(struct auth *a, const char *id, const char *addr,
 
 /* What the log says about a verdict ("wrong answer to the challenge"...). */
 const char *auth_verdict_reason(enum auth_verdict v);
-/* What the device is told in ERROR(DENIED), and prints. */
+/* What the device is told in the refusal's ERROR (auth_verdict_error), and prints. */
 const char *auth_verdict_message(enum auth_verdict v);
 
 /* The protocol's error for a refusal with verdict v: TCPOTA_ERR_BUSY for
