@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config libevent-dev libsodium-dev libcmocka-dev libssl-dev openssl
       libsqlite3-dev libjansson-dev libpq-dev postgresql haproxy clang libclang-rt-14-dev llvm gcc-arm-none-eabi libnewlib-arm-none-eabi procps iproute2 python3
-      chromium prometheus curl systemd)
+      chromium prometheus curl systemd qemu-system-x86 busybox-static)
 [ "${1:-}" = "--demo" ] && pkgs=(build-essential cmake pkg-config libevent-dev libsodium-dev libcmocka-dev libssl-dev libsqlite3-dev libjansson-dev libpq-dev procps)
 
 missing=()
@@ -18,13 +18,18 @@ done
 if [ "${1:-}" != "--demo" ] && ! { command -v node && command -v npm; } > /dev/null; then
   missing+=(nodejs npm)
 fi
-[ ${#missing[@]} -eq 0 ] && exit 0
-
-echo "deps: installing ${missing[*]}"
-if [ "$(id -u)" -ne 0 ]; then
-  echo "deps: missing packages and not root; run as root or install: ${missing[*]}" >&2
-  exit 1
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "deps: missing packages and not root; run as root or install: ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The kernel-TLS test's guest kernel (tests/e2e/test_ktls.sh): unpacked from
+# Debian's package into a cache, not installed.
+if [ "${1:-}" != "--demo" ]; then
+  bash "$(dirname "$0")/guest-kernel.sh"
+fi

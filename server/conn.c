@@ -37,10 +37,19 @@ static void tail_leave(struct conn *c, int closing);
 static void conn_event(struct conn *c, short what);
 static void take_read(struct conn *c, const uint8_t *buf, size_t n);
 static int hello_overdue(struct conn *c);
+static int kernel_sends(struct conn *c);
 
+/* Output goes through c->out and c->wr, drained by send() and sendfile():
+ * on a plain socket, and inside TLS where the kernel encrypts
+ * (kernel_sends); else through the TLS bufferevent's output. */
 struct evbuffer *conn_out(const struct conn *c)
 {
-    return c->bev ? bufferevent_get_output(c->bev) : c->out;
+    return c->out ? c->out : c->bev ? bufferevent_get_output(c->bev) : NULL;
+}
+
+static int plain_writes(const struct conn *c)
+{
+    return c->wr != NULL;
 }
 
 /* Input read but not yet taken: TLS's buffer, or what a plain connection
@@ -87,7 +96,7 @@ static int offer_streams(const struct conn *c)
  * costs heap chains for its head and tail). */
 static size_t conn_out_cap(const struct conn *c)
 {
-    if (offer_streams(c) && c->img && c->img->wire && !c->srv->tls && c->s.chunk == c->img->chunk) {
+    if (offer_streams(c) && c->img && c->img->wire && plain_writes(c) && c->s.chunk == c->img->chunk) {
         return c->img->wire_len < OUT_HIGH_REF ? c->img->wire_len : OUT_HIGH_REF;
     }
     return OUT_HIGH;
@@ -438,7 +447,7 @@ int conn_close(struct conn *c, int now)
     /* Stop reading; the write callback frees it once drained. */
     c->closing = 1;
     conn_read_off(c);
-    if (c->bev) {
+    if (!plain_writes(c)) {
         bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     } else {
         conn_queued(c);
@@ -465,7 +474,7 @@ static void conn_write_off(struct conn *c)
 
 void conn_queued(struct conn *c)
 {
-    if (c->bev) {
+    if (!plain_writes(c)) {
         if (evbuffer_get_length(bufferevent_get_output(c->bev)) &&
             !(bufferevent_get_enabled(c->bev) & EV_WRITE)) {
             bufferevent_enable(c->bev, EV_WRITE);
@@ -484,7 +493,7 @@ size_t conn_write_now(struct conn *c, const void *p, size_t n)
     if (!conn_io(c) || out_len(c)) {
         return 0;
     }
-    if (c->srv->tls) {
+    if (!plain_writes(c)) {
         return c->tls_up ? tls_write_now(bufferevent_openssl_get_ssl(c->bev), p, n) : 0;
     }
     w = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -522,7 +531,7 @@ static int move_replies(struct conn *c, size_t *moved)
     if (!n) {
         return 0;
     }
-    if (!c->srv->tls && evbuffer_get_length(out) == 0) { /* conn_write_now sends */
+    if (plain_writes(c) && evbuffer_get_length(out) == 0) { /* conn_write_now sends */
         memcpy(hot, p, n); /* n <= sizeof(c->tx): p lies in it */
         from = hot;
     }
@@ -588,7 +597,7 @@ int conn_pump(struct conn *c)
         conn_queued(c); /* its last frame goes out, then it closes */
         return conn_close(c, 0);
     }
-    if (!c->bev && evbuffer_get_length(out) && !c->wr_on) {
+    if (plain_writes(c) && evbuffer_get_length(out) && !c->wr_on) {
         /* Not watching for writability: the socket took all it was given,
          * so it likely takes more now; one write here (sendfile for a run)
          * rather than an epoll_ctl() and a loop turn. Its error, if any,
@@ -1190,14 +1199,18 @@ static void conn_event(struct conn *c, short what)
 
     if (what == BEV_EVENT_CONNECTED) {
         /* A TLS handshake finished: nothing ends here. */
-        int resumed = SSL_session_reused(bufferevent_openssl_get_ssl(c->bev)) == 1;
+        SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+        int resumed = SSL_session_reused(ssl) == 1;
+        int kernel = tls_kernel_sends(ssl) && kernel_sends(c) == 0;
         c->tls_up = 1;
         if (resumed) {
             c->srv->stats.tls_resumed++;
         } else {
             c->srv->stats.tls_full++;
         }
-        clog_(c, 0, "TLS handshake done (%s)", resumed ? "resumed session" : "full");
+        c->srv->stats.tls_kernel += (unsigned)kernel;
+        clog_(c, 0, "TLS handshake done (%s): %s%s", resumed ? "resumed session" : "full",
+              SSL_get_version(ssl), kernel ? ", the kernel encrypts what it sends" : "");
         if (input_waiting(c)) {
             conn_take(c); /* HELLO, read ahead with the handshake's last record */
         }
@@ -1243,6 +1256,26 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
     conn_event(arg, what);
+}
+
+/* The handshake left the kernel encrypting c's sends (kernel TLS): from
+ * now on c sends as a plain connection does, its image by sendfile()
+ * from the prebuilt frames (as nginx's SSL_sendfile does), its replies by
+ * send(); the bufferevent only reads. Returns 0, or -1 (out of memory:
+ * c goes on writing through the bufferevent, which OpenSSL's SSL_write
+ * serves on the same socket). */
+static int kernel_sends(struct conn *c)
+{
+    c->out = evbuffer_new();
+    if (c->out && evbuffer_set_flags(c->out, EVBUFFER_FLAG_DRAINS_TO_FD) == 0) {
+        c->wr = event_new(c->srv->base, c->fd, EV_WRITE | EV_PERSIST, wr_cb, c);
+    }
+    if (!c->wr) {
+        if (c->out) evbuffer_free(c->out);
+        c->out = NULL;
+        return -1;
+    }
+    return 0;
 }
 
 /* Callbacks, watermarks and timeouts of a TLS connection's bufferevent. */

@@ -130,7 +130,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 static void print_summary(const struct server *srv)
 {
     unsigned counts[DEV_OUTCOMES], i;
-    char line[1024], tls[80] = "", http[160] = "";
+    char line[1024], tls[128] = "", http[160] = "";
     size_t n;
 
     devices_count(&srv->devices, counts);
@@ -144,8 +144,8 @@ static void print_summary(const struct server *srv)
                               device_outcome_name(DEV_SEEN));
     }
     if (srv->tls) {
-        (void)snprintf(tls, sizeof(tls), "; TLS: %u full handshakes, %u resumed",
-                       srv->stats.tls_full, srv->stats.tls_resumed);
+        (void)snprintf(tls, sizeof(tls), "; TLS: %u full handshakes, %u resumed, %u sent by kernel TLS",
+                       srv->stats.tls_full, srv->stats.tls_resumed, srv->stats.tls_kernel);
     }
     if (srv->fleet) { /* the devices above are tcpota's; esp_https_ota ones download over HTTP */
         (void)snprintf(http, sizeof(http), "; HTTP downloads: %u with every byte sent, %u failed "

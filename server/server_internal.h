@@ -131,6 +131,7 @@ struct server {
         unsigned connections, failed, refused, legacy_done, auth_failed; /* failed: connections ended by an error */
         unsigned http_whole, http_failed; /* fleet mode's HTTP downloads (http_ota*.c) */
         unsigned tls_full, tls_resumed; /* TLS handshakes finished, full or resumed */
+        unsigned tls_kernel;            /* ... of which the kernel encrypts the sends */
         uint64_t bytes_sent;
     } stats;
     double started;

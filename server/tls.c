@@ -135,6 +135,14 @@ int tls_binding(SSL *ssl, uint8_t out[TCPOTA_TLS_BINDING_LEN])
 void tls_conn_setup(SSL *ssl)
 {
     SSL_set_read_ahead(ssl, 1);
+    /* Where the kernel cannot (no `tls` module, a cipher it lacks) OpenSSL
+     * goes on in user space, as without the option. */
+    (void)SSL_set_options(ssl, SSL_OP_ENABLE_KTLS);
+}
+
+int tls_kernel_sends(SSL *ssl)
+{
+    return ssl && BIO_get_ktls_send(SSL_get_wbio(ssl)) ? 1 : 0;
 }
 
 size_t tls_pull(SSL *ssl, struct evbuffer *in)

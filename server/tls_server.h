@@ -33,7 +33,8 @@ int tls_binding(SSL *ssl, uint8_t out[TCPOTA_TLS_BINDING_LEN]);
  * read()s per record (a streaming device's ACKs are a 38-byte record
  * each). The caller must then take what OpenSSL holds (tls_pull) after
  * every read libevent made for it, and after the handshake: bytes read
- * ahead are never signalled by the socket again. */
+ * ahead are never signalled by the socket again. Asks for kernel TLS too
+ * (tls_kernel_sends). */
 void tls_conn_setup(SSL *ssl);
 
 /* Moves the bytes of the next record OpenSSL holds (read ahead) into `in`.
@@ -50,6 +51,14 @@ size_t tls_pull(SSL *ssl, struct evbuffer *in);
  * WANT_WRITE (the same bytes, from their start). An error is left for
  * libevent's own write to meet and report. */
 size_t tls_write_now(SSL *ssl, const void *p, size_t n);
+
+/* 1 when the kernel encrypts what this connection sends (kernel TLS,
+ * asked for by tls_conn_setup and set up by OpenSSL at the handshake's end
+ * where the kernel offers the `tls` upper-layer protocol and the cipher
+ * suits it), else 0. Then every byte written to the socket is application
+ * data: the caller may send with send() and sendfile() as on a plain
+ * socket, the file's pages going to the kernel's encryption uncopied. */
+int tls_kernel_sends(SSL *ssl);
 
 /* 1 when OpenSSL holds bytes of the connection not yet taken, else 0. */
 int tls_holds_input(SSL *ssl);
