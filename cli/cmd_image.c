@@ -231,7 +231,10 @@ static int image_add(struct api *a, int argc, char **argv)
     }
     if (rc == 0 && !a->json) {
         printf(status == 201 ? "added image %s: version %s, model %s, %lld bytes, %s\n"
-                             : "image %s is already stored: version %s, model %s, %lld bytes, %s\n",
+               : api_bool(ans, "repaired")
+                   ? "image %s stored again (its file on the server was missing or damaged): "
+                     "version %s, model %s, %lld bytes, %s\n"
+                   : "image %s is already stored: version %s, model %s, %lld bytes, %s\n",
                table_c(api_str(ans, "id")), table_c(api_str(ans, "version")),
                table_c(api_str(ans, "model")), api_int(ans, "size"),
                api_bool(ans, "signed") ? "signed" : "unsigned");

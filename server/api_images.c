@@ -6,10 +6,12 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <sys/queue.h>
+#include <sys/stat.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +51,9 @@ static void images_with_rollouts(struct api_call *c, struct store_req *r)
         return;
     }
     if (c->action == 0) { /* one image */
-        api_reply(c, c->code, api_image_json(&c->imgs[0], ros, r->u.list.n));
+        json_t *o = api_image_json(&c->imgs[0], ros, r->u.list.n);
+        if (o && c->repaired) json_object_set_new(o, "repaired", json_true());
+        api_reply(c, c->code, o);
         return;
     }
     arr = json_array();
@@ -194,6 +198,55 @@ static int write_body(struct api_call *c, struct evbuffer *in)
 
 static void add_list_done(struct api_call *c, struct store_req *r);
 
+/* 1 when a stored image's file is there: a regular file of its size whose
+ * SHA-256 is its id; 0 when it is missing, damaged or replaced (the loop
+ * then offers the image to no device, fleet.c image_for). */
+static int stored_file_intact(const struct store_image *si)
+{
+    uint8_t buf[65536], id[TCPOTA_ID_LEN];
+    crypto_hash_sha256_state st;
+    struct stat sb;
+    uint32_t left = si->size;
+    int fd = open(si->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC), ok;
+
+    if (fd < 0) {
+        return 0;
+    }
+    ok = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size == si->size;
+    crypto_hash_sha256_init(&st);
+    while (ok && left) {
+        ssize_t n = read(fd, buf, left < sizeof buf ? left : sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        ok = n > 0;
+        if (ok) {
+            crypto_hash_sha256_update(&st, buf, (size_t)n);
+            left -= (uint32_t)n;
+        }
+    }
+    (void)close(fd);
+    if (!ok) {
+        return 0;
+    }
+    crypto_hash_sha256_final(&st, id);
+    return sodium_memcmp(id, si->id, TCPOTA_ID_LEN) == 0;
+}
+
+/* The same bytes were uploaded again for an image whose file is missing or
+ * damaged: they take its place (written and fsync'd beside it, then
+ * renamed over it). Returns 0, or -1 with errno. */
+static int restore_file(struct api_call *c, const struct store_image *si)
+{
+    if (!c->req || !c->api->cfg.images_dir ||
+        write_body(c, evhttp_request_get_input_buffer(c->req)) < 0) {
+        return -1;
+    }
+    if (rename(c->path, si->path) < 0) {
+        return -1; /* the temporary file goes at the call's end */
+    }
+    c->path[0] = 0;
+    return 0;
+}
+
 static void add_lookup_done(struct api_call *c, struct store_req *r)
 {
     struct store_req *add;
@@ -210,6 +263,15 @@ static void add_lookup_done(struct api_call *c, struct store_req *r)
     }
     if (r->rc == STORE_OK) { /* the same bytes again */
         c->code = 200;
+        if (!stored_file_intact(r->u.image.img)) {
+            if (restore_file(c, r->u.image.img) < 0) {
+                api_error(c, 500, NULL, "image %.12s is stored but its file %s is missing or damaged, "
+                          "and writing this upload in its place failed: %s",
+                          r->u.image.img->idhex, r->u.image.img->path, strerror(errno));
+                return;
+            }
+            c->repaired = 1;
+        }
         hold_images(c, r->u.image.img, 1, 0);
         return;
     }

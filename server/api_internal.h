@@ -57,6 +57,7 @@ struct api_call {
     /* The endpoint's state between steps. */
     int code;                        /* status of the final answer */
     int action;                      /* rollout: pause/resume/cancel */
+    int repaired;                    /* upload: the same bytes restored a missing/damaged file */
     uint64_t id;                     /* rollout id */
     char key[2 * TCPOTA_ID_LEN + 1]; /* image id (hex) or device id */
     char dev[TCPOTA_MAX_STR + 1];    /* device id (device list: after) */

@@ -109,13 +109,15 @@ static struct image *image_for(struct server *srv, const struct store_image *si)
     img = image_open(si->path, si->version, si->model, si->manifest_len ? si->manifest : NULL,
                      si->manifest_len, srv->o->chunk);
     if (!img) {
-        say_always(srv->o, LOG_LV_ERROR, "image %.16s... (%s): cannot load %s; not offered",
+        say_always(srv->o, LOG_LV_ERROR, "image %.16s... (%s): cannot load %s; not offered: "
+                   "add the image again (tcpota image add with the same file restores it)",
                    si->idhex, si->version, si->path);
         return NULL;
     }
     if (memcmp(img->desc.id, si->id, TCPOTA_ID_LEN) != 0) {
         say_always(srv->o, LOG_LV_ERROR, "image %.16s... (%s): %s no longer has that SHA-256 "
-                   "(damaged or replaced on disk); not offered: add the image again",
+                   "(damaged or replaced on disk); not offered: add the image again (tcpota image "
+                   "add with the original file restores it)",
                    si->idhex, si->version, si->path);
         image_unref(img);
         return NULL;

@@ -258,3 +258,34 @@ wait_line "$WORK/noapi.log" 'listening on'
 kill -TERM "$NOAPI"; wait "$NOAPI" || fail "--api off: the server exited $? on SIGTERM"
 ! grep -q 'no --pubkey' "$WORK/noapi.log" || fail "--api off warned about the API: $(cat "$WORK/noapi.log")"
 ok "--api off: no warning about the images an API would take"
+
+# An image whose stored file went missing or was damaged is offered to no
+# device; uploading the same bytes again restores the file (before: "is
+# already stored", nothing rewritten, the rollout stuck although the log
+# said "add the image again"). One image per harm, each for a model of its
+# own, neither loaded before (a loaded image is served from memory).
+DATA="$WORK/repair"
+start_fleet
+for harm in missing damaged; do
+  make_image "$WORK/r-$harm.bin" 70000
+  "$TCPOTA" image add --version 3.0.0 --model "m-$harm" "$WORK/r-$harm.bin" > /dev/null || fail "image add r-$harm failed"
+  "$TCPOTA" rollout create --image 3.0.0 --model "m-$harm" > /dev/null || fail "rollout create r-$harm failed"
+  stored="$DATA/images/$(sha256sum "$WORK/r-$harm.bin" | cut -c1-64)"
+  [ -f "$stored" ] || fail "no stored file $stored: $(ls "$DATA/images")"
+  if [ $harm = missing ]; then rm "$stored"; else printf 'XXXX' | dd of="$stored" bs=1 seek=100 conv=notrunc 2> /dev/null; fi
+  run_device "r-$harm" "m-$harm" "$WORK/r-$harm" --max-attempts 1 || true
+  [ "$(running "$WORK/r-$harm")" = 1.0.0 ] || fail "$harm file: a device got the image"
+  grep -q "image [0-9a-f]*\.\.\. (3.0.0): .*not offered: add the image again (tcpota image add with the" "$WORK/server.log" ||
+    fail "$harm file: the server did not say what to do: $(grep 'not offered' "$WORK/server.log")"
+  "$TCPOTA" image add --version 3.0.0 --model "m-$harm" "$WORK/r-$harm.bin" > "$WORK/out" 2>&1 ||
+    fail "$harm: image add again: $(cat "$WORK/out")"
+  grep -q "stored again (its file on the server was missing or damaged)" "$WORK/out" || fail "$harm: $(cat "$WORK/out")"
+  cmp -s "$stored" "$WORK/r-$harm.bin" || fail "$harm: the stored file was not restored"
+  run_device "r-$harm" "m-$harm" "$WORK/r-$harm" || fail "$harm: the device failed after the repair: $(tail -3 "$WORK/r-$harm.log")"
+  [ "$(running "$WORK/r-$harm")" = 3.0.0 ] || fail "$harm: the device did not get the restored image"
+done
+"$TCPOTA" image add --version 3.0.0 --model m-missing "$WORK/r-missing.bin" > "$WORK/out" 2>&1 ||
+  fail "image add intact: $(cat "$WORK/out")"
+grep -q "is already stored" "$WORK/out" || fail "an intact image added again: $(cat "$WORK/out")"
+stop_fleet
+ok "a missing or damaged image file: offered to no device; the same bytes added again restore it, and the rollout goes on"
