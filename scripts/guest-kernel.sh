@@ -10,12 +10,15 @@
 # `guest-kernel.sh --print-dir` prints where it lays them out (the test's
 # TCPOTA_GUEST_KERNEL, else root's /var/cache, else the user's cache).
 set -euo pipefail
+system=/var/cache/tcpota/guest-kernel
 if [ -n "${TCPOTA_GUEST_KERNEL:-}" ]; then
   dir=$TCPOTA_GUEST_KERNEL
 elif [ "$(id -u)" -eq 0 ]; then
-  dir=/var/cache/tcpota/guest-kernel
+  dir=$system
 else
   dir=${XDG_CACHE_HOME:-$HOME/.cache}/tcpota/guest-kernel
+  # One root laid out (sudo make deps) serves every user.
+  [ -s "$dir/vmlinuz" ] || [ ! -s "$system/vmlinuz" ] || dir=$system
 fi
 if [ "${1:-}" = --print-dir ]; then
   echo "$dir"
@@ -25,8 +28,8 @@ fi
 mods=(crypto/gf128mul crypto/ghash-generic crypto/ctr crypto/gcm net/tls/tls)
 [ -s "$dir/vmlinuz" ] && [ -s "$dir/modules.order" ] && exit 0
 if [ "$(dpkg --print-architecture)" != amd64 ]; then
-  echo "guest-kernel: only amd64 is laid out (this machine: $(dpkg --print-architecture))" >&2
-  exit 0
+  echo "guest-kernel: only amd64 is laid out (this machine: $(dpkg --print-architecture)); the kernel-TLS test fails here" >&2
+  exit 1
 fi
 pkg() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
 name=$(pkg)
@@ -36,16 +39,31 @@ if [ -z "$name" ] && [ "$(id -u)" -eq 0 ]; then
 fi
 [ -n "$name" ] || { echo "guest-kernel: apt knows no linux-image-amd64 package (run apt-get update as root)" >&2; exit 1; }
 echo "guest-kernel: unpacking $name into $dir"
-tmp=$(mktemp -d)
+tmp=$(mktemp -d) # 0700: no one else may swap the package before it is unpacked
 trap 'rm -rf "$tmp"' EXIT
-# apt-get download writes into the current folder, as the user _apt where it can.
-chmod 777 "$tmp"
-(cd "$tmp" && apt-get download -qq "$name")
-dpkg-deb -x "$tmp"/*.deb "$tmp/x"
+# apt-get download writes into the current folder; as this user, not _apt,
+# which cannot enter a 0700 folder. A stale package list (the kernel moved
+# on, a 404) gets one apt-get update and one more try.
+get() { (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User="$(id -un)" "$name"); }
+if ! get; then
+  [ "$(id -u)" -eq 0 ] || { echo "guest-kernel: cannot download $name (run as root for apt-get update)" >&2; exit 1; }
+  apt-get update -qq
+  name=$(pkg)
+  get
+fi
+debs=("$tmp"/*.deb)
+[ ${#debs[@]} -eq 1 ] && [ -f "${debs[0]}" ] && [ ! -L "${debs[0]}" ] ||
+  { echo "guest-kernel: expected one package in $tmp, found: ${debs[*]}" >&2; exit 1; }
+dpkg-deb -x "${debs[0]}" "$tmp/x"
 rm -rf "$dir/new"
 mkdir -p "$dir/new"
+# Debian 12 ships /lib/modules, later releases /usr/lib/modules.
+moddir=$(find "$tmp/x" -maxdepth 4 -type d -path '*lib/modules/*' -name '[0-9]*' | head -1)
+[ -n "$moddir" ] || { echo "guest-kernel: $name has no lib/modules" >&2; exit 1; }
 for m in "${mods[@]}"; do
-  ko=$(find "$tmp"/x/lib/modules/*/kernel -path "*/$m.ko*" | head -1)
+  # Built into this kernel: nothing to load.
+  grep -q "/$m.ko\$" "$moddir/modules.builtin" 2>/dev/null && continue
+  ko=$(find "$moddir/kernel" -path "*/$m.ko*" -type f | head -1 || true)
   [ -n "$ko" ] || { echo "guest-kernel: $name has no module $m" >&2; exit 1; }
   out=$dir/new/$(basename "$m").ko
   case $ko in
@@ -55,7 +73,9 @@ for m in "${mods[@]}"; do
   esac
   basename "$out" >> "$dir/new/modules.order"
 done
-cp "$tmp"/x/boot/vmlinuz-* "$dir/new/vmlinuz"
+vml=("$tmp"/x/boot/vmlinuz-*)
+[ -f "${vml[0]}" ] && [ ! -L "${vml[0]}" ] || { echo "guest-kernel: $name has no /boot/vmlinuz" >&2; exit 1; }
+cp "${vml[0]}" "$dir/new/vmlinuz"
 echo "$name" > "$dir/new/package"
 rm -f "$dir"/*.ko "$dir/vmlinuz" "$dir/modules.order" "$dir/package"
 mv "$dir"/new/* "$dir/"

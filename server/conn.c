@@ -1094,8 +1094,19 @@ static void conn_take(struct conn *c)
 
 static void read_cb(struct bufferevent *bev, void *arg)
 {
-    (void)bev;
-    conn_take(arg);
+    struct conn *c = arg;
+
+    if (plain_writes(c) && tls_key_update_pending(bufferevent_openssl_get_ssl(bev))) {
+        /* Kernel TLS: the answer the RFC wants before any more data cannot
+         * be sent (tls_key_update_pending); the device resumes on its next
+         * connection. */
+        c->srv->stats.failed++;
+        clog_(c, 1, "the device asked for a TLS key update, which kernel TLS cannot answer on this "
+                    "connection; closing (the device resumes on its next connection)");
+        (void)conn_close(c, 1);
+        return;
+    }
+    conn_take(c);
 }
 
 void conn_read_again(struct conn *c)
@@ -1201,7 +1212,11 @@ static void conn_event(struct conn *c, short what)
         /* A TLS handshake finished: nothing ends here. */
         SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
         int resumed = SSL_session_reused(ssl) == 1;
-        int kernel = tls_kernel_sends(ssl) && kernel_sends(c) == 0;
+        /* Nothing waits in the bufferevent's output at the handshake's end
+         * (no reply precedes HELLO); were anything there, it would never
+         * leave once writing moves to c->out. */
+        int kernel = tls_kernel_sends(ssl) &&
+                     evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 && kernel_sends(c) == 0;
         c->tls_up = 1;
         if (resumed) {
             c->srv->stats.tls_resumed++;

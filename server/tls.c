@@ -140,6 +140,11 @@ void tls_conn_setup(SSL *ssl)
     (void)SSL_set_options(ssl, SSL_OP_ENABLE_KTLS);
 }
 
+int tls_key_update_pending(SSL *ssl)
+{
+    return ssl && SSL_get_key_update_type(ssl) != SSL_KEY_UPDATE_NONE ? 1 : 0;
+}
+
 int tls_kernel_sends(SSL *ssl)
 {
     return ssl && BIO_get_ktls_send(SSL_get_wbio(ssl)) ? 1 : 0;

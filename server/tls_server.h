@@ -60,6 +60,12 @@ size_t tls_write_now(SSL *ssl, const void *p, size_t n);
  * socket, the file's pages going to the kernel's encryption uncopied. */
 int tls_kernel_sends(SSL *ssl);
 
+/* 1 when the peer asked for a TLS 1.3 key update that OpenSSL would send
+ * with its next SSL_write, else 0. A connection whose sends the kernel
+ * encrypts never calls SSL_write, and OpenSSL 3.0 cannot hand the kernel a
+ * new sending key: such a connection must end instead of sending on. */
+int tls_key_update_pending(SSL *ssl);
+
 /* 1 when OpenSSL holds bytes of the connection not yet taken, else 0. */
 int tls_holds_input(SSL *ssl);
 
