@@ -124,13 +124,22 @@ static int signals_install(void)
         return -1;
     }
     sa.sa_handler = SIG_IGN;
-    return sigaction(SIGPIPE, &sa, NULL);
+    /* SIGUSR1 means nothing to a device, but it is what a server is sent
+     * for its summary, and a `pkill -USR1 tcpota` meant for one reaches
+     * every device on the host too: its default action would end an update
+     * half-way (exit 138). SIGHUP keeps its default: a hangup ends a
+     * foreground program, and DIR resumes from its last durable point. */
+    if (sigaction(SIGPIPE, &sa, NULL) < 0) {
+        return -1;
+    }
+    return sigaction(SIGUSR1, &sa, NULL);
 }
 
 static void signals_remove(void)
 {
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
+    signal(SIGUSR1, SIG_DFL);
     for (int i = 0; i < 2; i++) {
         if (g_wake[i] >= 0) {
             close(g_wake[i]);

@@ -53,7 +53,7 @@ static void usage(FILE *f)
             "this device (the server says why) or a damaged --flash or one in use by another\n"
             "tcpota device, 2 usage (a --flash that is no directory, an empty one without\n"
             "--init, --init on one not empty) or an unusable --trust, --secret or --ca,\n"
-            "130/143 on SIGINT/SIGTERM\n",
+            "130/143 on SIGINT/SIGTERM (SIGUSR1 is ignored: it is a server's signal)\n",
             (unsigned)TCPOTA_POSIX_SLOT_SIZE_DEFAULT, (unsigned)TCPOTA_DEV_ACK_DEFAULT);
 }
 
