@@ -64,7 +64,13 @@ int cli_warn_if_exposed(const char *path, int fd);
  * regular file)") or that it does not exist. */
 int cli_check_dir(const char *path, const char *what, int missing_ok);
 
-/* 1 when dir exists and holds nothing but "." and "..". */
+/* The lock file `tcpota device` holds in its --flash directory while it
+ * runs (cli/device.c), as `tcpota serve` holds one in --data. */
+#define FLASH_LOCK_FILE "tcpota.lock"
+
+/* 1 when dir exists and holds nothing but "." and "..", and FLASH_LOCK_FILE:
+ * a device that found no device there has taken the lock already, and the
+ * directory is still the empty one that --init needs. */
 int cli_dir_empty(const char *dir);
 
 /* Warns on stderr, as "tcpota CMD: warning: ...", when version has no

@@ -48,6 +48,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -123,13 +124,22 @@ static int signals_install(void)
         return -1;
     }
     sa.sa_handler = SIG_IGN;
-    return sigaction(SIGPIPE, &sa, NULL);
+    /* SIGUSR1 means nothing to a device, but it is what a server is sent
+     * for its summary, and a `pkill -USR1 tcpota` meant for one reaches
+     * every device on the host too: its default action would end an update
+     * half-way (exit 138). SIGHUP keeps its default: a hangup ends a
+     * foreground program, and DIR resumes from its last durable point. */
+    if (sigaction(SIGPIPE, &sa, NULL) < 0) {
+        return -1;
+    }
+    return sigaction(SIGUSR1, &sa, NULL);
 }
 
 static void signals_remove(void)
 {
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
+    signal(SIGUSR1, SIG_DFL);
     for (int i = 0; i < 2; i++) {
         if (g_wake[i] >= 0) {
             close(g_wake[i]);
@@ -161,6 +171,7 @@ struct device {
 
     struct tcpota_posix_dev flash;
     int flash_open;
+    int lock_fd; /* DIR/tcpota.lock, held for the process's life; -1 before */
     struct tcpota_port port;
     struct tcpota_posix_slot_info running;
     char version[TCPOTA_POSIX_VERSION_MAX + 1];
@@ -266,6 +277,63 @@ static void set_prefix(struct device *dv, const char *id)
 }
 
 
+/* Takes DIR/FLASH_LOCK_FILE (flock) for this process's life, as `tcpota
+ * serve` takes its --data, and writes our pid in it. Two devices on one
+ * DIR write the same slot, otadata and NVS in turn: the one that ends
+ * second finds an image it did not write, takes it for one the
+ * bootloader rejected and tells the server, which then holds the image
+ * back from this device. So the second stops here, before it writes
+ * anything, and names the first. DIR is made first when missing (the
+ * lock lives in it); a reboot keeps the lock. `tcpota device status`
+ * only reads and takes no lock. Returns 0 or -1 (said). */
+static int flash_lock(struct device *dv)
+{
+    char path[4096], pid[32];
+    ssize_t n;
+    int len;
+
+    if (dv->lock_fd >= 0) {
+        return 0;
+    }
+    if (mkdir(dv->o.dir, 0755) < 0 && errno != EEXIST) {
+        say(dv, "cannot create %s: %s", dv->o.dir, strerror(errno));
+        return -1;
+    }
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", dv->o.dir, FLASH_LOCK_FILE) >=
+        sizeof(path)) {
+        say(dv, "%s: path too long; give a shorter --flash", dv->o.dir);
+        return -1;
+    }
+    dv->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
+    if (dv->lock_fd < 0) {
+        say(dv, "cannot open %s: %s; the device writes its directory, so it must be writable",
+            path, strerror(errno));
+        return -1;
+    }
+    if (flock(dv->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        n = pread(dv->lock_fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        say(dv, "%s is in use by another tcpota device (pid %s); stop it or use another --flash",
+            dv->o.dir, pid[0] ? pid : "unknown");
+        return -1;
+    }
+    len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(dv->lock_fd, 0) != 0 || pwrite(dv->lock_fd, pid, (size_t)len, 0) != len) {
+        say(dv, "cannot write %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void flash_unlock(struct device *dv)
+{
+    if (dv->lock_fd >= 0) {
+        close(dv->lock_fd); /* releases the flock */
+        dv->lock_fd = -1;
+    }
+}
+
 /* Opens DIR as it is. A new device is created only where DIR does not
  * exist, or with --init: a directory that lost a file must not silently
  * become a blank device (losing the installed image and the anti-rollback
@@ -289,6 +357,9 @@ static int flash_open(struct device *dv, uint32_t slot_size)
         return -2; /* the flags do not fit the directory: a usage error */
     }
     create = dv->o.init || !exists;
+    if (flash_lock(dv) < 0) {
+        return -1;
+    }
     rc = tcpota_posix_open(&dv->flash, dv->o.dir, create, create ? slot_size : 0, dv->o.factory);
 
     if (rc == TCPOTA_ERR_NOENT && cli_dir_empty(dv->o.dir)) {
@@ -977,6 +1048,7 @@ int cmd_device(int argc, char **argv)
         fprintf(stderr, "tcpota device: out of memory\n");
         return 1;
     }
+    dv->lock_fd = -1;
     rc = device_parse_options(&dv->o, argc, argv);
     if (rc != 0) {
         free(dv);
@@ -1000,6 +1072,7 @@ int cmd_device(int argc, char **argv)
     tcpota_client_close(&dv->cl, 0);
     cli_tls_free(&dv->tls);
     flash_close(dv);
+    flash_unlock(dv);
     signals_remove();
     sodium_memzero(dv->o.secret, sizeof(dv->o.secret));
     free(dv);

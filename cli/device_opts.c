@@ -24,7 +24,8 @@ static void usage(FILE *f)
             "\n"
             "options:\n"
             "  --server HOST:PORT     tcpota server to update from\n"
-            "  --flash DIR            device flash (created when DIR does not exist)\n"
+            "  --flash DIR            device flash (created when DIR does not exist); one\n"
+            "                         tcpota device at a time (it holds DIR/tcpota.lock)\n"
             "  --init                 start a new device in DIR even though it exists (empty)\n"
             "  --id ID                device id (default: dev-<hash of DIR's path>)\n"
             "  --model M              device model (default esp32)\n"
@@ -49,9 +50,10 @@ static void usage(FILE *f)
             "`device status` prints the running image and resume point as JSON.\n"
             "`device list|show|set|secret` are a fleet server's devices: tcpota device list --help\n"
             "exit: 0 up to date (or nothing newer for it), 1 failure or an image held back from\n"
-            "this device (the server says why) or a damaged --flash, 2 usage (a --flash that is no\n"
-            "directory, an empty one without --init, --init on one not empty) or an unusable\n"
-            "--trust, --secret or --ca, 130/143 on SIGINT/SIGTERM\n",
+            "this device (the server says why) or a damaged --flash or one in use by another\n"
+            "tcpota device, 2 usage (a --flash that is no directory, an empty one without\n"
+            "--init, --init on one not empty) or an unusable --trust, --secret or --ca,\n"
+            "130/143 on SIGINT/SIGTERM (SIGUSR1 is ignored: it is a server's signal)\n",
             (unsigned)TCPOTA_POSIX_SLOT_SIZE_DEFAULT, (unsigned)TCPOTA_DEV_ACK_DEFAULT);
 }
 

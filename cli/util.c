@@ -249,7 +249,8 @@ int cli_dir_empty(const char *dir)
         return 0;
     }
     while ((e = readdir(d)) != NULL) {
-        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
+             strcmp(e->d_name, FLASH_LOCK_FILE) != 0;
     }
     closedir(d);
     return n == 0;

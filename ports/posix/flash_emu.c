@@ -165,9 +165,15 @@ static int fill_erased(struct tcpota_flash *fl, uint32_t off, size_t len)
     return 0;
 }
 
+/* Opened with O_NONBLOCK: a FIFO in place of a region file would block a
+ * read-only open() (`tcpota device status`) until some writer came, for
+ * ever; so open() returns at once and check_existing() refuses it as not
+ * a regular file, as it does for `tcpota device`. Cleared again right
+ * after: region I/O must wait, not return EAGAIN. */
 static int open_file(struct tcpota_flash *fl, const char *path, int create)
 {
-    int flags = (fl->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | (create ? O_CREAT | O_TRUNC : 0);
+    int flags = (fl->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK |
+                (create ? O_CREAT | O_TRUNC : 0);
 
     fl->fd = open(path, flags, 0644);
     if (fl->fd < 0) {
@@ -175,6 +181,10 @@ static int open_file(struct tcpota_flash *fl, const char *path, int create)
             return fail(fl, TCPOTA_ERR_NOENT, "no such file");
         }
         return fail_errno(fl, "open", 0);
+    }
+    flags = fcntl(fl->fd, F_GETFL);
+    if (flags < 0 || fcntl(fl->fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+        return fail_errno(fl, "open", 0); /* closed by region_open() */
     }
     return 0;
 }

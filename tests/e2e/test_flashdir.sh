@@ -9,7 +9,8 @@
 #    cannot be reached, that it keeps retrying and the next wait, and gives
 #    a final error when it gives up;
 #  - "declined: no space" gives the image's and the slot's sizes;
-#  - a slot file cut short or grown is named, as shorter or longer.
+#  - a slot file cut short or grown is named, as shorter or longer;
+#  - a flash file that is a FIFO is not a regular file, for status too (no hang).
 source "$(dirname "$0")/lib.sh"
 
 make_image "$WORK/img" 100000
@@ -106,6 +107,28 @@ for cmd in status run; do
     fail "device $cmd on a damaged flash gave no advice: $(cat "$WORK/dmg.log")"
 done
 ok "a damaged otadata.bin: named, with what to do"
+
+# A flash file that is a FIFO: named as not a regular file, by status too
+# (before, status hung for ever in open(): a read-only open of a FIFO waits
+# for a writer).
+for f in nvs.bin ota_0.bin ota_1.bin otadata.bin; do
+  rm -rf "$WORK/ff" && cp -r "$WORK/empty" "$WORK/ff"
+  rm "$WORK/ff/$f" && mkfifo "$WORK/ff/$f"
+  for cmd in status run; do
+    rc=0
+    if [ $cmd = status ]; then
+      timeout 10 "$TCPOTA" device status --flash "$WORK/ff" 2> "$WORK/ff.log" > /dev/null || rc=$?
+    else
+      timeout 10 "$TCPOTA" device --server "$S" --flash "$WORK/ff" 2> "$WORK/ff.log" || rc=$?
+    fi
+    [ $rc -ne 124 ] || fail "device $cmd with $f a FIFO hung"
+    [ $rc -eq 1 ] || fail "device $cmd with $f a FIFO exited $rc, expected 1"
+    grep -q "($f: not a regular file)" "$WORK/ff.log" || fail "device $cmd: the FIFO $f not named: $(cat "$WORK/ff.log")"
+    grep -q "restore them from a backup" "$WORK/ff.log" || fail "device $cmd with $f a FIFO gave no advice"
+  done
+  [ -p "$WORK/ff/$f" ] || fail "the FIFO $f was replaced"
+done
+ok "a flash file that is a FIFO: named as not a regular file, by status too, without a hang"
 
 # A slot file of the wrong size: the file that changed is named, as shorter
 # or longer (before, a cut ota_0.bin blamed the intact ota_1.bin, and a grown

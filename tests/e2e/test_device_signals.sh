@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# `tcpota device` ignores SIGUSR1: it means nothing to a device, but it is a
+# server's signal (its summary), and one sent by name (`pkill -USR1 tcpota`)
+# reaches the devices on the host too. Before, it ended an update half-way
+# (exit 138). SIGTERM still stops the device (143), and the next run resumes.
+source "$(dirname "$0")/lib.sh"
+
+make_image "$WORK/img" 1500000
+start_server "$WORK/img" 2.0.0
+# A 1 MB/s link, so the signals arrive during the transfer.
+start_proxy proxy "$SERVER_PORT" --rate 1000000
+S="127.0.0.1:$PROXY_PORT"
+
+# progress DIR: waits until the device in DIR has durable progress.
+progress() {
+  for _ in $(seq 200); do
+    "$TCPOTA" device status --flash "$1" 2>/dev/null | grep -q '"resume":{"offset":[1-9]' && return 0
+    sleep 0.05
+  done
+  fail "no durable progress in $1"
+}
+
+"$TCPOTA" device --server "$S" --flash "$WORK/d" --id usr1 2> "$WORK/d.log" &
+dev=$!
+PIDS+=("$dev")
+progress "$WORK/d"
+for _ in 1 2 3; do
+  kill -USR1 "$dev" 2>/dev/null || fail "the device was gone at a SIGUSR1"
+  sleep 0.1
+done
+if ! kill -0 "$dev" 2>/dev/null; then
+  rc=0
+  wait "$dev" || rc=$?
+  fail "SIGUSR1 ended the device (exit $rc)"
+fi
+rc=0
+wait "$dev" || rc=$?
+[ $rc -eq 0 ] || fail "the device exited $rc after SIGUSR1, expected 0"
+check_device "$WORK/d" "$WORK/img"
+ok "SIGUSR1 during an update is ignored: the update finished"
+
+"$TCPOTA" device --server "$S" --flash "$WORK/t" --id term 2> "$WORK/t.log" &
+dev=$!
+PIDS+=("$dev")
+progress "$WORK/t"
+kill -TERM "$dev"
+rc=0
+wait "$dev" || rc=$?
+[ $rc -eq 143 ] || fail "the device exited $rc on SIGTERM, expected 143"
+grep -q 'device term: stopped by SIGTERM' "$WORK/t.log" || fail "no stop message: $(cat "$WORK/t.log")"
+"$TCPOTA" device --server "$S" --flash "$WORK/t" --id term 2> "$WORK/t2.log" || fail "the restarted device failed"
+check_device "$WORK/t" "$WORK/img"
+ok "SIGTERM still stops the device (143); the next run finishes"
+stop_server
