@@ -249,6 +249,23 @@ int api_name_ok(const char *s, size_t max)
     return chars_in(s, max, 0, 0x20);
 }
 
+int api_query_nul(const char *query, char *key, size_t cap)
+{
+    const char *p, *pair, *eq;
+
+    /* Only "%00" decodes to a NUL: its '%' can never be a hex digit of an
+     * escape before it, so finding the text finds every NUL. */
+    for (p = query ? strstr(query, "%00") : NULL; p; p = strstr(p + 3, "%00")) {
+        for (pair = p; pair > query && pair[-1] != '&'; pair--) {
+        }
+        eq = memchr(pair, '=', (size_t)(p - pair));
+        if (!eq) continue; /* in a name, which is not decoded: an unknown one */
+        snprintf(key, cap, "%.*s", (int)(eq - pair), pair);
+        return 1;
+    }
+    return 0;
+}
+
 /* Replies 400 for the unknown parameter key of a route that takes known. */
 static void refuse_param(struct api_call *c, const char *key, const char *const *known)
 {

@@ -107,6 +107,10 @@ int api_group_ok(struct api_call *c, const char *s, int empty_ok);
  * it sends; the API must be able to name it (percent-encoded in a path). */
 int api_name_ok(const char *s, size_t max);
 void api_changed(struct api *a);
+/* 1 when a value of query (NULL: none) decodes to a NUL byte ("%00"),
+ * with its parameter's name in key (cap bytes); else 0. libevent keeps a
+ * decoded value as a C string: "x%00y" would silently be "x". */
+int api_query_nul(const char *query, char *key, size_t cap);
 /* Checks the request's query (NULL: none) against the parameters a route
  * takes: known is a NULL-terminated list, or NULL when it takes none. Any
  * other parameter is refused, so that a typo never falls back to a default
