@@ -278,6 +278,17 @@ static void refuse_param(struct api_call *c, const char *key, const char *const 
     api_error(c, 400, key, "unknown query parameter %s; this endpoint takes %s", key, takes);
 }
 
+/* 1 when kv's name comes again after it in the query. */
+static int given_twice(const struct evkeyval *kv)
+{
+    const struct evkeyval *o;
+
+    for (o = TAILQ_NEXT(kv, next); o; o = TAILQ_NEXT(o, next)) {
+        if (strcmp(o->key, kv->key) == 0) return 1;
+    }
+    return 0;
+}
+
 int api_query(struct api_call *c, const char *query, const char *const *known, struct evkeyvalq *q)
 {
     struct evkeyvalq local;
@@ -297,6 +308,12 @@ int api_query(struct api_call *c, const char *query, const char *const *known, s
         }
         if (!known || !known[i]) {
             refuse_param(c, kv->key, known);
+            evhttp_clear_headers(q);
+            return -1;
+        }
+        /* evhttp_find_header would take the first: which one was meant? */
+        if (given_twice(kv)) {
+            api_error(c, 400, kv->key, "%s: given twice; send each query parameter once", kv->key);
             evhttp_clear_headers(q);
             return -1;
         }

@@ -651,6 +651,25 @@ static void test_unknown_query_refused(void **state)
     json_decref(j);
 }
 
+/* A query parameter given twice is refused, naming it: the first must not
+ * silently win (an image stored under 5.0.0 when 6.0.0 was meant too). */
+static void test_query_twice_refused(void **state)
+{
+    json_t *j = NULL;
+
+    assert_int_equal(http("POST", "/v1/images?version=5.0.0&model=esp32&version=6.0.0",
+                          "image bytes twice", &j), 400);
+    assert_string_equal(sget(j, "field"), "version");
+    assert_string_equal(sget(j, "error"), "version: given twice; send each query parameter once");
+    json_decref(j);
+    expect_error("POST", "/v1/images?model=esp32&version=5.0.0&model=esp32", "image bytes twice",
+                 400, "model");
+    expect_error("GET", "/v1/devices?state=updated&limit=5&state=failed", NULL, 400, "state");
+    expect_error("GET", "/v1/devices?q=dev&q=dev", NULL, 400, "q");
+    assert_int_equal(T.f.nimgs, 3);
+    assert_int_equal(T.changes, 0);
+}
+
 static void test_images_list_show(void **state)
 {
     json_t *j = NULL, *arr, *e;
@@ -1488,6 +1507,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_auth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_paths_and_methods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_query_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_query_twice_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_images_list_show, setup, teardown),
         cmocka_unit_test_setup_teardown(test_image_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_unsigned, setup, teardown),
