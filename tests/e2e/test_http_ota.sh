@@ -100,6 +100,12 @@ cmp "$WORK/stale.b" "$WORK/img" || fail "If-Range mismatch did not send the whol
 cmp <(tail -c 100 "$WORK/img") "$WORK/tail.b" || fail "bytes=-100 is not the last 100 bytes"
 [ "$(get past "$OTA?device=e-6" -H "Range: bytes=$SIZE-")" = 416 ] || fail "range past the end: not 416"
 [ "$(header Content-Range past)" = "bytes */$SIZE" ] || fail "416 without Content-Range: bytes */size"
+# A start that does not fit in 64 bits is past the end as well: 416, not 400.
+for start in 18446744073709551615 99999999999999999999999; do
+  [ "$(get huge "$OTA?device=e-6" -H "Range: bytes=$start-")" = 416 ] ||
+    fail "range from $start: not 416 ($(cat "$WORK/huge.b"))"
+  [ "$(header Content-Range huge)" = "bytes */$SIZE" ] || fail "416 of bytes=$start- without bytes */size"
+done
 [ "$(get head "$OTA?device=e-7" -I)" = 200 ] || fail "HEAD: not 200"
 # curl -I writes the headers as its output: no more than them arrived.
 [ "$(header Content-Length head)" = $SIZE ] && [ "$(stat -c %s "$WORK/head.b")" -lt 1024 ] ||
