@@ -207,6 +207,15 @@ json_t *api_body_object(struct api_call *c)
     return o;
 }
 
+int api_no_body(struct api_call *c)
+{
+    size_t n = evbuffer_get_length(evhttp_request_get_input_buffer(c->req));
+
+    if (n == 0) return 0;
+    api_error(c, 400, "body", "this endpoint takes no body (%zu bytes came); send none", n);
+    return -1;
+}
+
 const char *api_json_str(const json_t *v)
 {
     const char *s = json_is_string(v) ? json_string_value(v) : NULL;

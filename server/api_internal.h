@@ -91,6 +91,12 @@ void api_store_error(struct api_call *c, const struct store_req *r, const char *
 struct store_req *api_req(struct api_call *c, enum store_op op);
 /* Submits r for c; cont runs from its done (even when the client is gone). */
 void api_submit(struct api_call *c, struct store_req *r, api_cont_fn cont);
+/* 0 when the request has no body, else -1 after replying 400 field "body".
+ * For the routes that take none (all but POST /v1/images, POST /v1/rollouts
+ * and PATCH /v1/devices/{id}): a body sent there holds something the client
+ * meant (fields, a secret of its own) that would be ignored while the route
+ * acts. Called after the route's path and method are judged, before it acts. */
+int api_no_body(struct api_call *c);
 /* The request body as a JSON object; NULL after replying 400 field "body". */
 json_t *api_body_object(struct api_call *c);
 /* 1 when s is len 1..max (or 0..max when empty_ok) printable ASCII bytes,

@@ -670,6 +670,43 @@ static void test_query_twice_refused(void **state)
     assert_int_equal(T.changes, 0);
 }
 
+/* An endpoint that takes no body refuses one, before it acts (docs/api.md):
+ * a client that sends fields (a secret of its own, a halt rule) must learn
+ * that they are not taken, not see the action done without them. */
+static void test_body_refused(void **state)
+{
+    static const struct {
+        const char *method, *uri, *body;
+    } cases[] = {
+        {"POST", "/v1/rollouts/1/pause", "garbage not json"},
+        {"POST", "/v1/rollouts/1/cancel", "{}"},
+        {"POST", "/v1/rollouts/2/cancel", "{\"halt_pct\": 1}"}, /* before its 409 */
+        {"POST", "/v1/devices/dev-1/secret", "{\"secret\": \"0000\"}"},
+        {"POST", "/v1/devices/new-dev/secret", "x"},
+        {"DELETE", "/v1/images/11111111", "x"},
+        {"GET", "/v1/summary", "x"},
+        {"GET", "/v1/devices", "x"},
+    };
+    size_t i;
+    json_t *j = NULL;
+
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        expect_error(cases[i].method, cases[i].uri, cases[i].body, 400, "body");
+    }
+    T.f.ros[0].ro.state = ROLLOUT_STATE_PAUSED;
+    assert_int_equal(http("POST", "/v1/rollouts/1/resume", "{\"halt_pct\": 1}", &j), 400);
+    assert_string_equal(sget(j, "error"), "this endpoint takes no body (15 bytes came); send none");
+    json_decref(j);
+    assert_int_equal(T.f.ros[0].ro.state, ROLLOUT_STATE_PAUSED);
+    assert_int_equal(T.secrets, 0);
+    assert_int_equal(T.changes, 0);
+    assert_int_equal(T.f.nimgs, 3);
+    /* The path and the method are judged first; an empty body is none. */
+    expect_error("POST", "/v1/rollouts/1/explode", "x", 404, NULL);
+    expect_error("POST", "/v1/rollouts/1", "x", 405, NULL);
+    assert_int_equal(http("POST", "/v1/rollouts/1/resume", "", NULL), 200);
+}
+
 static void test_images_list_show(void **state)
 {
     json_t *j = NULL, *arr, *e;
@@ -1508,6 +1545,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_paths_and_methods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_query_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_query_twice_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_body_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_images_list_show, setup, teardown),
         cmocka_unit_test_setup_teardown(test_image_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_unsigned, setup, teardown),
