@@ -303,6 +303,7 @@ int api_query(struct api_call *c, const char *query, const char *const *known, s
     struct evkeyvalq local;
     struct evkeyval *kv;
     size_t i;
+    char bad[64];
 
     if (!q) q = &local;
     TAILQ_INIT(q);
@@ -326,6 +327,13 @@ int api_query(struct api_call *c, const char *query, const char *const *known, s
             evhttp_clear_headers(q);
             return -1;
         }
+    }
+    /* A known name: its value arrived cut at the NUL ("5.0.0%00x" is "5.0.0"). */
+    if (api_query_nul(query, bad, sizeof bad)) {
+        api_error(c, 400, bad, "%s: %%00 decodes to a byte that is not printable; send printable "
+                  "characters only", bad);
+        evhttp_clear_headers(q);
+        return -1;
     }
     if (q == &local) evhttp_clear_headers(q);
     return 0;

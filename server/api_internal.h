@@ -120,7 +120,8 @@ int api_query_nul(const char *query, char *key, size_t cap);
 /* Checks the request's query (NULL: none) against the parameters a route
  * takes: known is a NULL-terminated list, or NULL when it takes none. Any
  * other parameter is refused, so that a typo never falls back to a default
- * or is ignored by an action; so is one given twice (which was meant?). With q, the parsed query is left there for the
+ * or is ignored by an action; so is one given twice (which was meant?), and
+ * one whose value holds %00 (it would arrive cut at the NUL). With q, the parsed query is left there for the
  * route (the caller clears it with evhttp_clear_headers); 0, or -1 after
  * replying 400 naming the parameter (q then holds nothing). */
 int api_query(struct api_call *c, const char *query, const char *const *known, struct evkeyvalq *q);

@@ -670,6 +670,24 @@ static void test_query_twice_refused(void **state)
     assert_int_equal(T.changes, 0);
 }
 
+/* A %00 in a query value is refused, naming it: the value would arrive cut
+ * at the NUL (as the /ota/ downloads refuse it too). */
+static void test_query_nul_refused(void **state)
+{
+    json_t *j = NULL;
+
+    /* libevent would hand the route "5.0.0": an image stored under it. */
+    assert_int_equal(http("POST", "/v1/images?version=5.0.0%00x&model=esp32", "nul image", &j), 400);
+    assert_string_equal(sget(j, "field"), "version");
+    assert_non_null(strstr(sget(j, "error"), "not printable"));
+    json_decref(j);
+    expect_error("POST", "/v1/images?version=5.0.0&model=esp%0032", "nul image", 400, "model");
+    expect_error("GET", "/v1/devices?q=dev%00zzz", NULL, 400, "q");
+    expect_error("GET", "/v1/devices?limit=1&model=esp32-devkit%00", NULL, 400, "model");
+    assert_int_equal(T.f.nimgs, 3);
+    assert_int_equal(T.changes, 0);
+}
+
 /* An endpoint that takes no body refuses one, before it acts (docs/api.md):
  * a client that sends fields (a secret of its own, a halt rule) must learn
  * that they are not taken, not see the action done without them. */
@@ -1546,6 +1564,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unknown_query_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_query_twice_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_query_nul_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_images_list_show, setup, teardown),
         cmocka_unit_test_setup_teardown(test_image_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_unsigned, setup, teardown),
