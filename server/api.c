@@ -207,6 +207,15 @@ json_t *api_body_object(struct api_call *c)
     return o;
 }
 
+int api_no_body(struct api_call *c)
+{
+    size_t n = evbuffer_get_length(evhttp_request_get_input_buffer(c->req));
+
+    if (n == 0) return 0;
+    api_error(c, 400, "body", "this endpoint takes no body (%zu bytes came); send none", n);
+    return -1;
+}
+
 const char *api_json_str(const json_t *v)
 {
     const char *s = json_is_string(v) ? json_string_value(v) : NULL;
@@ -249,6 +258,23 @@ int api_name_ok(const char *s, size_t max)
     return chars_in(s, max, 0, 0x20);
 }
 
+int api_query_nul(const char *query, char *key, size_t cap)
+{
+    const char *p, *pair, *eq;
+
+    /* Only "%00" decodes to a NUL: its '%' can never be a hex digit of an
+     * escape before it, so finding the text finds every NUL. */
+    for (p = query ? strstr(query, "%00") : NULL; p; p = strstr(p + 3, "%00")) {
+        for (pair = p; pair > query && pair[-1] != '&'; pair--) {
+        }
+        eq = memchr(pair, '=', (size_t)(p - pair));
+        if (!eq) continue; /* in a name, which is not decoded: an unknown one */
+        snprintf(key, cap, "%.*s", (int)(eq - pair), pair);
+        return 1;
+    }
+    return 0;
+}
+
 /* Replies 400 for the unknown parameter key of a route that takes known. */
 static void refuse_param(struct api_call *c, const char *key, const char *const *known)
 {
@@ -261,11 +287,23 @@ static void refuse_param(struct api_call *c, const char *key, const char *const 
     api_error(c, 400, key, "unknown query parameter %s; this endpoint takes %s", key, takes);
 }
 
+/* 1 when kv's name comes again after it in the query. */
+static int given_twice(const struct evkeyval *kv)
+{
+    const struct evkeyval *o;
+
+    for (o = TAILQ_NEXT(kv, next); o; o = TAILQ_NEXT(o, next)) {
+        if (strcmp(o->key, kv->key) == 0) return 1;
+    }
+    return 0;
+}
+
 int api_query(struct api_call *c, const char *query, const char *const *known, struct evkeyvalq *q)
 {
     struct evkeyvalq local;
     struct evkeyval *kv;
     size_t i;
+    char bad[64];
 
     if (!q) q = &local;
     TAILQ_INIT(q);
@@ -283,6 +321,19 @@ int api_query(struct api_call *c, const char *query, const char *const *known, s
             evhttp_clear_headers(q);
             return -1;
         }
+        /* evhttp_find_header would take the first: which one was meant? */
+        if (given_twice(kv)) {
+            api_error(c, 400, kv->key, "%s: given twice; send each query parameter once", kv->key);
+            evhttp_clear_headers(q);
+            return -1;
+        }
+    }
+    /* A known name: its value arrived cut at the NUL ("5.0.0%00x" is "5.0.0"). */
+    if (api_query_nul(query, bad, sizeof bad)) {
+        api_error(c, 400, bad, "%s: %%00 decodes to a byte that is not printable; send printable "
+                  "characters only", bad);
+        evhttp_clear_headers(q);
+        return -1;
     }
     if (q == &local) evhttp_clear_headers(q);
     return 0;

@@ -109,6 +109,10 @@ static void list(struct api_call *c, const char *query)
     struct store_req *r;
 
     if (api_query(c, query, list_params, &q) < 0) return;
+    if (api_no_body(c) < 0) {
+        evhttp_clear_headers(&q);
+        return;
+    }
     if ((r = api_req(c, STORE_DEVICE_LIST)) != NULL) {
         if (list_query(c, &q, r) < 0) store_req_free(r);
         else api_submit(c, r, list_done);
@@ -262,6 +266,8 @@ void api_devices(struct api_call *c, int method, const char *rest, const char *q
         return;
     }
     if (api_query(c, query, NULL, NULL) < 0) return;
+    /* Only PATCH takes a body: a secret sent to /secret is not the one made. */
+    if (method != EVHTTP_REQ_PATCH && api_no_body(c) < 0) return;
     if (take_dev(c, rest, slash ? (size_t)(slash - rest) : strlen(rest)) < 0) return;
     if (slash) new_secret(c);
     else if (method == EVHTTP_REQ_PATCH) set_group(c);

@@ -131,7 +131,7 @@ void api_events(struct api_call *c, int method, const char *rest, const char *qu
         api_error(c, 405, NULL, "/v1/events takes GET");
         return;
     }
-    if (api_query(c, query, NULL, NULL) < 0) return;
+    if (api_query(c, query, NULL, NULL) < 0 || api_no_body(c) < 0) return;
     if (a->nstreams >= API_STREAMS_MAX) {
         api_error(c, 503, NULL, "%u event streams are open already; close a dashboard",
                   API_STREAMS_MAX);

@@ -479,7 +479,8 @@ void api_images(struct api_call *c, int method, const char *rest, const char *qu
         api_error(c, 405, NULL, "/v1/images/{id} takes GET and DELETE");
         return;
     }
-    if (!(!rest && method == EVHTTP_REQ_POST) && api_query(c, query, NULL, NULL) < 0) return;
+    if (!(!rest && method == EVHTTP_REQ_POST) &&
+        (api_query(c, query, NULL, NULL) < 0 || api_no_body(c) < 0)) return;
     if (!rest && method == EVHTTP_REQ_POST) {
         upload(c, query);
         return;

@@ -92,6 +92,12 @@ void api_store_error(struct api_call *c, const struct store_req *r, const char *
 struct store_req *api_req(struct api_call *c, enum store_op op);
 /* Submits r for c; cont runs from its done (even when the client is gone). */
 void api_submit(struct api_call *c, struct store_req *r, api_cont_fn cont);
+/* 0 when the request has no body, else -1 after replying 400 field "body".
+ * For the routes that take none (all but POST /v1/images, POST /v1/rollouts
+ * and PATCH /v1/devices/{id}): a body sent there holds something the client
+ * meant (fields, a secret of its own) that would be ignored while the route
+ * acts. Called after the route's path and method are judged, before it acts. */
+int api_no_body(struct api_call *c);
 /* The request body as a JSON object; NULL after replying 400 field "body". */
 json_t *api_body_object(struct api_call *c);
 /* 1 when s is len 1..max (or 0..max when empty_ok) printable ASCII bytes,
@@ -108,10 +114,15 @@ int api_group_ok(struct api_call *c, const char *s, int empty_ok);
  * it sends; the API must be able to name it (percent-encoded in a path). */
 int api_name_ok(const char *s, size_t max);
 void api_changed(struct api *a);
+/* 1 when a value of query (NULL: none) decodes to a NUL byte ("%00"),
+ * with its parameter's name in key (cap bytes); else 0. libevent keeps a
+ * decoded value as a C string: "x%00y" would silently be "x". */
+int api_query_nul(const char *query, char *key, size_t cap);
 /* Checks the request's query (NULL: none) against the parameters a route
  * takes: known is a NULL-terminated list, or NULL when it takes none. Any
  * other parameter is refused, so that a typo never falls back to a default
- * or is ignored by an action. With q, the parsed query is left there for the
+ * or is ignored by an action; so is one given twice (which was meant?), and
+ * one whose value holds %00 (it would arrive cut at the NUL). With q, the parsed query is left there for the
  * route (the caller clears it with evhttp_clear_headers); 0, or -1 after
  * replying 400 naming the parameter (q then holds nothing). */
 int api_query(struct api_call *c, const char *query, const char *const *known, struct evkeyvalq *q);

@@ -458,7 +458,9 @@ void api_rollouts(struct api_call *c, int method, const char *rest, const char *
     if (!rest) {
         if (method == EVHTTP_REQ_POST) create(c);
         else if (method != EVHTTP_REQ_GET) api_error(c, 405, NULL, "/v1/rollouts takes GET and POST");
-        else if ((r = api_req(c, STORE_ROLLOUT_LIST)) != NULL) api_submit(c, r, list_done);
+        else if (api_no_body(c) == 0 && (r = api_req(c, STORE_ROLLOUT_LIST)) != NULL) {
+            api_submit(c, r, list_done);
+        }
         return;
     }
     id = parse_id(rest, slash ? (size_t)(slash - rest) : strlen(rest));
@@ -472,10 +474,12 @@ void api_rollouts(struct api_call *c, int method, const char *rest, const char *
         api_error(c, 404, NULL, id ? "no such path /v1/rollouts/%s" : "no rollout %s", rest);
     } else if (c->action == 0 && method != EVHTTP_REQ_GET) {
         api_error(c, 405, NULL, "/v1/rollouts/{id} takes GET");
+    } else if (c->action != 0 && method != EVHTTP_REQ_POST) {
+        api_error(c, 405, NULL, "/v1/rollouts/{id}%s takes POST", slash);
+    } else if (api_no_body(c) < 0) {
+        return; /* a pause with fields must not pause without them */
     } else if (c->action == 0) {
         show(c, id, 200);
-    } else if (method != EVHTTP_REQ_POST) {
-        api_error(c, 405, NULL, "/v1/rollouts/{id}%s takes POST", slash);
     } else if ((r = api_req(c, STORE_ROLLOUT_GET)) != NULL) {
         c->id = id;
         r->u.rollout.id = id;

@@ -96,7 +96,7 @@ void api_summary(struct api_call *c, int method, const char *rest, const char *q
         api_error(c, 405, NULL, "/v1/summary takes GET");
         return;
     }
-    if (api_query(c, query, NULL, NULL) < 0) return;
+    if (api_query(c, query, NULL, NULL) < 0 || api_no_body(c) < 0) return;
     if (a->summary && mono_ms() - a->summary_ms < API_SUMMARY_TTL_MS) {
         api_reply(c, 200, json_incref(a->summary));
         return;

@@ -123,6 +123,7 @@ static int parse_target(struct evhttp_request *req, const char *path, const char
     struct evkeyvalq q;
     struct evkeyval *kv;
     size_t flen;
+    char bad[TCPOTA_MAX_NAME + 1];
 
     if (decode(model, slash ? (size_t)(slash - model) : strlen(model), d->model, sizeof(d->model)) < 0 ||
         !api_name_ok(d->model, TCPOTA_MAX_NAME)) {
@@ -159,6 +160,12 @@ static int parse_target(struct evhttp_request *req, const char *path, const char
         memcpy(dst, kv->value, strlen(kv->value) + 1);
     }
     evhttp_clear_headers(&q);
+    if (api_query_nul(query, bad, sizeof(bad))) { /* refused, not cut short */
+        ota_reply_error(req, 400, "%s: %%00 decodes to a byte that is not printable; send 1..%u "
+                    "printable characters", bad, strcmp(bad, "device") == 0 ? TCPOTA_MAX_STR
+                                                                             : TCPOTA_MAX_NAME);
+        return -1;
+    }
     if (!api_name_ok(d->id, TCPOTA_MAX_STR)) {
         ota_reply_error(req, 400, "device: give the device id (1..%u printable characters) as "
                     "?device=<id> or /ota/<model>/<id>.bin", TCPOTA_MAX_STR);

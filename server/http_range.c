@@ -5,7 +5,6 @@
 #include <strings.h>
 
 #define RANGE_UNIT "bytes="
-#define RANGE_DIGITS_MAX 19u /* < 2^63: no overflow */
 
 static const char *skip_ows(const char *p)
 {
@@ -13,17 +12,21 @@ static const char *skip_ows(const char *p)
     return p;
 }
 
-/* A decimal number of 1..RANGE_DIGITS_MAX digits at *p; advances *p.
- * Returns 0, or -1 when there is none or it is too long. */
+/* A decimal number of 1 or more digits at *p; advances *p. One past 64
+ * bits is UINT64_MAX: RFC 9110 allows any number of digits, and a number
+ * that large is past the end of any image (a start: 416; an end or a
+ * suffix: the image's last byte), never malformed. Returns 0, or -1 when
+ * there is no digit. */
 static int number(const char **p, uint64_t *v)
 {
     const char *s = *p;
     size_t n = 0;
+    uint64_t d;
 
     *v = 0;
     while (s[n] >= '0' && s[n] <= '9') {
-        if (n == RANGE_DIGITS_MAX) return -1;
-        *v = *v * 10u + (uint64_t)(s[n] - '0');
+        d = (uint64_t)(s[n] - '0');
+        *v = *v > (UINT64_MAX - d) / 10u ? UINT64_MAX : *v * 10u + d;
         n++;
     }
     *p = s + n;

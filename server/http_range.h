@@ -12,8 +12,9 @@
  *     (a weak tag or a date never matches: the server sends no Last-Modified);
  *   - bytes=N-, bytes=N-M, bytes=-S within the image -> 206 with that range
  *     (M past the end is cut to the last byte);
- *   - a range starting at or past the end, or bytes=-0 -> 416;
- *   - bytes= with anything else (no digits, M < N, garbage, overflow) -> 400.
+ *   - a range starting at or past the end (a start past 64 bits too), or
+ *     bytes=-0 -> 416;
+ *   - bytes= with anything else (no digits, M < N, garbage) -> 400.
  */
 #ifndef TCPOTA_SERVER_HTTP_RANGE_H
 #define TCPOTA_SERVER_HTTP_RANGE_H

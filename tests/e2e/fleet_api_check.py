@@ -86,6 +86,12 @@ expect("image add, unsigned to a server with keys", call("POST", "/v1/images?ver
 expect("image add, manifest not base64", call("POST", "/v1/images", raw=b"abc", headers={"Tcpota-Manifest": "@@@"}), 400, "manifest")
 expect("image add, bad manifest", call("POST", "/v1/images", raw=b"abc", headers={"Tcpota-Manifest": "AAAA"}), 400, "manifest")
 
+# Endpoints that take no body refuse one before they act: rollout 1 stays
+# active (its devices update meanwhile), body-check gets no secret.
+expect("rollout pause with a body", call("POST", "/v1/rollouts/1/pause", raw=b"garbage not json"), 400, "body")
+expect("rollout resume with a field", call("POST", "/v1/rollouts/1/resume", body={"halt_pct": 1}), 400, "body")
+expect("rollout cancel with a body", call("POST", "/v1/rollouts/1/cancel", body={}), 400, "body")
+expect("device secret with a body", call("POST", "/v1/devices/body-check/secret", body={"secret": "0000"}), 400, "body")
 expect("unknown rollout", call("GET", "/v1/rollouts/999"), 404)
 expect("unknown rollout pause", call("POST", "/v1/rollouts/999/pause"), 404)
 expect("unknown device", call("GET", "/v1/devices/nobody"), 404)

@@ -100,6 +100,12 @@ cmp "$WORK/stale.b" "$WORK/img" || fail "If-Range mismatch did not send the whol
 cmp <(tail -c 100 "$WORK/img") "$WORK/tail.b" || fail "bytes=-100 is not the last 100 bytes"
 [ "$(get past "$OTA?device=e-6" -H "Range: bytes=$SIZE-")" = 416 ] || fail "range past the end: not 416"
 [ "$(header Content-Range past)" = "bytes */$SIZE" ] || fail "416 without Content-Range: bytes */size"
+# A start that does not fit in 64 bits is past the end as well: 416, not 400.
+for start in 18446744073709551615 99999999999999999999999; do
+  [ "$(get huge "$OTA?device=e-6" -H "Range: bytes=$start-")" = 416 ] ||
+    fail "range from $start: not 416 ($(cat "$WORK/huge.b"))"
+  [ "$(header Content-Range huge)" = "bytes */$SIZE" ] || fail "416 of bytes=$start- without bytes */size"
+done
 [ "$(get head "$OTA?device=e-7" -I)" = 200 ] || fail "HEAD: not 200"
 # curl -I writes the headers as its output: no more than them arrived.
 [ "$(header Content-Length head)" = $SIZE ] && [ "$(stat -c %s "$WORK/head.b")" -lt 1024 ] ||
@@ -153,6 +159,16 @@ badmsg 400 "device in the path and the query" 'the path names the device already
 badmsg 400 "?version= and the header differ" '?version= and X-Tcpota-Version differ' \
   "$OTA?device=h-2&version=2.0.0" "${V[@]}"
 badmsg 400 "?version= too long" 'version: too long' "$OTA?device=h-2&version=$(printf '1%.0s' $(seq 80))"
+# A NUL decoded into a query value would cut it short (libevent keeps
+# values as C strings): x%00y must not register device x, nor 1.0.0%00zz
+# report version 1.0.0.
+badmsg 400 "NUL in ?device=" 'device: ' "$OTA?device=q-1%00y" "${V[@]}"
+grep -q 'not printable' "$WORK/bad.b" || fail "NUL in ?device=: $(cat "$WORK/bad.b")"
+badmsg 400 "NUL in ?version=" 'version: ' "$OTA?device=q-2&version=1.0.0%00zz"
+grep -q 'not printable' "$WORK/bad.b" || fail "NUL in ?version=: $(cat "$WORK/bad.b")"
+for d in q-1 q-2; do
+  [ -z "$(device_state $d 2>/dev/null || true)" ] || fail "device $d was registered from a cut value"
+done
 bad 405 "POST" "$OTA?device=h-2" "${V[@]}" -X POST
 code=$(python3 -c '
 import socket, sys
@@ -164,7 +180,7 @@ print(s.recv(100).split(b" ")[1].decode())' "$OTA_PORT")
 bad 403 "a device with a secret" "$OTA?device=s-1" "${V[@]}"
 [ "$(device_state s-1 2>/dev/null || true)" != downloading ] || fail "s-1 was served"
 [ "$(get alive "$OTA?device=e-9" -I)" = 200 ] || fail "the server did not survive the bad requests"
-ok "bad range, version, device (twice, in path and query, a NUL), ?version= against the header, model (300 bytes, a NUL), parameter, method, 20 kB of headers, an id with a secret: 4xx"
+ok "bad range, version, device (twice, in path and query, a NUL in path or query), a NUL in ?version=, ?version= against the header, model (300 bytes, a NUL), parameter, method, 20 kB of headers, an id with a secret: 4xx"
 
 # ---- an esp_https_ota-like client through cuts, then its report ------------------
 start_proxy espcut "$OTA_PORT" --cut-at 100000,300000,650000,900000

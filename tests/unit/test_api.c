@@ -659,6 +659,80 @@ static void test_unknown_query_refused(void **state)
     json_decref(j);
 }
 
+/* A query parameter given twice is refused, naming it: the first must not
+ * silently win (an image stored under 5.0.0 when 6.0.0 was meant too). */
+static void test_query_twice_refused(void **state)
+{
+    json_t *j = NULL;
+
+    assert_int_equal(http("POST", "/v1/images?version=5.0.0&model=esp32&version=6.0.0",
+                          "image bytes twice", &j), 400);
+    assert_string_equal(sget(j, "field"), "version");
+    assert_string_equal(sget(j, "error"), "version: given twice; send each query parameter once");
+    json_decref(j);
+    expect_error("POST", "/v1/images?model=esp32&version=5.0.0&model=esp32", "image bytes twice",
+                 400, "model");
+    expect_error("GET", "/v1/devices?state=updated&limit=5&state=failed", NULL, 400, "state");
+    expect_error("GET", "/v1/devices?q=dev&q=dev", NULL, 400, "q");
+    assert_int_equal(T.f.nimgs, 3);
+    assert_int_equal(T.changes, 0);
+}
+
+/* A %00 in a query value is refused, naming it: the value would arrive cut
+ * at the NUL (as the /ota/ downloads refuse it too). */
+static void test_query_nul_refused(void **state)
+{
+    json_t *j = NULL;
+
+    /* libevent would hand the route "5.0.0": an image stored under it. */
+    assert_int_equal(http("POST", "/v1/images?version=5.0.0%00x&model=esp32", "nul image", &j), 400);
+    assert_string_equal(sget(j, "field"), "version");
+    assert_non_null(strstr(sget(j, "error"), "not printable"));
+    json_decref(j);
+    expect_error("POST", "/v1/images?version=5.0.0&model=esp%0032", "nul image", 400, "model");
+    expect_error("GET", "/v1/devices?q=dev%00zzz", NULL, 400, "q");
+    expect_error("GET", "/v1/devices?limit=1&model=esp32-devkit%00", NULL, 400, "model");
+    assert_int_equal(T.f.nimgs, 3);
+    assert_int_equal(T.changes, 0);
+}
+
+/* An endpoint that takes no body refuses one, before it acts (docs/api.md):
+ * a client that sends fields (a secret of its own, a halt rule) must learn
+ * that they are not taken, not see the action done without them. */
+static void test_body_refused(void **state)
+{
+    static const struct {
+        const char *method, *uri, *body;
+    } cases[] = {
+        {"POST", "/v1/rollouts/1/pause", "garbage not json"},
+        {"POST", "/v1/rollouts/1/cancel", "{}"},
+        {"POST", "/v1/rollouts/2/cancel", "{\"halt_pct\": 1}"}, /* before its 409 */
+        {"POST", "/v1/devices/dev-1/secret", "{\"secret\": \"0000\"}"},
+        {"POST", "/v1/devices/new-dev/secret", "x"},
+        {"DELETE", "/v1/images/11111111", "x"},
+        {"GET", "/v1/summary", "x"},
+        {"GET", "/v1/devices", "x"},
+    };
+    size_t i;
+    json_t *j = NULL;
+
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        expect_error(cases[i].method, cases[i].uri, cases[i].body, 400, "body");
+    }
+    T.f.ros[0].ro.state = ROLLOUT_STATE_PAUSED;
+    assert_int_equal(http("POST", "/v1/rollouts/1/resume", "{\"halt_pct\": 1}", &j), 400);
+    assert_string_equal(sget(j, "error"), "this endpoint takes no body (15 bytes came); send none");
+    json_decref(j);
+    assert_int_equal(T.f.ros[0].ro.state, ROLLOUT_STATE_PAUSED);
+    assert_int_equal(T.secrets, 0);
+    assert_int_equal(T.changes, 0);
+    assert_int_equal(T.f.nimgs, 3);
+    /* The path and the method are judged first; an empty body is none. */
+    expect_error("POST", "/v1/rollouts/1/explode", "x", 404, NULL);
+    expect_error("POST", "/v1/rollouts/1", "x", 405, NULL);
+    assert_int_equal(http("POST", "/v1/rollouts/1/resume", "", NULL), 200);
+}
+
 static void test_images_list_show(void **state)
 {
     json_t *j = NULL, *arr, *e;
@@ -1520,6 +1594,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_auth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_paths_and_methods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_query_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_query_twice_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_body_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_query_nul_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_images_list_show, setup, teardown),
         cmocka_unit_test_setup_teardown(test_image_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_unsigned, setup, teardown),
