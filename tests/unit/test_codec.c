@@ -356,6 +356,58 @@ static void test_tlv_rules(void **state)
     assert_int_equal(decode_payload(TCPOTA_T_DATA, p, 4, &m), TCPOTA_ERR_PROTO);
 }
 
+/* Appends one TLV to the payload p of n bytes; returns the new length. */
+static size_t put_tlv(uint8_t *p, size_t n, uint8_t tag, const void *v, size_t len)
+{
+    p[n] = tag;
+    tcpota_put_u16(p + n + 1, (uint16_t)len);
+    memcpy(p + n + 3, v, len);
+    return n + 3 + len;
+}
+
+/* Decodes a payload as a frame of `type` without a decoder (any length). */
+static int decode_raw(uint8_t type, const uint8_t *p, size_t n, struct tcpota_msg *m)
+{
+    struct tcpota_frame f = {type, (uint16_t)n, p};
+    return tcpota_msg_decode(&f, m);
+}
+
+/* A HELLO with the three strings of the given lengths (0: left out). */
+static int hello_strings(size_t id_len, size_t model_len, size_t version_len, struct tcpota_msg *m)
+{
+    static uint8_t p[512];
+    uint8_t s[128];
+    size_t n = 4;
+
+    memset(s, 'a', sizeof(s));
+    p[0] = 1; p[1] = 1; p[2] = 0; p[3] = 0;
+    if (id_len) n = put_tlv(p, n, TCPOTA_TAG_DEVICE_ID, s, id_len);
+    if (model_len) n = put_tlv(p, n, TCPOTA_TAG_MODEL, s, model_len);
+    if (version_len) n = put_tlv(p, n, TCPOTA_TAG_VERSION, s, version_len);
+    return decode_raw(TCPOTA_T_HELLO, p, n, m);
+}
+
+/* HELLO's strings: a server copies them into buffers of TCPOTA_MAX_STR + 1
+ * and TCPOTA_MAX_NAME + 1 bytes, so one byte longer than the limit is
+ * refused; all three are required. */
+static void test_hello_string_limits(void **state)
+{
+    struct tcpota_msg m;
+    (void)state;
+
+    assert_int_equal(hello_strings(TCPOTA_MAX_STR, 32, 32, &m), 0);
+    assert_int_equal(m.u.hello.device_id.len, TCPOTA_MAX_STR);
+    assert_int_equal(m.u.hello.model.len, 32);
+    assert_int_equal(m.u.hello.version.len, 32);
+    assert_int_equal(hello_strings(TCPOTA_MAX_STR + 1, 32, 32, &m), TCPOTA_ERR_PROTO);
+    assert_int_equal(hello_strings(TCPOTA_MAX_STR, 33, 32, &m), TCPOTA_ERR_PROTO);
+    assert_int_equal(hello_strings(TCPOTA_MAX_STR, 32, 33, &m), TCPOTA_ERR_PROTO);
+    /* each of the three is required */
+    assert_int_equal(hello_strings(0, 1, 1, &m), TCPOTA_ERR_PROTO);
+    assert_int_equal(hello_strings(1, 0, 1, &m), TCPOTA_ERR_PROTO);
+    assert_int_equal(hello_strings(1, 1, 0, &m), TCPOTA_ERR_PROTO);
+}
+
 /* The value of tag in a HELLO payload p of n bytes (after its 4-byte fixed
  * part), or NULL. */
 static uint8_t *hello_tlv(uint8_t *p, size_t n, uint8_t tag)
@@ -565,6 +617,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_oversized_length_refused_at_header),
         cmocka_unit_test(test_bad_header_fields),
         cmocka_unit_test(test_tlv_rules),
+        cmocka_unit_test(test_hello_string_limits),
         cmocka_unit_test(test_offer_chunk_zero),
         cmocka_unit_test(test_no_update_why),
         cmocka_unit_test(test_hello_resume_and_max_payload),
