@@ -408,6 +408,110 @@ static void test_hello_string_limits(void **state)
     assert_int_equal(hello_strings(1, 1, 0, &m), TCPOTA_ERR_PROTO);
 }
 
+/* The fixed-size TLVs take their exact size only: a longer RUNNING_ID or
+ * RESUME, or a CHUNK of 3 bytes, is refused, not read in part. */
+static void test_tlv_exact_sizes(void **state)
+{
+    uint8_t p[256], v[64], off[TCPOTA_ID_LEN + 8];
+    struct tcpota_msg m;
+    size_t base, n;
+    (void)state;
+
+    memset(v, 0x11, sizeof(v));
+    p[0] = 1; p[1] = 1; p[2] = 0; p[3] = 0;
+    base = put_tlv(p, 4, TCPOTA_TAG_DEVICE_ID, "d", 1);
+    base = put_tlv(p, base, TCPOTA_TAG_MODEL, "m", 1);
+    base = put_tlv(p, base, TCPOTA_TAG_VERSION, "v", 1);
+    n = put_tlv(p, base, TCPOTA_TAG_RUNNING_ID, v, TCPOTA_ID_LEN);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n, &m), 0);
+    assert_non_null(m.u.hello.running_id);
+    n = put_tlv(p, base, TCPOTA_TAG_RUNNING_ID, v, TCPOTA_ID_LEN + 1);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n, &m), TCPOTA_ERR_PROTO);
+    n = put_tlv(p, base, TCPOTA_TAG_RUNNING_ID, v, TCPOTA_ID_LEN - 1);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n, &m), TCPOTA_ERR_PROTO);
+
+    memset(off, 0, sizeof(off));
+    tcpota_put_u32(off + TCPOTA_ID_LEN, 8192);
+    tcpota_put_u32(off + TCPOTA_ID_LEN + 4, 4096);
+    n = put_tlv(p, base, TCPOTA_TAG_RESUME, off, sizeof(off));
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n, &m), 0);
+    assert_int_equal(m.u.hello.resume_offset, 4096);
+    memcpy(v, off, sizeof(off));
+    v[sizeof(off)] = 0;
+    n = put_tlv(p, base, TCPOTA_TAG_RESUME, v, sizeof(off) + 1);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n, &m), TCPOTA_ERR_PROTO);
+
+    /* OFFER: id, size 100, start 0, VERSION, then CHUNK of 2 or 3 bytes */
+    memset(p, 0x22, TCPOTA_ID_LEN);
+    tcpota_put_u32(p + TCPOTA_ID_LEN, 100);
+    tcpota_put_u32(p + TCPOTA_ID_LEN + 4, 0);
+    base = put_tlv(p, TCPOTA_ID_LEN + 8, TCPOTA_TAG_VERSION, "2.0", 3);
+    n = put_tlv(p, base, TCPOTA_TAG_CHUNK, "\x00\x10", 2);
+    assert_int_equal(decode_raw(TCPOTA_T_OFFER, p, n, &m), 0);
+    assert_int_equal(m.u.offer.chunk, 4096);
+    n = put_tlv(p, base, TCPOTA_TAG_CHUNK, "\x00\x10\x00", 3);
+    assert_int_equal(decode_raw(TCPOTA_T_OFFER, p, n, &m), TCPOTA_ERR_PROTO);
+}
+
+/* An OFFER must name its version (the device compares and keeps it), and
+ * its MANIFEST is at most TCPOTA_MAX_MANIFEST bytes. */
+static void test_offer_version_and_manifest_limit(void **state)
+{
+    static uint8_t p[TCPOTA_MAX_MANIFEST + 128], man[TCPOTA_MAX_MANIFEST + 1];
+    struct tcpota_msg m;
+    size_t base, n;
+    (void)state;
+
+    memset(man, 0x5a, sizeof(man));
+    memset(p, 0x22, TCPOTA_ID_LEN);
+    tcpota_put_u32(p + TCPOTA_ID_LEN, 100);
+    tcpota_put_u32(p + TCPOTA_ID_LEN + 4, 0);
+    n = put_tlv(p, TCPOTA_ID_LEN + 8, TCPOTA_TAG_CHUNK, "\x00\x10", 2);
+    assert_int_equal(decode_raw(TCPOTA_T_OFFER, p, n, &m), TCPOTA_ERR_PROTO); /* no VERSION */
+    base = put_tlv(p, n, TCPOTA_TAG_VERSION, "2.0", 3);
+    assert_int_equal(decode_raw(TCPOTA_T_OFFER, p, base, &m), 0);
+    n = put_tlv(p, base, TCPOTA_TAG_MANIFEST, man, TCPOTA_MAX_MANIFEST);
+    assert_int_equal(decode_raw(TCPOTA_T_OFFER, p, n, &m), 0);
+    assert_int_equal(m.u.offer.manifest.len, TCPOTA_MAX_MANIFEST);
+    n = put_tlv(p, base, TCPOTA_TAG_MANIFEST, man, TCPOTA_MAX_MANIFEST + 1);
+    assert_int_equal(decode_raw(TCPOTA_T_OFFER, p, n, &m), TCPOTA_ERR_PROTO);
+}
+
+/* MESSAGE is at most TCPOTA_MAX_MESSAGE bytes: a device copies an ERROR's
+ * into a buffer of TCPOTA_MAX_MESSAGE + 1. */
+static void test_message_limit(void **state)
+{
+    static uint8_t p[TCPOTA_MAX_MESSAGE + 64], s[TCPOTA_MAX_MESSAGE + 1];
+    struct tcpota_msg m;
+    size_t n;
+    (void)state;
+
+    memset(s, 'x', sizeof(s));
+    p[0] = 0; p[1] = 5;
+    n = put_tlv(p, 2, TCPOTA_TAG_MESSAGE, s, TCPOTA_MAX_MESSAGE);
+    assert_int_equal(decode_raw(TCPOTA_T_ERROR, p, n, &m), 0);
+    assert_int_equal(m.u.error.message.len, TCPOTA_MAX_MESSAGE);
+    n = put_tlv(p, 2, TCPOTA_TAG_MESSAGE, s, TCPOTA_MAX_MESSAGE + 1);
+    assert_int_equal(decode_raw(TCPOTA_T_ERROR, p, n, &m), TCPOTA_ERR_PROTO);
+    memset(p, 0x22, TCPOTA_ID_LEN);
+    p[TCPOTA_ID_LEN] = 0; p[TCPOTA_ID_LEN + 1] = 1;
+    n = put_tlv(p, TCPOTA_ID_LEN + 2, TCPOTA_TAG_MESSAGE, s, TCPOTA_MAX_MESSAGE + 1);
+    assert_int_equal(decode_raw(TCPOTA_T_DECLINE, p, n, &m), TCPOTA_ERR_PROTO);
+}
+
+/* WELCOME's second byte is reserved: anything but 0 is refused. */
+static void test_welcome_reserved_byte(void **state)
+{
+    uint8_t p[4] = {TCPOTA_PROTO_VERSION, 0, 1, 0}; /* features: AUTH */
+    struct tcpota_msg m;
+    (void)state;
+
+    assert_int_equal(decode_raw(TCPOTA_T_WELCOME, p, 4, &m), 0);
+    assert_int_equal(m.u.welcome.features, TCPOTA_F_AUTH);
+    p[1] = 1;
+    assert_int_equal(decode_raw(TCPOTA_T_WELCOME, p, 4, &m), TCPOTA_ERR_PROTO);
+}
+
 /* The value of tag in a HELLO payload p of n bytes (after its 4-byte fixed
  * part), or NULL. */
 static uint8_t *hello_tlv(uint8_t *p, size_t n, uint8_t tag)
@@ -618,6 +722,10 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_bad_header_fields),
         cmocka_unit_test(test_tlv_rules),
         cmocka_unit_test(test_hello_string_limits),
+        cmocka_unit_test(test_tlv_exact_sizes),
+        cmocka_unit_test(test_offer_version_and_manifest_limit),
+        cmocka_unit_test(test_message_limit),
+        cmocka_unit_test(test_welcome_reserved_byte),
         cmocka_unit_test(test_offer_chunk_zero),
         cmocka_unit_test(test_no_update_why),
         cmocka_unit_test(test_hello_resume_and_max_payload),
