@@ -1129,6 +1129,52 @@ static void test_output_urgent_unless_only_acks(void **state)
     tcpota_dev_disconnect(&dev);
 }
 
+/* A new connection whose first server frame is an OFFER of a 100-byte
+ * image (no WELCOME before it): the device accepts and is RECEIVING. */
+static void offered_without_welcome(void)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    const uint8_t *p;
+
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_OFFER;
+    m.u.offer.image_id = simg.id;
+    m.u.offer.size = 100;
+    m.u.offer.version.ptr = (const uint8_t *)"2"; m.u.offer.version.len = 1;
+    assert_true(feed_dev(&m, &ev) > 0);
+    assert_int_equal(ev.type, TCPOTA_DEV_EV_ACCEPTED);
+    assert_int_equal(dev.state, TCPOTA_DEV_RECEIVING);
+    tcpota_dev_output_done(&dev, tcpota_dev_output(&dev, &p));
+}
+
+/* WELCOME and NO_UPDATE answer a HELLO: once the device receives an image
+ * either is a violation, not a new start (a NO_UPDATE would end the
+ * transfer as "up to date", a WELCOME open the way to a CHALLENGE). */
+static void test_welcome_or_no_update_while_receiving_refused(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    (void)state;
+
+    offered_without_welcome();
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_WELCOME;
+    m.u.welcome.proto = 1;
+    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_PROTO);
+    assert_string_equal(tcpota_dev_reason(&dev), "unexpected WELCOME");
+    assert_int_equal(dev.welcomed, 0);
+
+    tcpota_dev_disconnect(&dev);
+    offered_without_welcome();
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_NO_UPDATE;
+    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_STATE);
+    assert_string_equal(tcpota_dev_reason(&dev), "unexpected NO_UPDATE");
+    assert_int_equal(dev.state, TCPOTA_DEV_RECEIVING);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1170,6 +1216,7 @@ int main(void)
         T(test_failed_health_check_keeps_counter),
         T(test_set_boot_failure_leaves_no_last_record),
         T(test_counter_raised_before_last_record_is_erased),
+        T(test_welcome_or_no_update_while_receiving_refused),
     };
     if (sodium_init() < 0) return 1;
     return cmocka_run_group_tests(tests, NULL, NULL);
