@@ -1175,6 +1175,37 @@ static void test_welcome_or_no_update_while_receiving_refused(void **state)
     assert_int_equal(dev.state, TCPOTA_DEV_RECEIVING);
 }
 
+/* A device that is done with a connection (here: up to date) reads
+ * nothing more from it: a late OFFER is swallowed, not acted on. */
+static void test_input_after_session_end_ignored(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    const uint8_t *p;
+    uint8_t b[600];
+    int n;
+    (void)state;
+
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    tcpota_dev_output_done(&dev, tcpota_dev_output(&dev, &p));
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_NO_UPDATE;
+    assert_true(feed_dev(&m, &ev) > 0);
+    assert_int_equal(dev.state, TCPOTA_DEV_UP_TO_DATE);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_OFFER;
+    m.u.offer.image_id = simg.id;
+    m.u.offer.size = 100;
+    m.u.offer.version.ptr = (const uint8_t *)"2"; m.u.offer.version.len = 1;
+    n = tcpota_msg_encode(&m, b, sizeof(b));
+    assert_true(n > 0);
+    assert_int_equal(tcpota_dev_input(&dev, b, (size_t)n, &ev), n);
+    assert_int_equal(ev.type, TCPOTA_DEV_EV_NONE);
+    assert_int_equal(dev.state, TCPOTA_DEV_UP_TO_DATE);
+    assert_int_equal(tcpota_dev_output(&dev, &p), 0);
+    assert_int_equal(fp->begins, 0);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1217,6 +1248,7 @@ int main(void)
         T(test_set_boot_failure_leaves_no_last_record),
         T(test_counter_raised_before_last_record_is_erased),
         T(test_welcome_or_no_update_while_receiving_refused),
+        T(test_input_after_session_end_ignored),
     };
     if (sodium_init() < 0) return 1;
     return cmocka_run_group_tests(tests, NULL, NULL);
