@@ -1206,6 +1206,39 @@ static void test_input_after_session_end_ignored(void **state)
     assert_int_equal(fp->begins, 0);
 }
 
+/* A CHALLENGE after the offer (WELCOME announced AUTH but the server went
+ * on to OFFER) gets no answer: the device answers one CHALLENGE, and only
+ * before the decision. */
+static void test_challenge_after_offer_refused(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    uint8_t nonce[32] = {9};
+    const uint8_t *p;
+    (void)state;
+
+    auth_device();
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_WELCOME;
+    m.u.welcome.proto = 1;
+    m.u.welcome.features = TCPOTA_F_AUTH;
+    assert_true(feed_dev(&m, &ev) > 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_OFFER;
+    m.u.offer.image_id = simg.id;
+    m.u.offer.size = 100;
+    m.u.offer.version.ptr = (const uint8_t *)"2"; m.u.offer.version.len = 1;
+    assert_true(feed_dev(&m, &ev) > 0);
+    assert_int_equal(dev.state, TCPOTA_DEV_RECEIVING);
+    tcpota_dev_output_done(&dev, tcpota_dev_output(&dev, &p));
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_CHALLENGE;
+    m.u.challenge.nonce = nonce;
+    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_STATE);
+    assert_string_equal(tcpota_dev_reason(&dev), "CHALLENGE again or after the offer");
+    assert_only_error_sent();
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1249,6 +1282,7 @@ int main(void)
         T(test_counter_raised_before_last_record_is_erased),
         T(test_welcome_or_no_update_while_receiving_refused),
         T(test_input_after_session_end_ignored),
+        T(test_challenge_after_offer_refused),
     };
     if (sodium_init() < 0) return 1;
     return cmocka_run_group_tests(tests, NULL, NULL);
