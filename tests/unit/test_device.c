@@ -1239,6 +1239,27 @@ static void test_challenge_after_offer_refused(void **state)
     assert_only_error_sent();
 }
 
+static int refuse_offer(void *ctx, const struct tcpota_offer_info *offer)
+{
+    (void)ctx;
+    (void)offer;
+    return TCPOTA_ERR_MODEL;
+}
+
+/* The port's verify_offer hook has the last word: an offer it refuses is
+ * declined with its code before a byte is written. */
+static void test_verify_offer_hook_refusal_declines(void **state)
+{
+    (void)state;
+    fp->port.verify_offer = refuse_offer;
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_DECLINED);
+    assert_int_equal(dev.last_error, TCPOTA_ERR_MODEL);
+    assert_string_equal(tcpota_dev_reason(&dev), "offer refused by the device's checks");
+    assert_int_equal(fp->begins, 0);
+    assert_int_equal(fp->writes, 0);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1283,6 +1304,7 @@ int main(void)
         T(test_welcome_or_no_update_while_receiving_refused),
         T(test_input_after_session_end_ignored),
         T(test_challenge_after_offer_refused),
+        T(test_verify_offer_hook_refusal_declines),
     };
     if (sodium_init() < 0) return 1;
     return cmocka_run_group_tests(tests, NULL, NULL);
