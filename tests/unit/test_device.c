@@ -614,6 +614,8 @@ static void test_init_rejects_bad_config(void **state)
 {
     struct tcpota_dev_config c;
     struct tcpota_dev d;
+    int (*real_ed25519)(void *, const uint8_t *, const uint8_t *, size_t, const uint8_t *) =
+        fp->port.ed25519_verify;
     (void)state;
     memset(&c, 0, sizeof(c));
     c.port = &fp->port;
@@ -639,6 +641,20 @@ static void test_init_rejects_bad_config(void **state)
         c.secret_len = TCPOTA_SECRET_MAX + 1;
         assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
         c.secret_len = TCPOTA_SECRET_MIN;
+        assert_int_equal(tcpota_dev_init(&d, &c), 0);
+    }
+    /* Trusted keys need the keys and a port that verifies Ed25519. */
+    {
+        static const uint8_t keys[1][32] = {{1}};
+        c.secret = NULL;
+        c.secret_len = 0;
+        c.n_trusted_keys = 1;
+        c.trusted_keys = NULL;
+        assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
+        c.trusted_keys = keys;
+        fp->port.ed25519_verify = NULL;
+        assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
+        fp->port.ed25519_verify = real_ed25519;
         assert_int_equal(tcpota_dev_init(&d, &c), 0);
     }
 }
