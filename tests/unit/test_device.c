@@ -1276,6 +1276,33 @@ static void test_verify_offer_hook_refusal_declines(void **state)
     assert_int_equal(fp->writes, 0);
 }
 
+/* Stores a record under key as rec_save would: version byte v, the
+ * fields already in b, and a right CRC32C over all but the last 4 bytes. */
+static void put_record(const char *key, uint8_t *b, size_t len, uint8_t v)
+{
+    b[0] = v;
+    tcpota_put_u32(b + len - 4, tcpota_crc32c(b, len - 4));
+    assert_int_equal(fp->port.kv_set(fp, key, b, len), 0);
+}
+
+/* A record of another format version is as if absent, even with a right
+ * CRC: its fields may mean something else. */
+static void test_record_of_other_version_ignored(void **state)
+{
+    uint8_t b[1 + 32 + 4 + 4 + 4];
+    (void)state;
+
+    memcpy(b + 1, simg.id, 32);
+    tcpota_put_u32(b + 33, IMG_SIZE);
+    tcpota_put_u32(b + 37, 2 * TCPOTA_SECTOR_SIZE);
+    put_record(TCPOTA_KEY_RESUME, b, sizeof(b), 1);
+    dev_init();
+    assert_int_equal(dev.resume.valid, 1);
+    put_record(TCPOTA_KEY_RESUME, b, sizeof(b), 2);
+    dev_init();
+    assert_int_equal(dev.resume.valid, 0);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1321,6 +1348,7 @@ int main(void)
         T(test_input_after_session_end_ignored),
         T(test_challenge_after_offer_refused),
         T(test_verify_offer_hook_refusal_declines),
+        T(test_record_of_other_version_ignored),
     };
     if (sodium_init() < 0) return 1;
     return cmocka_run_group_tests(tests, NULL, NULL);
