@@ -1303,6 +1303,30 @@ static void test_record_of_other_version_ignored(void **state)
     assert_int_equal(dev.resume.valid, 0);
 }
 
+/* A record shorter than its kind is torn, whatever the bytes it leaves in
+ * the caller's buffer say. Here the REPORT record is 35 bytes instead of
+ * 39, and the 4 bytes after it in the buffer (left there by the RESUME
+ * record read just before) happen to be the CRC of those 35: read with
+ * its length unchecked, it would pass for a confirmed report. */
+static void test_short_record_ignored(void **state)
+{
+    uint8_t r[1 + 32 + 4 + 4 + 4], x[1 + 32 + 2];
+    uint32_t c;
+    (void)state;
+
+    x[0] = 1;
+    memcpy(x + 1, simg.id, 32);
+    tcpota_put_u16(x + 33, TCPOTA_RESULT_CONFIRMED);
+    c = tcpota_crc32c(x, sizeof(x));
+    memset(r, 0, sizeof(r));
+    memcpy(r + 1, simg.id, 32);
+    tcpota_put_u32(r + 35, c); /* the size's top half, the offset's bottom */
+    put_record(TCPOTA_KEY_RESUME, r, sizeof(r), 1);
+    assert_int_equal(fp->port.kv_set(fp, TCPOTA_KEY_REPORT, x, sizeof(x)), 0);
+    dev_init();
+    assert_int_equal(dev.report_result, 0);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1349,6 +1373,7 @@ int main(void)
         T(test_challenge_after_offer_refused),
         T(test_verify_offer_hook_refusal_declines),
         T(test_record_of_other_version_ignored),
+        T(test_short_record_ignored),
     };
     if (sodium_init() < 0) return 1;
     return cmocka_run_group_tests(tests, NULL, NULL);
