@@ -1327,6 +1327,27 @@ static void test_short_record_ignored(void **state)
     assert_int_equal(dev.report_result, 0);
 }
 
+/* The security counter only goes up: confirming an image whose LAST record
+ * carries a lower counter (an unsigned image has 0) keeps the floor. */
+static void test_counter_never_lowered(void **state)
+{
+    uint8_t cnt[1 + 4 + 4], last[1 + 32 + 4 + 4], b[64];
+    (void)state;
+
+    tcpota_put_u32(cnt + 1, 9);
+    put_record(TCPOTA_KEY_COUNTER, cnt, sizeof(cnt), 1);
+    memcpy(last + 1, simg.id, 32);
+    tcpota_put_u32(last + 33, 5);
+    put_record(TCPOTA_KEY_LAST, last, sizeof(last), 1);
+    fp->boot.pending = 1;
+    assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);
+    assert_int_equal(fp->valid_calls, 1);
+    assert_int_equal(fp->port.kv_get(fp, TCPOTA_KEY_COUNTER, b, sizeof(b)), 9);
+    assert_int_equal(tcpota_get_u32(b + 1), 9);
+    dev_init();
+    assert_int_equal(dev.security_counter, 9);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1374,6 +1395,7 @@ int main(void)
         T(test_verify_offer_hook_refusal_declines),
         T(test_record_of_other_version_ignored),
         T(test_short_record_ignored),
+        T(test_counter_never_lowered),
     };
     if (sodium_init() < 0) return 1;
     return cmocka_run_group_tests(tests, NULL, NULL);
