@@ -1348,6 +1348,29 @@ static void test_counter_never_lowered(void **state)
     assert_int_equal(dev.security_counter, 9);
 }
 
+/* Boot failures are counted per image: one failure of image A and then
+ * one of image B leave B its second chance. */
+static void test_boot_failures_counted_per_image(void **state)
+{
+    uint8_t last[1 + 32 + 4 + 4], id[32];
+    (void)state;
+
+    fp->boot.rolled_back = 1;
+    memset(last + 1, 0xaa, 32);
+    tcpota_put_u32(last + 33, 0);
+    put_record(TCPOTA_KEY_LAST, last, sizeof(last), 1);
+    assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);
+    assert_int_equal(tcpota_dev_bad_image(&fp->port, id), TCPOTA_BAD_NONE); /* one more chance */
+    memset(last + 1, 0xbb, 32);
+    put_record(TCPOTA_KEY_LAST, last, sizeof(last), 1);
+    assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);
+    assert_int_equal(tcpota_dev_bad_image(&fp->port, id), TCPOTA_BAD_NONE); /* B's first */
+    put_record(TCPOTA_KEY_LAST, last, sizeof(last), 1);
+    assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);
+    assert_int_equal(tcpota_dev_bad_image(&fp->port, id), TCPOTA_BAD_BOOT_FAILED);
+    assert_memory_equal(id, last + 1, 32);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1396,6 +1419,7 @@ int main(void)
         T(test_record_of_other_version_ignored),
         T(test_short_record_ignored),
         T(test_counter_never_lowered),
+        T(test_boot_failures_counted_per_image),
     };
     if (sodium_init() < 0) return 1;
     return cmocka_run_group_tests(tests, NULL, NULL);
