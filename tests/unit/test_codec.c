@@ -683,6 +683,14 @@ static void test_auth_vectors(void **state)
         assert_int_equal(tcpota_auth_message(nonce, binding, id, sizeof(id), msg, (size_t)n - 1),
                          TCPOTA_ERR_NOSPC);
     }
+    /* A device id longer than TCPOTA_MAX_STR, or empty, is refused. */
+    {
+        uint8_t id[TCPOTA_MAX_STR + 1];
+        memset(id, 'a', sizeof(id));
+        assert_int_equal(tcpota_auth_message(nonce, NULL, id, sizeof(id), msg, sizeof(msg)),
+                         TCPOTA_ERR_INVAL);
+        assert_int_equal(tcpota_auth_message(nonce, NULL, id, 0, msg, sizeof(msg)), TCPOTA_ERR_INVAL);
+    }
 }
 
 static void test_encode_limits(void **state)
