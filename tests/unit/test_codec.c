@@ -512,6 +512,43 @@ static void test_welcome_reserved_byte(void **state)
     assert_int_equal(decode_raw(TCPOTA_T_WELCOME, p, 4, &m), TCPOTA_ERR_PROTO);
 }
 
+/* Each tag belongs to its messages: the decoder fills a union by message
+ * type, so a HELLO field in an OFFER (or the reverse) would overwrite
+ * another message's fields. Such a TLV is refused. */
+static void test_tag_in_wrong_message_refused(void **state)
+{
+    uint8_t h[256], o[256], id[TCPOTA_ID_LEN + 8];
+    struct tcpota_msg m;
+    size_t hn, on, n;
+    (void)state;
+
+    memset(id, 0, sizeof(id));
+    h[0] = 1; h[1] = 1; h[2] = 0; h[3] = 0;
+    hn = put_tlv(h, 4, TCPOTA_TAG_DEVICE_ID, "d", 1);
+    hn = put_tlv(h, hn, TCPOTA_TAG_MODEL, "m", 1);
+    hn = put_tlv(h, hn, TCPOTA_TAG_VERSION, "v", 1);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, h, hn, &m), 0);
+    memset(o, 0x22, TCPOTA_ID_LEN);
+    tcpota_put_u32(o + TCPOTA_ID_LEN, 100);
+    tcpota_put_u32(o + TCPOTA_ID_LEN + 4, 0);
+    on = put_tlv(o, TCPOTA_ID_LEN + 8, TCPOTA_TAG_VERSION, "2.0", 3);
+    assert_int_equal(decode_raw(TCPOTA_T_OFFER, o, on, &m), 0);
+
+    /* HELLO's fields in an OFFER */
+    n = put_tlv(o, on, TCPOTA_TAG_DEVICE_ID, "d", 1);
+    assert_int_equal(decode_raw(TCPOTA_T_OFFER, o, n, &m), TCPOTA_ERR_PROTO);
+    n = put_tlv(o, on, TCPOTA_TAG_RESUME, id, sizeof(id));
+    assert_int_equal(decode_raw(TCPOTA_T_OFFER, o, n, &m), TCPOTA_ERR_PROTO);
+    /* OFFER's fields in a HELLO */
+    n = put_tlv(h, hn, TCPOTA_TAG_MANIFEST, "abc", 3);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, h, n, &m), TCPOTA_ERR_PROTO);
+    n = put_tlv(h, hn, TCPOTA_TAG_CHUNK, "\x00\x10", 2);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, h, n, &m), TCPOTA_ERR_PROTO);
+    /* MESSAGE only in ERROR and DECLINE */
+    n = put_tlv(h, hn, TCPOTA_TAG_MESSAGE, "hi", 2);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, h, n, &m), TCPOTA_ERR_PROTO);
+}
+
 /* The value of tag in a HELLO payload p of n bytes (after its 4-byte fixed
  * part), or NULL. */
 static uint8_t *hello_tlv(uint8_t *p, size_t n, uint8_t tag)
@@ -734,6 +771,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_offer_version_and_manifest_limit),
         cmocka_unit_test(test_message_limit),
         cmocka_unit_test(test_welcome_reserved_byte),
+        cmocka_unit_test(test_tag_in_wrong_message_refused),
         cmocka_unit_test(test_offer_chunk_zero),
         cmocka_unit_test(test_no_update_why),
         cmocka_unit_test(test_hello_resume_and_max_payload),
