@@ -549,6 +549,45 @@ static void test_tag_in_wrong_message_refused(void **state)
     assert_int_equal(decode_raw(TCPOTA_T_HELLO, h, n, &m), TCPOTA_ERR_PROTO);
 }
 
+/* The other fixed-size TLVs: MAX_PAYLOAD and IDLE_TIMEOUT 2 bytes,
+ * RETRY_AFTER 4, REPORT 34; and a HELLO string is at least 1 byte. */
+static void test_more_exact_sizes(void **state)
+{
+    uint8_t p[256], v[64];
+    struct tcpota_msg m;
+    size_t base, n;
+    (void)state;
+
+    memset(v, 0x02, sizeof(v));
+    p[0] = 1; p[1] = 1; p[2] = 0; p[3] = 0;
+    base = put_tlv(p, 4, TCPOTA_TAG_DEVICE_ID, "d", 1);
+    base = put_tlv(p, base, TCPOTA_TAG_MODEL, "m", 1);
+    base = put_tlv(p, base, TCPOTA_TAG_VERSION, "v", 1);
+    n = put_tlv(p, base, TCPOTA_TAG_MAX_PAYLOAD, v, 2);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n, &m), 0);
+    n = put_tlv(p, base, TCPOTA_TAG_MAX_PAYLOAD, v, 3);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n, &m), TCPOTA_ERR_PROTO);
+    n = put_tlv(p, base, TCPOTA_TAG_REPORT, v, TCPOTA_ID_LEN + 2);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n, &m), 0);
+    n = put_tlv(p, base, TCPOTA_TAG_REPORT, v, TCPOTA_ID_LEN + 3);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n, &m), TCPOTA_ERR_PROTO);
+    /* an empty DEVICE_ID */
+    n = put_tlv(p, 4, TCPOTA_TAG_DEVICE_ID, "", 0);
+    n = put_tlv(p, n, TCPOTA_TAG_MODEL, "m", 1);
+    n = put_tlv(p, n, TCPOTA_TAG_VERSION, "v", 1);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n, &m), TCPOTA_ERR_PROTO);
+
+    p[0] = TCPOTA_PROTO_VERSION; p[1] = 0; p[2] = 0; p[3] = 0;
+    n = put_tlv(p, 4, TCPOTA_TAG_IDLE_TIMEOUT, v, 2);
+    assert_int_equal(decode_raw(TCPOTA_T_WELCOME, p, n, &m), 0);
+    n = put_tlv(p, 4, TCPOTA_TAG_IDLE_TIMEOUT, v, 3);
+    assert_int_equal(decode_raw(TCPOTA_T_WELCOME, p, n, &m), TCPOTA_ERR_PROTO);
+    n = put_tlv(p, 0, TCPOTA_TAG_RETRY_AFTER, v, 4);
+    assert_int_equal(decode_raw(TCPOTA_T_NO_UPDATE, p, n, &m), 0);
+    n = put_tlv(p, 0, TCPOTA_TAG_RETRY_AFTER, v, 5);
+    assert_int_equal(decode_raw(TCPOTA_T_NO_UPDATE, p, n, &m), TCPOTA_ERR_PROTO);
+}
+
 /* The value of tag in a HELLO payload p of n bytes (after its 4-byte fixed
  * part), or NULL. */
 static uint8_t *hello_tlv(uint8_t *p, size_t n, uint8_t tag)
@@ -772,6 +811,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_message_limit),
         cmocka_unit_test(test_welcome_reserved_byte),
         cmocka_unit_test(test_tag_in_wrong_message_refused),
+        cmocka_unit_test(test_more_exact_sizes),
         cmocka_unit_test(test_offer_chunk_zero),
         cmocka_unit_test(test_no_update_why),
         cmocka_unit_test(test_hello_resume_and_max_payload),
