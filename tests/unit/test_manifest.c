@@ -364,6 +364,25 @@ static void test_field_sizes_and_strings(void **state)
     assert_int_equal(tcpota_manifest_parse(man, man_len, &m), TCPOTA_ERR_PROTO);
 }
 
+/* A key is trusted only if all its 32 bytes match a trusted one: here the
+ * manifest is signed (validly) by a key that differs from the trusted key
+ * in its last byte only, as an attacker's key could differ in any part. */
+static void test_key_matched_in_full(void **state)
+{
+    uint8_t near[1][32];
+    struct tcpota_trust t = trust(0);
+    (void)state;
+
+    memcpy(near[0], pk, 32);
+    near[0][31] ^= 0x01;
+    t.keys = (const uint8_t(*)[32])near;
+    make(pk, sk, "esp32", 0, 1000);
+    assert_int_equal(check_full(&t, sha, 1000, "2.0.0"), TCPOTA_ERR_NOKEY);
+    memcpy(near[0], pk, 32);
+    near[0][0] ^= 0x01;
+    assert_int_equal(check_full(&t, sha, 1000, "2.0.0"), TCPOTA_ERR_NOKEY);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -375,6 +394,7 @@ int main(void)
         cmocka_unit_test(test_critical_twin_is_a_repeat),
         cmocka_unit_test(test_each_field_required),
         cmocka_unit_test(test_field_sizes_and_strings),
+        cmocka_unit_test(test_key_matched_in_full),
     };
     if (sodium_init() < 0) return 1;
     crypto_sign_keypair(pk, sk);
