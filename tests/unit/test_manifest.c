@@ -383,6 +383,17 @@ static void test_key_matched_in_full(void **state)
     assert_int_equal(check_full(&t, sha, 1000, "2.0.0"), TCPOTA_ERR_NOKEY);
 }
 
+/* Without a verify function nothing verifies: refused, not called. */
+static void test_no_verify_function_refused(void **state)
+{
+    struct tcpota_trust t = trust(0);
+    (void)state;
+
+    make(pk, sk, "esp32", 0, 1000);
+    t.verify = NULL;
+    assert_int_equal(check_full(&t, sha, 1000, "2.0.0"), TCPOTA_ERR_BADSIG);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -395,6 +406,7 @@ int main(void)
         cmocka_unit_test(test_each_field_required),
         cmocka_unit_test(test_field_sizes_and_strings),
         cmocka_unit_test(test_key_matched_in_full),
+        cmocka_unit_test(test_no_verify_function_refused),
     };
     if (sodium_init() < 0) return 1;
     crypto_sign_keypair(pk, sk);
