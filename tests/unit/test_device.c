@@ -624,6 +624,14 @@ static void test_init_rejects_bad_config(void **state)
     c.rx_buf = drx; c.rx_cap = sizeof(drx);
     c.tx_buf = dtx; c.tx_cap = sizeof(dtx);
     assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
+    /* Strings longer than a HELLO carries: id 65, model 33. */
+    c.device_id = "12345678901234567890123456789012345678901234567890123456789012345";
+    assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
+    c.device_id = "1234567890123456789012345678901234567890123456789012345678901234";
+    assert_int_equal(tcpota_dev_init(&d, &c), 0);
+    c.model = "123456789012345678901234567890123";
+    assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
+    c.model = "m";
     c.device_id = "ok";
     c.ack_interval = 5000; /* not a sector multiple */
     assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
