@@ -1379,6 +1379,26 @@ static void test_boot_failures_counted_per_image(void **state)
     assert_memory_equal(id, last + 1, 32);
 }
 
+/* A message only a device sends (here ACK, and HELLO) is a violation
+ * when it comes from the server, not something to ignore. */
+static void test_device_message_from_server_refused(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    const uint8_t *p;
+    (void)state;
+
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    tcpota_dev_output_done(&dev, tcpota_dev_output(&dev, &p));
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_ACK;
+    m.u.ack.offset = 0;
+    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_PROTO);
+    assert_string_equal(tcpota_dev_reason(&dev), "message not for a device");
+    assert_true(tcpota_dev_output(&dev, &p) > 0);
+    assert_int_equal(p[0], TCPOTA_T_ERROR);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1428,6 +1448,7 @@ int main(void)
         T(test_short_record_ignored),
         T(test_counter_never_lowered),
         T(test_boot_failures_counted_per_image),
+        T(test_device_message_from_server_refused),
     };
     if (sodium_init() < 0) return 1;
     return cmocka_run_group_tests(tests, NULL, NULL);
