@@ -1399,6 +1399,32 @@ static void test_device_message_from_server_refused(void **state)
     assert_int_equal(p[0], TCPOTA_T_ERROR);
 }
 
+/* A report the device cannot forget (its record's erase fails) ends the
+ * session with an error rather than being dropped from memory while the
+ * record stays. */
+static void test_report_erase_failure_reported(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    const uint8_t *p;
+    (void)state;
+
+    run_conn(0, -1, NULL);
+    fp->boot.pending = 1;
+    assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);
+    memcpy(running, simg.id, 32);
+    dev_init();
+    assert_int_equal(dev.report_result, TCPOTA_RESULT_CONFIRMED);
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    tcpota_dev_output_done(&dev, tcpota_dev_output(&dev, &p));
+    fp->fail_erase_key = TCPOTA_KEY_REPORT;
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_NO_UPDATE;
+    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_IO);
+    assert_string_equal(tcpota_dev_reason(&dev), "could not clear the report");
+    assert_int_equal(dev.report_result, TCPOTA_RESULT_CONFIRMED);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1449,6 +1475,7 @@ int main(void)
         T(test_counter_never_lowered),
         T(test_boot_failures_counted_per_image),
         T(test_device_message_from_server_refused),
+        T(test_report_erase_failure_reported),
     };
     if (sodium_init() < 0) return 1;
     return cmocka_run_group_tests(tests, NULL, NULL);
