@@ -588,6 +588,27 @@ static void test_more_exact_sizes(void **state)
     assert_int_equal(decode_raw(TCPOTA_T_NO_UPDATE, p, n, &m), TCPOTA_ERR_PROTO);
 }
 
+/* A payload that ends inside a TLV header (2 of its 3 bytes) is refused
+ * by its length. The bytes after the payload are set here so that a
+ * decoder reading past it would find a length of 0 and then an unknown
+ * critical tag (NOTSUP), not depend on whatever memory follows. */
+static void test_truncated_tlv_header(void **state)
+{
+    uint8_t p[64];
+    struct tcpota_msg m;
+    size_t n;
+    (void)state;
+
+    p[0] = 1; p[1] = 1; p[2] = 0; p[3] = 0;
+    n = put_tlv(p, 4, TCPOTA_TAG_DEVICE_ID, "d", 1);
+    n = put_tlv(p, n, TCPOTA_TAG_MODEL, "m", 1);
+    n = put_tlv(p, n, TCPOTA_TAG_VERSION, "v", 1);
+    memcpy(p + n, "\x40\x00" "\x00" "\xc1\x00\x00", 6);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n + 6, &m), TCPOTA_ERR_NOTSUP);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n + 2, &m), TCPOTA_ERR_PROTO);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n + 1, &m), TCPOTA_ERR_PROTO);
+}
+
 /* The value of tag in a HELLO payload p of n bytes (after its 4-byte fixed
  * part), or NULL. */
 static uint8_t *hello_tlv(uint8_t *p, size_t n, uint8_t tag)
@@ -812,6 +833,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_welcome_reserved_byte),
         cmocka_unit_test(test_tag_in_wrong_message_refused),
         cmocka_unit_test(test_more_exact_sizes),
+        cmocka_unit_test(test_truncated_tlv_header),
         cmocka_unit_test(test_offer_chunk_zero),
         cmocka_unit_test(test_no_update_why),
         cmocka_unit_test(test_hello_resume_and_max_payload),
