@@ -356,6 +356,259 @@ static void test_tlv_rules(void **state)
     assert_int_equal(decode_payload(TCPOTA_T_DATA, p, 4, &m), TCPOTA_ERR_PROTO);
 }
 
+/* Appends one TLV to the payload p of n bytes; returns the new length. */
+static size_t put_tlv(uint8_t *p, size_t n, uint8_t tag, const void *v, size_t len)
+{
+    p[n] = tag;
+    tcpota_put_u16(p + n + 1, (uint16_t)len);
+    memcpy(p + n + 3, v, len);
+    return n + 3 + len;
+}
+
+/* Decodes a payload as a frame of `type` without a decoder (any length). */
+static int decode_raw(uint8_t type, const uint8_t *p, size_t n, struct tcpota_msg *m)
+{
+    struct tcpota_frame f = {type, (uint16_t)n, p};
+    return tcpota_msg_decode(&f, m);
+}
+
+/* A HELLO with the three strings of the given lengths (0: left out). */
+static int hello_strings(size_t id_len, size_t model_len, size_t version_len, struct tcpota_msg *m)
+{
+    static uint8_t p[512];
+    uint8_t s[128];
+    size_t n = 4;
+
+    memset(s, 'a', sizeof(s));
+    p[0] = 1; p[1] = 1; p[2] = 0; p[3] = 0;
+    if (id_len) n = put_tlv(p, n, TCPOTA_TAG_DEVICE_ID, s, id_len);
+    if (model_len) n = put_tlv(p, n, TCPOTA_TAG_MODEL, s, model_len);
+    if (version_len) n = put_tlv(p, n, TCPOTA_TAG_VERSION, s, version_len);
+    return decode_raw(TCPOTA_T_HELLO, p, n, m);
+}
+
+/* HELLO's strings: a server copies them into buffers of TCPOTA_MAX_STR + 1
+ * and TCPOTA_MAX_NAME + 1 bytes, so one byte longer than the limit is
+ * refused; all three are required. */
+static void test_hello_string_limits(void **state)
+{
+    struct tcpota_msg m;
+    (void)state;
+
+    assert_int_equal(hello_strings(TCPOTA_MAX_STR, 32, 32, &m), 0);
+    assert_int_equal(m.u.hello.device_id.len, TCPOTA_MAX_STR);
+    assert_int_equal(m.u.hello.model.len, 32);
+    assert_int_equal(m.u.hello.version.len, 32);
+    assert_int_equal(hello_strings(TCPOTA_MAX_STR + 1, 32, 32, &m), TCPOTA_ERR_PROTO);
+    assert_int_equal(hello_strings(TCPOTA_MAX_STR, 33, 32, &m), TCPOTA_ERR_PROTO);
+    assert_int_equal(hello_strings(TCPOTA_MAX_STR, 32, 33, &m), TCPOTA_ERR_PROTO);
+    /* each of the three is required */
+    assert_int_equal(hello_strings(0, 1, 1, &m), TCPOTA_ERR_PROTO);
+    assert_int_equal(hello_strings(1, 0, 1, &m), TCPOTA_ERR_PROTO);
+    assert_int_equal(hello_strings(1, 1, 0, &m), TCPOTA_ERR_PROTO);
+}
+
+/* The fixed-size TLVs take their exact size only: a longer RUNNING_ID or
+ * RESUME, or a CHUNK of 3 bytes, is refused, not read in part. */
+static void test_tlv_exact_sizes(void **state)
+{
+    uint8_t p[256], v[64], off[TCPOTA_ID_LEN + 8];
+    struct tcpota_msg m;
+    size_t base, n;
+    (void)state;
+
+    memset(v, 0x11, sizeof(v));
+    p[0] = 1; p[1] = 1; p[2] = 0; p[3] = 0;
+    base = put_tlv(p, 4, TCPOTA_TAG_DEVICE_ID, "d", 1);
+    base = put_tlv(p, base, TCPOTA_TAG_MODEL, "m", 1);
+    base = put_tlv(p, base, TCPOTA_TAG_VERSION, "v", 1);
+    n = put_tlv(p, base, TCPOTA_TAG_RUNNING_ID, v, TCPOTA_ID_LEN);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n, &m), 0);
+    assert_non_null(m.u.hello.running_id);
+    n = put_tlv(p, base, TCPOTA_TAG_RUNNING_ID, v, TCPOTA_ID_LEN + 1);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n, &m), TCPOTA_ERR_PROTO);
+    n = put_tlv(p, base, TCPOTA_TAG_RUNNING_ID, v, TCPOTA_ID_LEN - 1);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n, &m), TCPOTA_ERR_PROTO);
+
+    memset(off, 0, sizeof(off));
+    tcpota_put_u32(off + TCPOTA_ID_LEN, 8192);
+    tcpota_put_u32(off + TCPOTA_ID_LEN + 4, 4096);
+    n = put_tlv(p, base, TCPOTA_TAG_RESUME, off, sizeof(off));
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n, &m), 0);
+    assert_int_equal(m.u.hello.resume_offset, 4096);
+    memcpy(v, off, sizeof(off));
+    v[sizeof(off)] = 0;
+    n = put_tlv(p, base, TCPOTA_TAG_RESUME, v, sizeof(off) + 1);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n, &m), TCPOTA_ERR_PROTO);
+
+    /* OFFER: id, size 100, start 0, VERSION, then CHUNK of 2 or 3 bytes */
+    memset(p, 0x22, TCPOTA_ID_LEN);
+    tcpota_put_u32(p + TCPOTA_ID_LEN, 100);
+    tcpota_put_u32(p + TCPOTA_ID_LEN + 4, 0);
+    base = put_tlv(p, TCPOTA_ID_LEN + 8, TCPOTA_TAG_VERSION, "2.0", 3);
+    n = put_tlv(p, base, TCPOTA_TAG_CHUNK, "\x00\x10", 2);
+    assert_int_equal(decode_raw(TCPOTA_T_OFFER, p, n, &m), 0);
+    assert_int_equal(m.u.offer.chunk, 4096);
+    n = put_tlv(p, base, TCPOTA_TAG_CHUNK, "\x00\x10\x00", 3);
+    assert_int_equal(decode_raw(TCPOTA_T_OFFER, p, n, &m), TCPOTA_ERR_PROTO);
+}
+
+/* An OFFER must name its version (the device compares and keeps it), and
+ * its MANIFEST is at most TCPOTA_MAX_MANIFEST bytes. */
+static void test_offer_version_and_manifest_limit(void **state)
+{
+    static uint8_t p[TCPOTA_MAX_MANIFEST + 128], man[TCPOTA_MAX_MANIFEST + 1];
+    struct tcpota_msg m;
+    size_t base, n;
+    (void)state;
+
+    memset(man, 0x5a, sizeof(man));
+    memset(p, 0x22, TCPOTA_ID_LEN);
+    tcpota_put_u32(p + TCPOTA_ID_LEN, 100);
+    tcpota_put_u32(p + TCPOTA_ID_LEN + 4, 0);
+    n = put_tlv(p, TCPOTA_ID_LEN + 8, TCPOTA_TAG_CHUNK, "\x00\x10", 2);
+    assert_int_equal(decode_raw(TCPOTA_T_OFFER, p, n, &m), TCPOTA_ERR_PROTO); /* no VERSION */
+    base = put_tlv(p, n, TCPOTA_TAG_VERSION, "2.0", 3);
+    assert_int_equal(decode_raw(TCPOTA_T_OFFER, p, base, &m), 0);
+    n = put_tlv(p, base, TCPOTA_TAG_MANIFEST, man, TCPOTA_MAX_MANIFEST);
+    assert_int_equal(decode_raw(TCPOTA_T_OFFER, p, n, &m), 0);
+    assert_int_equal(m.u.offer.manifest.len, TCPOTA_MAX_MANIFEST);
+    n = put_tlv(p, base, TCPOTA_TAG_MANIFEST, man, TCPOTA_MAX_MANIFEST + 1);
+    assert_int_equal(decode_raw(TCPOTA_T_OFFER, p, n, &m), TCPOTA_ERR_PROTO);
+}
+
+/* MESSAGE is at most TCPOTA_MAX_MESSAGE bytes: a device copies an ERROR's
+ * into a buffer of TCPOTA_MAX_MESSAGE + 1. */
+static void test_message_limit(void **state)
+{
+    static uint8_t p[TCPOTA_MAX_MESSAGE + 64], s[TCPOTA_MAX_MESSAGE + 1];
+    struct tcpota_msg m;
+    size_t n;
+    (void)state;
+
+    memset(s, 'x', sizeof(s));
+    p[0] = 0; p[1] = 5;
+    n = put_tlv(p, 2, TCPOTA_TAG_MESSAGE, s, TCPOTA_MAX_MESSAGE);
+    assert_int_equal(decode_raw(TCPOTA_T_ERROR, p, n, &m), 0);
+    assert_int_equal(m.u.error.message.len, TCPOTA_MAX_MESSAGE);
+    n = put_tlv(p, 2, TCPOTA_TAG_MESSAGE, s, TCPOTA_MAX_MESSAGE + 1);
+    assert_int_equal(decode_raw(TCPOTA_T_ERROR, p, n, &m), TCPOTA_ERR_PROTO);
+    memset(p, 0x22, TCPOTA_ID_LEN);
+    p[TCPOTA_ID_LEN] = 0; p[TCPOTA_ID_LEN + 1] = 1;
+    n = put_tlv(p, TCPOTA_ID_LEN + 2, TCPOTA_TAG_MESSAGE, s, TCPOTA_MAX_MESSAGE + 1);
+    assert_int_equal(decode_raw(TCPOTA_T_DECLINE, p, n, &m), TCPOTA_ERR_PROTO);
+}
+
+/* WELCOME's second byte is reserved: anything but 0 is refused. */
+static void test_welcome_reserved_byte(void **state)
+{
+    uint8_t p[4] = {TCPOTA_PROTO_VERSION, 0, 1, 0}; /* features: AUTH */
+    struct tcpota_msg m;
+    (void)state;
+
+    assert_int_equal(decode_raw(TCPOTA_T_WELCOME, p, 4, &m), 0);
+    assert_int_equal(m.u.welcome.features, TCPOTA_F_AUTH);
+    p[1] = 1;
+    assert_int_equal(decode_raw(TCPOTA_T_WELCOME, p, 4, &m), TCPOTA_ERR_PROTO);
+}
+
+/* Each tag belongs to its messages: the decoder fills a union by message
+ * type, so a HELLO field in an OFFER (or the reverse) would overwrite
+ * another message's fields. Such a TLV is refused. */
+static void test_tag_in_wrong_message_refused(void **state)
+{
+    uint8_t h[256], o[256], id[TCPOTA_ID_LEN + 8];
+    struct tcpota_msg m;
+    size_t hn, on, n;
+    (void)state;
+
+    memset(id, 0, sizeof(id));
+    h[0] = 1; h[1] = 1; h[2] = 0; h[3] = 0;
+    hn = put_tlv(h, 4, TCPOTA_TAG_DEVICE_ID, "d", 1);
+    hn = put_tlv(h, hn, TCPOTA_TAG_MODEL, "m", 1);
+    hn = put_tlv(h, hn, TCPOTA_TAG_VERSION, "v", 1);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, h, hn, &m), 0);
+    memset(o, 0x22, TCPOTA_ID_LEN);
+    tcpota_put_u32(o + TCPOTA_ID_LEN, 100);
+    tcpota_put_u32(o + TCPOTA_ID_LEN + 4, 0);
+    on = put_tlv(o, TCPOTA_ID_LEN + 8, TCPOTA_TAG_VERSION, "2.0", 3);
+    assert_int_equal(decode_raw(TCPOTA_T_OFFER, o, on, &m), 0);
+
+    /* HELLO's fields in an OFFER */
+    n = put_tlv(o, on, TCPOTA_TAG_DEVICE_ID, "d", 1);
+    assert_int_equal(decode_raw(TCPOTA_T_OFFER, o, n, &m), TCPOTA_ERR_PROTO);
+    n = put_tlv(o, on, TCPOTA_TAG_RESUME, id, sizeof(id));
+    assert_int_equal(decode_raw(TCPOTA_T_OFFER, o, n, &m), TCPOTA_ERR_PROTO);
+    /* OFFER's fields in a HELLO */
+    n = put_tlv(h, hn, TCPOTA_TAG_MANIFEST, "abc", 3);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, h, n, &m), TCPOTA_ERR_PROTO);
+    n = put_tlv(h, hn, TCPOTA_TAG_CHUNK, "\x00\x10", 2);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, h, n, &m), TCPOTA_ERR_PROTO);
+    /* MESSAGE only in ERROR and DECLINE */
+    n = put_tlv(h, hn, TCPOTA_TAG_MESSAGE, "hi", 2);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, h, n, &m), TCPOTA_ERR_PROTO);
+}
+
+/* The other fixed-size TLVs: MAX_PAYLOAD and IDLE_TIMEOUT 2 bytes,
+ * RETRY_AFTER 4, REPORT 34; and a HELLO string is at least 1 byte. */
+static void test_more_exact_sizes(void **state)
+{
+    uint8_t p[256], v[64];
+    struct tcpota_msg m;
+    size_t base, n;
+    (void)state;
+
+    memset(v, 0x02, sizeof(v));
+    p[0] = 1; p[1] = 1; p[2] = 0; p[3] = 0;
+    base = put_tlv(p, 4, TCPOTA_TAG_DEVICE_ID, "d", 1);
+    base = put_tlv(p, base, TCPOTA_TAG_MODEL, "m", 1);
+    base = put_tlv(p, base, TCPOTA_TAG_VERSION, "v", 1);
+    n = put_tlv(p, base, TCPOTA_TAG_MAX_PAYLOAD, v, 2);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n, &m), 0);
+    n = put_tlv(p, base, TCPOTA_TAG_MAX_PAYLOAD, v, 3);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n, &m), TCPOTA_ERR_PROTO);
+    n = put_tlv(p, base, TCPOTA_TAG_REPORT, v, TCPOTA_ID_LEN + 2);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n, &m), 0);
+    n = put_tlv(p, base, TCPOTA_TAG_REPORT, v, TCPOTA_ID_LEN + 3);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n, &m), TCPOTA_ERR_PROTO);
+    /* an empty DEVICE_ID */
+    n = put_tlv(p, 4, TCPOTA_TAG_DEVICE_ID, "", 0);
+    n = put_tlv(p, n, TCPOTA_TAG_MODEL, "m", 1);
+    n = put_tlv(p, n, TCPOTA_TAG_VERSION, "v", 1);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n, &m), TCPOTA_ERR_PROTO);
+
+    p[0] = TCPOTA_PROTO_VERSION; p[1] = 0; p[2] = 0; p[3] = 0;
+    n = put_tlv(p, 4, TCPOTA_TAG_IDLE_TIMEOUT, v, 2);
+    assert_int_equal(decode_raw(TCPOTA_T_WELCOME, p, n, &m), 0);
+    n = put_tlv(p, 4, TCPOTA_TAG_IDLE_TIMEOUT, v, 3);
+    assert_int_equal(decode_raw(TCPOTA_T_WELCOME, p, n, &m), TCPOTA_ERR_PROTO);
+    n = put_tlv(p, 0, TCPOTA_TAG_RETRY_AFTER, v, 4);
+    assert_int_equal(decode_raw(TCPOTA_T_NO_UPDATE, p, n, &m), 0);
+    n = put_tlv(p, 0, TCPOTA_TAG_RETRY_AFTER, v, 5);
+    assert_int_equal(decode_raw(TCPOTA_T_NO_UPDATE, p, n, &m), TCPOTA_ERR_PROTO);
+}
+
+/* A payload that ends inside a TLV header (2 of its 3 bytes) is refused
+ * by its length. The bytes after the payload are set here so that a
+ * decoder reading past it would find a length of 0 and then an unknown
+ * critical tag (NOTSUP), not depend on whatever memory follows. */
+static void test_truncated_tlv_header(void **state)
+{
+    uint8_t p[64];
+    struct tcpota_msg m;
+    size_t n;
+    (void)state;
+
+    p[0] = 1; p[1] = 1; p[2] = 0; p[3] = 0;
+    n = put_tlv(p, 4, TCPOTA_TAG_DEVICE_ID, "d", 1);
+    n = put_tlv(p, n, TCPOTA_TAG_MODEL, "m", 1);
+    n = put_tlv(p, n, TCPOTA_TAG_VERSION, "v", 1);
+    memcpy(p + n, "\x40\x00" "\x00" "\xc1\x00\x00", 6);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n + 6, &m), TCPOTA_ERR_NOTSUP);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n + 2, &m), TCPOTA_ERR_PROTO);
+    assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n + 1, &m), TCPOTA_ERR_PROTO);
+}
+
 /* The value of tag in a HELLO payload p of n bytes (after its 4-byte fixed
  * part), or NULL. */
 static uint8_t *hello_tlv(uint8_t *p, size_t n, uint8_t tag)
@@ -527,6 +780,14 @@ static void test_auth_vectors(void **state)
         assert_int_equal(tcpota_auth_message(nonce, binding, id, sizeof(id), msg, (size_t)n - 1),
                          TCPOTA_ERR_NOSPC);
     }
+    /* A device id longer than TCPOTA_MAX_STR, or empty, is refused. */
+    {
+        uint8_t id[TCPOTA_MAX_STR + 1];
+        memset(id, 'a', sizeof(id));
+        assert_int_equal(tcpota_auth_message(nonce, NULL, id, sizeof(id), msg, sizeof(msg)),
+                         TCPOTA_ERR_INVAL);
+        assert_int_equal(tcpota_auth_message(nonce, NULL, id, 0, msg, sizeof(msg)), TCPOTA_ERR_INVAL);
+    }
 }
 
 static void test_encode_limits(void **state)
@@ -565,6 +826,14 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_oversized_length_refused_at_header),
         cmocka_unit_test(test_bad_header_fields),
         cmocka_unit_test(test_tlv_rules),
+        cmocka_unit_test(test_hello_string_limits),
+        cmocka_unit_test(test_tlv_exact_sizes),
+        cmocka_unit_test(test_offer_version_and_manifest_limit),
+        cmocka_unit_test(test_message_limit),
+        cmocka_unit_test(test_welcome_reserved_byte),
+        cmocka_unit_test(test_tag_in_wrong_message_refused),
+        cmocka_unit_test(test_more_exact_sizes),
+        cmocka_unit_test(test_truncated_tlv_header),
         cmocka_unit_test(test_offer_chunk_zero),
         cmocka_unit_test(test_no_update_why),
         cmocka_unit_test(test_hello_resume_and_max_payload),

@@ -614,6 +614,8 @@ static void test_init_rejects_bad_config(void **state)
 {
     struct tcpota_dev_config c;
     struct tcpota_dev d;
+    int (*real_ed25519)(void *, const uint8_t *, const uint8_t *, size_t, const uint8_t *) =
+        fp->port.ed25519_verify;
     (void)state;
     memset(&c, 0, sizeof(c));
     c.port = &fp->port;
@@ -622,6 +624,14 @@ static void test_init_rejects_bad_config(void **state)
     c.rx_buf = drx; c.rx_cap = sizeof(drx);
     c.tx_buf = dtx; c.tx_cap = sizeof(dtx);
     assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
+    /* Strings longer than a HELLO carries: id 65, model 33. */
+    c.device_id = "12345678901234567890123456789012345678901234567890123456789012345";
+    assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
+    c.device_id = "1234567890123456789012345678901234567890123456789012345678901234";
+    assert_int_equal(tcpota_dev_init(&d, &c), 0);
+    c.model = "123456789012345678901234567890123";
+    assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
+    c.model = "m";
     c.device_id = "ok";
     c.ack_interval = 5000; /* not a sector multiple */
     assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
@@ -639,6 +649,20 @@ static void test_init_rejects_bad_config(void **state)
         c.secret_len = TCPOTA_SECRET_MAX + 1;
         assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
         c.secret_len = TCPOTA_SECRET_MIN;
+        assert_int_equal(tcpota_dev_init(&d, &c), 0);
+    }
+    /* Trusted keys need the keys and a port that verifies Ed25519. */
+    {
+        static const uint8_t keys[1][32] = {{1}};
+        c.secret = NULL;
+        c.secret_len = 0;
+        c.n_trusted_keys = 1;
+        c.trusted_keys = NULL;
+        assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
+        c.trusted_keys = keys;
+        fp->port.ed25519_verify = NULL;
+        assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
+        fp->port.ed25519_verify = real_ed25519;
         assert_int_equal(tcpota_dev_init(&d, &c), 0);
     }
 }
@@ -1129,6 +1153,278 @@ static void test_output_urgent_unless_only_acks(void **state)
     tcpota_dev_disconnect(&dev);
 }
 
+/* A new connection whose first server frame is an OFFER of a 100-byte
+ * image (no WELCOME before it): the device accepts and is RECEIVING. */
+static void offered_without_welcome(void)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    const uint8_t *p;
+
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_OFFER;
+    m.u.offer.image_id = simg.id;
+    m.u.offer.size = 100;
+    m.u.offer.version.ptr = (const uint8_t *)"2"; m.u.offer.version.len = 1;
+    assert_true(feed_dev(&m, &ev) > 0);
+    assert_int_equal(ev.type, TCPOTA_DEV_EV_ACCEPTED);
+    assert_int_equal(dev.state, TCPOTA_DEV_RECEIVING);
+    tcpota_dev_output_done(&dev, tcpota_dev_output(&dev, &p));
+}
+
+/* WELCOME and NO_UPDATE answer a HELLO: once the device receives an image
+ * either is a violation, not a new start (a NO_UPDATE would end the
+ * transfer as "up to date", a WELCOME open the way to a CHALLENGE). */
+static void test_welcome_or_no_update_while_receiving_refused(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    (void)state;
+
+    offered_without_welcome();
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_WELCOME;
+    m.u.welcome.proto = 1;
+    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_PROTO);
+    assert_string_equal(tcpota_dev_reason(&dev), "unexpected WELCOME");
+    assert_int_equal(dev.welcomed, 0);
+
+    tcpota_dev_disconnect(&dev);
+    offered_without_welcome();
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_NO_UPDATE;
+    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_STATE);
+    assert_string_equal(tcpota_dev_reason(&dev), "unexpected NO_UPDATE");
+    assert_int_equal(dev.state, TCPOTA_DEV_RECEIVING);
+}
+
+/* A device that is done with a connection (here: up to date) reads
+ * nothing more from it: a late OFFER is swallowed, not acted on. */
+static void test_input_after_session_end_ignored(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    const uint8_t *p;
+    uint8_t b[600];
+    int n;
+    (void)state;
+
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    tcpota_dev_output_done(&dev, tcpota_dev_output(&dev, &p));
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_NO_UPDATE;
+    assert_true(feed_dev(&m, &ev) > 0);
+    assert_int_equal(dev.state, TCPOTA_DEV_UP_TO_DATE);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_OFFER;
+    m.u.offer.image_id = simg.id;
+    m.u.offer.size = 100;
+    m.u.offer.version.ptr = (const uint8_t *)"2"; m.u.offer.version.len = 1;
+    n = tcpota_msg_encode(&m, b, sizeof(b));
+    assert_true(n > 0);
+    assert_int_equal(tcpota_dev_input(&dev, b, (size_t)n, &ev), n);
+    assert_int_equal(ev.type, TCPOTA_DEV_EV_NONE);
+    assert_int_equal(dev.state, TCPOTA_DEV_UP_TO_DATE);
+    assert_int_equal(tcpota_dev_output(&dev, &p), 0);
+    assert_int_equal(fp->begins, 0);
+}
+
+/* A CHALLENGE after the offer (WELCOME announced AUTH but the server went
+ * on to OFFER) gets no answer: the device answers one CHALLENGE, and only
+ * before the decision. */
+static void test_challenge_after_offer_refused(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    uint8_t nonce[32] = {9};
+    const uint8_t *p;
+    (void)state;
+
+    auth_device();
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_WELCOME;
+    m.u.welcome.proto = 1;
+    m.u.welcome.features = TCPOTA_F_AUTH;
+    assert_true(feed_dev(&m, &ev) > 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_OFFER;
+    m.u.offer.image_id = simg.id;
+    m.u.offer.size = 100;
+    m.u.offer.version.ptr = (const uint8_t *)"2"; m.u.offer.version.len = 1;
+    assert_true(feed_dev(&m, &ev) > 0);
+    assert_int_equal(dev.state, TCPOTA_DEV_RECEIVING);
+    tcpota_dev_output_done(&dev, tcpota_dev_output(&dev, &p));
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_CHALLENGE;
+    m.u.challenge.nonce = nonce;
+    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_STATE);
+    assert_string_equal(tcpota_dev_reason(&dev), "CHALLENGE again or after the offer");
+    assert_only_error_sent();
+}
+
+static int refuse_offer(void *ctx, const struct tcpota_offer_info *offer)
+{
+    (void)ctx;
+    (void)offer;
+    return TCPOTA_ERR_MODEL;
+}
+
+/* The port's verify_offer hook has the last word: an offer it refuses is
+ * declined with its code before a byte is written. */
+static void test_verify_offer_hook_refusal_declines(void **state)
+{
+    (void)state;
+    fp->port.verify_offer = refuse_offer;
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_DECLINED);
+    assert_int_equal(dev.last_error, TCPOTA_ERR_MODEL);
+    assert_string_equal(tcpota_dev_reason(&dev), "offer refused by the device's checks");
+    assert_int_equal(fp->begins, 0);
+    assert_int_equal(fp->writes, 0);
+}
+
+/* Stores a record under key as rec_save would: version byte v, the
+ * fields already in b, and a right CRC32C over all but the last 4 bytes. */
+static void put_record(const char *key, uint8_t *b, size_t len, uint8_t v)
+{
+    b[0] = v;
+    tcpota_put_u32(b + len - 4, tcpota_crc32c(b, len - 4));
+    assert_int_equal(fp->port.kv_set(fp, key, b, len), 0);
+}
+
+/* A record of another format version is as if absent, even with a right
+ * CRC: its fields may mean something else. */
+static void test_record_of_other_version_ignored(void **state)
+{
+    uint8_t b[1 + 32 + 4 + 4 + 4];
+    (void)state;
+
+    memcpy(b + 1, simg.id, 32);
+    tcpota_put_u32(b + 33, IMG_SIZE);
+    tcpota_put_u32(b + 37, 2 * TCPOTA_SECTOR_SIZE);
+    put_record(TCPOTA_KEY_RESUME, b, sizeof(b), 1);
+    dev_init();
+    assert_int_equal(dev.resume.valid, 1);
+    put_record(TCPOTA_KEY_RESUME, b, sizeof(b), 2);
+    dev_init();
+    assert_int_equal(dev.resume.valid, 0);
+}
+
+/* A record shorter than its kind is torn, whatever the bytes it leaves in
+ * the caller's buffer say. Here the REPORT record is 35 bytes instead of
+ * 39, and the 4 bytes after it in the buffer (left there by the RESUME
+ * record read just before) happen to be the CRC of those 35: read with
+ * its length unchecked, it would pass for a confirmed report. */
+static void test_short_record_ignored(void **state)
+{
+    uint8_t r[1 + 32 + 4 + 4 + 4], x[1 + 32 + 2];
+    uint32_t c;
+    (void)state;
+
+    x[0] = 1;
+    memcpy(x + 1, simg.id, 32);
+    tcpota_put_u16(x + 33, TCPOTA_RESULT_CONFIRMED);
+    c = tcpota_crc32c(x, sizeof(x));
+    memset(r, 0, sizeof(r));
+    memcpy(r + 1, simg.id, 32);
+    tcpota_put_u32(r + 35, c); /* the size's top half, the offset's bottom */
+    put_record(TCPOTA_KEY_RESUME, r, sizeof(r), 1);
+    assert_int_equal(fp->port.kv_set(fp, TCPOTA_KEY_REPORT, x, sizeof(x)), 0);
+    dev_init();
+    assert_int_equal(dev.report_result, 0);
+}
+
+/* The security counter only goes up: confirming an image whose LAST record
+ * carries a lower counter (an unsigned image has 0) keeps the floor. */
+static void test_counter_never_lowered(void **state)
+{
+    uint8_t cnt[1 + 4 + 4], last[1 + 32 + 4 + 4], b[64];
+    (void)state;
+
+    tcpota_put_u32(cnt + 1, 9);
+    put_record(TCPOTA_KEY_COUNTER, cnt, sizeof(cnt), 1);
+    memcpy(last + 1, simg.id, 32);
+    tcpota_put_u32(last + 33, 5);
+    put_record(TCPOTA_KEY_LAST, last, sizeof(last), 1);
+    fp->boot.pending = 1;
+    assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);
+    assert_int_equal(fp->valid_calls, 1);
+    assert_int_equal(fp->port.kv_get(fp, TCPOTA_KEY_COUNTER, b, sizeof(b)), 9);
+    assert_int_equal(tcpota_get_u32(b + 1), 9);
+    dev_init();
+    assert_int_equal(dev.security_counter, 9);
+}
+
+/* Boot failures are counted per image: one failure of image A and then
+ * one of image B leave B its second chance. */
+static void test_boot_failures_counted_per_image(void **state)
+{
+    uint8_t last[1 + 32 + 4 + 4], id[32];
+    (void)state;
+
+    fp->boot.rolled_back = 1;
+    memset(last + 1, 0xaa, 32);
+    tcpota_put_u32(last + 33, 0);
+    put_record(TCPOTA_KEY_LAST, last, sizeof(last), 1);
+    assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);
+    assert_int_equal(tcpota_dev_bad_image(&fp->port, id), TCPOTA_BAD_NONE); /* one more chance */
+    memset(last + 1, 0xbb, 32);
+    put_record(TCPOTA_KEY_LAST, last, sizeof(last), 1);
+    assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);
+    assert_int_equal(tcpota_dev_bad_image(&fp->port, id), TCPOTA_BAD_NONE); /* B's first */
+    put_record(TCPOTA_KEY_LAST, last, sizeof(last), 1);
+    assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);
+    assert_int_equal(tcpota_dev_bad_image(&fp->port, id), TCPOTA_BAD_BOOT_FAILED);
+    assert_memory_equal(id, last + 1, 32);
+}
+
+/* A message only a device sends (here ACK, and HELLO) is a violation
+ * when it comes from the server, not something to ignore. */
+static void test_device_message_from_server_refused(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    const uint8_t *p;
+    (void)state;
+
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    tcpota_dev_output_done(&dev, tcpota_dev_output(&dev, &p));
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_ACK;
+    m.u.ack.offset = 0;
+    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_PROTO);
+    assert_string_equal(tcpota_dev_reason(&dev), "message not for a device");
+    assert_true(tcpota_dev_output(&dev, &p) > 0);
+    assert_int_equal(p[0], TCPOTA_T_ERROR);
+}
+
+/* A report the device cannot forget (its record's erase fails) ends the
+ * session with an error rather than being dropped from memory while the
+ * record stays. */
+static void test_report_erase_failure_reported(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    const uint8_t *p;
+    (void)state;
+
+    run_conn(0, -1, NULL);
+    fp->boot.pending = 1;
+    assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);
+    memcpy(running, simg.id, 32);
+    dev_init();
+    assert_int_equal(dev.report_result, TCPOTA_RESULT_CONFIRMED);
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    tcpota_dev_output_done(&dev, tcpota_dev_output(&dev, &p));
+    fp->fail_erase_key = TCPOTA_KEY_REPORT;
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_NO_UPDATE;
+    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_IO);
+    assert_string_equal(tcpota_dev_reason(&dev), "could not clear the report");
+    assert_int_equal(dev.report_result, TCPOTA_RESULT_CONFIRMED);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1170,6 +1466,16 @@ int main(void)
         T(test_failed_health_check_keeps_counter),
         T(test_set_boot_failure_leaves_no_last_record),
         T(test_counter_raised_before_last_record_is_erased),
+        T(test_welcome_or_no_update_while_receiving_refused),
+        T(test_input_after_session_end_ignored),
+        T(test_challenge_after_offer_refused),
+        T(test_verify_offer_hook_refusal_declines),
+        T(test_record_of_other_version_ignored),
+        T(test_short_record_ignored),
+        T(test_counter_never_lowered),
+        T(test_boot_failures_counted_per_image),
+        T(test_device_message_from_server_refused),
+        T(test_report_erase_failure_reported),
     };
     if (sodium_init() < 0) return 1;
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -313,6 +313,87 @@ static void test_each_field_required(void **state)
     assert_int_equal(tcpota_manifest_parse(man, man_len, &m), TCPOTA_ERR_PROTO);
 }
 
+/* Makes the value of the TLV with tag one byte longer (that byte `fill`)
+ * and fixes the body length; the signature is not redone (parse only). */
+static void grow_tlv(uint8_t tag, uint8_t fill)
+{
+    size_t body = man_len - 64 - 8, at = 8, end;
+    while (man[at] != tag) {
+        at += 3u + tcpota_get_u16(man + at + 1);
+        assert_true(at < 8 + body);
+    }
+    end = at + 3u + tcpota_get_u16(man + at + 1);
+    memmove(man + end + 1, man + end, man_len - end);
+    man[end] = fill;
+    tcpota_put_u16(man + at + 1, (uint16_t)(tcpota_get_u16(man + at + 1) + 1));
+    tcpota_put_u16(man + 6, (uint16_t)(body + 1));
+    man_len += 1;
+}
+
+/* Fixed-size fields take their size only (a longer one is malformed, not
+ * read in part), and version and model are 1..32 printable bytes. */
+static void test_field_sizes_and_strings(void **state)
+{
+    static const uint8_t fixed[] = {0x01, 0x02, 0x05, 0x06, 0x07};
+    struct tcpota_manifest m;
+    size_t at;
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(fixed); i++) {
+        make(pk, sk, "esp32", 3, 1000);
+        grow_tlv(fixed[i], 0);
+        assert_int_equal(tcpota_manifest_parse(man, man_len, &m), TCPOTA_ERR_PROTO);
+    }
+    /* a 32-byte version is taken, a 33-byte one is not */
+    make(pk, sk, "esp32", 3, 1000);
+    for (int i = 0; i < 27; i++) grow_tlv(0x03, 'a'); /* "2.0.0" + 27 = 32 */
+    assert_int_equal(tcpota_manifest_parse(man, man_len, &m), 0);
+    assert_int_equal(m.version.len, 32);
+    grow_tlv(0x03, 'a');
+    assert_int_equal(tcpota_manifest_parse(man, man_len, &m), TCPOTA_ERR_PROTO);
+    /* a control byte in the version or the model */
+    make(pk, sk, "esp32", 3, 1000);
+    for (at = 8; man[at] != 0x03; at += 3u + tcpota_get_u16(man + at + 1)) {
+    }
+    man[at + 4] = 0x0a;
+    assert_int_equal(tcpota_manifest_parse(man, man_len, &m), TCPOTA_ERR_PROTO);
+    make(pk, sk, "esp32", 3, 1000);
+    for (at = 8; man[at] != 0x04; at += 3u + tcpota_get_u16(man + at + 1)) {
+    }
+    man[at + 3] = 0x7f;
+    assert_int_equal(tcpota_manifest_parse(man, man_len, &m), TCPOTA_ERR_PROTO);
+}
+
+/* A key is trusted only if all its 32 bytes match a trusted one: here the
+ * manifest is signed (validly) by a key that differs from the trusted key
+ * in its last byte only, as an attacker's key could differ in any part. */
+static void test_key_matched_in_full(void **state)
+{
+    uint8_t near[1][32];
+    struct tcpota_trust t = trust(0);
+    (void)state;
+
+    memcpy(near[0], pk, 32);
+    near[0][31] ^= 0x01;
+    t.keys = (const uint8_t(*)[32])near;
+    make(pk, sk, "esp32", 0, 1000);
+    assert_int_equal(check_full(&t, sha, 1000, "2.0.0"), TCPOTA_ERR_NOKEY);
+    memcpy(near[0], pk, 32);
+    near[0][0] ^= 0x01;
+    assert_int_equal(check_full(&t, sha, 1000, "2.0.0"), TCPOTA_ERR_NOKEY);
+}
+
+/* Without a verify function nothing verifies: refused, not called. */
+static void test_no_verify_function_refused(void **state)
+{
+    struct tcpota_trust t = trust(0);
+    (void)state;
+
+    make(pk, sk, "esp32", 0, 1000);
+    t.verify = NULL;
+    assert_int_equal(check_full(&t, sha, 1000, "2.0.0"), TCPOTA_ERR_BADSIG);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -323,6 +404,9 @@ int main(void)
         cmocka_unit_test(test_offer_fields_named_in_reason),
         cmocka_unit_test(test_critical_twin_is_a_repeat),
         cmocka_unit_test(test_each_field_required),
+        cmocka_unit_test(test_field_sizes_and_strings),
+        cmocka_unit_test(test_key_matched_in_full),
+        cmocka_unit_test(test_no_verify_function_refused),
     };
     if (sodium_init() < 0) return 1;
     crypto_sign_keypair(pk, sk);

@@ -910,6 +910,24 @@ static void test_init_rejects_bad_config(void **state)
     cfg.tx_cap = sizeof(tx);
     cfg.chunk = 20000;
     assert_int_equal(tcpota_srv_init(&t, &cfg), TCPOTA_ERR_INVAL);
+    /* An image no OFFER can describe: a version longer than TCPOTA_MAX_NAME
+     * or a manifest longer than TCPOTA_MAX_MANIFEST. */
+    {
+        static const uint8_t man[TCPOTA_MAX_MANIFEST + 1];
+        struct tcpota_srv_image bad = img;
+        cfg.chunk = 0;
+        cfg.image = &bad;
+        assert_int_equal(tcpota_srv_init(&t, &cfg), 0);
+        bad.version = "123456789012345678901234567890123"; /* 33 */
+        bad.version_len = TCPOTA_MAX_NAME + 1;
+        assert_int_equal(tcpota_srv_init(&t, &cfg), TCPOTA_ERR_INVAL);
+        bad = img;
+        bad.manifest = man;
+        bad.manifest_len = TCPOTA_MAX_MANIFEST;
+        assert_int_equal(tcpota_srv_init(&t, &cfg), 0);
+        bad.manifest_len = TCPOTA_MAX_MANIFEST + 1;
+        assert_int_equal(tcpota_srv_init(&t, &cfg), TCPOTA_ERR_INVAL);
+    }
 }
 
 static uint8_t nonce[32];
