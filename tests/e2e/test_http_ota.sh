@@ -158,6 +158,10 @@ badmsg 400 "device in the path and the query" 'the path names the device already
 badmsg 400 "?version= and the header differ" '?version= and X-Tcpota-Version differ' \
   "$OTA?device=h-2&version=2.0.0" "${V[@]}"
 badmsg 400 "?version= too long" 'version: too long' "$OTA?device=h-2&version=$(printf '1%.0s' $(seq 80))"
+# A version that is not printable characters without spaces: refused, not
+# stored as what the device runs.
+bad 400 "a space in the version" "$OTA?device=h-2" -H 'X-Tcpota-Version: 1.0 beta'
+bad 400 "a tab in ?version=" "$OTA?device=h-2&version=1.0%091"
 bad 405 "POST" "$OTA?device=h-2" "${V[@]}" -X POST
 code=$(python3 -c '
 import socket, sys
