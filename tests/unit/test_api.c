@@ -574,6 +574,11 @@ static void test_auth(void **state)
      * not merely begin with it. */
     assert_int_equal(http_full("GET", "/v1/images", TOKEN "0", NULL, NULL, NULL, 0, NULL), 401);
     assert_int_equal(http_full("GET", "/v1/images", NULL, "Authorization", TOKEN, NULL, 0, NULL), 401);
+    /* Another scheme of 7 bytes before the token: only Bearer carries it. */
+    assert_int_equal(http_full("GET", "/v1/images", NULL, "Authorization", "Basic1 " TOKEN, NULL, 0,
+                               NULL), 401);
+    assert_int_equal(http_full("GET", "/v1/images", NULL, "Authorization", "bearer " TOKEN, NULL, 0,
+                               NULL), 200); /* the scheme is case-insensitive */
     /* Even for unknown paths, the token comes first. */
     assert_int_equal(http_full("GET", "/v1/nothing", NULL, NULL, NULL, NULL, 0, NULL), 401);
     assert_int_equal(http("GET", "/v1/images", NULL, NULL), 200);
