@@ -1190,6 +1190,9 @@ static void test_devices_list(void **state)
     assert_int_equal(http("GET", "/v1/devices?q=dev&model=other", NULL, &j), 200);
     assert_int_equal(iget(j, "total"), 1);
     json_decref(j);
+    /* after: a device id, as the store compares it with the ids it keeps. */
+    expect_error("GET", "/v1/devices?after=", NULL, 400, "after");
+    expect_error("GET", "/v1/devices?after=a%01b", NULL, 400, "after");
     expect_error("GET", "/v1/devices?q=", NULL, 400, "q");
     expect_error("GET", "/v1/devices?q=a%7fb", NULL, 400, "q");
     assert_int_equal(http("GET", "/v1/devices?q=a%20b", NULL, NULL), 200);
