@@ -919,6 +919,8 @@ static void test_rollout_create_refused(void **state)
         /* negative: as a uint32_t it would wrap to 100, a valid last wave */
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": [-4294967196]}", "waves", 400},
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": [101]}", "waves", 400},
+        /* 2^32 + 100: as a uint32_t it would wrap to 100, a valid last wave */
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": [4294967396]}", "waves", 400},
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": 101}", "waves", 400},
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": []}", "waves", 400},
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": [\"10\"]}", "waves", 400},
