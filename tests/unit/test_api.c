@@ -599,6 +599,10 @@ static void test_paths_and_methods(void **state)
     expect_error("GET", "/v1/images/11111111/x", NULL, 404, NULL);
     expect_error("GET", "/v1/rollouts/99", NULL, 404, NULL);
     expect_error("GET", "/v1/rollouts/abc", NULL, 404, NULL);
+    /* 2^64 + 1 has 20 digits: read as a number it would wrap to rollout 1. */
+    expect_error("GET", "/v1/rollouts/18446744073709551617", NULL, 404, NULL);
+    expect_error("POST", "/v1/rollouts/18446744073709551617/cancel", NULL, 404, NULL);
+    assert_int_equal(T.f.ros[0].ro.state, ROLLOUT_STATE_ACTIVE);
     expect_error("POST", "/v1/rollouts/1/explode", NULL, 404, NULL);
     expect_error("GET", "/v1/devices/nope", NULL, 404, NULL);
     expect_error("GET", "/v1/devices/dev-1/keys", NULL, 404, NULL);
