@@ -1352,6 +1352,28 @@ static void test_events(void **state)
     /* teardown stops the API with closed and open streams: no leak, no crash */
 }
 
+/* A dashboard that stops reading is cut once API_STREAM_BACKLOG bytes wait
+ * for it, rather than the server keeping every event for it in memory. */
+static void test_events_slow_reader_cut(void **state)
+{
+    static char buf[8192], reason[4096];
+    int fd, i;
+
+    fd = raw_open(EVENTS_REQ);
+    raw_read(fd, buf, sizeof buf, 30);
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    assert_int_equal(T.api->nstreams, 1);
+    memset(reason, 'r', sizeof reason - 1);
+    /* 12 MB of events, never read: more than the socket buffers hold. */
+    for (i = 0; i < 3000 && T.api->nstreams; i++) {
+        api_notify_device(T.api, "dev-1", "downloading", 1, 2, reason);
+        if (i % 50 == 0) run_ms(1);
+    }
+    assert_int_equal(T.api->nstreams, 0);
+    close(fd);
+    run_ms(10);
+}
+
 static void test_device_show_patch(void **state)
 {
     json_t *j = NULL, *h;
@@ -1525,6 +1547,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_summary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dashboard_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_events_slow_reader_cut, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
