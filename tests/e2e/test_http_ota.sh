@@ -146,6 +146,11 @@ bad 400 "bad model" "http://127.0.0.1:$OTA_PORT/ota/$(printf 'm%.0s' $(seq 40))?
 bad 400 "model of 300 bytes" "http://127.0.0.1:$OTA_PORT/ota/$(printf 'm%.0s' $(seq 300))?device=h-2" "${V[@]}"
 bad 400 "NUL in the model" "http://127.0.0.1:$OTA_PORT/ota/esp32%00x?device=h-2" "${V[@]}"
 bad 400 "NUL in the device id" "$OTA/h-2%00x.bin" "${V[@]}"
+# A model of other than printable characters, or none; a path that is not
+# <id>.bin: refused, never taken as a model or a device id.
+bad 400 "a tab in the model" "http://127.0.0.1:$OTA_PORT/ota/esp%0932?device=h-2" "${V[@]}"
+bad 400 "no model" "http://127.0.0.1:$OTA_PORT/ota/?device=h-2" "${V[@]}"
+bad 400 "not <id>.bin" "$OTA/h-2.img" "${V[@]}"
 bad 400 "unknown parameter" "$OTA?device=h-2&debug=1" "${V[@]}"
 # badmsg CODE WHAT TEXT URL [CURL ARGS...]: bad, and the answer says TEXT.
 badmsg() {
@@ -169,6 +174,10 @@ grep -q 'not printable' "$WORK/bad.b" || fail "NUL in ?version=: $(cat "$WORK/ba
 for d in q-1 q-2; do
   [ -z "$(device_state $d 2>/dev/null || true)" ] || fail "device $d was registered from a cut value"
 done
+# A version that is not printable characters without spaces: refused, not
+# stored as what the device runs.
+bad 400 "a space in the version" "$OTA?device=h-2" -H 'X-Tcpota-Version: 1.0 beta'
+bad 400 "a tab in ?version=" "$OTA?device=h-2&version=1.0%091"
 bad 405 "POST" "$OTA?device=h-2" "${V[@]}" -X POST
 code=$(python3 -c '
 import socket, sys

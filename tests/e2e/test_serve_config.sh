@@ -108,6 +108,42 @@ rc=0; timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --version '' img.bin > /de
   [ "$(wc -l < emptyver.log)" -eq 1 ] || fail "--version '': exit $rc: $(cat emptyver.log)"
 ok "--version '': exit 2 with the length error alone"
 
+# TLS takes a certificate and its key together, in fleet mode too (with the
+# key alone it would start in plaintext); --require-auth needs the secrets
+# it checks. Each is refused at once, before anything is created.
+refused_flags() { # refused_flags TEXT ARGS...: exit 2, saying TEXT
+  local text=$1 rc=0
+  shift
+  timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 "$@" > /dev/null 2> refused.log || rc=$?
+  [ $rc -eq 2 ] && grep -q -- "$text" refused.log || fail "$*: exit $rc: $(cat refused.log)"
+}
+refused_flags '--tls-cert and --tls-key go together' --data fleet-tls --api off --tls-key img.bin
+refused_flags '--tls-cert and --tls-key go together' --data fleet-tls --api off --tls-cert img.bin
+refused_flags '--tls-cert and --tls-key go together' --version 2.0.0 --tls-key img.bin img.bin
+# --db without --data would be ignored by image mode; --workers would run
+# several writers on fleet mode's one SQLite store.
+refused_flags '--db needs --data DIR too' --db postgresql://127.0.0.1/x --version 2.0.0 img.bin
+refused_flags '--workers is for single-image mode' --data fleet-tls --api off --workers 2
+# A log format other than text or json is a typo, not text.
+refused_flags '--log-format must be text or json (got xml)' --log-format xml --version 2.0.0 img.bin
+# Image-mode sources do not apply in fleet mode: an --auth-file there would
+# look like authentication and check nothing.
+refused_flags '--auth-file does not apply with --data' --data fleet-tls --api off --auth-file img.bin
+refused_flags '--require-signed does not apply with --data' --data fleet-tls --api off --require-signed
+# Numbers out of their range: 2^32 unauthenticated connections per address
+# would wrap to 0 (no limit); a chunk outside 512..16380 does not fit a frame.
+refused_flags "--max-unauth-per-addr: '4294967296' is out of range" --max-unauth-per-addr 4294967296 --version 2.0.0 img.bin
+refused_flags "--max-unauth-per-addr: '1000001' is out of range" --max-unauth-per-addr 1000001 --version 2.0.0 img.bin
+refused_flags "--chunk: '16381' is out of range" --chunk 16381 --version 2.0.0 img.bin
+refused_flags "--chunk: '511' is out of range" --chunk 511 --version 2.0.0 img.bin
+# At most 8 --pubkey: a ninth is refused, not stored past the table.
+"$TCPOTA" keygen --out trust 2> /dev/null || fail "keygen failed"
+keys=(); for i in 1 2 3 4 5 6 7 8 9; do keys+=(--pubkey trust.pub); done
+refused_flags 'at most 8 --pubkey' "${keys[@]}" --data fleet-tls --api off
+[ ! -e fleet-tls ] || fail "a refused fleet start created its data directory"
+refused_flags '--require-auth needs --auth-file' --version 2.0.0 --require-auth img.bin
+ok "--tls-cert or --tls-key alone (fleet and image mode), --require-auth without --auth-file, --db without --data, --workers with --data, --log-format xml, --auth-file or --require-signed with --data, --max-unauth-per-addr or --chunk out of range, 9 --pubkey: exit 2"
+
 # A descriptor limit below --max-conns: the warning says what happens and
 # what to do (before: only that the limit was below).
 (ulimit -n 200 && start_serve fdlimit.log --listen 127.0.0.1:0 --version 1.0.0 --max-conns 1000 &&

@@ -72,6 +72,9 @@ static void test_malformed(void **state)
     expect("bytes=abc", NULL, 400, 0, 0);
     expect("bytes=5", NULL, 400, 0, 0);
     expect("bytes=9-3", NULL, 400, 0, 0);
+    /* Something else than the dash after the first number: not read as one. */
+    expect("bytes=5x9", NULL, 400, 0, 0);
+    expect("bytes=5 9", NULL, 400, 0, 0);
     expect("bytes=1-2x", NULL, 400, 0, 0);
     expect("bytes=-", NULL, 400, 0, 0);
     expect("bytes=-1x", NULL, 400, 0, 0);
