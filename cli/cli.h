@@ -2,6 +2,7 @@
 #ifndef TCPOTA_CLI_H
 #define TCPOTA_CLI_H
 
+#include <sys/types.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -76,6 +77,10 @@ int cli_dir_empty(const char *dir);
 /* Warns on stderr, as "tcpota CMD: warning: ...", when version has no
  * place in the order devices are offered by (tcpota/version.h): servers
  * then offer it to no device unless --allow-downgrade. */
+/* What a file that is not a regular file is, for a message: "a directory",
+ * "a FIFO", "a character device", ... */
+const char *cli_file_kind(mode_t m);
+
 void cli_warn_unordered(const char *cmd, const char *version);
 /* Monotonic milliseconds. */
 uint64_t cli_now_ms(void);

@@ -305,10 +305,24 @@ static int flash_lock(struct device *dv)
         return -1;
     }
     dv->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
+    if (dv->lock_fd < 0 && (errno == EISDIR || errno == ELOOP)) {
+        say(dv, "%s is %s, not tcpota's lock file; remove it", path,
+            errno == EISDIR ? "a directory" : "a symbolic link");
+        return -1;
+    }
     if (dv->lock_fd < 0) {
         say(dv, "cannot open %s: %s; the device writes its directory, so it must be writable",
             path, strerror(errno));
         return -1;
+    }
+    {
+        struct stat st;
+        if (fstat(dv->lock_fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+            say(dv, "%s is %s, not tcpota's lock file; remove it", path, cli_file_kind(st.st_mode));
+            close(dv->lock_fd);
+            dv->lock_fd = -1;
+            return -1;
+        }
     }
     if (flock(dv->lock_fd, LOCK_EX | LOCK_NB) != 0) {
         n = pread(dv->lock_fd, pid, sizeof(pid) - 1, 0);

@@ -97,8 +97,7 @@ uint64_t cli_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* What a file that is not a regular file is, for the message. */
-static const char *file_kind(mode_t m)
+const char *cli_file_kind(mode_t m)
 {
     if (S_ISDIR(m)) return "a directory";
     if (S_ISFIFO(m)) return "a FIFO";
@@ -150,7 +149,7 @@ int cli_check_dir(const char *path, const char *what, int missing_ok)
     if (!S_ISDIR(st.st_mode)) {
         cli_err("%s: %s is not a directory (it is %s); %s takes the directory "
                         "that holds the device's flash files\n",
-                what, path, S_ISREG(st.st_mode) ? "a regular file" : file_kind(st.st_mode), what);
+                what, path, S_ISREG(st.st_mode) ? "a regular file" : cli_file_kind(st.st_mode), what);
         return -1;
     }
     return 0;
@@ -164,7 +163,7 @@ static void open_failed(const char *path, const char *what, int err)
 
     if (err != ENOENT && stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
         cli_err("%s: %s is not a regular file (it is %s); give the path of a file\n",
-                what, path, file_kind(st.st_mode));
+                what, path, cli_file_kind(st.st_mode));
         return;
     }
     cli_err("%s: cannot open %s: %s\n", what, path, strerror(err));
@@ -193,7 +192,7 @@ int cli_open_regular(const char *path, const char *what)
     }
     if (!S_ISREG(st.st_mode)) {
         cli_err("%s: %s is not a regular file (it is %s); give the path of a file\n",
-                what, path, file_kind(st.st_mode));
+                what, path, cli_file_kind(st.st_mode));
         close(fd);
         return -1;
     }

@@ -212,7 +212,7 @@ int api_no_body(struct api_call *c)
     size_t n = evbuffer_get_length(evhttp_request_get_input_buffer(c->req));
 
     if (n == 0) return 0;
-    api_error(c, 400, "body", "this endpoint takes no body (%zu bytes came); send none", n);
+    api_error(c, 400, "body", "this endpoint takes no body (%zu byte%s came); send none", n, n == 1 ? "" : "s");
     return -1;
 }
 
@@ -409,6 +409,11 @@ static void metrics(struct api *a, struct evhttp_request *req)
     if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
         send_text(req, 405, "{\"error\": \"/metrics answers GET and HEAD only\"}");
+        return;
+    }
+    if (evbuffer_get_length(evhttp_request_get_input_buffer(req)) > 0) {
+        /* As every endpoint that takes none (api_no_body). */
+        send_text(req, 400, "{\"error\": \"/metrics takes no body; send none\", \"field\": \"body\"}");
         return;
     }
     b = evbuffer_new();

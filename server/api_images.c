@@ -240,6 +240,11 @@ static int restore_file(struct api_call *c, const struct store_image *si)
         write_body(c, evhttp_request_get_input_buffer(c->req)) < 0) {
         return -1;
     }
+    /* An empty directory in its place goes (rename would refuse it); one
+     * with something in it is the operator's to look at. */
+    if (rmdir(si->path) < 0 && errno != ENOTDIR && errno != ENOENT) {
+        return -1;
+    }
     if (rename(c->path, si->path) < 0) {
         return -1; /* the temporary file goes at the call's end */
     }
@@ -266,7 +271,8 @@ static void add_lookup_done(struct api_call *c, struct store_req *r)
         if (!stored_file_intact(r->u.image.img)) {
             if (restore_file(c, r->u.image.img) < 0) {
                 api_error(c, 500, NULL, "image %.12s is stored but its file %s is missing or damaged, "
-                          "and writing this upload in its place failed: %s",
+                          "and writing this upload in its place failed: %s; remove what is at that "
+                          "path and make its folder writable for the server, then add the image again",
                           r->u.image.img->idhex, r->u.image.img->path, strerror(errno));
                 return;
             }

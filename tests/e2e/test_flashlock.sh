@@ -54,4 +54,21 @@ check_device "$WORK/rd" "$WORK/img"
   fail "a run after the first ended failed: $(cat "$WORK/third.log")"
 grep -q 'up to date, running 2.0.0' "$WORK/third.log" || fail "not up to date: $(cat "$WORK/third.log")"
 ok "the first device installed the image, no rollback reported; the lock ended with it"
+
+# Something else where the lock file goes: named, and what to do (before: a
+# FIFO gave "cannot write ...: Invalid argument", a directory or a symbolic
+# link "... must be writable" of a writable directory).
+for kind in FIFO directory "symbolic link"; do
+  rm -rf "$WORK/lk" && cp -r "$WORK/rd" "$WORK/lk" && rm -f "$WORK/lk/tcpota.lock"
+  case $kind in
+    FIFO) mkfifo "$WORK/lk/tcpota.lock" ;;
+    directory) mkdir "$WORK/lk/tcpota.lock" ;;
+    *) ln -s /dev/null "$WORK/lk/tcpota.lock" ;;
+  esac
+  rc=0; timeout 10 "$TCPOTA" device --server "$S" --flash "$WORK/lk" --id race1 2> "$WORK/lk.log" || rc=$?
+  [ $rc -eq 1 ] || fail "a $kind as the lock file: exit $rc, expected 1: $(cat "$WORK/lk.log")"
+  grep -q "$WORK/lk/tcpota.lock is a $kind, not tcpota's lock file; remove it" "$WORK/lk.log" ||
+    fail "a $kind as the lock file: $(cat "$WORK/lk.log")"
+done
+ok "a FIFO, a directory or a symbolic link where the lock file goes: named, remove it"
 stop_server

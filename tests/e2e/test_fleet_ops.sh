@@ -266,13 +266,17 @@ ok "--api off: no warning about the images an API would take"
 # own, neither loaded before (a loaded image is served from memory).
 DATA="$WORK/repair"
 start_fleet
-for harm in missing damaged; do
+for harm in missing damaged directory; do
   make_image "$WORK/r-$harm.bin" 70000
   "$TCPOTA" image add --version 3.0.0 --model "m-$harm" "$WORK/r-$harm.bin" > /dev/null || fail "image add r-$harm failed"
   "$TCPOTA" rollout create --image 3.0.0 --model "m-$harm" > /dev/null || fail "rollout create r-$harm failed"
   stored="$DATA/images/$(sha256sum "$WORK/r-$harm.bin" | cut -c1-64)"
   [ -f "$stored" ] || fail "no stored file $stored: $(ls "$DATA/images")"
-  if [ $harm = missing ]; then rm "$stored"; else printf 'XXXX' | dd of="$stored" bs=1 seek=100 conv=notrunc 2> /dev/null; fi
+  case $harm in
+    missing) rm "$stored" ;;
+    damaged) printf 'XXXX' | dd of="$stored" bs=1 seek=100 conv=notrunc 2> /dev/null ;;
+    directory) rm "$stored" && mkdir "$stored" ;; # an empty one: it goes
+  esac
   run_device "r-$harm" "m-$harm" "$WORK/r-$harm" --max-attempts 1 || true
   [ "$(running "$WORK/r-$harm")" = 1.0.0 ] || fail "$harm file: a device got the image"
   grep -q "image [0-9a-f]*\.\.\. (3.0.0): .*not offered: add the image again (tcpota image add with the" "$WORK/server.log" ||

@@ -12,9 +12,11 @@
 # server must say that the kernel encrypted each connection's sends, and
 # must have read the image's bytes by sendfile (/proc/PID/io, as
 # test_zero_copy.sh in the clear).
-source "$(dirname "$0")/lib.sh"
+here=$(cd "$(dirname "$0")" && pwd)
+TCPOTA=$(readlink -f "$TCPOTA") # the test runs in its scratch folder
+source "$here/lib.sh"
 cd "$WORK"
-KDIR=$(bash "$(dirname "$0")/../../scripts/guest-kernel.sh" --print-dir)
+KDIR=$(bash "$here/../../scripts/guest-kernel.sh" --print-dir)
 [ -s "$KDIR/vmlinuz" ] && [ -s "$KDIR/modules.order" ] ||
   fail "no guest kernel in $KDIR: run scripts/guest-kernel.sh (make test does, through scripts/deps.sh)"
 command -v qemu-system-x86_64 > /dev/null || fail "no qemu-system-x86_64: apt-get install qemu-system-x86 (make test does)"

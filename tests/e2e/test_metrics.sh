@@ -94,7 +94,9 @@ ok "an HTTP device on the API's listener: 2 requests, an offer, a completion, an
 
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$API_PORT/metrics")
 [ "$code" = 405 ] || fail "POST /metrics answered $code"
+code=$(curl -s -o "$WORK/mb" -w '%{http_code}' -X GET -d x "http://127.0.0.1:$API_PORT/metrics")
+[ "$code" = 400 ] && grep -q 'takes no body' "$WORK/mb" || fail "GET /metrics with a body answered $code: $(cat "$WORK/mb")"
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$API_PORT/v1/images")
 [ "$code" = 401 ] || fail "the API without a token answered $code"
 stop_fleet
-ok "/metrics refuses POST; the rest of the API still needs the token"
+ok "/metrics refuses POST and a body; the rest of the API still needs the token"
