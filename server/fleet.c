@@ -100,6 +100,7 @@ static struct image *image_for(struct server *srv, const struct store_image *si)
     struct fleet *f = srv->fleet;
     struct fleet_image *fi;
     struct image *img;
+    char err[IMAGE_ERR_LEN];
 
     for (fi = f->images; fi; fi = fi->next) {
         if (memcmp(fi->img->desc.id, si->id, TCPOTA_ID_LEN) == 0) {
@@ -107,11 +108,11 @@ static struct image *image_for(struct server *srv, const struct store_image *si)
         }
     }
     img = image_open(si->path, si->version, si->model, si->manifest_len ? si->manifest : NULL,
-                     si->manifest_len, srv->o->chunk);
+                     si->manifest_len, srv->o->chunk, err, sizeof(err));
     if (!img) {
-        say_always(srv->o, LOG_LV_ERROR, "image %.16s... (%s): cannot load %s; not offered: "
+        say_always(srv->o, LOG_LV_ERROR, "image %.16s... (%s): cannot load it (%s); not offered: "
                    "add the image again (tcpota image add with the same file restores it)",
-                   si->idhex, si->version, si->path);
+                   si->idhex, si->version, err);
         return NULL;
     }
     if (memcmp(img->desc.id, si->id, TCPOTA_ID_LEN) != 0) {

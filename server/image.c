@@ -8,6 +8,7 @@
 #include <event2/buffer.h>
 #include <fcntl.h>
 #include <sodium.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,7 +165,20 @@ static void segment_drops_probe(int fd)
     }
 }
 
-static int image_load(struct image *img, const char *path, const char *version, unsigned chunk)
+/* Says why a load failed: into err (errlen bytes), for the caller to print
+ * or log as its context wants. */
+static void why(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void why(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    (void)vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static int image_load(struct image *img, const char *path, const char *version, unsigned chunk,
+                      char *err, size_t errlen)
 {
     struct stat st;
     uint32_t i, n;
@@ -174,28 +188,28 @@ static int image_load(struct image *img, const char *path, const char *version, 
     img->fd = -1;
     img->wire_fd = -1;
     if (vlen == 0 || vlen > TCPOTA_MAX_NAME) {
-        fprintf(stderr, "tcpota serve: --version must be 1..32 characters\n");
+        why(err, errlen, "--version must be 1..32 characters");
         return -1;
     }
     for (i = 0; i < vlen; i++) {
         if (version[i] < 0x20 || version[i] > 0x7e) {
-            fprintf(stderr, "tcpota serve: --version must be printable ASCII\n");
+            why(err, errlen, "--version must be printable ASCII");
             return -1;
         }
     }
     /* O_NONBLOCK: a FIFO would otherwise wait for a writer forever. */
     img->fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (img->fd < 0 || fstat(img->fd, &st) < 0) {
-        fprintf(stderr, "tcpota serve: cannot open image %s: %s\n", path, strerror(errno));
+        why(err, errlen, "cannot open image %s: %s", path, strerror(errno));
         return -1;
     }
     if (!S_ISREG(st.st_mode)) {
-        fprintf(stderr, "tcpota serve: image %s is not a regular file%s; give the path of the "
-                        "image file\n", path, S_ISDIR(st.st_mode) ? " (it is a directory)" : "");
+        why(err, errlen, "image %s is not a regular file%s", path,
+            S_ISDIR(st.st_mode) ? " (it is a directory)" : "");
         return -1;
     }
     if (st.st_size == 0 || (uint64_t)st.st_size > 0xffffffffu) {
-        fprintf(stderr, "tcpota serve: image %s must have 1 byte to 4 GiB - 1 (has %lld)\n", path,
+        why(err, errlen, "image %s must have 1 byte to 4 GiB - 1 (has %lld)", path,
                 (long long)st.st_size);
         return -1;
     }
@@ -203,7 +217,7 @@ static int image_load(struct image *img, const char *path, const char *version, 
     img->map = mmap(NULL, img->size, PROT_READ, MAP_PRIVATE, img->fd, 0);
     if (img->map == MAP_FAILED) {
         img->map = NULL;
-        fprintf(stderr, "tcpota serve: cannot map %s: %s\n", path, strerror(errno));
+        why(err, errlen, "cannot map %s: %s", path, strerror(errno));
         return -1;
     }
     crypto_hash_sha256(img->desc.id, img->map, img->size);
@@ -216,7 +230,7 @@ static int image_load(struct image *img, const char *path, const char *version, 
     n = (uint32_t)(((uint64_t)img->size + chunk - 1) / chunk); /* no wrap near 4 GiB */
     img->crcs = calloc(n, sizeof(*img->crcs));
     if (!img->crcs) {
-        fprintf(stderr, "tcpota serve: out of memory\n");
+        why(err, errlen, "out of memory");
         return -1;
     }
     for (i = 0; i < n; i++) {
@@ -233,7 +247,7 @@ static int image_load(struct image *img, const char *path, const char *version, 
     img->seg = evbuffer_file_segment_new(img->fd, 0, img->size, 0);
     segment_drops_probe(img->fd);
     if (!img->seg) {
-        fprintf(stderr, "tcpota serve: cannot prepare %s for sending\n", path);
+        why(err, errlen, "cannot prepare %s for sending", path);
         return -1;
     }
     return 0;
@@ -257,20 +271,21 @@ static void image_free(struct image *img)
 }
 
 struct image *image_open(const char *path, const char *version, const char *model,
-                         const uint8_t *manifest, uint16_t manifest_len, unsigned chunk)
+                         const uint8_t *manifest, uint16_t manifest_len, unsigned chunk,
+                         char *err, size_t errlen)
 {
     struct image *img = calloc(1, sizeof(*img));
 
     if (!img) {
-        fprintf(stderr, "tcpota serve: out of memory\n");
+        why(err, errlen, "out of memory");
         return NULL;
     }
-    if (image_load(img, path, version, chunk) < 0) {
+    if (image_load(img, path, version, chunk, err, errlen) < 0) {
         image_free(img);
         return NULL;
     }
     if (model && strlen(model) > TCPOTA_MAX_NAME) {
-        fprintf(stderr, "tcpota serve: model '%s' is longer than %u characters\n", model,
+        why(err, errlen, "model '%s' is longer than %u characters", model,
                 TCPOTA_MAX_NAME);
         image_free(img);
         return NULL;
@@ -278,7 +293,7 @@ struct image *image_open(const char *path, const char *version, const char *mode
     snprintf(img->model, sizeof(img->model), "%s", model ? model : "");
     if (manifest && manifest_len) {
         if (!(img->manifest = malloc(manifest_len))) {
-            fprintf(stderr, "tcpota serve: out of memory\n");
+            why(err, errlen, "out of memory");
             image_free(img);
             return NULL;
         }

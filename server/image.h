@@ -45,11 +45,14 @@ struct image {
 
 /* Loads the image at path, offered as `version` for `model` ("" or NULL:
  * any) with a copy of its signed manifest (NULL: none), in DATA frames of
- * `chunk` bytes. Returns it with one reference, or NULL after printing why.
- * A connection that streams it holds a reference of its own, so a reload
- * (SIGHUP) never pulls an image from under a transfer. */
+ * `chunk` bytes. Returns it with one reference, or NULL with why in err
+ * (errlen bytes: IMAGE_ERR_LEN is enough). A connection that streams it
+ * holds a reference of its own, so a reload (SIGHUP) never pulls an image
+ * from under a transfer. */
+#define IMAGE_ERR_LEN 4608u /* a path of up to 4 KiB and the sentence around it */
 struct image *image_open(const char *path, const char *version, const char *model,
-                         const uint8_t *manifest, uint16_t manifest_len, unsigned chunk);
+                         const uint8_t *manifest, uint16_t manifest_len, unsigned chunk,
+                         char *err, size_t errlen);
 /* Takes another reference; returns img. */
 struct image *image_ref(struct image *img);
 /* Drops a reference; the last one frees the image (NULL: no-op). */

@@ -220,6 +220,7 @@ static void reload(struct server *srv)
     struct tcpota_serve_opts *fresh;
     struct image *img;
     struct caught caught;
+    char err[IMAGE_ERR_LEN];
 
     if (srv->fleet) {
         say_always(srv->o, LOG_LV_INFO, "SIGHUP: nothing to reload: in fleet mode images, "
@@ -244,7 +245,10 @@ static void reload(struct server *srv)
         return;
     }
     img = image_open(fresh->image, fresh->version, fresh->model, fresh->manifest,
-                     fresh->manifest_len, fresh->chunk);
+                     fresh->manifest_len, fresh->chunk, err, sizeof(err));
+    if (!img) {
+        fprintf(stderr, "tcpota serve: %s\n", err); /* caught: logged as the reload's */
+    }
     catch_end(srv, &caught, img == NULL);
     if (!img) {
         o->release(o->ctx, fresh);
@@ -447,9 +451,11 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
         return 1;
     }
     if (!o->data_dir) {
+        char err[IMAGE_ERR_LEN];
         srv.img = image_open(o->image, o->version, o->model, o->manifest, o->manifest_len,
-                             o->chunk);
+                             o->chunk, err, sizeof(err));
         if (!srv.img) {
+            fprintf(stderr, "tcpota serve: %s\n", err);
             goto out;
         }
     }

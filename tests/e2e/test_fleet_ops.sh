@@ -291,5 +291,13 @@ done
 "$TCPOTA" image add --version 3.0.0 --model m-missing "$WORK/r-missing.bin" > "$WORK/out" 2>&1 ||
   fail "image add intact: $(cat "$WORK/out")"
 grep -q "is already stored" "$WORK/out" || fail "an intact image added again: $(cat "$WORK/out")"
+# Why an image could not be loaded is in the server's own log line (time,
+# level, JSON with --log-format json), not a bare line of the loader's.
+grep -q "): cannot load it (cannot open image $DATA/images/[0-9a-f]*: No such file or directory); not offered" "$WORK/server.log" ||
+  fail "the missing file's reason is not in the log line: $(grep 'cannot load' "$WORK/server.log")"
+grep -q "): cannot load it (image $DATA/images/[0-9a-f]* is not a regular file (it is a directory)); not offered" "$WORK/server.log" ||
+  fail "the directory's reason is not in the log line: $(grep 'cannot load' "$WORK/server.log")"
+! grep -q "^tcpota serve: \(cannot open image\|image .* is not a regular file\)" "$WORK/server.log" ||
+  fail "the image loader printed a line of its own: $(grep '^tcpota serve: ' "$WORK/server.log")"
 stop_fleet
 ok "a missing or damaged image file: offered to no device; the same bytes added again restore it, and the rollout goes on"

@@ -62,13 +62,17 @@ static int teardown(void **state)
     return 0;
 }
 
+/* Why the last load failed (image_open's err). */
+static char load_err[IMAGE_ERR_LEN];
+
 static struct image *load(const char *name)
 {
     char path[96];
     struct image *img;
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     alarm(HANG_S);
-    img = image_open(path, "2.0.0", NULL, NULL, 0, 4096);
+    load_err[0] = 0;
+    img = image_open(path, "2.0.0", NULL, NULL, 0, 4096, load_err, sizeof(load_err));
     alarm(0);
     return img;
 }
@@ -94,6 +98,7 @@ static void test_fifo_refused_at_once(void **state)
     snprintf(path, sizeof(path), "%s/fifo", dir);
     assert_int_equal(mkfifo(path, 0600), 0);
     assert_null(load("fifo"));
+    assert_non_null(strstr(load_err, "/fifo is not a regular file"));
 }
 
 static void test_directory_and_empty_refused(void **state)
@@ -104,11 +109,13 @@ static void test_directory_and_empty_refused(void **state)
     snprintf(path, sizeof(path), "%s/d", dir);
     assert_int_equal(mkdir(path, 0700), 0);
     assert_null(load("d"));
+    assert_non_null(strstr(load_err, "/d is not a regular file (it is a directory)"));
     snprintf(path, sizeof(path), "%s/empty", dir);
     f = fopen(path, "w");
     assert_non_null(f);
     fclose(f);
     assert_null(load("empty"));
+    assert_non_null(strstr(load_err, "/empty must have 1 byte to 4 GiB - 1 (has 0)"));
 }
 
 static void test_regular_file_loaded(void **state)
