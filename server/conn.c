@@ -37,11 +37,11 @@ static void tail_leave(struct conn *c, int closing);
 static void conn_event(struct conn *c, short what);
 static void take_read(struct conn *c, const uint8_t *buf, size_t n);
 static int hello_overdue(struct conn *c);
-static int kernel_sends(struct conn *c);
+static int direct_writes(struct conn *c);
 
 /* Output goes through c->out and c->wr, drained by send() and sendfile():
  * on a plain socket, and inside TLS where the kernel encrypts
- * (kernel_sends); else through the TLS bufferevent's output. */
+ * (direct_writes); else through the TLS bufferevent's output. */
 struct evbuffer *conn_out(const struct conn *c)
 {
     return c->out ? c->out : c->bev ? bufferevent_get_output(c->bev) : NULL;
@@ -1216,7 +1216,7 @@ static void conn_event(struct conn *c, short what)
          * (no reply precedes HELLO); were anything there, it would never
          * leave once writing moves to c->out. */
         int kernel = tls_kernel_sends(ssl) &&
-                     evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 && kernel_sends(c) == 0;
+                     evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 && direct_writes(c) == 0;
         c->tls_up = 1;
         if (resumed) {
             c->srv->stats.tls_resumed++;
@@ -1273,13 +1273,19 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     conn_event(arg, what);
 }
 
-/* The handshake left the kernel encrypting c's sends (kernel TLS): from
- * now on c sends as a plain connection does, its image by sendfile()
- * from the prebuilt frames (as nginx's SSL_sendfile does), its replies by
- * send(); the bufferevent only reads. Returns 0, or -1 (out of memory:
- * c goes on writing through the bufferevent, which OpenSSL's SSL_write
- * serves on the same socket). */
-static int kernel_sends(struct conn *c)
+/* c writes to its socket itself: an output buffer that drains to it (file
+ * segments go by sendfile, not copied, as a bufferevent marks its output)
+ * and a write event, added only once something waits in the output after
+ * a write of c's own (conn_write_now, conn_pump, conn_queued): a check-in,
+ * answered by one write, then costs one epoll_ctl() instead of three, and
+ * a stream that the socket takes at once none. A plain connection from its
+ * accept; a TLS one once the handshake left the kernel encrypting its
+ * sends (kernel TLS): its image then goes by sendfile() from the prebuilt
+ * frames (as nginx's SSL_sendfile does), its replies by send(), and the
+ * bufferevent only reads. Returns 0, or -1 with neither made (out of
+ * memory; a TLS connection goes on writing through its bufferevent, which
+ * OpenSSL's SSL_write serves on the same socket). */
+static int direct_writes(struct conn *c)
 {
     c->out = evbuffer_new();
     if (c->out && evbuffer_set_flags(c->out, EVBUFFER_FLAG_DRAINS_TO_FD) == 0) {
@@ -1437,19 +1443,8 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
     if (srv->tls) {
         c->first_byte = event_new(srv->base, fd, EV_READ, first_byte_cb, c);
     } else {
-        c->out = evbuffer_new();
-        /* Drains to a socket: file segments go by sendfile, not copied (as
-         * a bufferevent marks its output). */
-        if (c->out && evbuffer_set_flags(c->out, EVBUFFER_FLAG_DRAINS_TO_FD) < 0) {
-            evbuffer_free(c->out);
-            c->out = NULL;
-        }
         c->rd = event_new(srv->base, fd, EV_READ | EV_PERSIST, rd_cb, c);
-        /* Added only once something waits in the output after a write of
-         * c's own (conn_write_now, conn_pump, conn_queued): a check-in,
-         * answered by one write, then costs one epoll_ctl() instead of
-         * three, and a stream that the socket takes at once none. */
-        c->wr = event_new(srv->base, fd, EV_WRITE | EV_PERSIST, wr_cb, c);
+        (void)direct_writes(c); /* c->out and c->wr, or neither: refused below */
     }
     if ((srv->tls ? !c->first_byte : !c->out || !c->rd || !c->wr) ||
         tcpota_srv_init(&c->s, &cfg) < 0) {

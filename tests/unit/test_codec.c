@@ -372,6 +372,18 @@ static int decode_raw(uint8_t type, const uint8_t *p, size_t n, struct tcpota_ms
     return tcpota_msg_decode(&f, m);
 }
 
+/* Writes the smallest valid HELLO payload into p (its fixed part and the
+ * three strings of one byte); returns its length, where TLVs may follow. */
+static size_t minimal_hello(uint8_t *p)
+{
+    size_t n;
+
+    p[0] = 1; p[1] = 1; p[2] = 0; p[3] = 0;
+    n = put_tlv(p, 4, TCPOTA_TAG_DEVICE_ID, "d", 1);
+    n = put_tlv(p, n, TCPOTA_TAG_MODEL, "m", 1);
+    return put_tlv(p, n, TCPOTA_TAG_VERSION, "v", 1);
+}
+
 /* A HELLO with the three strings of the given lengths (0: left out). */
 static int hello_strings(size_t id_len, size_t model_len, size_t version_len, struct tcpota_msg *m)
 {
@@ -418,10 +430,7 @@ static void test_tlv_exact_sizes(void **state)
     (void)state;
 
     memset(v, 0x11, sizeof(v));
-    p[0] = 1; p[1] = 1; p[2] = 0; p[3] = 0;
-    base = put_tlv(p, 4, TCPOTA_TAG_DEVICE_ID, "d", 1);
-    base = put_tlv(p, base, TCPOTA_TAG_MODEL, "m", 1);
-    base = put_tlv(p, base, TCPOTA_TAG_VERSION, "v", 1);
+    base = minimal_hello(p);
     n = put_tlv(p, base, TCPOTA_TAG_RUNNING_ID, v, TCPOTA_ID_LEN);
     assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n, &m), 0);
     assert_non_null(m.u.hello.running_id);
@@ -523,10 +532,7 @@ static void test_tag_in_wrong_message_refused(void **state)
     (void)state;
 
     memset(id, 0, sizeof(id));
-    h[0] = 1; h[1] = 1; h[2] = 0; h[3] = 0;
-    hn = put_tlv(h, 4, TCPOTA_TAG_DEVICE_ID, "d", 1);
-    hn = put_tlv(h, hn, TCPOTA_TAG_MODEL, "m", 1);
-    hn = put_tlv(h, hn, TCPOTA_TAG_VERSION, "v", 1);
+    hn = minimal_hello(h);
     assert_int_equal(decode_raw(TCPOTA_T_HELLO, h, hn, &m), 0);
     memset(o, 0x22, TCPOTA_ID_LEN);
     tcpota_put_u32(o + TCPOTA_ID_LEN, 100);
@@ -559,10 +565,7 @@ static void test_more_exact_sizes(void **state)
     (void)state;
 
     memset(v, 0x02, sizeof(v));
-    p[0] = 1; p[1] = 1; p[2] = 0; p[3] = 0;
-    base = put_tlv(p, 4, TCPOTA_TAG_DEVICE_ID, "d", 1);
-    base = put_tlv(p, base, TCPOTA_TAG_MODEL, "m", 1);
-    base = put_tlv(p, base, TCPOTA_TAG_VERSION, "v", 1);
+    base = minimal_hello(p);
     n = put_tlv(p, base, TCPOTA_TAG_MAX_PAYLOAD, v, 2);
     assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n, &m), 0);
     n = put_tlv(p, base, TCPOTA_TAG_MAX_PAYLOAD, v, 3);
@@ -599,10 +602,7 @@ static void test_truncated_tlv_header(void **state)
     size_t n;
     (void)state;
 
-    p[0] = 1; p[1] = 1; p[2] = 0; p[3] = 0;
-    n = put_tlv(p, 4, TCPOTA_TAG_DEVICE_ID, "d", 1);
-    n = put_tlv(p, n, TCPOTA_TAG_MODEL, "m", 1);
-    n = put_tlv(p, n, TCPOTA_TAG_VERSION, "v", 1);
+    n = minimal_hello(p);
     memcpy(p + n, "\x40\x00" "\x00" "\xc1\x00\x00", 6);
     assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n + 6, &m), TCPOTA_ERR_NOTSUP);
     assert_int_equal(decode_raw(TCPOTA_T_HELLO, p, n + 2, &m), TCPOTA_ERR_PROTO);

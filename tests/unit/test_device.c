@@ -374,6 +374,31 @@ static int feed_dev(const struct tcpota_msg *m, struct tcpota_dev_event *ev)
     return tcpota_dev_input(&dev, b, (size_t)n, ev);
 }
 
+/* Feeds a WELCOME of protocol `proto` announcing `features`. */
+static int feed_welcome(uint8_t proto, uint16_t features)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_WELCOME;
+    m.u.welcome.proto = proto;
+    m.u.welcome.features = features;
+    return feed_dev(&m, &ev);
+}
+
+/* Feeds a CHALLENGE with this nonce. */
+static int feed_challenge(const uint8_t *nonce)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_CHALLENGE;
+    m.u.challenge.nonce = nonce;
+    return feed_dev(&m, &ev);
+}
+
 /* NO_UPDATE's RETRY_AFTER and WHY reach the caller in the UP_TO_DATE event. */
 static void test_no_update_surfaces_retry_after(void **state)
 {
@@ -778,20 +803,8 @@ static void test_offer_of_running_version_refused(void **state)
 /* WELCOME, then CHALLENGE(nonce): what a real auth server sends. */
 static int welcome_then_challenge(uint16_t features, const uint8_t *nonce)
 {
-    struct tcpota_msg m;
-    struct tcpota_dev_event ev;
-    int rc;
-
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_WELCOME;
-    m.u.welcome.proto = 1;
-    m.u.welcome.features = features;
-    assert_true(feed_dev(&m, &ev) > 0);
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_CHALLENGE;
-    m.u.challenge.nonce = nonce;
-    rc = feed_dev(&m, &ev);
-    return rc;
+    assert_true(feed_welcome(1, features) > 0);
+    return feed_challenge(nonce);
 }
 
 static void test_challenge_answered_with_hmac(void **state)
@@ -879,16 +892,11 @@ static void assert_only_error_sent(void)
  * no answer unless the session went HELLO, WELCOME(AUTH), CHALLENGE. */
 static void test_challenge_before_welcome_refused(void **state)
 {
-    struct tcpota_msg m;
-    struct tcpota_dev_event ev;
     uint8_t nonce[32] = {9};
     (void)state;
 
     auth_device();
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_CHALLENGE;
-    m.u.challenge.nonce = nonce;
-    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_STATE);
+    assert_int_equal(feed_challenge(nonce), TCPOTA_ERR_STATE);
     assert_string_equal(tcpota_dev_reason(&dev), "CHALLENGE before WELCOME");
     assert_only_error_sent();
 }
@@ -906,8 +914,6 @@ static void test_challenge_without_auth_announced_refused(void **state)
 
 static void test_second_challenge_or_welcome_refused(void **state)
 {
-    struct tcpota_msg m;
-    struct tcpota_dev_event ev;
     uint8_t nonce[32] = {9};
     const uint8_t *p;
     (void)state;
@@ -916,28 +922,18 @@ static void test_second_challenge_or_welcome_refused(void **state)
     assert_true(welcome_then_challenge(TCPOTA_F_AUTH, nonce) > 0);
     assert_int_equal(hmac_calls, 1);
     tcpota_dev_output_done(&dev, tcpota_dev_output(&dev, &p));
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_CHALLENGE;
-    m.u.challenge.nonce = nonce;
-    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_STATE);
+    assert_int_equal(feed_challenge(nonce), TCPOTA_ERR_STATE);
     hmac_calls = 0;
     assert_only_error_sent();
     /* A second WELCOME on one connection is refused as well. */
     auth_device();
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_WELCOME;
-    m.u.welcome.proto = 1;
-    assert_true(feed_dev(&m, &ev) > 0);
-    m.u.welcome.features = TCPOTA_F_AUTH;
-    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_PROTO);
+    assert_true(feed_welcome(1, 0) > 0);
+    assert_int_equal(feed_welcome(1, TCPOTA_F_AUTH), TCPOTA_ERR_PROTO);
     /* So is a first WELCOME for another protocol version than the one the
      * HELLO offered (the codec reads the byte; only the session judges it):
      * nothing after it could be read as this version. */
     auth_device();
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_WELCOME;
-    m.u.welcome.proto = TCPOTA_PROTO_VERSION + 1;
-    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_PROTO);
+    assert_int_equal(feed_welcome(TCPOTA_PROTO_VERSION + 1, 0), TCPOTA_ERR_PROTO);
     assert_string_equal(tcpota_dev_reason(&dev), "unexpected WELCOME");
 }
 
@@ -1242,11 +1238,7 @@ static void test_challenge_after_offer_refused(void **state)
     (void)state;
 
     auth_device();
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_WELCOME;
-    m.u.welcome.proto = 1;
-    m.u.welcome.features = TCPOTA_F_AUTH;
-    assert_true(feed_dev(&m, &ev) > 0);
+    assert_true(feed_welcome(1, TCPOTA_F_AUTH) > 0);
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_OFFER;
     m.u.offer.image_id = simg.id;
@@ -1255,10 +1247,7 @@ static void test_challenge_after_offer_refused(void **state)
     assert_true(feed_dev(&m, &ev) > 0);
     assert_int_equal(dev.state, TCPOTA_DEV_RECEIVING);
     tcpota_dev_output_done(&dev, tcpota_dev_output(&dev, &p));
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_CHALLENGE;
-    m.u.challenge.nonce = nonce;
-    assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_STATE);
+    assert_int_equal(feed_challenge(nonce), TCPOTA_ERR_STATE);
     assert_string_equal(tcpota_dev_reason(&dev), "CHALLENGE again or after the offer");
     assert_only_error_sent();
 }
