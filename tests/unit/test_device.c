@@ -387,6 +387,19 @@ static int feed_welcome(uint8_t proto, uint16_t features)
     return feed_dev(&m, &ev);
 }
 
+/* Feeds the OFFER of a 100-byte image, version 2, with simg's id. */
+static int feed_offer(struct tcpota_dev_event *ev)
+{
+    struct tcpota_msg m;
+
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_OFFER;
+    m.u.offer.image_id = simg.id;
+    m.u.offer.size = 100;
+    m.u.offer.version.ptr = (const uint8_t *)"2"; m.u.offer.version.len = 1;
+    return feed_dev(&m, ev);
+}
+
 /* Feeds a CHALLENGE with this nonce. */
 static int feed_challenge(const uint8_t *nonce)
 {
@@ -1153,17 +1166,11 @@ static void test_output_urgent_unless_only_acks(void **state)
  * image (no WELCOME before it): the device accepts and is RECEIVING. */
 static void offered_without_welcome(void)
 {
-    struct tcpota_msg m;
     struct tcpota_dev_event ev;
     const uint8_t *p;
 
     assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_OFFER;
-    m.u.offer.image_id = simg.id;
-    m.u.offer.size = 100;
-    m.u.offer.version.ptr = (const uint8_t *)"2"; m.u.offer.version.len = 1;
-    assert_true(feed_dev(&m, &ev) > 0);
+    assert_true(feed_offer(&ev) > 0);
     assert_int_equal(ev.type, TCPOTA_DEV_EV_ACCEPTED);
     assert_int_equal(dev.state, TCPOTA_DEV_RECEIVING);
     tcpota_dev_output_done(&dev, tcpota_dev_output(&dev, &p));
@@ -1231,7 +1238,6 @@ static void test_input_after_session_end_ignored(void **state)
  * before the decision. */
 static void test_challenge_after_offer_refused(void **state)
 {
-    struct tcpota_msg m;
     struct tcpota_dev_event ev;
     uint8_t nonce[32] = {9};
     const uint8_t *p;
@@ -1239,12 +1245,7 @@ static void test_challenge_after_offer_refused(void **state)
 
     auth_device();
     assert_true(feed_welcome(1, TCPOTA_F_AUTH) > 0);
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_OFFER;
-    m.u.offer.image_id = simg.id;
-    m.u.offer.size = 100;
-    m.u.offer.version.ptr = (const uint8_t *)"2"; m.u.offer.version.len = 1;
-    assert_true(feed_dev(&m, &ev) > 0);
+    assert_true(feed_offer(&ev) > 0);
     assert_int_equal(dev.state, TCPOTA_DEV_RECEIVING);
     tcpota_dev_output_done(&dev, tcpota_dev_output(&dev, &p));
     assert_int_equal(feed_challenge(nonce), TCPOTA_ERR_STATE);
