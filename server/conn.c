@@ -1,5 +1,6 @@
-/* conn.c - one connection: its v1 session, the libevent callbacks that
- * drive it, and flow control (see conn.h).
+/* conn.c - one connection: its bytes in and out of the v1 session, the
+ * libevent callbacks that drive it, and flow control (see conn.h); what
+ * the session's events mean is conn_session.c's.
  *
  * A plain connection has two events of its own (read, write) and an output
  * queue (an evbuffer: control bytes, and runs of the image's prebuilt
@@ -11,7 +12,6 @@
 #include "legacy.h"
 #include "log.h"
 #include "metrics.h"
-#include "offer.h"
 #include "server_internal.h"
 #include "text.h"
 #include "tls_server.h"
@@ -428,9 +428,8 @@ void conn_lowat_tick(struct conn *c)
     }
 }
 
-/* The connection proved what it must (HELLO, and AUTH where required): it
- * no longer counts against its address's unauthenticated connections. */
-static void conn_admitted(struct conn *c)
+/* conn.h */
+void conn_admitted(struct conn *c)
 {
     if (c->unauth) {
         unauth_del(&c->srv->unauth, c->addr);
@@ -608,111 +607,7 @@ int conn_pump(struct conn *c)
     return 0;
 }
 
-/* A device's latest outcome, for the summary. A later "up to date" does not
- * hide that it was updated, nor "not offered" that it failed. */
-void conn_set_outcome(struct conn *c, int outcome)
-{
-    enum device_outcome o = (enum device_outcome)outcome;
-
-    if (!c->rec) {
-        return;
-    }
-    switch (c->rec->outcome) {
-    case DEV_UPDATED:
-    case DEV_CONFIRMED:
-        if (o == DEV_UP_TO_DATE) return;
-        break;
-    case DEV_ROLLED_BACK:
-    case DEV_BOOT_FAILED:
-    case DEV_DECLINED:
-    case DEV_FAILED:
-        /* Not offered the failed image again: the failure is what counts. */
-        if (o == DEV_NOT_OFFERED) return;
-        break;
-    default:
-        break;
-    }
-    c->rec->outcome = o;
-}
-
-static const char *result_name(uint16_t r)
-{
-    switch (r) {
-    case TCPOTA_RESULT_CONFIRMED: return "confirmed";
-    case TCPOTA_RESULT_ROLLED_BACK: return "rolled back (health check failed)";
-    case TCPOTA_RESULT_BOOT_FAILED: return "rolled back by the bootloader";
-    default: return "unknown result";
-    }
-}
-
-/* The report a HELLO carries: a rolled-back or unbootable image is never
- * offered to this device again. Logged even with --quiet when it failed. */
-static void take_report(struct conn *c, const struct tcpota_srv_hello *h)
-{
-    char hex[17];
-    int bad = h->report_result == TCPOTA_RESULT_ROLLED_BACK ||
-              h->report_result == TCPOTA_RESULT_BOOT_FAILED;
-
-    if (!h->report_id) {
-        return;
-    }
-    sodium_bin2hex(hex, sizeof(hex), h->report_id, 8);
-    if (bad) {
-        device_mark_failed(c->rec, h->report_id);
-        conn_set_outcome(c, h->report_result == TCPOTA_RESULT_ROLLED_BACK ? DEV_ROLLED_BACK
-                                                                     : DEV_BOOT_FAILED);
-    } else if (h->report_result == TCPOTA_RESULT_CONFIRMED) {
-        conn_set_outcome(c, DEV_CONFIRMED);
-    }
-    clog_(c, bad, "report: image %s... %s%s%s", hex, result_name(h->report_result),
-          memcmp(h->report_id, c->img->desc.id, TCPOTA_ID_LEN) == 0 ? " (current image)" : "",
-          bad ? "; not offered to this device again" : "");
-}
-
-/* The session's choose(): the offer policy (offer.h) for this device,
- * once HELLO (and AUTH, when required) are in. */
-static int conn_choose(void *ctx, const struct tcpota_srv_hello *h,
-                       const struct tcpota_srv_image **chosen, uint32_t *retry_after_s)
-{
-    struct conn *c = ctx;
-    struct server *srv = c->srv;
-    struct image *img = c->img;
-    struct offer_image oi;
-    struct offer_device od;
-
-    *retry_after_s = 0;
-    (void)text_copy(c->dev, sizeof(c->dev), h->device_id);
-    c->rec = devices_get(&srv->devices, h->device_id, 1);
-    if (srv->fleet) {
-        return fleet_choose(c, h, chosen, retry_after_s);
-    }
-    oi.desc = &img->desc;
-    oi.model = img->model;
-    if (!c->rec && !srv->devices_full_said) {
-        /* Said once: past DEVICES_MAX ids (a peer without --require-auth can
-         * invent them) new devices go unrecorded, and only their own NVS
-         * record keeps a failed image from being fetched again. */
-        srv->devices_full_said = 1;
-        say_always(srv->o, LOG_LV_ERROR, "device registry full (%u devices): new device ids are "
-                   "not recorded; use --require-auth so that ids cannot be invented",
-                   DEVICES_MAX);
-    }
-    take_report(c, h);
-    od.hello = h;
-    od.failed_before = device_failed(c->rec, img->desc.id) || device_failed(c->rec, img->offer_fp);
-    c->verdict = (uint8_t)offer_decide(&oi, &od, srv->o->allow_downgrade);
-    *chosen = NULL;
-    if (c->verdict != OFFER_YES) {
-        conn_set_outcome(c, c->verdict == OFFER_RUNNING ? DEV_UP_TO_DATE : DEV_NOT_OFFERED);
-        tcpota_srv_set_why(&c->s, offer_why((enum offer_verdict)c->verdict));
-        return 0;
-    }
-    *chosen = &img->desc;
-    return 0;
-}
-
-/* One line saying what the device was offered, or why nothing, after
- * `what` ("hello model=… version=…", "authenticated"). */
+/* Starts the stream of an offer just sent, and logs it (conn.h). */
 void conn_offered(struct conn *c, const char *what, uint32_t start)
 {
     stream_lowat(c, 1);
@@ -721,168 +616,6 @@ void conn_offered(struct conn *c, const char *what, uint32_t start)
     c->next_pct = (uint32_t)((uint64_t)start * 10 / c->img->size + 1) * 10;
     clog_(c, 0, "%s: offer %s (%u bytes) %s %u", what, c->img->version, c->img->size,
           start ? "resume from" : "from", start);
-}
-
-static void log_offer(struct conn *c, const char *what, int offered, uint32_t start)
-{
-    if (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CHOOSING) {
-        clog_(c, 0, "%s: asking the fleet store", what);
-        return;
-    }
-    if (!offered && c->remembered) {
-        clog_(c, 0, "%s: no update: nothing changed since its last check-in", what);
-        return;
-    }
-    if (!offered) {
-        clog_(c, 0, "%s: %s: %s", what, c->verdict == OFFER_RUNNING ? "up to date" : "not offered",
-              offer_reason((enum offer_verdict)c->verdict));
-        return;
-    }
-    conn_offered(c, what, start);
-}
-
-/* Judges the device's answer to our CHALLENGE (inside TLS, bound to this
- * TLS session) and sends the offer, or ERROR(DENIED) with a message the
- * device prints and the time after which its next try is checked. */
-static void on_auth(struct conn *c, const uint8_t *mac)
-{
-    struct server *srv = c->srv;
-    uint8_t binding[TCPOTA_TLS_BINDING_LEN];
-    struct auth_result r;
-    uint8_t offered = 0;
-    uint32_t start = 0;
-
-    if (srv->tls && tls_binding(bufferevent_openssl_get_ssl(c->bev), binding) < 0) {
-        srv->stats.failed++;
-        clog_(c, 1, "error: no TLS channel binding for the authentication; closing");
-        (void)tcpota_srv_fail(&c->s, TCPOTA_ERR_DENIED, "server error: no TLS channel binding", 0);
-        return;
-    }
-    if (auth_judge(&srv->auth, tcpota_srv_device_id(&c->s), c->addr, c->nonce,
-                   srv->tls ? binding : NULL, mac, now_s(), &r) != AUTH_OK) {
-        srv->stats.auth_failed++;
-        clog_(c, 1, "authentication failed: %s (%u failures; the next AUTH %s is checked in %u s)",
-              auth_verdict_reason(r.verdict), r.failures,
-              r.verdict == AUTH_ADDR_WAITING ? "from this address" : "for this device id",
-              r.wait_s);
-        /* A wait is BUSY: a device with the right secret, held back by
-         * failures of someone else's, tries again after it (the runner
-         * gives up at once on DENIED). */
-        (void)tcpota_srv_fail(&c->s, auth_verdict_error(r.verdict), auth_verdict_message(r.verdict),
-                              r.wait_s);
-        return;
-    }
-    conn_admitted(c);
-    if (tcpota_srv_authorize(&c->s, 1, &offered, &start) == 0) {
-        c->stream_from = start;
-        log_offer(c, "authenticated", offered, start);
-    }
-}
-
-void conn_peer_error(const struct tcpota_msg *m, char *buf, size_t cap)
-{
-    const char *text = tcpota_strerror(m->u.error.code);
-    const char *said = m->u.error.message.ptr ? (const char *)m->u.error.message.ptr : "";
-    size_t n = m->u.error.message.len;
-
-    if (n == 0 || (n == strlen(text) && memcmp(said, text, n) == 0)) {
-        snprintf(buf, cap, "device error: %s", text);
-    } else {
-        snprintf(buf, cap, "device error: %s (%.*s)", text, (int)n, said);
-    }
-}
-
-static void on_event(struct conn *c, const struct tcpota_srv_event *ev)
-{
-    struct server *srv = c->srv;
-    const struct tcpota_msg *m = &ev->msg;
-    uint32_t size = c->img ? c->img->size : 0;
-    char why[TCPOTA_MAX_MESSAGE + 128];
-
-    if (srv->fleet) {
-        fleet_on_event(c, ev);
-    }
-    switch (ev->type) {
-    case TCPOTA_SRV_EV_HELLO:
-        memcpy(c->dev, m->u.hello.device_id.ptr, m->u.hello.device_id.len);
-        c->dev[m->u.hello.device_id.len] = 0;
-        if (!ev->auth_pending) {
-            conn_admitted(c);
-        } else {
-            clog_(c, 0, "hello model=%.*s version=%.*s: challenge sent", m->u.hello.model.len,
-                  m->u.hello.model.ptr, m->u.hello.version.len, m->u.hello.version.ptr);
-            return;
-        }
-        {
-            /* Formatted only for a log line that is written (1 k
-             * instructions of every device under --quiet). */
-            char what[2 * TCPOTA_MAX_NAME + 32] = "";
-            if (!srv->o->quiet) {
-                snprintf(what, sizeof(what), "hello model=%.*s version=%.*s",
-                         m->u.hello.model.len, (const char *)m->u.hello.model.ptr,
-                         m->u.hello.version.len, (const char *)m->u.hello.version.ptr);
-            }
-            log_offer(c, what, ev->offered, ev->start);
-        }
-        return;
-    case TCPOTA_SRV_EV_ACCEPT:
-        c->progress_at = now_s();
-        if (ev->start != c->stream_from) {
-            clog_(c, 0, "accept: device resumes at %u instead, re-seeking", ev->start);
-            c->stream_from = ev->start;
-        }
-        return;
-    case TCPOTA_SRV_EV_DECLINE:
-        /* The policy offers no image the device runs already, so any
-         * decline would only repeat: the image is a failure for it. */
-        device_mark_failed(c->rec, c->img->offer_fp);
-        conn_set_outcome(c, DEV_DECLINED);
-        {
-            char sizes[48] = ""; /* no space: say how much was offered */
-            if (m->u.decline.reason == (uint16_t)-TCPOTA_ERR_NOSPC) {
-                snprintf(sizes, sizeof(sizes), "; the image is %u bytes", c->img->size);
-            }
-            clog_(c, 1, "declined: %s (%.*s)%s", tcpota_strerror(m->u.decline.reason),
-                  m->u.decline.message.len,
-                  m->u.decline.message.ptr ? (const char *)m->u.decline.message.ptr : "", sizes);
-        }
-        return;
-    case TCPOTA_SRV_EV_ACK:
-        if (!ev->duplicate) {
-            c->progress_at = now_s();
-        }
-        if (srv->o->progress && !ev->duplicate && size &&
-            (uint64_t)m->u.ack.offset * 100 >= (uint64_t)c->next_pct * size) {
-            clog_(c, 0, "%3u%% (%u/%u bytes durable)",
-                  (unsigned)((uint64_t)m->u.ack.offset * 100 / size), m->u.ack.offset, size);
-            c->next_pct = (uint32_t)((uint64_t)m->u.ack.offset * 10 / size + 1) * 10;
-        }
-        return;
-    case TCPOTA_SRV_EV_COMPLETE:
-        if (m->u.complete.status == 0) {
-            conn_set_outcome(c, DEV_UPDATED);
-            clog_(c, 0, "done: image %s verified by the device, %u bytes from %u in %.2f s, "
-                        "%llu sent on this connection",
-                  c->img->version, size, c->stream_from, now_s() - c->started,
-                  (unsigned long long)conn_bytes_sent(c));
-        } else {
-            device_mark_failed(c->rec, c->img->desc.id);
-            conn_set_outcome(c, DEV_FAILED);
-            clog_(c, 1, "failed: device reports %s; image %.16s... is not offered to it again",
-                  tcpota_strerror(m->u.complete.status), c->img->idhex);
-        }
-        return;
-    case TCPOTA_SRV_EV_AUTH:
-        on_auth(c, m->u.auth.mac);
-        return;
-    case TCPOTA_SRV_EV_PEER_ERROR:
-        conn_set_outcome(c, DEV_FAILED);
-        conn_peer_error(m, why, sizeof(why));
-        clog_(c, 1, "%s", why);
-        return;
-    default:
-        return;
-    }
 }
 
 static int v1_input(struct conn *c, const uint8_t *p, size_t n)
@@ -898,7 +631,7 @@ static int v1_input(struct conn *c, const uint8_t *p, size_t n)
             (void)conn_pump(c); /* flushes the ERROR frame, then closes */
             return -1;
         }
-        on_event(c, &ev);
+        conn_session_event(c, &ev);
         p += used;
         n -= (size_t)used;
         if (tcpota_srv_output(&c->s, &out) > sizeof(c->tx) / 2 &&
@@ -1426,7 +1159,7 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
         (void)text_copy(c->peer + n + 1, sizeof(c->peer) - n - 1, port);
     }
     memset(&cfg, 0, sizeof(cfg));
-    cfg.choose = conn_choose;
+    cfg.choose = conn_session_choose;
     cfg.ctx = c;
     cfg.rx_buf = c->rx;
     cfg.rx_cap = sizeof(c->rx);

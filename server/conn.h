@@ -14,6 +14,9 @@ struct server;
 struct conn;
 struct evbuffer;
 struct tcpota_msg;
+struct tcpota_srv_event;
+struct tcpota_srv_hello;
+struct tcpota_srv_image;
 
 /* Takes over the accepted socket fd from host:port and starts serving it
  * (inside TLS when the server has a TLS context). unauth: the caller
@@ -83,5 +86,19 @@ int conn_input_unread(const struct conn *c);
  * code's (tcpota_strerror), MESSAGE the device's own words, left out when
  * empty or when they repeat TEXT ("frame CRC mismatch" twice). */
 void conn_peer_error(const struct tcpota_msg *m, char *buf, size_t cap);
+
+/* The connection proved what it must (HELLO, and AUTH where required): it
+ * no longer counts against its address's unauthenticated connections. */
+void conn_admitted(struct conn *c);
+
+/* conn_session.c: the session's choose() callback (ctx is the conn): the
+ * offer policy (offer.h), or the fleet's, once HELLO (and AUTH, when
+ * required) are in. */
+int conn_session_choose(void *ctx, const struct tcpota_srv_hello *h,
+                        const struct tcpota_srv_image **chosen, uint32_t *retry_after_s);
+/* conn_session.c: records and logs what one event of c's session means
+ * (a HELLO's offer or why none, ACCEPT, DECLINE, ACK progress, COMPLETE,
+ * AUTH judged, a device's ERROR), and tells the fleet. */
+void conn_session_event(struct conn *c, const struct tcpota_srv_event *ev);
 
 #endif

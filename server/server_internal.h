@@ -5,7 +5,8 @@
  * Where each job lives:
  *   server.c  the listener, signals, the once-a-second sweep, the summary
  *   workers.c --workers: N processes on one port, and their supervisor
- *   conn.c    one connection: its state, the v1 session, the libevent callbacks
+ *   conn.c    one connection: its state, its bytes, the libevent callbacks
+ *   conn_session.c what its v1 session decides and logs: offer, report, AUTH
  *   legacy.c  serving the sample's req0/req1 devices on a connection
  *   auth.c    device secrets: checking an answer to a CHALLENGE, backoff
  *   unauth.c  connections per address that have not authenticated yet
