@@ -154,9 +154,9 @@ static int parse_url(struct api *a, const char *s, const char *from)
 {
     char full[700];
     struct evhttp_uri *u;
-    const char *host, *path;
+    const char *host, *path, *authority;
     int port;
-    size_t plen;
+    size_t plen, alen;
 
     if (!*s) {
         fprintf(stderr, "tcpota %s: %s is empty; give the API's address, e.g. %s\n", a->cmd, from,
@@ -184,6 +184,16 @@ static int parse_url(struct api *a, const char *s, const char *from)
         return 2;
     }
     port = evhttp_uri_get_port(u);
+    /* "HOST:" (an unset $PORT in a script) has no port to take: not the
+     * default one, which would reach another server. */
+    authority = full + strlen("http://");
+    alen = strcspn(authority, "/");
+    if (alen > 0 && authority[alen - 1] == ':') {
+        fprintf(stderr, "tcpota %s: %s: '%s': no port after ':'; give HOST:PORT, e.g. %s\n",
+                a->cmd, from, s, API_DEFAULT_URL);
+        evhttp_uri_free(u);
+        return 2;
+    }
     if (port == 0) {
         fprintf(stderr, "tcpota %s: %s: '%s': port 0 is not a server's port\n", a->cmd, from, s);
         evhttp_uri_free(u);

@@ -304,6 +304,12 @@ run 1 $T device list --api 127.0.0.3
 has err.log "cannot reach the API at http://127\.0\.0\.3:8071 "
 run 1 $T device list --api http://127.0.0.3
 has err.log "cannot reach the API at http://127\.0\.0\.3:80 "
+# HOST: with no port (an unset $PORT in a script) is refused, never taken as
+# the default port, where another server may answer.
+run 2 $T device list --api 127.0.0.3:
+has err.log "^tcpota device: --api: '127\.0\.0\.3:': no port after ':'; give HOST:PORT"
+run 2 env TCPOTA_API=http://127.0.0.3:/ $T device list
+has err.log "'http://127\.0\.0\.3:/': no port after ':'"
 [ "$(nreq)" -eq "$n" ] || fail "a usage error still sent a request"
 run 0 $T rollout --help
 has out.log "--waves 5,25,100"
