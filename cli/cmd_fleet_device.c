@@ -30,6 +30,7 @@ static void usage(FILE *f)
             "                       default 1000); --after ID: the page after that device\n"
             "    --state S          seen, up-to-date, waiting, offered, downloading, verified,\n"
             "                       updated, rolled-back, boot-failed, declined, failed\n"
+            "    --group G          the devices of group G (--group \"\": those in no group)\n"
             "  show ID              one device: its state and history\n"
             "  set ID --group G     puts it in group G (--group \"\" takes it out)\n"
             "  secret ID            creates a new secret for the device (it replaces the old\n"
