@@ -168,7 +168,7 @@ run 2 $T image add raw.bin --version 2.0.0+b1 --model esp32 $API
 has err.log "^tcpota image: this server takes signed images only \(field: manifest\)$"
 n=$(nreq)
 run 2 $T image add fifo $API
-has err.log "image: fifo is not a regular file"
+has err.log "^tcpota image: FILE: fifo is not a regular file"
 : > empty.bin
 run 2 $T image add empty.bin $API
 has err.log "empty.bin is empty"
