@@ -7,6 +7,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "server_internal.h"
+#include "tls_server.h" /* tls_error_reason */
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -15,7 +16,10 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
+#include <netdb.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -299,15 +303,54 @@ struct http_ota *http_ota_new(struct server *srv)
     return ota;
 }
 
+/* "HOST:PORT" of the socket's peer into buf; "?" when it has none. */
+static void socket_peer(int fd, char *buf, size_t cap)
+{
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof(sa);
+    char host[NI_MAXHOST], port[NI_MAXSERV];
+
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&sa, &len) != 0 ||
+        getnameinfo((struct sockaddr *)&sa, len, host, sizeof(host), port, sizeof(port),
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+        snprintf(buf, cap, "?");
+        return;
+    }
+    snprintf(buf, cap, "%s:%s", host, port);
+}
+
+/* A handshake that fails (plain HTTP on the HTTPS port, a client that
+ * refuses the certificate) ends inside evhttp without a request: logged
+ * here, as on the device port, or the operator sees nothing at all. The
+ * error stays queued for libevent, which reads it next. */
+static void tls_info(const SSL *ssl, int where, int ret)
+{
+    const struct http_ota *ota = SSL_get_app_data(ssl);
+    unsigned long err;
+    char peer[NI_MAXHOST + NI_MAXSERV + 2];
+
+    if (!ota || !(where & SSL_CB_ACCEPT_EXIT) || SSL_get_error(ssl, ret) != SSL_ERROR_SSL) {
+        return;
+    }
+    err = ERR_peek_error();
+    socket_peer(SSL_get_fd(ssl), peer, sizeof(peer));
+    say_dev(ota->srv, 0, NULL, peer, "http: TLS handshake failed: %s; closed%s", tls_error_reason(err),
+            ERR_GET_REASON(err) == SSL_R_HTTP_REQUEST
+                ? " (a plain HTTP request on the HTTPS port: the device's URL must be https://)"
+                : "");
+}
+
 /* Every connection of the listener inside TLS (evhttp's hook). */
 static struct bufferevent *tls_bev(struct event_base *base, void *arg)
 {
     struct http_ota *ota = arg;
     SSL *ssl = SSL_new(ota->srv->tls);
 
-    return ssl ? bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                                BEV_OPT_CLOSE_ON_FREE)
-               : NULL;
+    if (!ssl) return NULL;
+    SSL_set_app_data(ssl, ota);
+    SSL_set_info_callback(ssl, tls_info);
+    return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                          BEV_OPT_CLOSE_ON_FREE);
 }
 
 int http_ota_listen(struct http_ota *ota, const char *host, uint16_t port, char *err,

@@ -273,8 +273,10 @@ OTA_PORT=$(sed -nE 's/.*HTTPS downloads on [^ ]*:([0-9]+).*/\1/p' "$WORK/server.
 cmp <(tail -c +4097 "$WORK/img") "$WORK/tls.b" || fail "HTTPS body differs from the image's tail"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' "http://127.0.0.1:$OTA_PORT/ota/esp32?device=t-2" || true)
 [ "$code" != 200 ] && [ "$code" != 206 ] || fail "plain HTTP on the HTTPS listener answered $code"
+# The operator sees why (before: not a line): a device whose URL says http://.
+wait_line "$WORK/server.log" 'http: TLS handshake failed: http request; closed \(a plain HTTP request on the HTTPS port: the device.s URL must be https://\)' 5
 stop_fleet
-ok "--ota-listen with --tls-cert serves HTTPS (a resumed download, byte-exact); plain HTTP gets nothing"
+ok "--ota-listen with --tls-cert serves HTTPS (a resumed download, byte-exact); plain HTTP gets nothing, and the log says why"
 
 # ---- --require-auth: HTTP devices cannot prove who they are ------------------------
 start_fleet --require-auth
