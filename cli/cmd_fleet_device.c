@@ -287,6 +287,12 @@ static int device_secret(struct api *a, int argc, char **argv)
     if (np == 0) return api_usage(a, "secret needs a device ID: tcpota device secret ID");
     if ((rc = device_path(a, pos[0], "/secret", path, sizeof(path))) != 0) return rc;
     if (out && !*out) return api_usage(a, "--out is empty; give --out FILE");
+    /* --json prints the answer, secret and all: --out is there to keep it
+     * off the terminal and out of logs. */
+    if (out && a->json) {
+        return api_usage(a, "--json prints the secret itself and --out keeps it in FILE only; "
+                            "give one of them");
+    }
     if ((rc = api_setup(a, 0)) != 0) return rc;
     /* the file first: once the server made the secret, it must not get lost */
     if (out) {

@@ -358,6 +358,11 @@ n=$(nreq)
 run 2 $T device secret dev-7 --out dev7.secret $API
 has err.log "cannot create dev7.secret: File exists"
 [ "$(nreq)" -eq "$n" ] || fail "a new secret was asked for although --out could not be created"
+# --json would print the secret that --out keeps in its file: refused before
+# a new secret is made.
+run 2 $T device secret dev-7 --out dev7j.secret --json $API
+has err.log "--json prints the secret itself and --out keeps it in FILE only; give one of them"
+[ "$(nreq)" -eq "$n" ] && [ ! -e dev7j.secret ] || fail "--out with --json asked for a secret or made the file"
 ok "device secret prints the secret once as a secret file (or --out, mode 0600) that tcpota device --secret takes"
 # Interrupted while the API has not answered: no empty --out left behind, so
 # that running it again works (a secret file is never overwritten).
