@@ -110,6 +110,11 @@ $T sign --help | grep -q 'usage: tcpota sign' || fail "sign --help"
 $T verify --pubkey=k.pub img 2> v.log || fail "--pubkey=FILE not accepted: $(cat v.log)"
 expect 2 "tcpota: unknown command 'frob'; give one of those below" $T frob
 expect 2 "tcpota: no command given" $T
+# HOST: (an unset $PORT) says what is missing, not "expected a number".
+expect 2 "tcpota device: --server: '127\.0\.0\.1:' has no port after ':'; give HOST:PORT" \
+  $T device --server 127.0.0.1: --flash devdir
+expect 2 "tcpota serve: --listen: '127\.0\.0\.1:' has no port after ':'; give HOST:PORT" \
+  $T serve --listen 127.0.0.1: --version 2.0.0 img
 # tcpota help COMMAND is COMMAND --help; extra words after help or version
 # are refused rather than dropped.
 $T help sign > help-sign.out || fail "tcpota help sign failed"
