@@ -271,7 +271,9 @@ has err.log "--waves: '5,,100' is not a list of percentages"
 run 2 $T rollout create --image 2.0.0 --model esp32 --halt-at abc $API
 has err.log "^tcpota rollout: --halt-at: 'abc' is not a number; e\.g\. --halt-at 20$"
 run 2 $T rollout create --image 2.0.0 --model esp32 --soak -5 $API
-has err.log "--soak: '-5' is not a number"
+has err.log "^tcpota rollout: --soak: '-5' is negative; e\.g\. --soak 300$"
+run 2 $T rollout create --image 2.0.0 --model esp32 --soak 99999999999999999999 $API
+has err.log "^tcpota rollout: --soak: '99999999999999999999' is too large; e\.g\. --soak 300$"
 run 2 $T rollout create --model esp32 $API
 has err.log "create needs --image"
 run 2 $T rollout create --image 2.0.0 --model esp32 --frobnicate $API
@@ -286,6 +288,9 @@ run 2 $T rollout show $API
 has err.log "show needs a rollout ID"
 run 2 $T rollout pause x1 $API
 has err.log "ID: 'x1' is not a number"
+# "-1" is an ID that is wrong, not an unknown option
+run 2 $T rollout show -1 $API
+has err.log "^tcpota rollout: ID: '-1' is negative; e\.g\. tcpota rollout show 1$"
 run 2 $T rollout frob $API
 has err.log "unknown subcommand 'frob'"
 run 2 $T image list --limit 3 $API
