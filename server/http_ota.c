@@ -15,6 +15,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/util.h>
 #include <jansson.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -83,10 +84,34 @@ void ota_dl_free(struct dl *d)
 
 /* Copies header name of req into dst (cap bytes); 0 absent, 1 copied, -1
  * after answering 400 (too long). */
+/* How many times the request carries header `name`. */
+static unsigned header_count(struct evhttp_request *req, const char *name)
+{
+    const struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+    const struct evkeyval *kv;
+    unsigned n = 0;
+
+    for (kv = h->tqh_first; kv; kv = kv->next.tqe_next) {
+        n += evutil_ascii_strcasecmp(kv->key, name) == 0;
+    }
+    return n;
+}
+
+/* A header given twice is refused (400), as a query parameter is: libevent
+ * would hand over the first, and neither may be guessed at. 0, or -1 after
+ * replying. */
+static int header_once(struct evhttp_request *req, const char *name)
+{
+    if (header_count(req, name) <= 1) return 0;
+    ota_reply_error(req, 400, "%s: given twice; send it once", name);
+    return -1;
+}
+
 static int copy_header(struct evhttp_request *req, const char *name, char *dst, size_t cap)
 {
     const char *v = evhttp_find_header(evhttp_request_get_input_headers(req), name);
 
+    if (header_once(req, name) < 0) return -1;
     if (!v) return 0;
     if (strlen(v) >= cap) {
         ota_reply_error(req, 400, "%s: longer than %zu bytes", name, cap - 1);
@@ -175,6 +200,7 @@ static int parse_target(struct evhttp_request *req, const char *path, const char
                     "?device=<id> or /ota/<model>/<id>.bin", TCPOTA_MAX_STR);
         return -1;
     }
+    if (header_once(req, HTTP_OTA_VERSION_HEADER) < 0) return -1;
     v = evhttp_find_header(evhttp_request_get_input_headers(req), HTTP_OTA_VERSION_HEADER);
     if (v && d->version[0] && strcmp(v, d->version) != 0) {
         ota_reply_error(req, 400, "version: ?version= and %s differ", HTTP_OTA_VERSION_HEADER);
