@@ -102,7 +102,8 @@ int api_parse(struct api *a, const struct api_opt *opts, int argc, char **argv, 
             }
             break;
         }
-        if (arg[0] != '-' || arg[1] == 0) {
+        /* "-1" is a (bad) number for the command to name, not an option */
+        if (arg[0] != '-' || arg[1] == 0 || isdigit((unsigned char)arg[1])) {
             if (*npos == maxpos) return api_usage(a, "unexpected argument '%s'", arg);
             pos[(*npos)++] = arg;
             continue;
@@ -139,9 +140,15 @@ int api_number(const struct api *a, const char *name, const char *s, const char 
 
     errno = 0;
     v = s && isdigit((unsigned char)s[0]) ? strtoull(s, &end, 10) : 0;
-    if (!s || !isdigit((unsigned char)s[0]) || *end || errno || v > (unsigned long long)INT64_MAX) {
-        fprintf(stderr, "tcpota %s: %s: '%s' is not a number; e.g. %s\n", a->cmd, name, s ? s : "",
-                example);
+    if (!s || !isdigit((unsigned char)s[0]) || *end) {
+        /* "-5" is a number, but never one these take */
+        int negative = s && s[0] == '-' && s[1] && strspn(s + 1, "0123456789") == strlen(s + 1);
+        fprintf(stderr, "tcpota %s: %s: '%s' is %s; e.g. %s\n", a->cmd, name, s ? s : "",
+                negative ? "negative" : "not a number", example);
+        return 2;
+    }
+    if (errno || v > (unsigned long long)INT64_MAX) {
+        fprintf(stderr, "tcpota %s: %s: '%s' is too large; e.g. %s\n", a->cmd, name, s, example);
         return 2;
     }
     *out = (long long)v;
@@ -154,9 +161,9 @@ static int parse_url(struct api *a, const char *s, const char *from)
 {
     char full[700];
     struct evhttp_uri *u;
-    const char *host, *path;
+    const char *host, *path, *authority;
     int port;
-    size_t plen;
+    size_t plen, alen;
 
     if (!*s) {
         fprintf(stderr, "tcpota %s: %s is empty; give the API's address, e.g. %s\n", a->cmd, from,
@@ -184,6 +191,16 @@ static int parse_url(struct api *a, const char *s, const char *from)
         return 2;
     }
     port = evhttp_uri_get_port(u);
+    /* "HOST:" (an unset $PORT in a script) has no port to take: not the
+     * default one, which would reach another server. */
+    authority = full + strlen("http://");
+    alen = strcspn(authority, "/");
+    if (alen > 0 && authority[alen - 1] == ':') {
+        fprintf(stderr, "tcpota %s: %s: '%s': no port after ':'; give HOST:PORT, e.g. %s\n",
+                a->cmd, from, s, API_DEFAULT_URL);
+        evhttp_uri_free(u);
+        return 2;
+    }
     if (port == 0) {
         fprintf(stderr, "tcpota %s: %s: '%s': port 0 is not a server's port\n", a->cmd, from, s);
         evhttp_uri_free(u);

@@ -30,6 +30,7 @@ static void usage(FILE *f)
             "                       default 1000); --after ID: the page after that device\n"
             "    --state S          seen, up-to-date, waiting, offered, downloading, verified,\n"
             "                       updated, rolled-back, boot-failed, declined, failed\n"
+            "    --group G          the devices of group G (--group \"\": those in no group)\n"
             "  show ID              one device: its state and history\n"
             "  set ID --group G     puts it in group G (--group \"\" takes it out)\n"
             "  secret ID            creates a new secret for the device (it replaces the old\n"
@@ -286,6 +287,12 @@ static int device_secret(struct api *a, int argc, char **argv)
     if (np == 0) return api_usage(a, "secret needs a device ID: tcpota device secret ID");
     if ((rc = device_path(a, pos[0], "/secret", path, sizeof(path))) != 0) return rc;
     if (out && !*out) return api_usage(a, "--out is empty; give --out FILE");
+    /* --json prints the answer, secret and all: --out is there to keep it
+     * off the terminal and out of logs. */
+    if (out && a->json) {
+        return api_usage(a, "--json prints the secret itself and --out keeps it in FILE only; "
+                            "give one of them");
+    }
     if ((rc = api_setup(a, 0)) != 0) return rc;
     /* the file first: once the server made the secret, it must not get lost */
     if (out) {

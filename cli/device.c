@@ -189,6 +189,7 @@ struct device {
     struct tcpota_client cl; /* the socket side of one connection */
     struct tcpota_runner runner; /* connect, back off, give up */
     int told_unreachable;    /* "cannot reach the server" said since the last connect */
+    int tls_failed;          /* the last attempt's TLS handshake (or binding) failed */
     int connected;           /* the current (or last) attempt got a connection */
     int answered;            /* ... and bytes from the server */
     uint32_t declined_size;  /* size of the last offer declined */
@@ -739,11 +740,13 @@ static int runner_connect(void *ctx)
     if (g_signal) {
         return TCPOTA_ERR_CANCELED;
     }
+    dv->tls_failed = 0;
     /* Inside TLS the answer to a CHALLENGE is bound to this session. */
     if (rc == 0 && dv->o.ca &&
         (cli_tls_handshake(&dv->tls, &dv->cl, dv->o.host, dv->o.port, dv->o.timeout_ms,
                            dv->err, sizeof(dv->err)) < 0 ||
          cli_tls_bind(&dv->tls, &dv->dev, dv->err, sizeof(dv->err)) < 0)) {
+        dv->tls_failed = 1;
         return TCPOTA_ERR_DENIED;
     }
     return rc;
@@ -778,9 +781,9 @@ static uint32_t runner_random(void *ctx, uint32_t bound)
     return randombytes_uniform(bound);
 }
 
-/* Logs what the runner does. That the server cannot be reached is said at
- * once even with --quiet, with the next wait: a silent minute looks like
- * a hang. */
+/* Logs what the runner does. That the server cannot be reached, or that
+ * its TLS handshake fails, is said at once even with --quiet, with the
+ * next wait: a silent minute looks like a hang. */
 /* Why a connection may end, or time out, before the server sent a byte:
  * what the server knows (its log names it) and the device cannot tell
  * apart. "" when the
@@ -830,6 +833,11 @@ static void runner_step(void *ctx, const struct tcpota_runner_step *s)
             dv->told_unreachable = 1;
             say(dv, "cannot reach the server (%s); retrying, next attempt in %lu ms", s->why,
                 (unsigned long)s->wait_ms);
+        } else if (dv->tls_failed && !dv->told_unreachable) {
+            /* A certificate that does not verify fails every attempt:
+             * said at once, --quiet or not, as an unreachable server is. */
+            dv->told_unreachable = 1;
+            say(dv, "%s; retrying, next attempt in %lu ms", s->why, (unsigned long)s->wait_ms);
         } else if (s->image_failed) {
             say(dv, "%s; asking again in %lu ms", s->why, (unsigned long)s->wait_ms);
         } else if (s->retry_after_s) {

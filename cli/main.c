@@ -28,7 +28,7 @@ static void usage(FILE *f)
             "  tcpota device show ID | set ID --group G | secret ID [--out FILE]\n"
             "  common: --api URL, --token-file F (or TCPOTA_TOKEN, or --data DIR), --json\n"
             "\n"
-            "`tcpota COMMAND --help` lists every option of a command.\n",
+            "`tcpota COMMAND --help` (or `tcpota help COMMAND`) lists every option of a command.\n",
             TCPOTA_VERSION_STRING);
 }
 
@@ -46,25 +46,70 @@ static const struct {
     {"verify", "tcpota verify", cmd_verify},
 };
 
+/* The subcommand named name, or NULL. */
+static int command_index(const char *name)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(name, commands[i].name) == 0) return (int)i;
+    }
+    return -1;
+}
+
+static int run_command(int i, int argc, char **argv)
+{
+    cli_prog = commands[i].prog; /* what shared helpers' messages start with */
+    return commands[i].run(argc, argv);
+}
+
+/* `tcpota help CMD` is `tcpota CMD --help`. */
+static int help_command(const char *name)
+{
+    char help[] = "--help";
+    char *argv[] = {(char *)name, help, NULL};
+    int i = command_index(name);
+
+    if (i < 0) {
+        fprintf(stderr, "tcpota: help: unknown command '%s'; give one of those below\n\n", name);
+        usage(stderr);
+        return 2;
+    }
+    return run_command(i, 2, argv);
+}
+
+static int no_argument(char **argv)
+{
+    if (strcmp(argv[1], "help") == 0) {
+        fprintf(stderr, "tcpota: help takes at most one COMMAND (got '%s' and '%s')\n", argv[2],
+                argv[3]);
+    } else {
+        fprintf(stderr, "tcpota: %s takes no argument (got '%s')\n", argv[1], argv[2]);
+    }
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
+    int i;
+
     if (argc < 2) {
         fprintf(stderr, "tcpota: no command given; give one of those below\n\n");
         usage(stderr);
         return 2;
     }
-    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
-        if (strcmp(argv[1], commands[i].name) == 0) {
-            cli_prog = commands[i].prog; /* what shared helpers' messages start with */
-            return commands[i].run(argc - 1, argv + 1);
-        }
+    if ((i = command_index(argv[1])) >= 0) {
+        return run_command(i, argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "help") == 0 && argc == 3) {
+        return help_command(argv[2]);
     }
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+        if (argc > 2) return no_argument(argv);
         printf("tcpota %s (protocol %d)\n", TCPOTA_VERSION_STRING, TCPOTA_PROTO_VERSION);
         return 0;
     }
     if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
         strcmp(argv[1], "-h") == 0) {
+        if (argc > 2) return no_argument(argv);
         usage(stdout);
         return 0;
     }

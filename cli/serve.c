@@ -574,6 +574,12 @@ static int serve_args(int argc, char **argv)
                         "it; drop one of them\n");
         return 2;
     }
+    if (o.db && !*o.db) {
+        /* libpq would take "" as every default: a local server's socket. */
+        fprintf(stderr, "tcpota serve: --db is empty; give the database's connection string or "
+                        "postgresql:// URI, or leave --db out (SQLite in --data DIR)\n");
+        return 2;
+    }
     if (o.db && !o.data_dir) {
         fprintf(stderr, "tcpota serve: --db needs --data DIR too: the directory for this node's "
                         "image cache and its api.token\n");

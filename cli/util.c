@@ -57,6 +57,10 @@ int cli_hostport(const char *s, const char *what, char *host, size_t hcap, uint1
         cli_err("%s: bad host in '%s'\n", what, s);
         return -1;
     }
+    if (colon[1] == 0) {
+        cli_err("%s: '%s' has no port after ':'; give HOST:PORT\n", what, s);
+        return -1;
+    }
     if (cli_number(colon + 1, what, 0, 65535, &p) < 0) {
         return -1;
     }

@@ -65,7 +65,7 @@ cluster: running in $dir
   devices:    127.0.0.1:${CLUSTER_PORT:-8070} (HAProxy, TCP mode) -> nodes on ${ports[*]}
   APIs:       http://127.0.0.1:$api .. $((api + NODES - 1)), token $dir/n1/api.token (the same on every node)
   database:   $PG_CONNINFO
-  try:        $TCPOTA image add --data $dir/n1 --version 2.0.0 --model esp32 fw.bin
+  try:        $TCPOTA image add --api 127.0.0.1:$api --data $dir/n1 --version 2.0.0 --model esp32 fw.bin
   stop:       $0 stop $dir
 MSG
 }
@@ -78,6 +78,13 @@ do_status() {
   done
   [ -f "$dir/pg/data/postmaster.pid" ] && echo "postgres: running" || echo "postgres: not running"
 }
+
+# stop and status on a folder that holds no cluster (a typo in DIR or
+# CLUSTER_DIR) say so, rather than "stopped" or "postgres: not running".
+if [ "$cmd" != start ] && [ ! -d "$dir" ]; then
+  echo "cluster: $dir does not exist: no cluster was started there (give the DIR of $0 start DIR)" >&2
+  exit 1
+fi
 
 case $cmd in
   start) do_start ;;

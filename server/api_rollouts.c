@@ -471,7 +471,11 @@ void api_rollouts(struct api_call *c, int method, const char *rest, const char *
                 : strcmp(slash, "/cancel") == 0 ? ACT_CANCEL
                                                 : -1;
     if (id == 0 || c->action < 0) {
-        api_error(c, 404, NULL, id ? "no such path /v1/rollouts/%s" : "no rollout %s", rest);
+        if (id) {
+            api_error(c, 404, NULL, "no such path /v1/rollouts/%s", rest);
+        } else {
+            api_error(c, 404, NULL, "no rollout %s (a rollout id is a number from 1 on)", c->key);
+        }
     } else if (c->action == 0 && method != EVHTTP_REQ_GET) {
         api_error(c, 405, NULL, "/v1/rollouts/{id} takes GET");
     } else if (c->action != 0 && method != EVHTTP_REQ_POST) {

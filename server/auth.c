@@ -7,6 +7,9 @@
 #include <string.h>
 
 #define LINE_MAX_LEN 512u
+/* The first word of a device's own secret file ("tcpota-secret v1 <hex>",
+ * cli/keys.h), which is not a secrets file's line. */
+#define DEVICE_SECRET_FILE_TAG "tcpota-secret"
 
 /* ---- the secrets file ------------------------------------------------ */
 
@@ -20,14 +23,33 @@ void auth_free_secrets(struct tcpota_serve_secret *s, size_t n)
 static int parse_line(const char *line, const char *path, size_t lineno,
                       struct tcpota_serve_secret *s)
 {
-    char id[128], hex[200];
+    char id[128], hex[200], more[2];
     size_t bin = 0;
-    int rc = -1;
+    int rc = -1, fields;
 
     memset(s, 0, sizeof(*s));
-    if (sscanf(line, "%127s %199s", id, hex) != 2 || strlen(id) > TCPOTA_MAX_STR) {
+    fields = sscanf(line, "%127s %199s %1s", id, hex, more);
+    if (fields >= 1 && strcmp(id, DEVICE_SECRET_FILE_TAG) == 0) {
+        fprintf(stderr, "tcpota serve: %s:%zu: this is a device's secret file (tcpota keygen "
+                        "--device-secret), not a secrets file; the server's line for it is "
+                        "\"<device id> <its hex>\": echo \"ID $(cut -d' ' -f3 %s)\" >> secrets\n",
+                path, lineno, path);
+        sodium_memzero(hex, sizeof(hex));
+        return -1;
+    }
+    if (fields < 2 || strlen(id) > TCPOTA_MAX_STR) {
         fprintf(stderr, "tcpota serve: %s:%zu: expected \"<device id> <hex secret>\" (an id of "
                         "1..%u bytes)\n", path, lineno, TCPOTA_MAX_STR);
+        sodium_memzero(hex, sizeof(hex));
+        return -1;
+    }
+    if (fields == 3) {
+        /* "dev 7 <hex>" or "<id> <hex> # note": the secret must not be
+         * guessed from the wrong field, nor the rest dropped unsaid. */
+        fprintf(stderr, "tcpota serve: %s:%zu: more than \"<device id> <hex secret>\" on the "
+                        "line; ids here hold no spaces, and a comment takes a line of its own "
+                        "(starting with #)\n", path, lineno);
+        sodium_memzero(hex, sizeof(hex));
         return -1;
     }
     for (size_t i = 0; id[i]; i++) {

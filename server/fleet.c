@@ -939,7 +939,11 @@ static void legacy_checkin_done(struct store_req *r)
     struct store_rollout *ro;
     struct image *img = NULL;
     const char *why = NULL;
+    char reason[STORE_REASON_MAX];
     enum rollout_verdict rv;
+    /* What the registry says when nothing is sent, as for a v1 device:
+     * STORE_ST_COUNT leaves the device's state as it is. */
+    enum store_dev_state st = STORE_ST_COUNT;
     int refused = 0;
 
     if (!c) {
@@ -956,6 +960,7 @@ static void legacy_checkin_done(struct store_req *r)
     ro = &r->u.checkin.out->rollout;
     if (!r->u.checkin.has_rollout) {
         why = "no rollout for model legacy (tcpota rollout create --model legacy ...)";
+        st = STORE_ST_UP_TO_DATE;
     } else if (r->u.checkin.ro_status == STORE_RO_UPDATED) {
         why = "it was sent every byte of this rollout's image already";
     } else {
@@ -964,7 +969,10 @@ static void legacy_checkin_done(struct store_req *r)
         rv = rollout_decide(&ro->ro, rollout_place(ro->id, c->dev, strlen(c->dev)),
                             r->u.checkin.ro_status == STORE_RO_DOWNLOADING);
         if (rv != ROLLOUT_OFFER) {
-            why = rollout_reason(rv);
+            snprintf(reason, sizeof(reason), "rollout %llu: %s", (unsigned long long)ro->id,
+                     rollout_reason(rv));
+            why = reason;
+            st = STORE_ST_WAITING;
         } else if (!(img = image_for(c->srv, &r->u.checkin.out->image))) {
             why = "the rollout's image cannot be loaded";
         } else if ((why = legacy_refusal(c->srv->o, img->manifest != NULL)) != NULL) {
@@ -977,6 +985,9 @@ static void legacy_checkin_done(struct store_req *r)
         /* A refusal the options made is said even with --quiet, as in
          * image mode; "nothing to offer" is not news. */
         clog_(c, refused, "legacy device: nothing to send: %s; closing", why);
+        if (fleet_changes(&r->u.checkin.out->dev, st, NULL, why)) {
+            record(c, st, NULL, NULL, 0, why, 0);
+        }
         store_req_free(r);
         (void)conn_close(c, 1);
         return;

@@ -7,6 +7,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "server_internal.h"
+#include "tls_server.h" /* tls_error_reason */
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -14,8 +15,12 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/util.h>
 #include <jansson.h>
+#include <netdb.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,10 +84,34 @@ void ota_dl_free(struct dl *d)
 
 /* Copies header name of req into dst (cap bytes); 0 absent, 1 copied, -1
  * after answering 400 (too long). */
+/* How many times the request carries header `name`. */
+static unsigned header_count(struct evhttp_request *req, const char *name)
+{
+    const struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+    const struct evkeyval *kv;
+    unsigned n = 0;
+
+    for (kv = h->tqh_first; kv; kv = kv->next.tqe_next) {
+        n += evutil_ascii_strcasecmp(kv->key, name) == 0;
+    }
+    return n;
+}
+
+/* A header given twice is refused (400), as a query parameter is: libevent
+ * would hand over the first, and neither may be guessed at. 0, or -1 after
+ * replying. */
+static int header_once(struct evhttp_request *req, const char *name)
+{
+    if (header_count(req, name) <= 1) return 0;
+    ota_reply_error(req, 400, "%s: given twice; send it once", name);
+    return -1;
+}
+
 static int copy_header(struct evhttp_request *req, const char *name, char *dst, size_t cap)
 {
     const char *v = evhttp_find_header(evhttp_request_get_input_headers(req), name);
 
+    if (header_once(req, name) < 0) return -1;
     if (!v) return 0;
     if (strlen(v) >= cap) {
         ota_reply_error(req, 400, "%s: longer than %zu bytes", name, cap - 1);
@@ -171,6 +200,7 @@ static int parse_target(struct evhttp_request *req, const char *path, const char
                     "?device=<id> or /ota/<model>/<id>.bin", TCPOTA_MAX_STR);
         return -1;
     }
+    if (header_once(req, HTTP_OTA_VERSION_HEADER) < 0) return -1;
     v = evhttp_find_header(evhttp_request_get_input_headers(req), HTTP_OTA_VERSION_HEADER);
     if (v && d->version[0] && strcmp(v, d->version) != 0) {
         ota_reply_error(req, 400, "version: ?version= and %s differ", HTTP_OTA_VERSION_HEADER);
@@ -299,15 +329,54 @@ struct http_ota *http_ota_new(struct server *srv)
     return ota;
 }
 
+/* "HOST:PORT" of the socket's peer into buf; "?" when it has none. */
+static void socket_peer(int fd, char *buf, size_t cap)
+{
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof(sa);
+    char host[NI_MAXHOST], port[NI_MAXSERV];
+
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&sa, &len) != 0 ||
+        getnameinfo((struct sockaddr *)&sa, len, host, sizeof(host), port, sizeof(port),
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+        snprintf(buf, cap, "?");
+        return;
+    }
+    snprintf(buf, cap, "%s:%s", host, port);
+}
+
+/* A handshake that fails (plain HTTP on the HTTPS port, a client that
+ * refuses the certificate) ends inside evhttp without a request: logged
+ * here, as on the device port, or the operator sees nothing at all. The
+ * error stays queued for libevent, which reads it next. */
+static void tls_info(const SSL *ssl, int where, int ret)
+{
+    const struct http_ota *ota = SSL_get_app_data(ssl);
+    unsigned long err;
+    char peer[NI_MAXHOST + NI_MAXSERV + 2];
+
+    if (!ota || !(where & SSL_CB_ACCEPT_EXIT) || SSL_get_error(ssl, ret) != SSL_ERROR_SSL) {
+        return;
+    }
+    err = ERR_peek_error();
+    socket_peer(SSL_get_fd(ssl), peer, sizeof(peer));
+    say_dev(ota->srv, 0, NULL, peer, "http: TLS handshake failed: %s; closed%s", tls_error_reason(err),
+            ERR_GET_REASON(err) == SSL_R_HTTP_REQUEST
+                ? " (a plain HTTP request on the HTTPS port: the device's URL must be https://)"
+                : "");
+}
+
 /* Every connection of the listener inside TLS (evhttp's hook). */
 static struct bufferevent *tls_bev(struct event_base *base, void *arg)
 {
     struct http_ota *ota = arg;
     SSL *ssl = SSL_new(ota->srv->tls);
 
-    return ssl ? bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                                BEV_OPT_CLOSE_ON_FREE)
-               : NULL;
+    if (!ssl) return NULL;
+    SSL_set_app_data(ssl, ota);
+    SSL_set_info_callback(ssl, tls_info);
+    return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                          BEV_OPT_CLOSE_ON_FREE);
 }
 
 int http_ota_listen(struct http_ota *ota, const char *host, uint16_t port, char *err,

@@ -271,7 +271,10 @@ static void reload(struct server *srv)
          * the old bytes is up to date by version, and never offered these. */
         say_always(srv->o, LOG_LV_INFO, "SIGHUP: warning: the new image has the old one's version %s but "
                    "other bytes: devices that got the old image are not offered it; give it a "
-                   "new version", img->version);
+                   "new version (%s)", img->version,
+                   img->manifest ? "sign it again with one, then SIGHUP"
+                                 : "--version is the command line's: restart the server with "
+                                   "another");
     }
     image_unref(srv->img);
     srv->img = img;

@@ -24,6 +24,8 @@
 #define SQ_BUSY_TIMEOUT_MS 250 /* another process holding the file (a backup, sqlite3 CLI) */
 #define SQ_LOCK_FILE "tcpota.lock"
 #define SQ_DB_FILE "tcpota.db"
+#define SQ_DB_MODE 0600                  /* the database's mode: the server's user alone */
+#define SQ_DB_MODE_OTHERS (S_IRWXG | S_IRWXO)
 
 static int64_t mono_ms(void)
 {
@@ -342,6 +344,16 @@ static int open_db(struct sstore *st, char *err, size_t errlen)
     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
     if (fd < 0) {
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    /* It holds the device secrets: a copy restored with another mode (cp,
+     * sqlite3's .backup under umask 022 make 0644) is the server's alone
+     * again, before SQLite makes its -wal and -shm in the same mode. */
+    if (fstat(fd, &sb) == 0 && (sb.st_mode & SQ_DB_MODE_OTHERS) != 0 &&
+        fchmod(fd, SQ_DB_MODE) != 0) {
+        snprintf(err, errlen, "%s can be read by other users and cannot be made private (%s);"
+                 " chmod 600 %s", path, strerror(errno), path);
+        close(fd);
         return -1;
     }
     close(fd);

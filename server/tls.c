@@ -11,10 +11,13 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 /* What one tls_pull takes at most: a device's frames are small (the rest
  * of a larger record waits for the next call). */
 #define TLS_PULL_CAP 4096u
+/* "YYYY-MM-DD HH:MM:SS UTC" and its NUL, with room to spare. */
+#define TLS_DATE_MAX 40u
 
 enum tls_pem tls_pem_kind(const char *path)
 {
@@ -71,6 +74,36 @@ static void tls_file_failed(const char *what, const char *path, int want_key)
             *says ? says : why ? why : "unknown error");
 }
 
+/* "2026-12-03 16:00:10 UTC" from an ASN1 time into buf. */
+static const char *asn1_date(const ASN1_TIME *t, char *buf, size_t cap)
+{
+    struct tm tm;
+
+    if (!t || ASN1_TIME_to_tm(t, &tm) != 1 || strftime(buf, cap, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0) {
+        snprintf(buf, cap, "an unreadable date");
+    }
+    return buf;
+}
+
+/* A certificate out of its validity still loads (a device without a clock
+ * may take it), but devices that check dates refuse every handshake with
+ * "certificate has expired": said at start, not found in their logs. */
+static void warn_validity(const char *path, X509 *x)
+{
+    char when[TLS_DATE_MAX];
+
+    if (!x) return;
+    if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0) {
+        fprintf(stderr, "tcpota serve: warning: the TLS certificate %s expired on %s: devices "
+                        "that check dates refuse it; renew it and restart the server\n", path,
+                asn1_date(X509_get0_notAfter(x), when, sizeof(when)));
+    } else if (X509_cmp_current_time(X509_get0_notBefore(x)) > 0) {
+        fprintf(stderr, "tcpota serve: warning: the TLS certificate %s is not valid before %s: "
+                        "devices that check dates refuse it until then; is this host's clock "
+                        "right?\n", path, asn1_date(X509_get0_notBefore(x), when, sizeof(when)));
+    }
+}
+
 SSL_CTX *tls_context(const char *cert, const char *key)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -114,6 +147,7 @@ SSL_CTX *tls_context(const char *cert, const char *key)
      * streaming one reuses the same freed block for every record rather
      * than keeping its own (as nginx does). */
     (void)SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    warn_validity(cert, SSL_CTX_get0_certificate(ctx));
     return ctx;
 fail:
     ERR_clear_error();

@@ -56,7 +56,7 @@ const char *tcpota_why_str(unsigned why)
                                  "or declined), so the server holds it back";
     case TCPOTA_WHY_OTHER_MODEL: return "the server's image is for another hardware model";
     case TCPOTA_WHY_NONE: return "the server has no image for it";
-    case TCPOTA_WHY_LATER: return "an update applies, but not yet (a rollout's wave, or paused)";
+    case TCPOTA_WHY_LATER: return "an update applies, but not yet (a rollout's wave not open, paused or halted)";
     default: return "the server gave no reason";
     }
 #endif

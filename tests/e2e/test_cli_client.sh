@@ -168,7 +168,7 @@ run 2 $T image add raw.bin --version 2.0.0+b1 --model esp32 $API
 has err.log "^tcpota image: this server takes signed images only \(field: manifest\)$"
 n=$(nreq)
 run 2 $T image add fifo $API
-has err.log "image: fifo is not a regular file"
+has err.log "^tcpota image: FILE: fifo is not a regular file"
 : > empty.bin
 run 2 $T image add empty.bin $API
 has err.log "empty.bin is empty"
@@ -271,7 +271,9 @@ has err.log "--waves: '5,,100' is not a list of percentages"
 run 2 $T rollout create --image 2.0.0 --model esp32 --halt-at abc $API
 has err.log "^tcpota rollout: --halt-at: 'abc' is not a number; e\.g\. --halt-at 20$"
 run 2 $T rollout create --image 2.0.0 --model esp32 --soak -5 $API
-has err.log "--soak: '-5' is not a number"
+has err.log "^tcpota rollout: --soak: '-5' is negative; e\.g\. --soak 300$"
+run 2 $T rollout create --image 2.0.0 --model esp32 --soak 99999999999999999999 $API
+has err.log "^tcpota rollout: --soak: '99999999999999999999' is too large; e\.g\. --soak 300$"
 run 2 $T rollout create --model esp32 $API
 has err.log "create needs --image"
 run 2 $T rollout create --image 2.0.0 --model esp32 --frobnicate $API
@@ -286,6 +288,9 @@ run 2 $T rollout show $API
 has err.log "show needs a rollout ID"
 run 2 $T rollout pause x1 $API
 has err.log "ID: 'x1' is not a number"
+# "-1" is an ID that is wrong, not an unknown option
+run 2 $T rollout show -1 $API
+has err.log "^tcpota rollout: ID: '-1' is negative; e\.g\. tcpota rollout show 1$"
 run 2 $T rollout frob $API
 has err.log "unknown subcommand 'frob'"
 run 2 $T image list --limit 3 $API
@@ -304,6 +309,12 @@ run 1 $T device list --api 127.0.0.3
 has err.log "cannot reach the API at http://127\.0\.0\.3:8071 "
 run 1 $T device list --api http://127.0.0.3
 has err.log "cannot reach the API at http://127\.0\.0\.3:80 "
+# HOST: with no port (an unset $PORT in a script) is refused, never taken as
+# the default port, where another server may answer.
+run 2 $T device list --api 127.0.0.3:
+has err.log "^tcpota device: --api: '127\.0\.0\.3:': no port after ':'; give HOST:PORT"
+run 2 env TCPOTA_API=http://127.0.0.3:/ $T device list
+has err.log "'http://127\.0\.0\.3:/': no port after ':'"
 [ "$(nreq)" -eq "$n" ] || fail "a usage error still sent a request"
 run 0 $T rollout --help
 has out.log "--waves 5,25,100"
@@ -352,6 +363,11 @@ n=$(nreq)
 run 2 $T device secret dev-7 --out dev7.secret $API
 has err.log "cannot create dev7.secret: File exists"
 [ "$(nreq)" -eq "$n" ] || fail "a new secret was asked for although --out could not be created"
+# --json would print the secret that --out keeps in its file: refused before
+# a new secret is made.
+run 2 $T device secret dev-7 --out dev7j.secret --json $API
+has err.log "--json prints the secret itself and --out keeps it in FILE only; give one of them"
+[ "$(nreq)" -eq "$n" ] && [ ! -e dev7j.secret ] || fail "--out with --json asked for a secret or made the file"
 ok "device secret prints the secret once as a secret file (or --out, mode 0600) that tcpota device --secret takes"
 # Interrupted while the API has not answered: no empty --out left behind, so
 # that running it again works (a secret file is never overwritten).

@@ -110,6 +110,18 @@ $T sign --help | grep -q 'usage: tcpota sign' || fail "sign --help"
 $T verify --pubkey=k.pub img 2> v.log || fail "--pubkey=FILE not accepted: $(cat v.log)"
 expect 2 "tcpota: unknown command 'frob'; give one of those below" $T frob
 expect 2 "tcpota: no command given" $T
+# HOST: (an unset $PORT) says what is missing, not "expected a number".
+expect 2 "tcpota device: --server: '127\.0\.0\.1:' has no port after ':'; give HOST:PORT" \
+  $T device --server 127.0.0.1: --flash devdir
+expect 2 "tcpota serve: --listen: '127\.0\.0\.1:' has no port after ':'; give HOST:PORT" \
+  $T serve --listen 127.0.0.1: --version 2.0.0 img
+# tcpota help COMMAND is COMMAND --help; extra words after help or version
+# are refused rather than dropped.
+$T help sign > help-sign.out || fail "tcpota help sign failed"
+grep -q 'usage: tcpota sign' help-sign.out || fail "tcpota help sign: $(cat help-sign.out)"
+expect 2 "tcpota: help: unknown command 'frob'" $T help frob
+expect 2 "tcpota: help takes at most one COMMAND \(got 'sign' and 'verify'\)" $T help sign verify
+expect 2 "tcpota: version takes no argument \(got 'extra'\)" $T version extra
 ok "missing, empty, repeated and unknown arguments are named"
 
 # sign never overwrites the image or the key with the manifest.

@@ -32,7 +32,15 @@ done
 grep -q '^postgres: running' "$WORK/status.out" || fail "postgres is not running: $(cat "$WORK/status.out")"
 ok "cluster.sh start returns through a pipe, from a folder closed to PostgreSQL's user; status names all five"
 
+# The "try:" line start prints works as printed, on the cluster's own API
+# port (not the default 8071), from the folder that holds fw.bin.
 make_image "$WORK/img" 200000
+cp "$WORK/img" "$WORK/fw.bin"
+try=$(sed -n 's/^  try: *//p' "$WORK/start.out")
+(cd "$WORK" && env -u TCPOTA_API -u TCPOTA_TOKEN bash -c "$try") > "$WORK/try.out" 2>&1 ||
+  fail "the start's 'try:' line failed: $try: $(cat "$WORK/try.out")"
+ok "the 'try:' line of cluster.sh start works as printed with CLUSTER_API set"
+
 export TCPOTA_API="http://127.0.0.1:$((port + 2))" TCPOTA_TOKEN
 TCPOTA_TOKEN=$(cat "$D/n1/api.token")
 "$TCPOTA" image add --version 2.0.0 --model esp32 "$WORK/img" > /dev/null || fail "image add through node 2 failed"
@@ -46,3 +54,12 @@ grep -q "cluster: stopped" "$WORK/stop.out" || fail "stop: $(cat "$WORK/stop.out
 bash "$SCRIPT" status "$D" > "$WORK/status2.out"
 ! grep -q ': running' "$WORK/status2.out" || fail "still running after stop: $(cat "$WORK/status2.out")"
 ok "cluster.sh stop ends HAProxy, the three nodes and PostgreSQL"
+
+for cmd in stop status; do
+  rc=0
+  bash "$SCRIPT" $cmd "$WORK/no-such-cluster" > "$WORK/$cmd-none.out" 2>&1 || rc=$?
+  [ $rc -eq 1 ] || fail "cluster.sh $cmd on a folder that does not exist: exit $rc, expected 1"
+  grep -q "no-such-cluster does not exist: no cluster was started there" "$WORK/$cmd-none.out" ||
+    fail "cluster.sh $cmd on a folder that does not exist: $(cat "$WORK/$cmd-none.out")"
+done
+ok "cluster.sh stop and status on a folder that does not exist say so (exit 1), not 'stopped'"

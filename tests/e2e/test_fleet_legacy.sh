@@ -14,10 +14,25 @@ rc=0
 grep -q 'nothing to send: no rollout for model legacy' "$WORK/server.log" || fail "no reason logged"
 "$TCPOTA" device list --model legacy --json | jq_py '[d["id"] for d in j["devices"]]' |
   grep -qx 'legacy-127.0.0.1' || fail "legacy device not registered: $("$TCPOTA" device list --model legacy)"
-ok "no legacy rollout: nothing sent; the device is registered as legacy-127.0.0.1"
+# The registry says why it got nothing, as for a v1 device (it stayed
+# "seen", with no reason).
+[ "$(device_state legacy-127.0.0.1)" = up-to-date ] || fail "legacy device is $(device_state legacy-127.0.0.1)"
+"$TCPOTA" device show --json legacy-127.0.0.1 | jq_py 'j["reason"]' | grep -q '^no rollout for model legacy' ||
+  fail "no reason in the registry: $("$TCPOTA" device show legacy-127.0.0.1)"
+ok "no legacy rollout: nothing sent; the device is registered as legacy-127.0.0.1, up to date, and why"
 
 "$TCPOTA" image add --version 5.0.0 --model legacy "$WORK/img" > /dev/null || fail "image add failed"
 "$TCPOTA" rollout create --image 5.0.0 --model legacy > /dev/null || fail "rollout create failed"
+"$TCPOTA" rollout pause 1 > /dev/null || fail "rollout pause failed"
+rc=0
+"$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out "$WORK/paused" --timeout 5 > "$WORK/paused.log" 2>&1 || rc=$?
+[ $rc -ne 0 ] || fail "a legacy device got the image of a paused rollout"
+[ "$(device_state legacy-127.0.0.1)" = waiting ] || fail "legacy device is $(device_state legacy-127.0.0.1)"
+"$TCPOTA" device show --json legacy-127.0.0.1 | jq_py 'j["reason"]' |
+  grep -qx 'rollout 1: the rollout is paused by the operator' ||
+  fail "no reason in the registry: $("$TCPOTA" device show legacy-127.0.0.1)"
+"$TCPOTA" rollout resume 1 > /dev/null || fail "rollout resume failed"
+ok "a paused legacy rollout: nothing sent; the device is waiting, and the registry says why"
 "$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out "$WORK/got" --req1-every 5 > "$WORK/got.log" 2>&1 ||
   fail "legacy client failed under the legacy rollout"
 cmp "$WORK/got" "$WORK/img" || fail "legacy client got other bytes"

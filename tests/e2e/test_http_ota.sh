@@ -159,6 +159,12 @@ badmsg() {
   grep -qF -- "$text" "$WORK/bad.b" || fail "$what: $(cat "$WORK/bad.b")"
 }
 badmsg 400 "device twice" 'device: given twice' "$OTA?device=h-2&device=h-3" "${V[@]}"
+# A header given twice is refused as a parameter is: libevent hands over
+# the first, which may not be the one the device meant.
+badmsg 400 "version header twice" 'X-Tcpota-Version: given twice' "$OTA?device=h-2" "${V[@]}" \
+  -H 'X-Tcpota-Version: 1.0.1'
+badmsg 400 "Range twice" 'Range: given twice' "$OTA?device=h-2" "${V[@]}" -H 'Range: bytes=0-9' \
+  -H 'Range: bytes=100-'
 badmsg 400 "device in the path and the query" 'the path names the device already' \
   "$OTA/h-2.bin?device=h-3" "${V[@]}"
 badmsg 400 "?version= and the header differ" '?version= and X-Tcpota-Version differ' \
@@ -273,8 +279,10 @@ OTA_PORT=$(sed -nE 's/.*HTTPS downloads on [^ ]*:([0-9]+).*/\1/p' "$WORK/server.
 cmp <(tail -c +4097 "$WORK/img") "$WORK/tls.b" || fail "HTTPS body differs from the image's tail"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' "http://127.0.0.1:$OTA_PORT/ota/esp32?device=t-2" || true)
 [ "$code" != 200 ] && [ "$code" != 206 ] || fail "plain HTTP on the HTTPS listener answered $code"
+# The operator sees why (before: not a line): a device whose URL says http://.
+wait_line "$WORK/server.log" 'http: TLS handshake failed: http request; closed \(a plain HTTP request on the HTTPS port: the device.s URL must be https://\)' 5
 stop_fleet
-ok "--ota-listen with --tls-cert serves HTTPS (a resumed download, byte-exact); plain HTTP gets nothing"
+ok "--ota-listen with --tls-cert serves HTTPS (a resumed download, byte-exact); plain HTTP gets nothing, and the log says why"
 
 # ---- --require-auth: HTTP devices cannot prove who they are ------------------------
 start_fleet --require-auth

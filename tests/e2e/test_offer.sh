@@ -131,6 +131,6 @@ wait_line server.log 'SIGHUP: reloaded: image 6.0.0' 5
 make_image v6b 20000
 cp v6b v6
 kill -HUP "$SERVER_PID"
-wait_line server.log "SIGHUP: warning: the new image has the old one's version 6.0.0 but other bytes: devices that got the old image are not offered it; give it a new version" 5
+wait_line server.log "SIGHUP: warning: the new image has the old one's version 6.0.0 but other bytes: devices that got the old image are not offered it; give it a new version \(--version is the command line's: restart the server with another\)" 5
 stop_server
 ok "SIGHUP with other bytes under the same version warns"

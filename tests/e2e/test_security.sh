@@ -251,11 +251,12 @@ q openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -key
 q openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key -out srv.csr -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1"
 q openssl ca -batch -config ca.cnf -cert ca.pem -keyfile ca.key -in srv.csr -out srv.pem -days 2
 q openssl ca -batch -config ca.cnf -cert ca.pem -keyfile ca.key -in srv.csr -out expired.pem -startdate 20200101000000Z -enddate 20200102000000Z
-tls_try() { # NAME CERT CA: runs a device against a TLS server with CERT, trusting CA
-  start_server img 2.0.0 --tls-cert "$2" --tls-key srv.key
-  local rc=0
-  "$T" device --server "127.0.0.1:$SERVER_PORT" --flash "$1" --id "$1" --factory-version 1.0.0 --ca "$3" \
-    --trust k.pub --max-attempts 1 2> "$1.log" || rc=$?
+q openssl ca -batch -config ca.cnf -cert ca.pem -keyfile ca.key -in srv.csr -out future.pem -startdate 20990101000000Z -enddate 20990102000000Z
+tls_try() { # NAME CERT CA [DEVICE-ARGS]: a device against a TLS server with CERT, trusting CA
+  local name=$1 cert=$2 ca=$3 rc=0; shift 3
+  start_server img 2.0.0 --tls-cert "$cert" --tls-key srv.key
+  "$T" device --server "127.0.0.1:$SERVER_PORT" --flash "$name" --id "$name" --factory-version 1.0.0 \
+    --ca "$ca" --trust k.pub --max-attempts "${ATTEMPTS:-1}" "$@" 2> "$name.log" || rc=$?
   kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
   return $rc
 }
@@ -264,11 +265,21 @@ check_device tls-ok img
 grep -q 'TLS, certificate verified' tls-ok.log || fail "no TLS in the device log"
 ! tls_try tls-expired expired.pem ca.pem || fail "an expired certificate was accepted"
 grep -q 'certificate has expired' tls-expired.log || fail "expired certificate: no reason logged"
+grep -q 'warning: the TLS certificate expired.pem expired on 2020-01-02 00:00:00 UTC' server.log ||
+  fail "the server did not warn at start that its certificate has expired"
+! tls_try tls-future future.pem ca.pem || fail "a certificate not yet valid was accepted"
+grep -q 'warning: the TLS certificate future.pem is not valid before 2099-01-01 00:00:00 UTC' server.log ||
+  fail "the server did not warn at start that its certificate is not valid yet"
 untouched tls-expired
 ! tls_try tls-foreign srv.pem ca2.pem || fail "a certificate from another CA was accepted"
 grep -q 'unable to get local issuer certificate\|self-signed' tls-foreign.log || fail "foreign CA: no reason logged"
 untouched tls-foreign
-ok "TLS: verified update; expired and foreign certificates refused"
+# --quiet still says at once that the handshake fails (each attempt would
+# fail alike), not only when the device gives up.
+! ATTEMPTS=2 tls_try tls-quiet srv.pem ca2.pem --quiet || fail "a certificate from another CA was accepted"
+grep -q '^device tls-quiet: TLS handshake failed: certificate verify failed: .*; retrying' tls-quiet.log ||
+  fail "--quiet: the first failed TLS handshake was not said: $(cat tls-quiet.log)"
+ok "TLS: verified update; expired, not yet valid and foreign certificates refused, the server warns of the first two"
 
 # 7b. TLS: a certificate from the trusted CA, but for another host name, is
 # refused (by IP address and by DNS name) before a byte is written.

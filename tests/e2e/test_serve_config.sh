@@ -123,6 +123,9 @@ refused_flags '--tls-cert and --tls-key go together' --version 2.0.0 --tls-key i
 # --db without --data would be ignored by image mode; --workers would run
 # several writers on fleet mode's one SQLite store.
 refused_flags '--db needs --data DIR too' --db postgresql://127.0.0.1/x --version 2.0.0 img.bin
+# An empty --db (an unset variable in a unit) would be libpq's defaults: a
+# local server's socket, not what was meant.
+refused_flags '--db is empty; give the database' --db '' --data fleet-tls --api off
 refused_flags '--workers is for single-image mode' --data fleet-tls --api off --workers 2
 # A log format other than text or json is a typo, not text.
 refused_flags '--log-format must be text or json (got xml)' --log-format xml --version 2.0.0 img.bin
@@ -142,7 +145,7 @@ keys=(); for i in 1 2 3 4 5 6 7 8 9; do keys+=(--pubkey trust.pub); done
 refused_flags 'at most 8 --pubkey' "${keys[@]}" --data fleet-tls --api off
 [ ! -e fleet-tls ] || fail "a refused fleet start created its data directory"
 refused_flags '--require-auth needs --auth-file' --version 2.0.0 --require-auth img.bin
-ok "--tls-cert or --tls-key alone (fleet and image mode), --require-auth without --auth-file, --db without --data, --workers with --data, --log-format xml, --auth-file or --require-signed with --data, --max-unauth-per-addr or --chunk out of range, 9 --pubkey: exit 2"
+ok "--tls-cert or --tls-key alone (fleet and image mode), --require-auth without --auth-file, --db without --data or empty, --workers with --data, --log-format xml, --auth-file or --require-signed with --data, --max-unauth-per-addr or --chunk out of range, 9 --pubkey: exit 2"
 
 # A descriptor limit below --max-conns: the warning says what happens and
 # what to do (before: only that the limit was below).

@@ -607,6 +607,12 @@ static void test_paths_and_methods(void **state)
     expect_error("GET", "/v1/images/11111111/x", NULL, 404, NULL);
     expect_error("GET", "/v1/rollouts/99", NULL, 404, NULL);
     expect_error("GET", "/v1/rollouts/abc", NULL, 404, NULL);
+    {
+        json_t *j = NULL; /* the id is named, not the id and the action */
+        assert_int_equal(http("POST", "/v1/rollouts/abc/pause", NULL, &j), 404);
+        assert_string_equal(sget(j, "error"), "no rollout abc (a rollout id is a number from 1 on)");
+        json_decref(j);
+    }
     /* 2^64 + 1 has 20 digits: read as a number it would wrap to rollout 1. */
     expect_error("GET", "/v1/rollouts/18446744073709551617", NULL, 404, NULL);
     expect_error("POST", "/v1/rollouts/18446744073709551617/cancel", NULL, 404, NULL);

@@ -703,6 +703,9 @@ static void test_no_update_why(void **state)
     assert_int_equal(out.u.no_update.why, 256);
     assert_string_equal(tcpota_why_str(256), "the server gave no reason");
     assert_string_equal(tcpota_why_str(TCPOTA_WHY_RUNS), "it runs the server's image");
+    /* A halted rollout answers WHY_LATER too: the device must not say only
+     * "wave, or paused" to an operator looking for why nothing moves. */
+    assert_non_null(strstr(tcpota_why_str(TCPOTA_WHY_LATER), "halted"));
 }
 
 static void test_offer_sanity(void **state)

@@ -414,6 +414,14 @@ static void test_secrets_malformed_refused(void **state)
         memcpy(text + TCPOTA_MAX_STR + 1, " " HEX16 "\n", sizeof(" " HEX16 "\n"));
         assert_int_equal(read_secrets(text, &v, &n), -1);
     }
+    /* A third field (a comment after the secret, an id with a space) is
+     * refused rather than dropped; so is a device's own secret file given
+     * as the server's secrets file. */
+    assert_int_equal(read_secrets("dev-1 " HEX16 " # the lab board\n", &v, &n), -1);
+    assert_int_equal(read_secrets("dev-1 " HEX16 " x\n", &v, &n), -1);
+    assert_int_equal(read_secrets("tcpota-secret v1 " HEX16 HEX16 "\n", &v, &n), -1);
+    assert_int_equal(read_secrets("dev-1 " HEX16 " \t\r\n", &v, &n), 0);
+    auth_free_secrets(v, n);
     /* Two secrets for one device: either would do, so neither is kept. */
     assert_int_equal(read_secrets("dev-1 " HEX16 "\ndev-1 " HEX16 HEX16 "\n", &v, &n), -1);
 }

@@ -42,6 +42,25 @@ static void test_files_private(void **state)
     assert_int_equal(sb.st_mode & 0777, 0600);
 }
 
+/* A database restored with a broader mode (sqlite3's .backup and cp under
+ * umask 022 write 0644) holds the secrets all the same: made 0600 at open. */
+static void test_restored_db_made_private(void **state)
+{
+    struct fx *f = *state;
+    struct stat sb;
+    char path[300], err[300] = "";
+
+    store_req_free(ss_checkin(f, "dev-1", NULL, 0));
+    store_close(f->st);
+    f->st = NULL;
+    snprintf(path, sizeof(path), "%s/tcpota.db", f->dir);
+    assert_int_equal(chmod(path, 0644), 0);
+    f->st = store_sqlite_open(f->dir, f->base, err, sizeof(err));
+    assert_non_null(f->st);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+}
+
 static void count_done(struct store_req *r)
 {
     (*(unsigned *)r->arg)++;
@@ -316,6 +335,7 @@ int main(void)
 {
     const struct CMUnitTest own[] = {
         cmocka_unit_test_setup_teardown(test_files_private, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_restored_db_made_private, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_second_open_in_use, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_lagging_loop_holds_no_lock, ss_setup, ss_teardown),
         cmocka_unit_test(test_garbage_db),

@@ -107,7 +107,7 @@ enum tcpota_why {
     TCPOTA_WHY_HELD = 3,        /* it reported that image as failed, or declined it */
     TCPOTA_WHY_OTHER_MODEL = 4, /* the server's image is for another hardware model */
     TCPOTA_WHY_NONE = 5,        /* the server has no image for it */
-    TCPOTA_WHY_LATER = 6,       /* an update applies, but not yet (a rollout's wave) */
+    TCPOTA_WHY_LATER = 6,       /* an update applies, but not yet (wave not open, paused, halted) */
 };
 
 /* A short static English phrase for a NO_UPDATE's why ("it runs the
