@@ -82,8 +82,6 @@ void ota_dl_free(struct dl *d)
 
 /* ---- the request -------------------------------------------------------- */
 
-/* Copies header name of req into dst (cap bytes); 0 absent, 1 copied, -1
- * after answering 400 (too long). */
 /* How many times the request carries header `name`. */
 static unsigned header_count(struct evhttp_request *req, const char *name)
 {
@@ -107,6 +105,8 @@ static int header_once(struct evhttp_request *req, const char *name)
     return -1;
 }
 
+/* Copies header name of req into dst (cap bytes); 0 absent, 1 copied, -1
+ * after answering 400 (too long, or given twice). */
 static int copy_header(struct evhttp_request *req, const char *name, char *dst, size_t cap)
 {
     const char *v = evhttp_find_header(evhttp_request_get_input_headers(req), name);
