@@ -781,13 +781,10 @@ static uint32_t runner_random(void *ctx, uint32_t bound)
     return randombytes_uniform(bound);
 }
 
-/* Logs what the runner does. That the server cannot be reached, or that
- * its TLS handshake fails, is said at once even with --quiet, with the
- * next wait: a silent minute looks like a hang. */
 /* Why a connection may end, or time out, before the server sent a byte:
  * what the server knows (its log names it) and the device cannot tell
- * apart. "" when the
- * last attempt got no connection or an answer (an ERROR says why itself). */
+ * apart. "" when the last attempt got no connection or an answer (an
+ * ERROR says why itself). */
 static const char *unanswered(const struct device *dv)
 {
     if (!dv->connected || dv->answered) {
@@ -805,6 +802,9 @@ static const char *unanswered(const struct device *dv)
                       "or refuse this address or device; its log says which)";
 }
 
+/* Logs what the runner does. That the server cannot be reached, or that
+ * its TLS handshake fails, is said at once even with --quiet, with the
+ * next wait: a silent minute looks like a hang. */
 static void runner_step(void *ctx, const struct tcpota_runner_step *s)
 {
     struct device *dv = ctx;
