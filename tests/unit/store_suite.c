@@ -17,6 +17,8 @@
 
 const struct ss_backend *ss_backend;
 
+#define NO_UPLOAD "/nonexistent-dir/upload" /* a path no file is at */
+
 /* ---- the harness ---- */
 
 static void on_done(struct store_req *r)
@@ -189,11 +191,23 @@ static struct store_req *ss_events_req(const struct store_event *items, size_t n
     return r;
 }
 
+struct store_req *ss_image_add_from(struct fx *f, uint8_t seed, const char *version,
+                                   const char *model, const char *path)
+{
+    struct store_req *r = ss_req(STORE_IMAGE_ADD);
+
+    r->u.image.path = path;
+    ss_fake_id(r->u.image.img->id, seed);
+    snprintf(r->u.image.img->version, sizeof(r->u.image.img->version), "%s", version);
+    snprintf(r->u.image.img->model, sizeof(r->u.image.img->model), "%s", model);
+    r->u.image.img->size = 11;
+    return ss_run(f, r);
+}
+
 /* Adds an image whose (fake) id is seed repeated, from a file the caller
  * wrote in DIR/images/ as the API will. Returns the request. */
 struct store_req *ss_image_add(struct fx *f, uint8_t seed, const char *version)
 {
-    struct store_req *r = ss_req(STORE_IMAGE_ADD);
     static char tmp[300];
     FILE *fp;
 
@@ -202,12 +216,7 @@ struct store_req *ss_image_add(struct fx *f, uint8_t seed, const char *version)
     assert_non_null(fp);
     fputs("image bytes", fp);
     fclose(fp);
-    r->u.image.path = tmp;
-    ss_fake_id(r->u.image.img->id, seed);
-    snprintf(r->u.image.img->version, sizeof(r->u.image.img->version), "%s", version);
-    snprintf(r->u.image.img->model, sizeof(r->u.image.img->model), "%s", MODEL);
-    r->u.image.img->size = 11;
-    return ss_run(f, r);
+    return ss_image_add_from(f, seed, version, MODEL, tmp);
 }
 
 uint64_t ss_rollout_create(struct fx *f, uint8_t seed, const char *group,
@@ -395,6 +404,45 @@ static void test_checkin_returns_stored_row(void **state)
     store_req_free(g);
 }
 
+/* Check-in of dev-1 as ss_checkin() makes it but for its running image,
+ * protocol and model; returns the device as stored then (caller frees). */
+static struct store_req *checkin_stored(struct fx *f, const uint8_t *running,
+                                        enum store_proto proto, const char *model)
+{
+    struct store_req *r = ss_req(STORE_CHECKIN);
+
+    r->u.checkin.id = "dev-1";
+    r->u.checkin.model = model;
+    r->u.checkin.version = "1.0.0";
+    r->u.checkin.addr = "127.0.0.1";
+    r->u.checkin.running_id = running;
+    r->u.checkin.proto = proto;
+    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
+    store_req_free(r);
+    return ss_device_get(f, "dev-1");
+}
+
+/* A check-in that changes one column of a known device is stored, not
+ * taken for the usual one that changes only the time: a rebuild of the same
+ * version (another running image), another protocol, another model. */
+static void test_checkin_stores_one_change(void **state)
+{
+    struct fx *f = *state;
+    static const uint8_t running[TCPOTA_ID_LEN] = {0xcd, 4, 5, 6};
+    struct store_req *g;
+
+    ss_checkin_free(f, "dev-1");
+    g = checkin_stored(f, running, STORE_PROTO_V1, MODEL);
+    assert_int_equal(strncmp(g->u.device.dev->running, "cd040506", 8), 0);
+    store_req_free(g);
+    g = checkin_stored(f, running, STORE_PROTO_HTTP, MODEL);
+    assert_int_equal(g->u.device.dev->proto, STORE_PROTO_HTTP);
+    store_req_free(g);
+    g = checkin_stored(f, running, STORE_PROTO_HTTP, "esp32-other");
+    assert_string_equal(g->u.device.dev->model, "esp32-other");
+    store_req_free(g);
+}
+
 /* STORE_SEEN: each known device's last_seen moves to the request's time,
  * never back; an unknown id (or one a text[] literal must escape) does not
  * stop the others. */
@@ -441,6 +489,20 @@ static void test_seen(void **state)
     assert_int_equal(last_seen(f, "dev-1"), NOW + 100);
     seen_at(f, NOW + 150, ids + 2, 1);
     assert_int_equal(last_seen(f, odd), NOW + 150);
+    assert_int_equal(last_seen(f, "dev-1"), NOW + 100);
+}
+
+/* A step carries the time it was recorded, which may be older than the
+ * device's last check-in (a batch that waited, another node's clock):
+ * last_seen never goes back. */
+static void test_step_keeps_last_seen(void **state)
+{
+    struct fx *f = *state;
+    const char *const ids[] = {"dev-1"};
+
+    ss_checkin_free(f, "dev-1");
+    seen_at(f, NOW + 100, ids, 1);
+    assert_int_equal(ss_event(f, "dev-1", STORE_ST_DOWNLOADING, 0, 10), STORE_OK);
     assert_int_equal(last_seen(f, "dev-1"), NOW + 100);
 }
 
@@ -666,6 +728,69 @@ static void test_counters_follow_events(void **state)
     store_req_free(r);
 }
 
+/* A report of another image's failure, while the device's state already
+ * names the same kind of failure of an earlier image, is applied rather
+ * than taken for a repeat: that image is held back from it too. */
+static void test_report_of_another_image(void **state)
+{
+    struct fx *f = *state;
+    uint8_t first[TCPOTA_ID_LEN], second[TCPOTA_ID_LEN];
+    struct store_req *r;
+
+    ss_fake_id(first, 0x12);
+    ss_fake_id(second, 0x13);
+    ss_checkin_free(f, "dev-1");
+    store_req_free(ss_checkin(f, "dev-1", first, TCPOTA_RESULT_ROLLED_BACK));
+    r = ss_checkin(f, "dev-1", second, TCPOTA_RESULT_ROLLED_BACK);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.checkin.out->nfailed, 2);
+    assert_memory_equal(r->u.checkin.out->failed[0], second, TCPOTA_ID_LEN);
+    assert_memory_equal(r->u.checkin.out->failed[1], first, TCPOTA_ID_LEN);
+    store_req_free(r);
+}
+
+/* A device the store first hears of through its report (updated by
+ * another server, or before its row was restored) still counts in the
+ * rollout of that image: the halt rule must see its failure. */
+static void test_first_checkin_report_counts(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    uint8_t img[TCPOTA_ID_LEN];
+    struct store_req *r;
+    uint64_t ro;
+
+    store_req_free(ss_image_add(f, 0x14, "2.0.0"));
+    ro = ss_rollout_create(f, 0x14, "", pct, 1);
+    ss_fake_id(img, 0x14);
+    r = ss_checkin(f, "dev-new", img, TCPOTA_RESULT_BOOT_FAILED);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.checkin.is_new, 1);
+    assert_int_equal(r->u.checkin.ro_status, STORE_RO_FAILED);
+    store_req_free(r);
+    expect_counts(f, ro, 0, 0, 0, 0, 1);
+}
+
+/* A step that names no image (a device told to wait, or why not) leaves
+ * the image its row follows as it was. */
+static void test_step_without_image_keeps_image(void **state)
+{
+    struct fx *f = *state;
+    uint8_t img[TCPOTA_ID_LEN];
+    char hex[2 * TCPOTA_ID_LEN + 1];
+    struct store_req *r;
+
+    ss_fake_id(img, 0x15);
+    store_hex(img, hex);
+    ss_checkin_free(f, "dev-1");
+    store_req_free(ss_checkin(f, "dev-1", img, TCPOTA_RESULT_CONFIRMED));
+    assert_int_equal(ss_event(f, "dev-1", STORE_ST_WAITING, 0, 0), STORE_OK);
+    r = ss_device_get(f, "dev-1");
+    assert_int_equal(r->u.device.dev->state, STORE_ST_WAITING);
+    assert_string_equal(r->u.device.dev->image, hex);
+    store_req_free(r);
+}
+
 /* STORE_EVENTS: the items apply in order, each as one STORE_EVENT would;
  * one for an unknown device is skipped, counted and named, the rest stay. */
 static void test_events_batch(void **state)
@@ -803,6 +928,39 @@ static void test_supersede_and_group(void **state)
     store_req_free(r);
 }
 
+/* STORE_DEVICE_SET_GROUP of device id to group; its rc. */
+static int set_group(struct fx *f, const char *id, const char *group)
+{
+    struct store_req *r = ss_req(STORE_DEVICE_SET_GROUP);
+    int rc;
+
+    r->u.device.id = id;
+    r->u.device.group = group;
+    rc = ss_run(f, r)->rc;
+    store_req_free(r);
+    return rc;
+}
+
+/* A group name of STORE_GROUP_MAX bytes is stored whole; one byte more is
+ * refused, not cut to fit (it would name another group). */
+static void test_group_name_length(void **state)
+{
+    struct fx *f = *state;
+    char group[STORE_GROUP_MAX + 2];
+    struct store_req *r;
+
+    ss_checkin_free(f, "dev-1");
+    memset(group, 'g', STORE_GROUP_MAX);
+    group[STORE_GROUP_MAX] = '\0';
+    assert_int_equal(set_group(f, "dev-1", group), STORE_OK);
+    r = ss_device_get(f, "dev-1");
+    assert_string_equal(r->u.device.dev->group, group);
+    store_req_free(r);
+    group[STORE_GROUP_MAX] = 'g';
+    group[STORE_GROUP_MAX + 1] = '\0';
+    assert_int_equal(set_group(f, "dev-1", group), STORE_E_INVAL);
+}
+
 static void test_rollout_cas(void **state)
 {
     static const uint32_t pct[] = {10, 100};
@@ -885,6 +1043,8 @@ static void test_images(void **state)
     assert_int_equal(ss_run(f, r)->rc, STORE_OK);
     store_req_free(r);
     assert_int_equal(image_rm(f, "7171", NULL), STORE_E_INVAL);
+    assert_int_equal(image_rm(f, "7171717", NULL), STORE_E_INVAL); /* one digit short */
+    assert_int_equal(image_rm(f, "7171717g", NULL), STORE_E_INVAL); /* not hex */
     assert_int_equal(image_rm(f, "12345678", NULL), STORE_E_NOTFOUND);
     store_req_free(ss_image_add(f, 0x72, "2.0.1"));
     r = ss_req(STORE_IMAGE_GET);
@@ -912,14 +1072,10 @@ static void test_images(void **state)
 static void test_failed_add_leaves_nothing(void **state)
 {
     struct fx *f = *state;
-    struct store_req *r = ss_req(STORE_IMAGE_ADD);
+    struct store_req *r;
 
-    r->u.image.path = "/nonexistent-dir/upload";
-    ss_fake_id(r->u.image.img->id, 0x5a);
-    snprintf(r->u.image.img->version, sizeof(r->u.image.img->version), "%s", "9.9.9");
-    snprintf(r->u.image.img->model, sizeof(r->u.image.img->model), "%s", MODEL);
-    r->u.image.img->size = 11;
-    assert_true(ss_run(f, r)->rc < 0);
+    r = ss_image_add_from(f, 0x5a, "9.9.9", MODEL, NO_UPLOAD);
+    assert_true(r->rc < 0);
     store_req_free(r);
     r = ss_req(STORE_IMAGE_GET);
     strcpy(r->u.image.img->idhex, "v:9.9.9");
@@ -928,6 +1084,43 @@ static void test_failed_add_leaves_nothing(void **state)
     r = ss_image_add(f, 0x5a, "9.9.9");
     assert_int_equal(r->rc, STORE_OK);
     assert_int_equal(r->u.image.added, 1);
+    store_req_free(r);
+}
+
+/* An image without a model would be offered to every model: refused, and
+ * so is one without a version. */
+static void test_image_needs_model_and_version(void **state)
+{
+    struct fx *f = *state;
+    struct store_req *r;
+
+    r = ss_image_add_from(f, 0x5b, "1.0.0", "", NO_UPLOAD);
+    assert_int_equal(r->rc, STORE_E_INVAL);
+    store_req_free(r);
+    r = ss_image_add_from(f, 0x5b, "", MODEL, NO_UPLOAD);
+    assert_int_equal(r->rc, STORE_E_INVAL);
+    store_req_free(r);
+}
+
+/* A cancelled rollout does not revive the one it superseded: the model's
+ * devices are offered nothing until a new rollout is created. */
+static void test_cancel_revives_nothing(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    struct store_req *r;
+    uint64_t newer;
+
+    ss_checkin_free(f, "dev-1");
+    store_req_free(ss_image_add(f, 0x5c, "2.0.0"));
+    store_req_free(ss_image_add(f, 0x5d, "2.1.0"));
+    (void)ss_rollout_create(f, 0x5c, "", pct, 1);
+    newer = ss_rollout_create(f, 0x5d, "", pct, 1);
+    assert_int_equal(ss_rollout_set(f, newer, ROLLOUT_STATE_ACTIVE, 1, ROLLOUT_STATE_CANCELLED, 1),
+                     STORE_OK);
+    r = ss_checkin(f, "dev-1", NULL, 0);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.checkin.has_rollout, 0);
     store_req_free(r);
 }
 
@@ -1023,6 +1216,42 @@ static void test_device_list(void **state)
     r = ss_run(f, ss_req(STORE_SECRET_LIST));
     assert_int_equal(r->u.list.n, 1);
     assert_memory_equal(((struct store_secret *)r->u.list.rows)[0].secret, secret, 4);
+    store_req_free(r);
+}
+
+/* STORE_SECRET_SET of id with a secret of len bytes; its rc. */
+static int secret_set(struct fx *f, const char *id, size_t len)
+{
+    static const uint8_t bytes[TCPOTA_SECRET_MAX + 1];
+    struct store_req *r = ss_req(STORE_SECRET_SET);
+    int rc;
+
+    r->u.device.id = id;
+    r->u.device.secret = bytes;
+    r->u.device.secret_len = len;
+    rc = ss_run(f, r)->rc;
+    store_req_free(r);
+    return rc;
+}
+
+/* The longest id and secret AUTH carries are stored; one byte more of
+ * either is refused (the server's table of secrets holds no more). */
+static void test_secret_lengths(void **state)
+{
+    struct fx *f = *state;
+    char id[TCPOTA_MAX_STR + 2];
+    struct store_req *r;
+
+    memset(id, 's', TCPOTA_MAX_STR);
+    id[TCPOTA_MAX_STR] = '\0';
+    assert_int_equal(secret_set(f, id, TCPOTA_SECRET_MAX), STORE_OK);
+    assert_int_equal(secret_set(f, "dev-1", TCPOTA_SECRET_MAX + 1), STORE_E_INVAL);
+    id[TCPOTA_MAX_STR] = 's';
+    id[TCPOTA_MAX_STR + 1] = '\0';
+    assert_int_equal(secret_set(f, id, 1), STORE_E_INVAL);
+    r = ss_run(f, ss_req(STORE_SECRET_LIST));
+    assert_int_equal(r->u.list.n, 1);
+    assert_int_equal(((struct store_secret *)r->u.list.rows)[0].len, TCPOTA_SECRET_MAX);
     store_req_free(r);
 }
 
@@ -1298,20 +1527,29 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_reopen_keeps_data, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_checkin_registers_once, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_checkin_returns_stored_row, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_checkin_stores_one_change, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_seen, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_step_keeps_last_seen, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_report_applied_once, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_report_survives_crash, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_progress_one_batch_behind, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_rollout_waves_targeted, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_counters_follow_events, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_report_of_another_image, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_first_checkin_report_counts, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_step_without_image_keeps_image, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_events_batch, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_events_batch_survives_crash, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_supersede_and_group, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_group_name_length, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_rollout_cas, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_images, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_failed_add_leaves_nothing, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_image_needs_model_and_version, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_cancel_revives_nothing, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_image_ambiguous, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_device_list, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_secret_lengths, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_history_order, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_device_list_prefix, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_device_list_prefix_filtered, ss_setup, ss_teardown),
