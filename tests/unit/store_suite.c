@@ -219,23 +219,32 @@ struct store_req *ss_image_add(struct fx *f, uint8_t seed, const char *version)
     return ss_image_add_from(f, seed, version, MODEL, tmp);
 }
 
-uint64_t ss_rollout_create(struct fx *f, uint8_t seed, const char *group,
-                               const uint32_t *pct, uint32_t n)
+/* STORE_ROLLOUT_CREATE of image seed for model; its rc, *id the new id. */
+static int rollout_create_rc(struct fx *f, uint8_t seed, const char *model, const char *group,
+                             const uint32_t *pct, uint32_t n, uint64_t *id)
 {
     struct store_req *r = ss_req(STORE_ROLLOUT_CREATE);
-    uint64_t id;
+    int rc;
 
     ss_fake_id(r->u.rollout.r->image_id, seed);
-    snprintf(r->u.rollout.r->model, sizeof(r->u.rollout.r->model), "%s", MODEL);
+    snprintf(r->u.rollout.r->model, sizeof(r->u.rollout.r->model), "%s", model);
     snprintf(r->u.rollout.r->group, sizeof(r->u.rollout.r->group), "%s", group);
     memcpy(r->u.rollout.r->pct, pct, n * sizeof(*pct));
     r->u.rollout.r->ro.n_waves = n;
     r->u.rollout.r->rules.halt_pct = 20;
-    ss_run(f, r);
-    assert_int_equal(r->rc, STORE_OK);
-    id = r->u.rollout.r->id;
-    assert_true(id > 0);
+    rc = ss_run(f, r)->rc;
+    *id = r->u.rollout.r->id;
     store_req_free(r);
+    return rc;
+}
+
+uint64_t ss_rollout_create(struct fx *f, uint8_t seed, const char *group,
+                               const uint32_t *pct, uint32_t n)
+{
+    uint64_t id = 0;
+
+    assert_int_equal(rollout_create_rc(f, seed, MODEL, group, pct, n, &id), STORE_OK);
+    assert_true(id > 0);
     return id;
 }
 
@@ -723,6 +732,15 @@ static void test_counters_follow_events(void **state)
     assert_int_equal(ss_event(f, "dev-b", STORE_ST_FAILED, ro, 0), STORE_OK);
     assert_int_equal(ss_event(f, "dev-b", STORE_ST_DECLINED, ro, 0), STORE_OK);
     expect_counts(f, ro, 0, 0, 0, 1, 1);
+    /* A late download does not undo a failure either... */
+    assert_int_equal(ss_event(f, "dev-b", STORE_ST_DOWNLOADING, ro, 0), STORE_OK);
+    expect_counts(f, ro, 0, 0, 0, 1, 1);
+    /* ...but the device found running the image after all is a success. */
+    assert_int_equal(ss_event(f, "dev-b", STORE_ST_UP_TO_DATE, ro, 0), STORE_OK);
+    expect_counts(f, ro, 0, 0, 0, 2, 0);
+    /* A state past the last one is refused, nothing written. */
+    assert_int_equal(ss_event(f, "dev-b", STORE_ST_COUNT, ro, 0), STORE_E_INVAL);
+    expect_counts(f, ro, 0, 0, 0, 2, 0);
     r = ss_rollout_get(f, ro);
     assert_int_equal(r->u.rollout.r->waves[0].targeted, 2);
     store_req_free(r);
@@ -855,6 +873,28 @@ static void test_events_batch(void **state)
     r = ss_run(f, ss_events_req(&it[1], 1));
     assert_int_equal(r->rc, STORE_OK);
     assert_int_equal(r->u.events.skipped, 1);
+    store_req_free(r);
+}
+
+/* A download of another image is a change, not progress of the first: it
+ * gets its own line in the history. */
+static void test_download_of_another_image(void **state)
+{
+    struct fx *f = *state;
+    struct store_event it[2];
+    struct store_req *r;
+
+    ss_checkin_free(f, "dev-a");
+    ss_item(&it[0], "dev-a", STORE_ST_DOWNLOADING, 0x47, 0, 100, NULL, 0);
+    ss_item(&it[1], "dev-a", STORE_ST_DOWNLOADING, 0x48, 0, 200, NULL, 0);
+    r = ss_run(f, ss_events_req(it, 2));
+    assert_int_equal(r->rc, STORE_OK);
+    store_req_free(r);
+    r = ss_device_get(f, "dev-a");
+    assert_int_equal(r->u.device.nhistory, 3); /* seen, then one line per image */
+    assert_int_equal(r->u.device.history[0].state, STORE_ST_DOWNLOADING);
+    assert_int_equal(strncmp(r->u.device.history[0].image, "4848", 4), 0);
+    assert_int_equal(strncmp(r->u.device.history[1].image, "4747", 4), 0);
     store_req_free(r);
 }
 
@@ -993,6 +1033,19 @@ static void test_rollout_cas(void **state)
     assert_int_equal(r->u.list.n, 1);
     assert_int_equal(((struct store_rollout *)r->u.list.rows)[0].ro.n_open, 2);
     store_req_free(r);
+}
+
+/* A rollout of an image built for another model is refused: its devices
+ * would be offered firmware for other hardware. */
+static void test_rollout_model_must_match(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    uint64_t id = 0;
+
+    store_req_free(ss_image_add(f, 0x62, "2.0.0"));
+    assert_int_equal(rollout_create_rc(f, 0x62, "esp32-other", "", pct, 1, &id), STORE_E_INVAL);
+    assert_int_equal(rollout_create_rc(f, 0x62, MODEL, "", pct, 1, &id), STORE_OK);
 }
 
 /* ---- images ---- */
@@ -1539,10 +1592,12 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_first_checkin_report_counts, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_step_without_image_keeps_image, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_events_batch, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_download_of_another_image, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_events_batch_survives_crash, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_supersede_and_group, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_group_name_length, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_rollout_cas, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_rollout_model_must_match, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_images, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_failed_add_leaves_nothing, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_image_needs_model_and_version, ss_setup, ss_teardown),
