@@ -877,24 +877,47 @@ static void test_events_batch(void **state)
 }
 
 /* A download of another image is a change, not progress of the first: it
- * gets its own line in the history. */
+ * gets its own line in the history; so does a step with a reason. */
 static void test_download_of_another_image(void **state)
+{
+    struct fx *f = *state;
+    struct store_event it[3];
+    struct store_req *r;
+
+    ss_checkin_free(f, "dev-a");
+    ss_item(&it[0], "dev-a", STORE_ST_DOWNLOADING, 0x47, 0, 100, NULL, 0);
+    ss_item(&it[1], "dev-a", STORE_ST_DOWNLOADING, 0x48, 0, 200, NULL, 0);
+    /* A step that says why is news too, even of the same image. */
+    ss_item(&it[2], "dev-a", STORE_ST_DOWNLOADING, 0x48, 0, 300, "resumed", 0);
+    r = ss_run(f, ss_events_req(it, 3));
+    assert_int_equal(r->rc, STORE_OK);
+    store_req_free(r);
+    r = ss_device_get(f, "dev-a");
+    assert_int_equal(r->u.device.nhistory, 4); /* seen, one line per image, the reason */
+    assert_string_equal(r->u.device.history[0].detail, "resumed");
+    assert_int_equal(r->u.device.history[1].state, STORE_ST_DOWNLOADING);
+    assert_int_equal(strncmp(r->u.device.history[1].image, "4848", 4), 0);
+    assert_int_equal(strncmp(r->u.device.history[2].image, "4747", 4), 0);
+    store_req_free(r);
+}
+
+/* An invalid step in a batch (a state past the last) is skipped as an
+ * unknown device's is: the batch's other steps are still recorded. */
+static void test_events_batch_skips_invalid(void **state)
 {
     struct fx *f = *state;
     struct store_event it[2];
     struct store_req *r;
 
     ss_checkin_free(f, "dev-a");
-    ss_item(&it[0], "dev-a", STORE_ST_DOWNLOADING, 0x47, 0, 100, NULL, 0);
-    ss_item(&it[1], "dev-a", STORE_ST_DOWNLOADING, 0x48, 0, 200, NULL, 0);
+    ss_item(&it[0], "dev-a", STORE_ST_COUNT, 0, 0, 0, NULL, 0);
+    ss_item(&it[1], "dev-a", STORE_ST_VERIFIED, 0x49, 0, 1000, NULL, 1);
     r = ss_run(f, ss_events_req(it, 2));
     assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.events.skipped, 1);
     store_req_free(r);
     r = ss_device_get(f, "dev-a");
-    assert_int_equal(r->u.device.nhistory, 3); /* seen, then one line per image */
-    assert_int_equal(r->u.device.history[0].state, STORE_ST_DOWNLOADING);
-    assert_int_equal(strncmp(r->u.device.history[0].image, "4848", 4), 0);
-    assert_int_equal(strncmp(r->u.device.history[1].image, "4747", 4), 0);
+    assert_int_equal(r->u.device.dev->state, STORE_ST_VERIFIED);
     store_req_free(r);
 }
 
@@ -1593,6 +1616,7 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_step_without_image_keeps_image, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_events_batch, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_download_of_another_image, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_events_batch_skips_invalid, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_events_batch_survives_crash, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_supersede_and_group, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_group_name_length, ss_setup, ss_teardown),
