@@ -1051,6 +1051,9 @@ static void test_rollout_cas(void **state)
     /* Waves never close. */
     assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_ACTIVE, 2, ROLLOUT_STATE_ACTIVE, 1),
                      STORE_E_INVAL);
+    /* Nor open past the last: a device in no wave would be offered. */
+    assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_ACTIVE, 2, ROLLOUT_STATE_ACTIVE, 3),
+                     STORE_E_INVAL);
     r = ss_req(STORE_ROLLOUT_LIST);
     ss_run(f, r);
     assert_int_equal(r->u.list.n, 1);
