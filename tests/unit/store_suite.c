@@ -796,12 +796,16 @@ static void test_step_without_image_keeps_image(void **state)
     struct fx *f = *state;
     uint8_t img[TCPOTA_ID_LEN];
     char hex[2 * TCPOTA_ID_LEN + 1];
+    struct store_event it;
     struct store_req *r;
 
     ss_fake_id(img, 0x15);
     store_hex(img, hex);
     ss_checkin_free(f, "dev-1");
-    store_req_free(ss_checkin(f, "dev-1", img, TCPOTA_RESULT_CONFIRMED));
+    ss_item(&it, "dev-1", STORE_ST_DOWNLOADING, 0x15, 0, 100, NULL, 0);
+    r = ss_run(f, ss_events_req(&it, 1));
+    assert_int_equal(r->rc, STORE_OK);
+    store_req_free(r);
     assert_int_equal(ss_event(f, "dev-1", STORE_ST_WAITING, 0, 0), STORE_OK);
     r = ss_device_get(f, "dev-1");
     assert_int_equal(r->u.device.dev->state, STORE_ST_WAITING);
