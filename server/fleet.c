@@ -442,24 +442,6 @@ static void transition_done(struct store_req *r)
     store_req_free(r);
 }
 
-/* The halt rule over what happened since the rollout was last resumed
- * from a halt (all of it when never halted). */
-static int halt_due(const struct store_rollout *ro)
-{
-    struct rollout_wave since;
-    uint32_t i, failed = 0, finished = 0;
-
-    for (i = 0; i < ro->ro.n_waves; i++) {
-        failed += ro->waves[i].failed;
-        finished += ro->waves[i].failed + ro->waves[i].updated;
-    }
-    memset(&since, 0, sizeof(since));
-    since.failed = failed > ro->base_failed ? failed - ro->base_failed : 0;
-    finished = finished > ro->base_finished ? finished - ro->base_finished : 0;
-    since.updated = finished > since.failed ? finished - since.failed : 0;
-    return rollout_should_halt(&ro->rules, &since, 1);
-}
-
 /* Applies the halt rule, then the opening rule, to the counts a check-in
  * read; writes what they call for (compare-and-set) and applies it to *ro
  * at once, so the device being decided already sees it. */
@@ -469,15 +451,16 @@ static void apply_rules(struct server *srv, struct store_rollout *ro)
     enum rollout_state to = ro->ro.state;
     uint32_t n_open = ro->ro.n_open;
 
-    if (ro->ro.state != ROLLOUT_STATE_ACTIVE) {
-        return;
-    }
-    if (halt_due(ro)) {
+    switch (rollout_next_move(&ro->ro, &ro->rules, ro->waves, ro->base_failed,
+                              ro->base_finished, utc_now())) {
+    case ROLLOUT_HALT:
         to = ROLLOUT_STATE_HALTED;
-    } else if (n_open < ro->ro.n_waves &&
-               rollout_may_open_next(&ro->rules, &ro->waves[n_open - 1], utc_now())) {
+        break;
+    case ROLLOUT_OPEN_NEXT:
         n_open++;
-    } else {
+        break;
+    case ROLLOUT_HOLD:
+    default:
         return;
     }
     r = store_req_new(STORE_ROLLOUT_SET, transition_done, srv);

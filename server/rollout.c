@@ -3,6 +3,8 @@
 
 #include "tcpota/tcpota.h"
 
+#include <string.h>
+
 /* One rule for the hash, used by both public functions. */
 static uint64_t fnv1a64_update(uint64_t h, const uint8_t *p, size_t len)
 {
@@ -99,6 +101,39 @@ int rollout_should_halt(const struct rollout_rules *rules, const struct rollout_
         return 0;
     }
     return failed * ROLLOUT_PCT_SCALE > (uint64_t)rules->halt_pct * finished;
+}
+
+int rollout_halt_due(const struct rollout_rules *rules, const struct rollout_wave *waves,
+                     uint32_t n, uint32_t base_failed, uint32_t base_finished)
+{
+    struct rollout_wave since;
+    uint32_t k, failed = 0, finished = 0;
+
+    for (k = 0; k < n; k++) {
+        failed += waves[k].failed;
+        finished += waves[k].failed + waves[k].updated;
+    }
+    memset(&since, 0, sizeof(since));
+    since.failed = failed > base_failed ? failed - base_failed : 0;
+    finished = finished > base_finished ? finished - base_finished : 0;
+    since.updated = finished > since.failed ? finished - since.failed : 0;
+    return rollout_should_halt(rules, &since, 1);
+}
+
+enum rollout_move rollout_next_move(const struct rollout *ro, const struct rollout_rules *rules,
+                                    const struct rollout_wave *waves, uint32_t base_failed,
+                                    uint32_t base_finished, int64_t now)
+{
+    if (ro->state != ROLLOUT_STATE_ACTIVE) {
+        return ROLLOUT_HOLD;
+    }
+    if (rollout_halt_due(rules, waves, ro->n_waves, base_failed, base_finished)) {
+        return ROLLOUT_HALT;
+    }
+    if (ro->n_open < ro->n_waves && rollout_may_open_next(rules, &waves[ro->n_open - 1], now)) {
+        return ROLLOUT_OPEN_NEXT;
+    }
+    return ROLLOUT_HOLD;
 }
 
 enum rollout_verdict rollout_decide(const struct rollout *ro, uint32_t place, int started)

@@ -134,6 +134,30 @@ int rollout_may_open_next(const struct rollout_rules *rules, const struct rollou
 int rollout_should_halt(const struct rollout_rules *rules, const struct rollout_wave *waves,
                         uint32_t n);
 
+/* The halt rule over what happened since the rollout was last resumed from
+ * a halt: the counts of waves[0..n-1] less base_failed failed and
+ * base_finished finished devices, the counts at that resume (0 and 0 when
+ * it never halted), so that the failures that halted it do not halt it
+ * again. Counts below the bases count as none. 1 when it holds, else 0. */
+int rollout_halt_due(const struct rollout_rules *rules, const struct rollout_wave *waves,
+                     uint32_t n, uint32_t base_failed, uint32_t base_finished);
+
+/* What the rules call for now (apply_rules, fleet.c): nothing, a halt, or
+ * the opening of the wave after the last open one. */
+enum rollout_move {
+    ROLLOUT_HOLD = 0,
+    ROLLOUT_HALT,
+    ROLLOUT_OPEN_NEXT,
+};
+
+/* The move for rollout ro at now, waves[0..ro->n_waves) its counts and the
+ * bases as rollout_halt_due() takes them: only an active rollout moves; the
+ * halt rule goes before the opening rule, which reads the last open wave.
+ * ro->n_open must be at least 1 (a rollout opens its first wave at once). */
+enum rollout_move rollout_next_move(const struct rollout *ro, const struct rollout_rules *rules,
+                                    const struct rollout_wave *waves, uint32_t base_failed,
+                                    uint32_t base_finished, int64_t now);
+
 /* The decision for one device at place (rollout_place()), started != 0 when
  * it already began this rollout's image (a resume). See the order above. */
 enum rollout_verdict rollout_decide(const struct rollout *ro, uint32_t place, int started);

@@ -36,4 +36,12 @@ for i in 1 2 3; do
   [ "$bytes" = "$durable" ] || fail "c-$i: the registry shows $bytes bytes, the server had $durable durable at the cut"
 done
 ok "3 transfers cut by SIGINT: the registry holds the durable offset of each at its cut"
+
+# Paused now: a device that began the image still resumes and finishes it
+# (a pause stops new starts only).
+"$TCPOTA" rollout pause 1 > /dev/null || fail "rollout pause failed"
+run_device c-1 esp32 "$WORK/d1" || fail "c-1 failed after the pause: $(tail -2 "$WORK/c-1.log")"
+"$TCPOTA" device status --flash "$WORK/d1" | grep -q '"version":"2.0.0"' ||
+  fail "c-1 did not finish its started transfer: $(grep '\[c-1 ' "$WORK/server.log" | tail -3)"
+ok "paused, a started transfer still finishes"
 stop_fleet

@@ -17,6 +17,8 @@
 
 const struct ss_backend *ss_backend;
 
+#define NO_UPLOAD "/nonexistent-dir/upload" /* a path no file is at */
+
 /* ---- the harness ---- */
 
 static void on_done(struct store_req *r)
@@ -189,11 +191,23 @@ static struct store_req *ss_events_req(const struct store_event *items, size_t n
     return r;
 }
 
+struct store_req *ss_image_add_from(struct fx *f, uint8_t seed, const char *version,
+                                   const char *model, const char *path)
+{
+    struct store_req *r = ss_req(STORE_IMAGE_ADD);
+
+    r->u.image.path = path;
+    ss_fake_id(r->u.image.img->id, seed);
+    snprintf(r->u.image.img->version, sizeof(r->u.image.img->version), "%s", version);
+    snprintf(r->u.image.img->model, sizeof(r->u.image.img->model), "%s", model);
+    r->u.image.img->size = 11;
+    return ss_run(f, r);
+}
+
 /* Adds an image whose (fake) id is seed repeated, from a file the caller
  * wrote in DIR/images/ as the API will. Returns the request. */
 struct store_req *ss_image_add(struct fx *f, uint8_t seed, const char *version)
 {
-    struct store_req *r = ss_req(STORE_IMAGE_ADD);
     static char tmp[300];
     FILE *fp;
 
@@ -202,31 +216,35 @@ struct store_req *ss_image_add(struct fx *f, uint8_t seed, const char *version)
     assert_non_null(fp);
     fputs("image bytes", fp);
     fclose(fp);
-    r->u.image.path = tmp;
-    ss_fake_id(r->u.image.img->id, seed);
-    snprintf(r->u.image.img->version, sizeof(r->u.image.img->version), "%s", version);
-    snprintf(r->u.image.img->model, sizeof(r->u.image.img->model), "%s", MODEL);
-    r->u.image.img->size = 11;
-    return ss_run(f, r);
+    return ss_image_add_from(f, seed, version, MODEL, tmp);
+}
+
+/* STORE_ROLLOUT_CREATE of image seed for model; its rc, *id the new id. */
+static int rollout_create_rc(struct fx *f, uint8_t seed, const char *model, const char *group,
+                             const uint32_t *pct, uint32_t n, uint64_t *id)
+{
+    struct store_req *r = ss_req(STORE_ROLLOUT_CREATE);
+    int rc;
+
+    ss_fake_id(r->u.rollout.r->image_id, seed);
+    snprintf(r->u.rollout.r->model, sizeof(r->u.rollout.r->model), "%s", model);
+    snprintf(r->u.rollout.r->group, sizeof(r->u.rollout.r->group), "%s", group);
+    memcpy(r->u.rollout.r->pct, pct, n * sizeof(*pct));
+    r->u.rollout.r->ro.n_waves = n;
+    r->u.rollout.r->rules.halt_pct = 20;
+    rc = ss_run(f, r)->rc;
+    *id = r->u.rollout.r->id;
+    store_req_free(r);
+    return rc;
 }
 
 uint64_t ss_rollout_create(struct fx *f, uint8_t seed, const char *group,
                                const uint32_t *pct, uint32_t n)
 {
-    struct store_req *r = ss_req(STORE_ROLLOUT_CREATE);
-    uint64_t id;
+    uint64_t id = 0;
 
-    ss_fake_id(r->u.rollout.r->image_id, seed);
-    snprintf(r->u.rollout.r->model, sizeof(r->u.rollout.r->model), "%s", MODEL);
-    snprintf(r->u.rollout.r->group, sizeof(r->u.rollout.r->group), "%s", group);
-    memcpy(r->u.rollout.r->pct, pct, n * sizeof(*pct));
-    r->u.rollout.r->ro.n_waves = n;
-    r->u.rollout.r->rules.halt_pct = 20;
-    ss_run(f, r);
-    assert_int_equal(r->rc, STORE_OK);
-    id = r->u.rollout.r->id;
+    assert_int_equal(rollout_create_rc(f, seed, MODEL, group, pct, n, &id), STORE_OK);
     assert_true(id > 0);
-    store_req_free(r);
     return id;
 }
 
@@ -395,6 +413,45 @@ static void test_checkin_returns_stored_row(void **state)
     store_req_free(g);
 }
 
+/* Check-in of dev-1 as ss_checkin() makes it but for its running image,
+ * protocol and model; returns the device as stored then (caller frees). */
+static struct store_req *checkin_stored(struct fx *f, const uint8_t *running,
+                                        enum store_proto proto, const char *model)
+{
+    struct store_req *r = ss_req(STORE_CHECKIN);
+
+    r->u.checkin.id = "dev-1";
+    r->u.checkin.model = model;
+    r->u.checkin.version = "1.0.0";
+    r->u.checkin.addr = "127.0.0.1";
+    r->u.checkin.running_id = running;
+    r->u.checkin.proto = proto;
+    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
+    store_req_free(r);
+    return ss_device_get(f, "dev-1");
+}
+
+/* A check-in that changes one column of a known device is stored, not
+ * taken for the usual one that changes only the time: a rebuild of the same
+ * version (another running image), another protocol, another model. */
+static void test_checkin_stores_one_change(void **state)
+{
+    struct fx *f = *state;
+    static const uint8_t running[TCPOTA_ID_LEN] = {0xcd, 4, 5, 6};
+    struct store_req *g;
+
+    ss_checkin_free(f, "dev-1");
+    g = checkin_stored(f, running, STORE_PROTO_V1, MODEL);
+    assert_int_equal(strncmp(g->u.device.dev->running, "cd040506", 8), 0);
+    store_req_free(g);
+    g = checkin_stored(f, running, STORE_PROTO_HTTP, MODEL);
+    assert_int_equal(g->u.device.dev->proto, STORE_PROTO_HTTP);
+    store_req_free(g);
+    g = checkin_stored(f, running, STORE_PROTO_HTTP, "esp32-other");
+    assert_string_equal(g->u.device.dev->model, "esp32-other");
+    store_req_free(g);
+}
+
 /* STORE_SEEN: each known device's last_seen moves to the request's time,
  * never back; an unknown id (or one a text[] literal must escape) does not
  * stop the others. */
@@ -441,6 +498,20 @@ static void test_seen(void **state)
     assert_int_equal(last_seen(f, "dev-1"), NOW + 100);
     seen_at(f, NOW + 150, ids + 2, 1);
     assert_int_equal(last_seen(f, odd), NOW + 150);
+    assert_int_equal(last_seen(f, "dev-1"), NOW + 100);
+}
+
+/* A step carries the time it was recorded, which may be older than the
+ * device's last check-in (a batch that waited, another node's clock):
+ * last_seen never goes back. */
+static void test_step_keeps_last_seen(void **state)
+{
+    struct fx *f = *state;
+    const char *const ids[] = {"dev-1"};
+
+    ss_checkin_free(f, "dev-1");
+    seen_at(f, NOW + 100, ids, 1);
+    assert_int_equal(ss_event(f, "dev-1", STORE_ST_DOWNLOADING, 0, 10), STORE_OK);
     assert_int_equal(last_seen(f, "dev-1"), NOW + 100);
 }
 
@@ -661,8 +732,84 @@ static void test_counters_follow_events(void **state)
     assert_int_equal(ss_event(f, "dev-b", STORE_ST_FAILED, ro, 0), STORE_OK);
     assert_int_equal(ss_event(f, "dev-b", STORE_ST_DECLINED, ro, 0), STORE_OK);
     expect_counts(f, ro, 0, 0, 0, 1, 1);
+    /* A late download does not undo a failure either... */
+    assert_int_equal(ss_event(f, "dev-b", STORE_ST_DOWNLOADING, ro, 0), STORE_OK);
+    expect_counts(f, ro, 0, 0, 0, 1, 1);
+    /* ...but the device found running the image after all is a success. */
+    assert_int_equal(ss_event(f, "dev-b", STORE_ST_UP_TO_DATE, ro, 0), STORE_OK);
+    expect_counts(f, ro, 0, 0, 0, 2, 0);
+    /* A state past the last one is refused, nothing written. */
+    assert_int_equal(ss_event(f, "dev-b", STORE_ST_COUNT, ro, 0), STORE_E_INVAL);
+    expect_counts(f, ro, 0, 0, 0, 2, 0);
     r = ss_rollout_get(f, ro);
     assert_int_equal(r->u.rollout.r->waves[0].targeted, 2);
+    store_req_free(r);
+}
+
+/* A report of another image's failure, while the device's state already
+ * names the same kind of failure of an earlier image, is applied rather
+ * than taken for a repeat: that image is held back from it too. */
+static void test_report_of_another_image(void **state)
+{
+    struct fx *f = *state;
+    uint8_t first[TCPOTA_ID_LEN], second[TCPOTA_ID_LEN];
+    struct store_req *r;
+
+    ss_fake_id(first, 0x12);
+    ss_fake_id(second, 0x13);
+    ss_checkin_free(f, "dev-1");
+    store_req_free(ss_checkin(f, "dev-1", first, TCPOTA_RESULT_ROLLED_BACK));
+    r = ss_checkin(f, "dev-1", second, TCPOTA_RESULT_ROLLED_BACK);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.checkin.out->nfailed, 2);
+    assert_memory_equal(r->u.checkin.out->failed[0], second, TCPOTA_ID_LEN);
+    assert_memory_equal(r->u.checkin.out->failed[1], first, TCPOTA_ID_LEN);
+    store_req_free(r);
+}
+
+/* A device the store first hears of through its report (updated by
+ * another server, or before its row was restored) still counts in the
+ * rollout of that image: the halt rule must see its failure. */
+static void test_first_checkin_report_counts(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    uint8_t img[TCPOTA_ID_LEN];
+    struct store_req *r;
+    uint64_t ro;
+
+    store_req_free(ss_image_add(f, 0x14, "2.0.0"));
+    ro = ss_rollout_create(f, 0x14, "", pct, 1);
+    ss_fake_id(img, 0x14);
+    r = ss_checkin(f, "dev-new", img, TCPOTA_RESULT_BOOT_FAILED);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.checkin.is_new, 1);
+    assert_int_equal(r->u.checkin.ro_status, STORE_RO_FAILED);
+    store_req_free(r);
+    expect_counts(f, ro, 0, 0, 0, 0, 1);
+}
+
+/* A step that names no image (a device told to wait, or why not) leaves
+ * the image its row follows as it was. */
+static void test_step_without_image_keeps_image(void **state)
+{
+    struct fx *f = *state;
+    uint8_t img[TCPOTA_ID_LEN];
+    char hex[2 * TCPOTA_ID_LEN + 1];
+    struct store_event it;
+    struct store_req *r;
+
+    ss_fake_id(img, 0x15);
+    store_hex(img, hex);
+    ss_checkin_free(f, "dev-1");
+    ss_item(&it, "dev-1", STORE_ST_DOWNLOADING, 0x15, 0, 100, NULL, 0);
+    r = ss_run(f, ss_events_req(&it, 1));
+    assert_int_equal(r->rc, STORE_OK);
+    store_req_free(r);
+    assert_int_equal(ss_event(f, "dev-1", STORE_ST_WAITING, 0, 0), STORE_OK);
+    r = ss_device_get(f, "dev-1");
+    assert_int_equal(r->u.device.dev->state, STORE_ST_WAITING);
+    assert_string_equal(r->u.device.dev->image, hex);
     store_req_free(r);
 }
 
@@ -730,6 +877,51 @@ static void test_events_batch(void **state)
     r = ss_run(f, ss_events_req(&it[1], 1));
     assert_int_equal(r->rc, STORE_OK);
     assert_int_equal(r->u.events.skipped, 1);
+    store_req_free(r);
+}
+
+/* A download of another image is a change, not progress of the first: it
+ * gets its own line in the history; so does a step with a reason. */
+static void test_download_of_another_image(void **state)
+{
+    struct fx *f = *state;
+    struct store_event it[3];
+    struct store_req *r;
+
+    ss_checkin_free(f, "dev-a");
+    ss_item(&it[0], "dev-a", STORE_ST_DOWNLOADING, 0x47, 0, 100, NULL, 0);
+    ss_item(&it[1], "dev-a", STORE_ST_DOWNLOADING, 0x48, 0, 200, NULL, 0);
+    /* A step that says why is news too, even of the same image. */
+    ss_item(&it[2], "dev-a", STORE_ST_DOWNLOADING, 0x48, 0, 300, "resumed", 0);
+    r = ss_run(f, ss_events_req(it, 3));
+    assert_int_equal(r->rc, STORE_OK);
+    store_req_free(r);
+    r = ss_device_get(f, "dev-a");
+    assert_int_equal(r->u.device.nhistory, 4); /* seen, one line per image, the reason */
+    assert_string_equal(r->u.device.history[0].detail, "resumed");
+    assert_int_equal(r->u.device.history[1].state, STORE_ST_DOWNLOADING);
+    assert_int_equal(strncmp(r->u.device.history[1].image, "4848", 4), 0);
+    assert_int_equal(strncmp(r->u.device.history[2].image, "4747", 4), 0);
+    store_req_free(r);
+}
+
+/* An invalid step in a batch (a state past the last) is skipped as an
+ * unknown device's is: the batch's other steps are still recorded. */
+static void test_events_batch_skips_invalid(void **state)
+{
+    struct fx *f = *state;
+    struct store_event it[2];
+    struct store_req *r;
+
+    ss_checkin_free(f, "dev-a");
+    ss_item(&it[0], "dev-a", STORE_ST_COUNT, 0, 0, 0, NULL, 0);
+    ss_item(&it[1], "dev-a", STORE_ST_VERIFIED, 0x49, 0, 1000, NULL, 1);
+    r = ss_run(f, ss_events_req(it, 2));
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.events.skipped, 1);
+    store_req_free(r);
+    r = ss_device_get(f, "dev-a");
+    assert_int_equal(r->u.device.dev->state, STORE_ST_VERIFIED);
     store_req_free(r);
 }
 
@@ -803,6 +995,39 @@ static void test_supersede_and_group(void **state)
     store_req_free(r);
 }
 
+/* STORE_DEVICE_SET_GROUP of device id to group; its rc. */
+static int set_group(struct fx *f, const char *id, const char *group)
+{
+    struct store_req *r = ss_req(STORE_DEVICE_SET_GROUP);
+    int rc;
+
+    r->u.device.id = id;
+    r->u.device.group = group;
+    rc = ss_run(f, r)->rc;
+    store_req_free(r);
+    return rc;
+}
+
+/* A group name of STORE_GROUP_MAX bytes is stored whole; one byte more is
+ * refused, not cut to fit (it would name another group). */
+static void test_group_name_length(void **state)
+{
+    struct fx *f = *state;
+    char group[STORE_GROUP_MAX + 2];
+    struct store_req *r;
+
+    ss_checkin_free(f, "dev-1");
+    memset(group, 'g', STORE_GROUP_MAX);
+    group[STORE_GROUP_MAX] = '\0';
+    assert_int_equal(set_group(f, "dev-1", group), STORE_OK);
+    r = ss_device_get(f, "dev-1");
+    assert_string_equal(r->u.device.dev->group, group);
+    store_req_free(r);
+    group[STORE_GROUP_MAX] = 'g';
+    group[STORE_GROUP_MAX + 1] = '\0';
+    assert_int_equal(set_group(f, "dev-1", group), STORE_E_INVAL);
+}
+
 static void test_rollout_cas(void **state)
 {
     static const uint32_t pct[] = {10, 100};
@@ -830,11 +1055,27 @@ static void test_rollout_cas(void **state)
     /* Waves never close. */
     assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_ACTIVE, 2, ROLLOUT_STATE_ACTIVE, 1),
                      STORE_E_INVAL);
+    /* Nor open past the last: a device in no wave would be offered. */
+    assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_ACTIVE, 2, ROLLOUT_STATE_ACTIVE, 3),
+                     STORE_E_INVAL);
     r = ss_req(STORE_ROLLOUT_LIST);
     ss_run(f, r);
     assert_int_equal(r->u.list.n, 1);
     assert_int_equal(((struct store_rollout *)r->u.list.rows)[0].ro.n_open, 2);
     store_req_free(r);
+}
+
+/* A rollout of an image built for another model is refused: its devices
+ * would be offered firmware for other hardware. */
+static void test_rollout_model_must_match(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    uint64_t id = 0;
+
+    store_req_free(ss_image_add(f, 0x62, "2.0.0"));
+    assert_int_equal(rollout_create_rc(f, 0x62, "esp32-other", "", pct, 1, &id), STORE_E_INVAL);
+    assert_int_equal(rollout_create_rc(f, 0x62, MODEL, "", pct, 1, &id), STORE_OK);
 }
 
 /* ---- images ---- */
@@ -885,6 +1126,8 @@ static void test_images(void **state)
     assert_int_equal(ss_run(f, r)->rc, STORE_OK);
     store_req_free(r);
     assert_int_equal(image_rm(f, "7171", NULL), STORE_E_INVAL);
+    assert_int_equal(image_rm(f, "7171717", NULL), STORE_E_INVAL); /* one digit short */
+    assert_int_equal(image_rm(f, "7171717g", NULL), STORE_E_INVAL); /* not hex */
     assert_int_equal(image_rm(f, "12345678", NULL), STORE_E_NOTFOUND);
     store_req_free(ss_image_add(f, 0x72, "2.0.1"));
     r = ss_req(STORE_IMAGE_GET);
@@ -912,14 +1155,10 @@ static void test_images(void **state)
 static void test_failed_add_leaves_nothing(void **state)
 {
     struct fx *f = *state;
-    struct store_req *r = ss_req(STORE_IMAGE_ADD);
+    struct store_req *r;
 
-    r->u.image.path = "/nonexistent-dir/upload";
-    ss_fake_id(r->u.image.img->id, 0x5a);
-    snprintf(r->u.image.img->version, sizeof(r->u.image.img->version), "%s", "9.9.9");
-    snprintf(r->u.image.img->model, sizeof(r->u.image.img->model), "%s", MODEL);
-    r->u.image.img->size = 11;
-    assert_true(ss_run(f, r)->rc < 0);
+    r = ss_image_add_from(f, 0x5a, "9.9.9", MODEL, NO_UPLOAD);
+    assert_true(r->rc < 0);
     store_req_free(r);
     r = ss_req(STORE_IMAGE_GET);
     strcpy(r->u.image.img->idhex, "v:9.9.9");
@@ -928,6 +1167,43 @@ static void test_failed_add_leaves_nothing(void **state)
     r = ss_image_add(f, 0x5a, "9.9.9");
     assert_int_equal(r->rc, STORE_OK);
     assert_int_equal(r->u.image.added, 1);
+    store_req_free(r);
+}
+
+/* An image without a model would be offered to every model: refused, and
+ * so is one without a version. */
+static void test_image_needs_model_and_version(void **state)
+{
+    struct fx *f = *state;
+    struct store_req *r;
+
+    r = ss_image_add_from(f, 0x5b, "1.0.0", "", NO_UPLOAD);
+    assert_int_equal(r->rc, STORE_E_INVAL);
+    store_req_free(r);
+    r = ss_image_add_from(f, 0x5b, "", MODEL, NO_UPLOAD);
+    assert_int_equal(r->rc, STORE_E_INVAL);
+    store_req_free(r);
+}
+
+/* A cancelled rollout does not revive the one it superseded: the model's
+ * devices are offered nothing until a new rollout is created. */
+static void test_cancel_revives_nothing(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    struct store_req *r;
+    uint64_t newer;
+
+    ss_checkin_free(f, "dev-1");
+    store_req_free(ss_image_add(f, 0x5c, "2.0.0"));
+    store_req_free(ss_image_add(f, 0x5d, "2.1.0"));
+    (void)ss_rollout_create(f, 0x5c, "", pct, 1);
+    newer = ss_rollout_create(f, 0x5d, "", pct, 1);
+    assert_int_equal(ss_rollout_set(f, newer, ROLLOUT_STATE_ACTIVE, 1, ROLLOUT_STATE_CANCELLED, 1),
+                     STORE_OK);
+    r = ss_checkin(f, "dev-1", NULL, 0);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.checkin.has_rollout, 0);
     store_req_free(r);
 }
 
@@ -1023,6 +1299,42 @@ static void test_device_list(void **state)
     r = ss_run(f, ss_req(STORE_SECRET_LIST));
     assert_int_equal(r->u.list.n, 1);
     assert_memory_equal(((struct store_secret *)r->u.list.rows)[0].secret, secret, 4);
+    store_req_free(r);
+}
+
+/* STORE_SECRET_SET of id with a secret of len bytes; its rc. */
+static int secret_set(struct fx *f, const char *id, size_t len)
+{
+    static const uint8_t bytes[TCPOTA_SECRET_MAX + 1];
+    struct store_req *r = ss_req(STORE_SECRET_SET);
+    int rc;
+
+    r->u.device.id = id;
+    r->u.device.secret = bytes;
+    r->u.device.secret_len = len;
+    rc = ss_run(f, r)->rc;
+    store_req_free(r);
+    return rc;
+}
+
+/* The longest id and secret AUTH carries are stored; one byte more of
+ * either is refused (the server's table of secrets holds no more). */
+static void test_secret_lengths(void **state)
+{
+    struct fx *f = *state;
+    char id[TCPOTA_MAX_STR + 2];
+    struct store_req *r;
+
+    memset(id, 's', TCPOTA_MAX_STR);
+    id[TCPOTA_MAX_STR] = '\0';
+    assert_int_equal(secret_set(f, id, TCPOTA_SECRET_MAX), STORE_OK);
+    assert_int_equal(secret_set(f, "dev-1", TCPOTA_SECRET_MAX + 1), STORE_E_INVAL);
+    id[TCPOTA_MAX_STR] = 's';
+    id[TCPOTA_MAX_STR + 1] = '\0';
+    assert_int_equal(secret_set(f, id, 1), STORE_E_INVAL);
+    r = ss_run(f, ss_req(STORE_SECRET_LIST));
+    assert_int_equal(r->u.list.n, 1);
+    assert_int_equal(((struct store_secret *)r->u.list.rows)[0].len, TCPOTA_SECRET_MAX);
     store_req_free(r);
 }
 
@@ -1298,20 +1610,32 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_reopen_keeps_data, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_checkin_registers_once, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_checkin_returns_stored_row, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_checkin_stores_one_change, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_seen, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_step_keeps_last_seen, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_report_applied_once, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_report_survives_crash, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_progress_one_batch_behind, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_rollout_waves_targeted, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_counters_follow_events, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_report_of_another_image, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_first_checkin_report_counts, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_step_without_image_keeps_image, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_events_batch, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_download_of_another_image, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_events_batch_skips_invalid, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_events_batch_survives_crash, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_supersede_and_group, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_group_name_length, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_rollout_cas, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_rollout_model_must_match, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_images, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_failed_add_leaves_nothing, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_image_needs_model_and_version, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_cancel_revives_nothing, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_image_ambiguous, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_device_list, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_secret_lengths, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_history_order, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_device_list_prefix, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_device_list_prefix_filtered, ss_setup, ss_teardown),

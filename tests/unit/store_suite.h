@@ -63,6 +63,9 @@ struct store_req *ss_checkin(struct fx *f, const char *id, const uint8_t *report
                              uint16_t result);
 /* STORE_IMAGE_ADD of an image whose fake id is seed repeated. */
 struct store_req *ss_image_add(struct fx *f, uint8_t seed, const char *version);
+/* The same from the file at path, for model. */
+struct store_req *ss_image_add_from(struct fx *f, uint8_t seed, const char *version,
+                                   const char *model, const char *path);
 /* A rollout of image seed (waves pct[0..n)); returns its id. */
 uint64_t ss_rollout_create(struct fx *f, uint8_t seed, const char *group, const uint32_t *pct,
                            uint32_t n);

@@ -45,8 +45,12 @@ static void test_rules(void **state)
 {
     struct tcpota_srv_hello h = {"d1", "esp32", "1.0.0", NULL, NULL, 0};
     struct offer_device dev = {&h, 0};
+    const struct offer_image no_desc = {NULL, "esp32"};
     (void)state;
     assert_int_equal(offer_decide(NULL, &dev, 0), OFFER_NO_IMAGE);
+    /* An image without a descriptor is nothing to offer either (offer.h:
+     * desc NULL), whatever the operator allows. */
+    assert_int_equal(offer_decide(&no_desc, &dev, 1), OFFER_NO_IMAGE);
     assert_int_equal(decide("esp32", "2.0.0", "esp32", "1.0.0", NULL, 0, 0), OFFER_YES);
     assert_int_equal(decide(NULL, "2.0.0", "esp32", "1.0.0", NULL, 0, 0), OFFER_YES);
     assert_int_equal(decide("", "2.0.0", "esp32", "1.0.0", other_id, 0, 0), OFFER_YES);
@@ -130,6 +134,8 @@ static void test_registry(void **state)
         }
     }
     assert_non_null(devices_get(&d, "d1234", 0));
+    /* The table doubled as it filled: chains stay about one record long. */
+    assert_true(d.count <= d.nslots);
     devices_count(&d, counts);
     assert_int_equal(counts[DEV_UPDATED], 1500);
     assert_int_equal(counts[DEV_ROLLED_BACK], 1499);
@@ -139,12 +145,32 @@ static void test_registry(void **state)
     devices_free(&d);
 }
 
+/* The longest id a HELLO may carry is recorded; a longer one, which would
+ * not fit the record, is refused. */
+static void test_registry_id_length(void **state)
+{
+    struct devices d;
+    char id[TCPOTA_MAX_STR + 2];
+    (void)state;
+
+    assert_int_equal(devices_init(&d, 10), 0);
+    memset(id, 'x', TCPOTA_MAX_STR);
+    id[TCPOTA_MAX_STR] = '\0';
+    assert_non_null(devices_get(&d, id, 1));
+    assert_non_null(devices_get(&d, id, 0));
+    id[TCPOTA_MAX_STR] = 'x';
+    id[TCPOTA_MAX_STR + 1] = '\0';
+    assert_null(devices_get(&d, id, 1));
+    devices_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rules),
         cmocka_unit_test(test_reasons_named),
         cmocka_unit_test(test_registry),
+        cmocka_unit_test(test_registry_id_length),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -229,6 +229,57 @@ static void test_halt(void **state)
     assert_true(rollout_should_halt(&open_rules, w, 2));
 }
 
+/* Resumed from a halt, the rule counts what came after the resume. */
+static void test_halt_since_resume(void **state)
+{
+    /* halt_pct 20, halt_min 3. */
+    struct rollout_wave w[2];
+    (void)state;
+    memset(w, 0, sizeof(w));
+    w[0].updated = 3;
+    w[0].failed = 3; /* it halted here: 3 of 6 */
+    assert_true(rollout_halt_due(&open_rules, w, 1, 0, 0));
+    /* Resumed: the failures that halted it do not halt it again. */
+    assert_false(rollout_halt_due(&open_rules, w, 1, 3, 6));
+    /* 3 new failures of 12 finished since: 25 %, it halts again. Against
+     * all 18 finished, or with each failure counted twice, it would not. */
+    w[1].updated = 9;
+    w[1].failed = 3;
+    assert_true(rollout_halt_due(&open_rules, w, 2, 3, 6));
+    /* Counts below the bases (rows lost) leave nothing, not a wrapped count
+     * that would halt, or dilute the failures left so that it would not. */
+    assert_false(rollout_halt_due(&open_rules, w, 2, 100, 100));
+    assert_true(rollout_halt_due(&open_rules, w, 2, 0, 100));
+}
+
+/* apply_rules' choice: only an active rollout moves, a halt first, and the
+ * wave that opens the next is the last open one. */
+static void test_next_move(void **state)
+{
+    const uint32_t pct[] = {10, 100};
+    struct rollout ro;
+    struct rollout_wave w[2];
+    (void)state;
+    make_rollout(&ro, pct, 2);
+    ro.n_open = 1;
+    memset(w, 0, sizeof(w));
+    w[0] = passing_wave();
+    assert_int_equal(rollout_next_move(&ro, &open_rules, w, 0, 0, 4600), ROLLOUT_OPEN_NEXT);
+    ro.state = ROLLOUT_STATE_PAUSED;
+    assert_int_equal(rollout_next_move(&ro, &open_rules, w, 0, 0, 4600), ROLLOUT_HOLD);
+    ro.state = ROLLOUT_STATE_ACTIVE;
+    /* Wave 1 (empty, soaked) would pass: it is not the one read... */
+    w[0].opened_at = 4000;
+    assert_int_equal(rollout_next_move(&ro, &open_rules, w, 0, 0, 4600), ROLLOUT_HOLD);
+    /* ...until it is the last open one, after which no wave opens. */
+    ro.n_open = 2;
+    assert_int_equal(rollout_next_move(&ro, &open_rules, w, 0, 0, 4600), ROLLOUT_HOLD);
+    /* Failures past the halt rule halt it; those it was resumed over do not. */
+    w[1].failed = 3;
+    assert_int_equal(rollout_next_move(&ro, &open_rules, w, 0, 0, 4600), ROLLOUT_HALT);
+    assert_int_equal(rollout_next_move(&ro, &open_rules, w, 5, 23, 4600), ROLLOUT_HOLD);
+}
+
 static void test_decide(void **state)
 {
     const uint32_t pct[] = {10, 50, 100};
@@ -288,6 +339,8 @@ int main(void)
         cmocka_unit_test(test_open_needs_success),
         cmocka_unit_test(test_open_needs_soak),
         cmocka_unit_test(test_halt),
+        cmocka_unit_test(test_halt_since_resume),
+        cmocka_unit_test(test_next_move),
         cmocka_unit_test(test_decide),
         cmocka_unit_test(test_reasons_named),
     };

@@ -233,6 +233,89 @@ static void test_migrates_older_schema(void **state)
     assert_non_null(f->st);
 }
 
+/* ---- rows the store did not write (a hand-edited or damaged file) ---- */
+
+/* A failure row that is no image id is not handed to the offer policy. */
+static void test_odd_failure_row_ignored(void **state)
+{
+    struct fx *f = *state;
+    uint8_t img[TCPOTA_ID_LEN];
+    char path[300];
+    struct store_req *r;
+
+    ss_fake_id(img, 0x91);
+    store_req_free(ss_checkin(f, "dev-1", img, TCPOTA_RESULT_ROLLED_BACK));
+    close_and_exec(f, path, sizeof(path),
+                   "INSERT INTO device_failures VALUES ('dev-1', x'0102')");
+    ss_fx_open(f);
+    r = ss_checkin(f, "dev-1", NULL, 0);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.checkin.out->nfailed, 1);
+    assert_memory_equal(r->u.checkin.out->failed[0], img, TCPOTA_ID_LEN);
+    store_req_free(r);
+}
+
+/* A rollout whose image row is gone offers nothing (no rollout for the
+ * check-in), rather than an image the store could not read. */
+static void test_rollout_without_image_row(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    char path[300];
+    struct store_req *r;
+
+    ss_checkin_free(f, "dev-1");
+    store_req_free(ss_image_add(f, 0x92, "2.0.0"));
+    (void)ss_rollout_create(f, 0x92, "", pct, 1);
+    close_and_exec(f, path, sizeof(path), "DELETE FROM images");
+    ss_fx_open(f);
+    r = ss_checkin(f, "dev-1", NULL, 0);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.checkin.has_rollout, 0);
+    store_req_free(r);
+}
+
+/* A wave row past ROLLOUT_MAX_WAVES is skipped: read, it would land on the
+ * rollout's other fields. */
+static void test_wave_row_out_of_range(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    char path[300], sql[200];
+    struct store_req *r;
+    uint64_t ro;
+
+    store_req_free(ss_image_add(f, 0x93, "2.0.0"));
+    ro = ss_rollout_create(f, 0x93, "", pct, 1);
+    snprintf(sql, sizeof(sql), "INSERT INTO rollout_waves VALUES (%llu, %u, 7, 7, 7, 7, 7, 7)",
+             (unsigned long long)ro, ROLLOUT_MAX_WAVES);
+    close_and_exec(f, path, sizeof(path), sql);
+    ss_fx_open(f);
+    r = ss_rollout_get(f, ro);
+    assert_int_equal(r->u.rollout.r->created_at, NOW);
+    assert_int_equal(r->u.rollout.r->base_failed, 0);
+    store_req_free(r);
+}
+
+/* An image added from the very file the store keeps it in (the path the
+ * store names it by) keeps that file when it is added again. */
+static void test_add_from_stored_path(void **state)
+{
+    struct fx *f = *state;
+    struct store_req *r;
+    char path[512];
+
+    r = ss_image_add(f, 0x94, "2.0.0");
+    assert_int_equal(r->rc, STORE_OK);
+    snprintf(path, sizeof(path), "%s", r->u.image.img->path);
+    store_req_free(r);
+    r = ss_image_add_from(f, 0x94, "2.0.0", MODEL, path);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.image.added, 0);
+    store_req_free(r);
+    assert_int_equal(access(path, F_OK), 0);
+}
+
 static void test_dir_not_a_dir(void **state)
 {
     char dir[] = "/tmp/tcpota-store-XXXXXX", path[300], err[300] = "";
@@ -343,6 +426,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_damaged_db, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_migrates_older_schema, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_odd_failure_row_ignored, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_rollout_without_image_row, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_wave_row_out_of_range, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_add_from_stored_path, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_disk_full, ss_setup, ss_teardown),
     };
     return ss_run_all("store_sqlite", &sqlite_backend, own, sizeof(own) / sizeof(own[0]));
