@@ -54,6 +54,10 @@ b=$(od -An -tu1 -N1 "$slot" | tr -d ' ')
 printf "\\$(printf '%03o' $(((b + 1) % 256)))" | dd of="$slot" bs=1 count=1 conv=notrunc 2> /dev/null
 run_device c-2 esp32 "$WORK/d2" --max-attempts 1 &&
   fail "c-2 exited 0 with a slot that does not read back: $(tail -2 "$WORK/c-2.log")"
+# Said as it is, not decorated with the port's last harmless miss (a
+# record looked up and not there).
+grep -qx "device c-2: session failed: image SHA-256 mismatch; .*" "$WORK/c-2.log" ||
+  fail "c-2's words for it: $(grep 'session failed' "$WORK/c-2.log")"
 grep -q "\\[c-2 .*failed: device reports image SHA-256 mismatch" "$WORK/server.log" ||
   fail "c-2: no failed COMPLETE in the log: $(grep '\[c-2 ' "$WORK/server.log" | tail -3)"
 state=$("$TCPOTA" device show --json c-2 | jq_py '[j["state"], j["reason"]]' | tr '\n' '|')
