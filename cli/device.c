@@ -706,7 +706,7 @@ static int on_event(struct device *dv, const struct tcpota_dev_event *ev)
 static int client_input(void *ctx, int rc, const struct tcpota_dev_event *ev)
 {
     struct device *dv = ctx;
-    const char *detail = tcpota_posix_strerror_detail(&dv->flash);
+    const char *detail = tcpota_posix_detail_for(&dv->flash, rc);
     int end = 0;
 
     dv->answered = 1;

@@ -51,6 +51,7 @@ static int inspect_open(struct tcpota_posix_dev *dev, const char *dir,
     if (rc == TCPOTA_ERR_NOENT) {
         out->resume_len = -1;
         dev->detail[0] = '\0';
+        dev->detail_rc = 0;
         return 0;
     }
     if (rc >= 0) {

@@ -19,6 +19,7 @@ int tcpota_px_fail(struct tcpota_posix_dev *dev, int err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(dev->detail, sizeof dev->detail, fmt, ap);
     va_end(ap);
+    dev->detail_rc = err;
     return err;
 }
 
@@ -26,6 +27,7 @@ int tcpota_px_flash_rc(struct tcpota_posix_dev *dev, const struct tcpota_flash *
 {
     if (rc < 0) {
         snprintf(dev->detail, sizeof dev->detail, "%s", tcpota_flash_detail(fl));
+        dev->detail_rc = rc;
     }
     return rc;
 }
@@ -355,4 +357,9 @@ int tcpota_posix_set_fault(struct tcpota_posix_dev *dev, struct tcpota_flash_fau
 const char *tcpota_posix_strerror_detail(const struct tcpota_posix_dev *dev)
 {
     return dev ? dev->detail : "";
+}
+
+const char *tcpota_posix_detail_for(const struct tcpota_posix_dev *dev, int rc)
+{
+    return dev && rc < 0 && dev->detail_rc == rc ? dev->detail : "";
 }

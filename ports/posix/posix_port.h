@@ -111,6 +111,7 @@ struct tcpota_posix_dev {
     uint8_t sha_active;
 
     char detail[TCPOTA_POSIX_DETAIL_LEN];
+    int detail_rc; /* what the failure that wrote detail returned */
 };
 
 /* The image that runs now, for status reports. */
@@ -238,6 +239,12 @@ int tcpota_posix_set_fault(struct tcpota_posix_dev *dev, struct tcpota_flash_fau
 /* The reason of the last failure, for logs (e.g. "ota_1.bin: prog at
  * 0x1000 over non-erased byte 0x00"), or "". Never NULL. */
 const char *tcpota_posix_strerror_detail(const struct tcpota_posix_dev *dev);
+
+/* The reason of the last failure when that failure returned rc, else "":
+ * a session that fails for a reason of its own (an image that does not
+ * read back as its id) is not explained by an earlier, harmless failure
+ * of the port (a record looked up and not found). Never NULL. */
+const char *tcpota_posix_detail_for(const struct tcpota_posix_dev *dev, int rc);
 
 #ifdef __cplusplus
 }

@@ -635,6 +635,23 @@ static void test_image_larger_than_slot_nospc(void **state)
     image_free(img);
 }
 
+/* The port's words for a failure explain that failure only: a later
+ * failure with another code (the core's own) gets none of them. */
+static void test_detail_for_its_own_failure(void **state)
+{
+    struct fx *f = *state;
+    struct image *img = image_new(SLOT + 1, 16, "2.0.0");
+
+    assert_int_equal(f->port.ota_begin(f->port.ctx, &img->info), TCPOTA_ERR_NOSPC);
+    assert_non_null(strstr(tcpota_posix_detail_for(&f->dev, TCPOTA_ERR_NOSPC), "exceeds slot"));
+    assert_string_equal(tcpota_posix_detail_for(&f->dev, TCPOTA_ERR_INTEGRITY), "");
+    assert_string_equal(tcpota_posix_detail_for(&f->dev, 0), "");
+    assert_int_equal(f->port.kv_get(f->port.ctx, "none", NULL, 0), TCPOTA_ERR_NOENT);
+    assert_string_equal(tcpota_posix_detail_for(&f->dev, TCPOTA_ERR_NOSPC), "");
+    assert_non_null(strstr(tcpota_posix_detail_for(&f->dev, TCPOTA_ERR_NOENT), "none"));
+    image_free(img);
+}
+
 static void test_write_past_size_range(void **state)
 {
     struct fx *f = *state;
@@ -1227,6 +1244,7 @@ int main(void)
         T(test_writing_unmarks_a_bootable_slot),
         T(test_resume_at_image_end),
         T(test_image_larger_than_slot_nospc),
+        T(test_detail_for_its_own_failure),
         T(test_write_past_size_range),
         T(test_state_machine_of_an_image),
         T(test_bad_offers_rejected),
