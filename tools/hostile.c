@@ -24,6 +24,9 @@
  *              that sends COMPLETE and then neither closes nor half-closes:
  *              only the server's reading of the COMPLETE can end it
  *   decliner   reads the OFFER, sends DECLINE and stays connected
+ *   erring     accepts the offer and, at the first DATA frame, sends an
+ *              ERROR (IO, "flash write failed"), as a device whose flash
+ *              failed, and reads on until the server closes
  *   quitter    accepts the offer, then at once half-closes (shutdown of its
  *              sending side) and reads on: a device that gave up mid-transfer,
  *              whose end of stream alone tells the server it is gone
@@ -73,12 +76,12 @@
 
 enum kind {
     IDLE, SLOW, RANDOM, OVERSIZE, TRUNCATED, BADVER, NOREAD, PINGER, TLSSLOW, STAYER, DECLINER,
-    SLOWACKER, QUITTER, FINISHER, NKINDS
+    SLOWACKER, QUITTER, FINISHER, ERRING, NKINDS
 };
 static const char *const kind_name[NKINDS] = {"idle",    "slow",   "random", "oversize",
                                                "truncated", "badver", "noread", "pinger",
                                                "tlsslow", "stayer", "decliner", "slowacker",
-                                               "quitter", "finisher"};
+                                               "quitter", "finisher", "erring"};
 /* slowacker: ACKs after the last DATA byte, and the time between them. */
 #define SLOW_ACKS 8u
 #define SLOW_ACK_S 1.5
@@ -94,7 +97,7 @@ struct peer {
     double closed_after; /* seconds from the start until then */
     double answered_at;  /* when COMPLETE or DECLINE went out (0: not yet) */
     uint8_t accepted; /* noread/pinger: ACCEPT queued, reading stops */
-    uint8_t answered; /* stayer: COMPLETE queued; decliner: DECLINE queued */
+    uint8_t answered; /* stayer: COMPLETE queued; decliner: DECLINE queued; erring: ERROR */
     uint8_t acks_left; /* slowacker: ACKs still to send, then COMPLETE */
     uint8_t image[TCPOTA_ID_LEN];
     uint32_t size, pos; /* stayer: the offer's size, the next byte expected */
@@ -147,6 +150,13 @@ static int talk(struct peer *q)
                     a.u.accept.image_id = q->image;
                     a.u.accept.offset = q->pos;
                 }
+            } else if (f.type == TCPOTA_T_DATA && q->kind == ERRING) {
+                static const char says[] = "flash write failed";
+                a.type = TCPOTA_T_ERROR;
+                a.u.error.code = (uint16_t)-TCPOTA_ERR_IO;
+                a.u.error.message.ptr = (const uint8_t *)says;
+                a.u.error.message.len = sizeof(says) - 1;
+                q->answered = 1;
             } else if (f.type == TCPOTA_T_DATA && m.u.data.offset == q->pos) {
                 q->pos += m.u.data.bytes.len;
                 if (q->pos < q->size) continue;
@@ -289,7 +299,7 @@ static void usage(void)
             "usage: tcpota-hostile --connect HOST:PORT [--idle N] [--slow N] [--random N]\n"
             "         [--oversize N] [--truncated N] [--badver N] [--noread N] [--pinger N]\n"
             "         [--tlsslow N] [--stayer N] [--decliner N] [--slowacker N] [--quitter N]\n"
-            "         [--finisher N]\n"
+            "         [--finisher N] [--erring N]\n"
             "         [--hold SECONDS] [--min-hold SECONDS] [--ports FILE]\n"
             "         [--ping-ms MS --ping-burst N [--ping-for S]] [--seed S] [--from ADDR]\n"
             "         [--term PID]\n"
@@ -409,6 +419,7 @@ int main(int argc, char **argv)
             case SLOWACKER:
             case QUITTER:
             case FINISHER:
+            case ERRING:
                 /* A paced flood speaks as `tcpota device` does, so that
                  * the server streams the image to it as one run. */
                 len = hello(q->out, sizeof(q->out), n, 1,
@@ -527,7 +538,7 @@ int main(int argc, char **argv)
                 continue;
             }
             if (p[i].kind == STAYER || p[i].kind == DECLINER || p[i].kind == SLOWACKER ||
-                p[i].kind == QUITTER || p[i].kind == FINISHER) {
+                p[i].kind == QUITTER || p[i].kind == FINISHER || p[i].kind == ERRING) {
                 r = talk(&p[i]) ? -1 : 0;
                 errno = EAGAIN;
             } else {
