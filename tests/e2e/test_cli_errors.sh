@@ -46,6 +46,23 @@ ok "a FIFO as key, image, manifest, device secret, --ca or --out is refused at o
 echo "tcpota-secret v1 00112233" > short.secret; chmod 600 short.secret
 expect 2 "the secret in short.secret has 4 bytes; at least 16 are needed" \
   $T device --server 127.0.0.1:1 --flash devdir --id d --secret short.secret --max-attempts 1
+# At most 8 --trust keys (MAX_TRUST): a ninth is refused, never stored past
+# the list.
+nine_keys=$(for _ in 1 2 3 4 5 6 7 8 9; do printf -- '--trust k.pub '; done)
+# shellcheck disable=SC2086 # nine_keys is nine options
+expect 2 "^tcpota device: --trust: at most 8 keys" \
+  $T device --server 127.0.0.1:1 --flash devdir $nine_keys --max-attempts 1
+# A first backoff longer than the longest is a usage error (exit 2), said as
+# such, not a connection loop that cannot be set up (exit 1).
+expect 2 "^tcpota device: --backoff-min-ms is larger than --backoff-max-ms" \
+  $T device --server 127.0.0.1:1 --flash devdir --backoff-min-ms 10 --backoff-max-ms 5
+# Names the protocol carries: 1..max printable characters, each bound.
+expect 2 "^tcpota device: --id: need 1..64 printable characters" \
+  $T device --server 127.0.0.1:1 --flash devdir --id ''
+expect 2 "^tcpota device: --id: need 1..64 printable characters" \
+  $T device --server 127.0.0.1:1 --flash devdir --id "$(printf 'dev\t1')"
+expect 2 "^tcpota device: --model: need 1..32 printable characters" \
+  $T device --server 127.0.0.1:1 --flash devdir --model "$(printf '%033d' 0)"
 
 # A directory, a missing file, an empty file.
 expect 2 "private key: dir is not a regular file \(it is a directory\)" $T sign --key dir $S img

@@ -11,6 +11,10 @@ rc=0
 "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/bad" --id bad-dev \
   --factory-version 1.0.0 --health fail 2> "$WORK/bad.log" || rc=$?
 [ $rc -eq 1 ] || fail "device with a failing health check exited $rc, expected 1"
+# It stops once the server has the report, rather than run on into the
+# server's answer to it (the image held back).
+grep -q "new image 2.0.0 failed its health check and was rolled back" "$WORK/bad.log" ||
+  fail "the rollback was not the device's last word: $(cat "$WORK/bad.log")"
 status=$("$TCPOTA" device status --flash "$WORK/bad")
 echo "$status" | grep -q '"slot":0' || fail "rolled-back device is not on slot 0: $status"
 echo "$status" | grep -q '"version":"1.0.0"' || fail "rolled-back device does not run 1.0.0: $status"

@@ -2,9 +2,12 @@
 # and the ESP32-like device built on it.
 tcpota_unit_test(test_flash_emu ${CMAKE_CURRENT_LIST_DIR}/test_flash_emu.c)
 target_link_libraries(test_flash_emu PRIVATE tcpota_posix)
+# Both see every sync of the port (sync_fault.h), to fail one on demand.
+target_link_options(test_flash_emu PRIVATE -Wl,--wrap=fdatasync,--wrap=fsync)
 
 tcpota_unit_test(test_posix_port ${CMAKE_CURRENT_LIST_DIR}/test_posix_port.c)
 target_link_libraries(test_posix_port PRIVATE tcpota_posix)
+target_link_options(test_posix_port PRIVATE -Wl,--wrap=fdatasync,--wrap=fsync)
 
 tcpota_unit_test(test_posix_inspect ${CMAKE_CURRENT_LIST_DIR}/test_posix_inspect.c)
 target_link_libraries(test_posix_inspect PRIVATE tcpota_posix)

@@ -14,13 +14,18 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <poll.h>
+#include <signal.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fake_port.h"
+#include "loopback.h"
 #include "tcpota/crc32c.h"
 #include "tcpota/device.h"
 #include "tcpota/server.h"
@@ -112,7 +117,10 @@ static long io_recv(void *ctx, void *buf, size_t n)
 /* With plain recv() (test_socket_runs_dry): the stream from here on
  * reaches the socket once an ACK was sent. */
 static size_t rest_from;
-/* A send that carries COMPLETE fails as on a closed connection. */
+/* A send that carries COMPLETE fails as on a closed connection, or with
+ * COMPLETE_STUCK takes nothing (EAGAIN) for ever: a server that stopped
+ * reading. */
+#define COMPLETE_STUCK 2
 static int fail_complete;
 static long io_send(void *ctx, const void *buf, size_t n)
 {
@@ -137,7 +145,7 @@ static long io_send(void *ctx, const void *buf, size_t n)
     if (fail_complete && count_sent(TCPOTA_T_COMPLETE, nsends - 1) > 0) {
         sent_len -= n;
         nsends--;
-        errno = EPIPE;
+        errno = fail_complete == COMPLETE_STUCK ? EAGAIN : EPIPE;
         return -1;
     }
     if (rest_from && count_sent(TCPOTA_T_ACK, -1) > 0) {
@@ -403,26 +411,35 @@ static void test_updated_when_complete_cannot_leave(void **state)
     assert_int_equal(count_sent(TCPOTA_T_COMPLETE, -1), 0);
 }
 
-/* A server's PING between DATA frames while an ACK is held: the PONG
- * leaves at once, the held ACK with it, the rest later together. */
-static void test_pong_is_not_held(void **state)
+/* Puts `count` PING frames into the server's stream at offset `at`. */
+static void insert_pings(size_t at, int count)
 {
     struct tcpota_msg m;
     uint8_t ping[16];
-    /* After the frame that completes the first ack interval. */
-    size_t frame = tcpota_get_u16(wire + data_start + 2) + (size_t)TCPOTA_FRAME_OVERHEAD;
-    size_t at = data_start + (ACK_IV / (frame - TCPOTA_DATA_OVERHEAD) + 1) * frame;
     int n;
 
-    (void)state;
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_PING;
     m.u.ping.token = 7;
     n = tcpota_msg_encode(&m, ping, sizeof(ping));
-    assert_true(n > 0 && wire_len + (size_t)n <= sizeof(wire));
-    memmove(wire + at + n, wire + at, wire_len - at);
-    memcpy(wire + at, ping, (size_t)n);
-    wire_len += (size_t)n;
+    assert_true(n > 0 && wire_len + (size_t)n * (size_t)count <= sizeof(wire));
+    memmove(wire + at + (size_t)n * (size_t)count, wire + at, wire_len - at);
+    for (int i = 0; i < count; i++) {
+        memcpy(wire + at + (size_t)n * (size_t)i, ping, (size_t)n);
+    }
+    wire_len += (size_t)n * (size_t)count;
+}
+
+/* A server's PING between DATA frames while an ACK is held: the PONG
+ * leaves at once, the held ACK with it, the rest later together. */
+static void test_pong_is_not_held(void **state)
+{
+    /* After the frame that completes the first ack interval. */
+    size_t frame = tcpota_get_u16(wire + data_start + 2) + (size_t)TCPOTA_FRAME_OVERHEAD;
+    size_t at = data_start + (ACK_IV / (frame - TCPOTA_DATA_OVERHEAD) + 1) * frame;
+
+    (void)state;
+    insert_pings(at, 1);
     run_to_updated();
     assert_int_equal(nsends, 4);
     assert_int_equal(count_sent(TCPOTA_T_PONG, 2), 1);
@@ -455,6 +472,211 @@ static void test_tx_high_sends(void **state)
     for (int k = 2; k < nsends - 1; k++) assert_true(send_len[k] > TCPOTA_DEV_TX_MIN / 2);
 }
 
+static int always_stop(void *ctx)
+{
+    (void)ctx;
+    return 1;
+}
+
+static uint64_t real_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A caller without a wake-up fd (the ESP-IDF task) bounds each poll() with
+ * poll_max_ms so that a stop request is seen that late at most: a wait of
+ * WAIT_MS with a stop already requested ends within STOP_SEEN_MS, canceled.
+ * Fails if the wait runs its course (the stop is not checked after each
+ * poll) or if one poll() takes the whole wait (poll_max_ms ignored). */
+static void test_stop_seen_within_poll_max(void **state)
+{
+    enum { WAIT_MS = 3000, POLL_MAX_MS = 10, STOP_SEEN_MS = 1000 };
+    uint64_t t0 = real_ms();
+
+    (void)state;
+    cl.cfg.stop_requested = always_stop;
+    cl.cfg.poll_max_ms = POLL_MAX_MS;
+    clk_step = POLL_MAX_MS; /* the fake clock moves as the polls take time */
+    assert_int_equal(tcpota_client_wait(&cl, -1, 0, WAIT_MS), TCPOTA_ERR_CANCELED);
+    assert_true(real_ms() - t0 < STOP_SEEN_MS);
+}
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+}
+
+/* A signal that is no stop request (a handler installed without
+ * SA_RESTART) interrupts poll() with EINTR: the wait goes on to its end
+ * and times out as usual. Fails if EINTR is taken for a poll() failure
+ * (POLLERR, and a connection given up as "poll: Interrupted"). */
+static void test_signal_does_not_end_a_wait(void **state)
+{
+    enum { WAIT_MS = 200, SIGNAL_AFTER_US = 20000 };
+    struct sigaction sa, old;
+    struct itimerval it;
+
+    (void)state;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_alarm; /* no SA_RESTART: poll() returns EINTR */
+    sigemptyset(&sa.sa_mask);
+    assert_int_equal(sigaction(SIGALRM, &sa, &old), 0);
+    memset(&it, 0, sizeof(it));
+    it.it_value.tv_usec = SIGNAL_AFTER_US;
+    assert_int_equal(setitimer(ITIMER_REAL, &it, NULL), 0);
+    clk_step = WAIT_MS / 4; /* the wait polls again after the signal */
+    assert_int_equal(tcpota_client_wait(&cl, -1, 0, WAIT_MS), 0);
+    assert_int_equal(sigaction(SIGALRM, &old, NULL), 0);
+}
+
+/* A wait of 0 ms (a backoff of --backoff-min-ms 0) polls once and returns,
+ * even on a clock that has not moved. Fails if the wait ends only after
+ * the clock passed its end, spinning until then. */
+static void test_zero_wait_returns_at_once(void **state)
+{
+    (void)state;
+    assert_int_equal(tcpota_client_wait(&cl, -1, 0, 0), 0);
+    assert_true(clk_reads < 4);
+}
+
+/* A connect that gets no answer within connect_ms fails as timed out: a
+ * listener whose accept queue is full drops the SYNs of further connects.
+ * Fails if the socket of a connect still under way is taken for a
+ * connection. */
+static void test_connect_times_out(void **state)
+{
+    enum { CONNECT_MS = 100, MAX_TRIES = 32 };
+    uint16_t port;
+    int lfd = loopback_listen(&port), rc = 0;
+
+    (void)state;
+    assert_true(lfd >= 0);
+    clk_step = CONNECT_MS / 4; /* the fake clock moves as each poll() waits */
+    cl.cfg.connect_ms = CONNECT_MS;
+    /* Connections nobody accepts fill the queue; then one times out. */
+    for (int i = 0; i < MAX_TRIES && rc == 0; i++) {
+        rc = tcpota_client_connect(&cl, "127.0.0.1", port, "the full listener");
+        tcpota_client_close(&cl, 0);
+    }
+    assert_int_equal(rc, TCPOTA_ERR_IO);
+    assert_non_null(strstr(err, "connect to the full listener: "));
+    close(lfd);
+}
+
+/* A stop requested before connecting opens no connection at all. Fails if
+ * the address is connected to first (the server sees a connection). */
+static void test_stop_before_connect_opens_nothing(void **state)
+{
+    enum { LISTEN_MS = 200 };
+    uint16_t port;
+    int lfd = loopback_listen(&port);
+    struct pollfd p;
+
+    (void)state;
+    assert_true(lfd >= 0);
+    cl.cfg.stop_requested = always_stop;
+    assert_int_equal(tcpota_client_connect(&cl, "127.0.0.1", port, "server"),
+                     TCPOTA_ERR_CANCELED);
+    p.fd = lfd;
+    p.events = POLLIN;
+    assert_int_equal(poll(&p, 1, LISTEN_MS), 0);
+    close(lfd);
+}
+
+/* The linger after the last frames ends when the server closes its side,
+ * not when linger_ms runs out: a peer's EOF stays readable, so reading on
+ * after it would spin for the whole linger. */
+static void test_linger_ends_at_eof(void **state)
+{
+    enum { LINGER_MS = 1000, READS_MAX = 8 };
+
+    (void)state;
+    clk_step = 1;
+    assert_int_equal(shutdown(sv[1], SHUT_WR), 0); /* after the byte in it */
+    tcpota_client_close(&cl, LINGER_MS);
+    sv[0] = -1; /* closed by the client */
+    assert_int_equal(cl.fd, -1);
+    assert_true(clk_reads < READS_MAX);
+}
+
+/* A server that stops reading as COMPLETE is sent (the socket polls
+ * writable, each send takes nothing): the last flush gives up after
+ * flush_ms and says so, the image set to boot all the same. Fails if the
+ * flush waits on past flush_ms, here for ever. */
+static void test_last_flush_gives_up_in_time(void **state)
+{
+    (void)state;
+    fail_complete = COMPLETE_STUCK;
+    clk_step = 1;
+    assert_int_equal(tcpota_client_run(&cl), TCPOTA_CLIENT_UPDATED);
+    assert_memory_equal(fp->slot, image, IMG_SIZE);
+    assert_string_equal(err, "timed out");
+}
+
+static int end_at_accept(void *ctx, int rc, const struct tcpota_dev_event *ev)
+{
+    (void)ctx;
+    return rc >= 0 && ev->type == TCPOTA_DEV_EV_ACCEPTED;
+}
+
+/* The caller ends the connection from on_input (the host device once the
+ * server acknowledged its rollback report): the run returns ENDED at that
+ * event, and the offer it was about is not downloaded. */
+static void test_on_input_ends_the_connection(void **state)
+{
+    (void)state;
+    cl.cfg.on_input = end_at_accept;
+    assert_int_equal(tcpota_client_run(&cl), TCPOTA_CLIENT_ENDED);
+    assert_int_equal(dev.state, TCPOTA_DEV_RECEIVING);
+}
+
+/* A stop requested before the connection runs sends nothing, not even
+ * the HELLO. */
+static void test_stop_before_run_sends_nothing(void **state)
+{
+    (void)state;
+    cl.cfg.stop_requested = always_stop;
+    assert_int_equal(tcpota_client_run(&cl), TCPOTA_CLIENT_STOPPED);
+    assert_int_equal(nsends, 0);
+}
+
+/* A server that sends a burst of PINGs in one read, to a socket that takes
+ * a little at a time: the PONGs pile up past tx_high, so the client stops
+ * feeding, sends, and feeds the rest of that read later, whether the
+ * socket (plain) or the transport (TLS) holds it. Every PING is answered,
+ * in order, and the download goes on. Fails if the client feeds on past
+ * tx_high (the session's tx buffer overflows) or reads over input it has
+ * not fed yet. */
+static void ping_burst(int transport_holds_input)
+{
+    enum { PINGS = 60 };
+    char x;
+
+    if (transport_holds_input) {
+        assert_int_equal(read(sv[0], &x, 1), 1);
+        pending_mode = 1;
+    }
+    insert_pings(data_start, PINGS);
+    short_sends = 1;
+    run_to_updated();
+    assert_int_equal(count_sent(TCPOTA_T_PONG, -1), PINGS);
+}
+
+static void test_ping_burst_over_a_slow_socket(void **state)
+{
+    (void)state;
+    ping_burst(0);
+}
+
+static void test_ping_burst_held_by_the_transport(void **state)
+{
+    (void)state;
+    ping_burst(1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -468,6 +690,17 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tx_high_leaves_reply_room, setup, teardown),
         cmocka_unit_test_setup_teardown(test_held_output_leaves_in_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tx_high_sends, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_seen_within_poll_max, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_signal_does_not_end_a_wait, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zero_wait_returns_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_times_out, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_before_connect_opens_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_linger_ends_at_eof, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_last_flush_gives_up_in_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_on_input_ends_the_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_before_run_sends_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ping_burst_over_a_slow_socket, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ping_burst_held_by_the_transport, setup, teardown),
     };
     if (sodium_init() < 0) return 1;
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "flash_emu.h"
+#include "sync_fault.h"
 
 #define SEC TCPOTA_SECTOR_SIZE
 
@@ -341,6 +342,40 @@ static void test_cut_inside_multi_sector_erase(void **state)
     tcpota_flash_close(&again);
 }
 
+/* A region opened with size 0 takes its size from the file, which must be
+ * a whole number of sectors that fits 32 bits: an empty file is no region,
+ * and neither is a (sparse) file of 4 GiB and one sector, whose length cut
+ * to 32 bits would pass for one sector. */
+static void test_size_from_file_checked(void **state)
+{
+    struct fixture *f = *state;
+    struct tcpota_flash *fl = &f->fl;
+    const off_t past_4gib = (off_t)UINT32_MAX + 1 + SEC;
+
+    assert_int_equal(tcpota_flash_open(fl, f->path, SEC, 1), 0);
+    assert_int_equal(tcpota_flash_close(fl), 0);
+    assert_int_equal(truncate(f->path, 0), 0);
+    assert_int_equal(tcpota_flash_open(fl, f->path, 0, 0), TCPOTA_ERR_IO);
+    assert_int_equal(fl->fd, -1);
+    assert_int_equal(truncate(f->path, past_4gib), 0);
+    assert_int_equal(tcpota_flash_open(fl, f->path, 0, 0), TCPOTA_ERR_IO);
+    assert_int_equal(fl->fd, -1);
+}
+
+/* tcpota_flash_sync() reaches the disk and says when the disk failed: the
+ * port's records count on it to order the bytes of a slot before the
+ * record that claims them. */
+static void test_sync_failure_reported(void **state)
+{
+    struct tcpota_flash *fl = fresh(state, 1);
+
+    fail_sync_fd = fl->fd;
+    assert_int_equal(tcpota_flash_sync(fl), TCPOTA_ERR_IO);
+    assert_non_null(strstr(tcpota_flash_detail(fl), "sync"));
+    fail_sync_fd = -1;
+    assert_int_equal(tcpota_flash_sync(fl), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -358,6 +393,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tear_prog_lands_first_half, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tear_erase_leaves_half_sector, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cut_inside_multi_sector_erase, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_size_from_file_checked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_failure_reported, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "posix_port.h"
+#include "sync_fault.h"
 #include "tmpdir.h"
 
 #define SEC TCPOTA_SECTOR_SIZE
@@ -244,6 +245,11 @@ static void le32(uint8_t *p, uint32_t v)
     p[2] = (uint8_t)(v >> 16);
     p[3] = (uint8_t)(v >> 24);
 }
+
+/* Layouts of nvs.bin tables and otadata.bin records (nvs.c, otadata.c). */
+enum { NVS_HDR = 12, NVS_SEQ_OFF = 4, NVS_USED_OFF = 8 };
+enum { OTADATA_REC_LEN = 160, OTADATA_CRC_OFF = 156, OTADATA_META1_SIZE_OFF = 12 + 72 + 4 };
+#define OTADATA_MAGIC 0x4154444fu
 
 static int kv_get_str(struct fx *f, const char *key, char *out, size_t cap)
 {
@@ -1039,6 +1045,11 @@ static void test_slot_of_the_wrong_size_named(void **state)
 
 static void test_garbage_otadata_falls_back_or_fails(void **state)
 {
+    /* Byte offsets in an otadata record: boot slot, state, slot 0's valid. */
+    static const struct {
+        uint32_t off;
+        uint8_t value;
+    } bad_fields[] = {{8, 7}, {9, TCPOTA_POSIX_IMG_ABORTED + 1}, {12, 2}};
     struct fx *f = *state;
     struct image *img = image_new(SEC, 23, "2.0.0");
     uint8_t rec[160];
@@ -1058,14 +1069,18 @@ static void test_garbage_otadata_falls_back_or_fails(void **state)
     tcpota_posix_close(&f->dev);
     assert_int_equal(tcpota_posix_open(&f->dev, f->dir, 0, 0, NULL), TCPOTA_ERR_IO);
 
-    /* Right CRC, impossible fields (boot slot 7): not a record either. */
-    memset(rec, 0, sizeof rec);
-    le32(rec, 0x4154444fu);
-    le32(rec + 4, 100);
-    rec[8] = 7;
-    le32(rec + 156, test_crc32(rec, 156));
-    poke(f, "otadata.bin", 0, rec, sizeof rec);
-    assert_int_equal(tcpota_posix_open(&f->dev, f->dir, 0, 0, NULL), TCPOTA_ERR_IO);
+    /* Right CRC, impossible fields: not a record either. Each is the one
+     * wrong field of its record (boot slot 7, a state past ABORTED, a
+     * slot's valid flag 2), so each check is needed on its own. */
+    for (size_t i = 0; i < sizeof bad_fields / sizeof bad_fields[0]; i++) {
+        memset(rec, 0, sizeof rec);
+        le32(rec, OTADATA_MAGIC);
+        le32(rec + 4, 100);
+        rec[bad_fields[i].off] = bad_fields[i].value;
+        le32(rec + 156, test_crc32(rec, 156));
+        poke(f, "otadata.bin", 0, rec, sizeof rec);
+        assert_int_equal(tcpota_posix_open(&f->dev, f->dir, 0, 0, NULL), TCPOTA_ERR_IO);
+    }
     image_free(img);
     recreate(f);
 }
@@ -1224,6 +1239,440 @@ static void test_forged_nvs_tables_never_crash(void **state)
     recreate(f);
 }
 
+/* ---- records (record.c) ------------------------------------------------- */
+
+
+/* Read bytes of a device file behind the port's back. */
+static void peek(struct fx *f, const char *name, uint32_t off, void *p, size_t len)
+{
+    char path[128];
+    int fd;
+
+    snprintf(path, sizeof path, "%s/%s", f->dir, name);
+    fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, p, len, off), (ssize_t)len);
+    close(fd);
+}
+
+static uint32_t rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* The sector of nvs.bin that holds the newer table (both must hold one,
+ * with small sequence numbers). */
+static unsigned nvs_newer(struct fx *f)
+{
+    uint8_t s0[4], s1[4];
+
+    peek(f, "nvs.bin", NVS_SEQ_OFF, s0, 4);
+    peek(f, "nvs.bin", SEC + NVS_SEQ_OFF, s1, 4);
+    return rd32(s1) > rd32(s0) ? 1 : 0;
+}
+
+/* Sets the u32 at `off` of the NVS table in `sector` to `v`, and its CRC
+ * right again. */
+static void nvs_reseal(struct fx *f, unsigned sector, uint32_t off, uint32_t v)
+{
+    uint8_t table[SEC];
+    uint32_t used;
+
+    peek(f, "nvs.bin", sector * SEC, table, sizeof table);
+    used = rd32(table + NVS_USED_OFF);
+    assert_true(NVS_HDR + used + 4 <= sizeof table);
+    le32(table + off, v);
+    le32(table + NVS_HDR + used, test_crc32(table, NVS_HDR + used));
+    poke(f, "nvs.bin", sector * SEC, table, NVS_HDR + used + 4);
+}
+
+/* Two tables: the older says k=a, the newer k=b. Closes the device and
+ * returns the newer one's sector. */
+static unsigned two_tables(struct fx *f)
+{
+    assert_int_equal(kv_set_str(f, "k", "a"), 0);
+    assert_int_equal(kv_set_str(f, "k", "b"), 0);
+    tcpota_posix_close(&f->dev);
+    return nvs_newer(f);
+}
+
+static void expect_k(struct fx *f, const char *want)
+{
+    char buf[8];
+
+    assert_int_equal(kv_get_str(f, "k", buf, sizeof buf), (int)strlen(want));
+    assert_string_equal(buf, want);
+}
+
+/* Sequence numbers compare modulo 2^32: on a device whose records reached
+ * 0xFFFFFFFF, the next one (seq 0) is the newer, and survives a reboot.
+ * Then the sector of that seq 0 table is lost: the one left, seq
+ * 0xFFFFFFFF, is read whichever sector it is in. Fails if the larger
+ * number always wins, or an invalid sector is taken for the newer one. */
+static void test_record_seq_wraps(void **state)
+{
+    struct fx *f = *state;
+    static const char *const vals[] = {"a", "b", "c"};
+
+    for (size_t n = 2; n <= 3; n++) { /* the newer table in sector 0, then 1 */
+        unsigned newer;
+
+        recreate(f);
+        for (size_t i = 0; i < n; i++) {
+            assert_int_equal(kv_set_str(f, "k", vals[i]), 0);
+        }
+        tcpota_posix_close(&f->dev);
+        newer = nvs_newer(f);
+        nvs_reseal(f, newer, NVS_SEQ_OFF, 0xFFFFFFFFu);
+        nvs_reseal(f, newer ^ 1u, NVS_SEQ_OFF, 0xFFFFFFFEu);
+        open_ok(f, 0);
+        expect_k(f, vals[n - 1]);
+        assert_int_equal(kv_set_str(f, "k", "z"), 0); /* seq 0, in the other sector */
+        reopen(f);
+        expect_k(f, "z");
+        tcpota_posix_close(&f->dev);
+        poke_garbage(f, "nvs.bin", (newer ^ 1u) * SEC, SEC, (uint32_t)n);
+        open_ok(f, 0);
+        expect_k(f, vals[n - 1]);
+    }
+}
+
+/* A table changed behind the port (one byte of a value, the structure
+ * intact) fails its CRC, and one that carries another record's magic (an
+ * otadata record's, its CRC right) is no table: the older table is read.
+ * Fails if either check is missing. */
+static void test_record_crc_and_magic_checked(void **state)
+{
+    struct fx *f = *state;
+    const uint8_t upper_b = 'B';
+    unsigned newer = two_tables(f);
+
+    poke(f, "nvs.bin", newer * SEC + NVS_HDR + 1 + 1 + 2, &upper_b, 1); /* k's value */
+    open_ok(f, 0);
+    expect_k(f, "a");
+    recreate(f);
+    newer = two_tables(f);
+    nvs_reseal(f, newer, 0, OTADATA_MAGIC);
+    open_ok(f, 0);
+    expect_k(f, "a");
+}
+
+/* A record is on the disk before the call that wrote it returns, and the
+ * slot bytes a resume record claims are on it before that record: a disk
+ * that fails to sync the NVS file, or a slot file, fails kv_set. Fails if
+ * either sync is skipped or its error dropped. */
+static void test_record_syncs_checked(void **state)
+{
+    struct fx *f = *state;
+    const int fds[] = {f->dev.nvs.fd, f->dev.slot[0].fd, f->dev.slot[1].fd};
+
+    for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
+        fail_sync_fd = fds[i];
+        assert_int_equal(kv_set_str(f, "k", "v"), TCPOTA_ERR_IO);
+    }
+    fail_sync_fd = -1;
+    assert_int_equal(kv_set_str(f, "k", "v"), 0);
+}
+
+/* A slot whose download finished but was never set to boot (power cut
+ * between ota_end and set_boot) is no rollback target, though its bytes
+ * hash to its metadata: only set_boot makes a slot bootable. With the
+ * running image damaged, no slot boots. Fails if the bootloader boots a
+ * slot whose valid flag is 0. */
+static void test_slot_never_set_to_boot_never_boots(void **state)
+{
+    struct fx *f = *state;
+    struct image *a = image_new(SEC, 41, "2.0.0"), *b = image_new(SEC, 42, "3.0.0");
+
+    full_update(f, a);
+    reopen(f); /* slot 1, pending */
+    assert_int_equal(f->port.mark_valid(f->port.ctx), 0);
+    download(f, b); /* into slot 0, never set to boot */
+    tcpota_posix_close(&f->dev);
+    poke_garbage(f, "ota_1.bin", 0, SEC, 3);
+    assert_int_equal(tcpota_posix_open(&f->dev, f->dir, 0, 0, NULL), 0);
+    assert_int_equal(tcpota_posix_boot(&f->dev), TCPOTA_ERR_INTEGRITY);
+    image_free(a);
+    image_free(b);
+    recreate(f);
+}
+
+/* Sets the u32 at `off` of the otadata record in `sector`, its CRC right
+ * again (a record damaged in a way only its fields show). */
+static void otadata_reseal(struct fx *f, unsigned sector, uint32_t off, uint32_t v)
+{
+    uint8_t rec[OTADATA_REC_LEN];
+
+    peek(f, "otadata.bin", sector * SEC, rec, sizeof rec);
+    le32(rec + off, v);
+    le32(rec + OTADATA_CRC_OFF, test_crc32(rec, OTADATA_CRC_OFF));
+    poke(f, "otadata.bin", sector * SEC, rec, sizeof rec);
+}
+
+/* An image of exactly the slot's size boots. Metadata that claims more
+ * than the slot holds (its record's CRC right) makes that slot
+ * unbootable, so the device rolls back; the boot does not fail reading
+ * past the slot. */
+static void test_slot_size_bound_at_boot(void **state)
+{
+    struct fx *f = *state;
+    struct image *full = image_new(SLOT, 51, "2.0.0"), *small = image_new(SEC, 52, "3.0.0");
+
+    full_update(f, full);
+    reopen(f);
+    expect_running(f, 1, 1, 0);
+    recreate(f);
+    full_update(f, small);
+    tcpota_posix_close(&f->dev);
+    /* Records: create -> sector 0, ota_begin -> 1, set_boot -> 0. */
+    otadata_reseal(f, 0, OTADATA_META1_SIZE_OFF, SLOT + SEC);
+    open_ok(f, 0);
+    expect_running(f, 0, 0, 1);
+    image_free(full);
+    image_free(small);
+}
+
+/* The image state otadata records now, as `tcpota device status` reads it. */
+static uint8_t recorded_state(struct fx *f)
+{
+    static struct tcpota_posix_dev d; /* ~9 KiB: off the stack */
+    struct tcpota_posix_status st;
+
+    assert_int_equal(tcpota_posix_inspect(&d, f->dir, &st), 0);
+    return st.boot_state;
+}
+
+/* The state otadata records for the boot slot follows the bootloader: an
+ * image refused at its first boot (its bytes do not hash) never ran and
+ * stays NEW, not PENDING_VERIFY; one rebooted while still pending becomes
+ * ABORTED. */
+static void test_image_states_recorded(void **state)
+{
+    struct fx *f = *state;
+    struct image *img = image_new(SEC, 61, "2.0.0");
+    uint8_t b;
+
+    full_update(f, img);
+    peek(f, "ota_1.bin", 5, &b, 1);
+    b ^= 0xFF;
+    poke(f, "ota_1.bin", 5, &b, 1);
+    boot_ok(f);
+    expect_running(f, 0, 0, 1);
+    assert_int_equal(recorded_state(f), TCPOTA_POSIX_IMG_NEW);
+    recreate(f);
+    full_update(f, img);
+    boot_ok(f); /* pending */
+    boot_ok(f); /* reset before mark_valid */
+    expect_running(f, 0, 0, 1);
+    assert_int_equal(recorded_state(f), TCPOTA_POSIX_IMG_ABORTED);
+    image_free(img);
+}
+
+/* The bootloader that finds the boot slot's image bad and cannot read the
+ * other slot fails the boot: it never runs a slot it could not check.
+ * Here slot 0 holds a NEW image whose bytes went bad, and ota_1.bin was
+ * cut short behind the open device. */
+static void test_unreadable_rollback_target_fails_the_boot(void **state)
+{
+    struct fx *f = *state;
+    struct image *a = image_new(SEC, 71, "2.0.0"), *b = image_new(SEC, 72, "3.0.0");
+    uint8_t byte;
+
+    full_update(f, a);
+    reopen(f);
+    assert_int_equal(f->port.mark_valid(f->port.ctx), 0); /* slot 1 */
+    full_update(f, b);                                    /* slot 0, NEW */
+    peek(f, "ota_0.bin", 0, &byte, 1);
+    byte ^= 0xFF;
+    poke(f, "ota_0.bin", 0, &byte, 1);
+    cut_file(f, "ota_1.bin", 0);
+    assert_int_equal(tcpota_posix_boot(&f->dev), TCPOTA_ERR_IO);
+    image_free(a);
+    image_free(b);
+    recreate(f);
+}
+
+/* Writes an NVS table of the given entry bytes into `sector` of nvs.bin,
+ * keeping that sector's sequence number, its CRC right. */
+static void nvs_forge(struct fx *f, unsigned sector, const uint8_t *entries, uint32_t used)
+{
+    enum { NVS_MAGIC = 0x3153564eu };
+    uint8_t table[SEC];
+
+    assert_true(NVS_HDR + used + 4 <= sizeof table);
+    peek(f, "nvs.bin", sector * SEC, table, NVS_HDR);
+    le32(table, NVS_MAGIC);
+    le32(table + NVS_USED_OFF, used);
+    memcpy(table + NVS_HDR, entries, used);
+    le32(table + NVS_HDR + used, test_crc32(table, NVS_HDR + used));
+    poke(f, "nvs.bin", sector * SEC, table, NVS_HDR + used + 4);
+}
+
+/* A table whose CRC is right but one of whose entries is not well formed
+ * is no table: the older one is read. One case has an empty key before
+ * k=b, the other a key one character longer than the maximum. Fails if
+ * either rule goes unchecked. */
+static void test_forged_nvs_entries_refused(void **state)
+{
+    enum { KEY = TCPOTA_POSIX_KV_KEY_MAX + 1 };
+    static const uint8_t empty_key[] = {0, 0, 0, 1, 'k', 1, 0, 'b'};
+    uint8_t long_key[1 + KEY + 2];
+    struct fx *f = *state;
+
+    memset(long_key, 'k', sizeof long_key);
+    long_key[0] = KEY;
+    long_key[1 + KEY] = long_key[2 + KEY] = 0; /* no value */
+    nvs_forge(f, two_tables(f), empty_key, sizeof empty_key);
+    open_ok(f, 0);
+    expect_k(f, "a");
+    recreate(f);
+    nvs_forge(f, two_tables(f), long_key, sizeof long_key);
+    open_ok(f, 0);
+    expect_k(f, "a");
+}
+
+/* The NVS table holds SEC - 16 entry bytes (a sector less its header and
+ * CRC): values that fill it to the byte are stored and read back; one byte
+ * more is refused as no space, never written past the sector. */
+static void test_nvs_table_full_to_the_byte(void **state)
+{
+    enum { ENTRY_OVERHEAD = 1 + 2, KEYLEN = 2, FULL_VALUES = 7 };
+    enum { ROOM = SEC - NVS_HDR - 4, VMAX = TCPOTA_POSIX_KV_VALUE_MAX };
+    enum { LAST = ROOM - FULL_VALUES * (ENTRY_OVERHEAD + KEYLEN + VMAX) - ENTRY_OVERHEAD - KEYLEN };
+    static uint8_t val[VMAX], back[VMAX];
+    struct fx *f = *state;
+    char key[KEYLEN + 1];
+
+    memset(val, 0x5a, sizeof val);
+    for (int i = 0; i < FULL_VALUES; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        assert_int_equal(f->port.kv_set(f->port.ctx, key, val, VMAX), 0);
+    }
+    assert_int_equal(f->port.kv_set(f->port.ctx, "zz", val, LAST + 1), TCPOTA_ERR_NOSPC);
+    assert_int_equal(f->port.kv_set(f->port.ctx, "zz", val, LAST), 0);
+    reopen(f);
+    assert_int_equal(f->port.kv_get(f->port.ctx, "zz", back, sizeof back), LAST);
+    assert_memory_equal(back, val, LAST);
+}
+
+/* Creating a device makes its directory entries durable (the directory
+ * is synced after the renames): a directory that cannot be synced fails
+ * the creation rather than leave a device a power cut may take back. */
+static void test_create_syncs_the_directory(void **state)
+{
+    struct fx *f = *state;
+
+    tcpota_posix_close(&f->dev);
+    tmpdir_remove(f->dir);
+    fail_fsync = 1;
+    assert_int_equal(tcpota_posix_open(&f->dev, f->dir, 1, SLOT, NULL), TCPOTA_ERR_IO);
+    fail_fsync = 0;
+    recreate(f);
+}
+
+/* A slot file that is no regular file is named as such, also on a device
+ * whose slots are not of the default size (where two lengths that differ
+ * would otherwise read as a slot cut short). */
+static void test_slot_not_a_regular_file_named(void **state)
+{
+    struct fx *f = *state;
+    char path[128];
+
+    tcpota_posix_close(&f->dev);
+    snprintf(path, sizeof path, "%s/ota_0.bin", f->dir);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(mkfifo(path, 0644), 0);
+    open_fails_saying(f, "ota_0.bin: not a regular file");
+    assert_int_equal(unlink(path), 0);
+    recreate(f);
+}
+
+/* A slot size that is no whole number of sectors is refused before
+ * anything is written: no directory, no half-made device. */
+static void test_bad_slot_size_writes_nothing(void **state)
+{
+    struct fx *f = *state;
+    struct stat st;
+
+    tcpota_posix_close(&f->dev);
+    tmpdir_remove(f->dir);
+    assert_int_equal(tcpota_posix_open(&f->dev, f->dir, 1, SEC + 1, NULL), TCPOTA_ERR_INVAL);
+    assert_int_not_equal(stat(f->dir, &st), 0);
+    recreate(f);
+}
+
+/* A factory version of TCPOTA_POSIX_VERSION_MAX characters is stored whole;
+ * one character more is refused, not cut. */
+static void test_factory_version_bounds(void **state)
+{
+    struct fx *f = *state;
+    char v[TCPOTA_POSIX_VERSION_MAX + 2];
+
+    memset(v, '7', sizeof v - 1);
+    v[sizeof v - 1] = '\0'; /* one too long */
+    tcpota_posix_close(&f->dev);
+    tmpdir_remove(f->dir);
+    assert_int_equal(tcpota_posix_open(&f->dev, f->dir, 1, SLOT, v), TCPOTA_ERR_INVAL);
+    v[TCPOTA_POSIX_VERSION_MAX] = '\0';
+    assert_int_equal(tcpota_posix_open(&f->dev, f->dir, 1, SLOT, v), 0);
+    boot_ok(f);
+    assert_string_equal(running(f).version, v);
+}
+
+/* ota_end puts the image's bytes on the disk before it returns: a slot
+ * that cannot be synced fails it, and the image is not set to boot. */
+static void test_ota_end_syncs_the_slot(void **state)
+{
+    struct fx *f = *state;
+    struct image *img = image_new(SEC, 81, "2.0.0");
+
+    assert_int_equal(f->port.ota_begin(f->port.ctx, &img->info), 0);
+    assert_int_equal(write_pieces(f, img, 0, img->size), 0);
+    fail_sync_fd = f->dev.slot[1].fd;
+    assert_int_equal(f->port.ota_end(f->port.ctx), TCPOTA_ERR_IO);
+    fail_sync_fd = -1;
+    assert_int_equal(f->port.set_boot(f->port.ctx), TCPOTA_ERR_STATE);
+    image_free(img);
+}
+
+/* Only an image pending verification can be rejected: a confirmed one
+ * with a previous image in the other slot stays, so a confirmed release
+ * is never rolled back to the one before it. */
+static void test_confirmed_image_cannot_be_rejected(void **state)
+{
+    struct fx *f = *state;
+    struct image *img = image_new(SEC, 91, "2.0.0");
+
+    full_update(f, img);
+    reopen(f);
+    assert_int_equal(f->port.mark_valid(f->port.ctx), 0);
+    assert_int_equal(f->port.mark_invalid(f->port.ctx), TCPOTA_ERR_STATE);
+    reopen(f);
+    expect_running(f, 1, 0, 0);
+    image_free(img);
+}
+
+/* The port's signature check refuses a signature over other bytes or by
+ * another key: it is what keeps an unsigned image from being installed
+ * on a device with --trust. */
+static void test_ed25519_verify_refuses_forgeries(void **state)
+{
+    struct fx *f = *state;
+    uint8_t pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
+    uint8_t other_pk[crypto_sign_PUBLICKEYBYTES], other_sk[crypto_sign_SECRETKEYBYTES];
+    uint8_t sig[crypto_sign_BYTES], msg[] = "manifest";
+
+    crypto_sign_keypair(pk, sk);
+    crypto_sign_keypair(other_pk, other_sk);
+    crypto_sign_detached(sig, NULL, msg, sizeof msg, sk);
+    assert_int_equal(f->port.ed25519_verify(f->port.ctx, sig, msg, sizeof msg, pk), 0);
+    assert_int_equal(f->port.ed25519_verify(f->port.ctx, sig, msg, sizeof msg, other_pk),
+                     TCPOTA_ERR_BADSIG);
+    msg[0] ^= 1;
+    assert_int_equal(f->port.ed25519_verify(f->port.ctx, sig, msg, sizeof msg, pk),
+                     TCPOTA_ERR_BADSIG);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1262,6 +1711,22 @@ int main(void)
         T(test_garbage_nvs_falls_back_or_fails),
         T(test_nvs_table_cut_anywhere),
         T(test_forged_nvs_tables_never_crash),
+        T(test_record_seq_wraps),
+        T(test_record_crc_and_magic_checked),
+        T(test_record_syncs_checked),
+        T(test_slot_never_set_to_boot_never_boots),
+        T(test_slot_size_bound_at_boot),
+        T(test_image_states_recorded),
+        T(test_unreadable_rollback_target_fails_the_boot),
+        T(test_forged_nvs_entries_refused),
+        T(test_nvs_table_full_to_the_byte),
+        T(test_create_syncs_the_directory),
+        T(test_slot_not_a_regular_file_named),
+        T(test_bad_slot_size_writes_nothing),
+        T(test_factory_version_bounds),
+        T(test_ota_end_syncs_the_slot),
+        T(test_confirmed_image_cannot_be_rejected),
+        T(test_ed25519_verify_refuses_forgeries),
     };
 #undef T
 

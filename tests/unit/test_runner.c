@@ -463,23 +463,113 @@ static void test_client_binding(void **state)
     close(fd);
 }
 
+/* Each field the runner cannot run without is refused at init, one at a
+ * time (a NULL random() would crash at the first backoff), and so is a
+ * transient ceiling above the failure ceiling; a backoff_min equal to the
+ * ceiling is a fixed delay, and allowed. Fails if any check is missing. */
 static void test_config_checked(void **state)
 {
-    struct tcpota_runner_config c;
+    struct tcpota_runner_config ok, c;
 
     (void)state;
     memset(&c, 0, sizeof(c));
     assert_int_equal(tcpota_runner_init(&runner, &c), TCPOTA_ERR_INVAL);
-    c.dev = &dev;
-    c.err = err;
-    c.err_cap = sizeof(err);
-    c.connect = fake_connect;
-    c.run = fake_run;
-    c.close = fake_close;
-    c.sleep = fake_sleep;
-    c.random = fake_random;
+    start(0);
+    ok = runner.cfg;
+    c = ok;
+    c.random = NULL;
+    assert_int_equal(tcpota_runner_init(&runner, &c), TCPOTA_ERR_INVAL);
+    c = ok;
     c.backoff_min_ms = 6000; /* above the default ceiling */
     assert_int_equal(tcpota_runner_init(&runner, &c), TCPOTA_ERR_INVAL);
+    c = ok;
+    c.backoff_max_ms = c.failure_max_ms + 1;
+    assert_int_equal(tcpota_runner_init(&runner, &c), TCPOTA_ERR_INVAL);
+    c = ok;
+    c.backoff_min_ms = c.backoff_max_ms;
+    assert_int_equal(tcpota_runner_init(&runner, &c), 0);
+}
+
+/* An install is a clean slate: the next image's checkpoints count from
+ * zero, not from how far the installed one got. Fails if the runner keeps
+ * the installed image's best checkpoint and gives up on the next one. */
+static void test_progress_after_install(void **state)
+{
+    (void)state;
+    add(0, TCPOTA_CLIENT_RETRY, 4 * 16384, 0);
+    add(0, TCPOTA_CLIENT_UPDATED, 0, 0);
+    for (uint32_t i = 1; i <= 3; i++) {
+        add(0, TCPOTA_CLIENT_RETRY, i * 16384, 0); /* the next image, cut each time */
+    }
+    add(0, TCPOTA_CLIENT_UPDATED, 0, 0);
+    start(1);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UPDATED);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UPDATED);
+    assert_int_equal(f.next, f.n);
+}
+
+/* A session input that failed hands the runner no event to trust: a
+ * checkpoint beside it is no progress, a RETRY_AFTER beside it no answer. */
+static void test_failed_input_is_no_progress(void **state)
+{
+    struct tcpota_dev_event ev;
+
+    (void)state;
+    start(1);
+    memset(&ev, 0, sizeof(ev));
+    ev.type = TCPOTA_DEV_EV_CHECKPOINT;
+    ev.offset = 16384;
+    tcpota_runner_note(&runner, TCPOTA_ERR_INTEGRITY, &ev);
+    assert_int_equal(runner.best, 0);
+    assert_int_equal(runner.advanced, 0);
+}
+
+/* A long streak of image failures (a device that never gives up, offered
+ * only the known-bad image for days) waits the 1 h ceiling every time: the
+ * doubling stops at the ceiling and never wraps to a zero wait that would
+ * hammer the server. */
+static void test_failure_streak_waits_stay_at_the_ceiling(void **state)
+{
+    enum { STREAK = 100 }; /* past the 64 doublings a uint64_t holds */
+
+    (void)state;
+    add(0, TCPOTA_CLIENT_RETRY, 16384, TCPOTA_BAD_INTEGRITY);
+    for (int i = 0; i < STREAK; i++) {
+        add(0, TCPOTA_CLIENT_DECLINED, 0, TCPOTA_BAD_INTEGRITY);
+    }
+    start(0);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_STOPPED);
+    assert_int_equal(f.nwaits, STREAK + 1);
+    for (size_t i = 10; i < f.nwaits; i++) {
+        assert_int_equal(f.waits[i], TCPOTA_RUNNER_FAILURE_MAX_MS);
+    }
+}
+
+/* A stop request that arrives while connecting (the connect callback says
+ * TCPOTA_ERR_CANCELED) ends the run at once: it is no failed attempt, so
+ * no backoff is logged or waited and the last allowed attempt does not
+ * read as giving up. */
+static void test_stop_while_connecting(void **state)
+{
+    (void)state;
+    add(TCPOTA_ERR_CANCELED, 0, 0, 0);
+    add(0, TCPOTA_CLIENT_UP_TO_DATE, 0, 0);
+    start(1);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_STOPPED);
+    assert_int_equal(f.nwaits, 0);
+}
+
+/* An offer this device declined itself with TCPOTA_ERR_DENIED (its
+ * verify_offer refused it) is a decline, not the server refusing who the
+ * device is: the run ends DECLINED. Fails if any DENIED left in the
+ * session is taken for an authentication refusal. */
+static void test_own_denied_decline_is_a_decline(void **state)
+{
+    (void)state;
+    add(0, TCPOTA_CLIENT_DECLINED, 0, 0);
+    f.script[0].last_error = TCPOTA_ERR_DENIED;
+    start(TCPOTA_RUNNER_ATTEMPTS_DEFAULT);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_DECLINED);
 }
 
 /* ---- periodic check-ins --------------------------------------------- */
@@ -741,6 +831,11 @@ int main(void)
         cmocka_unit_test_setup(test_up_to_date_resets, setup),
         cmocka_unit_test_setup(test_client_binding, setup),
         cmocka_unit_test_setup(test_config_checked, setup),
+        cmocka_unit_test_setup(test_progress_after_install, setup),
+        cmocka_unit_test_setup(test_failed_input_is_no_progress, setup),
+        cmocka_unit_test_setup(test_failure_streak_waits_stay_at_the_ceiling, setup),
+        cmocka_unit_test_setup(test_stop_while_connecting, setup),
+        cmocka_unit_test_setup(test_own_denied_decline_is_a_decline, setup),
         cmocka_unit_test_setup(test_check_in_interval_jitter, setup),
         cmocka_unit_test_setup(test_check_in_honours_retry_after, setup),
         cmocka_unit_test_setup(test_check_in_retry_after_capped, setup),
