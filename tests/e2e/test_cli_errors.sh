@@ -63,6 +63,17 @@ expect 2 "^tcpota device: --id: need 1..64 printable characters" \
   $T device --server 127.0.0.1:1 --flash devdir --id "$(printf 'dev\t1')"
 expect 2 "^tcpota device: --model: need 1..32 printable characters" \
   $T device --server 127.0.0.1:1 --flash devdir --model "$(printf '%033d' 0)"
+expect 2 "^tcpota device: --factory-version: need 1..31 printable characters" \
+  $T device --server 127.0.0.1:1 --flash devdir --factory-version "$(printf '%032d' 0)"
+# Sizes on the flash's 4096-byte sectors, the server's port, the health.
+expect 2 "^tcpota device: --slot-size: not a multiple of 4096" \
+  $T device --server 127.0.0.1:1 --flash devdir --slot-size 1052673
+expect 2 "^tcpota device: --ack-interval: not a multiple of 4096" \
+  $T device --server 127.0.0.1:1 --flash devdir --ack-interval 6000
+expect 2 "^tcpota device: --server: port 0 is not a server's port" \
+  $T device --server 127.0.0.1:0 --flash devdir
+expect 2 "^tcpota device: --health: 'maybe' is not ok or fail" \
+  $T device --server 127.0.0.1:1 --flash devdir --health maybe
 
 # A directory, a missing file, an empty file.
 expect 2 "private key: dir is not a regular file \(it is a directory\)" $T sign --key dir $S img

@@ -213,3 +213,15 @@ grep -q "declined the server's offer: the image (300000 bytes) is larger than th
   "$WORK/s.log" || fail "no sizes in the no-space message: $(grep declined "$WORK/s.log")"
 stop_server
 ok "no space: image and slot sizes said"
+
+# device status is JSON whatever the version holds: a quote and a backslash
+# (printable, so a server's OFFER may carry them too) are escaped.
+ver='1.0"q\b'
+rc=0
+"$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/quoted" --factory-version "$ver" --max-attempts 1 \
+  2> /dev/null || rc=$?
+[ $rc -ne 0 ] || fail "a device with no server exited 0"
+got=$("$TCPOTA" device status --flash "$WORK/quoted" | python3 -c 'import json, sys; print(json.load(sys.stdin)["version"])') ||
+  fail "device status is not JSON for version $ver: $("$TCPOTA" device status --flash "$WORK/quoted")"
+[ "$got" = "$ver" ] || fail "device status says version '$got', the device runs '$ver'"
+ok "device status: a version with a quote and a backslash, escaped"
