@@ -38,6 +38,15 @@ ok "a paused legacy rollout: nothing sent; the device is waiting, and the regist
 cmp "$WORK/got" "$WORK/img" || fail "legacy client got other bytes"
 [ "$(device_state legacy-127.0.0.1)" = updated ] || fail "legacy device is $(device_state legacy-127.0.0.1)"
 ok "legacy rollout: the sample's device gets its image byte-exact"
+# A legacy device cannot say what it runs: that it was sent every byte is
+# what stops the server from sending the image again at its next request.
+rc=0
+"$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out "$WORK/again" --timeout 5 > "$WORK/again.log" 2>&1 || rc=$?
+[ $rc -ne 0 ] || fail "the legacy device was sent the image a second time"
+grep -q "legacy device: nothing to send: it was sent every byte of this rollout's image already" \
+  "$WORK/server.log" || fail "no reason logged: $(grep 'legacy device' "$WORK/server.log" | tail -2)"
+[ "$(device_state legacy-127.0.0.1)" = updated ] || fail "legacy device is $(device_state legacy-127.0.0.1) after its second request"
+ok "a legacy device sent every byte is not sent the image again"
 
 make_keys rel
 signed_image "$WORK/signed" 50000 6.0.0 legacy rel
