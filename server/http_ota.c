@@ -7,6 +7,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "server_internal.h"
+#include "text.h"
 #include "tls_server.h" /* tls_error_reason */
 
 #include <event2/buffer.h>
@@ -17,7 +18,6 @@
 #include <event2/keyvalq_struct.h>
 #include <event2/util.h>
 #include <jansson.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -329,19 +329,19 @@ struct http_ota *http_ota_new(struct server *srv)
     return ota;
 }
 
-/* "HOST:PORT" of the socket's peer into buf; "?" when it has none. */
+/* "HOST:PORT" of the socket's peer into buf (text_sockaddr's numbers);
+ * "?" when it has none. */
 static void socket_peer(int fd, char *buf, size_t cap)
 {
     struct sockaddr_storage sa;
     socklen_t len = sizeof(sa);
-    char host[NI_MAXHOST], port[NI_MAXSERV];
+    char host[TEXT_HOST_LEN], port[TEXT_PORT_LEN];
 
-    if (fd < 0 || getpeername(fd, (struct sockaddr *)&sa, &len) != 0 ||
-        getnameinfo((struct sockaddr *)&sa, len, host, sizeof(host), port, sizeof(port),
-                    NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&sa, &len) != 0) {
         snprintf(buf, cap, "?");
         return;
     }
+    text_sockaddr((struct sockaddr *)&sa, len, host, port);
     snprintf(buf, cap, "%s:%s", host, port);
 }
 
@@ -353,7 +353,7 @@ static void tls_info(const SSL *ssl, int where, int ret)
 {
     const struct http_ota *ota = SSL_get_app_data(ssl);
     unsigned long err;
-    char peer[NI_MAXHOST + NI_MAXSERV + 2];
+    char peer[TEXT_HOST_LEN + TEXT_PORT_LEN + 1];
 
     if (!ota || !(where & SSL_CB_ACCEPT_EXIT) || SSL_get_error(ssl, ret) != SSL_ERROR_SSL) {
         return;
