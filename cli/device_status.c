@@ -5,14 +5,11 @@
  */
 #include "cli.h"
 #include "posix_port.h"
-#include "tcpota/codec.h"
-#include "tcpota/crc32c.h"
+#include "tcpota/device.h"
 #include "tcpota/tcpota.h"
 
 #include <stdio.h>
 #include <string.h>
-
-#define RESUME_REC_LEN (1u + TCPOTA_ID_LEN + 4u + 4u + 4u)
 
 static int usage_error(const char *fmt, const char *arg)
 {
@@ -46,7 +43,17 @@ static void json_string(const char *s)
     putchar('"');
 }
 
-static void print_status(const struct tcpota_posix_slot_info *run, const uint8_t *resume)
+static void print_hex(const uint8_t *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        printf("%02x", b[i]);
+    }
+}
+
+/* resume: where the next download goes on, or NULL for none the device
+ * would use (absent, torn or implausible: the core's rule). */
+static void print_status(const struct tcpota_posix_slot_info *run,
+                         const struct tcpota_dev_resume *resume)
 {
     char version[TCPOTA_POSIX_VERSION_MAX + 1];
 
@@ -54,32 +61,18 @@ static void print_status(const struct tcpota_posix_slot_info *run, const uint8_t
     printf("{\"slot\":%u,\"version\":", (unsigned)run->slot);
     json_string(version);
     printf(",\"size\":%lu,\"sha256\":\"", (unsigned long)run->size);
-    for (size_t i = 0; i < TCPOTA_ID_LEN; i++) {
-        printf("%02x", run->sha256[i]);
-    }
+    print_hex(run->sha256, TCPOTA_ID_LEN);
     printf("\",\"pending\":%s,\"rolled_back\":%s,\"resume\":", run->pending ? "true" : "false",
            run->rolled_back ? "true" : "false");
     if (resume) {
-        printf("{\"offset\":%lu,\"size\":%lu}",
-               (unsigned long)tcpota_get_u32(resume + 1 + TCPOTA_ID_LEN + 4),
-               (unsigned long)tcpota_get_u32(resume + 1 + TCPOTA_ID_LEN));
+        printf("{\"offset\":%lu,\"size\":%lu,\"image\":\"", (unsigned long)resume->offset,
+               (unsigned long)resume->size);
+        print_hex(resume->id, TCPOTA_ID_LEN);
+        printf("\"}");
     } else {
         printf("null");
     }
     printf("}\n");
-}
-
-/* The resume record as the core writes it: version 1, image id, size,
- * offset, CRC32C. Returns it or NULL when absent or not intact. */
-static const uint8_t *read_resume(const struct tcpota_posix_status *st)
-{
-    const uint8_t *r = st->resume;
-
-    if (st->resume_len != (int)RESUME_REC_LEN || r[0] != 1 ||
-        tcpota_crc32c(r, RESUME_REC_LEN - 4) != tcpota_get_u32(r + RESUME_REC_LEN - 4)) {
-        return NULL;
-    }
-    return r;
 }
 
 /* `tcpota device status --flash DIR`. DIR is only read (its files opened
@@ -90,8 +83,9 @@ int cmd_device_status(int argc, char **argv)
 {
     static struct tcpota_posix_dev dev; /* ~9 KiB of workspace: off the stack */
     static struct tcpota_posix_status st;
+    struct tcpota_dev_resume resume;
     const char *dir = NULL;
-    int rc;
+    int rc, resumable;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -129,7 +123,9 @@ int cmd_device_status(int argc, char **argv)
         cli_err("%s\n", FLASH_DAMAGED_HINT);
         return 1;
     }
-    print_status(&st.next, read_resume(&st));
+    resumable = st.resume_len >= 0 &&
+                tcpota_dev_resume_parse(st.resume, (size_t)st.resume_len, st.slot_size, &resume) == 0;
+    print_status(&st.next, resumable ? &resume : NULL);
     return fflush(stdout) == 0 ? 0 : 1;
 }
 

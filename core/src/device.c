@@ -20,17 +20,44 @@
 
 /* ---- persistent records: version byte, fields, CRC32C ---------------- */
 
+/* Checks the n bytes at buf as a record of len bytes. Returns 0, or
+ * TCPOTA_ERR_NOENT for a torn or foreign record: as if absent. */
+static int rec_check(const uint8_t *buf, size_t n, size_t len)
+{
+    if (n != len || buf[0] != REC_VERSION ||
+        tcpota_crc32c(buf, len - 4) != tcpota_get_u32(buf + len - 4)) {
+        return TCPOTA_ERR_NOENT;
+    }
+    return 0;
+}
+
 static int rec_load(const struct tcpota_port *p, const char *key, uint8_t *buf, size_t len)
 {
     int n = p->kv_get(p->ctx, key, buf, len);
 
-    if (n < 0) {
-        return n;
+    return n < 0 ? n : rec_check(buf, (size_t)n, len);
+}
+
+int tcpota_dev_resume_parse(const uint8_t *rec, size_t len, uint32_t slot_size,
+                            struct tcpota_dev_resume *out)
+{
+    if (!out) {
+        return TCPOTA_ERR_INVAL;
     }
-    if ((size_t)n != len || buf[0] != REC_VERSION ||
-        tcpota_crc32c(buf, len - 4) != tcpota_get_u32(buf + len - 4)) {
-        return TCPOTA_ERR_NOENT; /* torn or foreign record: as if absent */
+    memset(out, 0, sizeof(*out));
+    if (!rec || rec_check(rec, len, RESUME_LEN) < 0) {
+        return TCPOTA_ERR_NOENT;
     }
+    out->size = tcpota_get_u32(rec + 1 + TCPOTA_ID_LEN);
+    out->offset = tcpota_get_u32(rec + 5 + TCPOTA_ID_LEN);
+    /* Values this code never writes: another build's record, or a smaller
+     * partition now. */
+    if (out->offset > out->size || out->offset % TCPOTA_SECTOR_SIZE || out->size > slot_size) {
+        out->size = out->offset = 0;
+        return TCPOTA_ERR_NOENT;
+    }
+    memcpy(out->id, rec + 1, TCPOTA_ID_LEN);
+    out->valid = 1;
     return 0;
 }
 
@@ -305,16 +332,9 @@ int tcpota_dev_init(struct tcpota_dev *d, const struct tcpota_dev_config *cfg)
     if (rc < 0) {
         return rc;
     }
-    rc = rec_load(p, TCPOTA_KEY_RESUME, b, RESUME_LEN);
-    if (rc == 0) {
-        d->resume.valid = 1;
-        memcpy(d->resume.id, b + 1, TCPOTA_ID_LEN);
-        d->resume.size = tcpota_get_u32(b + 1 + TCPOTA_ID_LEN);
-        d->resume.offset = tcpota_get_u32(b + 5 + TCPOTA_ID_LEN);
-        if (d->resume.offset > d->resume.size || d->resume.offset % TCPOTA_SECTOR_SIZE ||
-            d->resume.size > p->slot_size) {
-            d->resume.valid = 0;
-        }
+    rc = p->kv_get(p->ctx, TCPOTA_KEY_RESUME, b, RESUME_LEN);
+    if (rc >= 0) {
+        (void)tcpota_dev_resume_parse(b, (size_t)rc, p->slot_size, &d->resume);
     } else if (rc != TCPOTA_ERR_NOENT) {
         return rc;
     }

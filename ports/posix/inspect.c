@@ -29,6 +29,7 @@ static void describe(const struct tcpota_posix_dev *dev, const struct tcpota_pos
     memcpy(si->version, m->version, sizeof si->version);
     out->boot_slot = dev->rec.boot_slot;
     out->boot_state = dev->rec.state;
+    out->slot_size = dev->slot_size;
 }
 
 static int inspect_open(struct tcpota_posix_dev *dev, const char *dir,

@@ -140,9 +140,11 @@ struct tcpota_posix_status {
     uint8_t boot_state;
     /* The raw value of the NVS key "tcpota.resume" (TCPOTA_KEY_RESUME of
      * tcpota/device.h, the core's resume record), resume_len bytes; -1
-     * when the key is absent. Not checked here: its format is the core's. */
+     * when the key is absent. Not checked here: its format is the core's
+     * (tcpota_dev_resume_parse reads it, given slot_size). */
     int resume_len;
     uint8_t resume[TCPOTA_POSIX_KV_VALUE_MAX];
+    uint32_t slot_size; /* bytes of each app slot */
 };
 
 /* Open the device in directory `dir`. With `create` != 0 a directory

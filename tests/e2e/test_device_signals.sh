@@ -48,6 +48,14 @@ rc=0
 wait "$dev" || rc=$?
 [ $rc -eq 143 ] || fail "the device exited $rc on SIGTERM, expected 143"
 grep -q 'device term: stopped by SIGTERM' "$WORK/t.log" || fail "no stop message: $(cat "$WORK/t.log")"
+# What `device status` says of the stopped download: this image, from a sector.
+st=$("$TCPOTA" device status --flash "$WORK/t") || fail "device status failed after SIGTERM"
+want=$(sha256sum "$WORK/img" | cut -d' ' -f1)
+python3 -c 'import json, sys
+r = json.loads(sys.argv[1])["resume"]
+sys.exit(not (r and r["image"] == sys.argv[2] and r["size"] == 1500000 and
+              0 < r["offset"] < r["size"] and r["offset"] % 4096 == 0))' "$st" "$want" ||
+  fail "device status after SIGTERM names no resume point of the image: $st"
 "$TCPOTA" device --server "$S" --flash "$WORK/t" --id term 2> "$WORK/t2.log" || fail "the restarted device failed"
 check_device "$WORK/t" "$WORK/img"
 ok "SIGTERM still stops the device (143); the next run finishes"

@@ -261,17 +261,75 @@ static void test_resume_record_for_other_size_discarded(void **state)
     assert_int_equal(fp->begins, 2);
 }
 
-/* Writes a resume record with a valid CRC: what the device could have
- * written, or not (the values are the caller's). */
-static void put_resume_record(uint32_t size, uint32_t offset)
+#define RESUME_REC 45 /* version, id, size, offset, CRC32C */
+
+/* Builds a resume record for simg with a valid CRC: what the device could
+ * have written, or not (the values are the caller's). */
+static void make_resume_record(uint8_t b[RESUME_REC], uint8_t version, uint32_t size,
+                               uint32_t offset)
 {
-    uint8_t b[1 + 32 + 4 + 4 + 4];
-    b[0] = 1; /* the record's version */
+    b[0] = version;
     memcpy(b + 1, simg.id, 32);
     tcpota_put_u32(b + 33, size);
     tcpota_put_u32(b + 37, offset);
     tcpota_put_u32(b + 41, tcpota_crc32c(b, 41));
+}
+
+static void put_resume_record(uint32_t size, uint32_t offset)
+{
+    uint8_t b[RESUME_REC];
+
+    make_resume_record(b, 1, size, offset);
     assert_int_equal(fp->port.kv_set(fp, TCPOTA_KEY_RESUME, b, sizeof(b)), 0);
+}
+
+/* tcpota_dev_resume_parse(rec, len, slot, ...) == NOENT, *out zeroed. */
+static void assert_resume_refused(const uint8_t *rec, size_t len, uint32_t slot)
+{
+    struct tcpota_dev_resume r;
+
+    memset(&r, 0xa5, sizeof(r));
+    assert_int_equal(tcpota_dev_resume_parse(rec, len, slot, &r), TCPOTA_ERR_NOENT);
+    assert_int_equal(r.valid, 0);
+    assert_int_equal(r.size, 0);
+    assert_int_equal(r.offset, 0);
+}
+
+/* The parser tools use (tcpota device status) takes what the session
+ * takes, and nothing else: each check of the format and of plausibility
+ * refuses alone, and each bound is inclusive. */
+static void test_resume_parse(void **state)
+{
+    const uint32_t slot = 16 * TCPOTA_SECTOR_SIZE;
+    uint8_t b[RESUME_REC + 1];
+    struct tcpota_dev_resume r;
+
+    (void)state;
+    make_resume_record(b, 1, slot, slot); /* every bound at its limit */
+    assert_int_equal(tcpota_dev_resume_parse(b, RESUME_REC, slot, &r), 0);
+    assert_int_equal(r.valid, 1);
+    assert_memory_equal(r.id, simg.id, 32);
+    assert_int_equal(r.size, slot);
+    assert_int_equal(r.offset, slot);
+    make_resume_record(b, 1, 1, 0);
+    assert_int_equal(tcpota_dev_resume_parse(b, RESUME_REC, slot, &r), 0);
+    assert_int_equal(r.offset, 0);
+
+    make_resume_record(b, 1, slot, TCPOTA_SECTOR_SIZE);
+    assert_resume_refused(b, RESUME_REC - 1, slot); /* torn */
+    assert_resume_refused(b, RESUME_REC + 1, slot); /* another format */
+    assert_resume_refused(NULL, 0, slot);
+    b[5] ^= 1; /* a flipped bit */
+    assert_resume_refused(b, RESUME_REC, slot);
+    make_resume_record(b, 2, slot, TCPOTA_SECTOR_SIZE); /* another version */
+    assert_resume_refused(b, RESUME_REC, slot);
+    make_resume_record(b, 1, TCPOTA_SECTOR_SIZE, 2 * TCPOTA_SECTOR_SIZE); /* past the end */
+    assert_resume_refused(b, RESUME_REC, slot);
+    make_resume_record(b, 1, slot, TCPOTA_SECTOR_SIZE + 1); /* off a sector */
+    assert_resume_refused(b, RESUME_REC, slot);
+    make_resume_record(b, 1, slot + 1, TCPOTA_SECTOR_SIZE); /* larger than the slot */
+    assert_resume_refused(b, RESUME_REC, slot);
+    assert_int_equal(tcpota_dev_resume_parse(b, RESUME_REC, slot, NULL), TCPOTA_ERR_INVAL);
 }
 
 /* A record whose CRC holds but whose values this code never writes (an
@@ -1426,6 +1484,7 @@ int main(void)
         T(test_resume_record_for_other_image_discarded),
         T(test_resume_record_for_other_size_discarded),
         T(test_implausible_resume_record_dropped),
+        T(test_resume_parse),
         T(test_corrupt_record_ignored),
         T(test_flipped_byte_never_written),
         T(test_integrity_failure_not_bootable),

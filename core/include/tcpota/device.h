@@ -127,11 +127,24 @@ struct tcpota_dev_event {
     uint16_t why;
 };
 
+/* A durable resume point: image id, its size, the offset to go on from. */
 struct tcpota_dev_resume {
     uint8_t valid;
     uint8_t id[TCPOTA_ID_LEN];
     uint32_t size, offset;
 };
+
+/* Reads a resume record as the session keeps it under TCPOTA_KEY_RESUME:
+ * the len bytes at rec (what kv_get returned). The session reads its own
+ * record this way; a tool that shows where a device's download resumes
+ * (tcpota device status) calls it on the raw value instead of knowing the
+ * format. Fills *out (valid = 1) and returns 0 for an intact record that a
+ * slot of slot_size bytes can resume from (offset on a sector boundary,
+ * offset <= size <= slot_size). Returns TCPOTA_ERR_NOENT with *out zeroed
+ * for a torn, foreign or implausible record, which the session discards
+ * as if absent, and TCPOTA_ERR_INVAL when out is NULL. */
+int tcpota_dev_resume_parse(const uint8_t *rec, size_t len, uint32_t slot_size,
+                            struct tcpota_dev_resume *out);
 
 struct tcpota_dev {
     struct tcpota_dev_config cfg;
