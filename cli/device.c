@@ -492,9 +492,9 @@ static int session_init(struct device *dv)
     if (rc < 0) {
         return flash_fail(dv, "starting the session", rc);
     }
-    if (!dv->o.quiet && dv->dev.resume.valid) {
-        info(dv, "resume point: %lu of %lu bytes", (unsigned long)dv->dev.resume.offset,
-             (unsigned long)dv->dev.resume.size);
+    if (!dv->o.quiet && xfer(dv).resume.valid) {
+        info(dv, "resume point: %lu of %lu bytes", (unsigned long)xfer(dv).resume.offset,
+             (unsigned long)xfer(dv).resume.size);
     }
     return 0;
 }
@@ -790,7 +790,7 @@ static const char *unanswered(const struct device *dv)
     if (!dv->connected || dv->answered) {
         return "";
     }
-    if (dv->dev.last_error == TCPOTA_ERR_TIMEDOUT) {
+    if (xfer(dv).last_error == TCPOTA_ERR_TIMEDOUT) {
         return " (the server took the connection but sent nothing: check that --server names its "
                "device port (tcpota serve --listen), not its API or HTTP port; a server at its "
                "limits may also be slow to answer)";
@@ -977,11 +977,11 @@ static int run(struct device *dv)
             }
             continue;
         case TCPOTA_RUNNER_DENIED:
-            if (dv->dev.error_retry_after_s) {
+            if (xfer(dv).retry_after_s) {
                 /* A throttle after failures (of this id or address), not a
                  * verdict on the secret: say when a try is checked again. */
                 say(dv, "the server refused this device (%s); it checks this device's next try "
-                        "in %u s at the earliest", dv->err, (unsigned)dv->dev.error_retry_after_s);
+                        "in %u s at the earliest", dv->err, (unsigned)xfer(dv).retry_after_s);
             } else {
                 say(dv, "the server refused this device (%s); retrying would be refused again",
                     dv->err);

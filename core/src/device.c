@@ -523,7 +523,9 @@ void tcpota_dev_get_transfer(const struct tcpota_dev *d, struct tcpota_dev_trans
     t->pos = d->pos;
     t->stale_frames = d->stale_frames;
     t->last_error = d->last_error;
+    t->retry_after_s = d->error_retry_after_s;
     t->report_pending = d->report_result != 0;
+    t->resume = d->resume;
 }
 
 const char *tcpota_dev_reason(const struct tcpota_dev *d)

@@ -261,9 +261,10 @@ static size_t out_pending(const struct tcpota_client *c)
 
 static int session_live(const struct tcpota_client *c)
 {
-    enum tcpota_dev_state s = c->cfg.dev->state;
+    struct tcpota_dev_transfer t;
 
-    return s == TCPOTA_DEV_HELLO_SENT || s == TCPOTA_DEV_RECEIVING;
+    tcpota_dev_get_transfer(c->cfg.dev, &t);
+    return t.state == TCPOTA_DEV_HELLO_SENT || t.state == TCPOTA_DEV_RECEIVING;
 }
 
 const char *tcpota_client_reason(const struct tcpota_dev *dev, int rc)
@@ -384,7 +385,10 @@ static int feed(struct tcpota_client *c)
 /* The session reached an end state: send its last frames. */
 static int finished(struct tcpota_client *c)
 {
-    switch (c->cfg.dev->state) {
+    struct tcpota_dev_transfer t;
+
+    tcpota_dev_get_transfer(c->cfg.dev, &t);
+    switch (t.state) {
     case TCPOTA_DEV_UP_TO_DATE:
         return TCPOTA_CLIENT_UP_TO_DATE;
     case TCPOTA_DEV_UPDATED:
@@ -398,8 +402,7 @@ static int finished(struct tcpota_client *c)
     default:
         (void)flush_some(c);
         set_err(c, "session ended: %s",
-                tcpota_strerror(c->cfg.dev->last_error ? c->cfg.dev->last_error
-                                                       : TCPOTA_ERR_STATE));
+                tcpota_strerror(t.last_error ? t.last_error : TCPOTA_ERR_STATE));
         return TCPOTA_CLIENT_RETRY;
     }
 }

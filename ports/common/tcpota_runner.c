@@ -6,6 +6,8 @@
 
 int tcpota_runner_init(struct tcpota_runner *r, const struct tcpota_runner_config *cfg)
 {
+    struct tcpota_dev_transfer t;
+
     if (!r || !cfg || !cfg->dev || !cfg->err || !cfg->err_cap || !cfg->random ||
         (!cfg->client && (!cfg->connect || !cfg->run || !cfg->close || !cfg->sleep)) ||
         (cfg->client && !cfg->connect && !cfg->host)) {
@@ -22,7 +24,8 @@ int tcpota_runner_init(struct tcpota_runner *r, const struct tcpota_runner_confi
         r->cfg.check_interval_s > TCPOTA_RUNNER_CHECK_MAX_S) {
         return TCPOTA_ERR_INVAL;
     }
-    r->best = cfg->dev->resume.valid ? cfg->dev->resume.offset : 0;
+    tcpota_dev_get_transfer(cfg->dev, &t);
+    r->best = t.resume.valid ? t.resume.offset : 0;
     return 0;
 }
 
@@ -113,9 +116,12 @@ static uint32_t backoff_ms(const struct tcpota_runner *r, int image_failed)
 static uint32_t honour_error_retry_after(const struct tcpota_runner *r, uint32_t backoff,
                                          uint32_t *asked_s)
 {
-    uint64_t want = (uint64_t)r->cfg.dev->error_retry_after_s * 1000u;
+    struct tcpota_dev_transfer t;
+    uint64_t want;
 
-    *asked_s = r->cfg.dev->error_retry_after_s;
+    tcpota_dev_get_transfer(r->cfg.dev, &t);
+    want = (uint64_t)t.retry_after_s * 1000u;
+    *asked_s = t.retry_after_s;
     if (want > r->cfg.failure_max_ms) {
         want = r->cfg.failure_max_ms;
     }

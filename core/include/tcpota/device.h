@@ -264,8 +264,9 @@ int tcpota_dev_tick(struct tcpota_dev *d, uint32_t now_ms);
  * last_error holds the code. */
 const char *tcpota_dev_reason(const struct tcpota_dev *d);
 
-/* The image the session receives (or last received), for logs, progress
- * bars and statistics, so callers need not read the session's fields. */
+/* The image the session receives (or last received) and where it would
+ * resume, for logs, progress bars, statistics and a runner's decisions, so
+ * callers need not read the session's fields. */
 struct tcpota_dev_transfer {
     enum tcpota_dev_state state;
     const uint8_t *image_id; /* TCPOTA_ID_LEN bytes; all zero before an offer */
@@ -274,7 +275,9 @@ struct tcpota_dev_transfer {
     uint32_t pos;            /* next image byte to be written */
     uint32_t stale_frames;   /* DATA frames skipped: not at the write position */
     int last_error;          /* why the last connection or offer ended (0: it did not) */
+    uint32_t retry_after_s;  /* RETRY_AFTER of the server's ERROR on this connection (0: none) */
     uint8_t report_pending;  /* the next HELLO carries a report of the last update */
+    struct tcpota_dev_resume resume; /* the durable resume point (valid 0: none) */
 };
 
 /* Fills *t; the pointers stay valid while d lives and until its next input. */

@@ -421,6 +421,7 @@ static int runner_init(void)
 static int session_init(void)
 {
     struct tcpota_dev_config dc;
+    struct tcpota_dev_transfer t;
     struct tcpota_client_config cc;
     int rc;
 
@@ -444,9 +445,10 @@ static int session_init(void)
     if ((rc = tcpota_dev_init(&s.dev, &dc)) < 0) {
         return rc;
     }
-    if (s.dev.resume.valid) {
-        ESP_LOGI(TAG, "resume point: %lu of %lu bytes", (unsigned long)s.dev.resume.offset,
-                 (unsigned long)s.dev.resume.size);
+    tcpota_dev_get_transfer(&s.dev, &t);
+    if (t.resume.valid) {
+        ESP_LOGI(TAG, "resume point: %lu of %lu bytes", (unsigned long)t.resume.offset,
+                 (unsigned long)t.resume.size);
     }
     memset(&cc, 0, sizeof(cc));
     cc.dev = &s.dev;
