@@ -2,7 +2,9 @@
  * written once, called by the SQLite and the PostgreSQL backends alike. */
 #include "store_common.h"
 
+#include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int store_step_check(struct store_req *r, const struct store_step *s)
@@ -164,4 +166,97 @@ int store_rollout_set_conflict(struct store_req *r)
                          (unsigned)cur->ro.n_waves,
                          store_rollout_state_name(r->u.rollout.expect_state),
                          (unsigned)r->u.rollout.expect_n_open);
+}
+
+/* ---- images ---- */
+
+int store_image_prefix(struct store_req *r, const char *key, char lower[2 * TCPOTA_ID_LEN + 1])
+{
+    size_t i, len = strlen(key);
+
+    if (len < STORE_IMG_PREFIX_MIN || len > 2 * TCPOTA_ID_LEN) {
+        return store_err_set(r, STORE_E_INVAL, "image: an id is %u hex digits, or a prefix of at"
+                             " least %u", 2 * TCPOTA_ID_LEN, STORE_IMG_PREFIX_MIN);
+    }
+    for (i = 0; i <= len; i++) {
+        lower[i] = (char)tolower((unsigned char)key[i]);
+        if (i < len && !isxdigit((unsigned char)key[i])) {
+            return store_err_set(r, STORE_E_INVAL, "image: \"%s\" is not a hex id", key);
+        }
+    }
+    return STORE_OK;
+}
+
+int store_image_matches(struct store_req *r, int n, const char *key)
+{
+    if (n == 0) {
+        return store_err_set(r, STORE_E_NOTFOUND, "image: no image matches %s", key);
+    }
+    if (n > 1) {
+        return store_err_set(r, STORE_E_CONFLICT, "image: %s is ambiguous (several images"
+                             " match); give more of the id", key);
+    }
+    return STORE_OK;
+}
+
+/* ---- rollouts ---- */
+
+void store_pct_text(const uint32_t *pct, uint32_t n, char out[STORE_PCT_TEXT_MAX])
+{
+    size_t len = 0;
+    uint32_t k;
+
+    out[0] = '\0';
+    for (k = 0; k < n && k < ROLLOUT_MAX_WAVES; k++) {
+        len += (size_t)snprintf(out + len, STORE_PCT_TEXT_MAX - len, "%s%u", k ? "," : "",
+                                (unsigned)pct[k]);
+    }
+}
+
+void store_pct_parse(const char *text, struct store_rollout *out)
+{
+    uint32_t n = 0;
+    char *end;
+
+    while (*text && n < ROLLOUT_MAX_WAVES) {
+        unsigned long v = strtoul(text, &end, 10);
+        if (end == text) {
+            break;
+        }
+        out->pct[n++] = (uint32_t)v;
+        text = *end == ',' ? end + 1 : end;
+    }
+    out->ro.n_waves = n;
+    if (rollout_bounds_from_pct(out->pct, n, out->ro.bound) < 0) {
+        out->ro.n_waves = 0;
+    }
+}
+
+int store_rollout_create_check(struct store_req *r)
+{
+    struct store_rollout *in = r->u.rollout.r;
+
+    if (rollout_bounds_from_pct(in->pct, in->ro.n_waves, in->ro.bound) < 0) {
+        return store_err_set(r, STORE_E_INVAL, "waves: 1 to %u cumulative percentages,"
+                             " strictly increasing, each 1..100", ROLLOUT_MAX_WAVES);
+    }
+    if (!in->model[0]) {
+        return store_err_set(r, STORE_E_INVAL, "model: required");
+    }
+    return STORE_OK;
+}
+
+int store_rollout_image_check(struct store_req *r, int found, const struct store_image *img,
+                              const char *hex)
+{
+    const struct store_rollout *in = r->u.rollout.r;
+
+    if (!found) {
+        return store_err_set(r, STORE_E_NOTFOUND, "image: no image %.12s", hex);
+    }
+    if (strcmp(img->model, in->model) != 0) {
+        return store_err_set(r, STORE_E_INVAL, "model: image %.12s is for model %s, not %s", hex,
+                             img->model, in->model);
+    }
+    return STORE_OK;
 }

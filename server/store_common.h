@@ -75,4 +75,37 @@ int store_rollout_set_check(struct store_req *r);
  * saying what the rollout (as r->u.rollout.r holds it now) is instead. */
 int store_rollout_set_conflict(struct store_req *r);
 
+/* ---- images ---- */
+
+#define STORE_IMG_PREFIX_MIN 8u /* hex digits an image id prefix needs (docs/api.md) */
+
+/* An image key that is an id or a prefix (not "v:VERSION"): STORE_OK with
+ * it lowercased into lower, or STORE_E_INVAL with r->err when it is not
+ * STORE_IMG_PREFIX_MIN to 2 * TCPOTA_ID_LEN hex digits. */
+int store_image_prefix(struct store_req *r, const char *key, char lower[2 * TCPOTA_ID_LEN + 1]);
+/* A lookup of key found n images (it reads at most 2): STORE_OK for one,
+ * else STORE_E_NOTFOUND or STORE_E_CONFLICT (ambiguous) with r->err. */
+int store_image_matches(struct store_req *r, int n, const char *key);
+
+/* ---- rollouts ---- */
+
+/* A rollout's waves as its row keeps them: cumulative percentages as text,
+ * "10,50,100". */
+#define STORE_PCT_TEXT_MAX (4u * ROLLOUT_MAX_WAVES + 1u)
+void store_pct_text(const uint32_t *pct, uint32_t n, char out[STORE_PCT_TEXT_MAX]);
+/* The row's text into out->pct, out->ro.n_waves and out->ro.bound. A
+ * stored row is trusted but checked: waves that break the rules of
+ * rollout_bounds_from_pct() leave n_waves 0 (a rollout that offers
+ * nothing). */
+void store_pct_parse(const char *text, struct store_rollout *out);
+
+/* STORE_ROLLOUT_CREATE before anything is read: its waves, a model (the
+ * group's length is its field's). STORE_OK, or STORE_E_INVAL with r->err. */
+int store_rollout_create_check(struct store_req *r);
+/* STORE_ROLLOUT_CREATE once the rollout's image (hex) was looked up:
+ * found 0, STORE_E_NOTFOUND; img for another model than the rollout's,
+ * STORE_E_INVAL; each with r->err. Else STORE_OK. */
+int store_rollout_image_check(struct store_req *r, int found, const struct store_image *img,
+                              const char *hex);
+
 #endif

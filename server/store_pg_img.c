@@ -5,9 +5,9 @@
  * bytes hash to their name, and from then on serves the file (sendfile, the
  * image cache of fleet.c) as a single server would. Content-addressed: a
  * cached file never goes stale, and nodes never need to agree on files. */
+#include "store_common.h"
 #include "store_pg_internal.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sodium.h>
@@ -17,7 +17,6 @@
 #include <unistd.h>
 
 #define IMG_COLS "id, version, model, size, manifest, added_at"
-#define IMG_PREFIX_MIN 8u          /* hex digits a prefix needs (docs/api.md) */
 #define PG_CHUNK (256u * 1024u)    /* image bytes a row of image_chunks holds */
 
 static void row_to_image(const struct pgstore *st, const PGresult *res, int i,
@@ -127,28 +126,18 @@ int pg_img_cache(struct pgstore *st, struct store_req *r, const struct store_ima
 /* ---- the API's operations ---- */
 
 /* The rows key names: "v:<version>" (of model, when given), or an id or a
- * prefix of at least IMG_PREFIX_MIN hex digits. NULL with r's error. */
+ * prefix of at least STORE_IMG_PREFIX_MIN hex digits. NULL with r's error. */
 static PGresult *query_lookup(struct pgstore *st, struct store_req *r, const char *key,
                               const char *model)
 {
     char lower[2 * TCPOTA_ID_LEN + 1];
-    size_t i, len = strlen(key);
 
     if (strncmp(key, "v:", 2) == 0) {
         return pg_q(st, r, "image", "SELECT " IMG_COLS " FROM images WHERE version = $1"
                     " AND ($2 = '' OR model = $2) LIMIT 2", "tt", key + 2, model);
     }
-    if (len < IMG_PREFIX_MIN || len > 2 * TCPOTA_ID_LEN) {
-        store_err_set(r, STORE_E_INVAL, "image: an id is %u hex digits, or a prefix of at least"
-                      " %u", 2 * TCPOTA_ID_LEN, IMG_PREFIX_MIN);
+    if (store_image_prefix(r, key, lower) < 0) {
         return NULL;
-    }
-    for (i = 0; i <= len; i++) {
-        lower[i] = (char)tolower((unsigned char)key[i]);
-        if (i < len && !isxdigit((unsigned char)key[i])) {
-            store_err_set(r, STORE_E_INVAL, "image: \"%s\" is not a hex id", key);
-            return NULL;
-        }
     }
     /* Hex digits hold no LIKE wildcard: the prefix's range in the key. */
     return pg_q(st, r, "image", "SELECT " IMG_COLS " FROM images WHERE id LIKE $1 || '%'"
@@ -170,14 +159,7 @@ static int lookup(struct pgstore *st, struct store_req *r)
         row_to_image(st, res, 0, r->u.image.img);
     }
     PQclear(res);
-    if (n == 0) {
-        return store_err_set(r, STORE_E_NOTFOUND, "image: no image matches %s", key);
-    }
-    if (n > 1) {
-        return store_err_set(r, STORE_E_CONFLICT, "image: %s is ambiguous (several images"
-                             " match); give more of the id", key);
-    }
-    return STORE_OK;
+    return store_image_matches(r, n, key);
 }
 
 int pg_op_image_get(struct pgstore *st, struct store_req *r)

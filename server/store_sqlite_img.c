@@ -1,9 +1,9 @@
 /* store_sqlite_img.c - images in the SQLite store: a row per image, its bytes
  * at DIR/images/<sha256 hex>. Content-addressed, so adding the same bytes
  * twice is the same image, and a file's name says what it must hold. */
+#include "store_common.h"
 #include "store_sqlite_internal.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 #define IMG_COLS "id, version, model, size, manifest, added_at"
-#define IMG_PREFIX_MIN 8u /* hex digits a prefix needs (docs/api.md) */
 
 static void row_to_image(const struct sstore *st, sqlite3_stmt *s, struct store_image *out)
 {
@@ -49,29 +48,18 @@ int sq_img_load(struct sstore *st, struct store_req *r, const char *hex, struct 
 }
 
 /* The statement that finds key: "v:<version>" (of model, when given), or an
- * id or a prefix of at least IMG_PREFIX_MIN hex digits (lowercased in lower). */
+ * id or a prefix of at least STORE_IMG_PREFIX_MIN hex digits (lowercased in lower). */
 static sqlite3_stmt *prep_lookup(struct sstore *st, struct store_req *r, const char *key,
                                  const char *model, char *lower)
 {
-    size_t i, len = strlen(key);
-
     if (strncmp(key, "v:", 2) == 0) {
         return model[0] ? sq_prep(st, "SELECT " IMG_COLS " FROM images WHERE version = ?1"
                                   " AND model = ?2 LIMIT 2", "tt", key + 2, model)
                         : sq_prep(st, "SELECT " IMG_COLS " FROM images WHERE version = ?1"
                                   " LIMIT 2", "t", key + 2);
     }
-    if (len < IMG_PREFIX_MIN || len > 2 * TCPOTA_ID_LEN) {
-        store_err_set(r, STORE_E_INVAL, "image: an id is %u hex digits, or a prefix of at least %u",
-               2 * TCPOTA_ID_LEN, IMG_PREFIX_MIN);
+    if (store_image_prefix(r, key, lower) < 0) {
         return NULL;
-    }
-    for (i = 0; i <= len; i++) {
-        lower[i] = (char)tolower((unsigned char)key[i]);
-        if (i < len && !isxdigit((unsigned char)key[i])) {
-            store_err_set(r, STORE_E_INVAL, "image: \"%s\" is not a hex id", key);
-            return NULL;
-        }
     }
     /* Every hex digit sorts below 'g': the prefix's range in the primary key. */
     return sq_prep(st, "SELECT " IMG_COLS " FROM images WHERE id >= ?1 AND id < ?1 || 'g'"
@@ -101,14 +89,7 @@ static int lookup(struct sstore *st, struct store_req *r)
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
         return sq_fail(st, r, "image");
     }
-    if (n == 0) {
-        return store_err_set(r, STORE_E_NOTFOUND, "image: no image matches %s", key);
-    }
-    if (n > 1) {
-        return store_err_set(r, STORE_E_CONFLICT, "image: %s is ambiguous (several images match);"
-                      " give more of the id", key);
-    }
-    return STORE_OK;
+    return store_image_matches(r, n, key);
 }
 
 int sq_op_image_get(struct sstore *st, struct store_req *r)

@@ -14,30 +14,10 @@
     " min_finished, success_pct, soak_s, halt_pct, halt_min, created_at, changed_at,"      \
     " base_failed, base_finished"
 
-/* "10,50,100" -> pct[] and the bounds; a stored row is trusted but checked. */
-static void parse_pct(const char *text, struct store_rollout *out)
-{
-    uint32_t n = 0;
-    char *end;
-
-    while (*text && n < ROLLOUT_MAX_WAVES) {
-        unsigned long v = strtoul(text, &end, 10);
-        if (end == text) {
-            break;
-        }
-        out->pct[n++] = (uint32_t)v;
-        text = *end == ',' ? end + 1 : end;
-    }
-    out->ro.n_waves = n;
-    if (rollout_bounds_from_pct(out->pct, n, out->ro.bound) < 0) {
-        out->ro.n_waves = 0;
-    }
-}
-
 /* The columns of RO_COLS into out (waves not loaded). */
 static void row_to_rollout(sqlite3_stmt *s, struct store_rollout *out)
 {
-    char hex[2 * TCPOTA_ID_LEN + 1], pct[4 * ROLLOUT_MAX_WAVES + 1];
+    char hex[2 * TCPOTA_ID_LEN + 1], pct[STORE_PCT_TEXT_MAX];
 
     memset(out, 0, sizeof(*out));
     out->id = (uint64_t)sqlite3_column_int64(s, 0);
@@ -49,7 +29,7 @@ static void row_to_rollout(sqlite3_stmt *s, struct store_rollout *out)
     out->superseded = sqlite3_column_int(s, 5);
     out->ro.state = (enum rollout_state)sqlite3_column_int(s, 6);
     sq_col_text(s, 8, pct, sizeof(pct));
-    parse_pct(pct, out);
+    store_pct_parse(pct, out);
     out->ro.n_open = (uint32_t)sqlite3_column_int64(s, 9);
     out->rules.min_finished = (uint32_t)sqlite3_column_int64(s, 10);
     out->rules.success_pct = (uint32_t)sqlite3_column_int64(s, 11);
@@ -235,28 +215,19 @@ int sq_ro_set_status(struct sstore *st, struct store_req *r, uint64_t rollout_id
 
 static int check_create(struct sstore *st, struct store_req *r, char *hex)
 {
-    struct store_rollout *in = r->u.rollout.r;
     struct store_image *img;
     int rc;
 
-    if (rollout_bounds_from_pct(in->pct, in->ro.n_waves, in->ro.bound) < 0) {
-        return store_err_set(r, STORE_E_INVAL, "waves: 1 to %u cumulative percentages, strictly"
-                      " increasing, each 1..100", ROLLOUT_MAX_WAVES);
+    if ((rc = store_rollout_create_check(r)) < 0) {
+        return rc;
     }
-    if (!in->model[0]) {
-        return store_err_set(r, STORE_E_INVAL, "model: required");
-    }
-    store_hex(in->image_id, hex);
-    img = malloc(sizeof(*img));
-    if (!img) {
+    store_hex(r->u.rollout.r->image_id, hex);
+    if (!(img = malloc(sizeof(*img)))) {
         return store_err_set(r, STORE_E_IO, "out of memory");
     }
     rc = sq_img_load(st, r, hex, img);
-    if (rc == 0) {
-        rc = store_err_set(r, STORE_E_NOTFOUND, "image: no image %.12s", hex);
-    } else if (rc > 0 && strcmp(img->model, in->model) != 0) {
-        rc = store_err_set(r, STORE_E_INVAL, "model: image %.12s is for model %s, not %s", hex,
-                    img->model, in->model);
+    if (rc >= 0) {
+        rc = store_rollout_image_check(r, rc > 0, img, hex);
     }
     free(img);
     return rc < 0 ? rc : STORE_OK;
@@ -265,14 +236,10 @@ static int check_create(struct sstore *st, struct store_req *r, char *hex)
 static int insert_rollout(struct sstore *st, struct store_req *r, const char *hex, int64_t *id)
 {
     const struct store_rollout *in = r->u.rollout.r;
-    char pct[4 * ROLLOUT_MAX_WAVES + 1];
-    size_t len = 0;
+    char pct[STORE_PCT_TEXT_MAX];
     uint32_t k;
 
-    for (k = 0; k < in->ro.n_waves; k++) {
-        len += (size_t)snprintf(pct + len, sizeof(pct) - len, "%s%u", k ? "," : "",
-                                (unsigned)in->pct[k]);
-    }
+    store_pct_text(in->pct, in->ro.n_waves, pct);
     if (sq_run(st, "INSERT INTO rollouts (image, model, grp, allow_downgrade, superseded, state,"
                " n_waves, pct, n_open, min_finished, success_pct, soak_s, halt_pct, halt_min,"
                " created_at, changed_at) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, 1, ?8, ?9, ?10,"
@@ -343,9 +310,6 @@ int sq_op_rollout_create(struct sstore *st, struct store_req *r)
     int64_t id = 0;
     int rc;
 
-    if (strlen(r->u.rollout.r->group) > STORE_GROUP_MAX) {
-        return store_err_set(r, STORE_E_INVAL, "group: at most %u bytes", STORE_GROUP_MAX);
-    }
     if ((rc = check_create(st, r, hex)) < 0 || (rc = insert_rollout(st, r, hex, &id)) < 0 ||
         (rc = target_devices(st, r, id)) < 0) {
         return rc;

@@ -6,6 +6,7 @@
  * and their own. */
 #define _XOPEN_SOURCE 700 /* nftw() */
 #include "store_suite.h"
+#include "store_common.h"
 
 #include <ftw.h>
 #include <stdio.h>
@@ -1071,10 +1072,20 @@ static void test_rollout_model_must_match(void **state)
 {
     static const uint32_t pct[] = {100};
     struct fx *f = *state;
+    struct store_req *r;
     uint64_t id = 0;
 
     store_req_free(ss_image_add(f, 0x62, "2.0.0"));
     assert_int_equal(rollout_create_rc(f, 0x62, "esp32-other", "", pct, 1, &id), STORE_E_INVAL);
+    r = ss_req(STORE_ROLLOUT_CREATE); /* no model: said so, not "for model esp32, not " */
+    ss_fake_id(r->u.rollout.r->image_id, 0x62);
+    memcpy(r->u.rollout.r->pct, pct, sizeof(pct));
+    r->u.rollout.r->ro.n_waves = 1;
+    assert_int_equal(ss_run(f, r)->rc, STORE_E_INVAL);
+    assert_string_equal(r->err, "model: required");
+    store_req_free(r);
+    /* An image the store does not have: not found, not "another model". */
+    assert_int_equal(rollout_create_rc(f, 0x63, MODEL, "", pct, 1, &id), STORE_E_NOTFOUND);
     assert_int_equal(rollout_create_rc(f, 0x62, MODEL, "", pct, 1, &id), STORE_OK);
 }
 
@@ -1099,7 +1110,7 @@ static void test_images(void **state)
     static const uint32_t pct[] = {100};
     struct fx *f = *state;
     struct store_req *r;
-    char err[STORE_ERR_MAX], path[512];
+    char err[STORE_ERR_MAX], path[512], lower[2 * TCPOTA_ID_LEN + 1];
     uint64_t ro;
 
     r = ss_image_add(f, 0x71, "2.0.0");
@@ -1128,6 +1139,15 @@ static void test_images(void **state)
     assert_int_equal(image_rm(f, "7171", NULL), STORE_E_INVAL);
     assert_int_equal(image_rm(f, "7171717", NULL), STORE_E_INVAL); /* one digit short */
     assert_int_equal(image_rm(f, "7171717g", NULL), STORE_E_INVAL); /* not hex */
+    /* A key longer than an id (the request's field holds no more, the rule
+     * does not rely on it): refused before it is copied. */
+    r = ss_req(STORE_IMAGE_GET);
+    memset(path, '7', 2 * TCPOTA_ID_LEN + 1);
+    path[2 * TCPOTA_ID_LEN + 1] = '\0';
+    assert_int_equal(store_image_prefix(r, path, lower), STORE_E_INVAL);
+    path[2 * TCPOTA_ID_LEN] = '\0';
+    assert_int_equal(store_image_prefix(r, path, lower), STORE_OK);
+    store_req_free(r);
     assert_int_equal(image_rm(f, "12345678", NULL), STORE_E_NOTFOUND);
     store_req_free(ss_image_add(f, 0x72, "2.0.1"));
     r = ss_req(STORE_IMAGE_GET);

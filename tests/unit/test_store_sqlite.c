@@ -275,6 +275,34 @@ static void test_rollout_without_image_row(void **state)
     store_req_free(r);
 }
 
+/* A rollout row's waves are read as the store writes them ("10,100"), and
+ * no further: "10;100" is one wave of 10 %, not two. Waves that break the
+ * rules (decreasing) leave the rollout without waves: it offers nothing. */
+static void test_odd_pct_row(void **state)
+{
+    static const uint32_t pct[] = {10, 100};
+    struct fx *f = *state;
+    char path[300];
+    struct store_req *r;
+    uint64_t ro;
+
+    store_req_free(ss_image_add(f, 0x94, "2.0.0"));
+    ro = ss_rollout_create(f, 0x94, "", pct, 2);
+    close_and_exec(f, path, sizeof(path), "UPDATE rollouts SET pct = '10;100'");
+    ss_fx_open(f);
+    r = ss_rollout_get(f, ro);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.rollout.r->ro.n_waves, 1);
+    assert_int_equal(r->u.rollout.r->pct[0], 10);
+    store_req_free(r);
+    close_and_exec(f, path, sizeof(path), "UPDATE rollouts SET pct = '50,10'");
+    ss_fx_open(f);
+    r = ss_rollout_get(f, ro);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.rollout.r->ro.n_waves, 0);
+    store_req_free(r);
+}
+
 /* A wave row past ROLLOUT_MAX_WAVES is skipped: read, it would land on the
  * rollout's other fields. */
 static void test_wave_row_out_of_range(void **state)
@@ -428,6 +456,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migrates_older_schema, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_odd_failure_row_ignored, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_rollout_without_image_row, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_odd_pct_row, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_wave_row_out_of_range, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_add_from_stored_path, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_disk_full, ss_setup, ss_teardown),
