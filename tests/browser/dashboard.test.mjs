@@ -88,10 +88,16 @@ async function main() {
   browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ['--no-sandbox'] });
   page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   page.setDefaultTimeout(WAIT_MS);
-  page.on('pageerror', (e) => console.error('page error: ' + e.message));
+  // An error the page did not catch, or one the browser logs (a refused
+  // resource), fails the test.
+  const pageErrors = [], consoleErrors = [];
+  page.on('pageerror', (e) => { console.error('page error: ' + e.message); pageErrors.push(e.message); });
+  page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(`${m.text()} (${m.location().url})`); });
 
   // ---- login ----
   await page.goto(base + '/');
+  await page.waitForTimeout(500); // the browser's own requests (a favicon) are done
+  if (consoleErrors.length) fail('the login page logs errors: ' + consoleErrors.join('; '));
   await page.fill('#token', 'f'.repeat(64));
   await page.click('#login button');
   await waitFor('the refusal', async () => /Wrong token/.test(await page.textContent('#login-error')));
