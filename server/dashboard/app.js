@@ -67,6 +67,9 @@ function table(head, rows, numFrom = Infinity) {
 
 class ApiError extends Error {}
 
+// fetch() itself fails (a TypeError, "Failed to fetch") when no answer came.
+const UNREACHABLE = 'The server cannot be reached: is tcpota serve running?';
+
 async function api(method, path, body, headers) {
   const opt = { method, headers: { Authorization: 'Bearer ' + sessionStorage.getItem(TOKEN_KEY), ...headers } };
   if (body !== undefined) {
@@ -376,11 +379,18 @@ function start() {
 $('login').addEventListener('submit', async (e) => {
   e.preventDefault();
   const t = $('token').value.trim();
+  // Checked here: fetch() refuses a header with characters beyond Latin-1
+  // as if the server could not be reached.
+  if (!/^[0-9a-fA-F]{64}$/.test(t)) {
+    $('login-error').textContent = 'The token is the 64 hex digits of DIR/api.token on the server; this is not one (' +
+      `${t.length} characters${/[^0-9a-fA-F]/.test(t) ? ', not all of them hex digits' : ''}).`;
+    return;
+  }
   const r = await fetch('/v1/summary', { headers: { Authorization: 'Bearer ' + t } }).catch(() => null);
   if (!r || !r.ok) {
     const j = r ? await r.json().catch(() => ({})) : {};
     $('login-error').textContent = r ? (r.status === 401 ? 'Wrong token: ' : '') + (j.error || `HTTP ${r.status}`)
-      : 'The server cannot be reached.';
+      : UNREACHABLE;
     return;
   }
   sessionStorage.setItem(TOKEN_KEY, t);

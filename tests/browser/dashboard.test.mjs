@@ -98,6 +98,11 @@ async function main() {
   await page.goto(base + '/');
   await page.waitForTimeout(500); // the browser's own requests (a favicon) are done
   if (consoleErrors.length) fail('the login page logs errors: ' + consoleErrors.join('; '));
+  for (const t of ['wrong', 'é✓'.repeat(32)]) { // fetch() refuses the second as a header: no network error
+    await page.fill('#token', t);
+    await page.click('#login button');
+    await waitFor(`the refusal of ${t}`, async () => /64 hex digits/.test(await page.textContent('#login-error')));
+  }
   await page.fill('#token', 'f'.repeat(64));
   await page.click('#login button');
   await waitFor('the refusal', async () => /Wrong token/.test(await page.textContent('#login-error')));
