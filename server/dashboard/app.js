@@ -355,6 +355,9 @@ function route() {
   view = page === 'device' ? device(decodeURIComponent(arg || '')) : pages[page] || overview;
   devices.models = null;
   for (const a of document.querySelectorAll('nav a')) a.classList.toggle('on', a.hash === '#/' + (page || 'overview'));
+  // The last page goes at once: a page that fails to load (an unknown
+  // device) shows its error alone, not under the last page's title.
+  $('view').replaceChildren(h('p', { id: 'msg', class: 'error', role: 'alert' }));
   view.draw().catch(fail);
 }
 

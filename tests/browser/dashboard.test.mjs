@@ -190,6 +190,15 @@ async function main() {
   await shot(page, 'device');
   ok('overview counts the failure of the last hour; the device page shows its history');
 
+  await page.click('nav a[href="#/images"]');
+  await page.waitForSelector('#upload');
+  await page.goto(base + '/#/device/no-such-dev');
+  await waitFor('the unknown device\'s message', async () => /no device no-such-dev/.test(await page.textContent('#view')));
+  if (await page.$('#upload')) fail('an unknown device\'s page shows the images page under its message');
+  await page.goto(base + '/#/device/bad-1');
+  await page.waitForSelector('text=reported: rolled back', { timeout: WAIT_MS });
+  ok('an unknown device\'s page shows its message alone');
+
   server.kill('SIGTERM'); // with the page's event stream open
   const rc = await server.done;
   if (rc !== 0) fail(`the server exited ${rc} on SIGTERM (its event streams must end cleanly)`);
