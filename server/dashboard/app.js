@@ -75,7 +75,7 @@ async function api(method, path, body, headers) {
   if (body !== undefined) {
     opt.body = body instanceof ArrayBuffer ? body : JSON.stringify(body);
   }
-  const r = await fetch(path, opt);
+  const r = await fetch(path, opt).catch(() => { throw new Error(UNREACHABLE + ' The page tries again every 2 s.'); });
   const j = await r.json().catch(() => ({ error: `HTTP ${r.status}` }));
   if (r.status === 401) { logout('The server refused the token: ' + j.error); throw new ApiError(j.error); }
   if (!r.ok) throw new ApiError(j.error || `HTTP ${r.status}`);
@@ -133,7 +133,7 @@ async function listen() {
     $('live').classList.add('off');
     if (stream !== ctl) return;
     await new Promise((ok) => setTimeout(ok, RECONNECT_MS));
-    if (view) view.draw(); // what happened while the stream was down
+    if (view) view.draw().catch(fail); // what happened while the stream was down
   }
 }
 

@@ -203,6 +203,9 @@ async function main() {
   const rc = await server.done;
   if (rc !== 0) fail(`the server exited ${rc} on SIGTERM (its event streams must end cleanly)`);
   ok('the server stops cleanly with dashboards connected');
+  await waitFor('the page to say the server is gone', async () => /cannot be reached/.test(await page.textContent('#msg')));
+  if (pageErrors.length) fail('errors the page did not catch: ' + pageErrors.join('; '));
+  ok('a page whose server stopped says so, with no error it did not catch');
 }
 
 try {
