@@ -70,15 +70,22 @@ class ApiError extends Error {}
 // fetch() itself fails (a TypeError, "Failed to fetch") when no answer came.
 const UNREACHABLE = 'The server cannot be reached: is tcpota serve running?';
 
+// What an answer that is not the API's JSON means: libevent answers a body
+// over --max-image with a page of its own.
+function httpError(status) {
+  if (status === 413) return 'the server refused the upload as too large: it takes images of at most its --max-image BYTES (default 64 MiB)';
+  return `HTTP ${status}`;
+}
+
 async function api(method, path, body, headers) {
   const opt = { method, headers: { Authorization: 'Bearer ' + sessionStorage.getItem(TOKEN_KEY), ...headers } };
   if (body !== undefined) {
     opt.body = body instanceof ArrayBuffer ? body : JSON.stringify(body);
   }
   const r = await fetch(path, opt).catch(() => { throw new Error(UNREACHABLE + ' The page tries again every 2 s.'); });
-  const j = await r.json().catch(() => ({ error: `HTTP ${r.status}` }));
+  const j = await r.json().catch(() => ({ error: httpError(r.status) }));
   if (r.status === 401) { logout('The server refused the token: ' + j.error); throw new ApiError(j.error); }
-  if (!r.ok) throw new ApiError(j.error || `HTTP ${r.status}`);
+  if (!r.ok) throw new ApiError(j.error || httpError(r.status));
   return j;
 }
 

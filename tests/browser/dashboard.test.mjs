@@ -16,6 +16,8 @@ const ARTIFACTS = process.env.ARTIFACTS || 'browser-artifacts';
 const IMAGE_BYTES = 2 << 20;      // 2 MiB ...
 const SLOW_RATE = 400000;         // ... at 400 kB/s: about 5 s of progress to watch
 const WAIT_MS = 20000;            // any single expectation
+const MAX_IMAGE = 3 << 20;        // the server's --max-image: room for the image, not for TOO_BIG
+const TOO_BIG = 4 << 20;
 const work = mkdtempSync(join(tmpdir(), 'tcpota-browser-'));
 const procs = [];
 let browser = null, page = null;
@@ -72,7 +74,8 @@ async function shot(page, name) {
 async function main() {
   mkdirSync(ARTIFACTS, { recursive: true });
   const data = join(work, 'data');
-  const server = run('server', TCPOTA, ['serve', '--listen', '127.0.0.1:0', '--data', data, '--api', '127.0.0.1:0', '--no-progress']);
+  const server = run('server', TCPOTA, ['serve', '--listen', '127.0.0.1:0', '--data', data, '--api', '127.0.0.1:0', '--no-progress',
+    '--max-image', String(MAX_IMAGE)]);
   const line = await waitFor('the server to listen', () => server.log().match(/listening on [^ ]*:(\d+),.*API on [^ ]*:(\d+)/));
   const [devPort, apiPort] = [line[1], line[2]];
   const base = `http://127.0.0.1:${apiPort}`;
@@ -128,6 +131,13 @@ async function main() {
   if (imgs.images.length !== 1 || imgs.images[0].size !== IMAGE_BYTES) fail('upload: ' + JSON.stringify(imgs));
   await shot(page, 'images');
   ok('images: an upload through the page is stored and listed');
+  writeFileSync(join(work, 'big.bin'), randomBytes(TOO_BIG));
+  await page.setInputFiles('#upload input[name=file]', join(work, 'big.bin'));
+  await page.fill('#upload input[name=version]', '2.0.1');
+  await page.fill('#upload input[name=model]', 'esp32');
+  await page.click('#upload button');
+  await waitFor('the refusal of an image over --max-image', async () => /--max-image/.test(await page.textContent('#msg')));
+  ok('images: an upload over --max-image says so');
 
   // ---- rollouts: create ----
   await page.click('nav a[href="#/rollouts"]');
