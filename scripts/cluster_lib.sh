@@ -25,11 +25,18 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
 }
 
-# cluster_wait FILE REGEX: waits up to 10 s for a line of FILE.
+# cluster_wait FILE REGEX PID: waits up to 10 s for a line of FILE, written
+# by process PID (a process that exited will not write it: its last lines
+# say why).
 cluster_wait() {
   local i
   for ((i = 0; i < 200; i++)); do
     grep -qE "$2" "$1" 2>/dev/null && return 0
+    if ! kill -0 "$3" 2>/dev/null; then
+      echo "cluster: $(basename "$1" .log) exited before /$2/ in $1:" >&2
+      tail -5 "$1" >&2
+      return 1
+    fi
     sleep 0.05
   done
   echo "cluster: timed out waiting for /$2/ in $1:" >&2
@@ -51,7 +58,7 @@ cluster_node() {
     --api 127.0.0.1:0 --no-progress "$@" < /dev/null >> "$log" 2>&1 &
   NODE_PID=$!
   echo "$NODE_PID" > "$dir/n$i.pid"
-  cluster_wait "$log" 'listening on' || return 1
+  cluster_wait "$log" 'listening on' "$NODE_PID" || return 1
   NODE_PORT=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' "$log" | tail -1)
   NODE_API=$(sed -nE 's/.*API on [^ ]*:([0-9]+).*/\1/p' "$log" | tail -1)
 }
