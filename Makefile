@@ -10,7 +10,7 @@ FUZZ_SECONDS ?= 15
 # DESTDIR, if set, is put before PREFIX (for packaging).
 PREFIX     ?= /usr/local
 
-.PHONY: all deps deps-demo build build-asan test test-unit test-asan fuzz-smoke fuzz \
+.PHONY: all deps deps-demo deps-cluster build build-asan test test-unit test-asan fuzz-smoke fuzz \
         core-check demo bench clean esp-idf-check test-long install uninstall \
         cluster cluster-stop
 
@@ -21,6 +21,9 @@ deps:
 
 deps-demo:
 	@bash scripts/deps.sh --demo
+
+deps-cluster:
+	@bash scripts/deps.sh --cluster
 
 $(BUILD)/CMakeCache.txt:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
@@ -44,7 +47,7 @@ uninstall:
 # Under /tmp by default: as root PostgreSQL runs as nobody, who cannot
 # reach a clone under /root.
 CLUSTER_DIR ?= /tmp/tcpota-cluster
-cluster: deps build
+cluster: deps-cluster build
 	TCPOTA=$(abspath $(BUILD))/cli/tcpota bash scripts/cluster.sh start $(CLUSTER_DIR)
 
 cluster-stop:

@@ -2,6 +2,7 @@
 #include "auth.h"
 #include "cli.h"
 #include "keys.h"
+#include "log.h"
 #include "serve_config.h"
 #include "server.h"
 #include "store_pg.h"
@@ -14,6 +15,7 @@
 
 #include <errno.h>
 #include <sodium.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,35 +93,58 @@ static void usage(FILE *f)
             WORKERS_MAX, DEFAULT_MAX_UNAUTH_PER_ADDR);
 }
 
+/* A warning of a start that goes on. With the options read (o), a line of
+ * the server's log: its time, and JSON under --log-format json, where a
+ * bare line broke a log shipper's parse (level info, as the server's own
+ * warnings). Without (NULL: a reload, whose stderr the server logs as the
+ * reload's lines), a line on stderr. */
+static void serve_warn(const struct tcpota_serve_opts *o, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void serve_warn(const struct tcpota_serve_opts *o, const char *fmt, ...)
+{
+    char msg[LOG_MSG_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (o) {
+        say_always(o, LOG_LV_INFO, "warning: %s", msg);
+    } else {
+        fprintf(stderr, "tcpota serve: warning: %s\n", msg);
+    }
+}
+
 /* Opens path as a regular file (a FIFO would hang the start), named by the
  * option that gave it; a file holding secrets or a private key is warned
- * about when other users can read it. Returns the fd, or -1 after printing
- * what is wrong. */
-static int open_arg(const char *path, const char *what, int secret)
+ * about (serve_warn, o) when other users can read it. Returns the fd, or -1
+ * after printing what is wrong. */
+static int open_arg(const struct tcpota_serve_opts *o, const char *path, const char *what, int secret)
 {
     struct stat st;
     int fd = cli_open_regular(path, what);
 
     if (fd >= 0 && secret && fstat(fd, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO))) {
-        fprintf(stderr, "tcpota serve: warning: %s %s can be read by other users (mode %03o); "
-                        "chmod 600 %s\n", what, path, (unsigned)(st.st_mode & 0777), path);
+        serve_warn(o, "%s %s can be read by other users (mode %03o); chmod 600 %s", what, path,
+                   (unsigned)(st.st_mode & 0777), path);
     }
     return fd;
 }
 
 /* Refuses a path that is not a regular file before a library opens it by
  * name (and would wait forever on a FIFO). Returns 0 or -1. */
-static int check_arg(const char *path, const char *what, int secret)
+static int check_arg(const struct tcpota_serve_opts *o, const char *path, const char *what, int secret)
 {
-    int fd = open_arg(path, what, secret);
+    int fd = open_arg(o, path, what, secret);
     if (fd < 0) return -1;
     close(fd);
     return 0;
 }
 
-static int load_secrets(const char *path, struct tcpota_serve_secret **out, size_t *n)
+static int load_secrets(const struct tcpota_serve_opts *o, const char *path,
+                        struct tcpota_serve_secret **out, size_t *n)
 {
-    int fd = open_arg(path, "--auth-file", 1), rc;
+    int fd = open_arg(o, path, "--auth-file", 1), rc;
     FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
 
     if (!f) {
@@ -135,7 +160,7 @@ static int load_secrets(const char *path, struct tcpota_serve_secret **out, size
  * bytes) into *man. Returns 0 or -1 after printing what is wrong. */
 static int load_manifest(const char *path, uint8_t **man, size_t *len)
 {
-    int fd = open_arg(path, "--manifest", 0);
+    int fd = open_arg(NULL, path, "--manifest", 0);
     uint8_t *b = malloc(TCPOTA_MAX_MANIFEST + 1);
     size_t n = 0;
     ssize_t r;
@@ -311,7 +336,8 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
         rc = 2;
         goto fail;
     }
-    if (src->auth_file && load_secrets(src->auth_file, &l->secrets, &l->nsecrets) < 0) {
+    if (src->auth_file &&
+        load_secrets(src->running ? NULL : o, src->auth_file, &l->secrets, &l->nsecrets) < 0) {
         rc = 2;
         goto fail;
     }
@@ -330,15 +356,14 @@ static void warn_settings(const struct tcpota_serve_opts *o, const struct source
     int order;
 
     if (src->auth_file && !o->require_auth) {
-        fprintf(stderr, "tcpota serve: warning: --auth-file without --require-auth: devices are not "
-                        "asked to authenticate; add --require-auth\n");
+        serve_warn(o, "--auth-file without --require-auth: devices are not asked to "
+                      "authenticate; add --require-auth");
     }
     if (!o->allow_downgrade &&
         tcpota_version_order(o->version, strlen(o->version), o->version, strlen(o->version),
                              &order) < 0) {
-        fprintf(stderr, "tcpota serve: warning: version '%s' is not a semantic version (like "
-                        "2.1.0): no device will be offered it unless --allow-downgrade\n",
-                o->version);
+        serve_warn(o, "version '%s' is not a semantic version (like 2.1.0): no device will be "
+                      "offered it unless --allow-downgrade", o->version);
     }
 }
 
@@ -442,8 +467,8 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
     o->pubkeys = (const uint8_t(*)[32])src->keys;
     o->npubkeys = src->nkeys;
     if (!src->nkeys && o->api_host) { /* --api off: no images arrive here */
-        fprintf(stderr, "tcpota serve: warning: no --pubkey: the API takes unsigned images; "
-                        "give --pubkey K.pub so that only signed images are served\n");
+        serve_warn(o, "no --pubkey: the API takes unsigned images; give --pubkey K.pub so that "
+                      "only signed images are served");
     }
     return tcpota_serve(o);
 }
@@ -512,7 +537,7 @@ static int serve_args(int argc, char **argv)
                 fprintf(stderr, "tcpota serve: at most %d --pubkey\n", MAX_KEYS);
                 return 2;
             }
-            if (sodium_init() < 0 || check_arg(val, "--pubkey", 0) < 0 ||
+            if (sodium_init() < 0 || check_arg(NULL, val, "--pubkey", 0) < 0 ||
                 cli_load_pubkey(val, src.keys[src.nkeys]) < 0) return 2;
             src.nkeys++;
         } else if (strcmp(a, "--auth-file") == 0) {
@@ -593,8 +618,8 @@ static int serve_args(int argc, char **argv)
     }
     if (o.data_dir) {
         if (sodium_init() < 0) return 1;
-        if (o.tls_cert && (check_arg(o.tls_cert, "--tls-cert", 0) < 0 ||
-                           check_arg(o.tls_key, "--tls-key", tls_pem_kind(o.tls_key) != TLS_PEM_CERT) < 0)) {
+        if (o.tls_cert && (check_arg(&o, o.tls_cert, "--tls-cert", 0) < 0 ||
+                           check_arg(&o, o.tls_key, "--tls-key", tls_pem_kind(o.tls_key) != TLS_PEM_CERT) < 0)) {
             return 2;
         }
         rc = serve_fleet(&o, &src, api, ota);
@@ -614,7 +639,7 @@ static int serve_args(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (check_arg(o.image, "image FILE", 0) < 0) {
+    if (check_arg(&o, o.image, "image FILE", 0) < 0) {
         return 2;
     }
     if (stat(o.image, &st) == 0 && st.st_size == 0) {
@@ -633,8 +658,8 @@ static int serve_args(int argc, char **argv)
         fprintf(stderr, "tcpota serve: --tls-cert and --tls-key go together\n");
         return 2;
     }
-    if (o.tls_cert && (check_arg(o.tls_cert, "--tls-cert", 0) < 0 ||
-                       check_arg(o.tls_key, "--tls-key", tls_pem_kind(o.tls_key) != TLS_PEM_CERT) < 0)) {
+    if (o.tls_cert && (check_arg(&o, o.tls_cert, "--tls-cert", 0) < 0 ||
+                       check_arg(&o, o.tls_key, "--tls-key", tls_pem_kind(o.tls_key) != TLS_PEM_CERT) < 0)) {
         return 2;
     }
     if ((rc = serve_load(&src, &o)) != 0) {

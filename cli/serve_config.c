@@ -106,7 +106,7 @@ static int read_flags(FILE *f, const char *path, struct serve_config_args *out)
     unsigned line = 0;
 
     for (;;) {
-        char *s, *val;
+        char *b = buf, *s, *val;
         size_t nlen, len, at;
         int k, got = read_line(f, buf, sizeof(buf), &len);
 
@@ -118,17 +118,23 @@ static int read_flags(FILE *f, const char *path, struct serve_config_args *out)
             snprintf(msg, sizeof(msg), "line longer than %d bytes; is this a config file?", MAX_LINE);
             return bad(path, line, msg);
         }
-        if ((at = not_text(buf, len)) < len) {
+        /* Editors on Windows start a UTF-8 file with a byte-order mark;
+         * read as text, it became part of the first option's name. */
+        if (line == 1 && len >= 3 && memcmp(b, "\xef\xbb\xbf", 3) == 0) {
+            b += 3;
+            len -= 3;
+        }
+        if ((at = not_text(b, len)) < len) {
             snprintf(msg, sizeof(msg), "byte %zu of the line is 0x%02x, which a config file cannot "
                                        "hold; is this a config file?",
-                     at + 1, (unsigned)(unsigned char)buf[at]);
+                     at + 1, (unsigned)(unsigned char)b[at]);
             return bad(path, line, msg);
         }
         if (line > MAX_LINES) {
             snprintf(msg, sizeof(msg), "more than %d lines; is this a config file?", MAX_LINES);
             return bad(path, line, msg);
         }
-        s = trim(buf);
+        s = trim(b);
         if (!*s || *s == '#') continue;
         nlen = strcspn(s, " \t");
         val = trim(s + nlen);

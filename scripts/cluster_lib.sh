@@ -8,17 +8,35 @@
 #   cluster_haproxy DIR PORT P...  HAProxy on 127.0.0.1:PORT in front of the
 #                                  device ports P...; sets HAPROXY_PID
 #   free_port                      a free TCP port on 127.0.0.1
+#   port_in_use PORT               whether something listens on 127.0.0.1:PORT
 # TCPOTA (the binary) and PG_CONNINFO (pg_start) must be set.
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# cluster_wait FILE REGEX: waits up to 10 s for a line of FILE.
+# A bind with SO_REUSEADDR fails on Linux only while a socket listens there
+# (connections in TIME_WAIT do not count). HAProxy binds with SO_REUSEPORT:
+# beside a listener of the same user it would bind too and share the port.
+port_in_use() {
+  ! python3 -c 'import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
+}
+
+# cluster_wait FILE REGEX PID: waits up to 10 s for a line of FILE, written
+# by process PID (a process that exited will not write it: its last lines
+# say why).
 cluster_wait() {
   local i
   for ((i = 0; i < 200; i++)); do
     grep -qE "$2" "$1" 2>/dev/null && return 0
+    if ! kill -0 "$3" 2>/dev/null; then
+      echo "cluster: $(basename "$1" .log) exited before /$2/ in $1:" >&2
+      tail -5 "$1" >&2
+      return 1
+    fi
     sleep 0.05
   done
   echo "cluster: timed out waiting for /$2/ in $1:" >&2
@@ -40,7 +58,7 @@ cluster_node() {
     --api 127.0.0.1:0 --no-progress "$@" < /dev/null >> "$log" 2>&1 &
   NODE_PID=$!
   echo "$NODE_PID" > "$dir/n$i.pid"
-  cluster_wait "$log" 'listening on' || return 1
+  cluster_wait "$log" 'listening on' "$NODE_PID" || return 1
   NODE_PORT=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' "$log" | tail -1)
   NODE_API=$(sed -nE 's/.*API on [^ ]*:([0-9]+).*/\1/p' "$log" | tail -1)
 }
@@ -77,6 +95,9 @@ cluster_haproxy() {
   echo "$HAPROXY_PID" > "$dir/haproxy.pid"
   local i
   for ((i = 0; i < 100; i++)); do
+    # Before the probe: an HAProxy that could not bind has exited, and
+    # whatever answers on the port is not it.
+    kill -0 "$HAPROXY_PID" 2>/dev/null || break
     python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' \
       "$port" 2>/dev/null && return 0
     sleep 0.05

@@ -7,8 +7,22 @@ T=$build/cli/tcpota
 P=$build/tools/tcpota-proxy
 work=$(mktemp -d /tmp/tcpota-demo.XXXXXX)
 pids=()
+tees=()   # the tee of each log shown while it is written
 cleanup() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
+
+# logged FILE CMD...: runs CMD in the background, its stderr into FILE and
+# onto the screen; its pid goes into pids, its tee's into tees (waited for
+# before the verdict, so that the last lines come before it).
+logged() {
+  local f=$1
+  shift
+  exec {fd}> >(tee "$f" >&2)
+  tees+=($!)
+  "$@" 2>&$fd &
+  pids+=($!)
+  exec {fd}>&-
+}
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 port_of() { sed -nE "s/.*listening on [^ ]*:([0-9]+).*/\1/p" "$1" | head -1; }
@@ -19,15 +33,13 @@ head -c 1048576 /dev/urandom > "$work/firmware.bin"
 sha256sum "$work/firmware.bin" | cut -c1-64
 
 step "2. tcpota serve"
-"$T" serve --listen 127.0.0.1:0 --version 2.0.0 --progress "$work/firmware.bin" 2> >(tee "$work/server.log" >&2) &
-pids+=($!)
+logged "$work/server.log" "$T" serve --listen 127.0.0.1:0 --version 2.0.0 --progress "$work/firmware.bin"
 wait_for "$work/server.log"
 port=$(port_of "$work/server.log")
 
 step "3. a proxy that cuts device C's connection twice, on a 2 MB/s link"
-"$P" --listen 127.0.0.1:0 --upstream "127.0.0.1:$port" --cut-random 2 --seed 7 \
-     --cut-range 150000:900000 --rate 2000000 2> >(tee "$work/proxy.log" >&2) &
-pids+=($!)
+logged "$work/proxy.log" "$P" --listen 127.0.0.1:0 --upstream "127.0.0.1:$port" --cut-random 2 --seed 7 \
+     --cut-range 150000:900000 --rate 2000000
 wait_for "$work/proxy.log"
 cport=$(port_of "$work/proxy.log")
 "$P" --listen 127.0.0.1:0 --upstream "127.0.0.1:$port" --rate 4000000 --quiet 2> "$work/proxy2.log" &
@@ -58,7 +70,10 @@ for d in dev-a dev-b dev-c; do
   echo "$s" | grep -q "\"sha256\":\"$want\"" || rc=1
 done
 echo "proxy cuts: $(grep -c 'cut at' "$work/proxy.log" || true)"
-kill -TERM "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
+# The server and the proxies print their summaries as they stop: before the verdict.
+kill -TERM "${pids[@]:0:3}"
+wait "${pids[@]:0:3}" "${tees[@]}" 2>/dev/null || true
+pids=()
 if [ $rc -eq 0 ]; then
   step "demo: all three devices run 2.0.0, byte-exact (one after two cuts)"
 else

@@ -465,7 +465,7 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     if (devices_init(&srv.devices, DEVICES_MAX) < 0) {
         goto out;
     }
-    if (o->tls_cert && !(srv.tls = tls_context(o->tls_cert, o->tls_key))) {
+    if (o->tls_cert && !(srv.tls = tls_context(o, o->tls_cert, o->tls_key))) {
         goto out;
     }
     /* --workers: this process forks them after what they share is loaded

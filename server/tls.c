@@ -1,5 +1,7 @@
 /* tls.c - the TLS context (see tls_server.h). */
 #include "tls_server.h"
+#include "log.h"
+#include "server.h"
 
 #include <event2/buffer.h>
 #include <fcntl.h>
@@ -88,23 +90,23 @@ static const char *asn1_date(const ASN1_TIME *t, char *buf, size_t cap)
 /* A certificate out of its validity still loads (a device without a clock
  * may take it), but devices that check dates refuse every handshake with
  * "certificate has expired": said at start, not found in their logs. */
-static void warn_validity(const char *path, X509 *x)
+static void warn_validity(const struct tcpota_serve_opts *o, const char *path, X509 *x)
 {
     char when[TLS_DATE_MAX];
 
     if (!x) return;
     if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0) {
-        fprintf(stderr, "tcpota serve: warning: the TLS certificate %s expired on %s: devices "
-                        "that check dates refuse it; renew it and restart the server\n", path,
-                asn1_date(X509_get0_notAfter(x), when, sizeof(when)));
+        say_always(o, LOG_LV_INFO, "warning: the TLS certificate %s expired on %s: devices "
+                   "that check dates refuse it; renew it and restart the server", path,
+                   asn1_date(X509_get0_notAfter(x), when, sizeof(when)));
     } else if (X509_cmp_current_time(X509_get0_notBefore(x)) > 0) {
-        fprintf(stderr, "tcpota serve: warning: the TLS certificate %s is not valid before %s: "
-                        "devices that check dates refuse it until then; is this host's clock "
-                        "right?\n", path, asn1_date(X509_get0_notBefore(x), when, sizeof(when)));
+        say_always(o, LOG_LV_INFO, "warning: the TLS certificate %s is not valid before %s: "
+                   "devices that check dates refuse it until then; is this host's clock right?",
+                   path, asn1_date(X509_get0_notBefore(x), when, sizeof(when)));
     }
 }
 
-SSL_CTX *tls_context(const char *cert, const char *key)
+SSL_CTX *tls_context(const struct tcpota_serve_opts *o, const char *cert, const char *key)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     const char *k = key ? key : cert;
@@ -147,7 +149,7 @@ SSL_CTX *tls_context(const char *cert, const char *key)
      * streaming one reuses the same freed block for every record rather
      * than keeping its own (as nginx does). */
     (void)SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-    warn_validity(cert, SSL_CTX_get0_certificate(ctx));
+    warn_validity(o, cert, SSL_CTX_get0_certificate(ctx));
     return ctx;
 fail:
     ERR_clear_error();

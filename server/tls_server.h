@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 struct evbuffer;
+struct tcpota_serve_opts;
 
 /* What a PEM file holds, from its first TLS_PEM_PEEK bytes: for messages
  * (a certificate given as the key, a key as the certificate) and for not
@@ -19,8 +20,9 @@ enum tls_pem { TLS_PEM_EMPTY, TLS_PEM_CERT, TLS_PEM_KEY, TLS_PEM_BOTH, TLS_PEM_O
 enum tls_pem tls_pem_kind(const char *path);
 
 /* A server context (TLS 1.2 or later) with this certificate chain and key
- * (key NULL: in the certificate's file). NULL after printing why. */
-SSL_CTX *tls_context(const char *cert, const char *key);
+ * (key NULL: in the certificate's file). NULL after printing why; a
+ * certificate out of its dates loads, with a warning in o's log. */
+SSL_CTX *tls_context(const struct tcpota_serve_opts *o, const char *cert, const char *key);
 
 /* Writes the TLS exporter of this connection under TCPOTA_TLS_BINDING_LABEL
  * (codec.h), the binding a device's AUTH must cover. Returns 0, or -1 when

@@ -67,15 +67,25 @@ function table(head, rows, numFrom = Infinity) {
 
 class ApiError extends Error {}
 
+// fetch() itself fails (a TypeError, "Failed to fetch") when no answer came.
+const UNREACHABLE = 'The server cannot be reached: is tcpota serve running?';
+
+// What an answer that is not the API's JSON means: libevent answers a body
+// over --max-image with a page of its own.
+function httpError(status) {
+  if (status === 413) return 'the server refused the upload as too large: it takes images of at most its --max-image BYTES (default 64 MiB)';
+  return `HTTP ${status}`;
+}
+
 async function api(method, path, body, headers) {
   const opt = { method, headers: { Authorization: 'Bearer ' + sessionStorage.getItem(TOKEN_KEY), ...headers } };
   if (body !== undefined) {
     opt.body = body instanceof ArrayBuffer ? body : JSON.stringify(body);
   }
-  const r = await fetch(path, opt);
-  const j = await r.json().catch(() => ({ error: `HTTP ${r.status}` }));
+  const r = await fetch(path, opt).catch(() => { throw new Error(UNREACHABLE + ' The page tries again every 2 s.'); });
+  const j = await r.json().catch(() => ({ error: httpError(r.status) }));
   if (r.status === 401) { logout('The server refused the token: ' + j.error); throw new ApiError(j.error); }
-  if (!r.ok) throw new ApiError(j.error || `HTTP ${r.status}`);
+  if (!r.ok) throw new ApiError(j.error || httpError(r.status));
   return j;
 }
 
@@ -130,7 +140,7 @@ async function listen() {
     $('live').classList.add('off');
     if (stream !== ctl) return;
     await new Promise((ok) => setTimeout(ok, RECONNECT_MS));
-    if (view) view.draw(); // what happened while the stream was down
+    if (view) view.draw().catch(fail); // what happened while the stream was down
   }
 }
 
@@ -352,6 +362,9 @@ function route() {
   view = page === 'device' ? device(decodeURIComponent(arg || '')) : pages[page] || overview;
   devices.models = null;
   for (const a of document.querySelectorAll('nav a')) a.classList.toggle('on', a.hash === '#/' + (page || 'overview'));
+  // The last page goes at once: a page that fails to load (an unknown
+  // device) shows its error alone, not under the last page's title.
+  $('view').replaceChildren(h('p', { id: 'msg', class: 'error', role: 'alert' }));
   view.draw().catch(fail);
 }
 
@@ -376,11 +389,18 @@ function start() {
 $('login').addEventListener('submit', async (e) => {
   e.preventDefault();
   const t = $('token').value.trim();
+  // Checked here: fetch() refuses a header with characters beyond Latin-1
+  // as if the server could not be reached.
+  if (!/^[0-9a-fA-F]{64}$/.test(t)) {
+    $('login-error').textContent = 'The token is the 64 hex digits of DIR/api.token on the server; this is not one (' +
+      `${t.length} characters${/[^0-9a-fA-F]/.test(t) ? ', not all of them hex digits' : ''}).`;
+    return;
+  }
   const r = await fetch('/v1/summary', { headers: { Authorization: 'Bearer ' + t } }).catch(() => null);
   if (!r || !r.ok) {
     const j = r ? await r.json().catch(() => ({})) : {};
     $('login-error').textContent = r ? (r.status === 401 ? 'Wrong token: ' : '') + (j.error || `HTTP ${r.status}`)
-      : 'The server cannot be reached.';
+      : UNREACHABLE;
     return;
   }
   sessionStorage.setItem(TOKEN_KEY, t);

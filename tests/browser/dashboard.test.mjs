@@ -16,6 +16,8 @@ const ARTIFACTS = process.env.ARTIFACTS || 'browser-artifacts';
 const IMAGE_BYTES = 2 << 20;      // 2 MiB ...
 const SLOW_RATE = 400000;         // ... at 400 kB/s: about 5 s of progress to watch
 const WAIT_MS = 20000;            // any single expectation
+const MAX_IMAGE = 3 << 20;        // the server's --max-image: room for the image, not for TOO_BIG
+const TOO_BIG = 4 << 20;
 const work = mkdtempSync(join(tmpdir(), 'tcpota-browser-'));
 const procs = [];
 let browser = null, page = null;
@@ -72,7 +74,8 @@ async function shot(page, name) {
 async function main() {
   mkdirSync(ARTIFACTS, { recursive: true });
   const data = join(work, 'data');
-  const server = run('server', TCPOTA, ['serve', '--listen', '127.0.0.1:0', '--data', data, '--api', '127.0.0.1:0', '--no-progress']);
+  const server = run('server', TCPOTA, ['serve', '--listen', '127.0.0.1:0', '--data', data, '--api', '127.0.0.1:0', '--no-progress',
+    '--max-image', String(MAX_IMAGE)]);
   const line = await waitFor('the server to listen', () => server.log().match(/listening on [^ ]*:(\d+),.*API on [^ ]*:(\d+)/));
   const [devPort, apiPort] = [line[1], line[2]];
   const base = `http://127.0.0.1:${apiPort}`;
@@ -88,10 +91,21 @@ async function main() {
   browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ['--no-sandbox'] });
   page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   page.setDefaultTimeout(WAIT_MS);
-  page.on('pageerror', (e) => console.error('page error: ' + e.message));
+  // An error the page did not catch, or one the browser logs (a refused
+  // resource), fails the test.
+  const pageErrors = [], consoleErrors = [];
+  page.on('pageerror', (e) => { console.error('page error: ' + e.message); pageErrors.push(e.message); });
+  page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(`${m.text()} (${m.location().url})`); });
 
   // ---- login ----
   await page.goto(base + '/');
+  await page.waitForTimeout(500); // the browser's own requests (a favicon) are done
+  if (consoleErrors.length) fail('the login page logs errors: ' + consoleErrors.join('; '));
+  for (const t of ['wrong', 'é✓'.repeat(32)]) { // fetch() refuses the second as a header: no network error
+    await page.fill('#token', t);
+    await page.click('#login button');
+    await waitFor(`the refusal of ${t}`, async () => /64 hex digits/.test(await page.textContent('#login-error')));
+  }
   await page.fill('#token', 'f'.repeat(64));
   await page.click('#login button');
   await waitFor('the refusal', async () => /Wrong token/.test(await page.textContent('#login-error')));
@@ -117,6 +131,13 @@ async function main() {
   if (imgs.images.length !== 1 || imgs.images[0].size !== IMAGE_BYTES) fail('upload: ' + JSON.stringify(imgs));
   await shot(page, 'images');
   ok('images: an upload through the page is stored and listed');
+  writeFileSync(join(work, 'big.bin'), randomBytes(TOO_BIG));
+  await page.setInputFiles('#upload input[name=file]', join(work, 'big.bin'));
+  await page.fill('#upload input[name=version]', '2.0.1');
+  await page.fill('#upload input[name=model]', 'esp32');
+  await page.click('#upload button');
+  await waitFor('the refusal of an image over --max-image', async () => /--max-image/.test(await page.textContent('#msg')));
+  ok('images: an upload over --max-image says so');
 
   // ---- rollouts: create ----
   await page.click('nav a[href="#/rollouts"]');
@@ -179,10 +200,22 @@ async function main() {
   await shot(page, 'device');
   ok('overview counts the failure of the last hour; the device page shows its history');
 
+  await page.click('nav a[href="#/images"]');
+  await page.waitForSelector('#upload');
+  await page.goto(base + '/#/device/no-such-dev');
+  await waitFor('the unknown device\'s message', async () => /no device no-such-dev/.test(await page.textContent('#view')));
+  if (await page.$('#upload')) fail('an unknown device\'s page shows the images page under its message');
+  await page.goto(base + '/#/device/bad-1');
+  await page.waitForSelector('text=reported: rolled back', { timeout: WAIT_MS });
+  ok('an unknown device\'s page shows its message alone');
+
   server.kill('SIGTERM'); // with the page's event stream open
   const rc = await server.done;
   if (rc !== 0) fail(`the server exited ${rc} on SIGTERM (its event streams must end cleanly)`);
   ok('the server stops cleanly with dashboards connected');
+  await waitFor('the page to say the server is gone', async () => /cannot be reached/.test(await page.textContent('#msg')));
+  if (pageErrors.length) fail('errors the page did not catch: ' + pageErrors.join('; '));
+  ok('a page whose server stopped says so, with no error it did not catch');
 }
 
 try {

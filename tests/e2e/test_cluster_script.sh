@@ -14,7 +14,8 @@ SCRIPT="$(cd "$(dirname "$0")/../.." && pwd)/scripts/cluster.sh"
 chmod 711 "$WORK"
 mkdir -m 700 "$WORK/closed"
 D="$WORK/cluster"
-trap 'rc=$?; bash "$SCRIPT" stop "$D" > /dev/null 2>&1 || true; set +e; (exit $rc); cleanup' EXIT
+D2="$WORK/cluster2"
+trap 'rc=$?; for d in "$D" "$D2"; do [ -d "$d" ] && bash "$SCRIPT" stop "$d" > /dev/null 2>&1; done; set +e; (exit $rc); cleanup' EXIT
 
 port=$((20000 + RANDOM % 8000))
 export CLUSTER_PORT=$port CLUSTER_API=$((port + 1))
@@ -48,6 +49,34 @@ TCPOTA_TOKEN=$(cat "$D/n1/api.token")
 SERVER_PORT=$port run_device c-1 esp32 "$WORK/dev" || fail "a device through HAProxy failed: $(cat "$WORK/c-1.log")"
 check_device "$WORK/dev" "$WORK/img"
 ok "a device updates through the cluster's HAProxy"
+
+# A second cluster on the same device port stops before it starts anything:
+# its HAProxy could not bind there (or, as the same user, would share the
+# port by SO_REUSEPORT and split the devices between two fleets), and the
+# start's probe of the port reached the first cluster's HAProxy and said
+# "running".
+rc=0
+CLUSTER_API=$((port + 10)) timeout 60 bash "$SCRIPT" start "$D2" > "$WORK/start2.out" 2>&1 || rc=$?
+[ $rc -eq 1 ] || fail "a second cluster on device port $port: exit $rc, expected 1: $(cat "$WORK/start2.out")"
+grep -q "127.0.0.1:$port, the devices' port, is in use" "$WORK/start2.out" ||
+  fail "a second cluster on device port $port: $(cat "$WORK/start2.out")"
+[ ! -e "$D2/pg" ] && [ ! -e "$D2/n1.pid" ] || fail "a second cluster on a taken port started something in $D2"
+ok "a second cluster on a device port in use is refused, naming the port, before it starts anything"
+
+# A node that cannot start (node 1's API port is the first cluster's) is
+# reported as it exits, with its reason, not after the 10 s wait for its
+# "listening on" line, and what started is stopped again.
+rc=0
+start=$(date +%s%N)
+CLUSTER_PORT=$(free_port) CLUSTER_API=$((port + 1)) timeout 60 bash "$SCRIPT" start "$D2" > "$WORK/start3.out" 2>&1 || rc=$?
+ms=$((($(date +%s%N) - start) / 1000000))
+[ $rc -eq 1 ] || fail "a cluster whose node 1 cannot start: exit $rc, expected 1: $(cat "$WORK/start3.out")"
+grep -q "n1 exited before" "$WORK/start3.out" && grep -q "cannot listen on 127.0.0.1:$((port + 1)) for the API" "$WORK/start3.out" ||
+  fail "a cluster whose node 1 cannot start: $(cat "$WORK/start3.out")"
+[ $ms -lt 8000 ] || fail "a cluster whose node 1 cannot start took $ms ms to say so"
+bash "$SCRIPT" status "$D2" > "$WORK/status3.out"
+! grep -q ': running' "$WORK/status3.out" || fail "still running after a failed start: $(cat "$WORK/status3.out")"
+ok "a node that cannot start is reported at once with its reason ($ms ms), and the start stops what it started"
 
 bash "$SCRIPT" stop "$D" > "$WORK/stop.out" 2>&1 || fail "stop failed: $(cat "$WORK/stop.out")"
 grep -q "cluster: stopped" "$WORK/stop.out" || fail "stop: $(cat "$WORK/stop.out")"

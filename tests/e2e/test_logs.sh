@@ -5,6 +5,7 @@
 # carry '] ', '[', '"' and '\' cannot forge a line or a [device peer] part.
 # The server runs in a time zone far from UTC, so local time would show.
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fleet_lib.sh"
 
 ID='x] tcpota serve: [admin "q\'
 MODEL='m]"[\'
@@ -83,6 +84,50 @@ grep -qF 'model=m\x5d"\x5b\x5c version=' "$L" || fail "the hostile model is not 
 forged=$(grep -E '\[.*\[|\].*\]' "$L" || true)
 [ -z "$forged" ] || fail "a second [ or ] in a line: $forged"
 ok "text: every line starts with an ISO 8601 UTC time; no peer byte fakes a [device peer]"
+
+# The warnings of a start that goes on are lines of the log too: a log
+# shipper reading --log-format json got them as bare text, without a time.
+# Image mode: an --auth-file others can read, without --require-auth, a
+# version that has no order, and a TLS certificate that has expired; fleet
+# mode: no --pubkey.
+printf 'dev-1 00112233445566778899aabbccddeeff\n' > "$WORK/open.secrets"
+chmod 644 "$WORK/open.secrets"
+mkdir "$WORK/ca"
+(
+  cd "$WORK/ca"
+  printf '[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\ndefault_md = sha256\npolicy = p\n[p]\ncommonName = supplied\n' > ca.cnf
+  touch index.txt && echo 01 > serial
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=ca &&
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key -out srv.csr -subj /CN=localhost &&
+    openssl ca -batch -config ca.cnf -cert ca.pem -keyfile ca.key -in srv.csr -out expired.pem \
+      -startdate 20200101000000Z -enddate 20200102000000Z
+) > "$WORK/ca.log" 2>&1 || fail "openssl: $(cat "$WORK/ca.log")"
+start_server "$WORK/img" factory --log-format json --auth-file "$WORK/open.secrets" \
+  --tls-cert "$WORK/ca/expired.pem" --tls-key "$WORK/ca/srv.key"
+stop_server
+cp "$WORK/server.log" "$WORK/warn-image.log"
+DATA="$WORK/fleet" start_fleet --log-format json
+stop_fleet
+python3 - "$WORK/warn-image.log" "$WORK/server.log" <<'EOF2' || fail "a start's warnings are not lines of the JSON log (above)"
+import json, sys
+want = ["warning: --auth-file", "warning: --auth-file without --require-auth",
+        "warning: version 'factory' is not a semantic version", "warning: no --pubkey",
+        "warning: the TLS certificate"]
+msgs = []
+for path in sys.argv[1:]:
+    for line in open(path):
+        try:
+            o = json.loads(line)
+        except ValueError:
+            sys.exit(f"{path}: not JSON: {line!r}")
+        if not o.get("time", "").endswith("Z"):
+            sys.exit(f"{path}: no UTC time: {line!r}")
+        msgs.append(o["msg"])
+for w in want:
+    if not any(m.startswith(w) for m in msgs):
+        sys.exit(f"no line starts with {w!r}: {msgs}")
+EOF2
+ok "json: a start's warnings (a readable --auth-file, no --require-auth, no order, an expired certificate, no --pubkey) are JSON lines with a time"
 
 rc=0
 out=$(timeout 5 "$TCPOTA" serve --listen 127.0.0.1:0 --log-format xml "$WORK/img" 2>&1) || rc=$?

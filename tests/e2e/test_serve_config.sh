@@ -64,6 +64,14 @@ start_serve crlf.log --config crlf.conf
 stop_serve
 ok "bad lines are refused with FILE:LINE and what to write instead"
 
+# Windows' Notepad starts a UTF-8 file with a byte-order mark: it was read
+# as part of the first option ("unknown option 'listen'", the mark unseen).
+printf '\xef\xbb\xbflisten 127.0.0.1:0\r\nversion 1.0.0\r\n' > bom.conf
+start_serve bom.log --config bom.conf
+stop_serve
+expect_refused bom2 'version 1.0.0\n\xef\xbb\xbflisten 127.0.0.1:0\n' "bom2.conf:2: unknown option"
+ok "a UTF-8 byte-order mark at the start of the config file is skipped (only there)"
+
 mkfifo fifo.conf
 rc=0; timeout 10 "$TCPOTA" serve --config fifo.conf img.bin 2> fifo.log || rc=$?
 [ $rc -eq 2 ] && grep -q 'fifo.conf is not a regular file (it is a FIFO)' fifo.log || fail "FIFO: exit $rc: $(cat fifo.log)"
