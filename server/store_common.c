@@ -168,6 +168,64 @@ int store_rollout_set_conflict(struct store_req *r)
                          (unsigned)r->u.rollout.expect_n_open);
 }
 
+static int check_image_add(struct store_req *r)
+{
+    const struct store_image *img = r->u.image.img;
+
+    if (!r->u.image.path) return store_err_set(r, STORE_E_INVAL, "path: required");
+    if (img->manifest_len > sizeof(img->manifest)) {
+        return store_err_set(r, STORE_E_INVAL, "manifest: too long");
+    }
+    if (!img->model[0]) return store_err_set(r, STORE_E_INVAL, "model: required");
+    if (!img->version[0]) return store_err_set(r, STORE_E_INVAL, "version: required");
+    return STORE_OK;
+}
+
+static int check_secret_set(struct store_req *r)
+{
+    size_t len = r->u.device.id ? strlen(r->u.device.id) : 0;
+
+    if (len == 0 || len > TCPOTA_MAX_STR) {
+        return store_err_set(r, STORE_E_INVAL, "id: 1 to %u bytes", TCPOTA_MAX_STR);
+    }
+    if (!r->u.device.secret || r->u.device.secret_len == 0 ||
+        r->u.device.secret_len > TCPOTA_SECRET_MAX) {
+        return store_err_set(r, STORE_E_INVAL, "secret: 1 to %u bytes", TCPOTA_SECRET_MAX);
+    }
+    return STORE_OK;
+}
+
+int store_req_check(struct store_req *r)
+{
+    switch (r->op) {
+    case STORE_CHECKIN:
+        if (!r->u.checkin.id || !r->u.checkin.id[0] || !r->u.checkin.model ||
+            !r->u.checkin.version) {
+            return store_err_set(r, STORE_E_INVAL, "checkin: id, model and version are required");
+        }
+        break;
+    case STORE_SEEN:
+        if (r->u.seen.n && !r->u.seen.ids) {
+            return store_err_set(r, STORE_E_INVAL, "seen: ids: required");
+        }
+        break;
+    case STORE_DEVICE_GET:
+    case STORE_DEVICE_SET_GROUP:
+        if (!r->u.device.id) {
+            return store_err_set(r, STORE_E_INVAL, "id: required");
+        }
+        if (r->op == STORE_DEVICE_SET_GROUP && r->u.device.group &&
+            strlen(r->u.device.group) > STORE_GROUP_MAX) {
+            return store_err_set(r, STORE_E_INVAL, "group: at most %u bytes", STORE_GROUP_MAX);
+        }
+        break;
+    case STORE_SECRET_SET: return check_secret_set(r);
+    case STORE_IMAGE_ADD: return check_image_add(r);
+    default: break;
+    }
+    return STORE_OK;
+}
+
 /* ---- images ---- */
 
 int store_image_prefix(struct store_req *r, const char *key, char lower[2 * TCPOTA_ID_LEN + 1])

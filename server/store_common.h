@@ -75,6 +75,14 @@ int store_rollout_set_check(struct store_req *r);
  * saying what the rollout (as r->u.rollout.r holds it now) is instead. */
 int store_rollout_set_conflict(struct store_req *r);
 
+/* What a request must carry before a backend reads anything: a check-in's
+ * id, model and version; a device's id; a group of at most
+ * STORE_GROUP_MAX bytes; a secret's id (1 to TCPOTA_MAX_STR bytes) and
+ * secret (1 to TCPOTA_SECRET_MAX); an image's file, model, version and a
+ * manifest that fits; the ids of SEEN. STORE_OK, or STORE_E_INVAL with
+ * r->err naming the field. Both backends call it before each op. */
+int store_req_check(struct store_req *r);
+
 /* ---- images ---- */
 
 #define STORE_IMG_PREFIX_MIN 8u /* hex digits an image id prefix needs (docs/api.md) */

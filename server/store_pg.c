@@ -40,6 +40,7 @@
  * connection whether it did (commit_outcome; settle_kept for a list the
  * outage kept). When the database cannot be reached, store_pg_outage.c
  * takes over. */
+#include "store_common.h"
 #include "store_pg_internal.h"
 
 #include <errno.h>
@@ -65,6 +66,11 @@
 
 static int dispatch(struct pgstore *st, struct store_req *r)
 {
+    int rc = store_req_check(r);
+
+    if (rc < 0) {
+        return rc;
+    }
     switch (r->op) {
     case STORE_CHECKIN: return pg_op_checkin(st, r);
     case STORE_EVENT: return pg_op_event(st, r);

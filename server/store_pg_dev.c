@@ -248,10 +248,6 @@ int pg_op_checkin(struct pgstore *st, struct store_req *r)
     int64_t ro_id;
     int rc;
 
-    if (!r->u.checkin.id || !r->u.checkin.id[0] || !r->u.checkin.model ||
-        !r->u.checkin.version) {
-        return store_err_set(r, STORE_E_INVAL, "checkin: id, model and version are required");
-    }
     if (!r->u.checkin.out && !(r->u.checkin.out = calloc(1, sizeof(*r->u.checkin.out)))) {
         return store_err_set(r, STORE_E_IO, "out of memory");
     }
@@ -350,9 +346,6 @@ int pg_op_seen(struct pgstore *st, struct store_req *r)
     size_t i;
     int rc = 0;
 
-    if (r->u.seen.n && !r->u.seen.ids) {
-        return store_err_set(r, STORE_E_INVAL, "seen: ids: required");
-    }
     if (!r->u.seen.n) {
         return STORE_OK;
     }
@@ -532,9 +525,6 @@ int pg_op_device_get(struct pgstore *st, struct store_req *r)
 {
     int rc;
 
-    if (!r->u.device.id) {
-        return store_err_set(r, STORE_E_INVAL, "id: required");
-    }
     if ((rc = load_device(st, r, r->u.device.id, r->u.device.dev)) <= 0) {
         return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
     }
@@ -548,10 +538,6 @@ int pg_op_device_set_group(struct pgstore *st, struct store_req *r)
     int64_t ro_id;
     int rc;
 
-    if (!r->u.device.id || strlen(group) > STORE_GROUP_MAX) {
-        return store_err_set(r, STORE_E_INVAL, "%s", !r->u.device.id ? "id: required"
-                                                                      : "group: at most 32 bytes");
-    }
     if ((rc = load_device(st, r, r->u.device.id, d)) <= 0) {
         return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
     }
@@ -568,14 +554,6 @@ int pg_op_device_set_group(struct pgstore *st, struct store_req *r)
 
 int pg_op_secret_set(struct pgstore *st, struct store_req *r)
 {
-    size_t len = r->u.device.id ? strlen(r->u.device.id) : 0;
-
-    if (len == 0 || len > TCPOTA_MAX_STR || !r->u.device.secret ||
-        r->u.device.secret_len == 0 || r->u.device.secret_len > TCPOTA_SECRET_MAX) {
-        return store_err_set(r, STORE_E_INVAL, "%s", len == 0 || len > TCPOTA_MAX_STR
-                                                         ? "id: 1 to 64 bytes"
-                                                         : "secret: 1 to 64 bytes");
-    }
     return pg_run(st, r, "secret set", "INSERT INTO secrets (device_id, secret) VALUES ($1, $2)"
                   " ON CONFLICT (device_id) DO UPDATE SET secret = EXCLUDED.secret", "tb",
                   r->u.device.id, (const void *)r->u.device.secret, (int)r->u.device.secret_len);

@@ -204,11 +204,6 @@ int pg_op_image_add(struct pgstore *st, struct store_req *r)
     char hex[2 * TCPOTA_ID_LEN + 1];
     int rc;
 
-    if (!tmp || img->manifest_len > sizeof(img->manifest) || !img->model[0] || !img->version[0]) {
-        return store_err_set(r, STORE_E_INVAL, "%s", !tmp ? "path: required"
-                             : img->manifest_len > sizeof(img->manifest) ? "manifest: too long"
-                             : !img->model[0] ? "model: required" : "version: required");
-    }
     store_hex(img->id, hex);
     r->u.image.added = 0;
     /* Another node adding the same bytes at the same moment: one row. */

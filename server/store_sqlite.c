@@ -9,6 +9,7 @@
  * posted at once and committed with the batch within STORE_BATCH_MS.
  * The thread, its queue and the completions' way back to the loop are
  * store_worker.c's; they run in submission order. */
+#include "store_common.h"
 #include "store_sqlite_internal.h"
 
 #include <errno.h>
@@ -91,6 +92,11 @@ static int commit(struct sstore *st)
 
 static int dispatch(struct sstore *st, struct store_req *r)
 {
+    int rc = store_req_check(r);
+
+    if (rc < 0) {
+        return rc;
+    }
     switch (r->op) {
     case STORE_CHECKIN: return sq_op_checkin(st, r);
     case STORE_EVENT: return sq_op_event(st, r);

@@ -259,10 +259,6 @@ int sq_op_checkin(struct sstore *st, struct store_req *r)
     int64_t ro_id;
     int rc;
 
-    if (!r->u.checkin.id || !r->u.checkin.id[0] || !r->u.checkin.model ||
-        !r->u.checkin.version) {
-        return store_err_set(r, STORE_E_INVAL, "checkin: id, model and version are required");
-    }
     /* Not zeroed (3.5 KiB a check-in): dev, group and failed are always
      * written below, the rollout and the image only with has_rollout, as
      * store.h says. */
@@ -311,9 +307,6 @@ int sq_op_seen(struct sstore *st, struct store_req *r)
 {
     size_t i;
 
-    if (r->u.seen.n && !r->u.seen.ids) {
-        return store_err_set(r, STORE_E_INVAL, "seen: ids: required");
-    }
     for (i = 0; i < r->u.seen.n; i++) {
         if (sq_run(st, "UPDATE devices SET last_seen = max(last_seen, ?2) WHERE id = ?1", "ti",
                    r->u.seen.ids[i], r->now) != SQLITE_DONE) {
@@ -498,9 +491,6 @@ int sq_op_device_get(struct sstore *st, struct store_req *r)
 {
     int rc;
 
-    if (!r->u.device.id) {
-        return store_err_set(r, STORE_E_INVAL, "id: required");
-    }
     if ((rc = load_device(st, r, r->u.device.id, r->u.device.dev)) <= 0) {
         return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
     }
@@ -516,10 +506,6 @@ int sq_op_device_set_group(struct sstore *st, struct store_req *r)
     int64_t ro_id;
     int rc;
 
-    if (!r->u.device.id || strlen(group) > STORE_GROUP_MAX) {
-        return store_err_set(r, STORE_E_INVAL, "%s", !r->u.device.id ? "id: required"
-                                                               : "group: at most 32 bytes");
-    }
     if ((rc = load_device(st, r, r->u.device.id, d)) <= 0) {
         return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
     }
@@ -545,14 +531,6 @@ int sq_op_device_set_group(struct sstore *st, struct store_req *r)
 
 int sq_op_secret_set(struct sstore *st, struct store_req *r)
 {
-    size_t len = r->u.device.id ? strlen(r->u.device.id) : 0;
-
-    if (len == 0 || len > TCPOTA_MAX_STR || !r->u.device.secret ||
-        r->u.device.secret_len == 0 || r->u.device.secret_len > TCPOTA_SECRET_MAX) {
-        return store_err_set(r, STORE_E_INVAL, "%s", len == 0 || len > TCPOTA_MAX_STR
-                                                  ? "id: 1 to 64 bytes"
-                                                  : "secret: 1 to 64 bytes");
-    }
     if (sq_run(st, "INSERT OR REPLACE INTO secrets (device_id, secret) VALUES (?1, ?2)", "tb",
                r->u.device.id, (const void *)r->u.device.secret,
                (int)r->u.device.secret_len) != SQLITE_DONE) {

@@ -120,11 +120,6 @@ int sq_op_image_add(struct sstore *st, struct store_req *r)
     char hex[2 * TCPOTA_ID_LEN + 1], path[sizeof(img->path)];
     int rc;
 
-    if (!tmp || img->manifest_len > sizeof(img->manifest) || !img->model[0] || !img->version[0]) {
-        return store_err_set(r, STORE_E_INVAL, "%s", !tmp ? "path: required"
-                      : img->manifest_len > sizeof(img->manifest) ? "manifest: too long"
-                      : !img->model[0] ? "model: required" : "version: required");
-    }
     store_hex(img->id, hex);
     sq_image_path(st, hex, path, sizeof(path));
     r->u.image.added = 0;

@@ -1358,6 +1358,67 @@ static void test_secret_lengths(void **state)
     store_req_free(r);
 }
 
+/* r's rc is STORE_E_INVAL and its message says err; frees r. */
+static void assert_refused(struct fx *f, struct store_req *r, const char *err)
+{
+    assert_int_equal(ss_run(f, r)->rc, STORE_E_INVAL);
+    assert_string_equal(r->err, err);
+    store_req_free(r);
+}
+
+/* Requests without what their op needs are refused, naming the field,
+ * before anything is read or written (store_req_check, one rule for both
+ * backends): the API and the server always fill them, a mistake in a new
+ * caller must not become a row. */
+static void test_requests_missing_fields(void **state)
+{
+    static const uint8_t secret[1];
+    struct fx *f = *state;
+    struct store_req *r;
+
+    r = ss_req(STORE_CHECKIN);
+    r->u.checkin.id = "";
+    r->u.checkin.model = MODEL;
+    r->u.checkin.version = "1.0.0";
+    assert_refused(f, r, "checkin: id, model and version are required");
+    r = ss_req(STORE_CHECKIN);
+    r->u.checkin.id = "dev-1";
+    r->u.checkin.model = MODEL;
+    assert_refused(f, r, "checkin: id, model and version are required");
+    r = ss_req(STORE_SEEN);
+    r->u.seen.n = 1;
+    assert_refused(f, r, "seen: ids: required");
+    assert_refused(f, ss_req(STORE_DEVICE_GET), "id: required");
+    assert_refused(f, ss_req(STORE_DEVICE_SET_GROUP), "id: required");
+    r = ss_req(STORE_SECRET_SET);
+    r->u.device.id = "";
+    r->u.device.secret = secret;
+    r->u.device.secret_len = sizeof(secret);
+    assert_refused(f, r, "id: 1 to 64 bytes");
+    r = ss_req(STORE_SECRET_SET);
+    r->u.device.id = "dev-1";
+    r->u.device.secret_len = sizeof(secret);
+    assert_refused(f, r, "secret: 1 to 64 bytes");
+    r = ss_req(STORE_SECRET_SET);
+    r->u.device.id = "dev-1";
+    r->u.device.secret = secret;
+    assert_refused(f, r, "secret: 1 to 64 bytes");
+    r = ss_req(STORE_IMAGE_ADD);
+    snprintf(r->u.image.img->model, sizeof(r->u.image.img->model), "%s", MODEL);
+    snprintf(r->u.image.img->version, sizeof(r->u.image.img->version), "2.0.0");
+    assert_refused(f, r, "path: required");
+    r = ss_req(STORE_IMAGE_ADD);
+    r->u.image.path = "/nonexistent";
+    snprintf(r->u.image.img->model, sizeof(r->u.image.img->model), "%s", MODEL);
+    snprintf(r->u.image.img->version, sizeof(r->u.image.img->version), "2.0.0");
+    r->u.image.img->manifest_len = sizeof(r->u.image.img->manifest) + 1;
+    assert_refused(f, r, "manifest: too long");
+    /* Nothing of it was stored. */
+    r = ss_run(f, ss_req(STORE_DEVICE_LIST));
+    assert_int_equal(r->u.list.n, 0);
+    store_req_free(r);
+}
+
 static void test_history_order(void **state)
 {
     struct fx *f = *state;
@@ -1656,6 +1717,7 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_image_ambiguous, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_device_list, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_secret_lengths, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_requests_missing_fields, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_history_order, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_device_list_prefix, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_device_list_prefix_filtered, ss_setup, ss_teardown),
