@@ -5,6 +5,7 @@
 #include "tcpota/tcpota.h"
 
 #include <event2/buffer.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -118,19 +119,13 @@ void metrics_store_latency(enum metrics_store_op op, double seconds)
 /* The labels of a row: rollout="N",image="<12 hex>" (or rollout="other"). */
 static void row_labels(const struct row *r, char *buf, size_t cap)
 {
-    static const char hex[] = "0123456789abcdef";
     char img[METRICS_IMAGE_HEX + 1];
-    size_t i;
 
     if (r == &m.rows[METRICS_OTHER_ROW]) {
         snprintf(buf, cap, "rollout=\"other\",image=\"other\"");
         return;
     }
-    for (i = 0; i < METRICS_IMAGE_HEX / 2; i++) {
-        img[2 * i] = hex[r->image[i] >> 4];
-        img[2 * i + 1] = hex[r->image[i] & 15];
-    }
-    img[METRICS_IMAGE_HEX] = 0;
+    sodium_bin2hex(img, sizeof(img), r->image, METRICS_IMAGE_HEX / 2);
     snprintf(buf, cap, "rollout=\"%llu\",image=\"%s\"", (unsigned long long)r->rollout, img);
 }
 

@@ -4,6 +4,7 @@
 #include "store.h"
 #include "metrics.h"
 
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -220,43 +221,17 @@ void store_err_clear(struct store_req *r)
 
 void store_hex(const uint8_t *id, char *out)
 {
-    static const char digits[] = "0123456789abcdef";
-    size_t i;
-
-    for (i = 0; i < TCPOTA_ID_LEN; i++) {
-        out[2 * i] = digits[id[i] >> 4];
-        out[2 * i + 1] = digits[id[i] & 0xf];
-    }
-    out[2 * TCPOTA_ID_LEN] = '\0';
-}
-
-static int nibble(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
+    sodium_bin2hex(out, 2 * TCPOTA_ID_LEN + 1, id, TCPOTA_ID_LEN);
 }
 
 int store_unhex(const char *hex, uint8_t *id)
 {
-    size_t i;
+    size_t len = strlen(hex), n = 0;
 
-    if (strlen(hex) != 2 * TCPOTA_ID_LEN) {
+    /* Without hex_end, libsodium refuses anything but hex digits. */
+    if (len != 2 * TCPOTA_ID_LEN ||
+        sodium_hex2bin(id, TCPOTA_ID_LEN, hex, len, NULL, &n, NULL) != 0 || n != TCPOTA_ID_LEN) {
         return -1;
-    }
-    for (i = 0; i < TCPOTA_ID_LEN; i++) {
-        int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) {
-            return -1;
-        }
-        id[i] = (uint8_t)(hi << 4 | lo);
     }
     return 0;
 }

@@ -4,6 +4,7 @@
  * parameters from a format, columns of a text-format result, errors. */
 #include "store_pg_internal.h"
 
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -294,14 +295,6 @@ void pg_col_text(const PGresult *res, int i, int c, char *buf, size_t size)
     snprintf(buf, size, "%s", PQgetvalue(res, i, c));
 }
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-    return -1;
-}
-
 int pg_col_bytea(const PGresult *res, int i, int c, uint8_t *buf, size_t size)
 {
     const char *v = PQgetvalue(res, i, c);
@@ -311,12 +304,8 @@ int pg_col_bytea(const PGresult *res, int i, int c, uint8_t *buf, size_t size)
     if (len < 2 || v[0] != '\\' || v[1] != 'x' || len % 2 != 0 || (n = (len - 2) / 2) > size) {
         return -1;
     }
-    for (k = 0; k < n; k++) {
-        int hi = hexval(v[2 + 2 * k]), lo = hexval(v[3 + 2 * k]);
-        if (hi < 0 || lo < 0) {
-            return -1;
-        }
-        buf[k] = (uint8_t)(hi << 4 | lo);
+    if (sodium_hex2bin(buf, size, v + 2, len - 2, NULL, &k, NULL) != 0 || k != n) {
+        return -1;
     }
     return (int)n;
 }

@@ -442,6 +442,36 @@ static void test_disk_full(void **state)
     store_req_free(r);
 }
 
+/* Ids as the stores keep them: 64 lowercase hex digits, read back in
+ * either case; anything else is refused (libsodium's codec). */
+static void test_hex_ids(void **state)
+{
+    uint8_t id[TCPOTA_ID_LEN], back[TCPOTA_ID_LEN];
+    char hex[2 * TCPOTA_ID_LEN + 2];
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(id); i++) {
+        id[i] = (uint8_t)(i * 37 + 0xa5);
+    }
+    store_hex(id, hex);
+    assert_int_equal(strlen(hex), 2 * TCPOTA_ID_LEN);
+    assert_int_equal(strncmp(hex, "a5caef", 6), 0);
+    assert_int_equal(store_unhex(hex, back), 0);
+    assert_memory_equal(back, id, sizeof(id));
+    hex[0] = 'A';
+    assert_int_equal(store_unhex(hex, back), 0);
+    hex[1] = 'g';
+    assert_int_equal(store_unhex(hex, back), -1);
+    hex[1] = '5';
+    hex[2 * TCPOTA_ID_LEN - 1] = '\0'; /* one digit short */
+    assert_int_equal(store_unhex(hex, back), -1);
+    hex[2 * TCPOTA_ID_LEN - 1] = '0';
+    hex[2 * TCPOTA_ID_LEN] = '0'; /* one digit more */
+    hex[2 * TCPOTA_ID_LEN + 1] = '\0';
+    assert_int_equal(store_unhex(hex, back), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest own[] = {
@@ -449,6 +479,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restored_db_made_private, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_second_open_in_use, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_lagging_loop_holds_no_lock, ss_setup, ss_teardown),
+        cmocka_unit_test(test_hex_ids),
         cmocka_unit_test(test_garbage_db),
         cmocka_unit_test(test_dir_not_a_dir),
         cmocka_unit_test_setup_teardown(test_damaged_db, ss_setup, ss_teardown),
