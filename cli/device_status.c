@@ -8,6 +8,7 @@
 #include "tcpota/device.h"
 #include "tcpota/tcpota.h"
 
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -43,11 +44,11 @@ static void json_string(const char *s)
     putchar('"');
 }
 
-static void print_hex(const uint8_t *b, size_t n)
+static void print_id(const uint8_t id[TCPOTA_ID_LEN])
 {
-    for (size_t i = 0; i < n; i++) {
-        printf("%02x", b[i]);
-    }
+    char hex[2 * TCPOTA_ID_LEN + 1];
+
+    fputs(sodium_bin2hex(hex, sizeof(hex), id, TCPOTA_ID_LEN), stdout);
 }
 
 /* resume: where the next download goes on, or NULL for none the device
@@ -61,13 +62,13 @@ static void print_status(const struct tcpota_posix_slot_info *run,
     printf("{\"slot\":%u,\"version\":", (unsigned)run->slot);
     json_string(version);
     printf(",\"size\":%lu,\"sha256\":\"", (unsigned long)run->size);
-    print_hex(run->sha256, TCPOTA_ID_LEN);
+    print_id(run->sha256);
     printf("\",\"pending\":%s,\"rolled_back\":%s,\"resume\":", run->pending ? "true" : "false",
            run->rolled_back ? "true" : "false");
     if (resume) {
         printf("{\"offset\":%lu,\"size\":%lu,\"image\":\"", (unsigned long)resume->offset,
                (unsigned long)resume->size);
-        print_hex(resume->id, TCPOTA_ID_LEN);
+        print_id(resume->id);
         printf("\"}");
     } else {
         printf("null");

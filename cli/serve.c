@@ -97,7 +97,7 @@ static void usage(FILE *f)
  * the server's log: its time, and JSON under --log-format json, where a
  * bare line broke a log shipper's parse (level info, as the server's own
  * warnings). Without (NULL: a reload, whose stderr the server logs as the
- * reload's lines), a line on stderr. */
+ * reload's lines; or a file at start that never warns), a line on stderr. */
 static void serve_warn(const struct tcpota_serve_opts *o, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void serve_warn(const struct tcpota_serve_opts *o, const char *fmt, ...)

@@ -127,7 +127,7 @@ static int read_flags(FILE *f, const char *path, struct serve_config_args *out)
         if ((at = not_text(b, len)) < len) {
             snprintf(msg, sizeof(msg), "byte %zu of the line is 0x%02x, which a config file cannot "
                                        "hold; is this a config file?",
-                     at + 1, (unsigned)(unsigned char)b[at]);
+                     (size_t)(b - buf) + at + 1, (unsigned)(unsigned char)b[at]);
             return bad(path, line, msg);
         }
         if (line > MAX_LINES) {

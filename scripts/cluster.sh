@@ -49,11 +49,7 @@ do_start() {
   [ -n "$TCPOTA" ] && [ -x "$TCPOTA" ] || { echo "cluster: no tcpota binary; run make build or set TCPOTA" >&2; exit 1; }
   command -v haproxy > /dev/null || { echo "cluster: haproxy is not installed (apt-get install haproxy)" >&2; exit 1; }
   running "$dir/haproxy.pid" && { echo "cluster: already running in $dir; $0 stop $dir first" >&2; exit 1; }
-  if port_in_use "${CLUSTER_PORT:-8070}"; then
-    echo "cluster: 127.0.0.1:${CLUSTER_PORT:-8070}, the devices' port, is in use (another cluster, or another" \
-         "program): stop it, or give this one another port with CLUSTER_PORT" >&2
-    exit 1
-  fi
+  port_free "${CLUSTER_PORT:-8070}" "the devices' port (CLUSTER_PORT)" || exit 1
   mkdir -p "$dir"
   # From here, a failure stops what was started.
   trap 'echo "cluster: start failed; stopping what started" >&2; do_stop' ERR

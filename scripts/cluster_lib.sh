@@ -8,7 +8,8 @@
 #   cluster_haproxy DIR PORT P...  HAProxy on 127.0.0.1:PORT in front of the
 #                                  device ports P...; sets HAPROXY_PID
 #   free_port                      a free TCP port on 127.0.0.1
-#   port_in_use PORT               whether something listens on 127.0.0.1:PORT
+#   port_free PORT WHAT            whether 127.0.0.1:PORT can be listened on;
+#                                  if not, says why (WHAT names the port)
 # TCPOTA (the binary) and PG_CONNINFO (pg_start) must be set.
 
 free_port() {
@@ -18,11 +19,21 @@ free_port() {
 # A bind with SO_REUSEADDR fails on Linux only while a socket listens there
 # (connections in TIME_WAIT do not count). HAProxy binds with SO_REUSEPORT:
 # beside a listener of the same user it would bind too and share the port.
-port_in_use() {
-  ! python3 -c 'import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
+# Any other failure (a port below 1024 without root, not a number) is
+# said as it is, not taken for "in use".
+port_free() {
+  python3 -c 'import errno, socket, sys
+port, what = sys.argv[1], sys.argv[2]
+try:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", int(port)))
+except OSError as e:
+    why = ("is in use (another cluster, or another program): stop it, or give"
+           if e.errno == errno.EADDRINUSE else "cannot be used (%s): give" % e.strerror)
+    sys.exit("cluster: 127.0.0.1:%s, %s, %s another port" % (port, what, why))
+except (ValueError, OverflowError):
+    sys.exit("cluster: %r, %s, is not a port number: give one in 1..65535" % (port, what))' "$1" "$2"
 }
 
 # cluster_wait FILE REGEX PID: waits up to 10 s for a line of FILE, written

@@ -265,7 +265,7 @@ void store_pct_text(const uint32_t *pct, uint32_t n, char out[STORE_PCT_TEXT_MAX
     uint32_t k;
 
     out[0] = '\0';
-    for (k = 0; k < n && k < ROLLOUT_MAX_WAVES; k++) {
+    for (k = 0; k < n && k < ROLLOUT_MAX_WAVES && len < STORE_PCT_TEXT_MAX; k++) {
         len += (size_t)snprintf(out + len, STORE_PCT_TEXT_MAX - len, "%s%u", k ? "," : "",
                                 (unsigned)pct[k]);
     }

@@ -98,7 +98,8 @@ int store_image_matches(struct store_req *r, int n, const char *key);
 /* ---- rollouts ---- */
 
 /* A rollout's waves as its row keeps them: cumulative percentages as text,
- * "10,50,100". */
+ * "10,50,100". The room is for waves by the rules (each at most 100,
+ * store_rollout_create_check); anything longer is cut, never overrun. */
 #define STORE_PCT_TEXT_MAX (4u * ROLLOUT_MAX_WAVES + 1u)
 void store_pct_text(const uint32_t *pct, uint32_t n, char out[STORE_PCT_TEXT_MAX]);
 /* The row's text into out->pct, out->ro.n_waves and out->ro.bound. A

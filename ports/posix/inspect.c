@@ -14,7 +14,8 @@
 #include <string.h>
 
 /* Fill out->next from dev->rec, as tcpota_posix_running() would after a
- * boot that wrote `next` and picked `running`. */
+ * boot that wrote `next` and picked `running`, and the otadata and slot
+ * size fields of out. */
 static void describe(const struct tcpota_posix_dev *dev, const struct tcpota_posix_otadata *next,
                      uint8_t running, uint8_t rolled_back, struct tcpota_posix_status *out)
 {

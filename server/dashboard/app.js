@@ -82,7 +82,10 @@ async function api(method, path, body, headers) {
   if (body !== undefined) {
     opt.body = body instanceof ArrayBuffer ? body : JSON.stringify(body);
   }
-  const r = await fetch(path, opt).catch(() => { throw new Error(UNREACHABLE + ' The page tries again every 2 s.'); });
+  // A page's reads come again by themselves; an action (an upload, a
+  // rollout's change) does not.
+  const again = method === 'GET' ? ' The page tries again every 2 s.' : ' Nothing was changed: try again once it is back.';
+  const r = await fetch(path, opt).catch(() => { throw new Error(UNREACHABLE + again); });
   const j = await r.json().catch(() => ({ error: httpError(r.status) }));
   if (r.status === 401) { logout('The server refused the token: ' + j.error); throw new ApiError(j.error); }
   if (!r.ok) throw new ApiError(j.error || httpError(r.status));
@@ -359,7 +362,9 @@ function fail(e) {
 function route() {
   const [, page, arg] = location.hash.split('/');
   const pages = { overview, devices, rollouts, images };
-  view = page === 'device' ? device(decodeURIComponent(arg || '')) : pages[page] || overview;
+  let id = arg || '';
+  try { id = decodeURIComponent(id); } catch { /* a malformed escape: the id as written */ }
+  view = page === 'device' ? device(id) : pages[page] || overview;
   devices.models = null;
   for (const a of document.querySelectorAll('nav a')) a.classList.toggle('on', a.hash === '#/' + (page || 'overview'));
   // The last page goes at once: a page that fails to load (an unknown

@@ -101,10 +101,14 @@ async function main() {
   await page.goto(base + '/');
   await page.waitForTimeout(500); // the browser's own requests (a favicon) are done
   if (consoleErrors.length) fail('the login page logs errors: ' + consoleErrors.join('; '));
-  for (const t of ['wrong', 'é✓'.repeat(32)]) { // fetch() refuses the second as a header: no network error
+  // fetch() refuses the second as a header: without the page's check it
+  // would say the server cannot be reached. Each refusal names its own
+  // length, so the first one's text cannot pass for the second's.
+  for (const t of ['wrong', 'é✓'.repeat(32)]) {
     await page.fill('#token', t);
     await page.click('#login button');
-    await waitFor(`the refusal of ${t}`, async () => /64 hex digits/.test(await page.textContent('#login-error')));
+    const want = `this is not one (${t.length} characters, not all of them hex digits)`;
+    await waitFor(`the refusal of ${t}`, async () => (await page.textContent('#login-error')).includes(want));
   }
   await page.fill('#token', 'f'.repeat(64));
   await page.click('#login button');

@@ -15,7 +15,7 @@ chmod 711 "$WORK"
 mkdir -m 700 "$WORK/closed"
 D="$WORK/cluster"
 D2="$WORK/cluster2"
-trap 'rc=$?; for d in "$D" "$D2"; do [ -d "$d" ] && bash "$SCRIPT" stop "$d" > /dev/null 2>&1; done; set +e; (exit $rc); cleanup' EXIT
+trap 'rc=$?; set +e; for d in "$D" "$D2"; do [ -d "$d" ] && bash "$SCRIPT" stop "$d" > /dev/null 2>&1; done; (exit $rc); cleanup' EXIT
 
 port=$((20000 + RANDOM % 8000))
 export CLUSTER_PORT=$port CLUSTER_API=$((port + 1))
@@ -58,7 +58,7 @@ ok "a device updates through the cluster's HAProxy"
 rc=0
 CLUSTER_API=$((port + 10)) timeout 60 bash "$SCRIPT" start "$D2" > "$WORK/start2.out" 2>&1 || rc=$?
 [ $rc -eq 1 ] || fail "a second cluster on device port $port: exit $rc, expected 1: $(cat "$WORK/start2.out")"
-grep -q "127.0.0.1:$port, the devices' port, is in use" "$WORK/start2.out" ||
+grep -q "127.0.0.1:$port, the devices' port (CLUSTER_PORT), is in use" "$WORK/start2.out" ||
   fail "a second cluster on device port $port: $(cat "$WORK/start2.out")"
 [ ! -e "$D2/pg" ] && [ ! -e "$D2/n1.pid" ] || fail "a second cluster on a taken port started something in $D2"
 ok "a second cluster on a device port in use is refused, naming the port, before it starts anything"
