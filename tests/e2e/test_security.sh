@@ -208,12 +208,20 @@ start_server img 2.0.0 --require-auth --auth-file secrets --allow-legacy
 rc=0; "$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out legacy-auth.bin --timeout 5 > legacy.log 2>&1 || rc=$?
 [ $rc -ne 0 ] || fail "--allow-legacy alone served a legacy device under --require-auth"
 stop_server
-start_server plain.img 2.0.0 --require-auth --auth-file secrets --allow-unauthenticated-legacy
-"$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out legacy-auth.bin > legacy.log 2>&1 ||
-  fail "--allow-unauthenticated-legacy did not serve"
+# A legacy device let in is no longer counted as waiting to authenticate
+# (it never will): downloading (2 s, pausing 5 ms after each package), it
+# leaves the one slot of --max-unauth-per-addr 1 to a device that does.
+start_server plain.img 2.0.0 --require-auth --auth-file secrets --allow-unauthenticated-legacy \
+  --max-unauth-per-addr 1
+"$LEGACY" --server "127.0.0.1:$SERVER_PORT" --stop-and-wait-ms 5 --out legacy-auth.bin > legacy.log 2>&1 &
+leg=$!
+wait_line server.log 'legacy \(req0/req1\) device connected'
+[ "$(probe --id auth-dev --secret dev.secret --from 127.0.0.1)" = offer ] ||
+  fail "a legacy device let in under --require-auth kept its address's slot for unauthenticated connections"
+wait "$leg" || fail "--allow-unauthenticated-legacy did not serve"
 cmp legacy-auth.bin plain.img || fail "legacy bytes differ"
 stop_server
-ok "legacy devices refused under --require-auth unless --allow-unauthenticated-legacy"
+ok "legacy devices refused under --require-auth unless --allow-unauthenticated-legacy, then not counted as unauthenticated"
 
 # A peer that never answers the CHALLENGE cannot keep its slot with PINGs.
 start_server img 2.0.0 --require-auth --auth-file secrets --idle-timeout 2
