@@ -207,6 +207,26 @@ sys.exit(0 if got == img else "other bytes")
 PY
   fail "a legacy device slower than the idle timeout inside TLS: $(tail -3 slowleg.out)"
 ! grep -q 'within 2 s\|idle for' server.log || fail "a slow transfer inside TLS was cut: $(grep -m1 'within 2 s\|idle for' server.log)"
+# But silence is: a legacy device inside TLS that takes one package and
+# then sends nothing is closed after the idle timeout (the bufferevent's
+# read timeout: the deadline from accept does not apply to legacy).
+timeout 30 python3 - "$SERVER_PORT" srv.pem > silent.out 2>&1 <<'PY' ||
+import socket, ssl, sys, time
+port, ca = int(sys.argv[1]), sys.argv[2]
+raw = socket.create_connection(("127.0.0.1", port))
+s = ssl.create_default_context(cafile=ca).wrap_socket(raw, server_hostname="localhost")
+s.sendall(b"req0\r\n\r\n")
+t0 = time.monotonic()
+s.settimeout(8)
+try:
+    while s.recv(4096):
+        pass
+except socket.timeout:
+    sys.exit("a silent legacy device inside TLS was still connected after 8 s")
+print("closed after %.1f s" % (time.monotonic() - t0))
+PY
+  fail "$(tail -1 silent.out)"
+wait_line server.log 'idle for 2 s \(nothing received\); closing' 5
 kill "$PROXY_PID"
 stop_server
-ok "inside TLS, transfers longer than the idle timeout, v1 and legacy, not cut"
+ok "inside TLS, transfers longer than the idle timeout, v1 and legacy, not cut; a silent one is ($(cat silent.out))"
