@@ -227,6 +227,30 @@ print("closed after %.1f s" % (time.monotonic() - t0))
 PY
   fail "$(tail -1 silent.out)"
 wait_line server.log 'idle for 2 s \(nothing received\); closing' 5
+# And one that asks and never reads: once its answers pile up the server
+# stops reading it, and the write timeout ends it.
+timeout 30 python3 - "$SERVER_PORT" srv.pem > deaf.out 2>&1 <<'PY' &
+import socket, ssl, sys, time
+port, ca = int(sys.argv[1]), sys.argv[2]
+raw = socket.create_connection(("127.0.0.1", port))
+raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s = ssl.create_default_context(cafile=ca).wrap_socket(raw, server_hostname="localhost")
+s.sendall(b"req0\r\n\r\n")
+s.setblocking(False)
+reqs, last = b"req1\r\n\r\n" * 512, time.monotonic()
+while time.monotonic() - last < 1.0:
+    try:
+        s.send(reqs)
+        last = time.monotonic()
+    except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+        time.sleep(0.01)
+print("blocked", flush=True)
+time.sleep(20)
+PY
+deaf=$!
+PIDS+=("$deaf")
+wait_line server.log 'idle for 2 s \(not reading what we send\); closing' 15
+kill "$deaf" 2> /dev/null || true
 kill "$PROXY_PID"
 stop_server
-ok "inside TLS, transfers longer than the idle timeout, v1 and legacy, not cut; a silent one is ($(cat silent.out))"
+ok "inside TLS, transfers longer than the idle timeout, v1 and legacy, not cut; a silent one is ($(cat silent.out)), and one not reading"
