@@ -54,3 +54,19 @@ grep -q 'error: frame CRC mismatch' "$L" || fail "bad CRC not logged"
 grep -q 'idle for 2 s' "$L" || fail "idle timeout not logged"
 stop_server
 ok "hostile peers closed with reasons, good device byte-exact, clean shutdown"
+
+# A transfer that takes longer than the idle timeout is not cut: the
+# deadline for a HELLO ends at the HELLO, and a legacy device has none;
+# only silence ends a connection. (3 s each: a device through a proxy at
+# 60 kB/s; a legacy one pausing 8 ms after each of its 391 packages.)
+start_server "$WORK/img" 2.0.0 --idle-timeout 2
+start_proxy slow "$SERVER_PORT" --rate 60000
+"$TCPOTA" device --server "127.0.0.1:$PROXY_PORT" --flash "$WORK/slow" --id slow-dev --max-attempts 1 \
+  2> "$WORK/slow.log" || fail "a device slower than the idle timeout failed: $(tail -2 "$WORK/slow.log")"
+check_device "$WORK/slow" "$WORK/img"
+"$LEGACY" --server "127.0.0.1:$SERVER_PORT" --stop-and-wait-ms 8 --out "$WORK/slow-legacy" > "$WORK/slow-legacy.log" 2>&1 ||
+  fail "a legacy device slower than the idle timeout failed: $(tail -2 "$WORK/slow-legacy.log")"
+cmp "$WORK/slow-legacy" "$WORK/img" || fail "the slow legacy device got other bytes"
+! grep -q 'no HELLO within\|idle for' "$L" || fail "a slow transfer was cut: $(grep -m1 'no HELLO within\|idle for' "$L")"
+stop_server
+ok "transfers longer than the idle timeout, v1 and legacy, not cut"

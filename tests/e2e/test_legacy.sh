@@ -34,3 +34,25 @@ check_device "$WORK/v1" "$WORK/img"
 ok "20 legacy clients at once and a v1 device on the same port"
 stop_server
 grep -q '21 legacy devices served' "$WORK/server.log" || fail "summary does not count 21 legacy devices"
+
+# A request split across two segments is answered once, when whole; the
+# last package asked for again (req1) goes again; and the device is counted
+# once, however often its last package goes.
+make_image "$WORK/small" 100
+start_server "$WORK/small" 2.0.0
+exec 3<>"/dev/tcp/127.0.0.1/$SERVER_PORT"
+printf 'req' >&3
+sleep 0.3
+printf '0\r\n\r\n' >&3
+sleep 0.3
+printf 'req1\r\n\r\n' >&3
+timeout 2 cat <&3 > "$WORK/small.reply" || true
+exec 3>&-
+for i in 1 2; do printf 'total: 100\r\nlength: 100\r\n\r\n'; cat "$WORK/small"; done > "$WORK/small.want"
+cmp "$WORK/small.reply" "$WORK/small.want" ||
+  fail "a split req0 then a req1 of the last package got other bytes: $(head -c 80 "$WORK/small.reply" | tr -cd '[:print:]')"
+stop_server
+[ "$(grep -c 'sent the last package' "$WORK/server.log")" -eq 1 ] ||
+  fail "the last package sent again was logged as another device done"
+grep -q '1 legacy devices served' "$WORK/server.log" || fail "summary does not count 1 legacy device"
+ok "a split request answered once; the last package again, its device counted once"

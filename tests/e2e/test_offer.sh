@@ -134,3 +134,34 @@ kill -HUP "$SERVER_PID"
 wait_line server.log "SIGHUP: warning: the new image has the old one's version 6.0.0 but other bytes: devices that got the old image are not offered it; give it a new version \(--version is the command line's: restart the server with another\)" 5
 stop_server
 ok "SIGHUP with other bytes under the same version warns"
+
+# 7. An image that fails the device's read-back (a byte of its slot changed
+#    while a cut transfer waited to resume): its COMPLETE says so, and the
+#    server holds that image back from it (not only the device's own
+#    record of it).
+make_image v7 100000
+start_server v7 7.0.0
+start_proxy slow "$SERVER_PORT" --rate 25000
+"$T" device --server "127.0.0.1:$PROXY_PORT" --flash rb --id rb 2> rb.log &
+rb=$!
+wait_line server.log '\[rb .* [2-9][0-9]% \(' 10
+kill -INT "$rb"
+wait "$rb" && fail "the device stopped midway exited 0"
+kill "$PROXY_PID"
+b=$(od -An -tu1 -N1 rb/ota_1.bin | tr -d ' ')
+printf "\\$(printf '%03o' $(((b + 1) % 256)))" | dd of=rb/ota_1.bin bs=1 count=1 conv=notrunc 2> /dev/null
+# Stopped once it said so (before its retry, where it would decline the
+# image by its own record and the server learn it from the DECLINE).
+"$T" device --server "127.0.0.1:$SERVER_PORT" --flash rb --id rb --backoff-min-ms 5000 2> rb.log &
+rb=$!
+wait_line server.log '\[rb .*failed: device reports image SHA-256 mismatch' 10
+kill -INT "$rb"
+wait "$rb" && fail "a device whose slot does not read back exited 0"
+# The same id from a flash that never had the image (its own record of
+# the failure gone, as after a reflash): still held back.
+n=$(wc -l < server.log)
+"$T" device --server "127.0.0.1:$SERVER_PORT" --flash rb-new --id rb --max-attempts 1 2> rb-new.log || true
+tail -n +"$((n + 1))" server.log | grep '\[rb ' | grep -q 'not offered: the device reported this image as failed' ||
+  fail "the image the device reported failed was offered again: $(grep '\[rb ' server.log | tail -2)"
+stop_server
+ok "an image that fails the device's read-back is held back by the server"

@@ -208,12 +208,20 @@ start_server img 2.0.0 --require-auth --auth-file secrets --allow-legacy
 rc=0; "$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out legacy-auth.bin --timeout 5 > legacy.log 2>&1 || rc=$?
 [ $rc -ne 0 ] || fail "--allow-legacy alone served a legacy device under --require-auth"
 stop_server
-start_server plain.img 2.0.0 --require-auth --auth-file secrets --allow-unauthenticated-legacy
-"$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out legacy-auth.bin > legacy.log 2>&1 ||
-  fail "--allow-unauthenticated-legacy did not serve"
+# A legacy device let in is no longer counted as waiting to authenticate
+# (it never will): downloading (2 s, pausing 5 ms after each package), it
+# leaves the one slot of --max-unauth-per-addr 1 to a device that does.
+start_server plain.img 2.0.0 --require-auth --auth-file secrets --allow-unauthenticated-legacy \
+  --max-unauth-per-addr 1
+"$LEGACY" --server "127.0.0.1:$SERVER_PORT" --stop-and-wait-ms 5 --out legacy-auth.bin > legacy.log 2>&1 &
+leg=$!
+wait_line server.log 'legacy \(req0/req1\) device connected'
+[ "$(probe --id auth-dev --secret dev.secret --from 127.0.0.1)" = offer ] ||
+  fail "a legacy device let in under --require-auth kept its address's slot for unauthenticated connections"
+wait "$leg" || fail "--allow-unauthenticated-legacy did not serve"
 cmp legacy-auth.bin plain.img || fail "legacy bytes differ"
 stop_server
-ok "legacy devices refused under --require-auth unless --allow-unauthenticated-legacy"
+ok "legacy devices refused under --require-auth unless --allow-unauthenticated-legacy, then not counted as unauthenticated"
 
 # A peer that never answers the CHALLENGE cannot keep its slot with PINGs.
 start_server img 2.0.0 --require-auth --auth-file secrets --idle-timeout 2
@@ -221,6 +229,60 @@ out=$($P --server "127.0.0.1:$SERVER_PORT" --id probe --stall 8 --from 127.0.0.1
 case "$out" in "closed after "[1-5]" s") ;; *) fail "unanswered challenge kept open: $out" ;; esac
 stop_server
 ok "an unanswered challenge is closed after the idle timeout ($out)"
+
+# --max-unauth-per-addr counts only the connections of an address still
+# unauthenticated: one is uncounted once it authenticates (and only once),
+# or once it closes without having authenticated. Otherwise an address
+# (a NAT of good devices) would be locked out after its first few
+# connections, or hold more unauthenticated ones than the limit.
+start_server img 2.0.0 --require-auth --auth-file secrets --max-unauth-per-addr 2
+A=127.0.0.1
+for i in 1 2 3; do
+  [ "$(probe --id auth-dev --secret dev.secret --from $A)" = offer ] ||
+    fail "authenticated connection $i of one address refused: still counted after authenticating"
+done
+for i in 1 2 3; do
+  r=$(probe --id stranger --secret dev.secret --from $A)
+  [ "$r" = "error 13" ] || fail "connection $i of an unknown id: '$r', expected error 13 (refused at AUTH, not at accept)"
+done
+[ "$(probe --id auth-dev --secret dev.secret --from $A)" = offer ] ||
+  fail "connections closed before they authenticated still count against their address"
+# logged N REGEX: waits until N lines of the server's log match REGEX.
+logged() {
+  local i
+  for ((i = 0; i < 200; i++)); do [ "$(grep -c "$2" server.log)" -ge "$1" ] && return 0; sleep 0.05; done
+  fail "fewer than $1 lines '$2' in the server log"
+}
+# A device authenticated and downloading (4 s through a proxy at 50 kB/s,
+# which connects from $A too) holds no slot; two unauthenticated ones fill
+# the limit, however many authenticated ones came and went between them.
+start_proxy slow "$SERVER_PORT" --rate 50000
+n=$(grep -c 'authenticated: offer' server.log || true)
+"$T" device --server "127.0.0.1:$PROXY_PORT" --flash unauthcap --id auth-dev --secret dev.secret \
+  --trust k.pub --max-attempts 1 2> unauthcap.log &
+dev=$!
+logged $((n + 1)) 'authenticated: offer'
+n=$(grep -c 'challenge sent' server.log || true)
+"$P" --server "127.0.0.1:$SERVER_PORT" --id auth-dev --stall 2 --from $A > stall1.out 2>/dev/null &
+s1=$!
+logged $((n + 1)) 'challenge sent'
+[ "$(probe --id auth-dev --secret dev.secret --from $A)" = offer ] ||
+  fail "one unauthenticated connection (of 2 allowed) beside an authenticated device refused the next"
+"$P" --server "127.0.0.1:$SERVER_PORT" --id auth-dev --stall 2 --from $A > stall2.out 2>/dev/null &
+s2=$!
+logged $((n + 3)) 'challenge sent'
+[ "$(probe --id auth-dev --secret dev.secret --from $A)" = no-challenge ] ||
+  fail "a third unauthenticated connection of one address was taken with --max-unauth-per-addr 2"
+grep -q "refused: $A already holds 2 connections that have not authenticated" server.log ||
+  fail "the refusal over --max-unauth-per-addr was not logged"
+# The two give up after 2 s, before the device's check-in that reports
+# its new image (which needs a slot).
+wait "$s1" "$s2"
+wait "$dev" || fail "the authenticated device beside the capped address failed: $(tail -2 unauthcap.log)"
+check_device unauthcap img
+kill "$PROXY_PID"
+stop_server
+ok "--max-unauth-per-addr counts only connections not authenticated yet, each once"
 
 # 6. Secrets and private keys never appear in logs or on stdout/stderr.
 for s in "$(cut -d' ' -f3 dev.secret)" "$(cut -d' ' -f3 k.key)" "$(cut -d' ' -f3 k.key | cut -c1-64)"; do

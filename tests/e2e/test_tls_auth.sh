@@ -60,4 +60,10 @@ tls_refused srv.pem srv.pem 'cannot use the TLS key srv.pem: it holds a certific
 ! grep -q 'can be read by other users' refused.log || fail "a certificate given as the key was called exposed: $(cat refused.log)"
 tls_refused img srv.key 'cannot use the TLS certificate img: it holds no PEM certificate or key'
 tls_refused srv.pem other.key 'the TLS key other.key is not the key of the certificate srv.pem'
-ok "an unusable TLS certificate or key is named, with what it holds"
+# A key of another type than the certificate's (RSA for an EC one): OpenSSL
+# takes it into a slot of its own without a word, and every handshake would
+# fail; it is still not the certificate's key.
+q openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa.key
+chmod 600 rsa.key
+tls_refused srv.pem rsa.key 'the TLS key rsa.key is not the key of the certificate srv.pem'
+ok "an unusable TLS certificate or key is named, with what it holds, or said not to be the certificate's"

@@ -167,3 +167,90 @@ print("ok")
 PY
 stop_server
 ok "inside TLS, records read ahead are answered without another socket event (with the Finished; two in one segment)"
+
+# A transfer longer than the idle timeout is not cut inside TLS either: the
+# deadline from accept covers the handshake and HELLO only, and a legacy
+# device has no HELLO. (3 s each: a device through a proxy at 50 kB/s; a
+# legacy one pausing 10 ms after each of its 293 packages.)
+make_image slow.img 150000
+start_server slow.img 2.0.0 --tls-cert srv.pem --tls-key srv.key --no-progress --idle-timeout 2
+start_proxy slow "$SERVER_PORT" --rate 50000
+"$TCPOTA" device --server "localhost:$PROXY_PORT" --flash slowdev --id slow-dev --ca srv.pem --max-attempts 1 \
+  2> slowdev.log || fail "a device slower than the idle timeout failed inside TLS: $(tail -2 slowdev.log)"
+check_device slowdev slow.img
+timeout 30 python3 - "$SERVER_PORT" srv.pem slow.img > slowleg.out 2>&1 <<'PY' ||
+import re, socket, ssl, sys, time
+port, ca, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+img = open(path, "rb").read()
+raw = socket.create_connection(("127.0.0.1", port))
+s = ssl.create_default_context(cafile=ca).wrap_socket(raw, server_hostname="localhost")
+got, buf = b"", b""
+
+def more():
+    global buf
+    d = s.recv(4096)
+    if not d:
+        sys.exit("closed by the server after %d bytes" % len(got))
+    buf += d
+
+while len(got) < len(img):
+    s.sendall(b"req0\r\n\r\n")
+    while b"\r\n\r\n" not in buf:
+        more()
+    head, buf = buf.split(b"\r\n\r\n", 1)
+    n = int(re.search(rb"length: (\d+)", head).group(1))
+    while len(buf) < n:
+        more()
+    got, buf = got + buf[:n], buf[n:]
+    time.sleep(0.01)
+sys.exit(0 if got == img else "other bytes")
+PY
+  fail "a legacy device slower than the idle timeout inside TLS: $(tail -3 slowleg.out)"
+! grep -q 'within 2 s\|idle for' server.log || fail "a slow transfer inside TLS was cut: $(grep -m1 'within 2 s\|idle for' server.log)"
+# But silence is: a legacy device inside TLS that takes one package and
+# then sends nothing is closed after the idle timeout (the bufferevent's
+# read timeout: the deadline from accept does not apply to legacy).
+timeout 30 python3 - "$SERVER_PORT" srv.pem > silent.out 2>&1 <<'PY' ||
+import socket, ssl, sys, time
+port, ca = int(sys.argv[1]), sys.argv[2]
+raw = socket.create_connection(("127.0.0.1", port))
+s = ssl.create_default_context(cafile=ca).wrap_socket(raw, server_hostname="localhost")
+s.sendall(b"req0\r\n\r\n")
+t0 = time.monotonic()
+s.settimeout(8)
+try:
+    while s.recv(4096):
+        pass
+except socket.timeout:
+    sys.exit("a silent legacy device inside TLS was still connected after 8 s")
+print("closed after %.1f s" % (time.monotonic() - t0))
+PY
+  fail "$(tail -1 silent.out)"
+wait_line server.log 'idle for 2 s \(nothing received\); closing' 5
+# And one that asks and never reads: once its answers pile up the server
+# stops reading it, and the write timeout ends it.
+timeout 30 python3 - "$SERVER_PORT" srv.pem > deaf.out 2>&1 <<'PY' &
+import socket, ssl, sys, time
+port, ca = int(sys.argv[1]), sys.argv[2]
+raw = socket.create_connection(("127.0.0.1", port))
+raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s = ssl.create_default_context(cafile=ca).wrap_socket(raw, server_hostname="localhost")
+s.sendall(b"req0\r\n\r\n")
+s.setblocking(False)
+reqs, last = b"req1\r\n\r\n" * 512, time.monotonic()
+while time.monotonic() - last < 1.0:
+    try:
+        s.send(reqs)
+        last = time.monotonic()
+    except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+        time.sleep(0.01)
+print("blocked", flush=True)
+time.sleep(20)
+PY
+deaf=$!
+PIDS+=("$deaf")
+wait_line server.log 'idle for 2 s \(not reading what we send\); closing' 15
+kill "$deaf" 2> /dev/null || true
+kill "$PROXY_PID"
+stop_server
+ok "inside TLS, transfers longer than the idle timeout, v1 and legacy, not cut; a silent one is ($(cat silent.out)), and one not reading"

@@ -306,6 +306,63 @@ static void test_forgive_clears_only_that_id(void **state)
     auth_forgive(&a, "no-such-id");
     assert_int_equal(judge("dev-b", "10.0.0.3", good_b, 100.1, &r), AUTH_OK);
     assert_int_equal(judge("dev-c", "10.0.0.3", good_c, 100.1, &r), AUTH_ID_WAITING);
+    /* The first id of the table as well (index 0 is an id, not "none"). */
+    right(0, good_b);
+    wrong(0, bad_b);
+    assert_int_equal(judge("dev-a", "10.0.0.4", bad_b, 100.2, &r), AUTH_WRONG_ANSWER);
+    auth_forgive(&a, "dev-a");
+    assert_int_equal(judge("dev-a", "10.0.0.5", good_b, 100.3, &r), AUTH_OK);
+}
+
+/* A wait is BUSY (the answer was not checked: a device with the right
+ * secret tries again after it); a refusal is DENIED (the runner gives up). */
+static void test_waits_are_busy_refusals_denied(void **state)
+{
+    (void)state;
+    assert_int_equal(auth_verdict_error(AUTH_ID_WAITING), TCPOTA_ERR_BUSY);
+    assert_int_equal(auth_verdict_error(AUTH_ADDR_WAITING), TCPOTA_ERR_BUSY);
+    assert_int_equal(auth_verdict_error(AUTH_WRONG_ANSWER), TCPOTA_ERR_DENIED);
+    assert_int_equal(auth_verdict_error(AUTH_UNKNOWN_ID), TCPOTA_ERR_DENIED);
+}
+
+/* A full table of addresses reuses the stalest slot: a scanner that fails
+ * from many fresh addresses does not wipe the wait of one still waiting. */
+static void test_full_address_table_keeps_the_waiting(void **state)
+{
+    uint8_t mac[AUTH_MAC_LEN];
+    struct auth_result r;
+    unsigned i;
+    (void)state;
+    memset(mac, 0, sizeof(mac));
+    for (i = 0; i < AUTH_ADDR_SLOTS - 1; i++) {
+        char addr[32];
+        snprintf(addr, sizeof(addr), "10.2.%u.%u", i / 256, i % 256);
+        assert_int_equal(judge("scan", addr, mac, 50, &r), AUTH_UNKNOWN_ID);
+    }
+    for (i = 0; i <= AUTH_ADDR_FREE_FAILURES; i++) {
+        assert_int_equal(judge("scan", "192.0.2.9", mac, 100, &r), AUTH_UNKNOWN_ID);
+    }
+    assert_int_equal(r.wait_s, 1);
+    /* The table is full: a new address takes a slot of the stalest. */
+    assert_int_equal(judge("scan", "192.0.2.10", mac, 100.2, &r), AUTH_UNKNOWN_ID);
+    assert_int_equal(judge("scan", "192.0.2.9", mac, 100.5, &r), AUTH_ADDR_WAITING);
+}
+
+/* Secrets in any order (a table not from auth_read_secrets, which sorts
+ * it) are all found: the binary search only runs on a sorted table. */
+static void test_unsorted_secrets_found(void **state)
+{
+    static struct tcpota_serve_secret reversed[NSECRETS];
+    uint8_t mac[AUTH_MAC_LEN];
+    struct auth_result r;
+    (void)state;
+    for (int i = 0; i < NSECRETS; i++) reversed[i] = secrets[NSECRETS - 1 - i];
+    auth_free(&a);
+    assert_int_equal(auth_init(&a, reversed, NSECRETS), 0);
+    for (int i = 0; i < NSECRETS; i++) {
+        right(i, mac);
+        assert_int_equal(judge(secrets[i].id, "10.0.0.1", mac, 100, &r), AUTH_OK);
+    }
 }
 
 /* ---- the secrets file ------------------------------------------------ */
@@ -399,6 +456,7 @@ static void test_secrets_malformed_refused(void **state)
      * 0x7e (a binary file, say) could never match and is not echoed. */
     assert_int_equal(read_secrets("dev\x01x " HEX16 "\n", &v, &n), -1);
     assert_int_equal(read_secrets("d\xe9v " HEX16 "\n", &v, &n), -1);
+    assert_int_equal(read_secrets("dev\x7f " HEX16 "\n", &v, &n), -1); /* DEL */
     assert_int_equal(read_secrets("dev~1 " HEX16 "\n", &v, &n), 0);
     auth_free_secrets(v, n);
     /* An id is at most TCPOTA_MAX_STR bytes, the room the secret's record
@@ -440,6 +498,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_nat_does_not_lock_out_a_good_device, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rebind_keeps_failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forgive_clears_only_that_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_waits_are_busy_refusals_denied, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_address_table_keeps_the_waiting, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unsorted_secrets_found, setup, teardown),
         cmocka_unit_test(test_secrets_file),
         cmocka_unit_test(test_secrets_limit),
         cmocka_unit_test(test_secrets_short_refused),

@@ -65,16 +65,22 @@ static int teardown(void **state)
 /* Why the last load failed (image_open's err). */
 static char load_err[IMAGE_ERR_LEN];
 
-static struct image *load(const char *name)
+/* Loads the file `name` of the scratch folder as `version` for `model`. */
+static struct image *load_as(const char *name, const char *version, const char *model)
 {
     char path[96];
     struct image *img;
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     alarm(HANG_S);
     load_err[0] = 0;
-    img = image_open(path, "2.0.0", NULL, NULL, 0, 4096, load_err, sizeof(load_err));
+    img = image_open(path, version, model, NULL, 0, 4096, load_err, sizeof(load_err));
     alarm(0);
     return img;
+}
+
+static struct image *load(const char *name)
+{
+    return load_as(name, "2.0.0", NULL);
 }
 
 /* Writes n bytes to the file "img" in the scratch folder and loads it. */
@@ -135,6 +141,58 @@ static void test_regular_file_loaded(void **state)
     image_unref(img);
 }
 
+/* --version and the model are checked here, whoever calls (the CLI, a
+ * reload, the fleet): 1..TCPOTA_MAX_NAME printable ASCII characters; a
+ * model of at most TCPOTA_MAX_NAME. */
+static void test_version_and_model_checked(void **state)
+{
+    static const uint8_t one[1] = {7};
+    char longest[TCPOTA_MAX_NAME + 2];
+    struct image *img;
+    (void)state;
+    assert_non_null(img = load_bytes(one, sizeof(one)));
+    image_unref(img);
+    memset(longest, 'v', sizeof(longest));
+    longest[TCPOTA_MAX_NAME] = 0;
+    assert_non_null(img = load_as("img", longest, longest));
+    assert_string_equal(img->version, longest);
+    assert_string_equal(img->model, longest);
+    image_unref(img);
+    assert_null(load_as("img", "", NULL));
+    assert_non_null(strstr(load_err, "--version must be 1..32 characters"));
+    longest[TCPOTA_MAX_NAME] = 'v';
+    longest[TCPOTA_MAX_NAME + 1] = 0;
+    assert_null(load_as("img", longest, NULL));
+    assert_non_null(strstr(load_err, "--version must be 1..32 characters"));
+    assert_null(load_as("img", "2.0.0", longest));
+    assert_non_null(strstr(load_err, "is longer than 32 characters"));
+    assert_null(load_as("img", "2.0\x1f", NULL));
+    assert_non_null(strstr(load_err, "--version must be printable ASCII"));
+    assert_null(load_as("img", "2.0\x7f", NULL));
+    assert_non_null(strstr(load_err, "--version must be printable ASCII"));
+    assert_non_null(img = load_as("img", " 2.0~", NULL));
+    image_unref(img);
+}
+
+/* An image of 4 GiB or more is refused, not served as its size modulo
+ * 4 GiB (a sparse file: no disk space taken). */
+static void test_4gib_refused(void **state)
+{
+    char path[96];
+    int fd;
+    (void)state;
+    snprintf(path, sizeof(path), "%s/huge", dir);
+    fd = open(path, O_CREAT | O_WRONLY, 0600);
+    assert_true(fd >= 0);
+    if (ftruncate(fd, (off_t)0x100000000LL + 1) != 0) {
+        close(fd);
+        skip(); /* a filesystem without files this large */
+    }
+    close(fd);
+    assert_null(load("huge"));
+    assert_non_null(strstr(load_err, "/huge must have 1 byte to 4 GiB - 1 (has 4294967297)"));
+}
+
 /* The frames of image bytes [off, off + len) as a session with frames of
  * `chunk` bytes sends them, built one by one: head, payload, CRC32C. */
 static size_t reference_frames(const uint8_t *image, uint32_t chunk, uint32_t off, uint32_t len,
@@ -168,21 +226,18 @@ static void wire_name(const struct image *img, char *name, size_t cap)
     name[n] = 0;
 }
 
-static void frames_queued_byte_exact(void)
+struct frames_case {
+    uint32_t chunk, off, len;
+    int chains; /* evbuffer chains expected; 0: not checked */
+};
+
+/* Each case queued from img (whose bytes are `bytes`) is the frames a
+ * session builds one by one. */
+static void frames_cases_byte_exact(struct image *img, const uint8_t *bytes,
+                                    const struct frames_case *cases, size_t ncases)
 {
-    static uint8_t bytes[10000], want[12000], got[12000];
-    static const struct { uint32_t chunk, off, len; int chains; } cases[] = {
-        {4096, 0, 10000, 1},    /* the whole image: one run of prebuilt frames */
-        {4096, 4096, 5904, 1},  /* from a resume point */
-        {4096, 100, 9900, 4},   /* from inside a chunk (a re-seek): a frame of its own, then a run */
-        {4096, 0, 6000, 4},     /* to a limit inside a chunk */
-        {1024, 0, 10000, 0},    /* a device's smaller chunk: frames built one by one */
-    };
-    struct image *img;
-    for (size_t i = 0; i < sizeof(bytes); i++) bytes[i] = (uint8_t)(i * 7 + (i >> 8));
-    img = load_bytes(bytes, sizeof(bytes));
-    assert_non_null(img);
-    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+    static uint8_t want[12000], got[12000];
+    for (size_t k = 0; k < ncases; k++) {
         struct evbuffer *out = evbuffer_new();
         size_t queued = 0, n = reference_frames(bytes, cases[k].chunk, cases[k].off, cases[k].len, want);
         assert_int_equal(image_add_frames(out, img, cases[k].chunk, cases[k].off, cases[k].len, &queued), 0);
@@ -195,6 +250,34 @@ static void frames_queued_byte_exact(void)
         assert_memory_equal(got, want, n);
         evbuffer_free(out);
     }
+}
+
+static void frames_queued_byte_exact(void)
+{
+    static uint8_t bytes[10240];
+    static const struct frames_case cases[] = {
+        {4096, 0, 10000, 1},    /* the whole image: one run of prebuilt frames */
+        {4096, 4096, 5904, 1},  /* from a resume point */
+        {4096, 100, 9900, 4},   /* from inside a chunk (a re-seek): a frame of its own, then a run */
+        {4096, 0, 6000, 4},     /* to a limit inside a chunk */
+        {1024, 0, 10000, 0},    /* a device's smaller chunk: frames built one by one */
+    };
+    /* A device's chunk whose last frame is whole and starts on a frame of
+     * the image's own chunk: still built, never a prebuilt slot (of the
+     * image's frame size). */
+    static const struct frames_case whole_last[] = {
+        {2048, 0, 10240, 0},
+        {2048, 8192, 2048, 0},
+    };
+    struct image *img;
+    for (size_t i = 0; i < sizeof(bytes); i++) bytes[i] = (uint8_t)(i * 7 + (i >> 8));
+    img = load_bytes(bytes, 10000);
+    assert_non_null(img);
+    frames_cases_byte_exact(img, bytes, cases, sizeof(cases) / sizeof(cases[0]));
+    image_unref(img);
+    img = load_bytes(bytes, sizeof(bytes));
+    assert_non_null(img);
+    frames_cases_byte_exact(img, bytes, whole_last, sizeof(whole_last) / sizeof(whole_last[0]));
     image_unref(img);
 }
 
@@ -341,6 +424,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fifo_refused_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_directory_and_empty_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_regular_file_loaded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_version_and_model_checked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_4gib_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_frames_queued_byte_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_frames_out_of_memory_reported, setup, teardown),
     };
