@@ -189,6 +189,9 @@ function waveTable(ro, failures) {
   return t;
 }
 
+// A fleet no device has checked in with yet: what to do, not empty tables.
+const NO_DEVICES = 'No device has checked in yet: point one at this server\'s device port (tcpota device --server HOST:PORT).';
+
 const overview = {
   live: true,
   async draw() {
@@ -206,13 +209,14 @@ const overview = {
         h('div', { class: 'card' }, h('b', {}, byState.get('updated') || 0), 'updated'),
         h('div', { class: 'card' }, h('b', { id: 'n-failures' }, failed), 'failures in the last hour')),
       h('h2', {}, 'Devices by model and state'),
-      table(['model', ...used], models.map((m) => {
+      total ? table(['model', ...used], models.map((m) => {
         const c = groupBy(s.states.filter((r) => r.model === m), (r) => r.state);
         return h('tr', {}, h('td', {}, m), used.map((st) => num(c.get(st) || '')));
-      }), 1),
+      }), 1) : h('p', { class: 'muted', id: 'no-devices' }, NO_DEVICES),
       h('h2', {}, 'Devices by model and version'),
-      table(['model', 'version', 'devices'], s.versions
-        .map((r) => h('tr', {}, h('td', {}, r.model), h('td', {}, r.version), num(r.count))), 2),
+      total ? table(['model', 'version', 'devices'], s.versions
+        .map((r) => h('tr', {}, h('td', {}, r.model), h('td', {}, r.version), num(r.count))), 2)
+        : h('p', { class: 'muted' }, 'none'),
       h('h2', {}, 'Active rollouts'),
       active.length ? active.map((ro) => h('div', { class: 'panel', id: 'rollout-' + ro.id },
         h('b', {}, `rollout ${ro.id}: ${ro.version} for ${ro.model}${ro.group ? ' / ' + ro.group : ''} `), state(ro.state),

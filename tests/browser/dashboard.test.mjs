@@ -85,9 +85,6 @@ async function main() {
   const image = join(work, 'fw.bin');
   writeFileSync(image, randomBytes(IMAGE_BYTES));
 
-  // Devices known before the rollout (the table lists them from the start).
-  await Promise.all(['slow-1', 'late-1', 'bad-1'].map((id) => deviceOk(device(id, devPort))));
-
   browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ['--no-sandbox'] });
   page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   page.setDefaultTimeout(WAIT_MS);
@@ -119,7 +116,20 @@ async function main() {
   await page.fill('#token', token);
   await page.click('#login button');
   await page.waitForSelector('#n-devices', { timeout: WAIT_MS });
-  if ((await page.textContent('#n-devices')) !== '3') fail('overview does not count 3 devices');
+  // No device yet: the overview says what to do, not empty tables.
+  if ((await page.textContent('#n-devices')) !== '0') fail('an empty fleet counts devices');
+  if (!/No device has checked in yet/.test(await page.textContent('#no-devices'))) fail('an empty fleet shows no advice');
+  if (await page.$('#view table')) fail('an empty fleet shows empty tables');
+  // Devices known before the rollout (the table lists them from the start).
+  await Promise.all(['slow-1', 'late-1', 'bad-1'].map((id) => deviceOk(device(id, devPort))));
+  // A check-in of a device with nothing to do is no event: the page is read
+  // again (the server reuses a summary for up to 2 s).
+  await waitFor('the overview to count 3 devices', async () => {
+    await page.reload();
+    await page.waitForSelector('#n-devices');
+    return (await page.textContent('#n-devices')) === '3' || (await new Promise((r) => setTimeout(r, 250)), false);
+  });
+  if (await page.$('#no-devices')) fail('the advice for an empty fleet stays with 3 devices');
   if (page.url().includes(token)) fail('the token is in the URL');
   if ((await page.evaluate(() => sessionStorage.getItem('tcpota.token'))) !== token) fail('token not in sessionStorage');
   ok('login: a wrong token is refused, the right one opens the overview (token in sessionStorage, not the URL)');
