@@ -33,6 +33,9 @@
  *   finisher   as stayer, but half-closes after its COMPLETE, as `tcpota
  *              device` does, and waits for the server to close: reports how
  *              long the server took after the COMPLETE, at most
+ *   garbler    as noread, but a second after its ACCEPT it sends a frame with
+ *              a wrong CRC: the ERROR the server owes it would wait behind
+ *              DATA it never reads
  *   slowacker  as stayer, but after the last DATA byte it acknowledges the
  *              image in SLOW_ACKS steps, one every SLOW_ACK_S seconds,
  *              before its COMPLETE: a device whose flash is slow, and the
@@ -76,12 +79,12 @@
 
 enum kind {
     IDLE, SLOW, RANDOM, OVERSIZE, TRUNCATED, BADVER, NOREAD, PINGER, TLSSLOW, STAYER, DECLINER,
-    SLOWACKER, QUITTER, FINISHER, ERRING, NKINDS
+    SLOWACKER, QUITTER, FINISHER, ERRING, GARBLER, NKINDS
 };
 static const char *const kind_name[NKINDS] = {"idle",    "slow",   "random", "oversize",
                                                "truncated", "badver", "noread", "pinger",
                                                "tlsslow", "stayer", "decliner", "slowacker",
-                                               "quitter", "finisher", "erring"};
+                                               "quitter", "finisher", "erring", "garbler"};
 /* slowacker: ACKs after the last DATA byte, and the time between them. */
 #define SLOW_ACKS 8u
 #define SLOW_ACK_S 1.5
@@ -96,7 +99,7 @@ struct peer {
     uint8_t closed;   /* the server closed it (EOF or reset) */
     double closed_after; /* seconds from the start until then */
     double answered_at;  /* when COMPLETE or DECLINE went out (0: not yet) */
-    uint8_t accepted; /* noread/pinger: ACCEPT queued, reading stops */
+    uint8_t accepted; /* noread/pinger/garbler: ACCEPT queued, reading stops */
     uint8_t answered; /* stayer: COMPLETE queued; decliner: DECLINE queued; erring: ERROR */
     uint8_t acks_left; /* slowacker: ACKs still to send, then COMPLETE */
     uint8_t image[TCPOTA_ID_LEN];
@@ -191,7 +194,7 @@ static int talk(struct peer *q)
     return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-/* noread/pinger: reads up to the OFFER and queues its ACCEPT. */
+/* noread/pinger/garbler: reads up to the OFFER and queues its ACCEPT. */
 static void read_offer(struct peer *q)
 {
     uint8_t b[256];
@@ -299,7 +302,7 @@ static void usage(void)
             "usage: tcpota-hostile --connect HOST:PORT [--idle N] [--slow N] [--random N]\n"
             "         [--oversize N] [--truncated N] [--badver N] [--noread N] [--pinger N]\n"
             "         [--tlsslow N] [--stayer N] [--decliner N] [--slowacker N] [--quitter N]\n"
-            "         [--finisher N] [--erring N]\n"
+            "         [--finisher N] [--erring N] [--garbler N]\n"
             "         [--hold SECONDS] [--min-hold SECONDS] [--ports FILE]\n"
             "         [--ping-ms MS --ping-burst N [--ping-for S]] [--seed S] [--from ADDR]\n"
             "         [--term PID]\n"
@@ -388,7 +391,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "tcpota-hostile: socket: %s\n", strerror(errno));
                 return 1;
             }
-            if (k == NOREAD || k == PINGER) {
+            if (k == NOREAD || k == PINGER || k == GARBLER) {
                 int small = 4096;
                 setsockopt(q->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
             }
@@ -413,6 +416,7 @@ int main(int argc, char **argv)
             case SLOW:
             case NOREAD:
             case PINGER:
+            case GARBLER:
             case TRUNCATED:
             case STAYER:
             case DECLINER:
@@ -485,12 +489,25 @@ int main(int argc, char **argv)
                 if (w > 0) q->sent += (size_t)w;
                 if (slow) q->next_send = t + 1.0;
             }
-            if ((q->kind == NOREAD || q->kind == PINGER) && !q->accepted) {
+            if ((q->kind == NOREAD || q->kind == PINGER || q->kind == GARBLER) && !q->accepted) {
                 pf[i].fd = q->fd; /* reading up to the OFFER */
                 pf[i].events = POLLIN;
                 continue;
             }
-            if (q->kind == NOREAD || q->kind == PINGER) {
+            if (q->kind == GARBLER && !q->answered && q->sent == q->out_len) {
+                struct tcpota_msg m;
+                if (!q->next_send) {
+                    q->next_send = t + 1.0; /* the server's output piles up meanwhile */
+                } else if (t >= q->next_send) {
+                    memset(&m, 0, sizeof(m));
+                    m.type = TCPOTA_T_PING;
+                    queue_msg(q, &m);
+                    if (q->out_len) q->out[q->out_len - 1] ^= 0xff; /* the CRC's last byte */
+                    q->answered = 1;
+                }
+                continue;
+            }
+            if (q->kind == NOREAD || q->kind == PINGER || q->kind == GARBLER) {
                 /* Keep talking so that only the unread output can stall it. */
                 if (q->kind == PINGER && q->sent == q->out_len && t >= q->next_send &&
                     (ping_for < 0 || t - t0 < ping_for)) {
@@ -533,7 +550,7 @@ int main(int argc, char **argv)
             uint8_t buf[4096];
             ssize_t r;
             if (pf[i].fd < 0 || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-            if (p[i].kind == NOREAD || p[i].kind == PINGER) {
+            if (p[i].kind == NOREAD || p[i].kind == PINGER || p[i].kind == GARBLER) {
                 read_offer(&p[i]);
                 continue;
             }
@@ -559,7 +576,7 @@ int main(int argc, char **argv)
     }
     for (int k = 0; k < NKINDS; k++) {
         if (!count[k]) continue;
-        if (k == NOREAD || k == PINGER) {
+        if (k == NOREAD || k == PINGER || k == GARBLER) {
             printf("tcpota-hostile: %-9s %5u peers (never read; see the server log)\n", kind_name[k], count[k]);
             continue;
         }

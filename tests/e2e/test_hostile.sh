@@ -70,3 +70,20 @@ cmp "$WORK/slow-legacy" "$WORK/img" || fail "the slow legacy device got other by
 ! grep -q 'no HELLO within\|idle for' "$L" || fail "a slow transfer was cut: $(grep -m1 'no HELLO within\|idle for' "$L")"
 stop_server
 ok "transfers longer than the idle timeout, v1 and legacy, not cut"
+
+# A peer that stops reading and then sends a corrupt frame: the ERROR it
+# earned would wait behind DATA it never reads (most of a 3 MB image), so
+# the server closes it at once, not at the idle timeout. HOSTILE's garbler
+# sends its frame a second after its ACCEPT, and holds on for 5 s.
+[ -x "${HOSTILE:-}" ] || fail "HOSTILE must name tcpota-hostile (tests/e2e/e2e.cmake)"
+make_image "$WORK/big" 3000000
+start_server "$WORK/big" 2.0.0 --idle-timeout 3
+"$HOSTILE" --connect "127.0.0.1:$SERVER_PORT" --garbler 1 --min-hold 5 --hold 6 --ports "$WORK/garb.ports" \
+  > "$WORK/garb.out" 2>&1 || fail "tcpota-hostile: $(cat "$WORK/garb.out")"
+stop_server
+gp=$(awk '$1 == "garbler" { print $2 }' "$WORK/garb.ports")
+grep -q "127.0.0.1:$gp\] error: frame CRC mismatch; closing" "$L" ||
+  fail "the garbler's bad frame was not refused: $(grep "127.0.0.1:$gp\]" "$L")"
+! grep -q "127.0.0.1:$gp\] idle for" "$L" ||
+  fail "a peer owed an ERROR behind unread DATA was held to the idle timeout: $(grep "127.0.0.1:$gp\]" "$L")"
+ok "a peer that stops reading and sends a bad frame is closed at once, its ERROR not waited for"
