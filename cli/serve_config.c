@@ -99,6 +99,20 @@ static size_t not_text(const char *s, size_t len)
     return i;
 }
 
+/* name into out (size bytes) with every byte outside printable ASCII as
+ * \xNN: an option name that differs from a known one only by bytes an
+ * editor does not show (a byte-order mark, a no-break space) shows them. */
+static void visible(const char *name, char *out, size_t size)
+{
+    size_t o = 0;
+
+    for (; *name && o + 5 < size; name++) {
+        unsigned char c = (unsigned char)*name;
+        o += (size_t)snprintf(out + o, size - o, c < 0x20 || c > 0x7e ? "\\x%02x" : "%c", c);
+    }
+    out[o] = '\0';
+}
+
 /* Reads the flags of f (named path) into out->owned. Returns 0 or 2. */
 static int read_flags(FILE *f, const char *path, struct serve_config_args *out)
 {
@@ -147,8 +161,9 @@ static int read_flags(FILE *f, const char *path, struct serve_config_args *out)
         if (strcmp(s, "config") == 0) return bad(path, line, "a config file cannot name another "
                                                               "(--config goes on the command line)");
         if ((k = find_option(s, nlen)) < 0) {
+            visible(s, opt, sizeof(opt));
             snprintf(msg, sizeof(msg), "unknown option '%s'; the options are those of `tcpota "
-                                       "serve --help`, without the leading --", s);
+                                       "serve --help`, without the leading --", opt);
             return bad(path, line, msg);
         }
         if (options[k].takes_value && !*val) {
