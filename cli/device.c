@@ -456,7 +456,8 @@ static int boot_device(struct device *dv)
     } else if (first.pending) {
         info(dv, "confirmed new image %s (health check ok)", dv->version);
     } else if (dv->running.rolled_back) {
-        info(dv, "the last new image was rolled back; running %s", dv->version);
+        info(dv, "the bootloader refused the other slot (a new image not confirmed, or one whose "
+                 "bytes no longer match its hash) and fell back; running %s", dv->version);
     }
     return 0;
 }

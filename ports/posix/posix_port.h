@@ -118,7 +118,9 @@ struct tcpota_posix_dev {
 struct tcpota_posix_slot_info {
     uint8_t slot; /* 0 or 1 */
     uint8_t pending;     /* 1: not yet confirmed (mark_valid) */
-    uint8_t rolled_back; /* 1: the last boot rejected a new image */
+    uint8_t rolled_back; /* 1: the last boot refused the boot slot (a new image
+                          * not confirmed, or bytes that no longer hash to
+                          * the slot's record) and fell back to the other */
     uint32_t size;
     uint8_t sha256[TCPOTA_ID_LEN];
     char version[TCPOTA_POSIX_VERSION_MAX + 1]; /* NUL-terminated */

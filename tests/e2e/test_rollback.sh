@@ -49,4 +49,16 @@ grep -q "up to date, running 2.0.0" "$WORK/good2.log" || fail "up to date not sa
 grep -q "up to date, running 3.0.0: the server's image is not newer than the one it runs" "$WORK/newer.log" ||
   fail "not newer not said: $(cat "$WORK/newer.log")"
 ok "up to date, and a server image that is not newer: exit 0, each said"
+
+# A confirmed image whose slot changed afterwards (flash gone bad) no
+# longer boots: the bootloader falls back to the factory image, the device
+# says why, and the server offers the image again, which it reinstalls.
+printf '\xff' | dd of="$WORK/good/ota_1.bin" bs=1 seek=100 conv=notrunc 2> /dev/null
+cmp -s -n 100000 "$WORK/good/ota_1.bin" "$WORK/img" && fail "the slot was not changed"
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/good" --id good-dev \
+  2> "$WORK/good3.log" || fail "the device with a damaged slot failed: $(tail -3 "$WORK/good3.log")"
+grep -q "the bootloader refused the other slot .* and fell back; running 0.0.0" "$WORK/good3.log" ||
+  fail "the fallback was not said: $(head -5 "$WORK/good3.log")"
+check_device "$WORK/good" "$WORK/img"
+ok "a confirmed image whose flash changed: the bootloader falls back, the device says so and fetches it again"
 stop_server
