@@ -106,6 +106,20 @@ expect 2 "public key: k.key holds an Ed25519 private key, not an Ed25519 public 
 expect 2 "public key: img.manifest is not a tcpota key file; give NAME.pub" $T verify --pubkey img.manifest img
 sed 's/ [0-9a-f]*$/ 00zz/' k.pub > damaged.pub
 expect 2 "public key: damaged.pub is damaged" $T verify --pubkey damaged.pub img
+# A key one byte short: refused, never taken with its last byte unset.
+sed 's/..$//' k.pub > short.pub
+expect 2 "public key: short.pub is damaged: the key is not 32 bytes of hex" $T verify --pubkey short.pub img
+# A byte too many, or anything after the key's hex: damaged as well.
+sed 's/$/00/' k.pub > long.pub
+expect 2 "public key: long.pub is damaged: the key is not 32 bytes of hex" $T verify --pubkey long.pub img
+sed 's/$/ zz/' k.pub > trailing.pub
+expect 2 "public key: trailing.pub is damaged: the key is not 32 bytes of hex" $T verify --pubkey trailing.pub img
+(umask 077; sed 's/..$//' k.key > short.key)
+expect 2 "private key: short.key is damaged: the key is not 64 bytes of hex" $T sign --key short.key $S img
+# A device secret of no bytes at all is damaged, not a short secret.
+(umask 077; echo "tcpota-secret v1 " > none.secret)
+expect 2 "device secret: none.secret is damaged: the key is not 1 to 64 bytes of hex" \
+  $T device --server 127.0.0.1:1 --flash devdir --id d --secret none.secret --max-attempts 1
 ok "a key file of the wrong kind is named for what it holds"
 
 # Missing, empty, repeated and unknown arguments.
@@ -134,8 +148,12 @@ expect 2 "FILE is missing: give the firmware image to check" $T verify --pubkey 
 expect 2 "unknown option -x; see tcpota verify --help" $T verify -x --pubkey k.pub img
 make_image img2 100
 expect 2 "img2 has no manifest \(img2.manifest does not exist\); sign it" $T verify --pubkey k.pub img2
+# The manifest of another image: its size is named before its SHA-256.
+$T sign --key k.key $S --out img2.other img2 2> /dev/null || fail "sign img2 failed"
+expect 1 "image is 5000 bytes, the manifest says 100$" $T verify --pubkey k.pub --manifest img2.other img
 $T sign --help | grep -q 'usage: tcpota sign' || fail "sign --help"
 $T verify --pubkey=k.pub img 2> v.log || fail "--pubkey=FILE not accepted: $(cat v.log)"
+! grep -q warning v.log || fail "a public key (0644, as keygen writes it) was warned about: $(cat v.log)"
 expect 2 "tcpota: unknown command 'frob'; give one of those below" $T frob
 expect 2 "tcpota: no command given" $T
 # HOST: (an unset $PORT) says what is missing, not "expected a number".
