@@ -79,6 +79,7 @@ expect 2 "^tcpota device: --health: 'maybe' is not ok or fail" \
 expect 2 "private key: dir is not a regular file \(it is a directory\)" $T sign --key dir $S img
 expect 2 "image: dir is not a regular file \(it is a directory\)" $T sign --key k.key $S dir
 expect 2 "--out dir is not a regular file \(it is a directory\)" $T sign --key k.key $S --out dir img
+expect 2 "--out /dev/null is not a regular file; give a file name" $T sign --key k.key $S --out /dev/null img
 expect 2 "public key: cannot open nothere.pub: No such file" $T verify --pubkey nothere.pub img
 expect 2 "image: cannot open nothere: No such file" $T sign --key k.key $S nothere
 expect 2 "private key: empty is empty; give NAME.key" $T sign --key empty $S img
@@ -133,7 +134,10 @@ expect 2 "--version is given twice" $T sign --key k.key $S --version 3 img
 expect 2 "unknown option --frobnicate; see tcpota sign --help" $T sign --frobnicate $S img
 expect 2 "two files given \('img' and 'img2'\)" $T sign --key k.key $S img img2
 expect 2 "--version '.*' must be 1 to 32 printable" $T sign --key k.key --model m --version "$(printf 'a%.0s' {1..33})" img
+expect 2 "--version '2.0.*1' must be 1 to 32 printable" $T sign --key k.key --model m --version "$(printf '2.0\t1')" img
 expect 2 "--security-counter: '-1' is not a number: give a whole number in 0..4294967295" $T sign --key k.key $S --security-counter -1 img
+expect 2 "--security-counter: '-0' is not a number" $T sign --key k.key $S --security-counter -0 img
+expect 2 "--security-counter: '\+5' is not a number" $T sign --key k.key $S --security-counter +5 img
 # A version no device orders (as serve warns): signed, with a warning.
 expect 0 "warning: version 'factory' is not a semantic version \(like 2.1.0\): servers offer it to no device unless --allow-downgrade" \
   $T sign --key k.key --version factory --model esp32 --out factory.manifest img
@@ -161,6 +165,12 @@ expect 2 "tcpota device: --server: '127\.0\.0\.1:' has no port after ':'; give H
   $T device --server 127.0.0.1: --flash devdir
 expect 2 "tcpota serve: --listen: '127\.0\.0\.1:' has no port after ':'; give HOST:PORT" \
   $T serve --listen 127.0.0.1: --version 2.0.0 img
+expect 2 "tcpota device: --server: '\[::1\]80' is not \[IPv6\]:PORT" $T device --server '[::1]80' --flash devdir
+expect 2 "tcpota device: --server: bad host in ':80'" $T device --server :80 --flash devdir
+# A host of 256 characters does not fit the 255 and a 0 kept for it.
+expect 2 "tcpota device: --server: bad host in 'h{256}:80'" $T device --server "$(printf 'h%.0s' {1..256}):80" --flash devdir
+expect 2 "tcpota device: --server: '65536' is out of range: give a whole number in 0\.\.65535" \
+  $T device --server 127.0.0.1:65536 --flash devdir
 # tcpota help COMMAND is COMMAND --help; extra words after help or version
 # are refused rather than dropped.
 $T help sign > help-sign.out || fail "tcpota help sign failed"
