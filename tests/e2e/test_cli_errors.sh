@@ -194,6 +194,7 @@ expect 2 "--out needs a value: --out NAME$" $T keygen --out
 expect 2 "--out needs a value: --out NAME \(got the option --device-secret\)" $T keygen --out --device-secret
 expect 2 "--out dir/ names a directory, not a file; give a NAME, e.g. --out dir/release" $T keygen --out dir/
 expect 2 "--out . names a directory" $T keygen --device-secret --out .
+expect 2 "--out dir/\.\. names a directory, not a file; give a NAME" $T keygen --out dir/..
 expect 2 "--out takes the NAME without .key or .pub: --out rel writes rel.key and rel.pub" $T keygen --out rel.key
 expect 2 "dir is a directory; give a file name in it" $T keygen --device-secret --out dir
 mkdir q.pub qk.key
@@ -205,7 +206,7 @@ expect 2 "unexpected argument 'extra'" $T keygen --out x extra
 expect 2 "unknown option --bogus" $T keygen --bogus
 expect 2 "--out is missing: give --out NAME" $T keygen
 expect 2 "--device-secret takes no value" $T keygen --device-secret=yes --out z
-[ -z "$(ls -A dir)" ] && [ ! -e .key ] && [ ! -e .pub ] && [ ! -e rel.key.key ] ||
+[ -z "$(ls -A dir)" ] && [ ! -e .key ] && [ ! -e .pub ] && [ ! -e ...key ] && [ ! -e rel.key.key ] ||
   fail "keygen wrote a file for a refused name: $(ls -A . dir)"
 ok "keygen refuses an empty, missing or directory name"
 
