@@ -227,6 +227,10 @@ chmod 644 k.key
 expect 0 "warning: k.key is readable by others \(mode 0644\); chmod 600 k.key" $T sign --key k.key $S img
 chmod 640 k.key
 expect 0 "warning: k.key is readable by its group \(mode 0640\); chmod 600 k.key" $T sign --key k.key $S img
+chmod 604 k.key
+expect 0 "warning: k.key is readable by others \(mode 0604\); chmod 600 k.key" $T sign --key k.key $S img
+chmod 620 k.key
+expect 0 "warning: k.key is writable by its group \(mode 0620\); chmod 600 k.key" $T sign --key k.key $S img
 chmod 600 k.key
 $T sign --key k.key $S img 2> quiet.log
 ! grep -q warning quiet.log || fail "a 0600 key was warned about: $(cat quiet.log)"
