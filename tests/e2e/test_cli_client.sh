@@ -108,6 +108,33 @@ chmod 600 tok
 mkfifo fifo
 run 2 $T image list $API --token-file fifo
 has err.log "--token-file: fifo is not a regular file \(it is a FIFO\)"
+# A token file written on Windows (CRLF) is taken; a blank or a control
+# character inside is not a token (it would change the header).
+printf '%s\r\n' "$TOKEN" > crlf.tok; chmod 600 crlf.tok
+run 0 $T image list $API --token-file crlf.tok
+[ "$(req header Authorization)" = "Bearer $TOKEN" ] || fail "a CRLF token file: sent '$(req header Authorization)'"
+for t in "abc def" "$(printf 'abc\177def')"; do
+  printf '%s\n' "$t" > odd.tok; chmod 600 odd.tok
+  run 2 $T image list $API --token-file odd.tok
+  has err.log "^tcpota image: --token-file: odd.tok does not hold a token \(one line, no blanks\)"
+  TCPOTA_TOKEN=$t run 2 $T image list $API
+  has err.log "^tcpota image: TCPOTA_TOKEN does not hold a token \(one line, no blanks\)"
+done
+: > empty.tok
+run 2 $T image list $API --token-file empty.tok
+has err.log "^tcpota image: --token-file: empty.tok is empty; give the file that holds the server's token"
+# At most 511 characters (the 512 bytes kept for it, with its 0): one
+# more is refused, from a file or the environment, and not sent.
+long=$(printf 'a%.0s' {1..512})
+printf '%s\n' "$long" > long.tok; chmod 600 long.tok
+run 2 $T image list $API --token-file long.tok
+has err.log "^tcpota image: --token-file: long.tok does not hold a token"
+TCPOTA_TOKEN=$long run 2 $T image list $API
+has err.log "^tcpota image: TCPOTA_TOKEN does not hold a token"
+TCPOTA_TOKEN=${long:1} run 1 $T image list $API
+[ "$(req header Authorization)" = "Bearer ${long:1}" ] || fail "a 511-character token was not sent whole"
+run 2 $T image list $API --token-file ''
+has err.log "^tcpota image: --token-file: the file name is empty; give the path of a file$"
 run 1 $T image list $API --token-file bad.tok
 has err.log "^tcpota image: the API at http://127.0.0.1:$(cat port) refused the token from --token-file bad.tok"
 TCPOTA_TOKEN=nope run 1 $T image list $API
