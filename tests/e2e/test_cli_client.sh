@@ -164,6 +164,18 @@ run 0 $T image add fw.bin $API
   fail "Tcpota-Manifest is not the base64 of fw.bin.manifest: $(req header Tcpota-Manifest)"
 [ "$(req header Authorization)" = "Bearer $TOKEN" ] || fail "image add sent no token"
 has out.log "^added image $ID: version 2\.0\.0, model esp32-devkit, 70000 bytes, signed$"
+# The command it suggests is for a shell: a model with a shell's special
+# characters is quoted, so that pasting it runs nothing else.
+for m in 'a;b' "it's"; do
+  route POST /v1/images 201 "${ADDED/esp32-devkit/$m}"
+  run 0 $T image add fw.bin $API
+  line=$(grep '^roll it out: ' out.log) || fail "no rollout command printed: $(cat out.log)"
+  words=$(python3 -c 'import shlex, sys
+l = shlex.shlex(sys.argv[1], posix=True, punctuation_chars=True); l.whitespace_split = True
+w = list(l); print(len(w), w[-1])' "${line#roll it out: }")
+  [ "$words" = "7 $m" ] || fail "the printed command does not give --model '$m' as one word: $line"
+done
+route POST /v1/images 201 "$ADDED"
 head -c 99 /dev/urandom > other.manifest
 run 0 $T image add fw.bin --manifest other.manifest $API
 [ "$(req header Tcpota-Manifest | base64 -d | sha256sum)" = "$(sha256sum < other.manifest)" ] ||
@@ -199,6 +211,17 @@ has err.log "^tcpota image: FILE: fifo is not a regular file"
 : > empty.bin
 run 2 $T image add empty.bin $API
 has err.log "empty.bin is empty"
+# One byte over 1 GiB (a sparse file): refused before a byte is read.
+truncate -s $(( (1 << 30) + 1 )) huge.bin
+n0=$(nreq)
+run 2 $T image add huge.bin $API
+has err.log "^tcpota image: huge.bin is larger than 1 GiB; give a firmware image$"
+[ "$(nreq)" -eq "$n0" ] || fail "an image over 1 GiB was sent"
+rm -f huge.bin
+: > empty.manifest
+run 2 $T image add fw.bin --manifest empty.manifest $API
+has err.log "^tcpota image: manifest empty.manifest is empty; sign the image again \(tcpota sign\)$"
+[ "$(nreq)" -eq "$n0" ] || fail "an empty manifest was sent"
 run 2 $T image add $API
 has err.log "add needs the image FILE"
 [ "$(nreq)" -eq "$n" ] || fail "a request was sent for a refused file"
@@ -218,6 +241,12 @@ run 1 $T image rm abcdef99 $API
 has err.log "^tcpota image: no route in the mock for this path$"
 run 2 $T image rm $API
 has err.log "rm needs an image ID"
+n0=$(nreq)
+run 2 $T image rm "$(printf 'a%.0s' {1..501})" $API
+has err.log "^tcpota image: 'a{501}' is not an image ID"
+run 2 $T image add raw.bin --version "$(printf '1%.0s' {1..901})" --model esp32 $API
+has err.log "^tcpota image: --version and --model are too long"
+[ "$(nreq)" -eq "$n0" ] || fail "an image ID or a version too long was sent cut short"
 ok "image rm: DELETE, 409 and 404 exit 1 with the server's text"
 
 # --- rollout create: the JSON body; show: the per-wave table
