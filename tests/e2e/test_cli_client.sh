@@ -324,6 +324,12 @@ run 2 $T rollout create --image 2.0.0 --model esp32 --waves 5,x $API
 has err.log "^tcpota rollout: --waves: '5,x' is not a list of percentages; e.g\. --waves 5,25,100$"
 run 2 $T rollout create --image 2.0.0 --model esp32 --waves 5,,100 $API
 has err.log "--waves: '5,,100' is not a list of percentages"
+# Each wave: digits only, at most 23 of them, at most 1000000 (the rest is
+# the server's to judge).
+for w in +5 ' 5' 5x,100 1000001 000000000000000000000005; do
+  run 2 $T rollout create --image 2.0.0 --model esp32 --waves "$w" $API
+  has err.log "^tcpota rollout: --waves: '${w//+/\\+}' is not a list of percentages; e\.g\. --waves 5,25,100$"
+done
 run 2 $T rollout create --image 2.0.0 --model esp32 --halt-at abc $API
 has err.log "^tcpota rollout: --halt-at: 'abc' is not a number; e\.g\. --halt-at 20$"
 run 2 $T rollout create --image 2.0.0 --model esp32 --soak -5 $API
@@ -332,6 +338,8 @@ run 2 $T rollout create --image 2.0.0 --model esp32 --soak 99999999999999999999 
 has err.log "^tcpota rollout: --soak: '99999999999999999999' is too large; e\.g\. --soak 300$"
 run 2 $T rollout create --model esp32 $API
 has err.log "create needs --image"
+run 2 $T rollout create --image 2.0.0 $API
+has err.log "^tcpota rollout: create needs --model M"
 run 2 $T rollout create --image 2.0.0 --model esp32 --frobnicate $API
 has err.log "^tcpota rollout: unknown option '--frobnicate'$"
 run 2 $T rollout create --image 2.0.0 --model $API
