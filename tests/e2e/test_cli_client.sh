@@ -357,16 +357,58 @@ run 2 $T rollout show -1 $API
 has err.log "^tcpota rollout: ID: '-1' is negative; e\.g\. tcpota rollout show 1$"
 run 2 $T rollout frob $API
 has err.log "unknown subcommand 'frob'"
+# One ID where one is taken: a second is refused, before or after "--".
+run 2 $T image rm 9f2c41d0 abcdef99 $API
+has err.log "^tcpota image: unexpected argument 'abcdef99'$"
+run 2 $T image rm $API -- 9f2c41d0 -abcdef99
+has err.log "^tcpota image: unexpected argument '-abcdef99'$"
 run 2 $T image list --limit 3 $API
 has err.log "unknown option '--limit'"
 run 2 $T device list --limit many $API
 has err.log "^tcpota device: --limit: 'many' is not a number"
+run 2 $T device list --limit 9223372036854775808 $API
+has err.log "^tcpota device: --limit: '9223372036854775808' is too large"
+run 2 $T device list --api ''
+has err.log "^tcpota device: --api is empty; give the API's address"
+for t in 0 86401; do
+  run 2 $T device list --timeout $t $API
+  has err.log "^tcpota device: --timeout: '$t' is out of range: give 1\.\.86400 seconds$"
+done
+run 2 $T device list --limit 5x $API
+has err.log "^tcpota device: --limit: '5x' is not a number"
+run 2 $T device list --json --json $API
+has err.log "^tcpota device: --json is given twice; give it once$"
+run 2 $T device list --json=yes $API
+has err.log "^tcpota device: --json takes no value$"
 run 2 $T device show $API
 has err.log "show needs a device ID"
+# An ID or a filter that does not fit the request is refused, never sent
+# cut short (a secret made for another device).
+n0=$(nreq)
+run 2 $T device show '' $API
+has err.log "^tcpota device: the device ID is empty$"
+run 2 $T device secret "$(printf 'd%.0s' {1..600})" $API
+has err.log "^tcpota device: 'd{600}' is too long for a device ID$"
+run 2 $T device list --model "$(printf 'm%.0s' {1..2100})" $API
+has err.log "^tcpota device: the filters are too long$"
+run 2 $T device secret dev-7 --out '' $API
+has err.log "^tcpota device: --out is empty; give --out FILE$"
+[ "$(nreq)" -eq "$n0" ] || fail "a refused ID or filter was sent: $(tail -1 requests.jsonl)"
 run 2 $T device set dev-7 $API
 has err.log "set needs --group G"
 run 2 $T device list --api https://x:1
 has err.log "https is not supported"
+run 2 $T device list --api ftp://127.0.0.1:1
+has err.log "^tcpota device: --api: 'ftp://127\.0\.0\.1:1' is not an http:// URL"
+# A query, a fragment or a user: not parts of an API address (a token goes
+# in its own header, never in the URL).
+for u in 'http://127.0.0.1:1/?x=1' 'http://127.0.0.1:1/#x' 'http://u:p@127.0.0.1:1'; do
+  run 2 $T device list --api "$u"
+  has err.log "^tcpota device: --api: '.*' is not an API address; give http://HOST:PORT"
+  grep -qF -- "'$u'" err.log || fail "the message does not name '$u': $(cat err.log)"
+done
+run 2 $T device list --api 127.0.0.1:0
+has err.log "^tcpota device: --api: '127\.0\.0\.1:0': port 0 is not a server's port$"
 # A bare HOST means the API's port (8071), an http:// URL HTTP's (80); nothing
 # listens on 127.0.0.3.
 run 1 $T device list --api 127.0.0.3
