@@ -474,6 +474,16 @@ has err.log "cannot create dev7.secret: File exists"
 run 2 $T device secret dev-7 --out dev7j.secret --json $API
 has err.log "--json prints the secret itself and --out keeps it in FILE only; give one of them"
 [ "$(nreq)" -eq "$n" ] && [ ! -e dev7j.secret ] || fail "--out with --json asked for a secret or made the file"
+# An answer without a secret in hex (none, more than 256 digits, not hex)
+# is not written as one: exit 1, and no --out file is left.
+for sec in "" "$(printf 'a%.0s' {1..257})" "00zz"; do
+  route POST /v1/devices/dev-5/secret 201 '{"id": "dev-5", "secret": "'"$sec"'"}'
+  run 1 $T device secret dev-5 $API
+  has err.log "^tcpota device: the server's answer holds no secret in hex$"
+  [ ! -s out.log ] || fail "a secret line was printed for '$sec': $(cat out.log)"
+  run 1 $T device secret dev-5 --out dev5.secret $API
+  [ ! -e dev5.secret ] || fail "device secret --out left dev5.secret for the secret '$sec'"
+done
 ok "device secret prints the secret once as a secret file (or --out, mode 0600) that tcpota device --secret takes"
 # Interrupted while the API has not answered: no empty --out left behind, so
 # that running it again works (a secret file is never overwritten).
