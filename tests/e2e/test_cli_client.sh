@@ -528,6 +528,20 @@ has err.log "^tcpota rollout: no answer from the API at http://127.0.0.1:$(cat p
 route GET /v1/images 200 'not json'
 run 1 $T image list $API
 has err.log "answered 200 OK with a body that is not a JSON object"
+route GET /v1/images 200 '[1, 2]'
+run 1 $T image list $API
+has err.log "answered 200 OK with a body that is not a JSON object \(another JSON value\)"
+route GET /v1/images 200 '{"images": [], "images": []}'
+run 1 $T image list $API
+has err.log "answered 200 OK with a body that is not a JSON object \(JSON error: duplicate object key"
+# Only a 2xx is a result: a 300 is another service's answer.
+route GET /v1/images 300 '{"error": "multiple choices"}'
+run 1 $T image list $API
+has err.log "^tcpota image: multiple choices$"
+# The server's text reaches a terminal: its control characters as '?'.
+route GET /v1/images 409 '{"error": "bad\u001b[2Jthing", "field": "x\u0007y"}'
+run 1 $T image list $API
+has err.log "^tcpota image: bad\?\[2Jthing \(field: x\?y\)$"
 # Another service's {} is not an empty rollout (before: 'rollout 0:', exit 0).
 route GET /v1/rollouts/1 200 '{}'
 run 1 $T rollout show 1 $API
