@@ -108,6 +108,33 @@ chmod 600 tok
 mkfifo fifo
 run 2 $T image list $API --token-file fifo
 has err.log "--token-file: fifo is not a regular file \(it is a FIFO\)"
+# A token file written on Windows (CRLF) is taken; a blank or a control
+# character inside is not a token (it would change the header).
+printf '%s\r\n' "$TOKEN" > crlf.tok; chmod 600 crlf.tok
+run 0 $T image list $API --token-file crlf.tok
+[ "$(req header Authorization)" = "Bearer $TOKEN" ] || fail "a CRLF token file: sent '$(req header Authorization)'"
+for t in "abc def" "$(printf 'abc\177def')"; do
+  printf '%s\n' "$t" > odd.tok; chmod 600 odd.tok
+  run 2 $T image list $API --token-file odd.tok
+  has err.log "^tcpota image: --token-file: odd.tok does not hold a token \(one line, no blanks\)"
+  TCPOTA_TOKEN=$t run 2 $T image list $API
+  has err.log "^tcpota image: TCPOTA_TOKEN does not hold a token \(one line, no blanks\)"
+done
+: > empty.tok
+run 2 $T image list $API --token-file empty.tok
+has err.log "^tcpota image: --token-file: empty.tok is empty; give the file that holds the server's token"
+# At most 511 characters (the 512 bytes kept for it, with its 0): one
+# more is refused, from a file or the environment, and not sent.
+long=$(printf 'a%.0s' {1..512})
+printf '%s\n' "$long" > long.tok; chmod 600 long.tok
+run 2 $T image list $API --token-file long.tok
+has err.log "^tcpota image: --token-file: long.tok does not hold a token"
+TCPOTA_TOKEN=$long run 2 $T image list $API
+has err.log "^tcpota image: TCPOTA_TOKEN does not hold a token"
+TCPOTA_TOKEN=${long:1} run 1 $T image list $API
+[ "$(req header Authorization)" = "Bearer ${long:1}" ] || fail "a 511-character token was not sent whole"
+run 2 $T image list $API --token-file ''
+has err.log "^tcpota image: --token-file: the file name is empty; give the path of a file$"
 run 1 $T image list $API --token-file bad.tok
 has err.log "^tcpota image: the API at http://127.0.0.1:$(cat port) refused the token from --token-file bad.tok"
 TCPOTA_TOKEN=nope run 1 $T image list $API
@@ -137,6 +164,18 @@ run 0 $T image add fw.bin $API
   fail "Tcpota-Manifest is not the base64 of fw.bin.manifest: $(req header Tcpota-Manifest)"
 [ "$(req header Authorization)" = "Bearer $TOKEN" ] || fail "image add sent no token"
 has out.log "^added image $ID: version 2\.0\.0, model esp32-devkit, 70000 bytes, signed$"
+# The command it suggests is for a shell: a model with a shell's special
+# characters is quoted, so that pasting it runs nothing else.
+for m in 'a;b' "it's"; do
+  route POST /v1/images 201 "${ADDED/esp32-devkit/$m}"
+  run 0 $T image add fw.bin $API
+  line=$(grep '^roll it out: ' out.log) || fail "no rollout command printed: $(cat out.log)"
+  words=$(python3 -c 'import shlex, sys
+l = shlex.shlex(sys.argv[1], posix=True, punctuation_chars=True); l.whitespace_split = True
+w = list(l); print(len(w), w[-1])' "${line#roll it out: }")
+  [ "$words" = "7 $m" ] || fail "the printed command does not give --model '$m' as one word: $line"
+done
+route POST /v1/images 201 "$ADDED"
 head -c 99 /dev/urandom > other.manifest
 run 0 $T image add fw.bin --manifest other.manifest $API
 [ "$(req header Tcpota-Manifest | base64 -d | sha256sum)" = "$(sha256sum < other.manifest)" ] ||
@@ -172,6 +211,17 @@ has err.log "^tcpota image: FILE: fifo is not a regular file"
 : > empty.bin
 run 2 $T image add empty.bin $API
 has err.log "empty.bin is empty"
+# One byte over 1 GiB (a sparse file): refused before a byte is read.
+truncate -s $(( (1 << 30) + 1 )) huge.bin
+n0=$(nreq)
+run 2 $T image add huge.bin $API
+has err.log "^tcpota image: huge.bin is larger than 1 GiB; give a firmware image$"
+[ "$(nreq)" -eq "$n0" ] || fail "an image over 1 GiB was sent"
+rm -f huge.bin
+: > empty.manifest
+run 2 $T image add fw.bin --manifest empty.manifest $API
+has err.log "^tcpota image: manifest empty.manifest is empty; sign the image again \(tcpota sign\)$"
+[ "$(nreq)" -eq "$n0" ] || fail "an empty manifest was sent"
 run 2 $T image add $API
 has err.log "add needs the image FILE"
 [ "$(nreq)" -eq "$n" ] || fail "a request was sent for a refused file"
@@ -191,6 +241,12 @@ run 1 $T image rm abcdef99 $API
 has err.log "^tcpota image: no route in the mock for this path$"
 run 2 $T image rm $API
 has err.log "rm needs an image ID"
+n0=$(nreq)
+run 2 $T image rm "$(printf 'a%.0s' {1..501})" $API
+has err.log "^tcpota image: 'a{501}' is not an image ID"
+run 2 $T image add raw.bin --version "$(printf '1%.0s' {1..901})" --model esp32 $API
+has err.log "^tcpota image: --version and --model are too long"
+[ "$(nreq)" -eq "$n0" ] || fail "an image ID or a version too long was sent cut short"
 ok "image rm: DELETE, 409 and 404 exit 1 with the server's text"
 
 # --- rollout create: the JSON body; show: the per-wave table
@@ -268,6 +324,12 @@ run 2 $T rollout create --image 2.0.0 --model esp32 --waves 5,x $API
 has err.log "^tcpota rollout: --waves: '5,x' is not a list of percentages; e.g\. --waves 5,25,100$"
 run 2 $T rollout create --image 2.0.0 --model esp32 --waves 5,,100 $API
 has err.log "--waves: '5,,100' is not a list of percentages"
+# Each wave: digits only, at most 23 of them, at most 1000000 (the rest is
+# the server's to judge).
+for w in +5 ' 5' 5x,100 1000001 000000000000000000000005; do
+  run 2 $T rollout create --image 2.0.0 --model esp32 --waves "$w" $API
+  has err.log "^tcpota rollout: --waves: '${w//+/\\+}' is not a list of percentages; e\.g\. --waves 5,25,100$"
+done
 run 2 $T rollout create --image 2.0.0 --model esp32 --halt-at abc $API
 has err.log "^tcpota rollout: --halt-at: 'abc' is not a number; e\.g\. --halt-at 20$"
 run 2 $T rollout create --image 2.0.0 --model esp32 --soak -5 $API
@@ -276,6 +338,8 @@ run 2 $T rollout create --image 2.0.0 --model esp32 --soak 99999999999999999999 
 has err.log "^tcpota rollout: --soak: '99999999999999999999' is too large; e\.g\. --soak 300$"
 run 2 $T rollout create --model esp32 $API
 has err.log "create needs --image"
+run 2 $T rollout create --image 2.0.0 $API
+has err.log "^tcpota rollout: create needs --model M"
 run 2 $T rollout create --image 2.0.0 --model esp32 --frobnicate $API
 has err.log "^tcpota rollout: unknown option '--frobnicate'$"
 run 2 $T rollout create --image 2.0.0 --model $API
@@ -293,16 +357,58 @@ run 2 $T rollout show -1 $API
 has err.log "^tcpota rollout: ID: '-1' is negative; e\.g\. tcpota rollout show 1$"
 run 2 $T rollout frob $API
 has err.log "unknown subcommand 'frob'"
+# One ID where one is taken: a second is refused, before or after "--".
+run 2 $T image rm 9f2c41d0 abcdef99 $API
+has err.log "^tcpota image: unexpected argument 'abcdef99'$"
+run 2 $T image rm $API -- 9f2c41d0 -abcdef99
+has err.log "^tcpota image: unexpected argument '-abcdef99'$"
 run 2 $T image list --limit 3 $API
 has err.log "unknown option '--limit'"
 run 2 $T device list --limit many $API
 has err.log "^tcpota device: --limit: 'many' is not a number"
+run 2 $T device list --limit 9223372036854775808 $API
+has err.log "^tcpota device: --limit: '9223372036854775808' is too large"
+run 2 $T device list --api ''
+has err.log "^tcpota device: --api is empty; give the API's address"
+for t in 0 86401; do
+  run 2 $T device list --timeout $t $API
+  has err.log "^tcpota device: --timeout: '$t' is out of range: give 1\.\.86400 seconds$"
+done
+run 2 $T device list --limit 5x $API
+has err.log "^tcpota device: --limit: '5x' is not a number"
+run 2 $T device list --json --json $API
+has err.log "^tcpota device: --json is given twice; give it once$"
+run 2 $T device list --json=yes $API
+has err.log "^tcpota device: --json takes no value$"
 run 2 $T device show $API
 has err.log "show needs a device ID"
+# An ID or a filter that does not fit the request is refused, never sent
+# cut short (a secret made for another device).
+n0=$(nreq)
+run 2 $T device show '' $API
+has err.log "^tcpota device: the device ID is empty$"
+run 2 $T device secret "$(printf 'd%.0s' {1..600})" $API
+has err.log "^tcpota device: 'd{600}' is too long for a device ID$"
+run 2 $T device list --model "$(printf 'm%.0s' {1..2100})" $API
+has err.log "^tcpota device: the filters are too long$"
+run 2 $T device secret dev-7 --out '' $API
+has err.log "^tcpota device: --out is empty; give --out FILE$"
+[ "$(nreq)" -eq "$n0" ] || fail "a refused ID or filter was sent: $(tail -1 requests.jsonl)"
 run 2 $T device set dev-7 $API
 has err.log "set needs --group G"
 run 2 $T device list --api https://x:1
 has err.log "https is not supported"
+run 2 $T device list --api ftp://127.0.0.1:1
+has err.log "^tcpota device: --api: 'ftp://127\.0\.0\.1:1' is not an http:// URL"
+# A query, a fragment or a user: not parts of an API address (a token goes
+# in its own header, never in the URL).
+for u in 'http://127.0.0.1:1/?x=1' 'http://127.0.0.1:1/#x' 'http://u:p@127.0.0.1:1'; do
+  run 2 $T device list --api "$u"
+  has err.log "^tcpota device: --api: '.*' is not an API address; give http://HOST:PORT"
+  grep -qF -- "'$u'" err.log || fail "the message does not name '$u': $(cat err.log)"
+done
+run 2 $T device list --api 127.0.0.1:0
+has err.log "^tcpota device: --api: '127\.0\.0\.1:0': port 0 is not a server's port$"
 # A bare HOST means the API's port (8071), an http:// URL HTTP's (80); nothing
 # listens on 127.0.0.3.
 run 1 $T device list --api 127.0.0.3
@@ -368,6 +474,16 @@ has err.log "cannot create dev7.secret: File exists"
 run 2 $T device secret dev-7 --out dev7j.secret --json $API
 has err.log "--json prints the secret itself and --out keeps it in FILE only; give one of them"
 [ "$(nreq)" -eq "$n" ] && [ ! -e dev7j.secret ] || fail "--out with --json asked for a secret or made the file"
+# An answer without a secret in hex (none, more than 256 digits, not hex)
+# is not written as one: exit 1, and no --out file is left.
+for sec in "" "$(printf 'a%.0s' {1..257})" "00zz"; do
+  route POST /v1/devices/dev-5/secret 201 '{"id": "dev-5", "secret": "'"$sec"'"}'
+  run 1 $T device secret dev-5 $API
+  has err.log "^tcpota device: the server's answer holds no secret in hex$"
+  [ ! -s out.log ] || fail "a secret line was printed for '$sec': $(cat out.log)"
+  run 1 $T device secret dev-5 --out dev5.secret $API
+  [ ! -e dev5.secret ] || fail "device secret --out left dev5.secret for the secret '$sec'"
+done
 ok "device secret prints the secret once as a secret file (or --out, mode 0600) that tcpota device --secret takes"
 # Interrupted while the API has not answered: no empty --out left behind, so
 # that running it again works (a secret file is never overwritten).
@@ -412,6 +528,20 @@ has err.log "^tcpota rollout: no answer from the API at http://127.0.0.1:$(cat p
 route GET /v1/images 200 'not json'
 run 1 $T image list $API
 has err.log "answered 200 OK with a body that is not a JSON object"
+route GET /v1/images 200 '[1, 2]'
+run 1 $T image list $API
+has err.log "answered 200 OK with a body that is not a JSON object \(another JSON value\)"
+route GET /v1/images 200 '{"images": [], "images": []}'
+run 1 $T image list $API
+has err.log "answered 200 OK with a body that is not a JSON object \(JSON error: duplicate object key"
+# Only a 2xx is a result: a 300 is another service's answer.
+route GET /v1/images 300 '{"error": "multiple choices"}'
+run 1 $T image list $API
+has err.log "^tcpota image: multiple choices$"
+# The server's text reaches a terminal: its control characters as '?'.
+route GET /v1/images 409 '{"error": "bad\u001b[2Jthing", "field": "x\u0007y"}'
+run 1 $T image list $API
+has err.log "^tcpota image: bad\?\[2Jthing \(field: x\?y\)$"
 # Another service's {} is not an empty rollout (before: 'rollout 0:', exit 0).
 route GET /v1/rollouts/1 200 '{}'
 run 1 $T rollout show 1 $API

@@ -79,6 +79,7 @@ expect 2 "^tcpota device: --health: 'maybe' is not ok or fail" \
 expect 2 "private key: dir is not a regular file \(it is a directory\)" $T sign --key dir $S img
 expect 2 "image: dir is not a regular file \(it is a directory\)" $T sign --key k.key $S dir
 expect 2 "--out dir is not a regular file \(it is a directory\)" $T sign --key k.key $S --out dir img
+expect 2 "--out /dev/null is not a regular file; give a file name" $T sign --key k.key $S --out /dev/null img
 expect 2 "public key: cannot open nothere.pub: No such file" $T verify --pubkey nothere.pub img
 expect 2 "image: cannot open nothere: No such file" $T sign --key k.key $S nothere
 expect 2 "private key: empty is empty; give NAME.key" $T sign --key empty $S img
@@ -106,6 +107,20 @@ expect 2 "public key: k.key holds an Ed25519 private key, not an Ed25519 public 
 expect 2 "public key: img.manifest is not a tcpota key file; give NAME.pub" $T verify --pubkey img.manifest img
 sed 's/ [0-9a-f]*$/ 00zz/' k.pub > damaged.pub
 expect 2 "public key: damaged.pub is damaged" $T verify --pubkey damaged.pub img
+# A key one byte short: refused, never taken with its last byte unset.
+sed 's/..$//' k.pub > short.pub
+expect 2 "public key: short.pub is damaged: the key is not 32 bytes of hex" $T verify --pubkey short.pub img
+# A byte too many, or anything after the key's hex: damaged as well.
+sed 's/$/00/' k.pub > long.pub
+expect 2 "public key: long.pub is damaged: the key is not 32 bytes of hex" $T verify --pubkey long.pub img
+sed 's/$/ zz/' k.pub > trailing.pub
+expect 2 "public key: trailing.pub is damaged: the key is not 32 bytes of hex" $T verify --pubkey trailing.pub img
+(umask 077; sed 's/..$//' k.key > short.key)
+expect 2 "private key: short.key is damaged: the key is not 64 bytes of hex" $T sign --key short.key $S img
+# A device secret of no bytes at all is damaged, not a short secret.
+(umask 077; echo "tcpota-secret v1 " > none.secret)
+expect 2 "device secret: none.secret is damaged: the key is not 1 to 64 bytes of hex" \
+  $T device --server 127.0.0.1:1 --flash devdir --id d --secret none.secret --max-attempts 1
 ok "a key file of the wrong kind is named for what it holds"
 
 # Missing, empty, repeated and unknown arguments.
@@ -119,7 +134,10 @@ expect 2 "--version is given twice" $T sign --key k.key $S --version 3 img
 expect 2 "unknown option --frobnicate; see tcpota sign --help" $T sign --frobnicate $S img
 expect 2 "two files given \('img' and 'img2'\)" $T sign --key k.key $S img img2
 expect 2 "--version '.*' must be 1 to 32 printable" $T sign --key k.key --model m --version "$(printf 'a%.0s' {1..33})" img
+expect 2 "--version '2.0.*1' must be 1 to 32 printable" $T sign --key k.key --model m --version "$(printf '2.0\t1')" img
 expect 2 "--security-counter: '-1' is not a number: give a whole number in 0..4294967295" $T sign --key k.key $S --security-counter -1 img
+expect 2 "--security-counter: '-0' is not a number" $T sign --key k.key $S --security-counter -0 img
+expect 2 "--security-counter: '\+5' is not a number" $T sign --key k.key $S --security-counter +5 img
 # A version no device orders (as serve warns): signed, with a warning.
 expect 0 "warning: version 'factory' is not a semantic version \(like 2.1.0\): servers offer it to no device unless --allow-downgrade" \
   $T sign --key k.key --version factory --model esp32 --out factory.manifest img
@@ -134,8 +152,12 @@ expect 2 "FILE is missing: give the firmware image to check" $T verify --pubkey 
 expect 2 "unknown option -x; see tcpota verify --help" $T verify -x --pubkey k.pub img
 make_image img2 100
 expect 2 "img2 has no manifest \(img2.manifest does not exist\); sign it" $T verify --pubkey k.pub img2
+# The manifest of another image: its size is named before its SHA-256.
+$T sign --key k.key $S --out img2.other img2 2> /dev/null || fail "sign img2 failed"
+expect 1 "image is 5000 bytes, the manifest says 100$" $T verify --pubkey k.pub --manifest img2.other img
 $T sign --help | grep -q 'usage: tcpota sign' || fail "sign --help"
 $T verify --pubkey=k.pub img 2> v.log || fail "--pubkey=FILE not accepted: $(cat v.log)"
+! grep -q warning v.log || fail "a public key (0644, as keygen writes it) was warned about: $(cat v.log)"
 expect 2 "tcpota: unknown command 'frob'; give one of those below" $T frob
 expect 2 "tcpota: no command given" $T
 # HOST: (an unset $PORT) says what is missing, not "expected a number".
@@ -143,6 +165,12 @@ expect 2 "tcpota device: --server: '127\.0\.0\.1:' has no port after ':'; give H
   $T device --server 127.0.0.1: --flash devdir
 expect 2 "tcpota serve: --listen: '127\.0\.0\.1:' has no port after ':'; give HOST:PORT" \
   $T serve --listen 127.0.0.1: --version 2.0.0 img
+expect 2 "tcpota device: --server: '\[::1\]80' is not \[IPv6\]:PORT" $T device --server '[::1]80' --flash devdir
+expect 2 "tcpota device: --server: bad host in ':80'" $T device --server :80 --flash devdir
+# A host of 256 characters does not fit the 255 and a 0 kept for it.
+expect 2 "tcpota device: --server: bad host in 'h{256}:80'" $T device --server "$(printf 'h%.0s' {1..256}):80" --flash devdir
+expect 2 "tcpota device: --server: '65536' is out of range: give a whole number in 0\.\.65535" \
+  $T device --server 127.0.0.1:65536 --flash devdir
 # tcpota help COMMAND is COMMAND --help; extra words after help or version
 # are refused rather than dropped.
 $T help sign > help-sign.out || fail "tcpota help sign failed"
@@ -166,6 +194,7 @@ expect 2 "--out needs a value: --out NAME$" $T keygen --out
 expect 2 "--out needs a value: --out NAME \(got the option --device-secret\)" $T keygen --out --device-secret
 expect 2 "--out dir/ names a directory, not a file; give a NAME, e.g. --out dir/release" $T keygen --out dir/
 expect 2 "--out . names a directory" $T keygen --device-secret --out .
+expect 2 "--out dir/\.\. names a directory, not a file; give a NAME" $T keygen --out dir/..
 expect 2 "--out takes the NAME without .key or .pub: --out rel writes rel.key and rel.pub" $T keygen --out rel.key
 expect 2 "dir is a directory; give a file name in it" $T keygen --device-secret --out dir
 mkdir q.pub qk.key
@@ -177,7 +206,7 @@ expect 2 "unexpected argument 'extra'" $T keygen --out x extra
 expect 2 "unknown option --bogus" $T keygen --bogus
 expect 2 "--out is missing: give --out NAME" $T keygen
 expect 2 "--device-secret takes no value" $T keygen --device-secret=yes --out z
-[ -z "$(ls -A dir)" ] && [ ! -e .key ] && [ ! -e .pub ] && [ ! -e rel.key.key ] ||
+[ -z "$(ls -A dir)" ] && [ ! -e .key ] && [ ! -e .pub ] && [ ! -e ...key ] && [ ! -e rel.key.key ] ||
   fail "keygen wrote a file for a refused name: $(ls -A . dir)"
 ok "keygen refuses an empty, missing or directory name"
 
@@ -198,6 +227,10 @@ chmod 644 k.key
 expect 0 "warning: k.key is readable by others \(mode 0644\); chmod 600 k.key" $T sign --key k.key $S img
 chmod 640 k.key
 expect 0 "warning: k.key is readable by its group \(mode 0640\); chmod 600 k.key" $T sign --key k.key $S img
+chmod 604 k.key
+expect 0 "warning: k.key is readable by others \(mode 0604\); chmod 600 k.key" $T sign --key k.key $S img
+chmod 620 k.key
+expect 0 "warning: k.key is writable by its group \(mode 0620\); chmod 600 k.key" $T sign --key k.key $S img
 chmod 600 k.key
 $T sign --key k.key $S img 2> quiet.log
 ! grep -q warning quiet.log || fail "a 0600 key was warned about: $(cat quiet.log)"

@@ -73,6 +73,14 @@ ok "--no-require-signed refuses a manifest of other bytes (start and SIGHUP), an
 # describes img, so the unsigned server serves it and the device refuses.
 cp img.manifest bad.manifest; flip_byte bad.manifest $(( $(stat -c %s bad.manifest) - 10 ))
 cmp -s img.manifest bad.manifest && fail "could not tamper with the manifest"
+# verify and a server that requires signatures refuse it themselves.
+rc=0; $T verify --pubkey k.pub --manifest bad.manifest img 2> bad-verify.log || rc=$?
+[ $rc -eq 1 ] && grep -q 'manifest signature does not verify (manifest altered or forged)' bad-verify.log ||
+  fail "verify accepted an altered signature (exit $rc): $(cat bad-verify.log)"
+rc=0; timeout 20 $T serve --listen 127.0.0.1:0 --pubkey k.pub --manifest bad.manifest img 2> bad-sig-serve.log || rc=$?
+[ $rc -eq 1 ] && grep -q 'manifest signature does not verify' bad-sig-serve.log &&
+  grep -q 'the manifest bad.manifest does not verify; not starting' bad-sig-serve.log ||
+  fail "serve started on an altered signature (exit $rc): $(cat bad-sig-serve.log)"
 refused tampered-manifest "signature does not verify" img 2.0.0 --manifest bad.manifest --no-require-signed
 $T sign --key other.key --version 2.0.0 --model esp32 --out other.manifest img 2>/dev/null
 refused wrong-key "signed by an untrusted key" img 2.0.0 --manifest other.manifest

@@ -3,7 +3,9 @@
 # keeps the server's ticket in DIR/tls-session (0600) and offers it, so a
 # check-in costs a resumed handshake instead of a full one. A damaged file,
 # a FIFO in its place or a server that no longer knows the ticket only cost
-# a full handshake, whose session then replaces the kept one.
+# a full handshake, whose session then replaces the kept one. The session is
+# offered only under the server name and port it was kept for, a symlink is
+# never followed, and a handshake nobody answers times out.
 source "$(dirname "$0")/lib.sh"
 T=$TCPOTA
 cd "$WORK"
@@ -15,7 +17,7 @@ make_image img 100000
 start_server img 2.0.0 --tls-cert srv.pem --tls-key srv.key
 # run NAME: one connection of the device in dev/ (its stderr in NAME.log).
 run() {
-  timeout 30 "$T" device --server "localhost:$SERVER_PORT" --flash dev --id tls-dev --ca srv.pem \
+  timeout 30 "$T" device --server "${DEV_HOST:-localhost}:$SERVER_PORT" --flash dev --id tls-dev --ca srv.pem \
     --max-attempts 1 2> "$1.log" || fail "device run $1 failed: $(tail -2 "$1.log")"
 }
 # handshakes KIND: how many TLS handshakes of KIND (full / resumed session) the server logged.
@@ -62,5 +64,55 @@ delta restarted
 ! grep -qi "error\|fail" restarted.log || fail "a stale ticket printed an error: $(cat restarted.log)"
 delta after-restart
 [ "$F" = 0 ] && [ "$R" = 1 ] || fail "the new server's session was not resumed"
-stop_server
 ok "a server with new ticket keys: a full handshake, then resumed again"
+
+# Bytes after the session: damaged, not a session with a tail.
+printf 'x' >> dev/tls-session
+delta trailing
+grep -q "kept TLS session .* is damaged" trailing.log || fail "a session with a byte after it was not reported: $(cat trailing.log)"
+[ "$F" = 1 ] && [ "$R" = 0 ] || fail "a session with a byte after it was resumed ($F full, $R resumed)"
+
+# A symlink is neither read nor written through: in place of the session, it
+# is not followed (a full handshake); in place of its temporary file, the
+# file it points to stays as it was.
+cp dev/tls-session good.session
+rm dev/tls-session && ln -s ../good.session dev/tls-session
+delta symlink
+[ "$F" = 1 ] && [ "$R" = 0 ] || fail "the session behind a symlink was resumed ($F full, $R resumed)"
+grep -q "cannot read the kept TLS session" symlink.log || fail "a symlink as the session was not reported: $(cat symlink.log)"
+echo keep > victim
+ln -s ../victim dev/tls-session.tmp
+delta symlink-tmp
+[ "$(cat victim)" = keep ] || fail "the session was written through the symlink dev/tls-session.tmp"
+rm -f dev/tls-session.tmp
+ok "a session with bytes after it is damaged; a symlink is not followed, for reading or writing"
+
+# The session is kept for the name the device was given: the same server
+# as 127.0.0.1 is not offered the one of localhost (resuming skips checking
+# the certificate for the name), and quietly: it is not damaged.
+delta localhost
+# That of localhost:PORT0 (this name and port, and a digit more) is
+# another server's too.
+n=$(head -1 dev/tls-session | wc -c)
+{ head -c $((n - 1)) dev/tls-session; printf 0; tail -c +$((n + 1)) dev/tls-session; } > port0.session
+cp port0.session dev/tls-session
+delta other-port
+[ "$F" = 1 ] && [ "$R" = 0 ] || fail "the session kept for localhost:${SERVER_PORT}0 was offered to localhost:$SERVER_PORT ($F full, $R resumed)"
+! grep -q "damaged" other-port.log || fail "the session of another port was called damaged: $(cat other-port.log)"
+DEV_HOST=127.0.0.1 delta other-name
+[ "$F" = 1 ] && [ "$R" = 0 ] || fail "the session kept for localhost was offered to 127.0.0.1 ($F full, $R resumed)"
+! grep -q "damaged" other-name.log || fail "the session of another name was called damaged: $(cat other-name.log)"
+stop_server
+ok "a session kept for one server name is not offered under another"
+
+# A server that takes the connection and never answers the handshake: the
+# device gives up after --timeout-ms, it does not wait for ever.
+python3 -c 'import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1); print(s.getsockname()[1], flush=True)
+c, _ = s.accept(); time.sleep(30)' > mute.port &
+PIDS+=($!)
+for _ in $(seq 50); do [ -s mute.port ] && break; sleep 0.1; done
+rc=0; timeout 10 "$T" device --server "127.0.0.1:$(cat mute.port)" --flash mute --ca srv.pem --timeout-ms 500 \
+  --max-attempts 1 2> mute.log || rc=$?
+[ $rc -eq 1 ] && grep -q "TLS handshake timed out" mute.log || fail "a TLS handshake nobody answers: exit $rc: $(cat mute.log)"
+ok "a TLS handshake nobody answers times out after --timeout-ms"
