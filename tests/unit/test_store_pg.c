@@ -5,8 +5,9 @@
  * node's cache (checked), a lost connection taken up again (under a COMMIT
  * too: the list runs again only if it did not commit), and the errors
  * an operator meets (unreachable, not ours, newer schema), lists of two
- * nodes writing the same devices never deadlocking, and a row held past
- * lock_timeout failing only the request that needs it.
+ * nodes writing the same devices never deadlocking, a row held past
+ * lock_timeout failing only the request that needs it, and a node that
+ * stops while the database is away answering every step it kept.
  *
  * Run through with_pg.sh, which starts a cluster of the test's own and
  * passes it in TCPOTA_PG; each test gets an empty schema of its own. */
@@ -298,9 +299,9 @@ static void test_counters_two_nodes(void **state)
     ss_rm_tree(dir_b);
 }
 
-/* How many times the cluster's log (with_pg.sh's TCPOTA_PG_LOG) says it
- * broke a deadlock, from byte `from` on. */
-static int deadlocks_logged(long from)
+/* How many lines of the cluster's log (with_pg.sh's TCPOTA_PG_LOG) say
+ * what, from byte `from` on. */
+static int logged(long from, const char *what)
 {
     const char *path = getenv("TCPOTA_PG_LOG");
     char line[1024];
@@ -312,7 +313,7 @@ static int deadlocks_logged(long from)
     assert_non_null(fp);
     assert_int_equal(fseek(fp, from, SEEK_SET), 0);
     while (fgets(line, sizeof(line), fp)) {
-        n += strstr(line, "deadlock detected") != NULL;
+        n += strstr(line, what) != NULL;
     }
     fclose(fp);
     return n;
@@ -357,7 +358,7 @@ static void test_crossing_lists_two_nodes(void **state)
         store_req_free(ra);
         store_req_free(rb);
     }
-    assert_int_equal(deadlocks_logged(from), 0);
+    assert_int_equal(logged(from, "deadlock detected"), 0);
     store_close(b);
     ss_rm_tree(dir_b);
 }
@@ -864,6 +865,88 @@ static void test_outage(void **state)
     ss_rm_tree(f.dir);
 }
 
+/* The database stays away while steps keep coming (a device's progress
+ * every 50 ms) and then the node stops. Reconnection attempts back off
+ * (100 ms doubling: a handful in 1.6 s, not one per step or per 100 ms);
+ * beyond the bound of kept steps a batch's progress goes but its final
+ * step, first in it, stays, and the operator is told once; at the stop
+ * every kept step is answered, as not written: none is left without an
+ * answer. */
+static void test_outage_stop(void **state)
+{
+    const char *base = getenv("TCPOTA_PG");
+    char name[64], q[200], refused[120];
+    struct fx f, admin;
+    struct told told = {0, 0, 0};
+    struct store_req *steps[32], *batch;
+    int fired = 0, attempts;
+    long from;
+    size_t i, n = 0;
+    (void)state;
+
+    ss_fx_fresh(&f);
+    snprintf(name, sizeof(name), "tstop_%ld", (long)getpid());
+    memset(&admin, 0, sizeof(admin));
+    snprintf(admin.db, sizeof(admin.db), "%s", base);
+    snprintf(q, sizeof(q), "CREATE DATABASE %s", name);
+    sql(&admin, q);
+    snprintf(f.db, sizeof(f.db), "%.900s dbname=%s", base, name);
+    f.base = event_base_new();
+    ss_fx_open(&f);
+    f.st->notice = on_notice;
+    f.st->notice_arg = &told;
+    ((struct pgstore *)f.st)->kept_max = 5;
+    ss_checkin_free(&f, "dev-1");
+
+    snprintf(q, sizeof(q), "ALTER DATABASE %s ALLOW_CONNECTIONS false", name);
+    sql(&admin, q);
+    snprintf(q, sizeof(q), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE"
+             " datname = '%s'", name);
+    sql(&admin, q);
+    from = log_size();
+    batch = store_req_new(STORE_EVENTS, on_set, &fired);
+    assert_non_null(batch);
+    batch->now = NOW;
+    batch->u.events.n = 3;
+    batch->u.events.items = calloc(3, sizeof(*batch->u.events.items));
+    assert_non_null(batch->u.events.items);
+    for (i = 0; i < 3; i++) {
+        struct store_event *e = &batch->u.events.items[i];
+        snprintf(e->id, sizeof(e->id), "dev-%zu", i + 2);
+        e->state = i == 0 ? STORE_ST_FAILED : STORE_ST_DOWNLOADING;
+        e->durable = i == 0;
+    }
+    assert_int_equal(store_submit(f.st, batch), 0);
+    for (n = 0; n < sizeof(steps) / sizeof(steps[0]); n++) {
+        steps[n] = step_of(STORE_ST_DOWNLOADING, 0, &fired);
+        assert_int_equal(store_submit(f.st, steps[n]), 0);
+        loop_for(&f, 50, NULL, 0);
+    }
+    assert_int_equal(told.down, 1);
+    assert_int_equal(told.dropped, 1);
+    assert_int_equal(fired, 0);
+    snprintf(refused, sizeof(refused), "\"%s\" is not currently accepting connections", name);
+    attempts = logged(from, refused);
+    if (attempts < 2 || attempts > 8) {
+        fail_msg("%d reconnection attempts in 1.6 s", attempts);
+    }
+    store_close(f.st);
+    assert_int_equal(fired, (int)n + 1);
+    assert_int_equal(batch->rc, STORE_E_UNAVAILABLE);
+    assert_int_equal(batch->u.events.n, 1);
+    assert_int_equal(batch->u.events.items[0].state, STORE_ST_FAILED);
+    store_req_free(batch);
+    for (i = 0; i < n; i++) {
+        assert_int_equal(steps[i]->rc, STORE_E_UNAVAILABLE);
+        assert_non_null(strstr(steps[i]->err, "still unreachable"));
+        store_req_free(steps[i]);
+    }
+    event_base_free(f.base);
+    snprintf(q, sizeof(q), "DROP DATABASE %s WITH (FORCE)", name);
+    sql(&admin, q);
+    ss_rm_tree(f.dir);
+}
+
 /* A step about the image a device has reported on, written late (kept
  * through an outage on one node while the report reached another): the
  * report's state stays, the step is in the history. */
@@ -971,6 +1054,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_answer_lost, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_commit_into_partition, ss_setup, ss_teardown),
         cmocka_unit_test(test_outage),
+        cmocka_unit_test(test_outage_stop),
         cmocka_unit_test_setup_teardown(test_late_step, ss_setup, ss_teardown),
         cmocka_unit_test(test_open_errors),
         cmocka_unit_test_setup_teardown(test_uri, ss_setup, ss_teardown),
