@@ -7,7 +7,9 @@
  * an operator meets (unreachable, not ours, newer schema), lists of two
  * nodes writing the same devices never deadlocking, a row held past
  * lock_timeout failing only the request that needs it, and a node that
- * stops while the database is away answering every step it kept.
+ * stops while the database is away answering every step it kept. A list
+ * that PostgreSQL fails as a deadlock runs again; a refused COMMIT, or a
+ * list that conflicts every time it runs, answers none of its requests OK.
  *
  * Run through with_pg.sh, which starts a cluster of the test's own and
  * passes it in TCPOTA_PG; each test gets an empty schema of its own. */
@@ -947,6 +949,125 @@ static void test_outage_stop(void **state)
     ss_rm_tree(f.dir);
 }
 
+/* Another session holds one of a list's devices and then waits for one
+ * the list holds: PostgreSQL breaks the deadlock by failing the node's
+ * transaction (SQLSTATE 40P01), which runs again once the other session
+ * is done; the step is written, not failed. One request alone, so no
+ * savepoint fallback hides a failed rerun. */
+static void test_deadlock_runs_again(void **state)
+{
+    static char ids[2][16] = {"dl-1", "dl-2"};
+    struct fx *f = *state;
+    struct store_req *r;
+    PGconn *holder;
+    PGresult *res;
+    long from = log_size();
+    int fired = 0, waited;
+
+    ss_checkin_free(f, ids[0]);
+    ss_checkin_free(f, ids[1]);
+    holder = connect_or_fail(f->db);
+    res = PQexec(holder, "BEGIN; SELECT 1 FROM devices WHERE id = 'dl-2' FOR UPDATE");
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    PQclear(res);
+    r = moves(ids, 2, STORE_ST_OFFERED, 0, &fired);
+    assert_int_equal(store_submit(f->st, r), 0);
+    /* The node holds dl-1 and waits for dl-2. */
+    for (waited = 0; sql_int(f, "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                             " 'tcpota' AND wait_event_type = 'Lock'") == 0; waited++) {
+        assert_true(waited < 100);
+        loop_for(f, 50, NULL, 0);
+    }
+    assert_int_equal(PQsendQuery(holder, "SELECT 1 FROM devices WHERE id = 'dl-1' FOR UPDATE"), 1);
+    /* The holder gets dl-1 once the node's transaction is broken. */
+    for (waited = 0; PQconsumeInput(holder) && PQisBusy(holder); waited++) {
+        assert_true(waited < 200);
+        loop_for(f, 50, NULL, 0);
+    }
+    while ((res = PQgetResult(holder))) {
+        assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+        PQclear(res);
+    }
+    PQclear(PQexec(holder, "COMMIT"));
+    PQfinish(holder);
+    loop_for(f, 10000, &fired, 1);
+    assert_int_equal(fired, 1);
+    if (r->rc != STORE_OK) {
+        fail_msg("after the deadlock: %s", r->err);
+    }
+    store_req_free(r);
+    assert_true(logged(from, "deadlock detected") >= 1);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM devices WHERE state = "
+                                "(SELECT state FROM devices WHERE id = 'dl-1')"), 2);
+}
+
+/* The server refuses a list's COMMIT (here a deferred constraint on one
+ * device): nothing of the list is written, so no request of it may be
+ * answered OK: the one that caused it nor the others. */
+static void test_commit_refused(void **state)
+{
+    static const char *const ids[] = {"cr-1", "boom", "cr-2"};
+    struct fx *f = *state;
+    struct store_req *in[3], *got;
+    int fired = 0;
+    size_t i;
+
+    sql(f, "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN IF NEW.id = 'boom'"
+           " THEN RAISE EXCEPTION 'refused at commit'; END IF; RETURN NULL; END$$");
+    sql(f, "CREATE CONSTRAINT TRIGGER boom AFTER INSERT OR UPDATE ON devices DEFERRABLE"
+           " INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION boom()");
+    /* Handed over in one turn: one list, one transaction. */
+    for (i = 0; i < 3; i++) {
+        in[i] = checkin_req(ids[i], "esp32", &fired);
+        assert_int_equal(store_submit(f->st, in[i]), 0);
+    }
+    while (fired < 3) {
+        event_base_loop(f->base, EVLOOP_ONCE);
+    }
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(in[i]->rc, STORE_E_IO);
+        assert_non_null(strstr(in[i]->err, "refused at commit"));
+        store_req_free(in[i]);
+        got = ss_device_get(f, ids[i]);
+        assert_int_equal(got->rc, STORE_E_NOTFOUND);
+        store_req_free(got);
+    }
+}
+
+/* A list that meets a serialization failure every time it runs (here a
+ * trigger's, on one device) runs again a bounded number of times, then
+ * fails as a whole: none of it was written, so none of it is answered
+ * OK, not even the request that ran without error before it. */
+static void test_rerun_bounded(void **state)
+{
+    static const char *const ids[] = {"sf-1", "sf-boom"};
+    struct fx *f = *state;
+    struct store_req *in[2], *got;
+    int fired = 0;
+    size_t i;
+
+    sql(f, "CREATE FUNCTION sf() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN IF NEW.id = 'sf-boom'"
+           " THEN RAISE EXCEPTION 'conflict' USING ERRCODE = 'serialization_failure'; END IF;"
+           " RETURN NEW; END$$");
+    sql(f, "CREATE TRIGGER sf BEFORE INSERT OR UPDATE ON devices FOR EACH ROW EXECUTE FUNCTION"
+           " sf()");
+    for (i = 0; i < 2; i++) {
+        in[i] = checkin_req(ids[i], "esp32", &fired);
+        assert_int_equal(store_submit(f->st, in[i]), 0);
+    }
+    while (fired < 2) {
+        event_base_loop(f->base, EVLOOP_ONCE);
+    }
+    for (i = 0; i < 2; i++) {
+        assert_int_equal(in[i]->rc, STORE_E_IO);
+        assert_non_null(strstr(in[i]->err, "again and again"));
+        store_req_free(in[i]);
+        got = ss_device_get(f, ids[i]);
+        assert_int_equal(got->rc, STORE_E_NOTFOUND);
+        store_req_free(got);
+    }
+}
+
 /* A step about the image a device has reported on, written late (kept
  * through an outage on one node while the report reached another): the
  * report's state stays, the step is in the history. */
@@ -1055,6 +1176,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_into_partition, ss_setup, ss_teardown),
         cmocka_unit_test(test_outage),
         cmocka_unit_test(test_outage_stop),
+        cmocka_unit_test_setup_teardown(test_deadlock_runs_again, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_refused, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_rerun_bounded, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_late_step, ss_setup, ss_teardown),
         cmocka_unit_test(test_open_errors),
         cmocka_unit_test_setup_teardown(test_uri, ss_setup, ss_teardown),
