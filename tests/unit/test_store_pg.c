@@ -419,6 +419,52 @@ static void test_failed_op_in_list(void **state)
     store_req_free(bad);
 }
 
+/* A check-in that put its device in a rollout's wave (targeted + 1,
+ * pending until the list's end) and then failed, in a list with another:
+ * run again with a savepoint around each, the failed one's pending count
+ * goes back with its savepoint, so the wave counts the devices that are
+ * in it. */
+static void test_failed_op_wave_counts(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    uint8_t img[TCPOTA_ID_LEN];
+    struct store_req *ok, *bad, *now;
+    uint64_t ro;
+    int fired = 0;
+    char q[300];
+
+    /* A new device's first check-in, with a report: registered, put in the
+     * wave, then its report's history line refused. */
+    snprintf(q, sizeof(q), "CREATE FUNCTION no_history() RETURNS trigger LANGUAGE plpgsql AS"
+             " $$BEGIN IF NEW.device_id = 'wd-bad' AND NEW.state = %d THEN RAISE EXCEPTION"
+             " 'no history'; END IF; RETURN NEW; END$$", (int)STORE_ST_UPDATED);
+    sql(f, q);
+    sql(f, "CREATE TRIGGER no_history BEFORE INSERT ON device_history FOR EACH ROW EXECUTE"
+           " FUNCTION no_history()");
+    ss_fake_id(img, 0x78);
+    store_req_free(ss_image_add(f, 0x78, "2.0.0"));
+    ro = ss_rollout_create(f, 0x78, "", pct, 1);
+    ok = checkin_req("wd-ok", MODEL, &fired);
+    bad = checkin_req("wd-bad", MODEL, &fired);
+    bad->u.checkin.report_id = img;
+    bad->u.checkin.report_result = TCPOTA_RESULT_CONFIRMED;
+    assert_int_equal(store_submit(f->st, ok), 0);
+    assert_int_equal(store_submit(f->st, bad), 0);
+    while (fired < 2) {
+        event_base_loop(f->base, EVLOOP_ONCE);
+    }
+    assert_int_equal(ok->rc, STORE_OK);
+    assert_int_not_equal(bad->rc, STORE_OK);
+    assert_non_null(strstr(bad->err, "no history"));
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM rollout_devices"), 1);
+    now = ss_rollout_get(f, ro);
+    assert_int_equal(now->u.rollout.r->waves[0].targeted, 1);
+    store_req_free(now);
+    store_req_free(ok);
+    store_req_free(bad);
+}
+
 /* Another transaction holds one device's row (an operator's session, a
  * stuck node) past the node's lock_timeout, which docs/scaling.md
  * recommends: the list that writes it and another device fails only for
@@ -1089,6 +1135,34 @@ static void test_late_step(void **state)
     store_req_free(r);
 }
 
+/* The same in a rollout: the device has reported the image confirmed
+ * (updated in its wave), then an older transfer's failure arrives late.
+ * The wave still counts it updated, not failed (a late step would
+ * otherwise move a success into the halt rule's failures). */
+static void test_late_step_in_rollout(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    uint8_t img[TCPOTA_ID_LEN];
+    struct store_req *r;
+    uint64_t ro;
+    int fired = 0;
+
+    ss_fake_id(img, 0x77);
+    store_req_free(ss_image_add(f, 0x77, "2.0.0"));
+    ro = ss_rollout_create(f, 0x77, "", pct, 1);
+    ss_checkin_free(f, "dev-1");
+    store_req_free(ss_checkin(f, "dev-1", img, TCPOTA_RESULT_CONFIRMED));
+    r = step_of(STORE_ST_FAILED, 1, &fired);
+    r->u.event.rollout_id = ro;
+    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
+    store_req_free(r);
+    r = ss_rollout_get(f, ro);
+    assert_int_equal(r->u.rollout.r->waves[0].updated, 1);
+    assert_int_equal(r->u.rollout.r->waves[0].failed, 0);
+    store_req_free(r);
+}
+
 /* What an operator meets at the start: the message says what is wrong. */
 static void test_open_errors(void **state)
 {
@@ -1169,6 +1243,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_checkin_two_nodes, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_crossing_lists_two_nodes, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_failed_op_in_list, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_op_wave_counts, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_lock_timeout_in_list, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_image_shared, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_reconnects, ss_setup, ss_teardown),
@@ -1180,6 +1255,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_refused, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_rerun_bounded, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_late_step, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_late_step_in_rollout, ss_setup, ss_teardown),
         cmocka_unit_test(test_open_errors),
         cmocka_unit_test_setup_teardown(test_uri, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_not_ours_or_newer, ss_setup, ss_teardown),
