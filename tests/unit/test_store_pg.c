@@ -1163,6 +1163,29 @@ static void test_late_step_in_rollout(void **state)
     store_req_free(r);
 }
 
+/* A wave row past ROLLOUT_MAX_WAVES (written by hand, or by a newer
+ * node) is skipped: read, it would land past the rollout's waves. */
+static void test_wave_row_out_of_range(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    struct store_req *r;
+    char q[200];
+    uint64_t ro;
+
+    store_req_free(ss_image_add(f, 0x93, "2.0.0"));
+    ro = ss_rollout_create(f, 0x93, "", pct, 1);
+    snprintf(q, sizeof(q), "INSERT INTO rollout_waves (rollout_id, wave, targeted, offered,"
+             " downloading, updated, failed, opened_at) VALUES (%llu, %u, 7, 7, 7, 7, 7, 7)",
+             (unsigned long long)ro, ROLLOUT_MAX_WAVES);
+    sql(f, q);
+    r = ss_rollout_get(f, ro);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.rollout.r->created_at, NOW);
+    assert_int_equal(r->u.rollout.r->base_failed, 0);
+    store_req_free(r);
+}
+
 /* What an operator meets at the start: the message says what is wrong. */
 static void test_open_errors(void **state)
 {
@@ -1256,6 +1279,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rerun_bounded, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_late_step, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_late_step_in_rollout, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_wave_row_out_of_range, ss_setup, ss_teardown),
         cmocka_unit_test(test_open_errors),
         cmocka_unit_test_setup_teardown(test_uri, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_not_ours_or_newer, ss_setup, ss_teardown),
