@@ -989,6 +989,15 @@ static void test_supersede_and_group(void **state)
     r = ss_rollout_get(f, canary);
     assert_int_equal(r->u.rollout.r->waves[0].targeted, 2);
     store_req_free(r);
+    /* A group without a rollout of its own: the model-wide one. */
+    r = ss_req(STORE_DEVICE_SET_GROUP);
+    r->u.device.id = "dev-plain";
+    r->u.device.group = "beta";
+    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
+    store_req_free(r);
+    r = ss_checkin(f, "dev-plain", NULL, 0);
+    assert_int_equal(r->u.checkin.out->rollout.id, all2);
+    store_req_free(r);
     r = ss_req(STORE_DEVICE_SET_GROUP);
     r->u.device.id = "nobody";
     r->u.device.group = "x";
@@ -1027,6 +1036,33 @@ static void test_group_name_length(void **state)
     group[STORE_GROUP_MAX] = 'g';
     group[STORE_GROUP_MAX + 1] = '\0';
     assert_int_equal(set_group(f, "dev-1", group), STORE_E_INVAL);
+}
+
+/* Resumed after a halt, a rollout's halt rule counts from there: its base
+ * holds the failed and finished devices of the moment it resumed. */
+static void test_rollout_resume_base(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    struct store_req *r;
+    uint64_t ro;
+
+    store_req_free(ss_image_add(f, 0x62, "2.0.0"));
+    ro = ss_rollout_create(f, 0x62, "", pct, 1);
+    ss_checkin_free(f, "dev-1");
+    assert_int_equal(ss_event(f, "dev-1", STORE_ST_FAILED, ro, 0), STORE_OK);
+    assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_ACTIVE, 1, ROLLOUT_STATE_HALTED, 1),
+                     STORE_OK);
+    r = ss_rollout_get(f, ro);
+    assert_int_equal(r->u.rollout.r->waves[0].failed, 1);
+    assert_int_equal(r->u.rollout.r->base_failed, 0);
+    store_req_free(r);
+    assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_HALTED, 1, ROLLOUT_STATE_ACTIVE, 1),
+                     STORE_OK);
+    r = ss_rollout_get(f, ro);
+    assert_int_equal(r->u.rollout.r->base_failed, 1);
+    assert_int_equal(r->u.rollout.r->base_finished, 1);
+    store_req_free(r);
 }
 
 static void test_rollout_cas(void **state)
@@ -1709,6 +1745,7 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_supersede_and_group, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_group_name_length, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_rollout_cas, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_rollout_resume_base, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_rollout_model_must_match, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_images, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_failed_add_leaves_nothing, ss_setup, ss_teardown),

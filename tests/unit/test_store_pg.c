@@ -5,8 +5,11 @@
  * node's cache (checked), a lost connection taken up again (under a COMMIT
  * too: the list runs again only if it did not commit), and the errors
  * an operator meets (unreachable, not ours, newer schema), lists of two
- * nodes writing the same devices never deadlocking, and a row held past
- * lock_timeout failing only the request that needs it.
+ * nodes writing the same devices never deadlocking, a row held past
+ * lock_timeout failing only the request that needs it, and a node that
+ * stops while the database is away answering every step it kept. A list
+ * that PostgreSQL fails as a deadlock runs again; a refused COMMIT, or a
+ * list that conflicts every time it runs, answers none of its requests OK.
  *
  * Run through with_pg.sh, which starts a cluster of the test's own and
  * passes it in TCPOTA_PG; each test gets an empty schema of its own. */
@@ -298,9 +301,9 @@ static void test_counters_two_nodes(void **state)
     ss_rm_tree(dir_b);
 }
 
-/* How many times the cluster's log (with_pg.sh's TCPOTA_PG_LOG) says it
- * broke a deadlock, from byte `from` on. */
-static int deadlocks_logged(long from)
+/* How many lines of the cluster's log (with_pg.sh's TCPOTA_PG_LOG) say
+ * what, from byte `from` on. */
+static int logged(long from, const char *what)
 {
     const char *path = getenv("TCPOTA_PG_LOG");
     char line[1024];
@@ -312,7 +315,7 @@ static int deadlocks_logged(long from)
     assert_non_null(fp);
     assert_int_equal(fseek(fp, from, SEEK_SET), 0);
     while (fgets(line, sizeof(line), fp)) {
-        n += strstr(line, "deadlock detected") != NULL;
+        n += strstr(line, what) != NULL;
     }
     fclose(fp);
     return n;
@@ -357,7 +360,7 @@ static void test_crossing_lists_two_nodes(void **state)
         store_req_free(ra);
         store_req_free(rb);
     }
-    assert_int_equal(deadlocks_logged(from), 0);
+    assert_int_equal(logged(from, "deadlock detected"), 0);
     store_close(b);
     ss_rm_tree(dir_b);
 }
@@ -413,6 +416,52 @@ static void test_failed_op_in_list(void **state)
         assert_int_equal(got->rc, STORE_OK);
         store_req_free(got);
     }
+    store_req_free(bad);
+}
+
+/* A check-in that put its device in a rollout's wave (targeted + 1,
+ * pending until the list's end) and then failed, in a list with another:
+ * run again with a savepoint around each, the failed one's pending count
+ * goes back with its savepoint, so the wave counts the devices that are
+ * in it. */
+static void test_failed_op_wave_counts(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    uint8_t img[TCPOTA_ID_LEN];
+    struct store_req *ok, *bad, *now;
+    uint64_t ro;
+    int fired = 0;
+    char q[300];
+
+    /* A new device's first check-in, with a report: registered, put in the
+     * wave, then its report's history line refused. */
+    snprintf(q, sizeof(q), "CREATE FUNCTION no_history() RETURNS trigger LANGUAGE plpgsql AS"
+             " $$BEGIN IF NEW.device_id = 'wd-bad' AND NEW.state = %d THEN RAISE EXCEPTION"
+             " 'no history'; END IF; RETURN NEW; END$$", (int)STORE_ST_UPDATED);
+    sql(f, q);
+    sql(f, "CREATE TRIGGER no_history BEFORE INSERT ON device_history FOR EACH ROW EXECUTE"
+           " FUNCTION no_history()");
+    ss_fake_id(img, 0x78);
+    store_req_free(ss_image_add(f, 0x78, "2.0.0"));
+    ro = ss_rollout_create(f, 0x78, "", pct, 1);
+    ok = checkin_req("wd-ok", MODEL, &fired);
+    bad = checkin_req("wd-bad", MODEL, &fired);
+    bad->u.checkin.report_id = img;
+    bad->u.checkin.report_result = TCPOTA_RESULT_CONFIRMED;
+    assert_int_equal(store_submit(f->st, ok), 0);
+    assert_int_equal(store_submit(f->st, bad), 0);
+    while (fired < 2) {
+        event_base_loop(f->base, EVLOOP_ONCE);
+    }
+    assert_int_equal(ok->rc, STORE_OK);
+    assert_int_not_equal(bad->rc, STORE_OK);
+    assert_non_null(strstr(bad->err, "no history"));
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM rollout_devices"), 1);
+    now = ss_rollout_get(f, ro);
+    assert_int_equal(now->u.rollout.r->waves[0].targeted, 1);
+    store_req_free(now);
+    store_req_free(ok);
     store_req_free(bad);
 }
 
@@ -864,6 +913,207 @@ static void test_outage(void **state)
     ss_rm_tree(f.dir);
 }
 
+/* The database stays away while steps keep coming (a device's progress
+ * every 50 ms) and then the node stops. Reconnection attempts back off
+ * (100 ms doubling: a handful in 1.6 s, not one per step or per 100 ms);
+ * beyond the bound of kept steps a batch's progress goes but its final
+ * step, first in it, stays, and the operator is told once; at the stop
+ * every kept step is answered, as not written: none is left without an
+ * answer. */
+static void test_outage_stop(void **state)
+{
+    const char *base = getenv("TCPOTA_PG");
+    char name[64], q[200], refused[120];
+    struct fx f, admin;
+    struct told told = {0, 0, 0};
+    struct store_req *steps[32], *batch;
+    int fired = 0, attempts;
+    long from;
+    size_t i, n = 0;
+    (void)state;
+
+    ss_fx_fresh(&f);
+    snprintf(name, sizeof(name), "tstop_%ld", (long)getpid());
+    memset(&admin, 0, sizeof(admin));
+    snprintf(admin.db, sizeof(admin.db), "%s", base);
+    snprintf(q, sizeof(q), "CREATE DATABASE %s", name);
+    sql(&admin, q);
+    snprintf(f.db, sizeof(f.db), "%.900s dbname=%s", base, name);
+    f.base = event_base_new();
+    ss_fx_open(&f);
+    f.st->notice = on_notice;
+    f.st->notice_arg = &told;
+    ((struct pgstore *)f.st)->kept_max = 5;
+    ss_checkin_free(&f, "dev-1");
+
+    snprintf(q, sizeof(q), "ALTER DATABASE %s ALLOW_CONNECTIONS false", name);
+    sql(&admin, q);
+    snprintf(q, sizeof(q), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE"
+             " datname = '%s'", name);
+    sql(&admin, q);
+    from = log_size();
+    batch = store_req_new(STORE_EVENTS, on_set, &fired);
+    assert_non_null(batch);
+    batch->now = NOW;
+    batch->u.events.n = 3;
+    batch->u.events.items = calloc(3, sizeof(*batch->u.events.items));
+    assert_non_null(batch->u.events.items);
+    for (i = 0; i < 3; i++) {
+        struct store_event *e = &batch->u.events.items[i];
+        snprintf(e->id, sizeof(e->id), "dev-%zu", i + 2);
+        e->state = i == 0 ? STORE_ST_FAILED : STORE_ST_DOWNLOADING;
+        e->durable = i == 0;
+    }
+    assert_int_equal(store_submit(f.st, batch), 0);
+    for (n = 0; n < sizeof(steps) / sizeof(steps[0]); n++) {
+        steps[n] = step_of(STORE_ST_DOWNLOADING, 0, &fired);
+        assert_int_equal(store_submit(f.st, steps[n]), 0);
+        loop_for(&f, 50, NULL, 0);
+    }
+    assert_int_equal(told.down, 1);
+    assert_int_equal(told.dropped, 1);
+    assert_int_equal(fired, 0);
+    snprintf(refused, sizeof(refused), "\"%s\" is not currently accepting connections", name);
+    attempts = logged(from, refused);
+    if (attempts < 2 || attempts > 8) {
+        fail_msg("%d reconnection attempts in 1.6 s", attempts);
+    }
+    store_close(f.st);
+    assert_int_equal(fired, (int)n + 1);
+    assert_int_equal(batch->rc, STORE_E_UNAVAILABLE);
+    assert_int_equal(batch->u.events.n, 1);
+    assert_int_equal(batch->u.events.items[0].state, STORE_ST_FAILED);
+    store_req_free(batch);
+    for (i = 0; i < n; i++) {
+        assert_int_equal(steps[i]->rc, STORE_E_UNAVAILABLE);
+        assert_non_null(strstr(steps[i]->err, "still unreachable"));
+        store_req_free(steps[i]);
+    }
+    event_base_free(f.base);
+    snprintf(q, sizeof(q), "DROP DATABASE %s WITH (FORCE)", name);
+    sql(&admin, q);
+    ss_rm_tree(f.dir);
+}
+
+/* Another session holds one of a list's devices and then waits for one
+ * the list holds: PostgreSQL breaks the deadlock by failing the node's
+ * transaction (SQLSTATE 40P01), which runs again once the other session
+ * is done; the step is written, not failed. One request alone, so no
+ * savepoint fallback hides a failed rerun. */
+static void test_deadlock_runs_again(void **state)
+{
+    static char ids[2][16] = {"dl-1", "dl-2"};
+    struct fx *f = *state;
+    struct store_req *r;
+    PGconn *holder;
+    PGresult *res;
+    long from = log_size();
+    int fired = 0, waited;
+
+    ss_checkin_free(f, ids[0]);
+    ss_checkin_free(f, ids[1]);
+    holder = connect_or_fail(f->db);
+    res = PQexec(holder, "BEGIN; SELECT 1 FROM devices WHERE id = 'dl-2' FOR UPDATE");
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    PQclear(res);
+    r = moves(ids, 2, STORE_ST_OFFERED, 0, &fired);
+    assert_int_equal(store_submit(f->st, r), 0);
+    /* The node holds dl-1 and waits for dl-2. */
+    for (waited = 0; sql_int(f, "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                             " 'tcpota' AND wait_event_type = 'Lock'") == 0; waited++) {
+        assert_true(waited < 100);
+        loop_for(f, 50, NULL, 0);
+    }
+    assert_int_equal(PQsendQuery(holder, "SELECT 1 FROM devices WHERE id = 'dl-1' FOR UPDATE"), 1);
+    /* The holder gets dl-1 once the node's transaction is broken. */
+    for (waited = 0; PQconsumeInput(holder) && PQisBusy(holder); waited++) {
+        assert_true(waited < 200);
+        loop_for(f, 50, NULL, 0);
+    }
+    while ((res = PQgetResult(holder))) {
+        assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+        PQclear(res);
+    }
+    PQclear(PQexec(holder, "COMMIT"));
+    PQfinish(holder);
+    loop_for(f, 10000, &fired, 1);
+    assert_int_equal(fired, 1);
+    if (r->rc != STORE_OK) {
+        fail_msg("after the deadlock: %s", r->err);
+    }
+    store_req_free(r);
+    assert_true(logged(from, "deadlock detected") >= 1);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM devices WHERE state = "
+                                "(SELECT state FROM devices WHERE id = 'dl-1')"), 2);
+}
+
+/* The server refuses a list's COMMIT (here a deferred constraint on one
+ * device): nothing of the list is written, so no request of it may be
+ * answered OK: the one that caused it nor the others. */
+static void test_commit_refused(void **state)
+{
+    static const char *const ids[] = {"cr-1", "boom", "cr-2"};
+    struct fx *f = *state;
+    struct store_req *in[3], *got;
+    int fired = 0;
+    size_t i;
+
+    sql(f, "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN IF NEW.id = 'boom'"
+           " THEN RAISE EXCEPTION 'refused at commit'; END IF; RETURN NULL; END$$");
+    sql(f, "CREATE CONSTRAINT TRIGGER boom AFTER INSERT OR UPDATE ON devices DEFERRABLE"
+           " INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION boom()");
+    /* Handed over in one turn: one list, one transaction. */
+    for (i = 0; i < 3; i++) {
+        in[i] = checkin_req(ids[i], "esp32", &fired);
+        assert_int_equal(store_submit(f->st, in[i]), 0);
+    }
+    while (fired < 3) {
+        event_base_loop(f->base, EVLOOP_ONCE);
+    }
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(in[i]->rc, STORE_E_IO);
+        assert_non_null(strstr(in[i]->err, "refused at commit"));
+        store_req_free(in[i]);
+        got = ss_device_get(f, ids[i]);
+        assert_int_equal(got->rc, STORE_E_NOTFOUND);
+        store_req_free(got);
+    }
+}
+
+/* A list that meets a serialization failure every time it runs (here a
+ * trigger's, on one device) runs again a bounded number of times, then
+ * fails as a whole: none of it was written, so none of it is answered
+ * OK, not even the request that ran without error before it. */
+static void test_rerun_bounded(void **state)
+{
+    static const char *const ids[] = {"sf-1", "sf-boom"};
+    struct fx *f = *state;
+    struct store_req *in[2], *got;
+    int fired = 0;
+    size_t i;
+
+    sql(f, "CREATE FUNCTION sf() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN IF NEW.id = 'sf-boom'"
+           " THEN RAISE EXCEPTION 'conflict' USING ERRCODE = 'serialization_failure'; END IF;"
+           " RETURN NEW; END$$");
+    sql(f, "CREATE TRIGGER sf BEFORE INSERT OR UPDATE ON devices FOR EACH ROW EXECUTE FUNCTION"
+           " sf()");
+    for (i = 0; i < 2; i++) {
+        in[i] = checkin_req(ids[i], "esp32", &fired);
+        assert_int_equal(store_submit(f->st, in[i]), 0);
+    }
+    while (fired < 2) {
+        event_base_loop(f->base, EVLOOP_ONCE);
+    }
+    for (i = 0; i < 2; i++) {
+        assert_int_equal(in[i]->rc, STORE_E_IO);
+        assert_non_null(strstr(in[i]->err, "again and again"));
+        store_req_free(in[i]);
+        got = ss_device_get(f, ids[i]);
+        assert_int_equal(got->rc, STORE_E_NOTFOUND);
+        store_req_free(got);
+    }
+}
+
 /* A step about the image a device has reported on, written late (kept
  * through an outage on one node while the report reached another): the
  * report's state stays, the step is in the history. */
@@ -882,6 +1132,57 @@ static void test_late_step(void **state)
     r = ss_device_get(f, "dev-1");
     assert_int_equal(r->u.device.dev->state, STORE_ST_UPDATED);
     assert_int_equal(r->u.device.history[0].state, STORE_ST_VERIFIED);
+    store_req_free(r);
+}
+
+/* The same in a rollout: the device has reported the image confirmed
+ * (updated in its wave), then an older transfer's failure arrives late.
+ * The wave still counts it updated, not failed (a late step would
+ * otherwise move a success into the halt rule's failures). */
+static void test_late_step_in_rollout(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    uint8_t img[TCPOTA_ID_LEN];
+    struct store_req *r;
+    uint64_t ro;
+    int fired = 0;
+
+    ss_fake_id(img, 0x77);
+    store_req_free(ss_image_add(f, 0x77, "2.0.0"));
+    ro = ss_rollout_create(f, 0x77, "", pct, 1);
+    ss_checkin_free(f, "dev-1");
+    store_req_free(ss_checkin(f, "dev-1", img, TCPOTA_RESULT_CONFIRMED));
+    r = step_of(STORE_ST_FAILED, 1, &fired);
+    r->u.event.rollout_id = ro;
+    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
+    store_req_free(r);
+    r = ss_rollout_get(f, ro);
+    assert_int_equal(r->u.rollout.r->waves[0].updated, 1);
+    assert_int_equal(r->u.rollout.r->waves[0].failed, 0);
+    store_req_free(r);
+}
+
+/* A wave row past ROLLOUT_MAX_WAVES (written by hand, or by a newer
+ * node) is skipped: read, it would land past the rollout's waves. */
+static void test_wave_row_out_of_range(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    struct store_req *r;
+    char q[200];
+    uint64_t ro;
+
+    store_req_free(ss_image_add(f, 0x93, "2.0.0"));
+    ro = ss_rollout_create(f, 0x93, "", pct, 1);
+    snprintf(q, sizeof(q), "INSERT INTO rollout_waves (rollout_id, wave, targeted, offered,"
+             " downloading, updated, failed, opened_at) VALUES (%llu, %u, 7, 7, 7, 7, 7, 7)",
+             (unsigned long long)ro, ROLLOUT_MAX_WAVES);
+    sql(f, q);
+    r = ss_rollout_get(f, ro);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.rollout.r->created_at, NOW);
+    assert_int_equal(r->u.rollout.r->base_failed, 0);
     store_req_free(r);
 }
 
@@ -965,13 +1266,20 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_checkin_two_nodes, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_crossing_lists_two_nodes, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_failed_op_in_list, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_op_wave_counts, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_lock_timeout_in_list, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_image_shared, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_reconnects, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_commit_answer_lost, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_commit_into_partition, ss_setup, ss_teardown),
         cmocka_unit_test(test_outage),
+        cmocka_unit_test(test_outage_stop),
+        cmocka_unit_test_setup_teardown(test_deadlock_runs_again, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_refused, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_rerun_bounded, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_late_step, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_late_step_in_rollout, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_wave_row_out_of_range, ss_setup, ss_teardown),
         cmocka_unit_test(test_open_errors),
         cmocka_unit_test_setup_teardown(test_uri, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_not_ours_or_newer, ss_setup, ss_teardown),
