@@ -1047,6 +1047,33 @@ static void test_deadlock_runs_again(void **state)
                                 "(SELECT state FROM devices WHERE id = 'dl-1')"), 2);
 }
 
+/* Hands over a check-in of each of the n ids in one turn (one list, one
+ * transaction) and asserts that none was answered OK or stored: each
+ * failed with STORE_E_IO saying `why`. */
+static void assert_list_fails(struct fx *f, const char *const *ids, size_t n, const char *why)
+{
+    struct store_req *in[4], *got;
+    int fired = 0;
+    size_t i;
+
+    assert_true(n <= sizeof(in) / sizeof(in[0]));
+    for (i = 0; i < n; i++) {
+        in[i] = checkin_req(ids[i], "esp32", &fired);
+        assert_int_equal(store_submit(f->st, in[i]), 0);
+    }
+    while (fired < (int)n) {
+        event_base_loop(f->base, EVLOOP_ONCE);
+    }
+    for (i = 0; i < n; i++) {
+        assert_int_equal(in[i]->rc, STORE_E_IO);
+        assert_non_null(strstr(in[i]->err, why));
+        store_req_free(in[i]);
+        got = ss_device_get(f, ids[i]);
+        assert_int_equal(got->rc, STORE_E_NOTFOUND);
+        store_req_free(got);
+    }
+}
+
 /* The server refuses a list's COMMIT (here a deferred constraint on one
  * device): nothing of the list is written, so no request of it may be
  * answered OK: the one that caused it nor the others. */
@@ -1054,30 +1081,12 @@ static void test_commit_refused(void **state)
 {
     static const char *const ids[] = {"cr-1", "boom", "cr-2"};
     struct fx *f = *state;
-    struct store_req *in[3], *got;
-    int fired = 0;
-    size_t i;
 
     sql(f, "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN IF NEW.id = 'boom'"
            " THEN RAISE EXCEPTION 'refused at commit'; END IF; RETURN NULL; END$$");
     sql(f, "CREATE CONSTRAINT TRIGGER boom AFTER INSERT OR UPDATE ON devices DEFERRABLE"
            " INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION boom()");
-    /* Handed over in one turn: one list, one transaction. */
-    for (i = 0; i < 3; i++) {
-        in[i] = checkin_req(ids[i], "esp32", &fired);
-        assert_int_equal(store_submit(f->st, in[i]), 0);
-    }
-    while (fired < 3) {
-        event_base_loop(f->base, EVLOOP_ONCE);
-    }
-    for (i = 0; i < 3; i++) {
-        assert_int_equal(in[i]->rc, STORE_E_IO);
-        assert_non_null(strstr(in[i]->err, "refused at commit"));
-        store_req_free(in[i]);
-        got = ss_device_get(f, ids[i]);
-        assert_int_equal(got->rc, STORE_E_NOTFOUND);
-        store_req_free(got);
-    }
+    assert_list_fails(f, ids, 3, "refused at commit");
 }
 
 /* A list that meets a serialization failure every time it runs (here a
@@ -1088,30 +1097,13 @@ static void test_rerun_bounded(void **state)
 {
     static const char *const ids[] = {"sf-1", "sf-boom"};
     struct fx *f = *state;
-    struct store_req *in[2], *got;
-    int fired = 0;
-    size_t i;
 
     sql(f, "CREATE FUNCTION sf() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN IF NEW.id = 'sf-boom'"
            " THEN RAISE EXCEPTION 'conflict' USING ERRCODE = 'serialization_failure'; END IF;"
            " RETURN NEW; END$$");
     sql(f, "CREATE TRIGGER sf BEFORE INSERT OR UPDATE ON devices FOR EACH ROW EXECUTE FUNCTION"
            " sf()");
-    for (i = 0; i < 2; i++) {
-        in[i] = checkin_req(ids[i], "esp32", &fired);
-        assert_int_equal(store_submit(f->st, in[i]), 0);
-    }
-    while (fired < 2) {
-        event_base_loop(f->base, EVLOOP_ONCE);
-    }
-    for (i = 0; i < 2; i++) {
-        assert_int_equal(in[i]->rc, STORE_E_IO);
-        assert_non_null(strstr(in[i]->err, "again and again"));
-        store_req_free(in[i]);
-        got = ss_device_get(f, ids[i]);
-        assert_int_equal(got->rc, STORE_E_NOTFOUND);
-        store_req_free(got);
-    }
+    assert_list_fails(f, ids, 2, "again and again");
 }
 
 /* A step about the image a device has reported on, written late (kept
