@@ -805,6 +805,44 @@ static struct store_req *step_of(enum store_dev_state state, int durable, int *f
     return r;
 }
 
+/* An outage test's own database, named prefix_PID into name: created
+ * through admin, opened in f with its notices counted in told, at most
+ * kept_max steps kept while it is away, dev-1 checked in. */
+static void outage_open(struct fx *f, struct fx *admin, const char *prefix, char name[64],
+                        size_t kept_max, struct told *told)
+{
+    const char *base = getenv("TCPOTA_PG");
+    char q[200];
+
+    ss_fx_fresh(f);
+    snprintf(name, 64, "%s_%ld", prefix, (long)getpid());
+    memset(admin, 0, sizeof(*admin));
+    snprintf(admin->db, sizeof(admin->db), "%s", base);
+    snprintf(q, sizeof(q), "CREATE DATABASE %s", name);
+    sql(admin, q);
+    assert_true(strlen(base) + strlen(name) + 8 < sizeof(f->db));
+    snprintf(f->db, sizeof(f->db), "%.900s dbname=%s", base, name);
+    f->base = event_base_new();
+    ss_fx_open(f);
+    f->st->notice = on_notice;
+    f->st->notice_arg = told;
+    ((struct pgstore *)f->st)->kept_max = kept_max;
+    ss_checkin_free(f, "dev-1");
+}
+
+/* The database goes away, as while PostgreSQL restarts: new connections
+ * refused, the store's cut. */
+static void outage_begin(struct fx *admin, const char *name)
+{
+    char q[200];
+
+    snprintf(q, sizeof(q), "ALTER DATABASE %s ALLOW_CONNECTIONS false", name);
+    sql(admin, q);
+    snprintf(q, sizeof(q), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE"
+             " datname = '%s'", name);
+    sql(admin, q);
+}
+
 /* The database goes away (its connections cut, new ones refused, as while
  * PostgreSQL restarts) and comes back: the device steps submitted meanwhile
  * are kept and written, in order, once it is back; check-ins and reads
@@ -815,7 +853,6 @@ static struct store_req *step_of(enum store_dev_state state, int durable, int *f
  * fails. */
 static void test_outage(void **state)
 {
-    const char *base = getenv("TCPOTA_PG");
     char name[64], q[200];
     struct fx f, admin;
     struct told told = {0, 0, 0};
@@ -825,26 +862,8 @@ static void test_outage(void **state)
     size_t i;
     (void)state;
 
-    ss_fx_fresh(&f);
-    snprintf(name, sizeof(name), "tdown_%ld", (long)getpid());
-    memset(&admin, 0, sizeof(admin));
-    snprintf(admin.db, sizeof(admin.db), "%s", base);
-    snprintf(q, sizeof(q), "CREATE DATABASE %s", name);
-    sql(&admin, q);
-    assert_true(strlen(base) + strlen(name) + 8 < sizeof(f.db));
-    snprintf(f.db, sizeof(f.db), "%.900s dbname=%s", base, name);
-    f.base = event_base_new();
-    ss_fx_open(&f);
-    f.st->notice = on_notice;
-    f.st->notice_arg = &told;
-    ((struct pgstore *)f.st)->kept_max = 4;
-    ss_checkin_free(&f, "dev-1");
-
-    snprintf(q, sizeof(q), "ALTER DATABASE %s ALLOW_CONNECTIONS false", name);
-    sql(&admin, q);
-    snprintf(q, sizeof(q), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE"
-             " datname = '%s'", name);
-    sql(&admin, q);
+    outage_open(&f, &admin, "tdown", name, 4, &told);
+    outage_begin(&admin, name);
     /* Steps: one alone, then a batch of progress and the final step. */
     single = step_of(STORE_ST_OFFERED, 0, &fired);
     assert_int_equal(store_submit(f.st, single), 0);
@@ -922,7 +941,6 @@ static void test_outage(void **state)
  * answer. */
 static void test_outage_stop(void **state)
 {
-    const char *base = getenv("TCPOTA_PG");
     char name[64], q[200], refused[120];
     struct fx f, admin;
     struct told told = {0, 0, 0};
@@ -932,25 +950,8 @@ static void test_outage_stop(void **state)
     size_t i, n = 0;
     (void)state;
 
-    ss_fx_fresh(&f);
-    snprintf(name, sizeof(name), "tstop_%ld", (long)getpid());
-    memset(&admin, 0, sizeof(admin));
-    snprintf(admin.db, sizeof(admin.db), "%s", base);
-    snprintf(q, sizeof(q), "CREATE DATABASE %s", name);
-    sql(&admin, q);
-    snprintf(f.db, sizeof(f.db), "%.900s dbname=%s", base, name);
-    f.base = event_base_new();
-    ss_fx_open(&f);
-    f.st->notice = on_notice;
-    f.st->notice_arg = &told;
-    ((struct pgstore *)f.st)->kept_max = 5;
-    ss_checkin_free(&f, "dev-1");
-
-    snprintf(q, sizeof(q), "ALTER DATABASE %s ALLOW_CONNECTIONS false", name);
-    sql(&admin, q);
-    snprintf(q, sizeof(q), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE"
-             " datname = '%s'", name);
-    sql(&admin, q);
+    outage_open(&f, &admin, "tstop", name, 5, &told);
+    outage_begin(&admin, name);
     from = log_size();
     batch = store_req_new(STORE_EVENTS, on_set, &fired);
     assert_non_null(batch);
