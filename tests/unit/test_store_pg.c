@@ -227,18 +227,26 @@ static void test_cas_two_nodes(void **state)
     ss_rm_tree(dir_b);
 }
 
-/* STORE_EVENTS moving every device of ids to state in rollout ro. */
-static struct store_req *moves(char (*ids)[16], size_t n, enum store_dev_state state, uint64_t ro,
-                               int *fired)
+/* STORE_EVENTS of n zeroed items, for the caller to fill. */
+static struct store_req *events_req(size_t n, int *fired)
 {
     struct store_req *r = store_req_new(STORE_EVENTS, on_set, fired);
-    size_t i;
 
     assert_non_null(r);
     r->now = NOW;
     r->u.events.items = calloc(n, sizeof(*r->u.events.items));
     assert_non_null(r->u.events.items);
     r->u.events.n = n;
+    return r;
+}
+
+/* STORE_EVENTS moving every device of ids to state in rollout ro. */
+static struct store_req *moves(char (*ids)[16], size_t n, enum store_dev_state state, uint64_t ro,
+                               int *fired)
+{
+    struct store_req *r = events_req(n, fired);
+    size_t i;
+
     for (i = 0; i < n; i++) {
         snprintf(r->u.events.items[i].id, sizeof(r->u.events.items[i].id), "%.15s", ids[i]);
         r->u.events.items[i].state = state;
@@ -867,12 +875,7 @@ static void test_outage(void **state)
     /* Steps: one alone, then a batch of progress and the final step. */
     single = step_of(STORE_ST_OFFERED, 0, &fired);
     assert_int_equal(store_submit(f.st, single), 0);
-    batch = store_req_new(STORE_EVENTS, on_set, &fired);
-    assert_non_null(batch);
-    batch->now = NOW;
-    batch->u.events.n = 5;
-    batch->u.events.items = calloc(5, sizeof(*batch->u.events.items));
-    assert_non_null(batch->u.events.items);
+    batch = events_req(5, &fired);
     for (i = 0; i < 5; i++) {
         struct store_event *e = &batch->u.events.items[i];
         snprintf(e->id, sizeof(e->id), "dev-1");
@@ -953,12 +956,7 @@ static void test_outage_stop(void **state)
     outage_open(&f, &admin, "tstop", name, 5, &told);
     outage_begin(&admin, name);
     from = log_size();
-    batch = store_req_new(STORE_EVENTS, on_set, &fired);
-    assert_non_null(batch);
-    batch->now = NOW;
-    batch->u.events.n = 3;
-    batch->u.events.items = calloc(3, sizeof(*batch->u.events.items));
-    assert_non_null(batch->u.events.items);
+    batch = events_req(3, &fired);
     for (i = 0; i < 3; i++) {
         struct store_event *e = &batch->u.events.items[i];
         snprintf(e->id, sizeof(e->id), "dev-%zu", i + 2);
