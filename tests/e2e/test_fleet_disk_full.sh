@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# A fleet server whose data directory's disk fills (a 3 MiB tmpfs, in a mount
+# namespace of the test's own). Once a COMMIT has failed, a device that checks
+# in is offered nothing: it is told to try again, and keeps its report. The
+# operator reads what to do, in the log and from the CLI. Once there is room
+# again, the same devices update and their reports reach the registry: nothing
+# a device was told was kept is lost.
+if [ -z "${TCPOTA_FULL_MNT:-}" ]; then
+  unshare -m true 2> /dev/null ||
+    { echo "FAIL: unshare -m failed: this test needs root (a mount namespace for a small tmpfs)" >&2; exit 1; }
+  TCPOTA_FULL_MNT=$(mktemp -d /tmp/tcpota-full.XXXXXX)
+  export TCPOTA_FULL_MNT
+  rc=0
+  unshare -m --propagation private bash "$0" "$@" || rc=$?
+  rmdir "$TCPOTA_FULL_MNT"
+  exit $rc
+fi
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fleet_lib.sh"
+
+mount -t tmpfs -o size=3m,mode=0700 tmpfs "$TCPOTA_FULL_MNT" || fail "cannot mount a tmpfs"
+DATA=$TCPOTA_FULL_MNT/data
+start_fleet
+make_image "$WORK/fw.bin" 200000
+"$TCPOTA" image add "$WORK/fw.bin" --version 2.0.0 --model esp32 > "$WORK/add.out" 2>&1 ||
+  fail "image add: $(cat "$WORK/add.out")"
+"$TCPOTA" rollout create --image 2.0.0 --model esp32 --waves 100 > /dev/null 2>&1 || fail "rollout create"
+run_device d0 esp32 "$WORK/d0" || fail "d0 (before the disk filled) exited $?"
+ok "a device updates while there is room"
+
+# Fill the disk; the WAL then cannot grow.
+dd if=/dev/zero of="$TCPOTA_FULL_MNT/filler" bs=64k 2> /dev/null || true
+[ "$(df --output=avail "$TCPOTA_FULL_MNT" | tail -1)" -eq 0 ] || fail "the tmpfs is not full"
+# d1 checks in: it may be offered the image (within the batch window in
+# which the disk filled); its steps or its report then meet the full disk.
+timeout 10 "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/d1" --id d1 --model esp32 \
+  --factory-version 1.0.0 --slot-size 1048576 --progress none 2> "$WORK/d1.log" || true
+wait_line "$WORK/server.log" "store.*commit: disk full: free space on the disk holding $DATA \(SQLite: database or disk is full\)"
+# d2 comes after a failed COMMIT: it must be offered nothing.
+timeout 5 "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/d2" --id d2 --model esp32 \
+  --factory-version 1.0.0 --slot-size 1048576 --progress none 2> "$WORK/d2.log" || true
+grep -q 'busy, retry later: server database error; try again later; retrying in 30 s' "$WORK/d2.log" ||
+  fail "d2 was not told to try again: $(cat "$WORK/d2.log")"
+grep -q '\[d2 .*decision: offer' "$WORK/server.log" && fail "d2 was offered the image on a full disk"
+"$TCPOTA" device status --flash "$WORK/d2" > "$WORK/d2.status" || fail "device status d2"
+python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); sys.exit(0 if j["version"] == "1.0.0" and not j.get("resume") else 1)' \
+  "$WORK/d2.status" || fail "d2 took bytes of the image while the disk was full: $(cat "$WORK/d2.status")"
+ok "after a failed commit a device is offered nothing and told to try again"
+
+# The API says what is wrong and what to do.
+if "$TCPOTA" rollout pause 1 > "$WORK/pause.out" 2>&1; then fail "rollout pause succeeded on a full disk"; fi
+grep -q "disk full: free space on the disk holding $DATA" "$WORK/pause.out" ||
+  fail "rollout pause: $(cat "$WORK/pause.out")"
+ok "the CLI says: $(cat "$WORK/pause.out")"
+make_image "$WORK/fw3.bin" 100000
+if "$TCPOTA" image add "$WORK/fw3.bin" --version 3.0.0 --model esp32 > "$WORK/add3.out" 2>&1; then
+  fail "image add succeeded on a full disk"
+fi
+grep -q "cannot write the image into $DATA/images: No space left on device" "$WORK/add3.out" ||
+  fail "image add: $(cat "$WORK/add3.out")"
+[ "$(ls -A "$DATA/images" | wc -l)" -eq 1 ] || fail "a failed upload left files: $(ls -la "$DATA/images")"
+ok "image add says: $(cat "$WORK/add3.out")"
+
+# Room again: both devices update, their reports are stored.
+rm "$TCPOTA_FULL_MNT/filler"
+run_device d1 esp32 "$WORK/d1" || fail "d1 after the disk had room again exited $?: $(tail -3 "$WORK/d1.log")"
+run_device d2 esp32 "$WORK/d2" || fail "d2 after the disk had room again exited $?: $(tail -3 "$WORK/d2.log")"
+check_device "$WORK/d2" "$WORK/fw.bin"
+for d in d0 d1 d2; do
+  st=$("$TCPOTA" device show "$d" --json | jq_py 'j["state"]') || fail "device show $d"
+  [ "$st" = updated ] || fail "$d is $st in the registry, not updated"
+done
+ok "once there is room, the devices update and the registry has their reports"
+stop_fleet
