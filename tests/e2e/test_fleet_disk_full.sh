@@ -56,9 +56,12 @@ make_image "$WORK/fw3.bin" 100000
 if "$TCPOTA" image add "$WORK/fw3.bin" --version 3.0.0 --model esp32 > "$WORK/add3.out" 2>&1; then
   fail "image add succeeded on a full disk"
 fi
-grep -q "cannot write the image into $DATA/images: No space left on device" "$WORK/add3.out" ||
+grep -q "cannot write the image into $DATA/images: No space left on device; free space on that disk, then add the image again" "$WORK/add3.out" ||
   fail "image add: $(cat "$WORK/add3.out")"
 [ "$(ls -A "$DATA/images" | wc -l)" -eq 1 ] || fail "a failed upload left files: $(ls -la "$DATA/images")"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TCPOTA_TOKEN" \
+  --data-binary @"$WORK/fw3.bin" "$TCPOTA_API/v1/images?version=3.0.0&model=esp32")
+[ "$code" = 507 ] || fail "an upload to a full disk answered $code, not 507"
 ok "image add says: $(cat "$WORK/add3.out")"
 
 # Room again: both devices update, their reports are stored.
