@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# A fleet server whose data directory's disk fills (a 3 MiB tmpfs, in a mount
-# namespace of the test's own). Once a COMMIT has failed, a device that checks
-# in is offered nothing: it is told to try again, and keeps its report. The
-# operator reads what to do, in the log and from the CLI. Once there is room
-# again, the same devices update and their reports reach the registry: nothing
-# a device was told was kept is lost.
+# A full disk (a 3 MiB tmpfs, in a mount namespace of the test's own).
+#  - Under a fleet server's data directory: once a COMMIT has failed, a device
+#    that checks in is offered nothing: it is told to try again, and keeps its
+#    report. The operator reads what to do, in the log and from the CLI. Once
+#    there is room again, the same devices update and their reports reach the
+#    registry: nothing a device was told was kept is lost.
+#  - Under a new device's --flash: its creation fails with what to do, leaves
+#    nothing that needs --init or rm -rf, and the same command run again once
+#    there is room makes the device.
 if [ -z "${TCPOTA_FULL_MNT:-}" ]; then
   unshare -m true 2> /dev/null ||
     { echo "FAIL: unshare -m failed: this test needs root (a mount namespace for a small tmpfs)" >&2; exit 1; }
@@ -74,4 +77,28 @@ for d in d0 d1 d2; do
   [ "$st" = updated ] || fail "$d is $st in the registry, not updated"
 done
 ok "once there is room, the devices update and the registry has their reports"
+
+dev_new() {
+  "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$TCPOTA_FULL_MNT/dnew" --id dnew \
+    --model esp32 --slot-size 1048576 --progress none --max-attempts 2 2> "$WORK/dnew.log"
+}
+dd if=/dev/zero of="$TCPOTA_FULL_MNT/filler" bs=64k 2> /dev/null || true
+rc=0; dev_new || rc=$?
+[ $rc -eq 1 ] || fail "a new device on a full disk exited $rc, expected 1: $(cat "$WORK/dnew.log")"
+grep -q "cannot write $TCPOTA_FULL_MNT/dnew/tcpota.lock: No space left on device" "$WORK/dnew.log" ||
+  fail "a new device on a full disk: $(cat "$WORK/dnew.log")"
+[ ! -e "$TCPOTA_FULL_MNT/dnew" ] || fail "a failed start left $(ls -la "$TCPOTA_FULL_MNT/dnew")"
+ok "no room for the lock: said, nothing left behind"
+# Room for the lock and one slot, not two.
+rm "$TCPOTA_FULL_MNT/filler"
+avail=$(df --output=avail -k "$TCPOTA_FULL_MNT" | tail -1)
+dd if=/dev/zero of="$TCPOTA_FULL_MNT/filler" bs=1k count=$((avail - 1500)) 2> /dev/null
+rc=0; dev_new || rc=$?
+[ $rc -eq 1 ] || fail "a new device without room for its slots exited $rc, expected 1: $(cat "$WORK/dnew.log")"
+grep -q "creating a new device in $TCPOTA_FULL_MNT/dnew failed: ota_1.bin: write at 0x[0-9a-f]*: No space left on device; free space there (its files take twice the slot size) or mend the cause, and run the same command again: the creation starts over" \
+  "$WORK/dnew.log" || fail "a new device without room for its slots: $(cat "$WORK/dnew.log")"
+rm "$TCPOTA_FULL_MNT/filler"
+dev_new || fail "the same command once there was room exited $?: $(cat "$WORK/dnew.log")"
+check_device "$TCPOTA_FULL_MNT/dnew" "$WORK/fw.bin"
+ok "no room for the slots: said what to do; the same command then makes the device"
 stop_fleet
