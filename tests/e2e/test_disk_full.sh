@@ -5,6 +5,7 @@
 #    report. The operator reads what to do, in the log and from the CLI. Once
 #    there is room again, the same devices update and their reports reach the
 #    registry: nothing a device was told was kept is lost.
+#  - Under `tcpota sign`: no empty or partial manifest, a previous one kept.
 #  - Under a new device's --flash: its creation fails with what to do, leaves
 #    nothing that needs --init or rm -rf, and the same command run again once
 #    there is room makes the device.
@@ -78,27 +79,55 @@ for d in d0 d1 d2; do
 done
 ok "once there is room, the devices update and the registry has their reports"
 
+# sign: the manifest whole or not at all. A tmpfs of its own: the server's
+# database, on the first, may give pages back at any time.
+S=$TCPOTA_FULL_MNT/s
+mkdir "$S" && mount -t tmpfs -o size=1m tmpfs "$S" || fail "cannot mount a second tmpfs"
+"$TCPOTA" keygen --out "$WORK/k" > /dev/null 2>&1 || fail keygen
+cp "$WORK/fw.bin" "$S/fw.bin"
+"$TCPOTA" sign --key "$WORK/k.key" --version 2.0.0 --model esp32 "$S/fw.bin" 2> /dev/null ||
+  fail "sign with room failed"
+good=$(sha256sum < "$S/fw.bin.manifest")
+dd if=/dev/zero of="$S/filler" bs=4k 2> /dev/null || true
+rc=0
+"$TCPOTA" sign --key "$WORK/k.key" --version 2.0.1 --model esp32 "$S/fw.bin" 2> "$WORK/sign.log" || rc=$?
+[ $rc -eq 1 ] || fail "sign on a full disk exited $rc, expected 1"
+grep -q "cannot write $S/fw.bin.manifest: No space left on device; free space there and sign again (nothing was written)" \
+  "$WORK/sign.log" || fail "sign on a full disk: $(cat "$WORK/sign.log")"
+[ "$(sha256sum < "$S/fw.bin.manifest")" = "$good" ] || fail "sign on a full disk damaged the manifest"
+rm "$S/fw.bin.manifest"
+dd if=/dev/zero of="$S/filler2" bs=4k 2> /dev/null || true
+rc=0
+"$TCPOTA" sign --key "$WORK/k.key" --version 2.0.1 --model esp32 "$S/fw.bin" 2> "$WORK/sign.log" || rc=$?
+[ $rc -eq 1 ] || fail "sign without a manifest on a full disk exited $rc, expected 1"
+[ -z "$(ls -A "$S" | grep manifest)" ] || fail "sign on a full disk left $(ls -la "$S")"
+rm "$S/filler" "$S/filler2" "$S/fw.bin"
+ok "sign on a full disk: $(cat "$WORK/sign.log"), the old manifest kept, no file left"
+
+# A new device: a 3 MiB tmpfs of its own.
+D=$TCPOTA_FULL_MNT/dev
+mkdir "$D" && mount -t tmpfs -o size=3m tmpfs "$D" || fail "cannot mount a third tmpfs"
 dev_new() {
-  "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$TCPOTA_FULL_MNT/dnew" --id dnew \
+  "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$D/dnew" --id dnew \
     --model esp32 --slot-size 1048576 --progress none --max-attempts 2 2> "$WORK/dnew.log"
 }
-dd if=/dev/zero of="$TCPOTA_FULL_MNT/filler" bs=64k 2> /dev/null || true
+dd if=/dev/zero of="$D/filler" bs=64k 2> /dev/null || true
 rc=0; dev_new || rc=$?
 [ $rc -eq 1 ] || fail "a new device on a full disk exited $rc, expected 1: $(cat "$WORK/dnew.log")"
-grep -q "cannot write $TCPOTA_FULL_MNT/dnew/tcpota.lock: No space left on device" "$WORK/dnew.log" ||
+grep -q "cannot write $D/dnew/tcpota.lock: No space left on device" "$WORK/dnew.log" ||
   fail "a new device on a full disk: $(cat "$WORK/dnew.log")"
-[ ! -e "$TCPOTA_FULL_MNT/dnew" ] || fail "a failed start left $(ls -la "$TCPOTA_FULL_MNT/dnew")"
+[ ! -e "$D/dnew" ] || fail "a failed start left $(ls -la "$D/dnew")"
 ok "no room for the lock: said, nothing left behind"
 # Room for the lock and one slot, not two.
-rm "$TCPOTA_FULL_MNT/filler"
-avail=$(df --output=avail -k "$TCPOTA_FULL_MNT" | tail -1)
-dd if=/dev/zero of="$TCPOTA_FULL_MNT/filler" bs=1k count=$((avail - 1500)) 2> /dev/null
+rm "$D/filler"
+avail=$(df --output=avail -k "$D" | tail -1)
+dd if=/dev/zero of="$D/filler" bs=1k count=$((avail - 1500)) 2> /dev/null
 rc=0; dev_new || rc=$?
 [ $rc -eq 1 ] || fail "a new device without room for its slots exited $rc, expected 1: $(cat "$WORK/dnew.log")"
-grep -q "creating a new device in $TCPOTA_FULL_MNT/dnew failed: ota_1.bin: write at 0x[0-9a-f]*: No space left on device; free space there (its files take twice the slot size) or mend the cause, and run the same command again: the creation starts over" \
+grep -q "creating a new device in $D/dnew failed: ota_1.bin: write at 0x[0-9a-f]*: No space left on device; free space there (its files take twice the slot size) or mend the cause, and run the same command again: the creation starts over" \
   "$WORK/dnew.log" || fail "a new device without room for its slots: $(cat "$WORK/dnew.log")"
-rm "$TCPOTA_FULL_MNT/filler"
+rm "$D/filler"
 dev_new || fail "the same command once there was room exited $?: $(cat "$WORK/dnew.log")"
-check_device "$TCPOTA_FULL_MNT/dnew" "$WORK/fw.bin"
+check_device "$D/dnew" "$WORK/fw.bin"
 ok "no room for the slots: said what to do; the same command then makes the device"
 stop_fleet
