@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -411,6 +412,19 @@ static int open_db(struct sstore *st, char *err, size_t errlen)
     return sq_migrate(st->db, path, err, errlen);
 }
 
+/* After a failed open: SQLite says "disk I/O error" where it cannot make
+ * its -shm file on a full disk. When the disk holding dir has no room,
+ * err says so and what to do. */
+static void full_hint(const char *dir, char *err, size_t errlen)
+{
+    struct statvfs vfs;
+    size_t len = strlen(err);
+
+    if (statvfs(dir, &vfs) == 0 && vfs.f_bavail == 0 && len < errlen) {
+        snprintf(err + len, errlen - len, "; the disk holding %s is full: free space there", dir);
+    }
+}
+
 struct store *store_sqlite_open(const char *dir, struct event_base *base, char *err,
                                 size_t errlen)
 {
@@ -434,6 +448,7 @@ struct store *store_sqlite_open(const char *dir, struct event_base *base, char *
     store_worker_init(&st->w);
     snprintf(st->dir, sizeof(st->dir), "%s", dir);
     if (take_lock(st, err, errlen) != 0 || open_db(st, err, errlen) != 0) {
+        full_hint(dir, err, errlen);
         teardown(st);
         return NULL;
     }

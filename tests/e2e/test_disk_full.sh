@@ -104,6 +104,29 @@ rc=0
 rm "$S/filler" "$S/filler2" "$S/fw.bin"
 ok "sign on a full disk: $(cat "$WORK/sign.log"), the old manifest kept, no file left"
 
+# A fleet server that starts on a full disk says so (SQLite's own message
+# is "disk I/O error": it cannot make its -shm file).
+serve_s() {
+  : > "$WORK/s.log"
+  timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --data "$S/data" --api 127.0.0.1:0 --no-progress \
+    2> "$WORK/s.log" &
+  SPID=$!
+}
+serve_s
+wait_line "$WORK/s.log" 'listening on'
+kill -TERM "$SPID" && wait "$SPID" || fail "the server on $S exited $?"
+dd if=/dev/zero of="$S/filler" bs=4k 2> /dev/null || true
+serve_s
+rc=0; wait "$SPID" || rc=$?
+[ $rc -eq 1 ] || fail "a server on a full disk exited $rc, expected 1: $(cat "$WORK/s.log")"
+grep -q "cannot open the fleet store: .*; the disk holding $S/data is full: free space there" "$WORK/s.log" ||
+  fail "a server on a full disk: $(cat "$WORK/s.log")"
+rm "$S/filler"
+serve_s
+wait_line "$WORK/s.log" 'listening on'
+kill -TERM "$SPID" && wait "$SPID" || fail "the server on $S once there was room exited $?"
+ok "a server on a full disk: $(grep -o 'cannot open the fleet store.*' "$WORK/s.log" | head -1)"
+
 # A new device: a 3 MiB tmpfs of its own.
 D=$TCPOTA_FULL_MNT/dev
 mkdir "$D" && mount -t tmpfs -o size=3m tmpfs "$D" || fail "cannot mount a third tmpfs"
