@@ -50,6 +50,11 @@ grep -q '\[d2 .*decision: offer' "$WORK/server.log" && fail "d2 was offered the 
 python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); sys.exit(0 if j["version"] == "1.0.0" and not j.get("resume") else 1)' \
   "$WORK/d2.status" || fail "d2 took bytes of the image while the disk was full: $(cat "$WORK/d2.status")"
 ok "after a failed commit a device is offered nothing and told to try again"
+# So is a stock esp_https_ota device, over HTTP.
+hdr=$(curl -s -D - -o /dev/null -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h1")
+echo "$hdr" | grep -q '^HTTP/1.1 503' && echo "$hdr" | grep -qi '^Retry-After: 30' ||
+  fail "an HTTP download on a full disk: $hdr"
+ok "an HTTP download is answered 503 with Retry-After"
 
 # The API says what is wrong and what to do.
 if "$TCPOTA" rollout pause 1 > "$WORK/pause.out" 2>&1; then fail "rollout pause succeeded on a full disk"; fi
