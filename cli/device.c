@@ -291,12 +291,14 @@ static int flash_lock(struct device *dv)
 {
     char path[4096], pid[32];
     ssize_t n;
-    int len;
+    int len, made = 0;
 
     if (dv->lock_fd >= 0) {
         return 0;
     }
-    if (mkdir(dv->o.dir, 0755) < 0 && errno != EEXIST) {
+    if (mkdir(dv->o.dir, 0755) == 0) {
+        made = 1;
+    } else if (errno != EEXIST) {
         say(dv, "cannot create %s: %s", dv->o.dir, strerror(errno));
         return -1;
     }
@@ -336,6 +338,14 @@ static int flash_lock(struct device *dv)
     len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
     if (ftruncate(dv->lock_fd, 0) != 0 || pwrite(dv->lock_fd, pid, (size_t)len, 0) != len) {
         say(dv, "cannot write %s: %s", path, strerror(errno));
+        if (made) {
+            /* Nothing of a device yet: the next run starts as this one did
+             * (not in an "existing empty directory" that needs --init). */
+            (void)unlink(path);
+            (void)rmdir(dv->o.dir);
+        }
+        close(dv->lock_fd);
+        dv->lock_fd = -1;
         return -1;
     }
     return 0;
@@ -364,17 +374,20 @@ static int flash_open(struct device *dv, uint32_t slot_size)
     if (cli_check_dir(dv->o.dir, "--flash", 1) < 0) {
         return -2; /* not a directory, or not one that can be made: a bad argument */
     }
-    if (dv->o.init && exists && !cli_dir_empty(dv->o.dir)) {
+    if (dv->o.init && exists && !cli_dir_empty(dv->o.dir) &&
+        !tcpota_posix_creation_cut_short(dv->o.dir)) {
         /* --init never runs (or blanks) what a directory already holds. */
         say(dv, "--init starts a new device in an empty directory, and %s is not empty; give "
                 "another --flash, or leave out --init to run the device it holds",
             dv->o.dir);
         return -2; /* the flags do not fit the directory: a usage error */
     }
-    create = dv->o.init || !exists;
     if (flash_lock(dv) < 0) {
         return -1;
     }
+    /* A creation cut short (a full disk, a kill) goes on: nothing in DIR
+     * was ever a device's. */
+    create = dv->o.init || !exists || tcpota_posix_creation_cut_short(dv->o.dir);
     rc = tcpota_posix_open(&dv->flash, dv->o.dir, create, create ? slot_size : 0, dv->o.factory);
 
     if (rc == TCPOTA_ERR_NOENT && cli_dir_empty(dv->o.dir)) {
@@ -384,6 +397,12 @@ static int flash_open(struct device *dv, uint32_t slot_size)
     if (rc == TCPOTA_ERR_NOENT) {
         say(dv, "%s; restore it, or start a new device with --init in an empty directory",
             tcpota_posix_strerror_detail(&dv->flash));
+        return -1;
+    }
+    if (rc < 0 && tcpota_posix_creation_cut_short(dv->o.dir)) {
+        say(dv, "creating a new device in %s failed: %s; free space there (its files take twice "
+                "the slot size) or mend the cause, and run the same command again: the creation "
+                "starts over", dv->o.dir, tcpota_posix_strerror_detail(&dv->flash));
         return -1;
     }
     if (rc < 0) {

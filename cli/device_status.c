@@ -114,8 +114,14 @@ int cmd_device_status(int argc, char **argv)
     rc = tcpota_posix_inspect(&dev, dir, &st);
     if (rc == TCPOTA_ERR_NOENT) {
         const char *d = tcpota_posix_strerror_detail(&dev);
-        if (*d) cli_err("%s\n", d); /* "DIR holds no device (...)" */
-        else cli_err("no device flash in %s\n", dir);
+        if (tcpota_posix_creation_cut_short(dir)) {
+            cli_err("%s holds no device yet: its creation was cut short (a full disk?); run the "
+                    "same tcpota device command again to finish it\n", dir);
+        } else if (*d) {
+            cli_err("%s\n", d); /* "DIR holds no device (...)" */
+        } else {
+            cli_err("no device flash in %s\n", dir);
+        }
         return cli_dir_empty(dir) ? 2 : 1; /* an empty one: the wrong --flash, as in tcpota device */
     }
     if (rc < 0) {

@@ -498,36 +498,64 @@ int cli_check_label(const char *cmd, const char *opt, const char *v)
     return 0;
 }
 
-/* Opens the manifest to write, refusing anything but a regular file (a
- * FIFO would block) and the image or key itself (it would be destroyed). */
-static int open_manifest_out(const char *out, const char *image, const char *key)
+/* Writes the manifest to `out` whole or not at all: into a temporary file
+ * beside it, renamed over `out` once synced, so that a full disk or a kill
+ * leaves no empty or partial manifest and keeps a previous one. Refuses
+ * anything at `out` but a regular file (a FIFO would block) and the image
+ * or key itself (it would be destroyed); a symbolic link is followed, as
+ * a write would. Returns 0, or the exit code after a message. */
+static int write_manifest(const char *out, const char *image, const char *key, const uint8_t *man,
+                          int n)
 {
     struct stat st, other;
-    int fd = open(out, O_WRONLY | O_CREAT | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, 0644);
+    char target[4096], tmp[4096 + 8];
+    mode_t mask;
+    int fd, ok, err;
 
-    if (fd < 0) {
-        int err = errno;
-        if ((err == ENXIO || err == EISDIR) && stat(out, &st) == 0) {
-            fprintf(stderr, "tcpota sign: --out %s is not a regular file (it is %s); give a file name\n",
-                    out, S_ISDIR(st.st_mode) ? "a directory" : "a FIFO or socket");
-        } else {
-            fprintf(stderr, "tcpota sign: cannot write %s: %s\n", out, strerror(err));
+    if (stat(out, &st) == 0) {
+        if (!S_ISREG(st.st_mode)) {
+            fprintf(stderr, "tcpota sign: --out %s is not a regular file%s%s%s; give a file name\n",
+                    out, S_ISDIR(st.st_mode) || S_ISFIFO(st.st_mode) ? " (it is " : "",
+                    S_ISDIR(st.st_mode) || S_ISFIFO(st.st_mode) ? cli_file_kind(st.st_mode) : "",
+                    S_ISDIR(st.st_mode) || S_ISFIFO(st.st_mode) ? ")" : "");
+            return 2;
         }
-        return -1;
+        if ((stat(image, &other) == 0 && other.st_dev == st.st_dev && other.st_ino == st.st_ino) ||
+            (stat(key, &other) == 0 && other.st_dev == st.st_dev && other.st_ino == st.st_ino)) {
+            fprintf(stderr, "tcpota sign: --out %s is the image or the key itself; give another "
+                            "file, e.g. %s.manifest\n", out, image);
+            return 2;
+        }
     }
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        fprintf(stderr, "tcpota sign: --out %s is not a regular file; give a file name\n", out);
-    } else if ((stat(image, &other) == 0 && other.st_dev == st.st_dev && other.st_ino == st.st_ino) ||
-               (stat(key, &other) == 0 && other.st_dev == st.st_dev && other.st_ino == st.st_ino)) {
-        fprintf(stderr, "tcpota sign: --out %s is the image or the key itself; give another file, "
-                        "e.g. %s.manifest\n", out, image);
-    } else if (ftruncate(fd, 0) < 0) {
+    if (!realpath(out, target) && snprintf(target, sizeof(target), "%s", out) >= (int)sizeof(target)) {
+        fprintf(stderr, "tcpota sign: --out %s: path too long\n", out);
+        return 2;
+    }
+    snprintf(tmp, sizeof(tmp), "%s.XXXXXX", target);
+    if ((fd = mkstemp(tmp)) < 0) {
         fprintf(stderr, "tcpota sign: cannot write %s: %s\n", out, strerror(errno));
-    } else {
-        return fd;
+        return errno == ENOENT || errno == EACCES || errno == ENOTDIR ? 2 : 1;
     }
-    close(fd);
-    return -1;
+    mask = umask(0);
+    umask(mask);
+    ok = fchmod(fd, 0644 & ~mask) == 0 && write(fd, man, (size_t)n) == n && fsync(fd) == 0;
+    err = errno;
+    if (close(fd) < 0 && ok) {
+        ok = 0;
+        err = errno;
+    }
+    if (ok && rename(tmp, target) < 0) {
+        ok = 0;
+        err = errno;
+    }
+    if (!ok) {
+        fprintf(stderr, "tcpota sign: cannot write %s: %s%s\n", out, strerror(err),
+                err == ENOSPC || err == EDQUOT ? "; free space there and sign again (nothing was "
+                                                 "written)" : "");
+        unlink(tmp);
+        return 1;
+    }
+    return 0;
 }
 
 /* Encodes and signs the manifest of an image into man (cap bytes).
@@ -572,7 +600,7 @@ int cmd_sign(int argc, char **argv)
     uint8_t sk[64], sha[32], man[TCPOTA_MAX_MANIFEST];
     char path[4096];
     uint32_t size;
-    int n, fd, rc = parse_args("sign", opts, &image,
+    int n, rc = parse_args("sign", opts, &image,
                                "usage: tcpota sign --key NAME.key --version V --model M\n"
                                "                   [--security-counter N] [--out FILE.manifest] FILE\n"
                                "Writes FILE.manifest (or --out), replacing an existing manifest.\n"
@@ -612,16 +640,9 @@ int cmd_sign(int argc, char **argv)
         snprintf(path, sizeof(path), "%s.manifest", image);
         out = path;
     }
-    fd = open_manifest_out(out, image, key);
-    if (fd < 0) {
-        return 2;
+    if ((rc = write_manifest(out, image, key, man, n)) != 0) {
+        return rc;
     }
-    if (write(fd, man, (size_t)n) != n || fsync(fd) < 0) {
-        fprintf(stderr, "tcpota sign: cannot write %s: %s\n", out, strerror(errno));
-        close(fd);
-        return 1;
-    }
-    close(fd);
     fprintf(stderr, "tcpota sign: wrote %s: %s %s for %s, %u bytes, counter %llu\n", out, image,
             version, model, size, counter);
     return 0;

@@ -40,6 +40,7 @@ static const char *status_text(int code)
     case 409: return "Conflict";
     case 413: return "Payload Too Large";
     case 503: return "Service Unavailable";
+    case 507: return "Insufficient Storage";
     default: return "Internal Server Error";
     }
 }

@@ -176,8 +176,8 @@ static void events_done(struct store_req *r)
 
     if (r->rc < 0) {
         srv->fleet->db_errors++;
-        say_always(srv->o, LOG_LV_ERROR, "store: recording %zu steps of devices failed: %s",
-                   r->u.events.n, r->err);
+        say_always(srv->o, LOG_LV_ERROR, "store: recording %zu step%s of devices failed: %s",
+                   r->u.events.n, r->u.events.n == 1 ? "" : "s", r->err);
     } else if (r->u.events.skipped) {
         srv->fleet->db_errors += (unsigned)r->u.events.skipped;
         say_always(srv->o, LOG_LV_ERROR, "store: %s", r->err);

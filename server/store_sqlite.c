@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -75,11 +76,16 @@ static int commit(struct sstore *st)
     }
     st->in_txn = 0;
     if (sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        fail_pending(st, sqlite3_errmsg(st->db));
+        fail_pending(st, sq_why(st));
+        st->commit_failed = 1;
         if (!sqlite3_get_autocommit(st->db)) {
             sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
         }
         return -1;
+    }
+    /* A read alone proves nothing of the disk. */
+    if (sqlite3_total_changes64(st->db) != st->changes_at_begin) {
+        st->commit_failed = 0;
     }
     /* A removed image's file goes only once its row is gone for good. */
     for (r = st->pend_head; r; r = r->next) {
@@ -131,6 +137,7 @@ static void run_one(struct sstore *st, struct store_req *r)
         }
         st->in_txn = 1;
         st->txn_started_ms = mono_ms();
+        st->changes_at_begin = sqlite3_total_changes64(st->db);
     }
     /* Cached statements, not sqlite3_exec(): that parses its SQL on every
      * call, 8 % of a check-in's instructions (callgrind). */
@@ -145,13 +152,18 @@ static void run_one(struct sstore *st, struct store_req *r)
     if (sqlite3_get_autocommit(st->db)) {
         /* SQLite rolled the whole batch back (disk full, I/O error). */
         st->in_txn = 0;
-        fail_pending(st, sqlite3_errmsg(st->db));
+        st->commit_failed = 1;
+        fail_pending(st, sq_why(st));
     }
 }
 
 /* Runs a list of requests taken from the queue. Durable ones wait for one
  * COMMIT at the end of the list (several share an fsync); the others are
- * posted at once while no durable one is waiting ahead of them. */
+ * posted at once while no durable one is waiting ahead of them. While
+ * commits fail (a full disk), every request waits for its COMMIT: a
+ * check-in is not answered, and no device offered an image, on writes
+ * that will not last (at most one batch window's check-ins are, before
+ * the first COMMIT fails). */
 static void run_list(struct sstore *st, struct store_req *r)
 {
     struct store_req *next;
@@ -169,7 +181,7 @@ static void run_list(struct sstore *st, struct store_req *r)
             st->pend_head = r;
         }
         st->pend_tail = r;
-        need_commit |= store_req_durable(r);
+        need_commit |= store_req_durable(r) || st->commit_failed;
         if (!need_commit) {
             post_pending(st);
         }
@@ -400,6 +412,19 @@ static int open_db(struct sstore *st, char *err, size_t errlen)
     return sq_migrate(st->db, path, err, errlen);
 }
 
+/* After a failed open: SQLite says "disk I/O error" where it cannot make
+ * its -shm file on a full disk. When the disk holding dir has no room,
+ * err says so and what to do. */
+static void full_hint(const char *dir, char *err, size_t errlen)
+{
+    struct statvfs vfs;
+    size_t len = strlen(err);
+
+    if (statvfs(dir, &vfs) == 0 && vfs.f_bavail == 0 && len < errlen) {
+        snprintf(err + len, errlen - len, "; the disk holding %s is full: free space there", dir);
+    }
+}
+
 struct store *store_sqlite_open(const char *dir, struct event_base *base, char *err,
                                 size_t errlen)
 {
@@ -423,6 +448,7 @@ struct store *store_sqlite_open(const char *dir, struct event_base *base, char *
     store_worker_init(&st->w);
     snprintf(st->dir, sizeof(st->dir), "%s", dir);
     if (take_lock(st, err, errlen) != 0 || open_db(st, err, errlen) != 0) {
+        full_hint(dir, err, errlen);
         teardown(st);
         return NULL;
     }

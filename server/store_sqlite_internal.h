@@ -33,6 +33,11 @@ struct sstore {
     struct store_worker w;   /* the store thread, its queue, the completions */
     /* Store thread only: */
     int in_txn;              /* the batch transaction is open */
+    int commit_failed;       /* the last COMMIT that wrote failed (a full disk, an I/O
+                              * error): until one succeeds, no request is answered
+                              * before its COMMIT (run_list) */
+    int64_t changes_at_begin; /* sqlite3_total_changes64() at the batch's BEGIN */
+    char why[640];           /* sq_why()'s message: dir and SQLite's */
     int64_t txn_started_ms;  /* monotonic, for STORE_BATCH_MS */
     struct store_req *pend_head, *pend_tail; /* ran, completion not posted */
     struct sq_cached *cache;
@@ -66,6 +71,9 @@ void sq_cache_free(struct sstore *st);
 void sq_col_text(sqlite3_stmt *s, int i, char *buf, size_t size);
 /* Writes "what: <SQLite's message>" as r's error; returns STORE_E_IO. */
 int sq_fail(struct sstore *st, struct store_req *r, const char *what);
+/* SQLite's message for the last error, which for a full disk also names
+ * the data directory and says what to do. */
+const char *sq_why(struct sstore *st);
 /* DIR/images/<hex> into out. */
 void sq_image_path(const struct sstore *st, const char *hex, char *out, size_t size);
 

@@ -153,7 +153,17 @@ int sq_fail(struct sstore *st, struct store_req *r, const char *what)
 {
     /* Not "the database failed": whoever reports STORE_E_IO says so
      * (server/api.c), and the phrase came out twice. */
-    return store_err_set(r, STORE_E_IO, "%s: %s", what, sqlite3_errmsg(st->db));
+    return store_err_set(r, STORE_E_IO, "%s: %s", what, sq_why(st));
+}
+
+const char *sq_why(struct sstore *st)
+{
+    if ((sqlite3_errcode(st->db) & 0xff) != SQLITE_FULL) {
+        return sqlite3_errmsg(st->db);
+    }
+    snprintf(st->why, sizeof(st->why), "disk full: free space on the disk holding %s (SQLite: %s)",
+             st->dir, sqlite3_errmsg(st->db));
+    return st->why;
 }
 
 void sq_image_path(const struct sstore *st, const char *hex, char *out, size_t size)

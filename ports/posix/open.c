@@ -240,6 +240,14 @@ static int no_otadata(struct tcpota_posix_dev *dev, const char *dir, int create)
     return create ? 0 : tcpota_px_fail(dev, TCPOTA_ERR_NOENT, "%s holds no device (no otadata.bin)", dir);
 }
 
+int tcpota_posix_creation_cut_short(const char *dir)
+{
+    struct tcpota_posix_dev scratch;
+
+    memset(&scratch, 0, sizeof(scratch));
+    return file_exists(&scratch, dir, OTADATA_TMP) && !file_exists(&scratch, dir, "otadata.bin");
+}
+
 static int open_check_args(struct tcpota_posix_dev *dev, const char *dir, uint32_t slot_size,
                            const char *factory)
 {

@@ -170,6 +170,12 @@ struct tcpota_posix_status {
 int tcpota_posix_open(struct tcpota_posix_dev *dev, const char *dir, int create,
                       uint32_t slot_size, const char *factory_version);
 
+/* 1 when `dir` holds a device whose creation was cut short (a full disk,
+ * a kill): the temporary otadata that creation makes first, and no
+ * otadata.bin. tcpota_posix_open() with `create` makes such a device anew;
+ * nothing in it was ever a device's. 0 otherwise (also for a missing dir). */
+int tcpota_posix_creation_cut_short(const char *dir);
+
 /* Close every file of the device. Safe to call twice. Returns 0,
  * TCPOTA_ERR_INVAL (NULL dev) or TCPOTA_ERR_IO. */
 int tcpota_posix_close(struct tcpota_posix_dev *dev);

@@ -42,6 +42,26 @@ grep -q "holds no device; start a new device there with --init" "$WORK/e.log" ||
 check_device "$WORK/empty" "$WORK/img"
 ok "existing empty directory: needs --init, then works"
 
+# A creation cut short (a full disk, a kill: the temporary otadata that
+# creation makes first, a slot file begun, no otadata.bin) holds nothing
+# that was a device's: status says so, and the same command (with or
+# without --init) finishes it. Before, it was "restore it" and --init was
+# refused as "not empty": a dead end without rm -rf.
+for init in "" --init; do
+  mkdir "$WORK/cut$init"
+  : > "$WORK/cut$init/otadata.bin.tmp"
+  head -c 5000 /dev/zero > "$WORK/cut$init/ota_0.bin"
+  rc=0
+  "$TCPOTA" device status --flash "$WORK/cut$init" 2> "$WORK/cs.log" > /dev/null || rc=$?
+  [ $rc -eq 1 ] || fail "status of a creation cut short exited $rc, expected 1"
+  grep -q "holds no device yet: its creation was cut short (a full disk?); run the same tcpota device command again to finish it" \
+    "$WORK/cs.log" || fail "status of a creation cut short: $(cat "$WORK/cs.log")"
+  "$TCPOTA" device --server "$S" --flash "$WORK/cut$init" $init 2> "$WORK/cut.log" ||
+    fail "a creation cut short was not finished ($init): $(cat "$WORK/cut.log")"
+  check_device "$WORK/cut$init" "$WORK/img"
+done
+ok "a creation cut short: status says so, the same command finishes it"
+
 # --init where a device already lives: refused, the device left as it is
 # (before, --init was ignored and the device ran).
 before=$(sha256sum "$WORK/empty"/*)

@@ -442,6 +442,92 @@ static void test_disk_full(void **state)
     store_req_free(r);
 }
 
+/* While COMMITs fail, a check-in is answered only after its own COMMIT:
+ * no device is told anything (offered an image) on writes the disk will
+ * not keep; once the disk takes writes again, so does the store. The exit
+ * code says what failed. */
+static void failing_commit_child(const char *dir)
+{
+    struct event_base *base = event_base_new();
+    struct rlimit lim;
+    struct stat sb;
+    char err[256], id[96], path[512];
+    struct store_req *r;
+    struct fx f;
+    int i, refused = -1;
+
+    memset(&f, 0, sizeof(f));
+    f.base = base;
+    f.st = store_sqlite_open(dir, base, err, sizeof(err));
+    if (!f.st || getrlimit(RLIMIT_FSIZE, &lim) != 0) {
+        _exit(2);
+    }
+    signal(SIGXFSZ, SIG_IGN);
+    snprintf(path, sizeof(path), "%s/tcpota.db-wal", dir);
+    lim.rlim_cur = (rlim_t)(stat(path, &sb) == 0 ? sb.st_size : 0) + 64 * 1024;
+    setrlimit(RLIMIT_FSIZE, &lim);
+    /* Check-ins without a report: each batched, none durable. */
+    for (i = 0; i < 2000 && refused < 0; i++) {
+        snprintf(id, sizeof(id), "wait-%04d-%0*d", i, 60, i);
+        r = ss_checkin(&f, id, NULL, 0);
+        if (r->rc == STORE_E_IO) {
+            refused = i;
+        } else if (r->rc != STORE_OK) {
+            _exit(3);
+        }
+        store_req_free(r);
+        usleep(2000);
+    }
+    if (refused < 0) {
+        _exit(4); /* all answered OK, though the disk took none */
+    }
+    for (i = 0; i < 3; i++) {
+        /* A read commits fine; it says nothing of the disk. */
+        store_req_free(ss_device_get(&f, "wait-0000"));
+        r = ss_checkin(&f, "wait-still-full", NULL, 0);
+        if (r->rc != STORE_E_IO) {
+            _exit(5); /* answered before a COMMIT while they fail */
+        }
+        store_req_free(r);
+    }
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_FSIZE, &lim);
+    r = ss_checkin(&f, "wait-room-again", NULL, 0);
+    if (r->rc != STORE_OK) {
+        _exit(6);
+    }
+    store_req_free(r);
+    store_close(f.st);
+    event_base_free(base);
+    _exit(0);
+}
+
+static void test_failing_commits_answer_nothing_early(void **state)
+{
+    struct fx *f = *state;
+    struct store_req *r;
+    int status;
+    pid_t pid;
+
+    store_close(f->st);
+    f->st = NULL;
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        failing_commit_child(f->dir);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    ss_fx_open(f);
+    r = ss_device_get(f, "wait-room-again");
+    assert_int_equal(r->rc, STORE_OK);
+    store_req_free(r);
+    r = ss_device_get(f, "wait-still-full");
+    assert_int_equal(r->rc, STORE_E_NOTFOUND);
+    store_req_free(r);
+}
+
 /* Ids as the stores keep them: 64 lowercase hex digits, read back in
  * either case; anything else is refused (libsodium's codec). */
 static void test_hex_ids(void **state)
@@ -491,6 +577,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wave_row_out_of_range, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_add_from_stored_path, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_disk_full, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_failing_commits_answer_nothing_early, ss_setup,
+                                        ss_teardown),
     };
     return ss_run_all("store_sqlite", &sqlite_backend, own, sizeof(own) / sizeof(own[0]));
 }
