@@ -533,8 +533,9 @@ static int write_manifest(const char *out, const char *image, const char *key, c
     }
     snprintf(tmp, sizeof(tmp), "%s.XXXXXX", target);
     if ((fd = mkstemp(tmp)) < 0) {
-        fprintf(stderr, "tcpota sign: cannot write %s: %s\n", out, strerror(errno));
-        return errno == ENOENT || errno == EACCES || errno == ENOTDIR ? 2 : 1;
+        err = errno;
+        fprintf(stderr, "tcpota sign: cannot write %s: %s\n", out, strerror(err));
+        return err == ENOENT || err == EACCES || err == ENOTDIR ? 2 : 1; /* a bad --out */
     }
     mask = umask(0);
     umask(mask);
