@@ -111,26 +111,31 @@ ok "sign on a full disk: $(cat "$WORK/sign.log"), the old manifest kept, no file
 
 # A fleet server that starts on a full disk says so (SQLite's own message
 # is "disk I/O error": it cannot make its -shm file).
+# (The server itself in $SPID, not a `timeout` around it: that one's exit
+# status on SIGTERM is its own, 143 or 124, not the server's.)
 serve_s() {
   : > "$WORK/s.log"
-  timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --data "$S/data" --api 127.0.0.1:0 --no-progress \
+  "$TCPOTA" serve --listen 127.0.0.1:0 --data "$S/data" --api 127.0.0.1:0 --no-progress \
     2> "$WORK/s.log" &
   SPID=$!
+  PIDS+=("$SPID")
 }
 serve_s
 wait_line "$WORK/s.log" 'listening on'
 kill -TERM "$SPID" && wait "$SPID" || fail "the server on $S exited $?"
 dd if=/dev/zero of="$S/filler" bs=4k 2> /dev/null || true
-serve_s
-rc=0; wait "$SPID" || rc=$?
+rc=0
+timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --data "$S/data" --api 127.0.0.1:0 --no-progress \
+  2> "$WORK/s.log" || rc=$?
 [ $rc -eq 1 ] || fail "a server on a full disk exited $rc, expected 1: $(cat "$WORK/s.log")"
 grep -q "cannot open the fleet store: .*; the disk holding $S/data is full: free space there" "$WORK/s.log" ||
   fail "a server on a full disk: $(cat "$WORK/s.log")"
+said=$(grep -o 'cannot open the fleet store.*' "$WORK/s.log" | head -1)
 rm "$S/filler"
 serve_s
 wait_line "$WORK/s.log" 'listening on'
 kill -TERM "$SPID" && wait "$SPID" || fail "the server on $S once there was room exited $?"
-ok "a server on a full disk: $(grep -o 'cannot open the fleet store.*' "$WORK/s.log" | head -1)"
+ok "a server on a full disk: $said"
 
 # A new device: a 3 MiB tmpfs of its own.
 D=$TCPOTA_FULL_MNT/dev
