@@ -77,11 +77,14 @@ static void usage(FILE *f)
     fprintf(f,
             "TLS:\n"
             "  --tls-cert C --tls-key K   serve protocol v1 inside TLS (PEM files)\n"
-            "  --tls-ticket-key F    seal session tickets with the key in F (80 bytes: tcpota\n"
-            "                        keygen --ticket-key), so that devices resume on every\n"
-            "                        node that has it and after a restart; repeat to rotate\n"
-            "                        (the first seals, all open; at most %u). Default: a key\n"
-            "                        of this process's own\n"
+            "  --tls-ticket-key F    seal session tickets with the key in F (80 bytes; to\n"
+            "                        make one, see tcpota keygen --help), so that devices\n"
+            "                        resume on every node that has it and after a restart;\n"
+            "                        repeat to rotate (the first seals, all open; at most\n"
+            "                        %u). Default: a key of this process's own\n"
+            "  --tls-ticket-lifetime S  seconds a device may resume its TLS session (1 to\n"
+            "                        604800, default 7200): above its check-in interval, or\n"
+            "                        each check-in costs a full handshake\n"
             "fleet mode (no FILE; images, rollouts and devices through the API):\n"
             "  --data DIR            keep the fleet in DIR (SQLite DIR/tcpota.db, images in\n"
             "                        DIR/images; created on first start); device secrets are\n"
@@ -600,6 +603,9 @@ static int serve_args(int argc, char **argv)
             o.tls_cert = val;
         } else if (strcmp(a, "--tls-key") == 0) {
             o.tls_key = val;
+        } else if (strcmp(a, "--tls-ticket-lifetime") == 0) {
+            if (cli_number(val, a, 1, TLS_TICKET_LIFETIME_MAX, &v) < 0) return 2;
+            o.tls_ticket_lifetime_s = (unsigned)v;
         } else if (strcmp(a, "--tls-ticket-key") == 0) {
             if (nticket == TLS_TICKET_KEYS_MAX) {
                 fprintf(stderr, "tcpota serve: at most %u --tls-ticket-key (the first seals new "
@@ -655,9 +661,9 @@ static int serve_args(int argc, char **argv)
         fprintf(stderr, "tcpota serve: --tls-cert and --tls-key go together\n");
         return 2;
     }
-    if (nticket && !o.tls_cert) {
-        fprintf(stderr, "tcpota serve: --tls-ticket-key needs --tls-cert and --tls-key: its "
-                        "tickets resume TLS sessions\n");
+    if ((nticket || o.tls_ticket_lifetime_s) && !o.tls_cert) {
+        fprintf(stderr, "tcpota serve: %s needs --tls-cert and --tls-key: its tickets resume TLS "
+                        "sessions\n", nticket ? "--tls-ticket-key" : "--tls-ticket-lifetime");
         return 2;
     }
     if (nticket && load_ticket_keys(&o, ticket_paths, nticket, src.ticket_keys) < 0) {

@@ -223,6 +223,11 @@ SSL_CTX *tls_context(const struct tcpota_serve_opts *o, const char *cert, const 
     if (use_ticket_keys(ctx, o) < 0) {
         goto fail;
     }
+    if (o->tls_ticket_lifetime_s) {
+        /* A device that checks in less often than this makes a full
+         * handshake every time. */
+        (void)SSL_CTX_set_timeout(ctx, (long)o->tls_ticket_lifetime_s);
+    }
     warn_validity(o, cert, SSL_CTX_get0_certificate(ctx));
     return ctx;
 fail:

@@ -7,6 +7,7 @@
 #    resumes on node D with the same key, not on a node without it; a node
 #    whose first key is new and second is A's resumes it and renews the
 #    ticket under the new key, which a node with the new key alone resumes.
+#    --tls-ticket-lifetime 2: a session resumes at once, not 3 s later.
 #  - TLS 1.3 (tcpota device --ca): the device resumes after the server's
 #    restart with the same key; without one it makes a full handshake.
 #  - keygen --ticket-key writes 80 bytes, 0600, never over a file; serve
@@ -43,9 +44,10 @@ node D --tls-ticket-key k1
 node E
 node B --tls-ticket-key k2 --tls-ticket-key k1
 node C --tls-ticket-key k2
-python3 - "$A_PORT" "$D_PORT" "$E_PORT" "$B_PORT" "$C_PORT" > tls12.out 2>&1 <<'PY' || fail "TLS 1.2 sessions: $(cat tls12.out)"
-import socket, ssl, sys
-a, d, e, b, c = (int(p) for p in sys.argv[1:])
+node L --tls-ticket-key k1 --tls-ticket-lifetime 2
+python3 - "$A_PORT" "$D_PORT" "$E_PORT" "$B_PORT" "$C_PORT" "$L_PORT" > tls12.out 2>&1 <<'PY' || fail "TLS 1.2 sessions: $(cat tls12.out)"
+import socket, ssl, sys, time
+a, d, e, b, c, l = (int(p) for p in sys.argv[1:])
 ctx = ssl.create_default_context(cafile="srv.pem")
 ctx.maximum_version = ssl.TLSVersion.TLSv1_2
 def hs(port, session=None):
@@ -64,6 +66,11 @@ r, s2 = hs(b, s1)
 want("B (new key first, A's second) with A's session", r, True)
 want("C (the new key alone) with B's renewed session", hs(c, s2)[0], True)
 want("C (the new key alone) with A's session", hs(c, s1)[0], False)
+r, sl = hs(l)
+want("L (lifetime 2 s) at once", hs(l, sl)[0], True)
+time.sleep(3)
+want("L (lifetime 2 s) 3 s later", hs(l, sl)[0], False)
+want("A (lifetime 7,200 s by default) 3 s later", hs(a, s1)[0], True)
 PY
 ok "TLS 1.2: $(tr '\n' ';' < tls12.out)"
 
@@ -106,6 +113,11 @@ serve_refuses "--tls-ticket-key: kfifo is not a regular file (it is a FIFO)" --t
 serve_refuses "--tls-ticket-key: cannot open nothere: No such file" --tls-ticket-key nothere
 serve_refuses "at most 4 --tls-ticket-key" --tls-ticket-key k1 --tls-ticket-key k1 --tls-ticket-key k1 \
   --tls-ticket-key k1 --tls-ticket-key k1
+serve_refuses "--tls-ticket-lifetime: '0' is out of range: give a whole number in 1..604800" --tls-ticket-lifetime 0
+serve_refuses "--tls-ticket-lifetime: '604801' is out of range" --tls-ticket-lifetime 604801
+rc=0; "$T" serve --listen 127.0.0.1:0 --tls-ticket-lifetime 60 img > bad.out 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q -- "--tls-ticket-lifetime needs --tls-cert and --tls-key" bad.out ||
+  fail "a ticket lifetime without TLS: rc $rc: $(cat bad.out)"
 rc=0; "$T" serve --listen 127.0.0.1:0 --tls-ticket-key k1 img > bad.out 2>&1 || rc=$?
 [ $rc -eq 2 ] && grep -q -- "--tls-ticket-key needs --tls-cert and --tls-key" bad.out ||
   fail "a ticket key without TLS: rc $rc: $(cat bad.out)"
