@@ -4,6 +4,7 @@
 
 #include "tcpota/manifest.h"
 #include "tcpota/version.h"
+#include "server.h" /* TLS_TICKET_KEY_LEN */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -307,15 +308,14 @@ static int create_failed(const char *cmd, const char *path, int err, int pair)
 /* Writes a new file that must not exist yet, with `mode`. O_EXCL also
  * means a FIFO or a symlink planted at path is never opened. Returns 0 or
  * the exit code after a message. */
-static int write_new(const char *path, const char *text, mode_t mode, int pair)
+static int write_new_bytes(const char *path, const void *p, size_t n, mode_t mode, int pair)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
-    size_t n = strlen(text);
 
     if (fd < 0) {
         return create_failed("keygen", path, errno, pair);
     }
-    if (fchmod(fd, mode) < 0 || write(fd, text, n) != (ssize_t)n || fsync(fd) < 0) {
+    if (fchmod(fd, mode) < 0 || write(fd, p, n) != (ssize_t)n || fsync(fd) < 0) {
         fprintf(stderr, "tcpota keygen: cannot write %s: %s\n", path, strerror(errno));
         close(fd);
         unlink(path);
@@ -323,6 +323,11 @@ static int write_new(const char *path, const char *text, mode_t mode, int pair)
     }
     close(fd);
     return 0;
+}
+
+static int write_new(const char *path, const char *text, mode_t mode, int pair)
+{
+    return write_new_bytes(path, text, strlen(text), mode, pair);
 }
 
 /* --out must name a file: "" or "dir/" would write hidden ".key"/".pub"
@@ -360,6 +365,20 @@ static int keygen_secret(const char *out)
     sodium_memzero(hex, sizeof(hex));
     sodium_memzero(line, sizeof(line));
     if (!rc) fprintf(stderr, "tcpota keygen: wrote device secret %s (0600)\n", out);
+    return rc;
+}
+
+/* A TLS session ticket key for tcpota serve --tls-ticket-key: raw random
+ * bytes, nginx's 80-byte ssl_session_ticket_key layout (server.h). */
+static int keygen_ticket_key(const char *out)
+{
+    uint8_t k[TLS_TICKET_KEY_LEN];
+    int rc;
+
+    randombytes_buf(k, sizeof(k));
+    rc = write_new_bytes(out, k, sizeof(k), 0600, 0);
+    sodium_memzero(k, sizeof(k));
+    if (!rc) fprintf(stderr, "tcpota keygen: wrote TLS ticket key %s (0600)\n", out);
     return rc;
 }
 
@@ -401,15 +420,18 @@ static int keygen_pair(const char *out)
 
 int cmd_keygen(int argc, char **argv)
 {
-    const char *out = NULL, *secret = NULL;
+    const char *out = NULL, *secret = NULL, *ticket = NULL;
     const struct opt opts[] = {
-        {"--out", "NAME", "where to write: NAME.key and NAME.pub, or the device secret FILE", &out},
+        {"--out", "NAME", "where to write: NAME.key and NAME.pub, or the device secret or ticket key FILE", &out},
         {"--device-secret", NULL, NULL, &secret},
+        {"--ticket-key", NULL, NULL, &ticket},
         {NULL, NULL, NULL, NULL},
     };
     int rc = parse_args("keygen", opts, NULL,
                         "usage: tcpota keygen --out NAME          writes NAME.key (0600) and NAME.pub\n"
                         "       tcpota keygen --device-secret --out FILE   a 32-byte device secret (0600)\n"
+                        "       tcpota keygen --ticket-key --out FILE      a TLS session ticket key for\n"
+                        "                                           tcpota serve --tls-ticket-key (0600)\n"
                         "Existing files are never overwritten.\n"
                         "Exit status: 0 written, 1 failed, 2 bad arguments or output name.\n",
                         argc, argv);
@@ -417,14 +439,20 @@ int cmd_keygen(int argc, char **argv)
     if (rc != 0) {
         return rc > 0 ? 0 : 2;
     }
-    if (require("keygen", opts, NULL, NULL) < 0 || check_out_name(out, secret != NULL) < 0) {
+    if (secret && ticket) {
+        fprintf(stderr, "tcpota keygen: --device-secret and --ticket-key make different files; "
+                        "give one of them\n");
+        return 2;
+    }
+    if (require("keygen", opts, NULL, NULL) < 0 ||
+        check_out_name(out, secret != NULL || ticket != NULL) < 0) {
         return 2;
     }
     if (sodium_init() < 0) {
         fprintf(stderr, "tcpota keygen: libsodium failed to initialise\n");
         return 1;
     }
-    return secret ? keygen_secret(out) : keygen_pair(out);
+    return secret ? keygen_secret(out) : ticket ? keygen_ticket_key(out) : keygen_pair(out);
 }
 
 /* SHA-256 and size of a file, streaming. */

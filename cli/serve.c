@@ -72,9 +72,19 @@ static void usage(FILE *f)
             "                        anyway: anyone who can connect then gets the image\n"
             "  --max-unauth-per-addr N   connections one address may hold before they\n"
             "                        authenticate, with TLS or --require-auth (default %u;\n"
-            "                        0 = no limit)\n"
+            "                        0 = no limit)\n",
+            WORKERS_MAX, DEFAULT_MAX_UNAUTH_PER_ADDR);
+    fprintf(f,
             "TLS:\n"
             "  --tls-cert C --tls-key K   serve protocol v1 inside TLS (PEM files)\n"
+            "  --tls-ticket-key F    seal session tickets with the key in F (80 bytes; to\n"
+            "                        make one, see tcpota keygen --help), so that devices\n"
+            "                        resume on every node that has it and after a restart;\n"
+            "                        repeat to rotate (the first seals, all open; at most\n"
+            "                        %u). Default: a key of this process's own\n"
+            "  --tls-ticket-lifetime S  seconds a device may resume its TLS session (1 to\n"
+            "                        604800, default 7200): above its check-in interval, or\n"
+            "                        each check-in costs a full handshake\n"
             "fleet mode (no FILE; images, rollouts and devices through the API):\n"
             "  --data DIR            keep the fleet in DIR (SQLite DIR/tcpota.db, images in\n"
             "                        DIR/images; created on first start); device secrets are\n"
@@ -90,7 +100,7 @@ static void usage(FILE *f)
             "                        (default: on the API's listener, under /ota/; HTTPS with\n"
             "                        --tls-cert; docs/http-ota.md)\n"
             "  --pubkey K.pub        images added must be signed with one of these keys\n",
-            WORKERS_MAX, DEFAULT_MAX_UNAUTH_PER_ADDR);
+            TLS_TICKET_KEYS_MAX);
 }
 
 /* A warning of a start that goes on. With the options read (o), a line of
@@ -154,6 +164,50 @@ static int load_secrets(const struct tcpota_serve_opts *o, const char *path,
     rc = auth_read_secrets(f, path, out, n);
     fclose(f);
     return rc;
+}
+
+/* Reads the --tls-ticket-key files (paths[0..n)) into keys, each exactly
+ * TLS_TICKET_KEY_LEN bytes, and points o at them. Returns 0 or -1 after
+ * printing what is wrong. */
+static int load_ticket_keys(struct tcpota_serve_opts *o, const char *const *paths, size_t n,
+                            uint8_t (*keys)[TLS_TICKET_KEY_LEN])
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t extra;
+        ssize_t got = 0, r = 0;
+        int fd = open_arg(o, paths[i], "--tls-ticket-key", 1);
+
+        if (fd < 0) {
+            return -1;
+        }
+        while (got < (ssize_t)TLS_TICKET_KEY_LEN &&
+               ((r = read(fd, keys[i] + got, TLS_TICKET_KEY_LEN - (size_t)got)) > 0 ||
+                (r < 0 && errno == EINTR))) {
+            got += r > 0 ? r : 0;
+        }
+        if (r >= 0 && got == (ssize_t)TLS_TICKET_KEY_LEN) {
+            r = read(fd, &extra, 1);
+            got += r > 0 ? r : 0;
+        }
+        close(fd);
+        if (r < 0) {
+            fprintf(stderr, "tcpota serve: cannot read --tls-ticket-key %s: %s\n", paths[i],
+                    strerror(errno));
+            return -1;
+        }
+        if (got != (ssize_t)TLS_TICKET_KEY_LEN) {
+            fprintf(stderr, "tcpota serve: --tls-ticket-key %s holds %s%zd bytes, not %u: a ticket "
+                            "key is %u random bytes%s; make one with tcpota keygen --ticket-key --out "
+                            "FILE\n", paths[i], got > (ssize_t)TLS_TICKET_KEY_LEN ? "more than " : "",
+                    got > (ssize_t)TLS_TICKET_KEY_LEN ? (ssize_t)TLS_TICKET_KEY_LEN : got,
+                    TLS_TICKET_KEY_LEN, TLS_TICKET_KEY_LEN,
+                    got == 48 ? " (48-byte keys, AES-128, are not taken)" : "");
+            return -1;
+        }
+    }
+    o->ticket_keys = (const uint8_t(*)[TLS_TICKET_KEY_LEN])keys;
+    o->nticket_keys = n;
+    return 0;
 }
 
 /* Reads the manifest at path (a regular file of at most TCPOTA_MAX_MANIFEST
@@ -238,6 +292,7 @@ struct sources {
     int require_signed;   /* -1: when a manifest exists */
     uint8_t keys[MAX_KEYS][32];
     size_t nkeys;
+    uint8_t ticket_keys[TLS_TICKET_KEYS_MAX][TLS_TICKET_KEY_LEN]; /* --tls-ticket-key */
     int running; /* the server runs: a load is a reload (SIGHUP) */
 };
 
@@ -482,6 +537,8 @@ static int serve_args(int argc, char **argv)
     char host[256] = "0.0.0.0";
     const char *api = "127.0.0.1:8071", *ota = NULL;
     const char *fleet_only = NULL; /* the last flag given that only fleet mode reads */
+    const char *ticket_paths[TLS_TICKET_KEYS_MAX];
+    size_t nticket = 0;
     unsigned long long v;
     int i, rc;
 
@@ -546,6 +603,16 @@ static int serve_args(int argc, char **argv)
             o.tls_cert = val;
         } else if (strcmp(a, "--tls-key") == 0) {
             o.tls_key = val;
+        } else if (strcmp(a, "--tls-ticket-lifetime") == 0) {
+            if (cli_number(val, a, 1, TLS_TICKET_LIFETIME_MAX, &v) < 0) return 2;
+            o.tls_ticket_lifetime_s = (unsigned)v;
+        } else if (strcmp(a, "--tls-ticket-key") == 0) {
+            if (nticket == TLS_TICKET_KEYS_MAX) {
+                fprintf(stderr, "tcpota serve: at most %u --tls-ticket-key (the first seals new "
+                                "tickets, the others open older ones)\n", TLS_TICKET_KEYS_MAX);
+                return 2;
+            }
+            ticket_paths[nticket++] = val;
         } else if (strcmp(a, "--max-conns") == 0) {
             if (cli_number(val, a, 1, 1000000, &v) < 0) return 2;
             o.max_conns = (unsigned)v;
@@ -592,6 +659,15 @@ static int serve_args(int argc, char **argv)
     }
     if ((o.tls_cert == NULL) != (o.tls_key == NULL)) {
         fprintf(stderr, "tcpota serve: --tls-cert and --tls-key go together\n");
+        return 2;
+    }
+    if ((nticket || o.tls_ticket_lifetime_s) && !o.tls_cert) {
+        fprintf(stderr, "tcpota serve: %s needs --tls-cert and --tls-key: its tickets resume TLS "
+                        "sessions\n", nticket ? "--tls-ticket-key" : "--tls-ticket-lifetime");
+        return 2;
+    }
+    if (nticket && load_ticket_keys(&o, ticket_paths, nticket, src.ticket_keys) < 0) {
+        sodium_memzero(&src, sizeof(src));
         return 2;
     }
     if (src.nkeys && src.require_signed == 0) {

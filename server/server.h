@@ -17,6 +17,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A TLS session ticket key (--tls-ticket-key): 80 random bytes, laid out as
+ * nginx's ssl_session_ticket_key file (a 16-byte name, a 32-byte
+ * HMAC-SHA-256 key, a 32-byte AES-256 key), so one file serves both. */
+#define TLS_TICKET_KEY_LEN 80u
+#define TLS_TICKET_KEYS_MAX 4u
+/* The longest a TLS 1.3 ticket may live (RFC 8446, 4.6.1): 7 days. */
+#define TLS_TICKET_LIFETIME_MAX 604800u
+
 struct event_base;
 struct store;
 
@@ -56,6 +64,13 @@ struct tcpota_serve_opts {
     size_t nsecrets;
     int require_auth;      /* every device must answer a CHALLENGE (legacy ones cannot) */
     const char *tls_cert, *tls_key; /* PEM files: serve v1 inside TLS */
+    /* TLS session ticket keys (tls_server.h), the first for new tickets,
+     * each for tickets it made; 0 keys: OpenSSL's own, made at start. */
+    const uint8_t (*ticket_keys)[TLS_TICKET_KEY_LEN];
+    size_t nticket_keys;
+    /* How long a TLS session (its ticket) may be resumed, in seconds; 0:
+     * OpenSSL's default, 7,200. */
+    unsigned tls_ticket_lifetime_s;
     /* Fleet mode (image == NULL): the store's directory (store.h), and the
      * control API (api.h) on api_host:api_port (api_host NULL: no API).
      * images_dir: where uploads are written before the store takes them

@@ -7,7 +7,11 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <limits.h>
 #include <stdint.h>
@@ -106,6 +110,73 @@ static void warn_validity(const struct tcpota_serve_opts *o, const char *path, X
     }
 }
 
+/* --tls-ticket-key: the keys of this process (one server context), the
+ * first for new tickets. Read by OpenSSL's ticket callback. */
+#define TICKET_NAME_LEN 16u
+#define TICKET_HMAC_LEN 32u
+#define TICKET_AES_LEN 32u
+static uint8_t ticket_keys[TLS_TICKET_KEYS_MAX][TLS_TICKET_KEY_LEN];
+static size_t nticket_keys;
+
+/* OpenSSL asks for a key to seal a new ticket (enc 1) or for the key that
+ * sealed a ticket a client offers (enc 0: found by its name). Returns 1, 2
+ * for a ticket to renew (sealed by a key that no longer seals new ones:
+ * the client then gets a new ticket under the first key), 0 for a ticket
+ * of no key here (a full handshake follows), -1 on an error. */
+static int ticket_cb(SSL *ssl, unsigned char name[TICKET_NAME_LEN],
+                     unsigned char iv[EVP_MAX_IV_LENGTH], EVP_CIPHER_CTX *cctx,
+                     EVP_MAC_CTX *hctx, int enc)
+{
+    OSSL_PARAM params[3];
+    size_t k = 0;
+
+    (void)ssl;
+    if (enc) {
+        memcpy(name, ticket_keys[0], TICKET_NAME_LEN);
+        if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1 ||
+            EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL,
+                               ticket_keys[0] + TICKET_NAME_LEN + TICKET_HMAC_LEN, iv) != 1) {
+            return -1;
+        }
+    } else {
+        while (k < nticket_keys && CRYPTO_memcmp(name, ticket_keys[k], TICKET_NAME_LEN) != 0) {
+            k++;
+        }
+        if (k == nticket_keys) {
+            return 0;
+        }
+        if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL,
+                               ticket_keys[k] + TICKET_NAME_LEN + TICKET_HMAC_LEN, iv) != 1) {
+            return -1;
+        }
+    }
+    params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY,
+                                                  ticket_keys[k] + TICKET_NAME_LEN, TICKET_HMAC_LEN);
+    params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[2] = OSSL_PARAM_construct_end();
+    if (EVP_MAC_CTX_set_params(hctx, params) != 1) {
+        return -1;
+    }
+    return k == 0 ? 1 : 2;
+}
+
+/* Tickets sealed with the operator's keys: the same on every node behind
+ * a balancer and across restarts, so a device resumes wherever it lands. */
+static int use_ticket_keys(SSL_CTX *ctx, const struct tcpota_serve_opts *o)
+{
+    if (!o->nticket_keys) {
+        return 0;
+    }
+    nticket_keys = o->nticket_keys < TLS_TICKET_KEYS_MAX ? o->nticket_keys : TLS_TICKET_KEYS_MAX;
+    memcpy(ticket_keys, o->ticket_keys, nticket_keys * TLS_TICKET_KEY_LEN);
+    if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb) != 1) {
+        fprintf(stderr, "tcpota serve: OpenSSL refused the ticket key callback: %s\n",
+                ERR_reason_error_string(ERR_get_error()));
+        return -1;
+    }
+    return 0;
+}
+
 SSL_CTX *tls_context(const struct tcpota_serve_opts *o, const char *cert, const char *key)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -149,6 +220,14 @@ SSL_CTX *tls_context(const struct tcpota_serve_opts *o, const char *cert, const 
      * streaming one reuses the same freed block for every record rather
      * than keeping its own (as nginx does). */
     (void)SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    if (use_ticket_keys(ctx, o) < 0) {
+        goto fail;
+    }
+    if (o->tls_ticket_lifetime_s) {
+        /* A device that checks in less often than this makes a full
+         * handshake every time. */
+        (void)SSL_CTX_set_timeout(ctx, (long)o->tls_ticket_lifetime_s);
+    }
     warn_validity(o, cert, SSL_CTX_get0_certificate(ctx));
     return ctx;
 fail:
