@@ -19,6 +19,7 @@ struct proxied {
     evutil_socket_t fd;
     struct event *ev;
     int lowat; /* SO_RCVLOWAT raised to wait for the rest of a split header */
+    ssize_t peeked; /* bytes seen at the last look (a wakeup with no more: the peer closed) */
     char host[TEXT_HOST_LEN], port[TEXT_PORT_LEN]; /* the balancer's */
 };
 
@@ -88,6 +89,12 @@ static void header_cb(evutil_socket_t fd, short what, void *arg)
         drop(p, 0);
         return;
     }
+    if (n == p->peeked) {
+        /* SO_RCVLOWAT asked for more: only an end of stream wakes us so. */
+        refuse(p, "it closed before its header ended");
+        return;
+    }
+    p->peeked = n;
     len = proxy_parse(buf, (size_t)n, &a, &why);
     if (len < 0) {
         refuse(p, why);

@@ -131,6 +131,12 @@ bad "give the balancers' IP addresses, separated by commas" 10.0.0.5,
 bad "at most 16 balancer addresses" "$(seq -s, -f '10.0.0.%g' 1 17)"
 ok "bad --proxy-protocol values refused"
 
+# Half a header, then the end of stream: refused at once (not a loop on a
+# readable socket until the 10 s limit).
+python3 -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.4',0)); s.connect(('127.0.0.3',$N_PORT)); s.send(b'PROXY TCP4 1.2'); time.sleep(0.2); s.close()"
+wait_line N.log "refused: .*PROXY protocol header .*: it closed before its header ended" 2
+ok "half a header, then the end: refused at once"
+
 # A connection that has sent half a header when the node stops: freed (the
 # ASan build's leak check), and the node exits 0.
 python3 -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.4',0)); s.connect(('127.0.0.3',$N_PORT)); s.send(b'PROXY TCP4 1.2'); time.sleep(5)" &
