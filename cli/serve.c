@@ -13,6 +13,7 @@
 #include "tcpota/manifest.h"
 #include "tcpota/version.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <sodium.h>
 #include <stdarg.h>
@@ -70,6 +71,10 @@ static void usage(FILE *f)
             "                        devices cannot, and are refused\n"
             "  --allow-unauthenticated-legacy   with --require-auth, serve req0/req1 devices\n"
             "                        anyway: anyone who can connect then gets the image\n"
+            "  --proxy-protocol A[,A]  connections from these addresses (a TCP balancer's)\n"
+            "                        begin with a PROXY protocol header (HAProxy's send-proxy\n"
+            "                        or send-proxy-v2): the device's own address is taken from\n"
+            "                        it, for the log, the registry and --max-unauth-per-addr\n"
             "  --max-unauth-per-addr N   connections one address may hold before they\n"
             "                        authenticate, with TLS or --require-auth (default %u;\n"
             "                        0 = no limit)\n",
@@ -210,6 +215,43 @@ static int load_ticket_keys(struct tcpota_serve_opts *o, const char *const *path
     return 0;
 }
 
+/* --proxy-protocol ADDR[,ADDR...]: each an IPv4 or IPv6 address, kept in
+ * the form the server writes a peer's. Returns 0 or -1 after a message. */
+static int parse_proxy_from(const char *val, char (*out)[PROXY_FROM_LEN], size_t *count)
+{
+    const char *s = val;
+
+    do {
+        const char *end = strchr(s, ',');
+        size_t n = end ? (size_t)(end - s) : strlen(s);
+        char one[PROXY_FROM_LEN];
+        uint8_t bin[16];
+        int fam;
+
+        if (n == 0 || n >= sizeof(one)) {
+            fprintf(stderr, "tcpota serve: --proxy-protocol %s: give the balancers' IP addresses, "
+                            "separated by commas (e.g. 10.0.0.5,10.0.0.6)\n", val);
+            return -1;
+        }
+        memcpy(one, s, n);
+        one[n] = '\0';
+        fam = inet_pton(AF_INET, one, bin) == 1 ? AF_INET : inet_pton(AF_INET6, one, bin) == 1 ? AF_INET6 : 0;
+        if (!fam) {
+            fprintf(stderr, "tcpota serve: --proxy-protocol: '%s' is not an IP address; give the "
+                            "balancers' addresses (e.g. 10.0.0.5), not names\n", one);
+            return -1;
+        }
+        if (*count == PROXY_FROM_MAX) {
+            fprintf(stderr, "tcpota serve: --proxy-protocol: at most %u balancer addresses\n",
+                    PROXY_FROM_MAX);
+            return -1;
+        }
+        inet_ntop(fam, bin, out[(*count)++], PROXY_FROM_LEN);
+        s = end ? end + 1 : NULL;
+    } while (s);
+    return 0;
+}
+
 /* Reads the manifest at path (a regular file of at most TCPOTA_MAX_MANIFEST
  * bytes) into *man. Returns 0 or -1 after printing what is wrong. */
 static int load_manifest(const char *path, uint8_t **man, size_t *len)
@@ -293,6 +335,8 @@ struct sources {
     uint8_t keys[MAX_KEYS][32];
     size_t nkeys;
     uint8_t ticket_keys[TLS_TICKET_KEYS_MAX][TLS_TICKET_KEY_LEN]; /* --tls-ticket-key */
+    char proxy_from[PROXY_FROM_MAX][PROXY_FROM_LEN]; /* --proxy-protocol, as text_sockaddr writes them */
+    size_t nproxy_from;
     int running; /* the server runs: a load is a reload (SIGHUP) */
 };
 
@@ -603,6 +647,10 @@ static int serve_args(int argc, char **argv)
             o.tls_cert = val;
         } else if (strcmp(a, "--tls-key") == 0) {
             o.tls_key = val;
+        } else if (strcmp(a, "--proxy-protocol") == 0) {
+            if (parse_proxy_from(val, src.proxy_from, &src.nproxy_from) < 0) return 2;
+            o.proxy_from = (const char(*)[PROXY_FROM_LEN])src.proxy_from;
+            o.nproxy_from = src.nproxy_from;
         } else if (strcmp(a, "--tls-ticket-lifetime") == 0) {
             if (cli_number(val, a, 1, TLS_TICKET_LIFETIME_MAX, &v) < 0) return 2;
             o.tls_ticket_lifetime_s = (unsigned)v;

@@ -26,7 +26,7 @@ static const struct {
     {"no-require-signed", 0}, {"allow-legacy", 0}, {"auth-file", 1}, {"require-auth", 0},
     {"allow-unauthenticated-legacy", 0}, {"max-unauth-per-addr", 1}, {"tls-cert", 1},
     {"tls-key", 1}, {"tls-ticket-key", 1}, {"tls-ticket-lifetime", 1}, {"data", 1}, {"db", 1},
-    {"api", 1}, {"max-image", 1}, {"ota-listen", 1},
+    {"api", 1}, {"max-image", 1}, {"ota-listen", 1}, {"proxy-protocol", 1},
 };
 
 /* Returns the index of name in options, or -1. */

@@ -6,7 +6,7 @@ set -euo pipefail
 build=$1 secs=$2
 cd "$(dirname "$0")/.."
 jobs=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 1)}
-targets=(decoder server device legacy)
+targets=(decoder server device legacy proxy)
 
 # run_one T: one target; its log in $build/fuzz-T.log, exit status kept.
 run_one() {

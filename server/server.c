@@ -2,6 +2,7 @@
  * once-a-second sweep and the summary. What each other file does:
  * server_internal.h. */
 #include "server.h"
+#include "proxied.h"
 #include "conn.h"
 #include "fleet.h"
 #include "log.h"
@@ -30,10 +31,20 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
 {
     struct server *srv = arg;
     char host[TEXT_HOST_LEN], port[TEXT_PORT_LEN];
-    int unauth = 0;
     (void)lis;
 
     text_sockaddr(sa, (socklen_t)salen, host, port);
+    if (srv->o->nproxy_from && proxied_from(srv, host)) {
+        proxied_start(srv, fd, host, port); /* then accept_from, with the device's address */
+        return;
+    }
+    accept_from(srv, fd, host, port);
+}
+
+void accept_from(struct server *srv, evutil_socket_t fd, const char *host, const char *port)
+{
+    int unauth = 0;
+
     if (srv->nconns >= srv->o->max_conns) {
         srv->stats.refused++;
         say_peer(srv, host, port, "refused: %u connections already (limit)", srv->nconns);
@@ -546,6 +557,7 @@ out:
         accept_pause_unguard(srv.lis);
         evconnlistener_free(srv.lis);
     }
+    proxied_free_all(&srv);
     fleet_close(&srv);
     if (srv.base) event_base_free(srv.base);
     if (srv.tls) SSL_CTX_free(srv.tls);

@@ -24,6 +24,10 @@
 #define TLS_TICKET_KEYS_MAX 4u
 /* The longest a TLS 1.3 ticket may live (RFC 8446, 4.6.1): 7 days. */
 #define TLS_TICKET_LIFETIME_MAX 604800u
+/* --proxy-protocol: at most this many balancer addresses, each as text of
+ * at most PROXY_FROM_LEN - 1 bytes (an IPv6 address). */
+#define PROXY_FROM_MAX 16u
+#define PROXY_FROM_LEN 48u
 
 struct event_base;
 struct store;
@@ -71,6 +75,10 @@ struct tcpota_serve_opts {
     /* How long a TLS session (its ticket) may be resumed, in seconds; 0:
      * OpenSSL's default, 7,200. */
     unsigned tls_ticket_lifetime_s;
+    /* --proxy-protocol: balancers whose connections begin with a PROXY
+     * protocol header (proxied.h), as text_sockaddr writes an address. */
+    const char (*proxy_from)[PROXY_FROM_LEN];
+    size_t nproxy_from;
     /* Fleet mode (image == NULL): the store's directory (store.h), and the
      * control API (api.h) on api_host:api_port (api_host NULL: no API).
      * images_dir: where uploads are written before the store takes them

@@ -10,6 +10,8 @@
  *   legacy.c  serving the sample's req0/req1 devices on a connection
  *   auth.c    device secrets: checking an answer to a CHALLENGE, backoff
  *   unauth.c  connections per address that have not authenticated yet
+ *   proxied.c a trusted balancer's connections: their PROXY header first
+ *             (proxy_proto.c parses it, versions 1 and 2)
  *   image.c   the image: load, CRCs, the prebuilt DATA frames (memfd)
  *   offer.c   whether a device is offered the image (model, version, failures)
  *   devices.c what each device reported (failures, outcome)
@@ -119,6 +121,7 @@ struct server {
     uint8_t devices_full_said; /* "registry full" was logged */
     struct conn *conns;
     unsigned nconns;
+    struct proxied *proxied; /* a trusted balancer's connections before their header (proxied.h) */
     /* Plain connections that have handed their whole image to the kernel
      * (conn.c, tail_enter): watched by an epoll instance of their own,
      * outside the loop, which tail_ev reads every TAIL_MS while any is
@@ -193,11 +196,16 @@ struct conn {
     uint8_t tx[TCPOTA_SRV_TX_MIN];
 };
 
-/* Monotonic seconds. */
 /* Says msg as a line of the server's log (arg: the struct server); the
  * listeners' accept_pause_say_fn. */
 void server_say_line(void *arg, const char *msg);
 
+/* A connection accepted from host:port (the device's own address, also
+ * behind a trusted balancer: proxied.h): the connection limits, then
+ * conn_new (server.c). */
+void accept_from(struct server *srv, evutil_socket_t fd, const char *host, const char *port);
+
+/* Monotonic seconds. */
 static inline double now_s(void)
 {
     struct timespec ts;

@@ -47,3 +47,8 @@ target_link_libraries(test_metrics PRIVATE tcpota_server)
 tcpota_unit_test(test_http_range ${CMAKE_CURRENT_LIST_DIR}/test_http_range.c
                  ${PROJECT_SOURCE_DIR}/server/http_range.c)
 target_include_directories(test_http_range PRIVATE ${PROJECT_SOURCE_DIR}/server)
+
+# The PROXY protocol header a trusted balancer sends (server/proxy_proto.c).
+tcpota_unit_test(test_proxy_proto ${CMAKE_CURRENT_LIST_DIR}/test_proxy_proto.c
+                 ${PROJECT_SOURCE_DIR}/server/proxy_proto.c)
+target_include_directories(test_proxy_proto PRIVATE ${PROJECT_SOURCE_DIR}/server)

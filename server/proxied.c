@@ -1,0 +1,152 @@
+/* proxied.c - a trusted balancer's connections: the PROXY header first
+ * (see proxied.h). */
+#include "proxied.h"
+#include "log.h"
+#include "proxy_proto.h"
+#include "server_internal.h"
+#include "text.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+struct proxied {
+    struct server *srv;
+    struct proxied *prev, *next;
+    evutil_socket_t fd;
+    struct event *ev;
+    int lowat; /* SO_RCVLOWAT raised to wait for the rest of a split header */
+    ssize_t peeked; /* bytes seen at the last look (a wakeup with no more: the peer closed) */
+    char host[TEXT_HOST_LEN], port[TEXT_PORT_LEN]; /* the balancer's */
+};
+
+/* An IPv4 peer of a dual-stack listener is written ::ffff:a.b.c.d. */
+static const char *unmapped(const char *host)
+{
+    return strncmp(host, "::ffff:", 7) == 0 && strchr(host + 7, '.') ? host + 7 : host;
+}
+
+int proxied_from(const struct server *srv, const char *host)
+{
+    const char *h = unmapped(host);
+
+    for (size_t i = 0; i < srv->o->nproxy_from; i++) {
+        if (strcmp(srv->o->proxy_from[i], h) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Unlinks and frees p; closes its socket unless keep_fd. */
+static void drop(struct proxied *p, int keep_fd)
+{
+    struct server *srv = p->srv;
+
+    if (p->prev) p->prev->next = p->next;
+    else srv->proxied = p->next;
+    if (p->next) p->next->prev = p->prev;
+    event_free(p->ev);
+    if (!keep_fd) evutil_closesocket(p->fd);
+    free(p);
+}
+
+static void refuse(struct proxied *p, const char *why)
+{
+    p->srv->stats.refused++;
+    say_peer(p->srv, p->host, p->port, "refused: a connection from this balancer must begin with "
+             "a PROXY protocol header (--proxy-protocol; HAProxy: send-proxy or send-proxy-v2): "
+             "%s; closing", why);
+    drop(p, 0);
+}
+
+static void header_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxied *p = arg;
+    struct server *srv = p->srv;
+    struct proxy_addr a;
+    uint8_t buf[PROXY_HDR_MAX];
+    char host[TEXT_HOST_LEN], port[TEXT_PORT_LEN];
+    const char *why;
+    ssize_t n;
+    int len, one = 1;
+
+    if (what & EV_TIMEOUT) {
+        char w[64];
+        snprintf(w, sizeof(w), "none came within %d s", PROXY_HEADER_TIMEOUT_S);
+        refuse(p, w);
+        return;
+    }
+    n = recv(fd, buf, sizeof(buf), MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        return; /* the event stays added (EV_PERSIST) */
+    }
+    if (n <= 0) {
+        /* Closed without a byte: a balancer's health check. */
+        drop(p, 0);
+        return;
+    }
+    if (n == p->peeked) {
+        /* SO_RCVLOWAT asked for more: only an end of stream wakes us so. */
+        refuse(p, "it closed before its header ended");
+        return;
+    }
+    p->peeked = n;
+    len = proxy_parse(buf, (size_t)n, &a, &why);
+    if (len < 0) {
+        refuse(p, why);
+        return;
+    }
+    if (len == 0) {
+        /* Split over segments: wake when more than this has come. */
+        int more = (int)n + 1;
+        p->lowat = setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &more, sizeof(more)) == 0;
+        return;
+    }
+    if (recv(fd, buf, (size_t)len, 0) != len) {
+        refuse(p, "the header could not be taken from the socket");
+        return;
+    }
+    if (p->lowat) {
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+    }
+    if (a.local) {
+        (void)text_copy(host, sizeof(host), p->host);
+        (void)text_copy(port, sizeof(port), p->port);
+    } else {
+        text_sockaddr((const struct sockaddr *)&a.src, a.srclen, host, port);
+    }
+    drop(p, 1);
+    accept_from(srv, fd, host, port);
+}
+
+void proxied_start(struct server *srv, evutil_socket_t fd, const char *host, const char *port)
+{
+    struct timeval limit = {PROXY_HEADER_TIMEOUT_S, 0};
+    struct proxied *p = calloc(1, sizeof(*p));
+
+    if (!p || !(p->ev = event_new(srv->base, fd, EV_READ | EV_PERSIST, header_cb, p)) ||
+        event_add(p->ev, &limit) < 0) {
+        if (p && p->ev) event_free(p->ev);
+        free(p);
+        evutil_closesocket(fd);
+        return;
+    }
+    p->srv = srv;
+    p->fd = fd;
+    (void)text_copy(p->host, sizeof(p->host), host);
+    (void)text_copy(p->port, sizeof(p->port), port);
+    p->next = srv->proxied;
+    if (srv->proxied) srv->proxied->prev = p;
+    srv->proxied = p;
+}
+
+void proxied_free_all(struct server *srv)
+{
+    while (srv->proxied) {
+        drop(srv->proxied, 0);
+    }
+}

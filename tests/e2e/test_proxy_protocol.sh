@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# --proxy-protocol behind a real HAProxy (its config written here): the nodes
+# see the device's own address, not the balancer's.
+#  - send-proxy-v2 and send-proxy (v1): devices update, and the log names
+#    them by their own address (127.0.0.1), not HAProxy's source (127.0.0.4);
+#  - HAProxy's health checks (a connect and a close) leave no line;
+#  - a backend without send-proxy: its connections are refused with what to
+#    configure, the device fails;
+#  - --max-unauth-per-addr counts each device's address: two idle clients
+#    from 127.0.0.5 and 127.0.0.6 through one HAProxy are both taken, a
+#    second one from 127.0.0.5 is refused (before, all were HAProxy's one
+#    address, and the second client was refused);
+#  - bad --proxy-protocol values are refused.
+source "$(dirname "$0")/lib.sh"
+T=$TCPOTA
+cd "$WORK"
+command -v haproxy > /dev/null || fail "haproxy is not installed (make deps installs it)"
+make_image img 150000
+
+# node NAME ARGS...: a single-image server on 127.0.0.3 trusting 127.0.0.4.
+node() {
+  local name=$1; shift
+  "$T" serve --listen 127.0.0.3:0 --version 2.0.0 --proxy-protocol 127.0.0.4 "$@" img 2> "$name.log" &
+  PIDS+=($!)
+  printf -v "${name}_PID" '%s' "$!"
+  wait_line "$name.log" 'listening on'
+  printf -v "${name}_PORT" '%s' "$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' "$name.log" | head -1)"
+}
+"$T" keygen --device-secret --out dev1.secret 2> /dev/null || fail keygen
+echo "dev1 $(cut -d' ' -f3 dev1.secret)" > secrets && chmod 600 secrets
+node N
+node U --require-auth --auth-file secrets --max-unauth-per-addr 1
+read -r P2 P1 P0 PU < <(python3 -c '
+import socket
+ss = [socket.socket() for _ in range(4)]
+for s in ss: s.bind(("127.0.0.2", 0))
+print(*[s.getsockname()[1] for s in ss])')
+cat > haproxy.cfg <<EOF
+global
+  maxconn 1000
+defaults
+  mode tcp
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+frontend v2
+  bind 127.0.0.2:$P2
+  default_backend v2
+backend v2
+  source 127.0.0.4
+  server n 127.0.0.3:$N_PORT send-proxy-v2 check inter 100ms
+frontend v1
+  bind 127.0.0.2:$P1
+  default_backend v1
+backend v1
+  source 127.0.0.4
+  server n 127.0.0.3:$N_PORT send-proxy
+frontend none
+  bind 127.0.0.2:$P0
+  default_backend none
+backend none
+  source 127.0.0.4
+  server n 127.0.0.3:$N_PORT
+frontend unauth
+  bind 127.0.0.2:$PU
+  default_backend unauth
+backend unauth
+  source 127.0.0.4
+  server n 127.0.0.3:$U_PORT send-proxy-v2
+EOF
+haproxy -c -f haproxy.cfg > haproxy-check.log 2>&1 || fail "haproxy rejects its config: $(cat haproxy-check.log)"
+haproxy -db -f haproxy.cfg > haproxy.log 2>&1 &
+PIDS+=($!)
+for p in $P2 $P1 $P0 $PU; do
+  for ((i = 0; i < 100; i++)); do
+    python3 -c "import socket,sys; socket.create_connection(('127.0.0.2', $p), 0.2).close()" 2> /dev/null && break
+    sleep 0.05
+  done
+done
+
+dev() { # dev ID PORT: one device run through HAProxy
+  "$T" device --server "127.0.0.2:$2" --flash "$1" --id "$1" --progress none --max-attempts 1 2> "$1.log"
+}
+dev d2 "$P2" || fail "d2 (send-proxy-v2) failed: $(tail -3 d2.log)"
+dev d1 "$P1" || fail "d1 (send-proxy) failed: $(tail -3 d1.log)"
+check_device d2 img
+for d in d1 d2; do
+  grep -q "\[$d 127\.0\.0\.1:[0-9]*\] done: image 2.0.0 verified" N.log ||
+    fail "$d is not logged by its own address: $(grep "\[$d " N.log | head -3)"
+  ! grep -q "\[$d 127\.0\.0\.4:" N.log || fail "$d was logged by HAProxy's address"
+done
+ok "send-proxy-v2 and send-proxy: devices update, logged by their own address"
+sleep 0.5 # a few health checks more
+! grep -q "refused" N.log || fail "health checks were refused: $(grep refused N.log | head -3)"
+ok "HAProxy's health checks leave no line"
+
+rc=0; dev d0 "$P0" || rc=$?
+[ $rc -ne 0 ] || fail "a device through a backend without send-proxy updated"
+grep -q "\[- 127\.0\.0\.4:[0-9]*\] refused: a connection from this balancer must begin with a PROXY protocol header (--proxy-protocol; HAProxy: send-proxy or send-proxy-v2): no PROXY protocol header" N.log ||
+  fail "no refusal naming the missing header: $(tail -3 N.log)"
+ok "a backend without send-proxy: refused, saying what to configure"
+
+python3 - "$PU" > unauth.out 2>&1 <<'PY' || fail "idle clients: $(cat unauth.out)"
+import socket, sys, time
+port = int(sys.argv[1])
+def idle(src):
+    s = socket.socket()
+    s.bind((src, 0))
+    s.connect(("127.0.0.2", port))
+    return s
+a = idle("127.0.0.5")
+time.sleep(0.3)
+b = idle("127.0.0.6")
+time.sleep(0.3)
+c = idle("127.0.0.5")
+time.sleep(0.5)
+print("done")
+PY
+grep -q "refused: 127.0.0.5 already holds 1 connections that have not authenticated" U.log ||
+  fail "a second idle client from 127.0.0.5 was not refused: $(tail -5 U.log)"
+[ "$(grep -c 'refused:' U.log)" = 1 ] || fail "other clients were refused too: $(grep 'refused:' U.log)"
+ok "--max-unauth-per-addr counts each device's own address"
+
+bad() { # bad REGEX VALUE
+  local rc=0
+  "$T" serve --listen 127.0.0.1:0 --proxy-protocol "$2" img > bad.out 2>&1 || rc=$?
+  [ $rc -eq 2 ] && grep -q -- "$1" bad.out || fail "--proxy-protocol '$2': rc $rc: $(cat bad.out)"
+}
+bad "--proxy-protocol: 'lb.example' is not an IP address; give the balancers' addresses" lb.example
+bad "give the balancers' IP addresses, separated by commas" 10.0.0.5,
+bad "at most 16 balancer addresses" "$(seq -s, -f '10.0.0.%g' 1 17)"
+ok "bad --proxy-protocol values refused"
+
+# Half a header, then the end of stream: refused at once (not a loop on a
+# readable socket until the 10 s limit).
+python3 -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.4',0)); s.connect(('127.0.0.3',$N_PORT)); s.send(b'PROXY TCP4 1.2'); time.sleep(0.2); s.close()"
+wait_line N.log "refused: .*PROXY protocol header .*: it closed before its header ended" 2
+ok "half a header, then the end: refused at once"
+
+# A connection that has sent half a header when the node stops: freed (the
+# ASan build's leak check), and the node exits 0.
+python3 -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.4',0)); s.connect(('127.0.0.3',$N_PORT)); s.send(b'PROXY TCP4 1.2'); time.sleep(5)" &
+PIDS+=($!)
+sleep 0.3
+kill -TERM "$N_PID"
+rc=0; wait "$N_PID" || rc=$?
+[ $rc -eq 0 ] || fail "the node exited $rc on SIGTERM with a header half read: $(tail -3 N.log)"
+ok "a node stops cleanly with a header half read"
