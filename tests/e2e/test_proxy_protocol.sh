@@ -12,6 +12,7 @@
 #    address, and the second client was refused);
 #  - bad --proxy-protocol values are refused.
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fleet_lib.sh"
 T=$TCPOTA
 cd "$WORK"
 command -v haproxy > /dev/null || fail "haproxy is not installed (make deps installs it)"
@@ -30,9 +31,10 @@ node() {
 echo "dev1 $(cut -d' ' -f3 dev1.secret)" > secrets && chmod 600 secrets
 node N
 node U --require-auth --auth-file secrets --max-unauth-per-addr 1
-read -r P2 P1 P0 PU < <(python3 -c '
+LISTEN=127.0.0.3:0 start_fleet --proxy-protocol 127.0.0.4 # a fleet node: SERVER_PORT, the API
+read -r P2 P1 P0 PU PF < <(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(4)]
+ss = [socket.socket() for _ in range(5)]
 for s in ss: s.bind(("127.0.0.2", 0))
 print(*[s.getsockname()[1] for s in ss])')
 cat > haproxy.cfg <<EOF
@@ -67,11 +69,17 @@ frontend unauth
 backend unauth
   source 127.0.0.4
   server n 127.0.0.3:$U_PORT send-proxy-v2
+frontend fleet
+  bind 127.0.0.2:$PF
+  default_backend fleet
+backend fleet
+  source 127.0.0.4
+  server n 127.0.0.3:$SERVER_PORT send-proxy-v2
 EOF
 haproxy -c -f haproxy.cfg > haproxy-check.log 2>&1 || fail "haproxy rejects its config: $(cat haproxy-check.log)"
 haproxy -db -f haproxy.cfg > haproxy.log 2>&1 &
 PIDS+=($!)
-for p in $P2 $P1 $P0 $PU; do
+for p in $P2 $P1 $P0 $PU $PF; do
   for ((i = 0; i < 100; i++)); do
     python3 -c "import socket,sys; socket.create_connection(('127.0.0.2', $p), 0.2).close()" 2> /dev/null && break
     sleep 0.05
@@ -93,6 +101,11 @@ ok "send-proxy-v2 and send-proxy: devices update, logged by their own address"
 sleep 0.5 # a few health checks more
 ! grep -q "refused" N.log || fail "health checks were refused: $(grep refused N.log | head -3)"
 ok "HAProxy's health checks leave no line"
+
+dev dF "$PF" || fail "dF through HAProxy to the fleet node failed: $(tail -3 dF.log)"
+addr=$("$T" device show dF --json | jq_py 'j["address"]') || fail "device show dF"
+[ "$addr" = 127.0.0.1 ] || fail "the registry has dF at $addr, not its own address 127.0.0.1"
+ok "the fleet's registry has the device's own address"
 
 rc=0; dev d0 "$P0" || rc=$?
 [ $rc -ne 0 ] || fail "a device through a backend without send-proxy updated"
