@@ -36,6 +36,16 @@ make_image() {
   [ "$(stat -c %s "$1")" -eq "$2" ] || fail "could not make a $2-byte image"
 }
 
+# server_cert: a self-signed ECDSA P-256 certificate for localhost and
+# 127.0.0.1, valid 2 days, in srv.pem, its key in srv.key (0600), in the
+# current directory.
+server_cert() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key -out srv.pem \
+    -days 2 -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" > /dev/null 2>&1 ||
+    fail "openssl could not make a certificate"
+  chmod 600 srv.key
+}
+
 # wait_line FILE REGEX [SECONDS]: waits until a line of FILE matches.
 wait_line() {
   local i

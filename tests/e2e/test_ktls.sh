@@ -24,9 +24,7 @@ BUSYBOX=$(command -v busybox) || fail "no busybox: apt-get install busybox-stati
 
 size=$((4 * 1024 * 1024))
 make_image img $size
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key -out srv.pem \
-  -days 2 -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" > /dev/null 2>&1 ||
-  fail "openssl could not make a certificate"
+server_cert
 
 # The initramfs: busybox, tcpota and every library it loads, the test's files.
 ir=$WORK/ir

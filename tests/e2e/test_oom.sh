@@ -19,9 +19,7 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fleet_lib.sh"
 cd "$WORK"
 [ -f "${FAILQUEUE:-}" ] || fail "FAILQUEUE must name the tcpota-failqueue library"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key -out srv.pem \
-  -days 2 -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" > /dev/null 2>&1 ||
-  fail "openssl could not make a certificate"
+server_cert
 make_image img 1048576
 # The server, and only it, with the library (under ASan, whose runtime must
 # come first among the preloaded libraries, after it).

@@ -9,10 +9,7 @@
 source "$(dirname "$0")/lib.sh"
 T=$TCPOTA
 cd "$WORK"
-q() { "$@" > /dev/null 2>&1 || fail "openssl: $*"; }
-q openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key -out srv.pem \
-  -days 2 -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1"
-chmod 600 srv.key
+server_cert
 make_image img 100000
 start_server img 2.0.0 --tls-cert srv.pem --tls-key srv.key
 # run NAME: one connection of the device in dev/ (its stderr in NAME.log).

@@ -16,10 +16,7 @@
 source "$(dirname "$0")/lib.sh"
 T=$TCPOTA
 cd "$WORK"
-q() { "$@" > /dev/null 2>&1 || fail "openssl: $*"; }
-q openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key -out srv.pem \
-  -days 2 -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1"
-chmod 600 srv.key
+server_cert
 make_image img 100000
 
 "$T" keygen --ticket-key --out k1 2> keygen.log || fail "keygen --ticket-key: $(cat keygen.log)"

@@ -13,9 +13,7 @@
 # segment, left the data to zero-window probes, 40 s apart under ASan.)
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key -out srv.pem \
-  -days 2 -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" > /dev/null 2>&1 ||
-  fail "openssl could not make a certificate"
+server_cert
 make_image img $((16 * 1024 * 1024))
 start_server img 2.0.0 --tls-cert srv.pem --tls-key srv.key --no-progress
 timeout 120 python3 - "$SERVER_PORT" srv.pem img > burst.out 2>&1 <<'PY' || fail "$(tail -3 burst.out)"

@@ -417,10 +417,11 @@ static void full_disk_child(const char *dir)
     _exit(failed ? 0 : 4);
 }
 
-static void test_disk_full(void **state)
+/* Runs child(dir) in a process of its own (its file size limit must not
+ * outlive it), with the store closed meanwhile: it must exit 0; the store
+ * is opened again after. */
+static void in_child(struct fx *f, void (*child)(const char *dir))
 {
-    struct fx *f = *state;
-    struct store_req *r;
     int status;
     pid_t pid;
 
@@ -429,13 +430,21 @@ static void test_disk_full(void **state)
     pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        full_disk_child(f->dir);
+        child(f->dir);
     }
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
-    /* What was committed before the disk filled is intact. */
     ss_fx_open(f);
+}
+
+static void test_disk_full(void **state)
+{
+    struct fx *f = *state;
+    struct store_req *r;
+
+    in_child(f, full_disk_child);
+    /* What was committed before the disk filled is intact. */
     r = ss_device_get(f, "full-000-0000000000000000000000000000000000000000");
     assert_int_equal(r->rc, STORE_OK);
     assert_int_equal(r->u.device.dev->state, STORE_ST_ROLLED_BACK);
@@ -506,20 +515,8 @@ static void test_failing_commits_answer_nothing_early(void **state)
 {
     struct fx *f = *state;
     struct store_req *r;
-    int status;
-    pid_t pid;
 
-    store_close(f->st);
-    f->st = NULL;
-    pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        failing_commit_child(f->dir);
-    }
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
-    ss_fx_open(f);
+    in_child(f, failing_commit_child);
     r = ss_device_get(f, "wait-room-again");
     assert_int_equal(r->rc, STORE_OK);
     store_req_free(r);
