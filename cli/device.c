@@ -316,6 +316,9 @@ static int flash_lock(struct device *dv)
     if (dv->lock_fd < 0) {
         say(dv, "cannot open %s: %s; the device writes its directory, so it must be writable",
             path, strerror(errno));
+        if (made) {
+            (void)rmdir(dv->o.dir); /* as it was: the next run starts as this one did */
+        }
         return -1;
     }
     {

@@ -536,11 +536,11 @@ static int write_manifest(const char *out, const char *image, const char *key, c
                           int n)
 {
     struct stat st, other;
-    char target[4096], tmp[4096 + 8];
-    mode_t mask;
-    int fd, ok, err;
+    char target[4096], tmp[4096 + 8], *slash;
+    mode_t mask, mode;
+    int fd, dfd, ok, err, exists = stat(out, &st) == 0;
 
-    if (stat(out, &st) == 0) {
+    if (exists) {
         if (!S_ISREG(st.st_mode)) {
             fprintf(stderr, "tcpota sign: --out %s is not a regular file%s%s%s; give a file name\n",
                     out, S_ISDIR(st.st_mode) || S_ISFIFO(st.st_mode) ? " (it is " : "",
@@ -562,12 +562,15 @@ static int write_manifest(const char *out, const char *image, const char *key, c
     snprintf(tmp, sizeof(tmp), "%s.XXXXXX", target);
     if ((fd = mkstemp(tmp)) < 0) {
         err = errno;
-        fprintf(stderr, "tcpota sign: cannot write %s: %s\n", out, strerror(err));
+        fprintf(stderr, "tcpota sign: cannot write %s: %s (sign writes a new file beside it and "
+                        "renames it over)\n", out, strerror(err));
         return err == ENOENT || err == EACCES || err == ENOTDIR ? 2 : 1; /* a bad --out */
     }
     mask = umask(0);
     umask(mask);
-    ok = fchmod(fd, 0644 & ~mask) == 0 && write(fd, man, (size_t)n) == n && fsync(fd) == 0;
+    mode = exists ? st.st_mode & 07777 : 0644 & ~mask; /* a manifest replaced keeps its mode */
+    errno = EIO; /* a short write sets none */
+    ok = fchmod(fd, mode) == 0 && write(fd, man, (size_t)n) == n && fsync(fd) == 0;
     err = errno;
     if (close(fd) < 0 && ok) {
         ok = 0;
@@ -583,6 +586,14 @@ static int write_manifest(const char *out, const char *image, const char *key, c
                                                  "written)" : "");
         unlink(tmp);
         return 1;
+    }
+    /* The rename itself lasts once the directory is synced. */
+    slash = strrchr(target, '/');
+    if (slash) *slash = '\0';
+    dfd = open(slash ? (*target ? target : "/") : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
     }
     return 0;
 }

@@ -14,6 +14,7 @@
 #include "tcpota/version.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <errno.h>
 #include <sodium.h>
 #include <stdarg.h>
@@ -245,6 +246,12 @@ static int parse_proxy_from(const char *val, char (*out)[PROXY_FROM_LEN], size_t
             fprintf(stderr, "tcpota serve: --proxy-protocol: at most %u balancer addresses\n",
                     PROXY_FROM_MAX);
             return -1;
+        }
+        if (fam == AF_INET6 && IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)(const void *)bin)) {
+            /* The server compares an IPv4 peer of a dual-stack socket in
+             * its IPv4 form (proxied.c). */
+            fam = AF_INET;
+            memmove(bin, bin + 12, 4);
         }
         inet_ntop(fam, bin, out[(*count)++], PROXY_FROM_LEN);
         s = end ? end + 1 : NULL;

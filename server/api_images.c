@@ -329,10 +329,10 @@ static void add_list_done(struct api_call *c, struct store_req *r)
         return;
     }
     if (!c->api->cfg.images_dir || write_body(c, evhttp_request_get_input_buffer(c->req)) < 0) {
-        int e = errno, full = e == ENOSPC || e == EDQUOT;
+        int e = c->api->cfg.images_dir ? errno : 0, full = e == ENOSPC || e == EDQUOT;
         api_error(c, full ? 507 : 500, NULL, "cannot write the image into %s: %s%s",
                   c->api->cfg.images_dir ? c->api->cfg.images_dir : "(no images directory)",
-                  strerror(e), full ? "; free space on that disk, then add the image again" : "");
+                  e ? strerror(e) : "no directory", full ? "; free space on that disk, then add the image again" : "");
         return;
     }
     if ((add = api_req(c, STORE_IMAGE_ADD)) != NULL) {

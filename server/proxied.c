@@ -20,6 +20,8 @@ struct proxied {
     struct event *ev;
     int lowat; /* SO_RCVLOWAT raised to wait for the rest of a split header */
     ssize_t peeked; /* bytes seen at the last look (a wakeup with no more: the peer closed) */
+    int local;      /* a LOCAL header was taken: waiting for a first byte after it */
+    double deadline; /* monotonic: the header (and, after LOCAL, a byte) by then */
     char host[TEXT_HOST_LEN], port[TEXT_PORT_LEN]; /* the balancer's */
 };
 
@@ -63,6 +65,52 @@ static void refuse(struct proxied *p, const char *why)
     drop(p, 0);
 }
 
+/* Waits again, until the deadline (a persistent event's timeout would
+ * start over at every wakeup: a byte every 9 s would hold it for minutes). */
+static void wait_more(struct proxied *p)
+{
+    double left = p->deadline - now_s();
+    struct timeval tv;
+
+    if (left < 0) left = 0;
+    tv.tv_sec = (time_t)left;
+    tv.tv_usec = (suseconds_t)((left - (double)tv.tv_sec) * 1e6);
+    if (event_add(p->ev, &tv) < 0) {
+        refuse(p, "the server could not wait for it (out of memory?)");
+    }
+}
+
+/* After a LOCAL header (a balancer speaking for itself, as HAProxy's
+ * health check with send-proxy-v2 does): a connection that ends before a
+ * byte follows was a check and leaves no line; one that goes on is served
+ * from the balancer's own address. */
+static void after_local(struct proxied *p, short what)
+{
+    struct server *srv = p->srv;
+    evutil_socket_t fd = p->fd;
+    char host[TEXT_HOST_LEN], port[TEXT_PORT_LEN];
+    uint8_t b;
+    ssize_t n;
+
+    if (what & EV_TIMEOUT) {
+        drop(p, 0);
+        return;
+    }
+    n = recv(fd, &b, 1, MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        wait_more(p);
+        return;
+    }
+    if (n <= 0) {
+        drop(p, 0); /* closed or reset: the check is over */
+        return;
+    }
+    (void)text_copy(host, sizeof(host), p->host);
+    (void)text_copy(port, sizeof(port), p->port);
+    drop(p, 1);
+    accept_from(srv, fd, host, port);
+}
+
 static void header_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct proxied *p = arg;
@@ -74,15 +122,21 @@ static void header_cb(evutil_socket_t fd, short what, void *arg)
     ssize_t n;
     int len, one = 1;
 
+    if (p->local) {
+        after_local(p, what);
+        return;
+    }
     if (what & EV_TIMEOUT) {
-        char w[64];
-        snprintf(w, sizeof(w), "none came within %d s", PROXY_HEADER_TIMEOUT_S);
+        char w[96];
+        snprintf(w, sizeof(w), "no whole header within %d s (%zd bytes came)",
+                 PROXY_HEADER_TIMEOUT_S, p->peeked);
         refuse(p, w);
         return;
     }
     n = recv(fd, buf, sizeof(buf), MSG_PEEK);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-        return; /* the event stays added (EV_PERSIST) */
+        wait_more(p);
+        return;
     }
     if (n <= 0) {
         /* Closed without a byte: a balancer's health check. */
@@ -103,7 +157,12 @@ static void header_cb(evutil_socket_t fd, short what, void *arg)
     if (len == 0) {
         /* Split over segments: wake when more than this has come. */
         int more = (int)n + 1;
-        p->lowat = setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &more, sizeof(more)) == 0;
+        if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &more, sizeof(more)) != 0) {
+            refuse(p, "its header came in pieces and the server cannot wait for the rest");
+            return;
+        }
+        p->lowat = 1;
+        wait_more(p);
         return;
     }
     if (recv(fd, buf, (size_t)len, 0) != len) {
@@ -112,13 +171,14 @@ static void header_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (p->lowat) {
         (void)setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+        p->lowat = 0;
     }
     if (a.local) {
-        (void)text_copy(host, sizeof(host), p->host);
-        (void)text_copy(port, sizeof(port), p->port);
-    } else {
-        text_sockaddr((const struct sockaddr *)&a.src, a.srclen, host, port);
+        p->local = 1;
+        wait_more(p);
+        return;
     }
+    text_sockaddr((const struct sockaddr *)&a.src, a.srclen, host, port);
     drop(p, 1);
     accept_from(srv, fd, host, port);
 }
@@ -128,7 +188,7 @@ void proxied_start(struct server *srv, evutil_socket_t fd, const char *host, con
     struct timeval limit = {PROXY_HEADER_TIMEOUT_S, 0};
     struct proxied *p = calloc(1, sizeof(*p));
 
-    if (!p || !(p->ev = event_new(srv->base, fd, EV_READ | EV_PERSIST, header_cb, p)) ||
+    if (!p || !(p->ev = event_new(srv->base, fd, EV_READ, header_cb, p)) ||
         event_add(p->ev, &limit) < 0) {
         if (p && p->ev) event_free(p->ev);
         free(p);
@@ -137,6 +197,7 @@ void proxied_start(struct server *srv, evutil_socket_t fd, const char *host, con
     }
     p->srv = srv;
     p->fd = fd;
+    p->deadline = now_s() + PROXY_HEADER_TIMEOUT_S;
     (void)text_copy(p->host, sizeof(p->host), host);
     (void)text_copy(p->port, sizeof(p->port), port);
     p->next = srv->proxied;

@@ -149,7 +149,8 @@ static int parse_v2(const uint8_t *p, size_t n, struct proxy_addr *out, const ch
         return fail(why, "a version 2 command other than LOCAL or PROXY");
     }
     if (total > PROXY_HDR_MAX) {
-        return fail(why, "a version 2 header longer than 256 bytes");
+        return fail(why, "a version 2 header longer than 256 bytes (drop HAProxy's TLV options: "
+                         "send-proxy-v2-ssl*, proxy-v2-options)");
     }
     if (n < total) {
         return 0;

@@ -560,7 +560,7 @@ out:
     proxied_free_all(&srv);
     fleet_close(&srv);
     if (srv.base) event_base_free(srv.base);
-    if (srv.tls) SSL_CTX_free(srv.tls);
+    tls_context_free(srv.tls);
     auth_free(&srv.auth);
     unauth_clear(&srv.unauth);
     image_unref(srv.img);

@@ -83,8 +83,9 @@ static int commit(struct sstore *st)
         }
         return -1;
     }
-    /* A read alone proves nothing of the disk. */
-    if (sqlite3_total_changes64(st->db) != st->changes_at_begin) {
+    /* A read alone, or writes rolled back to their savepoint, prove
+     * nothing of the disk. */
+    if (st->batch_wrote) {
         st->commit_failed = 0;
     }
     /* A removed image's file goes only once its row is gone for good. */
@@ -130,6 +131,9 @@ static int dispatch(struct sstore *st, struct store_req *r)
  * nothing half done while the batch goes on. */
 static void run_one(struct sstore *st, struct store_req *r)
 {
+    char why[sizeof(st->why)] = "";
+    int64_t before;
+
     if (!st->in_txn) {
         if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
             sq_fail(st, r, "begin");
@@ -137,7 +141,7 @@ static void run_one(struct sstore *st, struct store_req *r)
         }
         st->in_txn = 1;
         st->txn_started_ms = mono_ms();
-        st->changes_at_begin = sqlite3_total_changes64(st->db);
+        st->batch_wrote = 0;
     }
     /* Cached statements, not sqlite3_exec(): that parses its SQL on every
      * call, 8 % of a check-in's instructions (callgrind). */
@@ -145,15 +149,20 @@ static void run_one(struct sstore *st, struct store_req *r)
         sq_fail(st, r, "savepoint");
         return;
     }
+    before = sqlite3_total_changes64(st->db);
     if (dispatch(st, r) != STORE_OK) {
+        /* Why, before the savepoint's own statements overwrite it. */
+        snprintf(why, sizeof(why), "%s", sq_why(st));
         (void)sq_run(st, "ROLLBACK TO op", "");
+    } else if (sqlite3_total_changes64(st->db) != before) {
+        st->batch_wrote = 1; /* rows this batch keeps, if its COMMIT succeeds */
     }
     (void)sq_run(st, "RELEASE op", "");
     if (sqlite3_get_autocommit(st->db)) {
         /* SQLite rolled the whole batch back (disk full, I/O error). */
         st->in_txn = 0;
         st->commit_failed = 1;
-        fail_pending(st, sq_why(st));
+        fail_pending(st, why[0] ? why : sq_why(st));
     }
 }
 

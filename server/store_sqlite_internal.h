@@ -36,7 +36,7 @@ struct sstore {
     int commit_failed;       /* the last COMMIT that wrote failed (a full disk, an I/O
                               * error): until one succeeds, no request is answered
                               * before its COMMIT (run_list) */
-    int64_t changes_at_begin; /* sqlite3_total_changes64() at the batch's BEGIN */
+    int batch_wrote;         /* a request of the open batch wrote rows and succeeded */
     char why[640];           /* sq_why()'s message: dir and SQLite's */
     int64_t txn_started_ms;  /* monotonic, for STORE_BATCH_MS */
     struct store_req *pend_head, *pend_tail; /* ran, completion not posted */

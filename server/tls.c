@@ -237,6 +237,13 @@ fail:
 }
 
 
+void tls_context_free(SSL_CTX *ctx)
+{
+    if (ctx) SSL_CTX_free(ctx);
+    OPENSSL_cleanse(ticket_keys, sizeof(ticket_keys));
+    nticket_keys = 0;
+}
+
 int tls_binding(SSL *ssl, uint8_t out[TCPOTA_TLS_BINDING_LEN])
 {
     if (!ssl || !SSL_is_init_finished(ssl) ||

@@ -24,6 +24,9 @@ enum tls_pem tls_pem_kind(const char *path);
  * certificate out of its dates loads, with a warning in o's log. */
 SSL_CTX *tls_context(const struct tcpota_serve_opts *o, const char *cert, const char *key);
 
+/* Frees ctx (NULL: nothing) and wipes the ticket keys tls_context kept. */
+void tls_context_free(SSL_CTX *ctx);
+
 /* Writes the TLS exporter of this connection under TCPOTA_TLS_BINDING_LABEL
  * (codec.h), the binding a device's AUTH must cover. Returns 0, or -1 when
  * the handshake has not finished. */

@@ -156,6 +156,12 @@ expect 2 "img2 has no manifest \(img2.manifest does not exist\); sign it" $T ver
 # The manifest of another image: its size is named before its SHA-256.
 $T sign --key k.key $S --out img2.other img2 2> /dev/null || fail "sign img2 failed"
 expect 1 "image is 5000 bytes, the manifest says 100$" $T verify --pubkey k.pub --manifest img2.other img
+# Signing again replaces the manifest whole (a new file renamed over it),
+# keeping the mode it had; no temporary file is left.
+chmod 600 img2.other
+$T sign --key k.key $S --out img2.other img2 2> /dev/null || fail "sign img2 again failed"
+[ "$(stat -c %a img2.other)" = 600 ] || fail "a re-signed manifest went from mode 600 to $(stat -c %a img2.other)"
+[ -z "$(ls img2.other.* 2> /dev/null)" ] || fail "sign left $(ls img2.other.*)"
 $T sign --help | grep -q 'usage: tcpota sign' || fail "sign --help"
 $T verify --pubkey=k.pub img 2> v.log || fail "--pubkey=FILE not accepted: $(cat v.log)"
 ! grep -q warning v.log || fail "a public key (0644, as keygen writes it) was warned about: $(cat v.log)"

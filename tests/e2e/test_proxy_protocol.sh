@@ -98,9 +98,31 @@ for d in d1 d2; do
   ! grep -q "\[$d 127\.0\.0\.4:" N.log || fail "$d was logged by HAProxy's address"
 done
 ok "send-proxy-v2 and send-proxy: devices update, logged by their own address"
-sleep 0.5 # a few health checks more
-! grep -q "refused" N.log || fail "health checks were refused: $(grep refused N.log | head -3)"
+sleep 0.5 # a few health checks more (send-proxy-v2 sends them a LOCAL header, then resets)
+! grep -q "127\.0\.0\.4:" N.log || fail "health checks left lines: $(grep '127\.0\.0\.4:' N.log | head -3)"
 ok "HAProxy's health checks leave no line"
+
+# Only the listed balancer is believed: a header from anyone else is not read
+# (its bytes are the connection's, an unknown protocol) and its claimed
+# address appears nowhere. A balancer given in IPv4-mapped form is the same
+# balancer.
+node M --proxy-protocol ::ffff:127.0.0.4
+python3 - "$N_PORT" "$M_PORT" <<'PY' || fail "the header probes failed"
+import socket, sys, time
+def probe(src, port, header):
+    s = socket.socket()
+    s.bind((src, 0))
+    s.connect(("127.0.0.3", port))
+    s.sendall(header + b"xxxx")
+    time.sleep(0.3)
+    s.close()
+probe("127.0.0.1", int(sys.argv[1]), b"PROXY TCP4 9.9.9.9 127.0.0.3 5555 80\r\n")
+probe("127.0.0.4", int(sys.argv[2]), b"PROXY TCP4 127.0.0.9 127.0.0.3 5555 80\r\n")
+PY
+wait_line N.log "\[- 127\.0\.0\.1:[0-9]*\] unknown protocol \(first byte 0x50\)" 3
+! grep -q "9\.9\.9\.9" N.log || fail "an untrusted peer's header was believed: $(grep 9.9.9.9 N.log)"
+wait_line M.log "\[- 127\.0\.0\.9:5555\] unknown protocol \(first byte 0x78\)" 3
+ok "a header from an address not listed is not read; ::ffff:127.0.0.4 is 127.0.0.4"
 
 dev dF "$PF" || fail "dF through HAProxy to the fleet node failed: $(tail -3 dF.log)"
 addr=$("$T" device show dF --json | jq_py 'j["address"]') || fail "device show dF"
