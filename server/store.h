@@ -51,6 +51,13 @@ struct event_base;
 #define STORE_REASON_MAX 120u   /* reason text kept with a failure or decline */
 #define STORE_ERR_MAX 200u      /* req->err */
 #define STORE_HISTORY_MAX 200u  /* history rows STORE_DEVICE_GET returns, newest first */
+/* A device's history keeps about its newest STORE_HISTORY_MAX rows: every
+ * STORE_HISTORY_PRUNE_EVERY-th row written (by the table's own sequence,
+ * across all devices) drops the older rows of the device it is about, so a
+ * row costs one index seek of 200 in 32, and a device holds on average
+ * STORE_HISTORY_PRUNE_EVERY rows above STORE_HISTORY_MAX (exactly at most
+ * that many when it alone writes, as in the tests). */
+#define STORE_HISTORY_PRUNE_EVERY 32u
 #define STORE_LIST_MAX 100000u  /* rows a list returns at most (limit 0: this many) */
 #define STORE_TALLY_MAX 1000u   /* rows of each kind STORE_SUMMARY returns at most */
 

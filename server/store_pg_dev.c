@@ -62,10 +62,17 @@ static int load_device(struct pgstore *st, struct store_req *r, const char *id,
 static int add_history(struct pgstore *st, struct store_req *r, const char *id,
                        enum store_dev_state state, const char *image, const char *detail)
 {
+    /* The DELETE sees the table as before the INSERT: it keeps that many
+     * older rows beside the new one (store.h, STORE_HISTORY_PRUNE_EVERY). */
     return pg_run(st, r, "device history",
-                  "INSERT INTO device_history (device_id, at, state, image, detail)"
-                  " VALUES ($1, $2, $3, $4, substr($5, 1, $6))", "tiitti", id, r->now,
-                  (int64_t)state, image, detail ? detail : "", (int64_t)STORE_REASON_MAX);
+                  "WITH ins AS (INSERT INTO device_history (device_id, at, state, image, detail)"
+                  " VALUES ($1, $2, $3, $4, substr($5, 1, $6)) RETURNING seq)"
+                  " DELETE FROM device_history WHERE device_id = $1"
+                  " AND (SELECT seq FROM ins) % $7 = 0 AND seq <= (SELECT seq FROM device_history"
+                  " WHERE device_id = $1 ORDER BY seq DESC OFFSET $8 LIMIT 1)",
+                  "tiittiii", id, r->now, (int64_t)state, image, detail ? detail : "",
+                  (int64_t)STORE_REASON_MAX, (int64_t)STORE_HISTORY_PRUNE_EVERY,
+                  (int64_t)STORE_HISTORY_MAX);
 }
 
 /* Remembers an image (or offer fingerprint) the device failed; a repeat moves

@@ -61,6 +61,12 @@ static int add_history(struct sstore *st, struct store_req *r, const char *id,
                (int64_t)STORE_REASON_MAX) != SQLITE_DONE) {
         return sq_fail(st, r, "device history");
     }
+    if (sqlite3_last_insert_rowid(st->db) % STORE_HISTORY_PRUNE_EVERY == 0 &&
+        sq_run(st, "DELETE FROM device_history WHERE device_id = ?1 AND rowid <= (SELECT rowid"
+               " FROM device_history WHERE device_id = ?1 ORDER BY rowid DESC LIMIT 1 OFFSET ?2)",
+               "ti", id, (int64_t)STORE_HISTORY_MAX) != SQLITE_DONE) {
+        return sq_fail(st, r, "device history (pruning)");
+    }
     return STORE_OK;
 }
 

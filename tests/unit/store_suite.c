@@ -1455,6 +1455,35 @@ static void test_requests_missing_fields(void **state)
     store_req_free(r);
 }
 
+/* A device's history keeps its newest STORE_HISTORY_MAX rows or a few more
+ * (store.h), whatever it wrote before; another device's is left alone. */
+static void test_history_pruned(void **state)
+{
+    struct fx *f = *state;
+    struct store_req *r;
+    long long rows;
+    unsigned i;
+
+    ss_checkin_free(f, "dev-long");
+    ss_checkin_free(f, "dev-short");
+    assert_int_equal(ss_event(f, "dev-short", STORE_ST_OFFERED, 0, 0), STORE_OK);
+    for (i = 0; i < 3 * STORE_HISTORY_MAX; i++) {
+        /* Each a change of state: a row each. */
+        assert_int_equal(ss_event(f, "dev-long", i % 2 ? STORE_ST_FAILED : STORE_ST_OFFERED, 0, i),
+                         STORE_OK);
+    }
+    ss_reopen(f); /* committed: a batch's rows are seen by another connection after it */
+    rows = ss_backend->history_rows(f, "dev-long");
+    assert_true(rows >= (long long)STORE_HISTORY_MAX);
+    assert_true(rows <= (long long)(STORE_HISTORY_MAX + STORE_HISTORY_PRUNE_EVERY));
+    assert_int_equal(ss_backend->history_rows(f, "dev-short"), 2); /* seen, offered */
+    r = ss_device_get(f, "dev-long");
+    assert_int_equal(r->u.device.nhistory, STORE_HISTORY_MAX);
+    assert_int_equal(r->u.device.history[0].state, STORE_ST_FAILED); /* the last, i = 599 */
+    assert_int_equal(r->u.device.history[1].state, STORE_ST_OFFERED);
+    store_req_free(r);
+}
+
 static void test_history_order(void **state)
 {
     struct fx *f = *state;
@@ -1756,6 +1785,7 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_secret_lengths, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_requests_missing_fields, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_history_order, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_history_pruned, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_device_list_prefix, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_device_list_prefix_filtered, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_summary, ss_setup, ss_teardown),

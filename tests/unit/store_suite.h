@@ -33,6 +33,9 @@ struct ss_backend {
     struct store *(*open)(const struct fx *f, struct event_base *base, char *err, size_t errlen);
     /* Makes f->db an empty database for one test (NULL: nothing to do). */
     void (*fresh)(struct fx *f);
+    /* The rows of device id's history in f's database, counted directly
+     * (not through the store, which returns at most STORE_HISTORY_MAX). */
+    long long (*history_rows)(const struct fx *f, const char *id);
 };
 
 extern const struct ss_backend *ss_backend;

@@ -100,7 +100,15 @@ static struct store *open_pg(const struct fx *f, struct event_base *base, char *
     return store_pg_open(f->db, f->dir, base, err, errlen);
 }
 
-static const struct ss_backend pg_backend = {open_pg, fresh_pg};
+static long long history_rows(const struct fx *f, const char *id)
+{
+    char q[256];
+
+    snprintf(q, sizeof(q), "SELECT count(*) FROM device_history WHERE device_id = '%s'", id);
+    return sql_int(f, q);
+}
+
+static const struct ss_backend pg_backend = {open_pg, fresh_pg, history_rows};
 
 /* A second node on f's database: its own image cache, the same loop. */
 static struct store *second_node(const struct fx *f, char *dir, size_t size)

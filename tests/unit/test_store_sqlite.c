@@ -21,7 +21,25 @@ static struct store *open_sqlite(const struct fx *f, struct event_base *base, ch
     return store_sqlite_open(f->dir, base, err, errlen);
 }
 
-static const struct ss_backend sqlite_backend = {open_sqlite, NULL};
+static long long history_rows(const struct fx *f, const char *id)
+{
+    char path[600];
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    long long n = -1;
+
+    snprintf(path, sizeof(path), "%s/tcpota.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM device_history WHERE device_id = ?",
+                                        -1, &s, NULL), SQLITE_OK);
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) == SQLITE_ROW) n = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return n;
+}
+
+static const struct ss_backend sqlite_backend = {open_sqlite, NULL, history_rows};
 
 /* ---- open and close ---- */
 
