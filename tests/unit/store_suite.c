@@ -1449,6 +1449,10 @@ static void test_requests_missing_fields(void **state)
     snprintf(r->u.image.img->version, sizeof(r->u.image.img->version), "2.0.0");
     r->u.image.img->manifest_len = sizeof(r->u.image.img->manifest) + 1;
     assert_refused(f, r, "manifest: too long");
+    /* A batch that says it has steps and has none. */
+    r = ss_req(STORE_EVENTS);
+    r->u.events.n = 1;
+    assert_refused(f, r, "events: items: required");
     /* Nothing of it was stored. */
     r = ss_run(f, ss_req(STORE_DEVICE_LIST));
     assert_int_equal(r->u.list.n, 0);
