@@ -630,6 +630,7 @@ static void test_paths_and_methods(void **state)
     expect_error("POST", "/v1/devices", NULL, 405, NULL);
     expect_error("DELETE", "/v1/devices/dev-1", NULL, 405, NULL);
     expect_error("GET", "/v1/devices/dev-1/secret", NULL, 405, NULL);
+    expect_error("GET", "/v1/events/x", NULL, 404, NULL); /* not a stream */
 }
 
 /* Every route refuses a query parameter it does not take (docs/api.md),
@@ -730,6 +731,7 @@ static void test_body_refused(void **state)
         {"GET", "/v1/summary", "x"},
         {"GET", "/v1/devices", "x"},
         {"GET", "/v1/rollouts", "x"},
+        {"GET", "/v1/events", "x"},
     };
     size_t i;
     json_t *j = NULL;
