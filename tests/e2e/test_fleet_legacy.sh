@@ -14,6 +14,8 @@ rc=0
 grep -q 'nothing to send: no rollout for model legacy' "$WORK/server.log" || fail "no reason logged"
 "$TCPOTA" device list --model legacy --json | jq_py '[d["id"] for d in j["devices"]]' |
   grep -qx 'legacy-127.0.0.1' || fail "legacy device not registered: $("$TCPOTA" device list --model legacy)"
+"$TCPOTA" device show --json legacy-127.0.0.1 | jq_py 'j["protocol"]' | grep -qx legacy ||
+  fail "legacy-127.0.0.1 is not registered as legacy: $("$TCPOTA" device show --json legacy-127.0.0.1)"
 # The registry says why it got nothing, as for a v1 device (it stayed
 # "seen", with no reason).
 [ "$(device_state legacy-127.0.0.1)" = up-to-date ] || fail "legacy device is $(device_state legacy-127.0.0.1)"
