@@ -150,7 +150,8 @@ int store_req_durable(const struct store_req *r)
     case STORE_EVENT:
         return r->u.event.durable;
     case STORE_EVENTS:
-        for (i = 0; i < r->u.events.n; i++) {
+        /* Items missing: refused by store_run_events, not read here. */
+        for (i = 0; r->u.events.items && i < r->u.events.n; i++) {
             if (r->u.events.items[i].durable) {
                 return 1;
             }

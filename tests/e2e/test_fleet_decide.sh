@@ -48,4 +48,8 @@ grep -qE '\[strict [^]]*\] decision: no update: rollout 1: .*declined this very 
   "$WORK/server.log" || fail "the declined offer was made again: $(grep strict "$WORK/server.log")"
 [ "$(device_state strict)" = declined ] || fail "strict is $(device_state strict), not declined"
 stop_fleet
-ok "a declined offer is not made again"
+# That refusal leaves its failure as the state: no step is written for it
+# (one would name no state, and the store would refuse it as an error).
+grep -E 'store: .*(skipped|failed)' "$WORK/server.log" &&
+  fail "the store refused a step of this test (above)"
+ok "a declined offer is not made again, and its refusal writes no step"

@@ -14,6 +14,8 @@ rc=0
 grep -q 'nothing to send: no rollout for model legacy' "$WORK/server.log" || fail "no reason logged"
 "$TCPOTA" device list --model legacy --json | jq_py '[d["id"] for d in j["devices"]]' |
   grep -qx 'legacy-127.0.0.1' || fail "legacy device not registered: $("$TCPOTA" device list --model legacy)"
+"$TCPOTA" device show --json legacy-127.0.0.1 | jq_py 'j["protocol"]' | grep -qx legacy ||
+  fail "legacy-127.0.0.1 is not registered as legacy: $("$TCPOTA" device show --json legacy-127.0.0.1)"
 # The registry says why it got nothing, as for a v1 device (it stayed
 # "seen", with no reason).
 [ "$(device_state legacy-127.0.0.1)" = up-to-date ] || fail "legacy device is $(device_state legacy-127.0.0.1)"
@@ -68,3 +70,40 @@ start_fleet --allow-legacy
 cmp "$WORK/signed.got" "$WORK/signed" || fail "legacy client got other bytes than the signed image"
 stop_fleet
 ok "--allow-legacy: the signed image is sent byte-exact"
+
+# A legacy device's check-in moves its rollout as a v1 device's does
+# (fleet.c, legacy_checkin_done: apply_rules), and the registry's reason
+# follows a new reason for the same state. Its id legacy-127.0.0.1 sits
+# past the first wave (1 %) of rollouts 1 and 2, computed here from
+# rollout.h's rule: with that wave empty, only the soak holds the second.
+DATA="$WORK/data-waves"
+for ro in 1 2; do
+  [ "$(fnv_place $ro legacy-127.0.0.1)" -ge 100 ] || fail "legacy-127.0.0.1 is in the first wave of rollout $ro"
+done
+start_fleet
+"$TCPOTA" image add --version 5.0.0 --model legacy "$WORK/img" > /dev/null || fail "image add failed"
+"$TCPOTA" rollout create --image 5.0.0 --model legacy --waves 1,100 --soak 3600 > /dev/null ||
+  fail "rollout create 1 failed"
+"$TCPOTA" rollout pause 1 > /dev/null || fail "rollout pause failed"
+legacy_reason() {
+  rc=0
+  "$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out "$WORK/w.got" --timeout 5 > "$WORK/w.log" 2>&1 || rc=$?
+  [ $rc -ne 0 ] || fail "a legacy device got the image ($1)"
+  [ "$(device_state legacy-127.0.0.1)" = waiting ] || fail "legacy device is $(device_state legacy-127.0.0.1) ($1)"
+  "$TCPOTA" device show --json legacy-127.0.0.1 | jq_py 'j["reason"]'
+}
+[ "$(legacy_reason paused)" = 'rollout 1: the rollout is paused by the operator' ] ||
+  fail "paused: the registry says $(legacy_reason paused)"
+"$TCPOTA" rollout resume 1 > /dev/null || fail "rollout resume failed"
+why=$(legacy_reason 'wave not open')
+[ "$why" = 'rollout 1: its wave of the rollout is not open yet' ] ||
+  fail "resumed, wave not open: the registry still says $why"
+ok "a legacy device waiting for another reason: the registry says the new one"
+"$TCPOTA" rollout create --image 5.0.0 --model legacy --waves 1,100 --soak 0 --min-finished 1 > /dev/null ||
+  fail "rollout create 2 failed"
+"$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out "$WORK/w.got" > "$WORK/w.log" 2>&1 ||
+  fail "the legacy check-in did not open its wave: $(grep 'legacy device' "$WORK/server.log" | tail -1)"
+cmp "$WORK/w.got" "$WORK/img" || fail "legacy client got other bytes"
+grep -q 'rollout 2: wave 2 (100%) opens' "$WORK/server.log" || fail "the opening is not logged"
+stop_fleet
+ok "a legacy check-in opens its wave when the rules allow, and gets the image at once"

@@ -51,4 +51,20 @@ for n in 1 2; do run_device m-2 esp32c3 "$WORK/d2" || fail "m-2 check-in failed"
 run_device m-2 esp32c3 "$WORK/d2" || fail "m-2 check-in after its group was set failed"
 [ "$(version_of "$WORK/d2")" = 3.0.0 ] || fail "m-2 runs $(version_of "$WORK/d2") after joining group beta"
 ok "a group set ends what was remembered: the next check-in updates"
+
+# A step of the device's own ends it too: m-3 runs 3.0.0, newer than the
+# rollout's 2.0.0 (up to date, remembered), then downloads 2.0.0 over HTTP
+# under the same id claiming 1.0.0 (verified). Its next v1 check-in, the
+# same HELLO as before, goes to the store and is recorded up to date again.
+for n in 1 2 3; do run_device m-3 esp32 "$WORK/d3" --factory-version 3.0.0 || fail "m-3 check-in $n failed"; done
+[ "$(asked m-3)" = 2 ] && [ "$(remembered m-3)" = 1 ] ||
+  fail "m-3: $(asked m-3) check-ins asked the store, $(remembered m-3) from memory; expected 2 and 1"
+code=$(curl -sS -o "$WORK/m-3.bin" -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' \
+  "$TCPOTA_API/ota/esp32/m-3.bin") || fail "the download of m-3 failed"
+[ "$code" = 200 ] && cmp -s "$WORK/m-3.bin" "$WORK/img2" || fail "m-3's download: HTTP $code"
+[ "$(device_state m-3)" = verified ] || fail "m-3 is $(device_state m-3) after its download"
+run_device m-3 esp32 "$WORK/d3" || fail "m-3 check-in after its download failed"
+[ "$(asked m-3)" = 3 ] || fail "m-3's check-in after its download was answered from memory"
+[ "$(device_state m-3)" = up-to-date ] || fail "m-3 is $(device_state m-3), not up to date"
+ok "a step of the device's own ends what was remembered"
 stop_fleet

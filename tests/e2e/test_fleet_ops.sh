@@ -301,3 +301,16 @@ grep -q "): cannot load it (image $DATA/images/[0-9a-f]* is not a regular file (
   fail "the image loader printed a line of its own: $(grep '^tcpota serve: ' "$WORK/server.log")"
 stop_fleet
 ok "a missing or damaged image file: offered to no device; the same bytes added again restore it, and the rollout goes on"
+
+# ---- a version of hex digits shorter than an id prefix --------------------
+# "20" could be the start of an image id, but a prefix needs 8 hex digits:
+# it is looked up as a version, not refused as a short prefix.
+DATA="$WORK/hexver"
+start_fleet
+make_image "$WORK/h20" 30000
+"$TCPOTA" image add --version 20 --model esp32 "$WORK/h20" > /dev/null || fail "image add 20 failed"
+"$TCPOTA" rollout create --image 20 --model esp32 > "$WORK/hexver.out" 2>&1 ||
+  fail "rollout create --image 20: $(cat "$WORK/hexver.out")"
+[ "$("$TCPOTA" rollout show 1 --json | jq_py 'j["version"]')" = 20 ] || fail "rollout 1 is not of version 20"
+stop_fleet
+ok "a short version of hex digits names its image"

@@ -747,6 +747,23 @@ static void test_counters_follow_events(void **state)
     store_req_free(r);
 }
 
+/* A declined offer is a failure of the rollout (rollout.h's halt rule),
+ * also when no failure came before it. */
+static void test_decline_counts_failed(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    uint64_t ro;
+
+    ss_checkin_free(f, "dev-a");
+    store_req_free(ss_image_add(f, 0x45, "2.0.0"));
+    ro = ss_rollout_create(f, 0x45, "", pct, 1);
+    assert_int_equal(ss_event(f, "dev-a", STORE_ST_OFFERED, ro, 0), STORE_OK);
+    expect_counts(f, ro, 0, 1, 0, 0, 0);
+    assert_int_equal(ss_event(f, "dev-a", STORE_ST_DECLINED, ro, 0), STORE_OK);
+    expect_counts(f, ro, 0, 0, 0, 0, 1);
+}
+
 /* A report of another image's failure, while the device's state already
  * names the same kind of failure of an earlier image, is applied rather
  * than taken for a repeat: that image is held back from it too. */
@@ -911,15 +928,18 @@ static void test_download_of_another_image(void **state)
 static void test_events_batch_skips_invalid(void **state)
 {
     struct fx *f = *state;
-    struct store_event it[2];
+    struct store_event it[3];
     struct store_req *r;
 
     ss_checkin_free(f, "dev-a");
     ss_item(&it[0], "dev-a", STORE_ST_COUNT, 0, 0, 0, NULL, 0);
-    ss_item(&it[1], "dev-a", STORE_ST_VERIFIED, 0x49, 0, 1000, NULL, 1);
-    r = ss_run(f, ss_events_req(it, 2));
+    ss_item(&it[1], "dev-zz", STORE_ST_OFFERED, 0x49, 0, 0, NULL, 0);
+    ss_item(&it[2], "dev-a", STORE_ST_VERIFIED, 0x49, 0, 1000, NULL, 1);
+    r = ss_run(f, ss_events_req(it, 3));
     assert_int_equal(r->rc, STORE_OK);
-    assert_int_equal(r->u.events.skipped, 1);
+    assert_int_equal(r->u.events.skipped, 2);
+    /* The operator is told how many, and why the first was. */
+    assert_string_equal(r->err, "2 of 3 events skipped, the first: event: state: unknown");
     store_req_free(r);
     r = ss_device_get(f, "dev-a");
     assert_int_equal(r->u.device.dev->state, STORE_ST_VERIFIED);
@@ -1094,6 +1114,13 @@ static void test_rollout_cas(void **state)
                      STORE_E_INVAL);
     /* Nor open past the last: a device in no wave would be offered. */
     assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_ACTIVE, 2, ROLLOUT_STATE_ACTIVE, 3),
+                     STORE_E_INVAL);
+    /* A state past the last is no rollout's; a rollout has a wave open
+     * from its creation (refused as such, not as a lost race). */
+    assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_ACTIVE, 2,
+                                    (enum rollout_state)(ROLLOUT_STATE_CANCELLED + 1), 2),
+                     STORE_E_INVAL);
+    assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_ACTIVE, 0, ROLLOUT_STATE_ACTIVE, 0),
                      STORE_E_INVAL);
     r = ss_req(STORE_ROLLOUT_LIST);
     ss_run(f, r);
@@ -1421,6 +1448,14 @@ static void test_requests_missing_fields(void **state)
     r->u.checkin.id = "dev-1";
     r->u.checkin.model = MODEL;
     assert_refused(f, r, "checkin: id, model and version are required");
+    r = ss_req(STORE_CHECKIN);
+    r->u.checkin.id = "dev-1";
+    r->u.checkin.version = "1.0.0";
+    assert_refused(f, r, "checkin: id, model and version are required");
+    r = ss_req(STORE_CHECKIN);
+    r->u.checkin.model = MODEL;
+    r->u.checkin.version = "1.0.0";
+    assert_refused(f, r, "checkin: id, model and version are required");
     r = ss_req(STORE_SEEN);
     r->u.seen.n = 1;
     assert_refused(f, r, "seen: ids: required");
@@ -1449,6 +1484,13 @@ static void test_requests_missing_fields(void **state)
     snprintf(r->u.image.img->version, sizeof(r->u.image.img->version), "2.0.0");
     r->u.image.img->manifest_len = sizeof(r->u.image.img->manifest) + 1;
     assert_refused(f, r, "manifest: too long");
+    /* A step without its device, a batch that says it has steps and has none. */
+    r = ss_req(STORE_EVENT);
+    r->u.event.state = STORE_ST_OFFERED;
+    assert_refused(f, r, "event: id: required");
+    r = ss_req(STORE_EVENTS);
+    r->u.events.n = 1;
+    assert_refused(f, r, "events: items: required");
     /* Nothing of it was stored. */
     r = ss_run(f, ss_req(STORE_DEVICE_LIST));
     assert_int_equal(r->u.list.n, 0);
@@ -1764,6 +1806,7 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_progress_one_batch_behind, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_rollout_waves_targeted, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_counters_follow_events, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_decline_counts_failed, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_report_of_another_image, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_first_checkin_report_counts, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_step_without_image_keeps_image, ss_setup, ss_teardown),

@@ -616,6 +616,8 @@ static void test_paths_and_methods(void **state)
     /* 2^64 + 1 has 20 digits: read as a number it would wrap to rollout 1. */
     expect_error("GET", "/v1/rollouts/18446744073709551617", NULL, 404, NULL);
     expect_error("POST", "/v1/rollouts/18446744073709551617/cancel", NULL, 404, NULL);
+    /* A character below '0' is no digit: read as one, "1'" would be 1. */
+    expect_error("POST", "/v1/rollouts/1'/cancel", NULL, 404, NULL);
     assert_int_equal(T.f.ros[0].ro.state, ROLLOUT_STATE_ACTIVE);
     expect_error("POST", "/v1/rollouts/1/explode", NULL, 404, NULL);
     expect_error("GET", "/v1/devices/nope", NULL, 404, NULL);
@@ -628,6 +630,7 @@ static void test_paths_and_methods(void **state)
     expect_error("POST", "/v1/devices", NULL, 405, NULL);
     expect_error("DELETE", "/v1/devices/dev-1", NULL, 405, NULL);
     expect_error("GET", "/v1/devices/dev-1/secret", NULL, 405, NULL);
+    expect_error("GET", "/v1/events/x", NULL, 404, NULL); /* not a stream */
 }
 
 /* Every route refuses a query parameter it does not take (docs/api.md),
@@ -727,6 +730,8 @@ static void test_body_refused(void **state)
         {"DELETE", "/v1/images/11111111", "x"},
         {"GET", "/v1/summary", "x"},
         {"GET", "/v1/devices", "x"},
+        {"GET", "/v1/rollouts", "x"},
+        {"GET", "/v1/events", "x"},
     };
     size_t i;
     json_t *j = NULL;
@@ -1062,6 +1067,8 @@ static void test_rollout_create_refused(void **state)
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"group\": \"\"}", "group", 400},
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"halt_pct\": 5}", "halt_pct", 400},
         {"{\"image\": \"9.9.9\", \"model\": \"esp32-devkit\"}", "image", 404},
+        /* A model is a name: a space is allowed (api_name_ok), no image has it. */
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32 devkit\"}", "image", 404},
         {"{\"image\": \"aaaaaaaa\", \"model\": \"esp32-devkit\"}", "image", 404},
         {"{\"image\": \"33333333\", \"model\": \"esp32-devkit\"}", "model", 400},
         {"{\"image\": \"1.0.0\", \"model\": \"esp32-devkit\"}", "image", 400}, /* ambiguous */
@@ -1201,6 +1208,7 @@ static void test_rollout_list_show(void **state)
     assert_string_equal(sget(json_array_get(arr, 0), "version"), "1.0.0");
     assert_string_equal(sget(json_array_get(arr, 0), "state"), "cancelled");
     check_rollout_shape(json_array_get(arr, 1));
+    assert_string_equal(sget(json_array_get(arr, 1), "version"), "2.0.0"); /* each its image's */
     json_decref(j);
     assert_int_equal(http("GET", "/v1/rollouts/1", NULL, &j), 200);
     check_rollout_shape(j);
@@ -1288,12 +1296,16 @@ static void test_devices_list(void **state)
     assert_true(json_is_null(json_object_get(j, "next")));
     json_decref(j);
     assert_int_equal(http("GET", "/v1/devices?limit=100000", NULL, NULL), 200);
+    assert_int_equal(T.f.last_limit, STORE_LIST_MAX); /* no more than a list returns */
     expect_error("GET", "/v1/devices?state=broken", NULL, 400, "state");
     expect_error("GET", "/v1/devices?limit=0", NULL, 400, "limit");
     expect_error("GET", "/v1/devices?limit=100001", NULL, 400, "limit");
     expect_error("GET", "/v1/devices?limit=99999999999999999999999", NULL, 400, "limit");
     expect_error("GET", "/v1/devices?limit=-1", NULL, 400, "limit");
     expect_error("GET", "/v1/devices?limit=10x", NULL, 400, "limit");
+    /* Digits only: strtoull would take a sign or leading space. */
+    expect_error("GET", "/v1/devices?limit=%2B5", NULL, 400, "limit");
+    expect_error("GET", "/v1/devices?limit=%205", NULL, 400, "limit");
     expect_error("GET", "/v1/devices?group=abcdefghijabcdefghijabcdefghijabc", NULL, 400, "group");
     /* a model as devices send it: spaces too, control bytes not */
     expect_error("GET", "/v1/devices?model=a%01b", NULL, 400, "model");
@@ -1513,8 +1525,15 @@ static void test_device_show_patch(void **state)
     expect_error("PATCH", "/v1/devices/dev-1", "{}", 400, "group");
     expect_error("PATCH", "/v1/devices/dev-1", "{\"group\": \"a\", \"x\": 1}", 400, "x");
     expect_error("PATCH", "/v1/devices/dev-1", "{\"group\": ", 400, "body");
-    expect_error("PATCH", "/v1/devices/nobody", "{\"group\": \"a\"}", 404, NULL);
+    expect_error("PATCH", "/v1/devices/nobody", "{\"group\": \"a\"}", 404, "id"); /* not the group's */
     expect_error("GET", "/v1/devices/dev%001", NULL, 400, "id");
+    {
+        /* 65 escaped bytes: cut to the longest encoded id (3 x 64), the
+         * start would decode to a valid 64-byte id. */
+        char path[16 + 3 * 65 + 1] = "/v1/devices/";
+        for (int i = 0; i < 65; i++) strcat(path, "%41");
+        expect_error("GET", path, NULL, 400, "id");
+    }
     assert_int_equal(T.changes, 2);
 }
 

@@ -142,6 +142,7 @@ static void test_registry(void **state)
     assert_int_equal(counts[DEV_SEEN], 1);
     assert_string_equal(device_outcome_name(DEV_ROLLED_BACK), "rolled back");
     assert_string_equal(device_outcome_name(DEV_CONFIRMED), "updated and confirmed");
+    assert_string_equal(device_outcome_name(DEV_OUTCOMES), "?"); /* no outcome of ours */
     devices_free(&d);
 }
 

@@ -256,11 +256,11 @@ static void test_halt_since_resume(void **state)
  * wave that opens the next is the last open one. */
 static void test_next_move(void **state)
 {
-    const uint32_t pct[] = {10, 100};
+    const uint32_t pct[] = {10, 50, 100};
     struct rollout ro;
-    struct rollout_wave w[2];
+    struct rollout_wave w[3];
     (void)state;
-    make_rollout(&ro, pct, 2);
+    make_rollout(&ro, pct, 3);
     ro.n_open = 1;
     memset(w, 0, sizeof(w));
     w[0] = passing_wave();
@@ -271,8 +271,16 @@ static void test_next_move(void **state)
     /* Wave 1 (empty, soaked) would pass: it is not the one read... */
     w[0].opened_at = 4000;
     assert_int_equal(rollout_next_move(&ro, &open_rules, w, 0, 0, 4600), ROLLOUT_HOLD);
-    /* ...until it is the last open one, after which no wave opens. */
+    /* ...until it is the last open one (wave 0, unsoaked, no longer counts)... */
     ro.n_open = 2;
+    assert_int_equal(rollout_next_move(&ro, &open_rules, w, 0, 0, 4600), ROLLOUT_OPEN_NEXT);
+    /* ...and an unsoaked last open wave holds even when wave 0 would pass. */
+    w[0].opened_at = 1000;
+    w[1].opened_at = 4000;
+    assert_int_equal(rollout_next_move(&ro, &open_rules, w, 0, 0, 4600), ROLLOUT_HOLD);
+    /* With every wave open, none opens. */
+    ro.n_open = 3;
+    w[1].opened_at = 0;
     assert_int_equal(rollout_next_move(&ro, &open_rules, w, 0, 0, 4600), ROLLOUT_HOLD);
     /* Failures past the halt rule halt it; those it was resumed over do not. */
     w[1].failed = 3;

@@ -131,11 +131,34 @@ static void test_stop_while_waiting(void **state)
     assert_int_equal(f->done, REQS);
 }
 
+/* A request without its done is refused; one submitted in this loop turn
+ * is run by the stop (it was never handed over); after the stop, nothing
+ * is queued. */
+static void test_submit_edges(void **state)
+{
+    struct fx *f = *state;
+    struct store_req *r = store_req_new(STORE_SEEN, NULL, f);
+
+    assert_non_null(r);
+    assert_int_equal(store_worker_submit(&f->w, r), STORE_E_INVAL);
+    store_req_free(r);
+    r = store_req_new(STORE_SEEN, done, f);
+    assert_non_null(r);
+    assert_int_equal(store_worker_submit(&f->w, r), STORE_OK);
+    store_worker_stop(&f->w); /* no loop turn ran: the stop hands it over */
+    assert_int_equal(f->done, 1);
+    r = store_req_new(STORE_SEEN, done, f);
+    assert_non_null(r);
+    assert_int_equal(store_worker_submit(&f->w, r), STORE_E_IO);
+    store_req_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_waits_for_the_loop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_while_waiting, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_submit_edges, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

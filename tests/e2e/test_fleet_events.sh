@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The API's event stream (GET /v1/events, what the dashboard reads) follows
+# a device through its update: its registration, each step it takes, and
+# the report that it booted the image and confirmed it. The registration
+# and the report are applied by the store at a check-in, not recorded as
+# steps: fleet.c tells the stream of them itself.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fleet_lib.sh"
+
+make_image "$WORK/img" 65536
+start_fleet
+"$TCPOTA" image add --version 2.0.0 --model esp32 "$WORK/img" > /dev/null || fail "image add failed"
+"$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null || fail "rollout create failed"
+curl -sN -H "Authorization: Bearer $TCPOTA_TOKEN" "$TCPOTA_API/v1/events" > "$WORK/events.txt" &
+PIDS+=($!)
+wait_line "$WORK/events.txt" '^: tcpota events'
+run_device ev-1 esp32 "$WORK/ev-1" || fail "ev-1 failed: $(tail -3 "$WORK/ev-1.log")"
+grep -qE '\[ev-1 [^]]*\] report: .* confirmed' "$WORK/server.log" || fail "ev-1 did not report"
+wait_line "$WORK/events.txt" '"id":"ev-1","state":"updated"'
+# The states the stream told, in order (repeats of a state folded).
+states=$(sed -nE 's/^data: \{"id":"ev-1","state":"([a-z-]+)".*/\1/p' "$WORK/events.txt" | uniq | tr '\n' ' ')
+[ "$states" = "seen offered downloading verified updated " ] ||
+  fail "ev-1's states on the event stream: $states"
+stop_fleet
+ok "the event stream tells each state of a device's update, from its registration to its report"
