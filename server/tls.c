@@ -123,8 +123,9 @@ static size_t nticket_keys;
  * after sealing; 2 after opening, "renew": the client gets a new ticket,
  * sealed with the first key (OpenSSL 3.0 sends a TLS 1.3 client a ticket
  * after a resumption only when told to renew, and a client that uses each
- * TLS 1.3 ticket once, as Mbed TLS and bench-loadgen do, would otherwise
- * make a full handshake every other check-in); 0 for a ticket of no key
+ * TLS 1.3 ticket once, as RFC 8446 advises and bench-loadgen and openssl
+ * s_client do, would otherwise make a full handshake every other
+ * check-in); 0 for a ticket of no key
  * here (a full handshake follows); -1 on an error. */
 static int ticket_cb(SSL *ssl, unsigned char name[TICKET_NAME_LEN],
                      unsigned char iv[EVP_MAX_IV_LENGTH], EVP_CIPHER_CTX *cctx,
