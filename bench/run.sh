@@ -126,7 +126,7 @@ start_raw() {
 
 NGX_PORT=0
 NGX_PIN=() # a command prefix, e.g. (taskset -c 0)
-NGX_TLS="" # a directory with srv.pem and srv.key: serve HTTPS with them (tlsmode.sh)
+NGX_TLS="" # a directory with srv.pem, srv.key and ticket.key: serve HTTPS with them (tlsmode.sh)
 NGX_KTLS="" # 1: with NGX_TLS, let OpenSSL hand records to kernel TLS where the kernel has it
 NGX_ADDR=127.0.0.1 # the address nginx listens on
 NGX_NETNS=() # a command prefix that reaches NGX_ADDR, e.g. (ip netns exec NS) (twohost.sh)
@@ -156,7 +156,7 @@ start_nginx_once() {
     ssl=" ssl" url="https://localhost:$NGX_PORT/image.bin" ca=(--cacert "$NGX_TLS/srv.pem")
     tls_conf="ssl_certificate $NGX_TLS/srv.pem; ssl_certificate_key $NGX_TLS/srv.key;
   ssl_protocols TLSv1.2 TLSv1.3; ssl_session_tickets on; ssl_session_cache off;
-  ssl_conf_command NumTickets 1;"
+  ssl_session_ticket_key $NGX_TLS/ticket.key; ssl_conf_command NumTickets 1;"
     # Kernel TLS (then nginx's sendfile goes through it); without the
     # kernel's support OpenSSL falls back to encrypting in user space.
     [ "$NGX_KTLS" = 1 ] && tls_conf+="
@@ -435,7 +435,7 @@ XR_SRV=()         # the server's command prefix (taskset; ip netns exec)
 XR_LG=()          # the load generator's
 XR_NETNS=()       # a prefix that reaches XR_ADDR (nginx's start checks it with curl)
 XR_ADDR=127.0.0.1 # the address the server listens on
-XR_TLS=""         # a directory with srv.pem and srv.key: both servers over TLS
+XR_TLS=""         # a directory with srv.pem, srv.key and ticket.key: both servers over TLS
 XR_LG_ARGS=()     # more bench-loadgen options
 XR_HOOK=""        # a function run with "before" and "after" around the measured span
 XR_RAW=fleet.raw  # the file in $WORK that keeps the load generator's lines
@@ -458,7 +458,8 @@ tcp_pressure_ms() {
 xfer_run() {
   local kind=$1 n=$2 pid port cpu0 cpu1 press0 waited lgtls=() srvtls=()
   if [ -n "$XR_TLS" ]; then
-    lgtls=(--tls "$XR_TLS/srv.pem") srvtls=(--tls-cert "$XR_TLS/srv.pem" --tls-key "$XR_TLS/srv.key")
+    lgtls=(--tls "$XR_TLS/srv.pem") srvtls=(--tls-cert "$XR_TLS/srv.pem" --tls-key "$XR_TLS/srv.key"
+      --tls-ticket-key "$XR_TLS/ticket.key")
   fi
   if [ "$kind" = tcpota ]; then
     local -a SERVE_PIN=("${XR_SRV[@]}")

@@ -14,7 +14,10 @@
 #                       the same certificate; server CPU per GB. Writes
 #                       $WORK/tlsxfer.md.
 
-# The certificate both servers use: ECDSA P-256, for localhost.
+# The certificate both servers use: ECDSA P-256, for localhost; and the
+# session ticket key both seal their tickets with (80 bytes: nginx's
+# ssl_session_ticket_key, tcpota's --tls-ticket-key), so that the ticket
+# settings are the same, not only alike.
 tls_cert() {
   [ -s "$WORK/tls/srv.pem" ] && return 0
   mkdir -p "$WORK/tls"
@@ -22,6 +25,7 @@ tls_cert() {
     -keyout "$WORK/tls/srv.key" -out "$WORK/tls/srv.pem" -days 2 -subj /CN=localhost \
     -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" > /dev/null 2>&1 || die "openssl req failed"
   chmod 600 "$WORK/tls/srv.key"
+  "$TCPOTA" keygen --ticket-key --out "$WORK/tls/ticket.key" 2> /dev/null || die "keygen --ticket-key failed"
 }
 
 # tls_row LABEL HANDSHAKE OUT: a table row from bench-loadgen's line (its
@@ -43,7 +47,8 @@ tls_row() {
 tls_tcpota() {
   local dir=$WORK/tls-data pid out resume=() warm
   rm -rf "$dir"
-  start_fleet tlsci "$dir" --tls-cert "$WORK/tls/srv.pem" --tls-key "$WORK/tls/srv.key"
+  start_fleet tlsci "$dir" --tls-cert "$WORK/tls/srv.pem" --tls-key "$WORK/tls/srv.key" \
+    --tls-ticket-key "$WORK/tls/ticket.key"
   pid=$(cat "$WORK/tlsci.pid")
   # Register the pool first (as the plain check-in benchmark does).
   "${PIN_LG[@]}" "$LOADGEN" checkin --server "127.0.0.1:$PORT" --conns "$1" --ids "$TLS_IDS" \
@@ -133,7 +138,8 @@ tls_checkin_bench() {
     echo "## TLS check-ins per second: tcpota serve --data --tls-cert vs nginx over HTTPS"
     echo
     echo "Every connection: TCP connect, a TLS handshake (the same ECDSA P-256 certificate; TLS 1.3;"
-    echo "stateless tickets, one per handshake, no server-side session cache on either), then tcpota:"
+    echo "stateless tickets sealed with one shared 80-byte key file, one per handshake, no"
+    echo "server-side session cache on either), then tcpota:"
     echo "one HELLO until NO_UPDATE; nginx: one HTTP/1.0 GET of a 100-byte file to the close."
     echo "\"full\": no session offered; \"resumed\": each of $TLS_IDS device ids offers the session"
     echo "it was given on its previous connection (a warm-up of $TLS_IDS connections fills them"
