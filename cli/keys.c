@@ -35,7 +35,7 @@ static const struct {
 
 /* Reads all of fd (at most max bytes) into a malloc'd buffer with room for
  * a terminating 0. Returns 0, or -1 after printing what is wrong. */
-static int read_fd(int fd, const char *path, const char *what, size_t max, uint8_t **buf, size_t *len)
+int cli_read_fd(int fd, const char *path, const char *what, size_t max, uint8_t **buf, size_t *len)
 {
     uint8_t *b = malloc(max + 2);
     size_t n = 0;
@@ -74,7 +74,7 @@ static int read_small(const char *path, const char *what, size_t max, uint8_t **
     if (fd < 0) {
         return -1;
     }
-    rc = read_fd(fd, path, what, max, buf, len);
+    rc = cli_read_fd(fd, path, what, max, buf, len);
     close(fd);
     return rc;
 }
@@ -138,7 +138,7 @@ static int load_hex(const char *path, enum key_kind k, uint8_t *out, size_t want
     if (fd < 0) {
         return -1;
     }
-    if (read_fd(fd, path, kinds[k].what, KEY_FILE_MAX, &buf, &len) == 0) {
+    if (cli_read_fd(fd, path, kinds[k].what, KEY_FILE_MAX, &buf, &len) == 0) {
         while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r')) len--;
         buf[len] = 0;
         rc = parse_key(path, k, (const char *)buf, len, out, want, upto);

@@ -172,6 +172,8 @@ static int load_secrets(const struct tcpota_serve_opts *o, const char *path,
     return rc;
 }
 
+#define TICKET_KEY_READ_MAX 4096u
+
 /* Reads the --tls-ticket-key files (paths[0..n)) into keys, each exactly
  * TLS_TICKET_KEY_LEN bytes, and points o at them. Returns 0 or -1 after
  * printing what is wrong. */
@@ -179,35 +181,31 @@ static int load_ticket_keys(struct tcpota_serve_opts *o, const char *const *path
                             uint8_t (*keys)[TLS_TICKET_KEY_LEN])
 {
     for (size_t i = 0; i < n; i++) {
-        uint8_t extra;
-        ssize_t got = 0, r = 0;
-        int fd = open_arg(o, paths[i], "--tls-ticket-key", 1);
+        uint8_t *b = NULL;
+        size_t len = 0;
+        int fd = open_arg(o, paths[i], "--tls-ticket-key", 1), rc;
 
         if (fd < 0) {
             return -1;
         }
-        while (got < (ssize_t)TLS_TICKET_KEY_LEN &&
-               ((r = read(fd, keys[i] + got, TLS_TICKET_KEY_LEN - (size_t)got)) > 0 ||
-                (r < 0 && errno == EINTR))) {
-            got += r > 0 ? r : 0;
-        }
-        if (r >= 0 && got == (ssize_t)TLS_TICKET_KEY_LEN) {
-            r = read(fd, &extra, 1);
-            got += r > 0 ? r : 0;
-        }
+        /* Up to a page, so that a wrong file's size can be named. */
+        rc = cli_read_fd(fd, paths[i], "--tls-ticket-key", TICKET_KEY_READ_MAX, &b, &len);
         close(fd);
-        if (r < 0) {
-            fprintf(stderr, "tcpota serve: cannot read --tls-ticket-key %s: %s\n", paths[i],
-                    strerror(errno));
+        if (rc < 0) {
             return -1;
         }
-        if (got != (ssize_t)TLS_TICKET_KEY_LEN) {
-            fprintf(stderr, "tcpota serve: --tls-ticket-key %s holds %s%zd bytes, not %u: a ticket "
+        if (len == TLS_TICKET_KEY_LEN) {
+            memcpy(keys[i], b, len);
+        }
+        sodium_memzero(b, len);
+        free(b);
+        if (len != TLS_TICKET_KEY_LEN) {
+            fprintf(stderr, "tcpota serve: --tls-ticket-key %s holds %s%zu bytes, not %u: a ticket "
                             "key is %u random bytes%s; make one with tcpota keygen --ticket-key --out "
-                            "FILE\n", paths[i], got > (ssize_t)TLS_TICKET_KEY_LEN ? "more than " : "",
-                    got > (ssize_t)TLS_TICKET_KEY_LEN ? (ssize_t)TLS_TICKET_KEY_LEN : got,
+                            "FILE\n", paths[i], len > TLS_TICKET_KEY_LEN ? "more than " : "",
+                    len > TLS_TICKET_KEY_LEN ? (size_t)TLS_TICKET_KEY_LEN : len,
                     TLS_TICKET_KEY_LEN, TLS_TICKET_KEY_LEN,
-                    got == 48 ? " (48-byte keys, AES-128, are not taken)" : "");
+                    len == 48 ? " (48-byte keys, AES-128, are not taken)" : "");
             return -1;
         }
     }

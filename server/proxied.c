@@ -80,15 +80,26 @@ static void wait_more(struct proxied *p)
     }
 }
 
+/* Hands p's socket on as a connection from host:port (which may lie in
+ * p: copied before p goes). */
+static void hand_on(struct proxied *p, const char *host, const char *port)
+{
+    struct server *srv = p->srv;
+    evutil_socket_t fd = p->fd;
+    char h[TEXT_HOST_LEN], pt[TEXT_PORT_LEN];
+
+    (void)text_copy(h, sizeof(h), host);
+    (void)text_copy(pt, sizeof(pt), port);
+    drop(p, 1);
+    accept_from(srv, fd, h, pt);
+}
+
 /* After a LOCAL header (a balancer speaking for itself, as HAProxy's
  * health check with send-proxy-v2 does): a connection that ends before a
  * byte follows was a check and leaves no line; one that goes on is served
  * from the balancer's own address. */
 static void after_local(struct proxied *p, short what)
 {
-    struct server *srv = p->srv;
-    evutil_socket_t fd = p->fd;
-    char host[TEXT_HOST_LEN], port[TEXT_PORT_LEN];
     uint8_t b;
     ssize_t n;
 
@@ -96,7 +107,7 @@ static void after_local(struct proxied *p, short what)
         drop(p, 0);
         return;
     }
-    n = recv(fd, &b, 1, MSG_PEEK);
+    n = recv(p->fd, &b, 1, MSG_PEEK);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
         wait_more(p);
         return;
@@ -105,16 +116,12 @@ static void after_local(struct proxied *p, short what)
         drop(p, 0); /* closed or reset: the check is over */
         return;
     }
-    (void)text_copy(host, sizeof(host), p->host);
-    (void)text_copy(port, sizeof(port), p->port);
-    drop(p, 1);
-    accept_from(srv, fd, host, port);
+    hand_on(p, p->host, p->port);
 }
 
 static void header_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct proxied *p = arg;
-    struct server *srv = p->srv;
     struct proxy_addr a;
     uint8_t buf[PROXY_HDR_MAX];
     char host[TEXT_HOST_LEN], port[TEXT_PORT_LEN];
@@ -179,8 +186,7 @@ static void header_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     text_sockaddr((const struct sockaddr *)&a.src, a.srclen, host, port);
-    drop(p, 1);
-    accept_from(srv, fd, host, port);
+    hand_on(p, host, port);
 }
 
 void proxied_start(struct server *srv, evutil_socket_t fd, const char *host, const char *port)

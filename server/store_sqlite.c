@@ -131,9 +131,10 @@ static int dispatch(struct sstore *st, struct store_req *r)
  * nothing half done while the batch goes on. */
 static void run_one(struct sstore *st, struct store_req *r)
 {
-    char why[sizeof(st->why)] = "";
+    char why[sizeof(st->why)];
     int64_t before;
 
+    why[0] = '\0'; /* not the whole buffer: this runs for every request */
     if (!st->in_txn) {
         if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
             sq_fail(st, r, "begin");

@@ -115,6 +115,10 @@ static void warn_validity(const struct tcpota_serve_opts *o, const char *path, X
 #define TICKET_NAME_LEN 16u
 #define TICKET_HMAC_LEN 32u
 #define TICKET_AES_LEN 32u
+_Static_assert(TICKET_NAME_LEN + TICKET_HMAC_LEN + TICKET_AES_LEN == TLS_TICKET_KEY_LEN,
+               "a ticket key file is its name, its HMAC key and its AES key");
+#define TICKET_HMAC(k) ((k) + TICKET_NAME_LEN)
+#define TICKET_AES(k) ((k) + TICKET_NAME_LEN + TICKET_HMAC_LEN)
 static uint8_t ticket_keys[TLS_TICKET_KEYS_MAX][TLS_TICKET_KEY_LEN];
 static size_t nticket_keys;
 
@@ -125,8 +129,8 @@ static size_t nticket_keys;
  * after a resumption only when told to renew, and a client that uses each
  * TLS 1.3 ticket once, as RFC 8446 advises and bench-loadgen and openssl
  * s_client do, would otherwise make a full handshake every other
- * check-in); 0 for a ticket of no key
- * here (a full handshake follows); -1 on an error. */
+ * check-in); 0 for a ticket of no key here (a full handshake follows); -1
+ * on an error. */
 static int ticket_cb(SSL *ssl, unsigned char name[TICKET_NAME_LEN],
                      unsigned char iv[EVP_MAX_IV_LENGTH], EVP_CIPHER_CTX *cctx,
                      EVP_MAC_CTX *hctx, int enc)
@@ -136,10 +140,9 @@ static int ticket_cb(SSL *ssl, unsigned char name[TICKET_NAME_LEN],
 
     (void)ssl;
     if (enc) {
+        /* A new ticket: the first key, a fresh IV. */
         memcpy(name, ticket_keys[0], TICKET_NAME_LEN);
-        if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1 ||
-            EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL,
-                               ticket_keys[0] + TICKET_NAME_LEN + TICKET_HMAC_LEN, iv) != 1) {
+        if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1) {
             return -1;
         }
     } else {
@@ -149,13 +152,12 @@ static int ticket_cb(SSL *ssl, unsigned char name[TICKET_NAME_LEN],
         if (k == nticket_keys) {
             return 0;
         }
-        if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL,
-                               ticket_keys[k] + TICKET_NAME_LEN + TICKET_HMAC_LEN, iv) != 1) {
-            return -1;
-        }
     }
-    params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY,
-                                                  ticket_keys[k] + TICKET_NAME_LEN, TICKET_HMAC_LEN);
+    if (EVP_CipherInit_ex(cctx, EVP_aes_256_cbc(), NULL, TICKET_AES(ticket_keys[k]), iv, enc) != 1) {
+        return -1;
+    }
+    params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, TICKET_HMAC(ticket_keys[k]),
+                                                  TICKET_HMAC_LEN);
     params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
     params[2] = OSSL_PARAM_construct_end();
     if (EVP_MAC_CTX_set_params(hctx, params) != 1) {
