@@ -143,11 +143,14 @@ ok "--workers 2: the supervisor and each worker reload"
 # --- fleet mode, no ticket key: OpenSSL's own key is carried over ---
 install_cert A
 : > server.log
-"$T" serve --data fleet --listen 127.0.0.1:0 --api off --tls-cert cur.pem --tls-key cur.key 2> server.log &
+"$T" serve --data fleet --listen 127.0.0.1:0 --api off --ota-listen 127.0.0.1:0 --tls-cert cur.pem \
+  --tls-key cur.key 2> server.log &
 SERVER_PID=$!
 PIDS+=("$SERVER_PID")
 wait_line server.log 'listening on'
 SERVER_PORT=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' server.log | head -1)
+OTA_PORT=$(sed -nE 's/.*HTTPS downloads on [^ ]*:([0-9]+).*/\1/p' server.log | head -1)
+want "fleet mode, HTTPS downloads before the reload" "$(hs "$OTA_PORT" o1 | cut -d' ' -f2)" "$FP_A"
 want "fleet mode before the reload" "$(hs "$SERVER_PORT" f1)" "New $FP_A"
 install_cert B
 HUPS=0
@@ -156,9 +159,10 @@ grep -q "SIGHUP: reloaded the TLS certificate cur.pem (valid until [-0-9: ]* UTC
   fail "fleet mode: no reload line: $(grep SIGHUP server.log)"
 want "fleet mode: the session of before the reload, OpenSSL's own key" "$(hs "$SERVER_PORT" f2 f1.sess | cut -d' ' -f1)" "Reused"
 want "fleet mode: a new connection after the reload" "$(hs "$SERVER_PORT" f3 | cut -d' ' -f2)" "$FP_B"
+want "fleet mode: HTTPS downloads after the reload" "$(hs "$OTA_PORT" o2 | cut -d' ' -f2)" "$FP_B"
 echo garbage > cur.key
 hup server.log
 grep -q "SIGHUP: reload failed (see above); still serving the TLS certificate loaded before" server.log ||
   fail "fleet mode: a bad key: $(grep SIGHUP server.log)"
 stop_server
-ok "fleet mode: SIGHUP reloads the certificate; sessions resume across it without a ticket key"
+ok "fleet mode: SIGHUP reloads the certificate (device port and HTTPS downloads); sessions resume across it without a ticket key"
