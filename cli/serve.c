@@ -175,15 +175,16 @@ static int load_secrets(const struct tcpota_serve_opts *o, const char *path,
 #define TICKET_KEY_READ_MAX 4096u
 
 /* Reads the --tls-ticket-key files (paths[0..n)) into keys, each exactly
- * TLS_TICKET_KEY_LEN bytes, and points o at them. Returns 0 or -1 after
- * printing what is wrong. */
-static int load_ticket_keys(struct tcpota_serve_opts *o, const char *const *paths, size_t n,
-                            uint8_t (*keys)[TLS_TICKET_KEY_LEN])
+ * TLS_TICKET_KEY_LEN bytes, and points o at them; a key others can read is
+ * warned about through `warn` (serve_warn). Returns 0 or -1 after printing
+ * what is wrong. */
+static int load_ticket_keys(const struct tcpota_serve_opts *warn, struct tcpota_serve_opts *o,
+                            const char *const *paths, size_t n, uint8_t (*keys)[TLS_TICKET_KEY_LEN])
 {
     for (size_t i = 0; i < n; i++) {
         uint8_t *b = NULL;
         size_t len = 0;
-        int fd = open_arg(o, paths[i], "--tls-ticket-key", 1), rc;
+        int fd = open_arg(warn, paths[i], "--tls-ticket-key", 1), rc;
 
         if (fd < 0) {
             return -1;
@@ -339,7 +340,9 @@ struct sources {
     int require_signed;   /* -1: when a manifest exists */
     uint8_t keys[MAX_KEYS][32];
     size_t nkeys;
-    uint8_t ticket_keys[TLS_TICKET_KEYS_MAX][TLS_TICKET_KEY_LEN]; /* --tls-ticket-key */
+    uint8_t ticket_keys[TLS_TICKET_KEYS_MAX][TLS_TICKET_KEY_LEN]; /* --tls-ticket-key, at start */
+    const char *ticket_paths[TLS_TICKET_KEYS_MAX];                /* their files, for SIGHUP */
+    size_t nticket;
     char proxy_from[PROXY_FROM_MAX][PROXY_FROM_LEN]; /* --proxy-protocol, as text_sockaddr writes them */
     size_t nproxy_from;
     int running; /* the server runs: a load is a reload (SIGHUP) */
@@ -351,6 +354,7 @@ struct loaded {
     uint8_t *manifest;
     struct tcpota_serve_secret *secrets;
     size_t nsecrets;
+    uint8_t ticket_keys[TLS_TICKET_KEYS_MAX][TLS_TICKET_KEY_LEN]; /* read again by SIGHUP */
 };
 
 static void serve_release(void *ctx, struct tcpota_serve_opts *o)
@@ -363,8 +367,30 @@ static void serve_release(void *ctx, struct tcpota_serve_opts *o)
     if (l->secrets) sodium_memzero(l->secrets, l->nsecrets * sizeof(*l->secrets));
     free(l->secrets);
     free(l->manifest);
+    sodium_memzero(l->ticket_keys, sizeof(l->ticket_keys));
     free(l);
     o->loaded = NULL;
+}
+
+/* SIGHUP with TLS: the certificate and key files checked again (a FIFO
+ * would hang the loop when OpenSSL opens it; the server reads them) and
+ * the ticket keys read again from their files into l, which n then names.
+ * Returns 0, or -1 after printing what is wrong on stderr (the server logs
+ * it as the reload's). */
+static int reload_tls(const struct sources *src, struct tcpota_serve_opts *n, struct loaded *l)
+{
+    if (!n->tls_cert) {
+        return 0;
+    }
+    if (check_arg(NULL, n->tls_cert, "--tls-cert", 0) < 0 ||
+        check_arg(NULL, n->tls_key, "--tls-key", tls_pem_kind(n->tls_key) != TLS_PEM_CERT) < 0) {
+        return -1;
+    }
+    if (src->nticket &&
+        load_ticket_keys(NULL, n, src->ticket_paths, src->nticket, l->ticket_keys) < 0) {
+        return -1;
+    }
+    return 0;
 }
 
 /* Reads the manifest, checks it, takes version and model from it, and
@@ -447,6 +473,10 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
     }
     n.secrets = l->secrets;
     n.nsecrets = l->nsecrets;
+    if (src->running && reload_tls(src, &n, l) < 0) {
+        rc = 2;
+        goto fail;
+    }
     *o = n;
     return 0;
 fail:
@@ -474,6 +504,26 @@ static void warn_settings(const struct tcpota_serve_opts *o, const struct source
 static int serve_reload(void *ctx, struct tcpota_serve_opts *fresh)
 {
     return serve_load(ctx, fresh) == 0 ? 0 : -1;
+}
+
+/* Fleet mode's SIGHUP: the TLS files only (images, rollouts and secrets
+ * change through the API). */
+static int fleet_reload(void *ctx, struct tcpota_serve_opts *fresh)
+{
+    struct loaded *l = calloc(1, sizeof(*l));
+    struct tcpota_serve_opts n = *fresh;
+
+    if (!l) {
+        fprintf(stderr, "tcpota serve: out of memory\n");
+        return -1;
+    }
+    n.loaded = l;
+    if (reload_tls(ctx, &n, l) < 0) {
+        serve_release(NULL, &n);
+        return -1;
+    }
+    *fresh = n;
+    return 0;
 }
 
 /* `tcpota serve --data DIR`: what fleet mode refuses, then the server. */
@@ -574,6 +624,11 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
         serve_warn(o, "no --pubkey: the API takes unsigned images; give --pubkey K.pub so that "
                       "only signed images are served");
     }
+    if (o->tls_cert) {
+        o->reload = fleet_reload;
+        o->release = serve_release;
+        o->ctx = src;
+    }
     return tcpota_serve(o);
 }
 
@@ -586,8 +641,6 @@ static int serve_args(int argc, char **argv)
     char host[256] = "0.0.0.0";
     const char *api = "127.0.0.1:8071", *ota = NULL;
     const char *fleet_only = NULL; /* the last flag given that only fleet mode reads */
-    const char *ticket_paths[TLS_TICKET_KEYS_MAX];
-    size_t nticket = 0;
     unsigned long long v;
     int i, rc;
 
@@ -660,12 +713,12 @@ static int serve_args(int argc, char **argv)
             if (cli_number(val, a, 1, TLS_TICKET_LIFETIME_MAX, &v) < 0) return 2;
             o.tls_ticket_lifetime_s = (unsigned)v;
         } else if (strcmp(a, "--tls-ticket-key") == 0) {
-            if (nticket == TLS_TICKET_KEYS_MAX) {
+            if (src.nticket == TLS_TICKET_KEYS_MAX) {
                 fprintf(stderr, "tcpota serve: at most %u --tls-ticket-key (the first seals new "
                                 "tickets, the others open older ones)\n", TLS_TICKET_KEYS_MAX);
                 return 2;
             }
-            ticket_paths[nticket++] = val;
+            src.ticket_paths[src.nticket++] = val;
         } else if (strcmp(a, "--max-conns") == 0) {
             if (cli_number(val, a, 1, 1000000, &v) < 0) return 2;
             o.max_conns = (unsigned)v;
@@ -714,12 +767,13 @@ static int serve_args(int argc, char **argv)
         fprintf(stderr, "tcpota serve: --tls-cert and --tls-key go together\n");
         return 2;
     }
-    if ((nticket || o.tls_ticket_lifetime_s) && !o.tls_cert) {
+    if ((src.nticket || o.tls_ticket_lifetime_s) && !o.tls_cert) {
         fprintf(stderr, "tcpota serve: %s needs --tls-cert and --tls-key: its tickets resume TLS "
-                        "sessions\n", nticket ? "--tls-ticket-key" : "--tls-ticket-lifetime");
+                        "sessions\n", src.nticket ? "--tls-ticket-key" : "--tls-ticket-lifetime");
         return 2;
     }
-    if (nticket && load_ticket_keys(&o, ticket_paths, nticket, src.ticket_keys) < 0) {
+    if (src.nticket &&
+        load_ticket_keys(&o, &o, src.ticket_paths, src.nticket, src.ticket_keys) < 0) {
         sodium_memzero(&src, sizeof(src));
         return 2;
     }

@@ -221,60 +221,107 @@ static void catch_end(const struct server *srv, struct caught *c, int failed)
     if (c->f) fclose(c->f);
 }
 
-/* SIGHUP: the image, its manifest and the device secrets are read again.
- * Transfers already running keep the image they started with (each holds
- * a reference); new HELLOs get the new one. Anything wrong with the new
- * files leaves the server exactly as it was. */
+/* What a reload leaves in force, for its log lines. */
+static void reload_serving(const struct server *srv, char *buf, size_t cap)
+{
+    int n = 0;
+
+    if (srv->img) {
+        n = snprintf(buf, cap, "image %s (sha256 %.16s...)", srv->img->version, srv->img->idhex);
+    }
+    if (srv->tls && n >= 0 && (size_t)n < cap) {
+        snprintf(buf + n, cap - (size_t)n, "%sthe TLS certificate loaded before",
+                 srv->img ? " and " : "");
+    }
+}
+
+/* With TLS: a context from the certificate, key and ticket keys read
+ * again (fresh), sealing tickets as the one in force did (the operator's
+ * keys, or OpenSSL's own carried over). NULL after printing why. */
+static SSL_CTX *reload_tls(const struct server *srv, const struct tcpota_serve_opts *fresh)
+{
+    SSL_CTX *tls = tls_context(fresh, fresh->tls_cert, fresh->tls_key);
+
+    if (tls && tls_keep_own_tickets(tls, srv->tls) < 0) {
+        fprintf(stderr, "tcpota serve: warning: OpenSSL did not hand this process's session "
+                        "ticket key to the new TLS context: each device makes one full "
+                        "handshake (give --tls-ticket-key to keep tickets across reloads)\n");
+    }
+    return tls;
+}
+
+/* SIGHUP. Single-image mode: the image, its manifest and the device
+ * secrets are read again. With TLS, in either mode: the certificate, its
+ * key and the ticket keys (a renewed certificate, rotated keys) without
+ * cutting a connection. Connections already open keep the image and the
+ * TLS context they started with (each holds a reference); new ones get the
+ * new. Anything wrong with the new files leaves the server exactly as it
+ * was. */
 static void reload(struct server *srv)
 {
     const struct tcpota_serve_opts *o = srv->o;
     struct tcpota_serve_opts *fresh;
-    struct image *img;
+    struct image *img = NULL;
+    SSL_CTX *tls = NULL;
     struct caught caught;
-    char err[IMAGE_ERR_LEN];
+    char err[IMAGE_ERR_LEN], serving[IMAGE_ERR_LEN], said[IMAGE_ERR_LEN];
+    int loaded, failed;
 
-    if (srv->fleet) {
-        say_always(srv->o, LOG_LV_INFO, "SIGHUP: nothing to reload: in fleet mode images, "
-                   "rollouts, groups and secrets change through the API and apply at once");
-        return;
-    }
     if (!o->reload) {
-        say_always(srv->o, LOG_LV_INFO, "SIGHUP: nothing to reload");
+        say_always(srv->o, LOG_LV_INFO, "%s", srv->fleet
+                   ? "SIGHUP: nothing to reload: in fleet mode images, rollouts, groups and "
+                     "secrets change through the API and apply at once"
+                   : "SIGHUP: nothing to reload");
         return;
     }
+    reload_serving(srv, serving, sizeof(serving));
     if (!(fresh = malloc(sizeof(*fresh)))) {
-        say_always(srv->o, LOG_LV_ERROR, "SIGHUP: out of memory; still serving image %s", srv->img->version);
+        say_always(srv->o, LOG_LV_ERROR, "SIGHUP: out of memory; still serving %s", serving);
         return;
     }
     *fresh = *o;
     catch_begin(&caught);
-    if (o->reload(o->ctx, fresh) < 0) {
-        catch_end(srv, &caught, 1);
-        free(fresh);
-        say_always(srv->o, LOG_LV_ERROR, "SIGHUP: reload failed (see above); still serving image %s (sha256 %.16s...)",
-                   srv->img->version, srv->img->idhex);
-        return;
+    loaded = o->reload(o->ctx, fresh) == 0;
+    failed = !loaded;
+    if (!failed && !srv->fleet) {
+        img = image_open(fresh->image, fresh->version, fresh->model, fresh->manifest,
+                         fresh->manifest_len, fresh->chunk, err, sizeof(err));
+        if (!img) {
+            fprintf(stderr, "tcpota serve: %s\n", err); /* caught: logged as the reload's */
+            failed = 1;
+        }
     }
-    img = image_open(fresh->image, fresh->version, fresh->model, fresh->manifest,
-                     fresh->manifest_len, fresh->chunk, err, sizeof(err));
-    if (!img) {
-        fprintf(stderr, "tcpota serve: %s\n", err); /* caught: logged as the reload's */
+    if (!failed && srv->tls && !(tls = reload_tls(srv, fresh))) {
+        failed = 1;
     }
-    catch_end(srv, &caught, img == NULL);
-    if (!img) {
-        o->release(o->ctx, fresh);
-        free(fresh);
-        say_always(srv->o, LOG_LV_ERROR, "SIGHUP: reload failed (see above); still serving image %s (sha256 %.16s...)",
-                   srv->img->version, srv->img->idhex);
-        return;
-    }
+    catch_end(srv, &caught, failed);
     /* The new secrets keep the old ones' failures (auth_rebind). */
-    if (auth_rebind(&srv->auth, fresh->secrets, fresh->nsecrets) < 0) {
+    if (!failed && !srv->fleet && auth_rebind(&srv->auth, fresh->secrets, fresh->nsecrets) < 0) {
+        say_always(srv->o, LOG_LV_ERROR, "SIGHUP: out of memory; still serving %s", serving);
+        failed = 1;
+    } else if (failed) {
+        say_always(srv->o, LOG_LV_ERROR, "SIGHUP: reload failed (see above); still serving %s",
+                   serving);
+    }
+    if (failed) {
         image_unref(img);
+        tls_context_free(tls);
+        if (loaded) o->release(o->ctx, fresh);
+        free(fresh);
+        return;
+    }
+    if (tls) {
+        (void)tls_cert_says(tls, srv->tls, said, sizeof(said));
+        tls_context_free(srv->tls); /* open connections hold theirs */
+        srv->tls = tls;
+    }
+    if (srv->fleet) {
+        /* Only the TLS context changed: the fleet's threads go on reading
+         * the options they started with. */
         o->release(o->ctx, fresh);
         free(fresh);
-        say_always(srv->o, LOG_LV_ERROR, "SIGHUP: out of memory; still serving image %s",
-                   srv->img->version);
+        say_always(srv->o, LOG_LV_INFO, "SIGHUP: reloaded the TLS certificate %s (%s) and its key%s",
+                   o->tls_cert, said, o->nticket_keys ? " and the ticket keys" : "");
         return;
     }
     if (strcmp(img->version, srv->img->version) == 0 && strcmp(img->idhex, srv->img->idhex) != 0) {
@@ -295,8 +342,10 @@ static void reload(struct server *srv)
     }
     srv->reloaded = fresh;
     srv->o = fresh;
-    say_always(srv->o, LOG_LV_INFO, "SIGHUP: reloaded: image %s (%u bytes, sha256 %s), %zu device secrets",
-               img->version, img->size, img->idhex, fresh->nsecrets);
+    say_always(srv->o, LOG_LV_INFO, "SIGHUP: reloaded: image %s (%u bytes, sha256 %s), %zu device "
+               "secrets%s%s%s%s", img->version, img->size, img->idhex, fresh->nsecrets,
+               tls ? ", the TLS certificate (" : "", tls ? said : "", tls ? ") and its key" : "",
+               tls && fresh->nticket_keys ? " and the ticket keys" : "");
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)

@@ -101,7 +101,7 @@ static void warn_validity(const struct tcpota_serve_opts *o, const char *path, X
     if (!x) return;
     if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0) {
         say_always(o, LOG_LV_INFO, "warning: the TLS certificate %s expired on %s: devices "
-                   "that check dates refuse it; renew it and restart the server", path,
+                   "that check dates refuse it; renew it and reload the server (SIGHUP)", path,
                    asn1_date(X509_get0_notAfter(x), when, sizeof(when)));
     } else if (X509_cmp_current_time(X509_get0_notBefore(x)) > 0) {
         say_always(o, LOG_LV_INFO, "warning: the TLS certificate %s is not valid before %s: "
@@ -110,8 +110,11 @@ static void warn_validity(const struct tcpota_serve_opts *o, const char *path, X
     }
 }
 
-/* --tls-ticket-key: the keys of this process (one server context), the
- * first for new tickets. Read by OpenSSL's ticket callback. */
+/* --tls-ticket-key: the keys of one server context, the first for new
+ * tickets, kept in the context's ex_data so that a context a reload
+ * (SIGHUP) replaced goes on with its own keys for as long as a connection
+ * holds it; wiped and freed with the context. Read by OpenSSL's ticket
+ * callback. */
 #define TICKET_NAME_LEN 16u
 #define TICKET_HMAC_LEN 32u
 #define TICKET_AES_LEN 32u
@@ -119,8 +122,22 @@ _Static_assert(TICKET_NAME_LEN + TICKET_HMAC_LEN + TICKET_AES_LEN == TLS_TICKET_
                "a ticket key file is its name, its HMAC key and its AES key");
 #define TICKET_HMAC(k) ((k) + TICKET_NAME_LEN)
 #define TICKET_AES(k) ((k) + TICKET_NAME_LEN + TICKET_HMAC_LEN)
-static uint8_t ticket_keys[TLS_TICKET_KEYS_MAX][TLS_TICKET_KEY_LEN];
-static size_t nticket_keys;
+struct ticket_keys {
+    size_t n;
+    uint8_t k[TLS_TICKET_KEYS_MAX][TLS_TICKET_KEY_LEN];
+};
+static int ticket_keys_idx = -1;
+
+static void ticket_keys_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                             void *argp)
+{
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argl;
+    (void)argp;
+    if (ptr) OPENSSL_clear_free(ptr, sizeof(struct ticket_keys));
+}
 
 /* OpenSSL asks for a key to seal a new ticket (enc 1) or for the key that
  * sealed a ticket a client offers (enc 0: found by its name). Returns 1
@@ -135,28 +152,31 @@ static int ticket_cb(SSL *ssl, unsigned char name[TICKET_NAME_LEN],
                      unsigned char iv[EVP_MAX_IV_LENGTH], EVP_CIPHER_CTX *cctx,
                      EVP_MAC_CTX *hctx, int enc)
 {
+    const struct ticket_keys *tk = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ticket_keys_idx);
     OSSL_PARAM params[3];
     size_t k = 0;
 
-    (void)ssl;
+    if (!tk || !tk->n) {
+        return -1;
+    }
     if (enc) {
         /* A new ticket: the first key, a fresh IV. */
-        memcpy(name, ticket_keys[0], TICKET_NAME_LEN);
+        memcpy(name, tk->k[0], TICKET_NAME_LEN);
         if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1) {
             return -1;
         }
     } else {
-        while (k < nticket_keys && CRYPTO_memcmp(name, ticket_keys[k], TICKET_NAME_LEN) != 0) {
+        while (k < tk->n && CRYPTO_memcmp(name, tk->k[k], TICKET_NAME_LEN) != 0) {
             k++;
         }
-        if (k == nticket_keys) {
+        if (k == tk->n) {
             return 0;
         }
     }
-    if (EVP_CipherInit_ex(cctx, EVP_aes_256_cbc(), NULL, TICKET_AES(ticket_keys[k]), iv, enc) != 1) {
+    if (EVP_CipherInit_ex(cctx, EVP_aes_256_cbc(), NULL, TICKET_AES(tk->k[k]), iv, enc) != 1) {
         return -1;
     }
-    params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, TICKET_HMAC(ticket_keys[k]),
+    params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)TICKET_HMAC(tk->k[k]),
                                                   TICKET_HMAC_LEN);
     params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
     params[2] = OSSL_PARAM_construct_end();
@@ -167,14 +187,30 @@ static int ticket_cb(SSL *ssl, unsigned char name[TICKET_NAME_LEN],
 }
 
 /* Tickets sealed with the operator's keys: the same on every node behind
- * a balancer and across restarts, so a device resumes wherever it lands. */
+ * a balancer and across restarts and reloads, so a device resumes
+ * wherever it lands. */
 static int use_ticket_keys(SSL_CTX *ctx, const struct tcpota_serve_opts *o)
 {
+    struct ticket_keys *tk;
+
     if (!o->nticket_keys) {
         return 0;
     }
-    nticket_keys = o->nticket_keys < TLS_TICKET_KEYS_MAX ? o->nticket_keys : TLS_TICKET_KEYS_MAX;
-    memcpy(ticket_keys, o->ticket_keys, nticket_keys * TLS_TICKET_KEY_LEN);
+    if (ticket_keys_idx < 0) {
+        ticket_keys_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ticket_keys_free);
+    }
+    tk = ticket_keys_idx >= 0 ? OPENSSL_zalloc(sizeof(*tk)) : NULL;
+    if (!tk) {
+        fprintf(stderr, "tcpota serve: out of memory for the TLS ticket keys\n");
+        return -1;
+    }
+    tk->n = o->nticket_keys < TLS_TICKET_KEYS_MAX ? o->nticket_keys : TLS_TICKET_KEYS_MAX;
+    memcpy(tk->k, o->ticket_keys, tk->n * TLS_TICKET_KEY_LEN);
+    if (SSL_CTX_set_ex_data(ctx, ticket_keys_idx, tk) != 1) {
+        OPENSSL_clear_free(tk, sizeof(*tk));
+        fprintf(stderr, "tcpota serve: out of memory for the TLS ticket keys\n");
+        return -1;
+    }
     if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb) != 1) {
         fprintf(stderr, "tcpota serve: OpenSSL refused the ticket key callback: %s\n",
                 ERR_reason_error_string(ERR_get_error()));
@@ -245,9 +281,39 @@ fail:
 
 void tls_context_free(SSL_CTX *ctx)
 {
-    if (ctx) SSL_CTX_free(ctx);
-    OPENSSL_cleanse(ticket_keys, sizeof(ticket_keys));
-    nticket_keys = 0;
+    if (ctx) SSL_CTX_free(ctx); /* its ticket keys with it (ticket_keys_free) */
+}
+
+const char *tls_cert_says(SSL_CTX *ctx, SSL_CTX *before, char *buf, size_t cap)
+{
+    X509 *x = SSL_CTX_get0_certificate(ctx), *was = before ? SSL_CTX_get0_certificate(before) : NULL;
+    char when[TLS_DATE_MAX];
+
+    snprintf(buf, cap, "%svalid until %s",
+             x && was && X509_cmp(x, was) == 0 ? "unchanged: the file holds the certificate "
+                                                  "already in use, " : "",
+             asn1_date(x ? X509_get0_notAfter(x) : NULL, when, sizeof(when)));
+    return buf;
+}
+
+int tls_keep_own_tickets(SSL_CTX *to, SSL_CTX *from)
+{
+    unsigned char keys[TLS_TICKET_KEY_LEN];
+    int ok;
+
+    if (ticket_keys_idx >= 0 &&
+        (SSL_CTX_get_ex_data(to, ticket_keys_idx) || SSL_CTX_get_ex_data(from, ticket_keys_idx))) {
+        return 0; /* the operator's keys, read again from their files */
+    }
+    ok = SSL_CTX_get_tlsext_ticket_keys(from, NULL, 0) == (long)sizeof(keys) &&
+         SSL_CTX_get_tlsext_ticket_keys(from, keys, sizeof(keys)) == 1 &&
+         SSL_CTX_set_tlsext_ticket_keys(to, keys, sizeof(keys)) == 1;
+    OPENSSL_cleanse(keys, sizeof(keys));
+    if (!ok) {
+        ERR_clear_error();
+        return -1;
+    }
+    return 0;
 }
 
 int tls_binding(SSL *ssl, uint8_t out[TCPOTA_TLS_BINDING_LEN])

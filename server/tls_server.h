@@ -24,8 +24,22 @@ enum tls_pem tls_pem_kind(const char *path);
  * certificate out of its dates loads, with a warning in o's log. */
 SSL_CTX *tls_context(const struct tcpota_serve_opts *o, const char *cert, const char *key);
 
-/* Frees ctx (NULL: nothing) and wipes the ticket keys tls_context kept. */
+/* Drops this reference to ctx (NULL: nothing); its ticket keys are wiped
+ * when the last connection that holds it is freed. */
 void tls_context_free(SSL_CTX *ctx);
+
+/* "valid until DATE" of ctx's certificate into buf, said to be unchanged
+ * when it is the certificate of `before` (NULL: none): a reload that read
+ * an old copy (systemd's credentials are copied at start) shows. Returns
+ * buf. */
+const char *tls_cert_says(SSL_CTX *ctx, SSL_CTX *before, char *buf, size_t cap);
+
+/* A reload's new context `to` seals and opens tickets with the key
+ * OpenSSL made for `from` at start, when neither has the operator's keys
+ * (--tls-ticket-key): devices keep resuming across a SIGHUP. Returns 0, or
+ * -1 when OpenSSL would not hand the key over (devices then make one full
+ * handshake each). */
+int tls_keep_own_tickets(SSL_CTX *to, SSL_CTX *from);
 
 /* Writes the TLS exporter of this connection under TCPOTA_TLS_BINDING_LABEL
  * (codec.h), the binding a device's AUTH must cover. Returns 0, or -1 when
