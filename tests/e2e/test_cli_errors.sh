@@ -193,7 +193,21 @@ expect 2 "--out img is the image or the key itself" $T sign --key k.key $S --out
 expect 2 "--out k.key is the image or the key itself" $T sign --key k.key $S --out k.key img
 [ "$(sha256sum img)" = "$sum" ] || fail "sign --out img changed the image"
 $T verify --pubkey k.pub img 2> v.log || fail "the key was damaged by sign --out k.key"
-ok "sign refuses to write its manifest over the image or the key"
+# Nor over another key, an image or any file that is not a manifest; a
+# manifest (or a damaged FILE.manifest) it replaces.
+cp k.key other.key && cp img other.bin && echo "listen 0.0.0.0:8070" > other.conf
+for f in other.key other.bin other.conf; do
+  sum=$(sha256sum "$f")
+  expect 2 "--out $f exists and is not a manifest \([0-9]* bytes\); sign replaces only a manifest or a FILE.manifest: give another --out, or remove $f first" \
+    $T sign --key k.key $S --out "$f" img
+  [ "$(sha256sum "$f")" = "$sum" ] || fail "sign --out $f changed it"
+done
+$T sign --key k.key $S --out m.sig img 2> /dev/null || fail "sign --out m.sig (new) failed"
+$T sign --key k.key $S --out m.sig img 2> /dev/null || fail "sign --out m.sig over a manifest failed"
+head -c 100 /dev/urandom > img.manifest
+$T sign --key k.key $S img 2> /dev/null || fail "sign over a damaged img.manifest failed"
+$T verify --pubkey k.pub img 2> v.log || fail "img.manifest signed again does not verify: $(cat v.log)"
+ok "sign refuses to write its manifest over the image, a key or any file not a manifest"
 
 # keygen: the output name.
 expect 2 "--out is empty; give --out NAME" $T keygen --out ""
