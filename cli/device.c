@@ -477,7 +477,8 @@ static int boot_device(struct device *dv)
         info(dv, "rolled back to %s", dv->version);
     } else if (first.pending) {
         info(dv, "confirmed new image %s (health check ok)", dv->version);
-    } else if (dv->running.rolled_back) {
+    } else if (dv->running.refused_now) {
+        /* Not at every start after a rollback: the flag stays set. */
         info(dv, "the bootloader refused the other slot (a new image not confirmed, or one whose "
                  "bytes no longer match its hash) and fell back; running %s", dv->version);
     }
