@@ -336,6 +336,8 @@ static int flash_lock(struct device *dv)
         pid[strcspn(pid, "\n")] = '\0';
         say(dv, "%s is in use by another tcpota device (pid %s); stop it or use another --flash",
             dv->o.dir, pid[0] ? pid : "unknown");
+        close(dv->lock_fd); /* not ours: flash_unlock must not empty it */
+        dv->lock_fd = -1;
         return -1;
     }
     len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
@@ -354,9 +356,12 @@ static int flash_lock(struct device *dv)
     return 0;
 }
 
+/* The pid goes with the lock: a script that signals $(cat DIR/tcpota.lock)
+ * must not reach a process that took the pid since. */
 static void flash_unlock(struct device *dv)
 {
     if (dv->lock_fd >= 0) {
+        (void)ftruncate(dv->lock_fd, 0);
         close(dv->lock_fd); /* releases the flock */
         dv->lock_fd = -1;
     }

@@ -206,8 +206,10 @@ rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "
 [ $rc -eq 1 ] || fail "second server on the same --data: rc $rc, not 1: $(cat "$WORK/second.log")"
 grep -q "in use by another tcpota serve (pid $SERVER_PID)" "$WORK/second.log" || fail "second server: $(cat "$WORK/second.log")"
 "$TCPOTA" image list > /dev/null || fail "the first server does not answer after the second one failed"
+[ "$(cat "$DATA/tcpota.lock")" = "$SERVER_PID" ] || fail "the second server emptied the first one's lock file: '$(cat "$DATA/tcpota.lock")'"
 stop_fleet
-ok "a second server on the same --data fails with exit 1 naming the first one's pid"
+[ ! -s "$DATA/tcpota.lock" ] || fail "DIR/tcpota.lock still names pid $(cat "$DATA/tcpota.lock") after a clean stop"
+ok "a second server on the same --data fails with exit 1 naming the first one's pid; the pid goes with the server"
 
 mkdir "$WORK/junk"
 head -c 8192 /dev/urandom > "$WORK/junk/tcpota.db"
