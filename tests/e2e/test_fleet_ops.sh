@@ -28,7 +28,11 @@ rc=0; run_device s-1 esp32 "$WORK/s1-a" || rc=$?
 [ $rc -eq 1 ] || fail "a device without a secret: rc $rc, not 1"
 grep -q 'requires device authentication' "$WORK/s-1.log" || fail "no refusal message: $(tail -3 "$WORK/s-1.log")"
 [ "$(running "$WORK/s1-a")" = 1.0.0 ] || fail "a device without a secret got the image"
-ok "--require-auth refuses a device without a secret"
+# The server's log names the device and says what to do (before: "[- ADDR]
+# error: not allowed; closing").
+grep -q '\[s-1 [^]]*\] refused: the device does not authenticate (no secret given to it, or a build without authentication) and this server requires it (--require-auth); give the device its secret (tcpota device --secret FILE); closing' "$WORK/server.log" ||
+  fail "the server's log of the refusal: $(grep -i 'allowed\|refused' "$WORK/server.log")"
+ok "--require-auth refuses a device without a secret, and the server's log says who and why"
 
 "$TCPOTA" device secret s-1 --out "$WORK/s1.secret" > /dev/null || fail "device secret failed"
 [ "$(stat -c %a "$WORK/s1.secret")" = 600 ] || fail "secret file mode $(stat -c %a "$WORK/s1.secret")"
