@@ -767,6 +767,14 @@ static int serve_args(int argc, char **argv)
         fprintf(stderr, "tcpota serve: --tls-cert and --tls-key go together\n");
         return 2;
     }
+    if (o.allow_unauth_legacy && !o.require_auth) {
+        /* Without it every legacy device is served anyway: the flag would
+         * do nothing, and a reader would take it to mean some did not. */
+        fprintf(stderr, "tcpota serve: --allow-unauthenticated-legacy applies only with "
+                        "--require-auth (without it every device, legacy or not, is served "
+                        "unauthenticated); add --require-auth, or drop it\n");
+        return 2;
+    }
     if ((src.nticket || o.tls_ticket_lifetime_s) && !o.tls_cert) {
         fprintf(stderr, "tcpota serve: %s needs --tls-cert and --tls-key: its tickets resume TLS "
                         "sessions\n", src.nticket ? "--tls-ticket-key" : "--tls-ticket-lifetime");

@@ -88,6 +88,9 @@ expect 2 "image: empty is empty" $T sign --key k.key $S empty
 expect 2 "^tcpota serve: image FILE empty is empty; give the firmware image to serve$" \
   $T serve --listen 127.0.0.1:0 --version 2.0.0 empty
 expect 2 "image FILE: fifo is not a regular file \(it is a FIFO\)" $T serve --listen 127.0.0.1:0 --version 2.0.0 fifo
+# A flag that would do nothing is refused, not ignored.
+expect 2 "tcpota serve: --allow-unauthenticated-legacy applies only with --require-auth \(without it every device, legacy or not, is served unauthenticated\); add --require-auth, or drop it" \
+  $T serve --listen 127.0.0.1:0 --version 2.0.0 --allow-unauthenticated-legacy img
 expect 2 "public key: empty is empty; give NAME.pub" $T verify --pubkey empty img
 expect 1 "manifest empty is empty; sign the image again" $T verify --pubkey k.pub --manifest empty img
 printf 'garbage, not a manifest' > garbage.manifest
