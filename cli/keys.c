@@ -747,9 +747,7 @@ int cli_manifest_describes(const char *image, const uint8_t *man, size_t man_len
     struct tcpota_manifest m;
 
     if (tcpota_manifest_parse(man, man_len, &m) < 0) {
-        cli_err("manifest is not a tcpota manifest, or is damaged; sign the image "
-                        "again with `tcpota sign`\n");
-        return -1;
+        return -2; /* the caller names the file */
     }
     return describes(image, &m);
 }

@@ -403,7 +403,7 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
     const char *manifest = src->manifest;
     char mpath[4096];
     size_t man_len = 0;
-    int require_signed = src->require_signed, rc = 1;
+    int require_signed = src->require_signed, rc = 1, said;
     struct tcpota_serve_opts n = *o;
 
     if (!l) {
@@ -445,11 +445,12 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
         }
         /* Unsigned serving skips who signed, not what: the manifest's version
          * is offered for FILE, so it must describe FILE's bytes. */
-        if (!require_signed && cli_manifest_describes(o->image, l->manifest, man_len) < 0) {
-            fprintf(stderr, "tcpota serve: the manifest %s describes other bytes than %s (altered "
-                            "after signing?); sign %s again (tcpota sign), or remove %s to serve it "
-                            "unsigned; %s\n", manifest, o->image, o->image, manifest,
-                    src->running ? "the image served now stays" : "not starting");
+        if (!require_signed && (said = cli_manifest_describes(o->image, l->manifest, man_len)) < 0) {
+            fprintf(stderr, "tcpota serve: the manifest %s %s%s%s; sign %s again (tcpota sign), or "
+                            "remove %s to serve it unsigned; %s\n", manifest,
+                    said == -2 ? "is not a tcpota manifest, or is damaged" : "describes other bytes than ",
+                    said == -2 ? "" : o->image, said == -2 ? "" : " (altered after signing?)", o->image,
+                    manifest, src->running ? "the image served now stays" : "not starting");
             rc = 2; /* an unusable input file */
             goto fail;
         }
