@@ -125,7 +125,7 @@ static void serve_warn(const struct tcpota_serve_opts *o, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     if (o) {
-        say_always(o, LOG_LV_INFO, "warning: %s", msg);
+        say_always(o, LOG_LV_WARN, "warning: %s", msg);
     } else {
         fprintf(stderr, "tcpota serve: warning: %s\n", msg);
     }

@@ -1222,7 +1222,7 @@ static void warn_api_exposed(const struct server *srv, const struct api *a)
                    (ntohl(((const struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
     }
     if (!loopback) {
-        say_always(srv->o, LOG_LV_INFO,
+        say_always(srv->o, LOG_LV_WARN,
                    "warning: the API listens beyond loopback: a client without the token can make "
                    "the server read up to %.1f MiB of request body per connection before it is "
                    "refused (--max-image); keep --api on a network you trust, and give devices "

@@ -111,7 +111,8 @@ size_t log_format(char *buf, size_t cap, int json, const struct timespec *when,
         (void)put(&o, "{\"time\":\"", 9);
         put_time(&o, when);
         (void)put(&o, "\",\"level\":\"", 11);
-        (void)put(&o, lv == LOG_LV_ERROR ? "error" : "info", lv == LOG_LV_ERROR ? 5 : 4);
+        const char *level = lv == LOG_LV_ERROR ? "error" : lv == LOG_LV_WARN ? "warn" : "info";
+        (void)put(&o, level, strlen(level));
         (void)put(&o, "\"", 1);
         if (log_worker) {
             char k[24];

@@ -30,7 +30,10 @@ struct server;
 struct conn;
 struct tcpota_serve_opts;
 
-enum log_level { LOG_LV_INFO = 0, LOG_LV_ERROR = 1 };
+/* A line's level: in JSON "info", "error" or "warn" (a start or reload
+ * that goes on with something probably not meant; the text says
+ * "warning:"), for a log shipper that filters on it. */
+enum log_level { LOG_LV_INFO = 0, LOG_LV_ERROR = 1, LOG_LV_WARN = 2 };
 
 /* A device id or a peer is cut at LOG_FIELD_MAX bytes (both come from
  * arrays of at most 65), a message at LOG_MSG_MAX - 1. Each byte may take

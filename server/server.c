@@ -215,7 +215,10 @@ static void catch_end(const struct server *srv, struct caught *c, int failed)
         rewind(c->f);
         while (fgets(line, sizeof(line), c->f)) {
             line[strcspn(line, "\n")] = 0;
-            say_always(srv->o, failed ? LOG_LV_ERROR : LOG_LV_INFO, "SIGHUP: %s", unprefixed(line));
+            const char *said = unprefixed(line);
+            say_always(srv->o, failed ? LOG_LV_ERROR
+                               : strncmp(said, "warning: ", 9) == 0 ? LOG_LV_WARN : LOG_LV_INFO,
+                       "SIGHUP: %s", said);
         }
     }
     if (c->f) fclose(c->f);
@@ -327,7 +330,7 @@ static void reload(struct server *srv)
     if (strcmp(img->version, srv->img->version) == 0 && strcmp(img->idhex, srv->img->idhex) != 0) {
         /* Served all the same, but devices compare versions: one that ran
          * the old bytes is up to date by version, and never offered these. */
-        say_always(srv->o, LOG_LV_INFO, "SIGHUP: warning: the new image has the old one's version %s but "
+        say_always(srv->o, LOG_LV_WARN, "SIGHUP: warning: the new image has the old one's version %s but "
                    "other bytes: devices that got the old image are not offered it; give it a "
                    "new version (%s)", img->version,
                    img->manifest ? "sign it again with one, then SIGHUP"

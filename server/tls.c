@@ -100,11 +100,11 @@ static void warn_validity(const struct tcpota_serve_opts *o, const char *path, X
 
     if (!x) return;
     if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0) {
-        say_always(o, LOG_LV_INFO, "warning: the TLS certificate %s expired on %s: devices "
+        say_always(o, LOG_LV_WARN, "warning: the TLS certificate %s expired on %s: devices "
                    "that check dates refuse it; renew it and reload the server (SIGHUP)", path,
                    asn1_date(X509_get0_notAfter(x), when, sizeof(when)));
     } else if (X509_cmp_current_time(X509_get0_notBefore(x)) > 0) {
-        say_always(o, LOG_LV_INFO, "warning: the TLS certificate %s is not valid before %s: "
+        say_always(o, LOG_LV_WARN, "warning: the TLS certificate %s is not valid before %s: "
                    "devices that check dates refuse it until then; is this host's clock right?",
                    path, asn1_date(X509_get0_notBefore(x), when, sizeof(when)));
     }

@@ -124,11 +124,13 @@ for path in sys.argv[1:]:
         if not o.get("time", "").endswith("Z"):
             sys.exit(f"{path}: no UTC time: {line!r}")
         msgs.append(o["msg"])
+        if o["msg"].startswith("warning:") and o.get("level") != "warn":
+            sys.exit(f"{path}: a warning at level {o.get('level')!r}, not 'warn': {line!r}")
 for w in want:
     if not any(re.match(w, m) for m in msgs):
         sys.exit(f"no line starts with {w!r}: {msgs}")
 EOF2
-ok "json: a start's warnings (a readable --auth-file, no --require-auth, no order, an expired certificate, no --pubkey) are JSON lines with a time"
+ok "json: a start's warnings (a readable --auth-file, no --require-auth, no order, an expired certificate, no --pubkey) are JSON lines with a time, at level warn"
 
 rc=0
 out=$(timeout 5 "$TCPOTA" serve --listen 127.0.0.1:0 --log-format xml "$WORK/img" 2>&1) || rc=$?
