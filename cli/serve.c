@@ -101,7 +101,7 @@ static void usage(FILE *f)
             "                        (docs/scaling.md)\n"
             "  --api HOST:PORT|off   the control API (default 127.0.0.1:8071); its token is\n"
             "                        DIR/api.token (docs/api.md)\n"
-            "  --max-image BYTES     largest image the API takes (default 64 MiB)\n"
+            "  --max-image BYTES     largest image the API takes (default 64 MiB, at most 1 GiB)\n"
             "  --ota-listen HOST:PORT  serve HTTP(S) downloads for esp_https_ota devices here\n"
             "                        (default: on the API's listener, under /ota/; HTTPS with\n"
             "                        --tls-cert; docs/http-ota.md)\n"
@@ -744,7 +744,7 @@ static int serve_args(int argc, char **argv)
             ota = val;
             fleet_only = a;
         } else if (strcmp(a, "--max-image") == 0) {
-            if (cli_number(val, a, 1, UINT32_MAX, &v) < 0) return 2;
+            if (cli_number(val, a, 1, TCPOTA_IMAGE_UPLOAD_MAX, &v) < 0) return 2;
             o.max_image = (size_t)v;
             fleet_only = a;
         } else if (strcmp(a, "--chunk") == 0) {

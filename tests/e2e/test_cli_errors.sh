@@ -88,6 +88,9 @@ expect 2 "image: empty is empty" $T sign --key k.key $S empty
 expect 2 "^tcpota serve: image FILE empty is empty; give the firmware image to serve$" \
   $T serve --listen 127.0.0.1:0 --version 2.0.0 empty
 expect 2 "image FILE: fifo is not a regular file \(it is a FIFO\)" $T serve --listen 127.0.0.1:0 --version 2.0.0 fifo
+# An upload limit the API could not hold in memory (it took up to 4 GiB,
+# and the CLI refused images over 1 GiB).
+expect 2 "tcpota serve: --max-image: '2000000000' is out of range" $T serve --data d --max-image 2000000000
 # A flag that would do nothing is refused, not ignored.
 expect 2 "tcpota serve: --allow-unauthenticated-legacy applies only with --require-auth \(without it every device, legacy or not, is served unauthenticated\); add --require-auth, or drop it" \
   $T serve --listen 127.0.0.1:0 --version 2.0.0 --allow-unauthenticated-legacy img
