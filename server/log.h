@@ -44,6 +44,13 @@ enum log_level { LOG_LV_INFO = 0, LOG_LV_ERROR = 1, LOG_LV_WARN = 2 };
 #define LOG_LINE_MIN (6u * 2u * LOG_FIELD_MAX + 128u)
 #define LOG_LINE_MAX (LOG_LINE_MIN + 6u * LOG_MSG_MAX)
 
+/* "cannot listen on HOST:PORT[ for WHAT]: <errno e's text> (what to do,
+ * naming OPT)" into buf: the one wording of a listener that would not
+ * bind, for the device port, the API and the HTTP downloads. e 0: the
+ * address is not one this host has or can parse. Returns buf. */
+const char *log_listen_failed(char *buf, size_t cap, const char *host, unsigned port,
+                              const char *what, const char *opt, int e);
+
 /* Tags every line of this process as worker k's (workers.h): text
  * "tcpota serve[k]: ...", json "worker":k. */
 void log_set_worker(unsigned k);
