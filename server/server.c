@@ -171,10 +171,10 @@ static void print_summary(const struct server *srv)
                now_s() - srv->started, tls);
 }
 
-/* What a reload prints on stderr (the command line's loader and the image
- * loader explain themselves as at start) is caught and logged as log lines
- * (time, level, JSON with --log-format json), so a reload's errors read
- * like the rest of the log. */
+/* What a reload or the start prints on stderr (the command line's loader,
+ * the image loader and the TLS context explain themselves there) is caught
+ * and logged as log lines (time, level, JSON with --log-format json), so
+ * that their errors read like the rest of the log. */
 struct caught {
     FILE *f;
     int saved; /* the real stderr, or -1: nothing caught */
@@ -204,7 +204,7 @@ static const char *unprefixed(const char *line)
     return line;
 }
 
-static void catch_end(const struct server *srv, struct caught *c, int failed)
+static void catch_end(const struct server *srv, struct caught *c, int failed, const char *prefix)
 {
     char line[512];
 
@@ -218,7 +218,7 @@ static void catch_end(const struct server *srv, struct caught *c, int failed)
             const char *said = unprefixed(line);
             say_always(srv->o, failed ? LOG_LV_ERROR
                                : strncmp(said, "warning: ", 9) == 0 ? LOG_LV_WARN : LOG_LV_INFO,
-                       "SIGHUP: %s", said);
+                       "%s%s", prefix, said);
         }
     }
     if (c->f) fclose(c->f);
@@ -297,7 +297,7 @@ static void reload(struct server *srv)
     if (!failed && srv->tls && !(tls = reload_tls(srv, fresh))) {
         failed = 1;
     }
-    catch_end(srv, &caught, failed);
+    catch_end(srv, &caught, failed, "SIGHUP: ");
     /* The new secrets keep the old ones' failures (auth_rebind). */
     if (!failed && !srv->fleet && auth_rebind(&srv->auth, fresh->secrets, fresh->nsecrets) < 0) {
         say_always(srv->o, LOG_LV_ERROR, "SIGHUP: out of memory; still serving %s", serving);
@@ -314,6 +314,7 @@ static void reload(struct server *srv)
         return;
     }
     if (tls) {
+        tls_warn_dates(srv->o, fresh->tls_cert, tls);
         (void)tls_cert_says(tls, srv->tls, said, sizeof(said));
         tls_context_free(srv->tls); /* open connections hold theirs */
         srv->tls = tls;
@@ -521,15 +522,20 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
         srv.img = image_open(o->image, o->version, o->model, o->manifest, o->manifest_len,
                              o->chunk, err, sizeof(err));
         if (!srv.img) {
-            fprintf(stderr, "tcpota serve: %s\n", err);
+            say_always(o, LOG_LV_ERROR, "%s", err);
             goto out;
         }
     }
     if (devices_init(&srv.devices, DEVICES_MAX) < 0) {
         goto out;
     }
-    if (o->tls_cert && !(srv.tls = tls_context(o, o->tls_cert, o->tls_key))) {
-        goto out;
+    if (o->tls_cert) {
+        struct caught caught;
+        catch_begin(&caught);
+        srv.tls = tls_context(o, o->tls_cert, o->tls_key);
+        catch_end(&srv, &caught, srv.tls == NULL, "");
+        if (!srv.tls) goto out;
+        tls_warn_dates(o, o->tls_cert, srv.tls);
     }
     /* --workers: this process forks them after what they share is loaded
      * (the secrets too: a SIGHUP reloads them here as in each worker), and
