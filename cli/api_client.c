@@ -512,6 +512,36 @@ static void print_error(const struct api *a, int status, const char *reason, con
     }
 }
 
+/* After a 413: what the server takes (GET /v1/images says it), or what
+ * --max-image means when it does not say. */
+static void too_large(struct api *a, size_t sent)
+{
+    json_t *j = NULL, *max;
+    int status = 0, json = a->json;
+
+    if (!a->asking_limit) {
+        a->asking_limit = 1;
+        a->json = 0; /* the list is not the command's output */
+        if (api_request(a, API_GET, "/v1/images", NULL, 0, NULL, NULL, NULL, &j, &status) == 0 &&
+            status == 200 && (max = json_object_get(j, "max_image")) && json_is_integer(max) &&
+            json_integer_value(max) > 0) {
+            fprintf(stderr, "tcpota %s: the server refused the %zu bytes sent as too large (413): "
+                            "it takes images of at most %lld bytes (its --max-image)\n",
+                    a->cmd, sent, (long long)json_integer_value(max));
+            json_decref(j);
+            a->asking_limit = 0;
+            a->json = json;
+            return;
+        }
+        json_decref(j);
+        a->asking_limit = 0;
+        a->json = json;
+    }
+    fprintf(stderr, "tcpota %s: the server refused the %zu bytes sent as too large (413); "
+                    "it takes images of at most its --max-image BYTES (default 64 MiB)\n",
+            a->cmd, sent);
+}
+
 int api_request(struct api *a, enum api_method m, const char *path, const void *body, size_t len,
                 const char *ctype, const char *hdr_name, const char *hdr_val, json_t **out,
                 int *status)
@@ -588,9 +618,7 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
     if (r.status == 413) {
         /* libevent answers it, before the API: an HTML body, never JSON
          * (docs/api.md, Conventions). Only an upload is that large. */
-        fprintf(stderr, "tcpota %s: the server refused the %zu bytes sent as too large (413); "
-                        "it takes images of at most its --max-image BYTES (default 64 MiB)\n",
-                a->cmd, body ? len : (size_t)0);
+        too_large(a, body ? len : (size_t)0);
         goto out;
     }
     if (rawlen) {

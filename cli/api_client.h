@@ -48,6 +48,7 @@ struct api {
     /* The command's options for the API's fields, for its errors: pairs
      * {field, option}, ended by {NULL, NULL}; NULL: none. */
     const char *const (*field_opts)[2];
+    int asking_limit; /* a 413's follow-up request runs (api_client.c) */
 };
 
 /* Parses argv[0..argc-1] (argv[0] is the subcommand, skipped) into the

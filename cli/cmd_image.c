@@ -4,6 +4,7 @@
 #include "cli.h"
 #include "keys.h"
 #include "table.h"
+#include "server.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -13,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define IMAGE_MAX ((size_t)1 << 30)  /* the client's own bound; the server's is --max-image */
+#define IMAGE_MAX TCPOTA_IMAGE_UPLOAD_MAX /* the largest any server's --max-image takes */
 #define MANIFEST_MAX ((size_t)64 * 1024)
 
 static void usage(FILE *f)

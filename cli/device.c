@@ -336,6 +336,8 @@ static int flash_lock(struct device *dv)
         pid[strcspn(pid, "\n")] = '\0';
         say(dv, "%s is in use by another tcpota device (pid %s); stop it or use another --flash",
             dv->o.dir, pid[0] ? pid : "unknown");
+        close(dv->lock_fd); /* not ours: flash_unlock must not empty it */
+        dv->lock_fd = -1;
         return -1;
     }
     len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
@@ -354,9 +356,12 @@ static int flash_lock(struct device *dv)
     return 0;
 }
 
+/* The pid goes with the lock: a script that signals $(cat DIR/tcpota.lock)
+ * must not reach a process that took the pid since. */
 static void flash_unlock(struct device *dv)
 {
     if (dv->lock_fd >= 0) {
+        (void)ftruncate(dv->lock_fd, 0);
         close(dv->lock_fd); /* releases the flock */
         dv->lock_fd = -1;
     }
@@ -477,7 +482,8 @@ static int boot_device(struct device *dv)
         info(dv, "rolled back to %s", dv->version);
     } else if (first.pending) {
         info(dv, "confirmed new image %s (health check ok)", dv->version);
-    } else if (dv->running.rolled_back) {
+    } else if (dv->running.refused_now) {
+        /* Not at every start after a rollback: the flag stays set. */
         info(dv, "the bootloader refused the other slot (a new image not confirmed, or one whose "
                  "bytes no longer match its hash) and fell back; running %s", dv->version);
     }

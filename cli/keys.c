@@ -526,6 +526,31 @@ int cli_check_label(const char *cmd, const char *opt, const char *v)
     return 0;
 }
 
+/* 1 when the regular file `path` (size bytes) may be replaced by a new
+ * manifest: it is one, or its name says it is one (a damaged manifest is
+ * signed again over). Anything else, a key, an image, a config given to
+ * --out by mistake, is kept. */
+static int replaceable(const char *path, off_t size)
+{
+    struct tcpota_manifest m;
+    uint8_t *b = NULL;
+    size_t n = strlen(path), len = 0;
+    int fd, ok = 0;
+
+    if (n >= sizeof(".manifest") && strcmp(path + n - strlen(".manifest"), ".manifest") == 0) {
+        return 1;
+    }
+    if (size <= 0 || size > TCPOTA_MAX_MANIFEST || (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+        return 0;
+    }
+    if (cli_read_fd(fd, path, "--out", TCPOTA_MAX_MANIFEST, &b, &len) == 0) {
+        ok = tcpota_manifest_parse(b, len, &m) == 0;
+    }
+    close(fd);
+    free(b);
+    return ok;
+}
+
 /* Writes the manifest to `out` whole or not at all: into a temporary file
  * beside it, renamed over `out` once synced, so that a full disk or a kill
  * leaves no empty or partial manifest and keeps a previous one. Refuses
@@ -552,6 +577,12 @@ static int write_manifest(const char *out, const char *image, const char *key, c
             (stat(key, &other) == 0 && other.st_dev == st.st_dev && other.st_ino == st.st_ino)) {
             fprintf(stderr, "tcpota sign: --out %s is the image or the key itself; give another "
                             "file, e.g. %s.manifest\n", out, image);
+            return 2;
+        }
+        if (!replaceable(out, st.st_size)) {
+            fprintf(stderr, "tcpota sign: --out %s exists and is not a manifest (%lld bytes); sign "
+                            "replaces only a manifest or a FILE.manifest: give another --out, or "
+                            "remove %s first\n", out, (long long)st.st_size, out);
             return 2;
         }
     }
@@ -716,9 +747,7 @@ int cli_manifest_describes(const char *image, const uint8_t *man, size_t man_len
     struct tcpota_manifest m;
 
     if (tcpota_manifest_parse(man, man_len, &m) < 0) {
-        cli_err("manifest is not a tcpota manifest, or is damaged; sign the image "
-                        "again with `tcpota sign`\n");
-        return -1;
+        return -2; /* the caller names the file */
     }
     return describes(image, &m);
 }

@@ -101,7 +101,7 @@ static void usage(FILE *f)
             "                        (docs/scaling.md)\n"
             "  --api HOST:PORT|off   the control API (default 127.0.0.1:8071); its token is\n"
             "                        DIR/api.token (docs/api.md)\n"
-            "  --max-image BYTES     largest image the API takes (default 64 MiB)\n"
+            "  --max-image BYTES     largest image the API takes (default 64 MiB, at most 1 GiB)\n"
             "  --ota-listen HOST:PORT  serve HTTP(S) downloads for esp_https_ota devices here\n"
             "                        (default: on the API's listener, under /ota/; HTTPS with\n"
             "                        --tls-cert; docs/http-ota.md)\n"
@@ -125,7 +125,7 @@ static void serve_warn(const struct tcpota_serve_opts *o, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     if (o) {
-        say_always(o, LOG_LV_INFO, "warning: %s", msg);
+        say_always(o, LOG_LV_WARN, "warning: %s", msg);
     } else {
         fprintf(stderr, "tcpota serve: warning: %s\n", msg);
     }
@@ -403,7 +403,7 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
     const char *manifest = src->manifest;
     char mpath[4096];
     size_t man_len = 0;
-    int require_signed = src->require_signed, rc = 1;
+    int require_signed = src->require_signed, rc = 1, said;
     struct tcpota_serve_opts n = *o;
 
     if (!l) {
@@ -445,11 +445,12 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
         }
         /* Unsigned serving skips who signed, not what: the manifest's version
          * is offered for FILE, so it must describe FILE's bytes. */
-        if (!require_signed && cli_manifest_describes(o->image, l->manifest, man_len) < 0) {
-            fprintf(stderr, "tcpota serve: the manifest %s describes other bytes than %s (altered "
-                            "after signing?); sign %s again (tcpota sign), or remove %s to serve it "
-                            "unsigned; %s\n", manifest, o->image, o->image, manifest,
-                    src->running ? "the image served now stays" : "not starting");
+        if (!require_signed && (said = cli_manifest_describes(o->image, l->manifest, man_len)) < 0) {
+            fprintf(stderr, "tcpota serve: the manifest %s %s%s%s; sign %s again (tcpota sign), or "
+                            "remove %s to serve it unsigned; %s\n", manifest,
+                    said == -2 ? "is not a tcpota manifest, or is damaged" : "describes other bytes than ",
+                    said == -2 ? "" : o->image, said == -2 ? "" : " (altered after signing?)", o->image,
+                    manifest, src->running ? "the image served now stays" : "not starting");
             rc = 2; /* an unusable input file */
             goto fail;
         }
@@ -743,7 +744,7 @@ static int serve_args(int argc, char **argv)
             ota = val;
             fleet_only = a;
         } else if (strcmp(a, "--max-image") == 0) {
-            if (cli_number(val, a, 1, UINT32_MAX, &v) < 0) return 2;
+            if (cli_number(val, a, 1, TCPOTA_IMAGE_UPLOAD_MAX, &v) < 0) return 2;
             o.max_image = (size_t)v;
             fleet_only = a;
         } else if (strcmp(a, "--chunk") == 0) {
@@ -765,6 +766,14 @@ static int serve_args(int argc, char **argv)
     }
     if ((o.tls_cert == NULL) != (o.tls_key == NULL)) {
         fprintf(stderr, "tcpota serve: --tls-cert and --tls-key go together\n");
+        return 2;
+    }
+    if (o.allow_unauth_legacy && !o.require_auth) {
+        /* Without it every legacy device is served anyway: the flag would
+         * do nothing, and a reader would take it to mean some did not. */
+        fprintf(stderr, "tcpota serve: --allow-unauthenticated-legacy applies only with "
+                        "--require-auth (without it every device, legacy or not, is served "
+                        "unauthenticated); add --require-auth, or drop it\n");
         return 2;
     }
     if ((src.nticket || o.tls_ticket_lifetime_s) && !o.tls_cert) {

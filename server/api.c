@@ -2,6 +2,7 @@
 #include "api_internal.h"
 #include "dashboard.h"
 #include "http_ota.h" /* HTTP_OTA_PREFIX */
+#include "log.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -481,9 +482,8 @@ struct api *api_start(const struct api_config *cfg, char *err, size_t errlen)
     (void)evhttp_set_flags(a->http, EVHTTP_SERVER_LINGERING_CLOSE);
     a->sock = evhttp_bind_socket_with_handle(a->http, cfg->host ? cfg->host : "127.0.0.1", cfg->port);
     if (!a->sock) {
-        snprintf(err, errlen, "cannot listen on %s:%u for the API: %s (is another server running? "
-                 "choose another --api address)", cfg->host ? cfg->host : "127.0.0.1",
-                 (unsigned)cfg->port, errno ? strerror(errno) : "bad address");
+        (void)log_listen_failed(err, errlen, cfg->host ? cfg->host : "127.0.0.1", cfg->port,
+                                "the API", "--api", errno);
         evhttp_free(a->http);
         free(a);
         return NULL;

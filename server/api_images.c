@@ -60,7 +60,10 @@ static void images_with_rollouts(struct api_call *c, struct store_req *r)
     for (i = 0; arr && i < c->nimgs; i++) {
         json_array_append_new(arr, api_image_json(&c->imgs[i], ros, r->u.list.n));
     }
-    api_reply(c, 200, arr ? json_pack("{s:o}", "images", arr) : NULL);
+    /* The upload limit too: a 413 is libevent's, with no word of it. */
+    api_reply(c, 200, arr ? json_pack("{s:o, s:I}", "images", arr, "max_image",
+                                      (json_int_t)(c->api ? c->api->cfg.max_image : 0))
+                          : NULL);
 }
 
 /* Holds n images in c and asks for the rollouts that use them. */

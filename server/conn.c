@@ -627,7 +627,20 @@ static int v1_input(struct conn *c, const uint8_t *p, size_t n)
         int used = tcpota_srv_input(&c->s, p, n, &ev);
         if (used < 0) {
             c->srv->stats.failed++;
-            clog_(c, 1, "error: %s; closing", tcpota_strerror(used));
+            if (!c->dev[0]) {
+                /* A HELLO refused (its device id is known all the same). */
+                (void)text_copy(c->dev, sizeof(c->dev), tcpota_srv_device_id(&c->s));
+            }
+            if (used == TCPOTA_ERR_DENIED) {
+                /* The one refusal of input: a HELLO without the AUTH
+                 * feature (the core's on_hello). */
+                clog_(c, 1, "refused: the device does not authenticate (no secret given to it, "
+                            "or a build without authentication) and this server requires it "
+                            "(--require-auth); give the device its secret (tcpota device "
+                            "--secret FILE); closing");
+            } else {
+                clog_(c, 1, "error: %s; closing", tcpota_strerror(used));
+            }
             (void)conn_pump(c); /* flushes the ERROR frame, then closes */
             return -1;
         }

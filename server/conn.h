@@ -64,6 +64,13 @@ void conn_read_again(struct conn *c);
  * date" does not hide an update, nor "not offered" a failure. */
 void conn_set_outcome(struct conn *c, int outcome);
 
+/* Logs the report a HELLO carries ("report: image ID... confirmed" and
+ * `more`) and sets the summary's outcome for it. Returns 1 for a result
+ * this server knows, 0 for one it does not (logged, not recorded): the
+ * caller acknowledges it all the same, so that a device newer than this
+ * server stops sending it rather than being refused at every check-in. */
+int conn_report(struct conn *c, const struct tcpota_srv_hello *h, const char *more);
+
 /* Closes c when it missed the deadline from accept to HELLO (TLS servers,
  * where a trickled handshake keeps reads from timing out). Returns 1 when
  * c was closed and freed. Called once a second for every connection. */

@@ -42,38 +42,50 @@ void conn_set_outcome(struct conn *c, int outcome)
     c->rec->outcome = o;
 }
 
-static const char *result_name(uint16_t r)
+int conn_report(struct conn *c, const struct tcpota_srv_hello *h, const char *more)
 {
-    switch (r) {
-    case TCPOTA_RESULT_CONFIRMED: return "confirmed";
-    case TCPOTA_RESULT_ROLLED_BACK: return "rolled back (health check failed)";
-    case TCPOTA_RESULT_BOOT_FAILED: return "rolled back by the bootloader";
-    default: return "unknown result";
+    char hex[17];
+    int bad = h->report_result == TCPOTA_RESULT_ROLLED_BACK ||
+              h->report_result == TCPOTA_RESULT_BOOT_FAILED;
+
+    sodium_bin2hex(hex, sizeof(hex), h->report_id, 8);
+    switch (h->report_result) {
+    case TCPOTA_RESULT_CONFIRMED: conn_set_outcome(c, DEV_CONFIRMED); break;
+    case TCPOTA_RESULT_ROLLED_BACK: conn_set_outcome(c, DEV_ROLLED_BACK); break;
+    case TCPOTA_RESULT_BOOT_FAILED: conn_set_outcome(c, DEV_BOOT_FAILED); break;
+    default:
+        clog_(c, 1, "report: image %s...: unknown result %u, not recorded (this server knows "
+                    "%u confirmed, %u rolled back, %u boot failed); acknowledged, so that the "
+                    "device stops sending it",
+              hex, (unsigned)h->report_result, TCPOTA_RESULT_CONFIRMED, TCPOTA_RESULT_ROLLED_BACK,
+              TCPOTA_RESULT_BOOT_FAILED);
+        return 0;
     }
+    clog_(c, bad, "report: image %s... %s%s", hex,
+          h->report_result == TCPOTA_RESULT_CONFIRMED    ? "confirmed"
+          : h->report_result == TCPOTA_RESULT_ROLLED_BACK ? "rolled back (health check failed)"
+                                                          : "rolled back by the bootloader",
+          more);
+    return 1;
 }
 
 /* The report a HELLO carries: a rolled-back or unbootable image is never
  * offered to this device again. Logged even with --quiet when it failed. */
 static void take_report(struct conn *c, const struct tcpota_srv_hello *h)
 {
-    char hex[17];
     int bad = h->report_result == TCPOTA_RESULT_ROLLED_BACK ||
               h->report_result == TCPOTA_RESULT_BOOT_FAILED;
+    int current;
 
     if (!h->report_id) {
         return;
     }
-    sodium_bin2hex(hex, sizeof(hex), h->report_id, 8);
-    if (bad) {
+    current = memcmp(h->report_id, c->img->desc.id, TCPOTA_ID_LEN) == 0;
+    if (conn_report(c, h, bad ? (current ? " (current image); not offered to this device again"
+                                         : "; not offered to this device again")
+                              : current ? " (current image)" : "") && bad) {
         device_mark_failed(c->rec, h->report_id);
-        conn_set_outcome(c, h->report_result == TCPOTA_RESULT_ROLLED_BACK ? DEV_ROLLED_BACK
-                                                                     : DEV_BOOT_FAILED);
-    } else if (h->report_result == TCPOTA_RESULT_CONFIRMED) {
-        conn_set_outcome(c, DEV_CONFIRMED);
     }
-    clog_(c, bad, "report: image %s... %s%s%s", hex, result_name(h->report_result),
-          memcmp(h->report_id, c->img->desc.id, TCPOTA_ID_LEN) == 0 ? " (current image)" : "",
-          bad ? "; not offered to this device again" : "");
 }
 
 /* The session's choose(): the offer policy (offer.h) for this device,

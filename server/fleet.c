@@ -830,19 +830,13 @@ int fleet_choose(struct conn *c, const struct tcpota_srv_hello *h,
         memcpy(ci->running, h->running_id, TCPOTA_ID_LEN);
         r->u.checkin.running_id = ci->running;
     }
-    if (h->report_id) {
+    /* A result this server does not know goes no further than the log:
+     * the store would refuse it (and the device, never acknowledged, would
+     * send it again at every check-in). */
+    if (h->report_id && conn_report(c, h, "")) {
         memcpy(ci->report, h->report_id, TCPOTA_ID_LEN);
         r->u.checkin.report_id = ci->report;
         r->u.checkin.report_result = h->report_result;
-        conn_set_outcome(c, h->report_result == TCPOTA_RESULT_CONFIRMED     ? DEV_CONFIRMED
-                            : h->report_result == TCPOTA_RESULT_ROLLED_BACK ? DEV_ROLLED_BACK
-                                                                            : DEV_BOOT_FAILED);
-        clog_(c, h->report_result != TCPOTA_RESULT_CONFIRMED, "report: image %02x%02x%02x%02x... %s",
-              h->report_id[0], h->report_id[1], h->report_id[2], h->report_id[3],
-              h->report_result == TCPOTA_RESULT_CONFIRMED     ? "confirmed"
-              : h->report_result == TCPOTA_RESULT_ROLLED_BACK ? "rolled back (health check failed)"
-              : h->report_result == TCPOTA_RESULT_BOOT_FAILED ? "rolled back by the bootloader"
-                                                              : "unknown result");
     }
     if (fleet_submit(c->srv, r) < 0) {
         free(ci);
@@ -1228,7 +1222,7 @@ static void warn_api_exposed(const struct server *srv, const struct api *a)
                    (ntohl(((const struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
     }
     if (!loopback) {
-        say_always(srv->o, LOG_LV_INFO,
+        say_always(srv->o, LOG_LV_WARN,
                    "warning: the API listens beyond loopback: a client without the token can make "
                    "the server read up to %.1f MiB of request body per connection before it is "
                    "refused (--max-image); keep --api on a network you trust, and give devices "

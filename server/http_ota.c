@@ -10,6 +10,7 @@
 #include "text.h"
 #include "tls_server.h" /* tls_error_reason */
 
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -388,8 +389,7 @@ int http_ota_listen(struct http_ota *ota, const char *host, uint16_t port, char 
     }
     ota->sock = evhttp_bind_socket_with_handle(ota->http, host, port);
     if (!ota->sock) {
-        snprintf(err, errlen, "cannot listen on %s:%u for HTTP downloads (--ota-listen): address "
-                 "in use or not valid here; choose another", host, (unsigned)port);
+        (void)log_listen_failed(err, errlen, host, port, "HTTP downloads", "--ota-listen", errno);
         return -1;
     }
     if (ota->srv->tls) evhttp_set_bevcb(ota->http, tls_bev, ota);

@@ -3,6 +3,7 @@
 #include "server_internal.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -92,6 +93,19 @@ static void put_json_field(struct out *o, const char *key, const char *val)
  * supervisor. */
 static unsigned log_worker;
 
+const char *log_listen_failed(char *buf, size_t cap, const char *host, unsigned port,
+                              const char *what, const char *opt, int e)
+{
+    snprintf(buf, cap, "cannot listen on %s:%u%s%s: %s (%s%s)", host, port, what ? " for " : "",
+             what ? what : "", e ? strerror(e) : "not an address of this host",
+             e == EADDRINUSE ? "another program, perhaps another tcpota serve, listens there: "
+                               "stop it or give another "
+             : e == EACCES ? "a port below 1024 needs root or CAP_NET_BIND_SERVICE: give another "
+                           : "give another ",
+             opt);
+    return buf;
+}
+
 void log_set_worker(unsigned k)
 {
     log_worker = k;
@@ -111,7 +125,8 @@ size_t log_format(char *buf, size_t cap, int json, const struct timespec *when,
         (void)put(&o, "{\"time\":\"", 9);
         put_time(&o, when);
         (void)put(&o, "\",\"level\":\"", 11);
-        (void)put(&o, lv == LOG_LV_ERROR ? "error" : "info", lv == LOG_LV_ERROR ? 5 : 4);
+        const char *level = lv == LOG_LV_ERROR ? "error" : lv == LOG_LV_WARN ? "warn" : "info";
+        (void)put(&o, level, strlen(level));
         (void)put(&o, "\"", 1);
         if (log_worker) {
             char k[24];

@@ -30,7 +30,10 @@ struct server;
 struct conn;
 struct tcpota_serve_opts;
 
-enum log_level { LOG_LV_INFO = 0, LOG_LV_ERROR = 1 };
+/* A line's level: in JSON "info", "error" or "warn" (a start or reload
+ * that goes on with something probably not meant; the text says
+ * "warning:"), for a log shipper that filters on it. */
+enum log_level { LOG_LV_INFO = 0, LOG_LV_ERROR = 1, LOG_LV_WARN = 2 };
 
 /* A device id or a peer is cut at LOG_FIELD_MAX bytes (both come from
  * arrays of at most 65), a message at LOG_MSG_MAX - 1. Each byte may take
@@ -40,6 +43,13 @@ enum log_level { LOG_LV_INFO = 0, LOG_LV_ERROR = 1 };
 #define LOG_MSG_MAX 2048u
 #define LOG_LINE_MIN (6u * 2u * LOG_FIELD_MAX + 128u)
 #define LOG_LINE_MAX (LOG_LINE_MIN + 6u * LOG_MSG_MAX)
+
+/* "cannot listen on HOST:PORT[ for WHAT]: <errno e's text> (what to do,
+ * naming OPT)" into buf: the one wording of a listener that would not
+ * bind, for the device port, the API and the HTTP downloads. e 0: the
+ * address is not one this host has or can parse. Returns buf. */
+const char *log_listen_failed(char *buf, size_t cap, const char *host, unsigned port,
+                              const char *what, const char *opt, int e);
 
 /* Tags every line of this process as worker k's (workers.h): text
  * "tcpota serve[k]: ...", json "worker":k. */

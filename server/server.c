@@ -171,10 +171,10 @@ static void print_summary(const struct server *srv)
                now_s() - srv->started, tls);
 }
 
-/* What a reload prints on stderr (the command line's loader and the image
- * loader explain themselves as at start) is caught and logged as log lines
- * (time, level, JSON with --log-format json), so a reload's errors read
- * like the rest of the log. */
+/* What a reload or the start prints on stderr (the command line's loader,
+ * the image loader and the TLS context explain themselves there) is caught
+ * and logged as log lines (time, level, JSON with --log-format json), so
+ * that their errors read like the rest of the log. */
 struct caught {
     FILE *f;
     int saved; /* the real stderr, or -1: nothing caught */
@@ -204,7 +204,7 @@ static const char *unprefixed(const char *line)
     return line;
 }
 
-static void catch_end(const struct server *srv, struct caught *c, int failed)
+static void catch_end(const struct server *srv, struct caught *c, int failed, const char *prefix)
 {
     char line[512];
 
@@ -215,7 +215,10 @@ static void catch_end(const struct server *srv, struct caught *c, int failed)
         rewind(c->f);
         while (fgets(line, sizeof(line), c->f)) {
             line[strcspn(line, "\n")] = 0;
-            say_always(srv->o, failed ? LOG_LV_ERROR : LOG_LV_INFO, "SIGHUP: %s", unprefixed(line));
+            const char *said = unprefixed(line);
+            say_always(srv->o, failed ? LOG_LV_ERROR
+                               : strncmp(said, "warning: ", 9) == 0 ? LOG_LV_WARN : LOG_LV_INFO,
+                       "%s%s", prefix, said);
         }
     }
     if (c->f) fclose(c->f);
@@ -294,7 +297,7 @@ static void reload(struct server *srv)
     if (!failed && srv->tls && !(tls = reload_tls(srv, fresh))) {
         failed = 1;
     }
-    catch_end(srv, &caught, failed);
+    catch_end(srv, &caught, failed, "SIGHUP: ");
     /* The new secrets keep the old ones' failures (auth_rebind). */
     if (!failed && !srv->fleet && auth_rebind(&srv->auth, fresh->secrets, fresh->nsecrets) < 0) {
         say_always(srv->o, LOG_LV_ERROR, "SIGHUP: out of memory; still serving %s", serving);
@@ -311,6 +314,7 @@ static void reload(struct server *srv)
         return;
     }
     if (tls) {
+        tls_warn_dates(srv->o, fresh->tls_cert, tls);
         (void)tls_cert_says(tls, srv->tls, said, sizeof(said));
         tls_context_free(srv->tls); /* open connections hold theirs */
         srv->tls = tls;
@@ -327,7 +331,7 @@ static void reload(struct server *srv)
     if (strcmp(img->version, srv->img->version) == 0 && strcmp(img->idhex, srv->img->idhex) != 0) {
         /* Served all the same, but devices compare versions: one that ran
          * the old bytes is up to date by version, and never offered these. */
-        say_always(srv->o, LOG_LV_INFO, "SIGHUP: warning: the new image has the old one's version %s but "
+        say_always(srv->o, LOG_LV_WARN, "SIGHUP: warning: the new image has the old one's version %s but "
                    "other bytes: devices that got the old image are not offered it; give it a "
                    "new version (%s)", img->version,
                    img->manifest ? "sign it again with one, then SIGHUP"
@@ -518,15 +522,20 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
         srv.img = image_open(o->image, o->version, o->model, o->manifest, o->manifest_len,
                              o->chunk, err, sizeof(err));
         if (!srv.img) {
-            fprintf(stderr, "tcpota serve: %s\n", err);
+            say_always(o, LOG_LV_ERROR, "%s", err);
             goto out;
         }
     }
     if (devices_init(&srv.devices, DEVICES_MAX) < 0) {
         goto out;
     }
-    if (o->tls_cert && !(srv.tls = tls_context(o, o->tls_cert, o->tls_key))) {
-        goto out;
+    if (o->tls_cert) {
+        struct caught caught;
+        catch_begin(&caught);
+        srv.tls = tls_context(o, o->tls_cert, o->tls_key);
+        catch_end(&srv, &caught, srv.tls == NULL, "");
+        if (!srv.tls) goto out;
+        tls_warn_dates(o, o->tls_cert, srv.tls);
     }
     /* --workers: this process forks them after what they share is loaded
      * (the secrets too: a SIGHUP reloads them here as in each worker), and

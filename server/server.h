@@ -17,6 +17,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The largest image an upload may have (--max-image, and the CLI's own
+ * check before it sends): the API holds an upload in memory whole, and an
+ * ESP32 app partition is at most 16 MiB. */
+#define TCPOTA_IMAGE_UPLOAD_MAX ((size_t)1 << 30)
+
 /* A TLS session ticket key (--tls-ticket-key): 80 random bytes, laid out as
  * nginx's ssl_session_ticket_key file (a 16-byte name, a 32-byte
  * HMAC-SHA-256 key, a 32-byte AES-256 key), so one file serves both. */
@@ -100,7 +105,7 @@ struct tcpota_serve_opts {
      * NULL: on the API's listener, under /ota/). */
     const char *ota_host;
     uint16_t ota_port;
-    size_t max_image;
+    size_t max_image; /* 1..TCPOTA_IMAGE_UPLOAD_MAX; 0: the API's default */
     const uint8_t (*pubkeys)[32];
     size_t npubkeys;
     /* SIGHUP: fills *fresh, a copy of these options, with the image,

@@ -244,6 +244,12 @@ static void teardown(struct sstore *st)
         sqlite3_close(st->db);
     }
     if (st->lock_fd >= 0) {
+        /* Our pid goes with the lock (not another server's, when we did not
+         * get it): a script that signals $(cat DIR/tcpota.lock) must not
+         * reach a process that took the pid since. */
+        if (st->lock_held && ftruncate(st->lock_fd, 0) != 0) {
+            st->lock_held = 0; /* nothing more to do: the pid stays, stale */
+        }
         close(st->lock_fd); /* releases the flock */
     }
     free(st);
@@ -321,6 +327,7 @@ static int take_lock(struct sstore *st, char *err, size_t errlen)
         snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
         return -1;
     }
+    st->lock_held = 1;
     return 0;
 }
 

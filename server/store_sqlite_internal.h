@@ -30,6 +30,7 @@ struct sstore {
     sqlite3 *db;
     char dir[400];
     int lock_fd;
+    int lock_held; /* lock_fd's flock is ours, and our pid in it */
     struct store_worker w;   /* the store thread, its queue, the completions */
     /* Store thread only: */
     int in_txn;              /* the batch transaction is open */

@@ -91,20 +91,20 @@ static const char *asn1_date(const ASN1_TIME *t, char *buf, size_t cap)
     return buf;
 }
 
-/* A certificate out of its validity still loads (a device without a clock
- * may take it), but devices that check dates refuse every handshake with
- * "certificate has expired": said at start, not found in their logs. */
-static void warn_validity(const struct tcpota_serve_opts *o, const char *path, X509 *x)
+/* tls_server.h. Said at start and reload, rather than found in the
+ * devices' logs ("certificate has expired"). */
+void tls_warn_dates(const struct tcpota_serve_opts *o, const char *path, SSL_CTX *ctx)
 {
+    X509 *x = ctx ? SSL_CTX_get0_certificate(ctx) : NULL;
     char when[TLS_DATE_MAX];
 
     if (!x) return;
     if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0) {
-        say_always(o, LOG_LV_INFO, "warning: the TLS certificate %s expired on %s: devices "
+        say_always(o, LOG_LV_WARN, "warning: the TLS certificate %s expired on %s: devices "
                    "that check dates refuse it; renew it and reload the server (SIGHUP)", path,
                    asn1_date(X509_get0_notAfter(x), when, sizeof(when)));
     } else if (X509_cmp_current_time(X509_get0_notBefore(x)) > 0) {
-        say_always(o, LOG_LV_INFO, "warning: the TLS certificate %s is not valid before %s: "
+        say_always(o, LOG_LV_WARN, "warning: the TLS certificate %s is not valid before %s: "
                    "devices that check dates refuse it until then; is this host's clock right?",
                    path, asn1_date(X509_get0_notBefore(x), when, sizeof(when)));
     }
@@ -270,7 +270,6 @@ SSL_CTX *tls_context(const struct tcpota_serve_opts *o, const char *cert, const 
          * handshake every time. */
         (void)SSL_CTX_set_timeout(ctx, (long)o->tls_ticket_lifetime_s);
     }
-    warn_validity(o, cert, SSL_CTX_get0_certificate(ctx));
     return ctx;
 fail:
     ERR_clear_error();

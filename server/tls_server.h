@@ -20,9 +20,15 @@ enum tls_pem { TLS_PEM_EMPTY, TLS_PEM_CERT, TLS_PEM_KEY, TLS_PEM_BOTH, TLS_PEM_O
 enum tls_pem tls_pem_kind(const char *path);
 
 /* A server context (TLS 1.2 or later) with this certificate chain and key
- * (key NULL: in the certificate's file). NULL after printing why; a
- * certificate out of its dates loads, with a warning in o's log. */
+ * (key NULL: in the certificate's file). NULL after printing why on
+ * stderr; a certificate out of its dates loads (tls_warn_dates). */
 SSL_CTX *tls_context(const struct tcpota_serve_opts *o, const char *cert, const char *key);
+
+/* A certificate out of its validity still loads (a device without a clock
+ * may take it), but devices that check dates refuse every handshake:
+ * warns in o's log when ctx's certificate (from file `path`) has expired
+ * or is not valid yet. */
+void tls_warn_dates(const struct tcpota_serve_opts *o, const char *path, SSL_CTX *ctx);
 
 /* Drops this reference to ctx (NULL: nothing); its ticket keys are wiped
  * when the last connection that holds it is freed. */

@@ -70,9 +70,10 @@ int listen_resolve(const struct tcpota_serve_opts *o, struct addrinfo **ai)
 
 void listen_failed(const struct tcpota_serve_opts *o, int e)
 {
-    say_always(o, LOG_LV_ERROR, "cannot listen on %s:%u: %s%s", o->host, o->port, strerror(e),
-               e == EADDRINUSE ? " (another program, perhaps another tcpota serve, listens "
-               "there: stop it or give another --listen)" : "");
+    char why[LOG_MSG_MAX];
+
+    say_always(o, LOG_LV_ERROR, "%s",
+               log_listen_failed(why, sizeof(why), o->host, o->port, NULL, "--listen", e));
 }
 
 int workers_listen(const struct tcpota_serve_opts *o, int *fds, unsigned n)

@@ -101,6 +101,7 @@ int tcpota_posix_boot(struct tcpota_posix_dev *dev)
 {
     struct tcpota_posix_otadata next;
     int verdict, rc;
+    uint8_t was;
 
     if (!dev || !dev->opened) {
         return dev ? tcpota_px_fail(dev, TCPOTA_ERR_STATE, "device not open") : TCPOTA_ERR_INVAL;
@@ -113,6 +114,7 @@ int tcpota_posix_boot(struct tcpota_posix_dev *dev)
     if (rc < 0) {
         return rc;
     }
+    was = dev->rec.state;
     verdict = tcpota_px_boot_verdict(dev, &next);
     if (verdict < 0) {
         return verdict;
@@ -124,6 +126,9 @@ int tcpota_posix_boot(struct tcpota_posix_dev *dev)
         }
     }
     rc = tcpota_px_boot_pick(dev, verdict, &dev->running, &dev->rolled_back);
+    /* This boot's refusal, or one decided before it (otadata INVALID or
+     * ABORTED on entry; a PENDING slot becomes ABORTED now). */
+    dev->refused_now = dev->rolled_back && (was == ST_NEW || was == ST_PENDING || was == ST_VALID);
     if (rc == 0) {
         dev->booted = 1;
     }
@@ -150,6 +155,7 @@ int tcpota_posix_running(const struct tcpota_posix_dev *dev, struct tcpota_posix
     out->slot = dev->running;
     out->pending = tcpota_px_running_state(dev) == ST_PENDING;
     out->rolled_back = dev->rolled_back;
+    out->refused_now = dev->refused_now;
     out->size = m->size;
     memcpy(out->sha256, m->sha256, TCPOTA_ID_LEN);
     memcpy(out->version, m->version, sizeof out->version);

@@ -93,6 +93,7 @@ struct tcpota_posix_dev {
     uint8_t booted;
     uint8_t running;
     uint8_t rolled_back;
+    uint8_t refused_now; /* see tcpota_posix_slot_info */
 
     struct tcpota_posix_otadata rec; /* current otadata record */
     uint8_t rec_sector;              /* sector holding it */
@@ -121,6 +122,11 @@ struct tcpota_posix_slot_info {
     uint8_t rolled_back; /* 1: the last boot refused the boot slot (a new image
                           * not confirmed, or bytes that no longer hash to
                           * the slot's record) and fell back to the other */
+    uint8_t refused_now; /* 1: that boot refused a slot it was to run (a new
+                          * image never confirmed, found so now; bytes that no
+                          * longer hash); 0 when the slot was refused at an
+                          * earlier reset (rejected, or aborted), as
+                          * rolled_back stays 1 until the next set_boot */
     uint32_t size;
     uint8_t sha256[TCPOTA_ID_LEN];
     char version[TCPOTA_POSIX_VERSION_MAX + 1]; /* NUL-terminated */

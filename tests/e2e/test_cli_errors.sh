@@ -88,6 +88,12 @@ expect 2 "image: empty is empty" $T sign --key k.key $S empty
 expect 2 "^tcpota serve: image FILE empty is empty; give the firmware image to serve$" \
   $T serve --listen 127.0.0.1:0 --version 2.0.0 empty
 expect 2 "image FILE: fifo is not a regular file \(it is a FIFO\)" $T serve --listen 127.0.0.1:0 --version 2.0.0 fifo
+# An upload limit the API could not hold in memory (it took up to 4 GiB,
+# and the CLI refused images over 1 GiB).
+expect 2 "tcpota serve: --max-image: '2000000000' is out of range" $T serve --data d --max-image 2000000000
+# A flag that would do nothing is refused, not ignored.
+expect 2 "tcpota serve: --allow-unauthenticated-legacy applies only with --require-auth \(without it every device, legacy or not, is served unauthenticated\); add --require-auth, or drop it" \
+  $T serve --listen 127.0.0.1:0 --version 2.0.0 --allow-unauthenticated-legacy img
 expect 2 "public key: empty is empty; give NAME.pub" $T verify --pubkey empty img
 expect 1 "manifest empty is empty; sign the image again" $T verify --pubkey k.pub --manifest empty img
 printf 'garbage, not a manifest' > garbage.manifest
@@ -193,7 +199,21 @@ expect 2 "--out img is the image or the key itself" $T sign --key k.key $S --out
 expect 2 "--out k.key is the image or the key itself" $T sign --key k.key $S --out k.key img
 [ "$(sha256sum img)" = "$sum" ] || fail "sign --out img changed the image"
 $T verify --pubkey k.pub img 2> v.log || fail "the key was damaged by sign --out k.key"
-ok "sign refuses to write its manifest over the image or the key"
+# Nor over another key, an image or any file that is not a manifest; a
+# manifest (or a damaged FILE.manifest) it replaces.
+cp k.key other.key && cp img other.bin && echo "listen 0.0.0.0:8070" > other.conf
+for f in other.key other.bin other.conf; do
+  sum=$(sha256sum "$f")
+  expect 2 "--out $f exists and is not a manifest \([0-9]* bytes\); sign replaces only a manifest or a FILE.manifest: give another --out, or remove $f first" \
+    $T sign --key k.key $S --out "$f" img
+  [ "$(sha256sum "$f")" = "$sum" ] || fail "sign --out $f changed it"
+done
+$T sign --key k.key $S --out m.sig img 2> /dev/null || fail "sign --out m.sig (new) failed"
+$T sign --key k.key $S --out m.sig img 2> /dev/null || fail "sign --out m.sig over a manifest failed"
+head -c 100 /dev/urandom > img.manifest
+$T sign --key k.key $S img 2> /dev/null || fail "sign over a damaged img.manifest failed"
+$T verify --pubkey k.pub img 2> v.log || fail "img.manifest signed again does not verify: $(cat v.log)"
+ok "sign refuses to write its manifest over the image, a key or any file not a manifest"
 
 # keygen: the output name.
 expect 2 "--out is empty; give --out NAME" $T keygen --out ""

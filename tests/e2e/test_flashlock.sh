@@ -43,6 +43,8 @@ ok "a second device on the same --flash stops at once and names the first (pid $
 rc=0
 wait "$first" || rc=$?
 [ $rc -eq 0 ] || fail "the first device exited $rc: $(cat "$WORK/first.log")"
+[ ! -s "$WORK/rd/tcpota.lock" ] ||
+  fail "the lock file still names pid $(cat "$WORK/rd/tcpota.lock") after the device ended (a script signalling it would reach whoever took the pid)"
 check_device "$WORK/rd" "$WORK/img"
 "$TCPOTA" device status --flash "$WORK/rd" | grep -q '"rolled_back":false' ||
   fail "the device reports a rollback: $("$TCPOTA" device status --flash "$WORK/rd")"

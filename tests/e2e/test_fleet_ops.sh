@@ -28,7 +28,11 @@ rc=0; run_device s-1 esp32 "$WORK/s1-a" || rc=$?
 [ $rc -eq 1 ] || fail "a device without a secret: rc $rc, not 1"
 grep -q 'requires device authentication' "$WORK/s-1.log" || fail "no refusal message: $(tail -3 "$WORK/s-1.log")"
 [ "$(running "$WORK/s1-a")" = 1.0.0 ] || fail "a device without a secret got the image"
-ok "--require-auth refuses a device without a secret"
+# The server's log names the device and says what to do (before: "[- ADDR]
+# error: not allowed; closing").
+grep -q '\[s-1 [^]]*\] refused: the device does not authenticate (no secret given to it, or a build without authentication) and this server requires it (--require-auth); give the device its secret (tcpota device --secret FILE); closing' "$WORK/server.log" ||
+  fail "the server's log of the refusal: $(grep -i 'allowed\|refused' "$WORK/server.log")"
+ok "--require-auth refuses a device without a secret, and the server's log says who and why"
 
 "$TCPOTA" device secret s-1 --out "$WORK/s1.secret" > /dev/null || fail "device secret failed"
 [ "$(stat -c %a "$WORK/s1.secret")" = 600 ] || fail "secret file mode $(stat -c %a "$WORK/s1.secret")"
@@ -120,7 +124,14 @@ rc=0; timeout 20 "$TCPOTA" image add --manifest "$WORK/fifo" "$WORK/unsigned" > 
   fail "--manifest FIFO: rc $rc $(cat "$WORK/out")"
 make_image "$WORK/huge" 1000001
 rc=0; "$TCPOTA" image add --version 9.0.0 --model esp32 "$WORK/huge" > "$WORK/out" 2>&1 || rc=$?
-[ $rc -eq 1 ] && grep -qE 'too large \(413\);.*--max-image' "$WORK/out" || fail "an image over --max-image: rc $rc $(cat "$WORK/out")"
+# The limit is this server's, said in bytes (before: "its --max-image BYTES
+# (default 64 MiB)", not what this one takes).
+[ $rc -eq 1 ] && grep -qx 'tcpota image: the server refused the 1000001 bytes sent as too large (413): it takes images of at most 1000000 bytes (its --max-image)' "$WORK/out" ||
+  fail "an image over --max-image: rc $rc $(cat "$WORK/out")"
+rc=0; "$TCPOTA" image add --json --version 9.0.0 --model esp32 "$WORK/huge" > "$WORK/out" 2> "$WORK/err" || rc=$?
+[ $rc -eq 1 ] && [ ! -s "$WORK/out" ] && grep -q 'at most 1000000 bytes' "$WORK/err" ||
+  fail "--json over --max-image: rc $rc, stdout '$(cat "$WORK/out")', stderr $(cat "$WORK/err")"
+[ "$("$TCPOTA" image list --json | jq_py 'j["max_image"]')" = 1000000 ] || fail "GET /v1/images does not give max_image"
 # Far over it (8 MB against 1 MB): the server reads the body to its end
 # before its 413, so that the CLI, still sending, reads the answer (before:
 # "closed the connection ... without an answer").
@@ -206,8 +217,10 @@ rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "
 [ $rc -eq 1 ] || fail "second server on the same --data: rc $rc, not 1: $(cat "$WORK/second.log")"
 grep -q "in use by another tcpota serve (pid $SERVER_PID)" "$WORK/second.log" || fail "second server: $(cat "$WORK/second.log")"
 "$TCPOTA" image list > /dev/null || fail "the first server does not answer after the second one failed"
+[ "$(cat "$DATA/tcpota.lock")" = "$SERVER_PID" ] || fail "the second server emptied the first one's lock file: '$(cat "$DATA/tcpota.lock")'"
 stop_fleet
-ok "a second server on the same --data fails with exit 1 naming the first one's pid"
+[ ! -s "$DATA/tcpota.lock" ] || fail "DIR/tcpota.lock still names pid $(cat "$DATA/tcpota.lock") after a clean stop"
+ok "a second server on the same --data fails with exit 1 naming the first one's pid; the pid goes with the server"
 
 mkdir "$WORK/junk"
 head -c 8192 /dev/urandom > "$WORK/junk/tcpota.db"

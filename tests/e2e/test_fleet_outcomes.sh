@@ -4,7 +4,9 @@
 # no failure of the rollout. A device whose flash fails (its ERROR) is
 # failed in the registry, with its words, but that is not a failure of the
 # image: the rollout does not count it towards a halt, and the image is
-# offered to that device again at its next check-in.
+# offered to that device again at its next check-in. A report of a result
+# this server does not know (a newer device's) is acknowledged and logged,
+# not refused as a database error at every check-in.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fleet_lib.sh"
 [ -x "${HOSTILE:-}" ] || fail "HOSTILE must name tcpota-hostile (tests/reliability/reliability.cmake)"
@@ -42,4 +44,42 @@ n=$(grep -c "\\[$ERRING [^]]*\\] decision: offer 2.0.0" "$WORK/server.log" || tr
 [ "$n" = 2 ] || fail "$ERRING was offered the image $n times in two check-ins: $(grep "$ERRING" "$WORK/server.log")"
 [ "$(failed_in_rollout)" = 0 ] || fail "after the second round rollout 1 counts $(failed_in_rollout) failed"
 ok "a device's ERROR does not hold the image back from it"
+
+# A HELLO whose REPORT carries result 4 (unknown here), twice: each is
+# answered with WELCOME (0x02) and an OFFER (0x03), not an ERROR (0x0a).
+python3 - "$SERVER_PORT" > "$WORK/report.out" 2>&1 <<'PY' || fail "a report of an unknown result: $(cat "$WORK/report.out")"
+import socket, struct, sys
+def crc32c(b):
+    c = 0xffffffff
+    for x in b:
+        c ^= x
+        for _ in range(8):
+            c = (c >> 1) ^ (0x82f63b78 if c & 1 else 0)
+    return c ^ 0xffffffff
+def tlv(tag, v): return struct.pack("<BH", tag, len(v)) + v
+def frame(t, p):
+    h = struct.pack("<BBH", t, 0, len(p)) + p
+    return h + struct.pack("<I", crc32c(h))
+hello = frame(0x01, b"\x01\x01\x00\x00" + tlv(0x01, b"rep-dev") + tlv(0x02, b"esp32") +
+              tlv(0x03, b"1.0.0") + tlv(0x07, bytes(32) + struct.pack("<H", 4)) +
+              tlv(0x06, struct.pack("<H", 4096)))
+for i in range(2):
+    with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as s:
+        s.sendall(hello)
+        f = s.makefile("rb")
+        types = []
+        while not types or types[-1] == 0x02:
+            head = f.read(4)
+            if len(head) < 4:
+                break
+            types.append(head[0])
+            f.read(struct.unpack("<H", head[2:4])[0] + 4)
+        print("check-in", i, "frames", types)
+        if types != [0x02, 0x03]:
+            sys.exit(f"check-in {i}: frames {types}, expected WELCOME (2) then OFFER (3)")
+PY
+grep -q "\[rep-dev [^]]*\] report: image 0000000000000000...: unknown result 4, not recorded (this server knows 1 confirmed, 2 rolled back, 3 boot failed); acknowledged" "$WORK/server.log" ||
+  fail "no log line for the unknown result: $(grep rep-dev "$WORK/server.log")"
+! grep -q "\[rep-dev .*store error" "$WORK/server.log" || fail "an unknown result was a store error: $(grep rep-dev "$WORK/server.log")"
+ok "a report of a result this server does not know: acknowledged and logged, the device offered its update"
 stop_fleet

@@ -15,6 +15,14 @@ make_image "$WORK/img" $SIZE
 SHA=$(sha256sum "$WORK/img" | cut -d' ' -f1)
 start_fleet --ota-listen 127.0.0.1:0
 OTA_PORT=$(sed -nE 's/.*HTTP downloads on [^ ]*:([0-9]+).*/\1/p' "$WORK/server.log" | tail -1)
+# Another server with its downloads on the same port: exit 1, why and what
+# to do (before: "address in use or not valid here", no reason).
+rc=0
+timeout 10 "$TCPOTA" serve --data "$WORK/other" --listen 127.0.0.1:0 --api 127.0.0.1:0 \
+  --ota-listen "127.0.0.1:$OTA_PORT" 2> "$WORK/busy.log" || rc=$?
+[ $rc -eq 1 ] && grep -q "cannot listen on 127.0.0.1:$OTA_PORT for HTTP downloads: Address already in use (another program, perhaps another tcpota serve, listens there: stop it or give another --ota-listen)" "$WORK/busy.log" ||
+  fail "a busy --ota-listen: rc $rc: $(cat "$WORK/busy.log")"
+ok "a busy --ota-listen port: said, with what to do"
 [ -n "$OTA_PORT" ] || fail "no download port in: $(grep 'listening on' "$WORK/server.log")"
 OTA="http://127.0.0.1:$OTA_PORT/ota/esp32"
 

@@ -124,16 +124,32 @@ for path in sys.argv[1:]:
         if not o.get("time", "").endswith("Z"):
             sys.exit(f"{path}: no UTC time: {line!r}")
         msgs.append(o["msg"])
+        if o["msg"].startswith("warning:") and o.get("level") != "warn":
+            sys.exit(f"{path}: a warning at level {o.get('level')!r}, not 'warn': {line!r}")
 for w in want:
     if not any(re.match(w, m) for m in msgs):
         sys.exit(f"no line starts with {w!r}: {msgs}")
 EOF2
-ok "json: a start's warnings (a readable --auth-file, no --require-auth, no order, an expired certificate, no --pubkey) are JSON lines with a time"
+ok "json: a start's warnings (a readable --auth-file, no --require-auth, no order, an expired certificate, no --pubkey) are JSON lines with a time, at level warn"
 
 rc=0
 out=$(timeout 5 "$TCPOTA" serve --listen 127.0.0.1:0 --log-format xml "$WORK/img" 2>&1) || rc=$?
 [ $rc -eq 2 ] && grep -q 'must be text or json' <<<"$out" || fail "--log-format xml: exit $rc: $out"
 ok "--log-format xml refused"
+
+# A start that fails on its TLS files says why in the JSON log too (before:
+# a bare text line among the JSON ones).
+rc=0
+timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --version 2.0.0 --log-format json \
+  --tls-cert "$WORK/ca/srv.key" --tls-key "$WORK/ca/srv.key" "$WORK/img" 2> "$WORK/tlsfail.log" || rc=$?
+[ $rc -eq 1 ] || fail "a start with swapped TLS files: exit $rc: $(cat "$WORK/tlsfail.log")"
+python3 - "$WORK/tlsfail.log" <<'EOF2' || fail "a failed TLS start's lines are not all JSON: $(cat "$WORK/tlsfail.log")"
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+if not any(o["level"] == "error" and "it holds a private key, not a certificate" in o["msg"] for o in lines):
+    sys.exit("no error line for the swapped files")
+EOF2
+ok "json: a start that fails on its TLS files logs why as a JSON error line"
 
 # Scripts wait for "listening on" and may stop the server at once: the stop
 # signal must be handled by then (it was not, and a CI run saw exit 143, the

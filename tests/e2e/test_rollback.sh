@@ -33,6 +33,15 @@ grep -q "not updated, running 1.0.0: it reported the server's image as failed (r
 ! grep -q "up to date" "$WORK/bad2.log" || fail "a held-back device called itself up to date"
 ok "the next run of the rolled-back device: held back, said, exit 1"
 
+# The rollback was said at the reset it happened; later starts do not tell
+# of a bootloader fallback that never was (the port's flag stays set).
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/bad" --id bad-dev \
+  2> "$WORK/bad3.log" || true
+grep -q "running slot 0, version 1.0.0" "$WORK/bad3.log" || fail "third run: $(head -3 "$WORK/bad3.log")"
+! grep -q "bootloader refused" "$WORK/bad3.log" ||
+  fail "a later start after a health-check rollback tells of a bootloader fallback: $(cat "$WORK/bad3.log")"
+ok "a later start after the rollback says nothing of a fallback"
+
 "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/good" --id good-dev \
   2> "$WORK/good.log" || fail "healthy device failed"
 check_device "$WORK/good" "$WORK/img"

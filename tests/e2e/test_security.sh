@@ -53,6 +53,12 @@ ok "serve and verify refuse a tampered image / wrong key"
 rc=0; timeout 10 $T serve --listen 127.0.0.1:0 --no-require-signed tampered 2> nosig-serve.log || rc=$?
 [ $rc -eq 2 ] && grep -q 'the manifest tampered.manifest describes other bytes than tampered' nosig-serve.log ||
   fail "--no-require-signed started on a manifest of other bytes (exit $rc): $(cat nosig-serve.log)"
+# A FILE.manifest that is no manifest at all is said to be one thing only
+# (before: "not a manifest", then "describes other bytes", which it does not).
+cp img junk && head -c 183 /dev/urandom > junk.manifest
+rc=0; timeout 10 $T serve --listen 127.0.0.1:0 --version 2.0.0 --no-require-signed junk 2> junk-serve.log || rc=$?
+[ $rc -eq 2 ] && [ "$(cat junk-serve.log)" = "tcpota serve: the manifest junk.manifest is not a tcpota manifest, or is damaged; sign junk again (tcpota sign), or remove junk.manifest to serve it unsigned; not starting" ] ||
+  fail "--no-require-signed with a junk manifest (exit $rc): $(cat junk-serve.log)"
 rc=0; timeout 10 $T serve --listen 127.0.0.1:0 --pubkey other.pub --no-require-signed img 2> pk-serve.log || rc=$?
 [ $rc -eq 2 ] && grep -q -- '--pubkey requires a signature and --no-require-signed skips it' pk-serve.log ||
   fail "--pubkey with --no-require-signed was not refused (exit $rc): $(cat pk-serve.log)"

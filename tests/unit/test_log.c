@@ -109,6 +109,10 @@ static void test_json_line(void **state)
     fmt_line(1, LOG_LV_INFO, NULL, NULL, "listening on 127.0.0.1:8070");
     assert_string_equal(line, "{\"time\":\"" TS "\",\"level\":\"info\",\"msg\":\"listening on "
                               "127.0.0.1:8070\"}\n");
+    fmt_line(1, LOG_LV_WARN, NULL, NULL, "warning: w");
+    assert_string_equal(line, "{\"time\":\"" TS "\",\"level\":\"warn\",\"msg\":\"warning: w\"}\n");
+    fmt_line(0, LOG_LV_WARN, NULL, NULL, "warning: w");
+    assert_string_equal(line, TS " tcpota serve: warning: w\n");
     fmt_line(1, LOG_LV_INFO, NULL, "1.2.3.4:5", "refused");
     assert_string_equal(line, "{\"time\":\"" TS "\",\"level\":\"info\",\"peer\":\"1.2.3.4:5\","
                               "\"msg\":\"refused\"}\n");

@@ -432,9 +432,11 @@ static void test_reboot_while_pending_rolls_back(void **state)
     expect_running(f, 1, 1, 0);
     boot_ok(f); /* crashed or reset before mark_valid */
     expect_running(f, 0, 0, 1);
+    assert_int_equal(running(f).refused_now, 1); /* found at this reset */
     assert_string_equal(running(f).version, "1.0.0");
     reopen(f);
     expect_running(f, 0, 0, 1);
+    assert_int_equal(running(f).refused_now, 0); /* an earlier reset's news */
     assert_int_equal(f->port.mark_valid(f->port.ctx), 0); /* slot 0 is valid */
 
     /* A later update clears the rollback flag at its boot. */
@@ -460,8 +462,10 @@ static void test_mark_invalid_returns_to_previous(void **state)
     assert_int_equal(f->port.ota_begin(f->port.ctx, &img->info), TCPOTA_ERR_STATE);
     boot_ok(f);
     expect_running(f, 0, 0, 1);
+    assert_int_equal(running(f).refused_now, 0); /* rejected, not refused by the boot */
     reopen(f);
     expect_running(f, 0, 0, 1);
+    assert_int_equal(running(f).refused_now, 0);
     image_free(img);
 }
 
@@ -475,6 +479,7 @@ static void test_corrupted_slot_falls_back(void **state)
     poke(f, "ota_1.bin", 2 * SEC + 5, &bad, 1);
     boot_ok(f);
     expect_running(f, 0, 0, 1);
+    assert_int_equal(running(f).refused_now, 1);
 
     /* Also when the image had been confirmed before it rotted. */
     recreate(f);
@@ -484,6 +489,9 @@ static void test_corrupted_slot_falls_back(void **state)
     poke(f, "ota_1.bin", 0, &bad, 1);
     reopen(f);
     expect_running(f, 0, 0, 1);
+    assert_int_equal(running(f).refused_now, 1); /* refused again at every reset */
+    reopen(f);
+    assert_int_equal(running(f).refused_now, 1);
     image_free(img);
 }
 
