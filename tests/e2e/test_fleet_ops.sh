@@ -312,5 +312,16 @@ make_image "$WORK/h20" 30000
 "$TCPOTA" rollout create --image 20 --model esp32 > "$WORK/hexver.out" 2>&1 ||
   fail "rollout create --image 20: $(cat "$WORK/hexver.out")"
 [ "$("$TCPOTA" rollout show 1 --json | jq_py 'j["version"]')" = 20 ] || fail "rollout 1 is not of version 20"
+# Hex digits too few for an id that are no version either are a short id
+# (7 digits, as git shows them): refused as image rm refuses one (rc 2), not
+# "no image has the id" (rc 1).
+short=$("$TCPOTA" image list --json | jq_py 'j["images"][0]["id"][:7]')
+rc=0; "$TCPOTA" rollout create --image "$short" --model esp32 > "$WORK/hexver.out" 2>&1 || rc=$?
+[ $rc -eq 2 ] || fail "rollout create --image $short: rc $rc: $(cat "$WORK/hexver.out")"
+grep -q "an image id is 8 to 64 hex digits (a unique prefix of its SHA-256), and $short is not a version of an image of model esp32 either" \
+  "$WORK/hexver.out" || fail "rollout create --image $short: $(cat "$WORK/hexver.out")"
+rc=0; "$TCPOTA" image rm "$short" > "$WORK/hexver.out" 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q "an image id is 8 to 64 hex digits (a unique prefix of its SHA-256)" "$WORK/hexver.out" ||
+  fail "image rm $short: rc $rc: $(cat "$WORK/hexver.out")"
 stop_fleet
-ok "a short version of hex digits names its image"
+ok "a short version of hex digits names its image; a short id is refused as too short"
