@@ -54,8 +54,14 @@ expect 2 "^tcpota device: --trust: at most 8 keys" \
   $T device --server 127.0.0.1:1 --flash devdir $nine_keys --max-attempts 1
 # A first backoff longer than the longest is a usage error (exit 2), said as
 # such, not a connection loop that cannot be set up (exit 1).
-expect 2 "^tcpota device: --backoff-min-ms is larger than --backoff-max-ms" \
+expect 2 "^tcpota device: --backoff-min-ms 10 is larger than --backoff-max-ms 5$" \
   $T device --server 127.0.0.1:1 --flash devdir --backoff-min-ms 10 --backoff-max-ms 5
+# One of the two left to its default: the default is said to be one, and
+# which way out there is (not "--backoff-min-ms is larger", never given).
+expect 2 "^tcpota device: --backoff-max-ms 100 is below --backoff-min-ms \(default 200\): raise it or lower --backoff-min-ms$" \
+  $T device --server 127.0.0.1:1 --flash devdir --backoff-max-ms 100
+expect 2 "^tcpota device: --backoff-min-ms 9000 is above --backoff-max-ms \(default 5000\): lower it or raise --backoff-max-ms$" \
+  $T device --server 127.0.0.1:1 --flash devdir --backoff-min-ms 9000
 # Names the protocol carries: 1..max printable characters, each bound.
 expect 2 "^tcpota device: --id: need 1..64 printable characters" \
   $T device --server 127.0.0.1:1 --flash devdir --id ''
@@ -63,8 +69,12 @@ expect 2 "^tcpota device: --id: need 1..64 printable characters" \
   $T device --server 127.0.0.1:1 --flash devdir --id "$(printf 'dev\t1')"
 expect 2 "^tcpota device: --model: need 1..32 printable characters" \
   $T device --server 127.0.0.1:1 --flash devdir --model "$(printf '%033d' 0)"
-expect 2 "^tcpota device: --factory-version: need 1..31 printable characters" \
-  $T device --server 127.0.0.1:1 --flash devdir --factory-version "$(printf '%032d' 0)"
+expect 2 "^tcpota device: --factory-version: need 1..32 printable characters" \
+  $T device --server 127.0.0.1:1 --flash devdir --factory-version "$(printf '%033d' 0)"
+# A version is 1..32 characters wherever it is taken (TCPOTA_MAX_NAME): 32
+# will do as the factory version too, and the flash keeps it whole.
+expect 1 "running slot 0, version $(printf '%032d' 0)$" \
+  $T device --server 127.0.0.1:1 --flash fv32 --factory-version "$(printf '%032d' 0)" --max-attempts 1
 # Sizes on the flash's 4096-byte sectors, the server's port, the health.
 expect 2 "^tcpota device: --slot-size: not a multiple of 4096" \
   $T device --server 127.0.0.1:1 --flash devdir --slot-size 1052673
