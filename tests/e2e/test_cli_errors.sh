@@ -43,6 +43,17 @@ expect 2 "--ca: fifo is not a regular file" \
 expect 2 "--ca: dir is not a regular file \(it is a directory\)" \
   $T device --server 127.0.0.1:1 --flash devdir --ca dir --max-attempts 1
 ok "a FIFO as key, image, manifest, device secret, --ca or --out is refused at once"
+# A --ca that is no certificate: what the file holds (as serve says of its
+# --tls-cert), not OpenSSL's "no certificate or crl found".
+printf -- '-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n' > ca-key.pem
+expect 2 "^tcpota device: cannot load CA file ca-key.pem: it holds a private key, not a certificate; give the certificate of the CA" \
+  $T device --server 127.0.0.1:1 --flash devdir --ca ca-key.pem --max-attempts 1
+expect 2 "^tcpota device: cannot load CA file empty: the file is empty; give the certificate of the CA" \
+  $T device --server 127.0.0.1:1 --flash devdir --ca empty --max-attempts 1
+expect 2 "^tcpota device: cannot load CA file img: it holds no PEM certificate \(-----BEGIN CERTIFICATE-----\)" \
+  $T device --server 127.0.0.1:1 --flash devdir --ca img --max-attempts 1
+! grep -q "no certificate or crl found" err$((N - 2)).log err$((N - 1)).log err$N.log || fail "OpenSSL's reason instead of what --ca holds"
+ok "a --ca holding a key, nothing, or no PEM certificate is said to"
 echo "tcpota-secret v1 00112233" > short.secret; chmod 600 short.secret
 expect 2 "the secret in short.secret has 4 bytes; at least 16 are needed" \
   $T device --server 127.0.0.1:1 --flash devdir --id d --secret short.secret --max-attempts 1
