@@ -604,6 +604,11 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
                         "created if missing)\n", o->data_dir);
         return 2;
     }
+    /* Created as one folder, as device --flash is: the folder it goes in
+     * must be there (else: which one is missing, and mkdir -p for it). */
+    if (stat(o->data_dir, &st) != 0 && errno == ENOENT && cli_check_dir(o->data_dir, "--data", 1) < 0) {
+        return 2;
+    }
     if (strcmp(api, "off") != 0 &&
         cli_hostport(api, "--api", api_host, sizeof(api_host), &o->api_port) < 0) {
         return 2;

@@ -240,7 +240,13 @@ rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "
 [ $rc -eq 2 ] || fail "--data with a FILE: rc $rc, not 2: $(cat "$WORK/file.log")"
 grep -q "tcpota image add $WORK/i2" "$WORK/file.log" || fail "--data with a FILE: $(cat "$WORK/file.log")"
 [ ! -e "$WORK/new" ] || fail "--data with a FILE created the data directory"
-ok "--data on a regular file, and --data with a FILE: exit 2 with a message saying what to do"
+# A --data whose parent folder is missing: which one, and mkdir -p for it
+# (as device --flash says), not mkdir's bare "No such file or directory".
+rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "$WORK/nope/deeper" > /dev/null 2> "$WORK/nope.log" || rc=$?
+[ $rc -eq 2 ] || fail "--data in a missing folder: rc $rc, not 2: $(cat "$WORK/nope.log")"
+grep -q -- "--data: $WORK/nope/deeper cannot be created: $WORK/nope does not exist; create that folder first (mkdir -p $WORK/nope)" "$WORK/nope.log" ||
+  fail "--data in a missing folder: $(cat "$WORK/nope.log")"
+ok "--data on a regular file, in a missing folder, and --data with a FILE: exit 2 with a message saying what to do"
 rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "$WORK/new" --allow-downgrade > /dev/null 2> "$WORK/dg.log" || rc=$?
 [ $rc -eq 2 ] || fail "--data with --allow-downgrade: rc $rc, not 2: $(cat "$WORK/dg.log")"
 grep -q -- "--allow-downgrade does not apply with --data (each rollout says it: \`tcpota rollout create --allow-downgrade" "$WORK/dg.log" ||
