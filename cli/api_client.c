@@ -322,6 +322,12 @@ int api_setup(struct api *a, int upload)
                  a->opt_data);
         return token_from_file(a, path, "--data");
     }
+    if (env_tok) { /* set, but to nothing: typically $(cat FILE) of a FILE not there */
+        fprintf(stderr, "tcpota %s: no API token: TCPOTA_TOKEN is set but empty (as $(cat FILE) "
+                        "leaves it when FILE cannot be read); set it to the line of the server's "
+                        "DIR/api.token, or give --token-file FILE or --data DIR\n", a->cmd);
+        return 2;
+    }
     fprintf(stderr, "tcpota %s: no API token: give --token-file FILE, set TCPOTA_TOKEN, or give "
                     "--data DIR (the server's data directory, which holds api.token)\n", a->cmd);
     return 2;
