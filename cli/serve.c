@@ -676,6 +676,11 @@ static int serve_args(int argc, char **argv)
         if (strcmp(a, "--allow-unauthenticated-legacy") == 0) { o.allow_unauth_legacy = 1; continue; }
         if (strcmp(a, "--no-progress") == 0) { o.progress = 0; continue; }
         if (strcmp(a, "--quiet") == 0) { o.quiet = 1; continue; }
+        if (a[0] == '-' && strcmp(a, "--config") != 0 && serve_option(a) < 0) {
+            /* before "needs a value": an unknown last flag is unknown */
+            fprintf(stderr, "tcpota serve: unknown option %s; see tcpota serve --help\n", a);
+            return 2;
+        }
         if (a[0] == '-' && a[1] == '-' && !val) {
             fprintf(stderr, "tcpota serve: %s needs a value\n", a);
             return 2;
@@ -754,9 +759,8 @@ static int serve_args(int argc, char **argv)
         } else if (strcmp(a, "--chunk") == 0) {
             if (cli_number(val, a, 512, 16380, &v) < 0) return 2;
             o.chunk = (unsigned)v;
-        } else if (a[0] == '-') {
-            fprintf(stderr, "tcpota serve: unknown option %s\n", a);
-            usage(stderr);
+        } else if (a[0] == '-') { /* listed in serve_option() but not taken here */
+            fprintf(stderr, "tcpota serve: unknown option %s; see tcpota serve --help\n", a);
             return 2;
         } else {
             if (o.image) {

@@ -175,3 +175,16 @@ for n in $names; do
   ! grep -q 'unknown option' one.log || fail "serve --help lists --$n, but a config file cannot set it"
 done
 ok "every option of serve --help can be set in a config file"
+
+# An unknown option: one line and where to look (as keygen, sign, verify
+# say), not the whole usage; last on the line, it is unknown, not
+# "needs a value".
+for args in "--bogus:--bogus" "--bogus:--bogus 1 --version 1.0.0 img.bin" "-x:--version 1.0.0 img.bin -x"; do
+  bad=${args%%:*} rc=0
+  # shellcheck disable=SC2086 # the arguments are words
+  timeout 10 "$TCPOTA" serve ${args#*:} > /dev/null 2> unknown-opt.log || rc=$?
+  [ $rc -eq 2 ] || fail "serve ${args#*:}: exit $rc: $(cat unknown-opt.log)"
+  [ "$(cat unknown-opt.log)" = "tcpota serve: unknown option $bad; see tcpota serve --help" ] ||
+    fail "serve ${args#*:}: $(cat unknown-opt.log)"
+done
+ok "an unknown serve option: one line naming it and serve --help, exit 2"
