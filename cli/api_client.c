@@ -141,10 +141,8 @@ int api_number(const struct api *a, const char *name, const char *s, const char 
     errno = 0;
     v = s && isdigit((unsigned char)s[0]) ? strtoull(s, &end, 10) : 0;
     if (!s || !isdigit((unsigned char)s[0]) || *end) {
-        /* "-5" is a number, but never one these take */
-        int negative = s && s[0] == '-' && s[1] && strspn(s + 1, "0123456789") == strlen(s + 1);
         fprintf(stderr, "tcpota %s: %s: '%s' is %s; e.g. %s\n", a->cmd, name, s ? s : "",
-                negative ? "negative" : "not a number", example);
+                cli_negative(s) ? "negative" : "not a number", example);
         return 2;
     }
     if (errno || v > (unsigned long long)INT64_MAX) {

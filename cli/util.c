@@ -70,6 +70,13 @@ int cli_hostport(const char *s, const char *what, char *host, size_t hcap, uint1
     return 0;
 }
 
+int cli_negative(const char *s)
+{
+    size_t n = s && s[0] == '-' ? strlen(s + 1) : 0;
+
+    return n > 0 && strspn(s + 1, "0123456789") == n && strspn(s + 1, "0") != n;
+}
+
 int cli_number(const char *s, const char *what, unsigned long long min, unsigned long long max,
                unsigned long long *out)
 {
@@ -84,7 +91,8 @@ int cli_number(const char *s, const char *what, unsigned long long min, unsigned
     v = strtoull(s, &end, 10);
     if (*s == '-' || *s == '+' || *s == ' ' || errno || *end || v < min || v > max) {
         cli_err("%s: '%s' is %s: give a whole number in %llu..%llu\n", what, s,
-                *end || *s == '-' || *s == '+' || *s == ' ' || (errno && errno != ERANGE)
+                cli_negative(s) ? "negative"
+                : *end || *s == '-' || *s == '+' || *s == ' ' || (errno && errno != ERANGE)
                     ? "not a number"
                     : "out of range",
                 min, max);

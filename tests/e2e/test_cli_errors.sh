@@ -157,7 +157,8 @@ expect 2 "unknown option --frobnicate; see tcpota sign --help" $T sign --frobnic
 expect 2 "two files given \('img' and 'img2'\)" $T sign --key k.key $S img img2
 expect 2 "--version '.*' must be 1 to 32 printable" $T sign --key k.key --model m --version "$(printf 'a%.0s' {1..33})" img
 expect 2 "--version '2.0.*1' must be 1 to 32 printable" $T sign --key k.key --model m --version "$(printf '2.0\t1')" img
-expect 2 "--security-counter: '-1' is not a number: give a whole number in 0..4294967295" $T sign --key k.key $S --security-counter -1 img
+# A negative number is said to be one (as the fleet commands say), with the range.
+expect 2 "--security-counter: '-1' is negative: give a whole number in 0..4294967295" $T sign --key k.key $S --security-counter -1 img
 expect 2 "--security-counter: '-0' is not a number" $T sign --key k.key $S --security-counter -0 img
 expect 2 "--security-counter: '\+5' is not a number" $T sign --key k.key $S --security-counter +5 img
 # A version no device orders (as serve warns): signed, with a warning.

@@ -150,6 +150,10 @@ refused_flags "--max-unauth-per-addr: '4294967296' is out of range" --max-unauth
 refused_flags "--max-unauth-per-addr: '1000001' is out of range" --max-unauth-per-addr 1000001 --version 2.0.0 img.bin
 refused_flags "--chunk: '16381' is out of range" --chunk 16381 --version 2.0.0 img.bin
 refused_flags "--chunk: '511' is out of range" --chunk 511 --version 2.0.0 img.bin
+# Negative: said to be (not "not a number"), with the range taken.
+refused_flags "--max-unauth-per-addr: '-1' is negative: give a whole number in 0..1000000" --max-unauth-per-addr -1 --version 2.0.0 img.bin
+refused_flags "--max-conns: '-5' is negative: give a whole number in 1..1000000" --max-conns -5 --version 2.0.0 img.bin
+refused_flags "--listen: '-1' is negative: give a whole number in 0..65535" --listen 127.0.0.1:-1 --version 2.0.0 img.bin
 # At most 8 --pubkey: a ninth is refused, not stored past the table.
 "$TCPOTA" keygen --out trust 2> /dev/null || fail "keygen failed"
 keys=(); for i in 1 2 3 4 5 6 7 8 9; do keys+=(--pubkey trust.pub); done
