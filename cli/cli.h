@@ -34,8 +34,10 @@ extern const char *cli_prog;
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Splits "HOST:PORT" (or "[v6]:PORT") into host and port. Returns 0, or -1
- * with a message on stderr naming `what`. */
-int cli_hostport(const char *s, const char *what, char *host, size_t hcap, uint16_t *port);
+ * with a message on stderr naming `what`; listen: an address to listen on
+ * (for what to suggest when the host is left out), else one to connect to. */
+int cli_hostport(const char *s, const char *what, int listen, char *host, size_t hcap,
+                 uint16_t *port);
 /* 1 when s is a negative whole number ("-5"; not "-0"): a number, but
  * never one an option of tcpota takes, said so rather than "not a number". */
 int cli_negative(const char *s);

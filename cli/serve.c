@@ -610,11 +610,11 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
         return 2;
     }
     if (strcmp(api, "off") != 0 &&
-        cli_hostport(api, "--api", api_host, sizeof(api_host), &o->api_port) < 0) {
+        cli_hostport(api, "--api", 1, api_host, sizeof(api_host), &o->api_port) < 0) {
         return 2;
     }
     o->api_host = strcmp(api, "off") == 0 ? NULL : api_host;
-    if (ota && cli_hostport(ota, "--ota-listen", ota_host, sizeof(ota_host), &o->ota_port) < 0) {
+    if (ota && cli_hostport(ota, "--ota-listen", 1, ota_host, sizeof(ota_host), &o->ota_port) < 0) {
         return 2;
     }
     o->ota_host = ota ? ota_host : NULL;
@@ -688,7 +688,7 @@ static int serve_args(int argc, char **argv)
         if (strcmp(a, "--config") == 0) {
             /* read by serve_config_load() */
         } else if (strcmp(a, "--listen") == 0) {
-            if (cli_hostport(val, "--listen", host, sizeof(host), &o.port) < 0) return 2;
+            if (cli_hostport(val, "--listen", 1, host, sizeof(host), &o.port) < 0) return 2;
         } else if (strcmp(a, "--version") == 0) {
             /* Here, before any warning about what the version means. */
             if (cli_check_label("serve", a, val) < 0) return 2;

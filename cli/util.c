@@ -25,7 +25,8 @@ void cli_err(const char *fmt, ...)
     va_end(ap);
 }
 
-int cli_hostport(const char *s, const char *what, char *host, size_t hcap, uint16_t *port)
+int cli_hostport(const char *s, const char *what, int listen, char *host, size_t hcap,
+                 uint16_t *port)
 {
     const char *colon;
     const char *h = s;
@@ -52,6 +53,17 @@ int cli_hostport(const char *s, const char *what, char *host, size_t hcap, uint1
             return -1;
         }
         hlen = (size_t)(colon - s);
+    }
+    if (hlen == 0 && s[0] == ':' && listen) {
+        /* this machine first: the safer of the two (--api is a control API) */
+        cli_err("%s: '%s' has no host before ':'; give 127.0.0.1%s (this machine only) or "
+                "0.0.0.0%s (every address)\n", what, s, s, s);
+        return -1;
+    }
+    if (hlen == 0 && s[0] == ':') {
+        cli_err("%s: '%s' has no host before ':'; give the server's name or address, e.g. "
+                "127.0.0.1%s\n", what, s, s);
+        return -1;
     }
     if (hlen == 0 || hlen >= hcap) {
         cli_err("%s: bad host in '%s'\n", what, s);

@@ -195,7 +195,7 @@ expect 2 "tcpota device: --server: '127\.0\.0\.1:' has no port after ':'; give H
 expect 2 "tcpota serve: --listen: '127\.0\.0\.1:' has no port after ':'; give HOST:PORT" \
   $T serve --listen 127.0.0.1: --version 2.0.0 img
 expect 2 "tcpota device: --server: '\[::1\]80' is not \[IPv6\]:PORT" $T device --server '[::1]80' --flash devdir
-expect 2 "tcpota device: --server: bad host in ':80'" $T device --server :80 --flash devdir
+expect 2 "tcpota device: --server: ':80' has no host before ':'; give the server's name or address, e\.g\. 127\.0\.0\.1:80$" $T device --server :80 --flash devdir
 # A host of 256 characters does not fit the 255 and a 0 kept for it.
 expect 2 "tcpota device: --server: bad host in 'h{256}:80'" $T device --server "$(printf 'h%.0s' {1..256}):80" --flash devdir
 expect 2 "tcpota device: --server: '65536' is out of range: give a whole number in 0\.\.65535" \

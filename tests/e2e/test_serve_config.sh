@@ -154,6 +154,9 @@ refused_flags "--chunk: '511' is out of range" --chunk 511 --version 2.0.0 img.b
 refused_flags "--max-unauth-per-addr: '-1' is negative: give a whole number in 0..1000000" --max-unauth-per-addr -1 --version 2.0.0 img.bin
 refused_flags "--max-conns: '-5' is negative: give a whole number in 1..1000000" --max-conns -5 --version 2.0.0 img.bin
 refused_flags "--listen: '-1' is negative: give a whole number in 0..65535" --listen 127.0.0.1:-1 --version 2.0.0 img.bin
+# No host before the port: which addresses to give, not "bad host".
+refused_flags "--listen: ':22601' has no host before ':'; give 127.0.0.1:22601 (this machine only) or 0.0.0.0:22601 (every address)" --listen :22601 --version 2.0.0 img.bin
+refused_flags "--api: ':8071' has no host before ':'; give 127.0.0.1:8071 (this machine only) or 0.0.0.0:8071 (every address)" --data fleet-nohost --api :8071
 # At most 8 --pubkey: a ninth is refused, not stored past the table.
 "$TCPOTA" keygen --out trust 2> /dev/null || fail "keygen failed"
 keys=(); for i in 1 2 3 4 5 6 7 8 9; do keys+=(--pubkey trust.pub); done
