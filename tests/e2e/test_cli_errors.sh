@@ -225,7 +225,10 @@ expect 2 "--out dir/ names a directory, not a file; give a NAME, e.g. --out dir/
 expect 2 "--out . names a directory" $T keygen --device-secret --out .
 expect 2 "--out dir/\.\. names a directory, not a file; give a NAME" $T keygen --out dir/..
 expect 2 "--out takes the NAME without .key or .pub: --out rel writes rel.key and rel.pub" $T keygen --out rel.key
-expect 2 "dir is a directory; give a file name in it" $T keygen --device-secret --out dir
+expect 2 "dir is a directory; give a file name in it, e\.g\. dir/dev1\.secret$" $T keygen --device-secret --out dir
+# The name suggested is one of the kind asked for: a ticket key, not a device secret.
+expect 2 "dir is a directory; give a file name in it, e\.g\. dir/ticket\.key$" $T keygen --ticket-key --out dir
+expect 2 "--out dir/ names a directory, not a file; give a FILE, e\.g\. --out dir/ticket\.key$" $T keygen --ticket-key --out dir/
 mkdir q.pub qk.key
 expect 2 "^tcpota keygen: q.pub is a directory; choose another --out NAME \(NAME.key and NAME.pub are written\)$" $T keygen --out q
 expect 2 "^tcpota keygen: qk.key is a directory; choose another --out NAME" $T keygen --out qk
