@@ -195,3 +195,21 @@ for args in "--bogus:--bogus" "--bogus:--bogus 1 --version 1.0.0 img.bin" "-x:--
     fail "serve ${args#*:}: $(cat unknown-opt.log)"
 done
 ok "an unknown serve option: one line naming it and serve --help, exit 2"
+
+# Counts of one in the singular: "1 device", "1 connection already", not
+# "1 devices", "1 connections".
+start_serve one.log --listen 127.0.0.1:0 --version 2.0.0 --max-conns 1
+port=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' one.log | head -1)
+"$TCPOTA" device --server "127.0.0.1:$port" --flash one-dev --id one-dev --progress none 2> one-dev.log ||
+  fail "the device was not updated: $(tail -2 one-dev.log)"
+exec 3<>"/dev/tcp/127.0.0.1/$port" # holds the one connection allowed
+sleep 0.3 # a raw connection is not logged until it sends or closes
+exec 4<>"/dev/tcp/127.0.0.1/$port"
+wait_line one.log 'refused: 1 connection already \(limit\)' 5
+exec 3>&- 4>&-
+stop_serve
+grep -q 'summary: 1 device: 1 updated and confirmed' one.log || fail "the summary of one device: $(grep summary: one.log)"
+grep -q 'room for --max-conns 1 connection$' one.log || fail "the descriptor line: $(grep 'descriptor limit' one.log)"
+! grep -qE '(^|[^0-9])1 (devices|connections|legacy devices|failed authentications|full handshakes)' one.log ||
+  fail "a count of one in the plural: $(grep -E '(^|[^0-9])1 (devices|connections)' one.log)"
+ok "counts of one are said in the singular (1 device, 1 connection already)"
