@@ -141,10 +141,8 @@ int api_number(const struct api *a, const char *name, const char *s, const char 
     errno = 0;
     v = s && isdigit((unsigned char)s[0]) ? strtoull(s, &end, 10) : 0;
     if (!s || !isdigit((unsigned char)s[0]) || *end) {
-        /* "-5" is a number, but never one these take */
-        int negative = s && s[0] == '-' && s[1] && strspn(s + 1, "0123456789") == strlen(s + 1);
         fprintf(stderr, "tcpota %s: %s: '%s' is %s; e.g. %s\n", a->cmd, name, s ? s : "",
-                negative ? "negative" : "not a number", example);
+                cli_negative(s) ? "negative" : "not a number", example);
         return 2;
     }
     if (errno || v > (unsigned long long)INT64_MAX) {
@@ -321,6 +319,12 @@ int api_setup(struct api *a, int upload)
         snprintf(a->token_from, sizeof(a->token_from), "%s/api.token (--data %s)", a->opt_data,
                  a->opt_data);
         return token_from_file(a, path, "--data");
+    }
+    if (env_tok) { /* set, but to nothing: typically $(cat FILE) of a FILE not there */
+        fprintf(stderr, "tcpota %s: no API token: TCPOTA_TOKEN is set but empty (as $(cat FILE) "
+                        "leaves it when FILE cannot be read); set it to the line of the server's "
+                        "DIR/api.token, or give --token-file FILE or --data DIR\n", a->cmd);
+        return 2;
     }
     fprintf(stderr, "tcpota %s: no API token: give --token-file FILE, set TCPOTA_TOKEN, or give "
                     "--data DIR (the server's data directory, which holds api.token)\n", a->cmd);

@@ -34,9 +34,15 @@ extern const char *cli_prog;
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Splits "HOST:PORT" (or "[v6]:PORT") into host and port. Returns 0, or -1
- * with a message on stderr naming `what`. */
-int cli_hostport(const char *s, const char *what, char *host, size_t hcap, uint16_t *port);
-/* Parses a whole unsigned number in [min, max]; returns 0 or -1 with a message. */
+ * with a message on stderr naming `what`; listen: an address to listen on
+ * (for what to suggest when the host is left out), else one to connect to. */
+int cli_hostport(const char *s, const char *what, int listen, char *host, size_t hcap,
+                 uint16_t *port);
+/* 1 when s is a negative whole number ("-5"; not "-0"): a number, but
+ * never one an option of tcpota takes, said so rather than "not a number". */
+int cli_negative(const char *s);
+/* Parses a whole unsigned number in [min, max]; returns 0 or -1 with a
+ * message: negative, not a number, or out of range, with the range. */
 int cli_number(const char *s, const char *what, unsigned long long min, unsigned long long max,
                unsigned long long *out);
 /* Opens an existing file for reading and requires a regular file, so that

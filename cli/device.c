@@ -831,6 +831,20 @@ static const char *unanswered(const struct device *dv)
                       "or refuse this address or device; its log says which)";
 }
 
+/* A wait of ms as "N s", rounded up: in tenths under 10 s ("0.9 s", not
+ * the "0 s" of --check-interval 1 less its jitter), else whole seconds. */
+static const char *wait_text(uint32_t ms, char *buf, size_t cap)
+{
+    unsigned long t = ((unsigned long)ms + 99u) / 100u;
+
+    if (ms < 10000u) {
+        snprintf(buf, cap, "%lu.%lu s", t / 10u, t % 10u);
+    } else {
+        snprintf(buf, cap, "%lu s", ((unsigned long)ms + 999u) / 1000u);
+    }
+    return buf;
+}
+
 /* Logs what the runner does. That the server cannot be reached, or that
  * its TLS handshake fails, is said at once even with --quiet, with the
  * next wait: a silent minute looks like a hang. */
@@ -849,14 +863,16 @@ static void runner_step(void *ctx, const struct tcpota_runner_step *s)
         dv->told_unreachable = 0;
         info(dv, "connected to %s%s", dv->o.server, dv->o.ca ? " (TLS, certificate verified)" : "");
         break;
-    case TCPOTA_RUNNER_CHECK_IN:
+    case TCPOTA_RUNNER_CHECK_IN: {
+        char wait[32];
         if (s->retry_after_s) {
-            say(dv, "next check-in in %lu s (the server asked for %lu s)",
-                (unsigned long)(s->wait_ms / 1000u), (unsigned long)s->retry_after_s);
+            say(dv, "next check-in in %s (the server asked for %lu s)",
+                wait_text(s->wait_ms, wait, sizeof(wait)), (unsigned long)s->retry_after_s);
         } else {
-            say(dv, "next check-in in %lu s", (unsigned long)(s->wait_ms / 1000u));
+            say(dv, "next check-in in %s", wait_text(s->wait_ms, wait, sizeof(wait)));
         }
         break;
+    }
     case TCPOTA_RUNNER_BACKOFF:
         if (s->unreachable && !dv->told_unreachable) {
             dv->told_unreachable = 1;

@@ -9,6 +9,7 @@
 #include "tcpota/codec.h"
 #include "tcpota/device.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,10 +58,14 @@ static void usage(FILE *f)
             (unsigned)TCPOTA_POSIX_SLOT_SIZE_DEFAULT, (unsigned)TCPOTA_DEV_ACK_DEFAULT);
 }
 
-static int usage_error(const char *fmt, const char *arg)
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
 {
+    va_list ap;
+
     fputs("tcpota device: ", stderr);
-    fprintf(stderr, fmt, arg);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
     fputs("\ntry 'tcpota device --help'\n", stderr);
     return 2;
 }
@@ -102,6 +107,9 @@ static int opt_find(const char *arg)
     return -1;
 }
 
+_Static_assert(TCPOTA_POSIX_VERSION_MAX >= TCPOTA_MAX_NAME,
+               "the flash holds any version the protocol carries (--factory-version)");
+
 /* 1..max printable ASCII characters, as the protocol requires. */
 static int printable(const char *s, size_t max)
 {
@@ -134,7 +142,7 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
     switch (id) {
     case OPT_SERVER:
         o->server = v;
-        if (cli_hostport(v, name, o->host, sizeof(o->host), &o->port) < 0) {
+        if (cli_hostport(v, name, 0, o->host, sizeof(o->host), &o->port) < 0) {
             return 2;
         }
         return o->port ? 0 : usage_error("%s: port 0 is not a server's port", name);
@@ -143,16 +151,19 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
         return *v ? 0 : usage_error("%s: empty directory", name);
     case OPT_ID:
         o->id = v;
-        return printable(v, TCPOTA_MAX_STR) ? 0
-                                            : usage_error("%s: need 1..64 printable characters", name);
+        return printable(v, TCPOTA_MAX_STR)
+                   ? 0
+                   : usage_error("%s: need 1..%u printable characters", name, TCPOTA_MAX_STR);
     case OPT_MODEL:
         o->model = v;
-        return printable(v, 32) ? 0 : usage_error("%s: need 1..32 printable characters", name);
-    case OPT_FACTORY:
-        o->factory = v;
-        return printable(v, TCPOTA_POSIX_VERSION_MAX - 1)
+        return printable(v, TCPOTA_MAX_NAME)
                    ? 0
-                   : usage_error("%s: need 1..31 printable characters", name);
+                   : usage_error("%s: need 1..%u printable characters", name, TCPOTA_MAX_NAME);
+    case OPT_FACTORY: /* a version as the protocol carries it; the flash keeps as many */
+        o->factory = v;
+        return printable(v, TCPOTA_MAX_NAME)
+                   ? 0
+                   : usage_error("%s: need 1..%u printable characters", name, TCPOTA_MAX_NAME);
     case OPT_SLOT:
         if (u32_opt(v, name, TCPOTA_SECTOR_SIZE, UINT32_MAX - TCPOTA_SECTOR_SIZE + 1, &n) < 0) {
             return 2;
@@ -230,6 +241,8 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
 /* Parses argv[1..]. Returns 0, 2 (usage error) or -1 (--help printed). */
 int device_parse_options(struct options *o, int argc, char **argv)
 {
+    int bmin_given = 0, bmax_given = 0;
+
     memset(o, 0, sizeof(*o));
     o->model = "esp32";
     o->factory = "0.0.0";
@@ -264,6 +277,8 @@ int device_parse_options(struct options *o, int argc, char **argv)
         } else {
             return usage_error("%s needs a value", g_opts[k].name);
         }
+        bmin_given |= g_opts[k].id == OPT_BMIN;
+        bmax_given |= g_opts[k].id == OPT_BMAX;
         rc = opt_apply(o, g_opts[k].id, g_opts[k].name, val);
         if (rc) {
             return rc;
@@ -275,8 +290,19 @@ int device_parse_options(struct options *o, int argc, char **argv)
     if (!o->dir) {
         return usage_error("%s is required", "--flash DIR");
     }
-    if (o->backoff_min > o->backoff_max) {
-        return usage_error("%s", "--backoff-min-ms is larger than --backoff-max-ms");
+    if (o->backoff_min > o->backoff_max) { /* named as given: a default is said to be one */
+        if (!bmin_given) {
+            return usage_error("--backoff-max-ms %u is below --backoff-min-ms (default %u): raise "
+                               "it or lower --backoff-min-ms", (unsigned)o->backoff_max,
+                               (unsigned)o->backoff_min);
+        }
+        if (!bmax_given) {
+            return usage_error("--backoff-min-ms %u is above --backoff-max-ms (default %u): lower "
+                               "it or raise --backoff-max-ms", (unsigned)o->backoff_min,
+                               (unsigned)o->backoff_max);
+        }
+        return usage_error("--backoff-min-ms %u is larger than --backoff-max-ms %u",
+                           (unsigned)o->backoff_min, (unsigned)o->backoff_max);
     }
     if (o->quiet) {
         o->progress = PROGRESS_NONE;

@@ -278,20 +278,26 @@ static void key_id(const uint8_t pk[32], char out[17])
     sodium_bin2hex(out, 17, h, 8);
 }
 
-/* Explains why a new file could not be created at path (errno err); pair:
- * it is NAME.key or NAME.pub of a key pair, whose NAME the user gave.
- * Returns the exit code: 2 when the name given is at fault, else 1. */
-static int create_failed(const char *cmd, const char *path, int err, int pair)
+/* The file names keygen suggests for a device secret and a ticket key. */
+#define KEYGEN_SECRET_EG "dev1.secret"
+#define KEYGEN_TICKET_EG "ticket.key"
+
+/* Explains why a new file could not be created at path (errno err); eg:
+ * a file name to suggest in a directory given as --out (KEYGEN_SECRET_EG,
+ * KEYGEN_TICKET_EG), NULL when path is NAME.key or NAME.pub of a key pair,
+ * whose NAME the user gave. Returns the exit code: 2 when the name given is
+ * at fault, else 1. */
+static int create_failed(const char *cmd, const char *path, int err, const char *eg)
 {
     struct stat st;
     int dir = err == EEXIST && lstat(path, &st) == 0 && S_ISDIR(st.st_mode);
 
-    if (dir && pair) {
+    if (dir && !eg) {
         fprintf(stderr, "tcpota %s: %s is a directory; choose another --out NAME (NAME.key and "
                         "NAME.pub are written)\n", cmd, path);
     } else if (dir) {
-        fprintf(stderr, "tcpota %s: %s is a directory; give a file name in it, e.g. %s/dev1.secret\n", cmd,
-                path, path);
+        fprintf(stderr, "tcpota %s: %s is a directory; give a file name in it, e.g. %s/%s\n", cmd,
+                path, path, eg);
     } else if (err == EEXIST) {
         fprintf(stderr, "tcpota %s: %s already exists; not overwriting a key: remove it or choose "
                         "another name\n", cmd, path);
@@ -308,12 +314,12 @@ static int create_failed(const char *cmd, const char *path, int err, int pair)
 /* Writes a new file that must not exist yet, with `mode`. O_EXCL also
  * means a FIFO or a symlink planted at path is never opened. Returns 0 or
  * the exit code after a message. */
-static int write_new_bytes(const char *path, const void *p, size_t n, mode_t mode, int pair)
+static int write_new_bytes(const char *path, const void *p, size_t n, mode_t mode, const char *eg)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
 
     if (fd < 0) {
-        return create_failed("keygen", path, errno, pair);
+        return create_failed("keygen", path, errno, eg);
     }
     if (fchmod(fd, mode) < 0 || write(fd, p, n) != (ssize_t)n || fsync(fd) < 0) {
         fprintf(stderr, "tcpota keygen: cannot write %s: %s\n", path, strerror(errno));
@@ -325,25 +331,25 @@ static int write_new_bytes(const char *path, const void *p, size_t n, mode_t mod
     return 0;
 }
 
-static int write_new(const char *path, const char *text, mode_t mode, int pair)
+static int write_new(const char *path, const char *text, mode_t mode, const char *eg)
 {
-    return write_new_bytes(path, text, strlen(text), mode, pair);
+    return write_new_bytes(path, text, strlen(text), mode, eg);
 }
 
 /* --out must name a file: "" or "dir/" would write hidden ".key"/".pub"
  * files, and "release.key" would write "release.key.key". */
-static int check_out_name(const char *out, int secret)
+static int check_out_name(const char *out, const char *eg)
 {
     const char *base = strrchr(out, '/') ? strrchr(out, '/') + 1 : out;
     size_t n = strlen(out);
 
     if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0) {
         fprintf(stderr, "tcpota keygen: --out %s names a directory, not a file; give %s, e.g. "
-                        "--out %s%s%s\n", out, secret ? "a FILE" : "a NAME", out,
-                *base ? "/" : "", secret ? "dev1.secret" : "release");
+                        "--out %s%s%s\n", out, eg ? "a FILE" : "a NAME", out,
+                *base ? "/" : "", eg ? eg : "release");
         return -1;
     }
-    if (!secret && n > 4 && (strcmp(out + n - 4, ".key") == 0 || strcmp(out + n - 4, ".pub") == 0)) {
+    if (!eg && n > 4 && (strcmp(out + n - 4, ".key") == 0 || strcmp(out + n - 4, ".pub") == 0)) {
         fprintf(stderr, "tcpota keygen: --out takes the NAME without .key or .pub: --out %.*s writes "
                         "%.*s.key and %.*s.pub\n", (int)(n - 4), out, (int)(n - 4), out, (int)(n - 4), out);
         return -1;
@@ -360,7 +366,7 @@ static int keygen_secret(const char *out)
     randombytes_buf(s, sizeof(s));
     sodium_bin2hex(hex, sizeof(hex), s, sizeof(s));
     snprintf(line, sizeof(line), DEV_TAG "%s\n", hex);
-    rc = write_new(out, line, 0600, 0);
+    rc = write_new(out, line, 0600, KEYGEN_SECRET_EG);
     sodium_memzero(s, sizeof(s));
     sodium_memzero(hex, sizeof(hex));
     sodium_memzero(line, sizeof(line));
@@ -376,7 +382,7 @@ static int keygen_ticket_key(const char *out)
     int rc;
 
     randombytes_buf(k, sizeof(k));
-    rc = write_new_bytes(out, k, sizeof(k), 0600, 0);
+    rc = write_new_bytes(out, k, sizeof(k), 0600, KEYGEN_TICKET_EG);
     sodium_memzero(k, sizeof(k));
     if (!rc) fprintf(stderr, "tcpota keygen: wrote TLS ticket key %s (0600)\n", out);
     return rc;
@@ -395,16 +401,16 @@ static int keygen_pair(const char *out)
         return 2;
     }
     if (lstat(pub, &st) == 0) { /* checked first: no private key left behind */
-        return create_failed("keygen", pub, EEXIST, 1);
+        return create_failed("keygen", pub, EEXIST, NULL);
     }
     crypto_sign_keypair(pk, sk);
     sodium_bin2hex(hex, sizeof(hex), sk, sizeof(sk));
     snprintf(line, sizeof(line), SEC_TAG "%s\n", hex);
-    rc = write_new(key, line, 0600, 1);
+    rc = write_new(key, line, 0600, NULL);
     if (rc == 0) {
         sodium_bin2hex(hex, sizeof(hex), pk, sizeof(pk));
         snprintf(line, sizeof(line), PUB_TAG "%s\n", hex);
-        rc = write_new(pub, line, 0644, 1);
+        rc = write_new(pub, line, 0644, NULL);
         if (rc == 0) {
             key_id(pk, id);
             fprintf(stderr, "tcpota keygen: wrote %s (private, 0600) and %s, key id %s\n", key, pub, id);
@@ -445,7 +451,7 @@ int cmd_keygen(int argc, char **argv)
         return 2;
     }
     if (require("keygen", opts, NULL, NULL) < 0 ||
-        check_out_name(out, secret != NULL || ticket != NULL) < 0) {
+        check_out_name(out, secret ? KEYGEN_SECRET_EG : ticket ? KEYGEN_TICKET_EG : NULL) < 0) {
         return 2;
     }
     if (sodium_init() < 0) {

@@ -605,12 +605,17 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
                         "created if missing)\n", o->data_dir);
         return 2;
     }
+    /* Created as one folder, as device --flash is: the folder it goes in
+     * must be there (else: which one is missing, and mkdir -p for it). */
+    if (stat(o->data_dir, &st) != 0 && errno == ENOENT && cli_check_dir(o->data_dir, "--data", 1) < 0) {
+        return 2;
+    }
     if (strcmp(api, "off") != 0 &&
-        cli_hostport(api, "--api", api_host, sizeof(api_host), &o->api_port) < 0) {
+        cli_hostport(api, "--api", 1, api_host, sizeof(api_host), &o->api_port) < 0) {
         return 2;
     }
     o->api_host = strcmp(api, "off") == 0 ? NULL : api_host;
-    if (ota && cli_hostport(ota, "--ota-listen", ota_host, sizeof(ota_host), &o->ota_port) < 0) {
+    if (ota && cli_hostport(ota, "--ota-listen", 1, ota_host, sizeof(ota_host), &o->ota_port) < 0) {
         return 2;
     }
     o->ota_host = ota ? ota_host : NULL;
@@ -672,6 +677,11 @@ static int serve_args(int argc, char **argv)
         if (strcmp(a, "--allow-unauthenticated-legacy") == 0) { o.allow_unauth_legacy = 1; continue; }
         if (strcmp(a, "--no-progress") == 0) { o.progress = 0; continue; }
         if (strcmp(a, "--quiet") == 0) { o.quiet = 1; continue; }
+        if (a[0] == '-' && strcmp(a, "--config") != 0 && serve_option(a) < 0) {
+            /* before "needs a value": an unknown last flag is unknown */
+            fprintf(stderr, "tcpota serve: unknown option %s; see tcpota serve --help\n", a);
+            return 2;
+        }
         if (a[0] == '-' && a[1] == '-' && !val) {
             fprintf(stderr, "tcpota serve: %s needs a value\n", a);
             return 2;
@@ -679,7 +689,7 @@ static int serve_args(int argc, char **argv)
         if (strcmp(a, "--config") == 0) {
             /* read by serve_config_load() */
         } else if (strcmp(a, "--listen") == 0) {
-            if (cli_hostport(val, "--listen", host, sizeof(host), &o.port) < 0) return 2;
+            if (cli_hostport(val, "--listen", 1, host, sizeof(host), &o.port) < 0) return 2;
         } else if (strcmp(a, "--version") == 0) {
             /* Here, before any warning about what the version means. */
             if (cli_check_label("serve", a, val) < 0) return 2;
@@ -750,9 +760,8 @@ static int serve_args(int argc, char **argv)
         } else if (strcmp(a, "--chunk") == 0) {
             if (cli_number(val, a, 512, 16380, &v) < 0) return 2;
             o.chunk = (unsigned)v;
-        } else if (a[0] == '-') {
-            fprintf(stderr, "tcpota serve: unknown option %s\n", a);
-            usage(stderr);
+        } else if (a[0] == '-') { /* listed in serve_option() but not taken here */
+            fprintf(stderr, "tcpota serve: unknown option %s; see tcpota serve --help\n", a);
             return 2;
         } else {
             if (o.image) {

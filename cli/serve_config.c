@@ -39,6 +39,13 @@ static int find_option(const char *name, size_t len)
     return -1;
 }
 
+int serve_option(const char *arg)
+{
+    int k = strncmp(arg, "--", 2) == 0 ? find_option(arg + 2, strlen(arg + 2)) : -1;
+
+    return k < 0 ? -1 : options[k].takes_value;
+}
+
 static char *trim(char *s)
 {
     char *e = s + strlen(s);

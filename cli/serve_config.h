@@ -23,6 +23,11 @@ struct serve_config_args {
  * Free *out with serve_config_free() in either case. */
 int serve_config_load(int argc, char **argv, struct serve_config_args *out);
 
+/* How `tcpota serve` takes arg ("--name"), from the one list of its
+ * options a config file may hold: 1 with a value, 0 as a switch, -1 not
+ * at all (--config, --help and -h are the parser's own and not listed). */
+int serve_option(const char *arg);
+
 /* Frees what serve_config_load() allocated; out may be zeroed. */
 void serve_config_free(struct serve_config_args *out);
 

@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "tcpota/device.h"
 #include "tcpota_client.h"
+#include "tls_pem.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -116,8 +117,26 @@ static SSL_SESSION *kept_session(struct cli_tls *t)
     return sess;
 }
 
+/* What a --ca file OpenSSL would not take holds, when that says more than
+ * OpenSSL's "no certificate or crl found"; "" when it does not. */
+static const char *ca_says(const char *path)
+{
+    switch (tls_pem_kind(path)) {
+    case TLS_PEM_EMPTY: return "the file is empty; give the certificate of the CA that signed the "
+                               "server's (or the server's own --tls-cert)";
+    case TLS_PEM_KEY:
+        return "it holds a private key, not a certificate; give the certificate of the CA that "
+               "signed the server's (or the server's own --tls-cert), never a key";
+    case TLS_PEM_OTHER:
+        return "it holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the CA's "
+               "certificate in PEM";
+    default: return "";
+    }
+}
+
 int cli_tls_init(struct cli_tls *t, const char *ca_file, const char *session_file)
 {
+    const char *says;
     SSL_CTX *ctx;
     char why[256];
     int fd;
@@ -131,8 +150,10 @@ int cli_tls_init(struct cli_tls *t, const char *ca_file, const char *session_fil
     ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
         SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+        says = ca_says(ca_file);
         fprintf(stderr, "tcpota device: cannot load CA file %s: %s\n", ca_file,
-                ssl_reason(why, sizeof(why)));
+                *says ? says : ssl_reason(why, sizeof(why)));
+        ERR_clear_error();
         if (ctx) SSL_CTX_free(ctx);
         return -1;
     }

@@ -25,7 +25,8 @@ void cli_err(const char *fmt, ...)
     va_end(ap);
 }
 
-int cli_hostport(const char *s, const char *what, char *host, size_t hcap, uint16_t *port)
+int cli_hostport(const char *s, const char *what, int listen, char *host, size_t hcap,
+                 uint16_t *port)
 {
     const char *colon;
     const char *h = s;
@@ -53,6 +54,17 @@ int cli_hostport(const char *s, const char *what, char *host, size_t hcap, uint1
         }
         hlen = (size_t)(colon - s);
     }
+    if (hlen == 0 && s[0] == ':' && listen) {
+        /* this machine first: the safer of the two (--api is a control API) */
+        cli_err("%s: '%s' has no host before ':'; give 127.0.0.1%s (this machine only) or "
+                "0.0.0.0%s (every address)\n", what, s, s, s);
+        return -1;
+    }
+    if (hlen == 0 && s[0] == ':') {
+        cli_err("%s: '%s' has no host before ':'; give the server's name or address, e.g. "
+                "127.0.0.1%s\n", what, s, s);
+        return -1;
+    }
     if (hlen == 0 || hlen >= hcap) {
         cli_err("%s: bad host in '%s'\n", what, s);
         return -1;
@@ -70,6 +82,13 @@ int cli_hostport(const char *s, const char *what, char *host, size_t hcap, uint1
     return 0;
 }
 
+int cli_negative(const char *s)
+{
+    size_t n = s && s[0] == '-' ? strlen(s + 1) : 0;
+
+    return n > 0 && strspn(s + 1, "0123456789") == n && strspn(s + 1, "0") != n;
+}
+
 int cli_number(const char *s, const char *what, unsigned long long min, unsigned long long max,
                unsigned long long *out)
 {
@@ -84,7 +103,8 @@ int cli_number(const char *s, const char *what, unsigned long long min, unsigned
     v = strtoull(s, &end, 10);
     if (*s == '-' || *s == '+' || *s == ' ' || errno || *end || v < min || v > max) {
         cli_err("%s: '%s' is %s: give a whole number in %llu..%llu\n", what, s,
-                *end || *s == '-' || *s == '+' || *s == ' ' || (errno && errno != ERANGE)
+                cli_negative(s) ? "negative"
+                : *end || *s == '-' || *s == '+' || *s == ' ' || (errno && errno != ERANGE)
                     ? "not a number"
                     : "out of range",
                 min, max);

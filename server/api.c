@@ -4,6 +4,7 @@
 #include "http_ota.h" /* HTTP_OTA_PREFIX */
 #include "log.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -253,6 +254,32 @@ int api_group_ok(struct api_call *c, const char *s, int empty_ok)
                   "spaces (leave it out for all devices of the model)", STORE_GROUP_MAX);
     }
     return 0;
+}
+
+int api_image_id(const char *s, char *out)
+{
+    size_t n = strlen(s), i;
+
+    for (i = 0; i < n && isxdigit((unsigned char)s[i]); i++) {
+    }
+    if (i != n || n > 2 * TCPOTA_ID_LEN) return -1;
+    if (n < API_PREFIX_MIN) return 0;
+    for (i = 0; i <= n; i++) out[i] = (char)tolower((unsigned char)s[i]);
+    return 1;
+}
+
+void api_image_id_error(struct api_call *c, const char *field, const char *fmt, ...)
+{
+    char tail[256] = "";
+    va_list ap;
+
+    if (fmt) {
+        va_start(ap, fmt);
+        vsnprintf(tail, sizeof tail, fmt, ap);
+        va_end(ap);
+    }
+    api_error(c, 400, field, "an image id is %u to %u hex digits (a unique prefix of its SHA-256)%s",
+              API_PREFIX_MIN, 2 * TCPOTA_ID_LEN, tail);
 }
 
 int api_name_ok(const char *s, size_t max)

@@ -4,7 +4,6 @@
 #include "tcpota/manifest.h"
 #include "tcpota/version.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <event2/buffer.h>
@@ -122,18 +121,9 @@ static void rm_resolved(struct api_call *c, struct store_req *r)
 /* c->key = the lowercase id (prefix) of s; 0, or -1 after replying 400. */
 static int take_id(struct api_call *c, const char *s)
 {
-    size_t n = strlen(s), i;
-
-    for (i = 0; i < n && i < 2 * TCPOTA_ID_LEN && isxdigit((unsigned char)s[i]); i++) {
-        c->key[i] = (char)tolower((unsigned char)s[i]);
-    }
-    c->key[i] = 0;
-    if (i != n || n < API_PREFIX_MIN) {
-        api_error(c, 400, "id", "an image id is %u to %u hex digits (a unique prefix of its SHA-256)",
-                  API_PREFIX_MIN, 2 * TCPOTA_ID_LEN);
-        return -1;
-    }
-    return 0;
+    if (api_image_id(s, c->key) == 1) return 0;
+    api_image_id_error(c, "id", NULL);
+    return -1;
 }
 
 /* ---- upload ---- */

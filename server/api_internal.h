@@ -88,6 +88,16 @@ void api_error(struct api_call *c, int code, const char *field, const char *fmt,
  * INVAL 400 naming field, IO 500), with the store's message. */
 void api_store_error(struct api_call *c, const struct store_req *r, const char *field,
                      const char *what);
+/* How s reads as an image id (a unique prefix of its hex SHA-256): 1 when
+ * it is API_PREFIX_MIN..2*TCPOTA_ID_LEN hex digits (then out, of size
+ * 2*TCPOTA_ID_LEN+1, holds it in lowercase), 0 when it is hex digits but too
+ * few, -1 otherwise (not hex digits, or too many). */
+int api_image_id(const char *s, char *out);
+/* Replies 400 naming field: what an image id is, then ", and S is not ..."
+ * when fmt (a tail about the value given, NULL: none). The one message for
+ * an id that is not one, from every route that takes an image id. */
+void api_image_id_error(struct api_call *c, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* A new store request for op, for this call; NULL after replying 500. */
 struct store_req *api_req(struct api_call *c, enum store_op op);
 /* Submits r for c; cont runs from its done (even when the client is gone). */

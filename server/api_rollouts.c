@@ -1,7 +1,6 @@
 /* api_rollouts.c - /v1/rollouts: create, list, show, pause, resume, cancel (docs/api.md). */
 #include "api_internal.h"
 
-#include <ctype.h>
 #include <event2/http.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -242,6 +241,7 @@ static void create_with(struct api_call *c, const struct store_image *img)
 static void create_by_version(struct api_call *c, struct store_req *r)
 {
     const struct store_image *imgs = r->u.list.rows, *found = NULL;
+    char id[2 * TCPOTA_ID_LEN + 1];
     size_t i, n = 0;
 
     if (r->rc < 0) {
@@ -257,6 +257,11 @@ static void create_by_version(struct api_call *c, struct store_req *r)
     if (n > 1) {
         api_error(c, 400, "image", "%zu images of model %s have version %s; give the image id",
                   n, c->ro.model, c->key);
+    } else if (!found && api_image_id(c->key, id) == 0) {
+        /* hex digits too few for an id, and no version either: most
+         * likely a short id (7 digits, as git shows them) */
+        api_image_id_error(c, "image", ", and %s is not a version of an image of model %s either",
+                           c->key, c->ro.model);
     } else if (!found) {
         api_error(c, 404, "image", "no image has the id or prefix %s, nor is it a version of an "
                   "image of model %s", c->key, c->ro.model);
@@ -413,7 +418,7 @@ static void create(struct api_call *c)
 {
     json_t *b = api_body_object(c);
     struct store_req *r;
-    size_t n, i;
+    char id[2 * TCPOTA_ID_LEN + 1];
 
     if (!b) return;
     if (parse_create(c, b) < 0) {
@@ -421,12 +426,9 @@ static void create(struct api_call *c)
         return;
     }
     json_decref(b);
-    n = strlen(c->key);
-    for (i = 0; i < n && isxdigit((unsigned char)c->key[i]); i++) {
-    }
-    if (i == n && n >= API_PREFIX_MIN) { /* an id or a prefix, or a hex-looking version */
+    if (api_image_id(c->key, id) == 1) { /* an id or a prefix, or a hex-looking version */
         if ((r = api_req(c, STORE_IMAGE_GET)) != NULL) {
-            for (i = 0; i < n; i++) r->u.image.img->idhex[i] = (char)tolower((unsigned char)c->key[i]);
+            memcpy(r->u.image.img->idhex, id, strlen(id) + 1);
             api_submit(c, r, create_by_id);
         }
     } else if ((r = api_req(c, STORE_IMAGE_LIST)) != NULL) {

@@ -47,7 +47,8 @@ void accept_from(struct server *srv, evutil_socket_t fd, const char *host, const
 
     if (srv->nconns >= srv->o->max_conns) {
         srv->stats.refused++;
-        say_peer(srv, host, port, "refused: %u connections already (limit)", srv->nconns);
+        say_peer(srv, host, port, "refused: %u connection%s already (limit)", srv->nconns,
+                 text_s(srv->nconns));
         evutil_closesocket(fd);
         return;
     }
@@ -59,9 +60,10 @@ void accept_from(struct server *srv, evutil_socket_t fd, const char *host, const
         if (unauth <= 0) {
             srv->stats.refused++;
             if (unauth == 0) {
-                say_peer(srv, host, port, "refused: %s already holds %u connections that have "
-                         "not authenticated (--max-unauth-per-addr)", host,
-                         unauth_count(&srv->unauth, host));
+                unsigned held = unauth_count(&srv->unauth, host);
+                say_peer(srv, host, port, "refused: %s already holds %u connection%s that %s "
+                         "not authenticated (--max-unauth-per-addr)", host, held, text_s(held),
+                         held == 1 ? "has" : "have");
             }
             evutil_closesocket(fd);
             return;
@@ -145,7 +147,8 @@ static void print_summary(const struct server *srv)
     size_t n;
 
     devices_count(&srv->devices, counts);
-    n = (size_t)snprintf(line, sizeof(line), "summary: %zu devices", srv->devices.count);
+    n = (size_t)snprintf(line, sizeof(line), "summary: %zu device%s", srv->devices.count,
+                         text_s(srv->devices.count));
     for (i = DEV_CONFIRMED; i < DEV_OUTCOMES; i++) {
         n += (size_t)snprintf(line + n, sizeof(line) - n, "%s %u %s", i == DEV_CONFIRMED ? ":" : ",",
                               counts[i], device_outcome_name((enum device_outcome)i));
@@ -155,8 +158,9 @@ static void print_summary(const struct server *srv)
                               device_outcome_name(DEV_SEEN));
     }
     if (srv->tls) {
-        (void)snprintf(tls, sizeof(tls), "; TLS: %u full handshakes, %u resumed, %u sent by kernel TLS",
-                       srv->stats.tls_full, srv->stats.tls_resumed, srv->stats.tls_kernel);
+        (void)snprintf(tls, sizeof(tls), "; TLS: %u full handshake%s, %u resumed, %u sent by kernel TLS",
+                       srv->stats.tls_full, text_s(srv->stats.tls_full), srv->stats.tls_resumed,
+                       srv->stats.tls_kernel);
     }
     if (srv->fleet) { /* the devices above are tcpota's; esp_https_ota ones download over HTTP */
         (void)snprintf(http, sizeof(http), "; HTTP downloads: %u with every byte sent, %u failed "
@@ -164,11 +168,12 @@ static void print_summary(const struct server *srv)
                        srv->stats.http_failed);
     }
     say_always(srv->o, LOG_LV_INFO,
-               "%s; %u legacy devices served%s; %u connections, %u ended by an error, "
-               "%u failed authentications, %u refused; %.1f MB sent in %.1f s%s",
-               line, srv->stats.legacy_done, http, srv->stats.connections, srv->stats.failed,
-               srv->stats.auth_failed, srv->stats.refused, (double)srv->stats.bytes_sent / 1e6,
-               now_s() - srv->started, tls);
+               "%s; %u legacy device%s served%s; %u connection%s, %u ended by an error, "
+               "%u failed authentication%s, %u refused; %.1f MB sent in %.1f s%s",
+               line, srv->stats.legacy_done, text_s(srv->stats.legacy_done), http,
+               srv->stats.connections, text_s(srv->stats.connections), srv->stats.failed,
+               srv->stats.auth_failed, text_s(srv->stats.auth_failed), srv->stats.refused,
+               (double)srv->stats.bytes_sent / 1e6, now_s() - srv->started, tls);
 }
 
 /* What a reload or the start prints on stderr (the command line's loader,
@@ -460,8 +465,8 @@ static void raise_fd_limit(const struct tcpota_serve_opts *o)
                    (unsigned long long)rl.rlim_cur, o->max_conns, room,
                    (unsigned long long)o->max_conns + FD_RESERVED, room);
     } else if (!o->quiet) {
-        say_always(o, LOG_LV_INFO, "descriptor limit %llu: room for --max-conns %u connections",
-                   (unsigned long long)rl.rlim_cur, o->max_conns);
+        say_always(o, LOG_LV_INFO, "descriptor limit %llu: room for --max-conns %u connection%s",
+                   (unsigned long long)rl.rlim_cur, o->max_conns, text_s(o->max_conns));
     }
 }
 

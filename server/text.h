@@ -30,6 +30,12 @@ static inline size_t text_copy(char *dst, size_t size, const char *src)
     return n;
 }
 
+/* "s" to put after a noun counted n, "" for one: "%u connection%s". */
+static inline const char *text_s(unsigned long long n)
+{
+    return n == 1 ? "" : "s";
+}
+
 /* Writes v in decimal at o and returns the end (no terminator). */
 static inline char *text_u16(char *o, unsigned v)
 {

@@ -4,6 +4,7 @@
 #define TCPOTA_SERVER_TLS_SERVER_H
 
 #include "tcpota/codec.h"
+#include "tls_pem.h" /* tls_pem_kind, for cli/serve.c's checks too */
 
 #include <openssl/ssl.h>
 #include <stddef.h>
@@ -11,13 +12,6 @@
 
 struct evbuffer;
 struct tcpota_serve_opts;
-
-/* What a PEM file holds, from its first TLS_PEM_PEEK bytes: for messages
- * (a certificate given as the key, a key as the certificate) and for not
- * calling a certificate an exposed secret. */
-#define TLS_PEM_PEEK 65536u
-enum tls_pem { TLS_PEM_EMPTY, TLS_PEM_CERT, TLS_PEM_KEY, TLS_PEM_BOTH, TLS_PEM_OTHER, TLS_PEM_UNREAD };
-enum tls_pem tls_pem_kind(const char *path);
 
 /* A server context (TLS 1.2 or later) with this certificate chain and key
  * (key NULL: in the certificate's file). NULL after printing why on

@@ -87,6 +87,10 @@ route GET /v1/images 200 "$IMAGES"
 run 2 $T image list $API
 has err.log "^tcpota image: no API token: give --token-file FILE, set TCPOTA_TOKEN, or give --data DIR"
 [ "$(nreq)" -eq 0 ] || fail "a request was sent without a token"
+# Set but empty (TCPOTA_TOKEN=$(cat WRONGDIR/api.token)): not "set TCPOTA_TOKEN".
+TCPOTA_TOKEN='' run 2 $T image list $API
+has err.log "^tcpota image: no API token: TCPOTA_TOKEN is set but empty \(as \\\$\(cat FILE\) leaves it when FILE cannot be read\); set it to the line of the server's DIR/api.token, or give --token-file FILE or --data DIR$"
+[ "$(nreq)" -eq 0 ] || fail "a request was sent with an empty TCPOTA_TOKEN"
 run 0 $T image list $API --token-file tok
 [ "$(req header Authorization)" = "Bearer $TOKEN" ] || fail "--token-file: sent '$(req header Authorization)'"
 [ "$(req method) $(req path)" = "GET /v1/images" ] || fail "image list sent $(req method) $(req path)"

@@ -43,6 +43,17 @@ expect 2 "--ca: fifo is not a regular file" \
 expect 2 "--ca: dir is not a regular file \(it is a directory\)" \
   $T device --server 127.0.0.1:1 --flash devdir --ca dir --max-attempts 1
 ok "a FIFO as key, image, manifest, device secret, --ca or --out is refused at once"
+# A --ca that is no certificate: what the file holds (as serve says of its
+# --tls-cert), not OpenSSL's "no certificate or crl found".
+printf -- '-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n' > ca-key.pem
+expect 2 "^tcpota device: cannot load CA file ca-key.pem: it holds a private key, not a certificate; give the certificate of the CA" \
+  $T device --server 127.0.0.1:1 --flash devdir --ca ca-key.pem --max-attempts 1
+expect 2 "^tcpota device: cannot load CA file empty: the file is empty; give the certificate of the CA" \
+  $T device --server 127.0.0.1:1 --flash devdir --ca empty --max-attempts 1
+expect 2 "^tcpota device: cannot load CA file img: it holds no PEM certificate \(-----BEGIN CERTIFICATE-----\)" \
+  $T device --server 127.0.0.1:1 --flash devdir --ca img --max-attempts 1
+! grep -q "no certificate or crl found" err$((N - 2)).log err$((N - 1)).log err$N.log || fail "OpenSSL's reason instead of what --ca holds"
+ok "a --ca holding a key, nothing, or no PEM certificate is said to"
 echo "tcpota-secret v1 00112233" > short.secret; chmod 600 short.secret
 expect 2 "the secret in short.secret has 4 bytes; at least 16 are needed" \
   $T device --server 127.0.0.1:1 --flash devdir --id d --secret short.secret --max-attempts 1
@@ -54,8 +65,14 @@ expect 2 "^tcpota device: --trust: at most 8 keys" \
   $T device --server 127.0.0.1:1 --flash devdir $nine_keys --max-attempts 1
 # A first backoff longer than the longest is a usage error (exit 2), said as
 # such, not a connection loop that cannot be set up (exit 1).
-expect 2 "^tcpota device: --backoff-min-ms is larger than --backoff-max-ms" \
+expect 2 "^tcpota device: --backoff-min-ms 10 is larger than --backoff-max-ms 5$" \
   $T device --server 127.0.0.1:1 --flash devdir --backoff-min-ms 10 --backoff-max-ms 5
+# One of the two left to its default: the default is said to be one, and
+# which way out there is (not "--backoff-min-ms is larger", never given).
+expect 2 "^tcpota device: --backoff-max-ms 100 is below --backoff-min-ms \(default 200\): raise it or lower --backoff-min-ms$" \
+  $T device --server 127.0.0.1:1 --flash devdir --backoff-max-ms 100
+expect 2 "^tcpota device: --backoff-min-ms 9000 is above --backoff-max-ms \(default 5000\): lower it or raise --backoff-max-ms$" \
+  $T device --server 127.0.0.1:1 --flash devdir --backoff-min-ms 9000
 # Names the protocol carries: 1..max printable characters, each bound.
 expect 2 "^tcpota device: --id: need 1..64 printable characters" \
   $T device --server 127.0.0.1:1 --flash devdir --id ''
@@ -63,8 +80,12 @@ expect 2 "^tcpota device: --id: need 1..64 printable characters" \
   $T device --server 127.0.0.1:1 --flash devdir --id "$(printf 'dev\t1')"
 expect 2 "^tcpota device: --model: need 1..32 printable characters" \
   $T device --server 127.0.0.1:1 --flash devdir --model "$(printf '%033d' 0)"
-expect 2 "^tcpota device: --factory-version: need 1..31 printable characters" \
-  $T device --server 127.0.0.1:1 --flash devdir --factory-version "$(printf '%032d' 0)"
+expect 2 "^tcpota device: --factory-version: need 1..32 printable characters" \
+  $T device --server 127.0.0.1:1 --flash devdir --factory-version "$(printf '%033d' 0)"
+# A version is 1..32 characters wherever it is taken (TCPOTA_MAX_NAME): 32
+# will do as the factory version too, and the flash keeps it whole.
+expect 1 "running slot 0, version $(printf '%032d' 0)$" \
+  $T device --server 127.0.0.1:1 --flash fv32 --factory-version "$(printf '%032d' 0)" --max-attempts 1
 # Sizes on the flash's 4096-byte sectors, the server's port, the health.
 expect 2 "^tcpota device: --slot-size: not a multiple of 4096" \
   $T device --server 127.0.0.1:1 --flash devdir --slot-size 1052673
@@ -142,7 +163,8 @@ expect 2 "unknown option --frobnicate; see tcpota sign --help" $T sign --frobnic
 expect 2 "two files given \('img' and 'img2'\)" $T sign --key k.key $S img img2
 expect 2 "--version '.*' must be 1 to 32 printable" $T sign --key k.key --model m --version "$(printf 'a%.0s' {1..33})" img
 expect 2 "--version '2.0.*1' must be 1 to 32 printable" $T sign --key k.key --model m --version "$(printf '2.0\t1')" img
-expect 2 "--security-counter: '-1' is not a number: give a whole number in 0..4294967295" $T sign --key k.key $S --security-counter -1 img
+# A negative number is said to be one (as the fleet commands say), with the range.
+expect 2 "--security-counter: '-1' is negative: give a whole number in 0..4294967295" $T sign --key k.key $S --security-counter -1 img
 expect 2 "--security-counter: '-0' is not a number" $T sign --key k.key $S --security-counter -0 img
 expect 2 "--security-counter: '\+5' is not a number" $T sign --key k.key $S --security-counter +5 img
 # A version no device orders (as serve warns): signed, with a warning.
@@ -179,7 +201,7 @@ expect 2 "tcpota device: --server: '127\.0\.0\.1:' has no port after ':'; give H
 expect 2 "tcpota serve: --listen: '127\.0\.0\.1:' has no port after ':'; give HOST:PORT" \
   $T serve --listen 127.0.0.1: --version 2.0.0 img
 expect 2 "tcpota device: --server: '\[::1\]80' is not \[IPv6\]:PORT" $T device --server '[::1]80' --flash devdir
-expect 2 "tcpota device: --server: bad host in ':80'" $T device --server :80 --flash devdir
+expect 2 "tcpota device: --server: ':80' has no host before ':'; give the server's name or address, e\.g\. 127\.0\.0\.1:80$" $T device --server :80 --flash devdir
 # A host of 256 characters does not fit the 255 and a 0 kept for it.
 expect 2 "tcpota device: --server: bad host in 'h{256}:80'" $T device --server "$(printf 'h%.0s' {1..256}):80" --flash devdir
 expect 2 "tcpota device: --server: '65536' is out of range: give a whole number in 0\.\.65535" \
@@ -223,7 +245,10 @@ expect 2 "--out dir/ names a directory, not a file; give a NAME, e.g. --out dir/
 expect 2 "--out . names a directory" $T keygen --device-secret --out .
 expect 2 "--out dir/\.\. names a directory, not a file; give a NAME" $T keygen --out dir/..
 expect 2 "--out takes the NAME without .key or .pub: --out rel writes rel.key and rel.pub" $T keygen --out rel.key
-expect 2 "dir is a directory; give a file name in it" $T keygen --device-secret --out dir
+expect 2 "dir is a directory; give a file name in it, e\.g\. dir/dev1\.secret$" $T keygen --device-secret --out dir
+# The name suggested is one of the kind asked for: a ticket key, not a device secret.
+expect 2 "dir is a directory; give a file name in it, e\.g\. dir/ticket\.key$" $T keygen --ticket-key --out dir
+expect 2 "--out dir/ names a directory, not a file; give a FILE, e\.g\. --out dir/ticket\.key$" $T keygen --ticket-key --out dir/
 mkdir q.pub qk.key
 expect 2 "^tcpota keygen: q.pub is a directory; choose another --out NAME \(NAME.key and NAME.pub are written\)$" $T keygen --out q
 expect 2 "^tcpota keygen: qk.key is a directory; choose another --out NAME" $T keygen --out qk

@@ -253,7 +253,13 @@ rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "
 [ $rc -eq 2 ] || fail "--data with a FILE: rc $rc, not 2: $(cat "$WORK/file.log")"
 grep -q "tcpota image add $WORK/i2" "$WORK/file.log" || fail "--data with a FILE: $(cat "$WORK/file.log")"
 [ ! -e "$WORK/new" ] || fail "--data with a FILE created the data directory"
-ok "--data on a regular file, and --data with a FILE: exit 2 with a message saying what to do"
+# A --data whose parent folder is missing: which one, and mkdir -p for it
+# (as device --flash says), not mkdir's bare "No such file or directory".
+rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "$WORK/nope/deeper" > /dev/null 2> "$WORK/nope.log" || rc=$?
+[ $rc -eq 2 ] || fail "--data in a missing folder: rc $rc, not 2: $(cat "$WORK/nope.log")"
+grep -q -- "--data: $WORK/nope/deeper cannot be created: $WORK/nope does not exist; create that folder first (mkdir -p $WORK/nope)" "$WORK/nope.log" ||
+  fail "--data in a missing folder: $(cat "$WORK/nope.log")"
+ok "--data on a regular file, in a missing folder, and --data with a FILE: exit 2 with a message saying what to do"
 rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "$WORK/new" --allow-downgrade > /dev/null 2> "$WORK/dg.log" || rc=$?
 [ $rc -eq 2 ] || fail "--data with --allow-downgrade: rc $rc, not 2: $(cat "$WORK/dg.log")"
 grep -q -- "--allow-downgrade does not apply with --data (each rollout says it: \`tcpota rollout create --allow-downgrade" "$WORK/dg.log" ||
@@ -325,5 +331,16 @@ make_image "$WORK/h20" 30000
 "$TCPOTA" rollout create --image 20 --model esp32 > "$WORK/hexver.out" 2>&1 ||
   fail "rollout create --image 20: $(cat "$WORK/hexver.out")"
 [ "$("$TCPOTA" rollout show 1 --json | jq_py 'j["version"]')" = 20 ] || fail "rollout 1 is not of version 20"
+# Hex digits too few for an id that are no version either are a short id
+# (7 digits, as git shows them): refused as image rm refuses one (rc 2), not
+# "no image has the id" (rc 1).
+short=$("$TCPOTA" image list --json | jq_py 'j["images"][0]["id"][:7]')
+rc=0; "$TCPOTA" rollout create --image "$short" --model esp32 > "$WORK/hexver.out" 2>&1 || rc=$?
+[ $rc -eq 2 ] || fail "rollout create --image $short: rc $rc: $(cat "$WORK/hexver.out")"
+grep -q "an image id is 8 to 64 hex digits (a unique prefix of its SHA-256), and $short is not a version of an image of model esp32 either" \
+  "$WORK/hexver.out" || fail "rollout create --image $short: $(cat "$WORK/hexver.out")"
+rc=0; "$TCPOTA" image rm "$short" > "$WORK/hexver.out" 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q "an image id is 8 to 64 hex digits (a unique prefix of its SHA-256)" "$WORK/hexver.out" ||
+  fail "image rm $short: rc $rc: $(cat "$WORK/hexver.out")"
 stop_fleet
-ok "a short version of hex digits names its image"
+ok "a short version of hex digits names its image; a short id is refused as too short"

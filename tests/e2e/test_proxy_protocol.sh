@@ -151,7 +151,7 @@ c = idle("127.0.0.5")
 time.sleep(0.5)
 print("done")
 PY
-grep -q "refused: 127.0.0.5 already holds 1 connections that have not authenticated" U.log ||
+grep -q "refused: 127.0.0.5 already holds 1 connection that has not authenticated" U.log ||
   fail "a second idle client from 127.0.0.5 was not refused: $(tail -5 U.log)"
 [ "$(grep -c 'refused:' U.log)" = 1 ] || fail "other clients were refused too: $(grep 'refused:' U.log)"
 ok "--max-unauth-per-addr counts each device's own address"

@@ -150,6 +150,13 @@ refused_flags "--max-unauth-per-addr: '4294967296' is out of range" --max-unauth
 refused_flags "--max-unauth-per-addr: '1000001' is out of range" --max-unauth-per-addr 1000001 --version 2.0.0 img.bin
 refused_flags "--chunk: '16381' is out of range" --chunk 16381 --version 2.0.0 img.bin
 refused_flags "--chunk: '511' is out of range" --chunk 511 --version 2.0.0 img.bin
+# Negative: said to be (not "not a number"), with the range taken.
+refused_flags "--max-unauth-per-addr: '-1' is negative: give a whole number in 0..1000000" --max-unauth-per-addr -1 --version 2.0.0 img.bin
+refused_flags "--max-conns: '-5' is negative: give a whole number in 1..1000000" --max-conns -5 --version 2.0.0 img.bin
+refused_flags "--listen: '-1' is negative: give a whole number in 0..65535" --listen 127.0.0.1:-1 --version 2.0.0 img.bin
+# No host before the port: which addresses to give, not "bad host".
+refused_flags "--listen: ':22601' has no host before ':'; give 127.0.0.1:22601 (this machine only) or 0.0.0.0:22601 (every address)" --listen :22601 --version 2.0.0 img.bin
+refused_flags "--api: ':8071' has no host before ':'; give 127.0.0.1:8071 (this machine only) or 0.0.0.0:8071 (every address)" --data fleet-nohost --api :8071
 # At most 8 --pubkey: a ninth is refused, not stored past the table.
 "$TCPOTA" keygen --out trust 2> /dev/null || fail "keygen failed"
 keys=(); for i in 1 2 3 4 5 6 7 8 9; do keys+=(--pubkey trust.pub); done
@@ -175,3 +182,34 @@ for n in $names; do
   ! grep -q 'unknown option' one.log || fail "serve --help lists --$n, but a config file cannot set it"
 done
 ok "every option of serve --help can be set in a config file"
+
+# An unknown option: one line and where to look (as keygen, sign, verify
+# say), not the whole usage; last on the line, it is unknown, not
+# "needs a value".
+for args in "--bogus:--bogus" "--bogus:--bogus 1 --version 1.0.0 img.bin" "-x:--version 1.0.0 img.bin -x"; do
+  bad=${args%%:*} rc=0
+  # shellcheck disable=SC2086 # the arguments are words
+  timeout 10 "$TCPOTA" serve ${args#*:} > /dev/null 2> unknown-opt.log || rc=$?
+  [ $rc -eq 2 ] || fail "serve ${args#*:}: exit $rc: $(cat unknown-opt.log)"
+  [ "$(cat unknown-opt.log)" = "tcpota serve: unknown option $bad; see tcpota serve --help" ] ||
+    fail "serve ${args#*:}: $(cat unknown-opt.log)"
+done
+ok "an unknown serve option: one line naming it and serve --help, exit 2"
+
+# Counts of one in the singular: "1 device", "1 connection already", not
+# "1 devices", "1 connections".
+start_serve one.log --listen 127.0.0.1:0 --version 2.0.0 --max-conns 1
+port=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' one.log | head -1)
+"$TCPOTA" device --server "127.0.0.1:$port" --flash one-dev --id one-dev --progress none 2> one-dev.log ||
+  fail "the device was not updated: $(tail -2 one-dev.log)"
+exec 3<>"/dev/tcp/127.0.0.1/$port" # holds the one connection allowed
+sleep 0.3 # a raw connection is not logged until it sends or closes
+exec 4<>"/dev/tcp/127.0.0.1/$port"
+wait_line one.log 'refused: 1 connection already \(limit\)' 5
+exec 3>&- 4>&-
+stop_serve
+grep -q 'summary: 1 device: 1 updated and confirmed' one.log || fail "the summary of one device: $(grep summary: one.log)"
+grep -q 'room for --max-conns 1 connection$' one.log || fail "the descriptor line: $(grep 'descriptor limit' one.log)"
+! grep -qE '(^|[^0-9])1 (devices|connections|legacy devices|failed authentications|full handshakes)' one.log ||
+  fail "a count of one in the plural: $(grep -E '(^|[^0-9])1 (devices|connections)' one.log)"
+ok "counts of one are said in the singular (1 device, 1 connection already)"

@@ -1,0 +1,17 @@
+/* tls_pem.h - what a PEM file holds, for the messages about a TLS file
+ * OpenSSL would not take: the server's --tls-cert and --tls-key
+ * (server/tls.c, cli/serve.c) and the device's --ca (cli/tls.c). Only
+ * POSIX file calls: no server state, no OpenSSL. */
+#ifndef TCPOTA_SERVER_TLS_PEM_H
+#define TCPOTA_SERVER_TLS_PEM_H
+
+/* What a PEM file holds, from its first TLS_PEM_PEEK bytes: for messages
+ * (a certificate given as the key, a key as the certificate) and for not
+ * calling a certificate an exposed secret. */
+#define TLS_PEM_PEEK 65536u
+enum tls_pem { TLS_PEM_EMPTY, TLS_PEM_CERT, TLS_PEM_KEY, TLS_PEM_BOTH, TLS_PEM_OTHER, TLS_PEM_UNREAD };
+/* TLS_PEM_UNREAD: no regular file that could be opened (a FIFO is never
+ * read, so this never waits). */
+enum tls_pem tls_pem_kind(const char *path);
+
+#endif
