@@ -131,6 +131,6 @@ wait "$SERVER_PID" || rc=$?
 grep -q 'SIGTERM: shutting down' "$WORK/server.log" || fail "the peer's SIGTERM did not stop the server: $(tail -3 "$WORK/server.log")"
 grep -q 'done: image 2\.0\.0 verified by the device' "$WORK/server.log" ||
   fail "a COMPLETE received before SIGTERM was dropped: $(tail -3 "$WORK/server.log")"
-grep -q 'summary: 1 devices: 0 updated and confirmed, 1 verified' "$WORK/server.log" ||
+grep -q 'summary: 1 device: 0 updated and confirmed, 1 verified' "$WORK/server.log" ||
   fail "the summary does not count the device: $(grep summary "$WORK/server.log")"
 ok "a COMPLETE received before SIGTERM is read and counted"
