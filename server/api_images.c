@@ -1,5 +1,6 @@
 /* api_images.c - /v1/images: list, upload, show, delete (docs/api.md). */
 #include "api_internal.h"
+#include "digest.h"
 
 #include "tcpota/manifest.h"
 #include "tcpota/version.h"
@@ -197,7 +198,7 @@ static void add_list_done(struct api_call *c, struct store_req *r);
 static int stored_file_intact(const struct store_image *si)
 {
     uint8_t buf[65536], id[TCPOTA_ID_LEN];
-    crypto_hash_sha256_state st;
+    struct digest st;
     struct stat sb;
     uint32_t left = si->size;
     int fd = open(si->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC), ok;
@@ -205,22 +206,21 @@ static int stored_file_intact(const struct store_image *si)
     if (fd < 0) {
         return 0;
     }
-    ok = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size == si->size;
-    crypto_hash_sha256_init(&st);
+    ok = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size == si->size &&
+         digest_init(&st) == 0;
     while (ok && left) {
         ssize_t n = read(fd, buf, left < sizeof buf ? left : sizeof buf);
         if (n < 0 && errno == EINTR) continue;
         ok = n > 0;
         if (ok) {
-            crypto_hash_sha256_update(&st, buf, (size_t)n);
+            digest_update(&st, buf, (size_t)n);
             left -= (uint32_t)n;
         }
     }
     (void)close(fd);
-    if (!ok) {
+    if (digest_final(&st, id) < 0 || !ok) {
         return 0;
     }
-    crypto_hash_sha256_final(&st, id);
     return sodium_memcmp(id, si->id, TCPOTA_ID_LEN) == 0;
 }
 
@@ -335,24 +335,26 @@ static void add_list_done(struct api_call *c, struct store_req *r)
     }
 }
 
-static void sha256_body(struct evbuffer *in, uint8_t id[TCPOTA_ID_LEN])
+static int sha256_body(struct evbuffer *in, uint8_t id[TCPOTA_ID_LEN])
 {
-    crypto_hash_sha256_state st;
+    struct digest st;
     struct evbuffer_ptr pos;
     struct evbuffer_iovec v[UPLOAD_CHUNKS];
     size_t done = 0, total = evbuffer_get_length(in);
     int n, i;
 
-    crypto_hash_sha256_init(&st);
+    if (digest_init(&st) < 0) {
+        return -1;
+    }
     evbuffer_ptr_set(in, &pos, 0, EVBUFFER_PTR_SET);
     while (done < total && (n = evbuffer_peek(in, -1, &pos, v, UPLOAD_CHUNKS)) > 0) {
         for (i = 0; i < n && i < UPLOAD_CHUNKS; i++) {
-            crypto_hash_sha256_update(&st, v[i].iov_base, v[i].iov_len);
+            digest_update(&st, v[i].iov_base, v[i].iov_len);
             done += v[i].iov_len;
         }
         evbuffer_ptr_set(in, &pos, done, EVBUFFER_PTR_SET);
     }
-    crypto_hash_sha256_final(&st, id);
+    return digest_final(&st, id);
 }
 
 /* Takes version and model from the Tcpota-Manifest header (when present)
@@ -445,7 +447,10 @@ static void upload(struct api_call *c, const char *query)
         api_error(c, 400, "body", "the body must be the image's bytes (1 byte to 4 GiB)");
         return;
     }
-    sha256_body(in, c->img.id);
+    if (sha256_body(in, c->img.id) < 0) {
+        api_error(c, 500, NULL, "the server is out of memory; try again");
+        return;
+    }
     c->img.size = (uint32_t)size;
     sodium_bin2hex(c->img.idhex, sizeof c->img.idhex, c->img.id, TCPOTA_ID_LEN);
     if ((signed_ = take_manifest(c, man, size)) < 0) return;

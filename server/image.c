@@ -1,6 +1,7 @@
 /* image.c - the image offered, and its prebuilt DATA frames (see image.h). */
 #define _GNU_SOURCE /* memfd_create, O_TMPFILE */
 #include "image.h"
+#include "digest.h"
 
 #include "tcpota/crc32c.h"
 
@@ -220,7 +221,10 @@ static int image_load(struct image *img, const char *path, const char *version, 
         why(err, errlen, "cannot map %s: %s", path, strerror(errno));
         return -1;
     }
-    crypto_hash_sha256(img->desc.id, img->map, img->size);
+    if (digest_once(img->map, img->size, img->desc.id) < 0) {
+        why(err, errlen, "out of memory");
+        return -1;
+    }
     sodium_bin2hex(img->idhex, sizeof(img->idhex), img->desc.id, TCPOTA_ID_LEN);
     memcpy(img->version, version, vlen + 1);
     img->desc.size = img->size;

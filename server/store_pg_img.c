@@ -7,6 +7,7 @@
  * cached file never goes stale, and nodes never need to agree on files. */
 #include "store_common.h"
 #include "store_pg_internal.h"
+#include "digest.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -58,16 +59,16 @@ int pg_img_load(struct pgstore *st, struct store_req *r, const char *hex, struct
  * img->size bytes hashing to img->id. */
 static int fetch_to(struct pgstore *st, struct store_req *r, const struct store_image *img, int fd)
 {
-    crypto_hash_sha256_state h;
+    struct digest h;
     uint8_t *buf = malloc(PG_CHUNK), got[TCPOTA_ID_LEN];
     uint64_t total = 0;
     int64_t n;
     int rc = STORE_OK, len;
 
-    if (!buf) {
+    if (!buf || digest_init(&h) < 0) {
+        free(buf);
         return store_err_set(r, STORE_E_IO, "out of memory");
     }
-    crypto_hash_sha256_init(&h);
     for (n = 0; rc == STORE_OK && total < img->size; n++) {
         PGresult *res = pg_q(st, r, "image fetch", "SELECT bytes FROM image_chunks WHERE"
                              " image_id = $1 AND n = $2", "ti", img->idhex, n);
@@ -83,11 +84,13 @@ static int fetch_to(struct pgstore *st, struct store_req *r, const struct store_
                                : strerror(errno));
             break;
         }
-        crypto_hash_sha256_update(&h, buf, (unsigned long long)len);
+        digest_update(&h, buf, (size_t)len);
         total += (uint64_t)len;
     }
     free(buf);
-    crypto_hash_sha256_final(&h, got);
+    if (digest_final(&h, got) < 0 && rc == STORE_OK) {
+        rc = store_err_set(r, STORE_E_IO, "out of memory");
+    }
     if (rc == STORE_OK && (total != img->size || memcmp(got, img->id, TCPOTA_ID_LEN) != 0)) {
         rc = store_err_set(r, STORE_E_IO, "image %.12s: the bytes in the database do not hash"
                            " to its id (%llu bytes of %u); add it again", img->idhex,
