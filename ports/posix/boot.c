@@ -14,22 +14,26 @@
 int tcpota_px_slot_hash(struct tcpota_posix_dev *dev, unsigned s, uint32_t size,
                         uint8_t out[TCPOTA_ID_LEN])
 {
-    crypto_hash_sha256_state st;
+    void *st = NULL;
     uint8_t buf[SECTOR];
+    int rc = 0;
 
-    crypto_hash_sha256_init(&st);
-    for (uint32_t off = 0; off < size;) {
+    if (tcpota_px_sha_begin(&st) < 0) {
+        return tcpota_px_fail(dev, TCPOTA_ERR_IO, "out of memory for a SHA-256");
+    }
+    for (uint32_t off = 0; off < size && rc == 0;) {
         uint32_t n = size - off < SECTOR ? size - off : SECTOR;
-        int rc = tcpota_px_flash_rc(dev, &dev->slot[s],
-                                    tcpota_flash_read(&dev->slot[s], off, buf, n));
-        if (rc < 0) {
-            return rc;
+        rc = tcpota_px_flash_rc(dev, &dev->slot[s], tcpota_flash_read(&dev->slot[s], off, buf, n));
+        if (rc == 0 && tcpota_px_sha_update(st, buf, n) < 0) {
+            rc = tcpota_px_fail(dev, TCPOTA_ERR_IO, "SHA-256 update failed");
         }
-        crypto_hash_sha256_update(&st, buf, n);
         off += n;
     }
-    crypto_hash_sha256_final(&st, out);
-    return 0;
+    if (rc == 0 && tcpota_px_sha_final(st, out) < 0) {
+        rc = tcpota_px_fail(dev, TCPOTA_ERR_IO, "SHA-256 final failed");
+    }
+    tcpota_px_sha_free(&st);
+    return rc;
 }
 
 /* 1 if slot `s` holds the complete image its metadata describes, 0 if

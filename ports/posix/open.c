@@ -344,6 +344,8 @@ int tcpota_posix_close(struct tcpota_posix_dev *dev)
             rc = tcpota_px_flash_rc(dev, fl[i], r);
         }
     }
+    tcpota_px_sha_free(&dev->sha);
+    dev->sha_active = 0;
     dev->opened = 0;
     dev->booted = 0;
     dev->ota_state = OTA_IDLE;

@@ -316,7 +316,9 @@ static int port_sha256_begin(void *ctx)
 {
     struct tcpota_posix_dev *dev = ctx;
 
-    crypto_hash_sha256_init(&dev->sha);
+    if (tcpota_px_sha_begin(&dev->sha) < 0) {
+        return tcpota_px_fail(dev, TCPOTA_ERR_IO, "out of memory for a SHA-256");
+    }
     dev->sha_active = 1;
     return 0;
 }
@@ -331,7 +333,10 @@ static int port_sha256_update(void *ctx, const uint8_t *data, size_t len)
     if (len && !data) {
         return tcpota_px_fail(dev, TCPOTA_ERR_INVAL, "sha256_update from NULL");
     }
-    crypto_hash_sha256_update(&dev->sha, data, len);
+    if (tcpota_px_sha_update(dev->sha, data, len) < 0) {
+        dev->sha_active = 0;
+        return tcpota_px_fail(dev, TCPOTA_ERR_IO, "SHA-256 update failed");
+    }
     return 0;
 }
 
@@ -345,8 +350,10 @@ static int port_sha256_finish(void *ctx, uint8_t out[TCPOTA_ID_LEN])
     if (!out) {
         return tcpota_px_fail(dev, TCPOTA_ERR_INVAL, "sha256_finish into NULL");
     }
-    crypto_hash_sha256_final(&dev->sha, out);
     dev->sha_active = 0;
+    if (tcpota_px_sha_final(dev->sha, out) < 0) {
+        return tcpota_px_fail(dev, TCPOTA_ERR_IO, "SHA-256 final failed");
+    }
     return 0;
 }
 

@@ -108,7 +108,7 @@ struct tcpota_posix_dev {
     uint32_t ota_erased_to; /* end of the last sector erased for writing */
     struct tcpota_posix_meta img;
 
-    crypto_hash_sha256_state sha;
+    void *sha; /* OpenSSL's EVP_MD_CTX, made at the first sha256_begin; freed by close */
     uint8_t sha_active;
 
     char detail[TCPOTA_POSIX_DETAIL_LEN];
