@@ -1,5 +1,6 @@
 /* keys.c - Ed25519 keys, device secrets and signed manifests (see keys.h). */
 #include "keys.h"
+#include "digest.h"
 #include "cli.h"
 
 #include "tcpota/manifest.h"
@@ -462,22 +463,30 @@ int cmd_keygen(int argc, char **argv)
 }
 
 /* SHA-256 and size of a file, streaming. */
+/* The image's id: the server's own SHA-256 (digest.h, OpenSSL's). A read
+ * that fails midway is an error, not the id of the bytes read so far. */
 static int hash_file(const char *path, uint8_t out[32], uint32_t *size)
 {
-    crypto_hash_sha256_state st;
+    struct digest st;
     uint8_t buf[65536];
     uint64_t total = 0;
     size_t n;
+    int bad;
     FILE *f = cli_fopen_regular(path, "image");
 
     if (!f) {
         return -1;
     }
-    crypto_hash_sha256_init(&st);
+    if (digest_init(&st) < 0) {
+        cli_err("image: out of memory hashing %s\n", path);
+        fclose(f);
+        return -1;
+    }
     while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
-        crypto_hash_sha256_update(&st, buf, n);
+        digest_update(&st, buf, n);
         total += n;
     }
+    bad = ferror(f) || total == 0 || total > 0xffffffffu;
     if (ferror(f)) {
         cli_err("image: cannot read %s: %s\n", path, strerror(errno));
     } else if (total == 0) {
@@ -486,10 +495,13 @@ static int hash_file(const char *path, uint8_t out[32], uint32_t *size)
         cli_err("image: %s is 4 GiB or larger; an image must be smaller\n", path);
     }
     fclose(f);
-    if (total == 0 || total > 0xffffffffu) {
+    if (digest_final(&st, out) < 0 && !bad) {
+        cli_err("image: out of memory hashing %s\n", path);
+        bad = 1;
+    }
+    if (bad) {
         return -1;
     }
-    crypto_hash_sha256_final(&st, out);
     *size = (uint32_t)total;
     return 0;
 }

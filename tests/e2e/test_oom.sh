@@ -179,3 +179,13 @@ PY
 stop_fleet
 accounted 'kept input, TLS' 'out of memory keeping what the device sent; closing'
 ok "kept input, TLS: $(cat tlskept.out)"
+
+# A disk that fails midway through an image: sign says so and writes no
+# manifest (it wrote one for the bytes read before the error, exit 0).
+"$TCPOTA" keygen --out rel 2> /dev/null || fail "keygen failed"
+rc=0
+TCPOTA_TEST_FREAD_EIO_AFTER=65536 ./failing-tcpota sign --key rel.key --version 2.0.0 --model esp32 img \
+  2> eio.log || rc=$?
+[ $rc -eq 1 ] && grep -q "tcpota sign: image: cannot read img: Input/output error" eio.log &&
+  [ ! -e img.manifest ] || fail "sign with a read error midway: exit $rc, $(ls img.manifest 2>&1): $(cat eio.log)"
+ok "sign: a read error midway through the image fails, no manifest written"

@@ -10,7 +10,9 @@
  * device waiting for the fleet store), and no other code of the server
  * calls it. With TCPOTA_TEST_SENDFILE_EAGAIN=N
  * every N-th sendfile() sends nothing and fails with EAGAIN, as the kernel
- * does when TCP's memory runs short. The failure is libevent's own (the
+ * does when TCP's memory runs short. With TCPOTA_TEST_FREAD_EIO_AFTER=N
+ * fread() fails with EIO (the stream's error set) once N bytes were read
+ * from a stream: a disk that fails midway through an image. The failure is libevent's own (the
  * call made on a buffer frozen at the end it would change), so that what libevent does to
  * the caller's objects when it fails happens too. Each failure is told
  * on stderr ("failqueue: ..."), so that the test can match every one with
@@ -136,4 +138,41 @@ ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
         return -1;
     }
     return real(out_fd, in_fd, offset, count);
+}
+
+/* The stream whose fread failed: ferror says so for it (its own error
+ * flag is libc's, out of reach). */
+static FILE *fread_failed;
+
+size_t fread(void *ptr, size_t size, size_t nmemb, FILE *stream)
+{
+    static size_t (*real)(void *, size_t, size_t, FILE *);
+    static long after = -1;
+    static unsigned long long got;
+    size_t n;
+
+    if (!real) {
+        const char *e = getenv("TCPOTA_TEST_FREAD_EIO_AFTER");
+        *(void **)&real = dlsym(RTLD_NEXT, "fread");
+        after = e ? strtol(e, NULL, 10) : -1;
+    }
+    if (after >= 0 && got >= (unsigned long long)after) {
+        fprintf(stderr, "failqueue: fread fails with EIO after %llu bytes\n", got);
+        fread_failed = stream;
+        errno = EIO;
+        return 0;
+    }
+    n = real(ptr, size, nmemb, stream);
+    got += (unsigned long long)n * size;
+    return n;
+}
+
+int ferror(FILE *stream)
+{
+    static int (*real)(FILE *);
+
+    if (!real) {
+        *(void **)&real = dlsym(RTLD_NEXT, "ferror");
+    }
+    return stream == fread_failed ? 1 : real(stream);
 }
