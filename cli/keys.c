@@ -597,7 +597,8 @@ static int write_manifest(const char *out, const char *image, const char *key, c
                             "file, e.g. %s.manifest\n", out, image);
             return 2;
         }
-        if (!replaceable(out, st.st_size)) {
+        /* The file the rename replaces: a link's target, not its name. */
+        if (!replaceable(realpath(out, target) ? target : out, st.st_size)) {
             fprintf(stderr, "tcpota sign: --out %s exists and is not a manifest (%lld bytes); sign "
                             "replaces only a manifest or a FILE.manifest: give another --out, or "
                             "remove %s first\n", out, (long long)st.st_size, out);

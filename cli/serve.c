@@ -157,6 +157,19 @@ static int check_arg(const struct tcpota_serve_opts *o, const char *path, const 
     return 0;
 }
 
+/* --tls-cert and --tls-key as regular files (OpenSSL would hang on a FIFO),
+ * the key warned about when others can read it (not when it is the
+ * certificate's own file: a certificate is no secret). At start and at
+ * every SIGHUP (o NULL: warnings on stderr, caught into the reload's
+ * log). Returns 0 or -1 after saying why. */
+static int check_tls_files(const struct tcpota_serve_opts *o, const char *cert, const char *key)
+{
+    return check_arg(o, cert, "--tls-cert", 0) < 0 ||
+                   check_arg(o, key, "--tls-key", tls_pem_kind(key) != TLS_PEM_CERT) < 0
+               ? -1
+               : 0;
+}
+
 static int load_secrets(const struct tcpota_serve_opts *o, const char *path,
                         struct tcpota_serve_secret **out, size_t *n)
 {
@@ -382,8 +395,7 @@ static int reload_tls(const struct sources *src, struct tcpota_serve_opts *n, st
     if (!n->tls_cert) {
         return 0;
     }
-    if (check_arg(NULL, n->tls_cert, "--tls-cert", 0) < 0 ||
-        check_arg(NULL, n->tls_key, "--tls-key", tls_pem_kind(n->tls_key) != TLS_PEM_CERT) < 0) {
+    if (check_tls_files(NULL, n->tls_cert, n->tls_key) < 0) {
         return -1;
     }
     if (src->nticket &&
@@ -819,8 +831,7 @@ static int serve_args(int argc, char **argv)
     }
     if (o.data_dir) {
         if (sodium_init() < 0) return 1;
-        if (o.tls_cert && (check_arg(&o, o.tls_cert, "--tls-cert", 0) < 0 ||
-                           check_arg(&o, o.tls_key, "--tls-key", tls_pem_kind(o.tls_key) != TLS_PEM_CERT) < 0)) {
+        if (o.tls_cert && check_tls_files(&o, o.tls_cert, o.tls_key) < 0) {
             return 2;
         }
         rc = serve_fleet(&o, &src, api, ota);
@@ -859,8 +870,7 @@ static int serve_args(int argc, char **argv)
         fprintf(stderr, "tcpota serve: --tls-cert and --tls-key go together\n");
         return 2;
     }
-    if (o.tls_cert && (check_arg(&o, o.tls_cert, "--tls-cert", 0) < 0 ||
-                       check_arg(&o, o.tls_key, "--tls-key", tls_pem_kind(o.tls_key) != TLS_PEM_CERT) < 0)) {
+    if (o.tls_cert && check_tls_files(&o, o.tls_cert, o.tls_key) < 0) {
         return 2;
     }
     if ((rc = serve_load(&src, &o)) != 0) {

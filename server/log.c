@@ -4,6 +4,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -93,15 +94,35 @@ static void put_json_field(struct out *o, const char *key, const char *val)
  * supervisor. */
 static unsigned log_worker;
 
+/* Ports below this one take root or CAP_NET_BIND_SERVICE to bind. */
+#define LOG_PORT_PRIVILEGED 1024u
+
 const char *log_listen_failed(char *buf, size_t cap, const char *host, unsigned port,
                               const char *what, const char *opt, int e)
 {
+    struct addrinfo hints, *ai = NULL;
+    int gai;
+
+    /* libevent's evhttp resolves the host itself and, when that fails,
+     * leaves errno as some earlier call set it ("No such file or
+     * directory" for --api nosuch.host:8071): a host that does not resolve
+     * is said so, whatever e is. */
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    gai = getaddrinfo(host, NULL, &hints, &ai);
+    if (ai) freeaddrinfo(ai);
+    if (gai != 0) {
+        e = 0;
+    }
     snprintf(buf, cap, "cannot listen on %s:%u%s%s: %s (%s%s)", host, port, what ? " for " : "",
-             what ? what : "", e ? strerror(e) : "not an address of this host",
+             what ? what : "", gai != 0 ? gai_strerror(gai)
+                               : e ? strerror(e) : "not an address of this host",
              e == EADDRINUSE ? "another program, perhaps another tcpota serve, listens there: "
                                "stop it or give another "
-             : e == EACCES ? "a port below 1024 needs root or CAP_NET_BIND_SERVICE: give another "
-                           : "give another ",
+             : e == EACCES && port < LOG_PORT_PRIVILEGED
+                 ? "a port below 1024 needs root or CAP_NET_BIND_SERVICE: give another "
+                 : "give another ",
              opt);
     return buf;
 }

@@ -47,7 +47,9 @@ enum log_level { LOG_LV_INFO = 0, LOG_LV_ERROR = 1, LOG_LV_WARN = 2 };
 /* "cannot listen on HOST:PORT[ for WHAT]: <errno e's text> (what to do,
  * naming OPT)" into buf: the one wording of a listener that would not
  * bind, for the device port, the API and the HTTP downloads. e 0: the
- * address is not one this host has or can parse. Returns buf. */
+ * address is not one this host has or can parse; a host that does not
+ * resolve is said so whatever e is (evhttp's bind leaves errno stale
+ * then). Returns buf. */
 const char *log_listen_failed(char *buf, size_t cap, const char *host, unsigned port,
                               const char *what, const char *opt, int e);
 

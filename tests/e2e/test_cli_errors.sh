@@ -230,6 +230,12 @@ for f in other.key other.bin other.conf; do
     $T sign --key k.key $S --out "$f" img
   [ "$(sha256sum "$f")" = "$sum" ] || fail "sign --out $f changed it"
 done
+# A FILE.manifest that is a symbolic link to another key: the file written
+# is the link's target, which is judged, not the link's name.
+ln -s other.key link.manifest
+sum=$(sha256sum other.key)
+expect 2 "--out link.manifest exists and is not a manifest" $T sign --key k.key $S --out link.manifest img
+[ "$(sha256sum other.key)" = "$sum" ] || fail "sign --out link.manifest (a link to other.key) replaced the key"
 $T sign --key k.key $S --out m.sig img 2> /dev/null || fail "sign --out m.sig (new) failed"
 $T sign --key k.key $S --out m.sig img 2> /dev/null || fail "sign --out m.sig over a manifest failed"
 head -c 100 /dev/urandom > img.manifest

@@ -38,6 +38,10 @@ grep -q "device race1: $WORK/rd is in use by another tcpota device (pid $first);
   "$WORK/second.log" || fail "the second device did not name the first: $(cat "$WORK/second.log")"
 ! grep -q 'connecting to' "$WORK/second.log" || fail "the second device went on: $(cat "$WORK/second.log")"
 kill -0 "$first" 2>/dev/null || fail "the first device did not keep running"
+# The refused device closed the file it did not lock: its end must not empty
+# the holder's pid (what a script signals).
+[ "$(cat "$WORK/rd/tcpota.lock")" = "$first" ] ||
+  fail "after the refused second device the lock file holds '$(cat "$WORK/rd/tcpota.lock")', not the first's pid $first"
 ok "a second device on the same --flash stops at once and names the first (pid $first)"
 
 rc=0

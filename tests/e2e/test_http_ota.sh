@@ -23,6 +23,15 @@ timeout 10 "$TCPOTA" serve --data "$WORK/other" --listen 127.0.0.1:0 --api 127.0
 [ $rc -eq 1 ] && grep -q "cannot listen on 127.0.0.1:$OTA_PORT for HTTP downloads: Address already in use (another program, perhaps another tcpota serve, listens there: stop it or give another --ota-listen)" "$WORK/busy.log" ||
   fail "a busy --ota-listen: rc $rc: $(cat "$WORK/busy.log")"
 ok "a busy --ota-listen port: said, with what to do"
+# A host that does not resolve (.invalid never does): said so, not a stale
+# errno of an earlier call ("No such file or directory", as evhttp left it).
+rc=0
+timeout 20 "$TCPOTA" serve --data "$WORK/other2" --listen 127.0.0.1:0 --api 127.0.0.1:0 \
+  --ota-listen "nosuch.invalid:$OTA_PORT" 2> "$WORK/unres.log" || rc=$?
+line=$(grep "cannot listen on nosuch.invalid:$OTA_PORT for HTTP downloads: " "$WORK/unres.log" || true)
+[ $rc -eq 1 ] && [ -n "$line" ] && ! grep -qE "No such file|Resource temporarily|Success" <<< "$line" ||
+  fail "an --ota-listen host that does not resolve: rc $rc: $(cat "$WORK/unres.log")"
+ok "an --ota-listen host that does not resolve: said so"
 [ -n "$OTA_PORT" ] || fail "no download port in: $(grep 'listening on' "$WORK/server.log")"
 OTA="http://127.0.0.1:$OTA_PORT/ota/esp32"
 

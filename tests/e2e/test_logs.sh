@@ -104,6 +104,14 @@ mkdir "$WORK/ca"
 ) > "$WORK/ca.log" 2>&1 || fail "openssl: $(cat "$WORK/ca.log")"
 start_server "$WORK/img" factory --log-format json --auth-file "$WORK/open.secrets" \
   --tls-cert "$WORK/ca/expired.pem" --tls-key "$WORK/ca/srv.key"
+# A reload's warnings too: read again, the --auth-file is still readable
+# (said on stderr by the loader, caught, and logged as the reload's).
+kill -HUP "$SERVER_PID"
+for _ in $(seq 100); do
+  grep -q 'SIGHUP: reloaded' "$WORK/server.log" && break
+  sleep 0.05
+done
+grep -q 'SIGHUP: reloaded' "$WORK/server.log" || fail "no reload: $(cat "$WORK/server.log")"
 stop_server
 cp "$WORK/server.log" "$WORK/warn-image.log"
 DATA="$WORK/fleet" start_fleet --log-format json
@@ -113,7 +121,7 @@ import json, sys
 import re
 want = [r"warning: --auth-file \S+ can be read by other users", "warning: --auth-file without --require-auth",
         re.escape("warning: version 'factory' is not a semantic version"), "warning: no --pubkey",
-        "warning: the TLS certificate"]
+        "warning: the TLS certificate", r"SIGHUP: warning: --auth-file \S+ can be read by other users"]
 msgs = []
 for path in sys.argv[1:]:
     for line in open(path):
@@ -124,13 +132,13 @@ for path in sys.argv[1:]:
         if not o.get("time", "").endswith("Z"):
             sys.exit(f"{path}: no UTC time: {line!r}")
         msgs.append(o["msg"])
-        if o["msg"].startswith("warning:") and o.get("level") != "warn":
+        if re.match(r"(SIGHUP: )?warning:", o["msg"]) and o.get("level") != "warn":
             sys.exit(f"{path}: a warning at level {o.get('level')!r}, not 'warn': {line!r}")
 for w in want:
     if not any(re.match(w, m) for m in msgs):
         sys.exit(f"no line starts with {w!r}: {msgs}")
 EOF2
-ok "json: a start's warnings (a readable --auth-file, no --require-auth, no order, an expired certificate, no --pubkey) are JSON lines with a time, at level warn"
+ok "json: a start's warnings (a readable --auth-file, no --require-auth, no order, an expired certificate, no --pubkey) and a reload's are JSON lines with a time, at level warn"
 
 rc=0
 out=$(timeout 5 "$TCPOTA" serve --listen 127.0.0.1:0 --log-format xml "$WORK/img" 2>&1) || rc=$?
