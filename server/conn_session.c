@@ -42,11 +42,17 @@ void conn_set_outcome(struct conn *c, int outcome)
     c->rec->outcome = o;
 }
 
+/* 1 when a report says the image failed on the device (rolled back by its
+ * health check or by the bootloader). */
+static int result_failed(uint16_t result)
+{
+    return result == TCPOTA_RESULT_ROLLED_BACK || result == TCPOTA_RESULT_BOOT_FAILED;
+}
+
 int conn_report(struct conn *c, const struct tcpota_srv_hello *h, const char *more)
 {
     char hex[17];
-    int bad = h->report_result == TCPOTA_RESULT_ROLLED_BACK ||
-              h->report_result == TCPOTA_RESULT_BOOT_FAILED;
+    int bad = result_failed(h->report_result);
 
     sodium_bin2hex(hex, sizeof(hex), h->report_id, 8);
     switch (h->report_result) {
@@ -73,8 +79,7 @@ int conn_report(struct conn *c, const struct tcpota_srv_hello *h, const char *mo
  * offered to this device again. Logged even with --quiet when it failed. */
 static void take_report(struct conn *c, const struct tcpota_srv_hello *h)
 {
-    int bad = h->report_result == TCPOTA_RESULT_ROLLED_BACK ||
-              h->report_result == TCPOTA_RESULT_BOOT_FAILED;
+    int bad = result_failed(h->report_result);
     int current;
 
     if (!h->report_id) {

@@ -247,8 +247,8 @@ static void teardown(struct sstore *st)
         /* Our pid goes with the lock (not another server's, when we did not
          * get it): a script that signals $(cat DIR/tcpota.lock) must not
          * reach a process that took the pid since. */
-        if (st->lock_held && ftruncate(st->lock_fd, 0) != 0) {
-            st->lock_held = 0; /* nothing more to do: the pid stays, stale */
+        if (st->lock_held) {
+            (void)!ftruncate(st->lock_fd, 0); /* failing, the pid stays (stale) */
         }
         close(st->lock_fd); /* releases the flock */
     }

@@ -54,9 +54,20 @@ static int slot_ok(struct tcpota_posix_dev *dev, unsigned s)
     return sodium_memcmp(sha, m->sha256, TCPOTA_ID_LEN) == 0;
 }
 
+/* 1 for a state whose slot the bootloader refuses without looking at it:
+ * refused at an earlier reset (rejected by the application: INVALID; never
+ * confirmed: ABORTED). */
+static int refused_before(uint8_t state)
+{
+    return state != ST_NEW && state != ST_PENDING && state != ST_VALID;
+}
+
 int tcpota_px_boot_verdict(struct tcpota_posix_dev *dev, struct tcpota_posix_otadata *next)
 {
     *next = dev->rec;
+    if (refused_before(dev->rec.state)) {
+        return 0;
+    }
     switch (dev->rec.state) {
     case ST_NEW: {
         int ok = slot_ok(dev, dev->rec.boot_slot);
@@ -69,10 +80,8 @@ int tcpota_px_boot_verdict(struct tcpota_posix_dev *dev, struct tcpota_posix_ota
         /* Booted once and never confirmed: the new app failed. */
         next->state = ST_ABORTED;
         return 0;
-    case ST_VALID:
+    default: /* ST_VALID */
         return slot_ok(dev, dev->rec.boot_slot);
-    default:
-        return 0;
     }
 }
 
@@ -130,9 +139,9 @@ int tcpota_posix_boot(struct tcpota_posix_dev *dev)
         }
     }
     rc = tcpota_px_boot_pick(dev, verdict, &dev->running, &dev->rolled_back);
-    /* This boot's refusal, or one decided before it (otadata INVALID or
-     * ABORTED on entry; a PENDING slot becomes ABORTED now). */
-    dev->refused_now = dev->rolled_back && (was == ST_NEW || was == ST_PENDING || was == ST_VALID);
+    /* This boot's refusal, or one decided before it (a PENDING slot
+     * becomes ABORTED now: refused by this boot). */
+    dev->refused_now = dev->rolled_back && !refused_before(was);
     if (rc == 0) {
         dev->booted = 1;
     }
