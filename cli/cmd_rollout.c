@@ -123,6 +123,9 @@ static void print_rollout(const json_t *r)
     } else { /* "version": null: the image was removed after the cancel */
         printf("  image      %s (removed)\n", table_c(api_str(r, "image")));
     }
+    if (*api_str(r, "status")) {
+        printf("  status     %s\n", table_c(api_str(r, "status")));
+    }
     printf("  model      %s\n", table_c(api_str(r, "model")));
     printf("  group      %s\n",
            *api_str(r, "group") ? table_c(api_str(r, "group")) : "(all devices of the model)");

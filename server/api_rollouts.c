@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum { ACT_PAUSE = 1, ACT_RESUME, ACT_CANCEL };
 
@@ -30,8 +31,26 @@ static json_t *wave_json(const struct rollout_wave *w, uint32_t pct, int open, i
     return o;
 }
 
+/* What a superseded rollout is told (its own state no longer applies). */
+#define SUPERSEDED_SAYS "superseded by a newer rollout for its model and group: it no longer " \
+                        "applies, and cancelling the newer one does not bring it back; to offer " \
+                        "its image again, create a rollout"
+
+/* The rollout's status for people (rollout_explain), into buf. */
+static const char *status_of(const struct store_rollout *ro, char *buf, size_t cap)
+{
+    if (ro->superseded && ro->ro.state != ROLLOUT_STATE_CANCELLED) {
+        snprintf(buf, cap, "%s", SUPERSEDED_SAYS);
+    } else {
+        (void)rollout_explain(&ro->ro, &ro->rules, ro->waves, ro->base_failed, ro->base_finished,
+                              (int64_t)time(NULL), buf, cap);
+    }
+    return buf;
+}
+
 static json_t *rollout_json(const struct store_rollout *ro, const char *version)
 {
+    char status[ROLLOUT_STATUS_MAX];
     char hex[2 * TCPOTA_ID_LEN + 1];
     struct rollout_wave tot;
     json_t *o, *waves = json_array();
@@ -58,6 +77,7 @@ static json_t *rollout_json(const struct store_rollout *ro, const char *version)
                   (json_int_t)ro->rules.success_pct, "soak_s", (json_int_t)ro->rules.soak_s,
                   "waves", waves, "totals", wave_json(&tot, 0, 0, 0), "created_at",
                   (json_int_t)ro->created_at, "changed_at", (json_int_t)ro->changed_at);
+    if (o) json_object_set_new(o, "status", json_string(status_of(ro, status, sizeof status)));
     return o;
 }
 
@@ -176,6 +196,11 @@ static void act_got(struct api_call *c, struct store_req *r)
 
     if (r->rc < 0) {
         api_store_error(c, r, NULL, "rollout");
+        return;
+    }
+    if (r->u.rollout.r->superseded && c->action != ACT_CANCEL && st != ROLLOUT_STATE_CANCELLED) {
+        /* Its state no longer applies: a pause or resume would change nothing. */
+        api_error(c, 409, NULL, "rollout %llu is %s", (unsigned long long)c->id, SUPERSEDED_SAYS);
         return;
     }
     ok = c->action == ACT_PAUSE    ? st == ROLLOUT_STATE_ACTIVE

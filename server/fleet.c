@@ -733,6 +733,7 @@ static void checkin_done(struct store_req *r)
         /* Nothing to acknowledge: the device asks again later. */
         clog_(c, 0, "decision: no update: the database is unreachable; asks again in %u s",
               FLEET_RETRY_DOWN_S);
+        tcpota_srv_set_why(&c->s, TCPOTA_WHY_UNKNOWN_NOW);
         (void)tcpota_srv_offer(&c->s, NULL, FLEET_RETRY_DOWN_S, &offered, &start);
         store_req_free(r);
         (void)conn_pump(c);

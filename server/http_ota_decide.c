@@ -109,6 +109,16 @@ void ota_checkin_done(struct store_req *r)
         ota_dl_free(d);
         return;
     }
+    /* What the registry says it had of this image: a range from further on
+     * completes the image only on top of it (reach(), http_ota_send.c). */
+    {
+        const struct store_device *dev = &r->u.checkin.out->dev;
+        d->had = strcmp(dev->image, img->idhex) == 0 && dev->bytes <= img->size &&
+                         (dev->state == STORE_ST_DOWNLOADING || dev->state == STORE_ST_VERIFIED ||
+                          dev->state == STORE_ST_UPDATED)
+                     ? (uint32_t)dev->bytes
+                     : 0;
+    }
     store_req_free(r);
     snprintf(etag, sizeof(etag), "\"%s\"", img->idhex);
     http_range_decide(d->has_range ? d->range : NULL, d->has_if_range ? d->if_range : NULL, etag,

@@ -52,6 +52,7 @@ struct dl {
     uint32_t first, last;            /* the range sent, inclusive */
     uint32_t queued, sent;           /* next byte to queue; bytes up to here went out */
     uint32_t acked;                  /* bytes up to here the peer's TCP acknowledged (at least) */
+    uint32_t had;                    /* bytes 0..had-1 of img the registry says it had before */
     double progress_at;
     int head;                        /* HEAD: headers only */
     char has_range, has_if_range;

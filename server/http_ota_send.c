@@ -48,15 +48,29 @@ static void send_window(struct dl *d)
     evhttp_send_reply_chunk_with_cb(d->req, d->buf, window_done, d);
 }
 
+/* How far the device has the image from its first byte: what its TCP
+ * acknowledged of a range that starts within what it had before (or at 0:
+ * it starts over); of a range that starts further on (a tail asked for on
+ * its own), only what it had: the bytes in between never reached it. */
+static uint32_t reach(const struct dl *d)
+{
+    return d->first <= d->had ? d->acked : d->had;
+}
+
 /* Every byte of the range reached the peer: the end of the image makes the
- * device "verified" (of a range that ends earlier, only its progress is
- * noted). */
+ * device "verified" when it has every byte before the range too (of a
+ * range that ends earlier, only its progress is noted). */
 static void record_done(struct dl *d)
 {
     struct server *srv = d->ota->srv;
     struct fleet_who w = who_of(d);
 
-    if (d->last + 1 == d->img->size) {
+    if (d->last + 1 == d->img->size && d->first > d->had) {
+        fleet_step(srv, &w, STORE_ST_DOWNLOADING, d->img->desc.id, NULL, reach(d), NULL, 0, 1);
+        say_dev(srv, 0, d->id, d->peer, "http: bytes %u-%u of %s sent, but the device is not known "
+                "to have bytes 0-%u (it had %u): not counted as having the image", d->first,
+                d->last, d->img->version, d->first - 1, d->had);
+    } else if (d->last + 1 == d->img->size) {
         metrics_event(d->rollout_id, d->img->desc.id, METRICS_COMPLETED);
         srv->stats.http_whole++;
         fleet_step(srv, &w, STORE_ST_VERIFIED, d->img->desc.id, NULL, d->img->size,
@@ -64,7 +78,7 @@ static void record_done(struct dl *d)
         say_dev(srv, 0, d->id, d->peer, "http: every byte of %s sent (bytes %u-%u of %u)",
                 d->img->version, d->first, d->last, d->img->size);
     } else {
-        fleet_step(srv, &w, STORE_ST_DOWNLOADING, d->img->desc.id, NULL, d->last + 1, NULL, 0, 1);
+        fleet_step(srv, &w, STORE_ST_DOWNLOADING, d->img->desc.id, NULL, reach(d), NULL, 0, 1);
     }
 }
 
@@ -151,7 +165,7 @@ static void window_done(struct evhttp_connection *evcon, void *arg)
     if (now - d->progress_at >= FLEET_PROGRESS_S) {
         struct fleet_who w = who_of(d);
         d->progress_at = now;
-        fleet_step(d->ota->srv, &w, STORE_ST_DOWNLOADING, d->img->desc.id, NULL, d->acked, NULL,
+        fleet_step(d->ota->srv, &w, STORE_ST_DOWNLOADING, d->img->desc.id, NULL, reach(d), NULL,
                    0, 1);
     }
     send_window(d);
@@ -180,7 +194,7 @@ void ota_closed(struct evhttp_connection *evcon, void *arg)
         }
         {
             struct fleet_who w = who_of(d);
-            fleet_step(ota->srv, &w, STORE_ST_DOWNLOADING, d->img->desc.id, NULL, d->acked, NULL,
+            fleet_step(ota->srv, &w, STORE_ST_DOWNLOADING, d->img->desc.id, NULL, reach(d), NULL,
                        0, 1);
         }
         say_dev(ota->srv, 0, d->id, d->peer, "http: connection closed: %u bytes of range %u-%u "
@@ -230,7 +244,7 @@ void ota_start(struct dl *d, struct image *img, const struct http_range *rg, con
     d->progress_at = now_s();
     if (d->first == 0) metrics_event(d->rollout_id, img->desc.id, METRICS_OFFERED);
     w = who_of(d);
-    fleet_step(srv, &w, STORE_ST_DOWNLOADING, img->desc.id, NULL, d->first, NULL, 0, 0);
+    fleet_step(srv, &w, STORE_ST_DOWNLOADING, img->desc.id, NULL, reach(d), NULL, 0, 0);
     evhttp_send_reply_start(req, rg->status, NULL);
     send_window(d);
 }

@@ -3,6 +3,7 @@
 
 #include "tcpota/tcpota.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* One rule for the hash, used by both public functions. */
@@ -67,23 +68,34 @@ uint32_t rollout_wave_of(const struct rollout *ro, uint32_t place)
     return ro->n_waves;
 }
 
-int rollout_may_open_next(const struct rollout_rules *rules, const struct rollout_wave *w,
-                          int64_t now)
+/* The three conditions of opening the wave after w, one rule each (read
+ * by rollout_may_open_next and rollout_explain). */
+static int enough_finished(const struct rollout_rules *rules, const struct rollout_wave *w)
 {
     uint64_t finished = (uint64_t)w->updated + w->failed;
 
-    if (finished < rules->min_finished && finished < w->targeted) {
-        return 0;
-    }
-    if ((uint64_t)w->updated * ROLLOUT_PCT_SCALE < (uint64_t)rules->success_pct * finished) {
-        return 0;
-    }
-    /* now - opened_at < soak_s, in unsigned arithmetic: the difference of two
-     * int64 may not fit in one, but with now >= opened_at it fits in a uint64. */
-    if (now < w->opened_at || (uint64_t)now - (uint64_t)w->opened_at < rules->soak_s) {
-        return 0;
-    }
-    return 1;
+    return finished >= rules->min_finished || finished >= w->targeted;
+}
+
+static int successful(const struct rollout_rules *rules, const struct rollout_wave *w)
+{
+    uint64_t finished = (uint64_t)w->updated + w->failed;
+
+    return (uint64_t)w->updated * ROLLOUT_PCT_SCALE >= (uint64_t)rules->success_pct * finished;
+}
+
+static int soaked(const struct rollout_rules *rules, const struct rollout_wave *w, int64_t now)
+{
+    /* now - opened_at >= soak_s, in unsigned arithmetic: the difference of
+     * two int64 may not fit in one, but with now >= opened_at it fits in a
+     * uint64. */
+    return now >= w->opened_at && (uint64_t)now - (uint64_t)w->opened_at >= rules->soak_s;
+}
+
+int rollout_may_open_next(const struct rollout_rules *rules, const struct rollout_wave *w,
+                          int64_t now)
+{
+    return enough_finished(rules, w) && successful(rules, w) && soaked(rules, w, now);
 }
 
 int rollout_should_halt(const struct rollout_rules *rules, const struct rollout_wave *waves,
@@ -154,6 +166,72 @@ enum rollout_verdict rollout_decide(const struct rollout *ro, uint32_t place, in
         return ROLLOUT_NOT_IN_OPEN_WAVE;
     }
     return ROLLOUT_OFFER;
+}
+
+/* Failed and finished devices of the rollout since base (a resume). */
+static void count_since(const struct rollout_wave *waves, uint32_t n, uint32_t base_failed,
+                        uint32_t base_finished, uint64_t *failed, uint64_t *finished)
+{
+    uint32_t k;
+
+    *failed = *finished = 0;
+    for (k = 0; k < n; k++) {
+        *failed += waves[k].failed;
+        *finished += (uint64_t)waves[k].failed + waves[k].updated;
+    }
+    *failed = *failed > base_failed ? *failed - base_failed : 0;
+    *finished = *finished > base_finished ? *finished - base_finished : 0;
+}
+
+size_t rollout_explain(const struct rollout *ro, const struct rollout_rules *rules,
+                       const struct rollout_wave *waves, uint32_t base_failed,
+                       uint32_t base_finished, int64_t now, char *buf, size_t cap)
+{
+    const struct rollout_wave *w;
+    uint64_t failed, finished, done;
+    int n = 0;
+
+    count_since(waves, ro->n_waves, base_failed, base_finished, &failed, &finished);
+    switch (ro->state) {
+    case ROLLOUT_STATE_CANCELLED:
+        n = snprintf(buf, cap, "cancelled: it offers nothing, for good");
+        break;
+    case ROLLOUT_STATE_PAUSED:
+        n = snprintf(buf, cap, "paused by an operator: devices that began the image finish it, "
+                               "no other starts; resume it to go on");
+        break;
+    case ROLLOUT_STATE_HALTED:
+        n = snprintf(buf, cap, "halted itself: %llu of %llu finished devices failed%s, more than "
+                               "%u %% (--halt-at) and at least %u (--halt-min); look at the "
+                               "failures (tcpota device list --state failed), then resume it "
+                               "(failures count from then) or cancel it",
+                     (unsigned long long)failed, (unsigned long long)finished,
+                     base_finished ? " since it was resumed" : "", rules->halt_pct,
+                     rules->halt_min);
+        break;
+    case ROLLOUT_STATE_ACTIVE:
+        if (ro->n_open >= ro->n_waves) {
+            n = snprintf(buf, cap, "every wave is open");
+            break;
+        }
+        w = &waves[ro->n_open - 1];
+        done = (uint64_t)w->updated + w->failed;
+        n = snprintf(buf, cap, "wave %u opens when wave %u has %u finished devices or all of them "
+                               "(%llu of %u: %s), %u %% of them updated (%llu %%: %s) and was open "
+                               "%u s (%s)%s",
+                     ro->n_open + 1, ro->n_open, rules->min_finished, (unsigned long long)done,
+                     w->targeted, enough_finished(rules, w) ? "yes" : "no", rules->success_pct,
+                     done ? (unsigned long long)w->updated * ROLLOUT_PCT_SCALE / done : 0,
+                     successful(rules, w) ? "yes" : "no", rules->soak_s,
+                     soaked(rules, w, now) ? "yes" : "no",
+                     enough_finished(rules, w) && done >= w->targeted && !successful(rules, w)
+                         ? "; every device of the wave has finished, so it will not open: "
+                           "cancel this rollout and create one with a lower --success-pct to "
+                           "go on"
+                         : "");
+        break;
+    }
+    return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
 const char *rollout_reason(enum rollout_verdict v)

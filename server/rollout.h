@@ -162,6 +162,19 @@ enum rollout_move rollout_next_move(const struct rollout *ro, const struct rollo
  * it already began this rollout's image (a resume). See the order above. */
 enum rollout_verdict rollout_decide(const struct rollout *ro, uint32_t place, int started);
 
+/* Room for rollout_explain's longest sentence. */
+#define ROLLOUT_STATUS_MAX 512u
+
+/* Why ro stands as it does, for an operator, into buf (cap > 0): a
+ * halted one's failures against its rules and what to do; an active one's
+ * next wave with each condition of its opening (and, when the last open
+ * wave has finished every device below --success-pct, that it never
+ * will); paused, cancelled, or every wave open. Failures count from base
+ * (a resume), as the halt rule counts them. Returns the length written. */
+size_t rollout_explain(const struct rollout *ro, const struct rollout_rules *rules,
+                       const struct rollout_wave *waves, uint32_t base_failed,
+                       uint32_t base_finished, int64_t now, char *buf, size_t cap);
+
 /* A short English reason for a verdict, for the log and NO_UPDATE. */
 const char *rollout_reason(enum rollout_verdict v);
 

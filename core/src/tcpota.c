@@ -57,6 +57,7 @@ const char *tcpota_why_str(unsigned why)
     case TCPOTA_WHY_OTHER_MODEL: return "the server's image is for another hardware model";
     case TCPOTA_WHY_NONE: return "the server has no image for it";
     case TCPOTA_WHY_LATER: return "an update applies, but not yet (a rollout's wave not open, paused or halted)";
+    case TCPOTA_WHY_UNKNOWN_NOW: return "the server cannot tell now whether one applies (its database is unreachable)";
     default: return "the server gave no reason";
     }
 #endif

@@ -100,6 +100,13 @@ add_version "$WORK/i4" 4.0.0
 "$TCPOTA" rollout show 2 | head -1 | grep -q superseded || fail "rollout show 2 does not say superseded: $("$TCPOTA" rollout show 2 | head -1)"
 [ "$("$TCPOTA" rollout show 1 --json | jq_py 'j["superseded"]')" = false ] || fail "the model-wide rollout was superseded"
 [ "$("$TCPOTA" rollout show 3 --json | jq_py 'j["superseded"]')" = false ] || fail "the newest rollout is superseded"
+# A superseded rollout says what it is, and pausing or resuming it (which
+# changed nothing: it no longer applies) is refused, saying why.
+"$TCPOTA" rollout show 2 | grep -q "status     superseded by a newer rollout for its model and group: it no longer applies, and cancelling the newer one does not bring it back; to offer its image again, create a rollout" ||
+  fail "rollout show 2 has no superseded status: $("$TCPOTA" rollout show 2)"
+rc=0; "$TCPOTA" rollout pause 2 > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q "rollout 2 is superseded by a newer rollout" "$WORK/out" ||
+  fail "rollout pause 2 (superseded): rc $rc: $(cat "$WORK/out")"
 for id in c-1 c-2 o-1 o-2; do run_device "$id" esp32 "$WORK/$id" || fail "$id failed"; done
 for id in c-1 c-2; do [ "$(running "$WORK/$id")" = 4.0.0 ] || fail "$id runs $(running "$WORK/$id"), not 4.0.0"; done
 for id in o-1 o-2; do [ "$(running "$WORK/$id")" = 2.0.0 ] || fail "$id moved to $(running "$WORK/$id")"; done

@@ -268,6 +268,26 @@ acked=$("$TCPOTA" device show --json stall-1 | jq_py 'j["bytes"]')
 [ "$(device_state stall-1)" != failed ] || fail "stall-1 starting over counted as a failure"
 ok "a client reset before reading the last 200 kB: downloading at $acked bytes, not verified, no failure"
 
+# ---- the end of the image alone is not the image --------------------------------
+# A new device asks only for the last 10 bytes (curl -r, a stray request):
+# it has not had the rest, so it is not "verified", and its download from
+# byte 0 afterwards is an offer, not "sent every byte, asks again: failed"
+# (it was, and the image was never offered to it again; a rollout with
+# --halt-min 1 halted on one such request).
+[ "$(get tail1 "$OTA?device=tail-1" -H "Range: bytes=$((SIZE - 10))-")" = 206 ] || fail "tail-1's tail: not 206"
+wait_line "$WORK/server.log" "\[tail-1 [^]]*\] http: bytes $((SIZE - 10))-$((SIZE - 1)) of 2.0.0 sent, but the device is not known to have bytes 0-$((SIZE - 11)) \(it had 0\): not counted as having the image"
+[ "$(device_state tail-1)" = downloading ] || fail "tail-1 is $(device_state tail-1) after the image's tail alone"
+[ "$("$TCPOTA" device show --json tail-1 | jq_py 'j["bytes"]')" = 0 ] || fail "tail-1 counts bytes it never had"
+[ "$(get tail1b "$OTA?device=tail-1")" = 200 ] && cmp -s "$WORK/tail1b.b" "$WORK/img" ||
+  fail "tail-1 from byte 0 after the tail: not the image"
+[ "$(device_state tail-1)" = verified ] || fail "tail-1 is $(device_state tail-1) after the whole image"
+# A range that resumes within what the device had completes it.
+[ "$(get part1 "$OTA?device=part-1" -H 'Range: bytes=0-99999')" = 206 ] || fail "part-1's first part: not 206"
+[ "$(get part2 "$OTA?device=part-1" -H 'Range: bytes=100000-')" = 206 ] || fail "part-1's rest: not 206"
+for _ in $(seq 40); do [ "$(device_state part-1)" = verified ] && break; sleep 0.05; done
+[ "$(device_state part-1)" = verified ] || fail "part-1 is $(device_state part-1) after 0-99999 and 100000-"
+ok "the image's tail alone is not the image (no verified, no failure after); a resume on top of what it had is"
+
 # ---- the rollout's rules hold for http devices ------------------------------------
 "$TCPOTA" rollout pause 1 > /dev/null || fail "rollout pause failed"
 [ "$(get paused "$OTA?device=h-9")" = 204 ] || fail "paused rollout: not 204"

@@ -288,6 +288,56 @@ static void test_next_move(void **state)
     assert_int_equal(rollout_next_move(&ro, &open_rules, w, 5, 23, 4600), ROLLOUT_HOLD);
 }
 
+/* What rollout show says: each condition of the next wave's opening as the
+ * rule reads it, a wave that will never open, a halt's figures. */
+static void test_explain(void **state)
+{
+    const uint32_t pct[] = {10, 50, 100};
+    struct rollout ro;
+    struct rollout_wave w[3];
+    char buf[ROLLOUT_STATUS_MAX];
+    (void)state;
+    make_rollout(&ro, pct, 3);
+    ro.n_open = 1;
+    memset(w, 0, sizeof(w));
+    w[0] = passing_wave();
+    rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    assert_string_equal(buf, "wave 2 opens when wave 1 has 10 finished devices or all of them "
+                             "(20 of 100: yes), 90 % of them updated (90 %: yes) and was open "
+                             "3600 s (yes)");
+    rollout_explain(&ro, &open_rules, w, 0, 0, 4599, buf, sizeof buf);
+    assert_non_null(strstr(buf, "3600 s (no)"));
+    /* Every device of the wave finished, too few updated: it never opens. */
+    w[0].targeted = 3;
+    w[0].updated = 2;
+    w[0].failed = 1;
+    rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    assert_non_null(strstr(buf, "(3 of 3: yes), 90 % of them updated (66 %: no)"));
+    assert_non_null(strstr(buf, "so it will not open: cancel this rollout and create one with a "
+                                "lower --success-pct"));
+    /* Finished short of the minimum: not (yet) "will not open". */
+    w[0].targeted = 100;
+    rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    assert_non_null(strstr(buf, "(3 of 100: no)"));
+    assert_null(strstr(buf, "will not open"));
+    ro.n_open = 3;
+    rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    assert_string_equal(buf, "every wave is open");
+    ro.state = ROLLOUT_STATE_HALTED;
+    w[1].failed = 3;
+    rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    assert_non_null(strstr(buf, "halted itself: 4 of 6 finished devices failed, more than 20 % "
+                                "(--halt-at) and at least 3 (--halt-min)"));
+    rollout_explain(&ro, &open_rules, w, 1, 3, 4600, buf, sizeof buf);
+    assert_non_null(strstr(buf, "3 of 3 finished devices failed since it was resumed"));
+    ro.state = ROLLOUT_STATE_PAUSED;
+    rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    assert_non_null(strstr(buf, "paused by an operator"));
+    /* A buffer too small is cut, terminated. */
+    assert_int_equal(rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, 8), 7);
+    assert_int_equal(strlen(buf), 7);
+}
+
 static void test_decide(void **state)
 {
     const uint32_t pct[] = {10, 50, 100};
@@ -349,6 +399,7 @@ int main(void)
         cmocka_unit_test(test_halt),
         cmocka_unit_test(test_halt_since_resume),
         cmocka_unit_test(test_next_move),
+        cmocka_unit_test(test_explain),
         cmocka_unit_test(test_decide),
         cmocka_unit_test(test_reasons_named),
     };

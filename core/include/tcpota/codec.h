@@ -108,6 +108,7 @@ enum tcpota_why {
     TCPOTA_WHY_OTHER_MODEL = 4, /* the server's image is for another hardware model */
     TCPOTA_WHY_NONE = 5,        /* the server has no image for it */
     TCPOTA_WHY_LATER = 6,       /* an update applies, but not yet (wave not open, paused, halted) */
+    TCPOTA_WHY_UNKNOWN_NOW = 7, /* the server cannot tell now (its database is unreachable) */
 };
 
 /* A short static English phrase for a NO_UPDATE's why ("it runs the
