@@ -137,8 +137,7 @@ void pg_outage_start(struct pgstore *st, struct store_req *head)
         store_worker_notice(&st->w, 1, "the database is unreachable (%s): device steps are kept"
                             " in memory and written when it is back; until then check-ins and"
                             " the API fail at once (devices are told to come back). Reconnecting"
-                            " every %u ms at most; check that PostgreSQL runs and that --db"
-                            " reaches it", why, PG_RETRY_MAX_MS);
+                            " every %u ms at most; " PG_CHECK_HINT, why, PG_RETRY_MAX_MS);
     }
     pg_outage_keep(st, head);
 }

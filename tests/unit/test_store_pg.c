@@ -1197,6 +1197,10 @@ static void test_open_errors(void **state)
     assert_null(store_pg_open("host=/nonexistent-dir port=1 connect_timeout=2", dir, base, err,
                               sizeof(err)));
     assert_non_null(strstr(err, "cannot connect to the database (--db)"));
+    /* ... and what to do, as an outage says it (before: libpq's words only). */
+    assert_true(strlen(err) > strlen(PG_CHECK_HINT));
+    assert_string_equal(err + strlen(err) - strlen(PG_CHECK_HINT), PG_CHECK_HINT);
+    assert_string_equal(PG_CHECK_HINT, "check that PostgreSQL runs and that --db reaches it");
     assert_null(store_pg_open("postgresql://[bad", dir, base, err, sizeof(err)));
     assert_non_null(strstr(err, "cannot connect to the database (--db)"));
     /* The image cache's directory is checked before the database is. */
