@@ -142,7 +142,9 @@ void pg_outage_start(struct pgstore *st, struct store_req *head)
     pg_outage_keep(st, head);
 }
 
-/* Fails every kept request: the node stops and the database is still away. */
+/* Answers every kept request as lost: the node stops and the database is
+ * still away. One notice says how many steps (STORE_LOST: the callers do
+ * not say it again per request). */
 static void give_up(struct pgstore *st)
 {
     struct store_req *r;
@@ -152,7 +154,7 @@ static void give_up(struct pgstore *st)
         return;
     }
     for (r = st->kept_head; r; r = r->next) {
-        (void)store_err_set(r, STORE_E_UNAVAILABLE, "not written: the database was still"
+        (void)store_err_set(r, STORE_LOST, "not written: the database was still"
                             " unreachable when this node stopped");
     }
     store_worker_notice(&st->w, 1, "%zu device steps kept for the database are lost: it is still"
