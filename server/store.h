@@ -331,6 +331,11 @@ struct store_req {
             struct store_device *dev;         /* out (GET); allocated with the request */
             struct store_history *history;    /* out (GET): nhistory rows, newest first */
             size_t nhistory;
+            /* out (SECRET_SET: before it; GET: when STORE_E_NOTFOUND): id had
+             * a secret. A secret is kept apart from the registry: an id gets
+             * a registry row at its first check-in, not from its secret. */
+            int had_secret;
+            int registered;                   /* out (SECRET_SET): id is in the registry */
         } device;
         struct {                              /* every *_LIST */
             const char *model, *group;        /* in (DEVICE_LIST): NULL: any */
