@@ -826,9 +826,16 @@ static int serve_args(int argc, char **argv)
         return 2;
     }
     if (o.data_dir && o.workers > 1) {
-        fprintf(stderr, "tcpota serve: --workers is for single-image mode: fleet mode (--data) "
-                        "runs one process, as its SQLite store has one writer (to spread a fleet "
-                        "over processes, run several --db nodes: docs/scaling.md)\n");
+        if (o.db) { /* not SQLite's one writer: a node is one process */
+            fprintf(stderr, "tcpota serve: --workers is for single-image mode: fleet mode runs "
+                            "one process per node; to spread the fleet over more processes or "
+                            "machines, run more --db nodes, each with its own --data "
+                            "(docs/scaling.md)\n");
+        } else {
+            fprintf(stderr, "tcpota serve: --workers is for single-image mode: fleet mode (--data) "
+                            "runs one process, as its SQLite store has one writer (to spread a "
+                            "fleet over processes, run several --db nodes: docs/scaling.md)\n");
+        }
         return 2;
     }
     if (o.data_dir) {
