@@ -33,14 +33,22 @@ build: $(BUILD)/CMakeCache.txt
 
 # Installs what `make build` built; cmake records each file it wrote (without
 # DESTDIR) in $(BUILD)/install_manifest.txt, which `make uninstall` removes
-# again: give it the same DESTDIR.
+# again: give it the same DESTDIR. The config file goes too unless it was
+# edited (it differs from service/tcpota.conf): that one is the operator's.
 install: build
 	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
 
 uninstall:
 	@test -f $(BUILD)/install_manifest.txt || \
 	    { echo "make uninstall: $(BUILD)/install_manifest.txt is missing: nothing was installed from $(BUILD)"; exit 1; }
-	sed 's|^|$(DESTDIR)|' $(BUILD)/install_manifest.txt | xargs -d '\n' rm -fv --
+	@sed 's|^|$(DESTDIR)|' $(BUILD)/install_manifest.txt | while IFS= read -r f || [ -n "$$f" ]; do \
+	    case "$$f" in */tcpota/tcpota.conf) \
+	        if [ -f "$$f" ] && ! cmp -s "$$f" "$(CURDIR)/service/tcpota.conf"; then \
+	            echo "Kept: $$f (edited: the operator's; remove it by hand if it is not wanted)"; continue; \
+	        fi;; \
+	    esac; \
+	    rm -fv -- "$$f" || exit 1; \
+	done
 
 # Three fleet nodes on one PostgreSQL behind HAProxy, on this machine, in
 # CLUSTER_DIR (scripts/cluster.sh; docs/scaling.md); cluster-stop ends them.

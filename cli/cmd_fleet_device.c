@@ -275,6 +275,24 @@ static void secret_sigs_block(int on)
     (void)sigprocmask(on ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
 }
 
+/* What the new secret (the API's answer d) did: an id never seen before
+ * had no secret to replace, and is registered only at its first check-in
+ * (before, "the previous one no longer works" for every id). */
+static const char *secret_note(const json_t *d)
+{
+    if (!json_object_get(d, "replaced")) { /* a server that does not say */
+        return "the previous one, if any, no longer works";
+    }
+    if (api_bool(d, "replaced")) {
+        return "the previous one no longer works";
+    }
+    if (api_bool(d, "registered")) {
+        return "the device had none: from now on it must authenticate with this one";
+    }
+    return "the device is not registered yet (it is at its first check-in): give it this "
+           "secret, it must authenticate with it";
+}
+
 static int device_secret(struct api *a, int argc, char **argv)
 {
     const char *out = NULL, *pos[1], *hex;
@@ -344,8 +362,8 @@ static int device_secret(struct api *a, int argc, char **argv)
             return 1;
         }
         if (!a->json) {
-            printf("wrote the new secret of device %s to %s (mode 0600); the previous one no longer "
-                   "works\n", table_c(pos[0]), out);
+            printf("wrote the new secret of device %s to %s (mode 0600); %s\n", table_c(pos[0]),
+                   out, secret_note(d));
             printf("the device takes it with --secret: tcpota device --server HOST:PORT --flash DIR "
                    "--id %s --secret %s\n", table_c(pos[0]), out);
         }
@@ -354,13 +372,13 @@ static int device_secret(struct api *a, int argc, char **argv)
          * stderr: what to do with it */
         fputs(line, stdout);
         fflush(stdout);
-        fprintf(stderr, "tcpota device: the new secret of device %s is shown only this once and "
-                        "replaces the previous one.\n"
+        fprintf(stderr, "tcpota device: the new secret of device %s is shown only this once; "
+                        "%s.\n"
                         "The line above is the device's secret file: save it (chmod 600) and "
                         "give it to the device with --secret:\n"
                         "  tcpota device --server HOST:PORT --flash DIR --id %s --secret FILE\n"
                         "(tcpota device secret %s --out FILE writes the file itself)\n",
-                table_c(pos[0]), table_c(pos[0]), table_c(pos[0]));
+                table_c(pos[0]), secret_note(d), table_c(pos[0]), table_c(pos[0]));
     }
     json_decref(d);
     return 0;

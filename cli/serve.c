@@ -56,7 +56,9 @@ static void usage(FILE *f)
             "  --idle-timeout S      close a peer silent or not reading for S s (default 60)\n"
             "  --chunk BYTES         image bytes per DATA frame, 512..16380 (default 4096)\n"
             "  --no-progress         no line per device at every 10%% it has made durable\n"
-            "  --quiet               errors and the summary only\n"
+            "  --quiet               no line per connection or device: errors, warnings,\n"
+            "                        the \"listening on\" line (scripts wait for it) and the\n"
+            "                        summary only\n"
             "  --log-format F        text (default): \"<UTC time> tcpota serve: [device peer] ...\";\n"
             "                        json: one JSON object per line (time, level, device, peer, msg)\n"
             "signed images:\n"
@@ -824,9 +826,16 @@ static int serve_args(int argc, char **argv)
         return 2;
     }
     if (o.data_dir && o.workers > 1) {
-        fprintf(stderr, "tcpota serve: --workers is for single-image mode: fleet mode (--data) "
-                        "runs one process, as its SQLite store has one writer (to spread a fleet "
-                        "over processes, run several --db nodes: docs/scaling.md)\n");
+        if (o.db) { /* not SQLite's one writer: a node is one process */
+            fprintf(stderr, "tcpota serve: --workers is for single-image mode: fleet mode runs "
+                            "one process per node; to spread the fleet over more processes or "
+                            "machines, run more --db nodes, each with its own --data "
+                            "(docs/scaling.md)\n");
+        } else {
+            fprintf(stderr, "tcpota serve: --workers is for single-image mode: fleet mode (--data) "
+                            "runs one process, as its SQLite store has one writer (to spread a "
+                            "fleet over processes, run several --db nodes: docs/scaling.md)\n");
+        }
         return 2;
     }
     if (o.data_dir) {

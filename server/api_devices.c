@@ -127,6 +127,14 @@ static void show_done(struct api_call *c, struct store_req *r)
     json_t *o, *h;
     size_t i;
 
+    if (r->rc == STORE_E_NOTFOUND && r->u.device.had_secret) {
+        /* A secret does not register an id (its first check-in does), but
+         * it changes how the id is served: say so rather than "no device". */
+        api_error(c, 404, NULL, "device %s has not checked in yet, so it is not in the registry; "
+                  "it has a secret (tcpota device secret), so it must authenticate with it, and "
+                  "HTTP downloads for it are refused", c->dev);
+        return;
+    }
     if (r->rc < 0) {
         api_store_error(c, r, NULL, "device");
         return;
@@ -207,7 +215,9 @@ static void secret_done(struct api_call *c, struct store_req *r)
     }
     if (c->api->cfg.on_secret) c->api->cfg.on_secret(c->api->cfg.ctx, c->dev, c->secret, DEV_SECRET_LEN);
     sodium_bin2hex(hex, sizeof hex, c->secret, DEV_SECRET_LEN);
-    api_reply(c, 201, json_pack("{s:s, s:s}", "id", c->dev, "secret", hex));
+    api_reply(c, 201, json_pack("{s:s, s:s, s:b, s:b}", "id", c->dev, "secret", hex, "replaced",
+                                r->u.device.had_secret != 0, "registered",
+                                r->u.device.registered != 0));
     sodium_memzero(hex, sizeof hex);
 }
 

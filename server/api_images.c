@@ -443,8 +443,19 @@ static void upload(struct api_call *c, const char *query)
     int signed_;
 
     if (api_query(c, query, upload_params, NULL) < 0) return; /* before hashing the body */
-    if (size == 0 || size > UINT32_MAX) {
-        api_error(c, 400, "body", "the body must be the image's bytes (1 byte to 4 GiB)");
+    if (size == 0 || size > UINT32_MAX || size > c->api->cfg.max_image) {
+        /* This server's limit, not the format's 4 GiB (before: "1 byte to
+         * 4 GiB", while --max-image allows 64 MiB by default). */
+        size_t max = c->api->cfg.max_image;
+        char lim[48];
+
+        if (max % (1024 * 1024) == 0) {
+            snprintf(lim, sizeof lim, "%zu MiB", max / (1024 * 1024));
+        } else {
+            snprintf(lim, sizeof lim, "%zu bytes", max);
+        }
+        api_error(c, 400, "body", "the body %s: it must be the image's bytes, 1 byte to %s "
+                  "(this server's --max-image)", size ? "is too large" : "is empty", lim);
         return;
     }
     if (sha256_body(in, c->img.id) < 0) {

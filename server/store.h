@@ -70,6 +70,12 @@ enum store_err {
     STORE_E_IO = -4,        /* the database failed (full disk, corrupt, ...) */
     STORE_E_UNAVAILABLE = -5, /* the database cannot be reached now; the backend reconnects
                                  by itself: try again later (devices: RETRY_AFTER, API: 503) */
+    /* Not an error to report: device steps (store_req_kept()) not written
+     * and never to be, which the backend has told the operator in one
+     * notice for all (a --db node stopping while the database is away;
+     * req->err says so too). A caller that logs failures (rc < 0) stays
+     * silent: before, one line per kept batch said the same thing. */
+    STORE_LOST = 1,
 };
 
 /* A device's state, as `device list --state` names it (store_state_name()). */
@@ -255,7 +261,7 @@ struct store_req {
     void *arg;               /* the caller's */
     int64_t now;             /* UTC seconds of the request (the caller's clock) */
     int rc;                  /* out: STORE_OK or an enum store_err */
-    /* out: why, when rc < 0; "" otherwise. Written by store_err_set only
+    /* out: why, when rc < 0 or STORE_LOST; "" otherwise. Written by store_err_set only
      * (at most STORE_ERR_MAX - 1 bytes, in err_room: a request that never
      * fails carries 8 bytes for it, not STORE_ERR_MAX). */
     const char *err;
@@ -325,6 +331,11 @@ struct store_req {
             struct store_device *dev;         /* out (GET); allocated with the request */
             struct store_history *history;    /* out (GET): nhistory rows, newest first */
             size_t nhistory;
+            /* out (SECRET_SET: before it; GET: when STORE_E_NOTFOUND): id had
+             * a secret. A secret is kept apart from the registry: an id gets
+             * a registry row at its first check-in, not from its secret. */
+            int had_secret;
+            int registered;                   /* out (SECRET_SET): id is in the registry */
         } device;
         struct {                              /* every *_LIST */
             const char *model, *group;        /* in (DEVICE_LIST): NULL: any */

@@ -553,13 +553,18 @@ static int connect_db(struct pgstore *st, char *err, size_t errlen)
 {
     /* dbname last and expanded: the connection string's own settings win. */
     const char *values[] = {"tcpota", "10", "10", "5", "3", "25000", st->conninfo, NULL};
+    static const char head[] = "cannot connect to the database (--db): ";
+    const size_t fixed = sizeof(head) - 1 + 2 + sizeof(PG_CHECK_HINT) - 1;
     char msg[256];
 
     st->db = PQconnectdbParams(conn_keys, values, 1);
     if (!st->db || PQstatus(st->db) != CONNECTION_OK) {
         snprintf(msg, sizeof(msg), "%s", st->db ? PQerrorMessage(st->db) : "out of memory");
         msg[strcspn(msg, "\n")] = '\0';
-        snprintf(err, errlen, "cannot connect to the database (--db): %s", msg);
+        /* What to do, last and whole (before, libpq's words alone), as the
+         * outage's message says it; libpq's shortened if it must be. */
+        snprintf(err, errlen, "%s%.*s; " PG_CHECK_HINT, head,
+                 errlen > fixed + 1 ? (int)(errlen - fixed - 1) : 0, msg);
         return -1;
     }
     PQsetNoticeProcessor(st->db, quiet, NULL);

@@ -530,10 +530,16 @@ static int load_history(struct pgstore *st, struct store_req *r)
 
 int pg_op_device_get(struct pgstore *st, struct store_req *r)
 {
+    int64_t n = 0;
     int rc;
 
     if ((rc = load_device(st, r, r->u.device.id, r->u.device.dev)) <= 0) {
-        return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
+        if (rc < 0 || (rc = pg_int(st, r, "device secret", &n, "SELECT count(*) FROM secrets"
+                                   " WHERE device_id = $1", "t", r->u.device.id)) < 0) {
+            return rc;
+        }
+        r->u.device.had_secret = n > 0;
+        return store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
     }
     return load_history(st, r);
 }
@@ -561,6 +567,17 @@ int pg_op_device_set_group(struct pgstore *st, struct store_req *r)
 
 int pg_op_secret_set(struct pgstore *st, struct store_req *r)
 {
+    int64_t n = 0;
+    int rc;
+
+    /* "had a secret" * 2 + "is registered", of id. */
+    if ((rc = pg_int(st, r, "secret set", &n, "SELECT (SELECT count(*) FROM secrets WHERE"
+                     " device_id = $1) * 2 + (SELECT count(*) FROM devices WHERE id = $1)", "t",
+                     r->u.device.id)) < 0) {
+        return rc;
+    }
+    r->u.device.had_secret = (n & 2) != 0;
+    r->u.device.registered = (n & 1) != 0;
     return pg_run(st, r, "secret set", "INSERT INTO secrets (device_id, secret) VALUES ($1, $2)"
                   " ON CONFLICT (device_id) DO UPDATE SET secret = EXCLUDED.secret", "tb",
                   r->u.device.id, (const void *)r->u.device.secret, (int)r->u.device.secret_len);

@@ -92,6 +92,9 @@ enum { PG_CUT_NONE = 0, PG_CUT_BEFORE, PG_CUT_AFTER };
 #define PG_RETRY_MAX_MS 2000u   /* the backoff doubles up to this */
 #define PG_KEPT_MAX 65536u      /* device steps kept while unreachable (~20 MiB); beyond it
                                    the oldest progress steps go, final steps stay */
+/* What to do when the database cannot be reached: at the start and in an
+ * outage, one wording. */
+#define PG_CHECK_HINT "check that PostgreSQL runs and that --db reaches it"
 #define PG_DOWN_MSG "the database (PostgreSQL, --db) cannot be reached now; this node"        \
                     " reconnects by itself: try again in a few seconds"
 

@@ -137,13 +137,14 @@ void pg_outage_start(struct pgstore *st, struct store_req *head)
         store_worker_notice(&st->w, 1, "the database is unreachable (%s): device steps are kept"
                             " in memory and written when it is back; until then check-ins and"
                             " the API fail at once (devices are told to come back). Reconnecting"
-                            " every %u ms at most; check that PostgreSQL runs and that --db"
-                            " reaches it", why, PG_RETRY_MAX_MS);
+                            " every %u ms at most; " PG_CHECK_HINT, why, PG_RETRY_MAX_MS);
     }
     pg_outage_keep(st, head);
 }
 
-/* Fails every kept request: the node stops and the database is still away. */
+/* Answers every kept request as lost: the node stops and the database is
+ * still away. One notice says how many steps (STORE_LOST: the callers do
+ * not say it again per request). */
 static void give_up(struct pgstore *st)
 {
     struct store_req *r;
@@ -153,7 +154,7 @@ static void give_up(struct pgstore *st)
         return;
     }
     for (r = st->kept_head; r; r = r->next) {
-        (void)store_err_set(r, STORE_E_UNAVAILABLE, "not written: the database was still"
+        (void)store_err_set(r, STORE_LOST, "not written: the database was still"
                             " unreachable when this node stopped");
     }
     store_worker_notice(&st->w, 1, "%zu device steps kept for the database are lost: it is still"

@@ -495,9 +495,15 @@ static int load_history(struct sstore *st, struct store_req *r)
 
 int sq_op_device_get(struct sstore *st, struct store_req *r)
 {
+    int64_t n = 0;
     int rc;
 
     if ((rc = load_device(st, r, r->u.device.id, r->u.device.dev)) <= 0) {
+        if (rc == 0 && sq_int(st, &n, "SELECT count(*) FROM secrets WHERE device_id = ?1", "t",
+                              r->u.device.id) < 0) {
+            return sq_fail(st, r, "device secret");
+        }
+        r->u.device.had_secret = n > 0;
         return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
     }
     return load_history(st, r);
@@ -535,8 +541,20 @@ int sq_op_device_set_group(struct sstore *st, struct store_req *r)
     return rc < 0 ? rc : STORE_OK;
 }
 
+/* "had a secret" * 2 + "is registered", of id. */
+#define SECRET_STATE_SQL(p)                                                                   \
+    "SELECT (SELECT count(*) FROM secrets WHERE device_id = " p ") * 2 + "                      \
+    "(SELECT count(*) FROM devices WHERE id = " p ")"
+
 int sq_op_secret_set(struct sstore *st, struct store_req *r)
 {
+    int64_t n = 0;
+
+    if (sq_int(st, &n, SECRET_STATE_SQL("?1"), "t", r->u.device.id) < 0) {
+        return sq_fail(st, r, "secret set");
+    }
+    r->u.device.had_secret = (n & 2) != 0;
+    r->u.device.registered = (n & 1) != 0;
     if (sq_run(st, "INSERT OR REPLACE INTO secrets (device_id, secret) VALUES (?1, ?2)", "tb",
                r->u.device.id, (const void *)r->u.device.secret,
                (int)r->u.device.secret_len) != SQLITE_DONE) {

@@ -3,7 +3,11 @@
 #   PREFIX/lib/systemd/system/tcpota.service, naming PREFIX/bin/tcpota and
 #   the config file: /etc/tcpota/tcpota.conf for PREFIX=/usr, else
 #   PREFIX/etc/tcpota/tcpota.conf.
-# A config file already there is the operator's: it is kept, not replaced.
+# A config file already there that differs from the shipped one is the
+# operator's: it is kept, not replaced. One identical to it is ours (an
+# earlier install, never edited): installed again, so that it is in
+# install_manifest.txt and `make uninstall` removes it (before, a second
+# install kept it as "the operator's" and uninstall left it behind).
 # file(INSTALL) puts DESTDIR in front and records what it wrote in
 # install_manifest.txt, which `make uninstall` removes.
 if(CMAKE_INSTALL_PREFIX STREQUAL "/usr")
@@ -19,8 +23,17 @@ else()
 endif()
 configure_file("${TCPOTA_SERVICE_SRC}/tcpota.service.in" "${TCPOTA_SERVICE_OUT}/tcpota.service" @ONLY)
 file(INSTALL "${TCPOTA_SERVICE_OUT}/tcpota.service" DESTINATION "${CMAKE_INSTALL_PREFIX}/lib/systemd/system")
+set(shipped_conf "${TCPOTA_SERVICE_SRC}/tcpota.conf")
+set(edited 0)
 if(EXISTS "$ENV{DESTDIR}${TCPOTA_CONF}")
-  message(STATUS "Kept: $ENV{DESTDIR}${TCPOTA_CONF} (the operator's; the shipped one is ${TCPOTA_SERVICE_SRC}/tcpota.conf)")
+  file(SHA256 "$ENV{DESTDIR}${TCPOTA_CONF}" have)
+  file(SHA256 "${shipped_conf}" want)
+  if(NOT have STREQUAL want)
+    set(edited 1)
+  endif()
+endif()
+if(edited)
+  message(STATUS "Kept: $ENV{DESTDIR}${TCPOTA_CONF} (edited: the operator's; the shipped one is ${shipped_conf})")
 else()
-  file(INSTALL "${TCPOTA_SERVICE_SRC}/tcpota.conf" DESTINATION "${etc}/tcpota" FILE_PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
+  file(INSTALL "${shipped_conf}" DESTINATION "${etc}/tcpota" FILE_PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
 endif()

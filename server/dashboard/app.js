@@ -244,7 +244,7 @@ const devices = {
     if (s) this.models = [...new Set(s.states.map((x) => x.model))].sort();
     const models = this.models;
     const first = (this.pages.length - 1) * PAGE;
-    const redo = () => { this.pages = ['']; this.draw().catch(fail); };
+    const redo = () => { this.pages = ['']; note = ''; this.draw().catch(fail); };
     const input = (k, attrs) => h('input', { value: f[k], ...attrs, onchange: (e) => { f[k] = e.target.value.trim(); redo(); } });
     const select = (k, opts) => h('select', { id: 'f-' + k, onchange: (e) => { f[k] = e.target.value; redo(); } },
       h('option', { value: '' }, 'any'), opts.map((o) => h('option', { value: o, selected: o === f[k] }, o)));
@@ -354,8 +354,13 @@ const images = {
 
 // ---- frame ----
 
+// What route() could not follow in the address (an unknown page or filter),
+// said above the page it shows instead until the next route.
+let note = '';
+
 function render(title, ...kids) {
-  $('view').replaceChildren(h('h2', {}, title), h('p', { id: 'msg', class: 'error', role: 'alert' }), ...kids.flat());
+  $('view').replaceChildren(h('h2', {}, title), h('p', { id: 'msg', class: 'error', role: 'alert' }),
+    note ? h('p', { id: 'note', class: 'note', role: 'status' }, note) : null, ...kids.flat());
 }
 
 function fail(e) {
@@ -363,14 +368,46 @@ function fail(e) {
   if (!(e instanceof ApiError) || sessionStorage.getItem(TOKEN_KEY)) m.textContent = e.message;
 }
 
+// The devices' filter from an address's query (#/devices?state=failed&model=x):
+// a state that is not one is dropped and said, as is a key that is no filter
+// (before, any query showed the overview, with no page highlighted).
+function filterOf(query) {
+  const f = { q: '', model: '', state: '', group: '' }, wrong = [];
+  for (const [k, v] of new URLSearchParams(query)) {
+    if (!(k in f)) wrong.push(`"${k}" is not a filter (they are ${Object.keys(f).join(', ')})`);
+    else if (k === 'state' && v && !STATES.includes(v)) wrong.push(`"${v}" is not a state (they are ${STATES.join(', ')})`);
+    else f[k] = v;
+  }
+  return [f, wrong.length ? wrong.join('; ') + ': left out of the filter.' : ''];
+}
+
+// An address a page cannot show (#/device/ with no id): its message alone.
+const nowhere = (title, msg, href, what) => ({
+  async draw() { render(title, h('p', { class: 'error', role: 'alert' }, msg, ' ', h('a', { href }, what))); },
+});
+
 function route() {
-  const [, page, arg] = location.hash.split('/');
+  const [path, query] = location.hash.split(/\?(.*)/s);
+  const [, page, arg] = path.split('/');
   const pages = { overview, devices, rollouts, images };
-  let id = arg || '';
+  let id = arg || '', on = page || 'overview';
   try { id = decodeURIComponent(id); } catch { /* a malformed escape: the id as written */ }
-  view = page === 'device' ? device(id) : pages[page] || overview;
+  note = '';
+  if (page === 'device') {
+    view = id ? device(id) : nowhere('Device', 'No device id in the address (#/device/ID).', '#/devices', 'The devices');
+  } else if (pages[page] || !page) {
+    view = pages[on];
+  } else {
+    view = overview;
+    on = 'overview';
+    note = `There is no page "${page}" (the pages: ${Object.keys(pages).join(', ')}, device/ID); here is the overview.`;
+  }
+  if (page === 'devices' && query !== undefined) {
+    [devices.filter, note] = filterOf(query);
+    devices.pages = [''];
+  }
   devices.models = null;
-  for (const a of document.querySelectorAll('nav a')) a.classList.toggle('on', a.hash === '#/' + (page || 'overview'));
+  for (const a of document.querySelectorAll('nav a')) a.classList.toggle('on', a.hash === '#/' + on);
   // The last page goes at once: a page that fails to load (an unknown
   // device) shows its error alone, not under the last page's title.
   $('view').replaceChildren(h('p', { id: 'msg', class: 'error', role: 'alert' }));

@@ -223,6 +223,22 @@ async function main() {
   await page.waitForSelector('text=reported: rolled back', { timeout: WAIT_MS });
   ok('an unknown device\'s page shows its message alone');
 
+  // Addresses a page cannot follow: said in words (before: the API's "no
+  // such path /v1/devices/", and the overview with no page highlighted).
+  await page.goto(base + '/#/device/');
+  await waitFor('the empty device id\'s message', async () => /No device id in the address/.test(await page.textContent('#view')));
+  if (/no such path/.test(await page.textContent('#view'))) fail('#/device/ shows the API\'s message');
+  await page.goto(base + '/#/devices?state=bogus&model=esp32');
+  await waitFor('the dropped filter\'s note', async () => /"bogus" is not a state .*left out of the filter/.test(await page.textContent('#view').catch(() => '')));
+  if (!(await page.$('nav a.on[href="#/devices"]'))) fail('#/devices?state=bogus: the devices page is not the one highlighted');
+  if ((await page.$eval('#f-state', (e) => e.value)) !== '') fail('#/devices?state=bogus: the state filter is not dropped');
+  if ((await page.$eval('#f-model', (e) => e.value)) !== 'esp32') fail('#/devices?model=esp32: the model filter is not taken');
+  await page.goto(base + '/#/devices?state=rolled-back');
+  await waitFor('the devices filtered by a state from the address', async () =>
+    (await page.$eval('#f-state', (e) => e.value).catch(() => '')) === 'rolled-back' && /bad-1/.test(await page.textContent('#view')));
+  if (await page.$('#note')) fail('a valid filter from the address shows a note');
+  ok('#/device/ with no id, and a state from the address that is not one, are said in words');
+
   server.kill('SIGTERM'); // with the page's event stream open
   const rc = await server.done;
   if (rc !== 0) fail(`the server exited ${rc} on SIGTERM (its event streams must end cleanly)`);

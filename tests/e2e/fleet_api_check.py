@@ -82,6 +82,13 @@ expect("device list, limit not a number", call("GET", "/v1/devices?limit=ten"), 
 expect("device set group, not a string", call("PATCH", "/v1/devices/k-1", body={"group": 7}), 400, "group")
 expect("device set group, too long", call("PATCH", "/v1/devices/k-1", body={"group": "x" * 33}), 400, "group")
 expect("image add, empty body", call("POST", "/v1/images", raw=b""), 400, "body")
+# It says this server's limit (--max-image), not the format's 4 GiB.
+MAX = call("GET", "/v1/images")[1]["max_image"]
+LIM = f"{MAX // 2**20} MiB" if MAX % 2**20 == 0 else f"{MAX} bytes"
+_, j = call("POST", "/v1/images?version=1.0.0&model=esp32", raw=b"")
+if f"1 byte to {LIM} (this server's --max-image)" not in j["error"] or "empty" not in j["error"]:
+    print(f"image add, empty body: the error does not say the body is empty and the limit {LIM}: {j}")
+    sys.exit(1)
 expect("image add, unsigned to a server with keys", call("POST", "/v1/images?version=1.0.0&model=esp32", raw=b"abc"), 400, "manifest")
 expect("image add, manifest not base64", call("POST", "/v1/images", raw=b"abc", headers={"Tcpota-Manifest": "@@@"}), 400, "manifest")
 expect("image add, bad manifest", call("POST", "/v1/images", raw=b"abc", headers={"Tcpota-Manifest": "AAAA"}), 400, "manifest")

@@ -44,7 +44,23 @@ kill -0 "$SERVER_PID" || fail "the server is gone"
 [ "$(grep -c 'listening on' "$WORK/server.log")" = 1 ] || fail "the server restarted"
 ok "device secret --out: the device authenticates and updates at its next check-in, same server"
 
-"$TCPOTA" device secret s-1 --out "$WORK/s1-new.secret" > /dev/null || fail "second device secret failed"
+# A secret for an id never seen: no "previous one" (there was none), and the
+# id stays out of the registry until it checks in, but device show says it
+# has a secret (before: "the previous one no longer works", then "no device").
+"$TCPOTA" device secret n-1 --out "$WORK/n1.secret" > "$WORK/out" 2>&1 || fail "device secret n-1 failed: $(cat "$WORK/out")"
+grep -q 'wrote the new secret of device n-1 to .*; the device is not registered yet (it is at its first check-in)' "$WORK/out" &&
+  ! grep -q 'previous' "$WORK/out" || fail "a new id's secret: $(cat "$WORK/out")"
+rc=0; "$TCPOTA" device show n-1 > "$WORK/out" 2>&1 || rc=$?
+[ $rc -ne 0 ] && grep -q 'device n-1 has not checked in yet, so it is not in the registry; it has a secret' "$WORK/out" ||
+  fail "device show of an id with a secret only: rc $rc $(cat "$WORK/out")"
+"$TCPOTA" device secret n-1 2> "$WORK/out" > /dev/null || fail "second device secret n-1 failed"
+grep -q 'shown only this once; the previous one no longer works' "$WORK/out" || fail "a second secret of n-1: $(cat "$WORK/out")"
+"$TCPOTA" device secret c-0 2> "$WORK/out" > /dev/null || fail "device secret c-0 failed"
+grep -q 'shown only this once; the device is not registered yet' "$WORK/out" || fail "a new id's secret on stdout: $(cat "$WORK/out")"
+ok "device secret for a new id says it is not registered yet; device show says it has a secret"
+
+"$TCPOTA" device secret s-1 --out "$WORK/s1-new.secret" > "$WORK/out" || fail "second device secret failed"
+grep -q '; the previous one no longer works$' "$WORK/out" || fail "the second secret of s-1: $(cat "$WORK/out")"
 cmp -s "$WORK/s1.secret" "$WORK/s1-new.secret" && fail "the second secret is the first one"
 rc=0; run_device s-1 esp32 "$WORK/s1-b" --secret "$WORK/s1.secret" || rc=$?
 [ $rc -eq 1 ] || fail "the replaced secret: rc $rc, not 1"

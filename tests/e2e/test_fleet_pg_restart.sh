@@ -84,5 +84,23 @@ for i in 1 2 3; do
     fail "node $i told the outage but not the recovery"
 done
 [ "$told" -ge 1 ] || fail "no node told the operator that the database was unreachable"
-stop_pg_cluster
 ok "$N devices byte-exact and updated; their steps and reports all in the database; $told nodes told the outage and the recovery"
+
+# The nodes stopped while the database is away again, in the middle of
+# transfers: the steps they keep are lost, said in one line per node (how
+# many), not one line per kept batch before it (four identical lines
+# 'recording 1 step of devices failed: not written ...' before).
+rm -rf "$WORK"/d[0-9]*
+slow_devices s 3
+wait_count '\[s-[0-9]+ .*decision: offer 2.0.0' 3 20
+pg_stop "$WORK/pg" || fail "pg_ctl stop failed (again)"
+[ "$(count '\[s-[0-9]+ .*verified by the device')" -lt 3 ] || fail "every transfer ended before the database stopped (again)"
+sleep 1
+stop_pg_cluster
+[ "$(count 'kept for the database are lost')" -ge 1 ] || fail "no node said it lost the steps it kept: $(grep -h 'store:' "$WORK"/n[123].log | tail -5)"
+for i in 1 2 3; do
+  [ "$(grep -c 'kept for the database are lost' "$WORK/n$i.log")" -le 1 ] || fail "node $i said its lost steps more than once"
+done
+[ "$(count 'store: recording .* failed: not written')" -eq 0 ] ||
+  fail "a line per lost batch besides the summary: $(grep -h 'failed: not written' "$WORK"/n[123].log | head -3)"
+ok "nodes stopped while the database is away: one line each for the steps they lose"

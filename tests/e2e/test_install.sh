@@ -56,8 +56,48 @@ sed -n 's/^#\([a-z][a-z-]*\)\( .*\)\{0,1\}$/\1\2/p' "$CONF" | grep -v '^pubkey '
 "$BIN/tcpota" serve --config all.conf --help > /dev/null 2> conf.log || fail "the shipped settings, uncommented: $(cat conf.log)"
 ok "every setting in the installed tcpota.conf is one serve --config takes"
 
-# Installing again keeps a config file the operator edited.
+# ... and it lists every option the service's fleet mode takes: each option
+# of the one list a config file may hold (cli/serve_config.c) is in the
+# file, or fleet mode refuses it (single-image mode's), or is one of these:
+# data (the unit gives it), progress (the default; no-progress is listed),
+# no-require-signed (require-signed does not apply). Before, the file
+# lacked tls-ticket-key, proxy-protocol, require-auth and more.
+opts=$(grep -oE '\{"[a-z][a-z-]*", [01]\}' "$SRC/cli/serve_config.c" | tr -d '{}",' | tr ' ' ':')
+[ "$(echo "$opts" | wc -l)" -ge 25 ] || fail "too few options read from cli/serve_config.c: $opts"
+for ov in $opts; do
+  o=${ov%:*}
+  grep -qE "^#?$o( |\$)" "$CONF" && continue
+  case $o in data | progress | no-require-signed) continue ;; esac
+  val=(); [ "${ov#*:}" = 1 ] && val=(2)
+  rc=0
+  timeout 10 "$BIN/tcpota" serve --data "$WORK/fleet-opt" --api off --listen 127.0.0.1:0 "--$o" "${val[@]}" \
+    > opt.log 2>&1 || rc=$?
+  [ $rc -eq 2 ] && grep -q -- "--$o" opt.log ||
+    fail "tcpota.conf does not list '$o', which fleet mode takes (exit $rc: $(head -3 opt.log))"
+done
+ok "the installed tcpota.conf lists every serve option of fleet mode"
+
+# Installing again over the config file as shipped, never edited: it is
+# ours, replaced and then removed by uninstall (before: the second install
+# kept it as "the operator's" and uninstall left it behind).
+"${M[@]}" install PREFIX=/opt/tcpota DESTDIR="$ROOT" > install1b.log 2>&1 || fail "make install (twice) failed"
+! grep -q 'Kept:' install1b.log || fail "make install kept the unedited tcpota.conf: $(grep Kept: install1b.log)"
+"${M[@]}" uninstall DESTDIR="$ROOT" > uninstall1b.log 2>&1 || fail "make uninstall (after two installs) failed"
+[ -z "$(cd "$ROOT" && find . -type f)" ] || fail "make install twice, then uninstall, left: $(cd "$ROOT" && find . -type f)"
+ok "make install twice then uninstall: the unedited tcpota.conf goes too"
+
+# An edited config file is the operator's: uninstall keeps it, even when
+# the install that wrote it is the last one (it is in the manifest).
+"${M[@]}" install PREFIX=/opt/tcpota DESTDIR="$ROOT" > install1c.log 2>&1 || fail "make install (again) failed"
 echo "quiet" >> "$CONF"
+"${M[@]}" uninstall DESTDIR="$ROOT" > uninstall1c.log 2>&1 || fail "make uninstall failed"
+[ "$(cd "$ROOT" && find . -type f)" = ./opt/tcpota/etc/tcpota/tcpota.conf ] && [ "$(tail -1 "$CONF")" = quiet ] ||
+  fail "make uninstall after an edit: left '$(cd "$ROOT" && find . -type f)'; $(cat uninstall1c.log)"
+grep -q "Kept: $CONF (edited" uninstall1c.log || fail "make uninstall did not say it kept the edited file: $(cat uninstall1c.log)"
+ok "make uninstall keeps a tcpota.conf edited since its install, and says so"
+
+# Installing again keeps a config file the operator edited.
+"${M[@]}" install PREFIX=/opt/tcpota DESTDIR="$ROOT" > install1d.log 2>&1 || fail "make install (again) failed"
 "${M[@]}" install PREFIX=/opt/tcpota DESTDIR="$ROOT" > install2.log 2>&1 || fail "make install (again) failed"
 [ "$(tail -1 "$CONF")" = quiet ] || fail "make install replaced the operator's tcpota.conf"
 ok "make install again keeps the operator's tcpota.conf"

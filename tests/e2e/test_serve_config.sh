@@ -137,7 +137,11 @@ refused_flags '--db needs --data DIR too' --db postgresql://127.0.0.1/x --versio
 # An empty --db (an unset variable in a unit) would be libpq's defaults: a
 # local server's socket, not what was meant.
 refused_flags '--db is empty; give the database' --db '' --data fleet-tls --api off
-refused_flags '--workers is for single-image mode' --data fleet-tls --api off --workers 2
+refused_flags '--workers is for single-image mode: fleet mode (--data) runs one process, as its SQLite store' --data fleet-tls --api off --workers 2
+# With --db, not SQLite's writer (before: the SQLite reason for a PostgreSQL node).
+refused_flags '--workers is for single-image mode: fleet mode runs one process per node; to spread the fleet over more processes or machines, run more --db nodes' \
+  --db postgresql://127.0.0.1/x --data fleet-tls --api off --workers 2
+! grep -q SQLite refused.log || fail "--workers with --db speaks of SQLite: $(cat refused.log)"
 # A log format other than text or json is a typo, not text.
 refused_flags '--log-format must be text or json (got xml)' --log-format xml --version 2.0.0 img.bin
 # Image-mode sources do not apply in fleet mode: an --auth-file there would

@@ -1375,12 +1375,41 @@ static void test_device_list(void **state)
     r->u.device.secret = secret;
     r->u.device.secret_len = sizeof(secret);
     assert_int_equal(ss_run(f, r)->rc, STORE_OK);
+    /* What it did: a registered device's first secret. */
+    assert_int_equal(r->u.device.had_secret, 0);
+    assert_int_equal(r->u.device.registered, 1);
     store_req_free(r);
     r = ss_device_get(f, "dev-0001");
     assert_int_equal(r->u.device.dev->has_secret, 1);
     store_req_free(r);
+    /* An id never seen: its secret does not register it, and a second one
+     * replaces the first; looking it up says it has one. */
+    r = ss_req(STORE_SECRET_SET);
+    r->u.device.id = "ghost";
+    r->u.device.secret = secret;
+    r->u.device.secret_len = sizeof(secret);
+    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
+    assert_int_equal(r->u.device.had_secret, 0);
+    assert_int_equal(r->u.device.registered, 0);
+    store_req_free(r);
+    r = ss_req(STORE_SECRET_SET);
+    r->u.device.id = "ghost";
+    r->u.device.secret = secret;
+    r->u.device.secret_len = sizeof(secret);
+    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
+    assert_int_equal(r->u.device.had_secret, 1);
+    assert_int_equal(r->u.device.registered, 0);
+    store_req_free(r);
+    r = ss_device_get(f, "ghost");
+    assert_int_equal(r->rc, STORE_E_NOTFOUND);
+    assert_int_equal(r->u.device.had_secret, 1);
+    store_req_free(r);
+    r = ss_device_get(f, "nobody");
+    assert_int_equal(r->rc, STORE_E_NOTFOUND);
+    assert_int_equal(r->u.device.had_secret, 0);
+    store_req_free(r);
     r = ss_run(f, ss_req(STORE_SECRET_LIST));
-    assert_int_equal(r->u.list.n, 1);
+    assert_int_equal(r->u.list.n, 2);
     assert_memory_equal(((struct store_secret *)r->u.list.rows)[0].secret, secret, 4);
     store_req_free(r);
 }

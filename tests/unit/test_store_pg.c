@@ -987,12 +987,13 @@ static void test_outage_stop(void **state)
     }
     store_close(f.st);
     assert_int_equal(fired, (int)n + 1);
-    assert_int_equal(batch->rc, STORE_E_UNAVAILABLE);
+    /* Lost, told once by the store: not an error each caller says again. */
+    assert_int_equal(batch->rc, STORE_LOST);
     assert_int_equal(batch->u.events.n, 1);
     assert_int_equal(batch->u.events.items[0].state, STORE_ST_FAILED);
     store_req_free(batch);
     for (i = 0; i < n; i++) {
-        assert_int_equal(steps[i]->rc, STORE_E_UNAVAILABLE);
+        assert_int_equal(steps[i]->rc, STORE_LOST);
         assert_non_null(strstr(steps[i]->err, "still unreachable"));
         store_req_free(steps[i]);
     }
@@ -1197,6 +1198,10 @@ static void test_open_errors(void **state)
     assert_null(store_pg_open("host=/nonexistent-dir port=1 connect_timeout=2", dir, base, err,
                               sizeof(err)));
     assert_non_null(strstr(err, "cannot connect to the database (--db)"));
+    /* ... and what to do, as an outage says it (before: libpq's words only). */
+    assert_true(strlen(err) > strlen(PG_CHECK_HINT));
+    assert_string_equal(err + strlen(err) - strlen(PG_CHECK_HINT), PG_CHECK_HINT);
+    assert_string_equal(PG_CHECK_HINT, "check that PostgreSQL runs and that --db reaches it");
     assert_null(store_pg_open("postgresql://[bad", dir, base, err, sizeof(err)));
     assert_non_null(strstr(err, "cannot connect to the database (--db)"));
     /* The image cache's directory is checked before the database is. */
