@@ -314,10 +314,13 @@ const rollouts = {
       ros.rollouts.map((ro) => h('div', { class: 'panel', id: 'rollout-' + ro.id },
         h('b', {}, `rollout ${ro.id}: ${ro.version || '(image removed)'} for ${ro.model}${ro.group ? ' / ' + ro.group : ''} `),
         state(ro.state), ro.superseded ? h('span', { class: 'muted' }, ' superseded') : '',
-        ' ', ro.state === 'active' ? act(ro, 'pause') : '',
-        ro.state === 'paused' || ro.state === 'halted' ? act(ro, 'resume') : '',
+        ' ', ro.state === 'active' && !ro.superseded ? act(ro, 'pause') : '',
+        (ro.state === 'paused' || ro.state === 'halted') && !ro.superseded ? act(ro, 'resume') : '',
         ro.state !== 'cancelled' ? act(ro, 'cancel') : '',
         h('span', { class: 'muted' }, ` created ${when(ro.created_at)}`),
+        // Why it stands as it does (the API's rollout_explain): the next
+        // wave's conditions, a halt's failures and what to do.
+        ro.status ? h('p', { class: 'status' }, ro.status) : '',
         waveTable(ro, s.rollout_failures))));
   },
 };

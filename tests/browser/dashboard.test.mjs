@@ -158,7 +158,10 @@ async function main() {
   await page.waitForSelector('#create-rollout select option', { state: 'attached' });
   await page.click('#create-rollout button');
   await page.waitForSelector('#rollout-1 #pause-1', { timeout: WAIT_MS });
-  ok('rollouts: created from the image through the page');
+  // It says why it stands as it does (GET /v1/rollouts' status).
+  if (!/every wave is open|opens when wave 1 has/.test(await page.textContent('#rollout-1 .status')))
+    fail('rollout 1 shows no status: ' + await page.textContent('#rollout-1'));
+  ok('rollouts: created from the image through the page; its status shown');
 
   // ---- a device's progress bar moves during a real transfer ----
   await page.click('nav a[href="#/devices"]');
