@@ -365,6 +365,26 @@ static void test_unsorted_secrets_found(void **state)
     }
 }
 
+/* A secret whose authentication message cannot be built (an empty id:
+ * tcpota_auth_message refuses it) matches no answer: the check fails
+ * closed, whatever MAC comes, rather than taking it. */
+static void test_unbuildable_message_never_matches(void **state)
+{
+    static struct tcpota_serve_secret odd[1];
+    uint8_t mac[AUTH_MAC_LEN];
+    struct auth_result r;
+    (void)state;
+    memset(odd, 0, sizeof(odd));
+    odd[0].len = 32;
+    memset(odd[0].secret, 0x55, 32);
+    auth_free(&a);
+    assert_int_equal(auth_init(&a, odd, 1), 0);
+    memset(mac, 0, sizeof(mac));
+    assert_int_equal(judge("", "10.0.0.1", mac, 100, &r), AUTH_WRONG_ANSWER);
+    memset(mac, 0xff, sizeof(mac));
+    assert_int_equal(judge("", "10.0.0.2", mac, 200, &r), AUTH_WRONG_ANSWER); /* past its wait */
+}
+
 /* ---- the secrets file ------------------------------------------------ */
 
 static int read_secrets(const char *text, struct tcpota_serve_secret **v, size_t *n)
@@ -501,6 +521,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_waits_are_busy_refusals_denied, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_address_table_keeps_the_waiting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unsorted_secrets_found, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unbuildable_message_never_matches, setup, teardown),
         cmocka_unit_test(test_secrets_file),
         cmocka_unit_test(test_secrets_limit),
         cmocka_unit_test(test_secrets_short_refused),
