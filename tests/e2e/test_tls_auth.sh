@@ -90,5 +90,18 @@ hs -tls1_2 | grep -q 'CONNECTION ESTABLISHED' || fail "TLS 1.2 under the lax con
 out=$(hs -tls1_1)
 ! echo "$out" | grep -q 'CONNECTION ESTABLISHED' || fail "a TLS 1.1 client was taken: $out"
 echo "$out" | grep -q 'protocol version' || fail "TLS 1.1 not refused for its version: $out"
+# A connection closed before its first byte (a balancer's TCP health check)
+# is no client that failed: one line saying so, not a "plain client on the
+# TLS port", and no failure counted.
+hc=$(python3 -c '
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 5)
+print(s.getsockname()[1])
+s.shutdown(socket.SHUT_WR)
+s.recv(1)
+s.close()' "$SERVER_PORT") || fail "the health-check probe failed"
+wait_line server.log "127\.0\.0\.1:$hc\] closed before the TLS handshake" 3
+! grep -q "127\.0\.0\.1:$hc\] plain" server.log || fail "a health check was taken for a plain client: $(grep ":$hc\]" server.log)"
 stop_server
-ok "TLS 1.1 refused even where the host's OpenSSL config allows it; TLS 1.2 taken"
+grep -q 'summary: .* 0 ended by an error' server.log || fail "the health check counted as a failure: $(grep 'summary:' server.log)"
+ok "TLS 1.1 refused even where the host's OpenSSL config allows it; TLS 1.2 taken; a health check is no failure"
