@@ -211,6 +211,12 @@ grep -qE 'status=204 reason=rollout 1: runs this image already' "$WORK/esp1.log"
 [ "$(device_state esp-1)" = updated ] || fail "esp-1 is $(device_state esp-1), not updated"
 "$TCPOTA" device show esp-1 > "$WORK/esp1.show"
 grep -q 'version     2.0.0' "$WORK/esp1.show" || fail "device show esp-1: $(cat "$WORK/esp1.show")"
+# Its next check-in on 2.0.0 finds it updated already: no second "updated"
+# (a step, an event, a count for the rollout each time it asks).
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 2.0.0' "$OTA?device=esp-1")
+[ "$code" = 204 ] || fail "esp-1 checking in again on 2.0.0: $code"
+n=$(grep -c '\[esp-1 [^]]*\] http: report: runs 2.0.0 now: updated' "$WORK/server.log")
+[ "$n" = 1 ] || fail "esp-1 was counted updated $n times"
 ok "esp_https_ota-like client: 4 cuts, 4 ranged resumes, byte-exact, then updated by X-Tcpota-Version"
 
 # ---- a client that rolls back: failed, and not offered again -----------------------
