@@ -178,6 +178,29 @@ static void test_id_backoff_doubles_and_caps(void **state)
     assert_int_equal(r.wait_s, AUTH_ID_MAX_WAIT_S);
 }
 
+/* The wait stays at its cap however many failures follow: past 32 of them
+ * a doubling computed as 1 << (failures - 1) would shift by 32 or more
+ * (undefined; 1 on x86) and the wait would fall back to a second. Each try
+ * from another address, so that only the id's record decides. */
+static void test_id_backoff_stays_capped(void **state)
+{
+    uint8_t bad[AUTH_MAC_LEN];
+    struct auth_result r;
+    char addr[32];
+    double t = 100;
+    (void)state;
+    wrong(1, bad);
+    for (int i = 0; i < 40; i++) {
+        snprintf(addr, sizeof(addr), "10.0.1.%d", i);
+        assert_int_equal(judge("dev-b", addr, bad, t, &r), AUTH_WRONG_ANSWER);
+        assert_int_equal(r.failures, (unsigned)i + 1);
+        if (i >= 6) {
+            assert_int_equal(r.wait_s, AUTH_ID_MAX_WAIT_S);
+        }
+        t += r.wait_s + 0.01;
+    }
+}
+
 /* A success wipes nothing: the failures before it still count. */
 static void test_success_wipes_nothing(void **state)
 {
@@ -513,6 +536,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tls_binding, setup, teardown),
         cmocka_unit_test_setup_teardown(test_id_backoff_at_every_auth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_id_backoff_doubles_and_caps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_id_backoff_stays_capped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_success_wipes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_addr_backoff, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nat_does_not_lock_out_a_good_device, setup, teardown),
