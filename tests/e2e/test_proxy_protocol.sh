@@ -172,6 +172,24 @@ python3 -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.4',0)); s.co
 wait_line N.log "refused: .*PROXY protocol header .*: it closed before its header ended" 2
 ok "half a header, then the end: refused at once"
 
+# A header in two segments (the node waits for the rest with SO_RCVLOWAT):
+# once it is taken, the connection reads from one byte again. A legacy
+# device's 8-byte req0 behind it is answered at once (left at the header's
+# watermark, it would wait for bytes that never come).
+python3 - "$N_PORT" <<'PY' || fail "a request after a split header was not answered"
+import socket, sys, time
+s = socket.create_connection(("127.0.0.3", int(sys.argv[1])), 5, ("127.0.0.4", 0))
+s.sendall(b"PROXY TCP4 127.0.0.8 127.0.0.3 5555 80")
+time.sleep(0.3) # the node has seen this part alone
+s.sendall(b"\r\nreq0\r\n\r\n")
+s.settimeout(3)
+if not s.recv(100):
+    sys.exit("closed without an answer")
+s.close()
+PY
+wait_line N.log "\[legacy 127\.0\.0\.8:5555\]" 3
+ok "a header in two segments, then an 8-byte request: answered"
+
 # After a LOCAL header (the balancer speaking for itself): a connection that
 # then ends was a check and leaves no line; one that goes on is served from
 # the balancer's own address (a LOCAL header carries none to believe).
