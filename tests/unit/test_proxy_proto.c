@@ -114,6 +114,8 @@ static void test_v1_refused(void **state)
     refused("PROXY TCP4 1.2.3.4 1.2.3.4 1\r\n", 30, "6 fields");
     refused("PROXY TCP4 1.2.3.4 1.2.3.4 1 2 3\r\n", 34, "6 fields");
     refused("PROXY UDP4 1.2.3.4 1.2.3.4 1 2\r\n", 32, "TCP4, TCP6 or UNKNOWN");
+    /* UNKNOWN is the whole word: a longer one is some other protocol. */
+    refused("PROXY UNKNOWNS 1.2.3.4 1.2.3.4 1 2\r\n", 36, "TCP4, TCP6 or UNKNOWN");
     refused("PROXY TCP4 1.2.3.4\0 1.2.3.4 1 2\r\n", 33, "NUL");
     memset(longer, 'x', sizeof(longer));
     memcpy(longer, "PROXY TCP4 ", 11);
