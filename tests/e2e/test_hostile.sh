@@ -23,6 +23,10 @@ send() {
 }
 send 'GET / HTTP/1.1\r\nHost: x\r\n\r\n'
 [ ! -s "$WORK/reply" ] || fail "garbage got an answer"
+# A TLS client on this plain port (a device set up for TLS): no answer (not a
+# v1 ERROR frame), and the log names it, for the operator to fix.
+send '\x16\x03\x01\x00\x05hello'
+[ ! -s "$WORK/reply" ] || fail "a TLS ClientHello on the plain port got an answer"
 send '\x01\x00\xff\xff'
 grep -q 'frame too big' "$WORK/reply" || fail "oversized length got no ERROR frame"
 # The protocol's limit exactly (docs/protocol.md: every peer takes 512-byte
@@ -48,6 +52,8 @@ check_device "$WORK/good" "$WORK/img"
 
 L="$WORK/server.log"
 grep -q 'unknown protocol (first byte 0x47' "$L" || fail "garbage not logged"
+grep -q 'unknown protocol (first byte 0x16: a TLS client, but this server runs without --tls-cert)' "$L" ||
+  fail "a TLS client on the plain port was not named: $(grep -m1 '0x16\|error:' "$L")"
 grep -q 'error: frame too big' "$L" || fail "oversized length not logged"
 grep -q 'error: frame CRC mismatch' "$L" || fail "bad CRC not logged"
 [ "$(grep -c 'not req0/req1' "$L")" -eq 2 ] || fail "bad legacy requests not logged"

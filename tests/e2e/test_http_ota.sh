@@ -228,6 +228,12 @@ grep -qE 'status=204 reason=rollout 1: runs this image already' "$WORK/esp1.log"
 [ "$(device_state esp-1)" = updated ] || fail "esp-1 is $(device_state esp-1), not updated"
 "$TCPOTA" device show esp-1 > "$WORK/esp1.show"
 grep -q 'version     2.0.0' "$WORK/esp1.show" || fail "device show esp-1: $(cat "$WORK/esp1.show")"
+# Its next check-in on 2.0.0 finds it updated already: no second "updated"
+# (a step, an event, a count for the rollout each time it asks).
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 2.0.0' "$OTA?device=esp-1")
+[ "$code" = 204 ] || fail "esp-1 checking in again on 2.0.0: $code"
+n=$(grep -c '\[esp-1 [^]]*\] http: report: runs 2.0.0 now: updated' "$WORK/server.log")
+[ "$n" = 1 ] || fail "esp-1 was counted updated $n times"
 ok "esp_https_ota-like client: 4 cuts, 4 ranged resumes, byte-exact, then updated by X-Tcpota-Version"
 
 # ---- a client that rolls back: failed, and not offered again -----------------------
@@ -328,3 +334,25 @@ code=$(curl -s -o "$WORK/auth.b" -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' 
 [ "$code" = 403 ] && grep -q 'require-auth' "$WORK/auth.b" || fail "--require-auth: /ota answered $code"
 stop_fleet
 ok "--require-auth refuses HTTP downloads (403, saying why)"
+
+# ---- a new rollout's image: an earlier download of another image is no failure ----
+# n-1 downloads 2.0.0 whole (verified) and still runs 1.0.0; then a rollout
+# of 3.0.0 takes over. n-1's new download from byte 0 is of another image
+# than the one it was sent: nothing to judge (it never had 3.0.0), and 3.0.0
+# is served. (A fleet of its own: rollouts above stay as they were.)
+DATA="$WORK/data-new" start_fleet --ota-listen 127.0.0.1:0
+OTA_PORT=$(sed -nE 's/.*HTTP downloads on [^ ]*:([0-9]+).*/\1/p' "$WORK/server.log" | tail -1)
+OTA="http://127.0.0.1:$OTA_PORT/ota/esp32"
+head -c 70000 /dev/urandom > "$WORK/img3"
+"$TCPOTA" image add --version 2.0.0 --model esp32 "$WORK/img" > /dev/null || fail "image add 2.0.0 failed"
+"$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null || fail "rollout create 2.0.0 failed"
+[ "$(get n1 "$OTA?device=n-1")" = 200 ] && cmp -s "$WORK/n1.b" "$WORK/img" || fail "n-1 was not sent 2.0.0"
+[ "$(device_state n-1)" = verified ] || fail "n-1 is $(device_state n-1), not verified"
+"$TCPOTA" image add --version 3.0.0 --model esp32 "$WORK/img3" > /dev/null || fail "image add 3.0.0 failed"
+"$TCPOTA" rollout create --image 3.0.0 --model esp32 > /dev/null || fail "rollout create 3.0.0 failed"
+[ "$(get n3 "$OTA?device=n-1")" = 200 ] ||
+  fail "n-1, sent 2.0.0, asking on 1.0.0 under a rollout of 3.0.0: $(header X-Tcpota-Reason n3)"
+cmp "$WORK/n3.b" "$WORK/img3" || fail "n-1 was not sent 3.0.0"
+[ "$(device_state n-1)" != failed ] || fail "n-1's download of 2.0.0 failed it for 3.0.0"
+stop_fleet
+ok "a whole download of one rollout's image, then a newer rollout's from byte 0: served, no failure"

@@ -172,6 +172,62 @@ python3 -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.4',0)); s.co
 wait_line N.log "refused: .*PROXY protocol header .*: it closed before its header ended" 2
 ok "half a header, then the end: refused at once"
 
+# A header in two segments (the node waits for the rest with SO_RCVLOWAT):
+# once it is taken, the connection reads from one byte again. A legacy
+# device's 8-byte req0 behind it is answered at once (left at the header's
+# watermark, it would wait for bytes that never come).
+python3 - "$N_PORT" <<'PY' || fail "a request after a split header was not answered"
+import socket, sys, time
+s = socket.create_connection(("127.0.0.3", int(sys.argv[1])), 5, ("127.0.0.4", 0))
+s.sendall(b"PROXY TCP4 127.0.0.8 127.0.0.3 5555 80")
+time.sleep(0.3) # the node has seen this part alone
+s.sendall(b"\r\nreq0\r\n\r\n")
+s.settimeout(3)
+if not s.recv(100):
+    sys.exit("closed without an answer")
+s.close()
+PY
+wait_line N.log "\[legacy 127\.0\.0\.8:5555\]" 3
+ok "a header in two segments, then an 8-byte request: answered"
+
+# After a LOCAL header (the balancer speaking for itself): a connection that
+# then ends was a check and leaves no line; one that goes on is served from
+# the balancer's own address (a LOCAL header carries none to believe).
+read -r lfin lbyte < <(python3 - "$N_PORT" <<'PY'
+import socket, sys
+LOCAL = bytes([0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A, 0x20, 0x00, 0, 0])
+def probe(rest, end):
+    s = socket.create_connection(("127.0.0.3", int(sys.argv[1])), 5, ("127.0.0.4", 0))
+    port = s.getsockname()[1]
+    s.sendall(LOCAL + rest)
+    if end:
+        s.shutdown(socket.SHUT_WR)
+    s.recv(1) # the server's close (it logs before it closes)
+    s.close()
+    return port
+print(probe(b"", True), probe(b"x", False))
+PY
+) || fail "the LOCAL probes failed"
+wait_line N.log "\[- 127\.0\.0\.4:$lbyte\] unknown protocol \(first byte 0x78\)" 3
+! grep -q "127\.0\.0\.4:$lfin\]" N.log || fail "a LOCAL header then an end left a line: $(grep "127\.0\.0\.4:$lfin\]" N.log)"
+ok "after a LOCAL header: an end leaves no line, a byte is served from the balancer's own address"
+
+# A dual-stack listener sees an IPv4 balancer as ::ffff:127.0.0.4: the same
+# balancer as 127.0.0.4, whose header is read.
+"$T" serve --listen '[::]:0' --version 2.0.0 --proxy-protocol 127.0.0.4 img 2> D.log &
+PIDS+=($!)
+wait_line D.log 'listening on'
+D_PORT=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' D.log | head -1)
+python3 - "$D_PORT" <<'PY' || fail "the dual-stack probe failed"
+import socket, sys
+s = socket.create_connection(("127.0.0.3", int(sys.argv[1])), 5, ("127.0.0.4", 0))
+s.sendall(b"PROXY TCP4 127.0.0.9 127.0.0.3 5555 80\r\nxxxx")
+s.recv(1)
+s.close()
+PY
+wait_line D.log "\[- 127\.0\.0\.9:5555\] unknown protocol \(first byte 0x78\)" 3
+ok "a dual-stack listener believes the balancer's header (::ffff:127.0.0.4 is 127.0.0.4)"
+
 # A connection that has sent half a header when the node stops: freed (the
 # ASan build's leak check), and the node exits 0.
 python3 -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.4',0)); s.connect(('127.0.0.3',$N_PORT)); s.send(b'PROXY TCP4 1.2'); time.sleep(5)" &

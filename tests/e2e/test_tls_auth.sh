@@ -65,3 +65,43 @@ q openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa.key
 chmod 600 rsa.key
 tls_refused srv.pem rsa.key 'the TLS key rsa.key is not the key of the certificate srv.pem'
 ok "an unusable TLS certificate or key is named, with what it holds, or said not to be the certificate's"
+
+# TLS 1.2 at least, whatever the host's OpenSSL configuration allows: with
+# a system config that lowers the floor to TLS 1.0 (and the security level
+# to 0, without which OpenSSL 3 refuses TLS 1.1 by itself), a TLS 1.1
+# client is still refused, while a TLS 1.2 one under the same config
+# connects (the config itself works).
+cat > weak.cnf <<'CNF'
+openssl_conf = default_conf
+[default_conf]
+ssl_conf = ssl_sect
+[ssl_sect]
+system_default = system_default_sect
+[system_default_sect]
+MinProtocol = TLSv1
+CipherString = DEFAULT@SECLEVEL=0
+CNF
+OPENSSL_CONF="$WORK/weak.cnf" start_server img 2.0.0 --tls-cert srv.pem --tls-key srv.key
+hs() { # hs -tls1_1|-tls1_2: prints what s_client says of the handshake
+  OPENSSL_CONF="$WORK/weak.cnf" timeout 5 openssl s_client -brief -connect "127.0.0.1:$SERVER_PORT" "$1" \
+    -cipher 'DEFAULT@SECLEVEL=0' < /dev/null 2>&1 || true
+}
+hs -tls1_2 | grep -q 'CONNECTION ESTABLISHED' || fail "TLS 1.2 under the lax config: $(hs -tls1_2)"
+out=$(hs -tls1_1)
+! echo "$out" | grep -q 'CONNECTION ESTABLISHED' || fail "a TLS 1.1 client was taken: $out"
+echo "$out" | grep -q 'protocol version' || fail "TLS 1.1 not refused for its version: $out"
+# A connection closed before its first byte (a balancer's TCP health check)
+# is no client that failed: one line saying so, not a "plain client on the
+# TLS port", and no failure counted.
+hc=$(python3 -c '
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 5)
+print(s.getsockname()[1])
+s.shutdown(socket.SHUT_WR)
+s.recv(1)
+s.close()' "$SERVER_PORT") || fail "the health-check probe failed"
+wait_line server.log "127\.0\.0\.1:$hc\] closed before the TLS handshake" 3
+! grep -q "127\.0\.0\.1:$hc\] plain" server.log || fail "a health check was taken for a plain client: $(grep ":$hc\]" server.log)"
+stop_server
+grep -q 'summary: .* 0 ended by an error' server.log || fail "the health check counted as a failure: $(grep 'summary:' server.log)"
+ok "TLS 1.1 refused even where the host's OpenSSL config allows it; TLS 1.2 taken; a health check is no failure"

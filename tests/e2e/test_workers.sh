@@ -22,6 +22,17 @@ expect_refused "--workers" --version 1.0.0 --workers two "$WORK/img"
 expect_refused "fleet mode (--data) runs one process" --data "$WORK/fleet" --workers 2
 ok "--workers 0, 65, two and --workers with --data are refused"
 
+# Too few descriptors for every worker's listener (ulimit -n 10, 8 workers):
+# refused at once, saying why, and no worker runs on a part of the set.
+rc=0
+( ulimit -n 10; exec timeout -s KILL 10 "$TCPOTA" serve --listen 127.0.0.1:0 --version 1.0.0 --workers 8 \
+    "$WORK/img" ) > /dev/null 2> "$WORK/fdw.log" || rc=$?
+[ $rc -eq 1 ] || fail "8 workers with 10 descriptors: exit $rc, not 1: $(tail -3 "$WORK/fdw.log")"
+grep -q 'cannot listen on 127.0.0.1:0: Too many open files' "$WORK/fdw.log" ||
+  fail "8 workers with 10 descriptors: no reason: $(tail -3 "$WORK/fdw.log")"
+! grep -q 'worker [0-9]* started' "$WORK/fdw.log" || fail "workers started on a part of the listeners"
+ok "listeners for only some of the workers: refused at once, none started"
+
 # --- N workers share the devices ------------------------------------------
 workers_of() { pgrep -P "$1" | sort; }
 wait_workers() { # SUPERVISOR N: until it has N children

@@ -51,3 +51,22 @@ offers=$(grep -c 'offer 2.0.0' server.log || true)
 [ "$offers" -eq 1 ] && ! grep -q 'disconnected mid-transfer' server.log ||
   fail "the image took $offers offers: $(grep -m1 'disconnected\|error' server.log)"
 ok "$injected sendfile calls said EAGAIN: each tried again, the image came on one connection"
+
+# The prebuilt frames' file cannot be written whole (here: a file size limit
+# of 200 KiB, SIGXFSZ ignored, so pwrite says EFBIG; on a host: a full
+# $TMPDIR): the server keeps the frames elsewhere (a memfd, or memory), and
+# a device gets the image byte-exact. Sent from a file written in part,
+# they would end at its end (sendfile sends nothing past it).
+head -c 600000 /dev/urandom > fsz.img
+( trap '' XFSZ; ulimit -f 200; exec "$TCPOTA" serve --listen 127.0.0.1:0 --version 2.0.0 --no-progress fsz.img ) \
+  2> fsz.log &
+SERVER_PID=$!
+PIDS+=("$SERVER_PID")
+wait_line fsz.log 'listening on'
+port=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' fsz.log | head -1)
+"$TCPOTA" device --server "127.0.0.1:$port" --flash dev3 --id fsz-dev --max-attempts 1 --quiet 2> dev3.log ||
+  fail "device failed beside a frames file that could not be written: $(tail -3 dev3.log; tail -3 fsz.log)"
+check_device dev3 fsz.img
+kill -TERM "$SERVER_PID"
+wait "$SERVER_PID" || fail "the server exited $? on SIGTERM"
+ok "a frames file that cannot be written whole: the frames kept elsewhere, the image byte-exact"

@@ -41,6 +41,10 @@ static void test_ranges(void **state)
     expect("bytes=100-199", NULL, 206, 100, 199);
     expect("bytes=999-999", NULL, 206, 999, 999);
     expect("bytes=100-5000", NULL, 206, 100, SIZE - 1); /* cut to the last byte */
+    /* M one past the last byte (M = the size): cut too, never a byte past
+     * the image's end. */
+    expect("bytes=0-1000", NULL, 206, 0, SIZE - 1);
+    expect("bytes=999-1000", NULL, 206, 999, SIZE - 1);
     expect("bytes=-10", NULL, 206, SIZE - 10, SIZE - 1);
     expect("bytes=-5000", NULL, 206, 0, SIZE - 1);
     expect("BYTES=5-6", NULL, 206, 5, 6);               /* the unit is case-insensitive */

@@ -103,10 +103,19 @@ static void test_v1_refused(void **state)
     refused("PROXY TCP4 1.2.3.4 1.2.3.4 1 -2\r\n", 33, "port");
     refused("PROXY TCP4 1.2.3.4 1.2.3.4 123456 2\r\n", 37, "port");
     refused("PROXY TCP4 1.2.3.4 1.2.3.4  2\r\n", 31, "port");
+    /* At most 5 digits, whatever their value: 000080 is not 80, and a
+     * number past 64 bits must not wrap around to one (2^64 + 80). */
+    refused("PROXY TCP4 1.2.3.4 1.2.3.4 000080 2\r\n", 37, "port");
+    refused("PROXY TCP4 1.2.3.4 1.2.3.4 18446744073709551696 2\r\n", 51, "port");
+    /* The destination is checked as the source is (only the source is used). */
+    refused("PROXY TCP4 1.2.3.4 1.2.3 1 2\r\n", 30, "address");
+    refused("PROXY TCP6 ::1 1.2.3.4 1 2\r\n", 28, "address");
     refused("PROXY TCP4 1.2.3.4 1.2.3.4 \r\n", 29, "6 fields");
     refused("PROXY TCP4 1.2.3.4 1.2.3.4 1\r\n", 30, "6 fields");
     refused("PROXY TCP4 1.2.3.4 1.2.3.4 1 2 3\r\n", 34, "6 fields");
     refused("PROXY UDP4 1.2.3.4 1.2.3.4 1 2\r\n", 32, "TCP4, TCP6 or UNKNOWN");
+    /* UNKNOWN is the whole word: a longer one is some other protocol. */
+    refused("PROXY UNKNOWNS 1.2.3.4 1.2.3.4 1 2\r\n", 36, "TCP4, TCP6 or UNKNOWN");
     refused("PROXY TCP4 1.2.3.4\0 1.2.3.4 1 2\r\n", 33, "NUL");
     memset(longer, 'x', sizeof(longer));
     memcpy(longer, "PROXY TCP4 ", 11);
@@ -149,6 +158,8 @@ static void test_v2_refused(void **state)
     static const uint8_t unix_[] = {SIG, 0x21, 0x31, 0, 0};
     static const uint8_t short4[] = {SIG, 0x21, 0x11, 0, 11, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 0};
     static const uint8_t short6[] = {SIG, 0x21, 0x21, 0, 12, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 0, 2};
+    /* One byte short of two IPv6 addresses and two ports (36). */
+    uint8_t short6by1[16 + 35] = {SIG, 0x21, 0x21, 0, 35};
     static const uint8_t v1sig[] = {SIG, 0x11, 0x11, 0, 12};
     static const uint8_t cmd2[] = {SIG, 0x22, 0x11, 0, 12};
     static const uint8_t toolong[] = {SIG, 0x21, 0x11, 0, 241};
@@ -159,6 +170,7 @@ static void test_v2_refused(void **state)
     refused(unix_, sizeof(unix_), "other than TCP");
     refused(short4, sizeof(short4), "too short");
     refused(short6, sizeof(short6), "too short");
+    refused(short6by1, sizeof(short6by1), "too short");
     refused(v1sig, sizeof(v1sig), "another version");
     refused(cmd2, sizeof(cmd2), "LOCAL or PROXY");
     refused(toolong, sizeof(toolong), "longer than 256");

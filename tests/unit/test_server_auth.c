@@ -178,6 +178,29 @@ static void test_id_backoff_doubles_and_caps(void **state)
     assert_int_equal(r.wait_s, AUTH_ID_MAX_WAIT_S);
 }
 
+/* The wait stays at its cap however many failures follow: past 32 of them
+ * a doubling computed as 1 << (failures - 1) would shift by 32 or more
+ * (undefined; 1 on x86) and the wait would fall back to a second. Each try
+ * from another address, so that only the id's record decides. */
+static void test_id_backoff_stays_capped(void **state)
+{
+    uint8_t bad[AUTH_MAC_LEN];
+    struct auth_result r;
+    char addr[32];
+    double t = 100;
+    (void)state;
+    wrong(1, bad);
+    for (int i = 0; i < 40; i++) {
+        snprintf(addr, sizeof(addr), "10.0.1.%d", i);
+        assert_int_equal(judge("dev-b", addr, bad, t, &r), AUTH_WRONG_ANSWER);
+        assert_int_equal(r.failures, (unsigned)i + 1);
+        if (i >= 6) {
+            assert_int_equal(r.wait_s, AUTH_ID_MAX_WAIT_S);
+        }
+        t += r.wait_s + 0.01;
+    }
+}
+
 /* A success wipes nothing: the failures before it still count. */
 static void test_success_wipes_nothing(void **state)
 {
@@ -365,6 +388,26 @@ static void test_unsorted_secrets_found(void **state)
     }
 }
 
+/* A secret whose authentication message cannot be built (an empty id:
+ * tcpota_auth_message refuses it) matches no answer: the check fails
+ * closed, whatever MAC comes, rather than taking it. */
+static void test_unbuildable_message_never_matches(void **state)
+{
+    static struct tcpota_serve_secret odd[1];
+    uint8_t mac[AUTH_MAC_LEN];
+    struct auth_result r;
+    (void)state;
+    memset(odd, 0, sizeof(odd));
+    odd[0].len = 32;
+    memset(odd[0].secret, 0x55, 32);
+    auth_free(&a);
+    assert_int_equal(auth_init(&a, odd, 1), 0);
+    memset(mac, 0, sizeof(mac));
+    assert_int_equal(judge("", "10.0.0.1", mac, 100, &r), AUTH_WRONG_ANSWER);
+    memset(mac, 0xff, sizeof(mac));
+    assert_int_equal(judge("", "10.0.0.2", mac, 200, &r), AUTH_WRONG_ANSWER); /* past its wait */
+}
+
 /* ---- the secrets file ------------------------------------------------ */
 
 static int read_secrets(const char *text, struct tcpota_serve_secret **v, size_t *n)
@@ -493,6 +536,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tls_binding, setup, teardown),
         cmocka_unit_test_setup_teardown(test_id_backoff_at_every_auth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_id_backoff_doubles_and_caps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_id_backoff_stays_capped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_success_wipes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_addr_backoff, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nat_does_not_lock_out_a_good_device, setup, teardown),
@@ -501,6 +545,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_waits_are_busy_refusals_denied, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_address_table_keeps_the_waiting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unsorted_secrets_found, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unbuildable_message_never_matches, setup, teardown),
         cmocka_unit_test(test_secrets_file),
         cmocka_unit_test(test_secrets_limit),
         cmocka_unit_test(test_secrets_short_refused),
