@@ -42,9 +42,13 @@ node E
 node B --tls-ticket-key k2 --tls-ticket-key k1
 node C --tls-ticket-key k2
 node L --tls-ticket-key k1 --tls-ticket-lifetime 2
-python3 - "$A_PORT" "$D_PORT" "$E_PORT" "$B_PORT" "$C_PORT" "$L_PORT" > tls12.out 2>&1 <<'PY' || fail "TLS 1.2 sessions: $(cat tls12.out)"
+# A key of 80 zero bytes: its tickets are named with 16 zero bytes, as the
+# key slots a node was not given are (C, one key, must not look past it).
+head -c 80 /dev/zero > kzero && chmod 600 kzero
+node Z --tls-ticket-key kzero
+python3 - "$A_PORT" "$D_PORT" "$E_PORT" "$B_PORT" "$C_PORT" "$L_PORT" "$Z_PORT" > tls12.out 2>&1 <<'PY' || fail "TLS 1.2 sessions: $(cat tls12.out)"
 import socket, ssl, sys, time
-a, d, e, b, c, l = (int(p) for p in sys.argv[1:])
+a, d, e, b, c, l, z = (int(p) for p in sys.argv[1:])
 ctx = ssl.create_default_context(cafile="srv.pem")
 ctx.maximum_version = ssl.TLSVersion.TLSv1_2
 def hs(port, session=None):
@@ -63,6 +67,8 @@ r, s2 = hs(b, s1)
 want("B (new key first, A's second) with A's session", r, True)
 want("C (the new key alone) with B's renewed session", hs(c, s2)[0], True)
 want("C (the new key alone) with A's session", hs(c, s1)[0], False)
+r, sz = hs(z)
+want("C (one key) with a ticket named with zero bytes, sealed with zero keys", hs(c, sz)[0], False)
 r, sl = hs(l)
 want("L (lifetime 2 s) at once", hs(l, sl)[0], True)
 time.sleep(3)
