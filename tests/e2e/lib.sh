@@ -3,6 +3,8 @@
 set -euo pipefail
 
 WORK=$(mktemp -d /tmp/tcpota-e2e.XXXXXX)
+# This directory: helpers of the tests (frames.py) are found here after a cd.
+E2E=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PIDS=()
 cleanup() {
   local rc=$?

@@ -47,35 +47,20 @@ ok "a device's ERROR does not hold the image back from it"
 
 # A HELLO whose REPORT carries result 4 (unknown here), twice: each is
 # answered with WELCOME (0x02) and an OFFER (0x03), not an ERROR (0x0a).
-python3 - "$SERVER_PORT" > "$WORK/report.out" 2>&1 <<'PY' || fail "a report of an unknown result: $(cat "$WORK/report.out")"
-import socket, struct, sys
-def crc32c(b):
-    c = 0xffffffff
-    for x in b:
-        c ^= x
-        for _ in range(8):
-            c = (c >> 1) ^ (0x82f63b78 if c & 1 else 0)
-    return c ^ 0xffffffff
-def tlv(tag, v): return struct.pack("<BH", tag, len(v)) + v
-def frame(t, p):
-    h = struct.pack("<BBH", t, 0, len(p)) + p
-    return h + struct.pack("<I", crc32c(h))
-hello = frame(0x01, b"\x01\x01\x00\x00" + tlv(0x01, b"rep-dev") + tlv(0x02, b"esp32") +
-              tlv(0x03, b"1.0.0") + tlv(0x07, bytes(32) + struct.pack("<H", 4)) +
-              tlv(0x06, struct.pack("<H", 4096)))
+python3 - "$SERVER_PORT" "$E2E" > "$WORK/report.out" 2>&1 <<'PY' || fail "a report of an unknown result: $(cat "$WORK/report.out")"
+import socket, sys
+sys.path.insert(0, sys.argv[2])
+import frames as F
+hello = F.hello(b"rep-dev", report=(bytes(32), 4), max_payload=4096)
 for i in range(2):
     with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as s:
         s.sendall(hello)
-        f = s.makefile("rb")
-        types = []
-        while not types or types[-1] == 0x02:
-            head = f.read(4)
-            if len(head) < 4:
-                break
-            types.append(head[0])
-            f.read(struct.unpack("<H", head[2:4])[0] + 4)
+        r = F.Reader(s)
+        types = [r.next()[0]]
+        if types[0] == F.WELCOME:
+            types.append(r.next()[0])
         print("check-in", i, "frames", types)
-        if types != [0x02, 0x03]:
+        if types != [F.WELCOME, F.OFFER]:
             sys.exit(f"check-in {i}: frames {types}, expected WELCOME (2) then OFFER (3)")
 PY
 grep -q "\[rep-dev [^]]*\] report: image 0000000000000000...: unknown result 4, not recorded (this server knows 1 confirmed, 2 rolled back, 3 boot failed); acknowledged" "$WORK/server.log" ||

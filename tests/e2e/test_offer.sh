@@ -63,43 +63,21 @@ ok "--allow-downgrade offers the older image"
 # reports after such a boot; the server answers NO_UPDATE, WHY 3 (reported
 # failed), not an OFFER.
 start_server "$WORK/img" 2.0.0
-answer=$(python3 - "$SERVER_PORT" "$WORK/img" <<'PY'
+answer=$(python3 - "$SERVER_PORT" "$WORK/img" "$E2E" <<'PY'
 import hashlib, socket, struct, sys
-def crc32c(b):
-    c = 0xffffffff
-    for x in b:
-        c ^= x
-        for _ in range(8):
-            c = (c >> 1) ^ (0x82f63b78 if c & 1 else 0)
-    return c ^ 0xffffffff
-def frame(t, p):
-    h = bytes([t, 0]) + struct.pack("<H", len(p)) + p
-    return h + struct.pack("<I", crc32c(h))
-def tlv(tag, v):
-    return bytes([tag]) + struct.pack("<H", len(v)) + v
+sys.path.insert(0, sys.argv[3])
+import frames as F
 img = hashlib.sha256(open(sys.argv[2], "rb").read()).digest()
-hello = bytes([1, 1, 0, 0]) + tlv(1, b"bootfail") + tlv(2, b"esp32") + tlv(3, b"1.0.0") + \
-        tlv(7, img + struct.pack("<H", 3))
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 5)
-s.sendall(frame(1, hello))
-buf = b""
-def read_frame():
-    global buf
-    while len(buf) < 4 or len(buf) < 8 + struct.unpack("<H", buf[2:4])[0]:
-        more = s.recv(65536)
-        if not more:
-            raise SystemExit("closed before a whole frame")
-        buf += more
-    n = struct.unpack("<H", buf[2:4])[0]
-    t, p, buf = buf[0], buf[4:4 + n], buf[8 + n:]
-    return t, p
-t, _ = read_frame()
-assert t == 2, "no WELCOME first: type %d" % t
-t, p = read_frame()
+s.sendall(F.hello(b"bootfail", report=(img, 3)))
+r = F.Reader(s)
+t, _ = r.next()
+assert t == F.WELCOME, "no WELCOME first: type %d" % t
+t, p = r.next()
 why = None
-while t == 4 and p:
+while t == F.NO_UPDATE and p:
     tag, n = p[0] & 0x7f, struct.unpack("<H", p[1:3])[0]
-    if tag == 0x0d:
+    if tag == F.TAG_WHY:
         why = struct.unpack("<H", p[3:5])[0]
     p = p[3 + n:]
 print(t, why)

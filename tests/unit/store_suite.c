@@ -1331,6 +1331,22 @@ static struct store_req *device_list(struct fx *f, const char *group, int state_
     return ss_run(f, r);
 }
 
+
+/* STORE_SECRET_SET of id: it must succeed and say whether the id had a
+ * secret before and is registered. */
+static void secret_set_says(struct fx *f, const char *id, const uint8_t *secret, size_t len,
+                            int had, int registered)
+{
+    struct store_req *r = ss_req(STORE_SECRET_SET);
+
+    r->u.device.id = id;
+    r->u.device.secret = secret;
+    r->u.device.secret_len = len;
+    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
+    assert_int_equal(r->u.device.had_secret, had);
+    assert_int_equal(r->u.device.registered, registered);
+    store_req_free(r);
+}
 static void test_device_list(void **state)
 {
     struct fx *f = *state;
@@ -1370,36 +1386,15 @@ static void test_device_list(void **state)
     assert_int_equal(r->u.list.n, 0);
     store_req_free(r);
     /* has_secret, and the secrets for the server's memory. */
-    r = ss_req(STORE_SECRET_SET);
-    r->u.device.id = "dev-0001";
-    r->u.device.secret = secret;
-    r->u.device.secret_len = sizeof(secret);
-    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
     /* What it did: a registered device's first secret. */
-    assert_int_equal(r->u.device.had_secret, 0);
-    assert_int_equal(r->u.device.registered, 1);
-    store_req_free(r);
+    secret_set_says(f, "dev-0001", secret, sizeof(secret), 0, 1);
     r = ss_device_get(f, "dev-0001");
     assert_int_equal(r->u.device.dev->has_secret, 1);
     store_req_free(r);
     /* An id never seen: its secret does not register it, and a second one
      * replaces the first; looking it up says it has one. */
-    r = ss_req(STORE_SECRET_SET);
-    r->u.device.id = "ghost";
-    r->u.device.secret = secret;
-    r->u.device.secret_len = sizeof(secret);
-    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
-    assert_int_equal(r->u.device.had_secret, 0);
-    assert_int_equal(r->u.device.registered, 0);
-    store_req_free(r);
-    r = ss_req(STORE_SECRET_SET);
-    r->u.device.id = "ghost";
-    r->u.device.secret = secret;
-    r->u.device.secret_len = sizeof(secret);
-    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
-    assert_int_equal(r->u.device.had_secret, 1);
-    assert_int_equal(r->u.device.registered, 0);
-    store_req_free(r);
+    secret_set_says(f, "ghost", secret, sizeof(secret), 0, 0);
+    secret_set_says(f, "ghost", secret, sizeof(secret), 1, 0);
     r = ss_device_get(f, "ghost");
     assert_int_equal(r->rc, STORE_E_NOTFOUND);
     assert_int_equal(r->u.device.had_secret, 1);
