@@ -180,6 +180,7 @@ static void print_summary(const struct server *srv)
  * the image loader and the TLS context explain themselves there) is caught
  * and logged as log lines (time, level, JSON with --log-format json), so
  * that their errors read like the rest of the log. */
+#define WARNING_SAYS "warning: " /* how a caught line that is a warning starts */
 struct caught {
     FILE *f;
     int saved; /* the real stderr, or -1: nothing caught */
@@ -222,7 +223,9 @@ static void catch_end(const struct server *srv, struct caught *c, int failed, co
             line[strcspn(line, "\n")] = 0;
             const char *said = unprefixed(line);
             say_always(srv->o, failed ? LOG_LV_ERROR
-                               : strncmp(said, "warning: ", 9) == 0 ? LOG_LV_WARN : LOG_LV_INFO,
+                               : strncmp(said, WARNING_SAYS, strlen(WARNING_SAYS)) == 0
+                                   ? LOG_LV_WARN
+                                   : LOG_LV_INFO,
                        "%s%s", prefix, said);
         }
     }
