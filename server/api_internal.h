@@ -59,6 +59,7 @@ struct api_call {
     int action;                      /* rollout: pause/resume/cancel */
     int repaired;                    /* upload: the same bytes restored a missing/damaged file */
     uint64_t id;                     /* rollout id */
+    uint64_t superseded;             /* rollout create: the one it superseded (0: none) */
     char key[2 * TCPOTA_ID_LEN + 1]; /* image id (hex) or device id */
     char dev[TCPOTA_MAX_STR + 1];    /* device id (device list: after) */
     char prefix[TCPOTA_MAX_STR + 1]; /* device list: q, the ids' start */

@@ -85,7 +85,12 @@ static json_t *rollout_json(const struct store_rollout *ro, const char *version)
 
 static void show_image_done(struct api_call *c, struct store_req *r)
 {
-    api_reply(c, c->code, rollout_json(&c->ro, r->rc == STORE_OK ? r->u.image.img->version : NULL));
+    json_t *o = rollout_json(&c->ro, r->rc == STORE_OK ? r->u.image.img->version : NULL);
+
+    if (o && c->superseded) { /* a create's answer: the rollout it replaced */
+        json_object_set_new(o, "supersedes", json_integer((json_int_t)c->superseded));
+    }
+    api_reply(c, c->code, o);
 }
 
 static void show_got(struct api_call *c, struct store_req *r)
@@ -241,6 +246,7 @@ static void create_done(struct api_call *c, struct store_req *r)
         return;
     }
     api_changed(c->api);
+    c->superseded = r->u.rollout.superseded;
     show(c, r->u.rollout.r->id, 201);
 }
 

@@ -322,6 +322,7 @@ struct store_req {
             uint64_t id;                      /* in (GET/SET) */
             enum rollout_state expect_state, new_state; /* in (SET) */
             uint32_t expect_n_open, new_n_open;         /* in (SET) */
+            uint64_t superseded;              /* out (CREATE): the rollout it superseded, 0: none */
         } rollout;
         struct {                              /* STORE_DEVICE_GET / SET_GROUP / SECRET_SET */
             const char *id;                   /* in */

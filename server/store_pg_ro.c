@@ -337,6 +337,17 @@ static int insert_rollout(struct pgstore *st, struct store_req *r, const char *h
     if (rc <= 0) {
         return rc < 0 ? rc : store_err_set(r, STORE_E_IO, "rollout create: no id returned");
     }
+    {
+        /* The one it supersedes (at most one is not superseded), for the
+         * answer: an operator is told. */
+        int64_t old = 0;
+        if ((rc = pg_int(st, r, "rollout supersede", &old, "SELECT id FROM rollouts WHERE"
+                         " model = $1 AND grp = $2 AND id <> $3 AND superseded = 0"
+                         " ORDER BY id DESC LIMIT 1", "tti", in->model, in->group, *id)) < 0) {
+            return rc;
+        }
+        r->u.rollout.superseded = rc > 0 && old > 0 ? (uint64_t)old : 0;
+    }
     if ((rc = pg_run(st, r, "rollout supersede", "UPDATE rollouts SET superseded = 1,"
                      " changed_at = $3 WHERE model = $1 AND grp = $2 AND id <> $4"
                      " AND superseded = 0", "ttii", in->model, in->group, r->now, *id)) < 0) {

@@ -252,6 +252,17 @@ static int insert_rollout(struct sstore *st, struct store_req *r, const char *he
         return sq_fail(st, r, "rollout create");
     }
     *id = sqlite3_last_insert_rowid(st->db);
+    {
+        /* The one it supersedes (at most one is not superseded), for the
+         * answer: an operator is told. */
+        int64_t old = 0;
+        if (sq_int(st, &old, "SELECT id FROM rollouts WHERE model = ?1 AND grp = ?2 AND id <> ?3"
+                   " AND superseded = 0 ORDER BY id DESC LIMIT 1", "tti", in->model, in->group,
+                   *id) < 0) {
+            return sq_fail(st, r, "rollout supersede");
+        }
+        r->u.rollout.superseded = old > 0 ? (uint64_t)old : 0;
+    }
     if (sq_run(st, "UPDATE rollouts SET superseded = 1, changed_at = ?3 WHERE model = ?1"
                " AND grp = ?2 AND id <> ?4 AND superseded = 0", "ttii", in->model, in->group,
                r->now, *id) != SQLITE_DONE) {

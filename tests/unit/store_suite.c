@@ -220,6 +220,10 @@ struct store_req *ss_image_add(struct fx *f, uint8_t seed, const char *version)
     return ss_image_add_from(f, seed, version, MODEL, tmp);
 }
 
+/* The rollout the last rollout_create_rc superseded, as the store said
+ * (0: none). */
+static uint64_t created_superseded;
+
 /* STORE_ROLLOUT_CREATE of image seed for model; its rc, *id the new id. */
 static int rollout_create_rc(struct fx *f, uint8_t seed, const char *model, const char *group,
                              const uint32_t *pct, uint32_t n, uint64_t *id)
@@ -235,6 +239,7 @@ static int rollout_create_rc(struct fx *f, uint8_t seed, const char *model, cons
     r->u.rollout.r->rules.halt_pct = 20;
     rc = ss_run(f, r)->rc;
     *id = r->u.rollout.r->id;
+    created_superseded = r->u.rollout.superseded;
     store_req_free(r);
     return rc;
 }
@@ -980,10 +985,12 @@ static void test_supersede_and_group(void **state)
     assert_string_equal(r->u.device.dev->group, "canary");
     store_req_free(r);
     canary = ss_rollout_create(f, 0x52, "canary", pct, 1);
+    assert_int_equal(created_superseded, 0); /* the group's first */
     r = ss_rollout_get(f, canary);
     assert_int_equal(r->u.rollout.r->waves[0].targeted, 1);
     store_req_free(r);
     all2 = ss_rollout_create(f, 0x52, "", pct, 1);
+    assert_int_equal(created_superseded, all1); /* said to the creator */
     r = ss_rollout_get(f, all1);
     assert_int_equal(r->u.rollout.r->superseded, 1);
     store_req_free(r);
