@@ -1,4 +1,4 @@
-/* cmd_rollout.c - `tcpota rollout create|list|show|pause|resume|cancel`:
+/* cmd_rollout.c - `tcpota rollout create|list|show|pause|resume|cancel|open-wave`:
  * the fleet server's staged rollouts, through the control API
  * (docs/api.md, api_client.h). */
 #include "api_client.h"
@@ -18,7 +18,7 @@ static void usage(FILE *f)
             "                             [--allow-downgrade] [options]\n"
             "       tcpota rollout list [options]\n"
             "       tcpota rollout show ID [options]\n"
-            "       tcpota rollout pause|resume|cancel ID [options]\n"
+            "       tcpota rollout pause|resume|cancel|open-wave ID [options]\n"
             "\n"
             "Staged rollouts of a fleet server (tcpota serve --data DIR): an image offered to\n"
             "a growing share of the devices of a model, wave by wave, halted when too many fail.\n"
@@ -41,6 +41,8 @@ static void usage(FILE *f)
             "pause ID               no new device starts; started ones finish\n"
             "resume ID              back to active after a pause or a halt\n"
             "cancel ID              for good\n"
+            "open-wave ID           open the next wave now, whatever its rule says (one held\n"
+            "                       below --success-pct by devices that will not change)\n"
             "\n");
     api_usage_common(f, 0);
 }
@@ -311,7 +313,13 @@ static int rollout_one(struct api *a, const char *sub, int argc, char **argv)
         if (strcmp(sub, "show") == 0) {
             print_rollout(ans);
         } else {
-            printf("rollout %lld is now %s\n", id, state_of(ans, st, sizeof(st)));
+            if (strcmp(sub, "open-wave") == 0) {
+                char waves[32];
+                waves_open(ans, waves, sizeof(waves));
+                printf("rollout %lld: waves open %s\n", id, waves);
+            } else {
+                printf("rollout %lld is now %s\n", id, state_of(ans, st, sizeof(st)));
+            }
         }
     }
     json_decref(ans);
@@ -320,7 +328,7 @@ static int rollout_one(struct api *a, const char *sub, int argc, char **argv)
 
 int cmd_rollout(int argc, char **argv)
 {
-    static const char *const one[] = {"show", "pause", "resume", "cancel"};
+    static const char *const one[] = {"show", "pause", "resume", "cancel", "open-wave"};
     struct api a;
 
     memset(&a, 0, sizeof(a));
@@ -337,6 +345,7 @@ int cmd_rollout(int argc, char **argv)
     for (size_t i = 0; i < sizeof(one) / sizeof(one[0]); i++) {
         if (strcmp(argv[1], one[i]) == 0) return rollout_one(&a, one[i], argc - 1, argv + 1);
     }
-    return api_usage(&a, "unknown subcommand '%s'; give create, list, show, pause, resume or cancel",
+    return api_usage(&a, "unknown subcommand '%s'; give create, list, show, pause, resume, "
+                         "cancel or open-wave",
                      argv[1]);
 }

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <time.h>
 
-enum { ACT_PAUSE = 1, ACT_RESUME, ACT_CANCEL };
+enum { ACT_PAUSE = 1, ACT_RESUME, ACT_CANCEL, ACT_OPEN_WAVE };
 
 /* The defaults of docs/api.md's table. */
 #define DEF_HALT_AT 20u
@@ -175,7 +175,8 @@ static void list_done(struct api_call *c, struct store_req *r)
 
 static const char *act_name(int act)
 {
-    return act == ACT_PAUSE ? "paused" : act == ACT_RESUME ? "resumed" : "cancelled";
+    return act == ACT_PAUSE ? "paused" : act == ACT_RESUME ? "resumed"
+           : act == ACT_OPEN_WAVE ? "given its next wave" : "cancelled";
 }
 
 static void act_set_done(struct api_call *c, struct store_req *r)
@@ -193,6 +194,34 @@ static void act_set_done(struct api_call *c, struct store_req *r)
     show(c, c->id, 200);
 }
 
+/* POST .../open-wave: the operator opens the next wave now, whatever its
+ * rule says (a wave held below --success-pct by devices that will not
+ * change). Only an active rollout: a paused or halted one is resumed first,
+ * so that a halt is looked at before more devices get the image. */
+static void open_wave(struct api_call *c, const struct store_rollout *ro)
+{
+    struct store_req *s;
+
+    if (ro->ro.state != ROLLOUT_STATE_ACTIVE) {
+        api_error(c, 409, NULL, "rollout %llu is %s; only an active rollout opens a wave (resume "
+                  "it first)", (unsigned long long)c->id, store_rollout_state_name(ro->ro.state));
+        return;
+    }
+    if (ro->ro.n_open >= ro->ro.n_waves) {
+        api_error(c, 409, NULL, "rollout %llu has every wave open already (%u of %u)",
+                  (unsigned long long)c->id, ro->ro.n_open, ro->ro.n_waves);
+        return;
+    }
+    if ((s = api_req(c, STORE_ROLLOUT_SET)) != NULL) {
+        s->u.rollout.id = c->id;
+        s->u.rollout.expect_state = ro->ro.state;
+        s->u.rollout.new_state = ro->ro.state;
+        s->u.rollout.expect_n_open = ro->ro.n_open;
+        s->u.rollout.new_n_open = ro->ro.n_open + 1;
+        api_submit(c, s, act_set_done);
+    }
+}
+
 static void act_got(struct api_call *c, struct store_req *r)
 {
     enum rollout_state st = r->u.rollout.r->ro.state, to;
@@ -206,6 +235,10 @@ static void act_got(struct api_call *c, struct store_req *r)
     if (r->u.rollout.r->superseded && c->action != ACT_CANCEL && st != ROLLOUT_STATE_CANCELLED) {
         /* Its state no longer applies: a pause or resume would change nothing. */
         api_error(c, 409, NULL, "rollout %llu is %s", (unsigned long long)c->id, SUPERSEDED_SAYS);
+        return;
+    }
+    if (c->action == ACT_OPEN_WAVE) {
+        open_wave(c, r->u.rollout.r);
         return;
     }
     ok = c->action == ACT_PAUSE    ? st == ROLLOUT_STATE_ACTIVE
@@ -502,6 +535,7 @@ void api_rollouts(struct api_call *c, int method, const char *rest, const char *
                 : strcmp(slash, "/pause") == 0  ? ACT_PAUSE
                 : strcmp(slash, "/resume") == 0 ? ACT_RESUME
                 : strcmp(slash, "/cancel") == 0 ? ACT_CANCEL
+                : strcmp(slash, "/open-wave") == 0 ? ACT_OPEN_WAVE
                                                 : -1;
     if (id == 0 || c->action < 0) {
         if (id) {

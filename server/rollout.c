@@ -225,9 +225,9 @@ size_t rollout_explain(const struct rollout *ro, const struct rollout_rules *rul
                      successful(rules, w) ? "yes" : "no", rules->soak_s,
                      soaked(rules, w, now) ? "yes" : "no",
                      enough_finished(rules, w) && done >= w->targeted && !successful(rules, w)
-                         ? "; every device of the wave has finished, so it will not open: "
-                           "cancel this rollout and create one with a lower --success-pct to "
-                           "go on"
+                         ? "; every device of the wave has finished, so it will not open by "
+                           "itself: open it anyway (tcpota rollout open-wave ID), or cancel this "
+                           "rollout"
                          : "");
         break;
     }

@@ -89,5 +89,24 @@ sleep $SOAK.3
 round
 check_round 10000
 "$TCPOTA" rollout show 1 > "$WORK/show.txt" || fail "rollout show failed"
+
+# open-wave: an operator opens the next wave now, whatever its rule says
+# (a wave held below --success-pct by devices that will not change).
+make_image "$WORK/m2img" 5000
+"$TCPOTA" image add --version 2.0.0 --model m2 "$WORK/m2img" > /dev/null || fail "image add m2 failed"
+"$TCPOTA" rollout create --image 2.0.0 --model m2 --waves 10,50 --soak 3600 > /dev/null ||
+  fail "rollout create m2 failed"
+"$TCPOTA" rollout open-wave 2 > "$WORK/ow.out" 2>&1 || fail "rollout open-wave 2: $(cat "$WORK/ow.out")"
+grep -qx "rollout 2: waves open 2/2 (50%)" "$WORK/ow.out" || fail "open-wave said: $(cat "$WORK/ow.out")"
+"$TCPOTA" rollout show 2 --json | jq_py '[w["open"] for w in j["waves"]]' | paste -sd, | grep -qx 'True,True' ||
+  fail "after open-wave: $("$TCPOTA" rollout show 2 --json)"
+rc=0; "$TCPOTA" rollout open-wave 2 > "$WORK/ow.out" 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q "rollout 2 has every wave open already (2 of 2)" "$WORK/ow.out" ||
+  fail "open-wave with every wave open: rc $rc: $(cat "$WORK/ow.out")"
+"$TCPOTA" rollout pause 2 > /dev/null || fail "rollout pause 2 failed"
+rc=0; "$TCPOTA" rollout open-wave 2 > "$WORK/ow.out" 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q "rollout 2 is paused; only an active rollout opens a wave (resume it first)" "$WORK/ow.out" ||
+  fail "open-wave of a paused rollout: rc $rc: $(cat "$WORK/ow.out")"
+ok "rollout open-wave opens the next wave now; refused with every wave open, or paused"
 stop_fleet
 ok "the last wave opened after its soak time; all $N devices updated"

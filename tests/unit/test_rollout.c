@@ -313,8 +313,8 @@ static void test_explain(void **state)
     w[0].failed = 1;
     rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
     assert_non_null(strstr(buf, "(3 of 3: yes), 90 % of them updated (66 %: no)"));
-    assert_non_null(strstr(buf, "so it will not open: cancel this rollout and create one with a "
-                                "lower --success-pct"));
+    assert_non_null(strstr(buf, "so it will not open by itself: open it anyway (tcpota rollout "
+                                "open-wave ID), or cancel this rollout"));
     /* Finished short of the minimum: not (yet) "will not open". */
     w[0].targeted = 100;
     rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
