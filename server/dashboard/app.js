@@ -244,7 +244,14 @@ const devices = {
     if (s) this.models = [...new Set(s.states.map((x) => x.model))].sort();
     const models = this.models;
     const first = (this.pages.length - 1) * PAGE;
-    const redo = () => { this.pages = ['']; note = ''; this.draw().catch(fail); };
+    const redo = () => {
+      // The filter goes into the address too (without a new history entry):
+      // a reload or a copied link shows the same devices.
+      const a = new URLSearchParams();
+      for (const k of ['q', 'model', 'state', 'group']) if (f[k]) a.set(k, f[k]);
+      history.replaceState(null, '', '#/devices' + (a.size ? '?' + a : ''));
+      this.pages = ['']; note = ''; this.draw().catch(fail);
+    };
     const input = (k, attrs) => h('input', { value: f[k], ...attrs, onchange: (e) => { f[k] = e.target.value.trim(); redo(); } });
     const select = (k, opts) => h('select', { id: 'f-' + k, onchange: (e) => { f[k] = e.target.value; redo(); } },
       h('option', { value: '' }, 'any'), opts.map((o) => h('option', { value: o, selected: o === f[k] }, o)));

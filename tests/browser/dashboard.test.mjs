@@ -240,6 +240,12 @@ async function main() {
   await waitFor('the devices filtered by a state from the address', async () =>
     (await page.$eval('#f-state', (e) => e.value).catch(() => '')) === 'rolled-back' && /bad-1/.test(await page.textContent('#view')));
   if (await page.$('#note')) fail('a valid filter from the address shows a note');
+  // A filter chosen on the page goes into the address: a reload keeps it.
+  await page.selectOption('#f-state', 'updated');
+  await waitFor('the chosen state in the address', async () => /[?&]state=updated(&|$)/.test(await page.evaluate(() => location.hash)));
+  await page.reload();
+  await waitFor('the chosen state after a reload', async () =>
+    (await page.$eval('#f-state', (e) => e.value).catch(() => '')) === 'updated');
   ok('#/device/ with no id, and a state from the address that is not one, are said in words');
 
   server.kill('SIGTERM'); // with the page's event stream open
