@@ -235,9 +235,9 @@ static int rollout_create(struct api *a, int argc, char **argv)
     if (rc == 0 && !a->json) {
         print_rollout(ans);
         if (api_int(ans, "supersedes") > 0) {
-            printf("\nit supersedes rollout %lld (the newest for model %s, %s%s): that one no longer "
-                   "applies\n", api_int(ans, "supersedes"), table_c(api_str(ans, "model")),
-                   *api_str(ans, "group") ? "group " : "every group",
+            printf("\nit supersedes rollout %lld (model %s, %s%s): that one no longer applies\n",
+                   api_int(ans, "supersedes"), table_c(api_str(ans, "model")),
+                   *api_str(ans, "group") ? "group " : "all its devices",
                    table_c(api_str(ans, "group")));
         }
         printf("\nfollow it: tcpota rollout show %lld\n", api_int(ans, "id"));
