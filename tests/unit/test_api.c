@@ -1253,6 +1253,15 @@ static void test_rollout_actions(void **state)
     assert_int_equal(http("POST", "/v1/rollouts/1/cancel", NULL, &j), 409);
     assert_string_equal(sget(j, "error"), "rollout 1 is cancelled already");
     json_decref(j);
+    /* Superseded, then cancelled: cancelled is what it is and says. */
+    T.f.ros[0].superseded = 1;
+    assert_int_equal(http("POST", "/v1/rollouts/1/resume", NULL, &j), 409);
+    assert_string_equal(sget(j, "error"), "rollout 1 is cancelled; it cannot be resumed");
+    json_decref(j);
+    assert_int_equal(http("GET", "/v1/rollouts/1", NULL, &j), 200);
+    assert_string_equal(sget(j, "status"), "cancelled: it offers nothing, for good");
+    json_decref(j);
+    T.f.ros[0].superseded = 0;
     expect_error("POST", "/v1/rollouts/2/pause", NULL, 409, NULL);
     expect_error("POST", "/v1/rollouts/7/cancel", NULL, 404, NULL);
     assert_int_equal(T.changes, 4);
