@@ -223,6 +223,8 @@ static void fake_device(struct store_req *r)
     struct store_device *d = fake_dev(r->u.device.id);
 
     if (r->op == STORE_SECRET_SET) {
+        r->u.device.had_secret = strcmp(T.f.secret_id, r->u.device.id) == 0;
+        r->u.device.registered = d != NULL;
         snprintf(T.f.secret_id, sizeof T.f.secret_id, "%s", r->u.device.id);
         memcpy(T.f.secret, r->u.device.secret, r->u.device.secret_len);
         T.f.secret_len = r->u.device.secret_len;
@@ -1561,11 +1563,21 @@ static void test_secret(void **state)
     assert_string_equal(T.f.secret_id, "new-dev");
     assert_int_equal(T.f.secret_len, 32);
     assert_memory_equal(T.f.secret, T.secret, 32);
+    /* What it did: a new id's first secret (the CLI says it so). */
+    assert_true(json_is_false(json_object_get(j, "replaced")));
+    assert_true(json_is_false(json_object_get(j, "registered")));
+    json_decref(j);
+    assert_int_equal(http("POST", "/v1/devices/new-dev/secret", NULL, &j), 201);
+    assert_true(json_is_true(json_object_get(j, "replaced")));
+    json_decref(j);
+    assert_int_equal(http("POST", "/v1/devices/dev-1/secret", NULL, &j), 201);
+    assert_true(json_is_false(json_object_get(j, "replaced")));
+    assert_true(json_is_true(json_object_get(j, "registered")));
     json_decref(j);
     snprintf(uri, sizeof uri, "/v1/devices/%065d/secret", 7);
     expect_error("POST", uri, NULL, 400, "id");
     expect_error("POST", "/v1/devices/a%09b/secret", NULL, 400, "id");
-    assert_int_equal(T.secrets, 1);
+    assert_int_equal(T.secrets, 3);
     /* an id as a device sends it, with a space: it can be named */
     assert_int_equal(http("POST", "/v1/devices/a%20b/secret", NULL, NULL), 201);
     assert_string_equal(T.f.secret_id, "a b");
