@@ -287,6 +287,14 @@ wait_line "$WORK/server.log" "\[tail-1 [^]]*\] http: bytes $((SIZE - 10))-$((SIZ
 [ "$(get tail1b "$OTA?device=tail-1")" = 200 ] && cmp -s "$WORK/tail1b.b" "$WORK/img" ||
   fail "tail-1 from byte 0 after the tail: not the image"
 [ "$(device_state tail-1)" = verified ] || fail "tail-1 is $(device_state tail-1) after the whole image"
+# A range from further on than the device had, short of the end: its bytes
+# are not the device's progress (it has 0-9999, not 0-39999).
+[ "$(get mid1 "$OTA?device=mid-1" -H 'Range: bytes=0-9999')" = 206 ] || fail "mid-1's first part: not 206"
+for _ in $(seq 40); do [ "$("$TCPOTA" device show --json mid-1 | jq_py 'j["bytes"]')" = 10000 ] && break; sleep 0.05; done
+[ "$(get mid2 "$OTA?device=mid-1" -H 'Range: bytes=30000-39999')" = 206 ] || fail "mid-1's middle part: not 206"
+sleep 0.5
+[ "$("$TCPOTA" device show --json mid-1 | jq_py 'j["bytes"]')" = 10000 ] ||
+  fail "mid-1 counts $("$TCPOTA" device show --json mid-1 | jq_py 'j["bytes"]') bytes after 0-9999 and 30000-39999, not 10000"
 # A range that resumes within what the device had completes it.
 [ "$(get part1 "$OTA?device=part-1" -H 'Range: bytes=0-99999')" = 206 ] || fail "part-1's first part: not 206"
 [ "$(get part2 "$OTA?device=part-1" -H 'Range: bytes=100000-')" = 206 ] || fail "part-1's rest: not 206"
