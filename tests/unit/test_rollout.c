@@ -329,6 +329,9 @@ static void test_explain(void **state)
     assert_null(strstr(buf, "will not open"));
     w[0].updated = 2;
     w[0].failed = 1;
+    ro.n_open = 2; /* the last wave still to open */
+    rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    assert_non_null(strstr(buf, "wave 3 opens when wave 2 has 10 finished devices"));
     ro.n_open = 3;
     rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
     assert_string_equal(buf, "every wave is open");
