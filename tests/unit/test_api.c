@@ -846,17 +846,20 @@ static void test_upload_unsigned(void **state)
     assert_null(json_object_get(j, "repaired"));
     json_decref(j);
     assert_int_equal(T.f.nimgs, 4);
-    /* Its file gone, or damaged: the same bytes take its place. */
-    for (int harm = 0; harm < 2; harm++) {
+    /* Its file gone, or damaged (a byte changed, cut short): the same bytes
+     * take its place. */
+    for (int harm = 0; harm < 3; harm++) {
         const char *stored = T.f.imgs[3].path;
         char back[sizeof body];
         FILE *fp;
         if (harm == 0) {
             assert_int_equal(unlink(stored), 0);
-        } else {
+        } else if (harm == 1) {
             assert_non_null(fp = fopen(stored, "r+"));
             assert_int_equal(fputc('X', fp), 'X');
             assert_int_equal(fclose(fp), 0);
+        } else {
+            assert_int_equal(truncate(stored, 1), 0);
         }
         assert_int_equal(http("POST", "/v1/images?version=3.0.0&model=legacy", body, &j), 200);
         assert_true(json_is_true(json_object_get(j, "repaired")));
