@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <ctype.h>
 #include <unistd.h>
 
 #include "api.h"
@@ -848,7 +849,7 @@ static void test_upload_unsigned(void **state)
     assert_int_equal(T.f.nimgs, 4);
     /* Its file gone, or damaged (a byte changed, cut short): the same bytes
      * take its place. */
-    for (int harm = 0; harm < 3; harm++) {
+    for (int harm = 0; harm < 4; harm++) {
         const char *stored = T.f.imgs[3].path;
         char back[sizeof body];
         FILE *fp;
@@ -858,8 +859,12 @@ static void test_upload_unsigned(void **state)
             assert_non_null(fp = fopen(stored, "r+"));
             assert_int_equal(fputc('X', fp), 'X');
             assert_int_equal(fclose(fp), 0);
-        } else {
+        } else if (harm == 2) {
             assert_int_equal(truncate(stored, 1), 0);
+        } else { /* its bytes, and one more */
+            assert_non_null(fp = fopen(stored, "a"));
+            assert_int_equal(fputc('X', fp), 'X');
+            assert_int_equal(fclose(fp), 0);
         }
         assert_int_equal(http("POST", "/v1/images?version=3.0.0&model=legacy", body, &j), 200);
         assert_true(json_is_true(json_object_get(j, "repaired")));
@@ -870,6 +875,16 @@ static void test_upload_unsigned(void **state)
         assert_memory_equal(back, body, sizeof body - 1);
         assert_int_equal(T.f.nimgs, 4);
         assert_int_equal(dir_entries(), 0); /* no upload left behind */
+    }
+    /* Its id in capitals is the same id. */
+    {
+        char upper[65], uri[100];
+        hex_of(T.f.imgs[3].id, upper);
+        for (char *p = upper; *p; p++) *p = (char)toupper((unsigned char)*p);
+        snprintf(uri, sizeof uri, "/v1/images/%s", upper);
+        assert_int_equal(http("GET", uri, NULL, &j), 200);
+        assert_string_equal(sget(j, "version"), "3.0.0");
+        json_decref(j);
     }
     /* The same bytes under another version or model: refused, not renamed. */
     expect_error("POST", "/v1/images?version=3.0.1&model=legacy", body, 409, "version");
