@@ -198,7 +198,7 @@ static void add_list_done(struct api_call *c, struct store_req *r);
 static int stored_file_intact(const struct store_image *si)
 {
     uint8_t buf[65536], id[TCPOTA_ID_LEN];
-    struct digest st;
+    struct digest st = {NULL}; /* digest_final below even when digest_init never ran */
     struct stat sb;
     uint32_t left = si->size;
     int fd = open(si->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC), ok;

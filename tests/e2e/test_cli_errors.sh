@@ -82,6 +82,11 @@ expect 2 "^tcpota device: --model: need 1..32 printable characters" \
   $T device --server 127.0.0.1:1 --flash devdir --model "$(printf '%033d' 0)"
 expect 2 "^tcpota device: --factory-version: need 1..32 printable characters" \
   $T device --server 127.0.0.1:1 --flash devdir --factory-version "$(printf '%033d' 0)"
+# At the bounds, taken: a 64-character --id and a 32-character --model (the
+# error said is the next one, of the backoffs).
+expect 2 "^tcpota device: --backoff-min-ms 10 is larger than --backoff-max-ms 5$" \
+  $T device --server 127.0.0.1:1 --flash devdir --id "$(printf '%064d' 0)" --model "$(printf '%032d' 0)" \
+  --backoff-min-ms 10 --backoff-max-ms 5
 # A version is 1..32 characters wherever it is taken (TCPOTA_MAX_NAME): 32
 # will do as the factory version too, and the flash keeps it whole.
 expect 1 "running slot 0, version $(printf '%032d' 0)$" \

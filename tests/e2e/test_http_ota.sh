@@ -287,6 +287,14 @@ wait_line "$WORK/server.log" "\[tail-1 [^]]*\] http: bytes $((SIZE - 10))-$((SIZ
 [ "$(get tail1b "$OTA?device=tail-1")" = 200 ] && cmp -s "$WORK/tail1b.b" "$WORK/img" ||
   fail "tail-1 from byte 0 after the tail: not the image"
 [ "$(device_state tail-1)" = verified ] || fail "tail-1 is $(device_state tail-1) after the whole image"
+# A range from further on than the device had, short of the end: its bytes
+# are not the device's progress (it has 0-9999, not 0-39999).
+[ "$(get mid1 "$OTA?device=mid-1" -H 'Range: bytes=0-9999')" = 206 ] || fail "mid-1's first part: not 206"
+for _ in $(seq 40); do [ "$("$TCPOTA" device show --json mid-1 | jq_py 'j["bytes"]')" = 10000 ] && break; sleep 0.05; done
+[ "$(get mid2 "$OTA?device=mid-1" -H 'Range: bytes=30000-39999')" = 206 ] || fail "mid-1's middle part: not 206"
+sleep 0.5
+[ "$("$TCPOTA" device show --json mid-1 | jq_py 'j["bytes"]')" = 10000 ] ||
+  fail "mid-1 counts $("$TCPOTA" device show --json mid-1 | jq_py 'j["bytes"]') bytes after 0-9999 and 30000-39999, not 10000"
 # A range that resumes within what the device had completes it.
 [ "$(get part1 "$OTA?device=part-1" -H 'Range: bytes=0-99999')" = 206 ] || fail "part-1's first part: not 206"
 [ "$(get part2 "$OTA?device=part-1" -H 'Range: bytes=100000-')" = 206 ] || fail "part-1's rest: not 206"
@@ -348,11 +356,18 @@ head -c 70000 /dev/urandom > "$WORK/img3"
 "$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null || fail "rollout create 2.0.0 failed"
 [ "$(get n1 "$OTA?device=n-1")" = 200 ] && cmp -s "$WORK/n1.b" "$WORK/img" || fail "n-1 was not sent 2.0.0"
 [ "$(device_state n-1)" = verified ] || fail "n-1 is $(device_state n-1), not verified"
+# n-2 has bytes 0-9999 of 2.0.0 when 3.0.0 takes over.
+[ "$(get n2 "$OTA?device=n-2" -H 'Range: bytes=0-9999')" = 206 ] || fail "n-2's part of 2.0.0: not 206"
 "$TCPOTA" image add --version 3.0.0 --model esp32 "$WORK/img3" > /dev/null || fail "image add 3.0.0 failed"
 "$TCPOTA" rollout create --image 3.0.0 --model esp32 > /dev/null || fail "rollout create 3.0.0 failed"
 [ "$(get n3 "$OTA?device=n-1")" = 200 ] ||
   fail "n-1, sent 2.0.0, asking on 1.0.0 under a rollout of 3.0.0: $(header X-Tcpota-Reason n3)"
 cmp "$WORK/n3.b" "$WORK/img3" || fail "n-1 was not sent 3.0.0"
 [ "$(device_state n-1)" != failed ] || fail "n-1's download of 2.0.0 failed it for 3.0.0"
+# From 10000 on, of 3.0.0: its bytes before are 2.0.0's, not 3.0.0's, so the
+# end of 3.0.0 is not all of it (the registry's 10000 bytes were of 2.0.0).
+[ "$(get n2b "$OTA?device=n-2" -H 'Range: bytes=10000-')" = 206 ] || fail "n-2's range of 3.0.0: not 206"
+wait_line "$WORK/server.log" "\[n-2 [^]]*\] http: bytes 10000-69999 of 3.0.0 sent, but the device is not known to have bytes 0-9999 \(it had 0\): not counted as having the image"
+[ "$(device_state n-2)" = downloading ] || fail "n-2 is $(device_state n-2) after a range of 3.0.0 on top of 2.0.0's bytes"
 stop_fleet
-ok "a whole download of one rollout's image, then a newer rollout's from byte 0: served, no failure"
+ok "a whole download of one rollout's image, then a newer rollout's from byte 0: served, no failure; a range of the new image on top of the old one's bytes is not the new image"

@@ -88,6 +88,9 @@ PY
 grep -qE '\[bootfail [^]]*\] report: image [0-9a-f]+\.\.\. rolled back by the bootloader \(current image\); not offered to this device again' server.log ||
   fail "the bootloader's rollback was not logged as a failure: $(grep '\[bootfail ' server.log)"
 stop_server
+# Counted as the bootloader's, not as a health check's rollback.
+grep -qE 'summary: 1 device: .*, 0 rolled back, 1 boot failed' server.log ||
+  fail "the summary does not count the bootloader's rollback: $(grep 'summary:' server.log)"
 ok "a bootloader's rollback (REPORT BOOT_FAILED) holds the image back from that device"
 
 # 3. Version and model come from the signed manifest.

@@ -166,3 +166,19 @@ grep -q "SIGHUP: reload failed (see above); still serving the TLS certificate lo
   fail "fleet mode: a bad key: $(grep SIGHUP server.log)"
 stop_server
 ok "fleet mode: SIGHUP reloads the certificate (device port and HTTPS downloads); sessions resume across it without a ticket key"
+
+# --- fleet mode: the reload keeps the device secrets (the store's) ---
+source "$(dirname "$0")/fleet_lib.sh"
+install_cert A
+start_fleet --require-auth --tls-cert cur.pem --tls-key cur.key
+"$T" device secret a-1 --out a1.secret > /dev/null 2>&1 || fail "device secret a-1 failed"
+install_cert B
+HUPS=0
+hup "$WORK/server.log"
+rc=0
+timeout 30 "$T" device --server "localhost:$SERVER_PORT" --flash a1dev --id a-1 --ca B.pem \
+  --secret a1.secret --max-attempts 1 2> a1.log || rc=$?
+! grep -q '\[a-1 [^]]*\] authentication failed' "$WORK/server.log" && [ $rc -eq 0 ] ||
+  fail "fleet mode: a device with its secret after a SIGHUP (rc $rc): $(grep 'a-1' "$WORK/server.log" | tail -3)"
+stop_fleet
+ok "fleet mode: after a SIGHUP a device still authenticates with its secret"

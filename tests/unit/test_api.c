@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <ctype.h>
 #include <unistd.h>
 
 #include "api.h"
@@ -223,6 +224,8 @@ static void fake_device(struct store_req *r)
     struct store_device *d = fake_dev(r->u.device.id);
 
     if (r->op == STORE_SECRET_SET) {
+        r->u.device.had_secret = strcmp(T.f.secret_id, r->u.device.id) == 0;
+        r->u.device.registered = d != NULL;
         snprintf(T.f.secret_id, sizeof T.f.secret_id, "%s", r->u.device.id);
         memcpy(T.f.secret, r->u.device.secret, r->u.device.secret_len);
         T.f.secret_len = r->u.device.secret_len;
@@ -844,15 +847,22 @@ static void test_upload_unsigned(void **state)
     assert_null(json_object_get(j, "repaired"));
     json_decref(j);
     assert_int_equal(T.f.nimgs, 4);
-    /* Its file gone, or damaged: the same bytes take its place. */
-    for (int harm = 0; harm < 2; harm++) {
+    /* Its file gone, or damaged (a byte changed, cut short): the same bytes
+     * take its place. */
+    for (int harm = 0; harm < 4; harm++) {
         const char *stored = T.f.imgs[3].path;
         char back[sizeof body];
         FILE *fp;
         if (harm == 0) {
             assert_int_equal(unlink(stored), 0);
-        } else {
+        } else if (harm == 1) {
             assert_non_null(fp = fopen(stored, "r+"));
+            assert_int_equal(fputc('X', fp), 'X');
+            assert_int_equal(fclose(fp), 0);
+        } else if (harm == 2) {
+            assert_int_equal(truncate(stored, 1), 0);
+        } else { /* its bytes, and one more */
+            assert_non_null(fp = fopen(stored, "a"));
             assert_int_equal(fputc('X', fp), 'X');
             assert_int_equal(fclose(fp), 0);
         }
@@ -865,6 +875,16 @@ static void test_upload_unsigned(void **state)
         assert_memory_equal(back, body, sizeof body - 1);
         assert_int_equal(T.f.nimgs, 4);
         assert_int_equal(dir_entries(), 0); /* no upload left behind */
+    }
+    /* Its id in capitals is the same id. */
+    {
+        char upper[65], uri[100];
+        hex_of(T.f.imgs[3].id, upper);
+        for (char *p = upper; *p; p++) *p = (char)toupper((unsigned char)*p);
+        snprintf(uri, sizeof uri, "/v1/images/%s", upper);
+        assert_int_equal(http("GET", uri, NULL, &j), 200);
+        assert_string_equal(sget(j, "version"), "3.0.0");
+        json_decref(j);
     }
     /* The same bytes under another version or model: refused, not renamed. */
     expect_error("POST", "/v1/images?version=3.0.1&model=legacy", body, 409, "version");
@@ -1253,6 +1273,15 @@ static void test_rollout_actions(void **state)
     assert_int_equal(http("POST", "/v1/rollouts/1/cancel", NULL, &j), 409);
     assert_string_equal(sget(j, "error"), "rollout 1 is cancelled already");
     json_decref(j);
+    /* Superseded, then cancelled: cancelled is what it is and says. */
+    T.f.ros[0].superseded = 1;
+    assert_int_equal(http("POST", "/v1/rollouts/1/resume", NULL, &j), 409);
+    assert_string_equal(sget(j, "error"), "rollout 1 is cancelled; it cannot be resumed");
+    json_decref(j);
+    assert_int_equal(http("GET", "/v1/rollouts/1", NULL, &j), 200);
+    assert_string_equal(sget(j, "status"), "cancelled: it offers nothing, for good");
+    json_decref(j);
+    T.f.ros[0].superseded = 0;
     expect_error("POST", "/v1/rollouts/2/pause", NULL, 409, NULL);
     expect_error("POST", "/v1/rollouts/7/cancel", NULL, 404, NULL);
     assert_int_equal(T.changes, 4);
@@ -1552,11 +1581,21 @@ static void test_secret(void **state)
     assert_string_equal(T.f.secret_id, "new-dev");
     assert_int_equal(T.f.secret_len, 32);
     assert_memory_equal(T.f.secret, T.secret, 32);
+    /* What it did: a new id's first secret (the CLI says it so). */
+    assert_true(json_is_false(json_object_get(j, "replaced")));
+    assert_true(json_is_false(json_object_get(j, "registered")));
+    json_decref(j);
+    assert_int_equal(http("POST", "/v1/devices/new-dev/secret", NULL, &j), 201);
+    assert_true(json_is_true(json_object_get(j, "replaced")));
+    json_decref(j);
+    assert_int_equal(http("POST", "/v1/devices/dev-1/secret", NULL, &j), 201);
+    assert_true(json_is_false(json_object_get(j, "replaced")));
+    assert_true(json_is_true(json_object_get(j, "registered")));
     json_decref(j);
     snprintf(uri, sizeof uri, "/v1/devices/%065d/secret", 7);
     expect_error("POST", uri, NULL, 400, "id");
     expect_error("POST", "/v1/devices/a%09b/secret", NULL, 400, "id");
-    assert_int_equal(T.secrets, 1);
+    assert_int_equal(T.secrets, 3);
     /* an id as a device sends it, with a space: it can be named */
     assert_int_equal(http("POST", "/v1/devices/a%20b/secret", NULL, NULL), 201);
     assert_string_equal(T.f.secret_id, "a b");

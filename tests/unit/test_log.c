@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -254,6 +255,35 @@ static void check_sockaddr(const struct sockaddr *sa, socklen_t len)
     assert_string_equal(port, p2);
 }
 
+/* Why a listener could not be set up, and what to do: a port in use, a
+ * privileged port, an address not of this host, a host that does not
+ * resolve (whatever errno a failed bind left). */
+static void test_listen_failed(void **state)
+{
+    char buf[512];
+    (void)state;
+    assert_string_equal(log_listen_failed(buf, sizeof buf, "127.0.0.1", 8071, "the API", "--api",
+                                          EADDRINUSE),
+                        "cannot listen on 127.0.0.1:8071 for the API: Address already in use "
+                        "(another program, perhaps another tcpota serve, listens there: stop it "
+                        "or give another --api)");
+    log_listen_failed(buf, sizeof buf, "127.0.0.1", 1023, NULL, "--listen", EACCES);
+    assert_non_null(strstr(buf, "cannot listen on 127.0.0.1:1023: "));
+    assert_non_null(strstr(buf, "(a port below 1024 needs root or CAP_NET_BIND_SERVICE: give "
+                                "another --listen)"));
+    log_listen_failed(buf, sizeof buf, "127.0.0.1", 1024, NULL, "--listen", EACCES);
+    assert_null(strstr(buf, "below 1024"));
+    assert_non_null(strstr(buf, "(give another --listen)"));
+    log_listen_failed(buf, sizeof buf, "127.0.0.1", 8071, "the API", "--api", 0);
+    assert_non_null(strstr(buf, ": not an address of this host (give another --api)"));
+    /* .invalid never resolves (RFC 6761): said so, not errno's word. */
+    log_listen_failed(buf, sizeof buf, "nosuch.invalid", 8071, "the API", "--api", EADDRINUSE);
+    assert_non_null(strstr(buf, "cannot listen on nosuch.invalid:8071 for the API: "));
+    assert_null(strstr(buf, "another program"));
+    assert_null(strstr(buf, "Address already in use"));
+    assert_non_null(strstr(buf, "(give another --api)"));
+}
+
 static void test_sockaddr(void **state)
 {
     static const uint32_t edges[] = {0, 1, 9, 10, 99, 100, 199, 255, 256, 65535, 0x7f000001u,
@@ -310,6 +340,7 @@ int main(void)
         cmocka_unit_test(test_cut),
         cmocka_unit_test(test_to_stderr),
         cmocka_unit_test(test_sockaddr),
+        cmocka_unit_test(test_listen_failed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -320,6 +320,18 @@ static void test_explain(void **state)
     rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
     assert_non_null(strstr(buf, "(3 of 100: no)"));
     assert_null(strstr(buf, "will not open"));
+    /* Enough finished but not all, too few updated: the devices still to
+     * finish may raise the ratio, so not "will not open" either. */
+    w[0].updated = 15;
+    w[0].failed = 5;
+    rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    assert_non_null(strstr(buf, "(20 of 100: yes), 90 % of them updated (75 %: no)"));
+    assert_null(strstr(buf, "will not open"));
+    w[0].updated = 2;
+    w[0].failed = 1;
+    ro.n_open = 2; /* the last wave still to open */
+    rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    assert_non_null(strstr(buf, "wave 3 opens when wave 2 has 10 finished devices"));
     ro.n_open = 3;
     rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
     assert_string_equal(buf, "every wave is open");
