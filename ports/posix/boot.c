@@ -19,6 +19,7 @@ int tcpota_px_slot_hash(struct tcpota_posix_dev *dev, unsigned s, uint32_t size,
     int rc = 0;
 
     if (tcpota_px_sha_begin(&st) < 0) {
+        tcpota_px_sha_free(&st); /* a context made, its init failed */
         return tcpota_px_fail(dev, TCPOTA_ERR_IO, "out of memory for a SHA-256");
     }
     for (uint32_t off = 0; off < size && rc == 0;) {
