@@ -553,6 +553,16 @@ static const char *sget(json_t *o, const char *k)
     return json_string_value(v);
 }
 
+/* method uri (no body) answers code with exactly this error message. */
+static void expect_message(const char *method, const char *uri, int code, const char *msg)
+{
+    json_t *j = NULL;
+
+    assert_int_equal(http(method, uri, NULL, &j), code);
+    assert_string_equal(sget(j, "error"), msg);
+    json_decref(j);
+}
+
 static json_int_t iget(json_t *o, const char *k)
 {
     json_t *v = json_object_get(o, k);
@@ -1248,9 +1258,7 @@ static void test_rollout_actions(void **state)
     assert_int_equal(T.f.last_set.u.rollout.expect_n_open, 1);
     assert_int_equal(T.f.last_set.u.rollout.new_n_open, 1);
     assert_int_equal(T.changes, 1);
-    assert_int_equal(http("POST", "/v1/rollouts/1/pause", NULL, &j), 409);
-    assert_string_equal(sget(j, "error"), "rollout 1 is paused already");
-    json_decref(j);
+    expect_message("POST", "/v1/rollouts/1/pause", 409, "rollout 1 is paused already");
     assert_int_equal(http("POST", "/v1/rollouts/1/resume", NULL, &j), 200);
     assert_string_equal(sget(j, "state"), "active");
     json_decref(j);
@@ -1262,22 +1270,14 @@ static void test_rollout_actions(void **state)
     assert_non_null(strstr(sget(j, "error"), "changed meanwhile"));
     json_decref(j);
     assert_string_equal(store_rollout_state_name(T.f.ros[0].ro.state), "active");
-    assert_int_equal(http("POST", "/v1/rollouts/1/resume", NULL, &j), 409);
-    assert_string_equal(sget(j, "error"), "rollout 1 is active already");
-    json_decref(j);
+    expect_message("POST", "/v1/rollouts/1/resume", 409, "rollout 1 is active already");
     assert_int_equal(http("POST", "/v1/rollouts/1/cancel", NULL, NULL), 200);
     assert_int_equal(T.f.ros[0].ro.state, ROLLOUT_STATE_CANCELLED);
-    assert_int_equal(http("POST", "/v1/rollouts/1/resume", NULL, &j), 409);
-    assert_string_equal(sget(j, "error"), "rollout 1 is cancelled; it cannot be resumed");
-    json_decref(j);
-    assert_int_equal(http("POST", "/v1/rollouts/1/cancel", NULL, &j), 409);
-    assert_string_equal(sget(j, "error"), "rollout 1 is cancelled already");
-    json_decref(j);
+    expect_message("POST", "/v1/rollouts/1/resume", 409, "rollout 1 is cancelled; it cannot be resumed");
+    expect_message("POST", "/v1/rollouts/1/cancel", 409, "rollout 1 is cancelled already");
     /* Superseded, then cancelled: cancelled is what it is and says. */
     T.f.ros[0].superseded = 1;
-    assert_int_equal(http("POST", "/v1/rollouts/1/resume", NULL, &j), 409);
-    assert_string_equal(sget(j, "error"), "rollout 1 is cancelled; it cannot be resumed");
-    json_decref(j);
+    expect_message("POST", "/v1/rollouts/1/resume", 409, "rollout 1 is cancelled; it cannot be resumed");
     assert_int_equal(http("GET", "/v1/rollouts/1", NULL, &j), 200);
     assert_string_equal(sget(j, "status"), "cancelled: it offers nothing, for good");
     json_decref(j);
