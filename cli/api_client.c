@@ -522,28 +522,28 @@ static void too_large(struct api *a, size_t sent)
 {
     json_t *j = NULL, *max;
     int status = 0, json = a->json;
+    long long limit = 0;
 
-    if (!a->asking_limit) {
+    if (!a->asking_limit) { /* a server that answered this GET 413 too is not asked again */
         a->asking_limit = 1;
         a->json = 0; /* the list is not the command's output */
         if (api_request(a, API_GET, "/v1/images", NULL, 0, NULL, NULL, NULL, &j, &status) == 0 &&
-            status == 200 && (max = json_object_get(j, "max_image")) && json_is_integer(max) &&
-            json_integer_value(max) > 0) {
-            fprintf(stderr, "tcpota %s: the server refused the %zu bytes sent as too large (413): "
-                            "it takes images of at most %lld bytes (its --max-image)\n",
-                    a->cmd, sent, (long long)json_integer_value(max));
-            json_decref(j);
-            a->asking_limit = 0;
-            a->json = json;
-            return;
+            status == 200 && (max = json_object_get(j, "max_image")) && json_is_integer(max)) {
+            limit = (long long)json_integer_value(max);
         }
         json_decref(j);
         a->asking_limit = 0;
         a->json = json;
     }
-    fprintf(stderr, "tcpota %s: the server refused the %zu bytes sent as too large (413); "
-                    "it takes images of at most its --max-image BYTES (default 64 MiB)\n",
-            a->cmd, sent);
+    if (limit > 0) {
+        fprintf(stderr, "tcpota %s: the server refused the %zu bytes sent as too large (413): "
+                        "it takes images of at most %lld bytes (its --max-image)\n",
+                a->cmd, sent, limit);
+    } else {
+        fprintf(stderr, "tcpota %s: the server refused the %zu bytes sent as too large (413); "
+                        "it takes images of at most its --max-image BYTES (default 64 MiB)\n",
+                a->cmd, sent);
+    }
 }
 
 int api_request(struct api *a, enum api_method m, const char *path, const void *body, size_t len,
