@@ -460,10 +460,15 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
         /* Unsigned serving skips who signed, not what: the manifest's version
          * is offered for FILE, so it must describe FILE's bytes. */
         if (!require_signed && (said = cli_manifest_describes(o->image, l->manifest, man_len)) < 0) {
-            fprintf(stderr, "tcpota serve: the manifest %s %s%s%s; sign %s again (tcpota sign), or "
-                            "remove %s to serve it unsigned; %s\n", manifest,
-                    said == -2 ? "is not a tcpota manifest, or is damaged" : "describes other bytes than ",
-                    said == -2 ? "" : o->image, said == -2 ? "" : " (altered after signing?)", o->image,
+            char what[4200];
+            if (said == -2) {
+                snprintf(what, sizeof(what), "is not a tcpota manifest, or is damaged");
+            } else {
+                snprintf(what, sizeof(what), "describes other bytes than %s (altered after "
+                         "signing?)", o->image);
+            }
+            fprintf(stderr, "tcpota serve: the manifest %s %s; sign %s again (tcpota sign), or "
+                            "remove %s to serve it unsigned; %s\n", manifest, what, o->image,
                     manifest, src->running ? "the image served now stays" : "not starting");
             rc = 2; /* an unusable input file */
             goto fail;
