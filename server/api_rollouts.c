@@ -36,10 +36,17 @@ static json_t *wave_json(const struct rollout_wave *w, uint32_t pct, int open, i
                         "applies, and cancelling the newer one does not bring it back; to offer " \
                         "its image again, create a rollout"
 
+/* 1 when a newer rollout took ro's place and ro is not cancelled (a
+ * cancelled one is that, whatever replaced it). */
+static int superseded_only(const struct store_rollout *ro)
+{
+    return ro->superseded && ro->ro.state != ROLLOUT_STATE_CANCELLED;
+}
+
 /* The rollout's status for people (rollout_explain), into buf. */
 static const char *status_of(const struct store_rollout *ro, char *buf, size_t cap)
 {
-    if (ro->superseded && ro->ro.state != ROLLOUT_STATE_CANCELLED) {
+    if (superseded_only(ro)) {
         snprintf(buf, cap, "%s", SUPERSEDED_SAYS);
     } else {
         (void)rollout_explain(&ro->ro, &ro->rules, ro->waves, ro->base_failed, ro->base_finished,
@@ -175,8 +182,7 @@ static void list_done(struct api_call *c, struct store_req *r)
 
 static const char *act_name(int act)
 {
-    return act == ACT_PAUSE ? "paused" : act == ACT_RESUME ? "resumed"
-           : act == ACT_OPEN_WAVE ? "given its next wave" : "cancelled";
+    return act == ACT_PAUSE ? "paused" : act == ACT_RESUME ? "resumed" : "cancelled";
 }
 
 static void act_set_done(struct api_call *c, struct store_req *r)
@@ -232,7 +238,7 @@ static void act_got(struct api_call *c, struct store_req *r)
         api_store_error(c, r, NULL, "rollout");
         return;
     }
-    if (r->u.rollout.r->superseded && c->action != ACT_CANCEL && st != ROLLOUT_STATE_CANCELLED) {
+    if (superseded_only(r->u.rollout.r) && c->action != ACT_CANCEL) {
         /* Its state no longer applies: a pause or resume would change nothing. */
         api_error(c, 409, NULL, "rollout %llu is %s", (unsigned long long)c->id, SUPERSEDED_SAYS);
         return;
