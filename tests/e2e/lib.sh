@@ -38,6 +38,14 @@ make_image() {
   [ "$(stat -c %s "$1")" -eq "$2" ] || fail "could not make a $2-byte image"
 }
 
+# flip_byte FILE OFFSET: changes one byte, whatever its value was (a
+# fixed value written over random bytes is the same byte 1 time in 256).
+flip_byte() {
+  local b; b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
+  [ -n "$b" ] || fail "flip_byte: $1 has no byte at offset $2"
+  printf "\\$(printf %03o $(( (b + 1) % 256 )))" | dd of="$1" bs=1 seek="$2" conv=notrunc 2>/dev/null
+}
+
 # server_cert: a self-signed ECDSA P-256 certificate for localhost and
 # 127.0.0.1, valid 2 days, in srv.pem, its key in srv.key (0600), in the
 # current directory.

@@ -50,8 +50,7 @@ ok "paused, a started transfer still finishes"
 # COMPLETE, the registry says failed, and from then on the server holds
 # that image back from it (not only the device's own record of it).
 slot=$WORK/d2/ota_1.bin # the slot c-2 was writing (it runs ota_0.bin)
-b=$(od -An -tu1 -N1 "$slot" | tr -d ' ')
-printf "\\$(printf '%03o' $(((b + 1) % 256)))" | dd of="$slot" bs=1 count=1 conv=notrunc 2> /dev/null
+flip_byte "$slot" 0
 run_device c-2 esp32 "$WORK/d2" --max-attempts 1 &&
   fail "c-2 exited 0 with a slot that does not read back: $(tail -2 "$WORK/c-2.log")"
 # Said as it is, not decorated with the port's last harmless miss (a

@@ -184,8 +184,7 @@ wait_line server.log '\[rb .* [2-9][0-9]% \(' 10
 kill -INT "$rb"
 wait "$rb" && fail "the device stopped midway exited 0"
 kill "$PROXY_PID"
-b=$(od -An -tu1 -N1 rb/ota_1.bin | tr -d ' ')
-printf "\\$(printf '%03o' $(((b + 1) % 256)))" | dd of=rb/ota_1.bin bs=1 count=1 conv=notrunc 2> /dev/null
+flip_byte rb/ota_1.bin 0
 # Stopped once it said so (before its retry, where it would decline the
 # image by its own record and the server learn it from the DECLINE).
 "$T" device --server "127.0.0.1:$SERVER_PORT" --flash rb --id rb --backoff-min-ms 5000 2> rb.log &

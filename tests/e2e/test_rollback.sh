@@ -62,7 +62,7 @@ ok "up to date, and a server image that is not newer: exit 0, each said"
 # A confirmed image whose slot changed afterwards (flash gone bad) no
 # longer boots: the bootloader falls back to the factory image, the device
 # says why, and the server offers the image again, which it reinstalls.
-printf '\xff' | dd of="$WORK/good/ota_1.bin" bs=1 seek=100 conv=notrunc 2> /dev/null
+flip_byte "$WORK/good/ota_1.bin" 100
 cmp -s -n 100000 "$WORK/good/ota_1.bin" "$WORK/img" && fail "the slot was not changed"
 "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/good" --id good-dev \
   2> "$WORK/good3.log" || fail "the device with a damaged slot failed: $(tail -3 "$WORK/good3.log")"
