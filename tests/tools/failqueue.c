@@ -12,7 +12,9 @@
  * every N-th sendfile() sends nothing and fails with EAGAIN, as the kernel
  * does when TCP's memory runs short. With TCPOTA_TEST_FREAD_EIO_AFTER=N
  * fread() fails with EIO (the stream's error set) once N bytes were read
- * from a stream: a disk that fails midway through an image. The failure is libevent's own (the
+ * from a stream: a disk that fails midway through an image. With
+ * TCPOTA_TEST_FSYNC_GATE=PATH an upload's fsync waits for PATH (fsync
+ * below). The failure is libevent's own (the
  * call made on a buffer frozen at the end it would change), so that what libevent does to
  * the caller's objects when it fails happens too. Each failure is told
  * on stderr ("failqueue: ..."), so that the test can match every one with
@@ -23,8 +25,10 @@
 #include <event2/buffer.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/sendfile.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 static unsigned long calls;
 static int frozen_result;
@@ -175,4 +179,33 @@ int ferror(FILE *stream)
         *(void **)&real = dlsym(RTLD_NEXT, "ferror");
     }
     return stream == fread_failed ? 1 : real(stream);
+}
+
+/* TCPOTA_TEST_FSYNC_GATE=PATH: an fsync of an upload's temporary file
+ * (a name with "/.upload-" in it: the control API's, api_images.c) waits
+ * until PATH exists (60 s at most), so that a test can see what the
+ * server does meanwhile. Every other fsync (the database's) is left alone. */
+int fsync(int fd)
+{
+    static int (*real)(int);
+    const char *gate = getenv("TCPOTA_TEST_FSYNC_GATE");
+    char link[64], name[4096];
+    ssize_t n;
+    int i;
+
+    if (!real) {
+        *(void **)&real = dlsym(RTLD_NEXT, "fsync");
+    }
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    n = gate ? readlink(link, name, sizeof name - 1) : -1;
+    if (n > 0) {
+        name[n] = 0;
+        if (strstr(name, "/.upload-")) {
+            fprintf(stderr, "failqueue: fsync of %s waits for %s\n", name, gate);
+            for (i = 0; i < 6000 && access(gate, F_OK) != 0; i++) {
+                usleep(10000);
+            }
+        }
+    }
+    return real(fd);
 }

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# An image upload is hashed, written and fsync'd off the event loop: while
+# its fsync is held (tests/tools/failqueue.c, TCPOTA_TEST_FSYNC_GATE), a
+# device updates from start to end and /metrics answers. Then: the upload
+# ends as it would have; one whose client went away meanwhile leaves no
+# temporary file; a server stopped meanwhile waits for the write, exits 0
+# and leaves no temporary file.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fleet_lib.sh"
+cd "$WORK"
+GATE=$WORK/gate
+with_failqueue gated-tcpota
+touch "$GATE" # open: the first image goes through at once
+TCPOTA=./gated-tcpota TCPOTA_TEST_FSYNC_GATE=$GATE start_fleet
+make_image a.bin 300000
+"$TCPOTA" image add a.bin --version 2.0.0 --model esp32 > add-a.out 2>&1 || fail "image add a: $(cat add-a.out)"
+grep -q "failqueue: fsync of .*/.upload-" server.log || fail "the gate saw no upload's fsync: the test tests nothing"
+"$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null 2>&1 || fail "rollout create"
+
+# held: N_HELD fsyncs of uploads have begun to wait.
+held() { [ "$(grep -c 'failqueue: fsync of .*/.upload-' server.log)" -ge "$1" ]; }
+wait_held() {
+  local i
+  for i in $(seq 1 300); do held "$1" && return 0; sleep 0.1; done
+  fail "no upload reached its fsync: $(tail -5 server.log)"
+}
+
+rm "$GATE"
+make_image b.bin 4000000
+"$TCPOTA" image add b.bin --version 3.0.0 --model other > add-b.out 2>&1 &
+add_b=$!
+wait_held 2
+timeout 20 "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash d1 --id d1 --model esp32 \
+  --factory-version 1.0.0 --slot-size 1048576 --progress none 2> d1.log ||
+  fail "a device could not update while an upload was being written (exit $?): $(tail -3 d1.log)"
+grep -q "2.0.0" d1.log || fail "d1 did not say it updated to 2.0.0: $(cat d1.log)"
+curl -sf -m 5 -o metrics.out "$TCPOTA_API/metrics" || fail "/metrics did not answer while an upload was being written"
+kill -0 "$add_b" 2> /dev/null || fail "the upload ended before its fsync was let go: the gate held nothing"
+ok "while an upload's fsync is held, a device updates and /metrics answers"
+touch "$GATE"
+wait "$add_b" || fail "the held upload failed once let go: $(cat add-b.out)"
+"$TCPOTA" image list --json > list.json || fail "image list"
+[ "$(jq_py '[i["version"] for i in j["images"] if i["model"] == "other"]' < list.json)" = 3.0.0 ] ||
+  fail "the held upload is not listed: $(cat list.json)"
+cmp b.bin "$DATA/images/$(sha256sum b.bin | cut -c1-64)" || fail "the held upload's file differs from what was sent"
+ok "once let go, the upload is stored byte for byte"
+
+# A client that goes away while its upload is written. libevent does not
+# read a request's connection while it is being answered, so the server
+# learns of it only when it replies: the upload, whose bytes all arrived,
+# is stored; no temporary file stays; adding it again says it is there.
+rm "$GATE"
+make_image c.bin 2000000
+"$TCPOTA" image add c.bin --version 4.0.0 --model gone > add-c.out 2>&1 &
+add_c=$!
+wait_held 3
+kill -9 "$add_c"
+wait "$add_c" 2> /dev/null || true
+touch "$GATE"
+"$TCPOTA" image add c.bin --version 4.0.0 --model gone > add-c2.out 2>&1 || fail "image add c again: $(cat add-c2.out)"
+cmp c.bin "$DATA/images/$(sha256sum c.bin | cut -c1-64)" || fail "c's stored file differs from what was sent"
+ls -A "$DATA/images" | grep -q '^\.upload-' && fail "a temporary file stayed: $(ls -A "$DATA/images")"
+ok "an upload whose client went away while it was written leaves no temporary file; adding it again works"
+
+# A server stopped while an upload is written: it waits for the write,
+# exits 0 (under ASan: nothing leaked), no temporary file stays.
+rm "$GATE"
+make_image e.bin 1000000
+"$TCPOTA" image add e.bin --version 5.0.0 --model stop > add-e.out 2>&1 &
+add_e=$!
+wait_held 4
+kill -TERM "$SERVER_PID"
+sleep 0.5
+kill -0 "$SERVER_PID" 2> /dev/null || fail "the server exited before the upload's write ended"
+touch "$GATE"
+rc=0
+wait "$SERVER_PID" || rc=$?
+[ $rc -eq 0 ] || fail "the server stopped during an upload exited $rc: $(tail -5 server.log)"
+wait "$add_e" 2> /dev/null || true
+ls -A "$DATA/images" | grep -q '^\.upload-' && fail "a temporary file stayed after the stop: $(ls -A "$DATA/images")"
+ok "a server stopped during an upload's write waits for it, exits 0 and leaves no temporary file"
