@@ -581,8 +581,10 @@ static void crash_child(const struct fx *parent, int with_report)
         r->u.event.bytes = 4096;
         r->u.event.size = 8192;
         ss_run(&f, r);
-        /* Past one batch window: the progress must be on disk by now. */
-        usleep(3 * STORE_BATCH_MS * 1000);
+        /* Past its batch window the progress must reach the disk: waited
+         * out with room for a commit's fsync on a loaded machine (3
+         * windows, 600 ms, was tight there). */
+        usleep(10 * STORE_BATCH_MS * 1000);
     }
     _exit(0); /* no close: as SIGKILL would */
 }
