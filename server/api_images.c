@@ -259,6 +259,7 @@ static void repaired(struct api_call *c)
                   c->job_errno ? strerror(c->job_errno) : "no images directory");
         return;
     }
+    if (c->repaired) api_changed(c->api); /* the loop may offer it again (fleet.c image_for) */
     hold_images(c, &c->stored, 1, 0);
 }
 

@@ -32,10 +32,19 @@
 
 /* One image the fleet has loaded (the image cache of fleet mode): loaded
  * on first use, shared by every connection that streams it. */
+/* An image loaded for the devices, or one whose file failed to load. A
+ * failure is remembered (FLEET_IMAGE_RETRY_S, and while the fleet's epoch
+ * stays): before, every check-in offered that image loaded its file again
+ * on the event loop (up to 64 MiB hashed) and logged the same error, so
+ * that a damaged file held the loop for every device of its rollout. */
 struct fleet_image {
     struct fleet_image *next;
-    struct image *img;
+    struct image *img;            /* NULL: its file failed to load */
+    uint8_t id[TCPOTA_ID_LEN];
+    uint32_t epoch;               /* failed: the fleet's epoch then */
+    double retry_at;              /* failed: when a check-in loads it again */
 };
+#define FLEET_IMAGE_RETRY_S 30.0
 
 /* The steps not yet handed to the store (record()): one STORE_EVENTS
  * request per FLEET_EVENTS_MAX of them or per FLEET_FLUSH_MS, instead of
@@ -94,41 +103,45 @@ static int64_t utc_now(void)
 
 /* The loaded image with this id, loaded from si->path on first use, or
  * NULL after logging why (a file that no longer matches its id is never
- * offered). */
+ * offered). A failure is told once and remembered (struct fleet_image):
+ * the file is loaded again after FLEET_IMAGE_RETRY_S, or at once after a
+ * change through the API (the same bytes added again repair it). */
 static struct image *image_for(struct server *srv, const struct store_image *si)
 {
     struct fleet *f = srv->fleet;
-    struct fleet_image *fi;
+    struct fleet_image *fi, **at;
     struct image *img;
     char err[IMAGE_ERR_LEN];
 
-    for (fi = f->images; fi; fi = fi->next) {
-        if (memcmp(fi->img->desc.id, si->id, TCPOTA_ID_LEN) == 0) {
-            return fi->img;
-        }
+    for (at = &f->images; (fi = *at) != NULL; at = &fi->next) {
+        if (memcmp(fi->id, si->id, TCPOTA_ID_LEN) != 0) continue;
+        if (fi->img) return fi->img;
+        if (fi->epoch == f->epoch && now_s() < fi->retry_at) return NULL; /* told already */
+        *at = fi->next;
+        free(fi);
+        break;
     }
+    if (!(fi = calloc(1, sizeof(*fi)))) {
+        return NULL;
+    }
+    memcpy(fi->id, si->id, TCPOTA_ID_LEN);
     img = image_open(si->path, si->version, si->model, si->manifest_len ? si->manifest : NULL,
                      si->manifest_len, srv->o->chunk, err, sizeof(err));
     if (!img) {
         say_always(srv->o, LOG_LV_ERROR, "image %.16s... (%s): cannot load it (%s); not offered: "
                    "add the image again (tcpota image add with the same file restores it)",
                    si->idhex, si->version, err);
-        return NULL;
-    }
-    if (memcmp(img->desc.id, si->id, TCPOTA_ID_LEN) != 0) {
+    } else if (memcmp(img->desc.id, si->id, TCPOTA_ID_LEN) != 0) {
         say_always(srv->o, LOG_LV_ERROR, "image %.16s... (%s): %s no longer has that SHA-256 "
                    "(damaged or replaced on disk); not offered: add the image again (tcpota image "
                    "add with the original file restores it)",
                    si->idhex, si->version, si->path);
         image_unref(img);
-        return NULL;
-    }
-    fi = malloc(sizeof(*fi));
-    if (!fi) {
-        image_unref(img);
-        return NULL;
+        img = NULL;
     }
     fi->img = img;
+    fi->epoch = f->epoch;
+    fi->retry_at = now_s() + FLEET_IMAGE_RETRY_S;
     fi->next = f->images;
     f->images = fi;
     return img;
@@ -1149,6 +1162,16 @@ static int fleet_verify(void *ctx, const uint8_t id[32], const uint8_t *man, siz
     return api_verify_keys(&srv->fleet->keys, id, man, len, version, model, err, errlen);
 }
 
+/* A change through the API (api_changed): a new epoch, so that no answer
+ * made before it is reused, and an image whose file failed to load is
+ * loaded again (image_for): the same bytes added again repaired it. */
+static void fleet_api_changed(void *ctx)
+{
+    struct server *srv = ctx;
+
+    srv->fleet->epoch++;
+}
+
 /* GET /metrics: the counters, with what only the open connections know
  * (transfers running, bytes queued so far) added. */
 static int fleet_metrics(void *ctx, struct evbuffer *out)
@@ -1307,6 +1330,7 @@ int fleet_open(struct server *srv)
         ac.ota = http_ota_handle;
         ac.ota_arg = f->ota;
     }
+    ac.on_change = fleet_api_changed;
     ac.ctx = srv;
     f->api = api_start(&ac, err, sizeof(err));
     if (!f->api) {
