@@ -2,9 +2,9 @@
  * image's id: OpenSSL's, which uses the CPU's SHA instructions where it
  * has them (SHA-NI: 64 MiB in about 40 ms on the project's VM, against
  * 220 ms for libsodium's portable code). The event loop hashes an image
- * when it is first offered (image_open) and when it is uploaded (the API),
- * and no device is served meanwhile: bench/README.md, twenty-seventh
- * session.
+ * when it is first offered (image_open), and no device is served
+ * meanwhile (bench/README.md, twenty-seventh session); an upload is
+ * hashed on a thread of its own (api_images.c, offload.h).
  *
  * Use: digest_init, digest_update for each piece, digest_final; or
  * digest_once for bytes in one piece. A digest that failed to start
