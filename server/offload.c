@@ -7,6 +7,7 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -52,6 +53,20 @@ static void job_ended(evutil_socket_t fd, short what, void *p)
     done(arg);
 }
 
+/* Starts j's thread with every signal blocked: the loop's thread takes
+ * them (SIGHUP, SIGTERM), and the job's writes are never interrupted. */
+static int start(struct offload *j)
+{
+    sigset_t all, old;
+    int rc;
+
+    sigfillset(&all);
+    (void)pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&j->thread, NULL, job_main, j);
+    (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
 struct offload *offload_start(struct event_base *base, offload_fn work, offload_fn done, void *arg)
 {
     struct offload *j = calloc(1, sizeof(*j));
@@ -61,8 +76,7 @@ struct offload *offload_start(struct event_base *base, offload_fn work, offload_
         j->done = done;
         j->arg = arg;
         j->ev = event_new(base, j->fd[0], EV_READ, job_ended, j);
-        if (j->ev && event_add(j->ev, NULL) == 0 &&
-            pthread_create(&j->thread, NULL, job_main, j) == 0) {
+        if (j->ev && event_add(j->ev, NULL) == 0 && start(j) == 0) {
             return j;
         }
         if (j->ev) event_free(j->ev);
@@ -70,8 +84,6 @@ struct offload *offload_start(struct event_base *base, offload_fn work, offload_
         (void)close(j->fd[1]);
     }
     free(j);
-    work(arg); /* no thread: the loop waits, as it did before offload */
-    done(arg);
     return NULL;
 }
 

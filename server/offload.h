@@ -19,10 +19,9 @@ struct offload;
 
 typedef void (*offload_fn)(void *arg);
 
-/* Runs work(arg) on a new thread, then done(arg) on base's loop; returns
- * the job. When no thread or descriptor can be had, runs work(arg) and
- * then done(arg) on the calling thread before it returns, and returns
- * NULL: either way both run once, in that order. */
+/* Runs work(arg) on a new thread (every signal blocked), then done(arg)
+ * on base's loop; returns the job. NULL when no memory, descriptor or
+ * thread can be had: then neither runs. */
 struct offload *offload_start(struct event_base *base, offload_fn work, offload_fn done, void *arg);
 
 /* Waits for j's work to end and frees j without running its done (the

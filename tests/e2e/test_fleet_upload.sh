@@ -3,33 +3,36 @@
 # its fsync is held (tests/tools/failqueue.c, TCPOTA_TEST_FSYNC_GATE), a
 # device updates from start to end and /metrics answers. Then: the upload
 # ends as it would have; one whose client went away meanwhile leaves no
-# temporary file; a server stopped meanwhile waits for the write, exits 0
-# and leaves no temporary file.
+# temporary file; one for which no thread can be started (pipe2 failed)
+# is answered 500 with what to do; a server stopped meanwhile waits for
+# the write, exits 0 and leaves no temporary file.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fleet_lib.sh"
 cd "$WORK"
 GATE=$WORK/gate
 with_failqueue gated-tcpota
 touch "$GATE" # open: the first image goes through at once
-TCPOTA=./gated-tcpota TCPOTA_TEST_FSYNC_GATE=$GATE start_fleet
+TCPOTA=./gated-tcpota TCPOTA_TEST_FSYNC_GATE=$GATE TCPOTA_TEST_PIPE2_EMFILE=$WORK/emfile start_fleet
 make_image a.bin 300000
 "$TCPOTA" image add a.bin --version 2.0.0 --model esp32 > add-a.out 2>&1 || fail "image add a: $(cat add-a.out)"
 grep -q "failqueue: fsync of .*/.upload-" server.log || fail "the gate saw no upload's fsync: the test tests nothing"
 "$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null 2>&1 || fail "rollout create"
 
-# held: N_HELD fsyncs of uploads have begun to wait.
-held() { [ "$(grep -c 'failqueue: fsync of .*/.upload-' server.log)" -ge "$1" ]; }
+# held: how many uploads' fsyncs have reached the gate (each one is told).
+held() { grep -c 'failqueue: fsync of .*/.upload-' server.log || true; }
+# wait_held N: until more than N have.
 wait_held() {
   local i
-  for i in $(seq 1 300); do held "$1" && return 0; sleep 0.1; done
+  for i in $(seq 1 300); do [ "$(held)" -gt "$1" ] && return 0; sleep 0.1; done
   fail "no upload reached its fsync: $(tail -5 server.log)"
 }
 
 rm "$GATE"
 make_image b.bin 4000000
+n=$(held)
 "$TCPOTA" image add b.bin --version 3.0.0 --model other > add-b.out 2>&1 &
 add_b=$!
-wait_held 2
+wait_held "$n"
 timeout 20 "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash d1 --id d1 --model esp32 \
   --factory-version 1.0.0 --slot-size 1048576 --progress none 2> d1.log ||
   fail "a device could not update while an upload was being written (exit $?): $(tail -3 d1.log)"
@@ -51,9 +54,10 @@ ok "once let go, the upload is stored byte for byte"
 # is stored; no temporary file stays; adding it again says it is there.
 rm "$GATE"
 make_image c.bin 2000000
+n=$(held)
 "$TCPOTA" image add c.bin --version 4.0.0 --model gone > add-c.out 2>&1 &
 add_c=$!
-wait_held 3
+wait_held "$n"
 kill -9 "$add_c"
 wait "$add_c" 2> /dev/null || true
 touch "$GATE"
@@ -62,13 +66,30 @@ cmp c.bin "$DATA/images/$(sha256sum c.bin | cut -c1-64)" || fail "c's stored fil
 ls -A "$DATA/images" | grep -q '^\.upload-' && fail "a temporary file stayed: $(ls -A "$DATA/images")"
 ok "an upload whose client went away while it was written leaves no temporary file; adding it again works"
 
+# No thread can be started for the work (descriptors run out): a 500 that
+# says so and what to do, nothing stored; once there are some again, the
+# same upload goes through.
+make_image f.bin 100000
+touch "$WORK/emfile"
+if "$TCPOTA" image add f.bin --version 6.0.0 --model nothread > add-f.out 2>&1; then
+  fail "an upload went through although no job could start: $(cat add-f.out)"
+fi
+grep -q "cannot start a thread for this request (out of memory or of descriptors); try again" add-f.out ||
+  fail "no thread: not said: $(cat add-f.out)"
+grep -q "failqueue: pipe2 fails with EMFILE" server.log || fail "pipe2 was not failed: the test tests nothing"
+ls -A "$DATA/images" | grep -q '^\.upload-' && fail "a temporary file stayed: $(ls -A "$DATA/images")"
+rm "$WORK/emfile"
+"$TCPOTA" image add f.bin --version 6.0.0 --model nothread > add-f2.out 2>&1 || fail "image add f again: $(cat add-f2.out)"
+ok "no thread for an upload: 500 with what to do, nothing kept; the same upload later goes through"
+
 # A server stopped while an upload is written: it waits for the write,
 # exits 0 (under ASan: nothing leaked), no temporary file stays.
 rm "$GATE"
 make_image e.bin 1000000
+n=$(held)
 "$TCPOTA" image add e.bin --version 5.0.0 --model stop > add-e.out 2>&1 &
 add_e=$!
-wait_held 4
+wait_held "$n"
 kill -TERM "$SERVER_PID"
 sleep 0.5
 kill -0 "$SERVER_PID" 2> /dev/null || fail "the server exited before the upload's write ended"

@@ -14,7 +14,8 @@
  * fread() fails with EIO (the stream's error set) once N bytes were read
  * from a stream: a disk that fails midway through an image. With
  * TCPOTA_TEST_FSYNC_GATE=PATH an upload's fsync waits for PATH (fsync
- * below). The failure is libevent's own (the
+ * below); with TCPOTA_TEST_PIPE2_EMFILE=PATH pipe2() fails while PATH
+ * exists. The failure is libevent's own (the
  * call made on a buffer frozen at the end it would change), so that what libevent does to
  * the caller's objects when it fails happens too. Each failure is told
  * on stderr ("failqueue: ..."), so that the test can match every one with
@@ -208,4 +209,23 @@ int fsync(int fd)
         }
     }
     return real(fd);
+}
+
+/* TCPOTA_TEST_PIPE2_EMFILE=PATH: while PATH exists, pipe2() fails with
+ * EMFILE, as when the descriptors run out (a job off the loop cannot
+ * start: server/offload.c). The test makes PATH once the server runs. */
+int pipe2(int fd[2], int flags)
+{
+    static int (*real)(int[2], int);
+    const char *when = getenv("TCPOTA_TEST_PIPE2_EMFILE");
+
+    if (!real) {
+        *(void **)&real = dlsym(RTLD_NEXT, "pipe2");
+    }
+    if (when && access(when, F_OK) == 0) {
+        fprintf(stderr, "failqueue: pipe2 fails with EMFILE\n");
+        errno = EMFILE;
+        return -1;
+    }
+    return real(fd, flags);
 }
