@@ -212,8 +212,9 @@ void api_offload(struct api_call *c, api_job_fn work, api_job_fn cont)
     c->job_cont = cont;
     c->job = offload_start(c->api->cfg.base, job_work, job_done, c);
     if (!c->job) {
-        api_error(c, 500, NULL, "the server cannot start a thread for this request (out of memory "
-                  "or of descriptors); try again");
+        api_error(c, 500, NULL, "the server cannot start a thread for this request (%s); raise its "
+                  "descriptor or thread limit (ulimit -n, LimitNOFILE=, TasksMax=) or wait for other "
+                  "uploads to end, then try again", strerror(errno));
     }
 }
 

@@ -162,7 +162,7 @@ static int write_body(struct api_call *c)
     struct evbuffer_ptr pos;
     struct evbuffer_iovec v[UPLOAD_CHUNKS];
     size_t done = 0, total = evbuffer_get_length(c->body);
-    int fd, n, i, ok = 1, e;
+    int fd, n, i, err = 0; /* the first error */
 
     snprintf(c->path, sizeof c->path, "%s/.upload-XXXXXX", c->api->cfg.images_dir);
     fd = mkstemp(c->path); /* O_EXCL, 0600 */
@@ -171,26 +171,28 @@ static int write_body(struct api_call *c)
         return -1;
     }
     evbuffer_ptr_set(c->body, &pos, 0, EVBUFFER_PTR_SET);
-    while (ok && done < total && (n = evbuffer_peek(c->body, -1, &pos, v, UPLOAD_CHUNKS)) > 0) {
-        for (i = 0; ok && i < n && i < UPLOAD_CHUNKS; i++) {
+    while (!err && done < total && (n = evbuffer_peek(c->body, -1, &pos, v, UPLOAD_CHUNKS)) > 0) {
+        for (i = 0; !err && i < n && i < UPLOAD_CHUNKS; i++) {
             const char *p = v[i].iov_base;
             size_t left = v[i].iov_len;
-            while (ok && left) {
+            while (!err && left) {
                 ssize_t w = write(fd, p, left);
                 if (w < 0 && errno == EINTR) continue;
-                ok = w > 0;
-                p += ok ? w : 0;
-                left -= ok ? (size_t)w : 0;
+                if (w <= 0) {
+                    err = w < 0 ? errno : EIO; /* 0: nothing written, no errno */
+                } else {
+                    p += w;
+                    left -= (size_t)w;
+                }
             }
             done += v[i].iov_len;
         }
         evbuffer_ptr_set(c->body, &pos, done, EVBUFFER_PTR_SET);
     }
-    ok = ok && fsync(fd) == 0;
-    e = errno;
-    ok = close(fd) == 0 && ok;
-    errno = ok ? 0 : errno ? errno : e;
-    return ok ? 0 : -1;
+    if (!err && fsync(fd) != 0) err = errno;
+    if (close(fd) != 0 && !err) err = errno;
+    errno = err;
+    return err ? -1 : 0;
 }
 
 static void add_list_done(struct api_call *c, struct store_req *r);
@@ -243,7 +245,7 @@ static void repair_work(struct api_call *c)
     if (!c->api->cfg.images_dir || write_body(c) < 0 ||
         (rmdir(path) < 0 && errno != ENOTDIR && errno != ENOENT) || rename(c->path, path) < 0) {
         c->job_rc = -1; /* the temporary file goes at the call's end */
-        c->job_errno = errno;
+        c->job_errno = c->api->cfg.images_dir ? errno : 0;
         return;
     }
     c->path[0] = 0;
@@ -317,15 +319,16 @@ static void written(struct api_call *c)
 {
     struct store_req *add;
 
-    if (!c->req) { /* the client is gone: keep nothing (the file goes with the call) */
+    if (!c->req) { /* the connection is freed (not merely closed): keep nothing */
         api_reply(c, 500, NULL);
         return;
     }
     if (c->job_rc < 0) {
         int e = c->job_errno, full = e == ENOSPC || e == EDQUOT;
-        api_error(c, full ? 507 : 500, NULL, "cannot write the image into %s: %s%s",
-                  c->api->cfg.images_dir ? c->api->cfg.images_dir : "(no images directory)",
-                  e ? strerror(e) : "no directory", full ? "; free space on that disk, then add the image again" : "");
+        api_error(c, full ? 507 : 500, NULL, "cannot write the image into %s: %s; %s, then add the "
+                  "image again", c->api->cfg.images_dir ? c->api->cfg.images_dir : "(no images directory)",
+                  e ? strerror(e) : "no directory", full ? "free space on that disk"
+                  : "make that folder writable for the server and check its disk");
         return;
     }
     if ((add = api_req(c, STORE_IMAGE_ADD)) != NULL) {
@@ -354,7 +357,7 @@ static void add_list_done(struct api_call *c, struct store_req *r)
             return;
         }
     }
-    if (!c->req) { /* the client is gone: keep nothing */
+    if (!c->req) { /* the connection is freed (not merely closed): keep nothing */
         api_reply(c, 500, NULL);
         return;
     }
@@ -476,7 +479,10 @@ static void hashed(struct api_call *c)
         api_error(c, 500, NULL, "the server is out of memory; try again");
         return;
     }
-    if (!c->req) { /* the client is gone: keep nothing */
+    /* A client that closed after sending the whole body still has c->req
+     * (libevent detaches it from the connection): the upload goes on
+     * (docs/api.md). NULL only once the connection itself is freed. */
+    if (!c->req) {
         api_reply(c, 500, NULL);
         return;
     }

@@ -53,14 +53,21 @@ static void job_ended(evutil_socket_t fd, short what, void *p)
     done(arg);
 }
 
-/* Starts j's thread with every signal blocked: the loop's thread takes
- * them (SIGHUP, SIGTERM), and the job's writes are never interrupted. */
+/* Starts j's thread with the signals sent to the process blocked: the
+ * loop's thread takes them (SIGHUP, SIGTERM), and the job's writes are
+ * never interrupted. A fault of its own (SIGSEGV, SIGBUS, SIGFPE, SIGILL)
+ * still reaches it, and whatever reports it (ASan). Returns 0, or an
+ * errno value. */
 static int start(struct offload *j)
 {
     sigset_t all, old;
     int rc;
 
     sigfillset(&all);
+    sigdelset(&all, SIGSEGV);
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGFPE);
+    sigdelset(&all, SIGILL);
     (void)pthread_sigmask(SIG_SETMASK, &all, &old);
     rc = pthread_create(&j->thread, NULL, job_main, j);
     (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -70,20 +77,24 @@ static int start(struct offload *j)
 struct offload *offload_start(struct event_base *base, offload_fn work, offload_fn done, void *arg)
 {
     struct offload *j = calloc(1, sizeof(*j));
+    int err = ENOMEM;
 
     if (j && pipe2(j->fd, O_CLOEXEC) == 0) {
         j->work = work;
         j->done = done;
         j->arg = arg;
         j->ev = event_new(base, j->fd[0], EV_READ, job_ended, j);
-        if (j->ev && event_add(j->ev, NULL) == 0 && start(j) == 0) {
+        if (j->ev && event_add(j->ev, NULL) == 0 && (err = start(j)) == 0) {
             return j;
         }
         if (j->ev) event_free(j->ev);
         (void)close(j->fd[0]);
         (void)close(j->fd[1]);
+    } else if (j) {
+        err = errno;
     }
     free(j);
+    errno = err;
     return NULL;
 }
 

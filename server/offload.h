@@ -9,7 +9,7 @@
  * before done ran calls offload_wait() instead (done does not run).
  *
  * A job is a thread: for work that comes seldom (an upload, an image's
- * first load), not for every request.
+ * first load: api_images.c, fleet.c), not for every request.
  */
 #ifndef TCPOTA_SERVER_OFFLOAD_H
 #define TCPOTA_SERVER_OFFLOAD_H
@@ -19,9 +19,10 @@ struct offload;
 
 typedef void (*offload_fn)(void *arg);
 
-/* Runs work(arg) on a new thread (every signal blocked), then done(arg)
- * on base's loop; returns the job. NULL when no memory, descriptor or
- * thread can be had: then neither runs. */
+/* Runs work(arg) on a new thread (the process's signals blocked), then
+ * done(arg) on base's loop; returns the job. NULL with errno (ENOMEM,
+ * EMFILE, ENFILE, EAGAIN: no thread) when no memory, descriptor or thread
+ * can be had: then neither runs. */
 struct offload *offload_start(struct event_base *base, offload_fn work, offload_fn done, void *arg);
 
 /* Waits for j's work to end and frees j without running its done (the

@@ -74,10 +74,13 @@ touch "$WORK/emfile"
 if "$TCPOTA" image add f.bin --version 6.0.0 --model nothread > add-f.out 2>&1; then
   fail "an upload went through although no job could start: $(cat add-f.out)"
 fi
-grep -q "cannot start a thread for this request (out of memory or of descriptors); try again" add-f.out ||
+grep -q "cannot start a thread for this request (Too many open files); raise its descriptor or thread limit" add-f.out ||
   fail "no thread: not said: $(cat add-f.out)"
 grep -q "failqueue: pipe2 fails with EMFILE" server.log || fail "pipe2 was not failed: the test tests nothing"
 ls -A "$DATA/images" | grep -q '^\.upload-' && fail "a temporary file stayed: $(ls -A "$DATA/images")"
+"$TCPOTA" image list --json > list3.json || fail "image list"
+[ -z "$(jq_py '[i["id"] for i in j["images"] if i["model"] == "nothread"]' < list3.json)" ] ||
+  fail "an upload that found no thread was stored: $(cat list3.json)"
 rm "$WORK/emfile"
 "$TCPOTA" image add f.bin --version 6.0.0 --model nothread > add-f2.out 2>&1 || fail "image add f again: $(cat add-f2.out)"
 ok "no thread for an upload: 500 with what to do, nothing kept; the same upload later goes through"
