@@ -7,10 +7,6 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fleet_lib.sh"
 
-# running DIR: the version a host device's flash runs.
-running() {
-  "$TCPOTA" device status --flash "$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["version"])'
-}
 
 # add_version FILE VERSION: an unsigned image of that version for esp32.
 add_version() {

@@ -15,7 +15,8 @@
  * from a stream: a disk that fails midway through an image. With
  * TCPOTA_TEST_FSYNC_GATE=PATH an upload's fsync waits for PATH (fsync
  * below); with TCPOTA_TEST_PIPE2_EMFILE=PATH pipe2() fails while PATH
- * exists. The failure is libevent's own (the
+ * exists; with TCPOTA_TEST_OPEN_GATE=PATH a stored image's open waits
+ * for PATH (open below). The failure is libevent's own (the
  * call made on a buffer frozen at the end it would change), so that what libevent does to
  * the caller's objects when it fails happens too. Each failure is told
  * on stderr ("failqueue: ..."), so that the test can match every one with
@@ -24,6 +25,8 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <event2/buffer.h>
+#include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,4 +231,34 @@ int pipe2(int fd[2], int flags)
         return -1;
     }
     return real(fd, flags);
+}
+
+/* TCPOTA_TEST_OPEN_GATE=PATH: an open() for reading of a stored image
+ * (a name with "/images/" in it: fleet mode loading an image to offer it)
+ * waits until PATH exists (60 s at most), so that a test can see what the
+ * server does while an image loads. */
+int open(const char *path, int flags, ...)
+{
+    static int (*real)(const char *, int, ...);
+    const char *gate = getenv("TCPOTA_TEST_OPEN_GATE");
+    mode_t mode = 0;
+    int i;
+
+    if (!real) {
+        *(void **)&real = dlsym(RTLD_NEXT, "open");
+    }
+    if (flags & O_CREAT || (flags & O_TMPFILE) == O_TMPFILE) {
+        va_list ap;
+        va_start(ap, flags);
+        mode = (mode_t)va_arg(ap, int);
+        va_end(ap);
+    }
+    if (gate && strstr(path, "/images/") && (flags & O_ACCMODE) == O_RDONLY &&
+        !(flags & O_DIRECTORY)) {
+        fprintf(stderr, "failqueue: open of %s waits for %s\n", path, gate);
+        for (i = 0; i < 6000 && access(gate, F_OK) != 0; i++) {
+            usleep(10000);
+        }
+    }
+    return real(path, flags, mode);
 }

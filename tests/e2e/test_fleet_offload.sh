@@ -1,18 +1,31 @@
 #!/usr/bin/env bash
-# An image upload is hashed, written and fsync'd off the event loop: while
-# its fsync is held (tests/tools/failqueue.c, TCPOTA_TEST_FSYNC_GATE), a
-# device updates from start to end and /metrics answers. Then: the upload
-# ends as it would have; one whose client went away meanwhile leaves no
-# temporary file; one for which no thread can be started (pipe2 failed)
-# is answered 500 with what to do; a server stopped meanwhile waits for
-# the write, exits 0 and leaves no temporary file.
+# A fleet server's file work runs off its event loop (server/offload.c).
+#  - An image upload is hashed, written and fsync'd on a thread: while its
+#    fsync is held (tests/tools/failqueue.c, TCPOTA_TEST_FSYNC_GATE), a
+#    device updates from start to end and /metrics answers. Then: the
+#    upload ends as it would have; one whose client went away meanwhile
+#    leaves no temporary file; one for which no thread can be started
+#    (pipe2 failed) is answered 500 with what to do and stores nothing.
+#  - An image is loaded on a thread the first time a check-in needs it:
+#    while its file's open is held (TCPOTA_TEST_OPEN_GATE), the check-ins
+#    that need it wait (one killed meanwhile), others are served; once
+#    loaded, the waiting device and an HTTP download get it byte for byte,
+#    and it was loaded once.
+#  - A loaded image whose file was damaged and then repaired by adding the
+#    same bytes again is loaded again: an HTTP download gets the repaired
+#    bytes, not the damaged file the old load still maps.
+#  - A server stopped while an upload is written waits for the write,
+#    exits 0 and leaves no temporary file.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fleet_lib.sh"
 cd "$WORK"
 GATE=$WORK/gate
 with_failqueue gated-tcpota
 touch "$GATE" # open: the first image goes through at once
-TCPOTA=./gated-tcpota TCPOTA_TEST_FSYNC_GATE=$GATE TCPOTA_TEST_PIPE2_EMFILE=$WORK/emfile start_fleet
+OPEN_GATE=$WORK/opengate
+touch "$OPEN_GATE"
+TCPOTA=./gated-tcpota TCPOTA_TEST_FSYNC_GATE=$GATE TCPOTA_TEST_PIPE2_EMFILE=$WORK/emfile \
+  TCPOTA_TEST_OPEN_GATE=$OPEN_GATE start_fleet
 make_image a.bin 300000
 "$TCPOTA" image add a.bin --version 2.0.0 --model esp32 > add-a.out 2>&1 || fail "image add a: $(cat add-a.out)"
 grep -q "failqueue: fsync of .*/.upload-" server.log || fail "the gate saw no upload's fsync: the test tests nothing"
@@ -84,6 +97,55 @@ ls -A "$DATA/images" | grep -q '^\.upload-' && fail "a temporary file stayed: $(
 rm "$WORK/emfile"
 "$TCPOTA" image add f.bin --version 6.0.0 --model nothread > add-f2.out 2>&1 || fail "image add f again: $(cat add-f2.out)"
 ok "no thread for an upload: 500 with what to do, nothing kept; the same upload later goes through"
+
+# An image's first load, held at its file's open: the check-ins that need
+# it wait; others are served meanwhile.
+make_image l.bin 500000
+"$TCPOTA" image add l.bin --version 2.0.0 --model late > add-l.out 2>&1 || fail "image add l: $(cat add-l.out)"
+"$TCPOTA" rollout create --image 2.0.0 --model late > /dev/null 2>&1 || fail "rollout create late"
+lhex=$(sha256sum l.bin | cut -c1-64)
+rm "$OPEN_GATE"
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash dl --id dl --model late \
+  --factory-version 1.0.0 --slot-size 1048576 --progress none 2> dl.log &
+dl=$!
+wait_line server.log "failqueue: open of .*/images/$lhex waits"
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash dk --id dk --model late \
+  --factory-version 1.0.0 --slot-size 1048576 --progress none 2> dk.log &
+dk=$!
+curl -s -o http-late.bin -D http-late.h -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/late?device=h1" &
+hl=$!
+wait_line server.log '\[dk .*asking the fleet store'
+sleep 0.3 # dk's and h1's check-ins reach the store and wait for the image
+kill -9 "$dk"; wait "$dk" 2> /dev/null || true
+timeout 20 "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash d1 --id d1 --model esp32 \
+  --factory-version 1.0.0 --slot-size 1048576 --progress none 2> d1b.log ||
+  fail "a device of a loaded image was not served while another image loaded (exit $?): $(tail -3 d1b.log)"
+curl -sf -m 5 -o /dev/null "$TCPOTA_API/metrics" || fail "/metrics did not answer while an image loaded"
+kill -0 "$dl" 2> /dev/null || fail "dl ended while its image was still loading: $(tail -3 dl.log)"
+grep -q '\[dl .*decision' server.log && fail "dl was decided before its image was loaded"
+ok "while an image loads, the check-ins that need it wait and the others are served"
+touch "$OPEN_GATE"
+wait "$dl" || fail "dl failed once its image was loaded: $(tail -3 dl.log)"
+[ "$(running dl)" = 2.0.0 ] || fail "dl does not run 2.0.0: $(tail -3 dl.log)"
+wait "$hl" || fail "the HTTP download failed"
+grep -q '^HTTP/1.1 200' http-late.h || fail "the HTTP download waiting for the load: $(head -1 http-late.h)"
+cmp http-late.bin l.bin || fail "the HTTP download waiting for the load got other bytes"
+[ "$(grep -c "failqueue: open of .*/images/$lhex waits" server.log)" -eq 1 ] ||
+  fail "the image was loaded more than once: $(grep -c "open of .*/images/$lhex" server.log) times"
+ok "once loaded (once), the waiting device and HTTP download get it byte for byte; a device killed while waiting harms nothing"
+
+# A loaded image's file damaged in place, then repaired by adding the same
+# bytes again: served from the repaired file, not from the damaged one the
+# old load still maps (an HTTP download sends from that file).
+curl -s -o a-before.bin -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h2" || fail "download a"
+cmp a-before.bin a.bin || fail "image a before the damage differs"
+ahex=$(sha256sum a.bin | cut -c1-64)
+flip_byte "$DATA/images/$ahex" 1000
+"$TCPOTA" image add a.bin --version 2.0.0 --model esp32 > add-a2.out 2>&1 || fail "image add a again: $(cat add-a2.out)"
+grep -q "stored again" add-a2.out || fail "the damaged file was not repaired: $(cat add-a2.out)"
+curl -s -o a-after.bin -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h3" || fail "download a again"
+cmp a-after.bin a.bin || fail "after the repair an HTTP download got other bytes than the image (the damaged file's)"
+ok "a loaded image whose file was repaired is loaded again: downloads get the right bytes"
 
 # A server stopped while an upload is written: it waits for the write,
 # exits 0 (under ASan: nothing leaked), no temporary file stays.
