@@ -164,7 +164,7 @@ static int write_body(struct api_call *c)
     size_t done = 0, total = evbuffer_get_length(c->body);
     int fd, n, i, err = 0; /* the first error */
 
-    snprintf(c->path, sizeof c->path, "%s/.upload-XXXXXX", c->api->cfg.images_dir);
+    snprintf(c->path, sizeof c->path, "%s/" API_UPLOAD_PREFIX "XXXXXX", c->api->cfg.images_dir);
     fd = mkstemp(c->path); /* O_EXCL, 0600 */
     if (fd < 0) {
         c->path[0] = 0;

@@ -29,7 +29,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <limits.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 
 /* One image the fleet has loaded (the image cache of fleet mode): loaded
@@ -1409,6 +1412,35 @@ static void api_store_close(struct store *st)
     (void)st; /* the real one closes in fleet_close */
 }
 
+/* Removes the temporary files of uploads an earlier run did not finish
+ * (killed while writing one: api_images.c's DIR/images/.upload-XXXXXX),
+ * which nothing else would ever remove. This server holds the data
+ * directory (its lock), so none is being written. */
+static void sweep_uploads(struct server *srv)
+{
+    const char *dir = srv->o->images_dir;
+    char path[PATH_MAX];
+    struct dirent *e;
+    unsigned n = 0;
+    DIR *d;
+
+    if (!dir || !(d = opendir(dir))) {
+        return;
+    }
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, API_UPLOAD_PREFIX, strlen(API_UPLOAD_PREFIX)) == 0 &&
+            (size_t)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) < sizeof(path) &&
+            unlink(path) == 0) {
+            n++;
+        }
+    }
+    closedir(d);
+    if (n) {
+        say(srv, "removed %u unfinished upload%s left in %s by an earlier run (add %s again)", n,
+            n == 1 ? "" : "s", dir, n == 1 ? "that image" : "those images");
+    }
+}
+
 /* libevent 2.1 reads a request's whole body before the API's handler sees
  * its headers: a client without the token is refused only after up to
  * --max-image bytes are in memory (per connection). On loopback only this
@@ -1490,6 +1522,7 @@ int fleet_open(struct server *srv)
         (void)accept_pause_guard(srv->base, http_ota_listener(f->ota), "HTTP downloads",
                                  server_say_line, srv);
     }
+    sweep_uploads(srv);
     if (o->api_host == NULL) {
         return 0; /* --api off */
     }

@@ -15,7 +15,8 @@
 #    same bytes again is loaded again: an HTTP download gets the repaired
 #    bytes, not the damaged file the old load still maps.
 #  - A server stopped while an upload is written waits for the write,
-#    exits 0 and leaves no temporary file.
+#    exits 0 and leaves no temporary file; one killed leaves it, and the
+#    next start removes it.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fleet_lib.sh"
 cd "$WORK"
@@ -165,3 +166,22 @@ wait "$SERVER_PID" || rc=$?
 wait "$add_e" 2> /dev/null || true
 ls -A "$DATA/images" | grep -q '^\.upload-' && fail "a temporary file stayed after the stop: $(ls -A "$DATA/images")"
 ok "a server stopped during an upload's write waits for it, exits 0 and leaves no temporary file"
+
+# A server killed (SIGKILL) while an upload is written leaves its temporary
+# file; the next start removes it and says so.
+rm "$GATE"
+TCPOTA=./gated-tcpota TCPOTA_TEST_FSYNC_GATE=$GATE start_fleet
+make_image g.bin 500000
+n=$(held)
+"$TCPOTA" image add g.bin --version 7.0.0 --model killed > add-g.out 2>&1 &
+add_g=$!
+wait_held "$n"
+kill -9 "$SERVER_PID"; wait "$SERVER_PID" 2> /dev/null || true
+wait "$add_g" 2> /dev/null && fail "an upload whose server was killed succeeded"
+ls -A "$DATA/images" | grep -q '^\.upload-' || fail "no temporary file after the kill: the test tests nothing"
+start_fleet
+grep -q "removed 1 unfinished upload left in $DATA/images by an earlier run (add that image again)" server.log ||
+  fail "the leftover upload was not removed or not said: $(cat server.log)"
+ls -A "$DATA/images" | grep -q '^\.upload-' && fail "a temporary file stayed after a restart: $(ls -A "$DATA/images")"
+stop_fleet
+ok "a server killed while writing an upload: the next start removes its temporary file and says so"
