@@ -3,6 +3,7 @@
 #include "dashboard.h"
 #include "http_ota.h" /* HTTP_OTA_PREFIX */
 #include "log.h"
+#include "offload.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -79,6 +80,7 @@ static void call_free(struct api_call *c)
         if (c->next) c->next->prev = c->prev;
     }
     if (c->path[0]) (void)unlink(c->path);
+    if (c->body) evbuffer_free(c->body);
     json_decref(c->json);
     free(c->imgs);
     free(c->ros);
@@ -186,6 +188,33 @@ void api_submit(struct api_call *c, struct store_req *r, api_cont_fn cont)
         c->sr = NULL;
         store_req_free(r);
         api_error(c, 500, NULL, "the store cannot take the request (error %d); try again", rc);
+    }
+}
+
+static void job_work(void *arg)
+{
+    struct api_call *c = arg;
+
+    c->work(c);
+}
+
+static void job_done(void *arg)
+{
+    struct api_call *c = arg;
+
+    c->job = NULL;
+    c->job_cont(c); /* replies (ending c) or starts the next step */
+}
+
+void api_offload(struct api_call *c, api_job_fn work, api_job_fn cont)
+{
+    c->work = work;
+    c->job_cont = cont;
+    c->job = offload_start(c->api->cfg.base, job_work, job_done, c);
+    if (!c->job) {
+        api_error(c, 500, NULL, "the server cannot start a thread for this request (%s); raise its "
+                  "descriptor or thread limit (ulimit -n, LimitNOFILE=, TasksMax=) or wait for other "
+                  "uploads to end, then try again", strerror(errno));
     }
 }
 
@@ -548,6 +577,10 @@ void api_stop(struct api *a)
     if (!a) return;
     while (a->calls) {
         struct api_call *c = a->calls;
+        /* Work off the loop ends first (it reads c->api): the loop will not
+         * run its end. */
+        offload_wait(c->job);
+        c->job = NULL;
         a->calls = c->next;
         if (c->req && evhttp_request_get_connection(c->req) == NULL) evhttp_request_free(c->req);
         c->req = NULL;

@@ -25,6 +25,7 @@ struct api;
 
 #define API_TOKEN_HEX 64u                      /* hex digits of the API token */
 #define API_MAX_IMAGE_DEFAULT (64u << 20)      /* bytes an upload may have by default */
+#define API_UPLOAD_PREFIX ".upload-"           /* an upload's temporary file in the images dir */
 
 /* Checks a signed manifest for image bytes whose SHA-256 is id, against
  * the server's trusted keys (the API has already parsed it and checked that

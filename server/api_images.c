@@ -155,39 +155,44 @@ static void add_done(struct api_call *c, struct store_req *r)
     hold_images(c, r->u.image.img, 1, 0);
 }
 
-/* Writes the body to a new file in images_dir (0600, fsync'd): c->path. */
-static int write_body(struct api_call *c, struct evbuffer *in)
+/* Writes c->body to a new file in images_dir (0600, fsync'd): c->path.
+ * Returns 0, or -1 with errno. Off the loop (api_offload). */
+static int write_body(struct api_call *c)
 {
     struct evbuffer_ptr pos;
     struct evbuffer_iovec v[UPLOAD_CHUNKS];
-    size_t done = 0, total = evbuffer_get_length(in);
-    int fd, n, i, ok = 1;
+    size_t done = 0, total = evbuffer_get_length(c->body);
+    int fd, n, i, err = 0; /* the first error */
 
-    snprintf(c->path, sizeof c->path, "%s/.upload-XXXXXX", c->api->cfg.images_dir);
+    snprintf(c->path, sizeof c->path, "%s/" API_UPLOAD_PREFIX "XXXXXX", c->api->cfg.images_dir);
     fd = mkstemp(c->path); /* O_EXCL, 0600 */
     if (fd < 0) {
         c->path[0] = 0;
         return -1;
     }
-    evbuffer_ptr_set(in, &pos, 0, EVBUFFER_PTR_SET);
-    while (ok && done < total && (n = evbuffer_peek(in, -1, &pos, v, UPLOAD_CHUNKS)) > 0) {
-        for (i = 0; ok && i < n && i < UPLOAD_CHUNKS; i++) {
+    evbuffer_ptr_set(c->body, &pos, 0, EVBUFFER_PTR_SET);
+    while (!err && done < total && (n = evbuffer_peek(c->body, -1, &pos, v, UPLOAD_CHUNKS)) > 0) {
+        for (i = 0; !err && i < n && i < UPLOAD_CHUNKS; i++) {
             const char *p = v[i].iov_base;
             size_t left = v[i].iov_len;
-            while (ok && left) {
+            while (!err && left) {
                 ssize_t w = write(fd, p, left);
                 if (w < 0 && errno == EINTR) continue;
-                ok = w > 0;
-                p += ok ? w : 0;
-                left -= ok ? (size_t)w : 0;
+                if (w <= 0) {
+                    err = w < 0 ? errno : EIO; /* 0: nothing written, no errno */
+                } else {
+                    p += w;
+                    left -= (size_t)w;
+                }
             }
             done += v[i].iov_len;
         }
-        evbuffer_ptr_set(in, &pos, done, EVBUFFER_PTR_SET);
+        evbuffer_ptr_set(c->body, &pos, done, EVBUFFER_PTR_SET);
     }
-    ok = ok && fsync(fd) == 0;
-    ok = close(fd) == 0 && ok;
-    return ok ? 0 : -1;
+    if (!err && fsync(fd) != 0) err = errno;
+    if (close(fd) != 0 && !err) err = errno;
+    errno = err;
+    return err ? -1 : 0;
 }
 
 static void add_list_done(struct api_call *c, struct store_req *r);
@@ -224,25 +229,40 @@ static int stored_file_intact(const struct store_image *si)
     return sodium_memcmp(id, si->id, TCPOTA_ID_LEN) == 0;
 }
 
-/* The same bytes were uploaded again for an image whose file is missing or
- * damaged: they take its place (written and fsync'd beside it, then
- * renamed over it). Returns 0, or -1 with errno. */
-static int restore_file(struct api_call *c, const struct store_image *si)
+/* Off the loop: when the stored file of the same bytes (c->stored) is
+ * missing or damaged, the upload takes its place (written and fsync'd
+ * beside it, then renamed over it): c->repaired. c->job_rc: 0, or -1 with
+ * c->job_errno. */
+static void repair_work(struct api_call *c)
 {
-    if (!c->req || !c->api->cfg.images_dir ||
-        write_body(c, evhttp_request_get_input_buffer(c->req)) < 0) {
-        return -1;
-    }
+    const char *path = c->stored.path;
+
+    c->job_rc = 0;
+    if (stored_file_intact(&c->stored)) return;
+    c->repaired = 1;
     /* An empty directory in its place goes (rename would refuse it); one
      * with something in it is the operator's to look at. */
-    if (rmdir(si->path) < 0 && errno != ENOTDIR && errno != ENOENT) {
-        return -1;
-    }
-    if (rename(c->path, si->path) < 0) {
-        return -1; /* the temporary file goes at the call's end */
+    if (!c->api->cfg.images_dir || write_body(c) < 0 ||
+        (rmdir(path) < 0 && errno != ENOTDIR && errno != ENOENT) || rename(c->path, path) < 0) {
+        c->job_rc = -1; /* the temporary file goes at the call's end */
+        c->job_errno = c->api->cfg.images_dir ? errno : 0;
+        return;
     }
     c->path[0] = 0;
-    return 0;
+}
+
+static void repaired(struct api_call *c)
+{
+    if (c->job_rc < 0) {
+        api_error(c, 500, NULL, "image %.12s is stored but its file %s is missing or damaged, "
+                  "and writing this upload in its place failed: %s; remove what is at that "
+                  "path and make its folder writable for the server, then add the image again",
+                  c->stored.idhex, c->stored.path,
+                  c->job_errno ? strerror(c->job_errno) : "no images directory");
+        return;
+    }
+    if (c->repaired) api_changed(c->api); /* the loop may offer it again (fleet.c image_for) */
+    hold_images(c, &c->stored, 1, 0);
 }
 
 static void add_lookup_done(struct api_call *c, struct store_req *r)
@@ -259,19 +279,10 @@ static void add_lookup_done(struct api_call *c, struct store_req *r)
                   r->u.image.img->idhex, c->img.version, c->img.model);
         return;
     }
-    if (r->rc == STORE_OK) { /* the same bytes again */
+    if (r->rc == STORE_OK) { /* the same bytes again: their file checked (and mended) off the loop */
         c->code = 200;
-        if (!stored_file_intact(r->u.image.img)) {
-            if (restore_file(c, r->u.image.img) < 0) {
-                api_error(c, 500, NULL, "image %.12s is stored but its file %s is missing or damaged, "
-                          "and writing this upload in its place failed: %s; remove what is at that "
-                          "path and make its folder writable for the server, then add the image again",
-                          r->u.image.img->idhex, r->u.image.img->path, strerror(errno));
-                return;
-            }
-            c->repaired = 1;
-        }
-        hold_images(c, r->u.image.img, 1, 0);
+        c->stored = *r->u.image.img;
+        api_offload(c, repair_work, repaired);
         return;
     }
     if (r->rc != STORE_E_NOTFOUND) {
@@ -297,10 +308,39 @@ static int same_version(const char *a, const char *b)
            (tcpota_version_order(a, strlen(a), b, strlen(b), &order) == 0 && order == 0);
 }
 
+/* Off the loop: the new image's file (write_body). */
+static void write_work(struct api_call *c)
+{
+    c->job_rc = c->api->cfg.images_dir ? write_body(c) : -1;
+    c->job_errno = c->api->cfg.images_dir ? errno : 0;
+}
+
+static void written(struct api_call *c)
+{
+    struct store_req *add;
+
+    if (!c->req) { /* the connection is freed (not merely closed): keep nothing */
+        api_reply(c, 500, NULL);
+        return;
+    }
+    if (c->job_rc < 0) {
+        int e = c->job_errno, full = e == ENOSPC || e == EDQUOT;
+        api_error(c, full ? 507 : 500, NULL, "cannot write the image into %s: %s; %s, then add the "
+                  "image again", c->api->cfg.images_dir ? c->api->cfg.images_dir : "(no images directory)",
+                  e ? strerror(e) : "no directory", full ? "free space on that disk"
+                  : "make that folder writable for the server and check its disk");
+        return;
+    }
+    if ((add = api_req(c, STORE_IMAGE_ADD)) != NULL) {
+        add->u.image.path = c->path;
+        *add->u.image.img = c->img;
+        api_submit(c, add, add_done);
+    }
+}
+
 static void add_list_done(struct api_call *c, struct store_req *r)
 {
     const struct store_image *imgs = r->u.list.rows;
-    struct store_req *add;
     size_t i;
 
     if (r->rc < 0) {
@@ -317,48 +357,41 @@ static void add_list_done(struct api_call *c, struct store_req *r)
             return;
         }
     }
-    if (!c->req) { /* the client is gone: keep nothing */
+    if (!c->req) { /* the connection is freed (not merely closed): keep nothing */
         api_reply(c, 500, NULL);
         return;
     }
-    if (!c->api->cfg.images_dir || write_body(c, evhttp_request_get_input_buffer(c->req)) < 0) {
-        int e = c->api->cfg.images_dir ? errno : 0, full = e == ENOSPC || e == EDQUOT;
-        api_error(c, full ? 507 : 500, NULL, "cannot write the image into %s: %s%s",
-                  c->api->cfg.images_dir ? c->api->cfg.images_dir : "(no images directory)",
-                  e ? strerror(e) : "no directory", full ? "; free space on that disk, then add the image again" : "");
-        return;
-    }
-    if ((add = api_req(c, STORE_IMAGE_ADD)) != NULL) {
-        add->u.image.path = c->path;
-        *add->u.image.img = c->img;
-        api_submit(c, add, add_done);
-    }
+    api_offload(c, write_work, written);
 }
 
-static int sha256_body(struct evbuffer *in, uint8_t id[TCPOTA_ID_LEN])
+/* Off the loop: the upload's SHA-256, its id. */
+static void hash_work(struct api_call *c)
 {
     struct digest st;
     struct evbuffer_ptr pos;
     struct evbuffer_iovec v[UPLOAD_CHUNKS];
-    size_t done = 0, total = evbuffer_get_length(in);
+    size_t done = 0, total = evbuffer_get_length(c->body);
     int n, i;
 
+    c->job_rc = -1;
     if (digest_init(&st) < 0) {
-        return -1;
+        return;
     }
-    evbuffer_ptr_set(in, &pos, 0, EVBUFFER_PTR_SET);
-    while (done < total && (n = evbuffer_peek(in, -1, &pos, v, UPLOAD_CHUNKS)) > 0) {
+    evbuffer_ptr_set(c->body, &pos, 0, EVBUFFER_PTR_SET);
+    while (done < total && (n = evbuffer_peek(c->body, -1, &pos, v, UPLOAD_CHUNKS)) > 0) {
         for (i = 0; i < n && i < UPLOAD_CHUNKS; i++) {
             digest_update(&st, v[i].iov_base, v[i].iov_len);
             done += v[i].iov_len;
         }
-        evbuffer_ptr_set(in, &pos, done, EVBUFFER_PTR_SET);
+        evbuffer_ptr_set(c->body, &pos, done, EVBUFFER_PTR_SET);
     }
-    return digest_final(&st, id);
+    c->job_rc = digest_final(&st, c->img.id);
 }
 
 /* Takes version and model from the Tcpota-Manifest header (when present)
- * into c->img. Returns 1 (taken), 0 (no manifest), -1 (replied 400). */
+ * into c->img, its signature checked. That it describes the bytes sent
+ * (their SHA-256) is checked once they are hashed (hashed()). Returns 1
+ * (taken), 0 (no manifest), -1 (replied 400). */
 static int take_manifest(struct api_call *c, const char *b64, size_t size)
 {
     struct store_image *img = &c->img;
@@ -380,13 +413,14 @@ static int take_manifest(struct api_call *c, const char *b64, size_t size)
                   "sign)", tcpota_strerror(rc));
         return -1;
     }
-    if (m.image_size != size || memcmp(m.sha256, img->id, TCPOTA_ID_LEN) != 0) {
-        api_error(c, 400, "manifest", "the manifest describes other bytes (%u bytes, another "
-                  "SHA-256) than the %zu bytes sent", m.image_size, size);
+    if (m.image_size != size) {
+        api_error(c, 400, "manifest", "the manifest describes other bytes (%u bytes) than the %zu "
+                  "bytes sent; send the manifest made for this file (tcpota sign writes "
+                  "FILE.manifest)", m.image_size, size);
         return -1;
     }
     if (c->api->cfg.verify) {
-        rc = c->api->cfg.verify(c->api->cfg.ctx, img->id, img->manifest, len, v, mo, why, sizeof why);
+        rc = c->api->cfg.verify(c->api->cfg.ctx, m.sha256, img->manifest, len, v, mo, why, sizeof why);
     } else { /* no trusted keys: the signature must still hold for its own key */
         rc = crypto_sign_verify_detached(m.signature, m.signed_part, m.signed_len, m.pubkey);
         snprintf(why, sizeof why, "the manifest's signature does not verify (altered or forged)");
@@ -434,12 +468,47 @@ static int take_names(struct api_call *c, const char *query, int signed_)
     return rc;
 }
 
+/* The upload is hashed: its manifest must describe these bytes; then
+ * is it stored already? */
+static void hashed(struct api_call *c)
+{
+    struct tcpota_manifest m;
+    struct store_req *r;
+
+    if (c->job_rc < 0) {
+        api_error(c, 500, NULL, "the server is out of memory; try again");
+        return;
+    }
+    /* A client that closed after sending the whole body still has c->req
+     * (libevent detaches it from the connection): the upload goes on
+     * (docs/api.md). NULL only once the connection itself is freed. */
+    if (!c->req) {
+        api_reply(c, 500, NULL);
+        return;
+    }
+    sodium_bin2hex(c->img.idhex, sizeof c->img.idhex, c->img.id, TCPOTA_ID_LEN);
+    /* take_manifest parsed it already, and checked its size. */
+    if (c->img.manifest_len && (tcpota_manifest_parse(c->img.manifest, c->img.manifest_len, &m) < 0 ||
+                                memcmp(m.sha256, c->img.id, TCPOTA_ID_LEN) != 0)) {
+        api_error(c, 400, "manifest", "the manifest describes other bytes than the %u bytes sent "
+                  "(the same size, another SHA-256); send the manifest made for this file (tcpota "
+                  "sign writes FILE.manifest)", c->img.size);
+        return;
+    }
+    if ((r = api_req(c, STORE_IMAGE_GET)) != NULL) {
+        memcpy(r->u.image.img->idhex, c->img.idhex, sizeof c->img.idhex);
+        api_submit(c, r, add_lookup_done);
+    }
+}
+
+/* POST /v1/images: what the request says is checked on the loop, then the
+ * body is taken from it and hashed off the loop (a 64 MiB image: about
+ * 40 ms of SHA-256 during which devices are served). */
 static void upload(struct api_call *c, const char *query)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
     size_t size = evbuffer_get_length(in);
     const char *man = evhttp_find_header(evhttp_request_get_input_headers(c->req), "Tcpota-Manifest");
-    struct store_req *r;
     int signed_;
 
     if (api_query(c, query, upload_params, NULL) < 0) return; /* before hashing the body */
@@ -458,12 +527,7 @@ static void upload(struct api_call *c, const char *query)
                   "(this server's --max-image)", size ? "is too large" : "is empty", lim);
         return;
     }
-    if (sha256_body(in, c->img.id) < 0) {
-        api_error(c, 500, NULL, "the server is out of memory; try again");
-        return;
-    }
     c->img.size = (uint32_t)size;
-    sodium_bin2hex(c->img.idhex, sizeof c->img.idhex, c->img.id, TCPOTA_ID_LEN);
     if ((signed_ = take_manifest(c, man, size)) < 0) return;
     if (!signed_ && c->api->cfg.verify) {
         api_error(c, 400, "manifest", "the server has --pubkey keys and takes signed images only: sign "
@@ -473,10 +537,13 @@ static void upload(struct api_call *c, const char *query)
     }
     if (take_names(c, query, signed_) < 0) return;
     c->code = 201;
-    if ((r = api_req(c, STORE_IMAGE_GET)) != NULL) {
-        memcpy(r->u.image.img->idhex, c->img.idhex, sizeof c->img.idhex);
-        api_submit(c, r, add_lookup_done);
+    /* The bytes move (no copy) into the call: the request may end while
+     * they are hashed and written. */
+    if (!(c->body = evbuffer_new()) || evbuffer_add_buffer(c->body, in) < 0) {
+        api_error(c, 500, NULL, "the server is out of memory; try again");
+        return;
     }
+    api_offload(c, hash_work, hashed);
 }
 
 void api_images(struct api_call *c, int method, const char *rest, const char *query)

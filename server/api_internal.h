@@ -4,8 +4,9 @@
  * the endpoints). Not for use outside server/api*.c.
  *
  * One struct api_call lives per HTTP request that waits for the store. It
- * holds at most one store request at a time (call->sr); the store's done
- * runs the call's continuation, which replies or submits the next step.
+ * holds at most one store request (call->sr) or one job off the loop
+ * (call->job) at a time; its end runs the call's continuation, which
+ * replies or starts the next step.
  */
 #ifndef TCPOTA_SERVER_API_INTERNAL_H
 #define TCPOTA_SERVER_API_INTERNAL_H
@@ -16,6 +17,8 @@
 #include <jansson.h>
 #include <stdarg.h>
 
+struct evbuffer;
+struct offload;
 struct evhttp;
 struct evhttp_request;
 struct evhttp_connection;
@@ -46,6 +49,8 @@ struct api {
 struct api_call;
 /* What runs when the call's store request is done (r is freed after). */
 typedef void (*api_cont_fn)(struct api_call *c, struct store_req *r);
+/* Work of a call off the loop, or what runs on the loop once it is done (api_offload). */
+typedef void (*api_job_fn)(struct api_call *c);
 
 struct api_call {
     struct api *api;                 /* NULL: orphaned by api_stop(), freed by its done */
@@ -53,6 +58,9 @@ struct api_call {
     struct evhttp_connection *evcon; /* req's connection, to notice its close */
     struct store_req *sr;            /* in flight, or NULL */
     api_cont_fn cont;
+    struct offload *job;             /* work on a thread of its own, or NULL (api_offload) */
+    api_job_fn work, job_cont;
+    int job_rc, job_errno;           /* what the work left: 0 or -1, and errno */
     struct api_call *prev, *next;
     /* The endpoint's state between steps. */
     int code;                        /* status of the final answer */
@@ -69,6 +77,8 @@ struct api_call {
     json_t *json;                    /* a partial answer, or the request's body */
     struct store_rollout ro;         /* rollout create: what is created */
     struct store_image img;          /* image being added */
+    struct evbuffer *body;           /* upload: its bytes, taken from the request */
+    struct store_image stored;       /* upload: the same bytes' record, to repair its file */
     struct store_image *imgs;        /* image list waiting for its rollouts */
     size_t nimgs;
     struct store_rollout *ros;       /* rollout list waiting for its images */
@@ -103,6 +113,13 @@ void api_image_id_error(struct api_call *c, const char *field, const char *fmt, 
 struct store_req *api_req(struct api_call *c, enum store_op op);
 /* Submits r for c; cont runs from its done (even when the client is gone). */
 void api_submit(struct api_call *c, struct store_req *r, api_cont_fn cont);
+/* Runs work(c) on a thread of its own (offload.h), then cont(c) on the
+ * loop (even when the client is gone: c->req NULL), so that hashing and
+ * writing an upload hold no device up. Until cont runs, work owns what it
+ * reads and writes of c (not c->req, which the loop may drop meanwhile).
+ * Replies 500 when no thread can be started. c holds one job or one store
+ * request at a time. */
+void api_offload(struct api_call *c, api_job_fn work, api_job_fn cont);
 /* 0 when the request has no body, else -1 after replying 400 field "body".
  * For the routes that take none (all but POST /v1/images, POST /v1/rollouts
  * and PATCH /v1/devices/{id}): a body sent there holds something the client

@@ -1,10 +1,10 @@
 /* digest.h - SHA-256 of image bytes, the server's one way to compute an
  * image's id: OpenSSL's, which uses the CPU's SHA instructions where it
  * has them (SHA-NI: 64 MiB in about 40 ms on the project's VM, against
- * 220 ms for libsodium's portable code). The event loop hashes an image
- * when it is first offered (image_open) and when it is uploaded (the API),
- * and no device is served meanwhile: bench/README.md, twenty-seventh
- * session.
+ * 220 ms for libsodium's portable code). An image is hashed when it is
+ * uploaded (api_images.c) and first offered (image_open, from fleet.c), each
+ * on a thread of its own (offload.h); single-image mode hashes its image
+ * at start.
  *
  * Use: digest_init, digest_update for each piece, digest_final; or
  * digest_once for bytes in one piece. A digest that failed to start

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "offer.h"
+#include "offload.h"
 #include "rollout.h"
 #include "server_internal.h"
 #include "store.h"
@@ -28,14 +29,40 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 
 /* One image the fleet has loaded (the image cache of fleet mode): loaded
  * on first use, shared by every connection that streams it. */
+/* An image loaded for the devices, one being loaded, or one whose file
+ * failed to load. An image is loaded (read, hashed, its frames built: about
+ * 1.1 ms per MiB) on a thread of its own (offload.h) the first time a
+ * check-in needs it; the check-ins that need it meanwhile wait in `wait`
+ * (fleet_park) and are decided once it is loaded. A failure is remembered
+ * (FLEET_IMAGE_RETRY_S, and while the fleet's epoch stays): before, every
+ * check-in offered that image loaded its file again on the event loop (up
+ * to 64 MiB hashed) and logged the same error, so that a damaged file held
+ * the loop for every device of its rollout. */
 struct fleet_image {
     struct fleet_image *next;
-    struct image *img;
+    struct image *img;            /* NULL: loading (job), or its file failed to load */
+    uint8_t id[TCPOTA_ID_LEN];
+    uint32_t epoch;               /* the fleet's epoch when it was loaded or last checked */
+    double retry_at;              /* failed: when a check-in loads it again */
+    struct stat file;             /* loaded: its file then (a change through the API checks it) */
+    struct offload *job;          /* loading; what follows is the job's until it ends */
+    struct server *srv;
+    struct store_image si;        /* what to load */
+    unsigned chunk;
+    struct image *loaded;         /* the job's result, or NULL with err */
+    char err[IMAGE_ERR_LEN];
+    struct store_req **wait;      /* check-ins waiting for it, in order */
+    size_t nwait;
 };
+#define FLEET_IMAGE_RETRY_S 30.0
 
 /* The steps not yet handed to the store (record()): one STORE_EVENTS
  * request per FLEET_EVENTS_MAX of them or per FLEET_FLUSH_MS, instead of
@@ -92,46 +119,209 @@ static int64_t utc_now(void)
     return (int64_t)time(NULL);
 }
 
-/* The loaded image with this id, loaded from si->path on first use, or
- * NULL after logging why (a file that no longer matches its id is never
- * offered). */
-static struct image *image_for(struct server *srv, const struct store_image *si)
+static struct fleet_image *image_find(struct fleet *f, const uint8_t id[TCPOTA_ID_LEN])
 {
-    struct fleet *f = srv->fleet;
     struct fleet_image *fi;
-    struct image *img;
-    char err[IMAGE_ERR_LEN];
 
-    for (fi = f->images; fi; fi = fi->next) {
-        if (memcmp(fi->img->desc.id, si->id, TCPOTA_ID_LEN) == 0) {
-            return fi->img;
-        }
+    for (fi = f->images; fi && memcmp(fi->id, id, TCPOTA_ID_LEN) != 0; fi = fi->next) {
     }
-    img = image_open(si->path, si->version, si->model, si->manifest_len ? si->manifest : NULL,
-                     si->manifest_len, srv->o->chunk, err, sizeof(err));
+    return fi;
+}
+
+/* 1 when path is still the file st was taken of (the same inode, size and
+ * modification time). */
+static int same_file(const char *path, const struct stat *st)
+{
+    struct stat now;
+
+    return stat(path, &now) == 0 && now.st_dev == st->st_dev && now.st_ino == st->st_ino &&
+           now.st_size == st->st_size && now.st_mtim.tv_sec == st->st_mtim.tv_sec &&
+           now.st_mtim.tv_nsec == st->st_mtim.tv_nsec;
+}
+
+/* 1 when fi answers at once: loaded (and its file unchanged, looked at
+ * after each change through the API: the same bytes added again replace a
+ * damaged file, which the loaded image still maps), or a failure still
+ * remembered. */
+static int image_settled(const struct fleet *f, struct fleet_image *fi)
+{
+    if (fi->job) {
+        return 0;
+    }
+    if (fi->img && fi->epoch != f->epoch && same_file(fi->si.path, &fi->file)) {
+        fi->epoch = f->epoch;
+    }
+    return fi->epoch == f->epoch && (fi->img || now_s() < fi->retry_at);
+}
+
+/* Takes fi out of the list and frees it (a transfer keeps its image). */
+static void image_drop(struct fleet *f, struct fleet_image *fi)
+{
+    struct fleet_image **at;
+
+    for (at = &f->images; *at != fi; at = &(*at)->next) {
+    }
+    *at = fi->next;
+    image_unref(fi->img);
+    free(fi->wait);
+    free(fi);
+}
+
+/* A new entry for si, first in the list. NULL: out of memory. */
+static struct fleet_image *image_entry(struct server *srv, const struct store_image *si)
+{
+    struct fleet_image *fi = calloc(1, sizeof(*fi));
+
+    if (fi) {
+        memcpy(fi->id, si->id, TCPOTA_ID_LEN);
+        fi->srv = srv;
+        fi->si = *si;
+        fi->chunk = srv->o->chunk;
+        fi->next = srv->fleet->images;
+        srv->fleet->images = fi;
+    }
+    return fi;
+}
+
+/* Loads fi's image (on the job's thread, or on the loop). */
+static void image_load_work(void *arg)
+{
+    struct fleet_image *fi = arg;
+    const struct store_image *si = &fi->si;
+
+    fi->loaded = image_open(si->path, si->version, si->model, si->manifest_len ? si->manifest : NULL,
+                            si->manifest_len, fi->chunk, fi->err, sizeof(fi->err));
+}
+
+/* On the loop, once fi's load ended: the image, or a failure told once
+ * and remembered (a file that no longer matches its id is never offered). */
+static void image_settle(struct fleet_image *fi)
+{
+    struct server *srv = fi->srv;
+    const struct store_image *si = &fi->si;
+    struct image *img = fi->loaded;
+
+    fi->loaded = NULL;
     if (!img) {
         say_always(srv->o, LOG_LV_ERROR, "image %.16s... (%s): cannot load it (%s); not offered: "
                    "add the image again (tcpota image add with the same file restores it)",
-                   si->idhex, si->version, err);
-        return NULL;
-    }
-    if (memcmp(img->desc.id, si->id, TCPOTA_ID_LEN) != 0) {
+                   si->idhex, si->version, fi->err);
+    } else if (memcmp(img->desc.id, si->id, TCPOTA_ID_LEN) != 0) {
         say_always(srv->o, LOG_LV_ERROR, "image %.16s... (%s): %s no longer has that SHA-256 "
                    "(damaged or replaced on disk); not offered: add the image again (tcpota image "
                    "add with the original file restores it)",
                    si->idhex, si->version, si->path);
         image_unref(img);
-        return NULL;
+        img = NULL;
     }
-    fi = malloc(sizeof(*fi));
-    if (!fi) {
-        image_unref(img);
-        return NULL;
+    if (img && fstat(img->fd, &fi->file) != 0) {
+        memset(&fi->file, 0, sizeof(fi->file)); /* checked again after the next change */
     }
     fi->img = img;
-    fi->next = f->images;
-    f->images = fi;
-    return img;
+    fi->epoch = srv->fleet->epoch;
+    fi->retry_at = now_s() + FLEET_IMAGE_RETRY_S;
+}
+
+/* Decides the check-ins that waited for fi (fi may be gone after). */
+static void image_release(struct fleet_image *fi)
+{
+    struct store_req **w = fi->wait;
+    size_t i, n = fi->nwait;
+
+    fi->wait = NULL;
+    fi->nwait = 0;
+    for (i = 0; i < n; i++) {
+        w[i]->done(w[i]); /* fleet_park lets it through now */
+    }
+    free(w);
+}
+
+static void image_loaded(void *arg)
+{
+    struct fleet_image *fi = arg;
+
+    fi->job = NULL;
+    image_settle(fi);
+    image_release(fi);
+}
+
+int fleet_park(struct server *srv, struct store_req *r)
+{
+    struct fleet *f = srv->fleet;
+    const struct store_image *si;
+    struct fleet_image *fi;
+    struct store_req **w;
+
+    if (!f || r->rc < 0 || !r->u.checkin.has_rollout) {
+        return 0;
+    }
+    si = &r->u.checkin.out->image;
+    fi = image_find(f, si->id);
+    if (fi && image_settled(f, fi)) {
+        return 0;
+    }
+    if (fi && !fi->job) { /* a failure due to be tried again, or a file that changed */
+        image_drop(f, fi);
+        fi = NULL;
+    }
+    if (!fi) {
+        if (!(fi = image_entry(srv, si))) {
+            return 0;
+        }
+        fi->job = offload_start(srv->base, image_load_work, image_loaded, fi);
+        if (!fi->job) { /* no thread: image_for loads it on the loop */
+            image_drop(f, fi);
+            return 0;
+        }
+    }
+    if (!(w = realloc(fi->wait, (fi->nwait + 1) * sizeof(*w)))) {
+        return 0; /* image_for: not loaded yet, said as such */
+    }
+    fi->wait = w;
+    fi->wait[fi->nwait++] = r;
+    return 1;
+}
+
+/* The loaded image for si, or NULL after its failure was logged (or while
+ * it is still loading: only a check-in fleet_park could not hold waits).
+ * Loads it on the loop when fleet_park could not start a job for it. */
+static struct image *image_for(struct server *srv, const struct store_image *si)
+{
+    struct fleet *f = srv->fleet;
+    struct fleet_image *fi = image_find(f, si->id);
+
+    if (fi && (fi->job || image_settled(f, fi))) {
+        return fi->img;
+    }
+    if (fi) {
+        image_drop(f, fi);
+    }
+    if (!(fi = image_entry(srv, si))) {
+        return NULL;
+    }
+    image_load_work(fi);
+    image_settle(fi);
+    return fi->img;
+}
+
+/* At stop: every load ends and the check-ins that waited are decided. */
+static void images_stop(struct fleet *f)
+{
+    struct fleet_image *fi;
+
+    for (;;) { /* from the head each time: a decision may drop an entry */
+        for (fi = f->images; fi && !fi->job && !fi->nwait; fi = fi->next) {
+        }
+        if (!fi) {
+            return;
+        }
+        if (fi->job) {
+            offload_wait(fi->job);
+            fi->job = NULL;
+            image_settle(fi);
+        }
+        image_release(fi);
+    }
 }
 
 static void flush_events(struct server *srv);
@@ -713,6 +903,10 @@ static void checkin_done(struct store_req *r)
     struct conn *c;
     struct checkin memo = *(struct checkin *)r->arg;
 
+    if (memo.c && fleet_park(memo.c->srv, r)) {
+        return; /* decided once its image is loaded */
+    }
+
     count_report(r); /* before checkin_conn frees what report_id points to */
     c = checkin_conn(r);
     struct server *srv;
@@ -913,7 +1107,13 @@ void fleet_on_event(struct conn *c, const struct tcpota_srv_event *ev)
 /* The store answered a legacy device's check-in. */
 static void legacy_checkin_done(struct store_req *r)
 {
-    struct conn *c = checkin_conn(r);
+    const struct checkin *ci = r->arg;
+    struct conn *c;
+
+    if (ci->c && fleet_park(ci->c->srv, r)) {
+        return; /* decided once its image is loaded */
+    }
+    c = checkin_conn(r);
     struct store_rollout *ro;
     struct image *img = NULL;
     const char *why = NULL;
@@ -1149,6 +1349,16 @@ static int fleet_verify(void *ctx, const uint8_t id[32], const uint8_t *man, siz
     return api_verify_keys(&srv->fleet->keys, id, man, len, version, model, err, errlen);
 }
 
+/* A change through the API (api_changed): a new epoch, so that no answer
+ * made before it is reused, and an image whose file failed to load is
+ * loaded again (image_for): the same bytes added again repaired it. */
+static void fleet_api_changed(void *ctx)
+{
+    struct server *srv = ctx;
+
+    srv->fleet->epoch++;
+}
+
 /* GET /metrics: the counters, with what only the open connections know
  * (transfers running, bytes queued so far) added. */
 static int fleet_metrics(void *ctx, struct evbuffer *out)
@@ -1200,6 +1410,35 @@ static int api_store_submit(struct store *st, struct store_req *r)
 static void api_store_close(struct store *st)
 {
     (void)st; /* the real one closes in fleet_close */
+}
+
+/* Removes the temporary files of uploads an earlier run did not finish
+ * (killed while writing one: api_images.c's DIR/images/.upload-XXXXXX),
+ * which nothing else would ever remove. This server holds the data
+ * directory (its lock), so none is being written. */
+static void sweep_uploads(struct server *srv)
+{
+    const char *dir = srv->o->images_dir;
+    char path[PATH_MAX];
+    struct dirent *e;
+    unsigned n = 0;
+    DIR *d;
+
+    if (!dir || !(d = opendir(dir))) {
+        return;
+    }
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, API_UPLOAD_PREFIX, strlen(API_UPLOAD_PREFIX)) == 0 &&
+            (size_t)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) < sizeof(path) &&
+            unlink(path) == 0) {
+            n++;
+        }
+    }
+    closedir(d);
+    if (n) {
+        say(srv, "removed %u unfinished upload%s left in %s by an earlier run (add %s again)", n,
+            n == 1 ? "" : "s", dir, n == 1 ? "that image" : "those images");
+    }
 }
 
 /* libevent 2.1 reads a request's whole body before the API's handler sees
@@ -1283,6 +1522,7 @@ int fleet_open(struct server *srv)
         (void)accept_pause_guard(srv->base, http_ota_listener(f->ota), "HTTP downloads",
                                  server_say_line, srv);
     }
+    sweep_uploads(srv);
     if (o->api_host == NULL) {
         return 0; /* --api off */
     }
@@ -1307,6 +1547,7 @@ int fleet_open(struct server *srv)
         ac.ota = http_ota_handle;
         ac.ota_arg = f->ota;
     }
+    ac.on_change = fleet_api_changed;
     ac.ctx = srv;
     f->api = api_start(&ac, err, sizeof(err));
     if (!f->api) {
@@ -1336,6 +1577,7 @@ void fleet_close(struct server *srv)
     http_ota_free(f->ota); /* after the API: its connections may carry downloads */
     /* What was recorded and not yet handed over goes before the store closes
      * (store_close runs every done, events_done among them). */
+    images_stop(f); /* its decisions record steps: before they are flushed */
     if (f->store) flush_events(srv);
     store_close(f->store);
     if (f->flush_timer) event_free(f->flush_timer);
@@ -1345,6 +1587,7 @@ void fleet_close(struct server *srv)
     for (fi = f->images; fi; fi = next) {
         next = fi->next;
         image_unref(fi->img);
+        free(fi->wait);
         free(fi);
     }
     if (f->secrets) {

@@ -30,6 +30,13 @@ struct fleet_who {
  * logging why and freeing r (the store cannot even queue it). */
 int fleet_submit(struct server *srv, struct store_req *r);
 
+/* Called first by the done of a STORE_CHECKIN r: 1 when r's rollout image
+ * is not loaded yet. Its load then runs off the loop (or already does), r
+ * waits for it, and r->done runs again once it has ended (or at stop),
+ * when this returns 0. 0 too when r needs no image, or no job could be
+ * started (fleet_decide then loads it on the loop). */
+int fleet_park(struct server *srv, struct store_req *r);
+
 /* The decision for a device whose STORE_CHECKIN r completed (h: what it
  * said; failed: it failed the rollout's image, whatever the store holds):
  * the image to offer (the fleet's reference: take one with image_ref()),

@@ -64,6 +64,9 @@ void ota_checkin_done(struct store_req *r)
     char why[160], etag[2 * TCPOTA_ID_LEN + 3];
     int failed = 0, restart = 0;
 
+    if (d->ota && d->req && fleet_park(d->ota->srv, r)) {
+        return; /* decided once its image is loaded (d->sr still r: an orphan waits for it) */
+    }
     d->sr = NULL;
     if (!d->ota || !d->req) { /* orphaned, or the client went away */
         store_req_free(r);

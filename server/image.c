@@ -131,7 +131,7 @@ static void segment_freed(struct evbuffer_file_segment const *seg, int flags, vo
  * does: the segment is then freed at once, or once the last queue that
  * refers to it lets go, while its owner still holds it); 0 when it does
  * not; -1 until asked (segment_drops_probe). */
-static int segment_drops = -1;
+static _Atomic int segment_drops = -1; /* images load on threads too (fleet.c) */
 
 /* Asks, once, with a scratch segment of fd's first byte: added to a buffer
  * (which maps it, so that the next add meets no mapping to fail), then

@@ -13,6 +13,8 @@
  *   proxied.c a trusted balancer's connections: their PROXY header first
  *             (proxy_proto.c parses it, versions 1 and 2)
  *   image.c   the image: load, CRCs, the prebuilt DATA frames (memfd)
+ *   digest.c  SHA-256 of image bytes (OpenSSL's)
+ *   offload.c blocking work (hashing, file writes) on a thread, its end on the loop
  *   offer.c   whether a device is offered the image (model, version, failures)
  *   devices.c what each device reported (failures, outcome)
  *   tls.c     the TLS context, the channel binding of an AUTH

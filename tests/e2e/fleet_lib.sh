@@ -36,6 +36,11 @@ stop_fleet() {
   [ $rc -eq 0 ] || fail "fleet server exited $rc on SIGTERM"
 }
 
+# running DIR: the version a host device's flash runs.
+running() {
+  "$TCPOTA" device status --flash "$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["version"])'
+}
+
 # jq_py EXPR: evaluates a python expression over the JSON on stdin (bound to
 # `j`) and prints the result (lists one item per line).
 jq_py() {

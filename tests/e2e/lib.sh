@@ -46,6 +46,18 @@ flip_byte() {
   printf "\\$(printf %03o $(( (b + 1) % 256 )))" | dd of="$1" bs=1 seek="$2" conv=notrunc 2>/dev/null
 }
 
+# with_failqueue NAME: ./NAME runs $TCPOTA with tests/tools/failqueue.c
+# preloaded (under ASan after its runtime, which must come first), for
+# one process of a test: TCPOTA=./NAME start_server ...
+with_failqueue() {
+  [ -f "${FAILQUEUE:-}" ] || fail "FAILQUEUE must name the tcpota-failqueue library"
+  local preload=$FAILQUEUE asan
+  asan=$(ldd "$TCPOTA" | awk '/libasan/ {print $3}')
+  [ -n "$asan" ] && preload=$asan:$FAILQUEUE
+  printf '#!/bin/sh\nLD_PRELOAD='\''%s'\'' exec '\''%s'\'' "$@"\n' "$preload" "$TCPOTA" > "$1"
+  chmod +x "$1"
+}
+
 # server_cert: a self-signed ECDSA P-256 certificate for localhost and
 # 127.0.0.1, valid 2 days, in srv.pem, its key in srv.key (0600), in the
 # current directory.

@@ -18,16 +18,10 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fleet_lib.sh"
 cd "$WORK"
-[ -f "${FAILQUEUE:-}" ] || fail "FAILQUEUE must name the tcpota-failqueue library"
 server_cert
 make_image img 1048576
-# The server, and only it, with the library (under ASan, whose runtime must
-# come first among the preloaded libraries, after it).
-preload=$FAILQUEUE
-asan=$(ldd "$TCPOTA" | awk '/libasan/ {print $3}')
-[ -n "$asan" ] && preload=$asan:$FAILQUEUE
-printf '#!/bin/sh\nLD_PRELOAD='\''%s'\'' exec '\''%s'\'' "$@"\n' "$preload" "$TCPOTA" > failing-tcpota
-chmod +x failing-tcpota
+# The server, and only it, with the library.
+with_failqueue failing-tcpota
 TCPOTA=./failing-tcpota TCPOTA_TEST_FAIL_EVERY=3 start_server img 2.0.0 --tls-cert srv.pem --tls-key srv.key \
   --no-progress
 # accounted NAME LINE: every queueing that failed (failqueue's lines in

@@ -33,12 +33,7 @@ stop_server
   fail "the server made $syscr read calls for a $size-byte image: it copies the image in pieces, not by sendfile"
 ok "a $size-byte image went by sendfile: $rchar bytes read by the kernel for the server in $syscr calls"
 
-[ -f "${FAILQUEUE:-}" ] || fail "FAILQUEUE must name the tcpota-failqueue library"
-preload=$FAILQUEUE
-asan=$(ldd "$TCPOTA" | awk '/libasan/ {print $3}')
-[ -n "$asan" ] && preload=$asan:$FAILQUEUE
-printf '#!/bin/sh\nLD_PRELOAD='\''%s'\'' exec '\''%s'\'' "$@"\n' "$preload" "$TCPOTA" > eagain-tcpota
-chmod +x eagain-tcpota
+with_failqueue eagain-tcpota
 TCPOTA=./eagain-tcpota TCPOTA_TEST_SENDFILE_EAGAIN=2 start_server img 2.0.0 --no-progress
 "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash dev2 --slot-size $size --id eagain-dev --quiet \
   2> dev2.log ||

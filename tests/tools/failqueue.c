@@ -12,7 +12,11 @@
  * every N-th sendfile() sends nothing and fails with EAGAIN, as the kernel
  * does when TCP's memory runs short. With TCPOTA_TEST_FREAD_EIO_AFTER=N
  * fread() fails with EIO (the stream's error set) once N bytes were read
- * from a stream: a disk that fails midway through an image. The failure is libevent's own (the
+ * from a stream: a disk that fails midway through an image. With
+ * TCPOTA_TEST_FSYNC_GATE=PATH an upload's fsync waits for PATH (fsync
+ * below); with TCPOTA_TEST_PIPE2_EMFILE=PATH pipe2() fails while PATH
+ * exists; with TCPOTA_TEST_OPEN_GATE=PATH a stored image's open waits
+ * for PATH (open below). The failure is libevent's own (the
  * call made on a buffer frozen at the end it would change), so that what libevent does to
  * the caller's objects when it fails happens too. Each failure is told
  * on stderr ("failqueue: ..."), so that the test can match every one with
@@ -21,10 +25,14 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <event2/buffer.h>
+#include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/sendfile.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 static unsigned long calls;
 static int frozen_result;
@@ -175,4 +183,82 @@ int ferror(FILE *stream)
         *(void **)&real = dlsym(RTLD_NEXT, "ferror");
     }
     return stream == fread_failed ? 1 : real(stream);
+}
+
+/* TCPOTA_TEST_FSYNC_GATE=PATH: an fsync of an upload's temporary file
+ * (a name with "/.upload-" in it: the control API's, api_images.c) waits
+ * until PATH exists (60 s at most), so that a test can see what the
+ * server does meanwhile. Every other fsync (the database's) is left alone. */
+int fsync(int fd)
+{
+    static int (*real)(int);
+    const char *gate = getenv("TCPOTA_TEST_FSYNC_GATE");
+    char link[64], name[4096];
+    ssize_t n;
+    int i;
+
+    if (!real) {
+        *(void **)&real = dlsym(RTLD_NEXT, "fsync");
+    }
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    n = gate ? readlink(link, name, sizeof name - 1) : -1;
+    if (n > 0) {
+        name[n] = 0;
+        if (strstr(name, "/.upload-")) {
+            fprintf(stderr, "failqueue: fsync of %s waits for %s\n", name, gate);
+            for (i = 0; i < 6000 && access(gate, F_OK) != 0; i++) {
+                usleep(10000);
+            }
+        }
+    }
+    return real(fd);
+}
+
+/* TCPOTA_TEST_PIPE2_EMFILE=PATH: while PATH exists, pipe2() fails with
+ * EMFILE, as when the descriptors run out (a job off the loop cannot
+ * start: server/offload.c). The test makes PATH once the server runs. */
+int pipe2(int fd[2], int flags)
+{
+    static int (*real)(int[2], int);
+    const char *when = getenv("TCPOTA_TEST_PIPE2_EMFILE");
+
+    if (!real) {
+        *(void **)&real = dlsym(RTLD_NEXT, "pipe2");
+    }
+    if (when && access(when, F_OK) == 0) {
+        fprintf(stderr, "failqueue: pipe2 fails with EMFILE\n");
+        errno = EMFILE;
+        return -1;
+    }
+    return real(fd, flags);
+}
+
+/* TCPOTA_TEST_OPEN_GATE=PATH: an open() for reading of a stored image
+ * (a name with "/images/" in it: fleet mode loading an image to offer it)
+ * waits until PATH exists (60 s at most), so that a test can see what the
+ * server does while an image loads. */
+int open(const char *path, int flags, ...)
+{
+    static int (*real)(const char *, int, ...);
+    const char *gate = getenv("TCPOTA_TEST_OPEN_GATE");
+    mode_t mode = 0;
+    int i;
+
+    if (!real) {
+        *(void **)&real = dlsym(RTLD_NEXT, "open");
+    }
+    if (flags & O_CREAT || (flags & O_TMPFILE) == O_TMPFILE) {
+        va_list ap;
+        va_start(ap, flags);
+        mode = (mode_t)va_arg(ap, int);
+        va_end(ap);
+    }
+    if (gate && strstr(path, "/images/") && (flags & O_ACCMODE) == O_RDONLY &&
+        !(flags & O_DIRECTORY)) {
+        fprintf(stderr, "failqueue: open of %s waits for %s\n", path, gate);
+        for (i = 0; i < 6000 && access(gate, F_OK) != 0; i++) {
+            usleep(10000);
+        }
+    }
+    return real(path, flags, mode);
 }

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# A fleet server's file work runs off its event loop (server/offload.c).
+#  - An image upload is hashed, written and fsync'd on a thread: while its
+#    fsync is held (tests/tools/failqueue.c, TCPOTA_TEST_FSYNC_GATE), a
+#    device updates from start to end and /metrics answers. Then: the
+#    upload ends as it would have; one whose client went away meanwhile
+#    leaves no temporary file; one for which no thread can be started
+#    (pipe2 failed) is answered 500 with what to do and stores nothing.
+#  - An image is loaded on a thread the first time a check-in needs it:
+#    while its file's open is held (TCPOTA_TEST_OPEN_GATE), the check-ins
+#    that need it wait (one killed meanwhile), others are served; once
+#    loaded, the waiting device and an HTTP download get it byte for byte,
+#    and it was loaded once.
+#  - A loaded image whose file was damaged and then repaired by adding the
+#    same bytes again is loaded again: an HTTP download gets the repaired
+#    bytes, not the damaged file the old load still maps.
+#  - A server stopped while an upload is written waits for the write,
+#    exits 0 and leaves no temporary file; one killed leaves it, and the
+#    next start removes it.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fleet_lib.sh"
+cd "$WORK"
+GATE=$WORK/gate
+with_failqueue gated-tcpota
+touch "$GATE" # open: the first image goes through at once
+OPEN_GATE=$WORK/opengate
+touch "$OPEN_GATE"
+TCPOTA=./gated-tcpota TCPOTA_TEST_FSYNC_GATE=$GATE TCPOTA_TEST_PIPE2_EMFILE=$WORK/emfile \
+  TCPOTA_TEST_OPEN_GATE=$OPEN_GATE start_fleet
+make_image a.bin 300000
+"$TCPOTA" image add a.bin --version 2.0.0 --model esp32 > add-a.out 2>&1 || fail "image add a: $(cat add-a.out)"
+grep -q "failqueue: fsync of .*/.upload-" server.log || fail "the gate saw no upload's fsync: the test tests nothing"
+"$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null 2>&1 || fail "rollout create"
+
+# held: how many uploads' fsyncs have reached the gate (each one is told).
+held() { grep -c 'failqueue: fsync of .*/.upload-' server.log || true; }
+# wait_held N: until more than N have.
+wait_held() {
+  local i
+  for i in $(seq 1 300); do [ "$(held)" -gt "$1" ] && return 0; sleep 0.1; done
+  fail "no upload reached its fsync: $(tail -5 server.log)"
+}
+
+rm "$GATE"
+make_image b.bin 4000000
+n=$(held)
+"$TCPOTA" image add b.bin --version 3.0.0 --model other > add-b.out 2>&1 &
+add_b=$!
+wait_held "$n"
+timeout 20 "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash d1 --id d1 --model esp32 \
+  --factory-version 1.0.0 --slot-size 1048576 --progress none 2> d1.log ||
+  fail "a device could not update while an upload was being written (exit $?): $(tail -3 d1.log)"
+grep -q "2.0.0" d1.log || fail "d1 did not say it updated to 2.0.0: $(cat d1.log)"
+curl -sf -m 5 -o metrics.out "$TCPOTA_API/metrics" || fail "/metrics did not answer while an upload was being written"
+kill -0 "$add_b" 2> /dev/null || fail "the upload ended before its fsync was let go: the gate held nothing"
+ok "while an upload's fsync is held, a device updates and /metrics answers"
+touch "$GATE"
+wait "$add_b" || fail "the held upload failed once let go: $(cat add-b.out)"
+"$TCPOTA" image list --json > list.json || fail "image list"
+[ "$(jq_py '[i["version"] for i in j["images"] if i["model"] == "other"]' < list.json)" = 3.0.0 ] ||
+  fail "the held upload is not listed: $(cat list.json)"
+cmp b.bin "$DATA/images/$(sha256sum b.bin | cut -c1-64)" || fail "the held upload's file differs from what was sent"
+ok "once let go, the upload is stored byte for byte"
+
+# A client that goes away while its upload is written. libevent does not
+# read a request's connection while it is being answered, so the server
+# learns of it only when it replies: the upload, whose bytes all arrived,
+# is stored; no temporary file stays; adding it again says it is there.
+rm "$GATE"
+make_image c.bin 2000000
+n=$(held)
+"$TCPOTA" image add c.bin --version 4.0.0 --model gone > add-c.out 2>&1 &
+add_c=$!
+wait_held "$n"
+kill -9 "$add_c"
+wait "$add_c" 2> /dev/null || true
+touch "$GATE"
+"$TCPOTA" image add c.bin --version 4.0.0 --model gone > add-c2.out 2>&1 || fail "image add c again: $(cat add-c2.out)"
+cmp c.bin "$DATA/images/$(sha256sum c.bin | cut -c1-64)" || fail "c's stored file differs from what was sent"
+ls -A "$DATA/images" | grep -q '^\.upload-' && fail "a temporary file stayed: $(ls -A "$DATA/images")"
+ok "an upload whose client went away while it was written leaves no temporary file; adding it again works"
+
+# No thread can be started for the work (descriptors run out): a 500 that
+# says so and what to do, nothing stored; once there are some again, the
+# same upload goes through.
+make_image f.bin 100000
+touch "$WORK/emfile"
+if "$TCPOTA" image add f.bin --version 6.0.0 --model nothread > add-f.out 2>&1; then
+  fail "an upload went through although no job could start: $(cat add-f.out)"
+fi
+grep -q "cannot start a thread for this request (Too many open files); raise its descriptor or thread limit" add-f.out ||
+  fail "no thread: not said: $(cat add-f.out)"
+grep -q "failqueue: pipe2 fails with EMFILE" server.log || fail "pipe2 was not failed: the test tests nothing"
+ls -A "$DATA/images" | grep -q '^\.upload-' && fail "a temporary file stayed: $(ls -A "$DATA/images")"
+"$TCPOTA" image list --json > list3.json || fail "image list"
+[ -z "$(jq_py '[i["id"] for i in j["images"] if i["model"] == "nothread"]' < list3.json)" ] ||
+  fail "an upload that found no thread was stored: $(cat list3.json)"
+rm "$WORK/emfile"
+"$TCPOTA" image add f.bin --version 6.0.0 --model nothread > add-f2.out 2>&1 || fail "image add f again: $(cat add-f2.out)"
+ok "no thread for an upload: 500 with what to do, nothing kept; the same upload later goes through"
+
+# An image's first load, held at its file's open: the check-ins that need
+# it wait; others are served meanwhile.
+make_image l.bin 500000
+"$TCPOTA" image add l.bin --version 2.0.0 --model late > add-l.out 2>&1 || fail "image add l: $(cat add-l.out)"
+"$TCPOTA" rollout create --image 2.0.0 --model late > /dev/null 2>&1 || fail "rollout create late"
+lhex=$(sha256sum l.bin | cut -c1-64)
+rm "$OPEN_GATE"
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash dl --id dl --model late \
+  --factory-version 1.0.0 --slot-size 1048576 --progress none 2> dl.log &
+dl=$!
+wait_line server.log "failqueue: open of .*/images/$lhex waits"
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash dk --id dk --model late \
+  --factory-version 1.0.0 --slot-size 1048576 --progress none 2> dk.log &
+dk=$!
+curl -s -o http-late.bin -D http-late.h -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/late?device=h1" &
+hl=$!
+wait_line server.log '\[dk .*asking the fleet store'
+sleep 0.3 # dk's and h1's check-ins reach the store and wait for the image
+kill -9 "$dk"; wait "$dk" 2> /dev/null || true
+timeout 20 "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash d1 --id d1 --model esp32 \
+  --factory-version 1.0.0 --slot-size 1048576 --progress none 2> d1b.log ||
+  fail "a device of a loaded image was not served while another image loaded (exit $?): $(tail -3 d1b.log)"
+curl -sf -m 5 -o /dev/null "$TCPOTA_API/metrics" || fail "/metrics did not answer while an image loaded"
+kill -0 "$dl" 2> /dev/null || fail "dl ended while its image was still loading: $(tail -3 dl.log)"
+grep -q '\[dl .*decision' server.log && fail "dl was decided before its image was loaded"
+ok "while an image loads, the check-ins that need it wait and the others are served"
+touch "$OPEN_GATE"
+wait "$dl" || fail "dl failed once its image was loaded: $(tail -3 dl.log)"
+[ "$(running dl)" = 2.0.0 ] || fail "dl does not run 2.0.0: $(tail -3 dl.log)"
+wait "$hl" || fail "the HTTP download failed"
+grep -q '^HTTP/1.1 200' http-late.h || fail "the HTTP download waiting for the load: $(head -1 http-late.h)"
+cmp http-late.bin l.bin || fail "the HTTP download waiting for the load got other bytes"
+[ "$(grep -c "failqueue: open of .*/images/$lhex waits" server.log)" -eq 1 ] ||
+  fail "the image was loaded more than once: $(grep -c "open of .*/images/$lhex" server.log) times"
+ok "once loaded (once), the waiting device and HTTP download get it byte for byte; a device killed while waiting harms nothing"
+
+# A loaded image's file damaged in place, then repaired by adding the same
+# bytes again: served from the repaired file, not from the damaged one the
+# old load still maps (an HTTP download sends from that file).
+curl -s -o a-before.bin -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h2" || fail "download a"
+cmp a-before.bin a.bin || fail "image a before the damage differs"
+ahex=$(sha256sum a.bin | cut -c1-64)
+flip_byte "$DATA/images/$ahex" 1000
+"$TCPOTA" image add a.bin --version 2.0.0 --model esp32 > add-a2.out 2>&1 || fail "image add a again: $(cat add-a2.out)"
+grep -q "stored again" add-a2.out || fail "the damaged file was not repaired: $(cat add-a2.out)"
+curl -s -o a-after.bin -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h3" || fail "download a again"
+cmp a-after.bin a.bin || fail "after the repair an HTTP download got other bytes than the image (the damaged file's)"
+ok "a loaded image whose file was repaired is loaded again: downloads get the right bytes"
+
+# A server stopped while an upload is written: it waits for the write,
+# exits 0 (under ASan: nothing leaked), no temporary file stays.
+rm "$GATE"
+make_image e.bin 1000000
+n=$(held)
+"$TCPOTA" image add e.bin --version 5.0.0 --model stop > add-e.out 2>&1 &
+add_e=$!
+wait_held "$n"
+kill -TERM "$SERVER_PID"
+sleep 0.5
+kill -0 "$SERVER_PID" 2> /dev/null || fail "the server exited before the upload's write ended"
+touch "$GATE"
+rc=0
+wait "$SERVER_PID" || rc=$?
+[ $rc -eq 0 ] || fail "the server stopped during an upload exited $rc: $(tail -5 server.log)"
+wait "$add_e" 2> /dev/null || true
+ls -A "$DATA/images" | grep -q '^\.upload-' && fail "a temporary file stayed after the stop: $(ls -A "$DATA/images")"
+ok "a server stopped during an upload's write waits for it, exits 0 and leaves no temporary file"
+
+# A server killed (SIGKILL) while an upload is written leaves its temporary
+# file; the next start removes it and says so.
+rm "$GATE"
+TCPOTA=./gated-tcpota TCPOTA_TEST_FSYNC_GATE=$GATE start_fleet
+make_image g.bin 500000
+n=$(held)
+"$TCPOTA" image add g.bin --version 7.0.0 --model killed > add-g.out 2>&1 &
+add_g=$!
+wait_held "$n"
+kill -9 "$SERVER_PID"; wait "$SERVER_PID" 2> /dev/null || true
+wait "$add_g" 2> /dev/null && fail "an upload whose server was killed succeeded"
+ls -A "$DATA/images" | grep -q '^\.upload-' || fail "no temporary file after the kill: the test tests nothing"
+start_fleet
+grep -q "removed 1 unfinished upload left in $DATA/images by an earlier run (add that image again)" server.log ||
+  fail "the leftover upload was not removed or not said: $(cat server.log)"
+ls -A "$DATA/images" | grep -q '^\.upload-' && fail "a temporary file stayed after a restart: $(ls -A "$DATA/images")"
+stop_fleet
+ok "a server killed while writing an upload: the next start removes its temporary file and says so"
