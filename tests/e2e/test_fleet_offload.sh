@@ -40,13 +40,21 @@ wait_held() {
   for i in $(seq 1 300); do [ "$(held)" -gt "$1" ] && return 0; sleep 0.1; done
   fail "no upload reached its fsync: $(tail -5 server.log)"
 }
+# upload_held NAME BYTES VERSION MODEL: with the gate closed, uploads a new
+# random image NAME.bin in the background (its output in NAME.out), and
+# returns once its fsync waits; HELD is the upload's pid.
+upload_held() {
+  local n
+  rm -f "$GATE"
+  make_image "$1.bin" "$2"
+  n=$(held)
+  "$TCPOTA" image add "$1.bin" --version "$3" --model "$4" > "$1.out" 2>&1 &
+  HELD=$!
+  wait_held "$n"
+}
 
-rm "$GATE"
-make_image b.bin 4000000
-n=$(held)
-"$TCPOTA" image add b.bin --version 3.0.0 --model other > add-b.out 2>&1 &
-add_b=$!
-wait_held "$n"
+upload_held b 4000000 3.0.0 other
+add_b=$HELD
 timeout 20 "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash d1 --id d1 --model esp32 \
   --factory-version 1.0.0 --slot-size 1048576 --progress none 2> d1.log ||
   fail "a device could not update while an upload was being written (exit $?): $(tail -3 d1.log)"
@@ -55,7 +63,7 @@ curl -sf -m 5 -o metrics.out "$TCPOTA_API/metrics" || fail "/metrics did not ans
 kill -0 "$add_b" 2> /dev/null || fail "the upload ended before its fsync was let go: the gate held nothing"
 ok "while an upload's fsync is held, a device updates and /metrics answers"
 touch "$GATE"
-wait "$add_b" || fail "the held upload failed once let go: $(cat add-b.out)"
+wait "$add_b" || fail "the held upload failed once let go: $(cat b.out)"
 "$TCPOTA" image list --json > list.json || fail "image list"
 [ "$(jq_py '[i["version"] for i in j["images"] if i["model"] == "other"]' < list.json)" = 3.0.0 ] ||
   fail "the held upload is not listed: $(cat list.json)"
@@ -66,12 +74,8 @@ ok "once let go, the upload is stored byte for byte"
 # read a request's connection while it is being answered, so the server
 # learns of it only when it replies: the upload, whose bytes all arrived,
 # is stored; no temporary file stays; adding it again says it is there.
-rm "$GATE"
-make_image c.bin 2000000
-n=$(held)
-"$TCPOTA" image add c.bin --version 4.0.0 --model gone > add-c.out 2>&1 &
-add_c=$!
-wait_held "$n"
+upload_held c 2000000 4.0.0 gone
+add_c=$HELD
 kill -9 "$add_c"
 wait "$add_c" 2> /dev/null || true
 touch "$GATE"
@@ -150,12 +154,8 @@ ok "a loaded image whose file was repaired is loaded again: downloads get the ri
 
 # A server stopped while an upload is written: it waits for the write,
 # exits 0 (under ASan: nothing leaked), no temporary file stays.
-rm "$GATE"
-make_image e.bin 1000000
-n=$(held)
-"$TCPOTA" image add e.bin --version 5.0.0 --model stop > add-e.out 2>&1 &
-add_e=$!
-wait_held "$n"
+upload_held e 1000000 5.0.0 stop
+add_e=$HELD
 kill -TERM "$SERVER_PID"
 sleep 0.5
 kill -0 "$SERVER_PID" 2> /dev/null || fail "the server exited before the upload's write ended"
@@ -171,11 +171,8 @@ ok "a server stopped during an upload's write waits for it, exits 0 and leaves n
 # file; the next start removes it and says so.
 rm "$GATE"
 TCPOTA=./gated-tcpota TCPOTA_TEST_FSYNC_GATE=$GATE start_fleet
-make_image g.bin 500000
-n=$(held)
-"$TCPOTA" image add g.bin --version 7.0.0 --model killed > add-g.out 2>&1 &
-add_g=$!
-wait_held "$n"
+upload_held g 500000 7.0.0 killed
+add_g=$HELD
 kill -9 "$SERVER_PID"; wait "$SERVER_PID" 2> /dev/null || true
 wait "$add_g" 2> /dev/null && fail "an upload whose server was killed succeeded"
 ls -A "$DATA/images" | grep -q '^\.upload-' || fail "no temporary file after the kill: the test tests nothing"
