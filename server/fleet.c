@@ -58,6 +58,7 @@ struct fleet_image {
     struct store_image si;        /* what to load */
     unsigned chunk;
     struct image *loaded;         /* the job's result, or NULL with err */
+    double load_s;                /* how long it took */
     char err[IMAGE_ERR_LEN];
     struct store_req **wait;      /* check-ins waiting for it, in order */
     size_t nwait;
@@ -189,13 +190,17 @@ static void image_load_work(void *arg)
     struct fleet_image *fi = arg;
     const struct store_image *si = &fi->si;
 
+    double t0 = now_s();
+
     fi->loaded = image_open(si->path, si->version, si->model, si->manifest_len ? si->manifest : NULL,
                             si->manifest_len, fi->chunk, fi->err, sizeof(fi->err));
+    fi->load_s = now_s() - t0;
 }
 
-/* On the loop, once fi's load ended: the image, or a failure told once
- * and remembered (a file that no longer matches its id is never offered). */
-static void image_settle(struct fleet_image *fi)
+/* On the loop, once fi's load ended (on_loop: it ran there): the image,
+ * said with how long it took, or a failure told once and remembered (a
+ * file that no longer matches its id is never offered). */
+static void image_settle(struct fleet_image *fi, int on_loop)
 {
     struct server *srv = fi->srv;
     const struct store_image *si = &fi->si;
@@ -216,6 +221,11 @@ static void image_settle(struct fleet_image *fi)
     }
     if (img && fstat(img->fd, &fi->file) != 0) {
         memset(&fi->file, 0, sizeof(fi->file)); /* checked again after the next change */
+    }
+    if (img) {
+        say(srv, "image %.16s... (%s, %u bytes) loaded in %.2f s%s; %zu check-in%s waited for it",
+            si->idhex, si->version, img->size, fi->load_s, on_loop ? " on the event loop (no thread)" : "",
+            fi->nwait, fi->nwait == 1 ? "" : "s");
     }
     fi->img = img;
     fi->epoch = srv->fleet->epoch;
@@ -241,7 +251,7 @@ static void image_loaded(void *arg)
     struct fleet_image *fi = arg;
 
     fi->job = NULL;
-    image_settle(fi);
+    image_settle(fi, 0);
     image_release(fi);
 }
 
@@ -300,7 +310,7 @@ static struct image *image_for(struct server *srv, const struct store_image *si)
         return NULL;
     }
     image_load_work(fi);
-    image_settle(fi);
+    image_settle(fi, 1);
     return fi->img;
 }
 
@@ -318,7 +328,7 @@ static void images_stop(struct fleet *f)
         if (fi->job) {
             offload_wait(fi->job);
             fi->job = NULL;
-            image_settle(fi);
+            image_settle(fi, 0);
         }
         image_release(fi);
     }
