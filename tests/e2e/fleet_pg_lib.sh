@@ -41,8 +41,13 @@ start_pg_cluster() {
     ports+=("$NODE_PORT")
     apis+=("$NODE_API")
   done
-  HA_PORT=$(free_port)
-  cluster_haproxy "$WORK" "$HA_PORT" "${ports[@]}" || fail "HAProxy did not start"
+  # A free port is released before HAProxy binds it: another test's server
+  # may take it meanwhile (rarely); then another port.
+  for i in 1 2 3; do
+    HA_PORT=$(free_port)
+    cluster_haproxy "$WORK" "$HA_PORT" "${ports[@]}" && break
+    [ "$i" -lt 3 ] || fail "HAProxy did not start (3 ports tried)"
+  done
   PIDS+=("$HAPROXY_PID")
   TCPOTA_TOKEN=$(cat "$WORK/n1/api.token")
   export TCPOTA_TOKEN

@@ -518,9 +518,14 @@ has out.log "usage: tcpota device --server HOST:PORT --flash DIR"
 ok "tcpota device (the simulator) is unchanged"
 
 # --- no server, a slow server, a server that is not the API
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# A port held bound but not listening by a process of the test's own:
+# connections to it are refused, and no other program can take it meanwhile.
+coproc HOLD { python3 -c 'import socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1], flush=True); sys.stdin.read()'; }
+read -r port <&"${HOLD[0]}"
 run 1 $T image list --api "http://127.0.0.1:$port"
 has err.log "^tcpota image: cannot reach the API at http://127.0.0.1:$port \(connection refused\); is tcpota serve --data running, with --api\?$"
+kill "$HOLD_PID"; wait "$HOLD_PID" 2> /dev/null || true
 # Nothing given: the default address, and how to give another.
 if ! (exec 3<>/dev/tcp/127.0.0.1/8071) 2> /dev/null; then
   run 1 env -u TCPOTA_API $T image list --token-file tok
