@@ -326,8 +326,20 @@ struct http_ota *http_ota_new(struct server *srv)
 {
     struct http_ota *ota = calloc(1, sizeof(*ota));
 
-    if (ota) ota->srv = srv;
+    if (ota) {
+        ota->srv = srv;
+        ota->cuts = calloc(OTA_CUT_SLOTS, sizeof(*ota->cuts));
+    }
     return ota;
+}
+
+struct ota_cut *ota_cut_slot(struct http_ota *ota, const char *id)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+
+    if (!ota->cuts) return NULL;
+    for (; *id; id++) h = (h ^ (uint8_t)*id) * 16777619u;
+    return &ota->cuts[h % OTA_CUT_SLOTS];
 }
 
 /* "HOST:PORT" of the socket's peer into buf (text_sockaddr's numbers);
@@ -460,5 +472,6 @@ void http_ota_free(struct http_ota *ota)
         }
         ota_dl_free(d);
     }
+    free(ota->cuts);
     free(ota);
 }

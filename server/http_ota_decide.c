@@ -113,14 +113,22 @@ void ota_checkin_done(struct store_req *r)
         return;
     }
     /* What the registry says it had of this image: a range from further on
-     * completes the image only on top of it (reach(), http_ota_send.c). */
+     * completes the image only on top of it (reach(), http_ota_send.c).
+     * After a cut seen here, up to what was written then: the device may
+     * have received more than its TCP was seen to acknowledge. */
     {
         const struct store_device *dev = &r->u.checkin.out->dev;
+        const struct ota_cut *cut = ota_cut_slot(d->ota, d->id);
         d->had = strcmp(dev->image, img->idhex) == 0 && dev->bytes <= img->size &&
                          (dev->state == STORE_ST_DOWNLOADING || dev->state == STORE_ST_VERIFIED ||
                           dev->state == STORE_ST_UPDATED)
                      ? (uint32_t)dev->bytes
                      : 0;
+        if (d->had && cut && strcmp(cut->id, d->id) == 0 &&
+            memcmp(cut->image, img->desc.id, TCPOTA_ID_LEN) == 0 && cut->written > d->had &&
+            cut->written <= img->size) {
+            d->had = cut->written;
+        }
     }
     store_req_free(r);
     snprintf(etag, sizeof(etag), "\"%s\"", img->idhex);

@@ -28,12 +28,26 @@ struct image;
 #define OTA_TIMEOUT_S 60             /* a client that neither sends nor reads for this long */
 #define OTA_HEADER_VALUE_MAX 200u    /* Range, If-Range: longer is refused */
 
+#define OTA_CUT_SLOTS 1024u          /* cut downloads remembered (a hash of device ids) */
+
+/* Where a cut download's bytes went: written to the socket up to `written`
+ * (what the peer's TCP acknowledged is in the registry). A device resumes
+ * from what it received, which can be past what the server saw
+ * acknowledged (an ACK delayed or lost in the cut) but never past what
+ * was written: http_ota_decide.c takes its range as continuing there. */
+struct ota_cut {
+    char id[TCPOTA_MAX_STR + 1];     /* "" : free */
+    uint8_t image[TCPOTA_ID_LEN];
+    uint32_t written;
+};
+
 struct http_ota {
     struct server *srv;
     struct evhttp *http;             /* the listener of its own, or NULL */
     struct evhttp_bound_socket *sock;
     struct dl *dls;                  /* requests being decided or sent */
     size_t nsending;
+    struct ota_cut *cuts;            /* OTA_CUT_SLOTS of them, or NULL (no memory: acks only) */
 };
 
 /* One download request: decided by the store's check-in, then sent one
@@ -68,6 +82,9 @@ void ota_reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Unlinks d from its server's list and frees it (with its image reference). */
 void ota_dl_free(struct dl *d);
+
+/* The slot of device id among ota->cuts (NULL when there are none). */
+struct ota_cut *ota_cut_slot(struct http_ota *ota, const char *id);
 
 /* http_ota_decide.c: the store's done of a request's STORE_CHECKIN: decides
  * and answers (204, 416, or ota_start()). */

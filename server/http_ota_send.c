@@ -13,6 +13,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/ioctl.h>
 #ifdef __linux__
 #include <linux/sockios.h> /* SIOCOUTQ */
@@ -109,15 +110,31 @@ static long unacked(const struct dl *d)
 #endif
 }
 
+/* The byte up to which d's range went to the socket: d->sent (its windows
+ * written whole), and of the window being written what left the
+ * connection's buffer. A connection cut before its first window was
+ * written whole (a slow reader, a busy machine) delivered bytes all the
+ * same: counted as 0 before, so that the device's next range, from where
+ * it got to, was taken for a tail asked for on its own. */
+static uint32_t written_to(const struct dl *d)
+{
+    struct bufferevent *bev = d->evcon ? evhttp_connection_get_bufferevent(d->evcon) : NULL;
+    size_t left, unsent = d->queued - d->sent;
+
+    if (!bev) return d->sent;
+    left = evbuffer_get_length(bufferevent_get_output(bev)); /* the headers too, until written */
+    return left >= unsent ? d->sent : d->queued - (uint32_t)left;
+}
+
 /* d->acked from the socket (kept when the socket cannot tell). */
 static void update_acked(struct dl *d)
 {
     long n = unacked(d);
-    uint32_t acked;
+    uint32_t out = written_to(d), acked;
 
     if (n < 0) return;
     /* Under TLS the queue holds record overhead too: never below first. */
-    acked = (unsigned long)n >= d->sent - d->first ? d->first : d->sent - (uint32_t)n;
+    acked = (unsigned long)n >= out - d->first ? d->first : out - (uint32_t)n;
     if (acked > d->acked) d->acked = acked;
 }
 
@@ -179,8 +196,20 @@ void ota_closed(struct evhttp_connection *evcon, void *arg)
     for (d = ota->dls; d; d = next) {
         next = d->next;
         if (d->evcon != evcon) continue;
-        if (d->img) update_acked(d); /* the socket is still open here, and keeps its
-                                        count after a reset */
+        if (d->img) { /* the socket is still open here, and keeps its count after a reset */
+            uint32_t out = written_to(d); /* the connection's buffer is not emptied yet either */
+            struct ota_cut *cut = ota_cut_slot(ota, d->id);
+            if (out > d->sent) {
+                metrics_bytes(d->rollout_id, d->img->desc.id, out - d->sent);
+                d->sent = out;
+            }
+            update_acked(d);
+            if (cut && d->first <= d->had) { /* how far it may have got, for its next range */
+                snprintf(cut->id, sizeof(cut->id), "%s", d->id);
+                memcpy(cut->image, d->img->desc.id, TCPOTA_ID_LEN);
+                cut->written = d->sent;
+            }
+        }
         d->evcon = NULL;
         /* Detached from the connection (EOF while it was ours): ours to
          * free; attached: libevent frees it after this callback. */

@@ -371,3 +371,56 @@ wait_line "$WORK/server.log" "\[n-2 [^]]*\] http: bytes 10000-69999 of 3.0.0 sen
 [ "$(device_state n-2)" = downloading ] || fail "n-2 is $(device_state n-2) after a range of 3.0.0 on top of 2.0.0's bytes"
 stop_fleet
 ok "a whole download of one rollout's image, then a newer rollout's from byte 0: served, no failure; a range of the new image on top of the old one's bytes is not the new image"
+
+# ---- a resume from past what the server saw acknowledged ----------------------
+# A cut leaves the server knowing what it wrote and, lower, what the peer's TCP
+# acknowledged (an ACK delayed or lost in the cut is never seen). A device
+# resumes from what it received: past the acknowledged bytes, never past the
+# written ones. Such a range continues the image (before: taken for a tail
+# asked for on its own, and the device never counted as having the image);
+# one from past what was written does not. A client with a small receive
+# buffer that stops reading makes the two differ for sure.
+DATA="$WORK/data-cut" start_fleet --ota-listen 127.0.0.1:0
+OTA_PORT=$(sed -nE 's/.*HTTP downloads on [^ ]*:([0-9]+).*/\1/p' "$WORK/server.log" | tail -1)
+OTA="http://127.0.0.1:$OTA_PORT/ota/esp32"
+make_image "$WORK/img4" 4194304
+"$TCPOTA" image add --version 2.0.0 --model esp32 "$WORK/img4" > /dev/null || fail "image add img4 failed"
+"$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null || fail "rollout create img4 failed"
+# cut_short DEVICE BYTES: a GET that reads BYTES of the body, stops reading, and resets.
+cut_short() {
+  python3 - "$OTA_PORT" "$1" "$2" <<'PY'
+import socket, struct, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /ota/esp32?device=%s HTTP/1.1\r\nHost: x\r\nX-Tcpota-Version: 1.0.0\r\n\r\n" % sys.argv[2].encode())
+got = b""
+while b"\r\n\r\n" not in got or len(got) - got.index(b"\r\n\r\n") - 4 < int(sys.argv[3]):
+    got += s.recv(65536)
+time.sleep(0.5)  # the server fills its send buffer meanwhile
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()
+PY
+}
+# closed_at DEVICE: "WRITTEN ACKED" of its cut, from the server's log line.
+closed_at() {
+  local line
+  line=$(wait_line "$WORK/server.log" "\[$1 [^]]*\] http: connection closed: " > /dev/null &&
+    grep "\[$1 [^]]*\] http: connection closed: " "$WORK/server.log" | tail -1)
+  sed -nE 's/.*closed: ([0-9]+) bytes of range 0-[0-9]+ written, up to byte ([0-9]+) acknowledged.*/\1 \2/p' <<< "$line"
+}
+cut_short c-1 100000
+read -r W A < <(closed_at c-1)
+[ -n "$W" ] && [ "$W" -gt $((A + 2)) ] || fail "c-1's cut: written $W, acknowledged $A: the test tests nothing"
+X=$(((A + W) / 2))
+[ "$(get c1 "$OTA?device=c-1" -H "Range: bytes=$X-")" = 206 ] || fail "c-1's resume from $X: not 206"
+wait_line "$WORK/server.log" "\[c-1 [^]]*\] http: every byte of 2.0.0 sent"
+[ "$(device_state c-1)" = verified ] || fail "c-1 resumed from $X (acknowledged $A, written $W) is $(device_state c-1), not verified"
+cut_short c-2 100000
+read -r W2 A2 < <(closed_at c-2)
+[ -n "$W2" ] && [ "$W2" -gt "$A2" ] || fail "c-2's cut: written $W2, acknowledged $A2"
+[ "$(get c2 "$OTA?device=c-2" -H "Range: bytes=$((W2 + 1000))-")" = 206 ] || fail "c-2's range: not 206"
+wait_line "$WORK/server.log" "\[c-2 [^]]*\] http: bytes $((W2 + 1000))-4194303 of 2.0.0 sent, but the device is not known to have bytes 0-$((W2 + 999)) \(it had $W2\): not counted"
+[ "$(device_state c-2)" = downloading ] || fail "c-2 is $(device_state c-2) after a range past what it was sent"
+stop_fleet
+ok "a resume from past the acknowledged bytes but within the written ones completes the image; one from past the written ones does not"
