@@ -70,6 +70,33 @@ wait "$add_b" || fail "the held upload failed once let go: $(cat b.out)"
 cmp b.bin "$DATA/images/$(sha256sum b.bin | cut -c1-64)" || fail "the held upload's file differs from what was sent"
 ok "once let go, the upload is stored byte for byte"
 
+# Two uploads at once take turns: the second is judged against the first
+# once it is stored. The same bytes under another version: 409 (before:
+# "added", answered with the first one's version); other bytes under the
+# same version of the same model: 409 (before: two images of one version).
+for second in same-bytes other-bytes; do
+  upload_held t1 300000 10.0.0 turns
+  if [ $second = same-bytes ]; then cp t1.bin t2.bin; v2=10.0.1; else make_image t2.bin 300000; v2=10.0.0; fi
+  "$TCPOTA" image add t2.bin --version $v2 --model turns > t2.out 2>&1 &
+  t2=$!
+  sleep 1 # t2 is hashed and waits for its turn
+  touch "$GATE"
+  wait "$HELD" || fail "$second: the first upload failed: $(cat t1.out)"
+  rc=0; wait "$t2" || rc=$?
+  [ $rc -ne 0 ] || fail "$second: the second upload at once was taken: $(cat t2.out)"
+  if [ $second = same-bytes ]; then
+    grep -q "these bytes are stored already as image .*, version 10.0.0 for model turns" t2.out ||
+      fail "same bytes under another version at once: $(cat t2.out)"
+  else
+    grep -q "model turns has version 10.0.0 already" t2.out || fail "one version twice at once: $(cat t2.out)"
+  fi
+  "$TCPOTA" image list --json > turns.json || fail "image list"
+  [ "$(jq_py '[i["version"] for i in j["images"] if i["model"] == "turns"]' < turns.json)" = 10.0.0 ] ||
+    fail "$second: model turns has other images than the first upload: $(cat turns.json)"
+  "$TCPOTA" image rm "$(sha256sum t1.bin | cut -c1-12)" > /dev/null || fail "image rm t1"
+done
+ok "two uploads at once take turns: the same bytes under another version, or one version twice, is refused"
+
 # A client that goes away while its upload is written. libevent does not
 # read a request's connection while it is being answered, so the server
 # learns of it only when it replies: the upload, whose bytes all arrived,
