@@ -240,6 +240,13 @@ static int image_add(struct api *a, int argc, char **argv)
                table_c(api_str(ans, "model")), api_int(ans, "size"),
                api_bool(ans, "signed") ? "signed" : "unsigned");
         const char *m = table_c(api_str(ans, "model"));
+        const json_t *used = json_object_get(ans, "rollouts");
+        if (json_array_size(used) > 0) { /* a new rollout would supersede it */
+            json_int_t ro = json_integer_value(json_array_get(used, json_array_size(used) - 1));
+            printf("rollout %lld uses it: follow it with tcpota rollout show %lld\n", (long long)ro,
+                   (long long)ro);
+            goto out;
+        }
         printf("roll it out: tcpota rollout create --image %s --model ",
                table_short_id(api_str(ans, "id"), id, sizeof(id)));
         if (strpbrk(m, " \t'\"$`\\*?[]<>|&;()#~!{}") == NULL) {

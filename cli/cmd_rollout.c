@@ -3,6 +3,7 @@
  * (docs/api.md, api_client.h). */
 #include "api_client.h"
 #include "cli.h"
+#include "rollout.h" /* ROLLOUT_STATUS_MAX */
 #include "table.h"
 
 #include <stdio.h>
@@ -125,8 +126,9 @@ static void print_rollout(const json_t *r)
     } else { /* "version": null: the image was removed after the cancel */
         printf("  image      %s (removed)\n", table_c(api_str(r, "image")));
     }
-    if (*api_str(r, "status")) {
-        printf("  status     %s\n", table_c(api_str(r, "status")));
+    if (*api_str(r, "status")) { /* longer than table_c's 255 bytes when halted */
+        char status[ROLLOUT_STATUS_MAX];
+        printf("  status     %s\n", table_clean(api_str(r, "status"), status, sizeof(status)));
     }
     printf("  model      %s\n", table_c(api_str(r, "model")));
     printf("  group      %s\n",

@@ -75,6 +75,7 @@ void api_call_release(struct api_call *c)
 static void call_free(struct api_call *c)
 {
     if (c->api) { /* else an orphan of api_stop(), out of the list */
+        api_upload_end(c);
         if (c->prev) c->prev->next = c->next;
         else c->api->calls = c->next;
         if (c->next) c->next->prev = c->prev;

@@ -129,21 +129,19 @@ static int take_id(struct api_call *c, const char *s)
 
 /* ---- upload ---- */
 
-static void add_got_existing(struct api_call *c, struct store_req *r)
-{
-    if (r->rc < 0) api_store_error(c, r, "body", "image");
-    else hold_images(c, r->u.image.img, 1, 0);
-}
+static void add_lookup_done(struct api_call *c, struct store_req *r);
 
 static void add_done(struct api_call *c, struct store_req *r)
 {
     struct store_req *g;
 
-    if (r->rc == STORE_E_CONFLICT) { /* added meanwhile by another request */
-        c->code = 200;
+    if (r->rc == STORE_E_CONFLICT) {
+        /* Added meanwhile (through another node: uploads to one node take
+         * turns, upload_turn()): judged as if it had been there first, so
+         * that other names for the same bytes are refused (409). */
         if ((g = api_req(c, STORE_IMAGE_GET)) != NULL) {
             memcpy(g->u.image.img->idhex, c->img.idhex, sizeof c->img.idhex);
-            api_submit(c, g, add_got_existing);
+            api_submit(c, g, add_lookup_done);
         }
         return;
     }
@@ -468,12 +466,68 @@ static int take_names(struct api_call *c, const char *query, int signed_)
     return rc;
 }
 
+/* Is the hashed upload stored already? Asked first of all its checks
+ * against the images stored (the same bytes, the same version). */
+static void lookup(struct api_call *c)
+{
+    struct store_req *r;
+
+    if ((r = api_req(c, STORE_IMAGE_GET)) != NULL) {
+        memcpy(r->u.image.img->idhex, c->img.idhex, sizeof c->img.idhex);
+        api_submit(c, r, add_lookup_done);
+    }
+}
+
+/* Uploads take turns from their lookup to their end: two at once each
+ * passed the checks against the images stored before either was added
+ * (the same bytes under two versions, two images of one version), now
+ * that hashing and writing leave the loop free for the other. The next
+ * in line starts when the one before ends (api_upload_end). */
+static void upload_turn(struct api_call *c)
+{
+    struct api *a = c->api;
+
+    if (!a->upload_owner) {
+        a->upload_owner = c;
+        lookup(c);
+        return;
+    }
+    c->upload_next = NULL;
+    if (a->upload_tail) a->upload_tail->upload_next = c;
+    else a->upload_head = c;
+    a->upload_tail = c;
+    c->upload_queued = 1;
+}
+
+void api_upload_end(struct api_call *c)
+{
+    struct api *a = c->api;
+    struct api_call **at, *prev = NULL, *next;
+
+    if (c->upload_queued) { /* ended while waiting (api_stop) */
+        for (at = &a->upload_head; *at != c; prev = *at, at = &(*at)->upload_next) {
+        }
+        *at = c->upload_next;
+        if (a->upload_tail == c) a->upload_tail = prev;
+        c->upload_queued = 0;
+        return;
+    }
+    if (a->upload_owner != c) return;
+    a->upload_owner = NULL;
+    if ((next = a->upload_head) != NULL) {
+        a->upload_head = next->upload_next;
+        if (!a->upload_head) a->upload_tail = NULL;
+        next->upload_queued = 0;
+        a->upload_owner = next;
+        lookup(next);
+    }
+}
+
 /* The upload is hashed: its manifest must describe these bytes; then
- * is it stored already? */
+ * its turn (upload_turn). */
 static void hashed(struct api_call *c)
 {
     struct tcpota_manifest m;
-    struct store_req *r;
 
     if (c->job_rc < 0) {
         api_error(c, 500, NULL, "the server is out of memory; try again");
@@ -495,10 +549,7 @@ static void hashed(struct api_call *c)
                   "sign writes FILE.manifest)", c->img.size);
         return;
     }
-    if ((r = api_req(c, STORE_IMAGE_GET)) != NULL) {
-        memcpy(r->u.image.img->idhex, c->img.idhex, sizeof c->img.idhex);
-        api_submit(c, r, add_lookup_done);
-    }
+    upload_turn(c);
 }
 
 /* POST /v1/images: what the request says is checked on the loop, then the

@@ -42,6 +42,8 @@ struct api {
     struct api_stream *streams; /* open event streams (api_events.c) */
     unsigned nstreams;
     struct event *beat;         /* the streams' heartbeat, once one opened */
+    struct api_call *upload_owner;             /* the upload past its lookup (api_images.c) */
+    struct api_call *upload_head, *upload_tail; /* uploads waiting for their turn */
     json_t *summary;            /* the last GET /v1/summary answer (api_summary.c) */
     int64_t summary_ms;         /* when (monotonic ms) */
 };
@@ -79,6 +81,8 @@ struct api_call {
     struct store_image img;          /* image being added */
     struct evbuffer *body;           /* upload: its bytes, taken from the request */
     struct store_image stored;       /* upload: the same bytes' record, to repair its file */
+    struct api_call *upload_next;    /* upload: the next waiting for its turn */
+    int upload_queued;               /* upload: waiting for its turn */
     struct store_image *imgs;        /* image list waiting for its rollouts */
     size_t nimgs;
     struct store_rollout *ros;       /* rollout list waiting for its images */
@@ -169,6 +173,10 @@ void api_events_publish(struct api *a, const char *event, json_t *data);
 void api_events_conn_closed(struct api *a, struct evhttp_connection *evcon);
 /* Ends every stream and the heartbeat (before evhttp_free). */
 void api_events_stop(struct api *a);
+
+/* An upload's call ends: its turn passes to the next waiting upload, or it
+ * leaves the line (api_images.c; api.c's call_free calls it). */
+void api_upload_end(struct api_call *c);
 
 /* JSON of the store's records. */
 json_t *api_image_json(const struct store_image *img, const struct store_rollout *ros, size_t nros);

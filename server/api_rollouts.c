@@ -209,8 +209,11 @@ static void open_wave(struct api_call *c, const struct store_rollout *ro)
     struct store_req *s;
 
     if (ro->ro.state != ROLLOUT_STATE_ACTIVE) {
-        api_error(c, 409, NULL, "rollout %llu is %s; only an active rollout opens a wave (resume "
-                  "it first)", (unsigned long long)c->id, store_rollout_state_name(ro->ro.state));
+        api_error(c, 409, NULL, "rollout %llu is %s; only an active rollout opens a wave (%s)",
+                  (unsigned long long)c->id, store_rollout_state_name(ro->ro.state),
+                  ro->ro.state == ROLLOUT_STATE_CANCELLED
+                      ? "a cancelled one never runs again: create a new rollout"
+                      : "resume it first");
         return;
     }
     if (ro->ro.n_open >= ro->ro.n_waves) {

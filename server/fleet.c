@@ -50,9 +50,9 @@ struct fleet_image {
     struct fleet_image *next;
     struct image *img;            /* NULL: loading (job), or its file failed to load */
     uint8_t id[TCPOTA_ID_LEN];
-    uint32_t epoch;               /* the fleet's epoch when it was loaded or last checked */
+    uint32_t epoch;               /* failed: the fleet's epoch then */
     double retry_at;              /* failed: when a check-in loads it again */
-    struct stat file;             /* loaded: its file then (a change through the API checks it) */
+    struct stat file;             /* loaded: its open file then (same_open_file) */
     struct offload *job;          /* loading; what follows is the job's until it ends */
     struct server *srv;
     struct store_image si;        /* what to load */
@@ -129,30 +129,33 @@ static struct fleet_image *image_find(struct fleet *f, const uint8_t id[TCPOTA_I
     return fi;
 }
 
-/* 1 when path is still the file st was taken of (the same inode, size and
- * modification time). */
-static int same_file(const char *path, const struct stat *st)
+static int same_stat(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* 1 when the loaded image's open file is unchanged since it was loaded: a
+ * file written over in place (a disk fault, a hand) would otherwise be
+ * sent as it is now by HTTP downloads (sendfile from it) and by unaligned
+ * frames (its mapping), under the id of the bytes it had. */
+static int same_open_file(const struct fleet_image *fi)
 {
     struct stat now;
 
-    return stat(path, &now) == 0 && now.st_dev == st->st_dev && now.st_ino == st->st_ino &&
-           now.st_size == st->st_size && now.st_mtim.tv_sec == st->st_mtim.tv_sec &&
-           now.st_mtim.tv_nsec == st->st_mtim.tv_nsec;
+    return fstat(fi->img->fd, &now) == 0 && same_stat(&now, &fi->file);
 }
 
-/* 1 when fi answers at once: loaded (and its file unchanged, looked at
- * after each change through the API: the same bytes added again replace a
- * damaged file, which the loaded image still maps), or a failure still
- * remembered. */
-static int image_settled(const struct fleet *f, struct fleet_image *fi)
+/* 1 when fi answers at once: loaded (its open file unchanged since), or a
+ * failure still remembered. A file replaced whole (the same bytes added
+ * again rename a good copy over a damaged or missing one) leaves the
+ * loaded image's open file as it was: still the right bytes. */
+static int image_settled(const struct fleet *f, const struct fleet_image *fi)
 {
-    if (fi->job) {
-        return 0;
+    if (fi->job || (fi->img && !same_open_file(fi))) {
+        return 0; /* loading, or its file changed in place: loaded again (and refused) */
     }
-    if (fi->img && fi->epoch != f->epoch && same_file(fi->si.path, &fi->file)) {
-        fi->epoch = f->epoch;
-    }
-    return fi->epoch == f->epoch && (fi->img || now_s() < fi->retry_at);
+    return fi->img || (fi->epoch == f->epoch && now_s() < fi->retry_at);
 }
 
 /* Takes fi out of the list and frees it (a transfer keeps its image). */

@@ -203,8 +203,9 @@ size_t rollout_explain(const struct rollout *ro, const struct rollout_rules *rul
     case ROLLOUT_STATE_HALTED:
         n = snprintf(buf, cap, "halted itself: %llu of %llu finished devices failed%s, more than "
                                "%u %% (--halt-at) and at least %u (--halt-min); look at the "
-                               "failures (tcpota device list --state failed), then resume it "
-                               "(failures count from then) or cancel it",
+                               "failures (tcpota device list --state S for each of failed, "
+                               "rolled-back, boot-failed and declined: all count), then resume "
+                               "it (failures count from then) or cancel it",
                      (unsigned long long)failed, (unsigned long long)finished,
                      base_finished ? " since it was resumed" : "", rules->halt_pct,
                      rules->halt_min);

@@ -46,7 +46,7 @@ done
   sort | paste -sd, | grep -qx 'bad-1,bad-2,bad-3' || fail "rolled-back list: $("$TCPOTA" device list --state rolled-back)"
 "$TCPOTA" rollout show 1 | grep -qi halted || fail "rollout show (table) does not say halted"
 # It says why, and what to do (the server's log did; rollout show said "halted").
-"$TCPOTA" rollout show 1 | grep -qE "status     halted itself: [0-9]+ of [0-9]+ finished devices failed, more than [0-9]+ % \(--halt-at\) and at least [0-9]+ \(--halt-min\); look at the failures \(tcpota device list --state failed\), then resume it \(failures count from then\) or cancel it" ||
+"$TCPOTA" rollout show 1 | grep -qE "status     halted itself: [0-9]+ of [0-9]+ finished devices failed, more than [0-9]+ % \(--halt-at\) and at least [0-9]+ \(--halt-min\); look at the failures \(tcpota device list --state S for each of failed, rolled-back, boot-failed and declined: all count\), then resume it \(failures count from then\) or cancel it" ||
   fail "rollout show 1 does not say why it halted: $("$TCPOTA" rollout show 1)"
 ok "after the halt: no new device offered; device list --state rolled-back names the 3"
 

@@ -70,6 +70,33 @@ wait "$add_b" || fail "the held upload failed once let go: $(cat b.out)"
 cmp b.bin "$DATA/images/$(sha256sum b.bin | cut -c1-64)" || fail "the held upload's file differs from what was sent"
 ok "once let go, the upload is stored byte for byte"
 
+# Two uploads at once take turns: the second is judged against the first
+# once it is stored. The same bytes under another version: 409 (before:
+# "added", answered with the first one's version); other bytes under the
+# same version of the same model: 409 (before: two images of one version).
+for second in same-bytes other-bytes; do
+  upload_held t1 300000 10.0.0 turns
+  if [ $second = same-bytes ]; then cp t1.bin t2.bin; v2=10.0.1; else make_image t2.bin 300000; v2=10.0.0; fi
+  "$TCPOTA" image add t2.bin --version $v2 --model turns > t2.out 2>&1 &
+  t2=$!
+  sleep 1 # t2 is hashed and waits for its turn
+  touch "$GATE"
+  wait "$HELD" || fail "$second: the first upload failed: $(cat t1.out)"
+  rc=0; wait "$t2" || rc=$?
+  [ $rc -ne 0 ] || fail "$second: the second upload at once was taken: $(cat t2.out)"
+  if [ $second = same-bytes ]; then
+    grep -q "these bytes are stored already as image .*, version 10.0.0 for model turns" t2.out ||
+      fail "same bytes under another version at once: $(cat t2.out)"
+  else
+    grep -q "model turns has version 10.0.0 already" t2.out || fail "one version twice at once: $(cat t2.out)"
+  fi
+  "$TCPOTA" image list --json > turns.json || fail "image list"
+  [ "$(jq_py '[i["version"] for i in j["images"] if i["model"] == "turns"]' < turns.json)" = 10.0.0 ] ||
+    fail "$second: model turns has other images than the first upload: $(cat turns.json)"
+  "$TCPOTA" image rm "$(sha256sum t1.bin | cut -c1-12)" > /dev/null || fail "image rm t1"
+done
+ok "two uploads at once take turns: the same bytes under another version, or one version twice, is refused"
+
 # A client that goes away while its upload is written. libevent does not
 # read a request's connection while it is being answered, so the server
 # learns of it only when it replies: the upload, whose bytes all arrived,
@@ -148,11 +175,15 @@ curl -s -o a-before.bin -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?devi
 cmp a-before.bin a.bin || fail "image a before the damage differs"
 ahex=$(sha256sum a.bin | cut -c1-64)
 flip_byte "$DATA/images/$ahex" 1000
+# Damaged in place, before any change through the API: not served at all.
+code=$(curl -s -o a-damaged.bin -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h4")
+[ "$code" = 204 ] || fail "a loaded image whose file was damaged in place was answered $code (not 204)"
+wait_line server.log "image ${ahex:0:16}\.\.\. \(2\.0\.0\): .* no longer has that SHA-256"
 "$TCPOTA" image add a.bin --version 2.0.0 --model esp32 > add-a2.out 2>&1 || fail "image add a again: $(cat add-a2.out)"
 grep -q "stored again" add-a2.out || fail "the damaged file was not repaired: $(cat add-a2.out)"
 curl -s -o a-after.bin -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h3" || fail "download a again"
 cmp a-after.bin a.bin || fail "after the repair an HTTP download got other bytes than the image (the damaged file's)"
-ok "a loaded image whose file was repaired is loaded again: downloads get the right bytes"
+ok "a loaded image whose file changed in place is served to no one; once repaired it is loaded again: downloads get the right bytes"
 
 # A server stopped while an upload is written: it waits for the write,
 # exits 0 (under ASan: nothing leaked), no temporary file stays.

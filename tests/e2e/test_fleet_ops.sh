@@ -331,6 +331,9 @@ for harm in missing damaged directory; do
   "$TCPOTA" image add --version 3.0.0 --model "m-$harm" "$WORK/r-$harm.bin" > "$WORK/out" 2>&1 ||
     fail "$harm: image add again: $(cat "$WORK/out")"
   grep -q "stored again (its file on the server was missing or damaged)" "$WORK/out" || fail "$harm: $(cat "$WORK/out")"
+  # Its rollout is named, not a command that would make another one.
+  grep -qE "^rollout [0-9]+ uses it: follow it with tcpota rollout show [0-9]+$" "$WORK/out" &&
+    ! grep -q "roll it out" "$WORK/out" || fail "$harm: the image's rollout was not named: $(cat "$WORK/out")"
   cmp -s "$stored" "$WORK/r-$harm.bin" || fail "$harm: the stored file was not restored"
   run_device "r-$harm" "m-$harm" "$WORK/r-$harm" || fail "$harm: the device failed after the repair: $(tail -3 "$WORK/r-$harm.log")"
   [ "$(running "$WORK/r-$harm")" = 3.0.0 ] || fail "$harm: the device did not get the restored image"

@@ -107,6 +107,10 @@ rc=0; "$TCPOTA" rollout open-wave 2 > "$WORK/ow.out" 2>&1 || rc=$?
 rc=0; "$TCPOTA" rollout open-wave 2 > "$WORK/ow.out" 2>&1 || rc=$?
 [ $rc -eq 1 ] && grep -q "rollout 2 is paused; only an active rollout opens a wave (resume it first)" "$WORK/ow.out" ||
   fail "open-wave of a paused rollout: rc $rc: $(cat "$WORK/ow.out")"
-ok "rollout open-wave opens the next wave now; refused with every wave open, or paused"
+"$TCPOTA" rollout cancel 2 > /dev/null || fail "rollout cancel 2 failed"
+rc=0; "$TCPOTA" rollout open-wave 2 > "$WORK/ow.out" 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q "rollout 2 is cancelled; only an active rollout opens a wave (a cancelled one never runs again: create a new rollout)" "$WORK/ow.out" ||
+  fail "open-wave of a cancelled rollout: rc $rc: $(cat "$WORK/ow.out")"
+ok "rollout open-wave opens the next wave now; refused with every wave open, paused or cancelled"
 stop_fleet
 ok "the last wave opened after its soak time; all $N devices updated"
