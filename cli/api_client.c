@@ -447,6 +447,14 @@ static void no_answer(const struct api *a, const struct reply *r, size_t sent)
     }
     snprintf(why, sizeof(why), "%s", strerror(err));
     why[0] = (char)tolower((unsigned char)why[0]);
+    if (sent > 0) { /* it was reached: it went away during the request */
+        fprintf(stderr, "tcpota %s: the API at %s closed the connection after %zu bytes were sent, "
+                        "without an answer, and no longer answers (%s): the server stopped? "
+                        "Whether the request took effect is unknown: once it runs again, run the "
+                        "command again (adding the same image twice is harmless)\n",
+                a->cmd, a->url, sent, why);
+        return;
+    }
     fprintf(stderr, "tcpota %s: cannot reach the API at %s (%s); is tcpota serve --data running, "
                     "with --api?%s\n", a->cmd, a->url, why,
             a->default_url ? " (this is the default address: for a server whose --api is another, "

@@ -573,6 +573,17 @@ uint16_t api_port(const struct api *a)
     return ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
+unsigned api_uploads(const struct api *a)
+{
+    const struct api_call *c;
+    unsigned n = 0;
+
+    for (c = a ? a->calls : NULL; c; c = c->next) {
+        n += c->body != NULL;
+    }
+    return n;
+}
+
 void api_stop(struct api *a)
 {
     if (!a) return;

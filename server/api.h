@@ -71,6 +71,10 @@ uint16_t api_port(const struct api *a);
 /* The API's listener (for accept_pause.h). */
 struct evconnlistener *api_listener(const struct api *a);
 
+/* How many image uploads are in progress (received, not yet answered):
+ * api_stop() ends them unstored. a NULL: 0. */
+unsigned api_uploads(const struct api *a);
+
 /* Stops listening, drops the connections and detaches the store requests
  * still in flight (their done only frees them). NULL: no-op. */
 void api_stop(struct api *a);

@@ -1582,6 +1582,12 @@ void fleet_close(struct server *srv)
         return;
     }
     if (f->api) {
+        unsigned cut = api_uploads(f->api); /* their clients get no answer */
+        if (cut) {
+            say_always(srv->o, LOG_LV_WARN, "stopping: %u image upload%s in progress %s not "
+                       "stored; add %s again once the server runs", cut, cut == 1 ? "" : "s",
+                       cut == 1 ? "is" : "are", cut == 1 ? "it" : "them");
+        }
         accept_pause_unguard(api_listener(f->api));
         api_stop(f->api);
     }
