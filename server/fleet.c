@@ -719,8 +719,11 @@ struct image *fleet_decide(struct server *srv, struct store_req *r,
     }
     *rollout_id = ro->id;
     if (!(img = image_for(srv, &r->u.checkin.out->image))) {
-        *st = STORE_ST_COUNT;
-        snprintf(why, cap, "rollout %llu: its image cannot be loaded", (unsigned long long)ro->id);
+        /* Waiting, with why, in the registry (device list, the dashboard):
+         * not only in the server's log. */
+        *st = STORE_ST_WAITING;
+        snprintf(why, cap, "rollout %llu: its image cannot be loaded on the server (see its log)",
+                 (unsigned long long)ro->id);
         return NULL;
     }
     *cand = img;

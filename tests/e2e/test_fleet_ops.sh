@@ -323,6 +323,11 @@ for harm in missing damaged directory; do
   [ "$(running "$WORK/r-$harm")" = 1.0.0 ] || fail "$harm file: a device got the image"
   grep -q "image [0-9a-f]*\.\.\. (3.0.0): .*not offered: add the image again (tcpota image add with the" "$WORK/server.log" ||
     fail "$harm file: the server did not say what to do: $(grep 'not offered' "$WORK/server.log")"
+  # The registry says why, not only the log.
+  "$TCPOTA" device show --json "r-$harm" > "$WORK/show.json" || fail "device show r-$harm"
+  jq_py 'j["state"] + ": " + j["reason"]' < "$WORK/show.json" |
+    grep -qx "waiting: rollout [0-9]*: its image cannot be loaded on the server (see its log)" ||
+    fail "$harm file: the registry does not say why: $(cat "$WORK/show.json")"
   # A second device: the failure is remembered, not loaded (and told) again.
   run_device "r-$harm-2" "m-$harm" "$WORK/r-$harm-2" --max-attempts 1 || true
   [ "$(running "$WORK/r-$harm-2")" = 1.0.0 ] || fail "$harm file: a second device got the image"
