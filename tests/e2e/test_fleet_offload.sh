@@ -26,7 +26,7 @@ touch "$GATE" # open: the first image goes through at once
 OPEN_GATE=$WORK/opengate
 touch "$OPEN_GATE"
 TCPOTA=./gated-tcpota TCPOTA_TEST_FSYNC_GATE=$GATE TCPOTA_TEST_PIPE2_EMFILE=$WORK/emfile \
-  TCPOTA_TEST_OPEN_GATE=$OPEN_GATE start_fleet
+  TCPOTA_TEST_OPEN_GATE=$OPEN_GATE TCPOTA_TEST_FSYNC_EIO=$WORK/fsynceio start_fleet
 make_image a.bin 300000
 "$TCPOTA" image add a.bin --version 2.0.0 --model esp32 > add-a.out 2>&1 || fail "image add a: $(cat add-a.out)"
 grep -q "failqueue: fsync of .*/.upload-" server.log || fail "the gate saw no upload's fsync: the test tests nothing"
@@ -184,6 +184,43 @@ grep -q "stored again" add-a2.out || fail "the damaged file was not repaired: $(
 curl -s -o a-after.bin -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h3" || fail "download a again"
 cmp a-after.bin a.bin || fail "after the repair an HTTP download got other bytes than the image (the damaged file's)"
 ok "a loaded image whose file changed in place is served to no one; once repaired it is loaded again: downloads get the right bytes"
+
+# An upload whose fsync fails (the disk's I/O error): 500 with the cause
+# and what to do, no temporary file, nothing stored; once the disk is
+# well, the same upload goes through (write_body keeps fsync's error).
+make_image io.bin 100000
+touch "$WORK/fsynceio"
+if "$TCPOTA" image add io.bin --version 9.0.0 --model eio > add-io.out 2>&1; then
+  fail "an upload whose fsync failed was stored: $(cat add-io.out)"
+fi
+grep -q "failqueue: fsync fails with EIO: .*/.upload-" server.log || fail "no fsync was failed: the test tests nothing"
+grep -q "cannot write the image into $DATA/images: Input/output error; make that folder writable" add-io.out ||
+  fail "a failed fsync: not said: $(cat add-io.out)"
+ls -A "$DATA/images" | grep -q '^\.upload-' && fail "a temporary file stayed: $(ls -A "$DATA/images")"
+"$TCPOTA" image list --json > list-io.json || fail "image list"
+[ -z "$(jq_py '[i["id"] for i in j["images"] if i["model"] == "eio"]' < list-io.json)" ] ||
+  fail "an upload whose fsync failed is listed: $(cat list-io.json)"
+rm "$WORK/fsynceio"
+"$TCPOTA" image add io.bin --version 9.0.0 --model eio > add-io2.out 2>&1 || fail "image add io again: $(cat add-io2.out)"
+ok "an upload whose fsync fails: 500 with its cause, nothing kept; the same upload later goes through"
+
+# Each job's pipe is closed once it has ended (offload.c job_free), and a
+# check-in that needs no image starts no load: twenty jobs (ten uploads,
+# each hashed then written or checked) leave the server no more
+# descriptors than before, and nothing failed to load.
+fds() { ls "/proc/$SERVER_PID/fd" | wc -l; }
+fd0=$(fds)
+for i in 1 2 3 4 5; do
+  make_image "fd$i.bin" 20000
+  "$TCPOTA" image add "fd$i.bin" --version "8.0.$i" --model fds > /dev/null 2>&1 || fail "image add fd$i"
+  "$TCPOTA" image add "fd$i.bin" --version "8.0.$i" --model fds > /dev/null 2>&1 || fail "image add fd$i again"
+done
+timeout 20 "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash dn --id dn --model norollout \
+  --factory-version 1.0.0 --slot-size 1048576 --progress none 2> dn.log || true
+for i in $(seq 1 50); do [ "$(fds)" -le "$fd0" ] && break; sleep 0.1; done
+[ "$(fds)" -le "$fd0" ] || fail "jobs left descriptors open: $fd0 before, $(fds) after: $(ls -l "/proc/$SERVER_PID/fd")"
+grep -q "cannot load it" server.log && fail "an image failed to load: $(grep 'cannot load it' server.log)"
+ok "twenty jobs leave no descriptor open; a check-in without a rollout loads nothing"
 
 # A server stopped while an upload is written: it waits for the write,
 # exits 0 (under ASan: nothing leaked), no temporary file stays.

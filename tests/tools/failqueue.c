@@ -14,7 +14,8 @@
  * fread() fails with EIO (the stream's error set) once N bytes were read
  * from a stream: a disk that fails midway through an image. With
  * TCPOTA_TEST_FSYNC_GATE=PATH an upload's fsync waits for PATH (fsync
- * below); with TCPOTA_TEST_PIPE2_EMFILE=PATH pipe2() fails while PATH
+ * below), and fails with EIO while TCPOTA_TEST_FSYNC_EIO=PATH exists;
+ * with TCPOTA_TEST_PIPE2_EMFILE=PATH pipe2() fails while PATH
  * exists; with TCPOTA_TEST_OPEN_GATE=PATH a stored image's open waits
  * for PATH (open below). The failure is libevent's own (the
  * call made on a buffer frozen at the end it would change), so that what libevent does to
@@ -192,7 +193,7 @@ int ferror(FILE *stream)
 int fsync(int fd)
 {
     static int (*real)(int);
-    const char *gate = getenv("TCPOTA_TEST_FSYNC_GATE");
+    const char *gate = getenv("TCPOTA_TEST_FSYNC_GATE"), *eio = getenv("TCPOTA_TEST_FSYNC_EIO");
     char link[64], name[4096];
     ssize_t n;
     int i;
@@ -201,10 +202,15 @@ int fsync(int fd)
         *(void **)&real = dlsym(RTLD_NEXT, "fsync");
     }
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    n = gate ? readlink(link, name, sizeof name - 1) : -1;
+    n = gate || eio ? readlink(link, name, sizeof name - 1) : -1;
     if (n > 0) {
         name[n] = 0;
-        if (strstr(name, "/.upload-")) {
+        if (eio && strstr(name, "/.upload-") && access(eio, F_OK) == 0) {
+            fprintf(stderr, "failqueue: fsync fails with EIO: %s\n", name);
+            errno = EIO;
+            return -1;
+        }
+        if (gate && strstr(name, "/.upload-")) {
             fprintf(stderr, "failqueue: fsync of %s waits for %s\n", name, gate);
             for (i = 0; i < 6000 && access(gate, F_OK) != 0; i++) {
                 usleep(10000);

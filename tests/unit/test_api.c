@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <ctype.h>
+#include <errno.h>
 #include <unistd.h>
 
 #include "api.h"
@@ -912,6 +913,64 @@ static void test_upload_unsigned(void **state)
     assert_int_equal(T.f.nimgs, 4);
 }
 
+/* The same bytes again while their stored file's place holds a directory
+ * with something in it (the operator's to look at): the repair fails with
+ * its cause and what to do, nothing is changed; once it is empty, the
+ * repair goes through. */
+static void test_upload_repair_fails(void **state)
+{
+    const char body[] = "image bytes of version 5";
+    char stored[sizeof T.f.imgs[0].path], inside[sizeof stored + 8];
+    json_t *j = NULL;
+    int changes;
+
+    assert_int_equal(http("POST", "/v1/images?version=5.0.0&model=legacy", body, NULL), 201);
+    snprintf(stored, sizeof stored, "%s", T.f.imgs[3].path);
+    snprintf(inside, sizeof inside, "%s/keep", stored);
+    assert_int_equal(unlink(stored), 0);
+    assert_int_equal(mkdir(stored, 0700), 0);
+    assert_int_equal(mkdir(inside, 0700), 0);
+    changes = T.changes;
+    assert_int_equal(http("POST", "/v1/images?version=5.0.0&model=legacy", body, &j), 500);
+    assert_non_null(strstr(sget(j, "error"), "is stored but its file"));
+    assert_non_null(strstr(sget(j, "error"), strerror(ENOTEMPTY)));
+    assert_non_null(strstr(sget(j, "error"), "remove what is at that path"));
+    json_decref(j);
+    assert_int_equal(T.changes, changes);
+    assert_int_equal(dir_entries(), 0); /* no upload left behind */
+    assert_int_equal(rmdir(inside), 0);
+    assert_int_equal(http("POST", "/v1/images?version=5.0.0&model=legacy", body, &j), 200);
+    assert_true(json_is_true(json_object_get(j, "repaired")));
+    json_decref(j);
+    assert_int_equal(T.changes, changes + 1);
+}
+
+/* A stop while an upload, hashed off the loop, waits for the store: the
+ * job that ended is not waited for again (c->job cleared when it ended;
+ * before, api_stop joined a freed job). */
+static void test_stop_after_job(void **state)
+{
+    static const char req[] = "POST /v1/images?version=6.0.0&model=m HTTP/1.1\r\nHost: x\r\n"
+                              "Authorization: Bearer " TOKEN "\r\nContent-Length: 5\r\n\r\nhello";
+    struct sockaddr_in sa;
+    int fd, i;
+
+    T.f.hold = 1;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(T.port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(write(fd, req, sizeof req - 1), (ssize_t)sizeof req - 1);
+    for (i = 0; i < 200 && !T.f.head; i++) run_ms(10);
+    assert_non_null(T.f.head); /* hashed: its lookup waits in the store */
+    assert_int_equal(T.f.head->op, STORE_IMAGE_GET);
+    api_stop(T.api); /* detaches it; teardown's store_close completes it */
+    T.api = NULL;
+    close(fd);
+}
+
 static void make_manifest(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
                           char *b64, size_t cap);
 static void make_manifest_sized(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
@@ -930,6 +989,16 @@ static void test_upload_signed_without_keys(void **state)
                                11, &j), 400);
     assert_string_equal(sget(j, "field"), "manifest");
     json_decref(j);
+    /* Other bytes of the manifest's size: only their SHA-256, known once
+     * they are hashed off the loop, tells them apart (the signature holds:
+     * without this check any bytes of that size would pass as signed). */
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, "signed image bytez",
+                               sizeof body - 1, &j), 400);
+    assert_string_equal(sget(j, "field"), "manifest");
+    assert_non_null(strstr(sget(j, "error"), "another SHA-256"));
+    json_decref(j);
+    assert_int_equal(T.f.nimgs, 3);
+    assert_int_equal(dir_entries(), 0);
     b64[strlen(b64) - 6] = b64[strlen(b64) - 6] == 'A' ? 'B' : 'A';
     assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
                                sizeof body - 1, NULL), 400);
@@ -1001,6 +1070,13 @@ static void test_upload_signed(void **state)
     assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, "other", 5, &j), 400);
     assert_string_equal(sget(j, "field"), "manifest");
     json_decref(j);
+    /* ... of the same size: a trusted signature over another SHA-256. */
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, "signed image bytez",
+                               sizeof body - 1, &j), 400);
+    assert_string_equal(sget(j, "field"), "manifest");
+    assert_non_null(strstr(sget(j, "error"), "another SHA-256"));
+    json_decref(j);
+    assert_int_equal(T.f.nimgs, 3);
     /* A manifest contradicted by the query. */
     assert_int_equal(http_full("POST", "/v1/images?version=9.9.9", TOKEN, "Tcpota-Manifest", b64,
                                body, sizeof body - 1, &j), 400);
@@ -1705,6 +1781,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_image_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_unsigned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_signed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upload_repair_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_after_job, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_signed_without_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollout_create_refused, setup, teardown),
