@@ -222,6 +222,29 @@ for i in $(seq 1 50); do [ "$(fds)" -le "$fd0" ] && break; sleep 0.1; done
 grep -q "cannot load it" server.log && fail "an image failed to load: $(grep 'cannot load it' server.log)"
 ok "twenty jobs leave no descriptor open; a check-in without a rollout loads nothing"
 
+# A server stopped while an image loads for a waiting check-in: it waits
+# for the load, answers or drops the check-in, and exits 0 (under ASan:
+# nothing leaked of the waiting check-in).
+make_image s.bin 300000
+"$TCPOTA" image add s.bin --version 2.0.0 --model stopload > add-s.out 2>&1 || fail "image add s: $(cat add-s.out)"
+"$TCPOTA" rollout create --image 2.0.0 --model stopload > /dev/null 2>&1 || fail "rollout create stopload"
+shex=$(sha256sum s.bin | cut -c1-64)
+rm "$OPEN_GATE"
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash ds --id ds --model stopload \
+  --factory-version 1.0.0 --slot-size 1048576 --progress none --max-attempts 1 2> ds.log &
+ds=$!
+wait_line server.log "failqueue: open of .*/images/$shex waits"
+kill -TERM "$SERVER_PID"
+sleep 0.5
+kill -0 "$SERVER_PID" 2> /dev/null || fail "the server exited before the image's load ended"
+touch "$OPEN_GATE"
+rc=0
+wait "$SERVER_PID" || rc=$?
+[ $rc -eq 0 ] || fail "the server stopped during an image's load exited $rc: $(tail -5 server.log)"
+wait "$ds" 2> /dev/null || true
+ok "a server stopped while an image loads for a waiting check-in waits for the load and exits 0"
+TCPOTA=./gated-tcpota TCPOTA_TEST_FSYNC_GATE=$GATE TCPOTA_TEST_OPEN_GATE=$OPEN_GATE start_fleet
+
 # A server stopped while an upload is written: it waits for the write,
 # exits 0 (under ASan: nothing leaked), no temporary file stays.
 upload_held e 1000000 5.0.0 stop
