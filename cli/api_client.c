@@ -216,6 +216,14 @@ static int parse_url(struct api *a, const char *s, const char *from)
     path = evhttp_uri_get_path(u);
     plen = path ? strlen(path) : 0;
     while (plen && path[plen - 1] == '/') plen--;
+    /* A path is a prefix before the API's own (a proxy's mount point):
+     * ".../v1" would ask for .../v1/v1/images. */
+    if (plen >= strlen(API_V1) && strncmp(path + plen - strlen(API_V1), API_V1, strlen(API_V1)) == 0) {
+        fprintf(stderr, "tcpota %s: %s: '%s' ends in %s, which the commands add themselves; give "
+                        "the address without it, e.g. %s\n", a->cmd, from, s, API_V1, API_DEFAULT_URL);
+        evhttp_uri_free(u);
+        return 2;
+    }
     if (plen >= sizeof(a->prefix)) plen = sizeof(a->prefix) - 1;
     snprintf(a->prefix, sizeof(a->prefix), "%.*s", (int)plen, plen ? path : "");
     snprintf(a->url, sizeof(a->url), "http://%s%s%s:%u%s", strchr(a->host, ':') ? "[" : "",

@@ -17,6 +17,7 @@
 
 #define API_DEFAULT_PORT 8071 /* tcpota serve --api's, and HOST alone's */
 #define API_DEFAULT_URL "http://127.0.0.1:8071"
+#define API_V1 "/v1" /* the path the API's endpoints start with */
 #define API_TIMEOUT_S 30         /* default wait for an answer */
 #define API_UPLOAD_TIMEOUT_S 300 /* default for `image add` (large bodies) */
 

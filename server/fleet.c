@@ -226,9 +226,10 @@ static void image_settle(struct fleet_image *fi, int on_loop)
         memset(&fi->file, 0, sizeof(fi->file)); /* checked again after the next change */
     }
     if (img) {
-        say(srv, "image %.16s... (%s, %u bytes) loaded in %.2f s%s; %zu check-in%s waited for it",
-            si->idhex, si->version, img->size, fi->load_s, on_loop ? " on the event loop (no thread)" : "",
-            fi->nwait, fi->nwait == 1 ? "" : "s");
+        say(srv, "image %.16s... (%s, %u bytes) loaded in %.*f %s%s; %zu check-in%s waited for it",
+            si->idhex, si->version, img->size, fi->load_s < 1 ? 1 : 2,
+            fi->load_s < 1 ? fi->load_s * 1000 : fi->load_s, fi->load_s < 1 ? "ms" : "s",
+            on_loop ? " on the event loop (no thread)" : "", fi->nwait, fi->nwait == 1 ? "" : "s");
     }
     fi->img = img;
     fi->epoch = srv->fleet->epoch;

@@ -413,6 +413,14 @@ for u in 'http://127.0.0.1:1/?x=1' 'http://127.0.0.1:1/#x' 'http://u:p@127.0.0.1
 done
 run 2 $T device list --api 127.0.0.1:0
 has err.log "^tcpota device: --api: '127\.0\.0\.1:0': port 0 is not a server's port$"
+# A path is a prefix (a proxy's mount point); one that ends in /v1 would
+# ask for /v1/v1/...: refused before anything is sent.
+n0=$(nreq)
+for u in 'http://127.0.0.1:1/v1' 'http://127.0.0.1:1/ota/v1/'; do
+  run 2 $T image list --api "$u"
+  has err.log "^tcpota image: --api: '.*' ends in /v1, which the commands add themselves; give the address without it"
+done
+[ "$(nreq)" -eq "$n0" ] || fail "an --api ending in /v1 was used"
 # A bare HOST means the API's port (8071), an http:// URL HTTP's (80); nothing
 # listens on 127.0.0.3.
 run 1 $T device list --api 127.0.0.3
