@@ -40,6 +40,35 @@ wait_held() {
   for i in $(seq 1 300); do [ "$(held)" -gt "$1" ] && return 0; sleep 0.1; done
   fail "no upload reached its fsync: $(tail -5 server.log)"
 }
+# stop_held GATE WHAT: SIGTERM while WHAT is held at GATE: the server
+# must wait for it, then exit 0 once GATE opens.
+stop_held() {
+  local rc=0
+  kill -TERM "$SERVER_PID"
+  sleep 0.5
+  kill -0 "$SERVER_PID" 2> /dev/null || fail "the server exited before $2 ended"
+  touch "$1"
+  wait "$SERVER_PID" || rc=$?
+  [ $rc -eq 0 ] || fail "the server stopped during $2 exited $rc: $(tail -5 server.log)"
+}
+# load_held NAME BYTES MODEL DEVICE [ARGS...]: a new image NAME.bin of BYTES
+# (HEX its id), version 2.0.0 in a rollout for MODEL; with the open gate
+# closed, DEVICE (ARGS added) checks in for it in the background (HELD its
+# pid, DEVICE.log its output); returns once the image's load waits.
+load_held() {
+  local name=$1 bytes=$2 model=$3 dev=$4
+  shift 4
+  make_image "$name.bin" "$bytes"
+  "$TCPOTA" image add "$name.bin" --version 2.0.0 --model "$model" > "add-$name.out" 2>&1 ||
+    fail "image add $name: $(cat "add-$name.out")"
+  "$TCPOTA" rollout create --image 2.0.0 --model "$model" > /dev/null 2>&1 || fail "rollout create $model"
+  HEX=$(sha256sum "$name.bin" | cut -c1-64)
+  rm -f "$OPEN_GATE"
+  "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$dev" --id "$dev" --model "$model" \
+    --factory-version 1.0.0 --slot-size 1048576 --progress none "$@" 2> "$dev.log" &
+  HELD=$!
+  wait_line server.log "failqueue: open of .*/images/$HEX waits"
+}
 # upload_held NAME BYTES VERSION MODEL: with the gate closed, uploads a new
 # random image NAME.bin in the background (its output in NAME.out), and
 # returns once its fsync waits; HELD is the upload's pid.
@@ -132,15 +161,8 @@ ok "no thread for an upload: 500 with what to do, nothing kept; the same upload 
 
 # An image's first load, held at its file's open: the check-ins that need
 # it wait; others are served meanwhile.
-make_image l.bin 500000
-"$TCPOTA" image add l.bin --version 2.0.0 --model late > add-l.out 2>&1 || fail "image add l: $(cat add-l.out)"
-"$TCPOTA" rollout create --image 2.0.0 --model late > /dev/null 2>&1 || fail "rollout create late"
-lhex=$(sha256sum l.bin | cut -c1-64)
-rm "$OPEN_GATE"
-"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash dl --id dl --model late \
-  --factory-version 1.0.0 --slot-size 1048576 --progress none 2> dl.log &
-dl=$!
-wait_line server.log "failqueue: open of .*/images/$lhex waits"
+load_held l 500000 late dl
+dl=$HELD lhex=$HEX
 "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash dk --id dk --model late \
   --factory-version 1.0.0 --slot-size 1048576 --progress none 2> dk.log &
 dk=$!
@@ -225,22 +247,9 @@ ok "twenty jobs leave no descriptor open; a check-in without a rollout loads not
 # A server stopped while an image loads for a waiting check-in: it waits
 # for the load, answers or drops the check-in, and exits 0 (under ASan:
 # nothing leaked of the waiting check-in).
-make_image s.bin 300000
-"$TCPOTA" image add s.bin --version 2.0.0 --model stopload > add-s.out 2>&1 || fail "image add s: $(cat add-s.out)"
-"$TCPOTA" rollout create --image 2.0.0 --model stopload > /dev/null 2>&1 || fail "rollout create stopload"
-shex=$(sha256sum s.bin | cut -c1-64)
-rm "$OPEN_GATE"
-"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash ds --id ds --model stopload \
-  --factory-version 1.0.0 --slot-size 1048576 --progress none --max-attempts 1 2> ds.log &
-ds=$!
-wait_line server.log "failqueue: open of .*/images/$shex waits"
-kill -TERM "$SERVER_PID"
-sleep 0.5
-kill -0 "$SERVER_PID" 2> /dev/null || fail "the server exited before the image's load ended"
-touch "$OPEN_GATE"
-rc=0
-wait "$SERVER_PID" || rc=$?
-[ $rc -eq 0 ] || fail "the server stopped during an image's load exited $rc: $(tail -5 server.log)"
+load_held s 300000 stopload ds --max-attempts 1
+ds=$HELD
+stop_held "$OPEN_GATE" "an image's load"
 wait "$ds" 2> /dev/null || true
 ok "a server stopped while an image loads for a waiting check-in waits for the load and exits 0"
 TCPOTA=./gated-tcpota TCPOTA_TEST_FSYNC_GATE=$GATE TCPOTA_TEST_OPEN_GATE=$OPEN_GATE start_fleet
@@ -249,13 +258,7 @@ TCPOTA=./gated-tcpota TCPOTA_TEST_FSYNC_GATE=$GATE TCPOTA_TEST_OPEN_GATE=$OPEN_G
 # exits 0 (under ASan: nothing leaked), no temporary file stays.
 upload_held e 1000000 5.0.0 stop
 add_e=$HELD
-kill -TERM "$SERVER_PID"
-sleep 0.5
-kill -0 "$SERVER_PID" 2> /dev/null || fail "the server exited before the upload's write ended"
-touch "$GATE"
-rc=0
-wait "$SERVER_PID" || rc=$?
-[ $rc -eq 0 ] || fail "the server stopped during an upload exited $rc: $(tail -5 server.log)"
+stop_held "$GATE" "an upload's write"
 rc=0; wait "$add_e" 2> /dev/null || rc=$?
 [ $rc -ne 0 ] || fail "an upload cut by the server's stop exited 0: $(cat e.out)"
 grep -q "stopping: 1 image upload in progress is not stored; add it again once the server runs" server.log ||

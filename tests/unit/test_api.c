@@ -945,6 +945,23 @@ static void test_upload_repair_fails(void **state)
     assert_int_equal(T.changes, changes + 1);
 }
 
+/* A connection to the API with text sent on it. */
+static int raw_open(const char *text)
+{
+    struct sockaddr_in sa;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+
+    assert_true(fd >= 0);
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(T.port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    (void)connect(fd, (struct sockaddr *)&sa, sizeof sa);
+    run_ms(5);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    return fd;
+}
+
 /* A stop while an upload, hashed off the loop, waits for the store: the
  * job that ended is not waited for again (c->job cleared when it ended;
  * before, api_stop joined a freed job). */
@@ -952,17 +969,10 @@ static void test_stop_after_job(void **state)
 {
     static const char req[] = "POST /v1/images?version=6.0.0&model=m HTTP/1.1\r\nHost: x\r\n"
                               "Authorization: Bearer " TOKEN "\r\nContent-Length: 5\r\n\r\nhello";
-    struct sockaddr_in sa;
     int fd, i;
 
     T.f.hold = 1;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(T.port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    assert_int_equal(write(fd, req, sizeof req - 1), (ssize_t)sizeof req - 1);
+    fd = raw_open(req);
     for (i = 0; i < 200 && !T.f.head; i++) run_ms(10);
     assert_non_null(T.f.head); /* hashed: its lookup waits in the store */
     assert_int_equal(T.f.head->op, STORE_IMAGE_GET);
@@ -975,6 +985,19 @@ static void make_manifest(const uint8_t *sk, const uint8_t *pk, const char *body
                           char *b64, size_t cap);
 static void make_manifest_sized(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
                                 uint32_t size, char *b64, size_t cap);
+
+/* An upload of bytes (len, the manifest's size) under the manifest b64 of
+ * other bytes: 400 naming the manifest, "another SHA-256". */
+static void refused_other_bytes(const char *b64, const char *bytes, size_t len)
+{
+    json_t *j = NULL;
+
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, bytes, len, &j),
+                     400);
+    assert_string_equal(sget(j, "field"), "manifest");
+    assert_non_null(strstr(sget(j, "error"), "another SHA-256"));
+    json_decref(j);
+}
 
 /* A server without keys takes a signed image too: its signature must hold
  * for the key it names, and it must describe the bytes sent. */
@@ -992,11 +1015,7 @@ static void test_upload_signed_without_keys(void **state)
     /* Other bytes of the manifest's size: only their SHA-256, known once
      * they are hashed off the loop, tells them apart (the signature holds:
      * without this check any bytes of that size would pass as signed). */
-    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, "signed image bytez",
-                               sizeof body - 1, &j), 400);
-    assert_string_equal(sget(j, "field"), "manifest");
-    assert_non_null(strstr(sget(j, "error"), "another SHA-256"));
-    json_decref(j);
+    refused_other_bytes(b64, "signed image bytez", sizeof body - 1);
     assert_int_equal(T.f.nimgs, 3);
     assert_int_equal(dir_entries(), 0);
     b64[strlen(b64) - 6] = b64[strlen(b64) - 6] == 'A' ? 'B' : 'A';
@@ -1071,11 +1090,7 @@ static void test_upload_signed(void **state)
     assert_string_equal(sget(j, "field"), "manifest");
     json_decref(j);
     /* ... of the same size: a trusted signature over another SHA-256. */
-    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, "signed image bytez",
-                               sizeof body - 1, &j), 400);
-    assert_string_equal(sget(j, "field"), "manifest");
-    assert_non_null(strstr(sget(j, "error"), "another SHA-256"));
-    json_decref(j);
+    refused_other_bytes(b64, "signed image bytez", sizeof body - 1);
     assert_int_equal(T.f.nimgs, 3);
     /* A manifest contradicted by the query. */
     assert_int_equal(http_full("POST", "/v1/images?version=9.9.9", TOKEN, "Tcpota-Manifest", b64,
@@ -1475,23 +1490,6 @@ static void test_summary(void **state)
 }
 
 /* ---- raw sockets: the dashboard's files and the event streams ---- */
-
-/* A connection to the API with text sent on it. */
-static int raw_open(const char *text)
-{
-    struct sockaddr_in sa;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-
-    assert_true(fd >= 0);
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(T.port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    (void)connect(fd, (struct sockaddr *)&sa, sizeof sa);
-    run_ms(5);
-    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-    return fd;
-}
 
 /* What arrived on fd after the loop ran ms; NUL-terminated in out. */
 static size_t raw_read(int fd, char *out, size_t cap, int ms)
