@@ -129,20 +129,15 @@ static int take_id(struct api_call *c, const char *s)
 
 /* ---- upload ---- */
 
-static void add_lookup_done(struct api_call *c, struct store_req *r);
+static void lookup(struct api_call *c);
 
 static void add_done(struct api_call *c, struct store_req *r)
 {
-    struct store_req *g;
-
     if (r->rc == STORE_E_CONFLICT) {
         /* Added meanwhile (through another node: uploads to one node take
          * turns, upload_turn()): judged as if it had been there first, so
          * that other names for the same bytes are refused (409). */
-        if ((g = api_req(c, STORE_IMAGE_GET)) != NULL) {
-            memcpy(g->u.image.img->idhex, c->img.idhex, sizeof c->img.idhex);
-            api_submit(c, g, add_lookup_done);
-        }
+        lookup(c);
         return;
     }
     if (r->rc < 0) {

@@ -223,7 +223,7 @@ static void image_settle(struct fleet_image *fi, int on_loop)
         img = NULL;
     }
     if (img && fstat(img->fd, &fi->file) != 0) {
-        memset(&fi->file, 0, sizeof(fi->file)); /* checked again after the next change */
+        memset(&fi->file, 0, sizeof(fi->file)); /* then loaded again at the next check-in */
     }
     if (img) {
         say(srv, "image %.16s... (%s, %u bytes) loaded in %.*f %s%s; %zu check-in%s waited for it",
@@ -298,17 +298,16 @@ int fleet_park(struct server *srv, struct store_req *r)
 
 /* The loaded image for si, or NULL after its failure was logged (or while
  * it is still loading: only a check-in fleet_park could not hold waits).
- * Loads it on the loop when fleet_park could not start a job for it. */
+ * fleet_park ran first for the same check-in, in this turn of the loop:
+ * an entry it left is as it judged it (its file was looked at there). It
+ * left none when it could not start a job: then the image loads here, on
+ * the loop. */
 static struct image *image_for(struct server *srv, const struct store_image *si)
 {
-    struct fleet *f = srv->fleet;
-    struct fleet_image *fi = image_find(f, si->id);
+    struct fleet_image *fi = image_find(srv->fleet, si->id);
 
-    if (fi && (fi->job || image_settled(f, fi))) {
-        return fi->img;
-    }
     if (fi) {
-        image_drop(f, fi);
+        return fi->img;
     }
     if (!(fi = image_entry(srv, si))) {
         return NULL;
