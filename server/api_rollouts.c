@@ -301,8 +301,8 @@ static void created(struct api_call *c, uint64_t id)
     if (c->superseded) {
         snprintf(sup, sizeof sup, "; supersedes rollout %llu", (unsigned long long)c->superseded);
     }
-    api_changed(c, "rollout %llu created: image %.12s for model %s, %s%s, waves %s%%, halt at "
-                "%u%% of finished (at least %u failed)%s%s", (unsigned long long)id, idhex,
+    api_changed(c, "rollout %llu created: image %.12s for model %s, %s%s, waves %s%%, halts when "
+                "more than %u%% of the finished failed (at least %u)%s%s", (unsigned long long)id, idhex,
                 ro->model, ro->group[0] ? "group " : "every group", ro->group, waves,
                 (unsigned)ro->rules.halt_pct, (unsigned)ro->rules.halt_min,
                 ro->allow_downgrade ? ", downgrade allowed" : "", sup);

@@ -223,7 +223,7 @@ ok "a paused rollout offers nothing to devices that had not started; resumed, it
 # from where (an operator reading it after an incident needs who did what).
 client='\(API client 127\.0\.0\.1:[0-9]+\)$'
 for want in "image [0-9a-f]{12} added: version 5\.0\.0, model esp32, [0-9]+ bytes, unsigned" \
-            "rollout 4 created: image [0-9a-f]{12} for model esp32, every group, waves 100%, halt at [0-9]+% of finished \(at least [0-9]+ failed\); supersedes rollout 1" \
+            "rollout 4 created: image [0-9a-f]{12} for model esp32, every group, waves 100%, halts when more than [0-9]+% of the finished failed \(at least [0-9]+\); supersedes rollout 1" \
             "rollout 4 paused" "rollout 4 resumed" "rollout 3 created: .*, group canary, .*supersedes rollout 2" \
             "device c-1 moved to group canary"; do
   grep -qE "tcpota serve: $want $client" "$WORK/server.log" ||

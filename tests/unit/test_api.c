@@ -1328,8 +1328,8 @@ static void test_rollout_create(void **state)
     assert_true(T.f.ros[0].superseded);
     assert_int_equal(T.changes, 1);
     assert_non_null(strstr(T.change, "rollout 3 created: image 222222222222 for model esp32-devkit, "
-                                     "every group, waves 10,50,100%, halt at 25% of finished (at "
-                                     "least 3 failed); supersedes rollout 2 (API client 127.0.0.1:"));
+                                     "every group, waves 10,50,100%, halts when more than 25% of "
+                                     "the finished failed (at least 3); supersedes rollout 2 (API client 127.0.0.1:"));
     /* By an id prefix, with the defaults. */
     assert_int_equal(http("POST", "/v1/rollouts",
                           "{\"image\": \"22222222\", \"model\": \"esp32-devkit\", \"group\": \"canary\","
