@@ -45,6 +45,11 @@ int cli_negative(const char *s);
  * message: negative, not a number, or out of range, with the range. */
 int cli_number(const char *s, const char *what, unsigned long long min, unsigned long long max,
                unsigned long long *out);
+/* A size in bytes: a whole number, or one followed by K, M or G (KiB,
+ * MiB, GiB: powers of 1024; "64M" is 67108864), in [min, max] bytes;
+ * returns 0 or -1 with a message as cli_number's. */
+int cli_size(const char *s, const char *what, unsigned long long min, unsigned long long max,
+             unsigned long long *out);
 /* Opens an existing file for reading and requires a regular file, so that
  * a FIFO, a directory, a device or a socket given where a file belongs is
  * an error at once instead of a hang (the open itself does not block).

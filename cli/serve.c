@@ -29,6 +29,7 @@
  * HELLO, AUTH); --max-unauth-per-addr. Room for a NAT with a few hundred
  * devices rebooting at once, far below what fills the server's memory. */
 #define DEFAULT_MAX_UNAUTH_PER_ADDR 256u
+#define SERVE_SMALL_IMAGE (64u << 10) /* a --max-image below this is warned about */
 
 static void usage(FILE *f)
 {
@@ -103,7 +104,8 @@ static void usage(FILE *f)
             "                        (docs/scaling.md)\n"
             "  --api HOST:PORT|off   the control API (default 127.0.0.1:8071); its token is\n"
             "                        DIR/api.token (docs/api.md)\n"
-            "  --max-image BYTES     largest image the API takes (default 64 MiB, at most 1 GiB)\n"
+            "  --max-image SIZE      largest image the API takes: bytes, or K, M, G after the\n"
+            "                        number (64M = 64 MiB; the default; at most 1G)\n"
             "  --ota-listen HOST:PORT  serve HTTP(S) downloads for esp_https_ota devices here\n"
             "                        (default: on the API's listener, under /ota/; HTTPS with\n"
             "                        --tls-cert; docs/http-ota.md)\n"
@@ -645,6 +647,15 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
     o->images_dir = images;
     o->pubkeys = (const uint8_t(*)[32])src->keys;
     o->npubkeys = src->nkeys;
+    if (o->max_image && o->max_image < SERVE_SMALL_IMAGE) {
+        /* "--max-image 100" meant 100 MiB, most likely: no firmware is that small. */
+        int mib = o->max_image <= (TCPOTA_IMAGE_UPLOAD_MAX >> 20);
+
+        serve_warn(o, "--max-image %zu takes images of at most %zu bytes, and firmware is rarely "
+                      "under %u KiB; if you meant %s, give --max-image %zu%s",
+                   o->max_image, o->max_image, SERVE_SMALL_IMAGE >> 10, mib ? "MiB" : "KiB",
+                   o->max_image, mib ? "M" : "K");
+    }
     if (!src->nkeys && o->api_host) { /* --api off: no images arrive here */
         serve_warn(o, "no --pubkey: the API takes unsigned images; give --pubkey K.pub so that "
                       "only signed images are served");
@@ -773,7 +784,7 @@ static int serve_args(int argc, char **argv)
             ota = val;
             fleet_only = a;
         } else if (strcmp(a, "--max-image") == 0) {
-            if (cli_number(val, a, 1, TCPOTA_IMAGE_UPLOAD_MAX, &v) < 0) return 2;
+            if (cli_size(val, a, 1, TCPOTA_IMAGE_UPLOAD_MAX, &v) < 0) return 2;
             o.max_image = (size_t)v;
             fleet_only = a;
         } else if (strcmp(a, "--chunk") == 0) {

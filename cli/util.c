@@ -114,6 +114,35 @@ int cli_number(const char *s, const char *what, unsigned long long min, unsigned
     return 0;
 }
 
+int cli_size(const char *s, const char *what, unsigned long long min, unsigned long long max,
+             unsigned long long *out)
+{
+    static const char units[] = "KMG";
+    const char *u;
+    char c;
+    size_t n = s ? strspn(s, "0123456789") : 0;
+    unsigned long long v;
+    unsigned shift;
+
+    if (!s || n == 0 || !s[n]) return cli_number(s, what, min, max, out);
+    c = s[n] >= 'a' && s[n] <= 'z' ? (char)(s[n] - 'a' + 'A') : s[n]; /* 64m as 64M */
+    u = strchr(units, c);
+    if (!u || !*u || (s[n + 1] && strcmp(s + n + 1, "iB") != 0)) {
+        cli_err("%s: '%s' is not a size: give bytes, or a whole number with K, M or G (KiB, MiB, "
+                "GiB) after it, in %llu..%llu bytes\n", what, s, min, max);
+        return -1;
+    }
+    shift = 10u * (unsigned)(u - units + 1);
+    errno = 0;
+    v = strtoull(s, NULL, 10); /* n digits, then the unit */
+    if (errno || v > (max >> shift) || (v << shift) < min) {
+        cli_err("%s: '%s' is out of range: give a size in %llu..%llu bytes\n", what, s, min, max);
+        return -1;
+    }
+    *out = v << shift;
+    return 0;
+}
+
 uint64_t cli_now_ms(void)
 {
     struct timespec ts;

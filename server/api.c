@@ -398,9 +398,25 @@ int api_query(struct api_call *c, const char *query, const char *const *known, s
     return 0;
 }
 
-void api_changed(struct api *a)
+void api_changed(struct api_call *c, const char *fmt, ...)
 {
-    if (a->cfg.on_change) a->cfg.on_change(a->cfg.ctx);
+    struct api *a = c->api;
+    char what[API_CHANGE_MAX];
+    const char *host = NULL;
+    ev_uint16_t port = 0;
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    if (n < 0) what[0] = 0;
+    n = (int)strlen(what);
+    /* evcon is NULL once the client has gone: the change stands, from "a client". */
+    if (c->evcon) evhttp_connection_get_peer(c->evcon, (char **)&host, &port);
+    snprintf(what + n, sizeof what - (size_t)n, " (API client %s:%u)", host ? host : "?",
+             (unsigned)port);
+    if (a->cfg.on_change) a->cfg.on_change(a->cfg.ctx, what);
     api_events_publish(a, "change", json_object());
 }
 

@@ -55,8 +55,10 @@ struct api_config {
      * (ota_arg), without the token: HTTP downloads (http_ota.h). NULL: none. */
     void (*ota)(struct evhttp_request *req, void *arg);
     void *ota_arg;
-    /* Told after any change to images, rollouts or groups. */
-    void (*on_change)(void *ctx);
+    /* Told after any change to images, rollouts or groups; what: one
+     * line saying what changed and from which client ("image 3fa2... added
+     * ... (API client 127.0.0.1:40312)"), for the server's log. */
+    void (*on_change)(void *ctx, const char *what);
     void *ctx;              /* passed to verify, on_secret, on_change */
 };
 

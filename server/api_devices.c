@@ -169,12 +169,16 @@ static void show(struct api_call *c)
 
 static void group_done(struct api_call *c, struct store_req *r)
 {
+    const char *g;
+
     if (r->rc < 0) {
         /* An unknown device is the path's fault, not the group's. */
         api_store_error(c, r, r->rc == STORE_E_NOTFOUND ? "id" : "group", "device");
         return;
     }
-    api_changed(c->api);
+    g = api_json_str(json_object_get(c->json, "group"));
+    if (g && g[0]) api_changed(c, "device %s moved to group %s", c->dev, g);
+    else api_changed(c, "device %s taken out of its group", c->dev);
     show(c);
 }
 

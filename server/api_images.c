@@ -100,7 +100,7 @@ static void rm_done(struct api_call *c, struct store_req *r)
         api_store_error(c, r, "id", "image");
         return;
     }
-    api_changed(c->api);
+    api_changed(c, "image %.12s removed", c->key);
     api_reply(c, 200, json_pack("{s:s}", "deleted", c->key));
 }
 
@@ -144,7 +144,9 @@ static void add_done(struct api_call *c, struct store_req *r)
         api_store_error(c, r, "body", "image");
         return;
     }
-    api_changed(c->api);
+    api_changed(c, "image %.12s added: version %s, model %s, %lu bytes, %s", r->u.image.img->idhex,
+                r->u.image.img->version, r->u.image.img->model, (unsigned long)r->u.image.img->size,
+                r->u.image.img->manifest_len ? "signed" : "unsigned");
     hold_images(c, r->u.image.img, 1, 0);
 }
 
@@ -254,7 +256,10 @@ static void repaired(struct api_call *c)
                   c->job_errno ? strerror(c->job_errno) : "no images directory");
         return;
     }
-    if (c->repaired) api_changed(c->api); /* the loop may offer it again (fleet.c image_for) */
+    if (c->repaired) { /* the loop may offer it again (fleet.c image_for) */
+        api_changed(c, "image %.12s: its missing or damaged file %s written again from an upload",
+                    c->stored.idhex, c->stored.path);
+    }
     hold_images(c, &c->stored, 1, 0);
 }
 

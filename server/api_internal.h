@@ -31,6 +31,7 @@ struct evkeyvalq;
 #define API_STREAM_BEAT_S 15              /* a comment on every stream this often */
 #define API_STREAM_BACKLOG (1u << 20)     /* bytes unsent to a stream before it is cut */
 #define API_SUMMARY_TTL_MS 2000           /* a summary is reused this long */
+#define API_CHANGE_MAX 1024u              /* a change's line for the log (api_changed) */
 
 struct api_stream;
 
@@ -145,7 +146,10 @@ int api_group_ok(struct api_call *c, const char *s, int empty_ok);
  * 1..max printable ASCII bytes, spaces too. A device registers under what
  * it sends; the API must be able to name it (percent-encoded in a path). */
 int api_name_ok(const char *s, size_t max);
-void api_changed(struct api *a);
+/* After a change to images, rollouts or groups: tells the server
+ * (api_config.on_change, with one line for its log: fmt's text and the
+ * client's address) and the event streams. */
+void api_changed(struct api_call *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* 1 when a value of query (NULL: none) decodes to a NUL byte ("%00"),
  * with its parameter's name in key (cap bytes); else 0. libevent keeps a
  * decoded value as a C string: "x%00y" would silently be "x". */

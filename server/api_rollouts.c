@@ -196,7 +196,12 @@ static void act_set_done(struct api_call *c, struct store_req *r)
         api_store_error(c, r, NULL, "rollout");
         return;
     }
-    api_changed(c->api);
+    if (c->action == ACT_OPEN_WAVE) {
+        api_changed(c, "rollout %llu: wave %u opened by hand", (unsigned long long)c->id,
+                    r->u.rollout.new_n_open);
+    } else {
+        api_changed(c, "rollout %llu %s", (unsigned long long)c->id, act_name(c->action));
+    }
     show(c, c->id, 200);
 }
 
@@ -281,14 +286,36 @@ static void act_got(struct api_call *c, struct store_req *r)
 
 /* ---- create ---- */
 
+/* The log's line for rollout id, created from c->ro. */
+static void created(struct api_call *c, uint64_t id)
+{
+    const struct store_rollout *ro = &c->ro;
+    char idhex[2 * TCPOTA_ID_LEN + 1], waves[ROLLOUT_MAX_WAVES * 5], sup[48] = "";
+    size_t i, n = 0;
+
+    sodium_bin2hex(idhex, sizeof idhex, ro->image_id, TCPOTA_ID_LEN);
+    waves[0] = 0;
+    for (i = 0; i < ro->ro.n_waves && n < sizeof waves; i++) {
+        n += (size_t)snprintf(waves + n, sizeof waves - n, "%s%u", i ? "," : "", (unsigned)ro->pct[i]);
+    }
+    if (c->superseded) {
+        snprintf(sup, sizeof sup, "; supersedes rollout %llu", (unsigned long long)c->superseded);
+    }
+    api_changed(c, "rollout %llu created: image %.12s for model %s, %s%s, waves %s%%, halts when "
+                "more than %u%% of the finished failed (at least %u)%s%s", (unsigned long long)id, idhex,
+                ro->model, ro->group[0] ? "group " : "every group", ro->group, waves,
+                (unsigned)ro->rules.halt_pct, (unsigned)ro->rules.halt_min,
+                ro->allow_downgrade ? ", downgrade allowed" : "", sup);
+}
+
 static void create_done(struct api_call *c, struct store_req *r)
 {
     if (r->rc < 0) {
         api_store_error(c, r, NULL, "image");
         return;
     }
-    api_changed(c->api);
     c->superseded = r->u.rollout.superseded;
+    created(c, r->u.rollout.r->id);
     show(c, r->u.rollout.r->id, 201);
 }
 

@@ -1368,10 +1368,11 @@ static int fleet_verify(void *ctx, const uint8_t id[32], const uint8_t *man, siz
 /* A change through the API (api_changed): a new epoch, so that no answer
  * made before it is reused, and an image whose file failed to load is
  * loaded again (image_for): the same bytes added again repaired it. */
-static void fleet_api_changed(void *ctx)
+static void fleet_api_changed(void *ctx, const char *what)
 {
     struct server *srv = ctx;
 
+    say_always(srv->o, LOG_LV_INFO, "%s", what); /* the operators' trail: --quiet keeps it */
     srv->fleet->epoch++;
 }
 

@@ -219,6 +219,18 @@ run_device o-1 esp32 "$WORK/o-1" || fail "o-1 failed after resume"
 [ "$(running "$WORK/o-1")" = 5.0.0 ] || fail "o-1 not updated after resume"
 ok "a paused rollout offers nothing to devices that had not started; resumed, it does"
 
+# The server's log keeps a line for every change made through the API, and
+# from where (an operator reading it after an incident needs who did what).
+client='\(API client 127\.0\.0\.1:[0-9]+\)$'
+for want in "image [0-9a-f]{12} added: version 5\.0\.0, model esp32, [0-9]+ bytes, unsigned" \
+            "rollout 4 created: image [0-9a-f]{12} for model esp32, every group, waves 100%, halts when more than [0-9]+% of the finished failed \(at least [0-9]+\); supersedes rollout 1" \
+            "rollout 4 paused" "rollout 4 resumed" "rollout 3 created: .*, group canary, .*supersedes rollout 2" \
+            "device c-1 moved to group canary"; do
+  grep -qE "tcpota serve: $want $client" "$WORK/server.log" ||
+    fail "no log line for '$want': $(grep 'API client' "$WORK/server.log" | tail -5)"
+done
+ok "the server logs each change made through the API, with the client's address"
+
 # A device whose id and model have spaces (the protocol takes them) can be
 # named: shown, listed by model, its model rolled out (before: registered,
 # then refused by every command that named it).

@@ -217,3 +217,30 @@ grep -q 'room for --max-conns 1 connection$' one.log || fail "the descriptor lin
 ! grep -qE '(^|[^0-9])1 (devices|connections|legacy devices|failed authentications|full handshakes)' one.log ||
   fail "a count of one in the plural: $(grep -E '(^|[^0-9])1 (devices|connections)' one.log)"
 ok "counts of one are said in the singular (1 device, 1 connection already)"
+
+# --max-image takes a size with a unit (64M), from the command line and the
+# config file alike; a number of bytes no firmware fits in is warned about at
+# start, naming what was probably meant (before: "--max-image 100" took
+# 100-byte images without a word). Bad sizes: exit 2, saying what a size is.
+printf 'max-image 3M\n' > size.conf
+"$TCPOTA" serve --listen 127.0.0.1:0 --data size-data --api 127.0.0.1:0 --config size.conf 2> size.log &
+PIDS+=($!)
+wait_line size.log 'listening on'
+api=$(sed -nE 's/.*API on [^ ]*:([0-9]+).*/\1/p' size.log | head -1)
+max=$(TCPOTA_API="http://127.0.0.1:$api" TCPOTA_TOKEN=$(cat size-data/api.token) "$TCPOTA" image list --json |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["max_image"])')
+[ "$max" = 3145728 ] || fail "max-image 3M in a config file: the API takes $max bytes"
+! grep -q 'warning: --max-image' size.log || fail "3M warned about: $(grep warning size.log)"
+stop_serve
+"$TCPOTA" serve --listen 127.0.0.1:0 --data size-data --api 127.0.0.1:0 --max-image 100 2> size100.log &
+PIDS+=($!)
+wait_line size100.log 'listening on'
+grep -q 'warning: --max-image 100 takes images of at most 100 bytes, and firmware is rarely under 64 KiB; if you meant MiB, give --max-image 100M$' size100.log ||
+  fail "--max-image 100: $(grep -i 'max-image' size100.log)"
+stop_serve
+for bad in "12Mb|is not a size: give bytes, or a whole number with K, M or G" "2G|is out of range: give a size in 1..1073741824 bytes" \
+           "0K|is out of range" "x|is not a number"; do
+  rc=0; timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --data size-data --max-image "${bad%%|*}" > /dev/null 2> sizebad.log || rc=$?
+  [ $rc -eq 2 ] && grep -q -- "--max-image: '${bad%%|*}' ${bad#*|}" sizebad.log || fail "--max-image ${bad%%|*}: exit $rc: $(cat sizebad.log)"
+done
+ok "--max-image 3M (config file) is 3 MiB; 100 is warned about; 12Mb, 2G, 0K, x: exit 2 with the reason"

@@ -69,6 +69,7 @@ static struct {
     uint16_t port;
     char dir[64];
     int changes, secrets;
+    char change[512]; /* the last change's line for the log */
     uint8_t secret[32];
     uint8_t pk[32], sk[64];
     struct api_keys keys;
@@ -150,7 +151,10 @@ static void fake_rollout(struct store_req *r)
     if (r->op == STORE_ROLLOUT_CREATE) {
         for (i = 0; i < f->nros; i++) {
             if (strcmp(f->ros[i].model, r->u.rollout.r->model) == 0 &&
-                strcmp(f->ros[i].group, r->u.rollout.r->group) == 0) f->ros[i].superseded = 1;
+                strcmp(f->ros[i].group, r->u.rollout.r->group) == 0 && !f->ros[i].superseded) {
+                f->ros[i].superseded = 1; /* the stores name the newest that applied */
+                r->u.rollout.superseded = f->ros[i].id;
+            }
         }
         r->u.rollout.r->id = f->nros + 1;
         r->u.rollout.r->waves[0].targeted = 5;
@@ -388,9 +392,22 @@ static void seed(void)
 
 /* ---- the API under test ---- */
 
-static void on_change(void *ctx)
+static void on_change(void *ctx, const char *what)
 {
+    (void)ctx;
+    snprintf(T.change, sizeof T.change, "%s", what);
     T.changes++;
+}
+
+/* The last change's log line is want, said of an API client on loopback. */
+static void expect_change(const char *want)
+{
+    const char *client = " (API client 127.0.0.1:";
+    size_t n = strlen(want);
+
+    if (strncmp(T.change, want, n) != 0 || strncmp(T.change + n, client, strlen(client)) != 0) {
+        fail_msg("change logged as \"%s\", not \"%s%s...\"", T.change, want, client);
+    }
 }
 
 static void on_secret(void *ctx, const char *id, const uint8_t *secret, size_t len)
@@ -818,6 +835,7 @@ static void test_image_delete(void **state)
     json_decref(j);
     assert_int_equal(T.f.nimgs, 2);
     assert_int_equal(T.changes, 1);
+    expect_change("image 111111111111 removed");
     expect_error("GET", "/v1/images/11111111", NULL, 404, NULL);
     expect_error("DELETE", "/v1/images/11111111", NULL, 404, NULL);
 }
@@ -837,7 +855,7 @@ static void test_upload_unsigned(void **state)
 {
     const char body[] = "image bytes of version 3";
     uint8_t id[32];
-    char hex[65];
+    char hex[65], want[128];
     json_t *j = NULL;
 
     crypto_hash_sha256(id, (const uint8_t *)body, sizeof body - 1);
@@ -853,6 +871,9 @@ static void test_upload_unsigned(void **state)
     assert_true(T.f.added_file_ok);
     assert_int_equal(dir_entries(), 0); /* the backend copied it; the upload is gone */
     assert_int_equal(T.changes, 1);
+    snprintf(want, sizeof want, "image %.12s added: version 3.0.0, model legacy, %zu bytes, unsigned",
+             hex, sizeof body - 1);
+    expect_change(want);
     /* The same bytes again: 200, nothing added. */
     assert_int_equal(http("POST", "/v1/images?version=3.0.0&model=legacy", body, &j), 200);
     assert_null(json_object_get(j, "repaired"));
@@ -943,6 +964,7 @@ static void test_upload_repair_fails(void **state)
     assert_true(json_is_true(json_object_get(j, "repaired")));
     json_decref(j);
     assert_int_equal(T.changes, changes + 1);
+    assert_non_null(strstr(T.change, "its missing or damaged file"));
 }
 
 /* A connection to the API with text sent on it. */
@@ -1305,6 +1327,9 @@ static void test_rollout_create(void **state)
     assert_int_equal(T.f.ros[2].ro.n_open, 1);
     assert_true(T.f.ros[0].superseded);
     assert_int_equal(T.changes, 1);
+    assert_non_null(strstr(T.change, "rollout 3 created: image 222222222222 for model esp32-devkit, "
+                                     "every group, waves 10,50,100%, halts when more than 25% of "
+                                     "the finished failed (at least 3); supersedes rollout 2 (API client 127.0.0.1:"));
     /* By an id prefix, with the defaults. */
     assert_int_equal(http("POST", "/v1/rollouts",
                           "{\"image\": \"22222222\", \"model\": \"esp32-devkit\", \"group\": \"canary\","
@@ -1349,6 +1374,7 @@ static void test_rollout_actions(void **state)
     assert_int_equal(T.f.last_set.u.rollout.expect_n_open, 1);
     assert_int_equal(T.f.last_set.u.rollout.new_n_open, 1);
     assert_int_equal(T.changes, 1);
+    expect_change("rollout 1 paused");
     expect_message("POST", "/v1/rollouts/1/pause", 409, "rollout 1 is paused already");
     assert_int_equal(http("POST", "/v1/rollouts/1/resume", NULL, &j), 200);
     assert_string_equal(sget(j, "state"), "active");
@@ -1619,6 +1645,7 @@ static void test_device_show_patch(void **state)
     json_decref(j);
     assert_string_equal(T.f.devs[0].group, "canary");
     assert_int_equal(T.changes, 1);
+    expect_change("device dev-1 moved to group canary");
     assert_int_equal(http("PATCH", "/v1/devices/dev-1", "{\"group\": \"\"}", NULL), 200);
     assert_string_equal(T.f.devs[0].group, "");
     expect_error("PATCH", "/v1/devices/dev-1", "{\"group\": \"abcdefghijabcdefghijabcdefghijabc\"}",
