@@ -277,6 +277,23 @@ static void add_lookup_done(struct api_call *c, struct store_req *r)
                   r->u.image.img->idhex, c->img.version, c->img.model);
         return;
     }
+    if (r->rc == STORE_OK && c->img.manifest_len &&
+        (r->u.image.img->manifest_len != c->img.manifest_len ||
+         memcmp(r->u.image.img->manifest, c->img.manifest, c->img.manifest_len) != 0)) {
+        /* The same bytes with a manifest the stored image lacks (or with
+         * another one): never answered "already stored" (the manifest
+         * would be dropped unsaid), nor attached under the rollouts and
+         * the devices that were offered the stored image as it is (a
+         * device that declined it as unsigned is held back from that
+         * offer only; the image added again is a new offer). */
+        const struct store_image *s = r->u.image.img;
+        api_error(c, 409, "manifest", "these bytes are stored already as image %.12s, %s; the "
+                  "server does not attach a manifest to a stored image: remove it (tcpota image "
+                  "rm %.12s; cancel the rollouts using it first) and add it again with this "
+                  "manifest", s->idhex, s->manifest_len ? "with another signed manifest" : "unsigned",
+                  s->idhex);
+        return;
+    }
     if (r->rc == STORE_OK) { /* the same bytes again: their file checked (and mended) off the loop */
         c->code = 200;
         c->stored = *r->u.image.img;

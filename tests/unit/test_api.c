@@ -1149,6 +1149,45 @@ static void test_upload_signed(void **state)
     json_decref(j);
 }
 
+/* The same bytes with a manifest the stored image lacks, or with another
+ * one: 409 naming the manifest and saying what to do (before: 200 "already
+ * stored ... unsigned", the manifest dropped unsaid). Removed and added
+ * again, the image is signed. */
+static void test_upload_manifest_for_stored(void **state)
+{
+    const char body[] = "signed image bytes";
+    uint8_t opk[32], osk[64];
+    char b64[2048], other[2048], uri[100];
+    json_t *j = NULL;
+
+    assert_int_equal(http("POST", "/v1/images?version=4.1.0&model=esp32-devkit", body, &j), 201);
+    snprintf(uri, sizeof uri, "/v1/images/%.12s", sget(j, "id"));
+    json_decref(j);
+    make_manifest(T.sk, T.pk, body, sizeof body - 1, b64, sizeof b64);
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
+                               sizeof body - 1, &j), 409);
+    assert_string_equal(sget(j, "field"), "manifest");
+    assert_non_null(strstr(sget(j, "error"), ", unsigned; the server does not attach a manifest "
+                                             "to a stored image: remove it (tcpota image rm "));
+    json_decref(j);
+    assert_int_equal(T.f.imgs[3].manifest_len, 0);
+    assert_int_equal(http("DELETE", uri, NULL, NULL), 200);
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
+                               sizeof body - 1, &j), 201);
+    assert_true(json_is_true(json_object_get(j, "signed")));
+    json_decref(j);
+    /* The same manifest again: 200; another one (another key): 409. */
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
+                               sizeof body - 1, NULL), 200);
+    crypto_sign_keypair(opk, osk);
+    make_manifest(osk, opk, body, sizeof body - 1, other, sizeof other);
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", other, body,
+                               sizeof body - 1, &j), 409);
+    assert_non_null(strstr(sget(j, "error"), "with another signed manifest"));
+    json_decref(j);
+    assert_int_equal(T.f.nimgs, 4);
+}
+
 static void test_upload_too_large(void **state)
 {
     char *big = calloc(1, MAX_IMAGE + 1);
@@ -1809,6 +1848,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_upload_repair_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_after_job, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_signed_without_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upload_manifest_for_stored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollout_create_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollout_create, setup, teardown),
