@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# An image added unsigned, then signed: the signed manifest is never dropped
+# unsaid (409: remove the stored image and add it again), and once added
+# again signed it is offered to a device that declined it as unsigned
+# (before: the server's cache kept offering the unsigned image, and held
+# the device back as having declined it), while a device that rolled the
+# bytes back is still held back from them.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fleet_lib.sh"
+
+start_fleet
+make_keys k
+make_image "$WORK/fw.bin" 30000
+"$TCPOTA" image add --version 2.0.0 --model esp32 "$WORK/fw.bin" > /dev/null || fail "image add unsigned failed"
+ID=$(sha256sum "$WORK/fw.bin" | cut -c1-12)
+"$TCPOTA" sign --key "$WORK/k.key" --version 2.0.0 --model esp32 "$WORK/fw.bin" > /dev/null 2>&1 || fail "sign failed"
+rc=0; "$TCPOTA" image add "$WORK/fw.bin" > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q "these bytes are stored already as image $ID, unsigned; the server does not attach a manifest to a stored image: remove it (tcpota image rm $ID; cancel the rollouts using it first) and add it again with this manifest" "$WORK/out" ||
+  fail "the same bytes added again with a manifest: rc $rc $(cat "$WORK/out")"
+[ "$("$TCPOTA" image list --json | jq_py '[i["signed"] for i in j["images"]][0]')" = false ] ||
+  fail "the stored image changed"
+ok "the same bytes with a manifest the stored image lacks: 409, what to do said"
+
+"$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null || fail "rollout create failed"
+rc=0; run_device d1 esp32 "$WORK/d1" --trust "$WORK/k.pub" || rc=$?
+[ $rc -eq 1 ] && grep -q "declined the server's offer: image is not signed" "$WORK/d1.log" ||
+  fail "a device with a trusted key offered the unsigned image: rc $rc $(tail -3 "$WORK/d1.log")"
+rc=0; run_device d2 esp32 "$WORK/d2" --health fail || rc=$?
+[ $rc -eq 1 ] && grep -q "rolled back" "$WORK/d2.log" || fail "d2 did not roll back: rc $rc $(tail -3 "$WORK/d2.log")"
+ok "d1 declined the unsigned image, d2 rolled it back"
+
+"$TCPOTA" rollout cancel 1 > /dev/null || fail "rollout cancel failed"
+"$TCPOTA" image rm "$ID" > /dev/null || fail "image rm failed"
+"$TCPOTA" image add "$WORK/fw.bin" > "$WORK/out" 2>&1 && grep -q "signed$" "$WORK/out" ||
+  fail "image add signed: $(cat "$WORK/out")"
+"$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null || fail "second rollout create failed"
+run_device d1 esp32 "$WORK/d1" --trust "$WORK/k.pub" || fail "d1 was not updated to the image signed: $(tail -3 "$WORK/d1.log")"
+[ "$(running "$WORK/d1")" = 2.0.0 ] || fail "d1 runs $(running "$WORK/d1")"
+ok "added again signed: the device that declined it as unsigned is updated"
+
+rc=0; run_device d2 esp32 "$WORK/d2" || rc=$?
+[ $rc -eq 1 ] && grep -q "so the server holds it back" "$WORK/d2.log" ||
+  fail "the device that rolled the bytes back: rc $rc $(tail -3 "$WORK/d2.log")"
+ok "the device that rolled the bytes back is still held back from them, signed"
+stop_fleet
