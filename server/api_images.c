@@ -364,11 +364,15 @@ static void add_list_done(struct api_call *c, struct store_req *r)
     }
     for (i = 0; i < r->u.list.n; i++) {
         if (strcmp(imgs[i].model, c->img.model) == 0 && same_version(imgs[i].version, c->img.version)) {
-            api_error(c, 409, "version", "model %s has version %s already (image %.12s%s%s, other "
-                      "bytes); give this image a new version, or remove that one first "
-                      "(tcpota image rm %.12s)", c->img.model, c->img.version, imgs[i].idhex,
-                      strcmp(imgs[i].version, c->img.version) ? ", as " : "",
-                      strcmp(imgs[i].version, c->img.version) ? imgs[i].version : "", imgs[i].idhex);
+            /* The stored version as stored, then the new one when it is
+             * written otherwise (before, the other way round). */
+            int alike = strcmp(imgs[i].version, c->img.version) == 0;
+            api_error(c, 409, "version", "model %s has version %s already (image %.12s, other "
+                      "bytes)%s%s%s; give this image a new version, or remove that one first "
+                      "(tcpota image rm %.12s)", c->img.model, imgs[i].version, imgs[i].idhex,
+                      alike ? "" : ", the same version as this image's ",
+                      alike ? "" : c->img.version, alike ? "" : " (the same precedence)",
+                      imgs[i].idhex);
             return;
         }
     }

@@ -173,7 +173,7 @@ rc=0; "$TCPOTA" image add --version 9.5.0 --model esp32 "$WORK/dup2" > "$WORK/ou
 # The same version written otherwise (the offer policy's order: v9.5 is
 # 9.5.0) is the same version.
 rc=0; "$TCPOTA" image add --version v9.5 --model esp32 "$WORK/dup2" > "$WORK/out" 2>&1 || rc=$?
-[ $rc -eq 1 ] && grep -q "model esp32 has version v9.5 already (image [0-9a-f]\{12\}, as 9.5.0, other bytes)" "$WORK/out" ||
+[ $rc -eq 1 ] && grep -q "model esp32 has version 9.5.0 already (image [0-9a-f]\{12\}, other bytes), the same version as this image's v9.5 (the same precedence); give this image a new version" "$WORK/out" ||
   fail "esp32 v9.5 beside 9.5.0: rc $rc $(cat "$WORK/out")"
 "$TCPOTA" image add --version 9.5.0 --model esp32s3 "$WORK/dup2" > "$WORK/out" 2>&1 ||
   fail "9.5.0 for another model was refused: $(cat "$WORK/out")"
