@@ -43,3 +43,19 @@ rc=0; run_device d2 esp32 "$WORK/d2" || rc=$?
   fail "the device that rolled the bytes back: rc $rc $(tail -3 "$WORK/d2.log")"
 ok "the device that rolled the bytes back is still held back from them, signed"
 stop_fleet
+
+# A server with other --pubkey keys names the signing key by the id that
+# tcpota keygen printed and tcpota verify says (before: another id).
+DATA="$WORK/keys" start_fleet --pubkey "$WORK/k.pub"
+"$TCPOTA" keygen --out "$WORK/k2" 2> "$WORK/keygen.out" || fail "keygen k2 failed"
+KID=$(sed -nE 's/.*, key id ([0-9a-f]{16})$/\1/p' "$WORK/keygen.out")
+[ -n "$KID" ] || fail "keygen printed no key id: $(cat "$WORK/keygen.out")"
+make_image "$WORK/fw3.bin" 3000
+"$TCPOTA" sign --key "$WORK/k2.key" --version 3.0.0 --model esp32 "$WORK/fw3.bin" > /dev/null 2>&1 || fail "sign with k2 failed"
+"$TCPOTA" verify --pubkey "$WORK/k.pub" "$WORK/fw3.bin" > "$WORK/out" 2>&1 && fail "verify with another key passed"
+grep -q "signed by key $KID," "$WORK/out" || fail "verify names another key id than keygen's $KID: $(cat "$WORK/out")"
+rc=0; "$TCPOTA" image add "$WORK/fw3.bin" > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q "the manifest is signed by key $KID, which is not one of the server's --pubkey keys" "$WORK/out" ||
+  fail "the server names the key otherwise than keygen ($KID): rc $rc $(cat "$WORK/out")"
+ok "keygen, verify and the server name a signing key alike"
+stop_fleet

@@ -1126,6 +1126,16 @@ static void test_upload_signed(void **state)
                                sizeof body - 1, &j), 400);
     assert_string_equal(sget(j, "field"), "manifest");
     assert_non_null(strstr(sget(j, "error"), "not one of"));
+    {
+        /* The key named as tcpota keygen and verify name it: the first 8
+         * bytes of its SHA-256 (before: of the key itself). */
+        uint8_t h[32];
+        char kid[17], want[64];
+        crypto_hash_sha256(h, opk, 32);
+        sodium_bin2hex(kid, sizeof kid, h, 8);
+        snprintf(want, sizeof want, "signed by key %s, which", kid);
+        assert_non_null(strstr(sget(j, "error"), want));
+    }
     json_decref(j);
     /* Signed by the trusted key, with a forged signature. */
     make_manifest(T.sk, T.pk, body, sizeof body - 1, b64, sizeof b64);
