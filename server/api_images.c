@@ -450,6 +450,15 @@ static int take_manifest(struct api_call *c, const char *b64, size_t size)
     }
     snprintf(img->version, sizeof img->version, "%.*s", (int)m.version.len, (const char *)m.version.ptr);
     snprintf(img->model, sizeof img->model, "%.*s", (int)m.model.len, (const char *)m.model.ptr);
+    /* The rule of an unsigned add's ?version= (take_names): a version
+     * with a space (the manifest's own rule, printable ASCII, allows one)
+     * was stored, then refused by rollout create --image VERSION. */
+    if (!api_printable(img->version, API_PRINTABLE_MAX, 0)) {
+        api_error(c, 400, "manifest", "the manifest's version '%s' has a space, and the API names "
+                  "images by version (rollout create --image VERSION): sign the image again with "
+                  "a version without spaces (tcpota sign --version)", img->version);
+        return -1;
+    }
     return 1;
 }
 

@@ -1007,6 +1007,8 @@ static void make_manifest(const uint8_t *sk, const uint8_t *pk, const char *body
                           char *b64, size_t cap);
 static void make_manifest_sized(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
                                 uint32_t size, char *b64, size_t cap);
+static void make_manifest_full(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
+                               uint32_t size, const char *version, char *b64, size_t cap);
 
 /* An upload of bytes (len, the manifest's size) under the manifest b64 of
  * other bytes: 400 naming the manifest, "another SHA-256". */
@@ -1051,6 +1053,16 @@ static void test_upload_signed_without_keys(void **state)
                                sizeof body - 1, &j), 400);
     assert_string_equal(sget(j, "field"), "manifest");
     json_decref(j);
+    /* A version with a space (the manifest's rule allows it): refused by
+     * the rule of an unsigned add, which rollout create --image needs
+     * (before: stored, then no rollout could name it). */
+    make_manifest_full(T.sk, T.pk, body, sizeof body - 1, sizeof body - 1, "a b", b64, sizeof b64);
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
+                               sizeof body - 1, &j), 400);
+    assert_string_equal(sget(j, "field"), "manifest");
+    assert_non_null(strstr(sget(j, "error"), "the manifest's version 'a b' has a space"));
+    assert_non_null(strstr(sget(j, "error"), "sign the image again"));
+    json_decref(j);
     make_manifest(T.sk, T.pk, body, sizeof body - 1, b64, sizeof b64);
     assert_int_equal(T.f.nimgs, 3);
     assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
@@ -1071,6 +1083,13 @@ static void make_manifest(const uint8_t *sk, const uint8_t *pk, const char *body
 static void make_manifest_sized(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
                                 uint32_t size, char *b64, size_t cap)
 {
+    make_manifest_full(sk, pk, body, len, size, "4.1.0", b64, cap);
+}
+
+/* The same, of the version given. */
+static void make_manifest_full(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
+                               uint32_t size, const char *version, char *b64, size_t cap)
+{
     struct tcpota_manifest m;
     uint8_t man[TCPOTA_MAX_MANIFEST], id[32];
     int n;
@@ -1079,8 +1098,8 @@ static void make_manifest_sized(const uint8_t *sk, const uint8_t *pk, const char
     memset(&m, 0, sizeof m);
     m.image_size = size;
     m.sha256 = id;
-    m.version.ptr = (const uint8_t *)"4.1.0";
-    m.version.len = 5;
+    m.version.ptr = (const uint8_t *)version;
+    m.version.len = strlen(version);
     m.model.ptr = (const uint8_t *)"esp32-devkit";
     m.model.len = 12;
     m.security_counter = 1;
@@ -1276,6 +1295,16 @@ static void test_rollout_create_refused(void **state)
     }
     assert_int_equal(T.f.nros, 2);
     assert_int_equal(T.changes, 0);
+    /* What is wrong is said (before: "a b" was told to be 1 to 64
+     * printable characters, which it is). */
+    {
+        json_t *j = NULL;
+        assert_int_equal(http("POST", "/v1/rollouts", "{\"image\": \"a b\", \"model\": \"esp32-devkit\"}",
+                              &j), 400);
+        assert_string_equal(sget(j, "field"), "image");
+        assert_non_null(strstr(sget(j, "error"), "printable characters, no spaces: this one has a space"));
+        json_decref(j);
+    }
     /* Too many waves is refused by the bound on the array, before a
      * percentage is stored in the table of ROLLOUT_MAX_WAVES (the later
      * rule on the percentages refuses it too, but only after writing past
