@@ -703,6 +703,11 @@ int cmd_sign(int argc, char **argv)
         return 2;
     }
     cli_warn_unordered("sign", version); /* devices compare versions to decide an update */
+    if (strchr(version, ' ')) { /* the manifest's rule allows it; the API's does not */
+        fprintf(stderr, "tcpota sign: warning: version '%s' has a space: a fleet server's image add "
+                "refuses it (rollouts name images by version); sign with a version without "
+                "spaces to serve it in fleet mode\n", version);
+    }
     if (sodium_init() < 0) {
         fprintf(stderr, "tcpota sign: libsodium failed to initialise\n");
         return 1;
