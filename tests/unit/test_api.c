@@ -356,6 +356,7 @@ static void seed(void)
         snprintf(im->model, sizeof im->model, "%s", i == 2 ? "other" : "esp32-devkit");
         im->size = 1000;
         im->added_at = 1796131200;
+        hex_of(im->id, im->idhex); /* as a store lists them */
     }
     f->nimgs = 3;
     for (i = 0; i < 2; i++) {
@@ -819,7 +820,7 @@ static void test_images_list_show(void **state)
     assert_true(json_is_false(json_object_get(j, "signed")));
     json_decref(j);
     expect_error("GET", "/v1/images/2222222", NULL, 400, "id");   /* 7 digits */
-    expect_error("GET", "/v1/images/2222222g", NULL, 400, "id");
+    expect_error("GET", "/v1/images/2222222g", NULL, 404, "id"); /* no id, nor a version */
 }
 
 static void test_image_delete(void **state)
@@ -838,6 +839,46 @@ static void test_image_delete(void **state)
     expect_change("image 111111111111 removed");
     expect_error("GET", "/v1/images/11111111", NULL, 404, NULL);
     expect_error("DELETE", "/v1/images/11111111", NULL, 404, NULL);
+}
+
+/* An image named by its version (as rollout create takes it): removed when
+ * one image has it; several (of other models) are named, not guessed; a
+ * version no image has, or a name neither id nor version, says where ids
+ * and versions are shown (before: "an image id is 8 to 64 hex digits"). */
+static void test_image_by_version(void **state)
+{
+    json_t *j = NULL;
+
+    assert_int_equal(http("GET", "/v1/images/2.0.0", NULL, &j), 400);
+    assert_string_equal(sget(j, "field"), "id");
+    assert_non_null(strstr(sget(j, "error"), "2 images have version 2.0.0: 222222222222 (model "
+                                             "esp32-devkit), 333333333333 (model other); give the id of one"));
+    json_decref(j);
+    assert_int_equal(http("DELETE", "/v1/images/2.0.0", NULL, NULL), 400);
+    assert_int_equal(T.f.nimgs, 3);
+    assert_int_equal(http("DELETE", "/v1/images/9.9.9", NULL, &j), 404);
+    assert_non_null(strstr(sget(j, "error"), "no image has the version 9.9.9 (tcpota image list shows ids and versions)"));
+    json_decref(j);
+    assert_int_equal(http("DELETE", "/v1/images/a%20b", NULL, &j), 400);
+    assert_non_null(strstr(sget(j, "error"), "or a version (1 to 32 printable characters, no spaces)"));
+    json_decref(j);
+    assert_int_equal(http("GET", "/v1/images/1.0.0", NULL, &j), 200);
+    assert_string_equal(sget(j, "id"), "1111111111111111111111111111111111111111111111111111111111111111");
+    json_decref(j);
+    assert_int_equal(http("DELETE", "/v1/images/1.0.0", NULL, &j), 200);
+    assert_string_equal(sget(j, "deleted"), "1111111111111111111111111111111111111111111111111111111111111111");
+    json_decref(j);
+    assert_int_equal(T.f.nimgs, 2);
+    expect_change("image 111111111111 removed");
+    /* A version that looks like an id (8+ hex digits, in capitals): no
+     * image has that id, so it is the version, as given. */
+    snprintf(T.f.imgs[1].version, sizeof T.f.imgs[1].version, "DEADBEEF");
+    assert_int_equal(http("GET", "/v1/images/DEADBEEF", NULL, &j), 200);
+    assert_string_equal(sget(j, "version"), "DEADBEEF");
+    json_decref(j);
+    assert_int_equal(http("GET", "/v1/images/deadbeef", NULL, &j), 404);
+    assert_non_null(strstr(sget(j, "error"), "no image has the id, prefix or version deadbeef"));
+    json_decref(j);
 }
 
 static int dir_entries(void)
@@ -1882,6 +1923,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_query_nul_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_images_list_show, setup, teardown),
         cmocka_unit_test_setup_teardown(test_image_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_image_by_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_unsigned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_signed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_repair_fails, setup, teardown),
