@@ -42,6 +42,18 @@ rc=0; run_device d2 esp32 "$WORK/d2" || rc=$?
 [ $rc -eq 1 ] && grep -q "so the server holds it back" "$WORK/d2.log" ||
   fail "the device that rolled the bytes back: rc $rc $(tail -3 "$WORK/d2.log")"
 ok "the device that rolled the bytes back is still held back from them, signed"
+
+# image rm takes a version (as rollout create does), and names a superseded
+# rollout as superseded (before: "an image id is 8 to 64 hex digits", and
+# "(active)" for rollouts that no longer apply).
+"$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null || fail "third rollout create failed"
+rc=0; "$TCPOTA" image rm 2.0.0 > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q "image $ID is used by rollouts 2 (superseded), 3 (active); cancel them first" "$WORK/out" ||
+  fail "image rm 2.0.0 with rollouts: rc $rc $(cat "$WORK/out")"
+"$TCPOTA" rollout cancel 2 > /dev/null && "$TCPOTA" rollout cancel 3 > /dev/null || fail "rollout cancel failed"
+"$TCPOTA" image rm 2.0.0 > "$WORK/out" 2>&1 && grep -q "^removed image $ID" "$WORK/out" ||
+  fail "image rm 2.0.0: $(cat "$WORK/out")"
+ok "image rm VERSION; a superseded rollout is named so"
 stop_fleet
 
 # A server with other --pubkey keys names the signing key by the id that
