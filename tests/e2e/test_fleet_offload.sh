@@ -193,17 +193,17 @@ ok "once loaded (once), the waiting device and HTTP download get it byte for byt
 # A loaded image's file damaged in place, then repaired by adding the same
 # bytes again: served from the repaired file, not from the damaged one the
 # old load still maps (an HTTP download sends from that file).
-curl -s -o a-before.bin -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h2" || fail "download a"
+curl -s -m 20 -o a-before.bin -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h2" || fail "download a"
 cmp a-before.bin a.bin || fail "image a before the damage differs"
 ahex=$(sha256sum a.bin | cut -c1-64)
 flip_byte "$DATA/images/$ahex" 1000
 # Damaged in place, before any change through the API: not served at all.
-code=$(curl -s -o a-damaged.bin -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h4")
-[ "$code" = 204 ] || fail "a loaded image whose file was damaged in place was answered $code (not 204)"
+code=$(curl -s -m 20 -o a-damaged.bin -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h4" || true)
+[ "$code" = 204 ] || fail "a loaded image whose file was damaged in place was answered $code (not 204; 000: none in 20 s)"
 wait_line server.log "image ${ahex:0:16}\.\.\. \(2\.0\.0\): .* no longer has that SHA-256"
 "$TCPOTA" image add a.bin --version 2.0.0 --model esp32 > add-a2.out 2>&1 || fail "image add a again: $(cat add-a2.out)"
 grep -q "stored again" add-a2.out || fail "the damaged file was not repaired: $(cat add-a2.out)"
-curl -s -o a-after.bin -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h3" || fail "download a again"
+curl -s -m 20 -o a-after.bin -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h3" || fail "download a again"
 cmp a-after.bin a.bin || fail "after the repair an HTTP download got other bytes than the image (the damaged file's)"
 ok "a loaded image whose file changed in place is served to no one; once repaired it is loaded again: downloads get the right bytes"
 
