@@ -14,6 +14,8 @@
 #  - A loaded image whose file was damaged and then repaired by adding the
 #    same bytes again is loaded again: an HTTP download gets the repaired
 #    bytes, not the damaged file the old load still maps.
+#  - A load that failed is remembered: the check-ins after it load nothing
+#    (not even once the file is good again) until a change through the API.
 #  - A server stopped while an upload is written waits for the write,
 #    exits 0 and leaves no temporary file; one killed leaves it, and the
 #    next start removes it.
@@ -51,18 +53,23 @@ stop_held() {
   wait "$SERVER_PID" || rc=$?
   [ $rc -eq 0 ] || fail "the server stopped during $2 exited $rc: $(tail -5 server.log)"
 }
-# load_held NAME BYTES MODEL DEVICE [ARGS...]: a new image NAME.bin of BYTES
-# (HEX its id), version 2.0.0 in a rollout for MODEL; with the open gate
-# closed, DEVICE (ARGS added) checks in for it in the background (HELD its
-# pid, DEVICE.log its output); returns once the image's load waits.
+# rollout_of NAME BYTES MODEL: a new image NAME.bin of BYTES (HEX its id),
+# version 2.0.0 in a rollout for MODEL, not loaded yet.
+rollout_of() {
+  make_image "$1.bin" "$2"
+  "$TCPOTA" image add "$1.bin" --version 2.0.0 --model "$3" > "add-$1.out" 2>&1 ||
+    fail "image add $1: $(cat "add-$1.out")"
+  "$TCPOTA" rollout create --image 2.0.0 --model "$3" > /dev/null 2>&1 || fail "rollout create $3"
+  HEX=$(sha256sum "$1.bin" | cut -c1-64)
+}
+# load_held NAME BYTES MODEL DEVICE [ARGS...]: rollout_of NAME BYTES MODEL;
+# with the open gate closed, DEVICE (ARGS added) checks in for it in the
+# background (HELD its pid, DEVICE.log its output); returns once the
+# image's load waits.
 load_held() {
-  local name=$1 bytes=$2 model=$3 dev=$4
+  local model=$3 dev=$4
+  rollout_of "$1" "$2" "$3"
   shift 4
-  make_image "$name.bin" "$bytes"
-  "$TCPOTA" image add "$name.bin" --version 2.0.0 --model "$model" > "add-$name.out" 2>&1 ||
-    fail "image add $name: $(cat "add-$name.out")"
-  "$TCPOTA" rollout create --image 2.0.0 --model "$model" > /dev/null 2>&1 || fail "rollout create $model"
-  HEX=$(sha256sum "$name.bin" | cut -c1-64)
   rm -f "$OPEN_GATE"
   "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$dev" --id "$dev" --model "$model" \
     --factory-version 1.0.0 --slot-size 1048576 --progress none "$@" 2> "$dev.log" &
@@ -243,6 +250,40 @@ for i in $(seq 1 50); do [ "$(fds)" -le "$fd0" ] && break; sleep 0.1; done
 [ "$(fds)" -le "$fd0" ] || fail "jobs left descriptors open: $fd0 before, $(fds) after: $(ls -l "/proc/$SERVER_PID/fd")"
 grep -q "cannot load it" server.log && fail "an image failed to load: $(grep 'cannot load it' server.log)"
 ok "twenty jobs leave no descriptor open; a check-in without a rollout loads nothing"
+
+# A load that failed is remembered (fleet.c FLEET_IMAGE_RETRY_S, while the
+# fleet's epoch stays): the check-ins after it are answered from that at
+# once, without loading the file again, even once the file is good again;
+# a change through the API (another image added) has the next check-in
+# load it again, and get it.
+rollout_of r 200000 broken
+rhex=$HEX
+flip_byte "$DATA/images/$rhex" 1000
+# failed_loads: how many times the server told that r's load failed.
+failed_loads() { grep -c "image ${rhex:0:16}\.\.\. (2\.0\.0): .* no longer has that SHA-256" server.log || true; }
+# checkin_r DEVICE [OUT]: an HTTP check-in of model broken (its body in
+# OUT); prints its status (000: none in 10 s).
+checkin_r() {
+  curl -s -m 10 -o "${2:-/dev/null}" -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' \
+    "$TCPOTA_API/ota/broken?device=$1" || true
+}
+for dev in r1 r2; do
+  code=$(checkin_r $dev)
+  [ "$code" = 204 ] || fail "$dev: a damaged image's check-in was answered $code (not 204)"
+  [ "$(failed_loads)" -eq 1 ] || fail "$dev: the damaged image was loaded $(failed_loads) times (once, then remembered)"
+done
+cp r.bin "$DATA/images/$rhex" # repaired by hand: the server is not told
+code=$(checkin_r r3)
+[ "$code" = 204 ] || fail "the failed load was not remembered: a check-in after it was answered $code (not 204)"
+ok "a failed load is remembered: the check-ins after it do not load the file again"
+make_image u.bin 10000
+"$TCPOTA" image add u.bin --version 1.0.0 --model unrelated > add-u.out 2>&1 || fail "image add u: $(cat add-u.out)"
+code=$(checkin_r r4 r-got.bin)
+[ "$code" = 200 ] || fail "after a change through the API the failed image was not loaded again: $code (not 200)"
+cmp r-got.bin r.bin || fail "the image loaded again was downloaded with other bytes"
+grep -qE "image ${rhex:0:16}\.\.\. \(2\.0\.0, 200000 bytes\) loaded in" server.log ||
+  fail "the load after the change was not told: $(grep "${rhex:0:16}" server.log)"
+ok "after a change through the API, a failed image is loaded again at the next check-in"
 
 # A server stopped while an image loads for a waiting check-in: it waits
 # for the load, answers or drops the check-in, and exits 0 (under ASan:
