@@ -16,6 +16,8 @@
 #    bytes, not the damaged file the old load still maps.
 #  - A load that failed is remembered: the check-ins after it load nothing
 #    (not even once the file is good again) until a change through the API.
+#  - An image for whose load no thread can be started (pipe2 failed) is
+#    loaded on the event loop: its device gets it all the same.
 #  - A server stopped while an upload is written waits for the write,
 #    exits 0 and leaves no temporary file; one killed leaves it, and the
 #    next start removes it.
@@ -284,6 +286,22 @@ cmp r-got.bin r.bin || fail "the image loaded again was downloaded with other by
 grep -qE "image ${rhex:0:16}\.\.\. \(2\.0\.0, 200000 bytes\) loaded in" server.log ||
   fail "the load after the change was not told: $(grep "${rhex:0:16}" server.log)"
 ok "after a change through the API, a failed image is loaded again at the next check-in"
+
+# No thread for an image's first load (pipe2 fails, as when descriptors
+# run out): the check-in loads it on the event loop, and the device gets
+# its update all the same.
+rollout_of n 300000 loopload
+nhex=$HEX
+touch "$WORK/emfile"
+timeout 20 "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash dt --id dt --model loopload \
+  --factory-version 1.0.0 --slot-size 1048576 --progress none 2> dt.log ||
+  fail "a device whose image found no thread to load it did not update (exit $?): $(tail -3 dt.log)"
+rm "$WORK/emfile"
+[ "$(running dt)" = 2.0.0 ] || fail "dt does not run 2.0.0: $(tail -3 dt.log)"
+check_device dt n.bin
+grep -qE "image ${nhex:0:16}\.\.\. \(2\.0\.0, 300000 bytes\) loaded in [0-9.]+ (ms|s) on the event loop \(no thread\)" server.log ||
+  fail "the image was not said to be loaded on the loop (no thread): $(grep "${nhex:0:16}" server.log)"
+ok "no thread for an image's first load: it is loaded on the loop, and the device gets it"
 
 # A server stopped while an image loads for a waiting check-in: it waits
 # for the load, answers or drops the check-in, and exits 0 (under ASan:
