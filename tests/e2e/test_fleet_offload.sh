@@ -18,6 +18,8 @@
 #    (not even once the file is good again) until a change through the API.
 #  - An image for whose load no thread can be started (pipe2 failed) is
 #    loaded on the event loop: its device gets it all the same.
+#  - A legacy (req0/req1) device whose image is loading waits for it too,
+#    and then gets it byte for byte.
 #  - A server stopped while an upload is written waits for the write,
 #    exits 0 and leaves no temporary file; one killed leaves it, and the
 #    next start removes it.
@@ -302,6 +304,26 @@ check_device dt n.bin
 grep -qE "image ${nhex:0:16}\.\.\. \(2\.0\.0, 300000 bytes\) loaded in [0-9.]+ (ms|s) on the event loop \(no thread\)" server.log ||
   fail "the image was not said to be loaded on the loop (no thread): $(grep "${nhex:0:16}" server.log)"
 ok "no thread for an image's first load: it is loaded on the loop, and the device gets it"
+
+# A legacy (req0/req1) device whose image is loading waits for it, as a v1
+# device does (fleet.c legacy_checkin_done: fleet_park), while the loop
+# serves others; once loaded, it gets the image byte for byte.
+rollout_of lg 200000 legacy
+lghex=$HEX
+rm -f "$OPEN_GATE"
+"$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out lg.got --timeout 20 > lg.log 2>&1 &
+lg=$!
+wait_line server.log "failqueue: open of .*/images/$lghex waits"
+sleep 0.3 # had the check-in not waited, it would be decided by now
+curl -sf -m 5 -o /dev/null "$TCPOTA_API/metrics" || fail "/metrics did not answer while a legacy device's image loaded"
+kill -0 "$lg" 2> /dev/null || fail "the legacy device ended while its image was still loading: $(cat lg.log)"
+grep -q 'legacy device: ' server.log && fail "the legacy device was decided before its image was loaded: $(grep 'legacy device: ' server.log)"
+touch "$OPEN_GATE"
+wait "$lg" || fail "the legacy device failed once its image was loaded: $(cat lg.log)"
+cmp lg.got lg.bin || fail "the legacy device got other bytes than its image"
+grep -qE "image ${lghex:0:16}\.\.\. \(2\.0\.0, 200000 bytes\) loaded in [0-9.]+ (ms|s); 1 check-in waited for it" server.log ||
+  fail "the legacy device did not wait for the load: $(grep "${lghex:0:16}" server.log)"
+ok "a legacy device whose image loads waits for it, and then gets it byte for byte"
 
 # A server stopped while an image loads for a waiting check-in: it waits
 # for the load, answers or drops the check-in, and exits 0 (under ASan:
