@@ -210,7 +210,7 @@ ahex=$(sha256sum a.bin | cut -c1-64)
 flip_byte "$DATA/images/$ahex" 1000
 # Damaged in place, before any change through the API: not served at all.
 code=$(curl -s -m 20 -o a-damaged.bin -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h4" || true)
-[ "$code" = 204 ] || fail "a loaded image whose file was damaged in place was answered $code (not 204; 000: none in 20 s)"
+[ "$code" = 503 ] || fail "a loaded image whose file was damaged in place was answered $code (not 503; 000: none in 20 s)"
 wait_line server.log "image ${ahex:0:16}\.\.\. \(2\.0\.0\): .* no longer has that SHA-256"
 "$TCPOTA" image add a.bin --version 2.0.0 --model esp32 > add-a2.out 2>&1 || fail "image add a again: $(cat add-a2.out)"
 grep -q "stored again" add-a2.out || fail "the damaged file was not repaired: $(cat add-a2.out)"
@@ -273,12 +273,12 @@ checkin_r() {
 }
 for dev in r1 r2; do
   code=$(checkin_r $dev)
-  [ "$code" = 204 ] || fail "$dev: a damaged image's check-in was answered $code (not 204)"
+  [ "$code" = 503 ] || fail "$dev: a damaged image's check-in was answered $code (not 503)"
   [ "$(failed_loads)" -eq 1 ] || fail "$dev: the damaged image was loaded $(failed_loads) times (once, then remembered)"
 done
 cp r.bin "$DATA/images/$rhex" # repaired by hand: the server is not told
 code=$(checkin_r r3)
-[ "$code" = 204 ] || fail "the failed load was not remembered: a check-in after it was answered $code (not 204)"
+[ "$code" = 503 ] || fail "the failed load was not remembered: a check-in after it was answered $code (not 503)"
 ok "a failed load is remembered: the check-ins after it do not load the file again"
 make_image u.bin 10000
 "$TCPOTA" image add u.bin --version 1.0.0 --model unrelated > add-u.out 2>&1 || fail "image add u: $(cat add-u.out)"

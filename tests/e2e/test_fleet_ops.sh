@@ -331,8 +331,21 @@ for harm in missing damaged directory; do
     damaged) printf 'XXXX' | dd of="$stored" bs=1 seek=100 conv=notrunc 2> /dev/null ;;
     directory) rm "$stored" && mkdir "$stored" ;; # an empty one: it goes
   esac
-  run_device "r-$harm" "m-$harm" "$WORK/r-$harm" --max-attempts 1 || true
+  rc=0; run_device "r-$harm" "m-$harm" "$WORK/r-$harm" --max-attempts 1 || rc=$?
   [ "$(running "$WORK/r-$harm")" = 1.0.0 ] || fail "$harm file: a device got the image"
+  # The device is told to wait and when to ask again, not "no image for
+  # it" (it took itself as up to date).
+  [ $rc -eq 0 ] && grep -q "no update now, running 1.0.0: an update applies, but the server cannot load its image now (its file is missing or damaged there); the server asks to check again in 30 s" "$WORK/r-$harm.log" ||
+    fail "$harm file: the device was told: rc $rc $(tail -2 "$WORK/r-$harm.log")"
+  # So is an HTTP download: an error esp_https_ota retries, not 204.
+  curl -s -o /dev/null -D "$WORK/h.txt" -H "X-Tcpota-Version: 1.0.0" \
+    "http://127.0.0.1:$API_PORT/ota/m-$harm/r-$harm-h.bin" || fail "$harm: curl failed"
+  grep -q '^HTTP/1.1 503 ' "$WORK/h.txt" && grep -qi '^Retry-After: 30' "$WORK/h.txt" ||
+    fail "$harm file: the HTTP download was answered: $(cat "$WORK/h.txt")"
+  # rollout show says it first, whatever its waves say.
+  ro=$("$TCPOTA" rollout list --json | jq_py '[r["id"] for r in j["rollouts"] if r["model"] == "m-'"$harm"'"][0]')
+  "$TCPOTA" rollout show "$ro" | grep -q "^  status     its image cannot be loaded on this server (.*): its devices are told to wait; add the image again" ||
+    fail "$harm file: rollout show $ro: $("$TCPOTA" rollout show "$ro" | head -3)"
   grep -q "image [0-9a-f]*\.\.\. (3.0.0): .*not offered: add the image again (tcpota image add with the" "$WORK/server.log" ||
     fail "$harm file: the server did not say what to do: $(grep 'not offered' "$WORK/server.log")"
   # The registry says why, not only the log.
@@ -352,6 +365,7 @@ for harm in missing damaged directory; do
   grep -qE "^rollout [0-9]+ uses it: follow it with tcpota rollout show [0-9]+$" "$WORK/out" &&
     ! grep -q "roll it out" "$WORK/out" || fail "$harm: the image's rollout was not named: $(cat "$WORK/out")"
   cmp -s "$stored" "$WORK/r-$harm.bin" || fail "$harm: the stored file was not restored"
+  ! "$TCPOTA" rollout show "$ro" | grep -q "cannot be loaded" || fail "$harm: rollout show after the repair: $("$TCPOTA" rollout show "$ro" | head -3)"
   run_device "r-$harm" "m-$harm" "$WORK/r-$harm" || fail "$harm: the device failed after the repair: $(tail -3 "$WORK/r-$harm.log")"
   [ "$(running "$WORK/r-$harm")" = 3.0.0 ] || fail "$harm: the device did not get the restored image"
 done
