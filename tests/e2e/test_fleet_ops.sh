@@ -219,6 +219,23 @@ run_device o-1 esp32 "$WORK/o-1" || fail "o-1 failed after resume"
 [ "$(running "$WORK/o-1")" = 5.0.0 ] || fail "o-1 not updated after resume"
 ok "a paused rollout offers nothing to devices that had not started; resumed, it does"
 
+# Without --require-auth, an id that has a secret must still authenticate:
+# the secret protects its id from the moment it is made (before, anyone
+# could update and report under it, while every message said otherwise).
+"$TCPOTA" device secret p-1 --out "$WORK/p1.secret" > /dev/null || fail "device secret p-1 failed"
+"$TCPOTA" device secret p-2 --out "$WORK/p2.secret" > /dev/null || fail "device secret p-2 failed"
+rc=0; run_device p-1 esp32 "$WORK/p-1" || rc=$?
+[ $rc -eq 1 ] && grep -q 'this device id has a secret on this server: it must authenticate (give the device its secret)' "$WORK/p-1.log" ||
+  fail "p-1 without its secret: rc $rc $(tail -2 "$WORK/p-1.log")"
+rc=0; run_device p-1 esp32 "$WORK/p-1" --secret "$WORK/p2.secret" || rc=$?
+[ $rc -ne 0 ] && [ "$(running "$WORK/p-1")" = 1.0.0 ] || fail "p-1 with another id's secret: rc $rc $(tail -2 "$WORK/p-1.log")"
+grep -qE '\[p-1 [^]]*\] authentication failed' "$WORK/server.log" || fail "no failed authentication logged for p-1"
+run_device p-1 esp32 "$WORK/p-1" --secret "$WORK/p1.secret" || fail "p-1 with its secret: $(tail -2 "$WORK/p-1.log")"
+[ "$(running "$WORK/p-1")" = 5.0.0 ] || fail "p-1 with its secret was not updated"
+run_device p-3 esp32 "$WORK/p-3" || fail "p-3 (no secret) was refused: $(tail -2 "$WORK/p-3.log")"
+[ "$(running "$WORK/p-3")" = 5.0.0 ] || fail "p-3 (no secret) was not updated"
+ok "without --require-auth an id with a secret must authenticate; an id without one is served"
+
 # The server's log keeps a line for every change made through the API, and
 # from where (an operator reading it after an incident needs who did what).
 client='\(API client 127\.0\.0\.1:[0-9]+\)$'
