@@ -215,6 +215,11 @@ static void act_set_done(struct api_call *c, struct store_req *r)
     } else {
         api_changed(c, "rollout %llu %s", (unsigned long long)c->id, act_name(c->action));
     }
+    if (c->action == ACT_CANCEL && c->api->cfg.on_stop) {
+        char why[64];
+        snprintf(why, sizeof why, "rollout %llu cancelled", (unsigned long long)c->id);
+        c->api->cfg.on_stop(c->api->cfg.ctx, c->id, why);
+    }
     show(c, c->id, 200);
 }
 

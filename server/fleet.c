@@ -14,6 +14,7 @@
 #include "rollout.h"
 #include "server_internal.h"
 #include "store.h"
+#include "sock.h"
 #include "text.h"
 
 #include <event2/buffer.h>
@@ -623,6 +624,39 @@ static void record(struct conn *c, enum store_dev_state st, const uint8_t *image
     add_step(c, st, image_id, failed_id, bytes, reason, durable, 0);
 }
 
+/* Ends this server's transfers of rollout id, halted or cancelled (said
+ * in why: "rollout 3 halted"): v1 connections still streaming, legacy
+ * connections, HTTP downloads. Each is cut as a lost connection is: the
+ * device keeps what it has and, at its next check-in, is told why it waits
+ * (or resumes, once the rollout is resumed): reset, so that what is still
+ * queued for it never arrives. One that has received every byte finishes:
+ * its verification is what a halt waits for. */
+static void stop_transfers(struct server *srv, uint64_t id, const char *why)
+{
+    struct conn *c, *next;
+    unsigned n = 0;
+
+    for (c = srv->conns; c; c = next) {
+        enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
+        int running = c->kind == K_LEGACY ? !c->legacy_done
+                      : st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING ||
+                            (st == TCPOTA_SRV_SENT_ALL && sock_unacked(c->fd) != 0);
+
+        next = c->next;
+        if (c->rollout_id != id || !c->img || c->closing || !running) {
+            continue;
+        }
+        clog_(c, 1, "%s: transfer stopped; closing", why);
+        n++;
+        sock_reset_on_close(c->fd);
+        (void)conn_close(c, 1);
+    }
+    n += http_ota_stop(srv->fleet->ota, id, why);
+    if (n) {
+        say_always(srv->o, LOG_LV_INFO, "%s: %u transfer%s stopped on this server", why, n, text_s(n));
+    }
+}
+
 static void transition_done(struct store_req *r)
 {
     struct server *srv = r->arg;
@@ -635,9 +669,13 @@ static void transition_done(struct store_req *r)
         say_always(srv->o, LOG_LV_ERROR, "store: rollout %llu: %s",
                    (unsigned long long)r->u.rollout.id, r->err);
     } else if (r->u.rollout.new_state == ROLLOUT_STATE_HALTED) {
+        char why[64];
+
         say_always(srv->o, LOG_LV_ERROR, "rollout %llu halted by itself: failures passed %u%% "
                    "of its finished devices; resume or cancel it (tcpota rollout resume|cancel %llu)",
                    (unsigned long long)ro->id, ro->rules.halt_pct, (unsigned long long)ro->id);
+        snprintf(why, sizeof(why), "rollout %llu halted", (unsigned long long)ro->id);
+        stop_transfers(srv, ro->id, why);
     } else {
         say(srv, "rollout %llu: wave %u (%u%%) opens", (unsigned long long)ro->id,
             r->u.rollout.new_n_open, ro->pct[r->u.rollout.new_n_open - 1]);
@@ -1389,6 +1427,12 @@ static void fleet_api_changed(void *ctx, const char *what)
     }
 }
 
+/* api_config.on_stop: the operator cancelled rollout id. */
+static void fleet_rollout_stopped(void *ctx, uint64_t id, const char *why)
+{
+    stop_transfers(ctx, id, why);
+}
+
 /* api_config.image_trouble: a failure to load still remembered. */
 static const char *fleet_image_trouble(void *ctx, const uint8_t *id)
 {
@@ -1588,6 +1632,7 @@ int fleet_open(struct server *srv)
     }
     ac.on_change = fleet_api_changed;
     ac.image_trouble = fleet_image_trouble;
+    ac.on_stop = fleet_rollout_stopped;
     ac.ctx = srv;
     f->api = api_start(&ac, err, sizeof(err));
     if (!f->api) {
