@@ -512,8 +512,9 @@ static void warn_settings(const struct tcpota_serve_opts *o, const struct source
     int order;
 
     if (src->auth_file && !o->require_auth) {
-        serve_warn(o, "--auth-file without --require-auth: devices are not asked to "
-                      "authenticate; add --require-auth");
+        serve_warn(o, "--auth-file without --require-auth: the devices it lists must "
+                      "authenticate, any other device is served without; add --require-auth to "
+                      "refuse those");
     }
     if (!o->allow_downgrade &&
         tcpota_version_order(o->version, strlen(o->version), o->version, strlen(o->version),

@@ -55,11 +55,18 @@ struct api_config {
      * (ota_arg), without the token: HTTP downloads (http_ota.h). NULL: none. */
     void (*ota)(struct evhttp_request *req, void *arg);
     void *ota_arg;
+    /* Told after rollout id was cancelled (why: "rollout 3 cancelled"):
+     * its transfers running here stop. */
+    void (*on_stop)(void *ctx, uint64_t id, const char *why);
+    /* Why this server cannot load the image of that id now (its file
+     * missing or damaged), or NULL: it can, or has not tried. A rollout's
+     * status says it first. NULL: not asked. */
+    const char *(*image_trouble)(void *ctx, const uint8_t *id);
     /* Told after any change to images, rollouts or groups; what: one
      * line saying what changed and from which client ("image 3fa2... added
      * ... (API client 127.0.0.1:40312)"), for the server's log. */
     void (*on_change)(void *ctx, const char *what);
-    void *ctx;              /* passed to verify, on_secret, on_change */
+    void *ctx;              /* passed to verify, on_secret, on_stop, image_trouble, on_change */
 };
 
 /* Listens on cfg->host:cfg->port and serves the API on cfg->base. The

@@ -43,11 +43,23 @@ static int superseded_only(const struct store_rollout *ro)
     return ro->superseded && ro->ro.state != ROLLOUT_STATE_CANCELLED;
 }
 
-/* The rollout's status for people (rollout_explain), into buf. */
-static const char *status_of(const struct store_rollout *ro, char *buf, size_t cap)
+/* The rollout's status for people (rollout_explain), into buf. An image
+ * this server failed to load comes first: every device of the rollout
+ * waits for it, whatever the waves say. */
+static const char *status_of(const struct api *a, const struct store_rollout *ro, char *buf,
+                             size_t cap)
 {
+    const char *trouble = NULL;
+
+    if (ro->ro.state != ROLLOUT_STATE_CANCELLED && !ro->superseded && a && a->cfg.image_trouble) {
+        trouble = a->cfg.image_trouble(a->cfg.ctx, ro->image_id);
+    }
     if (superseded_only(ro)) {
         snprintf(buf, cap, "%s", SUPERSEDED_SAYS);
+    } else if (trouble) {
+        snprintf(buf, cap, "its image cannot be loaded on this server (%s): its devices are told "
+                 "to wait; add the image again (tcpota image add with the original file restores "
+                 "it)", trouble);
     } else {
         (void)rollout_explain(&ro->ro, &ro->rules, ro->waves, ro->base_failed, ro->base_finished,
                               (int64_t)time(NULL), buf, cap);
@@ -55,7 +67,8 @@ static const char *status_of(const struct store_rollout *ro, char *buf, size_t c
     return buf;
 }
 
-static json_t *rollout_json(const struct store_rollout *ro, const char *version)
+static json_t *rollout_json(const struct api *a, const struct store_rollout *ro,
+                            const char *version)
 {
     char status[ROLLOUT_STATUS_MAX];
     char hex[2 * TCPOTA_ID_LEN + 1];
@@ -84,7 +97,7 @@ static json_t *rollout_json(const struct store_rollout *ro, const char *version)
                   (json_int_t)ro->rules.success_pct, "soak_s", (json_int_t)ro->rules.soak_s,
                   "waves", waves, "totals", wave_json(&tot, 0, 0, 0), "created_at",
                   (json_int_t)ro->created_at, "changed_at", (json_int_t)ro->changed_at);
-    if (o) json_object_set_new(o, "status", json_string(status_of(ro, status, sizeof status)));
+    if (o) json_object_set_new(o, "status", json_string(status_of(a, ro, status, sizeof status)));
     return o;
 }
 
@@ -92,7 +105,7 @@ static json_t *rollout_json(const struct store_rollout *ro, const char *version)
 
 static void show_image_done(struct api_call *c, struct store_req *r)
 {
-    json_t *o = rollout_json(&c->ro, r->rc == STORE_OK ? r->u.image.img->version : NULL);
+    json_t *o = rollout_json(c->api, &c->ro, r->rc == STORE_OK ? r->u.image.img->version : NULL);
 
     if (o && c->superseded) { /* a create's answer: the rollout it replaced */
         json_object_set_new(o, "supersedes", json_integer((json_int_t)c->superseded));
@@ -153,7 +166,7 @@ static void list_images_done(struct api_call *c, struct store_req *r)
         for (j = 0; j < r->u.list.n && !version; j++) {
             if (memcmp(imgs[j].id, c->ros[i].image_id, TCPOTA_ID_LEN) == 0) version = imgs[j].version;
         }
-        json_array_append_new(arr, rollout_json(&c->ros[i], version));
+        json_array_append_new(arr, rollout_json(c->api, &c->ros[i], version));
     }
     api_reply(c, 200, arr ? json_pack("{s:o}", "rollouts", arr) : NULL);
 }
@@ -201,6 +214,11 @@ static void act_set_done(struct api_call *c, struct store_req *r)
                     r->u.rollout.new_n_open);
     } else {
         api_changed(c, "rollout %llu %s", (unsigned long long)c->id, act_name(c->action));
+    }
+    if (c->action == ACT_CANCEL && c->api->cfg.on_stop) {
+        char why[64];
+        snprintf(why, sizeof why, "rollout %llu cancelled", (unsigned long long)c->id);
+        c->api->cfg.on_stop(c->api->cfg.ctx, c->id, why);
     }
     show(c, c->id, 200);
 }

@@ -182,6 +182,11 @@ static long find_id(const struct auth *a, const char *id)
     return -1;
 }
 
+int auth_has(const struct auth *a, const char *id)
+{
+    return find_id(a, id) >= 0;
+}
+
 void auth_forgive(struct auth *a, const char *id)
 {
     long i = find_id(a, id);

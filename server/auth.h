@@ -96,6 +96,8 @@ int auth_init(struct auth *a, const struct tcpota_serve_secret *secrets, size_t 
  * ids that are in both: a reload does not wipe a backoff. The old secrets
  * may be freed afterwards. Returns 0, or -1 (a unchanged) when out of memory. */
 int auth_rebind(struct auth *a, const struct tcpota_serve_secret *secrets, size_t n);
+/* 1 when device id has a secret in a. */
+int auth_has(const struct auth *a, const char *id);
 /* Forgets the failures of device id (its secret was just replaced by the
  * operator: a throttle earned with the old secret must not refuse the first
  * try with the new one). Unknown ids: no-op. Address records stay. */

@@ -429,6 +429,18 @@ void conn_lowat_tick(struct conn *c)
 }
 
 /* conn.h */
+/* Without --require-auth, a device whose id has a secret authenticates all
+ * the same: the secret was given so that no one else reports or updates
+ * under that id (tcpota device secret says so). */
+static int conn_auth_for(void *ctx, const char *device_id)
+{
+    struct conn *c = ctx;
+
+    if (!auth_has(&c->srv->auth, device_id)) return 0;
+    randombytes_buf(c->nonce, sizeof(c->nonce));
+    return 1;
+}
+
 void conn_admitted(struct conn *c)
 {
     if (c->unauth) {
@@ -1183,6 +1195,9 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
     if (srv->o->require_auth) {
         randombytes_buf(c->nonce, sizeof(c->nonce));
         cfg.auth_nonce = c->nonce;
+    } else if (srv->auth.nsecrets) {
+        cfg.auth_nonce = c->nonce; /* filled if its id has a secret */
+        cfg.auth_for = conn_auth_for;
     }
     /* TLS state (tens of KiB) is allocated only once the first byte shows
      * a TLS record: see first_byte_cb. */

@@ -14,6 +14,7 @@
 #include "rollout.h"
 #include "server_internal.h"
 #include "store.h"
+#include "sock.h"
 #include "text.h"
 
 #include <event2/buffer.h>
@@ -63,7 +64,6 @@ struct fleet_image {
     struct store_req **wait;      /* check-ins waiting for it, in order */
     size_t nwait;
 };
-#define FLEET_IMAGE_RETRY_S 30.0
 
 /* The steps not yet handed to the store (record()): one STORE_EVENTS
  * request per FLEET_EVENTS_MAX of them or per FLEET_FLUSH_MS, instead of
@@ -246,6 +246,7 @@ static void image_settle(struct fleet_image *fi, int on_loop)
                    "(damaged or replaced on disk); not offered: add the image again (tcpota image "
                    "add with the original file restores it)",
                    si->idhex, si->version, si->path);
+        snprintf(fi->err, sizeof(fi->err), "%s no longer has its SHA-256", si->path);
         image_unref(img);
         img = NULL;
     }
@@ -651,6 +652,39 @@ static void record(struct conn *c, enum store_dev_state st, const uint8_t *image
     add_step(c, st, image_id, failed_id, bytes, reason, durable, 0);
 }
 
+/* Ends this server's transfers of rollout id, halted or cancelled (said
+ * in why: "rollout 3 halted"): v1 connections still streaming, legacy
+ * connections, HTTP downloads. Each is cut as a lost connection is: the
+ * device keeps what it has and, at its next check-in, is told why it waits
+ * (or resumes, once the rollout is resumed): reset, so that what is still
+ * queued for it never arrives. One that has received every byte finishes:
+ * its verification is what a halt waits for. */
+static void stop_transfers(struct server *srv, uint64_t id, const char *why)
+{
+    struct conn *c, *next;
+    unsigned n = 0;
+
+    for (c = srv->conns; c; c = next) {
+        enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
+        int running = c->kind == K_LEGACY ? !c->legacy_done
+                      : st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING ||
+                            (st == TCPOTA_SRV_SENT_ALL && sock_unacked(c->fd) != 0);
+
+        next = c->next;
+        if (c->rollout_id != id || !c->img || c->closing || !running) {
+            continue;
+        }
+        clog_(c, 1, "%s: transfer stopped; closing", why);
+        n++;
+        sock_reset_on_close(c->fd);
+        (void)conn_close(c, 1);
+    }
+    n += http_ota_stop(srv->fleet->ota, id, why);
+    if (n) {
+        say_always(srv->o, LOG_LV_INFO, "%s: %u transfer%s stopped on this server", why, n, text_s(n));
+    }
+}
+
 static void transition_done(struct store_req *r)
 {
     struct server *srv = r->arg;
@@ -663,9 +697,13 @@ static void transition_done(struct store_req *r)
         say_always(srv->o, LOG_LV_ERROR, "store: rollout %llu: %s",
                    (unsigned long long)r->u.rollout.id, r->err);
     } else if (r->u.rollout.new_state == ROLLOUT_STATE_HALTED) {
+        char why[64];
+
         say_always(srv->o, LOG_LV_ERROR, "rollout %llu halted by itself: failures passed %u%% "
                    "of its finished devices; resume or cancel it (tcpota rollout resume|cancel %llu)",
                    (unsigned long long)ro->id, ro->rules.halt_pct, (unsigned long long)ro->id);
+        snprintf(why, sizeof(why), "rollout %llu halted", (unsigned long long)ro->id);
+        stop_transfers(srv, ro->id, why);
     } else {
         say(srv, "rollout %llu: wave %u (%u%%) opens", (unsigned long long)ro->id,
             r->u.rollout.new_n_open, ro->pct[r->u.rollout.new_n_open - 1]);
@@ -748,10 +786,12 @@ struct image *fleet_decide(struct server *srv, struct store_req *r,
     *rollout_id = ro->id;
     if (!(img = image_for(srv, &r->u.checkin.out->image))) {
         /* Waiting, with why, in the registry (device list, the dashboard):
-         * not only in the server's log. */
+         * not only in the server's log; the device asks again once the
+         * failure is no longer remembered (before: told "no image for it",
+         * it took itself as up to date). */
         *st = STORE_ST_WAITING;
-        snprintf(why, cap, "rollout %llu: its image cannot be loaded on the server (see its log)",
-                 (unsigned long long)ro->id);
+        *why_code = TCPOTA_WHY_UNSERVABLE;
+        snprintf(why, cap, FLEET_UNSERVABLE_SAYS, (unsigned long long)ro->id);
         return NULL;
     }
     *cand = img;
@@ -1003,7 +1043,9 @@ static void checkin_done(struct store_req *r)
     } else {
         tcpota_srv_set_why(&c->s, why_code);
     }
-    if (tcpota_srv_offer(&c->s, img ? &img->desc : NULL, 0, &offered, &start) < 0) {
+    if (tcpota_srv_offer(&c->s, img ? &img->desc : NULL,
+                         why_code == TCPOTA_WHY_UNSERVABLE ? FLEET_IMAGE_RETRY_S : 0, &offered,
+                         &start) < 0) {
         store_req_free(r);
         (void)conn_pump(c);
         return;
@@ -1196,7 +1238,9 @@ static void legacy_checkin_done(struct store_req *r)
             why = reason;
             st = STORE_ST_WAITING;
         } else if (!(img = image_for(c->srv, &r->u.checkin.out->image))) {
-            why = "the rollout's image cannot be loaded";
+            snprintf(reason, sizeof(reason), FLEET_UNSERVABLE_SAYS, (unsigned long long)ro->id);
+            why = reason;
+            st = STORE_ST_WAITING;
         } else if ((why = legacy_refusal(c->srv->o, img->manifest != NULL)) != NULL) {
             c->srv->stats.refused++;
             img = NULL;
@@ -1399,9 +1443,31 @@ static int fleet_verify(void *ctx, const uint8_t id[32], const uint8_t *man, siz
 static void fleet_api_changed(void *ctx, const char *what)
 {
     struct server *srv = ctx;
+    struct fleet_image *fi, *next;
 
     say_always(srv->o, LOG_LV_INFO, "%s", what); /* the operators' trail: --quiet keeps it */
     srv->fleet->epoch++;
+    /* A failure to load is forgotten: the next check-in loads it again,
+     * and a rollout's status no longer says it (fleet_image_trouble). */
+    for (fi = srv->fleet->images; fi; fi = next) {
+        next = fi->next;
+        if (!fi->img && !fi->job) image_drop(srv->fleet, fi);
+    }
+}
+
+/* api_config.on_stop: the operator cancelled rollout id. */
+static void fleet_rollout_stopped(void *ctx, uint64_t id, const char *why)
+{
+    stop_transfers(ctx, id, why);
+}
+
+/* api_config.image_trouble: a failure to load still remembered. */
+static const char *fleet_image_trouble(void *ctx, const uint8_t *id)
+{
+    struct server *srv = ctx;
+    const struct fleet_image *fi = image_find(srv->fleet, id);
+
+    return fi && !fi->img && !fi->job && fi->err[0] ? fi->err : NULL;
 }
 
 /* GET /metrics: the counters, with what only the open connections know
@@ -1593,6 +1659,8 @@ int fleet_open(struct server *srv)
         ac.ota_arg = f->ota;
     }
     ac.on_change = fleet_api_changed;
+    ac.image_trouble = fleet_image_trouble;
+    ac.on_stop = fleet_rollout_stopped;
     ac.ctx = srv;
     f->api = api_start(&ac, err, sizeof(err));
     if (!f->api) {

@@ -39,6 +39,12 @@ struct tcpota_serve_opts;
  * it carries a report, an ERROR (BUSY) so that it keeps the report. */
 #define FLEET_RETRY_DOWN_S 10u
 #define FLEET_LEGACY_MODEL "legacy"
+/* An image whose file failed to load is loaded again after this long (or
+ * at the next change through the API); its devices are told to wait so
+ * long (v1: NO_UPDATE WHY 8 with RETRY_AFTER; HTTP: 503, Retry-After). */
+#define FLEET_IMAGE_RETRY_S 30u
+/* The registry's reason then, with the rollout's id. */
+#define FLEET_UNSERVABLE_SAYS "rollout %llu: its image cannot be loaded on the server (see its log)"
 #define FLEET_TRIM_BYTES (64 << 20) /* free heap glibc keeps rather than trims (fleet_open) */
 
 /* Opens the store in o->data_dir, loads the device secrets into srv->auth,

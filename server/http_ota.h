@@ -58,6 +58,10 @@ void http_ota_handle(struct evhttp_request *req, void *arg);
 size_t http_ota_live(const struct http_ota *ota, struct metrics_live *out, size_t cap);
 /* How many downloads are running now. */
 size_t http_ota_count(const struct http_ota *ota);
+/* Ends the downloads of rollout_id still sending (halted or cancelled):
+ * each is cut where its bytes stopped, as a closed connection is, its
+ * line in the log saying why. Returns how many. NULL: 0. */
+unsigned http_ota_stop(struct http_ota *ota, uint64_t rollout_id, const char *why);
 
 /* Stops listening and drops the downloads (a check-in still in the store
  * is detached: its completion only frees it). Call after the API stopped

@@ -3,6 +3,7 @@
  * decision as a tcpota device's (see http_ota.h). */
 #include "http_ota_internal.h"
 
+#include "fleet.h"
 #include "fleet_internal.h"
 #include "log.h"
 #include "metrics.h"
@@ -61,8 +62,9 @@ void ota_checkin_done(struct store_req *r)
     struct image *img, *cand;
     struct http_range rg;
     enum store_dev_state st;
-    char why[160], etag[2 * TCPOTA_ID_LEN + 3];
+    char why[160], etag[2 * TCPOTA_ID_LEN + 3], retry[16];
     int failed = 0, restart = 0;
+    uint16_t why_code;
 
     if (d->ota && d->req && fleet_park(d->ota->srv, r)) {
         return; /* decided once its image is loaded (d->sr still r: an orphan waits for it) */
@@ -97,7 +99,7 @@ void ota_checkin_done(struct store_req *r)
     h.device_id = d->id;
     h.model = d->model;
     h.version = d->version;
-    img = fleet_decide(srv, r, &h, failed, &d->rollout_id, &st, &cand, why, sizeof(why), NULL);
+    img = fleet_decide(srv, r, &h, failed, &d->rollout_id, &st, &cand, why, sizeof(why), &why_code);
     if (!img) {
         const struct image *about = cand;
         if (fleet_changes(&r->u.checkin.out->dev, st, about, why)) {
@@ -107,7 +109,14 @@ void ota_checkin_done(struct store_req *r)
         say_dev(srv, 0, d->id, d->peer, "http: decision: %s: %s",
                 st == STORE_ST_WAITING ? "waiting" : "no update", why);
         ota_add_header(d->req, OTA_REASON_HEADER, why);
-        evhttp_send_reply(d->req, 204, NULL, NULL);
+        if (why_code == TCPOTA_WHY_UNSERVABLE) {
+            /* Not "nothing for you" (204): an error esp_https_ota retries. */
+            snprintf(retry, sizeof(retry), "%u", FLEET_IMAGE_RETRY_S);
+            ota_add_header(d->req, "Retry-After", retry);
+            ota_reply_error(d->req, 503, "%s; try again in %s s", why, retry);
+        } else {
+            evhttp_send_reply(d->req, 204, NULL, NULL);
+        }
         store_req_free(r);
         ota_dl_free(d);
         return;

@@ -7,6 +7,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "server_internal.h"
+#include "sock.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -14,10 +15,6 @@
 #include <event2/http.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#ifdef __linux__
-#include <linux/sockios.h> /* SIOCOUTQ */
-#endif
 
 #define OTA_WINDOW (256u * 1024u)    /* bytes queued at a time (progress is known per window) */
 #define OTA_ACK_POLL_MS 20           /* after the last byte: how often to look for its ack */
@@ -93,21 +90,19 @@ static void finished(struct dl *d)
     evhttp_send_reply_end(req);
 }
 
-/* Bytes written to the socket that its peer has not acknowledged yet
- * (Linux: SIOCOUTQ; elsewhere 0: written counts as received), or -1 when
- * the socket cannot tell. */
+/* The socket of d's connection, or -1. */
+static int dl_fd(const struct dl *d)
+{
+    struct bufferevent *bev = d->evcon ? evhttp_connection_get_bufferevent(d->evcon) : NULL;
+
+    return bev ? (int)bufferevent_getfd(bev) : -1;
+}
+
+/* Bytes written to d's socket that its peer has not acknowledged yet
+ * (sock.h), or -1. */
 static long unacked(const struct dl *d)
 {
-#ifdef SIOCOUTQ
-    struct bufferevent *bev = d->evcon ? evhttp_connection_get_bufferevent(d->evcon) : NULL;
-    int n;
-
-    if (!bev || ioctl(bufferevent_getfd(bev), SIOCOUTQ, &n) != 0 || n < 0) return -1;
-    return n;
-#else
-    (void)d;
-    return 0;
-#endif
+    return sock_unacked(dl_fd(d));
 }
 
 /* The byte up to which d's range went to the socket: d->sent (its windows
@@ -276,4 +271,37 @@ void ota_start(struct dl *d, struct image *img, const struct http_range *rg, con
     fleet_step(srv, &w, STORE_ST_DOWNLOADING, img->desc.id, NULL, reach(d), NULL, 0, 0);
     evhttp_send_reply_start(req, rg->status, NULL);
     send_window(d);
+}
+
+unsigned http_ota_stop(struct http_ota *ota, uint64_t rollout_id, const char *why)
+{
+    struct dl *d;
+    unsigned n = 0;
+
+    if (!ota) return 0;
+    for (d = ota->dls; d;) {
+        struct evhttp_connection *evcon = d->evcon;
+
+        if (d->rollout_id != rollout_id || !d->img || !evcon) {
+            d = d->next;
+            continue;
+        }
+        update_acked(d);
+        if (d->acked > d->last) { /* the device has every byte: it finishes */
+            d = d->next;
+            continue;
+        }
+        say_dev(ota->srv, 1, d->id, d->peer, "http: %s: download stopped at byte %u of %u", why,
+                d->acked, d->img->size);
+        n++;
+        /* What its close would do (the cut recorded, the downloads of that
+         * connection freed), then the connection, reset: the bytes still
+         * queued must not reach the device. */
+        sock_reset_on_close(dl_fd(d));
+        ota_closed(evcon, ota);
+        evhttp_connection_set_closecb(evcon, NULL, NULL);
+        evhttp_connection_free(evcon);
+        d = ota->dls; /* d and others may be gone: from the start */
+    }
+    return n;
 }

@@ -240,7 +240,7 @@ static int on_hello(struct tcpota_srv *s, struct tcpota_srv_event *ev)
 {
     const struct tcpota_msg *h = &ev->msg;
     struct tcpota_msg m;
-    int rc;
+    int rc, must;
 
     if (h->u.hello.proto_min > TCPOTA_PROTO_VERSION ||
         h->u.hello.proto_max < TCPOTA_PROTO_VERSION) {
@@ -249,19 +249,25 @@ static int on_hello(struct tcpota_srv *s, struct tcpota_srv_event *ev)
     }
     s->got_hello = 1;
     keep_hello(s, h);
-    if (s->cfg.auth_nonce && !(h->u.hello.features & TCPOTA_F_AUTH)) {
-        tcpota_srv_fail(s, TCPOTA_ERR_DENIED, "this server requires device authentication", 0);
+    must = s->cfg.auth_nonce &&
+           (!s->cfg.auth_for || s->cfg.auth_for(s->cfg.ctx, s->hello.device_id));
+    if (must && !(h->u.hello.features & TCPOTA_F_AUTH)) {
+        tcpota_srv_fail(s, TCPOTA_ERR_DENIED,
+                        s->cfg.auth_for ? "this device id has a secret on this server: it must "
+                                          "authenticate (give the device its secret)"
+                                        : "this server requires device authentication",
+                        0);
         return TCPOTA_ERR_DENIED;
     }
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_WELCOME;
     m.u.welcome.proto = TCPOTA_PROTO_VERSION;
-    m.u.welcome.features = s->cfg.auth_nonce ? TCPOTA_F_AUTH : 0;
+    m.u.welcome.features = must ? TCPOTA_F_AUTH : 0;
     m.u.welcome.idle_timeout_s = s->cfg.idle_timeout_s;
     if ((rc = queue(s, &m)) < 0) {
         return rc;
     }
-    if (s->cfg.auth_nonce) {
+    if (must) {
         memset(&m, 0, sizeof(m));
         m.type = TCPOTA_T_CHALLENGE;
         m.u.challenge.nonce = s->cfg.auth_nonce;

@@ -58,6 +58,7 @@ const char *tcpota_why_str(unsigned why)
     case TCPOTA_WHY_NONE: return "the server has no image for it";
     case TCPOTA_WHY_LATER: return "an update applies, but not yet (a rollout's wave not open, paused or halted)";
     case TCPOTA_WHY_UNKNOWN_NOW: return "the server cannot tell now whether one applies (its database is unreachable)";
+    case TCPOTA_WHY_UNSERVABLE: return "an update applies, but the server cannot load its image now (its file is missing or damaged there)";
     default: return "the server gave no reason";
     }
 #endif

@@ -369,8 +369,19 @@ const images = {
 let note = '';
 
 function render(title, ...kids) {
+  // What the user typed or chose in a form outlives a redraw: a change made
+  // elsewhere (an event) redraws the page, and a file chosen for an upload
+  // was lost with the old form (its Upload then did nothing).
+  const kept = [...document.querySelectorAll('#view form[id] [name]')]
+    .map((e) => [e.form.id, e.name, e.type === 'file' ? e.files : e.value]);
   $('view').replaceChildren(h('h2', {}, title), h('p', { id: 'msg', class: 'error', role: 'alert' }),
-    note ? h('p', { id: 'note', class: 'note', role: 'status' }, note) : null, ...kids.flat());
+    ...(note ? [h('p', { id: 'note', class: 'note', role: 'status' }, note)] : []), ...kids.flat());
+  for (const [form, name, v] of kept) {
+    const e = $(form) && $(form).querySelector(`[name="${name}"]`);
+    if (!e) continue;
+    if (e.type === 'file') e.files = v;
+    else if (e.tagName !== 'SELECT' || [...e.options].some((o) => o.value === v)) e.value = v;
+  }
 }
 
 function fail(e) {

@@ -149,6 +149,12 @@ async function main() {
   await page.setInputFiles('#upload input[name=file]', join(work, 'big.bin'));
   await page.fill('#upload input[name=version]', '2.0.1');
   await page.fill('#upload input[name=model]', 'esp32');
+  // The first upload's change event redraws the page REFRESH_MS (2.5 s)
+  // later: what was chosen and typed outlives it (before, the chosen file
+  // was lost and Upload did nothing).
+  await page.waitForTimeout(3000);
+  if (await page.inputValue('#upload input[name=version]') !== '2.0.1') fail('a redraw lost the typed version');
+  if ((await page.textContent('#view')).includes('null')) fail('the page shows "null": ' + await page.textContent('#view'));
   await page.click('#upload button');
   await waitFor('the refusal of an image over --max-image', async () => /--max-image/.test(await page.textContent('#msg')));
   ok('images: an upload over --max-image says so');

@@ -73,3 +73,83 @@ rc=0; "$TCPOTA" rollout resume 1 > "$WORK/resume.out" 2>&1 || rc=$?
 [ $rc -eq 1 ] && grep -qi cancel "$WORK/resume.out" || fail "resume of a cancelled rollout: rc $rc $(cat "$WORK/resume.out")"
 stop_fleet
 ok "cancel: nothing more is offered, and it cannot be resumed"
+
+# ---- a halt or a cancel stops the transfers already running ----------------
+# Before, a device halfway through the image of a rollout that halted (or
+# was cancelled, its image then removed) got the rest and installed it.
+# Now its connection is cut as a lost one is: it keeps its bytes, and its
+# next check-in is told why it waits. A device slowed by the proxy and an
+# HTTP download slowed by curl are running when the rollout halts; a second
+# slow device when another rollout is cancelled.
+DATA="$WORK/stop"
+start_fleet
+make_image "$WORK/big" 1000000
+"$TCPOTA" image add --version 3.0.0 --model esp32 "$WORK/big" > /dev/null || fail "image add 3.0.0 failed"
+"$TCPOTA" rollout create --image 3.0.0 --model esp32 --halt-at 0 --halt-min 1 > /dev/null ||
+  fail "rollout create (halt at the first failure) failed"
+start_proxy slow "$SERVER_PORT" --rate 50000 --queue-limit 16384
+# slow_device ID: a device through the proxy (20 s for the image), in the
+# background; sets SLOW_PID.
+slow_device() {
+  "$TCPOTA" device --server "127.0.0.1:$PROXY_PORT" --flash "$WORK/$1" --id "$1" --model esp32 \
+    --factory-version 1.0.0 --slot-size 1048576 --progress none --backoff-min-ms 50 \
+    --backoff-max-ms 500 2> "$WORK/$1.log" &
+  SLOW_PID=$!
+  PIDS+=("$SLOW_PID")
+}
+slow_device s-1
+s1=$SLOW_PID
+# A slow HTTP reader: a small TCP window, 20 kB a second (curl --limit-rate
+# would not do: on loopback the server hands the whole image to the kernel
+# at once); writes the body bytes it got once the server closed.
+python3 -c '
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /ota/esp32?device=h-1 HTTP/1.1\r\nHost: x\r\nX-Tcpota-Version: 1.0.0\r\n\r\n")
+got, t0 = 0, time.time()
+try:
+    while time.time() - t0 < 60:
+        b = s.recv(2048)
+        if not b: break
+        got += len(b)
+        time.sleep(0.1)
+except ConnectionResetError:
+    pass
+print(got)' "$API_PORT" > "$WORK/h-1.got" &
+curl_pid=$!
+PIDS+=("$curl_pid")
+for id in s-1 h-1; do
+  for _ in $(seq 1 100); do [ "$(device_state "$id" 2> /dev/null)" = downloading ] && break; sleep 0.1; done
+  [ "$(device_state "$id")" = downloading ] || fail "$id did not start downloading: $(device_state "$id")"
+done
+run_device bad-x esp32 "$WORK/bad-x" --health fail || true
+wait_line "$WORK/server.log" 'rollout 1 halted by itself'
+wait_line "$WORK/server.log" '\[s-1 [^]]*\] rollout 1 halted: transfer stopped; closing' 5
+wait_line "$WORK/server.log" '\[h-1 [^]]*\] http: rollout 1 halted: download stopped at byte [0-9]+ of 1000000' 5
+wait_line "$WORK/server.log" 'rollout 1 halted: 2 transfers stopped on this server' 5
+rc=0; timeout 20 tail --pid="$s1" -f /dev/null || rc=$?
+[ $rc -eq 0 ] || fail "s-1 went on after the halt: $(tail -3 "$WORK/s-1.log")"
+wait "$s1" || fail "s-1 exited $?: $(tail -3 "$WORK/s-1.log")"
+[ "$(running "$WORK/s-1")" = 1.0.0 ] || fail "s-1 installed the image of a halted rollout"
+grep -q 'no update yet, running 1.0.0' "$WORK/s-1.log" || fail "s-1 was not told it waits: $(tail -3 "$WORK/s-1.log")"
+[ "$(device_state s-1)" = waiting ] || fail "s-1 is $(device_state s-1), not waiting"
+timeout 20 tail --pid="$curl_pid" -f /dev/null || fail "the HTTP download went on after the halt"
+got=$(cat "$WORK/h-1.got")
+[ -n "$got" ] && [ "$got" -lt 1000000 ] || fail "the HTTP download was not stopped: it got ${got:-nothing} bytes"
+ok "a halt stops the transfers running (a device, an HTTP download): neither installs the image"
+
+make_image "$WORK/big4" 1000000
+"$TCPOTA" image add --version 4.0.0 --model esp32 "$WORK/big4" > /dev/null || fail "image add 4.0.0 failed"
+"$TCPOTA" rollout create --image 4.0.0 --model esp32 > /dev/null || fail "rollout 2 create failed"
+slow_device s-2
+for _ in $(seq 1 100); do [ "$(device_state s-2 2> /dev/null)" = downloading ] && break; sleep 0.1; done
+[ "$(device_state s-2)" = downloading ] || fail "s-2 did not start downloading"
+"$TCPOTA" rollout cancel 2 > /dev/null || fail "rollout cancel 2 failed"
+wait_line "$WORK/server.log" '\[s-2 [^]]*\] rollout 2 cancelled: transfer stopped' 5
+rc=0; timeout 20 tail --pid="$SLOW_PID" -f /dev/null || rc=$?
+[ $rc -eq 0 ] || fail "s-2 went on after the cancel: $(tail -3 "$WORK/s-2.log")"
+[ "$(running "$WORK/s-2")" = 1.0.0 ] || fail "s-2 installed the image of a cancelled rollout"
+stop_fleet
+ok "a cancel stops the transfers of its rollout"

@@ -14,6 +14,12 @@
 #  - A loaded image whose file was damaged and then repaired by adding the
 #    same bytes again is loaded again: an HTTP download gets the repaired
 #    bytes, not the damaged file the old load still maps.
+#  - A load that failed is remembered: the check-ins after it load nothing
+#    (not even once the file is good again) until a change through the API.
+#  - An image for whose load no thread can be started (pipe2 failed) is
+#    loaded on the event loop: its device gets it all the same.
+#  - A legacy (req0/req1) device whose image is loading waits for it too,
+#    and then gets it byte for byte.
 #  - A server stopped while an upload is written waits for the write,
 #    exits 0 and leaves no temporary file; one killed leaves it, and the
 #    next start removes it.
@@ -51,18 +57,23 @@ stop_held() {
   wait "$SERVER_PID" || rc=$?
   [ $rc -eq 0 ] || fail "the server stopped during $2 exited $rc: $(tail -5 server.log)"
 }
-# load_held NAME BYTES MODEL DEVICE [ARGS...]: a new image NAME.bin of BYTES
-# (HEX its id), version 2.0.0 in a rollout for MODEL; with the open gate
-# closed, DEVICE (ARGS added) checks in for it in the background (HELD its
-# pid, DEVICE.log its output); returns once the image's load waits.
+# rollout_of NAME BYTES MODEL: a new image NAME.bin of BYTES (HEX its id),
+# version 2.0.0 in a rollout for MODEL, not loaded yet.
+rollout_of() {
+  make_image "$1.bin" "$2"
+  "$TCPOTA" image add "$1.bin" --version 2.0.0 --model "$3" > "add-$1.out" 2>&1 ||
+    fail "image add $1: $(cat "add-$1.out")"
+  "$TCPOTA" rollout create --image 2.0.0 --model "$3" > /dev/null 2>&1 || fail "rollout create $3"
+  HEX=$(sha256sum "$1.bin" | cut -c1-64)
+}
+# load_held NAME BYTES MODEL DEVICE [ARGS...]: rollout_of NAME BYTES MODEL;
+# with the open gate closed, DEVICE (ARGS added) checks in for it in the
+# background (HELD its pid, DEVICE.log its output); returns once the
+# image's load waits.
 load_held() {
-  local name=$1 bytes=$2 model=$3 dev=$4
+  local model=$3 dev=$4
+  rollout_of "$1" "$2" "$3"
   shift 4
-  make_image "$name.bin" "$bytes"
-  "$TCPOTA" image add "$name.bin" --version 2.0.0 --model "$model" > "add-$name.out" 2>&1 ||
-    fail "image add $name: $(cat "add-$name.out")"
-  "$TCPOTA" rollout create --image 2.0.0 --model "$model" > /dev/null 2>&1 || fail "rollout create $model"
-  HEX=$(sha256sum "$name.bin" | cut -c1-64)
   rm -f "$OPEN_GATE"
   "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$dev" --id "$dev" --model "$model" \
     --factory-version 1.0.0 --slot-size 1048576 --progress none "$@" 2> "$dev.log" &
@@ -193,17 +204,17 @@ ok "once loaded (once), the waiting device and HTTP download get it byte for byt
 # A loaded image's file damaged in place, then repaired by adding the same
 # bytes again: served from the repaired file, not from the damaged one the
 # old load still maps (an HTTP download sends from that file).
-curl -s -o a-before.bin -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h2" || fail "download a"
+curl -s -m 20 -o a-before.bin -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h2" || fail "download a"
 cmp a-before.bin a.bin || fail "image a before the damage differs"
 ahex=$(sha256sum a.bin | cut -c1-64)
 flip_byte "$DATA/images/$ahex" 1000
 # Damaged in place, before any change through the API: not served at all.
-code=$(curl -s -o a-damaged.bin -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h4")
-[ "$code" = 204 ] || fail "a loaded image whose file was damaged in place was answered $code (not 204)"
+code=$(curl -s -m 20 -o a-damaged.bin -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h4" || true)
+[ "$code" = 503 ] || fail "a loaded image whose file was damaged in place was answered $code (not 503; 000: none in 20 s)"
 wait_line server.log "image ${ahex:0:16}\.\.\. \(2\.0\.0\): .* no longer has that SHA-256"
 "$TCPOTA" image add a.bin --version 2.0.0 --model esp32 > add-a2.out 2>&1 || fail "image add a again: $(cat add-a2.out)"
 grep -q "stored again" add-a2.out || fail "the damaged file was not repaired: $(cat add-a2.out)"
-curl -s -o a-after.bin -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h3" || fail "download a again"
+curl -s -m 20 -o a-after.bin -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h3" || fail "download a again"
 cmp a-after.bin a.bin || fail "after the repair an HTTP download got other bytes than the image (the damaged file's)"
 ok "a loaded image whose file changed in place is served to no one; once repaired it is loaded again: downloads get the right bytes"
 
@@ -243,6 +254,76 @@ for i in $(seq 1 50); do [ "$(fds)" -le "$fd0" ] && break; sleep 0.1; done
 [ "$(fds)" -le "$fd0" ] || fail "jobs left descriptors open: $fd0 before, $(fds) after: $(ls -l "/proc/$SERVER_PID/fd")"
 grep -q "cannot load it" server.log && fail "an image failed to load: $(grep 'cannot load it' server.log)"
 ok "twenty jobs leave no descriptor open; a check-in without a rollout loads nothing"
+
+# A load that failed is remembered (fleet.c FLEET_IMAGE_RETRY_S, while the
+# fleet's epoch stays): the check-ins after it are answered from that at
+# once, without loading the file again, even once the file is good again;
+# a change through the API (another image added) has the next check-in
+# load it again, and get it.
+rollout_of r 200000 broken
+rhex=$HEX
+flip_byte "$DATA/images/$rhex" 1000
+# failed_loads: how many times the server told that r's load failed.
+failed_loads() { grep -c "image ${rhex:0:16}\.\.\. (2\.0\.0): .* no longer has that SHA-256" server.log || true; }
+# checkin_r DEVICE [OUT]: an HTTP check-in of model broken (its body in
+# OUT); prints its status (000: none in 10 s).
+checkin_r() {
+  curl -s -m 10 -o "${2:-/dev/null}" -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' \
+    "$TCPOTA_API/ota/broken?device=$1" || true
+}
+for dev in r1 r2; do
+  code=$(checkin_r $dev)
+  [ "$code" = 503 ] || fail "$dev: a damaged image's check-in was answered $code (not 503)"
+  [ "$(failed_loads)" -eq 1 ] || fail "$dev: the damaged image was loaded $(failed_loads) times (once, then remembered)"
+done
+cp r.bin "$DATA/images/$rhex" # repaired by hand: the server is not told
+code=$(checkin_r r3)
+[ "$code" = 503 ] || fail "the failed load was not remembered: a check-in after it was answered $code (not 503)"
+ok "a failed load is remembered: the check-ins after it do not load the file again"
+make_image u.bin 10000
+"$TCPOTA" image add u.bin --version 1.0.0 --model unrelated > add-u.out 2>&1 || fail "image add u: $(cat add-u.out)"
+code=$(checkin_r r4 r-got.bin)
+[ "$code" = 200 ] || fail "after a change through the API the failed image was not loaded again: $code (not 200)"
+cmp r-got.bin r.bin || fail "the image loaded again was downloaded with other bytes"
+grep -qE "image ${rhex:0:16}\.\.\. \(2\.0\.0, 200000 bytes\) loaded in" server.log ||
+  fail "the load after the change was not told: $(grep "${rhex:0:16}" server.log)"
+ok "after a change through the API, a failed image is loaded again at the next check-in"
+
+# No thread for an image's first load (pipe2 fails, as when descriptors
+# run out): the check-in loads it on the event loop, and the device gets
+# its update all the same.
+rollout_of n 300000 loopload
+nhex=$HEX
+touch "$WORK/emfile"
+timeout 20 "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash dt --id dt --model loopload \
+  --factory-version 1.0.0 --slot-size 1048576 --progress none 2> dt.log ||
+  fail "a device whose image found no thread to load it did not update (exit $?): $(tail -3 dt.log)"
+rm "$WORK/emfile"
+[ "$(running dt)" = 2.0.0 ] || fail "dt does not run 2.0.0: $(tail -3 dt.log)"
+check_device dt n.bin
+grep -qE "image ${nhex:0:16}\.\.\. \(2\.0\.0, 300000 bytes\) loaded in [0-9.]+ (ms|s) on the event loop \(no thread\)" server.log ||
+  fail "the image was not said to be loaded on the loop (no thread): $(grep "${nhex:0:16}" server.log)"
+ok "no thread for an image's first load: it is loaded on the loop, and the device gets it"
+
+# A legacy (req0/req1) device whose image is loading waits for it, as a v1
+# device does (fleet.c legacy_checkin_done: fleet_park), while the loop
+# serves others; once loaded, it gets the image byte for byte.
+rollout_of lg 200000 legacy
+lghex=$HEX
+rm -f "$OPEN_GATE"
+"$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out lg.got --timeout 20 > lg.log 2>&1 &
+lg=$!
+wait_line server.log "failqueue: open of .*/images/$lghex waits"
+sleep 0.3 # had the check-in not waited, it would be decided by now
+curl -sf -m 5 -o /dev/null "$TCPOTA_API/metrics" || fail "/metrics did not answer while a legacy device's image loaded"
+kill -0 "$lg" 2> /dev/null || fail "the legacy device ended while its image was still loading: $(cat lg.log)"
+grep -q 'legacy device: ' server.log && fail "the legacy device was decided before its image was loaded: $(grep 'legacy device: ' server.log)"
+touch "$OPEN_GATE"
+wait "$lg" || fail "the legacy device failed once its image was loaded: $(cat lg.log)"
+cmp lg.got lg.bin || fail "the legacy device got other bytes than its image"
+grep -qE "image ${lghex:0:16}\.\.\. \(2\.0\.0, 200000 bytes\) loaded in [0-9.]+ (ms|s); 1 check-in waited for it" server.log ||
+  fail "the legacy device did not wait for the load: $(grep "${lghex:0:16}" server.log)"
+ok "a legacy device whose image loads waits for it, and then gets it byte for byte"
 
 # A server stopped while an image loads for a waiting check-in: it waits
 # for the load, answers or drops the check-in, and exits 0 (under ASan:

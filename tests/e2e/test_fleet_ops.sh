@@ -219,6 +219,23 @@ run_device o-1 esp32 "$WORK/o-1" || fail "o-1 failed after resume"
 [ "$(running "$WORK/o-1")" = 5.0.0 ] || fail "o-1 not updated after resume"
 ok "a paused rollout offers nothing to devices that had not started; resumed, it does"
 
+# Without --require-auth, an id that has a secret must still authenticate:
+# the secret protects its id from the moment it is made (before, anyone
+# could update and report under it, while every message said otherwise).
+"$TCPOTA" device secret p-1 --out "$WORK/p1.secret" > /dev/null || fail "device secret p-1 failed"
+"$TCPOTA" device secret p-2 --out "$WORK/p2.secret" > /dev/null || fail "device secret p-2 failed"
+rc=0; run_device p-1 esp32 "$WORK/p-1" || rc=$?
+[ $rc -eq 1 ] && grep -q 'this device id has a secret on this server: it must authenticate (give the device its secret)' "$WORK/p-1.log" ||
+  fail "p-1 without its secret: rc $rc $(tail -2 "$WORK/p-1.log")"
+rc=0; run_device p-1 esp32 "$WORK/p-1" --secret "$WORK/p2.secret" || rc=$?
+[ $rc -ne 0 ] && [ "$(running "$WORK/p-1")" = 1.0.0 ] || fail "p-1 with another id's secret: rc $rc $(tail -2 "$WORK/p-1.log")"
+grep -qE '\[p-1 [^]]*\] authentication failed' "$WORK/server.log" || fail "no failed authentication logged for p-1"
+run_device p-1 esp32 "$WORK/p-1" --secret "$WORK/p1.secret" || fail "p-1 with its secret: $(tail -2 "$WORK/p-1.log")"
+[ "$(running "$WORK/p-1")" = 5.0.0 ] || fail "p-1 with its secret was not updated"
+run_device p-3 esp32 "$WORK/p-3" || fail "p-3 (no secret) was refused: $(tail -2 "$WORK/p-3.log")"
+[ "$(running "$WORK/p-3")" = 5.0.0 ] || fail "p-3 (no secret) was not updated"
+ok "without --require-auth an id with a secret must authenticate; an id without one is served"
+
 # The server's log keeps a line for every change made through the API, and
 # from where (an operator reading it after an incident needs who did what).
 client='\(API client 127\.0\.0\.1:[0-9]+\)$'
@@ -331,8 +348,21 @@ for harm in missing damaged directory; do
     damaged) printf 'XXXX' | dd of="$stored" bs=1 seek=100 conv=notrunc 2> /dev/null ;;
     directory) rm "$stored" && mkdir "$stored" ;; # an empty one: it goes
   esac
-  run_device "r-$harm" "m-$harm" "$WORK/r-$harm" --max-attempts 1 || true
+  rc=0; run_device "r-$harm" "m-$harm" "$WORK/r-$harm" --max-attempts 1 || rc=$?
   [ "$(running "$WORK/r-$harm")" = 1.0.0 ] || fail "$harm file: a device got the image"
+  # The device is told to wait and when to ask again, not "no image for
+  # it" (it took itself as up to date).
+  [ $rc -eq 0 ] && grep -q "no update now, running 1.0.0: an update applies, but the server cannot load its image now (its file is missing or damaged there); the server asks to check again in 30 s" "$WORK/r-$harm.log" ||
+    fail "$harm file: the device was told: rc $rc $(tail -2 "$WORK/r-$harm.log")"
+  # So is an HTTP download: an error esp_https_ota retries, not 204.
+  curl -s -o /dev/null -D "$WORK/h.txt" -H "X-Tcpota-Version: 1.0.0" \
+    "http://127.0.0.1:$API_PORT/ota/m-$harm/r-$harm-h.bin" || fail "$harm: curl failed"
+  grep -q '^HTTP/1.1 503 ' "$WORK/h.txt" && grep -qi '^Retry-After: 30' "$WORK/h.txt" ||
+    fail "$harm file: the HTTP download was answered: $(cat "$WORK/h.txt")"
+  # rollout show says it first, whatever its waves say.
+  ro=$("$TCPOTA" rollout list --json | jq_py '[r["id"] for r in j["rollouts"] if r["model"] == "m-'"$harm"'"][0]')
+  "$TCPOTA" rollout show "$ro" | grep -q "^  status     its image cannot be loaded on this server (.*): its devices are told to wait; add the image again" ||
+    fail "$harm file: rollout show $ro: $("$TCPOTA" rollout show "$ro" | head -3)"
   grep -q "image [0-9a-f]*\.\.\. (3.0.0): .*not offered: add the image again (tcpota image add with the" "$WORK/server.log" ||
     fail "$harm file: the server did not say what to do: $(grep 'not offered' "$WORK/server.log")"
   # The registry says why, not only the log.
@@ -352,6 +382,7 @@ for harm in missing damaged directory; do
   grep -qE "^rollout [0-9]+ uses it: follow it with tcpota rollout show [0-9]+$" "$WORK/out" &&
     ! grep -q "roll it out" "$WORK/out" || fail "$harm: the image's rollout was not named: $(cat "$WORK/out")"
   cmp -s "$stored" "$WORK/r-$harm.bin" || fail "$harm: the stored file was not restored"
+  ! "$TCPOTA" rollout show "$ro" | grep -q "cannot be loaded" || fail "$harm: rollout show after the repair: $("$TCPOTA" rollout show "$ro" | head -3)"
   run_device "r-$harm" "m-$harm" "$WORK/r-$harm" || fail "$harm: the device failed after the repair: $(tail -3 "$WORK/r-$harm.log")"
   [ "$(running "$WORK/r-$harm")" = 3.0.0 ] || fail "$harm: the device did not get the restored image"
 done

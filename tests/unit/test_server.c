@@ -946,6 +946,84 @@ static int setup_auth(void **state)
     return 0;
 }
 
+/* auth_for: only device "d1" has a secret (the server's per-id rule). */
+static int auth_for_calls;
+static int only_d1(void *ctx, const char *id)
+{
+    (void)ctx;
+    auth_for_calls++;
+    return strcmp(id, "d1") == 0;
+}
+
+static int setup_auth_for(void **state)
+{
+    struct tcpota_srv_config cfg;
+    setup(state);
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.image = &img;
+    cfg.rx_buf = rx; cfg.rx_cap = sizeof(rx);
+    cfg.tx_buf = tx; cfg.tx_cap = sizeof(tx);
+    cfg.auth_nonce = nonce;
+    cfg.auth_for = only_d1;
+    auth_for_calls = 0;
+    assert_int_equal(tcpota_srv_init(&s, &cfg), 0);
+    return 0;
+}
+
+/* An id with a secret must authenticate; refused when it cannot, saying why. */
+static void test_auth_for_id_with_secret(void **state)
+{
+    struct tcpota_msg m, out[4];
+    struct tcpota_srv_event ev;
+    int n;
+    (void)state;
+
+    hello(&m, "1.0.0");
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_DENIED);
+    assert_int_equal(auth_for_calls, 1);
+    n = drain(out, 4);
+    assert_true(n >= 1);
+    assert_int_equal(out[n - 1].type, TCPOTA_T_ERROR);
+    assert_int_equal(out[n - 1].u.error.code, -TCPOTA_ERR_DENIED);
+    {
+        const char want[] = "this device id has a secret on this server: it must authenticate";
+        assert_true(out[n - 1].u.error.message.len >= sizeof want - 1);
+        assert_memory_equal(out[n - 1].u.error.message.ptr, want, sizeof want - 1);
+    }
+    setup_auth_for(NULL);
+    hello(&m, "1.0.0");
+    m.u.hello.features = TCPOTA_F_AUTH;
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.auth_pending, 1);
+    assert_int_equal(drain(out, 4), 2);
+    assert_int_equal(out[0].u.welcome.features & TCPOTA_F_AUTH, TCPOTA_F_AUTH);
+    assert_int_equal(out[1].type, TCPOTA_T_CHALLENGE);
+}
+
+/* An id without one is offered at once, AUTH-capable or not, and an AUTH
+ * it sends unasked is a violation. */
+static void test_auth_for_id_without_secret(void **state)
+{
+    struct tcpota_msg m, out[4];
+    struct tcpota_srv_event ev;
+    (void)state;
+
+    hello(&m, "1.0.0");
+    m.u.hello.device_id.ptr = (const uint8_t *)"d2";
+    m.u.hello.features = TCPOTA_F_AUTH;
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(auth_for_calls, 1);
+    assert_int_equal(ev.auth_pending, 0);
+    assert_int_equal(drain(out, 4), 2);
+    assert_int_equal(out[0].type, TCPOTA_T_WELCOME);
+    assert_int_equal(out[0].u.welcome.features & TCPOTA_F_AUTH, 0);
+    assert_int_equal(out[1].type, TCPOTA_T_OFFER);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_AUTH;
+    m.u.auth.mac = nonce;
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
+}
+
 static void test_auth_required_without_capability_denied(void **state)
 {
     struct tcpota_msg m;
@@ -1322,6 +1400,8 @@ int main(void)
         cmocka_unit_test_setup(test_choose_later_no_room_for_offer, setup),
         cmocka_unit_test_setup(test_offer_without_choosing_refused, setup),
         cmocka_unit_test_setup(test_auth_required_without_capability_denied, setup_auth),
+        cmocka_unit_test_setup(test_auth_for_id_with_secret, setup_auth_for),
+        cmocka_unit_test_setup(test_auth_for_id_without_secret, setup_auth_for),
         cmocka_unit_test_setup(test_auth_challenge_then_offer_only_after_verdict, setup_auth),
         cmocka_unit_test_setup(test_auth_refused_closes, setup_auth),
         cmocka_unit_test_setup(test_decline_without_offer_is_violation, setup_auth),

@@ -109,6 +109,7 @@ enum tcpota_why {
     TCPOTA_WHY_NONE = 5,        /* the server has no image for it */
     TCPOTA_WHY_LATER = 6,       /* an update applies, but not yet (wave not open, paused, halted) */
     TCPOTA_WHY_UNKNOWN_NOW = 7, /* the server cannot tell now (its database is unreachable) */
+    TCPOTA_WHY_UNSERVABLE = 8,  /* one applies, but the server cannot load its image now */
 };
 
 /* A short static English phrase for a NO_UPDATE's why ("it runs the

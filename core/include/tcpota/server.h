@@ -79,6 +79,11 @@ struct tcpota_srv_config {
      * an offer; the caller checks the answer (TCPOTA_SRV_EV_AUTH) and calls
      * tcpota_srv_authorize(). */
     const uint8_t *auth_nonce;
+    /* With auth_nonce: whether the device that sent HELLO (by its id) must
+     * authenticate (1) or is offered at once (0); it may fill auth_nonce's
+     * bytes now. NULL: every device must. A device that must but does not
+     * announce authentication is refused (ERROR DENIED). */
+    int (*auth_for)(void *ctx, const char *device_id);
     /* Bytes streamed past the offer's start before ACCEPT arrives;
      * TCPOTA_SRV_PRESTREAM_ALL (0): no limit. */
     uint32_t prestream;
