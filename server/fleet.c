@@ -1465,9 +1465,14 @@ static void fleet_rollout_stopped(void *ctx, uint64_t id, const char *why)
 static const char *fleet_image_trouble(void *ctx, const uint8_t *id)
 {
     struct server *srv = ctx;
-    const struct fleet_image *fi = image_find(srv->fleet, id);
+    const struct fleet_image *fi;
 
-    return fi && !fi->img && !fi->job && fi->err[0] ? fi->err : NULL;
+    for (fi = srv->fleet->images; fi; fi = fi->next) { /* any manifest: the same file */
+        if (memcmp(fi->id, id, TCPOTA_ID_LEN) == 0 && !fi->img && !fi->job && fi->err[0]) {
+            return fi->err;
+        }
+    }
+    return NULL;
 }
 
 /* GET /metrics: the counters, with what only the open connections know
