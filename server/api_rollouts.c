@@ -49,8 +49,8 @@ static const char *status_of(const struct store_rollout *ro, char *buf, size_t c
     if (superseded_only(ro)) {
         snprintf(buf, cap, "%s", SUPERSEDED_SAYS);
     } else {
-        (void)rollout_explain(&ro->ro, &ro->rules, ro->waves, ro->base_failed, ro->base_finished,
-                              (int64_t)time(NULL), buf, cap);
+        (void)rollout_explain(ro->id, &ro->ro, &ro->rules, ro->waves, ro->base_failed,
+                              ro->base_finished, (int64_t)time(NULL), buf, cap);
     }
     return buf;
 }
