@@ -278,6 +278,13 @@ has out.log "^WAVE +PERCENT +OPEN +OPENED \(UTC\) +TARGETED +OFFERED +DOWNLOADIN
 has out.log "^1 +10%  yes   2026-12-01 13:20:00 +5 +4 +1 +2 +1$"
 has out.log "^2 +50%  no +- +20 +0 +0 +0 +0$"
 has out.log "^total +50 +4 +1 +2 +1$"
+has out.log "^  next wave  after 10 finished, 90% of them updated, 300 s open$"
+# A rollout of one wave has no next wave: no rule for opening one.
+ONE_WAVE='{"id": 2, "image": "'$ID'", "version": "2.0.0", "model": "esp32", "group": "", "state": "active", "superseded": false, "allow_downgrade": false, "rules": {"halt_at": 20, "halt_min": 3, "min_finished": 10, "success_pct": 90, "soak_s": 300}, "waves": [{"percent": 100, "open": true, "opened_at": 1796131200, "targeted": 5, "offered": 0, "downloading": 0, "updated": 0, "failed": 0}], "totals": {"targeted": 5, "offered": 0, "downloading": 0, "updated": 0, "failed": 0}, "created_at": 1796131200, "changed_at": 1796131200, "status": "every wave is open"}'
+route GET /v1/rollouts/2 200 "$ONE_WAVE"
+run 0 $T rollout show 2 $API
+has out.log "^  status     every wave is open$"
+grep -q "next wave" out.log && fail "rollout show of a single-wave rollout has a next wave: $(cat out.log)"
 run 0 $T rollout show 1 $API --json
 python3 -c 'import json,sys; assert json.load(open("out.log")) == json.loads(sys.argv[1])' "$ROLLOUT" ||
   fail "rollout show --json: $(cat out.log)"
