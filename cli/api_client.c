@@ -491,6 +491,64 @@ static enum evhttp_cmd_type method_type(enum api_method m)
     return EVHTTP_REQ_GET;
 }
 
+/* The API's words in its messages, for a client of HTTP (a header, an
+ * encoding), that a user of a command says with the command's own: {cmd,
+ * the API's phrase, the command's}. */
+static const char *const api_phrases[][3] = {
+    {"image", " and send its manifest (base64) in the Tcpota-Manifest header",
+     ", or give its manifest with --manifest M"},
+    {"device", " (percent-encoded)", ""}, /* the command encodes the ID itself */
+};
+
+/* The API's fields that a command takes as an argument or an option even
+ * when the command's own field_opts do not name them (the option was not
+ * given): {cmd, field, the command's name for it, "given" when it always
+ * is (an argument)}. */
+static const char *const api_fields[][4] = {
+    {"image", "manifest", "--manifest", ""},
+    {"device", "id", "ID", "given"},
+};
+
+/* Replaces the API's phrases (api_phrases) in msg (cap bytes) for a.cmd. */
+static void say_for_cli(const struct api *a, char *msg, size_t cap)
+{
+    char out[1024];
+    const char *at;
+    size_t i, head;
+
+    for (i = 0; i < sizeof(api_phrases) / sizeof(api_phrases[0]); i++) {
+        if (strcmp(api_phrases[i][0], a->cmd) != 0 || !(at = strstr(msg, api_phrases[i][1]))) {
+            continue;
+        }
+        head = (size_t)(at - msg);
+        snprintf(out, sizeof(out), "%.*s%s%s", (int)head, msg, api_phrases[i][2],
+                 at + strlen(api_phrases[i][1]));
+        snprintf(msg, cap, "%s", out);
+    }
+}
+
+/* Prints msg about an API field the command's field_opts did not name:
+ * by the command's own name for it when it has one, else by the field. */
+static void print_field_error(const struct api *a, const char *msg, const char *field)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(api_fields) / sizeof(api_fields[0]); i++) {
+        if (strcmp(api_fields[i][0], a->cmd) != 0 || strcmp(api_fields[i][1], field) != 0) {
+            continue;
+        }
+        if (*api_fields[i][3]) {
+            fprintf(stderr, "tcpota %s: %s: %s\n", a->cmd, api_fields[i][2], msg);
+        } else if (strstr(msg, api_fields[i][2])) { /* the message names it already */
+            fprintf(stderr, "tcpota %s: %s\n", a->cmd, msg);
+        } else {
+            fprintf(stderr, "tcpota %s: %s (see %s)\n", a->cmd, msg, api_fields[i][2]);
+        }
+        return;
+    }
+    fprintf(stderr, "tcpota %s: %s (field: %s)\n", a->cmd, msg, field);
+}
+
 /* Prints the server's error answer (status >= 300) for a person. */
 static void print_error(const struct api *a, int status, const char *reason, const json_t *j)
 {
@@ -507,6 +565,7 @@ static void print_error(const struct api *a, int status, const char *reason, con
         if ((unsigned char)field[i] < 0x20 || field[i] == 0x7f) field[i] = '?';
     }
     field[sizeof(field) - 1] = 0;
+    say_for_cli(a, msg, sizeof(msg));
     if (status == 401) {
         fprintf(stderr, "tcpota %s: the API at %s refused the token from %s%s%s%s; give the "
                         "token in the server's DIR/api.token (--token-file, TCPOTA_TOKEN or "
@@ -526,7 +585,7 @@ static void print_error(const struct api *a, int status, const char *reason, con
         }
     }
     if (*field) {
-        fprintf(stderr, "tcpota %s: %s (field: %s)\n", a->cmd, msg, field);
+        print_field_error(a, msg, field);
     } else {
         fprintf(stderr, "tcpota %s: %s\n", a->cmd, msg);
     }

@@ -208,7 +208,15 @@ run 2 $T image add fw.bin --version 1.4.0 $API
 has err.log "^tcpota image: --version: version 1\.4\.0 contradicts the signed manifest$"
 route POST "/v1/images?version=2.0.0%2Bb1&model=esp32" 400 '{"error": "this server takes signed images only", "field": "manifest"}'
 run 2 $T image add raw.bin --version 2.0.0+b1 --model esp32 $API
-has err.log "^tcpota image: this server takes signed images only \(field: manifest\)$"
+has err.log "^tcpota image: this server takes signed images only \(see --manifest\)$"
+# The API's words for an HTTP client (a header, base64, percent-encoding)
+# become the command's: its option, its argument.
+route POST "/v1/images?version=2.0.0&model=esp32" 400 '{"error": "the server has --pubkey keys and takes signed images only: sign it with one of them (tcpota sign; tcpota image add then sends FILE.manifest) and send its manifest (base64) in the Tcpota-Manifest header", "field": "manifest"}'
+run 2 $T image add raw.bin --version 2.0.0 --model esp32 $API
+has err.log "^tcpota image: the server has --pubkey keys and takes signed images only: sign it with one of them \(tcpota sign; tcpota image add then sends FILE\.manifest\), or give its manifest with --manifest M$"
+route GET /v1/devices/xxx 400 '{"error": "a device id is 1 to 64 printable characters (percent-encoded)", "field": "id"}'
+run 2 $T device show xxx $API
+has err.log "^tcpota device: ID: a device id is 1 to 64 printable characters$"
 n=$(nreq)
 run 2 $T image add fifo $API
 has err.log "^tcpota image: FILE: fifo is not a regular file"
