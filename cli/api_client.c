@@ -413,15 +413,39 @@ static int probe_connect(const struct api *a, int *gai)
     return err;
 }
 
-/* Prints why no answer came. */
-static void no_answer(const struct api *a, const struct reply *r, size_t sent)
+/* The command that shows whether a change of command cmd was made. */
+static const char *check_cmd(const char *cmd)
+{
+    if (strcmp(cmd, "image") == 0) return "tcpota image list";
+    if (strcmp(cmd, "rollout") == 0) return "tcpota rollout list";
+    if (strcmp(cmd, "device") == 0) return "tcpota device show ID";
+    return "a list of what it changes";
+}
+
+/* Prints that no answer came within --timeout. A request that changes
+ * something may have done so: the server goes on after the client stops
+ * waiting, so running it again blindly could do it twice. */
+static void timed_out(const struct api *a, enum api_method m)
+{
+    if (m == API_GET) {
+        fprintf(stderr, "tcpota %s: no answer from the API at %s within %u s; is the server "
+                        "busy? (--timeout SECONDS waits longer)\n", a->cmd, a->url, a->timeout_s);
+        return;
+    }
+    fprintf(stderr, "tcpota %s: no answer from the API at %s within %u s; the server may still "
+                    "have made the change: check with %s before running the command again "
+                    "(--timeout SECONDS waits longer for a busy server)\n",
+            a->cmd, a->url, a->timeout_s, check_cmd(a->cmd));
+}
+
+/* Prints why no answer came to a request of method m. */
+static void no_answer(const struct api *a, enum api_method m, const struct reply *r, size_t sent)
 {
     int gai = 0, err;
     char why[128];
 
     if (r->has_err && r->err == EVREQ_HTTP_TIMEOUT) {
-        fprintf(stderr, "tcpota %s: no answer from the API at %s within %u s; is the server "
-                        "busy? (--timeout SECONDS waits longer)\n", a->cmd, a->url, a->timeout_s);
+        timed_out(a, m);
         return;
     }
     if (r->has_err && r->err == EVREQ_HTTP_INVALID_HEADER) {
@@ -682,7 +706,7 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
     }
     event_base_dispatch(r.base);
     if (r.status == 0) {
-        no_answer(a, &r, body ? len : 0);
+        no_answer(a, m, &r, body ? len : 0);
         goto out;
     }
     if (status) *status = r.status;

@@ -556,7 +556,14 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/8071) 2> /dev/null; then
 fi
 route GET /v1/rollouts 200 '{"rollouts": []}' 3
 run 1 $T rollout list $API --timeout 1
-has err.log "^tcpota rollout: no answer from the API at http://127.0.0.1:$(cat port) within 1 s"
+has err.log "^tcpota rollout: no answer from the API at http://127.0.0.1:$(cat port) within 1 s; is the server busy\? \(--timeout SECONDS waits longer\)$"
+# A change that timed out may have been made all the same: say how to check.
+route POST /v1/rollouts/1/pause 200 '{}' 3
+run 1 $T rollout pause 1 $API --timeout 1
+has err.log "^tcpota rollout: no answer from the API at http://127.0.0.1:$(cat port) within 1 s; the server may still have made the change: check with tcpota rollout list before running the command again \(--timeout SECONDS waits longer for a busy server\)$"
+route POST "/v1/images?version=3.0.0&model=esp32" 201 '{}' 3
+run 1 $T image add raw.bin --version 3.0.0 --model esp32 $API --timeout 1
+has err.log "within 1 s; the server may still have made the change: check with tcpota image list before"
 route GET /v1/images 200 'not json'
 run 1 $T image list $API
 has err.log "answered 200 OK with a body that is not a JSON object"
