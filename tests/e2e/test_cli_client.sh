@@ -451,6 +451,13 @@ has err.log "'http://127\.0\.0\.3:/': no port after ':'"
 [ "$(nreq)" -eq "$n" ] || fail "a usage error still sent a request"
 run 0 $T rollout --help
 has out.log "--waves 5,25,100"
+# Each action rollout --help offers is a POST docs/api.md's endpoint table lists.
+actions=$(sed -nE 's/^ +tcpota rollout ([a-z|-]+) ID.*/\1/p' out.log | grep '|' | tr '|' ' ')
+[ -n "$actions" ] || fail "no actions in rollout --help: $(cat out.log)"
+for act in $actions; do
+  grep -F -- "| \`POST /v1/rollouts/{id}/$act\` |" "$E2E/../../docs/api.md" > /dev/null ||
+    fail "docs/api.md's endpoint table lacks POST /v1/rollouts/{id}/$act"
+done
 run 0 $T device list --help
 has out.log "usage: tcpota device list"
 ok "usage errors (unknown option, bad --waves, non-numbers, missing ID, empty --group) exit 2 and send nothing"
