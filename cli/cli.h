@@ -85,14 +85,20 @@ int cli_check_dir(const char *path, const char *what, int missing_ok);
  * directory is still the empty one that --init needs. */
 int cli_dir_empty(const char *dir);
 
-/* Warns on stderr, as "tcpota CMD: warning: ...", when version has no
- * place in the order devices are offered by (tcpota/version.h): servers
- * then offer it to no device unless --allow-downgrade. */
 /* What a file that is not a regular file is, for a message: "a directory",
  * "a FIFO", "a character device", ... */
 const char *cli_file_kind(mode_t m);
 
+/* Warns on stderr, as "tcpota CMD: warning: ...", when version has no
+ * place in the order devices are offered by (tcpota/version.h): servers
+ * then offer it to no device unless --allow-downgrade. */
 void cli_warn_unordered(const char *cmd, const char *version);
+
+/* s as one word of a command line a user can paste into a POSIX shell,
+ * into buf (cap >= 8): s itself when every character is safe there, else
+ * in single quotes ('my model', a ' as '\''); "''" for "". Returns buf, cut
+ * short (and terminated) when it does not fit. */
+const char *cli_shell_word(const char *s, char *buf, size_t cap);
 /* Monotonic milliseconds. */
 uint64_t cli_now_ms(void);
 

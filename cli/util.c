@@ -307,3 +307,27 @@ int cli_dir_empty(const char *dir)
     closedir(d);
     return n == 0;
 }
+
+const char *cli_shell_word(const char *s, char *buf, size_t cap)
+{
+    static const char safe[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                               "._-+=:,@%/";
+    size_t n = 0;
+
+    if (*s && s[strspn(s, safe)] == 0) {
+        snprintf(buf, cap, "%s", s);
+        return buf;
+    }
+    /* n + 5: room for the longest piece ('\'') and the closing quote */
+    for (buf[n++] = '\''; *s && n + 5 < cap; s++) {
+        if (*s == '\'') {
+            memcpy(buf + n, "'\\''", 4);
+            n += 4;
+        } else {
+            buf[n++] = *s;
+        }
+    }
+    buf[n++] = '\'';
+    buf[n < cap ? n : cap - 1] = 0;
+    return buf;
+}

@@ -497,6 +497,15 @@ run 0 $T device secret dev-7 --out dev7.secret $API
 [ "$(stat -c %a dev7.secret)" = 600 ] || fail "--out file mode $(stat -c %a dev7.secret)"
 [ "$(cat dev7.secret)" = "tcpota-secret v1 $SECRET" ] || fail "--out file: $(cat dev7.secret)"
 ! grep -q "$SECRET" out.log err.log || fail "--out also printed the secret"
+# The hints are command lines to paste: an ID or a FILE a shell would split
+# is quoted (a ' within as '\'').
+route POST "/v1/devices/a%20b/secret" 201 '{"id": "a b", "secret": "'$SECRET'"}'
+run 0 $T device secret "a b" --out "a b.secret" $API
+has out.log "--flash DIR --id 'a b' --secret 'a b\.secret'$"
+route POST "/v1/devices/it%27s/secret" 201 '{"id": "it'"'"'s", "secret": "'$SECRET'"}'
+run 0 $T device secret "it's" $API
+has err.log "--flash DIR --id 'it'\\\\''s' --secret FILE$"
+has err.log "^\(tcpota device secret 'it'\\\\''s' --out FILE writes"
 # the simulator takes the file: it fails on the unreachable server (1), not on the secret (2)
 run 1 $T device --server 127.0.0.1:1 --flash devdir --id dev-7 --secret dev7.secret --max-attempts 1 --backoff-min-ms 0 --backoff-max-ms 0
 n=$(nreq)
