@@ -94,6 +94,12 @@ const char *cli_file_kind(mode_t m);
  * then offer it to no device unless --allow-downgrade. */
 void cli_warn_unordered(const char *cmd, const char *version);
 
+/* Removes dir and everything in it (symbolic links as links, never what
+ * they point to). Only for a directory this run created and no other
+ * program uses: a start that failed undoes what it made. Returns 0, or a
+ * negative errno of the first removal that failed (the rest is kept). */
+int cli_remove_tree(const char *dir);
+
 /* s as one word of a command line a user can paste into a POSIX shell,
  * into buf (cap >= 8): s itself when every character is safe there, else
  * in single quotes ('my model', a ' as '\''); "''" for "". Returns buf, cut
