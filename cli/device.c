@@ -157,6 +157,7 @@ struct stats {
     uint32_t image_size;
     uint32_t base;    /* offset the first ACCEPT of this process started at */
     uint32_t max_pos; /* highest offset this process wrote up to */
+    uint64_t whole;   /* bytes needed by earlier images written to their end */
     uint64_t written; /* image bytes written to flash by this process */
     unsigned connections;
     uint64_t stale_frames; /* from sessions already replaced by a reboot */
@@ -663,6 +664,9 @@ static void on_accepted(struct device *dv, const struct tcpota_dev_event *ev)
 
     if (!st->have_image || st->image_size != ev->size ||
         memcmp(st->image_id, t.image_id, TCPOTA_ID_LEN) != 0) {
+        if (st->have_image && st->max_pos >= st->image_size) { /* written whole: not waste */
+            st->whole += st->max_pos - st->base;
+        }
         memcpy(st->image_id, t.image_id, TCPOTA_ID_LEN);
         st->have_image = 1;
         st->image_size = ev->size;
@@ -1050,14 +1054,16 @@ static int run(struct device *dv)
 
 /* refetched: image bytes this process wrote beyond what it needed from
  * where it began, i.e. written - (highest offset reached - offset its first
- * ACCEPT of that image started at). For a completed image the highest
- * offset is the image size, so this is "written - (size - first start)":
- * everything a cut or a reset made this process write twice. Bytes of an
- * image that was replaced by another one count as refetched too. */
+ * ACCEPT of that image started at), summed over the images it wrote. For a
+ * completed image the highest offset is the image size, so this is
+ * "written - (size - first start)": everything a cut or a reset made this
+ * process write twice. An image written to its end and then followed by
+ * another (a second update in one run) is needed whole; the bytes of one
+ * replaced before its end count as refetched. */
 static void print_stats(struct device *dv)
 {
     const struct stats *st = &dv->st;
-    uint64_t useful = st->have_image ? st->max_pos - st->base : 0;
+    uint64_t useful = st->whole + (st->have_image ? st->max_pos - st->base : 0);
     uint64_t refetched = st->written > useful ? st->written - useful : 0;
 
     say(dv, "stats image=%lu written=%llu refetched=%llu connections=%u stale_frames=%llu",
