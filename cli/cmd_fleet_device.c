@@ -105,7 +105,7 @@ static int device_list(struct api *a, int argc, char **argv)
             table_row(t);
             table_cell(t, "%s", api_str(d, "id"));
             table_cell(t, "%s", api_str(d, "model"));
-            table_cell(t, "%s", api_str(d, "version"));
+            table_cell(t, "%s", *api_str(d, "version") ? api_str(d, "version") : "-");
             table_cell(t, "%s", *api_str(d, "group") ? api_str(d, "group") : "-");
             table_cell(t, "%s", api_str(d, "state"));
             table_cell(t, "%s", table_short_id(api_str(d, "image"), img, sizeof(img)));

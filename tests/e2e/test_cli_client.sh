@@ -470,6 +470,11 @@ run 0 $T device list --state failed --limit 5 $API
 has out.log "^ID +MODEL +VERSION +GROUP +STATE +IMAGE +PROGRESS +LAST SEEN \(UTC\) +ADDRESS +REASON$"
 has out.log "^dev 7/x  esp32  1\.0\.0 +- +rolled-back  9f2c41d0e1a7 +100%  2026-12-01 13:21:00  127\.0\.0\.1  health check failed$"
 has out.log "^1 of 3 devices; the next page: tcpota device list --after 'dev 7/x'"
+# A legacy device reports no version: "-", as other empty cells, not a blank.
+LEGACY='{"id": "old-1", "model": "esp32", "version": "", "running": "", "group": "", "address": "127.0.0.1", "protocol": "legacy", "state": "seen", "image": "", "bytes": 0, "size": 0, "reason": "", "first_seen": 1796131200, "last_seen": 1796131260, "has_secret": false}'
+route GET "/v1/devices?model=legacy" 200 '{"devices": ['"$LEGACY"'], "total": 1}'
+run 0 $T device list --model legacy $API
+has out.log "^old-1  esp32  - +- +seen "
 route GET "/v1/devices/dev%207%2Fx" 200 "${DEV%\}}"', "history": [{"at": 1796131260, "state": "rolled-back", "image": "'$ID'", "detail": "health check failed"}]}'
 run 0 $T device show "dev 7/x" $API
 [ "$(req path)" = "/v1/devices/dev%207%2Fx" ] || fail "the device id is not percent-encoded: $(req path)"
