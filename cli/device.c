@@ -28,6 +28,7 @@
  * statistics; entry point.
  */
 #include "cli.h"
+#include "device_ident.h"
 #include "device_opts.h"
 #include "keys.h"
 #include "posix_port.h"
@@ -174,6 +175,8 @@ struct device {
     int flash_open;
     int lock_fd; /* DIR/tcpota.lock, held for the process's life; -1 before */
     struct tcpota_port port;
+    int created;                /* flash_open made DIR a new device in this run */
+    struct device_ident ident;  /* the id and model DIR's device runs as */
     struct tcpota_posix_slot_info running;
     char version[TCPOTA_POSIX_VERSION_MAX + 1];
 
@@ -398,6 +401,7 @@ static int flash_open(struct device *dv, uint32_t slot_size)
      * was ever a device's. */
     create = dv->o.init || !exists || tcpota_posix_creation_cut_short(dv->o.dir);
     rc = tcpota_posix_open(&dv->flash, dv->o.dir, create, create ? slot_size : 0, dv->o.factory);
+    dv->created = create && rc == 0;
 
     if (rc == TCPOTA_ERR_NOENT && cli_dir_empty(dv->o.dir)) {
         say(dv, "%s holds no device; start a new device there with --init", dv->o.dir);
@@ -1082,23 +1086,27 @@ static int device_main(struct device *dv)
     /* Until DIR exists the default id is not known: name the device by DIR. */
     set_prefix(dv, dv->o.id ? dv->o.id : dv->o.dir);
     /* A --flash that is no directory, or that the flags do not fit (an
-     * empty one without --init, --init on one not empty), is a bad
+     * empty one without --init, --init on one not empty, an --id or
+     * --model other than it was made with), is a bad
      * argument, as an unusable --trust, --secret or --ca is (exit 2); a
      * device whose files are damaged is a failure (1). */
     if ((rc = flash_open(dv, dv->o.slot_size)) < 0) {
         return rc == -2 ? 2 : 1;
     }
-    if (dv->o.id) {
-        snprintf(dv->id, sizeof(dv->id), "%s", dv->o.id);
-    } else {
-        default_id(dv);
+    /* Who DIR is, before the first boot writes anything: flags that would
+     * make it another device are refused. */
+    default_id(dv);
+    if ((rc = tcpota_posix_port(&dv->flash, &dv->port)) < 0) {
+        (void)flash_fail(dv, "opening the flash", rc);
+        return 1;
     }
+    if ((rc = device_ident(&dv->port, &dv->o, dv->created, dv->id, dv->prefix, &dv->ident)) != 0) {
+        return rc;
+    }
+    snprintf(dv->id, sizeof(dv->id), "%s", dv->ident.id);
+    dv->o.model = dv->ident.model;
     set_prefix(dv, dv->id);
     rc = boot_device(dv) < 0 || session_init(dv) < 0 || runner_init(dv) < 0 ? 1 : 0;
-    if (rc == 0 && dv->o.slot_size && dv->o.slot_size != dv->port.slot_size) {
-        info(dv, "--slot-size ignored: %s already has %lu-byte slots", dv->o.dir,
-             (unsigned long)dv->port.slot_size);
-    }
     rc = rc ? rc : run(dv);
     progress_clear(&dv->prog);
     print_stats(dv);
