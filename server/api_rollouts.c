@@ -61,8 +61,8 @@ static const char *status_of(const struct api *a, const struct store_rollout *ro
                  "to wait; add the image again (tcpota image add with the original file restores "
                  "it)", trouble);
     } else {
-        (void)rollout_explain(&ro->ro, &ro->rules, ro->waves, ro->base_failed, ro->base_finished,
-                              (int64_t)time(NULL), buf, cap);
+        (void)rollout_explain(ro->id, &ro->ro, &ro->rules, ro->waves, ro->base_failed,
+                              ro->base_finished, (int64_t)time(NULL), buf, cap);
     }
     return buf;
 }
