@@ -413,15 +413,39 @@ static int probe_connect(const struct api *a, int *gai)
     return err;
 }
 
-/* Prints why no answer came. */
-static void no_answer(const struct api *a, const struct reply *r, size_t sent)
+/* The command that shows whether a change of command cmd was made. */
+static const char *check_cmd(const char *cmd)
+{
+    if (strcmp(cmd, "image") == 0) return "tcpota image list";
+    if (strcmp(cmd, "rollout") == 0) return "tcpota rollout list";
+    if (strcmp(cmd, "device") == 0) return "tcpota device show ID";
+    return "a list of what it changes";
+}
+
+/* Prints that no answer came within --timeout. A request that changes
+ * something may have done so: the server goes on after the client stops
+ * waiting, so running it again blindly could do it twice. */
+static void timed_out(const struct api *a, enum api_method m)
+{
+    if (m == API_GET) {
+        fprintf(stderr, "tcpota %s: no answer from the API at %s within %u s; is the server "
+                        "busy? (--timeout SECONDS waits longer)\n", a->cmd, a->url, a->timeout_s);
+        return;
+    }
+    fprintf(stderr, "tcpota %s: no answer from the API at %s within %u s; the server may still "
+                    "have made the change: check with %s before running the command again "
+                    "(--timeout SECONDS waits longer for a busy server)\n",
+            a->cmd, a->url, a->timeout_s, check_cmd(a->cmd));
+}
+
+/* Prints why no answer came to a request of method m. */
+static void no_answer(const struct api *a, enum api_method m, const struct reply *r, size_t sent)
 {
     int gai = 0, err;
     char why[128];
 
     if (r->has_err && r->err == EVREQ_HTTP_TIMEOUT) {
-        fprintf(stderr, "tcpota %s: no answer from the API at %s within %u s; is the server "
-                        "busy? (--timeout SECONDS waits longer)\n", a->cmd, a->url, a->timeout_s);
+        timed_out(a, m);
         return;
     }
     if (r->has_err && r->err == EVREQ_HTTP_INVALID_HEADER) {
@@ -491,6 +515,64 @@ static enum evhttp_cmd_type method_type(enum api_method m)
     return EVHTTP_REQ_GET;
 }
 
+/* The API's words in its messages, for a client of HTTP (a header, an
+ * encoding), that a user of a command says with the command's own: {cmd,
+ * the API's phrase, the command's}. */
+static const char *const api_phrases[][3] = {
+    {"image", " and send its manifest (base64) in the Tcpota-Manifest header",
+     ", or give its manifest with --manifest M"},
+    {"device", " (percent-encoded)", ""}, /* the command encodes the ID itself */
+};
+
+/* The API's fields that a command takes as an argument or an option even
+ * when the command's own field_opts do not name them (the option was not
+ * given): {cmd, field, the command's name for it, "given" when it always
+ * is (an argument)}. */
+static const char *const api_fields[][4] = {
+    {"image", "manifest", "--manifest", ""},
+    {"device", "id", "ID", "given"},
+};
+
+/* Replaces the API's phrases (api_phrases) in msg (cap bytes) for a.cmd. */
+static void say_for_cli(const struct api *a, char *msg, size_t cap)
+{
+    char out[1024];
+    const char *at;
+    size_t i, head;
+
+    for (i = 0; i < sizeof(api_phrases) / sizeof(api_phrases[0]); i++) {
+        if (strcmp(api_phrases[i][0], a->cmd) != 0 || !(at = strstr(msg, api_phrases[i][1]))) {
+            continue;
+        }
+        head = (size_t)(at - msg);
+        snprintf(out, sizeof(out), "%.*s%s%s", (int)head, msg, api_phrases[i][2],
+                 at + strlen(api_phrases[i][1]));
+        snprintf(msg, cap, "%s", out);
+    }
+}
+
+/* Prints msg about an API field the command's field_opts did not name:
+ * by the command's own name for it when it has one, else by the field. */
+static void print_field_error(const struct api *a, const char *msg, const char *field)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(api_fields) / sizeof(api_fields[0]); i++) {
+        if (strcmp(api_fields[i][0], a->cmd) != 0 || strcmp(api_fields[i][1], field) != 0) {
+            continue;
+        }
+        if (*api_fields[i][3]) {
+            fprintf(stderr, "tcpota %s: %s: %s\n", a->cmd, api_fields[i][2], msg);
+        } else if (strstr(msg, api_fields[i][2])) { /* the message names it already */
+            fprintf(stderr, "tcpota %s: %s\n", a->cmd, msg);
+        } else {
+            fprintf(stderr, "tcpota %s: %s (see %s)\n", a->cmd, msg, api_fields[i][2]);
+        }
+        return;
+    }
+    fprintf(stderr, "tcpota %s: %s (field: %s)\n", a->cmd, msg, field);
+}
+
 /* Prints the server's error answer (status >= 300) for a person. */
 static void print_error(const struct api *a, int status, const char *reason, const json_t *j)
 {
@@ -507,6 +589,7 @@ static void print_error(const struct api *a, int status, const char *reason, con
         if ((unsigned char)field[i] < 0x20 || field[i] == 0x7f) field[i] = '?';
     }
     field[sizeof(field) - 1] = 0;
+    say_for_cli(a, msg, sizeof(msg));
     if (status == 401) {
         fprintf(stderr, "tcpota %s: the API at %s refused the token from %s%s%s%s; give the "
                         "token in the server's DIR/api.token (--token-file, TCPOTA_TOKEN or "
@@ -526,7 +609,7 @@ static void print_error(const struct api *a, int status, const char *reason, con
         }
     }
     if (*field) {
-        fprintf(stderr, "tcpota %s: %s (field: %s)\n", a->cmd, msg, field);
+        print_field_error(a, msg, field);
     } else {
         fprintf(stderr, "tcpota %s: %s\n", a->cmd, msg);
     }
@@ -623,7 +706,7 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
     }
     event_base_dispatch(r.base);
     if (r.status == 0) {
-        no_answer(a, &r, body ? len : 0);
+        no_answer(a, m, &r, body ? len : 0);
         goto out;
     }
     if (status) *status = r.status;

@@ -85,14 +85,26 @@ int cli_check_dir(const char *path, const char *what, int missing_ok);
  * directory is still the empty one that --init needs. */
 int cli_dir_empty(const char *dir);
 
-/* Warns on stderr, as "tcpota CMD: warning: ...", when version has no
- * place in the order devices are offered by (tcpota/version.h): servers
- * then offer it to no device unless --allow-downgrade. */
 /* What a file that is not a regular file is, for a message: "a directory",
  * "a FIFO", "a character device", ... */
 const char *cli_file_kind(mode_t m);
 
+/* Warns on stderr, as "tcpota CMD: warning: ...", when version has no
+ * place in the order devices are offered by (tcpota/version.h): servers
+ * then offer it to no device unless --allow-downgrade. */
 void cli_warn_unordered(const char *cmd, const char *version);
+
+/* Removes dir and everything in it (symbolic links as links, never what
+ * they point to). Only for a directory this run created and no other
+ * program uses: a start that failed undoes what it made. Returns 0, or a
+ * negative errno of the first removal that failed (the rest is kept). */
+int cli_remove_tree(const char *dir);
+
+/* s as one word of a command line a user can paste into a POSIX shell,
+ * into buf (cap >= 8): s itself when every character is safe there, else
+ * in single quotes ('my model', a ' as '\''); "''" for "". Returns buf, cut
+ * short (and terminated) when it does not fit. */
+const char *cli_shell_word(const char *s, char *buf, size_t cap);
 /* Monotonic milliseconds. */
 uint64_t cli_now_ms(void);
 

@@ -22,7 +22,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: tcpota image add FILE [--manifest M] [--version V --model M] [options]\n"
             "       tcpota image list [options]\n"
-            "       tcpota image rm ID [options]\n"
+            "       tcpota image rm ID|VERSION [options]\n"
             "\n"
             "The images of a fleet server (tcpota serve --data DIR), through its control API.\n"
             "\n"
@@ -33,7 +33,8 @@ static void usage(FILE *f)
             "    --version V        for an unsigned image (a server without keys): its version\n"
             "    --model M          ... and the hardware model it is for\n"
             "  list                 every image: id, version, model, size, rollouts using it\n"
-            "  rm ID                removes an image no rollout uses (ID: 8+ hex digits will do)\n"
+            "  rm ID|VERSION        removes an image no rollout uses (ID: 8+ hex digits will do;\n"
+            "                       a VERSION when one image has it: see tcpota image list)\n"
             "\n");
     api_usage_common(f, 1);
 }
@@ -304,12 +305,12 @@ static int image_rm(struct api *a, int argc, char **argv)
     int np, rc = api_parse(a, NULL, argc, argv, pos, 1, &np);
 
     if (rc) return rc < 0 ? (usage(stdout), 0) : rc;
-    if (np == 0) return api_usage(a, "rm needs an image ID (see tcpota image list)");
+    if (np == 0) return api_usage(a, "rm needs an image ID or version (see tcpota image list)");
     if ((rc = api_setup(a, 0)) != 0) return rc;
     e = api_encode(pos[0]);
     if (!e || strlen(e) > 500) {
         free(e);
-        return api_usage(a, "'%s' is not an image ID", pos[0]);
+        return api_usage(a, "'%s' is not an image ID or version (see tcpota image list)", pos[0]);
     }
     snprintf(path, sizeof(path), "/v1/images/%s", e);
     free(e);

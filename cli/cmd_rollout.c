@@ -136,8 +136,11 @@ static void print_rollout(const json_t *r)
     printf("  downgrade  %s\n", api_bool(r, "allow_downgrade") ? "allowed" : "not allowed");
     printf("  halt       when more than %lld%% of the finished failed (at least %lld)\n",
            api_int(rules, "halt_at"), api_int(rules, "halt_min"));
-    printf("  next wave  after %lld finished, %lld%% of them updated, %lld s open\n",
-           api_int(rules, "min_finished"), api_int(rules, "success_pct"), api_int(rules, "soak_s"));
+    if (json_array_size(json_object_get(r, "waves")) > 1) { /* one wave: no next to open */
+        printf("  next wave  after %lld finished, %lld%% of them updated, %lld s open\n",
+               api_int(rules, "min_finished"), api_int(rules, "success_pct"),
+               api_int(rules, "soak_s"));
+    }
     printf("  created    %s UTC, changed %s UTC\n",
            table_time(api_int(r, "created_at"), when, sizeof(when)),
            table_time(api_int(r, "changed_at"), when2, sizeof(when2)));

@@ -28,6 +28,7 @@
  * statistics; entry point.
  */
 #include "cli.h"
+#include "device_ident.h"
 #include "device_opts.h"
 #include "keys.h"
 #include "posix_port.h"
@@ -157,6 +158,7 @@ struct stats {
     uint32_t image_size;
     uint32_t base;    /* offset the first ACCEPT of this process started at */
     uint32_t max_pos; /* highest offset this process wrote up to */
+    uint64_t whole;   /* bytes needed by earlier images written to their end */
     uint64_t written; /* image bytes written to flash by this process */
     unsigned connections;
     uint64_t stale_frames; /* from sessions already replaced by a reboot */
@@ -173,6 +175,8 @@ struct device {
     int flash_open;
     int lock_fd; /* DIR/tcpota.lock, held for the process's life; -1 before */
     struct tcpota_port port;
+    int created;                /* flash_open made DIR a new device in this run */
+    struct device_ident ident;  /* the id and model DIR's device runs as */
     struct tcpota_posix_slot_info running;
     char version[TCPOTA_POSIX_VERSION_MAX + 1];
 
@@ -397,6 +401,7 @@ static int flash_open(struct device *dv, uint32_t slot_size)
      * was ever a device's. */
     create = dv->o.init || !exists || tcpota_posix_creation_cut_short(dv->o.dir);
     rc = tcpota_posix_open(&dv->flash, dv->o.dir, create, create ? slot_size : 0, dv->o.factory);
+    dv->created = create && rc == 0;
 
     if (rc == TCPOTA_ERR_NOENT && cli_dir_empty(dv->o.dir)) {
         say(dv, "%s holds no device; start a new device there with --init", dv->o.dir);
@@ -663,6 +668,9 @@ static void on_accepted(struct device *dv, const struct tcpota_dev_event *ev)
 
     if (!st->have_image || st->image_size != ev->size ||
         memcmp(st->image_id, t.image_id, TCPOTA_ID_LEN) != 0) {
+        if (st->have_image && st->max_pos >= st->image_size) { /* written whole: not waste */
+            st->whole += st->max_pos - st->base;
+        }
         memcpy(st->image_id, t.image_id, TCPOTA_ID_LEN);
         st->have_image = 1;
         st->image_size = ev->size;
@@ -1050,14 +1058,16 @@ static int run(struct device *dv)
 
 /* refetched: image bytes this process wrote beyond what it needed from
  * where it began, i.e. written - (highest offset reached - offset its first
- * ACCEPT of that image started at). For a completed image the highest
- * offset is the image size, so this is "written - (size - first start)":
- * everything a cut or a reset made this process write twice. Bytes of an
- * image that was replaced by another one count as refetched too. */
+ * ACCEPT of that image started at), summed over the images it wrote. For a
+ * completed image the highest offset is the image size, so this is
+ * "written - (size - first start)": everything a cut or a reset made this
+ * process write twice. An image written to its end and then followed by
+ * another (a second update in one run) is needed whole; the bytes of one
+ * replaced before its end count as refetched. */
 static void print_stats(struct device *dv)
 {
     const struct stats *st = &dv->st;
-    uint64_t useful = st->have_image ? st->max_pos - st->base : 0;
+    uint64_t useful = st->whole + (st->have_image ? st->max_pos - st->base : 0);
     uint64_t refetched = st->written > useful ? st->written - useful : 0;
 
     say(dv, "stats image=%lu written=%llu refetched=%llu connections=%u stale_frames=%llu",
@@ -1076,23 +1086,27 @@ static int device_main(struct device *dv)
     /* Until DIR exists the default id is not known: name the device by DIR. */
     set_prefix(dv, dv->o.id ? dv->o.id : dv->o.dir);
     /* A --flash that is no directory, or that the flags do not fit (an
-     * empty one without --init, --init on one not empty), is a bad
+     * empty one without --init, --init on one not empty, an --id or
+     * --model other than it was made with), is a bad
      * argument, as an unusable --trust, --secret or --ca is (exit 2); a
      * device whose files are damaged is a failure (1). */
     if ((rc = flash_open(dv, dv->o.slot_size)) < 0) {
         return rc == -2 ? 2 : 1;
     }
-    if (dv->o.id) {
-        snprintf(dv->id, sizeof(dv->id), "%s", dv->o.id);
-    } else {
-        default_id(dv);
+    /* Who DIR is, before the first boot writes anything: flags that would
+     * make it another device are refused. */
+    default_id(dv);
+    if ((rc = tcpota_posix_port(&dv->flash, &dv->port)) < 0) {
+        (void)flash_fail(dv, "opening the flash", rc);
+        return 1;
     }
+    if ((rc = device_ident(&dv->port, &dv->o, dv->created, dv->id, dv->prefix, &dv->ident)) != 0) {
+        return rc;
+    }
+    snprintf(dv->id, sizeof(dv->id), "%s", dv->ident.id);
+    dv->o.model = dv->ident.model;
     set_prefix(dv, dv->id);
     rc = boot_device(dv) < 0 || session_init(dv) < 0 || runner_init(dv) < 0 ? 1 : 0;
-    if (rc == 0 && dv->o.slot_size && dv->o.slot_size != dv->port.slot_size) {
-        info(dv, "--slot-size ignored: %s already has %lu-byte slots", dv->o.dir,
-             (unsigned long)dv->port.slot_size);
-    }
     rc = rc ? rc : run(dv);
     progress_clear(&dv->prog);
     print_stats(dv);

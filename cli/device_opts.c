@@ -32,6 +32,10 @@ static void usage(FILE *f)
             "  --model M              device model (default esp32)\n"
             "  --factory-version V    factory image version in a new DIR (default 0.0.0)\n"
             "  --slot-size BYTES      app slot size in a new DIR (default %u)\n"
+            "                         A new DIR keeps its id, model and factory version:\n"
+            "                         later runs take them from DIR, refuse another --id or\n"
+            "                         --model (exit 2), warn about another --factory-version\n"
+            "                         or --slot-size and go on\n"
             "  --health ok|fail       outcome of the new image's health check (default ok)\n"
             "  --ack-interval BYTES   checkpoint interval, multiple of 4096 (default %u)\n"
             "  --max-attempts N       attempts without progress before giving up (default 20)\n"
@@ -53,7 +57,8 @@ static void usage(FILE *f)
             "exit: 0 up to date (or nothing newer for it), 1 failure or an image held back from\n"
             "this device (the server says why) or a damaged --flash or one in use by another\n"
             "tcpota device, 2 usage (a --flash that is no directory, an empty one without\n"
-            "--init, --init on one not empty) or an unusable --trust, --secret or --ca,\n"
+            "--init, --init on one not empty, an --id or --model other than DIR's device's)\n"
+            "or an unusable --trust, --secret or --ca,\n"
             "130/143 on SIGINT/SIGTERM (SIGUSR1 is ignored: it is a server's signal)\n",
             (unsigned)TCPOTA_POSIX_SLOT_SIZE_DEFAULT, (unsigned)TCPOTA_DEV_ACK_DEFAULT);
 }
@@ -156,11 +161,13 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
                    : usage_error("%s: need 1..%u printable characters", name, TCPOTA_MAX_STR);
     case OPT_MODEL:
         o->model = v;
+        o->model_given = 1;
         return printable(v, TCPOTA_MAX_NAME)
                    ? 0
                    : usage_error("%s: need 1..%u printable characters", name, TCPOTA_MAX_NAME);
     case OPT_FACTORY: /* a version as the protocol carries it; the flash keeps as many */
         o->factory = v;
+        o->factory_given = 1;
         return printable(v, TCPOTA_MAX_NAME)
                    ? 0
                    : usage_error("%s: need 1..%u printable characters", name, TCPOTA_MAX_NAME);

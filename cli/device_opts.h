@@ -23,6 +23,7 @@ struct options {
     const char *id;
     const char *model;
     const char *factory;
+    int model_given, factory_given; /* --model, --factory-version given (device_ident.c) */
     uint32_t slot_size; /* 0: default on creation, the files' size otherwise */
     int healthy;
     uint32_t ack_interval;

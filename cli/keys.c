@@ -1,5 +1,6 @@
 /* keys.c - Ed25519 keys, device secrets and signed manifests (see keys.h). */
 #include "keys.h"
+#include "api.h" /* api_key_id */
 #include "digest.h"
 #include "cli.h"
 
@@ -272,13 +273,6 @@ static int require(const char *cmd, const struct opt *opts, const char *file, co
     return rc;
 }
 
-static void key_id(const uint8_t pk[32], char out[17])
-{
-    uint8_t h[32];
-    crypto_hash_sha256(h, pk, 32);
-    sodium_bin2hex(out, 17, h, 8);
-}
-
 /* The file names keygen suggests for a device secret and a ticket key. */
 #define KEYGEN_SECRET_EG "dev1.secret"
 #define KEYGEN_TICKET_EG "ticket.key"
@@ -392,7 +386,7 @@ static int keygen_ticket_key(const char *out)
 static int keygen_pair(const char *out)
 {
     uint8_t pk[32], sk[64];
-    char hex[129], line[256], key[4096], pub[4096], id[17];
+    char hex[129], line[256], key[4096], pub[4096], id[API_KEY_ID_HEX + 1];
     struct stat st;
     int rc;
 
@@ -413,7 +407,7 @@ static int keygen_pair(const char *out)
         snprintf(line, sizeof(line), PUB_TAG "%s\n", hex);
         rc = write_new(pub, line, 0644, NULL);
         if (rc == 0) {
-            key_id(pk, id);
+            api_key_id(pk, id);
             fprintf(stderr, "tcpota keygen: wrote %s (private, 0600) and %s, key id %s\n", key, pub, id);
         } else {
             unlink(key);
@@ -709,6 +703,11 @@ int cmd_sign(int argc, char **argv)
         return 2;
     }
     cli_warn_unordered("sign", version); /* devices compare versions to decide an update */
+    if (strchr(version, ' ')) { /* the manifest's rule allows it; the API's does not */
+        fprintf(stderr, "tcpota sign: warning: version '%s' has a space: a fleet server's image add "
+                "refuses it (rollouts name images by version); sign with a version without "
+                "spaces to serve it in fleet mode\n", version);
+    }
     if (sodium_init() < 0) {
         fprintf(stderr, "tcpota sign: libsodium failed to initialise\n");
         return 1;
@@ -775,7 +774,7 @@ int cli_check_manifest(const char *image, const uint8_t *man, size_t man_len,
                        const uint8_t (*keys)[32], size_t nkeys, int quiet)
 {
     struct tcpota_manifest m;
-    char id[17];
+    char id[API_KEY_ID_HEX + 1];
     size_t i;
     int rc = tcpota_manifest_parse(man, man_len, &m);
 
@@ -784,7 +783,7 @@ int cli_check_manifest(const char *image, const uint8_t *man, size_t man_len,
                         "again with `tcpota sign`\n");
         return -1;
     }
-    key_id(m.pubkey, id);
+    api_key_id(m.pubkey, id);
     for (i = 0; i < nkeys; i++) {
         if (memcmp(keys[i], m.pubkey, 32) == 0) break;
     }

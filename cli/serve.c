@@ -96,8 +96,9 @@ static void usage(FILE *f)
             "                        each check-in costs a full handshake\n"
             "fleet mode (no FILE; images, rollouts and devices through the API):\n"
             "  --data DIR            keep the fleet in DIR (SQLite DIR/tcpota.db, images in\n"
-            "                        DIR/images; created on first start); device secrets are\n"
-            "                        made with `tcpota device secret ID`, not --auth-file\n"
+            "                        DIR/images; created on first start, and removed again\n"
+            "                        if that start fails); device secrets are made with\n"
+            "                        `tcpota device secret ID`, not --auth-file\n"
             "  --db URI              keep the fleet in PostgreSQL instead (a libpq connection\n"
             "                        string or postgresql:// URI), shared by every node; DIR\n"
             "                        then holds this node's image cache and api.token only\n"
@@ -594,11 +595,30 @@ static int distinct_listeners(const struct tcpota_serve_opts *o)
     return 0;
 }
 
+/* After a start that failed (tcpota_serve returns non-zero only before it
+ * served anything): removes the --data directory it made, database and
+ * api.token included, so that the next start is a first one again rather
+ * than one over a half-made fleet. Called only when dir did not exist
+ * before this run; an existing one is never touched. */
+static void undo_data_dir(const char *dir)
+{
+    int rc = cli_remove_tree(dir);
+
+    if (rc < 0) {
+        fprintf(stderr, "tcpota serve: the start failed, and --data %s, which it created, could "
+                        "not be removed whole (%s); remove it before the next start\n",
+                dir, strerror(-rc));
+    } else {
+        fprintf(stderr, "tcpota serve: removed --data %s, which this failed start created\n", dir);
+    }
+}
+
 static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const char *api,
                        const char *ota)
 {
     static char images[4096], api_host[256], ota_host[256];
     struct stat st;
+    int created, rc;
 
     if (o->image) {
         fprintf(stderr, "tcpota serve: --data serves the fleet's images; add %s with "
@@ -629,7 +649,8 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
     }
     /* Created as one folder, as device --flash is: the folder it goes in
      * must be there (else: which one is missing, and mkdir -p for it). */
-    if (stat(o->data_dir, &st) != 0 && errno == ENOENT && cli_check_dir(o->data_dir, "--data", 1) < 0) {
+    created = stat(o->data_dir, &st) != 0 && errno == ENOENT;
+    if (created && cli_check_dir(o->data_dir, "--data", 1) < 0) {
         return 2;
     }
     if (strcmp(api, "off") != 0 &&
@@ -666,7 +687,11 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
         o->release = serve_release;
         o->ctx = src;
     }
-    return tcpota_serve(o);
+    rc = tcpota_serve(o);
+    if (rc != 0 && created) {
+        undo_data_dir(o->data_dir);
+    }
+    return rc;
 }
 
 /* `tcpota serve` with its arguments (a config file's flags first). */

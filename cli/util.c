@@ -307,3 +307,68 @@ int cli_dir_empty(const char *dir)
     closedir(d);
     return n == 0;
 }
+
+const char *cli_shell_word(const char *s, char *buf, size_t cap)
+{
+    static const char safe[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                               "._-+=:,@%/";
+    size_t n = 0;
+
+    if (*s && s[strspn(s, safe)] == 0) {
+        snprintf(buf, cap, "%s", s);
+        return buf;
+    }
+    /* n + 5: room for the longest piece ('\'') and the closing quote */
+    for (buf[n++] = '\''; *s && n + 5 < cap; s++) {
+        if (*s == '\'') {
+            memcpy(buf + n, "'\\''", 4);
+            n += 4;
+        } else {
+            buf[n++] = *s;
+        }
+    }
+    buf[n++] = '\'';
+    buf[n < cap ? n : cap - 1] = 0;
+    return buf;
+}
+
+/* Empties the directory open as fd (which it closes), depth first; a
+ * symbolic link is removed, never followed. 0 or a negative errno. */
+static int empty_dir(int fd, unsigned depth)
+{
+    DIR *d = fdopendir(fd);
+    struct dirent *e;
+    int rc = 0;
+
+    if (!d) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        int sub;
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        if (unlinkat(dirfd(d), e->d_name, 0) == 0) continue;
+        if (errno != EISDIR && errno != EPERM) {
+            rc = -errno;
+        } else if (depth >= 16) { /* deeper than anything serve makes: not ours */
+            rc = -ELOOP;
+        } else if ((sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)) < 0) {
+            rc = -errno;
+        } else if ((rc = empty_dir(sub, depth + 1)) == 0 &&
+                   unlinkat(dirfd(d), e->d_name, AT_REMOVEDIR) != 0) {
+            rc = -errno;
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+int cli_remove_tree(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW), rc;
+
+    if (fd < 0) return -errno;
+    if ((rc = empty_dir(fd, 0)) != 0) return rc;
+    return rmdir(dir) == 0 ? 0 : -errno;
+}

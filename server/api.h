@@ -112,4 +112,11 @@ struct api_keys {
 int api_verify_keys(void *ctx, const uint8_t id[32], const uint8_t *man, size_t len,
                     char *version, char *model, char *err, size_t errlen);
 
+#define API_KEY_ID_HEX 16u /* hex digits of a signing key's id */
+
+/* A signing key's id, as every tool names it (tcpota keygen, sign, verify,
+ * the API's errors): the first 8 bytes of the SHA-256 of its Ed25519 public
+ * key pk, in lowercase hex, written with a NUL into out. */
+void api_key_id(const uint8_t pk[32], char out[API_KEY_ID_HEX + 1]);
+
 #endif

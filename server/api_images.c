@@ -104,27 +104,108 @@ static void rm_done(struct api_call *c, struct store_req *r)
     api_reply(c, 200, json_pack("{s:s}", "deleted", c->key));
 }
 
-static void rm_resolved(struct api_call *c, struct store_req *r)
+/* Removes the image found (by id or version). */
+static void rm_resolved_image(struct api_call *c, const struct store_image *img)
 {
     struct store_req *rm;
 
-    if (r->rc < 0) {
-        api_store_error(c, r, "id", "image");
-        return;
-    }
-    sodium_bin2hex(c->key, sizeof c->key, r->u.image.img->id, TCPOTA_ID_LEN);
+    sodium_bin2hex(c->key, sizeof c->key, img->id, TCPOTA_ID_LEN);
     if ((rm = api_req(c, STORE_IMAGE_RM)) != NULL) {
         snprintf(rm->u.image.img->idhex, sizeof rm->u.image.img->idhex, "%s", c->key);
         api_submit(c, rm, rm_done);
     }
 }
 
-/* c->key = the lowercase id (prefix) of s; 0, or -1 after replying 400. */
-static int take_id(struct api_call *c, const char *s)
+static void rm_resolved(struct api_call *c, struct store_req *r)
 {
-    if (api_image_id(s, c->key) == 1) return 0;
-    api_image_id_error(c, "id", NULL);
-    return -1;
+    if (r->rc < 0) api_store_error(c, r, "id", "image");
+    else rm_resolved_image(c, r->u.image.img);
+}
+
+/* ---- an image named by its version (GET and DELETE /v1/images/{id}) ---- */
+
+#define ACT_RM 1 /* c->action until the image is found: DELETE */
+
+/* The image of the version in c->key, among all images (versions are
+ * unique per model, not across models: several are named, not guessed). */
+static void by_version(struct api_call *c, struct store_req *r)
+{
+    const struct store_image *imgs = r->u.list.rows, *found = NULL;
+    char names[512] = "", id[2 * TCPOTA_ID_LEN + 1];
+    size_t i, n = 0, len = 0;
+
+    if (r->rc < 0) {
+        api_store_error(c, r, "id", "image");
+        return;
+    }
+    for (i = 0; i < r->u.list.n; i++) {
+        if (strcmp(imgs[i].version, c->key) != 0) continue;
+        found = &imgs[i];
+        if (len < sizeof names) {
+            len += (size_t)snprintf(names + len, sizeof names - len, "%s%.12s (model %s)",
+                                    n ? ", " : "", imgs[i].idhex, imgs[i].model);
+        }
+        n++;
+    }
+    if (n > 1) {
+        api_error(c, 400, "id", "%zu images have version %s: %s; give the id of one", n, c->key,
+                  names);
+    } else if (!found && api_image_id(c->key, id) == 0) { /* most likely a short id */
+        api_image_id_error(c, "id", ", and %s is not the version of an image either (tcpota "
+                           "image list shows ids and versions)", c->key);
+    } else if (!found) {
+        api_error(c, 404, "id", "no image has the %s %s (tcpota image list shows ids and "
+                  "versions)", api_image_id(c->key, id) == 1 ? "id, prefix or version" : "version",
+                  c->key);
+    } else if (c->action == ACT_RM) {
+        rm_resolved_image(c, found);
+    } else {
+        hold_images(c, found, 1, 0);
+    }
+}
+
+static void by_id(struct api_call *c, struct store_req *r)
+{
+    struct store_req *l;
+
+    if (r->rc == STORE_E_NOTFOUND) { /* maybe a version that looks like hex */
+        if ((l = api_req(c, STORE_IMAGE_LIST)) != NULL) api_submit(c, l, by_version);
+    } else if (c->action == ACT_RM) {
+        rm_resolved(c, r);
+    } else {
+        get_done(c, r);
+    }
+}
+
+/* Looks up the image the path segment s names: an id or a unique prefix of
+ * one (8+ hex digits), else a version (percent-decoded). 400 when it can
+ * be neither. c->key keeps s as given, for a version that looks like hex. */
+static void find_image(struct api_call *c, const char *s, int rm)
+{
+    struct store_req *r;
+    size_t n = 0;
+    char *dec;
+
+    c->code = 200;
+    c->action = rm ? ACT_RM : 0;
+    if (api_image_id(s, c->key) == 1) { /* at most 64 hex digits: c->key holds them */
+        if ((r = api_req(c, STORE_IMAGE_GET)) != NULL) {
+            snprintf(r->u.image.img->idhex, sizeof r->u.image.img->idhex, "%s", c->key);
+            snprintf(c->key, sizeof c->key, "%s", s);
+            api_submit(c, r, by_id);
+        }
+        return;
+    }
+    dec = strlen(s) < 3 * API_PRINTABLE_MAX + 1 ? evhttp_uridecode(s, 0, &n) : NULL;
+    if (!dec || n != strlen(dec) || !api_printable(dec, API_PRINTABLE_MAX, 0)) {
+        free(dec);
+        api_image_id_error(c, "id", ", or a version (1 to %u printable characters, no spaces); "
+                           "tcpota image list shows both", API_PRINTABLE_MAX);
+        return;
+    }
+    memcpy(c->key, dec, n + 1);
+    free(dec);
+    if ((r = api_req(c, STORE_IMAGE_LIST)) != NULL) api_submit(c, r, by_version);
 }
 
 /* ---- upload ---- */
@@ -277,6 +358,23 @@ static void add_lookup_done(struct api_call *c, struct store_req *r)
                   r->u.image.img->idhex, c->img.version, c->img.model);
         return;
     }
+    if (r->rc == STORE_OK && c->img.manifest_len &&
+        (r->u.image.img->manifest_len != c->img.manifest_len ||
+         memcmp(r->u.image.img->manifest, c->img.manifest, c->img.manifest_len) != 0)) {
+        /* The same bytes with a manifest the stored image lacks (or with
+         * another one): never answered "already stored" (the manifest
+         * would be dropped unsaid), nor attached under the rollouts and
+         * the devices that were offered the stored image as it is (a
+         * device that declined it as unsigned is held back from that
+         * offer only; the image added again is a new offer). */
+        const struct store_image *s = r->u.image.img;
+        api_error(c, 409, "manifest", "these bytes are stored already as image %.12s, %s; the "
+                  "server does not attach a manifest to a stored image: remove it (tcpota image "
+                  "rm %.12s; cancel the rollouts using it first) and add it again with this "
+                  "manifest", s->idhex, s->manifest_len ? "with another signed manifest" : "unsigned",
+                  s->idhex);
+        return;
+    }
     if (r->rc == STORE_OK) { /* the same bytes again: their file checked (and mended) off the loop */
         c->code = 200;
         c->stored = *r->u.image.img;
@@ -347,11 +445,15 @@ static void add_list_done(struct api_call *c, struct store_req *r)
     }
     for (i = 0; i < r->u.list.n; i++) {
         if (strcmp(imgs[i].model, c->img.model) == 0 && same_version(imgs[i].version, c->img.version)) {
-            api_error(c, 409, "version", "model %s has version %s already (image %.12s%s%s, other "
-                      "bytes); give this image a new version, or remove that one first "
-                      "(tcpota image rm %.12s)", c->img.model, c->img.version, imgs[i].idhex,
-                      strcmp(imgs[i].version, c->img.version) ? ", as " : "",
-                      strcmp(imgs[i].version, c->img.version) ? imgs[i].version : "", imgs[i].idhex);
+            /* The stored version as stored, then the new one when it is
+             * written otherwise (before, the other way round). */
+            int alike = strcmp(imgs[i].version, c->img.version) == 0;
+            api_error(c, 409, "version", "model %s has version %s already (image %.12s, other "
+                      "bytes)%s%s%s; give this image a new version, or remove that one first "
+                      "(tcpota image rm %.12s)", c->img.model, imgs[i].version, imgs[i].idhex,
+                      alike ? "" : ", the same version as this image's ",
+                      alike ? "" : c->img.version, alike ? "" : " (the same precedence)",
+                      imgs[i].idhex);
             return;
         }
     }
@@ -429,6 +531,15 @@ static int take_manifest(struct api_call *c, const char *b64, size_t size)
     }
     snprintf(img->version, sizeof img->version, "%.*s", (int)m.version.len, (const char *)m.version.ptr);
     snprintf(img->model, sizeof img->model, "%.*s", (int)m.model.len, (const char *)m.model.ptr);
+    /* The rule of an unsigned add's ?version= (take_names): a version
+     * with a space (the manifest's own rule, printable ASCII, allows one)
+     * was stored, then refused by rollout create --image VERSION. */
+    if (!api_printable(img->version, API_PRINTABLE_MAX, 0)) {
+        api_error(c, 400, "manifest", "the manifest's version '%s' has a space, and the API names "
+                  "images by version (rollout create --image VERSION): sign the image again with "
+                  "a version without spaces (tcpota sign --version)", img->version);
+        return -1;
+    }
     return 1;
 }
 
@@ -623,10 +734,5 @@ void api_images(struct api_call *c, int method, const char *rest, const char *qu
         if ((r = api_req(c, STORE_IMAGE_LIST)) != NULL) api_submit(c, r, list_done);
         return;
     }
-    if (take_id(c, rest) < 0) return;
-    c->code = 200;
-    if ((r = api_req(c, STORE_IMAGE_GET)) != NULL) {
-        snprintf(r->u.image.img->idhex, sizeof r->u.image.img->idhex, "%s", c->key);
-        api_submit(c, r, method == EVHTTP_REQ_GET ? get_done : rm_resolved);
-    }
+    find_image(c, rest, method == EVHTTP_REQ_DELETE);
 }

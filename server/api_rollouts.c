@@ -61,8 +61,8 @@ static const char *status_of(const struct api *a, const struct store_rollout *ro
                  "to wait; add the image again (tcpota image add with the original file restores "
                  "it)", trouble);
     } else {
-        (void)rollout_explain(&ro->ro, &ro->rules, ro->waves, ro->base_failed, ro->base_finished,
-                              (int64_t)time(NULL), buf, cap);
+        (void)rollout_explain(ro->id, &ro->ro, &ro->rules, ro->waves, ro->base_failed,
+                              ro->base_finished, (int64_t)time(NULL), buf, cap);
     }
     return buf;
 }
@@ -461,7 +461,17 @@ static int get_str(struct api_call *c, json_t *b, const char *name, size_t max, 
         return -1;
     }
     if (!s || !(name_ok ? api_name_ok(s, max) : api_printable(s, max, 0))) {
-        api_error(c, 400, name, "%s must be a string of 1 to %zu printable characters", name, max);
+        /* What is wrong with it, not only the rule (before: "a b" was
+         * told to be 1 to 64 printable characters, which it is). */
+        size_t n = s ? strlen(s) : 0;
+        const char *why = !s ? "is not a string" : n == 0 ? "is empty"
+                          : n > max ? "is too long"
+                          : name_ok || !strchr(s, ' ') ? "has a character that is not printable ASCII"
+                          : "has a space";
+        api_error(c, 400, name, "%s must be a string of 1 to %zu printable characters%s: this one "
+                  "%s%s", name, max, name_ok ? "" : ", no spaces", why,
+                  strcmp(name, "image") == 0 ? "; give the image's id or version as tcpota image "
+                  "list shows them" : "");
         return -1;
     }
     memcpy(out, s, strlen(s) + 1);

@@ -1,6 +1,7 @@
 /* api_verify.c - api_verify_keys(): a manifest checked against the server's
  * --pubkey keys, for the control API's uploads (see api.h). That it
- * describes the uploaded bytes is checked once, by the API. */
+ * describes the uploaded bytes is checked once, by the API. api_key_id():
+ * the one name of a signing key, shared with tcpota keygen and verify. */
 #include "api.h"
 
 #include "tcpota/manifest.h"
@@ -9,12 +10,20 @@
 #include <stdio.h>
 #include <string.h>
 
+void api_key_id(const uint8_t pk[32], char out[API_KEY_ID_HEX + 1])
+{
+    uint8_t h[crypto_hash_sha256_BYTES];
+
+    crypto_hash_sha256(h, pk, 32);
+    sodium_bin2hex(out, API_KEY_ID_HEX + 1, h, API_KEY_ID_HEX / 2);
+}
+
 int api_verify_keys(void *ctx, const uint8_t id[32], const uint8_t *man, size_t len,
                     char *version, char *model, char *err, size_t errlen)
 {
     const struct api_keys *k = ctx;
     struct tcpota_manifest m;
-    char kid[17];
+    char kid[API_KEY_ID_HEX + 1];
     size_t i;
     int rc = tcpota_manifest_parse(man, len, &m);
 
@@ -26,7 +35,7 @@ int api_verify_keys(void *ctx, const uint8_t id[32], const uint8_t *man, size_t 
     for (i = 0; i < k->nkeys && memcmp(k->keys[i], m.pubkey, TCPOTA_PUBKEY_LEN) != 0; i++) {
     }
     if (i == k->nkeys) {
-        sodium_bin2hex(kid, sizeof kid, m.pubkey, 8);
+        api_key_id(m.pubkey, kid); /* named as tcpota keygen and verify name it */
         snprintf(err, errlen, "the manifest is signed by key %s, which is not one of the server's "
                  "--pubkey keys; sign with a trusted key", kid);
         return -1;

@@ -120,11 +120,22 @@ static int64_t utc_now(void)
     return (int64_t)time(NULL);
 }
 
-static struct fleet_image *image_find(struct fleet *f, const uint8_t id[TCPOTA_ID_LEN])
+/* 1 when fi was loaded from si as the store has it now: its bytes and its
+ * manifest. The same bytes removed and added again with a manifest are
+ * another offer (image.h, offer_fp): before, the image loaded unsigned was
+ * offered still, and a device that had declined it as unsigned was held
+ * back from the image signed. */
+static int same_image(const struct fleet_image *fi, const struct store_image *si)
+{
+    return memcmp(fi->id, si->id, TCPOTA_ID_LEN) == 0 && fi->si.manifest_len == si->manifest_len &&
+           memcmp(fi->si.manifest, si->manifest, si->manifest_len) == 0;
+}
+
+static struct fleet_image *image_find(struct fleet *f, const struct store_image *si)
 {
     struct fleet_image *fi;
 
-    for (fi = f->images; fi && memcmp(fi->id, id, TCPOTA_ID_LEN) != 0; fi = fi->next) {
+    for (fi = f->images; fi && !same_image(fi, si); fi = fi->next) {
     }
     return fi;
 }
@@ -169,6 +180,22 @@ static void image_drop(struct fleet *f, struct fleet_image *fi)
     image_unref(fi->img);
     free(fi->wait);
     free(fi);
+}
+
+/* Drops the entries of si's bytes loaded with another manifest (the image
+ * removed and added again): no check-in is given them any more. One still
+ * loading, or with check-ins waiting, stays until a later turn. */
+static void image_drop_stale(struct fleet *f, const struct store_image *si)
+{
+    struct fleet_image *fi, *next;
+
+    for (fi = f->images; fi; fi = next) {
+        next = fi->next;
+        if (memcmp(fi->id, si->id, TCPOTA_ID_LEN) == 0 && !same_image(fi, si) && !fi->job &&
+            !fi->nwait) {
+            image_drop(f, fi);
+        }
+    }
 }
 
 /* A new entry for si, first in the list. NULL: out of memory. */
@@ -271,7 +298,7 @@ int fleet_park(struct server *srv, struct store_req *r)
         return 0;
     }
     si = &r->u.checkin.out->image;
-    fi = image_find(f, si->id);
+    fi = image_find(f, si);
     if (fi && image_settled(f, fi)) {
         return 0;
     }
@@ -280,6 +307,7 @@ int fleet_park(struct server *srv, struct store_req *r)
         fi = NULL;
     }
     if (!fi) {
+        image_drop_stale(f, si);
         if (!(fi = image_entry(srv, si))) {
             return 0;
         }
@@ -305,7 +333,7 @@ int fleet_park(struct server *srv, struct store_req *r)
  * the loop. */
 static struct image *image_for(struct server *srv, const struct store_image *si)
 {
-    struct fleet_image *fi = image_find(srv->fleet, si->id);
+    struct fleet_image *fi = image_find(srv->fleet, si);
 
     if (fi) {
         return fi->img;
@@ -1437,9 +1465,14 @@ static void fleet_rollout_stopped(void *ctx, uint64_t id, const char *why)
 static const char *fleet_image_trouble(void *ctx, const uint8_t *id)
 {
     struct server *srv = ctx;
-    const struct fleet_image *fi = image_find(srv->fleet, id);
+    const struct fleet_image *fi;
 
-    return fi && !fi->img && !fi->job && fi->err[0] ? fi->err : NULL;
+    for (fi = srv->fleet->images; fi; fi = fi->next) { /* any manifest: the same file */
+        if (memcmp(fi->id, id, TCPOTA_ID_LEN) == 0 && !fi->img && !fi->job && fi->err[0]) {
+            return fi->err;
+        }
+    }
+    return NULL;
 }
 
 /* GET /metrics: the counters, with what only the open connections know

@@ -183,12 +183,29 @@ static void count_since(const struct rollout_wave *waves, uint32_t n, uint32_t b
     *finished = *finished > base_finished ? *finished - base_finished : 0;
 }
 
-size_t rollout_explain(const struct rollout *ro, const struct rollout_rules *rules,
-                       const struct rollout_wave *waves, uint32_t base_failed,
+/* The success condition's figure for rollout_explain, e.g. "75 %: no". A
+ * rate over no finished device is none: the condition then holds only
+ * because there is nothing to count, which says so instead of "0 %: yes". */
+static void success_said(const struct rollout_rules *rules, const struct rollout_wave *w,
+                         char *buf, size_t cap)
+{
+    uint64_t done = (uint64_t)w->updated + w->failed;
+
+    if (done == 0) {
+        snprintf(buf, cap, "%s", w->targeted ? "none finished yet" : "the wave has no devices");
+        return;
+    }
+    snprintf(buf, cap, "%llu %%: %s", (unsigned long long)w->updated * ROLLOUT_PCT_SCALE / done,
+             successful(rules, w) ? "yes" : "no");
+}
+
+size_t rollout_explain(uint64_t id, const struct rollout *ro,
+                       const struct rollout_rules *rules, const struct rollout_wave *waves, uint32_t base_failed,
                        uint32_t base_finished, int64_t now, char *buf, size_t cap)
 {
     const struct rollout_wave *w;
     uint64_t failed, finished, done;
+    char rate[32];
     int n = 0;
 
     count_since(waves, ro->n_waves, base_failed, base_finished, &failed, &finished);
@@ -217,19 +234,21 @@ size_t rollout_explain(const struct rollout *ro, const struct rollout_rules *rul
         }
         w = &waves[ro->n_open - 1];
         done = (uint64_t)w->updated + w->failed;
+        success_said(rules, w, rate, sizeof(rate));
         n = snprintf(buf, cap, "wave %u opens when wave %u has %u finished devices or all of them "
-                               "(%llu of %u: %s), %u %% of them updated (%llu %%: %s) and was open "
-                               "%u s (%s)%s",
+                               "(%llu of %u: %s), %u %% of them updated (%s) and was open "
+                               "%u s (%s)",
                      ro->n_open + 1, ro->n_open, rules->min_finished, (unsigned long long)done,
                      w->targeted, enough_finished(rules, w) ? "yes" : "no", rules->success_pct,
-                     done ? (unsigned long long)w->updated * ROLLOUT_PCT_SCALE / done : 0,
-                     successful(rules, w) ? "yes" : "no", rules->soak_s,
-                     soaked(rules, w, now) ? "yes" : "no",
-                     enough_finished(rules, w) && done >= w->targeted && !successful(rules, w)
-                         ? "; every device of the wave has finished, so it will not open by "
-                           "itself: open it anyway (tcpota rollout open-wave ID), or cancel this "
-                           "rollout"
-                         : "");
+                     rate, rules->soak_s, soaked(rules, w, now) ? "yes" : "no");
+        if (n >= 0 && (size_t)n < cap && enough_finished(rules, w) && done >= w->targeted &&
+            !successful(rules, w)) {
+            n += snprintf(buf + n, cap - (size_t)n,
+                          "; every device of the wave has finished, so it will not open by "
+                          "itself: open it anyway (tcpota rollout open-wave %llu), or cancel "
+                          "this rollout",
+                          (unsigned long long)id);
+        }
         break;
     }
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;

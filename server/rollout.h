@@ -169,10 +169,11 @@ enum rollout_verdict rollout_decide(const struct rollout *ro, uint32_t place, in
  * halted one's failures against its rules and what to do; an active one's
  * next wave with each condition of its opening (and, when the last open
  * wave has finished every device below --success-pct, that it never
- * will); paused, cancelled, or every wave open. Failures count from base
+ * will, and the command that opens it, naming rollout id); paused,
+ * cancelled, or every wave open. Failures count from base
  * (a resume), as the halt rule counts them. Returns the length written. */
-size_t rollout_explain(const struct rollout *ro, const struct rollout_rules *rules,
-                       const struct rollout_wave *waves, uint32_t base_failed,
+size_t rollout_explain(uint64_t id, const struct rollout *ro,
+                       const struct rollout_rules *rules, const struct rollout_wave *waves, uint32_t base_failed,
                        uint32_t base_finished, int64_t now, char *buf, size_t cap);
 
 /* A short English reason for a verdict, for the log and NO_UPDATE. */

@@ -197,6 +197,11 @@ const char *store_rollout_state_name(enum rollout_state s)
     return rollout_state_names[s];
 }
 
+const char *store_rollout_use_name(enum rollout_state s, int superseded)
+{
+    return superseded && s != ROLLOUT_STATE_CANCELLED ? "superseded" : store_rollout_state_name(s);
+}
+
 /* ---- what every backend's ops use ---- */
 
 int store_err_set(struct store_req *r, int rc, const char *fmt, ...)

@@ -437,6 +437,10 @@ const char *store_state_name(enum store_dev_state s);
 int store_state_parse(const char *name);
 /* "active", "paused", "halted", "cancelled". */
 const char *store_rollout_state_name(enum rollout_state s);
+/* A rollout as image rm names the rollouts that use an image: "superseded"
+ * when a newer one took its place (it no longer applies, whatever its own
+ * state), else its state's name. */
+const char *store_rollout_use_name(enum rollout_state s, int superseded);
 
 /* ---- for backends (store_*.c): what every backend's ops use ---- */
 

@@ -235,8 +235,8 @@ static int check_unused(struct pgstore *st, struct store_req *r, const char *hex
     PGresult *res;
     int i, n;
 
-    res = pg_q(st, r, "image rm", "SELECT id, state FROM rollouts WHERE image = $1 AND state <> $2"
-               " ORDER BY id", "ti", hex, (int64_t)ROLLOUT_STATE_CANCELLED);
+    res = pg_q(st, r, "image rm", "SELECT id, state, superseded FROM rollouts WHERE image = $1"
+               " AND state <> $2 ORDER BY id", "ti", hex, (int64_t)ROLLOUT_STATE_CANCELLED);
     if (!res) {
         return r->rc;
     }
@@ -244,7 +244,8 @@ static int check_unused(struct pgstore *st, struct store_req *r, const char *hex
     for (i = 0; i < n && len < sizeof(users); i++) {
         len += (size_t)snprintf(users + len, sizeof(users) - len, "%s%lld (%s)", i ? ", " : "",
                                 (long long)pg_col_i64(res, i, 0),
-                                store_rollout_state_name((enum rollout_state)pg_col_i64(res, i, 1)));
+                                store_rollout_use_name((enum rollout_state)pg_col_i64(res, i, 1),
+                                                       (int)pg_col_i64(res, i, 2)));
     }
     PQclear(res);
     if (n > 0) {

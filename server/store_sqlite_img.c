@@ -158,7 +158,8 @@ static int check_unused(struct sstore *st, struct store_req *r, const char *hex)
     sqlite3_stmt *s;
     int rc, n = 0;
 
-    s = sq_prep(st, "SELECT id, state FROM rollouts WHERE image = ?1 AND state <> ?2 ORDER BY id",
+    s = sq_prep(st, "SELECT id, state, superseded FROM rollouts WHERE image = ?1 AND state <> ?2"
+                " ORDER BY id",
                 "ti", hex, (int64_t)ROLLOUT_STATE_CANCELLED);
     if (!s) {
         return sq_fail(st, r, "image rm");
@@ -167,8 +168,9 @@ static int check_unused(struct sstore *st, struct store_req *r, const char *hex)
         if (len < sizeof(users)) {
             len += (size_t)snprintf(users + len, sizeof(users) - len, "%s%lld (%s)",
                                     n ? ", " : "", (long long)sqlite3_column_int64(s, 0),
-                                    store_rollout_state_name(
-                                        (enum rollout_state)sqlite3_column_int(s, 1)));
+                                    store_rollout_use_name(
+                                        (enum rollout_state)sqlite3_column_int(s, 1),
+                                        sqlite3_column_int(s, 2)));
         }
         n++;
     }

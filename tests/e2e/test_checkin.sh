@@ -45,4 +45,24 @@ rc=0
   2> "$WORK/device3.log" || rc=$?
 [ $rc -eq 2 ] || fail "--check-interval 604801 exited $rc, expected 2 (usage)"
 ok "--check-interval over a week refused"
+
+# Two updates in one run: the first image, installed whole, was fetched
+# once, so the stats count none of it as refetched.
+stop_server
+PORT=$SERVER_PORT
+make_image "$WORK/img3" 40960
+start_server "$WORK/img" 2.0.0 --listen "127.0.0.1:$PORT"
+"$TCPOTA" device --server "127.0.0.1:$PORT" --flash "$WORK/d2" --id two-updates \
+  --check-interval 1 --progress none 2> "$WORK/two.log" &
+DEV_PID=$!
+PIDS+=("$DEV_PID")
+wait_line "$WORK/two.log" 'up to date, running 2\.0\.0'
+stop_server
+start_server "$WORK/img3" 3.0.0 --listen "127.0.0.1:$PORT"
+wait_line "$WORK/two.log" 'up to date, running 3\.0\.0'
+kill -TERM "$DEV_PID"
+wait "$DEV_PID" || true
+grep -q "stats image=40960 written=$((65536 + 40960)) refetched=0 " "$WORK/two.log" ||
+  fail "two whole updates counted as refetched: $(grep stats "$WORK/two.log")"
+ok "two updates in one run: written is both images, refetched 0"
 stop_server

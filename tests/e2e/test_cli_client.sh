@@ -208,7 +208,15 @@ run 2 $T image add fw.bin --version 1.4.0 $API
 has err.log "^tcpota image: --version: version 1\.4\.0 contradicts the signed manifest$"
 route POST "/v1/images?version=2.0.0%2Bb1&model=esp32" 400 '{"error": "this server takes signed images only", "field": "manifest"}'
 run 2 $T image add raw.bin --version 2.0.0+b1 --model esp32 $API
-has err.log "^tcpota image: this server takes signed images only \(field: manifest\)$"
+has err.log "^tcpota image: this server takes signed images only \(see --manifest\)$"
+# The API's words for an HTTP client (a header, base64, percent-encoding)
+# become the command's: its option, its argument.
+route POST "/v1/images?version=2.0.0&model=esp32" 400 '{"error": "the server has --pubkey keys and takes signed images only: sign it with one of them (tcpota sign; tcpota image add then sends FILE.manifest) and send its manifest (base64) in the Tcpota-Manifest header", "field": "manifest"}'
+run 2 $T image add raw.bin --version 2.0.0 --model esp32 $API
+has err.log "^tcpota image: the server has --pubkey keys and takes signed images only: sign it with one of them \(tcpota sign; tcpota image add then sends FILE\.manifest\), or give its manifest with --manifest M$"
+route GET /v1/devices/xxx 400 '{"error": "a device id is 1 to 64 printable characters (percent-encoded)", "field": "id"}'
+run 2 $T device show xxx $API
+has err.log "^tcpota device: ID: a device id is 1 to 64 printable characters$"
 n=$(nreq)
 run 2 $T image add fifo $API
 has err.log "^tcpota image: FILE: fifo is not a regular file"
@@ -278,6 +286,13 @@ has out.log "^WAVE +PERCENT +OPEN +OPENED \(UTC\) +TARGETED +OFFERED +DOWNLOADIN
 has out.log "^1 +10%  yes   2026-12-01 13:20:00 +5 +4 +1 +2 +1$"
 has out.log "^2 +50%  no +- +20 +0 +0 +0 +0$"
 has out.log "^total +50 +4 +1 +2 +1$"
+has out.log "^  next wave  after 10 finished, 90% of them updated, 300 s open$"
+# A rollout of one wave has no next wave: no rule for opening one.
+ONE_WAVE='{"id": 2, "image": "'$ID'", "version": "2.0.0", "model": "esp32", "group": "", "state": "active", "superseded": false, "allow_downgrade": false, "rules": {"halt_at": 20, "halt_min": 3, "min_finished": 10, "success_pct": 90, "soak_s": 300}, "waves": [{"percent": 100, "open": true, "opened_at": 1796131200, "targeted": 5, "offered": 0, "downloading": 0, "updated": 0, "failed": 0}], "totals": {"targeted": 5, "offered": 0, "downloading": 0, "updated": 0, "failed": 0}, "created_at": 1796131200, "changed_at": 1796131200, "status": "every wave is open"}'
+route GET /v1/rollouts/2 200 "$ONE_WAVE"
+run 0 $T rollout show 2 $API
+has out.log "^  status     every wave is open$"
+grep -q "next wave" out.log && fail "rollout show of a single-wave rollout has a next wave: $(cat out.log)"
 run 0 $T rollout show 1 $API --json
 python3 -c 'import json,sys; assert json.load(open("out.log")) == json.loads(sys.argv[1])' "$ROLLOUT" ||
   fail "rollout show --json: $(cat out.log)"
@@ -436,6 +451,13 @@ has err.log "'http://127\.0\.0\.3:/': no port after ':'"
 [ "$(nreq)" -eq "$n" ] || fail "a usage error still sent a request"
 run 0 $T rollout --help
 has out.log "--waves 5,25,100"
+# Each action rollout --help offers is a POST docs/api.md's endpoint table lists.
+actions=$(sed -nE 's/^ +tcpota rollout ([a-z|-]+) ID.*/\1/p' out.log | grep '|' | tr '|' ' ')
+[ -n "$actions" ] || fail "no actions in rollout --help: $(cat out.log)"
+for act in $actions; do
+  grep -F -- "| \`POST /v1/rollouts/{id}/$act\` |" "$E2E/../../docs/api.md" > /dev/null ||
+    fail "docs/api.md's endpoint table lacks POST /v1/rollouts/{id}/$act"
+done
 run 0 $T device list --help
 has out.log "usage: tcpota device list"
 ok "usage errors (unknown option, bad --waves, non-numbers, missing ID, empty --group) exit 2 and send nothing"
@@ -448,6 +470,11 @@ run 0 $T device list --state failed --limit 5 $API
 has out.log "^ID +MODEL +VERSION +GROUP +STATE +IMAGE +PROGRESS +LAST SEEN \(UTC\) +ADDRESS +REASON$"
 has out.log "^dev 7/x  esp32  1\.0\.0 +- +rolled-back  9f2c41d0e1a7 +100%  2026-12-01 13:21:00  127\.0\.0\.1  health check failed$"
 has out.log "^1 of 3 devices; the next page: tcpota device list --after 'dev 7/x'"
+# A legacy device reports no version: "-", as other empty cells, not a blank.
+LEGACY='{"id": "old-1", "model": "esp32", "version": "", "running": "", "group": "", "address": "127.0.0.1", "protocol": "legacy", "state": "seen", "image": "", "bytes": 0, "size": 0, "reason": "", "first_seen": 1796131200, "last_seen": 1796131260, "has_secret": false}'
+route GET "/v1/devices?model=legacy" 200 '{"devices": ['"$LEGACY"'], "total": 1}'
+run 0 $T device list --model legacy $API
+has out.log "^old-1  esp32  - +- +seen "
 route GET "/v1/devices/dev%207%2Fx" 200 "${DEV%\}}"', "history": [{"at": 1796131260, "state": "rolled-back", "image": "'$ID'", "detail": "health check failed"}]}'
 run 0 $T device show "dev 7/x" $API
 [ "$(req path)" = "/v1/devices/dev%207%2Fx" ] || fail "the device id is not percent-encoded: $(req path)"
@@ -475,6 +502,15 @@ run 0 $T device secret dev-7 --out dev7.secret $API
 [ "$(stat -c %a dev7.secret)" = 600 ] || fail "--out file mode $(stat -c %a dev7.secret)"
 [ "$(cat dev7.secret)" = "tcpota-secret v1 $SECRET" ] || fail "--out file: $(cat dev7.secret)"
 ! grep -q "$SECRET" out.log err.log || fail "--out also printed the secret"
+# The hints are command lines to paste: an ID or a FILE a shell would split
+# is quoted (a ' within as '\'').
+route POST "/v1/devices/a%20b/secret" 201 '{"id": "a b", "secret": "'$SECRET'"}'
+run 0 $T device secret "a b" --out "a b.secret" $API
+has out.log "--flash DIR --id 'a b' --secret 'a b\.secret'$"
+route POST "/v1/devices/it%27s/secret" 201 '{"id": "it'"'"'s", "secret": "'$SECRET'"}'
+run 0 $T device secret "it's" $API
+has err.log "--flash DIR --id 'it'\\\\''s' --secret FILE$"
+has err.log "^\(tcpota device secret 'it'\\\\''s' --out FILE writes"
 # the simulator takes the file: it fails on the unreachable server (1), not on the secret (2)
 run 1 $T device --server 127.0.0.1:1 --flash devdir --id dev-7 --secret dev7.secret --max-attempts 1 --backoff-min-ms 0 --backoff-max-ms 0
 n=$(nreq)
@@ -541,7 +577,14 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/8071) 2> /dev/null; then
 fi
 route GET /v1/rollouts 200 '{"rollouts": []}' 3
 run 1 $T rollout list $API --timeout 1
-has err.log "^tcpota rollout: no answer from the API at http://127.0.0.1:$(cat port) within 1 s"
+has err.log "^tcpota rollout: no answer from the API at http://127.0.0.1:$(cat port) within 1 s; is the server busy\? \(--timeout SECONDS waits longer\)$"
+# A change that timed out may have been made all the same: say how to check.
+route POST /v1/rollouts/1/pause 200 '{}' 3
+run 1 $T rollout pause 1 $API --timeout 1
+has err.log "^tcpota rollout: no answer from the API at http://127.0.0.1:$(cat port) within 1 s; the server may still have made the change: check with tcpota rollout list before running the command again \(--timeout SECONDS waits longer for a busy server\)$"
+route POST "/v1/images?version=3.0.0&model=esp32" 201 '{}' 3
+run 1 $T image add raw.bin --version 3.0.0 --model esp32 $API --timeout 1
+has err.log "within 1 s; the server may still have made the change: check with tcpota image list before"
 route GET /v1/images 200 'not json'
 run 1 $T image list $API
 has err.log "answered 200 OK with a body that is not a JSON object"

@@ -220,6 +220,23 @@ expect 2 "tcpota: help takes at most one COMMAND \(got 'sign' and 'verify'\)" $T
 expect 2 "tcpota: version takes no argument \(got 'extra'\)" $T version extra
 ok "missing, empty, repeated and unknown arguments are named"
 
+# tcpota --help's summary names every option of these commands' usages
+# (their own --help): a user reading it alone misses none.
+$T --help > help.out || fail "tcpota --help failed"
+summary() { sed -n '/^  tcpota '"$1"' /,/^  tcpota [a-z]/p' help.out | sed '$d'; }
+for c in "keygen --out --device-secret --ticket-key" \
+         "sign --key --version --model --security-counter --out" \
+         "device list --model --state --group --limit --after"; do
+  set -- $c
+  cmd=$1; shift
+  [ "$cmd" = device ] && { cmd="device list"; shift; }
+  for o in "$@"; do
+    $T $cmd --help | grep -- "$o" > /dev/null || fail "tcpota $cmd --help has no $o"
+    summary "$cmd" | grep -- "$o" > /dev/null || fail "tcpota --help does not name $cmd's $o: $(summary "$cmd")"
+  done
+done
+ok "tcpota --help names every option of keygen, sign and device list"
+
 # sign never overwrites the image or the key with the manifest.
 sum=$(sha256sum img)
 expect 2 "--out img is the image or the key itself" $T sign --key k.key $S --out img img

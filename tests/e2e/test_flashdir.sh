@@ -245,3 +245,33 @@ got=$("$TCPOTA" device status --flash "$WORK/quoted" | python3 -c 'import json, 
   fail "device status is not JSON for version $ver: $("$TCPOTA" device status --flash "$WORK/quoted")"
 [ "$got" = "$ver" ] || fail "device status says version '$got', the device runs '$ver'"
 ok "device status: a version with a quote and a backslash, escaped"
+
+# What --flash DIR was created as stays. A later run whose --id or --model
+# differs is refused (exit 2) before it writes anything, naming what DIR
+# holds; one whose --factory-version or --slot-size differs (they only shape
+# a new device, and scripts pass them on every run) goes on with a warning.
+# The same values, or none, run it as it was created.
+dead() { "$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/who" --max-attempts 1 \
+  --backoff-min-ms 0 --backoff-max-ms 0 --progress none "$@" 2> "$WORK/who.log"; }
+rc=0; dead --id who-1 --model esp32s3 --factory-version 1.2.3 --slot-size 65536 || rc=$?
+[ $rc -eq 1 ] || fail "creating who-1 against a dead port exited $rc: $(cat "$WORK/who.log")"
+! grep -q warning "$WORK/who.log" || fail "a warning on creation: $(cat "$WORK/who.log")"
+before=$(cd "$WORK/who" && sha256sum nvs.bin otadata.bin ota_0.bin ota_1.bin)
+for args in "--model esp32c3|--model esp32c3 does not fit --flash $WORK/who: the device there is of model esp32s3 (since it was created); give --model esp32s3 or leave --model out" \
+            "--id other-id|--flash $WORK/who belongs to device who-1 (its id since it was created), not other-id: give --id who-1 or leave --id out; device other-id needs a --flash DIR of its own"; do
+  rc=0; dead ${args%%|*} || rc=$?
+  [ $rc -eq 2 ] || fail "${args%%|*} on an existing --flash exited $rc, expected 2: $(cat "$WORK/who.log")"
+  grep -qF -- "${args#*|}" "$WORK/who.log" || fail "${args%%|*}: $(cat "$WORK/who.log")"
+done
+[ "$(cd "$WORK/who" && sha256sum nvs.bin otadata.bin ota_0.bin ota_1.bin)" = "$before" ] ||
+  fail "a refused run changed the flash directory"
+rc=0; dead --id who-1 --slot-size 8192 --factory-version 5.5.5 --quiet || rc=$?
+[ $rc -eq 1 ] || fail "--slot-size and --factory-version on an existing --flash exited $rc: $(cat "$WORK/who.log")"
+grep -qF "device who-1: warning: --slot-size 8192 ignored: --flash $WORK/who was created with slots of 65536 bytes, and only a new device takes it" "$WORK/who.log" &&
+  grep -qF "device who-1: warning: --factory-version 5.5.5 ignored: --flash $WORK/who was created with factory version 1.2.3" "$WORK/who.log" ||
+  fail "no warning (even with --quiet) for --slot-size and --factory-version: $(cat "$WORK/who.log")"
+rc=0; dead --id who-1 --model esp32s3 --factory-version 1.2.3 --slot-size 65536 || rc=$?
+[ $rc -eq 1 ] && ! grep -q warning "$WORK/who.log" || fail "the creation's own flags were refused or warned about: $(cat "$WORK/who.log")"
+rc=0; dead || rc=$?
+[ $rc -eq 1 ] && grep -q "^device who-1: " "$WORK/who.log" || fail "without --id the device is not who-1: $(cat "$WORK/who.log")"
+ok "an existing --flash keeps its id and model (others refused), its factory version and slot size (others warned about)"

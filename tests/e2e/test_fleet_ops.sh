@@ -173,7 +173,7 @@ rc=0; "$TCPOTA" image add --version 9.5.0 --model esp32 "$WORK/dup2" > "$WORK/ou
 # The same version written otherwise (the offer policy's order: v9.5 is
 # 9.5.0) is the same version.
 rc=0; "$TCPOTA" image add --version v9.5 --model esp32 "$WORK/dup2" > "$WORK/out" 2>&1 || rc=$?
-[ $rc -eq 1 ] && grep -q "model esp32 has version v9.5 already (image [0-9a-f]\{12\}, as 9.5.0, other bytes)" "$WORK/out" ||
+[ $rc -eq 1 ] && grep -q "model esp32 has version 9.5.0 already (image [0-9a-f]\{12\}, other bytes), the same version as this image's v9.5 (the same precedence); give this image a new version" "$WORK/out" ||
   fail "esp32 v9.5 beside 9.5.0: rc $rc $(cat "$WORK/out")"
 "$TCPOTA" image add --version 9.5.0 --model esp32s3 "$WORK/dup2" > "$WORK/out" 2>&1 ||
   fail "9.5.0 for another model was refused: $(cat "$WORK/out")"
@@ -266,11 +266,22 @@ ok "a device id and a model with spaces: image, rollout, update, show, list"
 rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "$DATA" > /dev/null 2> "$WORK/second.log" || rc=$?
 [ $rc -eq 1 ] || fail "second server on the same --data: rc $rc, not 1: $(cat "$WORK/second.log")"
 grep -q "in use by another tcpota serve (pid $SERVER_PID)" "$WORK/second.log" || fail "second server: $(cat "$WORK/second.log")"
+# A start that fails (its port is taken) removes the --data it created, and
+# only that: an existing directory keeps all it holds.
+rc=0; timeout 20 "$TCPOTA" serve --listen "127.0.0.1:$SERVER_PORT" --api 127.0.0.1:0 --data "$WORK/new" > /dev/null 2> "$WORK/new.log" || rc=$?
+[ $rc -eq 1 ] || fail "a start on a port in use: rc $rc, not 1: $(cat "$WORK/new.log")"
+[ ! -e "$WORK/new" ] || fail "a failed start left the --data it created: $(ls -A "$WORK/new")"
+grep -q "removed --data $WORK/new, which this failed start created" "$WORK/new.log" || fail "no word of the removal: $(cat "$WORK/new.log")"
+mkdir "$WORK/old" && echo keep > "$WORK/old/mine"
+rc=0; timeout 20 "$TCPOTA" serve --listen "127.0.0.1:$SERVER_PORT" --api 127.0.0.1:0 --data "$WORK/old" > /dev/null 2> "$WORK/old.log" || rc=$?
+[ $rc -eq 1 ] && [ "$(cat "$WORK/old/mine")" = keep ] && [ -e "$WORK/old/tcpota.db" ] ||
+  fail "a failed start over an existing --data: rc $rc, $(ls -A "$WORK/old"): $(cat "$WORK/old.log")"
+! grep -q removed "$WORK/old.log" || fail "a failed start over an existing --data says it removed it: $(cat "$WORK/old.log")"
 "$TCPOTA" image list > /dev/null || fail "the first server does not answer after the second one failed"
 [ "$(cat "$DATA/tcpota.lock")" = "$SERVER_PID" ] || fail "the second server emptied the first one's lock file: '$(cat "$DATA/tcpota.lock")'"
 stop_fleet
 [ ! -s "$DATA/tcpota.lock" ] || fail "DIR/tcpota.lock still names pid $(cat "$DATA/tcpota.lock") after a clean stop"
-ok "a second server on the same --data fails with exit 1 naming the first one's pid; the pid goes with the server"
+ok "a second server on the same --data fails with exit 1 naming the first one's pid; the pid goes with the server; a failed start removes the --data it created"
 
 mkdir "$WORK/junk"
 head -c 8192 /dev/urandom > "$WORK/junk/tcpota.db"

@@ -1230,6 +1230,11 @@ static void test_images(void **state)
     ro = ss_rollout_create(f, 0x71, "", pct, 1);
     assert_int_equal(image_rm(f, "71717171", err), STORE_E_CONFLICT);
     assert_non_null(strstr(err, "rollout 1 (active)"));
+    /* Superseded (a newer rollout for its model and group): said so, not
+     * "active" (it no longer applies, whatever its state). */
+    ss_rollout_create(f, 0x72, "", pct, 1);
+    assert_int_equal(image_rm(f, "71717171", err), STORE_E_CONFLICT);
+    assert_non_null(strstr(err, "is used by rollout 1 (superseded); cancel the rollout first"));
     assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_ACTIVE, 1, ROLLOUT_STATE_CANCELLED, 1),
                      STORE_OK);
     assert_int_equal(image_rm(f, "71717171", NULL), STORE_OK);

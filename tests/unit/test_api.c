@@ -356,6 +356,7 @@ static void seed(void)
         snprintf(im->model, sizeof im->model, "%s", i == 2 ? "other" : "esp32-devkit");
         im->size = 1000;
         im->added_at = 1796131200;
+        hex_of(im->id, im->idhex); /* as a store lists them */
     }
     f->nimgs = 3;
     for (i = 0; i < 2; i++) {
@@ -819,7 +820,7 @@ static void test_images_list_show(void **state)
     assert_true(json_is_false(json_object_get(j, "signed")));
     json_decref(j);
     expect_error("GET", "/v1/images/2222222", NULL, 400, "id");   /* 7 digits */
-    expect_error("GET", "/v1/images/2222222g", NULL, 400, "id");
+    expect_error("GET", "/v1/images/2222222g", NULL, 404, "id"); /* no id, nor a version */
 }
 
 static void test_image_delete(void **state)
@@ -838,6 +839,46 @@ static void test_image_delete(void **state)
     expect_change("image 111111111111 removed");
     expect_error("GET", "/v1/images/11111111", NULL, 404, NULL);
     expect_error("DELETE", "/v1/images/11111111", NULL, 404, NULL);
+}
+
+/* An image named by its version (as rollout create takes it): removed when
+ * one image has it; several (of other models) are named, not guessed; a
+ * version no image has, or a name neither id nor version, says where ids
+ * and versions are shown (before: "an image id is 8 to 64 hex digits"). */
+static void test_image_by_version(void **state)
+{
+    json_t *j = NULL;
+
+    assert_int_equal(http("GET", "/v1/images/2.0.0", NULL, &j), 400);
+    assert_string_equal(sget(j, "field"), "id");
+    assert_non_null(strstr(sget(j, "error"), "2 images have version 2.0.0: 222222222222 (model "
+                                             "esp32-devkit), 333333333333 (model other); give the id of one"));
+    json_decref(j);
+    assert_int_equal(http("DELETE", "/v1/images/2.0.0", NULL, NULL), 400);
+    assert_int_equal(T.f.nimgs, 3);
+    assert_int_equal(http("DELETE", "/v1/images/9.9.9", NULL, &j), 404);
+    assert_non_null(strstr(sget(j, "error"), "no image has the version 9.9.9 (tcpota image list shows ids and versions)"));
+    json_decref(j);
+    assert_int_equal(http("DELETE", "/v1/images/a%20b", NULL, &j), 400);
+    assert_non_null(strstr(sget(j, "error"), "or a version (1 to 32 printable characters, no spaces)"));
+    json_decref(j);
+    assert_int_equal(http("GET", "/v1/images/1.0.0", NULL, &j), 200);
+    assert_string_equal(sget(j, "id"), "1111111111111111111111111111111111111111111111111111111111111111");
+    json_decref(j);
+    assert_int_equal(http("DELETE", "/v1/images/1.0.0", NULL, &j), 200);
+    assert_string_equal(sget(j, "deleted"), "1111111111111111111111111111111111111111111111111111111111111111");
+    json_decref(j);
+    assert_int_equal(T.f.nimgs, 2);
+    expect_change("image 111111111111 removed");
+    /* A version that looks like an id (8+ hex digits, in capitals): no
+     * image has that id, so it is the version, as given. */
+    snprintf(T.f.imgs[1].version, sizeof T.f.imgs[1].version, "DEADBEEF");
+    assert_int_equal(http("GET", "/v1/images/DEADBEEF", NULL, &j), 200);
+    assert_string_equal(sget(j, "version"), "DEADBEEF");
+    json_decref(j);
+    assert_int_equal(http("GET", "/v1/images/deadbeef", NULL, &j), 404);
+    assert_non_null(strstr(sget(j, "error"), "no image has the id, prefix or version deadbeef"));
+    json_decref(j);
 }
 
 static int dir_entries(void)
@@ -1007,6 +1048,8 @@ static void make_manifest(const uint8_t *sk, const uint8_t *pk, const char *body
                           char *b64, size_t cap);
 static void make_manifest_sized(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
                                 uint32_t size, char *b64, size_t cap);
+static void make_manifest_full(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
+                               uint32_t size, const char *version, char *b64, size_t cap);
 
 /* An upload of bytes (len, the manifest's size) under the manifest b64 of
  * other bytes: 400 naming the manifest, "another SHA-256". */
@@ -1051,6 +1094,16 @@ static void test_upload_signed_without_keys(void **state)
                                sizeof body - 1, &j), 400);
     assert_string_equal(sget(j, "field"), "manifest");
     json_decref(j);
+    /* A version with a space (the manifest's rule allows it): refused by
+     * the rule of an unsigned add, which rollout create --image needs
+     * (before: stored, then no rollout could name it). */
+    make_manifest_full(T.sk, T.pk, body, sizeof body - 1, sizeof body - 1, "a b", b64, sizeof b64);
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
+                               sizeof body - 1, &j), 400);
+    assert_string_equal(sget(j, "field"), "manifest");
+    assert_non_null(strstr(sget(j, "error"), "the manifest's version 'a b' has a space"));
+    assert_non_null(strstr(sget(j, "error"), "sign the image again"));
+    json_decref(j);
     make_manifest(T.sk, T.pk, body, sizeof body - 1, b64, sizeof b64);
     assert_int_equal(T.f.nimgs, 3);
     assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
@@ -1071,6 +1124,13 @@ static void make_manifest(const uint8_t *sk, const uint8_t *pk, const char *body
 static void make_manifest_sized(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
                                 uint32_t size, char *b64, size_t cap)
 {
+    make_manifest_full(sk, pk, body, len, size, "4.1.0", b64, cap);
+}
+
+/* The same, of the version given. */
+static void make_manifest_full(const uint8_t *sk, const uint8_t *pk, const char *body, size_t len,
+                               uint32_t size, const char *version, char *b64, size_t cap)
+{
     struct tcpota_manifest m;
     uint8_t man[TCPOTA_MAX_MANIFEST], id[32];
     int n;
@@ -1079,8 +1139,8 @@ static void make_manifest_sized(const uint8_t *sk, const uint8_t *pk, const char
     memset(&m, 0, sizeof m);
     m.image_size = size;
     m.sha256 = id;
-    m.version.ptr = (const uint8_t *)"4.1.0";
-    m.version.len = 5;
+    m.version.ptr = (const uint8_t *)version;
+    m.version.len = strlen(version);
     m.model.ptr = (const uint8_t *)"esp32-devkit";
     m.model.len = 12;
     m.security_counter = 1;
@@ -1126,6 +1186,16 @@ static void test_upload_signed(void **state)
                                sizeof body - 1, &j), 400);
     assert_string_equal(sget(j, "field"), "manifest");
     assert_non_null(strstr(sget(j, "error"), "not one of"));
+    {
+        /* The key named as tcpota keygen and verify name it: the first 8
+         * bytes of its SHA-256 (before: of the key itself). */
+        uint8_t h[32];
+        char kid[17], want[64];
+        crypto_hash_sha256(h, opk, 32);
+        sodium_bin2hex(kid, sizeof kid, h, 8);
+        snprintf(want, sizeof want, "signed by key %s, which", kid);
+        assert_non_null(strstr(sget(j, "error"), want));
+    }
     json_decref(j);
     /* Signed by the trusted key, with a forged signature. */
     make_manifest(T.sk, T.pk, body, sizeof body - 1, b64, sizeof b64);
@@ -1147,6 +1217,45 @@ static void test_upload_signed(void **state)
     e = json_array_get(json_object_get(j, "images"), 3);
     assert_true(json_is_true(json_object_get(e, "signed")));
     json_decref(j);
+}
+
+/* The same bytes with a manifest the stored image lacks, or with another
+ * one: 409 naming the manifest and saying what to do (before: 200 "already
+ * stored ... unsigned", the manifest dropped unsaid). Removed and added
+ * again, the image is signed. */
+static void test_upload_manifest_for_stored(void **state)
+{
+    const char body[] = "signed image bytes";
+    uint8_t opk[32], osk[64];
+    char b64[2048], other[2048], uri[100];
+    json_t *j = NULL;
+
+    assert_int_equal(http("POST", "/v1/images?version=4.1.0&model=esp32-devkit", body, &j), 201);
+    snprintf(uri, sizeof uri, "/v1/images/%.12s", sget(j, "id"));
+    json_decref(j);
+    make_manifest(T.sk, T.pk, body, sizeof body - 1, b64, sizeof b64);
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
+                               sizeof body - 1, &j), 409);
+    assert_string_equal(sget(j, "field"), "manifest");
+    assert_non_null(strstr(sget(j, "error"), ", unsigned; the server does not attach a manifest "
+                                             "to a stored image: remove it (tcpota image rm "));
+    json_decref(j);
+    assert_int_equal(T.f.imgs[3].manifest_len, 0);
+    assert_int_equal(http("DELETE", uri, NULL, NULL), 200);
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
+                               sizeof body - 1, &j), 201);
+    assert_true(json_is_true(json_object_get(j, "signed")));
+    json_decref(j);
+    /* The same manifest again: 200; another one (another key): 409. */
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, body,
+                               sizeof body - 1, NULL), 200);
+    crypto_sign_keypair(opk, osk);
+    make_manifest(osk, opk, body, sizeof body - 1, other, sizeof other);
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", other, body,
+                               sizeof body - 1, &j), 409);
+    assert_non_null(strstr(sget(j, "error"), "with another signed manifest"));
+    json_decref(j);
+    assert_int_equal(T.f.nimgs, 4);
 }
 
 static void test_upload_too_large(void **state)
@@ -1227,6 +1336,16 @@ static void test_rollout_create_refused(void **state)
     }
     assert_int_equal(T.f.nros, 2);
     assert_int_equal(T.changes, 0);
+    /* What is wrong is said (before: "a b" was told to be 1 to 64
+     * printable characters, which it is). */
+    {
+        json_t *j = NULL;
+        assert_int_equal(http("POST", "/v1/rollouts", "{\"image\": \"a b\", \"model\": \"esp32-devkit\"}",
+                              &j), 400);
+        assert_string_equal(sget(j, "field"), "image");
+        assert_non_null(strstr(sget(j, "error"), "printable characters, no spaces: this one has a space"));
+        json_decref(j);
+    }
     /* Too many waves is refused by the bound on the array, before a
      * percentage is stored in the table of ROLLOUT_MAX_WAVES (the later
      * rule on the percentages refuses it too, but only after writing past
@@ -1804,11 +1923,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_query_nul_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_images_list_show, setup, teardown),
         cmocka_unit_test_setup_teardown(test_image_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_image_by_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_unsigned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_signed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_repair_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_after_job, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_signed_without_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upload_manifest_for_stored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollout_create_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollout_create, setup, teardown),

@@ -300,53 +300,63 @@ static void test_explain(void **state)
     make_rollout(&ro, pct, 3);
     ro.n_open = 1;
     memset(w, 0, sizeof(w));
+    /* No device of the wave finished yet: no rate, neither "yes" nor 0 %. */
     w[0] = passing_wave();
-    rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    w[0].updated = 0;
+    w[0].failed = 0;
+    rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    assert_non_null(strstr(buf, "(0 of 100: no), 90 % of them updated (none finished yet)"));
+    w[0].targeted = 0;
+    rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    assert_non_null(strstr(buf, "(0 of 0: yes), 90 % of them updated (the wave has no devices)"));
+    assert_null(strstr(buf, "will not open"));
+    w[0] = passing_wave();
+    rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
     assert_string_equal(buf, "wave 2 opens when wave 1 has 10 finished devices or all of them "
                              "(20 of 100: yes), 90 % of them updated (90 %: yes) and was open "
                              "3600 s (yes)");
-    rollout_explain(&ro, &open_rules, w, 0, 0, 4599, buf, sizeof buf);
+    rollout_explain(7, &ro, &open_rules, w, 0, 0, 4599, buf, sizeof buf);
     assert_non_null(strstr(buf, "3600 s (no)"));
     /* Every device of the wave finished, too few updated: it never opens. */
     w[0].targeted = 3;
     w[0].updated = 2;
     w[0].failed = 1;
-    rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
     assert_non_null(strstr(buf, "(3 of 3: yes), 90 % of them updated (66 %: no)"));
     assert_non_null(strstr(buf, "so it will not open by itself: open it anyway (tcpota rollout "
-                                "open-wave ID), or cancel this rollout"));
+                                "open-wave 7), or cancel this rollout"));
     /* Finished short of the minimum: not (yet) "will not open". */
     w[0].targeted = 100;
-    rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
     assert_non_null(strstr(buf, "(3 of 100: no)"));
     assert_null(strstr(buf, "will not open"));
     /* Enough finished but not all, too few updated: the devices still to
      * finish may raise the ratio, so not "will not open" either. */
     w[0].updated = 15;
     w[0].failed = 5;
-    rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
     assert_non_null(strstr(buf, "(20 of 100: yes), 90 % of them updated (75 %: no)"));
     assert_null(strstr(buf, "will not open"));
     w[0].updated = 2;
     w[0].failed = 1;
     ro.n_open = 2; /* the last wave still to open */
-    rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
     assert_non_null(strstr(buf, "wave 3 opens when wave 2 has 10 finished devices"));
     ro.n_open = 3;
-    rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
     assert_string_equal(buf, "every wave is open");
     ro.state = ROLLOUT_STATE_HALTED;
     w[1].failed = 3;
-    rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
     assert_non_null(strstr(buf, "halted itself: 4 of 6 finished devices failed, more than 20 % "
                                 "(--halt-at) and at least 3 (--halt-min)"));
-    rollout_explain(&ro, &open_rules, w, 1, 3, 4600, buf, sizeof buf);
+    rollout_explain(7, &ro, &open_rules, w, 1, 3, 4600, buf, sizeof buf);
     assert_non_null(strstr(buf, "3 of 3 finished devices failed since it was resumed"));
     ro.state = ROLLOUT_STATE_PAUSED;
-    rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
     assert_non_null(strstr(buf, "paused by an operator"));
     /* A buffer too small is cut, terminated. */
-    assert_int_equal(rollout_explain(&ro, &open_rules, w, 0, 0, 4600, buf, 8), 7);
+    assert_int_equal(rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, 8), 7);
     assert_int_equal(strlen(buf), 7);
 }
 

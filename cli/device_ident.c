@@ -1,0 +1,118 @@
+/* device_ident.c - a host device's id, model and factory version, kept in
+ * its NVS from its creation, and the check of a run's flags against them. */
+#include "device_ident.h"
+#include "cli.h"
+
+#include "tcpota/tcpota.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* The record key into buf (cap bytes, NUL-terminated): 1 when present, 0
+ * when DIR has none (made before records were kept), -1 on failure. */
+static int get(const struct tcpota_port *port, const char *key, char *buf, size_t cap)
+{
+    int n = port->kv_get(port->ctx, key, (uint8_t *)buf, cap - 1);
+
+    if (n == TCPOTA_ERR_NOENT) {
+        return 0;
+    }
+    if (n < 0) {
+        return -1;
+    }
+    buf[n] = 0;
+    return 1;
+}
+
+static int put(const struct tcpota_port *port, const char *key, const char *val)
+{
+    return port->kv_set(port->ctx, key, (const uint8_t *)val, strlen(val)) < 0 ? -1 : 0;
+}
+
+static int nvs_failed(const char *prefix, const char *dir, const char *what)
+{
+    fprintf(stderr, "%s%s the device's id and model in %s/nvs.bin failed; see whether the "
+                    "directory is damaged: tcpota device status --flash %s\n",
+            prefix, what, dir, dir);
+    return 1;
+}
+
+/* An --id or --model other than DIR's: refused, saying both. */
+static int differs(const char *prefix, const struct options *o, const char *flag,
+                   const char *given, const char *held)
+{
+    char q[4 * TCPOTA_MAX_STR + 3], qg[4 * TCPOTA_MAX_STR + 3];
+
+    cli_shell_word(held, q, sizeof(q));
+    if (strcmp(flag, "--id") == 0) {
+        fprintf(stderr, "%s--flash %s belongs to device %s (its id since it was created), not %s: "
+                        "give --id %s or leave --id out; device %s needs a --flash DIR of its "
+                        "own\n",
+                prefix, o->dir, held, given, q, cli_shell_word(given, qg, sizeof(qg)));
+        return 2;
+    }
+    fprintf(stderr, "%s--model %s does not fit --flash %s: the device there is of model %s "
+                    "(since it was created); give --model %s or leave --model out; a device of "
+                    "model %s needs a --flash DIR of its own\n",
+            prefix, given, o->dir, held, q, cli_shell_word(given, qg, sizeof(qg)));
+    return 2;
+}
+
+/* A --slot-size or --factory-version other than DIR's: they only shape a
+ * new device, and a script may pass the same ones on every run, so the run
+ * goes on as DIR is, with a warning rather than an error. */
+static void ignored(const char *prefix, const struct options *o, const char *flag,
+                    const char *given, const char *held, const char *what)
+{
+    fprintf(stderr, "%swarning: %s %s ignored: --flash %s was created with %s %s, and only a "
+                    "new device takes it (leave %s out, or give a new --flash DIR)\n",
+            prefix, flag, given, o->dir, what, held, flag);
+}
+
+/* The id or the model: DIR's record when there is one (a flag that
+ * differs is refused), else the flag's value or dflt, recorded. */
+static int one(const struct tcpota_port *port, const struct options *o, int created,
+               const char *key, const char *flag, const char *given, const char *dflt,
+               const char *prefix, char *buf, size_t cap)
+{
+    int rc = created ? 0 : get(port, key, buf, cap);
+
+    if (rc < 0) {
+        return nvs_failed(prefix, o->dir, "reading");
+    }
+    if (rc == 1) {
+        return given && strcmp(given, buf) != 0 ? differs(prefix, o, flag, given, buf) : 0;
+    }
+    snprintf(buf, cap, "%s", given ? given : dflt);
+    return put(port, key, buf) < 0 ? nvs_failed(prefix, o->dir, "recording") : 0;
+}
+
+int device_ident(const struct tcpota_port *port, const struct options *o, int created,
+                 const char *default_id, const char *prefix, struct device_ident *out)
+{
+    char factory[TCPOTA_MAX_NAME + 1], slots[32], given[24];
+    int rc;
+
+    if (!created && o->slot_size && o->slot_size != port->slot_size) {
+        snprintf(slots, sizeof(slots), "%lu bytes", (unsigned long)port->slot_size);
+        snprintf(given, sizeof(given), "%lu", (unsigned long)o->slot_size);
+        ignored(prefix, o, "--slot-size", given, slots, "slots of");
+    }
+    /* Only a device made with the record has it: the factory slot of an
+     * older one may have been overwritten by an update since. */
+    rc = created ? put(port, DEVICE_KEY_FACTORY, o->factory)
+                 : get(port, DEVICE_KEY_FACTORY, factory, sizeof(factory));
+    if (rc < 0) {
+        return nvs_failed(prefix, o->dir, created ? "recording" : "reading");
+    }
+    if (rc == 1 && o->factory_given && strcmp(o->factory, factory) != 0) {
+        ignored(prefix, o, "--factory-version", o->factory, factory, "factory version");
+    }
+    rc = one(port, o, created, DEVICE_KEY_ID, "--id", o->id, default_id, prefix, out->id,
+             sizeof(out->id));
+    if (rc != 0) {
+        return rc;
+    }
+    return one(port, o, created, DEVICE_KEY_MODEL, "--model", o->model_given ? o->model : NULL,
+               o->model, prefix, out->model, sizeof(out->model));
+}

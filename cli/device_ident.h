@@ -1,0 +1,46 @@
+/*
+ * device_ident.h - what a host device is (`tcpota device --flash DIR`): the
+ * id, model and factory version it was created with. A real ESP32 keeps
+ * them in its NVS, written once when it is provisioned; the host device
+ * keeps them in DIR's NVS the same way, so that a later run with other
+ * flags cannot silently turn DIR into another device.
+ *
+ * Use: after tcpota_posix_open() (and before the first boot, which may
+ * write), device_ident() with the run's options; run the device as the
+ * id and model it returns.
+ */
+#ifndef TCPOTA_CLI_DEVICE_IDENT_H
+#define TCPOTA_CLI_DEVICE_IDENT_H
+
+#include "device_opts.h"
+
+#include "tcpota/codec.h"
+#include "tcpota/port.h"
+
+#include <stddef.h>
+
+/* The host device's records in NVS (the core's keys start "tcpota."). */
+#define DEVICE_KEY_ID "host.id"
+#define DEVICE_KEY_MODEL "host.model"
+#define DEVICE_KEY_FACTORY "host.factory"
+
+struct device_ident {
+    char id[TCPOTA_MAX_STR + 1];
+    char model[TCPOTA_MAX_NAME + 1];
+};
+
+/* Records the identity of a device created in this run (created != 0):
+ * --id (else default_id), --model and --factory-version. For one that
+ * exists, checks the flags against its records: an --id or --model that
+ * differs from DIR's is refused (the server would take DIR for another
+ * device); a --factory-version or --slot-size that differs is ignored with
+ * a warning (they only shape a new device); what was not given is taken
+ * from DIR. A DIR made before these records existed takes the id and model
+ * of this run, from then on. port: the open device's (kv_get,
+ * kv_set, slot_size). Messages start with prefix ("device ID: ").
+ * Returns 0 with *out filled; 2 after a message when the flags do not fit
+ * DIR (a usage error, exit 2); 1 after a message when NVS failed. */
+int device_ident(const struct tcpota_port *port, const struct options *o, int created,
+                 const char *default_id, const char *prefix, struct device_ident *out);
+
+#endif

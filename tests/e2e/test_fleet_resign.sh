@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# An image added unsigned, then signed: the signed manifest is never dropped
+# unsaid (409: remove the stored image and add it again), and once added
+# again signed it is offered to a device that declined it as unsigned
+# (before: the server's cache kept offering the unsigned image, and held
+# the device back as having declined it), while a device that rolled the
+# bytes back is still held back from them.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fleet_lib.sh"
+
+start_fleet
+make_keys k
+make_image "$WORK/fw.bin" 30000
+"$TCPOTA" image add --version 2.0.0 --model esp32 "$WORK/fw.bin" > /dev/null || fail "image add unsigned failed"
+ID=$(sha256sum "$WORK/fw.bin" | cut -c1-12)
+"$TCPOTA" sign --key "$WORK/k.key" --version 2.0.0 --model esp32 "$WORK/fw.bin" > /dev/null 2>&1 || fail "sign failed"
+rc=0; "$TCPOTA" image add "$WORK/fw.bin" > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q "these bytes are stored already as image $ID, unsigned; the server does not attach a manifest to a stored image: remove it (tcpota image rm $ID; cancel the rollouts using it first) and add it again with this manifest" "$WORK/out" ||
+  fail "the same bytes added again with a manifest: rc $rc $(cat "$WORK/out")"
+[ "$("$TCPOTA" image list --json | jq_py '[i["signed"] for i in j["images"]][0]')" = false ] ||
+  fail "the stored image changed"
+ok "the same bytes with a manifest the stored image lacks: 409, what to do said"
+
+"$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null || fail "rollout create failed"
+rc=0; run_device d1 esp32 "$WORK/d1" --trust "$WORK/k.pub" || rc=$?
+[ $rc -eq 1 ] && grep -q "declined the server's offer: image is not signed" "$WORK/d1.log" ||
+  fail "a device with a trusted key offered the unsigned image: rc $rc $(tail -3 "$WORK/d1.log")"
+rc=0; run_device d2 esp32 "$WORK/d2" --health fail || rc=$?
+[ $rc -eq 1 ] && grep -q "rolled back" "$WORK/d2.log" || fail "d2 did not roll back: rc $rc $(tail -3 "$WORK/d2.log")"
+ok "d1 declined the unsigned image, d2 rolled it back"
+
+"$TCPOTA" rollout cancel 1 > /dev/null || fail "rollout cancel failed"
+"$TCPOTA" image rm "$ID" > /dev/null || fail "image rm failed"
+"$TCPOTA" image add "$WORK/fw.bin" > "$WORK/out" 2>&1 && grep -q "signed$" "$WORK/out" ||
+  fail "image add signed: $(cat "$WORK/out")"
+"$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null || fail "second rollout create failed"
+run_device d1 esp32 "$WORK/d1" --trust "$WORK/k.pub" || fail "d1 was not updated to the image signed: $(tail -3 "$WORK/d1.log")"
+[ "$(running "$WORK/d1")" = 2.0.0 ] || fail "d1 runs $(running "$WORK/d1")"
+ok "added again signed: the device that declined it as unsigned is updated"
+
+rc=0; run_device d2 esp32 "$WORK/d2" || rc=$?
+[ $rc -eq 1 ] && grep -q "so the server holds it back" "$WORK/d2.log" ||
+  fail "the device that rolled the bytes back: rc $rc $(tail -3 "$WORK/d2.log")"
+ok "the device that rolled the bytes back is still held back from them, signed"
+
+# image rm takes a version (as rollout create does), and names a superseded
+# rollout as superseded (before: "an image id is 8 to 64 hex digits", and
+# "(active)" for rollouts that no longer apply).
+"$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null || fail "third rollout create failed"
+rc=0; "$TCPOTA" image rm 2.0.0 > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q "image $ID is used by rollouts 2 (superseded), 3 (active); cancel them first" "$WORK/out" ||
+  fail "image rm 2.0.0 with rollouts: rc $rc $(cat "$WORK/out")"
+"$TCPOTA" rollout cancel 2 > /dev/null && "$TCPOTA" rollout cancel 3 > /dev/null || fail "rollout cancel failed"
+"$TCPOTA" image rm 2.0.0 > "$WORK/out" 2>&1 && grep -q "^removed image $ID" "$WORK/out" ||
+  fail "image rm 2.0.0: $(cat "$WORK/out")"
+ok "image rm VERSION; a superseded rollout is named so"
+stop_fleet
+
+# A server with other --pubkey keys names the signing key by the id that
+# tcpota keygen printed and tcpota verify says (before: another id).
+DATA="$WORK/keys" start_fleet --pubkey "$WORK/k.pub"
+"$TCPOTA" keygen --out "$WORK/k2" 2> "$WORK/keygen.out" || fail "keygen k2 failed"
+KID=$(sed -nE 's/.*, key id ([0-9a-f]{16})$/\1/p' "$WORK/keygen.out")
+[ -n "$KID" ] || fail "keygen printed no key id: $(cat "$WORK/keygen.out")"
+make_image "$WORK/fw3.bin" 3000
+"$TCPOTA" sign --key "$WORK/k2.key" --version 3.0.0 --model esp32 "$WORK/fw3.bin" > /dev/null 2>&1 || fail "sign with k2 failed"
+"$TCPOTA" verify --pubkey "$WORK/k.pub" "$WORK/fw3.bin" > "$WORK/out" 2>&1 && fail "verify with another key passed"
+grep -q "signed by key $KID," "$WORK/out" || fail "verify names another key id than keygen's $KID: $(cat "$WORK/out")"
+rc=0; "$TCPOTA" image add "$WORK/fw3.bin" > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q "the manifest is signed by key $KID, which is not one of the server's --pubkey keys" "$WORK/out" ||
+  fail "the server names the key otherwise than keygen ($KID): rc $rc $(cat "$WORK/out")"
+ok "keygen, verify and the server name a signing key alike"
+
+# A signed version with a space: sign warns, image add refuses it, and
+# rollout create says what is wrong with such a name (before: stored, then
+# "must be a string of 1 to 64 printable characters").
+make_image "$WORK/fw4.bin" 3000
+"$TCPOTA" sign --key "$WORK/k.key" --version "a b" --model esp32 "$WORK/fw4.bin" > /dev/null 2> "$WORK/err" ||
+  fail "sign --version 'a b' failed: $(cat "$WORK/err")"
+grep -q "warning: version 'a b' has a space: a fleet server's image add refuses it" "$WORK/err" ||
+  fail "sign --version 'a b' said: $(cat "$WORK/err")"
+rc=0; "$TCPOTA" image add "$WORK/fw4.bin" > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q "the manifest's version 'a b' has a space, and the API names images by version (rollout create --image VERSION): sign the image again with a version without spaces" "$WORK/out" ||
+  fail "image add of a version with a space: rc $rc $(cat "$WORK/out")"
+[ "$("$TCPOTA" image list --json | jq_py 'len(j["images"])')" = 0 ] || fail "the image was stored"
+rc=0; "$TCPOTA" rollout create --image "a b" --model esp32 > "$WORK/out" 2>&1 || rc=$?
+[ $rc -ne 0 ] && grep -q "image must be a string of 1 to 64 printable characters, no spaces: this one has a space" "$WORK/out" ||
+  fail "rollout create --image 'a b': rc $rc $(cat "$WORK/out")"
+ok "a version with a space: sign warns, image add refuses it, rollout create says why"
+stop_fleet
