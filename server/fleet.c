@@ -1448,10 +1448,18 @@ static void fleet_api_changed(void *ctx, const char *what)
     say_always(srv->o, LOG_LV_INFO, "%s", what); /* the operators' trail: --quiet keeps it */
     srv->fleet->epoch++;
     /* A failure to load is forgotten: the next check-in loads it again,
-     * and a rollout's status no longer says it (fleet_image_trouble). */
+     * and a rollout's status no longer says it (fleet_image_trouble). An
+     * image whose file is gone (image rm; a repair renamed another over
+     * it) goes too: its open file held the disk space until a restart.
+     * Transfers still running keep their reference to it. */
     for (fi = srv->fleet->images; fi; fi = next) {
+        struct stat st;
+
         next = fi->next;
-        if (!fi->img && !fi->job) image_drop(srv->fleet, fi);
+        if (fi->job || fi->nwait) continue;
+        if (!fi->img || (fstat(fi->img->fd, &st) == 0 && st.st_nlink == 0)) {
+            image_drop(srv->fleet, fi);
+        }
     }
 }
 

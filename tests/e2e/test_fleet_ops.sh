@@ -248,6 +248,16 @@ for want in "image [0-9a-f]{12} added: version 5\.0\.0, model esp32, [0-9]+ byte
 done
 ok "the server logs each change made through the API, with the client's address"
 
+# image rm frees the image's disk space at once: the server no longer holds
+# its file open (before, until a restart: "(deleted)" in /proc/PID/fd).
+held() { find "/proc/$SERVER_PID/fd" -lname "$DATA/images/*" -printf '%l\n' 2> /dev/null | grep -c "$1" || true; }
+hex5=$(sha256sum "$WORK/i5" | cut -c1-64)
+[ "$(held "$hex5")" -ge 1 ] || fail "the server does not hold 5.0.0's file open (the check below would prove nothing)"
+"$TCPOTA" rollout cancel 4 > /dev/null || fail "rollout cancel 4 failed"
+"$TCPOTA" image rm "${hex5:0:12}" > /dev/null || fail "image rm 5.0.0 failed"
+[ "$(held "$hex5")" -eq 0 ] || fail "image rm: the server still holds the removed file open: $(ls -l "/proc/$SERVER_PID/fd" | grep images)"
+ok "image rm: the server lets go of the removed file at once"
+
 # A device whose id and model have spaces (the protocol takes them) can be
 # named: shown, listed by model, its model rolled out (before: registered,
 # then refused by every command that named it).
