@@ -1463,6 +1463,14 @@ static void fleet_api_changed(void *ctx, const char *what)
     }
 }
 
+/* api_config.log: a warning (a refused token). */
+static void fleet_api_log(void *ctx, const char *line)
+{
+    struct server *srv = ctx;
+
+    say_always(srv->o, LOG_LV_WARN, "%s", line);
+}
+
 /* api_config.on_stop: the operator cancelled rollout id. */
 static void fleet_rollout_stopped(void *ctx, uint64_t id, const char *why)
 {
@@ -1674,6 +1682,7 @@ int fleet_open(struct server *srv)
     ac.on_change = fleet_api_changed;
     ac.image_trouble = fleet_image_trouble;
     ac.on_stop = fleet_rollout_stopped;
+    ac.log = fleet_api_log;
     ac.ctx = srv;
     f->api = api_start(&ac, err, sizeof(err));
     if (!f->api) {
