@@ -837,8 +837,8 @@ static int serve_args(int argc, char **argv)
         /* Without it every legacy device is served anyway: the flag would
          * do nothing, and a reader would take it to mean some did not. */
         fprintf(stderr, "tcpota serve: --allow-unauthenticated-legacy applies only with "
-                        "--require-auth (without it every device, legacy or not, is served "
-                        "unauthenticated); add --require-auth, or drop it\n");
+                        "--require-auth (without it every legacy device is served, and so is "
+                        "every device whose id has no secret); add --require-auth, or drop it\n");
         return 2;
     }
     if ((src.nticket || o.tls_ticket_lifetime_s) && !o.tls_cert) {

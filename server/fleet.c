@@ -154,7 +154,8 @@ static int same_open_file(const struct fleet_image *fi)
 {
     struct stat now;
 
-    return fstat(fi->img->fd, &now) == 0 && same_stat(&now, &fi->file);
+    /* No link left: removed by hand (image rm drops the entry first). */
+    return fstat(fi->img->fd, &now) == 0 && now.st_nlink > 0 && same_stat(&now, &fi->file);
 }
 
 /* 1 when fi answers at once: loaded (its open file unchanged since), or a

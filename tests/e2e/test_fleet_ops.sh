@@ -227,6 +227,8 @@ ok "a paused rollout offers nothing to devices that had not started; resumed, it
 rc=0; run_device p-1 esp32 "$WORK/p-1" || rc=$?
 [ $rc -eq 1 ] && grep -q 'this device id has a secret on this server: it must authenticate (give the device its secret)' "$WORK/p-1.log" ||
   fail "p-1 without its secret: rc $rc $(tail -2 "$WORK/p-1.log")"
+grep -qE '\[p-1 [^]]*\] refused: the device does not authenticate \(.*\) and its id has a secret on this server; give the device its secret' "$WORK/server.log" ||
+  fail "the server's log of p-1's refusal: $(grep 'p-1' "$WORK/server.log" | grep refused)"
 rc=0; run_device p-1 esp32 "$WORK/p-1" --secret "$WORK/p2.secret" || rc=$?
 [ $rc -ne 0 ] && [ "$(running "$WORK/p-1")" = 1.0.0 ] || fail "p-1 with another id's secret: rc $rc $(tail -2 "$WORK/p-1.log")"
 grep -qE '\[p-1 [^]]*\] authentication failed' "$WORK/server.log" || fail "no failed authentication logged for p-1"
@@ -418,8 +420,21 @@ grep -q "): cannot load it (image $DATA/images/[0-9a-f]* is not a regular file (
   fail "the directory's reason is not in the log line: $(grep 'cannot load' "$WORK/server.log")"
 ! grep -q "^tcpota serve: \(cannot open image\|image .* is not a regular file\)" "$WORK/server.log" ||
   fail "the image loader printed a line of its own: $(grep '^tcpota serve: ' "$WORK/server.log")"
+# A file removed after it was loaded and served: noticed at the next
+# check-in (before, the server went on serving its open copy, and only a
+# restart showed the loss).
+stored="$DATA/images/$(sha256sum "$WORK/r-missing.bin" | cut -c1-64)"
+rm "$stored"
+rc=0; run_device r-gone m-missing "$WORK/r-gone" --max-attempts 1 || rc=$?
+[ $rc -eq 0 ] && grep -q "the server cannot load its image now" "$WORK/r-gone.log" ||
+  fail "a file removed after its load: rc $rc $(tail -2 "$WORK/r-gone.log")"
+"$TCPOTA" image add --version 3.0.0 --model m-missing "$WORK/r-missing.bin" > /dev/null 2>&1 || fail "image add to repair r-missing failed"
+run_device r-gone m-missing "$WORK/r-gone" || fail "r-gone after the repair: $(tail -2 "$WORK/r-gone.log")"
+[ "$(running "$WORK/r-gone")" = 3.0.0 ] || fail "r-gone was not updated after the repair"
+ok "an image file removed after its load is noticed at the next check-in"
 stop_fleet
 ok "a missing or damaged image file: offered to no device; the same bytes added again restore it, and the rollout goes on"
+
 
 # ---- a version of hex digits shorter than an id prefix --------------------
 # "20" could be the start of an image id, but a prefix needs 8 hex digits:
