@@ -244,7 +244,8 @@ client='\(API client 127\.0\.0\.1:[0-9]+\)$'
 for want in "image [0-9a-f]{12} added: version 5\.0\.0, model esp32, [0-9]+ bytes, unsigned" \
             "rollout 4 created: image [0-9a-f]{12} for model esp32, every group, waves 100%, halts when more than [0-9]+% of the finished failed \(at least [0-9]+\); supersedes rollout 1" \
             "rollout 4 paused" "rollout 4 resumed" "rollout 3 created: .*, group canary, .*supersedes rollout 2" \
-            "device c-1 moved to group canary"; do
+            "device c-1 moved to group canary" \
+            "device p-1: its first secret made; it must authenticate with it from now on"; do
   grep -qE "tcpota serve: $want $client" "$WORK/server.log" ||
     fail "no log line for '$want': $(grep 'API client' "$WORK/server.log" | tail -5)"
 done
