@@ -355,6 +355,7 @@ struct sources {
     const char *manifest; /* --manifest, or NULL: FILE.manifest if present */
     const char *auth_file;
     const char *version;  /* --version, or NULL */
+    const char *max_image; /* --max-image as given, or NULL */
     int require_signed;   /* -1: when a manifest exists */
     uint8_t keys[MAX_KEYS][32];
     size_t nkeys;
@@ -671,12 +672,19 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
     o->npubkeys = src->nkeys;
     if (o->max_image && o->max_image < SERVE_SMALL_IMAGE) {
         /* "--max-image 100" meant 100 MiB, most likely: no firmware is that small. */
+        const char *given = src->max_image ? src->max_image : "";
         int mib = o->max_image <= (TCPOTA_IMAGE_UPLOAD_MAX >> 20);
 
-        serve_warn(o, "--max-image %zu takes images of at most %zu bytes, and firmware is rarely "
-                      "under %u KiB; if you meant %s, give --max-image %zu%s",
-                   o->max_image, o->max_image, SERVE_SMALL_IMAGE >> 10, mib ? "MiB" : "KiB",
-                   o->max_image, mib ? "M" : "K");
+        if (given[strspn(given, "0123456789")]) { /* a unit was given: meant as it is */
+            serve_warn(o, "--max-image %s takes images of at most %zu bytes, and firmware is "
+                          "rarely under %u KiB; give a larger size (64M is the default)",
+                       given, o->max_image, SERVE_SMALL_IMAGE >> 10);
+        } else {
+            serve_warn(o, "--max-image %zu takes images of at most %zu bytes, and firmware is "
+                          "rarely under %u KiB; if you meant %s, give --max-image %zu%s",
+                       o->max_image, o->max_image, SERVE_SMALL_IMAGE >> 10, mib ? "MiB" : "KiB",
+                       o->max_image, mib ? "M" : "K");
+        }
     }
     if (!src->nkeys && o->api_host) { /* --api off: no images arrive here */
         serve_warn(o, "no --pubkey: the API takes unsigned images; give --pubkey K.pub so that "
@@ -811,6 +819,7 @@ static int serve_args(int argc, char **argv)
             fleet_only = a;
         } else if (strcmp(a, "--max-image") == 0) {
             if (cli_size(val, a, 1, TCPOTA_IMAGE_UPLOAD_MAX, &v) < 0) return 2;
+            src.max_image = val;
             o.max_image = (size_t)v;
             fleet_only = a;
         } else if (strcmp(a, "--chunk") == 0) {
@@ -837,8 +846,8 @@ static int serve_args(int argc, char **argv)
         /* Without it every legacy device is served anyway: the flag would
          * do nothing, and a reader would take it to mean some did not. */
         fprintf(stderr, "tcpota serve: --allow-unauthenticated-legacy applies only with "
-                        "--require-auth (without it every device, legacy or not, is served "
-                        "unauthenticated); add --require-auth, or drop it\n");
+                        "--require-auth (without it every legacy device is served, and so is "
+                        "every device whose id has no secret); add --require-auth, or drop it\n");
         return 2;
     }
     if ((src.nticket || o.tls_ticket_lifetime_s) && !o.tls_cert) {

@@ -502,6 +502,42 @@ static void metrics(struct api *a, struct evhttp_request *req)
     evbuffer_free(b);
 }
 
+int64_t api_mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A request refused for its token, in the log: someone has a wrong token,
+ * or is guessing. One line a second at most (a guesser must not flood the
+ * log), saying how many were refused meanwhile. */
+static void denied(struct api *a, struct evhttp_request *req, const char *path)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    char line[256], more[64] = "";
+    const char *host = NULL;
+    ev_uint16_t port = 0;
+    int64_t now = api_mono_ms();
+
+    if (!a->cfg.log) return;
+    if (a->denied_ms && now - a->denied_ms < API_DENIED_LOG_MS) {
+        a->denied_unsaid++;
+        return;
+    }
+    if (a->denied_unsaid) {
+        snprintf(more, sizeof more, " (and %u more refused since the last such line)",
+                 a->denied_unsaid);
+    }
+    if (evcon) evhttp_connection_get_peer(evcon, (char **)&host, &port);
+    snprintf(line, sizeof line, "API: refused %.64s from %s:%u: missing or wrong token%s",
+             path ? path : "/", host ? host : "?", (unsigned)port, more);
+    a->cfg.log(a->cfg.ctx, line);
+    a->denied_ms = now;
+    a->denied_unsaid = 0;
+}
+
 static void handle(struct evhttp_request *req, void *arg)
 {
     struct api *a = arg;
@@ -525,6 +561,7 @@ static void handle(struct evhttp_request *req, void *arg)
         return;
     }
     if (!authorized(a, req)) {
+        denied(a, req, path);
         api_error(c, 401, NULL, "missing or wrong API token: send Authorization: Bearer <the token "
                                 "in DIR/api.token>");
         return;

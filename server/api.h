@@ -62,6 +62,9 @@ struct api_config {
      * missing or damaged), or NULL: it can, or has not tried. A rollout's
      * status says it first. NULL: not asked. */
     const char *(*image_trouble)(void *ctx, const uint8_t *id);
+    /* A line for the server's log about the API itself (a request refused
+     * for its token); NULL: none. */
+    void (*log)(void *ctx, const char *line);
     /* Told after any change to images, rollouts or groups; what: one
      * line saying what changed and from which client ("image 3fa2... added
      * ... (API client 127.0.0.1:40312)"), for the server's log. */

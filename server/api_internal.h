@@ -32,6 +32,7 @@ struct evkeyvalq;
 #define API_STREAM_BACKLOG (1u << 20)     /* bytes unsent to a stream before it is cut */
 #define API_SUMMARY_TTL_MS 2000           /* a summary is reused this long */
 #define API_CHANGE_MAX 1024u              /* a change's line for the log (api_changed) */
+#define API_DENIED_LOG_MS 1000            /* a refused token is logged at most this often */
 
 struct api_stream;
 
@@ -45,6 +46,8 @@ struct api {
     struct event *beat;         /* the streams' heartbeat, once one opened */
     struct api_call *upload_owner;             /* the upload past its lookup (api_images.c) */
     struct api_call *upload_head, *upload_tail; /* uploads waiting for their turn */
+    int64_t denied_ms;          /* when a refused token was last logged (api.c) */
+    unsigned denied_unsaid;     /* refusals since, not logged yet */
     json_t *summary;            /* the last GET /v1/summary answer (api_summary.c) */
     int64_t summary_ms;         /* when (monotonic ms) */
 };
@@ -92,6 +95,8 @@ struct api_call {
 };
 
 /* api.c */
+/* Monotonic milliseconds. */
+int64_t api_mono_ms(void);
 struct api_call *api_call_new(struct api *a, struct evhttp_request *req);
 /* Ends the call without replying: its request now belongs to the caller. */
 void api_call_release(struct api_call *c);

@@ -13,14 +13,6 @@
 static const char *const kind_names[SUMMARY_KINDS] = {"states", "versions", "failures",
                                                       "rollout_failures"};
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static json_t *tally_json(const struct store_tally *t)
 {
     const char *state = store_state_name(t->state);
@@ -78,7 +70,7 @@ static void summary_done(struct api_call *c, struct store_req *r)
     if ((o = summary_json(r)) != NULL && c->api) {
         json_decref(c->api->summary);
         c->api->summary = json_incref(o);
-        c->api->summary_ms = mono_ms();
+        c->api->summary_ms = api_mono_ms();
     }
     api_reply(c, 200, o);
 }
@@ -97,7 +89,7 @@ void api_summary(struct api_call *c, int method, const char *rest, const char *q
         return;
     }
     if (api_query(c, query, NULL, NULL) < 0 || api_no_body(c) < 0) return;
-    if (a->summary && mono_ms() - a->summary_ms < API_SUMMARY_TTL_MS) {
+    if (a->summary && api_mono_ms() - a->summary_ms < API_SUMMARY_TTL_MS) {
         api_reply(c, 200, json_incref(a->summary));
         return;
     }

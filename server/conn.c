@@ -647,9 +647,10 @@ static int v1_input(struct conn *c, const uint8_t *p, size_t n)
                 /* The one refusal of input: a HELLO without the AUTH
                  * feature (the core's on_hello). */
                 clog_(c, 1, "refused: the device does not authenticate (no secret given to it, "
-                            "or a build without authentication) and this server requires it "
-                            "(--require-auth); give the device its secret (tcpota device "
-                            "--secret FILE); closing");
+                            "or a build without authentication) and %s; give the device its "
+                            "secret (tcpota device --secret FILE); closing",
+                      c->srv->o->require_auth ? "this server requires it (--require-auth)"
+                                              : "its id has a secret on this server");
             } else {
                 clog_(c, 1, "error: %s; closing", tcpota_strerror(used));
             }

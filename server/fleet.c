@@ -154,7 +154,8 @@ static int same_open_file(const struct fleet_image *fi)
 {
     struct stat now;
 
-    return fstat(fi->img->fd, &now) == 0 && same_stat(&now, &fi->file);
+    /* No link left: removed by hand (image rm drops the entry first). */
+    return fstat(fi->img->fd, &now) == 0 && now.st_nlink > 0 && same_stat(&now, &fi->file);
 }
 
 /* 1 when fi answers at once: loaded (its open file unchanged since), or a
@@ -1426,8 +1427,7 @@ static void on_secret(void *ctx, const char *id, const uint8_t *secret, size_t l
     sodium_memzero(old, f->nsecrets * sizeof(*old));
     free(old);
     f->secrets = n;
-    f->nsecrets = count;
-    say(srv, "device %s: new secret stored; its next AUTH is checked against it", id);
+    f->nsecrets = count; /* the API logs the change (api_changed) */
 }
 
 static int fleet_verify(void *ctx, const uint8_t id[32], const uint8_t *man, size_t len,
@@ -1448,11 +1448,27 @@ static void fleet_api_changed(void *ctx, const char *what)
     say_always(srv->o, LOG_LV_INFO, "%s", what); /* the operators' trail: --quiet keeps it */
     srv->fleet->epoch++;
     /* A failure to load is forgotten: the next check-in loads it again,
-     * and a rollout's status no longer says it (fleet_image_trouble). */
+     * and a rollout's status no longer says it (fleet_image_trouble). An
+     * image whose file is gone (image rm; a repair renamed another over
+     * it) goes too: its open file held the disk space until a restart.
+     * Transfers still running keep their reference to it. */
     for (fi = srv->fleet->images; fi; fi = next) {
+        struct stat st;
+
         next = fi->next;
-        if (!fi->img && !fi->job) image_drop(srv->fleet, fi);
+        if (fi->job || fi->nwait) continue;
+        if (!fi->img || (fstat(fi->img->fd, &st) == 0 && st.st_nlink == 0)) {
+            image_drop(srv->fleet, fi);
+        }
     }
+}
+
+/* api_config.log: a warning (a refused token). */
+static void fleet_api_log(void *ctx, const char *line)
+{
+    struct server *srv = ctx;
+
+    say_always(srv->o, LOG_LV_WARN, "%s", line);
 }
 
 /* api_config.on_stop: the operator cancelled rollout id. */
@@ -1666,6 +1682,7 @@ int fleet_open(struct server *srv)
     ac.on_change = fleet_api_changed;
     ac.image_trouble = fleet_image_trouble;
     ac.on_stop = fleet_rollout_stopped;
+    ac.log = fleet_api_log;
     ac.ctx = srv;
     f->api = api_start(&ac, err, sizeof(err));
     if (!f->api) {

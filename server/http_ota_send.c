@@ -133,13 +133,31 @@ static void update_acked(struct dl *d)
     if (acked > d->acked) d->acked = acked;
 }
 
+/* d's progress in the registry (what its TCP acknowledged), at most once
+ * per FLEET_PROGRESS_S. */
+static void progress(struct dl *d)
+{
+    double now = now_s();
+
+    if (now - d->progress_at >= FLEET_PROGRESS_S) {
+        struct fleet_who w = who_of(d);
+        d->progress_at = now;
+        fleet_step(d->ota->srv, &w, STORE_ST_DOWNLOADING, d->img->desc.id, NULL, reach(d), NULL,
+                   0, 1);
+    }
+}
+
 /* Every byte went out: the download is done once the peer's TCP has them
  * all (so that a device cut after the server wrote its last byte, which
- * then starts over, is not taken for one that rejected a whole image). */
+ * then starts over, is not taken for one that rejected a whole image).
+ * Its progress goes on being written meanwhile: on a fast network all of
+ * a small image is in the socket at once, and a slow device reads it for
+ * long after. The timeout counts polls without a byte acknowledged. */
 static void await_ack(evutil_socket_t fd, short what, void *arg)
 {
     struct dl *d = arg;
     struct timeval tv = {0, OTA_ACK_POLL_MS * 1000};
+    uint32_t before = d->acked;
 
     (void)fd;
     (void)what;
@@ -147,6 +165,10 @@ static void await_ack(evutil_socket_t fd, short what, void *arg)
     if (d->acked == d->sent) {
         finished(d);
         return;
+    }
+    if (d->acked != before) {
+        d->ack_polls = 0;
+        progress(d);
     }
     if (++d->ack_polls > OTA_ACK_POLLS) {
         say_dev(d->ota->srv, 0, d->id, d->peer, "http: no ack of the last bytes in %d s; closing",
@@ -164,7 +186,6 @@ static void await_ack(evutil_socket_t fd, short what, void *arg)
 static void window_done(struct evhttp_connection *evcon, void *arg)
 {
     struct dl *d = arg;
-    double now = now_s();
 
     (void)evcon;
     metrics_bytes(d->rollout_id, d->img->desc.id, d->queued - d->sent);
@@ -174,12 +195,7 @@ static void window_done(struct evhttp_connection *evcon, void *arg)
         return;
     }
     update_acked(d);
-    if (now - d->progress_at >= FLEET_PROGRESS_S) {
-        struct fleet_who w = who_of(d);
-        d->progress_at = now;
-        fleet_step(d->ota->srv, &w, STORE_ST_DOWNLOADING, d->img->desc.id, NULL, reach(d), NULL,
-                   0, 1);
-    }
+    progress(d);
     send_window(d);
 }
 

@@ -118,7 +118,7 @@ expect 2 "image FILE: fifo is not a regular file \(it is a FIFO\)" $T serve --li
 # and the CLI refused images over 1 GiB).
 expect 2 "tcpota serve: --max-image: '2000000000' is out of range" $T serve --data d --max-image 2000000000
 # A flag that would do nothing is refused, not ignored.
-expect 2 "tcpota serve: --allow-unauthenticated-legacy applies only with --require-auth \(without it every device, legacy or not, is served unauthenticated\); add --require-auth, or drop it" \
+expect 2 "tcpota serve: --allow-unauthenticated-legacy applies only with --require-auth \(without it every legacy device is served, and so is every device whose id has no secret\); add --require-auth, or drop it" \
   $T serve --listen 127.0.0.1:0 --version 2.0.0 --allow-unauthenticated-legacy img
 expect 2 "public key: empty is empty; give NAME.pub" $T verify --pubkey empty img
 expect 1 "manifest empty is empty; sign the image again" $T verify --pubkey k.pub --manifest empty img

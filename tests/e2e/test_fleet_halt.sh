@@ -124,6 +124,12 @@ for id in s-1 h-1; do
   for _ in $(seq 1 100); do [ "$(device_state "$id" 2> /dev/null)" = downloading ] && break; sleep 0.1; done
   [ "$(device_state "$id")" = downloading ] || fail "$id did not start downloading: $(device_state "$id")"
 done
+# The slow HTTP reader's progress is in the registry while it reads (before,
+# 0 bytes until the end: all of the image was in the socket at once).
+for _ in $(seq 1 50); do
+  b=$("$TCPOTA" device show --json h-1 | jq_py 'j["bytes"]'); [ "$b" -gt 0 ] && break; sleep 0.1
+done
+[ "$b" -gt 0 ] || fail "an HTTP download's progress stays at $b bytes while it reads"
 run_device bad-x esp32 "$WORK/bad-x" --health fail || true
 wait_line "$WORK/server.log" 'rollout 1 halted by itself'
 wait_line "$WORK/server.log" '\[s-1 [^]]*\] rollout 1 halted: transfer stopped; closing' 5

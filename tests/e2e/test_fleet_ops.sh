@@ -227,6 +227,8 @@ ok "a paused rollout offers nothing to devices that had not started; resumed, it
 rc=0; run_device p-1 esp32 "$WORK/p-1" || rc=$?
 [ $rc -eq 1 ] && grep -q 'this device id has a secret on this server: it must authenticate (give the device its secret)' "$WORK/p-1.log" ||
   fail "p-1 without its secret: rc $rc $(tail -2 "$WORK/p-1.log")"
+grep -qE '\[p-1 [^]]*\] refused: the device does not authenticate \(.*\) and its id has a secret on this server; give the device its secret' "$WORK/server.log" ||
+  fail "the server's log of p-1's refusal: $(grep 'p-1' "$WORK/server.log" | grep refused)"
 rc=0; run_device p-1 esp32 "$WORK/p-1" --secret "$WORK/p2.secret" || rc=$?
 [ $rc -ne 0 ] && [ "$(running "$WORK/p-1")" = 1.0.0 ] || fail "p-1 with another id's secret: rc $rc $(tail -2 "$WORK/p-1.log")"
 grep -qE '\[p-1 [^]]*\] authentication failed' "$WORK/server.log" || fail "no failed authentication logged for p-1"
@@ -242,11 +244,22 @@ client='\(API client 127\.0\.0\.1:[0-9]+\)$'
 for want in "image [0-9a-f]{12} added: version 5\.0\.0, model esp32, [0-9]+ bytes, unsigned" \
             "rollout 4 created: image [0-9a-f]{12} for model esp32, every group, waves 100%, halts when more than [0-9]+% of the finished failed \(at least [0-9]+\); supersedes rollout 1" \
             "rollout 4 paused" "rollout 4 resumed" "rollout 3 created: .*, group canary, .*supersedes rollout 2" \
-            "device c-1 moved to group canary"; do
+            "device c-1 moved to group canary" \
+            "device p-1: its first secret made; it must authenticate with it from now on"; do
   grep -qE "tcpota serve: $want $client" "$WORK/server.log" ||
     fail "no log line for '$want': $(grep 'API client' "$WORK/server.log" | tail -5)"
 done
 ok "the server logs each change made through the API, with the client's address"
+
+# image rm frees the image's disk space at once: the server no longer holds
+# its file open (before, until a restart: "(deleted)" in /proc/PID/fd).
+held() { find "/proc/$SERVER_PID/fd" -lname "$DATA/images/*" -printf '%l\n' 2> /dev/null | grep -c "$1" || true; }
+hex5=$(sha256sum "$WORK/i5" | cut -c1-64)
+[ "$(held "$hex5")" -ge 1 ] || fail "the server does not hold 5.0.0's file open (the check below would prove nothing)"
+"$TCPOTA" rollout cancel 4 > /dev/null || fail "rollout cancel 4 failed"
+"$TCPOTA" image rm "${hex5:0:12}" > /dev/null || fail "image rm 5.0.0 failed"
+[ "$(held "$hex5")" -eq 0 ] || fail "image rm: the server still holds the removed file open: $(ls -l "/proc/$SERVER_PID/fd" | grep images)"
+ok "image rm: the server lets go of the removed file at once"
 
 # A device whose id and model have spaces (the protocol takes them) can be
 # named: shown, listed by model, its model rolled out (before: registered,
@@ -408,8 +421,21 @@ grep -q "): cannot load it (image $DATA/images/[0-9a-f]* is not a regular file (
   fail "the directory's reason is not in the log line: $(grep 'cannot load' "$WORK/server.log")"
 ! grep -q "^tcpota serve: \(cannot open image\|image .* is not a regular file\)" "$WORK/server.log" ||
   fail "the image loader printed a line of its own: $(grep '^tcpota serve: ' "$WORK/server.log")"
+# A file removed after it was loaded and served: noticed at the next
+# check-in (before, the server went on serving its open copy, and only a
+# restart showed the loss).
+stored="$DATA/images/$(sha256sum "$WORK/r-missing.bin" | cut -c1-64)"
+rm "$stored"
+rc=0; run_device r-gone m-missing "$WORK/r-gone" --max-attempts 1 || rc=$?
+[ $rc -eq 0 ] && grep -q "the server cannot load its image now" "$WORK/r-gone.log" ||
+  fail "a file removed after its load: rc $rc $(tail -2 "$WORK/r-gone.log")"
+"$TCPOTA" image add --version 3.0.0 --model m-missing "$WORK/r-missing.bin" > /dev/null 2>&1 || fail "image add to repair r-missing failed"
+run_device r-gone m-missing "$WORK/r-gone" || fail "r-gone after the repair: $(tail -2 "$WORK/r-gone.log")"
+[ "$(running "$WORK/r-gone")" = 3.0.0 ] || fail "r-gone was not updated after the repair"
+ok "an image file removed after its load is noticed at the next check-in"
 stop_fleet
 ok "a missing or damaged image file: offered to no device; the same bytes added again restore it, and the rollout goes on"
+
 
 # ---- a version of hex digits shorter than an id prefix --------------------
 # "20" could be the start of an image id, but a prefix needs 8 hex digits:

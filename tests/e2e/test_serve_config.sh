@@ -238,6 +238,13 @@ wait_line size100.log 'listening on'
 grep -q 'warning: --max-image 100 takes images of at most 100 bytes, and firmware is rarely under 64 KiB; if you meant MiB, give --max-image 100M$' size100.log ||
   fail "--max-image 100: $(grep -i 'max-image' size100.log)"
 stop_serve
+# With a unit it was meant as given: no "did you mean" built from its bytes.
+"$TCPOTA" serve --listen 127.0.0.1:0 --data size-data --api 127.0.0.1:0 --max-image 1K 2> size1k.log &
+PIDS+=($!)
+wait_line size1k.log 'listening on'
+grep -q 'warning: --max-image 1K takes images of at most 1024 bytes, and firmware is rarely under 64 KiB; give a larger size (64M is the default)$' size1k.log ||
+  fail "--max-image 1K: $(grep -i 'max-image' size1k.log)"
+stop_serve
 for bad in "12Mb|is not a size: give bytes, or a whole number with K, M or G" "2G|is out of range: give a size in 1..1073741824 bytes" \
            "0K|is out of range" "x|is not a number"; do
   rc=0; timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --data size-data --max-image "${bad%%|*}" > /dev/null 2> sizebad.log || rc=$?

@@ -70,6 +70,8 @@ static struct {
     char dir[64];
     int changes, secrets;
     char change[512]; /* the last change's line for the log */
+    char logged[512]; /* the last line of cfg.log */
+    int nlogged;
     uint8_t secret[32];
     uint8_t pk[32], sk[64];
     struct api_keys keys;
@@ -411,6 +413,13 @@ static void expect_change(const char *want)
     }
 }
 
+static void on_log(void *ctx, const char *line)
+{
+    (void)ctx;
+    snprintf(T.logged, sizeof T.logged, "%s", line);
+    T.nlogged++;
+}
+
 static void on_secret(void *ctx, const char *id, const uint8_t *secret, size_t len)
 {
     assert_int_equal(len, 32);
@@ -433,6 +442,7 @@ static void start_api(api_verify_fn verify)
     cfg.verify = verify;
     cfg.on_change = on_change;
     cfg.on_secret = on_secret;
+    cfg.log = on_log;
     cfg.ctx = verify ? (void *)&T.keys : NULL;
     T.api = api_start(&cfg, err, sizeof err);
     assert_non_null(T.api);
@@ -605,6 +615,10 @@ static void test_auth(void **state)
     assert_int_equal(http_full("GET", "/v1/images", NULL, NULL, NULL, NULL, 0, &j), 401);
     assert_non_null(strstr(sget(j, "error"), "Authorization: Bearer"));
     json_decref(j);
+    /* The server's log says so, once a second at most, then how many more. */
+    assert_int_equal(T.nlogged, 1);
+    assert_non_null(strstr(T.logged, "API: refused /v1/images from 127.0.0.1:"));
+    assert_non_null(strstr(T.logged, ": missing or wrong token"));
     /* Same length, one digit off; a prefix; the token without "Bearer". */
     assert_int_equal(http_full("GET", "/v1/images",
                                "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdee",
@@ -622,6 +636,16 @@ static void test_auth(void **state)
     /* Even for unknown paths, the token comes first. */
     assert_int_equal(http_full("GET", "/v1/nothing", NULL, NULL, NULL, NULL, 0, NULL), 401);
     assert_int_equal(http("GET", "/v1/images", NULL, NULL), 200);
+    {
+        int n = T.nlogged;
+
+        assert_true(n <= 2); /* 7 refusals in well under 2 s: a line a second at most */
+        usleep(1100 * 1000);
+        assert_int_equal(http_full("GET", "/v1/nothing", NULL, NULL, NULL, NULL, 0, NULL), 401);
+        assert_int_equal(T.nlogged, n + 1);
+        assert_non_null(strstr(T.logged, "API: refused /v1/nothing from 127.0.0.1:"));
+        assert_non_null(strstr(T.logged, " more refused since the last such line)"));
+    }
 }
 
 static void test_paths_and_methods(void **state)

@@ -932,17 +932,25 @@ static void test_init_rejects_bad_config(void **state)
 
 static uint8_t nonce[32];
 
-static int setup_auth(void **state)
+/* A session with a nonce: every device must authenticate, or (auth_for)
+ * those it names. */
+static void start_auth(int (*auth_for)(void *, const char *))
 {
     struct tcpota_srv_config cfg;
-    setup(state);
     memset(&cfg, 0, sizeof(cfg));
     cfg.image = &img;
     cfg.rx_buf = rx; cfg.rx_cap = sizeof(rx);
     cfg.tx_buf = tx; cfg.tx_cap = sizeof(tx);
     for (int i = 0; i < 32; i++) nonce[i] = (uint8_t)(0x40 + i);
     cfg.auth_nonce = nonce;
+    cfg.auth_for = auth_for;
     assert_int_equal(tcpota_srv_init(&s, &cfg), 0);
+}
+
+static int setup_auth(void **state)
+{
+    setup(state);
+    start_auth(NULL);
     return 0;
 }
 
@@ -957,16 +965,9 @@ static int only_d1(void *ctx, const char *id)
 
 static int setup_auth_for(void **state)
 {
-    struct tcpota_srv_config cfg;
     setup(state);
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.image = &img;
-    cfg.rx_buf = rx; cfg.rx_cap = sizeof(rx);
-    cfg.tx_buf = tx; cfg.tx_cap = sizeof(tx);
-    cfg.auth_nonce = nonce;
-    cfg.auth_for = only_d1;
+    start_auth(only_d1);
     auth_for_calls = 0;
-    assert_int_equal(tcpota_srv_init(&s, &cfg), 0);
     return 0;
 }
 
