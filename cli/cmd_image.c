@@ -172,6 +172,7 @@ static int image_add(struct api *a, int argc, char **argv)
         {NULL, NULL, NULL},
     };
     char path[1024], *b64 = NULL, *ev = NULL, *em = NULL, id[16], mpath[MANIFEST_PATH_MAX] = "";
+    char word[4 * TCPOTA_MAX_NAME + 3]; /* the model, quoted for a shell */
     uint8_t *img = NULL;
     size_t len = 0;
     json_t *ans = NULL;
@@ -248,18 +249,9 @@ static int image_add(struct api *a, int argc, char **argv)
                    (long long)ro);
             goto out;
         }
-        printf("roll it out: tcpota rollout create --image %s --model ",
-               table_short_id(api_str(ans, "id"), id, sizeof(id)));
-        if (strpbrk(m, " \t'\"$`\\*?[]<>|&;()#~!{}") == NULL) {
-            printf("%s\n", m);
-        } else { /* quoted for a shell: 'm x', a ' as '\'' */
-            putchar('\'');
-            for (; *m; m++) {
-                if (*m == '\'') fputs("'\\''", stdout);
-                else putchar(*m);
-            }
-            puts("'");
-        }
+        printf("roll it out: tcpota rollout create --image %s --model %s\n",
+               table_short_id(api_str(ans, "id"), id, sizeof(id)),
+               cli_shell_word(m, word, sizeof(word)));
     }
 out:
     json_decref(ans);

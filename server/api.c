@@ -398,12 +398,22 @@ int api_query(struct api_call *c, const char *query, const char *const *known, s
     return 0;
 }
 
+/* "HOST:PORT" of evcon's peer into buf ("?:0" when evcon is NULL: the
+ * client has gone). */
+static const char *peer_text(struct evhttp_connection *evcon, char *buf, size_t cap)
+{
+    const char *host = NULL;
+    ev_uint16_t port = 0;
+
+    if (evcon) evhttp_connection_get_peer(evcon, (char **)&host, &port);
+    snprintf(buf, cap, "%s:%u", host ? host : "?", (unsigned)port);
+    return buf;
+}
+
 void api_changed(struct api_call *c, const char *fmt, ...)
 {
     struct api *a = c->api;
-    char what[API_CHANGE_MAX];
-    const char *host = NULL;
-    ev_uint16_t port = 0;
+    char what[API_CHANGE_MAX], peer[80];
     va_list ap;
     int n;
 
@@ -412,10 +422,9 @@ void api_changed(struct api_call *c, const char *fmt, ...)
     va_end(ap);
     if (n < 0) what[0] = 0;
     n = (int)strlen(what);
-    /* evcon is NULL once the client has gone: the change stands, from "a client". */
-    if (c->evcon) evhttp_connection_get_peer(c->evcon, (char **)&host, &port);
-    snprintf(what + n, sizeof what - (size_t)n, " (API client %s:%u)", host ? host : "?",
-             (unsigned)port);
+    /* evcon is NULL once the client has gone: the change stands all the same. */
+    snprintf(what + n, sizeof what - (size_t)n, " (API client %s)",
+             peer_text(c->evcon, peer, sizeof peer));
     if (a->cfg.on_change) a->cfg.on_change(a->cfg.ctx, what);
     api_events_publish(a, "change", json_object());
 }
@@ -515,10 +524,7 @@ int64_t api_mono_ms(void)
  * log), saying how many were refused meanwhile. */
 static void denied(struct api *a, struct evhttp_request *req, const char *path)
 {
-    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-    char line[256], more[64] = "";
-    const char *host = NULL;
-    ev_uint16_t port = 0;
+    char line[256], more[64] = "", peer[80];
     int64_t now = api_mono_ms();
 
     if (!a->cfg.log) return;
@@ -530,9 +536,9 @@ static void denied(struct api *a, struct evhttp_request *req, const char *path)
         snprintf(more, sizeof more, " (and %u more refused since the last such line)",
                  a->denied_unsaid);
     }
-    if (evcon) evhttp_connection_get_peer(evcon, (char **)&host, &port);
-    snprintf(line, sizeof line, "API: refused %.64s from %s:%u: missing or wrong token%s",
-             path ? path : "/", host ? host : "?", (unsigned)port, more);
+    snprintf(line, sizeof line, "API: refused %.64s from %s: missing or wrong token%s",
+             path ? path : "/", peer_text(evhttp_request_get_connection(req), peer, sizeof peer),
+             more);
     a->cfg.log(a->cfg.ctx, line);
     a->denied_ms = now;
     a->denied_unsaid = 0;

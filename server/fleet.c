@@ -1453,11 +1453,8 @@ static void fleet_api_changed(void *ctx, const char *what)
      * it) goes too: its open file held the disk space until a restart.
      * Transfers still running keep their reference to it. */
     for (fi = srv->fleet->images; fi; fi = next) {
-        struct stat st;
-
         next = fi->next;
-        if (fi->job || fi->nwait) continue;
-        if (!fi->img || (fstat(fi->img->fd, &st) == 0 && st.st_nlink == 0)) {
+        if (!fi->job && !fi->nwait && (!fi->img || !same_open_file(fi))) {
             image_drop(srv->fleet, fi);
         }
     }
