@@ -259,6 +259,37 @@ int store_image_matches(struct store_req *r, int n, const char *key)
 
 /* ---- rollouts ---- */
 
+void store_users_add(struct store_users *u, long long id, enum rollout_state state,
+                     int superseded)
+{
+    char one[64];
+    int k = snprintf(one, sizeof one, "%s%lld (%s)", u->shown ? ", " : "", id,
+                     store_rollout_use_name(state, superseded));
+
+    /* Whole entries only, with room left for " and N more". */
+    if (u->shown == u->n && k > 0 && u->len + (size_t)k + 24 < sizeof(u->text)) {
+        memcpy(u->text + u->len, one, (size_t)k + 1);
+        u->len += (size_t)k;
+        u->shown++;
+    }
+    u->n++;
+}
+
+int store_users_conflict(struct store_req *r, const char *hex, const struct store_users *u)
+{
+    char more[32] = "";
+
+    if (u->n == 0) {
+        return STORE_OK;
+    }
+    if (u->n > u->shown) {
+        snprintf(more, sizeof more, " and %u more", u->n - u->shown);
+    }
+    return store_err_set(r, STORE_E_CONFLICT, "image %.12s is used by rollout%s %s%s; cancel %s"
+                         " first", hex, u->n > 1 ? "s" : "", u->text, more,
+                         u->n > 1 ? "them" : "the rollout");
+}
+
 void store_pct_text(const uint32_t *pct, uint32_t n, char out[STORE_PCT_TEXT_MAX])
 {
     size_t len = 0;

@@ -95,6 +95,22 @@ int store_image_prefix(struct store_req *r, const char *key, char lower[2 * TCPO
  * else STORE_E_NOTFOUND or STORE_E_CONFLICT (ambiguous) with r->err. */
 int store_image_matches(struct store_req *r, int n, const char *key);
 
+/* The rollouts (not cancelled) that keep an image from being removed, for
+ * image rm's CONFLICT. Rows are added in the order the backend reads them:
+ * the ones still applying first (ORDER BY superseded, id DESC), so the
+ * rollout an operator must cancel is never the one cut off when the list
+ * outgrows r->err. */
+struct store_users {
+    char text[STORE_ERR_MAX / 2];
+    size_t len;
+    unsigned n, shown;
+};
+void store_users_add(struct store_users *u, long long id, enum rollout_state state,
+                     int superseded);
+/* STORE_OK when no rollout was added; else STORE_E_CONFLICT with r->err
+ * naming them ("and N more" past what fits) and what to do. */
+int store_users_conflict(struct store_req *r, const char *hex, const struct store_users *u);
+
 /* ---- rollouts ---- */
 
 /* A rollout's waves as its row keeps them: cumulative percentages as text,

@@ -559,10 +559,12 @@ int pg_op_device_set_group(struct pgstore *st, struct store_req *r)
         return rc;
     }
     snprintf(d->group, sizeof(d->group), "%s", group);
-    if ((ro_id = pg_ro_applicable(st, r, d->model, group)) <= 0) {
-        return (int)ro_id;
+    /* Where it finished still counts; where it had not, it leaves. */
+    if ((ro_id = pg_ro_applicable(st, r, d->model, group)) < 0 ||
+        (rc = pg_ro_leave(st, r, d->id, NULL, NULL, ro_id)) < 0) {
+        return ro_id < 0 ? (int)ro_id : rc;
     }
-    return ensure_in(st, r, ro_id, d->id);
+    return ro_id > 0 ? ensure_in(st, r, ro_id, d->id) : STORE_OK;
 }
 
 int pg_op_secret_set(struct pgstore *st, struct store_req *r)

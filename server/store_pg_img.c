@@ -230,30 +230,22 @@ int pg_op_image_add(struct pgstore *st, struct store_req *r)
 /* CONFLICT naming the rollouts (not cancelled) that use the image, if any. */
 static int check_unused(struct pgstore *st, struct store_req *r, const char *hex)
 {
-    char users[STORE_ERR_MAX / 2] = "";
-    size_t len = 0;
+    struct store_users u = {0};
     PGresult *res;
-    int i, n;
+    int i;
 
     res = pg_q(st, r, "image rm", "SELECT id, state, superseded FROM rollouts WHERE image = $1"
-               " AND state <> $2 ORDER BY id", "ti", hex, (int64_t)ROLLOUT_STATE_CANCELLED);
+               " AND state <> $2 ORDER BY superseded, id DESC", "ti", hex,
+               (int64_t)ROLLOUT_STATE_CANCELLED);
     if (!res) {
         return r->rc;
     }
-    n = PQntuples(res);
-    for (i = 0; i < n && len < sizeof(users); i++) {
-        len += (size_t)snprintf(users + len, sizeof(users) - len, "%s%lld (%s)", i ? ", " : "",
-                                (long long)pg_col_i64(res, i, 0),
-                                store_rollout_use_name((enum rollout_state)pg_col_i64(res, i, 1),
-                                                       (int)pg_col_i64(res, i, 2)));
+    for (i = 0; i < PQntuples(res); i++) {
+        store_users_add(&u, (long long)pg_col_i64(res, i, 0),
+                        (enum rollout_state)pg_col_i64(res, i, 1), (int)pg_col_i64(res, i, 2));
     }
     PQclear(res);
-    if (n > 0) {
-        return store_err_set(r, STORE_E_CONFLICT, "image %.12s is used by rollout%s %s; cancel"
-                             " %s first", hex, n > 1 ? "s" : "", users,
-                             n > 1 ? "them" : "the rollout");
-    }
-    return STORE_OK;
+    return store_users_conflict(r, hex, &u);
 }
 
 int pg_op_image_rm(struct pgstore *st, struct store_req *r)

@@ -210,6 +210,10 @@ int pg_ro_ensure(struct pgstore *st, struct store_req *r, struct store_rollout *
                  const char *device_id, enum store_ro_status *status);
 int pg_ro_set_status(struct pgstore *st, struct store_req *r, uint64_t rollout_id,
                      const char *device_id, enum store_ro_status status);
+/* As sq_ro_leave (store_sqlite_internal.h): a device's unfinished rows in
+ * live rollouts other than keep leave them, with their waves' counts. */
+int pg_ro_leave(struct pgstore *st, struct store_req *r, const char *dev, const char *model,
+                const char *group, int64_t keep);
 int pg_op_rollout_create(struct pgstore *st, struct store_req *r);
 int pg_op_rollout_list(struct pgstore *st, struct store_req *r);
 int pg_op_rollout_get(struct pgstore *st, struct store_req *r);

@@ -295,6 +295,46 @@ int pg_ro_set_status(struct pgstore *st, struct store_req *r, uint64_t rollout_i
     }
 }
 
+int pg_ro_leave(struct pgstore *st, struct store_req *r, const char *dev, const char *model,
+                const char *group, int64_t keep)
+{
+    PGresult *res;
+    int i;
+
+#define LEAVE_COUNTED " RETURNING rollout_id, wave, status) SELECT g.rollout_id, g.wave," \
+                      " g.status, count(*) FROM gone g JOIN rollouts ro ON ro.id ="         \
+                      " g.rollout_id WHERE g.wave < ro.n_waves GROUP BY 1, 2, 3"
+    res = dev ? pg_q(st, r, "rollout leave", "WITH gone AS (DELETE FROM rollout_devices WHERE"
+                     " device_id = $1 AND rollout_id <> $2 AND status < $3 AND rollout_id IN"
+                     " (SELECT id FROM rollouts WHERE superseded = 0 AND state <> $4)"
+                     LEAVE_COUNTED, "tiii", dev, keep, (int64_t)STORE_RO_UPDATED,
+                     (int64_t)ROLLOUT_STATE_CANCELLED)
+              : pg_q(st, r, "rollout leave", "WITH gone AS (DELETE FROM rollout_devices WHERE"
+                     " rollout_id <> $3 AND status < $4 AND rollout_id IN (SELECT id FROM"
+                     " rollouts WHERE model = $1 AND superseded = 0 AND state <> $5) AND"
+                     " device_id IN (SELECT id FROM devices WHERE model = $1 AND grp = $2)"
+                     LEAVE_COUNTED, "ttiii", model, group, keep, (int64_t)STORE_RO_UPDATED,
+                     (int64_t)ROLLOUT_STATE_CANCELLED);
+#undef LEAVE_COUNTED
+    if (!res) {
+        return r->rc;
+    }
+    for (i = 0; i < PQntuples(res); i++) {
+        int64_t status = pg_col_i64(res, i, 2);
+        int32_t n = (int32_t)pg_col_i64(res, i, 3), d[PG_WD_N] = {0};
+        d[PG_WD_TARGETED] = -n;
+        d[PG_WD_OFFERED] = status == STORE_RO_OFFERED ? -n : 0;
+        d[PG_WD_DOWNLOADING] = status == STORE_RO_DOWNLOADING ? -n : 0;
+        if (wave_add(st, r, (uint64_t)pg_col_i64(res, i, 0), (uint32_t)pg_col_i64(res, i, 1),
+                     d) < 0) {
+            PQclear(res);
+            return r->rc;
+        }
+    }
+    PQclear(res);
+    return STORE_OK;
+}
+
 /* ---- create ---- */
 
 static int check_create(struct pgstore *st, struct store_req *r, char *hex)
@@ -339,11 +379,13 @@ static int insert_rollout(struct pgstore *st, struct store_req *r, const char *h
     }
     {
         /* The one it supersedes (at most one is not superseded), for the
-         * answer: an operator is told. */
+         * answer: an operator is told. A cancelled one applied to nothing
+         * any more; it is marked below all the same, but not named. */
         int64_t old = 0;
         if ((rc = pg_int(st, r, "rollout supersede", &old, "SELECT id FROM rollouts WHERE"
                          " model = $1 AND grp = $2 AND id <> $3 AND superseded = 0"
-                         " ORDER BY id DESC LIMIT 1", "tti", in->model, in->group, *id)) < 0) {
+                         " AND state <> $4 ORDER BY id DESC LIMIT 1", "ttii", in->model,
+                         in->group, *id, (int64_t)ROLLOUT_STATE_CANCELLED)) < 0) {
             return rc;
         }
         r->u.rollout.superseded = rc > 0 && old > 0 ? (uint64_t)old : 0;
@@ -428,8 +470,12 @@ static int target_devices(struct pgstore *st, struct store_req *r, int64_t id)
     uint32_t k;
     int i, n, rc = STORE_OK;
 
+    /* A model-wide rollout leaves out the devices of groups that have their
+     * own: it does not apply to them (pg_ro_applicable). */
     res = pg_q(st, r, "rollout targets", "SELECT id FROM devices WHERE model = $1"
-               " AND ($2 = '' OR grp = $2)", "tt", in->model, in->group);
+               " AND ($2 = '' OR grp = $2) AND ($2 <> '' OR grp NOT IN (SELECT grp FROM"
+               " rollouts WHERE model = $1 AND grp <> '' AND superseded = 0 AND state <> $3))",
+               "tti", in->model, in->group, (int64_t)ROLLOUT_STATE_CANCELLED);
     if (!res) {
         return r->rc;
     }
@@ -451,7 +497,10 @@ static int target_devices(struct pgstore *st, struct store_req *r, int64_t id)
                     " WHERE rollout_id = $1 AND wave = $2", "iii", id, (int64_t)k,
                     (int64_t)count[k]);
     }
-    return rc;
+    /* A group's rollout takes its devices over from the model-wide one:
+     * those that have not finished there leave it. */
+    return rc == STORE_OK && in->group[0] ? pg_ro_leave(st, r, NULL, in->model, in->group, id)
+                                          : rc;
 }
 
 int pg_op_rollout_create(struct pgstore *st, struct store_req *r)

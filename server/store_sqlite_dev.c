@@ -526,9 +526,13 @@ int sq_op_device_set_group(struct sstore *st, struct store_req *r)
         return sq_fail(st, r, "device group");
     }
     snprintf(d->group, sizeof(d->group), "%s", group);
-    /* Its rows in other rollouts stay: what it did there still counts. */
-    if ((ro_id = sq_ro_applicable(st, r, d->model, group)) <= 0) {
-        return (int)ro_id;
+    /* Where it finished still counts; where it had not, it leaves. */
+    if ((ro_id = sq_ro_applicable(st, r, d->model, group)) < 0 ||
+        (rc = sq_ro_leave(st, r, d->id, NULL, NULL, ro_id)) < 0) {
+        return ro_id < 0 ? (int)ro_id : rc;
+    }
+    if (ro_id == 0) {
+        return STORE_OK;
     }
     if (!(ro = malloc(sizeof(*ro)))) {
         return store_err_set(r, STORE_E_IO, "out of memory");

@@ -153,36 +153,25 @@ int sq_op_image_add(struct sstore *st, struct store_req *r)
 /* CONFLICT naming the rollouts (not cancelled) that use the image, if any. */
 static int check_unused(struct sstore *st, struct store_req *r, const char *hex)
 {
-    char users[STORE_ERR_MAX / 2] = "";
-    size_t len = 0;
+    struct store_users u = {0};
     sqlite3_stmt *s;
-    int rc, n = 0;
+    int rc;
 
     s = sq_prep(st, "SELECT id, state, superseded FROM rollouts WHERE image = ?1 AND state <> ?2"
-                " ORDER BY id",
+                " ORDER BY superseded, id DESC",
                 "ti", hex, (int64_t)ROLLOUT_STATE_CANCELLED);
     if (!s) {
         return sq_fail(st, r, "image rm");
     }
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (len < sizeof(users)) {
-            len += (size_t)snprintf(users + len, sizeof(users) - len, "%s%lld (%s)",
-                                    n ? ", " : "", (long long)sqlite3_column_int64(s, 0),
-                                    store_rollout_use_name(
-                                        (enum rollout_state)sqlite3_column_int(s, 1),
-                                        sqlite3_column_int(s, 2)));
-        }
-        n++;
+        store_users_add(&u, (long long)sqlite3_column_int64(s, 0),
+                        (enum rollout_state)sqlite3_column_int(s, 1), sqlite3_column_int(s, 2));
     }
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) {
         return sq_fail(st, r, "image rm");
     }
-    if (n > 0) {
-        return store_err_set(r, STORE_E_CONFLICT, "image %.12s is used by rollout%s %s; cancel %s first",
-                      hex, n > 1 ? "s" : "", users, n > 1 ? "them" : "the rollout");
-    }
-    return STORE_OK;
+    return store_users_conflict(r, hex, &u);
 }
 
 int sq_op_image_rm(struct sstore *st, struct store_req *r)

@@ -94,6 +94,13 @@ int sq_ro_ensure(struct sstore *st, struct store_req *r, struct store_rollout *r
  * step; a row that is updated or failed does not go back. */
 int sq_ro_set_status(struct sstore *st, struct store_req *r, uint64_t rollout_id,
                      const char *device_id, enum store_ro_status status);
+/* A device counts where it finished, or in the rollout that applies to it:
+ * its rows that have not finished in the other rollouts still live (not
+ * superseded, not cancelled) leave them, with their waves' counts. Of
+ * device dev, or (dev NULL) of every device of model and group; keep is
+ * the rollout that applies to them now (0: none). */
+int sq_ro_leave(struct sstore *st, struct store_req *r, const char *dev, const char *model,
+                const char *group, int64_t keep);
 int sq_op_rollout_create(struct sstore *st, struct store_req *r);
 int sq_op_rollout_list(struct sstore *st, struct store_req *r);
 int sq_op_rollout_get(struct sstore *st, struct store_req *r);

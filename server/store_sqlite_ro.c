@@ -211,6 +211,42 @@ int sq_ro_set_status(struct sstore *st, struct store_req *r, uint64_t rollout_id
     return STORE_OK;
 }
 
+int sq_ro_leave(struct sstore *st, struct store_req *r, const char *dev, const char *model,
+                const char *group, int64_t keep)
+{
+    sqlite3_stmt *s;
+    int rc;
+
+    /* RETURNING's rows are computed at the first step, so the counters can
+     * be written while they are read. */
+    s = dev ? sq_prep(st, "DELETE FROM rollout_devices WHERE device_id = ?1 AND rollout_id <> ?3"
+                      " AND status < ?4 AND rollout_id IN (SELECT id FROM rollouts WHERE"
+                      " superseded = 0 AND state <> ?5) RETURNING rollout_id, wave, status",
+                      "ttiii", dev, "", keep, (int64_t)STORE_RO_UPDATED,
+                      (int64_t)ROLLOUT_STATE_CANCELLED)
+            : sq_prep(st, "DELETE FROM rollout_devices WHERE rollout_id <> ?3 AND status < ?4"
+                      " AND rollout_id IN (SELECT id FROM rollouts WHERE model = ?1 AND"
+                      " superseded = 0 AND state <> ?5) AND device_id IN (SELECT id FROM"
+                      " devices WHERE model = ?1 AND grp = ?2) RETURNING rollout_id, wave,"
+                      " status", "ttiii", model, group, keep, (int64_t)STORE_RO_UPDATED,
+                      (int64_t)ROLLOUT_STATE_CANCELLED);
+    if (!s) {
+        return sq_fail(st, r, "rollout leave");
+    }
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        /* A row past the last wave has no counters: the UPDATE finds none. */
+        if (sq_run(st, "UPDATE rollout_waves SET targeted = targeted - 1,"
+                   " offered = offered - (?3 = 1), downloading = downloading - (?3 = 2)"
+                   " WHERE rollout_id = ?1 AND wave = ?2", "iii", sqlite3_column_int64(s, 0),
+                   sqlite3_column_int64(s, 1), sqlite3_column_int64(s, 2)) != SQLITE_DONE) {
+            rc = SQLITE_ERROR;
+            break;
+        }
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? STORE_OK : sq_fail(st, r, "rollout leave");
+}
+
 /* ---- create ---- */
 
 static int check_create(struct sstore *st, struct store_req *r, char *hex)
@@ -254,11 +290,12 @@ static int insert_rollout(struct sstore *st, struct store_req *r, const char *he
     *id = sqlite3_last_insert_rowid(st->db);
     {
         /* The one it supersedes (at most one is not superseded), for the
-         * answer: an operator is told. */
+         * answer: an operator is told. A cancelled one applied to nothing
+         * any more; it is marked below all the same, but not named. */
         int64_t old = 0;
         if (sq_int(st, &old, "SELECT id FROM rollouts WHERE model = ?1 AND grp = ?2 AND id <> ?3"
-                   " AND superseded = 0 ORDER BY id DESC LIMIT 1", "tti", in->model, in->group,
-                   *id) < 0) {
+                   " AND superseded = 0 AND state <> ?4 ORDER BY id DESC LIMIT 1", "ttii",
+                   in->model, in->group, *id, (int64_t)ROLLOUT_STATE_CANCELLED) < 0) {
             return sq_fail(st, r, "rollout supersede");
         }
         r->u.rollout.superseded = old > 0 ? (uint64_t)old : 0;
@@ -289,9 +326,14 @@ static int target_devices(struct sstore *st, struct store_req *r, int64_t id)
     uint32_t k;
     int rc;
 
+    /* A model-wide rollout leaves out the devices of groups that have their
+     * own: it does not apply to them (sq_ro_applicable). */
     s = in->group[0] ? sq_prep(st, "SELECT id FROM devices WHERE model = ?1 AND grp = ?2", "tt",
                                in->model, in->group)
-                     : sq_prep(st, "SELECT id FROM devices WHERE model = ?1", "t", in->model);
+                     : sq_prep(st, "SELECT id FROM devices WHERE model = ?1 AND grp NOT IN"
+                               " (SELECT grp FROM rollouts WHERE model = ?1 AND grp <> ''"
+                               " AND superseded = 0 AND state <> ?2)", "ti", in->model,
+                               (int64_t)ROLLOUT_STATE_CANCELLED);
     if (!s) {
         return sq_fail(st, r, "rollout targets");
     }
@@ -312,7 +354,12 @@ static int target_devices(struct sstore *st, struct store_req *r, int64_t id)
             rc = SQLITE_ERROR;
         }
     }
-    return rc == SQLITE_DONE ? STORE_OK : sq_fail(st, r, "rollout targets");
+    if (rc != SQLITE_DONE) {
+        return sq_fail(st, r, "rollout targets");
+    }
+    /* A group's rollout takes its devices over from the model-wide one:
+     * those that have not finished there leave it. */
+    return in->group[0] ? sq_ro_leave(st, r, NULL, in->model, in->group, id) : STORE_OK;
 }
 
 int sq_op_rollout_create(struct sstore *st, struct store_req *r)

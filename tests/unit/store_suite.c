@@ -1047,6 +1047,70 @@ static int set_group(struct fx *f, const char *id, const char *group)
     return rc;
 }
 
+/* A wave's targeted and offered counts, and its finished devices. */
+static void expect_wave(struct fx *f, uint64_t ro, uint32_t targeted, uint32_t offered,
+                        uint32_t updated)
+{
+    struct store_req *r = ss_rollout_get(f, ro);
+
+    assert_int_equal(r->u.rollout.r->waves[0].targeted, targeted);
+    assert_int_equal(r->u.rollout.r->waves[0].offered, offered);
+    assert_int_equal(r->u.rollout.r->waves[0].updated, updated);
+    store_req_free(r);
+}
+
+/* A device counts where it finished, or in the rollout that applies to it:
+ * a group's rollout takes over the devices of the model-wide one that had
+ * not finished there, a model-wide rollout leaves out the groups that have
+ * their own, and a device moved to another group leaves the rollout that
+ * no longer applies. Else a model-wide wave would wait for devices it will
+ * never see finish ("all finished" never holds). */
+static void test_group_takes_over(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    uint64_t all, canary, all2, beta;
+
+    ss_checkin_free(f, "dev-a");
+    ss_checkin_free(f, "dev-b");
+    ss_checkin_free(f, "dev-c");
+    store_req_free(ss_image_add(f, 0x81, "2.0.0"));
+    store_req_free(ss_image_add(f, 0x82, "2.1.0"));
+    all = ss_rollout_create(f, 0x81, "", pct, 1);
+    assert_int_equal(ss_event(f, "dev-a", STORE_ST_OFFERED, all, 0), STORE_OK);
+    assert_int_equal(ss_event(f, "dev-c", STORE_ST_UP_TO_DATE, all, 0), STORE_OK);
+    expect_wave(f, all, 3, 1, 1);
+    /* Grouped while the group has no rollout: the model-wide one still applies. */
+    assert_int_equal(set_group(f, "dev-a", "canary"), STORE_OK);
+    assert_int_equal(set_group(f, "dev-c", "canary"), STORE_OK);
+    expect_wave(f, all, 3, 1, 1);
+    /* The group's rollout: dev-a (offered) leaves, dev-c (updated) stays. */
+    canary = ss_rollout_create(f, 0x82, "canary", pct, 1);
+    expect_wave(f, canary, 2, 0, 0);
+    expect_wave(f, all, 2, 0, 1);
+    /* A new model-wide rollout targets only dev-b. */
+    all2 = ss_rollout_create(f, 0x82, "", pct, 1);
+    assert_int_equal(created_superseded, all);
+    expect_wave(f, all2, 1, 0, 0);
+    /* dev-b offered, then moved into the group: it leaves all2. */
+    assert_int_equal(ss_event(f, "dev-b", STORE_ST_OFFERED, all2, 0), STORE_OK);
+    assert_int_equal(set_group(f, "dev-b", "canary"), STORE_OK);
+    expect_wave(f, all2, 0, 0, 0);
+    expect_wave(f, canary, 3, 0, 0);
+    /* And back out to a group without a rollout: it leaves canary. */
+    assert_int_equal(set_group(f, "dev-b", "beta"), STORE_OK);
+    expect_wave(f, canary, 2, 0, 0);
+    expect_wave(f, all2, 1, 0, 0);
+    /* A rollout created after a cancelled one for its group supersedes
+     * nothing that applied: the creator is not told it replaced one. */
+    beta = ss_rollout_create(f, 0x82, "beta", pct, 1);
+    assert_int_equal(created_superseded, 0);
+    assert_int_equal(ss_rollout_set(f, beta, ROLLOUT_STATE_ACTIVE, 1, ROLLOUT_STATE_CANCELLED, 1),
+                     STORE_OK);
+    (void)ss_rollout_create(f, 0x82, "beta", pct, 1);
+    assert_int_equal(created_superseded, 0);
+}
+
 /* A group name of STORE_GROUP_MAX bytes is stored whole; one byte more is
  * refused, not cut to fit (it would name another group). */
 static void test_group_name_length(void **state)
@@ -1235,6 +1299,24 @@ static void test_images(void **state)
     ss_rollout_create(f, 0x72, "", pct, 1);
     assert_int_equal(image_rm(f, "71717171", err), STORE_E_CONFLICT);
     assert_non_null(strstr(err, "is used by rollout 1 (superseded); cancel the rollout first"));
+    /* More than the message holds: the one that applies is named first,
+     * and the rest are counted, not cut off mid-word. */
+    {
+        uint64_t last = 0;
+        int k;
+        for (k = 0; k < 8; k++) {
+            last = ss_rollout_create(f, 0x71, "g", pct, 1);
+        }
+        assert_int_equal(image_rm(f, "71717171", err), STORE_E_CONFLICT);
+        snprintf(lower, sizeof(lower), "rollouts %llu (active), ", (unsigned long long)last);
+        assert_non_null(strstr(err, lower));
+        assert_non_null(strstr(err, " more; cancel them first"));
+        for (k = 0; k < 8; k++) {
+            assert_int_equal(ss_rollout_set(f, last - (uint64_t)k, ROLLOUT_STATE_ACTIVE, 1,
+                                            ROLLOUT_STATE_CANCELLED, 1),
+                             STORE_OK);
+        }
+    }
     assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_ACTIVE, 1, ROLLOUT_STATE_CANCELLED, 1),
                      STORE_OK);
     assert_int_equal(image_rm(f, "71717171", NULL), STORE_OK);
@@ -1854,6 +1936,7 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_events_batch_survives_crash, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_supersede_and_group, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_group_name_length, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_group_takes_over, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_rollout_cas, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_rollout_resume_base, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_rollout_model_must_match, ss_setup, ss_teardown),
