@@ -761,6 +761,44 @@ static int failed_before(const struct store_req *r, const struct image *img)
     return 0;
 }
 
+/* The counter of a wave that status is counted in; NULL for targeted. */
+static uint32_t *wave_bucket(struct rollout_wave *w, enum store_ro_status status)
+{
+    switch (status) {
+    case STORE_RO_OFFERED: return &w->offered;
+    case STORE_RO_DOWNLOADING: return &w->downloading;
+    case STORE_RO_UPDATED: return &w->updated;
+    case STORE_RO_FAILED: return &w->failed;
+    default: return NULL;
+    }
+}
+
+void fleet_count_now(struct store_req *r, const char *device_id, enum store_ro_status to)
+{
+    struct store_rollout *ro = &r->u.checkin.out->rollout;
+    enum store_ro_status from = r->u.checkin.ro_status;
+    int finished = from == STORE_RO_UPDATED || from == STORE_RO_FAILED;
+    uint32_t wave, *out, *in;
+
+    if (!r->u.checkin.has_rollout || from == to ||
+        (finished && to != STORE_RO_UPDATED && to != STORE_RO_FAILED)) {
+        return;
+    }
+    r->u.checkin.ro_status = to;
+    wave = rollout_wave_of(&ro->ro, rollout_place(ro->id, device_id, strlen(device_id)));
+    if (wave >= ro->ro.n_waves) {
+        return; /* in no wave, counted nowhere */
+    }
+    out = wave_bucket(&ro->waves[wave], from);
+    in = wave_bucket(&ro->waves[wave], to);
+    if (out && *out > 0) {
+        (*out)--;
+    }
+    if (in) {
+        (*in)++;
+    }
+}
+
 struct image *fleet_decide(struct server *srv, struct store_req *r,
                            const struct tcpota_srv_hello *h, int failed, uint64_t *rollout_id,
                            enum store_dev_state *st, struct image **cand, char *why, size_t cap,

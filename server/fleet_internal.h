@@ -37,6 +37,14 @@ int fleet_submit(struct server *srv, struct store_req *r);
  * started (fleet_decide then loads it on the loop). */
 int fleet_park(struct server *srv, struct store_req *r);
 
+/* A step for device_id in r's rollout found after the store read r (an
+ * HTTP download's outcome, known once the device asks again), added to
+ * the counts r holds as the store will add it (a finished device does not
+ * go back), so that the decision on r already counts it: a failure that
+ * calls for a halt halts at the request that revealed it, not at the next
+ * check-in. */
+void fleet_count_now(struct store_req *r, const char *device_id, enum store_ro_status to);
+
 /* The decision for a device whose STORE_CHECKIN r completed (h: what it
  * said; failed: it failed the rollout's image, whatever the store holds):
  * the image to offer (the fleet's reference: take one with image_ref()),

@@ -37,6 +37,7 @@ static int outcome_of_last(struct dl *d, struct store_req *r, int restart)
         snprintf(why, sizeof(why), "runs %s (%s)", d->version, HTTP_OTA_VERSION_HEADER);
         metrics_event(o->rollout.id, o->image.id, METRICS_UPDATED);
         fleet_step(d->ota->srv, &w, STORE_ST_UPDATED, o->image.id, NULL, o->image.size, why, 1, 0);
+        fleet_count_now(r, d->id, STORE_RO_UPDATED);
         dev->state = STORE_ST_UPDATED;
         say_dev(d->ota->srv, 0, d->id, d->peer, "http: report: runs %s now: updated", d->version);
         return 0;
@@ -49,6 +50,7 @@ static int outcome_of_last(struct dl *d, struct store_req *r, int restart)
     metrics_event(o->rollout.id, o->image.id, METRICS_FAILED);
     d->ota->srv->stats.http_failed++;
     fleet_step(d->ota->srv, &w, STORE_ST_FAILED, o->image.id, o->image.id, 0, why, 1, 0);
+    fleet_count_now(r, d->id, STORE_RO_FAILED);
     dev->state = STORE_ST_FAILED;
     say_dev(d->ota->srv, 1, d->id, d->peer, "http: %s; not offered again", why);
     return 1;
