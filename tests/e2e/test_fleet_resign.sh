@@ -48,7 +48,7 @@ ok "the device that rolled the bytes back is still held back from them, signed"
 # "(active)" for rollouts that no longer apply).
 "$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null || fail "third rollout create failed"
 rc=0; "$TCPOTA" image rm 2.0.0 > "$WORK/out" 2>&1 || rc=$?
-[ $rc -eq 1 ] && grep -q "image $ID is used by rollouts 2 (superseded), 3 (active); cancel them first" "$WORK/out" ||
+[ $rc -eq 1 ] && grep -q "image $ID is used by rollouts 3 (active), 2 (superseded); cancel them first" "$WORK/out" ||
   fail "image rm 2.0.0 with rollouts: rc $rc $(cat "$WORK/out")"
 "$TCPOTA" rollout cancel 2 > /dev/null && "$TCPOTA" rollout cancel 3 > /dev/null || fail "rollout cancel failed"
 "$TCPOTA" image rm 2.0.0 > "$WORK/out" 2>&1 && grep -q "^removed image $ID" "$WORK/out" ||
