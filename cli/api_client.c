@@ -93,6 +93,7 @@ int api_parse(struct api *a, const struct api_opt *opts, int argc, char **argv, 
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i], *eq, *v;
         const struct api_opt *o;
+        char why[CLI_OPT_WHY];
 
         if (strcmp(arg, "--") == 0) {
             /* the rest is positional: an id that starts with '-' */
@@ -121,10 +122,8 @@ int api_parse(struct api *a, const struct api_opt *opts, int argc, char **argv, 
             *o->val = flag_set;
             continue;
         }
-        v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        /* "--model --group g": the value forgotten, the next option taken for it */
-        if (!v || (!eq && strncmp(v, "--", 2) == 0 && v[2])) {
-            return api_usage(a, "%s needs a value: %s %s", o->name, o->name, o->metavar);
+        if (!(v = cli_opt_value(argc, argv, &i, o->name, o->metavar, why, sizeof(why)))) {
+            return api_usage(a, "%s", why);
         }
         *o->val = v;
     }

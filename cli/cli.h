@@ -38,6 +38,23 @@ void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * (for what to suggest when the host is left out), else one to connect to. */
 int cli_hostport(const char *s, const char *what, int listen, char *host, size_t hcap,
                  uint16_t *port);
+/* The value of an option that takes one, at argv[*i] (`name` as the
+ * parser knows it, e.g. "--id"; `metavar` names the value for the message,
+ * e.g. "ID", or NULL). "--name=VALUE" gives VALUE as it is: anything, ""
+ * and "--x" included. Else the value is the next argument and *i is
+ * advanced past it, unless that argument starts with "--": then it is the
+ * next option, the value forgotten ("--id --model m" would make the id
+ * "--model"). Returns the value, or NULL with a message in why (cap bytes,
+ * no "tcpota CMD: " before it) naming the option, the one it would have
+ * swallowed and how to give such a value on purpose: "--id needs a value:
+ * --id ID (got the option --model; if --model is meant as the value, write
+ * --id=--model)". Every parser of the CLI takes its values here, and
+ * prints why in its own usage style (exit 2). */
+const char *cli_opt_value(int argc, char **argv, int *i, const char *name, const char *metavar,
+                          char *why, size_t cap);
+/* Room for cli_opt_value's message. */
+#define CLI_OPT_WHY 512
+
 /* 1 when s is a negative whole number ("-5"; not "-0"): a number, but
  * never one an option of tcpota takes, said so rather than "not a number". */
 int cli_negative(const char *s);

@@ -180,6 +180,7 @@ static int parse_opt(const char *cmd, const struct opt *opts, int argc, char **a
 {
     const char *a = argv[*i], *eq = a[1] == '-' ? strchr(a, '=') : NULL, *v;
     size_t nl = eq ? (size_t)(eq - a) : strlen(a);
+    char why[CLI_OPT_WHY];
 
     if (a[0] != '-' || a[1] == 0) {
         return 0;
@@ -203,11 +204,8 @@ static int parse_opt(const char *cmd, const struct opt *opts, int argc, char **a
         *opts->val = flag_set;
         return 1;
     }
-    v = eq ? eq + 1 : (*i + 1 < argc ? argv[++*i] : NULL);
-    /* "--out --device-secret": the value forgotten, the next option taken for it */
-    if (!v || (!eq && strncmp(v, "--", 2) == 0)) {
-        fprintf(stderr, "tcpota %s: %s needs a value: %s %s%s%s%s\n", cmd, opts->name, opts->name,
-                opts->metavar, v ? " (got the option " : "", v ? v : "", v ? ")" : "");
+    if (!(v = cli_opt_value(argc, argv, i, opts->name, opts->metavar, why, sizeof(why)))) {
+        fprintf(stderr, "tcpota %s: %s\n", cmd, why);
         return -1;
     }
     if (!*v) {

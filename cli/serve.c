@@ -726,11 +726,33 @@ static int serve_args(int argc, char **argv)
     o.max_unauth_per_addr = DEFAULT_MAX_UNAUTH_PER_ADDR;
     o.max_image = 64u << 20;
     for (i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+        const char *arg = argv[i], *val;
+        /* "--name=VALUE": the name alone in a, for the comparisons below */
+        size_t nl = strncmp(arg, "--", 2) == 0 ? strcspn(arg, "=") : strlen(arg);
+        char a[64], why[CLI_OPT_WHY];
+        int kind;
+
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             usage(stdout);
             return 0;
+        }
+        if (arg[0] != '-') {
+            if (o.image) {
+                fprintf(stderr, "tcpota serve: one image only (got %s and %s)\n", o.image, arg);
+                return 2;
+            }
+            o.image = arg;
+            continue;
+        }
+        snprintf(a, sizeof(a), "%.*s", (int)nl, arg);
+        kind = strcmp(a, "--config") == 0 ? 1 : serve_option(a);
+        if (kind < 0 || nl >= sizeof(a)) {
+            fprintf(stderr, "tcpota serve: unknown option %s; see tcpota serve --help\n", arg);
+            return 2;
+        }
+        if (kind == 0 && arg[nl]) {
+            fprintf(stderr, "tcpota serve: %s takes no value\n", a);
+            return 2;
         }
         if (strcmp(a, "--progress") == 0) { o.progress = 1; continue; }
         if (strcmp(a, "--require-signed") == 0) { src.require_signed = 1; continue; }
@@ -741,13 +763,8 @@ static int serve_args(int argc, char **argv)
         if (strcmp(a, "--allow-unauthenticated-legacy") == 0) { o.allow_unauth_legacy = 1; continue; }
         if (strcmp(a, "--no-progress") == 0) { o.progress = 0; continue; }
         if (strcmp(a, "--quiet") == 0) { o.quiet = 1; continue; }
-        if (a[0] == '-' && strcmp(a, "--config") != 0 && serve_option(a) < 0) {
-            /* before "needs a value": an unknown last flag is unknown */
-            fprintf(stderr, "tcpota serve: unknown option %s; see tcpota serve --help\n", a);
-            return 2;
-        }
-        if (a[0] == '-' && a[1] == '-' && !val) {
-            fprintf(stderr, "tcpota serve: %s needs a value\n", a);
+        if (!(val = cli_opt_value(argc, argv, &i, a, NULL, why, sizeof(why)))) {
+            fprintf(stderr, "tcpota serve: %s\n", why);
             return 2;
         }
         if (strcmp(a, "--config") == 0) {
@@ -825,18 +842,10 @@ static int serve_args(int argc, char **argv)
         } else if (strcmp(a, "--chunk") == 0) {
             if (cli_number(val, a, 512, 16380, &v) < 0) return 2;
             o.chunk = (unsigned)v;
-        } else if (a[0] == '-') { /* listed in serve_option() but not taken here */
+        } else { /* listed in serve_option() but not taken here */
             fprintf(stderr, "tcpota serve: unknown option %s; see tcpota serve --help\n", a);
             return 2;
-        } else {
-            if (o.image) {
-                fprintf(stderr, "tcpota serve: one image only (got %s and %s)\n", o.image, a);
-                return 2;
-            }
-            o.image = a;
-            continue;
         }
-        i++;
     }
     if ((o.tls_cert == NULL) != (o.tls_key == NULL)) {
         fprintf(stderr, "tcpota serve: --tls-cert and --tls-key go together\n");

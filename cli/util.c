@@ -82,6 +82,31 @@ int cli_hostport(const char *s, const char *what, int listen, char *host, size_t
     return 0;
 }
 
+const char *cli_opt_value(int argc, char **argv, int *i, const char *name, const char *metavar,
+                          char *why, size_t cap)
+{
+    const char *a = argv[*i], *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL, *v;
+    char usage[128];
+
+    if (eq) {
+        return eq + 1;
+    }
+    v = *i + 1 < argc ? argv[*i + 1] : NULL;
+    if (v && strncmp(v, "--", 2) != 0) {
+        ++*i;
+        return v;
+    }
+    snprintf(usage, sizeof(usage), "%s%s%s%s", metavar ? ": " : "", metavar ? name : "",
+             metavar ? " " : "", metavar ? metavar : "");
+    if (!v) {
+        snprintf(why, cap, "%s needs a value%s", name, usage);
+    } else {
+        snprintf(why, cap, "%s needs a value%s (got the option %s; if %s is meant as the value, "
+                           "write %s=%s)", name, usage, v, v, name, v);
+    }
+    return NULL;
+}
+
 int cli_negative(const char *s)
 {
     size_t n = s && s[0] == '-' ? strlen(s + 1) : 0;
