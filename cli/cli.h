@@ -101,6 +101,8 @@ int cli_check_dir(const char *path, const char *what, int missing_ok);
  * a device that found no device there has taken the lock already, and the
  * directory is still the empty one that --init needs. */
 int cli_dir_empty(const char *dir);
+/* 1 when dir exists and holds no entry at all, a lock file neither. */
+int cli_dir_holds_nothing(const char *dir);
 
 /* What a file that is not a regular file is, for a message: "a directory",
  * "a FIFO", "a character device", ... */
@@ -116,6 +118,9 @@ void cli_warn_unordered(const char *cmd, const char *version);
  * program uses: a start that failed undoes what it made. Returns 0, or a
  * negative errno of the first removal that failed (the rest is kept). */
 int cli_remove_tree(const char *dir);
+/* The same, but dir itself is kept: for a directory that was there, empty,
+ * before this run (everything in it is then this run's). */
+int cli_empty_tree(const char *dir);
 
 /* s as one word of a command line a user can paste into a POSIX shell,
  * into buf (cap >= 8): s itself when every character is safe there, else

@@ -16,11 +16,13 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -97,7 +99,8 @@ static void usage(FILE *f)
             "fleet mode (no FILE; images, rollouts and devices through the API):\n"
             "  --data DIR            keep the fleet in DIR (SQLite DIR/tcpota.db, images in\n"
             "                        DIR/images; created on first start, and removed again\n"
-            "                        if that start fails); device secrets are made with\n"
+            "                        if that start fails: an empty DIR is kept, emptied);\n"
+            "                        device secrets are made with\n"
             "                        `tcpota device secret ID`, not --auth-file\n"
             "  --db URI              keep the fleet in PostgreSQL instead (a libpq connection\n"
             "                        string or postgresql:// URI), shared by every node; DIR\n"
@@ -596,21 +599,48 @@ static int distinct_listeners(const struct tcpota_serve_opts *o)
     return 0;
 }
 
-/* After a start that failed (tcpota_serve returns non-zero only before it
- * served anything): removes the --data directory it made, database and
- * api.token included, so that the next start is a first one again rather
- * than one over a half-made fleet. Called only when dir did not exist
- * before this run; an existing one is never touched. */
-static void undo_data_dir(const char *dir)
-{
-    int rc = cli_remove_tree(dir);
+/* The lock a fleet server holds in its --data DIR while it runs
+ * (server/store_sqlite.c's SQ_LOCK_FILE). */
+#define DATA_LOCK_FILE "tcpota.lock"
 
-    if (rc < 0) {
+/* After a start that failed (tcpota_serve returns non-zero only before it
+ * served anything): undoes what it made in --data, database, images and
+ * api.token included, so that the next start is a first one again rather
+ * than one over a half-made fleet. created: dir did not exist before this
+ * run, and goes whole; else it existed and was empty (nothing in it was
+ * there before), and only what is in it goes. Any other directory is never
+ * touched. Nothing goes either while another process holds dir's lock: a
+ * server that started on it meanwhile, whose files these are. */
+static void undo_data_dir(const char *dir, int created)
+{
+    char lock[4200];
+    int fd, rc;
+
+    snprintf(lock, sizeof(lock), "%s/%s", dir, DATA_LOCK_FILE);
+    fd = open(lock, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        return; /* held: another server runs on dir now */
+    }
+    if (!created && cli_dir_holds_nothing(dir)) { /* the start made nothing there */
+        if (fd >= 0) close(fd);
+        return;
+    }
+    rc = created ? cli_remove_tree(dir) : cli_empty_tree(dir);
+    if (fd >= 0) close(fd); /* the lock file is gone, or it stays with the rest */
+    if (rc < 0 && created) {
         fprintf(stderr, "tcpota serve: the start failed, and --data %s, which it created, could "
                         "not be removed whole (%s); remove it before the next start\n",
                 dir, strerror(-rc));
-    } else {
+    } else if (rc < 0) {
+        fprintf(stderr, "tcpota serve: the start failed, and what it created in --data %s (empty "
+                        "before) could not all be removed (%s); empty it before the next start\n",
+                dir, strerror(-rc));
+    } else if (created) {
         fprintf(stderr, "tcpota serve: removed --data %s, which this failed start created\n", dir);
+    } else {
+        fprintf(stderr, "tcpota serve: removed what this failed start created in --data %s (it "
+                        "was empty before; the directory is kept)\n", dir);
     }
 }
 
@@ -619,7 +649,7 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
 {
     static char images[4096], api_host[256], ota_host[256];
     struct stat st;
-    int created, rc;
+    int created, was_empty, rc;
 
     if (o->image) {
         fprintf(stderr, "tcpota serve: --data serves the fleet's images; add %s with "
@@ -654,6 +684,7 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
     if (created && cli_check_dir(o->data_dir, "--data", 1) < 0) {
         return 2;
     }
+    was_empty = !created && cli_dir_holds_nothing(o->data_dir);
     if (strcmp(api, "off") != 0 &&
         cli_hostport(api, "--api", 1, api_host, sizeof(api_host), &o->api_port) < 0) {
         return 2;
@@ -696,8 +727,8 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
         o->ctx = src;
     }
     rc = tcpota_serve(o);
-    if (rc != 0 && created) {
-        undo_data_dir(o->data_dir);
+    if (rc != 0 && (created || was_empty)) {
+        undo_data_dir(o->data_dir, created);
     }
     return rc;
 }

@@ -316,7 +316,9 @@ FILE *cli_fopen_regular(const char *path, const char *what)
     return f;
 }
 
-int cli_dir_empty(const char *dir)
+/* 1 when dir exists and holds nothing but "." and "..", and `except`
+ * when not NULL. */
+static int dir_empty_but(const char *dir, const char *except)
 {
     DIR *d = opendir(dir);
     struct dirent *e;
@@ -325,12 +327,22 @@ int cli_dir_empty(const char *dir)
     if (!d) {
         return 0;
     }
-    while ((e = readdir(d)) != NULL) {
+    while (n == 0 && (e = readdir(d)) != NULL) {
         n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
-             strcmp(e->d_name, FLASH_LOCK_FILE) != 0;
+             (!except || strcmp(e->d_name, except) != 0);
     }
     closedir(d);
     return n == 0;
+}
+
+int cli_dir_empty(const char *dir)
+{
+    return dir_empty_but(dir, FLASH_LOCK_FILE);
+}
+
+int cli_dir_holds_nothing(const char *dir)
+{
+    return dir_empty_but(dir, NULL);
 }
 
 const char *cli_shell_word(const char *s, char *buf, size_t cap)
@@ -389,11 +401,17 @@ static int empty_dir(int fd, unsigned depth)
     return rc;
 }
 
+int cli_empty_tree(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+
+    return fd < 0 ? -errno : empty_dir(fd, 0);
+}
+
 int cli_remove_tree(const char *dir)
 {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW), rc;
+    int rc = cli_empty_tree(dir);
 
-    if (fd < 0) return -errno;
-    if ((rc = empty_dir(fd, 0)) != 0) return rc;
+    if (rc != 0) return rc;
     return rmdir(dir) == 0 ? 0 : -errno;
 }

@@ -290,11 +290,22 @@ rc=0; timeout 20 "$TCPOTA" serve --listen "127.0.0.1:$SERVER_PORT" --api 127.0.0
 [ $rc -eq 1 ] && [ "$(cat "$WORK/old/mine")" = keep ] && [ -e "$WORK/old/tcpota.db" ] ||
   fail "a failed start over an existing --data: rc $rc, $(ls -A "$WORK/old"): $(cat "$WORK/old.log")"
 ! grep -q removed "$WORK/old.log" || fail "a failed start over an existing --data says it removed it: $(cat "$WORK/old.log")"
+# An existing but empty --data (made by mkdir, or a mount point): what the
+# failed start made in it goes, the directory stays (before: the database,
+# images/, api.token and tcpota.lock were left, and the next start was one
+# over a half-made fleet with that token).
+mkdir "$WORK/empty" && chmod 0750 "$WORK/empty"
+rc=0; timeout 20 "$TCPOTA" serve --listen "127.0.0.1:$SERVER_PORT" --api 127.0.0.1:0 --data "$WORK/empty" > /dev/null 2> "$WORK/emptydir.log" || rc=$?
+[ $rc -eq 1 ] && [ -d "$WORK/empty" ] && [ -z "$(ls -A "$WORK/empty")" ] ||
+  fail "a failed start in an existing empty --data: rc $rc, left: $(ls -A "$WORK/empty" 2>&1): $(cat "$WORK/emptydir.log")"
+[ "$(stat -c %a "$WORK/empty")" = 750 ] || fail "the existing empty --data changed mode: $(stat -c %a "$WORK/empty")"
+grep -q "removed what this failed start created in --data $WORK/empty (it was empty before; the directory is kept)" "$WORK/emptydir.log" ||
+  fail "no word of the removal in an existing empty --data: $(cat "$WORK/emptydir.log")"
 "$TCPOTA" image list > /dev/null || fail "the first server does not answer after the second one failed"
 [ "$(cat "$DATA/tcpota.lock")" = "$SERVER_PID" ] || fail "the second server emptied the first one's lock file: '$(cat "$DATA/tcpota.lock")'"
 stop_fleet
 [ ! -s "$DATA/tcpota.lock" ] || fail "DIR/tcpota.lock still names pid $(cat "$DATA/tcpota.lock") after a clean stop"
-ok "a second server on the same --data fails with exit 1 naming the first one's pid; the pid goes with the server; a failed start removes the --data it created"
+ok "a second server on the same --data fails with exit 1 naming the first one's pid; the pid goes with the server; a failed start removes the --data it created, or what it created in an existing empty one"
 
 mkdir "$WORK/junk"
 head -c 8192 /dev/urandom > "$WORK/junk/tcpota.db"
