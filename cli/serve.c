@@ -743,7 +743,7 @@ static int serve_args(int argc, char **argv)
     const char *api = "127.0.0.1:8071", *ota = NULL;
     const char *fleet_only = NULL; /* the last flag given that only fleet mode reads */
     unsigned long long v;
-    int i, rc;
+    int i, rc, unauth_given = 0;
 
     memset(&o, 0, sizeof(o));
     memset(&src, 0, sizeof(src));
@@ -854,6 +854,7 @@ static int serve_args(int argc, char **argv)
         } else if (strcmp(a, "--max-unauth-per-addr") == 0) {
             if (cli_number(val, a, 0, 1000000, &v) < 0) return 2;
             o.max_unauth_per_addr = (unsigned)v;
+            unauth_given = 1;
         } else if (strcmp(a, "--data") == 0) {
             o.data_dir = val;
         } else if (strcmp(a, "--db") == 0) {
@@ -888,6 +889,16 @@ static int serve_args(int argc, char **argv)
         fprintf(stderr, "tcpota serve: --allow-unauthenticated-legacy applies only with "
                         "--require-auth (without it every legacy device is served, and so is "
                         "every device whose id has no secret); add --require-auth, or drop it\n");
+        return 2;
+    }
+    if (unauth_given && !o.require_auth && !o.tls_cert) {
+        /* The cap counts connections that have not authenticated yet
+         * (server.c, accept_from), and only a server that makes them wait
+         * for it counts them: here it would cap nothing. */
+        fprintf(stderr, "tcpota serve: --max-unauth-per-addr applies only with --require-auth or "
+                        "--tls-cert (it caps the connections one address holds before they "
+                        "authenticate, and without either the server counts none); add one of "
+                        "them, or drop it\n");
         return 2;
     }
     if ((src.nticket || o.tls_ticket_lifetime_s) && !o.tls_cert) {
