@@ -152,8 +152,19 @@ expect 2 "public key: trailing.pub is damaged: the key is not 32 bytes of hex" $
 expect 2 "private key: short.key is damaged: the key is not 64 bytes of hex" $T sign --key short.key $S img
 # A device secret of no bytes at all is damaged, not a short secret.
 (umask 077; echo "tcpota-secret v1 " > none.secret)
-expect 2 "device secret: none.secret is damaged: the key is not 1 to 64 bytes of hex" \
+expect 2 "device secret: none.secret is damaged: the key is not 1 to 64 bytes of hex; use the file as \`tcpota device secret ID --out FILE\` or \`tcpota keygen --device-secret\` wrote it$" \
   $T device --server 127.0.0.1:1 --flash devdir --id d --secret none.secret --max-attempts 1
+# A device secret that is no such file names both ways to get one: a fleet
+# server's `device secret` (before: only keygen, which makes a secret no
+# fleet server knows) and keygen for an --auth-file.
+dev_hint="give the file written for this device by \`tcpota device secret ID --out FILE\` \(a fleet server, tcpota serve --data\) or by \`tcpota keygen --device-secret --out FILE\` \(a server's --auth-file\)$"
+expect 2 "device secret: k.pub holds an Ed25519 public key, not a device secret; $dev_hint" \
+  $T device --server 127.0.0.1:1 --flash devdir --id d --secret k.pub --max-attempts 1
+(umask 077; : > empty.secret; echo "not a key" > junk.secret)
+expect 2 "device secret: empty.secret is empty; $dev_hint" \
+  $T device --server 127.0.0.1:1 --flash devdir --id d --secret empty.secret --max-attempts 1
+expect 2 "device secret: junk.secret is not a tcpota key file; $dev_hint" \
+  $T device --server 127.0.0.1:1 --flash devdir --id d --secret junk.secret --max-attempts 1
 ok "a key file of the wrong kind is named for what it holds"
 
 # Missing, empty, repeated and unknown arguments.
