@@ -97,8 +97,15 @@ run 0 $T image list $API --token-file tok
 : > requests.jsonl
 run 0 $T image list $API --data data
 [ "$(req header Authorization)" = "Bearer $TOKEN" ] || fail "--data DIR: the token of DIR/api.token was not sent"
-TCPOTA_TOKEN=$TOKEN run 0 $T image list $API --data nothere
+TCPOTA_TOKEN=$TOKEN run 0 $T image list $API
 [ "$(req header Authorization)" = "Bearer $TOKEN" ] || fail "TCPOTA_TOKEN was not sent"
+# --data DIR on the command line wins over TCPOTA_TOKEN in the environment
+# (an export left from another server), as --token-file does (before, the
+# environment's token was sent, and its 401 blamed TCPOTA_TOKEN).
+TCPOTA_TOKEN=other run 0 $T image list $API --data data
+[ "$(req header Authorization)" = "Bearer $TOKEN" ] || fail "TCPOTA_TOKEN won over --data: sent '$(req header Authorization)'"
+TCPOTA_TOKEN=$TOKEN run 2 $T image list $API --data nothere
+has err.log "--data: cannot open nothere/api.token: No such file"
 TCPOTA_TOKEN=other run 0 $T image list $API --token-file tok
 [ "$(req header Authorization)" = "Bearer $TOKEN" ] || fail "TCPOTA_TOKEN won over --token-file"
 TCPOTA_TOKEN=$TOKEN TCPOTA_API=127.0.0.1:$(cat port) run 0 $T image list
@@ -143,7 +150,7 @@ run 1 $T image list $API --token-file bad.tok
 has err.log "^tcpota image: the API at http://127.0.0.1:$(cat port) refused the token from --token-file bad.tok"
 TCPOTA_TOKEN=nope run 1 $T image list $API
 has err.log "refused the token from the environment variable TCPOTA_TOKEN"
-ok "the token: --token-file, else TCPOTA_TOKEN, else --data DIR/api.token; missing: exit 2; refused: exit 1 naming its source"
+ok "the token: --token-file, else --data DIR/api.token, else TCPOTA_TOKEN; missing: exit 2; refused: exit 1 naming its source"
 
 # --- image list: the table and --json
 export TCPOTA_TOKEN=$TOKEN
