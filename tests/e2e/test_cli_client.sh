@@ -186,6 +186,28 @@ l = shlex.shlex(sys.argv[1], posix=True, punctuation_chars=True); l.whitespace_s
 w = list(l); print(len(w), w[-1])' "${line#roll it out: }")
   [ "$words" = "7 $m" ] || fail "the printed command does not give --model '$m' as one word: $line"
 done
+# An image already stored names the rollout that applies to it, not one a
+# newer rollout superseded (before: the last of "rollouts", newest first,
+# so the oldest: superseded, offering the image to nobody). Several that
+# apply (other groups) are each named; none: the command to roll it out.
+rollout_json() { # ID SUPERSEDED STATE GROUP
+  printf '{"id": %s, "image": "%s", "version": "2.0.0", "model": "esp32-devkit", "group": "%s", "state": "%s", "superseded": %s}' "$1" "$ID" "$4" "$3" "$2"
+}
+route POST /v1/images 200 "${ADDED/\"rollouts\": \[\]/\"rollouts\": [5, 3, 1]}"
+route GET /v1/rollouts/5 200 "$(rollout_json 5 false active canary)"
+route GET /v1/rollouts/3 200 "$(rollout_json 3 false paused "")"
+route GET /v1/rollouts/1 200 "$(rollout_json 1 true active "")"
+run 0 $T image add fw.bin $API
+[ "$(grep -c ' uses it' out.log)" -eq 2 ] || fail "image add named other rollouts than 5 and 3: $(cat out.log)"
+has out.log "^rollout 5 \(group canary\) uses it: follow it with tcpota rollout show 5$"
+has out.log "^rollout 3 uses it: follow it with tcpota rollout show 3$"
+! grep -q "roll it out" out.log || fail "a roll-it-out command beside the rollouts that apply: $(cat out.log)"
+route GET /v1/rollouts/5 200 "$(rollout_json 5 true active canary)"
+route GET /v1/rollouts/3 200 "$(rollout_json 3 true active "")"
+run 0 $T image add fw.bin $API
+! grep -q " uses it" out.log || fail "image add named a superseded rollout: $(cat out.log)"
+has out.log "^roll it out: tcpota rollout create --image 9f2c41d0e1a7 --model esp32-devkit$"
+ok "image add of a stored image names the rollouts that apply to it (not superseded ones), else how to roll it out"
 route POST /v1/images 201 "$ADDED"
 head -c 99 /dev/urandom > other.manifest
 run 0 $T image add fw.bin --manifest other.manifest $API

@@ -469,5 +469,16 @@ grep -q "an image id is 8 to 64 hex digits (a unique prefix of its SHA-256), and
 rc=0; "$TCPOTA" image rm "$short" > "$WORK/hexver.out" 2>&1 || rc=$?
 [ $rc -eq 2 ] && grep -q "an image id is 8 to 64 hex digits (a unique prefix of its SHA-256)" "$WORK/hexver.out" ||
   fail "image rm $short: rc $rc: $(cat "$WORK/hexver.out")"
+# The image added again names its rollout while that applies; once a newer
+# rollout for the model superseded it, the command to roll it out instead
+# (before: "rollout 1 uses it", a rollout that offers it to nobody).
+"$TCPOTA" image add --version 20 --model esp32 "$WORK/h20" > "$WORK/again.out" 2>&1 || fail "image add 20 again: $(cat "$WORK/again.out")"
+grep -qx "rollout 1 uses it: follow it with tcpota rollout show 1" "$WORK/again.out" || fail "image add 20 again: $(cat "$WORK/again.out")"
+make_image "$WORK/h21" 30000
+"$TCPOTA" image add --version 21 --model esp32 "$WORK/h21" > /dev/null || fail "image add 21 failed"
+"$TCPOTA" rollout create --image 21 --model esp32 > /dev/null || fail "rollout create --image 21 failed"
+"$TCPOTA" image add --version 20 --model esp32 "$WORK/h20" > "$WORK/again.out" 2>&1 || fail "image add 20 again: $(cat "$WORK/again.out")"
+! grep -q "uses it" "$WORK/again.out" && grep -q "^roll it out: tcpota rollout create --image [0-9a-f]* --model esp32$" "$WORK/again.out" ||
+  fail "image add 20 after its rollout was superseded: $(cat "$WORK/again.out")"
 stop_fleet
 ok "a short version of hex digits names its image; a short id is refused as too short"
