@@ -459,16 +459,24 @@ make_image "$WORK/h20" 30000
   fail "rollout create --image 20: $(cat "$WORK/hexver.out")"
 [ "$("$TCPOTA" rollout show 1 --json | jq_py 'j["version"]')" = 20 ] || fail "rollout 1 is not of version 20"
 # Hex digits too few for an id that are no version either are a short id
-# (7 digits, as git shows them): refused as image rm refuses one (rc 2), not
-# "no image has the id" (rc 1).
+# (7 digits, as git shows them): rollout create refuses its field as too
+# short (rc 2, a 400), not "no image has the id" (rc 1).
 short=$("$TCPOTA" image list --json | jq_py 'j["images"][0]["id"][:7]')
 rc=0; "$TCPOTA" rollout create --image "$short" --model esp32 > "$WORK/hexver.out" 2>&1 || rc=$?
 [ $rc -eq 2 ] || fail "rollout create --image $short: rc $rc: $(cat "$WORK/hexver.out")"
 grep -q "an image id is 8 to 64 hex digits (a unique prefix of its SHA-256), and $short is not a version of an image of model esp32 either" \
   "$WORK/hexver.out" || fail "rollout create --image $short: $(cat "$WORK/hexver.out")"
-rc=0; "$TCPOTA" image rm "$short" > "$WORK/hexver.out" 2>&1 || rc=$?
-[ $rc -eq 2 ] && grep -q "an image id is 8 to 64 hex digits (a unique prefix of its SHA-256)" "$WORK/hexver.out" ||
-  fail "image rm $short: rc $rc: $(cat "$WORK/hexver.out")"
+# image rm names an image in its path: one no image has is 404 (rc 1),
+# whether it is too short for an id (abc, a 7-digit prefix) or no hex at
+# all (xyz123), with one message (before: 400 and rc 2 for the short ones,
+# 404 and rc 1 for the others).
+for name in "$short" abc xyz123; do
+  rc=0; "$TCPOTA" image rm "$name" > "$WORK/hexver.out" 2>&1 || rc=$?
+  [ $rc -eq 1 ] && grep -q "^tcpota image: no image has the version $name (tcpota image list shows ids and versions" "$WORK/hexver.out" ||
+    fail "image rm $name: rc $rc: $(cat "$WORK/hexver.out")"
+done
+grep -q "an image id is 8 to 64 hex digits, so $short is too short for one)" <("$TCPOTA" image rm "$short" 2>&1) ||
+  fail "image rm $short does not say it is too short for an id: $("$TCPOTA" image rm "$short" 2>&1)"
 # The image added again names its rollout while that applies; once a newer
 # rollout for the model superseded it, the command to roll it out instead
 # (before: "rollout 1 uses it", a rollout that offers it to nobody).
@@ -481,4 +489,4 @@ make_image "$WORK/h21" 30000
 ! grep -q "uses it" "$WORK/again.out" && grep -q "^roll it out: tcpota rollout create --image [0-9a-f]* --model esp32$" "$WORK/again.out" ||
   fail "image add 20 after its rollout was superseded: $(cat "$WORK/again.out")"
 stop_fleet
-ok "a short version of hex digits names its image; a short id is refused as too short"
+ok "a short version of hex digits names its image; rollout create refuses a short id as too short; image rm of a name no image has is 404, whatever it looks like"
