@@ -365,4 +365,7 @@ expect 0 "wrote device secret --odd.secret" $T keygen --device-secret --out=--od
 expect 1 "device --dev: gave up after 1 attempt" $T device --server 127.0.0.1:1 --flash swdev2 --id=--dev \
   --factory-version=--f --max-attempts 1 --backoff-min-ms 10 --backoff-max-ms 10
 $T device status --flash=swdev2 | grep -q '"version":"--f"' || fail "--factory-version=--f: $($T device status --flash swdev2)"
+# The id it then holds is suggested in the form that gives it.
+expect 2 "belongs to device --dev \(its id since it was created\), not other: give --id=--dev or leave --id out" \
+  $T device --server 127.0.0.1:1 --flash swdev2 --id other --max-attempts 1
 ok "an option whose value is left out takes no other option for it (device, device status, serve, its --config, fleet commands, keygen, sign); --opt=VALUE takes anything"
