@@ -127,6 +127,10 @@ int cli_empty_tree(const char *dir);
  * in single quotes ('my model', a ' as '\''); "''" for "". Returns buf, cut
  * short (and terminated) when it does not fit. */
 const char *cli_shell_word(const char *s, char *buf, size_t cap);
+/* "OPT VALUE" for a command line to paste (VALUE as cli_shell_word gives
+ * it), or "OPT=VALUE" when VALUE starts with "--", the only form in which
+ * cli_opt_value takes such a value. Into buf (cap >= 64); returns buf. */
+const char *cli_shell_opt(const char *opt, const char *value, char *buf, size_t cap);
 /* Monotonic milliseconds. */
 uint64_t cli_now_ms(void);
 

@@ -204,7 +204,7 @@ static int image_add(struct api *a, int argc, char **argv)
         {NULL, NULL, NULL},
     };
     char path[1024], *b64 = NULL, *ev = NULL, *em = NULL, id[16], mpath[MANIFEST_PATH_MAX] = "";
-    char word[4 * TCPOTA_MAX_NAME + 3]; /* the model, quoted for a shell */
+    char word[4 * TCPOTA_MAX_NAME + 16]; /* --model and the model, quoted for a shell */
     uint8_t *img = NULL;
     size_t len = 0;
     json_t *ans = NULL;
@@ -277,9 +277,9 @@ static int image_add(struct api *a, int argc, char **argv)
         /* A rollout that applies is named, not a command that would make
          * another one and supersede it. */
         if (name_applying_rollouts(a, json_object_get(ans, "rollouts")) > 0) goto out;
-        printf("roll it out: tcpota rollout create --image %s --model %s\n",
+        printf("roll it out: tcpota rollout create --image %s %s\n",
                table_short_id(api_str(ans, "id"), id, sizeof(id)),
-               cli_shell_word(m, word, sizeof(word)));
+               cli_shell_opt("--model", m, word, sizeof(word)));
     }
 out:
     json_decref(ans);

@@ -369,6 +369,15 @@ const char *cli_shell_word(const char *s, char *buf, size_t cap)
     return buf;
 }
 
+const char *cli_shell_opt(const char *opt, const char *value, char *buf, size_t cap)
+{
+    int n = snprintf(buf, cap, "%s%s", opt, strncmp(value, "--", 2) == 0 ? "=" : " ");
+
+    if (n < 0 || (size_t)n + 8 > cap) return buf; /* no room for the value: cut short */
+    cli_shell_word(value, buf + n, cap - (size_t)n);
+    return buf;
+}
+
 /* Empties the directory open as fd (which it closes), depth first; a
  * symbolic link is removed, never followed. 0 or a negative errno. */
 static int empty_dir(int fd, unsigned depth)

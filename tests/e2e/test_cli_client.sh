@@ -186,6 +186,11 @@ l = shlex.shlex(sys.argv[1], posix=True, punctuation_chars=True); l.whitespace_s
 w = list(l); print(len(w), w[-1])' "${line#roll it out: }")
   [ "$words" = "7 $m" ] || fail "the printed command does not give --model '$m' as one word: $line"
 done
+# A model that starts with "--" is given joined, the one form the parser
+# takes it in (--model --m would be refused as a forgotten value).
+route POST /v1/images 201 "${ADDED/esp32-devkit/--m}"
+run 0 $T image add fw.bin $API
+has out.log "^roll it out: tcpota rollout create --image 9f2c41d0e1a7 --model=--m$"
 # An image already stored names the rollout that applies to it, not one a
 # newer rollout superseded (before: the last of "rollouts", newest first,
 # so the oldest: superseded, offering the image to nobody). Several that
@@ -499,6 +504,9 @@ run 0 $T device list --state failed --limit 5 $API
 has out.log "^ID +MODEL +VERSION +GROUP +STATE +IMAGE +PROGRESS +LAST SEEN \(UTC\) +ADDRESS +REASON$"
 has out.log "^dev 7/x  esp32  1\.0\.0 +- +rolled-back  9f2c41d0e1a7 +100%  2026-12-01 13:21:00  127\.0\.0\.1  health check failed$"
 has out.log "^1 of 3 devices; the next page: tcpota device list --after 'dev 7/x'"
+route GET "/v1/devices?state=failed&limit=5" 200 '{"devices": ['"$DEV"'], "total": 3, "next": "--dev"}'
+run 0 $T device list --state failed --limit 5 $API
+has out.log "^1 of 3 devices; the next page: tcpota device list --after=--dev "
 # A legacy device reports no version: "-", as other empty cells, not a blank.
 LEGACY='{"id": "old-1", "model": "esp32", "version": "", "running": "", "group": "", "address": "127.0.0.1", "protocol": "legacy", "state": "seen", "image": "", "bytes": 0, "size": 0, "reason": "", "first_seen": 1796131200, "last_seen": 1796131260, "has_secret": false}'
 route GET "/v1/devices?model=legacy" 200 '{"devices": ['"$LEGACY"'], "total": 1}'
