@@ -32,8 +32,9 @@ void api_usage_common(FILE *f, int upload)
             "  --api URL            the server's API: http://HOST:PORT or HOST:PORT (HOST\n"
             "                       alone: port %u; http://HOST: 80)\n"
             "                       (default: $TCPOTA_API, else %s)\n"
-            "  --token-file FILE    the API token (one line); else $TCPOTA_TOKEN, else\n"
-            "  --data DIR           the server's data directory: its DIR/api.token\n"
+            "  --token-file FILE    the API token (one line); else\n"
+            "  --data DIR           the server's data directory: its DIR/api.token; else\n"
+            "                       $TCPOTA_TOKEN (a flag given wins over it)\n"
             "  --json               print the server's JSON answer as it came (errors too)\n",
             (unsigned)API_DEFAULT_PORT, API_DEFAULT_URL);
     if (upload) {
@@ -93,6 +94,7 @@ int api_parse(struct api *a, const struct api_opt *opts, int argc, char **argv, 
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i], *eq, *v;
         const struct api_opt *o;
+        char why[CLI_OPT_WHY];
 
         if (strcmp(arg, "--") == 0) {
             /* the rest is positional: an id that starts with '-' */
@@ -121,10 +123,8 @@ int api_parse(struct api *a, const struct api_opt *opts, int argc, char **argv, 
             *o->val = flag_set;
             continue;
         }
-        v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        /* "--model --group g": the value forgotten, the next option taken for it */
-        if (!v || (!eq && strncmp(v, "--", 2) == 0 && v[2])) {
-            return api_usage(a, "%s needs a value: %s %s", o->name, o->name, o->metavar);
+        if (!(v = cli_opt_value(argc, argv, &i, o->name, o->metavar, why, sizeof(why)))) {
+            return api_usage(a, "%s", why);
         }
         *o->val = v;
     }
@@ -311,6 +311,16 @@ int api_setup(struct api *a, int upload)
         snprintf(a->token_from, sizeof(a->token_from), "--token-file %s", a->opt_token_file);
         return token_from_file(a, a->opt_token_file, "--token-file");
     }
+    /* What the command line says beats the environment: --data DIR names
+     * the server meant here, TCPOTA_TOKEN may be an export left from
+     * another one. */
+    if (a->opt_data) {
+        char path[4200];
+        snprintf(path, sizeof(path), "%s/api.token", a->opt_data);
+        snprintf(a->token_from, sizeof(a->token_from), "%s/api.token (--data %s)", a->opt_data,
+                 a->opt_data);
+        return token_from_file(a, path, "--data");
+    }
     if (env_tok && *env_tok) {
         snprintf(a->token_from, sizeof(a->token_from), "the environment variable TCPOTA_TOKEN");
         if (strlen(env_tok) >= sizeof(a->token) || token_ok(env_tok) < 0) {
@@ -320,13 +330,6 @@ int api_setup(struct api *a, int upload)
         }
         snprintf(a->token, sizeof(a->token), "%s", env_tok);
         return 0;
-    }
-    if (a->opt_data) {
-        char path[4200];
-        snprintf(path, sizeof(path), "%s/api.token", a->opt_data);
-        snprintf(a->token_from, sizeof(a->token_from), "%s/api.token (--data %s)", a->opt_data,
-                 a->opt_data);
-        return token_from_file(a, path, "--data");
     }
     if (env_tok) { /* set, but to nothing: typically $(cat FILE) of a FILE not there */
         fprintf(stderr, "tcpota %s: no API token: TCPOTA_TOKEN is set but empty (as $(cat FILE) "

@@ -71,7 +71,8 @@ void api_usage_common(FILE *f, int upload);
 int api_number(const struct api *a, const char *name, const char *s, const char *example,
                long long *out);
 /* Resolves the API address (--api, TCPOTA_API, the default) and the token
- * (--token-file, TCPOTA_TOKEN, --data DIR's api.token), and the timeout
+ * (--token-file, --data DIR's api.token, TCPOTA_TOKEN: a flag beats the
+ * environment), and the timeout
  * (upload: the longer default). Returns 0, or 2 after saying what to give. */
 int api_setup(struct api *a, int upload);
 

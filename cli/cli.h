@@ -38,6 +38,23 @@ void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * (for what to suggest when the host is left out), else one to connect to. */
 int cli_hostport(const char *s, const char *what, int listen, char *host, size_t hcap,
                  uint16_t *port);
+/* The value of an option that takes one, at argv[*i] (`name` as the
+ * parser knows it, e.g. "--id"; `metavar` names the value for the message,
+ * e.g. "ID", or NULL). "--name=VALUE" gives VALUE as it is: anything, ""
+ * and "--x" included. Else the value is the next argument and *i is
+ * advanced past it, unless that argument starts with "--": then it is the
+ * next option, the value forgotten ("--id --model m" would make the id
+ * "--model"). Returns the value, or NULL with a message in why (cap bytes,
+ * no "tcpota CMD: " before it) naming the option, the one it would have
+ * swallowed and how to give such a value on purpose: "--id needs a value:
+ * --id ID (got the option --model; if --model is meant as the value, write
+ * --id=--model)". Every parser of the CLI takes its values here, and
+ * prints why in its own usage style (exit 2). */
+const char *cli_opt_value(int argc, char **argv, int *i, const char *name, const char *metavar,
+                          char *why, size_t cap);
+/* Room for cli_opt_value's message. */
+#define CLI_OPT_WHY 512
+
 /* 1 when s is a negative whole number ("-5"; not "-0"): a number, but
  * never one an option of tcpota takes, said so rather than "not a number". */
 int cli_negative(const char *s);
@@ -84,6 +101,8 @@ int cli_check_dir(const char *path, const char *what, int missing_ok);
  * a device that found no device there has taken the lock already, and the
  * directory is still the empty one that --init needs. */
 int cli_dir_empty(const char *dir);
+/* 1 when dir exists and holds no entry at all, a lock file neither. */
+int cli_dir_holds_nothing(const char *dir);
 
 /* What a file that is not a regular file is, for a message: "a directory",
  * "a FIFO", "a character device", ... */
@@ -99,12 +118,19 @@ void cli_warn_unordered(const char *cmd, const char *version);
  * program uses: a start that failed undoes what it made. Returns 0, or a
  * negative errno of the first removal that failed (the rest is kept). */
 int cli_remove_tree(const char *dir);
+/* The same, but dir itself is kept: for a directory that was there, empty,
+ * before this run (everything in it is then this run's). */
+int cli_empty_tree(const char *dir);
 
 /* s as one word of a command line a user can paste into a POSIX shell,
  * into buf (cap >= 8): s itself when every character is safe there, else
  * in single quotes ('my model', a ' as '\''); "''" for "". Returns buf, cut
  * short (and terminated) when it does not fit. */
 const char *cli_shell_word(const char *s, char *buf, size_t cap);
+/* "OPT VALUE" for a command line to paste (VALUE as cli_shell_word gives
+ * it), or "OPT=VALUE" when VALUE starts with "--", the only form in which
+ * cli_opt_value takes such a value. Into buf (cap >= 64); returns buf. */
+const char *cli_shell_opt(const char *opt, const char *value, char *buf, size_t cap);
 /* Monotonic milliseconds. */
 uint64_t cli_now_ms(void);
 

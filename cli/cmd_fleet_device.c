@@ -123,11 +123,11 @@ static int device_list(struct api *a, int argc, char **argv)
         } else {
             table_print(t, stdout);
             if (next) {
-                char qnext[4 * 256 + 3];
-                printf("%zu of %lld devices; the next page: tcpota device list --after %s "
+                char qnext[4 * 256 + 16];
+                printf("%zu of %lld devices; the next page: tcpota device list %s "
                        "(with the same filters)\n",
                        table_rows(t), api_int(ans, "total"),
-                       cli_shell_word(table_c(next), qnext, sizeof(qnext)));
+                       cli_shell_opt("--after", table_c(next), qnext, sizeof(qnext)));
             }
         }
         table_free(t);
@@ -297,7 +297,7 @@ static int device_secret(struct api *a, int argc, char **argv)
 {
     const char *out = NULL, *pos[1], *hex;
     const struct api_opt opts[] = {{"--out", "FILE", &out}, {NULL, NULL, NULL}};
-    char path[600], line[300], qid[4 * 256 + 3], qout[4 * 4096 + 3];
+    char path[600], line[300], qid[4 * 256 + 16], qout[4 * 4096 + 16];
     json_t *d = NULL;
     int np, fd = -1, rc = api_parse(a, opts, argc, argv, pos, 1, &np);
 
@@ -365,8 +365,8 @@ static int device_secret(struct api *a, int argc, char **argv)
             printf("wrote the new secret of device %s to %s (mode 0600); %s\n", table_c(pos[0]),
                    out, secret_note(d));
             printf("the device takes it with --secret: tcpota device --server HOST:PORT --flash DIR "
-                   "--id %s --secret %s\n", cli_shell_word(table_c(pos[0]), qid, sizeof(qid)),
-                   cli_shell_word(out, qout, sizeof(qout)));
+                   "%s %s\n", cli_shell_opt("--id", table_c(pos[0]), qid, sizeof(qid)),
+                   cli_shell_opt("--secret", out, qout, sizeof(qout)));
         }
     } else if (!a->json) {
         /* stdout: exactly a secret file (tcpota device secret ID > F works);
@@ -377,10 +377,10 @@ static int device_secret(struct api *a, int argc, char **argv)
                         "%s.\n"
                         "The line above is the device's secret file: save it (chmod 600) and "
                         "give it to the device with --secret:\n"
-                        "  tcpota device --server HOST:PORT --flash DIR --id %s --secret FILE\n"
+                        "  tcpota device --server HOST:PORT --flash DIR %s --secret FILE\n"
                         "(tcpota device secret %s --out FILE writes the file itself)\n",
-                table_c(pos[0]), secret_note(d), cli_shell_word(table_c(pos[0]), qid, sizeof(qid)),
-                qid);
+                table_c(pos[0]), secret_note(d), cli_shell_opt("--id", table_c(pos[0]), qid, sizeof(qid)),
+                cli_shell_word(table_c(pos[0]), qout, sizeof(qout)));
     }
     json_decref(d);
     return 0;

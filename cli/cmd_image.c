@@ -162,6 +162,38 @@ static int read_manifest(const char *image, const char *given, char **b64, char 
     return 0;
 }
 
+/* After an add: the rollouts in `used` (the image's "rollouts": those not
+ * cancelled, newest first) that still apply to it, each named with how to
+ * follow it. One a newer rollout for its model and group superseded no
+ * longer does (its devices moved to the newer one): naming it sent the
+ * user to a rollout that offers the image to nobody. Returns how many were
+ * named; 0 (none applies, or none could be read) leaves the caller to say
+ * how to roll the image out. */
+static size_t name_applying_rollouts(struct api *a, const json_t *used)
+{
+    size_t i, n = 0;
+    json_t *r;
+
+    json_array_foreach(used, i, r) {
+        json_int_t ro = json_integer_value(r);
+        json_t *d = NULL;
+        char path[64];
+        const char *group;
+
+        snprintf(path, sizeof(path), "/v1/rollouts/%lld", (long long)ro);
+        if (api_request(a, API_GET, path, NULL, 0, NULL, NULL, NULL, &d, NULL) != 0) continue;
+        if (!api_bool(d, "superseded") && strcmp(api_str(d, "state"), "cancelled") != 0) {
+            group = table_c(api_str(d, "group"));
+            printf("rollout %lld%s%s%s uses it: follow it with tcpota rollout show %lld\n",
+                   (long long)ro, *group ? " (group " : "", group, *group ? ")" : "",
+                   (long long)ro);
+            n++;
+        }
+        json_decref(d);
+    }
+    return n;
+}
+
 static int image_add(struct api *a, int argc, char **argv)
 {
     const char *manifest = NULL, *version = NULL, *model = NULL, *pos[1];
@@ -172,7 +204,7 @@ static int image_add(struct api *a, int argc, char **argv)
         {NULL, NULL, NULL},
     };
     char path[1024], *b64 = NULL, *ev = NULL, *em = NULL, id[16], mpath[MANIFEST_PATH_MAX] = "";
-    char word[4 * TCPOTA_MAX_NAME + 3]; /* the model, quoted for a shell */
+    char word[4 * TCPOTA_MAX_NAME + 16]; /* --model and the model, quoted for a shell */
     uint8_t *img = NULL;
     size_t len = 0;
     json_t *ans = NULL;
@@ -242,16 +274,12 @@ static int image_add(struct api *a, int argc, char **argv)
                table_c(api_str(ans, "model")), api_int(ans, "size"),
                api_bool(ans, "signed") ? "signed" : "unsigned");
         const char *m = table_c(api_str(ans, "model"));
-        const json_t *used = json_object_get(ans, "rollouts");
-        if (json_array_size(used) > 0) { /* a new rollout would supersede it */
-            json_int_t ro = json_integer_value(json_array_get(used, json_array_size(used) - 1));
-            printf("rollout %lld uses it: follow it with tcpota rollout show %lld\n", (long long)ro,
-                   (long long)ro);
-            goto out;
-        }
-        printf("roll it out: tcpota rollout create --image %s --model %s\n",
+        /* A rollout that applies is named, not a command that would make
+         * another one and supersede it. */
+        if (name_applying_rollouts(a, json_object_get(ans, "rollouts")) > 0) goto out;
+        printf("roll it out: tcpota rollout create --image %s %s\n",
                table_short_id(api_str(ans, "id"), id, sizeof(id)),
-               cli_shell_word(m, word, sizeof(word)));
+               cli_shell_opt("--model", m, word, sizeof(word)));
     }
 out:
     json_decref(ans);

@@ -41,18 +41,18 @@ static int nvs_failed(const char *prefix, const char *dir, const char *what)
 static int differs(const char *prefix, const struct options *o, const char *flag,
                    const char *given, const char *held)
 {
-    char q[4 * TCPOTA_MAX_STR + 3], qg[4 * TCPOTA_MAX_STR + 3];
+    char q[4 * TCPOTA_MAX_STR + 16], qg[4 * TCPOTA_MAX_STR + 3];
 
-    cli_shell_word(held, q, sizeof(q));
+    cli_shell_opt(flag, held, q, sizeof(q)); /* "--id dev1", or "--id=--dev" */
     if (strcmp(flag, "--id") == 0) {
         fprintf(stderr, "%s--flash %s belongs to device %s (its id since it was created), not %s: "
-                        "give --id %s or leave --id out; device %s needs a --flash DIR of its "
+                        "give %s or leave --id out; device %s needs a --flash DIR of its "
                         "own\n",
                 prefix, o->dir, held, given, q, cli_shell_word(given, qg, sizeof(qg)));
         return 2;
     }
     fprintf(stderr, "%s--model %s does not fit --flash %s: the device there is of model %s "
-                    "(since it was created); give --model %s or leave --model out; a device of "
+                    "(since it was created); give %s or leave --model out; a device of "
                     "model %s needs a --flash DIR of its own\n",
             prefix, given, o->dir, held, q, cli_shell_word(given, qg, sizeof(qg)));
     return 2;

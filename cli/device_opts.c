@@ -263,6 +263,7 @@ int device_parse_options(struct options *o, int argc, char **argv)
 
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i], *eq = strchr(arg, '='), *val = NULL;
+        char why[CLI_OPT_WHY];
         int k = opt_find(arg), rc;
 
         if (k < 0) {
@@ -277,12 +278,8 @@ int device_parse_options(struct options *o, int argc, char **argv)
             if (eq) {
                 return usage_error("%s takes no value", g_opts[k].name);
             }
-        } else if (eq) {
-            val = eq + 1;
-        } else if (i + 1 < argc) {
-            val = argv[++i];
-        } else {
-            return usage_error("%s needs a value", g_opts[k].name);
+        } else if (!(val = cli_opt_value(argc, argv, &i, g_opts[k].name, NULL, why, sizeof(why)))) {
+            return usage_error("%s", why);
         }
         bmin_given |= g_opts[k].id == OPT_BMIN;
         bmax_given |= g_opts[k].id == OPT_BMAX;

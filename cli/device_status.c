@@ -86,6 +86,7 @@ int cmd_device_status(int argc, char **argv)
     static struct tcpota_posix_status st;
     struct tcpota_dev_resume resume;
     const char *dir = NULL;
+    char why[CLI_OPT_WHY];
     int rc, resumable;
 
     for (int i = 1; i < argc; i++) {
@@ -94,13 +95,10 @@ int cmd_device_status(int argc, char **argv)
                    "Prints the image the device in DIR runs (or boots next) and its resume\n"
                    "point as JSON. DIR is only read.\n");
             return 0;
-        } else if (strcmp(argv[i], "--flash") == 0) {
-            if (i + 1 >= argc) {
-                return usage_error("%s needs a value", "--flash");
+        } else if (strcmp(argv[i], "--flash") == 0 || strncmp(argv[i], "--flash=", 8) == 0) {
+            if (!(dir = cli_opt_value(argc, argv, &i, "--flash", "DIR", why, sizeof(why)))) {
+                return usage_error("%s", why);
             }
-            dir = argv[++i];
-        } else if (strncmp(argv[i], "--flash=", 8) == 0) {
-            dir = argv[i] + 8;
         } else {
             return usage_error("status: unexpected argument '%s'", argv[i]);
         }

@@ -26,13 +26,22 @@
 /* The three kinds of key file, so that a file of one kind given where
  * another belongs is named for what it is. */
 enum key_kind { KEY_PUBLIC, KEY_PRIVATE, KEY_DEVICE, KEY_KINDS };
+/* hint: what to give instead; writer: what writes such a file. A device
+ * secret has two: a fleet server makes and keeps one per device (`tcpota
+ * device secret`, docs/fleet.md), single-image mode's --auth-file lists
+ * ones keygen made (docs/security.md). */
 static const struct {
-    const char *tag, *what, *noun, *hint;
+    const char *tag, *what, *noun, *hint, *writer;
 } kinds[KEY_KINDS] = {
-    {PUB_TAG, "public key", "an Ed25519 public key", "NAME.pub, written by `tcpota keygen --out NAME`"},
-    {SEC_TAG, "private key", "an Ed25519 private key", "NAME.key, written by `tcpota keygen --out NAME`"},
+    {PUB_TAG, "public key", "an Ed25519 public key", "NAME.pub, written by `tcpota keygen --out NAME`",
+     "`tcpota keygen`"},
+    {SEC_TAG, "private key", "an Ed25519 private key", "NAME.key, written by `tcpota keygen --out NAME`",
+     "`tcpota keygen`"},
     {DEV_TAG, "device secret", "a device secret",
-     "a file written by `tcpota keygen --device-secret --out FILE`"},
+     "the file written for this device by `tcpota device secret ID --out FILE` (a fleet server, "
+     "tcpota serve --data) or by `tcpota keygen --device-secret --out FILE` (a server's "
+     "--auth-file)",
+     "`tcpota device secret ID --out FILE` or `tcpota keygen --device-secret`"},
 };
 
 /* Reads all of fd (at most max bytes) into a malloc'd buffer with room for
@@ -122,7 +131,8 @@ static int parse_key(const char *path, enum key_kind k, const char *text, size_t
     if (sodium_hex2bin(out, want, text + tlen, len - tlen, NULL, &bin, NULL) != 0 ||
         (upto ? bin == 0 : bin != want)) {
         cli_err("%s: %s is damaged: the key is not %s%zu bytes of hex; use the file "
-                        "as `tcpota keygen` wrote it\n", kinds[k].what, path, upto ? "1 to " : "", want);
+                        "as %s wrote it\n", kinds[k].what, path, upto ? "1 to " : "", want,
+                kinds[k].writer);
         return -1;
     }
     return (int)bin;
@@ -180,6 +190,7 @@ static int parse_opt(const char *cmd, const struct opt *opts, int argc, char **a
 {
     const char *a = argv[*i], *eq = a[1] == '-' ? strchr(a, '=') : NULL, *v;
     size_t nl = eq ? (size_t)(eq - a) : strlen(a);
+    char why[CLI_OPT_WHY];
 
     if (a[0] != '-' || a[1] == 0) {
         return 0;
@@ -203,11 +214,8 @@ static int parse_opt(const char *cmd, const struct opt *opts, int argc, char **a
         *opts->val = flag_set;
         return 1;
     }
-    v = eq ? eq + 1 : (*i + 1 < argc ? argv[++*i] : NULL);
-    /* "--out --device-secret": the value forgotten, the next option taken for it */
-    if (!v || (!eq && strncmp(v, "--", 2) == 0)) {
-        fprintf(stderr, "tcpota %s: %s needs a value: %s %s%s%s%s\n", cmd, opts->name, opts->name,
-                opts->metavar, v ? " (got the option " : "", v ? v : "", v ? ")" : "");
+    if (!(v = cli_opt_value(argc, argv, i, opts->name, opts->metavar, why, sizeof(why)))) {
+        fprintf(stderr, "tcpota %s: %s\n", cmd, why);
         return -1;
     }
     if (!*v) {

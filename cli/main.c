@@ -27,7 +27,7 @@ static void usage(FILE *f)
             "  tcpota rollout list | show ID | pause ID | resume ID | cancel ID | open-wave ID\n"
             "  tcpota device list [--model M] [--state S] [--group G] [--limit N] [--after ID]\n"
             "  tcpota device show ID | set ID --group G | secret ID [--out FILE]\n"
-            "  common: --api URL, --token-file F (or TCPOTA_TOKEN, or --data DIR), --json\n"
+            "  common: --api URL, --token-file F or --data DIR (else TCPOTA_TOKEN), --json\n"
             "\n"
             "`tcpota COMMAND --help` (or `tcpota help COMMAND`) lists every option of a command.\n",
             TCPOTA_VERSION_STRING);

@@ -16,11 +16,13 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -97,7 +99,8 @@ static void usage(FILE *f)
             "fleet mode (no FILE; images, rollouts and devices through the API):\n"
             "  --data DIR            keep the fleet in DIR (SQLite DIR/tcpota.db, images in\n"
             "                        DIR/images; created on first start, and removed again\n"
-            "                        if that start fails); device secrets are made with\n"
+            "                        if that start fails: an empty DIR is kept, emptied);\n"
+            "                        device secrets are made with\n"
             "                        `tcpota device secret ID`, not --auth-file\n"
             "  --db URI              keep the fleet in PostgreSQL instead (a libpq connection\n"
             "                        string or postgresql:// URI), shared by every node; DIR\n"
@@ -596,21 +599,48 @@ static int distinct_listeners(const struct tcpota_serve_opts *o)
     return 0;
 }
 
-/* After a start that failed (tcpota_serve returns non-zero only before it
- * served anything): removes the --data directory it made, database and
- * api.token included, so that the next start is a first one again rather
- * than one over a half-made fleet. Called only when dir did not exist
- * before this run; an existing one is never touched. */
-static void undo_data_dir(const char *dir)
-{
-    int rc = cli_remove_tree(dir);
+/* The lock a fleet server holds in its --data DIR while it runs
+ * (server/store_sqlite.c's SQ_LOCK_FILE). */
+#define DATA_LOCK_FILE "tcpota.lock"
 
-    if (rc < 0) {
+/* After a start that failed (tcpota_serve returns non-zero only before it
+ * served anything): undoes what it made in --data, database, images and
+ * api.token included, so that the next start is a first one again rather
+ * than one over a half-made fleet. created: dir did not exist before this
+ * run, and goes whole; else it existed and was empty (nothing in it was
+ * there before), and only what is in it goes. Any other directory is never
+ * touched. Nothing goes either while another process holds dir's lock: a
+ * server that started on it meanwhile, whose files these are. */
+static void undo_data_dir(const char *dir, int created)
+{
+    char lock[4200];
+    int fd, rc;
+
+    snprintf(lock, sizeof(lock), "%s/%s", dir, DATA_LOCK_FILE);
+    fd = open(lock, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        return; /* held: another server runs on dir now */
+    }
+    if (!created && cli_dir_holds_nothing(dir)) { /* the start made nothing there */
+        if (fd >= 0) close(fd);
+        return;
+    }
+    rc = created ? cli_remove_tree(dir) : cli_empty_tree(dir);
+    if (fd >= 0) close(fd); /* the lock file is gone, or it stays with the rest */
+    if (rc < 0 && created) {
         fprintf(stderr, "tcpota serve: the start failed, and --data %s, which it created, could "
                         "not be removed whole (%s); remove it before the next start\n",
                 dir, strerror(-rc));
-    } else {
+    } else if (rc < 0) {
+        fprintf(stderr, "tcpota serve: the start failed, and what it created in --data %s (empty "
+                        "before) could not all be removed (%s); empty it before the next start\n",
+                dir, strerror(-rc));
+    } else if (created) {
         fprintf(stderr, "tcpota serve: removed --data %s, which this failed start created\n", dir);
+    } else {
+        fprintf(stderr, "tcpota serve: removed what this failed start created in --data %s (it "
+                        "was empty before; the directory is kept)\n", dir);
     }
 }
 
@@ -619,7 +649,7 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
 {
     static char images[4096], api_host[256], ota_host[256];
     struct stat st;
-    int created, rc;
+    int created, was_empty, rc;
 
     if (o->image) {
         fprintf(stderr, "tcpota serve: --data serves the fleet's images; add %s with "
@@ -654,6 +684,7 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
     if (created && cli_check_dir(o->data_dir, "--data", 1) < 0) {
         return 2;
     }
+    was_empty = !created && cli_dir_holds_nothing(o->data_dir);
     if (strcmp(api, "off") != 0 &&
         cli_hostport(api, "--api", 1, api_host, sizeof(api_host), &o->api_port) < 0) {
         return 2;
@@ -696,8 +727,8 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
         o->ctx = src;
     }
     rc = tcpota_serve(o);
-    if (rc != 0 && created) {
-        undo_data_dir(o->data_dir);
+    if (rc != 0 && (created || was_empty)) {
+        undo_data_dir(o->data_dir, created);
     }
     return rc;
 }
@@ -712,7 +743,7 @@ static int serve_args(int argc, char **argv)
     const char *api = "127.0.0.1:8071", *ota = NULL;
     const char *fleet_only = NULL; /* the last flag given that only fleet mode reads */
     unsigned long long v;
-    int i, rc;
+    int i, rc, unauth_given = 0;
 
     memset(&o, 0, sizeof(o));
     memset(&src, 0, sizeof(src));
@@ -726,11 +757,33 @@ static int serve_args(int argc, char **argv)
     o.max_unauth_per_addr = DEFAULT_MAX_UNAUTH_PER_ADDR;
     o.max_image = 64u << 20;
     for (i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+        const char *arg = argv[i], *val;
+        /* "--name=VALUE": the name alone in a, for the comparisons below */
+        size_t nl = strncmp(arg, "--", 2) == 0 ? strcspn(arg, "=") : strlen(arg);
+        char a[64], why[CLI_OPT_WHY];
+        int kind;
+
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             usage(stdout);
             return 0;
+        }
+        if (arg[0] != '-') {
+            if (o.image) {
+                fprintf(stderr, "tcpota serve: one image only (got %s and %s)\n", o.image, arg);
+                return 2;
+            }
+            o.image = arg;
+            continue;
+        }
+        snprintf(a, sizeof(a), "%.*s", (int)nl, arg);
+        kind = strcmp(a, "--config") == 0 ? 1 : serve_option(a);
+        if (kind < 0 || nl >= sizeof(a)) {
+            fprintf(stderr, "tcpota serve: unknown option %s; see tcpota serve --help\n", arg);
+            return 2;
+        }
+        if (kind == 0 && arg[nl]) {
+            fprintf(stderr, "tcpota serve: %s takes no value\n", a);
+            return 2;
         }
         if (strcmp(a, "--progress") == 0) { o.progress = 1; continue; }
         if (strcmp(a, "--require-signed") == 0) { src.require_signed = 1; continue; }
@@ -741,13 +794,8 @@ static int serve_args(int argc, char **argv)
         if (strcmp(a, "--allow-unauthenticated-legacy") == 0) { o.allow_unauth_legacy = 1; continue; }
         if (strcmp(a, "--no-progress") == 0) { o.progress = 0; continue; }
         if (strcmp(a, "--quiet") == 0) { o.quiet = 1; continue; }
-        if (a[0] == '-' && strcmp(a, "--config") != 0 && serve_option(a) < 0) {
-            /* before "needs a value": an unknown last flag is unknown */
-            fprintf(stderr, "tcpota serve: unknown option %s; see tcpota serve --help\n", a);
-            return 2;
-        }
-        if (a[0] == '-' && a[1] == '-' && !val) {
-            fprintf(stderr, "tcpota serve: %s needs a value\n", a);
+        if (!(val = cli_opt_value(argc, argv, &i, a, NULL, why, sizeof(why)))) {
+            fprintf(stderr, "tcpota serve: %s\n", why);
             return 2;
         }
         if (strcmp(a, "--config") == 0) {
@@ -806,6 +854,7 @@ static int serve_args(int argc, char **argv)
         } else if (strcmp(a, "--max-unauth-per-addr") == 0) {
             if (cli_number(val, a, 0, 1000000, &v) < 0) return 2;
             o.max_unauth_per_addr = (unsigned)v;
+            unauth_given = 1;
         } else if (strcmp(a, "--data") == 0) {
             o.data_dir = val;
         } else if (strcmp(a, "--db") == 0) {
@@ -825,18 +874,10 @@ static int serve_args(int argc, char **argv)
         } else if (strcmp(a, "--chunk") == 0) {
             if (cli_number(val, a, 512, 16380, &v) < 0) return 2;
             o.chunk = (unsigned)v;
-        } else if (a[0] == '-') { /* listed in serve_option() but not taken here */
+        } else { /* listed in serve_option() but not taken here */
             fprintf(stderr, "tcpota serve: unknown option %s; see tcpota serve --help\n", a);
             return 2;
-        } else {
-            if (o.image) {
-                fprintf(stderr, "tcpota serve: one image only (got %s and %s)\n", o.image, a);
-                return 2;
-            }
-            o.image = a;
-            continue;
         }
-        i++;
     }
     if ((o.tls_cert == NULL) != (o.tls_key == NULL)) {
         fprintf(stderr, "tcpota serve: --tls-cert and --tls-key go together\n");
@@ -848,6 +889,16 @@ static int serve_args(int argc, char **argv)
         fprintf(stderr, "tcpota serve: --allow-unauthenticated-legacy applies only with "
                         "--require-auth (without it every legacy device is served, and so is "
                         "every device whose id has no secret); add --require-auth, or drop it\n");
+        return 2;
+    }
+    if (unauth_given && !o.require_auth && !o.tls_cert) {
+        /* The cap counts connections that have not authenticated yet
+         * (server.c, accept_from), and only a server that makes them wait
+         * for it counts them: here it would cap nothing. */
+        fprintf(stderr, "tcpota serve: --max-unauth-per-addr applies only with --require-auth or "
+                        "--tls-cert (it caps the connections one address holds before they "
+                        "authenticate, and without either the server counts none); add one of "
+                        "them, or drop it\n");
         return 2;
     }
     if ((src.nticket || o.tls_ticket_lifetime_s) && !o.tls_cert) {

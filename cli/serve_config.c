@@ -183,9 +183,10 @@ static int read_flags(FILE *f, const char *path, struct serve_config_args *out)
                                        "'%s' alone, or remove the line", s, val, s);
             return bad(path, line, msg);
         }
-        snprintf(opt, sizeof(opt), "--%s", s);
+        /* One argument, "--name=VALUE": a value is taken as written, even
+         * one that starts with "--" (as the next option would be). */
+        snprintf(opt, sizeof(opt), "--%s%s%s", s, *val ? "=" : "", val);
         if (add(out, opt, strlen(opt)) < 0) goto oom;
-        if (*val && add(out, val, strlen(val)) < 0) goto oom;
     }
     if (ferror(f)) return bad(path, line + 1, "read error");
     return 0;
@@ -204,21 +205,22 @@ int serve_config_load(int argc, char **argv, struct serve_config_args *out)
     out->argc = argc;
     out->argv = argv;
     for (i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--config") != 0) continue;
+        char why[CLI_OPT_WHY];
+
+        if (strcmp(argv[i], "--config") != 0 && strncmp(argv[i], "--config=", 9) != 0) continue;
         if (path) {
             fprintf(stderr, "tcpota serve: --config given twice; give one config file\n");
             return 2;
         }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "tcpota serve: --config needs a value (a config file)\n");
+        if (!(path = cli_opt_value(argc, argv, &i, "--config", "FILE", why, sizeof(why)))) {
+            fprintf(stderr, "tcpota serve: %s\n", why);
             return 2;
         }
-        path = argv[++i];
     }
     if (!path) return 0;
     if (!(f = cli_fopen_regular(path, "--config"))) return 2;
-    /* Each line gives at most two arguments. */
-    out->owned = calloc(2 * MAX_LINES + 2, sizeof(char *));
+    /* Each line gives at most one argument. */
+    out->owned = calloc(MAX_LINES + 2, sizeof(char *));
     if (!out->owned) {
         fclose(f);
         fprintf(stderr, "tcpota serve: out of memory\n");

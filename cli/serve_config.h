@@ -12,8 +12,9 @@ struct serve_config_args {
 };
 
 /* When argv (argv[0] is "serve") holds `--config FILE`, reads FILE and
- * builds in *out argv[0], then one "--flag" (and its value) per line of
- * FILE, then argv[1..]: the command line comes later, and since the option
+ * builds in *out argv[0], then one "--flag" (or "--flag=VALUE", so that a
+ * value is taken as written) per line of FILE, then argv[1..]: the command
+ * line comes later, and since the option
  * parser keeps the last value given, a flag on the command line wins over
  * the file (repeatable flags such as --pubkey add up). Without --config,
  * *out is argc/argv as given. FILE must be a regular file: one

@@ -82,6 +82,31 @@ int cli_hostport(const char *s, const char *what, int listen, char *host, size_t
     return 0;
 }
 
+const char *cli_opt_value(int argc, char **argv, int *i, const char *name, const char *metavar,
+                          char *why, size_t cap)
+{
+    const char *a = argv[*i], *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL, *v;
+    char usage[128];
+
+    if (eq) {
+        return eq + 1;
+    }
+    v = *i + 1 < argc ? argv[*i + 1] : NULL;
+    if (v && strncmp(v, "--", 2) != 0) {
+        ++*i;
+        return v;
+    }
+    snprintf(usage, sizeof(usage), "%s%s%s%s", metavar ? ": " : "", metavar ? name : "",
+             metavar ? " " : "", metavar ? metavar : "");
+    if (!v) {
+        snprintf(why, cap, "%s needs a value%s", name, usage);
+    } else {
+        snprintf(why, cap, "%s needs a value%s (got the option %s; if %s is meant as the value, "
+                           "write %s=%s)", name, usage, v, v, name, v);
+    }
+    return NULL;
+}
+
 int cli_negative(const char *s)
 {
     size_t n = s && s[0] == '-' ? strlen(s + 1) : 0;
@@ -291,7 +316,9 @@ FILE *cli_fopen_regular(const char *path, const char *what)
     return f;
 }
 
-int cli_dir_empty(const char *dir)
+/* 1 when dir exists and holds nothing but "." and "..", and `except`
+ * when not NULL. */
+static int dir_empty_but(const char *dir, const char *except)
 {
     DIR *d = opendir(dir);
     struct dirent *e;
@@ -300,12 +327,22 @@ int cli_dir_empty(const char *dir)
     if (!d) {
         return 0;
     }
-    while ((e = readdir(d)) != NULL) {
+    while (n == 0 && (e = readdir(d)) != NULL) {
         n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
-             strcmp(e->d_name, FLASH_LOCK_FILE) != 0;
+             (!except || strcmp(e->d_name, except) != 0);
     }
     closedir(d);
     return n == 0;
+}
+
+int cli_dir_empty(const char *dir)
+{
+    return dir_empty_but(dir, FLASH_LOCK_FILE);
+}
+
+int cli_dir_holds_nothing(const char *dir)
+{
+    return dir_empty_but(dir, NULL);
 }
 
 const char *cli_shell_word(const char *s, char *buf, size_t cap)
@@ -329,6 +366,15 @@ const char *cli_shell_word(const char *s, char *buf, size_t cap)
     }
     buf[n++] = '\'';
     buf[n < cap ? n : cap - 1] = 0;
+    return buf;
+}
+
+const char *cli_shell_opt(const char *opt, const char *value, char *buf, size_t cap)
+{
+    int n = snprintf(buf, cap, "%s%s", opt, strncmp(value, "--", 2) == 0 ? "=" : " ");
+
+    if (n < 0 || (size_t)n + 8 > cap) return buf; /* no room for the value: cut short */
+    cli_shell_word(value, buf + n, cap - (size_t)n);
     return buf;
 }
 
@@ -364,11 +410,17 @@ static int empty_dir(int fd, unsigned depth)
     return rc;
 }
 
+int cli_empty_tree(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+
+    return fd < 0 ? -errno : empty_dir(fd, 0);
+}
+
 int cli_remove_tree(const char *dir)
 {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW), rc;
+    int rc = cli_empty_tree(dir);
 
-    if (fd < 0) return -errno;
-    if ((rc = empty_dir(fd, 0)) != 0) return rc;
+    if (rc != 0) return rc;
     return rmdir(dir) == 0 ? 0 : -errno;
 }

@@ -150,13 +150,19 @@ static void by_version(struct api_call *c, struct store_req *r)
     if (n > 1) {
         api_error(c, 400, "id", "%zu images have version %s: %s; give the id of one", n, c->key,
                   names);
-    } else if (!found && api_image_id(c->key, id) == 0) { /* most likely a short id */
-        api_image_id_error(c, "id", ", and %s is not the version of an image either (tcpota "
-                           "image list shows ids and versions)", c->key);
     } else if (!found) {
+        /* A name that matches no image is 404 whatever it looks like: hex
+         * digits too few for an id (a short id, or a version) no less than
+         * "xyz123" (before: 400 "an image id is 8 to 64 hex digits"). */
+        int kind = api_image_id(c->key, id);
+        char note[200] = "";
+
+        if (kind == 0) {
+            snprintf(note, sizeof note, "; an image id is %u to %u hex digits, so %s is too "
+                     "short for one", API_PREFIX_MIN, 2 * TCPOTA_ID_LEN, c->key);
+        }
         api_error(c, 404, "id", "no image has the %s %s (tcpota image list shows ids and "
-                  "versions)", api_image_id(c->key, id) == 1 ? "id, prefix or version" : "version",
-                  c->key);
+                  "versions%s)", kind == 1 ? "id, prefix or version" : "version", c->key, note);
     } else if (c->action == ACT_RM) {
         rm_resolved_image(c, found);
     } else {
@@ -179,7 +185,8 @@ static void by_id(struct api_call *c, struct store_req *r)
 
 /* Looks up the image the path segment s names: an id or a unique prefix of
  * one (8+ hex digits), else a version (percent-decoded). 400 when it can
- * be neither. c->key keeps s as given, for a version that looks like hex. */
+ * be neither (a space, a control character); 404 when it names no image.
+ * c->key keeps s as given, for a version that looks like hex. */
 static void find_image(struct api_call *c, const char *s, int rm)
 {
     struct store_req *r;

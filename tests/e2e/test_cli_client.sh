@@ -97,8 +97,15 @@ run 0 $T image list $API --token-file tok
 : > requests.jsonl
 run 0 $T image list $API --data data
 [ "$(req header Authorization)" = "Bearer $TOKEN" ] || fail "--data DIR: the token of DIR/api.token was not sent"
-TCPOTA_TOKEN=$TOKEN run 0 $T image list $API --data nothere
+TCPOTA_TOKEN=$TOKEN run 0 $T image list $API
 [ "$(req header Authorization)" = "Bearer $TOKEN" ] || fail "TCPOTA_TOKEN was not sent"
+# --data DIR on the command line wins over TCPOTA_TOKEN in the environment
+# (an export left from another server), as --token-file does (before, the
+# environment's token was sent, and its 401 blamed TCPOTA_TOKEN).
+TCPOTA_TOKEN=other run 0 $T image list $API --data data
+[ "$(req header Authorization)" = "Bearer $TOKEN" ] || fail "TCPOTA_TOKEN won over --data: sent '$(req header Authorization)'"
+TCPOTA_TOKEN=$TOKEN run 2 $T image list $API --data nothere
+has err.log "--data: cannot open nothere/api.token: No such file"
 TCPOTA_TOKEN=other run 0 $T image list $API --token-file tok
 [ "$(req header Authorization)" = "Bearer $TOKEN" ] || fail "TCPOTA_TOKEN won over --token-file"
 TCPOTA_TOKEN=$TOKEN TCPOTA_API=127.0.0.1:$(cat port) run 0 $T image list
@@ -143,7 +150,7 @@ run 1 $T image list $API --token-file bad.tok
 has err.log "^tcpota image: the API at http://127.0.0.1:$(cat port) refused the token from --token-file bad.tok"
 TCPOTA_TOKEN=nope run 1 $T image list $API
 has err.log "refused the token from the environment variable TCPOTA_TOKEN"
-ok "the token: --token-file, else TCPOTA_TOKEN, else --data DIR/api.token; missing: exit 2; refused: exit 1 naming its source"
+ok "the token: --token-file, else --data DIR/api.token, else TCPOTA_TOKEN; missing: exit 2; refused: exit 1 naming its source"
 
 # --- image list: the table and --json
 export TCPOTA_TOKEN=$TOKEN
@@ -179,6 +186,33 @@ l = shlex.shlex(sys.argv[1], posix=True, punctuation_chars=True); l.whitespace_s
 w = list(l); print(len(w), w[-1])' "${line#roll it out: }")
   [ "$words" = "7 $m" ] || fail "the printed command does not give --model '$m' as one word: $line"
 done
+# A model that starts with "--" is given joined, the one form the parser
+# takes it in (--model --m would be refused as a forgotten value).
+route POST /v1/images 201 "${ADDED/esp32-devkit/--m}"
+run 0 $T image add fw.bin $API
+has out.log "^roll it out: tcpota rollout create --image 9f2c41d0e1a7 --model=--m$"
+# An image already stored names the rollout that applies to it, not one a
+# newer rollout superseded (before: the last of "rollouts", newest first,
+# so the oldest: superseded, offering the image to nobody). Several that
+# apply (other groups) are each named; none: the command to roll it out.
+rollout_json() { # ID SUPERSEDED STATE GROUP
+  printf '{"id": %s, "image": "%s", "version": "2.0.0", "model": "esp32-devkit", "group": "%s", "state": "%s", "superseded": %s}' "$1" "$ID" "$4" "$3" "$2"
+}
+route POST /v1/images 200 "${ADDED/\"rollouts\": \[\]/\"rollouts\": [5, 3, 1]}"
+route GET /v1/rollouts/5 200 "$(rollout_json 5 false active canary)"
+route GET /v1/rollouts/3 200 "$(rollout_json 3 false paused "")"
+route GET /v1/rollouts/1 200 "$(rollout_json 1 true active "")"
+run 0 $T image add fw.bin $API
+[ "$(grep -c ' uses it' out.log)" -eq 2 ] || fail "image add named other rollouts than 5 and 3: $(cat out.log)"
+has out.log "^rollout 5 \(group canary\) uses it: follow it with tcpota rollout show 5$"
+has out.log "^rollout 3 uses it: follow it with tcpota rollout show 3$"
+! grep -q "roll it out" out.log || fail "a roll-it-out command beside the rollouts that apply: $(cat out.log)"
+route GET /v1/rollouts/5 200 "$(rollout_json 5 true active canary)"
+route GET /v1/rollouts/3 200 "$(rollout_json 3 true active "")"
+run 0 $T image add fw.bin $API
+! grep -q " uses it" out.log || fail "image add named a superseded rollout: $(cat out.log)"
+has out.log "^roll it out: tcpota rollout create --image 9f2c41d0e1a7 --model esp32-devkit$"
+ok "image add of a stored image names the rollouts that apply to it (not superseded ones), else how to roll it out"
 route POST /v1/images 201 "$ADDED"
 head -c 99 /dev/urandom > other.manifest
 run 0 $T image add fw.bin --manifest other.manifest $API
@@ -470,6 +504,9 @@ run 0 $T device list --state failed --limit 5 $API
 has out.log "^ID +MODEL +VERSION +GROUP +STATE +IMAGE +PROGRESS +LAST SEEN \(UTC\) +ADDRESS +REASON$"
 has out.log "^dev 7/x  esp32  1\.0\.0 +- +rolled-back  9f2c41d0e1a7 +100%  2026-12-01 13:21:00  127\.0\.0\.1  health check failed$"
 has out.log "^1 of 3 devices; the next page: tcpota device list --after 'dev 7/x'"
+route GET "/v1/devices?state=failed&limit=5" 200 '{"devices": ['"$DEV"'], "total": 3, "next": "--dev"}'
+run 0 $T device list --state failed --limit 5 $API
+has out.log "^1 of 3 devices; the next page: tcpota device list --after=--dev "
 # A legacy device reports no version: "-", as other empty cells, not a blank.
 LEGACY='{"id": "old-1", "model": "esp32", "version": "", "running": "", "group": "", "address": "127.0.0.1", "protocol": "legacy", "state": "seen", "image": "", "bytes": 0, "size": 0, "reason": "", "first_seen": 1796131200, "last_seen": 1796131260, "has_secret": false}'
 route GET "/v1/devices?model=legacy" 200 '{"devices": ['"$LEGACY"'], "total": 1}'

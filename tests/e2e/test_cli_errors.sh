@@ -152,8 +152,19 @@ expect 2 "public key: trailing.pub is damaged: the key is not 32 bytes of hex" $
 expect 2 "private key: short.key is damaged: the key is not 64 bytes of hex" $T sign --key short.key $S img
 # A device secret of no bytes at all is damaged, not a short secret.
 (umask 077; echo "tcpota-secret v1 " > none.secret)
-expect 2 "device secret: none.secret is damaged: the key is not 1 to 64 bytes of hex" \
+expect 2 "device secret: none.secret is damaged: the key is not 1 to 64 bytes of hex; use the file as \`tcpota device secret ID --out FILE\` or \`tcpota keygen --device-secret\` wrote it$" \
   $T device --server 127.0.0.1:1 --flash devdir --id d --secret none.secret --max-attempts 1
+# A device secret that is no such file names both ways to get one: a fleet
+# server's `device secret` (before: only keygen, which makes a secret no
+# fleet server knows) and keygen for an --auth-file.
+dev_hint="give the file written for this device by \`tcpota device secret ID --out FILE\` \(a fleet server, tcpota serve --data\) or by \`tcpota keygen --device-secret --out FILE\` \(a server's --auth-file\)$"
+expect 2 "device secret: k.pub holds an Ed25519 public key, not a device secret; $dev_hint" \
+  $T device --server 127.0.0.1:1 --flash devdir --id d --secret k.pub --max-attempts 1
+(umask 077; : > empty.secret; echo "not a key" > junk.secret)
+expect 2 "device secret: empty.secret is empty; $dev_hint" \
+  $T device --server 127.0.0.1:1 --flash devdir --id d --secret empty.secret --max-attempts 1
+expect 2 "device secret: junk.secret is not a tcpota key file; $dev_hint" \
+  $T device --server 127.0.0.1:1 --flash devdir --id d --secret junk.secret --max-attempts 1
 ok "a key file of the wrong kind is named for what it holds"
 
 # Missing, empty, repeated and unknown arguments.
@@ -162,7 +173,7 @@ expect 2 "--model is missing" $T sign --key k.key --version 2.0.0 img
 expect 2 "--key is missing: give --key NAME.key" $T sign $S img
 expect 2 "FILE is missing: give the firmware image to sign" $T sign --key k.key $S
 expect 2 "--key needs a value: --key NAME.key" $T sign $S img --key
-expect 2 "--key needs a value: --key NAME.key \(got the option --version\)" $T sign --key --version 2.0.0 img
+expect 2 "--key needs a value: --key NAME.key \(got the option --version; if --version is meant as the value, write --key=--version\)$" $T sign --key --version 2.0.0 img
 expect 2 "--version is given twice" $T sign --key k.key $S --version 3 img
 expect 2 "unknown option --frobnicate; see tcpota sign --help" $T sign --frobnicate $S img
 expect 2 "two files given \('img' and 'img2'\)" $T sign --key k.key $S img img2
@@ -268,7 +279,7 @@ ok "sign refuses to write its manifest over the image, a key or any file not a m
 # keygen: the output name.
 expect 2 "--out is empty; give --out NAME" $T keygen --out ""
 expect 2 "--out needs a value: --out NAME$" $T keygen --out
-expect 2 "--out needs a value: --out NAME \(got the option --device-secret\)" $T keygen --out --device-secret
+expect 2 "--out needs a value: --out NAME \(got the option --device-secret; if --device-secret is meant as the value, write --out=--device-secret\)$" $T keygen --out --device-secret
 expect 2 "--out dir/ names a directory, not a file; give a NAME, e.g. --out dir/release" $T keygen --out dir/
 expect 2 "--out . names a directory" $T keygen --device-secret --out .
 expect 2 "--out dir/\.\. names a directory, not a file; give a NAME" $T keygen --out dir/..
@@ -318,3 +329,43 @@ chmod 644 dev.secret
 expect 1 "warning: dev.secret is readable by others \(mode 0644\); chmod 600 dev.secret" \
   $T device --server 127.0.0.1:1 --flash devdir --id d --secret dev.secret --max-attempts 1
 ok "a private key or device secret readable by others is warned about, with the chmod"
+
+# An option's value left out: the next option is not taken for it (before,
+# `device --id --model m` made the id "--model", and `serve --data --api A`
+# kept the fleet in a directory named "--api"). Every parser says which
+# option it got instead and how to give such a value on purpose; the
+# --opt=VALUE form takes anything.
+swallow() { # RC OPT GOT CMD...: exit RC, "OPT needs a value ... got the option GOT ..."
+  local rc=$1 opt=$2 got=$3; shift 3
+  expect "$rc" "needs a value(: $opt [A-Za-z.]+)? \(got the option $got; if $got is meant as the value, write $opt=$got\)$" "$@"
+  grep -qE -- "^tcpota [a-z]+: $opt needs a value" "err$N.log" || fail "the message does not start with the option: $(cat "err$N.log")"
+}
+swallow 2 --id --model $T device --server 127.0.0.1:1 --flash swdev --id --model m --max-attempts 1
+swallow 2 --factory-version --id $T device --server 127.0.0.1:1 --flash swdev --factory-version --id x --max-attempts 1
+swallow 2 --flash --quiet $T device --server 127.0.0.1:1 --flash --quiet --max-attempts 1
+swallow 2 --flash --x $T device status --flash --x
+swallow 2 --data --api $T serve --data --api 127.0.0.1:0
+swallow 2 --listen --version $T serve --listen --version 1.0.0 img
+swallow 2 --config --data $T serve --config --data x
+swallow 2 --api --json $T image list --api --json
+swallow 2 --model --group $T device list --model --group g
+swallow 2 --key --model $T sign --key --model m --version 1 img
+[ ! -e swdev ] && [ ! -e ./--model ] && [ ! -e ./--api ] && [ ! -e ./--quiet ] && [ ! -e ./--x ] ||
+  fail "a refused command created a directory: $(ls -A)"
+expect 2 "^tcpota serve: --data needs a value$" $T serve --data
+expect 2 "^tcpota device: --id needs a value$" $T device --server 127.0.0.1:1 --flash swdev --id
+# On purpose, as --opt=VALUE: taken as given, then judged as a value.
+expect 2 "^tcpota serve: --max-conns: '--5' is not a number" $T serve --max-conns=--5 --version 1.0.0 img
+printf 'max-conns --5\nversion 1.0.0\n' > dash.conf # a config file's value is taken as written
+expect 2 "^tcpota serve: --max-conns: '--5' is not a number" $T serve --config dash.conf img
+expect 2 "^tcpota serve: --quiet takes no value" $T serve --quiet=yes --version 1.0.0 img
+expect 2 "^tcpota image: --timeout: '--5' is not a number" $T image list --timeout=--5
+expect 0 "wrote device secret --odd.secret" $T keygen --device-secret --out=--odd.secret
+[ -f ./--odd.secret ] || fail "keygen --out=--odd.secret wrote no ./--odd.secret: $(ls -A)"
+expect 1 "device --dev: gave up after 1 attempt" $T device --server 127.0.0.1:1 --flash swdev2 --id=--dev \
+  --factory-version=--f --max-attempts 1 --backoff-min-ms 10 --backoff-max-ms 10
+$T device status --flash=swdev2 | grep -q '"version":"--f"' || fail "--factory-version=--f: $($T device status --flash swdev2)"
+# The id it then holds is suggested in the form that gives it.
+expect 2 "belongs to device --dev \(its id since it was created\), not other: give --id=--dev or leave --id out" \
+  $T device --server 127.0.0.1:1 --flash swdev2 --id other --max-attempts 1
+ok "an option whose value is left out takes no other option for it (device, device status, serve, its --config, fleet commands, keygen, sign); --opt=VALUE takes anything"

@@ -290,11 +290,22 @@ rc=0; timeout 20 "$TCPOTA" serve --listen "127.0.0.1:$SERVER_PORT" --api 127.0.0
 [ $rc -eq 1 ] && [ "$(cat "$WORK/old/mine")" = keep ] && [ -e "$WORK/old/tcpota.db" ] ||
   fail "a failed start over an existing --data: rc $rc, $(ls -A "$WORK/old"): $(cat "$WORK/old.log")"
 ! grep -q removed "$WORK/old.log" || fail "a failed start over an existing --data says it removed it: $(cat "$WORK/old.log")"
+# An existing but empty --data (made by mkdir, or a mount point): what the
+# failed start made in it goes, the directory stays (before: the database,
+# images/, api.token and tcpota.lock were left, and the next start was one
+# over a half-made fleet with that token).
+mkdir "$WORK/empty" && chmod 0750 "$WORK/empty"
+rc=0; timeout 20 "$TCPOTA" serve --listen "127.0.0.1:$SERVER_PORT" --api 127.0.0.1:0 --data "$WORK/empty" > /dev/null 2> "$WORK/emptydir.log" || rc=$?
+[ $rc -eq 1 ] && [ -d "$WORK/empty" ] && [ -z "$(ls -A "$WORK/empty")" ] ||
+  fail "a failed start in an existing empty --data: rc $rc, left: $(ls -A "$WORK/empty" 2>&1): $(cat "$WORK/emptydir.log")"
+[ "$(stat -c %a "$WORK/empty")" = 750 ] || fail "the existing empty --data changed mode: $(stat -c %a "$WORK/empty")"
+grep -q "removed what this failed start created in --data $WORK/empty (it was empty before; the directory is kept)" "$WORK/emptydir.log" ||
+  fail "no word of the removal in an existing empty --data: $(cat "$WORK/emptydir.log")"
 "$TCPOTA" image list > /dev/null || fail "the first server does not answer after the second one failed"
 [ "$(cat "$DATA/tcpota.lock")" = "$SERVER_PID" ] || fail "the second server emptied the first one's lock file: '$(cat "$DATA/tcpota.lock")'"
 stop_fleet
 [ ! -s "$DATA/tcpota.lock" ] || fail "DIR/tcpota.lock still names pid $(cat "$DATA/tcpota.lock") after a clean stop"
-ok "a second server on the same --data fails with exit 1 naming the first one's pid; the pid goes with the server; a failed start removes the --data it created"
+ok "a second server on the same --data fails with exit 1 naming the first one's pid; the pid goes with the server; a failed start removes the --data it created, or what it created in an existing empty one"
 
 mkdir "$WORK/junk"
 head -c 8192 /dev/urandom > "$WORK/junk/tcpota.db"
@@ -448,15 +459,34 @@ make_image "$WORK/h20" 30000
   fail "rollout create --image 20: $(cat "$WORK/hexver.out")"
 [ "$("$TCPOTA" rollout show 1 --json | jq_py 'j["version"]')" = 20 ] || fail "rollout 1 is not of version 20"
 # Hex digits too few for an id that are no version either are a short id
-# (7 digits, as git shows them): refused as image rm refuses one (rc 2), not
-# "no image has the id" (rc 1).
+# (7 digits, as git shows them): rollout create refuses its field as too
+# short (rc 2, a 400), not "no image has the id" (rc 1).
 short=$("$TCPOTA" image list --json | jq_py 'j["images"][0]["id"][:7]')
 rc=0; "$TCPOTA" rollout create --image "$short" --model esp32 > "$WORK/hexver.out" 2>&1 || rc=$?
 [ $rc -eq 2 ] || fail "rollout create --image $short: rc $rc: $(cat "$WORK/hexver.out")"
 grep -q "an image id is 8 to 64 hex digits (a unique prefix of its SHA-256), and $short is not a version of an image of model esp32 either" \
   "$WORK/hexver.out" || fail "rollout create --image $short: $(cat "$WORK/hexver.out")"
-rc=0; "$TCPOTA" image rm "$short" > "$WORK/hexver.out" 2>&1 || rc=$?
-[ $rc -eq 2 ] && grep -q "an image id is 8 to 64 hex digits (a unique prefix of its SHA-256)" "$WORK/hexver.out" ||
-  fail "image rm $short: rc $rc: $(cat "$WORK/hexver.out")"
+# image rm names an image in its path: one no image has is 404 (rc 1),
+# whether it is too short for an id (abc, a 7-digit prefix) or no hex at
+# all (xyz123), with one message (before: 400 and rc 2 for the short ones,
+# 404 and rc 1 for the others).
+for name in "$short" abc xyz123; do
+  rc=0; "$TCPOTA" image rm "$name" > "$WORK/hexver.out" 2>&1 || rc=$?
+  [ $rc -eq 1 ] && grep -q "^tcpota image: no image has the version $name (tcpota image list shows ids and versions" "$WORK/hexver.out" ||
+    fail "image rm $name: rc $rc: $(cat "$WORK/hexver.out")"
+done
+grep -q "an image id is 8 to 64 hex digits, so $short is too short for one)" <("$TCPOTA" image rm "$short" 2>&1) ||
+  fail "image rm $short does not say it is too short for an id: $("$TCPOTA" image rm "$short" 2>&1)"
+# The image added again names its rollout while that applies; once a newer
+# rollout for the model superseded it, the command to roll it out instead
+# (before: "rollout 1 uses it", a rollout that offers it to nobody).
+"$TCPOTA" image add --version 20 --model esp32 "$WORK/h20" > "$WORK/again.out" 2>&1 || fail "image add 20 again: $(cat "$WORK/again.out")"
+grep -qx "rollout 1 uses it: follow it with tcpota rollout show 1" "$WORK/again.out" || fail "image add 20 again: $(cat "$WORK/again.out")"
+make_image "$WORK/h21" 30000
+"$TCPOTA" image add --version 21 --model esp32 "$WORK/h21" > /dev/null || fail "image add 21 failed"
+"$TCPOTA" rollout create --image 21 --model esp32 > /dev/null || fail "rollout create --image 21 failed"
+"$TCPOTA" image add --version 20 --model esp32 "$WORK/h20" > "$WORK/again.out" 2>&1 || fail "image add 20 again: $(cat "$WORK/again.out")"
+! grep -q "uses it" "$WORK/again.out" && grep -q "^roll it out: tcpota rollout create --image [0-9a-f]* --model esp32$" "$WORK/again.out" ||
+  fail "image add 20 after its rollout was superseded: $(cat "$WORK/again.out")"
 stop_fleet
-ok "a short version of hex digits names its image; a short id is refused as too short"
+ok "a short version of hex digits names its image; rollout create refuses a short id as too short; image rm of a name no image has is 404, whatever it looks like"

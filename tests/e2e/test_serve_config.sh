@@ -167,6 +167,21 @@ keys=(); for i in 1 2 3 4 5 6 7 8 9; do keys+=(--pubkey trust.pub); done
 refused_flags 'at most 8 --pubkey' "${keys[@]}" --data fleet-tls --api off
 [ ! -e fleet-tls ] || fail "a refused fleet start created its data directory"
 refused_flags '--require-auth needs --auth-file' --version 2.0.0 --require-auth img.bin
+# --max-unauth-per-addr caps connections that have not authenticated yet,
+# which only a server with --require-auth or TLS counts: without either it
+# did nothing, silently (a test of this repository gave it so, believing it
+# did). Refused as --allow-unauthenticated-legacy without --require-auth is,
+# in both modes, whatever the number (0 too); with --require-auth it starts.
+unauth_why='--max-unauth-per-addr applies only with --require-auth or --tls-cert (it caps the connections one address holds before they authenticate, and without either the server counts none); add one of them, or drop it'
+refused_flags "$unauth_why" --max-unauth-per-addr 16 --version 2.0.0 img.bin
+refused_flags "$unauth_why" --max-unauth-per-addr 0 --version 2.0.0 img.bin
+refused_flags "$unauth_why" --max-unauth-per-addr 16 --data fleet-unauth --api off
+[ ! -e fleet-unauth ] || fail "a refused fleet start created its data directory"
+"$TCPOTA" serve --listen 127.0.0.1:0 --data fleet-unauth --api off --require-auth --max-unauth-per-addr 16 2> unauth.log &
+PIDS+=($!)
+wait_line unauth.log 'listening on'
+stop_serve
+ok "--max-unauth-per-addr without --require-auth or --tls-cert is refused (it would cap nothing); with --require-auth it is taken"
 ok "--tls-cert or --tls-key alone (fleet and image mode), --require-auth without --auth-file, --db without --data or empty, --workers with --data, --log-format xml, --auth-file or --require-signed with --data, --max-unauth-per-addr or --chunk out of range, 9 --pubkey: exit 2"
 
 # A descriptor limit below --max-conns: the warning says what happens and

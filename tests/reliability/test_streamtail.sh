@@ -59,7 +59,7 @@ ok "COMPLETE and DECLINE from peers that stay connected are read within 5 s"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge 4400 ] || fail "need 4400 descriptors, have $(ulimit -n)"
 make_image "$WORK/img4k" 4096
-start_server "$WORK/img4k" 2.0.0 --idle-timeout 60 --max-unauth-per-addr 4000
+start_server "$WORK/img4k" 2.0.0 --idle-timeout 60
 "$HOSTILE" --connect "127.0.0.1:$SERVER_PORT" --noread 2100 --stayer 5 --decliner 5 --hold 20 \
   --ports "$WORK/ports4" > "$WORK/hostile4.out" 2> "$WORK/hostile4.log" ||
   fail "among 2,100 other connections, peers that stay after COMPLETE or DECLINE were not all closed within 20 s: $(cat "$WORK/hostile4.out")"

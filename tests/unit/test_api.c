@@ -843,7 +843,7 @@ static void test_images_list_show(void **state)
     assert_string_equal(sget(j, "model"), "esp32-devkit");
     assert_true(json_is_false(json_object_get(j, "signed")));
     json_decref(j);
-    expect_error("GET", "/v1/images/2222222", NULL, 400, "id");   /* 7 digits */
+    expect_error("GET", "/v1/images/2222222", NULL, 404, "id");   /* 7 digits: no image either */
     expect_error("GET", "/v1/images/2222222g", NULL, 404, "id"); /* no id, nor a version */
 }
 
@@ -883,6 +883,21 @@ static void test_image_by_version(void **state)
     assert_int_equal(http("DELETE", "/v1/images/9.9.9", NULL, &j), 404);
     assert_non_null(strstr(sget(j, "error"), "no image has the version 9.9.9 (tcpota image list shows ids and versions)"));
     json_decref(j);
+    /* Hex digits too few for an id that are no version either name no
+     * image, as "xyz123" does: 404, not 400 (before: "an image id is 8 to
+     * 64 hex digits" with 400, while xyz123 was 404). */
+    assert_int_equal(http("DELETE", "/v1/images/abc", NULL, &j), 404);
+    assert_string_equal(sget(j, "field"), "id");
+    assert_string_equal(sget(j, "error"), "no image has the version abc (tcpota image list shows ids and "
+                                          "versions; an image id is 8 to 64 hex digits, so abc is too "
+                                          "short for one)");
+    json_decref(j);
+    assert_int_equal(http("GET", "/v1/images/abc", NULL, NULL), 404);
+    assert_int_equal(http("DELETE", "/v1/images/xyz123", NULL, &j), 404);
+    assert_string_equal(sget(j, "error"), "no image has the version xyz123 (tcpota image list shows ids "
+                                          "and versions)");
+    json_decref(j);
+    assert_int_equal(T.f.nimgs, 3);
     assert_int_equal(http("DELETE", "/v1/images/a%20b", NULL, &j), 400);
     assert_non_null(strstr(sget(j, "error"), "or a version (1 to 32 printable characters, no spaces)"));
     json_decref(j);
