@@ -373,7 +373,8 @@ static void tls_info(const SSL *ssl, int where, int ret)
     }
     err = ERR_peek_error();
     socket_peer(SSL_get_fd(ssl), peer, sizeof(peer));
-    say_dev(ota->srv, 0, NULL, peer, "http: TLS handshake failed: %s; closed%s", tls_error_reason(err),
+    say_dev(ota->srv, LOG_LV_INFO, NULL, peer, "http: TLS handshake failed: %s; closed%s",
+            tls_error_reason(err),
             ERR_GET_REASON(err) == SSL_R_HTTP_REQUEST
                 ? " (a plain HTTP request on the HTTPS port: the device's URL must be https://)"
                 : "");
