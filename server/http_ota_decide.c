@@ -149,10 +149,8 @@ void ota_checkin_done(struct store_req *r)
         snprintf(cr, sizeof(cr), "bytes */%u", img->size);
         ota_add_header(d->req, "Content-Range", cr);
         ota_add_header(d->req, "ETag", etag);
-        say_dev(srv, LOG_LV_INFO, d->id, d->peer, "http: %s: 416 (the image has %u bytes)",
-                d->range,
-                img->size);
-        ota_reply_error(d->req, 416, "%s (the image has %u bytes)", rg.why, img->size);
+        ota_refuse(d->ota, d, d->req, 416, "%s (%s; the image has %u bytes)", rg.why, d->range,
+                   img->size);
         ota_dl_free(d);
         return;
     }

@@ -278,7 +278,7 @@ void ota_start(struct dl *d, struct image *img, const struct http_range *rg, con
         return;
     }
     if (!(d->buf = evbuffer_new())) {
-        ota_reply_error(req, 500, "the server is out of memory; try again");
+        ota_refuse(d->ota, d, req, 500, "the server is out of memory; try again");
         ota_dl_free(d);
         return;
     }
