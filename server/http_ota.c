@@ -191,17 +191,63 @@ static int decode(const char *seg, size_t n, char *dst, size_t cap)
     return 0;
 }
 
+/* What is wrong with version v (NULL: none came), for refuse_version;
+ * buf (cap bytes) may hold it. */
+static const char *version_fault(const char *v, char *buf, size_t cap)
+{
+    if (!v || !*v) return "none given";
+    if (strlen(v) <= TCPOTA_MAX_NAME) return "a space or a character that is not printable in it";
+    snprintf(buf, cap, "longer than %u characters", TCPOTA_MAX_NAME);
+    return buf;
+}
+
+/* Refuses a version with 400, saying why and the whole rule: printable,
+ * no spaces (the rule of the API and of a signed image's version, so that
+ * a device can report the version an image is named by). */
+static void refuse_version(struct http_ota *ota, struct dl *d, struct evhttp_request *req,
+                           const char *why)
+{
+    ota_refuse(ota, d, req, 400, "version: %s; send the version the device runs (1..%u printable "
+               "characters, no spaces) in the header %s (or ?version=)", why, TCPOTA_MAX_NAME,
+               HTTP_OTA_VERSION_HEADER);
+}
+
+/* The version of the request into d: the header's, which must agree with
+ * ?version= when both came. Returns 0, or -1 after refusing it with 400. */
+static int take_version(struct http_ota *ota, struct evhttp_request *req, struct dl *d)
+{
+    const char *v = evhttp_find_header(evhttp_request_get_input_headers(req),
+                                       HTTP_OTA_VERSION_HEADER);
+    char why[48];
+
+    if (header_once(ota, d, req, HTTP_OTA_VERSION_HEADER) < 0) return -1;
+    if (v && d->version[0] && strcmp(v, d->version) != 0) {
+        ota_refuse(ota, d, req, 400, "version: ?version= and %s differ", HTTP_OTA_VERSION_HEADER);
+        return -1;
+    }
+    if (v && !d->version[0] && strlen(v) >= sizeof(d->version)) {
+        refuse_version(ota, d, req, version_fault(v, why, sizeof(why)));
+        return -1;
+    }
+    if (v) memcpy(d->version, v, strlen(v) + 1);
+    if (!api_printable(d->version, TCPOTA_MAX_NAME, 0)) {
+        refuse_version(ota, d, req, version_fault(d->version, why, sizeof(why)));
+        return -1;
+    }
+    return 0;
+}
+
 /* Reads the model, device id and version of the request into d. Returns
  * 0, or -1 after refusing it with 400. */
 static int parse_target(struct http_ota *ota, struct evhttp_request *req, const char *path,
                         const char *query, struct dl *d)
 {
     const char *model = path + strlen(HTTP_OTA_PREFIX), *slash = strchr(model, '/');
-    const char *file = slash ? slash + 1 : NULL, *v;
+    const char *file = slash ? slash + 1 : NULL;
     struct evkeyvalq q;
     struct evkeyval *kv;
     size_t flen;
-    char bad[TCPOTA_MAX_NAME + 1];
+    char bad[TCPOTA_MAX_NAME + 1], why[48];
 
     if (decode(model, slash ? (size_t)(slash - model) : strlen(model), d->model, sizeof(d->model)) < 0 ||
         !api_name_ok(d->model, TCPOTA_MAX_NAME)) {
@@ -228,6 +274,11 @@ static int parse_target(struct http_ota *ota, struct evhttp_request *req, const 
         size_t cap = dst == d->id ? sizeof(d->id) : sizeof(d->version);
         /* A device named by the path has its id (never empty) in d->id
          * already: dst[0] refuses it too, the message says which. */
+        if (dst == d->version && !dst[0] && strlen(kv->value) >= cap) {
+            refuse_version(ota, d, req, version_fault(kv->value, why, sizeof(why)));
+            evhttp_clear_headers(&q);
+            return -1;
+        }
         if (!dst || dst[0] || strlen(kv->value) >= cap) {
             ota_refuse(ota, d, req, 400, "%s: %s", kv->key,
                        !dst ? "unknown query parameter (device and version are known)"
@@ -240,6 +291,10 @@ static int parse_target(struct http_ota *ota, struct evhttp_request *req, const 
     }
     evhttp_clear_headers(&q);
     if (api_query_nul(query, bad, sizeof(bad))) { /* refused, not cut short */
+        if (strcmp(bad, "version") == 0) {
+            refuse_version(ota, d, req, "%00 decodes to a byte that is not printable");
+            return -1;
+        }
         ota_refuse(ota, d, req, 400, "%s: %%00 decodes to a byte that is not printable; send "
                    "1..%u printable characters", bad,
                    strcmp(bad, "device") == 0 ? TCPOTA_MAX_STR : TCPOTA_MAX_NAME);
@@ -250,20 +305,7 @@ static int parse_target(struct http_ota *ota, struct evhttp_request *req, const 
                    "?device=<id> or /ota/<model>/<id>.bin", TCPOTA_MAX_STR);
         return -1;
     }
-    if (header_once(ota, d, req, HTTP_OTA_VERSION_HEADER) < 0) return -1;
-    v = evhttp_find_header(evhttp_request_get_input_headers(req), HTTP_OTA_VERSION_HEADER);
-    if (v && d->version[0] && strcmp(v, d->version) != 0) {
-        ota_refuse(ota, d, req, 400, "version: ?version= and %s differ", HTTP_OTA_VERSION_HEADER);
-        return -1;
-    }
-    if (v && strlen(v) < sizeof(d->version)) memcpy(d->version, v, strlen(v) + 1);
-    if (!api_printable(d->version, TCPOTA_MAX_NAME, 0)) {
-        ota_refuse(ota, d, req, 400, "version: send the version the device runs (1..%u printable "
-                   "characters) in the header %s (or ?version=)", TCPOTA_MAX_NAME,
-                   HTTP_OTA_VERSION_HEADER);
-        return -1;
-    }
-    return 0;
+    return take_version(ota, req, d);
 }
 
 /* Whether the request may be served at all; answers it when not. */

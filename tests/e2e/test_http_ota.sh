@@ -153,7 +153,6 @@ grep -q 'Range: longer than 200 bytes' "$WORK/bad.b" || fail "Range of 201 bytes
 bad 400 "If-Range of 201 bytes" "$OTA?device=h-2" "${V[@]}" -H 'Range: bytes=0-9' \
   -H "If-Range: \"$(printf 'e%.0s' $(seq 199))\""
 grep -q 'If-Range: longer than 200 bytes' "$WORK/bad.b" || fail "If-Range of 201 bytes: $(cat "$WORK/bad.b")"
-bad 400 "no version" "$OTA?device=h-2"
 bad 400 "no device" "$OTA" "${V[@]}"
 bad 400 "bad device id" "$OTA/bad%09id.bin" "${V[@]}"
 bad 400 "device id too long" "$OTA?device=$(printf 'x%.0s' $(seq 65))" "${V[@]}"
@@ -186,21 +185,32 @@ badmsg 400 "device in the path and the query" 'the path names the device already
   "$OTA/h-2.bin?device=h-3" "${V[@]}"
 badmsg 400 "?version= and the header differ" '?version= and X-Tcpota-Version differ' \
   "$OTA?device=h-2&version=2.0.0" "${V[@]}"
-badmsg 400 "?version= too long" 'version: too long' "$OTA?device=h-2&version=$(printf '1%.0s' $(seq 80))"
+# A version refused says the whole rule, spaces included (before: "1..32
+# printable characters", and "too long" alone for a long ?version=).
+RULE='send the version the device runs (1..32 printable characters, no spaces) in the header X-Tcpota-Version (or ?version=)'
+badmsg 400 "?version= too long" "version: longer than 32 characters; $RULE" \
+  "$OTA?device=h-2&version=$(printf '1%.0s' $(seq 80))"
+badmsg 400 "header version too long" "version: longer than 32 characters; $RULE" "$OTA?device=h-2" \
+  -H "X-Tcpota-Version: $(printf '1%.0s' $(seq 40))"
+badmsg 400 "no version" "version: none given; $RULE" "$OTA?device=h-2"
 # A NUL decoded into a query value would cut it short (libevent keeps
 # values as C strings): x%00y must not register device x, nor 1.0.0%00zz
 # report version 1.0.0.
 badmsg 400 "NUL in ?device=" 'device: ' "$OTA?device=q-1%00y" "${V[@]}"
 grep -q 'not printable' "$WORK/bad.b" || fail "NUL in ?device=: $(cat "$WORK/bad.b")"
 badmsg 400 "NUL in ?version=" 'version: ' "$OTA?device=q-2&version=1.0.0%00zz"
-grep -q 'not printable' "$WORK/bad.b" || fail "NUL in ?version=: $(cat "$WORK/bad.b")"
+grep -qF "not printable; $RULE" "$WORK/bad.b" || fail "NUL in ?version=: $(cat "$WORK/bad.b")"
 for d in q-1 q-2; do
   [ -z "$(device_state $d 2>/dev/null || true)" ] || fail "device $d was registered from a cut value"
 done
 # A version that is not printable characters without spaces: refused, not
 # stored as what the device runs.
-bad 400 "a space in the version" "$OTA?device=h-2" -H 'X-Tcpota-Version: 1.0 beta'
-bad 400 "a tab in ?version=" "$OTA?device=h-2&version=1.0%091"
+badmsg 400 "a space in the version" "version: a space or a character that is not printable in it; $RULE" \
+  "$OTA?device=h-2" -H 'X-Tcpota-Version: 1.0 beta'
+badmsg 400 "a space in ?version=" "version: a space or a character that is not printable in it; $RULE" \
+  "$OTA?device=h-2&version=1.0%20beta"
+badmsg 400 "a tab in ?version=" "version: a space or a character that is not printable in it; $RULE" \
+  "$OTA?device=h-2&version=1.0%091"
 bad 405 "POST" "$OTA?device=h-2" "${V[@]}" -X POST
 code=$(python3 -c '
 import socket, sys
@@ -224,7 +234,7 @@ bad 400 "a space in the version, logged" "$OTA?device=h-2" -H 'X-Tcpota-Version:
 bad 403 "a device with a secret, logged" "$OTA?device=s-1" "${V[@]}"
 bad 405 "DELETE, logged" "$OTA?device=h-2" "${V[@]}" -X DELETE
 refused() { grep -E "^[^ ]+ tcpota serve: \[$1 127\.0\.0\.1:[0-9]+\] http: refused $2 with $3: $4" "$WORK/server.log"; }
-refused h-2 '/ota/esp32\?device=h-2' 400 'version: send the version the device runs' > /dev/null ||
+refused h-2 '/ota/esp32\?device=h-2' 400 'version: a space or a character that is not printable in it; send' > /dev/null ||
   fail "no line for the refused version: $(grep 'http: refused' "$WORK/server.log" | tail -3)"
 refused s-1 '/ota/esp32\?device=s-1' 403 'device s-1 authenticates with a secret' > /dev/null ||
   fail "no line for the 403 of s-1: $(grep 'http: refused' "$WORK/server.log" | tail -3)"
