@@ -311,17 +311,19 @@ static int parse_target(struct http_ota *ota, struct evhttp_request *req, const 
 /* Whether the request may be served at all; answers it when not. */
 static int admitted(struct http_ota *ota, struct evhttp_request *req, const struct dl *d)
 {
+    int secret = fleet_has_secret(ota->srv, d->id);
+
+    if (!ota->srv->o->require_auth && !secret) return 1;
+    /* Counted as a device that did not authenticate (the fleet summary). */
+    server_auth_refused(ota->srv, AUTH_REFUSED_NO_PROOF, d->id, d->addr);
     if (ota->srv->o->require_auth) {
         ota_refuse(ota, d, req, 403, "this server requires device authentication (--require-auth); "
                    "HTTP downloads cannot authenticate a device");
-        return 0;
-    }
-    if (fleet_has_secret(ota->srv, d->id)) {
+    } else {
         ota_refuse(ota, d, req, 403, "device %s authenticates with a secret: it is served by the "
                    "tcpota protocol only, never over HTTP without proof", d->id);
-        return 0;
     }
-    return 1;
+    return 0;
 }
 
 void http_ota_handle(struct evhttp_request *req, void *arg)
