@@ -881,6 +881,17 @@ static void runner_step(void *ctx, const struct tcpota_runner_step *s)
         }
         break;
     }
+    case TCPOTA_RUNNER_UNCHALLENGED: {
+        /* Said with --quiet too: the operator believes the id protected. */
+        char word[3 * TCPOTA_MAX_STR + 8];
+        say(dv, "warning: the server did not ask this device to authenticate: it holds no secret "
+                "for id %s, so this device's --secret was not checked and any client can use the "
+                "id there. Give the server the secret: in image mode a line \"%s <hex>\" in its "
+                "--auth-file (<hex>: the third field of this device's secret file); in fleet mode "
+                "tcpota device secret %s --out FILE makes one, which this device then takes with "
+                "--secret FILE", dv->id, dv->id, cli_shell_word(dv->id, word, sizeof(word)));
+        break;
+    }
     case TCPOTA_RUNNER_BACKOFF:
         if (s->unreachable && !dv->told_unreachable) {
             dv->told_unreachable = 1;

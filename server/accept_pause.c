@@ -1,6 +1,8 @@
 /* accept_pause.c - see accept_pause.h. */
 #include "accept_pause.h"
 
+#include "log.h" /* struct log_limit */
+
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -8,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 struct guard {
     struct evconnlistener *lis;
@@ -16,8 +17,7 @@ struct guard {
     const char *what;
     accept_pause_say_fn say;
     void *ctx;
-    time_t said_at;       /* when the error was last said; 0 never */
-    unsigned long unsaid; /* errors since then */
+    struct log_limit said; /* the error in the log: once per ACCEPT_SAY_EVERY_S */
 };
 
 /* libevent hands the error callback the listener's own argument (for an
@@ -46,15 +46,16 @@ static void error_cb(struct evconnlistener *lis, void *arg)
     int err = EVUTIL_SOCKET_ERROR();
     struct guard *g = find(lis);
     const struct timeval pause = {0, ACCEPT_PAUSE_MS * 1000};
-    time_t now = time(NULL);
+    int64_t now = log_mono_ms(), last;
+    unsigned long held;
     char msg[400];
     (void)arg;
 
     if (!g) return;
     (void)evconnlistener_disable(lis);
     (void)evtimer_add(g->resume, &pause);
-    if (g->said_at && now - g->said_at < ACCEPT_SAY_EVERY_S) {
-        g->unsaid++;
+    last = g->said.window_ms; /* the last line's time: one line a window */
+    if (!log_limit_pass(&g->said, now, ACCEPT_SAY_EVERY_S * 1000u, 1, &held)) {
         return;
     }
     snprintf(msg, sizeof(msg), "accepting %s failed: %s%s; accepting waits %d ms after each failure",
@@ -64,18 +65,16 @@ static void error_cb(struct evconnlistener *lis, void *arg)
                    "ulimit -n or systemd's LimitNOFILE=, or lower --max-conns)"
                  : "",
              ACCEPT_PAUSE_MS);
-    if (g->unsaid) {
+    if (held) {
         size_t n = strlen(msg);
-        snprintf(msg + n, sizeof(msg) - n, " (%lu more times in the last %ld s)", g->unsaid,
-                 (long)(now - g->said_at));
+        snprintf(msg + n, sizeof(msg) - n, " (%lu more times in the last %ld s)", held,
+                 (long)((now - last) / 1000));
     }
     g->say(g->ctx, msg);
-    g->said_at = now;
-    g->unsaid = 0;
 }
 
 int accept_pause_guard(struct event_base *base, struct evconnlistener *lis, const char *what,
-                       accept_pause_say_fn say, void *ctx)
+                       accept_pause_say_fn say_line, void *ctx)
 {
     struct guard *g;
     int i;
@@ -89,7 +88,7 @@ int accept_pause_guard(struct event_base *base, struct evconnlistener *lis, cons
     }
     g->lis = lis;
     g->what = what;
-    g->say = say;
+    g->say = say_line;
     g->ctx = ctx;
     guards[i] = g;
     evconnlistener_set_error_cb(lis, error_cb);

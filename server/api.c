@@ -525,23 +525,18 @@ int64_t api_mono_ms(void)
 static void denied(struct api *a, struct evhttp_request *req, const char *path)
 {
     char line[256], more[64] = "", peer[80];
-    int64_t now = api_mono_ms();
+    unsigned long held;
 
-    if (!a->cfg.log) return;
-    if (a->denied_ms && now - a->denied_ms < API_DENIED_LOG_MS) {
-        a->denied_unsaid++;
+    if (!a->cfg.log || !log_limit_pass(&a->denied, log_mono_ms(), API_DENIED_LOG_MS, 1, &held)) {
         return;
     }
-    if (a->denied_unsaid) {
-        snprintf(more, sizeof more, " (and %u more refused since the last such line)",
-                 a->denied_unsaid);
+    if (held) {
+        snprintf(more, sizeof more, " (and %lu more refused since the last such line)", held);
     }
     snprintf(line, sizeof line, "API: refused %.64s from %s: missing or wrong token%s",
              path ? path : "/", peer_text(evhttp_request_get_connection(req), peer, sizeof peer),
              more);
     a->cfg.log(a->cfg.ctx, line);
-    a->denied_ms = now;
-    a->denied_unsaid = 0;
 }
 
 static void handle(struct evhttp_request *req, void *arg)

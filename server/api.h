@@ -22,6 +22,7 @@ struct evbuffer;
 struct evhttp_request;
 struct store;
 struct api;
+struct auth_refusals;
 
 #define API_TOKEN_HEX 64u                      /* hex digits of the API token */
 #define API_MAX_IMAGE_DEFAULT (64u << 20)      /* bytes an upload may have by default */
@@ -69,7 +70,11 @@ struct api_config {
      * line saying what changed and from which client ("image 3fa2... added
      * ... (API client 127.0.0.1:40312)"), for the server's log. */
     void (*on_change)(void *ctx, const char *what);
-    void *ctx;              /* passed to verify, on_secret, on_stop, image_trouble, on_change */
+    /* The devices refused for authentication since this server started
+     * (auth.h): GET /v1/summary's "auth_refused". NULL: not in the summary. */
+    const struct auth_refusals *(*auth_refused)(void *ctx);
+    void *ctx;              /* passed to verify, on_secret, on_stop, image_trouble, on_change,
+                             * auth_refused */
 };
 
 /* Listens on cfg->host:cfg->port and serves the API on cfg->base. The

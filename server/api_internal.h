@@ -12,6 +12,7 @@
 #define TCPOTA_SERVER_API_INTERNAL_H
 
 #include "api.h"
+#include "log.h" /* struct log_limit */
 #include "store.h"
 
 #include <jansson.h>
@@ -46,8 +47,7 @@ struct api {
     struct event *beat;         /* the streams' heartbeat, once one opened */
     struct api_call *upload_owner;             /* the upload past its lookup (api_images.c) */
     struct api_call *upload_head, *upload_tail; /* uploads waiting for their turn */
-    int64_t denied_ms;          /* when a refused token was last logged (api.c) */
-    unsigned denied_unsaid;     /* refusals since, not logged yet */
+    struct log_limit denied;    /* refused tokens in the log (api.c) */
     json_t *summary;            /* the last GET /v1/summary answer (api_summary.c) */
     int64_t summary_ms;         /* when (monotonic ms) */
 };

@@ -3,8 +3,10 @@
  * API_SUMMARY_TTL_MS: however many dashboards are open, the store counts a
  * million devices at most once per interval. */
 #include "api_internal.h"
+#include "auth.h"
 
 #include <event2/http.h>
+#include <stdlib.h>
 #include <time.h>
 
 #define SUMMARY_FAILURES_S 3600 /* "failures in the last hour" */
@@ -59,6 +61,72 @@ static json_t *summary_json(const struct store_req *r)
     return o;
 }
 
+/* Latest refusal first. */
+static int by_last_desc(const void *a, const void *b)
+{
+    const struct auth_refused_id *x = *(const struct auth_refused_id *const *)a;
+    const struct auth_refused_id *y = *(const struct auth_refused_id *const *)b;
+
+    return (x->last < y->last) - (x->last > y->last);
+}
+
+/* "auth_refused": the devices refused for authentication since the
+ * server started (counted by this node, not the store: a refusal changes
+ * nothing in the registry, or anyone could write there). NULL when out of
+ * memory. */
+static json_t *auth_json(const struct auth_refusals *t)
+{
+    const struct auth_refused_id *ids[AUTH_REFUSED_IDS];
+    json_t *o, *counts, *devs;
+    json_int_t total = 0;
+    size_t i, n = 0;
+    int ok;
+
+    o = json_pack("{s:I}", "since", (json_int_t)t->since);
+    counts = json_object();
+    devs = json_array();
+    ok = o && counts && devs;
+    for (i = 0; ok && i < AUTH_REFUSAL_KINDS; i++) {
+        total += (json_int_t)t->n[i];
+        ok = json_object_set_new(counts, auth_refusal_name((enum auth_refusal)i),
+                                 json_integer((json_int_t)t->n[i])) == 0;
+    }
+    for (i = 0; i < AUTH_REFUSED_IDS; i++) {
+        if (t->ids[i].id[0]) ids[n++] = &t->ids[i];
+    }
+    qsort(ids, n, sizeof(ids[0]), by_last_desc);
+    for (i = 0; ok && i < n; i++) {
+        ok = json_array_append_new(devs, json_pack("{s:s, s:s, s:s, s:I, s:I}", "id", ids[i]->id,
+                                   "reason", auth_refusal_name((enum auth_refusal)ids[i]->kind),
+                                   "address", ids[i]->addr, "count", (json_int_t)ids[i]->count,
+                                   "last", (json_int_t)ids[i]->last)) == 0;
+    }
+    ok = ok && json_object_set_new(o, "total", json_integer(total)) == 0 &&
+         json_object_set(o, "counts", counts) == 0 && json_object_set(o, "devices", devs) == 0;
+    json_decref(counts);
+    json_decref(devs);
+    if (!ok) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* o (a summary, taken) with this server's refusals as they are now: an
+ * answer reused from the cache still counts the latest. NULL: o is NULL. */
+static json_t *with_auth(const struct api *a, json_t *o)
+{
+    json_t *auth;
+
+    if (!o || !a->cfg.auth_refused) return o;
+    auth = auth_json(a->cfg.auth_refused(a->cfg.ctx));
+    if (!auth || json_object_set_new(o, "auth_refused", auth) != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
 static void summary_done(struct api_call *c, struct store_req *r)
 {
     json_t *o;
@@ -71,6 +139,7 @@ static void summary_done(struct api_call *c, struct store_req *r)
         json_decref(c->api->summary);
         c->api->summary = json_incref(o);
         c->api->summary_ms = api_mono_ms();
+        o = with_auth(c->api, o);
     }
     api_reply(c, 200, o);
 }
@@ -90,7 +159,7 @@ void api_summary(struct api_call *c, int method, const char *rest, const char *q
     }
     if (api_query(c, query, NULL, NULL) < 0 || api_no_body(c) < 0) return;
     if (a->summary && api_mono_ms() - a->summary_ms < API_SUMMARY_TTL_MS) {
-        api_reply(c, 200, json_incref(a->summary));
+        api_reply(c, 200, with_auth(a, json_incref(a->summary)));
         return;
     }
     if ((r = api_req(c, STORE_SUMMARY)) != NULL) {

@@ -381,3 +381,55 @@ const char *auth_verdict_message(enum auth_verdict v)
     }
     return "authentication refused";
 }
+
+/* Whether slot a goes before slot b when a new id needs one: a free slot
+ * first (the first of them), else the one refused longest ago. */
+static int staler(const struct auth_refused_id *a, const struct auth_refused_id *b)
+{
+    if (!b->id[0]) return 0;
+    return !a->id[0] || a->last < b->last;
+}
+
+void auth_refusal_note(struct auth_refusals *t, enum auth_refusal k, const char *id,
+                       const char *addr, int64_t when)
+{
+    struct auth_refused_id *e = NULL, *stalest = &t->ids[0];
+    size_t i;
+
+    if ((unsigned)k >= AUTH_REFUSAL_KINDS) return;
+    t->n[k]++;
+    if (!id || !*id) return;
+    for (i = 0; i < AUTH_REFUSED_IDS && !e; i++) {
+        if (strcmp(t->ids[i].id, id) == 0) e = &t->ids[i];
+        else if (staler(&t->ids[i], stalest)) stalest = &t->ids[i];
+    }
+    if (!e) {
+        e = stalest;
+        memset(e, 0, sizeof(*e));
+        snprintf(e->id, sizeof(e->id), "%s", id);
+    }
+    snprintf(e->addr, sizeof(e->addr), "%s", addr ? addr : "");
+    e->kind = (uint8_t)k;
+    e->count++;
+    e->last = when;
+}
+
+enum auth_refusal auth_refusal_of(enum auth_verdict v)
+{
+    switch (v) {
+    case AUTH_WRONG_ANSWER: return AUTH_REFUSED_WRONG;
+    case AUTH_UNKNOWN_ID: return AUTH_REFUSED_UNKNOWN;
+    case AUTH_ID_WAITING:
+    case AUTH_ADDR_WAITING: return AUTH_REFUSED_NOT_CHECKED;
+    case AUTH_OK: break;
+    }
+    return AUTH_REFUSED_NO_PROOF;
+}
+
+const char *auth_refusal_name(enum auth_refusal k)
+{
+    static const char *const names[AUTH_REFUSAL_KINDS] = {"no-proof", "wrong-secret", "unknown-id",
+                                                          "not-checked"};
+
+    return (unsigned)k < AUTH_REFUSAL_KINDS ? names[k] : "?";
+}

@@ -120,6 +120,51 @@ const char *auth_verdict_reason(enum auth_verdict v);
 /* What the device is told in the refusal's ERROR (auth_verdict_error), and prints. */
 const char *auth_verdict_message(enum auth_verdict v);
 
+/* ---- refusals, for the fleet summary --------------------------------- */
+
+/* Why a device id was refused for authentication (GET /v1/summary,
+ * "auth_refused": docs/api.md). */
+enum auth_refusal {
+    AUTH_REFUSED_NO_PROOF = 0, /* it did not authenticate (a HELLO without AUTH, an HTTP
+                                * download) although its id has a secret, or under
+                                * --require-auth */
+    AUTH_REFUSED_WRONG,        /* AUTH_WRONG_ANSWER: a wrong secret (or a replay) */
+    AUTH_REFUSED_UNKNOWN,      /* AUTH_UNKNOWN_ID: no secret for the id (--require-auth) */
+    AUTH_REFUSED_NOT_CHECKED,  /* AUTH_ID_WAITING, AUTH_ADDR_WAITING: not checked, told to wait */
+    AUTH_REFUSAL_KINDS
+};
+
+#define AUTH_REFUSED_IDS 16u /* refused ids the summary lists (the stalest is replaced) */
+
+/* One id among the last refused. */
+struct auth_refused_id {
+    char id[TCPOTA_MAX_STR + 1]; /* "": a free slot */
+    char addr[AUTH_ADDR_LEN];    /* where its last refusal came from */
+    uint8_t kind;                /* its last refusal's enum auth_refusal */
+    unsigned count;              /* its refusals since it entered the list */
+    int64_t last;                /* its last refusal (wall-clock seconds) */
+};
+
+/* The refusals of a server since it started: counts by kind, and the ids
+ * refused last, each once with its count, so that a device retrying every
+ * minute with the wrong secret is one line of the summary, not sixteen.
+ * A peer can invent ids: they fill the list, the stalest going first, and
+ * the counts still say how many. Zero-initialise (then set `since`). */
+struct auth_refusals {
+    int64_t since;                 /* when counting began (wall-clock seconds) */
+    uint64_t n[AUTH_REFUSAL_KINDS];
+    struct auth_refused_id ids[AUTH_REFUSED_IDS];
+};
+
+/* Counts a refusal of kind k of device id (NULL or "": none named, only
+ * counted) from addr at `when` (wall-clock seconds). */
+void auth_refusal_note(struct auth_refusals *t, enum auth_refusal k, const char *id,
+                       const char *addr, int64_t when);
+/* The refusal a verdict other than AUTH_OK is. */
+enum auth_refusal auth_refusal_of(enum auth_verdict v);
+/* Its name in the summary: "no-proof", "wrong-secret", "unknown-id", "not-checked". */
+const char *auth_refusal_name(enum auth_refusal k);
+
 /* The protocol's error for a refusal with verdict v: TCPOTA_ERR_BUSY for
  * a wait (AUTH_ID_WAITING, AUTH_ADDR_WAITING: the answer was not checked,
  * and the same secret may be right once the wait is over), else

@@ -646,6 +646,7 @@ static int v1_input(struct conn *c, const uint8_t *p, size_t n)
             if (used == TCPOTA_ERR_DENIED) {
                 /* The one refusal of input: a HELLO without the AUTH
                  * feature (the core's on_hello). */
+                server_auth_refused(c->srv, AUTH_REFUSED_NO_PROOF, c->dev, c->addr);
                 clog_(c, 1, "refused: the device does not authenticate (no secret given to it, "
                             "or a build without authentication) and %s; give the device its "
                             "secret (tcpota device --secret FILE); closing",

@@ -175,6 +175,7 @@ static void on_auth(struct conn *c, const uint8_t *mac)
     if (auth_judge(&srv->auth, tcpota_srv_device_id(&c->s), c->addr, c->nonce,
                    srv->tls ? binding : NULL, mac, now_s(), &r) != AUTH_OK) {
         srv->stats.auth_failed++;
+        server_auth_refused(srv, auth_refusal_of(r.verdict), tcpota_srv_device_id(&c->s), c->addr);
         clog_(c, 1, "authentication failed: %s (%u failures; the next AUTH %s is checked in %u s)",
               auth_verdict_reason(r.verdict), r.failures,
               r.verdict == AUTH_ADDR_WAITING ? "from this address" : "for this device id",

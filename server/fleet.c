@@ -1526,6 +1526,14 @@ static const char *fleet_image_trouble(void *ctx, const uint8_t *id)
     return NULL;
 }
 
+/* api_config.auth_refused: the devices refused for authentication. */
+static const struct auth_refusals *fleet_auth_refused(void *ctx)
+{
+    const struct server *srv = ctx;
+
+    return &srv->auth_refused;
+}
+
 /* GET /metrics: the counters, with what only the open connections know
  * (transfers running, bytes queued so far) added. */
 static int fleet_metrics(void *ctx, struct evbuffer *out)
@@ -1716,6 +1724,7 @@ int fleet_open(struct server *srv)
     }
     ac.on_change = fleet_api_changed;
     ac.image_trouble = fleet_image_trouble;
+    ac.auth_refused = fleet_auth_refused;
     ac.on_stop = fleet_rollout_stopped;
     ac.log = fleet_api_log;
     ac.ctx = srv;

@@ -31,6 +31,7 @@
 #define OTA_SUFFIX ".bin"
 #define OTA_HEADERS_MAX 8192         /* request header bytes on the listener of its own */
 #define OTA_BODY_MAX 0               /* a download request has no body */
+#define OTA_ERROR_MAX 512            /* an error's message to the device */
 
 /* ---- replies ------------------------------------------------------------ */
 
@@ -39,17 +40,13 @@ void ota_add_header(struct evhttp_request *req, const char *k, const char *v)
     evhttp_add_header(evhttp_request_get_output_headers(req), k, v);
 }
 
-void ota_reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
+/* Answers {"error": msg} with code. */
+static void reply_error(struct evhttp_request *req, int code, const char *msg)
 {
-    char msg[512];
-    va_list ap;
     json_t *o;
     char *text;
     struct evbuffer *b = evbuffer_new();
 
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     o = json_pack("{s:s}", "error", msg);
     text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     ota_add_header(req, "Content-Type", "application/json");
@@ -58,6 +55,55 @@ void ota_reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
     if (b) evbuffer_free(b);
     free(text);
     json_decref(o);
+}
+
+void ota_reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
+{
+    char msg[OTA_ERROR_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    reply_error(req, code, msg);
+}
+
+/* "HOST" and "HOST:PORT" of req's peer into addr and peer ("?" when the
+ * connection has gone). */
+static void req_peer(struct evhttp_request *req, char *addr, size_t acap, char *peer, size_t pcap)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    char *host = NULL;
+    ev_uint16_t port = 0;
+
+    if (evcon) evhttp_connection_get_peer(evcon, &host, &port);
+    snprintf(addr, acap, "%s", host ? host : "?");
+    snprintf(peer, pcap, "%s:%u", addr, (unsigned)port);
+}
+
+void ota_refuse(struct http_ota *ota, const struct dl *d, struct evhttp_request *req, int code,
+                const char *fmt, ...)
+{
+    char msg[OTA_ERROR_MAX], addr[sizeof(d->addr)], peer[sizeof(d->peer)], more[80] = "";
+    const char *uri = evhttp_request_get_uri(req);
+    unsigned long held;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (log_limit_pass(&ota->refused, log_mono_ms(), OTA_REFUSED_LOG_MS, OTA_REFUSED_LOG_BURST,
+                       &held)) {
+        if (!d || !d->peer[0]) req_peer(req, addr, sizeof(addr), peer, sizeof(peer));
+        if (held) {
+            snprintf(more, sizeof(more), " (and %lu more refusals not logged since the last such "
+                     "line)", held);
+        }
+        say_dev(ota->srv, code >= 500 ? LOG_LV_ERROR : LOG_LV_WARN, d && d->id[0] ? d->id : NULL,
+                d && d->peer[0] ? d->peer : peer, "http: refused %.*s with %d: %s%s",
+                OTA_LOG_URI_MAX, uri ? uri : "(no request line)", code, msg, more);
+    }
+    reply_error(req, code, msg);
 }
 
 /* ---- the list of requests ----------------------------------------------- */
@@ -98,24 +144,26 @@ static unsigned header_count(struct evhttp_request *req, const char *name)
 
 /* A header given twice is refused (400), as a query parameter is: libevent
  * would hand over the first, and neither may be guessed at. 0, or -1 after
- * replying. */
-static int header_once(struct evhttp_request *req, const char *name)
+ * refusing d's request. */
+static int header_once(struct http_ota *ota, struct dl *d, struct evhttp_request *req,
+                       const char *name)
 {
     if (header_count(req, name) <= 1) return 0;
-    ota_reply_error(req, 400, "%s: given twice; send it once", name);
+    ota_refuse(ota, d, req, 400, "%s: given twice; send it once", name);
     return -1;
 }
 
 /* Copies header name of req into dst (cap bytes); 0 absent, 1 copied, -1
- * after answering 400 (too long, or given twice). */
-static int copy_header(struct evhttp_request *req, const char *name, char *dst, size_t cap)
+ * after refusing d's request with 400 (too long, or given twice). */
+static int copy_header(struct http_ota *ota, struct dl *d, struct evhttp_request *req,
+                       const char *name, char *dst, size_t cap)
 {
     const char *v = evhttp_find_header(evhttp_request_get_input_headers(req), name);
 
-    if (header_once(req, name) < 0) return -1;
+    if (header_once(ota, d, req, name) < 0) return -1;
     if (!v) return 0;
     if (strlen(v) >= cap) {
-        ota_reply_error(req, 400, "%s: longer than %zu bytes", name, cap - 1);
+        ota_refuse(ota, d, req, 400, "%s: longer than %zu bytes", name, cap - 1);
         return -1;
     }
     memcpy(dst, v, strlen(v) + 1);
@@ -143,36 +191,82 @@ static int decode(const char *seg, size_t n, char *dst, size_t cap)
     return 0;
 }
 
+/* What is wrong with version v (NULL: none came), for refuse_version;
+ * buf (cap bytes) may hold it. */
+static const char *version_fault(const char *v, char *buf, size_t cap)
+{
+    if (!v || !*v) return "none given";
+    if (strlen(v) <= TCPOTA_MAX_NAME) return "a space or a character that is not printable in it";
+    snprintf(buf, cap, "longer than %u characters", TCPOTA_MAX_NAME);
+    return buf;
+}
+
+/* Refuses a version with 400, saying why and the whole rule: printable,
+ * no spaces (the rule of the API and of a signed image's version, so that
+ * a device can report the version an image is named by). */
+static void refuse_version(struct http_ota *ota, struct dl *d, struct evhttp_request *req,
+                           const char *why)
+{
+    ota_refuse(ota, d, req, 400, "version: %s; send the version the device runs (1..%u printable "
+               "characters, no spaces) in the header %s (or ?version=)", why, TCPOTA_MAX_NAME,
+               HTTP_OTA_VERSION_HEADER);
+}
+
+/* The version of the request into d: the header's, which must agree with
+ * ?version= when both came. Returns 0, or -1 after refusing it with 400. */
+static int take_version(struct http_ota *ota, struct evhttp_request *req, struct dl *d)
+{
+    const char *v = evhttp_find_header(evhttp_request_get_input_headers(req),
+                                       HTTP_OTA_VERSION_HEADER);
+    char why[48];
+
+    if (header_once(ota, d, req, HTTP_OTA_VERSION_HEADER) < 0) return -1;
+    if (v && d->version[0] && strcmp(v, d->version) != 0) {
+        ota_refuse(ota, d, req, 400, "version: ?version= and %s differ", HTTP_OTA_VERSION_HEADER);
+        return -1;
+    }
+    if (v && !d->version[0] && strlen(v) >= sizeof(d->version)) {
+        refuse_version(ota, d, req, version_fault(v, why, sizeof(why)));
+        return -1;
+    }
+    if (v) memcpy(d->version, v, strlen(v) + 1);
+    if (!api_printable(d->version, TCPOTA_MAX_NAME, 0)) {
+        refuse_version(ota, d, req, version_fault(d->version, why, sizeof(why)));
+        return -1;
+    }
+    return 0;
+}
+
 /* Reads the model, device id and version of the request into d. Returns
- * 0, or -1 after answering 400. */
-static int parse_target(struct evhttp_request *req, const char *path, const char *query,
-                        struct dl *d)
+ * 0, or -1 after refusing it with 400. */
+static int parse_target(struct http_ota *ota, struct evhttp_request *req, const char *path,
+                        const char *query, struct dl *d)
 {
     const char *model = path + strlen(HTTP_OTA_PREFIX), *slash = strchr(model, '/');
-    const char *file = slash ? slash + 1 : NULL, *v;
+    const char *file = slash ? slash + 1 : NULL;
     struct evkeyvalq q;
     struct evkeyval *kv;
     size_t flen;
-    char bad[TCPOTA_MAX_NAME + 1];
+    char bad[TCPOTA_MAX_NAME + 1], why[48];
 
     if (decode(model, slash ? (size_t)(slash - model) : strlen(model), d->model, sizeof(d->model)) < 0 ||
         !api_name_ok(d->model, TCPOTA_MAX_NAME)) {
-        ota_reply_error(req, 400, "model: 1..%u printable characters expected in /ota/<model>",
-                    TCPOTA_MAX_NAME);
+        ota_refuse(ota, d, req, 400, "model: 1..%u printable characters expected in /ota/<model>",
+                   TCPOTA_MAX_NAME);
         return -1;
     }
     if (file) {
         flen = strlen(file);
         if (flen <= strlen(OTA_SUFFIX) || strcmp(file + flen - strlen(OTA_SUFFIX), OTA_SUFFIX) != 0 ||
             decode(file, flen - strlen(OTA_SUFFIX), d->id, sizeof(d->id)) < 0) {
-            ota_reply_error(req, 400, "device: expected /ota/<model>/<device id>.bin, the id 1..%u "
-                        "printable characters", TCPOTA_MAX_STR);
+            ota_refuse(ota, d, req, 400, "device: expected /ota/<model>/<device id>.bin, the id "
+                       "1..%u printable characters", TCPOTA_MAX_STR);
             return -1;
         }
     }
     TAILQ_INIT(&q);
     if (query && evhttp_parse_query_str(query, &q) < 0) {
-        ota_reply_error(req, 400, "the query string is malformed");
+        ota_refuse(ota, d, req, 400, "the query string is malformed");
         return -1;
     }
     for (kv = q.tqh_first; kv; kv = kv->next.tqe_next) {
@@ -180,10 +274,16 @@ static int parse_target(struct evhttp_request *req, const char *path, const char
         size_t cap = dst == d->id ? sizeof(d->id) : sizeof(d->version);
         /* A device named by the path has its id (never empty) in d->id
          * already: dst[0] refuses it too, the message says which. */
+        if (dst == d->version && !dst[0] && strlen(kv->value) >= cap) {
+            refuse_version(ota, d, req, version_fault(kv->value, why, sizeof(why)));
+            evhttp_clear_headers(&q);
+            return -1;
+        }
         if (!dst || dst[0] || strlen(kv->value) >= cap) {
-            ota_reply_error(req, 400, "%s: %s", kv->key, !dst ? "unknown query parameter (device and "
-                        "version are known)" : dst == d->id && file ? "the path names the device "
-                        "already" : dst[0] ? "given twice" : "too long");
+            ota_refuse(ota, d, req, 400, "%s: %s", kv->key,
+                       !dst ? "unknown query parameter (device and version are known)"
+                       : dst == d->id && file ? "the path names the device already"
+                       : dst[0] ? "given twice" : "too long");
             evhttp_clear_headers(&q);
             return -1;
         }
@@ -191,56 +291,39 @@ static int parse_target(struct evhttp_request *req, const char *path, const char
     }
     evhttp_clear_headers(&q);
     if (api_query_nul(query, bad, sizeof(bad))) { /* refused, not cut short */
-        ota_reply_error(req, 400, "%s: %%00 decodes to a byte that is not printable; send 1..%u "
-                    "printable characters", bad, strcmp(bad, "device") == 0 ? TCPOTA_MAX_STR
-                                                                             : TCPOTA_MAX_NAME);
+        if (strcmp(bad, "version") == 0) {
+            refuse_version(ota, d, req, "%00 decodes to a byte that is not printable");
+            return -1;
+        }
+        ota_refuse(ota, d, req, 400, "%s: %%00 decodes to a byte that is not printable; send "
+                   "1..%u printable characters", bad,
+                   strcmp(bad, "device") == 0 ? TCPOTA_MAX_STR : TCPOTA_MAX_NAME);
         return -1;
     }
     if (!api_name_ok(d->id, TCPOTA_MAX_STR)) {
-        ota_reply_error(req, 400, "device: give the device id (1..%u printable characters) as "
-                    "?device=<id> or /ota/<model>/<id>.bin", TCPOTA_MAX_STR);
+        ota_refuse(ota, d, req, 400, "device: give the device id (1..%u printable characters) as "
+                   "?device=<id> or /ota/<model>/<id>.bin", TCPOTA_MAX_STR);
         return -1;
     }
-    if (header_once(req, HTTP_OTA_VERSION_HEADER) < 0) return -1;
-    v = evhttp_find_header(evhttp_request_get_input_headers(req), HTTP_OTA_VERSION_HEADER);
-    if (v && d->version[0] && strcmp(v, d->version) != 0) {
-        ota_reply_error(req, 400, "version: ?version= and %s differ", HTTP_OTA_VERSION_HEADER);
-        return -1;
-    }
-    if (v && strlen(v) < sizeof(d->version)) memcpy(d->version, v, strlen(v) + 1);
-    if (!api_printable(d->version, TCPOTA_MAX_NAME, 0)) {
-        ota_reply_error(req, 400, "version: send the version the device runs (1..%u printable "
-                    "characters) in the header %s (or ?version=)", TCPOTA_MAX_NAME,
-                    HTTP_OTA_VERSION_HEADER);
-        return -1;
-    }
-    return 0;
+    return take_version(ota, req, d);
 }
 
 /* Whether the request may be served at all; answers it when not. */
-static int admitted(struct http_ota *ota, struct evhttp_request *req, const char *id)
+static int admitted(struct http_ota *ota, struct evhttp_request *req, const struct dl *d)
 {
+    int secret = fleet_has_secret(ota->srv, d->id);
+
+    if (!ota->srv->o->require_auth && !secret) return 1;
+    /* Counted as a device that did not authenticate (the fleet summary). */
+    server_auth_refused(ota->srv, AUTH_REFUSED_NO_PROOF, d->id, d->addr);
     if (ota->srv->o->require_auth) {
-        ota_reply_error(req, 403, "this server requires device authentication (--require-auth); HTTP "
-                    "downloads cannot authenticate a device");
-        return 0;
+        ota_refuse(ota, d, req, 403, "this server requires device authentication (--require-auth); "
+                   "HTTP downloads cannot authenticate a device");
+    } else {
+        ota_refuse(ota, d, req, 403, "device %s authenticates with a secret: it is served by the "
+                   "tcpota protocol only, never over HTTP without proof", d->id);
     }
-    if (fleet_has_secret(ota->srv, id)) {
-        ota_reply_error(req, 403, "device %s authenticates with a secret: it is served by the tcpota "
-                    "protocol only, never over HTTP without proof", id);
-        return 0;
-    }
-    return 1;
-}
-
-static void peer_of(struct evhttp_request *req, struct dl *d)
-{
-    char *host = NULL;
-    ev_uint16_t port = 0;
-
-    evhttp_connection_get_peer(evhttp_request_get_connection(req), &host, &port);
-    snprintf(d->addr, sizeof(d->addr), "%s", host ? host : "?");
-    snprintf(d->peer, sizeof(d->peer), "%s:%u", d->addr, (unsigned)port);
+    return 0;
 }
 
 void http_ota_handle(struct evhttp_request *req, void *arg)
@@ -256,47 +339,47 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
 
     if (!path) { /* the request line or its headers did not parse, or were too long */
         rc = evhttp_request_get_response_code(req);
-        ota_reply_error(req, rc >= 400 ? rc : 400, "malformed request (or headers over %d bytes)",
-                    OTA_HEADERS_MAX);
+        ota_refuse(ota, NULL, req, rc >= 400 ? rc : 400,
+                   "malformed request (or headers over %d bytes)", OTA_HEADERS_MAX);
         return;
     }
     if (strncmp(path, HTTP_OTA_PREFIX, strlen(HTTP_OTA_PREFIX)) != 0) {
-        ota_reply_error(req, 404, "no such path %s; downloads are GET /ota/<model>?device=<id> "
-                    "(docs/http-ota.md)", path);
+        ota_refuse(ota, NULL, req, 404, "no such path %s; downloads are GET "
+                   "/ota/<model>?device=<id> (docs/http-ota.md)", path);
         return;
     }
     if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
         ota_add_header(req, "Allow", "GET, HEAD");
-        ota_reply_error(req, 405, "downloads answer GET and HEAD only");
+        ota_refuse(ota, NULL, req, 405, "downloads answer GET and HEAD only");
         return;
     }
     metrics_connection(METRICS_HTTP);
     if (!(d = calloc(1, sizeof(*d)))) {
-        ota_reply_error(req, 500, "the server is out of memory; try again");
+        ota_refuse(ota, NULL, req, 500, "the server is out of memory; try again");
         return;
     }
     d->head = m == EVHTTP_REQ_HEAD;
-    if (parse_target(req, path, evhttp_uri_get_query(uri), d) < 0 || !admitted(ota, req, d->id) ||
-        (rc = copy_header(req, "Range", d->range, sizeof(d->range))) < 0) {
+    req_peer(req, d->addr, sizeof(d->addr), d->peer, sizeof(d->peer));
+    if (parse_target(ota, req, path, evhttp_uri_get_query(uri), d) < 0 || !admitted(ota, req, d) ||
+        (rc = copy_header(ota, d, req, "Range", d->range, sizeof(d->range))) < 0) {
         free(d);
         return;
     }
     d->has_range = (char)rc;
-    if ((rc = copy_header(req, "If-Range", d->if_range, sizeof(d->if_range))) < 0) {
+    if ((rc = copy_header(ota, d, req, "If-Range", d->if_range, sizeof(d->if_range))) < 0) {
         free(d);
         return;
     }
     d->has_if_range = (char)rc;
     /* A malformed Range is refused before it costs a check-in. */
     if (d->has_range && http_range_decide(d->range, NULL, "", UINT64_MAX, &probe) == 400) {
-        ota_reply_error(req, 400, "%s", probe.why);
+        ota_refuse(ota, d, req, 400, "%s", probe.why);
         free(d);
         return;
     }
-    peer_of(req, d);
     r = store_req_new(STORE_CHECKIN, ota_checkin_done, d);
     if (!r) {
-        ota_reply_error(req, 500, "the server is out of memory; try again");
+        ota_refuse(ota, d, req, 500, "the server is out of memory; try again");
         free(d);
         return;
     }
@@ -315,7 +398,7 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
     d->sr = r;
     if (fleet_submit(ota->srv, r) < 0) {
         d->sr = NULL;
-        ota_reply_error(req, 503, "the server's database cannot take the request; try again");
+        ota_refuse(ota, d, req, 503, "the server's database cannot take the request; try again");
         ota_dl_free(d);
     }
 }
@@ -373,7 +456,8 @@ static void tls_info(const SSL *ssl, int where, int ret)
     }
     err = ERR_peek_error();
     socket_peer(SSL_get_fd(ssl), peer, sizeof(peer));
-    say_dev(ota->srv, 0, NULL, peer, "http: TLS handshake failed: %s; closed%s", tls_error_reason(err),
+    say_dev(ota->srv, LOG_LV_INFO, NULL, peer, "http: TLS handshake failed: %s; closed%s",
+            tls_error_reason(err),
             ERR_GET_REASON(err) == SSL_R_HTTP_REQUEST
                 ? " (a plain HTTP request on the HTTPS port: the device's URL must be https://)"
                 : "");

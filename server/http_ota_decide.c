@@ -39,7 +39,8 @@ static int outcome_of_last(struct dl *d, struct store_req *r, int restart)
         fleet_step(d->ota->srv, &w, STORE_ST_UPDATED, o->image.id, NULL, o->image.size, why, 1, 0);
         fleet_count_now(r, d->id, STORE_RO_UPDATED);
         dev->state = STORE_ST_UPDATED;
-        say_dev(d->ota->srv, 0, d->id, d->peer, "http: report: runs %s now: updated", d->version);
+        say_dev(d->ota->srv, LOG_LV_INFO, d->id, d->peer, "http: report: runs %s now: updated",
+                d->version);
         return 0;
     }
     if (dev->state != STORE_ST_VERIFIED || !restart) {
@@ -52,7 +53,7 @@ static int outcome_of_last(struct dl *d, struct store_req *r, int restart)
     fleet_step(d->ota->srv, &w, STORE_ST_FAILED, o->image.id, o->image.id, 0, why, 1, 0);
     fleet_count_now(r, d->id, STORE_RO_FAILED);
     dev->state = STORE_ST_FAILED;
-    say_dev(d->ota->srv, 1, d->id, d->peer, "http: %s; not offered again", why);
+    say_dev(d->ota->srv, LOG_LV_ERROR, d->id, d->peer, "http: %s; not offered again", why);
     return 1;
 }
 
@@ -80,7 +81,7 @@ void ota_checkin_done(struct store_req *r)
     }
     srv = d->ota->srv;
     if (r->rc < 0) {
-        say_dev(srv, 1, d->id, d->peer, "http: store error: %s", r->err);
+        say_dev(srv, LOG_LV_ERROR, d->id, d->peer, "http: store error: %s", r->err);
         ota_add_header(d->req, "Retry-After", OTA_RETRY_S);
         ota_reply_error(d->req, 503, "the server's database failed; try again in %s s", OTA_RETRY_S);
         store_req_free(r);
@@ -108,7 +109,7 @@ void ota_checkin_done(struct store_req *r)
             struct fleet_who w = {d->id, d->rollout_id, about ? about->size : 0};
             fleet_step(srv, &w, st, about ? about->desc.id : NULL, NULL, 0, why, 0, 0);
         }
-        say_dev(srv, 0, d->id, d->peer, "http: decision: %s: %s",
+        say_dev(srv, LOG_LV_INFO, d->id, d->peer, "http: decision: %s: %s",
                 st == STORE_ST_WAITING ? "waiting" : "no update", why);
         ota_add_header(d->req, OTA_REASON_HEADER, why);
         if (why_code == TCPOTA_WHY_UNSERVABLE) {
@@ -150,9 +151,8 @@ void ota_checkin_done(struct store_req *r)
         snprintf(cr, sizeof(cr), "bytes */%u", img->size);
         ota_add_header(d->req, "Content-Range", cr);
         ota_add_header(d->req, "ETag", etag);
-        say_dev(srv, 0, d->id, d->peer, "http: %s: 416 (the image has %u bytes)", d->range,
-                img->size);
-        ota_reply_error(d->req, 416, "%s (the image has %u bytes)", rg.why, img->size);
+        ota_refuse(d->ota, d, d->req, 416, "%s (%s; the image has %u bytes)", rg.why, d->range,
+                   img->size);
         ota_dl_free(d);
         return;
     }

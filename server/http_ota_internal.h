@@ -10,6 +10,7 @@
 
 #include "http_ota.h"
 #include "http_range.h"
+#include "log.h" /* struct log_limit */
 #include "store.h"
 
 #include "tcpota/codec.h"
@@ -29,6 +30,9 @@ struct image;
 #define OTA_HEADER_VALUE_MAX 200u    /* Range, If-Range: longer is refused */
 
 #define OTA_CUT_SLOTS 1024u          /* cut downloads remembered (a hash of device ids) */
+#define OTA_REFUSED_LOG_MS 1000u     /* refusals in the log: at most OTA_REFUSED_LOG_BURST */
+#define OTA_REFUSED_LOG_BURST 10u    /* ... lines per OTA_REFUSED_LOG_MS (ota_refuse) */
+#define OTA_LOG_URI_MAX 120          /* bytes of a refused request's URI in its line */
 
 /* Where a cut download's bytes went: written to the socket up to `written`
  * (what the peer's TCP acknowledged is in the registry). A device resumes
@@ -48,6 +52,7 @@ struct http_ota {
     struct dl *dls;                  /* requests being decided or sent */
     size_t nsending;
     struct ota_cut *cuts;            /* OTA_CUT_SLOTS of them, or NULL (no memory: acks only) */
+    struct log_limit refused;        /* refusals in the log (ota_refuse) */
 };
 
 /* One download request: decided by the store's check-in, then sent one
@@ -77,7 +82,19 @@ struct dl {
 
 /* http_ota.c */
 void ota_add_header(struct evhttp_request *req, const char *k, const char *v);
-/* Answers {"error": msg} with code (libevent then frees the request). */
+/* Refuses req: answers {"error": msg} with code (libevent then frees the
+ * request) and logs one line "http: refused URI with CODE: msg" (a warning;
+ * 5xx: an error), so that the operator sees why a device gets nothing.
+ * The line names d's device and peer (d NULL, or its fields not filled
+ * yet: no device, the peer of req's connection). A peer can send bad
+ * requests as fast as it likes: at most OTA_REFUSED_LOG_BURST such lines
+ * per OTA_REFUSED_LOG_MS, the next line said telling how many were held
+ * back. */
+void ota_refuse(struct http_ota *ota, const struct dl *d, struct evhttp_request *req, int code,
+                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* Answers {"error": msg} with code and logs nothing: only for an answer
+ * whose caller has logged the event already (the store's error, the
+ * decision, a 416), with more than the device is told. */
 void ota_reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Unlinks d from its server's list and frees it (with its image reference). */

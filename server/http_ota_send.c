@@ -37,7 +37,8 @@ static void send_window(struct dl *d)
 
     if (len > OTA_WINDOW) len = OTA_WINDOW;
     if (image_add_payload(d->buf, d->img, d->queued, len) < 0) {
-        say_dev(d->ota->srv, 1, d->id, d->peer, "http: out of memory queueing image data; closing "
+        say_dev(d->ota->srv, LOG_LV_ERROR, d->id, d->peer,
+                "http: out of memory queueing image data; closing "
                 "(the device resumes with a Range request)");
         evhttp_connection_free(d->evcon); /* ota_closed() records where it stopped */
         return;
@@ -65,7 +66,8 @@ static void record_done(struct dl *d)
 
     if (d->last + 1 == d->img->size && d->first > d->had) {
         fleet_step(srv, &w, STORE_ST_DOWNLOADING, d->img->desc.id, NULL, reach(d), NULL, 0, 1);
-        say_dev(srv, 0, d->id, d->peer, "http: bytes %u-%u of %s sent, but the device is not known "
+        say_dev(srv, LOG_LV_INFO, d->id, d->peer,
+                "http: bytes %u-%u of %s sent, but the device is not known "
                 "to have bytes 0-%u (it had %u): not counted as having the image", d->first,
                 d->last, d->img->version, d->first - 1, d->had);
     } else if (d->last + 1 == d->img->size) {
@@ -73,7 +75,7 @@ static void record_done(struct dl *d)
         srv->stats.http_whole++;
         fleet_step(srv, &w, STORE_ST_VERIFIED, d->img->desc.id, NULL, d->img->size,
                    "every byte sent over HTTP", 1, 0);
-        say_dev(srv, 0, d->id, d->peer, "http: every byte of %s sent (bytes %u-%u of %u)",
+        say_dev(srv, LOG_LV_INFO, d->id, d->peer, "http: every byte of %s sent (bytes %u-%u of %u)",
                 d->img->version, d->first, d->last, d->img->size);
     } else {
         fleet_step(srv, &w, STORE_ST_DOWNLOADING, d->img->desc.id, NULL, reach(d), NULL, 0, 1);
@@ -171,7 +173,8 @@ static void await_ack(evutil_socket_t fd, short what, void *arg)
         progress(d);
     }
     if (++d->ack_polls > OTA_ACK_POLLS) {
-        say_dev(d->ota->srv, 0, d->id, d->peer, "http: no ack of the last bytes in %d s; closing",
+        say_dev(d->ota->srv, LOG_LV_INFO, d->id, d->peer,
+                "http: no ack of the last bytes in %d s; closing",
                 OTA_TIMEOUT_S);
         evhttp_connection_free(d->evcon); /* ota_closed() records where it stopped */
         return;
@@ -237,7 +240,8 @@ void ota_closed(struct evhttp_connection *evcon, void *arg)
             fleet_step(ota->srv, &w, STORE_ST_DOWNLOADING, d->img->desc.id, NULL, reach(d), NULL,
                        0, 1);
         }
-        say_dev(ota->srv, 0, d->id, d->peer, "http: connection closed: %u bytes of range %u-%u "
+        say_dev(ota->srv, LOG_LV_INFO, d->id, d->peer,
+                "http: connection closed: %u bytes of range %u-%u "
                 "written, up to byte %u acknowledged (image of %u bytes)", d->sent - d->first,
                 d->first, d->last, d->acked, d->img->size);
         ota_dl_free(d);
@@ -263,7 +267,8 @@ void ota_start(struct dl *d, struct image *img, const struct http_range *rg, con
                  img->size);
         ota_add_header(req, "Content-Range", cr);
     }
-    say_dev(srv, 0, d->id, d->peer, "http: %s %s: %d, image %s (rollout %llu), bytes %u-%u of %u",
+    say_dev(srv, LOG_LV_INFO, d->id, d->peer,
+            "http: %s %s: %d, image %s (rollout %llu), bytes %u-%u of %u",
             d->head ? "HEAD" : "GET", d->has_range ? d->range : "(no Range)", rg->status,
             img->version, (unsigned long long)d->rollout_id, (unsigned)rg->first,
             (unsigned)rg->last, img->size);
@@ -273,7 +278,7 @@ void ota_start(struct dl *d, struct image *img, const struct http_range *rg, con
         return;
     }
     if (!(d->buf = evbuffer_new())) {
-        ota_reply_error(req, 500, "the server is out of memory; try again");
+        ota_refuse(d->ota, d, req, 500, "the server is out of memory; try again");
         ota_dl_free(d);
         return;
     }
@@ -307,7 +312,8 @@ unsigned http_ota_stop(struct http_ota *ota, uint64_t rollout_id, const char *wh
             d = d->next;
             continue;
         }
-        say_dev(ota->srv, 1, d->id, d->peer, "http: %s: download stopped at byte %u of %u", why,
+        say_dev(ota->srv, LOG_LV_ERROR, d->id, d->peer,
+                "http: %s: download stopped at byte %u of %u", why,
                 d->acked, d->img->size);
         n++;
         /* What its close would do (the cut recorded, the downloads of that

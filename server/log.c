@@ -225,16 +225,41 @@ void say_peer(const struct server *srv, const char *host, const char *port, cons
     va_end(ap);
 }
 
-void say_dev(const struct server *srv, int always, const char *dev, const char *peer,
+void say_dev(const struct server *srv, enum log_level lv, const char *dev, const char *peer,
              const char *fmt, ...)
 {
     va_list ap;
-    if (srv->o->quiet && !always) {
+    if (srv->o->quiet && lv == LOG_LV_INFO) {
         return;
     }
     va_start(ap, fmt);
-    vemit(srv->o, always ? LOG_LV_ERROR : LOG_LV_INFO, dev, peer, fmt, ap);
+    vemit(srv->o, lv, dev, peer, fmt, ap);
     va_end(ap);
+}
+
+int log_limit_pass(struct log_limit *l, int64_t now_ms, unsigned every_ms, unsigned burst,
+                   unsigned long *held)
+{
+    if (l->said == 0 || now_ms - l->window_ms >= (int64_t)every_ms) {
+        l->window_ms = now_ms;
+        l->said = 0;
+    }
+    if (l->said >= burst) {
+        l->held++;
+        return 0;
+    }
+    l->said++;
+    if (held) *held = l->held;
+    l->held = 0;
+    return 1;
+}
+
+int64_t log_mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 void clog_(const struct conn *c, int always, const char *fmt, ...)

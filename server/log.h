@@ -24,6 +24,7 @@
 #define TCPOTA_SERVER_LOG_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
 struct server;
@@ -74,9 +75,31 @@ void clog_(const struct conn *c, int always, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* One line about a device that has no struct conn (an HTTP download):
- * "[dev peer]" (dev NULL: "-"); with --quiet only when `always` is set. */
-void say_dev(const struct server *srv, int always, const char *dev, const char *peer,
+ * "[dev peer]" (dev NULL: "-") at level lv; with --quiet only at a level
+ * other than LOG_LV_INFO (errors, warnings). */
+void say_dev(const struct server *srv, enum log_level lv, const char *dev, const char *peer,
              const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* A line that a peer can cause as often as it likes (a refused API token,
+ * a refused HTTP download, a failing accept()) is said at most `burst`
+ * times per window of `every_ms`; the lines held back are counted, and the
+ * next line said tells how many. The log stays readable under a flood, and
+ * the operator still learns that it happened. Zero-initialise it. */
+struct log_limit {
+    int64_t window_ms;    /* when the current window began (the first line said in it) */
+    unsigned said;        /* lines said in it */
+    unsigned long held;   /* lines held back since the last line said */
+};
+
+/* Whether a line may be said at now_ms (monotonic milliseconds): 1, with
+ * *held (may be NULL) set to the lines held back since the last one said,
+ * which are then forgotten; or 0, the line counted as held back. A window
+ * opens at the first line said after the last one ended. Pure: no clock. */
+int log_limit_pass(struct log_limit *l, int64_t now_ms, unsigned every_ms, unsigned burst,
+                   unsigned long *held);
+
+/* Monotonic milliseconds, for log_limit_pass. */
+int64_t log_mono_ms(void);
 
 /* Writes one whole line, '\n' included, into buf (cap >= LOG_LINE_MIN): the
  * time `when` (UTC), the level, the device and peer (each may be NULL: not

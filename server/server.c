@@ -598,6 +598,7 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
         event_add(srv.sweep, &second);
     }
     srv.started = now_s();
+    srv.auth_refused.since = (int64_t)time(NULL);
     event_base_dispatch(srv.base);
     if (worker_fd >= 0) {
         /* A second stop signal (the terminal's SIGINT beside the

@@ -140,6 +140,9 @@ struct server {
         unsigned tls_kernel;            /* ... of which the kernel encrypts the sends */
         uint64_t bytes_sent;
     } stats;
+    /* Devices refused for authentication since the start, by kind and id,
+     * for the fleet summary (auth.h; noted by server_auth_refused). */
+    struct auth_refusals auth_refused;
     double started;
 };
 
@@ -206,6 +209,14 @@ void server_say_line(void *arg, const char *msg);
  * behind a trusted balancer: proxied.h): the connection limits, then
  * conn_new (server.c). */
 void accept_from(struct server *srv, evutil_socket_t fd, const char *host, const char *port);
+
+/* Notes that device id (NULL: none named) was refused for authentication,
+ * for reason k, from addr (conn.c, conn_session.c, http_ota.c). */
+static inline void server_auth_refused(struct server *srv, enum auth_refusal k, const char *id,
+                                       const char *addr)
+{
+    auth_refusal_note(&srv->auth_refused, k, id, addr, (int64_t)time(NULL));
+}
 
 /* Monotonic seconds. */
 static inline double now_s(void)

@@ -29,10 +29,32 @@ int tcpota_runner_init(struct tcpota_runner *r, const struct tcpota_runner_confi
     return 0;
 }
 
+static void step(struct tcpota_runner *r, struct tcpota_runner_step *s,
+                 enum tcpota_runner_step_type type);
+
+/* The server's decision came: an offer (taken or declined) or NO_UPDATE. */
+static int decided(const struct tcpota_dev_event *ev)
+{
+    return ev->type == TCPOTA_DEV_EV_ACCEPTED || ev->type == TCPOTA_DEV_EV_DECLINED ||
+           ev->type == TCPOTA_DEV_EV_UP_TO_DATE;
+}
+
 void tcpota_runner_note(struct tcpota_runner *r, int rc, const struct tcpota_dev_event *ev)
 {
+    const struct tcpota_dev *d = r->cfg.dev;
+
     if (rc < 0) {
         return;
+    }
+    /* A secret that no server asked for protects nothing: say so once.
+     * (The session's own flag: a field of its public struct, read as
+     * bad_reason is, so that the core does not grow for it.) */
+    if (decided(ev) && d->cfg.secret && !d->challenged && !r->told_unchallenged) {
+        struct tcpota_runner_step s;
+
+        r->told_unchallenged = 1;
+        memset(&s, 0, sizeof(s));
+        step(r, &s, TCPOTA_RUNNER_UNCHALLENGED);
     }
     if (ev->type == TCPOTA_DEV_EV_CHECKPOINT && ev->offset > r->best) {
         r->best = ev->offset;

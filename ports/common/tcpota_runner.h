@@ -38,6 +38,12 @@
  *  - Every backoff is uniform ("full jitter") between backoff_min_ms and the
  *    current ceiling, so that a fleet cut off at once does not come back
  *    at once.
+ *  - A device that holds a secret but whose server decides (an offer, or
+ *    nothing newer) without a CHALLENGE was not asked to prove who it is:
+ *    that server holds no secret for its id, and anyone may use the id
+ *    there (or something in between strips the challenge). The device is
+ *    served all the same, and on_step is told once per runner
+ *    (TCPOTA_RUNNER_UNCHALLENGED), for a warning that says so.
  *  - Periodic check-ins (check_interval_s, off by default): once the run
  *    ended up to date or with an offer declined for good,
  *    tcpota_runner_check_in() waits check_interval_s ±20 % (uniform) and
@@ -99,6 +105,10 @@ enum tcpota_runner_step_type {
     TCPOTA_RUNNER_CONNECTED,
     TCPOTA_RUNNER_BACKOFF,
     TCPOTA_RUNNER_CHECK_IN, /* waiting wait_ms for the next periodic check-in */
+    /* The device holds a secret, and the server of this connection decided
+     * without asking for it (no CHALLENGE): it holds no secret for this id.
+     * Told once per runner, the first time; the connection goes on. */
+    TCPOTA_RUNNER_UNCHALLENGED,
 };
 
 struct tcpota_runner_step {
@@ -159,7 +169,8 @@ struct tcpota_runner_config {
     int (*sleep)(void *ctx, uint32_t ms);
     /* A uniformly random number in [0, bound). Required. */
     uint32_t (*random)(void *ctx, uint32_t bound);
-    /* Told before each connect, after it, and before each wait. May be NULL. */
+    /* Told before each connect, after it, before each wait, and once
+     * TCPOTA_RUNNER_UNCHALLENGED (from tcpota_runner_note). May be NULL. */
     void (*on_step)(void *ctx, const struct tcpota_runner_step *step);
 };
 
@@ -171,6 +182,7 @@ struct tcpota_runner {
     uint8_t advanced;   /* the current connection moved `best` */
     uint32_t retry_after_s; /* RETRY_AFTER of the last NO_UPDATE, 0: none */
     uint16_t why;           /* its enum tcpota_why (codec.h), 0: none */
+    uint8_t told_unchallenged; /* TCPOTA_RUNNER_UNCHALLENGED was told */
 };
 
 /* Checks the config and starts counting; the session's durable resume
@@ -202,7 +214,8 @@ uint32_t tcpota_runner_check_in_ms(const struct tcpota_runner *r, uint32_t *retr
 int tcpota_runner_check_in(struct tcpota_runner *r);
 
 /* Passes one result of tcpota_dev_input() (rc, and *ev when rc >= 0) to
- * the runner; call it from the connection's event hook for every call. */
+ * the runner; call it from the connection's event hook for every call.
+ * May tell on_step TCPOTA_RUNNER_UNCHALLENGED. */
 void tcpota_runner_note(struct tcpota_runner *r, int rc, const struct tcpota_dev_event *ev);
 
 #ifdef __cplusplus

@@ -202,12 +202,14 @@ const overview = {
     const models = [...new Set(s.states.map((r) => r.model))].sort();
     const used = STATES.filter((st) => byState.get(st));
     const active = ros.rollouts.filter((r) => r.state !== 'cancelled' && !r.superseded);
+    const auth = s.auth_refused; // this server's, since it started (docs/api.md)
     render('Overview',
       h('div', { class: 'cards' },
         h('div', { class: 'card' }, h('b', { id: 'n-devices' }, total), 'devices'),
         h('div', { class: 'card' }, h('b', {}, byState.get('downloading') || 0), 'downloading'),
         h('div', { class: 'card' }, h('b', {}, byState.get('updated') || 0), 'updated'),
-        h('div', { class: 'card' }, h('b', { id: 'n-failures' }, failed), 'failures in the last hour')),
+        h('div', { class: 'card' }, h('b', { id: 'n-failures' }, failed), 'failures in the last hour'),
+        h('div', { class: 'card' }, h('b', { id: 'n-auth-refused' }, auth ? auth.total : 0), 'refused authentication')),
       h('h2', {}, 'Devices by model and state'),
       total ? table(['model', ...used], models.map((m) => {
         const c = groupBy(s.states.filter((r) => r.model === m), (r) => r.state);
@@ -224,6 +226,13 @@ const overview = {
       h('h2', {}, 'Failures in the last hour'),
       s.failures.length ? table(['state', 'reason', 'devices'],
         s.failures.map((f) => h('tr', {}, h('td', {}, state(f.state)), h('td', {}, f.reason), num(f.count))), 2)
+        : h('p', { class: 'muted' }, 'none'),
+      h('h2', {}, 'Refused authentication' + (auth ? ' since ' + when(auth.since) : '')),
+      auth && auth.devices.length ? h('div', { id: 'auth-refused' },
+        h('p', { class: 'muted' }, Object.entries(auth.counts).map(([k, n]) => `${k}: ${n}`).join(', ')),
+        table(['device', 'last reason', 'address', 'last', 'refusals'], auth.devices.map((d) => h('tr', {},
+          h('td', {}, d.id), h('td', {}, d.reason), h('td', {}, d.address), h('td', {}, when(d.last)),
+          num(d.count))), 4))
         : h('p', { class: 'muted' }, 'none'));
   },
 };

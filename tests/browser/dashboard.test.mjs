@@ -223,6 +223,24 @@ async function main() {
   await shot(page, 'device');
   ok('overview counts the failure of the last hour; the device page shows its history');
 
+  // A device refused for authentication never checks in: the overview
+  // counts it apart (before: nowhere), and names it.
+  const made = await fetch(base + '/v1/devices/sec-1/secret', { method: 'POST', headers: { Authorization: 'Bearer ' + token } });
+  if (made.status !== 201) fail('POST /v1/devices/sec-1/secret: ' + made.status);
+  const sec = device('sec-1', devPort, ['--max-attempts', '1']);
+  if ((await sec.done) === 0) fail('sec-1 without its secret was served: ' + sec.log());
+  await page.goto(base + '/#/overview');
+  await waitFor('the overview to count the refused authentication', async () => {
+    await page.reload();
+    await page.waitForSelector('#n-auth-refused');
+    return (await page.textContent('#n-auth-refused')) === '1' || (await new Promise((r) => setTimeout(r, 250)), false);
+  });
+  if (!/sec-1\s*no-proof\s*127\.0\.0\.1/.test(await page.textContent('#auth-refused'))) {
+    fail('the refused device is not listed: ' + (await page.textContent('#auth-refused')));
+  }
+  await shot(page, 'overview-auth-refused');
+  ok('overview counts and lists a device refused for authentication');
+
   await page.click('nav a[href="#/images"]');
   await page.waitForSelector('#upload');
   await page.goto(base + '/#/device/no-such-dev');

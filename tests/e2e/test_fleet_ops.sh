@@ -238,6 +238,29 @@ run_device p-3 esp32 "$WORK/p-3" || fail "p-3 (no secret) was refused: $(tail -2
 [ "$(running "$WORK/p-3")" = 5.0.0 ] || fail "p-3 (no secret) was not updated"
 ok "without --require-auth an id with a secret must authenticate; an id without one is served"
 
+# The summary (GET /v1/summary, the dashboard's overview) counts those
+# refusals and names the ids (before: nothing; a refused device never
+# checks in, so the registry's counts cannot show it). An HTTP download of
+# an id with a secret is one too.
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=p-2")
+[ "$code" = 403 ] || fail "an HTTP download of p-2 (a secret): $code"
+curl -sf -H "Authorization: Bearer $TCPOTA_TOKEN" "$TCPOTA_API/v1/summary" > "$WORK/sum.json" ||
+  fail "GET /v1/summary failed"
+python3 - "$WORK/sum.json" <<'PY' || fail "the summary's refused authentications: $(cat "$WORK/sum.json")"
+import json, sys, time
+a = json.load(open(sys.argv[1]))["auth_refused"]
+c = a["counts"]
+assert c["no-proof"] == 2 and c["wrong-secret"] == 1 and c["unknown-id"] == 0, c
+assert a["total"] == sum(c.values()), a
+assert abs(a["since"] - time.time()) < 600, a["since"]
+d = a["devices"]
+assert [x["id"] for x in d] == ["p-2", "p-1"], d  # the latest first
+assert d[0]["reason"] == "no-proof" and d[0]["count"] == 1 and d[0]["address"] == "127.0.0.1", d[0]
+assert d[1]["count"] == 2 + c["not-checked"] and d[1]["address"] == "127.0.0.1", d[1]
+assert d[1]["last"] <= d[0]["last"] <= time.time() + 1, d
+PY
+ok "the summary counts devices refused for authentication (HELLO without AUTH, a wrong secret, an HTTP download), by id"
+
 # The server's log keeps a line for every change made through the API, and
 # from where (an operator reading it after an incident needs who did what).
 client='\(API client 127\.0\.0\.1:[0-9]+\)$'

@@ -153,7 +153,6 @@ grep -q 'Range: longer than 200 bytes' "$WORK/bad.b" || fail "Range of 201 bytes
 bad 400 "If-Range of 201 bytes" "$OTA?device=h-2" "${V[@]}" -H 'Range: bytes=0-9' \
   -H "If-Range: \"$(printf 'e%.0s' $(seq 199))\""
 grep -q 'If-Range: longer than 200 bytes' "$WORK/bad.b" || fail "If-Range of 201 bytes: $(cat "$WORK/bad.b")"
-bad 400 "no version" "$OTA?device=h-2"
 bad 400 "no device" "$OTA" "${V[@]}"
 bad 400 "bad device id" "$OTA/bad%09id.bin" "${V[@]}"
 bad 400 "device id too long" "$OTA?device=$(printf 'x%.0s' $(seq 65))" "${V[@]}"
@@ -186,21 +185,32 @@ badmsg 400 "device in the path and the query" 'the path names the device already
   "$OTA/h-2.bin?device=h-3" "${V[@]}"
 badmsg 400 "?version= and the header differ" '?version= and X-Tcpota-Version differ' \
   "$OTA?device=h-2&version=2.0.0" "${V[@]}"
-badmsg 400 "?version= too long" 'version: too long' "$OTA?device=h-2&version=$(printf '1%.0s' $(seq 80))"
+# A version refused says the whole rule, spaces included (before: "1..32
+# printable characters", and "too long" alone for a long ?version=).
+RULE='send the version the device runs (1..32 printable characters, no spaces) in the header X-Tcpota-Version (or ?version=)'
+badmsg 400 "?version= too long" "version: longer than 32 characters; $RULE" \
+  "$OTA?device=h-2&version=$(printf '1%.0s' $(seq 80))"
+badmsg 400 "header version too long" "version: longer than 32 characters; $RULE" "$OTA?device=h-2" \
+  -H "X-Tcpota-Version: $(printf '1%.0s' $(seq 40))"
+badmsg 400 "no version" "version: none given; $RULE" "$OTA?device=h-2"
 # A NUL decoded into a query value would cut it short (libevent keeps
 # values as C strings): x%00y must not register device x, nor 1.0.0%00zz
 # report version 1.0.0.
 badmsg 400 "NUL in ?device=" 'device: ' "$OTA?device=q-1%00y" "${V[@]}"
 grep -q 'not printable' "$WORK/bad.b" || fail "NUL in ?device=: $(cat "$WORK/bad.b")"
 badmsg 400 "NUL in ?version=" 'version: ' "$OTA?device=q-2&version=1.0.0%00zz"
-grep -q 'not printable' "$WORK/bad.b" || fail "NUL in ?version=: $(cat "$WORK/bad.b")"
+grep -qF "not printable; $RULE" "$WORK/bad.b" || fail "NUL in ?version=: $(cat "$WORK/bad.b")"
 for d in q-1 q-2; do
   [ -z "$(device_state $d 2>/dev/null || true)" ] || fail "device $d was registered from a cut value"
 done
 # A version that is not printable characters without spaces: refused, not
 # stored as what the device runs.
-bad 400 "a space in the version" "$OTA?device=h-2" -H 'X-Tcpota-Version: 1.0 beta'
-bad 400 "a tab in ?version=" "$OTA?device=h-2&version=1.0%091"
+badmsg 400 "a space in the version" "version: a space or a character that is not printable in it; $RULE" \
+  "$OTA?device=h-2" -H 'X-Tcpota-Version: 1.0 beta'
+badmsg 400 "a space in ?version=" "version: a space or a character that is not printable in it; $RULE" \
+  "$OTA?device=h-2&version=1.0%20beta"
+badmsg 400 "a tab in ?version=" "version: a space or a character that is not printable in it; $RULE" \
+  "$OTA?device=h-2&version=1.0%091"
 bad 405 "POST" "$OTA?device=h-2" "${V[@]}" -X POST
 code=$(python3 -c '
 import socket, sys
@@ -213,6 +223,46 @@ bad 403 "a device with a secret" "$OTA?device=s-1" "${V[@]}"
 [ "$(device_state s-1 2>/dev/null || true)" != downloading ] || fail "s-1 was served"
 [ "$(get alive "$OTA?device=e-9" -I)" = 200 ] || fail "the server did not survive the bad requests"
 ok "bad range, version, device (twice, in path and query, a NUL in path or query), a NUL in ?version=, ?version= against the header, model (300 bytes, a NUL), parameter, method, 20 kB of headers, an id with a secret: 4xx"
+
+# ---- every refusal is a line of the log, a flood only a few -----------------------
+# An operator must see why a stock device gets nothing (before: not a line
+# for any 4xx): one warning per refusal, naming the device (when the
+# request did), its address and what it was told. A fresh window of the
+# limit (10 lines a second) for the three checked here.
+sleep 1.1
+bad 400 "a space in the version, logged" "$OTA?device=h-2" -H 'X-Tcpota-Version: 1.0 beta'
+bad 403 "a device with a secret, logged" "$OTA?device=s-1" "${V[@]}"
+bad 405 "DELETE, logged" "$OTA?device=h-2" "${V[@]}" -X DELETE
+refused() { grep -E "^[^ ]+ tcpota serve: \[$1 127\.0\.0\.1:[0-9]+\] http: refused $2 with $3: $4" "$WORK/server.log"; }
+refused h-2 '/ota/esp32\?device=h-2' 400 'version: a space or a character that is not printable in it; send' > /dev/null ||
+  fail "no line for the refused version: $(grep 'http: refused' "$WORK/server.log" | tail -3)"
+refused s-1 '/ota/esp32\?device=s-1' 403 'device s-1 authenticates with a secret' > /dev/null ||
+  fail "no line for the 403 of s-1: $(grep 'http: refused' "$WORK/server.log" | tail -3)"
+refused - '/ota/esp32\?device=h-2' 405 'downloads answer GET and HEAD only' > /dev/null ||
+  fail "no line for the 405: $(grep 'http: refused' "$WORK/server.log" | tail -3)"
+# The 416 of a range past the end: its range and the image's size.
+grep -qE "\[e-6 127\.0\.0\.1:[0-9]+\] http: refused /ota/esp32\?device=e-6 with 416: Range: starts at or past the end of the image \(bytes=$SIZE-; the image has $SIZE bytes\)" \
+  "$WORK/server.log" || fail "no line for the 416: $(grep 'with 416' "$WORK/server.log" | tail -3)"
+# A peer sending 200 bad requests as fast as it can: at most 10 lines a
+# second; the next line said tells how many were held back.
+before=$(grep -c 'http: refused' "$WORK/server.log")
+python3 - "$OTA_PORT" <<'PY' || fail "the flood of bad requests failed"
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=10)
+for i in range(200):
+    c.request("GET", "/ota/esp32?device=flood&debug=%d" % i, headers={"X-Tcpota-Version": "1.0.0"})
+    r = c.getresponse()
+    r.read()
+    assert r.status == 400, r.status
+PY
+flood=$(( $(grep -c 'http: refused' "$WORK/server.log") - before ))
+[ "$flood" -ge 1 ] && [ "$flood" -le 30 ] || fail "200 bad requests made $flood lines"
+sleep 1.1
+bad 400 "after the flood" "$OTA?device=h-2&debug=1" "${V[@]}"
+held=$(sed -nE 's/.*\[h-2 [^]]*\] http: refused .*debug=1 with 400: .*\(and ([0-9]+) more refusals not logged since the last such line\)$/\1/p' "$WORK/server.log" | tail -1)
+[ -n "$held" ] && [ $((held + flood)) -ge 200 ] ||
+  fail "the line after the flood does not count it ($flood lines, held '$held'): $(grep 'http: refused' "$WORK/server.log" | tail -2)"
+ok "every refusal a warning with device, address and reason (400, 403, 405, 416); 200 bad requests: $flood lines, then one saying $held more"
 
 # ---- an esp_https_ota-like client through cuts, then its report ------------------
 start_proxy espcut "$OTA_PORT" --cut-at 100000,300000,650000,900000
@@ -336,12 +386,22 @@ stop_fleet
 ok "--ota-listen with --tls-cert serves HTTPS (a resumed download, byte-exact); plain HTTP gets nothing, and the log says why"
 
 # ---- --require-auth: HTTP devices cannot prove who they are ------------------------
-start_fleet --require-auth
+start_fleet --require-auth --log-format json --quiet
 code=$(curl -s -o "$WORK/auth.b" -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' \
   "http://127.0.0.1:$API_PORT/ota/esp32?device=a-1")
 [ "$code" = 403 ] && grep -q 'require-auth' "$WORK/auth.b" || fail "--require-auth: /ota answered $code"
+# On the API's listener too, and at level warn (kept by --quiet).
+python3 - "$WORK/server.log" <<'PY' || fail "the 403 under --require-auth is no warning: $(grep refused "$WORK/server.log")"
+import json, re, sys
+for line in open(sys.argv[1]):
+    o = json.loads(line)
+    if (o.get("level") == "warn" and o.get("device") == "a-1" and re.match(r"127\.0\.0\.1:\d+$", o.get("peer", ""))
+            and o["msg"].startswith("http: refused /ota/esp32?device=a-1 with 403: this server requires device authentication")):
+        sys.exit(0)
+sys.exit(1)
+PY
 stop_fleet
-ok "--require-auth refuses HTTP downloads (403, saying why)"
+ok "--require-auth refuses HTTP downloads (403, saying why; a warning in the log, --quiet or not)"
 
 # ---- a new rollout's image: an earlier download of another image is no failure ----
 # n-1 downloads 2.0.0 whole (verified) and still runs 1.0.0; then a rollout

@@ -204,6 +204,25 @@ grep -q 'authentication failed: this device id failed recently' server.log || fa
 stop_server
 ok "authentication: right secret served; no secret, wrong secret, unknown device, replay refused; backoff per id, not per NAT address"
 
+# A device that holds a secret, on a server that holds none for its id: it
+# is served (no --require-auth), and used to learn nothing of it. It warns
+# once per run (an update and the check after its reboot are two decisions
+# without a challenge), --quiet or not, saying what to give the server; a
+# device whose id has a secret there is challenged and does not warn.
+start_server img 2.0.0 --auth-file secrets
+"$T" device --server "127.0.0.1:$SERVER_PORT" --flash unasked --id unasked-dev --secret dev.secret \
+  --trust k.pub --quiet 2> unasked.log || fail "a device with a secret the server lacks: $(cat unasked.log)"
+check_device unasked img
+n=$(grep -c 'warning: the server did not ask this device to authenticate: it holds no secret for id unasked-dev, so this device.s --secret was not checked' unasked.log || true)
+[ "$n" = 1 ] || fail "the unchallenged device warned $n times: $(cat unasked.log)"
+grep -q 'a line "unasked-dev <hex>" in its --auth-file .*tcpota device secret unasked-dev --out FILE' unasked.log ||
+  fail "the warning does not say what to give the server: $(grep warning unasked.log)"
+"$T" device --server "127.0.0.1:$SERVER_PORT" --flash asked --id auth-dev --secret dev.secret \
+  --trust k.pub 2> asked.log || fail "auth-dev on a server without --require-auth: $(cat asked.log)"
+! grep -q 'did not ask this device' asked.log || fail "a challenged device warned: $(cat asked.log)"
+stop_server
+ok "a device with a secret its server does not hold is served, and warns once that it was not asked to authenticate"
+
 # Legacy (req0/req1) devices cannot authenticate: under --require-auth they
 # get nothing, unless the operator names the risk.
 cp img plain.img

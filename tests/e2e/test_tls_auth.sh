@@ -20,6 +20,7 @@ start_server img 2.0.0 --tls-cert srv.pem --tls-key srv.key --require-auth --aut
   --max-attempts 1 2> good.log || fail "a device with the right secret was not served inside TLS"
 check_device good img
 grep -q 'authenticated: offer 2.0.0' server.log || fail "no authentication logged"
+! grep -q 'did not ask this device to authenticate' good.log || fail "a challenged device warned: $(cat good.log)"
 t0=$(date +%s)
 rc=0; "$T" device --server "localhost:$SERVER_PORT" --flash bad --id tls-bad --secret wrong.secret --ca srv.pem \
   --max-attempts 1 2> bad.log || rc=$?

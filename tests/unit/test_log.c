@@ -327,6 +327,37 @@ static void test_sockaddr(void **state)
     assert_string_equal(port, "?");
 }
 
+/* A line a peer can repeat: at most `burst` per window, the rest counted
+ * and told by the next line said; a window opens at the first line said
+ * after the last ended (a clock at 0 is a time like any other). */
+static void test_limit(void **state)
+{
+    struct log_limit l;
+    unsigned long held = 99;
+    int i;
+
+    (void)state;
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(log_limit_pass(&l, 0, 1000, 3, &held), 1);
+    assert_int_equal(held, 0);
+    assert_int_equal(log_limit_pass(&l, 10, 1000, 3, &held), 1);
+    assert_int_equal(log_limit_pass(&l, 20, 1000, 3, NULL), 1);
+    for (i = 0; i < 5; i++) assert_int_equal(log_limit_pass(&l, 30 + i, 1000, 3, &held), 0);
+    assert_int_equal(log_limit_pass(&l, 999, 1000, 3, &held), 0); /* still the first window */
+    assert_int_equal(log_limit_pass(&l, 1000, 1000, 3, &held), 1);
+    assert_int_equal(held, 6);
+    assert_int_equal(log_limit_pass(&l, 1001, 1000, 3, &held), 1);
+    assert_int_equal(held, 0); /* told once */
+    /* Burst 1 (a refused API token): one line a window, the window from it. */
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(log_limit_pass(&l, 5000, 1000, 1, &held), 1);
+    assert_int_equal(log_limit_pass(&l, 5999, 1000, 1, &held), 0);
+    assert_int_equal(log_limit_pass(&l, 7000, 1000, 1, &held), 1);
+    assert_int_equal(held, 1);
+    assert_int_equal(l.window_ms, 7000);
+    assert_int_equal(log_limit_pass(&l, 7500, 1000, 1, &held), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -341,6 +372,7 @@ int main(void)
         cmocka_unit_test(test_to_stderr),
         cmocka_unit_test(test_sockaddr),
         cmocka_unit_test(test_listen_failed),
+        cmocka_unit_test(test_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

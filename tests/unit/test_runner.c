@@ -40,6 +40,7 @@ struct attempt {
     uint32_t retry_after_s;       /* UP_TO_DATE: the NO_UPDATE's RETRY_AFTER */
     int last_error;               /* left in the session (the server's ERROR code) */
     uint32_t error_retry_after_s; /* the ERROR's RETRY_AFTER */
+    uint8_t challenged;           /* the server sent a CHALLENGE on this connection */
 };
 
 static struct {
@@ -56,6 +57,7 @@ static struct {
     size_t ncloses;
     int random_max; /* 1: random() gives bound - 1, else 0 */
     int unreachable_seen;
+    int unchallenged; /* TCPOTA_RUNNER_UNCHALLENGED steps */
     uint32_t backoff_min_ms, backoff_max_ms; /* 0: the defaults */
 } f;
 
@@ -82,6 +84,7 @@ static int fake_run(void *ctx)
 
     (void)ctx;
     dev.state = TCPOTA_DEV_RECEIVING;
+    dev.challenged = a->challenged;
     if (a->outcome != TCPOTA_CLIENT_DECLINED) {
         struct tcpota_dev_event ev; /* bytes were written: not progress */
         memset(&ev, 0, sizeof(ev));
@@ -140,6 +143,7 @@ static void fake_step(void *ctx, const struct tcpota_runner_step *s)
         f.unreachable_seen += s->unreachable;
         f.backoff_retry[f.nwaits % MAX_SCRIPT] = s->retry_after_s; /* told before its sleep */
     }
+    f.unchallenged += s->type == TCPOTA_RUNNER_UNCHALLENGED;
     if (s->type == TCPOTA_RUNNER_CHECK_IN) {
         f.check_in_retry[f.ncheck_ins % MAX_SCRIPT] = s->retry_after_s;
         f.check_ins[f.ncheck_ins++ % MAX_SCRIPT] = s->wait_ms;
@@ -813,6 +817,49 @@ static void test_busy_error_attempts_and_cap(void **state)
     assert_int_equal(f.backoff_retry[0], 7 * 86400); /* what the server asked */
 }
 
+/* A device with a secret that its server never challenges is told once
+ * (the first decision, whichever), never when challenged or secretless. */
+static void test_unchallenged_secret_told_once(void **state)
+{
+    static const uint8_t secret[TCPOTA_SECRET_MIN];
+    struct tcpota_dev_event ev;
+    int i;
+
+    (void)state;
+    dev.cfg.secret = secret;
+    dev.cfg.secret_len = sizeof(secret);
+    for (i = 0; i < 3; i++) {
+        add(0, TCPOTA_CLIENT_UP_TO_DATE, 0, 0);
+        f.script[f.n - 1].challenged = i == 0; /* the first server asks; the next two do not */
+    }
+    start_checking(0, 60);
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UP_TO_DATE);
+        assert_int_equal(f.unchallenged, i == 0 ? 0 : 1);
+    }
+    /* An offer without a challenge, in the same runner: said already. */
+    memset(&ev, 0, sizeof(ev));
+    ev.type = TCPOTA_DEV_EV_ACCEPTED;
+    tcpota_runner_note(&runner, 0, &ev);
+    assert_int_equal(f.unchallenged, 1);
+    /* A new runner (a new run of the device): told again, at an offer. */
+    start(0);
+    tcpota_runner_note(&runner, TCPOTA_ERR_PROTO, &ev); /* a failed input: nothing decided */
+    assert_int_equal(f.unchallenged, 1);
+    ev.type = TCPOTA_DEV_EV_WELCOME; /* no decision yet */
+    tcpota_runner_note(&runner, 0, &ev);
+    assert_int_equal(f.unchallenged, 1);
+    ev.type = TCPOTA_DEV_EV_DECLINED;
+    tcpota_runner_note(&runner, 0, &ev);
+    assert_int_equal(f.unchallenged, 2);
+    /* Without a secret there is nothing to warn about. */
+    dev.cfg.secret = NULL;
+    start(0);
+    ev.type = TCPOTA_DEV_EV_UP_TO_DATE;
+    tcpota_runner_note(&runner, 0, &ev);
+    assert_int_equal(f.unchallenged, 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -845,6 +892,7 @@ int main(void)
         cmocka_unit_test_setup(test_busy_error_honours_retry_after, setup),
         cmocka_unit_test_setup(test_busy_error_backoff_is_the_floor, setup),
         cmocka_unit_test_setup(test_busy_error_attempts_and_cap, setup),
+        cmocka_unit_test_setup(test_unchallenged_secret_told_once, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -527,6 +527,45 @@ static void test_secrets_malformed_refused(void **state)
     assert_int_equal(read_secrets("dev-1 " HEX16 "\ndev-1 " HEX16 HEX16 "\n", &v, &n), -1);
 }
 
+/* The summary's refusals: counted by kind; each id listed once with its
+ * count and its last refusal; a full list gives up its stalest id. */
+static void test_refusals_tally(void **state)
+{
+    static struct auth_refusals t;
+    char id[16];
+    unsigned i;
+
+    (void)state;
+    memset(&t, 0, sizeof(t));
+    auth_refusal_note(&t, AUTH_REFUSED_NO_PROOF, "dev-1", "10.0.0.1", 100);
+    auth_refusal_note(&t, auth_refusal_of(AUTH_WRONG_ANSWER), "dev-1", "10.0.0.2", 160);
+    auth_refusal_note(&t, auth_refusal_of(AUTH_ADDR_WAITING), NULL, "10.0.0.3", 170);
+    assert_int_equal(t.n[AUTH_REFUSED_NO_PROOF], 1);
+    assert_int_equal(t.n[AUTH_REFUSED_WRONG], 1);
+    assert_int_equal(t.n[AUTH_REFUSED_NOT_CHECKED], 1);
+    assert_int_equal(auth_refusal_of(AUTH_UNKNOWN_ID), AUTH_REFUSED_UNKNOWN);
+    assert_int_equal(auth_refusal_of(AUTH_ID_WAITING), AUTH_REFUSED_NOT_CHECKED);
+    assert_string_equal(t.ids[0].id, "dev-1");
+    assert_int_equal(t.ids[0].count, 2);
+    assert_int_equal(t.ids[0].kind, AUTH_REFUSED_WRONG);
+    assert_string_equal(t.ids[0].addr, "10.0.0.2");
+    assert_int_equal(t.ids[0].last, 160);
+    assert_string_equal(t.ids[1].id, ""); /* no id: counted only */
+    assert_string_equal(auth_refusal_name(AUTH_REFUSED_WRONG), "wrong-secret");
+    assert_string_equal(auth_refusal_name(AUTH_REFUSED_NO_PROOF), "no-proof");
+    /* Fill the list; dev-1 (the stalest, at 160) gives way to the next new id. */
+    for (i = 1; i < AUTH_REFUSED_IDS; i++) {
+        snprintf(id, sizeof(id), "x-%u", i);
+        auth_refusal_note(&t, AUTH_REFUSED_UNKNOWN, id, "10.0.0.9", 200 + i);
+    }
+    auth_refusal_note(&t, AUTH_REFUSED_UNKNOWN, "new", "10.0.0.9", 900);
+    assert_string_equal(t.ids[0].id, "new");
+    assert_int_equal(t.ids[0].count, 1);
+    auth_refusal_note(&t, AUTH_REFUSED_UNKNOWN, "newer", "10.0.0.9", 901);
+    assert_string_equal(t.ids[1].id, "newer"); /* x-1, at 201, was the stalest */
+    assert_int_equal(t.n[AUTH_REFUSED_UNKNOWN], AUTH_REFUSED_IDS + 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -551,6 +590,7 @@ int main(void)
         cmocka_unit_test(test_secrets_short_refused),
         cmocka_unit_test(test_secrets_empty_refused),
         cmocka_unit_test(test_secrets_malformed_refused),
+        cmocka_unit_test(test_refusals_tally),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

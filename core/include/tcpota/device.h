@@ -163,7 +163,9 @@ struct tcpota_dev {
     uint32_t stale_frames; /* DATA frames skipped: not at the expected offset */
     uint32_t security_counter; /* lowest counter accepted (NVS) */
     uint32_t image_counter;    /* counter of the image being received */
-    uint8_t challenged;        /* a CHALLENGE was answered on this connection */
+    uint8_t challenged;        /* a CHALLENGE was answered on this connection (reset by
+                                * tcpota_dev_connect; the runner reads it: a device with a
+                                * secret served without one warns, tcpota_runner.h) */
     uint8_t welcomed;          /* WELCOME arrived on this connection */
     uint8_t auth_announced;    /* ... and announced TCPOTA_F_AUTH */
     uint8_t bound;             /* binding holds this connection's TLS binding */

@@ -390,6 +390,12 @@ static void runner_step(void *ctx, const struct tcpota_runner_step *st)
             ESP_LOGI(TAG, "next check-in in %lu s", (unsigned long)(st->wait_ms / 1000u));
         }
         break;
+    case TCPOTA_RUNNER_UNCHALLENGED:
+        ESP_LOGW(TAG, "the server did not ask this device to authenticate: it holds no secret for "
+                      "this device id, so the device's secret was not checked and anyone can use "
+                      "the id there; give the server this device's secret (its --auth-file, or in "
+                      "fleet mode provision the one tcpota device secret ID makes)");
+        break;
     }
 }
 
