@@ -102,11 +102,17 @@ ok "make uninstall keeps a tcpota.conf edited since its install, and says so"
 [ "$(tail -1 "$CONF")" = quiet ] || fail "make install replaced the operator's tcpota.conf"
 ok "make install again keeps the operator's tcpota.conf"
 
+# The last install kept the edited file ("Kept:"), so it wrote no copy of
+# its own; uninstall still keeps it and says so (before, that install left it
+# out of install_manifest.txt and uninstall said nothing about it).
+grep -q "Kept: $CONF (edited" install2.log || fail "make install did not say it kept the edited file: $(cat install2.log)"
 "${M[@]}" uninstall DESTDIR="$ROOT" > uninstall.log 2>&1 || fail "make uninstall failed"
 got=$(cd "$ROOT" && find . -type f)
 [ "$got" = ./opt/tcpota/etc/tcpota/tcpota.conf ] || fail "make uninstall left: '$got' (only the edited tcpota.conf should stay)"
+grep -q "Kept: $CONF (edited" uninstall.log ||
+  fail "make uninstall after an install that kept the edited file did not say it kept it: $(cat uninstall.log)"
 rm "$CONF"
-ok "make uninstall removes them, but for the config file the operator edited"
+ok "make uninstall removes them, but for the config file the operator edited, and says so"
 
 # PREFIX=/usr (a distribution's layout): the config goes to /etc.
 "${M[@]}" install PREFIX=/usr DESTDIR="$ROOT" > install3.log 2>&1 || fail "make install PREFIX=/usr failed"
