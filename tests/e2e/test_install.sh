@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make install` into a scratch DESTDIR: exactly tcpota, tcpota-proxy and
-# tcpota-legacy-client land in PREFIX/bin, they run, the systemd unit and its
-# config file are there and `systemd-analyze verify` accepts the unit, and
+# tcpota-legacy-client land in PREFIX/bin, they run, the systemd unit (with an
+# ExecReload= for `systemctl reload`) and its config file are there and
+# `systemd-analyze verify` accepts the unit, and
 # `make uninstall` removes them. BUILD_DIR is the build tree the test runs from.
 source "$(dirname "$0")/lib.sh"
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
@@ -38,6 +39,9 @@ grep -qx 'ExecStart=/opt/tcpota/bin/tcpota serve --config /opt/tcpota/etc/tcpota
   fail "the unit's ExecStart: $(grep ExecStart "$UNIT")"
 grep -qx 'StateDirectory=tcpota' "$UNIT" || fail "the unit keeps no state in /var/lib/tcpota"
 grep -qx 'DynamicUser=yes' "$UNIT" || fail "the unit does not run as a user of its own"
+# `systemctl reload tcpota` (docs/operations.md) needs an ExecReload= that
+# sends SIGHUP to the server (before, the unit had none and reload failed).
+grep -qx 'ExecReload=/bin/kill -HUP \$MAINPID' "$UNIT" || fail "the unit's ExecReload: '$(grep ExecReload "$UNIT")'"
 # systemd-analyze checks the unit against this host's systemd: every key
 # known, ExecStart an executable. Outside the DESTDIR the binary is not at
 # /opt/tcpota/bin yet, so the copy it checks has DESTDIR put before the
@@ -46,7 +50,7 @@ mkdir -p verify
 sed "s|/opt/tcpota/|$ROOT/opt/tcpota/|g" "$UNIT" > verify/tcpota.service
 systemd-analyze verify verify/tcpota.service > verify.log 2>&1 || fail "systemd-analyze verify: $(cat verify.log)"
 [ ! -s verify.log ] || fail "systemd-analyze verify warned: $(cat verify.log)"
-ok "systemd-analyze verify accepts the installed tcpota.service"
+ok "systemd-analyze verify accepts the installed tcpota.service, and it has ExecReload="
 
 # The shipped config file documents every setting commented out; each one,
 # uncommented, is a line `tcpota serve --config` takes.
