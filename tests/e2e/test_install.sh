@@ -52,6 +52,22 @@ systemd-analyze verify verify/tcpota.service > verify.log 2>&1 || fail "systemd-
 [ ! -s verify.log ] || fail "systemd-analyze verify warned: $(cat verify.log)"
 ok "systemd-analyze verify accepts the installed tcpota.service, and it has ExecReload="
 
+# The database's password (docs/operations.md): the unit's DynamicUser= has
+# no ~/.pgpass and the config file is 0644, so the unit and the config show
+# the drop-in that hands a pgpass file over (before, nothing said how). The
+# unit's commented lines, as a drop-in beside the checked copy, are accepted
+# by systemd-analyze (keys known, the %d specifier resolved).
+sed -n 's/^#\(LoadCredential=pgpass:\|Environment=PGPASSFILE=\)/\1/p' "$UNIT" > pgpass.conf
+[ "$(cat pgpass.conf)" = "$(printf 'LoadCredential=pgpass:/etc/tcpota/pgpass\nEnvironment=PGPASSFILE=%%d/pgpass')" ] ||
+  fail "the unit shows no pgpass drop-in: '$(cat pgpass.conf)'"
+grep -q 'Environment=PGPASSFILE=%d/pgpass' "$CONF" || fail "tcpota.conf's db setting does not say where its password goes"
+! grep -qiE '^#?db .*(password=|://[^/@]*:[^/@]*@)' "$CONF" || fail "tcpota.conf (0644) shows a password in db"
+mkdir -p verify/tcpota.service.d
+{ echo '[Service]'; cat pgpass.conf; } > verify/tcpota.service.d/pgpass.conf
+systemd-analyze verify verify/tcpota.service > verify-pg.log 2>&1 || fail "systemd-analyze verify, pgpass drop-in: $(cat verify-pg.log)"
+[ ! -s verify-pg.log ] || fail "systemd-analyze verify warned about the pgpass drop-in: $(cat verify-pg.log)"
+ok "the unit and tcpota.conf show the pgpass drop-in, and systemd-analyze verify accepts it"
+
 # The shipped config file documents every setting commented out; each one,
 # uncommented, is a line `tcpota serve --config` takes.
 grep -q '^#listen ' "$CONF" || fail "the installed tcpota.conf documents no listen"
