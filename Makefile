@@ -34,7 +34,9 @@ build: $(BUILD)/CMakeCache.txt
 # Installs what `make build` built; cmake records each file it wrote (without
 # DESTDIR) in $(BUILD)/install_manifest.txt, which `make uninstall` removes
 # again: give it the same DESTDIR. The config file goes too unless it was
-# edited (it differs from service/tcpota.conf): that one is the operator's.
+# edited (it differs from service/tcpota.conf): that one is the operator's,
+# kept, and named by uninstall ("Kept: ..."; an install that kept an edited
+# one still lists it in the manifest).
 install: build
 	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
 

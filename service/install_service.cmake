@@ -4,7 +4,10 @@
 #   the config file: /etc/tcpota/tcpota.conf for PREFIX=/usr, else
 #   PREFIX/etc/tcpota/tcpota.conf.
 # A config file already there that differs from the shipped one is the
-# operator's: it is kept, not replaced. One identical to it is ours (an
+# operator's: it is kept, not replaced, and still listed in
+# install_manifest.txt, so that `make uninstall` finds it, keeps it too and
+# says so (before, the install that kept it left it out of the manifest and
+# uninstall passed over it in silence). One identical to it is ours (an
 # earlier install, never edited): installed again, so that it is in
 # install_manifest.txt and `make uninstall` removes it (before, a second
 # install kept it as "the operator's" and uninstall left it behind).
@@ -34,6 +37,9 @@ if(EXISTS "$ENV{DESTDIR}${TCPOTA_CONF}")
 endif()
 if(edited)
   message(STATUS "Kept: $ENV{DESTDIR}${TCPOTA_CONF} (edited: the operator's; the shipped one is ${shipped_conf})")
+  # The list file(INSTALL) appends to (paths without DESTDIR), which the
+  # top-level cmake_install.cmake writes out as install_manifest.txt.
+  list(APPEND CMAKE_INSTALL_MANIFEST_FILES "${TCPOTA_CONF}")
 else()
   file(INSTALL "${shipped_conf}" DESTINATION "${etc}/tcpota" FILE_PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
 endif()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make install` into a scratch DESTDIR: exactly tcpota, tcpota-proxy and
-# tcpota-legacy-client land in PREFIX/bin, they run, the systemd unit and its
-# config file are there and `systemd-analyze verify` accepts the unit, and
+# tcpota-legacy-client land in PREFIX/bin, they run, the systemd unit (with an
+# ExecReload= for `systemctl reload`) and its config file are there and
+# `systemd-analyze verify` accepts the unit, and
 # `make uninstall` removes them. BUILD_DIR is the build tree the test runs from.
 source "$(dirname "$0")/lib.sh"
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
@@ -38,6 +39,9 @@ grep -qx 'ExecStart=/opt/tcpota/bin/tcpota serve --config /opt/tcpota/etc/tcpota
   fail "the unit's ExecStart: $(grep ExecStart "$UNIT")"
 grep -qx 'StateDirectory=tcpota' "$UNIT" || fail "the unit keeps no state in /var/lib/tcpota"
 grep -qx 'DynamicUser=yes' "$UNIT" || fail "the unit does not run as a user of its own"
+# `systemctl reload tcpota` (docs/operations.md) needs an ExecReload= that
+# sends SIGHUP to the server (before, the unit had none and reload failed).
+grep -qx 'ExecReload=/bin/kill -HUP \$MAINPID' "$UNIT" || fail "the unit's ExecReload: '$(grep ExecReload "$UNIT")'"
 # systemd-analyze checks the unit against this host's systemd: every key
 # known, ExecStart an executable. Outside the DESTDIR the binary is not at
 # /opt/tcpota/bin yet, so the copy it checks has DESTDIR put before the
@@ -46,7 +50,23 @@ mkdir -p verify
 sed "s|/opt/tcpota/|$ROOT/opt/tcpota/|g" "$UNIT" > verify/tcpota.service
 systemd-analyze verify verify/tcpota.service > verify.log 2>&1 || fail "systemd-analyze verify: $(cat verify.log)"
 [ ! -s verify.log ] || fail "systemd-analyze verify warned: $(cat verify.log)"
-ok "systemd-analyze verify accepts the installed tcpota.service"
+ok "systemd-analyze verify accepts the installed tcpota.service, and it has ExecReload="
+
+# The database's password (docs/operations.md): the unit's DynamicUser= has
+# no ~/.pgpass and the config file is 0644, so the unit and the config show
+# the drop-in that hands a pgpass file over (before, nothing said how). The
+# unit's commented lines, as a drop-in beside the checked copy, are accepted
+# by systemd-analyze (keys known, the %d specifier resolved).
+sed -n 's/^#\(LoadCredential=pgpass:\|Environment=PGPASSFILE=\)/\1/p' "$UNIT" > pgpass.conf
+[ "$(cat pgpass.conf)" = "$(printf 'LoadCredential=pgpass:/etc/tcpota/pgpass\nEnvironment=PGPASSFILE=%%d/pgpass')" ] ||
+  fail "the unit shows no pgpass drop-in: '$(cat pgpass.conf)'"
+grep -q 'Environment=PGPASSFILE=%d/pgpass' "$CONF" || fail "tcpota.conf's db setting does not say where its password goes"
+! grep -qiE '^#?db .*(password=|://[^/@]*:[^/@]*@)' "$CONF" || fail "tcpota.conf (0644) shows a password in db"
+mkdir -p verify/tcpota.service.d
+{ echo '[Service]'; cat pgpass.conf; } > verify/tcpota.service.d/pgpass.conf
+systemd-analyze verify verify/tcpota.service > verify-pg.log 2>&1 || fail "systemd-analyze verify, pgpass drop-in: $(cat verify-pg.log)"
+[ ! -s verify-pg.log ] || fail "systemd-analyze verify warned about the pgpass drop-in: $(cat verify-pg.log)"
+ok "the unit and tcpota.conf show the pgpass drop-in, and systemd-analyze verify accepts it"
 
 # The shipped config file documents every setting commented out; each one,
 # uncommented, is a line `tcpota serve --config` takes.
@@ -102,11 +122,17 @@ ok "make uninstall keeps a tcpota.conf edited since its install, and says so"
 [ "$(tail -1 "$CONF")" = quiet ] || fail "make install replaced the operator's tcpota.conf"
 ok "make install again keeps the operator's tcpota.conf"
 
+# The last install kept the edited file ("Kept:"), so it wrote no copy of
+# its own; uninstall still keeps it and says so (before, that install left it
+# out of install_manifest.txt and uninstall said nothing about it).
+grep -q "Kept: $CONF (edited" install2.log || fail "make install did not say it kept the edited file: $(cat install2.log)"
 "${M[@]}" uninstall DESTDIR="$ROOT" > uninstall.log 2>&1 || fail "make uninstall failed"
 got=$(cd "$ROOT" && find . -type f)
 [ "$got" = ./opt/tcpota/etc/tcpota/tcpota.conf ] || fail "make uninstall left: '$got' (only the edited tcpota.conf should stay)"
+grep -q "Kept: $CONF (edited" uninstall.log ||
+  fail "make uninstall after an install that kept the edited file did not say it kept it: $(cat uninstall.log)"
 rm "$CONF"
-ok "make uninstall removes them, but for the config file the operator edited"
+ok "make uninstall removes them, but for the config file the operator edited, and says so"
 
 # PREFIX=/usr (a distribution's layout): the config goes to /etc.
 "${M[@]}" install PREFIX=/usr DESTDIR="$ROOT" > install3.log 2>&1 || fail "make install PREFIX=/usr failed"

@@ -266,3 +266,23 @@ for bad in "12Mb|is not a size: give bytes, or a whole number with K, M or G" "2
   [ $rc -eq 2 ] && grep -q -- "--max-image: '${bad%%|*}' ${bad#*|}" sizebad.log || fail "--max-image ${bad%%|*}: exit $rc: $(cat sizebad.log)"
 done
 ok "--max-image 3M (config file) is 3 MiB; 100 is warned about; 12Mb, 2G, 0K, x: exit 2 with the reason"
+
+# --quiet (here from a config file) keeps the changes made through the API
+# in the log, the operators' trail (docs/operations.md), and serve --help and
+# the shipped tcpota.conf say so (before, both said "errors, warnings, the
+# listening on line and the summary only").
+"$TCPOTA" serve --help | grep -A2 -- '^  --quiet ' | grep -q 'changes made through the API' ||
+  fail "serve --help does not say --quiet keeps the API's changes: $("$TCPOTA" serve --help | grep -A2 -- '^  --quiet ')"
+grep -A1 '^# No line per connection or device' "$(dirname "$0")/../../service/tcpota.conf" |
+  grep -q 'changes made through the API' || fail "tcpota.conf does not say quiet keeps the API's changes"
+printf 'quiet\n' > quiet.conf
+"$TCPOTA" serve --listen 127.0.0.1:0 --data quiet-data --api 127.0.0.1:0 --config quiet.conf 2> quiet.log &
+PIDS+=($!)
+wait_line quiet.log 'listening on'
+api=$(sed -nE 's/.*API on [^ ]*:([0-9]+).*/\1/p' quiet.log | head -1)
+TCPOTA_API="http://127.0.0.1:$api" TCPOTA_TOKEN=$(cat quiet-data/api.token) "$TCPOTA" image add \
+  --version 1.0.0 --model esp32 img.bin > /dev/null 2> quiet-add.log || fail "image add: $(cat quiet-add.log)"
+stop_serve
+grep -qE 'tcpota serve: image [0-9a-f]{12} added: version 1\.0\.0, .*\(API client 127\.0\.0\.1:[0-9]+\)$' quiet.log ||
+  fail "quiet: no line for the image added through the API: $(cat quiet.log)"
+ok "--quiet keeps the changes made through the API in the log, and serve --help says so"
