@@ -644,10 +644,38 @@ static void undo_data_dir(const char *dir, int created)
     }
 }
 
+/* The first flag of single-image mode's sources that src holds, into *flag,
+ * and where fleet mode takes what it sets from, into *why: each flag its
+ * own reason (one reason for all told a --version about device secrets).
+ * Returns 1, or 0 when src holds none. */
+static int image_mode_source(const struct sources *src, const char **flag, const char **why)
+{
+    if (src->version) {
+        *flag = "--version";
+        *why = "each image brings its version: its signed manifest's, or the one given to "
+               "`tcpota image add FILE --version V`";
+    } else if (src->manifest) {
+        *flag = "--manifest";
+        *why = "each image brings its manifest: `tcpota image add FILE` sends FILE.manifest, or "
+               "the one --manifest M names";
+    } else if (src->auth_file) {
+        *flag = "--auth-file";
+        *why = "device secrets come from `tcpota device secret ID`";
+    } else if (src->require_signed == 1) {
+        *flag = "--require-signed";
+        *why = "--pubkey says it: with keys the API takes only images signed with one of them, "
+               "without any it takes unsigned images too";
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
 static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const char *api,
                        const char *ota)
 {
     static char images[4096], api_host[256], ota_host[256];
+    const char *flag, *why;
     struct stat st;
     int created, was_empty, rc;
 
@@ -656,11 +684,8 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
                         "`tcpota image add %s` instead of naming it here\n", o->image, o->image);
         return 2;
     }
-    if (src->version || src->manifest || src->auth_file || src->require_signed == 1) {
-        fprintf(stderr, "tcpota serve: %s does not apply with --data (images carry their "
-                        "manifests; secrets come from `tcpota device secret ID`)\n",
-                src->version ? "--version" : src->manifest ? "--manifest"
-                : src->auth_file ? "--auth-file" : "--require-signed");
+    if (image_mode_source(src, &flag, &why)) {
+        fprintf(stderr, "tcpota serve: %s does not apply with --data (%s)\n", flag, why);
         return 2;
     }
     if (o->allow_downgrade) {

@@ -148,6 +148,15 @@ refused_flags '--log-format must be text or json (got xml)' --log-format xml --v
 # look like authentication and check nothing.
 refused_flags '--auth-file does not apply with --data' --data fleet-tls --api off --auth-file img.bin
 refused_flags '--require-signed does not apply with --data' --data fleet-tls --api off --require-signed
+# Each with its own reason (before: one shared reason, so that `version
+# 1.0.0` in a config file was told that secrets come from `device secret`).
+printf 'version 1.0.0\n' > fleet-version.conf
+refused_flags '^tcpota serve: --version does not apply with --data (each image brings its version: its signed manifest.s, or the one given to `tcpota image add FILE --version V`)$' \
+  --config fleet-version.conf --data fleet-tls --api off
+refused_flags '^tcpota serve: --manifest does not apply with --data (each image brings its manifest: `tcpota image add FILE` sends FILE.manifest, or the one --manifest M names)$' \
+  --data fleet-tls --api off --manifest img.bin
+refused_flags '^tcpota serve: --auth-file does not apply with --data (device secrets come from `tcpota device secret ID`)$' \
+  --data fleet-tls --api off --auth-file img.bin
 # Numbers out of their range: 2^32 unauthenticated connections per address
 # would wrap to 0 (no limit); a chunk outside 512..16380 does not fit a frame.
 refused_flags "--max-unauth-per-addr: '4294967296' is out of range" --max-unauth-per-addr 4294967296 --version 2.0.0 img.bin
