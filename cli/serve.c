@@ -661,8 +661,8 @@ static int image_mode_source(const struct sources *src, const char **flag, const
     } else if (src->auth_file) {
         *flag = "--auth-file";
         *why = "device secrets come from `tcpota device secret ID`";
-    } else if (src->require_signed == 1) {
-        *flag = "--require-signed";
+    } else if (src->require_signed >= 0) { /* either way: --pubkey decides, not these */
+        *flag = src->require_signed ? "--require-signed" : "--no-require-signed";
         *why = "--pubkey says it: with keys the API takes only images signed with one of them, "
                "without any it takes unsigned images too";
     } else {
@@ -936,11 +936,6 @@ static int serve_args(int argc, char **argv)
         sodium_memzero(&src, sizeof(src));
         return 2;
     }
-    if (src.nkeys && src.require_signed == 0) {
-        fprintf(stderr, "tcpota serve: --pubkey requires a signature and --no-require-signed skips "
-                        "it; drop one of them\n");
-        return 2;
-    }
     if (o.db && !*o.db) {
         /* libpq would take "" as every default: a local server's socket. */
         fprintf(stderr, "tcpota serve: --db is empty; give the database's connection string or "
@@ -980,6 +975,13 @@ static int serve_args(int argc, char **argv)
         fprintf(stderr, "tcpota serve: %s is a fleet-mode flag (the API, its uploads and "
                         "downloads); it needs --data DIR, or drop it to serve FILE alone\n",
                 fleet_only);
+        return 2;
+    }
+    /* Here, not before fleet mode: there --no-require-signed is refused
+     * whatever --pubkey says, with fleet mode's reason. */
+    if (src.nkeys && src.require_signed == 0) {
+        fprintf(stderr, "tcpota serve: --pubkey requires a signature and --no-require-signed skips "
+                        "it; drop one of them\n");
         return 2;
     }
     if (!o.image) {

@@ -148,6 +148,13 @@ refused_flags '--log-format must be text or json (got xml)' --log-format xml --v
 # look like authentication and check nothing.
 refused_flags '--auth-file does not apply with --data' --data fleet-tls --api off --auth-file img.bin
 refused_flags '--require-signed does not apply with --data' --data fleet-tls --api off --require-signed
+# ... and so is the other of the pair, from a config file or the command
+# line, with --pubkey or without (before: taken, and ignored, without a word).
+signed_why='does not apply with --data (--pubkey says it: with keys the API takes only images signed with one of them, without any it takes unsigned images too)$'
+printf 'no-require-signed\n' > fleet-nosig.conf
+refused_flags "^tcpota serve: --no-require-signed $signed_why" --config fleet-nosig.conf --data fleet-tls --api off
+refused_flags "^tcpota serve: --no-require-signed $signed_why" --data fleet-tls --api off --no-require-signed
+refused_flags "^tcpota serve: --require-signed $signed_why" --data fleet-tls --api off --require-signed
 # Each with its own reason (before: one shared reason, so that `version
 # 1.0.0` in a config file was told that secrets come from `device secret`).
 printf 'version 1.0.0\n' > fleet-version.conf
@@ -172,6 +179,7 @@ refused_flags "--listen: ':22601' has no host before ':'; give 127.0.0.1:22601 (
 refused_flags "--api: ':8071' has no host before ':'; give 127.0.0.1:8071 (this machine only) or 0.0.0.0:8071 (every address)" --data fleet-nohost --api :8071
 # At most 8 --pubkey: a ninth is refused, not stored past the table.
 "$TCPOTA" keygen --out trust 2> /dev/null || fail "keygen failed"
+refused_flags "^tcpota serve: --no-require-signed $signed_why" --pubkey trust.pub --data fleet-tls --api off --no-require-signed
 keys=(); for i in 1 2 3 4 5 6 7 8 9; do keys+=(--pubkey trust.pub); done
 refused_flags 'at most 8 --pubkey' "${keys[@]}" --data fleet-tls --api off
 [ ! -e fleet-tls ] || fail "a refused fleet start created its data directory"
