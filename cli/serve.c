@@ -195,19 +195,54 @@ static int load_secrets(const struct tcpota_serve_opts *o, const char *path,
 
 #define TICKET_KEY_READ_MAX 4096u
 
+/* A --tls-ticket-key file given before (by the same name, or another name
+ * of the same file: seen[0..i) are the files of paths[0..i)) is refused:
+ * it opens nothing the first naming does not, and two namings mean two
+ * keys were meant (a rotation: the new first, the old second), so the old
+ * one is missing. Keeps fd's file in seen[i]. Returns 0, or -1 after
+ * saying what is wrong. */
+static int ticket_key_again(const char *const *paths, struct stat *seen, size_t i, int fd)
+{
+    if (fstat(fd, &seen[i]) != 0) {
+        fprintf(stderr, "tcpota serve: --tls-ticket-key %s: %s\n", paths[i], strerror(errno));
+        return -1;
+    }
+    for (size_t j = 0; j < i; j++) {
+        int same_path = strcmp(paths[j], paths[i]) == 0;
+
+        if (!same_path && (seen[i].st_dev != seen[j].st_dev || seen[i].st_ino != seen[j].st_ino)) {
+            continue;
+        }
+        fprintf(stderr, "tcpota serve: --tls-ticket-key %s%s%s %s; give each key file once: the "
+                        "first seals new tickets, the others open older ones (to rotate: the new "
+                        "key first, the old one second)\n", paths[j],
+                same_path ? "" : " and ", same_path ? "" : paths[i],
+                same_path ? "is given twice" : "are the same file");
+        return -1;
+    }
+    return 0;
+}
+
 /* Reads the --tls-ticket-key files (paths[0..n)) into keys, each exactly
  * TLS_TICKET_KEY_LEN bytes, and points o at them; a key others can read is
- * warned about through `warn` (serve_warn). Returns 0 or -1 after printing
- * what is wrong. */
+ * warned about through `warn` (serve_warn), and so is a key that another
+ * file holds too (copies: a rotation that left no old key). A file given
+ * twice is refused. Returns 0 or -1 after printing what is wrong. */
 static int load_ticket_keys(const struct tcpota_serve_opts *warn, struct tcpota_serve_opts *o,
                             const char *const *paths, size_t n, uint8_t (*keys)[TLS_TICKET_KEY_LEN])
 {
+    struct stat seen[TLS_TICKET_KEYS_MAX];
+
     for (size_t i = 0; i < n; i++) {
         uint8_t *b = NULL;
         size_t len = 0;
         int fd = open_arg(warn, paths[i], "--tls-ticket-key", 1), rc;
 
         if (fd < 0) {
+            return -1;
+        }
+        if (ticket_key_again(paths, seen, i, fd) < 0) {
+            close(fd);
             return -1;
         }
         /* Up to a page, so that a wrong file's size can be named. */
@@ -229,6 +264,15 @@ static int load_ticket_keys(const struct tcpota_serve_opts *warn, struct tcpota_
                     TLS_TICKET_KEY_LEN, TLS_TICKET_KEY_LEN,
                     len == 48 ? " (48-byte keys, AES-128, are not taken)" : "");
             return -1;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (sodium_memcmp(keys[j], keys[i], TLS_TICKET_KEY_LEN) == 0) {
+                serve_warn(warn, "--tls-ticket-key %s and %s hold the same key: the second opens "
+                                 "no ticket the first does not; to rotate, make a new key "
+                                 "(tcpota keygen --ticket-key --out FILE) and give it first, the "
+                                 "old one second", paths[j], paths[i]);
+                break;
+            }
         }
     }
     o->ticket_keys = (const uint8_t(*)[TLS_TICKET_KEY_LEN])keys;
