@@ -811,6 +811,7 @@ static int serve_args(int argc, char **argv)
     char host[256] = "0.0.0.0";
     const char *api = "127.0.0.1:8071", *ota = NULL;
     const char *fleet_only = NULL; /* the last flag given that only fleet mode reads */
+    char dbwhy[600];
     unsigned long long v;
     int i, rc, unauth_given = 0;
 
@@ -989,6 +990,12 @@ static int serve_args(int argc, char **argv)
     if (o.db && !o.data_dir) {
         fprintf(stderr, "tcpota serve: --db needs --data DIR too: the directory for this node's "
                         "image cache and its api.token\n");
+        return 2;
+    }
+    /* Before the data directory is made, and said as what it is: not a
+     * database to check on (libpq's reason, the password kept out). */
+    if (o.db && store_pg_conninfo_check(o.db, NULL, dbwhy, sizeof(dbwhy)) < 0) {
+        fprintf(stderr, "tcpota serve: %s\n", dbwhy);
         return 2;
     }
     if (o.data_dir && o.workers > 1) {

@@ -137,6 +137,20 @@ refused_flags '--db needs --data DIR too' --db postgresql://127.0.0.1/x --versio
 # An empty --db (an unset variable in a unit) would be libpq's defaults: a
 # local server's socket, not what was meant.
 refused_flags '--db is empty; give the database' --db '' --data fleet-tls --api off
+# A connection string libpq cannot take is said to be one, with libpq's
+# reason and without the password (before: "check that PostgreSQL runs and
+# that --db reaches it", and the whole URI, password and all, echoed).
+refused_flags '^tcpota serve: --db: the connection string is not valid: invalid URI query parameter: "bogus"$' \
+  --db 'postgresql://u:Pw0rd@127.0.0.1:1/x?bogus=1' --data fleet-tls --api off
+refused_flags '^tcpota serve: --db: the connection string is not valid: end of string reached when looking for matching "]" in IPv6 host address in URI: "\*\*\*"$' \
+  --db 'postgresql://u:Pw0rd@[::1/x' --data fleet-tls --api off
+# A value libpq refuses only as it connects: the same, after the start.
+rc=0; timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --db 'postgresql://u:Pw0rd@127.0.0.1:1/x?sslmode=bogus' \
+  --data fleet-sslmode --api off > /dev/null 2> sslmode.log || rc=$?
+[ $rc -ne 0 ] && grep -q -- '--db: the connection string is not valid: invalid sslmode value: "bogus"$' sslmode.log ||
+  fail "sslmode=bogus: exit $rc: $(cat sslmode.log)"
+! grep -q 'PostgreSQL runs' sslmode.log || fail "sslmode=bogus: told to check PostgreSQL: $(cat sslmode.log)"
+! grep -q Pw0rd refused.log sslmode.log || fail "the --db password was shown"
 refused_flags '--workers is for single-image mode: fleet mode (--data) runs one process, as its SQLite store' --data fleet-tls --api off --workers 2
 # With --db, not SQLite's writer (before: the SQLite reason for a PostgreSQL node).
 refused_flags '--workers is for single-image mode: fleet mode runs one process per node; to spread the fleet over more processes or machines, run more --db nodes' \
@@ -199,7 +213,7 @@ PIDS+=($!)
 wait_line unauth.log 'listening on'
 stop_serve
 ok "--max-unauth-per-addr without --require-auth or --tls-cert is refused (it would cap nothing); with --require-auth it is taken"
-ok "--tls-cert or --tls-key alone (fleet and image mode), --require-auth without --auth-file, --db without --data or empty, --workers with --data, --log-format xml, --auth-file or --require-signed with --data, --max-unauth-per-addr or --chunk out of range, 9 --pubkey: exit 2"
+ok "--tls-cert or --tls-key alone (fleet and image mode), --require-auth without --auth-file, --db without --data, empty or not a valid connection string, --workers with --data, --log-format xml, --auth-file or --require-signed with --data, --max-unauth-per-addr or --chunk out of range, 9 --pubkey: exit 2"
 
 # A descriptor limit below --max-conns: the warning says what happens and
 # what to do (before: only that the limit was below).
