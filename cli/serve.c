@@ -411,6 +411,9 @@ struct sources {
     size_t nticket;
     char proxy_from[PROXY_FROM_MAX][PROXY_FROM_LEN]; /* --proxy-protocol, as text_sockaddr writes them */
     size_t nproxy_from;
+    const char *db_password_file; /* a config file others can read whose --db gives a password */
+    unsigned db_password_mode;    /* ... its permission bits */
+    int db_password_argv;         /* a --db of the command line (ps shows it) gives one */
     int running; /* the server runs: a load is a reload (SIGHUP) */
 };
 
@@ -786,6 +789,19 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
                        o->max_image, mib ? "M" : "K");
         }
     }
+    /* Pointed to a password file (docs/scaling.md), never the password. */
+    if (src->db_password_file) {
+        serve_warn(o, "--db in %s gives a password, and other users can read %s (mode %03o): put "
+                      "the password in a file of mode 0600 that PGPASSFILE names, or ~/.pgpass "
+                      "(lines HOST:PORT:DATABASE:USER:PASSWORD), not in --db (docs/scaling.md)",
+                   src->db_password_file, src->db_password_file, src->db_password_mode & 0777);
+    }
+    if (src->db_password_argv) {
+        serve_warn(o, "--db on the command line gives a password, which other users can read "
+                      "(ps, /proc/PID/cmdline): put it in a file of mode 0600 that PGPASSFILE "
+                      "names, or ~/.pgpass (lines HOST:PORT:DATABASE:USER:PASSWORD), not in --db "
+                      "(docs/scaling.md)");
+    }
     if (!src->nkeys && o->api_host) { /* --api off: no images arrive here */
         serve_warn(o, "no --pubkey: the API takes unsigned images; give --pubkey K.pub so that "
                       "only signed images are served");
@@ -802,9 +818,30 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
     return rc;
 }
 
-/* `tcpota serve` with its arguments (a config file's flags first). */
-static int serve_args(int argc, char **argv)
+/* Notes in src a password that --db val, argv[at], shows to other users:
+ * on the command line (ps, /proc/PID/cmdline), or in a config file they
+ * may read (cfg; its flags are argv[1..cfg->nowned]). Warned about once
+ * the log's format is known (serve_fleet); a password overridden by a
+ * later --db is still where others read it. */
+static void note_db_password(struct sources *src, const char *val,
+                             const struct serve_config_args *cfg, int at)
 {
+    if (!store_pg_conninfo_password(val)) {
+        return;
+    }
+    if (at > cfg->nowned) {
+        src->db_password_argv = 1;
+    } else if (cfg->mode & (S_IRGRP | S_IROTH)) {
+        src->db_password_file = cfg->path;
+        src->db_password_mode = cfg->mode;
+    }
+}
+
+/* `tcpota serve` with its arguments (cfg: a config file's flags first). */
+static int serve_args(const struct serve_config_args *cfg)
+{
+    int argc = cfg->argc;
+    char **argv = cfg->argv;
     struct tcpota_serve_opts o;
     struct sources src;
     struct stat st;
@@ -831,7 +868,7 @@ static int serve_args(int argc, char **argv)
         /* "--name=VALUE": the name alone in a, for the comparisons below */
         size_t nl = strncmp(arg, "--", 2) == 0 ? strcspn(arg, "=") : strlen(arg);
         char a[64], why[CLI_OPT_WHY];
-        int kind;
+        int kind, at = i;
 
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             usage(stdout);
@@ -930,6 +967,7 @@ static int serve_args(int argc, char **argv)
         } else if (strcmp(a, "--db") == 0) {
             o.db = val;
             o.open_db = store_pg_open;
+            note_db_password(&src, val, cfg, at);
         } else if (strcmp(a, "--api") == 0) {
             api = val;
             fleet_only = a;
@@ -1082,7 +1120,7 @@ int cmd_serve(int argc, char **argv)
     int rc = serve_config_load(argc, argv, &args);
 
     if (rc == 0) {
-        rc = serve_args(args.argc, args.argv);
+        rc = serve_args(&args);
         if (rc == 2 && args.nowned > 0) {
             fprintf(stderr, "tcpota serve: note: the flags of the --config file came first; the "
                             "option named above may be set there\n");

@@ -30,4 +30,8 @@ struct store *store_pg_open(const char *conninfo, const char *dir, struct event_
  * libpq's with any part of a password in it written as "***". */
 int store_pg_conninfo_check(const char *conninfo, const char *failure, char *err, size_t errlen);
 
+/* 1 when conninfo (--db) gives a password (user:password@ in a URI, or a
+ * password keyword), else 0 (also for a string libpq cannot parse). */
+int store_pg_conninfo_password(const char *conninfo);
+
 #endif

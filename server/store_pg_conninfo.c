@@ -188,3 +188,15 @@ int store_pg_conninfo_check(const char *conninfo, const char *failure, char *err
     PQfreemem(why);
     return -1;
 }
+
+int store_pg_conninfo_password(const char *conninfo)
+{
+    PQconninfoOption *opts = is_conninfo(conninfo) ? PQconninfoParse(conninfo, NULL) : NULL;
+    int found = 0;
+
+    for (const PQconninfoOption *o = opts; o && o->keyword; o++) {
+        if (strcmp(o->keyword, "password") == 0 && o->val && *o->val) found = 1;
+    }
+    PQconninfoFree(opts);
+    return found;
+}

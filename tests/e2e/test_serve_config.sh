@@ -151,6 +151,37 @@ rc=0; timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --db 'postgresql://u:Pw0rd
   fail "sslmode=bogus: exit $rc: $(cat sslmode.log)"
 ! grep -q 'PostgreSQL runs' sslmode.log || fail "sslmode=bogus: told to check PostgreSQL: $(cat sslmode.log)"
 ! grep -q Pw0rd refused.log sslmode.log || fail "the --db password was shown"
+
+# A password in --db that other users can read is warned about, pointing
+# to a password file, never showing it: in a config file they may read
+# (mode & 044), or on the command line (ps shows it). Before: no word. The
+# database (port 1) is not there: the warning comes before the connection.
+db_pw() { # db_pw LOG ARGS...: a fleet start on --db that fails to connect
+  local log=$1 rc=0
+  shift
+  timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --data fleet-pw --api off "$@" > /dev/null 2> "$log" || rc=$?
+  [ $rc -ne 0 ] && grep -q 'cannot connect to the database' "$log" || fail "$*: exit $rc: $(cat "$log")"
+  ! grep -q Pw0rd "$log" || fail "$*: the password was shown: $(cat "$log")"
+}
+pw_how='put the password in a file of mode 0600 that PGPASSFILE names, or ~/.pgpass (lines HOST:PORT:DATABASE:USER:PASSWORD), not in --db (docs/scaling.md)$'
+printf 'db postgresql://tcpota:Pw0rd@127.0.0.1:1/tcpota\n' > pw.conf
+chmod 644 pw.conf
+db_pw pw644.log --config pw.conf
+grep -q "warning: --db in pw.conf gives a password, and other users can read pw.conf (mode 644): $pw_how" pw644.log ||
+  fail "a password in a config file of mode 644: $(cat pw644.log)"
+chmod 640 pw.conf
+db_pw pw640.log --config pw.conf
+grep -q "warning: --db in pw.conf gives a password, and other users can read pw.conf (mode 640)" pw640.log ||
+  fail "a password in a config file of mode 640: $(cat pw640.log)"
+chmod 600 pw.conf
+db_pw pw600.log --config pw.conf
+! grep -q 'gives a password' pw600.log || fail "a password in a config file of mode 600 warned about: $(cat pw600.log)"
+db_pw pwargv.log --db 'host=127.0.0.1 port=1 dbname=tcpota password=Pw0rd'
+grep -q "warning: --db on the command line gives a password, which other users can read (ps, /proc/PID/cmdline): put it in a file of mode 0600 that PGPASSFILE names" pwargv.log ||
+  fail "a password in --db on the command line: $(cat pwargv.log)"
+db_pw pwnone.log --db 'postgresql://tcpota@127.0.0.1:1/tcpota'
+! grep -q 'gives a password' pwnone.log || fail "--db without a password warned about: $(cat pwnone.log)"
+ok "a --db password others can read (a config file of mode 644 or 640, the command line) is warned about, never shown"
 refused_flags '--workers is for single-image mode: fleet mode (--data) runs one process, as its SQLite store' --data fleet-tls --api off --workers 2
 # With --db, not SQLite's writer (before: the SQLite reason for a PostgreSQL node).
 refused_flags '--workers is for single-image mode: fleet mode runs one process per node; to spread the fleet over more processes or machines, run more --db nodes' \

@@ -1268,6 +1268,14 @@ static void test_conninfo_check(void **state)
                                              sizeof(err)), 0);
     assert_int_equal(store_pg_conninfo_check("host=h dbname=x", NULL, err, sizeof(err)), 0);
     assert_int_equal(store_pg_conninfo_check("tcpota", NULL, err, sizeof(err)), 0);
+    /* Whether it gives a password (serve warns when others can read it). */
+    assert_int_equal(store_pg_conninfo_password("postgresql://u:Pw0rd@h/x"), 1);
+    assert_int_equal(store_pg_conninfo_password("postgresql://u@h/x?password=Pw0rd"), 1);
+    assert_int_equal(store_pg_conninfo_password("host=h password='Pw0rd'"), 1);
+    assert_int_equal(store_pg_conninfo_password("postgresql://u@h/x"), 0);
+    assert_int_equal(store_pg_conninfo_password("postgresql://u:@h/x"), 0);
+    assert_int_equal(store_pg_conninfo_password("host=h passfile=/etc/tcpota/pgpass"), 0);
+    assert_int_equal(store_pg_conninfo_password("tcpota"), 0);
     /* A failure that is the database's: not the string's. */
     assert_int_equal(store_pg_conninfo_check("host=h", "connection to server at \"h\", port 5432 "
                                              "failed: Connection refused", err, sizeof(err)), 0);
