@@ -195,19 +195,54 @@ static int load_secrets(const struct tcpota_serve_opts *o, const char *path,
 
 #define TICKET_KEY_READ_MAX 4096u
 
+/* A --tls-ticket-key file given before (by the same name, or another name
+ * of the same file: seen[0..i) are the files of paths[0..i)) is refused:
+ * it opens nothing the first naming does not, and two namings mean two
+ * keys were meant (a rotation: the new first, the old second), so the old
+ * one is missing. Keeps fd's file in seen[i]. Returns 0, or -1 after
+ * saying what is wrong. */
+static int ticket_key_again(const char *const *paths, struct stat *seen, size_t i, int fd)
+{
+    if (fstat(fd, &seen[i]) != 0) {
+        fprintf(stderr, "tcpota serve: --tls-ticket-key %s: %s\n", paths[i], strerror(errno));
+        return -1;
+    }
+    for (size_t j = 0; j < i; j++) {
+        int same_path = strcmp(paths[j], paths[i]) == 0;
+
+        if (!same_path && (seen[i].st_dev != seen[j].st_dev || seen[i].st_ino != seen[j].st_ino)) {
+            continue;
+        }
+        fprintf(stderr, "tcpota serve: --tls-ticket-key %s%s%s %s; give each key file once: the "
+                        "first seals new tickets, the others open older ones (to rotate: the new "
+                        "key first, the old one second)\n", paths[j],
+                same_path ? "" : " and ", same_path ? "" : paths[i],
+                same_path ? "is given twice" : "are the same file");
+        return -1;
+    }
+    return 0;
+}
+
 /* Reads the --tls-ticket-key files (paths[0..n)) into keys, each exactly
  * TLS_TICKET_KEY_LEN bytes, and points o at them; a key others can read is
- * warned about through `warn` (serve_warn). Returns 0 or -1 after printing
- * what is wrong. */
+ * warned about through `warn` (serve_warn), and so is a key that another
+ * file holds too (copies: a rotation that left no old key). A file given
+ * twice is refused. Returns 0 or -1 after printing what is wrong. */
 static int load_ticket_keys(const struct tcpota_serve_opts *warn, struct tcpota_serve_opts *o,
                             const char *const *paths, size_t n, uint8_t (*keys)[TLS_TICKET_KEY_LEN])
 {
+    struct stat seen[TLS_TICKET_KEYS_MAX];
+
     for (size_t i = 0; i < n; i++) {
         uint8_t *b = NULL;
         size_t len = 0;
         int fd = open_arg(warn, paths[i], "--tls-ticket-key", 1), rc;
 
         if (fd < 0) {
+            return -1;
+        }
+        if (ticket_key_again(paths, seen, i, fd) < 0) {
+            close(fd);
             return -1;
         }
         /* Up to a page, so that a wrong file's size can be named. */
@@ -229,6 +264,15 @@ static int load_ticket_keys(const struct tcpota_serve_opts *warn, struct tcpota_
                     TLS_TICKET_KEY_LEN, TLS_TICKET_KEY_LEN,
                     len == 48 ? " (48-byte keys, AES-128, are not taken)" : "");
             return -1;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (sodium_memcmp(keys[j], keys[i], TLS_TICKET_KEY_LEN) == 0) {
+                serve_warn(warn, "--tls-ticket-key %s and %s hold the same key: the second opens "
+                                 "no ticket the first does not; to rotate, make a new key "
+                                 "(tcpota keygen --ticket-key --out FILE) and give it first, the "
+                                 "old one second", paths[j], paths[i]);
+                break;
+            }
         }
     }
     o->ticket_keys = (const uint8_t(*)[TLS_TICKET_KEY_LEN])keys;
@@ -367,6 +411,9 @@ struct sources {
     size_t nticket;
     char proxy_from[PROXY_FROM_MAX][PROXY_FROM_LEN]; /* --proxy-protocol, as text_sockaddr writes them */
     size_t nproxy_from;
+    const char *db_password_file; /* a config file others can read whose --db gives a password */
+    unsigned db_password_mode;    /* ... its permission bits */
+    int db_password_argv;         /* a --db of the command line (ps shows it) gives one */
     int running; /* the server runs: a load is a reload (SIGHUP) */
 };
 
@@ -644,10 +691,38 @@ static void undo_data_dir(const char *dir, int created)
     }
 }
 
+/* The first flag of single-image mode's sources that src holds, into *flag,
+ * and where fleet mode takes what it sets from, into *why: each flag its
+ * own reason (one reason for all told a --version about device secrets).
+ * Returns 1, or 0 when src holds none. */
+static int image_mode_source(const struct sources *src, const char **flag, const char **why)
+{
+    if (src->version) {
+        *flag = "--version";
+        *why = "each image brings its version: its signed manifest's, or the one given to "
+               "`tcpota image add FILE --version V`";
+    } else if (src->manifest) {
+        *flag = "--manifest";
+        *why = "each image brings its manifest: `tcpota image add FILE` sends FILE.manifest, or "
+               "the one --manifest M names";
+    } else if (src->auth_file) {
+        *flag = "--auth-file";
+        *why = "device secrets come from `tcpota device secret ID`";
+    } else if (src->require_signed >= 0) { /* either way: --pubkey decides, not these */
+        *flag = src->require_signed ? "--require-signed" : "--no-require-signed";
+        *why = "--pubkey says it: with keys the API takes only images signed with one of them, "
+               "without any it takes unsigned images too";
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
 static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const char *api,
                        const char *ota)
 {
     static char images[4096], api_host[256], ota_host[256];
+    const char *flag, *why;
     struct stat st;
     int created, was_empty, rc;
 
@@ -656,11 +731,8 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
                         "`tcpota image add %s` instead of naming it here\n", o->image, o->image);
         return 2;
     }
-    if (src->version || src->manifest || src->auth_file || src->require_signed == 1) {
-        fprintf(stderr, "tcpota serve: %s does not apply with --data (images carry their "
-                        "manifests; secrets come from `tcpota device secret ID`)\n",
-                src->version ? "--version" : src->manifest ? "--manifest"
-                : src->auth_file ? "--auth-file" : "--require-signed");
+    if (image_mode_source(src, &flag, &why)) {
+        fprintf(stderr, "tcpota serve: %s does not apply with --data (%s)\n", flag, why);
         return 2;
     }
     if (o->allow_downgrade) {
@@ -717,6 +789,19 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
                        o->max_image, mib ? "M" : "K");
         }
     }
+    /* Pointed to a password file (docs/scaling.md), never the password. */
+    if (src->db_password_file) {
+        serve_warn(o, "--db in %s gives a password, and other users can read %s (mode %03o): put "
+                      "the password in a file of mode 0600 that PGPASSFILE names, or ~/.pgpass "
+                      "(lines HOST:PORT:DATABASE:USER:PASSWORD), not in --db (docs/scaling.md)",
+                   src->db_password_file, src->db_password_file, src->db_password_mode & 0777);
+    }
+    if (src->db_password_argv) {
+        serve_warn(o, "--db on the command line gives a password, which other users can read "
+                      "(ps, /proc/PID/cmdline): put it in a file of mode 0600 that PGPASSFILE "
+                      "names, or ~/.pgpass (lines HOST:PORT:DATABASE:USER:PASSWORD), not in --db "
+                      "(docs/scaling.md)");
+    }
     if (!src->nkeys && o->api_host) { /* --api off: no images arrive here */
         serve_warn(o, "no --pubkey: the API takes unsigned images; give --pubkey K.pub so that "
                       "only signed images are served");
@@ -733,15 +818,37 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
     return rc;
 }
 
-/* `tcpota serve` with its arguments (a config file's flags first). */
-static int serve_args(int argc, char **argv)
+/* Notes in src a password that --db val, argv[at], shows to other users:
+ * on the command line (ps, /proc/PID/cmdline), or in a config file they
+ * may read (cfg; its flags are argv[1..cfg->nowned]). Warned about once
+ * the log's format is known (serve_fleet); a password overridden by a
+ * later --db is still where others read it. */
+static void note_db_password(struct sources *src, const char *val,
+                             const struct serve_config_args *cfg, int at)
 {
+    if (!store_pg_conninfo_password(val)) {
+        return;
+    }
+    if (at > cfg->nowned) {
+        src->db_password_argv = 1;
+    } else if (cfg->mode & (S_IRGRP | S_IROTH)) {
+        src->db_password_file = cfg->path;
+        src->db_password_mode = cfg->mode;
+    }
+}
+
+/* `tcpota serve` with its arguments (cfg: a config file's flags first). */
+static int serve_args(const struct serve_config_args *cfg)
+{
+    int argc = cfg->argc;
+    char **argv = cfg->argv;
     struct tcpota_serve_opts o;
     struct sources src;
     struct stat st;
     char host[256] = "0.0.0.0";
     const char *api = "127.0.0.1:8071", *ota = NULL;
     const char *fleet_only = NULL; /* the last flag given that only fleet mode reads */
+    char dbwhy[600];
     unsigned long long v;
     int i, rc, unauth_given = 0;
 
@@ -761,7 +868,7 @@ static int serve_args(int argc, char **argv)
         /* "--name=VALUE": the name alone in a, for the comparisons below */
         size_t nl = strncmp(arg, "--", 2) == 0 ? strcspn(arg, "=") : strlen(arg);
         char a[64], why[CLI_OPT_WHY];
-        int kind;
+        int kind, at = i;
 
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             usage(stdout);
@@ -860,6 +967,7 @@ static int serve_args(int argc, char **argv)
         } else if (strcmp(a, "--db") == 0) {
             o.db = val;
             o.open_db = store_pg_open;
+            note_db_password(&src, val, cfg, at);
         } else if (strcmp(a, "--api") == 0) {
             api = val;
             fleet_only = a;
@@ -911,11 +1019,6 @@ static int serve_args(int argc, char **argv)
         sodium_memzero(&src, sizeof(src));
         return 2;
     }
-    if (src.nkeys && src.require_signed == 0) {
-        fprintf(stderr, "tcpota serve: --pubkey requires a signature and --no-require-signed skips "
-                        "it; drop one of them\n");
-        return 2;
-    }
     if (o.db && !*o.db) {
         /* libpq would take "" as every default: a local server's socket. */
         fprintf(stderr, "tcpota serve: --db is empty; give the database's connection string or "
@@ -925,6 +1028,12 @@ static int serve_args(int argc, char **argv)
     if (o.db && !o.data_dir) {
         fprintf(stderr, "tcpota serve: --db needs --data DIR too: the directory for this node's "
                         "image cache and its api.token\n");
+        return 2;
+    }
+    /* Before the data directory is made, and said as what it is: not a
+     * database to check on (libpq's reason, the password kept out). */
+    if (o.db && store_pg_conninfo_check(o.db, NULL, dbwhy, sizeof(dbwhy)) < 0) {
+        fprintf(stderr, "tcpota serve: %s\n", dbwhy);
         return 2;
     }
     if (o.data_dir && o.workers > 1) {
@@ -955,6 +1064,13 @@ static int serve_args(int argc, char **argv)
         fprintf(stderr, "tcpota serve: %s is a fleet-mode flag (the API, its uploads and "
                         "downloads); it needs --data DIR, or drop it to serve FILE alone\n",
                 fleet_only);
+        return 2;
+    }
+    /* Here, not before fleet mode: there --no-require-signed is refused
+     * whatever --pubkey says, with fleet mode's reason. */
+    if (src.nkeys && src.require_signed == 0) {
+        fprintf(stderr, "tcpota serve: --pubkey requires a signature and --no-require-signed skips "
+                        "it; drop one of them\n");
         return 2;
     }
     if (!o.image) {
@@ -1004,7 +1120,7 @@ int cmd_serve(int argc, char **argv)
     int rc = serve_config_load(argc, argv, &args);
 
     if (rc == 0) {
-        rc = serve_args(args.argc, args.argv);
+        rc = serve_args(&args);
         if (rc == 2 && args.nowned > 0) {
             fprintf(stderr, "tcpota serve: note: the flags of the --config file came first; the "
                             "option named above may be set there\n");

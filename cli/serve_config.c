@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* A line longer than this is not a config line (paths stay far below). */
 #define MAX_LINE 4096
@@ -198,6 +199,7 @@ oom:
 int serve_config_load(int argc, char **argv, struct serve_config_args *out)
 {
     const char *path = NULL;
+    struct stat st;
     FILE *f;
     int i, n = 0, rc;
 
@@ -219,6 +221,10 @@ int serve_config_load(int argc, char **argv, struct serve_config_args *out)
     }
     if (!path) return 0;
     if (!(f = cli_fopen_regular(path, "--config"))) return 2;
+    if (fstat(fileno(f), &st) == 0) {
+        out->mode = (unsigned)(st.st_mode & 07777);
+    }
+    out->path = path;
     /* Each line gives at most one argument. */
     out->owned = calloc(MAX_LINES + 2, sizeof(char *));
     if (!out->owned) {

@@ -8,7 +8,9 @@ struct serve_config_args {
     int argc;
     char **argv;  /* argv[0], the file's flags, then the command line's */
     char **owned; /* the strings read from the file (freed with argv) */
-    int nowned;
+    int nowned;   /* argv[1..nowned] are the file's */
+    const char *path; /* the file, or NULL */
+    unsigned mode;    /* its permission bits (a secret in it others can read is warned about) */
 };
 
 /* When argv (argv[0] is "serve") holds `--config FILE`, reads FILE and
@@ -21,6 +23,8 @@ struct serve_config_args {
  * "flag value" or "flag" (a switch) per line, the long option name without
  * its "--", blank lines and lines starting with '#' skipped. Returns 0, or
  * 2 (the exit code) after printing "FILE:LINE: what is wrong; what to do".
+ * out->path and out->mode then name FILE and its permission bits (a secret
+ * in it that other users can read is warned about: a --db password).
  * Free *out with serve_config_free() in either case. */
 int serve_config_load(int argc, char **argv, struct serve_config_args *out);
 

@@ -561,6 +561,10 @@ static int connect_db(struct pgstore *st, char *err, size_t errlen)
     if (!st->db || PQstatus(st->db) != CONNECTION_OK) {
         snprintf(msg, sizeof(msg), "%s", st->db ? PQerrorMessage(st->db) : "out of memory");
         msg[strcspn(msg, "\n")] = '\0';
+        /* A string libpq cannot take is no database to check on. */
+        if (store_pg_conninfo_check(st->conninfo, msg, err, errlen) < 0) {
+            return -1;
+        }
         /* What to do, last and whole (before, libpq's words alone), as the
          * outage's message says it; libpq's shortened if it must be. */
         snprintf(err, errlen, "%s%.*s; " PG_CHECK_HINT, head,

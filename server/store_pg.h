@@ -21,4 +21,17 @@ struct store;
 struct store *store_pg_open(const char *conninfo, const char *dir, struct event_base *base,
                             char *err, size_t errlen);
 
+/* Whether conninfo (--db) is a connection string libpq cannot take, as
+ * against a database it cannot reach: before a connection (failure NULL),
+ * when libpq cannot parse it; after one failed (failure: libpq's message),
+ * also when libpq refused one of its values (sslmode=bogus). A database's
+ * bare name (no '=', no URI) is one libpq takes as it is. Returns 0, or -1
+ * with "--db: the connection string is not valid: REASON" in err, REASON
+ * libpq's with any part of a password in it written as "***". */
+int store_pg_conninfo_check(const char *conninfo, const char *failure, char *err, size_t errlen);
+
+/* 1 when conninfo (--db) gives a password (user:password@ in a URI, or a
+ * password keyword), else 0 (also for a string libpq cannot parse). */
+int store_pg_conninfo_password(const char *conninfo);
+
 #endif

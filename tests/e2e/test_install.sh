@@ -79,15 +79,15 @@ ok "every setting in the installed tcpota.conf is one serve --config takes"
 # ... and it lists every option the service's fleet mode takes: each option
 # of the one list a config file may hold (cli/serve_config.c) is in the
 # file, or fleet mode refuses it (single-image mode's), or is one of these:
-# data (the unit gives it), progress (the default; no-progress is listed),
-# no-require-signed (require-signed does not apply). Before, the file
-# lacked tls-ticket-key, proxy-protocol, require-auth and more.
+# data (the unit gives it), progress (the default; no-progress is listed).
+# Before, the file lacked tls-ticket-key, proxy-protocol, require-auth and
+# more.
 opts=$(grep -oE '\{"[a-z][a-z-]*", [01]\}' "$SRC/cli/serve_config.c" | tr -d '{}",' | tr ' ' ':')
 [ "$(echo "$opts" | wc -l)" -ge 25 ] || fail "too few options read from cli/serve_config.c: $opts"
 for ov in $opts; do
   o=${ov%:*}
   grep -qE "^#?$o( |\$)" "$CONF" && continue
-  case $o in data | progress | no-require-signed) continue ;; esac
+  case $o in data | progress) continue ;; esac
   val=(); [ "${ov#*:}" = 1 ] && val=(2)
   rc=0
   timeout 10 "$BIN/tcpota" serve --data "$WORK/fleet-opt" --api off --listen 127.0.0.1:0 "--$o" "${val[@]}" \

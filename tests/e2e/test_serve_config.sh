@@ -137,6 +137,51 @@ refused_flags '--db needs --data DIR too' --db postgresql://127.0.0.1/x --versio
 # An empty --db (an unset variable in a unit) would be libpq's defaults: a
 # local server's socket, not what was meant.
 refused_flags '--db is empty; give the database' --db '' --data fleet-tls --api off
+# A connection string libpq cannot take is said to be one, with libpq's
+# reason and without the password (before: "check that PostgreSQL runs and
+# that --db reaches it", and the whole URI, password and all, echoed).
+refused_flags '^tcpota serve: --db: the connection string is not valid: invalid URI query parameter: "bogus"$' \
+  --db 'postgresql://u:Pw0rd@127.0.0.1:1/x?bogus=1' --data fleet-tls --api off
+refused_flags '^tcpota serve: --db: the connection string is not valid: end of string reached when looking for matching "]" in IPv6 host address in URI: "\*\*\*"$' \
+  --db 'postgresql://u:Pw0rd@[::1/x' --data fleet-tls --api off
+# A value libpq refuses only as it connects: the same, after the start.
+rc=0; timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --db 'postgresql://u:Pw0rd@127.0.0.1:1/x?sslmode=bogus' \
+  --data fleet-sslmode --api off > /dev/null 2> sslmode.log || rc=$?
+[ $rc -ne 0 ] && grep -q -- '--db: the connection string is not valid: invalid sslmode value: "bogus"$' sslmode.log ||
+  fail "sslmode=bogus: exit $rc: $(cat sslmode.log)"
+! grep -q 'PostgreSQL runs' sslmode.log || fail "sslmode=bogus: told to check PostgreSQL: $(cat sslmode.log)"
+! grep -q Pw0rd refused.log sslmode.log || fail "the --db password was shown"
+
+# A password in --db that other users can read is warned about, pointing
+# to a password file, never showing it: in a config file they may read
+# (mode & 044), or on the command line (ps shows it). Before: no word. The
+# database (port 1) is not there: the warning comes before the connection.
+db_pw() { # db_pw LOG ARGS...: a fleet start on --db that fails to connect
+  local log=$1 rc=0
+  shift
+  timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --data fleet-pw --api off "$@" > /dev/null 2> "$log" || rc=$?
+  [ $rc -ne 0 ] && grep -q 'cannot connect to the database' "$log" || fail "$*: exit $rc: $(cat "$log")"
+  ! grep -q Pw0rd "$log" || fail "$*: the password was shown: $(cat "$log")"
+}
+pw_how='put the password in a file of mode 0600 that PGPASSFILE names, or ~/.pgpass (lines HOST:PORT:DATABASE:USER:PASSWORD), not in --db (docs/scaling.md)$'
+printf 'db postgresql://tcpota:Pw0rd@127.0.0.1:1/tcpota\n' > pw.conf
+chmod 644 pw.conf
+db_pw pw644.log --config pw.conf
+grep -q "warning: --db in pw.conf gives a password, and other users can read pw.conf (mode 644): $pw_how" pw644.log ||
+  fail "a password in a config file of mode 644: $(cat pw644.log)"
+chmod 640 pw.conf
+db_pw pw640.log --config pw.conf
+grep -q "warning: --db in pw.conf gives a password, and other users can read pw.conf (mode 640)" pw640.log ||
+  fail "a password in a config file of mode 640: $(cat pw640.log)"
+chmod 600 pw.conf
+db_pw pw600.log --config pw.conf
+! grep -q 'gives a password' pw600.log || fail "a password in a config file of mode 600 warned about: $(cat pw600.log)"
+db_pw pwargv.log --db 'host=127.0.0.1 port=1 dbname=tcpota password=Pw0rd'
+grep -q "warning: --db on the command line gives a password, which other users can read (ps, /proc/PID/cmdline): put it in a file of mode 0600 that PGPASSFILE names" pwargv.log ||
+  fail "a password in --db on the command line: $(cat pwargv.log)"
+db_pw pwnone.log --db 'postgresql://tcpota@127.0.0.1:1/tcpota'
+! grep -q 'gives a password' pwnone.log || fail "--db without a password warned about: $(cat pwnone.log)"
+ok "a --db password others can read (a config file of mode 644 or 640, the command line) is warned about, never shown"
 refused_flags '--workers is for single-image mode: fleet mode (--data) runs one process, as its SQLite store' --data fleet-tls --api off --workers 2
 # With --db, not SQLite's writer (before: the SQLite reason for a PostgreSQL node).
 refused_flags '--workers is for single-image mode: fleet mode runs one process per node; to spread the fleet over more processes or machines, run more --db nodes' \
@@ -148,6 +193,22 @@ refused_flags '--log-format must be text or json (got xml)' --log-format xml --v
 # look like authentication and check nothing.
 refused_flags '--auth-file does not apply with --data' --data fleet-tls --api off --auth-file img.bin
 refused_flags '--require-signed does not apply with --data' --data fleet-tls --api off --require-signed
+# ... and so is the other of the pair, from a config file or the command
+# line, with --pubkey or without (before: taken, and ignored, without a word).
+signed_why='does not apply with --data (--pubkey says it: with keys the API takes only images signed with one of them, without any it takes unsigned images too)$'
+printf 'no-require-signed\n' > fleet-nosig.conf
+refused_flags "^tcpota serve: --no-require-signed $signed_why" --config fleet-nosig.conf --data fleet-tls --api off
+refused_flags "^tcpota serve: --no-require-signed $signed_why" --data fleet-tls --api off --no-require-signed
+refused_flags "^tcpota serve: --require-signed $signed_why" --data fleet-tls --api off --require-signed
+# Each with its own reason (before: one shared reason, so that `version
+# 1.0.0` in a config file was told that secrets come from `device secret`).
+printf 'version 1.0.0\n' > fleet-version.conf
+refused_flags '^tcpota serve: --version does not apply with --data (each image brings its version: its signed manifest.s, or the one given to `tcpota image add FILE --version V`)$' \
+  --config fleet-version.conf --data fleet-tls --api off
+refused_flags '^tcpota serve: --manifest does not apply with --data (each image brings its manifest: `tcpota image add FILE` sends FILE.manifest, or the one --manifest M names)$' \
+  --data fleet-tls --api off --manifest img.bin
+refused_flags '^tcpota serve: --auth-file does not apply with --data (device secrets come from `tcpota device secret ID`)$' \
+  --data fleet-tls --api off --auth-file img.bin
 # Numbers out of their range: 2^32 unauthenticated connections per address
 # would wrap to 0 (no limit); a chunk outside 512..16380 does not fit a frame.
 refused_flags "--max-unauth-per-addr: '4294967296' is out of range" --max-unauth-per-addr 4294967296 --version 2.0.0 img.bin
@@ -163,6 +224,7 @@ refused_flags "--listen: ':22601' has no host before ':'; give 127.0.0.1:22601 (
 refused_flags "--api: ':8071' has no host before ':'; give 127.0.0.1:8071 (this machine only) or 0.0.0.0:8071 (every address)" --data fleet-nohost --api :8071
 # At most 8 --pubkey: a ninth is refused, not stored past the table.
 "$TCPOTA" keygen --out trust 2> /dev/null || fail "keygen failed"
+refused_flags "^tcpota serve: --no-require-signed $signed_why" --pubkey trust.pub --data fleet-tls --api off --no-require-signed
 keys=(); for i in 1 2 3 4 5 6 7 8 9; do keys+=(--pubkey trust.pub); done
 refused_flags 'at most 8 --pubkey' "${keys[@]}" --data fleet-tls --api off
 [ ! -e fleet-tls ] || fail "a refused fleet start created its data directory"
@@ -182,7 +244,7 @@ PIDS+=($!)
 wait_line unauth.log 'listening on'
 stop_serve
 ok "--max-unauth-per-addr without --require-auth or --tls-cert is refused (it would cap nothing); with --require-auth it is taken"
-ok "--tls-cert or --tls-key alone (fleet and image mode), --require-auth without --auth-file, --db without --data or empty, --workers with --data, --log-format xml, --auth-file or --require-signed with --data, --max-unauth-per-addr or --chunk out of range, 9 --pubkey: exit 2"
+ok "--tls-cert or --tls-key alone (fleet and image mode), --require-auth without --auth-file, --db without --data, empty or not a valid connection string, --workers with --data, --log-format xml, --auth-file or --require-signed with --data, --max-unauth-per-addr or --chunk out of range, 9 --pubkey: exit 2"
 
 # A descriptor limit below --max-conns: the warning says what happens and
 # what to do (before: only that the limit was below).

@@ -134,6 +134,15 @@ serve_refuses "--tls-ticket-key: kfifo is not a regular file (it is a FIFO)" --t
 serve_refuses "--tls-ticket-key: cannot open nothere: No such file" --tls-ticket-key nothere
 serve_refuses "at most 4 --tls-ticket-key" --tls-ticket-key k1 --tls-ticket-key k1 --tls-ticket-key k1 \
   --tls-ticket-key k1 --tls-ticket-key k1
+# A key file named twice: refused, by the same name or another (a rotation
+# meant two keys, and the old one is missing); before, taken without a word.
+ln k1 k1hard && ln -s k1 k1sym
+twice="; give each key file once: the first seals new tickets, the others open older ones (to rotate: the new key first, the old one second)"
+serve_refuses "^tcpota serve: --tls-ticket-key k1 is given twice$twice" --tls-ticket-key k1 --tls-ticket-key k1
+serve_refuses "^tcpota serve: --tls-ticket-key k1 and k1hard are the same file$twice" --tls-ticket-key k1 --tls-ticket-key k1hard
+serve_refuses "^tcpota serve: --tls-ticket-key k1 and k1sym are the same file$twice" --tls-ticket-key k2 --tls-ticket-key k1 --tls-ticket-key k1sym
+printf 'tls-ticket-key k2\ntls-ticket-key k2\n' > twice.conf
+serve_refuses "^tcpota serve: --tls-ticket-key k2 is given twice" --config twice.conf
 serve_refuses "--tls-ticket-lifetime: '0' is out of range: give a whole number in 1..604800" --tls-ticket-lifetime 0
 serve_refuses "--tls-ticket-lifetime: '604801' is out of range" --tls-ticket-lifetime 604801
 rc=0; "$T" serve --listen 127.0.0.1:0 --tls-ticket-lifetime 60 img > bad.out 2>&1 || rc=$?
@@ -146,4 +155,10 @@ cp k1 kopen && chmod 644 kopen
 node W --tls-ticket-key kopen
 grep -q "warning: --tls-ticket-key kopen can be read by other users (mode 644); chmod 600 kopen" W.log ||
   fail "no warning for a readable ticket key: $(cat W.log)"
-ok "bad ticket keys refused with what to do; a readable one warned about"
+# Two files of the same bytes (copies, as systemd's LoadCredential= makes of
+# one file named twice) start, warned about: the old key is missing.
+cp k1 k1copy
+node K --tls-ticket-key k1 --tls-ticket-key k1copy
+grep -q "warning: --tls-ticket-key k1 and k1copy hold the same key: the second opens no ticket the first does not; to rotate, make a new key (tcpota keygen --ticket-key --out FILE) and give it first, the old one second" K.log ||
+  fail "no warning for two copies of one key: $(cat K.log)"
+ok "bad ticket keys refused with what to do (a file named twice too); a readable one, or two copies of one key, warned about"

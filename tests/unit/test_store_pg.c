@@ -1204,8 +1204,21 @@ static void test_open_errors(void **state)
     assert_true(strlen(err) > strlen(PG_CHECK_HINT));
     assert_string_equal(err + strlen(err) - strlen(PG_CHECK_HINT), PG_CHECK_HINT);
     assert_string_equal(PG_CHECK_HINT, "check that PostgreSQL runs and that --db reaches it");
+    /* A string libpq cannot take is said to be one, not a database to
+     * check on (before: "cannot connect ...; check that PostgreSQL runs"). */
     assert_null(store_pg_open("postgresql://[bad", dir, base, err, sizeof(err)));
-    assert_non_null(strstr(err, "cannot connect to the database (--db)"));
+    assert_string_equal(err, "--db: the connection string is not valid: end of string reached when "
+                             "looking for matching \"]\" in IPv6 host address in URI: "
+                             "\"postgresql://[bad\"");
+    /* ... and one whose values libpq refuses only as it connects. */
+    assert_null(store_pg_open("postgresql://u:p@127.0.0.1:1/x?sslmode=bogus", dir, base, err,
+                              sizeof(err)));
+    assert_string_equal(err, "--db: the connection string is not valid: invalid sslmode value: "
+                             "\"bogus\"");
+    assert_null(store_pg_open("host=127.0.0.1 port=1 connect_timeout=soon", dir, base, err,
+                              sizeof(err)));
+    assert_string_equal(err, "--db: the connection string is not valid: invalid integer value "
+                             "\"soon\" for connection option \"connect_timeout\"");
     /* The image cache's directory is checked before the database is. */
     snprintf(file, sizeof(file), "%s/file", dir);
     fclose(fopen(file, "w"));
@@ -1218,6 +1231,54 @@ static void test_open_errors(void **state)
     assert_non_null(strstr(err, "images is not a directory"));
     event_base_free(base);
     ss_rm_tree(dir);
+}
+
+/* --db checked before a connection: libpq's reason for a string it cannot
+ * parse, never with the password the string gives (libpq echoes what it
+ * could not read: the whole URI, a token, a word). */
+static void test_conninfo_check(void **state)
+{
+    static const char *const bad[] = {
+        "postgresql://u:Pw0rd@[::1/x",                /* the whole URI echoed */
+        "postgresql://u:Pw0rd%zz@127.0.0.1/x",        /* the token */
+        "host=127.0.0.1 password=Pw0rd Pw1rd",        /* the word after a space */
+        "host=127.0.0.1 password='Pw0rd Pw1rd' Pw2rd", /* not a password: named */
+        "postgresql://u@h/x?password=Pw0rd=Pw1rd",    /* the parameter */
+    };
+    static const char *const said[] = {
+        "end of string reached when looking for matching \"]\" in IPv6 host address in URI: "
+        "\"***\"",
+        "invalid percent-encoded token: \"***\"",
+        "missing \"=\" after \"***\" in connection info string",
+        "missing \"=\" after \"Pw2rd\" in connection info string",
+        "extra key/value separator \"***\" in URI query parameter: \"password\"",
+    };
+    char err[300], want[300];
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(store_pg_conninfo_check(bad[i], NULL, err, sizeof(err)), -1);
+        snprintf(want, sizeof(want), "--db: the connection string is not valid: %s", said[i]);
+        assert_string_equal(err, want);
+        assert_null(strstr(err, "Pw0rd"));
+        assert_null(strstr(err, "Pw1rd"));
+    }
+    /* Usable: a URI, key=value, a database's bare name (as libpq takes it). */
+    assert_int_equal(store_pg_conninfo_check("postgresql://u:p@h/x?sslmode=require", NULL, err,
+                                             sizeof(err)), 0);
+    assert_int_equal(store_pg_conninfo_check("host=h dbname=x", NULL, err, sizeof(err)), 0);
+    assert_int_equal(store_pg_conninfo_check("tcpota", NULL, err, sizeof(err)), 0);
+    /* Whether it gives a password (serve warns when others can read it). */
+    assert_int_equal(store_pg_conninfo_password("postgresql://u:Pw0rd@h/x"), 1);
+    assert_int_equal(store_pg_conninfo_password("postgresql://u@h/x?password=Pw0rd"), 1);
+    assert_int_equal(store_pg_conninfo_password("host=h password='Pw0rd'"), 1);
+    assert_int_equal(store_pg_conninfo_password("postgresql://u@h/x"), 0);
+    assert_int_equal(store_pg_conninfo_password("postgresql://u:@h/x"), 0);
+    assert_int_equal(store_pg_conninfo_password("host=h passfile=/etc/tcpota/pgpass"), 0);
+    assert_int_equal(store_pg_conninfo_password("tcpota"), 0);
+    /* A failure that is the database's: not the string's. */
+    assert_int_equal(store_pg_conninfo_check("host=h", "connection to server at \"h\", port 5432 "
+                                             "failed: Connection refused", err, sizeof(err)), 0);
 }
 
 /* --db as a postgresql:// URI, whose own settings win over the node's
@@ -1287,6 +1348,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_late_step_in_rollout, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_wave_row_out_of_range, ss_setup, ss_teardown),
         cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_conninfo_check),
         cmocka_unit_test_setup_teardown(test_uri, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_not_ours_or_newer, ss_setup, ss_teardown),
     };
