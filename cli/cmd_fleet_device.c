@@ -96,6 +96,9 @@ static int device_list(struct api *a, int argc, char **argv)
     }
     if ((rc = api_setup(a, 0)) != 0) return rc;
     if ((rc = api_request(a, API_GET, path, NULL, 0, NULL, NULL, NULL, &ans, NULL)) != 0) return rc;
+    if (*api_str(ans, "warning")) { /* the list may miss devices (a failed commit) */
+        fprintf(stderr, "tcpota device: warning: %s\n", table_c(api_str(ans, "warning")));
+    }
     if (!a->json) {
         const char *next = json_string_value(json_object_get(ans, "next"));
         t = table_new("ID", "MODEL", "VERSION", "GROUP", "STATE", "IMAGE", ">PROGRESS",
