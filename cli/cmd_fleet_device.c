@@ -112,7 +112,7 @@ static int device_list(struct api *a, int argc, char **argv)
             table_cell(t, "%s", *api_str(d, "group") ? api_str(d, "group") : "-");
             table_cell(t, "%s", api_str(d, "state"));
             table_cell(t, "%s", table_short_id(api_str(d, "image"), img, sizeof(img)));
-            if (json_is_integer(json_object_get(d, "percent"))) {
+            if (json_is_integer(json_object_get(d, "percent")) && api_int(d, "size") > 0) {
                 table_cell(t, "%lld%%", api_int(d, "percent"));
             } else {
                 table_cell(t, "-");
@@ -160,7 +160,7 @@ static int device_show(struct api *a, int argc, char **argv)
                *api_str(d, "running") ? table_c(api_str(d, "running")) : "-");
         printf("  group       %s\n", *api_str(d, "group") ? table_c(api_str(d, "group")) : "-");
         printf("  image       %s", *api_str(d, "image") ? table_c(api_str(d, "image")) : "-");
-        if (*api_str(d, "image")) {
+        if (*api_str(d, "image") && api_int(d, "size") > 0) { /* 0: not known (docs/api.md) */
             printf(" (%lld of %lld bytes, %lld%%)", api_int(d, "bytes"), api_int(d, "size"),
                    api_int(d, "percent"));
         }

@@ -176,13 +176,10 @@ static int apply_report(struct sstore *st, struct store_req *r, const struct sto
     if (old->state == rep.state && strcmp(old->image, hex) == 0) {
         return STORE_OK;
     }
-    /* A report comes after the device had every byte of the image: of the
-     * image the row followed, that is all of it (not 0 % of it); of another
-     * one (a row that lost track), the size is not known here. */
+    /* All of the image (not "0 of 0 bytes"): STORE_REPORT_SIZE_SQL. */
     if (sq_run(st, "UPDATE devices SET state = ?2, image = ?3,"
-               " bytes = CASE WHEN image = ?3 THEN size ELSE 0 END,"
-               " size = CASE WHEN image = ?3 THEN size ELSE 0 END, reason = ?4"
-               " WHERE id = ?1", "titt", r->u.checkin.id, (int64_t)rep.state, hex,
+               " bytes = " STORE_REPORT_SIZE_SQL("?3") ", size = " STORE_REPORT_SIZE_SQL("?3") ","
+               " reason = ?4 WHERE id = ?1", "titt", r->u.checkin.id, (int64_t)rep.state, hex,
                rep.reason) != SQLITE_DONE) {
         return sq_fail(st, r, "checkin report");
     }

@@ -93,6 +93,10 @@ check_device "$WORK/d2" "$WORK/fw.bin"
 for d in d0 d1 d2; do
   st=$("$TCPOTA" device show "$d" --json | jq_py 'j["state"]') || fail "device show $d"
   [ "$st" = updated ] || fail "$d is $st in the registry, not updated"
+  # d1's steps may have gone with the failed commit: its report names the
+  # image, whose size the registry has ("0 of 0 bytes, 0%" before).
+  sz=$("$TCPOTA" device show "$d" --json | jq_py '"%d of %d" % (j["bytes"], j["size"])')
+  [ "$sz" = "200000 of 200000" ] || fail "$d has $sz bytes in the registry"
 done
 ok "once there is room, the devices update and the registry has their reports"
 grep -q 'store: the database takes writes again: a commit succeeded after [0-9]* failed in' "$WORK/server.log" ||
