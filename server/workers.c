@@ -135,6 +135,7 @@ static void waited_signals(sigset_t *set)
     sigaddset(set, SIGTERM);
     sigaddset(set, SIGHUP);
     sigaddset(set, SIGUSR1);
+    sigaddset(set, SIGUSR2); /* ignored, with a line (SERVE_SIGUSR2_LINE) */
     sigaddset(set, SIGCHLD);
 }
 
@@ -293,6 +294,8 @@ int workers_run(const struct tcpota_serve_opts *o, const int *fds, unsigned n,
                 reload(arg);
             }
             tell_all(s.w, n, sig);
+        } else if (sig == SIGUSR2) {
+            say_always(o, LOG_LV_WARN, "%s", SERVE_SIGUSR2_LINE); /* not passed on */
         } else if (sig == SIGCHLD) {
             while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
                 for (k = 0; k < n && s.w[k].pid != pid; k++) {
