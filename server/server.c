@@ -417,7 +417,8 @@ static int listen_on(struct server *srv, int worker_fd)
         srv->lis = evconnlistener_new(srv->base, accept_cb, srv,
                                       LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, worker_fd);
         if (!srv->lis) {
-            say_always(o, LOG_LV_ERROR, "cannot serve the listening socket: %s", strerror(errno));
+            say_always(o, LOG_LV_ERROR, "not starting: cannot serve the listening socket: %s",
+                       strerror(errno));
             close(worker_fd);
             return -1;
         }
@@ -538,7 +539,7 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
         srv.img = image_open(o->image, o->version, o->model, o->manifest, o->manifest_len,
                              o->chunk, err, sizeof(err));
         if (!srv.img) {
-            say_always(o, LOG_LV_ERROR, "%s", err);
+            say_always(o, LOG_LV_ERROR, "not starting: %s", err);
             goto out;
         }
     }
@@ -549,7 +550,7 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
         struct caught caught;
         catch_begin(&caught);
         srv.tls = tls_context(o, o->tls_cert, o->tls_key);
-        catch_end(&srv, &caught, srv.tls == NULL, "");
+        catch_end(&srv, &caught, srv.tls == NULL, srv.tls ? "" : "not starting: ");
         if (!srv.tls) goto out;
         tls_warn_dates(o, o->tls_cert, srv.tls);
     }

@@ -62,7 +62,8 @@ int listen_resolve(const struct tcpota_serve_opts *o, struct addrinfo **ai)
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     snprintf(port, sizeof(port), "%u", o->port);
     if ((rc = getaddrinfo(o->host, port, &hints, ai)) != 0) {
-        say_always(o, LOG_LV_ERROR, "cannot resolve %s: %s", o->host, gai_strerror(rc));
+        say_always(o, LOG_LV_ERROR, "not starting: cannot resolve %s: %s", o->host,
+                   gai_strerror(rc));
         return -1;
     }
     return 0;
@@ -72,7 +73,7 @@ void listen_failed(const struct tcpota_serve_opts *o, int e)
 {
     char why[LOG_MSG_MAX];
 
-    say_always(o, LOG_LV_ERROR, "%s",
+    say_always(o, LOG_LV_ERROR, "not starting: %s",
                log_listen_failed(why, sizeof(why), o->host, o->port, NULL, "--listen", e));
 }
 

@@ -47,9 +47,11 @@ struct tcpota_serve_opts;
 #define LISTEN_BACKLOG 65535
 
 /* --listen resolved for listening (o->host, o->port): 0 with *ai (the
- * caller frees it with freeaddrinfo), or -1 after saying why. */
+ * caller frees it with freeaddrinfo), or -1 after saying why ("not
+ * starting: ...": start-up only, as listen_failed). */
 int listen_resolve(const struct tcpota_serve_opts *o, struct addrinfo **ai);
-/* Says that --listen cannot be listened on (errno e), and what to do. */
+/* Says that the server is not starting: --listen cannot be listened on
+ * (errno e), and what to do. */
 void listen_failed(const struct tcpota_serve_opts *o, int e);
 
 /* Opens n listening sockets on o->host:o->port in one SO_REUSEPORT group
