@@ -96,6 +96,9 @@ static int device_list(struct api *a, int argc, char **argv)
     }
     if ((rc = api_setup(a, 0)) != 0) return rc;
     if ((rc = api_request(a, API_GET, path, NULL, 0, NULL, NULL, NULL, &ans, NULL)) != 0) return rc;
+    if (*api_str(ans, "warning")) { /* the list may miss devices (a failed commit) */
+        fprintf(stderr, "tcpota device: warning: %s\n", table_c(api_str(ans, "warning")));
+    }
     if (!a->json) {
         const char *next = json_string_value(json_object_get(ans, "next"));
         t = table_new("ID", "MODEL", "VERSION", "GROUP", "STATE", "IMAGE", ">PROGRESS",
@@ -109,7 +112,7 @@ static int device_list(struct api *a, int argc, char **argv)
             table_cell(t, "%s", *api_str(d, "group") ? api_str(d, "group") : "-");
             table_cell(t, "%s", api_str(d, "state"));
             table_cell(t, "%s", table_short_id(api_str(d, "image"), img, sizeof(img)));
-            if (json_is_integer(json_object_get(d, "percent"))) {
+            if (json_is_integer(json_object_get(d, "percent")) && api_int(d, "size") > 0) {
                 table_cell(t, "%lld%%", api_int(d, "percent"));
             } else {
                 table_cell(t, "-");
@@ -157,7 +160,7 @@ static int device_show(struct api *a, int argc, char **argv)
                *api_str(d, "running") ? table_c(api_str(d, "running")) : "-");
         printf("  group       %s\n", *api_str(d, "group") ? table_c(api_str(d, "group")) : "-");
         printf("  image       %s", *api_str(d, "image") ? table_c(api_str(d, "image")) : "-");
-        if (*api_str(d, "image")) {
+        if (*api_str(d, "image") && api_int(d, "size") > 0) { /* 0: not known (docs/api.md) */
             printf(" (%lld of %lld bytes, %lld%%)", api_int(d, "bytes"), api_int(d, "size"),
                    api_int(d, "percent"));
         }

@@ -673,9 +673,13 @@ static int token_read(int fd, const char *path, char *token, size_t cap, char *e
         snprintf(err, errlen, "%s is not a regular file; remove it (a new token is created)", path);
         return -1;
     }
+    /* Refused, not mended as the other files of DIR are (fleet_files.h):
+     * whoever read it may use it, and a chmod does not take that back. */
     if (st.st_mode & 077) {
-        snprintf(err, errlen, "%s may be read by others; chmod 600 %s (and consider a new token: "
-                 "remove the file)", path, path);
+        snprintf(err, errlen, "%s may be read by other users (mode %04o), and it is the API's"
+                 " secret: chmod 600 %s if nobody else could have read it, else remove it for a"
+                 " new token (and give that to the operators)", path,
+                 (unsigned)(st.st_mode & 07777), path);
         return -1;
     }
     n = read(fd, buf, sizeof buf);

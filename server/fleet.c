@@ -2,6 +2,7 @@
  * fleet.h). */
 #include "fleet.h"
 #include "fleet_internal.h"
+#include "fleet_files.h"
 #include "http_ota.h"
 #include "accept_pause.h"
 #include "api.h"
@@ -27,6 +28,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sodium.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1378,6 +1380,21 @@ int fleet_has_secret(const struct server *srv, const char *id)
     return bsearch(&key, f->secrets, f->nsecrets, sizeof(*f->secrets), cmp_secret) != NULL;
 }
 
+/* Logs why the server does not start, saying so first ("not starting:
+ * ..."): a refusal such as "X may be read by others; chmod 600 X" read
+ * like a warning, and nothing said the server had not started. Returns -1. */
+static int not_starting(const struct server *srv, const char *fmt, ...)
+{
+    char msg[LOG_MSG_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    say_always(srv->o, LOG_LV_ERROR, "not starting: %s", msg);
+    return -1;
+}
+
 /* Runs r to completion on the loop (start-up only: nothing else runs yet). */
 static void wait_done(struct store_req *r)
 {
@@ -1408,8 +1425,7 @@ static int load_secrets(struct server *srv)
     size_t i;
 
     if (!r || run_sync(srv, r) < 0) {
-        say_always(srv->o, LOG_LV_ERROR, "cannot read the device secrets: %s",
-                   r ? r->err : "out of memory");
+        (void)not_starting(srv, "cannot read the device secrets: %s", r ? r->err : "out of memory");
         store_req_free(r);
         return -1;
     }
@@ -1417,7 +1433,7 @@ static int load_secrets(struct server *srv)
     f->secrets = calloc(r->u.list.n ? r->u.list.n : 1, sizeof(*f->secrets));
     if (!f->secrets) {
         store_req_free(r);
-        return -1;
+        return not_starting(srv, "out of memory");
     }
     for (i = 0; i < r->u.list.n; i++) {
         snprintf(f->secrets[i].id, sizeof(f->secrets[i].id), "%s", rows[i].id);
@@ -1647,6 +1663,24 @@ static void warn_api_exposed(const struct server *srv, const struct api *a)
 
 static const struct store_vt api_store_vt = {"sqlite", api_store_submit, api_store_close, 0};
 
+/* The rule for the files of --data (fleet_files.h): what others may read is
+ * made private, and the log says what changed. */
+static int files_private(struct server *srv)
+{
+    char said[400], err[600];
+    int n = fleet_files_private(srv->o->data_dir, said, sizeof(said), err, sizeof(err));
+
+    if (n < 0) {
+        return not_starting(srv, "%s", err);
+    }
+    if (n > 0) {
+        say_always(srv->o, LOG_LV_WARN, "made private what other users could read in %s (a"
+                   " backup restored with its modes?): %s; the files in --data are the server's"
+                   " alone (docs/operations.md)", srv->o->data_dir, said);
+    }
+    return 0;
+}
+
 int fleet_open(struct server *srv)
 {
     const struct tcpota_serve_opts *o = srv->o;
@@ -1655,7 +1689,7 @@ int fleet_open(struct server *srv)
     char err[512];
 
     if (!f) {
-        return -1;
+        return not_starting(srv, "out of memory");
     }
 #ifdef M_TRIM_THRESHOLD
     /* SQLite frees and allocates tens of KiB per statement on the store
@@ -1671,27 +1705,29 @@ int fleet_open(struct server *srv)
     crypto_shorthash_keygen(f->memo_key);
     f->flush_timer = evtimer_new(srv->base, flush_cb, srv);
     if (!f->flush_timer) {
-        say_always(o, LOG_LV_ERROR, "cannot start the fleet: out of memory");
+        return not_starting(srv, "out of memory");
+    }
+    if (files_private(srv) < 0) {
         return -1;
     }
     f->store = o->db && o->open_db ? o->open_db(o->db, o->data_dir, srv->base, err, sizeof(err))
                                    : store_sqlite_open(o->data_dir, srv->base, err, sizeof(err));
     if (!f->store) {
-        say_always(o, LOG_LV_ERROR, "cannot open the fleet store: %s", err);
-        return -1;
+        return not_starting(srv, "cannot open the fleet store: %s", err);
     }
     f->store->notice = store_notice;
     f->store->notice_arg = srv;
-    if (load_secrets(srv) < 0 || auth_init(&srv->auth, f->secrets, f->nsecrets) < 0) {
+    if (load_secrets(srv) < 0) {
         return -1;
+    }
+    if (auth_init(&srv->auth, f->secrets, f->nsecrets) < 0) {
+        return not_starting(srv, "out of memory");
     }
     if (!(f->ota = http_ota_new(srv))) {
-        say_always(o, LOG_LV_ERROR, "cannot start the fleet: out of memory");
-        return -1;
+        return not_starting(srv, "out of memory");
     }
     if (o->ota_host && http_ota_listen(f->ota, o->ota_host, o->ota_port, err, sizeof(err)) < 0) {
-        say_always(o, LOG_LV_ERROR, "%s", err);
-        return -1;
+        return not_starting(srv, "%s", err);
     }
     if (o->ota_host) {
         (void)accept_pause_guard(srv->base, http_ota_listener(f->ota), "HTTP downloads",
@@ -1702,8 +1738,7 @@ int fleet_open(struct server *srv)
         return 0; /* --api off */
     }
     if (api_token_load_or_create(o->data_dir, f->token, sizeof(f->token), err, sizeof(err)) < 0) {
-        say_always(o, LOG_LV_ERROR, "%s", err);
-        return -1;
+        return not_starting(srv, "%s", err);
     }
     memset(&ac, 0, sizeof(ac));
     ac.base = srv->base;
@@ -1730,8 +1765,7 @@ int fleet_open(struct server *srv)
     ac.ctx = srv;
     f->api = api_start(&ac, err, sizeof(err));
     if (!f->api) {
-        say_always(o, LOG_LV_ERROR, "cannot start the API: %s", err);
-        return -1;
+        return not_starting(srv, "cannot start the API: %s", err);
     }
     (void)accept_pause_guard(srv->base, api_listener(f->api), "API connections", server_say_line,
                              srv);

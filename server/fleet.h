@@ -47,9 +47,10 @@ struct tcpota_serve_opts;
 #define FLEET_UNSERVABLE_SAYS "rollout %llu: its image cannot be loaded on the server (see its log)"
 #define FLEET_TRIM_BYTES (64 << 20) /* free heap glibc keeps rather than trims (fleet_open) */
 
-/* Opens the store in o->data_dir, loads the device secrets into srv->auth,
- * starts the API (unless o->api is "off"). Returns 0, or -1 after printing
- * why the server cannot start. */
+/* Makes the files of o->data_dir private (fleet_files.h), opens the store
+ * in it, loads the device secrets into srv->auth, starts the API (unless
+ * o->api is "off"). Returns 0, or -1 after logging "not starting: " and
+ * why. */
 int fleet_open(struct server *srv);
 /* Stops the API, hands the gathered steps to the store, finishes what it has
  * queued (nothing recorded is lost at SIGTERM), closes it, drops the

@@ -372,6 +372,10 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         print_summary(srv);
         return;
     }
+    if (sig == SIGUSR2) {
+        say_always(srv->o, LOG_LV_WARN, "%s", SERVE_SIGUSR2_LINE);
+        return;
+    }
     say(srv, "%s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
     conn_drain_streams(srv); /* a COMPLETE received is counted */
     event_base_loopexit(srv->base, NULL);
@@ -413,7 +417,8 @@ static int listen_on(struct server *srv, int worker_fd)
         srv->lis = evconnlistener_new(srv->base, accept_cb, srv,
                                       LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, worker_fd);
         if (!srv->lis) {
-            say_always(o, LOG_LV_ERROR, "cannot serve the listening socket: %s", strerror(errno));
+            say_always(o, LOG_LV_ERROR, "not starting: cannot serve the listening socket: %s",
+                       strerror(errno));
             close(worker_fd);
             return -1;
         }
@@ -519,7 +524,11 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     memset(&srv, 0, sizeof(srv));
     srv.tail_ep = -1;
     srv.o = o;
+    /* A peer that closes first must fail a write, not end the server.
+     * SIGUSR2 ends it by default: ignored from the start (before its
+     * handler below, and after libevent restores this on the way out). */
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGUSR2, SIG_IGN);
     raise_fd_limit(o);
     if (sodium_init() < 0) {
         say_always(o, LOG_LV_ERROR, "libsodium failed to initialise");
@@ -530,7 +539,7 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
         srv.img = image_open(o->image, o->version, o->model, o->manifest, o->manifest_len,
                              o->chunk, err, sizeof(err));
         if (!srv.img) {
-            say_always(o, LOG_LV_ERROR, "%s", err);
+            say_always(o, LOG_LV_ERROR, "not starting: %s", err);
             goto out;
         }
     }
@@ -541,7 +550,7 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
         struct caught caught;
         catch_begin(&caught);
         srv.tls = tls_context(o, o->tls_cert, o->tls_key);
-        catch_end(&srv, &caught, srv.tls == NULL, "");
+        catch_end(&srv, &caught, srv.tls == NULL, srv.tls ? "" : "not starting: ");
         if (!srv.tls) goto out;
         tls_warn_dates(o, o->tls_cert, srv.tls);
     }
@@ -582,10 +591,12 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     srv.sigterm = evsignal_new(srv.base, SIGTERM, signal_cb, &srv);
     srv.sighup = evsignal_new(srv.base, SIGHUP, signal_cb, &srv);
     srv.sigusr1 = evsignal_new(srv.base, SIGUSR1, signal_cb, &srv);
+    srv.sigusr2 = evsignal_new(srv.base, SIGUSR2, signal_cb, &srv);
     event_add(srv.sigint, NULL);
     event_add(srv.sigterm, NULL);
     event_add(srv.sighup, NULL);
     event_add(srv.sigusr1, NULL);
+    event_add(srv.sigusr2, NULL);
     if (listen_on(&srv, worker_fd) < 0) {
         goto out;
     }
@@ -617,6 +628,7 @@ out:
     if (srv.sigterm) event_free(srv.sigterm);
     if (srv.sighup) event_free(srv.sighup);
     if (srv.sigusr1) event_free(srv.sigusr1);
+    if (srv.sigusr2) event_free(srv.sigusr2);
     if (srv.sweep) event_free(srv.sweep);
     if (srv.tail_ev) event_free(srv.tail_ev);
     if (srv.tail_ep >= 0) close(srv.tail_ep);

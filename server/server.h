@@ -34,6 +34,14 @@
 #define PROXY_FROM_MAX 16u
 #define PROXY_FROM_LEN 48u
 
+/* What the server (and a --workers supervisor) logs of a SIGUSR2, which it
+ * ignores: operators used to nginx send it for a binary upgrade, and its
+ * default action would end the server without a summary or a clean stop
+ * of the store. */
+#define SERVE_SIGUSR2_LINE                                                                    \
+    "SIGUSR2: not used by tcpota serve; ignored, still serving (no binary upgrade by signal:"  \
+    " restart to upgrade; SIGHUP reloads, SIGUSR1 prints the summary, SIGTERM stops)"
+
 struct event_base;
 struct store;
 

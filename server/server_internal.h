@@ -116,7 +116,7 @@ struct server {
     struct unauth unauth; /* connections per address not yet authenticated */
     struct event_base *base;
     struct evconnlistener *lis;
-    struct event *sigint, *sigterm, *sighup, *sigusr1, *sweep;
+    struct event *sigint, *sigterm, *sighup, *sigusr1, *sigusr2, *sweep;
     struct image *img;      /* the image offered now (a reload swaps it); NULL in fleet mode */
     struct fleet *fleet;    /* fleet mode (--data), or NULL */
     struct devices devices; /* what each device reported: failures, outcome */

@@ -192,7 +192,11 @@ enum store_op {
      * when the row still has expect_state and expect_n_open, else
      * STORE_E_CONFLICT. Opening a wave sets its opened_at to `now`. */
     STORE_ROLLOUT_SET,
+    /* A list may come with rc STORE_OK and a warning in r->err: the rows
+     * may miss devices (SQLite: the last COMMIT failed). */
     STORE_DEVICE_LIST,
+    /* An unknown id: STORE_E_NOTFOUND, r->err "no device ID", which may go
+     * on ("; ...") with why a device that checked in is missing. */
     STORE_DEVICE_GET,     /* with its history, newest first */
     STORE_DEVICE_SET_GROUP,
     STORE_SECRET_SET,     /* creates or replaces a device's secret */

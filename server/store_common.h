@@ -47,6 +47,16 @@ int store_step_is_progress(const struct store_device *old, const struct store_st
                            const char *hex);
 #define STORE_STEP_DETAIL_MAX 64u /* "from byte N of M" with its NUL */
 
+/* SQL (both backends) for the bytes and the size of the device row a
+ * report of image p (its hex id's parameter) sets: a report comes after the
+ * device had every byte, so all of the image the row followed, or of the
+ * reported one when the row lost track of it (its steps went with a failed
+ * commit, or another server had them): the image's size as stored, 0 (not
+ * known) when the store has no such image. */
+#define STORE_REPORT_SIZE_SQL(p)                                                              \
+    "coalesce(nullif(CASE WHEN image = " p " THEN size ELSE 0 END, 0),"                       \
+    " (SELECT size FROM images WHERE id = " p "), 0)"
+
 /* The history line's detail for s into buf (size bytes): its reason, else
  * "from byte N of M" for a download, else "". Returns what to write (s's
  * reason itself, or buf). */

@@ -177,11 +177,11 @@ static int apply_report(struct pgstore *st, struct store_req *r)
     if (rc < 0 || cur == 1) {
         return rc < 0 ? rc : STORE_OK;
     }
+    /* All of the image (not "0 of 0 bytes"): STORE_REPORT_SIZE_SQL. */
     if ((rc = pg_run(st, r, "checkin report", "UPDATE devices SET state = $2, image = $3,"
-                     " bytes = CASE WHEN image = $3 THEN size ELSE 0 END,"
-                     " size = CASE WHEN image = $3 THEN size ELSE 0 END, reason = $4"
-                     " WHERE id = $1", "titt", r->u.checkin.id, (int64_t)rep.state, hex,
-                     rep.reason)) < 0 ||
+                     " bytes = " STORE_REPORT_SIZE_SQL("$3") ","
+                     " size = " STORE_REPORT_SIZE_SQL("$3") ", reason = $4 WHERE id = $1",
+                     "titt", r->u.checkin.id, (int64_t)rep.state, hex, rep.reason)) < 0 ||
         (rc = add_history(st, r, r->u.checkin.id, rep.state, hex, rep.detail)) < 0 ||
         (rep.failed && (rc = add_failure(st, r, r->u.checkin.id, r->u.checkin.report_id)) < 0)) {
         return rc;

@@ -157,8 +157,9 @@ static void give_up(struct pgstore *st)
         (void)store_err_set(r, STORE_LOST, "not written: the database was still"
                             " unreachable when this node stopped");
     }
-    store_worker_notice(&st->w, 1, "%zu device steps kept for the database are lost: it is still"
-                        " unreachable as this node stops", steps);
+    store_worker_notice(&st->w, 1, "%zu device step%s kept for the database %s lost: it is still"
+                        " unreachable as this node stops", steps, steps == 1 ? "" : "s",
+                        steps == 1 ? "is" : "are");
     store_worker_post(&st->w, st->kept_head, st->kept_tail);
     st->kept_head = st->kept_tail = NULL;
     st->kept_steps = 0;
@@ -180,9 +181,16 @@ struct store_req *pg_outage_retry(struct pgstore *st, int stopping)
         }
         return NULL;
     }
-    store_worker_notice(&st->w, 0, "the database is reachable again after %.1f s: writing the %zu"
-                        " device steps kept meanwhile%s", (double)(now - st->down_since_ms) / 1e3,
-                        st->kept_steps, st->dropped ? " (older progress steps were dropped)" : "");
+    if (st->kept_steps == 0) { /* nothing waited: nothing to write */
+        store_worker_notice(&st->w, 0, "the database is reachable again after %.1f s",
+                            (double)(now - st->down_since_ms) / 1e3);
+    } else {
+        store_worker_notice(&st->w, 0, "the database is reachable again after %.1f s: writing"
+                            " the %zu device step%s kept meanwhile%s",
+                            (double)(now - st->down_since_ms) / 1e3, st->kept_steps,
+                            st->kept_steps == 1 ? "" : "s",
+                            st->dropped ? " (older progress steps were dropped)" : "");
+    }
     kept = st->kept_head;
     st->kept_head = st->kept_tail = NULL;
     st->kept_steps = 0;

@@ -41,6 +41,17 @@ static int64_t mono_ms(void)
 
 static int commit(struct sstore *st);
 
+/* Adds what r wrote (it succeeded and changed rows) to w, by kind. */
+static void count_writes(const struct store_req *r, struct sq_writes *w)
+{
+    switch (r->op) {
+    case STORE_CHECKIN: w->checkins++; break;
+    case STORE_EVENT: w->steps++; break;
+    case STORE_EVENTS: w->steps += (unsigned)(r->u.events.n - r->u.events.skipped); break;
+    default: w->other++; break; /* check-in times; the API's writes wait for their COMMIT */
+    }
+}
+
 /* Posts the requests run so far (the loop runs their done). When that
  * waits for the loop, the batch is committed first: its write lock and its
  * window (STORE_BATCH_MS) must not last as long as the loop lags. */
@@ -49,6 +60,12 @@ static void post_pending(struct sstore *st)
     if (st->pend_head && st->in_txn && store_worker_backlogged(&st->w)) {
         (void)commit(st); /* on failure it failed the pending requests */
     }
+    if (st->in_txn) { /* answered now, their rows still uncommitted */
+        st->answered_writes.checkins += st->pend_writes.checkins;
+        st->answered_writes.steps += st->pend_writes.steps;
+        st->answered_writes.other += st->pend_writes.other;
+    }
+    memset(&st->pend_writes, 0, sizeof(st->pend_writes));
     store_worker_post(&st->w, st->pend_head, st->pend_tail);
     st->pend_head = st->pend_tail = NULL;
 }
@@ -66,6 +83,60 @@ static void fail_pending(struct sstore *st, const char *why)
     }
 }
 
+/* "2 check-ins, 5 device steps and 1 other write" into buf. */
+static void say_writes(const struct sq_writes *w, char *buf, size_t size)
+{
+    const unsigned n[3] = {w->checkins, w->steps, w->other};
+    static const char *const one[3] = {"check-in", "device step", "other write"};
+    static const char *const many[3] = {"check-ins", "device steps", "other writes"};
+    size_t len = 0, k, left = (n[0] != 0) + (n[1] != 0) + (n[2] != 0);
+
+    buf[0] = '\0';
+    for (k = 0; k < 3 && len < size; k++) {
+        if (n[k]) {
+            left--;
+            len += (size_t)snprintf(buf + len, size - len, "%u %s%s", n[k],
+                                    n[k] == 1 ? one[k] : many[k],
+                                    left > 1 ? ", " : left == 1 ? " and " : "");
+        }
+    }
+}
+
+/* The batch is gone (its COMMIT failed, or SQLite rolled it back): the
+ * requests not yet answered fail with why, and their callers say so. The
+ * writes of those answered already (within STORE_BATCH_MS of non-durable
+ * requests) are lost with nobody told: the log says so here, whenever
+ * commits start failing (while they fail, every request waits for its
+ * COMMIT, run_list, so none answered is lost and nothing more is said:
+ * each failed request's caller says it). */
+static void batch_failed(struct sstore *st, const char *why)
+{
+    const struct sq_writes *lost = &st->answered_writes;
+    char what[128], *cut;
+    int first = !st->commit_failed;
+
+    fail_pending(st, why);
+    snprintf(st->failed_why, sizeof(st->failed_why), "%s", why);
+    if ((cut = strstr(st->failed_why, " (SQLite: ")) != NULL) {
+        *cut = '\0'; /* SQLite's words are in the log line */
+    }
+    st->commit_failed = 1;
+    if (first) {
+        st->failed_since_ms = mono_ms();
+    }
+    st->failed_commits++;
+    say_writes(lost, what, sizeof(what));
+    if (first || what[0]) {
+        store_worker_notice(&st->w, 1, "commit: %s; %s%s%s. Until a commit succeeds, every"
+                            " request waits for its commit and devices are told to try again"
+                            " later", why, what[0] ? "lost with it: " : "nothing answered was lost",
+                            what, what[0] ? " already answered (the devices' next check-ins put"
+                            " the registry right)" : "");
+    }
+    memset(&st->answered_writes, 0, sizeof(st->answered_writes));
+    memset(&st->pend_writes, 0, sizeof(st->pend_writes));
+}
+
 /* Ends the batch. Returns 0, or -1 (pending requests then failed). */
 static int commit(struct sstore *st)
 {
@@ -76,17 +147,22 @@ static int commit(struct sstore *st)
     }
     st->in_txn = 0;
     if (sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        fail_pending(st, sq_why(st));
-        st->commit_failed = 1;
+        batch_failed(st, sq_why(st));
         if (!sqlite3_get_autocommit(st->db)) {
             sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
         }
         return -1;
     }
+    memset(&st->answered_writes, 0, sizeof(st->answered_writes));
+    memset(&st->pend_writes, 0, sizeof(st->pend_writes));
     /* A read alone, or writes rolled back to their savepoint, prove
      * nothing of the disk. */
-    if (st->batch_wrote) {
+    if (st->batch_wrote && st->commit_failed) {
+        store_worker_notice(&st->w, 0, "the database takes writes again: a commit succeeded"
+                            " after %u failed in %.1f s", st->failed_commits,
+                            (double)(mono_ms() - st->failed_since_ms) / 1e3);
         st->commit_failed = 0;
+        st->failed_commits = 0;
     }
     /* A removed image's file goes only once its row is gone for good. */
     for (r = st->pend_head; r; r = r->next) {
@@ -157,13 +233,13 @@ static void run_one(struct sstore *st, struct store_req *r)
         (void)sq_run(st, "ROLLBACK TO op", "");
     } else if (sqlite3_total_changes64(st->db) != before) {
         st->batch_wrote = 1; /* rows this batch keeps, if its COMMIT succeeds */
+        count_writes(r, &st->pend_writes);
     }
     (void)sq_run(st, "RELEASE op", "");
     if (sqlite3_get_autocommit(st->db)) {
         /* SQLite rolled the whole batch back (disk full, I/O error). */
         st->in_txn = 0;
-        st->commit_failed = 1;
-        fail_pending(st, why[0] ? why : sq_why(st));
+        batch_failed(st, why[0] ? why : sq_why(st));
     }
 }
 

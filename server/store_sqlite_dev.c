@@ -176,13 +176,10 @@ static int apply_report(struct sstore *st, struct store_req *r, const struct sto
     if (old->state == rep.state && strcmp(old->image, hex) == 0) {
         return STORE_OK;
     }
-    /* A report comes after the device had every byte of the image: of the
-     * image the row followed, that is all of it (not 0 % of it); of another
-     * one (a row that lost track), the size is not known here. */
+    /* All of the image (not "0 of 0 bytes"): STORE_REPORT_SIZE_SQL. */
     if (sq_run(st, "UPDATE devices SET state = ?2, image = ?3,"
-               " bytes = CASE WHEN image = ?3 THEN size ELSE 0 END,"
-               " size = CASE WHEN image = ?3 THEN size ELSE 0 END, reason = ?4"
-               " WHERE id = ?1", "titt", r->u.checkin.id, (int64_t)rep.state, hex,
+               " bytes = " STORE_REPORT_SIZE_SQL("?3") ", size = " STORE_REPORT_SIZE_SQL("?3") ","
+               " reason = ?4 WHERE id = ?1", "titt", r->u.checkin.id, (int64_t)rep.state, hex,
                rep.reason) != SQLITE_DONE) {
         return sq_fail(st, r, "checkin report");
     }
@@ -337,7 +334,7 @@ static int apply_event(void *backend, struct store_req *r, const struct store_st
         return rc;
     }
     if ((rc = load_device(st, r, e->id, &old)) <= 0) {
-        return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", e->id);
+        return rc < 0 ? rc : sq_missing(st, r, e->id, 1);
     }
     if (e->image_id) {
         store_hex(e->image_id, hex);
@@ -463,7 +460,12 @@ int sq_op_device_list(struct sstore *st, struct store_req *r)
         return rc == SQLITE_ROW ? store_err_set(r, STORE_E_IO, "out of memory")
                                 : sq_fail(st, r, "device list");
     }
-    return list_total(st, r);
+    if ((rc = list_total(st, r)) == STORE_OK && st->commit_failed) {
+        (void)store_err_set(r, STORE_OK, "the last commit failed (%s): devices that checked in"
+                            " just before it are missing until their next check-in",
+                            st->failed_why);
+    }
+    return rc;
 }
 
 static int load_history(struct sstore *st, struct store_req *r)
@@ -504,7 +506,7 @@ int sq_op_device_get(struct sstore *st, struct store_req *r)
             return sq_fail(st, r, "device secret");
         }
         r->u.device.had_secret = n > 0;
-        return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
+        return rc < 0 ? rc : sq_missing(st, r, r->u.device.id, 0);
     }
     return load_history(st, r);
 }
@@ -519,7 +521,7 @@ int sq_op_device_set_group(struct sstore *st, struct store_req *r)
     int rc;
 
     if ((rc = load_device(st, r, r->u.device.id, d)) <= 0) {
-        return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
+        return rc < 0 ? rc : sq_missing(st, r, r->u.device.id, 0);
     }
     if (sq_run(st, "UPDATE devices SET grp = ?2 WHERE id = ?1", "tt", d->id, group) !=
         SQLITE_DONE) {

@@ -38,6 +38,16 @@ struct sstore {
                               * error): until one succeeds, no request is answered
                               * before its COMMIT (run_list) */
     int batch_wrote;         /* a request of the open batch wrote rows and succeeded */
+    /* What the open batch wrote, by kind, for the line a failed COMMIT
+     * logs: of the requests not yet answered (their callers are told), and
+     * of those answered already (nobody else will say they are lost). */
+    struct sq_writes {
+        unsigned checkins, steps, other;
+    } pend_writes, answered_writes;
+    unsigned failed_commits;  /* since the last COMMIT that wrote */
+    int64_t failed_since_ms;  /* monotonic, the first of them */
+    char failed_why[160];     /* short: why the last COMMIT failed ("disk full: free space
+                               * on the disk holding DIR"), for the notes of sq_missing() */
     char why[640];           /* sq_why()'s message: dir and SQLite's */
     int64_t txn_started_ms;  /* monotonic, for STORE_BATCH_MS */
     struct store_req *pend_head, *pend_tail; /* ran, completion not posted */
@@ -75,6 +85,11 @@ int sq_fail(struct sstore *st, struct store_req *r, const char *what);
 /* SQLite's message for the last error, which for a full disk also names
  * the data directory and says what to do. */
 const char *sq_why(struct sstore *st);
+/* An unknown device id as STORE_E_NOTFOUND: "no device ID", and while
+ * COMMITs fail (commit_failed), why a device that checked in may be missing
+ * and what to do; step: for a device step, whose device did check in.
+ * Returns STORE_E_NOTFOUND. */
+int sq_missing(struct sstore *st, struct store_req *r, const char *id, int step);
 /* DIR/images/<hex> into out. */
 void sq_image_path(const struct sstore *st, const char *hex, char *out, size_t size);
 

@@ -166,6 +166,22 @@ const char *sq_why(struct sstore *st)
     return st->why;
 }
 
+int sq_missing(struct sstore *st, struct store_req *r, const char *id, int step)
+{
+    if (!st->commit_failed) {
+        return store_err_set(r, STORE_E_NOTFOUND, "no device %s", id);
+    }
+    /* A step follows its device's check-in: the row was there, and went
+     * with the COMMIT (the line that logged it says what was lost). */
+    if (step) {
+        return store_err_set(r, STORE_E_NOTFOUND, "device %s is not recorded: its check-in"
+                             " went with the commit that failed", id);
+    }
+    return store_err_set(r, STORE_E_NOTFOUND, "no device %s; the last commit failed (%s): a"
+                         " device that checked in just before it is missing until its next"
+                         " check-in", id, st->failed_why);
+}
+
 void sq_image_path(const struct sstore *st, const char *hex, char *out, size_t size)
 {
     snprintf(out, size, "%s/images/%s", st->dir, hex);

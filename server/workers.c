@@ -62,7 +62,8 @@ int listen_resolve(const struct tcpota_serve_opts *o, struct addrinfo **ai)
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     snprintf(port, sizeof(port), "%u", o->port);
     if ((rc = getaddrinfo(o->host, port, &hints, ai)) != 0) {
-        say_always(o, LOG_LV_ERROR, "cannot resolve %s: %s", o->host, gai_strerror(rc));
+        say_always(o, LOG_LV_ERROR, "not starting: cannot resolve %s: %s", o->host,
+                   gai_strerror(rc));
         return -1;
     }
     return 0;
@@ -72,7 +73,7 @@ void listen_failed(const struct tcpota_serve_opts *o, int e)
 {
     char why[LOG_MSG_MAX];
 
-    say_always(o, LOG_LV_ERROR, "%s",
+    say_always(o, LOG_LV_ERROR, "not starting: %s",
                log_listen_failed(why, sizeof(why), o->host, o->port, NULL, "--listen", e));
 }
 
@@ -135,6 +136,7 @@ static void waited_signals(sigset_t *set)
     sigaddset(set, SIGTERM);
     sigaddset(set, SIGHUP);
     sigaddset(set, SIGUSR1);
+    sigaddset(set, SIGUSR2); /* ignored, with a line (SERVE_SIGUSR2_LINE) */
     sigaddset(set, SIGCHLD);
 }
 
@@ -293,6 +295,8 @@ int workers_run(const struct tcpota_serve_opts *o, const int *fds, unsigned n,
                 reload(arg);
             }
             tell_all(s.w, n, sig);
+        } else if (sig == SIGUSR2) {
+            say_always(o, LOG_LV_WARN, "%s", SERVE_SIGUSR2_LINE); /* not passed on */
         } else if (sig == SIGCHLD) {
             while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
                 for (k = 0; k < n && s.w[k].pid != pid; k++) {

@@ -13,7 +13,8 @@
  * connections the kernel queued for a worker that died wait for the one it
  * starts in its place; it forwards SIGTERM/SIGINT (stop), SIGHUP (reload:
  * it reloads too, so that a worker it starts later has the same) and
- * SIGUSR1 (summary) to every worker. A worker that ends on its own
+ * SIGUSR1 (summary) to every worker; a SIGUSR2 it logs and ignores
+ * (SERVE_SIGUSR2_LINE), as each worker would. A worker that ends on its own
  * (a crash) is replaced, unless it lived less than WORKER_MIN_LIFE_S: then
  * something is wrong from the start, and every worker is stopped.
  *
@@ -46,9 +47,11 @@ struct tcpota_serve_opts;
 #define LISTEN_BACKLOG 65535
 
 /* --listen resolved for listening (o->host, o->port): 0 with *ai (the
- * caller frees it with freeaddrinfo), or -1 after saying why. */
+ * caller frees it with freeaddrinfo), or -1 after saying why ("not
+ * starting: ...": start-up only, as listen_failed). */
 int listen_resolve(const struct tcpota_serve_opts *o, struct addrinfo **ai);
-/* Says that --listen cannot be listened on (errno e), and what to do. */
+/* Says that the server is not starting: --listen cannot be listened on
+ * (errno e), and what to do. */
 void listen_failed(const struct tcpota_serve_opts *o, int e);
 
 /* Opens n listening sockets on o->host:o->port in one SO_REUSEPORT group
@@ -57,7 +60,7 @@ void listen_failed(const struct tcpota_serve_opts *o, int e);
 int workers_listen(const struct tcpota_serve_opts *o, int *fds, unsigned n);
 
 /* Blocks the signals the supervisor waits for (SIGINT, SIGTERM, SIGHUP,
- * SIGUSR1, SIGCHLD), the mask before into *old (NULL: not kept): before
+ * SIGUSR1, SIGUSR2, SIGCHLD), the mask before into *old (NULL: not kept): before
  * the first line a script may act on, so that no signal meets a default
  * action. */
 void workers_block_signals(sigset_t *old);

@@ -13,7 +13,8 @@ foreach(t cuts sigkill legacy fleet hostile rollback security cli_errors cli_cli
           metrics http_ota fleet_pg fleet_pg_kill fleet_pg_restart fleet_pg_halt serve_config workers
           tls_writes oom zero_copy cluster_script fleet_cut
           fdlimit api_exposed
-          fleet_busy ktls flashlock device_signals fleet_decide fleet_outcomes demo disk_full
+          fleet_busy ktls flashlock device_signals fleet_decide fleet_outcomes demo disk_full serve_signals
+          fleet_start
           tls_ticket_keys proxy_protocol fleet_events tls_reload fleet_offload fleet_resign)
   add_test(NAME e2e_${t} COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/test_${t}.sh)
   set_tests_properties(e2e_${t} PROPERTIES LABELS e2e TIMEOUT 300

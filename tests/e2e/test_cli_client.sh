@@ -517,6 +517,14 @@ run 0 $T device show "dev 7/x" $API
 [ "$(req path)" = "/v1/devices/dev%207%2Fx" ] || fail "the device id is not percent-encoded: $(req path)"
 has out.log "^device dev 7/x: rolled-back$"
 has out.log "^2026-12-01 13:21:00  rolled-back  9f2c41d0e1a7  health check failed$"
+# A size the server does not know (0) is no "0 of 0 bytes, 0%".
+UNSIZED='{"id": "dev-6", "model": "esp32", "version": "2.0.0", "running": "'$ID'", "group": "", "address": "127.0.0.1", "protocol": "v1", "state": "updated", "image": "'$ID'", "bytes": 0, "size": 0, "percent": 0, "reason": "", "first_seen": 1796131200, "last_seen": 1796131260, "has_secret": false}'
+route GET /v1/devices/dev-6 200 "${UNSIZED%\}}"', "history": []}'
+run 0 $T device show dev-6 $API
+has out.log "^  image       $ID$"
+route GET "/v1/devices?model=unsized" 200 '{"devices": ['"$UNSIZED"'], "total": 1}'
+run 0 $T device list --model unsized $API
+has out.log "^dev-6  esp32  2\.0\.0 +- +updated  9f2c41d0e1a7 +-  2026-12-01"
 route PATCH /v1/devices/dev-7 200 '{"id": "dev-7", "group": "canary"}'
 run 0 $T device set dev-7 --group canary $API
 [ "$(req method) $(req path)" = "PATCH /v1/devices/dev-7" ] || fail "device set sent $(req method) $(req path)"

@@ -39,7 +39,10 @@ dd if=/dev/zero of="$TCPOTA_FULL_MNT/filler" bs=64k 2> /dev/null || true
 # which the disk filled); its steps or its report then meet the full disk.
 timeout 10 "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/d1" --id d1 --model esp32 \
   --factory-version 1.0.0 --slot-size 1048576 --progress none 2> "$WORK/d1.log" || true
-wait_line "$WORK/server.log" "store.*commit: disk full: free space on the disk holding $DATA \(SQLite: database or disk is full\)"
+# The first failed COMMIT is logged when it happens, with what went with
+# it, even when every request of its batch was answered already (a batch
+# window's end): nobody else would say so.
+wait_line "$WORK/server.log" "store: commit: disk full: free space on the disk holding $DATA \(SQLite: database or disk is full\); (lost with it: .* already answered|nothing answered was lost).*Until a commit succeeds"
 # d2 comes after a failed COMMIT: it must be offered nothing.
 timeout 5 "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/d2" --id d2 --model esp32 \
   --factory-version 1.0.0 --slot-size 1048576 --progress none 2> "$WORK/d2.log" || true
@@ -61,6 +64,15 @@ if "$TCPOTA" rollout pause 1 > "$WORK/pause.out" 2>&1; then fail "rollout pause 
 grep -q "disk full: free space on the disk holding $DATA" "$WORK/pause.out" ||
   fail "rollout pause: $(cat "$WORK/pause.out")"
 ok "the CLI says: $(cat "$WORK/pause.out")"
+# A device whose check-in the disk did not keep is not just "no device":
+# the store knows its last commit failed, and a device list says so too.
+if "$TCPOTA" device show d2 > "$WORK/show.out" 2>&1; then fail "device show d2 succeeded on a full disk"; fi
+grep -q "no device d2; the last commit failed (disk full: free space on the disk holding $DATA): a device that checked in just before it is missing until its next check-in" \
+  "$WORK/show.out" || fail "device show: $(cat "$WORK/show.out")"
+"$TCPOTA" device list > "$WORK/list.out" 2>&1 || fail "device list on a full disk: $(cat "$WORK/list.out")"
+grep -q "^tcpota device: warning: the last commit failed (disk full: free space on the disk holding $DATA): devices that checked in just before it are missing until their next check-in" \
+  "$WORK/list.out" || fail "device list: $(cat "$WORK/list.out")"
+ok "device show says: $(cat "$WORK/show.out")"
 make_image "$WORK/fw3.bin" 100000
 if "$TCPOTA" image add "$WORK/fw3.bin" --version 3.0.0 --model esp32 > "$WORK/add3.out" 2>&1; then
   fail "image add succeeded on a full disk"
@@ -81,8 +93,22 @@ check_device "$WORK/d2" "$WORK/fw.bin"
 for d in d0 d1 d2; do
   st=$("$TCPOTA" device show "$d" --json | jq_py 'j["state"]') || fail "device show $d"
   [ "$st" = updated ] || fail "$d is $st in the registry, not updated"
+  # d1's steps may have gone with the failed commit: its report names the
+  # image, whose size the registry has ("0 of 0 bytes, 0%" before).
+  sz=$("$TCPOTA" device show "$d" --json | jq_py '"%d of %d" % (j["bytes"], j["size"])')
+  [ "$sz" = "200000 of 200000" ] || fail "$d has $sz bytes in the registry"
 done
 ok "once there is room, the devices update and the registry has their reports"
+grep -q 'store: the database takes writes again: a commit succeeded after [0-9]* failed in' "$WORK/server.log" ||
+  fail "the recovery was not logged"
+# A step whose device's row went with the failed commit is not logged as
+# if the device were unknown.
+if grep 'events skipped, the first: no device' "$WORK/server.log"; then
+  fail "a step lost with the failed commit was logged as an unknown device"
+fi
+"$TCPOTA" device list > "$WORK/list.out" 2>&1 || fail "device list: $(cat "$WORK/list.out")"
+grep -q warning "$WORK/list.out" && fail "device list still warns once there is room: $(cat "$WORK/list.out")"
+ok "the failed commit, the recovery: $(grep -o 'store: commit: disk full.*' "$WORK/server.log" | head -1)"
 
 # sign: the manifest whole or not at all. A tmpfs of its own: the server's
 # database, on the first, may give pages back at any time.

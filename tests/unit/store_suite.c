@@ -192,6 +192,22 @@ static struct store_req *ss_events_req(const struct store_event *items, size_t n
     return r;
 }
 
+/* One step of device id about image seed, alone in a STORE_EVENTS batch;
+ * it must apply. */
+static void ss_item_run(struct fx *f, const char *id, enum store_dev_state st, uint8_t image,
+                        uint32_t bytes, uint32_t size)
+{
+    struct store_event it;
+    struct store_req *r;
+
+    ss_item(&it, id, st, image, 0, bytes, NULL, 0);
+    it.size = size;
+    r = ss_run(f, ss_events_req(&it, 1));
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.events.skipped, 0);
+    store_req_free(r);
+}
+
 struct store_req *ss_image_add_from(struct fx *f, uint8_t seed, const char *version,
                                    const char *model, const char *path)
 {
@@ -812,6 +828,39 @@ static void test_first_checkin_report_counts(void **state)
     assert_int_equal(r->u.checkin.ro_status, STORE_RO_FAILED);
     store_req_free(r);
     expect_counts(f, ro, 0, 0, 0, 0, 1);
+}
+
+/* A report of an image the device's row did not follow (its steps lost
+ * with a failed commit, or the row new: updated by another server) names
+ * the image's size, all of it had: not "0 of 0 bytes". An image the store
+ * does not know leaves the size unknown (0). */
+static void test_report_names_the_size(void **state)
+{
+    struct fx *f = *state;
+    uint8_t img[TCPOTA_ID_LEN], gone[TCPOTA_ID_LEN];
+    struct store_req *r;
+
+    store_req_free(ss_image_add(f, 0x17, "2.0.0"));
+    ss_fake_id(img, 0x17);
+    r = ss_checkin(f, "dev-new", img, TCPOTA_RESULT_CONFIRMED);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.checkin.out->dev.state, STORE_ST_UPDATED);
+    assert_int_equal(r->u.checkin.out->dev.size, 11);
+    assert_int_equal(r->u.checkin.out->dev.bytes, 11);
+    store_req_free(r);
+    /* Followed from the start: its steps' size stays. */
+    ss_checkin_free(f, "dev-1");
+    ss_item_run(f, "dev-1", STORE_ST_VERIFIED, 0x17, 1000, 1000);
+    r = ss_checkin(f, "dev-1", img, TCPOTA_RESULT_ROLLED_BACK);
+    assert_int_equal(r->u.checkin.out->dev.size, 1000);
+    assert_int_equal(r->u.checkin.out->dev.bytes, 1000);
+    store_req_free(r);
+    ss_fake_id(gone, 0x18);
+    r = ss_checkin(f, "dev-2", gone, TCPOTA_RESULT_CONFIRMED);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.checkin.out->dev.size, 0);
+    assert_int_equal(r->u.checkin.out->dev.bytes, 0);
+    store_req_free(r);
 }
 
 /* A step that names no image (a device told to wait, or why not) leaves
@@ -1929,6 +1978,7 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_decline_counts_failed, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_report_of_another_image, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_first_checkin_report_counts, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_report_names_the_size, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_step_without_image_keeps_image, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_events_batch, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_download_of_another_image, ss_setup, ss_teardown),

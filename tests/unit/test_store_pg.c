@@ -796,6 +796,7 @@ static double mono_now(void)
 /* What the store told the operator. */
 struct told {
     int down, up, dropped;
+    char up_msg[STORE_NOTE_MAX]; /* the last "reachable again" */
 };
 
 static void on_notice(void *arg, int error, const char *msg)
@@ -804,7 +805,10 @@ static void on_notice(void *arg, int error, const char *msg)
 
     t->down += error && strstr(msg, "the database is unreachable") != NULL;
     t->dropped += error && strstr(msg, "no longer kept") != NULL;
-    t->up += !error && strstr(msg, "reachable again") != NULL;
+    if (!error && strstr(msg, "reachable again") != NULL) {
+        t->up++;
+        snprintf(t->up_msg, sizeof(t->up_msg), "%s", msg);
+    }
 }
 
 /* A device step (STORE_EVENT) of dev-1 about image 0x77. */
@@ -873,7 +877,7 @@ static void test_outage(void **state)
 {
     char name[64], q[200];
     struct fx f, admin;
-    struct told told = {0, 0, 0};
+    struct told told = {0, 0, 0, ""};
     struct store_req *single, *batch, *r;
     int fired = 0;
     double t0;
@@ -945,6 +949,45 @@ static void test_outage(void **state)
     ss_rm_tree(f.dir);
 }
 
+/* An outage during which no device step waited (a check-in met it, and
+ * failed at once): the recovery says so, not "writing the 0 device steps
+ * kept meanwhile". */
+static void test_outage_nothing_kept(void **state)
+{
+    char name[64], q[200];
+    struct fx f, admin;
+    struct told told = {0, 0, 0, ""};
+    struct store_req *r;
+    double t0;
+    (void)state;
+
+    outage_open(&f, &admin, "tnone", name, 4, &told);
+    outage_begin(&admin, name);
+    r = ss_checkin(&f, "dev-1", NULL, 0);
+    assert_int_equal(r->rc, STORE_E_UNAVAILABLE);
+    store_req_free(r);
+    assert_int_equal(told.down, 1);
+    snprintf(q, sizeof(q), "ALTER DATABASE %s ALLOW_CONNECTIONS true", name);
+    sql(&admin, q);
+    for (t0 = mono_now(); told.up == 0 && mono_now() - t0 < 10.0;) {
+        loop_for(&f, 100, NULL, 0);
+    }
+    assert_int_equal(told.up, 1);
+    assert_non_null(strstr(told.up_msg, "the database is reachable again after "));
+    if (strstr(told.up_msg, "writing") || strstr(told.up_msg, " 0 ")) {
+        fail_msg("the recovery said: %s", told.up_msg);
+    }
+    r = ss_checkin(&f, "dev-1", NULL, 0);
+    assert_int_equal(r->rc, STORE_OK);
+    store_req_free(r);
+
+    store_close(f.st);
+    event_base_free(f.base);
+    snprintf(q, sizeof(q), "DROP DATABASE %s WITH (FORCE)", name);
+    sql(&admin, q);
+    ss_rm_tree(f.dir);
+}
+
 /* The database stays away while steps keep coming (a device's progress
  * every 50 ms) and then the node stops. Reconnection attempts back off
  * (100 ms doubling: a handful in 1.6 s, not one per step or per 100 ms);
@@ -956,7 +999,7 @@ static void test_outage_stop(void **state)
 {
     char name[64], q[200], refused[120];
     struct fx f, admin;
-    struct told told = {0, 0, 0};
+    struct told told = {0, 0, 0, ""};
     struct store_req *steps[32], *batch;
     int fired = 0, attempts;
     long from;
@@ -1340,6 +1383,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_answer_lost, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_commit_into_partition, ss_setup, ss_teardown),
         cmocka_unit_test(test_outage),
+        cmocka_unit_test(test_outage_nothing_kept),
         cmocka_unit_test(test_outage_stop),
         cmocka_unit_test_setup_teardown(test_deadlock_runs_again, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_commit_refused, ss_setup, ss_teardown),

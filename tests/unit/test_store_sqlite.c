@@ -472,19 +472,47 @@ static void test_disk_full(void **state)
     store_req_free(r);
 }
 
+/* What the store told the operator (a child's: it exits with a code). */
+static struct {
+    int failed, again;
+    char first[640];
+} told;
+
+static void on_notice(void *arg, int error, const char *msg)
+{
+    (void)arg;
+    if (error && strncmp(msg, "commit: ", 8) == 0 && told.failed++ == 0) {
+        snprintf(told.first, sizeof(told.first), "%s", msg);
+    }
+    told.again += !error && strstr(msg, "takes writes again") != NULL;
+}
+
+/* Exits with code unless text holds want (and says what it held). */
+static void child_expect(int code, const char *text, const char *want)
+{
+    if (!strstr(text, want)) {
+        fprintf(stderr, "exit %d: expected \"%s\" in \"%s\"\n", code, want, text);
+        _exit(code);
+    }
+}
+
 /* While COMMITs fail, a check-in is answered only after its own COMMIT:
  * no device is told anything (offered an image) on writes the disk will
- * not keep; once the disk takes writes again, so does the store. The exit
+ * not keep; once the disk takes writes again, so does the store. The
+ * first failed COMMIT, at the end of a batch window whose check-ins were
+ * answered already, is told once, with what was lost; while commits fail,
+ * a device whose check-in went with it is not "no device" alone (the
+ * store says why), and a device list says it may miss devices. The exit
  * code says what failed. */
 static void failing_commit_child(const char *dir)
 {
     struct event_base *base = event_base_new();
     struct rlimit lim;
     struct stat sb;
-    char err[256], id[96], path[512];
+    char err[256], id[96], lost[96], path[512];
     struct store_req *r;
     struct fx f;
-    int i, refused = -1;
+    int i, refused = -1, told_at = -1;
 
     memset(&f, 0, sizeof(f));
     f.base = base;
@@ -492,6 +520,7 @@ static void failing_commit_child(const char *dir)
     if (!f.st || getrlimit(RLIMIT_FSIZE, &lim) != 0) {
         _exit(2);
     }
+    f.st->notice = on_notice;
     signal(SIGXFSZ, SIG_IGN);
     snprintf(path, sizeof(path), "%s/tcpota.db-wal", dir);
     lim.rlim_cur = (rlim_t)(stat(path, &sb) == 0 ? sb.st_size : 0) + 64 * 1024;
@@ -506,11 +535,21 @@ static void failing_commit_child(const char *dir)
             _exit(3);
         }
         store_req_free(r);
+        if (told.failed && told_at < 0) {
+            told_at = i; /* notices come before the completions posted after them */
+        }
         usleep(2000);
     }
     if (refused < 0) {
         _exit(4); /* all answered OK, though the disk took none */
     }
+    /* The first failed COMMIT was told before check-in told_at was
+     * answered; the one answered before that went with it (a commit that
+     * lost none is not what this test makes: checked below). */
+    if (told_at < 1) {
+        _exit(7);
+    }
+    snprintf(lost, sizeof(lost), "wait-%04d-%0*d", told_at - 1, 60, told_at - 1);
     for (i = 0; i < 3; i++) {
         /* A read commits fine; it says nothing of the disk. */
         store_req_free(ss_device_get(&f, "wait-0000"));
@@ -520,11 +559,48 @@ static void failing_commit_child(const char *dir)
         }
         store_req_free(r);
     }
+    /* RLIMIT_FSIZE makes SQLite's error "disk I/O error", not "disk full". */
+    child_expect(8, told.first, "commit: disk I/O error; lost with it: ");
+    child_expect(8, told.first, " check-ins already answered");
+    r = ss_device_get(&f, lost);
+    if (r->rc != STORE_E_NOTFOUND) {
+        _exit(9);
+    }
+    child_expect(10, r->err, "; the last commit failed (disk I/O error): a device that checked in");
+    store_req_free(r);
+    r = ss_req(STORE_EVENT);
+    r->u.event.id = lost;
+    r->u.event.state = STORE_ST_DOWNLOADING;
+    r = ss_run(&f, r);
+    if (r->rc != STORE_E_NOTFOUND) {
+        _exit(11);
+    }
+    child_expect(12, r->err, "its check-in went with the commit that failed");
+    store_req_free(r);
+    r = ss_req(STORE_DEVICE_LIST);
+    r->u.list.state = -1;
+    r = ss_run(&f, r);
+    if (r->rc != STORE_OK) {
+        _exit(13);
+    }
+    child_expect(14, r->err, "the last commit failed (disk I/O error)");
+    store_req_free(r);
     lim.rlim_cur = lim.rlim_max;
     setrlimit(RLIMIT_FSIZE, &lim);
+    i = told.again;
     r = ss_checkin(&f, "wait-room-again", NULL, 0);
     if (r->rc != STORE_OK) {
         _exit(6);
+    }
+    store_req_free(r);
+    if (told.again != i + 1) {
+        _exit(15); /* the recovery is told */
+    }
+    r = ss_req(STORE_DEVICE_LIST);
+    r->u.list.state = -1;
+    r = ss_run(&f, r);
+    if (r->rc != STORE_OK || r->err[0]) {
+        _exit(16); /* a warning once commits succeed again */
     }
     store_req_free(r);
     store_close(f.st);

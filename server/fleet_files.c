@@ -1,0 +1,117 @@
+/* fleet_files.c - the files of --data are the server's user's alone
+ * (fleet_files.h). */
+#include "fleet_files.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define FILES_OTHERS (S_IRWXG | S_IRWXO)
+
+/* What the server keeps at the top of --data, besides images/ and the
+ * token (which api.c refuses rather than mends). */
+static const char *const top_files[] = {"tcpota.db", "tcpota.db-wal", "tcpota.db-shm",
+                                        "tcpota.lock"};
+
+/* path private when others may reach it (a directory or a regular file;
+ * not through a link). Returns 1 changed (*was: its mode before), 0
+ * nothing to do, -1 with err. */
+static int make_private(const char *path, unsigned *was, char *err, size_t errlen)
+{
+    struct stat sb;
+    mode_t want;
+
+    if (lstat(path, &sb) != 0 || !(S_ISREG(sb.st_mode) || S_ISDIR(sb.st_mode)) ||
+        (sb.st_mode & FILES_OTHERS) == 0) {
+        return 0;
+    }
+    want = S_ISDIR(sb.st_mode) ? 0700 : 0600;
+    *was = (unsigned)(sb.st_mode & 07777);
+    if (chmod(path, want) != 0) {
+        snprintf(err, errlen, "%s may be read by other users (mode %04o) and cannot be made the"
+                 " server's alone (%s); chmod %o %s", path, *was, strerror(errno),
+                 (unsigned)want, path);
+        return -1;
+    }
+    return 1;
+}
+
+/* Appends "NAME (0644)" to said, comma-separated. */
+static void add_said(char *said, size_t saidlen, const char *name, unsigned was)
+{
+    size_t len = strlen(said);
+
+    if (len < saidlen) {
+        snprintf(said + len, saidlen - len, "%s%s (%04o)", len ? ", " : "", name, was);
+    }
+}
+
+/* The regular files in images/ (their directory made private first). */
+static int images_private(const char *images, unsigned *n, unsigned *was, char *err,
+                          size_t errlen)
+{
+    char path[PATH_MAX];
+    struct dirent *e;
+    DIR *d = opendir(images);
+    int rc = 0;
+
+    for (*n = 0; d && rc >= 0 && (e = readdir(d)) != NULL;) {
+        if (e->d_name[0] == '.' &&
+            (e->d_name[1] == '\0' || (e->d_name[1] == '.' && e->d_name[2] == '\0'))) {
+            continue;
+        }
+        if ((size_t)snprintf(path, sizeof(path), "%s/%s", images, e->d_name) >= sizeof(path)) {
+            continue;
+        }
+        if ((rc = make_private(path, was, err, errlen)) > 0) {
+            (*n)++;
+        }
+    }
+    if (d) {
+        closedir(d);
+    }
+    return rc < 0 ? -1 : 0;
+}
+
+int fleet_files_private(const char *dir, char *said, size_t saidlen, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    unsigned was = 0, nimg = 0;
+    int changed = 0, rc;
+    size_t i;
+
+    said[0] = '\0';
+    for (i = 0; i < sizeof(top_files) / sizeof(top_files[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, top_files[i]);
+        if ((rc = make_private(path, &was, err, errlen)) < 0) {
+            return -1;
+        }
+        if (rc > 0) {
+            add_said(said, saidlen, top_files[i], was);
+            changed++;
+        }
+    }
+    snprintf(path, sizeof(path), "%s/images", dir);
+    if ((rc = make_private(path, &was, err, errlen)) < 0) {
+        return -1;
+    }
+    if (rc > 0) {
+        add_said(said, saidlen, "images/", was);
+        changed++;
+    }
+    if (images_private(path, &nimg, &was, err, errlen) < 0) {
+        return -1;
+    }
+    if (nimg) {
+        size_t len = strlen(said);
+        if (len < saidlen) {
+            snprintf(said + len, saidlen - len, "%s%u file%s in images/", len ? ", " : "", nimg,
+                     nimg == 1 ? "" : "s");
+        }
+        changed += (int)nimg;
+    }
+    return changed;
+}

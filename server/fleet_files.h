@@ -1,0 +1,25 @@
+/*
+ * fleet_files.h - the rule for the files of the data directory (--data):
+ * they are the server's user's alone (docs/operations.md, "The files in
+ * --data"). The server creates them so (directories 0700, files 0600); a
+ * backup restored with other modes (cp, tar, sqlite3's .backup under umask
+ * 022 make 0644 and 0755) is made private again at start, with a line
+ * saying what changed. The API token is the exception: a secret that other
+ * users may have read already is not taken back by a chmod, so a token
+ * file others may read stops the start instead (api.c). The data directory
+ * itself is the operator's choice (a mount point, say): left as it is.
+ */
+#ifndef TCPOTA_SERVER_FLEET_FILES_H
+#define TCPOTA_SERVER_FLEET_FILES_H
+
+#include <stddef.h>
+
+/* Makes the server's entries of dir private: tcpota.db, its -wal and -shm,
+ * tcpota.lock (0600), images/ (0700) and the files in it (0600), each when
+ * others may read it; symbolic links and what is missing are left to the
+ * code that opens them. Returns how many it changed, their names and old
+ * modes in said ("" when none; cut to saidlen), or -1 with err when one
+ * cannot be changed. */
+int fleet_files_private(const char *dir, char *said, size_t saidlen, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# What a fleet server (tcpota serve --data) refuses at start, and what it
+# mends (docs/operations.md, "The files in --data"):
+#  - every refusal says that the server is not starting ("not starting:
+#    ..."), exit 1: an API token others may read (and why that is refused),
+#    a token that is a symbolic link or not a regular file, a --data in use,
+#    a device or API port in use;
+#  - a backup restored with its modes (tcpota.db 0644, images/ 0755, its
+#    files 0644) is made the server's alone again, with a line saying what
+#    changed, and the server starts.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fleet_lib.sh"
+
+# refused WHAT REGEX [ARGS...]: a start on $DATA (ARGS coming last: the
+# last value of a flag counts) must exit 1, saying REGEX after "tcpota
+# serve: not starting: ", and never listen.
+refused() {
+  local rc=0 what=$1 re=$2
+  shift 2
+  set -- "$what" "$re" "$@"
+  timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "$DATA" --no-progress \
+    "${@:3}" > /dev/null 2> "$WORK/refused.log" || rc=$?
+  [ $rc -eq 1 ] || fail "$1: exit $rc, not 1: $(cat "$WORK/refused.log")"
+  grep -qE "tcpota serve: not starting: $2" "$WORK/refused.log" || fail "$1: $(cat "$WORK/refused.log")"
+  ! grep -q 'listening on' "$WORK/refused.log" || fail "$1: the server listened"
+  ok "$1: $(grep -o 'not starting: .*' "$WORK/refused.log")"
+}
+
+start_fleet
+make_image "$WORK/fw.bin" 50000
+"$TCPOTA" image add "$WORK/fw.bin" --version 2.0.0 --model esp32 > /dev/null || fail "image add"
+stop_fleet
+TOKEN=$DATA/api.token
+
+# --- the token: a secret; refused, with why -----------------------------
+chmod 644 "$TOKEN"
+refused "a token others may read" "$TOKEN may be read by other users \(mode 0644\), and it is the API's secret: chmod 600 $TOKEN if nobody else could have read it, else remove it for a new token"
+[ "$(stat -c %a "$TOKEN")" = 644 ] || fail "the refused token's mode was changed"
+chmod 600 "$TOKEN"
+mv "$TOKEN" "$WORK/token.real"
+ln -s "$WORK/token.real" "$TOKEN"
+refused "a token that is a symbolic link" "$TOKEN is a symbolic link, not a regular file; remove it"
+rm "$TOKEN"; mkdir "$TOKEN"
+refused "a token that is a directory" "$TOKEN is not a regular file; remove it"
+rmdir "$TOKEN"; mv "$WORK/token.real" "$TOKEN"
+
+# --- a --data in use, ports in use ---------------------------------------
+start_fleet
+refused "a --data in use" "cannot open the fleet store: $DATA is in use by another tcpota serve \(pid $SERVER_PID\)"
+refused "a device port in use" "cannot listen on 127.0.0.1:$SERVER_PORT: Address already in use" \
+  --data "$WORK/other" --listen "127.0.0.1:$SERVER_PORT"
+refused "an API port in use" "cannot start the API: cannot listen on 127.0.0.1:$API_PORT for the API: Address already in use" \
+  --data "$WORK/other" --api "127.0.0.1:$API_PORT"
+stop_fleet
+
+# --- a backup restored with its modes: made private, said, started --------
+chmod 644 "$DATA/tcpota.db"
+chmod 755 "$DATA/images"
+chmod 644 "$DATA"/images/*
+start_fleet
+grep -q "made private what other users could read in $DATA (a backup restored with its modes?): tcpota.db (0644), images/ (0755), 1 file in images/; the files in --data are the server's alone (docs/operations.md)" \
+  "$WORK/server.log" || fail "no word of the modes made private: $(head -5 "$WORK/server.log")"
+[ "$(stat -c %a "$DATA/tcpota.db")" = 600 ] && [ "$(stat -c %a "$DATA/images")" = 700 ] &&
+  [ "$(stat -c %a "$DATA"/images/* | sort -u)" = 600 ] ||
+  fail "not private: $(stat -c '%a %n' "$DATA/tcpota.db" "$DATA/images" "$DATA"/images/*)"
+"$TCPOTA" image list > /dev/null || fail "image list after the restore"
+stop_fleet
+: > "$WORK/server.log"
+start_fleet
+! grep -q 'made private' "$WORK/server.log" || fail "a private --data was said to be made private"
+stop_fleet
+ok "a restored tcpota.db 0644, images/ 0755 and its files 0644: made 0600/0700/0600, said once, started"
