@@ -377,6 +377,11 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     event_base_loopexit(srv->base, NULL);
 }
 
+/* What the device port speaks, when it is TLS: a plain device there is
+ * refused, so the line that names the port says so. After "HOST:PORT",
+ * behind a comma (scripts read the port as "HOST:PORT,"). */
+#define LISTEN_TLS(srv) ((srv)->tls ? ", devices over TLS" : "")
+
 /* The line tests and scripts wait for: where fd listens, and what. */
 static void say_listening(const struct server *srv, int fd, unsigned workers)
 {
@@ -394,11 +399,12 @@ static void say_listening(const struct server *srv, int fd, unsigned workers)
     }
     if (srv->fleet) {
         fleet_describe(srv, what, sizeof(what));
-        say_always(o, LOG_LV_INFO, "listening on %s:%s, %s%s", host, sport, what, nw);
+        say_always(o, LOG_LV_INFO, "listening on %s:%s%s, %s%s", host, sport, LISTEN_TLS(srv), what,
+                   nw);
         return;
     }
-    say_always(o, LOG_LV_INFO, "listening on %s:%s, image %s (%u bytes, sha256 %s)%s", host, sport,
-               srv->img->version, srv->img->size, srv->img->idhex, nw);
+    say_always(o, LOG_LV_INFO, "listening on %s:%s%s, image %s (%u bytes, sha256 %s)%s", host, sport,
+               LISTEN_TLS(srv), srv->img->version, srv->img->size, srv->img->idhex, nw);
 }
 
 /* Listens on --listen, or (a worker) on the socket the supervisor opened. */

@@ -374,6 +374,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyou
 start_fleet --ota-listen 127.0.0.1:0 --tls-cert "$WORK/srv.pem" --tls-key "$WORK/srv.key"
 OTA_PORT=$(sed -nE 's/.*HTTPS downloads on [^ ]*:([0-9]+).*/\1/p' "$WORK/server.log" | tail -1)
 [ -n "$OTA_PORT" ] || fail "no HTTPS download port in: $(grep 'listening on' "$WORK/server.log")"
+grep -qE "listening on 127\.0\.0\.1:$SERVER_PORT, devices over TLS, fleet mode .*HTTPS downloads on 127\.0\.0\.1:$OTA_PORT" "$WORK/server.log" ||
+  fail "the fleet's listening line does not say that the device port is TLS: $(grep 'listening on' "$WORK/server.log")"
 "$TCPOTA" rollout resume 1 > /dev/null || fail "rollout resume failed"
 [ "$(get tls "https://127.0.0.1:$OTA_PORT/ota/esp32?device=t-1" --cacert "$WORK/srv.pem" \
      -H 'Range: bytes=4096-')" = 206 ] || fail "HTTPS download: not 206"

@@ -16,6 +16,10 @@ echo "tls-dev $(cut -d' ' -f3 dev.secret)" > secrets
 echo "tls-bad $(cut -d' ' -f3 dev.secret)" >> secrets
 chmod 600 secrets
 start_server img 2.0.0 --tls-cert srv.pem --tls-key srv.key --require-auth --auth-file secrets
+# The start line says that the device port is TLS (before: only the
+# certificate's lines did, and a plain device's failure was all one saw).
+grep -qE "listening on 127\.0\.0\.1:$SERVER_PORT, devices over TLS, image 2\.0\.0 " server.log ||
+  fail "the listening line does not say TLS: $(grep 'listening on' server.log)"
 "$T" device --server "localhost:$SERVER_PORT" --flash good --id tls-dev --secret dev.secret --ca srv.pem \
   --max-attempts 1 2> good.log || fail "a device with the right secret was not served inside TLS"
 check_device good img
@@ -106,3 +110,10 @@ wait_line server.log "127\.0\.0\.1:$hc\] closed before the TLS handshake" 3
 stop_server
 grep -q 'summary: .* 0 ended by an error' server.log || fail "the health check counted as a failure: $(grep 'summary:' server.log)"
 ok "TLS 1.1 refused even where the host's OpenSSL config allows it; TLS 1.2 taken; a health check is no failure"
+
+# The start line says TLS with --workers too (the supervisor's line).
+start_server img 2.0.0 --tls-cert srv.pem --tls-key srv.key --workers 2
+grep -qE "listening on 127\.0\.0\.1:$SERVER_PORT, devices over TLS, image 2\.0\.0 .*; 2 workers" server.log ||
+  fail "the listening line of --workers does not say TLS: $(grep 'listening on' server.log)"
+stop_server
+ok "the listening line says that the device port is TLS (one process and --workers)"
