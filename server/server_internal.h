@@ -35,6 +35,7 @@
 #include "auth.h"
 #include "devices.h"
 #include "image.h"
+#include "log.h" /* struct log_limit */
 #include "server.h"
 #include "unauth.h"
 
@@ -143,6 +144,8 @@ struct server {
     /* Devices refused for authentication since the start, by kind and id,
      * for the fleet summary (auth.h; noted by server_auth_refused). */
     struct auth_refusals auth_refused;
+    /* "plain ... client on the TLS port" (conn.c): a peer can repeat it. */
+    struct log_limit plain_on_tls_log;
     double started;
 };
 
