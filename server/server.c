@@ -162,7 +162,7 @@ static void print_summary(const struct server *srv)
                        srv->stats.tls_full, text_s(srv->stats.tls_full), srv->stats.tls_resumed,
                        srv->stats.tls_kernel);
     }
-    if (srv->fleet) { /* the devices above are tcpota's; esp_https_ota ones download over HTTP */
+    if (srv->o->data_dir) { /* the devices above are tcpota's; esp_https_ota ones download over HTTP */
         (void)snprintf(http, sizeof(http), "; HTTP downloads: %u with every byte sent, %u failed "
                        "(the device back on its old version)", srv->stats.http_whole,
                        srv->stats.http_failed);
@@ -616,6 +616,9 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     while (srv.conns) {
         conn_free(srv.conns);
     }
+    /* The fleet's HTTP connections close here, each download's line (and
+     * what its close counts) before the summary: it is the last line. */
+    fleet_close(&srv);
     print_summary(&srv);
     rc = 0;
 out:

@@ -384,8 +384,28 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' "http
 [ "$code" != 200 ] && [ "$code" != 206 ] || fail "plain HTTP on the HTTPS listener answered $code"
 # The operator sees why (before: not a line): a device whose URL says http://.
 wait_line "$WORK/server.log" 'http: TLS handshake failed: http request; closed \(a plain HTTP request on the HTTPS port: the device.s URL must be https://\)' 5
+# Stopped during a download: the download's close is logged before the
+# summary, which is the last line (before: the close came after it).
+# (A small receive buffer that stops reading: on loopback the kernel would
+# take the whole image at once.)
+python3 - "$OTA_PORT" "$WORK/srv.pem" <<'PY' &
+import socket, ssl, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+t = ssl.create_default_context(cafile=sys.argv[2]).wrap_socket(s, server_hostname="127.0.0.1")
+t.sendall(b"GET /ota/esp32?device=slow1 HTTP/1.1\r\nHost: x\r\nX-Tcpota-Version: 1.0.0\r\n\r\n")
+t.recv(1024)
+time.sleep(30)
+PY
+PIDS+=($!)
+wait_line "$WORK/server.log" '\[slow1 [^]]*\] http: GET \(no Range\): 200' 10
 stop_fleet
-ok "--ota-listen with --tls-cert serves HTTPS (a resumed download, byte-exact); plain HTTP gets nothing, and the log says why"
+tail -1 "$WORK/server.log" | grep -q 'summary: ' ||
+  fail "the summary is not the last line after SIGTERM during a download: $(tail -2 "$WORK/server.log")"
+grep -q '\[slow1 [^]]*\] http: connection closed: ' "$WORK/server.log" ||
+  fail "the download cut by SIGTERM was not logged: $(grep -E "slow1|summary" "$WORK/server.log")"
+ok "--ota-listen with --tls-cert serves HTTPS (a resumed download, byte-exact); plain HTTP gets nothing, and the log says why; stopped during a download, the summary is the last line"
 
 # ---- --require-auth: HTTP devices cannot prove who they are ------------------------
 start_fleet --require-auth --log-format json --quiet
