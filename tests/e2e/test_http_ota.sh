@@ -260,8 +260,12 @@ flood=$(( $(grep -c 'http: refused' "$WORK/server.log") - before ))
 sleep 1.1
 bad 400 "after the flood" "$OTA?device=h-2&debug=1" "${V[@]}"
 held=$(sed -nE 's/.*\[h-2 [^]]*\] http: refused .*debug=1 with 400: .*\(and ([0-9]+) more refusals not logged since the last such line\)$/\1/p' "$WORK/server.log" | tail -1)
-[ -n "$held" ] && [ $((held + flood)) -ge 200 ] ||
-  fail "the line after the flood does not count it ($flood lines, held '$held'): $(grep 'http: refused' "$WORK/server.log" | tail -2)"
+# On a loaded machine the flood may outlast a window: the lines said in
+# the flood then carry counts of their own.
+all=$(grep 'http: refused' "$WORK/server.log" | tail -n +"$((before + 1))" |
+  sed -nE 's/.*\(and ([0-9]+) more refusals not logged since the last such line\)$/\1/p' | awk '{ s += $1 } END { print s + 0 }')
+[ -n "$held" ] && [ $((all + flood)) -ge 200 ] ||
+  fail "the line after the flood does not count it ($flood lines, held '$held', $all in all): $(grep 'http: refused' "$WORK/server.log" | tail -2)"
 ok "every refusal a warning with device, address and reason (400, 403, 405, 416); 200 bad requests: $flood lines, then one saying $held more"
 
 # ---- an esp_https_ota-like client through cuts, then its report ------------------
