@@ -2,6 +2,7 @@
  * once-a-second sweep and the summary. What each other file does:
  * server_internal.h. */
 #include "server.h"
+#include "admit.h"
 #include "proxied.h"
 #include "conn.h"
 #include "fleet.h"
@@ -43,33 +44,16 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
 
 void accept_from(struct server *srv, evutil_socket_t fd, const char *host, const char *port)
 {
-    int unauth = 0;
+    uint8_t counted;
+    enum admit_verdict v = admit_conn(srv, host, &counted);
+    char why[160];
 
-    if (srv->nconns >= srv->o->max_conns) {
-        srv->stats.refused++;
-        say_peer(srv, host, port, "refused: %u connection%s already (limit)", srv->nconns,
-                 text_s(srv->nconns));
+    if (v != ADMIT_OK) {
+        if (admit_why(srv, v, host, why, sizeof(why))) say_peer(srv, host, port, "refused: %s", why);
         evutil_closesocket(fd);
         return;
     }
-    /* Authentication is judged at AUTH (auth.h), not here: refusing an
-     * address at accept would lock out every device behind its NAT. What
-     * one address may hold before it authenticates is capped instead. */
-    if (srv->o->max_unauth_per_addr && (srv->tls || srv->o->require_auth)) {
-        unauth = unauth_add(&srv->unauth, host, srv->o->max_unauth_per_addr);
-        if (unauth <= 0) {
-            srv->stats.refused++;
-            if (unauth == 0) {
-                unsigned held = unauth_count(&srv->unauth, host);
-                say_peer(srv, host, port, "refused: %s already holds %u connection%s that %s "
-                         "not authenticated (--max-unauth-per-addr)", host, held, text_s(held),
-                         held == 1 ? "has" : "have");
-            }
-            evutil_closesocket(fd);
-            return;
-        }
-    }
-    conn_new(srv, fd, host, port, unauth);
+    conn_new(srv, fd, host, port, counted);
 }
 
 /* Where a listener's accept failures are said (accept_pause.h). */

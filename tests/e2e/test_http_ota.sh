@@ -510,3 +510,47 @@ wait_line "$WORK/server.log" "\[c-2 [^]]*\] http: bytes $((W2 + 1000))-4194303 o
 [ "$(device_state c-2)" = downloading ] || fail "c-2 is $(device_state c-2) after a range past what it was sent"
 stop_fleet
 ok "a resume from past the acknowledged bytes but within the written ones completes the image; one from past the written ones does not"
+
+# ---- the download listener's limits: --max-conns and a deadline to a request ------
+# The download listener's connections count in --max-conns (before, only the
+# device port's did), and each must send a complete request within
+# --idle-timeout of its accept (before: evhttp's read timeout of a fixed
+# 60 s, which a byte now and then never meets).
+DATA="$WORK/data-lim" start_fleet --ota-listen 127.0.0.1:0 --max-conns 3 --idle-timeout 2
+OTA_PORT=$(sed -nE 's/.*HTTP downloads on [^ ]*:([0-9]+).*/\1/p' "$WORK/server.log" | tail -1)
+python3 - "$OTA_PORT" <<'PY' || fail "the download listener's limits: see above"
+import socket, sys, time
+port = int(sys.argv[1])
+req = b"GET /ota/esp32?device=lim HTTP/1.1\r\nHost: x\r\nX-Tcpota-Version: 1.0.0\r\n\r\n"
+def closed_within(s, t):
+    s.settimeout(t)
+    try:
+        return s.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+held = [socket.create_connection(("127.0.0.1", port), 5) for _ in range(3)]
+held[0].sendall(b"GET /ota/esp32?device=slow HTTP/1.1\r\n")  # and never the rest
+time.sleep(0.3)
+extra = socket.create_connection(("127.0.0.1", port), 5)
+extra.sendall(req)
+if not closed_within(extra, 2):
+    sys.exit("a 4th connection under --max-conns 3 was kept")
+t0 = time.time()
+for s in held:
+    if not closed_within(s, 4):
+        sys.exit("a connection without a whole request was kept past the 2 s deadline")
+if time.time() - t0 > 3.5:
+    sys.exit("the deadline took %.1f s" % (time.time() - t0))
+ok = socket.create_connection(("127.0.0.1", port), 5)
+ok.sendall(req)
+if not ok.recv(1024).startswith(b"HTTP/1.1 204"):
+    sys.exit("a request after the deadline closed the others was not answered 204")
+PY
+grep -q 'http: refused: 3 connections already (limit)' "$WORK/server.log" ||
+  fail "no line for the connection over --max-conns: $(grep 'http: ' "$WORK/server.log" | tail -3)"
+n=$(grep -c 'http: no complete request within 2 s of connecting; closing' "$WORK/server.log" || true)
+[ "$n" = 3 ] || fail "$n of 3 connections logged as closed at the deadline"
+stop_fleet
+ok "the download listener counts in --max-conns, and closes a connection without a whole request after --idle-timeout"
