@@ -54,7 +54,7 @@ struct ota_conn {
     int fd;                          /* -1 until admitted */
     uint8_t counted;                 /* in srv->unauth (admit.h) */
     uint8_t answered;                /* a request came: the deadline runs from its answer */
-    char addr[48], peer[64];         /* as accept() gave them */
+    char addr[48], peer[64];         /* as accept() gave them (admit_one) */
 };
 
 /* ---- the log ------------------------------------------------------------ */
@@ -280,42 +280,27 @@ static void admit_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- TLS ------------------------------------------------------------------ */
 
-/* "HOST:PORT" of the socket's peer into buf (text_sockaddr's numbers);
- * "?" when it has none. */
-static void socket_peer(int fd, char *buf, size_t cap)
-{
-    struct sockaddr_storage sa;
-    socklen_t len = sizeof(sa);
-    char host[TEXT_HOST_LEN], port[TEXT_PORT_LEN];
-
-    if (fd < 0 || getpeername(fd, (struct sockaddr *)&sa, &len) != 0) {
-        snprintf(buf, cap, "?");
-        return;
-    }
-    text_sockaddr((struct sockaddr *)&sa, len, host, port);
-    snprintf(buf, cap, "%s:%s", host, port);
-}
-
 /* A handshake that fails (plain HTTP on the HTTPS port, a client that
  * refuses the certificate) ends inside evhttp without a request: logged
  * here, as on the device port, or the operator sees nothing at all. The
- * error stays queued for libevent, which reads it next. */
+ * peer is the one accept() gave (getpeername() here finds none once the
+ * peer has reset). Any peer can fail handshakes as fast as it connects:
+ * at most LOG_PEER_BURST lines a LOG_PEER_MS. The error stays queued for
+ * libevent, which reads it next. */
 static void tls_info(const SSL *ssl, int where, int ret)
 {
-    const struct ota_conn *oc = SSL_get_app_data(ssl);
+    struct ota_conn *oc = SSL_get_app_data(ssl);
     unsigned long err;
-    char peer[TEXT_HOST_LEN + TEXT_PORT_LEN + 1];
 
     if (!oc || !(where & SSL_CB_ACCEPT_EXIT) || SSL_get_error(ssl, ret) != SSL_ERROR_SSL) {
         return;
     }
     err = ERR_peek_error();
-    socket_peer(SSL_get_fd(ssl), peer, sizeof(peer));
-    say_dev(oc->ota->srv, LOG_LV_INFO, NULL, peer, "http: TLS handshake failed: %s; closed%s",
-            tls_error_reason(err),
-            ERR_GET_REASON(err) == SSL_R_HTTP_REQUEST
-                ? " (a plain HTTP request on the HTTPS port: the device's URL must be https://)"
-                : "");
+    say_limited(oc->ota, &oc->ota->tls_failed_log, LOG_LV_INFO, oc->peer,
+                "http: TLS handshake failed: %s; closed%s", tls_error_reason(err),
+                ERR_GET_REASON(err) == SSL_R_HTTP_REQUEST
+                    ? " (a plain HTTP request on the HTTPS port: the device's URL must be https://)"
+                    : "");
 }
 
 /* ---- the listener --------------------------------------------------------- */

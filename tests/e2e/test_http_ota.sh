@@ -388,6 +388,31 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' "http
 [ "$code" != 200 ] && [ "$code" != 206 ] || fail "plain HTTP on the HTTPS listener answered $code"
 # The operator sees why (before: not a line): a device whose URL says http://.
 wait_line "$WORK/server.log" 'http: TLS handshake failed: http request; closed \(a plain HTTP request on the HTTPS port: the device.s URL must be https://\)' 5
+# A handshake that fails, from a peer that resets at once: the line names
+# the peer as accept() gave it (before: "[- ?]", getpeername() found none
+# after the reset). Any peer can fail handshakes as fast as it connects:
+# at most 10 such lines a second, the next one saying how many were not.
+ports=$(python3 - "$OTA_PORT" <<'PY'
+import socket, struct, sys, time
+bad = b"\x16\x03\x01\x00\x10\x01\x00\x00\x0c" + b"x" * 12  # a ClientHello of the wrong length
+for i in range(30):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 5)
+    if i < 3:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
+        print(s.getsockname()[1])
+    s.sendall(bad)
+    s.close()
+PY
+)
+for p in $ports; do
+  wait_line "$WORK/server.log" "\[- 127\.0\.0\.1:$p\] http: TLS handshake failed: " 5
+done
+! grep -q '\[- ?\] http: TLS handshake failed' "$WORK/server.log" || fail "a failed handshake's peer logged as ?"
+n=$(grep -c 'http: TLS handshake failed: length mismatch' "$WORK/server.log" || true)
+[ "$n" -le 20 ] || fail "$n lines for 30 failed handshakes: not rate-limited"
+sleep 1.1
+curl -s -o /dev/null "http://127.0.0.1:$OTA_PORT/ota/esp32?device=t-3" || true
+wait_line "$WORK/server.log" 'http: TLS handshake failed: .*\(and [0-9]+ more such lines not logged since the last one\)' 5
 # Stopped during a download: the download's close is logged before the
 # summary, which is the last line (before: the close came after it).
 # (A small receive buffer that stops reading: on loopback the kernel would
