@@ -30,6 +30,7 @@
 #define API_TOKEN_BYTES 32u
 #define API_METRICS_PATH "/metrics"
 #define API_METRICS_TYPE "text/plain; version=0.0.4; charset=utf-8"
+#define API_REALM "tcpota"         /* the realm of the 401s' Bearer challenge */
 
 static const char *status_text(int code)
 {
@@ -440,6 +441,20 @@ static int authorized(const struct api *a, struct evhttp_request *req)
     return strlen(h) == n && sodium_memcmp(h, a->cfg.token, n) == 0;
 }
 
+/* The challenge a 401 carries (RFC 9110 section 11.6.1 requires one; RFC
+ * 6750 section 3 gives Bearer's): a request that sent no Authorization
+ * gets no error code, one that sent a token that is not the API's gets
+ * invalid_token, so that a client can tell "log in" from "wrong token". */
+static void challenge(struct evhttp_request *req)
+{
+    const struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+
+    evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
+                      evhttp_find_header(in, "Authorization")
+                          ? "Bearer realm=\"" API_REALM "\", error=\"invalid_token\""
+                          : "Bearer realm=\"" API_REALM "\"");
+}
+
 /* The client of a call went away: libevent frees a request still attached
  * to the connection, so forget it; a detached one (EOF while we work) is
  * ours, and replying to it later frees it. */
@@ -563,6 +578,7 @@ static void handle(struct evhttp_request *req, void *arg)
     }
     if (!authorized(a, req)) {
         denied(a, req, path);
+        challenge(req);
         api_error(c, 401, NULL, "missing or wrong API token: send Authorization: Bearer <the token "
                                 "in DIR/api.token>");
         return;

@@ -32,6 +32,13 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
+/* What a plain tcpota device on the TLS port is told (ERROR DENIED; at
+ * most TCPOTA_MAX_MESSAGE characters). */
+#define CONN_TLS_ONLY_MSG "this port speaks TLS only: connect with TLS (tcpota device --ca " \
+                          "<the server's CA certificate>; CONFIG_TCPOTA_TLS on ESP-IDF)"
+
+_Static_assert(sizeof(CONN_TLS_ONLY_MSG) - 1 <= TCPOTA_MAX_MESSAGE, "an ERROR message is at most 200 bytes");
+
 static void conn_take(struct conn *c);
 static void tail_leave(struct conn *c, int closing);
 static void conn_event(struct conn *c, short what);
@@ -1080,6 +1087,52 @@ static void start_bev(struct conn *c)
     conn_read_on(c);
 }
 
+/* A tcpota device that speaks plain TCP to the TLS port is told why in
+ * the protocol's own ERROR frame, plaintext (it cannot read anything
+ * else): DENIED, since the same connection would be refused again until
+ * the device is configured for TLS, and a device gives up at once on
+ * DENIED and prints the message (tcpota device: even with --quiet).
+ * What the peer sent is read first, so that the close is a FIN and not a
+ * reset that could overtake the frame. A legacy or unknown client cannot
+ * read the frame: it is closed. One line in the log, at most
+ * LOG_PEER_BURST a LOG_PEER_MS: a peer can repeat it at will. */
+static void plain_on_tls(struct conn *c, evutil_socket_t fd, int kind)
+{
+    struct server *srv = c->srv;
+    uint8_t frame[TCPOTA_FRAME_OVERHEAD + 8 + sizeof(CONN_TLS_ONLY_MSG)], junk[512];
+    struct tcpota_msg m;
+    unsigned long held;
+    char more[96] = "";
+    int n;
+
+    srv->stats.failed++;
+    if (kind == TCPOTA_KIND_V1) {
+        memset(&m, 0, sizeof(m));
+        m.type = TCPOTA_T_ERROR;
+        m.u.error.code = (uint16_t)-TCPOTA_ERR_DENIED;
+        m.u.error.message.ptr = (const uint8_t *)CONN_TLS_ONLY_MSG;
+        m.u.error.message.len = (uint16_t)strlen(CONN_TLS_ONLY_MSG);
+        n = tcpota_msg_encode(&m, frame, sizeof(frame));
+        while (recv(fd, junk, sizeof(junk), MSG_DONTWAIT) > 0) {
+        }
+        if (n > 0) (void)send(fd, frame, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    if (log_limit_pass(&srv->plain_on_tls_log, log_mono_ms(), LOG_PEER_MS, LOG_PEER_BURST,
+                       &held)) {
+        if (held) {
+            snprintf(more, sizeof(more), " (and %lu more plain clients on the TLS port not "
+                     "logged since the last such line)", held);
+        }
+        clog_(c, 1, "plain %s client on the TLS port: the device must use TLS (or serve without "
+                    "--tls-cert); %s%s",
+              kind == TCPOTA_KIND_V1 ? "tcpota" : kind == TCPOTA_KIND_LEGACY ? "legacy (req0/req1)"
+                                                                             : "(not TLS)",
+              kind == TCPOTA_KIND_V1 ? "told so (ERROR DENIED), closing" : "closing", more);
+    }
+    evutil_closesocket(fd);
+    conn_free(c);
+}
+
 /* TLS: the first byte has arrived (or the peer closed). A TLS record
  * starts the handshake; anything else is a device that does not speak TLS
  * to a TLS port: it is told so in the log and closed at once, rather than
@@ -1108,13 +1161,7 @@ static void first_byte_cb(evutil_socket_t fd, short what, void *arg)
     }
     k = tcpota_detect(&b, 1);
     if (k != TCPOTA_KIND_TLS) {
-        srv->stats.failed++;
-        clog_(c, 1, "plain %s client on the TLS port: the device must use TLS (or serve without "
-                    "--tls-cert); closing",
-              k == TCPOTA_KIND_V1 ? "tcpota" : k == TCPOTA_KIND_LEGACY ? "legacy (req0/req1)"
-                                                                       : "(not TLS)");
-        evutil_closesocket(fd);
-        conn_free(c);
+        plain_on_tls(c, fd, k);
         return;
     }
     ssl = SSL_new(srv->tls);

@@ -14,6 +14,7 @@
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 /* A device's latest outcome, for the summary. A later "up to date" does not
  * hide that it was updated, nor "not offered" that it failed. */
@@ -155,6 +156,27 @@ static void log_offer(struct conn *c, const char *what, int offered, uint32_t st
     conn_offered(c, what, start);
 }
 
+/* The log line of a refused AUTH. One held back by a backoff was not
+ * judged at all: it says "not checked" and until when, so that an
+ * operator does not take the device's secret for wrong. */
+static void log_refusal(const struct conn *c, const struct auth_result *r)
+{
+    const char *whose = r->verdict == AUTH_ADDR_WAITING ? "from this address" : "for this device id";
+    time_t until = time(NULL) + (time_t)r->wait_s;
+    struct tm tm;
+    char when[32] = "?";
+
+    if (r->verdict != AUTH_ID_WAITING && r->verdict != AUTH_ADDR_WAITING) {
+        clog_(c, 1, "authentication failed: %s (%u failures; the next AUTH %s is checked in %u s)",
+              auth_verdict_reason(r->verdict), r->failures, whose, r->wait_s);
+        return;
+    }
+    if (gmtime_r(&until, &tm)) (void)strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    clog_(c, 1, "authentication not checked: %s (%u failures; backoff until %s: the next AUTH %s "
+          "is checked in %u s)", auth_verdict_reason(r->verdict), r->failures, when, whose,
+          r->wait_s);
+}
+
 /* Judges the device's answer to our CHALLENGE (inside TLS, bound to this
  * TLS session) and sends the offer, or ERROR(DENIED) with a message the
  * device prints and the time after which its next try is checked. */
@@ -176,10 +198,7 @@ static void on_auth(struct conn *c, const uint8_t *mac)
                    srv->tls ? binding : NULL, mac, now_s(), &r) != AUTH_OK) {
         srv->stats.auth_failed++;
         server_auth_refused(srv, auth_refusal_of(r.verdict), tcpota_srv_device_id(&c->s), c->addr);
-        clog_(c, 1, "authentication failed: %s (%u failures; the next AUTH %s is checked in %u s)",
-              auth_verdict_reason(r.verdict), r.failures,
-              r.verdict == AUTH_ADDR_WAITING ? "from this address" : "for this device id",
-              r.wait_s);
+        log_refusal(c, &r);
         /* A wait is BUSY: a device with the right secret, held back by
          * failures of someone else's, tries again after it (the runner
          * gives up at once on DENIED). */

@@ -1,5 +1,6 @@
-/* http_ota.c - HTTP(S) downloads for esp_https_ota devices: the requests
- * and the listener (see http_ota.h). */
+/* http_ota.c - HTTP(S) downloads for esp_https_ota devices: the requests,
+ * and the downloads server's life (see http_ota.h; the listener's
+ * connections are http_ota_conn.c's). */
 #include "http_ota_internal.h"
 
 #include "api_internal.h" /* api_printable: one rule for names */
@@ -8,29 +9,19 @@
 #include "metrics.h"
 #include "server_internal.h"
 #include "text.h"
-#include "tls_server.h" /* tls_error_reason */
 
-#include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/util.h>
 #include <jansson.h>
-#include <netinet/in.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
-#include <sys/socket.h>
 
 #define OTA_SUFFIX ".bin"
-#define OTA_HEADERS_MAX 8192         /* request header bytes on the listener of its own */
-#define OTA_BODY_MAX 0               /* a download request has no body */
 #define OTA_ERROR_MAX 512            /* an error's message to the device */
 
 /* ---- replies ------------------------------------------------------------ */
@@ -337,10 +328,11 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
     struct dl *d;
     int rc;
 
+    if (ota->http) ota_conn_request(ota, req); /* the listener's: its deadline stops */
     if (!path) { /* the request line or its headers did not parse, or were too long */
         rc = evhttp_request_get_response_code(req);
-        ota_refuse(ota, NULL, req, rc >= 400 ? rc : 400,
-                   "malformed request (or headers over %d bytes)", OTA_HEADERS_MAX);
+        ota_refuse(ota, NULL, req, rc >= 400 ? rc : 400, "malformed request (or headers over "
+                   "the limit)");
         return;
     }
     if (strncmp(path, HTTP_OTA_PREFIX, strlen(HTTP_OTA_PREFIX)) != 0) {
@@ -394,7 +386,9 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
     d->next = ota->dls;
     if (ota->dls) ota->dls->prev = d;
     ota->dls = d;
-    evhttp_connection_set_closecb(d->evcon, ota_closed, ota);
+    /* The listener's connections call ota_closed from their own close
+     * callback (http_ota_conn.c); the API's carry downloads this way. */
+    if (!ota->http) evhttp_connection_set_closecb(d->evcon, ota_closed, ota);
     d->sr = r;
     if (fleet_submit(ota->srv, r) < 0) {
         d->sr = NULL;
@@ -403,7 +397,7 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
     }
 }
 
-/* ---- the listener ------------------------------------------------------- */
+/* ---- the downloads server ------------------------------------------------ */
 
 struct http_ota *http_ota_new(struct server *srv)
 {
@@ -423,98 +417,6 @@ struct ota_cut *ota_cut_slot(struct http_ota *ota, const char *id)
     if (!ota->cuts) return NULL;
     for (; *id; id++) h = (h ^ (uint8_t)*id) * 16777619u;
     return &ota->cuts[h % OTA_CUT_SLOTS];
-}
-
-/* "HOST:PORT" of the socket's peer into buf (text_sockaddr's numbers);
- * "?" when it has none. */
-static void socket_peer(int fd, char *buf, size_t cap)
-{
-    struct sockaddr_storage sa;
-    socklen_t len = sizeof(sa);
-    char host[TEXT_HOST_LEN], port[TEXT_PORT_LEN];
-
-    if (fd < 0 || getpeername(fd, (struct sockaddr *)&sa, &len) != 0) {
-        snprintf(buf, cap, "?");
-        return;
-    }
-    text_sockaddr((struct sockaddr *)&sa, len, host, port);
-    snprintf(buf, cap, "%s:%s", host, port);
-}
-
-/* A handshake that fails (plain HTTP on the HTTPS port, a client that
- * refuses the certificate) ends inside evhttp without a request: logged
- * here, as on the device port, or the operator sees nothing at all. The
- * error stays queued for libevent, which reads it next. */
-static void tls_info(const SSL *ssl, int where, int ret)
-{
-    const struct http_ota *ota = SSL_get_app_data(ssl);
-    unsigned long err;
-    char peer[TEXT_HOST_LEN + TEXT_PORT_LEN + 1];
-
-    if (!ota || !(where & SSL_CB_ACCEPT_EXIT) || SSL_get_error(ssl, ret) != SSL_ERROR_SSL) {
-        return;
-    }
-    err = ERR_peek_error();
-    socket_peer(SSL_get_fd(ssl), peer, sizeof(peer));
-    say_dev(ota->srv, LOG_LV_INFO, NULL, peer, "http: TLS handshake failed: %s; closed%s",
-            tls_error_reason(err),
-            ERR_GET_REASON(err) == SSL_R_HTTP_REQUEST
-                ? " (a plain HTTP request on the HTTPS port: the device's URL must be https://)"
-                : "");
-}
-
-/* Every connection of the listener inside TLS (evhttp's hook). */
-static struct bufferevent *tls_bev(struct event_base *base, void *arg)
-{
-    struct http_ota *ota = arg;
-    SSL *ssl = SSL_new(ota->srv->tls);
-
-    if (!ssl) return NULL;
-    SSL_set_app_data(ssl, ota);
-    SSL_set_info_callback(ssl, tls_info);
-    return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                          BEV_OPT_CLOSE_ON_FREE);
-}
-
-int http_ota_listen(struct http_ota *ota, const char *host, uint16_t port, char *err,
-                    size_t errlen)
-{
-    if (!(ota->http = evhttp_new(ota->srv->base))) {
-        snprintf(err, errlen, "out of memory starting the HTTP downloads");
-        return -1;
-    }
-    ota->sock = evhttp_bind_socket_with_handle(ota->http, host, port);
-    if (!ota->sock) {
-        (void)log_listen_failed(err, errlen, host, port, "HTTP downloads", "--ota-listen", errno);
-        return -1;
-    }
-    if (ota->srv->tls) evhttp_set_bevcb(ota->http, tls_bev, ota);
-    evhttp_set_max_headers_size(ota->http, OTA_HEADERS_MAX);
-    evhttp_set_max_body_size(ota->http, OTA_BODY_MAX);
-    evhttp_set_timeout(ota->http, OTA_TIMEOUT_S);
-    /* Every method reaches http_ota_handle, which answers 405 itself. */
-    evhttp_set_allowed_methods(ota->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                               EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
-                               EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
-    evhttp_set_gencb(ota->http, http_ota_handle, ota);
-    return 0;
-}
-
-struct evconnlistener *http_ota_listener(const struct http_ota *ota)
-{
-    return ota->sock ? evhttp_bound_socket_get_listener(ota->sock) : NULL;
-}
-
-uint16_t http_ota_port(const struct http_ota *ota)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-
-    if (!ota->sock || getsockname(evhttp_bound_socket_get_fd(ota->sock), (struct sockaddr *)&ss, &sl) != 0) {
-        return 0;
-    }
-    if (ss.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
 size_t http_ota_live(const struct http_ota *ota, struct metrics_live *out, size_t cap)
@@ -543,7 +445,7 @@ void http_ota_free(struct http_ota *ota)
     struct dl *d, *next;
 
     if (!ota) return;
-    if (ota->http) evhttp_free(ota->http); /* closes its connections: ota_closed() runs */
+    ota_conn_close_all(ota); /* closes the listener's connections: ota_closed() runs */
     for (d = ota->dls; d; d = next) {
         next = d->next;
         if (d->evcon) evhttp_connection_set_closecb(d->evcon, NULL, NULL);

@@ -1,8 +1,10 @@
 /*
  * http_ota_internal.h - what the files of the HTTP downloads share
- * (http_ota.h): http_ota.c takes the requests and runs the listener,
- * http_ota_decide.c answers a request once its check-in is stored,
- * http_ota_send.c sends the body and follows it to the device's ack.
+ * (http_ota.h): http_ota.c takes the requests, http_ota_conn.c runs the
+ * listener of its own and its connections from accept to close (limits,
+ * deadline, TLS), http_ota_decide.c answers a request once its check-in is
+ * stored, http_ota_send.c sends the body and follows it to the device's
+ * ack.
  * Not for use outside server/http_ota*.c.
  */
 #ifndef TCPOTA_SERVER_HTTP_OTA_INTERNAL_H
@@ -26,7 +28,6 @@ struct evhttp_bound_socket;
 struct evhttp_connection;
 struct image;
 
-#define OTA_TIMEOUT_S 60             /* a client that neither sends nor reads for this long */
 #define OTA_HEADER_VALUE_MAX 200u    /* Range, If-Range: longer is refused */
 
 #define OTA_CUT_SLOTS 1024u          /* cut downloads remembered (a hash of device ids) */
@@ -45,10 +46,21 @@ struct ota_cut {
     uint32_t written;
 };
 
+struct ota_conn;
+
 struct http_ota {
     struct server *srv;
     struct evhttp *http;             /* the listener of its own, or NULL */
     struct evhttp_bound_socket *sock;
+    /* Its connections (http_ota_conn.c): made by an accept, not judged yet
+     * (fresh), then judged and kept (conns; byfd finds them by socket). */
+    struct ota_conn *fresh, *conns;
+    struct event *admit;             /* judges the fresh ones once their accept returned */
+    struct ota_conn **byfd;
+    size_t nbyfd;
+    /* Lines its peers can cause at will (at most LOG_PEER_BURST a
+     * LOG_PEER_MS each): refused at accept, late, failed handshakes. */
+    struct log_limit refused_log, late_log, tls_failed_log;
     struct dl *dls;                  /* requests being decided or sent */
     size_t nsending;
     struct ota_cut *cuts;            /* OTA_CUT_SLOTS of them, or NULL (no memory: acks only) */
@@ -102,6 +114,16 @@ void ota_dl_free(struct dl *d);
 
 /* The slot of device id among ota->cuts (NULL when there are none). */
 struct ota_cut *ota_cut_slot(struct http_ota *ota, const char *id);
+
+/* http_ota_conn.c */
+/* A whole request came on req's connection: when it is one of the
+ * listener's, its deadline stops, it no longer counts against its address
+ * (--max-unauth-per-addr), and once the answer is out the deadline runs
+ * again until the next request. */
+void ota_conn_request(struct http_ota *ota, struct evhttp_request *req);
+/* Stops the listener and closes its connections (ota_closed runs for
+ * each), then frees what held them. */
+void ota_conn_close_all(struct http_ota *ota);
 
 /* http_ota_decide.c: the store's done of a request's STORE_CHECKIN: decides
  * and answers (204, 416, or ota_start()). */

@@ -18,7 +18,9 @@
 
 #define OTA_WINDOW (256u * 1024u)    /* bytes queued at a time (progress is known per window) */
 #define OTA_ACK_POLL_MS 20           /* after the last byte: how often to look for its ack */
-#define OTA_ACK_POLLS (OTA_TIMEOUT_S * 1000 / OTA_ACK_POLL_MS) /* then the client is given up */
+/* After this many polls without a byte acknowledged (--idle-timeout) the
+ * client is given up. */
+#define OTA_ACK_POLLS(srv) ((srv)->o->idle_timeout_s * 1000u / OTA_ACK_POLL_MS)
 
 static struct fleet_who who_of(const struct dl *d)
 {
@@ -172,10 +174,10 @@ static void await_ack(evutil_socket_t fd, short what, void *arg)
         d->ack_polls = 0;
         progress(d);
     }
-    if (++d->ack_polls > OTA_ACK_POLLS) {
+    if (++d->ack_polls > OTA_ACK_POLLS(d->ota->srv)) {
         say_dev(d->ota->srv, LOG_LV_INFO, d->id, d->peer,
-                "http: no ack of the last bytes in %d s; closing",
-                OTA_TIMEOUT_S);
+                "http: no ack of the last bytes in %u s; closing",
+                d->ota->srv->o->idle_timeout_s);
         evhttp_connection_free(d->evcon); /* ota_closed() records where it stopped */
         return;
     }
@@ -321,7 +323,9 @@ unsigned http_ota_stop(struct http_ota *ota, uint64_t rollout_id, const char *wh
          * queued must not reach the device. */
         sock_reset_on_close(dl_fd(d));
         ota_closed(evcon, ota);
-        evhttp_connection_set_closecb(evcon, NULL, NULL);
+        /* On the listener of its own, its close callback runs ota_closed
+         * again (nothing left of evcon) and forgets the connection. */
+        if (!ota->http) evhttp_connection_set_closecb(evcon, NULL, NULL);
         evhttp_connection_free(evcon);
         d = ota->dls; /* d and others may be gone: from the start */
     }

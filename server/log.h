@@ -98,6 +98,12 @@ struct log_limit {
 int log_limit_pass(struct log_limit *l, int64_t now_ms, unsigned every_ms, unsigned burst,
                    unsigned long *held);
 
+/* The rate of a line about one connection that a peer can cause at will
+ * (a plain client on the TLS port, a failed or unfinished TLS handshake on
+ * the download port): at most LOG_PEER_BURST lines per LOG_PEER_MS. */
+#define LOG_PEER_MS 1000u
+#define LOG_PEER_BURST 10u
+
 /* Monotonic milliseconds, for log_limit_pass. */
 int64_t log_mono_ms(void);
 

@@ -2,6 +2,7 @@
  * once-a-second sweep and the summary. What each other file does:
  * server_internal.h. */
 #include "server.h"
+#include "admit.h"
 #include "proxied.h"
 #include "conn.h"
 #include "fleet.h"
@@ -43,33 +44,16 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
 
 void accept_from(struct server *srv, evutil_socket_t fd, const char *host, const char *port)
 {
-    int unauth = 0;
+    uint8_t counted;
+    enum admit_verdict v = admit_conn(srv, host, &counted);
+    char why[160];
 
-    if (srv->nconns >= srv->o->max_conns) {
-        srv->stats.refused++;
-        say_peer(srv, host, port, "refused: %u connection%s already (limit)", srv->nconns,
-                 text_s(srv->nconns));
+    if (v != ADMIT_OK) {
+        if (admit_why(srv, v, host, why, sizeof(why))) say_peer(srv, host, port, "refused: %s", why);
         evutil_closesocket(fd);
         return;
     }
-    /* Authentication is judged at AUTH (auth.h), not here: refusing an
-     * address at accept would lock out every device behind its NAT. What
-     * one address may hold before it authenticates is capped instead. */
-    if (srv->o->max_unauth_per_addr && (srv->tls || srv->o->require_auth)) {
-        unauth = unauth_add(&srv->unauth, host, srv->o->max_unauth_per_addr);
-        if (unauth <= 0) {
-            srv->stats.refused++;
-            if (unauth == 0) {
-                unsigned held = unauth_count(&srv->unauth, host);
-                say_peer(srv, host, port, "refused: %s already holds %u connection%s that %s "
-                         "not authenticated (--max-unauth-per-addr)", host, held, text_s(held),
-                         held == 1 ? "has" : "have");
-            }
-            evutil_closesocket(fd);
-            return;
-        }
-    }
-    conn_new(srv, fd, host, port, unauth);
+    conn_new(srv, fd, host, port, counted);
 }
 
 /* Where a listener's accept failures are said (accept_pause.h). */
@@ -162,7 +146,7 @@ static void print_summary(const struct server *srv)
                        srv->stats.tls_full, text_s(srv->stats.tls_full), srv->stats.tls_resumed,
                        srv->stats.tls_kernel);
     }
-    if (srv->fleet) { /* the devices above are tcpota's; esp_https_ota ones download over HTTP */
+    if (srv->o->data_dir) { /* the devices above are tcpota's; esp_https_ota ones download over HTTP */
         (void)snprintf(http, sizeof(http), "; HTTP downloads: %u with every byte sent, %u failed "
                        "(the device back on its old version)", srv->stats.http_whole,
                        srv->stats.http_failed);
@@ -381,6 +365,11 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     event_base_loopexit(srv->base, NULL);
 }
 
+/* What the device port speaks, when it is TLS: a plain device there is
+ * refused, so the line that names the port says so. After "HOST:PORT",
+ * behind a comma (scripts read the port as "HOST:PORT,"). */
+#define LISTEN_TLS(srv) ((srv)->tls ? ", devices over TLS" : "")
+
 /* The line tests and scripts wait for: where fd listens, and what. */
 static void say_listening(const struct server *srv, int fd, unsigned workers)
 {
@@ -398,11 +387,12 @@ static void say_listening(const struct server *srv, int fd, unsigned workers)
     }
     if (srv->fleet) {
         fleet_describe(srv, what, sizeof(what));
-        say_always(o, LOG_LV_INFO, "listening on %s:%s, %s%s", host, sport, what, nw);
+        say_always(o, LOG_LV_INFO, "listening on %s:%s%s, %s%s", host, sport, LISTEN_TLS(srv), what,
+                   nw);
         return;
     }
-    say_always(o, LOG_LV_INFO, "listening on %s:%s, image %s (%u bytes, sha256 %s)%s", host, sport,
-               srv->img->version, srv->img->size, srv->img->idhex, nw);
+    say_always(o, LOG_LV_INFO, "listening on %s:%s%s, image %s (%u bytes, sha256 %s)%s", host, sport,
+               LISTEN_TLS(srv), srv->img->version, srv->img->size, srv->img->idhex, nw);
 }
 
 /* Listens on --listen, or (a worker) on the socket the supervisor opened. */
@@ -621,6 +611,9 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     while (srv.conns) {
         conn_free(srv.conns);
     }
+    /* The fleet's HTTP connections close here, each download's line (and
+     * what its close counts) before the summary: it is the last line. */
+    fleet_close(&srv);
     print_summary(&srv);
     rc = 0;
 out:

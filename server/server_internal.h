@@ -10,6 +10,7 @@
  *   legacy.c  serving the sample's req0/req1 devices on a connection
  *   auth.c    device secrets: checking an answer to a CHALLENGE, backoff
  *   unauth.c  connections per address that have not authenticated yet
+ *   admit.c   the limits every listener applies at accept (admit.h)
  *   proxied.c a trusted balancer's connections: their PROXY header first
  *             (proxy_proto.c parses it, versions 1 and 2)
  *   image.c   the image: load, CRCs, the prebuilt DATA frames (memfd)
@@ -26,8 +27,8 @@
  *   api*.c    the control API (HTTP/JSON) of fleet mode (api.h)
  *   metrics.c fleet mode's counters, exported at GET /metrics (metrics.h)
  *   http_ota*.c fleet mode's HTTP(S) downloads for esp_https_ota devices
- *             (requests, decisions, sending: http_ota_internal.h);
- *             http_range.c their Range / If-Range rules
+ *             (requests, the listener's connections, decisions, sending:
+ *             http_ota_internal.h); http_range.c their Range / If-Range rules
  */
 #ifndef TCPOTA_SERVER_INTERNAL_H
 #define TCPOTA_SERVER_INTERNAL_H
@@ -35,6 +36,7 @@
 #include "auth.h"
 #include "devices.h"
 #include "image.h"
+#include "log.h" /* struct log_limit */
 #include "server.h"
 #include "unauth.h"
 
@@ -123,6 +125,7 @@ struct server {
     uint8_t devices_full_said; /* "registry full" was logged */
     struct conn *conns;
     unsigned nconns;
+    unsigned nhttp; /* connections of the download listener (http_ota_conn.c): --max-conns counts them too */
     struct proxied *proxied; /* a trusted balancer's connections before their header (proxied.h) */
     /* Plain connections that have handed their whole image to the kernel
      * (conn.c, tail_enter): watched by an epoll instance of their own,
@@ -143,6 +146,8 @@ struct server {
     /* Devices refused for authentication since the start, by kind and id,
      * for the fleet summary (auth.h; noted by server_auth_refused). */
     struct auth_refusals auth_refused;
+    /* "plain ... client on the TLS port" (conn.c): a peer can repeat it. */
+    struct log_limit plain_on_tls_log;
     double started;
 };
 

@@ -16,6 +16,10 @@ echo "tls-dev $(cut -d' ' -f3 dev.secret)" > secrets
 echo "tls-bad $(cut -d' ' -f3 dev.secret)" >> secrets
 chmod 600 secrets
 start_server img 2.0.0 --tls-cert srv.pem --tls-key srv.key --require-auth --auth-file secrets
+# The start line says that the device port is TLS (before: only the
+# certificate's lines did, and a plain device's failure was all one saw).
+grep -qE "listening on 127\.0\.0\.1:$SERVER_PORT, devices over TLS, image 2\.0\.0 " server.log ||
+  fail "the listening line does not say TLS: $(grep 'listening on' server.log)"
 "$T" device --server "localhost:$SERVER_PORT" --flash good --id tls-dev --secret dev.secret --ca srv.pem \
   --max-attempts 1 2> good.log || fail "a device with the right secret was not served inside TLS"
 check_device good img
@@ -29,15 +33,45 @@ s=$(( $(date +%s) - t0 ))
 [ "$s" -le 5 ] || fail "a device with a wrong secret waited $s s for its refusal"
 grep -q 'authentication failed: wrong answer' server.log || fail "the wrong secret was not logged"
 ! grep -q 'TLS handshake failed' bad.log || fail "a wrong secret showed up as a failed TLS handshake"
-# A plain device (no --ca) on the TLS port: the server resets it; the
-# device says what may be wrong, --ca first, and that the server's log
-# names it. With --ca, the hint leaves TLS out.
-rc=0; "$T" device --server "localhost:$SERVER_PORT" --flash plain --id tls-dev --secret dev.secret \
-  --max-attempts 1 --quiet 2> plain.log || rc=$?
+# A plain device (no --ca) on the TLS port is told why in a plaintext
+# ERROR(DENIED) (before: closed without a word, and the device retried 20
+# times): it stops at once and says so, --quiet or not, since it must be
+# configured for TLS.
+rc=0; t0=$(date +%s)
+"$T" device --server "localhost:$SERVER_PORT" --flash plain --id tls-dev --secret dev.secret \
+  --quiet 2> plain.log || rc=$?
+s=$(( $(date +%s) - t0 ))
 [ $rc -eq 1 ] || fail "a plain device on the TLS port exited $rc, expected 1"
-grep -q 'the server ended the connection before it answered: if it serves TLS, give --ca with its CA certificate;.*its log says which' plain.log ||
-  fail "no hint for a plain device on the TLS port: $(cat plain.log)"
-grep -q 'plain tcpota client on the TLS port' server.log || fail "the server did not name the plain client"
+[ "$s" -le 5 ] || fail "a plain device on the TLS port took $s s to stop"
+grep -q "the server refused this device (session failed: not allowed: this port speaks TLS only: connect with TLS (tcpota device --ca <the server's CA certificate>; CONFIG_TCPOTA_TLS on ESP-IDF)); retrying would be refused again" plain.log ||
+  fail "a plain device on the TLS port was not told why: $(cat plain.log)"
+grep -q 'plain tcpota client on the TLS port: the device must use TLS (or serve without --tls-cert); told so (ERROR DENIED), closing' server.log ||
+  fail "the server did not name the plain client: $(grep plain server.log)"
+# Any peer can repeat that line: at most 10 a second, then how many were not.
+python3 - "$SERVER_PORT" "$E2E" <<'PY' || fail "plain HELLOs on the TLS port: not each told ERROR(DENIED)"
+import socket, struct, sys
+sys.path.insert(0, sys.argv[2])
+import frames
+for i in range(30):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 5)
+    s.sendall(frames.hello(b"flood-%d" % i))
+    kind, payload = frames.Reader(s).next()
+    assert kind == frames.ERROR and struct.unpack("<H", payload[:2])[0] == 13, (kind, payload)
+    assert b"speaks TLS only" in payload, payload
+    s.close()
+PY
+sleep 1.1
+python3 - "$SERVER_PORT" "$E2E" <<'PY' || fail "a plain HELLO after the flood"
+import socket, sys
+sys.path.insert(0, sys.argv[2])
+import frames
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 5)
+s.sendall(frames.hello(b"after"))
+frames.Reader(s).next()
+PY
+n=$(grep -c 'plain tcpota client on the TLS port' server.log)
+[ "$n" -le 12 ] || fail "$n lines for 32 plain clients on the TLS port: not rate-limited"
+wait_line server.log 'plain tcpota client on the TLS port: .* \(and [0-9]+ more plain clients on the TLS port not logged since the last such line\)' 3
 stop_server
 ok "inside TLS: bound answer served; a wrong secret is told to check it"
 
@@ -106,3 +140,10 @@ wait_line server.log "127\.0\.0\.1:$hc\] closed before the TLS handshake" 3
 stop_server
 grep -q 'summary: .* 0 ended by an error' server.log || fail "the health check counted as a failure: $(grep 'summary:' server.log)"
 ok "TLS 1.1 refused even where the host's OpenSSL config allows it; TLS 1.2 taken; a health check is no failure"
+
+# The start line says TLS with --workers too (the supervisor's line).
+start_server img 2.0.0 --tls-cert srv.pem --tls-key srv.key --workers 2
+grep -qE "listening on 127\.0\.0\.1:$SERVER_PORT, devices over TLS, image 2\.0\.0 .*; 2 workers" server.log ||
+  fail "the listening line of --workers does not say TLS: $(grep 'listening on' server.log)"
+stop_server
+ok "the listening line says that the device port is TLS (one process and --workers)"

@@ -485,6 +485,9 @@ struct resp {
     json_t *json;
 };
 
+/* The WWW-Authenticate header of the last answer ("" when it had none). */
+static char g_www_auth[128];
+
 static void resp_cb(struct evhttp_request *req, void *arg)
 {
     struct resp *r = arg;
@@ -496,6 +499,8 @@ static void resp_cb(struct evhttp_request *req, void *arg)
     if (req) {
         ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
         snprintf(r->ctype, sizeof r->ctype, "%s", ct ? ct : "");
+        ct = evhttp_find_header(evhttp_request_get_input_headers(req), "WWW-Authenticate");
+        snprintf(g_www_auth, sizeof g_www_auth, "%s", ct ? ct : "");
         b = evhttp_request_get_input_buffer(req);
         r->json = json_loadb((const char *)evbuffer_pullup(b, -1), evbuffer_get_length(b), 0, NULL);
     }
@@ -615,6 +620,9 @@ static void test_auth(void **state)
     assert_int_equal(http_full("GET", "/v1/images", NULL, NULL, NULL, NULL, 0, &j), 401);
     assert_non_null(strstr(sget(j, "error"), "Authorization: Bearer"));
     json_decref(j);
+    /* A 401 says which scheme (RFC 6750): without a token no error code,
+     * with a wrong one invalid_token; a 200 carries no challenge. */
+    assert_string_equal(g_www_auth, "Bearer realm=\"tcpota\"");
     /* The server's log says so, once a second at most, then how many more. */
     assert_int_equal(T.nlogged, 1);
     assert_non_null(strstr(T.logged, "API: refused /v1/images from 127.0.0.1:"));
@@ -623,6 +631,7 @@ static void test_auth(void **state)
     assert_int_equal(http_full("GET", "/v1/images",
                                "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdee",
                                NULL, NULL, NULL, 0, NULL), 401);
+    assert_string_equal(g_www_auth, "Bearer realm=\"tcpota\", error=\"invalid_token\"");
     assert_int_equal(http_full("GET", "/v1/images", "0123456789abcdef", NULL, NULL, NULL, 0, NULL), 401);
     /* The token and one more digit: the whole header must be the token,
      * not merely begin with it. */
@@ -633,8 +642,10 @@ static void test_auth(void **state)
                                NULL), 401);
     assert_int_equal(http_full("GET", "/v1/images", NULL, "Authorization", "bearer " TOKEN, NULL, 0,
                                NULL), 200); /* the scheme is case-insensitive */
+    assert_string_equal(g_www_auth, "");
     /* Even for unknown paths, the token comes first. */
     assert_int_equal(http_full("GET", "/v1/nothing", NULL, NULL, NULL, NULL, 0, NULL), 401);
+    assert_string_equal(g_www_auth, "Bearer realm=\"tcpota\"");
     assert_int_equal(http("GET", "/v1/images", NULL, NULL), 200);
     {
         int n = T.nlogged;
