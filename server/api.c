@@ -539,7 +539,7 @@ int64_t api_mono_ms(void)
  * log), saying how many were refused meanwhile. */
 static void denied(struct api *a, struct evhttp_request *req, const char *path)
 {
-    char line[256], more[64] = "", peer[80];
+    char line[256], more[80] = "", peer[80];
     unsigned long held;
 
     if (!a->cfg.log || !log_limit_pass(&a->denied, log_mono_ms(), API_DENIED_LOG_MS, 1, &held)) {

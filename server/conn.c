@@ -1102,7 +1102,7 @@ static void plain_on_tls(struct conn *c, evutil_socket_t fd, int kind)
     uint8_t frame[TCPOTA_FRAME_OVERHEAD + 8 + sizeof(CONN_TLS_ONLY_MSG)], junk[512];
     struct tcpota_msg m;
     unsigned long held;
-    char more[96] = "";
+    char more[128] = "";
     int n;
 
     srv->stats.failed++;
