@@ -865,6 +865,21 @@ static void outage_begin(struct fx *admin, const char *name)
     sql(admin, q);
 }
 
+/* The end of an outage test: f's store closed (unless already), its
+ * loop freed, its database dropped through admin, its directory gone. */
+static void outage_close(struct fx *f, struct fx *admin, const char *name)
+{
+    char q[200];
+
+    if (f->st) {
+        store_close(f->st);
+    }
+    event_base_free(f->base);
+    snprintf(q, sizeof(q), "DROP DATABASE %s WITH (FORCE)", name);
+    sql(admin, q);
+    ss_rm_tree(f->dir);
+}
+
 /* The database goes away (its connections cut, new ones refused, as while
  * PostgreSQL restarts) and comes back: the device steps submitted meanwhile
  * are kept and written, in order, once it is back; check-ins and reads
@@ -942,11 +957,7 @@ static void test_outage(void **state)
     assert_int_equal(r->u.device.history[2].state, STORE_ST_OFFERED);
     store_req_free(r);
 
-    store_close(f.st);
-    event_base_free(f.base);
-    snprintf(q, sizeof(q), "DROP DATABASE %s WITH (FORCE)", name);
-    sql(&admin, q);
-    ss_rm_tree(f.dir);
+    outage_close(&f, &admin, name);
 }
 
 /* An outage during which no device step waited (a check-in met it, and
@@ -981,11 +992,7 @@ static void test_outage_nothing_kept(void **state)
     assert_int_equal(r->rc, STORE_OK);
     store_req_free(r);
 
-    store_close(f.st);
-    event_base_free(f.base);
-    snprintf(q, sizeof(q), "DROP DATABASE %s WITH (FORCE)", name);
-    sql(&admin, q);
-    ss_rm_tree(f.dir);
+    outage_close(&f, &admin, name);
 }
 
 /* The database stays away while steps keep coming (a device's progress
@@ -997,7 +1004,7 @@ static void test_outage_nothing_kept(void **state)
  * answer. */
 static void test_outage_stop(void **state)
 {
-    char name[64], q[200], refused[120];
+    char name[64], refused[120];
     struct fx f, admin;
     struct told told = {0, 0, 0, ""};
     struct store_req *steps[32], *batch;
@@ -1031,6 +1038,7 @@ static void test_outage_stop(void **state)
         fail_msg("%d reconnection attempts in 1.6 s", attempts);
     }
     store_close(f.st);
+    f.st = NULL;
     assert_int_equal(fired, (int)n + 1);
     /* Lost, told once by the store: not an error each caller says again. */
     assert_int_equal(batch->rc, STORE_LOST);
@@ -1042,10 +1050,7 @@ static void test_outage_stop(void **state)
         assert_non_null(strstr(steps[i]->err, "still unreachable"));
         store_req_free(steps[i]);
     }
-    event_base_free(f.base);
-    snprintf(q, sizeof(q), "DROP DATABASE %s WITH (FORCE)", name);
-    sql(&admin, q);
-    ss_rm_tree(f.dir);
+    outage_close(&f, &admin, name);
 }
 
 /* Another session holds one of a list's devices and then waits for one
