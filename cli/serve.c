@@ -972,15 +972,15 @@ static int serve_args(const struct serve_config_args *cfg)
             note_db_password(&src, val, cfg, at);
         } else if (strcmp(a, "--api") == 0) {
             api = val;
-            fleet_only = a;
+            fleet_only = "--api"; /* not a: it ends with this turn of the loop */
         } else if (strcmp(a, "--ota-listen") == 0) {
             ota = val;
-            fleet_only = a;
+            fleet_only = "--ota-listen";
         } else if (strcmp(a, "--max-image") == 0) {
             if (cli_size(val, a, 1, TCPOTA_IMAGE_UPLOAD_MAX, &v) < 0) return 2;
             src.max_image = val;
             o.max_image = (size_t)v;
-            fleet_only = a;
+            fleet_only = "--max-image";
         } else if (strcmp(a, "--chunk") == 0) {
             if (cli_number(val, a, 512, 16380, &v) < 0) return 2;
             o.chunk = (unsigned)v;
