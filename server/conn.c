@@ -13,6 +13,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "server_internal.h"
+#include "sock.h"
 #include "text.h"
 #include "tls_server.h"
 
@@ -604,12 +605,16 @@ int conn_pump(struct conn *c)
         if (c->closing) {
             return 0; /* already closing: the write callback frees it */
         }
-        if (n == 0 || ahead > OUT_HIGH) {
+        long unacked = sock_unacked(c->fd);
+
+        if (n == 0 || ahead + (unacked > 0 ? (size_t)unacked : 0) > OUT_HIGH) {
             /* Nothing of the session's own to say (a DECLINE, the device's
              * ERROR), or its last frame (an ERROR for a protocol violation)
-             * would wait behind more than OUT_HIGH of DATA: what waits is
-             * DATA no one reads, up to a whole image. The kernel sends what
-             * it holds and then the FIN; the log has the reason. */
+             * would wait behind more than OUT_HIGH of DATA, here or in the
+             * kernel's send queue: what waits is DATA no one reads, up to a
+             * whole image (how much of it the kernel took depends on how
+             * far its buffers grew). The kernel sends what it holds and then
+             * the FIN; the log has the reason. */
             return conn_close(c, 1);
         }
         conn_queued(c); /* its last frame goes out, then it closes */
