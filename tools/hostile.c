@@ -460,6 +460,14 @@ int main(int argc, char **argv)
             default:
                 break;
             }
+            if (k != SLOW && k != TLSSLOW && q->out_len) {
+                /* Sent now, not from the loop below: the server's
+                 * deadline for it runs from this connect, and connecting
+                 * the rest (a thousand peers and more) takes seconds on a
+                 * loaded machine. The socket is new: it takes the lot. */
+                ssize_t w = send(q->fd, q->out, q->out_len, MSG_NOSIGNAL);
+                if (w > 0) q->sent = (size_t)w;
+            }
         }
     }
     if (ports) {
