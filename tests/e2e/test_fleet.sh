@@ -18,7 +18,7 @@ PIDS+=("${pids[@]}")
 failed=0
 for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
 [ "$failed" -eq 0 ] || fail "$failed of $N devices failed"
-for i in $(seq 1 "$N"); do check_device "$WORK/d$i" "$WORK/img"; done
+check_devices "$WORK/img" $(seq -f "$WORK/d%g" 1 "$N")
 stop_server
 grep -qE "summary: $N devices: $N updated and confirmed," "$WORK/server.log" ||
   fail "server summary does not count $N updates: $(grep summary "$WORK/server.log")"

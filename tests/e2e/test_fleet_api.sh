@@ -36,7 +36,7 @@ done
 failed=0
 for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
 [ "$failed" -eq 0 ] || fail "$failed of $N devices failed while the API was used"
-for i in $(seq 1 "$N"); do check_device "$WORK/d$i" "$WORK/img"; done
+check_devices "$WORK/img" $(seq -f "$WORK/d%g" 1 "$N")
 grep -qE '^all [0-9]+ checks passed' "$WORK/api.out" || fail "the API checks did not all run"
 [ "$("$TCPOTA" rollout show 1 --json | jq_py 'j["totals"]["updated"]')" = "$N" ] ||
   fail "rollout does not count $N updated"

@@ -27,7 +27,7 @@ PIDS+=("${pids[@]}")
 failed=0
 for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
 [ "$failed" -eq 0 ] || fail "$failed of $N devices failed"
-for i in $(seq 1 "$N"); do check_device "$WORK/d$i" "$WORK/img2"; done
+check_devices "$WORK/img2" $(seq -f "$WORK/d%g" 1 "$N")
 id2=$(sha256sum "$WORK/img2" | cut -d' ' -f1)
 extra=0
 for i in 1 2 3; do

@@ -25,7 +25,7 @@ ok "node B killed mid-rollout"
 failed=0
 for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
 [ "$failed" -eq 0 ] || fail "$failed of $N devices failed"
-for i in $(seq 1 "$N"); do check_device "$WORK/d$i" "$WORK/img"; done
+check_devices "$WORK/img" $(seq -f "$WORK/d%g" 1 "$N")
 worst=0
 for i in $(seq 1 "$N"); do
   r=$(sed -nE 's/.* stats .*refetched=([0-9]+).*/\1/p' "$WORK/k-$i.log" | tail -1)

@@ -62,7 +62,7 @@ ok "PostgreSQL started again"
 failed=0
 for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
 [ "$failed" -eq 0 ] || fail "$failed of $N devices failed"
-for i in $(seq 1 "$N"); do check_device "$WORK/d$i" "$WORK/img"; done
+check_devices "$WORK/img" $(seq -f "$WORK/d%g" 1 "$N")
 
 # Nothing lost: each device's verified step (kept by its node while the
 # database was down) and its confirmed report are in the database.

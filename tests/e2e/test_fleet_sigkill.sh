@@ -33,7 +33,7 @@ LISTEN="127.0.0.1:$SERVER_PORT" start_fleet
 failed=0
 for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
 [ "$failed" -eq 0 ] || fail "$failed of $N devices failed"
-for i in $(seq 1 $N); do check_device "$WORK/d$i" "$WORK/img"; done
+check_devices "$WORK/img" $(seq -f "$WORK/d%g" 1 $N)
 # Every device's state and history, in one request per device but one
 # python run for all.
 for i in $(seq 1 $N); do "$TCPOTA" device show --json "k-$i" || fail "device show k-$i failed"; done |

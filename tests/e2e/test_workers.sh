@@ -56,7 +56,7 @@ run_devices() {
     pids+=($!)
   done
   for i in "${pids[@]}"; do wait "$i" || fail "a device failed (see dev*.log)"; done
-  for i in $(seq "$1" "$2"); do check_device "$WORK/d$i" "$img"; done
+  check_devices "$img" $(seq -f "$WORK/d%g" "$1" "$2")
 }
 
 start_server "$WORK/img" 2.0.0 --workers 3 --no-progress

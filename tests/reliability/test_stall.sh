@@ -77,7 +77,7 @@ kill -STOP "$SERVER_PID"
 sleep 4.5
 kill -CONT "$SERVER_PID"
 for p in "${pids[@]}"; do wait "$p" || fail "a device failed after the server's stop"; done
-for i in $(seq 1 $N); do check_device "$WORK/d$i" "$WORK/img1m"; done
+check_devices "$WORK/img1m" $(seq -f "$WORK/d%g" 1 $N)
 idle=$(grep -c 'idle for' "$WORK/server.log" || true)
 [ "$idle" -eq 0 ] || fail "$idle devices closed as idle after the server was stopped 4.5 s (idle timeout 3 s): $(grep -m1 'idle for' "$WORK/server.log")"
 stop_server
