@@ -5,6 +5,9 @@ BUILD_ASAN ?= build-asan
 BUILD_FUZZ ?= build-fuzz
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 15
+# Tests at once: four on two cores, as most wait rather than compute
+# (tests/CMakeLists.txt says which start first and which count double).
+TEST_JOBS  ?= 4
 # `make install`: PREFIX/bin/tcpota (+ tcpota-proxy, tcpota-legacy-client), the
 # systemd unit and its config file (service/, docs/operations.md);
 # DESTDIR, if set, is put before PREFIX (for packaging).
@@ -73,10 +76,10 @@ build-asan: $(BUILD_ASAN)/CMakeCache.txt
 # ASan+UBSan, a fuzz smoke run of every target, and the core's checks.
 test: deps
 	$(MAKE) build
-	cd $(BUILD) && ctest --output-on-failure -j2
+	cd $(BUILD) && ctest --output-on-failure -j$(TEST_JOBS)
 	$(MAKE) build-asan
 	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j2
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j$(TEST_JOBS)
 	$(MAKE) fuzz-smoke
 	$(MAKE) core-check
 
