@@ -16,12 +16,13 @@ int cmd_device_status(int argc, char **argv);
 
 /* The fleet commands, clients of a fleet server's control API (docs/api.md):
  * `tcpota image ...` (cmd_image.c), `tcpota rollout ...` (cmd_rollout.c),
- * `tcpota device list|show|set|secret ...` (cmd_fleet_device.c). Each
- * returns the exit code: 0 done, 1 the server refused or is unreachable, 2
+ * `tcpota device list|show|set|secret ...` (cmd_fleet_device.c),
+ * `tcpota summary` (cmd_summary.c). Each returns the exit code: 0 done, 1 the server refused or is unreachable, 2
  * usage. */
 int cmd_image(int argc, char **argv);
 int cmd_rollout(int argc, char **argv);
 int cmd_fleet_device(int argc, char **argv);
+int cmd_summary(int argc, char **argv);
 /* 1 when `tcpota device WORD ...` is a fleet command (list, show, set,
  * secret) rather than the host device simulator. */
 int cli_is_fleet_device(const char *word);

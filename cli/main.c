@@ -27,6 +27,7 @@ static void usage(FILE *f)
             "  tcpota rollout list | show ID | pause ID | resume ID | cancel ID | open-wave ID\n"
             "  tcpota device list [--model M] [--state S] [--group G] [--limit N] [--after ID]\n"
             "  tcpota device show ID | set ID --group G | secret ID [--out FILE]\n"
+            "  tcpota summary       devices by state and version, failures, refused devices\n"
             "  common: --api URL, --token-file F or --data DIR (else TCPOTA_TOKEN), --json\n"
             "\n"
             "`tcpota COMMAND --help` (or `tcpota help COMMAND`) lists every option of a command.\n",
@@ -42,6 +43,7 @@ static const struct {
     {"device", "tcpota device", cmd_device},
     {"image", "tcpota image", cmd_image},
     {"rollout", "tcpota rollout", cmd_rollout},
+    {"summary", "tcpota summary", cmd_summary},
     {"keygen", "tcpota keygen", cmd_keygen},
     {"sign", "tcpota sign", cmd_sign},
     {"verify", "tcpota verify", cmd_verify},

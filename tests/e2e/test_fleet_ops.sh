@@ -261,6 +261,39 @@ assert d[1]["last"] <= d[0]["last"] <= time.time() + 1, d
 PY
 ok "the summary counts devices refused for authentication (HELLO without AUTH, a wrong secret, an HTTP download), by id"
 
+# `tcpota summary` prints the same answer as tables: every count of the JSON
+# (nothing happens on the server meanwhile), the refused ids latest first.
+"$TCPOTA" summary > "$WORK/sum.txt" 2>&1 || fail "tcpota summary failed: $(cat "$WORK/sum.txt")"
+"$TCPOTA" summary --json > "$WORK/sum2.json" || fail "tcpota summary --json failed"
+python3 - "$WORK/sum.txt" "$WORK/sum2.json" <<'PY' || fail "tcpota summary: $(cat "$WORK/sum.txt")"
+import json, re, sys
+text, j = open(sys.argv[1]).read(), json.load(open(sys.argv[2]))
+lines = text.splitlines()
+def rows(title):
+    i = next(k for k, l in enumerate(lines) if l.startswith(title))
+    out = []
+    for l in lines[i + 2:]:
+        if not l.strip():
+            break
+        out.append(l.split())
+    return out
+assert j["states"] and j["versions"], j
+assert sorted(rows("devices by model and state:")) == sorted(
+    [r["model"], r["state"], str(r["count"])] for r in j["states"]), text
+assert sorted(rows("devices by model and running version:")) == sorted(
+    [r["model"], r["version"], str(r["count"])] for r in j["versions"]), text
+a = j["auth_refused"]
+c = a["counts"]
+want = "authentication refused since .* UTC: %d \\(no-proof %d, wrong-secret %d, unknown-id %d, not-checked %d\\)$" % (
+    a["total"], c["no-proof"], c["wrong-secret"], c["unknown-id"], c["not-checked"])
+assert any(re.match(want, l) for l in lines), (want, text)
+refused = rows("authentication refused since")
+assert [r[0] for r in refused] == ["p-2", "p-1"], refused
+assert refused[0][1] == "no-proof" and refused[0][2] == "127.0.0.1", refused
+assert "tcpota device secret ID --out FILE" in text, text
+PY
+ok "tcpota summary shows the summary's counts and the refused ids"
+
 # The server's log keeps a line for every change made through the API, and
 # from where (an operator reading it after an incident needs who did what).
 client='\(API client 127\.0\.0\.1:[0-9]+\)$'
