@@ -229,7 +229,8 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
         }
         if ((size_t)len < TCPOTA_SECRET_MIN) {
             fprintf(stderr, "tcpota device: %s: the secret in %s has %d bytes; at least %u are "
-                            "needed (make one with tcpota keygen --device-secret)\n",
+                            "needed: from a fleet server, tcpota device secret ID --out FILE; "
+                            "for a server's --auth-file, tcpota keygen --device-secret\n",
                     name, v, len, TCPOTA_SECRET_MIN);
             return 2;
         }
