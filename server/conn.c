@@ -706,6 +706,9 @@ static int detect(struct conn *c, const uint8_t *buf, size_t n)
     }
     if (k == TCPOTA_KIND_LEGACY && (refusal = legacy_refusal(c->srv->o, c->srv->o->manifest != NULL)) != NULL) {
         c->srv->stats.refused++;
+        if (legacy_auth_refused(c->srv->o)) { /* no id: counted, not listed */
+            server_auth_refused(c->srv, AUTH_REFUSED_NO_PROOF, NULL, c->addr);
+        }
         clog_(c, 1, "legacy (req0/req1) device refused: %s", refusal);
         (void)conn_close(c, 1);
         return -1;

@@ -8,9 +8,14 @@
 #include <event2/buffer.h>
 #include <string.h>
 
+int legacy_auth_refused(const struct tcpota_serve_opts *o)
+{
+    return o->require_auth && !o->allow_unauth_legacy;
+}
+
 const char *legacy_refusal(const struct tcpota_serve_opts *o, int is_signed)
 {
-    if (o->require_auth && !o->allow_unauth_legacy) {
+    if (legacy_auth_refused(o)) {
         return "--require-auth is on and legacy devices cannot authenticate "
                "(--allow-unauthenticated-legacy serves them anyway: then anyone who can "
                "connect gets the image)";

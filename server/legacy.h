@@ -16,6 +16,10 @@ struct tcpota_serve_opts;
  * image). The reason names the option that would serve them and what it
  * risks. */
 const char *legacy_refusal(const struct tcpota_serve_opts *o, int is_signed);
+/* 1 when legacy devices are refused because they cannot authenticate
+ * (--require-auth without --allow-unauthenticated-legacy): the first of
+ * legacy_refusal's reasons, and one the fleet summary counts. */
+int legacy_auth_refused(const struct tcpota_serve_opts *o);
 
 /* Feeds bytes a legacy device sent and queues the packages it asked for.
  * Returns 0, or -1 when c was closed and freed. */

@@ -61,8 +61,24 @@ rc=0
 [ $rc -ne 0 ] || fail "a legacy device got a signed image without --allow-legacy"
 grep -q 'nothing to send: the image is signed and legacy devices cannot check it (--allow-legacy' \
   "$WORK/server.log" || fail "no reason logged: $(grep 'legacy device' "$WORK/server.log" | tail -2)"
+[ "$("$TCPOTA" summary --json | jq_py 'j["auth_refused"]["total"]')" = 0 ] ||
+  fail "a legacy device refused a signed image counts as refused for authentication"
 stop_fleet
 ok "a signed legacy rollout: nothing sent without --allow-legacy, and the log says why (also --quiet)"
+
+# Under --require-auth a legacy device cannot authenticate: refused, and
+# counted as such in the summary (no id to list; the log has its address).
+start_fleet --require-auth
+rc=0
+"$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out "$WORK/auth.got" --timeout 5 > "$WORK/auth.log" 2>&1 || rc=$?
+[ $rc -ne 0 ] || fail "a legacy device was served by a fleet server with --require-auth"
+grep -q 'legacy (req0/req1) device refused: --require-auth' "$WORK/server.log" ||
+  fail "no refusal logged: $(tail -2 "$WORK/server.log")"
+"$TCPOTA" summary --json > "$WORK/auth.json" || fail "tcpota summary --json failed"
+[ "$(jq_py 'j["auth_refused"]["counts"]["no-proof"], len(j["auth_refused"]["devices"])' < "$WORK/auth.json")" = "(1, 0)" ] ||
+  fail "the summary does not count the legacy device refused for authentication: $(cat "$WORK/auth.json")"
+stop_fleet
+ok "--require-auth: a legacy device is refused and counted among the refused authentications"
 
 start_fleet --allow-legacy
 "$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out "$WORK/signed.got" > "$WORK/signed.log" 2>&1 ||
