@@ -196,7 +196,6 @@ static void on_auth(struct conn *c, const uint8_t *mac)
     }
     if (auth_judge(&srv->auth, tcpota_srv_device_id(&c->s), c->addr, c->nonce,
                    srv->tls ? binding : NULL, mac, now_s(), &r) != AUTH_OK) {
-        srv->stats.auth_failed++;
         server_auth_refused(srv, auth_refusal_of(r.verdict), tcpota_srv_device_id(&c->s), c->addr);
         log_refusal(c, &r);
         /* A wait is BUSY: a device with the right secret, held back by

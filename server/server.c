@@ -128,7 +128,8 @@ static void print_summary(const struct server *srv)
 {
     unsigned counts[DEV_OUTCOMES], i;
     char line[1024], tls[128] = "", http[160] = "";
-    size_t n;
+    uint64_t auth_refused = 0;
+    size_t n, k;
 
     devices_count(&srv->devices, counts);
     n = (size_t)snprintf(line, sizeof(line), "summary: %zu device%s", srv->devices.count,
@@ -151,12 +152,18 @@ static void print_summary(const struct server *srv)
                        "(the device back on its old version)", srv->stats.http_whole,
                        srv->stats.http_failed);
     }
+    for (k = 0; k < AUTH_REFUSAL_KINDS; k++) {
+        auth_refused += srv->auth_refused.n[k];
+    }
+    /* Refused for authentication: every kind the fleet summary counts (a
+     * wrong secret, no proof, an unknown id, not checked), so that the log
+     * and `tcpota summary` say the same number. */
     say_always(srv->o, LOG_LV_INFO,
                "%s; %u legacy device%s served%s; %u connection%s, %u ended by an error, "
-               "%u failed authentication%s, %u refused; %.1f MB sent in %.1f s%s",
+               "%llu refused for authentication, %u refused; %.1f MB sent in %.1f s%s",
                line, srv->stats.legacy_done, text_s(srv->stats.legacy_done), http,
                srv->stats.connections, text_s(srv->stats.connections), srv->stats.failed,
-               srv->stats.auth_failed, text_s(srv->stats.auth_failed), srv->stats.refused,
+               (unsigned long long)auth_refused, srv->stats.refused,
                (double)srv->stats.bytes_sent / 1e6, now_s() - srv->started, tls);
 }
 

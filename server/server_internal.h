@@ -137,7 +137,7 @@ struct server {
     uint64_t next_id;
     uint64_t sweeps; /* the once-a-second sweeps so far (server.c) */
     struct {
-        unsigned connections, failed, refused, legacy_done, auth_failed; /* failed: connections ended by an error */
+        unsigned connections, failed, refused, legacy_done; /* failed: connections ended by an error */
         unsigned http_whole, http_failed; /* fleet mode's HTTP downloads (http_ota*.c) */
         unsigned tls_full, tls_resumed; /* TLS handshakes finished, full or resumed */
         unsigned tls_kernel;            /* ... of which the kernel encrypts the sends */

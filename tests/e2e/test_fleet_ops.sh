@@ -359,7 +359,12 @@ grep -q "removed what this failed start created in --data $WORK/empty (it was em
   fail "no word of the removal in an existing empty --data: $(cat "$WORK/emptydir.log")"
 "$TCPOTA" image list > /dev/null || fail "the first server does not answer after the second one failed"
 [ "$(cat "$DATA/tcpota.lock")" = "$SERVER_PID" ] || fail "the second server emptied the first one's lock file: '$(cat "$DATA/tcpota.lock")'"
+refused=$("$TCPOTA" summary --json | jq_py 'j["auth_refused"]["total"]')
 stop_fleet
+# The log's summary counts the refusals the fleet summary counts (before:
+# only wrong answers, so the two disagreed).
+grep -qE "summary: .*, $refused refused for authentication," "$WORK/server.log" ||
+  fail "the log's summary does not say $refused refused for authentication: $(grep 'summary:' "$WORK/server.log" | tail -1)"
 [ ! -s "$DATA/tcpota.lock" ] || fail "DIR/tcpota.lock still names pid $(cat "$DATA/tcpota.lock") after a clean stop"
 ok "a second server on the same --data fails with exit 1 naming the first one's pid; the pid goes with the server; a failed start removes the --data it created, or what it created in an existing empty one"
 
