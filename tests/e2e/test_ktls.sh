@@ -81,8 +81,10 @@ done
 # legacy request: kernel TLS cannot answer the update, so the server ends
 # the connection rather than sending on under the old key.
 # (s_client takes a command from the start of what one read of its input
-# gives: the request follows a second later.)
-(printf 'K\n'; sleep 1; printf 'req0\n\n'; sleep 2) |
+# gives: K goes once the handshake is done - in an emulated guest on a
+# loaded machine that takes seconds - and the request a second later.)
+(for i in \$(seq 200); do grep -q 'Verify return code' ku.out 2>/dev/null && break; sleep 0.1; done
+ printf 'K\n'; sleep 1; printf 'req0\n\n'; sleep 2) |
   timeout 20 ./openssl s_client -connect 127.0.0.1:\$port -crlf -tls1_3 -CAfile srv.pem > ku.out 2>&1
 kill -TERM \$srv; wait \$srv
 echo "GUEST server rc=\$?"
