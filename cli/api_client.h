@@ -5,7 +5,8 @@
  * answer (jansson) and the messages for everything that can go wrong.
  *
  * The commands themselves: cmd_image.c (`tcpota image`), cmd_rollout.c
- * (`tcpota rollout`), cmd_fleet_device.c (`tcpota device list|show|set|secret`).
+ * (`tcpota rollout`), cmd_fleet_device.c (`tcpota device list|show|set|secret`),
+ * cmd_summary.c (`tcpota summary`).
  */
 #ifndef TCPOTA_CLI_API_CLIENT_H
 #define TCPOTA_CLI_API_CLIENT_H
@@ -32,7 +33,7 @@ struct api_opt {
 enum api_method { API_GET, API_POST, API_PATCH, API_DELETE };
 
 struct api {
-    const char *cmd; /* "image", "rollout", "device": starts every message */
+    const char *cmd; /* "image", "rollout", "device", "summary": starts every message */
     const char *help_cmd; /* for "try 'tcpota HELP_CMD --help'" (NULL: cmd) */
     /* the common options, as given */
     const char *opt_api, *opt_token_file, *opt_data, *opt_timeout, *opt_json;
@@ -62,7 +63,7 @@ int api_parse(struct api *a, const struct api_opt *opts, int argc, char **argv, 
  * returns 2 (the usage exit code). */
 int api_usage(const struct api *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prints the options every fleet command takes (image, rollout, device
- * list|show|set|secret) and the exit codes, the end of each one's --help.
+ * list|show|set|secret, summary) and the exit codes, the end of each one's --help.
  * upload: the command uploads (its own longer timeout is named). */
 void api_usage_common(FILE *f, int upload);
 /* Parses a whole non-negative number for option `name` (no range check:

@@ -17,8 +17,8 @@ static void usage(FILE *f)
             "The fleet at a glance, from a fleet server (tcpota serve --data DIR) through its\n"
             "control API: devices by model and state, by model and running version, the\n"
             "failures of the last hour, the failed devices of each rollout, and the devices\n"
-            "the server refused for authentication since it started. The server counts\n"
-            "at most once per 2 s: an answer may be up to 2 s old.\n"
+            "the server refused for authentication since it started. The server counts the\n"
+            "registry at most once per 2 s: its counts may be up to 2 s old.\n"
             "\n");
     api_usage_common(f, 0);
 }
@@ -109,8 +109,13 @@ static void auth_refused(const json_t *ans)
         table_cell(t, "%lld", api_int(d, "count"));
         table_cell(t, "%s", table_time(api_int(d, "last"), when, sizeof(when)));
     }
-    section(title, t, "no device refused");
-    if (api_int(a, "total") > 0) {
+    if (api_int(a, "total") > 0 && table_rows(t) == 0) {
+        section(title, t, "no id to list: legacy req0/req1 devices refused under --require-auth "
+                          "(the server's log has their addresses)");
+    } else {
+        section(title, t, "no device refused");
+    }
+    if (json_array_size(json_object_get(a, "devices")) > 0) {
         printf("\ngive a refused device its secret: tcpota device secret ID --out FILE, then\n"
                "tcpota device --secret FILE (or the ESP-IDF component's NVS key)\n");
     }

@@ -229,8 +229,9 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
         }
         if ((size_t)len < TCPOTA_SECRET_MIN) {
             fprintf(stderr, "tcpota device: %s: the secret in %s has %d bytes; at least %u are "
-                            "needed: from a fleet server, tcpota device secret ID --out FILE; "
-                            "for a server's --auth-file, tcpota keygen --device-secret\n",
+                            "needed: get a fleet device's secret with tcpota device secret ID "
+                            "--out FILE, or make one for tcpota serve --auth-file with tcpota "
+                            "keygen --device-secret\n",
                     name, v, len, TCPOTA_SECRET_MIN);
             return 2;
         }

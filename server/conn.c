@@ -605,16 +605,16 @@ int conn_pump(struct conn *c)
         if (c->closing) {
             return 0; /* already closing: the write callback frees it */
         }
-        long unacked = sock_unacked(c->fd);
-
-        if (n == 0 || ahead + (unacked > 0 ? (size_t)unacked : 0) > OUT_HIGH) {
+        if (n == 0 || ahead > OUT_HIGH ||
+            (c->bytes_sent && ahead + (size_t)sock_unsent(c->fd) > OUT_HIGH)) {
             /* Nothing of the session's own to say (a DECLINE, the device's
              * ERROR), or its last frame (an ERROR for a protocol violation)
-             * would wait behind more than OUT_HIGH of DATA, here or in the
-             * kernel's send queue: what waits is DATA no one reads, up to a
-             * whole image (how much of it the kernel took depends on how
-             * far its buffers grew). The kernel sends what it holds and then
-             * the FIN; the log has the reason. */
+             * would wait behind more than OUT_HIGH of DATA, here or not yet
+             * sent by the kernel (asked only when DATA went out): what
+             * waits is DATA no one reads, up to a whole image (how much of
+             * it the kernel took depends on how far its buffers grew). The
+             * kernel sends what it holds and then the FIN; the log has the
+             * reason. */
             return conn_close(c, 1);
         }
         conn_queued(c); /* its last frame goes out, then it closes */

@@ -160,10 +160,11 @@ static void print_summary(const struct server *srv)
      * and `tcpota summary` say the same number. */
     say_always(srv->o, LOG_LV_INFO,
                "%s; %u legacy device%s served%s; %u connection%s, %u ended by an error, "
-               "%llu refused for authentication, %u refused; %.1f MB sent in %.1f s%s",
+               "%u refused (limits, legacy devices); authentication refused %llu time%s; "
+               "%.1f MB sent in %.1f s%s",
                line, srv->stats.legacy_done, text_s(srv->stats.legacy_done), http,
                srv->stats.connections, text_s(srv->stats.connections), srv->stats.failed,
-               (unsigned long long)auth_refused, srv->stats.refused,
+               srv->stats.refused, (unsigned long long)auth_refused, text_s(auth_refused),
                (double)srv->stats.bytes_sent / 1e6, now_s() - srv->started, tls);
 }
 

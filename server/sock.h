@@ -28,6 +28,22 @@ static inline long sock_unacked(int fd)
 #endif
 }
 
+/* Bytes written to fd that the kernel has not sent yet (Linux:
+ * SIOCOUTQNSD): what waits for the peer's window, unlike bytes in flight
+ * to a peer that reads. 0 elsewhere or when the socket cannot tell. */
+static inline long sock_unsent(int fd)
+{
+#ifdef SIOCOUTQNSD
+    int n;
+
+    if (fd < 0 || ioctl(fd, SIOCOUTQNSD, &n) != 0 || n < 0) return 0;
+    return n;
+#else
+    (void)fd;
+    return 0;
+#endif
+}
+
 /* The next close() of fd resets the connection (RST) instead of sending
  * what is still queued: for a transfer stopped on purpose, whose queued
  * bytes must not reach the peer. */

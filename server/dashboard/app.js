@@ -228,11 +228,13 @@ const overview = {
         s.failures.map((f) => h('tr', {}, h('td', {}, state(f.state)), h('td', {}, f.reason), num(f.count))), 2)
         : h('p', { class: 'muted' }, 'none'),
       h('h2', {}, 'Refused authentication' + (auth ? ' since ' + when(auth.since) : '')),
-      auth && auth.devices.length ? h('div', { id: 'auth-refused' },
+      auth && auth.total ? h('div', { id: 'auth-refused' },
         h('p', { class: 'muted' }, Object.entries(auth.counts).map(([k, n]) => `${k}: ${n}`).join(', ')),
-        table(['device', 'last reason', 'address', 'last', 'refusals'], auth.devices.map((d) => h('tr', {},
-          h('td', {}, d.id), h('td', {}, d.reason), h('td', {}, d.address), h('td', {}, when(d.last)),
-          num(d.count))), 4))
+        auth.devices.length ? table(['device', 'last reason', 'address', 'last', 'refusals'],
+          auth.devices.map((d) => h('tr', {},
+            h('td', {}, d.id), h('td', {}, d.reason), h('td', {}, d.address), h('td', {}, when(d.last)),
+            num(d.count))), 4)
+          : h('p', { class: 'muted' }, 'no id to list: legacy req0/req1 devices refused under --require-auth (the server log has their addresses)'))
         : h('p', { class: 'muted' }, 'none'));
   },
 };

@@ -55,7 +55,7 @@ expect 2 "^tcpota device: cannot load CA file img: it holds no PEM certificate \
 ! grep -q "no certificate or crl found" err$((N - 2)).log err$((N - 1)).log err$N.log || fail "OpenSSL's reason instead of what --ca holds"
 ok "a --ca holding a key, nothing, or no PEM certificate is said to"
 echo "tcpota-secret v1 00112233" > short.secret; chmod 600 short.secret
-expect 2 "the secret in short.secret has 4 bytes; at least 16 are needed: from a fleet server, tcpota device secret ID --out FILE; for a server's --auth-file, tcpota keygen --device-secret" \
+expect 2 "the secret in short.secret has 4 bytes; at least 16 are needed: get a fleet device's secret with tcpota device secret ID --out FILE, or make one for tcpota serve --auth-file with tcpota keygen --device-secret" \
   $T device --server 127.0.0.1:1 --flash devdir --id d --secret short.secret --max-attempts 1
 # At most 8 --trust keys (MAX_TRUST): a ninth is refused, never stored past
 # the list.

@@ -77,6 +77,11 @@ grep -q 'legacy (req0/req1) device refused: --require-auth' "$WORK/server.log" |
 "$TCPOTA" summary --json > "$WORK/auth.json" || fail "tcpota summary --json failed"
 [ "$(jq_py 'j["auth_refused"]["counts"]["no-proof"], len(j["auth_refused"]["devices"])' < "$WORK/auth.json")" = "(1, 0)" ] ||
   fail "the summary does not count the legacy device refused for authentication: $(cat "$WORK/auth.json")"
+"$TCPOTA" summary > "$WORK/auth.txt" || fail "tcpota summary failed"
+grep -q '^authentication refused since .*: 1 (no-proof 1,' "$WORK/auth.txt" &&
+  grep -q '^no id to list: legacy req0/req1 devices refused under --require-auth' "$WORK/auth.txt" &&
+  ! grep -q 'tcpota device secret ID' "$WORK/auth.txt" ||
+  fail "tcpota summary on a refused legacy device: $(cat "$WORK/auth.txt")"
 stop_fleet
 ok "--require-auth: a legacy device is refused and counted among the refused authentications"
 

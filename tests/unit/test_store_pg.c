@@ -1082,7 +1082,9 @@ static void test_deadlock_runs_again(void **state)
     ss_checkin_free(f, ids[0]);
     ss_checkin_free(f, ids[1]);
     holder = connect_or_fail(f->db);
-    PQclear(PQexec(holder, "SET deadlock_timeout = '10min'"));
+    res = PQexec(holder, "SET deadlock_timeout = '10min'"); /* superuser: with_pg.sh's role */
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
     res = PQexec(holder, "BEGIN; SELECT 1 FROM devices WHERE id = 'dl-2' FOR UPDATE");
     assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
     PQclear(res);
