@@ -653,5 +653,38 @@ run 1 $T rollout show 1 $API
 has err.log "answered 200 with an empty JSON object, which tcpota serve never sends; is it the --api address of tcpota serve"
 ok "connection refused, a timeout, a non-JSON answer and an empty object exit 1 with a clear message"
 
+# tcpota summary: GET /v1/summary as tables; every section from the JSON,
+# a rollout's wave 0 printed as wave 1 (as rollout show numbers them), the
+# server's text cleaned, refusals without an id said so.
+SUMMARY='{"now": 1796139325, "since": 1796135725,
+ "states": [{"model": "esp32", "state": "updated", "count": 7}, {"model": "esp32", "state": "rolled-back", "count": 2}],
+ "versions": [{"model": "esp32", "version": "2.0.0", "count": 7}, {"model": "esp32", "version": null, "count": 2}],
+ "failures": [{"state": "rolled-back", "reason": "health\u001b[2J check", "count": 2}],
+ "rollout_failures": [{"rollout": 4, "wave": 0, "state": "rolled-back", "reason": "health check failed", "count": 2}],
+ "auth_refused": {"since": 1796131200, "total": 5, "counts": {"no-proof": 1, "wrong-secret": 3, "unknown-id": 0, "not-checked": 1},
+   "devices": [{"id": "dev-7", "reason": "wrong-secret", "address": "10.0.0.9", "count": 3, "last": 1796139310}]}}'
+route GET /v1/summary 200 "$(printf '%s' "$SUMMARY" | tr -d '\n')"
+run 0 $T summary $API
+[ "$(req method) $(req path)" = "GET /v1/summary" ] || fail "summary sent $(req method) $(req path)"
+has out.log '^esp32 +updated +7$'
+has out.log '^esp32 +rolled-back +2$'
+has out.log '^esp32 +2\.0\.0 +7$'
+has out.log '^esp32 +- +2$'
+has out.log '^rolled-back +health\?\[2J check +2$'
+has out.log '^ +4 +1 +rolled-back +health check failed +2$'
+has out.log '^authentication refused since 2026-12-01 13:20:00 UTC: 5 \(no-proof 1, wrong-secret 3, unknown-id 0, not-checked 1\)$'
+has out.log '^dev-7 +wrong-secret +10\.0\.0\.9 +3 +2026-12-01 15:35:10$'
+has out.log '^give a refused device its secret: tcpota device secret ID --out FILE'
+run 0 $T summary $API --json
+has out.log '^\{"now": 1796139325, "since": 1796135725, +"states"'
+route GET /v1/summary 200 '{"now": 1, "since": 1, "states": [], "versions": [], "failures": [], "rollout_failures": [], "auth_refused": {"since": 1, "total": 2, "counts": {"no-proof": 2, "wrong-secret": 0, "unknown-id": 0, "not-checked": 0}, "devices": []}}'
+run 0 $T summary $API
+has out.log '^no devices yet \(a device appears at its first check-in\)$'
+has out.log '^no id to list: legacy req0/req1 devices refused under --require-auth'
+! grep -q 'tcpota device secret ID' out.log || fail "summary names device secrets for refusals without an id: $(cat out.log)"
+run 2 $T summary extra $API
+has err.log "^tcpota summary: unexpected argument 'extra'"
+ok "tcpota summary prints every section of GET /v1/summary, cleaned, and refuses arguments"
+
 kill -TERM "$MOCK_PID" 2>/dev/null || true
 wait "$MOCK_PID" 2>/dev/null || true
