@@ -407,11 +407,26 @@ void auth_refusal_note(struct auth_refusals *t, enum auth_refusal k, const char 
         e = stalest;
         memset(e, 0, sizeof(*e));
         snprintf(e->id, sizeof(e->id), "%s", id);
+        e->kind = (uint8_t)k;
     }
     snprintf(e->addr, sizeof(e->addr), "%s", addr ? addr : "");
-    e->kind = (uint8_t)k;
+    if (k != AUTH_REFUSED_NOT_CHECKED) {
+        e->kind = (uint8_t)k; /* a wait keeps the failure that caused it */
+    }
     e->count++;
     e->last = when;
+}
+
+void auth_refusal_forget(struct auth_refusals *t, const char *id)
+{
+    size_t i;
+
+    if (!id || !*id) return;
+    for (i = 0; i < AUTH_REFUSED_IDS; i++) {
+        if (strcmp(t->ids[i].id, id) == 0) {
+            memset(&t->ids[i], 0, sizeof(t->ids[i]));
+        }
+    }
 }
 
 enum auth_refusal auth_refusal_of(enum auth_verdict v)

@@ -140,7 +140,9 @@ enum auth_refusal {
 struct auth_refused_id {
     char id[TCPOTA_MAX_STR + 1]; /* "": a free slot */
     char addr[AUTH_ADDR_LEN];    /* where its last refusal came from */
-    uint8_t kind;                /* its last refusal's enum auth_refusal */
+    uint8_t kind;                /* its last refusal's enum auth_refusal, a
+                                  * not-checked one aside: the failure that
+                                  * made it wait says more */
     unsigned count;              /* its refusals since it entered the list */
     int64_t last;                /* its last refusal (wall-clock seconds) */
 };
@@ -160,6 +162,9 @@ struct auth_refusals {
  * counted) from addr at `when` (wall-clock seconds). */
 void auth_refusal_note(struct auth_refusals *t, enum auth_refusal k, const char *id,
                        const char *addr, int64_t when);
+/* Takes id off the list once it has authenticated: nothing is left to
+ * fix for it (its refusals stay in the counts by kind). */
+void auth_refusal_forget(struct auth_refusals *t, const char *id);
 /* The refusal a verdict other than AUTH_OK is. */
 enum auth_refusal auth_refusal_of(enum auth_verdict v);
 /* Its name in the summary: "no-proof", "wrong-secret", "unknown-id", "not-checked". */

@@ -650,7 +650,9 @@ static int v1_input(struct conn *c, const uint8_t *p, size_t n)
         struct tcpota_srv_event ev;
         int used = tcpota_srv_input(&c->s, p, n, &ev);
         if (used < 0) {
-            c->srv->stats.failed++;
+            if (used != TCPOTA_ERR_DENIED) {
+                c->srv->stats.failed++; /* a refusal for authentication is counted there */
+            }
             if (!c->dev[0]) {
                 /* A HELLO refused (its device id is known all the same). */
                 (void)text_copy(c->dev, sizeof(c->dev), tcpota_srv_device_id(&c->s));
@@ -705,9 +707,10 @@ static int detect(struct conn *c, const uint8_t *buf, size_t n)
         return 0;
     }
     if (k == TCPOTA_KIND_LEGACY && (refusal = legacy_refusal(c->srv->o, c->srv->o->manifest != NULL)) != NULL) {
-        c->srv->stats.refused++;
         if (legacy_auth_refused(c->srv->o)) { /* no id: counted, not listed */
             server_auth_refused(c->srv, AUTH_REFUSED_NO_PROOF, NULL, c->addr);
+        } else {
+            c->srv->stats.refused++; /* each connection counted once (print_summary) */
         }
         clog_(c, 1, "legacy (req0/req1) device refused: %s", refusal);
         (void)conn_close(c, 1);

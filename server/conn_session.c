@@ -205,6 +205,7 @@ static void on_auth(struct conn *c, const uint8_t *mac)
                               r.wait_s);
         return;
     }
+    auth_refusal_forget(&srv->auth_refused, tcpota_srv_device_id(&c->s));
     conn_admitted(c);
     if (tcpota_srv_authorize(&c->s, 1, &offered, &start) == 0) {
         c->stream_from = start;

@@ -157,10 +157,11 @@ static void print_summary(const struct server *srv)
     }
     /* Refused for authentication: every kind the fleet summary counts (a
      * wrong secret, no proof, an unknown id, not checked), so that the log
-     * and `tcpota summary` say the same number. */
+     * and `tcpota summary` say the same number. Each connection counts in
+     * one of "ended by an error", "refused" and this. */
     say_always(srv->o, LOG_LV_INFO,
                "%s; %u legacy device%s served%s; %u connection%s, %u ended by an error, "
-               "%u refused (limits, legacy devices); authentication refused %llu time%s; "
+               "%u refused (limits; legacy devices, a signed image); authentication refused %llu time%s; "
                "%.1f MB sent in %.1f s%s",
                line, srv->stats.legacy_done, text_s(srv->stats.legacy_done), http,
                srv->stats.connections, text_s(srv->stats.connections), srv->stats.failed,

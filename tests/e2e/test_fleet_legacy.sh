@@ -82,8 +82,16 @@ grep -q '^authentication refused since .*: 1 (no-proof 1,' "$WORK/auth.txt" &&
   grep -q '^no id to list: legacy req0/req1 devices refused under --require-auth' "$WORK/auth.txt" &&
   ! grep -q 'tcpota device secret ID' "$WORK/auth.txt" ||
   fail "tcpota summary on a refused legacy device: $(cat "$WORK/auth.txt")"
+# A v1 device without a secret too; the log's last line counts each of the
+# two connections once: refused for authentication, neither "ended by an
+# error" nor "refused" besides (before: each counted twice).
+rc=0
+run_device nosecret legacy "$WORK/nosecret" --max-attempts 1 || rc=$?
+[ $rc -ne 0 ] || fail "a device without a secret was served under --require-auth"
 stop_fleet
-ok "--require-auth: a legacy device is refused and counted among the refused authentications"
+grep -qE 'summary: .*; 2 connections, 0 ended by an error, 0 refused \(.*\); authentication refused 2 times;' "$WORK/server.log" ||
+  fail "the log's summary counts a refusal twice: $(grep 'summary:' "$WORK/server.log" | tail -1)"
+ok "--require-auth: a legacy device is refused and counted among the refused authentications, once"
 
 start_fleet --allow-legacy
 "$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out "$WORK/signed.got" > "$WORK/signed.log" 2>&1 ||

@@ -528,7 +528,8 @@ static void test_secrets_malformed_refused(void **state)
 }
 
 /* The summary's refusals: counted by kind; each id listed once with its
- * count and its last refusal; a full list gives up its stalest id. */
+ * count and its last refusal (a wait aside), until it authenticates; a
+ * full list gives up its stalest id. */
 static void test_refusals_tally(void **state)
 {
     static struct auth_refusals t;
@@ -564,6 +565,24 @@ static void test_refusals_tally(void **state)
     auth_refusal_note(&t, AUTH_REFUSED_UNKNOWN, "newer", "10.0.0.9", 901);
     assert_string_equal(t.ids[1].id, "newer"); /* x-1, at 201, was the stalest */
     assert_int_equal(t.n[AUTH_REFUSED_UNKNOWN], AUTH_REFUSED_IDS + 1);
+    /* A wait after its failure: counted, the failure stays its reason. */
+    auth_refusal_note(&t, AUTH_REFUSED_NOT_CHECKED, "new", "10.0.0.8", 950);
+    assert_int_equal(t.ids[0].kind, AUTH_REFUSED_UNKNOWN);
+    assert_int_equal(t.ids[0].count, 2);
+    assert_int_equal(t.ids[0].last, 950);
+    assert_string_equal(t.ids[0].addr, "10.0.0.8");
+    assert_int_equal(t.n[AUTH_REFUSED_NOT_CHECKED], 2);
+    /* Once it has authenticated it leaves the list; the counts stay. */
+    auth_refusal_forget(&t, "never-refused");
+    assert_string_equal(t.ids[0].id, "new");
+    auth_refusal_forget(&t, "new");
+    assert_string_equal(t.ids[0].id, "");
+    assert_string_equal(t.ids[1].id, "newer");
+    assert_int_equal(t.n[AUTH_REFUSED_UNKNOWN], AUTH_REFUSED_IDS + 1);
+    /* A new id whose first refusal is a wait: that is its reason. */
+    auth_refusal_note(&t, AUTH_REFUSED_NOT_CHECKED, "late", "10.0.0.7", 960);
+    assert_string_equal(t.ids[0].id, "late");
+    assert_int_equal(t.ids[0].kind, AUTH_REFUSED_NOT_CHECKED);
 }
 
 int main(void)
