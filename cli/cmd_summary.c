@@ -4,6 +4,7 @@
  * this server refused for authentication (GET /v1/summary, docs/api.md). */
 #include "api_client.h"
 #include "cli.h"
+#include "rollout.h" /* ROLLOUT_STATUS_MAX */
 #include "table.h"
 
 #include <stdio.h>
@@ -16,9 +17,11 @@ static void usage(FILE *f)
             "\n"
             "The fleet at a glance, from a fleet server (tcpota serve --data DIR) through its\n"
             "control API: devices by model and state, by model and running version, the\n"
-            "failures of the last hour, the failed devices of each rollout, and the devices\n"
-            "the server refused for authentication since it started. The server counts the\n"
-            "registry at most once per 2 s: its counts may be up to 2 s old.\n"
+            "rollouts not cancelled (halted ones say why), the failures of the last hour, the\n"
+            "failed devices of each rollout, and the devices the server refused for\n"
+            "authentication since it started. The server counts the registry at most once\n"
+            "per 2 s: its counts may be up to 2 s old. --json prints GET /v1/summary's answer\n"
+            "alone (the rollouts: tcpota rollout list --json).\n"
             "\n");
     api_usage_common(f, 0);
 }
@@ -50,6 +53,37 @@ static void by_model(const json_t *ans, const char *key, const char *field, cons
         table_cell(t, "%lld", api_int(r, "count"));
     }
     section(title, t, none);
+}
+
+/* The rollouts not cancelled, with what each waits for or why it halted
+ * (its status line, as tcpota rollout show gives it). */
+static void rollouts(const json_t *list)
+{
+    struct table *t = table_new(">ID", "STATE", "VERSION", "MODEL", "GROUP", ">UPDATED", ">FAILED",
+                                ">TARGETED", NULL);
+    const json_t *r;
+    size_t i;
+
+    json_array_foreach(json_object_get(list, "rollouts"), i, r) {
+        if (strcmp(api_str(r, "state"), "cancelled") == 0) continue;
+        table_row(t);
+        table_cell(t, "%lld", api_int(r, "id"));
+        table_cell(t, "%s%s", api_str(r, "state"), api_bool(r, "superseded") ? ", superseded" : "");
+        table_cell(t, "%s", *api_str(r, "version") ? api_str(r, "version") : "(removed)");
+        table_cell(t, "%s", api_str(r, "model"));
+        table_cell(t, "%s", *api_str(r, "group") ? api_str(r, "group") : "-");
+        table_cell(t, "%lld", api_int(json_object_get(r, "totals"), "updated"));
+        table_cell(t, "%lld", api_int(json_object_get(r, "totals"), "failed"));
+        table_cell(t, "%lld", api_int(json_object_get(r, "totals"), "targeted"));
+    }
+    section("rollouts not cancelled (tcpota rollout show ID):", t, "none");
+    json_array_foreach(json_object_get(list, "rollouts"), i, r) {
+        if (strcmp(api_str(r, "state"), "cancelled") != 0 && *api_str(r, "status")) {
+            char status[ROLLOUT_STATUS_MAX];
+            printf("rollout %lld: %s\n", api_int(r, "id"),
+                   table_clean(api_str(r, "status"), status, sizeof(status)));
+        }
+    }
 }
 
 static void failures(const json_t *ans)
@@ -124,7 +158,7 @@ static void auth_refused(const json_t *ans)
 int cmd_summary(int argc, char **argv)
 {
     const char *pos[1];
-    json_t *ans = NULL;
+    json_t *ans = NULL, *list = NULL;
     struct api a;
     int np, rc;
 
@@ -136,6 +170,11 @@ int cmd_summary(int argc, char **argv)
     if ((rc = api_request(&a, API_GET, API_V1 "/summary", NULL, 0, NULL, NULL, NULL, &ans, NULL))) {
         return rc;
     }
+    if (!a.json && (rc = api_request(&a, API_GET, API_V1 "/rollouts", NULL, 0, NULL, NULL, NULL,
+                                     &list, NULL))) {
+        json_decref(ans);
+        return rc;
+    }
     if (!a.json) {
         by_model(ans, "states", "state", "STATE", "devices by model and state:",
                  "no devices yet (a device appears at its first check-in)");
@@ -143,12 +182,15 @@ int cmd_summary(int argc, char **argv)
         by_model(ans, "versions", "version", "VERSION", "devices by model and running version:",
                  "none");
         printf("\n");
+        rollouts(list);
+        printf("\n");
         failures(ans);
         printf("\n");
         rollout_failures(ans);
         printf("\n");
         auth_refused(ans);
     }
+    json_decref(list);
     json_decref(ans);
     return 0;
 }

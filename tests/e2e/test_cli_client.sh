@@ -664,8 +664,20 @@ SUMMARY='{"now": 1796139325, "since": 1796135725,
  "auth_refused": {"since": 1796131200, "total": 5, "counts": {"no-proof": 1, "wrong-secret": 3, "unknown-id": 0, "not-checked": 1},
    "devices": [{"id": "dev-7", "reason": "wrong-secret", "address": "10.0.0.9", "count": 3, "last": 1796139310}]}}'
 route GET /v1/summary 200 "$(printf '%s' "$SUMMARY" | tr -d '\n')"
+route GET /v1/rollouts 200 "$(tr -d '\n' <<'JSON'
+{"rollouts": [
+ {"id": 5, "state": "cancelled", "superseded": false, "version": "3.0.0", "model": "esp32", "group": "", "status": "cancelled: it offers nothing, for good", "totals": {"targeted": 1, "updated": 0, "failed": 0}},
+ {"id": 4, "state": "halted", "superseded": false, "version": "2.0.0", "model": "esp32", "group": "canary", "status": "halted: 2 of 3 finished failed (67%, more than 20%)", "totals": {"targeted": 9, "updated": 1, "failed": 2}}]}
+JSON
+)"
+: > requests.jsonl
 run 0 $T summary $API
-[ "$(req method) $(req path)" = "GET /v1/summary" ] || fail "summary sent $(req method) $(req path)"
+[ "$(req method) $(req path)" = "GET /v1/rollouts" ] || fail "summary's second request: $(req method) $(req path)"
+has out.log '^ +4 +halted +2\.0\.0 +esp32 +canary +1 +2 +9$'
+has out.log '^rollout 4: halted: 2 of 3 finished failed \(67%, more than 20%\)$'
+! grep -q '^ *5 \|^rollout 5' out.log || fail "summary shows a cancelled rollout: $(cat out.log)"
+first=$(head -1 requests.jsonl | python3 -c 'import json, sys; r = json.load(sys.stdin); print(r["method"], r["path"])')
+[ "$first" = "GET /v1/summary" ] || fail "summary's first request: $first"
 has out.log '^esp32 +updated +7$'
 has out.log '^esp32 +rolled-back +2$'
 has out.log '^esp32 +2\.0\.0 +7$'
@@ -675,7 +687,9 @@ has out.log '^ +4 +1 +rolled-back +health check failed +2$'
 has out.log '^authentication refused since 2026-12-01 13:20:00 UTC: 5 \(no-proof 1, wrong-secret 3, unknown-id 0, not-checked 1\)$'
 has out.log '^dev-7 +wrong-secret +10\.0\.0\.9 +3 +2026-12-01 15:35:10$'
 has out.log '^give a refused device its secret: tcpota device secret ID --out FILE'
+: > requests.jsonl
 run 0 $T summary $API --json
+[ "$(wc -l < requests.jsonl)" = 1 ] || fail "summary --json made $(wc -l < requests.jsonl) requests"
 has out.log '^\{"now": 1796139325, "since": 1796135725, +"states"'
 route GET /v1/summary 200 '{"now": 1, "since": 1, "states": [], "versions": [], "failures": [], "rollout_failures": [], "auth_refused": {"since": 1, "total": 2, "counts": {"no-proof": 2, "wrong-secret": 0, "unknown-id": 0, "not-checked": 0}, "devices": []}}'
 run 0 $T summary $API
