@@ -123,6 +123,12 @@ static int device_list(struct api *a, int argc, char **argv)
         }
         if (table_rows(t) == 0) {
             printf("no devices%s\n", model || state || group || after ? " match" : " yet");
+            if (state && strcmp(state, "failed") == 0) {
+                /* what a rollout's FAILED column counts (docs/fleet.md) */
+                printf("a rollout's FAILED also counts the states rolled-back, boot-failed and "
+                       "declined: tcpota device list --state rolled-back (or boot-failed, "
+                       "declined)\n");
+            }
         } else {
             table_print(t, stdout);
             if (next) {

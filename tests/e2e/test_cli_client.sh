@@ -366,6 +366,14 @@ has err.log "^tcpota rollout: --halt-at: halt_at must be a whole number from 0 t
 route GET "/v1/devices?limit=0" 400 '{"error": "limit must be a whole number from 1 to 100000", "field": "limit"}'
 run 2 $T device list --limit 0 $API
 has err.log "limit must be a whole number from 1 to 100000"
+# --state failed finds only "failed"; a rollout's FAILED counts more.
+route GET "/v1/devices?state=failed" 200 '{"devices": [], "total": 0}'
+run 0 $T device list --state failed $API
+has out.log "^no devices match$"
+has out.log "^a rollout's FAILED also counts the states rolled-back, boot-failed and declined: tcpota device list --state rolled-back"
+route GET "/v1/devices?state=declined" 200 '{"devices": [], "total": 0}'
+run 0 $T device list --state declined $API
+! grep -q "FAILED" out.log || fail "the FAILED hint for --state declined: $(cat out.log)"
 route GET /v1/rollouts/7 404 '{"error": "no rollout 7"}'
 run 1 $T rollout show 7 $API
 has err.log "^tcpota rollout: no rollout 7$"
