@@ -143,7 +143,7 @@ int api_number(const struct api *a, const char *name, const char *s, const char 
     v = s && isdigit((unsigned char)s[0]) ? strtoull(s, &end, 10) : 0;
     if (!s || !isdigit((unsigned char)s[0]) || *end) {
         fprintf(stderr, "tcpota %s: %s: '%s' is %s; e.g. %s\n", a->cmd, name, s ? s : "",
-                cli_negative(s) ? "negative" : "not a number", example);
+                cli_negative(s) ? "negative" : "not a whole number", example);
         return 2;
     }
     if (errno || v > (unsigned long long)INT64_MAX) {

@@ -167,14 +167,14 @@ static void log_refusal(const struct conn *c, const struct auth_result *r)
     char when[32] = "?";
 
     if (r->verdict != AUTH_ID_WAITING && r->verdict != AUTH_ADDR_WAITING) {
-        clog_(c, 1, "authentication failed: %s (%u failures; the next AUTH %s is checked in %u s)",
-              auth_verdict_reason(r->verdict), r->failures, whose, r->wait_s);
+        clog_(c, 1, "authentication failed: %s (%u failure%s; the next AUTH %s is checked in %u s)",
+              auth_verdict_reason(r->verdict), r->failures, text_s(r->failures), whose, r->wait_s);
         return;
     }
     if (gmtime_r(&until, &tm)) (void)strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    clog_(c, 1, "authentication not checked: %s (%u failures; backoff until %s: the next AUTH %s "
-          "is checked in %u s)", auth_verdict_reason(r->verdict), r->failures, when, whose,
-          r->wait_s);
+    clog_(c, 1, "authentication not checked: %s (%u failure%s; backoff until %s: the next AUTH %s "
+          "is checked in %u s)", auth_verdict_reason(r->verdict), r->failures, text_s(r->failures),
+          when, whose, r->wait_s);
 }
 
 /* Judges the device's answer to our CHALLENGE (inside TLS, bound to this

@@ -392,7 +392,7 @@ for w in +5 ' 5' 5x,100 1000001 000000000000000000000005; do
   has err.log "^tcpota rollout: --waves: '${w//+/\\+}' is not a list of percentages; e\.g\. --waves 5,25,100$"
 done
 run 2 $T rollout create --image 2.0.0 --model esp32 --halt-at abc $API
-has err.log "^tcpota rollout: --halt-at: 'abc' is not a number; e\.g\. --halt-at 20$"
+has err.log "^tcpota rollout: --halt-at: 'abc' is not a whole number; e\.g\. --halt-at 20$"
 run 2 $T rollout create --image 2.0.0 --model esp32 --soak -5 $API
 has err.log "^tcpota rollout: --soak: '-5' is negative; e\.g\. --soak 300$"
 run 2 $T rollout create --image 2.0.0 --model esp32 --soak 99999999999999999999 $API
@@ -412,7 +412,7 @@ has err.log "^tcpota rollout: --group is empty: name a group, or leave --group o
 run 2 $T rollout show $API
 has err.log "show needs a rollout ID"
 run 2 $T rollout pause x1 $API
-has err.log "ID: 'x1' is not a number"
+has err.log "ID: 'x1' is not a whole number"
 # "-1" is an ID that is wrong, not an unknown option
 run 2 $T rollout show -1 $API
 has err.log "^tcpota rollout: ID: '-1' is negative; e\.g\. tcpota rollout show 1$"
@@ -426,7 +426,7 @@ has err.log "^tcpota image: unexpected argument '-abcdef99'$"
 run 2 $T image list --limit 3 $API
 has err.log "unknown option '--limit'"
 run 2 $T device list --limit many $API
-has err.log "^tcpota device: --limit: 'many' is not a number"
+has err.log "^tcpota device: --limit: 'many' is not a whole number"
 run 2 $T device list --limit 9223372036854775808 $API
 has err.log "^tcpota device: --limit: '9223372036854775808' is too large"
 run 2 $T device list --api ''
@@ -436,7 +436,7 @@ for t in 0 86401; do
   has err.log "^tcpota device: --timeout: '$t' is out of range: give 1\.\.86400 seconds$"
 done
 run 2 $T device list --limit 5x $API
-has err.log "^tcpota device: --limit: '5x' is not a number"
+has err.log "^tcpota device: --limit: '5x' is not a whole number"
 run 2 $T device list --json --json $API
 has err.log "^tcpota device: --json is given twice; give it once$"
 run 2 $T device list --json=yes $API
