@@ -374,10 +374,17 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     event_base_loopexit(srv->base, NULL);
 }
 
-/* What the device port speaks, when it is TLS: a plain device there is
- * refused, so the line that names the port says so. After "HOST:PORT",
- * behind a comma (scripts read the port as "HOST:PORT,"). */
-#define LISTEN_TLS(srv) ((srv)->tls ? ", devices over TLS" : "")
+/* What the device port asks of a device, when it is TLS or --require-auth:
+ * a plain device, or one without its secret, is refused there, so the line
+ * that names the port says so. After "HOST:PORT", behind a comma (scripts
+ * read the port as "HOST:PORT,"). */
+static const char *listen_devices(const struct server *srv)
+{
+    if (srv->o->require_auth) {
+        return srv->tls ? ", devices over TLS, must authenticate" : ", devices must authenticate";
+    }
+    return srv->tls ? ", devices over TLS" : "";
+}
 
 /* The line tests and scripts wait for: where fd listens, and what. */
 static void say_listening(const struct server *srv, int fd, unsigned workers)
@@ -396,12 +403,12 @@ static void say_listening(const struct server *srv, int fd, unsigned workers)
     }
     if (srv->fleet) {
         fleet_describe(srv, what, sizeof(what));
-        say_always(o, LOG_LV_INFO, "listening on %s:%s%s, %s%s", host, sport, LISTEN_TLS(srv), what,
+        say_always(o, LOG_LV_INFO, "listening on %s:%s%s, %s%s", host, sport, listen_devices(srv), what,
                    nw);
         return;
     }
     say_always(o, LOG_LV_INFO, "listening on %s:%s%s, image %s (%u bytes, sha256 %s)%s", host, sport,
-               LISTEN_TLS(srv), srv->img->version, srv->img->size, srv->img->idhex, nw);
+               listen_devices(srv), srv->img->version, srv->img->size, srv->img->idhex, nw);
 }
 
 /* Listens on --listen, or (a worker) on the socket the supervisor opened. */

@@ -69,6 +69,8 @@ ok "a signed legacy rollout: nothing sent without --allow-legacy, and the log sa
 # Under --require-auth a legacy device cannot authenticate: refused, and
 # counted as such in the summary (no id to list; the log has its address).
 start_fleet --require-auth
+grep -qE "listening on 127\.0\.0\.1:$SERVER_PORT, devices must authenticate, " "$WORK/server.log" ||
+  fail "the listening line does not say --require-auth: $(grep 'listening on' "$WORK/server.log")"
 rc=0
 "$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out "$WORK/auth.got" --timeout 5 > "$WORK/auth.log" 2>&1 || rc=$?
 [ $rc -ne 0 ] || fail "a legacy device was served by a fleet server with --require-auth"

@@ -18,8 +18,8 @@ chmod 600 secrets
 start_server img 2.0.0 --tls-cert srv.pem --tls-key srv.key --require-auth --auth-file secrets
 # The start line says that the device port is TLS (before: only the
 # certificate's lines did, and a plain device's failure was all one saw).
-grep -qE "listening on 127\.0\.0\.1:$SERVER_PORT, devices over TLS, image 2\.0\.0 " server.log ||
-  fail "the listening line does not say TLS: $(grep 'listening on' server.log)"
+grep -qE "listening on 127\.0\.0\.1:$SERVER_PORT, devices over TLS, must authenticate, image 2\.0\.0 " server.log ||
+  fail "the listening line does not say TLS and --require-auth: $(grep 'listening on' server.log)"
 "$T" device --server "localhost:$SERVER_PORT" --flash good --id tls-dev --secret dev.secret --ca srv.pem \
   --max-attempts 1 2> good.log || fail "a device with the right secret was not served inside TLS"
 check_device good img
