@@ -359,7 +359,7 @@ expect 2 "^tcpota serve: --max-conns: '--5' is not a number" $T serve --max-conn
 printf 'max-conns --5\nversion 1.0.0\n' > dash.conf # a config file's value is taken as written
 expect 2 "^tcpota serve: --max-conns: '--5' is not a number" $T serve --config dash.conf img
 expect 2 "^tcpota serve: --quiet takes no value" $T serve --quiet=yes --version 1.0.0 img
-expect 2 "^tcpota image: --timeout: '--5' is not a number" $T image list --timeout=--5
+expect 2 "^tcpota image: --timeout: '--5' is not a whole number" $T image list --timeout=--5
 expect 0 "wrote device secret --odd.secret" $T keygen --device-secret --out=--odd.secret
 [ -f ./--odd.secret ] || fail "keygen --out=--odd.secret wrote no ./--odd.secret: $(ls -A)"
 expect 1 "device --dev: gave up after 1 attempt" $T device --server 127.0.0.1:1 --flash swdev2 --id=--dev \
