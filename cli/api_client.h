@@ -96,6 +96,10 @@ int api_request_json(struct api *a, enum api_method m, const char *path, json_t 
  * when out of memory). */
 char *api_encode(const char *s);
 
+/* A rollout's state as the fleet commands print it: "halted", or
+ * "active, superseded" (cmd_rollout.c; also tcpota summary's). Returns buf. */
+const char *rollout_state_text(const json_t *r, char *buf, size_t cap);
+
 /* Reading an answer: the string member key of o ("" when absent or not a
  * string), the integer member (0 when absent), the boolean (0). */
 const char *api_str(const json_t *o, const char *key);

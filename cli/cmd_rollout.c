@@ -104,7 +104,7 @@ static void waves_open(const json_t *r, char *buf, size_t cap)
     snprintf(buf, cap, "%zu/%zu (%lld%%)", open, json_array_size(waves), pct);
 }
 
-static const char *state_of(const json_t *r, char *buf, size_t cap)
+const char *rollout_state_text(const json_t *r, char *buf, size_t cap)
 {
     snprintf(buf, cap, "%s%s", table_c(api_str(r, "state")),
              api_bool(r, "superseded") ? ", superseded" : "");
@@ -119,7 +119,7 @@ static void print_rollout(const json_t *r)
     struct table *t;
     size_t i;
 
-    printf("rollout %lld: %s\n", api_int(r, "id"), state_of(r, st, sizeof(st)));
+    printf("rollout %lld: %s\n", api_int(r, "id"), rollout_state_text(r, st, sizeof(st)));
     if (*api_str(r, "version")) {
         printf("  image      %s (version %s)\n", table_c(api_str(r, "image")),
                table_c(api_str(r, "version")));
@@ -273,7 +273,7 @@ static int rollout_list(struct api *a, int argc, char **argv)
             waves_open(r, wv, sizeof(wv));
             table_row(t);
             table_cell(t, "%lld", api_int(r, "id"));
-            table_cell(t, "%s", state_of(r, st, sizeof(st)));
+            table_cell(t, "%s", rollout_state_text(r, st, sizeof(st)));
             table_cell(t, "%s", table_short_id(api_str(r, "image"), id, sizeof(id)));
             table_cell(t, "%s", *api_str(r, "version") ? api_str(r, "version") : "(removed)");
             table_cell(t, "%s", api_str(r, "model"));
@@ -323,7 +323,7 @@ static int rollout_one(struct api *a, const char *sub, int argc, char **argv)
                 waves_open(ans, waves, sizeof(waves));
                 printf("rollout %lld: waves open %s\n", id, waves);
             } else {
-                printf("rollout %lld is now %s\n", id, state_of(ans, st, sizeof(st)));
+                printf("rollout %lld is now %s\n", id, rollout_state_text(ans, st, sizeof(st)));
             }
         }
     }

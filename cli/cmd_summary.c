@@ -55,6 +55,12 @@ static void by_model(const json_t *ans, const char *key, const char *field, cons
     section(title, t, none);
 }
 
+/* 1 for a rollout the summary shows: one not cancelled. */
+static int shown(const json_t *r)
+{
+    return strcmp(api_str(r, "state"), "cancelled") != 0;
+}
+
 /* The rollouts not cancelled, with what each waits for or why it halted
  * (its status line, as tcpota rollout show gives it). */
 static void rollouts(const json_t *list)
@@ -65,10 +71,12 @@ static void rollouts(const json_t *list)
     size_t i;
 
     json_array_foreach(json_object_get(list, "rollouts"), i, r) {
-        if (strcmp(api_str(r, "state"), "cancelled") == 0) continue;
+        char st[64];
+
+        if (!shown(r)) continue;
         table_row(t);
         table_cell(t, "%lld", api_int(r, "id"));
-        table_cell(t, "%s%s", api_str(r, "state"), api_bool(r, "superseded") ? ", superseded" : "");
+        table_cell(t, "%s", rollout_state_text(r, st, sizeof(st)));
         table_cell(t, "%s", *api_str(r, "version") ? api_str(r, "version") : "(removed)");
         table_cell(t, "%s", api_str(r, "model"));
         table_cell(t, "%s", *api_str(r, "group") ? api_str(r, "group") : "-");
@@ -78,7 +86,7 @@ static void rollouts(const json_t *list)
     }
     section("rollouts not cancelled (tcpota rollout show ID):", t, "none");
     json_array_foreach(json_object_get(list, "rollouts"), i, r) {
-        if (strcmp(api_str(r, "state"), "cancelled") != 0 && *api_str(r, "status")) {
+        if (shown(r) && *api_str(r, "status")) {
             char status[ROLLOUT_STATUS_MAX];
             printf("rollout %lld: %s\n", api_int(r, "id"),
                    table_clean(api_str(r, "status"), status, sizeof(status)));

@@ -78,7 +78,6 @@ static json_t *auth_json(const struct auth_refusals *t)
 {
     const struct auth_refused_id *ids[AUTH_REFUSED_IDS];
     json_t *o, *counts, *devs;
-    json_int_t total = 0;
     size_t i, n = 0;
     int ok;
 
@@ -87,7 +86,6 @@ static json_t *auth_json(const struct auth_refusals *t)
     devs = json_array();
     ok = o && counts && devs;
     for (i = 0; ok && i < AUTH_REFUSAL_KINDS; i++) {
-        total += (json_int_t)t->n[i];
         ok = json_object_set_new(counts, auth_refusal_name((enum auth_refusal)i),
                                  json_integer((json_int_t)t->n[i])) == 0;
     }
@@ -101,7 +99,7 @@ static json_t *auth_json(const struct auth_refusals *t)
                                    "address", ids[i]->addr, "count", (json_int_t)ids[i]->count,
                                    "last", (json_int_t)ids[i]->last)) == 0;
     }
-    ok = ok && json_object_set_new(o, "total", json_integer(total)) == 0 &&
+    ok = ok && json_object_set_new(o, "total", json_integer((json_int_t)auth_refusals_total(t))) == 0 &&
          json_object_set(o, "counts", counts) == 0 && json_object_set(o, "devices", devs) == 0;
     json_decref(counts);
     json_decref(devs);

@@ -417,6 +417,17 @@ void auth_refusal_note(struct auth_refusals *t, enum auth_refusal k, const char 
     e->last = when;
 }
 
+uint64_t auth_refusals_total(const struct auth_refusals *t)
+{
+    uint64_t sum = 0;
+    size_t k;
+
+    for (k = 0; k < AUTH_REFUSAL_KINDS; k++) {
+        sum += t->n[k];
+    }
+    return sum;
+}
+
 void auth_refusal_forget(struct auth_refusals *t, const char *id)
 {
     size_t i;

@@ -162,6 +162,9 @@ struct auth_refusals {
  * counted) from addr at `when` (wall-clock seconds). */
 void auth_refusal_note(struct auth_refusals *t, enum auth_refusal k, const char *id,
                        const char *addr, int64_t when);
+/* All refusals counted in t, of every kind: the summary's "total" and the
+ * log's "authentication refused N times" (one sum for both). */
+uint64_t auth_refusals_total(const struct auth_refusals *t);
 /* Takes id off the list once it has authenticated: nothing is left to
  * fix for it (its refusals stay in the counts by kind). */
 void auth_refusal_forget(struct auth_refusals *t, const char *id);

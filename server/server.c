@@ -128,8 +128,8 @@ static void print_summary(const struct server *srv)
 {
     unsigned counts[DEV_OUTCOMES], i;
     char line[1024], tls[128] = "", http[160] = "";
-    uint64_t auth_refused = 0;
-    size_t n, k;
+    uint64_t auth_refused = auth_refusals_total(&srv->auth_refused);
+    size_t n;
 
     devices_count(&srv->devices, counts);
     n = (size_t)snprintf(line, sizeof(line), "summary: %zu device%s", srv->devices.count,
@@ -151,9 +151,6 @@ static void print_summary(const struct server *srv)
         (void)snprintf(http, sizeof(http), "; HTTP downloads: %u with every byte sent, %u failed "
                        "(the device back on its old version)", srv->stats.http_whole,
                        srv->stats.http_failed);
-    }
-    for (k = 0; k < AUTH_REFUSAL_KINDS; k++) {
-        auth_refused += srv->auth_refused.n[k];
     }
     /* Refused for authentication: every kind the fleet summary counts (a
      * wrong secret, no proof, an unknown id, not checked), so that the log
