@@ -42,6 +42,7 @@
  * takes over. */
 #include "store_common.h"
 #include "store_pg_internal.h"
+#include "pq_dl.h" /* libpq through pq_load()'s pointers */
 
 #include <errno.h>
 #include <poll.h>
@@ -582,6 +583,9 @@ struct store *store_pg_open(const char *conninfo, const char *dir, struct event_
     struct store_worker_ops ops = {.run = run, .idle_ms = pg_outage_idle_ms,
                                    .admit = pg_outage_admit};
 
+    if (pq_load(err, errlen) != 0) {
+        return NULL;
+    }
     if (strlen(dir) >= sizeof(st->dir) || strlen(conninfo) >= sizeof(st->conninfo)) {
         snprintf(err, errlen, "the %s is too long", strlen(dir) >= sizeof(st->dir)
                  ? "data directory path" : "--db connection string");

@@ -2,7 +2,8 @@
  * store_pg.h - the fleet store on PostgreSQL (store.h's interface), so that
  * several `tcpota serve --db URI` nodes share one fleet: any node continues
  * any device, and a rollout's decisions are taken once (docs/scaling.md).
- * Its own library (tcpota_store_pg), so that only what opens it links libpq.
+ * Its own library (tcpota_store_pg). libpq is loaded by the first call of
+ * any function here (pq_dl.h), not linked.
  */
 #ifndef TCPOTA_SERVER_STORE_PG_H
 #define TCPOTA_SERVER_STORE_PG_H
@@ -16,8 +17,9 @@ struct store;
  * postgresql:// URI), migrating its schema once however many nodes start
  * together, with dir/images as this node's cache of the image bytes the
  * database holds (dir created 0700 when missing). Completions are posted to
- * base. Returns the store, or NULL with a message in err (cannot connect,
- * not a tcpota database, newer schema than this program, dir unusable). */
+ * base. Returns the store, or NULL with a message in err (libpq did not
+ * load, cannot connect, not a tcpota database, newer schema than this
+ * program, dir unusable). */
 struct store *store_pg_open(const char *conninfo, const char *dir, struct event_base *base,
                             char *err, size_t errlen);
 
@@ -27,11 +29,13 @@ struct store *store_pg_open(const char *conninfo, const char *dir, struct event_
  * also when libpq refused one of its values (sslmode=bogus). A database's
  * bare name (no '=', no URI) is one libpq takes as it is. Returns 0, or -1
  * with "--db: the connection string is not valid: REASON" in err, REASON
- * libpq's with any part of a password in it written as "***". */
+ * libpq's with any part of a password in it written as "***"; also -1, with
+ * "--db: " and pq_load()'s message, when libpq does not load. */
 int store_pg_conninfo_check(const char *conninfo, const char *failure, char *err, size_t errlen);
 
 /* 1 when conninfo (--db) gives a password (user:password@ in a URI, or a
- * password keyword), else 0 (also for a string libpq cannot parse). */
+ * password keyword), else 0 (also for a string libpq cannot parse, and
+ * when libpq does not load). */
 int store_pg_conninfo_password(const char *conninfo);
 
 #endif

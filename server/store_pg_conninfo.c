@@ -4,7 +4,7 @@
 #include "store_pg.h"
 
 #include <ctype.h>
-#include <libpq-fe.h>
+#include "pq_dl.h" /* libpq through pq_load()'s pointers */
 #include <stdio.h>
 #include <string.h>
 
@@ -166,6 +166,10 @@ int store_pg_conninfo_check(const char *conninfo, const char *failure, char *err
     const char *bad = NULL;
     PQconninfoOption *opts;
 
+    if (pq_load(clean, sizeof(clean)) != 0) {
+        snprintf(err, errlen, "--db: %s", clean);
+        return -1;
+    }
     if (!is_conninfo(conninfo)) {
         return 0;
     }
@@ -191,8 +195,14 @@ int store_pg_conninfo_check(const char *conninfo, const char *failure, char *err
 
 int store_pg_conninfo_password(const char *conninfo)
 {
-    PQconninfoOption *opts = is_conninfo(conninfo) ? PQconninfoParse(conninfo, NULL) : NULL;
+    char unused[8];
+    PQconninfoOption *opts;
     int found = 0;
+
+    if (pq_load(unused, sizeof(unused)) != 0) {
+        return 0; /* store_pg_conninfo_check says why */
+    }
+    opts = is_conninfo(conninfo) ? PQconninfoParse(conninfo, NULL) : NULL;
 
     for (const PQconninfoOption *o = opts; o && o->keyword; o++) {
         if (strcmp(o->keyword, "password") == 0 && o->val && *o->val) found = 1;

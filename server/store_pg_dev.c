@@ -5,6 +5,7 @@
  * have made first is ON CONFLICT DO NOTHING, and decides by its row count. */
 #include "store_common.h"
 #include "store_pg_internal.h"
+#include "pq_dl.h" /* libpq through pq_load()'s pointers */
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -7,6 +7,7 @@
  * cached file never goes stale, and nodes never need to agree on files. */
 #include "store_common.h"
 #include "store_pg_internal.h"
+#include "pq_dl.h" /* libpq through pq_load()'s pointers */
 #include "digest.h"
 
 #include <errno.h>

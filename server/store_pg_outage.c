@@ -19,6 +19,7 @@
  * The transfers themselves never wait for the database: the image is in
  * the node's cache, and their steps are only recorded. */
 #include "store_pg_internal.h"
+#include "pq_dl.h" /* libpq through pq_load()'s pointers */
 
 #include <stdio.h>
 #include <stdlib.h>

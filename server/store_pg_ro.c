@@ -8,6 +8,7 @@
  * nothing, so exactly one node opens a wave or halts. */
 #include "store_common.h"
 #include "store_pg_internal.h"
+#include "pq_dl.h" /* libpq through pq_load()'s pointers */
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -6,6 +6,7 @@
  * migrates, then find the schema current. Never edit a migration that has
  * shipped: add the next one, here and in the SQLite store. */
 #include "store_pg_internal.h"
+#include "pq_dl.h" /* libpq through pq_load()'s pointers */
 
 #include <stdio.h>
 #include <stdlib.h>

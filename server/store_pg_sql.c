@@ -3,6 +3,7 @@
  * and planning them each time would cost more than running them),
  * parameters from a format, columns of a text-format result, errors. */
 #include "store_pg_internal.h"
+#include "pq_dl.h" /* libpq through pq_load()'s pointers */
 
 #include <sodium.h>
 #include <stdarg.h>

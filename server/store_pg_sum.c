@@ -3,6 +3,7 @@
  * the same order (ties broken bytewise, COLLATE "C", whatever the
  * database's locale), so both backends return the same rows. */
 #include "store_pg_internal.h"
+#include "pq_dl.h" /* libpq through pq_load()'s pointers */
 
 #include <stdlib.h>
 #include <string.h>
