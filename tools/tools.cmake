@@ -34,3 +34,7 @@ target_compile_definitions(tcpota-rogue PRIVATE _POSIX_C_SOURCE=200809L _DEFAULT
 # Queue failures on demand, preloaded into tcpota serve (tests/e2e/test_oom.sh).
 add_library(tcpota-failqueue SHARED ${CMAKE_CURRENT_SOURCE_DIR}/../tests/tools/failqueue.c)
 target_link_libraries(tcpota-failqueue PRIVATE PkgConfig::LIBEVENT ${CMAKE_DL_LIBS})
+if(TCPOTA_SANITIZE) # the executables carry the runtime (CMakeLists.txt): not a second one
+  target_compile_options(tcpota-failqueue PRIVATE -fno-sanitize=all)
+  target_link_options(tcpota-failqueue PRIVATE -fno-sanitize=all)
+endif()

@@ -47,14 +47,12 @@ flip_byte() {
 }
 
 # with_failqueue NAME: ./NAME runs $TCPOTA with tests/tools/failqueue.c
-# preloaded (under ASan after its runtime, which must come first), for
-# one process of a test: TCPOTA=./NAME start_server ...
+# preloaded, for one process of a test: TCPOTA=./NAME start_server ...
+# (Under ASan the runtime is linked into tcpota, not a library to preload
+# first: CMakeLists.txt.)
 with_failqueue() {
   [ -f "${FAILQUEUE:-}" ] || fail "FAILQUEUE must name the tcpota-failqueue library"
-  local preload=$FAILQUEUE asan
-  asan=$(ldd "$TCPOTA" | awk '/libasan/ {print $3}')
-  [ -n "$asan" ] && preload=$asan:$FAILQUEUE
-  printf '#!/bin/sh\nLD_PRELOAD='\''%s'\'' exec '\''%s'\'' "$@"\n' "$preload" "$TCPOTA" > "$1"
+  printf '#!/bin/sh\nLD_PRELOAD='\''%s'\'' exec '\''%s'\'' "$@"\n' "$FAILQUEUE" "$TCPOTA" > "$1"
   chmod +x "$1"
 }
 

@@ -11,7 +11,7 @@ SIZE=${TCPOTA_CRASH_SIZE:-262144}
 RATE=${TCPOTA_CRASH_RATE:-60000}    # bytes/s per device: ~4.4 s per device
 # Under ASan+UBSan 50 devices start slowly: half as fast a link, so that
 # none can finish before half of them have a checkpoint (the kill below).
-if [ -z "${TCPOTA_CRASH_RATE:-}" ] && ldd "$TCPOTA" 2>/dev/null | grep -q libasan; then RATE=30000; fi
+if [ -z "${TCPOTA_CRASH_RATE:-}" ] && [ "${TCPOTA_SANITIZED:-0}" = 1 ]; then RATE=30000; fi
 ACK=16384
 
 make_image "$WORK/img" "$SIZE"

@@ -15,7 +15,7 @@ TIMEOUT=3
 # while it does not read): measured below 300 kB.
 LIMIT=4000000
 MAX_RSS_KB=${TCPOTA_READPAUSE_MAX_RSS_KB:-32768}
-if ldd "$TCPOTA" 2>/dev/null | grep libasan >/dev/null; then MAX_RSS_KB=$((MAX_RSS_KB * 8)); fi
+if [ "${TCPOTA_SANITIZED:-0}" = 1 ]; then MAX_RSS_KB=$((MAX_RSS_KB * 8)); fi
 
 make_image "$WORK/img" 300000
 start_server "$WORK/img" 2.0.0 --idle-timeout "$TIMEOUT"
