@@ -3,17 +3,24 @@
 #include "api_client.h"
 
 #include "cli.h"
+#include "tls.h"
 
 #include "tcpota/tcpota.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <arpa/inet.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -24,6 +31,8 @@
 #include <unistd.h>
 
 static const char flag_set[] = "1";
+/* Whose certificate --ca's CA signed, in its messages. */
+#define API_TLS_PEER "the proxy's (or the proxy's own certificate)"
 
 void api_usage_common(FILE *f, int upload)
 {
@@ -31,8 +40,11 @@ void api_usage_common(FILE *f, int upload)
             "options of every fleet command (image, rollout, device list|show|set|secret,\n"
             "summary):\n"
             "  --api URL            the server's API: http://HOST:PORT or HOST:PORT (HOST\n"
-            "                       alone: port %u; http://HOST: 80)\n"
+            "                       alone: port %u; http://HOST: 80), or https://HOST[:PORT]\n"
+            "                       of a TLS proxy in front of it (default port 443)\n"
             "                       (default: $TCPOTA_API, else %s)\n"
+            "  --ca FILE            https: the CA certificate that signed the proxy's\n"
+            "                       (default: $TCPOTA_API_CA, else the system's CAs)\n"
             "  --token-file FILE    the API token (one line); else\n"
             "  --data DIR           the server's data directory: its DIR/api.token; else\n"
             "                       $TCPOTA_TOKEN (a flag given wins over it)\n"
@@ -86,6 +98,7 @@ int api_parse(struct api *a, const struct api_opt *opts, int argc, char **argv, 
         {"--data", "DIR", &a->opt_data},
         {"--timeout", "SECONDS", &a->opt_timeout},
         {"--json", NULL, &a->opt_json},
+        {"--ca", "FILE", &a->opt_ca},
         {"--help", NULL, &help},
         {"-h", NULL, &help},
         {NULL, NULL, NULL},
@@ -154,13 +167,14 @@ int api_number(const struct api *a, const char *name, const char *s, const char 
     return 0;
 }
 
-/* Sets a->host, port, prefix and url from s ("http://H:P[/prefix]" or
- * "H:P"); `from` names where s came from. Returns 0 or 2. */
+/* Sets a->host, port, prefix, tls and url from s ("http://H:P[/prefix]",
+ * "https://H[:P][/prefix]" or "H:P"); `from` names where s came from.
+ * Returns 0 or 2. */
 static int parse_url(struct api *a, const char *s, const char *from)
 {
     char full[700];
     struct evhttp_uri *u;
-    const char *host, *path, *authority;
+    const char *host, *path, *authority, *scheme;
     int port;
     size_t plen, alen;
 
@@ -169,30 +183,28 @@ static int parse_url(struct api *a, const char *s, const char *from)
                 API_DEFAULT_URL);
         return 2;
     }
-    if (strncmp(s, "https://", 8) == 0) {
-        fprintf(stderr, "tcpota %s: %s: '%s': https is not supported; give the server's plain "
-                        "http address (e.g. %s)\n", a->cmd, from, s, API_DEFAULT_URL);
+    a->tls = strncmp(s, "https://", 8) == 0;
+    if (strstr(s, "://") && strncmp(s, "http://", 7) != 0 && !a->tls) {
+        fprintf(stderr, "tcpota %s: %s: '%s' is not an http:// or https:// URL; e.g. %s\n", a->cmd,
+                from, s, API_DEFAULT_URL);
         return 2;
     }
-    if (strstr(s, "://") && strncmp(s, "http://", 7) != 0) {
-        fprintf(stderr, "tcpota %s: %s: '%s' is not an http:// URL; e.g. %s\n", a->cmd, from, s,
-                API_DEFAULT_URL);
-        return 2;
-    }
-    snprintf(full, sizeof(full), "%s%s", strstr(s, "://") ? "" : "http://", s);
+    scheme = a->tls ? "https://" : "http://";
+    snprintf(full, sizeof(full), "%s%s", strstr(s, "://") ? "" : scheme, s);
     u = evhttp_uri_parse_with_flags(full, 0);
     host = u ? evhttp_uri_get_host(u) : NULL;
     if (!u || !host || !*host || evhttp_uri_get_query(u) || evhttp_uri_get_fragment(u) ||
         evhttp_uri_get_userinfo(u) || strlen(host) >= sizeof(a->host)) {
-        fprintf(stderr, "tcpota %s: %s: '%s' is not an API address; give http://HOST:PORT or "
-                        "HOST:PORT, e.g. %s\n", a->cmd, from, s, API_DEFAULT_URL);
+        fprintf(stderr, "tcpota %s: %s: '%s' is not an API address; give http://HOST:PORT, "
+                        "https://HOST[:PORT] or HOST:PORT, e.g. %s\n", a->cmd, from, s,
+                API_DEFAULT_URL);
         if (u) evhttp_uri_free(u);
         return 2;
     }
     port = evhttp_uri_get_port(u);
     /* "HOST:" (an unset $PORT in a script) has no port to take: not the
      * default one, which would reach another server. */
-    authority = full + strlen("http://");
+    authority = full + strlen(scheme);
     alen = strcspn(authority, "/");
     if (alen > 0 && authority[alen - 1] == ':') {
         fprintf(stderr, "tcpota %s: %s: '%s': no port after ':'; give HOST:PORT, e.g. %s\n",
@@ -211,9 +223,11 @@ static int parse_url(struct api *a, const char *s, const char *from)
     } else {
         snprintf(a->host, sizeof(a->host), "%s", host);
     }
-    /* No port: an http:// URL means HTTP's own (a proxy in front), a bare
-     * HOST the API's (before: 80, where no tcpota listens). */
-    a->port = (uint16_t)(port >= 0 ? port : strstr(s, "://") ? 80 : API_DEFAULT_PORT);
+    /* No port: an http:// URL means HTTP's own (a proxy in front), an
+     * https:// one HTTPS's, a bare HOST the API's (before: 80, where no
+     * tcpota listens). */
+    a->port = (uint16_t)(port >= 0 ? port : a->tls ? API_HTTPS_PORT
+                                          : strstr(s, "://") ? 80 : API_DEFAULT_PORT);
     path = evhttp_uri_get_path(u);
     plen = path ? strlen(path) : 0;
     while (plen && path[plen - 1] == '/') plen--;
@@ -227,7 +241,7 @@ static int parse_url(struct api *a, const char *s, const char *from)
     }
     if (plen >= sizeof(a->prefix)) plen = sizeof(a->prefix) - 1;
     snprintf(a->prefix, sizeof(a->prefix), "%.*s", (int)plen, plen ? path : "");
-    snprintf(a->url, sizeof(a->url), "http://%s%s%s:%u%s", strchr(a->host, ':') ? "[" : "",
+    snprintf(a->url, sizeof(a->url), "%s%s%s%s:%u%s", scheme, strchr(a->host, ':') ? "[" : "",
              a->host, strchr(a->host, ':') ? "]" : "", (unsigned)a->port, a->prefix);
     evhttp_uri_free(u);
     return 0;
@@ -307,6 +321,22 @@ int api_setup(struct api *a, int upload)
         a->default_url = 1;
     }
     if (rc) return rc;
+    if (a->opt_ca && !a->tls) {
+        fprintf(stderr, "tcpota %s: --ca is for an https:// API address, and the API's is %s; "
+                        "give --api https://HOST[:PORT] (a TLS proxy in front of it), or leave "
+                        "--ca out\n", a->cmd, a->url);
+        return 2;
+    }
+    if (a->tls) {
+        const char *env_ca = getenv("TCPOTA_API_CA");
+        void *ctx;
+
+        a->ca_file = a->opt_ca ? a->opt_ca : env_ca && *env_ca ? env_ca : NULL;
+        /* A CA file that cannot be used is a bad value, said before any
+         * request (each request makes its own context). */
+        if (!(ctx = cli_tls_client_ctx(a->cmd, a->ca_file, API_TLS_PEER))) return 2;
+        cli_tls_ctx_free(ctx);
+    }
 
     if (a->opt_token_file) {
         snprintf(a->token_from, sizeof(a->token_from), "--token-file %s", a->opt_token_file);
@@ -351,13 +381,37 @@ struct reply {
     char reason[64];
     char ctype[128];
     struct evbuffer *body;
+    /* https: the TLS layer, and what it said when the request failed */
+    struct bufferevent *tls_bev;
+    long tls_verify;         /* X509_V_OK, or why the certificate was refused */
+    unsigned long tls_error; /* OpenSSL's error, 0: none */
+    int tls_done;            /* the handshake completed */
 };
+
+/* Keeps what the TLS layer knows of a failed request before evhttp resets
+ * the connection. */
+static void tls_note(struct reply *r)
+{
+    SSL *ssl = r->tls_bev ? bufferevent_openssl_get_ssl(r->tls_bev) : NULL;
+    unsigned long e;
+
+    if (!ssl) return;
+    if (r->tls_verify == X509_V_OK) r->tls_verify = SSL_get_verify_result(ssl);
+    while ((e = bufferevent_get_openssl_error(r->tls_bev)) != 0) {
+        /* libevent also lists SSL_get_error()'s code for a failed read or
+         * write (no library in it): SSL_ERROR_SYSCALL when the peer closed.
+         * That is told by no_answer; OpenSSL's own first error is the cause. */
+        if (!r->tls_error && ERR_GET_LIB(e) != 0) r->tls_error = e;
+    }
+    r->tls_done |= SSL_is_init_finished(ssl);
+}
 
 static void on_error(enum evhttp_request_error e, void *arg)
 {
     struct reply *r = arg;
     r->err = (int)e;
     r->has_err = 1;
+    tls_note(r);
 }
 
 static void on_done(struct evhttp_request *req, void *arg)
@@ -442,6 +496,45 @@ static void timed_out(const struct api *a, enum api_method m)
             a->cmd, a->url, a->timeout_s, check_cmd(a->cmd));
 }
 
+/* https: prints why the TLS layer failed, and returns 1; 0 when it did
+ * not (the connection itself failed, or TLS is not in use). */
+static int tls_failed(const struct api *a, const struct reply *r)
+{
+    char why[256];
+
+    if (!a->tls) return 0;
+    if (r->tls_verify != X509_V_OK) {
+        fprintf(stderr, "tcpota %s: the API at %s: its TLS certificate was not accepted: %s; %s\n",
+                a->cmd, a->url, X509_verify_cert_error_string(r->tls_verify),
+                r->tls_verify == X509_V_ERR_HOSTNAME_MISMATCH ||
+                        r->tls_verify == X509_V_ERR_IP_ADDRESS_MISMATCH
+                    ? "give --api the name the certificate is for"
+                    : a->ca_file ? "give --ca the certificate of the CA that signed it"
+                                 : "give the certificate of the CA that signed it with --ca FILE "
+                                   "(or TCPOTA_API_CA)");
+        return 1;
+    }
+    /* The peer closed during the handshake (OpenSSL 3 calls it an error):
+     * no_answer says so once it knows the port takes connections. */
+#ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
+    if (r->tls_error && ERR_GET_REASON(r->tls_error) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        return 0;
+    }
+#endif
+    if (r->tls_error) {
+        const char *reason = ERR_reason_error_string(r->tls_error);
+        if (!reason) {
+            ERR_error_string_n(r->tls_error, why, sizeof(why));
+            reason = why;
+        }
+        fprintf(stderr, "tcpota %s: the TLS handshake with the API at %s failed: %s; is it the "
+                        "https:// address of a TLS proxy in front of the API (not the API's own "
+                        "plain http:// port)?\n", a->cmd, a->url, reason);
+        return 1;
+    }
+    return 0;
+}
+
 /* Prints why no answer came to a request of method m. */
 static void no_answer(const struct api *a, enum api_method m, const struct reply *r, size_t sent)
 {
@@ -450,6 +543,9 @@ static void no_answer(const struct api *a, enum api_method m, const struct reply
 
     if (r->has_err && r->err == EVREQ_HTTP_TIMEOUT) {
         timed_out(a, m);
+        return;
+    }
+    if (tls_failed(a, r)) {
         return;
     }
     if (r->has_err && r->err == EVREQ_HTTP_INVALID_HEADER) {
@@ -473,6 +569,12 @@ static void no_answer(const struct api *a, enum api_method m, const struct reply
                         "sent, without an answer; is it the --api address of tcpota serve (not "
                         "its device port), and is the image within the server's --max-image "
                         "BYTES (default 64 MiB)?\n", a->cmd, a->url, sent);
+        return;
+    }
+    if (err == 0 && a->tls && !r->tls_done) {
+        fprintf(stderr, "tcpota %s: the API at %s closed the connection during the TLS "
+                        "handshake; is it the https:// address of a TLS proxy in front of the "
+                        "API?\n", a->cmd, a->url);
         return;
     }
     if (err == 0) {
@@ -649,6 +751,43 @@ static void too_large(struct api *a, size_t sent)
     }
 }
 
+/* https: a connection to a->host:port inside TLS, its certificate checked
+ * against a->ca_file (or the system's CAs) and a->host; NULL after saying
+ * why. The TLS layer is kept in r (r->tls_bev) for the error messages. */
+static struct evhttp_connection *tls_connection(const struct api *a, struct reply *r)
+{
+    SSL_CTX *ctx = cli_tls_client_ctx(a->cmd, a->ca_file, API_TLS_PEER);
+    SSL *ssl = ctx ? SSL_new(ctx) : NULL;
+    struct in6_addr ip;
+    int literal = inet_pton(AF_INET, a->host, &ip) == 1 || inet_pton(AF_INET6, a->host, &ip) == 1;
+    struct evhttp_connection *conn = NULL;
+
+    cli_tls_ctx_free(ctx); /* the SSL holds its own reference */
+    if (!ssl || SSL_set1_host(ssl, a->host) != 1 ||
+        (!literal && SSL_set_tlsext_host_name(ssl, a->host) != 1)) {
+        fprintf(stderr, "tcpota %s: cannot set up TLS to %s\n", a->cmd, a->url);
+        SSL_free(ssl);
+        return NULL;
+    }
+    r->tls_bev = bufferevent_openssl_socket_new(r->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                                BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (!r->tls_bev) {
+        fprintf(stderr, "tcpota %s: out of memory\n", a->cmd);
+        SSL_free(ssl);
+        return NULL;
+    }
+    /* HTTP says where the answer ends (Connection: close, Content-Length):
+     * a proxy that closes without TLS's close_notify loses nothing. */
+    bufferevent_openssl_set_allow_dirty_shutdown(r->tls_bev, 1);
+    conn = evhttp_connection_base_bufferevent_new(r->base, NULL, r->tls_bev, a->host, a->port);
+    if (!conn) {
+        fprintf(stderr, "tcpota %s: cannot set up a connection to %s\n", a->cmd, a->url);
+        bufferevent_free(r->tls_bev); /* frees ssl (BEV_OPT_CLOSE_ON_FREE) */
+        r->tls_bev = NULL;
+    }
+    return conn;
+}
+
 int api_request(struct api *a, enum api_method m, const char *path, const void *body, size_t len,
                 const char *ctype, const char *hdr_name, const char *hdr_val, json_t **out,
                 int *status)
@@ -679,7 +818,8 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
         fprintf(stderr, "tcpota %s: out of memory\n", a->cmd);
         goto out;
     }
-    conn = evhttp_connection_base_new(r.base, NULL, a->host, a->port);
+    conn = a->tls ? tls_connection(a, &r) : evhttp_connection_base_new(r.base, NULL, a->host, a->port);
+    if (!conn && a->tls) goto out; /* tls_connection said why */
     req = conn ? evhttp_request_new(on_done, &r) : NULL;
     if (!req) {
         fprintf(stderr, "tcpota %s: cannot set up a connection to %s\n", a->cmd, a->url);
@@ -710,6 +850,7 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
     }
     event_base_dispatch(r.base);
     if (r.status == 0) {
+        tls_note(&r);
         no_answer(a, m, &r, body ? len : 0);
         goto out;
     }

@@ -18,6 +18,7 @@
 
 #define API_DEFAULT_PORT 8071 /* tcpota serve --api's, and HOST alone's */
 #define API_DEFAULT_URL "http://127.0.0.1:8071"
+#define API_HTTPS_PORT 443 /* an https:// address without a port */
 #define API_V1 "/v1" /* the path the API's endpoints start with */
 #define API_TIMEOUT_S 30         /* default wait for an answer */
 #define API_UPLOAD_TIMEOUT_S 300 /* default for `image add` (large bodies) */
@@ -36,11 +37,13 @@ struct api {
     const char *cmd; /* "image", "rollout", "device", "summary": starts every message */
     const char *help_cmd; /* for "try 'tcpota HELP_CMD --help'" (NULL: cmd) */
     /* the common options, as given */
-    const char *opt_api, *opt_token_file, *opt_data, *opt_timeout, *opt_json;
+    const char *opt_api, *opt_token_file, *opt_data, *opt_timeout, *opt_json, *opt_ca;
     int json;           /* --json: print the server's JSON as it came */
     unsigned timeout_s; /* 0 until api_setup */
     /* resolved by api_setup */
     char url[600];      /* e.g. http://127.0.0.1:8071, for messages */
+    int tls;            /* an https:// address: TLS to a proxy in front of the API */
+    const char *ca_file; /* https: --ca, else $TCPOTA_API_CA, else NULL (the system's CAs) */
     int default_url;    /* url is API_DEFAULT_URL: neither --api nor TCPOTA_API */
     char host[256];
     uint16_t port;

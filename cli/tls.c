@@ -118,46 +118,72 @@ static SSL_SESSION *kept_session(struct cli_tls *t)
 }
 
 /* What a --ca file OpenSSL would not take holds, when that says more than
- * OpenSSL's "no certificate or crl found"; "" when it does not. */
-static const char *ca_says(const char *path)
+ * OpenSSL's "no certificate or crl found", into buf; "" when it does not.
+ * peer: whose certificate the CA signed ("the server's"). */
+static const char *ca_says(const char *path, const char *peer, char *buf, size_t cap)
 {
     switch (tls_pem_kind(path)) {
-    case TLS_PEM_EMPTY: return "the file is empty; give the certificate of the CA that signed the "
-                               "server's (or the server's own --tls-cert)";
+    case TLS_PEM_EMPTY:
+        snprintf(buf, cap, "the file is empty; give the certificate of the CA that signed %s", peer);
+        break;
     case TLS_PEM_KEY:
-        return "it holds a private key, not a certificate; give the certificate of the CA that "
-               "signed the server's (or the server's own --tls-cert), never a key";
+        snprintf(buf, cap, "it holds a private key, not a certificate; give the certificate of the "
+                 "CA that signed %s, never a key", peer);
+        break;
     case TLS_PEM_OTHER:
-        return "it holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the CA's "
-               "certificate in PEM";
-    default: return "";
+        snprintf(buf, cap, "it holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the "
+                 "CA's certificate in PEM");
+        break;
+    default: buf[0] = '\0';
     }
+    return buf;
+}
+
+void *cli_tls_client_ctx(const char *cmd, const char *ca_file, const char *peer)
+{
+    const char *says;
+    SSL_CTX *ctx;
+    char why[256], said[256];
+    int fd;
+
+    /* OpenSSL would block forever on a FIFO: refuse anything but a file. */
+    if (ca_file && (fd = cli_open_regular(ca_file, "--ca")) < 0) {
+        return NULL;
+    }
+    if (ca_file) close(fd);
+    ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+        (ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+                 : SSL_CTX_set_default_verify_paths(ctx)) != 1) {
+        says = ca_file ? ca_says(ca_file, peer, said, sizeof(said)) : "";
+        if (ca_file) {
+            fprintf(stderr, "tcpota %s: cannot load CA file %s: %s\n", cmd, ca_file,
+                    *says ? says : ssl_reason(why, sizeof(why)));
+        } else {
+            fprintf(stderr, "tcpota %s: cannot load the system's CA certificates: %s; give the "
+                            "CA's certificate with --ca FILE\n", cmd, ssl_reason(why, sizeof(why)));
+        }
+        ERR_clear_error();
+        if (ctx) SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    return ctx;
+}
+
+void cli_tls_ctx_free(void *ctx)
+{
+    SSL_CTX_free(ctx);
 }
 
 int cli_tls_init(struct cli_tls *t, const char *ca_file, const char *session_file)
 {
-    const char *says;
     SSL_CTX *ctx;
-    char why[256];
-    int fd;
 
     memset(t, 0, sizeof(*t));
-    /* OpenSSL would block forever on a FIFO: refuse anything but a file. */
-    if ((fd = cli_open_regular(ca_file, "--ca")) < 0) {
+    if (!(ctx = cli_tls_client_ctx("device", ca_file, "the server's (or the server's own --tls-cert)"))) {
         return -1;
     }
-    close(fd);
-    ctx = SSL_CTX_new(TLS_client_method());
-    if (!ctx || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
-        SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
-        says = ca_says(ca_file);
-        fprintf(stderr, "tcpota device: cannot load CA file %s: %s\n", ca_file,
-                *says ? says : ssl_reason(why, sizeof(why)));
-        ERR_clear_error();
-        if (ctx) SSL_CTX_free(ctx);
-        return -1;
-    }
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     if (session_file) {
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
         SSL_CTX_sess_set_new_cb(ctx, keep_session);

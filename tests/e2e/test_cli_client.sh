@@ -457,10 +457,18 @@ has err.log "^tcpota device: --out is empty; give --out FILE$"
 [ "$(nreq)" -eq "$n0" ] || fail "a refused ID or filter was sent: $(tail -1 requests.jsonl)"
 run 2 $T device set dev-7 $API
 has err.log "set needs --group G"
-run 2 $T device list --api https://x:1
-has err.log "https is not supported"
+# https:// is for a TLS proxy in front of the API (test_api_https.sh); --ca
+# belongs to it, and a port that is not a number is refused as with http.
+run 2 $T device list --api http://127.0.0.1:1 --ca tok
+has err.log "^tcpota device: --ca is for an https:// API address, and the API's is http://127\.0\.0\.1:1;"
+run 2 $T device list --api https://x:
+has err.log "^tcpota device: --api: 'https://x:': no port after ':'"
+# https:// without a port is HTTPS's own, 443 (whatever answers there,
+# or nothing, it is the address the message names).
+run 1 $T device list --api https://127.0.0.1 --token-file tok
+has err.log "the API at https://127\.0\.0\.1:443[ :]"
 run 2 $T device list --api ftp://127.0.0.1:1
-has err.log "^tcpota device: --api: 'ftp://127\.0\.0\.1:1' is not an http:// URL"
+has err.log "^tcpota device: --api: 'ftp://127\.0\.0\.1:1' is not an http:// or https:// URL"
 # A query, a fragment or a user: not parts of an API address (a token goes
 # in its own header, never in the URL).
 for u in 'http://127.0.0.1:1/?x=1' 'http://127.0.0.1:1/#x' 'http://u:p@127.0.0.1:1'; do

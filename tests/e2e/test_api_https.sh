@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# The fleet CLI over https://, through a real TLS proxy in front of the API
+# (HAProxy, its config written here), as docs/operations.md sets one up:
+#  - image add / image list / summary / device list work with --ca, with
+#    TCPOTA_API_CA, and through a path prefix; the token reaches the API
+#    (a wrong one is refused by it, 401, through the proxy);
+#  - a certificate the CLI cannot trust (no --ca: not in the system's
+#    store), one for another name, https:// to the API's own plain port,
+#    and a proxy that closes during the handshake each fail with exit 1
+#    and a message that says which and what to give;
+#  - --ca with an http:// address, a FIFO, an empty file or a key as
+#    --ca: exit 2 before any request.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fleet_lib.sh"
+T=$TCPOTA
+cd "$WORK"
+command -v haproxy > /dev/null || fail "haproxy is not installed (make deps installs it)"
+
+# A CA, and a certificate it signs for localhost only (no IP address), the
+# proxy's certificate and key in one file as HAProxy takes them.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem \
+  -days 2 -subj /CN=test-ca > /dev/null 2>&1 || fail "openssl: CA"
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout px.key -out px.csr \
+  -subj /CN=localhost > /dev/null 2>&1 || fail "openssl: request"
+printf 'subjectAltName=DNS:localhost\n' > px.ext
+openssl x509 -req -in px.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile px.ext \
+  -out px.pem > /dev/null 2>&1 || fail "openssl: certificate"
+cat px.pem px.key > px.bundle
+
+start_fleet
+unset TCPOTA_API # each command names its address
+read -r HP HQ < <(python3 -c '
+import socket
+ss = [socket.socket() for _ in range(2)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])')
+# HP: TLS to the API, also under the prefix /fleet; HQ (below): a server
+# that takes each connection and closes it at once (no TLS there).
+cat > haproxy.cfg <<EOF
+global
+  maxconn 100
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+frontend api
+  bind 127.0.0.1:$HP ssl crt $WORK/px.bundle
+  use_backend prefixed if { path_beg /fleet/ }
+  default_backend api
+backend api
+  server s 127.0.0.1:$API_PORT
+backend prefixed
+  http-request set-path %[path,regsub(^/fleet/,/)]
+  server s 127.0.0.1:$API_PORT
+EOF
+haproxy -c -f haproxy.cfg > haproxy-check.log 2>&1 || fail "haproxy rejects its config: $(cat haproxy-check.log)"
+haproxy -db -f haproxy.cfg > haproxy.log 2>&1 &
+PIDS+=($!)
+python3 -c '
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(16)
+while True:
+    c, _ = s.accept()
+    c.close()
+' "$HQ" &
+PIDS+=($!)
+for p in $HP $HQ; do
+  for ((i = 0; i < 100; i++)); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $p), 0.2).close()" 2> /dev/null && break
+    sleep 0.05
+  done
+done
+
+# run RC CMD...: CMD exits RC within 20 s; its output in out.log, err.log.
+run() {
+  local want=$1 rc=0; shift
+  timeout 20 "$@" > out.log 2> err.log < /dev/null || rc=$?
+  [ $rc -ne 124 ] || fail "hung (killed after 20 s): $*"
+  [ $rc -eq "$want" ] || fail "exit $rc, expected $want: $*: $(cat err.log)"
+}
+has() { grep -qE -- "$2" "$1" || fail "no /$2/ in $1: $(cat "$1")"; }
+
+A="https://localhost:$HP"
+make_keys rel
+signed_image fw.bin 40000 2.0.0 esp32 rel
+run 0 $T image add --api "$A" --ca ca.pem fw.bin
+has out.log "2\.0\.0"
+run 0 $T image list --api "$A" --ca ca.pem
+has out.log "2\.0\.0 +esp32"
+TCPOTA_API_CA=$WORK/ca.pem run 0 $T summary --api "$A/fleet"
+has out.log "^devices by model and state:"
+run 0 $T device list --json --api "$A/fleet/" --ca ca.pem
+grep -q '"devices"' out.log || fail "device list over https: $(cat out.log)"
+ok "image add, image list, summary and device list over https:// through HAProxy (--ca, TCPOTA_API_CA, a prefix)"
+
+TCPOTA_TOKEN=wrong-token run 1 $T image list --api "$A" --ca ca.pem
+has err.log "^tcpota image: the API at $A refused the token"
+ok "the token goes through the proxy: a wrong one is the API's 401"
+
+# What cannot work says so, and what to give.
+run 1 $T image list --api "$A"
+has err.log "^tcpota image: the API at $A: its TLS certificate was not accepted: .*; give the certificate of the CA that signed it with --ca FILE \(or TCPOTA_API_CA\)$"
+run 1 $T image list --api "https://127.0.0.1:$HP" --ca ca.pem
+has err.log "^tcpota image: the API at https://127\.0\.0\.1:$HP: its TLS certificate was not accepted: .*mismatch; give --api the name the certificate is for$"
+run 1 $T image list --api "https://localhost:$API_PORT" --ca ca.pem
+has err.log "^tcpota image: the TLS handshake with the API at https://localhost:$API_PORT failed: .*; is it the https:// address of a TLS proxy in front of the API \(not the API's own plain http:// port\)\?$"
+run 1 $T image list --api "https://localhost:$HQ" --ca ca.pem
+has err.log "^tcpota image: the API at https://localhost:$HQ closed the connection during the TLS handshake; is it the https:// address of a TLS proxy"
+ok "an untrusted certificate, another name, the API's plain port and a closing proxy: exit 1, each said"
+
+mkfifo fifo
+: > empty
+run 2 $T image list --api "http://127.0.0.1:$API_PORT" --ca ca.pem
+has err.log "^tcpota image: --ca is for an https:// API address, and the API's is http://127\.0\.0\.1:$API_PORT"
+run 2 $T image list --api "$A" --ca fifo
+has err.log "fifo is not a regular file"
+run 2 $T image list --api "$A" --ca empty
+has err.log "^tcpota image: cannot load CA file empty: the file is empty"
+run 2 $T image list --api "$A" --ca px.key
+has err.log "^tcpota image: cannot load CA file px.key: it holds a private key, not a certificate"
+TCPOTA_API_CA=$WORK/empty run 2 $T image list --api "$A"
+has err.log "cannot load CA file $WORK/empty: the file is empty"
+ok "--ca with http://, a FIFO, an empty file, a key, a bad TCPOTA_API_CA: exit 2 before any request"
+
+stop_fleet
