@@ -56,6 +56,27 @@ with_failqueue() {
   chmod +x "$1"
 }
 
+# run RC CMD...: CMD exits RC within RUN_TIMEOUT seconds (default 10), its
+# stdin /dev/null, its output in out.log and err.log (current directory).
+run() {
+  local want=$1 rc=0; shift
+  timeout "${RUN_TIMEOUT:-10}" "$@" > out.log 2> err.log < /dev/null || rc=$?
+  [ $rc -ne 124 ] || fail "hung (killed after ${RUN_TIMEOUT:-10} s): $*"
+  [ $rc -eq "$want" ] || fail "exit $rc, expected $want: $*: $(cat err.log)"
+}
+# has FILE REGEX: FILE has a line matching REGEX (extended).
+has() { grep -qE -- "$2" "$1" || fail "no /$2/ in $1: $(cat "$1")"; }
+
+# free_ports N [ADDR]: N TCP ports free on ADDR (default 127.0.0.1), on one
+# line, for servers that cannot take port 0 and say which they got (HAProxy).
+free_ports() {
+  python3 -c '
+import socket, sys
+ss = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss: s.bind((sys.argv[2], 0))
+print(*[s.getsockname()[1] for s in ss])' "$1" "${2:-127.0.0.1}"
+}
+
 # server_cert: a self-signed ECDSA P-256 certificate for localhost and
 # 127.0.0.1, valid 2 days, in srv.pem, its key in srv.key (0600), in the
 # current directory.

@@ -29,11 +29,7 @@ cat px.pem px.key > px.bundle
 
 start_fleet
 unset TCPOTA_API # each command names its address
-read -r HP HQ < <(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(2)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])')
+read -r HP HQ < <(free_ports 2)
 # HP: TLS to the API, also under the prefix /fleet; HQ (below): a server
 # that takes each connection and closes it at once (no TLS there).
 cat > haproxy.cfg <<EOF
@@ -75,14 +71,7 @@ for p in $HP $HQ; do
   done
 done
 
-# run RC CMD...: CMD exits RC within 20 s; its output in out.log, err.log.
-run() {
-  local want=$1 rc=0; shift
-  timeout 20 "$@" > out.log 2> err.log < /dev/null || rc=$?
-  [ $rc -ne 124 ] || fail "hung (killed after 20 s): $*"
-  [ $rc -eq "$want" ] || fail "exit $rc, expected $want: $*: $(cat err.log)"
-}
-has() { grep -qE -- "$2" "$1" || fail "no /$2/ in $1: $(cat "$1")"; }
+RUN_TIMEOUT=20 # for lib.sh's run: an upload through the proxy under ASan
 
 A="https://localhost:$HP"
 make_keys rel

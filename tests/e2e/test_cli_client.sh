@@ -67,14 +67,7 @@ print(r["headers"].get(sys.argv[2].lower(), "") if sys.argv[1] == "header" else 
 }
 nreq() { wc -l < requests.jsonl; }
 
-# run RC CMD...: CMD exits RC within 10 s; its output in out.log, err.log.
-run() {
-  local want=$1 rc=0; shift
-  timeout 10 "$@" > out.log 2> err.log < /dev/null || rc=$?
-  [ $rc -ne 124 ] || fail "hung (killed after 10 s): $*"
-  [ $rc -eq "$want" ] || fail "exit $rc, expected $want: $*: $(cat err.log)"
-}
-has() { grep -qE -- "$2" "$1" || fail "no /$2/ in $1: $(cat "$1")"; }
+# run RC CMD... and has FILE REGEX: lib.sh.
 
 printf '%s\n' "$TOKEN" > tok; chmod 600 tok
 mkdir data; printf '%s\n' "$TOKEN" > data/api.token; chmod 600 data/api.token

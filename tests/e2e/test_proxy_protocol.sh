@@ -32,11 +32,7 @@ echo "dev1 $(cut -d' ' -f3 dev1.secret)" > secrets && chmod 600 secrets
 node N
 node U --require-auth --auth-file secrets --max-unauth-per-addr 1
 LISTEN=127.0.0.3:0 start_fleet --proxy-protocol 127.0.0.4 # a fleet node: SERVER_PORT, the API
-read -r P2 P1 P0 PU PF < <(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(5)]
-for s in ss: s.bind(("127.0.0.2", 0))
-print(*[s.getsockname()[1] for s in ss])')
+read -r P2 P1 P0 PU PF < <(free_ports 5 127.0.0.2)
 cat > haproxy.cfg <<EOF
 global
   maxconn 1000

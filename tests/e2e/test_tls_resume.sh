@@ -12,8 +12,8 @@ cd "$WORK"
 server_cert
 make_image img 100000
 start_server img 2.0.0 --tls-cert srv.pem --tls-key srv.key
-# run NAME: one connection of the device in dev/ (its stderr in NAME.log).
-run() {
+# connect NAME: one connection of the device in dev/ (its stderr in NAME.log).
+connect() {
   timeout 30 "$T" device --server "${DEV_HOST:-localhost}:$SERVER_PORT" --flash dev --id tls-dev --ca srv.pem \
     --max-attempts 1 2> "$1.log" || fail "device run $1 failed: $(tail -2 "$1.log")"
 }
@@ -24,7 +24,7 @@ handshakes() { grep -c "TLS handshake done ($1)" server.log || true; }
 delta() {
   local f0 r0
   f0=$(handshakes full) r0=$(handshakes 'resumed session')
-  run "$1"
+  connect "$1"
   F=$(( $(handshakes full) - f0 )) R=$(( $(handshakes 'resumed session') - r0 ))
 }
 
