@@ -27,12 +27,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 static const char flag_set[] = "1";
+/* How the API's 404 for a path it does not have starts (server/api.c). */
+#define API_NO_PATH "no such path "
 /* Whose certificate --ca's CA signed, in its messages. */
-#define API_TLS_PEER "the proxy's (or the proxy's own certificate)"
+#define API_TLS_PEER "the proxy's certificate (for a self-signed one, that certificate itself)"
 
 void api_usage_common(FILE *f, int upload)
 {
@@ -40,11 +43,12 @@ void api_usage_common(FILE *f, int upload)
             "options of every fleet command (image, rollout, device list|show|set|secret,\n"
             "summary):\n"
             "  --api URL            the server's API: http://HOST:PORT or HOST:PORT (HOST\n"
-            "                       alone: port %u; http://HOST: 80), or https://HOST[:PORT]\n"
-            "                       of a TLS proxy in front of it (default port 443)\n"
-            "                       (default: $TCPOTA_API, else %s)\n"
-            "  --ca FILE            https: the CA certificate that signed the proxy's\n"
-            "                       (default: $TCPOTA_API_CA, else the system's CAs)\n"
+            "                       alone: port %u; http://HOST: 80), or\n"
+            "                       https://HOST[:PORT][/PREFIX] of a TLS proxy in front of it\n"
+            "                       (default port 443) (default: $TCPOTA_API, else\n"
+            "                       %s)\n"
+            "  --ca FILE            https: the certificate of the CA that signed the proxy's\n"
+            "                       certificate (default: $TCPOTA_API_CA, else the system's)\n"
             "  --token-file FILE    the API token (one line); else\n"
             "  --data DIR           the server's data directory: its DIR/api.token; else\n"
             "                       $TCPOTA_TOKEN (a flag given wins over it)\n"
@@ -183,14 +187,19 @@ static int parse_url(struct api *a, const char *s, const char *from)
                 API_DEFAULT_URL);
         return 2;
     }
-    a->tls = strncmp(s, "https://", 8) == 0;
-    if (strstr(s, "://") && strncmp(s, "http://", 7) != 0 && !a->tls) {
+    a->tls = strncasecmp(s, "https://", 8) == 0; /* a scheme's case does not matter */
+    if (strstr(s, "://") && strncasecmp(s, "http://", 7) != 0 && !a->tls) {
         fprintf(stderr, "tcpota %s: %s: '%s' is not an http:// or https:// URL; e.g. %s\n", a->cmd,
                 from, s, API_DEFAULT_URL);
         return 2;
     }
+    if (!strstr(s, "://") && (strncasecmp(s, "http:", 5) == 0 || strncasecmp(s, "https:", 6) == 0)) {
+        fprintf(stderr, "tcpota %s: %s: '%s' is not a URL: its scheme is followed by '://', as in "
+                        "%s\n", a->cmd, from, s, API_DEFAULT_URL);
+        return 2;
+    }
     scheme = a->tls ? "https://" : "http://";
-    snprintf(full, sizeof(full), "%s%s", strstr(s, "://") ? "" : scheme, s);
+    snprintf(full, sizeof(full), "%s%s", scheme, strstr(s, "://") ? strstr(s, "://") + 3 : s);
     u = evhttp_uri_parse_with_flags(full, 0);
     host = u ? evhttp_uri_get_host(u) : NULL;
     if (!u || !host || !*host || evhttp_uri_get_query(u) || evhttp_uri_get_fragment(u) ||
@@ -234,8 +243,11 @@ static int parse_url(struct api *a, const char *s, const char *from)
     /* A path is a prefix before the API's own (a proxy's mount point):
      * ".../v1" would ask for .../v1/v1/images. */
     if (plen >= strlen(API_V1) && strncmp(path + plen - strlen(API_V1), API_V1, strlen(API_V1)) == 0) {
+        /* s's path starts at the first '/' after its authority */
+        const char *rest = strstr(s, "://") ? strstr(s, "://") + 3 : s;
+        size_t keep = (size_t)(rest - s) + strcspn(rest, "/") + plen - strlen(API_V1);
         fprintf(stderr, "tcpota %s: %s: '%s' ends in %s, which the commands add themselves; give "
-                        "the address without it, e.g. %s\n", a->cmd, from, s, API_V1, API_DEFAULT_URL);
+                        "the address without it: %.*s\n", a->cmd, from, s, API_V1, (int)keep, s);
         evhttp_uri_free(u);
         return 2;
     }
@@ -332,9 +344,10 @@ int api_setup(struct api *a, int upload)
         void *ctx;
 
         a->ca_file = a->opt_ca ? a->opt_ca : env_ca && *env_ca ? env_ca : NULL;
+        a->ca_from = a->opt_ca ? "--ca" : "TCPOTA_API_CA";
         /* A CA file that cannot be used is a bad value, said before any
          * request (each request makes its own context). */
-        if (!(ctx = cli_tls_client_ctx(a->cmd, a->ca_file, API_TLS_PEER))) return 2;
+        if (!(ctx = cli_tls_client_ctx(a->cmd, a->ca_file, a->ca_from, API_TLS_PEER))) return 2;
         cli_tls_ctx_free(ctx);
     }
 
@@ -386,24 +399,40 @@ struct reply {
     long tls_verify;         /* X509_V_OK, or why the certificate was refused */
     unsigned long tls_error; /* OpenSSL's error, 0: none */
     int tls_done;            /* the handshake completed */
+    uint64_t waited_ms;      /* from the request's start to its end */
 };
 
-/* Keeps what the TLS layer knows of a failed request before evhttp resets
- * the connection. */
+/* What the failure messages need of the TLS layer is recorded as it
+ * happens: evhttp resets a failed connection (the SSL is cleared) before
+ * any callback of the request runs. The SSL's app data is the reply. */
+static void tls_info(const SSL *ssl, int where, int ret)
+{
+    struct reply *r = SSL_get_app_data(ssl);
+
+    (void)ret;
+    if (r && (where & SSL_CB_HANDSHAKE_DONE)) r->tls_done = 1;
+}
+
+static int tls_verify(int ok, X509_STORE_CTX *store)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+    struct reply *r = ssl ? SSL_get_app_data(ssl) : NULL;
+
+    if (!ok && r && r->tls_verify == X509_V_OK) r->tls_verify = X509_STORE_CTX_get_error(store);
+    return ok;
+}
+
+/* Takes OpenSSL's errors of a failed request from libevent's TLS layer. */
 static void tls_note(struct reply *r)
 {
-    SSL *ssl = r->tls_bev ? bufferevent_openssl_get_ssl(r->tls_bev) : NULL;
     unsigned long e;
 
-    if (!ssl) return;
-    if (r->tls_verify == X509_V_OK) r->tls_verify = SSL_get_verify_result(ssl);
-    while ((e = bufferevent_get_openssl_error(r->tls_bev)) != 0) {
+    while (r->tls_bev && (e = bufferevent_get_openssl_error(r->tls_bev)) != 0) {
         /* libevent also lists SSL_get_error()'s code for a failed read or
          * write (no library in it): SSL_ERROR_SYSCALL when the peer closed.
          * That is told by no_answer; OpenSSL's own first error is the cause. */
         if (!r->tls_error && ERR_GET_LIB(e) != 0) r->tls_error = e;
     }
-    r->tls_done |= SSL_is_init_finished(ssl);
 }
 
 static void on_error(enum evhttp_request_error e, void *arg)
@@ -504,14 +533,23 @@ static int tls_failed(const struct api *a, const struct reply *r)
 
     if (!a->tls) return 0;
     if (r->tls_verify != X509_V_OK) {
+        long v = r->tls_verify;
+        char todo[700];
+
+        if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+            snprintf(todo, sizeof(todo), "give --api the name the certificate is for");
+        } else if (v == X509_V_ERR_CERT_HAS_EXPIRED || v == X509_V_ERR_CERT_NOT_YET_VALID) {
+            snprintf(todo, sizeof(todo), "renew the proxy's certificate (or set this machine's "
+                     "clock right)");
+        } else if (a->ca_file) {
+            snprintf(todo, sizeof(todo), "%s %s does not hold the certificate of the CA that "
+                     "signed it: give that one", a->ca_from, a->ca_file);
+        } else {
+            snprintf(todo, sizeof(todo), "give the certificate of the CA that signed it with --ca "
+                     "FILE (or TCPOTA_API_CA)");
+        }
         fprintf(stderr, "tcpota %s: the API at %s: its TLS certificate was not accepted: %s; %s\n",
-                a->cmd, a->url, X509_verify_cert_error_string(r->tls_verify),
-                r->tls_verify == X509_V_ERR_HOSTNAME_MISMATCH ||
-                        r->tls_verify == X509_V_ERR_IP_ADDRESS_MISMATCH
-                    ? "give --api the name the certificate is for"
-                    : a->ca_file ? "give --ca the certificate of the CA that signed it"
-                                 : "give the certificate of the CA that signed it with --ca FILE "
-                                   "(or TCPOTA_API_CA)");
+                a->cmd, a->url, X509_verify_cert_error_string(v), todo);
         return 1;
     }
     /* The peer closed during the handshake (OpenSSL 3 calls it an error):
@@ -541,7 +579,10 @@ static void no_answer(const struct api *a, enum api_method m, const struct reply
     int gai = 0, err;
     char why[128];
 
-    if (r->has_err && r->err == EVREQ_HTTP_TIMEOUT) {
+    /* A TLS handshake that never ends is not a timeout to evhttp: it ends
+     * as a closed connection, after the whole --timeout. */
+    if ((r->has_err && r->err == EVREQ_HTTP_TIMEOUT) ||
+        (a->tls && !r->tls_done && r->waited_ms >= (uint64_t)a->timeout_s * 1000)) {
         timed_out(a, m);
         return;
     }
@@ -579,8 +620,8 @@ static void no_answer(const struct api *a, enum api_method m, const struct reply
     }
     if (err == 0) {
         fprintf(stderr, "tcpota %s: the API at %s closed the connection without an answer; is "
-                        "it the --api address of tcpota serve (not its device port)?\n",
-                a->cmd, a->url);
+                        "it the --api address of tcpota serve (not its device port)%s?\n",
+                a->cmd, a->url, a->tls ? "" : ", or a TLS proxy's (then give https://)");
         return;
     }
     snprintf(why, sizeof(why), "%s", strerror(err));
@@ -591,6 +632,11 @@ static void no_answer(const struct api *a, enum api_method m, const struct reply
                         "Whether the request took effect is unknown: once it runs again, run the "
                         "command again (adding the same image twice is harmless)\n",
                 a->cmd, a->url, sent, why);
+        return;
+    }
+    if (a->tls) {
+        fprintf(stderr, "tcpota %s: cannot reach the API at %s (%s); is the TLS proxy in front "
+                        "of the API running there?\n", a->cmd, a->url, why);
         return;
     }
     fprintf(stderr, "tcpota %s: cannot reach the API at %s (%s); is tcpota serve --data running, "
@@ -716,6 +762,11 @@ static void print_error(const struct api *a, int status, const char *reason, con
     }
     if (*field) {
         print_field_error(a, msg, field);
+    } else if (status == 404 && *a->prefix && strncmp(msg, API_NO_PATH, strlen(API_NO_PATH)) == 0) {
+        /* The request's path, with the prefix, reached tcpota serve. */
+        fprintf(stderr, "tcpota %s: %s (the path %s of --api goes before each request's: a proxy "
+                        "in front of the API must take it off, or --api must go without it)\n",
+                a->cmd, msg, a->prefix);
     } else {
         fprintf(stderr, "tcpota %s: %s\n", a->cmd, msg);
     }
@@ -740,7 +791,13 @@ static void too_large(struct api *a, size_t sent)
         a->asking_limit = 0;
         a->json = json;
     }
-    if (limit > 0) {
+    if (limit > 0 && sent <= (size_t)limit) {
+        /* Within the server's limit: what refused it stands in between. */
+        fprintf(stderr, "tcpota %s: %zu bytes were refused as too large (413), but tcpota serve "
+                        "takes images of up to %lld bytes (its --max-image): a proxy in front of "
+                        "the API refused them; raise its limit on a request's body (nginx: "
+                        "client_max_body_size, 1 MiB by default)\n", a->cmd, sent, limit);
+    } else if (limit > 0) {
         fprintf(stderr, "tcpota %s: the server refused the %zu bytes sent as too large (413): "
                         "it takes images of at most %lld bytes (its --max-image)\n",
                 a->cmd, sent, limit);
@@ -751,33 +808,63 @@ static void too_large(struct api *a, size_t sent)
     }
 }
 
+/* A 502, 503 or 504 that is not JSON: a proxy in front of the API that
+ * could not reach tcpota serve, or waited too long for it (tcpota serve
+ * answers JSON). Says so and returns 1; else 0. A write may still have
+ * been made when the proxy stopped waiting. */
+static int proxy_failed(const struct api *a, enum api_method m, int status, const char *reason)
+{
+    if (status < 502 || status > 504) return 0;
+    if (status == 504) {
+        fprintf(stderr, "tcpota %s: a proxy in front of the API at %s answered 504 %s: it stopped "
+                        "waiting for tcpota serve%s%s%s (raise its timeout for the server's "
+                        "answers: HAProxy timeout server, nginx proxy_read_timeout)\n",
+                a->cmd, a->url, reason, m == API_GET ? "" : "; the server may still have made "
+                "the change: check with ", m == API_GET ? "" : check_cmd(a->cmd),
+                m == API_GET ? "" : " before running the command again");
+        return 1;
+    }
+    fprintf(stderr, "tcpota %s: a proxy in front of the API at %s answered %d %s: it cannot reach "
+                    "tcpota serve; is the server running, and is the proxy's address of its --api "
+                    "right?\n", a->cmd, a->url, status, reason);
+    return 1;
+}
+
 /* https: a connection to a->host:port inside TLS, its certificate checked
  * against a->ca_file (or the system's CAs) and a->host; NULL after saying
  * why. The TLS layer is kept in r (r->tls_bev) for the error messages. */
 static struct evhttp_connection *tls_connection(const struct api *a, struct reply *r)
 {
-    SSL_CTX *ctx = cli_tls_client_ctx(a->cmd, a->ca_file, API_TLS_PEER);
+    SSL_CTX *ctx = cli_tls_client_ctx(a->cmd, a->ca_file, a->ca_from, API_TLS_PEER);
     SSL *ssl = ctx ? SSL_new(ctx) : NULL;
     struct in6_addr ip;
     int literal = inet_pton(AF_INET, a->host, &ip) == 1 || inet_pton(AF_INET6, a->host, &ip) == 1;
     struct evhttp_connection *conn = NULL;
 
+    if (!ctx) return NULL; /* said why */
     cli_tls_ctx_free(ctx); /* the SSL holds its own reference */
+    /* The name in the URL must be in the certificate's subjectAltName (an
+     * IP address among its IP addresses: OpenSSL 3), never only in its CN;
+     * SNI names a host name, not an address. */
     if (!ssl || SSL_set1_host(ssl, a->host) != 1 ||
-        (!literal && SSL_set_tlsext_host_name(ssl, a->host) != 1)) {
-        fprintf(stderr, "tcpota %s: cannot set up TLS to %s\n", a->cmd, a->url);
+        (!literal && SSL_set_tlsext_host_name(ssl, a->host) != 1) ||
+        SSL_set_app_data(ssl, r) != 1) {
+        fprintf(stderr, "tcpota %s: cannot set up TLS to %s: out of memory\n", a->cmd, a->url);
         SSL_free(ssl);
         return NULL;
     }
+    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
+    SSL_set_verify(ssl, SSL_VERIFY_PEER, tls_verify);
+    SSL_set_info_callback(ssl, tls_info);
     r->tls_bev = bufferevent_openssl_socket_new(r->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
                                                 BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-    if (!r->tls_bev) {
+    if (!r->tls_bev) { /* libevent has freed ssl (BEV_OPT_CLOSE_ON_FREE) */
         fprintf(stderr, "tcpota %s: out of memory\n", a->cmd);
-        SSL_free(ssl);
         return NULL;
     }
-    /* HTTP says where the answer ends (Connection: close, Content-Length):
-     * a proxy that closes without TLS's close_notify loses nothing. */
+    /* A proxy that closes without TLS's close_notify loses nothing that
+     * was answered: tcpota serve's answers carry their Content-Length, and
+     * evhttp fails one that ends short of it. */
     bufferevent_openssl_set_allow_dirty_shutdown(r->tls_bev, 1);
     conn = evhttp_connection_base_bufferevent_new(r->base, NULL, r->tls_bev, a->host, a->port);
     if (!conn) {
@@ -800,6 +887,7 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
     size_t rawlen;
     json_t *j = NULL;
     json_error_t jerr;
+    uint64_t started;
     int rc = 1;
 
     *out = NULL;
@@ -826,6 +914,9 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
         goto out;
     }
     evhttp_connection_set_timeout(conn, (int)a->timeout_s);
+    /* A server or proxy that answers before the body is all sent (413)
+     * and closes: its answer is read, not lost to the failed write. */
+    evhttp_connection_set_flags(conn, EVHTTP_CON_READ_ON_WRITE_ERROR);
     evhttp_request_set_error_cb(req, on_error);
     h = evhttp_request_get_output_headers(req);
     snprintf(hostport, sizeof(hostport), "%s%s%s:%u", strchr(a->host, ':') ? "[" : "", a->host,
@@ -848,7 +939,9 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
         fprintf(stderr, "tcpota %s: cannot send %s %s to %s\n", a->cmd, method_name(m), uri, a->url);
         goto out;
     }
+    started = cli_now_ms();
     event_base_dispatch(r.base);
+    r.waited_ms = cli_now_ms() - started;
     if (r.status == 0) {
         tls_note(&r);
         no_answer(a, m, &r, body ? len : 0);
@@ -871,11 +964,16 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
     }
     if (rawlen) {
         j = json_loadb(raw, rawlen, JSON_REJECT_DUPLICATES, &jerr);
+        if ((!j || !json_is_object(j)) && proxy_failed(a, m, r.status, r.reason)) {
+            goto out;
+        }
         if (!j || !json_is_object(j)) {
             fprintf(stderr, "tcpota %s: the API at %s answered %d %s with a body that is not a "
-                            "JSON object (%s%s); is it the --api address of tcpota serve?\n",
+                            "JSON object (%s%s); is it the --api address of tcpota serve%s?\n",
                     a->cmd, a->url, r.status, r.reason, j ? "" : "JSON error: ",
-                    j ? "another JSON value" : jerr.text);
+                    j ? "another JSON value" : jerr.text,
+                    r.status == 404 ? ", with the path a proxy in front of it needs "
+                                      "(http[s]://HOST:PORT/PREFIX)" : "");
             goto out;
         }
         if (a->json) {

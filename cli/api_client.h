@@ -44,6 +44,7 @@ struct api {
     char url[600];      /* e.g. http://127.0.0.1:8071, for messages */
     int tls;            /* an https:// address: TLS to a proxy in front of the API */
     const char *ca_file; /* https: --ca, else $TCPOTA_API_CA, else NULL (the system's CAs) */
+    const char *ca_from; /* "--ca" or "TCPOTA_API_CA", for messages */
     int default_url;    /* url is API_DEFAULT_URL: neither --api nor TCPOTA_API */
     char host[256];
     uint16_t port;

@@ -28,7 +28,8 @@ static void usage(FILE *f)
             "  tcpota device list [--model M] [--state S] [--group G] [--limit N] [--after ID]\n"
             "  tcpota device show ID | set ID --group G | secret ID [--out FILE]\n"
             "  tcpota summary       devices by state and version, failures, refused devices\n"
-            "  common: --api URL, --token-file F or --data DIR (else TCPOTA_TOKEN), --json\n"
+            "  common: --api URL (https://: --ca F), --token-file F or --data DIR (else TCPOTA_TOKEN),\n"
+            "          --json\n"
             "\n"
             "`tcpota COMMAND --help` (or `tcpota help COMMAND`) lists every option of a command.\n",
             TCPOTA_VERSION_STRING);

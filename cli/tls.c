@@ -139,7 +139,7 @@ static const char *ca_says(const char *path, const char *peer, char *buf, size_t
     return buf;
 }
 
-void *cli_tls_client_ctx(const char *cmd, const char *ca_file, const char *peer)
+void *cli_tls_client_ctx(const char *cmd, const char *ca_file, const char *what, const char *peer)
 {
     const char *says;
     SSL_CTX *ctx;
@@ -147,7 +147,7 @@ void *cli_tls_client_ctx(const char *cmd, const char *ca_file, const char *peer)
     int fd;
 
     /* OpenSSL would block forever on a FIFO: refuse anything but a file. */
-    if (ca_file && (fd = cli_open_regular(ca_file, "--ca")) < 0) {
+    if (ca_file && (fd = cli_open_regular(ca_file, what)) < 0) {
         return NULL;
     }
     if (ca_file) close(fd);
@@ -157,7 +157,7 @@ void *cli_tls_client_ctx(const char *cmd, const char *ca_file, const char *peer)
                  : SSL_CTX_set_default_verify_paths(ctx)) != 1) {
         says = ca_file ? ca_says(ca_file, peer, said, sizeof(said)) : "";
         if (ca_file) {
-            fprintf(stderr, "tcpota %s: cannot load CA file %s: %s\n", cmd, ca_file,
+            fprintf(stderr, "tcpota %s: %s: cannot load CA file %s: %s\n", cmd, what, ca_file,
                     *says ? says : ssl_reason(why, sizeof(why)));
         } else {
             fprintf(stderr, "tcpota %s: cannot load the system's CA certificates: %s; give the "
@@ -181,7 +181,8 @@ int cli_tls_init(struct cli_tls *t, const char *ca_file, const char *session_fil
     SSL_CTX *ctx;
 
     memset(t, 0, sizeof(*t));
-    if (!(ctx = cli_tls_client_ctx("device", ca_file, "the server's (or the server's own --tls-cert)"))) {
+    if (!(ctx = cli_tls_client_ctx("device", ca_file, "--ca",
+                                   "the server's (or the server's own --tls-cert)"))) {
         return -1;
     }
     if (session_file) {

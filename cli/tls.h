@@ -23,11 +23,12 @@ struct cli_tls {
 
 /* A client context (SSL_CTX) that verifies servers, TLS 1.2 at least,
  * trusting the certificates in ca_file (a regular file; NULL: the system's,
- * OpenSSL's default paths). NULL after "tcpota CMD: cannot load CA file
- * FILE: REASON" on stderr (REASON says what the file holds instead, when
- * it is not a certificate, and to give the CA that signed `peer`, e.g.
- * "the server's"). Free it with cli_tls_ctx_free(). */
-void *cli_tls_client_ctx(const char *cmd, const char *ca_file, const char *peer);
+ * OpenSSL's default paths). NULL after "tcpota CMD: WHAT: cannot load CA
+ * file FILE: REASON" on stderr, WHAT where the file was named ("--ca"),
+ * REASON what the file holds instead when it is not a certificate, and to
+ * give the CA that signed `peer` ("the server's"). Free it with
+ * cli_tls_ctx_free(). */
+void *cli_tls_client_ctx(const char *cmd, const char *ca_file, const char *what, const char *peer);
 void cli_tls_ctx_free(void *ctx);
 
 /* Loads the CA file (cli_tls_client_ctx). session_file (NULL: none) is where the session the

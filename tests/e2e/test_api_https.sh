@@ -28,20 +28,27 @@ openssl x509 -req -in px.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -e
 cat px.pem px.key > px.bundle
 
 start_fleet
-unset TCPOTA_API # each command names its address
-read -r HP HQ < <(free_ports 2)
-# HP: TLS to the API, also under the prefix /fleet; HQ (below): a server
-# that takes each connection and closes it at once (no TLS there).
+unset TCPOTA_API TCPOTA_API_CA # each command names its address and CA
+read -r HP HQ HS HH HB HT HL < <(free_ports 7)
+# HAProxy, terminating TLS:
+#   HP  to the API, also under the prefix /fleet (the prefix taken off)
+#   HB  to a backend that closes each connection (its 502)
+#   HT  to a backend that never answers, given 1 s (its 504)
+#   HL  to the API, refusing a body over 100 kB (its 413, as nginx's
+#       client_max_body_size would)
+# peers.py: HQ closes each connection at once; HS takes connections and
+# never says anything; HH finishes the TLS handshake, reads and closes.
 cat > haproxy.cfg <<EOF
 global
   maxconn 100
 defaults
   mode http
-  timeout connect 2s
-  timeout client 30s
-  timeout server 30s
+  timeout connect 5s
+  timeout client 5m
+  timeout server 5m
 frontend api
   bind 127.0.0.1:$HP ssl crt $WORK/px.bundle
+  http-request deny if { path_beg /ota/ }
   use_backend prefixed if { path_beg /fleet/ }
   default_backend api
 backend api
@@ -49,24 +56,56 @@ backend api
 backend prefixed
   http-request set-path %[path,regsub(^/fleet/,/)]
   server s 127.0.0.1:$API_PORT
+frontend down
+  bind 127.0.0.1:$HB ssl crt $WORK/px.bundle
+  default_backend down
+backend down
+  server s 127.0.0.1:$HQ
+frontend slow
+  bind 127.0.0.1:$HT ssl crt $WORK/px.bundle
+  default_backend slow
+backend slow
+  timeout server 1s
+  server s 127.0.0.1:$HS
+frontend small
+  bind 127.0.0.1:$HL ssl crt $WORK/px.bundle
+  http-request deny deny_status 413 if { req.hdr_val(content-length) gt 100000 }
+  default_backend api
 EOF
 haproxy -c -f haproxy.cfg > haproxy-check.log 2>&1 || fail "haproxy rejects its config: $(cat haproxy-check.log)"
 haproxy -db -f haproxy.cfg > haproxy.log 2>&1 &
 PIDS+=($!)
-python3 -c '
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1])))
-s.listen(16)
-while True:
-    c, _ = s.accept()
-    c.close()
-' "$HQ" &
+cat > peers.py <<'PY'
+import socket, ssl, sys, threading
+closer, staller, tls_closer = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[4], sys.argv[5])
+held = []
+def tls_close(c):
+    t = ctx.wrap_socket(c, server_side=True)
+    t.recv(4096)
+    t.close()
+def serve(port, each):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(16)
+    while True:
+        c, _ = s.accept()
+        try:
+            each(c)
+        except OSError:
+            c.close()
+threading.Thread(target=serve, args=(staller, held.append), daemon=True).start()
+threading.Thread(target=serve, args=(tls_closer, tls_close), daemon=True).start()
+serve(closer, lambda c: c.close())
+PY
+python3 peers.py "$HQ" "$HS" "$HH" px.pem px.key > peers.log 2>&1 &
 PIDS+=($!)
-for p in $HP $HQ; do
-  for ((i = 0; i < 100; i++)); do
+for p in $HP $HQ $HS $HH $HB $HT $HL; do
+  for ((i = 0; ; i++)); do
     python3 -c "import socket; socket.create_connection(('127.0.0.1', $p), 0.2).close()" 2> /dev/null && break
+    [ $i -lt 100 ] || fail "nothing listens on 127.0.0.1:$p: $(cat haproxy.log peers.log)"
     sleep 0.05
   done
 done
@@ -86,6 +125,9 @@ run 0 $T device list --json --api "$A/fleet/" --ca ca.pem
 grep -q '"devices"' out.log || fail "device list over https: $(cat out.log)"
 ok "image add, image list, summary and device list over https:// through HAProxy (--ca, TCPOTA_API_CA, a prefix)"
 
+# The proxy keeps HTTP downloads (/ota/) to itself, as docs/operations.md's does.
+code=$(curl -s -o /dev/null -w '%{http_code}' --cacert ca.pem "$A/ota/esp32/firmware.bin")
+[ "$code" = 403 ] || fail "/ota/ through the proxy: HTTP $code, expected HAProxy's 403"
 TCPOTA_TOKEN=wrong-token run 1 $T image list --api "$A" --ca ca.pem
 has err.log "^tcpota image: the API at $A refused the token"
 ok "the token goes through the proxy: a wrong one is the API's 401"
@@ -99,7 +141,18 @@ run 1 $T image list --api "https://localhost:$API_PORT" --ca ca.pem
 has err.log "^tcpota image: the TLS handshake with the API at https://localhost:$API_PORT failed: .*; is it the https:// address of a TLS proxy in front of the API \(not the API's own plain http:// port\)\?$"
 run 1 $T image list --api "https://localhost:$HQ" --ca ca.pem
 has err.log "^tcpota image: the API at https://localhost:$HQ closed the connection during the TLS handshake; is it the https:// address of a TLS proxy"
-ok "an untrusted certificate, another name, the API's plain port and a closing proxy: exit 1, each said"
+run 1 $T image list --api "https://localhost:$HH" --ca ca.pem
+has err.log "^tcpota image: the API at https://localhost:$HH closed the connection without an answer; is it the --api address of tcpota serve"
+run 1 $T image list --api "https://localhost:$HS" --ca ca.pem --timeout 1
+has err.log "^tcpota image: no answer from the API at https://localhost:$HS within 1 s"
+run 1 $T image list --api "https://localhost:$HB" --ca ca.pem
+has err.log "^tcpota image: a proxy in front of the API at https://localhost:$HB answered 50[23] .*: it cannot reach tcpota serve; is the server running"
+run 1 $T rollout create --image 0123456789ab --model esp32 --api "https://localhost:$HT" --ca ca.pem
+has err.log "^tcpota rollout: a proxy in front of the API at https://localhost:$HT answered 504 .*: it stopped waiting for tcpota serve; the server may still have made the change: check with tcpota rollout list before"
+make_image big.bin 150000
+run 1 $T image add big.bin --version 9.9.9 --model esp32 --api "https://localhost:$HL" --ca ca.pem
+has err.log "^tcpota image: 150000 bytes were refused as too large \(413\), but tcpota serve takes images of up to [0-9]+ bytes \(its --max-image\): a proxy in front of the API refused them"
+ok "an untrusted certificate, another name, the API's plain port, a peer closing during or after the handshake, one that never answers, a proxy's 503, 504 and 413: exit 1, each said"
 
 mkfifo fifo
 : > empty
@@ -108,9 +161,9 @@ has err.log "^tcpota image: --ca is for an https:// API address, and the API's i
 run 2 $T image list --api "$A" --ca fifo
 has err.log "fifo is not a regular file"
 run 2 $T image list --api "$A" --ca empty
-has err.log "^tcpota image: cannot load CA file empty: the file is empty"
+has err.log "^tcpota image: --ca: cannot load CA file empty: the file is empty"
 run 2 $T image list --api "$A" --ca px.key
-has err.log "^tcpota image: cannot load CA file px.key: it holds a private key, not a certificate"
+has err.log "^tcpota image: --ca: cannot load CA file px.key: it holds a private key, not a certificate"
 TCPOTA_API_CA=$WORK/empty run 2 $T image list --api "$A"
 has err.log "cannot load CA file $WORK/empty: the file is empty"
 ok "--ca with http://, a FIFO, an empty file, a key, a bad TCPOTA_API_CA: exit 2 before any request"

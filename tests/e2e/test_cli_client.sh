@@ -72,7 +72,7 @@ nreq() { wc -l < requests.jsonl; }
 printf '%s\n' "$TOKEN" > tok; chmod 600 tok
 mkdir data; printf '%s\n' "$TOKEN" > data/api.token; chmod 600 data/api.token
 echo "wrong-token" > bad.tok; chmod 600 bad.tok
-unset TCPOTA_TOKEN TCPOTA_API
+unset TCPOTA_TOKEN TCPOTA_API TCPOTA_API_CA
 
 # --- the token: where it is taken from, and what when it is missing or refused
 IMAGES='{"images": [{"id": "'$ID'", "version": "2.0.0", "model": "esp32-devkit", "size": 262144, "signed": true, "added_at": 1796131200, "rollouts": [1, 3]}]}'
@@ -457,8 +457,9 @@ has err.log "^tcpota device: --ca is for an https:// API address, and the API's 
 run 2 $T device list --api https://x:
 has err.log "^tcpota device: --api: 'https://x:': no port after ':'"
 # https:// without a port is HTTPS's own, 443 (whatever answers there,
-# or nothing, it is the address the message names).
-run 1 $T device list --api https://127.0.0.1 --token-file tok
+# or nothing, it is the address the message names; the token goes only to
+# a certificate the system's CAs trust for 127.0.0.1).
+run 1 $T device list --api https://127.0.0.1 --token-file tok --timeout 2
 has err.log "the API at https://127\.0\.0\.1:443[ :]"
 run 2 $T device list --api ftp://127.0.0.1:1
 has err.log "^tcpota device: --api: 'ftp://127\.0\.0\.1:1' is not an http:// or https:// URL"

@@ -46,11 +46,11 @@ ok "a FIFO as key, image, manifest, device secret, --ca or --out is refused at o
 # A --ca that is no certificate: what the file holds (as serve says of its
 # --tls-cert), not OpenSSL's "no certificate or crl found".
 printf -- '-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n' > ca-key.pem
-expect 2 "^tcpota device: cannot load CA file ca-key.pem: it holds a private key, not a certificate; give the certificate of the CA" \
+expect 2 "^tcpota device: --ca: cannot load CA file ca-key.pem: it holds a private key, not a certificate; give the certificate of the CA" \
   $T device --server 127.0.0.1:1 --flash devdir --ca ca-key.pem --max-attempts 1
-expect 2 "^tcpota device: cannot load CA file empty: the file is empty; give the certificate of the CA" \
+expect 2 "^tcpota device: --ca: cannot load CA file empty: the file is empty; give the certificate of the CA" \
   $T device --server 127.0.0.1:1 --flash devdir --ca empty --max-attempts 1
-expect 2 "^tcpota device: cannot load CA file img: it holds no PEM certificate \(-----BEGIN CERTIFICATE-----\)" \
+expect 2 "^tcpota device: --ca: cannot load CA file img: it holds no PEM certificate \(-----BEGIN CERTIFICATE-----\)" \
   $T device --server 127.0.0.1:1 --flash devdir --ca img --max-attempts 1
 ! grep -q "no certificate or crl found" err$((N - 2)).log err$((N - 1)).log err$N.log || fail "OpenSSL's reason instead of what --ca holds"
 ok "a --ca holding a key, nothing, or no PEM certificate is said to"
