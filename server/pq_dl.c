@@ -12,6 +12,13 @@ struct pq_dl pq_dl;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static char failed[512]; /* empty: loaded */
 
+/* The one message for a libpq that cannot be used, why it cannot. */
+static void say_failed(const char *why)
+{
+    snprintf(failed, sizeof(failed), "PostgreSQL's client library (%s) did not load: %s; install "
+             "it (Debian: apt-get install libpq5)", PQ_SONAME, why);
+}
+
 /* dlsym's void * to a function pointer: POSIX allows it, ISO C does not say;
  * copying the bytes keeps -pedantic quiet. */
 static int resolve(void *lib, const char *name, void *slot, size_t size)
@@ -19,8 +26,9 @@ static int resolve(void *lib, const char *name, void *slot, size_t size)
     void *sym = dlsym(lib, name);
 
     if (!sym) {
-        snprintf(failed, sizeof(failed), "PostgreSQL's client library (%s) did not load: it lacks "
-                 "%s (too old?); install Debian's libpq5", PQ_SONAME, name);
+        char why[128];
+        snprintf(why, sizeof(why), "it has no %s (an older libpq?)", name);
+        say_failed(why);
         return -1;
     }
     memcpy(slot, &sym, size);
@@ -33,8 +41,7 @@ static void load(void)
 
     if (!lib) {
         const char *why = dlerror();
-        snprintf(failed, sizeof(failed), "PostgreSQL's client library (%s) did not load: %s; "
-                 "install it (Debian: apt-get install libpq5)", PQ_SONAME, why ? why : "?");
+        say_failed(why ? why : "dlopen gave no reason");
         return;
     }
 #define PQ_DL_RESOLVE(f) \

@@ -3,11 +3,11 @@
  * of linked into tcpota.
  *
  * Why: libpq brings about twenty libraries with it (Kerberos, LDAP, GnuTLS,
- * SASL, ...). Linked, every start of tcpota loaded and relocated them: 12 ms
- * of a plain `tcpota --version`'s 17 ms, 25 ms under ASan+UBSan, for every
- * `tcpota device`, `tcpota sign`, every CLI call, and servers on SQLite
- * that never speak to PostgreSQL. Loaded on first use, only `serve --db`
- * pays, once.
+ * SASL, ...). Linked, every start of tcpota loaded and relocated them: a
+ * `tcpota --version` took 19-21 ms to start and exit, 10-13 ms without
+ * them (2-core VM), for every `tcpota device`, `tcpota sign`, every CLI
+ * call, and servers on SQLite that never speak to PostgreSQL. Loaded on
+ * first use, only `serve --db` pays, once.
  *
  * Use: the store_pg_*.c files include this header after libpq-fe.h (through
  * store_pg_internal.h); each PQ... call in them then goes through the
@@ -45,7 +45,7 @@ extern struct pq_dl pq_dl;
 /* Loads libpq (once, whichever thread asks first; later calls return the
  * first's result). Returns 0, or -1 with "PostgreSQL's client library
  * (libpq.so.5) did not load: REASON; install it (Debian: apt-get install
- * libpq5)" in err. */
+ * libpq5)" in err, REASON dlopen's, or the function it lacks. */
 int pq_load(char *err, size_t errlen);
 
 #ifndef PQ_DL_IMPL

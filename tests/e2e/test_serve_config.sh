@@ -152,24 +152,28 @@ rc=0; timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --db 'postgresql://u:Pw0rd
 ! grep -q 'PostgreSQL runs' sslmode.log || fail "sslmode=bogus: told to check PostgreSQL: $(cat sslmode.log)"
 ! grep -q Pw0rd refused.log sslmode.log || fail "the --db password was shown"
 
-# libpq is loaded only for --db (server/pq_dl.h): without it (a mount
-# namespace with an empty file over it) every other command runs, and --db
-# is refused at once, saying what is missing and what to install, with
-# nothing created. Before, tcpota linked libpq and did not start at all.
-PQLIB=$(ldconfig -p | awk '$1 == "libpq.so.5" && /x86-64|64bit/ {print $NF; exit}')
-[ -n "$PQLIB" ] || PQLIB=$(ldconfig -p | awk '$1 == "libpq.so.5" {print $NF; exit}')
-[ -n "$PQLIB" ] || fail "ldconfig knows no libpq.so.5 (the build needs libpq-dev)"
-unshare -m true 2> unshare.log || fail "unshare -m (as root) is needed for the test without libpq: $(cat unshare.log)"
-rc=0
-unshare -m bash -c 'mount --bind /dev/null "$1" && shift && "$@"' _ "$PQLIB" \
-  timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --db postgresql://127.0.0.1:1/x --data fleet-nopq \
-  --api off > /dev/null 2> nopq.log || rc=$?
-[ $rc -eq 2 ] && grep -qE '^tcpota serve: --db: PostgreSQL.s client library \(libpq\.so\.5\) did not load: .+; install it \(Debian: apt-get install libpq5\)$' nopq.log ||
-  fail "--db without libpq: exit $rc: $(cat nopq.log)"
-[ ! -e fleet-nopq ] || fail "--db without libpq created its data directory"
-unshare -m bash -c 'mount --bind /dev/null "$1" && shift && "$@"' _ "$PQLIB" \
-  "$TCPOTA" keygen --out nopq > nopq-keygen.log 2>&1 || fail "tcpota keygen needs libpq: $(cat nopq-keygen.log)"
-ok "without libpq: keygen runs; --db is refused at once, saying to install libpq5"
+# libpq is loaded only for --db (server/pq_dl.h): without a usable one
+# every other command runs, and --db is refused at once, saying what is
+# missing and what to install, with nothing created. LD_LIBRARY_PATH puts
+# a libpq.so.5 first that is an empty file, then one without libpq's
+# functions. Before, tcpota linked libpq and did not start at all.
+mkdir -p pq-empty pq-stub
+: > pq-empty/libpq.so.5
+printf 'int tcpota_not_libpq;\n' > pq-stub.c
+gcc -shared -fPIC -Wl,-soname,libpq.so.5 -o pq-stub/libpq.so.5 pq-stub.c 2> gcc.log || fail "gcc: $(cat gcc.log)"
+nopq() { # nopq DIR WHY: --db with DIR's libpq.so.5 is refused, saying WHY
+  local rc=0
+  LD_LIBRARY_PATH=$WORK/$1 timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 \
+    --db postgresql://127.0.0.1:1/x --data "fleet-$1" --api off > /dev/null 2> "$1.log" || rc=$?
+  [ $rc -eq 2 ] && grep -qE "^tcpota serve: --db: PostgreSQL.s client library \(libpq\.so\.5\) did not load: $2; install it \(Debian: apt-get install libpq5\)$" "$1.log" ||
+    fail "--db with $1/libpq.so.5: exit $rc: $(cat "$1.log")"
+  [ ! -e "fleet-$1" ] || fail "--db with $1/libpq.so.5 created its data directory"
+}
+nopq pq-empty '.*file too short'
+nopq pq-stub 'it has no PQ[a-zA-Z]+ \(an older libpq\?\)'
+LD_LIBRARY_PATH=$WORK/pq-empty "$TCPOTA" keygen --out nopq > nopq-keygen.log 2>&1 ||
+  fail "tcpota keygen needs libpq: $(cat nopq-keygen.log)"
+ok "without a usable libpq: keygen runs; --db is refused at once, saying to install libpq5"
 
 # A password in --db that other users can read is warned about, pointing
 # to a password file, never showing it: in a config file they may read
