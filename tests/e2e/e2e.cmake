@@ -1,12 +1,7 @@
 # End-to-end tests: the real `tcpota` binaries on loopback.
-# Under ASan+UBSan (TCPOTA_SANITIZED=1) the fleet tests run fewer devices:
-# there they look for memory errors, and the plain build checks the scale
-# the fleet issue asks for (make test runs both).
-if(TCPOTA_SANITIZE)
-  set(E2E_SANITIZED 1)
-else()
-  set(E2E_SANITIZED 0)
-endif()
+# Under ASan+UBSan (TCPOTA_SANITIZED=1, tests/CMakeLists.txt) the fleet
+# tests run fewer devices: there they look for memory errors, and the plain
+# build checks the scale the fleet issue asks for (make test runs both).
 # tls_auth needs the device side of the TLS channel binding (core) as well.
 foreach(t cuts sigkill legacy fleet hostile rollback security cli_errors cli_client offer logs rogue flashdir tls_auth tls_resume
           checkin fleet_models fleet_waves fleet_halt fleet_sigkill fleet_api fleet_legacy fleet_ops fleet_memo
@@ -18,7 +13,7 @@ foreach(t cuts sigkill legacy fleet hostile rollback security cli_errors cli_cli
           tls_ticket_keys proxy_protocol fleet_events tls_reload fleet_offload fleet_resign api_https)
   add_test(NAME e2e_${t} COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/test_${t}.sh)
   set_tests_properties(e2e_${t} PROPERTIES LABELS e2e TIMEOUT 300
-    ENVIRONMENT "TCPOTA=$<TARGET_FILE:tcpota>;PROXY=$<TARGET_FILE:tcpota-proxy>;LEGACY=$<TARGET_FILE:tcpota-legacy-client>;HOSTILE=$<TARGET_FILE:tcpota-hostile>;ROGUE=$<TARGET_FILE:tcpota-rogue>;FAILQUEUE=$<TARGET_FILE:tcpota-failqueue>;TCPOTA_SANITIZED=${E2E_SANITIZED}")
+    ENVIRONMENT "TCPOTA=$<TARGET_FILE:tcpota>;PROXY=$<TARGET_FILE:tcpota-proxy>;LEGACY=$<TARGET_FILE:tcpota-legacy-client>;HOSTILE=$<TARGET_FILE:tcpota-hostile>;ROGUE=$<TARGET_FILE:tcpota-rogue>;FAILQUEUE=$<TARGET_FILE:tcpota-failqueue>;TCPOTA_SANITIZED=${TESTS_SANITIZED}")
 endforeach()
 # `make install` into a scratch DESTDIR, from this build tree: the plain
 # build only (under ASan+UBSan it would check the same files and Makefile

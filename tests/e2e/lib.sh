@@ -2,6 +2,13 @@
 # Each test sources this with TCPOTA, PROXY and LEGACY set to the binaries.
 set -euo pipefail
 
+# Under ASan+UBSan? ctest says so (TCPOTA_SANITIZED); run by hand, the
+# binary does (the runtime is linked in: ldd does not show it).
+if [ -z "${TCPOTA_SANITIZED:-}" ] && [ -n "${TCPOTA:-}" ]; then
+  TCPOTA_SANITIZED=$( (nm "$TCPOTA" 2> /dev/null || true) | grep -q ' __asan_init$' && echo 1 || echo 0)
+  export TCPOTA_SANITIZED
+fi
+
 WORK=$(mktemp -d /tmp/tcpota-e2e.XXXXXX)
 # This directory: helpers of the tests (frames.py) are found here after a cd.
 E2E=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

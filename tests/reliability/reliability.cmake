@@ -22,5 +22,5 @@ target_compile_definitions(tcpota-hostile PRIVATE _POSIX_C_SOURCE=200809L _DEFAU
 foreach(t crash hostile tcpcuts streamtail readpause stall)
   add_test(NAME reliability_${t} COMMAND bash ${rel}/test_${t}.sh)
   set_tests_properties(reliability_${t} PROPERTIES LABELS reliability TIMEOUT 300
-    ENVIRONMENT "TCPOTA=$<TARGET_FILE:tcpota>;PROXY=$<TARGET_FILE:tcpota-proxy>;HOSTILE=$<TARGET_FILE:tcpota-hostile>;TCPOTA_SANITIZED=${E2E_SANITIZED}")
+    ENVIRONMENT "TCPOTA=$<TARGET_FILE:tcpota>;PROXY=$<TARGET_FILE:tcpota-proxy>;HOSTILE=$<TARGET_FILE:tcpota-hostile>;TCPOTA_SANITIZED=${TESTS_SANITIZED}")
 endforeach()

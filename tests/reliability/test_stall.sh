@@ -42,6 +42,7 @@ while time.monotonic() - t0 < secs:
             print("stopped", flush=True)
     if stopped and time.monotonic() - stopped >= 3:
         os.kill(server, signal.SIGCONT)
+        print("stopped for %.2f s" % (time.monotonic() - stopped), flush=True)  # 3 unless starved
         stopped = None
     for key, _ in sel.select(0.05):
         try:
