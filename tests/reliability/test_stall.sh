@@ -22,7 +22,7 @@ for i in range(n):
     s.setblocking(False)
     sel.register(s, selectors.EVENT_READ)
     socks.append(s)
-print("connected", flush=True)
+print("connected; rounds from %s UTC" % time.strftime("%H:%M:%S", time.gmtime()), flush=True)
 t0, nxt, rounds, stopped, late = time.monotonic(), 0, 0, None, 0.0
 while time.monotonic() - t0 < secs:
     if time.monotonic() >= nxt:
@@ -32,14 +32,15 @@ while time.monotonic() - t0 < secs:
             if s not in closed:
                 try:
                     s.send(b"req0\r\n\r\n")
-                except OSError:
+                except OSError as e:  # said at the end: the server then rightly finds it idle
                     closed.add(s)
+                    print("send failed at %.2f s: %s" % (time.monotonic() - t0, e), flush=True)
         nxt, rounds = time.monotonic() + 0.5, rounds + 1
         if rounds == 3:
             # Stopped while it reads this round: mid-turn of its loop.
             os.kill(server, signal.SIGSTOP)
             stopped = time.monotonic()
-            print("stopped", flush=True)
+            print("stopped at %.2f s" % (stopped - t0), flush=True)
     if stopped and time.monotonic() - stopped >= 3:
         os.kill(server, signal.SIGCONT)
         print("stopped for %.2f s" % (time.monotonic() - stopped), flush=True)  # 3 unless starved
@@ -50,9 +51,10 @@ while time.monotonic() - t0 < secs:
                 raise OSError
         except BlockingIOError:
             pass
-        except OSError:
+        except OSError as e:
             closed.add(key.fileobj)
             sel.unregister(key.fileobj)
+            print("closed by the server at %.2f s: %s" % (time.monotonic() - t0, e or "end of stream"), flush=True)
 print("closed", len(closed), flush=True)
 print("late %.2f s at most" % late, flush=True)
 PY
