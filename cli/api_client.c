@@ -308,6 +308,30 @@ static int token_from_file(struct api *a, const char *path, const char *what)
     return 0;
 }
 
+const char *api_hint_opts(const struct api *a, char *buf, size_t cap)
+{
+    const char *const opt[][2] = {
+        {"--api", a->opt_api}, {"--ca", a->opt_ca},
+        {"--token-file", a->opt_token_file}, {"--data", a->opt_data},
+    };
+    char one[2100];
+    size_t n = 0;
+
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof(opt) / sizeof(opt[0]); i++) {
+        if (!opt[i][1]) continue;
+        /* quoted, a value grows to 4 characters per one at most */
+        if (strlen(opt[i][1]) * 4 + 32 >= sizeof(one)) goto none;
+        cli_shell_opt(opt[i][0], opt[i][1], one, sizeof(one));
+        n += (size_t)snprintf(buf + n, n < cap ? cap - n : 0, " %s", one);
+        if (n >= cap) goto none;
+    }
+    return buf;
+none:
+    buf[0] = '\0';
+    return buf;
+}
+
 int api_setup(struct api *a, int upload)
 {
     const char *env_api = getenv("TCPOTA_API"), *env_tok = getenv("TCPOTA_TOKEN");

@@ -75,6 +75,16 @@ void api_usage_common(FILE *f, int upload);
  * 20") and returns 2, else 0. */
 int api_number(const struct api *a, const char *name, const char *s, const char *example,
                long long *out);
+/* Room for api_hint_opts' text. */
+#define API_HINT_OPTS 9000
+/* The common options given on the command line that say which server and
+ * how (--api, --ca, --token-file, --data; not the environment's, which the
+ * next command has too), as " OPT VALUE..." to append to a command the
+ * output suggests, so that pasted it reaches the same server; "" when
+ * none, or when they would not fit (a command cut short is worse than one
+ * without them). Into buf (cap API_HINT_OPTS); returns buf. */
+const char *api_hint_opts(const struct api *a, char *buf, size_t cap);
+
 /* Resolves the API address (--api, TCPOTA_API, the default) and the token
  * (--token-file, --data DIR's api.token, TCPOTA_TOKEN: a flag beats the
  * environment), and the timeout

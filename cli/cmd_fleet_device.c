@@ -132,11 +132,12 @@ static int device_list(struct api *a, int argc, char **argv)
         } else {
             table_print(t, stdout);
             if (next) {
-                char qnext[4 * 256 + 16];
-                printf("%zu of %lld devices; the next page: tcpota device list %s "
+                char qnext[4 * 256 + 16], same[API_HINT_OPTS];
+                printf("%zu of %lld devices; the next page: tcpota device list %s%s "
                        "(with the same filters)\n",
                        table_rows(t), api_int(ans, "total"),
-                       cli_shell_opt("--after", table_c(next), qnext, sizeof(qnext)));
+                       cli_shell_opt("--after", table_c(next), qnext, sizeof(qnext)),
+                       api_hint_opts(a, same, sizeof(same)));
             }
         }
         table_free(t);

@@ -184,9 +184,10 @@ static size_t name_applying_rollouts(struct api *a, const json_t *used)
         if (api_request(a, API_GET, path, NULL, 0, NULL, NULL, NULL, &d, NULL) != 0) continue;
         if (!api_bool(d, "superseded") && strcmp(api_str(d, "state"), "cancelled") != 0) {
             group = table_c(api_str(d, "group"));
-            printf("rollout %lld%s%s%s uses it: follow it with tcpota rollout show %lld\n",
+            char same[API_HINT_OPTS];
+            printf("rollout %lld%s%s%s uses it: follow it with tcpota rollout show %lld%s\n",
                    (long long)ro, *group ? " (group " : "", group, *group ? ")" : "",
-                   (long long)ro);
+                   (long long)ro, api_hint_opts(a, same, sizeof(same)));
             n++;
         }
         json_decref(d);
@@ -277,9 +278,11 @@ static int image_add(struct api *a, int argc, char **argv)
         /* A rollout that applies is named, not a command that would make
          * another one and supersede it. */
         if (name_applying_rollouts(a, json_object_get(ans, "rollouts")) > 0) goto out;
-        printf("roll it out: tcpota rollout create --image %s %s\n",
+        char same[API_HINT_OPTS];
+        printf("roll it out: tcpota rollout create --image %s %s%s\n",
                table_short_id(api_str(ans, "id"), id, sizeof(id)),
-               cli_shell_opt("--model", m, word, sizeof(word)));
+               cli_shell_opt("--model", m, word, sizeof(word)),
+               api_hint_opts(a, same, sizeof(same)));
     }
 out:
     json_decref(ans);

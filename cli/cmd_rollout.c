@@ -245,7 +245,9 @@ static int rollout_create(struct api *a, int argc, char **argv)
                    *api_str(ans, "group") ? "group " : "all its devices",
                    table_c(api_str(ans, "group")));
         }
-        printf("\nfollow it: tcpota rollout show %lld\n", api_int(ans, "id"));
+        char same[API_HINT_OPTS];
+        printf("\nfollow it: tcpota rollout show %lld%s\n", api_int(ans, "id"),
+               api_hint_opts(a, same, sizeof(same)));
     }
     json_decref(ans);
     return rc;

@@ -117,6 +117,11 @@ make_keys rel
 signed_image fw.bin 40000 2.0.0 esp32 rel
 run 0 $T image add --api "$A" --ca ca.pem fw.bin
 has out.log "2\.0\.0"
+# The command it suggests names the same server and CA, and runs as printed.
+hint=$(sed -n 's/^roll it out: //p' out.log)
+[[ "$hint" == "tcpota rollout create --image "*" --api $A --ca ca.pem" ]] || fail "the suggested command: '$hint'"
+eval "run 0 \$T ${hint#tcpota }"
+has out.log "^follow it: tcpota rollout show [0-9]+ --api $A --ca ca\.pem$"
 run 0 $T image list --api "$A" --ca ca.pem
 has out.log "2\.0\.0 +esp32"
 TCPOTA_API_CA=$WORK/ca.pem run 0 $T summary --api "$A/fleet"

@@ -57,6 +57,7 @@ PIDS+=("$MOCK_PID")
 for ((i = 0; i < 100; i++)); do [ -s port ] && break; sleep 0.05; done
 [ -s port ] || fail "the mock API server did not start"
 API="--api 127.0.0.1:$(cat port)"
+SAME=" --api 127\.0\.0\.1:$(cat port)" # what a suggested command repeats of $API (a regex)
 
 # route METHOD PATH STATUS BODY [SLEEP]: the mock's answer (the last one set wins).
 route() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${5:-0}" "$4" >> routes.tsv; }
@@ -176,14 +177,15 @@ for m in 'a;b' "it's"; do
   line=$(grep '^roll it out: ' out.log) || fail "no rollout command printed: $(cat out.log)"
   words=$(python3 -c 'import shlex, sys
 l = shlex.shlex(sys.argv[1], posix=True, punctuation_chars=True); l.whitespace_split = True
-w = list(l); print(len(w), w[-1])' "${line#roll it out: }")
-  [ "$words" = "7 $m" ] || fail "the printed command does not give --model '$m' as one word: $line"
+w = list(l); print(len(w), w[w.index("--model") + 1], w[-2:])' "${line#roll it out: }")
+  [ "$words" = "9 $m ['--api', '127.0.0.1:$(cat port)']" ] ||
+    fail "the printed command does not give --model '$m' as one word, then the server's --api: $line"
 done
 # A model that starts with "--" is given joined, the one form the parser
 # takes it in (--model --m would be refused as a forgotten value).
 route POST /v1/images 201 "${ADDED/esp32-devkit/--m}"
 run 0 $T image add fw.bin $API
-has out.log "^roll it out: tcpota rollout create --image 9f2c41d0e1a7 --model=--m$"
+has out.log "^roll it out: tcpota rollout create --image 9f2c41d0e1a7 --model=--m$SAME$"
 # An image already stored names the rollout that applies to it, not one a
 # newer rollout superseded (before: the last of "rollouts", newest first,
 # so the oldest: superseded, offering the image to nobody). Several that
@@ -197,14 +199,14 @@ route GET /v1/rollouts/3 200 "$(rollout_json 3 false paused "")"
 route GET /v1/rollouts/1 200 "$(rollout_json 1 true active "")"
 run 0 $T image add fw.bin $API
 [ "$(grep -c ' uses it' out.log)" -eq 2 ] || fail "image add named other rollouts than 5 and 3: $(cat out.log)"
-has out.log "^rollout 5 \(group canary\) uses it: follow it with tcpota rollout show 5$"
-has out.log "^rollout 3 uses it: follow it with tcpota rollout show 3$"
+has out.log "^rollout 5 \(group canary\) uses it: follow it with tcpota rollout show 5$SAME$"
+has out.log "^rollout 3 uses it: follow it with tcpota rollout show 3$SAME$"
 ! grep -q "roll it out" out.log || fail "a roll-it-out command beside the rollouts that apply: $(cat out.log)"
 route GET /v1/rollouts/5 200 "$(rollout_json 5 true active canary)"
 route GET /v1/rollouts/3 200 "$(rollout_json 3 true active "")"
 run 0 $T image add fw.bin $API
 ! grep -q " uses it" out.log || fail "image add named a superseded rollout: $(cat out.log)"
-has out.log "^roll it out: tcpota rollout create --image 9f2c41d0e1a7 --model esp32-devkit$"
+has out.log "^roll it out: tcpota rollout create --image 9f2c41d0e1a7 --model esp32-devkit$SAME$"
 ok "image add of a stored image names the rollouts that apply to it (not superseded ones), else how to roll it out"
 route POST /v1/images 201 "$ADDED"
 head -c 99 /dev/urandom > other.manifest
