@@ -32,6 +32,8 @@
 #include <unistd.h>
 
 static const char flag_set[] = "1";
+/* How early libevent's coarse clock may end a timeout, in ms. */
+#define API_CLOCK_SLACK_MS 50
 /* How the API's 404 for a path it does not have starts (server/api.c). */
 #define API_NO_PATH "no such path "
 /* Whose certificate --ca's CA signed, in its messages. */
@@ -193,7 +195,9 @@ static int parse_url(struct api *a, const char *s, const char *from)
                 from, s, API_DEFAULT_URL);
         return 2;
     }
-    if (!strstr(s, "://") && (strncasecmp(s, "http:", 5) == 0 || strncasecmp(s, "https:", 6) == 0)) {
+    /* "https:/host" (a slash lost), not "http:8071" (a host named http) */
+    if (!strstr(s, "://") && (strncasecmp(s, "http:", 5) == 0 || strncasecmp(s, "https:", 6) == 0) &&
+        s[strcspn(s, ":") + 1 + strspn(s + strcspn(s, ":") + 1, "0123456789")] != '\0') {
         fprintf(stderr, "tcpota %s: %s: '%s' is not a URL: its scheme is followed by '://', as in "
                         "%s\n", a->cmd, from, s, API_DEFAULT_URL);
         return 2;
@@ -422,6 +426,7 @@ struct reply {
     struct bufferevent *tls_bev;
     long tls_verify;         /* X509_V_OK, or why the certificate was refused */
     unsigned long tls_error; /* OpenSSL's error, 0: none */
+    int tls_started;         /* the handshake began: TCP connected */
     int tls_done;            /* the handshake completed */
     uint64_t waited_ms;      /* from the request's start to its end */
 };
@@ -434,6 +439,7 @@ static void tls_info(const SSL *ssl, int where, int ret)
     struct reply *r = SSL_get_app_data(ssl);
 
     (void)ret;
+    if (r && (where & SSL_CB_HANDSHAKE_START)) r->tls_started = 1;
     if (r && (where & SSL_CB_HANDSHAKE_DONE)) r->tls_done = 1;
 }
 
@@ -565,6 +571,14 @@ static int tls_failed(const struct api *a, const struct reply *r)
         } else if (v == X509_V_ERR_CERT_HAS_EXPIRED || v == X509_V_ERR_CERT_NOT_YET_VALID) {
             snprintf(todo, sizeof(todo), "renew the proxy's certificate (or set this machine's "
                      "clock right)");
+        } else if (v != X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT &&
+                   v != X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY &&
+                   v != X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT &&
+                   v != X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN &&
+                   v != X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE) {
+            /* not a question of which CA: the proxy's certificate (or its
+             * chain) is at fault, as OpenSSL's reason says */
+            snprintf(todo, sizeof(todo), "the proxy's certificate must be put right");
         } else if (a->ca_file) {
             snprintf(todo, sizeof(todo), "%s %s does not hold the certificate of the CA that "
                      "signed it: give that one", a->ca_from, a->ca_file);
@@ -603,11 +617,18 @@ static void no_answer(const struct api *a, enum api_method m, const struct reply
     int gai = 0, err;
     char why[128];
 
-    /* A TLS handshake that never ends is not a timeout to evhttp: it ends
-     * as a closed connection, after the whole --timeout. */
-    if ((r->has_err && r->err == EVREQ_HTTP_TIMEOUT) ||
-        (a->tls && !r->tls_done && r->waited_ms >= (uint64_t)a->timeout_s * 1000)) {
+    if (r->has_err && r->err == EVREQ_HTTP_TIMEOUT) {
         timed_out(a, m);
+        return;
+    }
+    /* A TLS handshake that never ends is not a timeout to evhttp: it ends
+     * as a closed connection, after the whole --timeout (libevent's coarse
+     * clock may end it a few ms early). No HTTP was sent: nothing changed. */
+    if (a->tls && r->tls_started && !r->tls_done &&
+        r->waited_ms + API_CLOCK_SLACK_MS >= (uint64_t)a->timeout_s * 1000) {
+        fprintf(stderr, "tcpota %s: the TLS handshake with the API at %s did not finish within "
+                        "%u s; is it the https:// address of a TLS proxy? (--timeout SECONDS "
+                        "waits longer)\n", a->cmd, a->url, a->timeout_s);
         return;
     }
     if (tls_failed(a, r)) {
@@ -625,6 +646,12 @@ static void no_answer(const struct api *a, enum api_method m, const struct reply
                 gai_strerror(gai));
         return;
     }
+    if (err == 0 && a->tls && !r->tls_done) { /* nothing of the request went out */
+        fprintf(stderr, "tcpota %s: the API at %s closed the connection during the TLS "
+                        "handshake; is it the https:// address of a TLS proxy in front of the "
+                        "API?\n", a->cmd, a->url);
+        return;
+    }
     if (err == 0 && sent >= 65536) {
         /* libevent closes on a body over --max-image, often before the
          * client could read its 413; the device port closes on the first
@@ -636,16 +663,16 @@ static void no_answer(const struct api *a, enum api_method m, const struct reply
                         "BYTES (default 64 MiB)?\n", a->cmd, a->url, sent);
         return;
     }
-    if (err == 0 && a->tls && !r->tls_done) {
-        fprintf(stderr, "tcpota %s: the API at %s closed the connection during the TLS "
-                        "handshake; is it the https:// address of a TLS proxy in front of the "
-                        "API?\n", a->cmd, a->url);
+    if (err == 0 && a->tls) {
+        fprintf(stderr, "tcpota %s: the API at %s closed the connection without an answer; is "
+                        "it a TLS proxy in front of tcpota serve's --api (not its device port)?\n",
+                a->cmd, a->url);
         return;
     }
     if (err == 0) {
         fprintf(stderr, "tcpota %s: the API at %s closed the connection without an answer; is "
-                        "it the --api address of tcpota serve (not its device port)%s?\n",
-                a->cmd, a->url, a->tls ? "" : ", or a TLS proxy's (then give https://)");
+                        "it the --api address of tcpota serve (not its device port), or a TLS "
+                        "proxy's (then give https://)?\n", a->cmd, a->url);
         return;
     }
     snprintf(why, sizeof(why), "%s", strerror(err));
@@ -848,9 +875,15 @@ static int proxy_failed(const struct api *a, enum api_method m, int status, cons
                 m == API_GET ? "" : " before running the command again");
         return 1;
     }
+    /* A 502 may also come after the request went through (the server's
+     * answer cut short): for a write, whether it took effect is unknown. */
     fprintf(stderr, "tcpota %s: a proxy in front of the API at %s answered %d %s: it cannot reach "
                     "tcpota serve; is the server running, and is the proxy's address of its --api "
-                    "right?\n", a->cmd, a->url, status, reason);
+                    "right?%s%s%s\n", a->cmd, a->url, status, reason,
+            status == 502 && m != API_GET ? " The server may still have made the change: check "
+                                            "with " : "",
+            status == 502 && m != API_GET ? check_cmd(a->cmd) : "",
+            status == 502 && m != API_GET ? " before running the command again" : "");
     return 1;
 }
 
@@ -959,11 +992,11 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
                                                 NULL, NULL);
     }
     if (hdr_name) evhttp_add_header(h, hdr_name, hdr_val);
+    started = cli_now_ms();
     if (evhttp_make_request(conn, req, method_type(m), uri) != 0) {
         fprintf(stderr, "tcpota %s: cannot send %s %s to %s\n", a->cmd, method_name(m), uri, a->url);
         goto out;
     }
-    started = cli_now_ms();
     event_base_dispatch(r.base);
     r.waited_ms = cli_now_ms() - started;
     if (r.status == 0) {
@@ -984,6 +1017,9 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
         /* libevent answers it, before the API: an HTML body, never JSON
          * (docs/api.md, Conventions). Only an upload is that large. */
         too_large(a, body ? len : (size_t)0);
+        goto out;
+    }
+    if (!rawlen && proxy_failed(a, m, r.status, r.reason)) {
         goto out;
     }
     if (rawlen) {
