@@ -26,16 +26,23 @@ printf 'subjectAltName=DNS:localhost\n' > px.ext
 openssl x509 -req -in px.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile px.ext \
   -out px.pem > /dev/null 2>&1 || fail "openssl: certificate"
 cat px.pem px.key > px.bundle
+# One the CA signs for clients only (extendedKeyUsage clientAuth): not a
+# question of which CA, the certificate itself is wrong for a server.
+printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=clientAuth\n' > cl.ext
+openssl x509 -req -in px.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile cl.ext \
+  -out cl.pem > /dev/null 2>&1 || fail "openssl: client certificate"
+cat cl.pem px.key > cl.bundle
 
 start_fleet
 unset TCPOTA_API TCPOTA_API_CA # each command names its address and CA
-read -r HP HQ HS HH HB HT HL < <(free_ports 7)
+read -r HP HQ HS HH HB HT HL HC < <(free_ports 8)
 # HAProxy, terminating TLS:
 #   HP  to the API, also under the prefix /fleet (the prefix taken off)
 #   HB  to a backend that closes each connection (its 502)
 #   HT  to a backend that never answers, given 1 s (its 504)
 #   HL  to the API, refusing a body over 100 kB (its 413, as nginx's
 #       client_max_body_size would)
+#   HC  to the API, with a certificate for clients only
 # peers.py: HQ closes each connection at once; HS takes connections and
 # never says anything; HH finishes the TLS handshake, reads and closes.
 cat > haproxy.cfg <<EOF
@@ -67,6 +74,9 @@ frontend slow
 backend slow
   timeout server 1s
   server s 127.0.0.1:$HS
+frontend clientcert
+  bind 127.0.0.1:$HC ssl crt $WORK/cl.bundle
+  default_backend api
 frontend small
   bind 127.0.0.1:$HL ssl crt $WORK/px.bundle
   http-request deny deny_status 413 if { req.hdr_val(content-length) gt 100000 }
@@ -102,7 +112,7 @@ serve(closer, lambda c: c.close())
 PY
 python3 peers.py "$HQ" "$HS" "$HH" px.pem px.key > peers.log 2>&1 &
 PIDS+=($!)
-for p in $HP $HQ $HS $HH $HB $HT $HL; do
+for p in $HP $HQ $HS $HH $HB $HT $HL $HC; do
   for ((i = 0; ; i++)); do
     python3 -c "import socket; socket.create_connection(('127.0.0.1', $p), 0.2).close()" 2> /dev/null && break
     [ $i -lt 100 ] || fail "nothing listens on 127.0.0.1:$p: $(cat haproxy.log peers.log)"
@@ -139,6 +149,8 @@ run 1 $T image list --api "$A"
 has err.log "^tcpota image: the API at $A: its TLS certificate was not accepted: .*; give the certificate of the CA that signed it with --ca FILE \(or TCPOTA_API_CA\)$"
 run 1 $T image list --api "https://127.0.0.1:$HP" --ca ca.pem
 has err.log "^tcpota image: the API at https://127\.0\.0\.1:$HP: its TLS certificate was not accepted: .*mismatch; give --api the name the certificate is for$"
+run 1 $T image list --api "https://localhost:$HC" --ca ca.pem
+has err.log "^tcpota image: the API at https://localhost:$HC: its TLS certificate was not accepted: unsuitable certificate purpose; the proxy's certificate must be put right$"
 run 1 $T image list --api "https://localhost:$API_PORT" --ca ca.pem
 has err.log "^tcpota image: the TLS handshake with the API at https://localhost:$API_PORT failed: .*; is it the https:// address of a TLS proxy in front of the API \(not the API's own plain http:// port\)\?$"
 run 1 $T image list --api "https://localhost:$HQ" --ca ca.pem
