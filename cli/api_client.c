@@ -539,6 +539,21 @@ static const char *check_cmd(const char *cmd)
     return "a list of what it changes";
 }
 
+/* For a request of method m that got no answer it can trust, into buf:
+ * "" for a GET; for a write, that it may have been made and how to check
+ * (the server goes on after the client stops waiting, so running it again
+ * blindly could do it twice). Returns buf. */
+static const char *unknown_change(const struct api *a, enum api_method m, char *buf, size_t cap)
+{
+    if (m == API_GET) {
+        buf[0] = '\0';
+    } else {
+        snprintf(buf, cap, "the server may still have made the change: check with %s before "
+                 "running the command again", check_cmd(a->cmd));
+    }
+    return buf;
+}
+
 /* Prints that no answer came within --timeout. A request that changes
  * something may have done so: the server goes on after the client stops
  * waiting, so running it again blindly could do it twice. */
@@ -549,10 +564,11 @@ static void timed_out(const struct api *a, enum api_method m)
                         "busy? (--timeout SECONDS waits longer)\n", a->cmd, a->url, a->timeout_s);
         return;
     }
-    fprintf(stderr, "tcpota %s: no answer from the API at %s within %u s; the server may still "
-                    "have made the change: check with %s before running the command again "
-                    "(--timeout SECONDS waits longer for a busy server)\n",
-            a->cmd, a->url, a->timeout_s, check_cmd(a->cmd));
+    char change[200];
+
+    fprintf(stderr, "tcpota %s: no answer from the API at %s within %u s; %s (--timeout SECONDS "
+                    "waits longer for a busy server)\n",
+            a->cmd, a->url, a->timeout_s, unknown_change(a, m, change, sizeof(change)));
 }
 
 /* https: prints why the TLS layer failed, and returns 1; 0 when it did
@@ -598,14 +614,10 @@ static int tls_failed(const struct api *a, const struct reply *r)
     }
 #endif
     if (r->tls_error) {
-        const char *reason = ERR_reason_error_string(r->tls_error);
-        if (!reason) {
-            ERR_error_string_n(r->tls_error, why, sizeof(why));
-            reason = why;
-        }
         fprintf(stderr, "tcpota %s: the TLS handshake with the API at %s failed: %s; is it the "
                         "https:// address of a TLS proxy in front of the API (not the API's own "
-                        "plain http:// port)?\n", a->cmd, a->url, reason);
+                        "plain http:// port)?\n", a->cmd, a->url,
+                cli_tls_error_text(r->tls_error, why, sizeof(why)));
         return 1;
     }
     return 0;
@@ -865,25 +877,24 @@ static void too_large(struct api *a, size_t sent)
  * been made when the proxy stopped waiting. */
 static int proxy_failed(const struct api *a, enum api_method m, int status, const char *reason)
 {
+    char change[200];
+
     if (status < 502 || status > 504) return 0;
+    unknown_change(a, m, change, sizeof(change));
     if (status == 504) {
         fprintf(stderr, "tcpota %s: a proxy in front of the API at %s answered 504 %s: it stopped "
-                        "waiting for tcpota serve%s%s%s (raise its timeout for the server's "
+                        "waiting for tcpota serve%s%s (raise its timeout for the server's "
                         "answers: HAProxy timeout server, nginx proxy_read_timeout)\n",
-                a->cmd, a->url, reason, m == API_GET ? "" : "; the server may still have made "
-                "the change: check with ", m == API_GET ? "" : check_cmd(a->cmd),
-                m == API_GET ? "" : " before running the command again");
+                a->cmd, a->url, reason, *change ? "; " : "", change);
         return 1;
     }
     /* A 502 may also come after the request went through (the server's
      * answer cut short): for a write, whether it took effect is unknown. */
+    if (status != 502) change[0] = '\0';
+    change[0] = (char)toupper((unsigned char)change[0]); /* a sentence of its own */
     fprintf(stderr, "tcpota %s: a proxy in front of the API at %s answered %d %s: it cannot reach "
                     "tcpota serve; is the server running, and is the proxy's address of its --api "
-                    "right?%s%s%s\n", a->cmd, a->url, status, reason,
-            status == 502 && m != API_GET ? " The server may still have made the change: check "
-                                            "with " : "",
-            status == 502 && m != API_GET ? check_cmd(a->cmd) : "",
-            status == 502 && m != API_GET ? " before running the command again" : "");
+                    "right?%s%s\n", a->cmd, a->url, status, reason, *change ? " " : "", change);
     return 1;
 }
 
@@ -1019,14 +1030,12 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
         too_large(a, body ? len : (size_t)0);
         goto out;
     }
-    if (!rawlen && proxy_failed(a, m, r.status, r.reason)) {
+    j = rawlen ? json_loadb(raw, rawlen, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+    /* tcpota serve answers JSON: a 502-504 without it is a proxy's */
+    if ((!j || !json_is_object(j)) && proxy_failed(a, m, r.status, r.reason)) {
         goto out;
     }
     if (rawlen) {
-        j = json_loadb(raw, rawlen, JSON_REJECT_DUPLICATES, &jerr);
-        if ((!j || !json_is_object(j)) && proxy_failed(a, m, r.status, r.reason)) {
-            goto out;
-        }
         if (!j || !json_is_object(j)) {
             fprintf(stderr, "tcpota %s: the API at %s answered %d %s with a body that is not a "
                             "JSON object (%s%s); is it the --api address of tcpota serve%s?\n",

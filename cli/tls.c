@@ -24,9 +24,15 @@
 static const char *ssl_reason(char *buf, size_t cap)
 {
     unsigned long e = ERR_get_error();
-    const char *r = e ? ERR_reason_error_string(e) : NULL;
 
     ERR_clear_error();
+    return cli_tls_error_text(e, buf, cap);
+}
+
+const char *cli_tls_error_text(unsigned long e, char *buf, size_t cap)
+{
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+
     if (r) {
         snprintf(buf, cap, "%s", r);
     } else if (e) {

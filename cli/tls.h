@@ -30,6 +30,9 @@ struct cli_tls {
  * cli_tls_ctx_free(). */
 void *cli_tls_client_ctx(const char *cmd, const char *ca_file, const char *what, const char *peer);
 void cli_tls_ctx_free(void *ctx);
+/* OpenSSL's error e as text into buf: its reason, else the code in full
+ * (e 0: "no reason given by OpenSSL"). Returns buf. */
+const char *cli_tls_error_text(unsigned long e, char *buf, size_t cap);
 
 /* Loads the CA file (cli_tls_client_ctx). session_file (NULL: none) is where the session the
  * server last gave (its TLS 1.3 ticket, or 1.2 session) is kept between
