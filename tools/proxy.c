@@ -130,6 +130,7 @@ static struct {
 
 static void flow_pump(struct flow *f);
 static void conn_close(struct conn *c, bool abortive);
+static void side_failed(struct flow *f);
 
 /* ---------- small helpers ---------- */
 
@@ -496,9 +497,7 @@ static void flow_pump(struct flow *f)
             return;
         }
         if (flow_write(f) < 0) {
-            logmsg("conn %lu write to %s failed: %s", c->id, side_name[f->dst->idx],
-                   strerror(errno));
-            conn_close(c, true);
+            side_failed(f);
             return;
         }
         if (opt.chunk) {
@@ -534,6 +533,47 @@ static void flow_pump(struct flow *f)
         side_read(f->src, true);
     if (wake != NO_WAKE)
         flow_arm(f, wake, now);
+}
+
+/* A write toward f's destination failed (it reset the connection). What that
+ * side sent before its reset is still in its socket and goes on toward the
+ * other side, as on a real path, before the reset does: a device's last frame
+ * (an ERROR) is not lost because the proxy happened to write to it first.
+ * Frees the connection, now or once those bytes are out. */
+static void side_failed(struct flow *f)
+{
+    struct conn *c = f->c;
+    struct side *x = f->dst;
+    struct flow *back = &c->f[1 - f->dir]; /* the flow whose source is x */
+    logmsg("conn %lu write to %s failed: %s", c->id, side_name[x->idx], strerror(errno));
+    if (back->dst_shut) { /* nothing more flows the other way either */
+        conn_close(c, true);
+        return;
+    }
+    /* Nothing more goes toward x. */
+    f->dst_shut = true;
+    event_del(f->pump);
+    side_read(f->src, false);
+    evbuffer_drain(f->q, evbuffer_get_length(f->q));
+    evbuffer_drain(f->out, evbuffer_get_length(f->out));
+    seg_free_all(f);
+    side_write(x, false);
+    if (!back->src_eof) {
+        uint64_t due = now_us() + opt.delay_us;
+        int n;
+        while ((n = evbuffer_read(back->q, x->fd, READ_MAX)) > 0) {
+            if (opt.delay_us && seg_push(back, (size_t)n, due) < 0) {
+                logmsg("conn %lu out of memory", c->id);
+                conn_close(c, true);
+                return;
+            }
+        }
+        back->src_eof = true;
+        back->eof_due = due;
+        side_read(x, false);
+    }
+    back->src_reset = true;
+    flow_pump(back);
 }
 
 /* ---------- event callbacks ---------- */
@@ -622,8 +662,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
     }
     struct flow *f = &c->f[s->idx]; /* the flow whose destination is this side */
     if (flow_write(f) < 0) {
-        logmsg("conn %lu write to %s failed: %s", c->id, side_name[s->idx], strerror(errno));
-        conn_close(c, true);
+        side_failed(f);
         return;
     }
     flow_pump(f);

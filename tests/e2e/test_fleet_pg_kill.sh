@@ -15,7 +15,7 @@ start_pg_cluster
 make_image "$WORK/img" 262144
 api 1 image add --version 2.0.0 --model esp32 "$WORK/img" > /dev/null || fail "image add failed"
 api 1 rollout create --image 2.0.0 --model esp32 > /dev/null || fail "rollout create failed"
-start_proxy proxy "$HA_PORT" --rate 100000 --quiet
+start_proxy proxy "$HA_PORT" --rate 100000 --queue-limit 16384 --quiet
 slow_devices k "$N" --ack-interval "$ACK"
 wait_line "$WORK/n2.log" 'decision: offer 2.0.0' 20
 sleep 1

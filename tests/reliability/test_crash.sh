@@ -18,7 +18,7 @@ make_image "$WORK/img" "$SIZE"
 start_server "$WORK/img" 2.0.0 --idle-timeout 10
 PORT=$SERVER_PORT
 mv "$WORK/server.log" "$WORK/server1.log"
-start_proxy proxy "$PORT" --rate "$RATE" --quiet
+start_proxy proxy "$PORT" --rate "$RATE" --queue-limit 16384 --quiet
 pids=()
 for i in $(seq 1 "$N"); do
   "$TCPOTA" device --server "127.0.0.1:$PROXY_PORT" --flash "$WORK/d$i" --id "crash-$i" \

@@ -248,7 +248,28 @@ for p in "${pts[@]}"; do
 done
 pass "cut-random: $line1"
 
-# --- 10. bad flags: usage error, exit 2 ---
+# --- 10. a side that resets: what it sent first still goes through ---
+# A device that finds a corrupt frame sends its ERROR and closes with bytes unread (a reset),
+# while the proxy may be writing toward it; the ERROR must reach the server all the same, as
+# on a real path. Ten connections, each a race between the proxy's failed write and its read.
+PEER=$(dirname "$0")/proxy_reset_peer.py
+python3 "$PEER" upstream "$WORK/reset.port" "$WORK/reset.out" 2>"$WORK/reset-up.log" &
+PIDS+=($!)
+for ((i = 0; i < 100; i++)); do [[ -s $WORK/reset.port ]] && break; sleep 0.05; done
+[[ -s $WORK/reset.port ]] || fail "the reset check's upstream did not start"
+start_proxy reset --upstream "127.0.0.1:$(cat "$WORK/reset.port")"
+python3 "$PEER" client "$PX_PORT" 10 || fail "the reset check's client failed"
+for ((i = 0; i < 100; i++)); do
+  [[ $(wc -l <"$WORK/reset.out" 2>/dev/null || echo 0) -ge 10 ]] && break
+  sleep 0.05
+done
+[[ $(wc -l <"$WORK/reset.out") -eq 10 ]] || fail "upstream saw $(wc -l <"$WORK/reset.out") of 10 ends"
+lost=$(grep -vc '^BYE ' "$WORK/reset.out" || true)
+[[ $lost -eq 0 ]] || fail "$lost of 10 clients' last bytes were dropped at their reset: $(sort "$WORK/reset.out" | uniq -c)"
+stop_proxy
+pass "a side's bytes before its reset reach the other side (10 of 10)"
+
+# --- 11. bad flags: usage error, exit 2 ---
 PX_LOG=
 for args in "--chunk abc" "--chunk 0" "--delay -5" "--cut-at 1,,x" "--cut-random 3" \
   "--cut-random 2 --cut-range 9:3" "--dir sideways" "--rate 10x" "--bogus"; do
