@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -211,6 +212,16 @@ int conn_input_unread(const struct conn *c)
     int waiting = 0;
 
     return conn_io(c) && ioctl(c->fd, FIONREAD, &waiting) == 0 && waiting > 0;
+}
+
+/* Whether the socket takes more now: a write that timed out while the loop
+ * ran late (stopped, starved) may have had room since, the peer reading
+ * all along; libevent reports the expired timeout alone even then. */
+static int output_room(const struct conn *c)
+{
+    struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+
+    return conn_io(c) && poll(&p, 1, 0) == 1 && (p.revents & POLLOUT);
 }
 
 /* Reading. A plain connection reads with an event of its own: one recv()
@@ -948,11 +959,13 @@ static void wr_cb(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
     int n;
 
-    if (what & EV_TIMEOUT) {
+    if ((what & EV_TIMEOUT) && !output_room(c)) {
         conn_write_off(c);
         conn_event(c, BEV_EVENT_WRITING | BEV_EVENT_TIMEOUT);
         return;
     }
+    /* Timed out with room: the loop was late, not the peer. The event
+     * stays, its timeout started again. */
     if (evbuffer_get_length(c->out) == 0) {
         conn_write_off(c); /* nothing to write: not armed on a writable socket */
         return;
@@ -1014,6 +1027,12 @@ static void conn_event(struct conn *c, short what)
          * late (stopped, starved) and saw the timeout before the socket.
          * Not idle: reading goes on (it stopped at the timeout). */
         conn_read_on(c);
+        return;
+    }
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING) && c->bev && output_room(c)) {
+        /* The same on the write side (TLS: its bufferevent stopped writing
+         * at the timeout): the socket has room, the peer has read. */
+        bufferevent_enable(c->bev, EV_WRITE);
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {

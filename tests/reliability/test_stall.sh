@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # A server whose loop runs late (stopped, swapped out, starved of CPU) for
 # longer than the idle timeout must not call a peer idle whose bytes arrived
-# meanwhile and wait unread in its socket: libevent sees an expired read
-# timeout before the socket's data, and the once-a-second sweep judges ACK
-# progress before the loop has read the ACKs. Here the server is stopped
-# (SIGSTOP) for longer than its idle timeout while
+# meanwhile and wait unread in its socket, or that read what it was sent:
+# libevent sees an expired timeout before the socket's data or room, and the
+# once-a-second sweep judges ACK progress before the loop has read the ACKs.
+# Here the server is stopped (SIGSTOP) for longer than its idle timeout while
 #  1. 300 legacy devices each ask for a package every 0.5 s, and
 #  2. 20 `tcpota device`s download 1 MiB through a proxy that limits each
-#     to 100 kB/s, so their ACKs keep coming while the server is stopped.
+#     to 100 kB/s, so their ACKs keep coming while the server is stopped, and
+#  3. 2 devices download 12 MiB each, the server's writes waiting for room.
 # No peer may be closed as idle, and every device finishes byte-exact.
 source "$(dirname "$0")/../e2e/lib.sh"
 
@@ -88,3 +89,41 @@ idle=$(grep -c 'idle for' "$WORK/server.log" || true)
 [ "$idle" -eq 0 ] || fail "$idle devices closed as idle after the server was stopped 4.5 s (idle timeout 3 s): $(grep -m1 'idle for' "$WORK/server.log")"
 stop_server
 ok "$N devices downloading at 100 kB/s through a 4.5 s stop of the server (idle timeout 3 s): none closed as idle, all byte-exact"
+
+# 3. A stop while the server's writes wait for room: 12 MiB images, more than the
+# kernel's buffers hold, so each connection's write waits on its socket when the
+# server stops. The devices read on (through the proxy) while it is stopped; its
+# write timeouts expire unseen, and libevent then reports them alone, though the
+# sockets have had room since. Not idle either, in the clear or inside TLS (whose
+# writes go through a bufferevent).
+N=2
+make_image "$WORK/img12m" $((12 * 1048576))
+(cd "$WORK" && server_cert)
+for mode in plain tls; do
+  tls=() dev_tls=()
+  if [ $mode = tls ]; then
+    tls=(--tls-cert "$WORK/srv.pem" --tls-key "$WORK/srv.key")
+    dev_tls=(--ca "$WORK/srv.pem")
+  fi
+  start_server "$WORK/img12m" 4.0.0 --idle-timeout 2 --quiet "${tls[@]}"
+  start_proxy "proxy-$mode" "$SERVER_PORT" --rate 4000000 --queue-limit 16384 --quiet
+  pids=()
+  for i in $(seq 1 $N); do
+    "$TCPOTA" device --server "localhost:$PROXY_PORT" --flash "$WORK/$mode$i" --id "wait-$i" \
+      --progress none --slot-size $((16 * 1048576)) --backoff-min-ms 100 --backoff-max-ms 1000 \
+      "${dev_tls[@]}" 2> "$WORK/$mode$i.out" &
+    pids+=($!)
+  done
+  PIDS+=("${pids[@]}")
+  sleep 1
+  kill -STOP "$SERVER_PID"
+  sleep 3
+  kill -CONT "$SERVER_PID"
+  for p in "${pids[@]}"; do wait "$p" || fail "a device ($mode) failed after the server's stop"; done
+  check_devices "$WORK/img12m" $(seq -f "$WORK/$mode%g" 1 $N)
+  idle=$(grep -c 'idle for' "$WORK/server.log" || true)
+  [ "$idle" -eq 0 ] || fail "$idle devices ($mode) closed as idle after the server was stopped 3 s with its writes waiting (idle timeout 2 s): $(grep -m1 'idle for' "$WORK/server.log")"
+  stop_server
+  kill "$PROXY_PID"
+done
+ok "$N devices in the clear and $N inside TLS whose server stopped 3 s with 12 MiB images on their way (idle timeout 2 s): none closed as idle, all byte-exact"
