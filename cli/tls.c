@@ -128,6 +128,8 @@ static SSL_SESSION *kept_session(struct cli_tls *t)
  * peer: whose certificate the CA signed ("the server's"). */
 static const char *ca_says(const char *path, const char *peer, char *buf, size_t cap)
 {
+    char why[160];
+
     switch (tls_pem_kind(path)) {
     case TLS_PEM_EMPTY:
         snprintf(buf, cap, "the file is empty; give the certificate of the CA that signed %s", peer);
@@ -139,6 +141,12 @@ static const char *ca_says(const char *path, const char *peer, char *buf, size_t
     case TLS_PEM_OTHER:
         snprintf(buf, cap, "it holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the "
                  "CA's certificate in PEM");
+        break;
+    case TLS_PEM_CERT:
+    case TLS_PEM_BOTH:
+        /* Its certificate starts, and does not read: cut short, edited. */
+        snprintf(buf, cap, "its certificate does not read (%s): the file may be cut short or "
+                 "changed; copy the CA's certificate again", ssl_reason(why, sizeof(why)));
         break;
     default: buf[0] = '\0';
     }
@@ -171,6 +179,14 @@ void *cli_tls_client_ctx(const char *cmd, const char *ca_file, const char *what,
         }
         ERR_clear_error();
         if (ctx) SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (ca_file && tls_pem_kind(ca_file) == TLS_PEM_BOTH) {
+        /* It works, and hands a private key to every client given it. */
+        fprintf(stderr, "tcpota %s: %s: CA file %s holds a private key beside its certificate; "
+                        "a CA file goes to every client and must not: give the certificate "
+                        "alone (openssl x509 -in %s -out ca.pem)\n", cmd, what, ca_file, ca_file);
+        SSL_CTX_free(ctx);
         return NULL;
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);

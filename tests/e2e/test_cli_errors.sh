@@ -54,6 +54,21 @@ expect 2 "^tcpota device: --ca: cannot load CA file img: it holds no PEM certifi
   $T device --server 127.0.0.1:1 --flash devdir --ca img --max-attempts 1
 ! grep -q "no certificate or crl found" err$((N - 2)).log err$((N - 1)).log err$N.log || fail "OpenSSL's reason instead of what --ca holds"
 ok "a --ca holding a key, nothing, or no PEM certificate is said to"
+# A certificate cut short, or one with the server's key beside it (it would
+# load, and hand the key to every client given the file).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem \
+  -days 2 -subj /CN=localhost > /dev/null 2>&1 || fail "openssl could not make a certificate"
+head -c 300 ca.pem > cut.pem
+cat ca.pem ca.key > bundle.pem
+expect 2 "^tcpota device: --ca: cannot load CA file cut.pem: its certificate does not read \(bad end line\): the file may be cut short or changed; copy the CA's certificate again$" \
+  $T device --server 127.0.0.1:1 --flash devdir --ca cut.pem --max-attempts 1
+expect 2 "^tcpota device: --ca: CA file bundle.pem holds a private key beside its certificate; a CA file goes to every client and must not: give the certificate alone \(openssl x509 -in bundle.pem -out ca.pem\)$" \
+  $T device --server 127.0.0.1:1 --flash devdir --ca bundle.pem --max-attempts 1
+expect 2 "^tcpota image: --ca: CA file bundle.pem holds a private key beside" \
+  $T image list --api https://127.0.0.1:1 --ca bundle.pem
+expect 2 "^tcpota image: TCPOTA_API_CA: CA file bundle.pem holds a private key" \
+  env TCPOTA_API_CA=bundle.pem $T image list --api https://127.0.0.1:1
+ok "a --ca cut short, or with a private key in it, is refused and said to"
 echo "tcpota-secret v1 00112233" > short.secret; chmod 600 short.secret
 expect 2 "the secret in short.secret has 4 bytes; at least 16 are needed: get a fleet device's secret with tcpota device secret ID --out FILE, or make one for tcpota serve --auth-file with tcpota keygen --device-secret" \
   $T device --server 127.0.0.1:1 --flash devdir --id d --secret short.secret --max-attempts 1
