@@ -804,7 +804,7 @@ int cli_check_manifest(const char *image, const uint8_t *man, size_t man_len,
         cli_err("manifest signature does not verify (manifest altered or forged)\n");
         return -1;
     }
-    if (describes(image, &m) < 0) {
+    if (image && describes(image, &m) < 0) {
         return -1;
     }
     if (!quiet) {

@@ -34,7 +34,8 @@ int cli_read_file(const char *path, size_t max, uint8_t **buf, size_t *len);
 int cli_read_fd(int fd, const char *path, const char *what, size_t max, uint8_t **buf, size_t *len);
 /* Checks image FILE against manifest bytes with the given trusted keys (any
  * of them; nkeys 0 = the key inside the manifest). Prints what is wrong.
- * Returns 0 when it verifies. */
+ * Returns 0 when it verifies. image NULL: the manifest's signature only,
+ * for a caller that checks the bytes it loads itself (quiet then). */
 int cli_check_manifest(const char *image, const uint8_t *man, size_t man_len,
                        const uint8_t (*keys)[32], size_t nkeys, int quiet);
 /* Checks a version or model given as option opt of `tcpota cmd`: 1 to

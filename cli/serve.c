@@ -507,15 +507,20 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
             rc = 2; /* an unusable input file, like any other */
             goto fail;
         }
-        if (require_signed && cli_check_manifest(o->image, l->manifest, man_len,
-                                                 (const uint8_t(*)[32])src->keys, src->nkeys, 1) < 0) {
+        /* A reload checks the signature here, on the server's loop; the
+         * image's bytes are hashed on a thread, and checked against the
+         * manifest there (image_check_manifest). */
+        if (require_signed && cli_check_manifest(src->running ? NULL : o->image, l->manifest,
+                                                 man_len, (const uint8_t(*)[32])src->keys,
+                                                 src->nkeys, 1) < 0) {
             fprintf(stderr, "tcpota serve: the manifest %s does not verify; %s\n", manifest,
                     src->running ? "the image served now stays" : "not starting");
             goto fail;
         }
         /* Unsigned serving skips who signed, not what: the manifest's version
          * is offered for FILE, so it must describe FILE's bytes. */
-        if (!require_signed && (said = cli_manifest_describes(o->image, l->manifest, man_len)) < 0) {
+        if (!require_signed && !src->running &&
+            (said = cli_manifest_describes(o->image, l->manifest, man_len)) < 0) {
             char what[4200];
             if (said == -2) {
                 snprintf(what, sizeof(what), "is not a tcpota manifest, or is damaged");

@@ -4,6 +4,7 @@
 #include "digest.h"
 
 #include "tcpota/crc32c.h"
+#include "tcpota/manifest.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -316,6 +317,33 @@ struct image *image_open(const char *path, const char *version, const char *mode
     }
     img->refs = 1;
     return img;
+}
+
+int image_check_manifest(const struct image *img, const char *path, char *err, size_t errlen)
+{
+    struct tcpota_manifest m;
+    char hex[2 * TCPOTA_ID_LEN + 1];
+
+    if (!img->manifest) {
+        return 0;
+    }
+    if (tcpota_manifest_parse(img->manifest, img->desc.manifest_len, &m) < 0) {
+        why(err, errlen, "the manifest of %s is not a tcpota manifest, or is damaged; sign the "
+            "image again (tcpota sign)", path);
+        return -1;
+    }
+    if (m.image_size != img->size) {
+        why(err, errlen, "%s is %u bytes, its manifest says %u (altered after signing?); sign it "
+            "again (tcpota sign)", path, img->size, m.image_size);
+        return -1;
+    }
+    if (memcmp(m.sha256, img->desc.id, TCPOTA_ID_LEN) != 0) {
+        sodium_bin2hex(hex, sizeof(hex), img->desc.id, TCPOTA_ID_LEN);
+        why(err, errlen, "%s has SHA-256 %s, which differs from its manifest's (altered after "
+            "signing?); sign it again (tcpota sign)", path, hex);
+        return -1;
+    }
+    return 0;
 }
 
 struct image *image_ref(struct image *img)

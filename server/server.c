@@ -7,6 +7,7 @@
 #include "conn.h"
 #include "fleet.h"
 #include "log.h"
+#include "offload.h"
 #include "server_internal.h"
 #include "accept_pause.h"
 #include "text.h"
@@ -251,51 +252,37 @@ static SSL_CTX *reload_tls(const struct server *srv, const struct tcpota_serve_o
     return tls;
 }
 
-/* SIGHUP. Single-image mode: the image, its manifest and the device
- * secrets are read again. With TLS, in either mode: the certificate, its
- * key and the ticket keys (a renewed certificate, rotated keys) without
- * cutting a connection. Connections already open keep the image and the
- * TLS context they started with (each holds a reference); new ones get the
- * new. Anything wrong with the new files leaves the server exactly as it
- * was. */
-static void reload(struct server *srv)
+/* A single-image reload whose image is read and hashed on a thread
+ * (offload.h): the loop serves the image in force meanwhile. */
+struct reload_job {
+    struct server *srv;
+    struct tcpota_serve_opts *fresh; /* the command line's files read again */
+    struct offload *job;
+    struct image *img; /* the work's: the new image, or NULL and err */
+    char err[IMAGE_ERR_LEN];
+};
+
+static void reload(struct server *srv);
+
+/* The end of a reload (on the loop): fresh is the command line's files read
+ * again (loaded: by o->reload, else nothing to release), img the new image
+ * (single-image mode; NULL: failed, err logged). With TLS the certificate
+ * and keys are read here. Anything wrong leaves the server as it was. */
+static void reload_apply(struct server *srv, struct tcpota_serve_opts *fresh, int loaded,
+                         struct image *img)
 {
     const struct tcpota_serve_opts *o = srv->o;
-    struct tcpota_serve_opts *fresh;
-    struct image *img = NULL;
     SSL_CTX *tls = NULL;
     struct caught caught;
-    char err[IMAGE_ERR_LEN], serving[IMAGE_ERR_LEN], said[IMAGE_ERR_LEN];
-    int loaded, failed;
+    char serving[IMAGE_ERR_LEN], said[IMAGE_ERR_LEN];
+    int failed = !loaded || (!srv->fleet && !img);
 
-    if (!o->reload) {
-        say_always(srv->o, LOG_LV_INFO, "%s", srv->fleet
-                   ? "SIGHUP: nothing to reload: in fleet mode images, rollouts, groups and "
-                     "secrets change through the API and apply at once"
-                   : "SIGHUP: nothing to reload");
-        return;
-    }
     reload_serving(srv, serving, sizeof(serving));
-    if (!(fresh = malloc(sizeof(*fresh)))) {
-        say_always(srv->o, LOG_LV_ERROR, "SIGHUP: out of memory; still serving %s", serving);
-        return;
+    if (!failed && srv->tls) {
+        catch_begin(&caught);
+        failed = !(tls = reload_tls(srv, fresh));
+        catch_end(srv, &caught, failed, "SIGHUP: ");
     }
-    *fresh = *o;
-    catch_begin(&caught);
-    loaded = o->reload(o->ctx, fresh) == 0;
-    failed = !loaded;
-    if (!failed && !srv->fleet) {
-        img = image_open(fresh->image, fresh->version, fresh->model, fresh->manifest,
-                         fresh->manifest_len, fresh->chunk, err, sizeof(err));
-        if (!img) {
-            fprintf(stderr, "tcpota serve: %s\n", err); /* caught: logged as the reload's */
-            failed = 1;
-        }
-    }
-    if (!failed && srv->tls && !(tls = reload_tls(srv, fresh))) {
-        failed = 1;
-    }
-    catch_end(srv, &caught, failed, "SIGHUP: ");
     /* The new secrets keep the old ones' failures (auth_rebind). */
     if (!failed && !srv->fleet && auth_rebind(&srv->auth, fresh->secrets, fresh->nsecrets) < 0) {
         say_always(srv->o, LOG_LV_ERROR, "SIGHUP: out of memory; still serving %s", serving);
@@ -348,6 +335,116 @@ static void reload(struct server *srv)
                "secrets%s%s%s%s", img->version, img->size, img->idhex, fresh->nsecrets,
                tls ? ", the TLS certificate (" : "", tls ? said : "", tls ? ") and its key" : "",
                tls && fresh->nticket_keys ? " and the ticket keys" : "");
+}
+
+/* On the reload's thread: the new image read and hashed. */
+static void reload_work(void *arg)
+{
+    struct reload_job *j = arg;
+    const struct tcpota_serve_opts *f = j->fresh;
+
+    j->img = image_open(f->image, f->version, f->model, f->manifest, f->manifest_len, f->chunk,
+                        j->err, sizeof(j->err));
+    /* The loader checked the manifest's signature only: its size and
+     * SHA-256 are checked here, against the bytes just read. */
+    if (j->img && image_check_manifest(j->img, f->image, j->err, sizeof(j->err)) < 0) {
+        image_unref(j->img);
+        j->img = NULL;
+    }
+}
+
+/* Back on the loop: the reload ends; a SIGHUP that came meanwhile starts
+ * the next (the files may have changed again). */
+static void reload_done(void *arg)
+{
+    struct reload_job *j = arg;
+    struct server *srv = j->srv;
+
+    srv->reloading = NULL;
+    if (!j->img) {
+        say_always(srv->o, LOG_LV_ERROR, "SIGHUP: %s", j->err);
+    }
+    reload_apply(srv, j->fresh, 1, j->img);
+    free(j);
+    if (srv->reload_again) {
+        srv->reload_again = 0;
+        reload(srv);
+    }
+}
+
+/* SIGHUP. Single-image mode: the image, its manifest and the device
+ * secrets are read again, the image on a thread of its own (hashing
+ * 256 MiB takes most of a second). With TLS, in either mode: the
+ * certificate, its key and the ticket keys (a renewed certificate, rotated
+ * keys) without cutting a connection. Connections already open keep the
+ * image and the TLS context they started with (each holds a reference);
+ * new ones get the new. Anything wrong with the new files leaves the
+ * server exactly as it was. */
+static void reload(struct server *srv)
+{
+    const struct tcpota_serve_opts *o = srv->o;
+    struct tcpota_serve_opts *fresh;
+    struct reload_job *j;
+    struct caught caught;
+    char serving[IMAGE_ERR_LEN];
+    int loaded;
+
+    if (!o->reload) {
+        say_always(srv->o, LOG_LV_INFO, "%s", srv->fleet
+                   ? "SIGHUP: nothing to reload: in fleet mode images, rollouts, groups and "
+                     "secrets change through the API and apply at once"
+                   : "SIGHUP: nothing to reload");
+        return;
+    }
+    if (srv->reloading) {
+        srv->reload_again = 1;
+        say_always(srv->o, LOG_LV_INFO, "SIGHUP: the last reload is still reading its image; "
+                   "the files are read again once it ends");
+        return;
+    }
+    reload_serving(srv, serving, sizeof(serving));
+    if (!(fresh = malloc(sizeof(*fresh)))) {
+        say_always(srv->o, LOG_LV_ERROR, "SIGHUP: out of memory; still serving %s", serving);
+        return;
+    }
+    *fresh = *o;
+    catch_begin(&caught);
+    loaded = o->reload(o->ctx, fresh) == 0;
+    catch_end(srv, &caught, !loaded, "SIGHUP: ");
+    if (!loaded || srv->fleet) {
+        reload_apply(srv, fresh, loaded, NULL);
+        return;
+    }
+    if (!(j = calloc(1, sizeof(*j)))) {
+        say_always(srv->o, LOG_LV_ERROR, "SIGHUP: out of memory; still serving %s", serving);
+        o->release(o->ctx, fresh);
+        free(fresh);
+        return;
+    }
+    j->srv = srv;
+    j->fresh = fresh;
+    if (!(j->job = offload_start(srv->base, reload_work, reload_done, j))) {
+        /* No thread: read here, the loop waiting. */
+        reload_work(j);
+        reload_done(j);
+        return;
+    }
+    srv->reloading = j;
+}
+
+/* A reload still reading its image when the loop ends: waited for,
+ * nothing applied. */
+static void reload_abandon(struct server *srv)
+{
+    struct reload_job *j = srv->reloading;
+
+    if (!j) return;
+    offload_wait(j->job);
+    image_unref(j->img);
+    srv->o->release(srv->o->ctx, j->fresh);
+    free(j->fresh);
+    free(j);
+    srv->reloading = NULL;
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -644,6 +741,7 @@ out:
     }
     proxied_free_all(&srv);
     fleet_close(&srv);
+    reload_abandon(&srv);
     if (srv.base) event_base_free(srv.base);
     tls_context_free(srv.tls);
     auth_free(&srv.auth);

@@ -113,6 +113,8 @@ struct evbuffer;
 struct server {
     const struct tcpota_serve_opts *o; /* the options in force: the caller's, or a reload's */
     struct tcpota_serve_opts *reloaded; /* the last reload's set (o points to it), or NULL */
+    struct reload_job *reloading; /* a reload reading its image on a thread (server.c), or NULL */
+    uint8_t reload_again;          /* a SIGHUP came meanwhile: read the files again after it */
     SSL_CTX *tls;
     struct auth auth;
     struct unauth unauth; /* connections per address not yet authenticated */

@@ -3,6 +3,12 @@
 # operators send by habit) is logged and ignored, and the server serves on;
 # SIGPIPE is ignored. Both by a single process, by a --workers supervisor,
 # and by a fleet server, which must not leave its store and lock unclean.
+# SIGHUP (single image) reads the new image on a thread: while its file's
+# open is held (tests/tools/failqueue.c, TCPOTA_TEST_OPEN_GATE), a device
+# updates from the image in force; a second SIGHUP meanwhile reads the files
+# again once the first ends; bytes their manifest does not describe are
+# refused (checked on the thread, against the bytes read); a SIGTERM
+# meanwhile waits for it and exits 0.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fleet_lib.sh"
 
@@ -53,3 +59,73 @@ stop_fleet
 grep -q 'summary:' "$WORK/server.log" || fail "the fleet server printed no summary"
 [ ! -s "$DATA/tcpota.lock" ] || fail "the lock still names pid $(cat "$DATA/tcpota.lock")"
 ok "fleet mode: SIGUSR2 logged and ignored; a device updates; SIGTERM stops with the summary, the lock emptied"
+
+# --- SIGHUP: the new image is read on a thread, the loop serves meanwhile ---
+cd "$WORK"
+mkdir images
+with_failqueue gated-tcpota
+GATE=$WORK/opengate
+touch "$GATE"
+"$TCPOTA" keygen --out k 2> /dev/null || fail "keygen"
+cp "$WORK/img" images/fw.bin
+# The manifest outside images/: the gate holds only the image's open.
+"$TCPOTA" sign --key k.key --version 2.0.0 --model esp32 --out fw.manifest images/fw.bin 2> /dev/null ||
+  fail "sign 2.0.0"
+: > server.log # the version is the manifest's: no --version (start_server gives one)
+TCPOTA_TEST_OPEN_GATE=$GATE ./gated-tcpota serve --listen 127.0.0.1:0 --no-progress \
+  --manifest "$WORK/fw.manifest" --pubkey k.pub "$WORK/images/fw.bin" 2> server.log &
+SERVER_PID=$!
+PIDS+=("$SERVER_PID")
+wait_line server.log 'listening on'
+SERVER_PORT=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' server.log | head -1)
+held() { grep -c 'failqueue: open of .*/images/fw.bin waits' server.log || true; }
+# hup_held: a SIGHUP whose image open the gate holds.
+hup_held() {
+  local n i
+  n=$(held)
+  rm -f "$GATE"
+  kill -HUP "$SERVER_PID"
+  for i in $(seq 1 100); do [ "$(held)" -gt "$n" ] && return 0; sleep 0.05; done
+  fail "the reload did not open the image: $(tail -3 server.log)"
+}
+make_image new.bin 120000
+"$TCPOTA" sign --key k.key --version 3.0.0 --model esp32 --out new.manifest new.bin 2> /dev/null ||
+  fail "sign 3.0.0"
+mv new.bin images/fw.bin && mv new.manifest fw.manifest
+hup_held
+device 3 # the image in force, while the new one's read is held
+kill -HUP "$SERVER_PID"
+wait_line server.log 'SIGHUP: the last reload is still reading its image; the files are read again once it ends'
+grep -q 'SIGHUP: reloaded' server.log && fail "reloaded before its image was read: $(grep SIGHUP server.log)"
+touch "$GATE"
+wait_line server.log 'SIGHUP: reloaded: image 3.0.0'
+for i in $(seq 1 100); do [ "$(grep -c 'SIGHUP: reloaded: image 3.0.0' server.log)" -ge 2 ] && break; sleep 0.05; done
+[ "$(grep -c 'SIGHUP: reloaded: image 3.0.0' server.log)" -eq 2 ] ||
+  fail "the SIGHUP during the reload did not read the files again: $(grep SIGHUP server.log)"
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/d4" --id dev-4 --factory-version 2.0.0 \
+  --slot-size 1048576 --progress none --max-attempts 3 --trust k.pub 2> "$WORK/d4.log" ||
+  fail "device 4 exited $?: $(tail -3 "$WORK/d4.log")"
+check_device "$WORK/d4" images/fw.bin
+# Bytes its manifest does not describe: found on the thread, on the bytes it read.
+cp images/fw.bin served.bin
+make_image images/fw.bin 120000
+kill -HUP "$SERVER_PID"
+wait_line server.log 'SIGHUP: reload failed \(see above\); still serving image 3\.0\.0'
+grep -qE "SIGHUP: $WORK/images/fw.bin has SHA-256 [0-9a-f]{64}, which differs from its manifest's \(altered after signing\?\); sign it again \(tcpota sign\)$" server.log ||
+  fail "the altered image was not said to be: $(grep SIGHUP server.log)"
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/d5" --id dev-5 --factory-version 2.0.0 \
+  --slot-size 1048576 --progress none --max-attempts 3 --trust k.pub 2> "$WORK/d5.log" ||
+  fail "device 5 exited $?: $(tail -3 "$WORK/d5.log")"
+check_device "$WORK/d5" served.bin
+cp served.bin images/fw.bin
+# SIGTERM while a reload reads its image: it is waited for, not applied.
+hup_held
+kill -TERM "$SERVER_PID"
+sleep 0.5
+kill -0 "$SERVER_PID" 2> /dev/null || fail "the server exited while its reload's thread still ran"
+touch "$GATE"
+rc=0
+wait "$SERVER_PID" || rc=$?
+[ $rc -eq 0 ] || fail "the server stopped during a reload exited $rc: $(tail -3 server.log)"
+[ "$(grep -c 'SIGHUP: reloaded' server.log)" -eq 2 ] || fail "a reload applied after SIGTERM: $(grep SIGHUP server.log)"
+ok "SIGHUP reads the new image on a thread: a device updates meanwhile, a second SIGHUP reads again after it, bytes the manifest does not describe are refused, SIGTERM waits for it"
