@@ -423,8 +423,9 @@ static void reload(struct server *srv)
     }
     j->srv = srv;
     j->fresh = fresh;
-    if (!(j->job = offload_start(srv->base, reload_work, reload_done, j))) {
-        /* No thread: read here, the loop waiting. */
+    /* A --workers supervisor has no loop (workers.h): it reads here, as
+     * when no thread can be had. */
+    if (!srv->base || !(j->job = offload_start(srv->base, reload_work, reload_done, j))) {
         reload_work(j);
         reload_done(j);
         return;
