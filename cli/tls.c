@@ -185,7 +185,7 @@ void *cli_tls_client_ctx(const char *cmd, const char *ca_file, const char *what,
         /* It works, and hands a private key to every client given it. */
         fprintf(stderr, "tcpota %s: %s: CA file %s holds a private key beside its certificate; "
                         "a CA file goes to every client and must not: give the certificate "
-                        "alone (openssl x509 -in %s -out ca.pem)\n", cmd, what, ca_file, ca_file);
+                        "alone (openssl x509 -in %s -out CA-CERT.pem)\n", cmd, what, ca_file, ca_file);
         SSL_CTX_free(ctx);
         return NULL;
     }

@@ -1030,8 +1030,9 @@ static void conn_event(struct conn *c, short what)
         return;
     }
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING) && c->bev && output_room(c)) {
-        /* The same on the write side (TLS: its bufferevent stopped writing
-         * at the timeout): the socket has room, the peer has read. */
+        /* The same on the write side (TLS, through its bufferevent): the
+         * socket has room, the peer has read; the write event is added
+         * again, its timeout started over. */
         bufferevent_enable(c->bev, EV_WRITE);
         return;
     }

@@ -366,7 +366,8 @@ static void reload_done(void *arg)
     }
     reload_apply(srv, j->fresh, 1, j->img);
     free(j);
-    if (srv->reload_again) {
+    /* Not once the server stops: its exit would wait for a whole read. */
+    if (srv->reload_again && !event_base_got_exit(srv->base)) {
         srv->reload_again = 0;
         reload(srv);
     }

@@ -118,7 +118,10 @@ struct tcpota_serve_opts {
     size_t npubkeys;
     /* SIGHUP: fills *fresh, a copy of these options, with the image,
      * version, model, manifest and device secrets read again from their
-     * files by the rules of the start. Returns 0, or -1 after printing why:
+     * files by the rules of the start, but for the image's bytes: a
+     * manifest's signature is checked here, the size and SHA-256 it gives
+     * by the server on the bytes it loads (image_check_manifest), off its
+     * loop. Runs on the loop: file reads only. Returns 0, or -1 after printing why:
      * the server then keeps serving what it has. The server hands every
      * set it was given back to release() once no longer used. NULL: SIGHUP
      * only says that nothing can be reloaded. */

@@ -62,7 +62,7 @@ head -c 300 ca.pem > cut.pem
 cat ca.pem ca.key > bundle.pem
 expect 2 "^tcpota device: --ca: cannot load CA file cut.pem: its certificate does not read \(bad end line\): the file may be cut short or changed; copy the CA's certificate again$" \
   $T device --server 127.0.0.1:1 --flash devdir --ca cut.pem --max-attempts 1
-expect 2 "^tcpota device: --ca: CA file bundle.pem holds a private key beside its certificate; a CA file goes to every client and must not: give the certificate alone \(openssl x509 -in bundle.pem -out ca.pem\)$" \
+expect 2 "^tcpota device: --ca: CA file bundle.pem holds a private key beside its certificate; a CA file goes to every client and must not: give the certificate alone \(openssl x509 -in bundle.pem -out CA-CERT.pem\)$" \
   $T device --server 127.0.0.1:1 --flash devdir --ca bundle.pem --max-attempts 1
 expect 2 "^tcpota image: --ca: CA file bundle.pem holds a private key beside" \
   $T image list --api https://127.0.0.1:1 --ca bundle.pem
