@@ -11,6 +11,7 @@
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 struct proxied {
@@ -94,6 +95,16 @@ static void hand_on(struct proxied *p, const char *host, const char *port)
     accept_from(srv, fd, h, pt);
 }
 
+/* Bytes waiting unread in fd: more than `seen`. A loop that ran late
+ * (stopped, starved) sees an expired deadline before bytes that came in
+ * time; those are read once more before the deadline is judged. */
+static int more_waits(evutil_socket_t fd, ssize_t seen)
+{
+    int waiting = 0;
+
+    return ioctl(fd, FIONREAD, &waiting) == 0 && (ssize_t)waiting > seen;
+}
+
 /* After a LOCAL header (a balancer speaking for itself, as HAProxy's
  * health check with send-proxy-v2 does): a connection that ends before a
  * byte follows was a check and leaves no line; one that goes on is served
@@ -103,7 +114,7 @@ static void after_local(struct proxied *p, short what)
     uint8_t b;
     ssize_t n;
 
-    if (what & EV_TIMEOUT) {
+    if ((what & EV_TIMEOUT) && !more_waits(p->fd, 0)) {
         drop(p, 0);
         return;
     }
@@ -117,6 +128,15 @@ static void after_local(struct proxied *p, short what)
         return;
     }
     hand_on(p, p->host, p->port);
+}
+
+static void no_header(struct proxied *p)
+{
+    char w[96];
+
+    snprintf(w, sizeof(w), "no whole header within %d s (%zd bytes came)", PROXY_HEADER_TIMEOUT_S,
+             p->peeked);
+    refuse(p, w);
 }
 
 static void header_cb(evutil_socket_t fd, short what, void *arg)
@@ -133,11 +153,8 @@ static void header_cb(evutil_socket_t fd, short what, void *arg)
         after_local(p, what);
         return;
     }
-    if (what & EV_TIMEOUT) {
-        char w[96];
-        snprintf(w, sizeof(w), "no whole header within %d s (%zd bytes came)",
-                 PROXY_HEADER_TIMEOUT_S, p->peeked);
-        refuse(p, w);
+    if ((what & EV_TIMEOUT) && !more_waits(fd, p->peeked)) {
+        no_header(p);
         return;
     }
     n = recv(fd, buf, sizeof(buf), MSG_PEEK);
@@ -159,6 +176,10 @@ static void header_cb(evutil_socket_t fd, short what, void *arg)
     len = proxy_parse(buf, (size_t)n, &a, &why);
     if (len < 0) {
         refuse(p, why);
+        return;
+    }
+    if (len == 0 && (what & EV_TIMEOUT)) {
+        no_header(p); /* what came late is not all of it */
         return;
     }
     if (len == 0) {

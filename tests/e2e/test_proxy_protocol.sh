@@ -10,7 +10,9 @@
 #    from 127.0.0.5 and 127.0.0.6 through one HAProxy are both taken, a
 #    second one from 127.0.0.5 is refused (before, all were HAProxy's one
 #    address, and the second client was refused);
-#  - bad --proxy-protocol values are refused.
+#  - bad --proxy-protocol values are refused;
+#  - a node stopped past the header's deadline reads a header that came in
+#    time (its loop sees the deadline first), and refuses half of one.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fleet_lib.sh"
 T=$TCPOTA
@@ -223,6 +225,37 @@ s.close()
 PY
 wait_line D.log "\[- 127\.0\.0\.9:5555\] unknown protocol \(first byte 0x78\)" 3
 ok "a dual-stack listener believes the balancer's header (::ffff:127.0.0.4 is 127.0.0.4)"
+
+# A node stopped (or starved) past the header's 10 s: a header and a request
+# that came in time are read when it runs again, not refused as late (its
+# loop sees the deadline before the bytes); half a header is refused as before.
+node S
+python3 - "$S_PORT" "$S_PID" <<'PY' || fail "the late-loop probes failed"
+import os, signal, socket, sys, time
+port, pid = int(sys.argv[1]), int(sys.argv[2])
+whole = socket.create_connection(("127.0.0.3", port), 5, ("127.0.0.4", 0))
+half = socket.create_connection(("127.0.0.3", port), 5, ("127.0.0.4", 0))
+time.sleep(0.5) # both accepted: their 10 s run from here
+os.kill(pid, signal.SIGSTOP)
+try:
+    whole.sendall(b"PROXY TCP4 127.0.0.8 127.0.0.3 6666 80\r\nreq0\r\n\r\n")
+    half.sendall(b"PROXY TCP4 1.2")
+    time.sleep(10.5)
+finally:
+    os.kill(pid, signal.SIGCONT)
+whole.settimeout(5)
+if not whole.recv(100):
+    sys.exit("the header that came in time was refused")
+half.settimeout(5)
+try:
+    if half.recv(100):
+        sys.exit("half a header got an answer")
+except ConnectionResetError:
+    pass # closed with its bytes unread: refused
+PY
+wait_line S.log "\[legacy 127\.0\.0\.8:6666\]" 3
+wait_line S.log "refused: .*: no whole header within 10 s \(14 bytes came\)" 3
+ok "a node stopped past the header's 10 s reads a header that came in time; half a header is refused"
 
 # A connection that has sent half a header when the node stops: freed (the
 # ASan build's leak check), and the node exits 0.
