@@ -68,25 +68,34 @@ grep -qx 'closed 0' "$WORK/legacy.out" || fail "legacy devices lost their connec
 stop_server
 ok "300 legacy devices asking every 0.5 s kept their connections across a 3 s stop of the server (idle timeout 2 s)"
 
+# downloads_through_stop PREFIX N IMAGE BEFORE STOPPED WHAT [DEVICE ARGS...]:
+# N devices download IMAGE through the proxy ($PROXY_PORT); the server is
+# stopped BEFORE s after they start, for STOPPED s. Every device must finish
+# byte-exact, none closed as idle.
+downloads_through_stop() {
+  local prefix=$1 n=$2 img=$3 before=$4 stopped=$5 what=$6 i p idle pids=()
+  shift 6
+  for i in $(seq 1 "$n"); do
+    "$TCPOTA" device --server "127.0.0.1:$PROXY_PORT" --flash "$WORK/$prefix$i" --id "$prefix-$i" \
+      --progress none --backoff-min-ms 100 --backoff-max-ms 1000 "$@" 2> "$WORK/$prefix$i.out" &
+    pids+=($!)
+  done
+  PIDS+=("${pids[@]}")
+  sleep "$before"
+  kill -STOP "$SERVER_PID"
+  sleep "$stopped"
+  kill -CONT "$SERVER_PID"
+  for p in "${pids[@]}"; do wait "$p" || fail "a device ($what) failed after the server's stop"; done
+  check_devices "$img" $(seq -f "$WORK/$prefix%g" 1 "$n")
+  idle=$(grep -c 'idle for' "$WORK/server.log" || true)
+  [ "$idle" -eq 0 ] || fail "$idle devices ($what) closed as idle after the server was stopped $stopped s: $(grep -m1 'idle for' "$WORK/server.log")"
+}
+
 N=20
 make_image "$WORK/img1m" 1048576
 start_server "$WORK/img1m" 3.0.0 --idle-timeout 3 --quiet
 start_proxy proxy "$SERVER_PORT" --rate 100000 --quiet
-pids=()
-for i in $(seq 1 $N); do
-  "$TCPOTA" device --server "127.0.0.1:$PROXY_PORT" --flash "$WORK/d$i" --id "stall-$i" --progress none \
-    --backoff-min-ms 100 --backoff-max-ms 1000 2> "$WORK/dev$i.out" &
-  pids+=($!)
-done
-PIDS+=("${pids[@]}")
-sleep 2
-kill -STOP "$SERVER_PID"
-sleep 4.5
-kill -CONT "$SERVER_PID"
-for p in "${pids[@]}"; do wait "$p" || fail "a device failed after the server's stop"; done
-check_devices "$WORK/img1m" $(seq -f "$WORK/d%g" 1 $N)
-idle=$(grep -c 'idle for' "$WORK/server.log" || true)
-[ "$idle" -eq 0 ] || fail "$idle devices closed as idle after the server was stopped 4.5 s (idle timeout 3 s): $(grep -m1 'idle for' "$WORK/server.log")"
+downloads_through_stop stall "$N" "$WORK/img1m" 2 4.5 "idle timeout 3 s"
 stop_server
 ok "$N devices downloading at 100 kB/s through a 4.5 s stop of the server (idle timeout 3 s): none closed as idle, all byte-exact"
 
@@ -107,22 +116,8 @@ for mode in plain tls; do
   fi
   start_server "$WORK/img12m" 4.0.0 --idle-timeout 2 --quiet "${tls[@]}"
   start_proxy "proxy-$mode" "$SERVER_PORT" --rate 4000000 --queue-limit 16384 --quiet
-  pids=()
-  for i in $(seq 1 $N); do
-    "$TCPOTA" device --server "localhost:$PROXY_PORT" --flash "$WORK/$mode$i" --id "wait-$i" \
-      --progress none --slot-size $((16 * 1048576)) --backoff-min-ms 100 --backoff-max-ms 1000 \
-      "${dev_tls[@]}" 2> "$WORK/$mode$i.out" &
-    pids+=($!)
-  done
-  PIDS+=("${pids[@]}")
-  sleep 1
-  kill -STOP "$SERVER_PID"
-  sleep 3
-  kill -CONT "$SERVER_PID"
-  for p in "${pids[@]}"; do wait "$p" || fail "a device ($mode) failed after the server's stop"; done
-  check_devices "$WORK/img12m" $(seq -f "$WORK/$mode%g" 1 $N)
-  idle=$(grep -c 'idle for' "$WORK/server.log" || true)
-  [ "$idle" -eq 0 ] || fail "$idle devices ($mode) closed as idle after the server was stopped 3 s with its writes waiting (idle timeout 2 s): $(grep -m1 'idle for' "$WORK/server.log")"
+  downloads_through_stop "$mode" "$N" "$WORK/img12m" 1 3 "$mode, idle timeout 2 s" \
+    --slot-size $((16 * 1048576)) "${dev_tls[@]}"
   stop_server
   kill "$PROXY_PID"
 done
