@@ -582,26 +582,8 @@ static int tls_failed(const struct api *a, const struct reply *r)
         long v = r->tls_verify;
         char todo[700];
 
-        if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH) {
-            snprintf(todo, sizeof(todo), "give --api the name the certificate is for");
-        } else if (v == X509_V_ERR_CERT_HAS_EXPIRED || v == X509_V_ERR_CERT_NOT_YET_VALID) {
-            snprintf(todo, sizeof(todo), "renew the proxy's certificate (or set this machine's "
-                     "clock right)");
-        } else if (v != X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT &&
-                   v != X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY &&
-                   v != X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT &&
-                   v != X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN &&
-                   v != X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE) {
-            /* not a question of which CA: the proxy's certificate (or its
-             * chain) is at fault, as OpenSSL's reason says */
-            snprintf(todo, sizeof(todo), "the proxy's certificate must be put right");
-        } else if (a->ca_file) {
-            snprintf(todo, sizeof(todo), "%s %s does not hold the certificate of the CA that "
-                     "signed it: give that one", a->ca_from, a->ca_file);
-        } else {
-            snprintf(todo, sizeof(todo), "give the certificate of the CA that signed it with --ca "
-                     "FILE (or TCPOTA_API_CA)");
-        }
+        (void)cli_tls_verify_todo(v, "the proxy's", "--api", a->ca_from, a->ca_file,
+                                  "--ca FILE (or TCPOTA_API_CA)", todo, sizeof(todo));
         fprintf(stderr, "tcpota %s: the API at %s: its TLS certificate was not accepted: %s; %s\n",
                 a->cmd, a->url, X509_verify_cert_error_string(v), todo);
         return 1;

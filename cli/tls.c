@@ -204,7 +204,7 @@ int cli_tls_init(struct cli_tls *t, const char *ca_file, const char *session_fil
 
     memset(t, 0, sizeof(*t));
     if (!(ctx = cli_tls_client_ctx("device", ca_file, "--ca",
-                                   "the server's (or the server's own --tls-cert)"))) {
+                                   "the server's certificate (for a self-signed one, that certificate itself)"))) {
         return -1;
     }
     if (session_file) {
@@ -213,6 +213,7 @@ int cli_tls_init(struct cli_tls *t, const char *ca_file, const char *session_fil
     }
     t->ctx = ctx;
     t->session_file = session_file;
+    t->ca_file = ca_file;
     return 0;
 }
 
@@ -230,11 +231,37 @@ static int closed_early(int rc, int e)
     return e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && !q && (rc == 0 || errno == 0));
 }
 
+const char *cli_tls_verify_todo(long v, const char *whose, const char *host_flag,
+                                const char *ca_from, const char *ca_file, const char *ca_flags,
+                                char *buf, size_t cap)
+{
+    if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+        snprintf(buf, cap, "give %s the name the certificate is for", host_flag);
+    } else if (v == X509_V_ERR_CERT_HAS_EXPIRED || v == X509_V_ERR_CERT_NOT_YET_VALID) {
+        snprintf(buf, cap, "renew %s certificate (or set this machine's clock right)", whose);
+    } else if (v != X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT &&
+               v != X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY &&
+               v != X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT &&
+               v != X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN &&
+               v != X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE) {
+        /* not a question of which CA: the certificate (or its chain) is
+         * at fault, as OpenSSL's reason says */
+        snprintf(buf, cap, "%s certificate must be put right", whose);
+    } else if (ca_file) {
+        snprintf(buf, cap, "%s %s does not hold the certificate of the CA that signed it: give "
+                 "that one (for a self-signed certificate, that certificate itself)", ca_from,
+                 ca_file);
+    } else {
+        snprintf(buf, cap, "give the certificate of the CA that signed it with %s", ca_flags);
+    }
+    return buf;
+}
+
 /* Says why SSL_connect() returned rc (not 1, not "want more") in err. */
-static void handshake_error(SSL *ssl, int rc, int e, char *err, size_t cap)
+static void handshake_error(const struct cli_tls *t, SSL *ssl, int rc, int e, char *err, size_t cap)
 {
     long v = SSL_get_verify_result(ssl);
-    char why[256];
+    char why[256], todo[700];
 
     if (closed_early(rc, e)) {
         ERR_clear_error();
@@ -242,8 +269,10 @@ static void handshake_error(SSL *ssl, int rc, int e, char *err, size_t cap)
                            "handshake (is it speaking TLS on this port?)");
     } else if (v != X509_V_OK) {
         ERR_clear_error();
-        snprintf(err, cap, "TLS handshake failed: certificate verify failed: %s",
-                 X509_verify_cert_error_string(v));
+        snprintf(err, cap, "TLS handshake failed: certificate verify failed: %s; %s",
+                 X509_verify_cert_error_string(v),
+                 cli_tls_verify_todo(v, "the server's", "--server", "--ca", t->ca_file,
+                                     "--ca FILE", todo, sizeof(todo)));
     } else if (e == SSL_ERROR_SSL) {
         snprintf(err, cap, "TLS handshake failed: %s", ssl_reason(why, sizeof(why)));
     } else if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
@@ -287,7 +316,7 @@ int cli_tls_handshake(struct cli_tls *t, struct tcpota_client *cl, const char *h
         }
         e = SSL_get_error(ssl, rc);
         if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
-            handshake_error(ssl, rc, e, err, cap);
+            handshake_error(t, ssl, rc, e, err, cap);
             return -1;
         }
         ev = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;

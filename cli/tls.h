@@ -19,6 +19,7 @@ struct cli_tls {
     const char *session_file; /* where the session is kept, or NULL */
     char peer[CLI_TLS_PEER_MAX]; /* the server of the current connection */
     int resumed;              /* the last handshake resumed a kept session */
+    const char *ca_file;      /* the --ca file, or NULL: the system's CAs */
 };
 
 /* A client context (SSL_CTX) that verifies servers, TLS 1.2 at least,
@@ -33,6 +34,16 @@ void cli_tls_ctx_free(void *ctx);
 /* OpenSSL's error e as text into buf: its reason, else the code in full
  * (e 0: "no reason given by OpenSSL"). Returns buf. */
 const char *cli_tls_error_text(unsigned long e, char *buf, size_t cap);
+
+/* What to do about a peer certificate OpenSSL did not accept (verify
+ * result v, an X509_V_ERR_ code), into buf: name the host the certificate
+ * is for (given with host_flag, "--server"), renew `whose` certificate
+ * ("the server's") or put it right, or give the CA that signed it: ca_file
+ * (named by ca_from, "--ca") does not hold it, or, no file given, with
+ * ca_flags ("--ca FILE"). Returns buf. */
+const char *cli_tls_verify_todo(long v, const char *whose, const char *host_flag,
+                                const char *ca_from, const char *ca_file, const char *ca_flags,
+                                char *buf, size_t cap);
 
 /* Loads the CA file (cli_tls_client_ctx). session_file (NULL: none) is where the session the
  * server last gave (its TLS 1.3 ticket, or 1.2 session) is kept between
