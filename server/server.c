@@ -13,6 +13,7 @@
 #include "text.h"
 #include "tls_server.h"
 #include "workers.h"
+#include "tcpota/version.h"
 
 #include <errno.h>
 #include <event2/bufferevent.h>
@@ -274,8 +275,8 @@ static void reload_apply(struct server *srv, struct tcpota_serve_opts *fresh, in
     const struct tcpota_serve_opts *o = srv->o;
     SSL_CTX *tls = NULL;
     struct caught caught;
-    char serving[IMAGE_ERR_LEN], said[IMAGE_ERR_LEN];
-    int failed = !loaded || (!srv->fleet && !img);
+    char serving[IMAGE_ERR_LEN], said[IMAGE_ERR_LEN], secrets[48] = "";
+    int failed = !loaded || (!srv->fleet && !img), order;
 
     reload_serving(srv, serving, sizeof(serving));
     if (!failed && srv->tls) {
@@ -323,6 +324,15 @@ static void reload_apply(struct server *srv, struct tcpota_serve_opts *fresh, in
                                  : "--version is the command line's: restart the server with "
                                    "another");
     }
+    if (!fresh->allow_downgrade &&
+        tcpota_version_order(img->version, strlen(img->version), srv->img->version,
+                             strlen(srv->img->version), &order) == 0 && order < 0) {
+        /* Served, and offered to no device that runs anything newer. */
+        say_always(srv->o, LOG_LV_WARN, "SIGHUP: warning: the new image %s is older than %s, "
+                   "served until now: devices that run %s or newer are not offered it "
+                   "(start the server with --allow-downgrade to offer it to them)",
+                   img->version, srv->img->version, srv->img->version);
+    }
     image_unref(srv->img);
     srv->img = img;
     if (srv->reloaded) {
@@ -331,8 +341,12 @@ static void reload_apply(struct server *srv, struct tcpota_serve_opts *fresh, in
     }
     srv->reloaded = fresh;
     srv->o = fresh;
-    say_always(srv->o, LOG_LV_INFO, "SIGHUP: reloaded: image %s (%u bytes, sha256 %s), %zu device "
-               "secrets%s%s%s%s", img->version, img->size, img->idhex, fresh->nsecrets,
+    if (fresh->nsecrets) {
+        snprintf(secrets, sizeof(secrets), ", %zu device secret%s", fresh->nsecrets,
+                 text_s(fresh->nsecrets));
+    }
+    say_always(srv->o, LOG_LV_INFO, "SIGHUP: reloaded: image %s (%u bytes, sha256 %s)%s%s%s%s%s",
+               img->version, img->size, img->idhex, secrets,
                tls ? ", the TLS certificate (" : "", tls ? said : "", tls ? ") and its key" : "",
                tls && fresh->nticket_keys ? " and the ticket keys" : "");
 }
@@ -726,6 +740,10 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     /* The fleet's HTTP connections close here, each download's line (and
      * what its close counts) before the summary: it is the last line. */
     fleet_close(&srv);
+    if (srv.reloading) {
+        say_always(srv.o, LOG_LV_WARN, "stopping: the reload under way (reading %s) is not "
+                   "applied", srv.reloading->fresh->image);
+    }
     print_summary(&srv);
     rc = 0;
 out:

@@ -74,7 +74,7 @@ wait_line server.log 'hup-dev.*offer' 20
 install_cert B
 mv k.new k.old && "$T" keygen --ticket-key --out k.new 2> /dev/null
 hup server.log
-grep -q "SIGHUP: reloaded: image 2.0.0 (200000 bytes, sha256 [0-9a-f]*), 0 device secrets, the TLS certificate (valid until $(date -u -d "$(openssl x509 -noout -enddate -in B.pem | cut -d= -f2)" '+%Y-%m-%d %H:%M:%S') UTC) and its key and the ticket keys" server.log ||
+grep -q "SIGHUP: reloaded: image 2.0.0 (200000 bytes, sha256 [0-9a-f]*), the TLS certificate (valid until $(date -u -d "$(openssl x509 -noout -enddate -in B.pem | cut -d= -f2)" '+%Y-%m-%d %H:%M:%S') UTC) and its key and the ticket keys" server.log ||
   fail "no reload line: $(grep SIGHUP server.log)"
 want "a new connection after the reload" "$(hs "$SERVER_PORT" s2 | cut -d' ' -f2)" "$FP_B"
 want "the session of before the reload, its key now second" "$(hs "$SERVER_PORT" s1r s1.sess | cut -d' ' -f1)" "Reused"
