@@ -463,6 +463,19 @@ static int reload_tls(const struct sources *src, struct tcpota_serve_opts *n, st
     return 0;
 }
 
+/* 1 after saying which is missing when only one of --tls-cert and
+ * --tls-key was given. */
+static int tls_pair_missing(const struct tcpota_serve_opts *o)
+{
+    if ((o->tls_cert == NULL) == (o->tls_key == NULL)) {
+        return 0;
+    }
+    fprintf(stderr, "tcpota serve: --tls-cert and --tls-key go together: give %s too\n",
+            o->tls_cert ? "--tls-key KEY.pem (the certificate's private key)"
+                        : "--tls-cert CERT.pem (the certificate of that key)");
+    return 1;
+}
+
 /* Reads the manifest, checks it, takes version and model from it, and
  * reads the device secrets, into o. Returns 0, or 1 / 2 (the exit code)
  * after printing why; o is then unchanged. */
@@ -994,8 +1007,7 @@ static int serve_args(const struct serve_config_args *cfg)
             return 2;
         }
     }
-    if ((o.tls_cert == NULL) != (o.tls_key == NULL)) {
-        fprintf(stderr, "tcpota serve: --tls-cert and --tls-key go together\n");
+    if (tls_pair_missing(&o)) {
         return 2;
     }
     if (o.allow_unauth_legacy && !o.require_auth) {
@@ -1100,8 +1112,7 @@ static int serve_args(const struct serve_config_args *cfg)
         fprintf(stderr, "tcpota serve: --require-auth needs --auth-file\n");
         return 2;
     }
-    if ((o.tls_cert == NULL) != (o.tls_key == NULL)) {
-        fprintf(stderr, "tcpota serve: --tls-cert and --tls-key go together\n");
+    if (tls_pair_missing(&o)) {
         return 2;
     }
     if (o.tls_cert && check_tls_files(&o, o.tls_cert, o.tls_key) < 0) {

@@ -26,7 +26,9 @@
 static const char *pem_says(const char *path, int want_key)
 {
     switch (tls_pem_kind(path)) {
-    case TLS_PEM_EMPTY: return "the file is empty";
+    case TLS_PEM_EMPTY:
+        return want_key ? "the file is empty; give the certificate's private key (PEM)"
+                        : "the file is empty; give the server's certificate (PEM), its chain after it";
     case TLS_PEM_KEY:
         return want_key ? "" : "it holds a private key, not a certificate: are --tls-cert and "
                                "--tls-key swapped?";
@@ -46,8 +48,11 @@ static void tls_file_failed(const char *what, const char *path, int want_key)
     const char *says = pem_says(path, want_key);
     const char *why = ERR_reason_error_string(ERR_get_error());
 
-    fprintf(stderr, "tcpota serve: cannot use the TLS %s %s: %s\n", what, path,
-            *says ? says : why ? why : "unknown error");
+    /* A file of the right kind that does not read: cut short or changed. */
+    const char *again = *says ? "" : "; the file may be cut short or changed: copy it again";
+
+    fprintf(stderr, "tcpota serve: cannot use the TLS %s %s: %s%s\n", what, path,
+            *says ? says : why ? why : "unknown error", again);
 }
 
 /* "2026-12-03 16:00:10 UTC" from an ASN1 time into buf. */

@@ -128,9 +128,10 @@ refused_flags() { # refused_flags TEXT ARGS...: exit 2, saying TEXT
   timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 "$@" > /dev/null 2> refused.log || rc=$?
   [ $rc -eq 2 ] && grep -q -- "$text" refused.log || fail "$*: exit $rc: $(cat refused.log)"
 }
-refused_flags '--tls-cert and --tls-key go together' --data fleet-tls --api off --tls-key img.bin
-refused_flags '--tls-cert and --tls-key go together' --data fleet-tls --api off --tls-cert img.bin
-refused_flags '--tls-cert and --tls-key go together' --version 2.0.0 --tls-key img.bin img.bin
+refused_flags '--tls-cert and --tls-key go together: give --tls-cert CERT.pem (the certificate of that key) too$' --data fleet-tls --api off --tls-key img.bin
+refused_flags "--tls-cert and --tls-key go together: give --tls-key KEY.pem (the certificate's private key) too$" --data fleet-tls --api off --tls-cert img.bin
+refused_flags '--tls-cert and --tls-key go together: give --tls-cert CERT.pem' --version 2.0.0 --tls-key img.bin img.bin
+refused_flags '--tls-cert and --tls-key go together: give --tls-key KEY.pem' --version 2.0.0 --tls-cert img.bin img.bin
 # --db without --data would be ignored by image mode; --workers would run
 # several writers on fleet mode's one SQLite store.
 refused_flags '--db needs --data DIR too' --db postgresql://127.0.0.1/x --version 2.0.0 img.bin

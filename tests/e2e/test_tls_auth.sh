@@ -87,7 +87,10 @@ tls_refused() { # CERT KEY REGEX
   [ $rc -eq 1 ] || fail "--tls-cert $1 --tls-key $2: exit $rc, expected 1: $(cat refused.log)"
   grep -q -- "$3" refused.log || fail "--tls-cert $1 --tls-key $2: no '$3' in: $(cat refused.log)"
 }
-tls_refused empty.pem srv.key 'cannot use the TLS certificate empty.pem: the file is empty'
+tls_refused empty.pem srv.key "cannot use the TLS certificate empty.pem: the file is empty; give the server's certificate (PEM), its chain after it"
+tls_refused srv.pem empty.pem "cannot use the TLS key empty.pem: the file is empty; give the certificate's private key (PEM)"
+head -c 300 srv.pem > cut.pem
+tls_refused cut.pem srv.key 'cannot use the TLS certificate cut.pem: .*; the file may be cut short or changed: copy it again$'
 tls_refused srv.key srv.pem 'cannot use the TLS certificate srv.key: it holds a private key, not a certificate: are --tls-cert and --tls-key swapped?'
 tls_refused srv.pem srv.pem 'cannot use the TLS key srv.pem: it holds a certificate, not a private key: are --tls-cert and --tls-key swapped?'
 ! grep -q 'can be read by other users' refused.log || fail "a certificate given as the key was called exposed: $(cat refused.log)"
