@@ -31,7 +31,8 @@ static void usage(FILE *f)
             "  --id ID                device id (default: dev-<hash of DIR's path>)\n"
             "  --model M              device model (default esp32)\n"
             "  --factory-version V    factory image version in a new DIR (default 0.0.0)\n"
-            "  --slot-size BYTES      app slot size in a new DIR (default %u)\n"
+            "  --slot-size SIZE       app slot size in a new DIR: bytes, or K, M after the\n"
+            "                         number (default %u)\n"
             "                         A new DIR keeps its id, model and factory version:\n"
             "                         later runs take them from DIR, refuse another --id or\n"
             "                         --model (exit 2), warn about another --factory-version\n"
@@ -171,12 +172,15 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
         return printable(v, TCPOTA_MAX_NAME)
                    ? 0
                    : usage_error("%s: need 1..%u printable characters", name, TCPOTA_MAX_NAME);
-    case OPT_SLOT:
-        if (u32_opt(v, name, TCPOTA_SECTOR_SIZE, UINT32_MAX - TCPOTA_SECTOR_SIZE + 1, &n) < 0) {
+    case OPT_SLOT: {
+        unsigned long long sz;
+        /* A size, as serve's --max-image: "4M" as well as 4194304. */
+        if (cli_size(v, name, TCPOTA_SECTOR_SIZE, UINT32_MAX - TCPOTA_SECTOR_SIZE + 1, &sz) < 0) {
             return 2;
         }
-        o->slot_size = n;
-        return n % TCPOTA_SECTOR_SIZE ? usage_error("%s: not a multiple of 4096", name) : 0;
+        o->slot_size = (uint32_t)sz;
+        return sz % TCPOTA_SECTOR_SIZE ? usage_error("%s: not a multiple of 4096", name) : 0;
+    }
     case OPT_HEALTH:
         if (strcmp(v, "ok") && strcmp(v, "fail")) {
             return usage_error("--health: '%s' is not ok or fail", v);
