@@ -356,6 +356,12 @@ static int load_manifest(const char *path, uint8_t **man, size_t *len)
         free(b);
         return -1;
     }
+    if (n == 0) { /* as tcpota verify says of one */
+        fprintf(stderr, "tcpota serve: manifest %s is empty; sign the image again (tcpota sign)\n",
+                path);
+        free(b);
+        return -1;
+    }
     *man = b;
     *len = n;
     return 0;

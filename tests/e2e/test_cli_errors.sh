@@ -133,6 +133,8 @@ expect 2 "image: empty is empty" $T sign --key k.key $S empty
 expect 2 "^tcpota serve: image FILE empty is empty; give the firmware image to serve$" \
   $T serve --listen 127.0.0.1:0 --version 2.0.0 empty
 expect 2 "image FILE: fifo is not a regular file \(it is a FIFO\)" $T serve --listen 127.0.0.1:0 --version 2.0.0 fifo
+expect 2 "^tcpota serve: manifest empty is empty; sign the image again \(tcpota sign\)$" \
+  $T serve --listen 127.0.0.1:0 --manifest empty img
 # An upload limit the API could not hold in memory (it took up to 4 GiB,
 # and the CLI refused images over 1 GiB).
 expect 2 "tcpota serve: --max-image: '2000000000' is out of range" $T serve --data d --max-image 2000000000
