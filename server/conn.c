@@ -850,10 +850,10 @@ static int input_waiting(struct conn *c)
 
 /* 1 when c, not legacy, has sent no HELLO within one idle timeout of
  * connecting (a peer that trickles bytes resets the idle timer forever):
- * then c is closed and freed. */
+ * then c is closed and freed. Not judged while the loop runs late. */
 static int hello_overdue(struct conn *c)
 {
-    if (c->kind == K_LEGACY || c->s.got_hello || now_s() - c->started <= c->srv->o->idle_timeout_s) {
+    if (c->kind == K_LEGACY || c->s.got_hello || !conn_overdue(c, now_s())) {
         return 0;
     }
     c->srv->stats.failed++;
@@ -1216,6 +1216,17 @@ static void first_byte_cb(evutil_socket_t fd, short what, void *arg)
     start_bev(c);
 }
 
+int conn_overdue(const struct conn *c, double now)
+{
+    const struct server *srv = c->srv;
+
+    /* The loop's late time since the connect is not the peer's; nor is
+     * now, while the loop runs late and its sweep has not yet counted it:
+     * what is read now may have come in time. */
+    return now - c->started - (srv->loop_lost_s - c->lost_at) > (double)srv->o->idle_timeout_s &&
+           now - srv->swept_at <= SWEEP_LATE_S;
+}
+
 int conn_check_deadline(struct conn *c, double now)
 {
     unsigned idle = c->srv->o->idle_timeout_s;
@@ -1223,7 +1234,7 @@ int conn_check_deadline(struct conn *c, double now)
     /* Inside TLS, a peer that trickles its ClientHello never lets a read
      * time out: one deadline from accept covers the handshake and HELLO. */
     if (!c->srv->tls || c->kind == K_LEGACY || c->s.got_hello || c->closing ||
-        now - c->started <= (double)idle) {
+        !conn_overdue(c, now)) {
         return 0;
     }
     c->srv->stats.failed++;
@@ -1257,6 +1268,7 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
     (void)text_copy(c->addr, sizeof(c->addr), host);
     c->id = ++srv->next_id;
     c->started = now_s();
+    c->lost_at = srv->loop_lost_s;
     c->progress_at = c->started;
     n = text_copy(c->peer, sizeof(c->peer), host);
     if (n + 1 < sizeof(c->peer)) {

@@ -88,6 +88,11 @@ void conn_drain_streams(struct server *srv);
 /* 1 when bytes the peer sent wait unread in c's socket: a loop that ran
  * late (the process stopped or starved) must not call such a peer idle. */
 int conn_input_unread(const struct conn *c);
+/* 1 when more than the idle timeout has passed since c connected, the
+ * time the event loop ran late (stopped, starved) left out: a deadline
+ * from the connect (its HELLO, its TLS handshake) judges the peer, not the
+ * loop. now: now_s(). */
+int conn_overdue(const struct conn *c, double now);
 
 /* "device error: TEXT (MESSAGE)" of a device's ERROR m into buf: TEXT the
  * code's (tcpota_strerror), MESSAGE the device's own words, left out when

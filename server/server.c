@@ -81,7 +81,13 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct server *srv = arg;
     struct conn *c = srv->conns, *next;
-    double now = now_s();
+    double now = now_s(), late = now - srv->swept_at - SWEEP_PERIOD_S;
+    /* A late sweep: the loop was stopped or starved that long, which no
+     * peer's deadline should count (conn_overdue). */
+    if (late > SWEEP_PERIOD_S / 2) {
+        srv->loop_lost_s += late;
+    }
+    srv->swept_at = now;
     /* Past SWEEP_READS connections, each one's input below the watermark
      * is read in turn, every `every` sweeps; one found idle is read at once. */
     uint64_t every = srv->nconns > SWEEP_READS ? (srv->nconns + SWEEP_READS - 1) / SWEEP_READS : 1;
@@ -720,8 +726,9 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
         sigprocmask(SIG_SETMASK, &unblocked, NULL); /* handlers in place: see workers_run */
     }
     {
-        struct timeval second = {1, 0};
+        struct timeval second = {(time_t)SWEEP_PERIOD_S, 0};
         srv.sweep = event_new(srv.base, -1, EV_PERSIST, sweep_cb, &srv);
+        srv.swept_at = now_s();
         event_add(srv.sweep, &second);
     }
     srv.started = now_s();

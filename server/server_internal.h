@@ -98,6 +98,10 @@
  * two thirds of the server's recv() calls (half of them finding nothing)
  * for progress seen that often (bench/README.md, twentieth session). */
 #define SWEEP_READS 2000u
+/* The sweep runs once a period; twice that without it, the loop runs late
+ * (stopped, starved) and a deadline judged now would judge the loop. */
+#define SWEEP_PERIOD_S 1.0
+#define SWEEP_LATE_S (2 * SWEEP_PERIOD_S)
 
 enum kind { K_UNKNOWN = 0, K_V1, K_LEGACY };
 
@@ -113,6 +117,8 @@ struct evbuffer;
 struct server {
     const struct tcpota_serve_opts *o; /* the options in force: the caller's, or a reload's */
     struct tcpota_serve_opts *reloaded; /* the last reload's set (o points to it), or NULL */
+    double swept_at; /* when the once-a-second sweep last ran (a late one: a late loop) */
+    double loop_lost_s; /* seconds the loop ran late, summed from the sweep's lateness */
     struct reload_job *reloading; /* a reload reading its image on a thread (server.c), or NULL */
     uint8_t reload_again;          /* a SIGHUP came meanwhile: read the files again after it */
     SSL_CTX *tls;
@@ -178,6 +184,8 @@ struct conn {
     uint32_t next_pct;
     uint64_t bytes_sent;
     double started;
+    double lost_at;     /* srv->loop_lost_s when it connected: deadlines from `started` leave
+                         * out the loop's late time since (conn_overdue) */
     double progress_at; /* last time the device's ACKs moved (or it connected) */
     size_t ctl_queued;   /* control bytes queued since the queue was last empty */
     size_t moved;        /* control bytes v1_input handed over before conn_pump */

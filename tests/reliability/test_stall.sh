@@ -8,7 +8,8 @@
 #  1. 300 legacy devices each ask for a package every 0.5 s, and
 #  2. 20 `tcpota device`s download 1 MiB through a proxy that limits each
 #     to 100 kB/s, so their ACKs keep coming while the server is stopped, and
-#  3. 2 devices download 12 MiB each, the server's writes waiting for room.
+#  3. 2 devices download 12 MiB each, the server's writes waiting for room, and
+#  4. a device's HELLO arrives after its connect, while the server is stopped.
 # No peer may be closed as idle, and every device finishes byte-exact.
 source "$(dirname "$0")/../e2e/lib.sh"
 
@@ -122,3 +123,32 @@ for mode in plain tls; do
   kill "$PROXY_PID"
 done
 ok "$N devices in the clear and $N inside TLS whose server stopped 3 s with 12 MiB images on their way (idle timeout 2 s): none closed as idle, all byte-exact"
+
+# 4. A HELLO that came in time, read late: a device connects, the server
+# stops before it has read a byte, the HELLO arrives, and the server runs
+# again after more than the idle timeout since the connect. Its "no HELLO
+# within 2 s" would judge the loop, not the device: it is answered.
+start_server "$WORK/img" 2.0.0 --idle-timeout 2 --quiet
+python3 - "$SERVER_PORT" "$SERVER_PID" "$E2E" > "$WORK/late-hello.out" 2>&1 <<'PY' ||
+import os, signal, socket, sys, time
+sys.path.insert(0, sys.argv[3])
+import frames as F
+port, pid = int(sys.argv[1]), int(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", port), 5)
+time.sleep(0.3) # accepted: its 2 s run from here
+os.kill(pid, signal.SIGSTOP)
+try:
+    s.sendall(F.hello(b"late-hello"))
+    time.sleep(3)
+finally:
+    os.kill(pid, signal.SIGCONT)
+s.settimeout(5)
+t, _ = F.Reader(s).next()
+if t != F.WELCOME:
+    sys.exit("no WELCOME first: type %d" % t)
+print("welcomed")
+PY
+  fail "a HELLO that came in time was not answered after the server's stop: $(cat "$WORK/late-hello.out") $(grep -m1 'HELLO' "$WORK/server.log")"
+! grep -q 'no HELLO within' "$WORK/server.log" || fail "$(grep -m1 'no HELLO within' "$WORK/server.log")"
+stop_server
+ok "a HELLO that came in time, read after a 3 s stop of the server (idle timeout 2 s), is answered"
