@@ -387,7 +387,7 @@ static void reload_done(void *arg)
     reload_apply(srv, j->fresh, 1, j->img);
     free(j);
     /* Not once the server stops: its exit would wait for a whole read. */
-    if (srv->reload_again && !event_base_got_exit(srv->base)) {
+    if (srv->reload_again && srv->base && !event_base_got_exit(srv->base)) {
         srv->reload_again = 0;
         reload(srv);
     }
