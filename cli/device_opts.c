@@ -31,7 +31,7 @@ static void usage(FILE *f)
             "  --id ID                device id (default: dev-<hash of DIR's path>)\n"
             "  --model M              device model (default esp32)\n"
             "  --factory-version V    factory image version in a new DIR (default 0.0.0)\n"
-            "  --slot-size SIZE       app slot size in a new DIR: bytes, or K, M after the\n"
+            "  --slot-size SIZE       app slot size in a new DIR: bytes, or K, M, G after the\n"
             "                         number (default %u)\n"
             "                         A new DIR keeps its id, model and factory version:\n"
             "                         later runs take them from DIR, refuse another --id or\n"

@@ -84,7 +84,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     double now = now_s(), late = now - srv->swept_at - SWEEP_PERIOD_S;
     /* A late sweep: the loop was stopped or starved that long, which no
      * peer's deadline should count (conn_overdue). */
-    if (late > SWEEP_PERIOD_S / 2) {
+    if (late > SWEEP_LATE_MIN_S) {
         srv->loop_lost_s += late;
     }
     srv->swept_at = now;
@@ -335,9 +335,9 @@ static void reload_apply(struct server *srv, struct tcpota_serve_opts *fresh, in
                              strlen(srv->img->version), &order) == 0 && order < 0) {
         /* Served, and offered to no device that runs anything newer. */
         say_always(srv->o, LOG_LV_WARN, "SIGHUP: warning: the new image %s is older than %s, "
-                   "served until now: devices that run %s or newer are not offered it "
-                   "(start the server with --allow-downgrade to offer it to them)",
-                   img->version, srv->img->version, srv->img->version);
+                   "served until now: devices that run a version newer than %s are not "
+                   "offered it (start the server with --allow-downgrade to offer it to them)",
+                   img->version, srv->img->version, img->version);
     }
     image_unref(srv->img);
     srv->img = img;
@@ -748,7 +748,7 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
      * what its close counts) before the summary: it is the last line. */
     fleet_close(&srv);
     if (srv.reloading) {
-        say_always(srv.o, LOG_LV_WARN, "stopping: the reload under way (reading %s) is not "
+        say_always(srv.o, LOG_LV_WARN, "stopping: the reload under way (of %s) is not "
                    "applied", srv.reloading->fresh->image);
     }
     print_summary(&srv);

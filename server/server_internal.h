@@ -98,10 +98,11 @@
  * two thirds of the server's recv() calls (half of them finding nothing)
  * for progress seen that often (bench/README.md, twentieth session). */
 #define SWEEP_READS 2000u
-/* The sweep runs once a period; twice that without it, the loop runs late
- * (stopped, starved) and a deadline judged now would judge the loop. */
+/* The sweep runs once a period; later than that by more than
+ * SWEEP_LATE_MIN_S, the loop ran late (stopped, starved) by that much, time
+ * no peer's deadline counts (conn_overdue). */
 #define SWEEP_PERIOD_S 1.0
-#define SWEEP_LATE_S (2 * SWEEP_PERIOD_S)
+#define SWEEP_LATE_MIN_S (SWEEP_PERIOD_S / 2)
 
 enum kind { K_UNKNOWN = 0, K_V1, K_LEGACY };
 

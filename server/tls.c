@@ -49,7 +49,10 @@ static void tls_file_failed(const char *what, const char *path, int want_key)
     const char *why = ERR_reason_error_string(ERR_get_error());
 
     /* A file of the right kind that does not read: cut short or changed. */
-    const char *again = *says ? "" : "; the file may be cut short or changed: copy it again";
+    enum tls_pem kind = tls_pem_kind(path);
+    const char *again = !*says && kind == (want_key ? TLS_PEM_KEY : TLS_PEM_CERT)
+                            ? "; the file may be cut short or changed: copy it again"
+                            : "";
 
     fprintf(stderr, "tcpota serve: cannot use the TLS %s %s: %s%s\n", what, path,
             *says ? says : why ? why : "unknown error", again);

@@ -129,7 +129,7 @@ make_image down.bin 90000
 mv down.bin images/fw.bin
 kill -HUP "$SERVER_PID"
 wait_line server.log 'SIGHUP: reloaded: image 2\.5\.0'
-grep -qF 'SIGHUP: warning: the new image 2.5.0 is older than 3.0.0, served until now: devices that run 3.0.0 or newer are not offered it (start the server with --allow-downgrade to offer it to them)' server.log ||
+grep -qF 'SIGHUP: warning: the new image 2.5.0 is older than 3.0.0, served until now: devices that run a version newer than 2.5.0 are not offered it (start the server with --allow-downgrade to offer it to them)' server.log ||
   fail "no warning of the older version: $(grep SIGHUP server.log)"
 # SIGTERM while a reload reads its image: it is waited for, not applied.
 hup_held
@@ -141,6 +141,6 @@ rc=0
 wait "$SERVER_PID" || rc=$?
 [ $rc -eq 0 ] || fail "the server stopped during a reload exited $rc: $(tail -3 server.log)"
 [ "$(grep -c 'SIGHUP: reloaded' server.log)" -eq 3 ] || fail "a reload applied after SIGTERM: $(grep SIGHUP server.log)"
-grep -q "stopping: the reload under way (reading $WORK/images/fw.bin) is not applied" server.log ||
+grep -q "stopping: the reload under way (of $WORK/images/fw.bin) is not applied" server.log ||
   fail "the reload cut short by SIGTERM left no line: $(tail -3 server.log)"
 ok "SIGHUP reads the new image on a thread: a device updates meanwhile, a second SIGHUP reads again after it, bytes the manifest does not describe are refused, an older version is warned of, SIGTERM waits for it and says so"
