@@ -209,9 +209,7 @@ static void stream_lowat(struct conn *c, int on)
 
 int conn_input_unread(const struct conn *c)
 {
-    int waiting = 0;
-
-    return conn_io(c) && ioctl(c->fd, FIONREAD, &waiting) == 0 && waiting > 0;
+    return conn_io(c) && sock_unread(c->fd) > 0;
 }
 
 /* Whether the socket takes more now: a write that timed out while the loop

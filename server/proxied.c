@@ -4,6 +4,7 @@
 #include "log.h"
 #include "proxy_proto.h"
 #include "server_internal.h"
+#include "sock.h"
 #include "text.h"
 
 #include <errno.h>
@@ -11,7 +12,6 @@
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 struct proxied {
@@ -95,14 +95,12 @@ static void hand_on(struct proxied *p, const char *host, const char *port)
     accept_from(srv, fd, h, pt);
 }
 
-/* Bytes waiting unread in fd: more than `seen`. A loop that ran late
+/* More than `seen` bytes wait unread in fd. A loop that ran late
  * (stopped, starved) sees an expired deadline before bytes that came in
  * time; those are read once more before the deadline is judged. */
 static int more_waits(evutil_socket_t fd, ssize_t seen)
 {
-    int waiting = 0;
-
-    return ioctl(fd, FIONREAD, &waiting) == 0 && (ssize_t)waiting > seen;
+    return sock_unread(fd) > (long)seen;
 }
 
 /* After a LOCAL header (a balancer speaking for itself, as HAProxy's

@@ -1,7 +1,7 @@
 /*
  * sock.h - what the server asks of a TCP socket beyond reading and writing:
- * how much of what it wrote its peer has not acknowledged, and an end that
- * drops what is still queued.
+ * how much waits unread, how much of what it wrote its peer has not
+ * acknowledged, and an end that drops what is still queued.
  */
 #ifndef TCPOTA_SERVER_SOCK_H
 #define TCPOTA_SERVER_SOCK_H
@@ -11,6 +11,17 @@
 #ifdef __linux__
 #include <linux/sockios.h> /* SIOCOUTQ */
 #endif
+
+/* Bytes fd has received that wait unread (FIONREAD), or -1 when the
+ * socket cannot tell. A loop that ran late (stopped, starved) asks this
+ * before it calls a peer silent: what it finds may have come in time. */
+static inline long sock_unread(int fd)
+{
+    int n;
+
+    if (fd < 0 || ioctl(fd, FIONREAD, &n) != 0 || n < 0) return -1;
+    return n;
+}
 
 /* Bytes written to fd that its peer has not acknowledged yet (Linux:
  * SIOCOUTQ; elsewhere 0: written counts as received), or -1 when the
