@@ -259,6 +259,14 @@ static SSL_CTX *reload_tls(const struct server *srv, const struct tcpota_serve_o
     return tls;
 }
 
+/* Hands a set of options a reload filled (o->reload) back to its
+ * loader, and frees it. */
+static void opts_free(struct tcpota_serve_opts *set)
+{
+    set->release(set->ctx, set);
+    free(set);
+}
+
 /* A single-image reload whose image is read and hashed on a thread
  * (offload.h): the loop serves the image in force meanwhile. */
 struct reload_job {
@@ -301,8 +309,11 @@ static void reload_apply(struct server *srv, struct tcpota_serve_opts *fresh, in
     if (failed) {
         image_unref(img);
         tls_context_free(tls);
-        if (loaded) o->release(o->ctx, fresh);
-        free(fresh);
+        if (loaded) {
+            opts_free(fresh);
+        } else {
+            free(fresh); /* a copy: nothing of its own to release */
+        }
         return;
     }
     if (tls) {
@@ -314,8 +325,7 @@ static void reload_apply(struct server *srv, struct tcpota_serve_opts *fresh, in
     if (srv->fleet) {
         /* Only the TLS context changed: the fleet's threads go on reading
          * the options they started with. */
-        o->release(o->ctx, fresh);
-        free(fresh);
+        opts_free(fresh);
         say_always(srv->o, LOG_LV_INFO, "SIGHUP: reloaded the TLS certificate %s (%s) and its key%s",
                    o->tls_cert, said, o->nticket_keys ? " and the ticket keys" : "");
         return;
@@ -342,8 +352,7 @@ static void reload_apply(struct server *srv, struct tcpota_serve_opts *fresh, in
     image_unref(srv->img);
     srv->img = img;
     if (srv->reloaded) {
-        srv->reloaded->release(srv->reloaded->ctx, srv->reloaded);
-        free(srv->reloaded);
+        opts_free(srv->reloaded);
     }
     srv->reloaded = fresh;
     srv->o = fresh;
@@ -438,8 +447,7 @@ static void reload(struct server *srv)
     }
     if (!(j = calloc(1, sizeof(*j)))) {
         say_always(srv->o, LOG_LV_ERROR, "SIGHUP: out of memory; still serving %s", serving);
-        o->release(o->ctx, fresh);
-        free(fresh);
+        opts_free(fresh);
         return;
     }
     j->srv = srv;
@@ -463,8 +471,7 @@ static void reload_abandon(struct server *srv)
     if (!j) return;
     offload_wait(j->job);
     image_unref(j->img);
-    srv->o->release(srv->o->ctx, j->fresh);
-    free(j->fresh);
+    opts_free(j->fresh);
     free(j);
     srv->reloading = NULL;
 }
@@ -776,8 +783,7 @@ out:
     image_unref(srv.img);
     if (srv.devices.slots) devices_free(&srv.devices);
     if (srv.reloaded) {
-        srv.reloaded->release(srv.reloaded->ctx, srv.reloaded);
-        free(srv.reloaded);
+        opts_free(srv.reloaded);
     }
     return rc;
 }
