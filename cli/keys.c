@@ -768,16 +768,6 @@ static int describes(const char *image, const struct tcpota_manifest *m)
     return 0;
 }
 
-int cli_manifest_describes(const char *image, const uint8_t *man, size_t man_len)
-{
-    struct tcpota_manifest m;
-
-    if (tcpota_manifest_parse(man, man_len, &m) < 0) {
-        return -2; /* the caller names the file */
-    }
-    return describes(image, &m);
-}
-
 int cli_check_manifest(const char *image, const uint8_t *man, size_t man_len,
                        const uint8_t (*keys)[32], size_t nkeys, int quiet)
 {

@@ -42,11 +42,5 @@ int cli_check_manifest(const char *image, const uint8_t *man, size_t man_len,
  * TCPOTA_MAX_NAME printable ASCII characters, what a manifest and the
  * protocol carry. Returns 0, or -1 after saying so. */
 int cli_check_label(const char *cmd, const char *opt, const char *v);
-/* Checks only that manifest bytes describe image FILE (its size and
- * SHA-256), not who signed them: what `serve --no-require-signed` still
- * needs, since the manifest's version is offered for FILE's bytes. Returns
- * 0 when they match, -1 after printing what differs, -2 (nothing printed)
- * when the bytes are no manifest at all. */
-int cli_manifest_describes(const char *image, const uint8_t *man, size_t man_len);
 
 #endif

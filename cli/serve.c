@@ -429,6 +429,7 @@ struct sources {
 struct loaded {
     char version[TCPOTA_MAX_NAME + 1], model[TCPOTA_MAX_NAME + 1];
     uint8_t *manifest;
+    char manifest_path[4096];
     struct tcpota_serve_secret *secrets;
     size_t nsecrets;
     uint8_t ticket_keys[TLS_TICKET_KEYS_MAX][TLS_TICKET_KEY_LEN]; /* read again by SIGHUP */
@@ -492,8 +493,9 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
     const char *manifest = src->manifest;
     char mpath[4096];
     size_t man_len = 0;
-    int require_signed = src->require_signed, rc = 1, said;
+    int require_signed = src->require_signed, rc = 1;
     struct tcpota_serve_opts n = *o;
+    struct tcpota_manifest parsed;
 
     if (!l) {
         fprintf(stderr, "tcpota serve: out of memory\n");
@@ -504,6 +506,8 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
     n.model = NULL;
     n.manifest = NULL;
     n.manifest_len = 0;
+    n.manifest_path = NULL;
+    n.manifest_unsigned = 0;
     n.secrets = NULL;
     n.nsecrets = 0;
     if (!manifest) {
@@ -526,33 +530,30 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
             rc = 2; /* an unusable input file, like any other */
             goto fail;
         }
-        /* A reload checks the signature here, on the server's loop; the
-         * image's bytes are hashed on a thread, and checked against the
-         * manifest there (image_check_manifest). */
-        if (require_signed && cli_check_manifest(src->running ? NULL : o->image, l->manifest,
-                                                 man_len, (const uint8_t(*)[32])src->keys,
-                                                 src->nkeys, 1) < 0) {
+        /* The signature is checked here (on a reload, on the server's
+         * loop); the image's size and SHA-256 against the manifest by the
+         * server, on the bytes it reads to serve (image_check_manifest). */
+        if (require_signed && cli_check_manifest(NULL, l->manifest, man_len,
+                                                 (const uint8_t(*)[32])src->keys, src->nkeys,
+                                                 1) < 0) {
             fprintf(stderr, "tcpota serve: the manifest %s does not verify; %s\n", manifest,
                     src->running ? "the image served now stays" : "not starting");
             goto fail;
         }
         /* Unsigned serving skips who signed, not what: the manifest's version
-         * is offered for FILE, so it must describe FILE's bytes. */
-        if (!require_signed && !src->running &&
-            (said = cli_manifest_describes(o->image, l->manifest, man_len)) < 0) {
-            char what[4200];
-            if (said == -2) {
-                snprintf(what, sizeof(what), "is not a tcpota manifest, or is damaged");
-            } else {
-                snprintf(what, sizeof(what), "describes other bytes than %s (altered after "
-                         "signing?)", o->image);
-            }
-            fprintf(stderr, "tcpota serve: the manifest %s %s; sign %s again (tcpota sign), or "
-                            "remove %s to serve it unsigned; %s\n", manifest, what, o->image,
-                    manifest, src->running ? "the image served now stays" : "not starting");
+         * is offered for FILE, so it must describe FILE's bytes (checked by
+         * the server as above); here, that it is a manifest at all. */
+        if (!require_signed && tcpota_manifest_parse(l->manifest, man_len, &parsed) < 0) {
+            fprintf(stderr, "tcpota serve: the manifest %s is not a tcpota manifest, or is "
+                            "damaged; sign %s again (tcpota sign), or remove %s to serve it "
+                            "unsigned; %s\n", manifest, o->image, manifest,
+                    src->running ? "the image served now stays" : "not starting");
             rc = 2; /* an unusable input file */
             goto fail;
         }
+        snprintf(l->manifest_path, sizeof(l->manifest_path), "%s", manifest);
+        n.manifest_path = l->manifest_path;
+        n.manifest_unsigned = !require_signed;
         n.manifest = l->manifest;
         n.manifest_len = (uint16_t)man_len;
         if (take_manifest_names(&n, l->manifest, man_len, manifest, l->model, sizeof(l->model),

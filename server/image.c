@@ -319,31 +319,34 @@ struct image *image_open(const char *path, const char *version, const char *mode
     return img;
 }
 
-int image_check_manifest(const struct image *img, const char *path, char *err, size_t errlen)
+int image_check_manifest(const struct image *img, const char *path, const char *manifest_path,
+                         int may_unsign, char *err, size_t errlen)
 {
     struct tcpota_manifest m;
-    char hex[2 * TCPOTA_ID_LEN + 1];
+    char hex[2 * TCPOTA_ID_LEN + 1], what[128], todo[IMAGE_ERR_LEN];
 
     if (!img->manifest) {
         return 0;
     }
+    snprintf(todo, sizeof(todo), "sign it again (tcpota sign)%s%s%s",
+             may_unsign ? ", or remove " : "", may_unsign ? manifest_path : "",
+             may_unsign ? " to serve it unsigned" : "");
     if (tcpota_manifest_parse(img->manifest, img->desc.manifest_len, &m) < 0) {
-        why(err, errlen, "the manifest of %s is not a tcpota manifest, or is damaged; sign the "
-            "image again (tcpota sign)", path);
+        why(err, errlen, "the manifest of %s is not a tcpota manifest, or is damaged; %s", path,
+            todo);
         return -1;
     }
     if (m.image_size != img->size) {
-        why(err, errlen, "%s is %u bytes, its manifest says %u (altered after signing?); sign it "
-            "again (tcpota sign)", path, img->size, m.image_size);
-        return -1;
-    }
-    if (memcmp(m.sha256, img->desc.id, TCPOTA_ID_LEN) != 0) {
+        snprintf(what, sizeof(what), "is %u bytes, its manifest says %u", img->size,
+                 m.image_size);
+    } else if (memcmp(m.sha256, img->desc.id, TCPOTA_ID_LEN) != 0) {
         sodium_bin2hex(hex, sizeof(hex), img->desc.id, TCPOTA_ID_LEN);
-        why(err, errlen, "%s has SHA-256 %s, which differs from its manifest's (altered after "
-            "signing?); sign it again (tcpota sign)", path, hex);
-        return -1;
+        snprintf(what, sizeof(what), "has SHA-256 %s, which differs from its manifest's", hex);
+    } else {
+        return 0;
     }
-    return 0;
+    why(err, errlen, "%s %s (altered after signing?); %s", path, what, todo);
+    return -1;
 }
 
 struct image *image_ref(struct image *img)

@@ -376,7 +376,8 @@ static void reload_work(void *arg)
                         j->err, sizeof(j->err));
     /* The loader checked the manifest's signature only: its size and
      * SHA-256 are checked here, against the bytes just read. */
-    if (j->img && image_check_manifest(j->img, f->image, j->err, sizeof(j->err)) < 0) {
+    if (j->img && image_check_manifest(j->img, f->image, f->manifest_path, f->manifest_unsigned,
+                                       j->err, sizeof(j->err)) < 0) {
         image_unref(j->img);
         j->img = NULL;
     }
@@ -667,7 +668,13 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
         char err[IMAGE_ERR_LEN];
         srv.img = image_open(o->image, o->version, o->model, o->manifest, o->manifest_len,
                              o->chunk, err, sizeof(err));
-        if (!srv.img) {
+        /* As a reload does: the manifest checked against the bytes served,
+         * read and hashed once. */
+        if (srv.img && image_check_manifest(srv.img, o->image, o->manifest_path,
+                                            o->manifest_unsigned, err, sizeof(err)) < 0) {
+            rc = 2; /* an unusable input file */
+        }
+        if (!srv.img || rc == 2) {
             say_always(o, LOG_LV_ERROR, "not starting: %s", err);
             goto out;
         }

@@ -70,6 +70,10 @@ struct tcpota_serve_opts {
     int log_json;          /* 1: log lines are JSON objects (server/log.h) */
     const uint8_t *manifest; /* signed manifest offered with the image, or NULL */
     uint16_t manifest_len;
+    const char *manifest_path; /* the file it was read from, for messages */
+    /* 1: the manifest's signature is not required (--no-require-signed):
+     * a mismatch's message offers to remove it and serve the image unsigned. */
+    int manifest_unsigned;
     int allow_legacy;      /* serve req0/req1 devices even though the image is signed */
     /* With require_auth: serve req0/req1 devices anyway (they cannot
      * authenticate, so anyone who connects gets the image). */
