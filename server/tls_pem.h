@@ -5,10 +5,11 @@
 #ifndef TCPOTA_SERVER_TLS_PEM_H
 #define TCPOTA_SERVER_TLS_PEM_H
 
-/* What a PEM file holds, from its first TLS_PEM_PEEK bytes: for messages
+/* What a PEM file holds, read whole in TLS_PEM_CHUNK pieces: for messages
  * (a certificate given as the key, a key as the certificate) and for not
- * calling a certificate an exposed secret. */
-#define TLS_PEM_PEEK 65536u
+ * handing a key to every client given a CA file (a key after a long
+ * bundle of certificates counts). */
+#define TLS_PEM_CHUNK 16384u
 enum tls_pem { TLS_PEM_EMPTY, TLS_PEM_CERT, TLS_PEM_KEY, TLS_PEM_BOTH, TLS_PEM_OTHER, TLS_PEM_UNREAD };
 /* TLS_PEM_UNREAD: no regular file that could be opened (a FIFO is never
  * read, so this never waits). */

@@ -64,6 +64,15 @@ expect 2 "^tcpota device: --ca: cannot load CA file cut.pem: its certificate doe
   $T device --server 127.0.0.1:1 --flash devdir --ca cut.pem --max-attempts 1
 expect 2 "^tcpota device: --ca: CA file bundle.pem holds a private key beside its certificate; a CA file goes to every client and must not: give the certificate alone \(openssl x509 -in bundle.pem -out CA-CERT.pem\)$" \
   $T device --server 127.0.0.1:1 --flash devdir --ca bundle.pem --max-attempts 1
+# A certificate and a key after 80 KiB of text (OpenSSL skips text outside
+# the PEM blocks), the certificate's "-----BEGIN CERTIFICATE-----" across a
+# boundary of the 16 KiB reads of the check (tls_pem.c).
+printf '%063d\n' $(seq 1300) > text; head -c $(( 5 * 16384 - 8 - 1 )) text > long.pem; echo >> long.pem
+cat ca.pem ca.key >> long.pem
+[ "$(tail -c +$(( 5 * 16384 - 8 + 1 )) long.pem | head -c 27)" = "-----BEGIN CERTIFICATE-----" ] ||
+  fail "long.pem is not laid out as meant"
+expect 2 "^tcpota device: --ca: CA file long.pem holds a private key beside its certificate" \
+  $T device --server 127.0.0.1:1 --flash devdir --ca long.pem --max-attempts 1
 expect 2 "^tcpota image: --ca: CA file bundle.pem holds a private key beside" \
   $T image list --api https://127.0.0.1:1 --ca bundle.pem
 expect 2 "^tcpota image: TCPOTA_API_CA: CA file bundle.pem holds a private key" \
