@@ -9,7 +9,8 @@
 #  2. 20 `tcpota device`s download 1 MiB through a proxy that limits each
 #     to 100 kB/s, so their ACKs keep coming while the server is stopped, and
 #  3. 2 devices download 12 MiB each, the server's writes waiting for room, and
-#  4. a device's HELLO arrives after its connect, while the server is stopped.
+#  4. a device's HELLO arrives after its connect, while the server is stopped
+#     (5. inside TLS: its ClientHello).
 # No peer may be closed as idle, and every device finishes byte-exact.
 source "$(dirname "$0")/../e2e/lib.sh"
 
@@ -152,3 +153,36 @@ PY
 ! grep -q 'no HELLO within' "$WORK/server.log" || fail "$(grep -m1 'no HELLO within' "$WORK/server.log")"
 stop_server
 ok "a HELLO that came in time, read after a 3 s stop of the server (idle timeout 2 s), is answered"
+
+# 5. The same inside TLS, where one deadline from the connect covers the
+# handshake and the HELLO (conn_check_deadline, judged by the sweep): the
+# ClientHello arrives while the server is stopped. After the stop the server
+# answers it, then its late sweep runs before the device's next flight can
+# come: "TLS handshake not finished within 2 s" would judge the loop.
+start_server "$WORK/img" 2.0.0 --idle-timeout 2 --quiet --tls-cert "$WORK/srv.pem" --tls-key "$WORK/srv.key"
+python3 - "$SERVER_PORT" "$SERVER_PID" "$E2E" "$WORK/srv.pem" > "$WORK/late-tls.out" 2>&1 <<'PY' ||
+import os, signal, socket, ssl, sys, threading, time
+sys.path.insert(0, sys.argv[3])
+import frames as F
+port, pid = int(sys.argv[1]), int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=sys.argv[4])
+s = socket.create_connection(("127.0.0.1", port), 10)
+time.sleep(0.3) # accepted: its 2 s run from here
+os.kill(pid, signal.SIGSTOP)
+cont = threading.Timer(3, os.kill, (pid, signal.SIGCONT))
+cont.start()
+try:
+    t = ctx.wrap_socket(s, server_hostname="localhost") # the ClientHello waits out the stop
+    t.sendall(F.hello(b"late-tls"))
+    kind, _ = F.Reader(t).next()
+finally:
+    cont.join()
+    os.kill(pid, signal.SIGCONT)
+if kind != F.WELCOME:
+    sys.exit("no WELCOME first: type %d" % kind)
+print("welcomed")
+PY
+  fail "a TLS handshake begun in time was not finished after the server's stop: $(cat "$WORK/late-tls.out") $(grep -m1 'within' "$WORK/server.log")"
+! grep -q 'within 2 s of connecting' "$WORK/server.log" || fail "$(grep -m1 'within 2 s of connecting' "$WORK/server.log")"
+stop_server
+ok "a TLS handshake and HELLO begun in time, read after a 3 s stop of the server (idle timeout 2 s), are answered"
