@@ -228,24 +228,31 @@ ok "a dual-stack listener believes the balancer's header (::ffff:127.0.0.4 is 12
 
 # A node stopped (or starved) past the header's 10 s: a header and a request
 # that came in time are read when it runs again, not refused as late (its
-# loop sees the deadline before the bytes); half a header is refused as before.
+# loop sees the deadline before the bytes), as is a request that came in time
+# after a LOCAL header; half a header is refused as before.
 node S
-python3 - "$S_PORT" "$S_PID" <<'PY' || fail "the late-loop probes failed"
+lport=$(python3 - "$S_PORT" "$S_PID" <<'PY') || fail "the late-loop probes failed"
 import os, signal, socket, sys, time
+LOCAL = bytes([0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A, 0x20, 0x00, 0, 0])
 port, pid = int(sys.argv[1]), int(sys.argv[2])
 whole = socket.create_connection(("127.0.0.3", port), 5, ("127.0.0.4", 0))
 half = socket.create_connection(("127.0.0.3", port), 5, ("127.0.0.4", 0))
-time.sleep(0.5) # both accepted: their 10 s run from here
+local = socket.create_connection(("127.0.0.3", port), 5, ("127.0.0.4", 0))
+local.sendall(LOCAL)
+time.sleep(0.5) # all accepted, the LOCAL header taken: their 10 s run from here
 os.kill(pid, signal.SIGSTOP)
 try:
     whole.sendall(b"PROXY TCP4 127.0.0.8 127.0.0.3 6666 80\r\nreq0\r\n\r\n")
     half.sendall(b"PROXY TCP4 1.2")
+    local.sendall(b"req0\r\n\r\n")
     time.sleep(10.5)
 finally:
     os.kill(pid, signal.SIGCONT)
-whole.settimeout(5)
-if not whole.recv(100):
-    sys.exit("the header that came in time was refused")
+for s, what in ((whole, "the header"), (local, "the request after a LOCAL header")):
+    s.settimeout(5)
+    if not s.recv(100):
+        sys.exit(what + " that came in time was refused")
+print(local.getsockname()[1])
 half.settimeout(5)
 try:
     if half.recv(100):
@@ -254,8 +261,9 @@ except ConnectionResetError:
     pass # closed with its bytes unread: refused
 PY
 wait_line S.log "\[legacy 127\.0\.0\.8:6666\]" 3
+wait_line S.log "\[legacy 127\.0\.0\.4:$lport\]" 3
 wait_line S.log "refused: .*: no whole header within 10 s \(14 bytes came\)" 3
-ok "a node stopped past the header's 10 s reads a header that came in time; half a header is refused"
+ok "a node stopped past the header's 10 s reads a header, and a request after a LOCAL one, that came in time; half a header is refused"
 
 # A connection that has sent half a header when the node stops: freed (the
 # ASan build's leak check), and the node exits 0.
