@@ -580,7 +580,7 @@ static int tls_failed(const struct api *a, const struct reply *r)
     if (!a->tls) return 0;
     if (r->tls_verify != X509_V_OK) {
         long v = r->tls_verify;
-        char todo[700];
+        char todo[CLI_TLS_TODO_LEN];
 
         (void)cli_tls_verify_todo(v, "the proxy's", "--api", a->ca_from, a->ca_file,
                                   "--ca FILE (or TCPOTA_API_CA)", todo, sizeof(todo));

@@ -204,7 +204,7 @@ struct device {
     struct progress prog;
     int quarter; /* last 25% step logged as a checkpoint */
     struct stats st;
-    char err[384]; /* why the last attempt failed */
+    char err[CLI_TLS_TODO_LEN + 512]; /* why the last attempt failed (with a --ca path) */
     char detail[TCPOTA_POSIX_DETAIL_LEN];
 };
 

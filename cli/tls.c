@@ -261,7 +261,7 @@ const char *cli_tls_verify_todo(long v, const char *whose, const char *host_flag
 static void handshake_error(const struct cli_tls *t, SSL *ssl, int rc, int e, char *err, size_t cap)
 {
     long v = SSL_get_verify_result(ssl);
-    char why[256], todo[700];
+    char why[256], todo[CLI_TLS_TODO_LEN];
 
     if (closed_early(rc, e)) {
         ERR_clear_error();

@@ -40,7 +40,8 @@ const char *cli_tls_error_text(unsigned long e, char *buf, size_t cap);
  * is for (given with host_flag, "--server"), renew `whose` certificate
  * ("the server's") or put it right, or give the CA that signed it: ca_file
  * (named by ca_from, "--ca") does not hold it, or, no file given, with
- * ca_flags ("--ca FILE"). Returns buf. */
+ * ca_flags ("--ca FILE"). Returns buf; CLI_TLS_TODO_LEN holds any. */
+#define CLI_TLS_TODO_LEN 4352u /* a --ca path of up to 4 KiB and the advice around it */
 const char *cli_tls_verify_todo(long v, const char *whose, const char *host_flag,
                                 const char *ca_from, const char *ca_file, const char *ca_flags,
                                 char *buf, size_t cap);
