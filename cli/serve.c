@@ -1104,11 +1104,11 @@ static int serve_args(const struct serve_config_args *cfg)
         usage(stderr);
         return 2;
     }
-    if (check_arg(&o, o.image, "image FILE", 0) < 0) {
+    if (check_arg(&o, o.image, "image", 0) < 0) {
         return 2;
     }
     if (stat(o.image, &st) == 0 && st.st_size == 0) {
-        fprintf(stderr, "tcpota serve: image FILE %s is empty; give the firmware image to serve\n",
+        fprintf(stderr, "tcpota serve: image: %s is empty; give the firmware image to serve\n",
                 o.image);
         return 2;
     }

@@ -139,9 +139,9 @@ expect 2 "public key: cannot open nothere.pub: No such file" $T verify --pubkey 
 expect 2 "image: cannot open nothere: No such file" $T sign --key k.key $S nothere
 expect 2 "private key: empty is empty; give NAME.key" $T sign --key empty $S img
 expect 2 "image: empty is empty" $T sign --key k.key $S empty
-expect 2 "^tcpota serve: image FILE empty is empty; give the firmware image to serve$" \
+expect 2 "^tcpota serve: image: empty is empty; give the firmware image to serve$" \
   $T serve --listen 127.0.0.1:0 --version 2.0.0 empty
-expect 2 "image FILE: fifo is not a regular file \(it is a FIFO\)" $T serve --listen 127.0.0.1:0 --version 2.0.0 fifo
+expect 2 "^tcpota serve: image: fifo is not a regular file \(it is a FIFO\)" $T serve --listen 127.0.0.1:0 --version 2.0.0 fifo
 expect 2 "^tcpota serve: manifest empty is empty; sign the image again \(tcpota sign\)$" \
   $T serve --listen 127.0.0.1:0 --manifest empty img
 # An upload limit the API could not hold in memory (it took up to 4 GiB,
