@@ -1214,23 +1214,10 @@ static void first_byte_cb(evutil_socket_t fd, short what, void *arg)
     start_bev(c);
 }
 
-/* The seconds the loop has run late, summed, by now: what the sweep
- * counted, and what it will count when it runs (it is late itself). */
-static double loop_lost(const struct server *srv, double now)
-{
-    double late = now - srv->swept_at - SWEEP_PERIOD_S;
-
-    return srv->loop_lost_s + (late > SWEEP_LATE_MIN_S ? late : 0);
-}
-
 int conn_overdue(const struct conn *c, double now)
 {
-    double idle = (double)c->srv->o->idle_timeout_s, lost = loop_lost(c->srv, now) - c->lost_at;
-
-    /* The loop's late time since the connect is not the peer's: what is
-     * read now may have come in time. At most one idle timeout of it: a
-     * loop late at every turn (saturated) does not stretch it further. */
-    return now - c->started - (lost < idle ? lost : idle) > idle;
+    return server_time_left(c->srv, c->started, c->lost_at, (double)c->srv->o->idle_timeout_s,
+                            now) < 0;
 }
 
 int conn_check_deadline(struct conn *c, double now)
@@ -1274,7 +1261,7 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
     (void)text_copy(c->addr, sizeof(c->addr), host);
     c->id = ++srv->next_id;
     c->started = now_s();
-    c->lost_at = loop_lost(srv, c->started); /* no credit for a lateness before it came */
+    c->lost_at = server_loop_lost(srv, c->started); /* no credit for a lateness before it came */
     c->progress_at = c->started;
     n = text_copy(c->peer, sizeof(c->peer), host);
     if (n + 1 < sizeof(c->peer)) {

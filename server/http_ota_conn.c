@@ -43,6 +43,9 @@
 
 #define OTA_HEADERS_MAX 8192         /* request header bytes on the listener of its own */
 #define OTA_BODY_MAX 0               /* a download request has no body */
+/* A deadline moved by the loop's late time fires this much after it: a
+ * timer that fires a hair early finds the deadline not passed yet. */
+#define OTA_DEADLINE_SLACK_S 0.01
 
 /* One connection of the listener. */
 struct ota_conn {
@@ -54,6 +57,7 @@ struct ota_conn {
     int fd;                          /* -1 until admitted */
     uint8_t counted;                 /* in srv->unauth (admit.h) */
     uint8_t answered;                /* a request came: the deadline runs from its answer */
+    double armed_at, lost_at;        /* the deadline's start, and server_loop_lost then */
     char addr[48], peer[64];         /* as accept() gave them (admit_one) */
 };
 
@@ -129,11 +133,18 @@ static struct ota_conn *conn_of(const struct http_ota *ota, struct evhttp_reques
 
 /* ---- the deadline ------------------------------------------------------- */
 
-static void arm_deadline(struct ota_conn *oc)
+static void deadline_in(struct ota_conn *oc, double s)
 {
-    struct timeval tv = {(time_t)oc->ota->srv->o->idle_timeout_s, 0};
+    struct timeval tv = {(time_t)s, (suseconds_t)((s - (double)(time_t)s) * 1e6)};
 
     evtimer_add(oc->deadline, &tv);
+}
+
+static void arm_deadline(struct ota_conn *oc)
+{
+    oc->armed_at = now_s();
+    oc->lost_at = server_loop_lost(oc->ota->srv, oc->armed_at);
+    deadline_in(oc, (double)oc->ota->srv->o->idle_timeout_s);
 }
 
 /* No complete request within --idle-timeout: of its accept (a handshake or
@@ -146,9 +157,15 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     struct bufferevent *bev = evhttp_connection_get_bufferevent(oc->evcon);
     SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
     unsigned s = ota->srv->o->idle_timeout_s;
+    double left = server_time_left(ota->srv, oc->armed_at, oc->lost_at, (double)s, now_s());
 
     (void)fd;
     (void)what;
+    if (left >= 0) {
+        /* The loop ran late (stopped, starved): not the peer's time. */
+        deadline_in(oc, left + OTA_DEADLINE_SLACK_S);
+        return;
+    }
     if (!oc->answered) {
         say_limited(ota, &ota->late_log, LOG_LV_WARN, oc->peer,
                     ssl && !SSL_is_init_finished(ssl)

@@ -73,6 +73,21 @@ static void guard_listener(struct server *srv)
     }
 }
 
+double server_loop_lost(const struct server *srv, double now)
+{
+    double late = now - srv->swept_at - SWEEP_PERIOD_S;
+
+    return srv->loop_lost_s + (late > SWEEP_LATE_MIN_S ? late : 0);
+}
+
+double server_time_left(const struct server *srv, double since, double lost_at, double limit,
+                        double now)
+{
+    double lost = server_loop_lost(srv, now) - lost_at;
+
+    return limit - (now - since - (lost < limit ? lost : limit));
+}
+
 /* Once a second: a device that is sent an image must acknowledge some of it
  * within the idle timeout. A peer that keeps the connection busy with
  * PINGs but never reads would otherwise hold its socket buffers forever,
@@ -81,12 +96,10 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct server *srv = arg;
     struct conn *c = srv->conns, *next;
-    double now = now_s(), late = now - srv->swept_at - SWEEP_PERIOD_S;
+    double now = now_s();
     /* A late sweep: the loop was stopped or starved that long, which no
-     * peer's deadline should count (conn_overdue). */
-    if (late > SWEEP_LATE_MIN_S) {
-        srv->loop_lost_s += late;
-    }
+     * peer's deadline should count (server_time_left). */
+    srv->loop_lost_s = server_loop_lost(srv, now);
     srv->swept_at = now;
     /* Past SWEEP_READS connections, each one's input below the watermark
      * is read in turn, every `every` sweeps; one found idle is read at once. */

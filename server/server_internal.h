@@ -104,6 +104,18 @@
 #define SWEEP_PERIOD_S 1.0
 #define SWEEP_LATE_MIN_S (SWEEP_PERIOD_S / 2)
 
+/* The seconds the event loop has run late (stopped, starved), summed, by
+ * now (now_s()): what the sweep counted, and what it will count when it
+ * runs (it is late itself). */
+double server_loop_lost(const struct server *srv, double now);
+/* What is left at now of `limit` s from `since` (negative: overdue),
+ * leaving out the loop's late time since then (lost_at: server_loop_lost
+ * at `since`), at most `limit` of it. A deadline from a connect judges the
+ * peer, not the loop: what is read now may have come in time; a loop late
+ * at every turn (saturated) does not stretch a deadline further. */
+double server_time_left(const struct server *srv, double since, double lost_at, double limit,
+                        double now);
+
 enum kind { K_UNKNOWN = 0, K_V1, K_LEGACY };
 
 struct conn;

@@ -10,7 +10,7 @@
 #     to 100 kB/s, so their ACKs keep coming while the server is stopped, and
 #  3. 2 devices download 12 MiB each, the server's writes waiting for room, and
 #  4. a device's HELLO arrives after its connect, while the server is stopped
-#     (5. inside TLS: its ClientHello).
+#     (5. inside TLS: its ClientHello; 6. on the HTTPS download listener).
 # No peer may be closed as idle, and every device finishes byte-exact.
 source "$(dirname "$0")/../e2e/lib.sh"
 
@@ -186,3 +186,35 @@ PY
 ! grep -q 'within 2 s of connecting' "$WORK/server.log" || fail "$(grep -m1 'within 2 s of connecting' "$WORK/server.log")"
 stop_server
 ok "a TLS handshake and HELLO begun in time, read after a 3 s stop of the server (idle timeout 2 s), are answered"
+
+# 6. The same on the HTTPS download listener (--ota-listen, its own deadline
+# to a whole request, the handshake included): a ClientHello that came
+# during the stop is answered and the request after it too.
+source "$E2E/fleet_lib.sh"
+start_fleet --ota-listen 127.0.0.1:0 --idle-timeout 2 --quiet --tls-cert "$WORK/srv.pem" --tls-key "$WORK/srv.key"
+OTA_PORT=$(sed -nE 's/.*HTTPS downloads on [^ ]*:([0-9]+).*/\1/p' "$WORK/server.log" | tail -1)
+[ -n "$OTA_PORT" ] || fail "no HTTPS download port in: $(grep 'listening on' "$WORK/server.log")"
+python3 - "$OTA_PORT" "$SERVER_PID" "$WORK/srv.pem" > "$WORK/late-https.out" 2>&1 <<'PY' ||
+import os, signal, socket, ssl, sys, threading, time
+port, pid = int(sys.argv[1]), int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=sys.argv[3])
+s = socket.create_connection(("127.0.0.1", port), 10)
+time.sleep(0.3) # accepted: its 2 s run from here
+os.kill(pid, signal.SIGSTOP)
+cont = threading.Timer(3, os.kill, (pid, signal.SIGCONT))
+cont.start()
+try:
+    t = ctx.wrap_socket(s, server_hostname="localhost") # the ClientHello waits out the stop
+    t.sendall(b"GET /ota/esp32?device=late-https HTTP/1.1\r\nHost: x\r\nX-Tcpota-Version: 1.0.0\r\n\r\n")
+    head = t.recv(100)
+finally:
+    cont.join()
+    os.kill(pid, signal.SIGCONT)
+if not head.startswith(b"HTTP/1.1 "):
+    sys.exit("no HTTP answer: %r" % head)
+print("answered", head.split(b"\r\n")[0].decode())
+PY
+  fail "an HTTPS request begun in time was not answered after the server's stop: $(cat "$WORK/late-https.out") $(grep -m1 'within' "$WORK/server.log")"
+! grep -q 'within 2 s of connecting' "$WORK/server.log" || fail "$(grep -m1 'within 2 s of connecting' "$WORK/server.log")"
+stop_fleet
+ok "an HTTPS download request begun in time, read after a 3 s stop of the server (idle timeout 2 s), is answered: $(cat "$WORK/late-https.out")"
