@@ -160,28 +160,7 @@ ok "a HELLO that came in time, read after a 3 s stop of the server (idle timeout
 # answers it, then its late sweep runs before the device's next flight can
 # come: "TLS handshake not finished within 2 s" would judge the loop.
 start_server "$WORK/img" 2.0.0 --idle-timeout 2 --quiet --tls-cert "$WORK/srv.pem" --tls-key "$WORK/srv.key"
-python3 - "$SERVER_PORT" "$SERVER_PID" "$E2E" "$WORK/srv.pem" > "$WORK/late-tls.out" 2>&1 <<'PY' ||
-import os, signal, socket, ssl, sys, threading, time
-sys.path.insert(0, sys.argv[3])
-import frames as F
-port, pid = int(sys.argv[1]), int(sys.argv[2])
-ctx = ssl.create_default_context(cafile=sys.argv[4])
-s = socket.create_connection(("127.0.0.1", port), 10)
-time.sleep(0.3) # accepted: its 2 s run from here
-os.kill(pid, signal.SIGSTOP)
-cont = threading.Timer(3, os.kill, (pid, signal.SIGCONT))
-cont.start()
-try:
-    t = ctx.wrap_socket(s, server_hostname="localhost") # the ClientHello waits out the stop
-    t.sendall(F.hello(b"late-tls"))
-    kind, _ = F.Reader(t).next()
-finally:
-    cont.join()
-    os.kill(pid, signal.SIGCONT)
-if kind != F.WELCOME:
-    sys.exit("no WELCOME first: type %d" % kind)
-print("welcomed")
-PY
+python3 "$(dirname "$0")/late_tls.py" "$SERVER_PORT" "$SERVER_PID" "$WORK/srv.pem" device "$E2E" > "$WORK/late-tls.out" 2>&1 ||
   fail "a TLS handshake begun in time was not finished after the server's stop: $(cat "$WORK/late-tls.out") $(grep -m1 'within' "$WORK/server.log")"
 ! grep -q 'within 2 s of connecting' "$WORK/server.log" || fail "$(grep -m1 'within 2 s of connecting' "$WORK/server.log")"
 stop_server
@@ -194,26 +173,7 @@ source "$E2E/fleet_lib.sh"
 start_fleet --ota-listen 127.0.0.1:0 --idle-timeout 2 --quiet --tls-cert "$WORK/srv.pem" --tls-key "$WORK/srv.key"
 OTA_PORT=$(sed -nE 's/.*HTTPS downloads on [^ ]*:([0-9]+).*/\1/p' "$WORK/server.log" | tail -1)
 [ -n "$OTA_PORT" ] || fail "no HTTPS download port in: $(grep 'listening on' "$WORK/server.log")"
-python3 - "$OTA_PORT" "$SERVER_PID" "$WORK/srv.pem" > "$WORK/late-https.out" 2>&1 <<'PY' ||
-import os, signal, socket, ssl, sys, threading, time
-port, pid = int(sys.argv[1]), int(sys.argv[2])
-ctx = ssl.create_default_context(cafile=sys.argv[3])
-s = socket.create_connection(("127.0.0.1", port), 10)
-time.sleep(0.3) # accepted: its 2 s run from here
-os.kill(pid, signal.SIGSTOP)
-cont = threading.Timer(3, os.kill, (pid, signal.SIGCONT))
-cont.start()
-try:
-    t = ctx.wrap_socket(s, server_hostname="localhost") # the ClientHello waits out the stop
-    t.sendall(b"GET /ota/esp32?device=late-https HTTP/1.1\r\nHost: x\r\nX-Tcpota-Version: 1.0.0\r\n\r\n")
-    head = t.recv(100)
-finally:
-    cont.join()
-    os.kill(pid, signal.SIGCONT)
-if not head.startswith(b"HTTP/1.1 "):
-    sys.exit("no HTTP answer: %r" % head)
-print("answered", head.split(b"\r\n")[0].decode())
-PY
+python3 "$(dirname "$0")/late_tls.py" "$OTA_PORT" "$SERVER_PID" "$WORK/srv.pem" https "$E2E" > "$WORK/late-https.out" 2>&1 ||
   fail "an HTTPS request begun in time was not answered after the server's stop: $(cat "$WORK/late-https.out") $(grep -m1 'within' "$WORK/server.log")"
 ! grep -q 'within 2 s of connecting' "$WORK/server.log" || fail "$(grep -m1 'within 2 s of connecting' "$WORK/server.log")"
 stop_fleet
