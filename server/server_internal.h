@@ -197,8 +197,8 @@ struct conn {
     uint32_t next_pct;
     uint64_t bytes_sent;
     double started;
-    double lost_at;     /* srv->loop_lost_s when it connected: deadlines from `started` leave
-                         * out the loop's late time since (conn_overdue) */
+    double lost_at;     /* server_loop_lost() when it connected: deadlines from `started`
+                         * leave out the loop's late time since (conn_overdue) */
     double progress_at; /* last time the device's ACKs moved (or it connected) */
     size_t ctl_queued;   /* control bytes queued since the queue was last empty */
     size_t moved;        /* control bytes v1_input handed over before conn_pump */

@@ -52,3 +52,7 @@ target_include_directories(test_http_range PRIVATE ${PROJECT_SOURCE_DIR}/server)
 tcpota_unit_test(test_proxy_proto ${CMAKE_CURRENT_LIST_DIR}/test_proxy_proto.c
                  ${PROJECT_SOURCE_DIR}/server/proxy_proto.c)
 target_include_directories(test_proxy_proto PRIVATE ${PROJECT_SOURCE_DIR}/server)
+
+# Deadlines against a late loop (a clock the test sets) and PEM marks across reads.
+tcpota_unit_test(test_server_deadline ${CMAKE_CURRENT_LIST_DIR}/test_server_deadline.c)
+target_link_libraries(test_server_deadline PRIVATE tcpota_server)
