@@ -530,25 +530,26 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
             rc = 2; /* an unusable input file, like any other */
             goto fail;
         }
-        /* The signature is checked here (on a reload, on the server's
-         * loop); the image's size and SHA-256 against the manifest by the
-         * server, on the bytes it reads to serve (image_check_manifest). */
+        /* Here: that it is a manifest at all, and (signed) who signed it,
+         * on a reload on the server's loop. The image's size and SHA-256
+         * against it: by the server, on its own read of the image
+         * (image_check_manifest). Unsigned serving skips who signed, not
+         * what: the manifest's version is offered for FILE. */
+        if (tcpota_manifest_parse(l->manifest, man_len, &parsed) < 0) {
+            fprintf(stderr, "tcpota serve: the manifest %s is not a tcpota manifest, or is "
+                            "damaged; sign %s again (tcpota sign)%s%s%s; %s\n", manifest,
+                    o->image, require_signed ? "" : ", or remove ", require_signed ? "" : manifest,
+                    require_signed ? "" : " to serve it unsigned",
+                    src->running ? "the image served now stays" : "not starting");
+            rc = 2; /* an unusable input file */
+            goto fail;
+        }
         if (require_signed && cli_check_manifest(NULL, l->manifest, man_len,
                                                  (const uint8_t(*)[32])src->keys, src->nkeys,
                                                  1) < 0) {
             fprintf(stderr, "tcpota serve: the manifest %s does not verify; %s\n", manifest,
                     src->running ? "the image served now stays" : "not starting");
-            goto fail;
-        }
-        /* Unsigned serving skips who signed, not what: the manifest's version
-         * is offered for FILE, so it must describe FILE's bytes (checked by
-         * the server as above); here, that it is a manifest at all. */
-        if (!require_signed && tcpota_manifest_parse(l->manifest, man_len, &parsed) < 0) {
-            fprintf(stderr, "tcpota serve: the manifest %s is not a tcpota manifest, or is "
-                            "damaged; sign %s again (tcpota sign), or remove %s to serve it "
-                            "unsigned; %s\n", manifest, o->image, manifest,
-                    src->running ? "the image served now stays" : "not starting");
-            rc = 2; /* an unusable input file */
+            rc = 2;
             goto fail;
         }
         snprintf(l->manifest_path, sizeof(l->manifest_path), "%s", manifest);

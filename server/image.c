@@ -323,30 +323,31 @@ int image_check_manifest(const struct image *img, const char *path, const char *
                          int may_unsign, char *err, size_t errlen)
 {
     struct tcpota_manifest m;
-    char hex[2 * TCPOTA_ID_LEN + 1], what[128], todo[IMAGE_ERR_LEN];
+    char hex[2 * TCPOTA_ID_LEN + 1];
+    const char *todo = may_unsign ? "sign it again (tcpota sign), or remove the manifest to serve "
+                                    "the image unsigned"
+                                  : "sign it again (tcpota sign)";
 
     if (!img->manifest) {
         return 0;
     }
-    snprintf(todo, sizeof(todo), "sign it again (tcpota sign)%s%s%s",
-             may_unsign ? ", or remove " : "", may_unsign ? manifest_path : "",
-             may_unsign ? " to serve it unsigned" : "");
     if (tcpota_manifest_parse(img->manifest, img->desc.manifest_len, &m) < 0) {
-        why(err, errlen, "the manifest of %s is not a tcpota manifest, or is damaged; %s", path,
-            todo);
+        why(err, errlen, "the manifest %s of %s is not a tcpota manifest, or is damaged; %s",
+            manifest_path, path, todo);
         return -1;
     }
     if (m.image_size != img->size) {
-        snprintf(what, sizeof(what), "is %u bytes, its manifest says %u", img->size,
-                 m.image_size);
-    } else if (memcmp(m.sha256, img->desc.id, TCPOTA_ID_LEN) != 0) {
-        sodium_bin2hex(hex, sizeof(hex), img->desc.id, TCPOTA_ID_LEN);
-        snprintf(what, sizeof(what), "has SHA-256 %s, which differs from its manifest's", hex);
-    } else {
-        return 0;
+        why(err, errlen, "%s is %u bytes, its manifest %s says %u (altered after signing?); %s",
+            path, img->size, manifest_path, m.image_size, todo);
+        return -1;
     }
-    why(err, errlen, "%s %s (altered after signing?); %s", path, what, todo);
-    return -1;
+    if (memcmp(m.sha256, img->desc.id, TCPOTA_ID_LEN) != 0) {
+        sodium_bin2hex(hex, sizeof(hex), img->desc.id, TCPOTA_ID_LEN);
+        why(err, errlen, "%s has SHA-256 %s, not the one its manifest %s gives (altered after "
+            "signing?); %s", path, hex, manifest_path, todo);
+        return -1;
+    }
+    return 0;
 }
 
 struct image *image_ref(struct image *img)

@@ -53,11 +53,12 @@ struct image {
 struct image *image_open(const char *path, const char *version, const char *model,
                          const uint8_t *manifest, uint16_t manifest_len, unsigned chunk,
                          char *err, size_t errlen);
-/* 0 when img's bytes (read from path) are those its manifest describes,
- * its size and SHA-256; else -1 with why in err, and what to do: sign the
- * image again, or (may_unsign: the manifest's signature is not required)
- * remove manifest_path to serve it unsigned. No manifest: 0. What the
- * start and a reload check (server.c): the bytes they serve, read once. */
+/* 0 when img's bytes (read from path) are those its manifest (read from
+ * manifest_path) describes, its size and SHA-256; else -1 with why in err,
+ * and what to do: sign the image again, or (may_unsign: the manifest's
+ * signature is not required) remove the manifest to serve it unsigned. No
+ * manifest: 0. What the start and a reload check (server.c), on the read
+ * that hashed the image and built its frames. */
 int image_check_manifest(const struct image *img, const char *path, const char *manifest_path,
                          int may_unsign, char *err, size_t errlen);
 /* Takes another reference; returns img. */

@@ -39,7 +39,7 @@ cp img.manifest tampered.manifest
 rc=0; timeout 20 $T serve --listen 127.0.0.1:0 --version 2.0.0 tampered 2> bad-serve.log || rc=$?
 # The server checks the bytes it reads to serve (once: no second read that
 # could differ); an unusable input file exits 2.
-[ $rc -eq 2 ] && grep -qE "not starting: tampered has SHA-256 [0-9a-f]{64}, which differs from its manifest's \(altered after signing\?\); sign it again \(tcpota sign\)$" bad-serve.log ||
+[ $rc -eq 2 ] && grep -qE "not starting: tampered has SHA-256 [0-9a-f]{64}, not the one its manifest tampered.manifest gives \(altered after signing\?\); sign it again \(tcpota sign\)$" bad-serve.log ||
   fail "server started on a tampered image (exit $rc): $(cat bad-serve.log)"
 rc=0; $T verify --pubkey other.pub img 2> v2.log || rc=$?
 [ $rc -eq 1 ] && grep -q 'not a trusted key' v2.log || fail "verify accepted the wrong key"
@@ -49,7 +49,7 @@ ok "serve and verify refuse a tampered image / wrong key"
 # its version would be offered for other bytes. (A device's own check of
 # such bytes is test_rogue.sh (a): this server no longer sends them.)
 rc=0; timeout 10 $T serve --listen 127.0.0.1:0 --no-require-signed tampered 2> nosig-serve.log || rc=$?
-[ $rc -eq 2 ] && grep -qE "not starting: tampered has SHA-256 [0-9a-f]{64}, which differs from its manifest's \(altered after signing\?\); sign it again \(tcpota sign\), or remove tampered.manifest to serve it unsigned$" nosig-serve.log ||
+[ $rc -eq 2 ] && grep -qE "not starting: tampered has SHA-256 [0-9a-f]{64}, not the one its manifest tampered.manifest gives \(altered after signing\?\); sign it again \(tcpota sign\), or remove the manifest to serve the image unsigned$" nosig-serve.log ||
   fail "--no-require-signed started on a manifest of other bytes (exit $rc): $(cat nosig-serve.log)"
 # A FILE.manifest that is no manifest at all is said to be one thing only
 # (before: "not a manifest", then "describes other bytes", which it does not).
@@ -57,6 +57,11 @@ cp img junk && head -c 183 /dev/urandom > junk.manifest
 rc=0; timeout 10 $T serve --listen 127.0.0.1:0 --version 2.0.0 --no-require-signed junk 2> junk-serve.log || rc=$?
 [ $rc -eq 2 ] && [ "$(cat junk-serve.log)" = "tcpota serve: the manifest junk.manifest is not a tcpota manifest, or is damaged; sign junk again (tcpota sign), or remove junk.manifest to serve it unsigned; not starting" ] ||
   fail "--no-require-signed with a junk manifest (exit $rc): $(cat junk-serve.log)"
+# Signed (the default with FILE.manifest): the same file is said to be no
+# manifest (before: "does not verify", exit 1), and not to be removed.
+rc=0; timeout 10 $T serve --listen 127.0.0.1:0 junk 2> junk-signed.log || rc=$?
+[ $rc -eq 2 ] && [ "$(cat junk-signed.log)" = "tcpota serve: the manifest junk.manifest is not a tcpota manifest, or is damaged; sign junk again (tcpota sign); not starting" ] ||
+  fail "a junk manifest, signed mode (exit $rc): $(cat junk-signed.log)"
 rc=0; timeout 10 $T serve --listen 127.0.0.1:0 --pubkey other.pub --no-require-signed img 2> pk-serve.log || rc=$?
 [ $rc -eq 2 ] && grep -q -- '--pubkey requires a signature and --no-require-signed skips it' pk-serve.log ||
   fail "--pubkey with --no-require-signed was not refused (exit $rc): $(cat pk-serve.log)"
@@ -67,7 +72,7 @@ make_image other9 "$(stat -c %s img)" # its size: the SHA-256 tells them apart
 $T sign --key k.key --version 2.0.0 --model esp32 --out unsig.manifest other9 2>/dev/null # only the bytes differ
 kill -HUP "$SERVER_PID"
 wait_line server.log 'SIGHUP: reload failed .*still serving image 2.0.0' 5
-grep -qE "SIGHUP: unsig has SHA-256 [0-9a-f]{64}, which differs from its manifest's \(altered after signing\?\); sign it again \(tcpota sign\), or remove unsig.manifest to serve it unsigned$" server.log ||
+grep -qE "SIGHUP: unsig has SHA-256 [0-9a-f]{64}, not the one its manifest unsig.manifest gives \(altered after signing\?\); sign it again \(tcpota sign\), or remove the manifest to serve the image unsigned$" server.log ||
   fail "SIGHUP did not say the manifest describes other bytes: $(cat server.log)"
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 ok "--no-require-signed refuses a manifest of other bytes (start and SIGHUP), and --pubkey with it"
@@ -82,7 +87,7 @@ rc=0; $T verify --pubkey k.pub --manifest bad.manifest img 2> bad-verify.log || 
 [ $rc -eq 1 ] && grep -q 'manifest signature does not verify (manifest altered or forged)' bad-verify.log ||
   fail "verify accepted an altered signature (exit $rc): $(cat bad-verify.log)"
 rc=0; timeout 20 $T serve --listen 127.0.0.1:0 --pubkey k.pub --manifest bad.manifest img 2> bad-sig-serve.log || rc=$?
-[ $rc -eq 1 ] && grep -q 'manifest signature does not verify' bad-sig-serve.log &&
+[ $rc -eq 2 ] && grep -q 'manifest signature does not verify' bad-sig-serve.log &&
   grep -q 'the manifest bad.manifest does not verify; not starting' bad-sig-serve.log ||
   fail "serve started on an altered signature (exit $rc): $(cat bad-sig-serve.log)"
 refused tampered-manifest "signature does not verify" img 2.0.0 --manifest bad.manifest --no-require-signed
