@@ -239,7 +239,7 @@ whole = socket.create_connection(("127.0.0.3", port), 5, ("127.0.0.4", 0))
 half = socket.create_connection(("127.0.0.3", port), 5, ("127.0.0.4", 0))
 local = socket.create_connection(("127.0.0.3", port), 5, ("127.0.0.4", 0))
 local.sendall(LOCAL)
-time.sleep(0.5) # all accepted, the LOCAL header taken: their 10 s run from here
+time.sleep(0.5) # all accepted, the LOCAL header taken (no line says so; ms on loopback): their 10 s run from here
 os.kill(pid, signal.SIGSTOP)
 try:
     whole.sendall(b"PROXY TCP4 127.0.0.8 127.0.0.3 6666 80\r\nreq0\r\n\r\n")

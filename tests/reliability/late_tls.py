@@ -1,7 +1,7 @@
 """late_tls.py PORT PID CA.pem device|https E2E_DIR: a TLS client that
 connects to a server (PID) on 127.0.0.1:PORT, lets it accept, stops it
 (SIGSTOP) and sends its ClientHello while it is stopped; the server runs
-again 3 s later. Then, inside TLS, a device's HELLO (device) or an HTTP
+again 4 s later (meant for --idle-timeout 3: the answer then has 1.7 s). Then, inside TLS, a device's HELLO (device) or an HTTP
 download request (https), and its answer must come: WELCOME, or an HTTP
 status line. Exits non-zero saying what came instead."""
 import os
@@ -20,7 +20,7 @@ ctx = ssl.create_default_context(cafile=ca)
 s = socket.create_connection(("127.0.0.1", port), 10)
 time.sleep(0.3)  # accepted: its deadline runs from here
 os.kill(pid, signal.SIGSTOP)
-cont = threading.Timer(3, os.kill, (pid, signal.SIGCONT))
+cont = threading.Timer(4, os.kill, (pid, signal.SIGCONT))
 cont.start()
 try:
     t = ctx.wrap_socket(s, server_hostname="localhost")  # the ClientHello waits out the stop
