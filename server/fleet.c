@@ -238,17 +238,30 @@ static void image_settle(struct fleet_image *fi, int on_loop)
     struct server *srv = fi->srv;
     const struct store_image *si = &fi->si;
     struct image *img = fi->loaded;
+    double retry_s = FLEET_IMAGE_RETRY_S;
 
     fi->loaded = NULL;
     if (!img) {
         say_always(srv->o, LOG_LV_ERROR, "image %.16s... (%s): cannot load it (%s); not offered: "
                    "add the image again (tcpota image add with the same file restores it)",
                    si->idhex, si->version, fi->err);
+    } else if (memcmp(img->desc.id, si->id, TCPOTA_ID_LEN) != 0 && srv->o->db &&
+               unlink(si->path) == 0) {
+        /* On PostgreSQL the file is this node's cache of the database's
+         * bytes: the next check-in fetches it again (store_pg_img.c). */
+        say_always(srv->o, LOG_LV_ERROR, "image %.16s... (%s): this node's copy %s no longer has "
+                   "that SHA-256 (damaged or replaced on disk); removed: the next check-in "
+                   "fetches it again from the database", si->idhex, si->version, si->path);
+        snprintf(fi->err, sizeof(fi->err), "this node's copy %s was damaged", si->path);
+        image_unref(img);
+        img = NULL;
+        retry_s = FLEET_IMAGE_REFETCH_S;
+        srv->fleet->epoch++; /* no check-in answered from memory keeps the failure */
     } else if (memcmp(img->desc.id, si->id, TCPOTA_ID_LEN) != 0) {
         say_always(srv->o, LOG_LV_ERROR, "image %.16s... (%s): %s no longer has that SHA-256 "
                    "(damaged or replaced on disk); not offered: add the image again (tcpota image "
-                   "add with the original file restores it)",
-                   si->idhex, si->version, si->path);
+                   "add with the original file restores it; the file is read again every %u s)",
+                   si->idhex, si->version, si->path, FLEET_IMAGE_RETRY_S);
         snprintf(fi->err, sizeof(fi->err), "%s no longer has its SHA-256", si->path);
         image_unref(img);
         img = NULL;
@@ -264,7 +277,7 @@ static void image_settle(struct fleet_image *fi, int on_loop)
     }
     fi->img = img;
     fi->epoch = srv->fleet->epoch;
-    fi->retry_at = now_s() + FLEET_IMAGE_RETRY_S;
+    fi->retry_at = now_s() + retry_s;
 }
 
 /* Decides the check-ins that waited for fi (fi may be gone after). */

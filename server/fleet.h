@@ -43,6 +43,10 @@ struct tcpota_serve_opts;
  * at the next change through the API); its devices are told to wait so
  * long (v1: NO_UPDATE WHY 8 with RETRY_AFTER; HTTP: 503, Retry-After). */
 #define FLEET_IMAGE_RETRY_S 30u
+/* On PostgreSQL a node's damaged copy of an image is removed; the first
+ * check-in after this long fetches it again from the database (sooner,
+ * the check-ins of the same moment would find no file). */
+#define FLEET_IMAGE_REFETCH_S 1.0
 /* The registry's reason then, with the rollout's id. */
 #define FLEET_UNSERVABLE_SAYS "rollout %llu: its image cannot be loaded on the server (see its log)"
 #define FLEET_TRIM_BYTES (64 << 20) /* free heap glibc keeps rather than trims (fleet_open) */

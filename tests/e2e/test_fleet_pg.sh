@@ -103,5 +103,19 @@ SERVER_PORT=${ports[0]} run_device dev-4 esp32 "$WORK/d4" || fail "dev-4 failed 
 check_device "$WORK/d4" "$WORK/img4"
 ok "what node A remembered of a device lasted at most 1 s: B's new rollout reached it"
 
+# A node's cached copy damaged on disk: the node removes it (the database
+# holds the bytes), and the next check-in fetches it again and updates
+# (before: the failure was remembered; its advice, "add the image again",
+# does nothing on a shared database, where the image is stored already).
+id4=$(sha256sum "$WORK/img4" | cut -d' ' -f1)
+printf ZZZZ | dd of="$WORK/n1/images/$id4" bs=1 seek=1000 conv=notrunc status=none
+SERVER_PORT=${ports[0]} run_device dev-5 esp32 "$WORK/d5" || true # on 2.0.0: told to check again
+wait_line "$WORK/n1.log" "image ${id4:0:16}\.\.\. \(4\.0\.0\): this node's copy .* no longer has that SHA-256 \(damaged or replaced on disk\); removed: the next check-in fetches it again from the database" 5
+sleep 1.1 # FLEET_IMAGE_REFETCH_S
+SERVER_PORT=${ports[0]} run_device dev-5 esp32 "$WORK/d5" || fail "dev-5 failed after its image was fetched again"
+check_device "$WORK/d5" "$WORK/img4"
+cmp -s "$WORK/n1/images/$id4" "$WORK/img4" || fail "node A's cache holds no exact copy again"
+ok "a node's damaged copy of an image is removed and fetched again from the database at the next check-in"
+
 stop_pg_cluster
 ok "every node stopped cleanly"
