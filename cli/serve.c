@@ -703,6 +703,9 @@ static void undo_data_dir(const char *dir, int created)
     }
     rc = created ? cli_remove_tree(dir) : cli_empty_tree(dir);
     if (fd >= 0) close(fd); /* the lock file is gone, or it stays with the rest */
+    if (rc == -ENOENT && created) {
+        return; /* the start failed before it made the directory */
+    }
     if (rc < 0 && created) {
         fprintf(stderr, "tcpota serve: the start failed, and --data %s, which it created, could "
                         "not be removed whole (%s); remove it before the next start\n",
