@@ -37,6 +37,11 @@ int cli_hostport(const char *s, const char *what, int listen, char *host, size_t
         cli_err("%s: expected HOST:PORT\n", what);
         return -1;
     }
+    if (strstr(s, "://")) {
+        /* "http://host:8080": the scheme would be taken for the host. */
+        cli_err("%s: '%s' is a URL; give HOST:PORT, without a scheme or a path\n", what, s);
+        return -1;
+    }
     if (s[0] == '[') {
         const char *end = strchr(s, ']');
         if (!end || end[1] != ':') {

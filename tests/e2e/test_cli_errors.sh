@@ -248,6 +248,9 @@ expect 2 "tcpota serve: --listen: '127\.0\.0\.1:' has no port after ':'; give HO
   $T serve --listen 127.0.0.1: --version 2.0.0 img
 expect 2 "tcpota device: --server: '\[::1\]80' is not \[IPv6\]:PORT" $T device --server '[::1]80' --flash devdir
 expect 2 "tcpota device: --server: ':80' has no host before ':'; give the server's name or address, e\.g\. 127\.0\.0\.1:80$" $T device --server :80 --flash devdir
+# A URL (an --ota-listen address copied for an HTTP client): said at once,
+# not 20 attempts to resolve "http" (a new user's trial).
+expect 2 "tcpota device: --server: 'http://127\.0\.0\.1:8080' is a URL; give HOST:PORT, without a scheme or a path$" $T device --server http://127.0.0.1:8080 --flash devdir
 # A host of 256 characters does not fit the 255 and a 0 kept for it.
 expect 2 "tcpota device: --server: bad host in 'h{256}:80'" $T device --server "$(printf 'h%.0s' {1..256}):80" --flash devdir
 expect 2 "tcpota device: --server: '65536' is out of range: give a whole number in 0\.\.65535" \
