@@ -559,6 +559,7 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
         n.manifest_len = (uint16_t)man_len;
         if (take_manifest_names(&n, l->manifest, man_len, manifest, l->model, sizeof(l->model),
                                 l->version, sizeof(l->version)) < 0) {
+            rc = 2; /* a --version the manifest contradicts, or a manifest without names */
             goto fail;
         }
     }

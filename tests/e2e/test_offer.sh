@@ -98,7 +98,7 @@ ok "a bootloader's rollback (REPORT BOOT_FAILED) holds the image back from that 
 make_image s3 50000
 "$T" sign --key k.key --version 3.0.0 --model esp32s3 s3 2> sign.log
 RC=0; timeout 20 "$T" serve --listen 127.0.0.1:0 --version 9.9.9 s3 2> contra.log || RC=$?
-[ $RC -eq 1 ] && grep -q -- '--version 9.9.9 contradicts the signed manifest' contra.log ||
+[ $RC -eq 2 ] && grep -q -- '--version 9.9.9 contradicts the signed manifest' contra.log ||
   fail "server started with a --version that contradicts the manifest (rc $RC)"
 RC=0; timeout 20 "$T" serve --listen 127.0.0.1:0 img 2> nover.log || RC=$?
 [ $RC -eq 2 ] && grep -q 'give --version' nover.log || fail "server started without a version (rc $RC)"
