@@ -26,8 +26,9 @@ struct store *store_pg_open(const char *conninfo, const char *dir, struct event_
 /* Whether conninfo (--db) is a connection string libpq cannot take, as
  * against a database it cannot reach: before a connection (failure NULL),
  * when libpq cannot parse it; after one failed (failure: libpq's message),
- * also when libpq refused one of its values (sslmode=bogus). A database's
- * bare name (no '=', no URI) is one libpq takes as it is. Returns 0, or -1
+ * also when libpq refused one of its values (sslmode=bogus), and a URI of
+ * another scheme (mysql://...). A database's bare name (no '=', no URI) is
+ * one libpq takes as it is. Returns 0, or -1
  * with "--db: the connection string is not valid: REASON" in err, REASON
  * libpq's with any part of a password in it written as "***"; also -1, with
  * "--db: " and pq_load()'s message, when libpq does not load. */

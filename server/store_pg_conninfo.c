@@ -170,6 +170,12 @@ int store_pg_conninfo_check(const char *conninfo, const char *failure, char *err
         snprintf(err, errlen, "--db: %s", clean);
         return -1;
     }
+    if (!is_conninfo(conninfo) && strstr(conninfo, "://")) {
+        /* libpq would take "mysql://h/db" as a database's name. */
+        snprintf(err, errlen, "%sa URI other than postgresql:// or postgres:// (give "
+                 "postgresql://USER@HOST:PORT/DATABASE)", head);
+        return -1;
+    }
     if (!is_conninfo(conninfo)) {
         return 0;
     }
