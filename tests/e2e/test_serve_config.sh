@@ -146,7 +146,7 @@ refused_flags '^tcpota serve: --db: the connection string is not valid: invalid 
 refused_flags '^tcpota serve: --db: the connection string is not valid: end of string reached when looking for matching "]" in IPv6 host address in URI: "\*\*\*"$' \
   --db 'postgresql://u:Pw0rd@[::1/x' --data fleet-tls --api off
 # Another database's URI, which libpq would take for a database's name.
-refused_flags '^tcpota serve: --db: the connection string is not valid: a URI other than postgresql:// or postgres:// \(give postgresql://USER@HOST:PORT/DATABASE\)$' \
+refused_flags '^tcpota serve: --db: the connection string is not valid: a URI other than postgresql:// or postgres:// (give postgresql://USER@HOST:PORT/DATABASE)$' \
   --db 'mysql://u@127.0.0.1/x' --data fleet-tls --api off
 # A value libpq refuses only as it connects: the same, after the start.
 rc=0; timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --db 'postgresql://u:Pw0rd@127.0.0.1:1/x?sslmode=bogus' \
