@@ -12,6 +12,7 @@
 #include "legacy.h"
 #include "log.h"
 #include "metrics.h"
+#include "proxy_proto.h"
 #include "server_internal.h"
 #include "sock.h"
 #include "text.h"
@@ -703,6 +704,36 @@ static int v1_input(struct conn *c, const uint8_t *p, size_t n)
     return conn_pump(c) ? -1 : 0;
 }
 
+/* "unknown protocol": what the first bytes look like, when that says what
+ * to change (a balancer's PROXY header, TLS), at most LOG_PEER_BURST lines
+ * a LOG_PEER_MS (a balancer's health checks repeat it every few seconds,
+ * any peer at will). */
+static void unknown_said(struct conn *c, const uint8_t *buf, size_t n, int kind)
+{
+    struct proxy_addr unused;
+    const char *why, *hint = "";
+    unsigned long held;
+    char more[96] = "";
+
+    if (!log_limit_pass(&c->srv->unknown_log, log_mono_ms(), LOG_PEER_MS, LOG_PEER_BURST, &held)) {
+        return;
+    }
+    if (held) {
+        snprintf(more, sizeof(more), " (and %lu more such lines not logged since the last one)",
+                 held);
+    }
+    if (kind == TCPOTA_KIND_TLS) {
+        hint = ": a TLS client, but this server runs without --tls-cert";
+    } else if (proxy_parse(buf, n, &unused, &why) >= 0) {
+        hint = c->srv->o->nproxy_from
+                   ? ": a PROXY protocol header from an address --proxy-protocol does not list: "
+                     "add it if it is your balancer's"
+                   : ": a PROXY protocol header (a balancer's send-proxy): give --proxy-protocol "
+                     "with the balancer's address, or turn send-proxy off";
+    }
+    clog_(c, 1, "unknown protocol (first byte 0x%02x%s); closing%s", buf[0], hint, more);
+}
+
 /* Tells v1 from legacy by the first bytes and admits the connection, or
  * refuses it. Returns 0, or -1 when c was closed and freed. */
 static int detect(struct conn *c, const uint8_t *buf, size_t n)
@@ -737,8 +768,7 @@ static int detect(struct conn *c, const uint8_t *buf, size_t n)
         return 0;
     }
     c->srv->stats.failed++;
-    clog_(c, 1, "unknown protocol (first byte 0x%02x%s); closing", buf[0],
-          k == TCPOTA_KIND_TLS ? ": a TLS client, but this server runs without --tls-cert" : "");
+    unknown_said(c, buf, n, k);
     (void)conn_close(c, 1);
     return -1;
 }

@@ -117,10 +117,32 @@ def probe(src, port, header):
 probe("127.0.0.1", int(sys.argv[1]), b"PROXY TCP4 9.9.9.9 127.0.0.3 5555 80\r\n")
 probe("127.0.0.4", int(sys.argv[2]), b"PROXY TCP4 127.0.0.9 127.0.0.3 5555 80\r\n")
 PY
-wait_line N.log "\[- 127\.0\.0\.1:[0-9]*\] unknown protocol \(first byte 0x50\)" 3
+wait_line N.log "\[- 127\.0\.0\.1:[0-9]*\] unknown protocol \(first byte 0x50: a PROXY protocol header from an address --proxy-protocol does not list: add it if it is your balancer's\); closing" 3
 ! grep -q "9\.9\.9\.9" N.log || fail "an untrusted peer's header was believed: $(grep 9.9.9.9 N.log)"
 wait_line M.log "\[- 127\.0\.0\.9:5555\] unknown protocol \(first byte 0x78\)" 3
 ok "a header from an address not listed is not read; ::ffff:127.0.0.4 is 127.0.0.4"
+
+# A node without --proxy-protocol behind a balancer that sends headers (a
+# new user's trial: a line per health check, no hint): what to change, at
+# most 10 lines a second, then how many were not logged.
+"$T" serve --listen 127.0.0.3:0 --version 2.0.0 img 2> Z.log &
+PIDS+=($!)
+wait_line Z.log 'listening on'
+Z_PORT=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' Z.log | head -1)
+python3 - "$Z_PORT" <<'PY' || fail "the headers to a node without --proxy-protocol failed"
+import socket, sys, time
+LOCAL = bytes([0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A, 0x20, 0x00, 0, 0])
+for i in range(26):
+    if i == 25:
+        time.sleep(1.1)
+    s = socket.create_connection(("127.0.0.3", int(sys.argv[1])), 5, ("127.0.0.4", 0))
+    s.sendall(LOCAL)
+    s.recv(1) # the close
+    s.close()
+PY
+wait_line Z.log 'unknown protocol \(first byte 0x0d: a PROXY protocol header \(a balancer.s send-proxy\): give --proxy-protocol with the balancer.s address, or turn send-proxy off\); closing \(and 15 more such lines not logged since the last one\)$' 3
+[ "$(grep -c 'unknown protocol' Z.log)" -eq 11 ] || fail "$(grep -c 'unknown protocol' Z.log) lines for 26 headers, not 10 + 1"
+ok "a node without --proxy-protocol says what a header is and what to change, at most 10 lines a second"
 
 dev dF "$PF" || fail "dF through HAProxy to the fleet node failed: $(tail -3 dF.log)"
 addr=$("$T" device show dF --json | jq_py 'j["address"]') || fail "device show dF"
