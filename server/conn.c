@@ -704,32 +704,33 @@ static int v1_input(struct conn *c, const uint8_t *p, size_t n)
     return conn_pump(c) ? -1 : 0;
 }
 
-/* "unknown protocol": what the first bytes look like, when that says what
- * to change (a balancer's PROXY header, TLS), at most LOG_PEER_BURST lines
- * a LOG_PEER_MS (a balancer's health checks repeat it every few seconds,
- * any peer at will). */
+/* "unknown protocol", with what the first bytes look like when that says
+ * what to change (TLS, a balancer's PROXY header). A PROXY header's line
+ * is at most LOG_PEER_BURST a LOG_PEER_MS: a balancer's health checks
+ * repeat it every few seconds. */
 static void unknown_said(struct conn *c, const uint8_t *buf, size_t n, int kind)
 {
     struct proxy_addr unused;
     const char *why, *hint = "";
-    unsigned long held;
+    unsigned long held = 0;
     char more[96] = "";
 
-    if (!log_limit_pass(&c->srv->unknown_log, log_mono_ms(), LOG_PEER_MS, LOG_PEER_BURST, &held)) {
-        return;
-    }
-    if (held) {
-        snprintf(more, sizeof(more), " (and %lu more such lines not logged since the last one)",
-                 held);
-    }
     if (kind == TCPOTA_KIND_TLS) {
         hint = ": a TLS client, but this server runs without --tls-cert";
     } else if (proxy_parse(buf, n, &unused, &why) >= 0) {
+        if (!log_limit_pass(&c->srv->proxy_hdr_log, log_mono_ms(), LOG_PEER_MS, LOG_PEER_BURST,
+                            &held)) {
+            return;
+        }
         hint = c->srv->o->nproxy_from
                    ? ": a PROXY protocol header from an address --proxy-protocol does not list: "
                      "add it if it is your balancer's"
                    : ": a PROXY protocol header (a balancer's send-proxy): give --proxy-protocol "
                      "with the balancer's address, or turn send-proxy off";
+    }
+    if (held) {
+        snprintf(more, sizeof(more), " (and %lu more such lines not logged since the last one)",
+                 held);
     }
     clog_(c, 1, "unknown protocol (first byte 0x%02x%s); closing%s", buf[0], hint, more);
 }

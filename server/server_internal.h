@@ -167,9 +167,9 @@ struct server {
     /* Devices refused for authentication since the start, by kind and id,
      * for the fleet summary (auth.h; noted by server_auth_refused). */
     struct auth_refusals auth_refused;
-    /* "plain ... client on the TLS port" and "unknown protocol" (conn.c):
-     * a peer can repeat them. */
-    struct log_limit plain_on_tls_log, unknown_log;
+    /* "plain ... client on the TLS port" and "unknown protocol" for a
+     * PROXY header (conn.c): a peer (a balancer) repeats them. */
+    struct log_limit plain_on_tls_log, proxy_hdr_log;
     double started;
 };
 
