@@ -74,7 +74,10 @@ static int enough_finished(const struct rollout_rules *rules, const struct rollo
 {
     uint64_t finished = (uint64_t)w->updated + w->failed;
 
-    return finished >= rules->min_finished || finished >= w->targeted;
+    /* "All of it" needs one device at least: a wave no device of which
+     * has checked in (a small first wave of a small fleet may hold none)
+     * is no evidence, and opens the next only by hand (open-wave). */
+    return finished >= rules->min_finished || (w->targeted > 0 && finished >= w->targeted);
 }
 
 static int successful(const struct rollout_rules *rules, const struct rollout_wave *w)
@@ -241,8 +244,14 @@ size_t rollout_explain(uint64_t id, const struct rollout *ro,
                      ro->n_open + 1, ro->n_open, rules->min_finished, (unsigned long long)done,
                      w->targeted, enough_finished(rules, w) ? "yes" : "no", rules->success_pct,
                      rate, rules->soak_s, soaked(rules, w, now) ? "yes" : "no");
-        if (n >= 0 && (size_t)n < cap && enough_finished(rules, w) && done >= w->targeted &&
-            !successful(rules, w)) {
+        if (n >= 0 && (size_t)n < cap && w->targeted == 0 && !enough_finished(rules, w)) {
+            n += snprintf(buf + n, cap - (size_t)n,
+                          "; no device of wave %u has checked in (with few devices a small wave "
+                          "may hold none), so it gives no evidence: open the next by hand when "
+                          "you are ready (tcpota rollout open-wave %llu)",
+                          ro->n_open, (unsigned long long)id);
+        } else if (n >= 0 && (size_t)n < cap && enough_finished(rules, w) &&
+                   done >= w->targeted && !successful(rules, w)) {
             n += snprintf(buf + n, cap - (size_t)n,
                           "; every device of the wave has finished, so it will not open by "
                           "itself: open it anyway (tcpota rollout open-wave %llu), or cancel "

@@ -106,7 +106,8 @@ ok "--allow-legacy: the signed image is sent byte-exact"
 # (fleet.c, legacy_checkin_done: apply_rules), and the registry's reason
 # follows a new reason for the same state. Its id legacy-127.0.0.1 sits
 # past the first wave (1 %) of rollouts 1 and 2, computed here from
-# rollout.h's rule: with that wave empty, only the soak holds the second.
+# rollout.h's rule; in rollout 2 a v1 device of the first wave finishes
+# first (a wave no device of which checked in opens nothing by itself).
 DATA="$WORK/data-waves"
 for ro in 1 2; do
   [ "$(fnv_place $ro legacy-127.0.0.1)" -ge 100 ] || fail "legacy-127.0.0.1 is in the first wave of rollout $ro"
@@ -132,6 +133,19 @@ why=$(legacy_reason 'wave not open')
 ok "a legacy device waiting for another reason: the registry says the new one"
 "$TCPOTA" rollout create --image 5.0.0 --model legacy --waves 1,100 --soak 0 --min-finished 1 > /dev/null ||
   fail "rollout create 2 failed"
+first=$(python3 -c '
+import sys
+for i in range(100000):
+    h = 0xcbf29ce484222325
+    for b in (2).to_bytes(8, "little") + ("first-%d" % i).encode():
+        h = ((h ^ b) * 0x100000001b3) % (1 << 64)
+    if h % 10000 < 100:
+        print("first-%d" % i)
+        break
+')
+[ "$(fnv_place 2 "$first")" -lt 100 ] || fail "$first is not in the first wave of rollout 2"
+run_device "$first" legacy "$WORK/first" || fail "$first (wave 1 of rollout 2) failed"
+check_device "$WORK/first" "$WORK/img"
 "$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out "$WORK/w.got" > "$WORK/w.log" 2>&1 ||
   fail "the legacy check-in did not open its wave: $(grep 'legacy device' "$WORK/server.log" | tail -1)"
 cmp "$WORK/w.got" "$WORK/img" || fail "legacy client got other bytes"

@@ -168,9 +168,14 @@ static void test_open_needs_finished(void **state)
     /* ...unless every targeted device finished: a small wave. */
     w.targeted = 9;
     assert_true(rollout_may_open_next(&open_rules, &w, 4600));
-    /* An empty wave passes after its soak. */
+    /* A wave no device of which checked in is no evidence, soaked or not
+     * (a small first wave of a small fleet): opened by hand only. */
     memset(&w, 0, sizeof(w));
     w.opened_at = 1000;
+    assert_false(rollout_may_open_next(&open_rules, &w, 4600));
+    /* One device of it, finished and updated: all of it. */
+    w.targeted = 1;
+    w.updated = 1;
     assert_true(rollout_may_open_next(&open_rules, &w, 4600));
     assert_false(rollout_may_open_next(&open_rules, &w, 4599));
 }
@@ -268,8 +273,9 @@ static void test_next_move(void **state)
     ro.state = ROLLOUT_STATE_PAUSED;
     assert_int_equal(rollout_next_move(&ro, &open_rules, w, 0, 0, 4600), ROLLOUT_HOLD);
     ro.state = ROLLOUT_STATE_ACTIVE;
-    /* Wave 1 (empty, soaked) would pass: it is not the one read... */
+    /* Wave 1 (passing, soaked) would pass: it is not the one read... */
     w[0].opened_at = 4000;
+    w[1] = passing_wave();
     assert_int_equal(rollout_next_move(&ro, &open_rules, w, 0, 0, 4600), ROLLOUT_HOLD);
     /* ...until it is the last open one (wave 0, unsoaked, no longer counts)... */
     ro.n_open = 2;
@@ -283,6 +289,7 @@ static void test_next_move(void **state)
     w[1].opened_at = 0;
     assert_int_equal(rollout_next_move(&ro, &open_rules, w, 0, 0, 4600), ROLLOUT_HOLD);
     /* Failures past the halt rule halt it; those it was resumed over do not. */
+    memset(&w[1], 0, sizeof(w[1]));
     w[1].failed = 3;
     assert_int_equal(rollout_next_move(&ro, &open_rules, w, 0, 0, 4600), ROLLOUT_HALT);
     assert_int_equal(rollout_next_move(&ro, &open_rules, w, 5, 23, 4600), ROLLOUT_HOLD);
@@ -306,9 +313,14 @@ static void test_explain(void **state)
     w[0].failed = 0;
     rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
     assert_non_null(strstr(buf, "(0 of 100: no), 90 % of them updated (none finished yet)"));
+    /* No device of the wave checked in: no evidence, opened by hand only. */
     w[0].targeted = 0;
+    assert_false(rollout_may_open_next(&open_rules, &w[0], 4600));
     rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
-    assert_non_null(strstr(buf, "(0 of 0: yes), 90 % of them updated (the wave has no devices)"));
+    assert_non_null(strstr(buf, "(0 of 0: no), 90 % of them updated (the wave has no devices)"));
+    assert_non_null(strstr(buf, "; no device of wave 1 has checked in (with few devices a small "
+                                "wave may hold none), so it gives no evidence: open the next by "
+                                "hand when you are ready (tcpota rollout open-wave 7)"));
     assert_null(strstr(buf, "will not open"));
     w[0] = passing_wave();
     rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
