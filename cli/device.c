@@ -1003,6 +1003,10 @@ static int no_update(struct device *dv)
         say(dv, "not updated, running %s: %s than this device's %s (--model)", dv->version,
             tcpota_why_str(why), dv->o.model);
         return 1;
+    case TCPOTA_WHY_UNORDERED:
+        say(dv, "not updated, running %s: %s; give the device (--factory-version) and the image "
+                "such versions, or the server --allow-downgrade", dv->version, tcpota_why_str(why));
+        return 1;
     default:
         say(dv, "no update, running %s: %s", dv->version, tcpota_why_str(why));
         return 0;

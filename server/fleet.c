@@ -861,6 +861,10 @@ struct image *fleet_decide(struct server *srv, struct store_req *r,
         *why_code = offer_why(ov);
         if (ov == OFFER_FAILED_BEFORE) {
             *st = STORE_ST_COUNT; /* its failure stays its state */
+        } else if (ov == OFFER_UNORDERED) {
+            /* Not up to date: nobody can tell, so not one of the
+             * rollout's successes (a wave it counted in would open). */
+            *st = STORE_ST_WAITING;
         }
         snprintf(why, cap, "rollout %llu: %s", (unsigned long long)ro->id, offer_reason(ov));
         return NULL;

@@ -62,8 +62,8 @@ uint16_t offer_why(enum offer_verdict v)
     case OFFER_OTHER_MODEL: return TCPOTA_WHY_OTHER_MODEL;
     case OFFER_FAILED_BEFORE: return TCPOTA_WHY_HELD;
     case OFFER_DOWNGRADE:
-    case OFFER_SAME_VERSION:
-    case OFFER_UNORDERED: return TCPOTA_WHY_NOT_NEWER;
+    case OFFER_SAME_VERSION: return TCPOTA_WHY_NOT_NEWER;
+    case OFFER_UNORDERED: return TCPOTA_WHY_UNORDERED;
     }
     return 0;
 }

@@ -47,6 +47,16 @@ run_device strict esp32 "$WORK/strict" --trust "$WORK/k.pub" --max-attempts 1 ||
 grep -qE '\[strict [^]]*\] decision: no update: rollout 1: .*declined this very offer before' \
   "$WORK/server.log" || fail "the declined offer was made again: $(grep strict "$WORK/server.log")"
 [ "$(device_state strict)" = declined ] || fail "strict is $(device_state strict), not declined"
+# A device whose version has no order against the image's is not up to
+# date, nor a success of the rollout (before: counted updated, and a wave
+# of such devices opened the next): it waits, and is told why (WHY 9).
+updated=$("$TCPOTA" rollout show 1 --json | jq_py 'j["totals"]["updated"]')
+run_device unordered esp32 "$WORK/unordered" --factory-version factory || true
+grep -q "not updated, running factory: the server cannot order its image's version" "$WORK/unordered.log" ||
+  fail "the unordered device was not told why: $(tail -2 "$WORK/unordered.log")"
+[ "$(device_state unordered)" = waiting ] || fail "unordered is $(device_state unordered), not waiting"
+[ "$("$TCPOTA" rollout show 1 --json | jq_py 'j["totals"]["updated"]')" = "$updated" ] ||
+  fail "the unordered device counts as updated: $("$TCPOTA" rollout show 1)"
 stop_fleet
 # That refusal leaves its failure as the state: no step is written for it
 # (one would name no state, and the store would refuse it as an error).

@@ -41,6 +41,9 @@ grep -qE '\[newer [^]]*\] .*not offered: the device runs a newer version' server
 dev odd --factory-version factory
 grep -qE '\[odd [^]]*\] .*not offered: the versions cannot be ordered' server.log ||
   fail "server did not refuse an unordered version"
+# The device is told so (WHY 9), not "not newer" (before: "up to date").
+[ $RC -eq 1 ] && grep -q "not updated, running factory: the server cannot order its image's version against the one this device runs" odd.log ||
+  fail "the unordered device was not told why (exit $RC): $(tail -2 odd.log)"
 kill -USR1 "$SERVER_PID"
 wait_line server.log 'summary: 4 devices' 5
 kill -0 "$SERVER_PID" 2>/dev/null || fail "SIGUSR1 ended the server"

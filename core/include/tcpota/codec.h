@@ -110,6 +110,7 @@ enum tcpota_why {
     TCPOTA_WHY_LATER = 6,       /* an update applies, but not yet (wave not open, paused, halted) */
     TCPOTA_WHY_UNKNOWN_NOW = 7, /* the server cannot tell now (its database is unreachable) */
     TCPOTA_WHY_UNSERVABLE = 8,  /* one applies, but the server cannot load its image now */
+    TCPOTA_WHY_UNORDERED = 9,   /* its version and the device's have no order (not semantic) */
 };
 
 /* A short static English phrase for a NO_UPDATE's why ("it runs the
