@@ -157,7 +157,7 @@ void *cli_tls_client_ctx(const char *cmd, const char *ca_file, const char *what,
 {
     const char *says;
     SSL_CTX *ctx;
-    char why[256], said[256];
+    char why[256], said[512];
     int fd;
 
     /* OpenSSL would block forever on a FIFO: refuse anything but a file. */
