@@ -1136,6 +1136,9 @@ int cmd_device(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "status") == 0) {
         return cmd_device_status(argc - 1, argv + 1);
     }
+    /* From the first instruction: a SIGUSR1 during the start (before
+     * signals_install) would end the device as its default action. */
+    signal(SIGUSR1, SIG_IGN);
     if (argc >= 2 && cli_is_fleet_device(argv[1])) {
         return cmd_fleet_device(argc, argv);
     }

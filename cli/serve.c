@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sodium.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -801,6 +802,11 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
     if (distinct_listeners(o) < 0) {
         return 2;
     }
+    if (ota && o->require_auth) {
+        serve_warn(o, "--ota-listen with --require-auth: an HTTP download cannot prove which "
+                      "device asks, so every one is refused (403); only tcpota devices are "
+                      "served (docs/http-ota.md)");
+    }
     snprintf(images, sizeof(images), "%s/images", o->data_dir);
     o->images_dir = images;
     o->pubkeys = (const uint8_t(*)[32])src->keys;
@@ -1147,8 +1153,15 @@ static int serve_args(const struct serve_config_args *cfg)
 int cmd_serve(int argc, char **argv)
 {
     struct serve_config_args args;
-    int rc = serve_config_load(argc, argv, &args);
+    int rc;
 
+    /* SIGHUP and SIGUSR1 end a process by default: sent during the start
+     * (a service manager's reload just after its start), before the
+     * server's handlers are in place, they are ignored, not fatal (the
+     * files a reload would read are read by the start itself). */
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGUSR1, SIG_IGN);
+    rc = serve_config_load(argc, argv, &args);
     if (rc == 0) {
         rc = serve_args(&args);
         if (rc == 2 && args.nowned > 0) {

@@ -271,8 +271,12 @@ int workers_run(const struct tcpota_serve_opts *o, const int *fds, unsigned n,
     s.n = n;
     waited_signals(&set);
     /* Inherited "ignore" would reap the workers unseen (no SIGCHLD, no
-     * status), and the supervisor would wait for them forever. */
+     * status), and the supervisor would wait for them forever. SIGHUP and
+     * SIGUSR1 are ignored during serve's start: waited for here, blocked,
+     * so their default action never runs. */
     signal(SIGCHLD, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+    signal(SIGUSR1, SIG_DFL);
     for (k = 0; k < n && !s.stopping; k++) {
         if (start(&s, k)) {
             return (int)k;
