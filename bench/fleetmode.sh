@@ -20,6 +20,7 @@ SRV_ENV=()
 start_fleet() {
   local name=$1 dir=$2 quiet=--quiet api; shift 2
   [ "${SERVE_LOG:-0}" = 1 ] && quiet=
+  : > "$WORK/$name.log" # as run.sh's start_serve: no last run's port read
   env "${SRV_ENV[@]}" "${PIN_SRV[@]}" "$TCPOTA" serve --listen 127.0.0.1:0 --data "$dir" --api 127.0.0.1:0 \
     $quiet --no-progress "$@" > /dev/null 2> "$WORK/$name.log" &
   echo $! > "$WORK/$name.pid"; PIDS+=($!)

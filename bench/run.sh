@@ -101,6 +101,10 @@ PORT=0 SERVE_PIN=() SERVE_ADDR=127.0.0.1
 start_serve() { # NAME IMAGE [ARGS]
   local name=$1 img=$2 quiet=--quiet; shift 2
   [ "${SERVE_LOG:-0}" = 1 ] && quiet=
+  # Emptied here, before the launch: the child's own truncation may come
+  # after wait_line has read the last run's "listening on" (its port, now
+  # closed: 10,000 devices refused, 2026-12-05).
+  : > "$WORK/$name.log"
   "${SERVE_PIN[@]}" "$TCPOTA" serve --listen "$SERVE_ADDR:0" --version 2.0.0 $quiet --no-progress "$@" "$img" \
     > /dev/null 2> "$WORK/$name.log" &
   echo $! > "$WORK/$name.pid"; PIDS+=($!)
@@ -110,6 +114,7 @@ start_serve() { # NAME IMAGE [ARGS]
 
 start_proxy() { # NAME UPSTREAM_PORT [ARGS]
   local name=$1 up=$2; shift 2
+  : > "$WORK/$name.log" # as start_serve
   "$PROXY" --listen 127.0.0.1:0 --upstream "127.0.0.1:$up" --quiet "$@" \
     > /dev/null 2> "$WORK/$name.log" &
   echo $! > "$WORK/$name.pid"; PIDS+=($!)
@@ -118,6 +123,7 @@ start_proxy() { # NAME UPSTREAM_PORT [ARGS]
 }
 
 start_raw() {
+  : > "$WORK/raw.log" # as start_serve
   "$RAW" serve --listen 127.0.0.1:0 "$IMG" > /dev/null 2> "$WORK/raw.log" &
   echo $! > "$WORK/raw.pid"; PIDS+=($!)
   wait_line "$WORK/raw.log" 'listening on'
