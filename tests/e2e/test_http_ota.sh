@@ -452,7 +452,13 @@ for line in open(sys.argv[1]):
 sys.exit(1)
 PY
 stop_fleet
-ok "--require-auth refuses HTTP downloads (403, saying why; a warning in the log, --quiet or not)"
+# Asked for a download listener of its own besides: warned at start (a new
+# user's trial found every download refused, and the start said nothing).
+start_fleet --require-auth --ota-listen 127.0.0.1:0
+grep -q 'warning: --ota-listen with --require-auth: an HTTP download cannot prove which device asks, so every one is refused (403); only tcpota devices are served' "$WORK/server.log" ||
+  fail "no warning for --ota-listen with --require-auth: $(grep -m2 warning "$WORK/server.log")"
+stop_fleet
+ok "--require-auth refuses HTTP downloads (403, saying why; a warning in the log, --quiet or not; one at start with --ota-listen)"
 
 # ---- a new rollout's image: an earlier download of another image is no failure ----
 # n-1 downloads 2.0.0 whole (verified) and still runs 1.0.0; then a rollout
