@@ -335,6 +335,23 @@ int api_query_nul(const char *query, char *key, size_t cap)
     return 0;
 }
 
+int api_query_bad_escape(const char *query, char *key, size_t cap)
+{
+    const char *p, *pair, *eq;
+
+    for (p = query ? strchr(query, '%') : NULL; p; p = strchr(p + 1, '%')) {
+        if (isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
+            continue;
+        }
+        for (pair = p; pair > query && pair[-1] != '&'; pair--) {
+        }
+        eq = memchr(pair, '=', (size_t)(p - pair));
+        snprintf(key, cap, "%.*s", eq ? (int)(eq - pair) : 0, pair);
+        return 1;
+    }
+    return 0;
+}
+
 /* Replies 400 for the unknown parameter key of a route that takes known. */
 static void refuse_param(struct api_call *c, const char *key, const char *const *known)
 {
@@ -387,6 +404,12 @@ int api_query(struct api_call *c, const char *query, const char *const *known, s
             evhttp_clear_headers(q);
             return -1;
         }
+    }
+    if (api_query_bad_escape(query, bad, sizeof bad)) {
+        api_error(c, 400, bad, "%s: a '%%' not followed by two hex digits; write a '%%' as %%25",
+                  bad[0] ? bad : "the query");
+        evhttp_clear_headers(q);
+        return -1;
     }
     /* A known name: its value arrived cut at the NUL ("5.0.0%00x" is "5.0.0"). */
     if (api_query_nul(query, bad, sizeof bad)) {

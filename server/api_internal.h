@@ -159,6 +159,10 @@ void api_changed(struct api_call *c, const char *fmt, ...) __attribute__((format
  * with its parameter's name in key (cap bytes); else 0. libevent keeps a
  * decoded value as a C string: "x%00y" would silently be "x". */
 int api_query_nul(const char *query, char *key, size_t cap);
+/* 1 when query (NULL: none) holds a '%' that is not followed by two hex
+ * digits (libevent keeps "a%zz" as it is, RFC 3986 allows no such text),
+ * with its parameter's name in key (cap bytes; "" in a name); else 0. */
+int api_query_bad_escape(const char *query, char *key, size_t cap);
 /* Checks the request's query (NULL: none) against the parameters a route
  * takes: known is a NULL-terminated list, or NULL when it takes none. Any
  * other parameter is refused, so that a typo never falls back to a default

@@ -162,16 +162,18 @@ static int copy_header(struct http_ota *ota, struct dl *d, struct evhttp_request
 }
 
 /* A path segment percent-decoded into dst (cap bytes); -1 when it does not
- * decode to a string (a NUL inside) or does not fit. */
+ * decode to a string (a NUL inside, a '%' without two hex digits) or does
+ * not fit. */
 static int decode(const char *seg, size_t n, char *dst, size_t cap)
 {
-    char raw[3 * TCPOTA_MAX_STR + 1];
+    char raw[3 * TCPOTA_MAX_STR + 1], unused[2];
     size_t len;
     char *s;
 
     if (n >= sizeof(raw)) return -1;
     memcpy(raw, seg, n);
     raw[n] = 0;
+    if (api_query_bad_escape(raw, unused, sizeof(unused))) return -1;
     if (!(s = evhttp_uridecode(raw, 0, &len))) return -1;
     if (len != strlen(s) || len >= cap) {
         free(s);
@@ -256,6 +258,11 @@ static int parse_target(struct http_ota *ota, struct evhttp_request *req, const 
         }
     }
     TAILQ_INIT(&q);
+    if (api_query_bad_escape(query, bad, sizeof(bad))) {
+        ota_refuse(ota, d, req, 400, "%s: a '%%' not followed by two hex digits; write a '%%' "
+                   "as %%25", bad[0] ? bad : "the query");
+        return -1;
+    }
     if (query && evhttp_parse_query_str(query, &q) < 0) {
         ota_refuse(ota, d, req, 400, "the query string is malformed");
         return -1;

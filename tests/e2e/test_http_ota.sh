@@ -200,8 +200,14 @@ badmsg 400 "NUL in ?device=" 'device: ' "$OTA?device=q-1%00y" "${V[@]}"
 grep -q 'not printable' "$WORK/bad.b" || fail "NUL in ?device=: $(cat "$WORK/bad.b")"
 badmsg 400 "NUL in ?version=" 'version: ' "$OTA?device=q-2&version=1.0.0%00zz"
 grep -qF "not printable; $RULE" "$WORK/bad.b" || fail "NUL in ?version=: $(cat "$WORK/bad.b")"
-for d in q-1 q-2; do
-  [ -z "$(device_state $d 2>/dev/null || true)" ] || fail "device $d was registered from a cut value"
+# A '%' without two hex digits (libevent keeps it as it is): refused, not
+# registered as "q-3%zz" (a new user's trial).
+badmsg 400 "a bad escape in ?device=" "device: a '%' not followed by two hex digits; write a '%' as %25" \
+  "$OTA?device=q-3%zz" "${V[@]}"
+badmsg 400 "a '%' ending ?device=" "device: a '%' not followed" "$OTA?device=q-4%" "${V[@]}"
+bad 400 "a bad escape in the path's id" "$OTA/q-5%zz.bin" "${V[@]}"
+for d in q-1 q-2 q-3%zz q-3 q-4% q-4 q-5%zz; do
+  [ -z "$(device_state "$d" 2>/dev/null || true)" ] || fail "device $d was registered from a cut or bad value"
 done
 # A version that is not printable characters without spaces: refused, not
 # stored as what the device runs.
