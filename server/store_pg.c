@@ -555,8 +555,9 @@ static int connect_db(struct pgstore *st, char *err, size_t errlen)
     /* dbname last and expanded: the connection string's own settings win. */
     const char *values[] = {"tcpota", "10", "10", "5", "3", "25000", st->conninfo, NULL};
     static const char head[] = "cannot connect to the database (--db): ";
-    const size_t fixed = sizeof(head) - 1 + 2 + sizeof(PG_CHECK_HINT) - 1;
     char msg[256];
+    const char *hint;
+    size_t fixed;
 
     st->db = PQconnectdbParams(conn_keys, values, 1);
     if (!st->db || PQstatus(st->db) != CONNECTION_OK) {
@@ -567,9 +568,13 @@ static int connect_db(struct pgstore *st, char *err, size_t errlen)
             return -1;
         }
         /* What to do, last and whole (before, libpq's words alone), as the
-         * outage's message says it; libpq's shortened if it must be. */
-        snprintf(err, errlen, "%s%.*s; " PG_CHECK_HINT, head,
-                 errlen > fixed + 1 ? (int)(errlen - fixed - 1) : 0, msg);
+         * outage's message says it; libpq's shortened if it must be. A
+         * password refused, or none given ("fe_sendauth: no password
+         * supplied"): the database runs, the password is what to fix. */
+        hint = strstr(msg, "password") ? PG_PASSWORD_HINT : PG_CHECK_HINT;
+        fixed = sizeof(head) - 1 + 2 + strlen(hint);
+        snprintf(err, errlen, "%s%.*s; %s", head, errlen > fixed + 1 ? (int)(errlen - fixed - 1) : 0,
+                 msg, hint);
         return -1;
     }
     PQsetNoticeProcessor(st->db, quiet, NULL);

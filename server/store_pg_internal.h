@@ -95,6 +95,9 @@ enum { PG_CUT_NONE = 0, PG_CUT_BEFORE, PG_CUT_AFTER };
 /* What to do when the database cannot be reached: at the start and in an
  * outage, one wording. */
 #define PG_CHECK_HINT "check that PostgreSQL runs and that --db reaches it"
+/* What to do when it refused the role's password, or wanted one. */
+#define PG_PASSWORD_HINT "give the role's password in a file of mode 0600 that PGPASSFILE names, or " \
+                         "in ~/.pgpass (lines HOST:PORT:DATABASE:USER:PASSWORD; docs/scaling.md)"
 #define PG_DOWN_MSG "the database (PostgreSQL, --db) cannot be reached now; this node"        \
                     " reconnects by itself: try again in a few seconds"
 

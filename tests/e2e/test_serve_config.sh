@@ -209,6 +209,33 @@ grep -q "warning: --db on the command line gives a password, which other users c
 db_pw pwnone.log --db 'postgresql://tcpota@127.0.0.1:1/tcpota'
 ! grep -q 'gives a password' pwnone.log || fail "--db without a password warned about: $(cat pwnone.log)"
 ok "a --db password others can read (a config file of mode 644 or 640, the command line) is warned about, never shown"
+# A database that wants a password none gave: what to fix is the password,
+# not "check that PostgreSQL runs" (a new user's trial). A fake server that
+# answers the startup with AuthenticationCleartextPassword.
+python3 - > pgfake.port <<'PY' &
+import socket, struct
+l = socket.socket()
+l.bind(("127.0.0.1", 0))
+l.listen(4)
+print(l.getsockname()[1], flush=True)
+while True:
+    c, _ = l.accept()
+    while True:
+        n = struct.unpack(">I", c.recv(4))[0]
+        body = c.recv(n - 4)
+        if struct.unpack(">I", body[:4])[0] in (80877103, 80877104):  # SSL or GSS encryption request
+            c.sendall(b"N")
+            continue
+        c.sendall(b"R" + struct.pack(">II", 8, 3))  # a password, please
+        break
+    c.close()
+PY
+PIDS+=($!)
+for i in $(seq 50); do [ -s pgfake.port ] && break; sleep 0.1; done
+PGPASSFILE=/nonexistent db_pw pwwant.log --db "postgresql://tcpota@127.0.0.1:$(cat pgfake.port)/tcpota?sslmode=disable"
+grep -q "cannot connect to the database (--db): .*password.*; give the role's password in a file of mode 0600 that PGPASSFILE names, or in ~/.pgpass (lines HOST:PORT:DATABASE:USER:PASSWORD; docs/scaling.md)$" pwwant.log ||
+  fail "a database wanting a password: $(cat pwwant.log)"
+ok "a database that wants a password none gave: the message says to give it"
 refused_flags '--workers is for single-image mode: fleet mode (--data) runs one process, as its SQLite store' --data fleet-tls --api off --workers 2
 # With --db, not SQLite's writer (before: the SQLite reason for a PostgreSQL node).
 refused_flags '--workers is for single-image mode: fleet mode runs one process per node; to spread the fleet over more processes or machines, run more --db nodes' \
