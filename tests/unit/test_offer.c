@@ -81,7 +81,7 @@ static void test_reasons_named(void **state)
         assert_string_not_equal(offer_reason((enum offer_verdict)v), "?");
     }
     /* What the device is told (NO_UPDATE's WHY): held back only when it
-     * failed here; not newer for the version rules. */
+     * failed here; not newer for the version rules, unordered apart. */
     assert_int_equal(offer_why(OFFER_YES), 0);
     assert_int_equal(offer_why(OFFER_NO_IMAGE), TCPOTA_WHY_NONE);
     assert_int_equal(offer_why(OFFER_RUNNING), TCPOTA_WHY_RUNS);
@@ -89,7 +89,7 @@ static void test_reasons_named(void **state)
     assert_int_equal(offer_why(OFFER_FAILED_BEFORE), TCPOTA_WHY_HELD);
     assert_int_equal(offer_why(OFFER_DOWNGRADE), TCPOTA_WHY_NOT_NEWER);
     assert_int_equal(offer_why(OFFER_SAME_VERSION), TCPOTA_WHY_NOT_NEWER);
-    assert_int_equal(offer_why(OFFER_UNORDERED), TCPOTA_WHY_NOT_NEWER);
+    assert_int_equal(offer_why(OFFER_UNORDERED), TCPOTA_WHY_UNORDERED);
 }
 
 static void test_registry(void **state)
