@@ -241,22 +241,25 @@ static void image_settle(struct fleet_image *fi, int on_loop)
     double retry_s = FLEET_IMAGE_RETRY_S;
 
     fi->loaded = NULL;
-    if (!img) {
-        say_always(srv->o, LOG_LV_ERROR, "image %.16s... (%s): cannot load it (%s); not offered: "
-                   "add the image again (tcpota image add with the same file restores it)",
-                   si->idhex, si->version, fi->err);
-    } else if (memcmp(img->desc.id, si->id, TCPOTA_ID_LEN) != 0 && srv->o->db &&
-               unlink(si->path) == 0) {
+    if (srv->o->db && (!img || memcmp(img->desc.id, si->id, TCPOTA_ID_LEN) != 0)) {
         /* On PostgreSQL the file is this node's cache of the database's
-         * bytes: the next check-in fetches it again (store_pg_img.c). */
-        say_always(srv->o, LOG_LV_ERROR, "image %.16s... (%s): this node's copy %s no longer has "
-                   "that SHA-256 (damaged or replaced on disk); removed: the next check-in "
-                   "fetches it again from the database", si->idhex, si->version, si->path);
-        snprintf(fi->err, sizeof(fi->err), "this node's copy %s was damaged", si->path);
+         * bytes: damaged, cut, unreadable or gone, the next check-in
+         * fetches it again (store_pg_img.c) once it is removed. */
+        (void)unlink(si->path);
+        say_always(srv->o, LOG_LV_ERROR, "image %.16s... (%s): this node's copy %s %s%s%s; "
+                   "removed: the next check-in fetches it again from the database", si->idhex,
+                   si->version, si->path,
+                   img ? "no longer has that SHA-256 (damaged or replaced on disk)"
+                       : "cannot be loaded (",
+                   img ? "" : fi->err, img ? "" : ")");
+        if (img) snprintf(fi->err, sizeof(fi->err), "this node's copy %s was damaged", si->path);
         image_unref(img);
         img = NULL;
         retry_s = FLEET_IMAGE_REFETCH_S;
-        srv->fleet->epoch++; /* no check-in answered from memory keeps the failure */
+    } else if (!img) {
+        say_always(srv->o, LOG_LV_ERROR, "image %.16s... (%s): cannot load it (%s); not offered: "
+                   "add the image again (tcpota image add with the same file restores it)",
+                   si->idhex, si->version, fi->err);
     } else if (memcmp(img->desc.id, si->id, TCPOTA_ID_LEN) != 0) {
         say_always(srv->o, LOG_LV_ERROR, "image %.16s... (%s): %s no longer has that SHA-256 "
                    "(damaged or replaced on disk); not offered: add the image again (tcpota image "

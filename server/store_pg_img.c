@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define IMG_COLS "id, version, model, size, manifest, added_at"
@@ -103,9 +104,12 @@ static int fetch_to(struct pgstore *st, struct store_req *r, const struct store_
 int pg_img_cache(struct pgstore *st, struct store_req *r, const struct store_image *img)
 {
     char tmp[sizeof(img->path) + 16];
+    struct stat sb;
     int fd, rc;
 
-    if (access(img->path, F_OK) == 0) {
+    /* Of the image's size: kept (fleet.c removes a copy that does not load
+     * or hash right); else, cut short or grown, fetched again over it. */
+    if (stat(img->path, &sb) == 0 && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size == img->size) {
         return STORE_OK;
     }
     snprintf(tmp, sizeof(tmp), "%s/images/.fetch-XXXXXX", st->dir);

@@ -115,7 +115,12 @@ sleep 1.1 # FLEET_IMAGE_REFETCH_S
 SERVER_PORT=${ports[0]} run_device dev-5 esp32 "$WORK/d5" || fail "dev-5 failed after its image was fetched again"
 check_device "$WORK/d5" "$WORK/img4"
 cmp -s "$WORK/n1/images/$id4" "$WORK/img4" || fail "node A's cache holds no exact copy again"
-ok "a node's damaged copy of an image is removed and fetched again from the database at the next check-in"
+# Cut to nothing: not of the image's size, fetched again by the check-in
+# itself (before, any file that existed was taken as the copy).
+: > "$WORK/n1/images/$id4"
+SERVER_PORT=${ports[0]} run_device dev-6 esp32 "$WORK/d6" || fail "dev-6 failed on a node whose copy was cut"
+check_device "$WORK/d6" "$WORK/img4"
+ok "a node's damaged copy of an image is removed and fetched again from the database at the next check-in; one cut short at once"
 
 stop_pg_cluster
 ok "every node stopped cleanly"
