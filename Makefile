@@ -79,7 +79,7 @@ $(BUILD_RELEASE)/CMakeCache.txt:
 	cmake -S . -B $(BUILD_RELEASE) -DCMAKE_BUILD_TYPE=Release
 
 build-release: $(BUILD_RELEASE)/CMakeCache.txt
-	cmake --build $(BUILD_RELEASE) -j$(JOBS) --target tcpota
+	cmake --build $(BUILD_RELEASE) -j$(JOBS) --target tcpota tcpota-proxy tcpota-legacy-client
 
 # Every test: unit + end-to-end (plain build), the whole suite again under
 # ASan+UBSan, a fuzz smoke run of every target, and the core's checks.

@@ -26,6 +26,7 @@ echo "| tcpota | idle: p99 / max (ms) | during ${ROUNDS} uploads of $((SIZE >> 2
 echo "|---|---|---|---|---|---|---|"
 for t in "$@"; do
   rm -rf "$WORK/data"
+  : > "$WORK/server.log" # emptied before the launch: not the last tool's port (run.sh's start_serve)
   "$t" serve --listen 127.0.0.1:0 --data "$WORK/data" --api 127.0.0.1:0 --no-progress --quiet \
     --max-image "$SIZE" 2> "$WORK/server.log" &
   srv=$!

@@ -1005,7 +1005,8 @@ static int no_update(struct device *dv)
         return 1;
     case TCPOTA_WHY_UNORDERED:
         say(dv, "not updated, running %s: %s; give the device (--factory-version) and the image "
-                "such versions, or the server --allow-downgrade", dv->version, tcpota_why_str(why));
+                "such versions, or offer it anyway (tcpota rollout create --allow-downgrade; "
+                "single-image: tcpota serve --allow-downgrade)", dv->version, tcpota_why_str(why));
         return 1;
     default:
         say(dv, "no update, running %s: %s", dv->version, tcpota_why_str(why));

@@ -704,6 +704,10 @@ static int v1_input(struct conn *c, const uint8_t *p, size_t n)
     return conn_pump(c) ? -1 : 0;
 }
 
+/* Bytes enough to call them a PROXY header's start: "PROXY " (v1), or as
+ * many of v2's signature ("\r\n" alone is a person at a terminal). */
+#define PROXY_SIG_MIN 6u
+
 /* "unknown protocol", with what the first bytes look like when that says
  * what to change (TLS, a balancer's PROXY header). A PROXY header's line
  * is at most LOG_PEER_BURST a LOG_PEER_MS: a balancer's health checks
@@ -717,7 +721,7 @@ static void unknown_said(struct conn *c, const uint8_t *buf, size_t n, int kind)
 
     if (kind == TCPOTA_KIND_TLS) {
         hint = ": a TLS client, but this server runs without --tls-cert";
-    } else if (proxy_parse(buf, n, &unused, &why) >= 0) {
+    } else if (n >= PROXY_SIG_MIN && proxy_parse(buf, n, &unused, &why) >= 0) {
         if (!log_limit_pass(&c->srv->proxy_hdr_log, log_mono_ms(), LOG_PEER_MS, LOG_PEER_BURST,
                             &held)) {
             return;

@@ -27,6 +27,10 @@ enum offer_verdict offer_decide(const struct offer_image *img, const struct offe
     if (allow_downgrade) {
         return OFFER_YES;
     }
+    if (strlen(h->version) == img->desc->version_len &&
+        memcmp(h->version, img->desc->version, img->desc->version_len) == 0) {
+        return OFFER_SAME_VERSION; /* "build-7" and "build-7": equal, order or not */
+    }
     if (tcpota_version_order(img->desc->version, img->desc->version_len, h->version,
                              strlen(h->version), &order) < 0) {
         return OFFER_UNORDERED;

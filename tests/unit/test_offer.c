@@ -69,6 +69,9 @@ static void test_rules(void **state)
     assert_int_equal(decide(NULL, "2.0.0", "esp32", "factory", NULL, 0, 0), OFFER_UNORDERED);
     assert_int_equal(decide(NULL, "firmware.bin", "esp32", "1.0.0", NULL, 0, 0), OFFER_UNORDERED);
     assert_int_equal(decide(NULL, "firmware.bin", "esp32", "1.0.0", NULL, 0, 1), OFFER_YES);
+    /* Equal strings are the same version, ordered or not (other bytes). */
+    assert_int_equal(decide(NULL, "build-7", "esp32", "build-7", other_id, 0, 0),
+                     OFFER_SAME_VERSION);
     assert_int_equal(decide(NULL, "2.0.0-rc.1", "esp32", "2.0.0", NULL, 0, 0), OFFER_DOWNGRADE);
     assert_int_equal(decide(NULL, "2.0.0", "esp32", "2.0.0-rc.1", NULL, 0, 0), OFFER_YES);
 }
