@@ -70,14 +70,16 @@ uint32_t rollout_wave_of(const struct rollout *ro, uint32_t place)
 
 /* The three conditions of opening the wave after w, one rule each (read
  * by rollout_may_open_next and rollout_explain). */
-static int enough_finished(const struct rollout_rules *rules, const struct rollout_wave *w)
+static int enough_finished(const struct rollout_rules *rules, const struct rollout_wave *w,
+                           int first)
 {
     uint64_t finished = (uint64_t)w->updated + w->failed;
 
-    /* "All of it" needs one device at least: a wave no device of which
-     * has checked in (a small first wave of a small fleet may hold none)
-     * is no evidence, and opens the next only by hand (open-wave). */
-    return finished >= rules->min_finished || (w->targeted > 0 && finished >= w->targeted);
+    /* "All of it" needs one device at least in the first wave: one none of
+     * whose devices has checked in (a small first wave of a small fleet
+     * may hold none) is no evidence, and opens the next only by hand. */
+    return finished >= rules->min_finished || ((w->targeted > 0 || !first) &&
+                                               finished >= w->targeted);
 }
 
 static int successful(const struct rollout_rules *rules, const struct rollout_wave *w)
@@ -96,9 +98,9 @@ static int soaked(const struct rollout_rules *rules, const struct rollout_wave *
 }
 
 int rollout_may_open_next(const struct rollout_rules *rules, const struct rollout_wave *w,
-                          int64_t now)
+                          int first, int64_t now)
 {
-    return enough_finished(rules, w) && successful(rules, w) && soaked(rules, w, now);
+    return enough_finished(rules, w, first) && successful(rules, w) && soaked(rules, w, now);
 }
 
 int rollout_should_halt(const struct rollout_rules *rules, const struct rollout_wave *waves,
@@ -145,7 +147,8 @@ enum rollout_move rollout_next_move(const struct rollout *ro, const struct rollo
     if (rollout_halt_due(rules, waves, ro->n_waves, base_failed, base_finished)) {
         return ROLLOUT_HALT;
     }
-    if (ro->n_open < ro->n_waves && rollout_may_open_next(rules, &waves[ro->n_open - 1], now)) {
+    if (ro->n_open < ro->n_waves &&
+        rollout_may_open_next(rules, &waves[ro->n_open - 1], ro->n_open == 1, now)) {
         return ROLLOUT_OPEN_NEXT;
     }
     return ROLLOUT_HOLD;
@@ -242,15 +245,16 @@ size_t rollout_explain(uint64_t id, const struct rollout *ro,
                                "(%llu of %u: %s), %u %% of them updated (%s) and was open "
                                "%u s (%s)",
                      ro->n_open + 1, ro->n_open, rules->min_finished, (unsigned long long)done,
-                     w->targeted, enough_finished(rules, w) ? "yes" : "no", rules->success_pct,
-                     rate, rules->soak_s, soaked(rules, w, now) ? "yes" : "no");
-        if (n >= 0 && (size_t)n < cap && w->targeted == 0 && !enough_finished(rules, w)) {
+                     w->targeted, enough_finished(rules, w, ro->n_open == 1) ? "yes" : "no",
+                     rules->success_pct, rate, rules->soak_s, soaked(rules, w, now) ? "yes" : "no");
+        if (n >= 0 && (size_t)n < cap && ro->n_open == 1 && !enough_finished(rules, w, 1) &&
+            w->targeted == 0) {
             n += snprintf(buf + n, cap - (size_t)n,
-                          "; no device of wave %u has checked in (with few devices a small wave "
+                          "; the first wave holds no device yet (with few devices a small wave "
                           "may hold none), so it gives no evidence: open the next by hand when "
                           "you are ready (tcpota rollout open-wave %llu)",
-                          ro->n_open, (unsigned long long)id);
-        } else if (n >= 0 && (size_t)n < cap && enough_finished(rules, w) &&
+                          (unsigned long long)id);
+        } else if (n >= 0 && (size_t)n < cap && enough_finished(rules, w, ro->n_open == 1) &&
                    done >= w->targeted && !successful(rules, w)) {
             n += snprintf(buf + n, cap - (size_t)n,
                           "; every device of the wave has finished, so it will not open by "

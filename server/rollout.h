@@ -124,10 +124,14 @@ int rollout_bounds_from_pct(const uint32_t *pct, uint32_t n, uint16_t *bound);
 uint32_t rollout_wave_of(const struct rollout *ro, uint32_t place);
 
 /* 1 when the wave after w may open by the opening rule at now, else 0.
- * w must be the last open wave; the caller opens the next one (sets its
- * opened_at to now and n_open + 1), and only while the rollout is active. */
+ * w must be the last open wave, the first one when first is 1 (the
+ * canary: none of whose devices checked in, it is no evidence and opens
+ * the next only by hand; a later empty wave opens it after its soak, the
+ * waves before it being the evidence). The caller opens the next one
+ * (sets its opened_at to now and n_open + 1), only while the rollout is
+ * active. */
 int rollout_may_open_next(const struct rollout_rules *rules, const struct rollout_wave *w,
-                          int64_t now);
+                          int first, int64_t now);
 
 /* 1 when the halt rule holds for the failures and successes summed over
  * waves[0..n-1], else 0. The caller then sets the state to halted. */

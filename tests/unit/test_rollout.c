@@ -147,15 +147,15 @@ static void test_open_passes(void **state)
     struct rollout_wave w = passing_wave();
     struct rollout_rules shortened = open_rules;
     (void)state;
-    assert_true(rollout_may_open_next(&open_rules, &w, 1000 + 3600));
-    assert_true(rollout_may_open_next(&open_rules, &w, 1000 + 100000));
+    assert_true(rollout_may_open_next(&open_rules, &w, 1, 1000 + 3600));
+    assert_true(rollout_may_open_next(&open_rules, &w, 1, 1000 + 100000));
     /* Success exactly at the ratio and finished exactly at the minimum. */
     w.updated = 9;
     w.failed = 1;
-    assert_true(rollout_may_open_next(&open_rules, &w, 4600));
+    assert_true(rollout_may_open_next(&open_rules, &w, 1, 4600));
     /* Tests shorten the soak. */
     shortened.soak_s = 0;
-    assert_true(rollout_may_open_next(&shortened, &w, 1000));
+    assert_true(rollout_may_open_next(&shortened, &w, 1, 1000));
 }
 
 static void test_open_needs_finished(void **state)
@@ -164,20 +164,23 @@ static void test_open_needs_finished(void **state)
     (void)state;
     w.updated = 9;
     w.failed = 0; /* 9 finished, all good, soaked: still too few */
-    assert_false(rollout_may_open_next(&open_rules, &w, 4600));
+    assert_false(rollout_may_open_next(&open_rules, &w, 1, 4600));
     /* ...unless every targeted device finished: a small wave. */
     w.targeted = 9;
-    assert_true(rollout_may_open_next(&open_rules, &w, 4600));
+    assert_true(rollout_may_open_next(&open_rules, &w, 1, 4600));
     /* A wave no device of which checked in is no evidence, soaked or not
      * (a small first wave of a small fleet): opened by hand only. */
     memset(&w, 0, sizeof(w));
     w.opened_at = 1000;
-    assert_false(rollout_may_open_next(&open_rules, &w, 4600));
+    assert_false(rollout_may_open_next(&open_rules, &w, 1, 4600));
+    /* A later wave as empty opens the next after its soak. */
+    assert_true(rollout_may_open_next(&open_rules, &w, 0, 4600));
+    assert_false(rollout_may_open_next(&open_rules, &w, 0, 4599));
     /* One device of it, finished and updated: all of it. */
     w.targeted = 1;
     w.updated = 1;
-    assert_true(rollout_may_open_next(&open_rules, &w, 4600));
-    assert_false(rollout_may_open_next(&open_rules, &w, 4599));
+    assert_true(rollout_may_open_next(&open_rules, &w, 1, 4600));
+    assert_false(rollout_may_open_next(&open_rules, &w, 1, 4599));
 }
 
 static void test_open_needs_success(void **state)
@@ -186,26 +189,26 @@ static void test_open_needs_success(void **state)
     (void)state;
     w.updated = 17;
     w.failed = 3; /* 85 % < 90 %, enough finished, soaked */
-    assert_false(rollout_may_open_next(&open_rules, &w, 4600));
+    assert_false(rollout_may_open_next(&open_rules, &w, 1, 4600));
     w.updated = 8;
     w.failed = 1; /* 88.9 %: just under, even with the targeted all done */
     w.targeted = 9;
-    assert_false(rollout_may_open_next(&open_rules, &w, 4600));
+    assert_false(rollout_may_open_next(&open_rules, &w, 1, 4600));
 }
 
 static void test_open_needs_soak(void **state)
 {
     struct rollout_wave w = passing_wave();
     (void)state;
-    assert_false(rollout_may_open_next(&open_rules, &w, 1000 + 3599));
-    assert_false(rollout_may_open_next(&open_rules, &w, 1000));
+    assert_false(rollout_may_open_next(&open_rules, &w, 1, 1000 + 3599));
+    assert_false(rollout_may_open_next(&open_rules, &w, 1, 1000));
     /* A clock behind the opening (a node's clock stepped back) is no soak. */
-    assert_false(rollout_may_open_next(&open_rules, &w, 0));
+    assert_false(rollout_may_open_next(&open_rules, &w, 1, 0));
     w.opened_at = INT64_MAX;
-    assert_false(rollout_may_open_next(&open_rules, &w, INT64_MIN));
+    assert_false(rollout_may_open_next(&open_rules, &w, 1, INT64_MIN));
     /* The widest span does not overflow (UBSan would say so). */
     w.opened_at = INT64_MIN;
-    assert_true(rollout_may_open_next(&open_rules, &w, INT64_MAX));
+    assert_true(rollout_may_open_next(&open_rules, &w, 1, INT64_MAX));
 }
 
 static void test_halt(void **state)
@@ -315,12 +318,20 @@ static void test_explain(void **state)
     assert_non_null(strstr(buf, "(0 of 100: no), 90 % of them updated (none finished yet)"));
     /* No device of the wave checked in: no evidence, opened by hand only. */
     w[0].targeted = 0;
-    assert_false(rollout_may_open_next(&open_rules, &w[0], 4600));
+    assert_false(rollout_may_open_next(&open_rules, &w[0], 1, 4600));
     rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
     assert_non_null(strstr(buf, "(0 of 0: no), 90 % of them updated (the wave has no devices)"));
-    assert_non_null(strstr(buf, "; no device of wave 1 has checked in (with few devices a small "
+    assert_non_null(strstr(buf, "; the first wave holds no device yet (with few devices a small "
                                 "wave may hold none), so it gives no evidence: open the next by "
                                 "hand when you are ready (tcpota rollout open-wave 7)"));
+    /* A later empty wave: the waves before it are the evidence. */
+    ro.n_open = 2;
+    w[1] = w[0];
+    rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    assert_non_null(strstr(buf, "wave 3 opens when wave 2 has 10 finished devices or all of them "
+                                "(0 of 0: yes)"));
+    assert_null(strstr(buf, "holds no device"));
+    ro.n_open = 1;
     assert_null(strstr(buf, "will not open"));
     w[0] = passing_wave();
     rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
