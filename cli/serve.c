@@ -1157,8 +1157,9 @@ int cmd_serve(int argc, char **argv)
 
     /* SIGHUP and SIGUSR1 end a process by default: sent during the start
      * (a service manager's reload just after its start), before the
-     * server's handlers are in place, they are ignored, not fatal (the
-     * files a reload would read are read by the start itself). */
+     * server's handlers are in place, they are ignored, not fatal. Such a
+     * reload is lost: a file changed after the start read it (a TLS
+     * certificate while --db connects) waits for the next SIGHUP. */
     signal(SIGHUP, SIG_IGN);
     signal(SIGUSR1, SIG_IGN);
     rc = serve_config_load(argc, argv, &args);

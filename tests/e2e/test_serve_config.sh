@@ -236,6 +236,30 @@ PGPASSFILE=/nonexistent db_pw pwwant.log --db "postgresql://tcpota@127.0.0.1:$(c
 grep -q "cannot connect to the database (--db): .*password.*; give the role's password in a file of mode 0600 that PGPASSFILE names, or in ~/.pgpass (lines HOST:PORT:DATABASE:USER:PASSWORD; docs/scaling.md)$" pwwant.log ||
   fail "a database wanting a password: $(cat pwwant.log)"
 ok "a database that wants a password none gave: the message says to give it"
+# SIGHUP and SIGUSR1 while the start waits (here for a database that never
+# answers) are ignored, not fatal (before: exit 129 / 138; a systemd reload
+# just after a start killed the service).
+python3 - > pgmute.port <<'PY' &
+import socket, time
+l = socket.socket()
+l.bind(("127.0.0.1", 0))
+l.listen(4)
+print(l.getsockname()[1], flush=True)
+held = [l.accept()[0] for _ in range(4)]
+time.sleep(60)
+PY
+PIDS+=($!)
+for i in $(seq 50); do [ -s pgmute.port ] && break; sleep 0.1; done
+"$TCPOTA" serve --listen 127.0.0.1:0 --data fleet-mute --api off \
+  --db "postgresql://tcpota@127.0.0.1:$(cat pgmute.port)/tcpota?sslmode=disable&connect_timeout=20" 2> mute.log &
+mute=$!
+PIDS+=($mute)
+sleep 1
+kill -HUP $mute; kill -USR1 $mute
+sleep 0.5
+kill -0 $mute 2>/dev/null || fail "SIGHUP/SIGUSR1 during the start ended the server: $(cat mute.log)"
+kill -KILL $mute
+ok "SIGHUP and SIGUSR1 during the start are ignored"
 refused_flags '--workers is for single-image mode: fleet mode (--data) runs one process, as its SQLite store' --data fleet-tls --api off --workers 2
 # With --db, not SQLite's writer (before: the SQLite reason for a PostgreSQL node).
 refused_flags '--workers is for single-image mode: fleet mode runs one process per node; to spread the fleet over more processes or machines, run more --db nodes' \
