@@ -260,6 +260,13 @@ sleep 0.5
 kill -0 $mute 2>/dev/null || fail "SIGHUP/SIGUSR1 during the start ended the server: $(cat mute.log)"
 kill -KILL $mute
 ok "SIGHUP and SIGUSR1 during the start are ignored"
+# A start that fails before it makes --data (a TLS file that is no PEM) says
+# why, and nothing about removing a folder it never made (before: "could
+# not be removed whole (No such file or directory)").
+rc=0; timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --data fleet-never --api off \
+  --tls-cert img.bin --tls-key img.bin 2> never.log || rc=$?
+[ $rc -ne 0 ] && grep -q 'cannot use the TLS certificate img.bin' never.log && [ ! -e fleet-never ] &&
+  ! grep -q 'could not be removed' never.log || fail "a start failed before --data existed (exit $rc): $(cat never.log)"
 refused_flags '--workers is for single-image mode: fleet mode (--data) runs one process, as its SQLite store' --data fleet-tls --api off --workers 2
 # With --db, not SQLite's writer (before: the SQLite reason for a PostgreSQL node).
 refused_flags '--workers is for single-image mode: fleet mode runs one process per node; to spread the fleet over more processes or machines, run more --db nodes' \
