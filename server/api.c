@@ -406,8 +406,7 @@ int api_query(struct api_call *c, const char *query, const char *const *known, s
         }
     }
     if (api_query_bad_escape(query, bad, sizeof bad)) {
-        api_error(c, 400, bad, "%s: a '%%' not followed by two hex digits; write a '%%' as %%25",
-                  bad[0] ? bad : "the query");
+        api_error(c, 400, bad, "%s: %s", bad[0] ? bad : "the query", API_BAD_ESCAPE_SAYS);
         evhttp_clear_headers(q);
         return -1;
     }

@@ -163,6 +163,8 @@ int api_query_nul(const char *query, char *key, size_t cap);
  * digits (libevent keeps "a%zz" as it is, RFC 3986 allows no such text),
  * with its parameter's name in key (cap bytes; "" in a name); else 0. */
 int api_query_bad_escape(const char *query, char *key, size_t cap);
+/* Its 400's words after "KEY: " (the API's and the download listener's). */
+#define API_BAD_ESCAPE_SAYS "a '%' not followed by two hex digits; write a '%' as %25"
 /* Checks the request's query (NULL: none) against the parameters a route
  * takes: known is a NULL-terminated list, or NULL when it takes none. Any
  * other parameter is refused, so that a typo never falls back to a default

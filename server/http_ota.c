@@ -259,8 +259,7 @@ static int parse_target(struct http_ota *ota, struct evhttp_request *req, const 
     }
     TAILQ_INIT(&q);
     if (api_query_bad_escape(query, bad, sizeof(bad))) {
-        ota_refuse(ota, d, req, 400, "%s: a '%%' not followed by two hex digits; write a '%%' "
-                   "as %%25", bad[0] ? bad : "the query");
+        ota_refuse(ota, d, req, 400, "%s: %s", bad[0] ? bad : "the query", API_BAD_ESCAPE_SAYS);
         return -1;
     }
     if (query && evhttp_parse_query_str(query, &q) < 0) {
