@@ -212,46 +212,24 @@ ok "a --db password others can read (a config file of mode 644 or 640, the comma
 # A database that wants a password none gave: what to fix is the password,
 # not "check that PostgreSQL runs" (a new user's trial). A fake server that
 # answers the startup with AuthenticationCleartextPassword.
-python3 - > pgfake.port <<'PY' &
-import socket, struct
-l = socket.socket()
-l.bind(("127.0.0.1", 0))
-l.listen(4)
-print(l.getsockname()[1], flush=True)
-while True:
-    c, _ = l.accept()
-    while True:
-        n = struct.unpack(">I", c.recv(4))[0]
-        body = c.recv(n - 4)
-        if struct.unpack(">I", body[:4])[0] in (80877103, 80877104):  # SSL or GSS encryption request
-            c.sendall(b"N")
-            continue
-        c.sendall(b"R" + struct.pack(">II", 8, 3))  # a password, please
-        break
-    c.close()
-PY
-PIDS+=($!)
-for i in $(seq 50); do [ -s pgfake.port ] && break; sleep 0.1; done
-PGPASSFILE=/nonexistent db_pw pwwant.log --db "postgresql://tcpota@127.0.0.1:$(cat pgfake.port)/tcpota?sslmode=disable"
+# pg_fake MODE: tests/e2e/pg_fake.py started; its port in PG_FAKE_PORT.
+pg_fake() {
+  python3 "$E2E/pg_fake.py" "$1" > "pg-$1.port" &
+  PIDS+=($!)
+  for _ in $(seq 50); do [ -s "pg-$1.port" ] && break; sleep 0.1; done
+  PG_FAKE_PORT=$(cat "pg-$1.port")
+}
+pg_fake password
+PGPASSFILE=/nonexistent db_pw pwwant.log --db "postgresql://tcpota@127.0.0.1:$PG_FAKE_PORT/tcpota?sslmode=disable"
 grep -q "cannot connect to the database (--db): .*password.*; give the role's password in a file of mode 0600 that PGPASSFILE names, or in ~/.pgpass (lines HOST:PORT:DATABASE:USER:PASSWORD; docs/scaling.md)$" pwwant.log ||
   fail "a database wanting a password: $(cat pwwant.log)"
 ok "a database that wants a password none gave: the message says to give it"
 # SIGHUP and SIGUSR1 while the start waits (here for a database that never
 # answers) are ignored, not fatal (before: exit 129 / 138; a systemd reload
 # just after a start killed the service).
-python3 - > pgmute.port <<'PY' &
-import socket, time
-l = socket.socket()
-l.bind(("127.0.0.1", 0))
-l.listen(4)
-print(l.getsockname()[1], flush=True)
-held = [l.accept()[0] for _ in range(4)]
-time.sleep(60)
-PY
-PIDS+=($!)
-for i in $(seq 50); do [ -s pgmute.port ] && break; sleep 0.1; done
+pg_fake mute
 "$TCPOTA" serve --listen 127.0.0.1:0 --data fleet-mute --api off \
-  --db "postgresql://tcpota@127.0.0.1:$(cat pgmute.port)/tcpota?sslmode=disable&connect_timeout=20" 2> mute.log &
+  --db "postgresql://tcpota@127.0.0.1:$PG_FAKE_PORT/tcpota?sslmode=disable&connect_timeout=20" 2> mute.log &
 mute=$!
 PIDS+=($mute)
 sleep 1

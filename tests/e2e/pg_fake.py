@@ -1,0 +1,30 @@
+"""pg_fake.py MODE: a stand-in for a PostgreSQL server on 127.0.0.1, its
+port printed first. MODE password: answers each startup (after refusing
+SSL or GSS encryption) with AuthenticationCleartextPassword, a database
+that wants a password; mute: accepts and never answers (a start that waits
+for its database). For tests of what tcpota serve --db says and survives."""
+import socket
+import struct
+import sys
+import time
+
+mode = sys.argv[1]
+lis = socket.socket()
+lis.bind(("127.0.0.1", 0))
+lis.listen(4)
+print(lis.getsockname()[1], flush=True)
+held = []
+while True:
+    c, _ = lis.accept()
+    if mode == "mute":
+        held.append(c)
+        continue
+    while True:
+        n = struct.unpack(">I", c.recv(4))[0]
+        body = c.recv(n - 4)
+        if struct.unpack(">I", body[:4])[0] in (80877103, 80877104):  # SSL or GSS encryption
+            c.sendall(b"N")
+            continue
+        c.sendall(b"R" + struct.pack(">II", 8, 3))  # a password, please
+        break
+    c.close()
