@@ -245,14 +245,18 @@ static void image_settle(struct fleet_image *fi, int on_loop)
         /* On PostgreSQL the file is this node's cache of the database's
          * bytes: damaged, cut, unreadable or gone, the next check-in
          * fetches it again (store_pg_img.c) once it is removed. */
+        char what[sizeof(fi->err) + 32];
+
         (void)unlink(si->path);
-        say_always(srv->o, LOG_LV_ERROR, "image %.16s... (%s): this node's copy %s %s%s%s; "
-                   "removed: the next check-in fetches it again from the database", si->idhex,
-                   si->version, si->path,
-                   img ? "no longer has that SHA-256 (damaged or replaced on disk)"
-                       : "cannot be loaded (",
-                   img ? "" : fi->err, img ? "" : ")");
-        if (img) snprintf(fi->err, sizeof(fi->err), "this node's copy %s was damaged", si->path);
+        if (img) {
+            snprintf(what, sizeof(what), "no longer has that SHA-256 (damaged or replaced on disk)");
+            snprintf(fi->err, sizeof(fi->err), "this node's copy %s was damaged", si->path);
+        } else {
+            snprintf(what, sizeof(what), "cannot be loaded (%s)", fi->err);
+        }
+        say_always(srv->o, LOG_LV_ERROR, "image %.16s... (%s): this node's copy %s %s; removed: "
+                   "the next check-in fetches it again from the database", si->idhex,
+                   si->version, si->path, what);
         image_unref(img);
         img = NULL;
         retry_s = FLEET_IMAGE_REFETCH_S;

@@ -379,21 +379,32 @@ static void reload_apply(struct server *srv, struct tcpota_serve_opts *fresh, in
                tls && fresh->nticket_keys ? " and the ticket keys" : "");
 }
 
+/* o's image read, hashed and framed, at start and on a reload's thread.
+ * The loader checked the manifest's signature only: its size and SHA-256
+ * are checked here, against the bytes just read (read once). NULL with why
+ * in err; *unusable set when the manifest does not describe them. */
+static struct image *load_image(const struct tcpota_serve_opts *o, char *err, size_t errlen,
+                                int *unusable)
+{
+    struct image *img = image_open(o->image, o->version, o->model, o->manifest, o->manifest_len,
+                                   o->chunk, err, errlen);
+
+    *unusable = img && image_check_manifest(img, o->image, o->manifest_path,
+                                            o->manifest_unsigned, err, errlen) < 0;
+    if (*unusable) {
+        image_unref(img);
+        img = NULL;
+    }
+    return img;
+}
+
 /* On the reload's thread: the new image read and hashed. */
 static void reload_work(void *arg)
 {
     struct reload_job *j = arg;
-    const struct tcpota_serve_opts *f = j->fresh;
+    int unusable;
 
-    j->img = image_open(f->image, f->version, f->model, f->manifest, f->manifest_len, f->chunk,
-                        j->err, sizeof(j->err));
-    /* The loader checked the manifest's signature only: its size and
-     * SHA-256 are checked here, against the bytes just read. */
-    if (j->img && image_check_manifest(j->img, f->image, f->manifest_path, f->manifest_unsigned,
-                                       j->err, sizeof(j->err)) < 0) {
-        image_unref(j->img);
-        j->img = NULL;
-    }
+    j->img = load_image(j->fresh, j->err, sizeof(j->err), &unusable);
 }
 
 /* Back on the loop: the reload ends; a SIGHUP that came meanwhile starts
@@ -679,16 +690,11 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     }
     if (!o->data_dir) {
         char err[IMAGE_ERR_LEN];
-        srv.img = image_open(o->image, o->version, o->model, o->manifest, o->manifest_len,
-                             o->chunk, err, sizeof(err));
-        /* As a reload does: the manifest checked against the bytes served,
-         * read and hashed once. */
-        if (srv.img && image_check_manifest(srv.img, o->image, o->manifest_path,
-                                            o->manifest_unsigned, err, sizeof(err)) < 0) {
-            rc = 2; /* an unusable input file */
-        }
-        if (!srv.img || rc == 2) {
+        int unusable;
+
+        if (!(srv.img = load_image(o, err, sizeof(err), &unusable))) {
             say_always(o, LOG_LV_ERROR, "not starting: %s", err);
+            rc = unusable ? 2 : 1; /* a manifest of other bytes: an unusable input file */
             goto out;
         }
     }
