@@ -107,9 +107,16 @@ ok "$N devices downloading at 100 kB/s through a 4.5 s stop of the server (idle 
 # write timeouts expire unseen, and libevent then reports them alone, though the
 # sockets have had room since. Not idle either, in the clear or inside TLS (whose
 # writes go through a bufferevent).
+# In the plain pass only: under ASan+UBSan, on a machine running four tests,
+# a device has stalled past the idle timeout with no stop at all (2 s, then
+# 4 s: its slot writes, 12 MiB), which this part cannot tell from the fault
+# it looks for; the server's logic it checks is the same in both builds.
+(cd "$WORK" && server_cert) # parts 5 and 6 need it too
 N=2
+if [ "${TCPOTA_SANITIZED:-0}" = 1 ]; then
+  echo "skip: part 3 (12 MiB through a stop) runs in the plain pass only"
+else
 make_image "$WORK/img12m" $((12 * 1048576))
-(cd "$WORK" && server_cert)
 for mode in plain tls; do
   tls=() dev_tls=()
   if [ $mode = tls ]; then
@@ -124,6 +131,7 @@ for mode in plain tls; do
   kill "$PROXY_PID"
 done
 ok "$N devices in the clear and $N inside TLS whose server stopped 5 s with 12 MiB images on their way (idle timeout 4 s): none closed as idle, all byte-exact"
+fi
 
 # 4. A HELLO that came in time, read late: a device connects, the server
 # stops before it has read a byte, the HELLO arrives, and the server runs
