@@ -19,6 +19,9 @@ grep -q 'DESTDIR="/x" cmake --install .* --prefix "/usr/local"' dry.log || fail 
 ok "make install defaults to PREFIX=/usr/local and passes DESTDIR"
 
 "${M[@]}" install PREFIX=/opt/tcpota DESTDIR="$ROOT" > install.log 2>&1 || fail "make install failed"
+# The installs below leave out the build `make install` asks for first: it
+# is done, and checking a tree of 150 targets took 5-10 s an install.
+M+=(-o build)
 BIN=$ROOT/opt/tcpota/bin
 got=$(cd "$ROOT" && find . -type f -o -type l | sort | tr '\n' ' ')
 want="./opt/tcpota/bin/tcpota ./opt/tcpota/bin/tcpota-legacy-client ./opt/tcpota/bin/tcpota-proxy \
