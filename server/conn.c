@@ -708,29 +708,52 @@ static int v1_input(struct conn *c, const uint8_t *p, size_t n)
  * many of v2's signature ("\r\n" alone is a person at a terminal). */
 #define PROXY_SIG_MIN 6u
 
+/* An HTTP request's method: HTTP_METHOD_MIN to HTTP_METHOD_MAX capitals,
+ * then a space ("GET ", "OPTIONS "). */
+#define HTTP_METHOD_MIN 3u
+#define HTTP_METHOD_MAX 7u
+
+static int looks_like_http(const uint8_t *buf, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n && i < HTTP_METHOD_MAX && buf[i] >= 'A' && buf[i] <= 'Z') {
+        i++;
+    }
+    return i >= HTTP_METHOD_MIN && i < n && buf[i] == ' ';
+}
+
 /* "unknown protocol", with what the first bytes look like when that says
- * what to change (TLS, a balancer's PROXY header). A PROXY header's line
- * is at most LOG_PEER_BURST a LOG_PEER_MS: a balancer's health checks
- * repeat it every few seconds. */
+ * what to change (TLS, a balancer's PROXY header, an HTTP client). The
+ * PROXY header's and the HTTP request's lines are at most LOG_PEER_BURST a
+ * LOG_PEER_MS together: a balancer's health checks repeat theirs every few
+ * seconds, a browser retries. */
 static void unknown_said(struct conn *c, const uint8_t *buf, size_t n, int kind)
 {
     struct proxy_addr unused;
     const char *why, *hint = "";
     unsigned long held = 0;
-    char more[96] = "";
+    char more[96] = "", http[320];
+    int is_proxy = kind != TCPOTA_KIND_TLS && n >= PROXY_SIG_MIN && proxy_parse(buf, n, &unused, &why) >= 0;
+    int is_http = kind != TCPOTA_KIND_TLS && !is_proxy && looks_like_http(buf, n);
 
+    if ((is_proxy || is_http) &&
+        !log_limit_pass(&c->srv->hint_log, log_mono_ms(), LOG_PEER_MS, LOG_PEER_BURST, &held)) {
+        return;
+    }
     if (kind == TCPOTA_KIND_TLS) {
         hint = ": a TLS client, but this server runs without --tls-cert";
-    } else if (n >= PROXY_SIG_MIN && proxy_parse(buf, n, &unused, &why) >= 0) {
-        if (!log_limit_pass(&c->srv->proxy_hdr_log, log_mono_ms(), LOG_PEER_MS, LOG_PEER_BURST,
-                            &held)) {
-            return;
-        }
+    } else if (is_proxy) {
         hint = c->srv->o->nproxy_from
                    ? ": a PROXY protocol header from an address --proxy-protocol does not list: "
                      "add it if it is your balancer's"
                    : ": a PROXY protocol header (a balancer's send-proxy): give --proxy-protocol "
                      "with the balancer's address, or turn send-proxy off";
+    } else if (is_http) {
+        char where[256];
+        fleet_http_where(c->srv, where, sizeof(where));
+        snprintf(http, sizeof(http), ": an HTTP request, but this port speaks tcpota's protocol; %s", where);
+        hint = http;
     }
     if (held) {
         snprintf(more, sizeof(more), " (and %lu more such lines not logged since the last one)",

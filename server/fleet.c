@@ -1862,3 +1862,20 @@ void fleet_describe(const struct server *srv, char *buf, size_t cap)
     }
     snprintf(buf, cap, "fleet mode (%s%s), %s%s", o->data_dir, FLEET_DB_NOTE(o), api, ota);
 }
+
+void fleet_http_where(const struct server *srv, char *buf, size_t cap)
+{
+    const struct tcpota_serve_opts *o = srv->o;
+
+    if (!srv->fleet) {
+        snprintf(buf, cap, "HTTP downloads (esp_https_ota) need fleet mode: --data DIR --ota-listen HOST:PORT");
+    } else if (o->ota_host && srv->fleet->ota) {
+        snprintf(buf, cap, "HTTP%s downloads are on %s:%u", srv->tls ? "S" : "", o->ota_host,
+                 http_ota_port(srv->fleet->ota));
+    } else if (srv->fleet->api) {
+        snprintf(buf, cap, "the API and HTTP downloads (/ota/) are on %s:%u", o->api_host,
+                 api_port(srv->fleet->api));
+    } else {
+        snprintf(buf, cap, "serve HTTP downloads with --ota-listen HOST:PORT");
+    }
+}

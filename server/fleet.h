@@ -78,5 +78,8 @@ void fleet_conn_gone(struct conn *c);
 
 /* The line "listening on ..." adds what fleet mode serves. */
 void fleet_describe(const struct server *srv, char *buf, size_t cap);
+/* Where this server answers HTTP (the API, downloads), or how to turn it
+ * on, for the line that refuses an HTTP request on the device port. */
+void fleet_http_where(const struct server *srv, char *buf, size_t cap);
 
 #endif

@@ -167,9 +167,10 @@ struct server {
     /* Devices refused for authentication since the start, by kind and id,
      * for the fleet summary (auth.h; noted by server_auth_refused). */
     struct auth_refusals auth_refused;
-    /* "plain ... client on the TLS port" and "unknown protocol" for a
-     * PROXY header (conn.c): a peer (a balancer) repeats them. */
-    struct log_limit plain_on_tls_log, proxy_hdr_log;
+    /* "plain ... client on the TLS port", and "unknown protocol" for a
+     * PROXY header or an HTTP request (conn.c): a peer (a balancer, a
+     * browser) repeats them. */
+    struct log_limit plain_on_tls_log, hint_log;
     double started;
 };
 

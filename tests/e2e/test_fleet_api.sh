@@ -15,6 +15,9 @@ ID=$(image_add "$WORK/img")
 image_add "$WORK/other" > /dev/null
 "$TCPOTA" rollout create --image "$ID" --model esp32 > /dev/null || fail "rollout create failed"
 [ "$(stat -c %a "$DATA/api.token")" = 600 ] || fail "api.token is not mode 600: $(stat -c %a "$DATA/api.token")"
+# curl pointed at the device port instead of the API: the log says where the API is.
+curl -s -o /dev/null "http://127.0.0.1:$SERVER_PORT/v1/images" || true
+wait_line "$WORK/server.log" "unknown protocol \(first byte 0x47: an HTTP request, but this port speaks tcpota's protocol; the API and HTTP downloads \(/ota/\) are on 127\.0\.0\.1:$API_PORT\); closing\$" 3
 
 pids=()
 for i in $(seq 1 "$N"); do

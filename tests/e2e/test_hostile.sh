@@ -21,8 +21,12 @@ send() {
   timeout 5 cat <&3 > "$WORK/reply" || true
   exec 3>&-
 }
-send 'GET / HTTP/1.1\r\nHost: x\r\n\r\n'
+send 'GEThello'
 [ ! -s "$WORK/reply" ] || fail "garbage got an answer"
+# An HTTP client (curl, a stock esp_https_ota device) on the device port: no
+# answer, and the log says where HTTP is (here: nowhere, single-image mode).
+send 'GET / HTTP/1.1\r\nHost: x\r\n\r\n'
+[ ! -s "$WORK/reply" ] || fail "an HTTP request on the device port got an answer"
 # A TLS client on this plain port (a device set up for TLS): no answer (not a
 # v1 ERROR frame), and the log names it, for the operator to fix.
 send '\x16\x03\x01\x00\x05hello'
@@ -51,7 +55,9 @@ wait "$good" || fail "the good device failed beside the hostile peers"
 check_device "$WORK/good" "$WORK/img"
 
 L="$WORK/server.log"
-grep -q 'unknown protocol (first byte 0x47' "$L" || fail "garbage not logged"
+grep -q 'unknown protocol (first byte 0x47); closing$' "$L" || fail "garbage not logged"
+grep -q "unknown protocol (first byte 0x47: an HTTP request, but this port speaks tcpota's protocol; HTTP downloads (esp_https_ota) need fleet mode: --data DIR --ota-listen HOST:PORT); closing$" "$L" ||
+  fail "an HTTP request on the device port was not named: $(grep -m2 'first byte 0x47' "$L")"
 grep -q 'unknown protocol (first byte 0x16: a TLS client, but this server runs without --tls-cert)' "$L" ||
   fail "a TLS client on the plain port was not named: $(grep -m1 '0x16\|error:' "$L")"
 grep -q 'error: frame too big' "$L" || fail "oversized length not logged"

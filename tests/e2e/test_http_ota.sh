@@ -51,7 +51,10 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' "http
 [ "$code" = 401 ] || fail "with --ota-listen the API listener answered /ota with $code, not 401"
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$OTA_PORT/v1/images")
 [ "$code" = 404 ] || fail "the download listener answered /v1/images with $code"
-ok "no rollout: 204 with its reason, the device registered (http); /ota only on --ota-listen"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$SERVER_PORT/ota/esp32?device=h-0") || true
+[ "$code" = 000 ] || fail "the device port answered HTTP with $code"
+wait_line "$WORK/server.log" "unknown protocol \(first byte 0x47: an HTTP request, but this port speaks tcpota's protocol; HTTP downloads are on 127\.0\.0\.1:$OTA_PORT\); closing\$" 3
+ok "no rollout: 204 with its reason, the device registered (http); /ota only on --ota-listen, the device port says where"
 
 "$TCPOTA" image add --version 2.0.0 --model esp32 "$WORK/img" > /dev/null || fail "image add failed"
 "$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null || fail "rollout create failed"
