@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 struct api_stream {
     struct evhttp_request *req;
@@ -163,7 +164,26 @@ void api_events(struct api_call *c, int method, const char *rest, const char *qu
 
 void api_events_stop(struct api *a)
 {
-    while (a->streams) stream_end(a, a->streams, 0); /* evhttp_free frees the requests */
+    /* The server stops: each stream's last chunk is written now, as the
+     * loop will not run again, so that a client reads the stream's end and
+     * not a cut (curl: exit 18; a dashboard reconnects either way). The
+     * API is plain HTTP, so what the bufferevent holds is what goes on the
+     * wire; what the socket does not take at once is lost, as it was. */
+    while (a->streams) {
+        struct api_stream *s = a->streams;
+        struct bufferevent *bev = evhttp_connection_get_bufferevent(s->evcon);
+
+        evhttp_send_reply_end(s->req);
+        if (bev) {
+            /* (evbuffer_write refuses it: a socket bufferevent keeps its
+             * output's front frozen but for its own write callback.) */
+            struct evbuffer *out = bufferevent_get_output(bev);
+            size_t len = evbuffer_get_length(out);
+            unsigned char *p = evbuffer_pullup(out, -1); /* at most API_STREAM_BACKLOG + a chunk */
+            if (p) (void)send(bufferevent_getfd(bev), p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        }
+        stream_end(a, s, 0); /* evhttp_free frees the requests */
+    }
     if (a->beat) event_free(a->beat);
     a->beat = NULL;
 }
