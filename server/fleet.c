@@ -770,13 +770,13 @@ static void apply_rules(struct server *srv, struct store_rollout *ro)
     (void)fleet_submit(srv, r);
 }
 
-static int failed_before(const struct store_req *r, const struct image *img)
+static int failed_before(const struct store_req *r, const uint8_t *id, const struct image *img)
 {
     uint32_t i;
 
     for (i = 0; i < r->u.checkin.out->nfailed; i++) {
-        if (memcmp(r->u.checkin.out->failed[i], img->desc.id, TCPOTA_ID_LEN) == 0 ||
-            memcmp(r->u.checkin.out->failed[i], img->offer_fp, TCPOTA_ID_LEN) == 0) {
+        if (memcmp(r->u.checkin.out->failed[i], id, TCPOTA_ID_LEN) == 0 ||
+            (img && memcmp(r->u.checkin.out->failed[i], img->offer_fp, TCPOTA_ID_LEN) == 0)) {
             return 1;
         }
     }
@@ -827,6 +827,8 @@ struct image *fleet_decide(struct server *srv, struct store_req *r,
                            uint16_t *why_code)
 {
     struct store_rollout *ro = &r->u.checkin.out->rollout;
+    const struct store_image *si = &r->u.checkin.out->image;
+    struct tcpota_srv_image stored = {0};
     struct image *img;
     struct offer_image oi;
     struct offer_device od;
@@ -845,24 +847,25 @@ struct image *fleet_decide(struct server *srv, struct store_req *r,
         return NULL;
     }
     *rollout_id = ro->id;
-    if (!(img = image_for(srv, &r->u.checkin.out->image))) {
-        /* Waiting, with why, in the registry (device list, the dashboard):
-         * not only in the server's log; the device asks again once the
-         * failure is no longer remembered (before: told "no image for it",
-         * it took itself as up to date). */
-        *st = STORE_ST_WAITING;
-        *why_code = TCPOTA_WHY_UNSERVABLE;
-        snprintf(why, cap, FLEET_UNSERVABLE_SAYS, (unsigned long long)ro->id);
-        return NULL;
-    }
-    *cand = img;
-    /* The counts include this very check-in's report: a halt it causes
-     * applies to it and to everyone after. */
-    apply_rules(srv, ro);
-    oi.desc = &img->desc;
-    oi.model = img->model;
+    img = image_for(srv, si);
+    /* The policy reads the registry's id and version when the file does
+     * not load: a device that runs the image already, or is not to have
+     * it, is told so, not to wait for it. (The manifest's model is the
+     * loaded image's; the rollout was chosen by the device's model.) */
+    memcpy(stored.id, si->id, TCPOTA_ID_LEN);
+    stored.size = si->size;
+    stored.version = si->version;
+    stored.version_len = (uint16_t)strlen(si->version);
+    oi.desc = img ? &img->desc : &stored;
+    oi.model = img ? img->model : NULL;
     od.hello = h;
-    od.failed_before = failed || failed_before(r, img);
+    od.failed_before = failed || failed_before(r, si->id, img);
+    if (img) {
+        *cand = img;
+        /* The counts include this very check-in's report: a halt it
+         * causes applies to it and to everyone after. */
+        apply_rules(srv, ro);
+    }
     ov = offer_decide(&oi, &od, ro->allow_downgrade);
     if (ov != OFFER_YES) {
         *why_code = offer_why(ov);
@@ -874,6 +877,16 @@ struct image *fleet_decide(struct server *srv, struct store_req *r,
             *st = STORE_ST_WAITING;
         }
         snprintf(why, cap, "rollout %llu: %s", (unsigned long long)ro->id, offer_reason(ov));
+        return NULL;
+    }
+    if (!img) {
+        /* Waiting, with why, in the registry (device list, the dashboard):
+         * not only in the server's log; the device asks again once the
+         * failure is no longer remembered (before: told "no image for it",
+         * it took itself as up to date). */
+        *st = STORE_ST_WAITING;
+        *why_code = TCPOTA_WHY_UNSERVABLE;
+        snprintf(why, cap, FLEET_UNSERVABLE_SAYS, (unsigned long long)ro->id);
         return NULL;
     }
     place = rollout_place(ro->id, h->device_id, strlen(h->device_id));

@@ -473,6 +473,14 @@ for harm in missing damaged directory; do
   [ "$(running "$WORK/r-$harm-2")" = 1.0.0 ] || fail "$harm file: a second device got the image"
   told=$(grep -c "image $(cut -c1-16 <<< "${stored##*/}")\.\.\. (3.0.0): .*not offered" "$WORK/server.log" || true)
   [ "$told" -eq 1 ] || fail "$harm file: loaded and told $told times for two devices, not once"
+  # A device that runs that image already is up to date, not told to wait
+  # for it (the registry knows its version without the file).
+  "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/r-$harm-3" --id "r-$harm-3" \
+    --model "m-$harm" --factory-version 3.0.0 --slot-size 1048576 --progress none --max-attempts 1 \
+    2> "$WORK/r-$harm-3.log" || fail "$harm file: a device running 3.0.0: $(tail -2 "$WORK/r-$harm-3.log")"
+  [ "$(device_state "r-$harm-3")" = up-to-date ] ||
+    fail "$harm file: a device running 3.0.0 is $(device_state "r-$harm-3"): $(tail -2 "$WORK/r-$harm-3.log")"
+  ! grep -q "cannot load its image" "$WORK/r-$harm-3.log" || fail "$harm file: a device running 3.0.0 was told to wait"
   "$TCPOTA" image add --version 3.0.0 --model "m-$harm" "$WORK/r-$harm.bin" > "$WORK/out" 2>&1 ||
     fail "$harm: image add again: $(cat "$WORK/out")"
   grep -q "stored again (its file on the server was missing or damaged)" "$WORK/out" || fail "$harm: $(cat "$WORK/out")"
