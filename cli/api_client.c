@@ -671,12 +671,20 @@ static void no_answer(const struct api *a, enum api_method m, const struct reply
     }
     snprintf(why, sizeof(why), "%s", strerror(err));
     why[0] = (char)tolower((unsigned char)why[0]);
-    if (sent > 0) { /* it was reached: it went away during the request */
+    /* evhttp calls the error callback (EOF) for a connection that closed
+     * during the request, not for one that was never made (refused): the
+     * request answered without an error then was sent nowhere. */
+    if (sent > 0 && r->has_err) { /* it was reached: it went away during the request */
         fprintf(stderr, "tcpota %s: the API at %s closed the connection after %zu bytes were sent, "
                         "without an answer, and no longer answers (%s): the server stopped? "
-                        "Whether the request took effect is unknown: once it runs again, run the "
-                        "command again (adding the same image twice is harmless)\n",
-                a->cmd, a->url, sent, why);
+                        "Whether the request took effect is unknown: once it runs again, %s\n",
+                a->cmd, a->url, sent, why,
+                strcmp(a->cmd, "image") == 0
+                    ? "run the command again (adding the same image twice is harmless)"
+                : strcmp(a->cmd, "rollout") == 0
+                    ? "see tcpota rollout list before you run the command again (a create run "
+                      "twice makes two rollouts)"
+                    : "run the command again");
         return;
     }
     if (a->tls) {

@@ -626,6 +626,13 @@ s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1], flush=T
 read -r port <&"${HOLD[0]}"
 run 1 $T image list --api "http://127.0.0.1:$port"
 has err.log "^tcpota image: cannot reach the API at http://127.0.0.1:$port \(connection refused\); is tcpota serve --data running, with --api\?$"
+# A request with a body that never left (refused): not "closed the
+# connection after N bytes were sent ... whether it took effect is unknown".
+head -c 5000 /dev/zero > refused.bin
+run 1 $T image add refused.bin --version 1.0.0 --model m --api "http://127.0.0.1:$port"
+has err.log "^tcpota image: cannot reach the API at http://127.0.0.1:$port \(connection refused\); is tcpota serve --data running, with --api\?$"
+run 1 $T rollout create --image 1.0.0 --model m --api "http://127.0.0.1:$port"
+has err.log "^tcpota rollout: cannot reach the API at http://127.0.0.1:$port \(connection refused\)"
 kill "$HOLD_PID"; wait "$HOLD_PID" 2> /dev/null || true
 # Nothing given: the default address, and how to give another.
 if ! (exec 3<>/dev/tcp/127.0.0.1/8071) 2> /dev/null; then
