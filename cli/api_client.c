@@ -731,10 +731,12 @@ static const char *const api_phrases[][3] = {
 
 /* The API's fields that a command takes as an argument or an option even
  * when the command's own field_opts do not name them (the option was not
- * given): {cmd, field, the command's name for it, "given" when it always
- * is (an argument)}. */
+ * given): {cmd, field, the command's name for it, how the message says it:
+ * "given" as "NAME: message" (an argument), "alone" as the message alone
+ * (it names what was given), "" as "message (see NAME)"}. */
 static const char *const api_fields[][4] = {
     {"image", "manifest", "--manifest", ""},
+    {"image", "id", "ID|VERSION", "alone"},
     {"device", "id", "ID", "given"},
 };
 
@@ -766,9 +768,9 @@ static void print_field_error(const struct api *a, const char *msg, const char *
         if (strcmp(api_fields[i][0], a->cmd) != 0 || strcmp(api_fields[i][1], field) != 0) {
             continue;
         }
-        if (*api_fields[i][3]) {
+        if (strcmp(api_fields[i][3], "given") == 0) {
             fprintf(stderr, "tcpota %s: %s: %s\n", a->cmd, api_fields[i][2], msg);
-        } else if (strstr(msg, api_fields[i][2])) { /* the message names it already */
+        } else if (*api_fields[i][3] || strstr(msg, api_fields[i][2])) { /* the message names it */
             fprintf(stderr, "tcpota %s: %s\n", a->cmd, msg);
         } else {
             fprintf(stderr, "tcpota %s: %s (see %s)\n", a->cmd, msg, api_fields[i][2]);
@@ -809,7 +811,13 @@ static void print_error(const struct api *a, int status, const char *reason, con
     }
     for (size_t i = 0; *field && a->field_opts && a->field_opts[i][0]; i++) {
         if (strcmp(a->field_opts[i][0], field) == 0) { /* the option the user gave */
-            fprintf(stderr, "tcpota %s: %s: %s\n", a->cmd, a->field_opts[i][1], msg);
+            size_t flen = strlen(field);
+            if (strncmp(msg, field, flen) == 0 && msg[flen] == ' ') {
+                /* "halt_at must be ...": the option in the field's place */
+                fprintf(stderr, "tcpota %s: %s%s\n", a->cmd, a->field_opts[i][1], msg + flen);
+            } else {
+                fprintf(stderr, "tcpota %s: %s: %s\n", a->cmd, a->field_opts[i][1], msg);
+            }
             return;
         }
     }

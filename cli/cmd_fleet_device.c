@@ -80,6 +80,10 @@ static int device_list(struct api *a, int argc, char **argv)
         {"--model", "M", &model}, {"--state", "S", &state}, {"--group", "G", &group},
         {"--limit", "N", &limit}, {"--after", "ID", &after}, {NULL, NULL, NULL},
     };
+    static const char *const list_fields[][2] = {
+        {"model", "--model"}, {"state", "--state"}, {"group", "--group"},
+        {"limit", "--limit"}, {"after", "--after"}, {NULL, NULL},
+    };
     char path[2048] = "/v1/devices";
     json_t *ans = NULL, *d;
     struct table *t;
@@ -95,6 +99,7 @@ static int device_list(struct api *a, int argc, char **argv)
         return api_usage(a, "the filters are too long");
     }
     if ((rc = api_setup(a, 0)) != 0) return rc;
+    a->field_opts = list_fields;
     if ((rc = api_request(a, API_GET, path, NULL, 0, NULL, NULL, NULL, &ans, NULL)) != 0) return rc;
     if (*api_str(ans, "warning")) { /* the list may miss devices (a failed commit) */
         fprintf(stderr, "tcpota device: warning: %s\n", table_c(api_str(ans, "warning")));
@@ -200,6 +205,7 @@ static int device_set(struct api *a, int argc, char **argv)
 {
     const char *group = NULL, *pos[1];
     const struct api_opt opts[] = {{"--group", "G", &group}, {NULL, NULL, NULL}};
+    static const char *const set_fields[][2] = {{"group", "--group"}, {NULL, NULL}};
     char path[600];
     json_t *body, *d = NULL;
     int np, rc = api_parse(a, opts, argc, argv, pos, 1, &np);
@@ -210,6 +216,7 @@ static int device_set(struct api *a, int argc, char **argv)
     if ((rc = device_path(a, pos[0], "", path, sizeof(path))) != 0) return rc;
     if ((rc = api_setup(a, 0)) != 0) return rc;
     body = json_pack("{s:s}", "group", group);
+    a->field_opts = set_fields;
     rc = api_request_json(a, API_PATCH, path, body, &d, NULL);
     if (rc == 0 && !a->json) {
         if (*api_str(d, "group")) {

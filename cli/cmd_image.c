@@ -328,7 +328,10 @@ static int image_rm(struct api *a, int argc, char **argv)
     int np, rc = api_parse(a, NULL, argc, argv, pos, 1, &np);
 
     if (rc) return rc < 0 ? (usage(stdout), 0) : rc;
-    if (np == 0) return api_usage(a, "rm needs an image ID or version (see tcpota image list)");
+    if (np == 0 || !*pos[0]) {
+        return api_usage(a, "rm needs an image ID or version%s (see tcpota image list)",
+                         np ? ", and the one given is empty" : "");
+    }
     if ((rc = api_setup(a, 0)) != 0) return rc;
     e = api_encode(pos[0]);
     if (!e || strlen(e) > 500) {

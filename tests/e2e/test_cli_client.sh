@@ -234,7 +234,7 @@ run 2 $T image add fw.bin $API
 has err.log "^tcpota image: version 1\.4\.0 contradicts the signed manifest \(field: version\)$"
 route POST "/v1/images?version=1.4.0" 400 '{"error": "version 1.4.0 contradicts the signed manifest", "field": "version"}'
 run 2 $T image add fw.bin --version 1.4.0 $API
-has err.log "^tcpota image: --version: version 1\.4\.0 contradicts the signed manifest$"
+has err.log "^tcpota image: --version 1\.4\.0 contradicts the signed manifest$"
 route POST "/v1/images?version=2.0.0%2Bb1&model=esp32" 400 '{"error": "this server takes signed images only", "field": "manifest"}'
 run 2 $T image add raw.bin --version 2.0.0+b1 --model esp32 $API
 has err.log "^tcpota image: this server takes signed images only \(see --manifest\)$"
@@ -280,8 +280,16 @@ run 1 $T image rm 9f2c41d0 $API --json
 has out.log '"error": "image 9f2c41d0e1a7 is used by rollout 1'
 run 1 $T image rm abcdef99 $API
 has err.log "^tcpota image: no route in the mock for this path$"
+# The server names the id it did not find: no "(field: id)" after it.
+route DELETE /v1/images/deadbeef 404 '{"error": "no image has the id, prefix or version deadbeef (tcpota image list shows ids and versions)", "field": "id"}'
+run 1 $T image rm deadbeef $API
+has err.log "^tcpota image: no image has the id, prefix or version deadbeef \(tcpota image list shows ids and versions\)$"
 run 2 $T image rm $API
 has err.log "rm needs an image ID"
+n0=$(nreq)
+run 2 $T image rm "" $API
+has err.log "^tcpota image: rm needs an image ID or version, and the one given is empty \(see tcpota image list\)$"
+[ "$(nreq)" -eq "$n0" ] || fail "image rm '' sent a request"
 n0=$(nreq)
 run 2 $T image rm "$(printf 'a%.0s' {1..501})" $API
 has err.log "^tcpota image: 'a{501}' is not an image ID"
@@ -345,11 +353,11 @@ run 0 $T rollout cancel 1 $API
 has out.log "^rollout 1 is now cancelled$"
 route POST /v1/rollouts 400 '{"error": "waves must be strictly increasing percentages 1..100", "field": "waves"}'
 run 2 $T rollout create --image 2.0.0 --model esp32 --waves 50,10 $API
-has err.log "^tcpota rollout: --waves: waves must be strictly increasing percentages 1\.\.100$"
+has err.log "^tcpota rollout: --waves must be strictly increasing percentages 1\.\.100$"
 # A field the command sets from an option is named by the option (soak_s: --soak).
 route POST /v1/rollouts 400 '{"error": "soak_s must be a whole number from 0 to 604800", "field": "soak_s"}'
 run 2 $T rollout create --image 2.0.0 --model esp32 --soak 99999999999 $API
-has err.log "^tcpota rollout: --soak: soak_s must be a whole number from 0 to 604800$"
+has err.log "^tcpota rollout: --soak must be a whole number from 0 to 604800$"
 # A field no option sets keeps its name.
 route POST /v1/rollouts 400 '{"error": "something about allow", "field": "allow_downgrade"}'
 run 2 $T rollout create --image 2.0.0 --model esp32 $API
@@ -357,10 +365,16 @@ has err.log "^tcpota rollout: something about allow \(field: allow_downgrade\)$"
 # A bad value the server catches (400) exits 2, as one the CLI catches does.
 route POST /v1/rollouts 400 '{"error": "halt_at must be a whole number from 0 to 100", "field": "halt_at"}'
 run 2 $T rollout create --image 2.0.0 --model esp32 --halt-at 101 $API
-has err.log "^tcpota rollout: --halt-at: halt_at must be a whole number from 0 to 100$"
+has err.log "^tcpota rollout: --halt-at must be a whole number from 0 to 100$"
 route GET "/v1/devices?limit=0" 400 '{"error": "limit must be a whole number from 1 to 100000", "field": "limit"}'
 run 2 $T device list --limit 0 $API
-has err.log "limit must be a whole number from 1 to 100000"
+has err.log "^tcpota device: --limit must be a whole number from 1 to 100000$"
+route GET "/v1/devices?state=bogus" 400 '{"error": "unknown state bogus; one of seen, offered", "field": "state"}'
+run 2 $T device list --state bogus $API
+has err.log "^tcpota device: --state: unknown state bogus; one of seen, offered$"
+route PATCH /v1/devices/d-1 400 '{"error": "group must be a string of at most 32 printable characters", "field": "group"}'
+run 2 $T device set d-1 --group "a b" $API
+has err.log "^tcpota device: --group must be a string of at most 32 printable characters$"
 # --state failed finds only "failed"; a rollout's FAILED counts more.
 route GET "/v1/devices?state=failed" 200 '{"devices": [], "total": 0}'
 run 0 $T device list --state failed $API
