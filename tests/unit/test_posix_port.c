@@ -1553,7 +1553,9 @@ static void test_nvs_table_full_to_the_byte(void **state)
 
     memset(val, 0x5a, sizeof val);
     for (int i = 0; i < FULL_VALUES; i++) {
-        snprintf(key, sizeof key, "k%d", i);
+        key[0] = 'k';
+        key[1] = (char)('0' + i); /* FULL_VALUES < 10 */
+        key[2] = '\0';
         assert_int_equal(f->port.kv_set(f->port.ctx, key, val, VMAX), 0);
     }
     assert_int_equal(f->port.kv_set(f->port.ctx, "zz", val, LAST + 1), TCPOTA_ERR_NOSPC);
