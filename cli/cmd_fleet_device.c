@@ -306,7 +306,7 @@ static const char *secret_note(const json_t *d)
     if (api_bool(d, "registered")) {
         return "the device had none: from now on it must authenticate with this one";
     }
-    return "the device is not registered yet (it is at its first check-in): give it this "
+    return "the device is not registered yet (it registers at its first check-in): give it this "
            "secret, it must authenticate with it";
 }
 

@@ -124,6 +124,13 @@ static int read_manifest(const char *image, const char *given, char **b64, char 
     if (!given) {
         snprintf(path, MANIFEST_PATH_MAX, "%s.manifest", image);
         if (access(path, F_OK) != 0) {
+            struct stat st;
+            if (lstat(path, &st) == 0) { /* there, as a link to nothing */
+                fprintf(stderr, "tcpota image: %s is a symbolic link to a file that does not "
+                                "exist; fix or remove it (without it the image goes unsigned)\n",
+                        path);
+                return 2;
+            }
             path[0] = '\0';
             return 0; /* unsigned */
         }
@@ -137,7 +144,7 @@ static int read_manifest(const char *image, const char *given, char **b64, char 
         if (fd < 0) return 2;
         close(fd);
     }
-    if (cli_read_file(path, MANIFEST_MAX, &m, &mlen) < 0) {
+    if (cli_read_file(path, given ? "--manifest" : "manifest", MANIFEST_MAX, &m, &mlen) < 0) {
         return 2;
     }
     if (mlen == 0) {
@@ -235,10 +242,16 @@ static int image_add(struct api *a, int argc, char **argv)
         return api_usage(a, "%s has no manifest (%s.manifest), so it needs --version and --model "
                          "both: %s is missing", pos[0], pos[0], version ? "--model M" : "--version V");
     }
+    if ((version && strlen(version) > TCPOTA_MAX_NAME) || (model && strlen(model) > TCPOTA_MAX_NAME)) {
+        const char *which = version && strlen(version) > TCPOTA_MAX_NAME ? "--version" : "--model";
+        rc = api_usage(a, "%s is too long (%zu characters): at most %u", which,
+                       strlen(strcmp(which, "--model") == 0 ? model : version), TCPOTA_MAX_NAME);
+        goto out;
+    }
     ev = version ? api_encode(version) : NULL;
     em = model ? api_encode(model) : NULL;
-    if ((version && !ev) || (model && !em) || (ev ? strlen(ev) : 0) + (em ? strlen(em) : 0) > 900) {
-        rc = api_usage(a, "--version and --model are too long");
+    if ((version && !ev) || (model && !em)) {
+        rc = api_usage(a, "out of memory");
         goto out;
     }
     snprintf(path, sizeof(path), "/v1/images%s%s%s%s%s%s", ev || em ? "?" : "",

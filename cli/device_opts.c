@@ -52,6 +52,8 @@ static void usage(FILE *f)
             "  --secret FILE          device secret for the server's challenge (never sent)\n"
             "  --ca CA_FILE           connect with TLS and verify the server's certificate\n"
             "  --help                 this text\n"
+            "An option given twice takes its last value (a wrapper's defaults can be\n"
+            "overridden after them); --trust adds a key each time.\n"
             "\n"
             "`device status` prints the running image and resume point as JSON.\n"
             "`device list|show|set|secret` are a fleet server's devices: tcpota device list --help\n"

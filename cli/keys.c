@@ -90,9 +90,9 @@ static int read_small(const char *path, const char *what, size_t max, uint8_t **
     return rc;
 }
 
-int cli_read_file(const char *path, size_t max, uint8_t **buf, size_t *len)
+int cli_read_file(const char *path, const char *what, size_t max, uint8_t **buf, size_t *len)
 {
-    return read_small(path, "file", max, buf, len);
+    return read_small(path, what, max, buf, len);
 }
 
 /* Explains why buf (a key file's text, len > 0) is not of kind k. */

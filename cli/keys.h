@@ -27,8 +27,9 @@ int cli_load_pubkey(const char *path, uint8_t pk[32]);
  * length or -1. */
 int cli_load_secret(const char *path, uint8_t *out, size_t cap);
 /* Reads a whole small regular file (at most max bytes) into a malloc'd
- * buffer. Returns 0 or -1 with a message. */
-int cli_read_file(const char *path, size_t max, uint8_t **buf, size_t *len);
+ * buffer; what names it in messages (the option it came from). Returns 0 or
+ * -1 with a message. */
+int cli_read_file(const char *path, const char *what, size_t max, uint8_t **buf, size_t *len);
 /* The same from an open fd (path and what name it in messages); *buf ends
  * with a NUL after its *len bytes. */
 int cli_read_fd(int fd, const char *path, const char *what, size_t max, uint8_t **buf, size_t *len);

@@ -241,10 +241,11 @@ size_t rollout_explain(uint64_t id, const struct rollout *ro,
         w = &waves[ro->n_open - 1];
         done = (uint64_t)w->updated + w->failed;
         success_said(rules, w, rate, sizeof(rate));
-        n = snprintf(buf, cap, "wave %u opens when wave %u has %u finished devices or all of them "
+        n = snprintf(buf, cap, "wave %u opens when wave %u has %u finished device%s or all of them "
                                "(%llu of %u: %s), %u %% of them updated (%s) and was open "
                                "%u s (%s)",
-                     ro->n_open + 1, ro->n_open, rules->min_finished, (unsigned long long)done,
+                     ro->n_open + 1, ro->n_open, rules->min_finished,
+                     rules->min_finished == 1 ? "" : "s", (unsigned long long)done,
                      w->targeted, enough_finished(rules, w, ro->n_open == 1) ? "yes" : "no",
                      rules->success_pct, rate, rules->soak_s, soaked(rules, w, now) ? "yes" : "no");
         if (n >= 0 && (size_t)n < cap && ro->n_open == 1 && !enough_finished(rules, w, 1) &&

@@ -263,6 +263,15 @@ rm -f huge.bin
 run 2 $T image add fw.bin --manifest empty.manifest $API
 has err.log "^tcpota image: manifest empty.manifest is empty; sign the image again \(tcpota sign\)$"
 [ "$(nreq)" -eq "$n0" ] || fail "an empty manifest was sent"
+# A manifest too big is named by the option it came from, not "file:".
+head -c 70000 /dev/zero > big.manifest
+run 2 $T image add fw.bin --manifest big.manifest $API
+has err.log "^tcpota image: --manifest: big.manifest is larger than the [0-9]* bytes allowed"
+# FILE.manifest left as a link to nothing: not silently unsigned.
+cp fw.bin lnk.bin && ln -s gone.manifest lnk.bin.manifest
+run 2 $T image add lnk.bin --version 2.0.0 --model esp32 $API
+has err.log "^tcpota image: lnk.bin.manifest is a symbolic link to a file that does not exist; fix or remove it \(without it the image goes unsigned\)$"
+[ "$(nreq)" -eq "$n0" ] || fail "a manifest too big, or an image whose manifest link is broken, was sent"
 run 2 $T image add $API
 has err.log "add needs the image FILE"
 [ "$(nreq)" -eq "$n" ] || fail "a request was sent for a refused file"
@@ -294,7 +303,9 @@ n0=$(nreq)
 run 2 $T image rm "$(printf 'a%.0s' {1..501})" $API
 has err.log "^tcpota image: 'a{501}' is not an image ID"
 run 2 $T image add raw.bin --version "$(printf '1%.0s' {1..901})" --model esp32 $API
-has err.log "^tcpota image: --version and --model are too long"
+has err.log "^tcpota image: --version is too long \(901 characters\): at most 32$"
+run 2 $T image add raw.bin --version 1.0 --model "$(printf 'm%.0s' {1..33})" $API
+has err.log "^tcpota image: --model is too long \(33 characters\): at most 32$"
 [ "$(nreq)" -eq "$n0" ] || fail "an image ID or a version too long was sent cut short"
 ok "image rm: DELETE, 409 and 404 exit 1 with the server's text"
 
