@@ -7,6 +7,7 @@
 #include "conn.h"
 #include "fleet.h"
 #include "log.h"
+#include "notify.h"
 #include "offload.h"
 #include "server_internal.h"
 #include "accept_pause.h"
@@ -420,6 +421,7 @@ static void reload_done(void *arg)
     }
     reload_apply(srv, j->fresh, 1, j->img);
     free(j);
+    notify_ready(srv->o);
     /* Not once the server stops: its exit would wait for a whole read. */
     if (srv->reload_again && srv->base && !event_base_got_exit(srv->base)) {
         srv->reload_again = 0;
@@ -458,8 +460,10 @@ static void reload(struct server *srv)
         return;
     }
     reload_serving(srv, serving, sizeof(serving));
+    notify_reloading(o); /* each way out below ends with notify_ready */
     if (!(fresh = malloc(sizeof(*fresh)))) {
         say_always(srv->o, LOG_LV_ERROR, "SIGHUP: out of memory; still serving %s", serving);
+        notify_ready(o);
         return;
     }
     *fresh = *o;
@@ -468,11 +472,13 @@ static void reload(struct server *srv)
     catch_end(srv, &caught, !loaded, "SIGHUP: ");
     if (!loaded || srv->fleet) {
         reload_apply(srv, fresh, loaded, NULL);
+        notify_ready(srv->o);
         return;
     }
     if (!(j = calloc(1, sizeof(*j)))) {
         say_always(srv->o, LOG_LV_ERROR, "SIGHUP: out of memory; still serving %s", serving);
         opts_free(fresh);
+        notify_ready(srv->o);
         return;
     }
     j->srv = srv;
@@ -518,6 +524,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         return;
     }
     say(srv, "%s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    notify_stopping(srv->o);
     conn_drain_streams(srv); /* a COMPLETE received is counted */
     event_base_loopexit(srv->base, NULL);
 }
@@ -727,6 +734,7 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
             goto out;
         }
         worker_fd = fds[k];
+        notify_forget(); /* the supervisor speaks to the service manager */
     }
     srv.base = new_base();
     if (!srv.base) {
@@ -758,6 +766,7 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     if (worker_fd >= 0) {
         sigprocmask(SIG_SETMASK, &unblocked, NULL); /* handlers in place: see workers_run */
     }
+    notify_ready(o); /* (a worker has forgotten the manager's socket) */
     {
         struct timeval second = {(time_t)SWEEP_PERIOD_S, 0};
         srv.sweep = event_new(srv.base, -1, EV_PERSIST, sweep_cb, &srv);

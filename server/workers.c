@@ -1,6 +1,7 @@
 /* workers.c - N processes serving one port (see workers.h). */
 #include "workers.h"
 #include "log.h"
+#include "notify.h"
 #include "server.h"
 
 #include <errno.h>
@@ -282,12 +283,18 @@ int workers_run(const struct tcpota_serve_opts *o, const int *fds, unsigned n,
             return (int)k;
         }
     }
+    /* The listeners are open (connections wait in their queues for the
+     * workers): ready for the service manager. */
+    notify_ready(o);
     while (s.live > 0) {
         siginfo_t info;
         int sig = sigwaitinfo(&set, &info), status;
         pid_t pid;
 
         if (sig == SIGINT || sig == SIGTERM) {
+            if (!s.stopping) {
+                notify_stopping(o);
+            }
             if (!s.stopping && !o->quiet) {
                 say_always(o, LOG_LV_INFO, "%s: stopping %u workers",
                            sig == SIGINT ? "SIGINT" : "SIGTERM", s.live);

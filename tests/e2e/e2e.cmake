@@ -10,7 +10,7 @@ foreach(t cuts sigkill legacy fleet hostile rollback security cli_errors cli_cli
           fdlimit api_exposed
           fleet_busy ktls flashlock device_signals fleet_decide fleet_outcomes demo disk_full serve_signals
           fleet_start
-          tls_ticket_keys proxy_protocol fleet_events tls_reload fleet_offload fleet_resign api_https)
+          tls_ticket_keys proxy_protocol fleet_events tls_reload fleet_offload fleet_resign api_https notify)
   add_test(NAME e2e_${t} COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/test_${t}.sh)
   set_tests_properties(e2e_${t} PROPERTIES LABELS e2e TIMEOUT 300
     ENVIRONMENT "TCPOTA=$<TARGET_FILE:tcpota>;PROXY=$<TARGET_FILE:tcpota-proxy>;LEGACY=$<TARGET_FILE:tcpota-legacy-client>;HOSTILE=$<TARGET_FILE:tcpota-hostile>;ROGUE=$<TARGET_FILE:tcpota-rogue>;FAILQUEUE=$<TARGET_FILE:tcpota-failqueue>;TCPOTA_SANITIZED=${TESTS_SANITIZED}")

@@ -42,6 +42,9 @@ grep -qx 'ExecStart=/opt/tcpota/bin/tcpota serve --config /opt/tcpota/etc/tcpota
   fail "the unit's ExecStart: $(grep ExecStart "$UNIT")"
 grep -qx 'StateDirectory=tcpota' "$UNIT" || fail "the unit keeps no state in /var/lib/tcpota"
 grep -qx 'DynamicUser=yes' "$UNIT" || fail "the unit does not run as a user of its own"
+# Type=notify (server/notify.h; e2e_notify checks what the server sends):
+# started once it listens, a reload not sent before then.
+grep -qx 'Type=notify' "$UNIT" || fail "the unit's Type: $(grep '^Type=' "$UNIT")"
 # `systemctl reload tcpota` (docs/operations.md) needs an ExecReload= that
 # sends SIGHUP to the server (before, the unit had none and reload failed).
 grep -qx 'ExecReload=/bin/kill -HUP \$MAINPID' "$UNIT" || fail "the unit's ExecReload: '$(grep ExecReload "$UNIT")'"
