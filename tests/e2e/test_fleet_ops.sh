@@ -44,7 +44,7 @@ ok "device secret --out: the device authenticates and updates at its next check-
 # id stays out of the registry until it checks in, but device show says it
 # has a secret (before: "the previous one no longer works", then "no device").
 "$TCPOTA" device secret n-1 --out "$WORK/n1.secret" > "$WORK/out" 2>&1 || fail "device secret n-1 failed: $(cat "$WORK/out")"
-grep -q 'wrote the new secret of device n-1 to .*; the device is not registered yet (it is at its first check-in)' "$WORK/out" &&
+grep -q 'wrote the new secret of device n-1 to .*; the device is not registered yet (it registers at its first check-in)' "$WORK/out" &&
   ! grep -q 'previous' "$WORK/out" || fail "a new id's secret: $(cat "$WORK/out")"
 rc=0; "$TCPOTA" device show n-1 > "$WORK/out" 2>&1 || rc=$?
 [ $rc -ne 0 ] && grep -q 'device n-1 has not checked in yet, so it is not in the registry; it has a secret' "$WORK/out" ||
