@@ -164,16 +164,25 @@ void api_events(struct api_call *c, int method, const char *rest, const char *qu
 
 void api_events_stop(struct api *a)
 {
-    /* The server stops: each stream's last chunk is written now, as the
-     * loop will not run again, so that a client reads the stream's end and
-     * not a cut (curl: exit 18; a dashboard reconnects either way). The
-     * API is plain HTTP, so what the bufferevent holds is what goes on the
-     * wire; what the socket does not take at once is lost, as it was. */
+    /* The server stops: each chunked stream's last chunk is written now,
+     * as the loop will not run again, so that a client reads the stream's
+     * end and not a cut (curl: exit 18; a dashboard reconnects either
+     * way). The API is plain HTTP, so what the bufferevent holds is what
+     * goes on the wire; what the socket does not take at once is lost, as
+     * it was. An HTTP/1.0 stream (nginx proxies so by default) is not
+     * chunked: its end is the close, and ending its reply here would free
+     * the request and the connection under us. The stream leaves the list
+     * first: the connection's close callback must not find it. */
     while (a->streams) {
         struct api_stream *s = a->streams;
+        struct evhttp_request *req = s->req;
         struct bufferevent *bev = evhttp_connection_get_bufferevent(s->evcon);
 
-        evhttp_send_reply_end(s->req);
+        stream_end(a, s, 0); /* evhttp_free frees the requests */
+        /* (evhttp_send_reply_start chunks a reply, and says so in this
+         * header, for HTTP/1.1 and later only.) */
+        if (!evhttp_find_header(evhttp_request_get_output_headers(req), "Transfer-Encoding")) continue;
+        evhttp_send_reply_end(req);
         if (bev) {
             /* (evbuffer_write refuses it: a socket bufferevent keeps its
              * output's front frozen but for its own write callback.) */
@@ -182,7 +191,6 @@ void api_events_stop(struct api *a)
             unsigned char *p = evbuffer_pullup(out, -1); /* at most API_STREAM_BACKLOG + a chunk */
             if (p) (void)send(bufferevent_getfd(bev), p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
         }
-        stream_end(a, s, 0); /* evhttp_free frees the requests */
     }
     if (a->beat) event_free(a->beat);
     a->beat = NULL;

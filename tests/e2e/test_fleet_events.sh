@@ -14,6 +14,12 @@ start_fleet
 curl -sN -H "Authorization: Bearer $TCPOTA_TOKEN" "$TCPOTA_API/v1/events" > "$WORK/events.txt" &
 CURL=$!
 PIDS+=($CURL)
+# HTTP/1.0 (nginx's default towards a proxied server): no chunks, the close
+# ends the stream (the stop once freed such a stream twice and aborted).
+curl -0 -sN -H "Authorization: Bearer $TCPOTA_TOKEN" "$TCPOTA_API/v1/events" > "$WORK/events10.txt" &
+CURL10=$!
+PIDS+=($CURL10)
+wait_line "$WORK/events10.txt" '^: tcpota events'
 wait_line "$WORK/events.txt" '^: tcpota events'
 run_device ev-1 esp32 "$WORK/ev-1" || fail "ev-1 failed: $(tail -3 "$WORK/ev-1.log")"
 grep -qE '\[ev-1 [^]]*\] report: .* confirmed' "$WORK/server.log" || fail "ev-1 did not report"
@@ -24,7 +30,10 @@ states=$(sed -nE 's/^data: \{"id":"ev-1","state":"([a-z-]+)".*/\1/p' "$WORK/even
   fail "ev-1's states on the event stream: $states"
 stop_fleet
 # The server's stop ends the stream with its last chunk: curl exits 0, not 18
-# (a stream cut in the middle).
+# (a stream cut in the middle); the HTTP/1.0 stream ends with the close.
 rc=0; wait "$CURL" || rc=$?
 [ $rc -eq 0 ] || fail "the event stream's client exited $rc at the server's stop (18: the stream was cut, not ended)"
+rc=0; wait "$CURL10" || rc=$?
+[ $rc -eq 0 ] || fail "the HTTP/1.0 event stream's client exited $rc at the server's stop"
+grep -q 'summary:' "$WORK/server.log" || fail "no summary at the stop with an HTTP/1.0 stream open: $(tail -3 "$WORK/server.log")"
 ok "the event stream tells each state of a device's update, from its registration to its report, and ends at the stop"
