@@ -770,13 +770,15 @@ static void apply_rules(struct server *srv, struct store_rollout *ro)
     (void)fleet_submit(srv, r);
 }
 
-static int failed_before(const struct store_req *r, const uint8_t *id, const struct image *img)
+static int failed_before(const struct store_req *r, const struct store_image *si)
 {
+    uint8_t fp[TCPOTA_ID_LEN];
     uint32_t i;
 
+    image_offer_fp(si->id, si->manifest, si->manifest_len, fp); /* the loaded image's offer_fp */
     for (i = 0; i < r->u.checkin.out->nfailed; i++) {
-        if (memcmp(r->u.checkin.out->failed[i], id, TCPOTA_ID_LEN) == 0 ||
-            (img && memcmp(r->u.checkin.out->failed[i], img->offer_fp, TCPOTA_ID_LEN) == 0)) {
+        if (memcmp(r->u.checkin.out->failed[i], si->id, TCPOTA_ID_LEN) == 0 ||
+            memcmp(r->u.checkin.out->failed[i], fp, TCPOTA_ID_LEN) == 0) {
             return 1;
         }
     }
@@ -823,8 +825,8 @@ void fleet_count_now(struct store_req *r, const char *device_id, enum store_ro_s
 
 struct image *fleet_decide(struct server *srv, struct store_req *r,
                            const struct tcpota_srv_hello *h, int failed, uint64_t *rollout_id,
-                           enum store_dev_state *st, struct image **cand, char *why, size_t cap,
-                           uint16_t *why_code)
+                           enum store_dev_state *st, const struct store_image **about, char *why,
+                           size_t cap, uint16_t *why_code)
 {
     struct store_rollout *ro = &r->u.checkin.out->rollout;
     const struct store_image *si = &r->u.checkin.out->image;
@@ -840,32 +842,30 @@ struct image *fleet_decide(struct server *srv, struct store_req *r,
     if (!why_code) why_code = &code_unused;
     *why_code = TCPOTA_WHY_NONE;
     *st = STORE_ST_UP_TO_DATE;
-    *cand = NULL;
+    *about = NULL;
     if (!r->u.checkin.has_rollout) {
         snprintf(why, cap, "no rollout for model %s%s%s", h->model,
                  r->u.checkin.out->group[0] ? " and group " : "", r->u.checkin.out->group);
         return NULL;
     }
     *rollout_id = ro->id;
+    *about = si;
+    /* The counts include this very check-in's report: a halt it causes
+     * applies to it and to everyone after. */
+    apply_rules(srv, ro);
     img = image_for(srv, si);
-    /* The policy reads the registry's id and version when the file does
-     * not load: a device that runs the image already, or is not to have
-     * it, is told so, not to wait for it. (The manifest's model is the
-     * loaded image's; the rollout was chosen by the device's model.) */
+    /* The policy reads the registry's id, version, model and manifest
+     * (what the image is loaded from) when the file does not load: a
+     * device that runs the image already, or is not to have it, is told
+     * so, not to wait for it. */
     memcpy(stored.id, si->id, TCPOTA_ID_LEN);
     stored.size = si->size;
     stored.version = si->version;
     stored.version_len = (uint16_t)strlen(si->version);
     oi.desc = img ? &img->desc : &stored;
-    oi.model = img ? img->model : NULL;
+    oi.model = si->model;
     od.hello = h;
-    od.failed_before = failed || failed_before(r, si->id, img);
-    if (img) {
-        *cand = img;
-        /* The counts include this very check-in's report: a halt it
-         * causes applies to it and to everyone after. */
-        apply_rules(srv, ro);
-    }
+    od.failed_before = failed || failed_before(r, si);
     ov = offer_decide(&oi, &od, ro->allow_downgrade);
     if (ov != OFFER_YES) {
         *why_code = offer_why(ov);
@@ -901,9 +901,9 @@ struct image *fleet_decide(struct server *srv, struct store_req *r,
 }
 
 int fleet_changes(const struct store_device *d, enum store_dev_state st,
-                   const struct image *img, const char *why)
+                   const struct store_image *about, const char *why)
 {
-    const char *hex = img ? img->idhex : "";
+    const char *hex = about ? about->idhex : "";
 
     if (st == STORE_ST_COUNT) {
         return 0;
@@ -1073,7 +1073,8 @@ static void checkin_done(struct store_req *r)
     c = checkin_conn(r);
     struct server *srv;
     struct tcpota_srv_hello h;
-    struct image *img, *cand;
+    const struct store_image *about;
+    struct image *img;
     enum store_dev_state st;
     char why[160];
     uint16_t why_code;
@@ -1115,7 +1116,7 @@ static void checkin_done(struct store_req *r)
     }
     metrics_checkin(METRICS_V1);
     tcpota_srv_get_hello(&c->s, &h);
-    img = fleet_decide(srv, r, &h, 0, &c->rollout_id, &st, &cand, why, sizeof(why), &why_code);
+    img = fleet_decide(srv, r, &h, 0, &c->rollout_id, &st, &about, why, sizeof(why), &why_code);
     if (img) {
         c->img = image_ref(img);
     } else {
@@ -1140,11 +1141,10 @@ static void checkin_done(struct store_req *r)
             snprintf(why, sizeof(why), "rollout %llu: runs this image already",
                      (unsigned long long)c->rollout_id);
         }
-        img = img ? img : cand;
         clog_(c, 0, "decision: %s: %s", st == STORE_ST_WAITING ? "waiting" : "no update", why);
         conn_set_outcome(c, st == STORE_ST_UP_TO_DATE ? DEV_UP_TO_DATE : DEV_NOT_OFFERED);
-        if (fleet_changes(&r->u.checkin.out->dev, st, img, why)) {
-            record(c, st, img ? img->desc.id : NULL, NULL, 0, why, 0);
+        if (fleet_changes(&r->u.checkin.out->dev, st, about, why)) {
+            record(c, st, about ? about->id : NULL, NULL, 0, why, 0);
         } else if (st == STORE_ST_UP_TO_DATE) {
             remember(c, &memo, why_code);
         }

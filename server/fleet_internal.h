@@ -49,23 +49,24 @@ void fleet_count_now(struct store_req *r, const char *device_id, enum store_ro_s
  * said; failed: it failed the rollout's image, whatever the store holds):
  * the image to offer (the fleet's reference: take one with image_ref()),
  * or NULL with the reason in why, and the state to record in *st
- * (STORE_ST_COUNT: record nothing, e.g. keep "rolled-back"); *cand is the
- * rollout's image even when it is not offered (or NULL), *rollout_id the
+ * (STORE_ST_COUNT: record nothing, e.g. keep "rolled-back"); *about is the
+ * rollout's image as the registry has it, offered or not, loaded or not
+ * (NULL: no rollout applies), *rollout_id the
  * rollout's id (untouched when none applies). A halt or a wave opening the
  * counts call for is written first and applies to this decision.
  * *why_code (may be NULL) gets the NULL answer's enum tcpota_why, for the
  * device's NO_UPDATE. */
 struct image *fleet_decide(struct server *srv, struct store_req *r,
                            const struct tcpota_srv_hello *h, int failed, uint64_t *rollout_id,
-                           enum store_dev_state *st, struct image **cand, char *why, size_t cap,
-                           uint16_t *why_code);
+                           enum store_dev_state *st, const struct store_image **about, char *why,
+                           size_t cap, uint16_t *why_code);
 
-/* Whether recording state st (about img, for why) changes what the store
+/* Whether recording state st (about the image about, for why) changes what the store
  * holds for device d: repeated check-ins then write nothing but their
  * last-seen time, and the history keeps one line per change. A device
  * confirmed on an image stays "updated" when it later runs it. */
-int fleet_changes(const struct store_device *d, enum store_dev_state st, const struct image *img,
-                  const char *why);
+int fleet_changes(const struct store_device *d, enum store_dev_state st,
+                  const struct store_image *about, const char *why);
 
 /* Whether device id has a secret (it authenticates as a tcpota device). */
 int fleet_has_secret(const struct server *srv, const char *id);

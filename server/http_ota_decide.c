@@ -62,7 +62,8 @@ void ota_checkin_done(struct store_req *r)
     struct dl *d = r->arg;
     struct server *srv;
     struct tcpota_srv_hello h;
-    struct image *img, *cand;
+    const struct store_image *about;
+    struct image *img;
     struct http_range rg;
     enum store_dev_state st;
     char why[160], etag[2 * TCPOTA_ID_LEN + 3], retry[16];
@@ -102,12 +103,11 @@ void ota_checkin_done(struct store_req *r)
     h.device_id = d->id;
     h.model = d->model;
     h.version = d->version;
-    img = fleet_decide(srv, r, &h, failed, &d->rollout_id, &st, &cand, why, sizeof(why), &why_code);
+    img = fleet_decide(srv, r, &h, failed, &d->rollout_id, &st, &about, why, sizeof(why), &why_code);
     if (!img) {
-        const struct image *about = cand;
         if (fleet_changes(&r->u.checkin.out->dev, st, about, why)) {
             struct fleet_who w = {d->id, d->rollout_id, about ? about->size : 0};
-            fleet_step(srv, &w, st, about ? about->desc.id : NULL, NULL, 0, why, 0, 0);
+            fleet_step(srv, &w, st, about ? about->id : NULL, NULL, 0, why, 0, 0);
         }
         say_dev(srv, LOG_LV_INFO, d->id, d->peer, "http: decision: %s: %s",
                 st == STORE_ST_WAITING ? "waiting" : "no update", why);

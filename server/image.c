@@ -306,17 +306,22 @@ struct image *image_open(const char *path, const char *version, const char *mode
         img->desc.manifest = img->manifest;
         img->desc.manifest_len = manifest_len;
     }
-    {
-        crypto_hash_sha256_state st;
-        crypto_hash_sha256_init(&st);
-        crypto_hash_sha256_update(&st, img->desc.id, TCPOTA_ID_LEN);
-        if (img->manifest) {
-            crypto_hash_sha256_update(&st, img->manifest, img->desc.manifest_len);
-        }
-        crypto_hash_sha256_final(&st, img->offer_fp);
-    }
+    image_offer_fp(img->desc.id, img->manifest, img->manifest ? img->desc.manifest_len : 0,
+                   img->offer_fp);
     img->refs = 1;
     return img;
+}
+
+void image_offer_fp(const uint8_t *id, const uint8_t *manifest, size_t manifest_len, uint8_t *out)
+{
+    crypto_hash_sha256_state st;
+
+    crypto_hash_sha256_init(&st);
+    crypto_hash_sha256_update(&st, id, TCPOTA_ID_LEN);
+    if (manifest && manifest_len) {
+        crypto_hash_sha256_update(&st, manifest, manifest_len);
+    }
+    crypto_hash_sha256_final(&st, out);
 }
 
 int image_check_manifest(const struct image *img, const char *path, const char *manifest_path,

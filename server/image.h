@@ -93,4 +93,8 @@ int image_add_run(struct evbuffer *out, struct image *img, size_t at, size_t len
 int image_add_frames(struct evbuffer *out, struct image *img, uint32_t chunk, uint32_t off,
                      uint32_t len, size_t *queued);
 
+/* An offer's fingerprint (struct image's offer_fp): SHA-256 of the image's
+ * id and then its signed manifest (none: the id alone), into out. */
+void image_offer_fp(const uint8_t *id, const uint8_t *manifest, size_t manifest_len, uint8_t *out);
+
 #endif
