@@ -34,9 +34,12 @@ static void send_state(const struct tcpota_serve_opts *o, const char *state)
 
         notify_tried = 1;
         if (!sym) {
+            const char *why = dlerror();
             say_always(o, LOG_LV_WARN, "warning: NOTIFY_SOCKET is set, but %s did not load (%s): "
-                       "the service manager does not hear that the server is ready; install "
-                       "libsystemd0, or run the unit as Type=exec", NOTIFY_SONAME, dlerror());
+                       "the service manager does not hear that the server is ready, and stops a "
+                       "Type=notify unit after its TimeoutStartSec; install libsystemd0, or run "
+                       "the unit as Type=exec", NOTIFY_SONAME, why ? why : "no reason given");
+            if (lib) dlclose(lib);
             return;
         }
         /* dlsym's void * to a function pointer: POSIX allows it. */

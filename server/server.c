@@ -399,6 +399,17 @@ static struct image *load_image(const struct tcpota_serve_opts *o, char *err, si
     return img;
 }
 
+/* A reload ended, applied or not: ready again, for the service manager.
+ * Not once the server stops (STOPPING=1 was said), nor in a --workers
+ * supervisor (it has no loop), which says it once it has passed the
+ * SIGHUP on to its workers (workers_run). */
+static void reload_ended(struct server *srv)
+{
+    if (srv->base && !event_base_got_exit(srv->base)) {
+        notify_ready(srv->o);
+    }
+}
+
 /* On the reload's thread: the new image read and hashed. */
 static void reload_work(void *arg)
 {
@@ -421,7 +432,7 @@ static void reload_done(void *arg)
     }
     reload_apply(srv, j->fresh, 1, j->img);
     free(j);
-    notify_ready(srv->o);
+    reload_ended(srv);
     /* Not once the server stops: its exit would wait for a whole read. */
     if (srv->reload_again && srv->base && !event_base_got_exit(srv->base)) {
         srv->reload_again = 0;
@@ -460,10 +471,10 @@ static void reload(struct server *srv)
         return;
     }
     reload_serving(srv, serving, sizeof(serving));
-    notify_reloading(o); /* each way out below ends with notify_ready */
+    notify_reloading(o); /* each way out below ends with reload_ended */
     if (!(fresh = malloc(sizeof(*fresh)))) {
         say_always(srv->o, LOG_LV_ERROR, "SIGHUP: out of memory; still serving %s", serving);
-        notify_ready(o);
+        reload_ended(srv);
         return;
     }
     *fresh = *o;
@@ -472,13 +483,13 @@ static void reload(struct server *srv)
     catch_end(srv, &caught, !loaded, "SIGHUP: ");
     if (!loaded || srv->fleet) {
         reload_apply(srv, fresh, loaded, NULL);
-        notify_ready(srv->o);
+        reload_ended(srv);
         return;
     }
     if (!(j = calloc(1, sizeof(*j)))) {
         say_always(srv->o, LOG_LV_ERROR, "SIGHUP: out of memory; still serving %s", serving);
         opts_free(fresh);
-        notify_ready(srv->o);
+        reload_ended(srv);
         return;
     }
     j->srv = srv;

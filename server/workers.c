@@ -306,6 +306,11 @@ int workers_run(const struct tcpota_serve_opts *o, const int *fds, unsigned n,
                 reload(arg);
             }
             tell_all(s.w, n, sig);
+            if (sig == SIGHUP && reload) {
+                /* The files read here, the workers told: each reloads on
+                 * its own from now on (no word back). */
+                notify_ready(o);
+            }
         } else if (sig == SIGUSR2) {
             say_always(o, LOG_LV_WARN, "%s", SERVE_SIGUSR2_LINE); /* not passed on */
         } else if (sig == SIGCHLD) {
