@@ -125,6 +125,11 @@ static int read_manifest(const char *image, const char *given, char **b64, char 
         snprintf(path, MANIFEST_PATH_MAX, "%s.manifest", image);
         if (access(path, F_OK) != 0) {
             struct stat st;
+            if (errno != ENOENT) {
+                fprintf(stderr, "tcpota image: cannot look at %s: %s; fix it, or give --manifest M\n",
+                        path, strerror(errno));
+                return 2;
+            }
             if (lstat(path, &st) == 0) { /* there, as a link to nothing */
                 fprintf(stderr, "tcpota image: %s is a symbolic link to a file that does not "
                                 "exist; fix or remove it (without it the image goes unsigned)\n",
@@ -251,7 +256,8 @@ static int image_add(struct api *a, int argc, char **argv)
     ev = version ? api_encode(version) : NULL;
     em = model ? api_encode(model) : NULL;
     if ((version && !ev) || (model && !em)) {
-        rc = api_usage(a, "out of memory");
+        fprintf(stderr, "tcpota image: out of memory\n");
+        rc = 1;
         goto out;
     }
     snprintf(path, sizeof(path), "/v1/images%s%s%s%s%s%s", ev || em ? "?" : "",
