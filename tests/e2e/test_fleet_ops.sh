@@ -491,6 +491,21 @@ for harm in missing damaged directory; do
   ! "$TCPOTA" rollout show "$ro" | grep -q "cannot be loaded" || fail "$harm: rollout show after the repair: $("$TCPOTA" rollout show "$ro" | head -3)"
   run_device "r-$harm" "m-$harm" "$WORK/r-$harm" || fail "$harm: the device failed after the repair: $(tail -3 "$WORK/r-$harm.log")"
   [ "$(running "$WORK/r-$harm")" = 3.0.0 ] || fail "$harm: the device did not get the restored image"
+  if [ $harm = missing ]; then
+    # Its file gone again, the updated device checks in: it stays updated
+    # (its image is the registry's, loaded or not), and nothing is written
+    # for it (before: turned up-to-date, then written at each check-in).
+    [ "$(device_state "r-$harm")" = updated ] || fail "r-$harm is $(device_state "r-$harm") after its update"
+    rm "$stored"
+    for k in 1 2; do
+      run_device "r-$harm" "m-$harm" "$WORK/r-$harm" --max-attempts 1 || fail "r-$harm, image gone: $(tail -2 "$WORK/r-$harm.log")"
+      [ "$(device_state "r-$harm")" = updated ] || fail "r-$harm became $(device_state "r-$harm") when its image's file went"
+      [ $k = 1 ] && h1=$("$TCPOTA" device show --json "r-$harm" | jq_py 'len(j["history"])')
+    done
+    h2=$("$TCPOTA" device show --json "r-$harm" | jq_py 'len(j["history"])')
+    [ "$h1" = "$h2" ] || fail "r-$harm's history grew from $h1 to $h2 lines at a check-in that changed nothing"
+    "$TCPOTA" image add --version 3.0.0 --model "m-$harm" "$WORK/r-$harm.bin" > /dev/null 2>&1 || fail "$harm: image add again after the second removal"
+  fi
 done
 "$TCPOTA" image add --version 3.0.0 --model m-missing "$WORK/r-missing.bin" > "$WORK/out" 2>&1 ||
   fail "image add intact: $(cat "$WORK/out")"
