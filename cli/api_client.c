@@ -81,6 +81,15 @@ int api_usage(const struct api *a, const char *fmt, ...)
     return 2;
 }
 
+int api_unknown_sub(const struct api *a, const char *word, const char *subs)
+{
+    if (word[0] == '-') {
+        return api_usage(a, "'%s' is an option: give the subcommand (%s) first, then its options "
+                            "(tcpota %s SUBCOMMAND ... %s)", word, subs, a->cmd, word);
+    }
+    return api_usage(a, "unknown subcommand '%s'; give %s", word, subs);
+}
+
 /* Matches arg ("--name" or "--name=v") against opts; NULL if none. */
 static const struct api_opt *find_opt(const struct api_opt *opts, const char *arg)
 {

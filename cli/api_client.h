@@ -66,6 +66,9 @@ int api_parse(struct api *a, const struct api_opt *opts, int argc, char **argv, 
 /* Prints "tcpota CMD: <fmt...>" and "try 'tcpota CMD --help'" on stderr;
  * returns 2 (the usage exit code). */
 int api_usage(const struct api *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The usage error for a first word that is no subcommand of a.cmd (subs:
+ * "add, list or rm"): an option there is told to go after the subcommand. */
+int api_unknown_sub(const struct api *a, const char *word, const char *subs);
 /* Prints the options every fleet command takes (image, rollout, device
  * list|show|set|secret, summary) and the exit codes, the end of each one's --help.
  * upload: the command uploads (its own longer timeout is named). */

@@ -381,5 +381,5 @@ int cmd_image(int argc, char **argv)
         return image_list(&a, argc - 1, argv + 1);
     }
     if (strcmp(argv[1], "rm") == 0) return image_rm(&a, argc - 1, argv + 1);
-    return api_usage(&a, "unknown subcommand '%s'; give add, list or rm", argv[1]);
+    return api_unknown_sub(&a, argv[1], "add, list or rm");
 }

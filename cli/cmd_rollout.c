@@ -352,7 +352,5 @@ int cmd_rollout(int argc, char **argv)
     for (size_t i = 0; i < sizeof(one) / sizeof(one[0]); i++) {
         if (strcmp(argv[1], one[i]) == 0) return rollout_one(&a, one[i], argc - 1, argv + 1);
     }
-    return api_usage(&a, "unknown subcommand '%s'; give create, list, show, pause, resume, "
-                         "cancel or open-wave",
-                     argv[1]);
+    return api_unknown_sub(&a, argv[1], "create, list, show, pause, resume, cancel or open-wave");
 }

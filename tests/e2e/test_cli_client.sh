@@ -438,6 +438,9 @@ run 2 $T rollout show -1 $API
 has err.log "^tcpota rollout: ID: '-1' is negative; e\.g\. tcpota rollout show 1$"
 run 2 $T rollout frob $API
 has err.log "unknown subcommand 'frob'"
+# An option before the subcommand: said where it goes.
+run 2 $T image --json list $API
+has err.log "^tcpota image: '--json' is an option: give the subcommand \(add, list or rm\) first, then its options \(tcpota image SUBCOMMAND \.\.\. --json\)$"
 # One ID where one is taken: a second is refused, before or after "--".
 run 2 $T image rm 9f2c41d0 abcdef99 $API
 has err.log "^tcpota image: unexpected argument 'abcdef99'$"
