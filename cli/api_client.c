@@ -36,6 +36,9 @@ static const char flag_set[] = "1";
 #define API_CLOCK_SLACK_MS 50
 /* How the API's 404 for a path it does not have starts (server/api.c). */
 #define API_NO_PATH "no such path "
+/* The start of tcpota serve's 401 text (server/api.c), advice for an HTTP
+ * client that the CLI's own line replaces. */
+#define API_TOKEN_REFUSED "missing or wrong API token:"
 /* Whose certificate --ca's CA signed, in its messages. */
 #define API_TLS_PEER "the proxy's certificate (for a self-signed one, that certificate itself)"
 
@@ -807,6 +810,9 @@ static void print_error(const struct api *a, int status, const char *reason, con
     field[sizeof(field) - 1] = 0;
     say_for_cli(a, msg, sizeof(msg));
     if (status == 401) {
+        if (strncmp(msg, API_TOKEN_REFUSED, strlen(API_TOKEN_REFUSED)) == 0) {
+            msg[0] = '\0'; /* a proxy's own text is kept */
+        }
         fprintf(stderr, "tcpota %s: the API at %s refused the token from %s%s%s%s; give the "
                         "token in the server's DIR/api.token (--token-file, TCPOTA_TOKEN or "
                         "--data DIR)\n", a->cmd, a->url, a->token_from, *msg ? " (" : "", msg,

@@ -85,7 +85,12 @@ static int rollout_id(struct api *a, const char *sub, int np, const char **pos, 
 
     if (np == 0) return api_usage(a, "%s needs a rollout ID (see tcpota rollout list)", sub);
     snprintf(ex, sizeof(ex), "tcpota rollout %s 1", sub);
-    return api_number(a, "ID", pos[0], ex, id);
+    if (api_number(a, "ID", pos[0], ex, id) != 0) return 2;
+    if (*id == 0) { /* a bad value as any other (exit 2), not a rollout the server lacks */
+        fprintf(stderr, "tcpota rollout: ID: rollout ids start at 1; e.g. %s\n", ex);
+        return 2;
+    }
+    return 0;
 }
 
 /* The waves a rollout has open, e.g. "2/3 (50%)". */

@@ -141,7 +141,7 @@ TCPOTA_TOKEN=${long:1} run 1 $T image list $API
 run 2 $T image list $API --token-file ''
 has err.log "^tcpota image: --token-file: the file name is empty; give the path of a file$"
 run 1 $T image list $API --token-file bad.tok
-has err.log "^tcpota image: the API at http://127.0.0.1:$(cat port) refused the token from --token-file bad.tok"
+has err.log "^tcpota image: the API at http://127.0.0.1:$(cat port) refused the token from --token-file bad.tok; give the token in the server's DIR/api.token \(--token-file, TCPOTA_TOKEN or --data DIR\)$"
 TCPOTA_TOKEN=nope run 1 $T image list $API
 has err.log "refused the token from the environment variable TCPOTA_TOKEN"
 ok "the token: --token-file, else --data DIR/api.token, else TCPOTA_TOKEN; missing: exit 2; refused: exit 1 naming its source"
@@ -436,6 +436,10 @@ has err.log "ID: 'x1' is not a whole number"
 # "-1" is an ID that is wrong, not an unknown option
 run 2 $T rollout show -1 $API
 has err.log "^tcpota rollout: ID: '-1' is negative; e\.g\. tcpota rollout show 1$"
+n0=$(nreq)
+run 2 $T rollout pause 0 $API
+has err.log "^tcpota rollout: ID: rollout ids start at 1; e\.g\. tcpota rollout pause 1$"
+[ "$(nreq)" -eq "$n0" ] || fail "rollout pause 0 was sent"
 run 2 $T rollout frob $API
 has err.log "unknown subcommand 'frob'"
 # An option before the subcommand: said where it goes.
