@@ -14,6 +14,7 @@
 #include "tcpota/version.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -724,6 +725,35 @@ static void undo_data_dir(const char *dir, int created)
     }
 }
 
+/* The first entry of dir that is not a fleet's own (SQLite: tcpota.db and
+ * its journals, tcpota.lock, images/, api.token) nor a mount point's
+ * lost+found, into name (cap bytes); 1 when there is one and dir holds no
+ * tcpota.db: a new fleet would be made among someone else's files. */
+static int foreign_files(const char *dir, char *name, size_t cap)
+{
+    static const char *const ours[] = {"tcpota.db", "tcpota.db-wal", "tcpota.db-shm",
+                                       "tcpota.lock", "images", "api.token", "lost+found"};
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int db = 0, other = 0;
+
+    if (!d) return 0;
+    while ((e = readdir(d)) != NULL) {
+        size_t i;
+
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        db |= strcmp(e->d_name, "tcpota.db") == 0;
+        for (i = 0; i < sizeof(ours) / sizeof(ours[0]) && strcmp(e->d_name, ours[i]) != 0; i++) {
+        }
+        if (i == sizeof(ours) / sizeof(ours[0]) && !other) {
+            other = 1;
+            snprintf(name, cap, "%s", e->d_name);
+        }
+    }
+    closedir(d);
+    return other && !db;
+}
+
 /* The first flag of single-image mode's sources that src holds, into *flag,
  * and where fleet mode takes what it sets from, into *why: each flag its
  * own reason (one reason for all told a --version about device secrets).
@@ -839,6 +869,15 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
                       "(ps, /proc/PID/cmdline): put it in a file of mode 0600 that PGPASSFILE "
                       "names, or ~/.pgpass (lines HOST:PORT:DATABASE:USER:PASSWORD), not in --db "
                       "(docs/scaling.md)");
+    }
+    if (!created && !was_empty && !o->db) {
+        char other[256];
+        if (foreign_files(o->data_dir, other, sizeof(other))) {
+            serve_warn(o, "--data %s holds files that are not a fleet's (the first: %s) and no "
+                          "tcpota.db: a new fleet is made beside them; if this is not the "
+                          "fleet's directory, stop the server and give a new or empty one",
+                       o->data_dir, other);
+        }
     }
     if (!src->nkeys && o->api_host) { /* --api off: no images arrive here */
         serve_warn(o, "no --pubkey: the API takes unsigned images; give --pubkey K.pub so that "

@@ -70,3 +70,24 @@ start_fleet
 ! grep -q 'made private' "$WORK/server.log" || fail "a private --data was said to be made private"
 stop_fleet
 ok "a restored tcpota.db 0644, images/ 0755 and its files 0644: made 0600/0700/0600, said once, started"
+
+# --- a --data that holds someone else's files: warned, once ----------------
+# (a device's --flash, a home directory given by mistake); a fleet's own
+# directory, a provisioned api.token alone or a mount point's lost+found
+# are not.
+! grep -q 'holds files that are not a fleet' "$WORK/server.log" || fail "a fleet's own --data was warned about"
+DATA=$WORK/foreign
+mkdir -p "$DATA/lost+found" && echo notes > "$DATA/notes.txt"
+start_fleet
+grep -q "warning: --data $DATA holds files that are not a fleet's (the first: notes.txt) and no tcpota.db: a new fleet is made beside them; if this is not the fleet's directory, stop the server and give a new or empty one" \
+  "$WORK/server.log" || fail "a --data of someone else's files was not warned about: $(head -3 "$WORK/server.log")"
+stop_fleet
+start_fleet
+! grep -q 'holds files that are not a fleet' "$WORK/server.log" || fail "warned again once the fleet was made there"
+stop_fleet
+DATA=$WORK/mount
+mkdir -p "$DATA/lost+found"
+start_fleet
+! grep -q 'holds files that are not a fleet' "$WORK/server.log" || fail "a mount point's lost+found was warned about"
+stop_fleet
+ok "a --data holding someone else's files is warned about; a fleet's own or a mount point's is not"
