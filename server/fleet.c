@@ -770,12 +770,22 @@ static void apply_rules(struct server *srv, struct store_rollout *ro)
     (void)fleet_submit(srv, r);
 }
 
-static int failed_before(const struct store_req *r, const struct store_image *si)
+/* Whether the device failed or declined the registry's image si (img: it
+ * loaded, NULL: its file did not): a decline is kept as the offer's
+ * fingerprint, the loaded image's, or made from the registry's manifest. */
+static int failed_before(const struct store_req *r, const struct store_image *si,
+                         const struct image *img)
 {
-    uint8_t fp[TCPOTA_ID_LEN];
+    uint8_t made[TCPOTA_ID_LEN];
+    const uint8_t *fp = img ? img->offer_fp : made;
     uint32_t i;
 
-    image_offer_fp(si->id, si->manifest, si->manifest_len, fp); /* the loaded image's offer_fp */
+    if (r->u.checkin.out->nfailed == 0) {
+        return 0; /* most check-ins: no hash */
+    }
+    if (!img) {
+        image_offer_fp(si->id, si->manifest, si->manifest_len, made);
+    }
     for (i = 0; i < r->u.checkin.out->nfailed; i++) {
         if (memcmp(r->u.checkin.out->failed[i], si->id, TCPOTA_ID_LEN) == 0 ||
             memcmp(r->u.checkin.out->failed[i], fp, TCPOTA_ID_LEN) == 0) {
@@ -865,7 +875,7 @@ struct image *fleet_decide(struct server *srv, struct store_req *r,
     oi.desc = img ? &img->desc : &stored;
     oi.model = si->model;
     od.hello = h;
-    od.failed_before = failed || failed_before(r, si);
+    od.failed_before = failed || failed_before(r, si, img);
     ov = offer_decide(&oi, &od, ro->allow_downgrade);
     if (ov != OFFER_YES) {
         *why_code = offer_why(ov);
