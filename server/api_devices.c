@@ -135,17 +135,28 @@ static void list(struct api_call *c, const char *query)
 
 /* ---- one device ---- */
 
+/* The 404 for an id that has a secret and never checked in: a secret does
+ * not register an id (its first check-in does), but it changes how the id
+ * is served: said rather than "no device". what: what the request could not
+ * do yet ("" for a read). Returns 1 when it answered. */
+static int not_yet_registered(struct api_call *c, const struct store_req *r, const char *field,
+                              const char *what)
+{
+    if (r->rc != STORE_E_NOTFOUND || !r->u.device.had_secret) {
+        return 0;
+    }
+    api_error(c, 404, field, "device %s has not checked in yet, so it is not in the registry%s; "
+              "it has a secret (tcpota device secret), so it must authenticate with it, and "
+              "HTTP downloads for it are refused", c->dev, what);
+    return 1;
+}
+
 static void show_done(struct api_call *c, struct store_req *r)
 {
     json_t *o, *h;
     size_t i;
 
-    if (r->rc == STORE_E_NOTFOUND && r->u.device.had_secret) {
-        /* A secret does not register an id (its first check-in does), but
-         * it changes how the id is served: say so rather than "no device". */
-        api_error(c, 404, NULL, "device %s has not checked in yet, so it is not in the registry; "
-                  "it has a secret (tcpota device secret), so it must authenticate with it, and "
-                  "HTTP downloads for it are refused", c->dev);
+    if (not_yet_registered(c, r, NULL, "")) {
         return;
     }
     if (r->rc < 0) {
@@ -184,6 +195,9 @@ static void group_done(struct api_call *c, struct store_req *r)
 {
     const char *g;
 
+    if (not_yet_registered(c, r, "id", " and its group can be set once it has")) {
+        return;
+    }
     if (r->rc < 0) {
         /* An unknown device is the path's fault, not the group's. */
         device_error(c, r, r->rc == STORE_E_NOTFOUND ? "id" : "group");

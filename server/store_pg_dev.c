@@ -529,18 +529,27 @@ static int load_history(struct pgstore *st, struct store_req *r)
     return STORE_OK;
 }
 
-int pg_op_device_get(struct pgstore *st, struct store_req *r)
+/* r's device is not in the registry: "no device", with whether its id
+ * has a secret (a secret does not register an id; the API says so). */
+static int not_registered(struct pgstore *st, struct store_req *r)
 {
     int64_t n = 0;
     int rc;
 
+    if ((rc = pg_int(st, r, "device secret", &n, "SELECT count(*) FROM secrets WHERE device_id = $1",
+                     "t", r->u.device.id)) < 0) {
+        return rc;
+    }
+    r->u.device.had_secret = n > 0;
+    return store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
+}
+
+int pg_op_device_get(struct pgstore *st, struct store_req *r)
+{
+    int rc;
+
     if ((rc = load_device(st, r, r->u.device.id, r->u.device.dev)) <= 0) {
-        if (rc < 0 || (rc = pg_int(st, r, "device secret", &n, "SELECT count(*) FROM secrets"
-                                   " WHERE device_id = $1", "t", r->u.device.id)) < 0) {
-            return rc;
-        }
-        r->u.device.had_secret = n > 0;
-        return store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
+        return rc < 0 ? rc : not_registered(st, r);
     }
     return load_history(st, r);
 }
@@ -553,7 +562,7 @@ int pg_op_device_set_group(struct pgstore *st, struct store_req *r)
     int rc;
 
     if ((rc = load_device(st, r, r->u.device.id, d)) <= 0) {
-        return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
+        return rc < 0 ? rc : not_registered(st, r);
     }
     if ((rc = pg_run(st, r, "device group", "UPDATE devices SET grp = $2 WHERE id = $1", "tt",
                      d->id, group)) < 0) {

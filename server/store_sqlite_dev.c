@@ -495,18 +495,25 @@ static int load_history(struct sstore *st, struct store_req *r)
     return rc == SQLITE_DONE ? STORE_OK : sq_fail(st, r, "device history");
 }
 
-int sq_op_device_get(struct sstore *st, struct store_req *r)
+/* r's device is not in the registry: "no device", with whether its id
+ * has a secret (a secret does not register an id; the API says so). */
+static int not_registered(struct sstore *st, struct store_req *r)
 {
     int64_t n = 0;
+
+    if (sq_int(st, &n, "SELECT count(*) FROM secrets WHERE device_id = ?1", "t", r->u.device.id) < 0) {
+        return sq_fail(st, r, "device secret");
+    }
+    r->u.device.had_secret = n > 0;
+    return sq_missing(st, r, r->u.device.id, 0);
+}
+
+int sq_op_device_get(struct sstore *st, struct store_req *r)
+{
     int rc;
 
     if ((rc = load_device(st, r, r->u.device.id, r->u.device.dev)) <= 0) {
-        if (rc == 0 && sq_int(st, &n, "SELECT count(*) FROM secrets WHERE device_id = ?1", "t",
-                              r->u.device.id) < 0) {
-            return sq_fail(st, r, "device secret");
-        }
-        r->u.device.had_secret = n > 0;
-        return rc < 0 ? rc : sq_missing(st, r, r->u.device.id, 0);
+        return rc < 0 ? rc : not_registered(st, r);
     }
     return load_history(st, r);
 }
@@ -521,7 +528,7 @@ int sq_op_device_set_group(struct sstore *st, struct store_req *r)
     int rc;
 
     if ((rc = load_device(st, r, r->u.device.id, d)) <= 0) {
-        return rc < 0 ? rc : sq_missing(st, r, r->u.device.id, 0);
+        return rc < 0 ? rc : not_registered(st, r);
     }
     if (sq_run(st, "UPDATE devices SET grp = ?2 WHERE id = ?1", "tt", d->id, group) !=
         SQLITE_DONE) {

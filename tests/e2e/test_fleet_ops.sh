@@ -49,11 +49,14 @@ grep -q 'wrote the new secret of device n-1 to .*; the device is not registered 
 rc=0; "$TCPOTA" device show n-1 > "$WORK/out" 2>&1 || rc=$?
 [ $rc -ne 0 ] && grep -q 'device n-1 has not checked in yet, so it is not in the registry; it has a secret' "$WORK/out" ||
   fail "device show of an id with a secret only: rc $rc $(cat "$WORK/out")"
+rc=0; "$TCPOTA" device set n-1 --group canary > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q '^tcpota device: ID: device n-1 has not checked in yet, so it is not in the registry and its group can be set once it has; it has a secret' "$WORK/out" ||
+  fail "device set of an id with a secret only: rc $rc $(cat "$WORK/out")"
 "$TCPOTA" device secret n-1 2> "$WORK/out" > /dev/null || fail "second device secret n-1 failed"
 grep -q 'shown only this once; the previous one no longer works' "$WORK/out" || fail "a second secret of n-1: $(cat "$WORK/out")"
 "$TCPOTA" device secret c-0 2> "$WORK/out" > /dev/null || fail "device secret c-0 failed"
 grep -q 'shown only this once; the device is not registered yet' "$WORK/out" || fail "a new id's secret on stdout: $(cat "$WORK/out")"
-ok "device secret for a new id says it is not registered yet; device show says it has a secret"
+ok "device secret for a new id says it is not registered yet; device show and set say it has a secret"
 
 "$TCPOTA" device secret s-1 --out "$WORK/s1-new.secret" > "$WORK/out" || fail "second device secret failed"
 grep -q '; the previous one no longer works$' "$WORK/out" || fail "the second secret of s-1: $(cat "$WORK/out")"

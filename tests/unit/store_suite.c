@@ -1548,6 +1548,19 @@ static void test_device_list(void **state)
     assert_int_equal(r->rc, STORE_E_NOTFOUND);
     assert_int_equal(r->u.device.had_secret, 0);
     store_req_free(r);
+    /* Its group cannot be set before it checks in: said the same way. */
+    r = ss_req(STORE_DEVICE_SET_GROUP);
+    r->u.device.id = "ghost";
+    r->u.device.group = "canary";
+    assert_int_equal(ss_run(f, r)->rc, STORE_E_NOTFOUND);
+    assert_int_equal(r->u.device.had_secret, 1);
+    store_req_free(r);
+    r = ss_req(STORE_DEVICE_SET_GROUP);
+    r->u.device.id = "nobody";
+    r->u.device.group = "canary";
+    assert_int_equal(ss_run(f, r)->rc, STORE_E_NOTFOUND);
+    assert_int_equal(r->u.device.had_secret, 0);
+    store_req_free(r);
     r = ss_run(f, ss_req(STORE_SECRET_LIST));
     assert_int_equal(r->u.list.n, 2);
     assert_memory_equal(((struct store_secret *)r->u.list.rows)[0].secret, secret, 4);
