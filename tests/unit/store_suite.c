@@ -1492,6 +1492,19 @@ static void secret_set_says(struct fx *f, const char *id, const uint8_t *secret,
     assert_int_equal(r->u.device.registered, registered);
     store_req_free(r);
 }
+
+/* STORE_DEVICE_SET_GROUP of an id not in the registry: not found, and
+ * whether it has a secret (had). */
+static void set_group_missing(struct fx *f, const char *id, int had)
+{
+    struct store_req *r = ss_req(STORE_DEVICE_SET_GROUP);
+
+    r->u.device.id = id;
+    r->u.device.group = "canary";
+    assert_int_equal(ss_run(f, r)->rc, STORE_E_NOTFOUND);
+    assert_int_equal(r->u.device.had_secret, had);
+    store_req_free(r);
+}
 static void test_device_list(void **state)
 {
     struct fx *f = *state;
@@ -1549,18 +1562,8 @@ static void test_device_list(void **state)
     assert_int_equal(r->u.device.had_secret, 0);
     store_req_free(r);
     /* Its group cannot be set before it checks in: said the same way. */
-    r = ss_req(STORE_DEVICE_SET_GROUP);
-    r->u.device.id = "ghost";
-    r->u.device.group = "canary";
-    assert_int_equal(ss_run(f, r)->rc, STORE_E_NOTFOUND);
-    assert_int_equal(r->u.device.had_secret, 1);
-    store_req_free(r);
-    r = ss_req(STORE_DEVICE_SET_GROUP);
-    r->u.device.id = "nobody";
-    r->u.device.group = "canary";
-    assert_int_equal(ss_run(f, r)->rc, STORE_E_NOTFOUND);
-    assert_int_equal(r->u.device.had_secret, 0);
-    store_req_free(r);
+    set_group_missing(f, "ghost", 1);
+    set_group_missing(f, "nobody", 0);
     r = ss_run(f, ss_req(STORE_SECRET_LIST));
     assert_int_equal(r->u.list.n, 2);
     assert_memory_equal(((struct store_secret *)r->u.list.rows)[0].secret, secret, 4);
