@@ -1,6 +1,7 @@
 /* serve.c - `tcpota serve`: argument parsing for the server in server/. */
 #include "auth.h"
 #include "cli.h"
+#include "fleet_files.h"
 #include "keys.h"
 #include "log.h"
 #include "serve_config.h"
@@ -725,27 +726,21 @@ static void undo_data_dir(const char *dir, int created)
     }
 }
 
-/* The first entry of dir that is not a fleet's own (SQLite: tcpota.db and
- * its journals, tcpota.lock, images/, api.token) nor a mount point's
- * lost+found, into name (cap bytes); 1 when there is one and dir holds no
- * tcpota.db: a new fleet would be made among someone else's files. */
+/* The first entry of dir that is not a fleet's own (fleet_files_own) nor a
+ * mount point's lost+found, into name (cap bytes); 1 when there is one and
+ * dir holds no tcpota.db: a new fleet would be made among someone else's
+ * files. */
 static int foreign_files(const char *dir, char *name, size_t cap)
 {
-    static const char *const ours[] = {"tcpota.db", "tcpota.db-wal", "tcpota.db-shm",
-                                       "tcpota.lock", "images", "api.token", "lost+found"};
     DIR *d = opendir(dir);
     struct dirent *e;
     int db = 0, other = 0;
 
     if (!d) return 0;
     while ((e = readdir(d)) != NULL) {
-        size_t i;
-
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        db |= strcmp(e->d_name, "tcpota.db") == 0;
-        for (i = 0; i < sizeof(ours) / sizeof(ours[0]) && strcmp(e->d_name, ours[i]) != 0; i++) {
-        }
-        if (i == sizeof(ours) / sizeof(ours[0]) && !other) {
+        db |= strcmp(e->d_name, FLEET_DB_FILE) == 0;
+        if (!other && !fleet_files_own(e->d_name) && strcmp(e->d_name, "lost+found") != 0) {
             other = 1;
             snprintf(name, cap, "%s", e->d_name);
         }
@@ -837,7 +832,7 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
                       "device asks, so every one is refused (403); only tcpota devices are "
                       "served (docs/http-ota.md)");
     }
-    snprintf(images, sizeof(images), "%s/images", o->data_dir);
+    snprintf(images, sizeof(images), "%s/" FLEET_IMAGES_DIR, o->data_dir);
     o->images_dir = images;
     o->pubkeys = (const uint8_t(*)[32])src->keys;
     o->npubkeys = src->nkeys;

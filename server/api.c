@@ -1,6 +1,7 @@
 /* api.c - the control API's listener, routing, token and replies (see api.h). */
 #include "api_internal.h"
 #include "dashboard.h"
+#include "fleet_files.h" /* FLEET_TOKEN_FILE */
 #include "http_ota.h" /* HTTP_OTA_PREFIX */
 #include "log.h"
 #include "offload.h"
@@ -26,7 +27,6 @@
 
 #define API_TIMEOUT_S 60          /* a client silent this long is dropped */
 #define API_HEADERS_MAX 32768     /* header bytes (a manifest is ~1.4 KB of base64) */
-#define API_TOKEN_FILE "api.token"
 #define API_TOKEN_BYTES 32u
 #define API_METRICS_PATH "/metrics"
 #define API_METRICS_TYPE "text/plain; version=0.0.4; charset=utf-8"
@@ -772,7 +772,7 @@ int api_token_load_or_create(const char *dir, char *token, size_t cap, char *err
         snprintf(err, errlen, "cannot prepare the API token (buffer or libsodium)");
         return -1;
     }
-    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, API_TOKEN_FILE) >= sizeof path) {
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, FLEET_TOKEN_FILE) >= sizeof path) {
         snprintf(err, errlen, "the data directory's path is too long");
         return -1;
     }

@@ -13,8 +13,18 @@
 
 /* What the server keeps at the top of --data, besides images/ and the
  * token (which api.c refuses rather than mends). */
-static const char *const top_files[] = {"tcpota.db", "tcpota.db-wal", "tcpota.db-shm",
+static const char *const top_files[] = {FLEET_DB_FILE, FLEET_DB_FILE "-wal", FLEET_DB_FILE "-shm",
                                         "tcpota.lock"};
+
+int fleet_files_own(const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(top_files) / sizeof(top_files[0]); i++) {
+        if (strcmp(name, top_files[i]) == 0) return 1;
+    }
+    return strcmp(name, FLEET_IMAGES_DIR) == 0 || strcmp(name, FLEET_TOKEN_FILE) == 0;
+}
 
 /* path private when others may reach it (a directory or a regular file;
  * not through a link). Returns 1 changed (*was: its mode before), 0
@@ -94,7 +104,7 @@ int fleet_files_private(const char *dir, char *said, size_t saidlen, char *err, 
             changed++;
         }
     }
-    snprintf(path, sizeof(path), "%s/images", dir);
+    snprintf(path, sizeof(path), "%s/" FLEET_IMAGES_DIR, dir);
     if ((rc = make_private(path, &was, err, errlen)) < 0) {
         return -1;
     }

@@ -14,6 +14,12 @@
 
 #include <stddef.h>
 
+/* What --data holds: the SQLite database (store_sqlite.c), the images, and
+ * the API's token (api.c). */
+#define FLEET_DB_FILE "tcpota.db"
+#define FLEET_IMAGES_DIR "images"
+#define FLEET_TOKEN_FILE "api.token"
+
 /* Makes the server's entries of dir private: tcpota.db, its -wal and -shm,
  * tcpota.lock (0600), images/ (0700) and the files in it (0600), each when
  * others may read it; symbolic links and what is missing are left to the
@@ -21,5 +27,9 @@
  * modes in said ("" when none; cut to saidlen), or -1 with err when one
  * cannot be changed. */
 int fleet_files_private(const char *dir, char *said, size_t saidlen, char *err, size_t errlen);
+
+/* 1 when name (an entry at the top of --data) is one the fleet keeps there:
+ * tcpota.db and its -wal and -shm, tcpota.lock, images/, api.token. */
+int fleet_files_own(const char *name);
 
 #endif

@@ -9,6 +9,7 @@
  * posted at once and committed with the batch within STORE_BATCH_MS.
  * The thread, its queue and the completions' way back to the loop are
  * store_worker.c's; they run in submission order. */
+#include "fleet_files.h" /* FLEET_DB_FILE */
 #include "store_common.h"
 #include "store_sqlite_internal.h"
 
@@ -25,7 +26,6 @@
 
 #define SQ_BUSY_TIMEOUT_MS 250 /* another process holding the file (a backup, sqlite3 CLI) */
 #define SQ_LOCK_FILE "tcpota.lock"
-#define SQ_DB_FILE "tcpota.db"
 #define SQ_DB_MODE 0600                  /* the database's mode: the server's user alone */
 #define SQ_DB_MODE_OTHERS (S_IRWXG | S_IRWXO)
 
@@ -447,7 +447,7 @@ static int open_db(struct sstore *st, char *err, size_t errlen)
     struct stat sb;
     int fd, rc;
 
-    snprintf(path, sizeof(path), "%s/%s", st->dir, SQ_DB_FILE);
+    snprintf(path, sizeof(path), "%s/%s", st->dir, FLEET_DB_FILE);
     if (lstat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
         snprintf(err, errlen, "%s is not a regular file; move it away", path);
         return -1;
