@@ -741,15 +741,23 @@ static const char *const api_phrases[][3] = {
     {"device", " (percent-encoded)", ""}, /* the command encodes the ID itself */
 };
 
+/* How an error about one of api_fields is said. */
+enum field_say {
+    SAY_SEE,   /* "message (see NAME)", unless the message names it */
+    SAY_GIVEN, /* "NAME: message": an argument, always given */
+    SAY_ALONE, /* the message alone: it names what was given */
+};
+
 /* The API's fields that a command takes as an argument or an option even
  * when the command's own field_opts do not name them (the option was not
- * given): {cmd, field, the command's name for it, how the message says it:
- * "given" as "NAME: message" (an argument), "alone" as the message alone
- * (it names what was given), "" as "message (see NAME)"}. */
-static const char *const api_fields[][4] = {
-    {"image", "manifest", "--manifest", ""},
-    {"image", "id", "ID|VERSION", "alone"},
-    {"device", "id", "ID", "given"},
+ * given). */
+static const struct {
+    const char *cmd, *field, *name; /* name: the command's name for it */
+    enum field_say say;
+} api_fields[] = {
+    {"image", "manifest", "--manifest", SAY_SEE},
+    {"image", "id", "ID|VERSION", SAY_ALONE},
+    {"device", "id", "ID", SAY_GIVEN},
 };
 
 /* Replaces the API's phrases (api_phrases) in msg (cap bytes) for a.cmd. */
@@ -777,15 +785,15 @@ static void print_field_error(const struct api *a, const char *msg, const char *
     size_t i;
 
     for (i = 0; i < sizeof(api_fields) / sizeof(api_fields[0]); i++) {
-        if (strcmp(api_fields[i][0], a->cmd) != 0 || strcmp(api_fields[i][1], field) != 0) {
+        if (strcmp(api_fields[i].cmd, a->cmd) != 0 || strcmp(api_fields[i].field, field) != 0) {
             continue;
         }
-        if (strcmp(api_fields[i][3], "given") == 0) {
-            fprintf(stderr, "tcpota %s: %s: %s\n", a->cmd, api_fields[i][2], msg);
-        } else if (*api_fields[i][3] || strstr(msg, api_fields[i][2])) { /* the message names it */
+        if (api_fields[i].say == SAY_GIVEN) {
+            fprintf(stderr, "tcpota %s: %s: %s\n", a->cmd, api_fields[i].name, msg);
+        } else if (api_fields[i].say == SAY_ALONE || strstr(msg, api_fields[i].name)) {
             fprintf(stderr, "tcpota %s: %s\n", a->cmd, msg);
         } else {
-            fprintf(stderr, "tcpota %s: %s (see %s)\n", a->cmd, msg, api_fields[i][2]);
+            fprintf(stderr, "tcpota %s: %s (see %s)\n", a->cmd, msg, api_fields[i].name);
         }
         return;
     }

@@ -247,11 +247,16 @@ static int image_add(struct api *a, int argc, char **argv)
         return api_usage(a, "%s has no manifest (%s.manifest), so it needs --version and --model "
                          "both: %s is missing", pos[0], pos[0], version ? "--model M" : "--version V");
     }
-    if ((version && strlen(version) > TCPOTA_MAX_NAME) || (model && strlen(model) > TCPOTA_MAX_NAME)) {
-        const char *which = version && strlen(version) > TCPOTA_MAX_NAME ? "--version" : "--model";
-        rc = api_usage(a, "%s is too long (%zu characters): at most %u", which,
-                       strlen(strcmp(which, "--model") == 0 ? model : version), TCPOTA_MAX_NAME);
-        goto out;
+    {
+        const char *too_long = version && strlen(version) > TCPOTA_MAX_NAME ? version
+                             : model && strlen(model) > TCPOTA_MAX_NAME     ? model
+                                                                            : NULL;
+        if (too_long) {
+            rc = api_usage(a, "%s is too long (%zu characters): at most %u",
+                           too_long == version ? "--version" : "--model", strlen(too_long),
+                           TCPOTA_MAX_NAME);
+            goto out;
+        }
     }
     ev = version ? api_encode(version) : NULL;
     em = model ? api_encode(model) : NULL;

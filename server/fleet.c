@@ -868,10 +868,12 @@ struct image *fleet_decide(struct server *srv, struct store_req *r,
      * (what the image is loaded from) when the file does not load: a
      * device that runs the image already, or is not to have it, is told
      * so, not to wait for it. */
-    memcpy(stored.id, si->id, TCPOTA_ID_LEN);
-    stored.size = si->size;
-    stored.version = si->version;
-    stored.version_len = (uint16_t)strlen(si->version);
+    if (!img) {
+        memcpy(stored.id, si->id, TCPOTA_ID_LEN);
+        stored.size = si->size;
+        stored.version = si->version;
+        stored.version_len = (uint16_t)strlen(si->version);
+    }
     oi.desc = img ? &img->desc : &stored;
     oi.model = si->model;
     od.hello = h;
