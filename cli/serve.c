@@ -678,10 +678,6 @@ static int distinct_listeners(const struct tcpota_serve_opts *o)
     return 0;
 }
 
-/* The lock a fleet server holds in its --data DIR while it runs
- * (server/store_sqlite.c's SQ_LOCK_FILE). */
-#define DATA_LOCK_FILE "tcpota.lock"
-
 /* After a start that failed (tcpota_serve returns non-zero only before it
  * served anything): undoes what it made in --data, database, images and
  * api.token included, so that the next start is a first one again rather
@@ -695,7 +691,7 @@ static void undo_data_dir(const char *dir, int created)
     char lock[4200];
     int fd, rc;
 
-    snprintf(lock, sizeof(lock), "%s/%s", dir, DATA_LOCK_FILE);
+    snprintf(lock, sizeof(lock), "%s/%s", dir, FLEET_LOCK_FILE);
     fd = open(lock, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
         close(fd);

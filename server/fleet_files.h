@@ -17,6 +17,7 @@
 /* What --data holds: the SQLite database (store_sqlite.c), the images, and
  * the API's token (api.c). */
 #define FLEET_DB_FILE "tcpota.db"
+#define FLEET_LOCK_FILE "tcpota.lock" /* held by the server that runs on --data */
 #define FLEET_IMAGES_DIR "images"
 #define FLEET_TOKEN_FILE "api.token"
 

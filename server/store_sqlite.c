@@ -25,7 +25,6 @@
 #include <unistd.h>
 
 #define SQ_BUSY_TIMEOUT_MS 250 /* another process holding the file (a backup, sqlite3 CLI) */
-#define SQ_LOCK_FILE "tcpota.lock"
 #define SQ_DB_MODE 0600                  /* the database's mode: the server's user alone */
 #define SQ_DB_MODE_OTHERS (S_IRWXG | S_IRWXO)
 
@@ -384,7 +383,7 @@ static int take_lock(struct sstore *st, char *err, size_t errlen)
     ssize_t n;
     int len;
 
-    snprintf(path, sizeof(path), "%s/%s", st->dir, SQ_LOCK_FILE);
+    snprintf(path, sizeof(path), "%s/%s", st->dir, FLEET_LOCK_FILE);
     st->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
     if (st->lock_fd < 0) {
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
