@@ -27,6 +27,9 @@
 #define SQ_BUSY_TIMEOUT_MS 250 /* another process holding the file (a backup, sqlite3 CLI) */
 #define SQ_DB_MODE 0600                  /* the database's mode: the server's user alone */
 #define SQ_DB_MODE_OTHERS (S_IRWXG | S_IRWXO)
+#define SQ_MAGIC "SQLite format 3" /* a SQLite file's first 16 bytes, its NUL included */
+#define SQ_HDR_WRITE_VERSION 18   /* the header's byte: 1 rollback journal, 2 WAL */
+#define SQ_HDR_ROLLBACK 1
 
 static int64_t mono_ms(void)
 {
@@ -438,6 +441,46 @@ static int check_db(sqlite3 *db, const char *path, char *err, size_t errlen)
     return -1;
 }
 
+/* A DIR/tcpota.db that holds something else (another program's file or
+ * database, a device's flash given as --data by mistake) is refused before
+ * anything touches it: the open below would make it 0600, and SQLite's
+ * switch to WAL rewrites a database's header. A database in rollback mode
+ * is looked into read-only; one in WAL mode (as tcpota's always is) is not,
+ * since SQLite would make its -shm with the file's mode, perhaps 0644,
+ * before the open below makes the file private: the schema check after it
+ * refuses another program's. Returns 0 for an empty file, a database this
+ * does not look into, a tcpota one, or one that cannot be read here (the
+ * open says why). */
+static int foreign_db(const char *path, const struct stat *sb, char *err, size_t errlen)
+{
+    unsigned char head[SQ_HDR_WRITE_VERSION + 1];
+    sqlite3 *db = NULL;
+    ssize_t n;
+    int fd, rc = 0;
+
+    if (sb->st_size == 0) {
+        return 0;
+    }
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) {
+        return 0;
+    }
+    n = read(fd, head, sizeof(head));
+    close(fd);
+    if (n != (ssize_t)sizeof(head) || memcmp(head, SQ_MAGIC, sizeof(SQ_MAGIC)) != 0) {
+        snprintf(err, errlen, "%s is not a tcpota database or is damaged (it does not begin as"
+                 " a SQLite file does); move it away and start again, or restore a backup", path);
+        return -1;
+    }
+    if (head[SQ_HDR_WRITE_VERSION] == SQ_HDR_ROLLBACK &&
+        sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) ==
+        SQLITE_OK) {
+        rc = sq_foreign(db, path, err, errlen);
+    }
+    sqlite3_close(db);
+    return rc;
+}
+
 /* Opens DIR/tcpota.db (created 0600: SQLite gives its -wal and -shm the
  * same mode) with the pragmas the durability rules need, and migrates it. */
 static int open_db(struct sstore *st, char *err, size_t errlen)
@@ -447,9 +490,19 @@ static int open_db(struct sstore *st, char *err, size_t errlen)
     int fd, rc;
 
     snprintf(path, sizeof(path), "%s/%s", st->dir, FLEET_DB_FILE);
-    if (lstat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
-        snprintf(err, errlen, "%s is not a regular file; move it away", path);
-        return -1;
+    /* SQLite's memory statistics take a process-wide mutex on every
+     * allocation (2 % of a check-in's CPU in perf): off, before SQLite
+     * initialises, which foreign_db's read may be the first to do (later
+     * calls are refused with SQLITE_MISUSE and change nothing). */
+    (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    if (lstat(path, &sb) == 0) {
+        if (!S_ISREG(sb.st_mode)) {
+            snprintf(err, errlen, "%s is not a regular file; move it away", path);
+            return -1;
+        }
+        if (foreign_db(path, &sb, err, errlen) != 0) {
+            return -1;
+        }
     }
     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
     if (fd < 0) {
@@ -469,11 +522,7 @@ static int open_db(struct sstore *st, char *err, size_t errlen)
     close(fd);
     /* NOMUTEX: the connection is used by one thread at a time (opened and
      * migrated here, then only the store thread, closed after it joined),
-     * so SQLite's per-call mutex would only cost. Its memory statistics
-     * take a process-wide mutex on every allocation (2 % of a check-in's
-     * CPU in perf): off, before SQLite initialises (later calls are
-     * refused with SQLITE_MISUSE and change nothing). */
-    (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+     * so SQLite's per-call mutex would only cost. */
     rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_busy_timeout(st->db, SQ_BUSY_TIMEOUT_MS);

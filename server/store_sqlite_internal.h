@@ -64,6 +64,11 @@ struct sstore {
  * message naming path in err (newer schema, not ours, SQLite error). */
 int sq_migrate(sqlite3 *db, const char *path, char *err, size_t errlen);
 
+/* -1 with a message naming path in err when db holds tables but not
+ * tcpota's; 0 otherwise (empty, ours, or unreadable: the open that follows
+ * says why). Reads only. */
+int sq_foreign(sqlite3 *db, const char *path, char *err, size_t errlen);
+
 /* ---- store_sqlite_sql.c ---- */
 
 /* The cached statement for sql, reset, with its parameters bound from fmt,

@@ -133,6 +133,11 @@ static int run_due(sqlite3 *db, int64_t from)
     return rc;
 }
 
+int sq_foreign(sqlite3 *db, const char *path, char *err, size_t errlen)
+{
+    return current_version(db, path, err, errlen) == -1 ? -1 : 0;
+}
+
 int sq_migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
 {
     int64_t v;

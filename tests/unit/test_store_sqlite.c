@@ -143,6 +143,7 @@ static void test_garbage_db(void **state)
 {
     char dir[] = "/tmp/tcpota-store-XXXXXX", path[300], err[300] = "", junk[4096];
     struct event_base *base = event_base_new();
+    struct stat sb;
     FILE *fp;
     (void)state;
 
@@ -152,9 +153,13 @@ static void test_garbage_db(void **state)
     fp = fopen(path, "wb");
     fwrite(junk, 1, sizeof(junk), fp);
     fclose(fp);
+    assert_int_equal(chmod(path, 0644), 0);
     assert_null(store_sqlite_open(dir, base, err, sizeof(err)));
     assert_non_null(strstr(err, "is not a tcpota database or is damaged"));
     assert_non_null(strstr(err, path));
+    /* Refused before anything touched it: not made private. */
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0644);
     event_base_free(base);
     ss_rm_tree(dir);
 }
@@ -206,6 +211,7 @@ static void test_newer_schema(void **state)
 {
     struct fx *f = *state;
     char path[300], err[300] = "";
+    struct stat before, after;
     sqlite3 *db;
 
     close_and_exec(f, path, sizeof(path), "UPDATE schema_version SET version = 99");
@@ -216,8 +222,16 @@ static void test_newer_schema(void **state)
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, "CREATE TABLE t (x)", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
+    assert_int_equal(chmod(path, 0644), 0);
+    assert_int_equal(stat(path, &before), 0);
     assert_null(store_sqlite_open(f->dir, f->base, err, sizeof(err)));
     assert_non_null(strstr(err, "not a tcpota one"));
+    /* Looked into read-only: neither made private nor switched to WAL
+     * (which rewrites the header and changes the file's time). */
+    assert_int_equal(stat(path, &after), 0);
+    assert_int_equal(after.st_mode & 0777, 0644);
+    assert_int_equal(after.st_mtim.tv_sec, before.st_mtim.tv_sec);
+    assert_int_equal(after.st_mtim.tv_nsec, before.st_mtim.tv_nsec);
 }
 
 /* A database at schema 1 (before device_failures_dev) is migrated at open,
