@@ -269,8 +269,8 @@ static int parse_url(struct api *a, const char *s, const char *from)
     }
     if (plen >= sizeof(a->prefix)) plen = sizeof(a->prefix) - 1;
     snprintf(a->prefix, sizeof(a->prefix), "%.*s", (int)plen, plen ? path : "");
-    snprintf(a->url, sizeof(a->url), "%s%s%s%s:%u%s", scheme, strchr(a->host, ':') ? "[" : "",
-             a->host, strchr(a->host, ':') ? "]" : "", (unsigned)a->port, a->prefix);
+    snprintf(a->url, sizeof(a->url), "%s%s%s%s:%u%s", scheme, V6_OPEN(a->host), a->host,
+             V6_CLOSE(a->host), (unsigned)a->port, a->prefix);
     evhttp_uri_free(u);
     return 0;
 }
@@ -1008,8 +1008,8 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
     evhttp_connection_set_flags(conn, EVHTTP_CON_READ_ON_WRITE_ERROR);
     evhttp_request_set_error_cb(req, on_error);
     h = evhttp_request_get_output_headers(req);
-    snprintf(hostport, sizeof(hostport), "%s%s%s:%u", strchr(a->host, ':') ? "[" : "", a->host,
-             strchr(a->host, ':') ? "]" : "", (unsigned)a->port);
+    snprintf(hostport, sizeof(hostport), "%s%s%s:%u", V6_OPEN(a->host), a->host,
+             V6_CLOSE(a->host), (unsigned)a->port);
     snprintf(auth, sizeof(auth), "Bearer %s", a->token);
     evhttp_add_header(h, "Host", hostport);
     evhttp_add_header(h, "Authorization", auth);

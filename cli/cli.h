@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdint.h>
+#include <string.h> /* strchr, in V6_OPEN */
 
 /* `tcpota serve ...`; returns the process exit code. */
 int cmd_serve(int argc, char **argv);
@@ -55,6 +56,12 @@ const char *cli_opt_value(int argc, char **argv, int *i, const char *name, const
                           char *why, size_t cap);
 /* Room for cli_opt_value's message. */
 #define CLI_OPT_WHY 512
+
+/* The brackets around host before ":PORT" in a URL or a message that
+ * echoes --listen: an IPv6 address takes them ("[::1]:8070"), others not.
+ * printf("%s%s%s:%u", V6_OPEN(h), h, V6_CLOSE(h), port). */
+#define V6_OPEN(host) (strchr((host), ':') ? "[" : "")
+#define V6_CLOSE(host) (strchr((host), ':') ? "]" : "")
 
 /* 1 when s is a negative whole number ("-5"; not "-0"): a number, but
  * never one an option of tcpota takes, said so rather than "not a number". */

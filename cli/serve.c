@@ -667,10 +667,12 @@ static int distinct_listeners(const struct tcpota_serve_opts *o)
     for (i = 0; i < n; i++) {
         for (j = i + 1; j < n; j++) {
             if (l[i].host && l[j].host && same_listener(l[i].host, l[i].port, l[j].host, l[j].port)) {
-                fprintf(stderr, "tcpota serve: %s %s:%u and %s %s:%u take the same port; give "
-                                "each its own port\n",
-                        l[i].flag, l[i].host, (unsigned)l[i].port, l[j].flag, l[j].host,
-                        (unsigned)l[j].port);
+                /* As typed: an IPv6 address in brackets. */
+                fprintf(stderr, "tcpota serve: %s %s%s%s:%u and %s %s%s%s:%u take the same port;"
+                                " give each its own port\n",
+                        l[i].flag, V6_OPEN(l[i].host), l[i].host, V6_CLOSE(l[i].host),
+                        (unsigned)l[i].port, l[j].flag, V6_OPEN(l[j].host), l[j].host,
+                        V6_CLOSE(l[j].host), (unsigned)l[j].port);
                 return -1;
             }
         }

@@ -100,6 +100,9 @@ grep -q -- '--listen 0.0.0.0:18601 and --ota-listen 127.0.0.1:18601 take the sam
 refused_listeners --listen 127.0.0.1:0 --api 127.0.0.1:18603 --ota-listen 127.0.0.1:18603
 grep -q -- '--api 127.0.0.1:18603 and --ota-listen 127.0.0.1:18603 take the same port' listen.log ||
   fail "same --api and --ota-listen: $(cat listen.log)"
+refused_listeners --listen '[::1]:18604' --api '[::1]:18604'
+grep -qF -- '--listen [::1]:18604 and --api [::1]:18604 take the same port' listen.log ||
+  fail "IPv6 listeners are not named as typed: $(cat listen.log)"
 [ ! -e fleet ] || fail "a refused start created the data directory"
 ok "fleet listeners on one port are named, before anything is created"
 
