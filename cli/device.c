@@ -869,7 +869,12 @@ static void runner_step(void *ctx, const struct tcpota_runner_step *s)
         dv->connected = 1;
         dv->st.connections++;
         dv->told_unreachable = 0;
-        info(dv, "connected to %s%s", dv->o.server, dv->o.ca ? " (TLS, certificate verified)" : "");
+        /* A resumed session skipped the certificate: it was verified with
+         * these trust anchors when the session began (cli_tls_init). */
+        info(dv, "connected to %s%s", dv->o.server,
+             !dv->o.ca          ? ""
+             : dv->tls.resumed ? " (TLS, resumed a session verified earlier with this --ca)"
+                               : " (TLS, certificate verified)");
         break;
     case TCPOTA_RUNNER_CHECK_IN: {
         char wait[32];

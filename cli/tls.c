@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
@@ -43,8 +44,9 @@ const char *cli_tls_error_text(unsigned long e, char *buf, size_t cap)
     return buf;
 }
 
-/* The kept session's file: one line naming the server it came from, then
- * the session in DER (OpenSSL's i2d_SSL_SESSION). */
+/* The kept session's file: one line naming the server it came from and
+ * the trust anchors that verified it (t->peer), then the session in DER
+ * (OpenSSL's i2d_SSL_SESSION). */
 #define SESSION_MAGIC "tcpota-tls-session 1 "
 #define SESSION_DER_MAX (16 * 1024)
 
@@ -75,8 +77,9 @@ static int keep_session(SSL *ssl, SSL_SESSION *sess)
     return 0; /* no reference kept */
 }
 
-/* The kept session for t->peer, or NULL: none, another server's, or
- * damaged (said on stderr; the full handshake's session replaces it). */
+/* The kept session for t->peer, or NULL: none, another server's or
+ * verified with other trust anchors, or damaged (said on stderr; the full
+ * handshake's session replaces it). */
 static SSL_SESSION *kept_session(struct cli_tls *t)
 {
     static unsigned char buf[sizeof(SESSION_MAGIC) + CLI_TLS_PEER_MAX + SESSION_DER_MAX];
@@ -93,10 +96,21 @@ static SSL_SESSION *kept_session(struct cli_tls *t)
     /* O_NONBLOCK: a FIFO put there must not stop the device. */
     fd = open(t->session_file, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
-        if (errno != ENOENT) {
+        if (errno == ELOOP) { /* O_NOFOLLOW met a link: ELOOP's text says "too many levels" */
+            fprintf(stderr, "tcpota device: cannot read the kept TLS session %s: it is a symbolic"
+                            " link, which is never followed; remove it; a full handshake"
+                            " follows\n", t->session_file);
+        } else if (errno != ENOENT) {
             fprintf(stderr, "tcpota device: cannot read the kept TLS session %s: %s; a full "
                             "handshake follows\n", t->session_file, strerror(errno));
         }
+        return NULL;
+    }
+    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        /* rename() cannot put a session in its place: said, not "replaced". */
+        close(fd);
+        fprintf(stderr, "tcpota device: the kept TLS session %s is a directory; remove it: until"
+                        " then every connection makes a full handshake\n", t->session_file);
         return NULL;
     }
     n = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? read(fd, buf, sizeof(buf)) : -1;
@@ -198,6 +212,43 @@ void cli_tls_ctx_free(void *ctx)
     SSL_CTX_free(ctx);
 }
 
+/* Names the trust anchors into t->anchors: "ca-" and the first 8 bytes of
+ * the --ca file's SHA-256, or "system". Returns 0, or -1 when the file
+ * cannot be read (no session is kept or resumed then). */
+static int name_anchors(struct cli_tls *t, const char *ca_file)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE], chunk[8192];
+    unsigned int mdlen = 0, i;
+    EVP_MD_CTX *h;
+    ssize_t n = 0;
+    int fd, ok;
+
+    if (!ca_file) {
+        snprintf(t->anchors, sizeof(t->anchors), "system");
+        return 0;
+    }
+    fd = open(ca_file, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    h = EVP_MD_CTX_new();
+    ok = fd >= 0 && h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1;
+    while (ok && (n = read(fd, chunk, sizeof(chunk))) > 0) {
+        ok = EVP_DigestUpdate(h, chunk, (size_t)n) == 1;
+    }
+    ok = ok && n == 0 && EVP_DigestFinal_ex(h, md, &mdlen) == 1 && mdlen >= 8;
+    EVP_MD_CTX_free(h);
+    if (fd >= 0) close(fd);
+    if (!ok) {
+        return -1;
+    }
+    memcpy(t->anchors, "ca-", 3);
+    for (i = 0; i < 8; i++) {
+        t->anchors[3 + 2 * i] = hex[md[i] >> 4];
+        t->anchors[4 + 2 * i] = hex[md[i] & 15];
+    }
+    t->anchors[3 + 16] = '\0';
+    return 0;
+}
+
 int cli_tls_init(struct cli_tls *t, const char *ca_file, const char *session_file)
 {
     SSL_CTX *ctx;
@@ -206,6 +257,9 @@ int cli_tls_init(struct cli_tls *t, const char *ca_file, const char *session_fil
     if (!(ctx = cli_tls_client_ctx("device", ca_file, "--ca",
                                    "the server's certificate (for a self-signed one, that certificate itself)"))) {
         return -1;
+    }
+    if (session_file && name_anchors(t, ca_file) != 0) {
+        session_file = NULL; /* loaded a moment ago, unreadable now: verify every time */
     }
     if (session_file) {
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
@@ -296,7 +350,8 @@ int cli_tls_handshake(struct cli_tls *t, struct tcpota_client *cl, const char *h
         snprintf(err, cap, "TLS setup failed: %s", ssl_reason(why, sizeof(why)));
         return -1;
     }
-    (void)snprintf(t->peer, sizeof(t->peer), "%s:%u", host, (unsigned)port);
+    (void)snprintf(t->peer, sizeof(t->peer), "%s:%u anchors=%s", host, (unsigned)port,
+                   t->anchors);
     SSL_set_app_data(ssl, t);
     if ((kept = kept_session(t)) != NULL) {
         (void)SSL_set_session(ssl, kept); /* a refused one: a full handshake */

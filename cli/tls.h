@@ -10,8 +10,12 @@
 struct tcpota_client;
 struct tcpota_dev;
 
-/* Room for "host:port" naming the server a kept session belongs to. */
-#define CLI_TLS_PEER_MAX 300
+/* Room for "host:port anchors=..." naming the server a kept session
+ * belongs to and what the device trusted when it was verified. */
+#define CLI_TLS_PEER_MAX 340
+/* Room for the trust anchors' name: "ca-" and 16 hex digits of the --ca
+ * file's SHA-256, or "system". */
+#define CLI_TLS_ANCHORS_MAX 24
 
 struct cli_tls {
     void *ctx;                /* SSL_CTX */
@@ -20,6 +24,7 @@ struct cli_tls {
     char peer[CLI_TLS_PEER_MAX]; /* the server of the current connection */
     int resumed;              /* the last handshake resumed a kept session */
     const char *ca_file;      /* the --ca file, or NULL: the system's CAs */
+    char anchors[CLI_TLS_ANCHORS_MAX]; /* what verified a kept session (cli_tls_init) */
 };
 
 /* A client context (SSL_CTX) that verifies servers, TLS 1.2 at least,
@@ -50,9 +55,11 @@ const char *cli_tls_verify_todo(long v, const char *whose, const char *host_flag
  * server last gave (its TLS 1.3 ticket, or 1.2 session) is kept between
  * connections and runs, so the next connection to the same host:port
  * resumes it: one ECDHE and no certificate chain instead of a full
- * handshake. A damaged or foreign file is ignored (a full handshake
- * follows, and a good session replaces it). Returns 0 or -1 with a
- * message on stderr. */
+ * handshake. A session is resumed only with the trust anchors that
+ * verified it (the --ca file's contents, or the system's): a resumption
+ * skips the certificate, so a device given another CA must verify again.
+ * A damaged or foreign file is ignored (a full handshake follows, and a
+ * good session replaces it). Returns 0 or -1 with a message on stderr. */
 int cli_tls_init(struct cli_tls *t, const char *ca_file, const char *session_file);
 /* Runs the handshake on the client's connected socket, verifying the
  * certificate for `host`, within timeout_ms. Returns 0, or -1 with the

@@ -39,6 +39,21 @@ delta second
 [ "$F" = 0 ] && [ "$R" = 1 ] || fail "a check-in did not resume the kept session ($F full, $R resumed)"
 ok "the next connection resumed the kept TLS session"
 
+# A resumption skips the certificate: the kept session was verified with
+# srv.pem, so a device given another CA must verify (and here fail), not
+# resume it. The kept session stays for the CA that verified it.
+mkdir other && (cd other && server_cert)
+rc=0; timeout 30 "$T" device --server "localhost:$SERVER_PORT" --flash dev --id tls-dev \
+  --ca other/srv.pem --max-attempts 1 2> otherca.log || rc=$?
+[ $rc -ne 0 ] && grep -q "certificate verify failed" otherca.log ||
+  fail "another --ca resumed the session verified with the first: rc $rc: $(cat otherca.log)"
+! grep -q "connected to" otherca.log || fail "connected with another --ca: $(cat otherca.log)"
+delta same-ca-again
+[ "$F" = 0 ] && [ "$R" = 1 ] || fail "the first --ca's session was not resumed after the refusal ($F full, $R resumed)"
+grep -q "TLS, resumed a session verified earlier with this --ca" same-ca-again.log ||
+  fail "a resumed connection does not say so: $(grep 'connected to' same-ca-again.log)"
+ok "a session is resumed only with the CA that verified it, and the device says it resumed"
+
 head -c 300 /dev/urandom > dev/tls-session
 delta damaged
 grep -q "kept TLS session .* is damaged" damaged.log || fail "a damaged session file was not reported: $(cat damaged.log)"
@@ -82,7 +97,19 @@ ln -s ../victim dev/tls-session.tmp
 delta symlink-tmp
 [ "$(cat victim)" = keep ] || fail "the session was written through the symlink dev/tls-session.tmp"
 rm -f dev/tls-session.tmp
+grep -q "is a symbolic link, which is never followed; remove it" symlink.log ||
+  fail "a symlink as the session is not named one: $(cat symlink.log)"
 ok "a session with bytes after it is damaged; a symlink is not followed, for reading or writing"
+
+# A directory in its place cannot be replaced by rename(): said so, with what to do.
+rm -f dev/tls-session && mkdir dev/tls-session
+delta directory
+grep -q "the kept TLS session .* is a directory; remove it" directory.log ||
+  fail "a directory as the session file: $(cat directory.log)"
+[ "$F" = 1 ] || fail "a directory as the session file: $F full handshakes"
+rmdir dev/tls-session
+delta after-directory
+ok "a directory in place of the session file is named, with what to do"
 
 # The session is kept for the name the device was given: the same server
 # as 127.0.0.1 is not offered the one of localhost (resuming skips checking
@@ -90,9 +117,13 @@ ok "a session with bytes after it is damaged; a symlink is not followed, for rea
 delta localhost
 # That of localhost:PORT0 (this name and port, and a digit more) is
 # another server's too.
-n=$(head -1 dev/tls-session | wc -c)
-{ head -c $((n - 1)) dev/tls-session; printf 0; tail -c +$((n + 1)) dev/tls-session; } > port0.session
-cp port0.session dev/tls-session
+python3 - "$SERVER_PORT" <<'PY' || fail "the kept session's first line names no localhost:$SERVER_PORT"
+import sys
+b = open("dev/tls-session", "rb").read()
+at = b":%s anchors=" % sys.argv[1].encode()
+assert b.split(b"\n", 1)[0].count(at) == 1
+open("dev/tls-session", "wb").write(b.replace(at, b":%s0 anchors=" % sys.argv[1].encode(), 1))
+PY
 delta other-port
 [ "$F" = 1 ] && [ "$R" = 0 ] || fail "the session kept for localhost:${SERVER_PORT}0 was offered to localhost:$SERVER_PORT ($F full, $R resumed)"
 ! grep -q "damaged" other-port.log || fail "the session of another port was called damaged: $(cat other-port.log)"
