@@ -118,7 +118,11 @@ static void usage(FILE *f)
             "  --ota-listen HOST:PORT  serve HTTP(S) downloads for esp_https_ota devices here\n"
             "                        (default: on the API's listener, under /ota/; HTTPS with\n"
             "                        --tls-cert; docs/http-ota.md)\n"
-            "  --pubkey K.pub        images added must be signed with one of these keys\n",
+            "  --pubkey K.pub        images added must be signed with one of these keys\n"
+            "Exit status: 0 stopped by SIGTERM or SIGINT (after its summary); 2 a bad command\n"
+            "line or --config, or a file named there that cannot be used (FILE, manifest,\n"
+            "keys, secrets, TLS certificate and key); 1 anything else that stops the start\n"
+            "or the server (a port in use, DIR or its database, PostgreSQL).\n",
             TLS_TICKET_KEYS_MAX);
 }
 
@@ -526,6 +530,7 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
                         "sign --key K.key --version V --model M %s) or give --manifest\n",
                 src->nkeys ? "--pubkey needs a signed image" : "--require-signed", o->image,
                 o->image, o->image);
+        rc = 2; /* an input file missing */
         goto fail;
     }
     if (manifest) {
@@ -546,6 +551,18 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
                     src->running ? "the image served now stays" : "not starting");
             rc = 2; /* an unusable input file */
             goto fail;
+        }
+        /* Served unsigned on purpose, but a signature that does not verify
+         * is a manifest altered or forged: devices with --trust decline
+         * it, the others install it as its version. */
+        if (!require_signed && crypto_sign_verify_detached(parsed.signature, parsed.signed_part,
+                                                           parsed.signed_len, parsed.pubkey) != 0) {
+            serve_warn(src->running ? NULL : o,
+                       "the manifest %s's signature does not verify (altered or forged), served"
+                       " anyway (--no-require-signed): devices that trust keys decline it, the"
+                       " others install it as version %.*s; sign %s again (tcpota sign), or"
+                       " remove %s", manifest, parsed.version.len, parsed.version.ptr, o->image,
+                       manifest);
         }
         if (require_signed && cli_check_manifest(NULL, l->manifest, man_len,
                                                  (const uint8_t(*)[32])src->keys, src->nkeys,

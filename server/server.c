@@ -724,7 +724,10 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
         catch_begin(&caught);
         srv.tls = tls_context(o, o->tls_cert, o->tls_key);
         catch_end(&srv, &caught, srv.tls == NULL, srv.tls ? "" : "not starting: ");
-        if (!srv.tls) goto out;
+        if (!srv.tls) {
+            rc = 2; /* the certificate or key files cannot be used, like any input file */
+            goto out;
+        }
         tls_warn_dates(o, o->tls_cert, srv.tls);
     }
     /* --workers: this process forks them after what they share is loaded

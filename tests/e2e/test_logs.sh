@@ -156,7 +156,7 @@ ok "--log-format xml refused"
 rc=0
 timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --version 2.0.0 --log-format json \
   --tls-cert "$WORK/ca/srv.key" --tls-key "$WORK/ca/srv.key" "$WORK/img" 2> "$WORK/tlsfail.log" || rc=$?
-[ $rc -eq 1 ] || fail "a start with swapped TLS files: exit $rc: $(cat "$WORK/tlsfail.log")"
+[ $rc -eq 2 ] || fail "a start with swapped TLS files: exit $rc, not 2 (an unusable input file): $(cat "$WORK/tlsfail.log")"
 python3 - "$WORK/tlsfail.log" <<'EOF2' || fail "a failed TLS start's lines are not all JSON: $(cat "$WORK/tlsfail.log")"
 import json, sys
 lines = [json.loads(l) for l in open(sys.argv[1])]

@@ -51,6 +51,26 @@ ok "serve and verify refuse a tampered image / wrong key"
 rc=0; timeout 10 $T serve --listen 127.0.0.1:0 --no-require-signed tampered 2> nosig-serve.log || rc=$?
 [ $rc -eq 2 ] && grep -qE "not starting: tampered has SHA-256 [0-9a-f]{64}, not the one its manifest tampered.manifest gives \(altered after signing\?\); sign it again \(tcpota sign\), or remove the manifest to serve the image unsigned$" nosig-serve.log ||
   fail "--no-require-signed started on a manifest of other bytes (exit $rc): $(cat nosig-serve.log)"
+# A manifest whose signature does not verify (its version byte changed),
+# served unsigned on purpose: it starts, but says what devices will do.
+cp img forged && cp img.manifest forged.manifest
+python3 - forged.manifest <<'PY' || fail "no 2.0.0 in the manifest to forge"
+import sys
+b = open(sys.argv[1], "rb").read()
+assert b.count(b"2.0.0") == 1
+open(sys.argv[1], "wb").write(b.replace(b"2.0.0", b"9.0.0"))
+PY
+start_server forged 9.0.0 --no-require-signed
+grep -q "warning: the manifest forged.manifest's signature does not verify (altered or forged), served anyway (--no-require-signed): devices that trust keys decline it, the others install it as version 9.0.0; sign forged again" server.log ||
+  fail "a forged manifest served with --no-require-signed was not warned about: $(cat server.log)"
+stop_server
+start_server img 2.0.0 --no-require-signed
+! grep -q "does not verify" server.log || fail "a good manifest was said not to verify: $(cat server.log)"
+stop_server
+cp img nosig.img
+rc=0; timeout 10 $T serve --listen 127.0.0.1:0 --pubkey k.pub nosig.img 2> nomanifest.log || rc=$?
+[ $rc -eq 2 ] && grep -q -- '--pubkey needs a signed image' nomanifest.log ||
+  fail "--pubkey with an image without a manifest: exit $rc, not 2: $(cat nomanifest.log)"
 # A FILE.manifest that is no manifest at all is said to be one thing only
 # (before: "not a manifest", then "describes other bytes", which it does not).
 cp img junk && head -c 183 /dev/urandom > junk.manifest

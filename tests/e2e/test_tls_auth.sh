@@ -84,7 +84,7 @@ chmod 600 other.key
 tls_refused() { # CERT KEY REGEX
   local rc=0
   timeout 10 "$T" serve --listen 127.0.0.1:0 --version 1.0.0 --tls-cert "$1" --tls-key "$2" img 2> refused.log || rc=$?
-  [ $rc -eq 1 ] || fail "--tls-cert $1 --tls-key $2: exit $rc, expected 1: $(cat refused.log)"
+  [ $rc -eq 2 ] || fail "--tls-cert $1 --tls-key $2: exit $rc, expected 2 (an unusable input file): $(cat refused.log)"
   grep -q -- "$3" refused.log || fail "--tls-cert $1 --tls-key $2: no '$3' in: $(cat refused.log)"
 }
 tls_refused empty.pem srv.key "cannot use the TLS certificate empty.pem: the file is empty; give the server's certificate (PEM), its chain after it"
