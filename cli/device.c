@@ -778,13 +778,19 @@ static int runner_connect(void *ctx)
         return TCPOTA_ERR_CANCELED;
     }
     dv->tls_failed = 0;
-    /* Inside TLS the answer to a CHALLENGE is bound to this session. */
-    if (rc == 0 && dv->o.ca &&
-        (cli_tls_handshake(&dv->tls, &dv->cl, dv->o.host, dv->o.port, dv->o.timeout_ms,
-                           dv->err, sizeof(dv->err)) < 0 ||
-         cli_tls_bind(&dv->tls, &dv->dev, dv->err, sizeof(dv->err)) < 0)) {
-        dv->tls_failed = 1;
-        return TCPOTA_ERR_DENIED;
+    /* Inside TLS the answer to a CHALLENGE is bound to this session. A
+     * certificate refused is refused again (the runner's DENIED); a
+     * handshake cut or timed out may pass next time. */
+    if (rc == 0 && dv->o.ca) {
+        rc = cli_tls_handshake(&dv->tls, &dv->cl, dv->o.host, dv->o.port, dv->o.timeout_ms,
+                               dv->err, sizeof(dv->err));
+        if (rc == 0) {
+            rc = cli_tls_bind(&dv->tls, &dv->dev, dv->err, sizeof(dv->err));
+        }
+        if (rc != 0) {
+            dv->tls_failed = 1;
+            return rc == CLI_TLS_CERT_REFUSED ? TCPOTA_ERR_DENIED : TCPOTA_ERR_PROTO;
+        }
     }
     return rc;
 }
@@ -1051,7 +1057,10 @@ static int run(struct device *dv)
             }
             continue;
         case TCPOTA_RUNNER_DENIED:
-            if (xfer(dv).retry_after_s) {
+            if (dv->tls_failed) {
+                /* This device refused the server's certificate. */
+                say(dv, "%s; not retrying: the same certificate would be refused again", dv->err);
+            } else if (xfer(dv).retry_after_s) {
                 /* A throttle after failures (of this id or address), not a
                  * verdict on the secret: say when a try is checked again. */
                 say(dv, "the server refused this device (%s); it checks this device's next try "

@@ -312,7 +312,9 @@ const char *cli_tls_verify_todo(long v, const char *whose, const char *host_flag
 }
 
 /* Says why SSL_connect() returned rc (not 1, not "want more") in err. */
-static void handshake_error(const struct cli_tls *t, SSL *ssl, int rc, int e, char *err, size_t cap)
+/* Says why the handshake failed in err. Returns CLI_TLS_CERT_REFUSED when
+ * the server's certificate did not verify, else -1. */
+static int handshake_error(const struct cli_tls *t, SSL *ssl, int rc, int e, char *err, size_t cap)
 {
     long v = SSL_get_verify_result(ssl);
     char why[256], todo[CLI_TLS_TODO_LEN];
@@ -320,13 +322,14 @@ static void handshake_error(const struct cli_tls *t, SSL *ssl, int rc, int e, ch
     if (closed_early(rc, e)) {
         ERR_clear_error();
         snprintf(err, cap, "TLS handshake failed: the server closed the connection during the "
-                           "handshake (is it speaking TLS on this port?)");
+                           "handshake (is it speaking TLS on this port, or at its limits?)");
     } else if (v != X509_V_OK) {
         ERR_clear_error();
         snprintf(err, cap, "TLS handshake failed: certificate verify failed: %s; %s",
                  X509_verify_cert_error_string(v),
                  cli_tls_verify_todo(v, "the server's", "--server", "--ca", t->ca_file,
                                      "--ca FILE", todo, sizeof(todo)));
+        return CLI_TLS_CERT_REFUSED;
     } else if (e == SSL_ERROR_SSL) {
         snprintf(err, cap, "TLS handshake failed: %s", ssl_reason(why, sizeof(why)));
     } else if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
@@ -334,6 +337,7 @@ static void handshake_error(const struct cli_tls *t, SSL *ssl, int rc, int e, ch
     } else {
         snprintf(err, cap, "TLS handshake failed: %s", ssl_reason(why, sizeof(why)));
     }
+    return -1;
 }
 
 int cli_tls_handshake(struct cli_tls *t, struct tcpota_client *cl, const char *host,
@@ -371,8 +375,7 @@ int cli_tls_handshake(struct cli_tls *t, struct tcpota_client *cl, const char *h
         }
         e = SSL_get_error(ssl, rc);
         if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
-            handshake_error(t, ssl, rc, e, err, cap);
-            return -1;
+            return handshake_error(t, ssl, rc, e, err, cap);
         }
         ev = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
         if (waited >= timeout_ms || tcpota_client_wait(cl, cl->fd, ev, 100) < 0) {

@@ -164,9 +164,10 @@ static void step(struct tcpota_runner *r, struct tcpota_runner_step *s,
 
 /* One attempt: connect, run, close. Returns an enum tcpota_client_outcome;
  * *unreachable says the server could not be reached (TCPOTA_ERR_IO from
- * connect), *ran that a connection ran (and the session's bad_reason is
- * this connection's). */
-static int attempt(struct tcpota_runner *r, uint8_t *unreachable, int *ran)
+ * connect), *refused that connect refused the server (TCPOTA_ERR_DENIED:
+ * its TLS certificate), *ran that a connection ran (and the session's
+ * bad_reason is this connection's). */
+static int attempt(struct tcpota_runner *r, uint8_t *unreachable, int *refused, int *ran)
 {
     struct tcpota_runner_step s;
     int rc, out = TCPOTA_CLIENT_RETRY;
@@ -179,6 +180,7 @@ static int attempt(struct tcpota_runner *r, uint8_t *unreachable, int *ran)
     step(r, &s, TCPOTA_RUNNER_CONNECTING);
     rc = conn_connect(r);
     *unreachable = rc == TCPOTA_ERR_IO;
+    *refused = rc == TCPOTA_ERR_DENIED;
     *ran = rc == 0;
     if (rc == TCPOTA_ERR_CANCELED) {
         out = TCPOTA_CLIENT_STOPPED;
@@ -200,14 +202,16 @@ int tcpota_runner_run(struct tcpota_runner *r)
         struct tcpota_runner_step s;
         char why[TCPOTA_DEV_BAD_TEXT_MAX];
         uint8_t unreachable;
-        int image_failed, denied, out, ran;
+        int image_failed, denied, refused, out, ran;
 
         r->attempts++;
-        out = attempt(r, &unreachable, &ran);
+        out = attempt(r, &unreachable, &refused, &ran);
         image_failed = ran && d->bad_reason != TCPOTA_BAD_NONE;
-        /* The server refused who we are: the same secret will be refused
-         * again, so this is no transient error to retry at once. */
-        denied = ran && out == TCPOTA_CLIENT_RETRY && d->last_error == TCPOTA_ERR_DENIED;
+        /* The server refused who we are, or we refused its certificate:
+         * the same secret, or the same certificate, will be refused again,
+         * so this is no transient error to retry at once. */
+        denied = refused ||
+                 (ran && out == TCPOTA_CLIENT_RETRY && d->last_error == TCPOTA_ERR_DENIED);
         if (denied && r->cfg.max_attempts) {
             return TCPOTA_RUNNER_DENIED;
         }

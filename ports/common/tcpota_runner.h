@@ -18,6 +18,11 @@
  *  - Transient errors (cannot connect, cut, timeout, a protocol error)
  *    back off from backoff_min_ms, doubling per attempt without progress
  *    up to backoff_max_ms (200 ms to 5 s by default).
+ *  - Refusals that retrying cannot change (the server refused this
+ *    device's authentication, or the device refused the server's TLS
+ *    certificate: connect's TCPOTA_ERR_DENIED) end the run at once when
+ *    the device may give up (TCPOTA_RUNNER_DENIED), else back off as image
+ *    failures do.
  *  - Image failures (the image failed its integrity check or was refused
  *    at ota_end, or its offer was declined as known bad: the core
  *    remembers such an image, see TCPOTA_KEY_BAD in tcpota/device.h) back
@@ -93,9 +98,11 @@ enum tcpota_runner_outcome {
     TCPOTA_RUNNER_ENDED,          /* the caller's event hook ended a connection */
     TCPOTA_RUNNER_GAVE_UP,        /* max_attempts without progress (err says the last why) */
     TCPOTA_RUNNER_DENIED,         /* the server refused this device's authentication (err says
-                                   * the server's words): returned at once when max_attempts is
-                                   * set; with 0 the runner waits as after an image failure and
-                                   * at least the server's RETRY_AFTER, and tries again */
+                                   * the server's words), or connect refused the server
+                                   * (TCPOTA_ERR_DENIED: its TLS certificate; err says why):
+                                   * returned at once when max_attempts is set; with 0 the
+                                   * runner waits as after an image failure (and at least the
+                                   * server's RETRY_AFTER), and tries again */
     TCPOTA_RUNNER_STOPPED,        /* connect or sleep said a stop was requested */
 };
 
@@ -155,8 +162,10 @@ struct tcpota_runner_config {
 
     void *ctx; /* handed to every callback */
     /* Connects. Returns 0, TCPOTA_ERR_CANCELED when a stop was requested,
-     * TCPOTA_ERR_IO when the server cannot be reached, or another negative
-     * tcpota_err (a failed TLS handshake, say), with err set. */
+     * TCPOTA_ERR_IO when the server cannot be reached, TCPOTA_ERR_DENIED
+     * when the server was refused (its TLS certificate does not verify:
+     * retrying would be refused again), or another negative tcpota_err (a
+     * TLS handshake cut or timed out, say: transient), with err set. */
     int (*connect)(void *ctx);
     /* Runs one connection; returns an enum tcpota_client_outcome
      * (tcpota_client_run()). */

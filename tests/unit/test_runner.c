@@ -738,6 +738,41 @@ static void test_denied_is_not_transient(void **state)
     assert_int_equal(f.waits[0], TCPOTA_RUNNER_FAILURE_MAX_MS);
 }
 
+/* connect refused the server (its TLS certificate does not verify): the
+ * same certificate is refused again, so a device that may give up stops
+ * at once, and one that never gives up waits as after an image failure;
+ * a handshake cut or timed out (another code) is retried as transient.
+ * Fails if connect's DENIED is retried like a refused connection. */
+static void test_server_refused_at_connect(void **state)
+{
+    (void)state;
+    add(TCPOTA_ERR_DENIED, 0, 0, 0);
+    add(0, TCPOTA_CLIENT_UP_TO_DATE, 0, 0);
+    start(TCPOTA_RUNNER_ATTEMPTS_DEFAULT);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_DENIED);
+    assert_int_equal(f.next, 1);
+    assert_int_equal(f.nwaits, 0);
+    assert_string_equal(err, "connect: refused");
+
+    setup(NULL); /* random at its top: each wait is its ceiling */
+    add(TCPOTA_ERR_DENIED, 0, 0, 0);
+    add(TCPOTA_ERR_DENIED, 0, 0, 0);
+    add(0, TCPOTA_CLIENT_UP_TO_DATE, 0, 0);
+    start(0);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UP_TO_DATE);
+    assert_int_equal(f.nwaits, 2);
+    assert_int_equal(f.waits[0], TCPOTA_RUNNER_BACKOFF_MAX_MS);
+    assert_int_equal(f.waits[1], 2 * TCPOTA_RUNNER_BACKOFF_MAX_MS);
+
+    setup(NULL);
+    add(TCPOTA_ERR_PROTO, 0, 0, 0);
+    add(0, TCPOTA_CLIENT_UP_TO_DATE, 0, 0);
+    start(TCPOTA_RUNNER_ATTEMPTS_DEFAULT);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UP_TO_DATE);
+    assert_int_equal(f.nwaits, 1);
+    assert_true(f.waits[0] <= TCPOTA_RUNNER_BACKOFF_MIN_MS * 2);
+}
+
 static void add_busy(uint32_t retry_after_s)
 {
     add(0, TCPOTA_CLIENT_RETRY, 0, 0);
@@ -889,6 +924,7 @@ int main(void)
         cmocka_unit_test_setup(test_check_in_after_decline, setup),
         cmocka_unit_test_setup(test_check_in_off_stop_and_limit, setup),
         cmocka_unit_test_setup(test_denied_is_not_transient, setup),
+        cmocka_unit_test_setup(test_server_refused_at_connect, setup),
         cmocka_unit_test_setup(test_busy_error_honours_retry_after, setup),
         cmocka_unit_test_setup(test_busy_error_backoff_is_the_floor, setup),
         cmocka_unit_test_setup(test_busy_error_attempts_and_cap, setup),

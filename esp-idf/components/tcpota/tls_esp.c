@@ -311,7 +311,11 @@ static void handshake_done(tcpota_esp_tls_t *t)
 
 /* ---- one connection ---------------------------------------------------- */
 
-/* Says why mbedtls_ssl_handshake() returned rc in err; returns the code. */
+/* Says why mbedtls_ssl_handshake() returned rc in err; returns the code:
+ * TCPOTA_ERR_DENIED for a certificate refused (refused again next time:
+ * the runner backs off as after an image failure), TCPOTA_ERR_PROTO for
+ * the rest (cut, alert, socket error: transient; never TCPOTA_ERR_IO,
+ * which the runner takes for "server unreachable"). */
 static int handshake_error(tcpota_esp_tls_t *t, int rc, char *err, size_t cap)
 {
     uint32_t flags = mbedtls_ssl_get_verify_result(&t->ssl);
@@ -339,16 +343,16 @@ static int handshake_error(tcpota_esp_tls_t *t, int rc, char *err, size_t cap)
     }
     if (rc == MBEDTLS_ERR_SSL_CONN_EOF) {
         snprintf(err, cap, "TLS handshake failed: the server closed the connection during the "
-                           "handshake (is it speaking TLS on this port?)");
-        return TCPOTA_ERR_DENIED;
+                           "handshake (is it speaking TLS on this port, or at its limits?)");
+        return TCPOTA_ERR_PROTO;
     }
     if ((rc == MBEDTLS_ERR_NET_SEND_FAILED || rc == MBEDTLS_ERR_NET_RECV_FAILED) && t->last_errno) {
         snprintf(err, cap, "TLS handshake failed: %s: %s",
                  rc == MBEDTLS_ERR_NET_SEND_FAILED ? "send" : "recv", strerror(t->last_errno));
-        return TCPOTA_ERR_DENIED; /* not IO: the server was reached (tcpota_runner.h) */
+        return TCPOTA_ERR_PROTO; /* not IO: the server was reached (tcpota_runner.h) */
     }
     snprintf(err, cap, "TLS handshake failed: %s", tls_reason(rc, why, sizeof(why)));
-    return TCPOTA_ERR_DENIED;
+    return TCPOTA_ERR_PROTO;
 }
 
 /* Drives mbedtls_ssl_handshake() with poll() until it is done, fails,
@@ -426,7 +430,7 @@ int tcpota_esp_tls_bind(tcpota_esp_tls_t *t, struct tcpota_dev *d, char *err, si
     if (rc != 0) {
         snprintf(err, cap, "TLS: cannot derive the channel binding: %s",
                  tls_reason(rc, why, sizeof(why)));
-        return TCPOTA_ERR_DENIED;
+        return TCPOTA_ERR_PROTO;
     }
     (void)tcpota_dev_set_binding(d, b);
     mbedtls_platform_zeroize(b, sizeof(b));

@@ -125,16 +125,17 @@ int tcpota_esp_tls_init(tcpota_esp_tls_t *t, const tcpota_esp_tls_config_t *cfg,
  * offers the kept session (see above; one mbedTLS refuses is dropped, at
  * debug level) and, over TLS 1.2, keeps the new one; a failure drops it. Returns 0, TCPOTA_ERR_CANCELED (a stop
  * was requested), TCPOTA_ERR_TIMEDOUT, TCPOTA_ERR_NOSPC (no memory for
- * the session) or TCPOTA_ERR_DENIED (certificate or host name not
- * accepted, a TLS alert, the server not speaking TLS, a socket error: never
- * TCPOTA_ERR_IO, which the runner takes for "server unreachable"), with
- * err set. */
+ * the session), TCPOTA_ERR_DENIED (certificate or host name not accepted:
+ * refused again next time, so the runner backs off as after an image
+ * failure) or TCPOTA_ERR_PROTO (a TLS alert, the server not speaking TLS
+ * or at its limits, a socket error: transient; never TCPOTA_ERR_IO, which
+ * the runner takes for "server unreachable"), with err set. */
 int tcpota_esp_tls_handshake(tcpota_esp_tls_t *t, struct tcpota_client *cl, char *err,
                              size_t err_cap);
 
 /* After the handshake: derives the channel binding and hands it to the
  * session (tcpota_dev_set_binding); call before tcpota_client_run().
- * Returns 0 or TCPOTA_ERR_DENIED with err set. */
+ * Returns 0 or TCPOTA_ERR_PROTO with err set. */
 int tcpota_esp_tls_bind(tcpota_esp_tls_t *t, struct tcpota_dev *d, char *err, size_t err_cap);
 
 /* The client's io hooks (tcpota_client_config io_recv/io_send/io_pending),
