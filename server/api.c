@@ -423,7 +423,7 @@ int api_query(struct api_call *c, const char *query, const char *const *known, s
 
 /* "HOST:PORT" of evcon's peer into buf ("?:0" when evcon is NULL: the
  * client has gone). */
-static const char *peer_text(struct evhttp_connection *evcon, char *buf, size_t cap)
+const char *api_peer_text(struct evhttp_connection *evcon, char *buf, size_t cap)
 {
     const char *host = NULL;
     ev_uint16_t port = 0;
@@ -447,7 +447,7 @@ void api_changed(struct api_call *c, const char *fmt, ...)
     n = (int)strlen(what);
     /* evcon is NULL once the client has gone: the change stands all the same. */
     snprintf(what + n, sizeof what - (size_t)n, " (API client %s)",
-             peer_text(c->evcon, peer, sizeof peer));
+             api_peer_text(c->evcon, peer, sizeof peer));
     if (a->cfg.on_change) a->cfg.on_change(a->cfg.ctx, what);
     api_events_publish(a, "change", json_object());
 }
@@ -571,7 +571,7 @@ static void denied(struct api *a, struct evhttp_request *req, const char *path)
         snprintf(more, sizeof more, " (and %lu more refused since the last such line)", held);
     }
     snprintf(line, sizeof line, "API: refused %.64s from %s: missing or wrong token%s",
-             path ? path : "/", peer_text(evhttp_request_get_connection(req), peer, sizeof peer),
+             path ? path : "/", api_peer_text(evhttp_request_get_connection(req), peer, sizeof peer),
              more);
     a->cfg.log(a->cfg.ctx, line);
 }

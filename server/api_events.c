@@ -1,9 +1,9 @@
 /* api_events.c - GET /v1/events: server-sent events for the dashboard
  * (docs/api.md). Each stream is a chunked reply that stays open; a device's
  * step and any change made through the API are written to every stream as
- * they happen. A client that reads too slowly is cut (it reconnects and
- * reads the current state again), so a storm of steps never piles up in
- * memory. The token is checked like every request's: the browser reads the
+ * they happen. A client that reads too slowly is cut, its connection freed
+ * (it reconnects and reads the current state again), so a storm of steps
+ * never piles up in memory. The token is checked like every request's: the browser reads the
  * stream with fetch() and sends the bearer header, so no token goes in a URL. */
 #include "api_internal.h"
 
@@ -35,6 +35,28 @@ static void stream_end(struct api *a, struct api_stream *s, int send_end)
     free(s);
 }
 
+/* A client API_STREAM_BACKLOG behind is cut: its connection is freed with
+ * what waits for it (it reconnects and reads the current state again).
+ * Ending the reply alone left that backlog, and the connection without a
+ * timeout, for as long as the client held the socket: memory without a
+ * bound. Said in the log, once a second at most. */
+static void stream_cut(struct api *a, struct api_stream *s)
+{
+    struct evhttp_connection *evcon = s->evcon;
+    char line[160], peer[80], more[80] = "";
+    unsigned long held;
+
+    if (a->cfg.log && log_limit_pass(&a->cut, log_mono_ms(), API_DENIED_LOG_MS, 1, &held)) {
+        if (held) snprintf(more, sizeof more, " (and %lu more since the last such line)", held);
+        snprintf(line, sizeof line, "API: event stream of %s cut: %u KiB of events waited for"
+                 " it unread%s", api_peer_text(evcon, peer, sizeof peer),
+                 API_STREAM_BACKLOG >> 10, more);
+        a->cfg.log(a->cfg.ctx, line);
+    }
+    stream_end(a, s, 0); /* out of the list first: the close callback must not find it */
+    evhttp_connection_free(evcon); /* frees the request with it */
+}
+
 /* Sends text to one stream, or cuts it when its client lags too far behind. */
 static void stream_send(struct api *a, struct api_stream *s, const char *text, size_t len)
 {
@@ -42,7 +64,7 @@ static void stream_send(struct api *a, struct api_stream *s, const char *text, s
     struct evbuffer *b;
 
     if (bev && evbuffer_get_length(bufferevent_get_output(bev)) > API_STREAM_BACKLOG) {
-        stream_end(a, s, 1);
+        stream_cut(a, s);
         return;
     }
     if ((b = evbuffer_new()) != NULL) {

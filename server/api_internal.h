@@ -30,7 +30,10 @@ struct evkeyvalq;
 #define API_PREFIX_MIN 8u                 /* hex digits an image id prefix needs */
 #define API_STREAMS_MAX 64u               /* event streams open at once (dashboards) */
 #define API_STREAM_BEAT_S 15              /* a comment on every stream this often */
-#define API_STREAM_BACKLOG (1u << 20)     /* bytes unsent to a stream before it is cut */
+/* Bytes unsent to a stream before it is cut. Each event is a chunk of its
+ * own in the connection's buffer, which holds about 5 times its bytes
+ * (measured): 256 KiB waiting costs about 1.2 MiB, 64 streams 80 MiB. */
+#define API_STREAM_BACKLOG (256u << 10)
 #define API_SUMMARY_TTL_MS 2000           /* a summary is reused this long */
 #define API_CHANGE_MAX 1024u              /* a change's line for the log (api_changed) */
 #define API_DENIED_LOG_MS 1000            /* a refused token is logged at most this often */
@@ -48,9 +51,14 @@ struct api {
     struct api_call *upload_owner;             /* the upload past its lookup (api_images.c) */
     struct api_call *upload_head, *upload_tail; /* uploads waiting for their turn */
     struct log_limit denied;    /* refused tokens in the log (api.c) */
+    struct log_limit cut;       /* event streams cut in the log (api_events.c) */
     json_t *summary;            /* the last GET /v1/summary answer (api_summary.c) */
     int64_t summary_ms;         /* when (monotonic ms) */
 };
+
+/* "HOST:PORT" of evcon's peer into buf ("?:0" when evcon is NULL: the
+ * client has gone). Returns buf. */
+const char *api_peer_text(struct evhttp_connection *evcon, char *buf, size_t cap);
 
 struct api_call;
 /* What runs when the call's store request is done (r is freed after). */

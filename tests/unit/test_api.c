@@ -1778,11 +1778,14 @@ static void test_events(void **state)
 }
 
 /* A dashboard that stops reading is cut once API_STREAM_BACKLOG bytes wait
- * for it, rather than the server keeping every event for it in memory. */
+ * for it, rather than the server keeping every event for it in memory: its
+ * connection is closed with what waited (it was left open, holding them,
+ * for as long as the client kept it), and the log says so. */
 static void test_events_slow_reader_cut(void **state)
 {
-    static char buf[8192], reason[4096];
-    int fd, i;
+    static char buf[1 << 16], reason[4096];
+    int fd, i, eof = 0, logged = T.nlogged;
+    ssize_t k;
 
     fd = raw_open(EVENTS_REQ);
     raw_read(fd, buf, sizeof buf, 30);
@@ -1795,6 +1798,17 @@ static void test_events_slow_reader_cut(void **state)
         if (i % 50 == 0) run_ms(1);
     }
     assert_int_equal(T.api->nstreams, 0);
+    assert_int_equal(T.nlogged, logged + 1);
+    assert_non_null(strstr(T.logged, "API: event stream of 127.0.0.1:"));
+    assert_non_null(strstr(T.logged, " cut: 256 KiB of events waited for it unread"));
+    /* What the kernel holds arrives, then the end: the server let go. */
+    for (i = 0; i < 200 && !eof; i++) {
+        run_ms(5);
+        while ((k = read(fd, buf, sizeof buf)) > 0) {
+        }
+        eof = k == 0 || (k < 0 && errno == ECONNRESET);
+    }
+    assert_true(eof);
     close(fd);
     run_ms(10);
 }
