@@ -3,6 +3,7 @@
 #include "dashboard.h"
 #include "fleet_files.h" /* FLEET_TOKEN_FILE */
 #include "http_ota.h" /* HTTP_OTA_PREFIX */
+#include "http_reply.h"
 #include "log.h"
 #include "offload.h"
 
@@ -97,7 +98,7 @@ static void send_text(struct evhttp_request *req, int code, const char *text)
 
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
     if (b) evbuffer_add(b, text, strlen(text));
-    evhttp_send_reply(req, code, status_text(code), b);
+    http_reply(req, code, status_text(code), b);
     if (b) evbuffer_free(b);
 }
 
@@ -544,7 +545,7 @@ static void metrics(struct api *a, struct evhttp_request *req)
         return;
     }
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", API_METRICS_TYPE);
-    evhttp_send_reply(req, 200, "OK", b);
+    http_reply(req, 200, "OK", b);
     evbuffer_free(b);
 }
 

@@ -1,5 +1,6 @@
 /* dashboard.c - serves the dashboard's built-in files (see dashboard.h). */
 #include "dashboard.h"
+#include "http_reply.h"
 
 #include <event2/buffer.h>
 #include <event2/http.h>
@@ -28,7 +29,7 @@ static void send_plain(struct evhttp_request *req, int code, const char *reason,
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; charset=utf-8");
     if (b) evbuffer_add(b, text, strlen(text));
-    evhttp_send_reply(req, code, reason, b);
+    http_reply(req, code, reason, b);
     if (b) evbuffer_free(b);
 }
 
@@ -58,7 +59,7 @@ int dash_serve(struct evhttp_request *req, const char *path)
         /* The arrays are static: referenced, not copied. */
         evbuffer_add_reference(b, a->data, a->len, NULL, NULL);
     }
-    evhttp_send_reply(req, 200, "OK", b);
+    http_reply(req, 200, "OK", b);
     if (b) evbuffer_free(b);
     return 1;
 }

@@ -5,6 +5,7 @@
 
 #include "api_internal.h" /* api_printable: one rule for names */
 #include "fleet_internal.h"
+#include "http_reply.h"
 #include "log.h"
 #include "metrics.h"
 #include "server_internal.h"
@@ -42,7 +43,7 @@ static void reply_error(struct evhttp_request *req, int code, const char *msg)
     text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     ota_add_header(req, "Content-Type", "application/json");
     if (b && text) evbuffer_add(b, text, strlen(text));
-    evhttp_send_reply(req, code, NULL, b);
+    http_reply(req, code, NULL, b);
     if (b) evbuffer_free(b);
     free(text);
     json_decref(o);

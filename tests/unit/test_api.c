@@ -1730,6 +1730,29 @@ static void test_dashboard_files(void **state)
     raw_read(fd, buf, sizeof buf, 50);
     close(fd);
     assert_non_null(strstr(buf, "HTTP/1.1 405"));
+    /* HEAD: the GET's headers, its length, and no body, so that the next
+     * answer on the connection starts where the client expects it (libevent
+     * wrote the body after the headers, with no length). Each listener's
+     * reply: the page, a 401 of the API, /metrics. */
+    {
+        static const char *const heads[] = {"/", "/v1/images", "/metrics"};
+        for (size_t k = 0; k < sizeof heads / sizeof heads[0]; k++) {
+            char req[256];
+            const char *end, *cl;
+            snprintf(req, sizeof req, "HEAD %s HTTP/1.1\r\nHost: x\r\n\r\nGET /dash/nope.js"
+                     " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", heads[k]);
+            fd = raw_open(req);
+            raw_read(fd, buf, sizeof buf, 50);
+            close(fd);
+            end = strstr(buf, "\r\n\r\n");
+            assert_non_null(end);
+            if (strncmp(end + 4, "HTTP/1.1 404", 12) != 0) {
+                fail_msg("HEAD %s: a body after the headers: %.80s", heads[k], end + 4);
+            }
+            cl = strstr(buf, "Content-Length: ");
+            assert_true(cl && cl < end && atoi(cl + 16) > 0);
+        }
+    }
     /* Only "/" and "/dash/" are the page's: the API keeps its token. */
     assert_int_equal(http_full("GET", "/dashboard", NULL, NULL, NULL, NULL, 0, NULL), 401);
     assert_non_null(dash_find("/dash/style.css"));
