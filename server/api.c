@@ -117,16 +117,41 @@ void api_reply(struct api_call *c, int code, json_t *obj)
     call_free(c);
 }
 
+json_t *api_error_object(const char *msg)
+{
+    static const char hex[] = "0123456789abcdef";
+    json_t *o = json_pack("{s:s}", "error", msg);
+    char safe[4 * API_ERROR_MAX];
+    size_t n = 0;
+
+    for (; !o && *msg && n + 5 < sizeof safe; msg++) {
+        unsigned char b = (unsigned char)*msg;
+        if (b >= 0x20 && b < 0x7f) {
+            safe[n++] = (char)b;
+        } else {
+            safe[n++] = '\\';
+            safe[n++] = 'x';
+            safe[n++] = hex[b >> 4];
+            safe[n++] = hex[b & 15];
+        }
+    }
+    if (!o) {
+        safe[n] = '\0';
+        o = json_pack("{s:s}", "error", safe);
+    }
+    return o;
+}
+
 void api_error(struct api_call *c, int code, const char *field, const char *fmt, ...)
 {
-    char msg[512];
+    char msg[API_ERROR_MAX];
     va_list ap;
     json_t *o;
 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    o = json_pack("{s:s}", "error", msg);
+    o = api_error_object(msg);
     if (o && field) json_object_set_new(o, "field", json_string(field));
     api_reply(c, code, o);
 }

@@ -28,6 +28,7 @@ struct evkeyvalq;
 
 #define API_PRINTABLE_MAX TCPOTA_MAX_NAME /* model, version: 1..32 printable bytes */
 #define API_PREFIX_MIN 8u                 /* hex digits an image id prefix needs */
+#define API_ERROR_MAX 512u                /* an error message's bytes */
 #define API_STREAMS_MAX 64u               /* event streams open at once (dashboards) */
 #define API_STREAM_BEAT_S 15              /* a comment on every stream this often */
 /* Bytes unsent to a stream before it is cut. Each event is a chunk of its
@@ -149,6 +150,11 @@ json_t *api_body_object(struct api_call *c);
 /* 1 when s is len 1..max (or 0..max when empty_ok) printable ASCII bytes,
  * no space: versions, groups. */
 int api_printable(const char *s, size_t max, int empty_ok);
+/* {"error": msg}, or, when msg is not UTF-8 (a request's bytes echoed in
+ * it), with every byte outside printable ASCII written as \xNN: jansson
+ * refuses invalid UTF-8, and the answer became a 500 "out of memory".
+ * NULL only when out of memory. */
+json_t *api_error_object(const char *msg);
 /* v's text when v is a JSON string without a NUL byte, else NULL (v may be NULL). */
 const char *api_json_str(const json_t *v);
 /* The one rule for groups (docs/api.md): 1 when s is at most STORE_GROUP_MAX

@@ -39,7 +39,7 @@ static void reply_error(struct evhttp_request *req, int code, const char *msg)
     char *text;
     struct evbuffer *b = evbuffer_new();
 
-    o = json_pack("{s:s}", "error", msg);
+    o = api_error_object(msg);
     text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     ota_add_header(req, "Content-Type", "application/json");
     if (b && text) evbuffer_add(b, text, strlen(text));

@@ -698,6 +698,18 @@ static void test_paths_and_methods(void **state)
     expect_error("DELETE", "/v1/devices/dev-1", NULL, 405, NULL);
     expect_error("GET", "/v1/devices/dev-1/secret", NULL, 405, NULL);
     expect_error("GET", "/v1/events/x", NULL, 404, NULL); /* not a stream */
+    /* A request's bytes that are not UTF-8, echoed in the error: a 4xx that
+     * says what it got, not a 500 "out of memory" (jansson refuses them). */
+    {
+        json_t *j = NULL;
+        assert_int_equal(http("GET", "/v1/devices?state=%ff", NULL, &j), 400);
+        assert_non_null(strstr(sget(j, "error"), "\\xff"));
+        json_decref(j);
+        j = NULL;
+        assert_int_equal(http("GET", "/v1/rollouts/\xff\xfe", NULL, &j), 404);
+        assert_non_null(strstr(sget(j, "error"), "\\xff\\xfe"));
+        json_decref(j);
+    }
 }
 
 /* Every route refuses a query parameter it does not take (docs/api.md),
