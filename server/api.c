@@ -142,6 +142,19 @@ json_t *api_error_object(const char *msg)
     return o;
 }
 
+void api_not_allowed(struct api_call *c, const char *path, const char *allow)
+{
+    const char *comma = strstr(allow, ", ");
+
+    if (c->req) evhttp_add_header(evhttp_request_get_output_headers(c->req), "Allow", allow);
+    if (comma) {
+        api_error(c, 405, NULL, "%s takes %.*s and %s", path, (int)(comma - allow), allow,
+                  comma + 2);
+    } else {
+        api_error(c, 405, NULL, "%s takes %s", path, allow);
+    }
+}
+
 void api_error(struct api_call *c, int code, const char *field, const char *fmt, ...)
 {
     char msg[API_ERROR_MAX];

@@ -295,7 +295,7 @@ void api_devices(struct api_call *c, int method, const char *rest, const char *q
 
     if (!rest) {
         if (method == EVHTTP_REQ_GET) list(c, query);
-        else api_error(c, 405, NULL, "/v1/devices takes GET");
+        else api_not_allowed(c, "/v1/devices", "GET");
         return;
     }
     if (slash && strcmp(slash, "/secret") != 0) {
@@ -304,8 +304,8 @@ void api_devices(struct api_call *c, int method, const char *rest, const char *q
     }
     if (slash ? method != EVHTTP_REQ_POST
               : method != EVHTTP_REQ_GET && method != EVHTTP_REQ_PATCH) {
-        api_error(c, 405, NULL, slash ? "/v1/devices/{id}/secret takes POST"
-                                      : "/v1/devices/{id} takes GET and PATCH");
+        if (slash) api_not_allowed(c, "/v1/devices/{id}/secret", "POST");
+        else api_not_allowed(c, "/v1/devices/{id}", "GET, PATCH");
         return;
     }
     if (api_query(c, query, NULL, NULL) < 0) return;

@@ -151,7 +151,7 @@ void api_events(struct api_call *c, int method, const char *rest, const char *qu
         return;
     }
     if (method != EVHTTP_REQ_GET) {
-        api_error(c, 405, NULL, "/v1/events takes GET");
+        api_not_allowed(c, "/v1/events", "GET");
         return;
     }
     if (api_query(c, query, NULL, NULL) < 0 || api_no_body(c) < 0) return;

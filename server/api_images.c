@@ -724,11 +724,11 @@ void api_images(struct api_call *c, int method, const char *rest, const char *qu
         return;
     }
     if (!rest && method != EVHTTP_REQ_GET && method != EVHTTP_REQ_POST) {
-        api_error(c, 405, NULL, "/v1/images takes GET and POST");
+        api_not_allowed(c, "/v1/images", "GET, POST");
         return;
     }
     if (rest && method != EVHTTP_REQ_GET && method != EVHTTP_REQ_DELETE) {
-        api_error(c, 405, NULL, "/v1/images/{id} takes GET and DELETE");
+        api_not_allowed(c, "/v1/images/{id}", "GET, DELETE");
         return;
     }
     if (!(!rest && method == EVHTTP_REQ_POST) &&

@@ -155,6 +155,10 @@ int api_printable(const char *s, size_t max, int empty_ok);
  * refuses invalid UTF-8, and the answer became a 500 "out of memory".
  * NULL only when out of memory. */
 json_t *api_error_object(const char *msg);
+/* 405 for path (as the client sees it, "/v1/images/{id}"): the Allow header
+ * RFC 9110 asks for ("GET, DELETE"), and the error "PATH takes GET and
+ * DELETE". */
+void api_not_allowed(struct api_call *c, const char *path, const char *allow);
 /* v's text when v is a JSON string without a NUL byte, else NULL (v may be NULL). */
 const char *api_json_str(const json_t *v);
 /* The one rule for groups (docs/api.md): 1 when s is at most STORE_GROUP_MAX

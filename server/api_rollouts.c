@@ -587,7 +587,7 @@ void api_rollouts(struct api_call *c, int method, const char *rest, const char *
     if (api_query(c, query, NULL, NULL) < 0) return; /* no rollout path takes one */
     if (!rest) {
         if (method == EVHTTP_REQ_POST) create(c);
-        else if (method != EVHTTP_REQ_GET) api_error(c, 405, NULL, "/v1/rollouts takes GET and POST");
+        else if (method != EVHTTP_REQ_GET) api_not_allowed(c, "/v1/rollouts", "GET, POST");
         else if (api_no_body(c) == 0 && (r = api_req(c, STORE_ROLLOUT_LIST)) != NULL) {
             api_submit(c, r, list_done);
         }
@@ -608,9 +608,11 @@ void api_rollouts(struct api_call *c, int method, const char *rest, const char *
             api_error(c, 404, NULL, "no rollout %s (a rollout id is a number from 1 on)", c->key);
         }
     } else if (c->action == 0 && method != EVHTTP_REQ_GET) {
-        api_error(c, 405, NULL, "/v1/rollouts/{id} takes GET");
+        api_not_allowed(c, "/v1/rollouts/{id}", "GET");
     } else if (c->action != 0 && method != EVHTTP_REQ_POST) {
-        api_error(c, 405, NULL, "/v1/rollouts/{id}%s takes POST", slash);
+        char path[64];
+        snprintf(path, sizeof path, "/v1/rollouts/{id}%.40s", slash);
+        api_not_allowed(c, path, "POST");
     } else if (api_no_body(c) < 0) {
         return; /* a pause with fields must not pause without them */
     } else if (c->action == 0) {

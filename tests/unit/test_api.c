@@ -1715,6 +1715,32 @@ static size_t raw_read(int fd, char *out, size_t cap, int ms)
 
 #define EVENTS_REQ "GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN "\r\n\r\n"
 
+/* A 405 names the methods the path takes, in the Allow header RFC 9110
+ * asks for, as the error's text does. */
+static void test_not_allowed_names_methods(void **state)
+{
+    static const char *const cases[][3] = {
+        {"PUT /v1/images", "Allow: GET, POST\r\n", "/v1/images takes GET and POST"},
+        {"GET /v1/devices/dev-1/secret", "Allow: POST\r\n", "/v1/devices/{id}/secret takes POST"},
+        {"GET /v1/rollouts/1/pause", "Allow: POST\r\n", "/v1/rollouts/{id}/pause takes POST"},
+    };
+    static char buf[8192];
+
+    (void)state;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char req[512];
+        int fd;
+        snprintf(req, sizeof req, "%s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+                 "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", cases[k][0]);
+        fd = raw_open(req);
+        raw_read(fd, buf, sizeof buf, 50);
+        close(fd);
+        if (!strstr(buf, "HTTP/1.1 405") || !strstr(buf, cases[k][1]) || !strstr(buf, cases[k][2])) {
+            fail_msg("%s: %s", cases[k][0], buf);
+        }
+    }
+}
+
 static void test_dashboard_files(void **state)
 {
     static char buf[65536];
@@ -2046,6 +2072,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_summary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dashboard_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_not_allowed_names_methods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_slow_reader_cut, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
