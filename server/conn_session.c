@@ -161,14 +161,19 @@ static void log_offer(struct conn *c, const char *what, int offered, uint32_t st
  * operator does not take the device's secret for wrong. */
 static void log_refusal(const struct conn *c, const struct auth_result *r)
 {
-    const char *whose = r->verdict == AUTH_ADDR_WAITING ? "from this address" : "for this device id";
+    /* An unknown id has no record of its own: the failures counted, and
+     * the wait, are its address's (auth_judge). */
+    const char *whose = r->verdict == AUTH_ADDR_WAITING || r->verdict == AUTH_UNKNOWN_ID
+                            ? "from this address"
+                            : "for this device id";
     time_t until = time(NULL) + (time_t)r->wait_s;
     struct tm tm;
     char when[32] = "?";
 
     if (r->verdict != AUTH_ID_WAITING && r->verdict != AUTH_ADDR_WAITING) {
-        clog_(c, 1, "authentication failed: %s (%u failure%s; the next AUTH %s is checked in %u s)",
-              auth_verdict_reason(r->verdict), r->failures, text_s(r->failures), whose, r->wait_s);
+        clog_(c, 1, "authentication failed: %s (%u failure%s %s; the next AUTH %s is checked in"
+              " %u s)", auth_verdict_reason(r->verdict), r->failures, text_s(r->failures), whose,
+              whose, r->wait_s);
         return;
     }
     if (gmtime_r(&until, &tm)) (void)strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);

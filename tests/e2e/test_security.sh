@@ -228,6 +228,12 @@ wait_line server.log 'SIGHUP: reloaded: .*, 6 device secrets' 5
   fail "SIGHUP wiped the backoff of a device that had just failed"
 grep -q 'authentication failed: wrong answer' server.log || fail "failed authentication not logged"
 grep -q 'authentication failed: unknown device' server.log || fail "unknown device not logged"
+# An unknown id has no record of its own: the failures counted are its
+# address's, and said so (before: "for this device id", counting others').
+grep -qE 'authentication failed: unknown device .*\([0-9]+ failures? from this address; the next AUTH from this address is checked in [0-9]+ s\)' server.log ||
+  fail "an unknown id's failures not said to be its address's: $(grep 'unknown device' server.log | head -2)"
+grep -qE 'authentication failed: wrong answer .*\([0-9]+ failures? for this device id; the next AUTH for this device id' server.log ||
+  fail "a wrong answer's failures not said to be its id's: $(grep 'wrong answer' server.log | head -2)"
 # An AUTH held back by the backoff was not judged: the log says so, and until
 # when (before: "authentication failed", as if the secret were wrong).
 grep -qE 'authentication not checked: this device id failed recently \([0-9]+ failures?; backoff until [0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z: the next AUTH for this device id is checked in [0-9]+ s\)' server.log ||
