@@ -150,10 +150,7 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
     switch (id) {
     case OPT_SERVER:
         o->server = v;
-        if (cli_hostport(v, name, 0, o->host, sizeof(o->host), &o->port) < 0) {
-            return 2;
-        }
-        return o->port ? 0 : usage_error("%s: port 0 is not a server's port", name);
+        return cli_hostport(v, name, 0, o->host, sizeof(o->host), &o->port) < 0 ? 2 : 0;
     case OPT_FLASH:
         o->dir = v;
         return *v ? 0 : usage_error("%s: empty directory", name);

@@ -78,7 +78,12 @@ int cli_hostport(const char *s, const char *what, int listen, char *host, size_t
         cli_err("%s: '%s' has no port after ':'; give HOST:PORT\n", what, s);
         return -1;
     }
-    if (cli_number(colon + 1, what, 0, 65535, &p) < 0) {
+    /* Port 0 is "any" to listen on, and no server's port to connect to. */
+    if (!listen && strcmp(colon + 1, "0") == 0) {
+        cli_err("%s: port 0 is not a server's port\n", what);
+        return -1;
+    }
+    if (cli_number(colon + 1, what, listen ? 0 : 1, 65535, &p) < 0) {
         return -1;
     }
     memcpy(host, h, hlen);

@@ -253,7 +253,7 @@ expect 2 "tcpota device: --server: ':80' has no host before ':'; give the server
 expect 2 "tcpota device: --server: 'http://127\.0\.0\.1:8080' is a URL; give HOST:PORT, without a scheme or a path$" $T device --server http://127.0.0.1:8080 --flash devdir
 # A host of 256 characters does not fit the 255 and a 0 kept for it.
 expect 2 "tcpota device: --server: bad host in 'h{256}:80'" $T device --server "$(printf 'h%.0s' {1..256}):80" --flash devdir
-expect 2 "tcpota device: --server: '65536' is out of range: give a whole number in 0\.\.65535" \
+expect 2 "tcpota device: --server: '65536' is out of range: give a whole number in 1\.\.65535" \
   $T device --server 127.0.0.1:65536 --flash devdir
 # tcpota help COMMAND is COMMAND --help; extra words after help or version
 # are refused rather than dropped.
