@@ -255,7 +255,9 @@ static int on_hello(struct tcpota_srv *s, struct tcpota_srv_event *ev)
         tcpota_srv_fail(s, TCPOTA_ERR_DENIED,
                         s->cfg.auth_for ? "this device id has a secret on this server: it must "
                                           "authenticate (give the device its secret)"
-                                        : "this server requires device authentication",
+                                        : "this server requires device authentication: give"
+                                          " the device its secret (tcpota device --secret FILE;"
+                                          " NVS on ESP-IDF, docs/esp-idf.md)",
                         0);
         return TCPOTA_ERR_DENIED;
     }

@@ -22,7 +22,7 @@ add_version "$WORK/a2" 2.0.0
 
 rc=0; run_device s-1 esp32 "$WORK/s1-a" || rc=$?
 [ $rc -eq 1 ] || fail "a device without a secret: rc $rc, not 1"
-grep -q 'requires device authentication' "$WORK/s-1.log" || fail "no refusal message: $(tail -3 "$WORK/s-1.log")"
+grep -q 'requires device authentication: give the device its secret (tcpota device --secret FILE' "$WORK/s-1.log" || fail "no refusal message: $(tail -3 "$WORK/s-1.log")"
 [ "$(running "$WORK/s1-a")" = 1.0.0 ] || fail "a device without a secret got the image"
 # The server's log names the device and says what to do (before: "[- ADDR]
 # error: not allowed; closing").
