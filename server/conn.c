@@ -1210,10 +1210,13 @@ static void plain_on_tls(struct conn *c, evutil_socket_t fd, int kind)
             snprintf(more, sizeof(more), " (and %lu more plain clients on the TLS port not "
                      "logged since the last such line)", held);
         }
-        clog_(c, 1, "plain %s client on the TLS port: the device must use TLS (or serve without "
-                    "--tls-cert); %s%s",
+        /* A legacy device cannot speak TLS at all: only a plain port serves it. */
+        clog_(c, 1, "plain %s client on the TLS port: %s; %s%s",
               kind == TCPOTA_KIND_V1 ? "tcpota" : kind == TCPOTA_KIND_LEGACY ? "legacy (req0/req1)"
                                                                              : "(not TLS)",
+              kind == TCPOTA_KIND_LEGACY
+                  ? "legacy devices cannot use TLS; serve them from a server without --tls-cert"
+                  : "the device must use TLS (or serve without --tls-cert)",
               kind == TCPOTA_KIND_V1 ? "told so (ERROR DENIED), closing" : "closing", more);
     }
     evutil_closesocket(fd);

@@ -461,7 +461,7 @@ rc=0; "$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out plain-on-tls.bin --timeo
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 [ $rc -ne 0 ] || fail "a plain legacy client was served on the TLS port"
 [ "$ms" -lt 3000 ] || fail "a plain client on the TLS port waited $ms ms before it was closed"
-wait_line server.log 'plain legacy \(req0/req1\) client on the TLS port: the device must use TLS \(or serve without --tls-cert\)' 5
+wait_line server.log 'plain legacy \(req0/req1\) client on the TLS port: legacy devices cannot use TLS; serve them from a server without --tls-cert' 5
 out=$(printf 'req0\r\n\r\n' | timeout 10 openssl s_client -connect "127.0.0.1:$SERVER_PORT" -quiet 2>/dev/null | head -c 100 || true)
 case "$out" in *total:*) fail "a legacy device inside TLS got the image under --require-auth" ;; esac
 wait_line server.log 'legacy \(req0/req1\) device refused: --require-auth' 5
