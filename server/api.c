@@ -26,8 +26,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define API_TIMEOUT_S 60          /* a client silent this long is dropped */
-#define API_HEADERS_MAX 32768     /* header bytes (a manifest is ~1.4 KB of base64) */
 #define API_TOKEN_BYTES 32u
 #define API_METRICS_PATH "/metrics"
 #define API_METRICS_TYPE "text/plain; version=0.0.4; charset=utf-8"
@@ -491,15 +489,20 @@ void api_changed(struct api_call *c, const char *fmt, ...)
     api_events_publish(a, "change", json_object());
 }
 
+int api_bearer_ok(const struct api *a, const char *v, size_t n)
+{
+    size_t len = strlen(a->cfg.token);
+
+    if (n < 7 || strncasecmp(v, "Bearer ", 7) != 0) return 0; /* the scheme is case-insensitive */
+    return n - 7 == len && sodium_memcmp(v + 7, a->cfg.token, len) == 0;
+}
+
 /* 1 when the request carries the right bearer token (constant time). */
 static int authorized(const struct api *a, struct evhttp_request *req)
 {
     const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    size_t n = strlen(a->cfg.token);
 
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0) return 0; /* the scheme is case-insensitive */
-    h += 7;
-    return strlen(h) == n && sodium_memcmp(h, a->cfg.token, n) == 0;
+    return h && api_bearer_ok(a, h, strlen(h));
 }
 
 /* The challenge a 401 carries (RFC 9110 section 11.6.1 requires one; RFC
@@ -676,7 +679,12 @@ struct api *api_start(const struct api_config *cfg, char *err, size_t errlen)
         free(a);
         return NULL;
     }
-    evhttp_set_max_body_size(a->http, (ev_ssize_t)a->cfg.max_image);
+    if (api_gate_start(a) != 0) {
+        snprintf(err, errlen, "out of memory starting the API");
+        evhttp_free(a->http);
+        free(a);
+        return NULL;
+    }
     evhttp_set_max_headers_size(a->http, API_HEADERS_MAX);
     evhttp_set_timeout(a->http, API_TIMEOUT_S);
     /* Every method reaches handle(), which answers 405 in JSON. */
@@ -733,6 +741,7 @@ void api_stop(struct api *a)
         if (!c->sr) call_free(c);
     }
     api_events_stop(a);
+    api_gate_stop(a);
     json_decref(a->summary);
     evhttp_free(a->http);
     free(a);

@@ -26,6 +26,10 @@ struct auth_refusals;
 
 #define API_TOKEN_HEX 64u                      /* hex digits of the API token */
 #define API_MAX_IMAGE_DEFAULT (64u << 20)      /* bytes an upload may have by default */
+/* A request's body on a connection that did not begin with the token
+ * (api_gate.c; the smaller of this and --max-image); one that did takes
+ * --max-image. */
+#define API_BODY_MAX (64u << 10)
 #define API_UPLOAD_PREFIX ".upload-"           /* an upload's temporary file in the images dir */
 
 /* Checks a signed manifest for image bytes whose SHA-256 is id, against
@@ -43,6 +47,8 @@ struct api_config {
     const char *token;      /* the bearer token (api_token_load_or_create()) */
     const char *images_dir; /* uploads are written here before STORE_IMAGE_ADD */
     size_t max_image;       /* bytes an upload may have; 0: API_MAX_IMAGE_DEFAULT */
+    unsigned head_ms;       /* a connection's first request head comes within this, or it
+                             * is closed (api_gate.c); 0: API_TIMEOUT_S */
     /* NULL: the server has no keys. Unsigned images are then taken with
      * ?version=&model=, and a manifest, when sent, must still carry a valid
      * signature by the key it names. api_verify_keys() is one. */

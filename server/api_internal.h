@@ -29,6 +29,9 @@ struct evkeyvalq;
 #define API_PRINTABLE_MAX TCPOTA_MAX_NAME /* model, version: 1..32 printable bytes */
 #define API_PREFIX_MIN 8u                 /* hex digits an image id prefix needs */
 #define API_ERROR_MAX 512u                /* an error message's bytes */
+#define API_TIMEOUT_S 60                  /* a client silent this long is dropped */
+#define API_HEADERS_MAX 32768             /* header bytes (a manifest is ~1.4 KB of base64) */
+
 #define API_STREAMS_MAX 64u               /* event streams open at once (dashboards) */
 #define API_STREAM_BEAT_S 15              /* a comment on every stream this often */
 /* Bytes unsent to a stream before it is cut. Each event is a chunk of its
@@ -53,9 +56,25 @@ struct api {
     struct api_call *upload_head, *upload_tail; /* uploads waiting for their turn */
     struct log_limit denied;    /* refused tokens in the log (api.c) */
     struct log_limit cut;       /* event streams cut in the log (api_events.c) */
+    struct api_gate *gates;     /* connections until their first head is judged (api_gate.c) */
+    struct event *admit;        /* judges the accepts of a loop turn (api_gate.c) */
+    struct log_limit gate_log;  /* connections without a request in the log (api_gate.c) */
     json_t *summary;            /* the last GET /v1/summary answer (api_summary.c) */
     int64_t summary_ms;         /* when (monotonic ms) */
 };
+
+/* 1 when the n bytes at v are "Bearer " and the API's token (the scheme in
+ * any case; constant time). */
+int api_bearer_ok(const struct api *a, const char *v, size_t n);
+
+/* ---- api_gate.c ---- */
+
+/* Makes each new connection of the listener wait until its first request
+ * head is judged: with the token, bodies up to --max-image; without,
+ * API_BODY_MAX. 0, or -1 when out of memory. */
+int api_gate_start(struct api *a);
+/* Forgets the connections still waiting (before evhttp_free frees them). */
+void api_gate_stop(struct api *a);
 
 /* "HOST:PORT" of evcon's peer into buf ("?:0" when evcon is NULL: the
  * client has gone). Returns buf. */

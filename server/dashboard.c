@@ -45,6 +45,11 @@ int dash_serve(struct evhttp_request *req, const char *path)
     evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
     evhttp_add_header(h, "Referrer-Policy", "no-referrer");
     evhttp_add_header(h, "Cache-Control", "no-cache");
+    /* The page's files need no token: their connection is closed after
+     * them, so a connection that began without the token carries nothing
+     * else (its bodies are small: api_gate.c), and the page's uploads go
+     * on connections that began with it. */
+    evhttp_add_header(h, "Connection", "close");
     if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
         evhttp_add_header(h, "Allow", "GET, HEAD");
         send_plain(req, 405, "Method Not Allowed", "the dashboard's files take GET\n");

@@ -1681,15 +1681,14 @@ static void sweep_uploads(struct server *srv)
     }
 }
 
-/* libevent 2.1 reads a request's whole body before the API's handler sees
- * its headers: a client without the token is refused only after up to
- * --max-image bytes are in memory (per connection). On loopback only this
- * host's users can do that; beyond it, say so once at start. */
+/* The API speaks plain HTTP, so its token crosses the network in clear,
+ * and its listener has no connection limit (a client without the token
+ * holds at most API_BODY_MAX of body per connection: api_gate.c). On
+ * loopback only this host's users reach it; beyond it, say so at start. */
 static void warn_api_exposed(const struct server *srv, const struct api *a)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
-    size_t max = srv->o->max_image ? srv->o->max_image : API_MAX_IMAGE_DEFAULT;
     int loopback;
 
     if (getsockname(evconnlistener_get_fd(api_listener(a)), (struct sockaddr *)&ss, &sl) != 0) {
@@ -1703,10 +1702,11 @@ static void warn_api_exposed(const struct server *srv, const struct api *a)
     }
     if (!loopback) {
         say_always(srv->o, LOG_LV_WARN,
-                   "warning: the API listens beyond loopback: a client without the token can make "
-                   "the server read up to %.1f MiB of request body per connection before it is "
-                   "refused (--max-image); keep --api on a network you trust, and give devices "
-                   "--ota-listen", (double)max / (1u << 20));
+                   "warning: the API listens beyond loopback: it speaks plain HTTP, so its token"
+                   " crosses the network in clear, and it has no connection limit (a client"
+                   " without the token may hold %u KiB of request body per connection); keep"
+                   " --api on a network you trust or behind a TLS proxy, and give devices"
+                   " --ota-listen", API_BODY_MAX >> 10);
     }
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The API beyond loopback: libevent 2.1 reads a request's body before the
-# API's handler checks the token, so tcpota serve warns at start when --api
-# listens on more than loopback. Run in a network namespace of its own
+# The API beyond loopback: it speaks plain HTTP (its token in clear) and
+# its listener has no connection limit, so tcpota serve warns at start when
+# --api listens on more than loopback. Run in a network namespace of its own
 # (only its loopback exists: 0.0.0.0 there reaches nothing else).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fleet_lib.sh"
@@ -20,8 +20,8 @@ serve_says() {
   wait "$pid" || fail "the server with --api $1 exited $?: $(tail -3 "$WORK/api.log")"
 }
 serve_says 0.0.0.0:0
-grep -q 'warning: the API listens beyond loopback: a client without the token can make the server read up to 64.0 MiB' api.log ||
+grep -q 'warning: the API listens beyond loopback: it speaks plain HTTP, so its token crosses the network in clear, and it has no connection limit (a client without the token may hold 64 KiB of request body per connection)' api.log ||
   fail "no warning for --api 0.0.0.0: $(cat api.log)"
 serve_says 127.0.0.1:0
 ! grep -q 'beyond loopback' api.log || fail "a warning for --api 127.0.0.1: $(grep beyond api.log)"
-ok "--api beyond loopback is warned of (bodies are read before the token is checked); loopback is not"
+ok "--api beyond loopback is warned of (plain HTTP, no connection limit); loopback is not"

@@ -1,0 +1,228 @@
+/* api_gate.c - the API listener's body limit, set from a connection's first
+ * request head before evhttp reads a byte of its body.
+ *
+ * evhttp reads a request's whole body before the API sees the request, so
+ * before its token is checked: with one limit for every request, --max-image
+ * (64 MiB), anyone who could reach the listener had the server hold up to
+ * that much per connection, as many connections as it liked (a review:
+ * 10 connections, 664 MiB). libevent 2.1 offers no hook between a request's
+ * head and its body. So, as the download listener does (http_ota_conn.c),
+ * each connection is caught right after its accept (evhttp_set_bevcb, then
+ * an event made active in the same loop turn, before any read), its reading
+ * is held, and its first request head is looked at with MSG_PEEK:
+ *  - a head with the API's token (Authorization: Bearer) lets the
+ *    connection's requests have bodies up to --max-image (an upload);
+ *  - any other keeps API_BODY_MAX (JSON requests are far smaller), and evhttp
+ *    answers a larger body 413 while it reads and drops it
+ *    (EVHTTP_SERVER_LINGERING_CLOSE): nothing is held.
+ * Then evhttp reads the connection as before. Only the first head is
+ * looked at: a connection that began without the token cannot upload,
+ * which no client of ours does (the dashboard's files close their
+ * connection: dashboard.c). A head that does not come within head_ms
+ * (API_TIMEOUT_S) of the accept closes the connection, however it
+ * trickles, with a line in the log (at most one a second). */
+#define _GNU_SOURCE /* memmem */
+#include "api_internal.h"
+
+#include <errno.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+/* A connection from its accept until its first request head was judged. */
+struct api_gate {
+    struct api *api;
+    struct api_gate *prev, *next; /* a->gates */
+    struct bufferevent *bev;      /* our reference, until the admission */
+    struct evhttp_connection *evcon;
+    struct event *ev;             /* the socket readable, or the deadline */
+    int64_t deadline_ms;          /* API_TIMEOUT_S after the accept (monotonic) */
+};
+
+static void unlink_gate(struct api *a, struct api_gate *g)
+{
+    if (g->prev) g->prev->next = g->next;
+    else a->gates = g->next;
+    if (g->next) g->next->prev = g->prev;
+}
+
+static void gate_free(struct api *a, struct api_gate *g)
+{
+    unlink_gate(a, g);
+    if (g->ev) event_free(g->ev);
+    if (g->bev) bufferevent_decref(g->bev);
+    free(g);
+}
+
+/* The first Authorization header's value in head (n bytes, the request line
+ * first), as evhttp would take it: 1 when it is the API's bearer token. */
+static int head_authorized(const struct api *a, const char *head, size_t n)
+{
+    const char *p = memchr(head, '\n', n), *end = head + n;
+
+    while (p && ++p < end && *p != '\r' && *p != '\n') {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        size_t len = (size_t)((eol ? eol : end) - p);
+
+        if (len > 14 && strncasecmp(p, "Authorization:", 14) == 0) {
+            const char *v = p + 14;
+            const char *ve = p + len;
+            while (v < ve && (*v == ' ' || *v == '\t')) v++;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+            return api_bearer_ok(a, v, (size_t)(ve - v));
+        }
+        p = eol;
+    }
+    return 0;
+}
+
+/* 1 when head holds a byte no request head does (a control byte but CR,
+ * LF and TAB): a TLS ClientHello on this plain port, say, whose client
+ * waits for an answer; evhttp answers it 400 at once. */
+static int not_http(const char *head, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        unsigned char b = (unsigned char)head[i];
+        if ((b < 0x20 && b != '\r' && b != '\n' && b != '\t') || b == 0x7f) return 1;
+    }
+    return 0;
+}
+
+/* Lets evhttp read the connection again; the gate is done. Our event goes
+ * first: libevent refuses a level-triggered read event (the bufferevent's)
+ * on a descriptor that has an edge-triggered one. */
+static void release(struct api *a, struct api_gate *g)
+{
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(g->evcon);
+
+    gate_free(a, g);
+    if (bev) bufferevent_enable(bev, EV_READ);
+}
+
+/* Waits on for the rest of the head, within what is left of the deadline
+ * (a trickle does not move it). */
+static void wait_on(struct api *a, struct api_gate *g)
+{
+    int64_t left = g->deadline_ms - log_mono_ms();
+    struct timeval tv = {0, 0};
+
+    if (left > 0) {
+        tv.tv_sec = (time_t)(left / 1000);
+        tv.tv_usec = (suseconds_t)(left % 1000 * 1000);
+    }
+    if (event_add(g->ev, &tv) != 0) release(a, g); /* out of memory: evhttp reads it as before */
+}
+
+static void peek_cb(evutil_socket_t fd, short what, void *arg)
+{
+    static char head[API_HEADERS_MAX];
+    struct api_gate *g = arg;
+    struct api *a = g->api;
+    ssize_t n;
+
+    if (what & EV_TIMEOUT) {
+        char peer[80], line[200];
+        unsigned long held;
+        if (a->cfg.log && log_limit_pass(&a->gate_log, log_mono_ms(), API_DENIED_LOG_MS, 1, &held)) {
+            snprintf(line, sizeof line, "API: no request from %s within %.3g s of connecting;"
+                     " closing%s", api_peer_text(g->evcon, peer, sizeof peer),
+                     (double)a->cfg.head_ms / 1000, held ? " (and more such since the last line)" : "");
+            a->cfg.log(a->cfg.ctx, line);
+        }
+        evhttp_connection_free(g->evcon);
+        gate_free(a, g);
+        return;
+    }
+    n = recv(fd, head, sizeof head, MSG_PEEK | MSG_DONTWAIT);
+    if ((n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) ||
+        (n > 0 && (size_t)n < sizeof head && !memmem(head, (size_t)n, "\n\r\n", 3) &&
+         !memmem(head, (size_t)n, "\n\n", 2) && !not_http(head, (size_t)n))) {
+        wait_on(a, g); /* the head is not all here yet: the next bytes wake us */
+        return;
+    }
+    /* A whole head, bytes no head holds (a TLS handshake: the client waits
+     * for an answer), one too long for evhttp (it answers 400), the end of
+     * the stream or an error (evhttp meets it too): judged, and handed on. */
+    if (n > 0 && head_authorized(a, head, (size_t)n)) {
+        evhttp_connection_set_max_body_size(g->evcon, (ev_ssize_t)a->cfg.max_image);
+    }
+    release(a, g);
+}
+
+/* Made active by gate_bev: the accepts of this loop turn have returned. */
+static void admit_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct api *a = arg;
+    struct api_gate *g, *next;
+    struct timeval tv = {(time_t)(a->cfg.head_ms / 1000), (suseconds_t)(a->cfg.head_ms % 1000 * 1000)};
+
+    (void)fd;
+    (void)what;
+    for (g = a->gates; g; g = next) {
+        void *evcon = NULL;
+        evutil_socket_t s;
+
+        next = g->next;
+        if (!g->bev) continue; /* admitted already: waiting for its head */
+        bufferevent_getcb(g->bev, NULL, NULL, NULL, &evcon); /* evhttp's: the connection */
+        s = bufferevent_getfd(g->bev);
+        if (!evcon || s < 0) {
+            gate_free(a, g); /* evhttp dropped it (out of memory): ours was the last reference */
+            continue;
+        }
+        bufferevent_decref(g->bev); /* the connection holds its own */
+        g->evcon = evcon;
+        bufferevent_disable(g->bev, EV_READ);
+        g->bev = NULL;
+        g->deadline_ms = log_mono_ms() + a->cfg.head_ms;
+        if (!(g->ev = event_new(a->cfg.base, s, EV_READ | EV_ET, peek_cb, g)) ||
+            event_add(g->ev, &tv) != 0) {
+            release(a, g); /* out of memory: the connection goes on with API_BODY_MAX */
+        }
+    }
+}
+
+/* evhttp's bufferevent callback: runs inside each accept, before the socket
+ * is set. Out of memory for our record, the connection goes on unjudged,
+ * with API_BODY_MAX. */
+static struct bufferevent *gate_bev(struct event_base *base, void *arg)
+{
+    struct api *a = arg;
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    struct api_gate *g = bev ? calloc(1, sizeof *g) : NULL;
+
+    if (!g) return bev;
+    g->api = a;
+    g->bev = bev;
+    bufferevent_incref(bev); /* admit_cb learns whether evhttp kept it */
+    g->next = a->gates;
+    if (a->gates) a->gates->prev = g;
+    a->gates = g;
+    event_active(a->admit, EV_TIMEOUT, 0);
+    return bev;
+}
+
+int api_gate_start(struct api *a)
+{
+    if (!a->cfg.head_ms) a->cfg.head_ms = API_TIMEOUT_S * 1000u;
+    if (!(a->admit = event_new(a->cfg.base, -1, 0, admit_cb, a))) return -1;
+    evhttp_set_bevcb(a->http, gate_bev, a);
+    evhttp_set_max_body_size(a->http, (ev_ssize_t)(a->cfg.max_image < API_BODY_MAX
+                                                       ? a->cfg.max_image
+                                                       : API_BODY_MAX));
+    return 0;
+}
+
+void api_gate_stop(struct api *a)
+{
+    while (a->gates) gate_free(a, a->gates); /* evhttp_free frees the connections */
+    if (a->admit) event_free(a->admit);
+    a->admit = NULL;
+}
