@@ -180,6 +180,11 @@ static int open_file(struct tcpota_flash *fl, const char *path, int create)
         if (errno == ENOENT) {
             return fail(fl, TCPOTA_ERR_NOENT, "no such file");
         }
+        if (errno == EACCES || errno == EPERM || errno == EROFS) {
+            /* Intact, but not ours to write (or read): not damage. */
+            int e = errno;
+            return fail(fl, TCPOTA_ERR_DENIED, "open: %s", strerror(e));
+        }
         return fail_errno(fl, "open", 0);
     }
     flags = fcntl(fl->fd, F_GETFL);

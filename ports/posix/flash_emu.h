@@ -68,8 +68,10 @@ struct tcpota_flash {
  * the file must exist and be a regular file of exactly `size` bytes, or of
  * any non-zero multiple of TCPOTA_SECTOR_SIZE when `size` is 0 (then
  * fl->size tells it). `size` must be a multiple of TCPOTA_SECTOR_SIZE.
- * Returns 0, TCPOTA_ERR_NOENT (no such file), TCPOTA_ERR_INVAL (bad size)
- * or TCPOTA_ERR_IO (wrong length, not a file, OS error). On failure no
+ * Returns 0, TCPOTA_ERR_NOENT (no such file), TCPOTA_ERR_DENIED (this user
+ * may not open it so: permissions, an immutable file, a read-only mount),
+ * TCPOTA_ERR_INVAL (bad size) or TCPOTA_ERR_IO (wrong length, not a file,
+ * OS error). On failure no
  * file descriptor stays open. */
 int tcpota_flash_open(struct tcpota_flash *fl, const char *path, uint32_t size, int create);
 

@@ -275,3 +275,16 @@ rc=0; dead --id who-1 --model esp32s3 --factory-version 1.2.3 --slot-size 65536 
 rc=0; dead || rc=$?
 [ $rc -eq 1 ] && grep -q "^device who-1: " "$WORK/who.log" || fail "without --id the device is not who-1: $(cat "$WORK/who.log")"
 ok "an existing --flash keeps its id and model (others refused), its factory version and slot size (others warned about)"
+
+# A slot file this user may not open for writing (here immutable) is not
+# damage: said so, with what to give, not "restore them from a backup, or
+# start a new device".
+if chattr +i "$WORK/who/ota_1.bin" 2> /dev/null; then
+  rc=0; "$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/who" --max-attempts 1 2> "$WORK/imm.log" || rc=$?
+  chattr -i "$WORK/who/ota_1.bin"
+  [ $rc -eq 1 ] && grep -q "cannot open the flash files in $WORK/who: ota_1.bin: open: Operation not permitted; they are not damaged: give this user write access" "$WORK/imm.log" &&
+    ! grep -q "restore them from a backup" "$WORK/imm.log" || fail "an immutable slot file: rc $rc: $(cat "$WORK/imm.log")"
+  ok "a flash file that cannot be opened for writing is said to be so, not damaged"
+else
+  echo "skip: chattr +i does not work here"
+fi
