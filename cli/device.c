@@ -418,6 +418,12 @@ static int flash_open(struct device *dv, uint32_t slot_size)
                 "starts over", dv->o.dir, tcpota_posix_strerror_detail(&dv->flash));
         return -1;
     }
+    if (rc == TCPOTA_ERR_DENIED) {
+        say(dv, "cannot open the flash files in %s: %s; they are not damaged: give this user"
+                " write access to them (their permissions, chattr -i, a mount that is not"
+                " read-only) and run again", dv->o.dir, tcpota_posix_strerror_detail(&dv->flash));
+        return -1;
+    }
     if (rc < 0) {
         (void)flash_fail(dv, "opening the flash", rc);
         say(dv, "%s", FLASH_DAMAGED_HINT);
@@ -914,7 +920,10 @@ static void runner_step(void *ctx, const struct tcpota_runner_step *s)
             dv->told_unreachable = 1;
             say(dv, "%s; retrying, next attempt in %lu ms", s->why, (unsigned long)s->wait_ms);
         } else if (s->image_failed) {
-            say(dv, "%s; asking again in %lu ms", s->why, (unsigned long)s->wait_ms);
+            /* The core remembers the image as failed: an offer of it again
+             * is declined before a byte is written (docs/security.md). */
+            say(dv, "%s; this image is remembered as failed and not taken again: asking the"
+                    " server for another in %lu ms", s->why, (unsigned long)s->wait_ms);
         } else if (s->retry_after_s) {
             /* Seconds: the server speaks in them, and the wait may be an hour. */
             info(dv, "%s; retrying in %lu s (the server asked for %lu s)", s->why,
