@@ -128,6 +128,12 @@ static int parse_key(const char *path, enum key_kind k, const char *text, size_t
         wrong_kind(path, k, (const uint8_t *)text, len);
         return -1;
     }
+    if (memchr(text, '\n', len)) {
+        /* A key and its line are fine; what follows them is not the key. */
+        cli_err("%s: %s has more than one line; a key file is one line, as %s wrote it: remove"
+                " what follows it\n", kinds[k].what, path, kinds[k].writer);
+        return -1;
+    }
     if (sodium_hex2bin(out, want, text + tlen, len - tlen, NULL, &bin, NULL) != 0 ||
         (upto ? bin == 0 : bin != want)) {
         cli_err("%s: %s is damaged: the key is not %s%zu bytes of hex; use the file "

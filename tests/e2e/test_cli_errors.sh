@@ -151,6 +151,9 @@ expect 2 "tcpota serve: --max-image: '2000000000' is out of range" $T serve --da
 expect 2 "tcpota serve: --allow-unauthenticated-legacy applies only with --require-auth \(without it every legacy device is served, and so is every device whose id has no secret\); add --require-auth, or drop it" \
   $T serve --listen 127.0.0.1:0 --version 2.0.0 --allow-unauthenticated-legacy img
 expect 2 "public key: empty is empty; give NAME.pub" $T verify --pubkey empty img
+{ cat k.pub; echo junk; } > twolines.pub
+expect 2 "public key: twolines.pub has more than one line; a key file is one line, as .tcpota keygen. wrote it: remove what follows it" \
+  $T verify --pubkey twolines.pub img
 expect 1 "manifest empty is empty; sign the image again" $T verify --pubkey k.pub --manifest empty img
 printf 'garbage, not a manifest' > garbage.manifest
 expect 1 "manifest is not a tcpota manifest, or is damaged; sign the image again with .tcpota sign." \
