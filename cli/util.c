@@ -206,11 +206,33 @@ void cli_warn_unordered(const char *cmd, const char *version)
     }
 }
 
+/* 1 when path is a symbolic link to nothing, its target (cut to cap) in
+ * target: "cannot open X: No such file or directory" did not say why. */
+static int dangling(const char *path, char *target, size_t cap)
+{
+    struct stat st;
+    ssize_t n;
+
+    if (lstat(path, &st) != 0 || !S_ISLNK(st.st_mode) || cap == 0) return 0;
+    n = readlink(path, target, cap - 1);
+    target[n > 0 ? (size_t)n : 0] = 0;
+    return 1;
+}
+
 int cli_check_dir(const char *path, const char *what, int missing_ok)
 {
     struct stat st;
+    char target[1024];
 
     if (stat(path, &st) < 0) {
+        int e = errno;
+
+        if (e == ENOENT && dangling(path, target, sizeof target)) {
+            cli_err("%s: %s is a symbolic link to %s, which does not exist; create that folder,"
+                    " or give the device's directory\n", what, path, target);
+            return -1;
+        }
+        errno = e;
         if (errno == ENOENT && missing_ok) {
             /* Created later, as one folder: the folder it goes in must be there. */
             char parent[4096];
@@ -248,7 +270,13 @@ int cli_check_dir(const char *path, const char *what, int missing_ok)
 static void open_failed(const char *path, const char *what, int err)
 {
     struct stat st;
+    char target[1024];
 
+    if (err == ENOENT && dangling(path, target, sizeof target)) {
+        cli_err("%s: %s is a symbolic link to %s, which does not exist; give the path of a"
+                " file\n", what, path, target);
+        return;
+    }
     if (err != ENOENT && stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
         cli_err("%s: %s is not a regular file (it is %s); give the path of a file\n",
                 what, path, cli_file_kind(st.st_mode));

@@ -151,6 +151,12 @@ expect 2 "tcpota serve: --max-image: '2000000000' is out of range" $T serve --da
 expect 2 "tcpota serve: --allow-unauthenticated-legacy applies only with --require-auth \(without it every legacy device is served, and so is every device whose id has no secret\); add --require-auth, or drop it" \
   $T serve --listen 127.0.0.1:0 --version 2.0.0 --allow-unauthenticated-legacy img
 expect 2 "public key: empty is empty; give NAME.pub" $T verify --pubkey empty img
+ln -s nowhere dangling.pub
+expect 2 "public key: dangling.pub is a symbolic link to nowhere, which does not exist; give the path of a file" \
+  $T verify --pubkey dangling.pub img
+ln -s nodir dangling-dir
+expect 2 "^tcpota device: --flash: dangling-dir is a symbolic link to nodir, which does not exist; create that folder, or give the device's directory" \
+  $T device --server 127.0.0.1:1 --flash dangling-dir
 { cat k.pub; echo junk; } > twolines.pub
 expect 2 "public key: twolines.pub has more than one line; a key file is one line, as .tcpota keygen. wrote it: remove what follows it" \
   $T verify --pubkey twolines.pub img
