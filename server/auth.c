@@ -111,8 +111,21 @@ int auth_read_secrets(FILE *f, const char *path, struct tcpota_serve_secret **ou
 
     *out = NULL;
     *n = 0;
-    while (fgets(line, sizeof(line), f)) {
+    for (;;) {
+        size_t end = sizeof(line) - 1;
+
+        /* Filled first: the last byte fgets wrote (its NUL) is then the last
+         * that is not 0xff, and a NUL before it was in the file, where
+         * strlen() would have cut the line short without a word. */
+        memset(line, 0xff, sizeof(line));
+        if (!fgets(line, sizeof(line), f)) break;
         lineno++;
+        while (end > 0 && (unsigned char)line[end] == 0xff) end--;
+        if (strlen(line) != end) {
+            fprintf(stderr, "tcpota serve: %s line %zu holds a NUL byte; write it as \"<device"
+                            " id> <hex secret>\" alone\n", path, lineno);
+            goto bad;
+        }
         if (line[0] == '#' || strspn(line, " \t\r\n") == strlen(line)) continue;
         if (*n == cap) {
             struct tcpota_serve_secret *nv;

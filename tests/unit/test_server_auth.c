@@ -435,6 +435,25 @@ static void test_secrets_file(void **state)
     auth_free_secrets(v, n);
 }
 
+/* A NUL byte inside a line is refused: strlen() would cut the line there
+ * and drop what follows without a word. A last line without its newline
+ * is read as any other. */
+static void test_secrets_nul_refused(void **state)
+{
+    static const char text[] = "dev-1 " HEX16 "\0garbage\n";
+    struct tcpota_serve_secret *v = NULL;
+    size_t n = 0;
+    FILE *f = fmemopen((void *)text, sizeof text - 1, "r");
+
+    (void)state;
+    assert_non_null(f);
+    assert_int_equal(auth_read_secrets(f, "secrets", &v, &n), -1);
+    fclose(f);
+    assert_int_equal(read_secrets("dev-1 " HEX16, &v, &n), 0);
+    assert_int_equal(n, 1);
+    auth_free_secrets(v, n);
+}
+
 /* secrets_lines(k): a file of k valid lines, read back; returns its rc. */
 static int secrets_lines(size_t k, size_t *n)
 {
@@ -605,6 +624,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unsorted_secrets_found, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unbuildable_message_never_matches, setup, teardown),
         cmocka_unit_test(test_secrets_file),
+        cmocka_unit_test(test_secrets_nul_refused),
         cmocka_unit_test(test_secrets_limit),
         cmocka_unit_test(test_secrets_short_refused),
         cmocka_unit_test(test_secrets_empty_refused),
