@@ -623,6 +623,12 @@ static void warn_settings(const struct tcpota_serve_opts *o, const struct source
         serve_warn(o, "version '%s' is not a semantic version (like 2.1.0): no device will be "
                       "offered it unless --allow-downgrade", o->version);
     }
+    if (o->allow_legacy && !o->manifest) {
+        /* Not refused: a SIGHUP may bring a signed FILE, which it then serves. */
+        serve_warn(o, "--allow-legacy changes nothing while %s is unsigned: req0/req1 devices"
+                      " are served an unsigned image anyway; it lets them have a signed one",
+                   o->image);
+    }
 }
 
 static int serve_reload(void *ctx, struct tcpota_serve_opts *fresh)

@@ -157,8 +157,15 @@ kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 start_server img 2.0.0 --allow-legacy
 "$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out legacy.bin > legacy.log 2>&1 || fail "--allow-legacy did not serve"
 cmp legacy.bin img || fail "legacy bytes differ"
+! grep -q "allow-legacy changes nothing" server.log || fail "--allow-legacy with a signed image was called useless"
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
-ok "legacy devices refused a signed image unless --allow-legacy"
+# With an unsigned image it changes nothing, and the start says so.
+cp img unsigned.img
+start_server unsigned.img 2.0.0 --allow-legacy
+grep -q "warning: --allow-legacy changes nothing while unsigned.img is unsigned" server.log ||
+  fail "--allow-legacy with an unsigned image was not warned about: $(cat server.log)"
+kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+ok "legacy devices refused a signed image unless --allow-legacy; with an unsigned one it is warned of"
 
 # 5. Device authentication: right secret, wrong secret, unknown, replay.
 $T keygen --device-secret --out dev.secret 2>/dev/null
