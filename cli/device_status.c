@@ -61,9 +61,15 @@ static void print_status(const struct tcpota_posix_slot_info *run,
     copy_version(version, run->version);
     printf("{\"slot\":%u,\"version\":", (unsigned)run->slot);
     json_string(version);
-    printf(",\"size\":%lu,\"sha256\":\"", (unsigned long)run->size);
-    print_id(run->sha256);
-    printf("\",\"pending\":%s,\"rolled_back\":%s,\"resume\":", run->pending ? "true" : "false",
+    printf(",\"size\":%lu,\"sha256\":", (unsigned long)run->size);
+    if (run->size) {
+        putchar('"');
+        print_id(run->sha256);
+        putchar('"');
+    } else {
+        printf("null"); /* an empty factory slot: no image, not the hash of nothing */
+    }
+    printf(",\"pending\":%s,\"rolled_back\":%s,\"resume\":", run->pending ? "true" : "false",
            run->rolled_back ? "true" : "false");
     if (resume) {
         printf("{\"offset\":%lu,\"size\":%lu,\"image\":\"", (unsigned long)resume->offset,

@@ -288,3 +288,9 @@ if chattr +i "$WORK/who/ota_1.bin" 2> /dev/null; then
 else
   echo "skip: chattr +i does not work here"
 fi
+
+# A device created without a factory image runs nothing yet: its status
+# says so (null), not the SHA-256 of zero bytes (e3b0c442...).
+status=$("$TCPOTA" device status --flash "$WORK/who") || fail "device status failed"
+[[ $status == *'"size":0,"sha256":null,'* ]] || fail "an empty factory slot's status: $status"
+ok "an empty factory slot has no sha256 in device status"
