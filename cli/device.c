@@ -695,8 +695,8 @@ static void on_checkpoint(struct device *dv, const struct tcpota_dev_event *ev)
     uint32_t size = xfer(dv).size;
     int q = size ? (int)((uint64_t)ev->offset * 4u / size) : 4;
 
-    /* One line per 25%, not one per ACK. */
-    if (size && q > dv->quarter) {
+    /* One line per 25%, not one per ACK; none with --progress none. */
+    if (size && q > dv->quarter && dv->o.progress != PROGRESS_NONE) {
         dv->quarter = q;
         info(dv, "checkpoint at %lu of %lu bytes (%d%%)", (unsigned long)ev->offset,
              (unsigned long)size, (int)((uint64_t)ev->offset * 100u / size));

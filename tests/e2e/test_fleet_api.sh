@@ -117,6 +117,7 @@ failed=0
 for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
 [ "$failed" -eq 0 ] || fail "$failed of $N devices failed while the API was used"
 check_devices "$WORK/img" $(seq -f "$WORK/d%g" 1 "$N")
+! grep -q "checkpoint at" "$WORK/k-1.log" || fail "--progress none printed checkpoint lines: $(grep -m1 checkpoint "$WORK/k-1.log")"
 grep -qE '^all [0-9]+ checks passed' "$WORK/api.out" || fail "the API checks did not all run"
 [ "$("$TCPOTA" rollout show 1 --json | jq_py 'j["totals"]["updated"]')" = "$N" ] ||
   fail "rollout does not count $N updated"

@@ -16,6 +16,8 @@ run_fleet() {
   TZ=IST-5:30 start_server "$WORK/img" 2.0.0 --log-format "$1"
   "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/dev-$1" --id "$ID" \
     --model "$MODEL" 2> "$WORK/dev-$1.log" || fail "the hostile device was not updated ($1)"
+  # (Without --progress none, a line per durable quarter of the image.)
+  grep -q "checkpoint at [0-9]* of 100000 bytes" "$WORK/dev-$1.log" || fail "no checkpoint lines: $(cat "$WORK/dev-$1.log")"
   exec 3<>"/dev/tcp/127.0.0.1/$SERVER_PORT"
   printf 'GET / HTTP/1.1\r\n\r\n' >&3 2>/dev/null || true # may be cut after its first bytes
   timeout 5 cat <&3 > /dev/null || true
