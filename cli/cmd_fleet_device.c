@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void usage(FILE *f)
@@ -331,7 +332,14 @@ static int device_secret(struct api *a, int argc, char **argv)
     if ((rc = api_setup(a, 0)) != 0) return rc;
     /* the file first: once the server made the secret, it must not get lost */
     if (out) {
+        struct stat st;
+
         fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && errno == EEXIST && lstat(out, &st) == 0 && !S_ISREG(st.st_mode)) {
+            fprintf(stderr, "tcpota device: --out: %s is %s; give the name of a new file (e.g."
+                            " %s/ID.secret)\n", out, cli_file_kind(st.st_mode), out);
+            return 2;
+        }
         if (fd < 0) {
             fprintf(stderr, "tcpota device: --out: cannot create %s: %s%s\n", out, strerror(errno),
                     errno == EEXIST ? " (a secret file is never overwritten; give a new name)" : "");

@@ -192,6 +192,7 @@ const char *cli_file_kind(mode_t m)
     if (S_ISCHR(m)) return "a character device";
     if (S_ISBLK(m)) return "a block device";
     if (S_ISSOCK(m)) return "a socket";
+    if (S_ISLNK(m)) return "a symbolic link";
     return "not a file";
 }
 

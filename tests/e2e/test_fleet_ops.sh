@@ -74,6 +74,10 @@ run_device s-1 esp32 "$WORK/s1-b" --secret "$WORK/s1-new.secret" ||
 # A secret file is never overwritten (the CLI refuses before asking the server).
 rc=0; "$TCPOTA" device secret s-1 --out "$WORK/s1-new.secret" > "$WORK/out" 2>&1 || rc=$?
 [ $rc -eq 2 ] && grep -q 'never overwritten' "$WORK/out" || fail "--out on an existing file: rc $rc $(cat "$WORK/out")"
+mkdir "$WORK/adir"
+rc=0; "$TCPOTA" device secret s-1 --out "$WORK/adir" > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q -- "--out: $WORK/adir is a directory; give the name of a new file" "$WORK/out" ||
+  fail "--out on a directory: rc $rc $(cat "$WORK/out")"
 run_device s-1 esp32 "$WORK/s1-c" --secret "$WORK/s1-new.secret" || fail "a refused --out replaced the secret"
 stop_fleet
 ok "a second device secret replaces the first: the old file is refused, the new one works"
