@@ -622,9 +622,17 @@ static void handle(struct evhttp_request *req, void *arg)
 {
     struct api *a = arg;
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL, *bad = http_framing_bad(req);
     struct api_call *c;
 
+    if (bad) {
+        char body[200];
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        snprintf(body, sizeof body, "{\"error\": \"%s; send one Content-Length of digits, or"
+                 " Transfer-Encoding: chunked\"}", bad);
+        send_text(req, 400, body);
+        return;
+    }
     if (a->cfg.ota && path && strncmp(path, HTTP_OTA_PREFIX, strlen(HTTP_OTA_PREFIX)) == 0) {
         a->cfg.ota(req, a->cfg.ota_arg);
         return;

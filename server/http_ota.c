@@ -342,6 +342,12 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
                    "the limit)");
         return;
     }
+    if (http_framing_bad(req)) {
+        ota_add_header(req, "Connection", "close");
+        ota_refuse(ota, NULL, req, 400, "%s; send one Content-Length of digits, or none",
+                   http_framing_bad(req));
+        return;
+    }
     if (strncmp(path, HTTP_OTA_PREFIX, strlen(HTTP_OTA_PREFIX)) != 0) {
         ota_refuse(ota, NULL, req, 404, "no such path %s; downloads are GET "
                    "/ota/<model>?device=<id> (docs/http-ota.md)", path);

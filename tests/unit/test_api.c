@@ -1751,6 +1751,37 @@ static void test_head_deadline(void **state)
     assert_non_null(strstr(T.logged, " within 1 s of connecting; closing"));
 }
 
+/* Framing a proxy in front could read otherwise (two Content-Lengths, a
+ * signed one): 400, and the
+ * connection closed, so that the bytes after it are never a request of
+ * their own (request smuggling). libevent took the first length. */
+static void test_framing_refused(void **state)
+{
+    static const char *const cases[][2] = {
+        {"Content-Length: 2\r\nContent-Length: 40", "Content-Length given twice"},
+        {"Content-Length: +2", "Content-Length is not a number of bytes"},
+    };
+    static char buf[8192];
+
+    (void)state;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char req[512];
+        const char *p;
+        int fd, n = 0;
+        snprintf(req, sizeof req, "POST /v1/rollouts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                 TOKEN "\r\n%s\r\n\r\n{}GET /v1/images HTTP/1.1\r\nHost: x\r\n"
+                 "Authorization: Bearer " TOKEN "\r\n\r\n", cases[k][0]);
+        fd = raw_open(req);
+        raw_read(fd, buf, sizeof buf, 100);
+        close(fd);
+        for (p = buf; (p = strstr(p, "HTTP/1.1 ")) != NULL; p++) n++;
+        if (n != 1 || !strstr(buf, "HTTP/1.1 400") || !strstr(buf, cases[k][1]) ||
+            !strstr(buf, "Connection: close")) {
+            fail_msg("%s: %s", cases[k][0], buf);
+        }
+    }
+}
+
 /* A 405 names the methods the path takes, in the Allow header RFC 9110
  * asks for, as the error's text does. */
 static void test_not_allowed_names_methods(void **state)
@@ -2112,6 +2143,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_events, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_allowed_names_methods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_head_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_framing_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_slow_reader_cut, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
