@@ -77,12 +77,7 @@ def post(first, body_len):
               b"Authorization: Bearer " + token.encode() +
               b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % body_len + b"y" * body_len)
     s.settimeout(20)
-    got = b""
-    while True:
-        more = s.recv(65536)
-        if not more:
-            break
-        got += more
+    got = s.makefile("rb").read()  # to the server's close
     s.close()
     # the last status line on the connection is the upload's
     codes = re.findall(rb"HTTP/1\.1 (\d{3}) ", got)
