@@ -513,6 +513,10 @@ static void challenge(struct evhttp_request *req)
 {
     const struct evkeyvalq *in = evhttp_request_get_input_headers(req);
 
+    /* The connection ends with it: one that began without the token keeps
+     * small bodies (api_gate.c), and a dashboard that logs in again after
+     * a wrong token must not upload on it. */
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
     evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
                       evhttp_find_header(in, "Authorization")
                           ? "Bearer realm=\"" API_REALM "\", error=\"invalid_token\""

@@ -9,23 +9,25 @@
  * head and its body. So, as the download listener does (http_ota_conn.c),
  * each connection is caught right after its accept (evhttp_set_bevcb, then
  * an event made active in the same loop turn, before any read), its reading
- * is held, and its first request head is looked at with MSG_PEEK:
- *  - a head with the API's token (Authorization: Bearer) lets the
- *    connection's requests have bodies up to --max-image (an upload);
+ * is held, and its first request head is looked at with MSG_PEEK, up to its
+ * first Authorization line (within API_GATE_PEEK_MAX bytes):
+ *  - the API's token there (Authorization: Bearer) lets the connection's
+ *    requests have bodies up to --max-image (an upload);
  *  - any other keeps API_BODY_MAX (JSON requests are far smaller), and evhttp
  *    answers a larger body 413 while it reads and drops it
  *    (EVHTTP_SERVER_LINGERING_CLOSE): nothing is held.
  * Then evhttp reads the connection as before. Only the first head is
  * looked at: a connection that began without the token cannot upload,
- * which no client of ours does (the dashboard's files close their
- * connection: dashboard.c). A head that does not come within head_ms
+ * which no client of ours does (the dashboard's files, and a 401, close
+ * their connection: dashboard.c, api.c). A head that does not come within head_ms
  * (API_TIMEOUT_S) of the accept closes the connection, however it
  * trickles, with a line in the log (at most one a second). */
-#define _GNU_SOURCE /* memmem */
+#define _GNU_SOURCE /* POLLRDHUP */
 #include "api_internal.h"
 
 #include <errno.h>
 #include <event2/bufferevent.h>
+#include <poll.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <stdio.h>
@@ -59,26 +61,32 @@ static void gate_free(struct api *a, struct api_gate *g)
     free(g);
 }
 
-/* The first Authorization header's value in head (n bytes, the request line
- * first), as evhttp would take it: 1 when it is the API's bearer token. */
-static int head_authorized(const struct api *a, const char *head, size_t n)
+/* What the n bytes of a request head peeked so far (the request line
+ * first) say of its token: GATE_WAIT (nothing yet: the head goes on),
+ * GATE_TOKEN (its first Authorization header, whole, is the API's bearer
+ * token, as evhttp would take it) or GATE_NONE (another, or the head ended
+ * without one). */
+enum { GATE_WAIT, GATE_TOKEN, GATE_NONE };
+static int head_token(const struct api *a, const char *head, size_t n)
 {
     const char *p = memchr(head, '\n', n), *end = head + n;
 
-    while (p && ++p < end && *p != '\r' && *p != '\n') {
+    while (p && ++p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         size_t len = (size_t)((eol ? eol : end) - p);
 
+        if (*p == '\r' || *p == '\n') return GATE_NONE; /* the blank line: the head ended */
+        if (!eol) return GATE_WAIT;                      /* a line not whole yet */
         if (len > 14 && strncasecmp(p, "Authorization:", 14) == 0) {
             const char *v = p + 14;
             const char *ve = p + len;
             while (v < ve && (*v == ' ' || *v == '\t')) v++;
             while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-            return api_bearer_ok(a, v, (size_t)(ve - v));
+            return api_bearer_ok(a, v, (size_t)(ve - v)) ? GATE_TOKEN : GATE_NONE;
         }
         p = eol;
     }
-    return 0;
+    return GATE_WAIT;
 }
 
 /* 1 when head holds a byte no request head does (a control byte but CR,
@@ -95,6 +103,15 @@ static int not_http(const char *head, size_t n)
     return 0;
 }
 
+/* 1 when the peer will send nothing more (its FIN came, behind bytes a
+ * peek does not take: recv() shows the bytes, not the end). */
+static int peer_done(evutil_socket_t fd)
+{
+    struct pollfd p = {fd, POLLRDHUP, 0};
+
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
 /* Lets evhttp read the connection again; the gate is done. Our event goes
  * first: libevent refuses a level-triggered read event (the bufferevent's)
  * on a descriptor that has an edge-triggered one. */
@@ -107,7 +124,8 @@ static void release(struct api *a, struct api_gate *g)
 }
 
 /* Waits on for the rest of the head, within what is left of the deadline
- * (a trickle does not move it). */
+ * (a trickle does not move it). The event stays added (EV_PERSIST): added
+ * again, epoll would report the bytes already there at once, for ever. */
 static void wait_on(struct api *a, struct api_gate *g)
 {
     int64_t left = g->deadline_ms - log_mono_ms();
@@ -122,37 +140,47 @@ static void wait_on(struct api *a, struct api_gate *g)
 
 static void peek_cb(evutil_socket_t fd, short what, void *arg)
 {
-    static char head[API_HEADERS_MAX];
+    static char head[API_GATE_PEEK_MAX];
     struct api_gate *g = arg;
     struct api *a = g->api;
     ssize_t n;
 
     if (what & EV_TIMEOUT) {
+        struct evhttp_connection *evcon = g->evcon;
         char peer[80], line[200];
         unsigned long held;
         if (a->cfg.log && log_limit_pass(&a->gate_log, log_mono_ms(), API_DENIED_LOG_MS, 1, &held)) {
             snprintf(line, sizeof line, "API: no request from %s within %.3g s of connecting;"
-                     " closing%s", api_peer_text(g->evcon, peer, sizeof peer),
+                     " closing%s", api_peer_text(evcon, peer, sizeof peer),
                      (double)a->cfg.head_ms / 1000, held ? " (and more such since the last line)" : "");
             a->cfg.log(a->cfg.ctx, line);
         }
-        evhttp_connection_free(g->evcon);
-        gate_free(a, g);
+        gate_free(a, g); /* its event off the socket before the socket closes */
+        evhttp_connection_free(evcon);
         return;
     }
-    n = recv(fd, head, sizeof head, MSG_PEEK | MSG_DONTWAIT);
-    if ((n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) ||
-        (n > 0 && (size_t)n < sizeof head && !memmem(head, (size_t)n, "\n\r\n", 3) &&
-         !memmem(head, (size_t)n, "\n\n", 2) && !not_http(head, (size_t)n))) {
-        wait_on(a, g); /* the head is not all here yet: the next bytes wake us */
+    n = recv(fd, head, API_GATE_PEEK_MAX, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        wait_on(a, g);
         return;
     }
-    /* A whole head, bytes no head holds (a TLS handshake: the client waits
-     * for an answer), one too long for evhttp (it answers 400), the end of
-     * the stream or an error (evhttp meets it too): judged, and handed on. */
-    if (n > 0 && head_authorized(a, head, (size_t)n)) {
-        evhttp_connection_set_max_body_size(g->evcon, (ev_ssize_t)a->cfg.max_image);
+    if (n > 0) {
+        /* (All n bytes are the head's while it says nothing yet: a body
+         * follows the blank line, which decides.) */
+        int t = head_token(a, head, (size_t)n);
+        if (t == GATE_WAIT && (size_t)n < API_GATE_PEEK_MAX && !not_http(head, (size_t)n) &&
+            !peer_done(fd)) {
+            wait_on(a, g); /* the head is not far enough yet: the next bytes wake us */
+            return;
+        }
+        if (t == GATE_TOKEN) {
+            evhttp_connection_set_max_body_size(g->evcon, (ev_ssize_t)a->cfg.max_image);
+        }
     }
+    /* Judged (the token, or none by the head's end or its first
+     * API_GATE_PEEK_MAX bytes), or bytes no head holds (a TLS handshake:
+     * the client waits for an answer), the end of the stream or an error
+     * (evhttp meets them too): handed on. */
     release(a, g);
 }
 
@@ -182,7 +210,7 @@ static void admit_cb(evutil_socket_t fd, short what, void *arg)
         bufferevent_disable(g->bev, EV_READ);
         g->bev = NULL;
         g->deadline_ms = log_mono_ms() + a->cfg.head_ms;
-        if (!(g->ev = event_new(a->cfg.base, s, EV_READ | EV_ET, peek_cb, g)) ||
+        if (!(g->ev = event_new(a->cfg.base, s, EV_READ | EV_ET | EV_PERSIST, peek_cb, g)) ||
             event_add(g->ev, &tv) != 0) {
             release(a, g); /* out of memory: the connection goes on with API_BODY_MAX */
         }

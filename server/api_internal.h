@@ -31,6 +31,10 @@ struct evkeyvalq;
 #define API_ERROR_MAX 512u                /* an error message's bytes */
 #define API_TIMEOUT_S 60                  /* a client silent this long is dropped */
 #define API_HEADERS_MAX 32768             /* header bytes (a manifest is ~1.4 KB of base64) */
+/* A connection's first request head is judged by its Authorization line
+ * within this many bytes, or taken as without the token (api_gate.c): each
+ * segment of a trickled head costs a look at this much at most. */
+#define API_GATE_PEEK_MAX 8192u
 
 #define API_STREAMS_MAX 64u               /* event streams open at once (dashboards) */
 #define API_STREAM_BEAT_S 15              /* a comment on every stream this often */

@@ -59,8 +59,10 @@ frontend api
   use_backend prefixed if { path_beg /fleet/ }
   default_backend api
 backend api
+  http-reuse never
   server s 127.0.0.1:$API_PORT
 backend prefixed
+  http-reuse never
   http-request set-path %[path,regsub(^/fleet/,/)]
   server s 127.0.0.1:$API_PORT
 frontend down

@@ -28,7 +28,7 @@ wait_line "$WORK/server.log" "unknown protocol \(first byte 0x47: an HTTP reques
 # one that began without it does not.
 # (Under ASan the freed chains wait in its quarantine: RSS is not read there.)
 python3 - "$API_PORT" "$SERVER_PID" "$TCPOTA_TOKEN" "${TCPOTA_SANITIZED:-0}" <<'PY' || fail "bodies without the token (above)"
-import re, socket, sys, time
+import os, re, socket, sys, time
 port, pid, token, sanitized = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] == "1"
 def rss_kib():
     for line in open(f"/proc/{pid}/status"):
@@ -75,7 +75,7 @@ def post(first, body_len):
         # the rest of the first answer's body, if any, is not needed
     s.sendall(b"POST /v1/images?version=9.9.9&model=esp32 HTTP/1.1\r\nHost: x\r\n"
               b"Authorization: Bearer " + token.encode() +
-              b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % body_len + b"y" * body_len)
+              b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % body_len + os.urandom(body_len))
     s.settimeout(20)
     got = s.makefile("rb").read()  # to the server's close
     s.close()

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <ctype.h>
@@ -1737,6 +1738,38 @@ static void test_head_deadline(void **state)
     close(fd);
     if (!strstr(buf, "HTTP/1.1 200")) fail_msg("a head in two parts: %s", buf);
 
+    /* A head that stops halfway costs no CPU while it waits (the gate's
+     * event, added again, was reported ready at once, for ever: a core). */
+    {
+        struct rusage r0, r1;
+        long us;
+        fd = raw_open("GET /v1/images HTTP/1.1\r\nHost: x\r\n");
+        getrusage(RUSAGE_SELF, &r0);
+        run_ms(500);
+        getrusage(RUSAGE_SELF, &r1);
+        us = (r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) * 1000000L +
+             (r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) +
+             (r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) * 1000000L +
+             (r1.ru_stime.tv_usec - r0.ru_stime.tv_usec);
+        if (us > 200000) fail_msg("a half head cost %ld us of CPU in 500 ms", us);
+        /* Its peer's end, behind the bytes a peek leaves: closed at once. */
+        shutdown(fd, SHUT_WR);
+        run_ms(50);
+        k = read(fd, buf, sizeof buf);
+        assert_true(k == 0 || (k < 0 && errno == ECONNRESET));
+        close(fd);
+    }
+    /* A 401 ends its connection: one that began without the token keeps
+     * small bodies, so a client that then logs in must not upload on it. */
+    fd = raw_open("GET /v1/images HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\n\r\n");
+    raw_read(fd, buf, sizeof buf, 100);
+    k = read(fd, buf + strlen(buf), 1);
+    close(fd);
+    if (!strstr(buf, "HTTP/1.1 401") || !strstr(buf, "Connection: close") || k != 0) {
+        fail_msg("a 401 did not close its connection: %s", buf);
+    }
+
+    logged = T.nlogged;
     fd = raw_open("GET /v1/images HTTP/1.1\r\n");
     for (i = 0; i < 6; i++) { /* a line every 250 ms: 1.5 s in all */
         run_ms(250);
