@@ -193,12 +193,14 @@ static void admit_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    for (g = a->gates; g; g = next) {
+    /* The new ones are at the front (gate_bev pushes there, and each turn
+     * admits all): the first admitted one ends them, so that connections
+     * waiting for their heads are not walked at every accept. */
+    for (g = a->gates; g && g->bev; g = next) {
         void *evcon = NULL;
         evutil_socket_t s;
 
         next = g->next;
-        if (!g->bev) continue; /* admitted already: waiting for its head */
         bufferevent_getcb(g->bev, NULL, NULL, NULL, &evcon); /* evhttp's: the connection */
         s = bufferevent_getfd(g->bev);
         if (!evcon || s < 0) {
