@@ -19,17 +19,17 @@
  * Then evhttp reads the connection as before. Only the first head is
  * looked at: a connection that began without the token cannot upload,
  * which no client of ours does (the dashboard's files, and a 401, close
- * their connection: dashboard.c, api.c). A head that does not come within head_ms
- * (API_TIMEOUT_S) of the accept closes the connection, however it
+ * their connection: dashboard.c, api.c). A head that does not come within
+ * head_ms (API_TIMEOUT_S) of the accept closes the connection, however it
  * trickles, with a line in the log (at most one a second). */
 #define _GNU_SOURCE /* POLLRDHUP */
 #include "api_internal.h"
 
 #include <errno.h>
 #include <event2/bufferevent.h>
-#include <poll.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,7 +43,7 @@ struct api_gate {
     struct bufferevent *bev;      /* our reference, until the admission */
     struct evhttp_connection *evcon;
     struct event *ev;             /* the socket readable, or the deadline */
-    int64_t deadline_ms;          /* API_TIMEOUT_S after the accept (monotonic) */
+    int64_t deadline_ms;          /* head_ms after the accept (monotonic) */
 };
 
 static void unlink_gate(struct api *a, struct api_gate *g)
