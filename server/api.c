@@ -605,17 +605,21 @@ int64_t api_mono_ms(void)
 /* A request refused for its token, in the log: someone has a wrong token,
  * or is guessing. One line a second at most (a guesser must not flood the
  * log), saying how many were refused meanwhile. */
-static void denied(struct api *a, struct evhttp_request *req, const char *path)
+int api_log_pass(struct api *a, struct log_limit *l, const char *what, char *more, size_t cap)
 {
-    char line[256], more[80] = "", peer[80];
     unsigned long held;
 
-    if (!a->cfg.log || !log_limit_pass(&a->denied, log_mono_ms(), API_DENIED_LOG_MS, 1, &held)) {
-        return;
-    }
-    if (held) {
-        snprintf(more, sizeof more, " (and %lu more refused since the last such line)", held);
-    }
+    more[0] = '\0';
+    if (!a->cfg.log || !log_limit_pass(l, log_mono_ms(), API_DENIED_LOG_MS, 1, &held)) return 0;
+    if (held) snprintf(more, cap, " (and %lu more %ssince the last such line)", held, what);
+    return 1;
+}
+
+static void denied(struct api *a, struct evhttp_request *req, const char *path)
+{
+    char line[320], more[API_LOG_MORE_MAX], peer[80];
+
+    if (!api_log_pass(a, &a->denied, "refused ", more, sizeof more)) return;
     snprintf(line, sizeof line, "API: refused %.64s from %s: missing or wrong token%s",
              path ? path : "/", api_peer_text(evhttp_request_get_connection(req), peer, sizeof peer),
              more);

@@ -147,12 +147,11 @@ static void peek_cb(evutil_socket_t fd, short what, void *arg)
 
     if (what & EV_TIMEOUT) {
         struct evhttp_connection *evcon = g->evcon;
-        char peer[80], line[200];
-        unsigned long held;
-        if (a->cfg.log && log_limit_pass(&a->gate_log, log_mono_ms(), API_DENIED_LOG_MS, 1, &held)) {
+        char peer[80], line[200], more[API_LOG_MORE_MAX];
+        if (api_log_pass(a, &a->gate_log, "", more, sizeof more)) {
             snprintf(line, sizeof line, "API: no request from %s within %.3g s of connecting;"
                      " closing%s", api_peer_text(evcon, peer, sizeof peer),
-                     (double)a->cfg.head_ms / 1000, held ? " (and more such since the last line)" : "");
+                     (double)a->cfg.head_ms / 1000, more);
             a->cfg.log(a->cfg.ctx, line);
         }
         gate_free(a, g); /* its event off the socket before the socket closes */

@@ -80,6 +80,14 @@ int api_gate_start(struct api *a);
 /* Forgets the connections still waiting (before evhttp_free frees them). */
 void api_gate_stop(struct api *a);
 
+/* A line for the log about the API that a client can cause at will passes
+ * l (one per API_DENIED_LOG_MS): 1, with more (cap >= API_LOG_MORE_MAX) the
+ * line's tail telling how many were held back since ("(and 3 more WHAT
+ * since the last such line)", or ""); 0 when it is held back, or there is
+ * no log. */
+#define API_LOG_MORE_MAX 80
+int api_log_pass(struct api *a, struct log_limit *l, const char *what, char *more, size_t cap);
+
 /* "HOST:PORT" of evcon's peer into buf ("?:0" when evcon is NULL: the
  * client has gone). Returns buf. */
 const char *api_peer_text(struct evhttp_connection *evcon, char *buf, size_t cap);
