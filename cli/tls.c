@@ -13,6 +13,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -212,14 +213,13 @@ void cli_tls_ctx_free(void *ctx)
     SSL_CTX_free(ctx);
 }
 
-/* Names the trust anchors into t->anchors: "ca-" and the first 8 bytes of
+/* Names the trust anchors into t->anchors: "ca-" and the first bytes of
  * the --ca file's SHA-256, or "system". Returns 0, or -1 when the file
  * cannot be read (no session is kept or resumed then). */
 static int name_anchors(struct cli_tls *t, const char *ca_file)
 {
-    static const char hex[] = "0123456789abcdef";
     unsigned char md[EVP_MAX_MD_SIZE], chunk[8192];
-    unsigned int mdlen = 0, i;
+    unsigned int mdlen = 0;
     EVP_MD_CTX *h;
     ssize_t n = 0;
     int fd, ok;
@@ -234,18 +234,14 @@ static int name_anchors(struct cli_tls *t, const char *ca_file)
     while (ok && (n = read(fd, chunk, sizeof(chunk))) > 0) {
         ok = EVP_DigestUpdate(h, chunk, (size_t)n) == 1;
     }
-    ok = ok && n == 0 && EVP_DigestFinal_ex(h, md, &mdlen) == 1 && mdlen >= 8;
+    ok = ok && n == 0 && EVP_DigestFinal_ex(h, md, &mdlen) == 1 && mdlen >= CLI_TLS_ANCHOR_BYTES;
     EVP_MD_CTX_free(h);
     if (fd >= 0) close(fd);
     if (!ok) {
         return -1;
     }
     memcpy(t->anchors, "ca-", 3);
-    for (i = 0; i < 8; i++) {
-        t->anchors[3 + 2 * i] = hex[md[i] >> 4];
-        t->anchors[4 + 2 * i] = hex[md[i] & 15];
-    }
-    t->anchors[3 + 16] = '\0';
+    (void)sodium_bin2hex(t->anchors + 3, sizeof(t->anchors) - 3, md, CLI_TLS_ANCHOR_BYTES);
     return 0;
 }
 

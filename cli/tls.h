@@ -13,9 +13,10 @@ struct tcpota_dev;
 /* Room for "host:port anchors=..." naming the server a kept session
  * belongs to and what the device trusted when it was verified. */
 #define CLI_TLS_PEER_MAX 340
-/* Room for the trust anchors' name: "ca-" and 16 hex digits of the --ca
- * file's SHA-256, or "system". */
-#define CLI_TLS_ANCHORS_MAX 24
+/* Room for the trust anchors' name: "ca-" and the hex of the first
+ * CLI_TLS_ANCHOR_BYTES of the --ca file's SHA-256, or "system". */
+#define CLI_TLS_ANCHOR_BYTES 8u
+#define CLI_TLS_ANCHORS_MAX (3u + 2u * CLI_TLS_ANCHOR_BYTES + 1u)
 
 struct cli_tls {
     void *ctx;                /* SSL_CTX */
