@@ -1,4 +1,5 @@
 /* serve.c - `tcpota serve`: argument parsing for the server in server/. */
+#include "api.h"
 #include "auth.h"
 #include "cli.h"
 #include "fleet_files.h"
@@ -113,6 +114,9 @@ static void usage(FILE *f)
             "                        (docs/scaling.md)\n"
             "  --api HOST:PORT|off   the control API (default 127.0.0.1:8071); its token is\n"
             "                        DIR/api.token (docs/api.md)\n"
+            "  --api-max-conns N     connections the API's listener holds at once, the\n"
+            "                        /ota/ downloads there among them; one more is answered\n"
+            "                        503 and closed (default %u)\n"
             "  --max-image SIZE      largest image the API takes: bytes, or K, M, G after the\n"
             "                        number (64M = 64 MiB; the default; at most 1G)\n"
             "  --ota-listen HOST:PORT  serve HTTP(S) downloads for esp_https_ota devices here\n"
@@ -123,7 +127,7 @@ static void usage(FILE *f)
             "line or --config, or a file named there that cannot be used (FILE, manifest,\n"
             "keys, secrets, TLS certificate and key); 1 anything else that stops the start\n"
             "or the server (a port in use, DIR or its database, PostgreSQL).\n",
-            TLS_TICKET_KEYS_MAX);
+            TLS_TICKET_KEYS_MAX, API_CONNS_DEFAULT);
 }
 
 /* A warning of a start that goes on. With the options read (o), a line of
@@ -1064,6 +1068,10 @@ static int serve_args(const struct serve_config_args *cfg)
         } else if (strcmp(a, "--api") == 0) {
             api = val;
             fleet_only = "--api"; /* not a: it ends with this turn of the loop */
+        } else if (strcmp(a, "--api-max-conns") == 0) {
+            if (cli_number(val, a, 1, 1000000, &v) < 0) return 2;
+            o.api_max_conns = (unsigned)v;
+            fleet_only = "--api-max-conns";
         } else if (strcmp(a, "--ota-listen") == 0) {
             ota = val;
             fleet_only = "--ota-listen";

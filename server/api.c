@@ -523,10 +523,10 @@ static void challenge(struct evhttp_request *req)
                           : "Bearer realm=\"" API_REALM "\"");
 }
 
-/* The client of a call went away: libevent frees a request still attached
+/* The client went away: libevent frees a request of a call still attached
  * to the connection, so forget it; a detached one (EOF while we work) is
  * ours, and replying to it later frees it. */
-static void conn_closed(struct evhttp_connection *evcon, void *arg)
+void api_conn_closed(struct evhttp_connection *evcon, void *arg)
 {
     struct api *a = arg;
     struct api_call *c;
@@ -537,6 +537,8 @@ static void conn_closed(struct evhttp_connection *evcon, void *arg)
         c->evcon = NULL;
         if (c->req && evhttp_request_get_connection(c->req) != NULL) c->req = NULL;
     }
+    if (a->cfg.ota_closed) a->cfg.ota_closed(evcon, a->cfg.ota_arg);
+    api_gate_closed(a, evcon);
 }
 
 static void route(struct api_call *c, int method, const char *path, const char *query)
@@ -633,6 +635,10 @@ static void handle(struct evhttp_request *req, void *arg)
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL, *bad = http_framing_bad(req);
     struct api_call *c;
 
+    /* Set at the admission too (api_gate.c); again for a connection the
+     * gate could not record, out of memory: what a request leaves in flight
+     * must learn of its close. */
+    evhttp_connection_set_closecb(evhttp_request_get_connection(req), api_conn_closed, a);
     if (bad) {
         char body[200];
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
@@ -650,7 +656,6 @@ static void handle(struct evhttp_request *req, void *arg)
         return;
     }
     if (dash_serve(req, path ? path : "/")) return; /* the page: no token, no data */
-    evhttp_connection_set_closecb(evhttp_request_get_connection(req), conn_closed, a);
     c = api_call_new(a, req);
     if (!c) {
         send_text(req, 500, oom_body);

@@ -20,6 +20,7 @@
 struct event_base;
 struct evbuffer;
 struct evhttp_request;
+struct evhttp_connection;
 struct store;
 struct api;
 struct auth_refusals;
@@ -31,6 +32,7 @@ struct auth_refusals;
  * --max-image. */
 #define API_BODY_MAX (64u << 10)
 #define API_UPLOAD_PREFIX ".upload-"           /* an upload's temporary file in the images dir */
+#define API_CONNS_DEFAULT 1024u                /* connections the listener holds at once */
 
 /* Checks a signed manifest for image bytes whose SHA-256 is id, against
  * the server's trusted keys (the API has already parsed it and checked that
@@ -49,6 +51,9 @@ struct api_config {
     size_t max_image;       /* bytes an upload may have; 0: API_MAX_IMAGE_DEFAULT */
     unsigned head_ms;       /* a connection's first request head comes within this, or it
                              * is closed (api_gate.c); 0: API_TIMEOUT_S */
+    unsigned max_conns;     /* connections held at once (the /ota/ downloads' among them);
+                             * one more is answered 503 at its accept and closed
+                             * (api_gate.c); 0: API_CONNS_DEFAULT */
     /* NULL: the server has no keys. Unsigned images are then taken with
      * ?version=&model=, and a manifest, when sent, must still carry a valid
      * signature by the key it names. api_verify_keys() is one. */
@@ -62,6 +67,9 @@ struct api_config {
      * (ota_arg), without the token: HTTP downloads (http_ota.h). NULL: none. */
     void (*ota)(struct evhttp_request *req, void *arg);
     void *ota_arg;
+    /* Told, with ota_arg, when any connection of the listener closes (its
+     * downloads stop there); set with ota. */
+    void (*ota_closed)(struct evhttp_connection *evcon, void *arg);
     /* Told after rollout id was cancelled (why: "rollout 3 cancelled"):
      * its transfers running here stop. */
     void (*on_stop)(void *ctx, uint64_t id, const char *why);

@@ -21,7 +21,12 @@
  * which no client of ours does (the dashboard's files, and a 401, close
  * their connection: dashboard.c, api.c). A head that does not come within
  * head_ms (API_TIMEOUT_S) of the accept closes the connection, however it
- * trickles, with a line in the log (at most one a second). */
+ * trickles, with a line in the log (at most one a second).
+ *
+ * The gate also counts the listener's connections, from the admission to
+ * their close callback (api_conn_closed, set here), by descriptor: at
+ * max_conns one more is answered 503 at once, before a byte of it is read,
+ * and closed (logged at most once a second). */
 #define _GNU_SOURCE /* POLLRDHUP */
 #include "api_internal.h"
 
@@ -183,6 +188,73 @@ static void peek_cb(evutil_socket_t fd, short what, void *arg)
     release(a, g);
 }
 
+/* 1 when the descriptor s is counted now, growing the table to hold it:
+ * the connection is held. 0: the listener is full, or out of memory for
+ * the table (the connection goes on uncounted, as one the gate could not
+ * record). */
+static int hold(struct api *a, evutil_socket_t s, int *full)
+{
+    size_t i = (size_t)s;
+
+    *full = 0;
+    if (i >= a->held_cap) {
+        size_t cap = a->held_cap ? a->held_cap : 256;
+        uint8_t *t;
+        while (cap <= i) cap *= 2;
+        if (!(t = realloc(a->held, cap))) return 0;
+        memset(t + a->held_cap, 0, cap - a->held_cap);
+        a->held = t;
+        a->held_cap = cap;
+    }
+    if (a->held[i]) return 1; /* a close not seen (its descriptor reused): counted once */
+    if (a->nheld >= a->cfg.max_conns) {
+        *full = 1;
+        return 0;
+    }
+    a->held[i] = 1;
+    a->nheld++;
+    return 1;
+}
+
+void api_gate_closed(struct api *a, struct evhttp_connection *evcon)
+{
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+    evutil_socket_t s = bev ? bufferevent_getfd(bev) : -1;
+
+    if (s >= 0 && (size_t)s < a->held_cap && a->held[s]) {
+        a->held[s] = 0;
+        a->nheld--;
+    }
+}
+
+/* One connection over max_conns: told so in the answer to a request it has
+ * not sent yet (the client reads it as the answer to its first one), then
+ * closed. What it sent already is read first, so that the close does not
+ * reset the connection under the answer. */
+static void refuse_full(struct api *a, struct evhttp_connection *evcon, evutil_socket_t s)
+{
+    char body[300], reply[600], peer[80], line[300], more[API_LOG_MORE_MAX], sink[4096];
+    int bl, rl;
+
+    bl = snprintf(body, sizeof body, "{\"error\": \"the API holds %u connections already, its"
+                  " limit (tcpota serve --api-max-conns); try again in a moment, or restart the"
+                  " server with a higher limit\"}", a->cfg.max_conns);
+    rl = snprintf(reply, sizeof reply, "HTTP/1.1 503 Service Unavailable\r\nContent-Type:"
+                  " application/json\r\nContent-Length: %d\r\nRetry-After: %d\r\nConnection:"
+                  " close\r\n\r\n%s", bl, API_FULL_RETRY_S, body);
+    if (rl > 0 && (size_t)rl < sizeof reply) (void)send(s, reply, (size_t)rl, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)shutdown(s, SHUT_WR);
+    while (recv(s, sink, sizeof sink, MSG_DONTWAIT) > 0) {
+    }
+    if (api_log_pass(a, &a->full_log, "refused ", more, sizeof more)) {
+        snprintf(line, sizeof line, "API: refused %s: the listener holds %u connections already"
+                 " (--api-max-conns)%s", api_peer_text(evcon, peer, sizeof peer),
+                 a->cfg.max_conns, more);
+        a->cfg.log(a->cfg.ctx, line);
+    }
+    evhttp_connection_free(evcon);
+}
+
 /* Made active by gate_bev: the accepts of this loop turn have returned. */
 static void admit_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -198,6 +270,7 @@ static void admit_cb(evutil_socket_t fd, short what, void *arg)
     for (g = a->gates; g && g->bev; g = next) {
         void *evcon = NULL;
         evutil_socket_t s;
+        int full;
 
         next = g->next;
         bufferevent_getcb(g->bev, NULL, NULL, NULL, &evcon); /* evhttp's: the connection */
@@ -210,6 +283,15 @@ static void admit_cb(evutil_socket_t fd, short what, void *arg)
         g->evcon = evcon;
         bufferevent_disable(g->bev, EV_READ);
         g->bev = NULL;
+        if (!hold(a, s, &full)) {
+            if (full) {
+                gate_free(a, g);
+                refuse_full(a, evcon, s);
+                continue;
+            }
+        } else {
+            evhttp_connection_set_closecb(evcon, api_conn_closed, a);
+        }
         g->deadline_ms = log_mono_ms() + a->cfg.head_ms;
         if (!(g->ev = event_new(a->cfg.base, s, EV_READ | EV_ET | EV_PERSIST, peek_cb, g)) ||
             event_add(g->ev, &tv) != 0) {
@@ -241,6 +323,7 @@ static struct bufferevent *gate_bev(struct event_base *base, void *arg)
 int api_gate_start(struct api *a)
 {
     if (!a->cfg.head_ms) a->cfg.head_ms = API_TIMEOUT_S * 1000u;
+    if (!a->cfg.max_conns) a->cfg.max_conns = API_CONNS_DEFAULT;
     if (!(a->admit = event_new(a->cfg.base, -1, 0, admit_cb, a))) return -1;
     evhttp_set_bevcb(a->http, gate_bev, a);
     evhttp_set_max_body_size(a->http, (ev_ssize_t)(a->cfg.max_image < API_BODY_MAX
@@ -252,6 +335,10 @@ int api_gate_start(struct api *a)
 void api_gate_stop(struct api *a)
 {
     while (a->gates) gate_free(a, a->gates); /* evhttp_free frees the connections */
+    free(a->held); /* their close callbacks then count nothing */
+    a->held = NULL;
+    a->held_cap = 0;
+    a->nheld = 0;
     if (a->admit) event_free(a->admit);
     a->admit = NULL;
 }

@@ -35,6 +35,7 @@ struct evkeyvalq;
  * within this many bytes, or taken as without the token (api_gate.c): each
  * segment of a trickled head costs a look at this much at most. */
 #define API_GATE_PEEK_MAX 8192u
+#define API_FULL_RETRY_S 5                /* Retry-After of a 503 at --api-max-conns */
 
 #define API_STREAMS_MAX 64u               /* event streams open at once (dashboards) */
 #define API_STREAM_BEAT_S 15              /* a comment on every stream this often */
@@ -63,6 +64,10 @@ struct api {
     struct api_gate *gates;     /* connections until their first head is judged (api_gate.c) */
     struct event *admit;        /* judges the accepts of a loop turn (api_gate.c) */
     struct log_limit gate_log;  /* connections without a request in the log (api_gate.c) */
+    struct log_limit full_log;  /* connections refused at the limit in the log (api_gate.c) */
+    uint8_t *held;              /* by descriptor: 1 while the connection counts in nheld */
+    size_t held_cap;            /* entries of held */
+    unsigned nheld;             /* connections held now (at most cfg.max_conns) */
     json_t *summary;            /* the last GET /v1/summary answer (api_summary.c) */
     int64_t summary_ms;         /* when (monotonic ms) */
 };
@@ -79,6 +84,13 @@ int api_bearer_ok(const struct api *a, const char *v, size_t n);
 int api_gate_start(struct api *a);
 /* Forgets the connections still waiting (before evhttp_free frees them). */
 void api_gate_stop(struct api *a);
+/* The close callback of every connection of the listener (set at its
+ * admission, and again by each API request): detaches what was in flight
+ * on evcon (api.c's calls, event streams, the /ota/ downloads) and stops
+ * counting it. arg is the struct api. */
+void api_conn_closed(struct evhttp_connection *evcon, void *arg);
+/* Stops counting evcon, when it counted (api_gate.c; from api_conn_closed). */
+void api_gate_closed(struct api *a, struct evhttp_connection *evcon);
 
 /* A line for the log about the API that a client can cause at will passes
  * l (one per API_DENIED_LOG_MS): 1, with more (cap >= API_LOG_MORE_MAX) the

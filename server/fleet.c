@@ -1682,9 +1682,10 @@ static void sweep_uploads(struct server *srv)
 }
 
 /* The API speaks plain HTTP, so its token crosses the network in clear,
- * and its listener has no connection limit (a client without the token
- * holds at most API_BODY_MAX of body per connection: api_gate.c). On
- * loopback only this host's users reach it; beyond it, say so at start. */
+ * and anyone who reaches it can take all of its --api-max-conns
+ * connections (a client without the token holds at most API_BODY_MAX of
+ * body on each: api_gate.c), shutting the operators out. On loopback only
+ * this host's users reach it; beyond it, say so at start. */
 static void warn_api_exposed(const struct server *srv, const struct api *a)
 {
     struct sockaddr_storage ss;
@@ -1703,10 +1704,12 @@ static void warn_api_exposed(const struct server *srv, const struct api *a)
     if (!loopback) {
         say_always(srv->o, LOG_LV_WARN,
                    "warning: the API listens beyond loopback: it speaks plain HTTP, so its token"
-                   " crosses the network in clear, and it has no connection limit (a client"
-                   " without the token may hold %u KiB of request body per connection); keep"
-                   " --api on a network you trust or behind a TLS proxy, and give devices"
-                   " --ota-listen", API_BODY_MAX >> 10);
+                   " crosses the network in clear, and anyone who reaches it can take all of its"
+                   " %u connections (--api-max-conns; a client without the token may hold %u KiB"
+                   " of request body on each); keep --api on a network you trust or behind a TLS"
+                   " proxy, and give devices --ota-listen",
+                   srv->o->api_max_conns ? srv->o->api_max_conns : API_CONNS_DEFAULT,
+                   API_BODY_MAX >> 10);
     }
 }
 
@@ -1797,6 +1800,7 @@ int fleet_open(struct server *srv)
     ac.token = f->token;
     ac.images_dir = o->images_dir;
     ac.max_image = o->max_image;
+    ac.max_conns = o->api_max_conns;
     f->keys.keys = o->pubkeys;
     f->keys.nkeys = o->npubkeys;
     ac.verify = o->npubkeys ? fleet_verify : NULL;
@@ -1804,6 +1808,7 @@ int fleet_open(struct server *srv)
     ac.metrics = fleet_metrics;
     if (!o->ota_host) { /* downloads on the API's listener */
         ac.ota = http_ota_handle;
+        ac.ota_closed = http_ota_closed;
         ac.ota_arg = f->ota;
     }
     ac.on_change = fleet_api_changed;

@@ -399,9 +399,8 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
     d->next = ota->dls;
     if (ota->dls) ota->dls->prev = d;
     ota->dls = d;
-    /* The listener's connections call ota_closed from their own close
-     * callback (http_ota_conn.c); the API's carry downloads this way. */
-    if (!ota->http) evhttp_connection_set_closecb(d->evcon, ota_closed, ota);
+    /* Each connection calls http_ota_closed from its close callback: the
+     * listener's (http_ota_conn.c) and the API's (api_conn_closed). */
     d->sr = r;
     if (fleet_submit(ota->srv, r) < 0) {
         d->sr = NULL;
@@ -458,7 +457,7 @@ void http_ota_free(struct http_ota *ota)
     struct dl *d, *next;
 
     if (!ota) return;
-    ota_conn_close_all(ota); /* closes the listener's connections: ota_closed() runs */
+    ota_conn_close_all(ota); /* closes the listener's connections: http_ota_closed() runs */
     for (d = ota->dls; d; d = next) {
         next = d->next;
         if (d->evcon) evhttp_connection_set_closecb(d->evcon, NULL, NULL);

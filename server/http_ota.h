@@ -31,6 +31,7 @@
 struct server;
 struct http_ota;
 struct evhttp_request;
+struct evhttp_connection;
 struct metrics_live;
 
 #define HTTP_OTA_PREFIX "/ota/"                 /* the paths this module answers */
@@ -52,6 +53,11 @@ struct evconnlistener *http_ota_listener(const struct http_ota *ota);
 /* Answers one request whose path starts with HTTP_OTA_PREFIX (an
  * evhttp callback; arg is the struct http_ota). */
 void http_ota_handle(struct evhttp_request *req, void *arg);
+/* The connection of some requests closed (a cut, a timeout, the client
+ * done): a download stops where its acknowledged bytes stopped (from an
+ * evhttp close callback; arg is the struct http_ota). Harmless for a
+ * connection that carries none. */
+void http_ota_closed(struct evhttp_connection *evcon, void *arg);
 
 /* The downloads running now, one entry each in out (at most cap); returns
  * how many were written. For GET /metrics. */

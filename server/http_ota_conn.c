@@ -185,7 +185,7 @@ static void conn_free(struct ota_conn *oc)
 }
 
 /* The connection closed (evhttp's close callback): its downloads stop
- * where they got (ota_closed), and it no longer counts. */
+ * where they got (http_ota_closed), and it no longer counts. */
 static void conn_closed(struct evhttp_connection *evcon, void *arg)
 {
     struct ota_conn *oc = arg;
@@ -194,7 +194,7 @@ static void conn_closed(struct evhttp_connection *evcon, void *arg)
     struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
     SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
 
-    ota_closed(evcon, ota);
+    http_ota_closed(evcon, ota);
     if (ssl) SSL_set_app_data(ssl, NULL); /* tls_info: the SSL outlives this call */
     if (oc->counted) unauth_del(&srv->unauth, oc->addr);
     if (oc->fd >= 0 && (size_t)oc->fd < ota->nbyfd) ota->byfd[oc->fd] = NULL;

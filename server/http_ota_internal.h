@@ -121,7 +121,7 @@ struct ota_cut *ota_cut_slot(struct http_ota *ota, const char *id);
  * (--max-unauth-per-addr), and once the answer is out the deadline runs
  * again until the next request. */
 void ota_conn_request(struct http_ota *ota, struct evhttp_request *req);
-/* Stops the listener and closes its connections (ota_closed runs for
+/* Stops the listener and closes its connections (http_ota_closed runs for
  * each), then frees what held them. */
 void ota_conn_close_all(struct http_ota *ota);
 
@@ -133,9 +133,5 @@ void ota_checkin_done(struct store_req *r);
 /* Starts the answer of d with img: headers (200 or 206 by rg) and the first
  * window; HEAD: the headers only (d is freed). */
 void ota_start(struct dl *d, struct image *img, const struct http_range *rg, const char *etag);
-/* The connection of some requests closed (a cut, a timeout, the client
- * done): a download stops where its acknowledged bytes stopped (an evhttp
- * close callback; arg is the struct http_ota). */
-void ota_closed(struct evhttp_connection *evcon, void *arg);
 
 #endif

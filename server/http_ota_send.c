@@ -42,7 +42,7 @@ static void send_window(struct dl *d)
         say_dev(d->ota->srv, LOG_LV_ERROR, d->id, d->peer,
                 "http: out of memory queueing image data; closing "
                 "(the device resumes with a Range request)");
-        evhttp_connection_free(d->evcon); /* ota_closed() records where it stopped */
+        evhttp_connection_free(d->evcon); /* http_ota_closed() records where it stopped */
         return;
     }
     d->queued += len;
@@ -90,7 +90,7 @@ static void finished(struct dl *d)
     struct evhttp_request *req = d->req;
 
     record_done(d);
-    ota_dl_free(d); /* before the reply ends: that may close the connection (ota_closed()) */
+    ota_dl_free(d); /* before the reply ends: that may close the connection (http_ota_closed()) */
     evhttp_send_reply_end(req);
 }
 
@@ -178,7 +178,7 @@ static void await_ack(evutil_socket_t fd, short what, void *arg)
         say_dev(d->ota->srv, LOG_LV_INFO, d->id, d->peer,
                 "http: no ack of the last bytes in %u s; closing",
                 d->ota->srv->o->idle_timeout_s);
-        evhttp_connection_free(d->evcon); /* ota_closed() records where it stopped */
+        evhttp_connection_free(d->evcon); /* http_ota_closed() records where it stopped */
         return;
     }
     if (!d->ack_timer && !(d->ack_timer = evtimer_new(d->ota->srv->base, await_ack, d))) {
@@ -204,7 +204,7 @@ static void window_done(struct evhttp_connection *evcon, void *arg)
     send_window(d);
 }
 
-void ota_closed(struct evhttp_connection *evcon, void *arg)
+void http_ota_closed(struct evhttp_connection *evcon, void *arg)
 {
     struct http_ota *ota = arg;
     struct dl *d, *next;
@@ -322,10 +322,10 @@ unsigned http_ota_stop(struct http_ota *ota, uint64_t rollout_id, const char *wh
          * connection freed), then the connection, reset: the bytes still
          * queued must not reach the device. */
         sock_reset_on_close(dl_fd(d));
-        ota_closed(evcon, ota);
-        /* On the listener of its own, its close callback runs ota_closed
-         * again (nothing left of evcon) and forgets the connection. */
-        if (!ota->http) evhttp_connection_set_closecb(evcon, NULL, NULL);
+        http_ota_closed(evcon, ota);
+        /* Its close callback (the listener's or the API's) runs
+         * http_ota_closed again (nothing left of evcon) and forgets the
+         * connection. */
         evhttp_connection_free(evcon);
         d = ota->dls; /* d and others may be gone: from the start */
     }

@@ -118,6 +118,7 @@ struct tcpota_serve_opts {
     const char *ota_host;
     uint16_t ota_port;
     size_t max_image; /* 1..TCPOTA_IMAGE_UPLOAD_MAX; 0: the API's default */
+    unsigned api_max_conns; /* the API listener's connections at once; 0: its default */
     const uint8_t (*pubkeys)[32];
     size_t npubkeys;
     /* SIGHUP: fills *fresh, a copy of these options, with the image,

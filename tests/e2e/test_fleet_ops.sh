@@ -583,3 +583,31 @@ make_image "$WORK/h21" 30000
   fail "image add 20 after its rollout was superseded: $(cat "$WORK/again.out")"
 stop_fleet
 ok "a short version of hex digits names its image; rollout create refuses a short id as too short; image rm of a name no image has is 404, whatever it looks like"
+
+
+# ---- the API's connection limit --------------------------------------------
+# --api-max-conns reaches the listener: with 2 connections held (heads half
+# sent), the CLI is told the limit and what to do (rc 1), the server logs
+# the refusal; once they close, the CLI is served again.
+DATA="$WORK/apiconns"
+start_fleet --api-max-conns 2
+python3 - "$API_PORT" > "$WORK/holder.out" 2>&1 <<'PY' &
+import socket, sys, time
+held = [socket.create_connection(("127.0.0.1", int(sys.argv[1]))) for _ in range(2)]
+for s in held:
+    s.sendall(b"GET /v1/images HTTP/1.1\r\n")
+print("held", flush=True)
+time.sleep(3)
+PY
+holder=$!
+PIDS+=("$holder")
+wait_line "$WORK/holder.out" held
+rc=0; "$TCPOTA" image list > "$WORK/full.out" 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -qx "tcpota image: the API holds 2 connections already, its limit (tcpota serve --api-max-conns); try again in a moment, or restart the server with a higher limit" "$WORK/full.out" ||
+  fail "image list with the API full: rc $rc: $(cat "$WORK/full.out")"
+grep -q "API: refused 127.0.0.1:[0-9]*: the listener holds 2 connections already (--api-max-conns)" "$WORK/server.log" ||
+  fail "the refusal is not in the log: $(tail -3 "$WORK/server.log")"
+wait "$holder"
+"$TCPOTA" image list > "$WORK/free.out" 2>&1 || fail "image list once the held connections closed: $(cat "$WORK/free.out")"
+stop_fleet
+ok "--api-max-conns 2: a third connection is told the limit and what to do, logged; served once the two closed"

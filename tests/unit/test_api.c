@@ -78,6 +78,7 @@ static struct {
     uint8_t secret[32];
     uint8_t pk[32], sk[64];
     struct api_keys keys;
+    unsigned max_conns; /* the listener's connections (0: the API's default) */
 } T;
 
 static void hex_of(const uint8_t id[32], char *hex)
@@ -443,6 +444,7 @@ static void start_api(api_verify_fn verify)
     cfg.images_dir = T.dir;
     cfg.max_image = MAX_IMAGE;
     cfg.head_ms = HEAD_MS;
+    cfg.max_conns = T.max_conns;
     cfg.verify = verify;
     cfg.on_change = on_change;
     cfg.on_secret = on_secret;
@@ -1784,6 +1786,60 @@ static void test_head_deadline(void **state)
     assert_non_null(strstr(T.logged, " within 1 s of connecting; closing"));
 }
 
+/* The listener holds max_conns connections: one more is answered 503 at
+ * its accept, saying so, and closed; each that closes (a request answered,
+ * a client gone, a head that never came) makes room again. */
+static void test_conn_limit(void **state)
+{
+    static const char ok[] = "GET /v1/images HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+                             "\r\nConnection: close\r\n\r\n";
+    static char buf[4096];
+    int held[3], fd, i, logged;
+
+    (void)state;
+    api_stop(T.api);
+    T.max_conns = 3;
+    start_api(NULL);
+    /* Connections that close make room: many more than 3 in turn. */
+    for (i = 0; i < 8; i++) assert_int_equal(http("GET", "/v1/images", NULL, NULL), 200);
+    fd = raw_open(ok);
+    raw_read(fd, buf, sizeof buf, 100);
+    close(fd);
+    if (!strstr(buf, "HTTP/1.1 200")) fail_msg("a raw request after 8: %s", buf);
+
+    for (i = 0; i < 3; i++) held[i] = raw_open("GET /v1/images HTTP/1.1\r\n"); /* half heads */
+    run_ms(50);
+    logged = T.nlogged;
+    fd = raw_open(ok);
+    raw_read(fd, buf, sizeof buf, 100);
+    close(fd);
+    if (!strstr(buf, "HTTP/1.1 503") || !strstr(buf, "Retry-After: ") ||
+        !strstr(buf, "the API holds 3 connections already, its limit (tcpota serve --api-max-conns)")) {
+        fail_msg("a fourth connection: %s", buf);
+    }
+    assert_int_equal(T.nlogged, logged + 1);
+    assert_non_null(strstr(T.logged, "API: refused 127.0.0.1:"));
+    assert_non_null(strstr(T.logged, "the listener holds 3 connections already (--api-max-conns)"));
+
+    close(held[0]); /* a client gone: its place is free once the server sees it */
+    run_ms(50);
+    fd = raw_open(ok);
+    raw_read(fd, buf, sizeof buf, 100);
+    close(fd);
+    if (!strstr(buf, "HTTP/1.1 200")) fail_msg("after one closed: %s", buf);
+
+    run_ms((int)HEAD_MS + 200); /* the two heads never came: closed, their places free */
+    close(held[1]);
+    close(held[2]);
+    for (i = 0; i < 3; i++) held[i] = raw_open("GET /v1/images HTTP/1.1\r\n");
+    run_ms(50);
+    fd = raw_open(ok);
+    raw_read(fd, buf, sizeof buf, 100);
+    close(fd);
+    if (!strstr(buf, "HTTP/1.1 503")) fail_msg("three held again, a fourth: %s", buf);
+    for (i = 0; i < 3; i++) close(held[i]);
+}
+
 /* Framing a proxy in front could read otherwise (two Content-Lengths, a
  * signed one): 400, and the
  * connection closed, so that the bytes after it are never a request of
@@ -2177,6 +2233,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_not_allowed_names_methods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_head_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_framing_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_conn_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_slow_reader_cut, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
