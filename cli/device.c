@@ -532,7 +532,11 @@ static int session_init(struct device *dv)
     if (rc < 0) {
         return flash_fail(dv, "starting the session", rc);
     }
-    if (!dv->o.quiet && xfer(dv).resume.valid) {
+    if (!dv->o.quiet && xfer(dv).resume.valid && xfer(dv).resume.offset == 0) {
+        /* Stopped before its first checkpoint: nothing to resume from. */
+        info(dv, "no resume point yet: the %lu-byte image it was getting starts again from"
+             " byte 0", (unsigned long)xfer(dv).resume.size);
+    } else if (!dv->o.quiet && xfer(dv).resume.valid) {
         info(dv, "resume point: %lu of %lu bytes", (unsigned long)xfer(dv).resume.offset,
              (unsigned long)xfer(dv).resume.size);
     }

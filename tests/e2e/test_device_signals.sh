@@ -58,5 +58,23 @@ sys.exit(not (r and r["image"] == sys.argv[2] and r["size"] == 1500000 and
   fail "device status after SIGTERM names no resume point of the image: $st"
 "$TCPOTA" device --server "$S" --flash "$WORK/t" --id term 2> "$WORK/t2.log" || fail "the restarted device failed"
 check_device "$WORK/t" "$WORK/img"
-ok "SIGTERM still stops the device (143); the next run finishes"
+grep -q "device term: resume point: $(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["resume"]["offset"])' "$st") of 1500000 bytes" "$WORK/t2.log" ||
+  fail "the restarted device did not name its resume point: $(head -3 "$WORK/t2.log")"
+ok "SIGTERM still stops the device (143); the next run names its resume point and finishes"
+
+# Stopped before its first checkpoint (2 KB/s: 16 KiB take 8 s): the next
+# run says it starts again from byte 0 (it said "resume point: 0 of N").
+start_proxy slow "$SERVER_PORT" --rate 2000
+"$TCPOTA" device --server "127.0.0.1:$PROXY_PORT" --flash "$WORK/z" --id zero 2> "$WORK/z.log" &
+dev=$!
+PIDS+=("$dev")
+wait_line "$WORK/z.log" 'offer 2.0.0'
+sleep 0.3
+kill -TERM "$dev"
+wait "$dev" || true
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/z" --id zero 2> "$WORK/z2.log" || fail "the restarted device failed: $(cat "$WORK/z2.log")"
+check_device "$WORK/z" "$WORK/img"
+grep -q "device zero: no resume point yet: the 1500000-byte image it was getting starts again from byte 0" "$WORK/z2.log" ||
+  fail "a device stopped before its first checkpoint: $(head -3 "$WORK/z2.log")"
+ok "stopped before its first checkpoint, the next run says it starts again from byte 0"
 stop_server
