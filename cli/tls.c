@@ -7,14 +7,19 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -141,11 +146,11 @@ static SSL_SESSION *kept_session(struct cli_tls *t)
 /* What a --ca file OpenSSL would not take holds, when that says more than
  * OpenSSL's "no certificate or crl found", into buf; "" when it does not.
  * peer: whose certificate the CA signed ("the server's"). */
-static const char *ca_says(const char *path, const char *peer, char *buf, size_t cap)
+static const char *ca_says(const char *pem, size_t n, const char *peer, char *buf, size_t cap)
 {
     char why[160];
 
-    switch (tls_pem_kind(path)) {
+    switch (tls_pem_kind_mem(pem, n)) {
     case TLS_PEM_EMPTY:
         snprintf(buf, cap, "the file is empty; give the certificate of the CA that signed %s", peer);
         break;
@@ -168,23 +173,94 @@ static const char *ca_says(const char *path, const char *peer, char *buf, size_t
     return buf;
 }
 
-void *cli_tls_client_ctx(const char *cmd, const char *ca_file, const char *what, const char *peer)
+/* Reads the --ca file whole (at most CLI_CA_FILE_MAX bytes) into *out
+ * (malloc'ed) and *n: what is loaded is then what is hashed, one read of
+ * a file that may be replaced meanwhile. 0, or -1 after printing. */
+static int read_ca(const char *cmd, const char *path, const char *what, char **out, size_t *n)
+{
+    struct stat st;
+    char *buf = NULL;
+    size_t got = 0;
+    ssize_t r = 0;
+    /* OpenSSL would block forever on a FIFO: refuse anything but a file. */
+    int fd = cli_open_regular(path, what);
+
+    if (fd < 0) return -1;
+    if (fstat(fd, &st) != 0 || st.st_size > (off_t)CLI_CA_FILE_MAX) {
+        fprintf(stderr, "tcpota %s: %s: CA file %s is over %u MiB: not a CA certificate (nor a "
+                        "bundle of them); give the certificate of the CA\n", cmd, what, path,
+                CLI_CA_FILE_MAX >> 20);
+        close(fd);
+        return -1;
+    }
+    /* One byte more than it said: a file that grew is read to its end. */
+    if (!(buf = malloc((size_t)st.st_size + 1))) {
+        fprintf(stderr, "tcpota %s: out of memory reading %s\n", cmd, path);
+        close(fd);
+        return -1;
+    }
+    while (got <= (size_t)st.st_size && (r = read(fd, buf + got, (size_t)st.st_size + 1 - got)) > 0) {
+        got += (size_t)r;
+    }
+    close(fd);
+    if (r < 0 || got > (size_t)st.st_size) {
+        fprintf(stderr, "tcpota %s: %s: cannot read CA file %s: %s\n", cmd, what, path,
+                r < 0 ? strerror(errno) : "it grew while it was read; try again");
+        free(buf);
+        return -1;
+    }
+    *out = buf;
+    *n = got;
+    return 0;
+}
+
+/* Puts the certificates (and CRLs) of the PEM text into ctx's store, as
+ * SSL_CTX_load_verify_locations() does with a file. 1, or 0 when there is
+ * none or the text does not parse (OpenSSL's error queue says why). */
+static int load_ca(SSL_CTX *ctx, const char *pem, size_t n)
+{
+    BIO *b = n <= INT_MAX ? BIO_new_mem_buf(pem, (int)n) : NULL;
+    STACK_OF(X509_INFO) *infos = b ? PEM_X509_INFO_read_bio(b, NULL, NULL, NULL) : NULL;
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    int i, count = 0, ok = infos != NULL;
+
+    for (i = 0; ok && i < sk_X509_INFO_num(infos); i++) {
+        X509_INFO *x = sk_X509_INFO_value(infos, i);
+        if (x->x509) {
+            ok = X509_STORE_add_cert(store, x->x509) == 1;
+            count++;
+        }
+        if (ok && x->crl) {
+            ok = X509_STORE_add_crl(store, x->crl) == 1;
+            count++;
+        }
+    }
+    if (ok && count == 0) {
+        ERR_raise(ERR_LIB_X509, X509_R_NO_CERTIFICATE_OR_CRL_FOUND);
+        ok = 0;
+    }
+    sk_X509_INFO_pop_free(infos, X509_INFO_free);
+    BIO_free(b);
+    return ok;
+}
+
+/* cli_tls_client_ctx(); with the --ca file's SHA-256 into digest (NULL:
+ * not wanted; without a file, left as it is). */
+static SSL_CTX *client_ctx(const char *cmd, const char *ca_file, const char *what,
+                           const char *peer, unsigned char digest[SHA256_DIGEST_LENGTH])
 {
     const char *says;
     SSL_CTX *ctx;
-    char why[256], said[512];
-    int fd;
+    char why[256], said[512], *pem = NULL;
+    size_t n = 0;
 
-    /* OpenSSL would block forever on a FIFO: refuse anything but a file. */
-    if (ca_file && (fd = cli_open_regular(ca_file, what)) < 0) {
+    if (ca_file && read_ca(cmd, ca_file, what, &pem, &n) < 0) {
         return NULL;
     }
-    if (ca_file) close(fd);
     ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
-        (ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
-                 : SSL_CTX_set_default_verify_paths(ctx)) != 1) {
-        says = ca_file ? ca_says(ca_file, peer, said, sizeof(said)) : "";
+        (ca_file ? load_ca(ctx, pem, n) : SSL_CTX_set_default_verify_paths(ctx)) != 1) {
+        says = ca_file ? ca_says(pem, n, peer, said, sizeof(said)) : "";
         if (ca_file) {
             fprintf(stderr, "tcpota %s: %s: cannot load CA file %s: %s\n", cmd, what, ca_file,
                     *says ? says : ssl_reason(why, sizeof(why)));
@@ -194,18 +270,32 @@ void *cli_tls_client_ctx(const char *cmd, const char *ca_file, const char *what,
         }
         ERR_clear_error();
         if (ctx) SSL_CTX_free(ctx);
+        free(pem);
         return NULL;
     }
-    if (ca_file && tls_pem_kind(ca_file) == TLS_PEM_BOTH) {
+    if (ca_file && tls_pem_kind_mem(pem, n) == TLS_PEM_BOTH) {
         /* It works, and hands a private key to every client given it. */
         fprintf(stderr, "tcpota %s: %s: CA file %s holds a private key beside its certificate; "
                         "a CA file goes to every client and must not: give the certificate "
                         "alone (openssl x509 -in %s -out CA-CERT.pem)\n", cmd, what, ca_file, ca_file);
         SSL_CTX_free(ctx);
+        free(pem);
         return NULL;
     }
+    if (ca_file && digest && !SHA256((const unsigned char *)pem, n, digest)) {
+        fprintf(stderr, "tcpota %s: out of memory hashing %s\n", cmd, ca_file);
+        SSL_CTX_free(ctx);
+        free(pem);
+        return NULL;
+    }
+    free(pem);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     return ctx;
+}
+
+void *cli_tls_client_ctx(const char *cmd, const char *ca_file, const char *what, const char *peer)
+{
+    return client_ctx(cmd, ca_file, what, peer, NULL);
 }
 
 void cli_tls_ctx_free(void *ctx)
@@ -214,49 +304,31 @@ void cli_tls_ctx_free(void *ctx)
 }
 
 /* Names the trust anchors into t->anchors: "ca-" and the first bytes of
- * the --ca file's SHA-256, or "system". Returns 0, or -1 when the file
- * cannot be read (no session is kept or resumed then). */
-static int name_anchors(struct cli_tls *t, const char *ca_file)
+ * the --ca file's SHA-256 (digest: of the bytes loaded), or "system". */
+static void name_anchors(struct cli_tls *t, const char *ca_file,
+                         const unsigned char digest[SHA256_DIGEST_LENGTH])
 {
-    unsigned char md[EVP_MAX_MD_SIZE], chunk[8192];
-    unsigned int mdlen = 0;
-    EVP_MD_CTX *h;
-    ssize_t n = 0;
-    int fd, ok;
-
     if (!ca_file) {
         snprintf(t->anchors, sizeof(t->anchors), "system");
-        return 0;
-    }
-    fd = open(ca_file, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    h = EVP_MD_CTX_new();
-    ok = fd >= 0 && h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1;
-    while (ok && (n = read(fd, chunk, sizeof(chunk))) > 0) {
-        ok = EVP_DigestUpdate(h, chunk, (size_t)n) == 1;
-    }
-    ok = ok && n == 0 && EVP_DigestFinal_ex(h, md, &mdlen) == 1 && mdlen >= CLI_TLS_ANCHOR_BYTES;
-    EVP_MD_CTX_free(h);
-    if (fd >= 0) close(fd);
-    if (!ok) {
-        return -1;
+        return;
     }
     memcpy(t->anchors, "ca-", 3);
-    (void)sodium_bin2hex(t->anchors + 3, sizeof(t->anchors) - 3, md, CLI_TLS_ANCHOR_BYTES);
-    return 0;
+    (void)sodium_bin2hex(t->anchors + 3, sizeof(t->anchors) - 3, digest, CLI_TLS_ANCHOR_BYTES);
 }
 
 int cli_tls_init(struct cli_tls *t, const char *ca_file, const char *session_file)
 {
     SSL_CTX *ctx;
 
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+
     memset(t, 0, sizeof(*t));
-    if (!(ctx = cli_tls_client_ctx("device", ca_file, "--ca",
-                                   "the server's certificate (for a self-signed one, that certificate itself)"))) {
+    if (!(ctx = client_ctx("device", ca_file, "--ca",
+                           "the server's certificate (for a self-signed one, that certificate itself)",
+                           digest))) {
         return -1;
     }
-    if (session_file && name_anchors(t, ca_file) != 0) {
-        session_file = NULL; /* loaded a moment ago, unreadable now: verify every time */
-    }
+    name_anchors(t, ca_file, digest);
     if (session_file) {
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
         SSL_CTX_sess_set_new_cb(ctx, keep_session);

@@ -17,6 +17,8 @@ struct tcpota_dev;
  * CLI_TLS_ANCHOR_BYTES of the --ca file's SHA-256, or "system". */
 #define CLI_TLS_ANCHOR_BYTES 8u
 #define CLI_TLS_ANCHORS_MAX (3u + 2u * CLI_TLS_ANCHOR_BYTES + 1u)
+/* A --ca file larger than this is refused (the system's bundle is ~200 KiB). */
+#define CLI_CA_FILE_MAX (4u << 20)
 
 struct cli_tls {
     void *ctx;                /* SSL_CTX */

@@ -12,6 +12,21 @@
 /* Bytes kept from the end of one read for the next: a mark that spans two. */
 #define PEM_CARRY (sizeof(PEM_CERT_MARK) - 1)
 
+/* What a file of total bytes holds, by the marks seen in it. */
+static enum tls_pem kind_of(size_t total, int cert, int key)
+{
+    if (total == 0) {
+        return TLS_PEM_EMPTY;
+    }
+    return cert && key ? TLS_PEM_BOTH : cert ? TLS_PEM_CERT : key ? TLS_PEM_KEY : TLS_PEM_OTHER;
+}
+
+enum tls_pem tls_pem_kind_mem(const char *buf, size_t n)
+{
+    return kind_of(n, memmem(buf, n, PEM_CERT_MARK, strlen(PEM_CERT_MARK)) != NULL,
+                   memmem(buf, n, PEM_KEY_MARK, strlen(PEM_KEY_MARK)) != NULL);
+}
+
 enum tls_pem tls_pem_kind(const char *path)
 {
     char buf[PEM_CARRY + TLS_PEM_CHUNK];
@@ -37,8 +52,5 @@ enum tls_pem tls_pem_kind(const char *path)
         memmove(buf, buf + n - kept, kept);
     }
     close(fd);
-    if (total == 0) {
-        return TLS_PEM_EMPTY;
-    }
-    return cert && key ? TLS_PEM_BOTH : cert ? TLS_PEM_CERT : key ? TLS_PEM_KEY : TLS_PEM_OTHER;
+    return kind_of(total, cert, key);
 }

@@ -78,6 +78,12 @@ expect 2 "^tcpota image: --ca: CA file bundle.pem holds a private key beside" \
 expect 2 "^tcpota image: TCPOTA_API_CA: CA file bundle.pem holds a private key" \
   env TCPOTA_API_CA=bundle.pem $T image list --api https://127.0.0.1:1
 ok "a --ca cut short, or with a private key in it, is refused and said to"
+# Read once, whole: a file over 4 MiB is no CA certificate (a disk image
+# given by mistake), refused before a byte of it is held.
+truncate -s 5M huge.pem
+expect 2 "^tcpota device: --ca: CA file huge.pem is over 4 MiB: not a CA certificate \(nor a bundle of them\); give the certificate of the CA$" \
+  $T device --server 127.0.0.1:1 --flash devdir --ca huge.pem --max-attempts 1
+ok "a --ca over 4 MiB is refused and said to"
 echo "tcpota-secret v1 00112233" > short.secret; chmod 600 short.secret
 expect 2 "the secret in short.secret has 4 bytes; at least 16 are needed: get a fleet device's secret with tcpota device secret ID --out FILE, or make one for tcpota serve --auth-file with tcpota keygen --device-secret" \
   $T device --server 127.0.0.1:1 --flash devdir --id d --secret short.secret --max-attempts 1
