@@ -647,6 +647,13 @@ static void handle(struct evhttp_request *req, void *arg)
         send_text(req, 400, body);
         return;
     }
+    if (http_header_count(req, "Authorization") > 1) {
+        /* libevent hands over the first, a proxy in front may check the
+         * other: neither is taken (the downloads refuse any header twice). */
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        send_text(req, 400, "{\"error\": \"Authorization: given twice; send it once\"}");
+        return;
+    }
     if (a->cfg.ota && path && strncmp(path, HTTP_OTA_PREFIX, strlen(HTTP_OTA_PREFIX)) == 0) {
         a->cfg.ota(req, a->cfg.ota_arg);
         return;

@@ -121,26 +121,13 @@ void ota_dl_free(struct dl *d)
 
 /* ---- the request -------------------------------------------------------- */
 
-/* How many times the request carries header `name`. */
-static unsigned header_count(struct evhttp_request *req, const char *name)
-{
-    const struct evkeyvalq *h = evhttp_request_get_input_headers(req);
-    const struct evkeyval *kv;
-    unsigned n = 0;
-
-    for (kv = h->tqh_first; kv; kv = kv->next.tqe_next) {
-        n += evutil_ascii_strcasecmp(kv->key, name) == 0;
-    }
-    return n;
-}
-
 /* A header given twice is refused (400), as a query parameter is: libevent
  * would hand over the first, and neither may be guessed at. 0, or -1 after
  * refusing d's request. */
 static int header_once(struct http_ota *ota, struct dl *d, struct evhttp_request *req,
                        const char *name)
 {
-    if (header_count(req, name) <= 1) return 0;
+    if (http_header_count(req, name) <= 1) return 0;
     ota_refuse(ota, d, req, 400, "%s: given twice; send it once", name);
     return -1;
 }

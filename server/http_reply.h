@@ -34,6 +34,18 @@ static inline void http_reply(struct evhttp_request *req, int code, const char *
     evhttp_send_reply(req, code, reason, body);
 }
 
+/* How many times req carries header name (any case). */
+static inline unsigned http_header_count(struct evhttp_request *req, const char *name)
+{
+    const struct evkeyval *kv;
+    unsigned n = 0;
+
+    TAILQ_FOREACH(kv, evhttp_request_get_input_headers(req), next) {
+        n += strcasecmp(kv->key, name) == 0;
+    }
+    return n;
+}
+
 /* Why req's framing cannot be trusted, or NULL: libevent 2.1 takes the
  * first of several Content-Length headers, and one with a sign in it,
  * where a proxy in front may have framed the same bytes otherwise (request
