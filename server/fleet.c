@@ -680,8 +680,11 @@ static void record(struct conn *c, enum store_dev_state st, const uint8_t *image
  * connections, HTTP downloads. Each is cut as a lost connection is: the
  * device keeps what it has and, at its next check-in, is told why it waits
  * (or resumes, once the rollout is resumed): reset, so that what is still
- * queued for it never arrives. One that has received every byte finishes:
- * its verification is what a halt waits for. */
+ * queued for it never arrives. One whose every byte the server's TCP has
+ * sent finishes: a reset cannot take back what is on its way (it was
+ * judged by the bytes not yet acknowledged, and a device whose ACK was a
+ * moment late was logged as stopped, had every byte, installed and
+ * reported), and its verification is what a halt waits for. */
 static void stop_transfers(struct server *srv, uint64_t id, const char *why)
 {
     struct conn *c, *next;
@@ -691,7 +694,7 @@ static void stop_transfers(struct server *srv, uint64_t id, const char *why)
         enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
         int running = c->kind == K_LEGACY ? !c->legacy_done
                       : st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING ||
-                            (st == TCPOTA_SRV_SENT_ALL && sock_unacked(c->fd) != 0);
+                            (st == TCPOTA_SRV_SENT_ALL && sock_unsent(c->fd) != 0);
 
         next = c->next;
         if (c->rollout_id != id || !c->img || c->closing || !running) {
