@@ -265,6 +265,12 @@ json_t *api_body_object(struct api_call *c)
     json_error_t je;
     json_t *o = json_loadb(p, len, JSON_REJECT_DUPLICATES, &je);
 
+    if (!o && json_error_code(&je) == json_error_null_character) {
+        /* jansson's text names its own flag (JSON_ALLOW_NUL), no help to a client. */
+        api_error(c, 400, "body", "a string of the body holds \\u0000 (a NUL byte), which no field"
+                  " takes (line %d, column %d); leave it out", je.line, je.column);
+        return NULL;
+    }
     if (!o) {
         api_error(c, 400, "body", "the body is not valid JSON: %s (line %d, column %d)", je.text,
                   je.line, je.column);

@@ -2079,6 +2079,14 @@ static void test_device_show_patch(void **state)
     expect_error("PATCH", "/v1/devices/dev-1", "{}", 400, "group");
     expect_error("PATCH", "/v1/devices/dev-1", "{\"group\": \"a\", \"x\": 1}", 400, "x");
     expect_error("PATCH", "/v1/devices/dev-1", "{\"group\": ", 400, "body");
+    {
+        /* A NUL escaped in a string: said so, not jansson's flag name. */
+        j = NULL;
+        assert_int_equal(http("PATCH", "/v1/devices/dev-1", "{\"group\": \"a\\u0000b\"}", &j), 400);
+        assert_string_equal(sget(j, "error"), "a string of the body holds \\u0000 (a NUL byte), which"
+                            " no field takes (line 1, column 20); leave it out");
+        json_decref(j);
+    }
     expect_error("PATCH", "/v1/devices/nobody", "{\"group\": \"a\"}", 404, "id"); /* not the group's */
     expect_error("GET", "/v1/devices/dev%001", NULL, 400, "id");
     {
