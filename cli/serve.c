@@ -124,9 +124,10 @@ static void usage(FILE *f)
             "                        --tls-cert; docs/http-ota.md)\n"
             "  --pubkey K.pub        images added must be signed with one of these keys\n"
             "Exit status: 0 stopped by SIGTERM or SIGINT (after its summary); 2 a bad command\n"
-            "line or --config, or a file named there that cannot be used (FILE, manifest,\n"
-            "keys, secrets, TLS certificate and key); 1 anything else that stops the start\n"
-            "or the server (a port in use, DIR or its database, PostgreSQL).\n",
+            "line or --config, or a path named there that cannot be used (FILE, manifest,\n"
+            "keys, secrets, TLS certificate and key; a --data that is not a directory, or\n"
+            "in a folder that does not exist); 1 anything else that stops the start or the\n"
+            "server (a port in use, DIR's files or database, PostgreSQL).\n",
             TLS_TICKET_KEYS_MAX, API_CONNS_DEFAULT);
 }
 
