@@ -936,7 +936,9 @@ static void note_db_password(struct sources *src, const char *val,
 }
 
 /* `tcpota serve` with its arguments (cfg: a config file's flags first). */
-static int serve_args(const struct serve_config_args *cfg)
+/* Parses and runs; *stopped_at is the argv index of the option being read
+ * when it returned, or 0 once all were read (a check across options). */
+static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
 {
     int argc = cfg->argc;
     char **argv = cfg->argv;
@@ -968,6 +970,7 @@ static int serve_args(const struct serve_config_args *cfg)
         char a[64], why[CLI_OPT_WHY];
         int kind, at = i;
 
+        *stopped_at = i;
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             usage(stdout);
             return 0;
@@ -1089,6 +1092,7 @@ static int serve_args(const struct serve_config_args *cfg)
             return 2;
         }
     }
+    *stopped_at = 0;
     if (tls_pair_missing(&o)) {
         return 2;
     }
@@ -1228,8 +1232,10 @@ int cmd_serve(int argc, char **argv)
     signal(SIGUSR1, SIG_IGN);
     rc = serve_config_load(argc, argv, &args);
     if (rc == 0) {
-        rc = serve_args(&args);
-        if (rc == 2 && args.nowned > 0) {
+        int at = 0;
+        rc = serve_args(&args, &at);
+        /* Not when the command line's own option was the one refused. */
+        if (rc == 2 && args.nowned > 0 && at <= args.nowned) {
             fprintf(stderr, "tcpota serve: note: the flags of the --config file came first; the "
                             "option named above may be set there\n");
         }

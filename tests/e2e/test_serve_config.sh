@@ -122,6 +122,19 @@ rc=0; timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --version '' img.bin > /de
   [ "$(wc -l < emptyver.log)" -eq 1 ] || fail "--version '': exit $rc: $(cat emptyver.log)"
 ok "--version '': exit 2 with the length error alone"
 
+# The note that a config file's flag may be the one refused: when the
+# refused option came from the file, or from a check across options; not
+# when the command line's own option was refused (a trial was sent looking).
+printf 'quiet\n' > quiet.conf
+printf 'idle-timeout 0\n' > zero.conf
+rc=0; "$TCPOTA" serve --config quiet.conf --idle-timeout 0 img.bin 2> note1.log || rc=$?
+[ $rc -eq 2 ] && grep -q "idle-timeout: '0' is out of range" note1.log && ! grep -q "note: the flags of the --config" note1.log ||
+  fail "a bad command-line option beside a config file: rc $rc: $(cat note1.log)"
+rc=0; "$TCPOTA" serve --config zero.conf img.bin 2> note2.log || rc=$?
+[ $rc -eq 2 ] && grep -q "note: the flags of the --config file came first; the option named above may be set there" note2.log ||
+  fail "a bad option of the config file: rc $rc: $(cat note2.log)"
+ok "the config file's note only when its flag may be the one refused"
+
 # TLS takes a certificate and its key together, in fleet mode too (with the
 # key alone it would start in plaintext); --require-auth needs the secrets
 # it checks. Each is refused at once, before anything is created.
