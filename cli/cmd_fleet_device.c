@@ -336,8 +336,13 @@ static int device_secret(struct api *a, int argc, char **argv)
 
         fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0 && errno == EEXIST && lstat(out, &st) == 0 && !S_ISREG(st.st_mode)) {
-            fprintf(stderr, "tcpota device: --out: %s is %s; give the name of a new file (e.g."
-                            " %s/ID.secret)\n", out, cli_file_kind(st.st_mode), out);
+            if (S_ISDIR(st.st_mode)) {
+                fprintf(stderr, "tcpota device: --out: %s is a directory; give the name of a new"
+                                " file (e.g. %s/ID.secret)\n", out, out);
+            } else { /* a FIFO, a socket, a device, a symbolic link: nothing goes inside */
+                fprintf(stderr, "tcpota device: --out: %s is %s; give the name of a new file"
+                                " instead\n", out, cli_file_kind(st.st_mode));
+            }
             return 2;
         }
         if (fd < 0) {

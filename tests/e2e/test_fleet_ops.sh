@@ -78,6 +78,10 @@ mkdir "$WORK/adir"
 rc=0; "$TCPOTA" device secret s-1 --out "$WORK/adir" > "$WORK/out" 2>&1 || rc=$?
 [ $rc -eq 2 ] && grep -q -- "--out: $WORK/adir is a directory; give the name of a new file" "$WORK/out" ||
   fail "--out on a directory: rc $rc $(cat "$WORK/out")"
+mkfifo "$WORK/afifo"
+rc=0; "$TCPOTA" device secret s-1 --out "$WORK/afifo" > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -qx -- "tcpota device: --out: $WORK/afifo is a FIFO; give the name of a new file instead" "$WORK/out" ||
+  fail "--out on a FIFO: rc $rc $(cat "$WORK/out")"
 run_device s-1 esp32 "$WORK/s1-c" --secret "$WORK/s1-new.secret" || fail "a refused --out replaced the secret"
 stop_fleet
 ok "a second device secret replaces the first: the old file is refused, the new one works"
