@@ -604,6 +604,9 @@ void api_rollouts(struct api_call *c, int method, const char *rest, const char *
     if (id == 0 || c->action < 0) {
         if (id) {
             api_error(c, 404, NULL, "no such path /v1/rollouts/%s", rest);
+        } else if (!c->key[0]) { /* "/v1/rollouts//pause" */
+            api_error(c, 404, NULL, "no rollout id in the path /v1/rollouts/%s (a rollout id is a"
+                      " number from 1 on: /v1/rollouts/1%s)", rest, slash ? slash : "");
         } else {
             api_error(c, 404, NULL, "no rollout %s (a rollout id is a number from 1 on)", c->key);
         }

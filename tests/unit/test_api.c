@@ -686,6 +686,13 @@ static void test_paths_and_methods(void **state)
         assert_string_equal(sget(j, "error"), "no rollout abc (a rollout id is a number from 1 on)");
         json_decref(j);
     }
+    {
+        json_t *j = NULL; /* no id at all: said so, not "no rollout  (...)" */
+        assert_int_equal(http("POST", "/v1/rollouts//pause", NULL, &j), 404);
+        assert_string_equal(sget(j, "error"), "no rollout id in the path /v1/rollouts//pause (a"
+                            " rollout id is a number from 1 on: /v1/rollouts/1/pause)");
+        json_decref(j);
+    }
     /* 2^64 + 1 has 20 digits: read as a number it would wrap to rollout 1. */
     expect_error("GET", "/v1/rollouts/18446744073709551617", NULL, 404, NULL);
     expect_error("POST", "/v1/rollouts/18446744073709551617/cancel", NULL, 404, NULL);
