@@ -863,6 +863,7 @@ static void too_large(struct api *a, size_t sent)
     json_t *j = NULL, *max;
     int status = 0, json = a->json;
     long long limit = 0;
+    char msg[400];
 
     if (!a->asking_limit) { /* a server that answered this GET 413 too is not asked again */
         a->asking_limit = 1;
@@ -877,18 +878,28 @@ static void too_large(struct api *a, size_t sent)
     }
     if (limit > 0 && sent <= (size_t)limit) {
         /* Within the server's limit: what refused it stands in between. */
-        fprintf(stderr, "tcpota %s: %zu bytes were refused as too large (413), but tcpota serve "
-                        "takes images of up to %lld bytes (its --max-image): a proxy in front of "
-                        "the API refused them; raise its limit on a request's body (nginx: "
-                        "client_max_body_size, 1 MiB by default)\n", a->cmd, sent, limit);
+        snprintf(msg, sizeof msg, "%zu bytes were refused as too large (413), but tcpota serve "
+                 "takes images of up to %lld bytes (its --max-image): a proxy in front of the API"
+                 " refused them; raise its limit on a request's body (nginx: client_max_body_size,"
+                 " 1 MiB by default)", sent, limit);
     } else if (limit > 0) {
-        fprintf(stderr, "tcpota %s: the server refused the %zu bytes sent as too large (413): "
-                        "it takes images of at most %lld bytes (its --max-image)\n",
-                a->cmd, sent, limit);
+        snprintf(msg, sizeof msg, "the server refused the %zu bytes sent as too large (413): it"
+                 " takes images of at most %lld bytes (its --max-image)", sent, limit);
     } else {
-        fprintf(stderr, "tcpota %s: the server refused the %zu bytes sent as too large (413); "
-                        "it takes images of at most its --max-image BYTES (default 64 MiB)\n",
-                a->cmd, sent);
+        snprintf(msg, sizeof msg, "the server refused the %zu bytes sent as too large (413); it"
+                 " takes images of at most its --max-image BYTES (default 64 MiB)", sent);
+    }
+    fprintf(stderr, "tcpota %s: %s\n", a->cmd, msg);
+    if (json) {
+        /* The answer was libevent's HTML page: --json still gets an object,
+         * as every other error gives it. */
+        json_t *o = json_pack("{s:s, s:i}", "error", msg, "status", 413);
+        if (o) {
+            json_dumpf(o, stdout, JSON_COMPACT);
+            fputc('\n', stdout);
+            fflush(stdout);
+        }
+        json_decref(o);
     }
 }
 
