@@ -763,7 +763,7 @@ static int client_input(void *ctx, int rc, const struct tcpota_dev_event *ev)
         /* The flash emulator's detail when it is new, and the session's own
          * words (the server's ERROR text, a decline's reason). */
         int fresh = strcmp(detail, dv->detail) != 0 && *detail;
-        const char *why = tcpota_client_reason(&dv->dev, rc);
+        const char *why = tcpota_client_reason(&dv->cl, rc);
         snprintf(dv->err, sizeof(dv->err), "session failed: %s%s%s%s%s%s", tcpota_strerror(rc),
                  fresh ? " (" : "", fresh ? detail : "", fresh ? ")" : "", why[0] ? ": " : "",
                  why);
@@ -985,7 +985,7 @@ static void say_declined(struct device *dv)
                 "(%lu bytes)", (unsigned long)dv->declined_size, (unsigned long)dv->port.slot_size);
     } else {
         /* The core refuses before it records the offer's version. */
-        const char *said = tcpota_client_reason(&dv->dev, why);
+        const char *said = tcpota_client_reason(&dv->cl, why);
         say(dv, "declined the server's offer: %s%s%s", tcpota_strerror(why), said[0] ? ": " : "", said);
     }
 }

@@ -95,8 +95,10 @@ static int head_token(const struct api *a, const char *head, size_t n)
 }
 
 /* 1 when head holds a byte no request head does (a control byte but CR,
- * LF and TAB): a TLS ClientHello on this plain port, say, whose client
- * waits for an answer; evhttp answers it 400 at once. */
+ * LF and TAB): a tcpota device's HELLO or a TLS ClientHello on this plain
+ * port, whose client waits for an answer that evhttp, waiting for a line's
+ * end, would not give until its timeout (a device sent here waited 30 s
+ * for a hint). Answered 400 at once instead (answer_close). */
 static int not_http(const char *head, size_t n)
 {
     size_t i;
@@ -115,6 +117,31 @@ static int peer_done(evutil_socket_t fd)
     struct pollfd p = {fd, POLLRDHUP, 0};
 
     return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+/* The answer to bytes that are no HTTP request. */
+#define API_NOT_HTTP_BODY                                                                         \
+    "{\"error\": \"not an HTTP request: this is the API of tcpota serve (HTTP); a tcpota device"   \
+    " connects to its device port (tcpota serve --listen, default 8070), and with TLS only"       \
+    " there\"}"
+
+/* Answers a connection at once, before evhttp reads it: status ("503
+ * Service Unavailable"), extra headers (each ending in CRLF) and the JSON
+ * body, then the close. What the peer sent already is read first, so that
+ * the close does not reset the connection under the answer. */
+static void answer_close(struct evhttp_connection *evcon, evutil_socket_t s, const char *status,
+                         const char *headers, const char *body)
+{
+    char reply[800], sink[4096];
+    int rl = snprintf(reply, sizeof reply, "HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
+                      "Content-Length: %zu\r\n%sConnection: close\r\n\r\n%s", status,
+                      strlen(body), headers, body);
+
+    if (rl > 0 && (size_t)rl < sizeof reply) (void)send(s, reply, (size_t)rl, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)shutdown(s, SHUT_WR);
+    while (recv(s, sink, sizeof sink, MSG_DONTWAIT) > 0) {
+    }
+    evhttp_connection_free(evcon);
 }
 
 /* Lets evhttp read the connection again; the gate is done. Our event goes
@@ -172,8 +199,13 @@ static void peek_cb(evutil_socket_t fd, short what, void *arg)
         /* (All n bytes are the head's while it says nothing yet: a body
          * follows the blank line, which decides.) */
         int t = head_token(a, head, (size_t)n);
-        if (t == GATE_WAIT && (size_t)n < API_GATE_PEEK_MAX && !not_http(head, (size_t)n) &&
-            !peer_done(fd)) {
+        if (t == GATE_WAIT && not_http(head, (size_t)n)) {
+            struct evhttp_connection *evcon = g->evcon;
+            gate_free(a, g); /* its event off the socket before the socket closes */
+            answer_close(evcon, fd, "400 Bad Request", "", API_NOT_HTTP_BODY);
+            return;
+        }
+        if (t == GATE_WAIT && (size_t)n < API_GATE_PEEK_MAX && !peer_done(fd)) {
             wait_on(a, g); /* the head is not far enough yet: the next bytes wake us */
             return;
         }
@@ -228,31 +260,22 @@ void api_gate_closed(struct api *a, struct evhttp_connection *evcon)
 }
 
 /* One connection over max_conns: told so in the answer to a request it has
- * not sent yet (the client reads it as the answer to its first one), then
- * closed. What it sent already is read first, so that the close does not
- * reset the connection under the answer. */
+ * not sent yet (the client reads it as the answer to its first one). */
 static void refuse_full(struct api *a, struct evhttp_connection *evcon, evutil_socket_t s)
 {
-    char body[300], reply[600], peer[80], line[300], more[API_LOG_MORE_MAX], sink[4096];
-    int bl, rl;
+    char body[300], peer[80], line[300], more[API_LOG_MORE_MAX], retry[40];
 
-    bl = snprintf(body, sizeof body, "{\"error\": \"the API holds %u connections already, its"
-                  " limit (tcpota serve --api-max-conns); try again in a moment, or restart the"
-                  " server with a higher limit\"}", a->cfg.max_conns);
-    rl = snprintf(reply, sizeof reply, "HTTP/1.1 503 Service Unavailable\r\nContent-Type:"
-                  " application/json\r\nContent-Length: %d\r\nRetry-After: %d\r\nConnection:"
-                  " close\r\n\r\n%s", bl, API_FULL_RETRY_S, body);
-    if (rl > 0 && (size_t)rl < sizeof reply) (void)send(s, reply, (size_t)rl, MSG_DONTWAIT | MSG_NOSIGNAL);
-    (void)shutdown(s, SHUT_WR);
-    while (recv(s, sink, sizeof sink, MSG_DONTWAIT) > 0) {
-    }
+    snprintf(body, sizeof body, "{\"error\": \"the API holds %u connections already, its"
+             " limit (tcpota serve --api-max-conns); try again in a moment, or restart the"
+             " server with a higher limit\"}", a->cfg.max_conns);
+    snprintf(retry, sizeof retry, "Retry-After: %d\r\n", API_FULL_RETRY_S);
     if (api_log_pass(a, &a->full_log, "refused ", more, sizeof more)) {
         snprintf(line, sizeof line, "API: refused %s: the listener holds %u connections already"
                  " (--api-max-conns)%s", api_peer_text(evcon, peer, sizeof peer),
                  a->cfg.max_conns, more);
         a->cfg.log(a->cfg.ctx, line);
     }
-    evhttp_connection_free(evcon);
+    answer_close(evcon, s, "503 Service Unavailable", retry, body);
 }
 
 /* Made active by gate_bev: the accepts of this loop turn have returned. */

@@ -267,10 +267,14 @@ static int session_live(const struct tcpota_client *c)
     return t.state == TCPOTA_DEV_HELLO_SENT || t.state == TCPOTA_DEV_RECEIVING;
 }
 
-const char *tcpota_client_reason(const struct tcpota_dev *dev, int rc)
+const char *tcpota_client_reason(const struct tcpota_client *c, int rc)
 {
-    const char *why = tcpota_dev_reason(dev);
+    const char *why = tcpota_dev_reason(c->cfg.dev);
 
+    if (rc == TCPOTA_ERR_PROTO && c->http_answer) {
+        return "the server answered in HTTP: the address names an HTTP port (tcpota serve's API "
+               "or downloads?), not its device port (tcpota serve --listen)";
+    }
     return strcmp(why, tcpota_strerror(rc)) == 0 ? "" : why;
 }
 
@@ -349,6 +353,9 @@ static int flush_all(struct tcpota_client *c)
     }
 }
 
+/* What an HTTP server's answer starts with. */
+#define HTTP_ANSWER "HTTP/1."
+
 /* Feeds received bytes to the session, one frame per call, while its
  * replies have room. */
 static int feed(struct tcpota_client *c)
@@ -362,7 +369,13 @@ static int feed(struct tcpota_client *c)
             /* The session's own words (a decline's reason, the server's
              * ERROR text such as "authentication refused: check the
              * device secret") say more than the code. */
-            const char *why = tcpota_client_reason(c->cfg.dev, rc);
+            const char *why;
+            /* An HTTP listener (tcpota serve's API, its downloads, a web
+             * server) answered HELLO: the address is wrong, not the frames. */
+            c->http_answer = c->net_len - c->net_off >= sizeof(HTTP_ANSWER) - 1 &&
+                             memcmp(c->cfg.net_buf + c->net_off, HTTP_ANSWER,
+                                    sizeof(HTTP_ANSWER) - 1) == 0;
+            why = tcpota_client_reason(c, rc);
             set_err(c, "session failed: %s%s%s", tcpota_strerror(rc), why[0] ? ": " : "", why);
             if (c->cfg.on_input) {
                 (void)c->cfg.on_input(c->cfg.ctx, rc, &ev);
@@ -436,7 +449,7 @@ int tcpota_client_run(struct tcpota_client *c)
     int rc;
 
     c->net_off = c->net_len = 0;
-    c->input_flowing = c->held = 0;
+    c->input_flowing = c->held = c->http_answer = 0;
     /* Room for COMPLETE behind held ACKs (the session may have been set
      * up after the client: its tx buffer is known only now). */
     if (!c->cfg.tx_high) {

@@ -116,6 +116,7 @@ struct tcpota_client {
     struct tcpota_client_config cfg;
     int fd;                  /* connected socket or -1 */
     size_t net_off, net_len; /* received bytes not yet fed to the session */
+    int http_answer;         /* the session failed on bytes that began "HTTP/1." */
     int input_flowing;       /* the last read got bytes, and no poll() since found none */
     int held;                /* 0, or queued output waits / is due (see above) */
     uint32_t held_at;        /* since when it waits (now_ms) */
@@ -155,8 +156,10 @@ int tcpota_client_wait(struct tcpota_client *c, int fd, short events, uint32_t m
 
 /* The session's own words on why it failed with rc (tcpota_dev_reason:
  * the server's ERROR text, a decline's reason), or "" when they only
- * repeat tcpota_strerror(rc): "frame CRC mismatch" is said once. */
-const char *tcpota_client_reason(const struct tcpota_dev *dev, int rc);
+ * repeat tcpota_strerror(rc): "frame CRC mismatch" is said once. A
+ * protocol error on bytes that began "HTTP/1." is said to be an HTTP
+ * port's answer (the --server address is wrong, not the frames). */
+const char *tcpota_client_reason(const struct tcpota_client *c, int rc);
 
 #ifdef __cplusplus
 }

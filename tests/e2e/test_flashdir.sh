@@ -201,6 +201,9 @@ PY
   else
     grep -q "gave up after 2 attempts" "$WORK/fk.log" || fail "no final error: $(cat "$WORK/fk.log")"
     ! grep -q "before it answered" "$WORK/fk.log" || fail "a server that answered was called silent: $(cat "$WORK/fk.log")"
+    # An HTTP answer is said to be one: the address is wrong, not the frames.
+    grep -q "protocol violation: the server answered in HTTP: the address names an HTTP port (tcpota serve's API or downloads?), not its device port (tcpota serve --listen)" "$WORK/fk.log" ||
+      fail "an HTTP answer was not said to be one: $(cat "$WORK/fk.log")"
   fi
 done
 ok "a server that closes without a word, or keeps the connection and says nothing: the device says what may be wrong; one that answers is not called silent"

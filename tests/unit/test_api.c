@@ -1878,6 +1878,25 @@ static void test_framing_refused(void **state)
     }
 }
 
+/* Bytes no request head holds (a tcpota device's HELLO, a TLS
+ * ClientHello): 400 at once, saying where devices go; evhttp, waiting for
+ * a line's end, kept such a client until its own timeout. */
+static void test_not_http(void **state)
+{
+    static char buf[4096];
+    int fd;
+
+    (void)state;
+    fd = raw_open("\x01\x00\x10tcpota hello, no line end");
+    raw_read(fd, buf, sizeof buf, 100);
+    close(fd);
+    if (!strstr(buf, "HTTP/1.1 400") || !strstr(buf, "Connection: close") ||
+        !strstr(buf, "not an HTTP request: this is the API of tcpota serve (HTTP); a tcpota device"
+                     " connects to its device port (tcpota serve --listen, default 8070)")) {
+        fail_msg("binary bytes: %s", buf);
+    }
+}
+
 /* Two Authorization headers: 400, neither taken (libevent hands over the
  * first; a proxy in front may have checked the other). The token first
  * and a wrong one second was served before. */
@@ -2269,6 +2288,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_framing_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conn_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_authorization_twice, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_not_http, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_slow_reader_cut, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
