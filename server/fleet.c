@@ -836,6 +836,18 @@ void fleet_count_now(struct store_req *r, const char *device_id, enum store_ro_s
     }
 }
 
+/* Whether the registry's row of device d says it failed image si. */
+static int shows_failure(const struct store_device *d, const struct store_image *si)
+{
+    switch (d->state) {
+    case STORE_ST_ROLLED_BACK:
+    case STORE_ST_BOOT_FAILED:
+    case STORE_ST_FAILED:
+    case STORE_ST_DECLINED: return strcmp(d->image, si->idhex) == 0;
+    default: return 0;
+    }
+}
+
 struct image *fleet_decide(struct server *srv, struct store_req *r,
                            const struct tcpota_srv_hello *h, int failed, uint64_t *rollout_id,
                            enum store_dev_state *st, const struct store_image **about, char *why,
@@ -885,7 +897,10 @@ struct image *fleet_decide(struct server *srv, struct store_req *r,
     if (ov != OFFER_YES) {
         *why_code = offer_why(ov);
         if (ov == OFFER_FAILED_BEFORE) {
-            *st = STORE_ST_COUNT; /* its failure stays its state */
+            /* Its failure stays its state (rolled-back says more than
+             * failed), unless a decision since replaced it (under another
+             * model or group): then the failure is what it is told now. */
+            *st = shows_failure(&r->u.checkin.out->dev, si) ? STORE_ST_COUNT : STORE_ST_FAILED;
         } else if (ov == OFFER_UNORDERED) {
             /* Not up to date: nobody can tell, so not one of the
              * rollout's successes (a wave it counted in would open). */

@@ -51,6 +51,12 @@ int store_ro_status_of(enum store_dev_state s)
     }
 }
 
+int store_checkin_moved(const struct store_req *r, const char *was)
+{
+    /* A device registered by this very check-in was in no rollout yet. */
+    return !r->u.checkin.is_new && strcmp(was, r->u.checkin.model) != 0;
+}
+
 int store_run_event(struct store_req *r, store_step_fn apply, void *backend)
 {
     struct store_step s;

@@ -65,6 +65,13 @@ const char *store_step_detail(const struct store_step *s, char *buf, size_t size
  * when the state leaves it as it is (seen, waiting). */
 int store_ro_status_of(enum store_dev_state s);
 
+/* 1 when the device of check-in r was registered under another model than
+ * the one it reports now (was: the model its row had): the rollouts of the
+ * old model no longer apply to it, so the backend moves its rows out of
+ * them as a group change does (docs/fleet.md): where it finished it stays
+ * counted, where it had not it leaves. */
+int store_checkin_moved(const struct store_req *r, const char *was);
+
 /* What a device's report (STORE_CHECKIN's report_result) means. */
 struct store_report {
     enum store_dev_state state;  /* updated, rolled-back or boot-failed */

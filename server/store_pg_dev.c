@@ -14,6 +14,7 @@
 #define DEV_COLS                                                                             \
     "id, model, version, running, grp, addr, proto, state, image, bytes, size, reason,"      \
     " first_seen, last_seen, EXISTS (SELECT 1 FROM secrets WHERE device_id = devices.id)"
+#define DEV_NCOLS 15 /* the columns of DEV_COLS */
 
 static void row_to_device(const PGresult *res, int i, struct store_device *d)
 {
@@ -89,26 +90,37 @@ static int add_failure(struct pgstore *st, struct store_req *r, const char *id, 
 
 /* ---- check-in ---- */
 
-/* Refreshes the device's row, or registers it; *dev: its row now. A known
- * device costs one statement: the UPDATE returns the row as it is once its
- * lock is ours (what another node committed before included), where a
- * SELECT before and after took three round trips. */
-static int upsert(struct pgstore *st, struct store_req *r, struct store_device *dev)
+/* Refreshes the device's row, or registers it; *dev: its row now, was: the
+ * model it had. A known device costs one statement: the UPDATE returns the
+ * row as it is once its lock is ours (what another node committed before
+ * included), where a SELECT before and after took three round trips. The
+ * old model comes from the same statement: its CTE takes the row's lock
+ * first, so it reads the row the UPDATE then writes over, not an older one. */
+static int upsert(struct pgstore *st, struct store_req *r, struct store_device *dev,
+                  char was[TCPOTA_MAX_NAME + 1])
 {
     const __typeof__(r->u.checkin) *c = &r->u.checkin;
     char running[2 * TCPOTA_ID_LEN + 1] = "";
+    PGresult *res;
     int rc;
 
     if (c->running_id) {
         store_hex(c->running_id, running);
     }
-    rc = device_of(r, pg_q(st, r, "checkin", "UPDATE devices SET model = $2, version = $3,"
-                           " running = $4, addr = $5, proto = $6, last_seen = $7 WHERE id = $1"
-                           " RETURNING " DEV_COLS, "tttttii", c->id, c->model, c->version,
-                           running, c->addr ? c->addr : "", (int64_t)c->proto, r->now), dev);
+    res = pg_q(st, r, "checkin", "WITH o AS (SELECT model AS was FROM devices WHERE id = $1"
+               " FOR NO KEY UPDATE) UPDATE devices SET model = $2, version = $3, running = $4,"
+               " addr = $5, proto = $6, last_seen = $7 FROM o WHERE id = $1 RETURNING "
+               DEV_COLS ", o.was", "tttttii", c->id, c->model, c->version, running,
+               c->addr ? c->addr : "", (int64_t)c->proto, r->now);
+    if (!res) {
+        return r->rc;
+    }
+    if (PQntuples(res) > 0) {
+        pg_col_text(res, 0, DEV_NCOLS, was, TCPOTA_MAX_NAME + 1);
+    }
     r->u.checkin.is_new = 0;
-    if (rc != 0) {
-        return rc < 0 ? rc : STORE_OK;
+    if (device_of(r, res, dev) != 0) {
+        return STORE_OK;
     }
     /* Another node may register it at the same moment: one insert wins,
      * the other reads the row it made. */
@@ -127,6 +139,8 @@ static int upsert(struct pgstore *st, struct store_req *r, struct store_device *
     if ((rc = load_device(st, r, c->id, dev)) <= 0) {
         return rc < 0 ? rc : store_err_set(r, STORE_E_IO, "checkin: device %s vanished", c->id);
     }
+    /* Registered just now (here or by another node): no rollout to leave. */
+    snprintf(was, TCPOTA_MAX_NAME + 1, "%s", dev->model);
     return STORE_OK;
 }
 
@@ -253,6 +267,7 @@ static int ensure_in(struct pgstore *st, struct store_req *r, int64_t ro_id, con
 int pg_op_checkin(struct pgstore *st, struct store_req *r)
 {
     struct store_device *dev;
+    char was[TCPOTA_MAX_NAME + 1] = "";
     int64_t ro_id;
     int rc;
 
@@ -260,7 +275,7 @@ int pg_op_checkin(struct pgstore *st, struct store_req *r)
         return store_err_set(r, STORE_E_IO, "out of memory");
     }
     dev = &r->u.checkin.out->dev;
-    if ((rc = upsert(st, r, dev)) < 0) {
+    if ((rc = upsert(st, r, dev, was)) < 0) {
         return rc;
     }
     snprintf(r->u.checkin.out->group, sizeof(r->u.checkin.out->group), "%s", dev->group);
@@ -270,7 +285,11 @@ int pg_op_checkin(struct pgstore *st, struct store_req *r)
     if (ro_id > 0 && r->u.checkin.report_id && (rc = ensure_in(st, r, ro_id, r->u.checkin.id)) < 0) {
         return rc;
     }
+    /* The old model's rollouts are left after the report, which may finish
+     * the device there (store_sqlite_dev.c). */
     if ((r->u.checkin.report_id && (rc = apply_report(st, r)) < 0) ||
+        (store_checkin_moved(r, was) &&
+         (rc = pg_ro_leave(st, r, r->u.checkin.id, NULL, NULL, ro_id)) < 0) ||
         (rc = load_failed(st, r)) < 0) {
         return rc;
     }

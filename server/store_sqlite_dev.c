@@ -292,6 +292,12 @@ int sq_op_checkin(struct sstore *st, struct store_req *r)
     if (r->u.checkin.report_id && (rc = apply_report(st, r, &old)) < 0) {
         return rc;
     }
+    /* After the report, which may finish it in the old model's rollout;
+     * else a wave of that model would count a device it never sees again. */
+    if (store_checkin_moved(r, old.model) &&
+        (rc = sq_ro_leave(st, r, r->u.checkin.id, NULL, NULL, ro_id)) < 0) {
+        return rc;
+    }
     if ((rc = load_failed(st, r)) < 0) {
         return rc;
     }

@@ -2,7 +2,9 @@
 # Fleet mode: two models, two images, two rollouts. Every device ends on its
 # model's image; a device of a model without a rollout is told NO_UPDATE; an
 # image signed for another model is never offered (the API refuses such a
-# rollout, and a device's own check would refuse it too).
+# rollout, and a device's own check would refuse it too). A device that
+# checks in under another model leaves the old model's rollout unless it
+# finished there, and back under it is shown the failure that holds it back.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fleet_lib.sh"
 
@@ -57,5 +59,49 @@ ok "a device of a model without a rollout is told NO_UPDATE"
 rc=0
 "$TCPOTA" image rm "$A" > "$WORK/rm.out" 2>&1 || rc=$?
 [ $rc -eq 1 ] && grep -q "rollout 1" "$WORK/rm.out" || fail "image rm of a used image: rc $rc $(cat "$WORK/rm.out")"
-stop_fleet
 ok "registry and rollout counts agree; a used image is kept"
+
+# A device that checks in under another model: the registry says what it is
+# told now, and it leaves the old model's rollout unless it finished there
+# (as for a group change, docs/fleet.md). Rollout 3, of model esp32c3.
+signed_image "$WORK/c.bin" 30000 2.0.0 esp32c3 k
+image_add "$WORK/c.bin" > /dev/null
+"$TCPOTA" rollout create --image "$(sha256sum "$WORK/c.bin" | cut -d' ' -f1)" --model esp32c3   > /dev/null || fail "rollout esp32c3 failed"
+"$TCPOTA" rollout show 3 | grep -q esp32c3 || fail "rollout 3 is not esp32c3's: $("$TCPOTA" rollout show 3)"
+ota() { # ota MODEL DEVICE [CURL ARGS...]: an HTTP device's request on 1.0.0; its status
+  local m=$1 d=$2; shift 2
+  curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' "$@" "$TCPOTA_API/ota/$m?device=$d"
+}
+dev_field() { "$TCPOTA" device show --json "$1" | jq_py "j[\"$2\"]"; }
+wave3() { "$TCPOTA" rollout show --json 3 | jq_py "j[\"waves\"][0][\"$1\"]"; }
+held="rollout 3: the device reported this image as failed"
+# h-6 fails the image (it asks again on its old version), is another model
+# for a while, then esp32c3 again: held back, and shown failed, not with the
+# other model's reason.
+[ "$(ota esp32c3 h-6)" = 200 ] && [ "$(ota esp32c3 h-6)" = 204 ] || fail "h-6 did not fail the image"
+[ "$(ota zzz h-6)" = 204 ] && [ "$(dev_field h-6 reason)" = "no rollout for model zzz" ] ||
+  fail "h-6 under zzz: $(dev_field h-6 state), $(dev_field h-6 reason)"
+[ "$(ota esp32c3 h-6)" = 204 ] || fail "h-6 back on esp32c3 was offered the image it failed"
+[ "$(dev_field h-6 state)" = failed ] && dev_field h-6 reason | grep -q "^$held" ||
+  fail "h-6 back on esp32c3: $(dev_field h-6 state), '$(dev_field h-6 reason)', not failed: $held"
+# A tcpota device alike: rolled back, another model, back.
+run_device v-1 esp32c3 "$WORK/v1" --trust "$WORK/k.pub" --health fail || true
+[ "$(device_state v-1)" = rolled-back ] || fail "v-1 is $(device_state v-1), not rolled-back"
+run_device v-1 zzz "$WORK/v1z" --trust "$WORK/k.pub" || fail "v-1 as zzz failed" # its flash: of one model
+[ "$(device_state v-1)" = up-to-date ] || fail "v-1 as zzz is $(device_state v-1)"
+run_device v-1 esp32c3 "$WORK/v1" --trust "$WORK/k.pub" || true # held back: not updated
+[ "$(device_state v-1)" = failed ] && dev_field v-1 reason | grep -q "^$held" ||
+  fail "v-1 back on esp32c3: $(device_state v-1), '$(dev_field v-1 reason)', not failed: $held"
+# h-5 downloads 10 bytes, then checks in as zzz: rollout 3 no longer counts
+# it; h-6 and v-1 finished there (failed) and stay counted.
+[ "$(ota esp32c3 h-5 -r 0-9)" = 206 ] || fail "h-5's range was not served"
+for _ in $(seq 40); do [ "$(device_state h-5)" = downloading ] && break; sleep 0.05; done
+[ "$(wave3 targeted)/$(wave3 downloading)" = 3/1 ] || fail "rollout 3 before: $("$TCPOTA" rollout show 3)"
+[ "$(ota zzz h-5)" = 204 ] || fail "h-5 under zzz was not told 204"
+[ "$(wave3 targeted)/$(wave3 downloading)/$(wave3 failed)" = 2/0/2 ] ||
+  fail "h-5 left esp32c3, rollout 3 still counts it: $("$TCPOTA" rollout show 3)"
+"$TCPOTA" summary > "$WORK/summary.txt" || fail "summary failed"
+grep -q "zzz" <(sed -n '/^failed devices of rollouts/,$p' "$WORK/summary.txt") &&
+  fail "the summary's failed devices show another model's reason: $(cat "$WORK/summary.txt")"
+stop_fleet
+ok "a device that changes model: told and shown its failure again, leaves the old model's rollout"

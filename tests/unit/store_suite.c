@@ -1866,6 +1866,38 @@ static void checkin_as(struct fx *f, const char *id, const char *model, const ch
     store_req_free(r);
 }
 
+/* A device that checks in under another model leaves the rollouts of the
+ * old one it had not finished, as one moved to another group does: else a
+ * wave counts a device it never sees again. Where it finished it stays
+ * counted; back under the model, it is targeted again. */
+static void test_model_change_leaves(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    struct store_req *r;
+    uint64_t ro;
+
+    ss_checkin_free(f, "dev-a");
+    ss_checkin_free(f, "dev-b");
+    store_req_free(ss_image_add(f, 0x91, "2.0.0"));
+    ro = ss_rollout_create(f, 0x91, "", pct, 1);
+    assert_int_equal(ss_event(f, "dev-a", STORE_ST_OFFERED, ro, 0), STORE_OK);
+    assert_int_equal(ss_event(f, "dev-b", STORE_ST_FAILED, ro, 0), STORE_OK);
+    expect_wave(f, ro, 2, 1, 0);
+    checkin_as(f, "dev-a", "other", "1.0.0");
+    checkin_as(f, "dev-b", "other", "1.0.0");
+    expect_wave(f, ro, 1, 0, 0);
+    r = ss_rollout_get(f, ro);
+    assert_int_equal(r->u.rollout.r->waves[0].failed, 1); /* dev-b finished there */
+    store_req_free(r);
+    r = ss_checkin(f, "dev-a", NULL, 0);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.checkin.has_rollout, 1);
+    assert_int_equal(r->u.checkin.ro_status, STORE_RO_TARGETED);
+    store_req_free(r);
+    expect_wave(f, ro, 2, 0, 0);
+}
+
 /* A prefix with the other filters: the range and the filters both hold. */
 static void test_device_list_prefix_filtered(void **state)
 {
@@ -2018,6 +2050,7 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_history_pruned, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_device_list_prefix, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_device_list_prefix_filtered, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_model_change_leaves, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_summary, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_summary_order, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_rollout_targets_many, ss_setup, ss_teardown),
