@@ -941,7 +941,10 @@ int fleet_changes(const struct store_device *d, enum store_dev_state st,
     if (st == STORE_ST_UP_TO_DATE && d->state == STORE_ST_UPDATED && strcmp(d->image, hex) == 0) {
         return 0;
     }
-    return d->state != st || strcmp(d->image, hex) != 0 ||
+    /* A step without an image keeps the row's (the store's rule): with no
+     * rollout, an image from before is no change, or every check-in of
+     * such a device would write a step and a history line. */
+    return d->state != st || (about && strcmp(d->image, hex) != 0) ||
            strncmp(d->reason, why, STORE_REASON_MAX) != 0;
 }
 

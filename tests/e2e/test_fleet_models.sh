@@ -81,6 +81,11 @@ held="rollout 3: the device reported this image as failed"
 [ "$(ota esp32c3 h-6)" = 200 ] && [ "$(ota esp32c3 h-6)" = 204 ] || fail "h-6 did not fail the image"
 [ "$(ota zzz h-6)" = 204 ] && [ "$(dev_field h-6 reason)" = "no rollout for model zzz" ] ||
   fail "h-6 under zzz: $(dev_field h-6 state), $(dev_field h-6 reason)"
+# Asking again changes nothing: no step, no history line (its image stays).
+lines=$("$TCPOTA" device show --json h-6 | jq_py 'len(j["history"])')
+[ "$(ota zzz h-6)" = 204 ] || fail "h-6 under zzz, again: not 204"
+[ "$("$TCPOTA" device show --json h-6 | jq_py 'len(j["history"])')" = "$lines" ] ||
+  fail "h-6 asking again as zzz added a history line: $("$TCPOTA" device show h-6)"
 [ "$(ota esp32c3 h-6)" = 204 ] || fail "h-6 back on esp32c3 was offered the image it failed"
 [ "$(dev_field h-6 state)" = failed ] && dev_field h-6 reason | grep -q "^$held" ||
   fail "h-6 back on esp32c3: $(dev_field h-6 state), '$(dev_field h-6 reason)', not failed: $held"
