@@ -50,13 +50,17 @@ static inline unsigned http_header_count(struct evhttp_request *req, const char 
  * first of several Content-Length headers, and one with a sign in it,
  * where a proxy in front may have framed the same bytes otherwise (request
  * smuggling). (A Transfer-Encoding other than chunked never gets here:
- * libevent answers it itself and closes.) Such a request is answered 400 and its
- * connection closed (Connection: close), so that no byte after it is read
- * as a request of its own. */
+ * libevent answers it itself and closes.) Nor may a HEAD or a TRACE carry
+ * a body: libevent reads none for them, so the bytes of one would be read
+ * as the next request, where a proxy took them for a body. Such a request is
+ * answered 400 and its connection closed (Connection: close), so that no
+ * byte after it is read as a request of its own. */
 static inline const char *http_framing_bad(struct evhttp_request *req)
 {
     const struct evkeyvalq *h = evhttp_request_get_input_headers(req);
     const struct evkeyval *kv;
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    int bodyless = m == EVHTTP_REQ_HEAD || m == EVHTTP_REQ_TRACE;
     unsigned lengths = 0;
 
     TAILQ_FOREACH(kv, h, next) {
@@ -65,6 +69,11 @@ static inline const char *http_framing_bad(struct evhttp_request *req)
             if (!kv->value[0] || strspn(kv->value, "0123456789") != strlen(kv->value)) {
                 return "Content-Length is not a number of bytes";
             }
+            if (bodyless && strspn(kv->value, "0") != strlen(kv->value)) {
+                return "a HEAD or TRACE request carries no body, and this one says it has one";
+            }
+        } else if (bodyless && strcasecmp(kv->key, "Transfer-Encoding") == 0) {
+            return "a HEAD or TRACE request carries no body, and this one says it has one";
         }
     }
     return NULL;

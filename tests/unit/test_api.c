@@ -1916,6 +1916,46 @@ static void test_authorization_twice(void **state)
     }
 }
 
+/* The framing of a HEAD: libevent reads no body for it, so an empty
+ * Content-Length or a body it announces would leave bytes read as the next
+ * request (a proxy that framed them as a body sees another request than we
+ * answer). One answer, 400, and the connection closed. */
+static void test_head_framing(void **state)
+{
+    static const char *const cases[][2] = {
+        {"Content-Length:", "Content-Length is not a number of bytes"},
+        {"Content-Length: 64", "a HEAD or TRACE request carries no body"},
+        {"Transfer-Encoding: chunked", "a HEAD or TRACE request carries no body"},
+    };
+    static char buf[8192];
+
+    (void)state;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char req[512];
+        const char *p;
+        int fd, n = 0;
+        snprintf(req, sizeof req, "HEAD /v1/images HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                 TOKEN "\r\n%s\r\n\r\nGET /v1/images HTTP/1.1\r\nHost: x\r\n"
+                 "Authorization: Bearer " TOKEN "\r\n\r\n", cases[k][0]);
+        fd = raw_open(req);
+        raw_read(fd, buf, sizeof buf, 100);
+        close(fd);
+        for (p = buf; (p = strstr(p, "HTTP/1.1 ")) != NULL; p++) n++;
+        if (n != 1 || !strstr(buf, "HTTP/1.1 400") || !strstr(buf, "Connection: close")) {
+            fail_msg("HEAD with %s: %s", cases[k][0], buf);
+        }
+    }
+    /* HEAD saying 0 is answered as ever (here the 405 of a path that
+     * takes GET and POST). */
+    {
+        int fd = raw_open("HEAD /v1/images HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+                          "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        raw_read(fd, buf, sizeof buf, 100);
+        close(fd);
+        if (!strstr(buf, "HTTP/1.1 405")) fail_msg("HEAD with Content-Length 0: %s", buf);
+    }
+}
+
 /* A 405 names the methods the path takes, in the Allow header RFC 9110
  * asks for, as the error's text does. */
 static void test_not_allowed_names_methods(void **state)
@@ -2289,6 +2329,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_conn_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_authorization_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_http, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_head_framing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_slow_reader_cut, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
