@@ -79,6 +79,7 @@ static struct {
     uint8_t pk[32], sk[64];
     struct api_keys keys;
     unsigned max_conns; /* the listener's connections (0: the API's default) */
+    size_t max_image;   /* --max-image (0: MAX_IMAGE) */
 } T;
 
 static void hex_of(const uint8_t id[32], char *hex)
@@ -442,7 +443,7 @@ static void start_api(api_verify_fn verify)
     cfg.host = "127.0.0.1";
     cfg.token = TOKEN;
     cfg.images_dir = T.dir;
-    cfg.max_image = MAX_IMAGE;
+    cfg.max_image = T.max_image ? T.max_image : MAX_IMAGE;
     cfg.head_ms = HEAD_MS;
     cfg.max_conns = T.max_conns;
     cfg.verify = verify;
@@ -1897,6 +1898,104 @@ static void test_not_http(void **state)
     }
 }
 
+/* Writes n bytes to the non-blocking fd, running the loop (the server is
+ * ours) while the socket is full. */
+static void raw_send_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            run_ms(2);
+            continue;
+        }
+        if (k <= 0) return; /* the server closed (a 413 read to its end comes first) */
+        p += k;
+        n -= (size_t)k;
+    }
+}
+
+/* The status of an upload of GATE_BODY bytes whose head is head1, then
+ * (after a pause, when head2) head2: the gate judges the connection by
+ * its first head, however it came. */
+#define GATE_BODY (200u << 10)
+static int gate_upload(const char *head1, const char *head2)
+{
+    static char buf[4096];
+    char *body = malloc(GATE_BODY);
+    int fd, status = -1;
+
+    assert_non_null(body);
+    memset(body, 'g', GATE_BODY);
+    fd = raw_open(head1);
+    if (head2) {
+        run_ms(300);
+        raw_send_all(fd, head2, strlen(head2));
+    }
+    raw_send_all(fd, body, GATE_BODY);
+    raw_read(fd, buf, sizeof buf, 200);
+    close(fd);
+    free(body);
+    if (strncmp(buf, "HTTP/1.1 ", 9) == 0) status = atoi(buf + 9);
+    return status;
+}
+
+/* The gate's rule, where --max-image is larger than the 64 KiB a
+ * connection without the token may send: the token, whole and right, in
+ * the first Authorization line of the first head lets a body be large;
+ * a wrong token does not; a head cut inside that line, or written in lower
+ * case, is the same head; one whose first 8 KiB hold no Authorization is
+ * answered, not held. */
+static void test_gate_rules(void **state)
+{
+    static char pad[9000 + 64], buf[4096];
+    char head[512];
+    int fd, st;
+    const char *up = "POST /v1/images?version=%s&model=m HTTP/1.1\r\nHost: x\r\n%s"
+                     "Content-Length: 204800\r\nConnection: close\r\n\r\n";
+
+    (void)state;
+    api_stop(T.api);
+    T.max_image = 300u << 10;
+    start_api(NULL);
+
+    snprintf(head, sizeof head, up, "7.0.1", "Authorization: Bearer " TOKEN "\r\n");
+    st = gate_upload(head, NULL);
+    if (st == 413 || st < 0) fail_msg("an upload with the token: %d", st);
+    snprintf(head, sizeof head, up, "7.0.2", "authorization: bearer " TOKEN "\r\n");
+    st = gate_upload(head, NULL);
+    if (st == 413 || st < 0) fail_msg("an upload with the header in lower case: %d", st);
+    /* Cut inside the Authorization line: the gate waits for its end. */
+    snprintf(head, sizeof head, "POST /v1/images?version=7.0.3&model=m HTTP/1.1\r\nHost: x\r\n"
+             "Authorization: Bearer %.20s", TOKEN);
+    {
+        char rest[200];
+        snprintf(rest, sizeof rest, "%s\r\nContent-Length: 204800\r\nConnection: close\r\n\r\n",
+                 TOKEN + 20);
+        st = gate_upload(head, rest);
+    }
+    if (st == 413 || st < 0) fail_msg("an upload whose head was cut in its token: %d", st);
+    snprintf(head, sizeof head, up, "7.0.4", "Authorization: Bearer nope\r\n");
+    st = gate_upload(head, NULL);
+    if (st != 413) fail_msg("an upload with a wrong token: %d, not 413", st);
+
+    /* 9,000 bytes of header before Authorization: judged without the
+     * token at 8 KiB (a small body), and answered at once, not held. */
+    memset(pad, 'p', 9000);
+    pad[9000] = 0;
+    {
+        char *req = malloc(12000);
+        assert_non_null(req);
+        snprintf(req, 12000, "GET /v1/images HTTP/1.1\r\nHost: x\r\nX-Pad: %s\r\nAuthorization: "
+                 "Bearer " TOKEN "\r\nConnection: close\r\n\r\n", pad);
+        fd = raw_open("");
+        raw_send_all(fd, req, strlen(req));
+        free(req);
+        raw_read(fd, buf, sizeof buf, 200);
+        close(fd);
+    }
+    if (!strstr(buf, "HTTP/1.1 200")) fail_msg("a head with 9,000 bytes before its token: %.200s", buf);
+}
+
 /* Two Authorization headers: 400, neither taken (libevent hands over the
  * first; a proxy in front may have checked the other). The token first
  * and a wrong one second was served before. */
@@ -2330,6 +2429,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_authorization_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_http, setup, teardown),
         cmocka_unit_test_setup_teardown(test_head_framing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gate_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_slow_reader_cut, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
