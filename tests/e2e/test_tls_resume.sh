@@ -52,7 +52,16 @@ delta same-ca-again
 [ "$F" = 0 ] && [ "$R" = 1 ] || fail "the first --ca's session was not resumed after the refusal ($F full, $R resumed)"
 grep -q "TLS, resumed a session verified earlier with this --ca" same-ca-again.log ||
   fail "a resumed connection does not say so: $(grep 'connected to' same-ca-again.log)"
-ok "a session is resumed only with the CA that verified it, and the device says it resumed"
+# The same path with other contents (a CA rotated in place): the session is
+# the old CA's, named by what the file held, not by its path.
+cp srv.pem srv.pem.keep
+cp other/srv.pem srv.pem
+rc=0; timeout 30 "$T" device --server "localhost:$SERVER_PORT" --flash dev --id tls-dev \
+  --ca srv.pem --max-attempts 1 2> rotated.log || rc=$?
+cp srv.pem.keep srv.pem
+[ $rc -ne 0 ] && grep -q "certificate verify failed" rotated.log ||
+  fail "a --ca replaced in place resumed the old CA's session: rc $rc: $(cat rotated.log)"
+ok "a session is resumed only with the CA that verified it (by its contents, not its path), and the device says it resumed"
 
 head -c 300 /dev/urandom > dev/tls-session
 delta damaged
