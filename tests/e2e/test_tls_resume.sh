@@ -153,3 +153,18 @@ rc=0; timeout 10 "$T" device --server "127.0.0.1:$(cat mute.port)" --flash mute 
   --max-attempts 1 2> mute.log || rc=$?
 [ $rc -eq 1 ] && grep -q "TLS handshake timed out" mute.log || fail "a TLS handshake nobody answers: exit $rc: $(cat mute.log)"
 ok "a TLS handshake nobody answers times out after --timeout-ms"
+
+# A handshake the server ends (it read the ClientHello and closed) is no
+# refusal of its certificate: retried as a cut, unlike a certificate the
+# device refuses (which stops at once: test_security.sh).
+python3 -c 'import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(4); print(s.getsockname()[1], flush=True)
+for _ in range(3):
+    c, _ = s.accept(); c.recv(4096); c.close()' > closer.port &
+PIDS+=($!)
+for _ in $(seq 50); do [ -s closer.port ] && break; sleep 0.1; done
+rc=0; timeout 20 "$T" device --server "127.0.0.1:$(cat closer.port)" --flash closer --ca srv.pem \
+  --max-attempts 3 --backoff-min-ms 100 --backoff-max-ms 100 2> closer.log || rc=$?
+[ $rc -eq 1 ] && [ "$(grep -c 'connecting to' closer.log)" -eq 3 ] && grep -q "gave up after 3 attempts" closer.log &&
+  ! grep -q "not retrying" closer.log || fail "a handshake the server closed: exit $rc: $(cat closer.log)"
+ok "a handshake the server closes is retried, not taken for a refused certificate"
