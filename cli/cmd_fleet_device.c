@@ -128,7 +128,11 @@ static int device_list(struct api *a, int argc, char **argv)
             table_cell(t, "%s", *api_str(d, "reason") ? api_str(d, "reason") : "-");
         }
         if (table_rows(t) == 0) {
-            printf("no devices%s\n", model || state || group || after ? " match" : " yet");
+            if (after && !model && !state && !group) {
+                printf("no devices after %s (ids in byte order)\n", after);
+            } else {
+                printf("no devices%s\n", model || state || group || after ? " match" : " yet");
+            }
             if (state && strcmp(state, "failed") == 0) {
                 /* what a rollout's FAILED column counts (docs/fleet.md) */
                 printf("a rollout's FAILED also counts the states rolled-back, boot-failed and "

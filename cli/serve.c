@@ -846,6 +846,13 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
         return 2;
     }
     o->api_host = strcmp(api, "off") == 0 ? NULL : api_host;
+    if (ota && strcmp(ota, "off") == 0) {
+        /* --api takes "off"; this one has nothing to turn off. */
+        fprintf(stderr, "tcpota serve: --ota-listen takes HOST:PORT, not off: without it the HTTP"
+                        " downloads are served on the API's listener (--api), under /ota/; drop"
+                        " --ota-listen for that\n");
+        return 2;
+    }
     if (ota && cli_hostport(ota, "--ota-listen", 1, ota_host, sizeof(ota_host), &o->ota_port) < 0) {
         return 2;
     }

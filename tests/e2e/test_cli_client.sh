@@ -386,6 +386,10 @@ has err.log "^tcpota device: --state: unknown state bogus; one of seen, offered$
 route PATCH /v1/devices/d-1 400 '{"error": "group must be a string of at most 32 printable characters", "field": "group"}'
 run 2 $T device set d-1 --group "a b" $API
 has err.log "^tcpota device: --group must be a string of at most 32 printable characters$"
+# Past the last id with --after alone: said so.
+route GET "/v1/devices?after=zzz" 200 '{"devices": [], "total": 0}'
+run 0 $T device list --after zzz $API
+has out.log "^no devices after zzz \(ids in byte order\)$"
 # --state failed finds only "failed"; a rollout's FAILED counts more.
 route GET "/v1/devices?state=failed" 200 '{"devices": [], "total": 0}'
 run 0 $T device list --state failed $API

@@ -115,6 +115,10 @@ for flags in "--api 127.0.0.1:0" "--max-image 5" "--ota-listen 127.0.0.1:0"; do
     fail "$flags without --data: exit $rc: $(cat fleetonly.log)"
 done
 ok "--api, --max-image and --ota-listen without --data: exit 2, saying they need --data DIR"
+rc=0; timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --data otaoff-data --ota-listen off > /dev/null 2> otaoff.log || rc=$?
+[ $rc -eq 2 ] && grep -q -- "--ota-listen takes HOST:PORT, not off: without it the HTTP downloads are served on the API's listener" otaoff.log &&
+  [ ! -e otaoff-data ] || fail "--ota-listen off: exit $rc: $(cat otaoff.log)"
+ok "--ota-listen off: exit 2, saying where downloads go without it"
 
 # An empty --version: one error, not first a warning about what it means.
 rc=0; timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --version '' img.bin > /dev/null 2> emptyver.log || rc=$?
