@@ -127,19 +127,25 @@ static int peer_done(evutil_socket_t fd)
 
 /* Answers a connection at once, before evhttp reads it: status ("503
  * Service Unavailable"), extra headers (each ending in CRLF) and the JSON
- * body, then the close. What the peer sent already is read first, so that
- * the close does not reset the connection under the answer. */
+ * body, then the close. What the peer sent already (up to API_BODY_MAX) is
+ * read first, so that the close does not reset the connection under the
+ * answer. */
 static void answer_close(struct evhttp_connection *evcon, evutil_socket_t s, const char *status,
                          const char *headers, const char *body)
 {
     char reply[800], sink[4096];
+    size_t drained = 0;
+    ssize_t k;
     int rl = snprintf(reply, sizeof reply, "HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
                       "Content-Length: %zu\r\n%sConnection: close\r\n\r\n%s", status,
                       strlen(body), headers, body);
 
     if (rl > 0 && (size_t)rl < sizeof reply) (void)send(s, reply, (size_t)rl, MSG_DONTWAIT | MSG_NOSIGNAL);
     (void)shutdown(s, SHUT_WR);
-    while (recv(s, sink, sizeof sink, MSG_DONTWAIT) > 0) {
+    /* What is there now, within a bound: a peer that keeps sending must
+     * not hold the loop here. */
+    while (drained < API_BODY_MAX && (k = recv(s, sink, sizeof sink, MSG_DONTWAIT)) > 0) {
+        drained += (size_t)k;
     }
     evhttp_connection_free(evcon);
 }
