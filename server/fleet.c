@@ -681,7 +681,8 @@ static void record(struct conn *c, enum store_dev_state st, const uint8_t *image
  * device keeps what it has and, at its next check-in, is told why it waits
  * (or resumes, once the rollout is resumed): reset, so that what is still
  * queued for it never arrives. One whose every byte the server's TCP has
- * sent finishes: a reset cannot take back what is on its way (it was
+ * sent (none left in our queue, which holds up to the whole image, nor in
+ * the socket's) finishes: a reset cannot take back what is on its way (it was
  * judged by the bytes not yet acknowledged, and a device whose ACK was a
  * moment late was logged as stopped, had every byte, installed and
  * reported), and its verification is what a halt waits for. */
@@ -694,7 +695,8 @@ static void stop_transfers(struct server *srv, uint64_t id, const char *why)
         enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
         int running = c->kind == K_LEGACY ? !c->legacy_done
                       : st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING ||
-                            (st == TCPOTA_SRV_SENT_ALL && sock_unsent(c->fd) != 0);
+                            (st == TCPOTA_SRV_SENT_ALL &&
+                             (evbuffer_get_length(conn_out(c)) != 0 || sock_unsent(c->fd) != 0));
 
         next = c->next;
         if (c->rollout_id != id || !c->img || c->closing || !running) {
@@ -899,8 +901,17 @@ struct image *fleet_decide(struct server *srv, struct store_req *r,
         if (ov == OFFER_FAILED_BEFORE) {
             /* Its failure stays its state (rolled-back says more than
              * failed), unless a decision since replaced it (under another
-             * model or group): then the failure is what it is told now. */
-            *st = shows_failure(&r->u.checkin.out->dev, si) ? STORE_ST_COUNT : STORE_ST_FAILED;
+             * model or group, or with no rollout): then the failure is what
+             * it is told now, on the device only. Counted against this
+             * rollout it would halt a rollout of the image made again after
+             * a halt, by devices that never tried it there (a review), and
+             * depend on what the device did in between. */
+            if (!shows_failure(&r->u.checkin.out->dev, si)) {
+                *st = STORE_ST_FAILED;
+                *rollout_id = 0;
+            } else {
+                *st = STORE_ST_COUNT;
+            }
         } else if (ov == OFFER_UNORDERED) {
             /* Not up to date: nobody can tell, so not one of the
              * rollout's successes (a wave it counted in would open). */
