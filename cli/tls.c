@@ -186,7 +186,13 @@ static int read_ca(const char *cmd, const char *path, const char *what, char **o
     int fd = cli_open_regular(path, what);
 
     if (fd < 0) return -1;
-    if (fstat(fd, &st) != 0 || st.st_size > (off_t)CLI_CA_FILE_MAX) {
+    if (fstat(fd, &st) != 0) {
+        fprintf(stderr, "tcpota %s: %s: cannot read CA file %s: %s\n", cmd, what, path,
+                strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (st.st_size > (off_t)CLI_CA_FILE_MAX) {
         fprintf(stderr, "tcpota %s: %s: CA file %s is over %u MiB: not a CA certificate (nor a "
                         "bundle of them); give the certificate of the CA\n", cmd, what, path,
                 CLI_CA_FILE_MAX >> 20);
@@ -220,7 +226,9 @@ static int read_ca(const char *cmd, const char *path, const char *what, char **o
 static int load_ca(SSL_CTX *ctx, const char *pem, size_t n)
 {
     BIO *b = n <= INT_MAX ? BIO_new_mem_buf(pem, (int)n) : NULL;
-    STACK_OF(X509_INFO) *infos = b ? PEM_X509_INFO_read_bio(b, NULL, NULL, NULL) : NULL;
+    /* An empty passphrase, as OpenSSL's own file loading gives: a block
+     * marked encrypted fails instead of asking on the terminal. */
+    STACK_OF(X509_INFO) *infos = b ? PEM_X509_INFO_read_bio(b, NULL, NULL, (void *)"") : NULL;
     X509_STORE *store = SSL_CTX_get_cert_store(ctx);
     int i, count = 0, ok = infos != NULL;
 

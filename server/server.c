@@ -3,6 +3,7 @@
  * server_internal.h. */
 #include "server.h"
 #include "admit.h"
+#include "api.h"
 #include "proxied.h"
 #include "conn.h"
 #include "fleet.h"
@@ -626,6 +627,11 @@ static int listen_on(struct server *srv, int worker_fd)
 static void raise_fd_limit(const struct tcpota_serve_opts *o)
 {
     struct rlimit rl;
+    /* The API's listener holds up to its own limit on top (fleet mode). */
+    unsigned api = o->data_dir && o->api_host ? (o->api_max_conns ? o->api_max_conns
+                                                                   : API_CONNS_DEFAULT) : 0;
+    unsigned long long reserved = FD_RESERVED + (unsigned long long)api;
+    char plus[80] = "";
 
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
         return;
@@ -635,18 +641,21 @@ static void raise_fd_limit(const struct tcpota_serve_opts *o)
         (void)setrlimit(RLIMIT_NOFILE, &rl);
         (void)getrlimit(RLIMIT_NOFILE, &rl);
     }
-    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)o->max_conns + FD_RESERVED) {
-        unsigned long long room = rl.rlim_cur > FD_RESERVED ? rl.rlim_cur - FD_RESERVED : 0;
+    if (api) {
+        snprintf(plus, sizeof plus, " and the API's %u (--api-max-conns)", api);
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)o->max_conns + reserved) {
+        unsigned long long room = rl.rlim_cur > reserved ? rl.rlim_cur - reserved : 0;
         /* The server still starts: a limit set on purpose is the operator's. */
-        say_always(o, LOG_LV_ERROR, "descriptor limit %llu is below --max-conns %u: past about "
+        say_always(o, LOG_LV_ERROR, "descriptor limit %llu is below --max-conns %u%s: past about "
                    "%llu connections, new ones wait in the backlog (\"accepting device connections "
                    "failed: Too many open files\") rather than being refused; raise the limit (ulimit -n, or LimitNOFILE= of "
                    "the service) to at least %llu, or give --max-conns %llu",
-                   (unsigned long long)rl.rlim_cur, o->max_conns, room,
-                   (unsigned long long)o->max_conns + FD_RESERVED, room);
+                   (unsigned long long)rl.rlim_cur, o->max_conns, plus, room,
+                   (unsigned long long)o->max_conns + reserved, room);
     } else if (!o->quiet) {
-        say_always(o, LOG_LV_INFO, "descriptor limit %llu: room for --max-conns %u connection%s",
-                   (unsigned long long)rl.rlim_cur, o->max_conns, text_s(o->max_conns));
+        say_always(o, LOG_LV_INFO, "descriptor limit %llu: room for --max-conns %u connection%s%s",
+                   (unsigned long long)rl.rlim_cur, o->max_conns, text_s(o->max_conns), plus);
     }
 }
 

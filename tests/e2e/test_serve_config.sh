@@ -335,7 +335,18 @@ ok "--tls-cert or --tls-key alone (fleet and image mode), --require-auth without
   stop_serve) || fail "the server did not start under a descriptor limit of 200"
 grep -q -- 'descriptor limit 200 is below --max-conns 1000: past about 168 connections, new ones wait in the backlog .*raise the limit (ulimit -n.* to at least 1032, or give --max-conns 168' fdlimit.log ||
   fail "descriptor limit below --max-conns: $(cat fdlimit.log)"
-ok "a descriptor limit below --max-conns: says what the server will do and what to change"
+# In fleet mode the API's connections need descriptors too (--api-max-conns).
+(
+  ulimit -n 1500
+  "$TCPOTA" serve --listen 127.0.0.1:0 --data fd-data --api 127.0.0.1:0 --max-conns 1000 2> fdapi.log &
+  pid=$!
+  wait_line fdapi.log 'listening on'
+  kill -TERM "$pid"
+  wait "$pid"
+) || fail "a fleet server under a descriptor limit of 1500: $(cat fdapi.log)"
+grep -q -- 'descriptor limit 1500 is below --max-conns 1000 and the API.s 1024 (--api-max-conns): .* to at least 2056' fdapi.log ||
+  fail "the API's connections left out of the descriptor budget: $(grep descriptor fdapi.log)"
+ok "a descriptor limit below --max-conns: says what the server will do and what to change (the API's connections counted)"
 
 # Every option `serve --help` lists is one a config file may set.
 names=$("$TCPOTA" serve --help | grep -oE -- '--[a-z][a-z-]+' | sort -u | sed 's/^--//' | grep -vx -e help -e config)
