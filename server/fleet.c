@@ -61,6 +61,7 @@ struct fleet_image {
     struct store_image si;        /* what to load */
     unsigned chunk;
     struct image *loaded;         /* the job's result, or NULL with err */
+    int refused;                  /* loaded, and not signed by one of --pubkey: err says why */
     double load_s;                /* how long it took */
     char err[IMAGE_ERR_LEN];
     struct store_req **wait;      /* check-ins waiting for it, in order */
@@ -217,6 +218,35 @@ static struct fleet_image *image_entry(struct server *srv, const struct store_im
     return fi;
 }
 
+/* 1 with why in err when this server has --pubkey keys and si is not
+ * signed by one of them: on PostgreSQL another node without keys (or with
+ * others) may have added it, and a SQLite fleet may hold images added
+ * before the keys were given. The keys are what the operator asked to be
+ * served; they are checked where the image is loaded, not only at its
+ * upload (a trial: a node with --pubkey served an unsigned image). */
+static int fleet_unsigned_here(const struct server *srv, const struct store_image *si, char *err,
+                               size_t cap)
+{
+    char version[TCPOTA_MAX_NAME + 1], model[TCPOTA_MAX_NAME + 1], why[512];
+
+    if (!srv->fleet->keys.nkeys) {
+        return 0;
+    }
+    if (!si->manifest_len) {
+        snprintf(err, cap, "it is unsigned, and this server serves only images signed with one of"
+                 " its --pubkey keys (it was added where no key was asked for); sign it (tcpota"
+                 " sign) and add the signed image");
+        return 1;
+    }
+    if (api_verify_keys(&srv->fleet->keys, si->id, si->manifest, si->manifest_len, version, model,
+                        why, sizeof(why)) != 0) {
+        snprintf(err, cap, "its manifest is not signed by one of this server's --pubkey keys (%s)",
+                 why);
+        return 1;
+    }
+    return 0;
+}
+
 /* Loads fi's image (on the job's thread, or on the loop). */
 static void image_load_work(void *arg)
 {
@@ -227,6 +257,7 @@ static void image_load_work(void *arg)
 
     fi->loaded = image_open(si->path, si->version, si->model, si->manifest_len ? si->manifest : NULL,
                             si->manifest_len, fi->chunk, fi->err, sizeof(fi->err));
+    fi->refused = fi->loaded && fleet_unsigned_here(fi->srv, si, fi->err, sizeof(fi->err));
     fi->load_s = now_s() - t0;
 }
 
@@ -241,7 +272,13 @@ static void image_settle(struct fleet_image *fi, int on_loop)
     double retry_s = FLEET_IMAGE_RETRY_S;
 
     fi->loaded = NULL;
-    if (srv->o->db && (!img || memcmp(img->desc.id, si->id, TCPOTA_ID_LEN) != 0)) {
+    if (img && fi->refused) {
+        /* Kept on disk: the bytes are right, this server's keys refuse them. */
+        say_always(srv->o, LOG_LV_ERROR, "image %.16s... (%s): not offered by this server: %s",
+                   si->idhex, si->version, fi->err);
+        image_unref(img);
+        img = NULL;
+    } else if (srv->o->db && (!img || memcmp(img->desc.id, si->id, TCPOTA_ID_LEN) != 0)) {
         /* On PostgreSQL the file is this node's cache of the database's
          * bytes: damaged, cut, unreadable or gone, the next check-in
          * fetches it again (store_pg_img.c) once it is removed. */

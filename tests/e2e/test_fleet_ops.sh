@@ -618,3 +618,45 @@ wait "$holder"
 "$TCPOTA" image list > "$WORK/free.out" 2>&1 || fail "image list once the held connections closed: $(cat "$WORK/free.out")"
 stop_fleet
 ok "--api-max-conns 2: a third connection is told the limit and what to do, logged; served once the two closed"
+
+
+# ---- --pubkey is what is served, not only what is added ----------------------
+# An image added while the server had no keys (on PostgreSQL: through a
+# node without them) is not offered by a server started with --pubkey:
+# the device is told to wait, the log and rollout show say why; a signed
+# image is served.
+DATA="$WORK/keysnow"
+start_fleet
+make_image "$WORK/nokey" 30000
+"$TCPOTA" image add --version 2.0.0 --model esp32 "$WORK/nokey" > /dev/null || fail "image add (unsigned) failed"
+"$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null || fail "rollout create failed"
+stop_fleet
+make_keys rel
+start_fleet --pubkey "$WORK/rel.pub"
+rc=0; run_device k-1 esp32 "$WORK/k1" || rc=$?
+[ "$(running "$WORK/k1")" = 1.0.0 ] || fail "a --pubkey server offered an unsigned image"
+grep -q "image [0-9a-f]*\.\.\. (2\.0\.0): not offered by this server: it is unsigned, and this server serves only images signed with one of its --pubkey keys" "$WORK/server.log" ||
+  fail "the log does not say why the unsigned image is not offered: $(grep 'image ' "$WORK/server.log" | tail -3)"
+"$TCPOTA" rollout show 1 > "$WORK/ks.out" 2>&1 || fail "rollout show 1: $(cat "$WORK/ks.out")"
+grep -q "it is unsigned, and this server serves only images signed" "$WORK/ks.out" ||
+  fail "rollout show does not say why its image is not served: $(cat "$WORK/ks.out")"
+stop_fleet
+# Signed, by a key this server does not hold (added where no key was asked for).
+start_fleet
+make_keys other
+signed_image "$WORK/otherkey" 30000 2.0.2 esp32 other
+image_add "$WORK/otherkey" > /dev/null
+"$TCPOTA" rollout create --image 2.0.2 --model esp32 > /dev/null || fail "rollout create 2.0.2 failed"
+stop_fleet
+start_fleet --pubkey "$WORK/rel.pub"
+rc=0; run_device k-1 esp32 "$WORK/k1" || rc=$?
+[ "$(running "$WORK/k1")" = 1.0.0 ] || fail "a --pubkey server offered an image signed by another key"
+grep -q "image [0-9a-f]*\.\.\. (2\.0\.2): not offered by this server: its manifest is not signed by one of this server's --pubkey keys" "$WORK/server.log" ||
+  fail "the log does not say why the image of another key is not offered: $(grep 'image ' "$WORK/server.log" | tail -3)"
+signed_image "$WORK/withkey" 30000 2.1.0 esp32 rel
+image_add "$WORK/withkey" > /dev/null
+"$TCPOTA" rollout create --image 2.1.0 --model esp32 > /dev/null || fail "rollout create 2.1.0 failed"
+run_device k-1 esp32 "$WORK/k1" || fail "the signed image: $(tail -3 "$WORK/k-1.log")"
+[ "$(running "$WORK/k1")" = 2.1.0 ] || fail "the signed image was not installed"
+stop_fleet
+ok "--pubkey: an unsigned image added before the keys, or one signed by another key, is not served (logged, in rollout show); one signed by its key is"
