@@ -1737,7 +1737,10 @@ static void sweep_uploads(struct server *srv)
         return;
     }
     while ((e = readdir(d)) != NULL) {
-        if (strncmp(e->d_name, API_UPLOAD_PREFIX, strlen(API_UPLOAD_PREFIX)) == 0 &&
+        /* An upload's file, or a --db node's fetch cut by a kill (its
+         * bytes are fetched again when a check-in needs them). */
+        if ((strncmp(e->d_name, API_UPLOAD_PREFIX, strlen(API_UPLOAD_PREFIX)) == 0 ||
+             strncmp(e->d_name, FLEET_FETCH_PREFIX, strlen(FLEET_FETCH_PREFIX)) == 0) &&
             (size_t)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) < sizeof(path) &&
             unlink(path) == 0) {
             n++;
@@ -1745,8 +1748,9 @@ static void sweep_uploads(struct server *srv)
     }
     closedir(d);
     if (n) {
-        say(srv, "removed %u unfinished upload%s left in %s by an earlier run (add %s again)", n,
-            n == 1 ? "" : "s", dir, n == 1 ? "that image" : "those images");
+        say(srv, "removed %u unfinished upload%s or fetch%s left in %s by an earlier run (an"
+            " upload cut short: add %s again)", n, n == 1 ? "" : "s", n == 1 ? "" : "es", dir,
+            n == 1 ? "that image" : "those images");
     }
 }
 
@@ -1802,6 +1806,50 @@ static int files_private(struct server *srv)
     return 0;
 }
 
+/* 1 when dir holds an image file (its name 64 hex digits). */
+static int holds_images(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int found = 0;
+
+    while (d && !found && (e = readdir(d)) != NULL) {
+        found = strlen(e->d_name) == 2 * TCPOTA_ID_LEN &&
+                strspn(e->d_name, "0123456789abcdef") == 2 * TCPOTA_ID_LEN;
+    }
+    if (d) closedir(d);
+    return found;
+}
+
+/* The fleet a start serves is the one its flags name: a --data of one kind
+ * given to the other served an empty fleet without a word (a trial: a
+ * SQLite node's DIR given --db; a --db node's DIR whose config lost its db
+ * line, behind a balancer, registering devices anew). Refused instead. */
+static int store_kind_mismatch(struct server *srv)
+{
+    const struct tcpota_serve_opts *o = srv->o;
+    char path[PATH_MAX];
+    struct stat st;
+
+    snprintf(path, sizeof(path), "%s/" FLEET_DB_FILE, o->data_dir);
+    if (o->db && lstat(path, &st) == 0) {
+        return not_starting(srv, "--data %s holds a SQLite fleet (%s), and --db serves the"
+                            " PostgreSQL one: a --db node keeps only its image cache and api.token"
+                            " in --data; give it another directory (the SQLite fleet's devices,"
+                            " secrets and rollouts are not moved to PostgreSQL: docs/scaling.md)",
+                            o->data_dir, path);
+    }
+    if (!o->db && lstat(path, &st) != 0 && errno == ENOENT && o->images_dir &&
+        holds_images(o->images_dir)) {
+        return not_starting(srv, "--data %s holds images but no %s: it is a --db node's image"
+                            " cache, or its database was lost; give --db to serve that PostgreSQL"
+                            " fleet, restore %s from a backup (docs/operations.md), or give an"
+                            " empty --data for a new fleet", o->data_dir, FLEET_DB_FILE,
+                            FLEET_DB_FILE);
+    }
+    return 0;
+}
+
 int fleet_open(struct server *srv)
 {
     const struct tcpota_serve_opts *o = srv->o;
@@ -1828,7 +1876,7 @@ int fleet_open(struct server *srv)
     if (!f->flush_timer) {
         return not_starting(srv, "out of memory");
     }
-    if (files_private(srv) < 0) {
+    if (files_private(srv) < 0 || store_kind_mismatch(srv) < 0) {
         return -1;
     }
     f->store = o->db && o->open_db ? o->open_db(o->db, o->data_dir, srv->base, err, sizeof(err))

@@ -20,6 +20,7 @@
 #define FLEET_LOCK_FILE "tcpota.lock" /* held by the server that runs on --data */
 #define FLEET_IMAGES_DIR "images"
 #define FLEET_TOKEN_FILE "api.token"
+#define FLEET_FETCH_PREFIX ".fetch-" /* a --db node's image being fetched into images/ */
 
 /* Makes the server's entries of dir private: tcpota.db, its -wal and -shm,
  * tcpota.lock (0600), images/ (0700) and the files in it (0600), each when

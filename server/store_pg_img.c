@@ -9,6 +9,7 @@
 #include "store_pg_internal.h"
 #include "pq_dl.h" /* libpq through pq_load()'s pointers */
 #include "digest.h"
+#include "fleet_files.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -112,7 +113,7 @@ int pg_img_cache(struct pgstore *st, struct store_req *r, const struct store_ima
     if (stat(img->path, &sb) == 0 && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size == img->size) {
         return STORE_OK;
     }
-    snprintf(tmp, sizeof(tmp), "%s/images/.fetch-XXXXXX", st->dir);
+    snprintf(tmp, sizeof(tmp), "%s/" FLEET_IMAGES_DIR "/" FLEET_FETCH_PREFIX "XXXXXX", st->dir);
     if ((fd = mkstemp(tmp)) < 0) {
         return store_err_set(r, STORE_E_IO, "cannot create %s: %s", tmp, strerror(errno));
     }

@@ -660,3 +660,20 @@ run_device k-1 esp32 "$WORK/k1" || fail "the signed image: $(tail -3 "$WORK/k-1.
 [ "$(running "$WORK/k1")" = 2.1.0 ] || fail "the signed image was not installed"
 stop_fleet
 ok "--pubkey: an unsigned image added before the keys, or one signed by another key, is not served (logged, in rollout show); one signed by its key is"
+
+
+# ---- a --data of one store's kind given to the other ------------------------
+# A SQLite fleet's --data given --db (its tcpota.db would be ignored), and a
+# --db node's image cache given without --db (a config that lost its db
+# line: an empty fleet behind the balancer): refused at once, saying what
+# the directory holds and what to do. Nothing is changed in it.
+rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "$WORK/keysnow" \
+  --db "postgresql://tcpota@127.0.0.1:1/tcpota?connect_timeout=1" > /dev/null 2> "$WORK/kind1.log" || rc=$?
+[ $rc -eq 1 ] && grep -q -- "--data $WORK/keysnow holds a SQLite fleet ($WORK/keysnow/tcpota.db), and --db serves the PostgreSQL one" "$WORK/kind1.log" &&
+  ! grep -q "database is unreachable\|could not connect" "$WORK/kind1.log" || fail "--db on a SQLite fleet's --data: rc $rc: $(cat "$WORK/kind1.log")"
+mkdir -m 700 "$WORK/cache" "$WORK/cache/images"
+cp "$WORK/nokey" "$WORK/cache/images/$(sha256sum "$WORK/nokey" | cut -d' ' -f1)"
+rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "$WORK/cache" > /dev/null 2> "$WORK/kind2.log" || rc=$?
+[ $rc -eq 1 ] && grep -q -- "--data $WORK/cache holds images but no tcpota.db: it is a --db node's image cache, or its database was lost; give --db" "$WORK/kind2.log" &&
+  [ ! -e "$WORK/cache/tcpota.db" ] || fail "a --db node's cache without --db: rc $rc: $(cat "$WORK/kind2.log")"
+ok "--db on a SQLite fleet's --data, or a --db node's cache without --db: refused, saying what it holds"
