@@ -134,6 +134,31 @@ static int64_t current_version(PGconn *db, char *err, size_t errlen)
     if (v != -3) {
         return v;
     }
+    /* The name alone is not ours: Flyway before 5 kept its migrations in a
+     * schema_version table too (a trial: tcpota's migration 3 ran against
+     * another program's tables). Ours has one column, version INTEGER,
+     * and from version 1 on image_chunks beside it (made in the same
+     * transaction as the version's first rise). */
+    res = PQexec(db, "SELECT (SELECT count(*) FROM information_schema.columns WHERE table_schema ="
+                     " current_schema() AND table_name = 'schema_version'), (SELECT count(*) FROM"
+                     " information_schema.columns WHERE table_schema = current_schema() AND"
+                     " table_name = 'schema_version' AND column_name = 'version' AND data_type ="
+                     " 'integer'), (SELECT count(*) FROM pg_tables WHERE schemaname ="
+                     " current_schema() AND tablename = 'image_chunks'), current_schema()");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        conn_err(db, "cannot read the schema version", err, errlen);
+        PQclear(res);
+        return -2;
+    }
+    if (strcmp(PQgetvalue(res, 0, 0), "1") != 0 || strcmp(PQgetvalue(res, 0, 1), "1") != 0 ||
+        strcmp(PQgetvalue(res, 0, 2), "1") != 0) {
+        snprintf(err, errlen, "schema \"%s\" of the database holds a schema_version table that is"
+                 " not tcpota's (another program's migrations?); give --db another database or"
+                 " schema", PQgetvalue(res, 0, 3));
+        PQclear(res);
+        return -1;
+    }
+    PQclear(res);
     res = PQexec(db, "SELECT max(version) FROM schema_version");
     v = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1
             ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : -2;

@@ -1384,6 +1384,21 @@ static void test_not_ours_or_newer(void **state)
     assert_null(store_pg_open(other.db, other.dir, f->base, err, sizeof(err)));
     assert_non_null(strstr(err, "holds tables but not tcpota's"));
     ss_rm_tree(other.dir);
+    /* A schema_version of another program (Flyway before 5 used the name;
+     * one of one integer column holding 42 but no tcpota table beside it):
+     * not ours, said so, not migrated into nor called newer. */
+    ss_fx_fresh(&other);
+    sql(&other, "CREATE TABLE schema_version (installed_rank int, version varchar(50),"
+                " description text); INSERT INTO schema_version VALUES (1, '1', 'init');"
+                " CREATE TABLE devices (id int PRIMARY KEY, owner text)");
+    assert_null(store_pg_open(other.db, other.dir, f->base, err, sizeof(err)));
+    if (!strstr(err, "holds a schema_version table that is not tcpota's")) fail_msg("%s", err);
+    ss_rm_tree(other.dir);
+    ss_fx_fresh(&other);
+    sql(&other, "CREATE TABLE schema_version (version int); INSERT INTO schema_version VALUES (42)");
+    assert_null(store_pg_open(other.db, other.dir, f->base, err, sizeof(err)));
+    if (!strstr(err, "holds a schema_version table that is not tcpota's")) fail_msg("%s", err);
+    ss_rm_tree(other.dir);
 }
 
 int main(void)
