@@ -550,6 +550,18 @@ static const char *const conn_keys[] = {"application_name", "connect_timeout", "
                                         "keepalives_interval", "keepalives_count",
                                         "tcp_user_timeout", "dbname", NULL};
 
+/* 1 when the session may not write (a hot standby, or the database's or
+ * role's default_transaction_read_only). */
+static int read_only(PGconn *db)
+{
+    PGresult *res = PQexec(db, "SHOW transaction_read_only");
+    int ro = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+             strcmp(PQgetvalue(res, 0, 0), "on") == 0;
+
+    PQclear(res);
+    return ro;
+}
+
 static int connect_db(struct pgstore *st, char *err, size_t errlen)
 {
     /* dbname last and expanded: the connection string's own settings win. */
@@ -578,6 +590,14 @@ static int connect_db(struct pgstore *st, char *err, size_t errlen)
         return -1;
     }
     PQsetNoticeProcessor(st->db, quiet, NULL);
+    if (read_only(st->db)) {
+        /* Else every check-in and upload failed later with "cannot execute
+         * UPDATE in a read-only transaction" and no hint (a trial). */
+        snprintf(err, errlen, "the database at --db takes no writes (transaction_read_only is on:"
+                 " a standby, or default_transaction_read_only set); give --db the primary, or"
+                 " its hosts with target_session_attrs=read-write (docs/scaling.md)");
+        return -1;
+    }
     return pg_migrate(st->db, err, errlen);
 }
 

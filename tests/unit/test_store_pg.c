@@ -1399,6 +1399,18 @@ static void test_not_ours_or_newer(void **state)
     assert_null(store_pg_open(other.db, other.dir, f->base, err, sizeof(err)));
     if (!strstr(err, "holds a schema_version table that is not tcpota's")) fail_msg("%s", err);
     ss_rm_tree(other.dir);
+    /* A session that may not write (a standby; here the option): refused
+     * at start, naming target_session_attrs, not failing every request. */
+    {
+        char ro[sizeof f->db + 64];
+        snprintf(ro, sizeof ro, "%s", f->db);
+        ro[strlen(ro) - 1] = '\0'; /* the closing quote of its options */
+        strncat(ro, " -c default_transaction_read_only=on'", sizeof ro - strlen(ro) - 1);
+        assert_null(store_pg_open(ro, f->dir, f->base, err, sizeof(err)));
+        if (!strstr(err, "takes no writes") || !strstr(err, "target_session_attrs=read-write")) {
+            fail_msg("%s", err);
+        }
+    }
 }
 
 int main(void)
