@@ -716,7 +716,7 @@ static int distinct_listeners(const struct tcpota_serve_opts *o)
  * there before), and only what is in it goes. Any other directory is never
  * touched. Nothing goes either while another process holds dir's lock: a
  * server that started on it meanwhile, whose files these are. */
-static void undo_data_dir(const char *dir, int created)
+static void undo_data_dir(const struct tcpota_serve_opts *o, const char *dir, int created)
 {
     char lock[4200];
     int fd, rc;
@@ -737,18 +737,17 @@ static void undo_data_dir(const char *dir, int created)
         return; /* the start failed before it made the directory */
     }
     if (rc < 0 && created) {
-        fprintf(stderr, "tcpota serve: the start failed, and --data %s, which it created, could "
-                        "not be removed whole (%s); remove it before the next start\n",
-                dir, strerror(-rc));
+        say_always(o, LOG_LV_ERROR, "the start failed, and --data %s, which it created, could not"
+                   " be removed whole (%s); remove it before the next start", dir, strerror(-rc));
     } else if (rc < 0) {
-        fprintf(stderr, "tcpota serve: the start failed, and what it created in --data %s (empty "
-                        "before) could not all be removed (%s); empty it before the next start\n",
-                dir, strerror(-rc));
+        say_always(o, LOG_LV_ERROR, "the start failed, and what it created in --data %s (empty"
+                   " before) could not all be removed (%s); empty it before the next start", dir,
+                   strerror(-rc));
     } else if (created) {
-        fprintf(stderr, "tcpota serve: removed --data %s, which this failed start created\n", dir);
+        say_always(o, LOG_LV_INFO, "removed --data %s, which this failed start created", dir);
     } else {
-        fprintf(stderr, "tcpota serve: removed what this failed start created in --data %s (it "
-                        "was empty before; the directory is kept)\n", dir);
+        say_always(o, LOG_LV_INFO, "removed what this failed start created in --data %s (it was"
+                   " empty before; the directory is kept)", dir);
     }
 }
 
@@ -918,7 +917,7 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
     }
     rc = tcpota_serve(o);
     if (rc != 0 && (created || was_empty)) {
-        undo_data_dir(o->data_dir, created);
+        undo_data_dir(o, o->data_dir, created);
     }
     return rc;
 }

@@ -167,6 +167,21 @@ if not any(o["level"] == "error" and "it holds a private key, not a certificate"
 EOF2
 ok "json: a start that fails on its TLS files logs why as a JSON error line"
 
+# A fleet's first start that fails (here: no database at --db) undoes what it
+# made in --data and says so as a JSON line too (before: a bare text line,
+# without a time even in text).
+rc=0
+timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "$WORK/undo" --log-format json \
+  --db "postgresql://tcpota@127.0.0.1:1/tcpota?connect_timeout=1" 2> "$WORK/undo.log" || rc=$?
+[ $rc -eq 1 ] && [ ! -e "$WORK/undo" ] || fail "a failed first start: exit $rc, --data left: $(cat "$WORK/undo.log")"
+python3 - "$WORK/undo.log" <<'EOF2' || fail "a failed first start's lines are not all JSON: $(cat "$WORK/undo.log")"
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+if not any("which this failed start created" in o["msg"] and "time" in o for o in lines):
+    sys.exit("no JSON line for the undo")
+EOF2
+ok "json: a failed first start's undo of --data is a JSON line"
+
 # Scripts wait for "listening on" and may stop the server at once: the stop
 # signal must be handled by then (it was not, and a CI run saw exit 143, the
 # default action's, about one start in two when the SIGTERM came at once).
