@@ -45,6 +45,7 @@
 #include "pq_dl.h" /* libpq through pq_load()'s pointers */
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -550,6 +551,31 @@ static const char *const conn_keys[] = {"application_name", "connect_timeout", "
                                         "keepalives_interval", "keepalives_count",
                                         "tcp_user_timeout", "dbname", NULL};
 
+/* What to do after libpq's msg: a password refused is a wrong one, not a
+ * missing one; one none gave while PGPASSFILE names a file that is not
+ * there is that file's fault (a trial: both got "give the role's
+ * password ..."); anything else, check the database. buf: for the file. */
+static const char *password_hint(const char *msg, char *buf, size_t cap)
+{
+    const char *file = getenv("PGPASSFILE");
+
+    if (strstr(msg, "password authentication failed")) {
+        return "the password given was refused: check it in the file PGPASSFILE names, or in"
+               " ~/.pgpass (the line HOST:PORT:DATABASE:USER:PASSWORD matching --db), against the"
+               " role's in PostgreSQL";
+    }
+    if (!strstr(msg, "password")) {
+        return PG_CHECK_HINT;
+    }
+    if (file && *file && access(file, F_OK) != 0) {
+        snprintf(buf, cap, "PGPASSFILE names %s, which does not exist: put the role's password"
+                 " there (mode 0600, lines HOST:PORT:DATABASE:USER:PASSWORD; docs/scaling.md)",
+                 file);
+        return buf;
+    }
+    return PG_PASSWORD_HINT;
+}
+
 /* 1 when the session may not write (a hot standby, or the database's or
  * role's default_transaction_read_only). */
 static int read_only(PGconn *db)
@@ -567,7 +593,7 @@ static int connect_db(struct pgstore *st, char *err, size_t errlen)
     /* dbname last and expanded: the connection string's own settings win. */
     const char *values[] = {"tcpota", "10", "10", "5", "3", "25000", st->conninfo, NULL};
     static const char head[] = "cannot connect to the database (--db): ";
-    char msg[256];
+    char msg[256], said[PATH_MAX + 200];
     const char *hint;
     size_t fixed;
 
@@ -583,7 +609,7 @@ static int connect_db(struct pgstore *st, char *err, size_t errlen)
          * outage's message says it; libpq's shortened if it must be. A
          * password refused, or none given ("fe_sendauth: no password
          * supplied"): the database runs, the password is what to fix. */
-        hint = strstr(msg, "password") ? PG_PASSWORD_HINT : PG_CHECK_HINT;
+        hint = password_hint(msg, said, sizeof(said));
         fixed = sizeof(head) - 1 + 2 + strlen(hint);
         snprintf(err, errlen, "%s%.*s; %s", head, errlen > fixed + 1 ? (int)(errlen - fixed - 1) : 0,
                  msg, hint);

@@ -1,7 +1,8 @@
 """pg_fake.py MODE: a stand-in for a PostgreSQL server on 127.0.0.1, its
 port printed first. MODE password: answers each startup (after refusing
 SSL or GSS encryption) with AuthenticationCleartextPassword, a database
-that wants a password; mute: accepts and never answers (a start that waits
+that wants a password; refuse: the same, then refuses the password it
+gets (password authentication failed); mute: accepts and never answers (a start that waits
 for its database). For tests of what tcpota serve --db says and survives."""
 import socket
 import struct
@@ -26,5 +27,10 @@ while True:
             c.sendall(b"N")
             continue
         c.sendall(b"R" + struct.pack(">II", 8, 3))  # a password, please
+        if mode == "refuse":  # read it, and refuse it as PostgreSQL does
+            c.recv(4096)
+            fields = (b"SFATAL\0VFATAL\0C28P01\0"
+                      b"Mpassword authentication failed for user \"tcpota\"\0\0")
+            c.sendall(b"E" + struct.pack(">I", 4 + len(fields)) + fields)
         break
     c.close()

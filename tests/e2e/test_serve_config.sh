@@ -241,9 +241,21 @@ pg_fake() {
 }
 pg_fake password
 PGPASSFILE=/nonexistent db_pw pwwant.log --db "postgresql://tcpota@127.0.0.1:$PG_FAKE_PORT/tcpota?sslmode=disable"
-grep -q "cannot connect to the database (--db): .*password.*; give the role's password in a file of mode 0600 that PGPASSFILE names, or in ~/.pgpass (lines HOST:PORT:DATABASE:USER:PASSWORD; docs/scaling.md)$" pwwant.log ||
-  fail "a database wanting a password: $(cat pwwant.log)"
-ok "a database that wants a password none gave: the message says to give it"
+grep -q "cannot connect to the database (--db): .*password.*; PGPASSFILE names /nonexistent, which does not exist: put the role's password there (mode 0600, lines HOST:PORT:DATABASE:USER:PASSWORD; docs/scaling.md)$" pwwant.log ||
+  fail "a database wanting a password, PGPASSFILE naming no file: $(cat pwwant.log)"
+: > empty.pgpass
+chmod 600 empty.pgpass
+PGPASSFILE=empty.pgpass db_pw pwwant2.log --db "postgresql://tcpota@127.0.0.1:$PG_FAKE_PORT/tcpota?sslmode=disable"
+grep -q "cannot connect to the database (--db): .*password.*; give the role's password in a file of mode 0600 that PGPASSFILE names, or in ~/.pgpass (lines HOST:PORT:DATABASE:USER:PASSWORD; docs/scaling.md)$" pwwant2.log ||
+  fail "a database wanting a password none gave: $(cat pwwant2.log)"
+# A password given and refused: said to be the wrong one, not a missing one.
+pg_fake refuse
+printf '127.0.0.1:%s:tcpota:tcpota:Pw0rd\n' "$PG_FAKE_PORT" > wrong.pgpass
+chmod 600 wrong.pgpass
+PGPASSFILE=wrong.pgpass db_pw pwwrong.log --db "postgresql://tcpota@127.0.0.1:$PG_FAKE_PORT/tcpota?sslmode=disable"
+grep -q "cannot connect to the database (--db): .*password authentication failed.*; the password given was refused: check it in the file PGPASSFILE names, or in ~/.pgpass" pwwrong.log ||
+  fail "a password refused: $(cat pwwrong.log)"
+ok "a database that wants a password none gave: the message says to give it (or that PGPASSFILE names no file); one that refuses it: said to be the wrong one"
 # SIGHUP and SIGUSR1 while the start waits (here for a database that never
 # answers) are ignored, not fatal (before: exit 129 / 138; a systemd reload
 # just after a start killed the service).
