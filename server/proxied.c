@@ -61,7 +61,7 @@ static void refuse(struct proxied *p, const char *why)
 {
     p->srv->stats.refused++;
     say_peer(p->srv, p->host, p->port, "refused: a connection from this balancer must begin with "
-             "a PROXY protocol header (--proxy-protocol; HAProxy: send-proxy or send-proxy-v2): "
+             "a valid PROXY protocol header (--proxy-protocol; HAProxy: send-proxy or send-proxy-v2): "
              "%s; closing", why);
     drop(p, 0);
 }

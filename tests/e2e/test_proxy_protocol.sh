@@ -154,7 +154,7 @@ ok "the fleet's registry has the device's own address"
 
 rc=0; dev d0 "$P0" || rc=$?
 [ $rc -ne 0 ] || fail "a device through a backend without send-proxy updated"
-grep -q "\[- 127\.0\.0\.4:[0-9]*\] refused: a connection from this balancer must begin with a PROXY protocol header (--proxy-protocol; HAProxy: send-proxy or send-proxy-v2): no PROXY protocol header" N.log ||
+grep -q "\[- 127\.0\.0\.4:[0-9]*\] refused: a connection from this balancer must begin with a valid PROXY protocol header (--proxy-protocol; HAProxy: send-proxy or send-proxy-v2): no PROXY protocol header" N.log ||
   fail "no refusal naming the missing header: $(tail -3 N.log)"
 ok "a backend without send-proxy: refused, saying what to configure"
 
