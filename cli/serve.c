@@ -315,9 +315,22 @@ static int parse_proxy_from(const char *val, char (*out)[PROXY_FROM_LEN], size_t
         memcpy(one, s, n);
         one[n] = '\0';
         fam = inet_pton(AF_INET, one, bin) == 1 ? AF_INET : inet_pton(AF_INET6, one, bin) == 1 ? AF_INET6 : 0;
+        if (!fam && strchr(one, '/')) {
+            fprintf(stderr, "tcpota serve: --proxy-protocol: '%s' is a network; give each"
+                            " balancer's own address (e.g. 10.0.0.5,10.0.0.6): a header is"
+                            " believed only from them\n", one);
+            return -1;
+        }
         if (!fam) {
             fprintf(stderr, "tcpota serve: --proxy-protocol: '%s' is not an IP address; give the "
                             "balancers' addresses (e.g. 10.0.0.5), not names\n", one);
+            return -1;
+        }
+        if ((fam == AF_INET && memcmp(bin, "\0\0\0\0", 4) == 0) ||
+            (fam == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED((const struct in6_addr *)(const void *)bin))) {
+            /* No connection comes from it: the flag would believe nobody. */
+            fprintf(stderr, "tcpota serve: --proxy-protocol: '%s' is no peer's address (it means"
+                            " 'any' only to listen); give the balancers' own addresses\n", one);
             return -1;
         }
         if (*count == PROXY_FROM_MAX) {

@@ -187,7 +187,10 @@ bad() { # bad REGEX VALUE
 bad "--proxy-protocol: 'lb.example' is not an IP address; give the balancers' addresses" lb.example
 bad "give the balancers' IP addresses, separated by commas" 10.0.0.5,
 bad "at most 16 balancer addresses" "$(seq -s, -f '10.0.0.%g' 1 17)"
-ok "bad --proxy-protocol values refused"
+bad "--proxy-protocol: '10.0.0.0/24' is a network; give each balancer's own address" 10.0.0.0/24
+bad "--proxy-protocol: '0.0.0.0' is no peer's address" 0.0.0.0
+bad "--proxy-protocol: '::' is no peer's address" ::
+ok "bad --proxy-protocol values refused (a name, a network, 'any', too many)"
 
 # Half a header, then the end of stream: refused at once (not a loop on a
 # readable socket until the 10 s limit).
