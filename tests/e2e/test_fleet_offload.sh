@@ -359,7 +359,7 @@ kill -9 "$SERVER_PID"; wait "$SERVER_PID" 2> /dev/null || true
 wait "$add_g" 2> /dev/null && fail "an upload whose server was killed succeeded"
 ls -A "$DATA/images" | grep -q '^\.upload-' || fail "no temporary file after the kill: the test tests nothing"
 start_fleet
-grep -q "removed 1 unfinished upload left in $DATA/images by an earlier run (add that image again)" server.log ||
+grep -q "removed 1 unfinished upload or fetch left in $DATA/images by an earlier run (an upload cut short: add that image again)" server.log ||
   fail "the leftover upload was not removed or not said: $(cat server.log)"
 ls -A "$DATA/images" | grep -q '^\.upload-' && fail "a temporary file stayed after a restart: $(ls -A "$DATA/images")"
 stop_fleet
