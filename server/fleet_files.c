@@ -4,10 +4,13 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define FILES_OTHERS (S_IRWXG | S_IRWXO)
 
@@ -124,4 +127,48 @@ int fleet_files_private(const char *dir, char *said, size_t saidlen, char *err, 
         changed += (int)nimg;
     }
     return changed;
+}
+
+int fleet_lock_take(const char *dir, char *err, size_t errlen)
+{
+    char path[PATH_MAX], pid[32];
+    ssize_t n;
+    int fd, len;
+
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, FLEET_LOCK_FILE) >= sizeof(path)) {
+        snprintf(err, errlen, "the data directory path is too long");
+        return -1;
+    }
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        n = pread(fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        snprintf(err, errlen, "%s is in use by another tcpota serve (pid %s); stop it or use"
+                 " another --data", dir, pid[0] ? pid : "unknown");
+        close(fd); /* not ours: its pid stays */
+        return -1;
+    }
+    len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        fleet_lock_release(fd);
+        return -1;
+    }
+    return fd;
+}
+
+void fleet_lock_release(int fd)
+{
+    if (fd < 0) {
+        return;
+    }
+    /* Our pid goes with the lock: a script that signals $(cat
+     * DIR/tcpota.lock) must not reach a process that took the pid since. */
+    (void)!ftruncate(fd, 0); /* failing, the pid stays (stale) */
+    close(fd);               /* releases the flock */
 }

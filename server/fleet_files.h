@@ -34,4 +34,14 @@ int fleet_files_private(const char *dir, char *said, size_t saidlen, char *err, 
  * tcpota.db and its -wal and -shm, tcpota.lock, images/, api.token. */
 int fleet_files_own(const char *name);
 
+/* Takes dir/tcpota.lock (flock, for the caller's life) and writes our pid in
+ * it, so that a second server on the same --data is refused, told who holds
+ * it, rather than sweeping the first one's uploads and fetches (either
+ * store: a SQLite fleet, or a --db node's image cache). Returns the lock's
+ * descriptor, or -1 with err. */
+int fleet_lock_take(const char *dir, char *err, size_t errlen);
+
+/* Clears our pid from the lock file and releases it; fd < 0 does nothing. */
+void fleet_lock_release(int fd);
+
 #endif

@@ -40,6 +40,7 @@
  * connection whether it did (commit_outcome; settle_kept for a list the
  * outage kept). When the database cannot be reached, store_pg_outage.c
  * takes over. */
+#include "fleet_files.h" /* fleet_lock_take */
 #include "store_common.h"
 #include "store_pg_internal.h"
 #include "pq_dl.h" /* libpq through pq_load()'s pointers */
@@ -490,6 +491,7 @@ static void teardown(struct pgstore *st)
     if (st->db) {
         PQfinish(st->db);
     }
+    fleet_lock_release(st->lock_fd);
     free(st);
 }
 
@@ -650,13 +652,17 @@ struct store *store_pg_open(const char *conninfo, const char *dir, struct event_
         return NULL;
     }
     st->base.vt = &pg_vt;
+    st->lock_fd = -1;
     store_worker_init(&st->w);
     st->kept_max = PG_KEPT_MAX;
     snprintf(st->dir, sizeof(st->dir), "%s", dir);
     snprintf(st->conninfo, sizeof(st->conninfo), "%s", conninfo);
     ops.ctx = st;
     ops.owner = &st->base;
-    if (connect_db(st, err, errlen) != 0 ||
+    /* Before the database, which a start may wait for: a second node on
+     * this --data would sweep the first one's fetches (fleet_open). */
+    st->lock_fd = fleet_lock_take(dir, err, errlen);
+    if (st->lock_fd < 0 || connect_db(st, err, errlen) != 0 ||
         store_worker_start(&st->w, &ops, base, err, errlen) != 0) {
         teardown(st);
         return NULL;

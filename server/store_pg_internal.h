@@ -50,6 +50,7 @@ struct pgstore {
     PGconn *db;
     char conninfo[1024];
     char dir[400];           /* the local image cache's parent: dir/images */
+    int lock_fd;             /* dir/tcpota.lock, ours (fleet_lock_take); -1 before */
     struct store_worker w;   /* the store thread, its queue, the completions */
     /* Store thread only: */
     struct pg_cached *cache;

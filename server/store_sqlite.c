@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -321,15 +320,7 @@ static void teardown(struct sstore *st)
     if (st->db) {
         sqlite3_close(st->db);
     }
-    if (st->lock_fd >= 0) {
-        /* Our pid goes with the lock (not another server's, when we did not
-         * get it): a script that signals $(cat DIR/tcpota.lock) must not
-         * reach a process that took the pid since. */
-        if (st->lock_held) {
-            (void)!ftruncate(st->lock_fd, 0); /* failing, the pid stays (stale) */
-        }
-        close(st->lock_fd); /* releases the flock */
-    }
+    fleet_lock_release(st->lock_fd);
     free(st);
 }
 
@@ -375,37 +366,6 @@ static int prepare_dir(const char *dir, char *err, size_t errlen)
         snprintf(err, errlen, "%s is not a directory; move it away", images);
         return -1;
     }
-    return 0;
-}
-
-/* Takes DIR/tcpota.lock for this process's life and writes our pid in it,
- * so a second server on the same DIR is told who holds it. */
-static int take_lock(struct sstore *st, char *err, size_t errlen)
-{
-    char path[512], pid[32];
-    ssize_t n;
-    int len;
-
-    snprintf(path, sizeof(path), "%s/%s", st->dir, FLEET_LOCK_FILE);
-    st->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
-    if (st->lock_fd < 0) {
-        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-        return -1;
-    }
-    if (flock(st->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        n = pread(st->lock_fd, pid, sizeof(pid) - 1, 0);
-        pid[n > 0 ? n : 0] = '\0';
-        pid[strcspn(pid, "\n")] = '\0';
-        snprintf(err, errlen, "%s is in use by another tcpota serve (pid %s); stop it or use"
-                 " another --data", st->dir, pid[0] ? pid : "unknown");
-        return -1;
-    }
-    len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-    if (ftruncate(st->lock_fd, 0) != 0 || pwrite(st->lock_fd, pid, (size_t)len, 0) != len) {
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        return -1;
-    }
-    st->lock_held = 1;
     return 0;
 }
 
@@ -588,7 +548,7 @@ struct store *store_sqlite_open(const char *dir, struct event_base *base, char *
     st->lock_fd = -1;
     store_worker_init(&st->w);
     snprintf(st->dir, sizeof(st->dir), "%s", dir);
-    if (take_lock(st, err, errlen) != 0 || open_db(st, err, errlen) != 0) {
+    if ((st->lock_fd = fleet_lock_take(dir, err, errlen)) < 0 || open_db(st, err, errlen) != 0) {
         full_hint(dir, err, errlen);
         teardown(st);
         return NULL;

@@ -29,8 +29,7 @@ struct sstore {
     struct store base;       /* first: a struct store * is a struct sstore * */
     sqlite3 *db;
     char dir[400];
-    int lock_fd;
-    int lock_held; /* lock_fd's flock is ours, and our pid in it */
+    int lock_fd; /* DIR/tcpota.lock, ours (fleet_lock_take); -1 before */
     struct store_worker w;   /* the store thread, its queue, the completions */
     /* Store thread only: */
     int in_txn;              /* the batch transaction is open */

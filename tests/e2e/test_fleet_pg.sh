@@ -122,5 +122,19 @@ SERVER_PORT=${ports[0]} run_device dev-6 esp32 "$WORK/d6" || fail "dev-6 failed 
 check_device "$WORK/d6" "$WORK/img4"
 ok "a node's damaged copy of an image is removed and fetched again from the database at the next check-in; one cut short at once"
 
+# A second node given node A's --data is refused before it reaches the
+# database: running, it swept A's uploads and fetches at its start (each
+# node's --data is its own; before, only a SQLite fleet's was locked).
+touch "$WORK/n1/images/.fetch-inflight"
+rc=0
+"$TCPOTA" serve --db "$PG_CONNINFO" --data "$WORK/n1" --listen 127.0.0.1:0 --api off \
+  --no-progress < /dev/null > "$WORK/second.log" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] || fail "a second node on node A's --data started"
+grep -q "$WORK/n1 is in use by another tcpota serve (pid $(cat "$WORK/n1.pid")); stop it or use another --data" \
+  "$WORK/second.log" || fail "second node on A's --data: $(cat "$WORK/second.log")"
+[ -e "$WORK/n1/images/.fetch-inflight" ] || fail "a second node on A's --data removed A's fetch"
+rm -f "$WORK/n1/images/.fetch-inflight"
+ok "a second node on a node's --data is refused, naming the node that holds it; nothing of it swept"
+
 stop_pg_cluster
 ok "every node stopped cleanly"
