@@ -194,6 +194,7 @@ struct device {
     struct tcpota_runner runner; /* connect, back off, give up */
     int told_unreachable;    /* "cannot reach the server" said since the last connect */
     int tls_failed;          /* the last attempt's TLS handshake (or binding) failed */
+    int tls_refused;         /* then cli_tls_handshake's return (CLI_TLS_NOT_TLS, ...) */
     int connected;           /* the current (or last) attempt got a connection */
     int answered;            /* ... and bytes from the server */
     uint32_t declined_size;  /* size of the last offer declined */
@@ -799,7 +800,9 @@ static int runner_connect(void *ctx)
         }
         if (rc != 0) {
             dv->tls_failed = 1;
-            return rc == CLI_TLS_CERT_REFUSED ? TCPOTA_ERR_DENIED : TCPOTA_ERR_PROTO;
+            dv->tls_refused = rc;
+            return rc == CLI_TLS_CERT_REFUSED || rc == CLI_TLS_NOT_TLS ? TCPOTA_ERR_DENIED
+                                                                       : TCPOTA_ERR_PROTO;
         }
     }
     return rc;
@@ -1071,8 +1074,13 @@ static int run(struct device *dv)
             continue;
         case TCPOTA_RUNNER_DENIED:
             if (dv->tls_failed) {
-                /* This device refused the server's certificate. */
-                say(dv, "%s; not retrying: the same certificate would be refused again", dv->err);
+                /* This device refused the server's certificate, or the
+                 * server answered without TLS. */
+                say(dv, "%s; not retrying: %s", dv->err, dv->tls_refused == CLI_TLS_NOT_TLS
+                    ? "the same port would answer so again"
+                    : "the same certificate would be refused again");
+            } else if (dv->cl.http_answer) {
+                say(dv, "%s; not retrying: the same address would answer so again", dv->err);
             } else if (xfer(dv).retry_after_s) {
                 /* A throttle after failures (of this id or address), not a
                  * verdict on the secret: say when a try is checked again. */

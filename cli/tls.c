@@ -387,9 +387,20 @@ const char *cli_tls_verify_todo(long v, const char *whose, const char *host_flag
     return buf;
 }
 
-/* Says why SSL_connect() returned rc (not 1, not "want more") in err. */
+/* 1 when the handshake failed on the server's first bytes not being a
+ * TLS record: a plain tcpota port (tcpota serve answers a TLS client there
+ * with a line of text), an HTTP one, anything else that is not TLS. */
+static int answered_plain(int e)
+{
+    unsigned long q = ERR_peek_error();
+
+    return e == SSL_ERROR_SSL && q && ERR_GET_LIB(q) == ERR_LIB_SSL &&
+           ERR_GET_REASON(q) == SSL_R_WRONG_VERSION_NUMBER;
+}
+
 /* Says why the handshake failed in err. Returns CLI_TLS_CERT_REFUSED when
- * the server's certificate did not verify, else -1. */
+ * the server's certificate did not verify, CLI_TLS_NOT_TLS when the server
+ * answered without TLS, else -1. */
 static int handshake_error(const struct cli_tls *t, SSL *ssl, int rc, int e, char *err, size_t cap)
 {
     long v = SSL_get_verify_result(ssl);
@@ -406,6 +417,12 @@ static int handshake_error(const struct cli_tls *t, SSL *ssl, int rc, int e, cha
                  cli_tls_verify_todo(v, "the server's", "--server", "--ca", t->ca_file,
                                      "--ca FILE", todo, sizeof(todo)));
         return CLI_TLS_CERT_REFUSED;
+    } else if (answered_plain(e)) {
+        ERR_clear_error();
+        snprintf(err, cap, "TLS handshake failed: the server answered without TLS: this port"
+                 " does not speak TLS (a plain tcpota port: leave out --ca, or give its server"
+                 " --tls-cert; or not tcpota's device port at all)");
+        return CLI_TLS_NOT_TLS;
     } else if (e == SSL_ERROR_SSL) {
         snprintf(err, cap, "TLS handshake failed: %s", ssl_reason(why, sizeof(why)));
     } else if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {

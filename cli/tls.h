@@ -64,15 +64,19 @@ const char *cli_tls_verify_todo(long v, const char *whose, const char *host_flag
  * A damaged or foreign file is ignored (a full handshake follows, and a
  * good session replaces it). Returns 0 or -1 with a message on stderr. */
 int cli_tls_init(struct cli_tls *t, const char *ca_file, const char *session_file);
-/* cli_tls_handshake's return when the server's certificate did not verify
- * (another CA, name, dates): a configuration to fix, or a rogue server. */
+/* cli_tls_handshake's returns when retrying cannot help: the server's
+ * certificate did not verify (another CA, name, dates: a configuration to
+ * fix, or a rogue server), or the server answered without TLS (a plain
+ * port). */
 #define CLI_TLS_CERT_REFUSED (-2)
+#define CLI_TLS_NOT_TLS (-3)
 /* Runs the handshake on the client's connected socket, verifying the
  * certificate for `host`, within timeout_ms. Returns 0, or with the reason
  * in err CLI_TLS_CERT_REFUSED ("certificate verify failed: hostname
- * mismatch; give --server ...") or -1: OpenSSL's other reasons ("sslv3
- * alert handshake failure"), the server closed the connection during the
- * handshake, or a timeout. */
+ * mismatch; give --server ..."), CLI_TLS_NOT_TLS ("the server answered
+ * without TLS ...") or -1:
+ * OpenSSL's other reasons ("sslv3 alert handshake failure"), the server
+ * closed the connection during the handshake, or a timeout. */
 int cli_tls_handshake(struct cli_tls *t, struct tcpota_client *cl, const char *host,
                       uint16_t port, uint32_t timeout_ms, char *err, size_t cap);
 /* Derives this TLS session's channel binding (RFC 5705 / 8446 exporter,

@@ -40,6 +40,11 @@
 #define CONN_TLS_ONLY_MSG "this port speaks TLS only: connect with TLS (tcpota device --ca " \
                           "<the server's CA certificate>; CONFIG_TCPOTA_TLS on ESP-IDF)"
 
+/* The answer to a TLS client on a plain port (tls_on_plain): text, whose
+ * first bytes no TLS record starts with. */
+#define CONN_PLAIN_ONLY_MSG "tcpota: this port speaks plain TCP, not TLS (tcpota serve without " \
+                            "--tls-cert)\r\n"
+
 _Static_assert(sizeof(CONN_TLS_ONLY_MSG) - 1 <= TCPOTA_MAX_MESSAGE, "an ERROR message is at most 200 bytes");
 
 static void conn_take(struct conn *c);
@@ -762,6 +767,22 @@ static void unknown_said(struct conn *c, const uint8_t *buf, size_t n, int kind)
     clog_(c, 1, "unknown protocol (first byte 0x%02x%s); closing%s", buf[0], hint, more);
 }
 
+/* A TLS client on this plain port gets CONN_PLAIN_ONLY_MSG, which is no TLS
+ * record: its TLS stack then fails at once saying so ("wrong version
+ * number"), which the device reads as "this port does not speak TLS" and
+ * stops (a close alone read as a server at its limits, retried). What the
+ * peer sent is read first, so that the close is a FIN and not a reset that
+ * could overtake the line. */
+static void tls_on_plain(struct conn *c)
+{
+    uint8_t junk[512];
+
+    while (recv(c->fd, junk, sizeof(junk), MSG_DONTWAIT) > 0) {
+    }
+    (void)send(c->fd, CONN_PLAIN_ONLY_MSG, sizeof(CONN_PLAIN_ONLY_MSG) - 1,
+               MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
 /* Tells v1 from legacy by the first bytes and admits the connection, or
  * refuses it. Returns 0, or -1 when c was closed and freed. */
 static int detect(struct conn *c, const uint8_t *buf, size_t n)
@@ -797,6 +818,9 @@ static int detect(struct conn *c, const uint8_t *buf, size_t n)
     }
     c->srv->stats.failed++;
     unknown_said(c, buf, n, k);
+    if (k == TCPOTA_KIND_TLS) {
+        tls_on_plain(c);
+    }
     (void)conn_close(c, 1);
     return -1;
 }

@@ -207,11 +207,14 @@ int tcpota_runner_run(struct tcpota_runner *r)
         r->attempts++;
         out = attempt(r, &unreachable, &refused, &ran);
         image_failed = ran && d->bad_reason != TCPOTA_BAD_NONE;
-        /* The server refused who we are, or we refused its certificate:
-         * the same secret, or the same certificate, will be refused again,
-         * so this is no transient error to retry at once. */
+        /* The server refused who we are, or we refused its certificate
+         * (or its answer was not TLS), or an HTTP server answered: the same
+         * secret, certificate or address will fail again, so this is no
+         * transient error to retry at once. */
         denied = refused ||
-                 (ran && out == TCPOTA_CLIENT_RETRY && d->last_error == TCPOTA_ERR_DENIED);
+                 (ran && out == TCPOTA_CLIENT_RETRY &&
+                  (d->last_error == TCPOTA_ERR_DENIED ||
+                   (r->cfg.client && r->cfg.client->http_answer)));
         if (denied && r->cfg.max_attempts) {
             return TCPOTA_RUNNER_DENIED;
         }

@@ -19,10 +19,12 @@
  *    back off from backoff_min_ms, doubling per attempt without progress
  *    up to backoff_max_ms (200 ms to 5 s by default).
  *  - Refusals that retrying cannot change (the server refused this
- *    device's authentication, or the device refused the server's TLS
- *    certificate: connect's TCPOTA_ERR_DENIED) end the run at once when
- *    the device may give up (TCPOTA_RUNNER_DENIED), else back off as image
- *    failures do.
+ *    device's authentication; the device refused the server's TLS
+ *    certificate, or the server answered without TLS: connect's
+ *    TCPOTA_ERR_DENIED; an HTTP server answered HELLO, the client's
+ *    http_answer: the address names no device port) end the run at once
+ *    when the device may give up (TCPOTA_RUNNER_DENIED), else back off as
+ *    image failures do.
  *  - Image failures (the image failed its integrity check or was refused
  *    at ota_end, or its offer was declined as known bad: the core
  *    remembers such an image, see TCPOTA_KEY_BAD in tcpota/device.h) back
@@ -98,8 +100,9 @@ enum tcpota_runner_outcome {
     TCPOTA_RUNNER_ENDED,          /* the caller's event hook ended a connection */
     TCPOTA_RUNNER_GAVE_UP,        /* max_attempts without progress (err says the last why) */
     TCPOTA_RUNNER_DENIED,         /* the server refused this device's authentication (err says
-                                   * the server's words), or connect refused the server
-                                   * (TCPOTA_ERR_DENIED: its TLS certificate; err says why):
+                                   * the server's words), connect refused the server
+                                   * (TCPOTA_ERR_DENIED: its TLS certificate, or no TLS; err
+                                   * says why), or an HTTP server answered (err says so):
                                    * returned at once when max_attempts is set; with 0 the
                                    * runner waits as after an image failure (and at least the
                                    * server's RETRY_AFTER), and tries again */

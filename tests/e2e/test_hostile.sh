@@ -27,10 +27,13 @@ send 'GEThello'
 # answer, and the log says where HTTP is (here: nowhere, single-image mode).
 send 'GET / HTTP/1.1\r\nHost: x\r\n\r\n'
 [ ! -s "$WORK/reply" ] || fail "an HTTP request on the device port got an answer"
-# A TLS client on this plain port (a device set up for TLS): no answer (not a
-# v1 ERROR frame), and the log names it, for the operator to fix.
+# A TLS client on this plain port (a device set up for TLS): a line of text,
+# which no TLS record starts with (its TLS stack then says "wrong version
+# number" at once, not a v1 ERROR frame it cannot read), and the log names
+# it, for the operator to fix.
 send '\x16\x03\x01\x00\x05hello'
-[ ! -s "$WORK/reply" ] || fail "a TLS ClientHello on the plain port got an answer"
+[ "$(cat "$WORK/reply")" = "$(printf 'tcpota: this port speaks plain TCP, not TLS (tcpota serve without --tls-cert)\r')" ] ||
+  fail "a TLS ClientHello on the plain port got: $(od -c "$WORK/reply" | head -3)"
 send '\x01\x00\xff\xff'
 grep -q 'frame too big' "$WORK/reply" || fail "oversized length got no ERROR frame"
 # The protocol's limit exactly (docs/protocol.md: every peer takes 512-byte

@@ -75,6 +75,23 @@ wait_line server.log 'plain tcpota client on the TLS port: .* \(and [0-9]+ more 
 stop_server
 ok "inside TLS: bound answer served; a wrong secret is told to check it"
 
+# The other way round: a TLS device (--ca) on a plain port. The server
+# answers its ClientHello with a line of text, which no TLS record starts
+# with, and the device says the port does not speak TLS and stops (before:
+# a close, read as "or at its limits?", retried 20 times).
+start_server img 2.0.0
+rc=0; t0=$(date +%s)
+"$T" device --server "localhost:$SERVER_PORT" --flash tlsplain --ca srv.pem --quiet 2> tlsplain.log || rc=$?
+s=$(( $(date +%s) - t0 ))
+[ $rc -eq 1 ] || fail "a TLS device on a plain port exited $rc, expected 1: $(cat tlsplain.log)"
+[ "$s" -le 5 ] || fail "a TLS device on a plain port took $s s to stop"
+grep -q "TLS handshake failed: the server answered without TLS: this port does not speak TLS (a plain tcpota port: leave out --ca, or give its server --tls-cert; or not tcpota's device port at all); not retrying: the same port would answer so again" tlsplain.log ||
+  fail "a TLS device on a plain port was not told why: $(cat tlsplain.log)"
+[ "$(grep -c 'a TLS client, but this server runs without --tls-cert' server.log)" -eq 1 ] ||
+  fail "a TLS device on a plain port connected other than once: $(grep 0x16 server.log)"
+stop_server
+ok "a TLS device on a plain port is told at once that the port does not speak TLS, and stops"
+
 # A certificate or key that cannot be used: the file is named, with what it
 # holds when that says more than OpenSSL's reason; a certificate given as
 # the key is not called an exposed secret.

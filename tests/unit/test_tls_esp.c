@@ -415,6 +415,22 @@ static void test_server_not_speaking_tls(void **state)
     assert_non_null(strstr(err, "is it speaking TLS on this port, or at its limits?"));
 }
 
+/* A plain tcpota port answers a TLS client with a line of text (a plain
+ * HTTP port with its 400): no TLS record, so the same next time. */
+static void test_server_answers_without_tls(void **state)
+{
+    static const char line[] = "tcpota: this port speaks plain TCP, not TLS\r\n";
+    tcpota_esp_tls_config_t c = pem_config(CA_PEM);
+
+    (void)state;
+    client_up();
+    assert_int_equal(tcpota_esp_tls_init(&tls, &c, "ota.example", err, sizeof(err)), 0);
+    assert_int_equal(write(peer, line, sizeof(line) - 1), (ssize_t)sizeof(line) - 1);
+    assert_int_equal(tcpota_esp_tls_handshake(&tls, &cl, err, sizeof(err)), TCPOTA_ERR_DENIED);
+    assert_non_null(strstr(err, "the server answered without TLS: this port does not speak TLS"));
+    assert_non_null(strstr(err, "turn CONFIG_TCPOTA_TLS off"));
+}
+
 static void test_handshake_times_out(void **state)
 {
     tcpota_esp_tls_config_t c = pem_config(CA_PEM);
@@ -735,6 +751,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wrong_certificate_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_untrusted_certificate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_not_speaking_tls, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_server_answers_without_tls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handshake_times_out, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bind_needs_handshake, setup, teardown),
         cmocka_unit_test_setup_teardown(test_held_write_retried_with_its_length, setup, teardown),

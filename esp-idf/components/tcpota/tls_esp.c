@@ -312,10 +312,12 @@ static void handshake_done(tcpota_esp_tls_t *t)
 /* ---- one connection ---------------------------------------------------- */
 
 /* Says why mbedtls_ssl_handshake() returned rc in err; returns the code:
- * TCPOTA_ERR_DENIED for a certificate refused (refused again next time:
- * the runner backs off as after an image failure), TCPOTA_ERR_PROTO for
- * the rest (cut, alert, socket error: transient; never TCPOTA_ERR_IO,
- * which the runner takes for "server unreachable"). */
+ * TCPOTA_ERR_DENIED for a certificate refused or an answer that is no TLS
+ * record (a plain port: tcpota serve answers a TLS client there with a
+ * line of text; an HTTP one): the same again next time, and the runner
+ * backs off as after an image failure; TCPOTA_ERR_PROTO for the rest (cut,
+ * alert, socket error: transient; never TCPOTA_ERR_IO, which the runner
+ * takes for "server unreachable"). */
 static int handshake_error(tcpota_esp_tls_t *t, int rc, char *err, size_t cap)
 {
     uint32_t flags = mbedtls_ssl_get_verify_result(&t->ssl);
@@ -339,6 +341,12 @@ static int handshake_error(tcpota_esp_tls_t *t, int rc, char *err, size_t cap)
         snprintf(why, sizeof(why), "; verify flags 0x%lx", (unsigned long)flags);
 #endif
         snprintf(err, cap, "TLS: server certificate rejected for \"%s\": %s", t->host, why + 2);
+        return TCPOTA_ERR_DENIED;
+    }
+    if (rc == MBEDTLS_ERR_SSL_INVALID_RECORD) {
+        snprintf(err, cap, "TLS handshake failed: the server answered without TLS: this port does"
+                           " not speak TLS (a plain tcpota port: turn CONFIG_TCPOTA_TLS off, or give"
+                           " its server --tls-cert; or not tcpota's device port at all)");
         return TCPOTA_ERR_DENIED;
     }
     if (rc == MBEDTLS_ERR_SSL_CONN_EOF) {
