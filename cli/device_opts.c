@@ -199,9 +199,9 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
         o->max_attempts = n;
         return 0;
     case OPT_BMIN:
-        return u32_opt(v, name, 0, 3600000, &o->backoff_min) < 0 ? 2 : 0;
+        return u32_opt(v, name, 1, 3600000, &o->backoff_min) < 0 ? 2 : 0;
     case OPT_BMAX:
-        return u32_opt(v, name, 0, 3600000, &o->backoff_max) < 0 ? 2 : 0;
+        return u32_opt(v, name, 1, 3600000, &o->backoff_max) < 0 ? 2 : 0;
     case OPT_TIMEOUT:
         return u32_opt(v, name, 100, 86400000, &o->timeout_ms) < 0 ? 2 : 0;
     case OPT_CHECK:

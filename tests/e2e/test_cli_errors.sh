@@ -93,6 +93,12 @@ nine_keys=$(for _ in 1 2 3 4 5 6 7 8 9; do printf -- '--trust k.pub '; done)
 # shellcheck disable=SC2086 # nine_keys is nine options
 expect 2 "^tcpota device: --trust: at most 8 keys" \
   $T device --server 127.0.0.1:1 --flash devdir $nine_keys --max-attempts 1
+# 0 is no delay the runner takes (it reads 0 as its default): refused, not
+# turned into 200 ms without a word or into "cannot set up the connection loop".
+expect 2 "^tcpota device: --backoff-min-ms: '0' is out of range: give a whole number in 1\.\.3600000$" \
+  $T device --server 127.0.0.1:1 --flash devdir --backoff-min-ms 0 --backoff-max-ms 100
+expect 2 "^tcpota device: --backoff-max-ms: '0' is out of range: give a whole number in 1\.\.3600000$" \
+  $T device --server 127.0.0.1:1 --flash devdir --backoff-max-ms 0
 # A first backoff longer than the longest is a usage error (exit 2), said as
 # such, not a connection loop that cannot be set up (exit 1).
 expect 2 "^tcpota device: --backoff-min-ms 10 is larger than --backoff-max-ms 5$" \
