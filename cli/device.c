@@ -514,7 +514,9 @@ static int session_init(struct device *dv)
     cfg.device_id = dv->id;
     cfg.model = dv->o.model;
     cfg.version = dv->version;
-    cfg.running_id = dv->running.sha256;
+    /* An empty factory slot runs no image: no id (the hash of nothing
+     * was shown by the fleet as the device's running image). */
+    cfg.running_id = dv->running.size ? dv->running.sha256 : NULL;
     cfg.rx_buf = dv->rx;
     cfg.rx_cap = sizeof(dv->rx);
     cfg.tx_buf = dv->tx;

@@ -94,6 +94,9 @@ run_device v-1 esp32c3 "$WORK/v1" --trust "$WORK/k.pub" --health fail || true
 [ "$(device_state v-1)" = rolled-back ] || fail "v-1 is $(device_state v-1), not rolled-back"
 run_device v-1 zzz "$WORK/v1z" --trust "$WORK/k.pub" || fail "v-1 as zzz failed" # its flash: of one model
 [ "$(device_state v-1)" = up-to-date ] || fail "v-1 as zzz is $(device_state v-1)"
+# Its flash is new: an empty factory slot runs no image, and no running id
+# is shown (it was the SHA-256 of nothing, e3b0c442...).
+[ -z "$(dev_field v-1 running)" ] || fail "v-1 on its factory slot runs '$(dev_field v-1 running)'"
 run_device v-1 esp32c3 "$WORK/v1" --trust "$WORK/k.pub" || true # held back: not updated
 [ "$(device_state v-1)" = failed ] && dev_field v-1 reason | grep -q "^$held" ||
   fail "v-1 back on esp32c3: $(device_state v-1), '$(dev_field v-1 reason)', not failed: $held"
