@@ -511,7 +511,10 @@ long cli_tls_recv(struct cli_tls *t, void *buf, size_t n)
     if (e == SSL_ERROR_ZERO_RETURN) {
         return 0;
     }
-    errno = ECONNRESET;
+    /* A record TLS refused (bad MAC: bytes altered on the way; an alert)
+     * is no reset by the server: EPROTO, which the client names. */
+    errno = e == SSL_ERROR_SSL ? EPROTO : ECONNRESET;
+    ERR_clear_error();
     return -1;
 }
 

@@ -437,6 +437,10 @@ static int net_read(struct tcpota_client *c)
     }
     if (k == 0) {
         set_err(c, "server closed the connection");
+    } else if (errno == EPROTO && c->cfg.io_recv) {
+        /* The io hooks' word for a record their TLS refused. */
+        set_err(c, "recv: a TLS record failed its check (bytes altered on the way, or a TLS"
+                   " error)");
     } else {
         set_err(c, "recv: %s", strerror(errno));
     }

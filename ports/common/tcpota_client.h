@@ -85,7 +85,8 @@ struct tcpota_client_config {
     /* Optional transport layered on the connected socket (TLS on the
      * host); NULL: plain recv()/send(). Both return a byte count, 0
      * (io_recv: the peer closed), or -1 with errno set (EAGAIN or
-     * EWOULDBLOCK: try again after poll()). io_pending returns bytes the
+     * EWOULDBLOCK: try again after poll(); io_recv's EPROTO: a record the
+     * transport refused, said so). io_pending returns bytes the
      * transport already holds, readable without waiting on the socket. */
     long (*io_recv)(void *ctx, void *buf, size_t n);
     long (*io_send)(void *ctx, const void *buf, size_t n);

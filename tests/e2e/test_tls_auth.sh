@@ -72,8 +72,18 @@ PY
 n=$(grep -c 'plain tcpota client on the TLS port' server.log)
 [ "$n" -le 12 ] || fail "$n lines for 32 plain clients on the TLS port: not rate-limited"
 wait_line server.log 'plain tcpota client on the TLS port: .* \(and [0-9]+ more plain clients on the TLS port not logged since the last such line\)' 3
+# A byte altered on the way inside TLS: the record fails its MAC, which the
+# device says (it read "recv: Connection reset by peer", as if the server
+# had reset it), and it resumes to a byte-exact image.
+start_proxy flip "$SERVER_PORT" --flip-at 60000
+"$T" device --server "localhost:$PROXY_PORT" --flash flipped --id tls-dev --secret dev.secret --ca srv.pem \
+  --backoff-min-ms 50 2> flipped.log || fail "a TLS device behind a flipping proxy failed: $(cat flipped.log)"
+grep -q 'flipped' flip.log || fail "the proxy did not flip a byte"
+grep -q "recv: a TLS record failed its check (bytes altered on the way, or a TLS error)" flipped.log ||
+  fail "an altered TLS record was not named: $(grep -i 'recv\|retry' flipped.log)"
+check_device flipped img
 stop_server
-ok "inside TLS: bound answer served; a wrong secret is told to check it"
+ok "inside TLS: bound answer served; a wrong secret is told to check it; an altered record named"
 
 # The other way round: a TLS device (--ca) on a plain port. The server
 # answers its ClientHello with a line of text, which no TLS record starts

@@ -473,7 +473,9 @@ long tcpota_esp_tls_recv(tcpota_esp_tls_t *t, void *buf, size_t n)
         return 0;
     }
     ESP_LOGW(TAG, "TLS read failed: %s", tls_reason(rc, why, sizeof(why)));
-    errno = t->last_errno ? t->last_errno : ECONNRESET;
+    /* No socket error: a record mbedTLS refused (a bad MAC, an alert),
+     * which the client names (EPROTO), not a reset by the server. */
+    errno = t->last_errno ? t->last_errno : EPROTO;
     return -1;
 }
 
