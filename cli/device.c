@@ -909,13 +909,20 @@ static void runner_step(void *ctx, const struct tcpota_runner_step *s)
     }
     case TCPOTA_RUNNER_UNCHALLENGED: {
         /* Said with --quiet too: the operator believes the id protected. */
-        char word[3 * TCPOTA_MAX_STR + 8];
+        char word[3 * TCPOTA_MAX_STR + 8], line[2 * TCPOTA_MAX_STR + 128];
+        /* An --auth-file line holds an id without spaces (server/auth.c). */
+        if (strpbrk(dv->id, " \t")) {
+            snprintf(line, sizeof(line), "image mode's --auth-file cannot hold an id with spaces"
+                     " (give the device one without)");
+        } else {
+            snprintf(line, sizeof(line), "in image mode a line \"%s <hex>\" in its --auth-file"
+                     " (<hex>: the third field of this device's secret file)", dv->id);
+        }
         say(dv, "warning: the server did not ask this device to authenticate: it holds no secret "
                 "for id %s, so this device's --secret was not checked and any client can use the "
-                "id there. Give the server the secret: in image mode a line \"%s <hex>\" in its "
-                "--auth-file (<hex>: the third field of this device's secret file); in fleet mode "
-                "tcpota device secret %s --out FILE makes one, which this device then takes with "
-                "--secret FILE", dv->id, dv->id, cli_shell_word(dv->id, word, sizeof(word)));
+                "id there. Give the server the secret: %s; in fleet mode tcpota device secret %s"
+                " --out FILE makes one, which this device then takes with --secret FILE", dv->id,
+            line, cli_shell_word(dv->id, word, sizeof(word)));
         break;
     }
     case TCPOTA_RUNNER_BACKOFF:

@@ -266,6 +266,13 @@ grep -q 'a line "unasked-dev <hex>" in its --auth-file .*tcpota device secret un
 "$T" device --server "127.0.0.1:$SERVER_PORT" --flash asked --id auth-dev --secret dev.secret \
   --trust k.pub 2> asked.log || fail "auth-dev on a server without --require-auth: $(cat asked.log)"
 ! grep -q 'did not ask this device' asked.log || fail "a challenged device warned: $(cat asked.log)"
+# An id with a space: an --auth-file line cannot hold it (the server refuses
+# "a b <hex>"), so the warning does not suggest one.
+"$T" device --server "127.0.0.1:$SERVER_PORT" --flash spaced --id "unasked dev" --secret dev.secret \
+  --trust k.pub --quiet 2> spaced.log || fail "a device whose id has a space: $(cat spaced.log)"
+grep -q "image mode's --auth-file cannot hold an id with spaces (give the device one without); in fleet mode tcpota device secret 'unasked dev' --out FILE" spaced.log ||
+  fail "the warning for an id with a space: $(grep warning spaced.log)"
+! grep -q 'a line "unasked dev <hex>"' spaced.log || fail "the warning suggests an --auth-file line the server refuses"
 stop_server
 ok "a device with a secret its server does not hold is served, and warns once that it was not asked to authenticate"
 
