@@ -143,13 +143,15 @@ static void test_migrate_once_concurrently(void **state)
         pids[i] = fork();
         assert_true(pids[i] >= 0);
         if (pids[i] == 0) {
-            char err[256], c;
+            char err[256], dir[sizeof(f.dir) + 16], c;
             struct event_base *base;
             struct store *st;
             close(gate[1]);
             (void)read(gate[0], &c, 1); /* all start when the parent closes the gate */
             base = event_base_new();
-            st = store_pg_open(f.db, f.dir, base, err, sizeof(err));
+            /* Each node its own --data (a node holds its directory's lock). */
+            snprintf(dir, sizeof(dir), "%s/n%d", f.dir, i);
+            st = store_pg_open(f.db, dir, base, err, sizeof(err));
             if (!st) {
                 fprintf(stderr, "node %d: %s\n", i, err);
                 _exit(1);
@@ -1348,7 +1350,7 @@ static void test_conninfo_check(void **state)
 static void test_uri(void **state)
 {
     struct fx *f = *state;
-    char host[256] = "", port[16] = "", uri[600], err[256] = "", q[200];
+    char host[256] = "", port[16] = "", uri[600], err[256] = "", q[200], dir[sizeof(f->dir) + 8];
     const char *base = getenv("TCPOTA_PG");
     struct store *st;
 
@@ -1358,7 +1360,9 @@ static void test_uri(void **state)
              "&application_name=node-b&options=-csearch_path%%3D%s", host, port,
              strstr(f->db, "search_path=") + strlen("search_path="));
     uri[strlen(uri) - 1] = '\0'; /* the closing quote of f->db's options */
-    st = store_pg_open(uri, f->dir, f->base, err, sizeof(err));
+    /* Another node: its own --data (the fixture's store holds f->dir's lock). */
+    snprintf(dir, sizeof(dir), "%s/b", f->dir);
+    st = store_pg_open(uri, dir, f->base, err, sizeof(err));
     if (!st) {
         fail_msg("%s: %s", uri, err);
     }
