@@ -605,7 +605,7 @@ run 0 $T device secret "it's" $API
 has err.log "--flash DIR --id 'it'\\\\''s' --secret FILE$"
 has err.log "^\(tcpota device secret 'it'\\\\''s' --out FILE writes"
 # the simulator takes the file: it fails on the unreachable server (1), not on the secret (2)
-run 1 $T device --server 127.0.0.1:1 --flash devdir --id dev-7 --secret dev7.secret --max-attempts 1 --backoff-min-ms 0 --backoff-max-ms 0
+run 1 $T device --server 127.0.0.1:1 --flash devdir --id dev-7 --secret dev7.secret --max-attempts 1 --backoff-min-ms 1 --backoff-max-ms 1
 n=$(nreq)
 run 2 $T device secret dev-7 --out dev7.secret $API
 has err.log "cannot create dev7.secret: File exists"

@@ -68,9 +68,16 @@ before=$(sha256sum "$WORK/empty"/*)
 rc=0
 "$TCPOTA" device --server "$S" --flash "$WORK/empty" --init 2> "$WORK/i.log" || rc=$?
 [ $rc -eq 2 ] || fail "--init over an existing device exited $rc, expected 2 (usage)"
-grep -q -- "--init starts a new device in an empty directory, and $WORK/empty is not empty" "$WORK/i.log" ||
+grep -q -- "--init starts a new device in an empty directory, and $WORK/empty is not empty; give another --flash, or leave out --init to run the device it holds" "$WORK/i.log" ||
   fail "no message for --init over a device: $(cat "$WORK/i.log")"
 [ "$(sha256sum "$WORK/empty"/*)" = "$before" ] || fail "--init over a device changed its files"
+# A directory of other files holds no device to run: not offered.
+mkdir -p "$WORK/notdev" && echo x > "$WORK/notdev/notes.txt"
+rc=0
+"$TCPOTA" device --server "$S" --flash "$WORK/notdev" --init 2> "$WORK/i2.log" || rc=$?
+[ $rc -eq 2 ] || fail "--init in a directory of other files exited $rc, expected 2 (usage)"
+grep -q -- "and $WORK/notdev is not empty; give another --flash (this one holds no device: no otadata.bin)$" "$WORK/i2.log" ||
+  fail "--init in a directory of other files: $(cat "$WORK/i2.log")"
 ok "--init where a device lives: refused, nothing changed"
 
 # --flash naming a file or a FIFO, and status of a directory that is not there.
@@ -256,7 +263,7 @@ ok "device status: a version with a quote and a backslash, escaped"
 # a new device, and scripts pass them on every run) goes on with a warning.
 # The same values, or none, run it as it was created.
 dead() { "$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/who" --max-attempts 1 \
-  --backoff-min-ms 0 --backoff-max-ms 0 --progress none "$@" 2> "$WORK/who.log"; }
+  --backoff-min-ms 1 --backoff-max-ms 1 --progress none "$@" 2> "$WORK/who.log"; }
 rc=0; dead --id who-1 --model esp32s3 --factory-version 1.2.3 --slot-size 65536 || rc=$?
 [ $rc -eq 1 ] || fail "creating who-1 against a dead port exited $rc: $(cat "$WORK/who.log")"
 ! grep -q warning "$WORK/who.log" || fail "a warning on creation: $(cat "$WORK/who.log")"
