@@ -390,9 +390,15 @@ static int flash_open(struct device *dv, uint32_t slot_size)
     if (dv->o.init && exists && !cli_dir_empty(dv->o.dir) &&
         !tcpota_posix_creation_cut_short(dv->o.dir)) {
         /* --init never runs (or blanks) what a directory already holds. */
+        char otadata[PATH_MAX];
+        struct stat ost;
+        int device = (size_t)snprintf(otadata, sizeof(otadata), "%s/" TCPOTA_POSIX_OTADATA_FILE,
+                                      dv->o.dir) < sizeof(otadata) &&
+                     lstat(otadata, &ost) == 0;
         say(dv, "--init starts a new device in an empty directory, and %s is not empty; give "
-                "another --flash, or leave out --init to run the device it holds",
-            dv->o.dir);
+                "another --flash%s", dv->o.dir,
+            device ? ", or leave out --init to run the device it holds"
+                   : " (this one holds no device: no " TCPOTA_POSIX_OTADATA_FILE ")");
         return -2; /* the flags do not fit the directory: a usage error */
     }
     if (flash_lock(dv) < 0) {

@@ -153,7 +153,7 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
         return cli_hostport(v, name, 0, o->host, sizeof(o->host), &o->port) < 0 ? 2 : 0;
     case OPT_FLASH:
         o->dir = v;
-        return *v ? 0 : usage_error("%s: empty directory", name);
+        return *v ? 0 : usage_error("%s is empty: give the device's directory", name);
     case OPT_ID:
         o->id = v;
         return printable(v, TCPOTA_MAX_STR)

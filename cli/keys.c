@@ -827,7 +827,8 @@ int cmd_verify(int argc, char **argv)
                         "usage: tcpota verify --pubkey NAME.pub [--manifest M] FILE\n"
                         "Checks FILE against M (default FILE.manifest) signed by the key NAME.pub.\n"
                         "Exit status: 0 verified, 1 does not verify (an empty or damaged manifest too),\n"
-                        "             2 bad arguments or input files (missing, unreadable, not a file).\n",
+                        "             2 bad arguments or input files (missing, unreadable, not a file,\n"
+                        "             a manifest too large to be one).\n",
                         argc, argv);
 
     if (rc != 0) {

@@ -159,10 +159,11 @@ int cli_size(const char *s, const char *what, unsigned long long min, unsigned l
     unsigned long long v;
     unsigned shift;
 
-    if (!s || n == 0 || !s[n]) return cli_number(s, what, min, max, out);
+    /* Plain digits, and what cli_number names better (empty, negative). */
+    if (!s || !*s || *s == '-' || (n > 0 && !s[n])) return cli_number(s, what, min, max, out);
     c = s[n] >= 'a' && s[n] <= 'z' ? (char)(s[n] - 'a' + 'A') : s[n]; /* 64m as 64M */
     u = strchr(units, c);
-    if (!u || !*u || (s[n + 1] && strcmp(s + n + 1, "iB") != 0)) {
+    if (n == 0 || !u || !*u || (s[n + 1] && strcmp(s + n + 1, "iB") != 0)) {
         cli_err("%s: '%s' is not a size: give bytes, or a whole number with K, M or G (KiB, MiB, "
                 "GiB) after it, in %llu..%llu bytes\n", what, s, min, max);
         return -1;

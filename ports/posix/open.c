@@ -90,7 +90,7 @@ static int create_otadata(struct tcpota_posix_dev *dev, const char *dir, const c
     int rc = make_path(dev, tmp, sizeof tmp, dir, OTADATA_TMP);
 
     if (rc == 0) {
-        rc = make_path(dev, path, sizeof path, dir, "otadata.bin");
+        rc = make_path(dev, path, sizeof path, dir, TCPOTA_POSIX_OTADATA_FILE);
     }
     if (rc == 0) {
         rc = tcpota_px_flash_rc(dev, &dev->otadata,
@@ -245,7 +245,7 @@ int tcpota_posix_creation_cut_short(const char *dir)
     struct tcpota_posix_dev scratch;
 
     memset(&scratch, 0, sizeof(scratch));
-    return file_exists(&scratch, dir, OTADATA_TMP) && !file_exists(&scratch, dir, "otadata.bin");
+    return file_exists(&scratch, dir, OTADATA_TMP) && !file_exists(&scratch, dir, TCPOTA_POSIX_OTADATA_FILE);
 }
 
 static int open_check_args(struct tcpota_posix_dev *dev, const char *dir, uint32_t slot_size,
@@ -280,13 +280,13 @@ static int open_device(struct tcpota_posix_dev *dev, const char *dir, int create
     dev->nvs_sector = -1;
     rc = open_check_args(dev, dir, slot_size, factory);
     if (rc == 0) {
-        rc = open_region(dev, &dev->otadata, dir, "otadata.bin", 2 * SECTOR, how);
+        rc = open_region(dev, &dev->otadata, dir, TCPOTA_POSIX_OTADATA_FILE, 2 * SECTOR, how);
     }
     if (rc == TCPOTA_ERR_NOENT && (rc = no_otadata(dev, dir, create)) == 0) {
         rc = create_layout(dev, dir, slot_size ? slot_size : TCPOTA_POSIX_SLOT_SIZE_DEFAULT,
                            factory);
         if (rc == 0) {
-            rc = open_region(dev, &dev->otadata, dir, "otadata.bin", 2 * SECTOR, how);
+            rc = open_region(dev, &dev->otadata, dir, TCPOTA_POSIX_OTADATA_FILE, 2 * SECTOR, how);
         }
     }
     if (rc == 0) {

@@ -52,6 +52,9 @@ extern "C" {
 /* Longest version string, NUL excluded: the core's limit, and the size of
  * the NUL-padded field in otadata (as esp_app_desc_t.version[32]). */
 #define TCPOTA_POSIX_VERSION_MAX 32
+/* The file of a device directory that holds its boot records: a directory
+ * without it holds no device (or one whose creation was cut short). */
+#define TCPOTA_POSIX_OTADATA_FILE "otadata.bin"
 /* NVS limits: key length without NUL, largest value. */
 #define TCPOTA_POSIX_KV_KEY_MAX 15
 #define TCPOTA_POSIX_KV_VALUE_MAX 512

@@ -132,6 +132,11 @@ expect 2 "^tcpota device: --slot-size: not a multiple of 4096" \
   $T device --server 127.0.0.1:1 --flash devdir --slot-size 1052673
 # A size as serve's --max-image takes one: 12K is 12288 (the run fails to connect, exit 1).
 expect 1 "gave up after 1 attempt" $T device --server 127.0.0.1:1 --flash slotk --slot-size 12K --max-attempts 1
+# Letters alone: not called "not a number", as if K, M and G were not taken.
+expect 2 "^tcpota device: --slot-size: 'abc' is not a size: give bytes, or a whole number with K, M or G \(KiB, MiB, GiB\) after it, in 4096\.\.4294963200 bytes$" \
+  $T device --server 127.0.0.1:1 --flash devdir --slot-size abc
+expect 2 "^tcpota device: --flash is empty: give the device's directory$" \
+  $T device --server 127.0.0.1:1 --flash ""
 expect 2 "^tcpota device: --slot-size: '4G' is out of range: give a size in 4096\.\.4294963200 bytes" \
   $T device --server 127.0.0.1:1 --flash devdir --slot-size 4G
 expect 2 "^tcpota device: --ack-interval: not a multiple of 4096" \
