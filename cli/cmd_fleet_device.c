@@ -1,4 +1,4 @@
-/* cmd_fleet_device.c - `tcpota device list|show|set|secret`: the devices a
+/* cmd_fleet_device.c - `tcpota device list|show|set|secret|retry`: the devices a
  * fleet server knows, through the control API (docs/api.md,
  * api_client.h). Every other `tcpota device ...` is the host device
  * simulator (device.c); cmd_device hands these four words over to here. */
@@ -23,6 +23,7 @@ static void usage(FILE *f)
             "       tcpota device show ID [options]\n"
             "       tcpota device set ID --group G [options]\n"
             "       tcpota device secret ID [--out FILE] [options]\n"
+            "       tcpota device retry ID [options]\n"
             "\n"
             "The devices a fleet server (tcpota serve --data DIR) has seen, through its\n"
             "control API. (tcpota device --server ... runs a host device: tcpota device --help.)\n"
@@ -37,6 +38,9 @@ static void usage(FILE *f)
             "  secret ID            creates a new secret for the device (it replaces the old\n"
             "                       one) and prints it once, as a secret file's line\n"
             "    --out FILE         writes that file instead (created, mode 0600)\n"
+            "  retry ID             forgets the images the device failed or declined, which\n"
+            "                       the server holds back from it: they are offered again at\n"
+            "                       its next check-in (after fixing a device's setup, say)\n"
             "\n");
     api_usage_common(f, 0);
 }
@@ -420,6 +424,35 @@ static int device_secret(struct api *a, int argc, char **argv)
     return 0;
 }
 
+static int device_retry(struct api *a, int argc, char **argv)
+{
+    const char *pos[1];
+    const struct api_opt opts[] = {{NULL, NULL, NULL}};
+    char path[600];
+    json_t *d = NULL;
+    long long n;
+    int np, rc = api_parse(a, opts, argc, argv, pos, 1, &np);
+
+    if (rc) return rc < 0 ? (usage(stdout), 0) : rc;
+    if (np == 0) return api_usage(a, "retry needs a device ID: tcpota device retry ID");
+    if ((rc = device_path(a, pos[0], "/retry", path, sizeof(path))) != 0) return rc;
+    if ((rc = api_setup(a, 0)) != 0) return rc;
+    rc = api_request(a, API_POST, path, NULL, 0, NULL, NULL, NULL, &d, NULL);
+    if (rc == 0 && !a->json) {
+        n = api_int(d, "forgot");
+        if (n > 0) {
+            printf("device %s: %lld failed image%s or declined offer%s forgotten; offered again at"
+                   " its next check-in\n", table_c(pos[0]), n, n == 1 ? "" : "s",
+                   n == 1 ? "" : "s");
+        } else {
+            printf("device %s: nothing to forget: no image is held back from it (its state: %s)\n",
+                   table_c(pos[0]), table_c(api_str(d, "state")));
+        }
+    }
+    json_decref(d);
+    return rc;
+}
+
 int cmd_fleet_device(int argc, char **argv)
 {
     struct api a;
@@ -431,11 +464,12 @@ int cmd_fleet_device(int argc, char **argv)
     if (strcmp(argv[1], "show") == 0) return device_show(&a, argc - 1, argv + 1);
     if (strcmp(argv[1], "set") == 0) return device_set(&a, argc - 1, argv + 1);
     if (strcmp(argv[1], "secret") == 0) return device_secret(&a, argc - 1, argv + 1);
-    return api_unknown_sub(&a, argv[1], "list, show, set or secret");
+    if (strcmp(argv[1], "retry") == 0) return device_retry(&a, argc - 1, argv + 1);
+    return api_unknown_sub(&a, argv[1], "list, show, set, secret or retry");
 }
 
 int cli_is_fleet_device(const char *word)
 {
     return strcmp(word, "list") == 0 || strcmp(word, "show") == 0 || strcmp(word, "set") == 0 ||
-           strcmp(word, "secret") == 0;
+           strcmp(word, "secret") == 0 || strcmp(word, "retry") == 0;
 }

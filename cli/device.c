@@ -1037,10 +1037,14 @@ static int no_update(struct device *dv)
     case TCPOTA_WHY_LATER:
         say(dv, "no update yet, running %s: %s", dv->version, tcpota_why_str(why));
         return 0;
-    case TCPOTA_WHY_HELD:
+    case TCPOTA_WHY_HELD: {
+        char word[3 * TCPOTA_MAX_STR + 8];
         say(dv, "not updated, running %s: %s; another image will be offered when the server "
-                "has one (docs/security.md)", dv->version, tcpota_why_str(why));
+                "has one, or this one again once its operator forgets what this device failed or"
+                " declined (fleet mode: tcpota device retry %s; docs/security.md)", dv->version,
+            tcpota_why_str(why), cli_shell_word(dv->id, word, sizeof(word)));
         return 1;
+    }
     case TCPOTA_WHY_OTHER_MODEL:
         say(dv, "not updated, running %s: %s than this device's %s (--model)", dv->version,
             tcpota_why_str(why), dv->o.model);

@@ -26,7 +26,7 @@ static void usage(FILE *f)
             "  tcpota rollout create --image ID|VERSION --model M [--waves 5,25,100] [...]\n"
             "  tcpota rollout list | show ID | pause ID | resume ID | cancel ID | open-wave ID\n"
             "  tcpota device list [--model M] [--state S] [--group G] [--limit N] [--after ID]\n"
-            "  tcpota device show ID | set ID --group G | secret ID [--out FILE]\n"
+            "  tcpota device show ID | set ID --group G | secret ID [--out FILE] | retry ID\n"
             "  tcpota summary       devices by state and version, failures, refused devices\n"
             "  common: --api URL (https://: --ca F), --token-file F or --data DIR (else TCPOTA_TOKEN),\n"
             "          --json\n"

@@ -236,6 +236,38 @@ static void set_group(struct api_call *c)
     }
 }
 
+static void retry_done(struct api_call *c, struct store_req *r)
+{
+    uint32_t n = r->u.device.forgot;
+
+    if (not_yet_registered(c, r, "id", ", so nothing is held back from it")) {
+        return;
+    }
+    if (r->rc < 0) {
+        device_error(c, r, "id");
+        return;
+    }
+    if (n) {
+        api_changed(c, "device %s: %u failed image%s or declined offer%s forgotten: offered again"
+                    " at its next check-in", c->dev, (unsigned)n, n == 1 ? "" : "s",
+                    n == 1 ? "" : "s");
+    }
+    api_reply(c, 200, json_pack("{s:s, s:i, s:s}", "id", c->dev, "forgot", (json_int_t)n,
+                                "state", store_state_name(r->u.device.dev->state)));
+}
+
+/* The operator's retry: the images the device failed or declined are no
+ * longer held back from it (STORE_DEVICE_RETRY). */
+static void retry(struct api_call *c)
+{
+    struct store_req *r = api_req(c, STORE_DEVICE_RETRY);
+
+    if (r) {
+        r->u.device.id = c->dev;
+        api_submit(c, r, retry_done);
+    }
+}
+
 static void secret_done(struct api_call *c, struct store_req *r)
 {
     char hex[2 * DEV_SECRET_LEN + 1];
@@ -298,13 +330,15 @@ void api_devices(struct api_call *c, int method, const char *rest, const char *q
         else api_not_allowed(c, "/v1/devices", "GET");
         return;
     }
-    if (slash && strcmp(slash, "/secret") != 0) {
+    if (slash && strcmp(slash, "/secret") != 0 && strcmp(slash, "/retry") != 0) {
         api_error(c, 404, NULL, "no such path /v1/devices/%s", rest);
         return;
     }
     if (slash ? method != EVHTTP_REQ_POST
               : method != EVHTTP_REQ_GET && method != EVHTTP_REQ_PATCH) {
-        if (slash) api_not_allowed(c, "/v1/devices/{id}/secret", "POST");
+        if (slash) api_not_allowed(c, strcmp(slash, "/secret") == 0 ? "/v1/devices/{id}/secret"
+                                                                     : "/v1/devices/{id}/retry",
+                                   "POST");
         else api_not_allowed(c, "/v1/devices/{id}", "GET, PATCH");
         return;
     }
@@ -312,7 +346,8 @@ void api_devices(struct api_call *c, int method, const char *rest, const char *q
     /* Only PATCH takes a body: a secret sent to /secret is not the one made. */
     if (method != EVHTTP_REQ_PATCH && api_no_body(c) < 0) return;
     if (take_dev(c, rest, slash ? (size_t)(slash - rest) : strlen(rest)) < 0) return;
-    if (slash) new_secret(c);
+    if (slash && strcmp(slash, "/retry") == 0) retry(c);
+    else if (slash) new_secret(c);
     else if (method == EVHTTP_REQ_PATCH) set_group(c);
     else show(c);
 }

@@ -50,6 +50,10 @@ struct event_base;
 #define STORE_GROUP_MAX 32u     /* group name bytes */
 #define STORE_REASON_MAX 120u   /* reason text kept with a failure or decline */
 #define STORE_ERR_MAX 200u      /* req->err */
+/* The reason and history line of a device whose failures were forgotten
+ * (STORE_DEVICE_RETRY). */
+#define STORE_RETRY_DETAIL                                                                  \
+    "its failed images were forgotten (device retry): offered again at its next check-in"
 #define STORE_HISTORY_MAX 200u  /* history rows STORE_DEVICE_GET returns, newest first */
 /* A device's history keeps about its newest STORE_HISTORY_MAX rows: every
  * STORE_HISTORY_PRUNE_EVERY-th row written (by the table's own sequence,
@@ -199,6 +203,12 @@ enum store_op {
      * on ("; ...") with why a device that checked in is missing. */
     STORE_DEVICE_GET,     /* with its history, newest first */
     STORE_DEVICE_SET_GROUP,
+    /* Forgets the images (and offers) the device failed or declined, which
+     * hold them back (the operator's "device retry": a decline for the
+     * device's own setup, a transfer altered on the way); u.device.forgot
+     * says how many. With some, its state becomes SEEN, with a history
+     * line (STORE_RETRY_DETAIL), and its next check-in is decided anew. */
+    STORE_DEVICE_RETRY,
     STORE_SECRET_SET,     /* creates or replaces a device's secret */
     STORE_SECRET_LIST,    /* every device secret (the server keeps them in memory) */
     /* Steps of several devices' updates in one request (fleet mode batches
@@ -328,7 +338,7 @@ struct store_req {
             uint32_t expect_n_open, new_n_open;         /* in (SET) */
             uint64_t superseded;              /* out (CREATE): the rollout it superseded, 0: none */
         } rollout;
-        struct {                              /* STORE_DEVICE_GET / SET_GROUP / SECRET_SET */
+        struct {                              /* STORE_DEVICE_GET / SET_GROUP / RETRY / SECRET_SET */
             const char *id;                   /* in */
             const char *group;                /* in (SET_GROUP): "" clears it */
             const uint8_t *secret;            /* in (SECRET_SET) */
@@ -341,6 +351,7 @@ struct store_req {
              * a registry row at its first check-in, not from its secret. */
             int had_secret;
             int registered;                   /* out (SECRET_SET): id is in the registry */
+            uint32_t forgot;                  /* out (RETRY): images and offers forgotten */
         } device;
         struct {                              /* every *_LIST */
             const char *model, *group;        /* in (DEVICE_LIST): NULL: any */

@@ -217,6 +217,7 @@ int store_req_check(struct store_req *r)
         break;
     case STORE_DEVICE_GET:
     case STORE_DEVICE_SET_GROUP:
+    case STORE_DEVICE_RETRY:
         if (!r->u.device.id) {
             return store_err_set(r, STORE_E_INVAL, "id: required");
         }

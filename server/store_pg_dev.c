@@ -330,6 +330,7 @@ static int ids_of(const struct store_req *r, struct pg_array *a)
         }
         return 0;
     case STORE_DEVICE_SET_GROUP:
+    case STORE_DEVICE_RETRY:
     case STORE_SECRET_SET:
         return r->u.device.id ? pg_array_add(a, r->u.device.id) : 0;
     default:
@@ -594,6 +595,32 @@ int pg_op_device_set_group(struct pgstore *st, struct store_req *r)
         return ro_id < 0 ? (int)ro_id : rc;
     }
     return ro_id > 0 ? ensure_in(st, r, ro_id, d->id) : STORE_OK;
+}
+
+int pg_op_device_retry(struct pgstore *st, struct store_req *r)
+{
+    struct store_device *d = r->u.device.dev;
+    int rc;
+
+    if ((rc = load_device(st, r, r->u.device.id, d)) <= 0) {
+        return rc < 0 ? rc : not_registered(st, r);
+    }
+    if ((rc = pg_run(st, r, "device failures", "DELETE FROM device_failures WHERE device_id = $1",
+                     "t", d->id)) < 0) {
+        return rc;
+    }
+    r->u.device.forgot = (uint32_t)st->changes;
+    if (r->u.device.forgot == 0) {
+        return STORE_OK; /* nothing held back: nothing to change */
+    }
+    if ((rc = pg_run(st, r, "device state", "UPDATE devices SET state = $2, reason = $3"
+                     " WHERE id = $1", "tit", d->id, (int64_t)STORE_ST_SEEN,
+                     STORE_RETRY_DETAIL)) < 0) {
+        return rc;
+    }
+    d->state = STORE_ST_SEEN;
+    snprintf(d->reason, sizeof(d->reason), "%s", STORE_RETRY_DETAIL);
+    return add_history(st, r, d->id, STORE_ST_SEEN, "", STORE_RETRY_DETAIL);
 }
 
 int pg_op_secret_set(struct pgstore *st, struct store_req *r)

@@ -252,6 +252,7 @@ int pg_lock_devices(struct pgstore *st, struct store_req *head);
 int pg_op_device_list(struct pgstore *st, struct store_req *r);
 int pg_op_device_get(struct pgstore *st, struct store_req *r);
 int pg_op_device_set_group(struct pgstore *st, struct store_req *r);
+int pg_op_device_retry(struct pgstore *st, struct store_req *r);
 int pg_op_secret_set(struct pgstore *st, struct store_req *r);
 int pg_op_secret_list(struct pgstore *st, struct store_req *r);
 

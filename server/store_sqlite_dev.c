@@ -560,6 +560,30 @@ int sq_op_device_set_group(struct sstore *st, struct store_req *r)
     return rc < 0 ? rc : STORE_OK;
 }
 
+int sq_op_device_retry(struct sstore *st, struct store_req *r)
+{
+    struct store_device *d = r->u.device.dev;
+    int rc;
+
+    if ((rc = load_device(st, r, r->u.device.id, d)) <= 0) {
+        return rc < 0 ? rc : not_registered(st, r);
+    }
+    if (sq_run(st, "DELETE FROM device_failures WHERE device_id = ?1", "t", d->id) != SQLITE_DONE) {
+        return sq_fail(st, r, "device failures");
+    }
+    r->u.device.forgot = (uint32_t)sqlite3_changes(st->db);
+    if (r->u.device.forgot == 0) {
+        return STORE_OK; /* nothing held back: nothing to change */
+    }
+    if (sq_run(st, "UPDATE devices SET state = ?2, reason = ?3 WHERE id = ?1", "tit", d->id,
+               (int64_t)STORE_ST_SEEN, STORE_RETRY_DETAIL) != SQLITE_DONE) {
+        return sq_fail(st, r, "device state");
+    }
+    d->state = STORE_ST_SEEN;
+    snprintf(d->reason, sizeof(d->reason), "%s", STORE_RETRY_DETAIL);
+    return add_history(st, r, d->id, STORE_ST_SEEN, "", STORE_RETRY_DETAIL);
+}
+
 /* "had a secret" * 2 + "is registered", of id. */
 #define SECRET_STATE_SQL(p)                                                                   \
     "SELECT (SELECT count(*) FROM secrets WHERE device_id = " p ") * 2 + "                      \

@@ -67,4 +67,32 @@ grep -q "\[rep-dev [^]]*\] report: image 0000000000000000...: unknown result 4, 
   fail "no log line for the unknown result: $(grep rep-dev "$WORK/server.log")"
 ! grep -q "\[rep-dev .*store error" "$WORK/server.log" || fail "an unknown result was a store error: $(grep rep-dev "$WORK/server.log")"
 ok "a report of a result this server does not know: acknowledged and logged, the device offered its update"
+
+# A decline for the device's own setup (here: it trusts a key, the image is
+# unsigned) is held back as that offer; once the device is set right, the
+# operator's `device retry` lets the server offer it again (before: no way
+# but a new image), and the rollout counts the device updated, not failed.
+"$TCPOTA" keygen --out "$WORK/k" > /dev/null 2>&1 || fail "keygen failed"
+run_device rt-1 esp32 "$WORK/rt1" --trust "$WORK/k.pub" --max-attempts 1 || true
+[ "$(device_state rt-1)" = declined ] || fail "rt-1 trusting a key is $(device_state rt-1), not declined"
+run_device rt-1 esp32 "$WORK/rt1" --max-attempts 1 || true
+grep -q "so the server holds it back; .* (fleet mode: tcpota device retry rt-1; docs/security.md)" "$WORK/rt-1.log" ||
+  fail "rt-1 was not held back, or not told of device retry: $(cat "$WORK/rt-1.log")"
+before=$(failed_in_rollout)
+"$TCPOTA" device retry rt-1 > "$WORK/retry.out" 2>&1 || fail "device retry rt-1 failed: $(cat "$WORK/retry.out")"
+grep -q "^device rt-1: 1 failed image or declined offer forgotten; offered again at its next check-in$" "$WORK/retry.out" ||
+  fail "device retry rt-1 said: $(cat "$WORK/retry.out")"
+wait_line "$WORK/server.log" "device rt-1: 1 failed image or declined offer forgotten" 5
+[ "$(device_state rt-1)" = seen ] || fail "rt-1 after retry is $(device_state rt-1), not seen"
+run_device rt-1 esp32 "$WORK/rt1" || fail "rt-1 failed after the retry: $(cat "$WORK/rt-1.log")"
+check_device "$WORK/rt1" "$WORK/img"
+[ "$(failed_in_rollout)" = $((before - 1)) ] || fail "rollout 1 counts $(failed_in_rollout) failed after rt-1 updated (before: $before)"
+"$TCPOTA" device retry rt-1 > "$WORK/retry.out" 2>&1 || fail "a second device retry failed: $(cat "$WORK/retry.out")"
+grep -q "^device rt-1: nothing to forget: no image is held back from it (its state: updated)$" "$WORK/retry.out" ||
+  fail "a second retry said: $(cat "$WORK/retry.out")"
+rc=0; "$TCPOTA" device retry nobody > "$WORK/retry.out" 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q "no device nobody" "$WORK/retry.out" || fail "retry of an unknown device: exit $rc, $(cat "$WORK/retry.out")"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TCPOTA_TOKEN" "$TCPOTA_API/v1/devices/rt-1/retry")" = 405 ] ||
+  fail "GET /v1/devices/rt-1/retry was not 405"
+ok "a declined offer held back is offered again after device retry; the rollout counts the device updated"
 stop_fleet

@@ -787,6 +787,52 @@ static void test_decline_counts_failed(void **state)
     expect_counts(f, ro, 0, 0, 0, 0, 1);
 }
 
+/* The operator's retry (STORE_DEVICE_RETRY): the device's failed images
+ * are forgotten, its state is SEEN with a history line saying why, and its
+ * next check-in no longer lists them; a second retry forgets nothing and
+ * changes nothing; an unknown device is not found. */
+static void test_device_retry(void **state)
+{
+    struct fx *f = *state;
+    uint8_t first[TCPOTA_ID_LEN], second[TCPOTA_ID_LEN];
+    struct store_req *r;
+
+    ss_fake_id(first, 0x22);
+    ss_fake_id(second, 0x23);
+    ss_checkin_free(f, "dev-r");
+    store_req_free(ss_checkin(f, "dev-r", first, TCPOTA_RESULT_ROLLED_BACK));
+    store_req_free(ss_checkin(f, "dev-r", second, TCPOTA_RESULT_BOOT_FAILED));
+    r = ss_req(STORE_DEVICE_RETRY);
+    r->u.device.id = "dev-r";
+    r = ss_run(f, r);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.device.forgot, 2);
+    assert_int_equal(r->u.device.dev->state, STORE_ST_SEEN);
+    store_req_free(r);
+    r = ss_device_get(f, "dev-r");
+    assert_int_equal(r->u.device.dev->state, STORE_ST_SEEN);
+    assert_string_equal(r->u.device.dev->reason, STORE_RETRY_DETAIL);
+    assert_true(r->u.device.nhistory > 0);
+    assert_int_equal(r->u.device.history[0].state, STORE_ST_SEEN);
+    assert_string_equal(r->u.device.history[0].detail, STORE_RETRY_DETAIL);
+    store_req_free(r);
+    r = ss_checkin(f, "dev-r", NULL, 0);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.checkin.out->nfailed, 0);
+    store_req_free(r);
+    r = ss_req(STORE_DEVICE_RETRY);
+    r->u.device.id = "dev-r";
+    r = ss_run(f, r);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.device.forgot, 0);
+    store_req_free(r);
+    r = ss_req(STORE_DEVICE_RETRY);
+    r->u.device.id = "nobody";
+    r = ss_run(f, r);
+    assert_int_equal(r->rc, STORE_E_NOTFOUND);
+    store_req_free(r);
+}
+
 /* A report of another image's failure, while the device's state already
  * names the same kind of failure of an earlier image, is applied rather
  * than taken for a repeat: that image is held back from it too. */
@@ -2025,6 +2071,7 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_counters_follow_events, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_decline_counts_failed, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_report_of_another_image, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_device_retry, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_first_checkin_report_counts, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_report_names_the_size, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_step_without_image_keeps_image, ss_setup, ss_teardown),
