@@ -943,9 +943,14 @@ static void runner_step(void *ctx, const struct tcpota_runner_step *s)
             say(dv, "%s; retrying, next attempt in %lu ms", s->why, (unsigned long)s->wait_ms);
         } else if (s->image_failed) {
             /* The core remembers the image as failed: an offer of it again
-             * is declined before a byte is written (docs/security.md). */
-            say(dv, "%s; this image is remembered as failed and not taken again: asking the"
-                    " server for another in %lu ms", s->why, (unsigned long)s->wait_ms);
+             * is declined before a byte is written (docs/security.md), but
+             * after a first integrity failure (bytes altered on the way?). */
+            say(dv, "%s; %s: asking the server for another in %lu ms", s->why,
+                tcpota_dev_bad_image(&dv->port, NULL) > TCPOTA_BAD_NONE
+                    ? "this image is remembered as failed and not taken again"
+                    : "this image is remembered, taken once more at most (it may have been"
+                      " altered on the way)",
+                (unsigned long)s->wait_ms);
         } else if (s->retry_after_s) {
             /* Seconds: the server speaks in them, and the wait may be an hour. */
             info(dv, "%s; retrying in %lu s (the server asked for %lu s)", s->why,

@@ -13,9 +13,12 @@
 #define BAD_REASON (1 + TCPOTA_ID_LEN)
 #define BAD_COUNT (2 + TCPOTA_ID_LEN)
 /* A boot failure may be a power cut between the first boot and the health
- * check's verdict, not the image's fault: the image is declined from its
- * second boot failure on. Any other failure is final at once. */
-#define BOOT_FAILURES_FINAL 2
+ * check's verdict, and an integrity failure bytes altered on the way (plain
+ * TCP) or a flash read error, neither the image's fault: such an image is
+ * declined from its second failure of that kind on (one tampered transfer
+ * no longer denies a device the genuine release for good). Any other
+ * failure is final at once. */
+#define FAILURES_FINAL 2
 #define BAD_SHORT_ID 4 /* id bytes a DECLINE's sentence shows, in hex */
 
 /* ---- persistent records: version byte, fields, CRC32C ---------------- */
@@ -149,7 +152,7 @@ static int bad_load(const struct tcpota_port *p, uint8_t b[BAD_LEN])
 }
 
 /* Remembers `id` as failed for `reason`; failures of the same image for
- * the same reason are counted (up to BOOT_FAILURES_FINAL). */
+ * the same reason are counted (up to FAILURES_FINAL). */
 static int bad_save(const struct tcpota_port *p, const uint8_t *id, enum tcpota_dev_bad reason)
 {
     uint8_t b[BAD_LEN];
@@ -161,7 +164,7 @@ static int bad_save(const struct tcpota_port *p, const uint8_t *id, enum tcpota_
     if (b[BAD_REASON] != reason || memcmp(b + 1, id, TCPOTA_ID_LEN) != 0) {
         b[BAD_COUNT] = 0;
     }
-    if (b[BAD_COUNT] < BOOT_FAILURES_FINAL) {
+    if (b[BAD_COUNT] < FAILURES_FINAL) {
         b[BAD_COUNT]++;
     }
     memcpy(b + 1, id, TCPOTA_ID_LEN);
@@ -184,7 +187,8 @@ int tcpota_dev_bad_image(const struct tcpota_port *p, uint8_t id[TCPOTA_ID_LEN])
     if (rc < 0) {
         return rc;
     }
-    if (b[BAD_REASON] == TCPOTA_BAD_BOOT_FAILED && b[BAD_COUNT] < BOOT_FAILURES_FINAL) {
+    if ((b[BAD_REASON] == TCPOTA_BAD_BOOT_FAILED || b[BAD_REASON] == TCPOTA_BAD_INTEGRITY) &&
+        b[BAD_COUNT] < FAILURES_FINAL) {
         return TCPOTA_BAD_NONE; /* one more chance */
     }
     if (id) {

@@ -58,7 +58,9 @@ extern "C" {
  * (the last that failed). */
 enum tcpota_dev_bad {
     TCPOTA_BAD_NONE = 0,
-    TCPOTA_BAD_INTEGRITY = 1,   /* the slot read back did not hash to the id */
+    TCPOTA_BAD_INTEGRITY = 1,   /* the slot read back did not hash to the id:
+                                   declined from the second time on (the first
+                                   may be bytes altered on the way) */
     TCPOTA_BAD_REFUSED = 2,     /* the port refused it at ota_end */
     TCPOTA_BAD_ROLLED_BACK = 3, /* it failed the health check: rolled back */
     TCPOTA_BAD_BOOT_FAILED = 4, /* the bootloader fell back from it: declined
@@ -201,7 +203,7 @@ int tcpota_dev_boot(const struct tcpota_port *port, int healthy);
 /* Reads the failed-image memory: when offers of an image are declined,
  * copies its id to id (may be NULL) and returns the enum tcpota_dev_bad
  * reason; returns 0 when none is (no record, a torn one, or a first boot
- * failure), or a port error. */
+ * or integrity failure), or a port error. */
 int tcpota_dev_bad_image(const struct tcpota_port *port, uint8_t id[TCPOTA_ID_LEN]);
 
 /* Writes the sentence a DECLINE of a known-bad image carries, e.g. "image
