@@ -1103,7 +1103,7 @@ static int run(struct device *dv)
                 say(dv, "%s; not retrying: %s", dv->err, dv->tls_refused == CLI_TLS_NOT_TLS
                     ? "the same port would answer so again"
                     : "the same certificate would be refused again");
-            } else if (dv->cl.http_answer) {
+            } else if (dv->cl.http_answer || dv->cl.text_answer) {
                 say(dv, "%s; not retrying: the same address would answer so again", dv->err);
             } else if (xfer(dv).retry_after_s) {
                 /* A throttle after failures (of this id or address), not a

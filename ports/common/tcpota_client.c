@@ -275,6 +275,10 @@ const char *tcpota_client_reason(const struct tcpota_client *c, int rc)
         return "the server answered in HTTP: the address names an HTTP port (tcpota serve's API "
                "or downloads?), not its device port (tcpota serve --listen)";
     }
+    if (rc == TCPOTA_ERR_PROTO && c->text_answer) {
+        return "the server answered in text, not in tcpota's frames: the address names another"
+               " service's port (SSH, mail?), not tcpota serve's device port (--listen)";
+    }
     return strcmp(why, tcpota_strerror(rc)) == 0 ? "" : why;
 }
 
@@ -355,6 +359,20 @@ static int flush_all(struct tcpota_client *c)
 
 /* What an HTTP server's answer starts with. */
 #define HTTP_ANSWER "HTTP/1."
+#define TEXT_HEAD_MIN 4u /* printable bytes that make a head text */
+
+/* 1 when the first TEXT_HEAD_MIN bytes (all of them there) are printable
+ * ASCII: no tcpota frame starts so. */
+static int text_head(const uint8_t *p, size_t n)
+{
+    size_t i;
+
+    if (n < TEXT_HEAD_MIN) return 0;
+    for (i = 0; i < TEXT_HEAD_MIN; i++) {
+        if (p[i] < 0x20 || p[i] > 0x7e) return 0;
+    }
+    return 1;
+}
 
 /* Feeds received bytes to the session, one frame per call, while its
  * replies have room. */
@@ -375,6 +393,10 @@ static int feed(struct tcpota_client *c)
             c->http_answer = c->net_len - c->net_off >= sizeof(HTTP_ANSWER) - 1 &&
                              memcmp(c->cfg.net_buf + c->net_off, HTTP_ANSWER,
                                     sizeof(HTTP_ANSWER) - 1) == 0;
+            /* Text as the connection's first bytes: another service's
+             * banner (a frame starts with its type, a control byte). */
+            c->text_answer = !c->http_answer && !c->fed &&
+                             text_head(c->cfg.net_buf + c->net_off, c->net_len - c->net_off);
             why = tcpota_client_reason(c, rc);
             set_err(c, "session failed: %s%s%s", tcpota_strerror(rc), why[0] ? ": " : "", why);
             if (c->cfg.on_input) {
@@ -388,6 +410,7 @@ static int feed(struct tcpota_client *c)
             return TCPOTA_CLIENT_RETRY;
         }
         c->net_off += (size_t)rc;
+        c->fed = 1;
         if (c->cfg.on_input && c->cfg.on_input(c->cfg.ctx, rc, &ev)) {
             return TCPOTA_CLIENT_ENDED;
         }
@@ -453,7 +476,7 @@ int tcpota_client_run(struct tcpota_client *c)
     int rc;
 
     c->net_off = c->net_len = 0;
-    c->input_flowing = c->held = c->http_answer = 0;
+    c->input_flowing = c->held = c->http_answer = c->text_answer = c->fed = 0;
     /* Room for COMPLETE behind held ACKs (the session may have been set
      * up after the client: its tx buffer is known only now). */
     if (!c->cfg.tx_high) {

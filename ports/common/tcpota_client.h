@@ -118,6 +118,9 @@ struct tcpota_client {
     int fd;                  /* connected socket or -1 */
     size_t net_off, net_len; /* received bytes not yet fed to the session */
     int http_answer;         /* the session failed on bytes that began "HTTP/1." */
+    int text_answer;         /* ... on the connection's first bytes, text (another
+                              * service's banner: SSH, SMTP) */
+    int fed;                 /* the session took bytes on this connection */
     int input_flowing;       /* the last read got bytes, and no poll() since found none */
     int held;                /* 0, or queued output waits / is due (see above) */
     uint32_t held_at;        /* since when it waits (now_ms) */

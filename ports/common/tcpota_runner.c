@@ -214,7 +214,8 @@ int tcpota_runner_run(struct tcpota_runner *r)
         denied = refused ||
                  (ran && out == TCPOTA_CLIENT_RETRY &&
                   (d->last_error == TCPOTA_ERR_DENIED ||
-                   (r->cfg.client && r->cfg.client->http_answer)));
+                   (r->cfg.client &&
+                    (r->cfg.client->http_answer || r->cfg.client->text_answer))));
         if (denied && r->cfg.max_attempts) {
             return TCPOTA_RUNNER_DENIED;
         }

@@ -21,8 +21,9 @@
  *  - Refusals that retrying cannot change (the server refused this
  *    device's authentication; the device refused the server's TLS
  *    certificate, or the server answered without TLS: connect's
- *    TCPOTA_ERR_DENIED; an HTTP server answered HELLO, the client's
- *    http_answer: the address names no device port) end the run at once
+ *    TCPOTA_ERR_DENIED; an HTTP server answered HELLO, or another
+ *    service's text banner came first, the client's http_answer and
+ *    text_answer: the address names no device port) end the run at once
  *    when the device may give up (TCPOTA_RUNNER_DENIED), else back off as
  *    image failures do.
  *  - Image failures (the image failed its integrity check or was refused

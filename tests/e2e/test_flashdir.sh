@@ -178,7 +178,7 @@ ok "a slot file cut short or grown: that file named, shorter or longer, with wha
 # server, a refused address: its log says which); one that answers, even
 # with an HTTP 400, does not; one that takes the connection and says nothing
 # (an API port, say) gets the hint to check the port, not the one for a close.
-for mode in silent garbage mute; do
+for mode in silent garbage mute banner; do
   python3 - "$mode" > "$WORK/fake-$mode.port" <<'PY' &
 import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -190,6 +190,8 @@ for _ in range(2):
         pass
     if sys.argv[1] == "garbage":
         c.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    if sys.argv[1] == "banner":
+        c.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
     c.close()
 PY
   PIDS+=($!)
@@ -202,6 +204,12 @@ PY
     grep -q "gave up after 2 attempts.*no data from the server for 500 ms (the server took the connection but sent nothing: check that --server names its device port" "$WORK/fk.log" ||
       fail "no hint after a server that said nothing: $(cat "$WORK/fk.log")"
     ! grep -q "ended the connection" "$WORK/fk.log" || fail "a mute server was said to close: $(cat "$WORK/fk.log")"
+  elif [ $mode = banner ]; then
+    # Another service's banner (SSH here): said so at once, not retried
+    # (before: "malformed frame", 20 attempts, silent under --quiet).
+    grep -q "the server answered in text, not in tcpota's frames: the address names another service's port (SSH, mail?), not tcpota serve's device port (--listen); not retrying: the same address would answer so again" "$WORK/fk.log" ||
+      fail "a banner was not said to be another service's: $(cat "$WORK/fk.log")"
+    ! grep -q "gave up after" "$WORK/fk.log" || fail "a banner was retried: $(cat "$WORK/fk.log")"
   elif [ $mode = silent ]; then
     grep -q "gave up after 2 attempts.*(the server ended the connection before it answered: if it serves TLS, give --ca" "$WORK/fk.log" ||
       fail "no hint after a silent close: $(cat "$WORK/fk.log")"
