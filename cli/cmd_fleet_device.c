@@ -19,7 +19,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: tcpota device list [--model M] [--state S] [--group G] [--limit N]\n"
-            "                          [--after ID] [options]\n"
+            "                          [--after ID] [--id-prefix P] [options]\n"
             "       tcpota device show ID [options]\n"
             "       tcpota device set ID --group G [options]\n"
             "       tcpota device secret ID [--out FILE] [options]\n"
@@ -33,6 +33,7 @@ static void usage(FILE *f)
             "    --state S          seen, up-to-date, waiting, offered, downloading, verified,\n"
             "                       updated, rolled-back, boot-failed, declined, failed\n"
             "    --group G          the devices of group G (--group \"\": those in no group)\n"
+            "    --id-prefix P      the devices whose id starts with P\n"
             "  show ID              one device: its state and history\n"
             "  set ID --group G     puts it in group G (--group \"\" takes it out)\n"
             "  secret ID            creates a new secret for the device (it replaces the old\n"
@@ -80,14 +81,16 @@ static int query_add(char *buf, size_t cap, const char *name, const char *value)
 
 static int device_list(struct api *a, int argc, char **argv)
 {
-    const char *model = NULL, *state = NULL, *group = NULL, *limit = NULL, *after = NULL, *pos[1];
+    const char *model = NULL, *state = NULL, *group = NULL, *limit = NULL, *after = NULL;
+    const char *prefix = NULL, *pos[1];
     const struct api_opt opts[] = {
         {"--model", "M", &model}, {"--state", "S", &state}, {"--group", "G", &group},
-        {"--limit", "N", &limit}, {"--after", "ID", &after}, {NULL, NULL, NULL},
+        {"--limit", "N", &limit}, {"--after", "ID", &after}, {"--id-prefix", "P", &prefix},
+        {NULL, NULL, NULL},
     };
     static const char *const list_fields[][2] = {
         {"model", "--model"}, {"state", "--state"}, {"group", "--group"},
-        {"limit", "--limit"}, {"after", "--after"}, {NULL, NULL},
+        {"limit", "--limit"}, {"after", "--after"}, {"q", "--id-prefix"}, {NULL, NULL},
     };
     char path[2048] = "/v1/devices";
     json_t *ans = NULL, *d;
@@ -100,7 +103,7 @@ static int device_list(struct api *a, int argc, char **argv)
     if (limit && api_number(a, "--limit", limit, "--limit 100", &n) != 0) return 2;
     if (query_add(path, sizeof(path), "model", model) || query_add(path, sizeof(path), "state", state) ||
         query_add(path, sizeof(path), "group", group) || query_add(path, sizeof(path), "limit", limit) ||
-        query_add(path, sizeof(path), "after", after)) {
+        query_add(path, sizeof(path), "after", after) || query_add(path, sizeof(path), "q", prefix)) {
         return api_usage(a, "the filters are too long");
     }
     if ((rc = api_setup(a, 0)) != 0) return rc;
@@ -132,10 +135,11 @@ static int device_list(struct api *a, int argc, char **argv)
             table_cell(t, "%s", *api_str(d, "reason") ? api_str(d, "reason") : "-");
         }
         if (table_rows(t) == 0) {
-            if (after && !model && !state && !group) {
+            if (after && !model && !state && !group && !prefix) {
                 printf("no devices after %s (ids in byte order)\n", after);
             } else {
-                printf("no devices%s\n", model || state || group || after ? " match" : " yet");
+                printf("no devices%s\n",
+                       model || state || group || after || prefix ? " match" : " yet");
             }
             if (state && strcmp(state, "failed") == 0) {
                 /* what a rollout's FAILED column counts (docs/fleet.md) */

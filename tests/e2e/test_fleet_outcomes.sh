@@ -94,5 +94,9 @@ rc=0; "$TCPOTA" device retry nobody > "$WORK/retry.out" 2>&1 || rc=$?
 [ $rc -eq 1 ] && grep -q "no device nobody" "$WORK/retry.out" || fail "retry of an unknown device: exit $rc, $(cat "$WORK/retry.out")"
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TCPOTA_TOKEN" "$TCPOTA_API/v1/devices/rt-1/retry")" = 405 ] ||
   fail "GET /v1/devices/rt-1/retry was not 405"
+# The API's id-prefix filter (q), from the CLI.
+"$TCPOTA" device list --id-prefix rt- > "$WORK/list.out" || fail "device list --id-prefix failed"
+grep -q '^rt-1 ' "$WORK/list.out" && [ "$(grep -vc '^ID ' "$WORK/list.out")" = 1 ] ||
+  fail "device list --id-prefix rt- listed: $(cat "$WORK/list.out")"
 ok "a declined offer held back is offered again after device retry; the rollout counts the device updated"
 stop_fleet
