@@ -27,6 +27,7 @@
 #include "tls_server.h" /* tls_error_reason */
 
 #include <errno.h>
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
@@ -54,6 +55,7 @@ struct ota_conn {
     struct bufferevent *bev;         /* a reference of ours until admit_cb */
     struct evhttp_connection *evcon; /* once admitted */
     struct event *deadline;          /* pending while no request is complete */
+    struct event *first;             /* plain: the first bytes readable (first_cb) */
     int fd;                          /* -1 until admitted */
     uint8_t counted;                 /* in srv->unauth (admit.h) */
     uint8_t answered;                /* a request came: the deadline runs from its answer */
@@ -181,7 +183,57 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 static void conn_free(struct ota_conn *oc)
 {
     if (oc->deadline) event_free(oc->deadline);
+    if (oc->first) event_free(oc->first);
     free(oc);
+}
+
+/* The answer to bytes no HTTP request starts with. */
+#define OTA_NOT_HTTP_BODY                                                                         \
+    "not an HTTP request: this is tcpota serve's HTTP download port (--ota-listen); a tcpota"     \
+    " device connects to its device port (--listen, default 8070)\n"
+
+/* The connection's first bytes are readable (a plain listener's): ours
+ * from the socket, or evhttp's, when its read came first and holds them
+ * while it waits for a line's end. A byte no request head holds (a
+ * control byte but CR, LF, TAB: a tcpota device's HELLO) is answered 400
+ * at once and the connection closed; before, evhttp waited for a line's
+ * end that never came and the device for its timeout (30 s), then tried
+ * again. What the peer sent is read first, so that the close does not
+ * reset the connection under the answer. */
+static void first_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct ota_conn *oc = arg;
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(oc->evcon);
+    char head[16], reply[400], sink[4096];
+    ssize_t n = recv(fd, head, sizeof(head), MSG_PEEK | MSG_DONTWAIT), i;
+    size_t drained = 0;
+    int rl;
+
+    (void)what;
+    if (n <= 0 && bev) {
+        n = (ssize_t)evbuffer_copyout(bufferevent_get_input(bev), head, sizeof(head));
+    }
+    for (i = 0; i < n; i++) {
+        unsigned char b = (unsigned char)head[i];
+        if ((b < 0x20 && b != '\r' && b != '\n' && b != '\t') || b == 0x7f) break;
+    }
+    if (n <= 0 || i == n) {
+        return; /* HTTP so far, the end of the stream or nothing: evhttp's */
+    }
+    say_limited(oc->ota, &oc->ota->not_http_log, LOG_LV_INFO, oc->peer,
+                "http: not an HTTP request (byte 0x%02x: a tcpota device? it connects to the"
+                " device port, --listen); answered 400, closing", (unsigned char)head[i]);
+    rl = snprintf(reply, sizeof(reply), "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
+                  "Content-Length: %zu\r\nConnection: close\r\n\r\n%s", strlen(OTA_NOT_HTTP_BODY),
+                  OTA_NOT_HTTP_BODY);
+    if (rl > 0 && (size_t)rl < sizeof(reply)) {
+        (void)send(fd, reply, (size_t)rl, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    (void)shutdown(fd, SHUT_WR);
+    while (drained < sizeof(sink) * 16 && (n = recv(fd, sink, sizeof(sink), MSG_DONTWAIT)) > 0) {
+        drained += (size_t)n;
+    }
+    evhttp_connection_free(oc->evcon); /* conn_closed() frees oc */
 }
 
 /* The connection closed (evhttp's close callback): its downloads stop
@@ -243,7 +295,8 @@ static int admit_one(struct http_ota *ota, struct ota_conn *oc, struct evhttp_co
     snprintf(oc->peer, sizeof(oc->peer), "%s:%u", oc->addr, (unsigned)port);
     oc->evcon = evcon;
     if (byfd_room(ota, oc->fd) < 0 ||
-        !(oc->deadline = evtimer_new(srv->base, deadline_cb, oc))) {
+        !(oc->deadline = evtimer_new(srv->base, deadline_cb, oc)) ||
+        (!srv->tls && !(oc->first = event_new(srv->base, oc->fd, EV_READ, first_cb, oc)))) {
         return -1;
     }
     v = admit_conn(srv, oc->addr, &oc->counted);
@@ -258,6 +311,7 @@ static int admit_one(struct http_ota *ota, struct ota_conn *oc, struct evhttp_co
     push_conn(&ota->conns, oc);
     evhttp_connection_set_closecb(evcon, conn_closed, oc);
     arm_deadline(oc);
+    if (oc->first) event_add(oc->first, NULL);
     return 0;
 }
 

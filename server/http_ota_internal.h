@@ -60,7 +60,7 @@ struct http_ota {
     size_t nbyfd;
     /* Lines its peers can cause at will (at most LOG_PEER_BURST a
      * LOG_PEER_MS each): refused at accept, late, failed handshakes. */
-    struct log_limit refused_log, late_log, tls_failed_log;
+    struct log_limit refused_log, late_log, tls_failed_log, not_http_log;
     struct dl *dls;                  /* requests being decided or sent */
     size_t nsending;
     struct ota_cut *cuts;            /* OTA_CUT_SLOTS of them, or NULL (no memory: acks only) */

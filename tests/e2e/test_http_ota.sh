@@ -32,6 +32,18 @@ line=$(grep "cannot listen on nosuch.invalid:$OTA_PORT for HTTP downloads: " "$W
 [ $rc -eq 1 ] && [ -n "$line" ] && ! grep -qE "No such file|Resource temporarily|Success" <<< "$line" ||
   fail "an --ota-listen host that does not resolve: rc $rc: $(cat "$WORK/unres.log")"
 ok "an --ota-listen host that does not resolve: said so"
+
+# A tcpota device sent to the download port: its HELLO (binary) is answered
+# 400 at once, and the device says it reached an HTTP port and stops (before:
+# evhttp waited for a line's end, the device 30 s for an answer, 20 times).
+rc=0; t0=$(date +%s)
+"$TCPOTA" device --server "127.0.0.1:$OTA_PORT" --flash "$WORK/wrongport" --quiet 2> "$WORK/wrongport.log" || rc=$?
+s=$(( $(date +%s) - t0 ))
+[ $rc -eq 1 ] && [ "$s" -le 5 ] || fail "a device on the download port: exit $rc after $s s: $(cat "$WORK/wrongport.log")"
+grep -q "the server answered in HTTP: the address names an HTTP port (tcpota serve's API or downloads?), not its device port (tcpota serve --listen); not retrying" "$WORK/wrongport.log" ||
+  fail "a device on the download port was not told: $(cat "$WORK/wrongport.log")"
+wait_line "$WORK/server.log" "http: not an HTTP request \(byte 0x01: a tcpota device\? it connects to the device port, --listen\); answered 400, closing" 5
+ok "a tcpota device on the download port: answered 400 at once, told it reached an HTTP port"
 [ -n "$OTA_PORT" ] || fail "no download port in: $(grep 'listening on' "$WORK/server.log")"
 OTA="http://127.0.0.1:$OTA_PORT/ota/esp32"
 # Two Content-Lengths (libevent takes the first; a proxy may take the
