@@ -429,7 +429,7 @@ grep -q 'warning: --max-image 1K takes images of at most 1024 bytes, and firmwar
   fail "--max-image 1K: $(grep -i 'max-image' size1k.log)"
 stop_serve
 for bad in "12Mb|is not a size: give bytes, or a whole number with K, M or G" "2G|is out of range: give a size in 1..1073741824 bytes" \
-           "0K|is out of range" "x|is not a number"; do
+           "0K|is out of range" "x|is not a size: give bytes, or a whole number with K"; do
   rc=0; timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --data size-data --max-image "${bad%%|*}" > /dev/null 2> sizebad.log || rc=$?
   [ $rc -eq 2 ] && grep -q -- "--max-image: '${bad%%|*}' ${bad#*|}" sizebad.log || fail "--max-image ${bad%%|*}: exit $rc: $(cat sizebad.log)"
 done
