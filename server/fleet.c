@@ -15,6 +15,7 @@
 #include "rollout.h"
 #include "server_internal.h"
 #include "store.h"
+#include "store_pg.h" /* STORE_PG_CONNINFO_INVALID */
 #include "sock.h"
 #include "text.h"
 
@@ -1882,7 +1883,12 @@ int fleet_open(struct server *srv)
     f->store = o->db && o->open_db ? o->open_db(o->db, o->data_dir, srv->base, err, sizeof(err))
                                    : store_sqlite_open(o->data_dir, srv->base, err, sizeof(err));
     if (!f->store) {
-        return not_starting(srv, "cannot open the fleet store: %s", err);
+        (void)not_starting(srv, "cannot open the fleet store: %s", err);
+        /* A --db string libpq cannot take is a bad argument (exit 2), as
+         * one refused before the start is; a database that fails is not. */
+        return strncmp(err, STORE_PG_CONNINFO_INVALID, strlen(STORE_PG_CONNINFO_INVALID)) == 0
+                   ? FLEET_OPEN_BAD_ARG
+                   : -1;
     }
     f->store->notice = store_notice;
     f->store->notice_arg = srv;

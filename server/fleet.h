@@ -54,7 +54,9 @@ struct tcpota_serve_opts;
 /* Makes the files of o->data_dir private (fleet_files.h), opens the store
  * in it, loads the device secrets into srv->auth, starts the API (unless
  * o->api is "off"). Returns 0, or -1 after logging "not starting: " and
- * why. */
+ * why, FLEET_OPEN_BAD_ARG when that was a bad argument (a --db string libpq
+ * cannot take: the exit status of a usage error). */
+#define FLEET_OPEN_BAD_ARG (-2)
 int fleet_open(struct server *srv);
 /* Stops the API, hands the gathered steps to the store, finishes what it has
  * queued (nothing recorded is lost at SIGTERM), closes it, drops the

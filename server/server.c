@@ -700,7 +700,7 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
 {
     struct server srv;
     sigset_t unblocked;
-    int rc = 1, worker_fd = -1;
+    int rc = 1, worker_fd = -1, frc = 0;
 
     memset(&srv, 0, sizeof(srv));
     srv.tail_ep = -1;
@@ -764,9 +764,10 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
         goto out;
     }
     /* Fleet mode: the store (and the secrets in it) before the listener. */
-    if (o->data_dir ? fleet_open(&srv) < 0
+    if (o->data_dir ? (frc = fleet_open(&srv)) < 0
                     : worker_fd < 0 && auth_init(&srv.auth, o->secrets, o->nsecrets) < 0) {
         if (!o->data_dir) fprintf(stderr, "tcpota serve: out of memory\n");
+        if (frc == FLEET_OPEN_BAD_ARG) rc = 2; /* like any argument refused */
         goto out;
     }
     /* The handlers before the "listening on" line: a script that reads it

@@ -33,6 +33,10 @@ struct store *store_pg_open(const char *conninfo, const char *dir, struct event_
  * libpq's with any part of a password in it written as "***"; also -1, with
  * "--db: " and pq_load()'s message, when libpq does not load. */
 int store_pg_conninfo_check(const char *conninfo, const char *failure, char *err, size_t errlen);
+/* How store_pg_conninfo_check's (and so store_pg_open's) err begins for a
+ * connection string libpq cannot take: a bad argument, not a database
+ * that failed. */
+#define STORE_PG_CONNINFO_INVALID "--db: the connection string is not valid: "
 
 /* 1 when conninfo (--db) gives a password (user:password@ in a URI, or a
  * password keyword), else 0 (also for a string libpq cannot parse, and

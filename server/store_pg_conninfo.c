@@ -161,7 +161,7 @@ static const char *refused_value(const char *msg)
 
 int store_pg_conninfo_check(const char *conninfo, const char *failure, char *err, size_t errlen)
 {
-    static const char head[] = "--db: the connection string is not valid: ";
+    static const char head[] = STORE_PG_CONNINFO_INVALID;
     char *why = NULL, clean[512];
     const char *bad = NULL;
     PQconninfoOption *opts;
