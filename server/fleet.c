@@ -1328,7 +1328,10 @@ void fleet_on_event(struct conn *c, const struct tcpota_srv_event *ev)
                  m->u.decline.message.len,
                  m->u.decline.message.ptr ? (const char *)m->u.decline.message.ptr : "");
         if (m->u.decline.reason == (uint16_t)-TCPOTA_ERR_REFUSED) {
-            /* "already running": a success for the rollout, not a failure. */
+            /* "already running": a success for the rollout, not a failure.
+             * An image the device failed before is FAILED_BEFORE (it was
+             * REFUSED too, and such a device, offered the image again after
+             * `device retry`, was recorded up to date and counted updated). */
             record(c, STORE_ST_UP_TO_DATE, img->desc.id, NULL, 0, why, 1);
         } else {
             metrics_decline(c->rollout_id, img->desc.id, -(int)m->u.decline.reason);

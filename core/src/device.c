@@ -586,7 +586,7 @@ static int decline_known_bad(struct tcpota_dev *d, const uint8_t *id, struct tcp
     (void)tcpota_dev_bad_text(id, reason, why);
     d->bad_reason = (uint8_t)reason;
     memcpy(d->bad_id, id, TCPOTA_ID_LEN);
-    return decline(d, id, TCPOTA_ERR_REFUSED, why, ev);
+    return decline(d, id, TCPOTA_ERR_FAILED_BEFORE, why, ev);
 }
 
 static int on_offer(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcpota_dev_event *ev)

@@ -38,6 +38,7 @@ const char *tcpota_strerror(int err)
     case TCPOTA_ERR_DOWNGRADE: return "security counter lower than the device's";
     case TCPOTA_ERR_NOKEY: return "signed by an untrusted key";
     case TCPOTA_ERR_BADSIG: return "signature does not verify";
+    case TCPOTA_ERR_FAILED_BEFORE: return "the image failed on this device before";
     default: return "unknown error";
     }
 #endif

@@ -94,6 +94,26 @@ rc=0; "$TCPOTA" device retry nobody > "$WORK/retry.out" 2>&1 || rc=$?
 [ $rc -eq 1 ] && grep -q "no device nobody" "$WORK/retry.out" || fail "retry of an unknown device: exit $rc, $(cat "$WORK/retry.out")"
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TCPOTA_TOKEN" "$TCPOTA_API/v1/devices/rt-1/retry")" = 405 ] ||
   fail "GET /v1/devices/rt-1/retry was not 405"
+# A device whose own record holds the image back (it rolled back there):
+# after a retry it is offered the image, declines it as failed before
+# (FAILED_BEFORE), and is recorded declined, counted failed, held back; it
+# was REFUSED, read as "runs it": up to date, counted updated, offered at
+# every check-in while the device backed off for ever (a trial).
+run_device rb-1 esp32 "$WORK/rb1" --health fail --max-attempts 1 || true
+[ "$(device_state rb-1)" = rolled-back ] || fail "rb-1 is $(device_state rb-1), not rolled-back"
+before=$(failed_in_rollout)
+"$TCPOTA" device retry rb-1 > /dev/null || fail "device retry rb-1 failed"
+rc=0; run_device rb-1 esp32 "$WORK/rb1" --max-attempts 2 || rc=$?
+[ $rc -eq 1 ] || fail "rb-1 after the retry exited $rc, expected 1 (held back): $(cat "$WORK/rb-1.log")"
+grep -qE "image [0-9a-f]{8} failed its health check before; waiting for another image" "$WORK/rb-1.log" ||
+  fail "rb-1 did not decline it as failed before: $(cat "$WORK/rb-1.log")"
+grep -q "\[rb-1 .*the image failed on this device before" "$WORK/server.log" ||
+  fail "the server did not log rb-1's decline's reason: $(grep 'rb-1' "$WORK/server.log" | tail -3)"
+grep -q "so the server holds it back" "$WORK/rb-1.log" || fail "rb-1 was not held back after its decline: $(cat "$WORK/rb-1.log")"
+[ "$(device_state rb-1)" = declined ] || fail "rb-1 after declining again is $(device_state rb-1), not declined"
+[ "$(failed_in_rollout)" = "$before" ] || fail "rollout 1 counts $(failed_in_rollout) failed, was $before: rb-1's decline counted a success"
+ok "after a retry, a device whose own record holds the image back declines it as failed before: declined, counted failed, held back"
+
 # The API's id-prefix filter (q), from the CLI.
 "$TCPOTA" device list --id-prefix rt- > "$WORK/list.out" || fail "device list --id-prefix failed"
 grep -q '^rt-1 ' "$WORK/list.out" && [ "$(grep -vc '^ID ' "$WORK/list.out")" = 1 ] ||

@@ -46,19 +46,19 @@ timeout 60 "$TCPOTA" device --server "127.0.0.1:$ROGUE_PORT" --flash "$WORK/a" -
   --trust "$WORK/rel.pub" --max-attempts 1 --backoff-max-ms 1000 --quiet 2> "$WORK/a1.log" || rc=$?
 [ $rc -eq 1 ] || fail "device against a replaying server exited $rc, expected 1"
 [ "$(grep -c '^accept at' "$L")" -eq 2 ] || fail "the bad image was downloaded a third time"
-grep -q "decline reason 111: image $short failed its integrity check before; waiting for another image" "$L" ||
+grep -q "decline reason 131: image $short failed its integrity check before; waiting for another image" "$L" ||
   fail "no reasoned DECLINE of the known-bad image"
 grep -q "image $short failed its integrity check before; waiting for another image" "$WORK/a1.log" ||
   fail "the device did not say why it declined"
 grep -q 'gave up after 1 attempt without progress' "$WORK/a1.log" || fail "no final error (one attempt, singular): $(cat "$WORK/a1.log")"
-declines=$(grep -c '^decline reason 111' "$L")
+declines=$(grep -c '^decline reason 131' "$L")
 # A restart remembers it (NVS): declined at once, nothing written.
 rc=0
 timeout 60 "$TCPOTA" device --server "127.0.0.1:$ROGUE_PORT" --flash "$WORK/a" --id rogue-a \
   --trust "$WORK/rel.pub" --max-attempts 1 --quiet 2> "$WORK/a2.log" || rc=$?
 [ $rc -eq 1 ] || fail "restarted device exited $rc, expected 1"
 [ "$(grep -c '^accept at' "$L")" -eq 2 ] || fail "a restarted device downloaded the bad image again"
-n=$(grep -c '^decline reason 111' "$L"); [ "$n" -ge 2 ] && [ "$n" -eq "$((declines + 1))" ] || fail "the restarted device did not decline it ($n declines)"
+n=$(grep -c '^decline reason 131' "$L"); [ "$n" -ge 2 ] && [ "$n" -eq "$((declines + 1))" ] || fail "the restarted device did not decline it ($n declines)"
 grep -q 'written=0 ' "$WORK/a2.log" || fail "the restarted device wrote flash: $(tail -1 "$WORK/a2.log")"
 ok "replayed offer with other bytes: 2 downloads, then declined with its reason (also after a restart)"
 

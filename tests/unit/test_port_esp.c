@@ -443,7 +443,7 @@ static void assert_declined_as_bad(const char *why)
     assert_true(run_conn(0) >= 0);
     assert_false(accepted);
     assert_int_equal(dev.state, TCPOTA_DEV_DECLINED);
-    assert_int_equal(declined_reason, TCPOTA_ERR_REFUSED);
+    assert_int_equal(declined_reason, TCPOTA_ERR_FAILED_BEFORE);
     snprintf(want, sizeof(want), "image %02x%02x%02x%02x %s; waiting for another image",
              simg.id[0], simg.id[1], simg.id[2], simg.id[3], why);
     assert_string_equal(declined_why, want);

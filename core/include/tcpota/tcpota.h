@@ -60,6 +60,9 @@ enum tcpota_err {
     TCPOTA_ERR_CANCELED = -125, /* session ended on purpose */
     TCPOTA_ERR_NOKEY = -126,    /* signed by a key the device does not trust */
     TCPOTA_ERR_BADSIG = -129,   /* signature does not verify */
+    TCPOTA_ERR_FAILED_BEFORE = -131, /* the image failed on this device before (a
+                                      * DECLINE's reason: TCPOTA_KEY_BAD), not
+                                      * REFUSED, which a server may read as "runs it" */
 };
 
 /* Returns a short static English description of a tcpota_err code (or of
