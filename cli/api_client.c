@@ -45,7 +45,7 @@ static const char flag_set[] = "1";
 void api_usage_common(FILE *f, int upload)
 {
     fprintf(f,
-            "options of every fleet command (image, rollout, device list|show|set|secret,\n"
+            "options of every fleet command (image, rollout, device list|show|set|secret|retry,\n"
             "summary):\n"
             "  --api URL            the server's API: http://HOST:PORT or HOST:PORT (HOST\n"
             "                       alone: port %u; http://HOST: 80), or\n"

@@ -17,7 +17,7 @@ int cmd_device_status(int argc, char **argv);
 
 /* The fleet commands, clients of a fleet server's control API (docs/api.md):
  * `tcpota image ...` (cmd_image.c), `tcpota rollout ...` (cmd_rollout.c),
- * `tcpota device list|show|set|secret ...` (cmd_fleet_device.c),
+ * `tcpota device list|show|set|secret|retry ...` (cmd_fleet_device.c),
  * `tcpota summary` (cmd_summary.c). Each returns the exit code: 0 done, 1 the server refused or is unreachable, 2
  * usage. */
 int cmd_image(int argc, char **argv);
