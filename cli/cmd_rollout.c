@@ -111,8 +111,11 @@ static void waves_open(const json_t *r, char *buf, size_t cap)
 
 const char *rollout_state_text(const json_t *r, char *buf, size_t cap)
 {
+    /* A cancelled rollout applies to nothing: "superseded" (the store marks
+     * it so when a newer one is made) would say that one replaced it. */
     snprintf(buf, cap, "%s%s", table_c(api_str(r, "state")),
-             api_bool(r, "superseded") ? ", superseded" : "");
+             api_bool(r, "superseded") && strcmp(api_str(r, "state"), "cancelled") != 0
+                 ? ", superseded" : "");
     return buf;
 }
 

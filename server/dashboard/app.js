@@ -331,7 +331,7 @@ const rollouts = {
         h('button', { type: 'submit' }, 'Create rollout')),
       ros.rollouts.map((ro) => h('div', { class: 'panel', id: 'rollout-' + ro.id },
         h('b', {}, `rollout ${ro.id}: ${ro.version || '(image removed)'} for ${ro.model}${ro.group ? ' / ' + ro.group : ''} `),
-        state(ro.state), ro.superseded ? h('span', { class: 'muted' }, ' superseded') : '',
+        state(ro.state), ro.superseded && ro.state !== 'cancelled' ? h('span', { class: 'muted' }, ' superseded') : '',
         ' ', ro.state === 'active' && !ro.superseded ? act(ro, 'pause') : '',
         (ro.state === 'paused' || ro.state === 'halted') && !ro.superseded ? act(ro, 'resume') : '',
         ro.state !== 'cancelled' ? act(ro, 'cancel') : '',

@@ -348,6 +348,13 @@ route GET /v1/rollouts 200 '{"rollouts": ['"$ROLLOUT"']}'
 run 0 $T rollout list $API
 has out.log "^ ?ID +STATE +IMAGE +VERSION +MODEL +GROUP +WAVES OPEN +TARGETED +UPDATED +FAILED +CREATED \(UTC\)$"
 has out.log "^ 1  active +9f2c41d0e1a7  2\.0\.0 +esp32 +- +1/3 \(10%\) +50 +2 +1  2026-12-01 13:20:00$"
+# A cancelled rollout the store marked superseded when a newer one came:
+# "cancelled" alone (a trial read "cancelled, superseded" as replaced).
+CANCELLED=${ROLLOUT/\"active\"/\"cancelled\"}
+route GET /v1/rollouts 200 '{"rollouts": ['"${CANCELLED/\"superseded\": false/\"superseded\": true}"']}'
+run 0 $T rollout list $API
+has out.log "^ 1  cancelled +9f2c41d0e1a7 "
+! grep -q superseded out.log || fail "a cancelled rollout was listed as superseded: $(cat out.log)"
 ok "rollout create sends the JSON body (waves as an array), show and list print waves, totals and state"
 
 # --- pause, resume, cancel; 409 and 400 from the server
