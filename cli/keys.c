@@ -352,10 +352,16 @@ static int check_out_name(const char *out, const char *eg)
     const char *base = strrchr(out, '/') ? strrchr(out, '/') + 1 : out;
     size_t n = strlen(out);
 
-    if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0) {
+    struct stat st;
+
+    /* A key pair's NAME that is an existing directory too: --out /tmp
+     * wrote /tmp.key and /tmp.pub beside it, not in it (a trial). (A FILE
+     * that is one is refused where it is written.) */
+    if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0 ||
+        (!eg && stat(out, &st) == 0 && S_ISDIR(st.st_mode))) {
         fprintf(stderr, "tcpota keygen: --out %s names a directory, not a file; give %s, e.g. "
                         "--out %s%s%s\n", out, eg ? "a FILE" : "a NAME", out,
-                *base ? "/" : "", eg ? eg : "release");
+                *base && out[n - 1] != '/' ? "/" : "", eg ? eg : "release");
         return -1;
     }
     if (!eg && n > 4 && (strcmp(out + n - 4, ".key") == 0 || strcmp(out + n - 4, ".pub") == 0)) {

@@ -340,6 +340,9 @@ expect 2 "--out is empty; give --out NAME" $T keygen --out ""
 expect 2 "--out needs a value: --out NAME$" $T keygen --out
 expect 2 "--out needs a value: --out NAME \(got the option --device-secret; if --device-secret is meant as the value, write --out=--device-secret\)$" $T keygen --out --device-secret
 expect 2 "--out dir/ names a directory, not a file; give a NAME, e.g. --out dir/release" $T keygen --out dir/
+# An existing directory without its slash: not dir.key and dir.pub beside it.
+expect 2 "--out dir names a directory, not a file; give a NAME, e.g. --out dir/release$" $T keygen --out dir
+[ ! -e dir.key ] && [ ! -e dir.pub ] || fail "keygen --out dir wrote dir.key or dir.pub"
 expect 2 "--out . names a directory" $T keygen --device-secret --out .
 expect 2 "--out dir/\.\. names a directory, not a file; give a NAME" $T keygen --out dir/..
 expect 2 "--out takes the NAME without .key or .pub: --out rel writes rel.key and rel.pub" $T keygen --out rel.key
