@@ -152,8 +152,9 @@ static void auth_refused(const json_t *ans)
         table_cell(t, "%s", table_time(api_int(d, "last"), when, sizeof(when)));
     }
     if (api_int(a, "total") > 0 && table_rows(t) == 0) {
-        section(title, t, "no id to list: legacy req0/req1 devices refused under --require-auth "
-                          "(the server's log has their addresses)");
+        section(title, t, "no id to list: the devices refused have authenticated since, or gave"
+                          " no id (legacy req0/req1 devices under --require-auth; the server's log"
+                          " has their addresses)");
     } else {
         section(title, t, "no device refused");
     }

@@ -234,7 +234,7 @@ const overview = {
           auth.devices.map((d) => h('tr', {},
             h('td', {}, d.id), h('td', {}, d.reason), h('td', {}, d.address), h('td', {}, when(d.last)),
             num(d.count))), 4)
-          : h('p', { class: 'muted' }, 'no id to list: legacy req0/req1 devices refused under --require-auth (the server log has their addresses)'))
+          : h('p', { class: 'muted' }, 'no id to list: the devices refused have authenticated since, or gave no id (legacy req0/req1 devices under --require-auth; the server log has their addresses)'))
         : h('p', { class: 'muted' }, 'none'));
   },
 };

@@ -756,7 +756,7 @@ has out.log '^\{"now": 1796139325, "since": 1796135725, +"states"'
 route GET /v1/summary 200 '{"now": 1, "since": 1, "states": [], "versions": [], "failures": [], "rollout_failures": [], "auth_refused": {"since": 1, "total": 2, "counts": {"no-proof": 2, "wrong-secret": 0, "unknown-id": 0, "not-checked": 0}, "devices": []}}'
 run 0 $T summary $API
 has out.log '^no devices yet \(a device appears at its first check-in\)$'
-has out.log '^no id to list: legacy req0/req1 devices refused under --require-auth'
+has out.log '^no id to list: the devices refused have authenticated since, or gave no id \(legacy req0/req1 devices under --require-auth'
 ! grep -q 'tcpota device secret ID' out.log || fail "summary names device secrets for refusals without an id: $(cat out.log)"
 run 2 $T summary extra $API
 has err.log "^tcpota summary: unexpected argument 'extra'"
