@@ -1254,7 +1254,14 @@ int cmd_serve(int argc, char **argv)
         int at = 0;
         rc = serve_args(&args, &at);
         /* Not when the command line's own option was the one refused. */
-        if (rc == 2 && args.nowned > 0 && at <= args.nowned) {
+        if (rc == 2 && args.nowned > 0 && at >= 1 && at <= args.nowned) {
+            /* The file's own flag (argv[at] is "--name=VALUE"): its line. */
+            const char *v = strchr(args.argv[at], '=');
+            fprintf(stderr, "tcpota serve: note: that is line %u of %s%s\n", args.lines[at - 1],
+                    args.path, v && strstr(v, " #")
+                                   ? " (a comment takes a line of its own, starting with #)"
+                                   : "");
+        } else if (rc == 2 && args.nowned > 0 && at <= args.nowned) {
             fprintf(stderr, "tcpota serve: note: the flags of the --config file came first; the "
                             "option named above may be set there\n");
         }

@@ -63,13 +63,14 @@ static int bad(const char *path, unsigned line, const char *what)
     return 2;
 }
 
-/* Adds s (copied) to the file's arguments. Returns 0 or -1. */
-static int add(struct serve_config_args *out, const char *s, size_t len)
+/* Adds s (copied), from the file's line, to its arguments. Returns 0 or -1. */
+static int add(struct serve_config_args *out, const char *s, size_t len, unsigned line)
 {
     char *c = malloc(len + 1);
     if (!c) return -1;
     memcpy(c, s, len);
     c[len] = 0;
+    out->lines[out->nowned] = line;
     out->owned[out->nowned++] = c;
     return 0;
 }
@@ -188,7 +189,7 @@ static int read_flags(FILE *f, const char *path, struct serve_config_args *out)
         /* One argument, "--name=VALUE": a value is taken as written, even
          * one that starts with "--" (as the next option would be). */
         snprintf(opt, sizeof(opt), "--%s%s%s", s, *val ? "=" : "", val);
-        if (add(out, opt, strlen(opt)) < 0) goto oom;
+        if (add(out, opt, strlen(opt), line) < 0) goto oom;
     }
     if (ferror(f)) return bad(path, line + 1, "read error");
     return 0;
@@ -228,7 +229,8 @@ int serve_config_load(int argc, char **argv, struct serve_config_args *out)
     out->path = path;
     /* Each line gives at most one argument. */
     out->owned = calloc(MAX_LINES + 2, sizeof(char *));
-    if (!out->owned) {
+    out->lines = calloc(MAX_LINES + 2, sizeof(unsigned));
+    if (!out->owned || !out->lines) {
         fclose(f);
         fprintf(stderr, "tcpota serve: out of memory\n");
         return 2;
@@ -255,5 +257,6 @@ void serve_config_free(struct serve_config_args *out)
     for (i = 0; i < out->nowned; i++) free(out->owned[i]);
     if (out->owned) free(out->argv); /* argv is ours only when a file was read */
     free(out->owned);
+    free(out->lines);
     memset(out, 0, sizeof(*out));
 }

@@ -9,6 +9,7 @@ struct serve_config_args {
     char **argv;  /* argv[0], the file's flags, then the command line's */
     char **owned; /* the strings read from the file (freed with argv) */
     int nowned;   /* argv[1..nowned] are the file's */
+    unsigned *lines; /* lines[i]: the file's line of owned[i] */
     const char *path; /* the file, or NULL */
     unsigned mode;    /* its permission bits (a secret in it others can read is warned about) */
 };
