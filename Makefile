@@ -47,14 +47,20 @@ install: build
 uninstall:
 	@test -f $(BUILD)/install_manifest.txt || \
 	    { echo "make uninstall: $(BUILD)/install_manifest.txt is missing: nothing was installed from $(BUILD)"; exit 1; }
-	@sed 's|^|$(DESTDIR)|' $(BUILD)/install_manifest.txt | while IFS= read -r f || [ -n "$$f" ]; do \
+	@sed 's|^|$(DESTDIR)|' $(BUILD)/install_manifest.txt | { found=0; while IFS= read -r f || [ -n "$$f" ]; do \
+	    [ -e "$$f" ] || [ -L "$$f" ] || continue; \
+	    found=$$((found + 1)); \
 	    case "$$f" in */tcpota/tcpota.conf) \
 	        if [ -f "$$f" ] && ! cmp -s "$$f" "$(CURDIR)/service/tcpota.conf"; then \
 	            echo "Kept: $$f (edited: the operator's; remove it by hand if it is not wanted)"; continue; \
 	        fi;; \
 	    esac; \
 	    rm -fv -- "$$f" || exit 1; \
-	done
+	done; \
+	if [ "$$found" -eq 0 ]; then \
+	    echo "make uninstall: none of the files of the last install from $(BUILD) is there (DESTDIR='$(DESTDIR)'; the first: $$(head -n 1 $(BUILD)/install_manifest.txt)): uninstalled already, or installed with another DESTDIR (give that one; $(BUILD)/install_manifest.txt keeps only the last install)" >&2; \
+	    exit 1; \
+	fi; }
 
 # Three fleet nodes on one PostgreSQL behind HAProxy, on this machine, in
 # CLUSTER_DIR (scripts/cluster.sh; docs/scaling.md); cluster-stop ends them.

@@ -148,3 +148,14 @@ grep -qx 'ExecStart=/usr/bin/tcpota serve --config /etc/tcpota/tcpota.conf --dat
 "${M[@]}" uninstall DESTDIR="$ROOT" > uninstall3.log 2>&1 || fail "make uninstall (PREFIX=/usr) failed"
 [ -z "$(cd "$ROOT" && find . -type f)" ] || fail "make uninstall left files: $(find "$ROOT" -type f)"
 ok "make install PREFIX=/usr: /usr/bin, /usr/lib/systemd/system and /etc/tcpota"
+
+# An uninstall that finds none of the last install's files (given another
+# DESTDIR; the manifest keeps only the last install): said, exit non-zero
+# (before: nothing printed, exit 0, every file left in place).
+"${M[@]}" install PREFIX=/usr DESTDIR="$ROOT" > install4.log 2>&1 || fail "make install failed"
+rc=0; "${M[@]}" uninstall DESTDIR="$ROOT-elsewhere" > uninstall4.log 2>&1 || rc=$?
+[ $rc -ne 0 ] && grep -q "make uninstall: none of the files of the last install from .* is there (DESTDIR='$ROOT-elsewhere'; the first: /usr/bin/tcpota): uninstalled already, or installed with another DESTDIR" uninstall4.log ||
+  fail "an uninstall with another DESTDIR: rc $rc: $(cat uninstall4.log)"
+[ -f "$ROOT/usr/bin/tcpota" ] || fail "an uninstall with another DESTDIR removed the installed files"
+"${M[@]}" uninstall DESTDIR="$ROOT" > uninstall4b.log 2>&1 || fail "make uninstall failed: $(cat uninstall4b.log)"
+ok "make uninstall that finds none of the installed files says so"
