@@ -87,6 +87,13 @@ ok "a --ca over 4 MiB is refused and said to"
 echo "tcpota-secret v1 00112233" > short.secret; chmod 600 short.secret
 expect 2 "the secret in short.secret has 4 bytes; at least 16 are needed: get a fleet device's secret with tcpota device secret ID --out FILE, or make one for tcpota serve --auth-file with tcpota keygen --device-secret" \
   $T device --server 127.0.0.1:1 --flash devdir --id d --secret short.secret --max-attempts 1
+# A device's own secret file given to the server as its --auth-file: said to
+# be one, with the line the server wants (it has three fields, which the
+# generic refusal would also catch, without that advice).
+$T keygen --device-secret --out own.secret 2> /dev/null || fail "keygen --device-secret failed"
+make_image authimg 5000
+expect 2 "^tcpota serve: own\.secret:1: this is a device's secret file \(tcpota keygen --device-secret\), not a secrets file; the server's line for it is \"<device id> <its hex>\": echo \"ID " \
+  $T serve --listen 127.0.0.1:0 --auth-file own.secret --version 1.0.0 authimg
 # At most 8 --trust keys (MAX_TRUST): a ninth is refused, never stored past
 # the list.
 nine_keys=$(for _ in 1 2 3 4 5 6 7 8 9; do printf -- '--trust k.pub '; done)

@@ -43,6 +43,11 @@ rc=0; timeout 20 $T serve --listen 127.0.0.1:0 --version 2.0.0 tampered 2> bad-s
   fail "server started on a tampered image (exit $rc): $(cat bad-serve.log)"
 rc=0; $T verify --pubkey other.pub img 2> v2.log || rc=$?
 [ $rc -eq 1 ] && grep -q 'not a trusted key' v2.log || fail "verify accepted the wrong key"
+# The same size, one byte other: verify's own promise (only a size
+# mismatch was tested).
+rc=0; $T verify --pubkey k.pub --manifest tampered.manifest tampered 2> v3.log || rc=$?
+[ $rc -eq 1 ] && grep -qE "image SHA-256 [0-9a-f]{64} differs from the manifest's \(image altered\)" v3.log ||
+  fail "verify of an image altered in place: exit $rc: $(cat v3.log)"
 ok "serve and verify refuse a tampered image / wrong key"
 
 # An unsigned start skips who signed the manifest, not what it describes:

@@ -616,6 +616,39 @@ static void test_last_flush_gives_up_in_time(void **state)
     assert_string_equal(err, "timed out");
 }
 
+static long mute_recv(void *ctx, void *buf, size_t n)
+{
+    (void)ctx;
+    (void)buf;
+    (void)n;
+    errno = EAGAIN;
+    return -1;
+}
+
+static size_t none_pending(void *ctx)
+{
+    (void)ctx;
+    return 0;
+}
+
+/* A server that takes the connection and says nothing (an API port, a
+ * stalled peer): the run ends once the session's timeout has passed since
+ * HELLO, and says so. Fails if the device's own timeout is not watched
+ * (the run would wait on the server for ever). */
+static void test_mute_server_times_out(void **state)
+{
+    enum { TIMEOUT_MS = 200 };
+
+    (void)state;
+    dev.cfg.timeout_ms = TIMEOUT_MS;
+    cl.cfg.io_recv = mute_recv;
+    cl.cfg.io_pending = none_pending;
+    clk_step = 10;
+    assert_int_equal(tcpota_client_run(&cl), TCPOTA_CLIENT_RETRY);
+    assert_string_equal(err, "no data from the server for 200 ms");
+    assert_true(clk >= TIMEOUT_MS);
+}
+
 static int end_at_accept(void *ctx, int rc, const struct tcpota_dev_event *ev)
 {
     (void)ctx;
@@ -697,6 +730,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_before_connect_opens_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_linger_ends_at_eof, setup, teardown),
         cmocka_unit_test_setup_teardown(test_last_flush_gives_up_in_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mute_server_times_out, setup, teardown),
         cmocka_unit_test_setup_teardown(test_on_input_ends_the_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_before_run_sends_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ping_burst_over_a_slow_socket, setup, teardown),

@@ -292,6 +292,46 @@ static void remove_tlv(uint8_t tag)
     man_len -= n;
 }
 
+/* The encoder refuses what the parser would refuse, rather than writing a
+ * manifest no device can read: an empty, too long or unprintable version
+ * or model, an image of zero bytes, a missing hash or key. */
+static void test_encoder_refuses_bad_fields(void **state)
+{
+    static const char *const bad[] = {"", "123456789012345678901234567890123", "1\n0", "m\x7f"};
+    struct tcpota_manifest m;
+    uint8_t out[512];
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < 2 * (sizeof(bad) / sizeof(bad[0])) + 3; i++) {
+        memset(&m, 0, sizeof(m));
+        m.image_size = 1000;
+        m.sha256 = sha;
+        m.pubkey = pk;
+        m.version.ptr = (const uint8_t *)"2.0.0";
+        m.version.len = 5;
+        m.model.ptr = (const uint8_t *)"esp32";
+        m.model.len = 5;
+        if (i < 4) { /* each bad version */
+            m.version.ptr = (const uint8_t *)bad[i];
+            m.version.len = (uint16_t)strlen(bad[i]);
+        } else if (i < 8) { /* each bad model */
+            m.model.ptr = (const uint8_t *)bad[i - 4];
+            m.model.len = (uint16_t)strlen(bad[i - 4]);
+        } else if (i == 8) {
+            m.image_size = 0;
+        } else if (i == 9) {
+            m.sha256 = NULL;
+        } else {
+            m.pubkey = NULL;
+        }
+        assert_int_equal(tcpota_manifest_encode_body(&m, out, sizeof(out)), TCPOTA_ERR_INVAL);
+    }
+    /* The same fields, good: encoded. */
+    m.pubkey = pk;
+    assert_true(tcpota_manifest_encode_body(&m, out, sizeof(out)) > 0);
+}
+
 /* Every field is required: a manifest without one is malformed, not read
  * with a zero (a missing security counter would be counter 0). And an
  * image of zero bytes is no image (tcpota_manifest_encode_body refuses
@@ -403,6 +443,7 @@ int main(void)
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_offer_fields_named_in_reason),
         cmocka_unit_test(test_critical_twin_is_a_repeat),
+        cmocka_unit_test(test_encoder_refuses_bad_fields),
         cmocka_unit_test(test_each_field_required),
         cmocka_unit_test(test_field_sizes_and_strings),
         cmocka_unit_test(test_key_matched_in_full),

@@ -431,6 +431,12 @@ static void test_violations_end_with_error_frame(void **state)
     m.u.hello.proto_min = m.u.hello.proto_max = 2;
     assert_int_equal(feed(&m, &ev), TCPOTA_ERR_VERSION);
     expect_error_frame(TCPOTA_ERR_VERSION);
+    /* ... and below it: a device that speaks only a version before 1 */
+    setup(NULL);
+    hello(&m, "1.0.0");
+    m.u.hello.proto_min = m.u.hello.proto_max = 0;
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_VERSION);
+    expect_error_frame(TCPOTA_ERR_VERSION);
 
     /* a server-only message from the device */
     setup(NULL);
