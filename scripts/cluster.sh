@@ -57,13 +57,13 @@ do_start() {
   local i ports=() api=${CLUSTER_API:-8071}
   for i in $(seq 1 $NODES); do
     cluster_node "$dir" "$i" --api "127.0.0.1:$((api + i - 1))"
-    ports+=("$NODE_PORT")
+    ports+=("$NODE_PORT:$NODE_API")
   done
   cluster_haproxy "$dir" "${CLUSTER_PORT:-8070}" "${ports[@]}"
   trap - ERR
   cat <<MSG
 cluster: running in $dir
-  devices:    127.0.0.1:${CLUSTER_PORT:-8070} (HAProxy, TCP mode) -> nodes on ${ports[*]}
+  devices:    127.0.0.1:${CLUSTER_PORT:-8070} (HAProxy, TCP mode) -> nodes on ${ports[*]} (device port:API port, checked by GET /health)
   APIs:       http://127.0.0.1:$api .. $((api + NODES - 1)), token $dir/n1/api.token (the same on every node)
   database:   $PG_CONNINFO
   try:        $TCPOTA image add --api 127.0.0.1:$api --data $dir/n1 --version 2.0.0 --model esp32 fw.bin

@@ -5,8 +5,11 @@
 #   cluster_node DIR I [ARGS...]   starts node I: DIR/nI (image cache, api.token,
 #                                  the same token as node 1's), log DIR/nI.log;
 #                                  sets NODE_PID NODE_PORT NODE_API
-#   cluster_haproxy DIR PORT P...  HAProxy on 127.0.0.1:PORT in front of the
-#                                  device ports P...; sets HAPROXY_PID
+#   cluster_haproxy DIR PORT P:A...  HAProxy on 127.0.0.1:PORT in front of the
+#                                  device ports P..., each node checked by
+#                                  GET /health on its API port A (a TCP check
+#                                  keeps a stopped node in rotation); sets
+#                                  HAPROXY_PID
 #   free_port                      a free TCP port on 127.0.0.1
 #   port_free PORT WHAT            whether 127.0.0.1:PORT can be listened on;
 #                                  if not, says why (WHAT names the port)
@@ -94,9 +97,14 @@ cluster_haproxy() {
     echo "  default_backend nodes"
     echo "backend nodes"
     echo "  balance roundrobin"
+    # Checked by HTTP on the node's API port: a node stopped or hung still
+    # accepts TCP connections (its kernel's backlog), and a TCP check would
+    # keep it in rotation; GET /health needs its loop to answer.
+    echo "  option httpchk GET /health"
+    echo "  timeout check 1s"
     for p in "$@"; do
       k=$((k + 1))
-      echo "  server n$k 127.0.0.1:$p check inter 1s fall 2 rise 1"
+      echo "  server n$k 127.0.0.1:${p%%:*} check port ${p#*:} inter 1s fall 2 rise 1"
     done
   } > "$dir/haproxy.cfg"
   haproxy -c -q -f "$dir/haproxy.cfg" || return 1

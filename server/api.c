@@ -28,6 +28,7 @@
 
 #define API_TOKEN_BYTES 32u
 #define API_METRICS_PATH "/metrics"
+#define API_HEALTH_PATH "/health" /* a balancer's check: the loop answers */
 #define API_METRICS_TYPE "text/plain; version=0.0.4; charset=utf-8"
 #define API_REALM "tcpota"         /* the realm of the 401s' Bearer challenge */
 
@@ -574,21 +575,47 @@ static void route(struct api_call *c, int method, const char *path, const char *
               (int)strcspn(sent, "?"), sent);
 }
 
+/* The rules of a path served without the token (GET or HEAD, no body):
+ * 1 when req keeps them, else 0 after its 405 or 400. */
+static int tokenless_get(struct evhttp_request *req, const char *path)
+{
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    char body[160];
+
+    if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+        snprintf(body, sizeof body, "{\"error\": \"%s answers GET and HEAD only\"}", path);
+        send_text(req, 405, body);
+        return 0;
+    }
+    if (evbuffer_get_length(evhttp_request_get_input_buffer(req)) > 0) {
+        /* As every endpoint that takes none (api_no_body). */
+        snprintf(body, sizeof body, "{\"error\": \"%s takes no body; send none\", \"field\":"
+                 " \"body\"}", path);
+        send_text(req, 400, body);
+        return 0;
+    }
+    return 1;
+}
+
+/* GET /health: 200 as long as the node's event loop answers, for a
+ * balancer's HTTP check (docs/scaling.md): a node stopped or hung keeps
+ * accepting TCP connections into its backlog, so a TCP check keeps it in
+ * rotation. No token, no data. */
+static void health(struct evhttp_request *req)
+{
+    if (tokenless_get(req, API_HEALTH_PATH)) {
+        send_text(req, 200, "{\"status\": \"ok\"}");
+    }
+}
+
 /* GET /metrics: Prometheus' text format, without the API token (counts
  * only: no device id, no secret; docs/api.md). */
 static void metrics(struct api *a, struct evhttp_request *req)
 {
-    enum evhttp_cmd_type m = evhttp_request_get_command(req);
     struct evbuffer *b;
 
-    if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-        send_text(req, 405, "{\"error\": \"/metrics answers GET and HEAD only\"}");
-        return;
-    }
-    if (evbuffer_get_length(evhttp_request_get_input_buffer(req)) > 0) {
-        /* As every endpoint that takes none (api_no_body). */
-        send_text(req, 400, "{\"error\": \"/metrics takes no body; send none\", \"field\": \"body\"}");
+    if (!tokenless_get(req, API_METRICS_PATH)) {
         return;
     }
     b = evbuffer_new();
@@ -666,6 +693,10 @@ static void handle(struct evhttp_request *req, void *arg)
     }
     if (a->cfg.metrics && path && strcmp(path, API_METRICS_PATH) == 0) {
         metrics(a, req);
+        return;
+    }
+    if (path && strcmp(path, API_HEALTH_PATH) == 0) {
+        health(req);
         return;
     }
     if (dash_serve(req, path ? path : "/")) return; /* the page: no token, no data */

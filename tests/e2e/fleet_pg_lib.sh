@@ -45,7 +45,8 @@ start_pg_cluster() {
   # may take it meanwhile (rarely); then another port.
   for i in 1 2 3; do
     HA_PORT=$(free_port)
-    cluster_haproxy "$WORK" "$HA_PORT" "${ports[@]}" && break
+    cluster_haproxy "$WORK" "$HA_PORT" "${ports[0]}:${apis[0]}" "${ports[1]}:${apis[1]}" \
+      "${ports[2]}:${apis[2]}" && break
     [ "$i" -lt 3 ] || fail "HAProxy did not start (3 ports tried)"
   done
   PIDS+=("$HAPROXY_PID")

@@ -122,6 +122,20 @@ SERVER_PORT=${ports[0]} run_device dev-6 esp32 "$WORK/d6" || fail "dev-6 failed 
 check_device "$WORK/d6" "$WORK/img4"
 ok "a node's damaged copy of an image is removed and fetched again from the database at the next check-in; one cut short at once"
 
+# HAProxy checks each node by GET /health on its API port: a node stopped
+# (SIGSTOP: its kernel still accepts connections into the backlog, which a
+# TCP check took for a node in service) is taken out of rotation within
+# seconds, and back once it runs again.
+kill -STOP "$(cat "$WORK/n3.pid")"
+down=0
+for _ in $(seq 200); do grep -q "Server nodes/n3 is DOWN" "$WORK/haproxy.log" && { down=1; break; }; sleep 0.05; done
+kill -CONT "$(cat "$WORK/n3.pid")" # before any fail: a stopped node would not end
+[ $down = 1 ] || fail "HAProxy kept a stopped node in rotation for 10 s: $(cat "$WORK/haproxy.log")"
+wait_line "$WORK/haproxy.log" "Server nodes/n3 is UP" 10
+[ "$(curl -s "http://127.0.0.1:${apis[0]}/health")" = '{"status": "ok"}' ] || fail "GET /health without the token: $(curl -s "http://127.0.0.1:${apis[0]}/health")"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:${apis[0]}/health")" = 405 ] || fail "POST /health was not 405"
+ok "a stopped node is out of HAProxy's rotation within seconds (GET /health), back when it runs"
+
 # A second node given node A's --data is refused before it reaches the
 # database: running, it swept A's uploads and fetches at its start (each
 # node's --data is its own; before, only a SQLite fleet's was locked).
