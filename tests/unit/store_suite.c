@@ -791,20 +791,26 @@ static void test_decline_counts_failed(void **state)
  * are forgotten, its state is SEEN with a history line saying why, and its
  * next check-in no longer lists them; a second retry forgets nothing and
  * changes nothing; an unknown device is not found. */
+static struct store_req *retry(struct fx *f, const char *id)
+{
+    struct store_req *r = ss_req(STORE_DEVICE_RETRY);
+
+    r->u.device.id = id;
+    return ss_run(f, r);
+}
+
 static void test_device_retry(void **state)
 {
     struct fx *f = *state;
-    uint8_t first[TCPOTA_ID_LEN], second[TCPOTA_ID_LEN];
+    uint8_t img[2][TCPOTA_ID_LEN];
     struct store_req *r;
 
-    ss_fake_id(first, 0x22);
-    ss_fake_id(second, 0x23);
+    ss_fake_id(img[0], 0x22);
+    ss_fake_id(img[1], 0x23);
     ss_checkin_free(f, "dev-r");
-    store_req_free(ss_checkin(f, "dev-r", first, TCPOTA_RESULT_ROLLED_BACK));
-    store_req_free(ss_checkin(f, "dev-r", second, TCPOTA_RESULT_BOOT_FAILED));
-    r = ss_req(STORE_DEVICE_RETRY);
-    r->u.device.id = "dev-r";
-    r = ss_run(f, r);
+    store_req_free(ss_checkin(f, "dev-r", img[0], TCPOTA_RESULT_ROLLED_BACK));
+    store_req_free(ss_checkin(f, "dev-r", img[1], TCPOTA_RESULT_BOOT_FAILED));
+    r = retry(f, "dev-r");
     assert_int_equal(r->rc, STORE_OK);
     assert_int_equal(r->u.device.forgot, 2);
     assert_int_equal(r->u.device.dev->state, STORE_ST_SEEN);
@@ -820,15 +826,11 @@ static void test_device_retry(void **state)
     assert_int_equal(r->rc, STORE_OK);
     assert_int_equal(r->u.checkin.out->nfailed, 0);
     store_req_free(r);
-    r = ss_req(STORE_DEVICE_RETRY);
-    r->u.device.id = "dev-r";
-    r = ss_run(f, r);
+    r = retry(f, "dev-r");
     assert_int_equal(r->rc, STORE_OK);
     assert_int_equal(r->u.device.forgot, 0);
     store_req_free(r);
-    r = ss_req(STORE_DEVICE_RETRY);
-    r->u.device.id = "nobody";
-    r = ss_run(f, r);
+    r = retry(f, "nobody");
     assert_int_equal(r->rc, STORE_E_NOTFOUND);
     store_req_free(r);
 }
