@@ -1237,6 +1237,28 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
     return rc;
 }
 
+/* A flag of the config file that the command line gives again (the last
+ * one wins, docs: the command line's) is said to be overridden: a trial's
+ * 'data /tmp' line was silently replaced by the unit's --data. --pubkey
+ * adds up instead. */
+static void config_overridden(const struct serve_config_args *a)
+{
+    int i, j;
+
+    for (i = 1; i <= a->nowned; i++) {
+        size_t n = strcspn(a->argv[i], "=");
+        if (strncmp(a->argv[i], "--pubkey", n) == 0 && n == strlen("--pubkey")) continue;
+        for (j = a->nowned + 1; j < a->argc; j++) {
+            if (strncmp(a->argv[j], a->argv[i], n) == 0 &&
+                (a->argv[j][n] == '\0' || a->argv[j][n] == '=')) {
+                fprintf(stderr, "tcpota serve: note: %.*s on the command line overrides line %u"
+                        " of %s\n", (int)n, a->argv[i], a->lines[i - 1], a->path);
+                break;
+            }
+        }
+    }
+}
+
 int cmd_serve(int argc, char **argv)
 {
     struct serve_config_args args;
@@ -1250,6 +1272,9 @@ int cmd_serve(int argc, char **argv)
     signal(SIGHUP, SIG_IGN);
     signal(SIGUSR1, SIG_IGN);
     rc = serve_config_load(argc, argv, &args);
+    if (rc == 0) {
+        config_overridden(&args);
+    }
     if (rc == 0) {
         int at = 0;
         rc = serve_args(&args, &at);

@@ -29,8 +29,13 @@ ok "a flag from the config file takes effect (log-format json)"
 start_serve cmdline.log --config serve.conf --log-format text
 grep 'listening on' cmdline.log | grep -qE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T.* tcpota serve: ' ||
   fail "--log-format text on the command line: $(cat cmdline.log)"
+# ... and says so, naming the file's line it overrides (a trial's 'data'
+# line went silently); the lines it does not override are not named.
+grep -qx 'tcpota serve: note: --log-format on the command line overrides line 5 of serve.conf' cmdline.log ||
+  fail "no note of the overridden line: $(head -3 cmdline.log)"
+[ "$(grep -c 'overrides line' cmdline.log)" = 1 ] || fail "other lines said overridden: $(grep 'overrides' cmdline.log)"
 stop_serve
-ok "the command line wins over the config file (--log-format text)"
+ok "the command line wins over the config file (--log-format text), and says so"
 
 # expect_refused NAME CONTENT REGEX: a config file with CONTENT is refused
 # (exit 2) with a message matching REGEX.
