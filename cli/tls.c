@@ -511,6 +511,12 @@ long cli_tls_recv(struct cli_tls *t, void *buf, size_t n)
     if (e == SSL_ERROR_ZERO_RETURN) {
         return 0;
     }
+    /* The server closed without close_notify (OpenSSL 3 calls that an
+     * error, "unexpected eof"): a close, as mbedTLS's CONN_EOF is. */
+    if (closed_early(rc, e)) {
+        ERR_clear_error();
+        return 0;
+    }
     /* A record TLS refused (bad MAC: bytes altered on the way; an alert)
      * is no reset by the server: EPROTO, which the client names. */
     errno = e == SSL_ERROR_SSL ? EPROTO : ECONNRESET;

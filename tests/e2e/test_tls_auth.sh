@@ -102,6 +102,29 @@ grep -q "TLS handshake failed: the server answered without TLS: this port does n
 stop_server
 ok "a TLS device on a plain port is told at once that the port does not speak TLS, and stops"
 
+# A TLS server that closes without close_notify (OpenSSL 3 reports it as an
+# error, "unexpected eof"): a close, not a record that failed its check.
+python3 - > closer.port 2> closer.log <<'PY' &
+import socket, ssl
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("srv.pem", "srv.key")
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(4)
+print(s.getsockname()[1], flush=True)
+for _ in range(2):
+    c, _ = s.accept()
+    t = ctx.wrap_socket(c, server_side=True)
+    t.recv(4096)
+    t.close() # the socket's end, without unwrap(): no close_notify
+PY
+PIDS+=($!)
+for _ in $(seq 50); do [ -s closer.port ] && break; sleep 0.1; done
+rc=0; "$T" device --server "localhost:$(cat closer.port)" --flash closer --ca srv.pem --max-attempts 2 \
+  --backoff-min-ms 10 --backoff-max-ms 20 2> closer-dev.log || rc=$?
+[ $rc -eq 1 ] && grep -q "server closed the connection" closer-dev.log ||
+  fail "a TLS server's close without close_notify: exit $rc: $(cat closer-dev.log)"
+! grep -q "failed its check" closer-dev.log || fail "a close was called a record that failed its check: $(cat closer-dev.log)"
+ok "a TLS server that closes without close_notify: the device says the server closed the connection"
+
 # A certificate or key that cannot be used: the file is named, with what it
 # holds when that says more than OpenSSL's reason; a certificate given as
 # the key is not called an exposed secret.
