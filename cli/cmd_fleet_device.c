@@ -1,7 +1,7 @@
 /* cmd_fleet_device.c - `tcpota device list|show|set|secret|retry`: the devices a
  * fleet server knows, through the control API (docs/api.md,
  * api_client.h). Every other `tcpota device ...` is the host device
- * simulator (device.c); cmd_device hands these four words over to here. */
+ * simulator (device.c); cmd_device hands these five words over to here. */
 #include "api_client.h"
 #include "cli.h"
 #include "table.h"
@@ -445,9 +445,10 @@ static int device_retry(struct api *a, int argc, char **argv)
     if (rc == 0 && !a->json) {
         n = api_int(d, "forgot");
         if (n > 0) {
-            printf("device %s: %lld failed image%s or declined offer%s forgotten; offered again at"
-                   " its next check-in\n", table_c(pos[0]), n, n == 1 ? "" : "s",
-                   n == 1 ? "" : "s");
+            printf("device %s: %lld failed image%s or declined offer%s forgotten; the server may"
+                   " offer %s again from its next check-in (its state: %s)\n", table_c(pos[0]), n,
+                   n == 1 ? "" : "s", n == 1 ? "" : "s", n == 1 ? "it" : "them",
+                   table_c(api_str(d, "state")));
         } else {
             printf("device %s: nothing to forget: no image is held back from it (its state: %s)\n",
                    table_c(pos[0]), table_c(api_str(d, "state")));

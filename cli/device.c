@@ -1044,6 +1044,14 @@ static int no_update(struct device *dv)
         return 0;
     case TCPOTA_WHY_HELD: {
         char word[3 * TCPOTA_MAX_STR + 8];
+        if (tcpota_dev_bad_image(&dv->port, NULL) > TCPOTA_BAD_NONE) {
+            /* This device's own record declines the image too: a retry
+             * on the server would only be declined again. */
+            say(dv, "not updated, running %s: %s; another image will be offered when the server"
+                    " has one (this device declines that one too: it failed here; docs/security.md)",
+                dv->version, tcpota_why_str(why));
+            return 1;
+        }
         say(dv, "not updated, running %s: %s; another image will be offered when the server "
                 "has one, or this one again once its operator forgets what this device failed or"
                 " declined (fleet mode: tcpota device retry %s; docs/security.md)", dv->version,

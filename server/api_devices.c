@@ -248,9 +248,9 @@ static void retry_done(struct api_call *c, struct store_req *r)
         return;
     }
     if (n) {
-        api_changed(c, "device %s: %u failed image%s or declined offer%s forgotten: offered again"
-                    " at its next check-in", c->dev, (unsigned)n, n == 1 ? "" : "s",
-                    n == 1 ? "" : "s");
+        api_changed(c, "device %s: %u failed image%s or declined offer%s forgotten: the server"
+                    " may offer %s again from its next check-in", c->dev, (unsigned)n,
+                    n == 1 ? "" : "s", n == 1 ? "" : "s", n == 1 ? "it" : "them");
     }
     api_reply(c, 200, json_pack("{s:s, s:i, s:s}", "id", c->dev, "forgot", (json_int_t)n,
                                 "state", store_state_name(r->u.device.dev->state)));

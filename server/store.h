@@ -52,8 +52,7 @@ struct event_base;
 #define STORE_ERR_MAX 200u      /* req->err */
 /* The reason and history line of a device whose failures were forgotten
  * (STORE_DEVICE_RETRY). */
-#define STORE_RETRY_DETAIL                                                                  \
-    "its failed images were forgotten (device retry): offered again at its next check-in"
+#define STORE_RETRY_DETAIL "its failed images were forgotten (device retry)"
 #define STORE_HISTORY_MAX 200u  /* history rows STORE_DEVICE_GET returns, newest first */
 /* A device's history keeps about its newest STORE_HISTORY_MAX rows: every
  * STORE_HISTORY_PRUNE_EVERY-th row written (by the table's own sequence,
@@ -206,8 +205,10 @@ enum store_op {
     /* Forgets the images (and offers) the device failed or declined, which
      * hold them back (the operator's "device retry": a decline for the
      * device's own setup, a transfer altered on the way); u.device.forgot
-     * says how many. With some, its state becomes SEEN, with a history
-     * line (STORE_RETRY_DETAIL), and its next check-in is decided anew. */
+     * says how many. With some, a history line (STORE_RETRY_DETAIL), and
+     * a device whose state shows a failure (failed, declined, rolled back,
+     * boot failed) becomes SEEN: its next check-in is decided anew. Any
+     * other state (updated since, downloading) stays. */
     STORE_DEVICE_RETRY,
     STORE_SECRET_SET,     /* creates or replaces a device's secret */
     STORE_SECRET_LIST,    /* every device secret (the server keeps them in memory) */

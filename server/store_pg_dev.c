@@ -602,7 +602,12 @@ int pg_op_device_retry(struct pgstore *st, struct store_req *r)
     struct store_device *d = r->u.device.dev;
     int rc;
 
-    if ((rc = load_device(st, r, r->u.device.id, d)) <= 0) {
+    /* The row locked first: a check-in on another node that is adding a
+     * failure commits before the DELETE looks (not after it, its failure
+     * kept while this one said all were forgotten). */
+    rc = device_of(r, pg_q(st, r, "device", "SELECT " DEV_COLS " FROM devices WHERE id = $1"
+                           " FOR NO KEY UPDATE", "t", r->u.device.id), d);
+    if (rc <= 0) {
         return rc < 0 ? rc : not_registered(st, r);
     }
     if ((rc = pg_run(st, r, "device failures", "DELETE FROM device_failures WHERE device_id = $1",
@@ -613,14 +618,18 @@ int pg_op_device_retry(struct pgstore *st, struct store_req *r)
     if (r->u.device.forgot == 0) {
         return STORE_OK; /* nothing held back: nothing to change */
     }
-    if ((rc = pg_run(st, r, "device state", "UPDATE devices SET state = $2, reason = $3"
-                     " WHERE id = $1", "tit", d->id, (int64_t)STORE_ST_SEEN,
-                     STORE_RETRY_DETAIL)) < 0) {
-        return rc;
+    /* A state that shows a failure no longer holds; another (updated
+     * since, downloading) is still the device's. */
+    if (store_ro_status_of(d->state) == STORE_RO_FAILED) {
+        if ((rc = pg_run(st, r, "device state", "UPDATE devices SET state = $2, reason = $3"
+                         " WHERE id = $1", "tit", d->id, (int64_t)STORE_ST_SEEN,
+                         STORE_RETRY_DETAIL)) < 0) {
+            return rc;
+        }
+        d->state = STORE_ST_SEEN;
+        snprintf(d->reason, sizeof(d->reason), "%s", STORE_RETRY_DETAIL);
     }
-    d->state = STORE_ST_SEEN;
-    snprintf(d->reason, sizeof(d->reason), "%s", STORE_RETRY_DETAIL);
-    return add_history(st, r, d->id, STORE_ST_SEEN, "", STORE_RETRY_DETAIL);
+    return add_history(st, r, d->id, d->state, "", STORE_RETRY_DETAIL);
 }
 
 int pg_op_secret_set(struct pgstore *st, struct store_req *r)

@@ -575,13 +575,17 @@ int sq_op_device_retry(struct sstore *st, struct store_req *r)
     if (r->u.device.forgot == 0) {
         return STORE_OK; /* nothing held back: nothing to change */
     }
-    if (sq_run(st, "UPDATE devices SET state = ?2, reason = ?3 WHERE id = ?1", "tit", d->id,
-               (int64_t)STORE_ST_SEEN, STORE_RETRY_DETAIL) != SQLITE_DONE) {
-        return sq_fail(st, r, "device state");
+    /* A state that shows a failure no longer holds; another (updated
+     * since, downloading) is still the device's. */
+    if (store_ro_status_of(d->state) == STORE_RO_FAILED) {
+        if (sq_run(st, "UPDATE devices SET state = ?2, reason = ?3 WHERE id = ?1", "tit", d->id,
+                   (int64_t)STORE_ST_SEEN, STORE_RETRY_DETAIL) != SQLITE_DONE) {
+            return sq_fail(st, r, "device state");
+        }
+        d->state = STORE_ST_SEEN;
+        snprintf(d->reason, sizeof(d->reason), "%s", STORE_RETRY_DETAIL);
     }
-    d->state = STORE_ST_SEEN;
-    snprintf(d->reason, sizeof(d->reason), "%s", STORE_RETRY_DETAIL);
-    return add_history(st, r, d->id, STORE_ST_SEEN, "", STORE_RETRY_DETAIL);
+    return add_history(st, r, d->id, d->state, "", STORE_RETRY_DETAIL);
 }
 
 /* "had a secret" * 2 + "is registered", of id. */

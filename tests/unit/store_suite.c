@@ -833,6 +833,21 @@ static void test_device_retry(void **state)
     r = retry(f, "nobody");
     assert_int_equal(r->rc, STORE_E_NOTFOUND);
     store_req_free(r);
+    /* A device updated since its failure: the failure is forgotten, its
+     * state stays (it is no failure to clear), the history says so. */
+    ss_checkin_free(f, "dev-u");
+    store_req_free(ss_checkin(f, "dev-u", img[0], TCPOTA_RESULT_ROLLED_BACK));
+    store_req_free(ss_checkin(f, "dev-u", img[1], TCPOTA_RESULT_CONFIRMED));
+    r = retry(f, "dev-u");
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.device.forgot, 1);
+    assert_int_equal(r->u.device.dev->state, STORE_ST_UPDATED);
+    store_req_free(r);
+    r = ss_device_get(f, "dev-u");
+    assert_int_equal(r->u.device.dev->state, STORE_ST_UPDATED);
+    assert_int_equal(r->u.device.history[0].state, STORE_ST_UPDATED);
+    assert_string_equal(r->u.device.history[0].detail, STORE_RETRY_DETAIL);
+    store_req_free(r);
 }
 
 /* A report of another image's failure, while the device's state already

@@ -532,7 +532,7 @@ static void test_signal_does_not_end_a_wait(void **state)
     assert_int_equal(sigaction(SIGALRM, &old, NULL), 0);
 }
 
-/* A wait of 0 ms (a backoff of --backoff-min-ms 0) polls once and returns,
+/* A wait of 0 ms (a caller's; the host device's backoffs are 1 ms at least) polls once and returns,
  * even on a clock that has not moved. Fails if the wait ends only after
  * the clock passed its end, spinning until then. */
 static void test_zero_wait_returns_at_once(void **state)
