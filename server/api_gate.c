@@ -29,6 +29,7 @@
  * and closed (logged at most once a second). */
 #define _GNU_SOURCE /* POLLRDHUP */
 #include "api_internal.h"
+#include "http_reply.h" /* http_not_head_at */
 
 #include <errno.h>
 #include <event2/bufferevent.h>
@@ -92,22 +93,6 @@ static int head_token(const struct api *a, const char *head, size_t n)
         p = eol;
     }
     return GATE_WAIT;
-}
-
-/* 1 when head holds a byte no request head does (a control byte but CR,
- * LF and TAB): a tcpota device's HELLO or a TLS ClientHello on this plain
- * port, whose client waits for an answer that evhttp, waiting for a line's
- * end, would not give until its timeout (a device sent here waited 30 s
- * for a hint). Answered 400 at once instead (answer_close). */
-static int not_http(const char *head, size_t n)
-{
-    size_t i;
-
-    for (i = 0; i < n; i++) {
-        unsigned char b = (unsigned char)head[i];
-        if ((b < 0x20 && b != '\r' && b != '\n' && b != '\t') || b == 0x7f) return 1;
-    }
-    return 0;
 }
 
 /* 1 when the peer will send nothing more (its FIN came, behind bytes a
@@ -205,7 +190,10 @@ static void peek_cb(evutil_socket_t fd, short what, void *arg)
         /* (All n bytes are the head's while it says nothing yet: a body
          * follows the blank line, which decides.) */
         int t = head_token(a, head, (size_t)n);
-        if (t == GATE_WAIT && not_http(head, (size_t)n)) {
+        /* A byte no head holds: a tcpota device's HELLO or a TLS
+         * ClientHello on this plain port, whose client waits for an
+         * answer (a device sent here waited 30 s for a hint). */
+        if (t == GATE_WAIT && http_not_head_at(head, (size_t)n) < (size_t)n) {
             struct evhttp_connection *evcon = g->evcon;
             gate_free(a, g); /* its event off the socket before the socket closes */
             answer_close(evcon, fd, "400 Bad Request", "", API_NOT_HTTP_BODY);

@@ -40,6 +40,9 @@
 #define CONN_TLS_ONLY_MSG "this port speaks TLS only: connect with TLS (tcpota device --ca " \
                           "<the server's CA certificate>; CONFIG_TCPOTA_TLS on ESP-IDF)"
 
+#define CONN_DRAIN_CHUNK 512u        /* what a close reads of a refused peer, a call at a time */
+#define CONN_DRAIN_MAX (64u << 10)   /* ... and in all */
+
 /* The answer to a TLS client on a plain port (tls_on_plain): text, whose
  * first bytes no TLS record starts with. */
 #define CONN_PLAIN_ONLY_MSG "tcpota: this port speaks plain TCP, not TLS (tcpota serve without " \
@@ -773,12 +776,23 @@ static void unknown_said(struct conn *c, const uint8_t *buf, size_t n, int kind)
  * stops (a close alone read as a server at its limits, retried). What the
  * peer sent is read first, so that the close is a FIN and not a reset that
  * could overtake the line. */
+/* Reads what a refused peer sent, before the answer and the close (a
+ * close over unread bytes is a reset, which can overtake the answer);
+ * bounded: a peer that keeps sending must not hold the loop. */
+static void drain_refused(evutil_socket_t fd)
+{
+    uint8_t junk[CONN_DRAIN_CHUNK];
+    size_t drained = 0;
+    ssize_t k;
+
+    while (drained < CONN_DRAIN_MAX && (k = recv(fd, junk, sizeof(junk), MSG_DONTWAIT)) > 0) {
+        drained += (size_t)k;
+    }
+}
+
 static void tls_on_plain(struct conn *c)
 {
-    uint8_t junk[512];
-
-    while (recv(c->fd, junk, sizeof(junk), MSG_DONTWAIT) > 0) {
-    }
+    drain_refused(c->fd);
     (void)send(c->fd, CONN_PLAIN_ONLY_MSG, sizeof(CONN_PLAIN_ONLY_MSG) - 1,
                MSG_DONTWAIT | MSG_NOSIGNAL);
 }
@@ -1210,7 +1224,7 @@ static void start_bev(struct conn *c)
 static void plain_on_tls(struct conn *c, evutil_socket_t fd, int kind)
 {
     struct server *srv = c->srv;
-    uint8_t frame[TCPOTA_FRAME_OVERHEAD + 8 + sizeof(CONN_TLS_ONLY_MSG)], junk[512];
+    uint8_t frame[TCPOTA_FRAME_OVERHEAD + 8 + sizeof(CONN_TLS_ONLY_MSG)];
     struct tcpota_msg m;
     unsigned long held;
     char more[128] = "";
@@ -1224,8 +1238,7 @@ static void plain_on_tls(struct conn *c, evutil_socket_t fd, int kind)
         m.u.error.message.ptr = (const uint8_t *)CONN_TLS_ONLY_MSG;
         m.u.error.message.len = (uint16_t)strlen(CONN_TLS_ONLY_MSG);
         n = tcpota_msg_encode(&m, frame, sizeof(frame));
-        while (recv(fd, junk, sizeof(junk), MSG_DONTWAIT) > 0) {
-        }
+        drain_refused(fd);
         if (n > 0) (void)send(fd, frame, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
     }
     if (log_limit_pass(&srv->plain_on_tls_log, log_mono_ms(), LOG_PEER_MS, LOG_PEER_BURST,

@@ -19,6 +19,7 @@
  * it, and admit_cb, made active in that same loop turn (before any read of
  * the new socket), judges the connection. */
 #include "http_ota_internal.h"
+#include "http_reply.h" /* http_not_head_at */
 
 #include "admit.h"
 #include "log.h"
@@ -191,38 +192,45 @@ static void conn_free(struct ota_conn *oc)
 #define OTA_NOT_HTTP_BODY                                                                         \
     "not an HTTP request: this is tcpota serve's HTTP download port (--ota-listen); a tcpota"     \
     " device connects to its device port (--listen, default 8070)\n"
+#define OTA_FIRST_PEEK 16u           /* the first bytes first_cb judges */
+#define OTA_DRAIN_MAX (64u << 10)    /* what it reads before its close, at most */
+#define OTA_DRAIN_CHUNK 4096u
+#define OTA_TLS_RECORD_HANDSHAKE 0x16 /* a TLS ClientHello's first byte */
 
 /* The connection's first bytes are readable (a plain listener's): ours
  * from the socket, or evhttp's, when its read came first and holds them
- * while it waits for a line's end. A byte no request head holds (a
- * control byte but CR, LF, TAB: a tcpota device's HELLO) is answered 400
- * at once and the connection closed; before, evhttp waited for a line's
- * end that never came and the device for its timeout (30 s), then tried
- * again. What the peer sent is read first, so that the close does not
- * reset the connection under the answer. */
+ * while it waits for a line's end. A byte no request head holds
+ * (http_not_head_at: a tcpota device's HELLO, a TLS ClientHello) is
+ * answered 400 at once and the connection closed; before, evhttp waited
+ * for a line's end that never came and the device for its timeout (30 s),
+ * then tried again. What the peer sent is read first (up to OTA_DRAIN_MAX,
+ * a peer that keeps sending must not hold the loop), so that the close
+ * does not reset the connection under the answer. */
 static void first_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct ota_conn *oc = arg;
     struct bufferevent *bev = evhttp_connection_get_bufferevent(oc->evcon);
-    char head[16], reply[400], sink[4096];
-    ssize_t n = recv(fd, head, sizeof(head), MSG_PEEK | MSG_DONTWAIT), i;
-    size_t drained = 0;
+    char head[OTA_FIRST_PEEK], reply[400], sink[OTA_DRAIN_CHUNK];
+    ssize_t n = recv(fd, head, sizeof(head), MSG_PEEK | MSG_DONTWAIT);
+    size_t drained = 0, at;
     int rl;
 
     (void)what;
     if (n <= 0 && bev) {
         n = (ssize_t)evbuffer_copyout(bufferevent_get_input(bev), head, sizeof(head));
     }
-    for (i = 0; i < n; i++) {
-        unsigned char b = (unsigned char)head[i];
-        if ((b < 0x20 && b != '\r' && b != '\n' && b != '\t') || b == 0x7f) break;
-    }
-    if (n <= 0 || i == n) {
+    if (n <= 0 || (at = http_not_head_at(head, (size_t)n)) == (size_t)n) {
         return; /* HTTP so far, the end of the stream or nothing: evhttp's */
     }
-    say_limited(oc->ota, &oc->ota->not_http_log, LOG_LV_INFO, oc->peer,
-                "http: not an HTTP request (byte 0x%02x: a tcpota device? it connects to the"
-                " device port, --listen); answered 400, closing", (unsigned char)head[i]);
+    if ((unsigned char)head[0] == OTA_TLS_RECORD_HANDSHAKE) {
+        say_limited(oc->ota, &oc->ota->not_http_log, LOG_LV_INFO, oc->peer,
+                    "http: a TLS handshake on the plain download port: the device's URL must be"
+                    " http://, or give the server --tls-cert for https://; closing");
+    } else {
+        say_limited(oc->ota, &oc->ota->not_http_log, LOG_LV_INFO, oc->peer,
+                    "http: not an HTTP request (byte 0x%02x: a tcpota device? it connects to the"
+                    " device port, --listen); answered 400, closing", (unsigned char)head[at]);
+    }
     rl = snprintf(reply, sizeof(reply), "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
                   "Content-Length: %zu\r\nConnection: close\r\n\r\n%s", strlen(OTA_NOT_HTTP_BODY),
                   OTA_NOT_HTTP_BODY);
@@ -230,7 +238,7 @@ static void first_cb(evutil_socket_t fd, short what, void *arg)
         (void)send(fd, reply, (size_t)rl, MSG_DONTWAIT | MSG_NOSIGNAL);
     }
     (void)shutdown(fd, SHUT_WR);
-    while (drained < sizeof(sink) * 16 && (n = recv(fd, sink, sizeof(sink), MSG_DONTWAIT)) > 0) {
+    while (drained < OTA_DRAIN_MAX && (n = recv(fd, sink, sizeof(sink), MSG_DONTWAIT)) > 0) {
         drained += (size_t)n;
     }
     evhttp_connection_free(oc->evcon); /* conn_closed() frees oc */

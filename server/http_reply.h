@@ -35,6 +35,22 @@ static inline void http_reply(struct evhttp_request *req, int code, const char *
 }
 
 /* How many times req carries header name (any case). */
+/* The offset of the first byte in head[0..n) that no request head holds
+ * (a control byte but CR, LF and TAB, or DEL: a tcpota device's HELLO, a
+ * TLS ClientHello on a plain port), or n when there is none. Both HTTP
+ * listeners answer such bytes at once (api_gate.c, http_ota_conn.c):
+ * evhttp would wait for a line's end until its timeout. */
+static inline size_t http_not_head_at(const char *head, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        unsigned char b = (unsigned char)head[i];
+        if ((b < 0x20 && b != '\r' && b != '\n' && b != '\t') || b == 0x7f) break;
+    }
+    return i;
+}
+
 static inline unsigned http_header_count(struct evhttp_request *req, const char *name)
 {
     const struct evkeyval *kv;

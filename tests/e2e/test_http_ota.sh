@@ -43,7 +43,10 @@ s=$(( $(date +%s) - t0 ))
 grep -q "the server answered in HTTP: the address names an HTTP port (tcpota serve's API or downloads?), not its device port (tcpota serve --listen); not retrying" "$WORK/wrongport.log" ||
   fail "a device on the download port was not told: $(cat "$WORK/wrongport.log")"
 wait_line "$WORK/server.log" "http: not an HTTP request \(byte 0x01: a tcpota device\? it connects to the device port, --listen\); answered 400, closing" 5
-ok "a tcpota device on the download port: answered 400 at once, told it reached an HTTP port"
+# An https:// client on this plain port: named as one (not a tcpota device).
+curl -sk --max-time 5 -o /dev/null "https://127.0.0.1:$OTA_PORT/ota/esp32?device=tlsdev" || true
+wait_line "$WORK/server.log" "http: a TLS handshake on the plain download port: the device's URL must be http://, or give the server --tls-cert for https://; closing" 5
+ok "a tcpota device on the download port: answered 400 at once, told it reached an HTTP port; an https:// client named"
 [ -n "$OTA_PORT" ] || fail "no download port in: $(grep 'listening on' "$WORK/server.log")"
 OTA="http://127.0.0.1:$OTA_PORT/ota/esp32"
 # Two Content-Lengths (libevent takes the first; a proxy may take the
