@@ -1283,7 +1283,7 @@ int cmd_serve(int argc, char **argv)
             /* The file's own flag (argv[at] is "--name=VALUE"): its line. */
             const char *v = strchr(args.argv[at], '=');
             fprintf(stderr, "tcpota serve: note: that is line %u of %s%s\n", args.lines[at - 1],
-                    args.path, v && strstr(v, " #")
+                    args.path, v && (strstr(v, " #") || strstr(v, "\t#"))
                                    ? " (a comment takes a line of its own, starting with #)"
                                    : "");
         } else if (rc == 2 && args.nowned > 0 && at <= args.nowned) {

@@ -10,9 +10,9 @@
 #include <string.h>
 
 #define METRICS_IMAGE_HEX 12u  /* hex digits of an image id in a label (as the CLI shows) */
-#define METRICS_REASONS 132u   /* decline reasons kept apart: -tcpota_err below this */
-_Static_assert(METRICS_REASONS > (unsigned)-TCPOTA_ERR_FAILED_BEFORE,
-               "every decline reason of the core is kept apart");
+/* Decline reasons kept apart: -tcpota_err below this, every code of the
+ * core's (TCPOTA_ERR_FAILED_BEFORE is its largest). */
+#define METRICS_REASONS ((unsigned)-TCPOTA_ERR_FAILED_BEFORE + 1u)
 #define METRICS_OTHER_ROW METRICS_ROLLOUTS
 
 /* Upper bounds (seconds) of the store latency buckets; +Inf follows. */

@@ -738,6 +738,43 @@ static void test_denied_is_not_transient(void **state)
     assert_int_equal(f.waits[0], TCPOTA_RUNNER_FAILURE_MAX_MS);
 }
 
+/* An HTTP server answered HELLO, or another service's banner came first
+ * (the client's http_answer, text_answer): the address is wrong, and the
+ * same again next time, so a device that may give up stops at once, and
+ * one that never gives up waits as after an image failure. Fails if such
+ * an answer is retried as a transient protocol error. */
+static void test_wrong_port_is_not_transient(void **state)
+{
+    static struct tcpota_client answered;
+    int k;
+
+    (void)state;
+    for (k = 0; k < 2; k++) {
+        setup(NULL); /* random at its top: each wait is its ceiling */
+        memset(&answered, 0, sizeof(answered));
+        if (k == 0) answered.http_answer = 1;
+        else answered.text_answer = 1;
+        add(0, TCPOTA_CLIENT_RETRY, 0, 0);
+        f.script[0].last_error = TCPOTA_ERR_PROTO;
+        add(0, TCPOTA_CLIENT_UP_TO_DATE, 0, 0);
+        start(TCPOTA_RUNNER_ATTEMPTS_DEFAULT);
+        runner.cfg.client = &answered; /* read for its flags; connect and run are the script's */
+        assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_DENIED);
+        assert_int_equal(f.next, 1);
+        assert_int_equal(f.nwaits, 0);
+
+        setup(NULL);
+        add(0, TCPOTA_CLIENT_RETRY, 0, 0);
+        f.script[0].last_error = TCPOTA_ERR_PROTO;
+        add(0, TCPOTA_CLIENT_UP_TO_DATE, 0, 0);
+        start(0);
+        runner.cfg.client = &answered;
+        assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_UP_TO_DATE);
+        assert_int_equal(f.nwaits, 1);
+        assert_int_equal(f.waits[0], TCPOTA_RUNNER_BACKOFF_MAX_MS); /* the failure scale, not 200 ms */
+    }
+}
+
 /* connect refused the server (its TLS certificate does not verify): the
  * same certificate is refused again, so a device that may give up stops
  * at once, and one that never gives up waits as after an image failure;
@@ -924,6 +961,7 @@ int main(void)
         cmocka_unit_test_setup(test_check_in_after_decline, setup),
         cmocka_unit_test_setup(test_check_in_off_stop_and_limit, setup),
         cmocka_unit_test_setup(test_denied_is_not_transient, setup),
+        cmocka_unit_test_setup(test_wrong_port_is_not_transient, setup),
         cmocka_unit_test_setup(test_server_refused_at_connect, setup),
         cmocka_unit_test_setup(test_busy_error_honours_retry_after, setup),
         cmocka_unit_test_setup(test_busy_error_backoff_is_the_floor, setup),

@@ -62,7 +62,9 @@ enum tcpota_err {
     TCPOTA_ERR_BADSIG = -129,   /* signature does not verify */
     TCPOTA_ERR_FAILED_BEFORE = -131, /* the image failed on this device before (a
                                       * DECLINE's reason: TCPOTA_KEY_BAD), not
-                                      * REFUSED, which a server may read as "runs it" */
+                                      * REFUSED, which a server may read as "runs it".
+                                      * The largest code: a new one goes below it, or
+                                      * server/metrics.c's table grows with it */
 };
 
 /* Returns a short static English description of a tcpota_err code (or of
