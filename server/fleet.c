@@ -18,6 +18,7 @@
 #include "store_pg.h" /* STORE_PG_CONNINFO_INVALID */
 #include "sock.h"
 #include "text.h"
+#include "tcpota/device.h" /* TCPOTA_DECLINE_RUNNING */
 
 #include <event2/buffer.h>
 #ifdef __GLIBC__
@@ -1327,11 +1328,16 @@ void fleet_on_event(struct conn *c, const struct tcpota_srv_event *ev)
         snprintf(why, sizeof(why), "%s (%.*s)", tcpota_strerror(m->u.decline.reason),
                  m->u.decline.message.len,
                  m->u.decline.message.ptr ? (const char *)m->u.decline.message.ptr : "");
-        if (m->u.decline.reason == (uint16_t)-TCPOTA_ERR_REFUSED) {
+        if (m->u.decline.reason == (uint16_t)-TCPOTA_ERR_REFUSED &&
+            m->u.decline.message.ptr &&
+            m->u.decline.message.len >= strlen(TCPOTA_DECLINE_RUNNING) &&
+            memcmp(m->u.decline.message.ptr, TCPOTA_DECLINE_RUNNING,
+                   strlen(TCPOTA_DECLINE_RUNNING)) == 0) {
             /* "already running": a success for the rollout, not a failure.
-             * An image the device failed before is FAILED_BEFORE (it was
-             * REFUSED too, and such a device, offered the image again after
-             * `device retry`, was recorded up to date and counted updated). */
+             * An image the device failed before is FAILED_BEFORE; a device
+             * of an older core declines it REFUSED with other words, and
+             * offered it again after `device retry` it was recorded up to
+             * date and counted updated: only these words count as running. */
             record(c, STORE_ST_UP_TO_DATE, img->desc.id, NULL, 0, why, 1);
         } else {
             metrics_decline(c->rollout_id, img->desc.id, -(int)m->u.decline.reason);

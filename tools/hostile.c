@@ -76,6 +76,7 @@
 #include <unistd.h>
 
 #include "tcpota/codec.h"
+#include "tcpota/device.h" /* TCPOTA_DECLINE_RUNNING_IT */
 
 enum kind {
     IDLE, SLOW, RANDOM, OVERSIZE, TRUNCATED, BADVER, NOREAD, PINGER, TLSSLOW, STAYER, DECLINER,
@@ -147,6 +148,9 @@ static int talk(struct peer *q)
                     a.type = TCPOTA_T_DECLINE;
                     a.u.decline.image_id = q->image;
                     a.u.decline.reason = (uint16_t)-TCPOTA_ERR_REFUSED;
+                    /* As a device that runs it says it (tcpota/device.h). */
+                    a.u.decline.message.ptr = (const uint8_t *)TCPOTA_DECLINE_RUNNING_IT;
+                    a.u.decline.message.len = (uint16_t)strlen(TCPOTA_DECLINE_RUNNING_IT);
                     q->answered = 1;
                 } else {
                     a.type = TCPOTA_T_ACCEPT;

@@ -607,7 +607,7 @@ static int on_offer(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
     }
     if (d->cfg.running_id &&
         memcmp(d->cfg.running_id, m->u.offer.image_id, TCPOTA_ID_LEN) == 0) {
-        return decline(d, m->u.offer.image_id, TCPOTA_ERR_REFUSED, "already running it", ev);
+        return decline(d, m->u.offer.image_id, TCPOTA_ERR_REFUSED, TCPOTA_DECLINE_RUNNING_IT, ev);
     }
     info.image_id = m->u.offer.image_id;
     info.size = m->u.offer.size;
@@ -633,7 +633,8 @@ static int on_offer(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
     }
     if (strlen(d->cfg.version) == m->u.offer.version.len &&
         memcmp(d->cfg.version, m->u.offer.version.ptr, m->u.offer.version.len) == 0) {
-        return decline(d, m->u.offer.image_id, TCPOTA_ERR_REFUSED, "already runs this version", ev);
+        return decline(d, m->u.offer.image_id, TCPOTA_ERR_REFUSED,
+                       TCPOTA_DECLINE_RUNNING_VERSION, ev);
     }
     if (p->verify_offer && (rc = p->verify_offer(p->ctx, &info)) < 0) {
         return decline(d, m->u.offer.image_id, rc, "offer refused by the device's checks", ev);

@@ -115,6 +115,32 @@ grep -q "so the server holds it back; another image will be offered when the ser
 [ "$(failed_in_rollout)" = "$before" ] || fail "rollout 1 counts $(failed_in_rollout) failed, was $before: rb-1's decline counted a success"
 ok "after a retry, a device whose own record holds the image back declines it as failed before: declined, counted failed, held back"
 
+# A device of an older core declined an image it failed before as REFUSED
+# too, with its reason in words: only "already run..." is a device that
+# runs the image (up to date); this one is a decline, counted failed.
+before=$(failed_in_rollout)
+python3 - "$SERVER_PORT" "$E2E" > "$WORK/oldcore.out" 2>&1 <<'PY' || fail "an older core's decline: $(cat "$WORK/oldcore.out")"
+import socket, struct, sys
+sys.path.insert(0, sys.argv[2])
+import frames as F
+DECLINE, TAG_MESSAGE, REFUSED = 0x06, 0x08, 111
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as s:
+    s.sendall(F.hello(b"old-core"))
+    r = F.Reader(s)
+    kinds = [r.next()[0]]
+    kind, offer = r.next()
+    kinds.append(kind)
+    if kinds != [F.WELCOME, F.OFFER]:
+        sys.exit(f"frames {kinds}, expected WELCOME then OFFER")
+    msg = b"image 0123abcd failed its health check before; waiting for another image"
+    s.sendall(F.frame(DECLINE, offer[:32] + struct.pack("<H", REFUSED) + F.tlv(TAG_MESSAGE, msg)))
+    s.recv(65536)
+PY
+for _ in $(seq 40); do [ "$(device_state old-core)" = declined ] && break; sleep 0.05; done
+[ "$(device_state old-core)" = declined ] || fail "an older core's decline of a failed image is $(device_state old-core), not declined"
+[ "$(failed_in_rollout)" = $((before + 1)) ] || fail "rollout 1 counts $(failed_in_rollout) failed, expected $((before + 1))"
+ok "an older core's REFUSED for an image it failed is a decline, not a device that runs it"
+
 # The API's id-prefix filter (q), from the CLI.
 "$TCPOTA" device list --id-prefix rt- > "$WORK/list.out" || fail "device list --id-prefix failed"
 grep -q '^rt-1 ' "$WORK/list.out" && [ "$(grep -vc '^ID ' "$WORK/list.out")" = 1 ] ||

@@ -68,6 +68,16 @@ enum tcpota_dev_bad {
                                    power cut before the health check) */
 };
 
+/* The MESSAGE of a DECLINE because the device runs the offered image (its
+ * id, or its version), reason TCPOTA_ERR_REFUSED, starts with this: a
+ * server tells that decline (a success for a rollout) from the others of
+ * that reason (a known-bad image from a device of an older core, which
+ * declined those with REFUSED too; an offer that contradicts its signed
+ * manifest). */
+#define TCPOTA_DECLINE_RUNNING "already run"
+#define TCPOTA_DECLINE_RUNNING_IT TCPOTA_DECLINE_RUNNING "ning it"
+#define TCPOTA_DECLINE_RUNNING_VERSION TCPOTA_DECLINE_RUNNING "s this version"
+
 /* Room for tcpota_dev_bad_text(), NUL included. */
 #define TCPOTA_DEV_BAD_TEXT_MAX 96u
 
