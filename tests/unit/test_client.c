@@ -649,6 +649,27 @@ static void test_mute_server_times_out(void **state)
     assert_true(clk >= TIMEOUT_MS);
 }
 
+/* Text where a frame should start, but after the server's first frame
+ * (WELCOME): a stream gone wrong, not another service's banner, so no
+ * text_answer (which the runner takes for a wrong address, not retried).
+ * Fails if text is judged anywhere but at the connection's first bytes. */
+static void test_text_after_welcome_is_no_banner(void **state)
+{
+    size_t at = TCPOTA_FRAME_OVERHEAD + tcpota_get_u16(wire + 2); /* past WELCOME */
+
+    (void)state;
+    memcpy(wire + at, "SSH-2.0-x", 9);
+    assert_int_equal(tcpota_client_run(&cl), TCPOTA_CLIENT_RETRY);
+    assert_int_equal(cl.text_answer, 0);
+    assert_int_equal(cl.http_answer, 0);
+    /* At the first bytes: a banner. */
+    teardown(NULL);
+    setup(NULL);
+    memcpy(wire, "SSH-2.0-x", 9);
+    assert_int_equal(tcpota_client_run(&cl), TCPOTA_CLIENT_RETRY);
+    assert_int_equal(cl.text_answer, 1);
+}
+
 static int end_at_accept(void *ctx, int rc, const struct tcpota_dev_event *ev)
 {
     (void)ctx;
@@ -730,6 +751,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_before_connect_opens_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_linger_ends_at_eof, setup, teardown),
         cmocka_unit_test_setup_teardown(test_last_flush_gives_up_in_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_text_after_welcome_is_no_banner, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mute_server_times_out, setup, teardown),
         cmocka_unit_test_setup_teardown(test_on_input_ends_the_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_before_run_sends_nothing, setup, teardown),
