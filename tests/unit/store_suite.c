@@ -799,6 +799,24 @@ static struct store_req *retry(struct fx *f, const char *id)
     return ss_run(f, r);
 }
 
+/* A retry of id forgets `forgot` failures and leaves the device in
+ * `want`, with the history line saying so. */
+static void expect_retried(struct fx *f, const char *id, uint32_t forgot, enum store_dev_state want)
+{
+    struct store_req *r = retry(f, id);
+
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.device.forgot, forgot);
+    assert_int_equal(r->u.device.dev->state, want);
+    store_req_free(r);
+    r = ss_device_get(f, id);
+    assert_int_equal(r->u.device.dev->state, want);
+    assert_true(r->u.device.nhistory > 0);
+    assert_int_equal(r->u.device.history[0].state, want);
+    assert_string_equal(r->u.device.history[0].detail, STORE_RETRY_DETAIL);
+    store_req_free(r);
+}
+
 static void test_device_retry(void **state)
 {
     struct fx *f = *state;
@@ -810,17 +828,9 @@ static void test_device_retry(void **state)
     ss_checkin_free(f, "dev-r");
     store_req_free(ss_checkin(f, "dev-r", img[0], TCPOTA_RESULT_ROLLED_BACK));
     store_req_free(ss_checkin(f, "dev-r", img[1], TCPOTA_RESULT_BOOT_FAILED));
-    r = retry(f, "dev-r");
-    assert_int_equal(r->rc, STORE_OK);
-    assert_int_equal(r->u.device.forgot, 2);
-    assert_int_equal(r->u.device.dev->state, STORE_ST_SEEN);
-    store_req_free(r);
+    expect_retried(f, "dev-r", 2, STORE_ST_SEEN);
     r = ss_device_get(f, "dev-r");
-    assert_int_equal(r->u.device.dev->state, STORE_ST_SEEN);
     assert_string_equal(r->u.device.dev->reason, STORE_RETRY_DETAIL);
-    assert_true(r->u.device.nhistory > 0);
-    assert_int_equal(r->u.device.history[0].state, STORE_ST_SEEN);
-    assert_string_equal(r->u.device.history[0].detail, STORE_RETRY_DETAIL);
     store_req_free(r);
     r = ss_checkin(f, "dev-r", NULL, 0);
     assert_int_equal(r->rc, STORE_OK);
@@ -838,16 +848,7 @@ static void test_device_retry(void **state)
     ss_checkin_free(f, "dev-u");
     store_req_free(ss_checkin(f, "dev-u", img[0], TCPOTA_RESULT_ROLLED_BACK));
     store_req_free(ss_checkin(f, "dev-u", img[1], TCPOTA_RESULT_CONFIRMED));
-    r = retry(f, "dev-u");
-    assert_int_equal(r->rc, STORE_OK);
-    assert_int_equal(r->u.device.forgot, 1);
-    assert_int_equal(r->u.device.dev->state, STORE_ST_UPDATED);
-    store_req_free(r);
-    r = ss_device_get(f, "dev-u");
-    assert_int_equal(r->u.device.dev->state, STORE_ST_UPDATED);
-    assert_int_equal(r->u.device.history[0].state, STORE_ST_UPDATED);
-    assert_string_equal(r->u.device.history[0].detail, STORE_RETRY_DETAIL);
-    store_req_free(r);
+    expect_retried(f, "dev-u", 1, STORE_ST_UPDATED);
 }
 
 /* A report of another image's failure, while the device's state already
