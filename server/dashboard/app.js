@@ -285,13 +285,22 @@ const devices = {
   },
 };
 
+// The states that show a failure: what `device retry` can clear (docs/api.md).
+const FAILED_STATES = ['failed', 'declined', 'rolled-back', 'boot-failed'];
+
 function device(id) {
   return {
     live: true,
     async draw() {
       const d = await api('GET', '/v1/devices/' + encodeURIComponent(id));
       const row = (k, v, cls) => h('tr', {}, h('th', {}, k), h('td', { class: cls }, v));
+      const retry = () => api('POST', '/v1/devices/' + encodeURIComponent(id) + '/retry')
+        .then(() => this.draw()).catch(fail);
       render('Device ' + d.id,
+        FAILED_STATES.includes(d.state)
+          ? h('p', {}, h('button', { type: 'button', id: 'retry', onclick: retry },
+            'Forget what it failed or declined'), ' (the server may then offer it that image again: tcpota device retry)')
+          : '',
         h('table', { 'data-dev': d.id }, h('tbody', {},
           row('state', state(d.state), 'dev-state'), row('progress', progress(d), 'dev-progress'),
           row('reason', d.reason, 'dev-reason'), row('model', d.model), row('version', d.version),

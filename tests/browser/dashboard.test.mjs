@@ -272,6 +272,16 @@ async function main() {
     (await page.$eval('#f-state', (e) => e.value).catch(() => '')) === 'updated');
   ok('#/device/ with no id, and a state from the address that is not one, are said in words');
 
+  // A failed device's page offers `device retry`: a click forgets what it
+  // failed, its state becomes seen, the history says why; the button goes.
+  await page.goto(base + '/#/device/bad-1');
+  await page.waitForSelector('#retry', { timeout: WAIT_MS });
+  await page.click('#retry');
+  await page.waitForSelector('.dev-state .state.seen', { timeout: WAIT_MS });
+  await page.waitForSelector('text=its failed images were forgotten (device retry)', { timeout: WAIT_MS });
+  if (await page.$('#retry')) fail('the retry button stays on a device that shows no failure');
+  ok('device page: a failed device\'s failures forgotten by a click (device retry)');
+
   server.kill('SIGTERM'); // with the page's event stream open
   const rc = await server.done;
   if (rc !== 0) fail(`the server exited ${rc} on SIGTERM (its event streams must end cleanly)`);
