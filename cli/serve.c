@@ -1237,24 +1237,34 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
     return rc;
 }
 
-/* A flag of the config file that the command line gives again (the last
- * one wins, docs: the command line's) is said to be overridden: a trial's
- * 'data /tmp' line was silently replaced by the unit's --data. --pubkey
- * adds up instead. */
+/* 1 when the file's flag argv[i] (i in 1..nowned) is given again on the
+ * command line, which wins (the last one does); --pubkey adds up instead. */
+static int overridden_later(const struct serve_config_args *a, int i)
+{
+    size_t n = strcspn(a->argv[i], "=");
+    int j;
+
+    if (n == strlen("--pubkey") && strncmp(a->argv[i], "--pubkey", n) == 0) return 0;
+    for (j = a->nowned + 1; j < a->argc; j++) {
+        if (strncmp(a->argv[j], a->argv[i], n) == 0 &&
+            (a->argv[j][n] == '\0' || a->argv[j][n] == '=')) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A flag of the config file that the command line gives again is said to
+ * be overridden: a trial's 'data /tmp' line was silently replaced by the
+ * unit's --data. */
 static void config_overridden(const struct serve_config_args *a)
 {
-    int i, j;
+    int i;
 
     for (i = 1; i <= a->nowned; i++) {
-        size_t n = strcspn(a->argv[i], "=");
-        if (strncmp(a->argv[i], "--pubkey", n) == 0 && n == strlen("--pubkey")) continue;
-        for (j = a->nowned + 1; j < a->argc; j++) {
-            if (strncmp(a->argv[j], a->argv[i], n) == 0 &&
-                (a->argv[j][n] == '\0' || a->argv[j][n] == '=')) {
-                fprintf(stderr, "tcpota serve: note: %.*s on the command line overrides line %u"
-                        " of %s\n", (int)n, a->argv[i], a->lines[i - 1], a->path);
-                break;
-            }
+        if (overridden_later(a, i)) {
+            fprintf(stderr, "tcpota serve: note: %.*s on the command line overrides line %u of %s\n",
+                    (int)strcspn(a->argv[i], "="), a->argv[i], a->lines[i - 1], a->path);
         }
     }
 }
@@ -1282,10 +1292,14 @@ int cmd_serve(int argc, char **argv)
         if (rc == 2 && args.nowned > 0 && at >= 1 && at <= args.nowned) {
             /* The file's own flag (argv[at] is "--name=VALUE"): its line. */
             const char *v = strchr(args.argv[at], '=');
-            fprintf(stderr, "tcpota serve: note: that is line %u of %s%s\n", args.lines[at - 1],
+            fprintf(stderr, "tcpota serve: note: that is line %u of %s%s%s\n", args.lines[at - 1],
                     args.path, v && (strstr(v, " #") || strstr(v, "\t#"))
                                    ? " (a comment takes a line of its own, starting with #)"
-                                   : "");
+                                   : "",
+                    overridden_later(&args, at)
+                        ? "; the command line gives that option again, but each line of the file"
+                          " must be valid too"
+                        : "");
         } else if (rc == 2 && args.nowned > 0 && at <= args.nowned) {
             fprintf(stderr, "tcpota serve: note: the flags of the --config file came first; the "
                             "option named above may be set there\n");

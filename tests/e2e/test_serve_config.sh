@@ -59,6 +59,11 @@ grep -q '^tcpota serve: note: that is line 2 of badvalue.conf$' badvalue.log || 
 expect_refused trailing '# the limit\nversion 1.0.0\n\nmax-conns 5 # five\n' "max-conns: '5 # five' is not a number"
 grep -q '^tcpota serve: note: that is line 4 of trailing.conf (a comment takes a line of its own, starting with #)$' trailing.log ||
   fail "a comment after a value: $(cat trailing.log)"
+# A bad line the command line gives again still stops the start: said so
+# (a trial read "overrides line 2" and then "that is line 2" as a contradiction).
+rc=0; timeout 10 "$TCPOTA" serve --config badvalue.conf --max-conns 5 img.bin > /dev/null 2> badover.log || rc=$?
+[ $rc -eq 2 ] && grep -q '^tcpota serve: note: that is line 2 of badvalue.conf; the command line gives that option again, but each line of the file must be valid too$' badover.log ||
+  fail "a bad line the command line overrides: rc $rc: $(cat badover.log)"
 # A binary file, and a NUL or an escape inside a line: refused, and the
 # bytes are not echoed to the terminal (before: 'unknown option' with the
 # file's bytes; a NUL silently cut the value).
