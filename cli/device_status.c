@@ -109,8 +109,11 @@ int cmd_device_status(int argc, char **argv)
             return usage_error("status: unexpected argument '%s'", argv[i]);
         }
     }
-    if (!dir || !*dir) {
+    if (!dir) {
         return usage_error("%s", "status: --flash DIR is required");
+    }
+    if (!*dir) { /* as tcpota device says it (device_opts.c) */
+        return usage_error("%s", "status: --flash is empty: give the device's directory");
     }
     if (cli_check_dir(dir, "--flash", 0) < 0) {
         return 2; /* a bad argument, as in tcpota device */

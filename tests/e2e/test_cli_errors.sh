@@ -144,6 +144,7 @@ expect 2 "^tcpota device: --slot-size: 'abc' is not a size: give bytes, or a who
   $T device --server 127.0.0.1:1 --flash devdir --slot-size abc
 expect 2 "^tcpota device: --flash is empty: give the device's directory$" \
   $T device --server 127.0.0.1:1 --flash ""
+expect 2 "^tcpota device: status: --flash is empty: give the device's directory$" $T device status --flash ""
 expect 2 "^tcpota device: --slot-size: '4G' is out of range: give a size in 4096\.\.4294963200 bytes" \
   $T device --server 127.0.0.1:1 --flash devdir --slot-size 4G
 expect 2 "^tcpota device: --ack-interval: not a multiple of 4096" \
