@@ -178,7 +178,12 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
             return 2;
         }
         o->slot_size = (uint32_t)sz;
-        return sz % TCPOTA_SECTOR_SIZE ? usage_error("%s: not a multiple of 4096", name) : 0;
+        return sz % TCPOTA_SECTOR_SIZE
+                   ? usage_error("%s: %llu is not a multiple of %u (a flash sector); give %llu or"
+                                 " %llu", name, sz, TCPOTA_SECTOR_SIZE,
+                                 sz / TCPOTA_SECTOR_SIZE * TCPOTA_SECTOR_SIZE,
+                                 (sz / TCPOTA_SECTOR_SIZE + 1) * TCPOTA_SECTOR_SIZE)
+                   : 0;
     }
     case OPT_HEALTH:
         if (strcmp(v, "ok") && strcmp(v, "fail")) {
@@ -191,7 +196,12 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
             return 2;
         }
         o->ack_interval = n;
-        return n % TCPOTA_SECTOR_SIZE ? usage_error("%s: not a multiple of 4096", name) : 0;
+        return n % TCPOTA_SECTOR_SIZE
+                   ? usage_error("%s: %u is not a multiple of %u (a flash sector); give %u or %u",
+                                 name, (unsigned)n, TCPOTA_SECTOR_SIZE,
+                                 (unsigned)(n / TCPOTA_SECTOR_SIZE * TCPOTA_SECTOR_SIZE),
+                                 (unsigned)((n / TCPOTA_SECTOR_SIZE + 1) * TCPOTA_SECTOR_SIZE))
+                   : 0;
     case OPT_ATTEMPTS:
         if (u32_opt(v, name, 1, 1000000, &n) < 0) {
             return 2;

@@ -135,7 +135,7 @@ expect 2 "^tcpota device: --backoff-min-ms 10 is larger than --backoff-max-ms 5$
 expect 1 "running slot 0, version $(printf '%032d' 0)$" \
   $T device --server 127.0.0.1:1 --flash fv32 --factory-version "$(printf '%032d' 0)" --max-attempts 1
 # Sizes on the flash's 4096-byte sectors, the server's port, the health.
-expect 2 "^tcpota device: --slot-size: not a multiple of 4096" \
+expect 2 "^tcpota device: --slot-size: 1052673 is not a multiple of 4096 \(a flash sector\); give 1052672 or 1056768$" \
   $T device --server 127.0.0.1:1 --flash devdir --slot-size 1052673
 # A size as serve's --max-image takes one: 12K is 12288 (the run fails to connect, exit 1).
 expect 1 "gave up after 1 attempt" $T device --server 127.0.0.1:1 --flash slotk --slot-size 12K --max-attempts 1
@@ -147,7 +147,7 @@ expect 2 "^tcpota device: --flash is empty: give the device's directory$" \
 expect 2 "^tcpota device: status: --flash is empty: give the device's directory$" $T device status --flash ""
 expect 2 "^tcpota device: --slot-size: '4G' is out of range: give a size in 4096\.\.4294963200 bytes" \
   $T device --server 127.0.0.1:1 --flash devdir --slot-size 4G
-expect 2 "^tcpota device: --ack-interval: not a multiple of 4096" \
+expect 2 "^tcpota device: --ack-interval: 6000 is not a multiple of 4096 \(a flash sector\); give 4096 or 8192$" \
   $T device --server 127.0.0.1:1 --flash devdir --ack-interval 6000
 expect 2 "^tcpota device: --server: port 0 is not a server's port" \
   $T device --server 127.0.0.1:0 --flash devdir
