@@ -1002,6 +1002,7 @@ static int stopped(struct device *dv)
 static void say_declined(struct device *dv)
 {
     int why = xfer(dv).last_error;
+    char word[3 * TCPOTA_MAX_STR + 8];
 
     if (why == TCPOTA_ERR_NOSPC) {
         say(dv, "declined the server's offer: the image (%lu bytes) is larger than the slot "
@@ -1010,6 +1011,14 @@ static void say_declined(struct device *dv)
         /* The core refuses before it records the offer's version. */
         const char *said = tcpota_client_reason(&dv->cl, why);
         say(dv, "declined the server's offer: %s%s%s", tcpota_strerror(why), said[0] ? ": " : "", said);
+    }
+    if (why != TCPOTA_ERR_REFUSED) {
+        /* Any other decline is held back by the server from now on: when
+         * this device's setup was the cause, say how it is offered again. */
+        say(dv, "the server holds that offer back from this device now; once the device is set"
+                " right, tcpota device retry %s (fleet mode; an image-mode server forgets at its"
+                " restart) lets it be offered again",
+            cli_shell_word(dv->id, word, sizeof(word)));
     }
 }
 
