@@ -1283,10 +1283,8 @@ int cmd_serve(int argc, char **argv)
     signal(SIGUSR1, SIG_IGN);
     rc = serve_config_load(argc, argv, &args);
     if (rc == 0) {
-        config_overridden(&args);
-    }
-    if (rc == 0) {
         int at = 0;
+        config_overridden(&args);
         rc = serve_args(&args, &at);
         /* Not when the command line's own option was the one refused. */
         if (rc == 2 && args.nowned > 0 && at >= 1 && at <= args.nowned) {

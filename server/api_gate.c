@@ -29,7 +29,7 @@
  * and closed (logged at most once a second). */
 #define _GNU_SOURCE /* POLLRDHUP */
 #include "api_internal.h"
-#include "http_reply.h" /* http_not_head_at */
+#include "http_reply.h" /* http_not_head_at, http_answer_close */
 
 #include <errno.h>
 #include <event2/bufferevent.h>
@@ -110,31 +110,6 @@ static int peer_done(evutil_socket_t fd)
     " connects to its device port (tcpota serve --listen, default 8070), and with TLS only"       \
     " there\"}"
 
-/* Answers a connection at once, before evhttp reads it: status ("503
- * Service Unavailable"), extra headers (each ending in CRLF) and the JSON
- * body, then the close. What the peer sent already (up to API_BODY_MAX) is
- * read first, so that the close does not reset the connection under the
- * answer. */
-static void answer_close(struct evhttp_connection *evcon, evutil_socket_t s, const char *status,
-                         const char *headers, const char *body)
-{
-    char reply[800], sink[4096];
-    size_t drained = 0;
-    ssize_t k;
-    int rl = snprintf(reply, sizeof reply, "HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
-                      "Content-Length: %zu\r\n%sConnection: close\r\n\r\n%s", status,
-                      strlen(body), headers, body);
-
-    if (rl > 0 && (size_t)rl < sizeof reply) (void)send(s, reply, (size_t)rl, MSG_DONTWAIT | MSG_NOSIGNAL);
-    (void)shutdown(s, SHUT_WR);
-    /* What is there now, within a bound: a peer that keeps sending must
-     * not hold the loop here. */
-    while (drained < API_BODY_MAX && (k = recv(s, sink, sizeof sink, MSG_DONTWAIT)) > 0) {
-        drained += (size_t)k;
-    }
-    evhttp_connection_free(evcon);
-}
-
 /* Lets evhttp read the connection again; the gate is done. Our event goes
  * first: libevent refuses a level-triggered read event (the bufferevent's)
  * on a descriptor that has an edge-triggered one. */
@@ -196,7 +171,7 @@ static void peek_cb(evutil_socket_t fd, short what, void *arg)
         if (t == GATE_WAIT && http_not_head_at(head, (size_t)n) < (size_t)n) {
             struct evhttp_connection *evcon = g->evcon;
             gate_free(a, g); /* its event off the socket before the socket closes */
-            answer_close(evcon, fd, "400 Bad Request", "", API_NOT_HTTP_BODY);
+            http_answer_close(evcon, fd, "400 Bad Request", "application/json", "", API_NOT_HTTP_BODY);
             return;
         }
         if (t == GATE_WAIT && (size_t)n < API_GATE_PEEK_MAX && !peer_done(fd)) {
@@ -269,7 +244,7 @@ static void refuse_full(struct api *a, struct evhttp_connection *evcon, evutil_s
                  a->cfg.max_conns, more);
         a->cfg.log(a->cfg.ctx, line);
     }
-    answer_close(evcon, s, "503 Service Unavailable", retry, body);
+    http_answer_close(evcon, s, "503 Service Unavailable", "application/json", retry, body);
 }
 
 /* Made active by gate_bev: the accepts of this loop turn have returned. */

@@ -770,12 +770,6 @@ static void unknown_said(struct conn *c, const uint8_t *buf, size_t n, int kind)
     clog_(c, 1, "unknown protocol (first byte 0x%02x%s); closing%s", buf[0], hint, more);
 }
 
-/* A TLS client on this plain port gets CONN_PLAIN_ONLY_MSG, which is no TLS
- * record: its TLS stack then fails at once saying so ("wrong version
- * number"), which the device reads as "this port does not speak TLS" and
- * stops (a close alone read as a server at its limits, retried). What the
- * peer sent is read first, so that the close is a FIN and not a reset that
- * could overtake the line. */
 /* Reads what a refused peer sent, before the answer and the close (a
  * close over unread bytes is a reset, which can overtake the answer);
  * bounded: a peer that keeps sending must not hold the loop. */
@@ -790,6 +784,10 @@ static void drain_refused(evutil_socket_t fd)
     }
 }
 
+/* A TLS client on this plain port gets CONN_PLAIN_ONLY_MSG, which is no TLS
+ * record: its TLS stack then fails at once saying so ("wrong version
+ * number"), which the device reads as "this port does not speak TLS" and
+ * stops (a close alone read as a server at its limits, retried). */
 static void tls_on_plain(struct conn *c)
 {
     drain_refused(c->fd);

@@ -19,7 +19,7 @@
  * it, and admit_cb, made active in that same loop turn (before any read of
  * the new socket), judges the connection. */
 #include "http_ota_internal.h"
-#include "http_reply.h" /* http_not_head_at */
+#include "http_reply.h" /* http_not_head_at, http_answer_close */
 
 #include "admit.h"
 #include "log.h"
@@ -193,8 +193,6 @@ static void conn_free(struct ota_conn *oc)
     "not an HTTP request: this is tcpota serve's HTTP download port (--ota-listen); a tcpota"     \
     " device connects to its device port (--listen, default 8070)\n"
 #define OTA_FIRST_PEEK 16u           /* the first bytes first_cb judges */
-#define OTA_DRAIN_MAX (64u << 10)    /* what it reads before its close, at most */
-#define OTA_DRAIN_CHUNK 4096u
 #define OTA_TLS_RECORD_HANDSHAKE 0x16 /* a TLS ClientHello's first byte */
 
 /* The connection's first bytes are readable (a plain listener's): ours
@@ -203,17 +201,14 @@ static void conn_free(struct ota_conn *oc)
  * (http_not_head_at: a tcpota device's HELLO, a TLS ClientHello) is
  * answered 400 at once and the connection closed; before, evhttp waited
  * for a line's end that never came and the device for its timeout (30 s),
- * then tried again. What the peer sent is read first (up to OTA_DRAIN_MAX,
- * a peer that keeps sending must not hold the loop), so that the close
- * does not reset the connection under the answer. */
+ * then tried again (http_answer_close: the peer's bytes read first). */
 static void first_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct ota_conn *oc = arg;
     struct bufferevent *bev = evhttp_connection_get_bufferevent(oc->evcon);
-    char head[OTA_FIRST_PEEK], reply[400], sink[OTA_DRAIN_CHUNK];
+    char head[OTA_FIRST_PEEK];
     ssize_t n = recv(fd, head, sizeof(head), MSG_PEEK | MSG_DONTWAIT);
-    size_t drained = 0, at;
-    int rl;
+    size_t at;
 
     (void)what;
     if (n <= 0 && bev) {
@@ -231,17 +226,8 @@ static void first_cb(evutil_socket_t fd, short what, void *arg)
                     "http: not an HTTP request (byte 0x%02x: a tcpota device? it connects to the"
                     " device port, --listen); answered 400, closing", (unsigned char)head[at]);
     }
-    rl = snprintf(reply, sizeof(reply), "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
-                  "Content-Length: %zu\r\nConnection: close\r\n\r\n%s", strlen(OTA_NOT_HTTP_BODY),
-                  OTA_NOT_HTTP_BODY);
-    if (rl > 0 && (size_t)rl < sizeof(reply)) {
-        (void)send(fd, reply, (size_t)rl, MSG_DONTWAIT | MSG_NOSIGNAL);
-    }
-    (void)shutdown(fd, SHUT_WR);
-    while (drained < OTA_DRAIN_MAX && (n = recv(fd, sink, sizeof(sink), MSG_DONTWAIT)) > 0) {
-        drained += (size_t)n;
-    }
-    evhttp_connection_free(oc->evcon); /* conn_closed() frees oc */
+    /* conn_closed() frees oc */
+    http_answer_close(oc->evcon, fd, "400 Bad Request", "text/plain", "", OTA_NOT_HTTP_BODY);
 }
 
 /* The connection closed (evhttp's close callback): its downloads stop

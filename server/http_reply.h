@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 /* evhttp_send_reply(req, code, reason, body), but for HEAD the body's
  * length alone, as Content-Length: libevent 2.1 leaves that header out for
@@ -49,6 +50,35 @@ static inline size_t http_not_head_at(const char *head, size_t n)
         if ((b < 0x20 && b != '\r' && b != '\n' && b != '\t') || b == 0x7f) break;
     }
     return i;
+}
+
+#define HTTP_DRAIN_MAX (64u << 10) /* what an answer at once reads of its peer, at most */
+
+/* Answers a connection at once, before evhttp reads a request of it (on
+ * its socket s): status ("400 Bad Request"), the body's content type,
+ * extra headers (each ending in CRLF) and the body, then the close. What
+ * the peer sent already (up to HTTP_DRAIN_MAX: a peer that keeps sending
+ * must not hold the loop) is read first, so that the close does not reset
+ * the connection under the answer. Frees evcon. */
+static inline void http_answer_close(struct evhttp_connection *evcon, evutil_socket_t s,
+                                     const char *status, const char *ctype, const char *headers,
+                                     const char *body)
+{
+    char reply[800], sink[4096];
+    size_t drained = 0;
+    ssize_t k;
+    int rl = snprintf(reply, sizeof reply, "HTTP/1.1 %s\r\nContent-Type: %s\r\n"
+                      "Content-Length: %zu\r\n%sConnection: close\r\n\r\n%s", status, ctype,
+                      strlen(body), headers, body);
+
+    if (rl > 0 && (size_t)rl < sizeof reply) {
+        (void)send(s, reply, (size_t)rl, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    (void)shutdown(s, SHUT_WR);
+    while (drained < HTTP_DRAIN_MAX && (k = recv(s, sink, sizeof sink, MSG_DONTWAIT)) > 0) {
+        drained += (size_t)k;
+    }
+    evhttp_connection_free(evcon);
 }
 
 static inline unsigned http_header_count(struct evhttp_request *req, const char *name)
