@@ -56,7 +56,9 @@ struct ota_conn {
     struct bufferevent *bev;         /* a reference of ours until admit_cb */
     struct evhttp_connection *evcon; /* once admitted */
     struct event *deadline;          /* pending while no request is complete */
-    struct event *first;             /* plain: the first bytes readable (first_cb) */
+    struct event *first;             /* plain: the first bytes readable (first_cb);
+                                      * TLS: the answer to bytes not HTTP (tls_answer_cb) */
+    struct evbuffer_cb_entry *first_in; /* TLS: the first decrypted bytes (tls_first_bytes) */
     int fd;                          /* -1 until admitted */
     uint8_t counted;                 /* in srv->unauth (admit.h) */
     uint8_t answered;                /* a request came: the deadline runs from its answer */
@@ -195,6 +197,14 @@ static void conn_free(struct ota_conn *oc)
 #define OTA_FIRST_PEEK 16u           /* the first bytes first_cb judges */
 #define OTA_TLS_RECORD_HANDSHAKE 0x16 /* a TLS ClientHello's first byte */
 
+/* The line for a connection whose first bytes are not HTTP (byte b). */
+static void say_not_http(struct ota_conn *oc, unsigned char b)
+{
+    say_limited(oc->ota, &oc->ota->not_http_log, LOG_LV_INFO, oc->peer,
+                "http: not an HTTP request (byte 0x%02x: a tcpota device? it connects to the"
+                " device port, --listen); answered 400, closing", b);
+}
+
 /* The connection's first bytes are readable (a plain listener's): ours
  * from the socket, or evhttp's, when its read came first and holds them
  * while it waits for a line's end. A byte no request head holds
@@ -222,12 +232,67 @@ static void first_cb(evutil_socket_t fd, short what, void *arg)
                     "http: a TLS handshake on the plain download port: the device's URL must be"
                     " http://, or give the server --tls-cert for https://; closing");
     } else {
-        say_limited(oc->ota, &oc->ota->not_http_log, LOG_LV_INFO, oc->peer,
-                    "http: not an HTTP request (byte 0x%02x: a tcpota device? it connects to the"
-                    " device port, --listen); answered 400, closing", (unsigned char)head[at]);
+        say_not_http(oc, (unsigned char)head[at]);
     }
     /* conn_closed() frees oc */
     http_answer_close(oc->evcon, fd, "400 Bad Request", "text/plain", "", OTA_NOT_HTTP_BODY);
+}
+
+/* The 400 to bytes not HTTP inside TLS went out, or the peer went away
+ * first: the connection closes (conn_closed() frees oc). */
+static void tls_answered_cb(struct bufferevent *bev, void *arg)
+{
+    struct ota_conn *oc = arg;
+
+    (void)bev;
+    evhttp_connection_free(oc->evcon);
+}
+
+static void tls_answer_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)what;
+    tls_answered_cb(bev, arg);
+}
+
+/* Made active by tls_first_bytes for bytes no request head holds, once
+ * libevent is out of the buffer's callbacks: answers 400 inside TLS and
+ * closes once it is sent. The connection is ours from here: evhttp, still
+ * waiting for a line's end, gets no more of its events. */
+static void tls_answer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct ota_conn *oc = arg;
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(oc->evcon);
+    char reply[HTTP_ANSWER_MAX];
+    size_t rl = http_answer_text(reply, sizeof reply, "400 Bad Request", "text/plain", "",
+                                 OTA_NOT_HTTP_BODY);
+
+    (void)fd;
+    (void)what;
+    (void)bufferevent_disable(bev, EV_READ);
+    bufferevent_setcb(bev, NULL, tls_answered_cb, tls_answer_event_cb, oc);
+    if (!rl || bufferevent_write(bev, reply, rl) != 0 || bufferevent_enable(bev, EV_WRITE) != 0) {
+        evhttp_connection_free(oc->evcon);
+    }
+}
+
+/* evbuffer callback on a TLS connection's decrypted input, once: its
+ * first bytes, judged as first_cb judges a plain connection's (a tcpota
+ * device with --tls on the HTTPS download port; before, evhttp waited for
+ * a line's end and the device for its timeout, 20 times). */
+static void tls_first_bytes(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct ota_conn *oc = arg;
+    char head[OTA_FIRST_PEEK];
+    ev_ssize_t n;
+    size_t at;
+
+    if (!info->n_added) return;
+    n = evbuffer_copyout(in, head, sizeof(head));
+    (void)evbuffer_remove_cb_entry(in, oc->first_in); /* libevent allows it here */
+    oc->first_in = NULL;
+    if (n <= 0 || (at = http_not_head_at(head, (size_t)n)) == (size_t)n) return;
+    say_not_http(oc, (unsigned char)head[at]);
+    event_active(oc->first, EV_TIMEOUT, 0);
 }
 
 /* The connection closed (evhttp's close callback): its downloads stop
@@ -241,6 +306,9 @@ static void conn_closed(struct evhttp_connection *evcon, void *arg)
     SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
 
     http_ota_closed(evcon, ota);
+    if (oc->first_in && bev) {
+        (void)evbuffer_remove_cb_entry(bufferevent_get_input(bev), oc->first_in);
+    }
     if (ssl) SSL_set_app_data(ssl, NULL); /* tls_info: the SSL outlives this call */
     if (oc->counted) unauth_del(&srv->unauth, oc->addr);
     if (oc->fd >= 0 && (size_t)oc->fd < ota->nbyfd) ota->byfd[oc->fd] = NULL;
@@ -290,7 +358,11 @@ static int admit_one(struct http_ota *ota, struct ota_conn *oc, struct evhttp_co
     oc->evcon = evcon;
     if (byfd_room(ota, oc->fd) < 0 ||
         !(oc->deadline = evtimer_new(srv->base, deadline_cb, oc)) ||
-        (!srv->tls && !(oc->first = event_new(srv->base, oc->fd, EV_READ, first_cb, oc)))) {
+        !(oc->first = srv->tls ? event_new(srv->base, -1, 0, tls_answer_cb, oc)
+                               : event_new(srv->base, oc->fd, EV_READ, first_cb, oc)) ||
+        (srv->tls && !(oc->first_in = evbuffer_add_cb(
+                          bufferevent_get_input(evhttp_connection_get_bufferevent(evcon)),
+                          tls_first_bytes, oc)))) {
         return -1;
     }
     v = admit_conn(srv, oc->addr, &oc->counted);
@@ -305,7 +377,7 @@ static int admit_one(struct http_ota *ota, struct ota_conn *oc, struct evhttp_co
     push_conn(&ota->conns, oc);
     evhttp_connection_set_closecb(evcon, conn_closed, oc);
     arm_deadline(oc);
-    if (oc->first) event_add(oc->first, NULL);
+    if (!srv->tls) event_add(oc->first, NULL);
     return 0;
 }
 

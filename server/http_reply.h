@@ -60,20 +60,29 @@ static inline size_t http_not_head_at(const char *head, size_t n)
  * the peer sent already (up to HTTP_DRAIN_MAX: a peer that keeps sending
  * must not hold the loop) is read first, so that the close does not reset
  * the connection under the answer. Frees evcon. */
+#define HTTP_ANSWER_MAX 800 /* an answer at once, headers and body */
+
+/* The bytes of an answer at once (http_answer_close) in reply[0..size):
+ * their length, or 0 when they do not fit. */
+static inline size_t http_answer_text(char *reply, size_t size, const char *status,
+                                      const char *ctype, const char *headers, const char *body)
+{
+    int rl = snprintf(reply, size, "HTTP/1.1 %s\r\nContent-Type: %s\r\n"
+                      "Content-Length: %zu\r\n%sConnection: close\r\n\r\n%s", status, ctype,
+                      strlen(body), headers, body);
+
+    return rl > 0 && (size_t)rl < size ? (size_t)rl : 0;
+}
+
 static inline void http_answer_close(struct evhttp_connection *evcon, evutil_socket_t s,
                                      const char *status, const char *ctype, const char *headers,
                                      const char *body)
 {
-    char reply[800], sink[4096];
-    size_t drained = 0;
+    char reply[HTTP_ANSWER_MAX], sink[4096];
+    size_t drained = 0, rl = http_answer_text(reply, sizeof reply, status, ctype, headers, body);
     ssize_t k;
-    int rl = snprintf(reply, sizeof reply, "HTTP/1.1 %s\r\nContent-Type: %s\r\n"
-                      "Content-Length: %zu\r\n%sConnection: close\r\n\r\n%s", status, ctype,
-                      strlen(body), headers, body);
 
-    if (rl > 0 && (size_t)rl < sizeof reply) {
-        (void)send(s, reply, (size_t)rl, MSG_DONTWAIT | MSG_NOSIGNAL);
-    }
+    if (rl) (void)send(s, reply, rl, MSG_DONTWAIT | MSG_NOSIGNAL);
     (void)shutdown(s, SHUT_WR);
     while (drained < HTTP_DRAIN_MAX && (k = recv(s, sink, sizeof sink, MSG_DONTWAIT)) > 0) {
         drained += (size_t)k;

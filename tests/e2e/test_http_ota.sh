@@ -428,6 +428,17 @@ OTA_PORT=$(sed -nE 's/.*HTTPS downloads on [^ ]*:([0-9]+).*/\1/p' "$WORK/server.
 [ -n "$OTA_PORT" ] || fail "no HTTPS download port in: $(grep 'listening on' "$WORK/server.log")"
 grep -qE "listening on 127\.0\.0\.1:$SERVER_PORT, devices over TLS, fleet mode .*HTTPS downloads on 127\.0\.0\.1:$OTA_PORT" "$WORK/server.log" ||
   fail "the fleet's listening line does not say that the device port is TLS: $(grep 'listening on' "$WORK/server.log")"
+# A tcpota device over TLS sent to the HTTPS download port: its HELLO,
+# inside TLS, is answered 400 at once (before: evhttp waited for a line's
+# end, the device 30 s for an answer, 20 times).
+rc=0; t0=$(date +%s)
+"$TCPOTA" device --server "127.0.0.1:$OTA_PORT" --ca "$WORK/srv.pem" --flash "$WORK/wrongtls" --quiet \
+  2> "$WORK/wrongtls.log" || rc=$?
+s=$(( $(date +%s) - t0 ))
+[ $rc -eq 1 ] && [ "$s" -le 5 ] || fail "a TLS device on the HTTPS download port: exit $rc after $s s: $(cat "$WORK/wrongtls.log")"
+grep -q "the server answered in HTTP: the address names an HTTP port (tcpota serve's API or downloads?), not its device port (tcpota serve --listen); not retrying" "$WORK/wrongtls.log" ||
+  fail "a TLS device on the HTTPS download port was not told: $(cat "$WORK/wrongtls.log")"
+wait_line "$WORK/server.log" "http: not an HTTP request \(byte 0x01: a tcpota device\? it connects to the device port, --listen\); answered 400, closing" 5
 "$TCPOTA" rollout resume 1 > /dev/null || fail "rollout resume failed"
 [ "$(get tls "https://127.0.0.1:$OTA_PORT/ota/esp32?device=t-1" --cacert "$WORK/srv.pem" \
      -H 'Range: bytes=4096-')" = 206 ] || fail "HTTPS download: not 206"
@@ -482,7 +493,7 @@ tail -1 "$WORK/server.log" | grep -q 'summary: ' ||
   fail "the summary is not the last line after SIGTERM during a download: $(tail -2 "$WORK/server.log")"
 grep -q '\[slow1 [^]]*\] http: connection closed: ' "$WORK/server.log" ||
   fail "the download cut by SIGTERM was not logged: $(grep -E "slow1|summary" "$WORK/server.log")"
-ok "--ota-listen with --tls-cert serves HTTPS (a resumed download, byte-exact); plain HTTP gets nothing, and the log says why; stopped during a download, the summary is the last line"
+ok "--ota-listen with --tls-cert serves HTTPS (a resumed download, byte-exact); a TLS device there is answered 400 at once; plain HTTP gets nothing, and the log says why; stopped during a download, the summary is the last line"
 
 # ---- --require-auth: HTTP devices cannot prove who they are ------------------------
 start_fleet --require-auth --log-format json --quiet
