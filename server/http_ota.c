@@ -336,8 +336,12 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
         return;
     }
     if (strncmp(path, HTTP_OTA_PREFIX, strlen(HTTP_OTA_PREFIX)) != 0) {
-        ota_refuse(ota, NULL, req, 404, "no such path %s; downloads are GET "
-                   "/ota/<model>?device=<id> (docs/http-ota.md)", path);
+        /* On the listener of its own, a fleet CLI, a browser or a scraper
+         * given this port for the API's is told where the API is. */
+        ota_refuse(ota, NULL, req, 404, "no such path %.*s%s; downloads are GET "
+                   "/ota/<model>?device=<id> (docs/http-ota.md)", OTA_LOG_URI_MAX, path,
+                   ota->http ? " on tcpota serve's HTTP download port (--ota-listen): the API,"
+                               " the dashboard and /metrics are on its --api address" : "");
         return;
     }
     if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {

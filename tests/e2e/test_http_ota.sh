@@ -78,6 +78,12 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' "http
 [ "$code" = 401 ] || fail "with --ota-listen the API listener answered /ota with $code, not 401"
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$OTA_PORT/v1/images")
 [ "$code" = 404 ] || fail "the download listener answered /v1/images with $code"
+# The fleet CLI given the download port for the API's: told where the API
+# is (before: "no such path /v1/images; downloads are GET /ota/...").
+rc=0
+"$TCPOTA" image list --api "http://127.0.0.1:$OTA_PORT" > /dev/null 2> "$WORK/cli-ota.err" || rc=$?
+[ $rc -eq 1 ] && grep -q "no such path /v1/images on tcpota serve's HTTP download port (--ota-listen): the API, the dashboard and /metrics are on its --api address" "$WORK/cli-ota.err" ||
+  fail "the CLI given the download port: rc $rc: $(cat "$WORK/cli-ota.err")"
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$SERVER_PORT/ota/esp32?device=h-0") || true
 [ "$code" = 000 ] || fail "the device port answered HTTP with $code"
 wait_line "$WORK/server.log" "unknown protocol \(first byte 0x47: an HTTP request, but this port speaks tcpota's protocol; HTTP downloads are on 127\.0\.0\.1:$OTA_PORT\); closing\$" 3
