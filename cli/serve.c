@@ -1237,34 +1237,48 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
     return rc;
 }
 
-/* 1 when the file's flag argv[i] (i in 1..nowned) is given again on the
- * command line, which wins (the last one does); --pubkey adds up instead. */
-static int overridden_later(const struct serve_config_args *a, int i)
+/* The length of flag's setting name (up to '=') and where it starts:
+ * --no-progress and --progress set one thing (as do --no-require-signed and
+ * --require-signed), so both name "progress". */
+static const char *setting_of(const char *flag, size_t *len)
 {
-    size_t n = strcspn(a->argv[i], "=");
-    int j;
+    const char *name = flag + strspn(flag, "-");
 
-    if (n == strlen("--pubkey") && strncmp(a->argv[i], "--pubkey", n) == 0) return 0;
-    for (j = a->nowned + 1; j < a->argc; j++) {
-        if (strncmp(a->argv[j], a->argv[i], n) == 0 &&
-            (a->argv[j][n] == '\0' || a->argv[j][n] == '=')) {
-            return 1;
-        }
-    }
-    return 0;
+    if (strncmp(name, "no-", 3) == 0) name += 3;
+    *len = strcspn(name, "=");
+    return name;
 }
 
-/* A flag of the config file that the command line gives again is said to
- * be overridden: a trial's 'data /tmp' line was silently replaced by the
+/* The index of the command line's flag that sets again what the file's
+ * flag argv[i] (i in 1..nowned) sets, the last one (which wins), or 0;
+ * --pubkey adds up instead. */
+static int overridden_later(const struct serve_config_args *a, int i)
+{
+    size_t n, m;
+    const char *s = setting_of(a->argv[i], &n), *t;
+    int j, last = 0;
+
+    if (n == strlen("pubkey") && strncmp(s, "pubkey", n) == 0) return 0;
+    for (j = a->nowned + 1; j < a->argc; j++) {
+        if (strncmp(a->argv[j], "--", 2) != 0) continue; /* a value */
+        t = setting_of(a->argv[j], &m);
+        if (m == n && strncmp(s, t, n) == 0) last = j;
+    }
+    return last;
+}
+
+/* A flag of the config file that the command line gives again (or its
+ * opposite: --progress against a no-progress line) is said to be
+ * overridden: a trial's 'data /tmp' line was silently replaced by the
  * unit's --data. */
 static void config_overridden(const struct serve_config_args *a)
 {
-    int i;
+    int i, j;
 
     for (i = 1; i <= a->nowned; i++) {
-        if (overridden_later(a, i)) {
+        if ((j = overridden_later(a, i)) > 0) {
             fprintf(stderr, "tcpota serve: note: %.*s on the command line overrides line %u of %s\n",
-                    (int)strcspn(a->argv[i], "="), a->argv[i], a->lines[i - 1], a->path);
+                    (int)strcspn(a->argv[j], "="), a->argv[j], a->lines[i - 1], a->path);
         }
     }
 }

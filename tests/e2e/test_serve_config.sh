@@ -35,7 +35,14 @@ grep -qx 'tcpota serve: note: --log-format on the command line overrides line 5 
   fail "no note of the overridden line: $(head -3 cmdline.log)"
 [ "$(grep -c 'overrides line' cmdline.log)" = 1 ] || fail "other lines said overridden: $(grep 'overrides' cmdline.log)"
 stop_serve
-ok "the command line wins over the config file (--log-format text), and says so"
+# The opposite flag sets the same thing: --progress against the file's
+# no-progress line is named too (before: nothing said).
+start_serve progress.log --config serve.conf --progress
+grep -qx 'tcpota serve: note: --progress on the command line overrides line 6 of serve.conf' progress.log ||
+  fail "no note of --progress over no-progress: $(head -3 progress.log)"
+[ "$(grep -c 'overrides line' progress.log)" = 1 ] || fail "other lines said overridden: $(grep 'overrides' progress.log)"
+stop_serve
+ok "the command line wins over the config file (--log-format text, --progress), and says so"
 
 # expect_refused NAME CONTENT REGEX: a config file with CONTENT is refused
 # (exit 2) with a message matching REGEX.
