@@ -265,6 +265,24 @@ size_t rollout_explain(uint64_t id, const struct rollout *ro,
         }
         break;
     }
+    if (n >= 0 && (size_t)n < cap &&
+        (ro->state == ROLLOUT_STATE_HALTED || ro->state == ROLLOUT_STATE_CANCELLED)) {
+        /* Its downloading count is devices that began the image and did not
+         * finish it, not transfers running: a halt or a cancel stops those. */
+        uint64_t begun = 0;
+        uint32_t i;
+        for (i = 0; i < ro->n_waves; i++) begun += waves[i].downloading;
+        if (begun) {
+            n += snprintf(buf + n, cap - (size_t)n,
+                          "; %llu device%s began the image and did not finish it (its "
+                          "downloading count): the %s stopped their transfers%s",
+                          (unsigned long long)begun, begun == 1 ? "" : "s",
+                          ro->state == ROLLOUT_STATE_HALTED ? "halt" : "cancel",
+                          ro->state == ROLLOUT_STATE_HALTED
+                              ? ", and each goes on where it stopped once it is resumed"
+                              : ", and they will not finish it");
+        }
+    }
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 

@@ -375,9 +375,41 @@ static void test_explain(void **state)
                                 "(--halt-at) and at least 3 (--halt-min)"));
     rollout_explain(7, &ro, &open_rules, w, 1, 3, 4600, buf, sizeof buf);
     assert_non_null(strstr(buf, "3 of 3 finished devices failed since it was resumed"));
+    /* Devices that began the image: counted downloading, not transferring
+     * (a trial read "8 downloading" on a halted rollout as running). */
+    w[0].downloading = w[1].downloading = w[2].downloading = 0;
+    rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    assert_null(strstr(buf, "began the image"));
+    w[0].downloading = 5;
+    w[2].downloading = 3;
+    rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    assert_non_null(strstr(buf, "(--halt-min); look at the failures"));
+    assert_non_null(strstr(buf, "; 8 devices began the image and did not finish it (its "
+                                "downloading count): the halt stopped their transfers, and each "
+                                "goes on where it stopped once it is resumed"));
+    /* The longest halt said whole: every count at its largest. */
+    {
+        struct rollout_wave big[3];
+        struct rollout_rules r = open_rules;
+        size_t len;
+        memset(big, 0xff, sizeof(big));
+        r.halt_pct = 100;
+        r.halt_min = UINT32_MAX;
+        len = rollout_explain(UINT64_MAX, &ro, &r, big, UINT32_MAX, UINT32_MAX, 4600, buf, sizeof buf);
+        assert_true(len < sizeof(buf) - 1);
+        assert_non_null(strstr(buf, "goes on where it stopped once it is resumed"));
+    }
+    ro.state = ROLLOUT_STATE_CANCELLED;
+    w[0].downloading = 0;
+    w[2].downloading = 1;
+    rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    assert_string_equal(buf, "cancelled: it offers nothing, for good; 1 device began the image "
+                             "and did not finish it (its downloading count): the cancel stopped "
+                             "their transfers, and they will not finish it");
     ro.state = ROLLOUT_STATE_PAUSED;
     rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
     assert_non_null(strstr(buf, "paused by an operator"));
+    assert_null(strstr(buf, "did not finish it"));
     /* A buffer too small is cut, terminated. */
     assert_int_equal(rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, 8), 7);
     assert_int_equal(strlen(buf), 7);
