@@ -720,11 +720,15 @@ static void record(struct conn *c, enum store_dev_state st, const uint8_t *image
  * device keeps what it has and, at its next check-in, is told why it waits
  * (or resumes, once the rollout is resumed): reset, so that what is still
  * queued for it never arrives. One whose every byte the server's TCP has
- * sent (none left in our queue, which holds up to the whole image, nor in
- * the socket's) finishes: a reset cannot take back what is on its way (it was
- * judged by the bytes not yet acknowledged, and a device whose ACK was a
- * moment late was logged as stopped, had every byte, installed and
- * reported), and its verification is what a halt waits for. */
+ * sent (the session handed out the whole image, none is left in our queue,
+ * which holds up to the whole image, nor in the socket's) finishes: a reset
+ * cannot take back what is on its way (it was judged by the bytes not yet
+ * acknowledged, and a device whose ACK was a moment late was logged as
+ * stopped, had every byte, installed and reported), and its verification is
+ * what a halt waits for. That holds before the server has read its ACCEPT
+ * too (the whole image streams before it, which the tail's watermark may
+ * leave unread): a trial's device logged as stopped there installed the
+ * image 70 ms later, uncounted. */
 static void stop_transfers(struct server *srv, uint64_t id, const char *why)
 {
     struct conn *c, *next;
@@ -733,9 +737,10 @@ static void stop_transfers(struct server *srv, uint64_t id, const char *why)
     for (c = srv->conns; c; c = next) {
         enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
         int running = c->kind == K_LEGACY ? !c->legacy_done
-                      : st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING ||
-                            (st == TCPOTA_SRV_SENT_ALL &&
-                             (evbuffer_get_length(conn_out(c)) != 0 || sock_unsent(c->fd) != 0));
+                      : (st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING ||
+                         st == TCPOTA_SRV_SENT_ALL) &&
+                            (!tcpota_srv_all_sent(&c->s) || evbuffer_get_length(conn_out(c)) != 0 ||
+                             sock_unsent(c->fd) != 0);
 
         next = c->next;
         if (c->rollout_id != id || !c->img || c->closing || !running) {

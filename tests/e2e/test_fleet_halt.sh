@@ -130,6 +130,38 @@ for _ in $(seq 1 50); do
   b=$("$TCPOTA" device show --json h-1 | jq_py 'j["bytes"]'); [ "$b" -gt 0 ] && break; sleep 0.1
 done
 [ "$b" -gt 0 ] || fail "an HTTP download's progress stays at $b bytes while it reads"
+# A device that has every byte of the image already, its ACCEPT not read
+# yet (the whole image streams before it): a reset cannot take the bytes
+# back, so its transfer is not stopped (a trial's such device was logged as
+# stopped and installed the image 70 ms later, its completion uncounted).
+# It reads all of it, then holds the connection and says whether the halt
+# closed it.
+python3 - "$SERVER_PORT" "$(dirname "$0")" "$WORK/p-1.all" > "$WORK/p-1.out" 2>&1 <<'PY' &
+import os, socket, struct, sys
+sys.path.insert(0, sys.argv[2])
+import frames
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30)
+s.sendall(frames.hello(b"p-1"))
+r, got = frames.Reader(s), 0
+while got < 1000000:
+    kind, payload = r.next()
+    if kind == 0x07:
+        got += len(payload) - 4
+    elif kind not in (frames.WELCOME, frames.OFFER):
+        sys.exit(f"frame 0x{kind:02x} before the whole image")
+open(sys.argv[3], "w").close()
+s.settimeout(15)
+try:
+    print("cut" if not s.recv(1) else "bytes")
+except socket.timeout:
+    print("open")
+except ConnectionResetError:
+    print("cut")
+PY
+p1=$!
+PIDS+=("$p1")
+for _ in $(seq 1 100); do [ -e "$WORK/p-1.all" ] && break; sleep 0.1; done
+[ -e "$WORK/p-1.all" ] || fail "p-1 did not get the whole image: $(cat "$WORK/p-1.out")"
 run_device bad-x esp32 "$WORK/bad-x" --health fail || true
 wait_line "$WORK/server.log" 'rollout 1 halted by itself'
 wait_line "$WORK/server.log" '\[s-1 [^]]*\] rollout 1 halted: transfer stopped; closing' 5
@@ -144,7 +176,11 @@ grep -q 'no update yet, running 1.0.0' "$WORK/s-1.log" || fail "s-1 was not told
 timeout 20 tail --pid="$curl_pid" -f /dev/null || fail "the HTTP download went on after the halt"
 got=$(cat "$WORK/h-1.got")
 [ -n "$got" ] && [ "$got" -lt 1000000 ] || fail "the HTTP download was not stopped: it got ${got:-nothing} bytes"
-ok "a halt stops the transfers running (a device, an HTTP download): neither installs the image"
+wait "$p1" || fail "p-1: $(cat "$WORK/p-1.out")"
+[ "$(cat "$WORK/p-1.out")" = open ] || fail "the halt closed a device that had every byte: $(cat "$WORK/p-1.out")"
+! grep -q '\[p-1 [^]]*\] rollout 1 halted: transfer stopped' "$WORK/server.log" ||
+  fail "a device that had every byte was logged as stopped"
+ok "a halt stops the transfers running (a device, an HTTP download): neither installs the image; one that has every byte goes on"
 
 make_image "$WORK/big4" 1000000
 "$TCPOTA" image add --version 4.0.0 --model esp32 "$WORK/big4" > /dev/null || fail "image add 4.0.0 failed"
