@@ -96,7 +96,9 @@ static void rollouts(const json_t *list)
 
 static void failures(const json_t *ans)
 {
-    struct table *t = table_new("STATE", "REASON", ">DEVICES", NULL);
+    /* History lines, not devices: a device that failed twice counts twice
+     * (a trial read 22 'DEVICES' beside 12 devices rolled back). */
+    struct table *t = table_new("STATE", "REASON", ">TIMES", NULL);
     const json_t *r;
     size_t i;
 
@@ -106,7 +108,7 @@ static void failures(const json_t *ans)
         table_cell(t, "%s", *api_str(r, "reason") ? api_str(r, "reason") : "-");
         table_cell(t, "%lld", api_int(r, "count"));
     }
-    section("failures in the last hour:", t, "none");
+    section("failures in the last hour (each one: a device may count more than once):", t, "none");
 }
 
 static void rollout_failures(const json_t *ans)

@@ -223,8 +223,8 @@ const overview = {
       active.length ? active.map((ro) => h('div', { class: 'panel', id: 'rollout-' + ro.id },
         h('b', {}, `rollout ${ro.id}: ${ro.version} for ${ro.model}${ro.group ? ' / ' + ro.group : ''} `), state(ro.state),
         waveTable(ro, s.rollout_failures))) : h('p', { class: 'muted' }, 'none'),
-      h('h2', {}, 'Failures in the last hour'),
-      s.failures.length ? table(['state', 'reason', 'devices'],
+      h('h2', {}, 'Failures in the last hour (each one: a device may count more than once)'),
+      s.failures.length ? table(['state', 'reason', 'times'],
         s.failures.map((f) => h('tr', {}, h('td', {}, state(f.state)), h('td', {}, f.reason), num(f.count))), 2)
         : h('p', { class: 'muted' }, 'none'),
       h('h2', {}, 'Refused authentication' + (auth ? ' since ' + when(auth.since) : '')),
