@@ -41,8 +41,11 @@ build: $(BUILD)/CMakeCache.txt
 # edited (it differs from service/tcpota.conf): that one is the operator's,
 # kept, and named by uninstall ("Kept: ..."; an install that kept an edited
 # one still lists it in the manifest).
+# A relative PREFIX is made absolute (from this directory, where cmake
+# would take it from): the unit names the program and its config by it, and
+# systemd takes absolute paths only.
 install: build
-	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(abspath $(PREFIX))"
 
 uninstall:
 	@test -f $(BUILD)/install_manifest.txt || \

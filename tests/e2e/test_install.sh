@@ -149,6 +149,24 @@ grep -qx 'ExecStart=/usr/bin/tcpota serve --config /etc/tcpota/tcpota.conf --dat
 [ -z "$(cd "$ROOT" && find . -type f)" ] || fail "make uninstall left files: $(find "$ROOT" -type f)"
 ok "make install PREFIX=/usr: /usr/bin, /usr/lib/systemd/system and /etc/tcpota"
 
+# A relative PREFIX is made absolute from the source tree (as cmake took
+# it): the unit names absolute paths, which systemd requires (before:
+# ExecStart=pfxrel/bin/tcpota, refused by systemd).
+"${M[@]}" install PREFIX=rel/pfx DESTDIR="$ROOT" > install5.log 2>&1 || fail "make install PREFIX=rel/pfx failed: $(cat install5.log)"
+grep -qx "ExecStart=$SRC/rel/pfx/bin/tcpota serve --config $SRC/rel/pfx/etc/tcpota/tcpota.conf --data /var/lib/tcpota" \
+  "$ROOT$SRC/rel/pfx/lib/systemd/system/tcpota.service" || fail "a relative PREFIX: $(grep ExecStart "$ROOT$SRC"/rel/pfx/lib/systemd/system/tcpota.service)"
+"${M[@]}" uninstall DESTDIR="$ROOT" > uninstall5.log 2>&1 || fail "make uninstall (relative PREFIX) failed"
+[ -z "$(cd "$ROOT" && find . -type f)" ] || fail "make uninstall left files: $(find "$ROOT" -type f)"
+# A directory where the config file goes: said, with what to do.
+mkdir -p "$ROOT/usr/x/etc/tcpota/tcpota.conf"
+rc=0; "${M[@]}" install PREFIX=/usr/x DESTDIR="$ROOT" > install6.log 2>&1 || rc=$?
+# (CMake wraps its message's lines.)
+[ $rc -ne 0 ] && tr -s ' \n' '  ' < install6.log | grep -qF "$ROOT/usr/x/etc/tcpota/tcpota.conf is there and is not a file (a directory?): the config file is installed at that path; move it away, or give another PREFIX" ||
+  fail "a directory where the config goes: rc $rc: $(cat install6.log)"
+"${M[@]}" uninstall DESTDIR="$ROOT" > /dev/null 2>&1 || true
+rm -rf "$ROOT/usr/x"
+ok "a relative PREFIX is made absolute; a directory where the config goes is said"
+
 # An uninstall that finds none of the last install's files (given another
 # DESTDIR; the manifest keeps only the last install): said, exit non-zero
 # (before: nothing printed, exit 0, every file left in place).
