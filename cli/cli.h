@@ -116,6 +116,10 @@ int cli_dir_holds_nothing(const char *dir);
  * "a FIFO", "a character device", ... */
 const char *cli_file_kind(mode_t m);
 
+/* 1 when version has no place in the order devices are offered by
+ * (tcpota/version.h), else 0. */
+int cli_version_unordered(const char *version);
+
 /* Warns on stderr, as "tcpota CMD: warning: ...", when version has no
  * place in the order devices are offered by (tcpota/version.h): servers
  * then offer it to no device unless --allow-downgrade. */

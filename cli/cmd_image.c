@@ -303,9 +303,12 @@ static int image_add(struct api *a, int argc, char **argv)
          * another one and supersede it. */
         if (name_applying_rollouts(a, json_object_get(ans, "rollouts")) > 0) goto out;
         char same[API_HINT_OPTS];
-        printf("roll it out: tcpota rollout create --image %s %s%s\n",
+        /* A version with no place in the order: only a rollout that
+         * allows downgrades offers it (the server refuses one that does not). */
+        printf("roll it out: tcpota rollout create --image %s %s%s%s\n",
                table_short_id(api_str(ans, "id"), id, sizeof(id)),
                cli_shell_opt("--model", m, word, sizeof(word)),
+               cli_version_unordered(api_str(ans, "version")) ? " --allow-downgrade" : "",
                api_hint_opts(a, same, sizeof(same)));
     }
 out:

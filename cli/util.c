@@ -197,11 +197,16 @@ const char *cli_file_kind(mode_t m)
     return "not a file";
 }
 
-void cli_warn_unordered(const char *cmd, const char *version)
+int cli_version_unordered(const char *version)
 {
     int order;
 
-    if (tcpota_version_order(version, strlen(version), version, strlen(version), &order) < 0) {
+    return tcpota_version_order(version, strlen(version), version, strlen(version), &order) < 0;
+}
+
+void cli_warn_unordered(const char *cmd, const char *version)
+{
+    if (cli_version_unordered(version)) {
         fprintf(stderr, "tcpota %s: warning: version '%s' is not a semantic version (like "
                         "2.1.0): servers offer it to no device unless --allow-downgrade\n",
                 cmd, version);

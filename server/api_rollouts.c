@@ -1,5 +1,8 @@
 /* api_rollouts.c - /v1/rollouts: create, list, show, pause, resume, cancel (docs/api.md). */
 #include "api_internal.h"
+#include "fleet.h" /* FLEET_LEGACY_MODEL */
+
+#include <tcpota/version.h>
 
 #include <event2/http.h>
 #include <sodium.h>
@@ -341,10 +344,25 @@ static void create_done(struct api_call *c, struct store_req *r)
 static void create_with(struct api_call *c, const struct store_image *img)
 {
     struct store_req *r;
+    int order;
 
     if (strcmp(img->model, c->ro.model) != 0) {
         api_error(c, 400, "model", "image %.12s is for model %s, not %s", img->idhex, img->model,
                   c->ro.model);
+        return;
+    }
+    /* A version with no place in the order is offered to no device but by
+     * a rollout that allows downgrades (offer.c): a trial's rollout of
+     * "factory" was made without a word, said every wave open, and left
+     * each device waiting for good. Legacy devices report no version. */
+    if (!c->ro.allow_downgrade && strcmp(img->model, FLEET_LEGACY_MODEL) != 0 &&
+        tcpota_version_order(img->version, strlen(img->version), "0", 1, &order) < 0) {
+        api_error(c, 400, NULL, "image %.12s has version '%s', which is not a semantic version "
+                  "(like 2.1.0): it cannot be ordered against what the devices run, so no device "
+                  "would be offered it; create the rollout allowing downgrades (\"allow_downgrade\":"
+                  " true; tcpota rollout create --allow-downgrade), which offers it to every device"
+                  " of the model that does not run it, or add the image again with a semantic "
+                  "version", img->idhex, img->version);
         return;
     }
     memcpy(c->ro.image_id, img->id, TCPOTA_ID_LEN);

@@ -197,6 +197,14 @@ make_image "$WORK/odd" 1000
 "$TCPOTA" image add --version nightly --model esp32 "$WORK/odd" > "$WORK/out" 2> "$WORK/err" || fail "image add nightly: $(cat "$WORK/err")"
 grep -q "tcpota image: warning: version 'nightly' is not a semantic version (like 2.1.0): servers offer it to no device unless --allow-downgrade" "$WORK/err" ||
   fail "no warning for version nightly: $(cat "$WORK/err")"
+grep -q "^roll it out: tcpota rollout create --image [0-9a-f]\{12\} --model esp32 --allow-downgrade" "$WORK/out" ||
+  fail "the hint for version nightly lacks --allow-downgrade: $(cat "$WORK/out")"
+# ... and a rollout of it that does not allow downgrades, which would offer
+# it to no device, is refused (before: made, "every wave is open", its
+# devices waiting for good).
+rc=0; "$TCPOTA" rollout create --image nightly --model esp32 --group odd > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q "tcpota rollout: image [0-9a-f]\{12\} has version 'nightly', which is not a semantic version (like 2.1.0): it cannot be ordered against what the devices run, so no device would be offered it; create the rollout allowing downgrades (\"allow_downgrade\": true; tcpota rollout create --allow-downgrade)" "$WORK/out" ||
+  fail "a rollout of version nightly: rc $rc $(cat "$WORK/out")"
 make_image "$WORK/even" 1001
 "$TCPOTA" image add --version 9.6.0 --model esp32 "$WORK/even" > /dev/null 2> "$WORK/err" || fail "image add 9.6.0: $(cat "$WORK/err")"
 ! grep -q warning "$WORK/err" || fail "a warning for a semantic version: $(cat "$WORK/err")"
