@@ -280,12 +280,16 @@ static int parse_target(struct http_ota *ota, struct evhttp_request *req, const 
             refuse_version(ota, d, req, "%00 decodes to a byte that is not printable");
             return -1;
         }
+        /* The log's line names no device: the id before the NUL is
+         * another's, perhaps a real one (a trial's "a%00" was logged as a). */
+        if (strcmp(bad, "device") == 0) d->id[0] = '\0';
         ota_refuse(ota, d, req, 400, "%s: %%00 decodes to a byte that is not printable; send "
                    "1..%u printable characters", bad,
                    strcmp(bad, "device") == 0 ? TCPOTA_MAX_STR : TCPOTA_MAX_NAME);
         return -1;
     }
     if (!api_name_ok(d->id, TCPOTA_MAX_STR)) {
+        d->id[0] = '\0'; /* not an id: the log names none */
         ota_refuse(ota, d, req, 400, "device: give the device id (1..%u printable characters) as "
                    "?device=<id> or /ota/<model>/<id>.bin", TCPOTA_MAX_STR);
         return -1;

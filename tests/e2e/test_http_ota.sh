@@ -232,8 +232,12 @@ badmsg 400 "no version" "version: none given; $RULE" "$OTA?device=h-2"
 # A NUL decoded into a query value would cut it short (libevent keeps
 # values as C strings): x%00y must not register device x, nor 1.0.0%00zz
 # report version 1.0.0.
+sleep 1.1 # the refusals above used this second's lines of the log (OTA_REFUSED_LOG_BURST)
 badmsg 400 "NUL in ?device=" 'device: ' "$OTA?device=q-1%00y" "${V[@]}"
 grep -q 'not printable' "$WORK/bad.b" || fail "NUL in ?device=: $(cat "$WORK/bad.b")"
+# ... nor name device q-1 in the log (before: "[q-1 ...] http: refused").
+wait_line "$WORK/server.log" "\[- [^]]*\] http: refused /ota/esp32\?device=q-1%00y with 400" 5
+! grep -q '\[q-1 ' "$WORK/server.log" || fail "the log names q-1 for q-1%00y: $(grep '\[q-1 ' "$WORK/server.log")"
 badmsg 400 "NUL in ?version=" 'version: ' "$OTA?device=q-2&version=1.0.0%00zz"
 grep -qF "not printable; $RULE" "$WORK/bad.b" || fail "NUL in ?version=: $(cat "$WORK/bad.b")"
 # A '%' without two hex digits (libevent keeps it as it is): refused, not
