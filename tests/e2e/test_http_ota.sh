@@ -593,7 +593,7 @@ closed_at() {
   local line
   line=$(wait_line "$WORK/server.log" "\[$1 [^]]*\] http: connection closed: " > /dev/null &&
     grep "\[$1 [^]]*\] http: connection closed: " "$WORK/server.log" | tail -1)
-  sed -nE 's/.*closed: ([0-9]+) bytes of range 0-[0-9]+ written, up to byte ([0-9]+) acknowledged.*/\1 \2/p' <<< "$line"
+  sed -nE 's/.*closed: ([0-9]+) bytes of range 0-[0-9]+ passed to the socket, up to byte ([0-9]+) acknowledged by the device.s TCP.*/\1 \2/p' <<< "$line"
 }
 cut_short c-1 100000
 read -r W A < <(closed_at c-1)
