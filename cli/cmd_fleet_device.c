@@ -6,6 +6,8 @@
 #include "cli.h"
 #include "table.h"
 
+#include "tcpota/codec.h" /* TCPOTA_MAX_STR */
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -55,7 +57,10 @@ static int device_path(struct api *a, const char *id, const char *tail, char *bu
     e = api_encode(id);
     if (!e || strlen(e) + strlen(tail) + 16 > cap) {
         free(e);
-        return api_usage(a, "'%s' is too long for a device ID", id);
+        /* Its length, not the id: a trial's 100,000 characters filled the
+         * terminal. */
+        return api_usage(a, "the device ID is too long (%zu characters): at most %u", strlen(id),
+                         (unsigned)TCPOTA_MAX_STR);
     }
     snprintf(buf, cap, "/v1/devices/%s%s", e, tail);
     free(e);
@@ -464,7 +469,12 @@ int cmd_fleet_device(int argc, char **argv)
 
     memset(&a, 0, sizeof(a));
     a.cmd = "device";
-    a.help_cmd = "device list";
+    /* Each names its own: `device show` said "try 'tcpota device list --help'". */
+    a.help_cmd = strcmp(argv[1], "show") == 0     ? "device show"
+                 : strcmp(argv[1], "set") == 0    ? "device set"
+                 : strcmp(argv[1], "secret") == 0 ? "device secret"
+                 : strcmp(argv[1], "retry") == 0  ? "device retry"
+                                                  : "device list";
     if (strcmp(argv[1], "list") == 0) return device_list(&a, argc - 1, argv + 1);
     if (strcmp(argv[1], "show") == 0) return device_show(&a, argc - 1, argv + 1);
     if (strcmp(argv[1], "set") == 0) return device_set(&a, argc - 1, argv + 1);

@@ -66,6 +66,13 @@ static int parse_waves(const struct api *a, const char *s, json_t **out)
         v = strtoull(num, &end, 10);
         if (*end || v > 1000000) break;
         json_array_append_new(arr, json_integer((json_int_t)v));
+        if (!p[n] && json_array_size(arr) > ROLLOUT_MAX_WAVES) {
+            /* (The API's "waves must be an array of 1 to 16" named JSON.) */
+            fprintf(stderr, "tcpota %s: --waves: %zu waves; a rollout has at most %u\n", a->cmd,
+                    json_array_size(arr), (unsigned)ROLLOUT_MAX_WAVES);
+            json_decref(arr);
+            return 2;
+        }
         if (!p[n]) {
             *out = arr;
             return 0;

@@ -74,6 +74,11 @@ int cli_hostport(const char *s, const char *what, int listen, char *host, size_t
         cli_err("%s: bad host in '%s'\n", what, s);
         return -1;
     }
+    if (strchr(colon + 1, '/')) {
+        /* "host:8070/ota": the path was read as part of the port. */
+        cli_err("%s: '%s' has a path after the port; give HOST:PORT alone\n", what, s);
+        return -1;
+    }
     if (colon[1] == 0) {
         cli_err("%s: '%s' has no port after ':'; give HOST:PORT\n", what, s);
         return -1;

@@ -118,6 +118,10 @@ has err.log "--token-file: fifo is not a regular file \(it is a FIFO\)"
 printf '%s\r\n' "$TOKEN" > crlf.tok; chmod 600 crlf.tok
 run 0 $T image list $API --token-file crlf.tok
 [ "$(req header Authorization)" = "Bearer $TOKEN" ] || fail "a CRLF token file: sent '$(req header Authorization)'"
+# ... and one an editor saved with a UTF-8 byte order mark first.
+printf '\357\273\277%s\n' "$TOKEN" > bom.tok; chmod 600 bom.tok
+run 0 $T image list $API --token-file bom.tok
+[ "$(req header Authorization)" = "Bearer $TOKEN" ] || fail "a token file with a BOM: sent '$(req header Authorization)'"
 for t in "abc def" "$(printf 'abc\177def')"; do
   printf '%s\n' "$t" > odd.tok; chmod 600 odd.tok
   run 2 $T image list $API --token-file odd.tok
@@ -414,6 +418,8 @@ ok "pause, resume, cancel POST to their paths; 400 (with field) exits 2, 404 and
 n=$(nreq)
 run 2 $T rollout create --image 2.0.0 --model esp32 --waves 5,x $API
 has err.log "^tcpota rollout: --waves: '5,x' is not a list of percentages; e.g\. --waves 5,25,100$"
+run 2 $T rollout create --image 2.0.0 --model esp32 --waves "$(seq -s, 1 16),100" $API
+has err.log "^tcpota rollout: --waves: 17 waves; a rollout has at most 16$"
 run 2 $T rollout create --image 2.0.0 --model esp32 --waves 5,,100 $API
 has err.log "--waves: '5,,100' is not a list of percentages"
 # Each wave: digits only, at most 23 of them, at most 1000000 (the rest is
@@ -487,7 +493,7 @@ n0=$(nreq)
 run 2 $T device show '' $API
 has err.log "^tcpota device: the device ID is empty$"
 run 2 $T device secret "$(printf 'd%.0s' {1..600})" $API
-has err.log "^tcpota device: 'd{600}' is too long for a device ID$"
+has err.log "^tcpota device: the device ID is too long \(600 characters\): at most 64$"
 run 2 $T device list --model "$(printf 'm%.0s' {1..2100})" $API
 has err.log "^tcpota device: the filters are too long$"
 run 2 $T device secret dev-7 --out '' $API

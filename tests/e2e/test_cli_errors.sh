@@ -285,6 +285,7 @@ expect 2 "tcpota device: --server: ':80' has no host before ':'; give the server
 # A URL (an --ota-listen address copied for an HTTP client): said at once,
 # not 20 attempts to resolve "http" (a new user's trial).
 expect 2 "tcpota device: --server: 'http://127\.0\.0\.1:8080' is a URL; give HOST:PORT, without a scheme or a path$" $T device --server http://127.0.0.1:8080 --flash devdir
+expect 2 "tcpota device: --server: '127\.0\.0\.1:8070/ota' has a path after the port; give HOST:PORT alone$" $T device --server 127.0.0.1:8070/ota --flash devdir
 # A host of 256 characters does not fit the 255 and a 0 kept for it.
 expect 2 "tcpota device: --server: bad host in 'h{256}:80'" $T device --server "$(printf 'h%.0s' {1..256}):80" --flash devdir
 expect 2 "tcpota device: --server: '65536' is out of range: give a whole number in 1\.\.65535" \
