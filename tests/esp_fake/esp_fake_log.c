@@ -7,16 +7,16 @@
 
 #include "esp_log.h"
 
+char esp_fake_last_log[512];
+
 void esp_fake_log(const char *tag, const char *fmt, ...)
 {
     va_list ap;
 
-    if (!getenv("ESP_FAKE_LOG")) {
-        return;
-    }
     va_start(ap, fmt);
-    fprintf(stderr, "%s: ", tag);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(esp_fake_last_log, sizeof(esp_fake_last_log), fmt, ap);
     va_end(ap);
+    if (getenv("ESP_FAKE_LOG")) {
+        fprintf(stderr, "%s: %s\n", tag, esp_fake_last_log);
+    }
 }

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "esp_fake.h"
+#include "esp_log.h" /* esp_fake_last_log */
 #include "esp_task_test.h"
 #include "loopback.h"
 #include "esp_ota_ops.h"
@@ -183,6 +184,53 @@ static void test_start_refuses_zero_backoff_and_long_interval(void **state)
     end_task();
 }
 
+/* Each refusal names the value and its menuconfig option (a silent
+ * ESP_ERR_INVALID_ARG left an ESP_ERROR_CHECKing product in a reboot loop);
+ * a device id or a model is never cut short: one cut is another device's. */
+static void test_start_says_why(void **state)
+{
+    char id65[66];
+    tcpota_esp_config_t c;
+    (void)state;
+    c = config(1);
+    c.ack_interval = 16384 + 512;
+    assert_int_equal(tcpota_esp_start(&c), ESP_ERR_INVALID_ARG);
+    assert_string_equal(esp_fake_last_log, "ack_interval 16896 is not a multiple of 4096, the flash "
+                                           "sector (CONFIG_TCPOTA_ACK_INTERVAL)");
+    c = config(1);
+    c.backoff_min_ms = 6000;
+    c.backoff_max_ms = 5000;
+    assert_int_equal(tcpota_esp_start(&c), ESP_ERR_INVALID_ARG);
+    assert_string_equal(esp_fake_last_log, "backoff_min_ms 6000 is above backoff_max_ms 5000 "
+                                           "(CONFIG_TCPOTA_BACKOFF_MIN_MS, CONFIG_TCPOTA_BACKOFF_MAX_MS)");
+    c = config(1);
+    c.timeout_ms = 99;
+    assert_int_equal(tcpota_esp_start(&c), ESP_ERR_INVALID_ARG);
+    assert_non_null(strstr(esp_fake_last_log, "timeout_ms 99 is below 100"));
+    c = config(1);
+    c.host = "";
+    assert_int_equal(tcpota_esp_start(&c), ESP_ERR_INVALID_ARG);
+    assert_non_null(strstr(esp_fake_last_log, "no server: host and port are required"));
+    memset(id65, 'x', 65);
+    id65[65] = '\0';
+    c = config(1);
+    c.device_id = id65;
+    assert_int_equal(tcpota_esp_start(&c), ESP_ERR_INVALID_ARG);
+    assert_string_equal(esp_fake_last_log, "device_id must be 1..64 printable characters (65 given)");
+    c.device_id = "tab\there";
+    assert_int_equal(tcpota_esp_start(&c), ESP_ERR_INVALID_ARG);
+    c = config(1);
+    c.model = "a-model-name-of-thirty-three-char";
+    assert_int_equal(tcpota_esp_start(&c), ESP_ERR_INVALID_ARG);
+    assert_string_equal(esp_fake_last_log, "model must be 1..32 printable characters (33 given)");
+    assert_int_equal(esp_fake_tasks.created, 0);
+    id65[64] = '\0'; /* 64 will do (a check-in sends a long one: run_check_ins) */
+    c = config(1);
+    c.device_id = id65;
+    start_ok(&c);
+    end_task();
+}
+
 /* ---- check-ins, against a server on loopback -------------------------- */
 
 /* One connection at a time: HELLO, then NO_UPDATE (with RETRY_AFTER when
@@ -193,14 +241,19 @@ static struct {
     uint32_t retry_after_s;
     int connections;
     char model[40]; /* what the last HELLO said */
+    char id[80];
     pthread_t thread;
 } srv;
+
+/* An id longer than the 23 characters the task once kept (it cut them). */
+static const char long_id[] = "a-device-id-that-is-longer-than-twenty-three-characters";
 
 static int choose_none(void *ctx, const struct tcpota_srv_hello *h,
                        const struct tcpota_srv_image **img, uint32_t *retry_after_s)
 {
     (void)ctx;
     snprintf(srv.model, sizeof(srv.model), "%s", h->model);
+    snprintf(srv.id, sizeof(srv.id), "%s", h->device_id);
     *retry_after_s = srv.retry_after_s;
     *img = NULL;
     return 0;
@@ -295,6 +348,7 @@ static void run_check_ins(uint32_t interval_s, uint32_t retry_after_s)
     c = config(srv.port);
     c.check_interval_s = interval_s;
     c.model = NULL; /* and TCPOTA_MODEL emptied: the chip's name, not the project's */
+    c.device_id = long_id;
     ntakes = 0;
     esp_fake_tasks.on_take = on_take;
     start_ok(&c);
@@ -305,6 +359,7 @@ static void run_check_ins(uint32_t interval_s, uint32_t retry_after_s)
     assert_int_equal(srv.connections, 2);
     assert_int_equal(ntakes, 2);
     assert_string_equal(srv.model, "esp32");
+    assert_string_equal(srv.id, long_id); /* whole: cut, it named another device */
     tcpota_esp_status(&st);
     assert_int_equal(st.state, TCPOTA_ESP_STOPPED);
 }
@@ -338,6 +393,7 @@ int main(void)
         cmocka_unit_test_setup(test_confirm_without_pending_image_does_nothing, setup),
         cmocka_unit_test_setup(test_confirm_pending_image, setup),
         cmocka_unit_test_setup(test_start_refuses_zero_backoff_and_long_interval, setup),
+        cmocka_unit_test_setup(test_start_says_why, setup),
         cmocka_unit_test_setup(test_check_in_every_interval, setup),
         cmocka_unit_test_setup(test_check_in_after_retry_after, setup),
     };

@@ -30,7 +30,6 @@ static const char *TAG = "tcpota";
 #define NET_CAP 1536u      /* one recv(): a TCP segment and some */
 #define POLL_MAX_MS 500u   /* longest wait before a stop request is seen */
 #define STOP_WAIT_MS 2000u
-#define ID_MAX 24
 
 /* Everything the task needs lives here, not on the heap. */
 static struct {
@@ -47,9 +46,9 @@ static struct {
     uint8_t net[NET_CAP];
     char err[128];
     uint8_t running_id[TCPOTA_ID_LEN];
-    char id[ID_MAX];
-    char model[33];
-    char version[33];
+    char id[TCPOTA_MAX_STR + 1];     /* the whole id: one cut short is another device's */
+    char model[TCPOTA_MAX_NAME + 1];
+    char version[TCPOTA_MAX_NAME + 1];
     uint8_t keys[TCPOTA_ESP_MAX_KEYS][TCPOTA_PUBKEY_LEN];
     size_t nkeys;
     uint8_t secret[TCPOTA_ESP_SECRET_MAX];
@@ -661,13 +660,68 @@ static esp_err_t trust_secret(const tcpota_esp_config_t *cfg)
     return ESP_OK;
 }
 
+/* 1 when s is 1..max printable ASCII characters (as the host device takes
+ * an id and a model), else 0. */
+static int printable_name(const char *name, size_t max)
+{
+    size_t n = 0;
+
+    for (; name[n]; n++) {
+        if (n == max || (unsigned char)name[n] < 0x20 || (unsigned char)name[n] > 0x7e) return 0;
+    }
+    return n > 0;
+}
+
+/* Why cfg cannot start (logged, each value named as menuconfig names it),
+ * or ESP_OK. A refusal without a word left a product that ESP_ERROR_CHECKs
+ * the start in a reboot loop nobody could explain. */
+static esp_err_t config_check(const tcpota_esp_config_t *cfg)
+{
+    if (!cfg) {
+        ESP_LOGE(TAG, "tcpota_esp_start: no config");
+        return ESP_ERR_INVALID_ARG;
+    }
+    if (!cfg->host || !cfg->host[0] || !cfg->port) {
+        ESP_LOGE(TAG, "no server: host and port are required (CONFIG_TCPOTA_SERVER_HOST, "
+                      "CONFIG_TCPOTA_SERVER_PORT)");
+        return ESP_ERR_INVALID_ARG;
+    }
+    if (cfg->ack_interval % TCPOTA_SECTOR_SIZE) {
+        ESP_LOGE(TAG, "ack_interval %lu is not a multiple of %u, the flash sector "
+                      "(CONFIG_TCPOTA_ACK_INTERVAL)",
+                 (unsigned long)cfg->ack_interval, (unsigned)TCPOTA_SECTOR_SIZE);
+        return ESP_ERR_INVALID_ARG;
+    }
+    if (cfg->backoff_min_ms > cfg->backoff_max_ms) {
+        ESP_LOGE(TAG, "backoff_min_ms %lu is above backoff_max_ms %lu "
+                      "(CONFIG_TCPOTA_BACKOFF_MIN_MS, CONFIG_TCPOTA_BACKOFF_MAX_MS)",
+                 (unsigned long)cfg->backoff_min_ms, (unsigned long)cfg->backoff_max_ms);
+        return ESP_ERR_INVALID_ARG;
+    }
+    if (cfg->timeout_ms < 100) {
+        ESP_LOGE(TAG, "timeout_ms %lu is below 100 (CONFIG_TCPOTA_TIMEOUT_MS)",
+                 (unsigned long)cfg->timeout_ms);
+        return ESP_ERR_INVALID_ARG;
+    }
+    if (cfg->device_id && !printable_name(cfg->device_id, TCPOTA_MAX_STR)) {
+        ESP_LOGE(TAG, "device_id must be 1..%u printable characters (%u given)",
+                 (unsigned)TCPOTA_MAX_STR, (unsigned)strlen(cfg->device_id));
+        return ESP_ERR_INVALID_ARG;
+    }
+    if (cfg->model && !printable_name(cfg->model, TCPOTA_MAX_NAME)) {
+        ESP_LOGE(TAG, "model must be 1..%u printable characters (%u given)",
+                 (unsigned)TCPOTA_MAX_NAME, (unsigned)strlen(cfg->model));
+        return ESP_ERR_INVALID_ARG;
+    }
+    return ESP_OK;
+}
+
 esp_err_t tcpota_esp_start(const tcpota_esp_config_t *cfg)
 {
     esp_err_t err;
 
-    if (!cfg || !cfg->host || !cfg->host[0] || !cfg->port || cfg->ack_interval % 4096 ||
-        cfg->backoff_min_ms > cfg->backoff_max_ms || cfg->timeout_ms < 100) {
-        return ESP_ERR_INVALID_ARG;
+    if ((err = config_check(cfg)) != ESP_OK) {
+        return err;
     }
     if (!cfg->backoff_min_ms) {
         ESP_LOGE(TAG, "backoff_min_ms is 0: a failing server would be retried without pause "

@@ -9,6 +9,10 @@ void esp_fake_log(const char *tag, const char *fmt, ...)
 #endif
     ;
 
+/* The last line logged (any level), for tests that check what a refusal
+ * says. */
+extern char esp_fake_last_log[512];
+
 #define ESP_LOGE(tag, ...) esp_fake_log(tag, __VA_ARGS__)
 #define ESP_LOGW(tag, ...) esp_fake_log(tag, __VA_ARGS__)
 #define ESP_LOGI(tag, ...) esp_fake_log(tag, __VA_ARGS__)

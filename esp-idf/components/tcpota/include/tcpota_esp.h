@@ -73,7 +73,7 @@ typedef struct {
     const char *host;          /* server name or address */
     uint16_t port;
     const char *device_id;     /* NULL: "esp-" + the station MAC in hex */
-    const char *model;         /* NULL: CONFIG_TCPOTA_MODEL, or the project name */
+    const char *model;         /* NULL: CONFIG_TCPOTA_MODEL, or the chip (IDF_TARGET) */
     uint32_t ack_interval;     /* bytes per checkpoint, multiple of 4096 */
     uint32_t backoff_min_ms;   /* first reconnect delay, >= 1 */
     uint32_t backoff_max_ms;   /* largest reconnect delay */
@@ -119,7 +119,10 @@ typedef struct {
  * when it runs already, ESP_ERR_INVALID_ARG for a bad config (including a
  * malformed CONFIG_TCPOTA_TRUSTED_KEYS, too many keys, a secret longer
  * than 64 bytes, a backoff_min_ms of 0, which would retry a failing server
- * without pause, or a check_interval_s over a week; each logged),
+ * without pause, a backoff_min_ms above backoff_max_ms, an ack_interval
+ * that is no multiple of 4096, a device_id over 64 or a model over 32
+ * characters (never cut short: a cut id is another device's), or a
+ * check_interval_s over a week; each logged, naming the value),
  * ESP_ERR_NOT_SUPPORTED for trusted keys with
  * CONFIG_TCPOTA_SIGNED_IMAGES off, ESP_ERR_NO_MEM when the task cannot be
  * created, or the port's setup error (NVS, partition table). A secret in
