@@ -716,8 +716,11 @@ static int finish(struct tcpota_dev *d, struct tcpota_dev_event *ev)
         tcpota_put_u32(last + 1 + TCPOTA_ID_LEN, d->image_counter);
         rc = rec_save(p, TCPOTA_KEY_LAST, last, sizeof(last));
     }
-    if (rc == 0) {
-        rc = p->set_boot(p->ctx);
+    if (rc == 0 && (rc = p->set_boot(p->ctx)) == TCPOTA_ERR_DENIED) {
+        /* Never bootable here: remembered, or the same image would be
+         * fetched whole and refused again at every offer (a review: with
+         * eFuse anti-rollback, 20 quick tries, then one an hour). */
+        bad = TCPOTA_BAD_REFUSED;
     }
     memset(&m, 0, sizeof(m));
     m.type = TCPOTA_T_COMPLETE;

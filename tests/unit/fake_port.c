@@ -61,7 +61,7 @@ static int f_set_boot(void *ctx)
 {
     struct fake_port *fp = ctx;
     if (!fp->ended) return TCPOTA_ERR_STATE;
-    if (fp->fail_set_boot) return TCPOTA_ERR_IO;
+    if (fp->fail_set_boot) return fp->fail_set_boot < 0 ? fp->fail_set_boot : TCPOTA_ERR_IO;
     fp->boot_set = 1;
     return 0;
 }

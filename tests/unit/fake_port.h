@@ -22,7 +22,7 @@ struct fake_port {
     int valid_calls, invalid_calls;
     int fail_write_at; /* 1-based ota_write call that fails; 0: never */
     int writes;
-    int fail_set_boot;          /* set_boot returns TCPOTA_ERR_IO */
+    int fail_set_boot;          /* set_boot returns it when < 0, else TCPOTA_ERR_IO */
     const char *fail_erase_key; /* kv_erase of this key returns TCPOTA_ERR_IO */
     void *sha_state;
 };

@@ -1104,6 +1104,22 @@ static void test_set_boot_failure_leaves_no_last_record(void **state)
     assert_int_equal(fp->boot_set, 0);
     assert_int_equal(fp->port.kv_get(fp, TCPOTA_KEY_LAST, b, sizeof(b)), TCPOTA_ERR_NOENT);
     assert_int_equal(dev.resume.valid, 0);
+    /* A storage error is not the image's fault: not remembered. */
+    assert_int_equal(tcpota_dev_bad_image(&fp->port, NULL), 0);
+}
+
+/* A set_boot the port refuses for good (ESP-IDF: the image's secure version
+ * is below the eFuse's) is remembered as a refusal at ota_end is: the image
+ * is not fetched again at every offer. */
+static void test_set_boot_denied_is_remembered(void **state)
+{
+    uint8_t id[TCPOTA_ID_LEN];
+    (void)state;
+    fp->fail_set_boot = TCPOTA_ERR_DENIED;
+    assert_int_equal(run_conn(0, -1, NULL), TCPOTA_ERR_DENIED);
+    assert_int_equal(fp->boot_set, 0);
+    assert_int_equal(tcpota_dev_bad_image(&fp->port, id), TCPOTA_BAD_REFUSED);
+    assert_int_equal(dev.bad_reason, TCPOTA_BAD_REFUSED);
 }
 
 /* A cut between confirming and forgetting the last update must not leave
@@ -1514,6 +1530,7 @@ int main(void)
         T(test_offer_version_differs_from_manifest_declined),
         T(test_failed_health_check_keeps_counter),
         T(test_set_boot_failure_leaves_no_last_record),
+        T(test_set_boot_denied_is_remembered),
         T(test_counter_raised_before_last_record_is_erased),
         T(test_welcome_or_no_update_while_receiving_refused),
         T(test_input_after_session_end_ignored),

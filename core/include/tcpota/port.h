@@ -73,7 +73,10 @@ struct tcpota_port {
     int (*ota_end)(void *ctx);
     /* Drop the image being written (it will never be bootable). */
     int (*ota_abort)(void *ctx);
-    /* Make the finished image boot next, in the "pending" state. */
+    /* Make the finished image boot next, in the "pending" state.
+     * TCPOTA_ERR_DENIED: this image can never boot here (ESP-IDF: its
+     * secure version is below the chip's anti-rollback eFuse); the device
+     * remembers it as refused, as it does a refusal at ota_end. */
     int (*set_boot)(void *ctx);
     /* Confirm the running (pending) image: cancels the rollback. */
     int (*mark_valid)(void *ctx);
