@@ -231,7 +231,7 @@ int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
 {
     struct tcpota_boot_state st;
     uint8_t last[LAST_LEN];
-    int have_last, rc;
+    int have_last, final_now, rc;
 
     if (!p) {
         return TCPOTA_ERR_INVAL;
@@ -246,7 +246,16 @@ int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
         return rc;
     }
     have_last = rc == 0;
-    if (st.pending) {
+    /* No pending state in this port's bootloader, and the last image set to
+     * boot runs: final, so confirmed now (its report, the counter), as a
+     * healthy pending one is, with nothing to mark. Without it a review
+     * found the counter never rose on such devices. */
+    final_now = !st.pending && have_last && st.running_known &&
+                memcmp(st.running_id, last + 1, TCPOTA_ID_LEN) == 0;
+    if (final_now) {
+        healthy = 1;
+    }
+    if (st.pending || final_now) {
         uint16_t result = healthy ? TCPOTA_RESULT_CONFIRMED : TCPOTA_RESULT_ROLLED_BACK;
         /* Report first, forget second: a cut in between repeats the same
          * decision at the next boot. */
@@ -270,6 +279,9 @@ int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
         }
         if (have_last && (rc = p->kv_erase(p->ctx, TCPOTA_KEY_LAST)) < 0) {
             return rc;
+        }
+        if (final_now) {
+            return 0;
         }
         if (healthy) {
             return p->mark_valid(p->ctx);

@@ -1,6 +1,7 @@
 /* esp_fake.c - host fake of ESP-IDF's OTA, partition and NVS APIs and of
  * the PSA Crypto calls the port makes (see esp_fake.h and include/). */
 #include "esp_fake.h"
+#include "sdkconfig.h" /* CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE */
 
 #include <sodium.h>
 #include <stdarg.h>
@@ -503,7 +504,11 @@ esp_err_t esp_ota_set_boot_partition(const esp_partition_t *p)
         return ESP_ERR_OTA_VALIDATE_FAILED;
     }
     if (i != 0) {
-        g_state[i] = ESP_OTA_IMG_NEW; /* CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE */
+#ifdef CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE
+        g_state[i] = ESP_OTA_IMG_NEW; /* boots PENDING_VERIFY */
+#else
+        g_state[i] = ESP_OTA_IMG_UNDEFINED; /* final: boots as it is */
+#endif
     }
     g_boot = i;
     return ESP_OK;

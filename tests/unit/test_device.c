@@ -1122,6 +1122,36 @@ static void test_set_boot_denied_is_remembered(void **state)
     assert_int_equal(dev.bad_reason, TCPOTA_BAD_REFUSED);
 }
 
+/* A port without a pending state (ESP-IDF without bootloader rollback)
+ * that runs the last image set to boot: confirmed at boot, its report kept
+ * and the counter raised, nothing marked (before: nothing at all, and the
+ * counter never rose). Another image running: nothing happens. */
+static void test_final_image_confirmed_at_boot(void **state)
+{
+    uint8_t b[64];
+    (void)state;
+    trust_key();
+    sign_image("esp32", 7);
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_UPDATED);
+    fp->boot.pending = 0;
+    fp->boot.running_known = 1;
+    memset(fp->boot.running_id, 0xee, TCPOTA_ID_LEN); /* the old image still runs */
+    assert_int_equal(tcpota_dev_boot(&fp->port, 0), 0);
+    assert_true(fp->port.kv_get(fp, TCPOTA_KEY_LAST, b, sizeof(b)) > 0);
+    assert_int_equal(fp->port.kv_get(fp, TCPOTA_KEY_COUNTER, b, sizeof(b)), TCPOTA_ERR_NOENT);
+    memcpy(fp->boot.running_id, simg.id, TCPOTA_ID_LEN); /* the new one runs */
+    assert_int_equal(tcpota_dev_boot(&fp->port, 0), 0);   /* healthy does not matter */
+    assert_int_equal(fp->valid_calls + fp->invalid_calls, 0);
+    assert_int_equal(fp->port.kv_get(fp, TCPOTA_KEY_LAST, b, sizeof(b)), TCPOTA_ERR_NOENT);
+    assert_int_equal(fp->port.kv_get(fp, TCPOTA_KEY_COUNTER, b, sizeof(b)), 9);
+    assert_int_equal(tcpota_get_u32(b + 1), 7);
+    assert_true(fp->port.kv_get(fp, TCPOTA_KEY_REPORT, b, sizeof(b)) > 0);
+    assert_memory_equal(b + 1, simg.id, TCPOTA_ID_LEN);
+    assert_int_equal(tcpota_get_u16(b + 1 + TCPOTA_ID_LEN), TCPOTA_RESULT_CONFIRMED);
+    assert_int_equal(tcpota_dev_bad_image(&fp->port, NULL), 0);
+}
+
 /* A cut between confirming and forgetting the last update must not leave
  * the image confirmed with the old counter: the counter goes up first. */
 static void test_counter_raised_before_last_record_is_erased(void **state)
@@ -1531,6 +1561,7 @@ int main(void)
         T(test_failed_health_check_keeps_counter),
         T(test_set_boot_failure_leaves_no_last_record),
         T(test_set_boot_denied_is_remembered),
+        T(test_final_image_confirmed_at_boot),
         T(test_counter_raised_before_last_record_is_erased),
         T(test_welcome_or_no_update_while_receiving_refused),
         T(test_input_after_session_end_ignored),

@@ -975,6 +975,7 @@ static void test_sha256_errors_mapped(void **state)
     assert_string_equal(ep.last_call, "psa_hash_setup");
     assert_int_equal(ep.last_err, PSA_ERROR_NOT_SUPPORTED);
     esp_fake_fail_psa("psa_hash_update", PSA_ERROR_HARDWARE_FAILURE);
+    ep.run_known = 0; /* hashed at the start: hashed again */
     assert_int_equal(tcpota_esp_running_id(&ep, id), TCPOTA_ERR_IO);
     assert_string_equal(ep.last_call, "psa_hash_update");
     esp_fake_fail_psa("psa_hash_finish", PSA_ERROR_INSUFFICIENT_MEMORY);
@@ -1187,8 +1188,46 @@ static void test_parse_keys(void **state)
     assert_int_equal(tcpota_esp_parse_keys(h1, NULL, 0, NULL), TCPOTA_ERR_NOSPC);
 }
 
+#ifdef ESP_FAKE_NO_ROLLBACK
+/* Built with ESP_FAKE_NO_ROLLBACK (test_port_esp_norollback): a bootloader
+ * without rollback, ESP-IDF's default. A new signed image boots final, and
+ * the start after it confirms it: the report goes to the server, the
+ * anti-rollback counter rises (before: neither, ever). */
+static void test_final_image_confirmed_without_rollback(void **state)
+{
+    esp_ota_img_states_t st;
+    struct tcpota_msg hello;
+    uint8_t b[16];
+
+    (void)state;
+    crypto_sign_keypair(sign_pk, sign_sk);
+    trust(sign_pk);
+    restart_device();
+    sign_image_with(sign_pk, sign_sk, "ota_client", 5);
+    assert_true(run_conn(0) >= 0);
+    assert_update_installed();
+    reboot();
+    assert_true(esp_ota_get_running_partition() == esp_fake_partition(1));
+    /* No state at all (ESP_OTA_IMG_UNDEFINED, as ESP-IDF says it): never pending. */
+    assert_int_equal(esp_ota_get_state_partition(esp_fake_partition(1), &st), ESP_ERR_NOT_FOUND);
+    assert_int_equal(device_start(0), 0); /* no health verdict to give */
+    assert_int_equal(port.kv_get(port.ctx, TCPOTA_KEY_COUNTER, b, sizeof(b)), 9);
+    assert_int_equal(tcpota_get_u32(b + 1), 5);
+    assert_false(nvs_has(TCPOTA_KEY_LAST));
+    hello_of_next_connection(&hello);
+    assert_int_equal(hello.u.hello.report_result, TCPOTA_RESULT_CONFIRMED);
+    assert_memory_equal(hello.u.hello.report_id, simg.id, TCPOTA_ID_LEN);
+}
+#endif
+
 int main(void)
 {
+#ifdef ESP_FAKE_NO_ROLLBACK
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_final_image_confirmed_without_rollback, setup,
+                                        teardown),
+    };
+#else
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_fresh_update, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_after_reboot, setup, teardown),
@@ -1224,6 +1263,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_load_secret_limits, setup, teardown),
         cmocka_unit_test(test_parse_keys),
     };
+#endif
     if (sodium_init() < 0) {
         return 1;
     }

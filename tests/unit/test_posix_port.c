@@ -170,7 +170,7 @@ static struct tcpota_posix_slot_info running(struct fx *f)
 static void expect_running(struct fx *f, unsigned slot, int pending, int rolled_back)
 {
     struct tcpota_posix_slot_info info = running(f);
-    struct tcpota_boot_state st = {9, 9};
+    struct tcpota_boot_state st = {.pending = 9, .rolled_back = 9};
 
     assert_int_equal(info.slot, slot);
     assert_int_equal(info.pending, pending);

@@ -203,7 +203,10 @@ int tcpota_dev_init(struct tcpota_dev *d, const struct tcpota_dev_config *cfg);
  * CONFIRMED report; healthy == 0 keeps a ROLLED_BACK report and calls
  * mark_invalid (which reboots on a real device; a host port returns 0 and
  * its caller reboots). After the bootloader fell back (rolled_back), keeps
- * a BOOT_FAILED report. A confirmed signed image raises the device's
+ * a BOOT_FAILED report. On a port without a pending state
+ * (tcpota_boot_state.running_known), the last image set to boot that now
+ * runs is confirmed as a healthy pending one, whatever healthy says, and
+ * nothing is marked. A confirmed signed image raises the device's
  * security counter to the image's (anti-rollback). A rolled-back or
  * failed image is remembered as bad (TCPOTA_KEY_BAD); confirming an image
  * forgets it. Returns 0, 1 when the

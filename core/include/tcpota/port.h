@@ -38,6 +38,14 @@ extern "C" {
 struct tcpota_boot_state {
     uint8_t pending;     /* 1: running image is new and not yet confirmed */
     uint8_t rolled_back; /* 1: the bootloader rejected the last new image */
+    /* A port whose bootloader has no pending state (ESP-IDF without
+     * CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE: a new image is final once set
+     * to boot) sets running_known and the running image's id: when it is
+     * the last one set to boot, tcpota_dev_boot() confirms it as a healthy
+     * pending one (report, anti-rollback counter), with nothing to mark.
+     * Other ports leave both 0. */
+    uint8_t running_known;
+    uint8_t running_id[TCPOTA_ID_LEN];
 };
 
 /* Offer details handed to the optional verify_offer hook (signed images,

@@ -273,9 +273,24 @@ static int port_mark_invalid(void *ctx)
 
 static int port_boot_state(void *ctx, struct tcpota_boot_state *st)
 {
-    (void)ctx;
+    tcpota_esp_port_t *ep = ctx;
+
     st->pending = (uint8_t)running_pending();
     st->rolled_back = esp_ota_get_last_invalid_partition() != NULL;
+#ifndef CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE
+    /* No pending state: a new image is final once it boots, and the core
+     * confirms the last one set to boot when it runs (port.h). Its id is
+     * hashed once a boot (the image does not change until the next). */
+    if (!ep->run_known && tcpota_esp_running_id(ep, st->running_id) < 0) {
+        ep->run_known = -1;
+    }
+    if (ep->run_known == 1) {
+        st->running_known = 1;
+        memcpy(st->running_id, ep->run_id, TCPOTA_ID_LEN);
+    }
+#else
+    (void)ep;
+#endif
     return 0;
 }
 
@@ -527,6 +542,10 @@ int tcpota_esp_running_id(tcpota_esp_port_t *ep, uint8_t id[TCPOTA_ID_LEN])
     uint32_t off;
     int rc;
 
+    if (ep->run_known == 1) { /* hashed already since this boot */
+        memcpy(id, ep->run_id, TCPOTA_ID_LEN);
+        return 0;
+    }
     if (!run) {
         return TCPOTA_ERR_NOENT;
     }
@@ -552,5 +571,9 @@ int tcpota_esp_running_id(tcpota_esp_port_t *ep, uint8_t id[TCPOTA_ID_LEN])
         sha_drop(ep);
         return rc;
     }
-    return port_sha256_finish(ep, id);
+    if ((rc = port_sha256_finish(ep, id)) == 0) {
+        memcpy(ep->run_id, id, TCPOTA_ID_LEN);
+        ep->run_known = 1;
+    }
+    return rc;
 }

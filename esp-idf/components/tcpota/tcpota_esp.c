@@ -133,7 +133,7 @@ static esp_err_t port_ready(void)
 
 static bool image_pending(void)
 {
-    struct tcpota_boot_state st = {0, 0};
+    struct tcpota_boot_state st = {0};
 
     return s.port.boot_state(s.port.ctx, &st) == 0 && st.pending;
 }
@@ -623,15 +623,6 @@ static esp_err_t trust_keys(const tcpota_esp_config_t *cfg)
 #endif
     if (s.nkeys) {
         ESP_LOGI(TAG, "signed images only: %u trusted key(s)", (unsigned)s.nkeys);
-#ifndef CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE
-        /* No pending state: nothing is confirmed through tcpota, and the
-         * counter is raised only at a confirmation (a review found this
-         * silent). */
-        ESP_LOGW(TAG, "CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE is off: new images are never "
-                      "confirmed through tcpota, so its anti-rollback counter does not rise and "
-                      "an older signed image can be offered again; enable it "
-                      "(docs/esp-idf.md, Rollback and the health check)");
-#endif
     } else {
         ESP_LOGW(TAG, "no trusted key: UNSIGNED images are accepted "
                       "(set CONFIG_TCPOTA_TRUSTED_KEYS)");

@@ -6,5 +6,10 @@
 #define CONFIG_TCPOTA_SIGNED_IMAGES 1
 #define CONFIG_TCPOTA_TRUSTED_KEYS ""
 #define CONFIG_TCPOTA_NVS_PARTITION "tcpota_nvs"
+/* The fake's bootloader has rollback (new images boot pending) unless a
+ * test is built with ESP_FAKE_NO_ROLLBACK (esp_fake.c follows the same). */
+#ifndef ESP_FAKE_NO_ROLLBACK
+#define CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE 1
+#endif
 
 #endif

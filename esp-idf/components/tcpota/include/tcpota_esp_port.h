@@ -91,6 +91,8 @@ typedef struct tcpota_esp_port {
     bool nvs_open;
     psa_hash_operation_t sha;
     bool sha_open;
+    int8_t run_known;      /* the running image's id: 1 in run_id, -1 not to be had, 0 not yet */
+    uint8_t run_id[TCPOTA_ID_LEN];
     esp_err_t last_err;    /* the last esp_err_t, or psa_status_t, a call returned */
     const char *last_call; /* the ESP-IDF or PSA function that returned it */
 } tcpota_esp_port_t;
