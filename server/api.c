@@ -661,6 +661,26 @@ static void denied(struct api *a, struct evhttp_request *req, const char *path)
     a->cfg.log(a->cfg.ctx, line);
 }
 
+/* A download asked of the API while downloads have a listener of their
+ * own (--ota-listen): 404 saying where they are, without the token (a
+ * trial's device got "missing or wrong API token", which sent it looking
+ * for a token), and a line in the log (one a second at most). */
+static void misdirected(struct api *a, struct evhttp_request *req, const char *path)
+{
+    char where[160], body[400], line[480], more[API_LOG_MORE_MAX], peer[80];
+
+    a->cfg.ota_where(a->cfg.ctx, where, sizeof where);
+    snprintf(body, sizeof body, "{\"error\": \"this is the API of tcpota serve, not its download "
+             "port: %s (--ota-listen); point the device's URL there\"}", where);
+    if (api_log_pass(a, &a->misdirected, "such requests ", more, sizeof more)) {
+        snprintf(line, sizeof line, "API: %.64s asked of the API by %s: %s (--ota-listen); "
+                 "answered 404%s", path,
+                 api_peer_text(evhttp_request_get_connection(req), peer, sizeof peer), where, more);
+        a->cfg.log(a->cfg.ctx, line);
+    }
+    send_text(req, 404, body);
+}
+
 static void handle(struct evhttp_request *req, void *arg)
 {
     struct api *a = arg;
@@ -689,6 +709,10 @@ static void handle(struct evhttp_request *req, void *arg)
     }
     if (a->cfg.ota && path && strncmp(path, HTTP_OTA_PREFIX, strlen(HTTP_OTA_PREFIX)) == 0) {
         a->cfg.ota(req, a->cfg.ota_arg);
+        return;
+    }
+    if (a->cfg.ota_where && path && strncmp(path, HTTP_OTA_PREFIX, strlen(HTTP_OTA_PREFIX)) == 0) {
+        misdirected(a, req, path);
         return;
     }
     if (a->cfg.metrics && path && strcmp(path, API_METRICS_PATH) == 0) {

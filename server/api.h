@@ -70,6 +70,10 @@ struct api_config {
     /* Told, with ota_arg, when any connection of the listener closes (its
      * downloads stop there); set with ota. */
     void (*ota_closed)(struct evhttp_connection *evcon, void *arg);
+    /* Where HTTP downloads are when not here (ota NULL: --ota-listen), in
+     * words into buf ("HTTPS downloads are on HOST:PORT"): a device sent
+     * to the API is told so, without the token. NULL: no such answer. */
+    void (*ota_where)(void *ctx, char *buf, size_t cap);
     /* Told after rollout id was cancelled (why: "rollout 3 cancelled"):
      * its transfers running here stop. */
     void (*on_stop)(void *ctx, uint64_t id, const char *why);

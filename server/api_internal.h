@@ -60,6 +60,7 @@ struct api {
     struct api_call *upload_owner;             /* the upload past its lookup (api_images.c) */
     struct api_call *upload_head, *upload_tail; /* uploads waiting for their turn */
     struct log_limit denied;    /* refused tokens in the log (api.c) */
+    struct log_limit misdirected; /* downloads asked of the API with --ota-listen (api.c) */
     struct log_limit cut;       /* event streams cut in the log (api_events.c) */
     struct api_gate *gates;     /* connections until their first head is judged (api_gate.c) */
     struct event *admit;        /* judges the accepts of a loop turn (api_gate.c) */

@@ -1648,6 +1648,12 @@ static void fleet_api_changed(void *ctx, const char *what)
 }
 
 /* api_config.log: a warning (a refused token). */
+/* The API's ota_where: fleet_http_where for the server ctx. */
+static void ota_where(void *ctx, char *buf, size_t cap)
+{
+    fleet_http_where(ctx, buf, cap);
+}
+
 static void fleet_api_log(void *ctx, const char *line)
 {
     struct server *srv = ctx;
@@ -1947,6 +1953,8 @@ int fleet_open(struct server *srv)
         ac.ota = http_ota_handle;
         ac.ota_closed = http_ota_closed;
         ac.ota_arg = f->ota;
+    } else {
+        ac.ota_where = ota_where;
     }
     ac.on_change = fleet_api_changed;
     ac.image_trouble = fleet_image_trouble;

@@ -74,8 +74,12 @@ header() { sed -nE "s/^$1: ([^\r]*)\r?$/\1/Ip" "$WORK/$2.h" | head -1; }
 header X-Tcpota-Reason none | grep -q 'no rollout for model esp32' || fail "204 without the reason"
 [ "$(device_state h-0)" = up-to-date ] || fail "h-0 is $(device_state h-0)"
 "$TCPOTA" device show --json h-0 | jq_py 'j["protocol"]' | grep -qx http || fail "h-0 not registered as http"
-code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' "http://127.0.0.1:$API_PORT/ota/esp32?device=h-0")
-[ "$code" = 401 ] || fail "with --ota-listen the API listener answered /ota with $code, not 401"
+# With --ota-listen the API's listener serves no download, and says where
+# they are, without the token (before: 401 "missing or wrong API token").
+code=$(curl -s -o "$WORK/misdir.b" -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' "http://127.0.0.1:$API_PORT/ota/esp32?device=h-0")
+[ "$code" = 404 ] && grep -qF "this is the API of tcpota serve, not its download port: HTTP downloads are on 127.0.0.1:$OTA_PORT (--ota-listen); point the device's URL there" "$WORK/misdir.b" ||
+  fail "with --ota-listen the API listener answered /ota with $code: $(cat "$WORK/misdir.b")"
+wait_line "$WORK/server.log" "API: /ota/esp32 asked of the API by 127\.0\.0\.1:[0-9]+: HTTP downloads are on 127\.0\.0\.1:$OTA_PORT \(--ota-listen\); answered 404" 5
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$OTA_PORT/v1/images")
 [ "$code" = 404 ] || fail "the download listener answered /v1/images with $code"
 # The fleet CLI given the download port for the API's: told where the API
