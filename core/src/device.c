@@ -655,13 +655,19 @@ static int on_offer(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
     memcpy(d->version, m->u.offer.version.ptr, m->u.offer.version.len);
     d->version[m->u.offer.version.len] = 0;
     d->size = m->u.offer.size;
+    rc = TCPOTA_ERR_NOENT; /* no resume point for this image */
     if (d->resume.valid && d->resume.size == d->size &&
         memcmp(d->resume.id, d->image, TCPOTA_ID_LEN) == 0) {
         start = d->resume.offset;
         rc = p->ota_resume(p->ctx, &info, start);
         d->ckpt = start;
-    } else {
-        /* A resume point for another image is stale: the slot is rewritten. */
+    }
+    if (rc == TCPOTA_ERR_NOENT) {
+        /* None (one for another image is stale: the slot is rewritten), or
+         * the slot does not hold its bytes after all (port.h): from the
+         * start, on this very offer (a review: that failed the connection,
+         * with a backoff and a storage error in the server's log). */
+        start = 0;
         rc = p->ota_begin(p->ctx, &info);
         if (rc == 0) {
             rc = resume_save(d, 0);

@@ -71,7 +71,9 @@ struct tcpota_port {
      * version to label the slot. */
     int (*ota_begin)(void *ctx, const struct tcpota_offer_info *img);
     /* Continue the image `img` whose first `offset` bytes are already in
-     * the slot; `offset` is a multiple of TCPOTA_SECTOR_SIZE and <= size. */
+     * the slot; `offset` is a multiple of TCPOTA_SECTOR_SIZE and <= size.
+     * TCPOTA_ERR_NOENT: the slot does not hold them after all (ESP-IDF: the
+     * resume point was for the other partition); the image starts over. */
     int (*ota_resume)(void *ctx, const struct tcpota_offer_info *img, uint32_t offset);
     /* Append `len` bytes at the current write position. */
     int (*ota_write)(void *ctx, const uint8_t *data, size_t len);
