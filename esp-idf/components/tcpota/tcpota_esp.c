@@ -159,10 +159,10 @@ static esp_err_t boot_decision(int healthy, bool from_app)
     } else if (err == ESP_OK && !healthy) {
         err = ESP_ERR_INVALID_STATE; /* nothing pending to reject */
     }
-    xSemaphoreGive(s_lock);
     if (from_app && decided && err == ESP_OK && s.task) {
-        xTaskNotifyGive(s.task);
+        xTaskNotifyGive(s.task); /* under s_lock: the task is alive (task_main's end) */
     }
+    xSemaphoreGive(s_lock);
     return err;
 }
 
@@ -558,9 +558,13 @@ static void task_main(void *arg)
     mbedtls_platform_zeroize(s.secret, sizeof(s.secret)); /* reloaded at the next start */
     s.secret_len = 0;
     tls_stop();
+    /* Under s_lock: a stop or a confirm that notifies the task holds it,
+     * so it never notifies a task that has deleted itself (a review). */
+    xSemaphoreTake(s_lock, portMAX_DELAY);
     portENTER_CRITICAL(&s_mux);
     s.task = NULL;
     portEXIT_CRITICAL(&s_mux);
+    xSemaphoreGive(s_lock);
     vTaskDelete(NULL);
 }
 
@@ -773,14 +777,19 @@ esp_err_t tcpota_esp_start(const tcpota_esp_config_t *cfg)
 
 esp_err_t tcpota_esp_stop(void)
 {
-    TaskHandle_t t = s.task;
+    TaskHandle_t t;
     int64_t until = esp_timer_get_time() + (int64_t)STOP_WAIT_MS * 1000;
 
-    if (!t) {
+    if (!s.task) {
         return ESP_OK;
     }
-    s.stop = true;
-    xTaskNotifyGive(t);
+    /* The task clears s.task under s_lock before it deletes itself. */
+    xSemaphoreTake(s_lock, portMAX_DELAY);
+    if ((t = s.task) != NULL) {
+        s.stop = true;
+        xTaskNotifyGive(t);
+    }
+    xSemaphoreGive(s_lock);
     while (s.task && esp_timer_get_time() < until) {
         vTaskDelay(pdMS_TO_TICKS(20));
     }
