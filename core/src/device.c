@@ -724,7 +724,12 @@ static int finish(struct tcpota_dev *d, struct tcpota_dev_event *ev)
     uint8_t last[LAST_LEN];
     struct tcpota_msg m;
     int rc = p->ota_end(p->ctx);
-    enum tcpota_dev_bad bad = rc < 0 ? TCPOTA_BAD_REFUSED : TCPOTA_BAD_NONE;
+    /* The port refused the image itself; a storage error (ESP-IDF: the
+     * last encrypted block's write failing as ESP_ERR_INVALID_STATE) is not
+     * its fault and is not remembered (a review: it blacklisted the image). */
+    enum tcpota_dev_bad bad = rc == TCPOTA_ERR_DENIED || rc == TCPOTA_ERR_REFUSED
+                                  ? TCPOTA_BAD_REFUSED
+                                  : TCPOTA_BAD_NONE;
 
     if (rc == 0) {
         rc = verify_slot(d);

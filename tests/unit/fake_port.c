@@ -51,6 +51,7 @@ static int f_end(void *ctx)
 {
     struct fake_port *fp = ctx;
     if (!fp->open || fp->wpos != fp->size) return TCPOTA_ERR_STATE;
+    if (fp->fail_end) return fp->fail_end;
     fp->ended = 1;
     return 0;
 }

@@ -23,6 +23,7 @@ struct fake_port {
     int fail_write_at; /* 1-based ota_write call that fails; 0: never */
     int writes;
     int fail_set_boot;          /* set_boot returns it when < 0, else TCPOTA_ERR_IO */
+    int fail_end;               /* ota_end returns it when < 0 */
     const char *fail_erase_key; /* kv_erase of this key returns TCPOTA_ERR_IO */
     void *sha_state;
 };

@@ -1122,6 +1122,22 @@ static void test_set_boot_denied_is_remembered(void **state)
     assert_int_equal(dev.bad_reason, TCPOTA_BAD_REFUSED);
 }
 
+/* ota_end: a refusal of the image is remembered; a storage error is not
+ * the image's fault (ESP-IDF: a failed write of the last encrypted block). */
+static void test_ota_end_errors(void **state)
+{
+    (void)state;
+    fp->fail_end = TCPOTA_ERR_STATE;
+    assert_int_equal(run_conn(0, -1, NULL), TCPOTA_ERR_STATE);
+    assert_int_equal(tcpota_dev_bad_image(&fp->port, NULL), 0);
+    fp->fail_end = TCPOTA_ERR_IO;
+    assert_int_equal(run_conn(0, -1, NULL), TCPOTA_ERR_IO);
+    assert_int_equal(tcpota_dev_bad_image(&fp->port, NULL), 0);
+    fp->fail_end = TCPOTA_ERR_DENIED;
+    assert_int_equal(run_conn(0, -1, NULL), TCPOTA_ERR_DENIED);
+    assert_int_equal(tcpota_dev_bad_image(&fp->port, NULL), TCPOTA_BAD_REFUSED);
+}
+
 /* A port without a pending state (ESP-IDF without bootloader rollback)
  * that runs the last image set to boot: confirmed at boot, its report kept
  * and the counter raised, nothing marked (before: nothing at all, and the
@@ -1562,6 +1578,7 @@ int main(void)
         T(test_set_boot_failure_leaves_no_last_record),
         T(test_set_boot_denied_is_remembered),
         T(test_final_image_confirmed_at_boot),
+        T(test_ota_end_errors),
         T(test_counter_raised_before_last_record_is_erased),
         T(test_welcome_or_no_update_while_receiving_refused),
         T(test_input_after_session_end_ignored),
