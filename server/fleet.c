@@ -15,6 +15,7 @@
 #include "rollout.h"
 #include "server_internal.h"
 #include "store.h"
+#include "store_common.h" /* store_ro_status_of */
 #include "store_pg.h" /* STORE_PG_CONNINFO_INVALID */
 #include "sock.h"
 #include "text.h"
@@ -463,6 +464,45 @@ int fleet_submit(struct server *srv, struct store_req *r)
     return 0;
 }
 
+static void apply_rules(struct server *srv, struct store_rollout *ro);
+
+#define FLEET_RECHECK_MAX 8 /* rollouts read again after one batch's failures */
+
+/* A rollout read again after a failure was recorded (recheck_failures). */
+static void recheck_done(struct store_req *r)
+{
+    if (r->rc == STORE_OK && r->u.rollout.r->ro.state == ROLLOUT_STATE_ACTIVE) {
+        apply_rules(r->arg, r->u.rollout.r);
+    }
+    store_req_free(r);
+}
+
+/* The rollouts of the failures in a batch just recorded are read again
+ * and their rules applied: a device's DECLINE or failed COMPLETE comes
+ * after the check-in whose counts the rules read, and a trial's rollout
+ * stayed active past its halt rule until another device checked in. A
+ * failure in a check-in's own report needs none (its counts include it). */
+static void recheck_failures(struct server *srv, const struct store_event *items, size_t n)
+{
+    uint64_t done[FLEET_RECHECK_MAX];
+    size_t i, k, nd = 0;
+
+    for (i = 0; i < n && nd < FLEET_RECHECK_MAX; i++) {
+        struct store_req *g;
+        uint64_t id = items[i].rollout_id;
+
+        if (!id || store_ro_status_of(items[i].state) != STORE_RO_FAILED) continue;
+        for (k = 0; k < nd && done[k] != id; k++) {
+        }
+        if (k < nd) continue;
+        done[nd++] = id;
+        if ((g = store_req_new(STORE_ROLLOUT_GET, recheck_done, srv)) != NULL) {
+            g->u.rollout.id = id;
+            (void)fleet_submit(srv, g);
+        }
+    }
+}
+
 static void events_done(struct store_req *r)
 {
     struct server *srv = r->arg;
@@ -481,6 +521,7 @@ static void events_done(struct store_req *r)
         api_notify_device(srv->fleet->api, e->id, store_state_name(e->state), e->bytes, e->size,
                           e->reason);
     }
+    if (r->rc == STORE_OK) recheck_failures(srv, r->u.events.items, r->u.events.n);
     store_req_free(r);
 }
 

@@ -234,3 +234,21 @@ for _ in $(seq 1 50); do [ "$(device_state "$first")" = verified ] && break; sle
 wait_line "$WORK/server.log" 'rollout 4: wave 2 \(100%\) opens' 5
 stop_fleet
 ok "an HTTP device's update opens the next wave at the request that says so"
+
+# ---- a device's DECLINE halts its rollout when it is recorded ---------------
+# The decline comes after the check-in whose counts the rules read: a trial's
+# rollout stayed active past its halt rule until another device checked in.
+DATA="$WORK/decline"
+start_fleet
+make_image "$WORK/img7" 65536
+"$TCPOTA" image add --version 7.0.0 --model esp32 "$WORK/img7" > /dev/null || fail "image add 7.0.0 failed"
+"$TCPOTA" rollout create --image 7.0.0 --model esp32 --halt-at 0 --halt-min 1 > /dev/null ||
+  fail "rollout create (halt at the first failure) failed"
+"$TCPOTA" keygen --out "$WORK/k7" > /dev/null 2>&1 || fail "keygen failed"
+run_device dk-1 esp32 "$WORK/dk-1" --trust "$WORK/k7.pub" --max-attempts 1 || true
+[ "$(device_state dk-1)" = declined ] || fail "dk-1 (trusting a key, the image unsigned) is $(device_state dk-1)"
+wait_line "$WORK/server.log" 'rollout 1 halted by itself' 5
+"$TCPOTA" rollout show 1 --json | jq_py 'j["state"]' | grep -qx halted ||
+  fail "rollout 1 is $("$TCPOTA" rollout show 1 --json | jq_py 'j["state"]') after dk-1's decline"
+stop_fleet
+ok "a device's decline halts its rollout when it is recorded, not at the next check-in"
