@@ -805,6 +805,9 @@ static void test_query_nul_refused(void **state)
     expect_error("GET", "/v1/devices?limit=1&model=esp32-devkit%00", NULL, 400, "model");
     /* A '%' without two hex digits: kept as it is by libevent, refused. */
     expect_error("GET", "/v1/devices?q=dev%zz", NULL, 400, "q");
+    /* Half an escape: one hex digit, then another byte or the end. */
+    expect_error("GET", "/v1/devices?q=dev%4z", NULL, 400, "q");
+    expect_error("GET", "/v1/devices?model=esp32%4", NULL, 400, "model");
     expect_error("POST", "/v1/images?version=5.0.0&model=esp32%", "bad escape", 400, "model");
     assert_int_equal(T.f.nimgs, 3);
     assert_int_equal(T.changes, 0);
@@ -1368,6 +1371,7 @@ static void test_rollout_create_refused(void **state)
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": [50, 10]}", "waves", 400},
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": [50, 50]}", "waves", 400},
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": [0]}", "waves", 400},
+        {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": [0, 100]}", "waves", 400},
         /* negative: as a uint32_t it would wrap to 100, a valid last wave */
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": [-4294967196]}", "waves", 400},
         {"{\"image\": \"2.0.0\", \"model\": \"esp32-devkit\", \"waves\": [101]}", "waves", 400},
@@ -1423,6 +1427,11 @@ static void test_rollout_create_refused(void **state)
                               &j), 400);
         assert_string_equal(sget(j, "field"), "image");
         assert_non_null(strstr(sget(j, "error"), "printable characters, no spaces: this one has a space"));
+        json_decref(j);
+        /* A wave of 0 %: said as that, not as waves that do not grow. */
+        assert_int_equal(http("POST", "/v1/rollouts", "{\"image\": \"2.0.0\", \"model\": "
+                              "\"esp32-devkit\", \"waves\": [0, 100]}", &j), 400);
+        assert_non_null(strstr(sget(j, "error"), "each wave is a whole percentage from 1 to 100"));
         json_decref(j);
     }
     /* Too many waves is refused by the bound on the array, before a
@@ -1898,6 +1907,8 @@ static void test_framing_refused(void **state)
 /* Bytes no request head holds (a tcpota device's HELLO, a TLS
  * ClientHello): 400 at once, saying where devices go; evhttp, waiting for
  * a line's end, kept such a client until its own timeout. */
+static void raw_send_all(int fd, const char *p, size_t n);
+
 static void test_not_http(void **state)
 {
     static char buf[4096];
@@ -1912,6 +1923,22 @@ static void test_not_http(void **state)
                      " connects to its device port (tcpota serve --listen, default 8070)")) {
         fail_msg("binary bytes: %s", buf);
     }
+    /* A DEL in a head not yet whole is no head's byte either: answered at
+     * once, not after evhttp's wait for a line's end. */
+    fd = raw_open("GET /v1/images HTTP/1.1\r\nHost: x\x7f");
+    raw_read(fd, buf, sizeof buf, 100);
+    close(fd);
+    if (!strstr(buf, "HTTP/1.1 400") || !strstr(buf, "not an HTTP request")) {
+        fail_msg("a DEL in a head: %s", buf);
+    }
+    /* A TAB is a head's byte (between a header's name and value): a head
+     * that holds one and comes in two pieces is answered as HTTP. */
+    fd = raw_open("GET /health HTTP/1.1\r\nHost:\tlocalhost\r\n");
+    run_ms(100);
+    raw_send_all(fd, "\r\n", 2);
+    raw_read(fd, buf, sizeof buf, 100);
+    close(fd);
+    if (!strstr(buf, "HTTP/1.1 200")) fail_msg("a TAB in a head in two pieces: %s", buf);
 }
 
 /* Writes n bytes to the non-blocking fd, running the loop (the server is
@@ -2072,10 +2099,14 @@ static void test_dashboard_files(void **state)
     assert_non_null(strstr(buf, "Content-Security-Policy: default-src 'self'"));
     assert_non_null(strstr(buf, "frame-ancestors 'none'"));
     assert_non_null(strstr(buf, "<script src=\"/dash/app.js\""));
-    fd = raw_open("GET /dash/app.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    /* Each file closes its connection though the client keeps it: one that
+     * began without the token keeps small bodies, and the page's own
+     * upload must not go on it (a 413). */
+    fd = raw_open("GET /dash/app.js HTTP/1.1\r\nHost: x\r\n\r\n");
     raw_read(fd, buf, sizeof buf, 50);
     close(fd);
     assert_non_null(strstr(buf, "Content-Type: text/javascript"));
+    assert_non_null(strstr(buf, "Connection: close"));
     assert_non_null(strstr(buf, "sessionStorage"));
     fd = raw_open("GET /dash/nope.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     raw_read(fd, buf, sizeof buf, 50);
