@@ -82,6 +82,17 @@ grep -q 'binary.conf:1: byte 1 of the line is 0x01, which a config file cannot h
 [ "$(wc -l < binary.log)" -eq 1 ] && [ "$(wc -c < binary.log)" -lt 200 ] || fail "the file's bytes were echoed: $(cat -v binary.log)"
 expect_refused nul 'listen 127.0.0.1:0\nversion 1.0.0\0garbage\n' 'nul.conf:2: byte 14 of the line is 0x00'
 expect_refused esc 'version 1.0\x1b[31m\n' 'esc.conf:1: byte 12 of the line is 0x1b'
+expect_refused del 'version 1.0.0\x7f\n' 'del.conf:1: byte 14 of the line is 0x7f'
+# More lines than a config file holds (1024): refused at the first one past
+# it, not written past the table that keeps the file's flags.
+printf 'quiet\n%.0s' $(seq 1100) > long.conf
+rc=0; timeout 10 "$TCPOTA" serve --config long.conf img.bin > /dev/null 2> long.log || rc=$?
+[ $rc -eq 2 ] && grep -q '^tcpota serve: long.conf:1025: more than 1024 lines; is this a config file?$' long.log ||
+  fail "a config file of 1100 lines: rc $rc: $(head -3 long.log)"
+# Two config files: refused, not the first one dropped in silence.
+rc=0; timeout 10 "$TCPOTA" serve --config del.conf --config=long.conf img.bin > /dev/null 2> twice.log || rc=$?
+[ $rc -eq 2 ] && grep -qx 'tcpota serve: --config given twice; give one config file' twice.log ||
+  fail "--config twice: rc $rc: $(cat twice.log)"
 printf 'listen 127.0.0.1:0\r\nversion 1.0.0\r\n\tno-progress\n' > crlf.conf
 start_serve crlf.log --config crlf.conf
 stop_serve
