@@ -252,3 +252,28 @@ wait_line "$WORK/server.log" 'rollout 1 halted by itself' 5
   fail "rollout 1 is $("$TCPOTA" rollout show 1 --json | jq_py 'j["state"]') after dk-1's decline"
 stop_fleet
 ok "a device's decline halts its rollout when it is recorded, not at the next check-in"
+
+# ---- an old failure does not count against a rollout made again ------------
+# A device that rolled back image 8.0.0 under rollout 1, then was decided
+# anew (rollout 1 cancelled: up to date), is held back from 8.0.0 when a
+# new rollout of it comes; that is its old failure, not one of rollout 2's:
+# counted there, it would halt rollout 2 by a device that never tried it.
+DATA="$WORK/again"
+start_fleet
+make_image "$WORK/img8" 65536
+"$TCPOTA" image add --version 8.0.0 --model esp32 "$WORK/img8" > /dev/null || fail "image add 8.0.0 failed"
+"$TCPOTA" rollout create --image 8.0.0 --model esp32 > /dev/null || fail "rollout 1 create failed"
+run_device ra-1 esp32 "$WORK/ra-1" --health fail || true
+[ "$(device_state ra-1)" = rolled-back ] || fail "ra-1 is $(device_state ra-1), not rolled-back"
+"$TCPOTA" rollout cancel 1 > /dev/null || fail "rollout cancel 1 failed"
+run_device ra-1 esp32 "$WORK/ra-1" || true
+[ "$(device_state ra-1)" = up-to-date ] || fail "ra-1 with no rollout is $(device_state ra-1)"
+"$TCPOTA" rollout create --image 8.0.0 --model esp32 --halt-at 0 --halt-min 1 > /dev/null ||
+  fail "rollout 2 create failed"
+run_device ra-1 esp32 "$WORK/ra-1" || true
+[ "$(device_state ra-1)" = failed ] || fail "ra-1 held back from 8.0.0 is $(device_state ra-1)"
+show=$("$TCPOTA" rollout show 2 --json)
+[ "$(echo "$show" | jq_py 'j["state"]')" = active ] && [ "$(echo "$show" | jq_py 'j["totals"]["failed"]')" = 0 ] ||
+  fail "rollout 2 after ra-1's old failure: $show"
+stop_fleet
+ok "a device's old failure of an image does not count against a new rollout of it"
