@@ -691,6 +691,14 @@ static int v1_input(struct conn *c, const uint8_t *p, size_t n)
             return -1;
         }
         conn_session_event(c, &ev);
+        if (c->reseek_stopped) {
+            clog_(c, 1, "its rollout was halted or cancelled once every byte had been sent, and it "
+                        "asks for the image from byte %u again: transfer stopped; closing",
+                  ev.start);
+            sock_reset_on_close(c->fd);
+            (void)conn_close(c, 1);
+            return -1; /* c is gone */
+        }
         p += used;
         n -= (size_t)used;
         if (tcpota_srv_output(&c->s, &out) > sizeof(c->tx) / 2 &&

@@ -266,6 +266,12 @@ void conn_session_event(struct conn *c, const struct tcpota_srv_event *ev)
         return;
     case TCPOTA_SRV_EV_ACCEPT:
         c->progress_at = now_s();
+        if (ev->start != c->stream_from && c->spared) {
+            /* Spared by a halt or a cancel for having every byte; asking
+             * for them again, it would be sent the image after it. */
+            c->reseek_stopped = 1;
+            return;
+        }
         if (ev->start != c->stream_from) {
             clog_(c, 0, "accept: device resumes at %u instead, re-seeking", ev->start);
             c->stream_from = ev->start;

@@ -784,6 +784,13 @@ static void stop_transfers(struct server *srv, uint64_t id, const char *why)
                              sock_unsent(c->fd) != 0);
 
         next = c->next;
+        if (c->rollout_id == id && c->img && !c->closing && !running &&
+            st == TCPOTA_SRV_OFFERED) {
+            /* Its ACCEPT is still to come: one that asks for other bytes
+             * (a resume point the device dropped) would have the image
+             * sent again after the halt; v1_input stops it then. */
+            c->spared = 1;
+        }
         if (c->rollout_id != id || !c->img || c->closing || !running) {
             continue;
         }

@@ -205,6 +205,8 @@ struct conn {
     size_t ctl_queued;   /* control bytes queued since the queue was last empty */
     size_t moved;        /* control bytes v1_input handed over before conn_pump */
     uint8_t legacy_done;
+    uint8_t spared;  /* a halt or a cancel let it finish: every byte was sent (fleet.c) */
+    uint8_t reseek_stopped; /* ... and its ACCEPT then asked for bytes again (conn_session.c) */
     uint8_t closing; /* conn_close() ran: free once the output is out */
     uint8_t read_paused; /* reading stopped until our replies drain */
     uint8_t unauth;      /* counted in srv->unauth until it authenticates */

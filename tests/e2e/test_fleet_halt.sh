@@ -160,8 +160,43 @@ except ConnectionResetError:
 PY
 p1=$!
 PIDS+=("$p1")
-for _ in $(seq 1 100); do [ -e "$WORK/p-1.all" ] && break; sleep 0.1; done
+# Another such device, which resumed from byte 65536 (its HELLO's RESUME)
+# and, after the halt, ACCEPTs from byte 0 (a resume point it dropped): the
+# server would stream the image again after the halt; it stops it then.
+python3 - "$SERVER_PORT" "$(dirname "$0")" "$WORK" "$(sha256sum "$WORK/big" | cut -c1-64)" > "$WORK/p-2.out" 2>&1 <<'PY' &
+import os, socket, struct, sys, time
+sys.path.insert(0, sys.argv[2])
+import frames
+work, img = sys.argv[3], bytes.fromhex(sys.argv[4])
+hello = frames.hello(b"p-2")
+payload = hello[4:-4] + frames.tlv(0x05, img + struct.pack("<II", 1000000, 65536))
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30)
+s.sendall(frames.frame(frames.HELLO, payload))
+r, got = frames.Reader(s), 0
+while got < 1000000 - 65536:
+    kind, p = r.next()
+    if kind == 0x07:
+        got += len(p) - 4
+open(os.path.join(work, "p-2.all"), "w").close()
+for _ in range(300):
+    if os.path.exists(os.path.join(work, "p-2.go")): break
+    time.sleep(0.1)
+s.sendall(frames.frame(0x05, img + struct.pack("<I", 0)))
+again = 0
+try:
+    while True:
+        kind, p = r.next()
+        if kind == 0x07:
+            again += len(p) - 4
+except (SystemExit, ConnectionResetError, socket.timeout):
+    pass
+print("again", again)
+PY
+p2=$!
+PIDS+=("$p2")
+for _ in $(seq 1 100); do [ -e "$WORK/p-1.all" ] && [ -e "$WORK/p-2.all" ] && break; sleep 0.1; done
 [ -e "$WORK/p-1.all" ] || fail "p-1 did not get the whole image: $(cat "$WORK/p-1.out")"
+[ -e "$WORK/p-2.all" ] || fail "p-2 did not get the image from 65536: $(cat "$WORK/p-2.out")"
 run_device bad-x esp32 "$WORK/bad-x" --health fail || true
 wait_line "$WORK/server.log" 'rollout 1 halted by itself'
 wait_line "$WORK/server.log" '\[s-1 [^]]*\] rollout 1 halted: transfer stopped; closing' 5
@@ -176,6 +211,11 @@ grep -q 'no update yet, running 1.0.0' "$WORK/s-1.log" || fail "s-1 was not told
 timeout 20 tail --pid="$curl_pid" -f /dev/null || fail "the HTTP download went on after the halt"
 got=$(cat "$WORK/h-1.got")
 [ -n "$got" ] && [ "$got" -lt 1000000 ] || fail "the HTTP download was not stopped: it got ${got:-nothing} bytes"
+touch "$WORK/p-2.go"
+wait_line "$WORK/server.log" '\[p-2 [^]]*\] its rollout was halted or cancelled once every byte had been sent, and it asks for the image from byte 0 again: transfer stopped; closing' 5
+wait "$p2" || fail "p-2: $(cat "$WORK/p-2.out")"
+again=$(sed -n 's/^again //p' "$WORK/p-2.out")
+[ -n "$again" ] && [ "$again" -lt 100000 ] || fail "p-2 was sent the image again after the halt: $(cat "$WORK/p-2.out")"
 wait "$p1" || fail "p-1: $(cat "$WORK/p-1.out")"
 [ "$(cat "$WORK/p-1.out")" = open ] || fail "the halt closed a device that had every byte: $(cat "$WORK/p-1.out")"
 ! grep -q '\[p-1 [^]]*\] rollout 1 halted: transfer stopped' "$WORK/server.log" ||
