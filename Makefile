@@ -45,7 +45,7 @@ build: $(BUILD)/CMakeCache.txt
 # would take it from): the unit names the program and its config by it, and
 # systemd takes absolute paths only.
 install: build
-	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(abspath $(PREFIX))"
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(if $(filter /%,$(PREFIX)),$(PREFIX),$(CURDIR)/$(PREFIX))"
 
 uninstall:
 	@test -f $(BUILD)/install_manifest.txt || \

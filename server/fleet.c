@@ -1695,13 +1695,13 @@ static void fleet_api_changed(void *ctx, const char *what)
     }
 }
 
-/* api_config.log: a warning (a refused token). */
 /* The API's ota_where: fleet_http_where for the server ctx. */
 static void ota_where(void *ctx, char *buf, size_t cap)
 {
     fleet_http_where(ctx, buf, cap);
 }
 
+/* api_config.log: a warning (a refused token). */
 static void fleet_api_log(void *ctx, const char *line)
 {
     struct server *srv = ctx;

@@ -54,12 +54,6 @@ static inline size_t http_not_head_at(const char *head, size_t n)
 
 #define HTTP_DRAIN_MAX (64u << 10) /* what an answer at once reads of its peer, at most */
 
-/* Answers a connection at once, before evhttp reads a request of it (on
- * its socket s): status ("400 Bad Request"), the body's content type,
- * extra headers (each ending in CRLF) and the body, then the close. What
- * the peer sent already (up to HTTP_DRAIN_MAX: a peer that keeps sending
- * must not hold the loop) is read first, so that the close does not reset
- * the connection under the answer. Frees evcon. */
 #define HTTP_ANSWER_MAX 800 /* an answer at once, headers and body */
 
 /* The bytes of an answer at once (http_answer_close) in reply[0..size):
@@ -74,6 +68,12 @@ static inline size_t http_answer_text(char *reply, size_t size, const char *stat
     return rl > 0 && (size_t)rl < size ? (size_t)rl : 0;
 }
 
+/* Answers a connection at once, before evhttp reads a request of it (on
+ * its socket s): status ("400 Bad Request"), the body's content type,
+ * extra headers (each ending in CRLF) and the body, then the close. What
+ * the peer sent already (up to HTTP_DRAIN_MAX: a peer that keeps sending
+ * must not hold the loop) is read first, so that the close does not reset
+ * the connection under the answer. Frees evcon. */
 static inline void http_answer_close(struct evhttp_connection *evcon, evutil_socket_t s,
                                      const char *status, const char *ctype, const char *headers,
                                      const char *body)

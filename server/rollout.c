@@ -274,13 +274,13 @@ size_t rollout_explain(uint64_t id, const struct rollout *ro,
         for (i = 0; i < ro->n_waves; i++) begun += waves[i].downloading;
         if (begun) {
             n += snprintf(buf + n, cap - (size_t)n,
-                          "; %llu device%s began the image and did not finish it (its "
-                          "downloading count): the %s stopped their transfers%s",
+                          "; %llu device%s began the image and %s not finished it (its "
+                          "downloading count, not transfers running)%s",
                           (unsigned long long)begun, begun == 1 ? "" : "s",
-                          ro->state == ROLLOUT_STATE_HALTED ? "halt" : "cancel",
+                          begun == 1 ? "has" : "have",
                           ro->state == ROLLOUT_STATE_HALTED
-                              ? ", and each goes on where it stopped once it is resumed"
-                              : ", and they will not finish it");
+                              ? ": each goes on where it stopped once it is resumed"
+                              : ": none will finish it under this rollout");
         }
     }
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;

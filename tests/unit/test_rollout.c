@@ -384,9 +384,9 @@ static void test_explain(void **state)
     w[2].downloading = 3;
     rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
     assert_non_null(strstr(buf, "(--halt-min); look at the failures"));
-    assert_non_null(strstr(buf, "; 8 devices began the image and did not finish it (its "
-                                "downloading count): the halt stopped their transfers, and each "
-                                "goes on where it stopped once it is resumed"));
+    assert_non_null(strstr(buf, "; 8 devices began the image and have not finished it (its "
+                                "downloading count, not transfers running): each goes on "
+                                "where it stopped once it is resumed"));
     /* The longest halt said whole: every count at its largest. */
     {
         struct rollout_wave big[3];
@@ -404,12 +404,12 @@ static void test_explain(void **state)
     w[2].downloading = 1;
     rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
     assert_string_equal(buf, "cancelled: it offers nothing, for good; 1 device began the image "
-                             "and did not finish it (its downloading count): the cancel stopped "
-                             "their transfers, and they will not finish it");
+                             "and has not finished it (its downloading count, not transfers "
+                             "running): none will finish it under this rollout");
     ro.state = ROLLOUT_STATE_PAUSED;
     rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
     assert_non_null(strstr(buf, "paused by an operator"));
-    assert_null(strstr(buf, "did not finish it"));
+    assert_null(strstr(buf, "not finished it"));
     /* A buffer too small is cut, terminated. */
     assert_int_equal(rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, 8), 7);
     assert_int_equal(strlen(buf), 7);
