@@ -2086,18 +2086,31 @@ void fleet_describe(const struct server *srv, char *buf, size_t cap)
     snprintf(buf, cap, "fleet mode (%s%s), %s%s", o->data_dir, FLEET_DB_NOTE(o), api, ota);
 }
 
+/* "HOST:PORT" of a listener, or "port PORT of this server" when it listens
+ * on every address (0.0.0.0 is no address a device can be given). */
+static const char *listener_where(const char *host, unsigned port, char *buf, size_t cap)
+{
+    if (!strcmp(host, "0.0.0.0") || !strcmp(host, "::") || !strcmp(host, "[::]") || !*host) {
+        snprintf(buf, cap, "port %u of this server", port);
+    } else {
+        snprintf(buf, cap, "%s:%u", host, port);
+    }
+    return buf;
+}
+
 void fleet_http_where(const struct server *srv, char *buf, size_t cap)
 {
     const struct tcpota_serve_opts *o = srv->o;
+    char where[80];
 
     if (!srv->fleet) {
         snprintf(buf, cap, "HTTP downloads (esp_https_ota) need fleet mode: --data DIR --ota-listen HOST:PORT");
     } else if (o->ota_host && srv->fleet->ota) {
-        snprintf(buf, cap, "HTTP%s downloads are on %s:%u", srv->tls ? "S" : "", o->ota_host,
-                 http_ota_port(srv->fleet->ota));
+        snprintf(buf, cap, "HTTP%s downloads are on %s", srv->tls ? "S" : "",
+                 listener_where(o->ota_host, http_ota_port(srv->fleet->ota), where, sizeof where));
     } else if (srv->fleet->api) {
-        snprintf(buf, cap, "the API and HTTP downloads (/ota/) are on %s:%u", o->api_host,
-                 api_port(srv->fleet->api));
+        snprintf(buf, cap, "the API and HTTP downloads (/ota/) are on %s",
+                 listener_where(o->api_host, api_port(srv->fleet->api), where, sizeof where));
     } else {
         snprintf(buf, cap, "serve HTTP downloads with --ota-listen HOST:PORT");
     }

@@ -254,6 +254,16 @@ static void tls_answer_event_cb(struct bufferevent *bev, short what, void *arg)
     tls_answered_cb(bev, arg);
 }
 
+/* What the peer sends meanwhile is read and dropped: unread at the close,
+ * it would reset the connection under the answer. */
+static void tls_answer_drain_cb(struct bufferevent *bev, void *arg)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+
+    (void)arg;
+    (void)evbuffer_drain(in, evbuffer_get_length(in));
+}
+
 /* Made active by tls_first_bytes for bytes no request head holds, once
  * libevent is out of the buffer's callbacks: answers 400 inside TLS and
  * closes once it is sent. The connection is ours from here: evhttp, still
@@ -268,8 +278,9 @@ static void tls_answer_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    (void)bufferevent_disable(bev, EV_READ);
-    bufferevent_setcb(bev, NULL, tls_answered_cb, tls_answer_event_cb, oc);
+    evtimer_del(oc->deadline); /* answered: no "no complete request" line later */
+    (void)evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+    bufferevent_setcb(bev, tls_answer_drain_cb, tls_answered_cb, tls_answer_event_cb, oc);
     if (!rl || bufferevent_write(bev, reply, rl) != 0 || bufferevent_enable(bev, EV_WRITE) != 0) {
         evhttp_connection_free(oc->evcon);
     }

@@ -204,7 +204,7 @@ int tcpota_dev_bad_text(const uint8_t id[TCPOTA_ID_LEN], int reason,
     static const char *const why[] = {
         " failed before",
         " failed its integrity check before",
-        " was refused at ota_end before",
+        " was refused by this device's storage before", /* ota_end, or set_boot (anti-rollback) */
         " failed its health check before",
         " did not boot before",
     };

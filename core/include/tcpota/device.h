@@ -61,7 +61,8 @@ enum tcpota_dev_bad {
     TCPOTA_BAD_INTEGRITY = 1,   /* the slot read back did not hash to the id:
                                    declined from the second time on (the first
                                    may be bytes altered on the way) */
-    TCPOTA_BAD_REFUSED = 2,     /* the port refused it at ota_end */
+    TCPOTA_BAD_REFUSED = 2,     /* the port refused it: at ota_end, or at set_boot
+                                   (ESP-IDF: below the eFuse anti-rollback) */
     TCPOTA_BAD_ROLLED_BACK = 3, /* it failed the health check: rolled back */
     TCPOTA_BAD_BOOT_FAILED = 4, /* the bootloader fell back from it: declined
                                    from the second time on (the first may be a
