@@ -45,6 +45,17 @@ target_compile_definitions(test_tcpota_esp PRIVATE CONFIG_TCPOTA_RX_BUFFER_SIZE=
                            "CONFIG_TCPOTA_MODEL=\"\"" "CONFIG_IDF_TARGET=\"esp32\"")
 target_link_libraries(test_tcpota_esp PRIVATE tcpota_client PkgConfig::SODIUM pthread)
 
+# A CONFIG_TCPOTA_MODEL over 32 characters stops the build, naming it (it
+# was cut short at run time, and a signed image's model never matched).
+add_test(NAME test_tcpota_esp_model_too_long
+         COMMAND ${CMAKE_C_COMPILER} -fsyntax-only -DCONFIG_TCPOTA_RX_BUFFER_SIZE=4108
+                 "-DCONFIG_TCPOTA_MODEL=\"a-model-name-of-thirty-three-char\"" "-DCONFIG_IDF_TARGET=\"esp32\""
+                 -I${CMAKE_CURRENT_LIST_DIR}/../esp_fake/include -I${CMAKE_CURRENT_LIST_DIR}/../esp_fake
+                 -I${TCPOTA_ESP_COMPONENT}/include -I${PROJECT_SOURCE_DIR}/core/include
+                 -I${PROJECT_SOURCE_DIR}/ports/common ${TCPOTA_ESP_COMPONENT}/tcpota_esp.c)
+set_tests_properties(test_tcpota_esp_model_too_long PROPERTIES LABELS unit
+                     PASS_REGULAR_EXPRESSION "CONFIG_TCPOTA_MODEL is longer than 32 characters")
+
 # The TLS module (tls_esp.c, CONFIG_TCPOTA_TLS) on a fake of Mbed TLS's SSL
 # API over a real socket pair (tests/esp_fake/tls), below the shared client
 # and a real device session; built as with an embedded CA PEM.

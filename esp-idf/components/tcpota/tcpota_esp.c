@@ -26,6 +26,11 @@
 
 static const char *TAG = "tcpota";
 
+/* A model is never cut short (a signed image's must match it whole): one
+ * too long stops the build, naming the option. */
+_Static_assert(sizeof(CONFIG_TCPOTA_MODEL) - 1 <= TCPOTA_MAX_NAME,
+               "CONFIG_TCPOTA_MODEL is longer than 32 characters: shorten it in menuconfig");
+
 #define TX_CAP 512u
 #define NET_CAP 1536u      /* one recv(): a TCP segment and some */
 #define POLL_MAX_MS 500u   /* longest wait before a stop request is seen */
@@ -715,6 +720,10 @@ static esp_err_t config_check(const tcpota_esp_config_t *cfg)
     if (cfg->model && !printable_name(cfg->model, TCPOTA_MAX_NAME)) {
         ESP_LOGE(TAG, "model must be 1..%u printable characters (%u given)",
                  (unsigned)TCPOTA_MAX_NAME, (unsigned)strlen(cfg->model));
+        return ESP_ERR_INVALID_ARG;
+    }
+    if (!cfg->model && CONFIG_TCPOTA_MODEL[0] && !printable_name(CONFIG_TCPOTA_MODEL, TCPOTA_MAX_NAME)) {
+        ESP_LOGE(TAG, "CONFIG_TCPOTA_MODEL must be printable characters");
         return ESP_ERR_INVALID_ARG;
     }
     return ESP_OK;
