@@ -32,6 +32,7 @@
 #include "api.h"
 #include "api_internal.h" /* API_STREAMS_MAX */
 #include "dashboard.h"
+#include "http_reply.h" /* HTTP_DRAIN_MAX */
 #include "store.h"
 #include "tcpota/manifest.h"
 #include "tmpdir.h"
@@ -1939,6 +1940,35 @@ static void test_not_http(void **state)
     raw_read(fd, buf, sizeof buf, 100);
     close(fd);
     if (!strstr(buf, "HTTP/1.1 200")) fail_msg("a TAB in a head in two pieces: %s", buf);
+    /* What the answer at once reads of its peer before the close is
+     * bounded (HTTP_DRAIN_MAX): a peer that keeps sending must not hold the
+     * loop. Here 1 MB waits: the server reads 64 KiB of it and closes with
+     * the rest unread, which resets the connection (read whole, it would
+     * be an orderly close). */
+    {
+        static char junk[1 << 20];
+        size_t sent = 0;
+        ssize_t k;
+        int reset = 0;
+        memset(junk, 0x01, sizeof junk);
+        fd = raw_open("\x01");
+        while (sent < sizeof junk && (k = send(fd, junk + sent, sizeof junk - sent,
+                                               MSG_NOSIGNAL)) > 0) {
+            sent += (size_t)k;
+        }
+        assert_true(sent > 2 * HTTP_DRAIN_MAX);
+        /* The answer's FIN comes first (its shutdown), the reset behind it:
+         * the socket's error says which (EPIPE after the FIN). */
+        for (int tries = 0; tries < 50 && !reset; tries++) {
+            int err = 0;
+            socklen_t len = sizeof err;
+            run_ms(10);
+            assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len), 0);
+            reset = err == ECONNRESET || err == EPIPE;
+        }
+        close(fd);
+        if (!reset) fail_msg("a peer sending 1 MB: the close was orderly, so all of it was read");
+    }
 }
 
 /* Writes n bytes to the non-blocking fd, running the loop (the server is
