@@ -28,6 +28,8 @@ struct cli_tls {
     int resumed;              /* the last handshake resumed a kept session */
     const char *ca_file;      /* the --ca file, or NULL: the system's CAs */
     char anchors[CLI_TLS_ANCHORS_MAX]; /* what verified a kept session (cli_tls_init) */
+    unsigned char first[8];   /* the server's first bytes on this connection (tls.c) */
+    size_t nfirst;
 };
 
 /* A client context (SSL_CTX) that verifies servers, TLS 1.2 at least,

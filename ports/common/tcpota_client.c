@@ -272,8 +272,7 @@ const char *tcpota_client_reason(const struct tcpota_client *c, int rc)
     const char *why = tcpota_dev_reason(c->cfg.dev);
 
     if (rc == TCPOTA_ERR_PROTO && c->http_answer) {
-        return "the server answered in HTTP: the address names an HTTP port (tcpota serve's API "
-               "or downloads?), not its device port (tcpota serve --listen)";
+        return "the server answered in HTTP: " TCPOTA_CLIENT_HTTP_PORT_SAYS;
     }
     if (rc == TCPOTA_ERR_PROTO && c->text_answer) {
         return "the server answered in text, not in tcpota's frames: the address names another"

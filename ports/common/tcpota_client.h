@@ -158,6 +158,16 @@ void tcpota_client_close(struct tcpota_client *c, uint32_t linger_ms);
  * stop was requested. */
 int tcpota_client_wait(struct tcpota_client *c, int fd, short events, uint32_t ms);
 
+/* What a device is told when the address answered in HTTP (the API's or the
+ * download listener's port), in the clear or where a TLS handshake met it:
+ * one text for the plain client and both TLS layers. */
+#define TCPOTA_CLIENT_HTTP_PORT_SAYS                                                          \
+    "the address names an HTTP port (tcpota serve's API or downloads?), not its device port " \
+    "(tcpota serve --listen)"
+/* The first bytes an HTTP answer starts with ("HTTP/1.1 400 ..."); no TLS
+ * record does (its first byte is a content type, 20..24). */
+#define TCPOTA_CLIENT_HTTP_PREFIX "HTTP/"
+
 /* The session's own words on why it failed with rc (tcpota_dev_reason:
  * the server's ERROR text, a decline's reason), or "" when they only
  * repeat tcpota_strerror(rc): "frame CRC mismatch" is said once. A

@@ -46,7 +46,16 @@ wait_line "$WORK/server.log" "http: not an HTTP request \(byte 0x01: a tcpota de
 # An https:// client on this plain port: named as one (not a tcpota device).
 curl -sk --max-time 5 -o /dev/null "https://127.0.0.1:$OTA_PORT/ota/esp32?device=tlsdev" || true
 wait_line "$WORK/server.log" "http: a TLS handshake on the plain download port: the device's URL must be http://, or give the server --tls-cert for https://; closing" 5
-ok "a tcpota device on the download port: answered 400 at once, told it reached an HTTP port; an https:// client named"
+# A tcpota device with TLS (--ca) there: the 400 in the clear is said to be
+# an HTTP port's (before: "a plain tcpota port: leave out --ca").
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$WORK/ca0.key" \
+  -out "$WORK/ca0.pem" -days 2 -subj /CN=localhost > /dev/null 2>&1 || fail "openssl could not make a certificate"
+rc=0
+"$TCPOTA" device --server "127.0.0.1:$OTA_PORT" --ca "$WORK/ca0.pem" --flash "$WORK/wrongtls0" --quiet \
+  2> "$WORK/wrongtls0.log" || rc=$?
+[ $rc -eq 1 ] && grep -q "TLS handshake failed: the server answered in HTTP, without TLS: the address names an HTTP port (tcpota serve's API or downloads?), not its device port (tcpota serve --listen); not retrying" "$WORK/wrongtls0.log" ||
+  fail "a TLS device on the plain download port: rc $rc: $(cat "$WORK/wrongtls0.log")"
+ok "a tcpota device on the download port: answered 400 at once, told it reached an HTTP port (with TLS too); an https:// client named"
 [ -n "$OTA_PORT" ] || fail "no download port in: $(grep 'listening on' "$WORK/server.log")"
 OTA="http://127.0.0.1:$OTA_PORT/ota/esp32"
 # Two Content-Lengths (libevent takes the first; a proxy may take the

@@ -431,6 +431,23 @@ static void test_server_answers_without_tls(void **state)
     assert_non_null(strstr(err, "turn CONFIG_TCPOTA_TLS off"));
 }
 
+/* An HTTP port (the API's, or plain downloads) answers 400 in the clear:
+ * said as an HTTP port, not as a plain tcpota one (a trial's device was
+ * told to turn TLS off). */
+static void test_server_answers_in_http(void **state)
+{
+    static const char answer[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+    tcpota_esp_tls_config_t c = pem_config(CA_PEM);
+
+    (void)state;
+    client_up();
+    assert_int_equal(tcpota_esp_tls_init(&tls, &c, "ota.example", err, sizeof(err)), 0);
+    assert_int_equal(write(peer, answer, sizeof(answer) - 1), (ssize_t)sizeof(answer) - 1);
+    assert_int_equal(tcpota_esp_tls_handshake(&tls, &cl, err, sizeof(err)), TCPOTA_ERR_DENIED);
+    assert_non_null(strstr(err, "the server answered in HTTP, without TLS: the address names an "
+                                "HTTP port (tcpota serve's API or downloads?)"));
+}
+
 static void test_handshake_times_out(void **state)
 {
     tcpota_esp_tls_config_t c = pem_config(CA_PEM);
@@ -752,6 +769,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_untrusted_certificate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_not_speaking_tls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_answers_without_tls, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_server_answers_in_http, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handshake_times_out, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bind_needs_handshake, setup, teardown),
         cmocka_unit_test_setup_teardown(test_held_write_retried_with_its_length, setup, teardown),
