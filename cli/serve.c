@@ -1267,6 +1267,8 @@ static int overridden_later(const struct serve_config_args *a, int i)
     return last;
 }
 
+#define SERVE_CONFIG_NOTE_MAX 12 /* the file's flags a note names */
+
 /* A flag of the config file that the command line gives again (or its
  * opposite: --progress against a no-progress line) is said to be
  * overridden: a trial's 'data /tmp' line was silently replaced by the
@@ -1313,8 +1315,17 @@ int cmd_serve(int argc, char **argv)
                           " must be valid too"
                         : "");
         } else if (rc == 2 && args.nowned > 0 && at <= args.nowned) {
-            fprintf(stderr, "tcpota serve: note: the flags of the --config file came first; the "
-                            "option named above may be set there\n");
+            /* A rule between options (--tls-key needs --tls-cert): the
+             * file's lines are named, so that one of them need not be
+             * looked for (a trial: "may be set there" left that to do). */
+            int i;
+            fprintf(stderr, "tcpota serve: note: %s gives", args.path);
+            for (i = 1; i <= args.nowned && i <= SERVE_CONFIG_NOTE_MAX; i++) {
+                fprintf(stderr, "%s %.*s (line %u)", i > 1 ? "," : "",
+                        (int)strcspn(args.argv[i], "="), args.argv[i], args.lines[i - 1]);
+            }
+            fprintf(stderr, "%s; the option named above may be one of them\n",
+                    args.nowned > SERVE_CONFIG_NOTE_MAX ? ", ..." : "");
         }
     }
     serve_config_free(&args);

@@ -168,13 +168,15 @@ printf 'idle-timeout 0\n' > zero.conf
 rc=0; "$TCPOTA" serve --config quiet.conf --idle-timeout 0 img.bin 2> note1.log || rc=$?
 [ $rc -eq 2 ] && grep -q "idle-timeout: '0' is out of range" note1.log && ! grep -q "note: the flags of the --config" note1.log ||
   fail "a bad command-line option beside a config file: rc $rc: $(cat note1.log)"
+! grep -q "note: quiet.conf gives" note1.log || fail "the file's lines named for a command-line option: $(cat note1.log)"
 rc=0; "$TCPOTA" serve --config zero.conf img.bin 2> note2.log || rc=$?
 [ $rc -eq 2 ] && grep -q "note: that is line 1 of zero.conf" note2.log ||
   fail "a bad option of the config file: rc $rc: $(cat note2.log)"
-# A check across options (here one the file gives alone): the general note.
-printf 'tls-cert nowhere.pem\n' > cross.conf
+# A check across options (here one the file gives alone): the file's
+# options are named with their lines (before: "may be set there").
+printf '# TLS\ntls-cert nowhere.pem\nquiet\n' > cross.conf
 rc=0; "$TCPOTA" serve --config cross.conf --version 1.0.0 img.bin 2> note3.log || rc=$?
-[ $rc -eq 2 ] && grep -q "note: the flags of the --config file came first; the option named above may be set there" note3.log ||
+[ $rc -eq 2 ] && grep -qx "tcpota serve: note: cross.conf gives --tls-cert (line 2), --quiet (line 3); the option named above may be one of them" note3.log ||
   fail "a check across options with a config file: rc $rc: $(cat note3.log)"
 ok "the config file's note only when its flag may be the one refused, with its line when it is"
 
