@@ -3,27 +3,22 @@
 # with ESP-IDF's semantics (tests/esp_fake), and trust_esp.c (keys, secret).
 # Ed25519 is the host's libsodium, as espressif/libsodium is on the device.
 set(TCPOTA_ESP_COMPONENT ${PROJECT_SOURCE_DIR}/esp-idf/components/tcpota)
-tcpota_unit_test(test_port_esp ${CMAKE_CURRENT_LIST_DIR}/test_port_esp.c
-                 ${TCPOTA_ESP_COMPONENT}/port_esp.c
-                 ${TCPOTA_ESP_COMPONENT}/trust_esp.c
-                 ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/esp_fake.c
-                 ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/esp_fake_log.c)
-target_include_directories(test_port_esp PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/include
-                           ${CMAKE_CURRENT_LIST_DIR}/../esp_fake ${TCPOTA_ESP_COMPONENT}/include)
-target_link_libraries(test_port_esp PRIVATE tcpota_core PkgConfig::SODIUM)
-# The same with a bootloader without rollback (ESP-IDF's default): new images
-# boot final, never pending (tests/esp_fake/include/sdkconfig.h).
-tcpota_unit_test(test_port_esp_norollback ${CMAKE_CURRENT_LIST_DIR}/test_port_esp.c
-                 ${TCPOTA_ESP_COMPONENT}/port_esp.c
-                 ${TCPOTA_ESP_COMPONENT}/trust_esp.c
-                 ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/esp_fake.c
-                 ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/esp_fake_log.c)
-target_include_directories(test_port_esp_norollback PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/include
-                           ${CMAKE_CURRENT_LIST_DIR}/../esp_fake ${TCPOTA_ESP_COMPONENT}/include)
+# test_port_esp_norollback: the same with a bootloader without rollback
+# (ESP-IDF's default): new images boot final, never pending
+# (tests/esp_fake/include/sdkconfig.h); the tests of a bootloader with
+# rollback are compiled, not run, there.
+foreach(t test_port_esp test_port_esp_norollback)
+  tcpota_unit_test(${t} ${CMAKE_CURRENT_LIST_DIR}/test_port_esp.c
+                   ${TCPOTA_ESP_COMPONENT}/port_esp.c
+                   ${TCPOTA_ESP_COMPONENT}/trust_esp.c
+                   ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/esp_fake.c
+                   ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/esp_fake_log.c)
+  target_include_directories(${t} PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../esp_fake/include
+                             ${CMAKE_CURRENT_LIST_DIR}/../esp_fake ${TCPOTA_ESP_COMPONENT}/include)
+  target_link_libraries(${t} PRIVATE tcpota_core PkgConfig::SODIUM)
+endforeach()
 target_compile_definitions(test_port_esp_norollback PRIVATE ESP_FAKE_NO_ROLLBACK)
-# (the tests of a bootloader with rollback are compiled, not run, there)
 target_compile_options(test_port_esp_norollback PRIVATE -Wno-unused-function)
-target_link_libraries(test_port_esp_norollback PRIVATE tcpota_core PkgConfig::SODIUM)
 # The compile check's own checks (version printed, a missing include folder
 # or header is an error), on fake ESP-IDF trees: no IDF or compiler needed.
 add_test(NAME esp_idf_check_script
