@@ -81,12 +81,19 @@ ok "cancel: nothing more is offered, and it cannot be resumed"
 # next check-in is told why it waits. A device slowed by the proxy and an
 # HTTP download slowed by curl are running when the rollout halts; a second
 # slow device when another rollout is cancelled.
-DATA="$WORK/stop"
-start_fleet
-make_image "$WORK/big" 1000000
-"$TCPOTA" image add --version 3.0.0 --model esp32 "$WORK/big" > /dev/null || fail "image add 3.0.0 failed"
-"$TCPOTA" rollout create --image 3.0.0 --model esp32 --halt-at 0 --halt-min 1 > /dev/null ||
-  fail "rollout create (halt at the first failure) failed"
+# fleet_with_rollout DIR IMAGE SIZE VERSION [RULES...]: a fleet of its own
+# in DIR, an image of SIZE bytes made as IMAGE, added as VERSION for esp32,
+# and rollout 1 of it with RULES.
+fleet_with_rollout() {
+  local dir=$1 img=$2 size=$3 version=$4; shift 4
+  DATA=$dir
+  start_fleet
+  make_image "$img" "$size"
+  "$TCPOTA" image add --version "$version" --model esp32 "$img" > /dev/null || fail "image add $version failed"
+  "$TCPOTA" rollout create --image "$version" --model esp32 "$@" > /dev/null ||
+    fail "rollout create of $version ($*) failed"
+}
+fleet_with_rollout "$WORK/stop" "$WORK/big" 1000000 3.0.0 --halt-at 0 --halt-min 1
 start_proxy slow "$SERVER_PORT" --rate 50000 --queue-limit 16384
 # slow_device ID: a device through the proxy (20 s for the image), in the
 # background; sets SLOW_PID.
@@ -278,12 +285,7 @@ ok "an HTTP device's update opens the next wave at the request that says so"
 # ---- a device's DECLINE halts its rollout when it is recorded ---------------
 # The decline comes after the check-in whose counts the rules read: a trial's
 # rollout stayed active past its halt rule until another device checked in.
-DATA="$WORK/decline"
-start_fleet
-make_image "$WORK/img7" 65536
-"$TCPOTA" image add --version 7.0.0 --model esp32 "$WORK/img7" > /dev/null || fail "image add 7.0.0 failed"
-"$TCPOTA" rollout create --image 7.0.0 --model esp32 --halt-at 0 --halt-min 1 > /dev/null ||
-  fail "rollout create (halt at the first failure) failed"
+fleet_with_rollout "$WORK/decline" "$WORK/img7" 65536 7.0.0 --halt-at 0 --halt-min 1
 "$TCPOTA" keygen --out "$WORK/k7" > /dev/null 2>&1 || fail "keygen failed"
 run_device dk-1 esp32 "$WORK/dk-1" --trust "$WORK/k7.pub" --max-attempts 1 || true
 [ "$(device_state dk-1)" = declined ] || fail "dk-1 (trusting a key, the image unsigned) is $(device_state dk-1)"
@@ -298,11 +300,7 @@ ok "a device's decline halts its rollout when it is recorded, not at the next ch
 # anew (rollout 1 cancelled: up to date), is held back from 8.0.0 when a
 # new rollout of it comes; that is its old failure, not one of rollout 2's:
 # counted there, it would halt rollout 2 by a device that never tried it.
-DATA="$WORK/again"
-start_fleet
-make_image "$WORK/img8" 65536
-"$TCPOTA" image add --version 8.0.0 --model esp32 "$WORK/img8" > /dev/null || fail "image add 8.0.0 failed"
-"$TCPOTA" rollout create --image 8.0.0 --model esp32 > /dev/null || fail "rollout 1 create failed"
+fleet_with_rollout "$WORK/again" "$WORK/img8" 65536 8.0.0
 run_device ra-1 esp32 "$WORK/ra-1" --health fail || true
 [ "$(device_state ra-1)" = rolled-back ] || fail "ra-1 is $(device_state ra-1), not rolled-back"
 "$TCPOTA" rollout cancel 1 > /dev/null || fail "rollout cancel 1 failed"
