@@ -152,10 +152,11 @@ static int report_rollouts(struct pgstore *st, struct store_req *r, const char *
     int n, i, rc;
     PGresult *res;
 
+    /* Not a cancelled one: its counts are final (store_sqlite_dev.c). */
     res = pg_q(st, r, "checkin report", "SELECT rd.rollout_id FROM rollout_devices rd JOIN"
                " rollouts ro ON ro.id = rd.rollout_id WHERE rd.device_id = $1 AND ro.image = $2"
-               " ORDER BY rd.rollout_id DESC LIMIT $3", "tti", r->u.checkin.id, hex,
-               (int64_t)ROLLOUT_MAX_WAVES);
+               " AND ro.state != $4 ORDER BY rd.rollout_id DESC LIMIT $3", "ttii",
+               r->u.checkin.id, hex, (int64_t)ROLLOUT_MAX_WAVES, (int64_t)ROLLOUT_STATE_CANCELLED);
     if (!res) {
         return r->rc;
     }

@@ -138,9 +138,13 @@ static int report_rollouts(struct sstore *st, struct store_req *r, const char *h
     sqlite3_stmt *s;
     int rc;
 
+    /* Not a cancelled one: its counts are final (a trial's cancelled
+     * rollout kept counting devices that updated under the next rollout of
+     * the same image, counted there too). */
     s = sq_prep(st, "SELECT rd.rollout_id FROM rollout_devices rd JOIN rollouts ro"
                 " ON ro.id = rd.rollout_id WHERE rd.device_id = ?1 AND ro.image = ?2"
-                " ORDER BY rd.rollout_id DESC", "tt", r->u.checkin.id, hex);
+                " AND ro.state != ?3 ORDER BY rd.rollout_id DESC", "tti", r->u.checkin.id, hex,
+                (int64_t)ROLLOUT_STATE_CANCELLED);
     if (!s) {
         return sq_fail(st, r, "checkin report");
     }

@@ -721,6 +721,33 @@ static void expect_counts(struct fx *f, uint64_t ro, uint32_t wave, uint32_t off
     store_req_free(r);
 }
 
+/* A cancelled rollout's counts are final: a device it counted that then
+ * reports under a new rollout of the same image moves there only (a trial
+ * saw the cancelled one count it again). */
+static void test_cancelled_counts_final(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    uint8_t img[TCPOTA_ID_LEN];
+    uint64_t first, second;
+
+    ss_checkin_free(f, "dev-c");
+    store_req_free(ss_image_add(f, 0x45, "2.0.0"));
+    first = ss_rollout_create(f, 0x45, "", pct, 1);
+    ss_fake_id(img, 0x45);
+    assert_int_equal(ss_event(f, "dev-c", STORE_ST_OFFERED, first, 0), STORE_OK);
+    assert_int_equal(ss_event(f, "dev-c", STORE_ST_DOWNLOADING, first, 0), STORE_OK);
+    expect_counts(f, first, 0, 0, 1, 0, 0);
+    assert_int_equal(ss_rollout_set(f, first, ROLLOUT_STATE_ACTIVE, 1, ROLLOUT_STATE_CANCELLED, 1),
+                     STORE_OK);
+    second = ss_rollout_create(f, 0x45, "", pct, 1);
+    assert_int_equal(ss_event(f, "dev-c", STORE_ST_OFFERED, second, 0), STORE_OK);
+    assert_int_equal(ss_event(f, "dev-c", STORE_ST_VERIFIED, second, 0), STORE_OK);
+    store_req_free(ss_checkin(f, "dev-c", img, TCPOTA_RESULT_CONFIRMED));
+    expect_counts(f, second, 0, 0, 0, 1, 0);
+    expect_counts(f, first, 0, 0, 1, 0, 0);
+}
+
 static void test_counters_follow_events(void **state)
 {
     static const uint32_t pct[] = {100};
@@ -2102,6 +2129,7 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_decline_counts_failed, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_report_of_another_image, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_device_retry, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_cancelled_counts_final, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_first_checkin_report_counts, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_report_names_the_size, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_step_without_image_keeps_image, ss_setup, ss_teardown),
