@@ -106,8 +106,17 @@ void ota_checkin_done(struct store_req *r)
     img = fleet_decide(srv, r, &h, failed, &d->rollout_id, &st, &about, why, sizeof(why), &why_code);
     if (!img) {
         if (fleet_changes(&r->u.checkin.out->dev, st, about, why)) {
+            const struct store_device *dev = &r->u.checkin.out->dev;
             struct fleet_who w = {d->id, d->rollout_id, about ? about->size : 0};
-            fleet_step(srv, &w, st, about ? about->id : NULL, NULL, 0, why, 0, 0);
+            /* What it has of that image stays recorded: a device that asks
+             * during a halt, and again after the resume with a Range from
+             * where it got, completes it (a trial's lost its 1.8 MB and
+             * was never counted as having the image). */
+            uint32_t kept = about && strcmp(dev->image, about->idhex) == 0 &&
+                                    dev->bytes <= about->size
+                                ? (uint32_t)dev->bytes
+                                : 0;
+            fleet_step(srv, &w, st, about ? about->id : NULL, NULL, kept, why, 0, 0);
         }
         say_dev(srv, LOG_LV_INFO, d->id, d->peer, "http: decision: %s: %s",
                 st == STORE_ST_WAITING ? "waiting" : "no update", why);
@@ -133,7 +142,7 @@ void ota_checkin_done(struct store_req *r)
         const struct ota_cut *cut = ota_cut_slot(d->ota, d->id);
         d->had = strcmp(dev->image, img->idhex) == 0 && dev->bytes <= img->size &&
                          (dev->state == STORE_ST_DOWNLOADING || dev->state == STORE_ST_VERIFIED ||
-                          dev->state == STORE_ST_UPDATED)
+                          dev->state == STORE_ST_UPDATED || dev->state == STORE_ST_WAITING)
                      ? (uint32_t)dev->bytes
                      : 0;
         if (d->had && cut && strcmp(cut->id, d->id) == 0 &&

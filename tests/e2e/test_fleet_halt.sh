@@ -228,6 +228,21 @@ wait "$p1" || fail "p-1: $(cat "$WORK/p-1.out")"
 ! grep -q '\[p-1 [^]]*\] rollout 1 halted: transfer stopped' "$WORK/server.log" ||
   fail "a device that had every byte was logged as stopped"
 ok "a halt stops the transfers running (a device, an HTTP download): neither installs the image; one that has every byte goes on"
+# The HTTP device asks during the halt (told to wait), then, once the
+# rollout is resumed, for the rest from where it got: the bytes it had are
+# not forgotten by the wait (before: "not known to have bytes 0-N (it had
+# 0): not counted", never verified).
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' "http://127.0.0.1:$API_PORT/ota/esp32?device=h-1")" = 204 ] ||
+  fail "h-1 during the halt was not told to wait"
+[ "$(device_state h-1)" = waiting ] || fail "h-1 during the halt is $(device_state h-1)"
+"$TCPOTA" rollout resume 1 > /dev/null || fail "rollout resume 1 failed"
+code=$(curl -s -o "$WORK/h-1.tail" -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' -H "Range: bytes=$got-" \
+  "http://127.0.0.1:$API_PORT/ota/esp32?device=h-1")
+[ "$code" = 206 ] && cmp -s "$WORK/h-1.tail" <(tail -c +$((got + 1)) "$WORK/big") || fail "h-1's rest from $got: $code"
+wait_line "$WORK/server.log" '\[h-1 [^]]*\] http: every byte of 3.0.0 sent' 5
+[ "$(device_state h-1)" = verified ] || fail "h-1 after its rest is $(device_state h-1), not verified"
+"$TCPOTA" rollout cancel 1 > /dev/null || fail "rollout cancel 1 failed"
+ok "an HTTP device told to wait during a halt keeps what it had: its rest after the resume completes the image"
 
 make_image "$WORK/big4" 1000000
 "$TCPOTA" image add --version 4.0.0 --model esp32 "$WORK/big4" > /dev/null || fail "image add 4.0.0 failed"
