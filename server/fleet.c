@@ -773,7 +773,7 @@ static void record(struct conn *c, enum store_dev_state st, const uint8_t *image
 static void stop_transfers(struct server *srv, uint64_t id, const char *why)
 {
     struct conn *c, *next;
-    unsigned n = 0;
+    unsigned n = 0, spared = 0;
 
     for (c = srv->conns; c; c = next) {
         enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
@@ -791,6 +791,15 @@ static void stop_transfers(struct server *srv, uint64_t id, const char *why)
              * sent again after the halt; v1_input stops it then. */
             c->spared = 1;
         }
+        if (c->rollout_id == id && c->img && !c->closing && !running && c->kind != K_LEGACY &&
+            (st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING || st == TCPOTA_SRV_SENT_ALL)) {
+            /* Said, or the operator sees a halted rollout's devices finish
+             * the image with no word why (a trial, behind a proxy that had
+             * taken the whole image). */
+            clog_(c, 1, "%s: every byte of the image was sent already (a reset cannot take it "
+                        "back): the transfer may finish", why);
+            spared++;
+        }
         if (c->rollout_id != id || !c->img || c->closing || !running) {
             continue;
         }
@@ -800,8 +809,13 @@ static void stop_transfers(struct server *srv, uint64_t id, const char *why)
         (void)conn_close(c, 1);
     }
     n += http_ota_stop(srv->fleet->ota, id, why);
-    if (n) {
-        say_always(srv->o, LOG_LV_INFO, "%s: %u transfer%s stopped on this server", why, n, text_s(n));
+    if (n || spared) {
+        char more[64] = "";
+        if (spared) {
+            snprintf(more, sizeof(more), ", %u let finish (every byte sent already)", spared);
+        }
+        say_always(srv->o, LOG_LV_INFO, "%s: %u transfer%s stopped on this server%s", why, n,
+                   text_s(n), more);
     }
 }
 

@@ -279,7 +279,8 @@ size_t rollout_explain(uint64_t id, const struct rollout *ro,
                           (unsigned long long)begun, begun == 1 ? "" : "s",
                           begun == 1 ? "has" : "have",
                           ro->state == ROLLOUT_STATE_HALTED
-                              ? ": each goes on where it stopped once it is resumed"
+                              ? ": one sent every byte before the halt may still finish, the others "
+                                "go on where they stopped once it is resumed"
                               : ": none will finish it under this rollout");
         }
     }

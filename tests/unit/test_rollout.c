@@ -385,8 +385,9 @@ static void test_explain(void **state)
     rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
     assert_non_null(strstr(buf, "(--halt-min); look at the failures"));
     assert_non_null(strstr(buf, "; 8 devices began the image and have not finished it (its "
-                                "downloading count, not transfers running): each goes on "
-                                "where it stopped once it is resumed"));
+                                "downloading count, not transfers running): one sent every "
+                                "byte before the halt may still finish, the others go on where "
+                                "they stopped once it is resumed"));
     /* The longest halt said whole: every count at its largest. */
     {
         struct rollout_wave big[3];
@@ -397,7 +398,7 @@ static void test_explain(void **state)
         r.halt_min = UINT32_MAX;
         len = rollout_explain(UINT64_MAX, &ro, &r, big, UINT32_MAX, UINT32_MAX, 4600, buf, sizeof buf);
         assert_true(len < sizeof(buf) - 1);
-        assert_non_null(strstr(buf, "goes on where it stopped once it is resumed"));
+        assert_non_null(strstr(buf, "go on where they stopped once it is resumed"));
     }
     ro.state = ROLLOUT_STATE_CANCELLED;
     w[0].downloading = 0;
