@@ -43,8 +43,10 @@ build: $(BUILD)/CMakeCache.txt
 # one still lists it in the manifest).
 # A relative PREFIX is made absolute (from this directory, where cmake
 # would take it from): the unit names the program and its config by it, and
-# systemd takes absolute paths only.
+# systemd takes absolute paths only. One with a space is refused before a
+# file is copied: the unit's ExecStart would split it.
 install: build
+	@case '$(PREFIX)' in *' '*) echo "make install: PREFIX '$(PREFIX)' holds a space, which the systemd unit's ExecStart would split: give a PREFIX without spaces" >&2; exit 2;; esac
 	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(if $(filter /%,$(PREFIX)),$(PREFIX),$(CURDIR)/$(PREFIX))"
 
 uninstall:
