@@ -59,6 +59,7 @@ struct ota_conn {
     struct event *first;             /* plain: the first bytes readable (first_cb);
                                       * TLS: the answer to bytes not HTTP (tls_answer_cb) */
     struct evbuffer_cb_entry *first_in; /* TLS: the first decrypted bytes (tls_first_bytes) */
+    struct event *peek;              /* TLS: the first bytes readable, before TLS (peek_cb) */
     int fd;                          /* -1 until admitted */
     uint8_t counted;                 /* in srv->unauth (admit.h) */
     uint8_t answered;                /* a request came: the deadline runs from its answer */
@@ -187,6 +188,7 @@ static void conn_free(struct ota_conn *oc)
 {
     if (oc->deadline) event_free(oc->deadline);
     if (oc->first) event_free(oc->first);
+    if (oc->peek) event_free(oc->peek);
     free(oc);
 }
 
@@ -236,6 +238,41 @@ static void first_cb(evutil_socket_t fd, short what, void *arg)
     }
     /* conn_closed() frees oc */
     http_answer_close(oc->evcon, fd, "400 Bad Request", "text/plain", "", OTA_NOT_HTTP_BODY);
+}
+
+/* The answer on the HTTPS port to a client without TLS. */
+#define OTA_NOT_TLS_BODY                                                                          \
+    "this is tcpota serve's HTTPS download port: the device's URL must be https:// (a tcpota"      \
+    " device connects to its device port, --listen)\n"
+
+/* A TLS listener's connection: its first bytes readable, before OpenSSL
+ * reads them. A TLS handshake (0x16) is left to TLS; anything else (plain
+ * HTTP, a tcpota device without TLS) is answered 400 in the clear, which
+ * curl shows and a tcpota device reads as an HTTP port (before: the
+ * handshake failed without a word to the client, and a plain device tried
+ * 20 times, 37 s, silent under --quiet). */
+static void peek_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct ota_conn *oc = arg;
+    char head[OTA_FIRST_PEEK];
+    ssize_t n = recv(fd, head, sizeof(head), MSG_PEEK | MSG_DONTWAIT);
+
+    (void)what;
+    if (n <= 0 || (unsigned char)head[0] == OTA_TLS_RECORD_HANDSHAKE) {
+        return; /* TLS, or the end of the stream: OpenSSL's */
+    }
+    if (http_not_head_at(head, (size_t)n) == (size_t)n) {
+        say_limited(oc->ota, &oc->ota->not_http_log, LOG_LV_INFO, oc->peer,
+                    "http: a plain HTTP request on the HTTPS download port: the device's URL must "
+                    "be https://; answered 400, closing");
+    } else {
+        say_limited(oc->ota, &oc->ota->not_http_log, LOG_LV_INFO, oc->peer,
+                    "http: not TLS on the HTTPS download port (byte 0x%02x: a tcpota device "
+                    "without TLS? it connects to the device port, --listen); answered 400, "
+                    "closing", (unsigned char)head[0]);
+    }
+    /* conn_closed() frees oc */
+    http_answer_close(oc->evcon, fd, "400 Bad Request", "text/plain", "", OTA_NOT_TLS_BODY);
 }
 
 /* The 400 to bytes not HTTP inside TLS went out, or the peer went away
@@ -373,7 +410,8 @@ static int admit_one(struct http_ota *ota, struct ota_conn *oc, struct evhttp_co
                                : event_new(srv->base, oc->fd, EV_READ, first_cb, oc)) ||
         (srv->tls && !(oc->first_in = evbuffer_add_cb(
                           bufferevent_get_input(evhttp_connection_get_bufferevent(evcon)),
-                          tls_first_bytes, oc)))) {
+                          tls_first_bytes, oc))) ||
+        (srv->tls && !(oc->peek = event_new(srv->base, oc->fd, EV_READ, peek_cb, oc)))) {
         return -1;
     }
     v = admit_conn(srv, oc->addr, &oc->counted);
@@ -388,7 +426,7 @@ static int admit_one(struct http_ota *ota, struct ota_conn *oc, struct evhttp_co
     push_conn(&ota->conns, oc);
     evhttp_connection_set_closecb(evcon, conn_closed, oc);
     arm_deadline(oc);
-    if (!srv->tls) event_add(oc->first, NULL);
+    event_add(srv->tls ? oc->peek : oc->first, NULL);
     return 0;
 }
 

@@ -466,10 +466,21 @@ wait_line "$WORK/server.log" "http: not an HTTP request \(byte 0x01: a tcpota de
 [ "$(get tls "https://127.0.0.1:$OTA_PORT/ota/esp32?device=t-1" --cacert "$WORK/srv.pem" \
      -H 'Range: bytes=4096-')" = 206 ] || fail "HTTPS download: not 206"
 cmp <(tail -c +4097 "$WORK/img") "$WORK/tls.b" || fail "HTTPS body differs from the image's tail"
-code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' "http://127.0.0.1:$OTA_PORT/ota/esp32?device=t-2" || true)
-[ "$code" != 200 ] && [ "$code" != 206 ] || fail "plain HTTP on the HTTPS listener answered $code"
-# The operator sees why (before: not a line): a device whose URL says http://.
-wait_line "$WORK/server.log" 'http: TLS handshake failed: http request; closed \(a plain HTTP request on the HTTPS port: the device.s URL must be https://\)' 5
+# Plain HTTP there: answered 400 in the clear, saying the URL must be
+# https:// (before: the handshake failed and the client got nothing), and
+# the operator sees it too.
+code=$(curl -s -o "$WORK/plain-on-tls.b" -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' "http://127.0.0.1:$OTA_PORT/ota/esp32?device=t-2" || true)
+[ "$code" = 400 ] && grep -q "this is tcpota serve's HTTPS download port: the device's URL must be https://" "$WORK/plain-on-tls.b" ||
+  fail "plain HTTP on the HTTPS listener: $code $(cat "$WORK/plain-on-tls.b")"
+wait_line "$WORK/server.log" "http: a plain HTTP request on the HTTPS download port: the device's URL must be https://; answered 400, closing" 5
+# A tcpota device without TLS there: the same 400, which it reads as an
+# HTTP port's answer, and stops (before: 20 tries, 37 s, silent under --quiet).
+rc=0; t0=$(date +%s)
+"$TCPOTA" device --server "127.0.0.1:$OTA_PORT" --flash "$WORK/plainhttps" --quiet 2> "$WORK/plainhttps.log" || rc=$?
+s=$(( $(date +%s) - t0 ))
+[ $rc -eq 1 ] && [ "$s" -le 5 ] && grep -q "the server answered in HTTP: the address names an HTTP port" "$WORK/plainhttps.log" ||
+  fail "a plain device on the HTTPS download port: rc $rc after $s s: $(cat "$WORK/plainhttps.log")"
+wait_line "$WORK/server.log" "http: not TLS on the HTTPS download port \(byte 0x01: a tcpota device without TLS\? it connects to the device port, --listen\); answered 400, closing" 5
 # A handshake that fails, from a peer that resets at once: the line names
 # the peer as accept() gave it (before: "[- ?]", getpeername() found none
 # after the reset). Any peer can fail handshakes as fast as it connects:
@@ -493,7 +504,12 @@ done
 n=$(grep -c 'http: TLS handshake failed: length mismatch' "$WORK/server.log" || true)
 [ "$n" -le 20 ] || fail "$n lines for 30 failed handshakes: not rate-limited"
 sleep 1.1
-curl -s -o /dev/null "http://127.0.0.1:$OTA_PORT/ota/esp32?device=t-3" || true
+python3 - "$OTA_PORT" <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 5)
+s.sendall(b"\x16\x03\x01\x00\x10\x01\x00\x00\x0c" + b"x" * 12)  # one more failed handshake
+s.close()
+PY
 wait_line "$WORK/server.log" 'http: TLS handshake failed: .*\(and [0-9]+ more such lines not logged since the last one\)' 5
 # Stopped during a download: the download's close is logged before the
 # summary, which is the last line (before: the close came after it).
