@@ -1218,6 +1218,8 @@ static void start_bev(struct conn *c)
     conn_read_on(c);
 }
 
+#define CONN_PLAIN_PEEK_MAX 108u /* a PROXY v1 line at most; an HTTP method and more */
+
 /* A tcpota device that speaks plain TCP to the TLS port is told why in
  * the protocol's own ERROR frame, plaintext (it cannot read anything
  * else): DENIED, since the same connection would be refused again until
@@ -1237,6 +1239,21 @@ static void plain_on_tls(struct conn *c, evutil_socket_t fd, int kind)
     int n;
 
     srv->stats.failed++;
+    if (kind != TCPOTA_KIND_V1 && kind != TCPOTA_KIND_LEGACY) {
+        /* An HTTP request or a balancer's PROXY header: said as on a plain
+         * port (a trial's curl http:// was logged as a device without TLS). */
+        uint8_t head[CONN_PLAIN_PEEK_MAX];
+        ssize_t k = recv(fd, head, sizeof(head), MSG_PEEK | MSG_DONTWAIT);
+        struct proxy_addr unused;
+        const char *why;
+        if (k > 0 && (looks_like_http(head, (size_t)k) ||
+                      ((size_t)k >= PROXY_SIG_MIN && proxy_parse(head, (size_t)k, &unused, &why) >= 0))) {
+            unknown_said(c, head, (size_t)k, kind);
+            evutil_closesocket(fd);
+            conn_free(c);
+            return;
+        }
+    }
     if (kind == TCPOTA_KIND_V1) {
         memset(&m, 0, sizeof(m));
         m.type = TCPOTA_T_ERROR;

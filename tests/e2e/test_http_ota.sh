@@ -481,6 +481,11 @@ s=$(( $(date +%s) - t0 ))
 [ $rc -eq 1 ] && [ "$s" -le 5 ] && grep -q "the server answered in HTTP: the address names an HTTP port" "$WORK/plainhttps.log" ||
   fail "a plain device on the HTTPS download port: rc $rc after $s s: $(cat "$WORK/plainhttps.log")"
 wait_line "$WORK/server.log" "http: not TLS on the HTTPS download port \(byte 0x01: a tcpota device without TLS\? it connects to the device port, --listen\); answered 400, closing" 5
+# An HTTP request on the TLS device port: said to be one, with where
+# downloads are (before: "plain (not TLS) client on the TLS port: the
+# device must use TLS").
+curl -s -o /dev/null --max-time 5 "http://127.0.0.1:$SERVER_PORT/ota/esp32?device=t-9" || true
+wait_line "$WORK/server.log" "unknown protocol \(first byte 0x47: an HTTP request, but this port speaks tcpota's protocol; HTTPS downloads are on 127\.0\.0\.1:$OTA_PORT\); closing" 5
 # A handshake that fails, from a peer that resets at once: the line names
 # the peer as accept() gave it (before: "[- ?]", getpeername() found none
 # after the reset). Any peer can fail handshakes as fast as it connects:
