@@ -170,6 +170,21 @@ static void peek_cb(evutil_socket_t fd, short what, void *arg)
          * answer (a device sent here waited 30 s for a hint). */
         if (t == GATE_WAIT && http_not_head_at(head, (size_t)n) < (size_t)n) {
             struct evhttp_connection *evcon = g->evcon;
+            char peer[80], line[300], more[API_LOG_MORE_MAX];
+            unsigned char b = (unsigned char)head[http_not_head_at(head, (size_t)n)];
+            /* Logged too (a trial: the device was told, the operator not). */
+            if (api_log_pass(a, &a->not_http_log, "", more, sizeof more)) {
+                snprintf(line, sizeof line, "API: not an HTTP request from %s (%s); answered 400,"
+                         " closing%s", api_peer_text(evcon, peer, sizeof peer),
+                         (unsigned char)head[0] == 0x16
+                             ? "a TLS handshake: the API speaks plain HTTP; a TLS proxy goes in "
+                               "front of it (docs/operations.md)"
+                         : b == 0x01 ? "byte 0x01: a tcpota device? it connects to the device "
+                                       "port, --listen"
+                                     : "a byte no request holds",
+                         more);
+                a->cfg.log(a->cfg.ctx, line);
+            }
             gate_free(a, g); /* its event off the socket before the socket closes */
             http_answer_close(evcon, fd, "400 Bad Request", "application/json", "", API_NOT_HTTP_BODY);
             return;

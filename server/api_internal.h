@@ -65,6 +65,7 @@ struct api {
     struct api_gate *gates;     /* connections until their first head is judged (api_gate.c) */
     struct event *admit;        /* judges the accepts of a loop turn (api_gate.c) */
     struct log_limit gate_log;  /* connections without a request in the log (api_gate.c) */
+    struct log_limit not_http_log; /* bytes no request starts with, in the log (api_gate.c) */
     struct log_limit full_log;  /* connections refused at the limit in the log (api_gate.c) */
     uint8_t *held;              /* by descriptor: 1 while the connection counts in nheld */
     size_t held_cap;            /* entries of held */

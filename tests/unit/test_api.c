@@ -1924,6 +1924,10 @@ static void test_not_http(void **state)
                      " connects to its device port (tcpota serve --listen, default 8070)")) {
         fail_msg("binary bytes: %s", buf);
     }
+    /* ... and the operator is told too. */
+    assert_non_null(strstr(T.logged, "API: not an HTTP request from 127.0.0.1:"));
+    assert_non_null(strstr(T.logged, "(byte 0x01: a tcpota device? it connects to the device port,"
+                                     " --listen); answered 400, closing"));
     /* A DEL in a head not yet whole is no head's byte either: answered at
      * once, not after evhttp's wait for a line's end. */
     fd = raw_open("GET /v1/images HTTP/1.1\r\nHost: x\x7f");
