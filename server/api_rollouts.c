@@ -362,7 +362,7 @@ static void create_with(struct api_call *c, const struct store_image *img)
                   "would be offered it; create the rollout allowing downgrades (\"allow_downgrade\":"
                   " true; tcpota rollout create --allow-downgrade), which offers it to every device"
                   " of the model that does not run it, or add the image again with a semantic "
-                  "version", img->idhex, img->version);
+                  "version (a signed image: signed again with one)", img->idhex, img->version);
         return;
     }
     memcpy(c->ro.image_id, img->id, TCPOTA_ID_LEN);
