@@ -328,6 +328,8 @@ const rollouts = {
       if (fd.get('group')) body.group = fd.get('group');
       if (fd.get('waves')) body.waves = fd.get('waves').split(',').map(Number);
       if (fd.get('halt_at')) body.halt_at = Number(fd.get('halt_at'));
+      // A version that is not semantic is offered only so (the API says).
+      body.allow_downgrade = fd.get('allow_downgrade') === 'on';
       api('POST', '/v1/rollouts', body).then(() => this.draw()).catch(fail);
     };
     render('Rollouts',
@@ -337,6 +339,7 @@ const rollouts = {
         h('label', {}, 'group (optional)', h('input', { name: 'group' })),
         h('label', {}, 'waves, %', h('input', { name: 'waves', placeholder: '10,50,100' })),
         h('label', {}, 'halt at failed %', h('input', { name: 'halt_at', type: 'number', min: 0, max: 100, placeholder: '20' })),
+        h('label', {}, 'allow downgrade', h('input', { name: 'allow_downgrade', type: 'checkbox' })),
         h('button', { type: 'submit' }, 'Create rollout')),
       ros.rollouts.map((ro) => h('div', { class: 'panel', id: 'rollout-' + ro.id },
         h('b', {}, `rollout ${ro.id}: ${ro.version || '(image removed)'} for ${ro.model}${ro.group ? ' / ' + ro.group : ''} `),

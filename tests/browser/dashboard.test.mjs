@@ -162,8 +162,13 @@ async function main() {
   // ---- rollouts: create ----
   await page.click('nav a[href="#/rollouts"]');
   await page.waitForSelector('#create-rollout select option', { state: 'attached' });
+  // Downgrades allowed from the page too (an image whose version is not
+  // semantic needs it; the form had no way to say it).
+  await page.check('#create-rollout input[name=allow_downgrade]');
   await page.click('#create-rollout button');
   await page.waitForSelector('#rollout-1 #pause-1', { timeout: WAIT_MS });
+  const ro1 = await (await fetch(base + '/v1/rollouts/1', { headers: { Authorization: 'Bearer ' + token } })).json();
+  if (ro1.allow_downgrade !== true) fail('the page\'s allow downgrade was not sent: ' + JSON.stringify(ro1));
   // It says why it stands as it does (GET /v1/rollouts' status).
   if (!/every wave is open|opens when wave 1 has/.test(await page.textContent('#rollout-1 .status')))
     fail('rollout 1 shows no status: ' + await page.textContent('#rollout-1'));
