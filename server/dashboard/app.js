@@ -219,7 +219,7 @@ const overview = {
       total ? table(['model', 'version', 'devices'], s.versions
         .map((r) => h('tr', {}, h('td', {}, r.model), h('td', {}, r.version), num(r.count))), 2)
         : h('p', { class: 'muted' }, 'none'),
-      h('h2', {}, 'Active rollouts'),
+      h('h2', {}, 'Rollouts that apply (active, paused or halted)'),
       active.length ? active.map((ro) => h('div', { class: 'panel', id: 'rollout-' + ro.id },
         h('b', {}, `rollout ${ro.id}: ${ro.version} for ${ro.model}${ro.group ? ' / ' + ro.group : ''} `), state(ro.state),
         waveTable(ro, s.rollout_failures))) : h('p', { class: 'muted' }, 'none'),
