@@ -1057,7 +1057,8 @@ static int no_update(struct device *dv)
             /* This device's own record declines the image too: a retry
              * on the server would only be declined again. */
             say(dv, "not updated, running %s: %s; another image will be offered when the server"
-                    " has one (this device declines that one too: it failed here; docs/security.md)",
+                    " has one (a retry on the server would not bring this one back: this device's own"
+                    " record declines it, as it failed here; docs/security.md)",
                 dv->version, tcpota_why_str(why));
             return 1;
         }

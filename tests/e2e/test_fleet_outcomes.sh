@@ -111,7 +111,7 @@ grep -qE "image [0-9a-f]{8} failed its health check before; waiting for another 
   fail "rb-1 did not decline it as failed before: $(cat "$WORK/rb-1.log")"
 grep -q "\[rb-1 .*the image failed on this device before" "$WORK/server.log" ||
   fail "the server did not log rb-1's decline's reason: $(grep 'rb-1' "$WORK/server.log" | tail -3)"
-grep -q "so the server holds it back; another image will be offered when the server has one (this device declines that one too: it failed here" "$WORK/rb-1.log" ||
+grep -q "so the server holds it back; another image will be offered when the server has one (a retry on the server would not bring this one back: this device's own record declines it, as it failed here" "$WORK/rb-1.log" ||
   fail "rb-1 was not held back after its decline, or was told to ask for a retry: $(cat "$WORK/rb-1.log")"
 [ "$(device_state rb-1)" = declined ] || fail "rb-1 after declining again is $(device_state rb-1), not declined"
 [ "$(failed_in_rollout)" = "$before" ] || fail "rollout 1 counts $(failed_in_rollout) failed, was $before: rb-1's decline counted a success"
