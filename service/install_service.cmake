@@ -19,6 +19,17 @@ else()
   set(etc "${CMAKE_INSTALL_PREFIX}/etc")
 endif()
 set(TCPOTA_CONF "${etc}/tcpota/tcpota.conf")
+# Checked before a file is written (the service installs first, top-level
+# CMakeLists.txt): a failed install leaves nothing make uninstall cannot find.
+if(EXISTS "$ENV{DESTDIR}${TCPOTA_CONF}")
+  # A directory or a FIFO there: said (file(SHA256) failed with CMake's own
+  # words on a directory, and would wait for ever on a FIFO).
+  execute_process(COMMAND test -f "$ENV{DESTDIR}${TCPOTA_CONF}" RESULT_VARIABLE not_file)
+  if(not_file)
+    message(FATAL_ERROR "$ENV{DESTDIR}${TCPOTA_CONF} is there and is not a file (a directory?): "
+            "the config file is installed at that path; move it away, or give another PREFIX")
+  endif()
+endif()
 if(IS_ABSOLUTE "${TCPOTA_BINDIR}")
   set(TCPOTA_FULL_BINDIR "${TCPOTA_BINDIR}")
 else()
@@ -29,13 +40,6 @@ file(INSTALL "${TCPOTA_SERVICE_OUT}/tcpota.service" DESTINATION "${CMAKE_INSTALL
 set(shipped_conf "${TCPOTA_SERVICE_SRC}/tcpota.conf")
 set(edited 0)
 if(EXISTS "$ENV{DESTDIR}${TCPOTA_CONF}")
-  # A directory or a FIFO there: said (file(SHA256) failed with CMake's own
-  # words on a directory, and would wait for ever on a FIFO).
-  execute_process(COMMAND test -f "$ENV{DESTDIR}${TCPOTA_CONF}" RESULT_VARIABLE not_file)
-  if(not_file)
-    message(FATAL_ERROR "$ENV{DESTDIR}${TCPOTA_CONF} is there and is not a file (a directory?): "
-            "the config file is installed at that path; move it away, or give another PREFIX")
-  endif()
   file(SHA256 "$ENV{DESTDIR}${TCPOTA_CONF}" have)
   file(SHA256 "${shipped_conf}" want)
   if(NOT have STREQUAL want)

@@ -168,6 +168,9 @@ rc=0; "${M[@]}" install PREFIX=/usr/x DESTDIR="$ROOT" > install6.log 2>&1 || rc=
 # (CMake wraps its message's lines.)
 [ $rc -ne 0 ] && tr -s ' \n' '  ' < install6.log | grep -qF "$ROOT/usr/x/etc/tcpota/tcpota.conf is there and is not a file (a directory?): the config file is installed at that path; move it away, or give another PREFIX" ||
   fail "a directory where the config goes: rc $rc: $(cat install6.log)"
+# ... before a file is written (before: the programs and the unit were in
+# place, and make uninstall, reading the last install's list, missed them).
+[ -z "$(find "$ROOT/usr/x" -type f)" ] || fail "a refused install left files: $(find "$ROOT/usr/x" -type f)"
 "${M[@]}" uninstall DESTDIR="$ROOT" > /dev/null 2>&1 || true
 rm -rf "$ROOT/usr/x"
 ok "a relative PREFIX is made absolute; a directory where the config goes is said"
@@ -177,7 +180,7 @@ ok "a relative PREFIX is made absolute; a directory where the config goes is sai
 # (before: nothing printed, exit 0, every file left in place).
 "${M[@]}" install PREFIX=/usr DESTDIR="$ROOT" > install4.log 2>&1 || fail "make install failed"
 rc=0; "${M[@]}" uninstall DESTDIR="$ROOT-elsewhere" > uninstall4.log 2>&1 || rc=$?
-[ $rc -ne 0 ] && grep -q "make uninstall: none of the files of the last install from .* is there (DESTDIR='$ROOT-elsewhere'; the first: /usr/bin/tcpota): uninstalled already, or installed with another DESTDIR" uninstall4.log ||
+[ $rc -ne 0 ] && grep -q "make uninstall: none of the files of the last install from .* is there (DESTDIR='$ROOT-elsewhere'; the first: /usr/lib/systemd/system/tcpota.service): uninstalled already, or installed with another DESTDIR" uninstall4.log ||
   fail "an uninstall with another DESTDIR: rc $rc: $(cat uninstall4.log)"
 [ -f "$ROOT/usr/bin/tcpota" ] || fail "an uninstall with another DESTDIR removed the installed files"
 "${M[@]}" uninstall DESTDIR="$ROOT" > uninstall4b.log 2>&1 || fail "make uninstall failed: $(cat uninstall4b.log)"
