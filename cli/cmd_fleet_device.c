@@ -54,7 +54,7 @@ static int device_path(struct api *a, const char *id, const char *tail, char *bu
     char *e;
 
     if (!*id) return api_usage(a, "the device ID is empty");
-    e = api_encode(id);
+    e = strlen(id) > TCPOTA_MAX_STR ? NULL : api_encode(id);
     if (!e || strlen(e) + strlen(tail) + 16 > cap) {
         free(e);
         /* Its length, not the id: a trial's 100,000 characters filled the

@@ -171,7 +171,14 @@ static int read_flags(FILE *f, const char *path, struct serve_config_args *out)
         }
         if (strcmp(s, "config") == 0) return bad(path, line, "a config file cannot name another "
                                                               "(--config goes on the command line)");
-        if ((k = find_option(s, nlen)) < 0) {
+        if ((k = find_option(s, nlen)) < 0 && strchr(s, '=') &&
+            find_option(s, strcspn(s, "=")) >= 0) {
+            /* "version=2.0.0": the command line's form. */
+            snprintf(msg, sizeof(msg), "write '%.*s %s' (a space between the option and its value,"
+                     " not '=')", (int)strcspn(s, "="), s, s + strcspn(s, "=") + 1);
+            return bad(path, line, msg);
+        }
+        if (k < 0) {
             visible(s, opt, sizeof(opt));
             snprintf(msg, sizeof(msg), "unknown option '%s'; the options are those of `tcpota "
                                        "serve --help`, without the leading --", opt);

@@ -264,6 +264,12 @@ static int parse_target(struct http_ota *ota, struct evhttp_request *req, const 
             evhttp_clear_headers(&q);
             return -1;
         }
+        if (dst == d->id && !dst[0] && !file && strlen(kv->value) >= cap) {
+            ota_refuse(ota, d, req, 400, "device: longer than %u characters: an id is 1 to %u "
+                       "printable characters", TCPOTA_MAX_STR, TCPOTA_MAX_STR);
+            evhttp_clear_headers(&q);
+            return -1;
+        }
         if (!dst || dst[0] || strlen(kv->value) >= cap) {
             ota_refuse(ota, d, req, 400, "%s: %s", kv->key,
                        !dst ? "unknown query parameter (device and version are known)"

@@ -494,6 +494,8 @@ run 2 $T device show '' $API
 has err.log "^tcpota device: the device ID is empty$"
 run 2 $T device secret "$(printf 'd%.0s' {1..600})" $API
 has err.log "^tcpota device: the device ID is too long \(600 characters\): at most 64$"
+run 2 $T device show "$(printf 'd%.0s' {1..65})" $API
+has err.log "^tcpota device: the device ID is too long \(65 characters\): at most 64$"
 run 2 $T device list --model "$(printf 'm%.0s' {1..2100})" $API
 has err.log "^tcpota device: the filters are too long$"
 run 2 $T device secret dev-7 --out '' $API

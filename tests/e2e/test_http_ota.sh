@@ -224,6 +224,8 @@ badmsg() {
   grep -qF -- "$text" "$WORK/bad.b" || fail "$what: $(cat "$WORK/bad.b")"
 }
 badmsg 400 "device twice" 'device: given twice' "$OTA?device=h-2&device=h-3" "${V[@]}"
+badmsg 400 "device id too long" "device: longer than 64 characters: an id is 1 to 64 printable characters" \
+  "$OTA?device=$(printf 'x%.0s' $(seq 65))" "${V[@]}"
 # A header given twice is refused as a parameter is: libevent hands over
 # the first, which may not be the one the device meant.
 badmsg 400 "version header twice" 'X-Tcpota-Version: given twice' "$OTA?device=h-2" "${V[@]}" \

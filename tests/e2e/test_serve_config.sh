@@ -55,6 +55,7 @@ expect_refused() {
 }
 expect_refused unknown '# x\nversion 1.0.0\nlisten-port 80\n' 'unknown.conf:3: unknown option .listen-port.'
 expect_refused dashes '--version 1.0.0\n' 'dashes.conf:1: write the option as .version., without the leading dashes'
+expect_refused equals 'version=1.0.0\n' "equals.conf:1: write 'version 1.0.0' \\(a space between the option and its value, not '='\\)"
 expect_refused novalue 'version 1.0.0\nlisten\n' "novalue.conf:2: 'listen' needs a value"
 expect_refused switchvalue 'quiet yes\n' "switchvalue.conf:1: 'quiet' is a switch and takes no value"
 expect_refused nested 'config other.conf\n' 'nested.conf:1: a config file cannot name another'
