@@ -863,8 +863,21 @@ static int token_read(int fd, const char *path, char *token, size_t cap, char *e
     for (i = 0; i < len && ((buf[i] >= '0' && buf[i] <= '9') || (buf[i] >= 'a' && buf[i] <= 'f')); i++) {
     }
     if (n < 0 || len != API_TOKEN_HEX || i != len) {
-        snprintf(err, errlen, "%s does not hold one token of %u hex digits; remove it (a new token "
-                 "is created)", path, API_TOKEN_HEX);
+        /* What is wrong, said (a trial's editor had put a byte-order mark
+         * first, and "does not hold one token" did not tell). */
+        char what[96];
+        if (n < 0) {
+            snprintf(what, sizeof what, "it cannot be read: %s", strerror(errno));
+        } else if (i != len) {
+            snprintf(what, sizeof what, "byte %zu is 0x%02x, not a lowercase hex digit (an editor's"
+                     " byte-order mark, a space, capitals?)", i + 1, (unsigned)(unsigned char)buf[i]);
+        } else {
+            snprintf(what, sizeof what, "it holds %zu%s characters", len,
+                     (size_t)n == sizeof buf ? " or more" : "");
+        }
+        snprintf(err, errlen, "%s does not hold one token of %u hex digits: %s; write the token "
+                 "back as it was, or remove the file (a new token is created)", path,
+                 API_TOKEN_HEX, what);
         return -1;
     }
     memcpy(token, buf, len);

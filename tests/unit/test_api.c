@@ -2393,7 +2393,7 @@ static void test_client_gone(void **state)
 
 static void test_token_file(void **state)
 {
-    char tok[API_TOKEN_HEX + 1], again[API_TOKEN_HEX + 1], err[300], path[128];
+    char tok[API_TOKEN_HEX + 1], again[API_TOKEN_HEX + 1], err[512], path[128];
     struct stat st;
     FILE *f;
 
@@ -2419,6 +2419,14 @@ static void test_token_file(void **state)
     fclose(f);
     assert_int_equal(api_token_load_or_create(T.dir, again, sizeof again, err, sizeof err), -1);
     assert_non_null(strstr(err, "hex"));
+    /* What is wrong is said: an editor's byte-order mark first. */
+    f = fopen(path, "w");
+    fputs("\xef\xbb\xbf" "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n", f);
+    fclose(f);
+    assert_int_equal(api_token_load_or_create(T.dir, again, sizeof again, err, sizeof err), -1);
+    assert_non_null(strstr(err, ": byte 1 is 0xef, not a lowercase hex digit (an editor's byte-order"
+                                " mark, a space, capitals?); write the token back as it was, or"
+                                " remove the file (a new token is created)"));
     /* The right length, but not all lowercase hex digits. */
     f = fopen(path, "w");
     fputs("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeX\n", f);
