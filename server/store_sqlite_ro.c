@@ -173,9 +173,18 @@ int sq_ro_set_status(struct sstore *st, struct store_req *r, uint64_t rollout_id
                      const char *device_id, enum store_ro_status status)
 {
     sqlite3_stmt *s;
-    int64_t wave, old;
+    int64_t wave, old, state = 0;
     int rc;
 
+    /* A cancelled rollout's counts are final: a step of a transfer it
+     * spared, or one queued before the cancel, changes nothing there. */
+    if (sq_int(st, &state, "SELECT state FROM rollouts WHERE id = ?1", "i",
+               (int64_t)rollout_id) < 0) {
+        return sq_fail(st, r, "rollout state");
+    }
+    if (state == (int64_t)ROLLOUT_STATE_CANCELLED) {
+        return STORE_OK;
+    }
     s = sq_prep(st, "SELECT wave, status FROM rollout_devices WHERE rollout_id = ?1"
                 " AND device_id = ?2", "it", (int64_t)rollout_id, device_id);
     if (!s) {
