@@ -43,11 +43,13 @@ build: $(BUILD)/CMakeCache.txt
 # one still lists it in the manifest).
 # A relative PREFIX is made absolute (from this directory, where cmake
 # would take it from): the unit names the program and its config by it, and
-# systemd takes absolute paths only. One with a space is refused before a
-# file is copied: the unit's ExecStart would split it.
+# systemd takes absolute paths only. One with a space or a tab (its own, or
+# the checkout's for a relative one) is refused before a file is copied:
+# the unit's ExecStart would split it.
+INSTALL_PREFIX = $(if $(filter /%,$(PREFIX)),$(PREFIX),$(CURDIR)/$(PREFIX))
 install: build
-	@case '$(PREFIX)' in *' '*) echo "make install: PREFIX '$(PREFIX)' holds a space, which the systemd unit's ExecStart would split: give a PREFIX without spaces" >&2; exit 2;; esac
-	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(if $(filter /%,$(PREFIX)),$(PREFIX),$(CURDIR)/$(PREFIX))"
+	@case "$$(printf '%s' "$(INSTALL_PREFIX)" | tr -d -c ' \t' | wc -c)" in 0) ;; *) echo "make install: the prefix '$(INSTALL_PREFIX)' holds a space or a tab, which the systemd unit's ExecStart would split: give a PREFIX (and a checkout path, for a relative one) without them" >&2; exit 2;; esac
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(INSTALL_PREFIX)"
 
 uninstall:
 	@test -f $(BUILD)/install_manifest.txt || \

@@ -784,20 +784,18 @@ static void stop_transfers(struct server *srv, uint64_t id, const char *why)
                              sock_unsent(c->fd) != 0);
 
         next = c->next;
-        if (c->rollout_id == id && c->img && !c->closing && !running &&
-            st == TCPOTA_SRV_OFFERED) {
-            /* Its ACCEPT is still to come: one that asks for other bytes
-             * (a resume point the device dropped) would have the image
-             * sent again after the halt; v1_input stops it then. */
-            c->spared = 1;
-        }
-        if (c->rollout_id == id && c->img && !c->closing && !running && c->kind != K_LEGACY &&
+        if (c->rollout_id == id && c->img && !c->closing && !running && !c->spared &&
+            c->kind != K_LEGACY &&
             (st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING || st == TCPOTA_SRV_SENT_ALL)) {
-            /* Said, or the operator sees a halted rollout's devices finish
-             * the image with no word why (a trial, behind a proxy that had
-             * taken the whole image). */
+            /* Said (once: a halt, then a cancel), or the operator sees a
+             * halted rollout's devices finish the image with no word why (a
+             * trial, behind a proxy that had taken the whole image). An
+             * ACCEPT still to come that asks for other bytes (a resume point
+             * the device dropped) would have the image sent again: v1_input
+             * stops it then (c->spared). */
             clog_(c, 1, "%s: every byte of the image was sent already (a reset cannot take it "
                         "back): the transfer may finish", why);
+            c->spared = 1;
             spared++;
         }
         if (c->rollout_id != id || !c->img || c->closing || !running) {
@@ -812,7 +810,7 @@ static void stop_transfers(struct server *srv, uint64_t id, const char *why)
     if (n || spared) {
         char more[64] = "";
         if (spared) {
-            snprintf(more, sizeof(more), ", %u let finish (every byte sent already)", spared);
+            snprintf(more, sizeof(more), ", %u that may finish (every byte sent already)", spared);
         }
         say_always(srv->o, LOG_LV_INFO, "%s: %u transfer%s stopped on this server%s", why, n,
                    text_s(n), more);

@@ -112,8 +112,11 @@ void ota_checkin_done(struct store_req *r)
              * during a halt, and again after the resume with a Range from
              * where it got, completes it (a trial's lost its 1.8 MB and
              * was never counted as having the image). */
-            uint32_t kept = about && strcmp(dev->image, about->idhex) == 0 &&
-                                    dev->bytes <= about->size
+            uint32_t kept = st == STORE_ST_WAITING && about &&
+                                    strcmp(dev->image, about->idhex) == 0 &&
+                                    dev->bytes <= about->size &&
+                                    (dev->state == STORE_ST_DOWNLOADING ||
+                                     dev->state == STORE_ST_VERIFIED || dev->state == STORE_ST_WAITING)
                                 ? (uint32_t)dev->bytes
                                 : 0;
             fleet_step(srv, &w, st, about ? about->id : NULL, NULL, kept, why, 0, 0);

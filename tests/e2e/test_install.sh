@@ -160,7 +160,7 @@ grep -qx "ExecStart=$SRC/rel/pfx/bin/tcpota serve --config $SRC/rel/pfx/etc/tcpo
 # A PREFIX with a space: refused before a file is copied (the unit's
 # ExecStart would split it: systemd could not start it).
 rc=0; "${M[@]}" install "PREFIX=/opt/my dir" DESTDIR="$ROOT" > install7.log 2>&1 || rc=$?
-[ $rc -ne 0 ] && grep -q "make install: PREFIX '/opt/my dir' holds a space, which the systemd unit's ExecStart would split: give a PREFIX without spaces" install7.log &&
+[ $rc -ne 0 ] && grep -q "make install: the prefix '/opt/my dir' holds a space or a tab, which the systemd unit's ExecStart would split" install7.log &&
   [ -z "$(cd "$ROOT" && find . -type f)" ] || fail "a PREFIX with a space: rc $rc: $(cat install7.log)"
 # A directory where the config file goes: said, with what to do.
 mkdir -p "$ROOT/usr/x/etc/tcpota/tcpota.conf"
