@@ -865,7 +865,7 @@ static int token_read(int fd, const char *path, char *token, size_t cap, char *e
     if (n < 0 || len != API_TOKEN_HEX || i != len) {
         /* What is wrong, said (a trial's editor had put a byte-order mark
          * first, and "does not hold one token" did not tell). */
-        char what[96];
+        char what[160];
         if (n < 0) {
             snprintf(what, sizeof what, "it cannot be read: %s", strerror(errno));
         } else if (i != len) {
