@@ -397,23 +397,10 @@ static long first_bytes(BIO *b, int oper, const char *argp, size_t len, int argi
     (void)len;
     (void)argi;
     (void)argl;
-    if (t && oper == (BIO_CB_READ | BIO_CB_RETURN) && ret > 0 && processed && *processed &&
-        t->nfirst < sizeof(t->first)) {
-        size_t n = *processed < sizeof(t->first) - t->nfirst ? *processed
-                                                             : sizeof(t->first) - t->nfirst;
-        memcpy(t->first + t->nfirst, argp, n);
-        t->nfirst += n;
+    if (t && oper == (BIO_CB_READ | BIO_CB_RETURN) && ret > 0 && processed) {
+        tcpota_first_bytes_add(&t->first, argp, *processed);
     }
     return ret;
-}
-
-/* 1 when the server's first bytes (at least two) are an HTTP answer's. */
-static int first_is_http(const struct cli_tls *t)
-{
-    size_t n = t->nfirst < strlen(TCPOTA_CLIENT_HTTP_PREFIX) ? t->nfirst
-                                                             : strlen(TCPOTA_CLIENT_HTTP_PREFIX);
-
-    return n >= 2 && memcmp(t->first, TCPOTA_CLIENT_HTTP_PREFIX, n) == 0;
 }
 
 /* 1 when the handshake failed on the server's first bytes not being a
@@ -446,7 +433,7 @@ static int handshake_error(const struct cli_tls *t, SSL *ssl, int rc, int e, cha
                  cli_tls_verify_todo(v, "the server's", "--server", "--ca", t->ca_file,
                                      "--ca FILE", todo, sizeof(todo)));
         return CLI_TLS_CERT_REFUSED;
-    } else if (answered_plain(e) && first_is_http(t)) {
+    } else if (answered_plain(e) && tcpota_first_bytes_http(&t->first)) {
         /* The API's or the plain download port (a trial: told "a plain
          * tcpota port: leave out --ca"). */
         ERR_clear_error();
@@ -486,7 +473,7 @@ int cli_tls_handshake(struct cli_tls *t, struct tcpota_client *cl, const char *h
     (void)snprintf(t->peer, sizeof(t->peer), "%s:%u anchors=%s", host, (unsigned)port,
                    t->anchors);
     SSL_set_app_data(ssl, t);
-    t->nfirst = 0;
+    t->first.n = 0;
     BIO_set_callback_ex(SSL_get_rbio(ssl), first_bytes);
     BIO_set_callback_arg(SSL_get_rbio(ssl), (char *)t);
     if ((kept = kept_session(t)) != NULL) {

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tcpota_client.h" /* struct tcpota_first_bytes */
+
 struct tcpota_client;
 struct tcpota_dev;
 
@@ -28,8 +30,7 @@ struct cli_tls {
     int resumed;              /* the last handshake resumed a kept session */
     const char *ca_file;      /* the --ca file, or NULL: the system's CAs */
     char anchors[CLI_TLS_ANCHORS_MAX]; /* what verified a kept session (cli_tls_init) */
-    unsigned char first[8];   /* the server's first bytes on this connection (tls.c) */
-    size_t nfirst;
+    struct tcpota_first_bytes first; /* the server's first bytes on this connection */
 };
 
 /* A client context (SSL_CTX) that verifies servers, TLS 1.2 at least,

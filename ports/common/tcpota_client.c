@@ -267,6 +267,24 @@ static int session_live(const struct tcpota_client *c)
     return t.state == TCPOTA_DEV_HELLO_SENT || t.state == TCPOTA_DEV_RECEIVING;
 }
 
+#define HTTP_ANSWER_START "HTTP/" /* what tcpota_first_bytes_http looks for */
+
+void tcpota_first_bytes_add(struct tcpota_first_bytes *f, const void *p, size_t len)
+{
+    size_t room = sizeof(f->b) - f->n;
+    size_t n = len < room ? len : room;
+
+    memcpy(f->b + f->n, p, n);
+    f->n = (uint8_t)(f->n + n);
+}
+
+int tcpota_first_bytes_http(const struct tcpota_first_bytes *f)
+{
+    size_t n = f->n < sizeof(HTTP_ANSWER_START) - 1 ? f->n : sizeof(HTTP_ANSWER_START) - 1;
+
+    return n >= 2 && memcmp(f->b, HTTP_ANSWER_START, n) == 0;
+}
+
 const char *tcpota_client_reason(const struct tcpota_client *c, int rc)
 {
     const char *why = tcpota_dev_reason(c->cfg.dev);

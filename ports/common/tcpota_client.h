@@ -164,9 +164,20 @@ int tcpota_client_wait(struct tcpota_client *c, int fd, short events, uint32_t m
 #define TCPOTA_CLIENT_HTTP_PORT_SAYS                                                          \
     "the address names an HTTP port (tcpota serve's API or downloads?), not its device port " \
     "(tcpota serve --listen)"
-/* The first bytes an HTTP answer starts with ("HTTP/1.1 400 ..."); no TLS
- * record does (its first byte is a content type, 20..24). */
-#define TCPOTA_CLIENT_HTTP_PREFIX "HTTP/"
+/* A connection's first bytes as a TLS layer read them, kept to tell an HTTP
+ * port's answer in the clear from another that is no TLS (both TLS layers:
+ * the host device's BIO callback, the ESP-IDF port's bio_recv). */
+struct tcpota_first_bytes {
+    uint8_t b[8];
+    uint8_t n;
+};
+
+/* Keeps what of p[0..len) still fits in f (the first bytes only). */
+void tcpota_first_bytes_add(struct tcpota_first_bytes *f, const void *p, size_t len);
+
+/* 1 when f's bytes (at least two) begin an HTTP answer ("HTTP/1.1 400 ...";
+ * no TLS record does: its first byte is a content type, 20..24), else 0. */
+int tcpota_first_bytes_http(const struct tcpota_first_bytes *f);
 
 /* The session's own words on why it failed with rc (tcpota_dev_reason:
  * the server's ERROR text, a decline's reason), or "" when they only

@@ -217,11 +217,8 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
     tcpota_esp_tls_t *t = ctx;
     ssize_t k = recv(t->fd, buf, len, 0);
 
-    if (k > 0 && t->nfirst < sizeof(t->first)) { /* they tell an HTTP port (tls_failed) */
-        size_t n = (size_t)k < sizeof(t->first) - t->nfirst ? (size_t)k
-                                                             : sizeof(t->first) - t->nfirst;
-        memcpy(t->first + t->nfirst, buf, n);
-        t->nfirst = (uint8_t)(t->nfirst + n);
+    if (k > 0) {
+        tcpota_first_bytes_add(&t->first, buf, (size_t)k); /* they tell an HTTP port */
     }
     if (k >= 0) {
         return (int)k; /* 0: the server closed; mbedTLS says CONN_EOF */
@@ -349,10 +346,7 @@ static int handshake_error(tcpota_esp_tls_t *t, int rc, char *err, size_t cap)
         snprintf(err, cap, "TLS: server certificate rejected for \"%s\": %s", t->host, why + 2);
         return TCPOTA_ERR_DENIED;
     }
-    if (rc == MBEDTLS_ERR_SSL_INVALID_RECORD && t->nfirst >= 2 &&
-        memcmp(t->first, TCPOTA_CLIENT_HTTP_PREFIX,
-               t->nfirst < strlen(TCPOTA_CLIENT_HTTP_PREFIX) ? t->nfirst
-                                                              : strlen(TCPOTA_CLIENT_HTTP_PREFIX)) == 0) {
+    if (rc == MBEDTLS_ERR_SSL_INVALID_RECORD && tcpota_first_bytes_http(&t->first)) {
         snprintf(err, cap, "TLS handshake failed: the server answered in HTTP, without TLS: %s",
                  TCPOTA_CLIENT_HTTP_PORT_SAYS);
         return TCPOTA_ERR_DENIED;
@@ -417,7 +411,7 @@ int tcpota_esp_tls_handshake(tcpota_esp_tls_t *t, struct tcpota_client *cl, char
     tcpota_esp_tls_end(t);
     t->fd = cl->fd;
     t->last_errno = 0;
-    t->nfirst = 0;
+    t->first.n = 0;
     t->write_len = 0;
     if ((rc = mbedtls_ssl_setup(&t->ssl, &t->conf)) != 0 ||
         (rc = mbedtls_ssl_set_hostname(&t->ssl, t->host)) != 0) {

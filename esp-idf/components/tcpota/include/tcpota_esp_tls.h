@@ -85,8 +85,7 @@ typedef struct {
     int fd;              /* the client's socket during a connection */
     int last_errno;      /* errno of the last failed socket call, or 0 */
     size_t write_len;    /* length of a write mbedTLS has to be called again with */
-    uint8_t first[8];    /* the server's first bytes on this connection */
-    uint8_t nfirst;
+    struct tcpota_first_bytes first; /* the server's first bytes on this connection */
     uint8_t ready;       /* conf and CA set up (init succeeded) */
     uint8_t active;      /* ssl set up for the current connection */
     uint8_t bundle;      /* the bundle is attached to conf */
