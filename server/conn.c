@@ -739,6 +739,15 @@ static int looks_like_http(const uint8_t *buf, size_t n)
     return i >= HTTP_METHOD_MIN && i < n && buf[i] == ' ';
 }
 
+/* 1 when buf[0..n) starts a balancer's PROXY header, else 0. */
+static int is_proxy_header(const uint8_t *buf, size_t n)
+{
+    struct proxy_addr unused;
+    const char *why;
+
+    return n >= PROXY_SIG_MIN && proxy_parse(buf, n, &unused, &why) >= 0;
+}
+
 /* "unknown protocol", with what the first bytes look like when that says
  * what to change (TLS, a balancer's PROXY header, an HTTP client). The
  * PROXY header's and the HTTP request's lines are at most LOG_PEER_BURST a
@@ -746,11 +755,10 @@ static int looks_like_http(const uint8_t *buf, size_t n)
  * seconds, a browser retries. */
 static void unknown_said(struct conn *c, const uint8_t *buf, size_t n, int kind)
 {
-    struct proxy_addr unused;
-    const char *why, *hint = "";
+    const char *hint = "";
     unsigned long held = 0;
     char more[96] = "", http[320];
-    int is_proxy = kind != TCPOTA_KIND_TLS && n >= PROXY_SIG_MIN && proxy_parse(buf, n, &unused, &why) >= 0;
+    int is_proxy = kind != TCPOTA_KIND_TLS && is_proxy_header(buf, n);
     int is_http = kind != TCPOTA_KIND_TLS && !is_proxy && looks_like_http(buf, n);
 
     if ((is_proxy || is_http) &&
@@ -1244,10 +1252,7 @@ static void plain_on_tls(struct conn *c, evutil_socket_t fd, int kind)
          * port (a trial's curl http:// was logged as a device without TLS). */
         uint8_t head[CONN_PLAIN_PEEK_MAX];
         ssize_t k = recv(fd, head, sizeof(head), MSG_PEEK | MSG_DONTWAIT);
-        struct proxy_addr unused;
-        const char *why;
-        if (k > 0 && (looks_like_http(head, (size_t)k) ||
-                      ((size_t)k >= PROXY_SIG_MIN && proxy_parse(head, (size_t)k, &unused, &why) >= 0))) {
+        if (k > 0 && (looks_like_http(head, (size_t)k) || is_proxy_header(head, (size_t)k))) {
             unknown_said(c, head, (size_t)k, kind);
             evutil_closesocket(fd);
             conn_free(c);
