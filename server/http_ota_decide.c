@@ -57,6 +57,19 @@ static int outcome_of_last(struct dl *d, struct store_req *r, int restart)
     return 1;
 }
 
+/* The bytes of image idhex (size bytes) the registry's row dev says the
+ * device has: its bytes while it downloads, verified or waits on it (an
+ * updated one too when updated_too), else 0. */
+static uint32_t bytes_held(const struct store_device *dev, const char *idhex, uint32_t size,
+                           int updated_too)
+{
+    int holds = dev->state == STORE_ST_DOWNLOADING || dev->state == STORE_ST_VERIFIED ||
+                dev->state == STORE_ST_WAITING || (updated_too && dev->state == STORE_ST_UPDATED);
+
+    return holds && strcmp(dev->image, idhex) == 0 && dev->bytes <= size ? (uint32_t)dev->bytes
+                                                                         : 0;
+}
+
 void ota_checkin_done(struct store_req *r)
 {
     struct dl *d = r->arg;
@@ -112,12 +125,8 @@ void ota_checkin_done(struct store_req *r)
              * during a halt, and again after the resume with a Range from
              * where it got, completes it (a trial's lost its 1.8 MB and
              * was never counted as having the image). */
-            uint32_t kept = st == STORE_ST_WAITING && about &&
-                                    strcmp(dev->image, about->idhex) == 0 &&
-                                    dev->bytes <= about->size &&
-                                    (dev->state == STORE_ST_DOWNLOADING ||
-                                     dev->state == STORE_ST_VERIFIED || dev->state == STORE_ST_WAITING)
-                                ? (uint32_t)dev->bytes
+            uint32_t kept = st == STORE_ST_WAITING && about
+                                ? bytes_held(dev, about->idhex, about->size, 0)
                                 : 0;
             fleet_step(srv, &w, st, about ? about->id : NULL, NULL, kept, why, 0, 0);
         }
@@ -143,11 +152,7 @@ void ota_checkin_done(struct store_req *r)
     {
         const struct store_device *dev = &r->u.checkin.out->dev;
         const struct ota_cut *cut = ota_cut_slot(d->ota, d->id);
-        d->had = strcmp(dev->image, img->idhex) == 0 && dev->bytes <= img->size &&
-                         (dev->state == STORE_ST_DOWNLOADING || dev->state == STORE_ST_VERIFIED ||
-                          dev->state == STORE_ST_UPDATED || dev->state == STORE_ST_WAITING)
-                     ? (uint32_t)dev->bytes
-                     : 0;
+        d->had = bytes_held(dev, img->idhex, img->size, 1);
         if (d->had && cut && strcmp(cut->id, d->id) == 0 &&
             memcmp(cut->image, img->desc.id, TCPOTA_ID_LEN) == 0 && cut->written > d->had &&
             cut->written <= img->size) {
