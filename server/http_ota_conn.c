@@ -316,7 +316,7 @@ static void tls_answer_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     evtimer_del(oc->deadline); /* answered: no "no complete request" line later */
-    (void)evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+    tls_answer_drain_cb(bev, oc); /* what came already */
     bufferevent_setcb(bev, tls_answer_drain_cb, tls_answered_cb, tls_answer_event_cb, oc);
     if (!rl || bufferevent_write(bev, reply, rl) != 0 || bufferevent_enable(bev, EV_WRITE) != 0) {
         evhttp_connection_free(oc->evcon);
