@@ -777,16 +777,17 @@ static void stop_transfers(struct server *srv, uint64_t id, const char *why)
 
     for (c = srv->conns; c; c = next) {
         enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
+        int streams = st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING ||
+                      st == TCPOTA_SRV_SENT_ALL;
         int running = c->kind == K_LEGACY ? !c->legacy_done
-                      : (st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING ||
-                         st == TCPOTA_SRV_SENT_ALL) &&
-                            (!tcpota_srv_all_sent(&c->s) || evbuffer_get_length(conn_out(c)) != 0 ||
-                             sock_unsent(c->fd) != 0);
+                      : streams && (!tcpota_srv_all_sent(&c->s) ||
+                                    evbuffer_get_length(conn_out(c)) != 0 || sock_unsent(c->fd) != 0);
 
         next = c->next;
-        if (c->rollout_id == id && c->img && !c->closing && !running && !c->spared &&
-            c->kind != K_LEGACY &&
-            (st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING || st == TCPOTA_SRV_SENT_ALL)) {
+        if (c->rollout_id != id || !c->img || c->closing) {
+            continue;
+        }
+        if (!running && streams && !c->spared && c->kind != K_LEGACY) {
             /* Said (once: a halt, then a cancel), or the operator sees a
              * halted rollout's devices finish the image with no word why (a
              * trial, behind a proxy that had taken the whole image). An
@@ -798,7 +799,7 @@ static void stop_transfers(struct server *srv, uint64_t id, const char *why)
             c->spared = 1;
             spared++;
         }
-        if (c->rollout_id != id || !c->img || c->closing || !running) {
+        if (!running) {
             continue;
         }
         clog_(c, 1, "%s: transfer stopped; closing", why);
