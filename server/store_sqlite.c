@@ -402,19 +402,48 @@ static int check_db(sqlite3 *db, const char *path, char *err, size_t errlen)
     return -1;
 }
 
+/* path as a SQLite URI ("file:" and the path, each byte outside RFC 3986's
+ * unreserved set and '/' as %XX) with query appended, into out. Returns 0,
+ * or -1 when it does not fit. */
+static int sq_uri(const char *path, const char *query, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+    int w;
+
+    w = snprintf(out, cap, "file:");
+    n = (size_t)w;
+    for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+            strchr("-._~/", *p)) {
+            if (n + 1 >= cap) return -1;
+            out[n++] = (char)*p;
+        } else {
+            if (n + 3 >= cap) return -1;
+            out[n++] = '%';
+            out[n++] = hex[*p >> 4];
+            out[n++] = hex[*p & 0xf];
+        }
+    }
+    w = snprintf(out + n, cap - n, "?%s", query);
+    return w >= 0 && (size_t)w < cap - n ? 0 : -1;
+}
+
 /* A DIR/tcpota.db that holds something else (another program's file or
  * database, a device's flash given as --data by mistake) is refused before
  * anything touches it: the open below would make it 0600, and SQLite's
  * switch to WAL rewrites a database's header. A database in rollback mode
- * is looked into read-only; one in WAL mode (as tcpota's always is) is not,
- * since SQLite would make its -shm with the file's mode, perhaps 0644,
- * before the open below makes the file private: the schema check after it
- * refuses another program's. Returns 0 for an empty file, a database this
- * does not look into, a tcpota one, or one that cannot be read here (the
- * open says why). */
+ * is looked into read-only; one in WAL mode (as tcpota's always is) as
+ * immutable (SQLite's URI parameter): a read-only open would make its -shm
+ * with the file's mode, perhaps 0644, and what was written since its last
+ * checkpoint, in its -wal, is not read (the schema check after the open
+ * below refuses another program's database whose tables wait there).
+ * Returns 0 for an empty file, a database this does not look into, a
+ * tcpota one, or one that cannot be read here (the open says why). */
 static int foreign_db(const char *path, const struct stat *sb, char *err, size_t errlen)
 {
     unsigned char head[SQ_HDR_WRITE_VERSION + 1];
+    char uri[3 * 512 + 32];
     sqlite3 *db = NULL;
     ssize_t n;
     int fd, rc = 0;
@@ -433,9 +462,10 @@ static int foreign_db(const char *path, const struct stat *sb, char *err, size_t
                  " a SQLite file does); move it away and start again, or restore a backup", path);
         return -1;
     }
-    if (head[SQ_HDR_WRITE_VERSION] == SQ_HDR_ROLLBACK &&
-        sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) ==
-        SQLITE_OK) {
+    if (sq_uri(path, head[SQ_HDR_WRITE_VERSION] == SQ_HDR_ROLLBACK ? "mode=ro" : "immutable=1",
+               uri, sizeof(uri)) == 0 &&
+        sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
+                        NULL) == SQLITE_OK) {
         rc = sq_foreign(db, path, err, errlen);
     }
     sqlite3_close(db);

@@ -234,6 +234,49 @@ static void test_newer_schema(void **state)
     assert_int_equal(after.st_mtim.tv_nsec, before.st_mtim.tv_nsec);
 }
 
+/* Another program's database in WAL mode, in a directory whose name needs
+ * escaping in a URI ('?', '#', '%', a space): refused without being made
+ * private, and without a -shm or -wal left beside it. */
+static void test_foreign_wal_db(void **state)
+{
+    char dir[] = "/tmp/tcpota-store-XXXXXX", sub[64], path[300], side[310], err[400] = "";
+    struct event_base *base = event_base_new();
+    struct stat sb;
+    sqlite3 *db;
+    (void)state;
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(sub, sizeof(sub), "%s/a b?c#d%%41", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    snprintf(path, sizeof(path), "%s/tcpota.db", sub);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA journal_mode = WAL; CREATE TABLE t (x);", NULL,
+                                  NULL, NULL), SQLITE_OK);
+    sqlite3_close(db); /* checkpoints: the table is in the file, no -wal left */
+    assert_int_equal(chmod(path, 0644), 0);
+    assert_null(store_sqlite_open(sub, base, err, sizeof(err)));
+    assert_non_null(strstr(err, "not a tcpota one"));
+    assert_non_null(strstr(err, path));
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0644);
+    snprintf(side, sizeof(side), "%s-shm", path);
+    assert_int_equal(access(side, F_OK), -1);
+    snprintf(side, sizeof(side), "%s-wal", path);
+    assert_int_equal(access(side, F_OK), -1);
+    /* And tcpota's own database in the same directory is still opened. */
+    assert_int_equal(unlink(path), 0);
+    {
+        struct store *st = store_sqlite_open(sub, base, err, sizeof(err));
+        assert_non_null(st);
+        store_close(st);
+        st = store_sqlite_open(sub, base, err, sizeof(err));
+        assert_non_null(st);
+        store_close(st);
+    }
+    event_base_free(base);
+    ss_rm_tree(dir);
+}
+
 /* A database at schema 1 (before device_failures_dev) is migrated at open,
  * its rows kept. */
 static void test_migrates_older_schema(void **state)
@@ -678,6 +721,7 @@ int main(void)
         cmocka_unit_test(test_dir_not_a_dir),
         cmocka_unit_test_setup_teardown(test_damaged_db, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema, ss_setup, ss_teardown),
+        cmocka_unit_test(test_foreign_wal_db),
         cmocka_unit_test_setup_teardown(test_migrates_older_schema, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_odd_failure_row_ignored, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_rollout_without_image_row, ss_setup, ss_teardown),
