@@ -416,14 +416,18 @@ static int apply_event(void *backend, struct store_req *r, const struct store_st
      * while the database was unreachable, or through another node): its
      * history line is written, but the report's state and count stay. In
      * the UPDATE's condition, so that a report committed meanwhile by
-     * another node counts (the row as it is once its lock is ours). */
+     * another node counts (the row as it is once its lock is ours). A
+     * transfer's steps name their image; a decision without one (no
+     * rollout: up to date) is no late step but what the device is told
+     * now. */
     if ((rc = pg_run(st, r, "event", "UPDATE devices SET state = $2, image = $3, bytes = $4,"
                      " size = $5, reason = substr($6, 1, $7), last_seen = greatest(last_seen, $8)"
-                     " WHERE id = $1 AND NOT (state IN ($9, $10, $11) AND state <> $2 AND"
-                     " image = $3)", "titiitiiiii", e->id, (int64_t)e->state, hex,
-                     (int64_t)e->bytes, (int64_t)e->size, e->reason ? e->reason : "",
+                     " WHERE id = $1 AND NOT ($12 = 1 AND state IN ($9, $10, $11) AND"
+                     " state <> $2 AND image = $3)", "titiitiiiiii", e->id, (int64_t)e->state,
+                     hex, (int64_t)e->bytes, (int64_t)e->size, e->reason ? e->reason : "",
                      (int64_t)STORE_REASON_MAX, r->now, (int64_t)STORE_ST_UPDATED,
-                     (int64_t)STORE_ST_ROLLED_BACK, (int64_t)STORE_ST_BOOT_FAILED)) < 0) {
+                     (int64_t)STORE_ST_ROLLED_BACK, (int64_t)STORE_ST_BOOT_FAILED,
+                     (int64_t)(e->image_id != NULL))) < 0) {
         return rc;
     }
     late = st->changes == 0;

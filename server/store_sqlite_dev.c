@@ -338,7 +338,7 @@ static int apply_event(void *backend, struct store_req *r, const struct store_st
     struct sstore *st = backend;
     char hex[2 * TCPOTA_ID_LEN + 1], detail[STORE_STEP_DETAIL_MAX];
     struct store_device old;
-    int rc, status;
+    int rc, status, late;
 
     if ((rc = store_step_check(r, e)) < 0) {
         return rc;
@@ -351,12 +351,23 @@ static int apply_event(void *backend, struct store_req *r, const struct store_st
     } else {
         memcpy(hex, old.image, sizeof(hex));
     }
+    /* A step about the image the device has reported on came late (a
+     * half-open connection timed out after the device reported on a new
+     * one): its history line is written, but the report's state and
+     * count stay (store_pg_dev.c has the same rule, for steps kept
+     * through an outage or written by another node). A transfer's steps
+     * name their image; a decision without one (no rollout: up to date)
+     * is no late step but what the device is told now. */
     if (sq_run(st, "UPDATE devices SET state = ?2, image = ?3, bytes = ?4, size = ?5,"
-               " reason = substr(?6, 1, ?7), last_seen = max(last_seen, ?8) WHERE id = ?1",
-               "titiitii", e->id, (int64_t)e->state, hex, (int64_t)e->bytes, (int64_t)e->size,
-               e->reason ? e->reason : "", (int64_t)STORE_REASON_MAX, r->now) != SQLITE_DONE) {
+               " reason = substr(?6, 1, ?7), last_seen = max(last_seen, ?8) WHERE id = ?1"
+               " AND NOT (?12 AND state IN (?9, ?10, ?11) AND state <> ?2 AND image = ?3)",
+               "titiitiiiiii", e->id, (int64_t)e->state, hex, (int64_t)e->bytes,
+               (int64_t)e->size, e->reason ? e->reason : "", (int64_t)STORE_REASON_MAX, r->now,
+               (int64_t)STORE_ST_UPDATED, (int64_t)STORE_ST_ROLLED_BACK,
+               (int64_t)STORE_ST_BOOT_FAILED, (int64_t)(e->image_id != NULL)) != SQLITE_DONE) {
         return sq_fail(st, r, "event");
     }
+    late = sqlite3_changes(st->db) == 0;
     if (!store_step_is_progress(&old, e, hex) &&
         (rc = add_history(st, r, e->id, e->state, hex,
                           store_step_detail(e, detail, sizeof(detail)))) < 0) {
@@ -366,7 +377,7 @@ static int apply_event(void *backend, struct store_req *r, const struct store_st
         return rc;
     }
     status = store_ro_status_of(e->state);
-    if (e->rollout_id && status >= 0) {
+    if (e->rollout_id && status >= 0 && !late) {
         return sq_ro_set_status(st, r, e->rollout_id, e->id, (enum store_ro_status)status);
     }
     return STORE_OK;

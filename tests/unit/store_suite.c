@@ -2121,6 +2121,88 @@ static void test_names(void **state)
     assert_string_equal(store_rollout_state_name(ROLLOUT_STATE_CANCELLED), "cancelled");
 }
 
+/* A durable STORE_EVENT of dev-1 about image img (the caller frees it). */
+static struct store_req *late_step(enum store_dev_state state, const uint8_t *img)
+{
+    struct store_req *r = ss_req(STORE_EVENT);
+
+    r->u.event.id = "dev-1";
+    r->u.event.state = state;
+    r->u.event.image_id = img;
+    r->u.event.durable = 1;
+    return r;
+}
+
+/* A step about the image a device has reported on, written late (kept
+ * through an outage on one PostgreSQL node while the report reached
+ * another; on one node, a half-open connection that times out after the
+ * device reported on a new one): the report's state stays, the step is in
+ * the history. */
+static void test_late_step(void **state)
+{
+    struct fx *f = *state;
+    uint8_t img[TCPOTA_ID_LEN];
+    struct store_req *r;
+
+    ss_fake_id(img, 0x77);
+    store_req_free(ss_checkin(f, "dev-1", img, TCPOTA_RESULT_CONFIRMED));
+    r = late_step(STORE_ST_VERIFIED, img);
+    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
+    store_req_free(r);
+    r = ss_device_get(f, "dev-1");
+    assert_int_equal(r->u.device.dev->state, STORE_ST_UPDATED);
+    assert_int_equal(r->u.device.history[0].state, STORE_ST_VERIFIED);
+    store_req_free(r);
+}
+
+/* The same in a rollout: the device has reported the image confirmed
+ * (updated in its wave), then an older transfer's failure arrives late.
+ * The wave still counts it updated, not failed (a late step would
+ * otherwise move a success into the halt rule's failures). */
+static void test_late_step_in_rollout(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    uint8_t img[TCPOTA_ID_LEN];
+    struct store_req *r;
+    uint64_t ro;
+
+    ss_fake_id(img, 0x77);
+    store_req_free(ss_image_add(f, 0x77, "2.0.0"));
+    ro = ss_rollout_create(f, 0x77, "", pct, 1);
+    ss_checkin_free(f, "dev-1");
+    store_req_free(ss_checkin(f, "dev-1", img, TCPOTA_RESULT_CONFIRMED));
+    r = late_step(STORE_ST_FAILED, img);
+    r->u.event.rollout_id = ro;
+    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
+    store_req_free(r);
+    r = ss_rollout_get(f, ro);
+    assert_int_equal(r->u.rollout.r->waves[0].updated, 1);
+    assert_int_equal(r->u.rollout.r->waves[0].failed, 0);
+    store_req_free(r);
+}
+
+/* A decision without an image after a report (the rollout cancelled: no
+ * rollout for the device's model) is no late step: the device is up to
+ * date, as told, and a decision that names the reported image is not
+ * taken for a transfer's late step either when it comes with no image. */
+static void test_decision_after_report(void **state)
+{
+    struct fx *f = *state;
+    uint8_t img[TCPOTA_ID_LEN];
+    struct store_req *r;
+
+    ss_fake_id(img, 0x77);
+    store_req_free(ss_checkin(f, "dev-1", img, TCPOTA_RESULT_ROLLED_BACK));
+    r = late_step(STORE_ST_UP_TO_DATE, NULL);
+    r->u.event.reason = "no rollout for model " MODEL;
+    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
+    store_req_free(r);
+    r = ss_device_get(f, "dev-1");
+    assert_int_equal(r->u.device.dev->state, STORE_ST_UP_TO_DATE);
+    store_req_free(r);
+}
+
 const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_reopen_keeps_data, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_checkin_registers_once, ss_setup, ss_teardown),
@@ -2133,6 +2215,9 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_progress_one_batch_behind, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_rollout_waves_targeted, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_counters_follow_events, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_late_step, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_late_step_in_rollout, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_decision_after_report, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_decline_counts_failed, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_report_of_another_image, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_device_retry, ss_setup, ss_teardown),

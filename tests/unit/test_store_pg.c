@@ -1180,55 +1180,6 @@ static void test_rerun_bounded(void **state)
     assert_list_fails(f, ids, 2, "again and again");
 }
 
-/* A step about the image a device has reported on, written late (kept
- * through an outage on one node while the report reached another): the
- * report's state stays, the step is in the history. */
-static void test_late_step(void **state)
-{
-    struct fx *f = *state;
-    uint8_t img[TCPOTA_ID_LEN];
-    struct store_req *r;
-    int fired = 0;
-
-    ss_fake_id(img, 0x77);
-    store_req_free(ss_checkin(f, "dev-1", img, TCPOTA_RESULT_CONFIRMED));
-    r = step_of(STORE_ST_VERIFIED, 1, &fired);
-    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
-    store_req_free(r);
-    r = ss_device_get(f, "dev-1");
-    assert_int_equal(r->u.device.dev->state, STORE_ST_UPDATED);
-    assert_int_equal(r->u.device.history[0].state, STORE_ST_VERIFIED);
-    store_req_free(r);
-}
-
-/* The same in a rollout: the device has reported the image confirmed
- * (updated in its wave), then an older transfer's failure arrives late.
- * The wave still counts it updated, not failed (a late step would
- * otherwise move a success into the halt rule's failures). */
-static void test_late_step_in_rollout(void **state)
-{
-    static const uint32_t pct[] = {100};
-    struct fx *f = *state;
-    uint8_t img[TCPOTA_ID_LEN];
-    struct store_req *r;
-    uint64_t ro;
-    int fired = 0;
-
-    ss_fake_id(img, 0x77);
-    store_req_free(ss_image_add(f, 0x77, "2.0.0"));
-    ro = ss_rollout_create(f, 0x77, "", pct, 1);
-    ss_checkin_free(f, "dev-1");
-    store_req_free(ss_checkin(f, "dev-1", img, TCPOTA_RESULT_CONFIRMED));
-    r = step_of(STORE_ST_FAILED, 1, &fired);
-    r->u.event.rollout_id = ro;
-    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
-    store_req_free(r);
-    r = ss_rollout_get(f, ro);
-    assert_int_equal(r->u.rollout.r->waves[0].updated, 1);
-    assert_int_equal(r->u.rollout.r->waves[0].failed, 0);
-    store_req_free(r);
-}
-
 /* A wave row past ROLLOUT_MAX_WAVES (written by hand, or by a newer
  * node) is skipped: read, it would land past the rollout's waves. */
 static void test_wave_row_out_of_range(void **state)
@@ -1438,8 +1389,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_deadlock_runs_again, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_commit_refused, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_rerun_bounded, ss_setup, ss_teardown),
-        cmocka_unit_test_setup_teardown(test_late_step, ss_setup, ss_teardown),
-        cmocka_unit_test_setup_teardown(test_late_step_in_rollout, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_wave_row_out_of_range, ss_setup, ss_teardown),
         cmocka_unit_test(test_open_errors),
         cmocka_unit_test(test_conninfo_check),
