@@ -264,9 +264,7 @@ static int commit_outcome(struct pgstore *st, struct store_req *head)
             r->backend_tag = st->xid;
         }
     } else if (ans == -1) {
-        (void)store_err_set(head, STORE_E_IO,
-                            "the connection to the database broke during COMMIT and whether "
-                            "transaction %lld committed is unknown: check, then try again",
+        (void)store_err_set(head, STORE_E_IO, PG_UNKNOWN_MSG, "the new one could not tell",
                             (long long)st->xid);
         fail_all(head->next, head->err);
     }

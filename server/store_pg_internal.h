@@ -99,6 +99,11 @@ enum { PG_CUT_NONE = 0, PG_CUT_BEFORE, PG_CUT_AFTER };
 /* What to do when it refused the role's password, or wanted one. */
 #define PG_PASSWORD_HINT "give the role's password in a file of mode 0600 that PGPASSFILE names, or " \
                          "in ~/.pgpass (lines HOST:PORT:DATABASE:USER:PASSWORD; docs/scaling.md)"
+/* A request whose COMMIT lost its answer (a printf format: what became of
+ * the connection, then the transaction's id as a long long). */
+#define PG_UNKNOWN_MSG "the connection to the database broke during COMMIT and %s: whether"  \
+                       " transaction %lld (this request) committed is unknown: check what it" \
+                       " changes (list or show it) before trying again"
 #define PG_DOWN_MSG "the database (PostgreSQL, --db) cannot be reached now; this node"        \
                     " reconnects by itself: try again in a few seconds"
 

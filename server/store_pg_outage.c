@@ -112,7 +112,15 @@ void pg_outage_keep(struct pgstore *st, struct store_req *head)
             continue;
         }
         store_req_reset(r);
-        (void)store_err_set(r, STORE_E_UNAVAILABLE, PG_DOWN_MSG);
+        if (r->backend_tag && store_req_durable(r) && r->op != STORE_CHECKIN) {
+            /* Its transaction may have committed: "try again" would make a
+             * second rollout. (A check-in's report is applied once however
+             * often it comes; a read changes nothing.) */
+            (void)store_err_set(r, STORE_E_IO, PG_UNKNOWN_MSG, "no new one could be made",
+                                (long long)r->backend_tag);
+        } else {
+            (void)store_err_set(r, STORE_E_UNAVAILABLE, PG_DOWN_MSG);
+        }
         if (ft) {
             ft->next = r;
         } else {

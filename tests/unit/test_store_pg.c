@@ -775,6 +775,59 @@ static void test_commit_into_partition(void **state)
     close(held);
 }
 
+/* An API change whose COMMIT lost its answer, the database away a moment
+ * longer (the next connection refused): it may have committed (here it
+ * did), so it is not told "try again" (a rollout made twice) but that
+ * whether it committed is unknown, and what to do. */
+static void test_api_write_commit_lost(void **state)
+{
+    struct fx *f = *state;
+    struct pgstore *st = (struct pgstore *)f->st;
+    struct store_req *r;
+
+    ss_checkin_free(f, "grp-1");
+    st->cut_commit = PG_CUT_AFTER;
+    st->fail_reconnects = 1;
+    r = ss_req(STORE_DEVICE_SET_GROUP);
+    r->u.device.id = "grp-1";
+    r->u.device.group = "canary";
+    ss_run(f, r);
+    assert_int_equal(r->rc, STORE_E_IO);
+    if (!strstr(r->err, "committed is unknown: check what it changes")) {
+        fail_msg("told: %s", r->err);
+    }
+    store_req_free(r);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM devices WHERE id = 'grp-1' AND"
+                                " grp = 'canary'"), 1);
+}
+
+/* A COMMIT answered FATAL (here a deferred trigger ends its own backend,
+ * once: a shutdown, or pg_terminate_backend() while a synchronous standby
+ * is awaited, after the commit is local) is a lost answer: libpq's last
+ * result is the connection's loss, with no SQLSTATE, so the node asks
+ * (txid_status: aborted here), then runs it again: written once. Taken for
+ * a refusal, it would run again without asking. */
+static void test_commit_fatal_asked(void **state)
+{
+    struct fx *f = *state;
+    struct pgstore *st = (struct pgstore *)f->st;
+    unsigned lost;
+
+    ss_checkin_free(f, "fatal-1");
+    sql(f, "CREATE SEQUENCE fatal_once");
+    sql(f, "CREATE FUNCTION fatal_end() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN IF"
+           " nextval('fatal_once') = 1 THEN PERFORM pg_terminate_backend(pg_backend_pid()); END"
+           " IF; RETURN NULL; END$$");
+    sql(f, "CREATE CONSTRAINT TRIGGER fatal_end AFTER INSERT ON device_history DEFERRABLE"
+           " INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fatal_end()");
+    lost = st->lost_commits;
+    assert_int_equal(ss_event(f, "fatal-1", STORE_ST_VERIFIED, 0, 1000), STORE_OK);
+    assert_int_equal(st->lost_commits - lost, 1);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM device_history WHERE device_id ="
+                                " 'fatal-1'"), 2);
+    sql(f, "DROP TRIGGER fatal_end ON device_history");
+}
+
 /* Runs f's loop for ms milliseconds, or until *fired reaches want. */
 static void loop_for(struct fx *f, int ms, const int *fired, int want)
 {
@@ -1383,6 +1436,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reconnects, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_commit_answer_lost, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_commit_into_partition, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_api_write_commit_lost, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_fatal_asked, ss_setup, ss_teardown),
         cmocka_unit_test(test_outage),
         cmocka_unit_test(test_outage_nothing_kept),
         cmocka_unit_test(test_outage_stop),
