@@ -116,6 +116,9 @@ struct fleet {
     struct fleet_image *images;
     struct tcpota_serve_secret *secrets; /* sorted by id (auth.h bisects) */
     size_t nsecrets;
+    int64_t secrets_gen;         /* PostgreSQL: every secret set up to it is in secrets */
+    struct event *secret_timer;  /* PostgreSQL: asks for secrets set through other nodes */
+    int secret_asking;           /* that request is in flight */
     char token[API_TOKEN_HEX + 1];
     struct api_keys keys;
     unsigned checkins, db_errors;
@@ -1611,6 +1614,71 @@ static int run_sync(struct server *srv, struct store_req *r)
     return r->rc;
 }
 
+/* Puts rows[0..n) into the server's secrets (a new id added, a known one
+ * replaced when its secret differs) and rebinds authentication to them.
+ * Returns how many changed, or -1 out of memory (nothing changed). why:
+ * "" for the node's own API (which logs the change itself), else what is
+ * logged for each change ("set through another node"). */
+static int put_secrets(struct server *srv, const struct store_secret *rows, size_t n,
+                       const char *why)
+{
+    struct fleet *f = srv->fleet;
+    struct tcpota_serve_secret *all, key, *at;
+    size_t i, count = f->nsecrets;
+    int changed = 0;
+
+    if (!(all = malloc((count + n ? count + n : 1) * sizeof(*all)))) {
+        return -1;
+    }
+    if (count) {
+        memcpy(all, f->secrets, count * sizeof(*all));
+    }
+    for (i = 0; i < n; i++) {
+        size_t idlen = strlen(rows[i].id);
+        if (idlen >= sizeof(key.id) || rows[i].len > sizeof(key.secret)) {
+            continue; /* not a device id (the API refuses longer) */
+        }
+        memcpy(key.id, rows[i].id, idlen + 1);
+        at = f->nsecrets ? bsearch(&key, all, f->nsecrets, sizeof(*all), cmp_secret) : NULL;
+        if (at && at->len == rows[i].len && sodium_memcmp(at->secret, rows[i].secret, at->len) == 0) {
+            continue;
+        }
+        if (!at) {
+            at = &all[count++];
+            memset(at, 0, sizeof(*at));
+            memcpy(at->id, key.id, idlen + 1);
+        }
+        memcpy(at->secret, rows[i].secret, rows[i].len);
+        at->len = rows[i].len;
+        changed++;
+        if (*why) {
+            say_dev(srv, LOG_LV_INFO, rows[i].id, NULL, "device secret %s: its next AUTH is checked"
+                    " against it", why);
+        }
+    }
+    if (!changed) {
+        sodium_memzero(all, (f->nsecrets + n ? f->nsecrets + n : 1) * sizeof(*all));
+        free(all);
+        return 0;
+    }
+    qsort(all, count, sizeof(*all), cmp_secret);
+    if (auth_rebind(&srv->auth, all, count) < 0) {
+        sodium_memzero(all, count * sizeof(*all));
+        free(all);
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        auth_forgive(&srv->auth, rows[i].id);
+    }
+    if (f->secrets) {
+        sodium_memzero(f->secrets, f->nsecrets * sizeof(*f->secrets));
+        free(f->secrets);
+    }
+    f->secrets = all;
+    f->nsecrets = count;
+    return changed;
+}
+
 static int load_secrets(struct server *srv)
 {
     struct fleet *f = srv->fleet;
@@ -1635,6 +1703,7 @@ static int load_secrets(struct server *srv)
         f->secrets[i].len = rows[i].len;
     }
     f->nsecrets = r->u.list.n;
+    f->secrets_gen = r->u.list.gen;
     qsort(f->secrets, f->nsecrets, sizeof(*f->secrets), cmp_secret);
     store_req_free(r);
     return 0;
@@ -1644,38 +1713,59 @@ static int load_secrets(struct server *srv)
 static void on_secret(void *ctx, const char *id, const uint8_t *secret, size_t len)
 {
     struct server *srv = ctx;
-    struct fleet *f = srv->fleet;
-    struct tcpota_serve_secret *n, *old = f->secrets;
-    size_t i, count = f->nsecrets;
+    struct store_secret row;
 
-    for (i = 0; i < count; i++) {
-        if (strcmp(old[i].id, id) == 0) {
-            break;
-        }
-    }
-    n = malloc((count + (i == count)) * sizeof(*n));
-    if (!n) {
+    memset(&row, 0, sizeof(row));
+    snprintf(row.id, sizeof(row.id), "%s", id);
+    memcpy(row.secret, secret, len);
+    row.len = (uint8_t)len;
+    if (put_secrets(srv, &row, 1, "") < 0) {
         say_always(srv->o, LOG_LV_ERROR, "out of memory: the new secret of %s takes effect "
                    "at the next start", id);
+    }
+    sodium_memzero(&row, sizeof(row)); /* the API logs the change (api_changed) */
+}
+
+/* The secrets set through other nodes since the last ask (PostgreSQL):
+ * without it a secret set or replaced through one node's API was checked
+ * by the others only after their restart (a trial: the device without it,
+ * or with the replaced one, served by two nodes of three; an HTTP download
+ * of a device with a secret given the image). A failed ask (the database
+ * away: the store says so) is tried again at the next tick. */
+static void secrets_synced(struct store_req *r)
+{
+    struct server *srv = r->arg;
+    struct fleet *f = srv->fleet;
+
+    if (f) {
+        f->secret_asking = 0;
+        if (r->rc >= 0 && put_secrets(srv, r->u.list.rows, r->u.list.n,
+                                      "set through another node") >= 0 &&
+            r->u.list.gen > f->secrets_gen) {
+            f->secrets_gen = r->u.list.gen;
+        }
+    }
+    store_req_free(r);
+}
+
+static void secret_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+    struct fleet *f = srv->fleet;
+    struct store_req *r;
+    (void)fd;
+    (void)what;
+
+    if (f->secret_asking || !(r = store_req_new(STORE_SECRET_LIST, secrets_synced, srv))) {
         return;
     }
-    memcpy(n, old, count * sizeof(*n));
-    if (i == count) {
-        count++;
-    }
-    snprintf(n[i].id, sizeof(n[i].id), "%s", id);
-    memcpy(n[i].secret, secret, len);
-    n[i].len = (uint8_t)len;
-    qsort(n, count, sizeof(*n), cmp_secret);
-    if (auth_rebind(&srv->auth, n, count) < 0) {
-        free(n);
+    r->u.list.since = f->secrets_gen;
+    r->now = utc_now();
+    if (store_submit(f->store, r) < 0) {
+        store_req_free(r);
         return;
     }
-    auth_forgive(&srv->auth, id);
-    sodium_memzero(old, f->nsecrets * sizeof(*old));
-    free(old);
-    f->secrets = n;
-    f->nsecrets = count; /* the API logs the change (api_changed) */
+    f->secret_asking = 1;
 }
 
 static int fleet_verify(void *ctx, const uint8_t id[32], const uint8_t *man, size_t len,
@@ -1979,6 +2069,13 @@ int fleet_open(struct server *srv)
     if (auth_init(&srv->auth, f->secrets, f->nsecrets) < 0) {
         return not_starting(srv, "out of memory");
     }
+    if (o->db) {
+        struct timeval every = {FLEET_SECRET_SYNC_MS / 1000, (FLEET_SECRET_SYNC_MS % 1000) * 1000};
+        if (!(f->secret_timer = event_new(srv->base, -1, EV_PERSIST, secret_tick, srv)) ||
+            event_add(f->secret_timer, &every) < 0) {
+            return not_starting(srv, "out of memory");
+        }
+    }
     if (!(f->ota = http_ota_new(srv))) {
         return not_starting(srv, "out of memory");
     }
@@ -2060,6 +2157,7 @@ void fleet_close(struct server *srv)
     if (f->store) flush_events(srv);
     store_close(f->store);
     if (f->flush_timer) event_free(f->flush_timer);
+    if (f->secret_timer) event_free(f->secret_timer);
     drop_events(f);
     free(f->ev);
     free(f->seen);

@@ -47,6 +47,10 @@ struct tcpota_serve_opts;
  * check-in after this long fetches it again from the database (sooner,
  * the check-ins of the same moment would find no file). */
 #define FLEET_IMAGE_REFETCH_S 1.0
+/* How often a PostgreSQL node asks for the device secrets set through
+ * other nodes: a secret set or replaced anywhere is checked everywhere
+ * within about this long (fleet.c, secret_sync). */
+#define FLEET_SECRET_SYNC_MS 1000
 /* The registry's reason then, with the rollout's id. */
 #define FLEET_UNSERVABLE_SAYS "rollout %llu: its image cannot be loaded on the server (see its log)"
 #define FLEET_TRIM_BYTES (64 << 20) /* free heap glibc keeps rather than trims (fleet_open) */

@@ -211,7 +211,10 @@ enum store_op {
      * other state (updated since, downloading) stays. */
     STORE_DEVICE_RETRY,
     STORE_SECRET_SET,     /* creates or replaces a device's secret */
-    STORE_SECRET_LIST,    /* every device secret (the server keeps them in memory) */
+    /* Every device secret (the server keeps them in memory), or those set
+     * after u.list.since: how a PostgreSQL node learns of a secret set
+     * through another node (u.list.gen, fleet.c's secret sync). */
+    STORE_SECRET_LIST,
     /* Steps of several devices' updates in one request (fleet mode batches
      * them: server/fleet.c): applied in order, each exactly as one
      * STORE_EVENT; an item for an unknown device (or with an unknown state)
@@ -363,6 +366,11 @@ struct store_req {
             void *rows;                       /* out: store_image/rollout/device/secret array */
             size_t n;                         /* out */
             size_t total;                     /* out (DEVICE_LIST): matching rows, all pages */
+            /* SECRET_LIST: in, only the secrets set after generation since
+             * (0: all); out, the generation the rows are complete up to
+             * (PostgreSQL, always >= 1; SQLite, one node: 0, and every
+             * secret whatever since says). */
+            int64_t since, gen;
         } list;
         struct {                              /* STORE_SEEN */
             char (*ids)[TCPOTA_MAX_STR + 1];  /* in: malloc'd, owned by the request */

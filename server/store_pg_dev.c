@@ -650,19 +650,30 @@ int pg_op_secret_set(struct pgstore *st, struct store_req *r)
     }
     r->u.device.had_secret = (n & 2) != 0;
     r->u.device.registered = (n & 1) != 0;
-    return pg_run(st, r, "secret set", "INSERT INTO secrets (device_id, secret) VALUES ($1, $2)"
-                  " ON CONFLICT (device_id) DO UPDATE SET secret = EXCLUDED.secret", "tb",
-                  r->u.device.id, (const void *)r->u.device.secret, (int)r->u.device.secret_len);
+    /* The next generation, its row locked until COMMIT (migration 5). */
+    if ((rc = pg_int(st, r, "secret set", &n, "UPDATE secrets_gen SET gen = gen + 1 RETURNING"
+                     " gen", "")) < 0) {
+        return rc;
+    }
+    return pg_run(st, r, "secret set", "INSERT INTO secrets (device_id, secret, changed) VALUES"
+                  " ($1, $2, $3) ON CONFLICT (device_id) DO UPDATE SET secret = EXCLUDED.secret,"
+                  " changed = EXCLUDED.changed", "tbi", r->u.device.id,
+                  (const void *)r->u.device.secret, (int)r->u.device.secret_len, n);
 }
 
 int pg_op_secret_list(struct pgstore *st, struct store_req *r)
 {
     struct store_secret *rows;
     PGresult *res;
-    int i, n, len;
+    int i, n, len, rc;
 
-    if (!(res = pg_q(st, r, "secret list", "SELECT device_id, secret FROM secrets"
-                     " ORDER BY device_id", ""))) {
+    /* The generation first: a secret set after it is read again next
+     * time, none before it is missed (each statement its own snapshot). */
+    if ((rc = pg_int(st, r, "secret list", &r->u.list.gen, "SELECT gen FROM secrets_gen", "")) < 0) {
+        return rc;
+    }
+    if (!(res = pg_q(st, r, "secret list", "SELECT device_id, secret FROM secrets WHERE"
+                     " changed > $1 ORDER BY device_id", "i", r->u.list.since))) {
         return r->rc;
     }
     n = PQntuples(res);

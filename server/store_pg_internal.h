@@ -130,7 +130,7 @@ int pg_outage_admit(void *ctx, struct store_req *r);
 /* ---- store_pg_schema.c ---- */
 
 /* The schema version this program writes (the SQLite store's numbering). */
-#define PG_SCHEMA_VERSION 4
+#define PG_SCHEMA_VERSION 5
 /* The advisory lock key every node takes around its migration ("tcpota"). */
 #define PG_MIGRATE_LOCK 0x7463706f7461LL
 

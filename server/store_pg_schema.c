@@ -83,8 +83,18 @@ static const char migration_3[] =
  * append history, so seq order is not quite time order. */
 static const char migration_4[] = "CREATE INDEX device_history_at ON device_history(at);";
 
+/* The secrets set through any node, in the order they committed: each set
+ * takes the next generation under the one row's lock (held to its
+ * COMMIT), so a node that has read generation G has every secret set up
+ * to G (store_pg_dev.c, fleet.c's secret sync). Those set before are of
+ * generation 1: a list since 0 has them all. */
+static const char migration_5[] =
+    "CREATE TABLE secrets_gen (gen BIGINT NOT NULL); INSERT INTO secrets_gen VALUES (1);"
+    "ALTER TABLE secrets ADD COLUMN changed BIGINT NOT NULL DEFAULT 1;"
+    "CREATE INDEX secrets_changed ON secrets(changed);";
+
 static const char *const migrations[PG_SCHEMA_VERSION] = {migration_1, migration_2, migration_3,
-                                                          migration_4};
+                                                          migration_4, migration_5};
 
 /* err from the connection's last error, after what. */
 static void conn_err(PGconn *db, const char *what, char *err, size_t errlen)

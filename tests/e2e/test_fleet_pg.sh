@@ -103,6 +103,31 @@ SERVER_PORT=${ports[0]} run_device dev-4 esp32 "$WORK/d4" || fail "dev-4 failed 
 check_device "$WORK/d4" "$WORK/img4"
 ok "what node A remembered of a device lasted at most 1 s: B's new rollout reached it"
 
+# A device secret set through one node is checked by every node within
+# FLEET_SECRET_SYNC_MS (1 s): it was loaded at each node's start only, so
+# the other nodes served the device without it, an HTTP download of it
+# too, and took the secret it replaced.
+api 1 device secret sec-1 --out "$WORK/sec1" > /dev/null 2>&1 || fail "device secret on A failed"
+sleep 1.5
+SERVER_PORT=${ports[1]} run_device sec-1 esp32 "$WORK/ds1" --max-attempts 1 &&
+  fail "node B served sec-1 without the secret set through node A"
+grep -q "\[sec-1 -\] device secret set through another node" "$WORK/n2.log" ||
+  fail "node B did not log the secret set through node A"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' \
+  "http://127.0.0.1:${apis[2]}/ota/esp32?device=sec-1")
+[ "$code" = 403 ] || fail "node C answered an HTTP download of sec-1 (a secret set through A) with $code"
+SERVER_PORT=${ports[1]} run_device sec-1 esp32 "$WORK/ds1" --secret "$WORK/sec1" ||
+  fail "sec-1 with its secret failed on node B: $(tail -3 "$WORK/sec-1.log")"
+check_device "$WORK/ds1" "$WORK/img4"
+api 3 device secret sec-1 --out "$WORK/sec2" > /dev/null 2>&1 || fail "device secret on C failed"
+sleep 1.5
+SERVER_PORT=${ports[0]} run_device sec-1 esp32 "$WORK/ds1" --secret "$WORK/sec1" --max-attempts 1 &&
+  fail "node A took sec-1's secret replaced through node C"
+grep -q "authentication" "$WORK/sec-1.log" || fail "sec-1 was not told of its refused secret: $(tail -3 "$WORK/sec-1.log")"
+SERVER_PORT=${ports[0]} run_device sec-1 esp32 "$WORK/ds1" --secret "$WORK/sec2" ||
+  fail "sec-1 with its new secret failed on node A: $(tail -3 "$WORK/sec-1.log")"
+ok "a device secret set or replaced through one node is checked by the others within 1.5 s (v1 and HTTP)"
+
 # A node's cached copy damaged on disk: the node removes it (the database
 # holds the bytes), and the next check-in fetches it again and updates
 # (before: the failure was remembered; its advice, "add the image again",

@@ -828,6 +828,63 @@ static void test_commit_fatal_asked(void **state)
     sql(f, "DROP TRIGGER fatal_end ON device_history");
 }
 
+/* STORE_SECRET_LIST since gen: its request (the caller frees it). */
+static struct store_req *secrets_since(struct fx *f, int64_t gen)
+{
+    struct store_req *r = ss_req(STORE_SECRET_LIST);
+
+    r->u.list.since = gen;
+    ss_run(f, r);
+    assert_int_equal(r->rc, STORE_OK);
+    return r;
+}
+
+static void secret_put(struct fx *f, const char *id, uint8_t byte)
+{
+    uint8_t secret[TCPOTA_SECRET_MIN];
+    struct store_req *r = ss_req(STORE_SECRET_SET);
+
+    memset(secret, byte, sizeof(secret));
+    r->u.device.id = id;
+    r->u.device.secret = secret;
+    r->u.device.secret_len = sizeof(secret);
+    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
+    store_req_free(r);
+}
+
+/* How a node learns of the secrets set through other nodes (fleet.c's
+ * secret sync): a list since generation G has the secrets set or replaced
+ * after G, and the generation it is complete to; since 0, all of them. */
+static void test_secrets_since(void **state)
+{
+    struct fx *f = *state;
+    struct store_req *r;
+    int64_t g0, g1;
+
+    secret_put(f, "sec-a", 1);
+    r = secrets_since(f, 0);
+    assert_int_equal(r->u.list.n, 1);
+    g0 = r->u.list.gen;
+    assert_true(g0 >= 1);
+    store_req_free(r);
+    r = secrets_since(f, g0);
+    assert_int_equal(r->u.list.n, 0);
+    assert_int_equal(r->u.list.gen, g0);
+    store_req_free(r);
+    secret_put(f, "sec-b", 2);
+    secret_put(f, "sec-a", 3); /* replaced */
+    r = secrets_since(f, g0);
+    assert_int_equal(r->u.list.n, 2);
+    g1 = r->u.list.gen;
+    assert_int_equal(g1, g0 + 2);
+    assert_string_equal(((struct store_secret *)r->u.list.rows)[0].id, "sec-a");
+    assert_int_equal(((struct store_secret *)r->u.list.rows)[0].secret[0], 3);
+    store_req_free(r);
+    r = secrets_since(f, 0);
+    assert_int_equal(r->u.list.n, 2);
+    store_req_free(r);
+}
+
 /* Runs f's loop for ms milliseconds, or until *fired reaches want. */
 static void loop_for(struct fx *f, int ms, const int *fired, int want)
 {
@@ -1438,6 +1495,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_into_partition, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_api_write_commit_lost, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_commit_fatal_asked, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_secrets_since, ss_setup, ss_teardown),
         cmocka_unit_test(test_outage),
         cmocka_unit_test(test_outage_nothing_kept),
         cmocka_unit_test(test_outage_stop),
