@@ -58,7 +58,7 @@ struct fleet_image {
     uint8_t id[TCPOTA_ID_LEN];
     uint32_t epoch;               /* failed: the fleet's epoch then */
     double retry_at;              /* failed: when a check-in loads it again */
-    struct stat file;             /* loaded: its open file then (same_open_file) */
+    struct stat file;             /* loaded: its file when read (same_file) */
     struct offload *job;          /* loading; what follows is the job's until it ends */
     struct server *srv;
     struct store_image si;        /* what to load */
@@ -155,25 +155,25 @@ static int same_stat(const struct stat *a, const struct stat *b)
            a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
 }
 
-/* 1 when the loaded image's open file is unchanged since it was loaded: a
- * file written over in place (a disk fault, a hand) would otherwise be
- * sent as it is now by HTTP downloads (sendfile from it) and by unaligned
- * frames (its mapping), under the id of the bytes it had. */
-static int same_open_file(const struct fleet_image *fi)
+/* 1 when the loaded image's file is as it was when it was read. The image
+ * serves a copy of its own (image.h), so a file written over in place (a
+ * disk fault, a hand) changes no byte sent; but the cache then holds a
+ * damaged file, which this tells: loaded again, it is refused until the
+ * same bytes are added again. A file removed (image rm drops the entry
+ * first) or replaced whole (such a repair renames a good copy over it) is
+ * another file: loaded again too. */
+static int same_file(const struct fleet_image *fi)
 {
     struct stat now;
 
-    /* No link left: removed by hand (image rm drops the entry first). */
-    return fstat(fi->img->fd, &now) == 0 && now.st_nlink > 0 && same_stat(&now, &fi->file);
+    return stat(fi->si.path, &now) == 0 && same_stat(&now, &fi->file);
 }
 
-/* 1 when fi answers at once: loaded (its open file unchanged since), or a
- * failure still remembered. A file replaced whole (the same bytes added
- * again rename a good copy over a damaged or missing one) leaves the
- * loaded image's open file as it was: still the right bytes. */
+/* 1 when fi answers at once: loaded (its file unchanged since), or a
+ * failure still remembered. */
 static int image_settled(const struct fleet *f, const struct fleet_image *fi)
 {
-    if (fi->job || (fi->img && !same_open_file(fi))) {
+    if (fi->job || (fi->img && !same_file(fi))) {
         return 0; /* loading, or its file changed in place: loaded again (and refused) */
     }
     return fi->img || (fi->epoch == f->epoch && now_s() < fi->retry_at);
@@ -316,8 +316,8 @@ static void image_settle(struct fleet_image *fi, int on_loop)
         image_unref(img);
         img = NULL;
     }
-    if (img && fstat(img->fd, &fi->file) != 0) {
-        memset(&fi->file, 0, sizeof(fi->file)); /* then loaded again at the next check-in */
+    if (img) {
+        fi->file = img->src;
     }
     if (img) {
         say(srv, "image %.16s... (%s, %u bytes) loaded in %.*f %s%s; %zu check-in%s waited for it",
@@ -1792,7 +1792,7 @@ static void fleet_api_changed(void *ctx, const char *what)
      * Transfers still running keep their reference to it. */
     for (fi = srv->fleet->images; fi; fi = next) {
         next = fi->next;
-        if (!fi->job && !fi->nwait && (!fi->img || !same_open_file(fi))) {
+        if (!fi->job && !fi->nwait && (!fi->img || !same_file(fi))) {
             image_drop(srv->fleet, fi);
         }
     }

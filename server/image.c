@@ -41,13 +41,23 @@ static void frame_fill(const struct image *img, uint32_t i, uint8_t *f)
  * finds a run's pages a folio at a time; in a memfd it looks up each
  * 4 KiB page (shmem). Returns the file, or -1 (no such directory, no
  * space: the caller keeps the frames in memory). */
-static int wire_tmpfile(const struct image *img, uint32_t n)
+static int unnamed_file(void)
 {
 #ifdef O_TMPFILE
     const char *dir = getenv("TMPDIR");
+    return open(dir && dir[0] ? dir : "/var/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+#else
+    errno = ENOTSUP;
+    return -1;
+#endif
+}
+
+static int wire_tmpfile(const struct image *img, uint32_t n)
+{
+#ifdef O_TMPFILE
     size_t frame = img->chunk + TCPOTA_DATA_OVERHEAD;
     uint8_t *buf;
-    int fd = open(dir && dir[0] ? dir : "/var/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    int fd = unnamed_file();
     uint32_t i, k;
 
     if (fd < 0 || !(buf = malloc(WIRE_BATCH * frame))) {
@@ -179,12 +189,88 @@ static void why(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
+/* size bytes of src into dst from offset 0: by copy_file_range (in the
+ * kernel; a reflink where the filesystem shares blocks), else read and
+ * write. Returns 0, or -1 with errno (EAGAIN: src ended before size). */
+static int copy_all(int src, int dst, uint32_t size)
+{
+    char buf[64 * 1024];
+    off_t in = 0, out = 0;
+    ssize_t n = 0;
+    int by_copy = 1;
+
+    while ((uint64_t)in < size) {
+        size_t want = size - (uint32_t)in;
+        if (by_copy) {
+            n = copy_file_range(src, &in, dst, &out, want, 0);
+            if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL ||
+                          errno == EOPNOTSUPP || errno == EBADF)) {
+                by_copy = 0;
+                continue;
+            }
+        } else {
+            n = pread(src, buf, want < sizeof(buf) ? want : sizeof(buf), in);
+            if (n > 0 && pwrite(dst, buf, (size_t)n, out) != n) {
+                return -1;
+            }
+            if (n > 0) {
+                in += n;
+                out += n;
+            }
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return -1;
+        }
+        if (n == 0) {
+            errno = EAGAIN;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* A private copy of the image file, which the server then reads, hashes
+ * and serves: the file itself may be rewritten in place while served (cp
+ * new.bin fw.bin, the obvious way to put a new image in place): served
+ * from it, a legacy device got the old image's first bytes and the new
+ * one's rest under the old total, and a file made shorter stopped the
+ * server with SIGBUS (a trial). In an unnamed temporary file (as the
+ * frames), else a memfd. Returns it, or -1 with why in err. */
+static int private_copy(int src, uint32_t size, const char *path, char *err, size_t errlen)
+{
+    int fd = unnamed_file();
+
+#ifdef MFD_CLOEXEC
+    if (fd < 0) {
+        fd = memfd_create("tcpota-image", MFD_CLOEXEC);
+    }
+#endif
+    if (fd < 0) {
+        why(err, errlen, "cannot make a private copy of image %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (copy_all(src, fd, size) < 0) {
+        int e = errno;
+        close(fd);
+        why(err, errlen, e == EAGAIN
+                ? "image %s became shorter while it was read (being written?); try again once it is written whole"
+                : "cannot make a private copy of image %s: %s (in $TMPDIR, else /var/tmp)",
+            path, strerror(e));
+        return -1;
+    }
+    return fd;
+}
+
 static int image_load(struct image *img, const char *path, const char *version, unsigned chunk,
                       char *err, size_t errlen)
 {
     struct stat st;
     uint32_t i, n;
     size_t vlen = strlen(version);
+    int copy;
 
     memset(img, 0, sizeof(*img));
     img->fd = -1;
@@ -216,7 +302,13 @@ static int image_load(struct image *img, const char *path, const char *version, 
         return -1;
     }
     img->size = (uint32_t)st.st_size;
-    img->map = mmap(NULL, img->size, PROT_READ, MAP_PRIVATE, img->fd, 0);
+    img->src = st;
+    if ((copy = private_copy(img->fd, img->size, path, err, errlen)) < 0) {
+        return -1;
+    }
+    close(img->fd);
+    img->fd = copy;
+    img->map = mmap(NULL, img->size, PROT_READ, MAP_SHARED, img->fd, 0);
     if (img->map == MAP_FAILED) {
         img->map = NULL;
         why(err, errlen, "cannot map %s: %s", path, strerror(errno));

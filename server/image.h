@@ -11,12 +11,16 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 struct evbuffer;
 struct evbuffer_file_segment;
 
 struct image {
+    /* A private copy of the file (image.c, private_copy): what was read,
+     * hashed and is served, whatever happens to the file since. */
     int fd;
+    struct stat src; /* the file itself when it was read (fleet.c: changed since?) */
     uint8_t *map;
     uint32_t size;
     uint32_t chunk;

@@ -56,3 +56,24 @@ stop_server
   fail "the last package sent again was logged as another device done"
 grep -q '; 1 legacy device served' "$WORK/server.log" || fail "summary does not count 1 legacy device (in the singular): $(grep summary "$WORK/server.log")"
 ok "a split request answered once; the last package again, its device counted once"
+
+# The image file rewritten in place while it is served (cp new.bin fw.bin):
+# served from the file itself, a legacy client got the old image's first
+# bytes and the new one's rest under the old total, and a shorter file
+# stopped the server with SIGBUS. The server serves the copy it read and
+# hashed until a SIGHUP loads the new file.
+make_image "$WORK/live" 100000
+cp "$WORK/live" "$WORK/live.orig"
+start_server "$WORK/live" 2.0.0
+for what in shorter same-size; do
+  "$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out "$WORK/live.got" --stop-and-wait-ms 10 \
+    > "$WORK/live.log" 2>&1 & lp=$!
+  PIDS+=("$lp")
+  sleep 0.5
+  if [ "$what" = shorter ]; then head -c 40000 /dev/urandom > "$WORK/live"; else head -c 100000 /dev/urandom > "$WORK/live"; fi
+  wait "$lp" || fail "the legacy client failed with the image file made $what under it: $(cat "$WORK/live.log")"
+  kill -0 "$SERVER_PID" 2> /dev/null || fail "the server died with the image file made $what under it"
+  cmp "$WORK/live.got" "$WORK/live.orig" || fail "the image file made $what under a transfer: the legacy client got other bytes"
+done
+stop_server
+ok "an image file rewritten in place while served: the server goes on with the bytes it loaded"
