@@ -556,14 +556,14 @@ static const char *const conn_keys[] = {"application_name", "connect_timeout", "
  * missing one; one none gave while PGPASSFILE names a file that is not
  * there is that file's fault (a trial: both got "give the role's
  * password ..."); anything else, check the database. buf: for the file. */
-static const char *password_hint(const char *msg, char *buf, size_t cap)
+const char *pg_hint(const char *msg, char *buf, size_t cap)
 {
     const char *file = getenv("PGPASSFILE");
 
     if (strstr(msg, "password authentication failed")) {
-        return "the password given was refused: check it in the file PGPASSFILE names, or in"
-               " ~/.pgpass (the line HOST:PORT:DATABASE:USER:PASSWORD matching --db), against the"
-               " role's in PostgreSQL";
+        return "the password given was refused: check it where it is given (in --db, in the file"
+               " PGPASSFILE names, or in ~/.pgpass: the line HOST:PORT:DATABASE:USER:PASSWORD"
+               " matching --db) against the role's in PostgreSQL";
     }
     if (!strstr(msg, "password")) {
         return PG_CHECK_HINT;
@@ -589,17 +589,40 @@ static int read_only(PGconn *db)
     return ro;
 }
 
-static int connect_db(struct pgstore *st, char *err, size_t errlen)
+/* A new connection with the node's settings in st->db's place (the old one
+ * closed), also when it failed: its error is then what PQerrorMessage
+ * says. A new one, not PQreset(): that reuses the password libpq read at
+ * the first connect, so a password changed in PGPASSFILE while the node
+ * ran never reached it (a trial: "password authentication failed" until a
+ * restart, which lost the kept steps). Returns 0 when it is up, -1. */
+int pg_connect_new(struct pgstore *st)
 {
     /* dbname last and expanded: the connection string's own settings win. */
     const char *values[] = {"tcpota", "10", "10", "5", "3", "25000", st->conninfo, NULL};
+    PGconn *db = PQconnectdbParams(conn_keys, values, 1);
+
+    if (!db) {
+        return -1; /* out of memory: the old one stays, its error with it */
+    }
+    if (st->db) {
+        PQfinish(st->db);
+    }
+    st->db = db;
+    if (PQstatus(db) != CONNECTION_OK) {
+        return -1;
+    }
+    PQsetNoticeProcessor(db, quiet, NULL);
+    return 0;
+}
+
+static int connect_db(struct pgstore *st, char *err, size_t errlen)
+{
     static const char head[] = "cannot connect to the database (--db): ";
     char msg[256], said[PATH_MAX + 200];
     const char *hint;
     size_t fixed;
 
-    st->db = PQconnectdbParams(conn_keys, values, 1);
-    if (!st->db || PQstatus(st->db) != CONNECTION_OK) {
+    if (pg_connect_new(st) < 0) {
         snprintf(msg, sizeof(msg), "%s", st->db ? PQerrorMessage(st->db) : "out of memory");
         msg[strcspn(msg, "\n")] = '\0';
         /* A string libpq cannot take is no database to check on. */
@@ -610,13 +633,12 @@ static int connect_db(struct pgstore *st, char *err, size_t errlen)
          * outage's message says it; libpq's shortened if it must be. A
          * password refused, or none given ("fe_sendauth: no password
          * supplied"): the database runs, the password is what to fix. */
-        hint = password_hint(msg, said, sizeof(said));
+        hint = pg_hint(msg, said, sizeof(said));
         fixed = sizeof(head) - 1 + 2 + strlen(hint);
         snprintf(err, errlen, "%s%.*s; %s", head, errlen > fixed + 1 ? (int)(errlen - fixed - 1) : 0,
                  msg, hint);
         return -1;
     }
-    PQsetNoticeProcessor(st->db, quiet, NULL);
     if (read_only(st->db)) {
         /* Else every check-in and upload failed later with "cannot execute
          * UPDATE in a read-only transaction" and no hint (a trial). */

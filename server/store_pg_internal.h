@@ -110,6 +110,11 @@ enum { PG_CUT_NONE = 0, PG_CUT_BEFORE, PG_CUT_AFTER };
 /* A new connection in place of the lost one (blocks up to connect_timeout):
  * 0, or -1 (PQerrorMessage says why). */
 int pg_reconnect(struct pgstore *st);
+/* store_pg.c: a new connection in st->db's place (see there): 0, or -1. */
+int pg_connect_new(struct pgstore *st);
+/* store_pg.c: what to do after libpq's message msg (a password refused,
+ * none given, else PG_CHECK_HINT); buf (cap bytes) may hold it. */
+const char *pg_hint(const char *msg, char *buf, size_t cap);
 /* 1 while the database is unreachable (any thread). */
 int pg_outage_on(struct pgstore *st);
 /* The list head met a lost connection that could not be made again: the

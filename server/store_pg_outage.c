@@ -21,6 +21,7 @@
 #include "store_pg_internal.h"
 #include "pq_dl.h" /* libpq through pq_load()'s pointers */
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,9 +51,8 @@ int pg_reconnect(struct pgstore *st)
         st->fail_reconnects--; /* tests: the database away a moment longer */
         return -1;
     }
-    PQreset(st->db);
     pg_cache_reset(st); /* a new connection has no prepared statements */
-    return PQstatus(st->db) == CONNECTION_OK ? 0 : -1;
+    return pg_connect_new(st);
 }
 
 int pg_outage_on(struct pgstore *st)
@@ -134,7 +134,7 @@ void pg_outage_keep(struct pgstore *st, struct store_req *head)
 
 void pg_outage_start(struct pgstore *st, struct store_req *head)
 {
-    char why[STORE_ERR_MAX];
+    char why[STORE_ERR_MAX], said[PATH_MAX + 200];
 
     if (!pg_outage_on(st)) {
         why_lost(st, why, sizeof(why));
@@ -146,7 +146,8 @@ void pg_outage_start(struct pgstore *st, struct store_req *head)
         store_worker_notice(&st->w, 1, "the database is unreachable (%s): device steps are kept"
                             " in memory and written when it is back; until then check-ins and"
                             " the API fail at once (devices are told to come back). Reconnecting"
-                            " every %u ms at most; " PG_CHECK_HINT, why, PG_RETRY_MAX_MS);
+                            " every %u ms at most; %s", why, PG_RETRY_MAX_MS,
+                            pg_hint(why, said, sizeof(said)));
     }
     pg_outage_keep(st, head);
 }

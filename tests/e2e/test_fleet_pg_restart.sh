@@ -104,3 +104,30 @@ done
 [ "$(count 'store: recording .* failed: not written')" -eq 0 ] ||
   fail "a line per lost batch besides the summary: $(grep -h 'failed: not written' "$WORK"/n[123].log | head -3)"
 ok "nodes stopped while the database is away: one line each for the steps they lose"
+
+# The role's password changed while a node runs (the DBA's rotation): the
+# node, cut off by the server, is told the new password is wanted; once
+# PGPASSFILE has it, the node reconnects by itself. Its reconnection reused
+# the password libpq read at the first connect (PQreset), so it stayed
+# "unreachable" until a restart, which lost the steps it kept.
+pg_start "$WORK/pg" || fail "cannot start PostgreSQL again"
+pg_sql "$WORK/pg" "CREATE ROLE tpw LOGIN PASSWORD 'one'" || fail "create role failed"
+pg_sql "$WORK/pg" "CREATE DATABASE tpwdb OWNER tpw" || fail "create database failed"
+hba=$(ls "$WORK"/pg/data/pg_hba.conf)
+{ echo "local tpwdb tpw scram-sha-256"; cat "$hba"; } > "$WORK/hba.new" && cat "$WORK/hba.new" > "$hba"
+pg_sql "$WORK/pg" "SELECT pg_reload_conf()" > /dev/null || fail "reload failed"
+printf '*:*:tpwdb:tpw:one\n' > "$WORK/pgpass"; chmod 600 "$WORK/pgpass"
+: > "$WORK/pw.log"
+PGPASSFILE="$WORK/pgpass" "$TCPOTA" serve --db "host=$WORK/pg/sock port=$PG_PORT user=tpw dbname=tpwdb" \
+  --data "$WORK/pw" --listen 127.0.0.1:0 --api 127.0.0.1:0 2> "$WORK/pw.log" &
+pw=$!
+PIDS+=("$pw")
+wait_line "$WORK/pw.log" 'listening on'
+pg_sql "$WORK/pg" "ALTER ROLE tpw PASSWORD 'two'" || fail "alter role failed"
+pg_sql "$WORK/pg" "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'tpw'" > /dev/null
+# Its secret sync asks the database every second: it finds the connection gone.
+wait_line "$WORK/pw.log" 'store: the database is unreachable \(.*password authentication failed.*the password given was refused: check it where it is given' 10
+printf '*:*:tpwdb:tpw:two\n' > "$WORK/pgpass"
+wait_line "$WORK/pw.log" 'store: the database is reachable again' 10
+kill -TERM "$pw"; wait "$pw" || fail "the node exited $? on SIGTERM"
+ok "the role's password changed: the node says so, and reconnects once PGPASSFILE has the new one"
