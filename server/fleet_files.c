@@ -140,6 +140,13 @@ int fleet_lock_take(const char *dir, char *err, size_t errlen)
         return -1;
     }
     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+    if (fd < 0 && errno == ELOOP) {
+        /* Followed, the server would truncate the file it names and write
+         * its pid there. */
+        snprintf(err, errlen, "%s is a symbolic link, not the server's own lock file; remove it",
+                 path);
+        return -1;
+    }
     if (fd < 0) {
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
         return -1;

@@ -91,3 +91,27 @@ start_fleet
 ! grep -q 'holds files that are not a fleet' "$WORK/server.log" || fail "a mount point's lost+found was warned about"
 stop_fleet
 ok "a --data holding someone else's files is warned about; a fleet's own or a mount point's is not"
+
+# --- symbolic links in --data are never followed ---------------------------
+# A tcpota.lock that links elsewhere: followed, the server truncated the
+# file it names and wrote its pid there. A link among the images to a file
+# of others' (mode 0644): followed by the chmod that makes --data private,
+# the file outside became 0600.
+DATA=$WORK/links
+mkdir -p "$DATA"
+echo keep > "$WORK/victim"
+ln -s "$WORK/victim" "$DATA/tcpota.lock"
+refused "a tcpota.lock that is a symbolic link" "cannot open the fleet store: $DATA/tcpota.lock is a symbolic link, not the server.s own lock file; remove it"
+[ "$(cat "$WORK/victim")" = keep ] || fail "the file a linked tcpota.lock names was written: $(cat "$WORK/victim")"
+rm "$DATA/tcpota.lock"
+start_fleet
+stop_fleet
+echo outside > "$WORK/outside"
+chmod 644 "$WORK/outside"
+ln -s "$WORK/outside" "$DATA/images/linked"
+ln -s "$WORK/outside" "$DATA/tcpota.db-wal.link"
+start_fleet
+stop_fleet
+[ "$(stat -c %a "$WORK/outside")" = 644 ] || fail "a file outside --data, linked from images/, was made $(stat -c %a "$WORK/outside")"
+! grep -q 'made private' "$WORK/server.log" || fail "a link was made private: $(grep 'made private' "$WORK/server.log")"
+ok "links in --data are not followed: the lock file's is refused, an image's left alone"

@@ -407,6 +407,18 @@ static void test_image_too_big_declined(void **state)
     assert_int_equal(fp->begins, 0);
 }
 
+/* One byte larger than the slot is too large (the bound, exactly). */
+static void test_image_one_byte_too_big_declined(void **state)
+{
+    (void)state;
+    fp->port.slot_size = IMG_SIZE - 1;
+    dev_init();
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_DECLINED);
+    assert_int_equal(dev.last_error, TCPOTA_ERR_NOSPC);
+    assert_int_equal(fp->begins, 0);
+}
+
 static void test_already_running_declined(void **state)
 {
     (void)state;
@@ -1556,6 +1568,7 @@ int main(void)
         T(test_flipped_byte_never_written),
         T(test_integrity_failure_not_bootable),
         T(test_image_too_big_declined),
+        T(test_image_one_byte_too_big_declined),
         T(test_already_running_declined),
         T(test_data_past_end_and_out_of_state),
         T(test_server_error_frame),

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "http_range.h"
@@ -73,6 +74,14 @@ static void test_malformed(void **state)
 {
     (void)state;
     expect("bytes=", NULL, 400, 0, 0);
+    {
+        /* Said as what it is, not as a range of the wrong form. */
+        struct http_range r;
+        http_range_decide("bytes=", NULL, etag, SIZE, &r);
+        assert_non_null(strstr(r.why, "names no range"));
+        http_range_decide("bytes=  ", NULL, etag, SIZE, &r);
+        assert_non_null(strstr(r.why, "names no range"));
+    }
     expect("bytes=abc", NULL, 400, 0, 0);
     expect("bytes=5", NULL, 400, 0, 0);
     expect("bytes=9-3", NULL, 400, 0, 0);

@@ -98,6 +98,13 @@ static void test_wrong_secret(void **state)
     /* The device is told at once what to do. */
     assert_string_equal(auth_verdict_message(AUTH_WRONG_ANSWER),
                         "authentication refused: check the device secret");
+    /* Every byte of the MAC counts, the last too. */
+    right(0, mac);
+    mac[AUTH_MAC_LEN - 1] ^= 1;
+    assert_int_equal(judge("dev-a", "10.0.0.9", mac, 200, &r), AUTH_WRONG_ANSWER);
+    mac[AUTH_MAC_LEN - 1] ^= 1;
+    mac[0] ^= 0x80;
+    assert_int_equal(judge("dev-a", "10.0.0.9", mac, 300, &r), AUTH_WRONG_ANSWER);
     /* Another device's right answer is no answer for this one. */
     right(1, mac);
     assert_int_equal(judge("dev-c", "10.0.0.2", mac, 100, &r), AUTH_WRONG_ANSWER);
