@@ -34,8 +34,10 @@ void conn_set_outcome(struct conn *c, int outcome)
     case DEV_BOOT_FAILED:
     case DEV_DECLINED:
     case DEV_FAILED:
-        /* Not offered the failed image again: the failure is what counts. */
-        if (o == DEV_NOT_OFFERED) return;
+        /* Not offered the failed image again, or offered it once more (a
+         * boot or an integrity failure, tcpota_srv_report_final): the
+         * failure is what counts until an outcome of that offer. */
+        if (o == DEV_NOT_OFFERED || o == DEV_SEEN) return;
         break;
     default:
         break;
@@ -76,20 +78,29 @@ int conn_report(struct conn *c, const struct tcpota_srv_hello *h, const char *mo
     return 1;
 }
 
-/* The report a HELLO carries: a rolled-back or unbootable image is never
- * offered to this device again. Logged even with --quiet when it failed. */
+/* What a boot failure's report line goes on with. */
+#define SECOND_BOOT "; offered once more: the device takes an image its bootloader fell back " \
+                    "from once more (a power cut in its first boot is not the image's fault) and " \
+                    "declines it after a second such failure"
+
+/* The report a HELLO carries: a rolled-back image is never offered to this
+ * device again, one its bootloader fell back from once more (the device's
+ * rule, tcpota_srv_report_final). Logged even with --quiet when it failed. */
 static void take_report(struct conn *c, const struct tcpota_srv_hello *h)
 {
     int bad = result_failed(h->report_result);
-    int current;
+    int current, final;
 
     if (!h->report_id) {
         return;
     }
     current = memcmp(h->report_id, c->img->desc.id, TCPOTA_ID_LEN) == 0;
-    if (conn_report(c, h, bad ? (current ? " (current image); not offered to this device again"
-                                         : "; not offered to this device again")
-                              : current ? " (current image)" : "") && bad) {
+    final = tcpota_srv_report_final(h->report_result);
+    if (conn_report(c, h, !bad ? (current ? " (current image)" : "")
+                          : final ? (current ? " (current image); not offered to this device again"
+                                             : "; not offered to this device again")
+                          : current ? " (current image)" SECOND_BOOT : SECOND_BOOT) &&
+        bad && final) {
         device_mark_failed(c->rec, h->report_id);
     }
 }
@@ -310,10 +321,18 @@ void conn_session_event(struct conn *c, const struct tcpota_srv_event *ev)
                         "%llu sent on this connection",
                   c->img->version, size, c->stream_from, now_s() - c->started,
                   (unsigned long long)conn_bytes_sent(c));
-        } else {
+        } else if (tcpota_srv_complete_final(m->u.complete.status)) {
             device_mark_failed(c->rec, c->img->desc.id);
             conn_set_outcome(c, DEV_FAILED);
             clog_(c, 1, "failed: device reports %s; image %.16s... is not offered to it again",
+                  tcpota_strerror(m->u.complete.status), c->img->idhex);
+        } else {
+            /* The device takes it once more (integrity: bytes altered on
+             * the way), or holds nothing against it (a storage error). */
+            conn_set_outcome(c, DEV_FAILED);
+            clog_(c, 1, "failed: device reports %s; image %.16s... is offered to it once more (the "
+                        "device takes an image once more after an integrity failure, and holds a "
+                        "storage error against none)",
                   tcpota_strerror(m->u.complete.status), c->img->idhex);
         }
         return;

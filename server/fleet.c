@@ -1390,7 +1390,10 @@ void fleet_on_event(struct conn *c, const struct tcpota_srv_event *ev)
         } else {
             metrics_event(c->rollout_id, img->desc.id, METRICS_FAILED);
             snprintf(why, sizeof(why), "the device reports %s", tcpota_strerror(m->u.complete.status));
-            record(c, STORE_ST_FAILED, img->desc.id, img->desc.id, 0, why, 1);
+            /* Held back only when final on the device's side too: it takes
+             * an image that failed its integrity check once more. */
+            record(c, STORE_ST_FAILED, img->desc.id,
+                   tcpota_srv_complete_final(m->u.complete.status) ? img->desc.id : NULL, 0, why, 1);
         }
         return;
     case TCPOTA_SRV_EV_DECLINE:

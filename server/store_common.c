@@ -1,6 +1,7 @@
 /* store_common.c - the fleet store's rules that are not SQL (store_common.h):
  * written once, called by the SQLite and the PostgreSQL backends alike. */
 #include "store_common.h"
+#include "tcpota/server.h" /* tcpota_srv_report_final */
 
 #include <ctype.h>
 #include <stdio.h>
@@ -142,6 +143,7 @@ int store_report_of(struct store_req *r, struct store_report *out)
                              (unsigned)r->u.checkin.report_result);
     }
     out->failed = out->state != STORE_ST_UPDATED;
+    out->hold = tcpota_srv_report_final(r->u.checkin.report_result);
     return STORE_OK;
 }
 

@@ -77,7 +77,12 @@ struct store_report {
     enum store_dev_state state;  /* updated, rolled-back or boot-failed */
     const char *detail;          /* the history's line: "reported: rolled back", ... */
     const char *reason;          /* the device row's reason ("" when confirmed) */
-    int failed;                  /* 1: remember the image as failed; its rollouts count it so */
+    int failed;                  /* 1: its rollouts count it failed */
+    /* 1: remember the image as failed, held back from the device: only a
+     * failure final on the device's side (tcpota_srv_report_final): it
+     * takes an image its bootloader fell back from once more, and its
+     * second failure comes back as a DECLINE. */
+    int hold;
 };
 /* Fills *out from r's report_result: STORE_OK, or STORE_E_INVAL with r->err
  * for a result that is not a report. */

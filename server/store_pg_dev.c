@@ -199,7 +199,7 @@ static int apply_report(struct pgstore *st, struct store_req *r)
                      " size = " STORE_REPORT_SIZE_SQL("$3") ", reason = $4 WHERE id = $1",
                      "titt", r->u.checkin.id, (int64_t)rep.state, hex, rep.reason)) < 0 ||
         (rc = add_history(st, r, r->u.checkin.id, rep.state, hex, rep.detail)) < 0 ||
-        (rep.failed && (rc = add_failure(st, r, r->u.checkin.id, r->u.checkin.report_id)) < 0)) {
+        (rep.hold && (rc = add_failure(st, r, r->u.checkin.id, r->u.checkin.report_id)) < 0)) {
         return rc;
     }
     return report_rollouts(st, r, hex, rep.failed ? STORE_RO_FAILED : STORE_RO_UPDATED);

@@ -188,7 +188,7 @@ static int apply_report(struct sstore *st, struct store_req *r, const struct sto
         return sq_fail(st, r, "checkin report");
     }
     if ((rc = add_history(st, r, r->u.checkin.id, rep.state, hex, rep.detail)) < 0 ||
-        (rep.failed && (rc = add_failure(st, r, r->u.checkin.id, r->u.checkin.report_id)) < 0)) {
+        (rep.hold && (rc = add_failure(st, r, r->u.checkin.id, r->u.checkin.report_id)) < 0)) {
         return rc;
     }
     return report_rollouts(st, r, hex, rep.failed ? STORE_RO_FAILED : STORE_RO_UPDATED);

@@ -90,6 +90,16 @@ int tcpota_srv_runs(const struct tcpota_srv_hello *h, const struct tcpota_srv_im
            memcmp(h->version, img->version, img->version_len) == 0;
 }
 
+int tcpota_srv_report_final(uint16_t result)
+{
+    return result == TCPOTA_RESULT_ROLLED_BACK;
+}
+
+int tcpota_srv_complete_final(uint16_t status)
+{
+    return status == (uint16_t)-TCPOTA_ERR_DENIED || status == (uint16_t)-TCPOTA_ERR_REFUSED;
+}
+
 static int up_to_date(const struct tcpota_srv *s, const struct tcpota_srv_image *img)
 {
     struct tcpota_srv_hello h;

@@ -47,25 +47,31 @@ ok "paused, a started transfer still finishes"
 
 # c-2 comes back to an image that no longer reads back as its id (a byte
 # of its slot changed while it was away): it reports the failure in its
-# COMPLETE, the registry says failed, and from then on the server holds
-# that image back from it (not only the device's own record of it).
+# COMPLETE, the registry says failed and the rollout counts it. The image is
+# not held back from it: the device takes an image that failed its
+# integrity check once more (bytes altered on the way are not the image's
+# fault), and so does the server (tcpota_srv_complete_final's rule; before,
+# the server refused it for good while the device said "once more").
 slot=$WORK/d2/ota_1.bin # the slot c-2 was writing (it runs ota_0.bin)
 flip_byte "$slot" 0
-run_device c-2 esp32 "$WORK/d2" --max-attempts 1 &&
-  fail "c-2 exited 0 with a slot that does not read back: $(tail -2 "$WORK/c-2.log")"
+run_device c-2 esp32 "$WORK/d2" --max-attempts 1 || true
 # Said as it is, not decorated with the port's last harmless miss (a
 # record looked up and not there).
 grep -qx "device c-2: session failed: image SHA-256 mismatch; .*" "$WORK/c-2.log" ||
   fail "c-2's words for it: $(grep 'session failed' "$WORK/c-2.log")"
-grep -q "\\[c-2 .*failed: device reports image SHA-256 mismatch" "$WORK/server.log" ||
+grep -q "\\[c-2 .*failed: device reports image SHA-256 mismatch; image [0-9a-f]*\\.\\.\\. is offered to it once more" "$WORK/server.log" ||
   fail "c-2: no failed COMPLETE in the log: $(grep '\[c-2 ' "$WORK/server.log" | tail -3)"
-state=$("$TCPOTA" device show --json c-2 | jq_py '[j["state"], j["reason"]]' | tr '\n' '|')
-[ "$state" = "failed|the device reports image SHA-256 mismatch|" ] || fail "c-2 in the registry: $state"
+# Its history has the failure (its state is what it was told next: the
+# rollout is paused).
+"$TCPOTA" device show --json c-2 | jq_py '[h["detail"] for h in j["history"] if h["state"] == "failed"]' |
+  grep -q "the device reports image SHA-256 mismatch" ||
+  fail "c-2's history has no failure: $("$TCPOTA" device show c-2 | tail -5)"
 failed=$("$TCPOTA" rollout show --json 1 | jq_py 'j["waves"][0]["failed"]')
 [ "$failed" = 1 ] || fail "rollout 1 counts $failed failed devices, expected c-2's 1"
-n=$(wc -l < "$WORK/server.log")
-run_device c-2 esp32 "$WORK/d2" --max-attempts 1 && fail "c-2 was updated with the image it reported failed"
-tail -n +"$((n + 1))" "$WORK/server.log" | grep '\[c-2 ' | grep -q "no update: rollout 1: the device reported this image as failed" ||
-  fail "c-2's next check-in: the server did not hold the image back: $(grep '\[c-2 ' "$WORK/server.log" | tail -2)"
-ok "an image that fails the device's read-back: failed in the registry and the rollout, held back by the server"
+"$TCPOTA" rollout resume 1 > /dev/null || fail "rollout resume failed"
+run_device c-2 esp32 "$WORK/d2" --max-attempts 3 ||
+  fail "c-2 was not given the image once more after one integrity failure: $(tail -2 "$WORK/c-2.log")"
+"$TCPOTA" device status --flash "$WORK/d2" | grep -q '"version":"2.0.0"' ||
+  fail "c-2 does not run 2.0.0 after its second try: $(tail -2 "$WORK/c-2.log")"
+ok "an image that fails the device's read-back: failed in the registry and the rollout, then taken once more and installed"
 stop_fleet

@@ -861,7 +861,7 @@ static void test_device_retry(void **state)
     ss_fake_id(img[1], 0x23);
     ss_checkin_free(f, "dev-r");
     store_req_free(ss_checkin(f, "dev-r", img[0], TCPOTA_RESULT_ROLLED_BACK));
-    store_req_free(ss_checkin(f, "dev-r", img[1], TCPOTA_RESULT_BOOT_FAILED));
+    store_req_free(ss_checkin(f, "dev-r", img[1], TCPOTA_RESULT_ROLLED_BACK));
     expect_retried(f, "dev-r", 2, STORE_ST_SEEN);
     r = ss_device_get(f, "dev-r");
     assert_string_equal(r->u.device.dev->reason, STORE_RETRY_DETAIL);
@@ -936,8 +936,14 @@ static void test_first_checkin_report_counts(void **state)
     assert_int_equal(r->rc, STORE_OK);
     assert_int_equal(r->u.checkin.is_new, 1);
     assert_int_equal(r->u.checkin.ro_status, STORE_RO_FAILED);
+    /* Counted failed, but not held back: the device takes an image its
+     * bootloader fell back from once more (tcpota_srv_report_final). */
+    assert_int_equal(r->u.checkin.out->nfailed, 0);
     store_req_free(r);
     expect_counts(f, ro, 0, 0, 0, 0, 1);
+    r = ss_checkin(f, "dev-new", img, TCPOTA_RESULT_ROLLED_BACK);
+    assert_int_equal(r->u.checkin.out->nfailed, 1); /* a health check's is final */
+    store_req_free(r);
 }
 
 /* A report of an image the device's row did not follow (its steps lost

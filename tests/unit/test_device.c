@@ -392,6 +392,8 @@ static void test_integrity_failure_not_bootable(void **state)
     /* One integrity failure may be bytes altered on the way: the image is
      * taken once more, and only the second failure is final. */
     assert_int_equal(tcpota_dev_bad_image(&fp->port, NULL), 0);
+    /* ... and a server offers it once more (server.h). */
+    assert_int_equal(tcpota_srv_complete_final((uint16_t)-TCPOTA_ERR_INTEGRITY), 0);
     assert_int_equal(run_conn(0, -1, NULL), TCPOTA_ERR_INTEGRITY);
     assert_int_equal(tcpota_dev_bad_image(&fp->port, NULL), TCPOTA_BAD_INTEGRITY);
 }
@@ -689,6 +691,9 @@ static void test_boot_health_failure_rolls_back(void **state)
     dev_init();
     assert_int_equal(dev.report_result, TCPOTA_RESULT_ROLLED_BACK);
     assert_memory_equal(dev.report_id, simg.id, 32);
+    /* Final on the device at once, and so on a server (server.h). */
+    assert_int_equal(tcpota_dev_bad_image(&fp->port, NULL), TCPOTA_BAD_ROLLED_BACK);
+    assert_int_equal(tcpota_srv_report_final(dev.report_result), 1);
     /* The next boot (old image, not pending) reports nothing new. */
     assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);
     assert_int_equal(fp->valid_calls, 0);
@@ -1147,12 +1152,18 @@ static void test_ota_end_errors(void **state)
     fp->fail_end = TCPOTA_ERR_STATE;
     assert_int_equal(run_conn(0, -1, NULL), TCPOTA_ERR_STATE);
     assert_int_equal(tcpota_dev_bad_image(&fp->port, NULL), 0);
+    /* A server holds back what the device holds back (server.h): the
+     * COMPLETE's status is -rc. */
+    assert_int_equal(tcpota_srv_complete_final((uint16_t)-TCPOTA_ERR_STATE), 0);
     fp->fail_end = TCPOTA_ERR_IO;
     assert_int_equal(run_conn(0, -1, NULL), TCPOTA_ERR_IO);
     assert_int_equal(tcpota_dev_bad_image(&fp->port, NULL), 0);
+    assert_int_equal(tcpota_srv_complete_final((uint16_t)-TCPOTA_ERR_IO), 0);
     fp->fail_end = TCPOTA_ERR_DENIED;
     assert_int_equal(run_conn(0, -1, NULL), TCPOTA_ERR_DENIED);
     assert_int_equal(tcpota_dev_bad_image(&fp->port, NULL), TCPOTA_BAD_REFUSED);
+    assert_int_equal(tcpota_srv_complete_final((uint16_t)-TCPOTA_ERR_DENIED), 1);
+    assert_int_equal(tcpota_srv_complete_final((uint16_t)-TCPOTA_ERR_REFUSED), 1); /* the same */
 }
 
 /* A port without a pending state (ESP-IDF without bootloader rollback)
@@ -1496,6 +1507,7 @@ static void test_boot_failures_counted_per_image(void **state)
     put_record(TCPOTA_KEY_LAST, last, sizeof(last), 1);
     assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);
     assert_int_equal(tcpota_dev_bad_image(&fp->port, id), TCPOTA_BAD_NONE); /* one more chance */
+    assert_int_equal(tcpota_srv_report_final(TCPOTA_RESULT_BOOT_FAILED), 0); /* a server's too */
     memset(last + 1, 0xbb, 32);
     put_record(TCPOTA_KEY_LAST, last, sizeof(last), 1);
     assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);

@@ -221,6 +221,21 @@ void tcpota_srv_get_hello(const struct tcpota_srv *s, struct tcpota_srv_hello *h
  * choice alike; else 0. */
 int tcpota_srv_runs(const struct tcpota_srv_hello *h, const struct tcpota_srv_image *img);
 
+/* 1 when a device's failure of an image is final on its side at once, so
+ * that a server holds the image back from it: a REPORT of
+ * TCPOTA_RESULT_ROLLED_BACK (its health check failed), a COMPLETE whose
+ * status is TCPOTA_ERR_DENIED or TCPOTA_ERR_REFUSED, negated (its storage
+ * refused the image). 0 for the rest: the device takes an image its
+ * bootloader fell back from, or that failed its integrity check, once
+ * more (a power cut in its first boot, bytes altered on the way are not
+ * the image's fault: tcpota_dev_bad_image), and its second failure comes
+ * back as a DECLINE; a storage error is held against no image. The
+ * server's side of the device's rule (device.c: which failures it
+ * remembers, tcpota_dev_bad_image: which once more): tests/unit/test_device.c
+ * checks that the two agree. */
+int tcpota_srv_report_final(uint16_t result);
+int tcpota_srv_complete_final(uint16_t status);
+
 /* The image offered on this connection, or NULL (none offered yet, or
  * NO_UPDATE). */
 const struct tcpota_srv_image *tcpota_srv_offered_image(const struct tcpota_srv *s);
