@@ -768,7 +768,7 @@ static void undo_data_dir(const struct tcpota_serve_opts *o, const char *dir, in
  * mount point's lost+found, into name (cap bytes); 1 when there is one and
  * dir holds no tcpota.db: a new fleet would be made among someone else's
  * files. */
-static int foreign_files(const char *dir, char *name, size_t cap)
+static int foreign_files(const char *dir, int with_db, char *name, size_t cap)
 {
     DIR *d = opendir(dir);
     struct dirent *e;
@@ -784,7 +784,7 @@ static int foreign_files(const char *dir, char *name, size_t cap)
         }
     }
     closedir(d);
-    return other && !db;
+    return other && (with_db || !db);
 }
 
 /* The first flag of single-image mode's sources that src holds, into *flag,
@@ -910,12 +910,19 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
                       "names, or ~/.pgpass (lines HOST:PORT:DATABASE:USER:PASSWORD), not in --db "
                       "(docs/scaling.md)");
     }
-    if (!created && !was_empty && !o->db) {
+    if (!created && !was_empty) {
         char other[256];
-        if (foreign_files(o->data_dir, other, sizeof(other))) {
-            serve_warn(o, "--data %s holds files that are not a fleet's (the first: %s) and no "
-                          "tcpota.db: a new fleet is made beside them; if this is not the "
-                          "fleet's directory, stop the server and give a new or empty one",
+        /* A --db node's --data holds no database: any other file is
+         * foreign (a trial gave one a device's --flash: it took the
+         * device's lock and wrote its token there, without a word). */
+        if (foreign_files(o->data_dir, o->db != NULL, other, sizeof(other))) {
+            serve_warn(o, o->db ? "--data %s holds files that are not a node's (the first: %s): "
+                                  "the node's files are made beside them; if this is not the "
+                                  "node's directory, stop the server and give a new or empty one"
+                                : "--data %s holds files that are not a fleet's (the first: %s) "
+                                  "and no tcpota.db: a new fleet is made beside them; if this is "
+                                  "not the fleet's directory, stop the server and give a new or "
+                                  "empty one",
                        o->data_dir, other);
         }
     }

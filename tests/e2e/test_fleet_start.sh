@@ -115,3 +115,14 @@ stop_fleet
 [ "$(stat -c %a "$WORK/outside")" = 644 ] || fail "a file outside --data, linked from images/, was made $(stat -c %a "$WORK/outside")"
 ! grep -q 'made private' "$WORK/server.log" || fail "a link was made private: $(grep 'made private' "$WORK/server.log")"
 ok "links in --data are not followed: the lock file's is refused, an image's left alone"
+
+# --- a --db node's --data holding someone else's files: warned too ---------
+# (a trial gave a node a device's --flash: it took the device's lock and
+# wrote its token there without a word). The warning comes before the
+# database is reached, so an unreachable one shows it as well.
+mkdir -p "$WORK/devflash" && echo x > "$WORK/devflash/ota_0.bin"
+timeout 20 "$TCPOTA" serve --db "postgresql://tcpota@127.0.0.1:1/tcpota?connect_timeout=2" \
+  --data "$WORK/devflash" --listen 127.0.0.1:0 --api 127.0.0.1:0 2> "$WORK/dbdata.log" && fail "a node without its database started"
+grep -q "warning: --data $WORK/devflash holds files that are not a node's (the first: ota_0.bin): the node's files are made beside them" "$WORK/dbdata.log" ||
+  fail "a --db node on someone else's files was not warned about: $(head -3 "$WORK/dbdata.log")"
+ok "a --db node's --data holding someone else's files is warned about"
