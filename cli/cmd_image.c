@@ -291,8 +291,12 @@ static int image_add(struct api *a, int argc, char **argv)
     }
     if (rc == 0 && !a->json) {
         printf(status == 201 ? "added image %s: version %s, model %s, %lld bytes, %s\n"
+               : api_bool(ans, "repaired") && api_bool(ans, "was_missing")
+                   ? "image %s is already stored; its file was not on this server (a --db node"
+                     " fetches an image at its first use; else it was removed) and is written"
+                     " again: version %s, model %s, %lld bytes, %s\n"
                : api_bool(ans, "repaired")
-                   ? "image %s stored again (its file on the server was missing or damaged): "
+                   ? "image %s stored again (its file on the server was damaged): "
                      "version %s, model %s, %lld bytes, %s\n"
                    : "image %s is already stored: version %s, model %s, %lld bytes, %s\n",
                table_c(api_str(ans, "id")), table_c(api_str(ans, "version")),

@@ -53,6 +53,7 @@ static void images_with_rollouts(struct api_call *c, struct store_req *r)
     if (c->action == 0) { /* one image */
         json_t *o = api_image_json(&c->imgs[0], ros, r->u.list.n);
         if (o && c->repaired) json_object_set_new(o, "repaired", json_true());
+        if (o && c->repaired) json_object_set_new(o, "was_missing", json_boolean(c->repaired == 2));
         api_reply(c, c->code, o);
         return;
     }
@@ -322,7 +323,9 @@ static void repair_work(struct api_call *c)
 
     c->job_rc = 0;
     if (stored_file_intact(&c->stored)) return;
-    c->repaired = 1;
+    /* 2: not there at all, which on a --db node only means that this node
+     * has not fetched it from the database yet (not a damage to report). */
+    c->repaired = access(path, F_OK) != 0 && errno == ENOENT ? 2 : 1;
     /* An empty directory in its place goes (rename would refuse it); one
      * with something in it is the operator's to look at. */
     if (!c->api->cfg.images_dir || write_body(c) < 0 ||
@@ -345,7 +348,9 @@ static void repaired(struct api_call *c)
         return;
     }
     if (c->repaired) { /* the loop may offer it again (fleet.c image_for) */
-        api_changed(c, "image %.12s: its missing or damaged file %s written again from an upload",
+        api_changed(c, c->repaired == 2 ? "image %.12s: its file %s, not there (a --db node fetches"
+                                          " an image at its first use), written from an upload"
+                                        : "image %.12s: its damaged file %s written again from an upload",
                     c->stored.idhex, c->stored.path);
     }
     hold_images(c, &c->stored, 1, 0);
