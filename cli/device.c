@@ -1012,7 +1012,20 @@ static void say_declined(struct device *dv)
         const char *said = tcpota_client_reason(&dv->cl, why);
         say(dv, "declined the server's offer: %s%s%s", tcpota_strerror(why), said[0] ? ": " : "", said);
     }
-    if (why != TCPOTA_ERR_REFUSED) {
+    if (why == TCPOTA_ERR_DOWNGRADE) {
+        /* Nothing on the device is wrong, the image is (a trial was told
+         * to set the device right): another one is another offer. */
+        say(dv, "the server holds that offer back from this device now; an image signed with a"
+                " security counter at least this device's is a new offer, which it makes");
+    } else if (why == TCPOTA_ERR_UNSIGNED) {
+        /* Either side may be the one to change. */
+        say(dv, "the server holds that offer back from this device now; the image signed (tcpota"
+                " sign, with a key this device trusts) is a new offer, which it makes (fleet mode:"
+                " image rm, then image add with its manifest); or, if this device should not"
+                " require signed images, once it is set right, tcpota device retry %s (fleet mode;"
+                " an image-mode server forgets at its restart) lets it be offered again",
+            cli_shell_word(dv->id, word, sizeof(word)));
+    } else if (why != TCPOTA_ERR_REFUSED) {
         /* Any other decline is held back by the server from now on: when
          * this device's setup was the cause, say how it is offered again. */
         say(dv, "the server holds that offer back from this device now; once the device is set"

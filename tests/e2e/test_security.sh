@@ -149,6 +149,10 @@ start_server img3 3.0.0
 rc=0; "$T" device --server "127.0.0.1:$SERVER_PORT" --flash good --id good --trust k.pub \
   --max-attempts 1 2> down.log || rc=$?
 [ $rc -eq 1 ] && grep -q "security counter lower" down.log || fail "downgrade by counter was not refused"
+# Told what brings an update (the image is what to change), not to set the
+# device right.
+grep -q "an image signed with a security counter at least this device's is a new offer, which it makes" down.log &&
+  ! grep -q "once the device is set right" down.log || fail "the counter downgrade's hint: $(cat down.log)"
 check_device good img
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 ok "signed update with a rotated key list; counter downgrade refused, image kept"
