@@ -296,7 +296,7 @@ pg_fake refuse
 printf '127.0.0.1:%s:tcpota:tcpota:Pw0rd\n' "$PG_FAKE_PORT" > wrong.pgpass
 chmod 600 wrong.pgpass
 PGPASSFILE=wrong.pgpass db_pw pwwrong.log --db "postgresql://tcpota@127.0.0.1:$PG_FAKE_PORT/tcpota?sslmode=disable"
-grep -q "cannot connect to the database (--db): .*password authentication failed.*; the password given was refused: check it in the file PGPASSFILE names, or in ~/.pgpass" pwwrong.log ||
+grep -q "cannot connect to the database (--db): .*password authentication failed.*; the password given was refused: check it where it is given (in --db, in the file PGPASSFILE names, or in ~/.pgpass" pwwrong.log ||
   fail "a password refused: $(cat pwwrong.log)"
 ok "a database that wants a password none gave: the message says to give it (or that PGPASSFILE names no file); one that refuses it: said to be the wrong one"
 # SIGHUP and SIGUSR1 while the start waits (here for a database that never
