@@ -238,30 +238,64 @@ static int copy_all(int src, int dst, uint32_t size)
  * from it, a legacy device got the old image's first bytes and the new
  * one's rest under the old total, and a file made shorter stopped the
  * server with SIGBUS (a trial). In an unnamed temporary file (as the
- * frames), else a memfd. Returns it, or -1 with why in err. */
-static int private_copy(int src, uint32_t size, const char *path, char *err, size_t errlen)
+ * frames), else a memfd: mapped, and sent by sendfile; where neither can
+ * take it (no space in $TMPDIR, a file size limit), in memory, sent by
+ * reference. Sets img->fd (-1 in memory), img->map and img->heap.
+ * Returns 0, or -1 with why in err. */
+static int private_copy(struct image *img, int src, const char *path, char *err, size_t errlen)
 {
-    int fd = unnamed_file();
+    int fd = unnamed_file(), e = 0;
+    ssize_t n;
+    uint32_t got;
 
+    for (int memfd = 0; memfd < 2; memfd++) {
 #ifdef MFD_CLOEXEC
-    if (fd < 0) {
-        fd = memfd_create("tcpota-image", MFD_CLOEXEC);
-    }
+        if (memfd) {
+            fd = memfd_create("tcpota-image", MFD_CLOEXEC);
+        }
 #endif
-    if (fd < 0) {
-        why(err, errlen, "cannot make a private copy of image %s: %s", path, strerror(errno));
-        return -1;
-    }
-    if (copy_all(src, fd, size) < 0) {
-        int e = errno;
+        if (fd < 0) {
+            continue;
+        }
+        if (copy_all(src, fd, img->size) == 0) {
+            void *p = mmap(NULL, img->size, PROT_READ, MAP_SHARED, fd, 0);
+            if (p != MAP_FAILED) {
+                img->fd = fd;
+                img->map = p;
+                return 0;
+            }
+        }
+        e = errno;
         close(fd);
-        why(err, errlen, e == EAGAIN
-                ? "image %s became shorter while it was read (being written?); try again once it is written whole"
-                : "cannot make a private copy of image %s: %s (in $TMPDIR, else /var/tmp)",
-            path, strerror(e));
-        return -1;
+        fd = -1;
+        if (e == EAGAIN) {
+            break; /* the file became shorter: no other copy does better */
+        }
     }
-    return fd;
+    if (e != EAGAIN && (img->map = malloc(img->size)) != NULL) {
+        img->heap = 1;
+        for (got = 0; got < img->size; got += (uint32_t)n) {
+            n = pread(src, img->map + got, img->size - got, got);
+            if (n < 0 && errno == EINTR) {
+                n = 0;
+                continue;
+            }
+            if (n <= 0) {
+                e = n < 0 ? errno : EAGAIN;
+                break;
+            }
+        }
+        if (got == img->size) {
+            return 0;
+        }
+    } else if (e != EAGAIN) {
+        e = ENOMEM;
+    }
+    why(err, errlen, e == EAGAIN
+            ? "image %s became shorter while it was read (being written?); try again once it is written whole"
+            : "cannot make a private copy of image %s: %s",
+        path, strerror(e));
+    return -1;
 }
 
 static int image_load(struct image *img, const char *path, const char *version, unsigned chunk,
@@ -270,7 +304,7 @@ static int image_load(struct image *img, const char *path, const char *version, 
     struct stat st;
     uint32_t i, n;
     size_t vlen = strlen(version);
-    int copy;
+    int src, copied;
 
     memset(img, 0, sizeof(*img));
     img->fd = -1;
@@ -303,15 +337,11 @@ static int image_load(struct image *img, const char *path, const char *version, 
     }
     img->size = (uint32_t)st.st_size;
     img->src = st;
-    if ((copy = private_copy(img->fd, img->size, path, err, errlen)) < 0) {
-        return -1;
-    }
-    close(img->fd);
-    img->fd = copy;
-    img->map = mmap(NULL, img->size, PROT_READ, MAP_SHARED, img->fd, 0);
-    if (img->map == MAP_FAILED) {
-        img->map = NULL;
-        why(err, errlen, "cannot map %s: %s", path, strerror(errno));
+    src = img->fd;
+    img->fd = -1;
+    copied = private_copy(img, src, path, err, errlen);
+    close(src);
+    if (copied < 0) {
         return -1;
     }
     if (digest_once(img->map, img->size, img->desc.id) < 0) {
@@ -341,6 +371,9 @@ static int image_load(struct image *img, const char *path, const char *version, 
     if (img->wire_fd >= 0) {
         img->wire_seg = evbuffer_file_segment_new(img->wire_fd, 0, (ev_off_t)img->wire_len, 0);
     }
+    if (img->fd < 0) {
+        return 0; /* in memory: its bytes go by reference (add_segment) */
+    }
     img->seg = evbuffer_file_segment_new(img->fd, 0, img->size, 0);
     segment_drops_probe(img->fd);
     if (!img->seg) {
@@ -359,7 +392,8 @@ static void image_free(struct image *img)
         img->wire = NULL;
     }
     if (img->seg) evbuffer_file_segment_free(img->seg);
-    if (img->map) munmap(img->map, img->size);
+    if (img->map && img->heap) free(img->map);
+    else if (img->map) munmap(img->map, img->size);
     if (img->fd >= 0) close(img->fd);
     free(img->crcs);
     free(img->wire);

@@ -21,7 +21,8 @@ struct image {
      * hashed and is served, whatever happens to the file since. */
     int fd;
     struct stat src; /* the file itself when it was read (fleet.c: changed since?) */
-    uint8_t *map;
+    uint8_t *map;   /* the copy's bytes: mapped, or (heap, fd -1) in memory */
+    int heap;
     uint32_t size;
     uint32_t chunk;
     uint32_t *crcs; /* CRC32C of the DATA frame of each aligned chunk */

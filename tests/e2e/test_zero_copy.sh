@@ -47,10 +47,10 @@ offers=$(grep -c 'offer 2.0.0' server.log || true)
   fail "the image took $offers offers: $(grep -m1 'disconnected\|error' server.log)"
 ok "$injected sendfile calls said EAGAIN: each tried again, the image came on one connection"
 
-# The prebuilt frames' file cannot be written whole (here: a file size limit
-# of 200 KiB, SIGXFSZ ignored, so pwrite says EFBIG; on a host: a full
-# $TMPDIR): the server keeps the frames elsewhere (a memfd, or memory), and
-# a device gets the image byte-exact. Sent from a file written in part,
+# The prebuilt frames' file, and the image's private copy, cannot be written
+# whole (here: a file size limit of 200 KiB, SIGXFSZ ignored, so pwrite says
+# EFBIG; on a host: a full $TMPDIR): the server keeps both elsewhere (a
+# memfd, or memory), and a device gets the image byte-exact. Sent from a file written in part,
 # they would end at its end (sendfile sends nothing past it).
 head -c 600000 /dev/urandom > fsz.img
 ( trap '' XFSZ; ulimit -f 200; exec "$TCPOTA" serve --listen 127.0.0.1:0 --version 2.0.0 --no-progress fsz.img ) \
