@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define DEV_COLS                                                                             \
     "id, model, version, running, grp, addr, proto, state, image, bytes, size, reason,"      \
@@ -229,6 +230,26 @@ static int load_failed(struct pgstore *st, struct store_req *r)
     return STORE_OK;
 }
 
+/* Tells the operator why image idhex could not be put in this node's cache
+ * (r's error, which is cleared), at most once per PG_CACHE_TELL_S for the
+ * same image: every check-in of its rollout tries again. */
+static void cache_failed(struct pgstore *st, struct store_req *r, const char *idhex)
+{
+    struct timespec ts;
+    double now;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    if (strcmp(st->cache_failed, idhex) != 0 || now - st->cache_told_at >= PG_CACHE_TELL_S) {
+        snprintf(st->cache_failed, sizeof(st->cache_failed), "%s", idhex);
+        st->cache_told_at = now;
+        store_worker_notice(&st->w, 1, "cannot put the image in this node's cache: %s; its"
+                            " rollout's devices are told to come back meanwhile", r->err);
+    }
+    store_err_clear(r);
+    r->rc = STORE_OK;
+}
+
 /* The applicable rollout, its image (in the local cache) and the device's
  * status in it, after the report moved the counts. */
 static int load_rollout(struct pgstore *st, struct store_req *r, int64_t id)
@@ -242,7 +263,16 @@ static int load_rollout(struct pgstore *st, struct store_req *r, int64_t id)
         store_hex(c->out->rollout.image_id, hex);
         rc = pg_img_load(st, r, hex, &c->out->image);
     }
-    if (rc > 0 && (rc = pg_img_cache(st, r, &c->out->image)) == STORE_OK) {
+    if (rc > 0 && pg_img_cache(st, r, &c->out->image) != STORE_OK) {
+        /* Not this device's failure: its report stays recorded, and the
+         * fleet, finding no loadable file, tells it to come back (the
+         * image unservable), as on SQLite. Failing the check-in rolled
+         * the report back: the device was told busy for ever, and a
+         * rollback was never counted (a review). Told once in a while. */
+        cache_failed(st, r, c->out->image.idhex);
+        rc = 1;
+    }
+    if (rc > 0) {
         rc = pg_ro_ensure(st, r, &c->out->rollout, c->id, &c->ro_status);
         c->has_rollout = rc == STORE_OK;
     }

@@ -96,7 +96,8 @@ static int fetch_to(struct pgstore *st, struct store_req *r, const struct store_
     }
     if (rc == STORE_OK && (total != img->size || memcmp(got, img->id, TCPOTA_ID_LEN) != 0)) {
         rc = store_err_set(r, STORE_E_IO, "image %.12s: the bytes in the database do not hash"
-                           " to its id (%llu bytes of %u); add it again", img->idhex,
+                           " to its id (%llu bytes of %u); cancel its rollouts, remove it (tcpota"
+                           " image rm) and add it again", img->idhex,
                            (unsigned long long)total, (unsigned)img->size);
     }
     return rc;

@@ -644,9 +644,23 @@ static void test_checkin_two_nodes(void **state)
     ss_rm_tree(dir_b);
 }
 
+/* What a node told the operator last, and how often. */
+static char cache_said[STORE_NOTE_MAX];
+static int cache_tells;
+
+static void on_cache_notice(void *arg, int error, const char *msg)
+{
+    (void)arg;
+    cache_tells += error;
+    snprintf(cache_said, sizeof(cache_said), "%s", msg);
+}
+
 /* Node A takes an image; node B, which never saw it, fetches it from the
  * database at its first check-in that needs it, byte for byte, into its
- * own cache. Bytes damaged in the database are refused, not cached. */
+ * own cache. Bytes damaged in the database are refused, not cached, and
+ * told (once): the check-in itself goes on, a report with it recorded (it
+ * failed whole: the device told busy for ever, its rollback never
+ * counted), the image then unservable for the fleet. */
 static void test_image_shared(void **state)
 {
     static const uint32_t pct[] = {100};
@@ -679,10 +693,29 @@ static void test_image_shared(void **state)
     snprintf(q, sizeof(q), "UPDATE image_chunks SET bytes = set_byte(bytes, 999,"
              " get_byte(bytes, 999) # 1) WHERE image_id = '%s' AND n = 1", hex);
     sql(f, q);
-    r = checkin_on(f, b, "dev-b2");
-    assert_int_equal(r->rc, STORE_E_IO);
-    assert_non_null(strstr(r->err, "do not hash to its id"));
+    b->notice = on_cache_notice;
+    cache_tells = 0;
+    {
+        struct store *mine = f->st;
+        f->st = b;
+        r = ss_checkin(f, "dev-b2", id, TCPOTA_RESULT_ROLLED_BACK);
+        f->st = mine;
+    }
+    if (r->rc != STORE_OK) {
+        fail_msg("a report on a node that cannot cache the image: %s", r->err);
+    }
+    assert_int_equal(r->u.checkin.has_rollout, 1);
     store_req_free(r);
+    r = ss_device_get(f, "dev-b2");
+    assert_int_equal(r->u.device.dev->state, STORE_ST_ROLLED_BACK);
+    store_req_free(r);
+    assert_int_equal(cache_tells, 1);
+    assert_non_null(strstr(cache_said, "do not hash to its id"));
+    assert_non_null(strstr(cache_said, "image rm"));
+    r = checkin_on(f, b, "dev-b3"); /* tried again, not told again */
+    assert_int_equal(r->rc, STORE_OK);
+    store_req_free(r);
+    assert_int_equal(cache_tells, 1);
     assert_int_not_equal(stat(path, &sb), 0);
     free(bytes);
     store_close(b);
