@@ -476,7 +476,7 @@ for harm in missing damaged directory; do
   [ "$(running "$WORK/r-$harm")" = 1.0.0 ] || fail "$harm file: a device got the image"
   # The device is told to wait and when to ask again, not "no image for
   # it" (it took itself as up to date).
-  [ $rc -eq 0 ] && grep -q "no update now, running 1.0.0: an update applies, but the server cannot load its image now (its file is missing or damaged there); the server asks to check again in 30 s" "$WORK/r-$harm.log" ||
+  [ $rc -eq 0 ] && grep -q "no update now, running 1.0.0: an update applies, but the server cannot serve its image now (its file is missing or damaged there, or it is not signed as that server requires: its log says which); the server asks to check again in 30 s" "$WORK/r-$harm.log" ||
     fail "$harm file: the device was told: rc $rc $(tail -2 "$WORK/r-$harm.log")"
   # So is an HTTP download: an error esp_https_ota retries, not 204.
   curl -s -o /dev/null -D "$WORK/h.txt" -H "X-Tcpota-Version: 1.0.0" \
@@ -506,7 +506,7 @@ for harm in missing damaged directory; do
     2> "$WORK/r-$harm-3.log" || fail "$harm file: a device running 3.0.0: $(tail -2 "$WORK/r-$harm-3.log")"
   [ "$(device_state "r-$harm-3")" = up-to-date ] ||
     fail "$harm file: a device running 3.0.0 is $(device_state "r-$harm-3"): $(tail -2 "$WORK/r-$harm-3.log")"
-  ! grep -q "cannot load its image" "$WORK/r-$harm-3.log" || fail "$harm file: a device running 3.0.0 was told to wait"
+  ! grep -q "cannot serve its image" "$WORK/r-$harm-3.log" || fail "$harm file: a device running 3.0.0 was told to wait"
   "$TCPOTA" image add --version 3.0.0 --model "m-$harm" "$WORK/r-$harm.bin" > "$WORK/out" 2>&1 ||
     fail "$harm: image add again: $(cat "$WORK/out")"
   if [ "$harm" = missing ]; then
@@ -554,7 +554,7 @@ grep -q "): cannot load it (image $DATA/images/[0-9a-f]* is not a regular file (
 stored="$DATA/images/$(sha256sum "$WORK/r-missing.bin" | cut -c1-64)"
 rm "$stored"
 rc=0; run_device r-gone m-missing "$WORK/r-gone" --max-attempts 1 || rc=$?
-[ $rc -eq 0 ] && grep -q "the server cannot load its image now" "$WORK/r-gone.log" ||
+[ $rc -eq 0 ] && grep -q "the server cannot serve its image now" "$WORK/r-gone.log" ||
   fail "a file removed after its load: rc $rc $(tail -2 "$WORK/r-gone.log")"
 "$TCPOTA" image add --version 3.0.0 --model m-missing "$WORK/r-missing.bin" > /dev/null 2>&1 || fail "image add to repair r-missing failed"
 run_device r-gone m-missing "$WORK/r-gone" || fail "r-gone after the repair: $(tail -2 "$WORK/r-gone.log")"
