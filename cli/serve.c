@@ -649,6 +649,12 @@ static void warn_settings(const struct tcpota_serve_opts *o, const struct source
                       " are served an unsigned image anyway; it lets them have a signed one",
                    o->image);
     }
+    if (o->allow_unauth_legacy && o->manifest && !o->allow_legacy) {
+        /* Else said only when the first one is refused (a trial). */
+        serve_warn(o, "--allow-unauthenticated-legacy lets req0/req1 devices in, but %s is signed"
+                      " and they cannot check a signature: they are refused all the same; add"
+                      " --allow-legacy to serve them the signed image", o->image);
+    }
 }
 
 static int serve_reload(void *ctx, struct tcpota_serve_opts *fresh)

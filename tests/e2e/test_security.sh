@@ -311,7 +311,16 @@ wait_line server.log 'legacy \(req0/req1\) device connected'
 wait "$leg" || fail "--allow-unauthenticated-legacy did not serve"
 cmp legacy-auth.bin plain.img || fail "legacy bytes differ"
 stop_server
-ok "legacy devices refused under --require-auth unless --allow-unauthenticated-legacy, then not counted as unauthenticated"
+! grep -q 'they cannot check a signature' server.log || fail "an unsigned image: warned that legacy devices are refused"
+# A signed image: they would be refused all the same, which the start says.
+start_server img 2.0.0 --require-auth --auth-file secrets --allow-unauthenticated-legacy
+grep -q "warning: --allow-unauthenticated-legacy lets req0/req1 devices in, but img is signed and they cannot check a signature: they are refused all the same; add --allow-legacy to serve them the signed image" server.log ||
+  fail "no word at start that legacy devices are refused (signed image): $(head -5 server.log)"
+stop_server
+start_server img 2.0.0 --require-auth --auth-file secrets --allow-unauthenticated-legacy --allow-legacy
+! grep -q 'they cannot check a signature' server.log || fail "warned with --allow-legacy given"
+stop_server
+ok "legacy devices refused under --require-auth unless --allow-unauthenticated-legacy, then not counted as unauthenticated; a signed image's refusal said at start"
 
 # A peer that never answers the CHALLENGE cannot keep its slot with PINGs.
 start_server img 2.0.0 --require-auth --auth-file secrets --idle-timeout 2
