@@ -876,6 +876,12 @@ static void apply_rules(struct server *srv, struct store_rollout *ro)
     *r->u.rollout.r = *ro;
     r->u.rollout.expect_state = ro->ro.state;
     r->u.rollout.expect_n_open = ro->ro.n_open;
+    /* Judged on the failures since the base this check-in read: a resume
+     * since then (another node's, or while this check-in waited for an
+     * image) moved it, and the halt would undo the resume (a review). */
+    r->u.rollout.expect_base = to == ROLLOUT_STATE_HALTED;
+    r->u.rollout.base_failed = ro->base_failed;
+    r->u.rollout.base_finished = ro->base_finished;
     r->u.rollout.new_state = to;
     r->u.rollout.new_n_open = n_open;
     ro->ro.state = to;

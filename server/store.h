@@ -340,6 +340,12 @@ struct store_req {
             uint64_t id;                      /* in (GET/SET) */
             enum rollout_state expect_state, new_state; /* in (SET) */
             uint32_t expect_n_open, new_n_open;         /* in (SET) */
+            /* in (SET): with expect_base, the row's base_failed and
+             * base_finished must be these too: a rule's move on counts
+             * read before a resume (which moves the base) is stale, or a
+             * halt would come back on the failures the resume put aside. */
+            int expect_base;
+            uint32_t base_failed, base_finished;
             uint64_t superseded;              /* out (CREATE): the rollout it superseded, 0: none */
         } rollout;
         struct {                              /* STORE_DEVICE_GET / SET_GROUP / RETRY / SECRET_SET */

@@ -585,9 +585,12 @@ int pg_op_rollout_set(struct pgstore *st, struct store_req *r)
         return rc;
     }
     if ((rc = pg_run(st, r, "rollout set", "UPDATE rollouts SET state = $1, n_open = $2,"
-                     " changed_at = $3 WHERE id = $4 AND state = $5 AND n_open = $6", "iiiiii",
+                     " changed_at = $3 WHERE id = $4 AND state = $5 AND n_open = $6 AND ($7 = 0"
+                     " OR (base_failed = $8 AND base_finished = $9))", "iiiiiiiii",
                      (int64_t)r->u.rollout.new_state, (int64_t)to, r->now, (int64_t)id,
-                     (int64_t)r->u.rollout.expect_state, (int64_t)from)) < 0) {
+                     (int64_t)r->u.rollout.expect_state, (int64_t)from,
+                     (int64_t)r->u.rollout.expect_base, (int64_t)r->u.rollout.base_failed,
+                     (int64_t)r->u.rollout.base_finished)) < 0) {
         return rc;
     }
     if (st->changes == 0) {

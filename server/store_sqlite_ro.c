@@ -447,9 +447,12 @@ int sq_op_rollout_set(struct sstore *st, struct store_req *r)
         return rc;
     }
     if (sq_run(st, "UPDATE rollouts SET state = ?1, n_open = ?2, changed_at = ?3 WHERE id = ?4"
-               " AND state = ?5 AND n_open = ?6", "iiiiii", (int64_t)r->u.rollout.new_state,
+               " AND state = ?5 AND n_open = ?6 AND (?7 = 0 OR (base_failed = ?8 AND"
+               " base_finished = ?9))", "iiiiiiiii", (int64_t)r->u.rollout.new_state,
                (int64_t)to, r->now, (int64_t)id, (int64_t)r->u.rollout.expect_state,
-               (int64_t)from) != SQLITE_DONE) {
+               (int64_t)from, (int64_t)r->u.rollout.expect_base,
+               (int64_t)r->u.rollout.base_failed, (int64_t)r->u.rollout.base_finished) !=
+        SQLITE_DONE) {
         return sq_fail(st, r, "rollout set");
     }
     if (sqlite3_changes(st->db) == 0) {

@@ -1321,6 +1321,21 @@ static void test_rollout_resume_base(void **state)
     assert_int_equal(r->u.rollout.r->base_failed, 1);
     assert_int_equal(r->u.rollout.r->base_finished, 1);
     store_req_free(r);
+    /* A halt judged on counts read before the resume (base 0 of 0): stale,
+     * refused; judged on the base as it is now, it goes through. */
+    for (int now = 0; now < 2; now++) {
+        r = ss_req(STORE_ROLLOUT_SET);
+        r->u.rollout.id = ro;
+        r->u.rollout.expect_state = ROLLOUT_STATE_ACTIVE;
+        r->u.rollout.expect_n_open = 1;
+        r->u.rollout.new_state = ROLLOUT_STATE_HALTED;
+        r->u.rollout.new_n_open = 1;
+        r->u.rollout.expect_base = 1;
+        r->u.rollout.base_failed = now ? 1 : 0;
+        r->u.rollout.base_finished = now ? 1 : 0;
+        assert_int_equal(ss_run(f, r)->rc, now ? STORE_OK : STORE_E_CONFLICT);
+        store_req_free(r);
+    }
 }
 
 static void test_rollout_cas(void **state)
