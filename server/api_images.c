@@ -222,10 +222,13 @@ static void lookup(struct api_call *c);
 
 static void add_done(struct api_call *c, struct store_req *r)
 {
-    if (r->rc == STORE_E_CONFLICT) {
+    if (r->rc == STORE_E_CONFLICT || (r->rc == STORE_OK && !r->u.image.added)) {
         /* Added meanwhile (through another node: uploads to one node take
          * turns, upload_turn()): judged as if it had been there first, so
-         * that other names for the same bytes are refused (409). */
+         * that other names for the same bytes are refused (409). The store
+         * answers such an add with the row stored first: taken as this
+         * one's, it was "added" under the other node's version (a trial,
+         * 4 tries of 4). */
         lookup(c);
         return;
     }

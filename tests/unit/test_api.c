@@ -58,6 +58,7 @@ struct fake {
     struct store_device devs[NMAX]; /* sorted by id */
     size_t ndevs;
     int added_file_ok;          /* IMAGE_ADD found a 0600 file of the right size */
+    const char *raced;          /* the next IMAGE_ADD finds the bytes added meanwhile as this version */
     struct store_req last_set;  /* the last ROLLOUT_SET's inputs */
     size_t last_limit;
     int64_t last_since, last_now; /* of the last SUMMARY */
@@ -116,7 +117,18 @@ static void fake_image(struct store_req *r)
             r->rc = STORE_E_IO;
             return;
         }
+        if (f->raced) {
+            /* Another node's add of the same bytes committed first: the
+             * store answers with the row it made (PostgreSQL's ON
+             * CONFLICT DO NOTHING), added 0. */
+            snprintf(r->u.image.img->version, sizeof r->u.image.img->version, "%s", f->raced);
+            f->raced = NULL;
+            f->imgs[f->nimgs++] = *r->u.image.img;
+            r->u.image.added = 0;
+            return;
+        }
         f->imgs[f->nimgs++] = *r->u.image.img;
+        r->u.image.added = 1; /* stored now (the backends' word) */
         return;
     }
     if (n != 1) {
@@ -973,6 +985,24 @@ static int dir_entries(void)
     while ((e = readdir(d)) != NULL) n += e->d_name[0] != '.' || strncmp(e->d_name, ".upload", 7) == 0;
     closedir(d);
     return n;
+}
+
+/* The same bytes added through two nodes at once under two versions: the
+ * one whose add finds the other's row is judged as if it had been there
+ * first (409), not told "added" under the other's version. */
+static void test_upload_raced(void **state)
+{
+    const char body[] = "image bytes added twice";
+    json_t *j = NULL;
+    size_t n = T.f.nimgs;
+    (void)state;
+
+    T.f.raced = "8.0.1";
+    assert_int_equal(http("POST", "/v1/images?version=8.0.0&model=legacy", body, &j), 409);
+    assert_non_null(strstr(sget(j, "error"), "these bytes are stored already as image"));
+    assert_non_null(strstr(sget(j, "error"), "version 8.0.1"));
+    json_decref(j);
+    assert_int_equal(T.f.nimgs, n + 1); /* the other node's */
 }
 
 static void test_upload_unsigned(void **state)
@@ -2456,6 +2486,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_image_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_image_by_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_unsigned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upload_raced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_signed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_repair_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_after_job, setup, teardown),
