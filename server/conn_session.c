@@ -328,11 +328,11 @@ void conn_session_event(struct conn *c, const struct tcpota_srv_event *ev)
                   tcpota_strerror(m->u.complete.status), c->img->idhex);
         } else {
             /* The device takes it once more (integrity: bytes altered on
-             * the way), or holds nothing against it (a storage error). */
+             * the way). */
             conn_set_outcome(c, DEV_FAILED);
             clog_(c, 1, "failed: device reports %s; image %.16s... is offered to it once more (the "
-                        "device takes an image once more after an integrity failure, and holds a "
-                        "storage error against none)",
+                        "device takes an image once more after an integrity failure, and declines "
+                        "it after a second one)",
                   tcpota_strerror(m->u.complete.status), c->img->idhex);
         }
         return;

@@ -1644,8 +1644,9 @@ static int put_secrets(struct server *srv, const struct store_secret *rows, size
     }
     for (i = 0; i < n; i++) {
         size_t idlen = strlen(rows[i].id);
-        if (idlen >= sizeof(key.id) || rows[i].len > sizeof(key.secret)) {
-            continue; /* not a device id (the API refuses longer) */
+        if (idlen >= sizeof(key.id) || rows[i].len > sizeof(key.secret) ||
+            rows[i].len < TCPOTA_SECRET_MIN) {
+            continue; /* not a device's (the API refuses such ids and secrets) */
         }
         memcpy(key.id, rows[i].id, idlen + 1);
         at = f->nsecrets ? bsearch(&key, all, f->nsecrets, sizeof(*all), cmp_secret) : NULL;
@@ -1748,9 +1749,14 @@ static void secrets_synced(struct store_req *r)
 
     if (f) {
         f->secret_asking = 0;
-        if (r->rc >= 0 && put_secrets(srv, r->u.list.rows, r->u.list.n,
-                                      "set through another node") >= 0 &&
-            r->u.list.gen > f->secrets_gen) {
+        if (r->rc >= 0 && r->u.list.gen < f->secrets_gen) {
+            /* The database's count went back (a failover to a standby
+             * that had not all of it, a restore): what is numbered from
+             * here may be below what this node has, and would never be
+             * asked for. Everything, at the next tick. */
+            f->secrets_gen = 0;
+        } else if (r->rc >= 0 && put_secrets(srv, r->u.list.rows, r->u.list.n,
+                                             "set through another node") >= 0) {
             f->secrets_gen = r->u.list.gen;
         }
     }

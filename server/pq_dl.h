@@ -30,8 +30,9 @@
     X(PQclear) X(PQcmdTuples) X(PQconnectdb) X(PQconnectdbParams) X(PQconninfoFree) \
     X(PQconninfoParse) X(PQconsumeInput) X(PQerrorMessage) X(PQexec) X(PQexecParams) \
     X(PQexecPrepared) X(PQfinish) X(PQfreemem) X(PQgetisnull) X(PQgetlength) X(PQgetResult) \
-    X(PQgetvalue) X(PQisBusy) X(PQntuples) X(PQprepare) X(PQreset) X(PQresultErrorField) \
-    X(PQresultStatus) X(PQsendQuery) X(PQsetNoticeProcessor) X(PQsocket) X(PQstatus)
+    X(PQgetvalue) X(PQisBusy) X(PQntuples) X(PQprepare) X(PQresultErrorField) \
+    X(PQresultStatus) X(PQsendQuery) X(PQsetNoticeProcessor) X(PQsocket) X(PQstatus) \
+    X(PQtransactionStatus)
 
 #define PQ_DL_MEMBER(f) __typeof__(f) *f;
 struct pq_dl {
@@ -69,13 +70,13 @@ int pq_load(char *err, size_t errlen);
 #define PQisBusy (pq_dl.PQisBusy)
 #define PQntuples (pq_dl.PQntuples)
 #define PQprepare (pq_dl.PQprepare)
-#define PQreset (pq_dl.PQreset)
 #define PQresultErrorField (pq_dl.PQresultErrorField)
 #define PQresultStatus (pq_dl.PQresultStatus)
 #define PQsendQuery (pq_dl.PQsendQuery)
 #define PQsetNoticeProcessor (pq_dl.PQsetNoticeProcessor)
 #define PQsocket (pq_dl.PQsocket)
 #define PQstatus (pq_dl.PQstatus)
+#define PQtransactionStatus (pq_dl.PQtransactionStatus)
 #endif
 
 #endif

@@ -256,21 +256,25 @@ static int load_rollout(struct pgstore *st, struct store_req *r, int64_t id)
 {
     __typeof__(r->u.checkin) *c = &r->u.checkin;
     char hex[2 * TCPOTA_ID_LEN + 1];
-    int rc;
+    int rc, cached;
 
     rc = pg_ro_load(st, r, (uint64_t)id, &c->out->rollout);
     if (rc > 0) {
         store_hex(c->out->rollout.image_id, hex);
         rc = pg_img_load(st, r, hex, &c->out->image);
     }
-    if (rc > 0 && pg_img_cache(st, r, &c->out->image) != STORE_OK) {
+    if (rc > 0 && (cached = pg_img_cache(st, r, &c->out->image)) != STORE_OK) {
         /* Not this device's failure: its report stays recorded, and the
          * fleet, finding no loadable file, tells it to come back (the
          * image unservable), as on SQLite. Failing the check-in rolled
          * the report back: the device was told busy for ever, and a
-         * rollback was never counted (a review). Told once in a while. */
+         * rollback was never counted (a review). Told once in a while.
+         * A failure of the database itself (the transaction aborted, the
+         * connection gone) fails the check-in as any other would. */
+        if (PQstatus(st->db) != CONNECTION_OK || PQtransactionStatus(st->db) != PQTRANS_INTRANS) {
+            return cached;
+        }
         cache_failed(st, r, c->out->image.idhex);
-        rc = 1;
     }
     if (rc > 0) {
         rc = pg_ro_ensure(st, r, &c->out->rollout, c->id, &c->ro_status);
@@ -369,6 +373,25 @@ static int ids_of(const struct store_req *r, struct pg_array *a)
     }
 }
 
+/* A list that sets a secret takes secrets_gen's row (migration 5's
+ * trigger numbers the write under it) right after the devices' rows, as
+ * every node does: taken where the write comes, after a rollout's row,
+ * say, two nodes' lists could each wait for the other's (a review). */
+static int lock_secrets_gen(struct pgstore *st, struct store_req *head)
+{
+    const struct store_req *r;
+    int rc;
+
+    for (r = head; r && r->op != STORE_SECRET_SET; r = r->next) {
+    }
+    if (!r) {
+        return STORE_OK;
+    }
+    rc = pg_run(st, head, "lock secrets", "SELECT count(*) FROM (SELECT 1 FROM secrets_gen"
+                    " FOR UPDATE) AS locked", "");
+    return rc < 0 ? rc : STORE_OK;
+}
+
 int pg_lock_devices(struct pgstore *st, struct store_req *head)
 {
     struct pg_array ids = {0};
@@ -381,7 +404,7 @@ int pg_lock_devices(struct pgstore *st, struct store_req *head)
     }
     if (rc == 0 && ids.n < 2) {
         pg_array_free(&ids);
-        return STORE_OK; /* one row: nothing to order */
+        return lock_secrets_gen(st, head); /* one row: nothing to order */
     }
     if (rc != 0 || !(lit = pg_array_end(&ids))) {
         pg_array_free(&ids);
@@ -394,7 +417,7 @@ int pg_lock_devices(struct pgstore *st, struct store_req *head)
     rc = pg_run_once(st, head, "lock devices", "SELECT count(*) FROM (SELECT 1 FROM devices"
                 " WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE) AS locked", lit);
     pg_array_free(&ids);
-    return rc < 0 ? rc : STORE_OK;
+    return rc < 0 ? rc : lock_secrets_gen(st, head);
 }
 
 /* One statement, one round trip, however many devices. */
@@ -449,7 +472,8 @@ static int apply_event(void *backend, struct store_req *r, const struct store_st
      * another node counts (the row as it is once its lock is ours). A
      * transfer's steps name their image; a decision without one (no
      * rollout: up to date) is no late step but what the device is told
-     * now. */
+     * now, nor is an offer (the image offered once more after a boot or
+     * an integrity failure: store_sqlite_dev.c). */
     if ((rc = pg_run(st, r, "event", "UPDATE devices SET state = $2, image = $3, bytes = $4,"
                      " size = $5, reason = substr($6, 1, $7), last_seen = greatest(last_seen, $8)"
                      " WHERE id = $1 AND NOT ($12 = 1 AND state IN ($9, $10, $11) AND"
@@ -457,7 +481,7 @@ static int apply_event(void *backend, struct store_req *r, const struct store_st
                      hex, (int64_t)e->bytes, (int64_t)e->size, e->reason ? e->reason : "",
                      (int64_t)STORE_REASON_MAX, r->now, (int64_t)STORE_ST_UPDATED,
                      (int64_t)STORE_ST_ROLLED_BACK, (int64_t)STORE_ST_BOOT_FAILED,
-                     (int64_t)(e->image_id != NULL))) < 0) {
+                     (int64_t)(e->image_id != NULL && e->state != STORE_ST_OFFERED))) < 0) {
         return rc;
     }
     late = st->changes == 0;
@@ -680,15 +704,11 @@ int pg_op_secret_set(struct pgstore *st, struct store_req *r)
     }
     r->u.device.had_secret = (n & 2) != 0;
     r->u.device.registered = (n & 1) != 0;
-    /* The next generation, its row locked until COMMIT (migration 5). */
-    if ((rc = pg_int(st, r, "secret set", &n, "UPDATE secrets_gen SET gen = gen + 1 RETURNING"
-                     " gen", "")) < 0) {
-        return rc;
-    }
-    return pg_run(st, r, "secret set", "INSERT INTO secrets (device_id, secret, changed) VALUES"
-                  " ($1, $2, $3) ON CONFLICT (device_id) DO UPDATE SET secret = EXCLUDED.secret,"
-                  " changed = EXCLUDED.changed", "tbi", r->u.device.id,
-                  (const void *)r->u.device.secret, (int)r->u.device.secret_len, n);
+    /* Its generation comes from migration 5's trigger (the row of
+     * secrets_gen locked until COMMIT: pg_lock_devices took it first). */
+    return pg_run(st, r, "secret set", "INSERT INTO secrets (device_id, secret) VALUES ($1, $2)"
+                  " ON CONFLICT (device_id) DO UPDATE SET secret = EXCLUDED.secret", "tb",
+                  r->u.device.id, (const void *)r->u.device.secret, (int)r->u.device.secret_len);
 }
 
 int pg_op_secret_list(struct pgstore *st, struct store_req *r)

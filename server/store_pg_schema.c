@@ -87,11 +87,19 @@ static const char migration_4[] = "CREATE INDEX device_history_at ON device_hist
  * takes the next generation under the one row's lock (held to its
  * COMMIT), so a node that has read generation G has every secret set up
  * to G (store_pg_dev.c, fleet.c's secret sync). Those set before are of
- * generation 1: a list since 0 has them all. */
+ * generation 1: a list since 0 has them all. A trigger numbers every
+ * write, a node's of an older tcpota too (a rolling upgrade); the row has
+ * a key, as logical replication of updates wants. */
 static const char migration_5[] =
-    "CREATE TABLE secrets_gen (gen BIGINT NOT NULL); INSERT INTO secrets_gen VALUES (1);"
+    "CREATE TABLE secrets_gen (one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),"
+    " gen BIGINT NOT NULL);"
+    "INSERT INTO secrets_gen (gen) VALUES (1);"
     "ALTER TABLE secrets ADD COLUMN changed BIGINT NOT NULL DEFAULT 1;"
-    "CREATE INDEX secrets_changed ON secrets(changed);";
+    "CREATE INDEX secrets_changed ON secrets(changed);"
+    "CREATE FUNCTION tcpota_secret_changed() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
+    " UPDATE secrets_gen SET gen = gen + 1 RETURNING gen INTO NEW.changed; RETURN NEW; END$$;"
+    "CREATE TRIGGER secrets_changed BEFORE INSERT OR UPDATE ON secrets FOR EACH ROW"
+    " EXECUTE FUNCTION tcpota_secret_changed();";
 
 static const char *const migrations[PG_SCHEMA_VERSION] = {migration_1, migration_2, migration_3,
                                                           migration_4, migration_5};

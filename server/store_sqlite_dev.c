@@ -357,14 +357,18 @@ static int apply_event(void *backend, struct store_req *r, const struct store_st
      * count stay (store_pg_dev.c has the same rule, for steps kept
      * through an outage or written by another node). A transfer's steps
      * name their image; a decision without one (no rollout: up to date)
-     * is no late step but what the device is told now. */
+     * is no late step but what the device is told now, nor is an offer:
+     * the image offered once more after a boot or an integrity failure
+     * (tcpota_srv_report_final) starts a transfer whose steps count (a
+     * trial: its second boot failure was taken for a repeat). */
     if (sq_run(st, "UPDATE devices SET state = ?2, image = ?3, bytes = ?4, size = ?5,"
                " reason = substr(?6, 1, ?7), last_seen = max(last_seen, ?8) WHERE id = ?1"
                " AND NOT (?12 AND state IN (?9, ?10, ?11) AND state <> ?2 AND image = ?3)",
                "titiitiiiiii", e->id, (int64_t)e->state, hex, (int64_t)e->bytes,
                (int64_t)e->size, e->reason ? e->reason : "", (int64_t)STORE_REASON_MAX, r->now,
                (int64_t)STORE_ST_UPDATED, (int64_t)STORE_ST_ROLLED_BACK,
-               (int64_t)STORE_ST_BOOT_FAILED, (int64_t)(e->image_id != NULL)) != SQLITE_DONE) {
+               (int64_t)STORE_ST_BOOT_FAILED,
+               (int64_t)(e->image_id != NULL && e->state != STORE_ST_OFFERED)) != SQLITE_DONE) {
         return sq_fail(st, r, "event");
     }
     late = sqlite3_changes(st->db) == 0;

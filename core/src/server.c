@@ -97,7 +97,7 @@ int tcpota_srv_report_final(uint16_t result)
 
 int tcpota_srv_complete_final(uint16_t status)
 {
-    return status == (uint16_t)-TCPOTA_ERR_DENIED || status == (uint16_t)-TCPOTA_ERR_REFUSED;
+    return status != 0 && status != (uint16_t)-TCPOTA_ERR_INTEGRITY;
 }
 
 static int up_to_date(const struct tcpota_srv *s, const struct tcpota_srv_image *img)

@@ -2203,6 +2203,39 @@ static void test_late_step_in_rollout(void **state)
     store_req_free(r);
 }
 
+/* A boot failure, the image offered once more (tcpota_srv_report_final),
+ * its transfer, then a second boot failure: the offer starts a transfer
+ * whose steps count (not late steps), so the second report is a change,
+ * recorded, not taken for a repeat of the first (a trial: one line of
+ * two, the second failure, which makes the image final, unsaid). */
+static void test_second_boot_failure(void **state)
+{
+    struct fx *f = *state;
+    uint8_t img[TCPOTA_ID_LEN];
+    struct store_req *r;
+    size_t i, booted = 0;
+
+    ss_fake_id(img, 0x78);
+    store_req_free(ss_checkin(f, "dev-1", img, TCPOTA_RESULT_BOOT_FAILED));
+    r = late_step(STORE_ST_OFFERED, img);
+    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
+    store_req_free(r);
+    r = ss_device_get(f, "dev-1");
+    assert_int_equal(r->u.device.dev->state, STORE_ST_OFFERED);
+    store_req_free(r);
+    r = late_step(STORE_ST_VERIFIED, img);
+    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
+    store_req_free(r);
+    store_req_free(ss_checkin(f, "dev-1", img, TCPOTA_RESULT_BOOT_FAILED));
+    r = ss_device_get(f, "dev-1");
+    assert_int_equal(r->u.device.dev->state, STORE_ST_BOOT_FAILED);
+    for (i = 0; i < r->u.device.nhistory; i++) {
+        booted += r->u.device.history[i].state == STORE_ST_BOOT_FAILED;
+    }
+    assert_int_equal(booted, 2);
+    store_req_free(r);
+}
+
 /* A decision without an image after a report (the rollout cancelled: no
  * rollout for the device's model) is no late step: the device is up to
  * date, as told, and a decision that names the reported image is not
@@ -2239,6 +2272,7 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_late_step, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_late_step_in_rollout, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_decision_after_report, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_second_boot_failure, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_decline_counts_failed, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_report_of_another_image, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_device_retry, ss_setup, ss_teardown),

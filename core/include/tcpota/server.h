@@ -221,18 +221,18 @@ void tcpota_srv_get_hello(const struct tcpota_srv *s, struct tcpota_srv_hello *h
  * choice alike; else 0. */
 int tcpota_srv_runs(const struct tcpota_srv_hello *h, const struct tcpota_srv_image *img);
 
-/* 1 when a device's failure of an image is final on its side at once, so
- * that a server holds the image back from it: a REPORT of
- * TCPOTA_RESULT_ROLLED_BACK (its health check failed), a COMPLETE whose
- * status is TCPOTA_ERR_DENIED or TCPOTA_ERR_REFUSED, negated (its storage
- * refused the image). 0 for the rest: the device takes an image its
- * bootloader fell back from, or that failed its integrity check, once
- * more (a power cut in its first boot, bytes altered on the way are not
- * the image's fault: tcpota_dev_bad_image), and its second failure comes
- * back as a DECLINE; a storage error is held against no image. The
- * server's side of the device's rule (device.c: which failures it
- * remembers, tcpota_dev_bad_image: which once more): tests/unit/test_device.c
- * checks that the two agree. */
+/* 1 when a server holds an image back from a device after this failure:
+ * a REPORT of TCPOTA_RESULT_ROLLED_BACK (its health check failed), a
+ * COMPLETE with any error but TCPOTA_ERR_INTEGRITY, negated (its storage
+ * refused the image, or failed: the device holds no storage error against
+ * the image, but offered it at every check-in it would rewrite its flash
+ * each time). 0 for the failures the device itself takes the image once
+ * more after: its bootloader fell back from it, or it failed its
+ * integrity check (a power cut in its first boot, bytes altered on the
+ * way are not the image's fault: tcpota_dev_bad_image); its second one
+ * comes back as a DECLINE, which holds the image back. The server's side
+ * of the device's rule (device.c): tests/unit/test_device.c checks that
+ * the two agree. */
 int tcpota_srv_report_final(uint16_t result);
 int tcpota_srv_complete_final(uint16_t status);
 
