@@ -2063,6 +2063,11 @@ int fleet_open(struct server *srv)
     if (!f->flush_timer) {
         return not_starting(srv, "out of memory");
     }
+    /* Another program's tcpota.db is refused before files_private makes
+     * it 0600 (a trial: made private, then refused). */
+    if (!o->db && store_sqlite_check(o->data_dir, err, sizeof(err)) < 0) {
+        return not_starting(srv, "cannot open the fleet store: %s", err);
+    }
     if (files_private(srv) < 0 || store_kind_mismatch(srv) < 0) {
         return -1;
     }

@@ -1,6 +1,7 @@
 /* fleet_files.c - the files of --data are the server's user's alone
  * (fleet_files.h). */
 #include "fleet_files.h"
+#include "tcpota/codec.h" /* TCPOTA_ID_LEN */
 
 #include <dirent.h>
 #include <errno.h>
@@ -62,7 +63,23 @@ static void add_said(char *said, size_t saidlen, const char *name, unsigned was)
     }
 }
 
-/* The regular files in images/ (their directory made private first). */
+/* 1 when name is one the server gives a file in images/: an image's
+ * SHA-256 in hex (and the temporary files it makes there, 0600 already).
+ * Another program's file there is not the server's to change (a trial:
+ * a photo in a --data given by mistake was made 0600). */
+static int image_name(const char *name)
+{
+    size_t i;
+
+    for (i = 0; name[i]; i++) {
+        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f'))) {
+            return 0;
+        }
+    }
+    return i == 2 * TCPOTA_ID_LEN;
+}
+
+/* The image files in images/ (their directory made private first). */
 static int images_private(const char *images, unsigned *n, unsigned *was, char *err,
                           size_t errlen)
 {
@@ -72,8 +89,7 @@ static int images_private(const char *images, unsigned *n, unsigned *was, char *
     int rc = 0;
 
     for (*n = 0; d && rc >= 0 && (e = readdir(d)) != NULL;) {
-        if (e->d_name[0] == '.' &&
-            (e->d_name[1] == '\0' || (e->d_name[1] == '.' && e->d_name[2] == '\0'))) {
+        if (!image_name(e->d_name)) {
             continue;
         }
         if ((size_t)snprintf(path, sizeof(path), "%s/%s", images, e->d_name) >= sizeof(path)) {

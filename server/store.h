@@ -430,6 +430,12 @@ struct store {
  * by another server, corrupt, newer schema than this program). */
 struct store *store_sqlite_open(const char *dir, struct event_base *base, char *err,
                                 size_t errlen);
+/* Refuses a dir/tcpota.db that is not tcpota's (not a regular file, not a
+ * SQLite file, another program's database) without touching it: what
+ * store_sqlite_open checks first, for a caller that changes files in dir
+ * before (fleet.c makes them private). Returns 0 (none there, or ours),
+ * or -1 with why in err. */
+int store_sqlite_check(const char *dir, char *err, size_t errlen);
 
 /* store->vt->submit(). */
 int store_submit(struct store *st, struct store_req *r);

@@ -472,6 +472,22 @@ static int foreign_db(const char *path, const struct stat *sb, char *err, size_t
     return rc;
 }
 
+int store_sqlite_check(const char *dir, char *err, size_t errlen)
+{
+    char path[512];
+    struct stat sb;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, FLEET_DB_FILE);
+    if (lstat(path, &sb) != 0) {
+        return 0;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        snprintf(err, errlen, "%s is not a regular file; move it away", path);
+        return -1;
+    }
+    return foreign_db(path, &sb, err, errlen);
+}
+
 /* Opens DIR/tcpota.db (created 0600: SQLite gives its -wal and -shm the
  * same mode) with the pragmas the durability rules need, and migrates it. */
 static int open_db(struct sstore *st, char *err, size_t errlen)
@@ -486,14 +502,8 @@ static int open_db(struct sstore *st, char *err, size_t errlen)
      * initialises, which foreign_db's read may be the first to do (later
      * calls are refused with SQLITE_MISUSE and change nothing). */
     (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
-    if (lstat(path, &sb) == 0) {
-        if (!S_ISREG(sb.st_mode)) {
-            snprintf(err, errlen, "%s is not a regular file; move it away", path);
-            return -1;
-        }
-        if (foreign_db(path, &sb, err, errlen) != 0) {
-            return -1;
-        }
+    if (store_sqlite_check(st->dir, err, errlen) != 0) {
+        return -1;
     }
     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
     if (fd < 0) {

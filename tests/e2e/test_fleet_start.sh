@@ -108,13 +108,32 @@ start_fleet
 stop_fleet
 echo outside > "$WORK/outside"
 chmod 644 "$WORK/outside"
-ln -s "$WORK/outside" "$DATA/images/linked"
+ln -s "$WORK/outside" "$DATA/images/$(printf 'ab%.0s' {1..32})" # named as an image
 ln -s "$WORK/outside" "$DATA/tcpota.db-wal.link"
 start_fleet
 stop_fleet
 [ "$(stat -c %a "$WORK/outside")" = 644 ] || fail "a file outside --data, linked from images/, was made $(stat -c %a "$WORK/outside")"
 ! grep -q 'made private' "$WORK/server.log" || fail "a link was made private: $(grep 'made private' "$WORK/server.log")"
 ok "links in --data are not followed: the lock file's is refused, an image's left alone"
+
+# --- someone else's files in --data are not touched -------------------------
+# Another program's tcpota.db (0644, WAL): refused before the pass that
+# makes the fleet's files private (it was made 0600, then refused); a file
+# in images/ not named as an image (a photo, in a --data given by mistake)
+# is not made private.
+DATA=$WORK/others
+mkdir -p "$DATA/images"
+python3 -c "import sqlite3; c = sqlite3.connect('$DATA/tcpota.db'); c.execute('pragma journal_mode=wal'); c.execute('create table notes (x)'); c.commit(); c.close()"
+chmod 644 "$DATA/tcpota.db"
+refused "another program's tcpota.db" "cannot open the fleet store: $DATA/tcpota.db is a SQLite database but not a tcpota one"
+[ "$(stat -c %a "$DATA/tcpota.db")" = 644 ] || fail "another program's tcpota.db was made $(stat -c %a "$DATA/tcpota.db") before it was refused"
+rm "$DATA/tcpota.db"
+echo photo > "$DATA/images/cat.jpg"
+chmod 644 "$DATA/images/cat.jpg"
+start_fleet
+stop_fleet
+[ "$(stat -c %a "$DATA/images/cat.jpg")" = 644 ] || fail "a file in images/ not named as an image was made $(stat -c %a "$DATA/images/cat.jpg")"
+ok "another program's tcpota.db is refused untouched; a file in images/ not named as an image is left as it is"
 
 # --- a --db node's --data holding someone else's files: warned too ---------
 # (a trial gave a node a device's --flash: it took the device's lock and
