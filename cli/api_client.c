@@ -90,7 +90,7 @@ int api_unknown_sub(const struct api *a, const char *word, const char *subs)
         return api_usage(a, "'%s' is an option: give the subcommand (%s) first, then its options "
                             "(tcpota %s SUBCOMMAND ... %s)", word, subs, a->cmd, word);
     }
-    return api_usage(a, "unknown subcommand '%s'; give %s", word, subs);
+    return api_usage(a, "unknown subcommand '%s'; give %s", cli_cut(word), subs);
 }
 
 /* Matches arg ("--name" or "--name=v") against opts; NULL if none. */
@@ -131,20 +131,20 @@ int api_parse(struct api *a, const struct api_opt *opts, int argc, char **argv, 
         if (strcmp(arg, "--") == 0) {
             /* the rest is positional: an id that starts with '-' */
             for (i++; i < argc; i++) {
-                if (*npos == maxpos) return api_usage(a, "unexpected argument '%s'", argv[i]);
+                if (*npos == maxpos) return api_usage(a, "unexpected argument '%s'", cli_cut(argv[i]));
                 pos[(*npos)++] = argv[i];
             }
             break;
         }
         /* "-1" is a (bad) number for the command to name, not an option */
         if (arg[0] != '-' || arg[1] == 0 || isdigit((unsigned char)arg[1])) {
-            if (*npos == maxpos) return api_usage(a, "unexpected argument '%s'", arg);
+            if (*npos == maxpos) return api_usage(a, "unexpected argument '%s'", cli_cut(arg));
             pos[(*npos)++] = arg;
             continue;
         }
         o = find_opt(opts, arg);
         if (!o) o = find_opt(common, arg);
-        if (!o) return api_usage(a, "unknown option '%s'", arg);
+        if (!o) return api_usage(a, "unknown option '%s'", cli_cut(arg));
         if (o->val == &help) {
             return -1;
         }
@@ -204,14 +204,14 @@ static int parse_url(struct api *a, const char *s, const char *from)
     a->tls = strncasecmp(s, "https://", 8) == 0; /* a scheme's case does not matter */
     if (strstr(s, "://") && strncasecmp(s, "http://", 7) != 0 && !a->tls) {
         fprintf(stderr, "tcpota %s: %s: '%s' is not an http:// or https:// URL; e.g. %s\n", a->cmd,
-                from, s, API_DEFAULT_URL);
+                from, cli_cut(s), API_DEFAULT_URL);
         return 2;
     }
     /* "https:/host" (a slash lost), not "http:8071" (a host named http) */
     if (!strstr(s, "://") && (strncasecmp(s, "http:", 5) == 0 || strncasecmp(s, "https:", 6) == 0) &&
         s[strcspn(s, ":") + 1 + strspn(s + strcspn(s, ":") + 1, "0123456789")] != '\0') {
         fprintf(stderr, "tcpota %s: %s: '%s' is not a URL: its scheme is followed by '://', as in "
-                        "%s\n", a->cmd, from, s, API_DEFAULT_URL);
+                        "%s\n", a->cmd, from, cli_cut(s), API_DEFAULT_URL);
         return 2;
     }
     scheme = a->tls ? "https://" : "http://";
@@ -221,7 +221,7 @@ static int parse_url(struct api *a, const char *s, const char *from)
     if (!u || !host || !*host || evhttp_uri_get_query(u) || evhttp_uri_get_fragment(u) ||
         evhttp_uri_get_userinfo(u) || strlen(host) >= sizeof(a->host)) {
         fprintf(stderr, "tcpota %s: %s: '%s' is not an API address; give http://HOST:PORT, "
-                        "https://HOST[:PORT] or HOST:PORT, e.g. %s\n", a->cmd, from, s,
+                        "https://HOST[:PORT] or HOST:PORT, e.g. %s\n", a->cmd, from, cli_cut(s),
                 API_DEFAULT_URL);
         if (u) evhttp_uri_free(u);
         return 2;
@@ -233,12 +233,12 @@ static int parse_url(struct api *a, const char *s, const char *from)
     alen = strcspn(authority, "/");
     if (alen > 0 && authority[alen - 1] == ':') {
         fprintf(stderr, "tcpota %s: %s: '%s': no port after ':'; give HOST:PORT, e.g. %s\n",
-                a->cmd, from, s, API_DEFAULT_URL);
+                a->cmd, from, cli_cut(s), API_DEFAULT_URL);
         evhttp_uri_free(u);
         return 2;
     }
     if (port == 0) {
-        fprintf(stderr, "tcpota %s: %s: '%s': port 0 is not a server's port\n", a->cmd, from, s);
+        fprintf(stderr, "tcpota %s: %s: '%s': port 0 is not a server's port\n", a->cmd, from, cli_cut(s));
         evhttp_uri_free(u);
         return 2;
     }
@@ -263,7 +263,7 @@ static int parse_url(struct api *a, const char *s, const char *from)
         const char *rest = strstr(s, "://") ? strstr(s, "://") + 3 : s;
         size_t keep = (size_t)(rest - s) + strcspn(rest, "/") + plen - strlen(API_V1);
         fprintf(stderr, "tcpota %s: %s: '%s' ends in %s, which the commands add themselves; give "
-                        "the address without it: %.*s\n", a->cmd, from, s, API_V1, (int)keep, s);
+                        "the address without it: %.*s\n", a->cmd, from, cli_cut(s), API_V1, (int)keep, s);
         evhttp_uri_free(u);
         return 2;
     }

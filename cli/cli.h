@@ -139,6 +139,13 @@ int cli_empty_tree(const char *dir);
  * in single quotes ('my model', a ' as '\''); "''" for "". Returns buf, cut
  * short (and terminated) when it does not fit. */
 const char *cli_shell_word(const char *s, char *buf, size_t cap);
+/* s for a message that repeats what was given: s itself when short, else
+ * its start and "... (N characters)" (a trial's 100,000-character
+ * argument came back as a 100 KB line). One of CLI_CUT_SLOTS buffers of
+ * its own, taken in turn: at most that many in one message. */
+#define CLI_CUT_SLOTS 4
+#define CLI_CUT_KEEP 64u
+const char *cli_cut(const char *s);
 /* "OPT VALUE" for a command line to paste (VALUE as cli_shell_word gives
  * it), or "OPT=VALUE" when VALUE starts with "--", the only form in which
  * cli_opt_value takes such a value. Into buf (cap >= 64); returns buf. */

@@ -552,7 +552,7 @@ int cli_check_label(const char *cmd, const char *opt, const char *v)
     }
     if (n == 0 || n > TCPOTA_MAX_NAME || i < n) {
         fprintf(stderr, "tcpota %s: %s '%s' must be 1 to %u printable ASCII characters\n", cmd, opt,
-                v, TCPOTA_MAX_NAME);
+                cli_cut(v), TCPOTA_MAX_NAME);
         return -1;
     }
     return 0;

@@ -62,21 +62,21 @@ int cli_hostport(const char *s, const char *what, int listen, char *host, size_t
     if (hlen == 0 && s[0] == ':' && listen) {
         /* this machine first: the safer of the two (--api is a control API) */
         cli_err("%s: '%s' has no host before ':'; give 127.0.0.1%s (this machine only) or "
-                "0.0.0.0%s (every address)\n", what, s, s, s);
+                "0.0.0.0%s (every address)\n", what, cli_cut(s), s, s);
         return -1;
     }
     if (hlen == 0 && s[0] == ':') {
         cli_err("%s: '%s' has no host before ':'; give the server's name or address, e.g. "
-                "127.0.0.1%s\n", what, s, s);
+                "127.0.0.1%s\n", what, cli_cut(s), s);
         return -1;
     }
     if (hlen == 0 || hlen >= hcap) {
-        cli_err("%s: bad host in '%s'\n", what, s);
+        cli_err("%s: bad host in '%s'\n", what, cli_cut(s));
         return -1;
     }
     if (strchr(colon + 1, '/')) {
         /* "host:8070/ota": the path was read as part of the port. */
-        cli_err("%s: '%s' has a path after the port; give HOST:PORT alone\n", what, s);
+        cli_err("%s: '%s' has a path after the port; give HOST:PORT alone\n", what, cli_cut(s));
         return -1;
     }
     if (colon[1] == 0) {
@@ -393,6 +393,21 @@ int cli_dir_empty(const char *dir)
 int cli_dir_holds_nothing(const char *dir)
 {
     return dir_empty_but(dir, NULL);
+}
+
+const char *cli_cut(const char *s)
+{
+    static char slot[CLI_CUT_SLOTS][CLI_CUT_KEEP + 48];
+    static unsigned next;
+    size_t n = strlen(s);
+    char *buf;
+
+    if (n <= CLI_CUT_KEEP) {
+        return s;
+    }
+    buf = slot[next++ % CLI_CUT_SLOTS];
+    snprintf(buf, sizeof(slot[0]), "%.*s... (%zu characters)", (int)(CLI_CUT_KEEP - 16), s, n);
+    return buf;
 }
 
 const char *cli_shell_word(const char *s, char *buf, size_t cap)

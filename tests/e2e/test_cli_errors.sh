@@ -287,7 +287,7 @@ expect 2 "tcpota device: --server: ':80' has no host before ':'; give the server
 expect 2 "tcpota device: --server: 'http://127\.0\.0\.1:8080' is a URL; give HOST:PORT, without a scheme or a path$" $T device --server http://127.0.0.1:8080 --flash devdir
 expect 2 "tcpota device: --server: '127\.0\.0\.1:8070/ota' has a path after the port; give HOST:PORT alone$" $T device --server 127.0.0.1:8070/ota --flash devdir
 # A host of 256 characters does not fit the 255 and a 0 kept for it.
-expect 2 "tcpota device: --server: bad host in 'h{256}:80'" $T device --server "$(printf 'h%.0s' {1..256}):80" --flash devdir
+expect 2 "tcpota device: --server: bad host in 'h{48}\.\.\. \(259 characters\)'" $T device --server "$(printf 'h%.0s' {1..256}):80" --flash devdir
 expect 2 "tcpota device: --server: '65536' is out of range: give a whole number in 1\.\.65535" \
   $T device --server 127.0.0.1:65536 --flash devdir
 # tcpota help COMMAND is COMMAND --help; extra words after help or version
@@ -440,3 +440,15 @@ $T device status --flash=swdev2 | grep -q '"version":"--f"' || fail "--factory-v
 expect 2 "belongs to device --dev \(its id since it was created\), not other: give --id=--dev or leave --id out" \
   $T device --server 127.0.0.1:1 --flash swdev2 --id other --max-attempts 1
 ok "an option whose value is left out takes no other option for it (device, device status, serve, its --config, fleet commands, keygen, sign); --opt=VALUE takes anything"
+
+# An argument of any length is repeated cut short (a trial's 100,000
+# characters came back as a 100 KB line), saying how long it was.
+long=$(printf '1%.0s' {1..5000})
+expect 2 "--version '1{48}\.\.\. \(5000 characters\)' must be 1 to 32 printable ASCII characters" \
+  $T sign --key k.key --version "$long" --model esp32 img
+expect 2 "bad host in '1{48}\.\.\. \(5002 characters\)'" $T device --server "$long:1" --flash d-long
+expect 2 "unknown option '--x1{45}\.\.\. \(5003 characters\)'" $T image list "--x$long"
+for n in $(seq $((N - 2)) "$N"); do
+  [ "$(wc -c < "err$n.log")" -lt 400 ] || fail "a long argument repeated whole: $(wc -c < "err$n.log") bytes"
+done
+ok "a long argument is repeated cut short, with its length"
