@@ -139,6 +139,20 @@ static void batch_failed(struct sstore *st, const char *why)
 }
 
 /* Ends the batch. Returns 0, or -1 (pending requests then failed). */
+/* 1 when a request after r in its batch added an image at r's path. */
+static int added_later(const struct store_req *r)
+{
+    const struct store_req *q;
+
+    for (q = r->next; q; q = q->next) {
+        if (q->op == STORE_IMAGE_ADD && q->rc == STORE_OK &&
+            strcmp(q->u.image.img->path, r->u.image.img->path) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int commit(struct sstore *st)
 {
     struct store_req *r;
@@ -165,9 +179,11 @@ static int commit(struct sstore *st)
         st->commit_failed = 0;
         st->failed_commits = 0;
     }
-    /* A removed image's file goes only once its row is gone for good. */
+    /* A removed image's file goes only once its row is gone for good;
+     * not when the same bytes were added again later in the batch (the
+     * add renamed its upload there already: a review). */
     for (r = st->pend_head; r; r = r->next) {
-        if (r->op == STORE_IMAGE_RM && r->rc == STORE_OK) {
+        if (r->op == STORE_IMAGE_RM && r->rc == STORE_OK && !added_later(r)) {
             (void)unlink(r->u.image.img->path);
         }
     }

@@ -313,6 +313,55 @@ static void test_migrates_older_schema(void **state)
 
 /* ---- rows the store did not write (a hand-edited or damaged file) ---- */
 
+static void batch_done(struct store_req *r)
+{
+    (*(int *)r->arg)++;
+}
+
+/* An image removed and the same bytes added again in one batch (within
+ * the store's 200 ms window): the add's file stays (the removal's unlink
+ * after the COMMIT took it: the row then named a missing file). */
+static void test_rm_then_add_in_one_batch(void **state)
+{
+    struct fx *f = *state;
+    struct store_req *rm, *add, *r;
+    char tmp[300];
+    struct stat sb;
+    FILE *fp;
+    int fired = 0;
+
+    r = ss_image_add(f, 0x5a, "2.0.0");
+    assert_int_equal(r->rc, STORE_OK);
+    store_req_free(r);
+    snprintf(tmp, sizeof(tmp), "%s/images/.upload-again", f->dir);
+    assert_non_null(fp = fopen(tmp, "wb"));
+    fputs("image bytes", fp);
+    fclose(fp);
+    rm = store_req_new(STORE_IMAGE_RM, batch_done, &fired);
+    add = store_req_new(STORE_IMAGE_ADD, batch_done, &fired);
+    assert_non_null(rm);
+    assert_non_null(add);
+    ss_fake_id(rm->u.image.img->id, 0x5a);
+    store_hex(rm->u.image.img->id, rm->u.image.img->idhex);
+    add->u.image.path = tmp;
+    ss_fake_id(add->u.image.img->id, 0x5a);
+    snprintf(add->u.image.img->version, sizeof(add->u.image.img->version), "2.0.0");
+    snprintf(add->u.image.img->model, sizeof(add->u.image.img->model), "%s", MODEL);
+    add->u.image.img->size = 11;
+    rm->now = add->now = NOW;
+    assert_int_equal(store_submit(f->st, rm), 0);
+    assert_int_equal(store_submit(f->st, add), 0);
+    while (fired < 2) {
+        event_base_loop(f->base, EVLOOP_ONCE);
+    }
+    assert_int_equal(rm->rc, STORE_OK);
+    assert_int_equal(add->rc, STORE_OK);
+    assert_int_equal(add->u.image.added, 1);
+    assert_int_equal(stat(add->u.image.img->path, &sb), 0);
+    store_req_free(rm);
+    store_req_free(add);
+}
+
 /* A failure row that is no image id is not handed to the offer policy. */
 static void test_odd_failure_row_ignored(void **state)
 {
@@ -722,6 +771,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_damaged_db, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema, ss_setup, ss_teardown),
         cmocka_unit_test(test_foreign_wal_db),
+        cmocka_unit_test_setup_teardown(test_rm_then_add_in_one_batch, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_migrates_older_schema, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_odd_failure_row_ignored, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_rollout_without_image_row, ss_setup, ss_teardown),
