@@ -123,7 +123,8 @@ int cmd_device_status(int argc, char **argv)
         const char *d = tcpota_posix_strerror_detail(&dev);
         if (tcpota_posix_creation_cut_short(dir)) {
             cli_err("%s holds no device yet: its creation was cut short (a full disk?); run the "
-                    "same tcpota device command again to finish it\n", dir);
+                    "same tcpota device command again to finish it (with the same --id and "
+                    "--model: it starts over, and takes what this run gives)\n", dir);
         } else if (*d) {
             cli_err("%s\n", d); /* "DIR holds no device (...)" */
         } else {

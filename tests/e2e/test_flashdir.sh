@@ -54,7 +54,7 @@ for init in "" --init; do
   rc=0
   "$TCPOTA" device status --flash "$WORK/cut$init" 2> "$WORK/cs.log" > /dev/null || rc=$?
   [ $rc -eq 1 ] || fail "status of a creation cut short exited $rc, expected 1"
-  grep -q "holds no device yet: its creation was cut short (a full disk?); run the same tcpota device command again to finish it" \
+  grep -q "holds no device yet: its creation was cut short (a full disk?); run the same tcpota device command again to finish it (with the same --id and --model: it starts over, and takes what this run gives)" \
     "$WORK/cs.log" || fail "status of a creation cut short: $(cat "$WORK/cs.log")"
   "$TCPOTA" device --server "$S" --flash "$WORK/cut$init" $init 2> "$WORK/cut.log" ||
     fail "a creation cut short was not finished ($init): $(cat "$WORK/cut.log")"
