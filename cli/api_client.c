@@ -144,6 +144,12 @@ int api_parse(struct api *a, const struct api_opt *opts, int argc, char **argv, 
         }
         o = find_opt(opts, arg);
         if (!o) o = find_opt(common, arg);
+        if (!o && maxpos > 0 && arg[1] != '-') {
+            /* One dash: perhaps an ID that starts with '-'. */
+            return api_usage(a, "unknown option '%s'; an argument that starts with '-' goes last,"
+                                " after '--' (tcpota %s ... [options] -- %s)", cli_cut(arg),
+                             a->cmd, cli_cut(arg));
+        }
         if (!o) return api_usage(a, "unknown option '%s'", cli_cut(arg));
         if (o->val == &help) {
             return -1;

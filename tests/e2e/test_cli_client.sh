@@ -468,7 +468,10 @@ has err.log "^tcpota image: unexpected argument 'abcdef99'$"
 run 2 $T image rm $API -- 9f2c41d0 -abcdef99
 has err.log "^tcpota image: unexpected argument '-abcdef99'$"
 run 2 $T image list --limit 3 $API
-has err.log "unknown option '--limit'"
+has err.log "unknown option '--limit'$"
+# An ID that starts with '-' before '--': told where it goes.
+run 2 $T device show -dash $API
+has err.log "^tcpota device: unknown option '-dash'; an argument that starts with '-' goes last, after '--' \(tcpota device \.\.\. \[options\] -- -dash\)$"
 run 2 $T device list --limit many $API
 has err.log "^tcpota device: --limit: 'many' is not a whole number"
 run 2 $T device list --limit 9223372036854775808 $API
