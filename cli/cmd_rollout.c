@@ -262,6 +262,18 @@ static int rollout_create(struct api *a, int argc, char **argv)
                    *api_str(ans, "group") ? "group " : "all its devices",
                    table_c(api_str(ans, "group")));
         }
+        {
+            /* A last wave below 100 % leaves the rest out for good: said
+             * now (a trial's devices waited for a wave that never came). */
+            const json_t *ws = json_object_get(ans, "waves");
+            long long last = api_int(json_array_get(ws, json_array_size(ws) - 1), "percent");
+            if (json_array_size(ws) && last < 100) {
+                printf("\nits last wave is %lld%%: the other devices of model %s%s%s are never "
+                       "offered this image (end --waves with 100 to reach them all)\n", last,
+                       table_c(api_str(ans, "model")), *api_str(ans, "group") ? ", group " : "",
+                       table_c(api_str(ans, "group")));
+            }
+        }
         char same[API_HINT_OPTS];
         printf("\nfollow it: tcpota rollout show %lld%s\n", api_int(ans, "id"),
                api_hint_opts(a, same, sizeof(same)));

@@ -1046,6 +1046,16 @@ struct image *fleet_decide(struct server *srv, struct store_req *r,
     }
     place = rollout_place(ro->id, h->device_id, strlen(h->device_id));
     rv = rollout_decide(&ro->ro, place, r->u.checkin.ro_status == STORE_RO_DOWNLOADING);
+    if (rv == ROLLOUT_NOT_IN_ROLLOUT) {
+        /* Nothing for it, for good: up to date as it is (exit 0, no
+         * waiting); the reason says why. */
+        *why_code = TCPOTA_WHY_NONE;
+        *st = STORE_ST_UP_TO_DATE;
+        *about = NULL;     /* not the rollout's image: it runs what it ran */
+        *rollout_id = 0;   /* and is none of the rollout's updates */
+        snprintf(why, cap, "rollout %llu: %s", (unsigned long long)ro->id, rollout_reason(rv));
+        return NULL;
+    }
     if (rv != ROLLOUT_OFFER) {
         *why_code = TCPOTA_WHY_LATER;
         *st = STORE_ST_WAITING;
@@ -1483,7 +1493,7 @@ static void legacy_checkin_done(struct store_req *r)
             snprintf(reason, sizeof(reason), "rollout %llu: %s", (unsigned long long)ro->id,
                      rollout_reason(rv));
             why = reason;
-            st = STORE_ST_WAITING;
+            st = rv == ROLLOUT_NOT_IN_ROLLOUT ? STORE_ST_UP_TO_DATE : STORE_ST_WAITING;
         } else if (!(img = image_for(c->srv, &r->u.checkin.out->image))) {
             snprintf(reason, sizeof(reason), FLEET_UNSERVABLE_SAYS, (unsigned long long)ro->id);
             why = reason;

@@ -165,6 +165,11 @@ enum rollout_verdict rollout_decide(const struct rollout *ro, uint32_t place, in
     if (started) {
         return ROLLOUT_OFFER;
     }
+    if (rollout_wave_of(ro, place) >= ro->n_waves) {
+        /* Not "not yet": no wave of it will ever hold this device (a
+         * trial's was told to wait, and checked in for nothing). */
+        return ROLLOUT_NOT_IN_ROLLOUT;
+    }
     if (ro->state == ROLLOUT_STATE_PAUSED) {
         return ROLLOUT_PAUSED;
     }
@@ -235,7 +240,13 @@ size_t rollout_explain(uint64_t id, const struct rollout *ro,
         break;
     case ROLLOUT_STATE_ACTIVE:
         if (ro->n_open >= ro->n_waves) {
-            n = snprintf(buf, cap, "every wave is open");
+            uint32_t last = ro->bound[ro->n_waves - 1];
+            n = last >= ROLLOUT_BP_SCALE
+                    ? snprintf(buf, cap, "every wave is open")
+                    : snprintf(buf, cap, "every wave is open; its last reaches %u.%02u %% of the"
+                                         " model's devices, the others are never offered this"
+                                         " image (a new rollout of it with a last wave of 100"
+                                         " reaches them)", last / 100, last % 100);
             break;
         }
         w = &waves[ro->n_open - 1];
@@ -292,6 +303,8 @@ const char *rollout_reason(enum rollout_verdict v)
     switch (v) {
     case ROLLOUT_OFFER: return "in an open wave of the rollout";
     case ROLLOUT_NOT_IN_OPEN_WAVE: return "its wave of the rollout is not open yet";
+    case ROLLOUT_NOT_IN_ROLLOUT:
+        return "its last wave leaves out the rest of the model's devices, this one among them";
     case ROLLOUT_PAUSED: return "the rollout is paused by the operator";
     case ROLLOUT_HALTED:
         return "the rollout halted itself: too many devices failed "

@@ -45,10 +45,12 @@
  * Decision for one device, in order:
  *   cancelled                          -> ROLLOUT_CANCELLED
  *   halted (even if it started)        -> ROLLOUT_HALTED
- *   paused and not started             -> ROLLOUT_PAUSED
  *   started (resume of a transfer it began while its wave was open; a
  *   pause lets it finish)              -> ROLLOUT_OFFER
- *   its wave is not open / no wave     -> ROLLOUT_NOT_IN_OPEN_WAVE
+ *   past the last wave (one below 100 % leaves the rest of the model's
+ *   devices out, for good)             -> ROLLOUT_NOT_IN_ROLLOUT
+ *   paused and not started             -> ROLLOUT_PAUSED
+ *   its wave is not open               -> ROLLOUT_NOT_IN_OPEN_WAVE
  *   otherwise                          -> ROLLOUT_OFFER
  */
 #ifndef TCPOTA_SERVER_ROLLOUT_H
@@ -74,6 +76,7 @@ enum rollout_state {
 enum rollout_verdict {
     ROLLOUT_OFFER = 0,
     ROLLOUT_NOT_IN_OPEN_WAVE,
+    ROLLOUT_NOT_IN_ROLLOUT,
     ROLLOUT_PAUSED,
     ROLLOUT_HALTED,
     ROLLOUT_CANCELLED,

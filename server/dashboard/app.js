@@ -337,7 +337,7 @@ const rollouts = {
         h('label', {}, 'image', h('select', { name: 'image', required: true },
           imgs.images.map((i) => h('option', { value: i.id }, `${i.version} (${i.model}, ${i.id.slice(0, 12)})`)))),
         h('label', {}, 'group (optional)', h('input', { name: 'group' })),
-        h('label', {}, 'waves, %', h('input', { name: 'waves', placeholder: '10,50,100' })),
+        h('label', {}, 'waves, %', h('input', { name: 'waves', placeholder: '100 (e.g. 10,50,100)' })),
         h('label', {}, 'halt at failed %', h('input', { name: 'halt_at', type: 'number', min: 0, max: 100, placeholder: '20' })),
         h('label', {}, 'allow downgrade', h('input', { name: 'allow_downgrade', type: 'checkbox' })),
         h('button', { type: 'submit' }, 'Create rollout')),

@@ -128,8 +128,28 @@ static void test_wave_edges(void **state)
     assert_int_equal(rollout_wave_of(&ro, 5000), 3);
     assert_int_equal(rollout_wave_of(&ro, ROLLOUT_BP_SCALE - 1), 3);
     ro.n_open = 3;
-    assert_int_equal(rollout_decide(&ro, 5000, 0), ROLLOUT_NOT_IN_OPEN_WAVE);
+    /* Past the last wave: never offered, said as such (not "not yet"),
+     * paused or not; a transfer it began goes on. */
+    assert_int_equal(rollout_decide(&ro, 5000, 0), ROLLOUT_NOT_IN_ROLLOUT);
     assert_int_equal(rollout_decide(&ro, 4999, 0), ROLLOUT_OFFER);
+    ro.state = ROLLOUT_STATE_PAUSED;
+    assert_int_equal(rollout_decide(&ro, 5000, 0), ROLLOUT_NOT_IN_ROLLOUT);
+    assert_int_equal(rollout_decide(&ro, 5000, 1), ROLLOUT_OFFER);
+    ro.state = ROLLOUT_STATE_ACTIVE;
+    ro.n_open = 1;
+    assert_int_equal(rollout_decide(&ro, 2500, 0), ROLLOUT_NOT_IN_OPEN_WAVE);
+    assert_int_equal(rollout_decide(&ro, 5000, 0), ROLLOUT_NOT_IN_ROLLOUT);
+    assert_non_null(strstr(rollout_reason(ROLLOUT_NOT_IN_ROLLOUT), "leaves out"));
+    {
+        /* Its status says that every wave being open reaches 50 %. */
+        struct rollout_rules rules = {10, 90, 3600, 20, 3};
+        struct rollout_wave w[3];
+        char buf[ROLLOUT_STATUS_MAX];
+        memset(w, 0, sizeof(w));
+        ro.n_open = 3;
+        rollout_explain(1, &ro, &rules, w, 0, 0, 0, buf, sizeof(buf));
+        assert_non_null(strstr(buf, "every wave is open; its last reaches 50.00 % of the model's devices"));
+    }
 }
 
 /* Rules of the opening tests: 10 finished, 90 % success, one hour's soak. */
