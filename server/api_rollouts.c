@@ -60,9 +60,11 @@ static const char *status_of(const struct api *a, const struct store_rollout *ro
     if (superseded_only(ro)) {
         snprintf(buf, cap, "%s", SUPERSEDED_SAYS);
     } else if (trouble) {
+        /* A signature this server refuses says its own remedy (adding the
+         * same bytes again is refused: a trial was told to). */
         snprintf(buf, cap, "its image cannot be loaded on this server (%s): its devices are told "
-                 "to wait; add the image again (tcpota image add with the original file restores "
-                 "it)", trouble);
+                 "to wait%s", trouble, strstr(trouble, "tcpota image rm") ? ""
+                 : "; add the image again (tcpota image add with the original file restores it)");
     } else {
         (void)rollout_explain(ro->id, &ro->ro, &ro->rules, ro->waves, ro->base_failed,
                               ro->base_finished, (int64_t)time(NULL), buf, cap);

@@ -240,14 +240,16 @@ static int fleet_unsigned_here(const struct server *srv, const struct store_imag
     }
     if (!si->manifest_len) {
         snprintf(err, cap, "it is unsigned, and this server serves only images signed with one of"
-                 " its --pubkey keys (it was added where no key was asked for); sign it (tcpota"
-                 " sign) and add the signed image");
+                 " its --pubkey keys (it was added where no key was asked for): cancel its"
+                 " rollouts, remove it (tcpota image rm), sign it (tcpota sign) and add it again,"
+                 " then roll it out anew");
         return 1;
     }
     if (api_verify_keys(&srv->fleet->keys, si->id, si->manifest, si->manifest_len, version, model,
                         why, sizeof(why)) != 0) {
-        snprintf(err, cap, "its manifest is not signed by one of this server's --pubkey keys (%s)",
-                 why);
+        snprintf(err, cap, "its manifest is not signed by one of this server's --pubkey keys (%s):"
+                 " cancel its rollouts, remove it (tcpota image rm), sign it with one of them and"
+                 " add it again, then roll it out anew", why);
         return 1;
     }
     return 0;

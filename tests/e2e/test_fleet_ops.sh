@@ -662,6 +662,10 @@ grep -q "image [0-9a-f]*\.\.\. (2\.0\.0): not offered by this server: it is unsi
 "$TCPOTA" rollout show 1 > "$WORK/ks.out" 2>&1 || fail "rollout show 1: $(cat "$WORK/ks.out")"
 grep -q "it is unsigned, and this server serves only images signed" "$WORK/ks.out" ||
   fail "rollout show does not say why its image is not served: $(cat "$WORK/ks.out")"
+# What to do is what works: adding the same bytes again is refused (by the
+# keys, or 409 once signed), so it is not advised.
+grep -q "cancel its rollouts, remove it (tcpota image rm), sign it (tcpota sign) and add it again, then roll it out anew): its devices are told to wait$" "$WORK/ks.out" ||
+  fail "rollout show's advice for an unsigned image: $(cat "$WORK/ks.out")"
 stop_fleet
 # Signed, by a key this server does not hold (added where no key was asked for).
 start_fleet
