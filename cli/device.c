@@ -40,6 +40,7 @@
 #include "tcpota/crc32c.h"
 #include "tcpota/device.h"
 #include "tcpota/tcpota.h"
+#include "tcpota/version.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -993,6 +994,15 @@ static int runner_init(struct device *dv)
 
 /* ---- the connection loop --------------------------------------------- */
 
+/* 1 when v (a new device's factory version) has no place in the offer
+ * policy's order (tcpota/version.h). */
+static int factory_unordered(const char *v)
+{
+    int order;
+
+    return v && tcpota_version_order(v, strlen(v), v, strlen(v), &order) < 0;
+}
+
 static int stopped(struct device *dv)
 {
     say(dv, "stopped by %s", g_signal == SIGINT ? "SIGINT" : "SIGTERM");
@@ -1012,7 +1022,14 @@ static void say_declined(struct device *dv)
         const char *said = tcpota_client_reason(&dv->cl, why);
         say(dv, "declined the server's offer: %s%s%s", tcpota_strerror(why), said[0] ? ": " : "", said);
     }
-    if (why == TCPOTA_ERR_DOWNGRADE) {
+    if (why == TCPOTA_ERR_NOSPC) {
+        /* Its slot's size is the device's for good (--slot-size shapes a
+         * new directory only): "set the device right" could not be done. */
+        say(dv, "the server holds that offer back from this device now; a device whose slot takes"
+                " it is made in a new --flash with --slot-size %lu or more (on an ESP32: a"
+                " partition table with larger app slots), or a smaller image is a new offer",
+            (unsigned long)dv->declined_size);
+    } else if (why == TCPOTA_ERR_DOWNGRADE) {
         /* Nothing on the device is wrong, the image is (a trial was told
          * to set the device right): another one is another offer. */
         say(dv, "the server holds that offer back from this device now; an image signed with a"
@@ -1212,6 +1229,15 @@ static int device_main(struct device *dv)
     snprintf(dv->id, sizeof(dv->id), "%s", dv->ident.id);
     dv->o.model = dv->ident.model;
     set_prefix(dv, dv->id);
+    if (dv->created && factory_unordered(dv->o.factory)) {
+        /* Said while it can still be changed: the version is the new
+         * device's for good (a trial's could then never be updated, told
+         * by the server to give it "such a version"). */
+        say(dv, "warning: --factory-version '%s' is not a semantic version (like 1.0.0): a server"
+                " offers such a device no image unless its rollout allows downgrades; to give it"
+                " one, start it again in a new --flash with --factory-version 1.0.0",
+            cli_cut(dv->o.factory));
+    }
     rc = boot_device(dv) < 0 || session_init(dv) < 0 || runner_init(dv) < 0 ? 1 : 0;
     rc = rc ? rc : run(dv);
     progress_clear(&dv->prog);

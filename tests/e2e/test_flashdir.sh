@@ -250,8 +250,11 @@ rc=0
 [ $rc -eq 1 ] || fail "no-space device exited $rc"
 grep -q "declined the server's offer: the image (300000 bytes) is larger than the slot (262144 bytes)" \
   "$WORK/s.log" || fail "no sizes in the no-space message: $(grep declined "$WORK/s.log")"
+# What brings it an update: its slot is its own for good.
+grep -q "a device whose slot takes it is made in a new --flash with --slot-size 300000 or more" "$WORK/s.log" &&
+  ! grep -q "once the device is set right" "$WORK/s.log" || fail "the no-space hint: $(cat "$WORK/s.log")"
 stop_server
-ok "no space: image and slot sizes said"
+ok "no space: image and slot sizes said, and what brings an update"
 
 # device status is JSON whatever the version holds: a quote and a backslash
 # (printable, so a server's OFFER may carry them too) are escaped.
@@ -313,3 +316,16 @@ fi
 status=$("$TCPOTA" device status --flash "$WORK/who") || fail "device status failed"
 [[ $status == *'"size":0,"sha256":null,'* ]] || fail "an empty factory slot's status: $status"
 ok "an empty factory slot has no sha256 in device status"
+
+# A new device whose factory version has no place in the versions' order
+# is warned about when it is made (its version is its own for good, and no
+# image is offered to it unless a rollout allows downgrades); one that has
+# one is not.
+"$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/fv1" --factory-version "not a version" \
+  --max-attempts 1 --timeout-ms 500 2> "$WORK/fv1.log" || true
+grep -q "warning: --factory-version 'not a version' is not a semantic version (like 1.0.0): a server offers such a device no image unless its rollout allows downgrades" "$WORK/fv1.log" ||
+  fail "an unordered factory version was not warned about: $(head -3 "$WORK/fv1.log")"
+"$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/fv2" --factory-version 1.2 \
+  --max-attempts 1 --timeout-ms 500 2> "$WORK/fv2.log" || true
+! grep -q "is not a semantic version" "$WORK/fv2.log" || fail "1.2 was warned about: $(head -3 "$WORK/fv2.log")"
+ok "a new device's factory version without a place in the order is warned about"
