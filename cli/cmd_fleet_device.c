@@ -454,6 +454,10 @@ static int device_retry(struct api *a, int argc, char **argv)
                    " offer %s again from its next check-in (its state: %s)\n", table_c(pos[0]), n,
                    n == 1 ? "" : "s", n == 1 ? "" : "s", n == 1 ? "it" : "them",
                    table_c(api_str(d, "state")));
+            /* What the server forgets, not what the device remembers (a
+             * trial was told a rolled-back image would be offered again). */
+            printf("the device itself still declines an image that failed its health check there,"
+                   " or its integrity check or its first boot twice, until another is installed\n");
         } else {
             printf("device %s: nothing to forget: no image is held back from it (its state: %s)\n",
                    table_c(pos[0]), table_c(api_str(d, "state")));

@@ -82,7 +82,8 @@ grep -q "so the server holds it back; .* (fleet mode: tcpota device retry rt-1; 
   fail "rt-1 was not held back, or not told of device retry: $(cat "$WORK/rt-1.log")"
 before=$(failed_in_rollout)
 "$TCPOTA" device retry rt-1 > "$WORK/retry.out" 2>&1 || fail "device retry rt-1 failed: $(cat "$WORK/retry.out")"
-grep -q "^device rt-1: 1 failed image or declined offer forgotten; the server may offer it again from its next check-in (its state: seen)$" "$WORK/retry.out" ||
+grep -q "^device rt-1: 1 failed image or declined offer forgotten; the server may offer it again from its next check-in (its state: seen)$" "$WORK/retry.out" &&
+  grep -q "^the device itself still declines an image that failed its health check there, or its integrity check or its first boot twice, until another is installed$" "$WORK/retry.out" ||
   fail "device retry rt-1 said: $(cat "$WORK/retry.out")"
 wait_line "$WORK/server.log" "device rt-1: 1 failed image or declined offer forgotten: the server may offer it again" 5
 [ "$(device_state rt-1)" = seen ] || fail "rt-1 after retry is $(device_state rt-1), not seen"
