@@ -135,6 +135,12 @@ api 3 device secret sec-2 --out "$WORK/sec3" > /dev/null 2>&1 || fail "device se
 sleep 2.5
 SERVER_PORT=${ports[0]} run_device sec-2 esp32 "$WORK/ds2" --max-attempts 1 &&
   fail "node A served sec-2 without the secret set through C after the count went back"
+# A secret shorter than a device's may be (written by hand, by another
+# program) is not taken by any node.
+pg_sql "$WORK/pg" "INSERT INTO secrets (device_id, secret) VALUES ('weak', '\\x01')" > /dev/null ||
+  fail "cannot write a short secret"
+sleep 1.5
+! grep -q "\[weak -\] device secret" "$WORK"/n[123].log || fail "a node took a 1-byte secret: $(grep -h '\[weak' "$WORK"/n[123].log)"
 ok "a device secret set or replaced through one node is checked by the others within 1.5 s (v1 and HTTP), also after the database's count went back"
 
 # A node's cached copy damaged on disk: the node removes it (the database

@@ -128,11 +128,18 @@ chmod 644 "$DATA/tcpota.db"
 refused "another program's tcpota.db" "cannot open the fleet store: $DATA/tcpota.db is a SQLite database but not a tcpota one"
 [ "$(stat -c %a "$DATA/tcpota.db")" = 644 ] || fail "another program's tcpota.db was made $(stat -c %a "$DATA/tcpota.db") before it was refused"
 rm "$DATA/tcpota.db"
-echo photo > "$DATA/images/cat.jpg"
-chmod 644 "$DATA/images/cat.jpg"
+# (Hex but short, and 64 characters but not hex: neither is an image's name.)
+others="cat.jpg cafe $(printf 'g%.0s' {1..64})"
+for f in $others; do echo photo > "$DATA/images/$f"; chmod 644 "$DATA/images/$f"; done
 start_fleet
 stop_fleet
-[ "$(stat -c %a "$DATA/images/cat.jpg")" = 644 ] || fail "a file in images/ not named as an image was made $(stat -c %a "$DATA/images/cat.jpg")"
+for f in $others; do
+  [ "$(stat -c %a "$DATA/images/$f")" = 644 ] || fail "a file in images/ not named as an image ($f) was made $(stat -c %a "$DATA/images/$f")"
+done
+# A tcpota.db that is no file at all: said so, not SQLite's words for it.
+DATA=$WORK/dbdir
+mkdir -p "$DATA/tcpota.db"
+refused "a tcpota.db that is a directory" "cannot open the fleet store: $DATA/tcpota.db is not a regular file; move it away"
 ok "another program's tcpota.db is refused untouched; a file in images/ not named as an image is left as it is"
 
 # --- a --db node's --data holding someone else's files: warned too ---------
@@ -144,4 +151,11 @@ timeout 20 "$TCPOTA" serve --db "postgresql://tcpota@127.0.0.1:1/tcpota?connect_
   --data "$WORK/devflash" --listen 127.0.0.1:0 --api 127.0.0.1:0 2> "$WORK/dbdata.log" && fail "a node without its database started"
 grep -q "warning: --data $WORK/devflash holds files that are not a node's (the first: ota_0.bin): the node's files are made beside them" "$WORK/dbdata.log" ||
   fail "a --db node on someone else's files was not warned about: $(head -3 "$WORK/dbdata.log")"
+# A tcpota.db among them does not make them a node's (a SQLite fleet's
+# --data: refused after, as another store's).
+: > "$WORK/devflash/tcpota.db"
+timeout 20 "$TCPOTA" serve --db "postgresql://tcpota@127.0.0.1:1/tcpota?connect_timeout=2" \
+  --data "$WORK/devflash" --listen 127.0.0.1:0 --api 127.0.0.1:0 2> "$WORK/dbdata.log" && fail "a node without its database started"
+grep -q "warning: --data $WORK/devflash holds files that are not a node's" "$WORK/dbdata.log" ||
+  fail "a --db node on someone else's files and a tcpota.db was not warned about: $(head -3 "$WORK/dbdata.log")"
 ok "a --db node's --data holding someone else's files is warned about"

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -344,6 +345,73 @@ static void test_frames_queued_byte_exact(void **state)
     frames_whole_image_byte_exact();
 }
 
+/* The image's private copy (image.c): in a temporary file in $TMPDIR,
+ * else a memfd, else memory (a file size limit: no file takes it), its
+ * payload queued byte-exact from each; never the file itself, which may
+ * change under the server (cut short here after the load). */
+static void test_private_copy(void **state)
+{
+    static uint8_t bytes[30000];
+    struct evbuffer *out;
+    struct image *img;
+    struct rlimit was, small;
+    char name[512], link[64], sub[96], path[96];
+    uint8_t back[sizeof(bytes)];
+    ssize_t n;
+    int probe;
+    (void)state;
+    for (size_t i = 0; i < sizeof(bytes); i++) bytes[i] = (uint8_t)(i * 7 + 3);
+    snprintf(sub, sizeof(sub), "%s/d", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    probe = open(sub, O_TMPFILE | O_RDWR, 0600);
+    if (probe >= 0) close(probe);
+    snprintf(path, sizeof(path), "%s/img", dir);
+    for (int where = 0; where < 3; where++) {
+        setenv("TMPDIR", where == 0 ? sub : "/nonexistent/tcpota-test", 1);
+        if (where == 2) {
+            /* No file takes 30000 bytes: a size limit below it, SIGXFSZ
+             * ignored (EFBIG), set once the file is written. */
+            FILE *f = fopen(path, "w");
+            assert_non_null(f);
+            assert_int_equal(fwrite(bytes, 1, sizeof(bytes), f), sizeof(bytes));
+            fclose(f);
+            signal(SIGXFSZ, SIG_IGN);
+            assert_int_equal(getrlimit(RLIMIT_FSIZE, &was), 0);
+            small = was;
+            small.rlim_cur = 4096;
+            assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+            img = load("img");
+            assert_int_equal(setrlimit(RLIMIT_FSIZE, &was), 0);
+        } else {
+            img = load_bytes(bytes, sizeof(bytes));
+        }
+        assert_non_null(img);
+        if (where == 2) {
+            assert_int_equal(img->fd, -1);
+            assert_true(img->heap);
+        } else {
+            snprintf(link, sizeof(link), "/proc/self/fd/%d", img->fd);
+            n = readlink(link, name, sizeof(name) - 1);
+            assert_true(n > 0);
+            name[n] = 0;
+            if (where == 0 && probe >= 0) {
+                assert_true(strncmp(name, sub, strlen(sub)) == 0);
+            } else {
+                assert_true(strncmp(name, "/memfd:tcpota-image", 19) == 0);
+            }
+        }
+        assert_int_equal(truncate(path, 10), 0); /* the file changes under it */
+        out = evbuffer_new();
+        assert_int_equal(image_add_payload(out, img, 0, sizeof(bytes)), 0);
+        assert_int_equal(evbuffer_get_length(out), sizeof(bytes));
+        assert_int_equal(evbuffer_remove(out, back, sizeof(back)), (int)sizeof(back));
+        assert_memory_equal(back, bytes, sizeof(bytes));
+        evbuffer_free(out);
+        image_unref(img);
+    }
+    signal(SIGXFSZ, SIG_DFL);
+}
+
 /* libevent's allocator for this process: fails the allocation numbered
  * fail_at (counting from 1; 0: none), and counts them all. */
 static unsigned long allocs, fail_at;
@@ -427,6 +495,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_version_and_model_checked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_4gib_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_frames_queued_byte_exact, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_private_copy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_frames_out_of_memory_reported, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
