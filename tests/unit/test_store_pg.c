@@ -818,17 +818,36 @@ static void test_api_write_commit_lost(void **state)
     struct pgstore *st = (struct pgstore *)f->st;
     struct store_req *r;
 
+    uint8_t img[TCPOTA_ID_LEN];
+    struct store_req *ci;
+    int fired = 0;
+
     ss_checkin_free(f, "grp-1");
+    ss_fake_id(img, 0x31);
     st->cut_commit = PG_CUT_AFTER;
     st->fail_reconnects = 1;
-    r = ss_req(STORE_DEVICE_SET_GROUP);
+    /* In the same list, a check-in with a report: told to come back (a
+     * report repeated is applied once), not "unknown". */
+    ci = checkin_req("grp-2", MODEL, &fired);
+    ci->u.checkin.report_id = img;
+    ci->u.checkin.report_result = TCPOTA_RESULT_CONFIRMED;
+    r = store_req_new(STORE_DEVICE_SET_GROUP, on_set, &fired);
+    r->now = NOW;
     r->u.device.id = "grp-1";
     r->u.device.group = "canary";
-    ss_run(f, r);
+    assert_int_equal(store_submit(f->st, ci), 0);
+    assert_int_equal(store_submit(f->st, r), 0);
+    while (fired < 2) {
+        event_base_loop(f->base, EVLOOP_ONCE);
+    }
     assert_int_equal(r->rc, STORE_E_IO);
     if (!strstr(r->err, "committed is unknown: check what it changes")) {
         fail_msg("told: %s", r->err);
     }
+    if (ci->rc != STORE_E_UNAVAILABLE) {
+        fail_msg("the check-in in that list: %d %s", ci->rc, ci->err);
+    }
+    store_req_free(ci);
     store_req_free(r);
     assert_int_equal(sql_int(f, "SELECT count(*) FROM devices WHERE id = 'grp-1' AND"
                                 " grp = 'canary'"), 1);
