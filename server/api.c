@@ -604,9 +604,21 @@ static int tokenless_get(struct evhttp_request *req, const char *path)
  * rotation. No token, no data. */
 static void health(struct evhttp_request *req)
 {
-    if (tokenless_get(req, API_HEALTH_PATH)) {
-        send_text(req, 200, "{\"status\": \"ok\"}");
+    double waited = store_waiting_s();
+    char body[160];
+
+    if (!tokenless_get(req, API_HEALTH_PATH)) {
+        return;
     }
+    if (waited > STORE_STUCK_S) {
+        /* The loop answers, its database does not: every check-in here
+         * waits (a trial's hung PostgreSQL left the node in rotation). */
+        snprintf(body, sizeof(body), "{\"status\": \"the database has answered nothing for %.0f"
+                 " s\"}", waited);
+        send_text(req, 503, body);
+        return;
+    }
+    send_text(req, 200, "{\"status\": \"ok\"}");
 }
 
 /* GET /metrics: Prometheus' text format, without the API token (counts

@@ -119,6 +119,7 @@ struct fleet {
     int64_t secrets_gen;         /* PostgreSQL: every secret set up to it is in secrets */
     struct event *secret_timer;  /* PostgreSQL: asks for secrets set through other nodes */
     int secret_asking;           /* that request is in flight */
+    int stuck_said;              /* told that the store answers nothing (fleet_sweep) */
     char token[API_TOKEN_HEX + 1];
     struct api_keys keys;
     unsigned checkins, db_errors;
@@ -1575,6 +1576,23 @@ void fleet_conn_gone(struct conn *c)
     if (c->req) {
         ((struct checkin *)c->req->arg)->c = NULL;
         c->req = NULL;
+    }
+}
+
+void fleet_sweep(struct server *srv)
+{
+    struct fleet *f = srv->fleet;
+    double waited = store_waiting_s();
+
+    if (waited > STORE_STUCK_S && !f->stuck_said) {
+        f->stuck_said = 1;
+        say_always(srv->o, LOG_LV_ERROR, "store: the database has answered nothing for %.0f s"
+                   " while requests wait (a hung database, a stalled disk?): check-ins here wait,"
+                   " and GET /health answers 503 so that a balancer sends devices elsewhere",
+                   waited);
+    } else if (waited <= STORE_STUCK_S && f->stuck_said) {
+        f->stuck_said = 0;
+        say_always(srv->o, LOG_LV_INFO, "store: the database answers again");
     }
 }
 

@@ -66,6 +66,10 @@ int fleet_open(struct server *srv);
  * queued (nothing recorded is lost at SIGTERM), closes it, drops the
  * image cache. NULL fleet: no-op. */
 void fleet_close(struct server *srv);
+/* Once a second (the server's sweep): tells once when the store has
+ * answered nothing for STORE_STUCK_S while requests wait, and once when
+ * it answers again. */
+void fleet_sweep(struct server *srv);
 
 /* The session's choose() in fleet mode: always TCPOTA_SRV_CHOOSE_LATER
  * (the store answers), unless the store cannot take the request (then 0

@@ -110,6 +110,10 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
 
+    if (srv->fleet) {
+        fleet_sweep(srv);
+    }
+
     for (; c; c = next) {
         enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
         next = c->next;

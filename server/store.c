@@ -28,10 +28,22 @@ static double mono_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Requests submitted and not finished, and when the store last finished
+ * one (or got one while it had none): the loop's view of whether the
+ * store answers (store_waiting_s). Loop thread only. */
+static unsigned long pending;
+static double progress_at;
+
 int store_submit(struct store *st, struct store_req *r)
 {
+    int rc;
+
     r->submitted = mono_s();
-    return st->vt->submit(st, r);
+    rc = st->vt->submit(st, r);
+    if (rc == 0 && pending++ == 0) {
+        progress_at = r->submitted;
+    }
+    return rc;
 }
 
 void store_req_finished(const struct store_req *r)
@@ -40,7 +52,16 @@ void store_req_finished(const struct store_req *r)
                                : r->op == STORE_EVENTS ? METRICS_STORE_EVENTS
                                                        : METRICS_STORE_OTHER;
 
-    metrics_store_latency(op, mono_s() - r->submitted);
+    progress_at = mono_s();
+    if (pending) {
+        pending--;
+    }
+    metrics_store_latency(op, progress_at - r->submitted);
+}
+
+double store_waiting_s(void)
+{
+    return pending ? mono_s() - progress_at : 0;
 }
 
 void store_close(struct store *st)

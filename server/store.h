@@ -442,6 +442,13 @@ int store_submit(struct store *st, struct store_req *r);
 /* What a backend calls right before r->done(r), on the loop: counts the
  * request's latency (metrics.h). */
 void store_req_finished(const struct store_req *r);
+/* Loop thread: for how many seconds requests have waited with none
+ * finished (0: none waits), whichever store: a database that hangs (its
+ * processes stopped, its host stalled, while its kernel still answers
+ * TCP) shows here and nowhere else. */
+double store_waiting_s(void);
+/* Past this long, GET /health answers 503 and the server says so once. */
+#define STORE_STUCK_S 10.0
 /* store->vt->close(); NULL: no-op. */
 void store_close(struct store *st);
 

@@ -129,5 +129,29 @@ pg_sql "$WORK/pg" "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE 
 wait_line "$WORK/pw.log" 'store: the database is unreachable \(.*password authentication failed.*the password given was refused: check it where it is given' 10
 printf '*:*:tpwdb:tpw:two\n' > "$WORK/pgpass"
 wait_line "$WORK/pw.log" 'store: the database is reachable again' 10
-kill -TERM "$pw"; wait "$pw" || fail "the node exited $? on SIGTERM"
 ok "the role's password changed: the node says so, and reconnects once PGPASSFILE has the new one"
+
+# PostgreSQL hung (its processes stopped; the kernel still answers TCP and
+# the socket): nothing failed, nothing was said, and GET /health stayed 200,
+# so a balancer kept sending devices to a node whose check-ins all waited.
+# Now, past STORE_STUCK_S with a request waiting (the secret sync asks every
+# second), the node says so and /health answers 503; back, 200 again.
+pwapi=$(sed -nE 's/.*API on 127\.0\.0\.1:([0-9]+).*/\1/p' "$WORK/pw.log" | head -1)
+[ -n "$pwapi" ] || fail "no API port in the node's log"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pwapi/health")" = 200 ] || fail "/health before the hang"
+pgpids="$(head -1 "$WORK/pg/data/postmaster.pid") $(pgrep -P "$(head -1 "$WORK/pg/data/postmaster.pid")" | tr '\n' ' ')"
+kill -STOP $pgpids
+said=0
+for ((i = 0; i < 400; i++)); do # 20 s
+  grep -qE 'store: the database has answered nothing for [0-9]+ s while requests wait' "$WORK/pw.log" && { said=1; break; }
+  sleep 0.05
+done
+code=$(curl -s -m 5 -o "$WORK/health.json" -w '%{http_code}' "http://127.0.0.1:$pwapi/health" || true)
+kill -CONT $pgpids # before any failure: a stopped PostgreSQL would hold up the test's end
+[ "$said" = 1 ] || fail "a hung database was not said: $(tail -3 "$WORK/pw.log")"
+[ "$code" = 503 ] && grep -q "the database has answered nothing for" "$WORK/health.json" ||
+  fail "/health while the database hung: $code $(cat "$WORK/health.json")"
+wait_line "$WORK/pw.log" 'store: the database answers again' 10
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pwapi/health")" = 200 ] || fail "/health after the hang"
+kill -TERM "$pw"; wait "$pw" || fail "the node exited $? on SIGTERM"
+ok "a hung database: said after 10 s, /health 503 meanwhile, 200 and said again once it answers"
