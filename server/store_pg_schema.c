@@ -111,7 +111,14 @@ static void conn_err(PGconn *db, const char *what, char *err, size_t errlen)
 
     snprintf(msg, sizeof(msg), "%s", PQerrorMessage(db));
     msg[strcspn(msg, "\n")] = '\0';
-    snprintf(err, errlen, "%s: %s", what, msg);
+    /* The role may not make the schema (PostgreSQL 15: public is no
+     * longer everyone's to write): say what gives it that right (a trial
+     * got PostgreSQL's words alone). */
+    snprintf(err, errlen, "%s: %s%s", what, msg,
+             strstr(msg, "permission denied") || strstr(msg, "no schema has been selected")
+                 ? "; the role --db connects as must own its database (createdb -O ROLE DB) or"
+                   " have CREATE on its schema (GRANT CREATE ON SCHEMA public TO ROLE)"
+                 : "");
 }
 
 /* One statement without parameters; 0, or -1 with err. */

@@ -1537,6 +1537,37 @@ static void test_not_ours_or_newer(void **state)
             fail_msg("%s", err);
         }
     }
+    /* A role that may not create the schema (PostgreSQL 15: public is no
+     * longer everyone's): PostgreSQL's words, and what gives it the right. */
+    {
+        char noperm[sizeof f->db + 32];
+        ss_fx_fresh(&other);
+        sql(&other, "DO $$BEGIN CREATE ROLE tcpota_noperm LOGIN; EXCEPTION WHEN duplicate_object"
+                    " THEN NULL; END$$");
+        snprintf(noperm, sizeof noperm, "%s user=tcpota_noperm", other.db);
+        assert_null(store_pg_open(noperm, other.dir, f->base, err, sizeof(err)));
+        /* (No USAGE on the schema either: "no schema has been selected".) */
+        if (!strstr(err, "schema migration: ") || !strstr(err, "createdb -O ROLE DB") ||
+            !strstr(err, "GRANT CREATE ON SCHEMA")) {
+            fail_msg("%s", err);
+        }
+        {
+            /* USAGE without CREATE: "permission denied". */
+            char q[200], schema[64];
+            const char *at = strstr(other.db, "search_path=");
+            assert_non_null(at);
+            snprintf(schema, sizeof schema, "%.*s", (int)strcspn(at + 12, "'"), at + 12);
+            snprintf(q, sizeof q, "GRANT USAGE ON SCHEMA %s TO tcpota_noperm", schema);
+            sql(&other, q);
+            assert_null(store_pg_open(noperm, other.dir, f->base, err, sizeof(err)));
+            if (!strstr(err, "permission denied") || !strstr(err, "createdb -O ROLE DB")) {
+                fail_msg("%s", err);
+            }
+            snprintf(q, sizeof q, "REVOKE USAGE ON SCHEMA %s FROM tcpota_noperm", schema);
+            sql(&other, q);
+        }
+        ss_rm_tree(other.dir);
+    }
 }
 
 int main(void)
