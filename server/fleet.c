@@ -1727,7 +1727,12 @@ static int load_secrets(struct server *srv)
     size_t i;
 
     if (!r || run_sync(srv, r) < 0) {
-        (void)not_starting(srv, "cannot read the device secrets: %s", r ? r->err : "out of memory");
+        (void)not_starting(srv, "cannot read the device secrets: %s%s", r ? r->err : "out of memory",
+                           r && (strstr(r->err, "does not exist") || strstr(r->err, "no such table"))
+                               ? "; the database's tables are not as this tcpota made them (one"
+                                 " removed by hand?): restore it from a backup (docs/scaling.md,"
+                                 " Backups; docs/operations.md for SQLite)"
+                               : "");
         store_req_free(r);
         return -1;
     }

@@ -565,6 +565,10 @@ const char *pg_hint(const char *msg, char *buf, size_t cap)
                " PGPASSFILE names, or in ~/.pgpass: the line HOST:PORT:DATABASE:USER:PASSWORD"
                " matching --db) against the role's in PostgreSQL";
     }
+    if (strstr(msg, "database \"") && strstr(msg, "does not exist")) {
+        return "create it (createdb -O ROLE DB, as the database's owner) or give --db the name of"
+               " the one that holds the fleet";
+    }
     if (!strstr(msg, "password")) {
         return PG_CHECK_HINT;
     }

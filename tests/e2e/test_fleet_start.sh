@@ -136,6 +136,12 @@ stop_fleet
 for f in $others; do
   [ "$(stat -c %a "$DATA/images/$f")" = 644 ] || fail "a file in images/ not named as an image ($f) was made $(stat -c %a "$DATA/images/$f")"
 done
+# A table of the fleet's removed by hand: not starting, and what to do.
+DATA=$WORK/notable
+start_fleet
+stop_fleet
+python3 -c "import sqlite3; c = sqlite3.connect('$DATA/tcpota.db'); c.execute('drop table secrets'); c.commit(); c.close()"
+refused "a fleet database without its secrets table" "cannot read the device secrets: .*no such table: secrets.*; the database's tables are not as this tcpota made them \(one removed by hand\?\): restore it from a backup"
 # A tcpota.db that is no file at all: said so, not SQLite's words for it.
 DATA=$WORK/dbdir
 mkdir -p "$DATA/tcpota.db"

@@ -1392,6 +1392,16 @@ static void test_open_errors(void **state)
     assert_string_equal(PG_CHECK_HINT, "check that PostgreSQL runs and that --db reaches it");
     /* A string libpq cannot take is said to be one, not a database to
      * check on (before: "cannot connect ...; check that PostgreSQL runs"). */
+    {
+        /* A database that is not there: what to do is to make it. */
+        char none[512];
+        snprintf(none, sizeof none, "%s dbname=tcpota_no_such_db connect_timeout=5",
+                 getenv("TCPOTA_PG"));
+        assert_null(store_pg_open(none, dir, base, err, sizeof(err)));
+        if (!strstr(err, "does not exist") || !strstr(err, "create it (createdb -O ROLE DB")) {
+            fail_msg("%s", err);
+        }
+    }
     assert_null(store_pg_open("postgresql://[bad", dir, base, err, sizeof(err)));
     assert_string_equal(err, "--db: the connection string is not valid: end of string reached when "
                              "looking for matching \"]\" in IPv6 host address in URI: "
