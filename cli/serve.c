@@ -772,6 +772,59 @@ static void undo_data_dir(const struct tcpota_serve_opts *o, const char *dir, in
     }
 }
 
+/* The names of dir that are a fleet's own (fleet_files_own). */
+static const char *const own_names[] = {FLEET_DB_FILE, FLEET_DB_FILE "-wal", FLEET_DB_FILE "-shm",
+                                        FLEET_LOCK_FILE, FLEET_TOKEN_FILE, FLEET_IMAGES_DIR};
+
+/* 1 when dir holds none of a fleet's own files. */
+static int holds_no_own(const char *dir)
+{
+    char path[4200];
+    struct stat st;
+    size_t i;
+
+    for (i = 0; i < sizeof(own_names) / sizeof(own_names[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, own_names[i]);
+        if (lstat(path, &st) == 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* A failed start that made a new fleet's files beside someone else's in
+ * dir (it held none of them before) removes those it made, and only
+ * those: left, they made the next start take dir for a fleet's, without
+ * the warning that it holds someone else's files (a trial). */
+static void undo_own_files(const struct tcpota_serve_opts *o, const char *dir)
+{
+    char path[4200];
+    size_t i;
+    int fd, failed = 0;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, FLEET_LOCK_FILE);
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        return; /* held: another server runs on dir now */
+    }
+    for (i = 0; i < sizeof(own_names) / sizeof(own_names[0]); i++) {
+        struct stat st;
+        snprintf(path, sizeof(path), "%s/%s", dir, own_names[i]);
+        if (lstat(path, &st) != 0) {
+            continue;
+        }
+        failed |= S_ISDIR(st.st_mode) ? cli_remove_tree(path) < 0 : unlink(path) != 0;
+    }
+    if (fd >= 0) close(fd);
+    say_always(o, failed ? LOG_LV_ERROR : LOG_LV_INFO,
+               failed ? "the start failed, and the fleet's files it made in --data %s (beside"
+                        " files that are not a fleet's) could not all be removed; remove them"
+                        " before the next start"
+                      : "removed the fleet's files this failed start made in --data %s (the"
+                        " other files there are kept)", dir);
+}
+
 /* The first entry of dir that is not a fleet's own (fleet_files_own) nor a
  * mount point's lost+found, into name (cap bytes); 1 when there is one and
  * dir holds no tcpota.db: a new fleet would be made among someone else's
@@ -828,7 +881,7 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
     static char images[4096], api_host[256], ota_host[256];
     const char *flag, *why;
     struct stat st;
-    int created, was_empty, rc;
+    int created, was_empty, beside, rc;
 
     if (o->image) {
         fprintf(stderr, "tcpota serve: --data serves the fleet's images; add %s with "
@@ -861,6 +914,7 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
         return 2;
     }
     was_empty = !created && cli_dir_holds_nothing(o->data_dir);
+    beside = !created && !was_empty && holds_no_own(o->data_dir);
     if (strcmp(api, "off") != 0 &&
         cli_hostport(api, "--api", 1, api_host, sizeof(api_host), &o->api_port) < 0) {
         return 2;
@@ -946,6 +1000,8 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
     rc = tcpota_serve(o);
     if (rc != 0 && (created || was_empty)) {
         undo_data_dir(o, o->data_dir, created);
+    } else if (rc != 0 && beside) {
+        undo_own_files(o, o->data_dir);
     }
     return rc;
 }

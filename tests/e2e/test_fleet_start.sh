@@ -51,6 +51,15 @@ refused "a device port in use" "cannot listen on 127.0.0.1:$SERVER_PORT: Address
   --data "$WORK/other" --listen "127.0.0.1:$SERVER_PORT"
 refused "an API port in use" "cannot start the API: cannot listen on 127.0.0.1:$API_PORT for the API: Address already in use" \
   --data "$WORK/other" --api "127.0.0.1:$API_PORT"
+# A failed start beside someone else's files removes the fleet's files it
+# made there, and only those: left, the next start took the directory for
+# a fleet's and no longer warned (a trial).
+mkdir -p "$WORK/beside" && echo notes > "$WORK/beside/notes.txt"
+refused "a device port in use, beside someone else's files" "cannot listen on 127.0.0.1:$SERVER_PORT: Address already in use" \
+  --data "$WORK/beside" --listen "127.0.0.1:$SERVER_PORT"
+grep -q "removed the fleet's files this failed start made in --data $WORK/beside (the other files there are kept)" "$WORK/refused.log" ||
+  fail "the failed start beside others' files said: $(tail -2 "$WORK/refused.log")"
+[ "$(ls -A "$WORK/beside")" = notes.txt ] || fail "after the failed start --data holds: $(ls -A "$WORK/beside")"
 stop_fleet
 
 # --- a backup restored with its modes: made private, said, started --------
