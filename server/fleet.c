@@ -1664,9 +1664,14 @@ static int put_secrets(struct server *srv, const struct store_secret *rows, size
     struct fleet *f = srv->fleet;
     struct tcpota_serve_secret *all, key, *at;
     size_t i, count = f->nsecrets;
+    uint8_t *did; /* rows[i] changed a secret: its failures are forgiven */
     int changed = 0;
 
     if (!(all = malloc((count + n ? count + n : 1) * sizeof(*all)))) {
+        return -1;
+    }
+    if (!(did = calloc(n ? n : 1, 1))) {
+        free(all);
         return -1;
     }
     if (count) {
@@ -1690,6 +1695,7 @@ static int put_secrets(struct server *srv, const struct store_secret *rows, size
         }
         memcpy(at->secret, rows[i].secret, rows[i].len);
         at->len = rows[i].len;
+        did[i] = 1;
         changed++;
         if (*why) {
             say_dev(srv, LOG_LV_INFO, rows[i].id, NULL, "device secret %s: its next AUTH is checked"
@@ -1699,17 +1705,22 @@ static int put_secrets(struct server *srv, const struct store_secret *rows, size
     if (!changed) {
         sodium_memzero(all, (f->nsecrets + n ? f->nsecrets + n : 1) * sizeof(*all));
         free(all);
+        free(did);
         return 0;
     }
     qsort(all, count, sizeof(*all), cmp_secret);
     if (auth_rebind(&srv->auth, all, count) < 0) {
         sodium_memzero(all, count * sizeof(*all));
         free(all);
+        free(did);
         return -1;
     }
     for (i = 0; i < n; i++) {
-        auth_forgive(&srv->auth, rows[i].id);
+        if (did[i]) {
+            auth_forgive(&srv->auth, rows[i].id);
+        }
     }
+    free(did);
     if (f->secrets) {
         sodium_memzero(f->secrets, f->nsecrets * sizeof(*f->secrets));
         free(f->secrets);
