@@ -17,6 +17,22 @@ int store_step_check(struct store_req *r, const struct store_step *s)
     return STORE_OK;
 }
 
+void store_step_image(const struct store_device *old, const struct store_step *s, char *hex)
+{
+    if (s->image_id) {
+        store_hex(s->image_id, hex);
+    } else if (s->state == STORE_ST_UP_TO_DATE && old->state != STORE_ST_UPDATED &&
+               old->state != STORE_ST_UP_TO_DATE && old->state != STORE_ST_VERIFIED) {
+        /* Up to date with no image (no rollout for it now) after a
+         * transfer it never finished, or an image that failed: it runs
+         * what it ran, not that image (a trial's device list showed
+         * "up-to-date 911126dd" for one that had 100 KB of it). */
+        hex[0] = '\0';
+    } else {
+        memcpy(hex, old->image, 2 * TCPOTA_ID_LEN + 1);
+    }
+}
+
 int store_step_is_progress(const struct store_device *old, const struct store_step *s,
                            const char *hex)
 {

@@ -41,6 +41,11 @@ int store_run_events(struct store_req *r, store_step_fn apply, void *backend);
 /* STORE_OK, or STORE_E_INVAL with r->err when s has no id or an unknown
  * state: what a backend checks before it reads anything. */
 int store_step_check(struct store_req *r, const struct store_step *s);
+/* The image hex (2 * TCPOTA_ID_LEN + 1 bytes) a step sets in the device's
+ * row: its own; without one, the row's, but none for "up to date" after
+ * anything but an update (no rollout for the device now: it runs what it
+ * ran). */
+void store_step_image(const struct store_device *old, const struct store_step *s, char *hex);
 /* 1 when s is progress of the download old already is in (same image hex,
  * no reason): the device's row moves, its history gets no line. */
 int store_step_is_progress(const struct store_device *old, const struct store_step *s,

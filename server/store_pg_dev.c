@@ -460,11 +460,7 @@ static int apply_event(void *backend, struct store_req *r, const struct store_st
     if ((rc = load_device(st, r, e->id, &old)) <= 0) {
         return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", e->id);
     }
-    if (e->image_id) {
-        store_hex(e->image_id, hex);
-    } else {
-        memcpy(hex, old.image, sizeof(hex));
-    }
+    store_step_image(&old, e, hex);
     /* A step about the image the device has reported on came late (kept
      * while the database was unreachable, or through another node): its
      * history line is written, but the report's state and count stay. In

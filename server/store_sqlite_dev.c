@@ -346,11 +346,7 @@ static int apply_event(void *backend, struct store_req *r, const struct store_st
     if ((rc = load_device(st, r, e->id, &old)) <= 0) {
         return rc < 0 ? rc : sq_missing(st, r, e->id, 1);
     }
-    if (e->image_id) {
-        store_hex(e->image_id, hex);
-    } else {
-        memcpy(hex, old.image, sizeof(hex));
-    }
+    store_step_image(&old, e, hex);
     /* A step about the image the device has reported on came late (a
      * half-open connection timed out after the device reported on a new
      * one): its history line is written, but the report's state and

@@ -2254,6 +2254,19 @@ static void test_decision_after_report(void **state)
     store_req_free(r);
     r = ss_device_get(f, "dev-1");
     assert_int_equal(r->u.device.dev->state, STORE_ST_UP_TO_DATE);
+    /* It runs what it ran, not the image it rolled back: none shown. */
+    assert_string_equal(r->u.device.dev->image, "");
+    store_req_free(r);
+    /* A device that updated keeps its image when it is told the same. */
+    store_req_free(ss_checkin(f, "dev-2", img, TCPOTA_RESULT_CONFIRMED));
+    r = late_step(STORE_ST_UP_TO_DATE, NULL);
+    r->u.event.id = "dev-2";
+    r->u.event.reason = "no rollout for model " MODEL;
+    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
+    store_req_free(r);
+    r = ss_device_get(f, "dev-2");
+    assert_int_equal(r->u.device.dev->state, STORE_ST_UP_TO_DATE);
+    assert_int_equal(strlen(r->u.device.dev->image), 2 * TCPOTA_ID_LEN);
     store_req_free(r);
 }
 
