@@ -737,16 +737,29 @@ static int distinct_listeners(const struct tcpota_serve_opts *o)
  * there before), and only what is in it goes. Any other directory is never
  * touched. Nothing goes either while another process holds dir's lock: a
  * server that started on it meanwhile, whose files these are. */
-static void undo_data_dir(const struct tcpota_serve_opts *o, const char *dir, int created)
+/* 1 when another server holds dir's lock file now; else 0, *fd the lock
+ * file opened and locked by this process (-1: none there), to close once
+ * what is undone is gone. */
+static int lock_elsewhere(const char *dir, int *fd)
 {
     char lock[4200];
-    int fd, rc;
 
     snprintf(lock, sizeof(lock), "%s/%s", dir, FLEET_LOCK_FILE);
-    fd = open(lock, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        close(fd);
-        return; /* held: another server runs on dir now */
+    *fd = open(lock, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (*fd >= 0 && flock(*fd, LOCK_EX | LOCK_NB) != 0) {
+        close(*fd);
+        *fd = -1;
+        return 1;
+    }
+    return 0;
+}
+
+static void undo_data_dir(const struct tcpota_serve_opts *o, const char *dir, int created)
+{
+    int fd, rc;
+
+    if (lock_elsewhere(dir, &fd)) {
+        return; /* another server runs on dir now */
     }
     if (!created && cli_dir_holds_nothing(dir)) { /* the start made nothing there */
         if (fd >= 0) close(fd);
@@ -772,24 +785,33 @@ static void undo_data_dir(const struct tcpota_serve_opts *o, const char *dir, in
     }
 }
 
-/* The names of dir that are a fleet's own (fleet_files_own). */
-static const char *const own_names[] = {FLEET_DB_FILE, FLEET_DB_FILE "-wal", FLEET_DB_FILE "-shm",
-                                        FLEET_LOCK_FILE, FLEET_TOKEN_FILE, FLEET_IMAGES_DIR};
-
-/* 1 when dir holds none of a fleet's own files. */
-static int holds_no_own(const char *dir)
+/* Each entry of dir that is a fleet's own (fleet_files_own) through fn;
+ * returns how many there were, or -1 when fn failed for one. */
+static int own_entries(const char *dir, int (*fn)(const char *path))
 {
     char path[4200];
-    struct stat st;
-    size_t i;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0, failed = 0;
 
-    for (i = 0; i < sizeof(own_names) / sizeof(own_names[0]); i++) {
-        snprintf(path, sizeof(path), "%s/%s", dir, own_names[i]);
-        if (lstat(path, &st) == 0) {
-            return 0;
-        }
+    if (!d) return 0;
+    while ((e = readdir(d)) != NULL) {
+        if (!fleet_files_own(e->d_name)) continue;
+        n++;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        failed |= fn && fn(path) < 0;
     }
-    return 1;
+    closedir(d);
+    return failed ? -1 : n;
+}
+
+/* path gone, a directory with all it holds. */
+static int remove_path(const char *path)
+{
+    struct stat st;
+
+    if (lstat(path, &st) != 0) return 0;
+    return S_ISDIR(st.st_mode) ? cli_remove_tree(path) : unlink(path);
 }
 
 /* A failed start that made a new fleet's files beside someone else's in
@@ -798,24 +820,12 @@ static int holds_no_own(const char *dir)
  * the warning that it holds someone else's files (a trial). */
 static void undo_own_files(const struct tcpota_serve_opts *o, const char *dir)
 {
-    char path[4200];
-    size_t i;
-    int fd, failed = 0;
+    int fd, failed;
 
-    snprintf(path, sizeof(path), "%s/%s", dir, FLEET_LOCK_FILE);
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        close(fd);
-        return; /* held: another server runs on dir now */
+    if (lock_elsewhere(dir, &fd)) {
+        return; /* another server runs on dir now */
     }
-    for (i = 0; i < sizeof(own_names) / sizeof(own_names[0]); i++) {
-        struct stat st;
-        snprintf(path, sizeof(path), "%s/%s", dir, own_names[i]);
-        if (lstat(path, &st) != 0) {
-            continue;
-        }
-        failed |= S_ISDIR(st.st_mode) ? cli_remove_tree(path) < 0 : unlink(path) != 0;
-    }
+    failed = own_entries(dir, remove_path) < 0;
     if (fd >= 0) close(fd);
     say_always(o, failed ? LOG_LV_ERROR : LOG_LV_INFO,
                failed ? "the start failed, and the fleet's files it made in --data %s (beside"
@@ -914,7 +924,7 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
         return 2;
     }
     was_empty = !created && cli_dir_holds_nothing(o->data_dir);
-    beside = !created && !was_empty && holds_no_own(o->data_dir);
+    beside = !created && !was_empty && own_entries(o->data_dir, NULL) == 0;
     if (strcmp(api, "off") != 0 &&
         cli_hostport(api, "--api", 1, api_host, sizeof(api_host), &o->api_port) < 0) {
         return 2;

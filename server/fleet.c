@@ -2047,8 +2047,7 @@ static int holds_images(const char *dir)
     int found = 0;
 
     while (d && !found && (e = readdir(d)) != NULL) {
-        found = strlen(e->d_name) == 2 * TCPOTA_ID_LEN &&
-                strspn(e->d_name, "0123456789abcdef") == 2 * TCPOTA_ID_LEN;
+        found = fleet_files_image_name(e->d_name);
     }
     if (d) closedir(d);
     return found;

@@ -63,20 +63,10 @@ static void add_said(char *said, size_t saidlen, const char *name, unsigned was)
     }
 }
 
-/* 1 when name is one the server gives a file in images/: an image's
- * SHA-256 in hex (and the temporary files it makes there, 0600 already).
- * Another program's file there is not the server's to change (a trial:
- * a photo in a --data given by mistake was made 0600). */
-static int image_name(const char *name)
+int fleet_files_image_name(const char *name)
 {
-    size_t i;
-
-    for (i = 0; name[i]; i++) {
-        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f'))) {
-            return 0;
-        }
-    }
-    return i == 2 * TCPOTA_ID_LEN;
+    return strlen(name) == 2 * TCPOTA_ID_LEN &&
+           strspn(name, "0123456789abcdef") == 2 * TCPOTA_ID_LEN;
 }
 
 /* The image files in images/ (their directory made private first). */
@@ -89,7 +79,10 @@ static int images_private(const char *images, unsigned *n, unsigned *was, char *
     int rc = 0;
 
     for (*n = 0; d && rc >= 0 && (e = readdir(d)) != NULL;) {
-        if (!image_name(e->d_name)) {
+        /* Another program's file there is not the server's to change (a
+         * trial: a photo in a --data given by mistake was made 0600); its
+         * own temporary files are 0600 already. */
+        if (!fleet_files_image_name(e->d_name)) {
             continue;
         }
         if ((size_t)snprintf(path, sizeof(path), "%s/%s", images, e->d_name) >= sizeof(path)) {

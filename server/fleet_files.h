@@ -33,6 +33,8 @@ int fleet_files_private(const char *dir, char *said, size_t saidlen, char *err, 
 /* 1 when name (an entry at the top of --data) is one the fleet keeps there:
  * tcpota.db and its -wal and -shm, tcpota.lock, images/, api.token. */
 int fleet_files_own(const char *name);
+/* 1 when name is an image file's in images/: its SHA-256 in lowercase hex. */
+int fleet_files_image_name(const char *name);
 
 /* Takes dir/tcpota.lock (flock, for the caller's life) and writes our pid in
  * it, so that a second server on the same --data is refused, told who holds

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define DEV_COLS                                                                             \
     "id, model, version, running, grp, addr, proto, state, image, bytes, size, reason,"      \
@@ -231,18 +230,15 @@ static int load_failed(struct pgstore *st, struct store_req *r)
 }
 
 /* Tells the operator why image idhex could not be put in this node's cache
- * (r's error, which is cleared), at most once per PG_CACHE_TELL_S for the
+ * (r's error, which is cleared), at most once per PG_CACHE_TELL_MS for the
  * same image: every check-in of its rollout tries again. */
 static void cache_failed(struct pgstore *st, struct store_req *r, const char *idhex)
 {
-    struct timespec ts;
-    double now;
+    int64_t now = pg_mono_ms();
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-    if (strcmp(st->cache_failed, idhex) != 0 || now - st->cache_told_at >= PG_CACHE_TELL_S) {
+    if (strcmp(st->cache_failed, idhex) != 0 || now - st->cache_told_ms >= PG_CACHE_TELL_MS) {
         snprintf(st->cache_failed, sizeof(st->cache_failed), "%s", idhex);
-        st->cache_told_at = now;
+        st->cache_told_ms = now;
         store_worker_notice(&st->w, 1, "cannot put the image in this node's cache: %s; its"
                             " rollout's devices are told to come back meanwhile", r->err);
     }

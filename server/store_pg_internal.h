@@ -62,9 +62,9 @@ struct pgstore {
     int xid_pid;             /* the backend that runs it (pg_begin) */
     unsigned lost_commits;   /* COMMITs whose answer was lost (tests read it) */
     /* The last image this node could not put in its cache, and when that
-     * was told (load_rollout: once per PG_CACHE_TELL_S). */
+     * was told (load_rollout: once per PG_CACHE_TELL_MS). */
     char cache_failed[2 * TCPOTA_ID_LEN + 1];
-    double cache_told_at;
+    int64_t cache_told_ms;
     unsigned fail_reconnects; /* tests: so many reconnections fail before trying */
     int cut_commit;          /* tests: PG_CUT_BEFORE or PG_CUT_AFTER drops the connection at the
                                 next COMMIT, before it is sent or before its answer is read */
@@ -111,7 +111,9 @@ enum { PG_CUT_NONE = 0, PG_CUT_BEFORE, PG_CUT_AFTER };
 #define PG_DOWN_MSG "the database (PostgreSQL, --db) cannot be reached now; this node"        \
                     " reconnects by itself: try again in a few seconds"
 
-#define PG_CACHE_TELL_S 30.0 /* an image the cache cannot take is told this often at most */
+#define PG_CACHE_TELL_MS 30000 /* an image the cache cannot take is told this often at most */
+/* store_pg_outage.c: the monotonic clock, in milliseconds. */
+int64_t pg_mono_ms(void);
 
 /* A new connection in place of the lost one (blocks up to connect_timeout):
  * 0, or -1 (PQerrorMessage says why). */

@@ -27,7 +27,7 @@
 #include <string.h>
 #include <time.h>
 
-static int64_t mono_ms(void)
+int64_t pg_mono_ms(void)
 {
     struct timespec ts;
 
@@ -138,7 +138,7 @@ void pg_outage_start(struct pgstore *st, struct store_req *head)
 
     if (!pg_outage_on(st)) {
         why_lost(st, why, sizeof(why));
-        st->down_since_ms = mono_ms();
+        st->down_since_ms = pg_mono_ms();
         st->retry_ms = PG_RETRY_FIRST_MS;
         st->retry_at_ms = st->down_since_ms + st->retry_ms;
         st->dropped = 0;
@@ -178,14 +178,14 @@ static void give_up(struct pgstore *st)
 struct store_req *pg_outage_retry(struct pgstore *st, int stopping)
 {
     struct store_req *kept;
-    int64_t now = mono_ms();
+    int64_t now = pg_mono_ms();
 
     if (!stopping && now < st->retry_at_ms) {
         return NULL;
     }
     if (pg_reconnect(st) != 0) {
         st->retry_ms = st->retry_ms * 2 > PG_RETRY_MAX_MS ? PG_RETRY_MAX_MS : st->retry_ms * 2;
-        st->retry_at_ms = mono_ms() + st->retry_ms;
+        st->retry_at_ms = pg_mono_ms() + st->retry_ms;
         if (stopping) {
             give_up(st);
         }
@@ -216,7 +216,7 @@ int64_t pg_outage_idle_ms(void *ctx)
     if (!pg_outage_on(st)) {
         return -1;
     }
-    left = st->retry_at_ms - mono_ms();
+    left = st->retry_at_ms - pg_mono_ms();
     return left > 0 ? left : 0;
 }
 
