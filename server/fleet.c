@@ -15,7 +15,7 @@
 #include "rollout.h"
 #include "server_internal.h"
 #include "store.h"
-#include "store_common.h" /* store_ro_status_of */
+#include "store_common.h" /* store_ro_status_of, store_rollout_move */
 #include "store_pg.h" /* STORE_PG_CONNINFO_INVALID */
 #include "sock.h"
 #include "text.h"
@@ -875,18 +875,7 @@ static void apply_rules(struct server *srv, struct store_rollout *ro)
     if (!r) {
         return;
     }
-    r->u.rollout.id = ro->id;
-    *r->u.rollout.r = *ro;
-    r->u.rollout.expect_state = ro->ro.state;
-    r->u.rollout.expect_n_open = ro->ro.n_open;
-    /* Judged on the failures since the base this check-in read: a resume
-     * since then (another node's, or while this check-in waited for an
-     * image) moved it, and the halt would undo the resume (a review). */
-    r->u.rollout.expect_base = to == ROLLOUT_STATE_HALTED;
-    r->u.rollout.base_failed = ro->base_failed;
-    r->u.rollout.base_finished = ro->base_finished;
-    r->u.rollout.new_state = to;
-    r->u.rollout.new_n_open = n_open;
+    store_rollout_move(r, ro, to, n_open);
     ro->ro.state = to;
     ro->ro.n_open = n_open;
     (void)fleet_submit(srv, r);

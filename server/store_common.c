@@ -179,6 +179,20 @@ int store_rollout_set_check(struct store_req *r)
     return STORE_OK;
 }
 
+void store_rollout_move(struct store_req *r, const struct store_rollout *seen,
+                        enum rollout_state to, uint32_t n_open)
+{
+    r->u.rollout.id = seen->id;
+    *r->u.rollout.r = *seen;
+    r->u.rollout.expect_state = seen->ro.state;
+    r->u.rollout.expect_n_open = seen->ro.n_open;
+    r->u.rollout.expect_base = to == ROLLOUT_STATE_HALTED;
+    r->u.rollout.base_failed = seen->base_failed;
+    r->u.rollout.base_finished = seen->base_finished;
+    r->u.rollout.new_state = to;
+    r->u.rollout.new_n_open = n_open;
+}
+
 int store_rollout_set_conflict(struct store_req *r)
 {
     const struct store_rollout *cur = r->u.rollout.r;

@@ -98,6 +98,14 @@ int store_report_of(struct store_req *r, struct store_report *out);
  * waves open, never fewer than expected: waves never close), else
  * STORE_E_INVAL with r->err. */
 int store_rollout_set_check(struct store_req *r);
+/* Fills STORE_ROLLOUT_SET r (id, rollout and compare-and-set) with a rule's
+ * move of rollout seen, as a check-in read it, to state to with n_open waves
+ * open. The write holds only while the rollout's state and open waves are
+ * still as seen, and a halt only while its base is too: a resume since the
+ * read (another node's, or while the check-in waited for an image) moved
+ * the base, and a halt on the counts read before would undo that resume. */
+void store_rollout_move(struct store_req *r, const struct store_rollout *seen,
+                        enum rollout_state to, uint32_t n_open);
 /* STORE_ROLLOUT_SET lost its compare-and-set: STORE_E_CONFLICT with r->err
  * saying what the rollout (as r->u.rollout.r holds it now) is instead. */
 int store_rollout_set_conflict(struct store_req *r);

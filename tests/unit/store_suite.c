@@ -1300,13 +1300,14 @@ static void test_group_name_length(void **state)
  * holds the failed and finished devices of the moment it resumed. */
 static void test_rollout_resume_base(void **state)
 {
-    static const uint32_t pct[] = {100};
+    static const uint32_t pct[] = {50, 100};
     struct fx *f = *state;
+    struct store_rollout before, after;
     struct store_req *r;
     uint64_t ro;
 
     store_req_free(ss_image_add(f, 0x62, "2.0.0"));
-    ro = ss_rollout_create(f, 0x62, "", pct, 1);
+    ro = ss_rollout_create(f, 0x62, "", pct, 2);
     ss_checkin_free(f, "dev-1");
     assert_int_equal(ss_event(f, "dev-1", STORE_ST_FAILED, ro, 0), STORE_OK);
     assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_ACTIVE, 1, ROLLOUT_STATE_HALTED, 1),
@@ -1314,28 +1315,47 @@ static void test_rollout_resume_base(void **state)
     r = ss_rollout_get(f, ro);
     assert_int_equal(r->u.rollout.r->waves[0].failed, 1);
     assert_int_equal(r->u.rollout.r->base_failed, 0);
+    /* What a check-in of another node read before the halt: active, one
+     * failure of one finished since base 0, the halt due. */
+    before = *r->u.rollout.r;
+    before.ro.state = ROLLOUT_STATE_ACTIVE;
     store_req_free(r);
     assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_HALTED, 1, ROLLOUT_STATE_ACTIVE, 1),
                      STORE_OK);
     r = ss_rollout_get(f, ro);
     assert_int_equal(r->u.rollout.r->base_failed, 1);
     assert_int_equal(r->u.rollout.r->base_finished, 1);
+    after = *r->u.rollout.r;
     store_req_free(r);
-    /* A halt judged on counts read before the resume (base 0 of 0): stale,
-     * refused; judged on the base as it is now, it goes through. */
+    /* The halt judged on counts read before the resume: stale, refused
+     * (else it would undo the resume); judged on the base as it is now, it
+     * goes through. A wave opened on the old counts is no halt: it needs
+     * only the state and the waves as seen. */
     for (int now = 0; now < 2; now++) {
         r = ss_req(STORE_ROLLOUT_SET);
-        r->u.rollout.id = ro;
-        r->u.rollout.expect_state = ROLLOUT_STATE_ACTIVE;
-        r->u.rollout.expect_n_open = 1;
-        r->u.rollout.new_state = ROLLOUT_STATE_HALTED;
-        r->u.rollout.new_n_open = 1;
-        r->u.rollout.expect_base = 1;
-        r->u.rollout.base_failed = now ? 1 : 0;
-        r->u.rollout.base_finished = now ? 1 : 0;
+        store_rollout_move(r, now ? &after : &before, ROLLOUT_STATE_HALTED, 1);
         assert_int_equal(ss_run(f, r)->rc, now ? STORE_OK : STORE_E_CONFLICT);
         store_req_free(r);
     }
+    /* A wave opened on counts read before a resume is no halt: it needs
+     * only the state and the waves as seen. */
+    assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_HALTED, 1, ROLLOUT_STATE_ACTIVE, 1),
+                     STORE_OK);
+    ss_checkin_free(f, "dev-2");
+    assert_int_equal(ss_event(f, "dev-2", STORE_ST_FAILED, ro, 0), STORE_OK);
+    r = ss_rollout_get(f, ro);
+    before = *r->u.rollout.r;
+    store_req_free(r);
+    assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_ACTIVE, 1, ROLLOUT_STATE_HALTED, 1),
+                     STORE_OK);
+    assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_HALTED, 1, ROLLOUT_STATE_ACTIVE, 1),
+                     STORE_OK);
+    r = ss_req(STORE_ROLLOUT_SET);
+    store_rollout_move(r, &before, ROLLOUT_STATE_ACTIVE, 2);
+    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
+    assert_int_equal(r->u.rollout.r->ro.n_open, 2);
+    assert_int_equal(r->u.rollout.r->base_failed, 2);
+    store_req_free(r);
 }
 
 static void test_rollout_cas(void **state)
