@@ -614,7 +614,7 @@ static void health(struct evhttp_request *req)
         /* The loop answers, its database does not: every check-in here
          * waits (a trial's hung PostgreSQL left the node in rotation). */
         snprintf(body, sizeof(body), "{\"status\": \"the database has answered nothing for %.0f"
-                 " s\"}", waited);
+                 " s\", \"waiting\": %lu}", waited, store_pending());
         send_text(req, 503, body);
         return;
     }

@@ -1576,9 +1576,9 @@ void fleet_sweep(struct server *srv)
     if (waited > STORE_STUCK_S && !f->stuck_said) {
         f->stuck_said = 1;
         say_always(srv->o, LOG_LV_ERROR, "store: the database has answered nothing for %.0f s"
-                   " while requests wait (a hung database, a stalled disk?): check-ins here wait,"
-                   " and GET /health answers 503 so that a balancer sends devices elsewhere",
-                   waited);
+                   " while %lu requests wait (a hung database, a stalled disk?): check-ins here"
+                   " wait, and GET /health answers 503 so that a balancer sends devices elsewhere",
+                   waited, store_pending());
     } else if (waited <= STORE_STUCK_S && f->stuck_said) {
         f->stuck_said = 0;
         say_always(srv->o, LOG_LV_INFO, "store: the database answers again");

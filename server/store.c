@@ -64,6 +64,11 @@ double store_waiting_s(void)
     return pending ? mono_s() - progress_at : 0;
 }
 
+unsigned long store_pending(void)
+{
+    return pending;
+}
+
 void store_close(struct store *st)
 {
     if (st) {

@@ -447,6 +447,8 @@ void store_req_finished(const struct store_req *r);
  * processes stopped, its host stalled, while its kernel still answers
  * TCP) shows here and nowhere else. */
 double store_waiting_s(void);
+/* Loop thread: how many requests are submitted and not finished. */
+unsigned long store_pending(void);
 /* Past this long, GET /health answers 503 and the server says so once. */
 #define STORE_STUCK_S 10.0
 /* store->vt->close(); NULL: no-op. */

@@ -143,7 +143,7 @@ pgpids="$(head -1 "$WORK/pg/data/postmaster.pid") $(pgrep -P "$(head -1 "$WORK/p
 kill -STOP $pgpids
 said=0
 for ((i = 0; i < 400; i++)); do # 20 s
-  grep -qE 'store: the database has answered nothing for [0-9]+ s while requests wait' "$WORK/pw.log" && { said=1; break; }
+  grep -qE 'store: the database has answered nothing for [0-9]+ s while [0-9]+ requests wait' "$WORK/pw.log" && { said=1; break; }
   sleep 0.05
 done
 code=$(curl -s -m 5 -o "$WORK/health.json" -w '%{http_code}' "http://127.0.0.1:$pwapi/health" || true)
@@ -152,6 +152,12 @@ kill -CONT $pgpids # before any failure: a stopped PostgreSQL would hold up the 
 [ "$code" = 503 ] && grep -q "the database has answered nothing for" "$WORK/health.json" ||
   fail "/health while the database hung: $code $(cat "$WORK/health.json")"
 wait_line "$WORK/pw.log" 'store: the database answers again' 10
+# The secret sync's tick finds its ask of the second before still waiting
+# and asks nothing more: one request waits, not one per second of the hang
+# (ten and more here), which would all run at once when it answers.
+waiting=$(sed -nE 's/.*answered nothing for [0-9]+ s while ([0-9]+) requests wait.*/\1/p' "$WORK/pw.log" | head -1)
+[ "$waiting" -ge 1 ] && [ "$waiting" -le 2 ] || fail "$waiting requests waited on the hung database, not the one secret sync: $(grep 'answered nothing' "$WORK/pw.log")"
+grep -qE '"waiting": [12]\}' "$WORK/health.json" || fail "/health did not say the one request waiting: $(cat "$WORK/health.json")"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pwapi/health")" = 200 ] || fail "/health after the hang"
 kill -TERM "$pw"; wait "$pw" || fail "the node exited $? on SIGTERM"
-ok "a hung database: said after 10 s, /health 503 meanwhile, 200 and said again once it answers"
+ok "a hung database: said after 10 s with the $waiting request(s) waiting, /health 503 meanwhile, 200 and said again once it answers"
