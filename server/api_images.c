@@ -1,9 +1,9 @@
 /* api_images.c - /v1/images: list, upload, show, delete (docs/api.md). */
 #include "api_internal.h"
 #include "digest.h"
+#include "store_common.h" /* store_version_taken */
 
 #include "tcpota/manifest.h"
-#include "tcpota/version.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -408,17 +408,6 @@ static void add_lookup_done(struct api_call *c, struct store_req *r)
     }
 }
 
-/* 1 when versions a and b are one to the offer policy: the same string, or
- * the same precedence ("v4.0.2" and "4.0.2", "2.1" and "2.1.0"; build
- * metadata aside), which a device running one reads as the other. */
-static int same_version(const char *a, const char *b)
-{
-    int order;
-
-    return strcmp(a, b) == 0 ||
-           (tcpota_version_order(a, strlen(a), b, strlen(b), &order) == 0 && order == 0);
-}
-
 /* Off the loop: the new image's file (write_body). */
 static void write_work(struct api_call *c)
 {
@@ -452,6 +441,7 @@ static void written(struct api_call *c)
 static void add_list_done(struct api_call *c, struct store_req *r)
 {
     const struct store_image *imgs = r->u.list.rows;
+    char msg[512]; /* two versions and a model, each up to TCPOTA_MAX_STR */
     size_t i;
 
     if (r->rc < 0) {
@@ -459,16 +449,8 @@ static void add_list_done(struct api_call *c, struct store_req *r)
         return;
     }
     for (i = 0; i < r->u.list.n; i++) {
-        if (strcmp(imgs[i].model, c->img.model) == 0 && same_version(imgs[i].version, c->img.version)) {
-            /* The stored version as stored, then the new one when it is
-             * written otherwise (before, the other way round). */
-            int alike = strcmp(imgs[i].version, c->img.version) == 0;
-            api_error(c, 409, "version", "model %s has version %s already (image %.12s, other "
-                      "bytes)%s%s%s; give this image a new version, or remove that one first "
-                      "(tcpota image rm %.12s)", c->img.model, imgs[i].version, imgs[i].idhex,
-                      alike ? "" : ", the same version as this image's ",
-                      alike ? "" : c->img.version, alike ? "" : " (the same precedence)",
-                      imgs[i].idhex);
+        if (store_version_taken(&imgs[i], &c->img, msg, sizeof(msg))) {
+            api_error(c, 409, "version", "%s", msg);
             return;
         }
     }

@@ -2,6 +2,7 @@
  * written once, called by the SQLite and the PostgreSQL backends alike. */
 #include "store_common.h"
 #include "tcpota/server.h" /* tcpota_srv_report_final */
+#include "tcpota/version.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -177,6 +178,33 @@ int store_rollout_set_check(struct store_req *r)
                              (unsigned long long)r->u.rollout.id, (unsigned)cur->ro.n_waves);
     }
     return STORE_OK;
+}
+
+int store_same_version(const char *a, const char *b)
+{
+    int order;
+
+    return strcmp(a, b) == 0 ||
+           (tcpota_version_order(a, strlen(a), b, strlen(b), &order) == 0 && order == 0);
+}
+
+int store_version_taken(const struct store_image *stored, const struct store_image *img,
+                        char *msg, size_t len)
+{
+    /* The stored version as stored, then the new one when it is written
+     * otherwise (before, the other way round). */
+    int alike = strcmp(stored->version, img->version) == 0;
+
+    if (strcmp(stored->model, img->model) != 0 || memcmp(stored->id, img->id, TCPOTA_ID_LEN) == 0 ||
+        !store_same_version(stored->version, img->version)) {
+        return 0;
+    }
+    snprintf(msg, len, "model %s has version %s already (image %.12s, other bytes)%s%s%s; give "
+             "this image a new version, or remove that one first (tcpota image rm %.12s)",
+             img->model, stored->version, stored->idhex, alike ? "" : ", the same version as "
+             "this image's ", alike ? "" : img->version, alike ? "" : " (the same precedence)",
+             stored->idhex);
+    return 1;
 }
 
 void store_rollout_move(struct store_req *r, const struct store_rollout *seen,

@@ -207,6 +207,32 @@ static int store_bytes(struct pgstore *st, struct store_req *r, const char *hex,
     return rc;
 }
 
+/* CONFLICT when another image of the new one's model has its version
+ * (store_version_taken). Adds of one model take turns across nodes (an
+ * advisory lock to the commit): each node's API checked the version before
+ * the upload, and two nodes adding other bytes as one version at the same
+ * moment both passed that check and both stored theirs. */
+static int version_free(struct pgstore *st, struct store_req *r, const char *hex)
+{
+    struct store_image other;
+    char msg[STORE_ERR_MAX];
+    PGresult *res;
+    int i, taken = 0;
+
+    if (pg_run(st, r, "image add", "SELECT pg_advisory_xact_lock($1, hashtext($2))", "it",
+               (int64_t)PG_IMAGE_ADD_LOCK, r->u.image.img->model) < 0 ||
+        !(res = pg_q(st, r, "image add", "SELECT " IMG_COLS " FROM images WHERE model = $1"
+                     " AND id <> $2", "tt", r->u.image.img->model, hex))) {
+        return r->rc;
+    }
+    for (i = 0; i < PQntuples(res) && !taken; i++) {
+        row_to_image(st, res, i, &other);
+        taken = store_version_taken(&other, r->u.image.img, msg, sizeof(msg));
+    }
+    PQclear(res);
+    return taken ? store_err_set(r, STORE_E_CONFLICT, "%s", msg) : STORE_OK;
+}
+
 int pg_op_image_add(struct pgstore *st, struct store_req *r)
 {
     struct store_image *img = r->u.image.img;
@@ -216,6 +242,9 @@ int pg_op_image_add(struct pgstore *st, struct store_req *r)
 
     store_hex(img->id, hex);
     r->u.image.added = 0;
+    if ((rc = version_free(st, r, hex)) < 0) {
+        return rc;
+    }
     /* Another node adding the same bytes at the same moment: one row. */
     if ((rc = pg_run(st, r, "image add", "INSERT INTO images (id, version, model, size, manifest,"
                      " added_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",

@@ -146,6 +146,9 @@ int pg_outage_admit(void *ctx, struct store_req *r);
 #define PG_SCHEMA_VERSION 5
 /* The advisory lock key every node takes around its migration ("tcpota"). */
 #define PG_MIGRATE_LOCK 0x7463706f7461LL
+/* The first key of the two-key advisory lock an image add takes on its
+ * model (the second: hashtext(model)): adds of one model take turns. */
+#define PG_IMAGE_ADD_LOCK 0x74636f69 /* "tcoi" */
 
 /* Brings the database (its current schema) to PG_SCHEMA_VERSION in one
  * transaction, under PG_MIGRATE_LOCK so that nodes starting together

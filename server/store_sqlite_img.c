@@ -113,6 +113,31 @@ static int sync_images_dir(const struct sstore *st)
     return rc;
 }
 
+/* CONFLICT when another image of the new one's model has its version
+ * (store_version_taken): the API checked before the upload was written;
+ * this store has one writer, and checks again as PostgreSQL's must. */
+static int version_free(struct sstore *st, struct store_req *r, const char *hex)
+{
+    sqlite3_stmt *s = sq_prep(st, "SELECT " IMG_COLS " FROM images WHERE model = ?1 AND id <> ?2",
+                              "tt", r->u.image.img->model, hex);
+    struct store_image other;
+    char msg[STORE_ERR_MAX];
+    int rc, taken = 0;
+
+    if (!s) {
+        return sq_fail(st, r, "image add");
+    }
+    while (!taken && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        row_to_image(st, s, &other);
+        taken = store_version_taken(&other, r->u.image.img, msg, sizeof(msg));
+    }
+    sqlite3_reset(s);
+    if (taken) {
+        return store_err_set(r, STORE_E_CONFLICT, "%s", msg);
+    }
+    return rc == SQLITE_DONE ? STORE_OK : sq_fail(st, r, "image add");
+}
+
 int sq_op_image_add(struct sstore *st, struct store_req *r)
 {
     struct store_image *img = r->u.image.img;
@@ -130,6 +155,9 @@ int sq_op_image_add(struct sstore *st, struct store_req *r)
             (void)unlink(tmp);
         }
         return rc < 0 ? rc : STORE_OK;
+    }
+    if ((rc = version_free(st, r, hex)) < 0) {
+        return rc;
     }
     if (strcmp(tmp, path) != 0 && rename(tmp, path) != 0) {
         return store_err_set(r, STORE_E_IO, "cannot move %s to %s: %s", tmp, path, strerror(errno));

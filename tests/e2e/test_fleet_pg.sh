@@ -190,5 +190,28 @@ grep -q "$WORK/n1 is in use by another tcpota serve (pid $(cat "$WORK/n1.pid"));
 rm -f "$WORK/n1/images/.fetch-inflight"
 ok "a second node on a node's --data is refused, naming the node that holds it; nothing of it swept"
 
+# Two other images uploaded as one version through two nodes at the same
+# moment: each node's API checked the version against what was stored
+# before either added, and both were stored (the version then ambiguous to
+# rollout create). The store checks again inside the add, adds of one
+# model taking turns across nodes: one is stored, the other gets 409.
+for k in 1 2 3; do
+  make_image "$WORK/race-a$k" 300000
+  make_image "$WORK/race-b$k" 300000
+  api 1 image add --version "6.$k.0" --model esp32 "$WORK/race-a$k" > "$WORK/race-a$k.out" 2>&1 &
+  pa=$!
+  api 2 image add --version "6.$k.0" --model esp32 "$WORK/race-b$k" > "$WORK/race-b$k.out" 2>&1 &
+  pb=$!
+  ra=0 rb=0
+  wait "$pa" || ra=$?
+  wait "$pb" || rb=$?
+  n=$(api 3 image list --json | jq_py "sum(1 for i in j['images'] if i['version'] == '6.$k.0')")
+  [ "$n" = 1 ] || fail "round $k: $n images stored as version 6.$k.0 (exits $ra, $rb): $(cat "$WORK/race-a$k.out" "$WORK/race-b$k.out")"
+  [ $((ra == 0 ? 1 : 0)) -ne $((rb == 0 ? 1 : 0)) ] || fail "round $k: exits $ra and $rb, not one success"
+  grep -q "model esp32 has version 6.$k.0 already" "$WORK/race-a$k.out" "$WORK/race-b$k.out" ||
+    fail "round $k: the refused upload did not say why: $(cat "$WORK/race-a$k.out" "$WORK/race-b$k.out")"
+done
+ok "two other images uploaded as one version through two nodes at once: one stored, the other refused (3 rounds)"
+
 stop_pg_cluster
 ok "every node stopped cleanly"

@@ -1612,6 +1612,49 @@ static void test_image_ambiguous(void **state)
     store_req_free(r);
 }
 
+/* Another image of the model with the version (or the same precedence) is
+ * refused inside the add: nodes on one database whose APIs each checked
+ * the version before either added (both were stored). Another model, another
+ * version, the same bytes again: added, or found. */
+static void test_image_version_taken(void **state)
+{
+    struct fx *f = *state;
+    struct store_req *r;
+    char tmp[300];
+    FILE *fp;
+
+    store_req_free(ss_image_add(f, 0x71, "3.1.0"));
+    r = ss_image_add(f, 0x72, "v3.1");
+    assert_int_equal(r->rc, STORE_E_CONFLICT);
+    assert_non_null(strstr(r->err, "model " MODEL " has version 3.1.0 already (image 717171717171,"
+                                   " other bytes), the same version as this image's v3.1"));
+    assert_int_equal(r->u.image.added, 0);
+    store_req_free(r);
+    r = ss_image_add(f, 0x72, "3.1.0");
+    assert_int_equal(r->rc, STORE_E_CONFLICT);
+    store_req_free(r);
+    r = ss_image_add(f, 0x72, "3.1.1");
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.image.added, 1);
+    store_req_free(r);
+    snprintf(tmp, sizeof(tmp), "%s/images/.upload-other", f->dir);
+    assert_non_null(fp = fopen(tmp, "wb"));
+    fputs("image bytes", fp);
+    fclose(fp);
+    r = ss_image_add_from(f, 0x73, "3.1.0", "other-model", tmp);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.image.added, 1);
+    store_req_free(r);
+    r = ss_image_add(f, 0x71, "3.1.0");
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.image.added, 0);
+    store_req_free(r);
+    r = ss_req(STORE_IMAGE_LIST);
+    assert_int_equal(ss_run(f, r)->rc, STORE_OK);
+    assert_int_equal(r->u.list.n, 3);
+    store_req_free(r);
+}
+
 /* ---- devices ---- */
 
 static struct store_req *device_list(struct fx *f, const char *group, int state_,
@@ -2322,6 +2365,7 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_group_takes_over, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_rollout_cas, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_rollout_resume_base, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_image_version_taken, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_rollout_model_must_match, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_images, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_failed_add_leaves_nothing, ss_setup, ss_teardown),
