@@ -36,7 +36,8 @@ struct device_ident {
  * device); a --factory-version or --slot-size that differs is ignored with
  * a warning (they only shape a new device); what was not given is taken
  * from DIR. A DIR made before these records existed takes the id and model
- * of this run, from then on. port: the open device's (kv_get,
+ * of this run, from then on, both given: a flag left out of what DIR does
+ * not record is refused (2), as its default would be recorded for good. port: the open device's (kv_get,
  * kv_set, slot_size). Messages start with prefix ("device ID: ").
  * Returns 0 with *out filled; 2 after a message when the flags do not fit
  * DIR (a usage error, exit 2); 1 after a message when NVS failed. */

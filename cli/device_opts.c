@@ -266,7 +266,7 @@ int device_parse_options(struct options *o, int argc, char **argv)
     int bmin_given = 0, bmax_given = 0;
 
     memset(o, 0, sizeof(*o));
-    o->model = "esp32";
+    o->model = DEVICE_DEFAULT_MODEL;
     o->factory = "0.0.0";
     o->healthy = 1;
     o->ack_interval = TCPOTA_DEV_ACK_DEFAULT;

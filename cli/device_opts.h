@@ -14,6 +14,7 @@
 
 #define HOST_MAX 256
 #define MAX_TRUST 8
+#define DEVICE_DEFAULT_MODEL "esp32" /* --model when none is given */
 
 struct options {
     const char *server;

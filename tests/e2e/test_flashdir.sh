@@ -298,6 +298,73 @@ rc=0; dead || rc=$?
 [ $rc -eq 1 ] && grep -q "^device who-1: " "$WORK/who.log" || fail "without --id the device is not who-1: $(cat "$WORK/who.log")"
 ok "an existing --flash keeps its id and model (others refused), its factory version and slot size (others warned about)"
 
+# A --flash made by a tcpota device older than the records (2026-12-05):
+# its NVS without host.id and host.model (rewritten here as NVS does: the
+# table, without them, into the other sector with the next sequence). A run
+# that leaves out the --id or --model it would record is refused before it
+# writes anything (the default was recorded for good: an upgrade trial's
+# model-c3 device took esp32 and esp32's image); one that gives both runs
+# and records them.
+strip_records() {
+  python3 - "$1/nvs.bin" <<'PY'
+import struct, sys, zlib
+path = sys.argv[1]
+data = bytearray(open(path, "rb").read())
+S = len(data) // 2
+best = None
+for s in range(2):
+    sec = data[s * S:(s + 1) * S]
+    magic, seq, used = struct.unpack_from("<III", sec)
+    if magic != 0x3153564E or used > S - 16:
+        continue
+    if struct.unpack_from("<I", sec, 12 + used)[0] != zlib.crc32(bytes(sec[:12 + used])):
+        continue
+    if best is None or seq > best[1]:
+        best = (s, seq, bytes(sec[12:12 + used]))
+s, seq, entries = best
+out, at = b"", 0
+while at < len(entries):
+    kl = entries[at]
+    key = entries[at + 1:at + 1 + kl]
+    vl = struct.unpack_from("<H", entries, at + 1 + kl)[0]
+    end = at + 1 + kl + 2 + vl
+    if key not in (b"host.id", b"host.model"):
+        out += entries[at:end]
+    at = end
+rec = struct.pack("<III", 0x3153564E, seq + 1, len(out)) + out
+rec += struct.pack("<I", zlib.crc32(rec))
+t = 1 - s
+data[t * S:(t + 1) * S] = rec + b"\xff" * (S - len(rec))
+open(path, "wb").write(bytes(data))
+PY
+}
+rc=0; "$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/old" --id old-1 --model esp32c3 \
+  --max-attempts 1 --backoff-min-ms 1 --progress none 2> "$WORK/old.log" || rc=$?
+[ $rc -eq 1 ] || fail "creating old-1 against a dead port exited $rc: $(cat "$WORK/old.log")"
+strip_records "$WORK/old"
+before=$(cd "$WORK/old" && sha256sum nvs.bin otadata.bin ota_0.bin ota_1.bin)
+for args in "|the --id and --model that device ran with (by default: --id dev-" \
+            "--id old-1|the --model that device ran with (by default: --model esp32) in this run: it is recorded" \
+            "--model esp32c3|the --id that device ran with (by default: --id dev-"; do
+  rc=0; "$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/old" ${args%%|*} --max-attempts 1 \
+    --backoff-min-ms 1 --progress none 2> "$WORK/old.log" || rc=$?
+  [ $rc -eq 2 ] || fail "'${args%%|*}' on a --flash without records exited $rc, expected 2: $(cat "$WORK/old.log")"
+  grep -qF "holds a device made by an older tcpota device, which kept no record of its" "$WORK/old.log" &&
+    grep -qF -- "${args#*|}" "$WORK/old.log" || fail "'${args%%|*}' on a --flash without records: $(cat "$WORK/old.log")"
+done
+[ "$(cd "$WORK/old" && sha256sum nvs.bin otadata.bin ota_0.bin ota_1.bin)" = "$before" ] ||
+  fail "a refused run changed the --flash without records"
+rc=0; "$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/old" --id old-1 --model esp32c3 \
+  --max-attempts 1 --backoff-min-ms 1 --progress none 2> "$WORK/old.log" || rc=$?
+[ $rc -eq 1 ] || fail "old-1 with both flags exited $rc: $(cat "$WORK/old.log")"
+rc=0; "$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/old" --max-attempts 1 \
+  --backoff-min-ms 1 --progress none 2> "$WORK/old.log" || rc=$?
+[ $rc -eq 1 ] && grep -q "^device old-1: " "$WORK/old.log" || fail "once recorded, old-1 was not taken from --flash: $(cat "$WORK/old.log")"
+rc=0; "$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/old" --model esp32 --max-attempts 1 \
+  --backoff-min-ms 1 --progress none 2> "$WORK/old.log" || rc=$?
+[ $rc -eq 2 ] && grep -qF "the device there is of model esp32c3" "$WORK/old.log" || fail "the recorded model esp32c3 was not kept: $(cat "$WORK/old.log")"
+ok "a --flash without records (an older tcpota's) needs its --id and --model once, then keeps them"
+
 # A slot file this user may not open for writing (here immutable) is not
 # damage: said so, with what to give, not "restore them from a backup, or
 # start a new device".
