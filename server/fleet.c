@@ -2117,6 +2117,14 @@ int fleet_open(struct server *srv)
     }
     f->store->notice = store_notice;
     f->store->notice_arg = srv;
+    if (f->store->schema_from > 0 && f->store->schema_from < f->store->schema_to) {
+        /* Said: from now on an older tcpota refuses this database (a
+         * rolling upgrade's old node that restarts, a binary put back). */
+        say_always(srv->o, LOG_LV_INFO, "store: the database's schema was migrated from version"
+                   " %d to %d: a tcpota older than this one no longer starts on it (going back"
+                   " means restoring a backup; docs/operations.md, Upgrades)",
+                   f->store->schema_from, f->store->schema_to);
+    }
     if (load_secrets(srv) < 0) {
         return -1;
     }

@@ -422,6 +422,9 @@ struct store {
     const struct store_vt *vt;
     store_notice_fn notice; /* set by the store's user after open; NULL: stderr */
     void *notice_arg;
+    /* Set by open: the schema version the database had and the one it has
+     * now (equal: nothing migrated; from 0: a new database). */
+    int schema_from, schema_to;
 };
 
 /* Opens (creating on first use) the SQLite store in dir: dir/tcpota.db (WAL,

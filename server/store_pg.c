@@ -651,7 +651,11 @@ static int connect_db(struct pgstore *st, char *err, size_t errlen)
                  " its hosts with target_session_attrs=read-write (docs/scaling.md)");
         return -1;
     }
-    return pg_migrate(st->db, err, errlen);
+    if ((st->base.schema_from = pg_migrate(st->db, err, errlen)) < 0) {
+        return -1;
+    }
+    st->base.schema_to = PG_SCHEMA_VERSION;
+    return 0;
 }
 
 struct store *store_pg_open(const char *conninfo, const char *dir, struct event_base *base,

@@ -152,7 +152,8 @@ int pg_outage_admit(void *ctx, struct store_req *r);
 
 /* Brings the database (its current schema) to PG_SCHEMA_VERSION in one
  * transaction, under PG_MIGRATE_LOCK so that nodes starting together
- * migrate once. Returns 0, or -1 with a message in err. */
+ * migrate once. Returns the version it had (0: a new database), or -1 with
+ * a message in err. */
 int pg_migrate(PGconn *db, char *err, size_t errlen);
 
 /* ---- store_pg_sql.c ---- */

@@ -236,5 +236,5 @@ int pg_migrate(PGconn *db, char *err, size_t errlen)
         PQclear(PQexec(db, "ROLLBACK"));
         return -1;
     }
-    return 0;
+    return (int)v;
 }

@@ -567,7 +567,11 @@ static int open_db(struct sstore *st, char *err, size_t errlen)
     if (check_db(st->db, path, err, errlen) != 0) {
         return -1;
     }
-    return sq_migrate(st->db, path, err, errlen);
+    if ((st->base.schema_from = sq_migrate(st->db, path, err, errlen)) < 0) {
+        return -1;
+    }
+    st->base.schema_to = SQ_SCHEMA_VERSION;
+    return 0;
 }
 
 /* After a failed open: SQLite says "disk I/O error" where it cannot make

@@ -59,8 +59,9 @@ struct sstore {
 /* The schema version this program writes. */
 #define SQ_SCHEMA_VERSION 4
 
-/* Brings db to SQ_SCHEMA_VERSION in one transaction. Returns 0, or -1 with a
- * message naming path in err (newer schema, not ours, SQLite error). */
+/* Brings db to SQ_SCHEMA_VERSION in one transaction. Returns the version it
+ * had (0: a new database), or -1 with a message naming path in err (newer
+ * schema, not ours, SQLite error). */
 int sq_migrate(sqlite3 *db, const char *path, char *err, size_t errlen);
 
 /* -1 with a message naming path in err when db holds tables but not

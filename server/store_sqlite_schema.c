@@ -174,5 +174,5 @@ int sq_migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
         return -1;
     }
-    return 0;
+    return (int)v;
 }

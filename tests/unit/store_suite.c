@@ -356,6 +356,20 @@ struct store_req *ss_device_get(struct fx *f, const char *id)
 
 /* ---- open and close ---- */
 
+/* What the open found and left, for the server's log: a new database from
+ * 0 to the version this program writes; opened again, nothing migrated. */
+static void test_schema_versions(void **state)
+{
+    struct fx *f = *state;
+    int to = f->st->schema_to;
+
+    assert_int_equal(f->st->schema_from, 0);
+    assert_true(to >= 4);
+    ss_reopen(f);
+    assert_int_equal(f->st->schema_from, to);
+    assert_int_equal(f->st->schema_to, to);
+}
+
 static void test_reopen_keeps_data(void **state)
 {
     struct fx *f = *state;
@@ -2335,6 +2349,7 @@ static void test_decision_after_report(void **state)
 
 const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_reopen_keeps_data, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_schema_versions, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_checkin_registers_once, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_checkin_returns_stored_row, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_checkin_stores_one_change, ss_setup, ss_teardown),

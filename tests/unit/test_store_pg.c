@@ -957,6 +957,38 @@ static void test_secrets_since(void **state)
     store_req_free(r);
 }
 
+/* A database of the schema before migration 5 (an older tcpota's; a rolling
+ * upgrade's first new node): migrated at the open, which says from which
+ * version (the server logs it: an older tcpota no longer starts on it),
+ * its secrets kept and numbered for the sync. */
+static void test_migrates_from_4(void **state)
+{
+    struct fx *f = *state;
+    struct store_req *r;
+
+    store_close(f->st);
+    f->st = NULL;
+    sql(f, "DROP TRIGGER secrets_changed ON secrets; DROP FUNCTION tcpota_secret_changed();"
+           " DROP INDEX secrets_changed; ALTER TABLE secrets DROP COLUMN changed;"
+           " DROP TABLE secrets_gen; UPDATE schema_version SET version = 4");
+    sql(f, "INSERT INTO secrets (device_id, secret) VALUES ('sec-4', '\\x0404040404040404"
+           "0404040404040404')");
+    ss_reopen(f);
+    assert_int_equal(f->st->schema_from, 4);
+    assert_int_equal(f->st->schema_to, PG_SCHEMA_VERSION);
+    assert_int_equal(sql_int(f, "SELECT version FROM schema_version"), PG_SCHEMA_VERSION);
+    r = secrets_since(f, 0);
+    assert_int_equal(r->u.list.n, 1);
+    assert_string_equal(((struct store_secret *)r->u.list.rows)[0].id, "sec-4");
+    assert_int_equal(((struct store_secret *)r->u.list.rows)[0].secret[0], 4);
+    store_req_free(r);
+    secret_put(f, "sec-5", 5);
+    r = secrets_since(f, 1);
+    assert_int_equal(r->u.list.n, 1);
+    assert_string_equal(((struct store_secret *)r->u.list.rows)[0].id, "sec-5");
+    store_req_free(r);
+}
+
 /* Runs f's loop for ms milliseconds, or until *fired reaches want. */
 static void loop_for(struct fx *f, int ms, const int *fired, int want)
 {
@@ -1609,6 +1641,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_api_write_commit_lost, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_commit_fatal_asked, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_secrets_since, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_migrates_from_4, ss_setup, ss_teardown),
         cmocka_unit_test(test_outage),
         cmocka_unit_test(test_outage_nothing_kept),
         cmocka_unit_test(test_outage_stop),
