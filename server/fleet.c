@@ -1935,7 +1935,11 @@ static int api_store_submit(struct store *st, struct store_req *r)
 
     flush_events(srv);
     remember_bump(srv->fleet, r);
-    return store_submit(srv->fleet->store, r);
+    /* The backend's own submit: the API's store_submit() counted the
+     * request already. Counted twice and finished once, every API request
+     * left one "waiting" for good, and an idle node's /health answered 503
+     * 10 s after its first API call (a trial). */
+    return srv->fleet->store->vt->submit(srv->fleet->store, r);
 }
 
 static void api_store_close(struct store *st)

@@ -1,5 +1,6 @@
 /* metrics.c - fleet mode's counters and their Prometheus text (see metrics.h). */
 #include "metrics.h"
+#include "store.h" /* store_pending */
 
 #include "tcpota/codec.h"
 #include "tcpota/tcpota.h"
@@ -206,6 +207,10 @@ static int store_histogram(struct evbuffer *out)
                                    op_names[op], h->sum, name, op_names[op],
                                    (unsigned long long)h->count) < 0;
     }
+    bad |= head(out, "tcpota_store_requests_waiting", "gauge",
+                "Store requests submitted and not yet answered (GET /health answers 503 once they"
+                " have waited 10 s with none answered).");
+    bad |= evbuffer_add_printf(out, "tcpota_store_requests_waiting %lu\n", store_pending()) < 0;
     return bad;
 }
 

@@ -92,6 +92,18 @@ bytes2=$(metric tcpota_bytes_sent_total "$R")
 [ "$bytes2" -eq $((bytes + SIZE)) ] || fail "bytes sent $bytes2 after an HTTP download of $SIZE (was $bytes)"
 ok "an HTTP device on the API's listener: 2 requests, an offer, a completion, an update, $SIZE bytes"
 
+# Every store request answered is counted answered: the API's were counted
+# twice and answered once, so the gauge only grew and, 10 s after the first
+# API call, an idle node's GET /health said its database hung (a trial).
+for _ in $(seq 40); do
+  scrape
+  waiting=$(sed -nE 's/^tcpota_store_requests_waiting ([0-9]+)$/\1/p' "$WORK/metrics.txt")
+  [ "$waiting" = 0 ] && break
+  sleep 0.05
+done
+[ "$waiting" = 0 ] || fail "tcpota_store_requests_waiting is ${waiting:-missing} with nothing running, not 0"
+ok "after API calls, check-ins and downloads, no store request counts as waiting"
+
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$API_PORT/metrics")
 [ "$code" = 405 ] || fail "POST /metrics answered $code"
 code=$(curl -s -o "$WORK/mb" -w '%{http_code}' -X GET -d x "http://127.0.0.1:$API_PORT/metrics")

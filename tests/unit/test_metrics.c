@@ -179,6 +179,7 @@ static void test_histogram_is_cumulative(void **state)
     has_line(t, "tcpota_store_request_seconds_bucket{op=\"checkin\",le=\"+Inf\"} 3");
     has_line(t, "tcpota_store_request_seconds_count{op=\"checkin\"} 3");
     has_line(t, "tcpota_store_request_seconds_count{op=\"events\"} 0");
+    has_line(t, "tcpota_store_requests_waiting 0");
     free(t);
 }
 
