@@ -34,6 +34,16 @@
 static const char flag_set[] = "1";
 /* How early libevent's coarse clock may end a timeout, in ms. */
 #define API_CLOCK_SLACK_MS 50
+/* The largest answer and header block the CLI takes: the API's largest
+ * answer is a page of devices or an image list, well under a MiB; beyond
+ * these it is no API answer (a trial's fake server streamed one until the
+ * CLI was killed for memory, at 24 GB). */
+#define API_ANSWER_MAX (64u << 20)
+#define API_HEADERS_MAX (64u << 10)
+/* The slowest upload the whole answer's deadline allows for (bytes/s): a
+ * second more per this much of the body, so that --timeout bounds a
+ * trickled answer but not a large image over a slow link. */
+#define API_UPLOAD_MIN_RATE (16u << 10)
 /* How the API's 404 for a path it does not have starts (server/api.c). */
 #define API_NO_PATH "no such path "
 /* The start of tcpota serve's 401 text (server/api.c), advice for an HTTP
@@ -60,10 +70,11 @@ void api_usage_common(FILE *f, int upload)
             "  --json               print the server's JSON answer as it came (errors too)\n",
             (unsigned)API_DEFAULT_PORT, API_DEFAULT_URL);
     if (upload) {
-        fprintf(f, "  --timeout SECONDS    wait this long for an answer (default %d; %d for add)\n",
-                API_TIMEOUT_S, API_UPLOAD_TIMEOUT_S);
+        fprintf(f, "  --timeout SECONDS    wait this long for the whole answer (default %d; %d for\n"
+                   "                       add, and a second more per %u KiB of the file)\n",
+                API_TIMEOUT_S, API_UPLOAD_TIMEOUT_S, API_UPLOAD_MIN_RATE >> 10);
     } else {
-        fprintf(f, "  --timeout SECONDS    wait this long for an answer (default %d)\n",
+        fprintf(f, "  --timeout SECONDS    wait this long for the whole answer (default %d)\n",
                 API_TIMEOUT_S);
     }
     fprintf(f, "  --help               this text\n"
@@ -455,6 +466,7 @@ struct reply {
     int tls_started;         /* the handshake began: TCP connected */
     int tls_done;            /* the handshake completed */
     uint64_t waited_ms;      /* from the request's start to its end */
+    int deadline;            /* --timeout passed before the whole answer */
 };
 
 /* What the failure messages need of the TLS layer is recorded as it
@@ -497,6 +509,19 @@ static void on_error(enum evhttp_request_error e, void *arg)
     r->err = (int)e;
     r->has_err = 1;
     tls_note(r);
+}
+
+/* --timeout is for the whole answer: evhttp's own timeout is per read, and
+ * a server that sent a byte every 2 s held the CLI for as long as it
+ * went on (a trial: 78 s for 41 bytes). */
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct reply *r = arg;
+
+    (void)fd;
+    (void)what;
+    r->deadline = 1;
+    event_base_loopbreak(r->base);
 }
 
 static void on_done(struct evhttp_request *req, void *arg)
@@ -637,8 +662,15 @@ static void no_answer(const struct api *a, enum api_method m, const struct reply
     int gai = 0, err;
     char why[128];
 
-    if (r->has_err && r->err == EVREQ_HTTP_TIMEOUT) {
+    if (r->deadline || (r->has_err && r->err == EVREQ_HTTP_TIMEOUT)) {
         timed_out(a, m);
+        return;
+    }
+    if (r->has_err && r->err == EVREQ_HTTP_DATA_TOO_LONG) {
+        fprintf(stderr, "tcpota %s: the API at %s sent an answer larger than any of tcpota "
+                        "serve's (over %u MiB, or headers over %u KiB); is it the --api address "
+                        "of tcpota serve?\n", a->cmd, a->url, API_ANSWER_MAX >> 20,
+                API_HEADERS_MAX >> 10);
         return;
     }
     /* A TLS handshake that never ends is not a timeout to evhttp: it ends
@@ -996,6 +1028,7 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
     struct reply r;
     struct evhttp_connection *conn = NULL;
     struct evhttp_request *req;
+    struct event *deadline = NULL;
     struct evkeyvalq *h;
     char uri[4096], hostport[300], auth[600], clen[32], *raw = NULL;
     size_t rawlen;
@@ -1028,6 +1061,8 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
         goto out;
     }
     evhttp_connection_set_timeout(conn, (int)a->timeout_s);
+    evhttp_connection_set_max_body_size(conn, API_ANSWER_MAX);
+    evhttp_connection_set_max_headers_size(conn, API_HEADERS_MAX);
     /* A server or proxy that answers before the body is all sent (413)
      * and closes: its answer is read, not lost to the failed write. */
     evhttp_connection_set_flags(conn, EVHTTP_CON_READ_ON_WRITE_ERROR);
@@ -1050,13 +1085,21 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
     }
     if (hdr_name) evhttp_add_header(h, hdr_name, hdr_val);
     started = cli_now_ms();
+    deadline = evtimer_new(r.base, on_deadline, &r);
+    if (!deadline ||
+        evtimer_add(deadline, &(struct timeval){.tv_sec = (time_t)a->timeout_s +
+                                                          (time_t)((body ? len : 0) / API_UPLOAD_MIN_RATE)}) != 0) {
+        fprintf(stderr, "tcpota %s: out of memory\n", a->cmd);
+        evhttp_request_free(req);
+        goto out;
+    }
     if (evhttp_make_request(conn, req, method_type(m), uri) != 0) {
         fprintf(stderr, "tcpota %s: cannot send %s %s to %s\n", a->cmd, method_name(m), uri, a->url);
         goto out;
     }
     event_base_dispatch(r.base);
     r.waited_ms = cli_now_ms() - started;
-    if (r.status == 0) {
+    if (r.status == 0 || !r.done) {
         tls_note(&r);
         no_answer(a, m, &r, body ? len : 0);
         goto out;
@@ -1119,6 +1162,7 @@ out:
     json_decref(j);
     free(raw);
     if (conn) evhttp_connection_free(conn);
+    if (deadline) event_free(deadline);
     if (r.body) evbuffer_free(r.body);
     if (r.base) event_base_free(r.base);
     return rc;

@@ -37,6 +37,22 @@ class H(BaseHTTPRequestHandler):
                 if m == self.command and p == self.path:
                     status, out, sleep = int(st), b, float(sl)
         time.sleep(sleep)
+        if out in ("@trickle", "@huge"):
+            # A server that sends its answer a byte every 0.25 s, or one
+            # larger than any API answer (80 MiB): the client gives up.
+            size = 40 if out == "@trickle" else 80 << 20
+            self.send_response(status)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            try:
+                for _ in range(size if out == "@trickle" else size >> 20):
+                    self.wfile.write(b" " if out == "@trickle" else b" " * (1 << 20))
+                    self.wfile.flush()
+                    if out == "@trickle":
+                        time.sleep(0.25)
+            except OSError:
+                pass
+            return
         data = (out if isinstance(out, str) else json.dumps(out)).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -703,6 +719,19 @@ has err.log "^tcpota rollout: no answer from the API at http://127.0.0.1:$(cat p
 route POST "/v1/images?version=3.0.0&model=esp32" 201 '{}' 3
 run 1 $T image add raw.bin --version 3.0.0 --model esp32 $API --timeout 1
 has err.log "within 1 s; the server may still have made the change: check with tcpota image list before"
+# --timeout is for the whole answer, not for each read: a byte every
+# 0.25 s held the CLI for as long as the server went on.
+route GET /v1/rollouts 200 '@trickle'
+t0=$(date +%s%N)
+run 1 $T rollout list $API --timeout 1
+t1=$(( ($(date +%s%N) - t0) / 1000000 ))
+has err.log "^tcpota rollout: no answer from the API at http://127.0.0.1:$(cat port) within 1 s"
+[ "$t1" -lt 4000 ] || fail "a trickled answer held the CLI for $t1 ms with --timeout 1"
+# An answer larger than any of the API's is refused as it comes, not read
+# until memory runs out (a trial: killed at 24 GB).
+route GET /v1/images 200 '@huge'
+run 1 $T image list $API
+has err.log "^tcpota image: the API at http://127.0.0.1:$(cat port) sent an answer larger than any of tcpota serve's \(over 64 MiB, or headers over 64 KiB\); is it the --api address of tcpota serve\?$"
 route GET /v1/images 200 'not json'
 run 1 $T image list $API
 has err.log "answered 200 OK with a body that is not a JSON object"
