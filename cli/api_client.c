@@ -662,7 +662,7 @@ static void no_answer(const struct api *a, enum api_method m, const struct reply
     int gai = 0, err;
     char why[128];
 
-    if (r->deadline || (r->has_err && r->err == EVREQ_HTTP_TIMEOUT)) {
+    if (r->has_err && r->err == EVREQ_HTTP_TIMEOUT) {
         timed_out(a, m);
         return;
     }
@@ -681,6 +681,10 @@ static void no_answer(const struct api *a, enum api_method m, const struct reply
         fprintf(stderr, "tcpota %s: the TLS handshake with the API at %s did not finish within "
                         "%u s; is it the https:// address of a TLS proxy? (--timeout SECONDS "
                         "waits longer)\n", a->cmd, a->url, a->timeout_s);
+        return;
+    }
+    if (r->deadline) {
+        timed_out(a, m);
         return;
     }
     if (tls_failed(a, r)) {
