@@ -396,9 +396,13 @@ static int on_frame(struct tcpota_srv *s, struct tcpota_srv_event *ev)
         s->acked = m->u.ack.offset;
         return 0;
     case TCPOTA_T_COMPLETE:
-        if (s->state != TCPOTA_SRV_SENT_ALL ||
-            memcmp(m->u.complete.image_id, img->id, TCPOTA_ID_LEN) != 0) {
+        if (s->state != TCPOTA_SRV_SENT_ALL) {
             return violation(s, TCPOTA_ERR_STATE, "COMPLETE before all bytes were sent");
+        }
+        if (memcmp(m->u.complete.image_id, img->id, TCPOTA_ID_LEN) != 0) {
+            /* Said apart: a device that checked another image than the
+             * one it was sent (a trial read "before all bytes"). */
+            return violation(s, TCPOTA_ERR_STATE, "COMPLETE names another image than the one sent");
         }
         ev->type = TCPOTA_SRV_EV_COMPLETE;
         s->state = TCPOTA_SRV_CLOSING;

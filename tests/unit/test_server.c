@@ -464,11 +464,13 @@ static void sent_all(uint32_t size)
  * ERROR(STATE) (each of these passed every test with its check removed):
  * an ACK after the OFFER but before ACCEPT, a second ACCEPT, COMPLETE
  * before the last byte was sent, COMPLETE naming another image. */
-/* Feeds ACCEPT or COMPLETE (type) naming image id: refused, ERROR(STATE). */
-static void refused_with_id(uint8_t type, const uint8_t *id)
+/* Feeds ACCEPT or COMPLETE (type) naming image id: refused, ERROR(STATE)
+ * whose message is why. */
+static void refused_with_id(uint8_t type, const uint8_t *id, const char *why)
 {
-    struct tcpota_msg m;
+    struct tcpota_msg m, out[4];
     struct tcpota_srv_event ev;
+    int n;
 
     memset(&m, 0, sizeof(m));
     m.type = type;
@@ -478,7 +480,13 @@ static void refused_with_id(uint8_t type, const uint8_t *id)
         m.u.complete.image_id = id;
     }
     assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
-    expect_error_frame(TCPOTA_ERR_STATE);
+    n = drain(out, 4);
+    assert_true(n >= 1);
+    assert_int_equal(out[n - 1].type, TCPOTA_T_ERROR);
+    assert_int_equal(out[n - 1].u.error.code, -TCPOTA_ERR_STATE);
+    assert_int_equal(out[n - 1].u.error.message.len, strlen(why));
+    assert_memory_equal(out[n - 1].u.error.message.ptr, why, strlen(why));
+    assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_CLOSING);
 }
 
 static void test_messages_out_of_state(void **state)
@@ -513,17 +521,17 @@ static void test_messages_out_of_state(void **state)
     setup(NULL);
     accepted();
     assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_STREAMING);
-    refused_with_id(TCPOTA_T_ACCEPT, img.id);
+    refused_with_id(TCPOTA_T_ACCEPT, img.id, "ACCEPT without matching OFFER");
 
     /* COMPLETE while bytes remain to be sent */
     setup(NULL);
     accepted();
-    refused_with_id(TCPOTA_T_COMPLETE, img.id);
+    refused_with_id(TCPOTA_T_COMPLETE, img.id, "COMPLETE before all bytes were sent");
 
     /* COMPLETE of another image once all was sent; then of this one */
     setup(NULL);
     sent_all(img.size);
-    refused_with_id(TCPOTA_T_COMPLETE, other);
+    refused_with_id(TCPOTA_T_COMPLETE, other, "COMPLETE names another image than the one sent");
     setup(NULL);
     sent_all(img.size);
     memset(&m, 0, sizeof(m));
