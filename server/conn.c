@@ -660,6 +660,36 @@ void conn_offered(struct conn *c, const char *what, uint32_t start)
           start ? "resume from" : "from", start);
 }
 
+/* Names for the log of a device's malformed message (docs/protocol.md). */
+static const char *msg_name(uint8_t type)
+{
+    switch (type) {
+    case TCPOTA_T_HELLO: return "HELLO";
+    case TCPOTA_T_ACCEPT: return "ACCEPT";
+    case TCPOTA_T_DECLINE: return "DECLINE";
+    case TCPOTA_T_ACK: return "ACK";
+    case TCPOTA_T_COMPLETE: return "COMPLETE";
+    case TCPOTA_T_ERROR: return "ERROR";
+    case TCPOTA_T_AUTH: return "AUTH";
+    default: return "a message";
+    }
+}
+
+static const char *tag_name(uint8_t tag)
+{
+    switch (tag) {
+    case TCPOTA_TAG_DEVICE_ID: return "device id";
+    case TCPOTA_TAG_MODEL: return "model";
+    case TCPOTA_TAG_VERSION: return "version";
+    case TCPOTA_TAG_RUNNING_ID: return "running image id";
+    case TCPOTA_TAG_RESUME: return "resume";
+    case TCPOTA_TAG_MAX_PAYLOAD: return "max payload";
+    case TCPOTA_TAG_REPORT: return "report";
+    case TCPOTA_TAG_MESSAGE: return "message";
+    default: return NULL;
+    }
+}
+
 static int v1_input(struct conn *c, const uint8_t *p, size_t n)
 {
     const uint8_t *out;
@@ -685,7 +715,22 @@ static int v1_input(struct conn *c, const uint8_t *p, size_t n)
                       c->srv->o->require_auth ? "this server requires it (--require-auth)"
                                               : "its id has a secret on this server");
             } else {
-                clog_(c, 1, "error: %s; closing", tcpota_strerror(used));
+                char field[96] = "";
+                const char *why = tcpota_srv_failure(&c->s);
+
+                if (strcmp(why, tcpota_strerror(used)) == 0) {
+                    why = ""; /* "frame CRC mismatch" once */
+                }
+
+                if (ev.msg.bad_tag && tag_name(ev.msg.bad_tag)) {
+                    snprintf(field, sizeof(field), " (%s: its %s field is out of the protocol's "
+                             "rules)", msg_name(ev.msg.type), tag_name(ev.msg.bad_tag));
+                } else if (ev.msg.bad_tag) {
+                    snprintf(field, sizeof(field), " (%s: its field of tag 0x%02x is out of the "
+                             "protocol's rules)", msg_name(ev.msg.type), ev.msg.bad_tag);
+                }
+                clog_(c, 1, "error: %s%s%s%s; closing", tcpota_strerror(used), *why ? ": " : "",
+                      why, field);
             }
             (void)conn_pump(c); /* flushes the ERROR frame, then closes */
             return -1;

@@ -16,6 +16,10 @@
 #include <string.h>
 #include <time.h>
 
+/* No tcpota_err has this code: tcpota_strerror() says of it what it says
+ * of any code it does not know. */
+#define NO_SUCH_ERR (-32768)
+
 /* A device's latest outcome, for the summary. A later "up to date" does not
  * hide that it was updated, nor "not offered" that it failed. */
 void conn_set_outcome(struct conn *c, int outcome)
@@ -294,13 +298,20 @@ void conn_session_event(struct conn *c, const struct tcpota_srv_event *ev)
         device_mark_failed(c->rec, c->img->offer_fp);
         conn_set_outcome(c, DEV_DECLINED);
         {
-            char sizes[48] = ""; /* no space: say how much was offered */
+            char sizes[48] = "", reason[48]; /* no space: say how much was offered */
+            unsigned mlen = m->u.decline.message.ptr ? m->u.decline.message.len : 0;
+            const char *said = tcpota_strerror(-(int)m->u.decline.reason);
+
             if (m->u.decline.reason == (uint16_t)-TCPOTA_ERR_NOSPC) {
                 snprintf(sizes, sizeof(sizes), "; the image is %u bytes", c->img->size);
             }
-            clog_(c, 1, "declined: %s (%.*s)%s", tcpota_strerror(m->u.decline.reason),
-                  m->u.decline.message.len,
-                  m->u.decline.message.ptr ? (const char *)m->u.decline.message.ptr : "", sizes);
+            if (strcmp(said, tcpota_strerror(NO_SUCH_ERR)) == 0) {
+                snprintf(reason, sizeof(reason), "a reason unknown to this server (code %u)",
+                         (unsigned)m->u.decline.reason);
+                said = reason;
+            }
+            clog_(c, 1, "declined: %s%s%.*s%s%s", said, mlen ? " (" : "", (int)mlen,
+                  mlen ? (const char *)m->u.decline.message.ptr : "", mlen ? ")" : "", sizes);
         }
         return;
     case TCPOTA_SRV_EV_ACK:

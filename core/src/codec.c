@@ -351,6 +351,7 @@ static int decode_tlvs(struct tcpota_msg *m, const uint8_t *p, size_t len)
     tcpota_tlv_iter_init(&it, p, len, msg_tags, sizeof(msg_tags));
     while ((rc = tcpota_tlv_next(&it, &tag, &v, &n)) > 0) {
         if ((rc = take_tlv(m, tag, v, n)) < 0) {
+            m->bad_tag = tag; /* for a log that says which field */
             return rc;
         }
     }

@@ -38,7 +38,13 @@ int tcpota_srv_fail(struct tcpota_srv *s, int code, const char *message,
     }
     s->state = TCPOTA_SRV_CLOSING;
     s->limit = 0;
+    s->failed = message;
     return queue(s, &m);
+}
+
+const char *tcpota_srv_failure(const struct tcpota_srv *s)
+{
+    return s->failed ? s->failed : "";
 }
 
 /* An image description a session can offer. */

@@ -45,6 +45,20 @@ send '\x01\x00\x01\x02'
 grep -q 'frame too big' "$WORK/reply" || fail "a 513-byte payload got no ERROR(TOOBIG)"
 send '\x01\x00\x20\x00\x01\x01\x00\x00\x01\x05\x00dev-1\x02\x05\x00esp32\x03\x05\x001.0.0\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00'
 grep -q 'CRC' "$WORK/reply" || fail "frame with a bad CRC got no ERROR frame"
+# A HELLO whose fields break the protocol's rules: the log says which field
+# (before: "protocol violation" alone, whatever it was).
+python3 - "$P" "$(dirname "$0")" <<'PY' || fail "malformed HELLOs (above)"
+import socket, sys
+sys.path.insert(0, sys.argv[2])
+import frames
+for dev in (b"x" * 65, b"bad\x01id"):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+    s.sendall(frames.hello(dev))
+    kind, payload = frames.Reader(s).next()
+    if kind != frames.ERROR or b"malformed message" not in payload:
+        sys.exit("a HELLO with device id %r got %d %r" % (dev, kind, payload))
+    s.close()
+PY
 send 'req0\r\nXX'
 send 'req0\r\n\r\nreq9'
 # Truncated frame, then silence: the idle timeout ends it.
@@ -64,7 +78,9 @@ grep -q "unknown protocol (first byte 0x47: an HTTP request, but this port speak
 grep -q 'unknown protocol (first byte 0x16: a TLS client, but this server runs without --tls-cert)' "$L" ||
   fail "a TLS client on the plain port was not named: $(grep -m1 '0x16\|error:' "$L")"
 grep -q 'error: frame too big' "$L" || fail "oversized length not logged"
-grep -q 'error: frame CRC mismatch' "$L" || fail "bad CRC not logged"
+grep -q 'error: frame CRC mismatch; closing' "$L" || fail "bad CRC not logged"
+[ "$(grep -c 'error: protocol violation: malformed message (HELLO: its device id field is out of the protocol.s rules); closing' "$L")" = 2 ] ||
+  fail "malformed HELLOs not logged with their field: $(grep 'protocol violation' "$L")"
 [ "$(grep -c 'not req0/req1' "$L")" -eq 2 ] || fail "bad legacy requests not logged"
 grep -q 'idle for 2 s' "$L" || fail "idle timeout not logged"
 stop_server

@@ -323,9 +323,10 @@ static void test_tlv_rules(void **state)
     /* unknown critical tag: refused */
     memcpy(p + n, "\xc0\x02\x00xy", 5);
     assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n + 5, &m), TCPOTA_ERR_NOTSUP);
-    /* repeated tag */
+    /* repeated tag: the structure, no field's value (bad_tag 0) */
     memcpy(p + n, "\x02\x02\x00xy", 5);
     assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n + 5, &m), TCPOTA_ERR_PROTO);
+    assert_int_equal(m.bad_tag, 0);
     /* a field and its critical twin are one field: refused in either order */
     memcpy(p + n, "\x82\x02\x00xy", 5);
     assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n + 5, &m), TCPOTA_ERR_PROTO);
@@ -346,10 +347,12 @@ static void test_tlv_rules(void **state)
     /* missing required DEVICE_ID: drop the first TLV (3 + 5 bytes) */
     memmove(p + 4, p + 12, n - 12);
     assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n - 8, &m), TCPOTA_ERR_PROTO);
-    /* non-printable device id */
+    /* non-printable device id: the field named, for the server's log */
     memcpy(p, h->b + 4, n);
     p[7] = 0x01;
     assert_int_equal(decode_payload(TCPOTA_T_HELLO, p, n, &m), TCPOTA_ERR_PROTO);
+    assert_int_equal(m.type, TCPOTA_T_HELLO);
+    assert_int_equal(m.bad_tag, TCPOTA_TAG_DEVICE_ID);
     /* fixed part too short, unknown type, empty DATA */
     assert_int_equal(decode_payload(TCPOTA_T_ACK, p, 3, &m), TCPOTA_ERR_PROTO);
     assert_int_equal(decode_payload(0x7f, p, 3, &m), TCPOTA_ERR_NOTSUP);

@@ -169,7 +169,8 @@ int tcpota_tlv_next(struct tcpota_tlv_iter *it, uint8_t *tag, const uint8_t **va
                     uint16_t *len);
 
 struct tcpota_msg {
-    uint8_t type; /* enum tcpota_type */
+    uint8_t type;    /* enum tcpota_type */
+    uint8_t bad_tag; /* tcpota_msg_decode() failed on this field's value (0: elsewhere) */
     union {
         struct {
             uint8_t proto_min, proto_max;
@@ -265,7 +266,8 @@ int tcpota_decoder_idle(const struct tcpota_decoder *d);
 int tcpota_frame_whole(const uint8_t *in, size_t len, uint8_t type, uint16_t payload_len);
 
 /* Parses frame `f` into *m (pointers into the frame). Returns 0, or
- * TCPOTA_ERR_PROTO for a malformed or incomplete message, or
+ * TCPOTA_ERR_PROTO for a malformed or incomplete message (m->type set, and
+ * m->bad_tag when a field's value was out of its rules), or
  * TCPOTA_ERR_NOTSUP for an unknown critical TLV or an unknown type. */
 int tcpota_msg_decode(const struct tcpota_frame *f, struct tcpota_msg *m);
 

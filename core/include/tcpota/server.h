@@ -133,6 +133,7 @@ struct tcpota_srv {
     uint32_t start;    /* where this connection's stream began */
     uint8_t got_hello;
     uint16_t why; /* NO_UPDATE's enum tcpota_why, tcpota_srv_set_why(); 0: none */
+    const char *failed; /* the last tcpota_srv_fail()'s message, or NULL */
     const struct tcpota_srv_image *img; /* the image offered, or NULL */
     /* What HELLO said, kept for the offer that may come after CHALLENGE. */
     struct {
@@ -240,12 +241,18 @@ int tcpota_srv_complete_final(uint16_t status);
  * NO_UPDATE). */
 const struct tcpota_srv_image *tcpota_srv_offered_image(const struct tcpota_srv *s);
 
+/* Why the session failed: the message of its ERROR frame (a protocol
+ * violation's, e.g. "ACK outside the bytes sent"), "" when none was given
+ * or it has not failed. For the server's log, beside tcpota_strerror(). */
+const char *tcpota_srv_failure(const struct tcpota_srv *s);
+
 /* The device id HELLO gave (NUL-terminated; "" before HELLO). */
 const char *tcpota_srv_device_id(const struct tcpota_srv *s);
 
 /* Queues an ERROR frame with `code` (a tcpota_err) and an optional message,
  * and moves to CLOSING (server shutting down, idle timeout, overload).
- * Returns 0 or TCPOTA_ERR_NOSPC. */
+ * message must live as long as the session (a string literal): it is kept
+ * for tcpota_srv_failure(). Returns 0 or TCPOTA_ERR_NOSPC. */
 int tcpota_srv_fail(struct tcpota_srv *s, int code, const char *message,
                     uint32_t retry_after_s);
 
