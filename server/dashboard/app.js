@@ -320,7 +320,12 @@ const rollouts = {
   async draw() {
     const [ros, imgs, s] = await Promise.all([api('GET', '/v1/rollouts'), api('GET', '/v1/images'), api('GET', '/v1/summary')]);
     const act = (ro, verb) => h('button', { type: 'button', id: `${verb}-${ro.id}`, onclick: () => act_(ro.id, verb) }, verb);
-    const act_ = (id, verb) => api('POST', `/v1/rollouts/${id}/${verb}`).then(() => this.draw()).catch(fail);
+    const act_ = (id, verb) => {
+      // A cancel cannot be taken back: asked first (a click went straight through).
+      if (verb === 'cancel' && !confirm(`Cancel rollout ${id}? A cancelled rollout cannot be paused or `
+        + 'resumed again, and its devices are offered nothing more of it (create a rollout to offer its image again).')) return;
+      api('POST', `/v1/rollouts/${id}/${verb}`).then(() => this.draw()).catch(fail);
+    };
     const create = (e) => {
       e.preventDefault();
       const fd = new FormData(e.target), img = imgs.images.find((i) => i.id === fd.get('image'));
@@ -330,6 +335,13 @@ const rollouts = {
       if (fd.get('halt_at')) body.halt_at = Number(fd.get('halt_at'));
       // A version that is not semantic is offered only so (the API says).
       body.allow_downgrade = fd.get('allow_downgrade') === 'on';
+      // The new rollout supersedes the one of the same model and group for
+      // good (docs/fleet.md): asked first, naming it.
+      const old = ros.rollouts.find((r) => r.model === body.model && (r.group || '') === (body.group || '')
+        && r.state !== 'cancelled' && !r.superseded);
+      if (old && !confirm(`Rollout ${old.id} (${old.version || 'image removed'}) is ${old.state} for ${old.model}`
+        + `${old.group ? ' / ' + old.group : ''}: the new rollout supersedes it for good (its devices move to the new one, `
+        + 'and it no longer applies). Create the new rollout?')) return;
       api('POST', '/v1/rollouts', body).then(() => this.draw()).catch(fail);
     };
     render('Rollouts',

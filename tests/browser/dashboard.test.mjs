@@ -290,6 +290,28 @@ async function main() {
   if (await page.$('#retry')) fail('the retry button stays on a device that shows no failure');
   ok('device page: a failed device\'s failures forgotten by a click (device retry)');
 
+  // ---- a superseding create and a cancel are asked first; No changes nothing ----
+  await page.goto(base + '/#/rollouts');
+  await page.waitForSelector('#cancel-1', { timeout: WAIT_MS });
+  let asked = '';
+  const answer = (yes) => page.once('dialog', (d) => { asked = d.message(); (yes ? d.accept() : d.dismiss()).catch(() => {}); });
+  answer(false);
+  await page.click('#create-rollout button');
+  await waitFor('the question before a rollout that supersedes rollout 1', async () => asked !== '');
+  if (!/^Rollout 1 \(.*\) is active for esp32: the new rollout supersedes it for good/.test(asked)) fail('superseding asked: ' + asked);
+  asked = '';
+  answer(false);
+  await page.click('#cancel-1');
+  await waitFor('the question before a cancel', async () => asked !== '');
+  if (!/^Cancel rollout 1\? A cancelled rollout cannot be paused or resumed again/.test(asked)) fail('cancel asked: ' + asked);
+  await page.waitForTimeout(500);
+  const ros = await (await fetch(base + '/v1/rollouts', { headers: { Authorization: 'Bearer ' + token } })).json();
+  if (ros.rollouts.length !== 1 || ros.rollouts[0].state !== 'active') fail('answered No, yet: ' + JSON.stringify(ros.rollouts.map((r) => [r.id, r.state])));
+  answer(true);
+  await page.click('#cancel-1');
+  await page.waitForSelector('#rollout-1 .state.cancelled', { timeout: WAIT_MS });
+  ok('rollouts: a create that supersedes and a cancel are asked first; No changes nothing, Yes cancels');
+
   server.kill('SIGTERM'); // with the page's event stream open
   const rc = await server.done;
   if (rc !== 0) fail(`the server exited ${rc} on SIGTERM (its event streams must end cleanly)`);
