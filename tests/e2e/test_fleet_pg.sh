@@ -130,9 +130,32 @@ SERVER_PORT=${ports[0]} run_device sec-1 esp32 "$WORK/ds1" --secret "$WORK/sec2"
 # that had not all of it, a restore): a node that had read further asks
 # for all of them again, or a secret numbered below what it had read would
 # never reach it.
+# A wrong answer counts against sec-1 on node A; the full list read after
+# the count went back forgives only secrets that changed (not sec-1's: a
+# guesser's backoff must not be wiped by a failover).
+AUTH_RE='\[sec-1 [^]]*\] authentication (failed|not checked): .*\(([0-9]+) failures? '
+# auth_failures_after N: waits for sec-1's refusal line N+1 on node A, prints its count.
+auth_failures_after() {
+  local i
+  for ((i = 0; i < 100; i++)); do
+    [ "$(grep -cE "$AUTH_RE" "$WORK/n1.log")" -gt "$1" ] && break
+    sleep 0.05
+  done
+  grep -E "$AUTH_RE" "$WORK/n1.log" | sed -nE "$(($1 + 1))s/.*$AUTH_RE.*/\2/p"
+}
+lines=$(grep -cE "$AUTH_RE" "$WORK/n1.log")
+SERVER_PORT=${ports[0]} run_device sec-1 esp32 "$WORK/ds1" --secret "$WORK/sec1" --max-attempts 1 &&
+  fail "node A took sec-1's replaced secret"
+before=$(auth_failures_after "$lines")
+[ -n "$before" ] || fail "node A did not log sec-1's refusal"
 pg_sql "$WORK/pg" "UPDATE secrets_gen SET gen = 1" > /dev/null || fail "cannot set secrets_gen back"
 api 3 device secret sec-2 --out "$WORK/sec3" > /dev/null 2>&1 || fail "device secret sec-2 on C failed"
 sleep 2.5
+SERVER_PORT=${ports[0]} run_device sec-1 esp32 "$WORK/ds1" --secret "$WORK/sec1" --max-attempts 1 &&
+  fail "node A took sec-1's replaced secret after the full list"
+after=$(auth_failures_after $((lines + 1)))
+[ "$after" = $((before + 1)) ] ||
+  fail "sec-1's failures on node A went from $before to ${after:-nothing}: the full list after the count went back forgave them"
 SERVER_PORT=${ports[0]} run_device sec-2 esp32 "$WORK/ds2" --max-attempts 1 &&
   fail "node A served sec-2 without the secret set through C after the count went back"
 # A secret shorter than a device's may be (written by hand, by another
