@@ -35,15 +35,16 @@ static const char flag_set[] = "1";
 /* How early libevent's coarse clock may end a timeout, in ms. */
 #define API_CLOCK_SLACK_MS 50
 /* The largest answer and header block the CLI takes: the API's largest
- * answer is a page of devices or an image list, well under a MiB; beyond
- * these it is no API answer (a trial's fake server streamed one until the
- * CLI was killed for memory, at 24 GB). */
-#define API_ANSWER_MAX (64u << 20)
+ * answer is a page of 100,000 devices (device list --limit), up to about
+ * 72 MB; beyond these it is no API answer (a trial's fake server streamed
+ * one until the CLI was killed for memory, at 24 GB). */
+#define API_ANSWER_MAX (256u << 20)
 #define API_HEADERS_MAX (64u << 10)
-/* The slowest upload the whole answer's deadline allows for (bytes/s): a
- * second more per this much of the body, so that --timeout bounds a
- * trickled answer but not a large image over a slow link. */
-#define API_UPLOAD_MIN_RATE (16u << 10)
+/* The slowest transfer the whole answer's deadline allows for (bytes/s):
+ * a second more per this much of the request's body and of the answer as
+ * it comes, so that --timeout bounds a trickled answer but not a large
+ * image or page over a slow link. */
+#define API_MIN_RATE (16u << 10)
 /* How the API's 404 for a path it does not have starts (server/api.c). */
 #define API_NO_PATH "no such path "
 /* The start of tcpota serve's 401 text (server/api.c), advice for an HTTP
@@ -72,7 +73,7 @@ void api_usage_common(FILE *f, int upload)
     if (upload) {
         fprintf(f, "  --timeout SECONDS    wait this long for the whole answer (default %d; %d for\n"
                    "                       add, and a second more per %u KiB of the file)\n",
-                API_TIMEOUT_S, API_UPLOAD_TIMEOUT_S, API_UPLOAD_MIN_RATE >> 10);
+                API_TIMEOUT_S, API_UPLOAD_TIMEOUT_S, API_MIN_RATE >> 10);
     } else {
         fprintf(f, "  --timeout SECONDS    wait this long for the whole answer (default %d)\n",
                 API_TIMEOUT_S);
@@ -466,7 +467,13 @@ struct reply {
     int tls_started;         /* the handshake began: TCP connected */
     int tls_done;            /* the handshake completed */
     uint64_t waited_ms;      /* from the request's start to its end */
-    int deadline;            /* --timeout passed before the whole answer */
+    /* The whole answer's deadline: --timeout from the start, and a second
+     * more per API_MIN_RATE bytes sent or received (deadline_arm). */
+    struct event *deadline_ev;
+    uint64_t started_ms;
+    unsigned timeout_s, allowed_s;
+    size_t moved;            /* the request's body and the answer so far */
+    int deadline;            /* the deadline passed before the whole answer */
 };
 
 /* What the failure messages need of the TLS layer is recorded as it
@@ -522,6 +529,31 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     (void)what;
     r->deadline = 1;
     event_base_loopbreak(r->base);
+}
+
+/* (Re)sets the deadline for what has moved so far. Returns 0 or -1. */
+static int deadline_arm(struct reply *r)
+{
+    uint64_t at, now = cli_now_ms();
+    struct timeval tv;
+
+    r->allowed_s = r->timeout_s + (unsigned)(r->moved / API_MIN_RATE);
+    at = r->started_ms + (uint64_t)r->allowed_s * 1000u;
+    at = at > now ? at - now : 0;
+    tv.tv_sec = (time_t)(at / 1000u);
+    tv.tv_usec = (suseconds_t)(at % 1000u) * 1000;
+    return evtimer_add(r->deadline_ev, &tv);
+}
+
+/* Part of the answer's body came: kept, and the deadline moves with it. */
+static void on_chunk(struct evhttp_request *req, void *arg)
+{
+    struct reply *r = arg;
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+
+    r->moved += evbuffer_get_length(in);
+    evbuffer_add_buffer(r->body, in);
+    (void)deadline_arm(r);
 }
 
 static void on_done(struct evhttp_request *req, void *arg)
@@ -608,18 +640,18 @@ static const char *unknown_change(const struct api *a, enum api_method m, char *
 /* Prints that no answer came within --timeout. A request that changes
  * something may have done so: the server goes on after the client stops
  * waiting, so running it again blindly could do it twice. */
-static void timed_out(const struct api *a, enum api_method m)
+static void timed_out(const struct api *a, enum api_method m, unsigned waited_s)
 {
     if (m == API_GET) {
         fprintf(stderr, "tcpota %s: no answer from the API at %s within %u s; is the server "
-                        "busy? (--timeout SECONDS waits longer)\n", a->cmd, a->url, a->timeout_s);
+                        "busy? (--timeout SECONDS waits longer)\n", a->cmd, a->url, waited_s);
         return;
     }
     char change[200];
 
     fprintf(stderr, "tcpota %s: no answer from the API at %s within %u s; %s (--timeout SECONDS "
                     "waits longer for a busy server)\n",
-            a->cmd, a->url, a->timeout_s, unknown_change(a, m, change, sizeof(change)));
+            a->cmd, a->url, waited_s, unknown_change(a, m, change, sizeof(change)));
 }
 
 /* https: prints why the TLS layer failed, and returns 1; 0 when it did
@@ -663,7 +695,7 @@ static void no_answer(const struct api *a, enum api_method m, const struct reply
     char why[128];
 
     if (r->has_err && r->err == EVREQ_HTTP_TIMEOUT) {
-        timed_out(a, m);
+        timed_out(a, m, a->timeout_s); /* evhttp's: nothing came for that long */
         return;
     }
     if (r->has_err && r->err == EVREQ_HTTP_DATA_TOO_LONG) {
@@ -684,7 +716,7 @@ static void no_answer(const struct api *a, enum api_method m, const struct reply
         return;
     }
     if (r->deadline) {
-        timed_out(a, m);
+        timed_out(a, m, r->allowed_s);
         return;
     }
     if (tls_failed(a, r)) {
@@ -1089,10 +1121,12 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
     }
     if (hdr_name) evhttp_add_header(h, hdr_name, hdr_val);
     started = cli_now_ms();
-    deadline = evtimer_new(r.base, on_deadline, &r);
-    if (!deadline ||
-        evtimer_add(deadline, &(struct timeval){.tv_sec = (time_t)a->timeout_s +
-                                                          (time_t)((body ? len : 0) / API_UPLOAD_MIN_RATE)}) != 0) {
+    r.started_ms = started;
+    r.timeout_s = a->timeout_s;
+    r.moved = body ? len : 0;
+    r.deadline_ev = deadline = evtimer_new(r.base, on_deadline, &r);
+    evhttp_request_set_chunked_cb(req, on_chunk);
+    if (!deadline || deadline_arm(&r) != 0) {
         fprintf(stderr, "tcpota %s: out of memory\n", a->cmd);
         evhttp_request_free(req);
         goto out;

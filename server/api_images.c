@@ -222,7 +222,16 @@ static void lookup(struct api_call *c);
 
 static void add_done(struct api_call *c, struct store_req *r)
 {
-    if (r->rc == STORE_E_CONFLICT || (r->rc == STORE_OK && !r->u.image.added)) {
+    if (r->rc == STORE_E_CONFLICT) {
+        /* Another image of the model took this version meanwhile (another
+         * node's add: the store checks it again inside the add,
+         * store_version_taken). Answered as it is, not looked up again: an
+         * image list shows the newest STORE_LIST_MAX only, and the store
+         * looked at all of them. */
+        api_error(c, 409, "version", "%s", r->err);
+        return;
+    }
+    if (r->rc == STORE_OK && !r->u.image.added) {
         /* Added meanwhile (through another node: uploads to one node take
          * turns, upload_turn()): judged as if it had been there first, so
          * that other names for the same bytes are refused (409). The store

@@ -49,7 +49,7 @@ struct event_base;
 #define STORE_FAILED_MAX 8u     /* failed images (or offers) a check-in returns */
 #define STORE_GROUP_MAX 32u     /* group name bytes */
 #define STORE_REASON_MAX 120u   /* reason text kept with a failure or decline */
-#define STORE_ERR_MAX 200u      /* req->err */
+#define STORE_ERR_MAX 512u      /* req->err */
 /* The reason and history line of a device whose failures were forgotten
  * (STORE_DEVICE_RETRY). */
 #define STORE_RETRY_DETAIL "its failed images were forgotten (device retry)"

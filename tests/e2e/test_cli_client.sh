@@ -37,10 +37,23 @@ class H(BaseHTTPRequestHandler):
                 if m == self.command and p == self.path:
                     status, out, sleep = int(st), b, float(sl)
         time.sleep(sleep)
+        if out == "@slowbig":
+            # 100 kB of a good answer at 50 kB/s: slower than --timeout 1
+            # as a whole, never stalled: the deadline moves with the bytes.
+            data = json.dumps({"images": [], "pad": "x" * 100000}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            for i in range(0, len(data), 10000):
+                self.wfile.write(data[i:i + 10000])
+                self.wfile.flush()
+                time.sleep(0.2)
+            return
         if out in ("@trickle", "@huge"):
             # A server that sends its answer a byte every 0.25 s, or one
-            # larger than any API answer (80 MiB): the client gives up.
-            size = 40 if out == "@trickle" else 80 << 20
+            # larger than any API answer (300 MiB): the client gives up.
+            size = 40 if out == "@trickle" else 300 << 20
             self.send_response(status)
             self.send_header("Content-Length", str(size))
             self.end_headers()
@@ -727,11 +740,15 @@ run 1 $T rollout list $API --timeout 1
 t1=$(( ($(date +%s%N) - t0) / 1000000 ))
 has err.log "^tcpota rollout: no answer from the API at http://127.0.0.1:$(cat port) within 1 s"
 [ "$t1" -lt 4000 ] || fail "a trickled answer held the CLI for $t1 ms with --timeout 1"
+# A large answer that keeps coming is not cut by --timeout: a second more
+# per 16 KiB that came (a page of 100,000 devices over a slow link).
+route GET /v1/images 200 '@slowbig'
+run 0 $T image list $API --timeout 1
 # An answer larger than any of the API's is refused as it comes, not read
 # until memory runs out (a trial: killed at 24 GB).
 route GET /v1/images 200 '@huge'
 run 1 $T image list $API
-has err.log "^tcpota image: the API at http://127.0.0.1:$(cat port) sent an answer larger than any of tcpota serve's \(over 64 MiB, or headers over 64 KiB\); is it the --api address of tcpota serve\?$"
+has err.log "^tcpota image: the API at http://127.0.0.1:$(cat port) sent an answer larger than any of tcpota serve's \(over 256 MiB, or headers over 64 KiB\); is it the --api address of tcpota serve\?$"
 route GET /v1/images 200 'not json'
 run 1 $T image list $API
 has err.log "answered 200 OK with a body that is not a JSON object"

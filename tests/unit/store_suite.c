@@ -1518,14 +1518,14 @@ static void test_images(void **state)
     {
         uint64_t last = 0;
         int k;
-        for (k = 0; k < 8; k++) {
+        for (k = 0; k < 40; k++) { /* about 25 bytes each: past STORE_ERR_MAX */
             last = ss_rollout_create(f, 0x71, "g", pct, 1);
         }
         assert_int_equal(image_rm(f, "71717171", err), STORE_E_CONFLICT);
         snprintf(lower, sizeof(lower), "rollouts %llu (active), ", (unsigned long long)last);
         assert_non_null(strstr(err, lower));
         assert_non_null(strstr(err, " more; cancel them first"));
-        for (k = 0; k < 8; k++) {
+        for (k = 0; k < 40; k++) {
             assert_int_equal(ss_rollout_set(f, last - (uint64_t)k, ROLLOUT_STATE_ACTIVE, 1,
                                             ROLLOUT_STATE_CANCELLED, 1),
                              STORE_OK);
@@ -1640,8 +1640,10 @@ static void test_image_version_taken(void **state)
     store_req_free(ss_image_add(f, 0x71, "3.1.0"));
     r = ss_image_add(f, 0x72, "v3.1");
     assert_int_equal(r->rc, STORE_E_CONFLICT);
-    assert_non_null(strstr(r->err, "model " MODEL " has version 3.1.0 already (image 717171717171,"
-                                   " other bytes), the same version as this image's v3.1"));
+    assert_string_equal(r->err, "model " MODEL " has version 3.1.0 already (image 717171717171, other"
+                                " bytes), the same version as this image's v3.1 (the same"
+                                " precedence); give this image a new version, or remove that one"
+                                " first (tcpota image rm 717171717171)");
     assert_int_equal(r->u.image.added, 0);
     store_req_free(r);
     r = ss_image_add(f, 0x72, "3.1.0");
