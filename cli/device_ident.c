@@ -128,7 +128,10 @@ int device_ident(const struct tcpota_port *port, const struct options *o, int cr
     if (rc == 1 && o->factory_given && strcmp(o->factory, factory) != 0) {
         ignored(prefix, o, "--factory-version", o->factory, factory, "factory version");
     }
-    if (!created) {
+    /* A factory record without the others: this tcpota's creation, cut
+     * short before it recorded them (a kill, a full disk); they are
+     * recorded now, as at a creation. No record at all: an older tcpota's. */
+    if (!created && rc == 0) {
         int has_id = get(port, DEVICE_KEY_ID, out->id, sizeof(out->id));
         int has_model = get(port, DEVICE_KEY_MODEL, out->model, sizeof(out->model));
 

@@ -305,8 +305,8 @@ ok "an existing --flash keeps its id and model (others refused), its factory ver
 # writes anything (the default was recorded for good: an upgrade trial's
 # model-c3 device took esp32 and esp32's image); one that gives both runs
 # and records them.
-strip_records() {
-  python3 - "$1/nvs.bin" <<'PY'
+strip_records() { # DIR KEY...
+  python3 - "$1/nvs.bin" "${@:2}" <<'PY'
 import struct, sys, zlib
 path = sys.argv[1]
 data = bytearray(open(path, "rb").read())
@@ -328,7 +328,7 @@ while at < len(entries):
     key = entries[at + 1:at + 1 + kl]
     vl = struct.unpack_from("<H", entries, at + 1 + kl)[0]
     end = at + 1 + kl + 2 + vl
-    if key not in (b"host.id", b"host.model"):
+    if key not in tuple(k.encode() for k in sys.argv[2:]):
         out += entries[at:end]
     at = end
 rec = struct.pack("<III", 0x3153564E, seq + 1, len(out)) + out
@@ -341,7 +341,7 @@ PY
 rc=0; "$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/old" --id old-1 --model esp32c3 \
   --max-attempts 1 --backoff-min-ms 1 --progress none 2> "$WORK/old.log" || rc=$?
 [ $rc -eq 1 ] || fail "creating old-1 against a dead port exited $rc: $(cat "$WORK/old.log")"
-strip_records "$WORK/old"
+strip_records "$WORK/old" host.id host.model host.factory
 before=$(cd "$WORK/old" && sha256sum nvs.bin otadata.bin ota_0.bin ota_1.bin)
 for args in "|the --id and --model that device ran with (by default: --id dev-" \
             "--id old-1|the --model that device ran with (by default: --model esp32) in this run: it is recorded" \
@@ -363,7 +363,16 @@ rc=0; "$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/old" --max-attempts 1
 rc=0; "$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/old" --model esp32 --max-attempts 1 \
   --backoff-min-ms 1 --progress none 2> "$WORK/old.log" || rc=$?
 [ $rc -eq 2 ] && grep -qF "the device there is of model esp32c3" "$WORK/old.log" || fail "the recorded model esp32c3 was not kept: $(cat "$WORK/old.log")"
-ok "a --flash without records (an older tcpota's) needs its --id and --model once, then keeps them"
+# This tcpota's own creation cut short after its factory record (a kill, a
+# full disk): no older device's, so the run records as a creation does.
+rc=0; "$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/cut2" --model esp32c3 \
+  --max-attempts 1 --backoff-min-ms 1 --progress none 2> "$WORK/cut2.log" || rc=$?
+[ $rc -eq 1 ] || fail "creating cut against a dead port exited $rc: $(cat "$WORK/cut2.log")"
+strip_records "$WORK/cut2" host.id host.model
+rc=0; "$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/cut2" --max-attempts 1 \
+  --backoff-min-ms 1 --progress none 2> "$WORK/cut2.log" || rc=$?
+[ $rc -eq 1 ] && ! grep -q 'older tcpota' "$WORK/cut2.log" || fail "a creation cut short after its factory record was taken for an older device's: $(cat "$WORK/cut2.log")"
+ok "a --flash without records (an older tcpota's) needs its --id and --model once, then keeps them; a creation cut short is finished"
 
 # A slot file this user may not open for writing (here immutable) is not
 # damage: said so, with what to give, not "restore them from a backup, or
