@@ -227,11 +227,18 @@ int pg_exec(struct pgstore *st, struct store_req *r, const char *sql)
 
 int pg_begin(struct pgstore *st, struct store_req *r, int durable, int reads)
 {
-    /* One query string: the transaction block BEGIN opens lasts past it. */
+    /* One query string: the transaction block BEGIN opens lasts past it.
+     * READ COMMITTED whatever the database's default: a statement after a
+     * wait (an image add's version check behind its model's advisory lock,
+     * a rollout's compare-and-set behind the row) must see what the
+     * transaction it waited for committed (a review: under REPEATABLE READ
+     * two nodes could store other bytes as one version). */
+#define PG_BEGIN "BEGIN ISOLATION LEVEL READ COMMITTED"
     static const char *const sql[2][2] = {
-        {"BEGIN; SET LOCAL synchronous_commit TO off; SELECT txid_current(), pg_backend_pid()",
-         "BEGIN; SELECT txid_current(), pg_backend_pid()"},
-        {"BEGIN; SET LOCAL synchronous_commit TO off", "BEGIN"}};
+        {PG_BEGIN "; SET LOCAL synchronous_commit TO off; SELECT txid_current(), pg_backend_pid()",
+         PG_BEGIN "; SELECT txid_current(), pg_backend_pid()"},
+        {PG_BEGIN "; SET LOCAL synchronous_commit TO off", PG_BEGIN}};
+#undef PG_BEGIN
     PGresult *res = PQexec(st->db, sql[reads != 0][durable != 0]);
     int ok = reads ? PQresultStatus(res) == PGRES_COMMAND_OK
                    : PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;

@@ -217,7 +217,18 @@ ok "a second node on a node's --data is refused, naming the node that holds it; 
 # moment: each node's API checked the version against what was stored
 # before either added, and both were stored (the version then ambiguous to
 # rollout create). The store checks again inside the add, adds of one
-# model taking turns across nodes: one is stored, the other gets 409.
+# model taking turns across nodes: one is stored, the other gets 409. The
+# database's default isolation made REPEATABLE READ (the nodes connect
+# again): a node's transactions are READ COMMITTED all the same, or the
+# check behind the lock would not see what the other node committed.
+pg_sql "$WORK/pg" "DO \$\$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_isolation = %L', current_database(), 'repeatable read'); END \$\$" > /dev/null ||
+  fail "cannot set the database's default isolation"
+pg_sql "$WORK/pg" "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()" > /dev/null
+for n in 1 2; do
+  for ((i = 0; i < 50; i++)); do api "$n" image list > /dev/null 2>&1 && break; sleep 0.2; done
+done
+n=$(pg_sql "$WORK/pg" "SELECT 'nodes=' || count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND current_setting('default_transaction_isolation') = 'repeatable read'" | grep -o 'nodes=[0-9]*')
+[ "${n#nodes=}" -ge 2 ] || fail "the nodes did not connect again under REPEATABLE READ ($n)"
 for k in 1 2 3; do
   make_image "$WORK/race-a$k" 300000
   make_image "$WORK/race-b$k" 300000
