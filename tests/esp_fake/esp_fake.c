@@ -56,6 +56,7 @@ struct nvs_entry {
     char ns[16], key[16];
     uint8_t val[NVS_VAL_MAX];
     size_t len;
+    int u32; /* 1: written by nvs_set_u32(), not a blob */
 };
 static struct nvs_entry g_nvs[NVS_MAX], g_nvs_committed[NVS_MAX];
 static const char *const g_nvs_parts[NVS_NPART] = {NVS_DEFAULT_PART_NAME, "tcpota_nvs"};
@@ -723,11 +724,15 @@ esp_err_t nvs_get_blob(nvs_handle_t h, const char *key, void *out, size_t *lengt
     if (!(e = nvs_find(h, key))) {
         return ESP_ERR_NVS_NOT_FOUND;
     }
+    if (e->u32) {
+        return ESP_ERR_NVS_TYPE_MISMATCH; /* ESP-IDF: the key holds another type */
+    }
     if (!out) {
         *length = e->len;
         return ESP_OK;
     }
     if (*length < e->len) {
+        *length = e->len; /* as ESP-IDF: the size it would need */
         return ESP_ERR_NVS_INVALID_LENGTH;
     }
     memcpy(out, e->val, e->len);
@@ -735,7 +740,10 @@ esp_err_t nvs_get_blob(nvs_handle_t h, const char *key, void *out, size_t *lengt
     return ESP_OK;
 }
 
-esp_err_t nvs_set_blob(nvs_handle_t h, const char *key, const void *value, size_t length)
+/* Writes key as a blob (u32 0) or a u32 (u32 1); as ESP-IDF's, a value of
+ * another type under the key is replaced. */
+static esp_err_t nvs_set(nvs_handle_t h, const char *key, const void *value, size_t length,
+                         int u32)
 {
     struct nvs_entry *e;
     esp_err_t err = nvs_check(h, key);
@@ -762,7 +770,18 @@ esp_err_t nvs_set_blob(nvs_handle_t h, const char *key, const void *value, size_
         memcpy(e->val, value, length);
     }
     e->len = length;
+    e->u32 = u32;
     return ESP_OK;
+}
+
+esp_err_t nvs_set_blob(nvs_handle_t h, const char *key, const void *value, size_t length)
+{
+    return nvs_set(h, key, value, length, 0);
+}
+
+esp_err_t nvs_set_u32(nvs_handle_t h, const char *key, uint32_t value)
+{
+    return nvs_set(h, key, &value, sizeof(value), 1);
 }
 
 esp_err_t nvs_erase_key(nvs_handle_t h, const char *key)

@@ -656,6 +656,46 @@ static void test_flash_failure_ends_connection(void **state)
     assert_update_installed();
 }
 
+/* Records under tcpota's keys that this build did not write: blobs longer
+ * than its records (a later tcpota's format, read after a rollback to this
+ * image) and values of another type (another component's nvs_set_u32).
+ * ESP-IDF answers ESP_ERR_NVS_INVALID_LENGTH and ESP_ERR_NVS_TYPE_MISMATCH;
+ * the port read them as errors, so the boot decision and the session's
+ * init failed at every start and the device never updated again. They
+ * read as absent now, as a torn record does, and are written over. */
+static void test_foreign_records_read_as_absent(void **state)
+{
+    static const char *const longer[] = {TCPOTA_KEY_RESUME, TCPOTA_KEY_LAST, TCPOTA_KEY_REPORT,
+                                         TCPOTA_ESP_KEY_SLOT};
+    static const char *const other_type[] = {TCPOTA_KEY_COUNTER, TCPOTA_KEY_BAD};
+    uint8_t blob[200];
+    nvs_handle_t h;
+
+    (void)state;
+    memset(blob, 0x5a, sizeof(blob));
+    blob[0] = 1; /* the records' version byte */
+    assert_int_equal(nvs_open_from_partition(TCPOTA_ESP_NVS_PARTITION, TCPOTA_ESP_NVS_NAMESPACE,
+                                             NVS_READWRITE, &h),
+                     ESP_OK);
+    for (size_t i = 0; i < sizeof(longer) / sizeof(longer[0]); i++) {
+        assert_int_equal(nvs_set_blob(h, longer[i], blob, sizeof(blob)), ESP_OK);
+    }
+    for (size_t i = 0; i < sizeof(other_type) / sizeof(other_type[0]); i++) {
+        assert_int_equal(nvs_set_u32(h, other_type[i], 7), ESP_OK);
+    }
+    assert_int_equal(nvs_commit(h), ESP_OK);
+    nvs_close(h);
+    reboot();
+
+    assert_int_equal(device_start(1), 0); /* boot decision and init go through */
+    assert_false(dev.resume.valid);
+    assert_int_equal(port.kv_get(port.ctx, TCPOTA_KEY_COUNTER, blob, sizeof(blob)),
+                     TCPOTA_ERR_NOENT);
+    assert_true(run_conn(0) >= 0); /* and the update too, from the start */
+    assert_int_equal(accepted_at, 0);
+    assert_update_installed();
+}
+
 static void test_err_mapping(void **state)
 {
     (void)state;
@@ -1246,6 +1286,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_space_event_has_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_update_while_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flash_failure_ends_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_foreign_records_read_as_absent, setup, teardown),
         cmocka_unit_test(test_err_mapping),
         cmocka_unit_test_setup_teardown(test_signed_offer_accepted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unsigned_offer_declined, setup, teardown),

@@ -302,6 +302,16 @@ static int port_kv_get(void *ctx, const char *key, uint8_t *buf, size_t cap)
     size_t len = cap;
     esp_err_t err = nvs_get_blob(ep->nvs, key, buf, &len);
 
+    if (err == ESP_ERR_NVS_INVALID_LENGTH || err == ESP_ERR_NVS_TYPE_MISMATCH) {
+        /* Longer than any record of this build, or not a blob: another
+         * tcpota's format (read after a rollback) or another component's
+         * value. Absent, as the core takes a torn or foreign record, and
+         * written over at the next save; as an error it failed the boot
+         * decision and the session's init at every start, for good. */
+        ESP_LOGW(TAG, "NVS \"%s\" is no record of this build (%s): ignored", key,
+                 esp_err_to_name(err));
+        return TCPOTA_ERR_NOENT;
+    }
     if (err != ESP_OK) {
         return esp_fail(ep, "nvs_get_blob", err);
     }
