@@ -7,7 +7,9 @@ set(TCPOTA_ESP_COMPONENT ${PROJECT_SOURCE_DIR}/esp-idf/components/tcpota)
 # (ESP-IDF's default): new images boot final, never pending
 # (tests/esp_fake/include/sdkconfig.h); the tests of a bootloader with
 # rollback are compiled, not run, there.
-foreach(t test_port_esp test_port_esp_norollback)
+# test_port_esp_sbv2: with Secure Boot v2, whose images end in a signature
+# sector that esp_image_get_metadata() leaves out of the image's length.
+foreach(t test_port_esp test_port_esp_norollback test_port_esp_sbv2)
   tcpota_unit_test(${t} ${CMAKE_CURRENT_LIST_DIR}/test_port_esp.c
                    ${TCPOTA_ESP_COMPONENT}/port_esp.c
                    ${TCPOTA_ESP_COMPONENT}/trust_esp.c
@@ -19,6 +21,8 @@ foreach(t test_port_esp test_port_esp_norollback)
 endforeach()
 target_compile_definitions(test_port_esp_norollback PRIVATE ESP_FAKE_NO_ROLLBACK)
 target_compile_options(test_port_esp_norollback PRIVATE -Wno-unused-function)
+target_compile_definitions(test_port_esp_sbv2 PRIVATE ESP_FAKE_SECURE_BOOT_V2)
+target_compile_options(test_port_esp_sbv2 PRIVATE -Wno-unused-function)
 # The compile check's own checks (version printed, a missing include folder
 # or header is an error), on fake ESP-IDF trees: no IDF or compiler needed.
 add_test(NAME esp_idf_check_script

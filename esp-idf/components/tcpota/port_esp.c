@@ -17,6 +17,11 @@
 static const char *TAG = "tcpota";
 
 #define READ_CHUNK 512u /* stack buffer for tcpota_esp_running_id() */
+/* Signature blocks after a signed app image (ESP-IDF's esp_secure_boot.h
+ * and rom/secure_boot.h): Secure Boot V1's ECDSA block (a version word and
+ * 64 bytes) and V2's signature sector (RSA or ECDSA, 4096 bytes). */
+#define SIG_BLOCK_V1 68u
+#define SIG_SECTOR_V2 4096u
 
 int tcpota_esp_err(esp_err_t err)
 {
@@ -549,7 +554,7 @@ int tcpota_esp_running_id(tcpota_esp_port_t *ep, uint8_t id[TCPOTA_ID_LEN])
     esp_image_metadata_t md;
     esp_partition_pos_t pos;
     uint8_t buf[READ_CHUNK];
-    uint32_t off;
+    uint32_t off, len;
     int rc;
 
     if (ep->run_known == 1) { /* hashed already since this boot */
@@ -564,14 +569,27 @@ int tcpota_esp_running_id(tcpota_esp_port_t *ep, uint8_t id[TCPOTA_ID_LEN])
     if ((rc = esp_fail(ep, "esp_image_get_metadata", esp_image_get_metadata(&pos, &md))) < 0) {
         return rc;
     }
-    if (md.image_len == 0 || md.image_len > run->size) {
+    len = md.image_len;
+#if defined(CONFIG_SECURE_BOOT) || defined(CONFIG_SECURE_SIGNED_APPS_NO_SECURE_BOOT)
+    /* image_len stops at the appended hash; a signed app's .bin (what the
+     * server hashes) goes on with its signature block, which ESP-IDF checks
+     * but leaves out of the length: V1's ECDSA block right after it, V2's
+     * sector at the next 4 KiB boundary. Without this the running id never
+     * matched the server's image id. */
+#ifdef CONFIG_SECURE_SIGNED_APPS_ECDSA_SCHEME
+    len += SIG_BLOCK_V1;
+#else
+    len = ((len + SIG_SECTOR_V2 - 1u) & ~(SIG_SECTOR_V2 - 1u)) + SIG_SECTOR_V2;
+#endif
+#endif
+    if (md.image_len == 0 || len > run->size) {
         return TCPOTA_ERR_RANGE;
     }
     if ((rc = port_sha256_begin(ep)) < 0) {
         return rc;
     }
-    for (off = 0; off < md.image_len && rc == 0; off += READ_CHUNK) {
-        size_t n = md.image_len - off < READ_CHUNK ? md.image_len - off : READ_CHUNK;
+    for (off = 0; off < len && rc == 0; off += READ_CHUNK) {
+        size_t n = len - off < READ_CHUNK ? len - off : READ_CHUNK;
         rc = esp_fail(ep, "esp_partition_read", esp_partition_read(run, off, buf, n));
         if (rc == 0) {
             rc = port_sha256_update(ep, buf, n);

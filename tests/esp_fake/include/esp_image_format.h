@@ -21,7 +21,9 @@ typedef struct {
     uint8_t image_digest[32];
 } esp_image_metadata_t;
 
-/* Fills metadata of the image in `part`; ESP_ERR_IMAGE_INVALID-like
+/* Fills metadata of the image in `part` (image_len: bytes 4..7 of the
+ * fake image, its length up to the appended hash; as ESP-IDF's, it leaves
+ * out a Secure Boot signature block appended after it); ESP_ERR_IMAGE_INVALID-like
  * failure (ESP_FAIL) when its header is not an image's. */
 esp_err_t esp_image_get_metadata(const esp_partition_pos_t *part, esp_image_metadata_t *metadata);
 

@@ -11,5 +11,11 @@
 #ifndef ESP_FAKE_NO_ROLLBACK
 #define CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE 1
 #endif
+/* Secure Boot v2 (test_port_esp_sbv2): each app image carries its
+ * signature sector (esp_fake.h). */
+#ifdef ESP_FAKE_SECURE_BOOT_V2
+#define CONFIG_SECURE_BOOT 1
+#define CONFIG_SECURE_BOOT_V2_ENABLED 1
+#endif
 
 #endif
