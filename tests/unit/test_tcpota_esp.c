@@ -23,6 +23,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "esp_fake.h"
 #include "esp_log.h" /* esp_fake_last_log */
 #include "esp_task_test.h"
@@ -33,6 +35,8 @@
 #include "nvs_flash.h"
 #include "psa/crypto.h"
 #include "task_fake.h"
+#include "tcpota/codec.h"
+#include "tcpota/crc32c.h"
 #include "tcpota/server.h"
 #include "tcpota_esp.h"
 #include "tcpota_esp_port.h"
@@ -243,6 +247,8 @@ static struct {
     char model[40]; /* what the last HELLO said */
     char id[80];
     pthread_t thread;
+    const struct tcpota_srv_image *img; /* offered when set; its bytes in img_bytes */
+    const uint8_t *img_bytes;
 } srv;
 
 /* An id longer than the 23 characters the task once kept (it cut them). */
@@ -255,7 +261,7 @@ static int choose_none(void *ctx, const struct tcpota_srv_hello *h,
     snprintf(srv.model, sizeof(srv.model), "%s", h->model);
     snprintf(srv.id, sizeof(srv.id), "%s", h->device_id);
     *retry_after_s = srv.retry_after_s;
-    *img = NULL;
+    *img = srv.img;
     return 0;
 }
 
@@ -291,6 +297,19 @@ static void serve_one(int c)
                     return;
                 }
                 tcpota_srv_output_done(&s, len);
+            }
+            if (srv.img_bytes) { /* the image's DATA frames, all of them */
+                static uint8_t f[12 + 4096];
+                uint32_t at;
+                uint16_t k;
+                while (tcpota_srv_data_next(&s, &at, &k)) {
+                    (void)tcpota_data_head(f, at, k);
+                    memcpy(f + 8, srv.img_bytes + at, k);
+                    tcpota_put_u32(f + 8 + k, tcpota_crc32c(f, 8u + k));
+                    if (write(c, f, 12u + k) != (ssize_t)(12u + k)) {
+                        return;
+                    }
+                }
             }
         }
     }
@@ -386,6 +405,55 @@ static void test_check_in_after_retry_after(void **state)
     }
 }
 
+
+/* restart_after_update false: the application restarts when it chooses.
+ * The task ended and said STOPPED ("no task"), so tcpota_esp_status()
+ * never told the application that an image waits for a restart; and a
+ * start before that restart downloaded the same image again, into the
+ * slot set to boot (the next update partition is still the running one's
+ * partner), erasing the verified image while it ran. Now the state stays
+ * UPDATED and a start before the restart downloads nothing. */
+static void test_no_restart_after_update(void **state)
+{
+    static uint8_t bytes[40000];
+    static struct tcpota_srv_image img;
+    tcpota_esp_config_t c;
+    tcpota_esp_status_t st;
+    unsigned erases;
+
+    (void)state;
+    esp_fake_make_image(bytes, sizeof(bytes), "2.0.0", 5);
+    memset(&img, 0, sizeof(img));
+    crypto_hash_sha256(img.id, bytes, sizeof(bytes));
+    img.size = sizeof(bytes);
+    img.version = "2.0.0";
+    img.version_len = 5;
+    srv_start(0);
+    srv.img = &img;
+    srv.img_bytes = bytes;
+    c = config(srv.port);
+    c.restart_after_update = false;
+    start_ok(&c);
+    assert_int_equal(esp_fake_task_run(), 0); /* downloads, sets to boot, ends */
+    assert_int_equal(esp_fake_tasks.deleted, 1);
+    assert_int_equal(esp_fake_tasks.restarts, 0);
+    assert_int_equal(srv.connections, 1);
+    assert_memory_equal(esp_fake_flash(esp_fake_partition(1)), bytes, sizeof(bytes));
+    tcpota_esp_status(&st);
+    assert_int_equal(st.state, TCPOTA_ESP_UPDATED);
+
+    erases = esp_fake_erases();
+    start_ok(&c); /* before the restart */
+    assert_int_equal(esp_fake_task_run(), 0);
+    assert_int_equal(esp_fake_tasks.deleted, 2);
+    srv_stop();
+    assert_int_equal(srv.connections, 1);
+    assert_int_equal(esp_fake_erases(), erases);
+    assert_memory_equal(esp_fake_flash(esp_fake_partition(1)), bytes, sizeof(bytes));
+    tcpota_esp_status(&st);
+    assert_int_equal(st.state, TCPOTA_ESP_UPDATED);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -396,6 +464,7 @@ int main(void)
         cmocka_unit_test_setup(test_start_says_why, setup),
         cmocka_unit_test_setup(test_check_in_every_interval, setup),
         cmocka_unit_test_setup(test_check_in_after_retry_after, setup),
+        cmocka_unit_test_setup(test_no_restart_after_update, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

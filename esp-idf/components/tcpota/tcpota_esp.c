@@ -46,6 +46,11 @@ static struct {
     struct tcpota_client cl;
     struct tcpota_runner runner; /* reconnect policy, shared with the host device */
     uint32_t declined_size;      /* size of the last offer declined */
+    /* An image was set to boot since this boot, and the chip did not
+     * restart (restart_after_update false): the next update partition is
+     * that image's, so nothing is downloaded before the restart. RAM only:
+     * a reset runs the image (or rolls it back) and clears it. */
+    bool set_to_boot;
     uint8_t rx[CONFIG_TCPOTA_RX_BUFFER_SIZE];
     uint8_t tx[TX_CAP];
     uint8_t net[NET_CAP];
@@ -496,6 +501,7 @@ static void run(void)
         switch (tcpota_runner_run(&s.runner)) {
         case TCPOTA_RUNNER_UPDATED:
             ESP_LOGI(TAG, "image %s verified and set to boot", s.status.new_version);
+            s.set_to_boot = true;
             status_set(TCPOTA_ESP_UPDATED, 0, true);
             if (s.cfg.restart_after_update) {
                 esp_restart();
@@ -551,13 +557,22 @@ static void task_main(void *arg)
     if (!s.stop && boot_decision(1, false) != ESP_OK) { /* the task's own, at start */
         ESP_LOGE(TAG, "boot check failed: %s", esp_err_to_name(s.ep.last_err));
     }
-    if (!s.stop && (rc = session_init()) < 0) {
+    if (!s.stop && s.set_to_boot) {
+        /* Another download would go into the slot set to boot, erasing
+         * the verified image (the server offers it again: the running id
+         * is still the old image's). */
+        ESP_LOGW(TAG, "a new image is set to boot: restart to run it; nothing is downloaded "
+                      "before that");
+        status_set(TCPOTA_ESP_UPDATED, 0, true);
+    } else if (!s.stop && (rc = session_init()) < 0) {
         ESP_LOGE(TAG, "cannot start the session: %s", tcpota_strerror(rc));
         status_set(TCPOTA_ESP_FAILED, rc, true);
     } else if (!s.stop) {
         run();
     }
-    if (s.status.state != TCPOTA_ESP_FAILED) {
+    /* UPDATED stays (restart_after_update false): the application reads
+     * that an image waits for its restart. */
+    if (s.status.state != TCPOTA_ESP_FAILED && s.status.state != TCPOTA_ESP_UPDATED) {
         status_set(TCPOTA_ESP_STOPPED, 0, true);
     }
     mbedtls_platform_zeroize(s.secret, sizeof(s.secret)); /* reloaded at the next start */

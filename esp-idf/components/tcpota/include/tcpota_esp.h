@@ -50,7 +50,9 @@ typedef enum {
     TCPOTA_ESP_RECEIVING,     /* writing an image: offset/size say how far */
     TCPOTA_ESP_BACKOFF,       /* the last attempt failed: waiting to reconnect */
     TCPOTA_ESP_UP_TO_DATE,    /* the server has nothing newer; rechecks later */
-    TCPOTA_ESP_UPDATED,       /* new image verified and set to boot */
+    TCPOTA_ESP_UPDATED,       /* new image verified and set to boot; kept once the task
+                                 ends (restart_after_update false) until the restart,
+                                 and a start before it downloads nothing */
     TCPOTA_ESP_FAILED,        /* gave up (an offer declined, a setup error) */
 } tcpota_esp_state_t;
 
@@ -81,7 +83,9 @@ typedef struct {
     uint32_t check_interval_s; /* up to date or declined: ask again after this ±20 %
                                   (or the server's RETRY_AFTER), at most 604800
                                   (a week); 0: end the task */
-    bool restart_after_update; /* esp_restart() once the new image is set to boot */
+    bool restart_after_update; /* esp_restart() once the new image is set to boot; false:
+                                  the task ends in state UPDATED, the application
+                                  restarts (no check-in before) */
     uint32_t stack_size;
     unsigned priority;
     tcpota_esp_progress_cb_t progress_cb; /* may be NULL */
