@@ -290,6 +290,18 @@ int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
         return rc < 0 ? rc : 1;
     }
     if (st.rolled_back && have_last) {
+        uint8_t bad[BAD_LEN];
+
+        /* The health check rejected it already (a cut inside the reject,
+         * before the record went): that final verdict and its report stay;
+         * as a boot failure it got one more download. */
+        if ((rc = bad_load(p, bad)) < 0) {
+            return rc;
+        }
+        if (bad[BAD_REASON] == TCPOTA_BAD_ROLLED_BACK &&
+            memcmp(bad + 1, last + 1, TCPOTA_ID_LEN) == 0) {
+            return p->kv_erase(p->ctx, TCPOTA_KEY_LAST);
+        }
         /* Counted after the record that names it goes: a cut in between
          * gives the image a chance too many, never one too few. */
         if ((rc = report_save(p, last + 1, TCPOTA_RESULT_BOOT_FAILED)) < 0 ||

@@ -160,6 +160,7 @@ static void ram_reset(void)
 
 void esp_fake_init(const char *factory_version)
 {
+    esp_fake_nvs_fail_erase(NULL, ESP_OK);
     memset(g_flash, 0xff, sizeof(g_flash));
     esp_fake_make_image(g_flash[0], FACTORY_LEN, factory_version, 99);
     for (int i = 0; i < NPART; i++) {
@@ -784,6 +785,15 @@ esp_err_t nvs_set_u32(nvs_handle_t h, const char *key, uint32_t value)
     return nvs_set(h, key, &value, sizeof(value), 1);
 }
 
+static char g_erase_fail_key[16];
+static esp_err_t g_erase_fail_err;
+
+void esp_fake_nvs_fail_erase(const char *key, esp_err_t err)
+{
+    snprintf(g_erase_fail_key, sizeof(g_erase_fail_key), "%s", key ? key : "");
+    g_erase_fail_err = key ? err : ESP_OK;
+}
+
 esp_err_t nvs_erase_key(nvs_handle_t h, const char *key)
 {
     struct nvs_entry *e;
@@ -791,6 +801,9 @@ esp_err_t nvs_erase_key(nvs_handle_t h, const char *key)
 
     if (err != ESP_OK) {
         return err;
+    }
+    if (g_erase_fail_err != ESP_OK && strcmp(key, g_erase_fail_key) == 0) {
+        return g_erase_fail_err;
     }
     if (!(e = nvs_find(h, key))) {
         return ESP_ERR_NVS_NOT_FOUND;

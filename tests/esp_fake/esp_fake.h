@@ -84,6 +84,10 @@ int esp_fake_psa_hash_ops(void);
  * cleared by nvs_flash_erase_partition(part), as on a device. */
 void esp_fake_nvs_fail_init(const char *part, esp_err_t err);
 
+/* Makes nvs_erase_key(key) fail with err (NULL: none) until cleared; a
+ * step that fails there and a reset after it is a power cut there. */
+void esp_fake_nvs_fail_erase(const char *key, esp_err_t err);
+
 /* Committed NVS entries in partition `part` (all namespaces). */
 int esp_fake_nvs_count(const char *part);
 

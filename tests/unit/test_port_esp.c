@@ -489,6 +489,38 @@ static void test_integrity_failure_remembered(void **state)
 }
 
 /* An image esp_ota_end refuses (not an app image) is remembered too. */
+/* tcpota_esp_reject() saves the report, then the failed-image record
+ * (ROLLED_BACK: final), erases the "last update" record, then rolls back.
+ * A power cut after the failed-image record and before the erase: the
+ * bootloader aborts the still pending image, and the start after it took
+ * the "last update" record for a boot failure, overwriting the health
+ * check's final verdict with BOOT_FAILED counted once (one more chance):
+ * the rejected image was downloaded and installed again. */
+static void test_cut_inside_reject_keeps_verdict(void **state)
+{
+    struct tcpota_msg hello;
+    uint8_t id[TCPOTA_ID_LEN];
+
+    (void)state;
+    assert_true(run_conn(0) >= 0);
+    assert_update_installed();
+    reboot();
+    assert_int_equal(tcpota_esp_port_init(&ep, &port), ESP_OK);
+    esp_fake_nvs_fail_erase(TCPOTA_KEY_LAST, ESP_FAIL); /* the cut, there */
+    assert_true(tcpota_dev_boot(&port, 0) < 0);
+    assert_false(esp_fake_reboot_requested());
+    esp_fake_nvs_fail_erase(NULL, ESP_OK);
+    reboot(); /* power back: the bootloader aborts the pending image */
+    assert_true(esp_ota_get_running_partition() == esp_fake_partition(0));
+    assert_int_equal(device_start(1), 0);
+    assert_int_equal(tcpota_dev_bad_image(&port, id), TCPOTA_BAD_ROLLED_BACK);
+    assert_memory_equal(id, simg.id, TCPOTA_ID_LEN);
+    assert_false(nvs_has(TCPOTA_KEY_LAST));
+    hello_of_next_connection(&hello);
+    assert_int_equal(hello.u.hello.report_result, TCPOTA_RESULT_ROLLED_BACK);
+    assert_declined_as_bad("failed its health check before");
+}
+
 static void test_ota_end_refusal_remembered(void **state)
 {
     (void)state;
@@ -1325,6 +1357,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bootloader_rollback_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_integrity_failure_remembered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ota_end_refusal_remembered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cut_inside_reject_keeps_verdict, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rolled_back_image_not_downloaded_again, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_boot_failure_not_downloaded_again, setup, teardown),
