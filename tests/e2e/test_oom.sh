@@ -183,3 +183,17 @@ TCPOTA_TEST_FREAD_EIO_AFTER=65536 ./failing-tcpota sign --key rel.key --version 
 [ $rc -eq 1 ] && grep -q "tcpota sign: image: cannot read img: Input/output error" eio.log &&
   [ ! -e img.manifest ] || fail "sign with a read error midway: exit $rc, $(ls img.manifest 2>&1): $(cat eio.log)"
 ok "sign: a read error midway through the image fails, no manifest written"
+
+# An image file cut shorter while the server copies it (cp new.bin fw.bin
+# during a start): the copy finds the end early, by copy_file_range (1) or
+# by pread where the kernel cannot copy (2). The start says so, at once;
+# without the check each loop asked for the missing bytes for ever.
+for mode in 1 2; do
+  rc=0
+  TCPOTA_TEST_IMAGE_EOF=$mode timeout 20 ./failing-tcpota serve --listen 127.0.0.1:0 --version 2.0.0 img \
+    2> shrink$mode.log || rc=$?
+  [ $rc -eq 1 ] && grep -q "image img became shorter while it was read (being written?); try again once it is written whole" shrink$mode.log ||
+    fail "an image cut shorter during its copy (mode $mode): exit $rc, $(tail -2 shrink$mode.log)"
+  grep -q '^failqueue: ' shrink$mode.log || fail "mode $mode: nothing was made to find the end"
+done
+ok "an image that became shorter while copied stops the start, saying so (copy_file_range and pread)"

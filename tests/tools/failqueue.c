@@ -17,7 +17,11 @@
  * below), and fails with EIO while TCPOTA_TEST_FSYNC_EIO=PATH exists;
  * with TCPOTA_TEST_PIPE2_EMFILE=PATH pipe2() fails while PATH
  * exists; with TCPOTA_TEST_OPEN_GATE=PATH a stored image's open waits
- * for PATH (open below). The failure is libevent's own (the
+ * for PATH (open below). With TCPOTA_TEST_IMAGE_EOF=1 copy_file_range()
+ * finds its source's end at once (returns 0), as when the image file was
+ * cut shorter while the server copies it; with =2 copy_file_range() fails
+ * with EXDEV (another file system) and pread() finds the end instead.
+ * The failure is libevent's own (the
  * call made on a buffer frozen at the end it would change), so that what libevent does to
  * the caller's objects when it fails happens too. Each failure is told
  * on stderr ("failqueue: ..."), so that the test can match every one with
@@ -147,6 +151,52 @@ ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
         return -1;
     }
     return real(out_fd, in_fd, offset, count);
+}
+
+static long image_eof(void)
+{
+    static long mode = -1;
+
+    if (mode < 0) {
+        const char *e = getenv("TCPOTA_TEST_IMAGE_EOF");
+        mode = e ? strtol(e, NULL, 10) : 0;
+    }
+    return mode;
+}
+
+ssize_t copy_file_range(int in, off_t *in_off, int out, off_t *out_off, size_t len,
+                        unsigned flags)
+{
+    static ssize_t (*real)(int, off_t *, int, off_t *, size_t, unsigned);
+
+    if (!real) {
+        *(void **)&real = dlsym(RTLD_NEXT, "copy_file_range");
+    }
+    if (image_eof() == 1) {
+        static int told; /* once: a loop that asked again would fill the log */
+        if (!told++) fprintf(stderr, "failqueue: copy_file_range finds the end\n");
+        return 0;
+    }
+    if (image_eof() == 2) {
+        errno = EXDEV;
+        return -1;
+    }
+    return real(in, in_off, out, out_off, len, flags);
+}
+
+ssize_t pread(int fd, void *buf, size_t n, off_t off)
+{
+    static ssize_t (*real)(int, void *, size_t, off_t);
+
+    if (!real) {
+        *(void **)&real = dlsym(RTLD_NEXT, "pread");
+    }
+    if (image_eof() == 2) {
+        static int told;
+        if (!told++) fprintf(stderr, "failqueue: pread finds the end\n");
+        return 0;
+    }
+    return real(fd, buf, n, off);
 }
 
 /* The stream whose fread failed: ferror says so for it (its own error
