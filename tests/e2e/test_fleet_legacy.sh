@@ -150,5 +150,19 @@ check_device "$WORK/first" "$WORK/img"
   fail "the legacy check-in did not open its wave: $(grep 'legacy device' "$WORK/server.log" | tail -1)"
 cmp "$WORK/w.got" "$WORK/img" || fail "legacy client got other bytes"
 grep -q 'rollout 2: wave 2 (100%) opens' "$WORK/server.log" || fail "the opening is not logged"
+# Past a last wave below 100 % (rollout 3: 1 %; the device sits at 17 %)
+# it is never offered the image: up to date, not waiting for ever, as a v1
+# device is (test_fleet_waves).
+[ "$(fnv_place 3 legacy-127.0.0.1)" -ge 100 ] || fail "legacy-127.0.0.1 is in rollout 3's one wave"
+make_image "$WORK/img6" 90000
+"$TCPOTA" image add --version 6.0.0 --model legacy "$WORK/img6" > /dev/null || fail "image add 6.0.0 failed"
+"$TCPOTA" rollout create --image 6.0.0 --model legacy --waves 1 > /dev/null 2>&1 || fail "rollout create 3 failed"
+rc=0
+"$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out "$WORK/w6.got" --timeout 5 > "$WORK/w6.log" 2>&1 || rc=$?
+[ $rc -ne 0 ] || fail "a legacy device past rollout 3's last wave got its image"
+[ "$(device_state legacy-127.0.0.1)" = up-to-date ] || fail "past the last wave, the legacy device is $(device_state legacy-127.0.0.1)"
+"$TCPOTA" device show --json legacy-127.0.0.1 | jq_py 'j["reason"]' | grep -q '^rollout 3: its last wave leaves out' ||
+  fail "past the last wave, the registry says $("$TCPOTA" device show --json legacy-127.0.0.1 | jq_py 'j["reason"]')"
+ok "a legacy device past a rollout's last wave below 100 %: up to date, and why"
 stop_fleet
 ok "a legacy check-in opens its wave when the rules allow, and gets the image at once"
