@@ -137,8 +137,9 @@ chmod 644 "$DATA/tcpota.db"
 refused "another program's tcpota.db" "cannot open the fleet store: $DATA/tcpota.db is a SQLite database but not a tcpota one"
 [ "$(stat -c %a "$DATA/tcpota.db")" = 644 ] || fail "another program's tcpota.db was made $(stat -c %a "$DATA/tcpota.db") before it was refused"
 rm "$DATA/tcpota.db"
-# (Hex but short, and 64 characters but not hex: neither is an image's name.)
-others="cat.jpg cafe $(printf 'g%.0s' {1..64})"
+# (Hex but short, 64 characters but not hex, 64 hex digits and a suffix:
+# none is an image's name.)
+others="cat.jpg cafe $(printf 'g%.0s' {1..64}) $(printf 'a%.0s' {1..64}).jpg"
 for f in $others; do echo photo > "$DATA/images/$f"; chmod 644 "$DATA/images/$f"; done
 start_fleet
 stop_fleet
