@@ -427,7 +427,17 @@ sleep 0.5
 [ "$(get part2 "$OTA?device=part-1" -H 'Range: bytes=100000-')" = 206 ] || fail "part-1's rest: not 206"
 for _ in $(seq 40); do [ "$(device_state part-1)" = verified ] && break; sleep 0.05; done
 [ "$(device_state part-1)" = verified ] || fail "part-1 is $(device_state part-1) after 0-99999 and 100000-"
-ok "the image's tail alone is not the image (no verified, no failure after); a resume on top of what it had is"
+# A registry row that says more bytes than the image has (written by
+# another program, a restore): no bytes held at all, so the image's tail
+# alone is still not the image.
+[ "$(get big1 "$OTA?device=big-1" -H 'Range: bytes=0-999')" = 206 ] || fail "big-1's first part: not 206"
+for _ in $(seq 40); do [ "$("$TCPOTA" device show --json big-1 | jq_py 'j["bytes"]')" = 1000 ] && break; sleep 0.05; done
+python3 -c "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=10); c.execute(\"UPDATE devices SET bytes = ? WHERE id = 'big-1'\", ($SIZE + 1000,)); c.commit()" "$DATA/tcpota.db" ||
+  fail "cannot write big-1's row"
+[ "$(get big2 "$OTA?device=big-1" -H "Range: bytes=$((SIZE - 10))-")" = 206 ] || fail "big-1's tail: not 206"
+wait_line "$WORK/server.log" "\[big-1 [^]]*\] http: bytes $((SIZE - 10))-$((SIZE - 1)) of 2.0.0 sent, but the device is not known to have bytes 0-$((SIZE - 11)) \(it had 0\)"
+[ "$(device_state big-1)" != verified ] || fail "big-1, whose row said more bytes than the image, is verified by its tail"
+ok "the image's tail alone is not the image (no verified, no failure after); a resume on top of what it had is; a row of more bytes than the image holds none"
 
 # ---- the rollout's rules hold for http devices ------------------------------------
 "$TCPOTA" rollout pause 1 > /dev/null || fail "rollout pause failed"
