@@ -2,6 +2,7 @@
 #include "api.h"
 #include "auth.h"
 #include "cli.h"
+#include "fleet.h" /* FLEET_DB_TIMEOUT_S */
 #include "fleet_files.h"
 #include "keys.h"
 #include "log.h"
@@ -114,6 +115,10 @@ static void usage(FILE *f)
             "                        string or postgresql:// URI), shared by every node; DIR\n"
             "                        then holds this node's image cache and api.token only\n"
             "                        (docs/scaling.md)\n"
+            "  --db-timeout SECONDS  with --db: the database answering nothing this long\n"
+            "                        while requests wait (hung, its host stalled), the node\n"
+            "                        drops its connection, tells devices to try again, and\n"
+            "                        connects again (1..3600, default %u)\n"
             "  --api HOST:PORT|off   the control API (default 127.0.0.1:8071); its token is\n"
             "                        DIR/api.token (docs/api.md)\n"
             "  --api-max-conns N     connections the API's listener holds at once, the\n"
@@ -130,7 +135,7 @@ static void usage(FILE *f)
             "keys, secrets, TLS certificate and key; a --data that is not a directory, or\n"
             "in a folder that does not exist); 1 anything else that stops the start or the\n"
             "server (a port in use, DIR's files or database, PostgreSQL).\n",
-            TLS_TICKET_KEYS_MAX, API_CONNS_DEFAULT);
+            TLS_TICKET_KEYS_MAX, FLEET_DB_TIMEOUT_S, API_CONNS_DEFAULT);
 }
 
 /* A warning of a start that goes on. With the options read (o), a line of
@@ -1169,6 +1174,9 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
             o.db = val;
             o.open_db = store_pg_open;
             note_db_password(&src, val, cfg, at);
+        } else if (strcmp(a, "--db-timeout") == 0) {
+            if (cli_number(val, a, 1, 3600, &v) < 0) return 2;
+            o.db_timeout_s = (unsigned)v;
         } else if (strcmp(a, "--api") == 0) {
             api = val;
             fleet_only = "--api"; /* not a: it ends with this turn of the loop */
@@ -1252,6 +1260,13 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
                             "runs one process, as its SQLite store has one writer (to spread a "
                             "fleet over processes, run several --db nodes: docs/scaling.md)\n");
         }
+        return 2;
+    }
+    if (o.db_timeout_s && !o.db) {
+        /* Else silently ignored: a SQLite fleet's database is a file. */
+        fprintf(stderr, "tcpota serve: --db-timeout is for a node on PostgreSQL (--db URI); drop "
+                        "it%s\n", o.data_dir ? " (a --data fleet's SQLite database is a file of "
+                        "its own, with nothing to time out)" : "");
         return 2;
     }
     if (o.data_dir) {

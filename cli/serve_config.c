@@ -28,7 +28,7 @@ static const struct {
     {"allow-unauthenticated-legacy", 0}, {"max-unauth-per-addr", 1}, {"tls-cert", 1},
     {"tls-key", 1}, {"tls-ticket-key", 1}, {"tls-ticket-lifetime", 1}, {"data", 1}, {"db", 1},
     {"api", 1}, {"max-image", 1}, {"ota-listen", 1}, {"proxy-protocol", 1},
-    {"api-max-conns", 1},
+    {"api-max-conns", 1}, {"db-timeout", 1},
 };
 
 /* Returns the index of name in options, or -1. */

@@ -120,6 +120,7 @@ struct fleet {
     struct event *secret_timer;  /* PostgreSQL: asks for secrets set through other nodes */
     int secret_asking;           /* that request is in flight */
     int stuck_said;              /* told that the store answers nothing (fleet_sweep) */
+    int unstuck;                 /* dropped the database's connection for this stall */
     char token[API_TOKEN_HEX + 1];
     struct api_keys keys;
     unsigned checkins, db_errors;
@@ -1572,6 +1573,7 @@ void fleet_sweep(struct server *srv)
 {
     struct fleet *f = srv->fleet;
     double waited = store_waiting_s();
+    unsigned timeout = srv->o->db_timeout_s ? srv->o->db_timeout_s : FLEET_DB_TIMEOUT_S;
 
     if (waited > STORE_STUCK_S && !f->stuck_said) {
         f->stuck_said = 1;
@@ -1584,6 +1586,17 @@ void fleet_sweep(struct server *srv)
     } else if (waited <= STORE_STUCK_S && f->stuck_said) {
         f->stuck_said = 0;
         say_always(srv->o, LOG_LV_INFO, "store: the database answers again");
+    }
+    if (waited <= (double)timeout) {
+        f->unstuck = 0; /* answered since (a stall of its own from here) */
+    } else if (!f->unstuck && f->store->vt->unstick && f->store->vt->unstick(f->store)) {
+        /* Without it a hung database held every check-in here until the
+         * device gave up, and the node's requests for ever. */
+        f->unstuck = 1;
+        say_always(srv->o, LOG_LV_ERROR, "store: the database has answered nothing for %.0f s"
+                   " (--db-timeout %u): its connection is dropped; what waited on it fails as"
+                   " after a network cut (devices are told to try again), and the node connects"
+                   " again", waited, timeout);
     }
 }
 
@@ -2014,7 +2027,7 @@ static void warn_api_exposed(const struct server *srv, const struct api *a)
     }
 }
 
-static const struct store_vt api_store_vt = {"sqlite", api_store_submit, api_store_close, 0};
+static const struct store_vt api_store_vt = {"sqlite", api_store_submit, api_store_close, 0, NULL};
 
 /* The rule for the files of --data (fleet_files.h): what others may read is
  * made private, and the log says what changed. */

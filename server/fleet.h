@@ -51,6 +51,11 @@ struct tcpota_serve_opts;
  * other nodes: a secret set or replaced anywhere is checked everywhere
  * within about this long (fleet.c, secret_sync). */
 #define FLEET_SECRET_SYNC_MS 1000
+/* --db-timeout's default, seconds: a PostgreSQL node whose database has
+ * answered nothing this long with requests waiting drops its connection
+ * (store_vt.unstick). Well above any statement of ours on a working
+ * database (an image of 1 GiB stored in chunks is the longest). */
+#define FLEET_DB_TIMEOUT_S 60u
 /* The registry's reason then, with the rollout's id. */
 #define FLEET_UNSERVABLE_SAYS "rollout %llu: its image cannot be loaded on the server (see its log)"
 #define FLEET_TRIM_BYTES (64 << 20) /* free heap glibc keeps rather than trims (fleet_open) */
@@ -68,7 +73,8 @@ int fleet_open(struct server *srv);
 void fleet_close(struct server *srv);
 /* Once a second (the server's sweep): tells once when the store has
  * answered nothing for STORE_STUCK_S while requests wait, and once when
- * it answers again. */
+ * it answers again; past --db-timeout, drops the database's connection
+ * (once per stall, said). */
 void fleet_sweep(struct server *srv);
 
 /* The session's choose() in fleet mode: always TCPOTA_SRV_CHOOSE_LATER

@@ -110,6 +110,9 @@ struct tcpota_serve_opts {
     const char *db;
     struct store *(*open_db)(const char *db, const char *dir, struct event_base *base,
                              char *err, size_t errlen);
+    /* --db-timeout: the database answering nothing this long, its
+     * connection is dropped (store_vt.unstick); 0: FLEET_DB_TIMEOUT_S. */
+    unsigned db_timeout_s;
     const char *api_host;
     uint16_t api_port;
     const char *images_dir;

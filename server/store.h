@@ -412,6 +412,12 @@ struct store_vt {
     /* 1 when other servers write the same state (PostgreSQL nodes): what a
      * server remembers of it may be stale (fleet.c bounds that). */
     int shared;
+    /* Loop thread, when the store has answered nothing for the server's
+     * deadline (--db-timeout): drops the database connection under way,
+     * so that what waits on a hung database fails as after a network cut
+     * (and the store connects again). Returns 1 when it dropped one. NULL:
+     * the backend has nothing to drop (SQLite). */
+    int (*unstick)(struct store *st);
 };
 
 /* What a backend tells the operator (its database went away, came back),

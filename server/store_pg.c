@@ -483,14 +483,46 @@ static int pgs_submit(struct store *base, struct store_req *r)
     return store_worker_submit(&((struct pgstore *)base)->w, r);
 }
 
+/* Store thread: the socket the loop may cut from now on (-1: none). */
+static void sock_publish(struct pgstore *st, int fd)
+{
+    pthread_mutex_lock(&st->sock_mu);
+    st->sock = fd;
+    pthread_mutex_unlock(&st->sock_mu);
+}
+
+/* The loop's, on a database that answered nothing for --db-timeout: its
+ * processes stopped or its host stalled while its kernel still answers
+ * TCP, no statement ever fails, and libpq waits for ever (keepalives and
+ * tcp_user_timeout see a live peer). The socket shut down, libpq reads the
+ * end of the stream at once: the connection is lost under the list, which
+ * runs once more on a new connection, else the outage begins (its
+ * requests answered as the database unreachable), and a COMMIT whose
+ * answer was lost is asked about, as after any cut (store_pg_outage.c). The
+ * fd is still this connection's: it is cleared before the close. */
+static int pgs_unstick(struct store *base)
+{
+    struct pgstore *st = (struct pgstore *)base;
+    int cut = 0;
+
+    pthread_mutex_lock(&st->sock_mu);
+    if (st->sock >= 0) {
+        cut = shutdown(st->sock, SHUT_RDWR) == 0;
+    }
+    pthread_mutex_unlock(&st->sock_mu);
+    return cut;
+}
+
 static void teardown(struct pgstore *st)
 {
     store_worker_release(&st->w);
     pg_cache_free(st);
     if (st->db) {
+        sock_publish(st, -1);
         PQfinish(st->db);
     }
     fleet_lock_release(st->lock_fd);
+    pthread_mutex_destroy(&st->sock_mu);
     free(st);
 }
 
@@ -502,7 +534,7 @@ static void pgs_close(struct store *base)
     teardown(st);
 }
 
-static const struct store_vt pg_vt = {"postgresql", pgs_submit, pgs_close, 1};
+static const struct store_vt pg_vt = {"postgresql", pgs_submit, pgs_close, 1, pgs_unstick};
 
 /* ---- open ---- */
 
@@ -609,6 +641,7 @@ int pg_connect_new(struct pgstore *st)
         return -1; /* out of memory: the old one stays, its error with it */
     }
     if (st->db) {
+        sock_publish(st, -1);
         PQfinish(st->db);
     }
     st->db = db;
@@ -616,6 +649,7 @@ int pg_connect_new(struct pgstore *st)
         return -1;
     }
     PQsetNoticeProcessor(db, quiet, NULL);
+    sock_publish(st, PQsocket(db));
     return 0;
 }
 
@@ -682,6 +716,8 @@ struct store *store_pg_open(const char *conninfo, const char *dir, struct event_
     }
     st->base.vt = &pg_vt;
     st->lock_fd = -1;
+    st->sock = -1;
+    pthread_mutex_init(&st->sock_mu, NULL);
     store_worker_init(&st->w);
     st->kept_max = PG_KEPT_MAX;
     snprintf(st->dir, sizeof(st->dir), "%s", dir);

@@ -48,6 +48,11 @@ struct pg_wave_delta {
 struct pgstore {
     struct store base;       /* first: a struct store * is a struct pgstore * */
     PGconn *db;
+    /* The connection's socket while it is up (-1: none), for the loop's
+     * pgs_unstick: set by the store thread once connected, cleared before
+     * the connection closes, both under sock_mu. */
+    pthread_mutex_t sock_mu;
+    int sock;
     char conninfo[1024];
     char dir[400];           /* the local image cache's parent: dir/images */
     int lock_fd;             /* dir/tcpota.lock, ours (fleet_lock_take); -1 before */

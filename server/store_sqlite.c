@@ -349,7 +349,7 @@ static void sq_close(struct store *base)
     teardown(st);
 }
 
-static const struct store_vt sqlite_vt = {"sqlite", sq_submit, sq_close, 0};
+static const struct store_vt sqlite_vt = {"sqlite", sq_submit, sq_close, 0, NULL};
 
 /* ---- open ---- */
 

@@ -452,3 +452,13 @@ for n in $(seq $((N - 2)) "$N"); do
   [ "$(wc -c < "err$n.log")" -lt 400 ] || fail "a long argument repeated whole: $(wc -c < "err$n.log") bytes"
 done
 ok "a long argument is repeated cut short, with its length"
+
+# --db-timeout is a PostgreSQL node's: refused beside a SQLite fleet's
+# --data (silently ignored, it would promise what does not happen), and
+# out of its range; nothing made in --data.
+expect 2 "^tcpota serve: --db-timeout is for a node on PostgreSQL \(--db URI\); drop it \(a --data fleet's SQLite database is a file of its own, with nothing to time out\)$" \
+  $T serve --data dt-fleet --db-timeout 5 --listen 127.0.0.1:0 --api off
+expect 2 "^tcpota serve: --db-timeout: '0' is out of range: give a whole number in 1\.\.3600" \
+  $T serve --db "host=/nonexistent dbname=x" --data dt-fleet --db-timeout 0 --listen 127.0.0.1:0
+[ ! -e dt-fleet ] || fail "a refused --db-timeout left --data made"
+ok "--db-timeout without --db, or out of range: refused, nothing made"

@@ -161,3 +161,32 @@ grep -qE '"waiting": [12]\}' "$WORK/health.json" || fail "/health did not say th
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pwapi/health")" = 200 ] || fail "/health after the hang"
 kill -TERM "$pw"; wait "$pw" || fail "the node exited $? on SIGTERM"
 ok "a hung database: said after 10 s with the $waiting request(s) waiting, /health 503 meanwhile, 200 and said again once it answers"
+
+# Past --db-timeout with the database still hung, the node drops its
+# connection: the check-in waiting on it is answered as while the database
+# is unreachable, "check again in 10 s" (it waited until the device gave
+# up, and the node's requests for ever), the node connects again once the
+# database answers, and serves.
+: > "$WORK/dt.log"
+PGPASSFILE="$WORK/pgpass" "$TCPOTA" serve --db "host=$WORK/pg/sock port=$PG_PORT user=tpw dbname=tpwdb connect_timeout=2" \
+  --db-timeout 3 --data "$WORK/dt" --listen 127.0.0.1:0 --api 127.0.0.1:0 2> "$WORK/dt.log" &
+dt=$!
+PIDS+=("$dt")
+wait_line "$WORK/dt.log" 'listening on'
+dtport=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' "$WORK/dt.log" | head -1)
+pgpids="$(head -1 "$WORK/pg/data/postmaster.pid") $(pgrep -P "$(head -1 "$WORK/pg/data/postmaster.pid")" | tr '\n' ' ')"
+kill -STOP $pgpids
+rc=0
+timeout 25 "$TCPOTA" device --server "127.0.0.1:$dtport" --flash "$WORK/dtdev" --id dt-1 --max-attempts 1 \
+  --timeout-ms 60000 --progress none 2> "$WORK/dtdev.log" || rc=$?
+kill -CONT $pgpids # before any failure: a stopped PostgreSQL would hold up the test's end
+[ $rc -ne 124 ] || fail "a check-in waited on the hung database for 25 s: $(tail -2 "$WORK/dt.log")"
+grep -q 'the server cannot tell now whether one applies (its database is unreachable); the server asks to check again' "$WORK/dtdev.log" ||
+  fail "the check-in on a hung database was not told to check again: $(tail -2 "$WORK/dtdev.log")"
+grep -qE 'store: the database has answered nothing for [0-9]+ s \(--db-timeout 3\): its connection is dropped' "$WORK/dt.log" ||
+  fail "the dropped connection was not said: $(grep 'store:' "$WORK/dt.log" | tail -3)"
+wait_line "$WORK/dt.log" 'store: the database is reachable again' 30
+"$TCPOTA" device --server "127.0.0.1:$dtport" --flash "$WORK/dtdev" --max-attempts 3 --progress none 2> "$WORK/dtdev.log" ||
+  fail "a check-in after the database came back failed: $(tail -2 "$WORK/dtdev.log")"
+kill -TERM "$dt"; wait "$dt" || fail "the node exited $? on SIGTERM"
+ok "past --db-timeout a hung database's connection is dropped: the check-in told to try again, the node back once it answers"

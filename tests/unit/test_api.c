@@ -357,7 +357,7 @@ static void fake_close(struct store *st)
     fake_run(-1, 0, NULL);
 }
 
-static const struct store_vt fake_vt = {"fake", fake_submit, fake_close, 0};
+static const struct store_vt fake_vt = {"fake", fake_submit, fake_close, 0, NULL};
 
 static void seed(void)
 {
