@@ -14,7 +14,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: tcpota rollout create --image ID|VERSION --model M [--group G]\n"
-            "                             [--waves 5,25,100] [--halt-at PCT] [--halt-min N]\n"
+            "                             [--waves PCT,...] [--halt-at PCT] [--halt-min N]\n"
             "                             [--min-finished N] [--success-pct P] [--soak SECONDS]\n"
             "                             [--allow-downgrade] [options]\n"
             "       tcpota rollout list [options]\n"
@@ -28,8 +28,8 @@ static void usage(FILE *f)
             "  --image ID|VERSION   the image: its id (8+ hex digits will do) or a version\n"
             "  --model M            the hardware model (the image's)\n"
             "  --group G            only the devices of this group (default: all of the model)\n"
-            "  --waves 5,25,100     cumulative percentages of the devices, at most 16\n"
-            "                       (default 100)\n"
+            "  --waves PCT,...      cumulative percentages of the devices, at most 16, e.g.\n"
+            "                       5,25,100 (default 100: every device at once)\n"
             "  --halt-at PCT        halt when more than PCT %% of the finished devices failed\n"
             "                       (default 20) ...\n"
             "  --halt-min N         ... and at least N failed (default 3)\n"

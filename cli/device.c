@@ -1025,10 +1025,13 @@ static void say_declined(struct device *dv)
     if (why == TCPOTA_ERR_NOSPC) {
         /* Its slot's size is the device's for good (--slot-size shapes a
          * new directory only): "set the device right" could not be done. */
+        /* Rounded up to a sector: --slot-size takes nothing else (a trial
+         * was given 100000, which it then refused). */
         say(dv, "the server holds that offer back from this device now; a device whose slot takes"
                 " it is made in a new --flash with --slot-size %lu or more (on an ESP32: a"
                 " partition table with larger app slots), or a smaller image is a new offer",
-            (unsigned long)dv->declined_size);
+            (unsigned long)(((uint64_t)dv->declined_size + TCPOTA_SECTOR_SIZE - 1) /
+                            TCPOTA_SECTOR_SIZE * TCPOTA_SECTOR_SIZE));
     } else if (why == TCPOTA_ERR_DOWNGRADE) {
         /* Nothing on the device is wrong, the image is (a trial was told
          * to set the device right): another one is another offer. */

@@ -302,7 +302,17 @@ void ota_start(struct dl *d, struct image *img, const struct http_range *rg, con
     d->progress_at = now_s();
     if (d->first == 0) metrics_event(d->rollout_id, img->desc.id, METRICS_OFFERED);
     w = who_of(d);
-    fleet_step(srv, &w, STORE_ST_DOWNLOADING, img->desc.id, NULL, reach(d), NULL, 0, 0);
+    if (d->first > d->had) {
+        /* Its bytes are what it had, not where this range starts: the
+         * history said "from byte 0" of a download from byte 50000 (a
+         * trial). */
+        char why[96];
+        snprintf(why, sizeof(why), "asks bytes %u-%u, past the %u it had: not counted as its "
+                 "progress", d->first, d->last, d->had);
+        fleet_step(srv, &w, STORE_ST_DOWNLOADING, img->desc.id, NULL, reach(d), why, 0, 0);
+    } else {
+        fleet_step(srv, &w, STORE_ST_DOWNLOADING, img->desc.id, NULL, reach(d), NULL, 0, 0);
+    }
     evhttp_send_reply_start(req, rg->status, NULL);
     send_window(d);
 }

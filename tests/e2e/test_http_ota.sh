@@ -411,6 +411,10 @@ ok "a client reset before reading the last 200 kB: downloading at $acked bytes, 
 wait_line "$WORK/server.log" "\[tail-1 [^]]*\] http: bytes $((SIZE - 10))-$((SIZE - 1)) of 2.0.0 sent, but the device is not known to have bytes 0-$((SIZE - 11)) \(it had 0\): not counted as having the image"
 [ "$(device_state tail-1)" = downloading ] || fail "tail-1 is $(device_state tail-1) after the image's tail alone"
 [ "$("$TCPOTA" device show --json tail-1 | jq_py 'j["bytes"]')" = 0 ] || fail "tail-1 counts bytes it never had"
+# Its history says what was asked, not "from byte 0" (a trial).
+"$TCPOTA" device show --json tail-1 | jq_py '"\n".join(h["detail"] for h in j["history"])' |
+  grep -qx "asks bytes $((SIZE - 10))-$((SIZE - 1)), past the 0 it had: not counted as its progress" ||
+  fail "tail-1's history: $("$TCPOTA" device show tail-1 | tail -4)"
 [ "$(get tail1b "$OTA?device=tail-1")" = 200 ] && cmp -s "$WORK/tail1b.b" "$WORK/img" ||
   fail "tail-1 from byte 0 after the tail: not the image"
 [ "$(device_state tail-1)" = verified ] || fail "tail-1 is $(device_state tail-1) after the whole image"
