@@ -30,6 +30,7 @@
 #include "cli.h"
 #include "device_ident.h"
 #include "device_opts.h"
+#include "fleet_files.h" /* fleet_lock_holder */
 #include "keys.h"
 #include "posix_port.h"
 #include "progress.h"
@@ -340,8 +341,8 @@ static int flash_lock(struct device *dv)
         n = pread(dv->lock_fd, pid, sizeof(pid) - 1, 0);
         pid[n > 0 ? n : 0] = '\0';
         pid[strcspn(pid, "\n")] = '\0';
-        say(dv, "%s is in use by another tcpota device (pid %s); stop it or use another --flash",
-            dv->o.dir, pid[0] ? pid : "unknown");
+        say(dv, "%s is in use by another %s (pid %s); stop it or use another --flash",
+            dv->o.dir, fleet_lock_holder(pid), pid[0] ? pid : "unknown");
         close(dv->lock_fd); /* not ours: flash_unlock must not empty it */
         dv->lock_fd = -1;
         return -1;

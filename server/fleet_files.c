@@ -164,8 +164,8 @@ int fleet_lock_take(const char *dir, char *err, size_t errlen)
         n = pread(fd, pid, sizeof(pid) - 1, 0);
         pid[n > 0 ? n : 0] = '\0';
         pid[strcspn(pid, "\n")] = '\0';
-        snprintf(err, errlen, "%s is in use by another tcpota serve (pid %s); stop it or use"
-                 " another --data", dir, pid[0] ? pid : "unknown");
+        snprintf(err, errlen, "%s is in use by another %s (pid %s); stop it or use another --data",
+                 dir, fleet_lock_holder(pid), pid[0] ? pid : "unknown");
         close(fd); /* not ours: its pid stays */
         return -1;
     }
@@ -176,6 +176,29 @@ int fleet_lock_take(const char *dir, char *err, size_t errlen)
         return -1;
     }
     return fd;
+}
+
+const char *fleet_lock_holder(const char *pid)
+{
+    char path[64], args[64];
+    ssize_t n = 0;
+    size_t first;
+    int fd;
+
+    if (pid[0] && strspn(pid, "0123456789") == strlen(pid) && strlen(pid) < 20) {
+        snprintf(path, sizeof(path), "/proc/%s/cmdline", pid);
+        if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+            n = read(fd, args, sizeof(args) - 1);
+            close(fd);
+        }
+    }
+    args[n > 0 ? n : 0] = '\0';
+    first = strlen(args); /* argv[0]; argv[1] follows its NUL */
+    if (n > 0 && (size_t)n > first + 1) {
+        if (strcmp(args + first + 1, "serve") == 0) return "tcpota serve";
+        if (strcmp(args + first + 1, "device") == 0) return "tcpota device";
+    }
+    return "tcpota process";
 }
 
 void fleet_lock_release(int fd)

@@ -45,5 +45,10 @@ int fleet_lock_take(const char *dir, char *err, size_t errlen);
 
 /* Clears our pid from the lock file and releases it; fd < 0 does nothing. */
 void fleet_lock_release(int fd);
+/* Who holds a tcpota.lock, from the pid written in it ("" or not a number:
+ * unknown): "tcpota serve" or "tcpota device" (each takes the lock file of
+ * its directory: a device's --flash given as --data, or the other way
+ * round, was called a copy of the one asking), else "tcpota process". */
+const char *fleet_lock_holder(const char *pid);
 
 #endif

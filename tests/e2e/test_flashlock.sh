@@ -77,4 +77,30 @@ for kind in FIFO directory "symbolic link"; do
     fail "a $kind as the lock file: $(cat "$WORK/lk.log")"
 done
 ok "a FIFO, a directory or a symbolic link where the lock file goes: named, remove it"
+
+# A device's --flash given to a server as --data, and a server's --data to
+# a device as --flash: each names what holds the directory (each called
+# the other a copy of itself: "another tcpota serve" for a device).
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/held" --id held-1 --check-interval 60 \
+  --progress none 2> "$WORK/held.log" &
+held=$!
+PIDS+=("$held")
+for _ in $(seq 100); do [ -s "$WORK/held/tcpota.lock" ] && break; sleep 0.05; done
+rc=0
+timeout 20 "$TCPOTA" serve --data "$WORK/held" --listen 127.0.0.1:0 --api off 2> "$WORK/held-serve.log" || rc=$?
+[ $rc -eq 1 ] && grep -q "$WORK/held is in use by another tcpota device (pid $held); stop it or use another --data" "$WORK/held-serve.log" ||
+  fail "a server on a running device's --flash: exit $rc, $(tail -2 "$WORK/held-serve.log")"
+kill -TERM "$held"; wait "$held" 2>/dev/null || true
+DATA=$WORK/fleetdir
+: > "$WORK/fleet.log"
+"$TCPOTA" serve --data "$DATA" --listen 127.0.0.1:0 --api off 2> "$WORK/fleet.log" &
+fleet=$!
+PIDS+=("$fleet")
+wait_line "$WORK/fleet.log" 'listening on'
+rc=0
+timeout 20 "$TCPOTA" device --server 127.0.0.1:1 --flash "$DATA" --id lost-1 --max-attempts 1 2> "$WORK/lost.log" || rc=$?
+[ $rc -ne 0 ] && grep -q "$DATA is in use by another tcpota serve (pid $fleet); stop it or use another --flash" "$WORK/lost.log" ||
+  fail "a device on a running server's --data: exit $rc, $(tail -2 "$WORK/lost.log")"
+kill -TERM "$fleet"; wait "$fleet" || fail "the fleet server exited $? on SIGTERM"
+ok "a device's --flash given as --data, and a server's --data as --flash: each names what holds it"
 stop_server
