@@ -359,6 +359,22 @@ static int parse_proxy_from(const char *val, char (*out)[PROXY_FROM_LEN], size_t
 
 /* Reads the manifest at path (a regular file of at most TCPOTA_MAX_MANIFEST
  * bytes) into *man. Returns 0 or -1 after printing what is wrong. */
+/* 1 when path's first bytes are a manifest's magic (a FIFO or an
+ * unreadable file: 0, the image's own checks say what it is). */
+static int is_manifest(const char *path)
+{
+    char head[sizeof(TCPOTA_MANIFEST_MAGIC) - 1];
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC), yes;
+    struct stat st;
+
+    if (fd < 0) return 0;
+    yes = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+          read(fd, head, sizeof(head)) == (ssize_t)sizeof(head) &&
+          memcmp(head, TCPOTA_MANIFEST_MAGIC, sizeof(head)) == 0;
+    close(fd);
+    return yes;
+}
+
 static int load_manifest(const char *path, uint8_t **man, size_t *len)
 {
     int fd = open_arg(NULL, path, "--manifest", 0);
@@ -542,6 +558,17 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
     n.manifest_unsigned = 0;
     n.secrets = NULL;
     n.nsecrets = 0;
+    if (is_manifest(o->image)) {
+        /* Served, its 200-odd bytes would be the image (a trial was told
+         * to sign it, as fw.bin.manifest.manifest was missing). */
+        size_t len = strlen(o->image), ext = sizeof(".manifest") - 1;
+        int named = len > ext && strcmp(o->image + len - ext, ".manifest") == 0;
+        fprintf(stderr, "tcpota serve: %s is a manifest (tcpota sign writes it beside the image), "
+                        "not an image: give the image itself%s%.*s%s\n", o->image,
+                named ? " (" : "", named ? (int)(len - ext) : 0, o->image, named ? ")" : "");
+        rc = 2;
+        goto fail;
+    }
     if (!manifest) {
         snprintf(mpath, sizeof(mpath), "%s.manifest", o->image);
         if (access(mpath, F_OK) == 0) manifest = mpath;

@@ -72,7 +72,7 @@ int tcpota_manifest_parse(const uint8_t *buf, size_t len, struct tcpota_manifest
     int have_size = 0, have_counter = 0, have_created = 0, rc;
 
     memset(m, 0, sizeof(*m));
-    if (!buf || len < HEAD + TCPOTA_SIG_LEN || memcmp(buf, "tOTM", 4) != 0) {
+    if (!buf || len < HEAD + TCPOTA_SIG_LEN || memcmp(buf, TCPOTA_MANIFEST_MAGIC, 4) != 0) {
         return TCPOTA_ERR_PROTO;
     }
     if (buf[4] != TCPOTA_MANIFEST_FORMAT || buf[5] != 0) {
@@ -123,7 +123,7 @@ int tcpota_manifest_encode_body(const struct tcpota_manifest *m, uint8_t *out, s
     if (cap < HEAD + 7 * 3 + 4 + 32 + 4 + 8 + 32 + m->version.len + m->model.len) {
         return TCPOTA_ERR_NOSPC;
     }
-    memcpy(out, "tOTM", 4);
+    memcpy(out, TCPOTA_MANIFEST_MAGIC, 4);
     out[4] = TCPOTA_MANIFEST_FORMAT;
     out[5] = 0;
     tcpota_put_u32(b4, m->image_size);

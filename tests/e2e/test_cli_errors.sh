@@ -462,3 +462,14 @@ expect 2 "^tcpota serve: --db-timeout: '0' is out of range: give a whole number 
   $T serve --db "host=/nonexistent dbname=x" --data dt-fleet --db-timeout 0 --listen 127.0.0.1:0
 [ ! -e dt-fleet ] || fail "a refused --db-timeout left --data made"
 ok "--db-timeout without --db, or out of range: refused, nothing made"
+
+# A manifest given as the image (fw.bin.manifest for fw.bin): named as one,
+# with the image's name (it was told to sign the manifest); also under
+# another name, by its first bytes.
+$T sign --key k.key $S img 2> /dev/null || fail "sign failed"
+expect 2 "^tcpota serve: img\.manifest is a manifest \(tcpota sign writes it beside the image\), not an image: give the image itself \(img\)$" \
+  $T serve --listen 127.0.0.1:0 --pubkey k.pub img.manifest
+cp img.manifest copied
+expect 2 "^tcpota serve: copied is a manifest \(tcpota sign writes it beside the image\), not an image: give the image itself$" \
+  $T serve --listen 127.0.0.1:0 --version 2.0.0 copied
+ok "a manifest given as the image: said so, with the image's name"

@@ -29,6 +29,7 @@ extern "C" {
 #endif
 
 #define TCPOTA_MANIFEST_FORMAT 1
+#define TCPOTA_MANIFEST_MAGIC "tOTM" /* its first 4 bytes */
 #define TCPOTA_PUBKEY_LEN 32
 #define TCPOTA_SIG_LEN 64
 
