@@ -52,6 +52,7 @@ static void images_with_rollouts(struct api_call *c, struct store_req *r)
     }
     if (c->action == 0) { /* one image */
         json_t *o = api_image_json(&c->imgs[0], ros, r->u.list.n);
+        if (o && c->warning[0]) json_object_set_new(o, "warning", json_string(c->warning));
         if (o && c->repaired) json_object_set_new(o, "repaired", json_true());
         if (o && c->repaired) json_object_set_new(o, "was_missing", json_boolean(c->repaired == 2));
         api_reply(c, c->code, o);
@@ -447,6 +448,39 @@ static void written(struct api_call *c)
     }
 }
 
+/* A signed image of the model with a higher security counter than the new
+ * one's: the devices that took it decline the new one (a downgrade), and a
+ * rollout of it halts on their declines (a trial's did; nothing said so
+ * before). Written into c->warning for the answer. */
+static void counter_note(struct api_call *c, const struct store_image *imgs, size_t n)
+{
+    struct tcpota_manifest mine, theirs;
+    const struct store_image *top = NULL;
+    uint32_t high = 0;
+    size_t i;
+
+    if (!c->img.manifest_len ||
+        tcpota_manifest_parse(c->img.manifest, c->img.manifest_len, &mine) != 0) {
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        if (strcmp(imgs[i].model, c->img.model) != 0 || !imgs[i].manifest_len ||
+            tcpota_manifest_parse(imgs[i].manifest, imgs[i].manifest_len, &theirs) != 0 ||
+            theirs.security_counter <= mine.security_counter || theirs.security_counter <= high) {
+            continue;
+        }
+        high = theirs.security_counter;
+        top = &imgs[i];
+    }
+    if (top) {
+        snprintf(c->warning, sizeof(c->warning), "its security counter is %u, below the %u of "
+                 "image %s (%.12s) of model %s: devices that took that one decline this one (a "
+                 "downgrade), and a rollout of it halts on their declines; sign it with "
+                 "--security-counter %u or more to reach them", mine.security_counter, high,
+                 top->version, top->idhex, c->img.model, high);
+    }
+}
+
 static void add_list_done(struct api_call *c, struct store_req *r)
 {
     const struct store_image *imgs = r->u.list.rows;
@@ -467,6 +501,7 @@ static void add_list_done(struct api_call *c, struct store_req *r)
         api_reply(c, 500, NULL);
         return;
     }
+    counter_note(c, imgs, r->u.list.n);
     api_offload(c, write_work, written);
 }
 

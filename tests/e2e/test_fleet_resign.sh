@@ -87,4 +87,23 @@ rc=0; "$TCPOTA" rollout create --image "a b" --model esp32 > "$WORK/out" 2>&1 ||
 [ $rc -ne 0 ] && grep -q "image must be a string of 1 to 64 printable characters, no spaces: this one has a space" "$WORK/out" ||
   fail "rollout create --image 'a b': rc $rc $(cat "$WORK/out")"
 ok "a version with a space: sign warns, image add refuses it, rollout create says why"
+
+# A signed image whose security counter is below another signed image's of
+# its model: added, with a warning (the devices that took the other decline
+# it as a downgrade, and its rollout halts on their declines: a trial's
+# did, and nothing said so before). Not for a counter at or above it.
+make_image "$WORK/c3" 31000
+make_image "$WORK/c4" 32000
+make_image "$WORK/c5" 33000
+"$TCPOTA" sign --key "$WORK/k.key" --version 3.0.0 --model m-sc --security-counter 3 "$WORK/c3" > /dev/null 2>&1 || fail "sign 3.0.0 failed"
+"$TCPOTA" sign --key "$WORK/k.key" --version 4.0.0 --model m-sc "$WORK/c4" > /dev/null 2>&1 || fail "sign 4.0.0 failed"
+"$TCPOTA" sign --key "$WORK/k.key" --version 5.0.0 --model m-sc --security-counter 3 "$WORK/c5" > /dev/null 2>&1 || fail "sign 5.0.0 failed"
+"$TCPOTA" image add "$WORK/c3" > "$WORK/out" 2>&1 || fail "image add 3.0.0: $(cat "$WORK/out")"
+! grep -q warning "$WORK/out" || fail "the first image of a model was warned about: $(cat "$WORK/out")"
+"$TCPOTA" image add "$WORK/c4" > "$WORK/out" 2>&1 || fail "image add 4.0.0: $(cat "$WORK/out")"
+grep -q "^tcpota image: warning: its security counter is 0, below the 3 of image 3.0.0 ($(sha256sum "$WORK/c3" | cut -c1-12)) of model m-sc: devices that took that one decline this one (a downgrade), and a rollout of it halts on their declines; sign it with --security-counter 3 or more to reach them$" "$WORK/out" ||
+  fail "a lower security counter was not warned about: $(cat "$WORK/out")"
+"$TCPOTA" image add "$WORK/c5" > "$WORK/out" 2>&1 || fail "image add 5.0.0: $(cat "$WORK/out")"
+! grep -q warning "$WORK/out" || fail "an equal security counter was warned about: $(cat "$WORK/out")"
+ok "an image signed with a security counter below another of its model's: added, with a warning"
 stop_fleet
