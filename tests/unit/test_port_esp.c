@@ -488,7 +488,6 @@ static void test_integrity_failure_remembered(void **state)
     assert_int_equal(tcpota_dev_bad_image(&port, NULL), TCPOTA_BAD_NONE);
 }
 
-/* An image esp_ota_end refuses (not an app image) is remembered too. */
 /* tcpota_esp_reject() saves the report, then the failed-image record
  * (ROLLED_BACK: final), erases the "last update" record, then rolls back.
  * A power cut after the failed-image record and before the erase: the
@@ -521,6 +520,7 @@ static void test_cut_inside_reject_keeps_verdict(void **state)
     assert_declined_as_bad("failed its health check before");
 }
 
+/* An image esp_ota_end refuses (not an app image) is remembered too. */
 static void test_ota_end_refusal_remembered(void **state)
 {
     (void)state;
