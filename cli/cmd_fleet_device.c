@@ -186,8 +186,11 @@ static int device_show(struct api *a, int argc, char **argv)
     if (!a->json) {
         printf("device %s: %s\n", table_c(api_str(d, "id")), table_c(api_str(d, "state")));
         printf("  model       %s\n", table_c(api_str(d, "model")));
-        printf("  version     %s (running %s)\n", table_c(api_str(d, "version")),
-               *api_str(d, "running") ? table_c(api_str(d, "running")) : "-");
+        /* "running -" read as running nothing (a trial): it is the
+         * running image's id, which an HTTP device never says. */
+        printf("  version     %s (running image %s)\n",
+               *api_str(d, "version") ? table_c(api_str(d, "version")) : "-",
+               *api_str(d, "running") ? table_c(api_str(d, "running")) : "not said by the device");
         printf("  group       %s\n", *api_str(d, "group") ? table_c(api_str(d, "group")) : "-");
         printf("  image       %s", *api_str(d, "image") ? table_c(api_str(d, "image")) : "-");
         if (*api_str(d, "image") && api_int(d, "size") > 0) { /* 0: not known (docs/api.md) */

@@ -621,10 +621,15 @@ LEGACY='{"id": "old-1", "model": "esp32", "version": "", "running": "", "group":
 route GET "/v1/devices?model=legacy" 200 '{"devices": ['"$LEGACY"'], "total": 1}'
 run 0 $T device list --model legacy $API
 has out.log "^old-1  esp32  - +- +seen "
+# Nor is its running image "-" in device show, which read as running nothing.
+route GET /v1/devices/old-1 200 "${LEGACY%\}}"', "history": []}'
+run 0 $T device show old-1 $API
+has out.log "^  version     - \(running image not said by the device\)$"
 route GET "/v1/devices/dev%207%2Fx" 200 "${DEV%\}}"', "history": [{"at": 1796131260, "state": "rolled-back", "image": "'$ID'", "detail": "health check failed"}]}'
 run 0 $T device show "dev 7/x" $API
 [ "$(req path)" = "/v1/devices/dev%207%2Fx" ] || fail "the device id is not percent-encoded: $(req path)"
 has out.log "^device dev 7/x: rolled-back$"
+has out.log "^  version     1\.0\.0 \(running image 41aa\)$"
 has out.log "^2026-12-01 13:21:00  rolled-back  9f2c41d0e1a7  health check failed$"
 # A size the server does not know (0) is no "0 of 0 bytes, 0%".
 UNSIZED='{"id": "dev-6", "model": "esp32", "version": "2.0.0", "running": "'$ID'", "group": "", "address": "127.0.0.1", "protocol": "v1", "state": "updated", "image": "'$ID'", "bytes": 0, "size": 0, "percent": 0, "reason": "", "first_seen": 1796131200, "last_seen": 1796131260, "has_secret": false}'
