@@ -558,17 +558,6 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
     n.manifest_unsigned = 0;
     n.secrets = NULL;
     n.nsecrets = 0;
-    if (is_manifest(o->image)) {
-        /* Served, its 200-odd bytes would be the image (a trial was told
-         * to sign it, as fw.bin.manifest.manifest was missing). */
-        size_t len = strlen(o->image), ext = sizeof(".manifest") - 1;
-        int named = len > ext && strcmp(o->image + len - ext, ".manifest") == 0;
-        fprintf(stderr, "tcpota serve: %s is a manifest (tcpota sign writes it beside the image), "
-                        "not an image: give the image itself%s%.*s%s\n", o->image,
-                named ? " (" : "", named ? (int)(len - ext) : 0, o->image, named ? ")" : "");
-        rc = 2;
-        goto fail;
-    }
     if (!manifest) {
         snprintf(mpath, sizeof(mpath), "%s.manifest", o->image);
         if (access(mpath, F_OK) == 0) manifest = mpath;
@@ -1344,6 +1333,17 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
         return 2;
     }
     if (o.tls_cert && check_tls_files(&o, o.tls_cert, o.tls_key) < 0) {
+        return 2;
+    }
+    if (is_manifest(o.image)) {
+        /* Served, its 200-odd bytes would be the image (a trial was told
+         * to sign it, as fw.bin.manifest.manifest was missing). At the
+         * start only: a reload reads the image off the loop. */
+        size_t len = strlen(o.image), ext = sizeof(".manifest") - 1;
+        int named = len > ext && strcmp(o.image + len - ext, ".manifest") == 0;
+        fprintf(stderr, "tcpota serve: %s is a manifest (tcpota sign writes it beside the image), "
+                        "not an image: give the image itself%s%.*s%s\n", o.image,
+                named ? " (" : "", named ? (int)(len - ext) : 0, o.image, named ? ")" : "");
         return 2;
     }
     if ((rc = serve_load(&src, &o)) != 0) {
