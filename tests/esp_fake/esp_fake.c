@@ -726,7 +726,10 @@ esp_err_t nvs_get_blob(nvs_handle_t h, const char *key, void *out, size_t *lengt
         return ESP_ERR_NVS_NOT_FOUND;
     }
     if (e->u32) {
-        return ESP_ERR_NVS_TYPE_MISMATCH; /* ESP-IDF: the key holds another type */
+        /* ESP-IDF's Storage::findItem answers any failure of the page's
+         * search, a type mismatch included, as not found (v5.5 and v6.0,
+         * nvs_storage.cpp): never ESP_ERR_NVS_TYPE_MISMATCH here. */
+        return ESP_ERR_NVS_NOT_FOUND;
     }
     if (!out) {
         *length = e->len;

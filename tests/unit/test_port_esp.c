@@ -690,11 +690,12 @@ static void test_flash_failure_ends_connection(void **state)
 
 /* Records under tcpota's keys that this build did not write: blobs longer
  * than its records (a later tcpota's format, read after a rollback to this
- * image) and values of another type (another component's nvs_set_u32).
- * ESP-IDF answers ESP_ERR_NVS_INVALID_LENGTH and ESP_ERR_NVS_TYPE_MISMATCH;
- * the port read them as errors, so the boot decision and the session's
- * init failed at every start and the device never updated again. They
- * read as absent now, as a torn record does, and are written over. */
+ * image), for which ESP-IDF answers ESP_ERR_NVS_INVALID_LENGTH: the port
+ * read it as an error, so the boot decision and the session's init failed
+ * at every start and the device never updated again; and values of
+ * another type (another component's nvs_set_u32), which ESP-IDF's
+ * nvs_get_blob answers as not found. Both read as absent, as a torn record
+ * does, and are written over. */
 static void test_foreign_records_read_as_absent(void **state)
 {
     static const char *const longer[] = {TCPOTA_KEY_RESUME, TCPOTA_KEY_LAST, TCPOTA_KEY_REPORT,

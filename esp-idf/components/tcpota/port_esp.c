@@ -307,12 +307,13 @@ static int port_kv_get(void *ctx, const char *key, uint8_t *buf, size_t cap)
     size_t len = cap;
     esp_err_t err = nvs_get_blob(ep->nvs, key, buf, &len);
 
-    if (err == ESP_ERR_NVS_INVALID_LENGTH || err == ESP_ERR_NVS_TYPE_MISMATCH) {
-        /* Longer than any record of this build, or not a blob: another
-         * tcpota's format (read after a rollback) or another component's
-         * value. Absent, as the core takes a torn or foreign record, and
-         * written over at the next save; as an error it failed the boot
-         * decision and the session's init at every start, for good. */
+    if (err == ESP_ERR_NVS_INVALID_LENGTH) {
+        /* Longer than any record of this build: another tcpota's format
+         * (read after a rollback). Absent, as the core takes a torn or
+         * foreign record, and written over at the next save; as an error
+         * it failed the boot decision and the session's init at every
+         * start, for good. (A value of another type under the key reads as
+         * not found already: ESP-IDF's nvs_get_blob answers so.) */
         ESP_LOGW(TAG, "NVS \"%s\" is no record of this build (%s): ignored", key,
                  esp_err_to_name(err));
         return TCPOTA_ERR_NOENT;
