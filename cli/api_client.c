@@ -71,8 +71,8 @@ void api_usage_common(FILE *f, int upload)
             "  --json               print the server's JSON answer as it came (errors too)\n",
             (unsigned)API_DEFAULT_PORT, API_DEFAULT_URL);
     if (upload) {
-        fprintf(f, "  --timeout SECONDS    wait this long for the whole answer (default %d; %d for\n"
-                   "                       add, and a second more per %u KiB of the file)\n",
+        fprintf(f, "  --timeout SECONDS    wait this long for the whole answer (default %d;\n"
+                   "                       %d for add, and a second more per %u KiB of the file)\n",
                 API_TIMEOUT_S, API_UPLOAD_TIMEOUT_S, API_MIN_RATE >> 10);
     } else {
         fprintf(f, "  --timeout SECONDS    wait this long for the whole answer (default %d)\n",

@@ -37,8 +37,9 @@ struct device_ident {
  * a warning (they only shape a new device); what was not given is taken
  * from DIR. A DIR made before these records existed takes the id and model
  * of this run, from then on, both given: a flag left out of what DIR does
- * not record is refused (2), as its default would be recorded for good. port: the open device's (kv_get,
- * kv_set, slot_size). Messages start with prefix ("device ID: ").
+ * not record is refused (2), as its default would be recorded for good (a
+ * factory record alone: this tcpota's creation cut short, finished as one).
+ * port: the open device's (kv_get, kv_set, slot_size). Messages start with prefix ("device ID: ").
  * Returns 0 with *out filled; 2 after a message when the flags do not fit
  * DIR (a usage error, exit 2); 1 after a message when NVS failed. */
 int device_ident(const struct tcpota_port *port, const struct options *o, int created,

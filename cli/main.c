@@ -23,7 +23,7 @@ static void usage(FILE *f)
             "\n"
             "fleet mode (clients of tcpota serve --data DIR's control API):\n"
             "  tcpota image add FILE [--manifest M] [--version V --model M] | list | rm ID\n"
-            "  tcpota rollout create --image ID|VERSION --model M [--waves 5,25,100 (default: all at once)] [...]\n"
+            "  tcpota rollout create --image ID|VERSION --model M [--waves PCT,...] [...]\n"
             "  tcpota rollout list | show ID | pause ID | resume ID | cancel ID | open-wave ID\n"
             "  tcpota device list [--model M] [--state S] [--group G] [--id-prefix P] [--limit N]\n"
             "                     [--after ID]\n"

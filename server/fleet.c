@@ -1576,9 +1576,9 @@ void fleet_sweep(struct server *srv)
     unsigned timeout = srv->o->db_timeout_s ? srv->o->db_timeout_s : FLEET_DB_TIMEOUT_S;
 
     if (waited > STORE_STUCK_S && !f->stuck_said) {
-        f->stuck_said = 1;
         unsigned long n = store_pending();
 
+        f->stuck_said = 1;
         say_always(srv->o, LOG_LV_ERROR, "store: the database has answered nothing for %.0f s"
                    " while %lu request%s wait%s (a hung database, a stalled disk?): check-ins here"
                    " wait, and GET /health answers 503 so that a balancer sends devices elsewhere",
@@ -2140,8 +2140,8 @@ int fleet_open(struct server *srv)
         /* Said: from now on an older tcpota refuses this database (a
          * rolling upgrade's old node that restarts, a binary put back). */
         say_always(srv->o, LOG_LV_INFO, "store: the database's schema was migrated from version"
-                   " %d to %d: a tcpota that knows only version %d or below no longer starts on it (going back"
-                   " means restoring a backup; docs/operations.md, Upgrades)",
+                   " %d to %d: a tcpota that knows only version %d or below no longer starts on"
+                   " it (going back means restoring a backup; docs/operations.md, Upgrades)",
                    f->store->schema_from, f->store->schema_to, f->store->schema_to - 1);
     }
     if (load_secrets(srv) < 0) {
