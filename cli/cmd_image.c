@@ -289,7 +289,9 @@ static int image_add(struct api *a, int argc, char **argv)
     if (rc == 0 && status == 201) {
         cli_warn_unordered("image", api_str(ans, "version"));
         if (*api_str(ans, "warning")) { /* the server's (a security counter below another's) */
-            fprintf(stderr, "tcpota image: warning: %s\n", table_c(api_str(ans, "warning")));
+            char w[512]; /* whole: table_c() keeps 255 bytes */
+            fprintf(stderr, "tcpota image: warning: %s\n", table_clean(api_str(ans, "warning"), w,
+                                                                      sizeof(w)));
         }
     }
     if (rc == 0 && !a->json) {

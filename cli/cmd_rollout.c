@@ -5,7 +5,6 @@
 #include "cli.h"
 #include "rollout.h" /* ROLLOUT_STATUS_MAX */
 #include "table.h"
-#include "tcpota/version.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -191,35 +190,6 @@ static void print_rollout(const json_t *r)
     table_free(t);
 }
 
-/* A rollout whose image is older than the one of the rollout it
- * superseded offers nothing to the devices that took that one (no
- * downgrade without --allow-downgrade), which then count as up to date:
- * said, as a typo in --image otherwise looks like a rollout that went well
- * (a trial's). */
-static void older_than_superseded(struct api *a, const json_t *ans)
-{
-    const char *nv = api_str(ans, "version"), *ov;
-    json_t *old = NULL;
-    char path[48];
-    int order;
-
-    snprintf(path, sizeof(path), "/v1/rollouts/%lld", api_int(ans, "supersedes"));
-    if (api_request(a, API_GET, path, NULL, 0, NULL, NULL, NULL, &old, NULL) != 0) {
-        return;
-    }
-    ov = api_str(old, "version");
-    if (*nv && *ov && tcpota_version_order(nv, strlen(nv), ov, strlen(ov), &order) == 0 &&
-        order < 0) {
-        printf("\nwarning: its image %s is older than rollout %lld's, %s: a device is offered only "
-               "an image newer than the one it runs, so the devices that took %s get nothing from "
-               "this rollout and count as up to date; if a newer image was meant, cancel it "
-               "(tcpota rollout cancel %lld) and create one with that image (a downgrade on "
-               "purpose: --allow-downgrade)\n", table_c(nv), api_int(ans, "supersedes"),
-               table_c(ov), table_c(ov), api_int(ans, "id"));
-    }
-    json_decref(old);
-}
-
 static int rollout_create(struct api *a, int argc, char **argv)
 {
     const char *image = NULL, *model = NULL, *group = NULL, *waves = NULL, *halt_at = NULL,
@@ -291,8 +261,9 @@ static int rollout_create(struct api *a, int argc, char **argv)
                    api_int(ans, "supersedes"), table_c(api_str(ans, "model")),
                    *api_str(ans, "group") ? "group " : "all its devices",
                    table_c(api_str(ans, "group")));
-            if (!downgrade) {
-                older_than_superseded(a, ans);
+            if (*api_str(ans, "warning")) { /* the server's: an image older than that one's */
+                char w[512]; /* whole: table_c() keeps 255 bytes */
+                printf("\nwarning: %s\n", table_clean(api_str(ans, "warning"), w, sizeof(w)));
             }
         }
         {

@@ -108,12 +108,65 @@ static json_t *rollout_json(const struct api *a, const struct store_rollout *ro,
 
 /* ---- one rollout: GET it, then its image's version ---- */
 
+/* A create's answer, its "warning" when the rollout it superseded has a
+ * newer image: the devices that took that one are offered nothing by this
+ * one (no downgrade without allow_downgrade) and count as up to date, so a
+ * wrong --image looked like a rollout that went well (a trial's). */
+static void superseded_image_done(struct api_call *c, struct store_req *r)
+{
+    const char *mine = json_string_value(json_object_get(c->json, "version"));
+    char warning[400];
+    int order;
+
+    if (r->rc == STORE_OK && mine &&
+        tcpota_version_order(mine, strlen(mine), r->u.image.img->version,
+                             strlen(r->u.image.img->version), &order) == 0 && order < 0) {
+        snprintf(warning, sizeof warning, "its image %s is older than rollout %llu's, %s: a device"
+                 " is offered only an image newer than the one it runs, so the devices that took"
+                 " %s get nothing from this rollout and count as up to date; if a newer image was"
+                 " meant, cancel it (tcpota rollout cancel %llu) and create one with that image (a"
+                 " downgrade on purpose: --allow-downgrade)", mine,
+                 (unsigned long long)c->superseded, r->u.image.img->version,
+                 r->u.image.img->version, (unsigned long long)c->id);
+        json_object_set_new(c->json, "warning", json_string(warning));
+    }
+    api_reply(c, c->code, c->json);
+    c->json = NULL;
+}
+
+static void superseded_got(struct api_call *c, struct store_req *r)
+{
+    struct store_req *g;
+
+    if (r->rc < 0) { /* the create stands: answered without the comparison */
+        api_reply(c, c->code, c->json);
+        c->json = NULL;
+        return;
+    }
+    if ((g = api_req(c, STORE_IMAGE_GET)) != NULL) { /* else answered 500; c->json goes with c */
+        sodium_bin2hex(g->u.image.img->idhex, sizeof g->u.image.img->idhex,
+                       r->u.rollout.r->image_id, TCPOTA_ID_LEN);
+        api_submit(c, g, superseded_image_done);
+    }
+}
+
 static void show_image_done(struct api_call *c, struct store_req *r)
 {
     json_t *o = rollout_json(c->api, &c->ro, r->rc == STORE_OK ? r->u.image.img->version : NULL);
+    struct store_req *g;
 
     if (o && c->superseded) { /* a create's answer: the rollout it replaced */
         json_object_set_new(o, "supersedes", json_integer((json_int_t)c->superseded));
+        if (!c->ro.allow_downgrade) {
+            if ((g = api_req(c, STORE_ROLLOUT_GET)) == NULL) { /* answered 500 */
+                json_decref(o);
+                return;
+            }
+            c->json = o;
+            g->u.rollout.id = c->superseded;
+            api_submit(c, g, superseded_got);
+            return;
+        }
     }
     api_reply(c, c->code, o);
 }

@@ -359,20 +359,11 @@ python3 -c 'import json,sys; b=json.loads(sys.argv[1]); assert b == {"image": "9
 run 0 $T rollout create --image 2.0.0 --model esp32 --halt-at 101 $API
 [ "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["halt_at"])' "$(req body)")" = 101 ] ||
   fail "--halt-at 101 was not left to the server: $(req body)"
-# A rollout of an older image than the one it supersedes: warned (it offers
-# nothing to the devices that took the newer one, which then count as up
-# to date); of a newer one, or with --allow-downgrade: not.
-NEWER=${ROLLOUT/\"id\": 1,/\"id\": 6,}
-NEWER=${NEWER/\"version\": \"2.0.0\"/\"version\": \"5.0.0\"}
-route GET /v1/rollouts/6 200 "$NEWER"
-route POST /v1/rollouts 201 "${ROLLOUT/\"id\": 1,/\"id\": 7, \"supersedes\": 6,}"
+# The server's warning in a create's answer is printed (test_fleet_resign
+# has the server's side: an image older than the superseded rollout's).
+route POST /v1/rollouts 201 "${ROLLOUT/\"id\": 1,/\"id\": 7, \"supersedes\": 6, \"warning\": \"its image 2.0.0 is older\",}"
 run 0 $T rollout create --image 2.0.0 --model esp32 $API
-has out.log "^warning: its image 2\.0\.0 is older than rollout 6's, 5\.0\.0: a device is offered only an image newer than the one it runs, so the devices that took 5\.0\.0 get nothing from this rollout and count as up to date; if a newer image was meant, cancel it \(tcpota rollout cancel 7\) and create one with that image"
-run 0 $T rollout create --image 2.0.0 --model esp32 --allow-downgrade $API
-! grep -q '^warning' out.log || fail "a downgrade on purpose was warned about: $(cat out.log)"
-route GET /v1/rollouts/6 200 "${NEWER/\"version\": \"5.0.0\"/\"version\": \"1.0.0\"}"
-run 0 $T rollout create --image 2.0.0 --model esp32 $API
-! grep -q '^warning' out.log || fail "a rollout of a newer image was warned about: $(cat out.log)"
+has out.log "^warning: its image 2\.0\.0 is older$"
 route GET /v1/rollouts/1 200 "$ROLLOUT"
 run 0 $T rollout show 1 $API
 [ "$(req method) $(req path)" = "GET /v1/rollouts/1" ] || fail "rollout show sent $(req method) $(req path)"

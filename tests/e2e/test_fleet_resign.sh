@@ -106,4 +106,20 @@ grep -q "^tcpota image: warning: its security counter is 0, below the 3 of image
 "$TCPOTA" image add "$WORK/c5" > "$WORK/out" 2>&1 || fail "image add 5.0.0: $(cat "$WORK/out")"
 ! grep -q warning "$WORK/out" || fail "an equal security counter was warned about: $(cat "$WORK/out")"
 ok "an image signed with a security counter below another of its model's: added, with a warning"
+
+# A rollout whose image is older than the one of the rollout it supersedes
+# offers nothing to the devices that took that one, which count as up to
+# date: warned at create (a trial's typo in --image looked like a rollout
+# that went well); not with --allow-downgrade, nor for a newer image.
+"$TCPOTA" rollout create --image 5.0.0 --model m-sc > "$WORK/out" 2>&1 || fail "rollout 5.0.0: $(cat "$WORK/out")"
+! grep -q '^warning' "$WORK/out" || fail "a first rollout was warned about: $(cat "$WORK/out")"
+first=$("$TCPOTA" rollout list --json | jq_py 'max(r["id"] for r in j["rollouts"] if r["model"] == "m-sc")')
+"$TCPOTA" rollout create --image 3.0.0 --model m-sc > "$WORK/out" 2>&1 || fail "rollout 3.0.0: $(cat "$WORK/out")"
+grep -q "^warning: its image 3\.0\.0 is older than rollout $first's, 5\.0\.0: a device is offered only an image newer than the one it runs, so the devices that took 5\.0\.0 get nothing from this rollout and count as up to date; if a newer image was meant, cancel it (tcpota rollout cancel $((first + 1))) and create one with that image" "$WORK/out" ||
+  fail "an older image than the superseded rollout's was not warned about: $(cat "$WORK/out")"
+"$TCPOTA" rollout create --image 3.0.0 --model m-sc --allow-downgrade > "$WORK/out" 2>&1 || fail "rollout 3.0.0 downgrade: $(cat "$WORK/out")"
+! grep -q '^warning' "$WORK/out" || fail "a downgrade on purpose was warned about: $(cat "$WORK/out")"
+"$TCPOTA" rollout create --image 5.0.0 --model m-sc > "$WORK/out" 2>&1 || fail "rollout 5.0.0 again: $(cat "$WORK/out")"
+! grep -q '^warning' "$WORK/out" || fail "a newer image than the superseded rollout's was warned about: $(cat "$WORK/out")"
+ok "rollout create warns of an image older than the superseded rollout's (not for a downgrade on purpose, nor a newer one)"
 stop_fleet
