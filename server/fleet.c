@@ -1589,7 +1589,7 @@ void fleet_sweep(struct server *srv)
     }
     if (waited <= (double)timeout) {
         f->unstuck = 0; /* answered since (a stall of its own from here) */
-    } else if (!f->unstuck && f->store->vt->unstick && f->store->vt->unstick(f->store)) {
+    } else if (!f->unstuck && f->store->vt->unstick && f->store->vt->unstick(f->store, timeout)) {
         /* Without it a hung database held every check-in here until the
          * device gave up, and the node's requests for ever. */
         f->unstuck = 1;

@@ -52,9 +52,10 @@ struct tcpota_serve_opts;
  * within about this long (fleet.c, secret_sync). */
 #define FLEET_SECRET_SYNC_MS 1000
 /* --db-timeout's default, seconds: a PostgreSQL node whose database has
- * answered nothing this long with requests waiting drops its connection
- * (store_vt.unstick). Well above any statement of ours on a working
- * database (an image of 1 GiB stored in chunks is the longest). */
+ * answered neither a request nor a statement this long, with requests
+ * waiting, drops its connection (store_vt.unstick). Well above any one
+ * statement of ours on a working database (a request of many, such as an
+ * image stored in 256 KiB chunks, answers each). */
 #define FLEET_DB_TIMEOUT_S 60u
 /* The registry's reason then, with the rollout's id. */
 #define FLEET_UNSERVABLE_SAYS "rollout %llu: its image cannot be loaded on the server (see its log)"

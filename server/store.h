@@ -413,11 +413,13 @@ struct store_vt {
      * server remembers of it may be stale (fleet.c bounds that). */
     int shared;
     /* Loop thread, when the store has answered nothing for the server's
-     * deadline (--db-timeout): drops the database connection under way,
-     * so that what waits on a hung database fails as after a network cut
-     * (and the store connects again). Returns 1 when it dropped one. NULL:
-     * the backend has nothing to drop (SQLite). */
-    int (*unstick)(struct store *st);
+     * deadline (--db-timeout, idle_s): drops the database connection under
+     * way if the database itself has answered no statement for idle_s
+     * either (a long request of many statements is no hang), so that what
+     * waits on a hung database fails as after a network cut (and the store
+     * connects again). Returns 1 when it dropped one. NULL: the backend has
+     * nothing to drop (SQLite). */
+    int (*unstick)(struct store *st, unsigned idle_s);
 };
 
 /* What a backend tells the operator (its database went away, came back),

@@ -46,6 +46,7 @@
 #include "pq_dl.h" /* libpq through pq_load()'s pointers */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdio.h>
@@ -483,11 +484,17 @@ static int pgs_submit(struct store *base, struct store_req *r)
     return store_worker_submit(&((struct pgstore *)base)->w, r);
 }
 
-/* Store thread: the socket the loop may cut from now on (-1: none). */
+/* Store thread: the socket the loop may cut from now on (-1: none), as a
+ * duplicate of ours: libpq closes its own descriptor when the connection
+ * breaks, and the number it had may then be another file's (a device's
+ * connection) by the time the loop cuts (a review). */
 static void sock_publish(struct pgstore *st, int fd)
 {
     pthread_mutex_lock(&st->sock_mu);
-    st->sock = fd;
+    if (st->sock >= 0) {
+        close(st->sock);
+    }
+    st->sock = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
     pthread_mutex_unlock(&st->sock_mu);
 }
 
@@ -498,15 +505,17 @@ static void sock_publish(struct pgstore *st, int fd)
  * end of the stream at once: the connection is lost under the list, which
  * runs once more on a new connection, else the outage begins (its
  * requests answered as the database unreachable), and a COMMIT whose
- * answer was lost is asked about, as after any cut (store_pg_outage.c). The
- * fd is still this connection's: it is cleared before the close. */
-static int pgs_unstick(struct store *base)
+ * answer was lost is asked about, as after any cut (store_pg_outage.c). Not
+ * while the database answers statements: a request of many (an image of
+ * hundreds of MB stored in chunks) is slow, not hung. */
+static int pgs_unstick(struct store *base, unsigned idle_s)
 {
     struct pgstore *st = (struct pgstore *)base;
+    int64_t quiet_ms = pg_mono_ms() - (int64_t)atomic_load(&st->answered_ms);
     int cut = 0;
 
     pthread_mutex_lock(&st->sock_mu);
-    if (st->sock >= 0) {
+    if (st->sock >= 0 && quiet_ms >= (int64_t)idle_s * 1000) {
         cut = shutdown(st->sock, SHUT_RDWR) == 0;
     }
     pthread_mutex_unlock(&st->sock_mu);
@@ -517,8 +526,8 @@ static void teardown(struct pgstore *st)
 {
     store_worker_release(&st->w);
     pg_cache_free(st);
+    sock_publish(st, -1); /* closes our duplicate */
     if (st->db) {
-        sock_publish(st, -1);
         PQfinish(st->db);
     }
     fleet_lock_release(st->lock_fd);
@@ -635,13 +644,15 @@ int pg_connect_new(struct pgstore *st)
 {
     /* dbname last and expanded: the connection string's own settings win. */
     const char *values[] = {"tcpota", "10", "10", "5", "3", "25000", st->conninfo, NULL};
-    PGconn *db = PQconnectdbParams(conn_keys, values, 1);
+    PGconn *db;
+
+    sock_publish(st, -1); /* the old one: not cut while the new one is made */
+    db = PQconnectdbParams(conn_keys, values, 1);
 
     if (!db) {
         return -1; /* out of memory: the old one stays, its error with it */
     }
     if (st->db) {
-        sock_publish(st, -1);
         PQfinish(st->db);
     }
     st->db = db;
@@ -649,6 +660,7 @@ int pg_connect_new(struct pgstore *st)
         return -1;
     }
     PQsetNoticeProcessor(db, quiet, NULL);
+    pg_answered(st);
     sock_publish(st, PQsocket(db));
     return 0;
 }

@@ -48,11 +48,15 @@ struct pg_wave_delta {
 struct pgstore {
     struct store base;       /* first: a struct store * is a struct pgstore * */
     PGconn *db;
-    /* The connection's socket while it is up (-1: none), for the loop's
-     * pgs_unstick: set by the store thread once connected, cleared before
-     * the connection closes, both under sock_mu. */
+    /* For the loop's pgs_unstick: a duplicate of the connection's socket
+     * while it is up (-1: none), ours to close, so that it never names
+     * another file after libpq closed its own (set by the store thread
+     * once connected, closed before the next connection is made, under
+     * sock_mu); and when the database last answered a statement
+     * (pg_answered, monotonic ms). */
     pthread_mutex_t sock_mu;
     int sock;
+    atomic_llong answered_ms;
     char conninfo[1024];
     char dir[400];           /* the local image cache's parent: dir/images */
     int lock_fd;             /* dir/tcpota.lock, ours (fleet_lock_take); -1 before */
@@ -162,6 +166,9 @@ int pg_outage_admit(void *ctx, struct store_req *r);
 int pg_migrate(PGconn *db, char *err, size_t errlen);
 
 /* ---- store_pg_sql.c ---- */
+
+/* Store thread: the database answered a statement now (pgs_unstick). */
+void pg_answered(struct pgstore *st);
 
 /* Runs the cached statement for sql with parameters from fmt, one letter
  * each: 'i' int64_t, 't' const char * (NULL: NULL), 'b' const void * then

@@ -14,6 +14,11 @@
 #define PG_PARAMS_MAX 16 /* parameters one statement of ours binds at most */
 #define PG_INT_TEXT 24   /* an int64 in decimal, with sign and NUL */
 
+void pg_answered(struct pgstore *st)
+{
+    atomic_store(&st->answered_ms, (long long)pg_mono_ms());
+}
+
 /* Parameters as libpq takes them: int64s printed in place, bytea binary. */
 struct params {
     int n;
@@ -74,6 +79,7 @@ static const char *cached(struct pgstore *st, struct store_req *r, const char *w
     c = &st->cache[st->ncache];
     snprintf(c->name, sizeof(c->name), "s%u", ++st->next_stmt);
     res = PQprepare(st->db, c->name, sql, 0, NULL);
+    pg_answered(st);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         store_err_set(r, STORE_E_IO, "%s: %s", what,
                       PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
@@ -125,6 +131,7 @@ static PGresult *exec_p(struct pgstore *st, struct store_req *r, const char *wha
     } else {
         res = PQexecPrepared(st->db, name, p->n, p->values, p->lengths, p->formats, 0);
     }
+    pg_answered(st);
     s = PQresultStatus(res);
     if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
         fail(st, r, what, res);
@@ -240,9 +247,11 @@ int pg_begin(struct pgstore *st, struct store_req *r, int durable, int reads)
         {PG_BEGIN "; SET LOCAL synchronous_commit TO off", PG_BEGIN}};
 #undef PG_BEGIN
     PGresult *res = PQexec(st->db, sql[reads != 0][durable != 0]);
-    int ok = reads ? PQresultStatus(res) == PGRES_COMMAND_OK
-                   : PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+    int ok;
 
+    pg_answered(st);
+    ok = reads ? PQresultStatus(res) == PGRES_COMMAND_OK
+               : PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
     st->xid = ok && !reads ? pg_col_i64(res, 0, 0) : 0;
     st->xid_pid = ok && !reads ? (int)pg_col_i64(res, 0, 1) : 0;
     if (!ok) {
@@ -257,6 +266,7 @@ int pg_commit(struct pgstore *st, struct store_req *r, int sent)
     PGresult *res = sent ? PQgetResult(st->db) : PQexec(st->db, "COMMIT"), *more;
     int rc = 0;
 
+    pg_answered(st);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         /* The server's refusals carry an SQLSTATE; libpq's own failures do
          * not, and only a broken connection leaves the answer unknown (out

@@ -957,6 +957,22 @@ static void test_secrets_since(void **state)
     store_req_free(r);
 }
 
+/* --db-timeout's cut (store_vt.unstick, from the loop): none while the
+ * database answered a statement within idle_s (a long request of many is
+ * slow, not hung); past it the connection is dropped, and the next request
+ * runs on a new one. */
+static void test_unstick(void **state)
+{
+    struct fx *f = *state;
+
+    store_req_free(secrets_since(f, 0)); /* a statement answered now */
+    assert_int_equal(f->st->vt->unstick(f->st, 1), 0);
+    usleep(1100 * 1000);
+    assert_int_equal(f->st->vt->unstick(f->st, 1), 1);
+    store_req_free(secrets_since(f, 0)); /* OK: again on a new connection */
+    assert_int_equal(f->st->vt->unstick(f->st, 1), 0);
+}
+
 /* A database of the schema before migration 5 (an older tcpota's; a rolling
  * upgrade's first new node): migrated at the open, which says from which
  * version (the server logs it: an older tcpota no longer starts on it),
@@ -1642,6 +1658,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_fatal_asked, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_secrets_since, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_migrates_from_4, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_unstick, ss_setup, ss_teardown),
         cmocka_unit_test(test_outage),
         cmocka_unit_test(test_outage_nothing_kept),
         cmocka_unit_test(test_outage_stop),
