@@ -357,8 +357,6 @@ static int parse_proxy_from(const char *val, char (*out)[PROXY_FROM_LEN], size_t
     return 0;
 }
 
-/* Reads the manifest at path (a regular file of at most TCPOTA_MAX_MANIFEST
- * bytes) into *man. Returns 0 or -1 after printing what is wrong. */
 /* 1 when path's first bytes are a manifest's magic (a FIFO or an
  * unreadable file: 0, the image's own checks say what it is). */
 static int is_manifest(const char *path)
@@ -375,6 +373,8 @@ static int is_manifest(const char *path)
     return yes;
 }
 
+/* Reads the manifest at path (a regular file of at most TCPOTA_MAX_MANIFEST
+ * bytes) into *man. Returns 0 or -1 after printing what is wrong. */
 static int load_manifest(const char *path, uint8_t **man, size_t *len)
 {
     int fd = open_arg(NULL, path, "--manifest", 0);

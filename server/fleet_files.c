@@ -180,7 +180,7 @@ int fleet_lock_take(const char *dir, char *err, size_t errlen)
 
 const char *fleet_lock_holder(const char *pid)
 {
-    char path[64], args[64];
+    char path[64], args[PATH_MAX + 16]; /* argv[0], as long as a path, then argv[1] */
     ssize_t n = 0;
     size_t first;
     int fd;
