@@ -108,6 +108,16 @@ static json_t *rollout_json(const struct api *a, const struct store_rollout *ro,
 
 /* ---- one rollout: GET it, then its image's version ---- */
 
+/* Replies with the answer held in c->json, which goes with the reply
+ * (api_reply frees c, and with it what c->json still holds). */
+static void answer_held(struct api_call *c)
+{
+    json_t *o = c->json;
+
+    c->json = NULL;
+    api_reply(c, c->code, o);
+}
+
 /* A create's answer, its "warning" when the rollout it superseded has a
  * newer image: the devices that took that one are offered nothing by this
  * one (no downgrade without allow_downgrade) and count as up to date, so a
@@ -130,8 +140,7 @@ static void superseded_image_done(struct api_call *c, struct store_req *r)
                  r->u.image.img->version, (unsigned long long)c->id);
         json_object_set_new(c->json, "warning", json_string(warning));
     }
-    api_reply(c, c->code, c->json);
-    c->json = NULL;
+    answer_held(c);
 }
 
 static void superseded_got(struct api_call *c, struct store_req *r)
@@ -139,8 +148,7 @@ static void superseded_got(struct api_call *c, struct store_req *r)
     struct store_req *g;
 
     if (r->rc < 0) { /* the create stands: answered without the comparison */
-        api_reply(c, c->code, c->json);
-        c->json = NULL;
+        answer_held(c);
         return;
     }
     if ((g = api_req(c, STORE_IMAGE_GET)) != NULL) { /* else answered 500; c->json goes with c */
