@@ -715,19 +715,19 @@ static int v1_input(struct conn *c, const uint8_t *p, size_t n)
                       c->srv->o->require_auth ? "this server requires it (--require-auth)"
                                               : "its id has a secret on this server");
             } else {
-                char field[96] = "";
-                const char *why = tcpota_srv_failure(&c->s);
+                char field[96] = "", tag[24];
+                const char *why = tcpota_srv_failure(&c->s), *name = tag_name(ev.msg.bad_tag);
 
                 if (strcmp(why, tcpota_strerror(used)) == 0) {
                     why = ""; /* "frame CRC mismatch" once */
                 }
-
-                if (ev.msg.bad_tag && tag_name(ev.msg.bad_tag)) {
-                    snprintf(field, sizeof(field), " (%s: its %s field is out of the protocol's "
-                             "rules)", msg_name(ev.msg.type), tag_name(ev.msg.bad_tag));
-                } else if (ev.msg.bad_tag) {
-                    snprintf(field, sizeof(field), " (%s: its field of tag 0x%02x is out of the "
-                             "protocol's rules)", msg_name(ev.msg.type), ev.msg.bad_tag);
+                if (ev.msg.bad_tag) {
+                    if (!name) {
+                        snprintf(tag, sizeof(tag), "field of tag 0x%02x", ev.msg.bad_tag);
+                        name = tag;
+                    }
+                    snprintf(field, sizeof(field), " (%s: its %s%s is out of the protocol's rules)",
+                             msg_name(ev.msg.type), name, name == tag ? "" : " field");
                 }
                 clog_(c, 1, "error: %s%s%s%s; closing", tcpota_strerror(used), *why ? ": " : "",
                       why, field);

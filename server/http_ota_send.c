@@ -265,7 +265,7 @@ void ota_start(struct dl *d, struct image *img, const struct http_range *rg, con
 {
     struct server *srv = d->ota->srv;
     struct evhttp_request *req = d->req;
-    char len[24], cr[80];
+    char len[24], cr[80], why[96] = "";
     struct fleet_who w;
 
     snprintf(len, sizeof(len), "%u", (unsigned)(rg->last - rg->first + 1));
@@ -306,13 +306,11 @@ void ota_start(struct dl *d, struct image *img, const struct http_range *rg, con
         /* Its bytes are what it had, not where this range starts: the
          * history said "from byte 0" of a download from byte 50000 (a
          * trial). */
-        char why[96];
         snprintf(why, sizeof(why), "asks bytes %u-%u, past the %u it had: not counted as its "
                  "progress", d->first, d->last, d->had);
-        fleet_step(srv, &w, STORE_ST_DOWNLOADING, img->desc.id, NULL, reach(d), why, 0, 0);
-    } else {
-        fleet_step(srv, &w, STORE_ST_DOWNLOADING, img->desc.id, NULL, reach(d), NULL, 0, 0);
     }
+    fleet_step(srv, &w, STORE_ST_DOWNLOADING, img->desc.id, NULL, reach(d), why[0] ? why : NULL,
+               0, 0);
     evhttp_send_reply_start(req, rg->status, NULL);
     send_window(d);
 }
