@@ -2061,6 +2061,38 @@ static int holds_images(const char *dir)
     return found;
 }
 
+/* 1 after refusing a tcpota.db of 0 bytes (and no -wal to replay) in a
+ * --data that was used: SQLite takes an empty file for a new database, and
+ * the server then served an empty fleet without a word, its devices'
+ * secrets gone (two trials: what a failed copy, restore or full disk
+ * leaves). A first start makes the database before api.token and before
+ * any image, so neither is there after a first start cut short. */
+static int emptied_db(struct server *srv, const char *path)
+{
+    const struct tcpota_serve_opts *o = srv->o;
+    char wal[PATH_MAX + sizeof("-wal")], token[PATH_MAX];
+    struct stat st;
+    int has_token, has_images;
+
+    snprintf(wal, sizeof(wal), "%s-wal", path);
+    snprintf(token, sizeof(token), "%s/" FLEET_TOKEN_FILE, o->data_dir);
+    if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size != 0 ||
+        (lstat(wal, &st) == 0 && st.st_size > 0)) {
+        return 0;
+    }
+    has_token = lstat(token, &st) == 0;
+    has_images = o->images_dir && holds_images(o->images_dir);
+    if (!has_token && !has_images) {
+        return 0;
+    }
+    return not_starting(srv, "%s is empty (0 bytes), but --data %s was used (it holds %s%s%s):"
+                        " its fleet's devices, secrets and rollouts are not there, and serving"
+                        " it would start an empty fleet; restore %s from a backup"
+                        " (docs/operations.md), or give an empty --data for a new fleet", path, o->data_dir, has_token ? FLEET_TOKEN_FILE : "",
+                        has_token && has_images ? " and " : "", has_images ? "images" : "",
+                        FLEET_DB_FILE) < 0;
+}
+
 /* The fleet a start serves is the one its flags name: a --data of one kind
  * given to the other served an empty fleet without a word (a trial: a
  * SQLite node's DIR given --db; a --db node's DIR whose config lost its db
@@ -2078,6 +2110,9 @@ static int store_kind_mismatch(struct server *srv)
                             " in --data; give it another directory (the SQLite fleet's devices,"
                             " secrets and rollouts are not moved to PostgreSQL: docs/scaling.md)",
                             o->data_dir, path);
+    }
+    if (!o->db && emptied_db(srv, path)) {
+        return -1;
     }
     if (!o->db && lstat(path, &st) != 0 && errno == ENOENT && o->images_dir &&
         holds_images(o->images_dir)) {

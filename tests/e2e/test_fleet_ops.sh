@@ -704,3 +704,23 @@ rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "
 [ $rc -eq 1 ] && grep -q -- "--data $WORK/cache holds images but no tcpota.db: it is a --db node's image cache, or its database was lost; give --db" "$WORK/kind2.log" &&
   [ ! -e "$WORK/cache/tcpota.db" ] || fail "a --db node's cache without --db: rc $rc: $(cat "$WORK/kind2.log")"
 ok "--db on a SQLite fleet's --data, or a --db node's cache without --db: refused, saying what it holds"
+
+# An emptied tcpota.db (0 bytes, no -wal: a failed copy or restore, a full
+# disk) in a --data that was used: SQLite would take it for a new database
+# and the fleet's secrets would be gone without a word (two trials). Refused,
+# with api.token and images or with api.token alone; a 0-byte file in a
+# directory that holds neither (a first start cut short) still starts.
+cp -a "$WORK/keysnow" "$WORK/emptied"
+: > "$WORK/emptied/tcpota.db"; rm -f "$WORK/emptied/tcpota.db-wal" "$WORK/emptied/tcpota.db-shm"
+rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "$WORK/emptied" > /dev/null 2> "$WORK/empty1.log" || rc=$?
+[ $rc -eq 1 ] && grep -q -- "not starting: $WORK/emptied/tcpota.db is empty (0 bytes), but --data $WORK/emptied was used (it holds api.token and images): its fleet's devices, secrets and rollouts are not there" "$WORK/empty1.log" &&
+  [ ! -s "$WORK/emptied/tcpota.db" ] || fail "an emptied tcpota.db with images: rc $rc: $(cat "$WORK/empty1.log")"
+rm -rf "$WORK/emptied/images"
+rc=0; timeout 20 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "$WORK/emptied" > /dev/null 2> "$WORK/empty2.log" || rc=$?
+[ $rc -eq 1 ] && grep -q -- "was used (it holds api.token): " "$WORK/empty2.log" ||
+  fail "an emptied tcpota.db beside api.token: rc $rc: $(cat "$WORK/empty2.log")"
+mkdir -m 700 "$WORK/fresh0"; : > "$WORK/fresh0/tcpota.db"
+rc=0; timeout 3 "$TCPOTA" serve --listen 127.0.0.1:0 --api 127.0.0.1:0 --data "$WORK/fresh0" > /dev/null 2> "$WORK/empty3.log" || rc=$?
+[ $rc -eq 124 ] && grep -q "listening on" "$WORK/empty3.log" ||
+  fail "a 0-byte tcpota.db in an unused --data: rc $rc: $(cat "$WORK/empty3.log")"
+ok "an emptied tcpota.db in a used --data: refused, saying what is lost and what to do; in an unused one it starts"
