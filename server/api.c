@@ -30,7 +30,6 @@
 #define API_METRICS_PATH "/metrics"
 #define API_HEALTH_PATH "/health" /* a balancer's check: the loop answers */
 #define API_METRICS_TYPE "text/plain; version=0.0.4; charset=utf-8"
-#define API_REALM "tcpota"         /* the realm of the 401s' Bearer challenge */
 
 static const char *status_text(int code)
 {
@@ -704,6 +703,7 @@ static void handle(struct evhttp_request *req, void *arg)
      * gate could not record, out of memory: what a request leaves in flight
      * must learn of its close. */
     evhttp_connection_set_closecb(evhttp_request_get_connection(req), api_conn_closed, a);
+    api_gate_request(a, req);
     if (bad) {
         char body[200];
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
@@ -744,8 +744,7 @@ static void handle(struct evhttp_request *req, void *arg)
     if (!authorized(a, req)) {
         denied(a, req, path);
         challenge(req);
-        api_error(c, 401, NULL, "missing or wrong API token: send Authorization: Bearer <the token "
-                                "in DIR/api.token>");
+        api_error(c, 401, NULL, "%s", API_TOKEN_MSG);
         return;
     }
     route(c, (int)evhttp_request_get_command(req), path ? path : "/",

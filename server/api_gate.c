@@ -13,9 +13,11 @@
  * first Authorization line (within API_GATE_PEEK_MAX bytes):
  *  - the API's token there (Authorization: Bearer) lets the connection's
  *    requests have bodies up to --max-image (an upload);
- *  - any other keeps API_BODY_MAX (JSON requests are far smaller), and evhttp
- *    answers a larger body 413 while it reads and drops it
- *    (EVHTTP_SERVER_LINGERING_CLOSE): nothing is held.
+ *  - any other keeps API_BODY_MAX (JSON requests are far smaller): a head
+ *    that declares more is answered at once (refuse_body), a larger body
+ *    that did not say so evhttp answers 413 while it reads and drops it
+ *    (EVHTTP_SERVER_LINGERING_CLOSE): nothing is held. Each request of such
+ *    a connection comes whole within API_WATCH_MS (watch_cb).
  * Then evhttp reads the connection as before. Only the first head is
  * looked at: a connection that began without the token cannot upload,
  * which no client of ours does (the dashboard's files, and a 401, close
@@ -48,8 +50,9 @@ struct api_gate {
     struct api_gate *prev, *next; /* a->gates */
     struct bufferevent *bev;      /* our reference, until the admission */
     struct evhttp_connection *evcon;
-    struct event *ev;             /* the socket readable, or the deadline */
+    struct event *ev;             /* the socket readable, or the deadline; a watch's timer */
     int64_t deadline_ms;          /* head_ms after the accept (monotonic) */
+    int watching;                 /* judged without the token: each request timed (watch) */
 };
 
 static void unlink_gate(struct api *a, struct api_gate *g)
@@ -95,6 +98,45 @@ static int head_token(const struct api *a, const char *head, size_t n)
     return GATE_WAIT;
 }
 
+/* The length of a whole request head in head[0..n) (through its blank
+ * line), or 0 while it is not all there. */
+static size_t head_whole(const char *head, size_t n)
+{
+    const char *p = head, *end = head + n;
+
+    while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL && ++p < end) {
+        if (*p == '\n') return (size_t)(p + 1 - head);
+        if (*p == '\r' && p + 1 < end && p[1] == '\n') return (size_t)(p + 2 - head);
+    }
+    return 0;
+}
+
+/* The body a whole head declares: its Content-Length (saturating), or
+ * UINT64_MAX for a Transfer-Encoding (a length not known before it ends);
+ * 0 for none, or for a length libevent refuses itself (not digits). */
+static uint64_t head_body(const char *head, size_t n)
+{
+    const char *p = memchr(head, '\n', n), *end = head + n;
+    uint64_t len = 0;
+
+    while (p && ++p < end && *p != '\r' && *p != '\n') {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol) break;
+        if ((size_t)(eol - p) > 18 && strncasecmp(p, "Transfer-Encoding:", 18) == 0) {
+            return UINT64_MAX;
+        }
+        if ((size_t)(eol - p) > 15 && strncasecmp(p, "Content-Length:", 15) == 0) {
+            const char *v = p + 15;
+            while (v < eol && (*v == ' ' || *v == '\t')) v++;
+            for (len = 0; v < eol && *v >= '0' && *v <= '9'; v++) {
+                len = len > (UINT64_MAX - 9) / 10 ? UINT64_MAX : len * 10 + (uint64_t)(*v - '0');
+            }
+        }
+        p = eol;
+    }
+    return len;
+}
+
 /* 1 when the peer will send nothing more (its FIN came, behind bytes a
  * peek does not take: recv() shows the bytes, not the end). */
 static int peer_done(evutil_socket_t fd)
@@ -134,6 +176,126 @@ static void wait_on(struct api *a, struct api_gate *g)
         tv.tv_usec = (suseconds_t)(left % 1000 * 1000);
     }
     if (event_add(g->ev, &tv) != 0) release(a, g); /* out of memory: evhttp reads it as before */
+}
+
+/* A connection judged without the token that has not sent a whole request
+ * within API_WATCH_MS of its head or of its last answer: a request or a
+ * body trickling (evhttp's own timeout starts again with each byte, and
+ * such connections held the listener's places for ever: a trial's three
+ * filled --api-max-conns 3, /health and the downloads answered 503). An
+ * idle one is closed by evhttp's timeout (API_TIMEOUT_S) before this. */
+static void watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct api_gate *g = arg;
+    struct api *a = g->api;
+    struct evhttp_connection *evcon = g->evcon;
+    char peer[80], line[300], more[API_LOG_MORE_MAX];
+    (void)fd;
+    (void)what;
+
+    if (api_log_pass(a, &a->gate_log, "", more, sizeof more)) {
+        snprintf(line, sizeof line, "API: %s, without the API's token, sent no whole request"
+                 " within %.3g s (a request or its body trickling); closing%s",
+                 api_peer_text(evcon, peer, sizeof peer), (double)API_WATCH_MS(a) / 1000, more);
+        a->cfg.log(a->cfg.ctx, line);
+    }
+    gate_free(a, g);
+    evhttp_connection_free(evcon);
+}
+
+static void watch_arm(struct api *a, struct api_gate *g)
+{
+    struct timeval tv = {(time_t)(API_WATCH_MS(a) / 1000),
+                         (suseconds_t)(API_WATCH_MS(a) % 1000 * 1000)};
+
+    (void)evtimer_add(g->ev, &tv);
+}
+
+/* Judged without the token: evhttp reads the connection from here, each of
+ * its requests timed (watch_cb). Out of memory for the timer, it goes on
+ * as before. */
+static void watch(struct api *a, struct api_gate *g)
+{
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(g->evcon);
+
+    event_free(g->ev); /* the edge-triggered read, before the bufferevent's read */
+    g->ev = evtimer_new(a->cfg.base, watch_cb, g);
+    if (!g->ev) {
+        gate_free(a, g);
+    } else {
+        g->watching = 1;
+        watch_arm(a, g);
+    }
+    if (bev) bufferevent_enable(bev, EV_READ);
+}
+
+static struct api_gate *watcher(const struct api *a, const struct evhttp_connection *evcon)
+{
+    struct api_gate *g;
+
+    for (g = a->gates; g && evcon; g = g->next) {
+        if (g->watching && g->evcon == evcon) return g;
+    }
+    return NULL;
+}
+
+static void answered_cb(struct evhttp_request *req, void *arg)
+{
+    struct api *a = arg;
+    struct api_gate *g = watcher(a, evhttp_request_get_connection(req));
+
+    if (g) watch_arm(a, g); /* the next request, whole, within API_WATCH_MS */
+}
+
+void api_gate_request(struct api *a, struct evhttp_request *req)
+{
+    struct api_gate *g = watcher(a, evhttp_request_get_connection(req));
+
+    if (!g) return;
+    evtimer_del(g->ev); /* the request is whole: not timed while it is answered */
+    evhttp_request_set_on_complete_cb(req, answered_cb, a);
+}
+
+/* A head without the token that declares a body larger than such a
+ * connection takes (or one of a length not known, chunked) is answered at
+ * once, before a byte of the body is read: evhttp read and dropped all of
+ * it first (EVHTTP_SERVER_LINGERING_CLOSE) and answered only then, never
+ * for a length of 2^40 (a trial). An API path gets the 401 it would get
+ * (a wrong token's upload was told "too large"), another a 413. Returns 1
+ * when answered (the connection freed). */
+static int refuse_body(struct api *a, struct api_gate *g, evutil_socket_t fd, const char *head,
+                       size_t n)
+{
+    uint64_t body = head_body(head, n), limit = a->cfg.max_image < API_BODY_MAX
+                                                    ? a->cfg.max_image : API_BODY_MAX;
+    struct evhttp_connection *evcon = g->evcon;
+    const char *sp = memchr(head, ' ', n);
+    int api_path = sp && (size_t)(head + n - sp) > 4 && strncmp(sp + 1, "/v1/", 4) == 0;
+    char peer[80], line[300], more[API_LOG_MORE_MAX], body_text[300];
+
+    if (body <= limit || (body == UINT64_MAX && !api_path)) {
+        return 0; /* a chunked body elsewhere: evhttp holds it to the limit, watch_cb to time */
+    }
+    if (api_log_pass(a, api_path ? &a->denied : &a->gate_log, api_path ? "refused " : "", more,
+                     sizeof more)) {
+        snprintf(line, sizeof line, "API: refused %s: a request without the API's token that"
+                 " declares a body (%s); answered %s before reading it%s",
+                 api_peer_text(evcon, peer, sizeof peer),
+                 body == UINT64_MAX ? "chunked" : "larger than such a request takes",
+                 api_path ? "401" : "413", more);
+        a->cfg.log(a->cfg.ctx, line);
+    }
+    gate_free(a, g); /* its event off the socket before the socket closes */
+    if (api_path) {
+        snprintf(body_text, sizeof body_text, "{\"error\": \"%s\"}", API_TOKEN_MSG);
+        http_answer_close(evcon, fd, "401 Unauthorized", "application/json",
+                          "WWW-Authenticate: Bearer realm=\"" API_REALM "\"\r\n", body_text);
+    } else {
+        snprintf(body_text, sizeof body_text, "{\"error\": \"a request without the API's token"
+                 " takes a body of at most %llu bytes\"}", (unsigned long long)limit);
+        http_answer_close(evcon, fd, "413 Payload Too Large", "application/json", "", body_text);
+    }
+    return 1;
 }
 
 static void peek_cb(evutil_socket_t fd, short what, void *arg)
@@ -195,7 +357,15 @@ static void peek_cb(evutil_socket_t fd, short what, void *arg)
         }
         if (t == GATE_TOKEN) {
             evhttp_connection_set_max_body_size(g->evcon, (ev_ssize_t)a->cfg.max_image);
+            release(a, g);
+            return;
         }
+        size_t whole = head_whole(head, (size_t)n);
+        if (whole && refuse_body(a, g, fd, head, whole)) {
+            return;
+        }
+        watch(a, g);
+        return;
     }
     /* Judged (the token, or none by the head's end or its first
      * API_GATE_PEEK_MAX bytes), or bytes no head holds (a TLS handshake:
@@ -236,6 +406,9 @@ void api_gate_closed(struct api *a, struct evhttp_connection *evcon)
 {
     struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
     evutil_socket_t s = bev ? bufferevent_getfd(bev) : -1;
+    struct api_gate *g = watcher(a, evcon);
+
+    if (g) gate_free(a, g);
 
     if (s >= 0 && (size_t)s < a->held_cap && a->held[s]) {
         a->held[s] = 0;

@@ -35,6 +35,12 @@ struct evkeyvalq;
  * within this many bytes, or taken as without the token (api_gate.c): each
  * segment of a trickled head costs a look at this much at most. */
 #define API_GATE_PEEK_MAX 8192u
+/* A connection without the token sends each whole request within this of
+ * its head or its last answer (api_gate.c): twice the head's deadline, so
+ * that evhttp's idle timeout ends an idle one first. */
+#define API_WATCH_MS(a) (2u * (a)->cfg.head_ms)
+#define API_REALM "tcpota" /* the realm of the 401s' Bearer challenge */
+#define API_TOKEN_MSG "missing or wrong API token: send Authorization: Bearer <the token in DIR/api.token>"
 #define API_FULL_RETRY_S 5                /* Retry-After of a 503 at --api-max-conns */
 
 #define API_STREAMS_MAX 64u               /* event streams open at once (dashboards) */
@@ -91,8 +97,13 @@ void api_gate_stop(struct api *a);
  * on evcon (api.c's calls, event streams, the /ota/ downloads) and stops
  * counting it. arg is the struct api. */
 void api_conn_closed(struct evhttp_connection *evcon, void *arg);
-/* Stops counting evcon, when it counted (api_gate.c; from api_conn_closed). */
+/* Stops counting evcon, when it counted, and timing its requests
+ * (api_gate.c; from api_conn_closed). */
 void api_gate_closed(struct api *a, struct evhttp_connection *evcon);
+/* A whole request of req's connection reached the API (first thing in its
+ * handler): on a connection judged without the token, not timed until it is
+ * answered, then the next one is (api_gate.c). */
+void api_gate_request(struct api *a, struct evhttp_request *req);
 
 /* A line for the log about the API that a client can cause at will passes
  * l (one per API_DENIED_LOG_MS): 1, with more (cap >= API_LOG_MORE_MAX) the

@@ -2087,7 +2087,7 @@ static void test_gate_rules(void **state)
     if (st == 413 || st < 0) fail_msg("an upload whose head was cut in its token: %d", st);
     snprintf(head, sizeof head, up, "7.0.4", "Authorization: Bearer nope\r\n");
     st = gate_upload(head, NULL);
-    if (st != 413) fail_msg("an upload with a wrong token: %d, not 413", st);
+    if (st != 401) fail_msg("an upload with a wrong token: %d, not 401", st);
 
     /* 9,000 bytes of header before Authorization: judged without the
      * token at 8 KiB (a small body), and answered at once, not held. */
@@ -2105,6 +2105,78 @@ static void test_gate_rules(void **state)
         close(fd);
     }
     if (!strstr(buf, "HTTP/1.1 200")) fail_msg("a head with 9,000 bytes before its token: %.200s", buf);
+}
+
+/* A connection without the token: a body larger than it takes, or chunked
+ * on an API path, is answered at once, before a byte of it (an API path
+ * 401, another 413); a request or body that trickles is cut API_WATCH_MS
+ * (2 x HEAD_MS here) after its head or the last answer, as the first
+ * request or a later one; whole requests in time are served, a keep-alive
+ * one after another. */
+static void test_tokenless_bodies(void **state)
+{
+    static char buf[4096];
+    int fd, i, logged;
+    ssize_t k;
+
+    (void)state;
+    /* 2^40 bytes declared: answered at once, without the body. */
+    logged = T.nlogged;
+    fd = raw_open("POST /v1/images?version=1.0&model=m HTTP/1.1\r\nHost: x\r\n"
+                  "Content-Length: 1099511627776\r\n\r\n");
+    raw_read(fd, buf, sizeof buf, 300);
+    close(fd);
+    if (!strstr(buf, "HTTP/1.1 401") || !strstr(buf, "WWW-Authenticate: Bearer realm=") ||
+        !strstr(buf, "missing or wrong API token: send Authorization: Bearer")) {
+        fail_msg("2^40 bytes declared without the token: %s", buf);
+    }
+    assert_int_equal(T.nlogged, logged + 1);
+    assert_non_null(strstr(T.logged, "API: refused 127.0.0.1:"));
+    assert_non_null(strstr(T.logged, "without the API's token that declares a body (larger than"
+                                     " such a request takes); answered 401 before reading it"));
+    fd = raw_open("PATCH /v1/devices/d1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    raw_read(fd, buf, sizeof buf, 300);
+    close(fd);
+    if (!strstr(buf, "HTTP/1.1 401")) fail_msg("a chunked body without the token: %s", buf);
+    fd = raw_open("POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n");
+    raw_read(fd, buf, sizeof buf, 300);
+    close(fd);
+    if (!strstr(buf, "HTTP/1.1 413") ||
+        !strstr(buf, "a request without the API's token takes a body of at most 1024 bytes")) {
+        fail_msg("100,000 bytes declared to /health: %s", buf);
+    }
+
+    /* A small body, a byte at a time: cut at 2 x HEAD_MS, logged. */
+    logged = T.nlogged;
+    fd = raw_open("POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n");
+    for (i = 0; i < 12; i++) { /* a byte every 250 ms: 3 s in all */
+        run_ms(250);
+        (void)send(fd, "x", 1, MSG_NOSIGNAL);
+    }
+    k = read(fd, buf, sizeof buf);
+    assert_true(k == 0 || (k < 0 && errno == ECONNRESET));
+    close(fd);
+    assert_int_equal(T.nlogged, logged + 1);
+    assert_non_null(strstr(T.logged, ", without the API's token, sent no whole request within 2 s"
+                                     " (a request or its body trickling); closing"));
+
+    /* Keep-alive: two whole requests served; a third trickling is cut. */
+    fd = raw_open("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    raw_read(fd, buf, sizeof buf, 100);
+    if (!strstr(buf, "HTTP/1.1 200")) fail_msg("a first /health: %s", buf);
+    run_ms(1500);
+    raw_send_all(fd, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n", strlen("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"));
+    raw_read(fd, buf, sizeof buf, 100);
+    if (!strstr(buf, "HTTP/1.1 200")) fail_msg("a second /health 1.5 s later: %s", buf);
+    run_ms(1500); /* past 2 s from the first answer: the second one timed it anew */
+    raw_send_all(fd, "GET /health HTTP/1.1\r\n", strlen("GET /health HTTP/1.1\r\n"));
+    for (i = 0; i < 12; i++) {
+        run_ms(250);
+        (void)send(fd, "X-A: b\r\n", 8, MSG_NOSIGNAL);
+    }
+    k = read(fd, buf, sizeof buf);
+    assert_true(k == 0 || (k < 0 && errno == ECONNRESET));
+    close(fd);
 }
 
 /* Two Authorization headers: 400, neither taken (libevent hands over the
@@ -2514,6 +2586,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_authorization_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_http, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gate_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tokenless_bodies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_slow_reader_cut, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
