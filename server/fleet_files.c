@@ -30,16 +30,37 @@ int fleet_files_own(const char *name)
     return strcmp(name, FLEET_IMAGES_DIR) == 0 || strcmp(name, FLEET_TOKEN_FILE) == 0;
 }
 
-/* path private when others may reach it (a directory or a regular file;
- * not through a link). Returns 1 changed (*was: its mode before), 0
- * nothing to do, -1 with err. */
-static int make_private(const char *path, unsigned *was, char *err, size_t errlen)
+static const char *file_kind(mode_t m)
+{
+    if (S_ISREG(m)) return "a regular file";
+    if (S_ISDIR(m)) return "a directory";
+    if (S_ISFIFO(m)) return "a FIFO";
+    if (S_ISCHR(m)) return "a character device";
+    if (S_ISBLK(m)) return "a block device";
+    if (S_ISSOCK(m)) return "a socket";
+    return "not a file";
+}
+
+/* path (a directory when dir, else a regular file) private when others may
+ * reach it; not through a link (left as it is). Another kind of file there
+ * is refused before anything is changed (a trial's FIFO as tcpota.lock gave
+ * "Invalid argument"; a file named images/ was made 0644 -> 0600, then the
+ * start failed). Returns 1 changed (*was: its mode before), 0 nothing to
+ * do, -1 with err. */
+static int make_private(const char *path, int dir, unsigned *was, char *err, size_t errlen)
 {
     struct stat sb;
     mode_t want;
 
-    if (lstat(path, &sb) != 0 || !(S_ISREG(sb.st_mode) || S_ISDIR(sb.st_mode)) ||
-        (sb.st_mode & FILES_OTHERS) == 0) {
+    if (lstat(path, &sb) != 0 || S_ISLNK(sb.st_mode)) {
+        return 0;
+    }
+    if (dir ? !S_ISDIR(sb.st_mode) : !S_ISREG(sb.st_mode)) {
+        snprintf(err, errlen, "%s is %s, where tcpota serve keeps %s; move it away", path,
+                 file_kind(sb.st_mode), dir ? "a directory" : "a file of its own");
+        return -1;
+    }
+    if ((sb.st_mode & FILES_OTHERS) == 0) {
         return 0;
     }
     want = S_ISDIR(sb.st_mode) ? 0700 : 0600;
@@ -88,7 +109,7 @@ static int images_private(const char *images, unsigned *n, unsigned *was, char *
         if ((size_t)snprintf(path, sizeof(path), "%s/%s", images, e->d_name) >= sizeof(path)) {
             continue;
         }
-        if ((rc = make_private(path, was, err, errlen)) > 0) {
+        if ((rc = make_private(path, 0, was, err, errlen)) > 0) {
             (*n)++;
         }
     }
@@ -108,7 +129,7 @@ int fleet_files_private(const char *dir, char *said, size_t saidlen, char *err, 
     said[0] = '\0';
     for (i = 0; i < sizeof(top_files) / sizeof(top_files[0]); i++) {
         snprintf(path, sizeof(path), "%s/%s", dir, top_files[i]);
-        if ((rc = make_private(path, &was, err, errlen)) < 0) {
+        if ((rc = make_private(path, 0, &was, err, errlen)) < 0) {
             return -1;
         }
         if (rc > 0) {
@@ -117,7 +138,7 @@ int fleet_files_private(const char *dir, char *said, size_t saidlen, char *err, 
         }
     }
     snprintf(path, sizeof(path), "%s/" FLEET_IMAGES_DIR, dir);
-    if ((rc = make_private(path, &was, err, errlen)) < 0) {
+    if ((rc = make_private(path, 1, &was, err, errlen)) < 0) {
         return -1;
     }
     if (rc > 0) {

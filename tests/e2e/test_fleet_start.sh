@@ -156,6 +156,17 @@ refused "a fleet database without its secrets table" "cannot read the device sec
 DATA=$WORK/dbdir
 mkdir -p "$DATA/tcpota.db"
 refused "a tcpota.db that is a directory" "cannot open the fleet store: $DATA/tcpota.db is not a regular file; move it away"
+# The lock a FIFO or a directory, images/ a file: said what it is, before
+# anything in --data is changed (the file named images/ kept its mode).
+DATA=$WORK/oddlock
+mkdir -p "$DATA" && mkfifo "$DATA/tcpota.lock"
+refused "a FIFO as tcpota.lock" "$DATA/tcpota.lock is a FIFO, where tcpota serve keeps a file of its own; move it away"
+rm "$DATA/tcpota.lock" && mkdir "$DATA/tcpota.lock"
+refused "a directory as tcpota.lock" "$DATA/tcpota.lock is a directory, where tcpota serve keeps a file of its own; move it away"
+DATA=$WORK/imgfile
+mkdir -p "$DATA" && echo x > "$DATA/images" && chmod 644 "$DATA/images"
+refused "a file named images" "$DATA/images is a regular file, where tcpota serve keeps a directory; move it away"
+[ "$(stat -c %a "$DATA/images")" = 644 ] || fail "a file named images was made $(stat -c %a "$DATA/images") before the start was refused"
 ok "another program's tcpota.db is refused untouched; a file in images/ not named as an image is left as it is"
 
 # --- a --db node's --data holding someone else's files: warned too ---------
