@@ -369,6 +369,23 @@ static void repaired(struct api_call *c)
     hold_images(c, &c->stored, 1, 0);
 }
 
+/* 1 when two manifests (both verified) say the same of the same bytes:
+ * size, digest, version, model, security counter and signing key; only
+ * their signing time and signature differ (tcpota sign run again on the
+ * same file: a new user was told to remove the stored image). */
+static int same_claims(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
+{
+    struct tcpota_manifest x, y;
+
+    return tcpota_manifest_parse(a, alen, &x) == 0 && tcpota_manifest_parse(b, blen, &y) == 0 &&
+           x.image_size == y.image_size && memcmp(x.sha256, y.sha256, TCPOTA_ID_LEN) == 0 &&
+           x.version.len == y.version.len &&
+           memcmp(x.version.ptr, y.version.ptr, x.version.len) == 0 &&
+           x.model.len == y.model.len && memcmp(x.model.ptr, y.model.ptr, x.model.len) == 0 &&
+           x.security_counter == y.security_counter &&
+           memcmp(x.pubkey, y.pubkey, TCPOTA_PUBKEY_LEN) == 0;
+}
+
 static void add_lookup_done(struct api_call *c, struct store_req *r)
 {
     struct store_req *add;
@@ -385,7 +402,10 @@ static void add_lookup_done(struct api_call *c, struct store_req *r)
     }
     if (r->rc == STORE_OK && c->img.manifest_len &&
         (r->u.image.img->manifest_len != c->img.manifest_len ||
-         memcmp(r->u.image.img->manifest, c->img.manifest, c->img.manifest_len) != 0)) {
+         memcmp(r->u.image.img->manifest, c->img.manifest, c->img.manifest_len) != 0) &&
+        !(r->u.image.img->manifest_len &&
+          same_claims(r->u.image.img->manifest, r->u.image.img->manifest_len, c->img.manifest,
+                      c->img.manifest_len))) {
         /* The same bytes with a manifest the stored image lacks (or with
          * another one): never answered "already stored" (the manifest
          * would be dropped unsaid), nor attached under the rollouts and
