@@ -343,6 +343,12 @@ static int device_secret(struct api *a, int argc, char **argv)
     if (np == 0) return api_usage(a, "secret needs a device ID: tcpota device secret ID");
     if ((rc = device_path(a, pos[0], "/secret", path, sizeof(path))) != 0) return rc;
     if (out && !*out) return api_usage(a, "--out is empty; give --out FILE");
+    if (out && strcmp(out, "-") == 0) {
+        /* Not a file named "-" (a trial found the secret there): without
+         * --out the line goes to standard output already. */
+        return api_usage(a, "--out - would make a file named '-'; leave --out out to print the"
+                            " secret on standard output");
+    }
     /* --json prints the answer, secret and all: --out is there to keep it
      * off the terminal and out of logs. */
     if (out && a->json) {

@@ -537,6 +537,9 @@ run 2 $T device list --model "$(printf 'm%.0s' {1..2100})" $API
 has err.log "^tcpota device: the filters are too long$"
 run 2 $T device secret dev-7 --out '' $API
 has err.log "^tcpota device: --out is empty; give --out FILE$"
+run 2 $T device secret dev-7 --out - $API
+has err.log "^tcpota device: --out - would make a file named '-'; leave --out out to print the secret on standard output$"
+[ ! -e ./- ] || fail "--out - made a file named -"
 [ "$(nreq)" -eq "$n0" ] || fail "a refused ID or filter was sent: $(tail -1 requests.jsonl)"
 run 2 $T device set dev-7 $API
 has err.log "set needs --group G"
