@@ -11,6 +11,7 @@
 #include "notify.h"
 #include "offload.h"
 #include "server_internal.h"
+#include "sock.h" /* sock_unsent */
 #include "accept_pause.h"
 #include "text.h"
 #include "tls_server.h"
@@ -18,6 +19,7 @@
 #include "tcpota/version.h"
 
 #include <errno.h>
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -131,8 +133,15 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
             now - c->progress_at > (double)srv->o->idle_timeout_s) {
             if (c->idle_grace || !conn_input_unread(c)) {
                 srv->stats.failed++;
-                clog_(c, 1, "idle for %u s (not reading what we send); closing",
-                      srv->o->idle_timeout_s);
+                /* What the device failed to do: a hostile trial's device read
+                 * the whole image, then sent PINGs, and was told it did not
+                 * read (the kernel's send queue tells the two apart). */
+                clog_(c, 1, "idle for %u s (%s); closing", srv->o->idle_timeout_s,
+                      st == TCPOTA_SRV_AUTH_WAIT || st == TCPOTA_SRV_AUTH_CHECK
+                          ? "no answer to the authentication challenge"
+                      : sock_unsent(c->fd) > 0 || (conn_out(c) && evbuffer_get_length(conn_out(c)) > 0)
+                          ? "not reading what we send"
+                          : "acknowledging nothing new, though it read all we sent");
                 (void)conn_close(c, 1);
                 continue;
             }

@@ -59,6 +59,39 @@ for dev in (b"x" * 65, b"bad\x01id"):
         sys.exit("a HELLO with device id %r got %d %r" % (dev, kind, payload))
     s.close()
 PY
+# A device that reads the whole image and then acknowledges nothing, only
+# PINGs: closed at the idle timeout, and the log says what it failed to do
+# (before: "not reading what we send", which it did).
+python3 - "$P" "$(dirname "$0")" <<'PY' || fail "a reader that never acknowledges (above)"
+import socket, struct, sys, time
+sys.path.insert(0, sys.argv[2])
+import frames
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+s.sendall(frames.hello(b"mute-acker"))
+r = frames.Reader(s)
+kind, _ = r.next()
+assert kind == frames.WELCOME, kind
+kind, offer = r.next()
+assert kind == frames.OFFER, kind
+image, size = offer[:32], struct.unpack("<I", offer[32:36])[0]
+s.sendall(frames.frame(0x05, image + struct.pack("<I", 0)))  # ACCEPT from 0
+got = 0
+while got < size:
+    kind, p = r.next()
+    if kind == 0x07:
+        got += len(p) - 4
+t0 = time.monotonic()
+try:
+    while time.monotonic() - t0 < 8:
+        s.sendall(frames.frame(0x0B, struct.pack("<I", 7)))  # PING
+        time.sleep(0.5)
+        r.next()
+except (SystemExit, OSError):
+    sys.exit(0)  # closed
+sys.exit("still open 8 s after the whole image")
+PY
+grep -qE '\[mute-acker 127\.0\.0\.1:[0-9]+\] idle for 2 s \(acknowledging nothing new, though it read all we sent\); closing' "$WORK/server.log" ||
+  fail "the close of a device that read all and acknowledged nothing: $(grep mute-acker "$WORK/server.log" | tail -2)"
 send 'req0\r\nXX'
 send 'req0\r\n\r\nreq9'
 # Truncated frame, then silence: the idle timeout ends it.
