@@ -589,8 +589,8 @@ static int replaceable(const char *path, off_t size)
  * anything at `out` but a regular file (a FIFO would block) and the image
  * or key itself (it would be destroyed); a symbolic link is followed, as
  * a write would. Returns 0, or the exit code after a message. */
-static int write_manifest(const char *out, const char *image, const char *key, const uint8_t *man,
-                          int n)
+static int write_manifest(const char *out, int given, const char *image, const char *key,
+                          const uint8_t *man, int n)
 {
     struct stat st, other;
     char target[4096], tmp[4096 + 8], *slash;
@@ -599,10 +599,15 @@ static int write_manifest(const char *out, const char *image, const char *key, c
 
     if (exists) {
         if (!S_ISREG(st.st_mode)) {
-            fprintf(stderr, "tcpota sign: --out %s is not a regular file%s%s%s; give a file name\n",
-                    out, S_ISDIR(st.st_mode) || S_ISFIFO(st.st_mode) ? " (it is " : "",
+            /* Named as the user met it: a trial gave no --out and was told
+             * "--out FILE.manifest". */
+            fprintf(stderr, "tcpota sign: %s%s is not a regular file%s%s%s; %s\n",
+                    given ? "--out " : "", out,
+                    S_ISDIR(st.st_mode) || S_ISFIFO(st.st_mode) ? " (it is " : "",
                     S_ISDIR(st.st_mode) || S_ISFIFO(st.st_mode) ? cli_file_kind(st.st_mode) : "",
-                    S_ISDIR(st.st_mode) || S_ISFIFO(st.st_mode) ? ")" : "");
+                    S_ISDIR(st.st_mode) || S_ISFIFO(st.st_mode) ? ")" : "",
+                    given ? "give a file name" : "it is where the manifest goes without --out:"
+                                                 " move it away, or give --out FILE");
             return 2;
         }
         if ((stat(image, &other) == 0 && other.st_dev == st.st_dev && other.st_ino == st.st_ino) ||
@@ -749,7 +754,7 @@ int cmd_sign(int argc, char **argv)
         snprintf(path, sizeof(path), "%s.manifest", image);
         out = path;
     }
-    if ((rc = write_manifest(out, image, key, man, n)) != 0) {
+    if ((rc = write_manifest(out, out != path, image, key, man, n)) != 0) {
         return rc;
     }
     fprintf(stderr, "tcpota sign: wrote %s: %s %s for %s, %u bytes, counter %llu\n", out, image,

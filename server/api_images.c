@@ -394,7 +394,9 @@ static void add_lookup_done(struct api_call *c, struct store_req *r)
                               strcmp(r->u.image.img->model, c->img.model) != 0)) {
         /* The same bytes under another name: an image's version and model
          * never change under the devices that were offered it. */
-        api_error(c, 409, "version", "these bytes are stored already as image %.12s, version %s "
+        /* The field at fault: a trial's other model was blamed on --version. */
+        api_error(c, 409, strcmp(r->u.image.img->version, c->img.version) != 0 ? "version" : "model",
+                  "these bytes are stored already as image %.12s, version %s "
                   "for model %s; remove it first (tcpota image rm %.12s) to add them as %s for %s",
                   r->u.image.img->idhex, r->u.image.img->version, r->u.image.img->model,
                   r->u.image.img->idhex, c->img.version, c->img.model);
@@ -570,8 +572,11 @@ static int take_manifest(struct api_call *c, const char *b64, size_t size)
     }
     img->manifest_len = (uint16_t)len;
     if ((rc = tcpota_manifest_parse(img->manifest, len, &m)) < 0) {
-        api_error(c, 400, "manifest", "the manifest is malformed (%s); sign the image again (tcpota "
-                  "sign)", tcpota_strerror(rc));
+        /* Not the codec's "protocol violation": this is a file (a trial). */
+        api_error(c, 400, "manifest", "the manifest is %s; sign the image again (tcpota sign)",
+                  rc == TCPOTA_ERR_NOTSUP ? "of a format this server does not read (signed by a "
+                                            "newer tcpota?)"
+                                          : "not a tcpota manifest, or it is damaged");
         return -1;
     }
     if (m.image_size != size) {

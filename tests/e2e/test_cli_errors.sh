@@ -159,6 +159,10 @@ expect 2 "private key: dir is not a regular file \(it is a directory\)" $T sign 
 expect 2 "image: dir is not a regular file \(it is a directory\)" $T sign --key k.key $S dir
 expect 2 "--out dir is not a regular file \(it is a directory\)" $T sign --key k.key $S --out dir img
 expect 2 "--out /dev/null is not a regular file; give a file name" $T sign --key k.key $S --out /dev/null img
+# Without --out: the default place named as itself, not as "--out".
+mkdir -p dimg.manifest && cp img dimg
+expect 2 "^tcpota sign: dimg.manifest is not a regular file \(it is a directory\); it is where the manifest goes without --out: move it away, or give --out FILE$" \
+  $T sign --key k.key $S dimg
 expect 2 "cannot write nodir/x.manifest: No such file or directory" $T sign --key k.key $S --out nodir/x.manifest img
 expect 2 "public key: cannot open nothere.pub: No such file" $T verify --pubkey nothere.pub img
 expect 2 "image: cannot open nothere: No such file" $T sign --key k.key $S nothere

@@ -1002,8 +1002,14 @@ static void test_upload_raced(void **state)
     assert_int_equal(http("POST", "/v1/images?version=8.0.0&model=legacy", body, &j), 409);
     assert_non_null(strstr(sget(j, "error"), "these bytes are stored already as image"));
     assert_non_null(strstr(sget(j, "error"), "version 8.0.1"));
+    assert_string_equal(sget(j, "field"), "version");
     json_decref(j);
     assert_int_equal(T.f.nimgs, n + 1); /* the other node's */
+    /* The same bytes and version for another model: the model is at fault. */
+    assert_int_equal(http("POST", "/v1/images?version=8.0.1&model=other", body, &j), 409);
+    assert_string_equal(sget(j, "field"), "model");
+    assert_non_null(strstr(sget(j, "error"), "version 8.0.1 for model legacy"));
+    json_decref(j);
 }
 
 static void test_upload_unsigned(void **state)
@@ -1078,7 +1084,7 @@ static void test_upload_unsigned(void **state)
     }
     /* The same bytes under another version or model: refused, not renamed. */
     expect_error("POST", "/v1/images?version=3.0.1&model=legacy", body, 409, "version");
-    expect_error("POST", "/v1/images?version=3.0.0&model=esp32", body, 409, "version");
+    expect_error("POST", "/v1/images?version=3.0.0&model=esp32", body, 409, "model");
     expect_error("POST", "/v1/images?model=legacy", "other bytes", 400, "version");
     expect_error("POST", "/v1/images?version=3.0.0", "other bytes", 400, "model");
     expect_error("POST", "/v1/images?version=3.0.0&model=012345678901234567890123456789012",
@@ -1189,6 +1195,13 @@ static void test_upload_signed_without_keys(void **state)
     char b64[2048];
     json_t *j = NULL;
 
+    /* Base64 of bytes that are no manifest: said so, not "protocol violation". */
+    assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", "aGVsbG8gd29ybGQ=",
+                               body, sizeof body - 1, &j), 400);
+    assert_string_equal(sget(j, "field"), "manifest");
+    assert_string_equal(sget(j, "error"), "the manifest is not a tcpota manifest, or it is damaged;"
+                                          " sign the image again (tcpota sign)");
+    json_decref(j);
     make_manifest(T.sk, T.pk, body, sizeof body - 1, b64, sizeof b64);
     assert_int_equal(http_full("POST", "/v1/images", TOKEN, "Tcpota-Manifest", b64, "other bytes",
                                11, &j), 400);
