@@ -826,7 +826,6 @@ static const char *const api_phrases[][3] = {
 /* How an error about one of api_fields is said. */
 enum field_say {
     SAY_SEE,   /* "message (see NAME)", unless the message names it */
-    SAY_GIVEN, /* "NAME: message": an argument, always given */
     SAY_ALONE, /* the message alone: it names what was given */
 };
 
@@ -839,7 +838,7 @@ static const struct {
 } api_fields[] = {
     {"image", "manifest", "--manifest", SAY_SEE},
     {"image", "id", "ID|VERSION", SAY_ALONE},
-    {"device", "id", "ID", SAY_GIVEN},
+    {"device", "id", "ID", SAY_ALONE}, /* "no device X", as show says it (a trial) */
 };
 
 /* Replaces the API's phrases (api_phrases) in msg (cap bytes) for a.cmd. */
@@ -870,9 +869,7 @@ static void print_field_error(const struct api *a, const char *msg, const char *
         if (strcmp(api_fields[i].cmd, a->cmd) != 0 || strcmp(api_fields[i].field, field) != 0) {
             continue;
         }
-        if (api_fields[i].say == SAY_GIVEN) {
-            fprintf(stderr, "tcpota %s: %s: %s\n", a->cmd, api_fields[i].name, msg);
-        } else if (api_fields[i].say == SAY_ALONE || strstr(msg, api_fields[i].name)) {
+        if (api_fields[i].say == SAY_ALONE || strstr(msg, api_fields[i].name)) {
             fprintf(stderr, "tcpota %s: %s\n", a->cmd, msg);
         } else {
             fprintf(stderr, "tcpota %s: %s (see %s)\n", a->cmd, msg, api_fields[i].name);

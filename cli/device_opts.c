@@ -47,7 +47,7 @@ static void usage(FILE *f)
             "                         (or after the server's RETRY_AFTER); default: exit\n"
             "                         once up to date\n"
             "  --progress MODE        auto|bar|lines|none (default auto)\n"
-            "  --quiet                only errors and the final stats line\n"
+            "  --quiet                only errors, warnings, the outcome and the stats line\n"
             "  --trust PUBKEY_FILE    accept only images signed with this key (repeatable)\n"
             "  --secret FILE          device secret for the server's challenge (never sent)\n"
             "  --ca CA_FILE           connect with TLS and verify the server's certificate\n"

@@ -224,6 +224,12 @@ static void set_group(struct api_call *c)
         }
     }
     g = json_object_get(b, "group");
+    if (!g) { /* {}: said as missing, not as malformed (a trial) */
+        api_error(c, 400, "group", "group is missing; PATCH takes {\"group\": \"...\"}"
+                  " (\"\": no group)");
+        json_decref(b);
+        return;
+    }
     if (!api_group_ok(c, api_json_str(g), 1)) {
         json_decref(b);
         return;

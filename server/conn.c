@@ -15,6 +15,7 @@
 #include "proxy_proto.h"
 #include "server_internal.h"
 #include "sock.h"
+#include "proxied.h" /* proxied_from */
 #include "text.h"
 #include "tls_server.h"
 
@@ -793,6 +794,21 @@ static int is_proxy_header(const uint8_t *buf, size_t n)
     return n >= PROXY_SIG_MIN && proxy_parse(buf, n, &unused, &why) >= 0;
 }
 
+/* 1 when c's TCP peer is a balancer --proxy-protocol lists: c's address
+ * came from its PROXY header. */
+static int behind_balancer(const struct conn *c)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char host[TEXT_HOST_LEN], port[TEXT_PORT_LEN];
+
+    if (!c->srv->o->nproxy_from || getpeername(c->fd, (struct sockaddr *)&ss, &sl) != 0) {
+        return 0;
+    }
+    text_sockaddr((struct sockaddr *)&ss, sl, host, port);
+    return proxied_from(c->srv, host);
+}
+
 /* "unknown protocol", with what the first bytes look like when that says
  * what to change (TLS, a balancer's PROXY header, an HTTP client). The
  * PROXY header's and the HTTP request's lines are at most LOG_PEER_BURST a
@@ -812,6 +828,12 @@ static void unknown_said(struct conn *c, const uint8_t *buf, size_t n, int kind)
     }
     if (kind == TCPOTA_KIND_TLS) {
         hint = ": a TLS client, but this server runs without --tls-cert";
+    } else if (is_proxy && behind_balancer(c)) {
+        /* Its balancer's header was read already: this one is a client's,
+         * passed through (a hostile trial was advised to list the address
+         * it claimed). */
+        hint = ": a second PROXY protocol header, after the balancer's: a client's own header sent"
+               " through it (or send-proxy given twice); not read";
     } else if (is_proxy) {
         hint = c->srv->o->nproxy_from
                    ? ": a PROXY protocol header from an address --proxy-protocol does not list: "

@@ -278,7 +278,7 @@ run 2 $T image add raw.bin --version 2.0.0 --model esp32 $API
 has err.log "^tcpota image: the server has --pubkey keys and takes signed images only: sign it with one of them \(tcpota sign; tcpota image add then sends FILE\.manifest\), or give its manifest with --manifest M$"
 route GET /v1/devices/xxx 400 '{"error": "a device id is 1 to 64 printable characters (percent-encoded)", "field": "id"}'
 run 2 $T device show xxx $API
-has err.log "^tcpota device: ID: a device id is 1 to 64 printable characters$"
+has err.log "^tcpota device: a device id is 1 to 64 printable characters$"
 n=$(nreq)
 run 2 $T image add fifo $API
 has err.log "^tcpota image: FILE: fifo is not a regular file"

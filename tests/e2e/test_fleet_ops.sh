@@ -50,7 +50,7 @@ rc=0; "$TCPOTA" device show n-1 > "$WORK/out" 2>&1 || rc=$?
 [ $rc -ne 0 ] && grep -q 'device n-1 has not checked in yet, so it is not in the registry; it has a secret' "$WORK/out" ||
   fail "device show of an id with a secret only: rc $rc $(cat "$WORK/out")"
 rc=0; "$TCPOTA" device set n-1 --group canary > "$WORK/out" 2>&1 || rc=$?
-[ $rc -eq 1 ] && grep -q '^tcpota device: ID: device n-1 has not checked in yet, so it is not in the registry and its group can be set once it has; it has a secret' "$WORK/out" ||
+[ $rc -eq 1 ] && grep -q '^tcpota device: device n-1 has not checked in yet, so it is not in the registry and its group can be set once it has; it has a secret' "$WORK/out" ||
   fail "device set of an id with a secret only: rc $rc $(cat "$WORK/out")"
 "$TCPOTA" device secret n-1 2> "$WORK/out" > /dev/null || fail "second device secret n-1 failed"
 grep -q 'shown only this once; the previous one no longer works' "$WORK/out" || fail "a second secret of n-1: $(cat "$WORK/out")"

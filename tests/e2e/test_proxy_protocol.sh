@@ -116,10 +116,13 @@ def probe(src, port, header):
     s.close()
 probe("127.0.0.1", int(sys.argv[1]), b"PROXY TCP4 9.9.9.9 127.0.0.3 5555 80\r\n")
 probe("127.0.0.4", int(sys.argv[2]), b"PROXY TCP4 127.0.0.9 127.0.0.3 5555 80\r\n")
+# The listed balancer passing on a client's own header: not advice to list it.
+probe("127.0.0.4", int(sys.argv[2]), b"PROXY TCP4 127.0.0.8 127.0.0.3 5556 80\r\nPROXY TCP4 10.0.0.7 127.0.0.3 1 2\r\n")
 PY
 wait_line N.log "\[- 127\.0\.0\.1:[0-9]*\] unknown protocol \(first byte 0x50: a PROXY protocol header from an address --proxy-protocol does not list: add it if it is your balancer's\); closing" 3
 ! grep -q "9\.9\.9\.9" N.log || fail "an untrusted peer's header was believed: $(grep 9.9.9.9 N.log)"
 wait_line M.log "\[- 127\.0\.0\.9:5555\] unknown protocol \(first byte 0x78\)" 3
+wait_line M.log "\[- 127\.0\.0\.8:5556\] unknown protocol \(first byte 0x50: a second PROXY protocol header, after the balancer's: a client's own header sent through it \(or send-proxy given twice\); not read\); closing" 3
 ok "a header from an address not listed is not read; ::ffff:127.0.0.4 is 127.0.0.4"
 
 # A node without --proxy-protocol behind a balancer that sends headers (a

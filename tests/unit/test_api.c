@@ -2423,6 +2423,9 @@ static void test_device_show_patch(void **state)
     expect_error("PATCH", "/v1/devices/dev-1", "{\"group\": \"tab\\there\"}", 400, "group");
     expect_error("PATCH", "/v1/devices/dev-1", "{\"group\": 5}", 400, "group");
     expect_error("PATCH", "/v1/devices/dev-1", "{}", 400, "group");
+    assert_int_equal(http("PATCH", "/v1/devices/dev-1", "{}", &j), 400);
+    assert_non_null(strstr(sget(j, "error"), "group is missing; PATCH takes {\"group\": "));
+    json_decref(j);
     expect_error("PATCH", "/v1/devices/dev-1", "{\"group\": \"a\", \"x\": 1}", 400, "x");
     expect_error("PATCH", "/v1/devices/dev-1", "{\"group\": ", 400, "body");
     {
