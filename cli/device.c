@@ -908,8 +908,11 @@ static void runner_step(void *ctx, const struct tcpota_runner_step *s)
     case TCPOTA_RUNNER_CHECK_IN: {
         char wait[32];
         if (s->retry_after_s) {
-            say(dv, "next check-in in %s (the server asked for %lu s)",
-                wait_text(s->wait_ms, wait, sizeof(wait)), (unsigned long)s->retry_after_s);
+            say(dv, "next check-in in %s (the server asked for %lu s%s; each device waits up to"
+                    " %u %% longer, so that a fleet comes back spread out)",
+                wait_text(s->wait_ms, wait, sizeof(wait)), (unsigned long)s->retry_after_s,
+                s->retry_after_s == TCPOTA_RUNNER_CHECK_MAX_S ? " or more: a week at most" : "",
+                (unsigned)TCPOTA_RUNNER_CHECK_JITTER_PCT);
         } else {
             say(dv, "next check-in in %s", wait_text(s->wait_ms, wait, sizeof(wait)));
         }
@@ -1028,11 +1031,20 @@ static void say_declined(struct device *dv)
          * new directory only): "set the device right" could not be done. */
         /* Rounded up to a sector: --slot-size takes nothing else (a trial
          * was given 100000, which it then refused). */
-        say(dv, "the server holds that offer back from this device now; a device whose slot takes"
-                " it is made in a new --flash with --slot-size %lu or more (on an ESP32: a"
-                " partition table with larger app slots), or a smaller image is a new offer",
-            (unsigned long)(((uint64_t)dv->declined_size + TCPOTA_SECTOR_SIZE - 1) /
-                            TCPOTA_SECTOR_SIZE * TCPOTA_SECTOR_SIZE));
+        uint64_t need = ((uint64_t)dv->declined_size + TCPOTA_SECTOR_SIZE - 1) /
+                        TCPOTA_SECTOR_SIZE * TCPOTA_SECTOR_SIZE;
+        if (need > (uint64_t)UINT32_MAX - TCPOTA_SECTOR_SIZE + 1) {
+            /* Past what --slot-size takes (a hostile trial's offer of
+             * 2^32-1 bytes was answered with advice it refused). */
+            say(dv, "the server holds that offer back from this device now; no slot this device"
+                    " can have takes it (--slot-size goes up to %lu), so only a smaller image is"
+                    " a new offer", (unsigned long)(UINT32_MAX - TCPOTA_SECTOR_SIZE + 1));
+        } else {
+            say(dv, "the server holds that offer back from this device now; a device whose slot"
+                    " takes it is made in a new --flash with --slot-size %lu or more (on an ESP32:"
+                    " a partition table with larger app slots), or a smaller image is a new offer",
+                (unsigned long)need);
+        }
     } else if (why == TCPOTA_ERR_DOWNGRADE) {
         /* Nothing on the device is wrong, the image is (a trial was told
          * to set the device right): another one is another offer. */
@@ -1056,6 +1068,17 @@ static void say_declined(struct device *dv)
     }
 }
 
+/* The server's reason for no update, or a code this tcpota does not know
+ * said as one (a hostile trial's 999 read "the server gave no reason"). */
+static const char *why_text(unsigned why, char *buf, size_t cap)
+{
+    if (why >= TCPOTA_WHY_RUNS && why <= TCPOTA_WHY_UNORDERED) {
+        return tcpota_why_str(why);
+    }
+    snprintf(buf, cap, "a reason this tcpota does not know (code %u: a newer server's?)", why);
+    return buf;
+}
+
 /* What NO_UPDATE said, and the exit code: 0 when nothing newer is there
  * for this device (it runs the server's image, or the server's is not
  * newer, or it has none for it), 1 when the server holds an image back
@@ -1068,9 +1091,11 @@ static int no_update(struct device *dv)
     if (dv->runner.retry_after_s) {
         /* NO_UPDATE with RETRY_AFTER: "not now" (a server busy or without
          * its database, a rollout's wave not open), not "nothing newer". */
-        say(dv, "no update now, running %s%s%s; the server asks to check again in %lu s",
-            dv->version, why ? ": " : "", why ? tcpota_why_str(why) : "",
-            (unsigned long)dv->runner.retry_after_s);
+        unsigned long ra = (unsigned long)dv->runner.retry_after_s;
+        char why_s[96];
+        say(dv, "no update now, running %s%s%s; the server asks to check again in %lu s%s",
+            dv->version, why ? ": " : "", why ? why_text(why, why_s, sizeof(why_s)) : "", ra,
+            ra > TCPOTA_RUNNER_CHECK_MAX_S ? " (a device waits a week at most)" : "");
         return 0;
     }
     switch (why) {
@@ -1111,9 +1136,11 @@ static int no_update(struct device *dv)
                 "such versions, or offer it anyway (tcpota rollout create --allow-downgrade; "
                 "single-image: tcpota serve --allow-downgrade)", dv->version, tcpota_why_str(why));
         return 1;
-    default:
-        say(dv, "no update, running %s: %s", dv->version, tcpota_why_str(why));
+    default: {
+        char why_s[96];
+        say(dv, "no update, running %s: %s", dv->version, why_text(why, why_s, sizeof(why_s)));
         return 0;
+    }
     }
 }
 

@@ -66,3 +66,60 @@ grep -q "stats image=40960 written=$((65536 + 40960)) refetched=0 " "$WORK/two.l
   fail "two whole updates counted as refetched: $(grep stats "$WORK/two.log")"
 ok "two updates in one run: written is both images, refetched 0"
 stop_server
+
+# A server (a fake here) that gives a reason this tcpota does not know and
+# asks for a check-in in 2^32-1 s: the reason said as unknown, with its
+# code (before: "the server gave no reason"), the wait as a week at most
+# (before: 4294967295 s, then "next check-in in 681578 s (the server asked
+# for 604800 s)").
+python3 - "$(dirname "$0")" "$WORK/fake.port" <<'PY' &
+import socket, struct, sys
+sys.path.insert(0, sys.argv[1])
+import frames
+ls = socket.socket()
+ls.bind(("127.0.0.1", 0))
+ls.listen(4)
+open(sys.argv[2], "w").write(str(ls.getsockname()[1]))
+ls.settimeout(20)
+for n in range(8):
+    try:
+        c, _ = ls.accept()
+    except socket.timeout:
+        break
+    frames.Reader(c).next()  # HELLO
+    if n < 2:
+        c.sendall(frames.frame(frames.WELCOME, b"\x01\x00\x00\x00") +
+                  frames.frame(frames.NO_UPDATE, frames.tlv(0x0A, struct.pack("<I", 0xFFFFFFFF)) +
+                               frames.tlv(frames.TAG_WHY, struct.pack("<H", 999))))
+    else:  # an image of 2^32-1 bytes: no slot takes it
+        c.sendall(frames.frame(frames.WELCOME, b"\x01\x00\x00\x00") +
+                  frames.frame(frames.OFFER, b"\x42" * 32 + struct.pack("<II", 0xFFFFFFFF, 0) +
+                               frames.tlv(3, b"9.0.0")))
+        try:
+            c.settimeout(2)
+            c.recv(4096)  # its DECLINE
+        except OSError:
+            pass
+    c.close()
+PY
+PIDS+=($!)
+for ((i = 0; i < 100; i++)); do [ -s "$WORK/fake.port" ] && break; sleep 0.05; done
+FAKE=$(cat "$WORK/fake.port")
+rc=0
+timeout 20 "$TCPOTA" device --server "127.0.0.1:$FAKE" --flash "$WORK/d4" --id odd-why \
+  --progress none 2> "$WORK/device4.log" || rc=$?
+[ $rc -eq 0 ] && grep -q 'no update now, running 0\.0\.0: a reason this tcpota does not know (code 999: a newer server.s?); the server asks to check again in 4294967295 s (a device waits a week at most)$' "$WORK/device4.log" ||
+  fail "an unknown reason and a wait over a week: exit $rc: $(cat "$WORK/device4.log")"
+"$TCPOTA" device --server "127.0.0.1:$FAKE" --flash "$WORK/d4" --id odd-why --check-interval 60 \
+  --progress none 2> "$WORK/device5.log" &
+DEV_PID=$!
+PIDS+=("$DEV_PID")
+wait_line "$WORK/device5.log" 'next check-in in [0-9.]+ [a-z]+ \(the server asked for 604800 s or more: a week at most; each device waits up to 20 % longer, so that a fleet comes back spread out\)$'
+kill -TERM "$DEV_PID"
+wait "$DEV_PID" || true
+rc=0
+timeout 20 "$TCPOTA" device --server "127.0.0.1:$FAKE" --flash "$WORK/d4" --id odd-why \
+  --progress none --max-attempts 2 --backoff-min-ms 50 --backoff-max-ms 100 2> "$WORK/device6.log" || rc=$?
+grep -q 'no slot this device can have takes it (--slot-size goes up to 4294963200), so only a smaller image is a new offer$' "$WORK/device6.log" ||
+  fail "an offer no slot takes: exit $rc: $(cat "$WORK/device6.log")"
+ok "an unknown reason is said with its code; a RETRY_AFTER over a week is said as a week at most; an offer no slot takes is said so"
