@@ -395,7 +395,11 @@ static int on_frame(struct tcpota_srv *s, struct tcpota_srv_event *ev)
             return violation(s, TCPOTA_ERR_STATE, "ACK before ACCEPT");
         }
         if (!ack_in_range(s, m->u.ack.offset)) {
-            return violation(s, TCPOTA_ERR_RANGE, "ACK outside the bytes sent");
+            /* Which rule: a hostile trial's ACK going back was told it
+             * lay "outside the bytes sent". */
+            return violation(s, TCPOTA_ERR_RANGE, m->u.ack.offset < s->acked
+                                                      ? "ACK below an earlier one (ACKs never go back)"
+                                                      : "ACK past the bytes sent");
         }
         ev->type = TCPOTA_SRV_EV_ACK;
         ev->duplicate = m->u.ack.offset == s->acked;

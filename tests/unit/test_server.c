@@ -705,12 +705,14 @@ static void test_ack_run_stops_before_a_bad_ack(void **state)
     n = 0;
     put_ack(bad, &n, 100001);
     run_stops_before(bad, n, TCPOTA_ERR_RANGE);
+    assert_string_equal(tcpota_srv_failure(&s), "ACK past the bytes sent");
     /* Going backwards. */
     setup(NULL);
     sent_all(100000);
     n = 0;
     put_ack(bad, &n, 4096);
     run_stops_before(bad, n, TCPOTA_ERR_RANGE);
+    assert_string_equal(tcpota_srv_failure(&s), "ACK below an earlier one (ACKs never go back)");
     /* Flags not 0, its CRC right. */
     setup(NULL);
     sent_all(100000);
