@@ -244,6 +244,23 @@ static int ticket_key_again(const char *const *paths, struct stat *seen, size_t 
     return 0;
 }
 
+/* Fewer distinct byte values than this in a ticket key's 80 bytes: not
+ * random (80 random bytes show about 69; fewer than 24 has a probability
+ * far below 2^-100). */
+#define TICKET_KEY_DISTINCT_MIN 24u
+
+static unsigned distinct_bytes(const uint8_t *b, size_t n)
+{
+    uint8_t seen[256] = {0};
+    unsigned d = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        d += !seen[b[i]];
+        seen[b[i]] = 1;
+    }
+    return d;
+}
+
 /* Reads the --tls-ticket-key files (paths[0..n)) into keys, each exactly
  * TLS_TICKET_KEY_LEN bytes, and points o at them; a key others can read is
  * warned about through `warn` (serve_warn), and so is a key that another
@@ -284,6 +301,15 @@ static int load_ticket_keys(const struct tcpota_serve_opts *warn, struct tcpota_
                     len > TLS_TICKET_KEY_LEN ? (size_t)TLS_TICKET_KEY_LEN : len,
                     TLS_TICKET_KEY_LEN, TLS_TICKET_KEY_LEN,
                     len == 48 ? " (48-byte keys, AES-128, are not taken)" : "");
+            return -1;
+        }
+        if (distinct_bytes(keys[i], TLS_TICKET_KEY_LEN) < TICKET_KEY_DISTINCT_MIN) {
+            /* 80 letters 'a' were taken (a hostile trial): whoever guesses
+             * the key opens every session's ticket, and forges them. */
+            fprintf(stderr, "tcpota serve: --tls-ticket-key %s does not look random (%u distinct"
+                            " byte values in %u; random bytes have about 69): make one with tcpota"
+                            " keygen --ticket-key --out FILE\n", paths[i],
+                    distinct_bytes(keys[i], TLS_TICKET_KEY_LEN), TLS_TICKET_KEY_LEN);
             return -1;
         }
         for (size_t j = 0; j < i; j++) {

@@ -42,9 +42,10 @@ node E
 node B --tls-ticket-key k2 --tls-ticket-key k1
 node C --tls-ticket-key k2
 node L --tls-ticket-key k1 --tls-ticket-lifetime 2
-# A key of 80 zero bytes: its tickets are named with 16 zero bytes, as the
-# key slots a node was not given are (C, one key, must not look past it).
-head -c 80 /dev/zero > kzero && chmod 600 kzero
+# A key named with 16 zero bytes (its first 16; the rest random: a key of
+# 80 zero bytes is refused as not random): its tickets are named as the key
+# slots a node was not given are (C, one key, must not look past it).
+{ head -c 16 /dev/zero; head -c 64 /dev/urandom; } > kzero && chmod 600 kzero
 node Z --tls-ticket-key kzero
 python3 - "$A_PORT" "$D_PORT" "$E_PORT" "$B_PORT" "$C_PORT" "$L_PORT" "$Z_PORT" > tls12.out 2>&1 <<'PY' || fail "TLS 1.2 sessions: $(cat tls12.out)"
 import socket, ssl, sys, time
@@ -130,6 +131,9 @@ head -c 81 /dev/urandom > k81 && chmod 600 k81
 mkfifo kfifo
 serve_refuses "--tls-ticket-key k48 holds 48 bytes, not 80: a ticket key is 80 random bytes (48-byte keys, AES-128, are not taken); make one with tcpota keygen --ticket-key --out FILE" --tls-ticket-key k48
 serve_refuses "--tls-ticket-key k81 holds more than 80 bytes, not 80" --tls-ticket-key k81
+# 80 bytes, but no key: whoever guesses it opens and forges every ticket.
+printf 'a%.0s' {1..80} > kweak && chmod 600 kweak
+serve_refuses "--tls-ticket-key kweak does not look random (1 distinct byte values in 80; random bytes have about 69): make one with tcpota keygen --ticket-key --out FILE" --tls-ticket-key kweak
 serve_refuses "--tls-ticket-key: kfifo is not a regular file (it is a FIFO)" --tls-ticket-key kfifo
 serve_refuses "--tls-ticket-key: cannot open nothere: No such file" --tls-ticket-key nothere
 serve_refuses "at most 4 --tls-ticket-key" --tls-ticket-key k1 --tls-ticket-key k1 --tls-ticket-key k1 \
