@@ -1156,6 +1156,14 @@ static void wr_cb(evutil_socket_t fd, short what, void *arg)
          * errno is the log's. */
         int err = errno;
         conn_write_off(c);
+        if (n < 0 && c->rd && !c->closing && conn_input_unread(c)) {
+            /* A reset that came behind the device's last frames (the ACKs
+             * a stopped device sends first): they are read before the end
+             * is reported (read_now meets the error after them), or the
+             * stopped download was recorded megabytes short (a test). */
+            conn_read_on(c);
+            return;
+        }
         errno = err;
         conn_event(c, (short)(BEV_EVENT_WRITING | (n < 0 ? BEV_EVENT_ERROR : BEV_EVENT_EOF)));
         return;

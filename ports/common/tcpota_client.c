@@ -325,6 +325,17 @@ static int flush_some(struct tcpota_client *c)
     return 0;
 }
 
+/* A stop mid-session: the ACKs held back (TCPOTA_CLIENT_HOLD_MS) go out
+ * first, as far as the socket takes them at once. Each names bytes this
+ * device has made durable: without them the server recorded a stopped
+ * download at an older offset, 0 for a stop within its first ACKs (a
+ * trial: "at 0 of 20000000 bytes durable" for a device at 524288). */
+static int stopped(struct tcpota_client *c)
+{
+    (void)flush_some(c);
+    return TCPOTA_CLIENT_STOPPED;
+}
+
 /* Whether the queued output leaves now (see TCPOTA_CLIENT_HOLD_MS). Once
  * due, it stays due until all of it is sent. */
 static int send_due(struct tcpota_client *c, uint32_t now)
@@ -513,7 +524,7 @@ int tcpota_client_run(struct tcpota_client *c)
         int out, revents;
 
         if (stop_requested(c)) {
-            return TCPOTA_CLIENT_STOPPED;
+            return stopped(c);
         }
         now = now_ms(c);
         if (tcpota_dev_tick(d, now) == TCPOTA_ERR_TIMEDOUT) {
@@ -546,7 +557,7 @@ int tcpota_client_run(struct tcpota_client *c)
         wait_ms = tcpota_dev_next_tick(d);
         rc = poll_once(c, c->fd, events, wait_ms ? wait_ms : IDLE_WAIT_MS, &revents);
         if (rc == TCPOTA_ERR_CANCELED) {
-            return TCPOTA_CLIENT_STOPPED;
+            return stopped(c);
         }
         if (rc < 0) {
             set_err(c, "poll: %s", strerror(errno));
