@@ -1,5 +1,6 @@
 /* util.c - argument parsing and file opening shared by the subcommands. */
 #include "cli.h"
+#include "text.h" /* text_file_kind */
 #include "tcpota/version.h"
 
 #include <dirent.h>
@@ -193,13 +194,7 @@ uint64_t cli_now_ms(void)
 
 const char *cli_file_kind(mode_t m)
 {
-    if (S_ISDIR(m)) return "a directory";
-    if (S_ISFIFO(m)) return "a FIFO";
-    if (S_ISCHR(m)) return "a character device";
-    if (S_ISBLK(m)) return "a block device";
-    if (S_ISSOCK(m)) return "a socket";
-    if (S_ISLNK(m)) return "a symbolic link";
-    return "not a file";
+    return text_file_kind(m); /* the server's words for it too */
 }
 
 int cli_version_unordered(const char *version)

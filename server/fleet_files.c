@@ -1,6 +1,7 @@
 /* fleet_files.c - the files of --data are the server's user's alone
  * (fleet_files.h). */
 #include "fleet_files.h"
+#include "text.h" /* text_file_kind */
 #include "tcpota/codec.h" /* TCPOTA_ID_LEN */
 
 #include <dirent.h>
@@ -30,17 +31,6 @@ int fleet_files_own(const char *name)
     return strcmp(name, FLEET_IMAGES_DIR) == 0 || strcmp(name, FLEET_TOKEN_FILE) == 0;
 }
 
-static const char *file_kind(mode_t m)
-{
-    if (S_ISREG(m)) return "a regular file";
-    if (S_ISDIR(m)) return "a directory";
-    if (S_ISFIFO(m)) return "a FIFO";
-    if (S_ISCHR(m)) return "a character device";
-    if (S_ISBLK(m)) return "a block device";
-    if (S_ISSOCK(m)) return "a socket";
-    return "not a file";
-}
-
 /* path (a directory when dir, else a regular file) private when others may
  * reach it; not through a link (left as it is). Another kind of file there
  * is refused before anything is changed (a trial's FIFO as tcpota.lock gave
@@ -57,7 +47,7 @@ static int make_private(const char *path, int dir, unsigned *was, char *err, siz
     }
     if (dir ? !S_ISDIR(sb.st_mode) : !S_ISREG(sb.st_mode)) {
         snprintf(err, errlen, "%s is %s, where tcpota serve keeps %s; move it away", path,
-                 file_kind(sb.st_mode), dir ? "a directory" : "a file of its own");
+                 text_file_kind(sb.st_mode), dir ? "a directory" : "a file of its own");
         return -1;
     }
     if ((sb.st_mode & FILES_OTHERS) == 0) {

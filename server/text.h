@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 /* Sizes of text_sockaddr's two strings: any IPv6 address (an IPv6 scope
  * longer than its room makes getnameinfo fail: "?"), and a port. */
@@ -28,6 +29,20 @@ static inline size_t text_copy(char *dst, size_t size, const char *src)
     memcpy(dst, src ? src : "", n);
     dst[n] = '\0';
     return n;
+}
+
+/* What kind of file mode m is, as a message names it ("a FIFO"): for a
+ * file found where another kind belongs. */
+static inline const char *text_file_kind(mode_t m)
+{
+    if (S_ISREG(m)) return "a regular file";
+    if (S_ISDIR(m)) return "a directory";
+    if (S_ISFIFO(m)) return "a FIFO";
+    if (S_ISCHR(m)) return "a character device";
+    if (S_ISBLK(m)) return "a block device";
+    if (S_ISSOCK(m)) return "a socket";
+    if (S_ISLNK(m)) return "a symbolic link";
+    return "not a file";
 }
 
 /* "s" to put after a noun counted n, "" for one: "%u connection%s". */
