@@ -209,6 +209,11 @@ bad 400 "bad model" "http://127.0.0.1:$OTA_PORT/ota/$(printf 'm%.0s' $(seq 40))?
 # A path segment longer than its decoding buffer, and a NUL decoded into a
 # model or a device id (which would cut the name short): refused.
 bad 400 "model of 300 bytes" "http://127.0.0.1:$OTA_PORT/ota/$(printf 'm%.0s' $(seq 300))?device=h-2" "${V[@]}"
+# Segments of the decoding buffer's size exactly and one byte less (193 and
+# 192 bytes; the ASan pass sees a terminator written past it).
+bad 400 "model of 193 bytes" "http://127.0.0.1:$OTA_PORT/ota/$(printf 'm%.0s' $(seq 193))?device=h-2" "${V[@]}"
+bad 400 "model of 192 bytes" "http://127.0.0.1:$OTA_PORT/ota/$(printf 'm%.0s' $(seq 192))?device=h-2" "${V[@]}"
+bad 400 "device id of 193 bytes" "http://127.0.0.1:$OTA_PORT/ota/esp32/$(printf 'd%.0s' $(seq 189)).bin" "${V[@]}"
 bad 400 "NUL in the model" "http://127.0.0.1:$OTA_PORT/ota/esp32%00x?device=h-2" "${V[@]}"
 bad 400 "NUL in the device id" "$OTA/h-2%00x.bin" "${V[@]}"
 # A model of other than printable characters, or none; a path that is not

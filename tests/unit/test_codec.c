@@ -307,6 +307,37 @@ static void test_offer_chunk_zero(void **state)
     assert_int_equal(decode_payload(TCPOTA_T_OFFER, p, n, &m), TCPOTA_ERR_PROTO);
 }
 
+/* A TLV whose length runs 1, 2 or 3 bytes past what is left, in a heap
+ * buffer of exactly its size (ASan sees a read past it): refused at that
+ * TLV, before any byte of its value is handed out (a review's mutant took
+ * lengths up to TLV_HEAD past the end and walked on beyond the frame). One
+ * that ends exactly at the end is taken. */
+static void test_tlv_length_at_the_end(void **state)
+{
+    static const uint8_t known[] = {TCPOTA_TAG_DEVICE_ID};
+    struct tcpota_tlv_iter it;
+    const uint8_t *val;
+    uint16_t len;
+    uint8_t tag;
+    (void)state;
+
+    for (unsigned past = 0; past <= 3; past++) {
+        uint8_t *b = malloc(5);
+        assert_non_null(b);
+        memcpy(b, "\x01\x00\x00xy", 5); /* DEVICE_ID, 2 bytes of value there */
+        b[1] = (uint8_t)(2 + past);
+        tcpota_tlv_iter_init(&it, b, 5, known, sizeof known);
+        if (past == 0) {
+            assert_int_equal(tcpota_tlv_next(&it, &tag, &val, &len), 1);
+            assert_int_equal(len, 2);
+            assert_int_equal(tcpota_tlv_next(&it, &tag, &val, &len), 0);
+        } else {
+            assert_int_equal(tcpota_tlv_next(&it, &tag, &val, &len), TCPOTA_ERR_PROTO);
+        }
+        free(b);
+    }
+}
+
 static void test_tlv_rules(void **state)
 {
     struct tcpota_msg m;
@@ -861,6 +892,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_oversized_length_refused_at_header),
         cmocka_unit_test(test_bad_header_fields),
         cmocka_unit_test(test_tlv_rules),
+        cmocka_unit_test(test_tlv_length_at_the_end),
         cmocka_unit_test(test_hello_string_limits),
         cmocka_unit_test(test_tlv_exact_sizes),
         cmocka_unit_test(test_offer_version_and_manifest_limit),
