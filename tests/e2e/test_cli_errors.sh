@@ -84,9 +84,19 @@ truncate -s 5M huge.pem
 expect 2 "^tcpota device: --ca: CA file huge.pem is over 4 MiB: not a CA certificate \(nor a bundle of them\); give the certificate of the CA$" \
   $T device --server 127.0.0.1:1 --flash devdir --ca huge.pem --max-attempts 1
 ok "a --ca over 4 MiB is refused and said to"
+# A device file as the server's --tls-key: refused at once, not read (a
+# review's mutant read /dev/zero for ever while telling a key from a
+# certificate).
+expect 2 "tcpota serve: --tls-key: /dev/zero is not a regular file \(it is a character device\)" \
+  $T serve --listen 127.0.0.1:0 --version 1.0.0 --tls-cert ca.pem --tls-key /dev/zero img
 echo "tcpota-secret v1 00112233" > short.secret; chmod 600 short.secret
 expect 2 "the secret in short.secret has 4 bytes; at least 16 are needed: get a fleet device's secret with tcpota device secret ID --out FILE, or make one for tcpota serve --auth-file with tcpota keygen --device-secret" \
   $T device --server 127.0.0.1:1 --flash devdir --id d --secret short.secret --max-attempts 1
+# One byte short of the rule (15 of 16): the same refusal, not a start that
+# fails later with the flash's words (a review's mutant).
+echo "tcpota-secret v1 00112233445566778899aabbccddee" > short15.secret; chmod 600 short15.secret
+expect 2 "the secret in short15.secret has 15 bytes; at least 16 are needed" \
+  $T device --server 127.0.0.1:1 --flash devdir --id d --secret short15.secret --max-attempts 1
 # A device's own secret file given to the server as its --auth-file: said to
 # be one, with the line the server wants (it has three fields, which the
 # generic refusal would also catch, without that advice).

@@ -565,6 +565,34 @@ tail -1 "$WORK/server.log" | grep -q 'summary: ' ||
   fail "the summary is not the last line after SIGTERM during a download: $(tail -2 "$WORK/server.log")"
 grep -q '\[slow1 [^]]*\] http: connection closed: ' "$WORK/server.log" ||
   fail "the download cut by SIGTERM was not logged: $(grep -E "slow1|summary" "$WORK/server.log")"
+# A connection that has made a whole request has shown what an HTTP peer
+# can: it no longer counts against --max-unauth-per-addr. Two kept-alive
+# HTTPS connections, each answered, leave room for a third from the same
+# address (a review's mutant kept them counted: the third was refused).
+start_fleet --ota-listen 127.0.0.1:0 --tls-cert "$WORK/srv.pem" --tls-key "$WORK/srv.key" \
+  --max-unauth-per-addr 2
+OTA_PORT=$(sed -nE 's/.*HTTPS downloads on [^ ]*:([0-9]+).*/\1/p' "$WORK/server.log" | tail -1)
+python3 - "$OTA_PORT" "$WORK/srv.pem" <<'PY' || fail "kept-alive answered connections and --max-unauth-per-addr 2 (above)"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+def asked(i):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 5)
+    t = ctx.wrap_socket(s, server_hostname="127.0.0.1")
+    t.sendall(b"GET /ota/esp32?device=keep%d HTTP/1.1\r\nHost: x\r\nX-Tcpota-Version: 1.0.0\r\n"
+              b"Range: bytes=0-0\r\n\r\n" % i)
+    line = t.recv(4096).split(b"\r\n", 1)[0]
+    if not line.startswith(b"HTTP/1.1 "):
+        sys.exit("connection %d: %r" % (i, line))
+    return t
+held = [asked(1), asked(2)]
+try:
+    asked(3).close()
+except (OSError, ssl.SSLError) as e:
+    sys.exit("a third connection from the same address, two answered ones held: %r" % e)
+for t in held:
+    t.close()
+PY
+stop_fleet
 ok "--ota-listen with --tls-cert serves HTTPS (a resumed download, byte-exact); a TLS device there is answered 400 at once; plain HTTP gets nothing, and the log says why; stopped during a download, the summary is the last line"
 
 # ---- --require-auth: HTTP devices cannot prove who they are ------------------------
