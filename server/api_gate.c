@@ -463,15 +463,14 @@ static void admit_cb(evutil_socket_t fd, short what, void *arg)
         g->evcon = evcon;
         bufferevent_disable(g->bev, EV_READ);
         g->bev = NULL;
-        if (!hold(a, s, &full)) {
-            if (full) {
-                gate_free(a, g);
-                refuse_full(a, evcon, s);
-                continue;
-            }
-        } else {
-            evhttp_connection_set_closecb(evcon, api_conn_closed, a);
+        if (!hold(a, s, &full) && full) {
+            gate_free(a, g);
+            refuse_full(a, evcon, s);
+            continue;
         }
+        /* Also for one not counted (out of memory for the table): a
+         * watcher must learn of its close (a review). */
+        evhttp_connection_set_closecb(evcon, api_conn_closed, a);
         g->deadline_ms = log_mono_ms() + a->cfg.head_ms;
         if (!(g->ev = event_new(a->cfg.base, s, EV_READ | EV_ET | EV_PERSIST, peek_cb, g)) ||
             event_add(g->ev, &tv) != 0) {

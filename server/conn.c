@@ -1156,12 +1156,15 @@ static void wr_cb(evutil_socket_t fd, short what, void *arg)
          * errno is the log's. */
         int err = errno;
         conn_write_off(c);
-        if (n < 0 && c->rd && !c->closing && conn_input_unread(c)) {
+        if (n < 0 && c->rd && !c->closing && !c->read_paused && conn_input_unread(c)) {
             /* A reset that came behind the device's last frames (the ACKs
              * a stopped device sends first): they are read before the end
              * is reported (read_now meets the error after them), or the
-             * stopped download was recorded megabytes short (a test). */
+             * stopped download was recorded megabytes short (a test). The
+             * write event stays: should reading pause or stop before the
+             * error is met (a review), the next failed write reports it. */
             conn_read_on(c);
+            conn_write_on(c);
             return;
         }
         errno = err;

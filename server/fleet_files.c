@@ -33,11 +33,13 @@ int fleet_files_own(const char *name)
 
 /* path (a directory when dir, else a regular file) private when others may
  * reach it; not through a link (left as it is). Another kind of file there
- * is refused before anything is changed (a trial's FIFO as tcpota.lock gave
- * "Invalid argument"; a file named images/ was made 0644 -> 0600, then the
- * start failed). Returns 1 changed (*was: its mode before), 0 nothing to
- * do, -1 with err. */
-static int make_private(const char *path, int dir, unsigned *was, char *err, size_t errlen)
+ * is refused (a trial's FIFO as tcpota.lock gave "Invalid argument"; a file
+ * named images/ was made 0644 -> 0600, then the start failed); check: only
+ * that, so that a first pass refuses before anything is changed (a review:
+ * tcpota.db was made private, then the FIFO after it refused). Returns 1
+ * changed (*was: its mode before), 0 nothing to do, -1 with err. */
+static int make_private(const char *path, int dir, int check, unsigned *was, char *err,
+                        size_t errlen)
 {
     struct stat sb;
     mode_t want;
@@ -50,7 +52,7 @@ static int make_private(const char *path, int dir, unsigned *was, char *err, siz
                  text_file_kind(sb.st_mode), dir ? "a directory" : "a file of its own");
         return -1;
     }
-    if ((sb.st_mode & FILES_OTHERS) == 0) {
+    if (check || (sb.st_mode & FILES_OTHERS) == 0) {
         return 0;
     }
     want = S_ISDIR(sb.st_mode) ? 0700 : 0600;
@@ -81,7 +83,7 @@ int fleet_files_image_name(const char *name)
 }
 
 /* The image files in images/ (their directory made private first). */
-static int images_private(const char *images, unsigned *n, unsigned *was, char *err,
+static int images_private(const char *images, int check, unsigned *n, unsigned *was, char *err,
                           size_t errlen)
 {
     char path[PATH_MAX];
@@ -99,7 +101,7 @@ static int images_private(const char *images, unsigned *n, unsigned *was, char *
         if ((size_t)snprintf(path, sizeof(path), "%s/%s", images, e->d_name) >= sizeof(path)) {
             continue;
         }
-        if ((rc = make_private(path, 0, was, err, errlen)) > 0) {
+        if ((rc = make_private(path, 0, check, was, err, errlen)) > 0) {
             (*n)++;
         }
     }
@@ -109,7 +111,9 @@ static int images_private(const char *images, unsigned *n, unsigned *was, char *
     return rc < 0 ? -1 : 0;
 }
 
-int fleet_files_private(const char *dir, char *said, size_t saidlen, char *err, size_t errlen)
+/* One pass of fleet_files_private: check, or make private and say so. */
+static int files_pass(const char *dir, int check, char *said, size_t saidlen, char *err,
+                      size_t errlen)
 {
     char path[PATH_MAX];
     unsigned was = 0, nimg = 0;
@@ -119,7 +123,7 @@ int fleet_files_private(const char *dir, char *said, size_t saidlen, char *err, 
     said[0] = '\0';
     for (i = 0; i < sizeof(top_files) / sizeof(top_files[0]); i++) {
         snprintf(path, sizeof(path), "%s/%s", dir, top_files[i]);
-        if ((rc = make_private(path, 0, &was, err, errlen)) < 0) {
+        if ((rc = make_private(path, 0, check, &was, err, errlen)) < 0) {
             return -1;
         }
         if (rc > 0) {
@@ -128,14 +132,14 @@ int fleet_files_private(const char *dir, char *said, size_t saidlen, char *err, 
         }
     }
     snprintf(path, sizeof(path), "%s/" FLEET_IMAGES_DIR, dir);
-    if ((rc = make_private(path, 1, &was, err, errlen)) < 0) {
+    if ((rc = make_private(path, 1, check, &was, err, errlen)) < 0) {
         return -1;
     }
     if (rc > 0) {
         add_said(said, saidlen, "images/", was);
         changed++;
     }
-    if (images_private(path, &nimg, &was, err, errlen) < 0) {
+    if (images_private(path, check, &nimg, &was, err, errlen) < 0) {
         return -1;
     }
     if (nimg) {
@@ -147,6 +151,14 @@ int fleet_files_private(const char *dir, char *said, size_t saidlen, char *err, 
         changed += (int)nimg;
     }
     return changed;
+}
+
+int fleet_files_private(const char *dir, char *said, size_t saidlen, char *err, size_t errlen)
+{
+    said[0] = '\0';
+    return files_pass(dir, 1, said, saidlen, err, errlen) < 0
+               ? -1
+               : files_pass(dir, 0, said, saidlen, err, errlen);
 }
 
 int fleet_lock_take(const char *dir, char *err, size_t errlen)

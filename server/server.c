@@ -135,13 +135,16 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
                 srv->stats.failed++;
                 /* What the device failed to do: a hostile trial's device read
                  * the whole image, then sent PINGs, and was told it did not
-                 * read (the kernel's send queue tells the two apart). */
+                 * read (the kernel's send queue tells the two apart: all of
+                 * it received by the device's TCP, or not). */
                 clog_(c, 1, "idle for %u s (%s); closing", srv->o->idle_timeout_s,
                       st == TCPOTA_SRV_AUTH_WAIT || st == TCPOTA_SRV_AUTH_CHECK
                           ? "no answer to the authentication challenge"
                       : sock_unsent(c->fd) > 0 || (conn_out(c) && evbuffer_get_length(conn_out(c)) > 0)
                           ? "not reading what we send"
-                          : "acknowledging nothing new, though it read all we sent");
+                      : st == TCPOTA_SRV_OFFERED
+                          ? "no answer to the offer, though its TCP received all we sent"
+                          : "acknowledging nothing new, though its TCP received all we sent");
                 (void)conn_close(c, 1);
                 continue;
             }

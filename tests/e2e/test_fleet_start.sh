@@ -160,7 +160,10 @@ refused "a tcpota.db that is a directory" "cannot open the fleet store: $DATA/tc
 # anything in --data is changed (the file named images/ kept its mode).
 DATA=$WORK/oddlock
 mkdir -p "$DATA" && mkfifo "$DATA/tcpota.lock"
+echo shm > "$DATA/tcpota.db-shm" && chmod 644 "$DATA/tcpota.db-shm" # checked before it: left as it is
 refused "a FIFO as tcpota.lock" "$DATA/tcpota.lock is a FIFO, where tcpota serve keeps a file of its own; move it away"
+[ "$(stat -c %a "$DATA/tcpota.db-shm")" = 644 ] || fail "tcpota.db-shm was made $(stat -c %a "$DATA/tcpota.db-shm") before the FIFO was refused"
+rm "$DATA/tcpota.db-shm"
 rm "$DATA/tcpota.lock" && mkdir "$DATA/tcpota.lock"
 refused "a directory as tcpota.lock" "$DATA/tcpota.lock is a directory, where tcpota serve keeps a file of its own; move it away"
 DATA=$WORK/imgfile
