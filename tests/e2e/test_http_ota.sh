@@ -222,6 +222,29 @@ bad 400 "a tab in the model" "http://127.0.0.1:$OTA_PORT/ota/esp%0932?device=h-2
 bad 400 "no model" "http://127.0.0.1:$OTA_PORT/ota/?device=h-2" "${V[@]}"
 bad 400 "not <id>.bin" "$OTA/h-2.img" "${V[@]}"
 bad 400 "unknown parameter" "$OTA?device=h-2&debug=1" "${V[@]}"
+# 300 connections held, each made once the server has taken the one before
+# (its descriptor count grew): the download listener's table of connections
+# by descriptor grows past its first 256 entries one descriptor at a time,
+# and the ASan pass sees a write past its end should descriptor 256 get no
+# room (in a burst, the accepts of one loop turn are admitted highest
+# first, which grows the table before 256 comes). It serves on after.
+python3 - "$OTA_PORT" "$SERVER_PID" <<'PY' || fail "300 connections to the download port (above)"
+import os, socket, sys, time
+fds = lambda: len(os.listdir("/proc/%s/fd" % sys.argv[2]))
+socks = []
+for i in range(300):
+    before = fds()
+    s = socket.socket()
+    s.bind(("127.0.0.%d" % (2 + i % 2), 0))  # within the per-address limit
+    s.connect(("127.0.0.1", int(sys.argv[1])))
+    socks.append(s)
+    t0 = time.monotonic()
+    while fds() <= before and time.monotonic() - t0 < 2:
+        time.sleep(0.0005)
+for s in socks:
+    s.close()
+PY
+bad 400 "no device, after 300 connections" "$OTA" "${V[@]}"
 # badmsg CODE WHAT TEXT URL [CURL ARGS...]: bad, and the answer says TEXT.
 badmsg() {
   local want=$1 what=$2 text=$3; shift 3
