@@ -2061,34 +2061,39 @@ static int holds_images(const char *dir)
     return found;
 }
 
-/* 1 after refusing a tcpota.db of 0 bytes (and no -wal to replay) in a
- * --data that was used: SQLite takes an empty file for a new database, and
- * the server then served an empty fleet without a word, its devices'
- * secrets gone (two trials: what a failed copy, restore or full disk
- * leaves). A first start makes the database before api.token and before
- * any image, so neither is there after a first start cut short. */
+/* 1 after refusing a tcpota.db of 0 bytes, or a SQLite file without a table
+ * (a cp of a running server's file: its data in the -wal left behind), and
+ * no -wal to replay, in a --data that was used: SQLite takes either for a
+ * new database, and the server then served an empty fleet without a word,
+ * its devices' secrets gone (three trials: what a failed copy, restore or
+ * full disk leaves). A first start makes the database before api.token and
+ * before any image, so neither is there after a first start cut short. */
 static int emptied_db(struct server *srv, const char *path)
 {
     const struct tcpota_serve_opts *o = srv->o;
     char wal[PATH_MAX + sizeof("-wal")], token[PATH_MAX];
     struct stat st;
-    int has_token, has_images;
+    int has_token, has_images, empty;
 
     snprintf(wal, sizeof(wal), "%s-wal", path);
     snprintf(token, sizeof(token), "%s/" FLEET_TOKEN_FILE, o->data_dir);
-    if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size != 0 ||
-        (lstat(wal, &st) == 0 && st.st_size > 0)) {
+    if ((lstat(wal, &st) == 0 && st.st_size > 0) || !store_sqlite_blank(path)) {
         return 0;
     }
+    empty = lstat(path, &st) == 0 && st.st_size == 0;
     has_token = lstat(token, &st) == 0;
     has_images = o->images_dir && holds_images(o->images_dir);
     if (!has_token && !has_images) {
         return 0;
     }
-    return not_starting(srv, "%s is empty (0 bytes), but --data %s was used (it holds %s%s%s):"
-                        " its fleet's devices, secrets and rollouts are not there, and serving"
-                        " it would start an empty fleet; restore %s from a backup"
-                        " (docs/operations.md), or give an empty --data for a new fleet", path, o->data_dir, has_token ? FLEET_TOKEN_FILE : "",
+    return not_starting(srv, "%s %s, but --data %s was used (it holds %s%s%s): its fleet's"
+                        " devices, secrets and rollouts are not there, and serving it would start"
+                        " an empty fleet; restore %s from a backup (docs/operations.md), or give"
+                        " an empty --data for a new fleet", path,
+                        empty ? "is empty (0 bytes)"
+                              : "holds no table (a copy of a running server's file made without"
+                                " its -wal? back up with sqlite3's .backup)",
+                        o->data_dir, has_token ? FLEET_TOKEN_FILE : "",
                         has_token && has_images ? " and " : "", has_images ? "images" : "",
                         FLEET_DB_FILE) < 0;
 }

@@ -447,6 +447,10 @@ struct store *store_sqlite_open(const char *dir, struct event_base *base, char *
  * before (fleet.c makes them private). Returns 0 (none there, or ours),
  * or -1 with why in err. */
 int store_sqlite_check(const char *dir, char *err, size_t errlen);
+/* 1 when the file at path holds no database yet: 0 bytes, or a SQLite file
+ * without a table (what SQLite and this store take for a new one), read as
+ * it is (its -wal not applied: the caller checks that there is none). */
+int store_sqlite_blank(const char *path);
 
 /* store->vt->submit(). */
 int store_submit(struct store *st, struct store_req *r);

@@ -407,9 +407,13 @@ static int check_db(sqlite3 *db, const char *path, char *err, size_t errlen)
     }
     /* Its first finding, or SQLite's error when the check itself could
      * not read the file (a damaged schema page). */
+    /* (Not sqlite3's .recover: Debian 12's shell lacks the sqlite_dbpage
+     * table it needs, and writes an empty file; a .dump stops at its first
+     * error with a ROLLBACK, made a COMMIT here to keep the rows read.) */
     snprintf(err, errlen, "%s is damaged (SQLite's quick_check: %s); not starting on it: restore"
              " the last backup (docs/operations.md, Backups), or save what is readable with"
-             " `sqlite3 %s .recover | sqlite3 recovered.db` and put recovered.db in its place",
+             " `sqlite3 %s .dump | sed 's/^ROLLBACK; -- due to errors$/COMMIT;/' | sqlite3"
+             " recovered.db` and put recovered.db in its place",
              path, what ? what : sqlite3_errmsg(db), path);
     for (char *c = err; *c; c++) {
         if (*c == '\n') *c = ' '; /* the check's findings come one per line */
@@ -486,6 +490,44 @@ static int foreign_db(const char *path, const struct stat *sb, char *err, size_t
     }
     sqlite3_close(db);
     return rc;
+}
+
+int store_sqlite_blank(const char *path)
+{
+    unsigned char head[SQ_HDR_WRITE_VERSION + 1];
+    char uri[3 * 512 + 32];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    struct stat sb;
+    ssize_t n;
+    int fd, blank = 0;
+
+    if (lstat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        return 0;
+    }
+    if (sb.st_size == 0) {
+        return 1;
+    }
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) {
+        return 0;
+    }
+    n = read(fd, head, sizeof(head));
+    close(fd);
+    if (n != (ssize_t)sizeof(head) || memcmp(head, SQ_MAGIC, sizeof(SQ_MAGIC)) != 0 ||
+        sq_uri(path, head[SQ_HDR_WRITE_VERSION] == SQ_HDR_ROLLBACK ? "mode=ro" : "immutable=1",
+               uri, sizeof(uri)) != 0) {
+        return 0;
+    }
+    if (sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
+                        NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master", -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW) {
+        blank = sqlite3_column_int64(s, 0) == 0;
+    }
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return blank;
 }
 
 int store_sqlite_check(const char *dir, char *err, size_t errlen)
