@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -74,6 +75,29 @@ static void add_said(char *said, size_t saidlen, const char *name, unsigned was)
     if (len < saidlen) {
         snprintf(said + len, saidlen - len, "%s%s (%04o)", len ? ", " : "", name, was);
     }
+}
+
+const char *fleet_files_owner_hint(const char *path, const char *dir, char *buf, size_t cap)
+{
+    struct stat sb;
+    struct passwd *pw;
+    char owner[64], me[64];
+    uid_t uid = geteuid();
+
+    buf[0] = '\0';
+    if (stat(path, &sb) != 0 || sb.st_uid == uid) {
+        return buf;
+    }
+    pw = getpwuid(sb.st_uid);
+    snprintf(owner, sizeof(owner), "%s", pw ? pw->pw_name : "?");
+    pw = getpwuid(uid);
+    snprintf(me, sizeof(me), "%s", pw ? pw->pw_name : "?");
+    /* A restore by root, a service running as its own user (an operations
+     * trial got "Permission denied" alone). */
+    snprintf(buf, cap, "; it belongs to user %s (uid %u) and tcpota serve runs as user %s (uid %u):"
+             " chown -R %s %s, or run the server as %s", owner, (unsigned)sb.st_uid, me,
+             (unsigned)uid, me, dir, owner);
+    return buf;
 }
 
 int fleet_files_image_name(const char *name)
@@ -180,7 +204,11 @@ int fleet_lock_take(const char *dir, char *err, size_t errlen)
         return -1;
     }
     if (fd < 0) {
-        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        int e = errno;
+        char hint[300];
+        snprintf(err, errlen, "cannot open %s: %s%s", path, strerror(e),
+                 e == EACCES || e == EPERM ? fleet_files_owner_hint(path, dir, hint, sizeof(hint))
+                                           : "");
         return -1;
     }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {

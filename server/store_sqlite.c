@@ -371,7 +371,11 @@ static int prepare_dir(const char *dir, char *err, size_t errlen)
         return -1;
     }
     if (access(dir, W_OK | X_OK) != 0) {
-        snprintf(err, errlen, "the data directory %s is not writable: %s", dir, strerror(errno));
+        int e = errno;
+        char hint[300];
+        snprintf(err, errlen, "the data directory %s is not writable: %s%s", dir, strerror(e),
+                 e == EACCES || e == EPERM ? fleet_files_owner_hint(dir, dir, hint, sizeof(hint))
+                                           : "");
         return -1;
     }
     snprintf(images, sizeof(images), "%s/images", dir);
@@ -565,7 +569,11 @@ static int open_db(struct sstore *st, char *err, size_t errlen)
     }
     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
     if (fd < 0) {
-        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        int e = errno;
+        char hint[300];
+        snprintf(err, errlen, "cannot open %s: %s%s", path, strerror(e),
+                 e == EACCES || e == EPERM ? fleet_files_owner_hint(path, st->dir, hint, sizeof(hint))
+                                           : "");
         return -1;
     }
     /* It holds the device secrets: a copy restored with another mode (cp,

@@ -172,6 +172,21 @@ refused "a file named images" "$DATA/images is a regular file, where tcpota serv
 [ "$(stat -c %a "$DATA/images")" = 644 ] || fail "a file named images was made $(stat -c %a "$DATA/images") before the start was refused"
 ok "another program's tcpota.db is refused untouched; a file in images/ not named as an image is left as it is"
 
+# --data owned by another user than the server's (a restore by root, the
+# service running as its own user): the refusal says whose it is and what
+# to do (before: "Permission denied" alone). The server runs as nobody.
+DATA=$WORK/owned
+start_fleet
+stop_fleet
+chmod 755 "$WORK"
+rc=0
+timeout 20 setpriv --reuid=65534 --regid=65534 --clear-groups "$TCPOTA" serve --listen 127.0.0.1:0 \
+  --api 127.0.0.1:0 --data "$DATA" --no-progress > /dev/null 2> "$WORK/owned.log" || rc=$?
+chmod 700 "$WORK"
+[ $rc -eq 1 ] && grep -q "not starting: cannot open the fleet store: the data directory $DATA is not writable: Permission denied; it belongs to user root (uid 0) and tcpota serve runs as user nobody (uid 65534): chown -R nobody $DATA, or run the server as root" "$WORK/owned.log" ||
+  fail "a --data of another user: rc $rc: $(cat "$WORK/owned.log")"
+ok "a --data of another user: refused, saying whose it is and what to do"
+
 # --- a --db node's --data holding someone else's files: warned too ---------
 # (a trial gave a node a device's --flash: it took the device's lock and
 # wrote its token there without a word). The warning comes before the
