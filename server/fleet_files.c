@@ -77,7 +77,8 @@ static void add_said(char *said, size_t saidlen, const char *name, unsigned was)
     }
 }
 
-const char *fleet_files_owner_hint(const char *path, const char *dir, char *buf, size_t cap)
+const char *fleet_files_owner_hint(int err_no, const char *path, const char *dir, char *buf,
+                                   size_t cap)
 {
     struct stat sb;
     struct passwd *pw;
@@ -85,7 +86,7 @@ const char *fleet_files_owner_hint(const char *path, const char *dir, char *buf,
     uid_t uid = geteuid();
 
     buf[0] = '\0';
-    if (stat(path, &sb) != 0 || sb.st_uid == uid) {
+    if ((err_no != EACCES && err_no != EPERM) || stat(path, &sb) != 0 || sb.st_uid == uid) {
         return buf;
     }
     pw = getpwuid(sb.st_uid);
@@ -205,10 +206,9 @@ int fleet_lock_take(const char *dir, char *err, size_t errlen)
     }
     if (fd < 0) {
         int e = errno;
-        char hint[300];
+        char hint[FLEET_OWNER_HINT_MAX];
         snprintf(err, errlen, "cannot open %s: %s%s", path, strerror(e),
-                 e == EACCES || e == EPERM ? fleet_files_owner_hint(path, dir, hint, sizeof(hint))
-                                           : "");
+                 fleet_files_owner_hint(e, path, dir, hint, sizeof(hint)));
         return -1;
     }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {

@@ -30,11 +30,13 @@
  * cannot be changed. */
 int fleet_files_private(const char *dir, char *said, size_t saidlen, char *err, size_t errlen);
 
-/* What to say after a refusal to reach path (EACCES, EPERM): when path
- * belongs to another user than the server's, "; it belongs to user X (uid
- * N) and tcpota serve runs as user Y (uid M): chown -R Y DIR, or run the
- * server as X" (dir: the --data to name); else "". Returns buf. */
-const char *fleet_files_owner_hint(const char *path, const char *dir, char *buf, size_t cap);
+/* What to say after failing to reach path with errno err_no: for EACCES or
+ * EPERM on a path of another user than the server's, "; it belongs to user
+ * X (uid N) and tcpota serve runs as user Y (uid M): chown -R Y DIR, or run
+ * the server as X" (dir: the --data to name); else "". Returns buf. */
+#define FLEET_OWNER_HINT_MAX 300u /* its buf: two user names, a path */
+const char *fleet_files_owner_hint(int err_no, const char *path, const char *dir, char *buf,
+                                   size_t cap);
 
 /* 1 when name (an entry at the top of --data) is one the fleet keeps there:
  * tcpota.db and its -wal and -shm, tcpota.lock, images/, api.token. */

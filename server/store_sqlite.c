@@ -372,10 +372,9 @@ static int prepare_dir(const char *dir, char *err, size_t errlen)
     }
     if (access(dir, W_OK | X_OK) != 0) {
         int e = errno;
-        char hint[300];
+        char hint[FLEET_OWNER_HINT_MAX];
         snprintf(err, errlen, "the data directory %s is not writable: %s%s", dir, strerror(e),
-                 e == EACCES || e == EPERM ? fleet_files_owner_hint(dir, dir, hint, sizeof(hint))
-                                           : "");
+                 fleet_files_owner_hint(e, dir, dir, hint, sizeof(hint)));
         return -1;
     }
     snprintf(images, sizeof(images), "%s/images", dir);
@@ -453,6 +452,36 @@ static int sq_uri(const char *path, const char *query, char *out, size_t cap)
     return w >= 0 && (size_t)w < cap - n ? 0 : -1;
 }
 
+/* Opens path read-only as it is (foreign_db's rule: mode=ro in rollback mode,
+ * immutable in WAL mode). Returns 1 with *db (NULL when SQLite could not
+ * open it), 0 when the file cannot be read, -1 when it does not begin as a
+ * SQLite file does. */
+static int open_as_is(const char *path, sqlite3 **db)
+{
+    unsigned char head[SQ_HDR_WRITE_VERSION + 1];
+    char uri[3 * 512 + 32];
+    ssize_t n;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+
+    *db = NULL;
+    if (fd < 0) {
+        return 0;
+    }
+    n = read(fd, head, sizeof(head));
+    close(fd);
+    if (n != (ssize_t)sizeof(head) || memcmp(head, SQ_MAGIC, sizeof(SQ_MAGIC)) != 0) {
+        return -1;
+    }
+    if (sq_uri(path, head[SQ_HDR_WRITE_VERSION] == SQ_HDR_ROLLBACK ? "mode=ro" : "immutable=1",
+               uri, sizeof(uri)) == 0 &&
+        sqlite3_open_v2(uri, db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        sqlite3_close(*db);
+        *db = NULL;
+    }
+    return 1;
+}
+
 /* A DIR/tcpota.db that holds something else (another program's file or
  * database, a device's flash given as --data by mistake) is refused before
  * anything touches it: the open below would make it 0600, and SQLite's
@@ -466,45 +495,29 @@ static int sq_uri(const char *path, const char *query, char *out, size_t cap)
  * tcpota one, or one that cannot be read here (the open says why). */
 static int foreign_db(const char *path, const struct stat *sb, char *err, size_t errlen)
 {
-    unsigned char head[SQ_HDR_WRITE_VERSION + 1];
-    char uri[3 * 512 + 32];
-    sqlite3 *db = NULL;
-    ssize_t n;
-    int fd, rc = 0;
+    sqlite3 *db;
+    int rc;
 
     if (sb->st_size == 0) {
         return 0;
     }
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd < 0) {
-        return 0;
-    }
-    n = read(fd, head, sizeof(head));
-    close(fd);
-    if (n != (ssize_t)sizeof(head) || memcmp(head, SQ_MAGIC, sizeof(SQ_MAGIC)) != 0) {
+    rc = open_as_is(path, &db);
+    if (rc < 0) {
         snprintf(err, errlen, "%s is not a tcpota database or is damaged (it does not begin as"
                  " a SQLite file does); move it away and start again, or restore a backup", path);
         return -1;
     }
-    if (sq_uri(path, head[SQ_HDR_WRITE_VERSION] == SQ_HDR_ROLLBACK ? "mode=ro" : "immutable=1",
-               uri, sizeof(uri)) == 0 &&
-        sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
-                        NULL) == SQLITE_OK) {
-        rc = sq_foreign(db, path, err, errlen);
-    }
+    rc = db ? sq_foreign(db, path, err, errlen) : 0;
     sqlite3_close(db);
     return rc;
 }
 
 int store_sqlite_blank(const char *path)
 {
-    unsigned char head[SQ_HDR_WRITE_VERSION + 1];
-    char uri[3 * 512 + 32];
     sqlite3 *db = NULL;
     sqlite3_stmt *s = NULL;
     struct stat sb;
-    ssize_t n;
-    int fd, blank = 0;
+    int blank = 0;
 
     if (lstat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         return 0;
@@ -512,19 +525,7 @@ int store_sqlite_blank(const char *path)
     if (sb.st_size == 0) {
         return 1;
     }
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd < 0) {
-        return 0;
-    }
-    n = read(fd, head, sizeof(head));
-    close(fd);
-    if (n != (ssize_t)sizeof(head) || memcmp(head, SQ_MAGIC, sizeof(SQ_MAGIC)) != 0 ||
-        sq_uri(path, head[SQ_HDR_WRITE_VERSION] == SQ_HDR_ROLLBACK ? "mode=ro" : "immutable=1",
-               uri, sizeof(uri)) != 0) {
-        return 0;
-    }
-    if (sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
-                        NULL) == SQLITE_OK &&
+    if (open_as_is(path, &db) > 0 && db &&
         sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master", -1, &s, NULL) == SQLITE_OK &&
         sqlite3_step(s) == SQLITE_ROW) {
         blank = sqlite3_column_int64(s, 0) == 0;
@@ -570,10 +571,9 @@ static int open_db(struct sstore *st, char *err, size_t errlen)
     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
     if (fd < 0) {
         int e = errno;
-        char hint[300];
+        char hint[FLEET_OWNER_HINT_MAX];
         snprintf(err, errlen, "cannot open %s: %s%s", path, strerror(e),
-                 e == EACCES || e == EPERM ? fleet_files_owner_hint(path, st->dir, hint, sizeof(hint))
-                                           : "");
+                 fleet_files_owner_hint(e, path, st->dir, hint, sizeof(hint)));
         return -1;
     }
     /* It holds the device secrets: a copy restored with another mode (cp,
