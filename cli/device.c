@@ -1033,12 +1033,12 @@ static void say_declined(struct device *dv)
          * was given 100000, which it then refused). */
         uint64_t need = ((uint64_t)dv->declined_size + TCPOTA_SECTOR_SIZE - 1) /
                         TCPOTA_SECTOR_SIZE * TCPOTA_SECTOR_SIZE;
-        if (need > (uint64_t)UINT32_MAX - TCPOTA_SECTOR_SIZE + 1) {
+        if (need > DEVICE_SLOT_MAX) {
             /* Past what --slot-size takes (a hostile trial's offer of
              * 2^32-1 bytes was answered with advice it refused). */
             say(dv, "the server holds that offer back from this device now; no slot this device"
                     " can have takes it (--slot-size goes up to %lu), so only a smaller image is"
-                    " a new offer", (unsigned long)(UINT32_MAX - TCPOTA_SECTOR_SIZE + 1));
+                    " a new offer", (unsigned long)DEVICE_SLOT_MAX);
         } else {
             say(dv, "the server holds that offer back from this device now; a device whose slot"
                     " takes it is made in a new --flash with --slot-size %lu or more (on an ESP32:"
@@ -1068,6 +1068,8 @@ static void say_declined(struct device *dv)
     }
 }
 
+#define WHY_TEXT_MAX 96u /* why_text's buf */
+
 /* The server's reason for no update, or a code this tcpota does not know
  * said as one (a hostile trial's 999 read "the server gave no reason"). */
 static const char *why_text(unsigned why, char *buf, size_t cap)
@@ -1092,7 +1094,7 @@ static int no_update(struct device *dv)
         /* NO_UPDATE with RETRY_AFTER: "not now" (a server busy or without
          * its database, a rollout's wave not open), not "nothing newer". */
         unsigned long ra = (unsigned long)dv->runner.retry_after_s;
-        char why_s[96];
+        char why_s[WHY_TEXT_MAX];
         say(dv, "no update now, running %s%s%s; the server asks to check again in %lu s%s",
             dv->version, why ? ": " : "", why ? why_text(why, why_s, sizeof(why_s)) : "", ra,
             ra > TCPOTA_RUNNER_CHECK_MAX_S ? " (a device waits a week at most)" : "");
@@ -1137,7 +1139,7 @@ static int no_update(struct device *dv)
                 "single-image: tcpota serve --allow-downgrade)", dv->version, tcpota_why_str(why));
         return 1;
     default: {
-        char why_s[96];
+        char why_s[WHY_TEXT_MAX];
         say(dv, "no update, running %s: %s", dv->version, why_text(why, why_s, sizeof(why_s)));
         return 0;
     }

@@ -174,7 +174,7 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
     case OPT_SLOT: {
         unsigned long long sz;
         /* A size, as serve's --max-image: "4M" as well as 4194304. */
-        if (cli_size(v, name, TCPOTA_SECTOR_SIZE, UINT32_MAX - TCPOTA_SECTOR_SIZE + 1, &sz) < 0) {
+        if (cli_size(v, name, TCPOTA_SECTOR_SIZE, DEVICE_SLOT_MAX, &sz) < 0) {
             return 2;
         }
         o->slot_size = (uint32_t)sz;

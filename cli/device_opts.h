@@ -15,6 +15,8 @@
 #define HOST_MAX 256
 #define MAX_TRUST 8
 #define DEVICE_DEFAULT_MODEL "esp32" /* --model when none is given */
+/* The largest --slot-size: the last whole sector a u32 size reaches. */
+#define DEVICE_SLOT_MAX ((uint64_t)UINT32_MAX - TCPOTA_SECTOR_SIZE + 1)
 
 struct options {
     const char *server;
