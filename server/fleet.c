@@ -1995,6 +1995,51 @@ static void sweep_uploads(struct server *srv)
     }
 }
 
+/* A SQLite fleet's images/ against its database, said at start: before,
+ * a backup restored without its images/ (or a file removed or changed by
+ * hand) was said only at the first check-in that needed the image, and a
+ * file the database does not name (an older database restored, an image
+ * rm killed between its commit and its unlink) never. Neither stops the
+ * start: the other images serve. On PostgreSQL images/ is a node's cache. */
+static void check_image_files(struct server *srv)
+{
+    struct store_req *r;
+    struct fleet_files_gaps g;
+    const char *dir = srv->o->images_dir;
+
+    if (srv->o->db || !dir || !(r = store_req_new(STORE_IMAGE_LIST, NULL, NULL))) {
+        return;
+    }
+    if (run_sync(srv, r) < 0) {
+        say_always(srv->o, LOG_LV_WARN, "cannot list the images to check their files in %s: %s",
+                   dir, r->err);
+        store_req_free(r);
+        return;
+    }
+    if (fleet_files_image_gaps(dir, r->u.list.rows, r->u.list.n, &g) < 0 && g.nmissing == 0 &&
+        r->u.list.n) {
+        say_always(srv->o, LOG_LV_WARN, "cannot read %s: %s (the images are read from it when a"
+                   " device needs one)", dir, strerror(errno));
+    }
+    if (g.nmissing) {
+        say_always(srv->o, LOG_LV_WARN, "%u of the %zu images the database names %s no intact"
+                   " file in %s (a backup restored without its images/, or a file removed or"
+                   " changed by hand): %s; not offered until restored: copy them from the"
+                   " backup's images/, or add each again (tcpota image add with the same file"
+                   " restores it)", g.nmissing, r->u.list.n, g.nmissing == 1 ? "has" : "have",
+                   dir, g.missing);
+    }
+    if (g.nextra) {
+        say_always(srv->o, LOG_LV_WARN, "%u file%s in %s %s an image's name but no image in the"
+                   " database (a database restored older than its images/, or an image rm cut"
+                   " short): %s; not offered: to serve %s, add the file again (tcpota image add),"
+                   " else remove %s", g.nextra, text_s(g.nextra), dir,
+                   g.nextra == 1 ? "has" : "have", g.extra, g.nextra == 1 ? "it" : "one",
+                   g.nextra == 1 ? "it" : "them");
+    }
+    store_req_free(r);
+}
+
 /* The API speaks plain HTTP, so its token crosses the network in clear,
  * and anyone who reaches it can take all of its --api-max-conns
  * connections (a client without the token holds at most API_BODY_MAX of
@@ -2208,6 +2253,7 @@ int fleet_open(struct server *srv)
                                  server_say_line, srv);
     }
     sweep_uploads(srv);
+    check_image_files(srv);
     if (o->api_host == NULL) {
         return 0; /* --api off */
     }

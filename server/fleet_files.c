@@ -1,6 +1,7 @@
 /* fleet_files.c - the files of --data are the server's user's alone
  * (fleet_files.h). */
 #include "fleet_files.h"
+#include "store.h" /* struct store_image */
 #include "text.h" /* text_file_kind */
 #include "tcpota/codec.h" /* TCPOTA_ID_LEN */
 
@@ -9,7 +10,10 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pwd.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -105,6 +109,87 @@ int fleet_files_image_name(const char *name)
 {
     return strlen(name) == 2 * TCPOTA_ID_LEN &&
            strspn(name, "0123456789abcdef") == 2 * TCPOTA_ID_LEN;
+}
+
+/* Adds one name to a gaps list ("a, b, ..."), the first FLEET_GAPS_NAMED
+ * only; *n counts them all. */
+static void gaps_add(char *buf, size_t cap, unsigned *n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void gaps_add(char *buf, size_t cap, unsigned *n, const char *fmt, ...)
+{
+    size_t len = strlen(buf);
+    va_list ap;
+
+    if ((*n)++ >= FLEET_GAPS_NAMED || len + 3 >= cap) {
+        return;
+    }
+    if (len) {
+        len += (size_t)snprintf(buf + len, cap - len, ", ");
+    }
+    va_start(ap, fmt);
+    (void)vsnprintf(buf + len, cap - len, fmt, ap);
+    va_end(ap);
+}
+
+static void gaps_more(char *buf, size_t cap, unsigned n)
+{
+    size_t len = strlen(buf);
+
+    if (n > FLEET_GAPS_NAMED && len < cap) {
+        snprintf(buf + len, cap - len, " and %u more", n - FLEET_GAPS_NAMED);
+    }
+}
+
+static int cmp_hex(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int fleet_files_image_gaps(const char *images, const struct store_image *rows, size_t n,
+                           struct fleet_files_gaps *g)
+{
+    const char **ids = malloc((n ? n : 1) * sizeof(*ids));
+    struct dirent *e;
+    struct stat sb;
+    size_t i;
+    DIR *d;
+
+    memset(g, 0, sizeof(*g));
+    for (i = 0; i < n; i++) {
+        const struct store_image *si = &rows[i];
+
+        if (lstat(si->path, &sb) != 0) {
+            gaps_add(g->missing, sizeof(g->missing), &g->nmissing, "%.16s... (%s, %s)", si->idhex,
+                     si->version, errno == ENOENT ? "no file" : strerror(errno));
+        } else if (!S_ISREG(sb.st_mode)) {
+            gaps_add(g->missing, sizeof(g->missing), &g->nmissing, "%.16s... (%s, %s)", si->idhex,
+                     si->version, text_file_kind(sb.st_mode));
+        } else if ((uint64_t)sb.st_size != si->size) {
+            gaps_add(g->missing, sizeof(g->missing), &g->nmissing,
+                     "%.16s... (%s, %llu bytes where it has %u)", si->idhex, si->version,
+                     (unsigned long long)sb.st_size, (unsigned)si->size);
+        }
+        if (ids) {
+            ids[i] = si->idhex;
+        }
+    }
+    gaps_more(g->missing, sizeof(g->missing), g->nmissing);
+    if (!ids || !(d = opendir(images))) {
+        free(ids);
+        return -1;
+    }
+    qsort(ids, n, sizeof(*ids), cmp_hex);
+    while ((e = readdir(d)) != NULL) {
+        const char *name = e->d_name;
+
+        if (fleet_files_image_name(name) && !bsearch(&name, ids, n, sizeof(*ids), cmp_hex)) {
+            gaps_add(g->extra, sizeof(g->extra), &g->nextra, "%.16s...", name);
+        }
+    }
+    closedir(d);
+    free(ids);
+    gaps_more(g->extra, sizeof(g->extra), g->nextra);
+    return 0;
 }
 
 /* The image files in images/ (their directory made private first). */

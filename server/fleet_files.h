@@ -44,6 +44,26 @@ int fleet_files_own(const char *name);
 /* 1 when name is an image file's in images/: its SHA-256 in lowercase hex. */
 int fleet_files_image_name(const char *name);
 
+/* What images/ holds against the images a database names (a start's
+ * check: a backup restored without its images/, or files removed or
+ * changed by hand, were said only at the first check-in that needed one).
+ * missing: images named whose file is gone, not a regular file or not of
+ * the image's size; extra: files with an image's name that no image has.
+ * Each list names at most FLEET_GAPS_NAMED ("ID... (VERSION, why)", then
+ * "and N more"), cut to its buffer. */
+#define FLEET_GAPS_NAMED 5u
+#define FLEET_GAPS_SAID_MAX 600u
+struct fleet_files_gaps {
+    unsigned nmissing, nextra;
+    char missing[FLEET_GAPS_SAID_MAX], extra[FLEET_GAPS_SAID_MAX];
+};
+struct store_image;
+/* Fills g for images (the images/ directory) and the n rows a database
+ * names (their paths as its backend made them). Returns 0, or -1 when
+ * images cannot be read (g's extra then empty; missing still checked). */
+int fleet_files_image_gaps(const char *images, const struct store_image *rows, size_t n,
+                           struct fleet_files_gaps *g);
+
 /* Takes dir/tcpota.lock (flock, for the caller's life) and writes our pid in
  * it, so that a second server on the same --data is refused, told who holds
  * it, rather than sweeping the first one's uploads and fetches (either

@@ -573,6 +573,43 @@ ok "an image file removed after its load is noticed at the next check-in"
 stop_fleet
 ok "a missing or damaged image file: offered to no device; the same bytes added again restore it, and the rollout goes on"
 
+# ---- images/ against the database, said at start ------------------------
+# A backup restored without its images/ (or a file removed or cut by hand)
+# was said only at the first check-in that needed the image, and a file
+# with an image's name that no image has (an older database restored), never.
+DATA="$WORK/gaps"
+start_fleet
+for v in 1 2 3; do add_version "$WORK/g$v" "2.$v.0"; done
+stop_fleet
+start_fleet
+stop_fleet
+! grep -q "images the database names\|an image's name but no image" "$WORK/server.log" ||
+  fail "an intact images/ was reported at start: $(grep 'image' "$WORK/server.log")"
+g() { sha256sum "$1" | cut -c1-64; }
+rm "$DATA/images/$(g "$WORK/g1")"
+truncate -s 100 "$DATA/images/$(g "$WORK/g2")"
+extra=$(printf extra | sha256sum | cut -c1-64)
+printf extra > "$DATA/images/$extra"
+start_fleet
+line=$(grep "images the database names" "$WORK/server.log") || fail "no word at start of the missing and cut files: $(cat "$WORK/server.log")"
+echo "$line" | grep -q "2 of the 3 images the database names have no intact file in $DATA/images (a backup restored without its images/, or a file removed or changed by hand): " &&
+  echo "$line" | grep -q "$(g "$WORK/g1" | cut -c1-16)\.\.\. (2\.1\.0, no file)" &&
+  echo "$line" | grep -q "$(g "$WORK/g2" | cut -c1-16)\.\.\. (2\.2\.0, 100 bytes where it has $(stat -c %s "$WORK/g2"))" &&
+  ! echo "$line" | grep -q "(2\.3\.0" &&
+  echo "$line" | grep -q "not offered until restored: copy them from the backup's images/, or add each again (tcpota image add with the same file restores it)$" ||
+  fail "the missing and cut files at start: $line"
+grep -q "1 file in $DATA/images has an image's name but no image in the database (a database restored older than its images/, or an image rm cut short): ${extra:0:16}\.\.\.; not offered: to serve it, add the file again (tcpota image add), else remove it$" "$WORK/server.log" ||
+  fail "the file no image has, at start: $(grep 'image' "$WORK/server.log")"
+"$TCPOTA" image add --version 2.1.0 --model esp32 "$WORK/g1" > /dev/null 2>&1 || fail "image add g1 again"
+"$TCPOTA" image add --version 2.2.0 --model esp32 "$WORK/g2" > /dev/null 2>&1 || fail "image add g2 again"
+stop_fleet
+rm "$DATA/images/$extra"
+start_fleet
+stop_fleet
+! grep -q "images the database names\|an image's name but no image" "$WORK/server.log" ||
+  fail "images/ restored, still reported at start: $(grep 'image' "$WORK/server.log")"
+ok "at start, images/ is checked against the database: files missing or cut, and files no image has, are said"
+
 
 # ---- a version of hex digits shorter than an id prefix --------------------
 # "20" could be the start of an image id, but a prefix needs 8 hex digits:
