@@ -2085,7 +2085,7 @@ static int files_private(struct server *srv)
         return not_starting(srv, "%s", err);
     }
     if (n > 0) {
-        say_always(srv->o, LOG_LV_WARN, "made private what other users could read in %s (a"
+        say_always(srv->o, LOG_LV_WARN, "made private what other users could read or write in %s (a"
                    " backup restored with its modes?): %s; the files in --data are the server's"
                    " alone (docs/operations.md)", srv->o->data_dir, said);
     }

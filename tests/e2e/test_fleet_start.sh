@@ -65,9 +65,9 @@ stop_fleet
 # --- a backup restored with its modes: made private, said, started --------
 chmod 644 "$DATA/tcpota.db"
 chmod 755 "$DATA/images"
-chmod 644 "$DATA"/images/*
+chmod 602 "$DATA"/images/*   # others may write, not read: private too
 start_fleet
-grep -q "made private what other users could read in $DATA (a backup restored with its modes?): tcpota.db (0644), images/ (0755), 1 file in images/; the files in --data are the server's alone (docs/operations.md)" \
+grep -q "made private what other users could read or write in $DATA (a backup restored with its modes?): tcpota.db (0644), images/ (0755), 1 file in images/; the files in --data are the server's alone (docs/operations.md)" \
   "$WORK/server.log" || fail "no word of the modes made private: $(head -5 "$WORK/server.log")"
 [ "$(stat -c %a "$DATA/tcpota.db")" = 600 ] && [ "$(stat -c %a "$DATA/images")" = 700 ] &&
   [ "$(stat -c %a "$DATA"/images/* | sort -u)" = 600 ] ||
