@@ -79,7 +79,8 @@ void ota_checkin_done(struct store_req *r)
     struct image *img;
     struct http_range rg;
     enum store_dev_state st;
-    char why[160], etag[2 * TCPOTA_ID_LEN + 3], retry[16];
+    char why[160], etag[2 * TCPOTA_ID_LEN + 3], retry[16], other[2 * TCPOTA_ID_LEN + 1] = "";
+    char mixed[200 + TCPOTA_MAX_NAME];
     int failed = 0, restart = 0;
     uint16_t why_code;
 
@@ -153,6 +154,11 @@ void ota_checkin_done(struct store_req *r)
         const struct store_device *dev = &r->u.checkin.out->dev;
         const struct ota_cut *cut = ota_cut_slot(d->ota, d->id);
         d->had = bytes_held(dev, img->idhex, img->size, 1);
+        if (strcmp(dev->image, img->idhex) != 0 && dev->bytes > 0 &&
+            (dev->state == STORE_ST_DOWNLOADING || dev->state == STORE_ST_VERIFIED ||
+             dev->state == STORE_ST_WAITING)) {
+            snprintf(other, sizeof(other), "%s", dev->image);
+        }
         if (d->had && cut && strcmp(cut->id, d->id) == 0 &&
             memcmp(cut->image, img->desc.id, TCPOTA_ID_LEN) == 0 && cut->written > d->had &&
             cut->written <= img->size) {
@@ -163,6 +169,18 @@ void ota_checkin_done(struct store_req *r)
     snprintf(etag, sizeof(etag), "\"%s\"", img->idhex);
     http_range_decide(d->has_range ? d->range : NULL, d->has_if_range ? d->if_range : NULL, etag,
                       img->size, &rg);
+    if (rg.status == 206 && rg.first > 0 && !d->has_if_range && other[0]) {
+        /* The bytes before the range are another image's, by the registry
+         * (a new rollout came between the device's download and this
+         * resume). esp_https_ota sends no If-Range, and IDF 5.5 takes a 200
+         * for the rest of what it has (a mixed image, failed at its end);
+         * a 416 makes 5.5 and 6.0 alike start over from byte 0. */
+        rg.status = 416;
+        snprintf(mixed, sizeof(mixed), "the device's bytes before byte %llu are of image %.16s..."
+                 " (its download in the registry), not of %s: start over from byte 0",
+                 (unsigned long long)rg.first, other, img->version);
+        rg.why = mixed;
+    }
     if (rg.status == 416) {
         char cr[40];
         snprintf(cr, sizeof(cr), "bytes */%u", img->size);

@@ -67,8 +67,16 @@ def attempt(args, state, n):
             print("request %d range=%s status=204 reason=%s" %
                   (n, written or "-", resp.getheader("X-Tcpota-Reason")), flush=True)
             return "none"
+        if resp.status == 416 and written:
+            # The range cannot be served (the server's image is not the one
+            # these bytes are of): start over from byte 0, as esp_https_ota
+            # does (IDF 5.5 and 6.0) on a 416 to a resumption.
+            print("request %d range=%s status=416: starting over" % (n, written), flush=True)
+            state["written"] = 0
+            save(args.state, state)
+            return "cut"
         if resp.status == 200 and written:
-            written = 0  # the server ignored the range: start over, as esp_https_ota does
+            written = 0  # the server ignored the range: start over, as IDF 6.0 does (5.5 appends it)
         elif resp.status == 206:
             first = int(resp.getheader("Content-Range").split()[1].split("-")[0])
             if first != written:
