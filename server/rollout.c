@@ -70,6 +70,15 @@ uint32_t rollout_wave_of(const struct rollout *ro, uint32_t place)
 
 /* The three conditions of opening the wave after w, one rule each (read
  * by rollout_may_open_next and rollout_explain). */
+/* The finished devices a wave needs: min_finished, but one at least in
+ * the first wave (the canary): --min-finished 0 opened the second wave
+ * after the soak with none of the first finished (a trial). Later waves
+ * may open on their soak alone, the waves before them being the evidence. */
+static uint32_t finished_needed(const struct rollout_rules *rules, int first)
+{
+    return first && rules->min_finished == 0 ? 1 : rules->min_finished;
+}
+
 static int enough_finished(const struct rollout_rules *rules, const struct rollout_wave *w,
                            int first)
 {
@@ -78,8 +87,8 @@ static int enough_finished(const struct rollout_rules *rules, const struct rollo
     /* "All of it" needs one device at least in the first wave: one none of
      * whose devices has checked in (a small first wave of a small fleet
      * may hold none) is no evidence, and opens the next only by hand. */
-    return finished >= rules->min_finished || ((w->targeted > 0 || !first) &&
-                                               finished >= w->targeted);
+    return finished >= finished_needed(rules, first) ||
+           ((w->targeted > 0 || !first) && finished >= w->targeted);
 }
 
 static int successful(const struct rollout_rules *rules, const struct rollout_wave *w)
@@ -255,8 +264,9 @@ size_t rollout_explain(uint64_t id, const struct rollout *ro,
         n = snprintf(buf, cap, "wave %u opens when wave %u has %u finished device%s or all of them "
                                "(%llu of %u: %s), %u %% of them updated (%s) and was open "
                                "%u s (%s)",
-                     ro->n_open + 1, ro->n_open, rules->min_finished,
-                     rules->min_finished == 1 ? "" : "s", (unsigned long long)done,
+                     ro->n_open + 1, ro->n_open, finished_needed(rules, ro->n_open == 1),
+                     finished_needed(rules, ro->n_open == 1) == 1 ? "" : "s",
+                     (unsigned long long)done,
                      w->targeted, enough_finished(rules, w, ro->n_open == 1) ? "yes" : "no",
                      rules->success_pct, rate, rules->soak_s, soaked(rules, w, now) ? "yes" : "no");
         if (n >= 0 && (size_t)n < cap && ro->n_open == 1 && !enough_finished(rules, w, 1) &&

@@ -203,6 +203,43 @@ static void test_open_needs_finished(void **state)
     assert_false(rollout_may_open_next(&open_rules, &w, 1, 4599));
 }
 
+/* --min-finished 0: the first wave still needs one finished device (the
+ * canary), empty or not; a later wave opens on its soak alone. */
+static void test_open_min_finished_zero(void **state)
+{
+    struct rollout_rules none = {0, 90, 3600, 20, 3};
+    struct rollout_wave w;
+    char buf[600];
+    struct rollout ro;
+    struct rollout_wave waves[2];
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    w.opened_at = 1000;
+    assert_false(rollout_may_open_next(&none, &w, 1, 4600)); /* empty first wave */
+    w.targeted = 5;
+    assert_false(rollout_may_open_next(&none, &w, 1, 4600)); /* none of 5 finished */
+    w.updated = 1;
+    assert_true(rollout_may_open_next(&none, &w, 1, 4600));
+    assert_false(rollout_may_open_next(&none, &w, 1, 4599));
+    memset(&w, 0, sizeof(w));
+    w.opened_at = 1000;
+    w.targeted = 5;
+    assert_true(rollout_may_open_next(&none, &w, 0, 4600)); /* a later wave: its soak */
+    /* rollout show says the one device the first wave needs. */
+    memset(&ro, 0, sizeof(ro));
+    memset(waves, 0, sizeof(waves));
+    ro.state = ROLLOUT_STATE_ACTIVE;
+    ro.n_waves = 2;
+    ro.n_open = 1;
+    ro.bound[0] = 500;
+    ro.bound[1] = 10000;
+    waves[0].targeted = 5;
+    waves[0].opened_at = 1000;
+    rollout_explain(1, &ro, &none, waves, 0, 0, 4600, buf, sizeof(buf));
+    assert_non_null(strstr(buf, "wave 2 opens when wave 1 has 1 finished device or all of them "
+                                "(0 of 5: no)"));
+}
+
 static void test_open_needs_success(void **state)
 {
     struct rollout_wave w = passing_wave();
@@ -492,6 +529,7 @@ int main(void)
         cmocka_unit_test(test_wave_edges),
         cmocka_unit_test(test_open_passes),
         cmocka_unit_test(test_open_needs_finished),
+        cmocka_unit_test(test_open_min_finished_zero),
         cmocka_unit_test(test_open_needs_success),
         cmocka_unit_test(test_open_needs_soak),
         cmocka_unit_test(test_halt),
