@@ -393,6 +393,14 @@ static int device_secret(struct api *a, int argc, char **argv)
         json_decref(d);
         return rc;
     }
+    if (api_bool(d, "http")) {
+        /* No secret can be taken back (a trial locked an esp_https_ota
+         * device out this way): said before the secret itself. */
+        fprintf(stderr, "tcpota device: warning: device %s checks in over HTTP (esp_https_ota),"
+                        " which cannot authenticate: with a secret its HTTP downloads are refused"
+                        " (403) from now on; that is right only for a device moving to tcpota's"
+                        " own protocol (docs/http-ota.md)\n", table_c(pos[0]));
+    }
     snprintf(line, sizeof(line), "tcpota-secret v1 %s\n", hex);
     if (fd >= 0) {
         size_t len = strlen(line);

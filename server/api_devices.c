@@ -283,12 +283,14 @@ static void secret_done(struct api_call *c, struct store_req *r)
         return;
     }
     if (c->api->cfg.on_secret) c->api->cfg.on_secret(c->api->cfg.ctx, c->dev, c->secret, DEV_SECRET_LEN);
-    api_changed(c, "device %s: %s secret made; it must authenticate with it from now on", c->dev,
-                r->u.device.had_secret ? "a new" : "its first");
+    api_changed(c, "device %s: %s secret made; it must authenticate with it from now on%s", c->dev,
+                r->u.device.had_secret ? "a new" : "its first",
+                r->u.device.http ? " (it checks in over HTTP, which cannot authenticate: its"
+                                   " downloads are refused from now on)" : "");
     sodium_bin2hex(hex, sizeof hex, c->secret, DEV_SECRET_LEN);
-    api_reply(c, 201, json_pack("{s:s, s:s, s:b, s:b}", "id", c->dev, "secret", hex, "replaced",
-                                r->u.device.had_secret != 0, "registered",
-                                r->u.device.registered != 0));
+    api_reply(c, 201, json_pack("{s:s, s:s, s:b, s:b, s:b}", "id", c->dev, "secret", hex,
+                                "replaced", r->u.device.had_secret != 0, "registered",
+                                r->u.device.registered != 0, "http", r->u.device.http != 0));
     sodium_memzero(hex, sizeof hex);
 }
 

@@ -361,6 +361,10 @@ struct store_req {
              * a registry row at its first check-in, not from its secret. */
             int had_secret;
             int registered;                   /* out (SECRET_SET): id is in the registry */
+            /* out (SECRET_SET): its last check-in was over HTTP (an
+             * esp_https_ota device, which cannot authenticate: refused from
+             * now on, docs/http-ota.md) */
+            int http;
             uint32_t forgot;                  /* out (RETRY): images and offers forgotten */
         } device;
         struct {                              /* every *_LIST */

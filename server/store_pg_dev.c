@@ -688,14 +688,16 @@ int pg_op_secret_set(struct pgstore *st, struct store_req *r)
     int64_t n = 0;
     int rc;
 
-    /* "had a secret" * 2 + "is registered", of id. */
+    /* "had a secret" * 4 + "is registered" * 2 + "checks in over HTTP", of id. */
     if ((rc = pg_int(st, r, "secret set", &n, "SELECT (SELECT count(*) FROM secrets WHERE"
-                     " device_id = $1) * 2 + (SELECT count(*) FROM devices WHERE id = $1)", "t",
-                     r->u.device.id)) < 0) {
+                     " device_id = $1) * 4 + (SELECT count(*) FROM devices WHERE id = $1) * 2 +"
+                     " (SELECT count(*) FROM devices WHERE id = $1 AND proto = $2)", "ti",
+                     r->u.device.id, (int64_t)STORE_PROTO_HTTP)) < 0) {
         return rc;
     }
-    r->u.device.had_secret = (n & 2) != 0;
-    r->u.device.registered = (n & 1) != 0;
+    r->u.device.had_secret = (n & 4) != 0;
+    r->u.device.registered = (n & 2) != 0;
+    r->u.device.http = (n & 1) != 0;
     /* Its generation comes from migration 5's trigger (the row of
      * secrets_gen locked until COMMIT: pg_lock_devices took it first). */
     return pg_run(st, r, "secret set", "INSERT INTO secrets (device_id, secret) VALUES ($1, $2)"

@@ -603,20 +603,23 @@ int sq_op_device_retry(struct sstore *st, struct store_req *r)
     return add_history(st, r, d->id, d->state, "", STORE_RETRY_DETAIL);
 }
 
-/* "had a secret" * 2 + "is registered", of id. */
-#define SECRET_STATE_SQL(p)                                                                   \
-    "SELECT (SELECT count(*) FROM secrets WHERE device_id = " p ") * 2 + "                      \
-    "(SELECT count(*) FROM devices WHERE id = " p ")"
+/* "had a secret" * 4 + "is registered" * 2 + "checks in over HTTP", of id. */
+#define SECRET_STATE_SQL(p, http)                                                             \
+    "SELECT (SELECT count(*) FROM secrets WHERE device_id = " p ") * 4 + "                      \
+    "(SELECT count(*) FROM devices WHERE id = " p ") * 2 + "                                    \
+    "(SELECT count(*) FROM devices WHERE id = " p " AND proto = " http ")"
 
 int sq_op_secret_set(struct sstore *st, struct store_req *r)
 {
     int64_t n = 0;
 
-    if (sq_int(st, &n, SECRET_STATE_SQL("?1"), "t", r->u.device.id) < 0) {
+    if (sq_int(st, &n, SECRET_STATE_SQL("?1", "?2"), "ti", r->u.device.id,
+               (int64_t)STORE_PROTO_HTTP) < 0) {
         return sq_fail(st, r, "secret set");
     }
-    r->u.device.had_secret = (n & 2) != 0;
-    r->u.device.registered = (n & 1) != 0;
+    r->u.device.had_secret = (n & 4) != 0;
+    r->u.device.registered = (n & 2) != 0;
+    r->u.device.http = (n & 1) != 0;
     if (sq_run(st, "INSERT OR REPLACE INTO secrets (device_id, secret) VALUES (?1, ?2)", "tb",
                r->u.device.id, (const void *)r->u.device.secret,
                (int)r->u.device.secret_len) != SQLITE_DONE) {

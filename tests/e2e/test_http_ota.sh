@@ -319,11 +319,20 @@ head, _, body = got.partition(b"\r\n\r\n")
 if not head.startswith(b"HTTP/1.1 400") or not json.loads(body)["error"].startswith("\\xff: unknown query parameter"):
     sys.exit(f"answer: {got[:400]!r}")
 PY
-"$TCPOTA" device secret s-1 > /dev/null || fail "device secret failed"
+"$TCPOTA" device secret s-1 > /dev/null 2> "$WORK/s1.err" || fail "device secret failed"
+! grep -q "checks in over HTTP" "$WORK/s1.err" || fail "s-1, never seen over HTTP, was warned of: $(cat "$WORK/s1.err")"
 bad 403 "a device with a secret" "$OTA?device=s-1" "${V[@]}"
+# A secret for a device that checks in over HTTP locks it out (no secret
+# can be taken back): warned, before the secret (a trial gave one unwarned).
+[ "$(get hs "$OTA?device=hs-1" -I)" = 200 ] || fail "hs-1's check-in over HTTP"
+"$TCPOTA" device secret hs-1 --out "$WORK/hs1.secret" > "$WORK/hs1.out" 2> "$WORK/hs1.err" || fail "device secret hs-1 failed"
+grep -q "tcpota device: warning: device hs-1 checks in over HTTP (esp_https_ota), which cannot authenticate: with a secret its HTTP downloads are refused (403) from now on; that is right only for a device moving to tcpota's own protocol (docs/http-ota.md)" "$WORK/hs1.err" ||
+  fail "a secret for an HTTP device was not warned of: $(cat "$WORK/hs1.err" "$WORK/hs1.out")"
+wait_line "$WORK/server.log" "device hs-1: its first secret made; it must authenticate with it from now on \(it checks in over HTTP, which cannot authenticate: its downloads are refused from now on\)"
+bad 403 "an HTTP device given a secret" "$OTA?device=hs-1" "${V[@]}"
 [ "$(device_state s-1 2>/dev/null || true)" != downloading ] || fail "s-1 was served"
 [ "$(get alive "$OTA?device=e-9" -I)" = 200 ] || fail "the server did not survive the bad requests"
-ok "bad range, version, device (twice, in path and query, a NUL in path or query), a NUL in ?version=, ?version= against the header, model (300 bytes, a NUL), parameter, method, 20 kB of headers, an id with a secret: 4xx"
+ok "bad range, version, device (twice, in path and query, a NUL in path or query), a NUL in ?version=, ?version= against the header, model (300 bytes, a NUL), parameter, method, 20 kB of headers, an id with a secret: 4xx; a secret for an HTTP device is warned of"
 
 # ---- every refusal is a line of the log, a flood only a few -----------------------
 # An operator must see why a stock device gets nothing (before: not a line

@@ -483,6 +483,17 @@ static void test_checkin_stores_one_change(void **state)
     g = checkin_stored(f, running, STORE_PROTO_HTTP, MODEL);
     assert_int_equal(g->u.device.dev->proto, STORE_PROTO_HTTP);
     store_req_free(g);
+    /* A secret for it says it checks in over HTTP (which cannot
+     * authenticate: the API warns, docs/api.md). */
+    g = ss_req(STORE_SECRET_SET);
+    g->u.device.id = "dev-1";
+    g->u.device.secret = running;
+    g->u.device.secret_len = 16;
+    assert_int_equal(ss_run(f, g)->rc, STORE_OK);
+    assert_int_equal(g->u.device.registered, 1);
+    assert_int_equal(g->u.device.had_secret, 0);
+    assert_int_equal(g->u.device.http, 1);
+    store_req_free(g);
     g = checkin_stored(f, running, STORE_PROTO_HTTP, "esp32-other");
     assert_string_equal(g->u.device.dev->model, "esp32-other");
     store_req_free(g);
@@ -1700,6 +1711,7 @@ static void secret_set_says(struct fx *f, const char *id, const uint8_t *secret,
     assert_int_equal(ss_run(f, r)->rc, STORE_OK);
     assert_int_equal(r->u.device.had_secret, had);
     assert_int_equal(r->u.device.registered, registered);
+    assert_int_equal(r->u.device.http, 0); /* none of these checked in over HTTP */
     store_req_free(r);
 }
 
