@@ -198,12 +198,21 @@ static void await_ack(evutil_socket_t fd, short what, void *arg)
     evtimer_add(d->ack_timer, &tv);
 }
 
+/* n more bytes of d's range went to the socket: the metrics and the
+ * summary count them (a trial: the summary said 0.0 MB sent after 6.5 MB
+ * of downloads). */
+static void sent_more(struct dl *d, uint32_t n)
+{
+    metrics_bytes(d->rollout_id, d->img->desc.id, n);
+    d->ota->srv->stats.http_bytes += n;
+}
+
 static void window_done(struct evhttp_connection *evcon, void *arg)
 {
     struct dl *d = arg;
 
     (void)evcon;
-    metrics_bytes(d->rollout_id, d->img->desc.id, d->queued - d->sent);
+    sent_more(d, d->queued - d->sent);
     d->sent = d->queued;
     if (d->sent > d->last) {
         await_ack(-1, 0, d);
@@ -226,7 +235,7 @@ void http_ota_closed(struct evhttp_connection *evcon, void *arg)
             uint32_t out = written_to(d); /* the connection's buffer is not emptied yet either */
             struct ota_cut *cut = ota_cut_slot(ota, d->id);
             if (out > d->sent) {
-                metrics_bytes(d->rollout_id, d->img->desc.id, out - d->sent);
+                sent_more(d, out - d->sent);
                 d->sent = out;
             }
             update_acked(d);

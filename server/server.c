@@ -188,8 +188,8 @@ static void print_summary(const struct server *srv)
     }
     if (srv->o->data_dir) { /* the devices above are tcpota's; esp_https_ota ones download over HTTP */
         (void)snprintf(http, sizeof(http), "; HTTP downloads: %u with every byte sent, %u failed "
-                       "(the device back on its old version)", srv->stats.http_whole,
-                       srv->stats.http_failed);
+                       "(the device back on its old version), %.1f MB", srv->stats.http_whole,
+                       srv->stats.http_failed, (double)srv->stats.http_bytes / 1e6);
     }
     /* Refused for authentication: every kind the fleet summary counts (a
      * wrong secret, no proof, an unknown id, not checked), so that the log
@@ -202,7 +202,8 @@ static void print_summary(const struct server *srv)
                line, srv->stats.legacy_done, text_s(srv->stats.legacy_done), http,
                srv->stats.connections, text_s(srv->stats.connections), srv->stats.failed,
                srv->stats.refused, (unsigned long long)auth_refused, text_s(auth_refused),
-               (double)srv->stats.bytes_sent / 1e6, now_s() - srv->started, tls);
+               (double)(srv->stats.bytes_sent + srv->stats.http_bytes) / 1e6,
+               now_s() - srv->started, tls);
 }
 
 /* What a reload or the start prints on stderr (the command line's loader,

@@ -163,6 +163,7 @@ struct server {
         unsigned tls_full, tls_resumed; /* TLS handshakes finished, full or resumed */
         unsigned tls_kernel;            /* ... of which the kernel encrypts the sends */
         uint64_t bytes_sent;
+        uint64_t http_bytes;            /* of the HTTP downloads' ranges, to the socket */
     } stats;
     /* Devices refused for authentication since the start, by kind and id,
      * for the fleet summary (auth.h; noted by server_auth_refused). */

@@ -500,7 +500,12 @@ ok "a paused rollout and another model: 204 with the reason"
 # whole downloads above, and one failure (esp-2).
 grep -qE 'summary: .*; HTTP downloads: [1-9][0-9]* with every byte sent, 1 failed \(the device back on its old version\)' "$WORK/server.log" ||
   fail "the summary does not count the HTTP downloads: $(grep 'summary:' "$WORK/server.log")"
-ok "the summary counts HTTP downloads and their failure"
+# ...and their bytes, in the total sent too (before: "0.0 MB sent" after
+# several MB over HTTP; no tcpota device here, so the two are equal).
+read -r http_mb total_mb <<< "$(sed -nE 's/.*summary: .*\(the device back on its old version\), ([0-9.]+) MB;.* ([0-9.]+) MB sent in .*/\1 \2/p' "$WORK/server.log" | tail -1)"
+[ -n "$http_mb" ] && [ "$http_mb" = "$total_mb" ] && [ "${http_mb%.*}" -ge 3 ] ||
+  fail "the summary's HTTP bytes: '$http_mb' MB of '$total_mb' MB sent: $(grep 'summary:' "$WORK/server.log")"
+ok "the summary counts HTTP downloads, their failure and their bytes"
 
 # ---- HTTPS on --ota-listen with the server's certificate ---------------------------
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$WORK/srv.key" \
