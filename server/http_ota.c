@@ -149,27 +149,36 @@ static int copy_header(struct http_ota *ota, struct dl *d, struct evhttp_request
     return 1;
 }
 
-/* A path segment percent-decoded into dst (cap bytes); -1 when it does not
- * decode to a string (a NUL inside, a '%' without two hex digits) or does
- * not fit. */
-static int decode(const char *seg, size_t n, char *dst, size_t cap)
+/* A path segment percent-decoded into dst (cap bytes). Returns NULL, or
+ * why it does not decode to a string that fits (each said apart: a trial
+ * was told only what the path should look like). */
+static const char *decode(const char *seg, size_t n, char *dst, size_t cap)
 {
     char raw[3 * TCPOTA_MAX_STR + 1], unused[2];
     size_t len;
     char *s;
 
-    if (n >= sizeof(raw)) return -1;
+    if (n >= sizeof(raw)) return "too long";
     memcpy(raw, seg, n);
     raw[n] = 0;
-    if (api_query_bad_escape(raw, unused, sizeof(unused))) return -1;
-    if (!(s = evhttp_uridecode(raw, 0, &len))) return -1;
+    if (api_query_bad_escape(raw, unused, sizeof(unused))) return API_BAD_ESCAPE_SAYS;
+    if (!(s = evhttp_uridecode(raw, 0, &len))) return "out of memory";
     if (len != strlen(s) || len >= cap) {
+        int nul = len != strlen(s);
         free(s);
-        return -1;
+        return nul ? "%00 decodes to a byte that is not printable" : "too long";
     }
     memcpy(dst, s, len + 1);
     free(s);
-    return 0;
+    return NULL;
+}
+
+/* What is wrong with a name (an id, a model) api_name_ok refused: empty,
+ * or a byte outside printable ASCII. */
+static const char *name_fault(const char *s)
+{
+    return !*s ? "empty" : "a byte that is not printable ASCII (0x20..0x7e) in it: a percent-encoded"
+                           " UTF-8 letter, or a control character";
 }
 
 /* What is wrong with version v (NULL: none came), for refuse_version;
@@ -229,19 +238,26 @@ static int parse_target(struct http_ota *ota, struct evhttp_request *req, const 
     struct evkeyval *kv;
     size_t flen;
     char bad[TCPOTA_MAX_NAME + 1], why[48];
+    const char *fault;
 
-    if (decode(model, slash ? (size_t)(slash - model) : strlen(model), d->model, sizeof(d->model)) < 0 ||
-        !api_name_ok(d->model, TCPOTA_MAX_NAME)) {
-        ota_refuse(ota, d, req, 400, "model: 1..%u printable characters expected in /ota/<model>",
-                   TCPOTA_MAX_NAME);
+    fault = decode(model, slash ? (size_t)(slash - model) : strlen(model), d->model,
+                   sizeof(d->model));
+    if (fault || !api_name_ok(d->model, TCPOTA_MAX_NAME)) {
+        ota_refuse(ota, d, req, 400, "model: %s; 1..%u printable characters expected in"
+                   " /ota/<model>", fault ? fault : name_fault(d->model), TCPOTA_MAX_NAME);
         return -1;
     }
     if (file) {
         flen = strlen(file);
-        if (flen <= strlen(OTA_SUFFIX) || strcmp(file + flen - strlen(OTA_SUFFIX), OTA_SUFFIX) != 0 ||
-            decode(file, flen - strlen(OTA_SUFFIX), d->id, sizeof(d->id)) < 0) {
+        if (flen <= strlen(OTA_SUFFIX) || strcmp(file + flen - strlen(OTA_SUFFIX), OTA_SUFFIX) != 0) {
             ota_refuse(ota, d, req, 400, "device: expected /ota/<model>/<device id>.bin, the id "
                        "1..%u printable characters", TCPOTA_MAX_STR);
+            return -1;
+        }
+        if ((fault = decode(file, flen - strlen(OTA_SUFFIX), d->id, sizeof(d->id))) != NULL) {
+            d->id[0] = '\0'; /* not an id: the log names none */
+            ota_refuse(ota, d, req, 400, "device: %s; an id in /ota/<model>/<id>.bin is 1..%u"
+                       " printable characters", fault, TCPOTA_MAX_STR);
             return -1;
         }
     }
@@ -295,9 +311,15 @@ static int parse_target(struct http_ota *ota, struct evhttp_request *req, const 
         return -1;
     }
     if (!api_name_ok(d->id, TCPOTA_MAX_STR)) {
+        fault = d->id[0] ? name_fault(d->id) : NULL;
         d->id[0] = '\0'; /* not an id: the log names none */
-        ota_refuse(ota, d, req, 400, "device: give the device id (1..%u printable characters) as "
-                   "?device=<id> or /ota/<model>/<id>.bin", TCPOTA_MAX_STR);
+        if (fault) {
+            ota_refuse(ota, d, req, 400, "device: %s; an id is 1..%u printable ASCII characters",
+                       fault, TCPOTA_MAX_STR);
+        } else {
+            ota_refuse(ota, d, req, 400, "device: give the device id (1..%u printable characters)"
+                       " as ?device=<id> or /ota/<model>/<id>.bin", TCPOTA_MAX_STR);
+        }
         return -1;
     }
     return take_version(ota, req, d);

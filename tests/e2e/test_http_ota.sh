@@ -288,7 +288,17 @@ grep -qF "not printable; $RULE" "$WORK/bad.b" || fail "NUL in ?version=: $(cat "
 badmsg 400 "a bad escape in ?device=" "device: a '%' not followed by two hex digits; write a '%' as %25" \
   "$OTA?device=q-3%zz" "${V[@]}"
 badmsg 400 "a '%' ending ?device=" "device: a '%' not followed" "$OTA?device=q-4%" "${V[@]}"
-bad 400 "a bad escape in the path's id" "$OTA/q-5%zz.bin" "${V[@]}"
+badmsg 400 "a bad escape in the path's id" "device: a '%' not followed by two hex digits; write a '%' as %25; an id in /ota/<model>/<id>.bin is 1..64 printable characters" \
+  "$OTA/q-5%zz.bin" "${V[@]}"
+# An id given but not printable ASCII is said so, not "give the device id"
+# as if none came (a trial's percent-encoded UTF-8); the path's NUL too.
+for u in "$OTA/%C3%A9.bin" "$OTA?device=%C3%A9" "$OTA/a%7fb.bin"; do
+  badmsg 400 "$u" "device: a byte that is not printable ASCII (0x20..0x7e) in it: a percent-encoded UTF-8 letter, or a control character; an id is 1..64 printable ASCII characters" "$u" "${V[@]}"
+done
+badmsg 400 "a NUL in the path's id" "device: %00 decodes to a byte that is not printable" "$OTA/a%00b.bin" "${V[@]}"
+badmsg 400 "a model not ASCII" "model: a byte that is not printable ASCII" \
+  "http://127.0.0.1:$OTA_PORT/ota/es%C3%A9p?device=q-6" "${V[@]}"
+badmsg 400 "no device at all" "device: give the device id (1..64 printable characters) as ?device=<id> or /ota/<model>/<id>.bin" "$OTA" "${V[@]}"
 for d in q-1 q-2 q-3%zz q-3 q-4% q-4 q-5%zz; do
   [ -z "$(device_state "$d" 2>/dev/null || true)" ] || fail "device $d was registered from a cut or bad value"
 done
