@@ -356,6 +356,9 @@ int tcpota_dev_init(struct tcpota_dev *d, const struct tcpota_dev_config *cfg)
     if (!d->cfg.ack_interval) d->cfg.ack_interval = TCPOTA_DEV_ACK_DEFAULT;
     if (!d->cfg.keepalive_ms) d->cfg.keepalive_ms = 10000;
     if (!d->cfg.timeout_ms) d->cfg.timeout_ms = 30000;
+    if (!d->cfg.stall_ms) {
+        d->cfg.stall_ms = d->cfg.timeout_ms > UINT32_MAX / 4 ? UINT32_MAX : d->cfg.timeout_ms * 4;
+    }
     rc = tcpota_decoder_init(&d->dec, cfg->rx_buf, cfg->rx_cap);
     if (rc < 0) {
         return rc;
@@ -442,7 +445,7 @@ int tcpota_dev_connect(struct tcpota_dev *d, uint32_t now_ms)
     tcpota_decoder_reset(&d->dec);
     d->tx_head = d->tx_len = 0;
     d->state = TCPOTA_DEV_HELLO_SENT;
-    d->now = d->last_rx = d->last_tx = now_ms;
+    d->now = d->last_rx = d->last_tx = d->last_progress = now_ms;
     d->last_error = 0;
     d->error_retry_after_s = 0;
     d->reason[0] = 0;
@@ -527,7 +530,8 @@ int tcpota_dev_tick(struct tcpota_dev *d, uint32_t now_ms)
     if (d->state != TCPOTA_DEV_HELLO_SENT && d->state != TCPOTA_DEV_RECEIVING) {
         return 0;
     }
-    if ((uint32_t)(now_ms - d->last_rx) >= d->cfg.timeout_ms) {
+    if ((uint32_t)(now_ms - d->last_rx) >= d->cfg.timeout_ms ||
+        (uint32_t)(now_ms - d->last_progress) >= d->cfg.stall_ms) {
         d->last_error = TCPOTA_ERR_TIMEDOUT;
         return TCPOTA_ERR_TIMEDOUT;
     }
@@ -556,6 +560,11 @@ void tcpota_dev_get_transfer(const struct tcpota_dev *d, struct tcpota_dev_trans
     t->resume = d->resume;
 }
 
+int tcpota_dev_stalled(const struct tcpota_dev *d)
+{
+    return (uint32_t)(d->now - d->last_rx) < d->cfg.timeout_ms;
+}
+
 const char *tcpota_dev_reason(const struct tcpota_dev *d)
 {
     return d->reason;
@@ -563,7 +572,7 @@ const char *tcpota_dev_reason(const struct tcpota_dev *d)
 
 uint32_t tcpota_dev_next_tick(const struct tcpota_dev *d)
 {
-    uint32_t rx_left, tx_left;
+    uint32_t rx_left, tx_left, stalled;
 
     if (d->state != TCPOTA_DEV_HELLO_SENT && d->state != TCPOTA_DEV_RECEIVING) {
         return d->cfg.keepalive_ms;
@@ -571,6 +580,9 @@ uint32_t tcpota_dev_next_tick(const struct tcpota_dev *d)
     rx_left = d->cfg.timeout_ms - (uint32_t)(d->now - d->last_rx);
     tx_left = d->cfg.keepalive_ms - (uint32_t)(d->now - d->last_tx);
     if ((uint32_t)(d->now - d->last_rx) >= d->cfg.timeout_ms) rx_left = 0;
+    stalled = (uint32_t)(d->now - d->last_progress);
+    stalled = stalled >= d->cfg.stall_ms ? 0 : d->cfg.stall_ms - stalled; /* what is left */
+    if (stalled < rx_left) rx_left = stalled;
     if ((uint32_t)(d->now - d->last_tx) >= d->cfg.keepalive_ms) tx_left = 0;
     return rx_left < tx_left ? rx_left : tx_left;
 }
@@ -969,6 +981,8 @@ int tcpota_dev_input(struct tcpota_dev *d, const uint8_t *in, size_t len,
 {
     struct tcpota_frame f;
     struct tcpota_msg m;
+    enum tcpota_dev_state state;
+    uint32_t pos;
     int used, rc;
 
     memset(ev, 0, sizeof(*ev));
@@ -990,6 +1004,11 @@ int tcpota_dev_input(struct tcpota_dev *d, const uint8_t *in, size_t len,
     if (rc < 0) {
         return fail(d, rc, "malformed message");
     }
+    state = d->state;
+    pos = d->pos;
     rc = on_frame(d, &m, ev);
+    if (d->state != state || d->pos != pos) {
+        d->last_progress = d->now; /* a decision, or image bytes written */
+    }
     return rc < 0 ? rc : used;
 }

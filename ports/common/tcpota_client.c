@@ -530,7 +530,13 @@ int tcpota_client_run(struct tcpota_client *c)
         }
         now = now_ms(c);
         if (tcpota_dev_tick(d, now) == TCPOTA_ERR_TIMEDOUT) {
-            set_err(c, "no data from the server for %lu ms", (unsigned long)d->cfg.timeout_ms);
+            if (tcpota_dev_stalled(d)) {
+                set_err(c, "no progress for %lu ms: the server sends, but neither its decision nor"
+                        " bytes of the image (a server stuck or hostile)",
+                        (unsigned long)d->cfg.stall_ms);
+            } else {
+                set_err(c, "no data from the server for %lu ms", (unsigned long)d->cfg.timeout_ms);
+            }
             return TCPOTA_CLIENT_RETRY;
         }
         if ((out = feed(c)) != CLIENT_CONTINUE) {

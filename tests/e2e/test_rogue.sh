@@ -75,3 +75,22 @@ same=$(grep -c '^accept at 16384$' "$L")
 [ "$same" -le 20 ] || fail "resumed (and erased) the sector at 16384 $same times"
 grep -q 'gave up after 20 attempts without progress' "$WORK/b.log" || fail "no final error"
 ok "cut past each checkpoint: $n connections, the same sector resumed $same times, then gave up"
+
+# (c) A server that keeps the line busy without progress (a hostile trial:
+# WELCOME then PINGs, or DATA the device cannot write, every 500 ms): each
+# attempt ends after the stall limit (4 x --timeout-ms: 4 s here) and the
+# device gives up after --max-attempts, saying why (before: it waited for
+# ever, any byte resetting its 30 s receive timeout).
+for mode in pings stale; do
+  start_rogue "$mode"
+  rc=0; t0=$(date +%s)
+  timeout 60 "$TCPOTA" device --server "127.0.0.1:$ROGUE_PORT" --flash "$WORK/c-$mode" --id "rogue-c-$mode" \
+    --timeout-ms 1000 --max-attempts 2 --backoff-min-ms 50 --backoff-max-ms 100 --quiet 2> "$WORK/c-$mode.log" || rc=$?
+  s=$(( $(date +%s) - t0 ))
+  [ $rc -eq 1 ] && [ "$s" -ge 7 ] && [ "$s" -le 20 ] ||
+    fail "$mode: device exited $rc after $s s (expected 1 after about 8 s): $(tail -3 "$WORK/c-$mode.log")"
+  grep -q "gave up after 2 attempts without progress: no progress for 4000 ms: the server sends, but neither its decision nor bytes of the image (a server stuck or hostile)" "$WORK/c-$mode.log" ||
+    fail "$mode: the stall was not said: $(tail -3 "$WORK/c-$mode.log")"
+done
+grep -q '^holding with stale data at' "$WORK/rogue-stale.log" || fail "the stale server did not hold: $(cat "$WORK/rogue-stale.log")"
+ok "a server that sends PINGs or DATA the device cannot write holds each attempt 4 x --timeout-ms at most"

@@ -14,12 +14,18 @@
  *                  keeps resuming at the same point (and erasing the same
  *                  sector) without ever reaching the next checkpoint.
  * Then it half-closes and drains, so the device reads every byte sent.
+ * Two more modes keep the line busy without progress, until the device
+ * closes it:
+ *   --mode pings   answers HELLO with WELCOME alone, then a PING every
+ *                  HOLD_MS: never a decision;
+ *   --mode stale   after the ACCEPT, 16 bytes of DATA every HOLD_MS at an
+ *                  offset past the device's: never a byte it can write.
  *
  * One line per event on stderr: "listening on HOST:PORT", "accept at O",
  * "decline reason R: TEXT", "complete status S", "cut at X". It runs until
  * killed.
  *
- * usage: tcpota-rogue --listen HOST:PORT --mode replay|cut [--version V]
+ * usage: tcpota-rogue --listen HOST:PORT --mode replay|cut|pings|stale [--version V]
  *                     [--manifest FILE] [--ack BYTES] IMAGE
  */
 #include <arpa/inet.h>
@@ -42,6 +48,7 @@
 #define CUT_PAST 5000u
 #define DRAIN_MS 2000
 #define READ_MS 10000
+#define HOLD_MS 500 /* pings, stale: how often a frame that is no progress goes */
 
 static uint8_t *g_img, *g_sent; /* the image, and the bytes streamed */
 static uint32_t g_size, g_ack = 16384;
@@ -49,7 +56,7 @@ static uint8_t g_id[TCPOTA_ID_LEN];
 static const char *g_version = "9.9.9";
 static uint8_t g_manifest[4096];
 static size_t g_manifest_len;
-static int g_cut;
+static int g_cut, g_pings, g_stale;
 
 static uint8_t *load(const char *path, size_t *len)
 {
@@ -141,6 +148,20 @@ static void drain(int fd, struct tcpota_decoder *dec, uint8_t *in, size_t *have,
     }
 }
 
+/* Sends m every HOLD_MS (a PING's token counting up) until the device
+ * closes the connection or a send fails. */
+static void hold(int fd, struct tcpota_msg *m)
+{
+    uint8_t junk[4096];
+
+    for (;;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, HOLD_MS) > 0 && recv(fd, junk, sizeof(junk), 0) <= 0) return;
+        if (m->type == TCPOTA_T_PING) m->u.ping.token++;
+        if (send_msg(fd, m) < 0) return;
+    }
+}
+
 static void serve(int fd)
 {
     static uint8_t rx[8192], in[4096];
@@ -155,6 +176,13 @@ static void serve(int fd)
     r.type = TCPOTA_T_WELCOME;
     r.u.welcome.proto = TCPOTA_PROTO_VERSION;
     if (send_msg(fd, &r) < 0) return;
+    if (g_pings) {
+        memset(&r, 0, sizeof(r));
+        r.type = TCPOTA_T_PING;
+        fprintf(stderr, "holding with pings\n");
+        hold(fd, &r);
+        return;
+    }
     memset(&r, 0, sizeof(r));
     r.type = TCPOTA_T_OFFER;
     r.u.offer.image_id = g_id;
@@ -178,6 +206,16 @@ static void serve(int fd)
     }
     from = m.u.accept.offset;
     fprintf(stderr, "accept at %lu\n", (unsigned long)from);
+    if (g_stale) {
+        memset(&r, 0, sizeof(r));
+        r.type = TCPOTA_T_DATA;
+        r.u.data.offset = from + CHUNK < g_size - 16 ? from + CHUNK : 0;
+        r.u.data.bytes.ptr = g_sent + r.u.data.offset;
+        r.u.data.bytes.len = 16;
+        fprintf(stderr, "holding with stale data at %lu\n", (unsigned long)r.u.data.offset);
+        hold(fd, &r);
+        return;
+    }
     to = g_size;
     if (g_cut) {
         to = (from ? from : g_ack) + CUT_PAST;
@@ -228,12 +266,17 @@ int main(int argc, char **argv)
         else if (argv[i][0] != '-' && !image) image = argv[i];
         else image = NULL, i = argc;
     }
-    if (!listen_spec || !mode || !image || (strcmp(mode, "replay") && strcmp(mode, "cut"))) {
-        fprintf(stderr, "usage: tcpota-rogue --listen HOST:PORT --mode replay|cut [--version V]\n"
+    if (!listen_spec || !mode || !image ||
+        (strcmp(mode, "replay") && strcmp(mode, "cut") && strcmp(mode, "pings") &&
+         strcmp(mode, "stale"))) {
+        fprintf(stderr, "usage: tcpota-rogue --listen HOST:PORT --mode replay|cut|pings|stale"
+                        " [--version V]\n"
                         "                    [--manifest FILE] [--ack BYTES] IMAGE\n");
         return 2;
     }
     g_cut = !strcmp(mode, "cut");
+    g_pings = !strcmp(mode, "pings");
+    g_stale = !strcmp(mode, "stale");
     g_img = load(image, &len);
     g_size = (uint32_t)len;
     crypto_hash_sha256(g_id, g_img, len);

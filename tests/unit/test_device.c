@@ -728,6 +728,64 @@ static void test_keepalive_and_timeout(void **state)
     assert_int_equal(tcpota_dev_tick(&dev, 0x00001000u), 0);
 }
 
+/* Feeds a PING at time t (the server keeps the line busy, nothing else). */
+static void ping_at(uint32_t t)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+
+    assert_int_equal(tcpota_dev_tick(&dev, t), 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_PING;
+    m.u.ping.token = t;
+    assert_true(feed_dev(&m, &ev) > 0);
+}
+
+/* Bytes that are no progress (PINGs, DATA at another offset) hold a device
+ * stall_ms (4 x timeout_ms by default) at most, not for ever (a hostile
+ * trial's server held one 150 s and counting); a decision or image bytes
+ * written restart the count; silence is told apart. */
+static void test_stall_without_progress(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_dev_event ev;
+    static const uint8_t bytes[16];
+    uint32_t t;
+    (void)state;
+
+    /* WELCOME, then PINGs every 10 s: no decision. */
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    assert_int_equal(tcpota_dev_tick(&dev, 5000), 0);
+    assert_true(feed_welcome(TCPOTA_PROTO_VERSION, 0) > 0);
+    for (t = 10000; t < 120000; t += 10000) ping_at(t);
+    assert_true(tcpota_dev_next_tick(&dev) <= 10000);
+    assert_int_equal(tcpota_dev_tick(&dev, 119999), 0);
+    assert_int_equal(tcpota_dev_tick(&dev, 120000), TCPOTA_ERR_TIMEDOUT);
+    assert_int_equal(tcpota_dev_stalled(&dev), 1);
+    tcpota_dev_disconnect(&dev);
+    /* An offer (a decision), then DATA at another offset every 10 s; image
+     * bytes written at 60 s restart the count. */
+    assert_int_equal(offered_then_data(50, &ev), TCPOTA_FRAME_OVERHEAD + 4 + 16);
+    for (t = 10000; t <= 60000; t += 10000) {
+        assert_int_equal(tcpota_dev_tick(&dev, t), 0);
+        memset(&m, 0, sizeof(m));
+        m.type = TCPOTA_T_DATA;
+        m.u.data.offset = t == 60000 ? 0 : 50;
+        m.u.data.bytes.ptr = bytes;
+        m.u.data.bytes.len = 16;
+        assert_true(feed_dev(&m, &ev) > 0);
+    }
+    for (t = 70000; t < 180000; t += 10000) ping_at(t);
+    assert_int_equal(tcpota_dev_tick(&dev, 179999), 0);
+    assert_int_equal(tcpota_dev_tick(&dev, 180000), TCPOTA_ERR_TIMEDOUT);
+    assert_int_equal(tcpota_dev_stalled(&dev), 1);
+    tcpota_dev_disconnect(&dev);
+    /* Silence is not a stall. */
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    assert_int_equal(tcpota_dev_tick(&dev, 30000), TCPOTA_ERR_TIMEDOUT);
+    assert_int_equal(tcpota_dev_stalled(&dev), 0);
+}
+
 static void test_init_rejects_bad_config(void **state)
 {
     struct tcpota_dev_config c;
@@ -1591,6 +1649,7 @@ int main(void)
         T(test_boot_health_failure_rolls_back),
         T(test_boot_bootloader_rollback_reported),
         T(test_keepalive_and_timeout),
+        T(test_stall_without_progress),
         T(test_init_rejects_bad_config),
         cmocka_unit_test(test_tx_min_holds_largest_hello),
         T(test_output_urgent_unless_only_acks),

@@ -95,6 +95,12 @@ struct tcpota_dev_config {
     uint32_t ack_interval;  /* multiple of 4096; 0: TCPOTA_DEV_ACK_DEFAULT */
     uint32_t keepalive_ms;  /* PING after this much send silence; 0: 10000 */
     uint32_t timeout_ms;    /* give up after this much receive silence; 0: 30000 */
+    /* Give up after this long without progress (the server's decision,
+     * or image bytes written) though bytes keep coming: a server that
+     * answers with PINGs, stale DATA or a frame a byte at a time would
+     * otherwise hold the device for ever (a hostile trial). 0: four times
+     * timeout_ms. */
+    uint32_t stall_ms;
     /* Signed images: with n_trusted_keys > 0 every offer must carry a
      * manifest signed by one of these keys (port->ed25519_verify needed),
      * for this model, with a security counter not below the device's. */
@@ -173,6 +179,7 @@ struct tcpota_dev {
     uint8_t report_sent;
     uint8_t tx_urgent;      /* the pending output holds a frame other than ACK */
     uint32_t now, last_rx, last_tx, ping_token;
+    uint32_t last_progress; /* the last decision or image byte written (stall_ms) */
     uint32_t stale_frames; /* DATA frames skipped: not at the expected offset */
     uint32_t security_counter; /* lowest counter accepted (NVS) */
     uint32_t image_counter;    /* counter of the image being received */
@@ -272,8 +279,13 @@ void tcpota_dev_output_done(struct tcpota_dev *d, size_t n);
 
 /* Advances the clock: queues a PING after keepalive_ms of send silence.
  * Returns 0, or TCPOTA_ERR_TIMEDOUT after timeout_ms without a received
- * byte (close and reconnect). now_ms may wrap. */
+ * byte, or stall_ms without progress (close and reconnect;
+ * tcpota_dev_stalled() tells them apart). now_ms may wrap. */
 int tcpota_dev_tick(struct tcpota_dev *d, uint32_t now_ms);
+
+/* 1 when the last TCPOTA_ERR_TIMEDOUT of tcpota_dev_tick() was for
+ * stall_ms without progress (bytes came), 0 for receive silence. */
+int tcpota_dev_stalled(const struct tcpota_dev *d);
 
 /* Why the last connection or offer ended, in words naming the cause
  * (e.g. "offer version 9.9.9 differs from the signed manifest's 2.0.0"):
