@@ -356,9 +356,6 @@ int tcpota_dev_init(struct tcpota_dev *d, const struct tcpota_dev_config *cfg)
     if (!d->cfg.ack_interval) d->cfg.ack_interval = TCPOTA_DEV_ACK_DEFAULT;
     if (!d->cfg.keepalive_ms) d->cfg.keepalive_ms = 10000;
     if (!d->cfg.timeout_ms) d->cfg.timeout_ms = 30000;
-    if (!d->cfg.stall_ms) {
-        d->cfg.stall_ms = d->cfg.timeout_ms > UINT32_MAX / 4 ? UINT32_MAX : d->cfg.timeout_ms * 4;
-    }
     rc = tcpota_decoder_init(&d->dec, cfg->rx_buf, cfg->rx_cap);
     if (rc < 0) {
         return rc;
@@ -531,7 +528,7 @@ int tcpota_dev_tick(struct tcpota_dev *d, uint32_t now_ms)
         return 0;
     }
     if ((uint32_t)(now_ms - d->last_rx) >= d->cfg.timeout_ms ||
-        (uint32_t)(now_ms - d->last_progress) >= d->cfg.stall_ms) {
+        (uint32_t)(now_ms - d->last_progress) / TCPOTA_DEV_STALL_TIMES >= d->cfg.timeout_ms) {
         d->last_error = TCPOTA_ERR_TIMEDOUT;
         return TCPOTA_ERR_TIMEDOUT;
     }
@@ -572,7 +569,7 @@ const char *tcpota_dev_reason(const struct tcpota_dev *d)
 
 uint32_t tcpota_dev_next_tick(const struct tcpota_dev *d)
 {
-    uint32_t rx_left, tx_left, stalled;
+    uint32_t rx_left, tx_left;
 
     if (d->state != TCPOTA_DEV_HELLO_SENT && d->state != TCPOTA_DEV_RECEIVING) {
         return d->cfg.keepalive_ms;
@@ -580,9 +577,6 @@ uint32_t tcpota_dev_next_tick(const struct tcpota_dev *d)
     rx_left = d->cfg.timeout_ms - (uint32_t)(d->now - d->last_rx);
     tx_left = d->cfg.keepalive_ms - (uint32_t)(d->now - d->last_tx);
     if ((uint32_t)(d->now - d->last_rx) >= d->cfg.timeout_ms) rx_left = 0;
-    stalled = (uint32_t)(d->now - d->last_progress);
-    stalled = stalled >= d->cfg.stall_ms ? 0 : d->cfg.stall_ms - stalled; /* what is left */
-    if (stalled < rx_left) rx_left = stalled;
     if ((uint32_t)(d->now - d->last_tx) >= d->cfg.keepalive_ms) tx_left = 0;
     return rx_left < tx_left ? rx_left : tx_left;
 }
@@ -704,6 +698,7 @@ static int on_offer(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
     }
     d->pos = start;
     d->state = TCPOTA_DEV_RECEIVING;
+    d->last_progress = d->now;
     memset(&a, 0, sizeof(a));
     a.type = TCPOTA_T_ACCEPT;
     a.u.accept.image_id = d->image;
@@ -827,6 +822,7 @@ static int on_data(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcpo
         return fail(d, rc, "flash write failed");
     }
     d->pos += n;
+    d->last_progress = d->now;
     ev->type = TCPOTA_DEV_EV_PROGRESS;
     ev->offset = d->pos;
     ev->size = d->size;
@@ -981,8 +977,6 @@ int tcpota_dev_input(struct tcpota_dev *d, const uint8_t *in, size_t len,
 {
     struct tcpota_frame f;
     struct tcpota_msg m;
-    enum tcpota_dev_state state;
-    uint32_t pos;
     int used, rc;
 
     memset(ev, 0, sizeof(*ev));
@@ -1004,11 +998,6 @@ int tcpota_dev_input(struct tcpota_dev *d, const uint8_t *in, size_t len,
     if (rc < 0) {
         return fail(d, rc, "malformed message");
     }
-    state = d->state;
-    pos = d->pos;
     rc = on_frame(d, &m, ev);
-    if (d->state != state || d->pos != pos) {
-        d->last_progress = d->now; /* a decision, or image bytes written */
-    }
     return rc < 0 ? rc : used;
 }

@@ -533,7 +533,7 @@ int tcpota_client_run(struct tcpota_client *c)
             if (tcpota_dev_stalled(d)) {
                 set_err(c, "no progress for %lu ms: the server sends, but neither its decision nor"
                         " bytes of the image (a server stuck or hostile)",
-                        (unsigned long)d->cfg.stall_ms);
+                        (unsigned long)d->cfg.timeout_ms * TCPOTA_DEV_STALL_TIMES);
             } else {
                 set_err(c, "no data from the server for %lu ms", (unsigned long)d->cfg.timeout_ms);
             }

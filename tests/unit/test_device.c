@@ -742,7 +742,7 @@ static void ping_at(uint32_t t)
 }
 
 /* Bytes that are no progress (PINGs, DATA at another offset) hold a device
- * stall_ms (4 x timeout_ms by default) at most, not for ever (a hostile
+ * TCPOTA_DEV_STALL_TIMES x timeout_ms at most, not for ever (a hostile
  * trial's server held one 150 s and counting); a decision or image bytes
  * written restart the count; silence is told apart. */
 static void test_stall_without_progress(void **state)

@@ -43,6 +43,9 @@ extern "C" {
      TCPOTA_ID_LEN + (TCPOTA_ID_LEN + 8u) + 2u + (TCPOTA_ID_LEN + 2u))
 #define TCPOTA_DEV_TX_MIN TCPOTA_DEV_HELLO_MAX
 #define TCPOTA_DEV_ACK_DEFAULT 16384u
+/* A connection without progress ends after this many receive timeouts
+ * (tcpota_dev_config.timeout_ms): 2 min by default. */
+#define TCPOTA_DEV_STALL_TIMES 4u
 
 /* NVS keys the session owns (<= 15 chars). */
 #define TCPOTA_KEY_RESUME "tcpota.resume"
@@ -94,13 +97,12 @@ struct tcpota_dev_config {
     size_t tx_cap;
     uint32_t ack_interval;  /* multiple of 4096; 0: TCPOTA_DEV_ACK_DEFAULT */
     uint32_t keepalive_ms;  /* PING after this much send silence; 0: 10000 */
-    uint32_t timeout_ms;    /* give up after this much receive silence; 0: 30000 */
-    /* Give up after this long without progress (the server's decision,
-     * or image bytes written) though bytes keep coming: a server that
-     * answers with PINGs, stale DATA or a frame a byte at a time would
-     * otherwise hold the device for ever (a hostile trial). 0: four times
-     * timeout_ms. */
-    uint32_t stall_ms;
+    /* Give up after this much receive silence; 0: 30000. And after
+     * TCPOTA_DEV_STALL_TIMES times it without progress (an offer taken, or
+     * image bytes written) though bytes keep coming: a server that answers
+     * with PINGs, stale DATA or a frame a byte at a time would otherwise
+     * hold the device for ever (a hostile trial). */
+    uint32_t timeout_ms;
     /* Signed images: with n_trusted_keys > 0 every offer must carry a
      * manifest signed by one of these keys (port->ed25519_verify needed),
      * for this model, with a security counter not below the device's. */
@@ -179,7 +181,7 @@ struct tcpota_dev {
     uint8_t report_sent;
     uint8_t tx_urgent;      /* the pending output holds a frame other than ACK */
     uint32_t now, last_rx, last_tx, ping_token;
-    uint32_t last_progress; /* the last decision or image byte written (stall_ms) */
+    uint32_t last_progress; /* the offer taken, or the last image bytes written */
     uint32_t stale_frames; /* DATA frames skipped: not at the expected offset */
     uint32_t security_counter; /* lowest counter accepted (NVS) */
     uint32_t image_counter;    /* counter of the image being received */
@@ -279,12 +281,14 @@ void tcpota_dev_output_done(struct tcpota_dev *d, size_t n);
 
 /* Advances the clock: queues a PING after keepalive_ms of send silence.
  * Returns 0, or TCPOTA_ERR_TIMEDOUT after timeout_ms without a received
- * byte, or stall_ms without progress (close and reconnect;
- * tcpota_dev_stalled() tells them apart). now_ms may wrap. */
+ * byte, or TCPOTA_DEV_STALL_TIMES times that without progress (close and
+ * reconnect; tcpota_dev_stalled() tells them apart; tcpota_dev_next_tick
+ * does not count the second: the next keepalive tick finds it). now_ms
+ * may wrap. */
 int tcpota_dev_tick(struct tcpota_dev *d, uint32_t now_ms);
 
 /* 1 when the last TCPOTA_ERR_TIMEDOUT of tcpota_dev_tick() was for
- * stall_ms without progress (bytes came), 0 for receive silence. */
+ * progress missing (bytes came), 0 for receive silence. */
 int tcpota_dev_stalled(const struct tcpota_dev *d);
 
 /* Why the last connection or offer ended, in words naming the cause
