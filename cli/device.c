@@ -1146,10 +1146,20 @@ static int no_update(struct device *dv)
     }
 }
 
+/* With --check-interval, what ends a run (a failure included) is followed
+ * by the next check-in: said after its line. A hostile trial: a server
+ * down for a minute (20 attempts) or one forged ERROR over plain TCP
+ * ended a device agent for good. */
+static const char *then(const struct device *dv)
+{
+    return dv->o.check_interval ? "; trying again at the next check-in (--check-interval)" : "";
+}
+
 /* Runs the runner until the device is up to date (0), fails for good (1)
  * or is stopped by a signal (128 + signal); reboots after each update.
- * With --check-interval, up to date or a declined offer is not the end:
- * it waits for the next check-in (the runner's) and runs again. */
+ * With --check-interval nothing but a signal is the end: up to date, a
+ * declined offer, a rollback, giving up or a refusal is followed by the
+ * next check-in (the runner's), and it runs again. */
 static int run(struct device *dv)
 {
     for (;;) {
@@ -1166,8 +1176,10 @@ static int run(struct device *dv)
             rc = 1;
             break;
         case TCPOTA_RUNNER_ENDED:
-            say(dv, "new image %s %s and was rolled back", dv->rejected, dv->rollback_why);
-            return 1;
+            say(dv, "new image %s %s and was rolled back%s", dv->rejected, dv->rollback_why,
+                then(dv));
+            rc = 1;
+            break;
         case TCPOTA_RUNNER_UPDATED:
             if (dv->err[0]) {
                 /* The report in the next HELLO tells the server anyway. */
@@ -1181,25 +1193,31 @@ static int run(struct device *dv)
             if (dv->tls_failed) {
                 /* This device refused the server's certificate, or the
                  * server answered without TLS. */
-                say(dv, "%s; not retrying: %s", dv->err, dv->tls_refused == CLI_TLS_NOT_TLS
+                say(dv, "%s; not retrying: %s%s", dv->err, dv->tls_refused == CLI_TLS_NOT_TLS
                     ? "the same port would answer so again"
-                    : "the same certificate would be refused again");
+                    : "the same certificate would be refused again", then(dv));
             } else if (dv->cl.http_answer || dv->cl.text_answer) {
-                say(dv, "%s; not retrying: the same address would answer so again", dv->err);
+                say(dv, "%s; not retrying: the same address would answer so again%s", dv->err,
+                    then(dv));
             } else if (xfer(dv).retry_after_s) {
                 /* A throttle after failures (of this id or address), not a
                  * verdict on the secret: say when a try is checked again. */
                 say(dv, "the server refused this device (%s); it checks this device's next try "
-                        "in %u s at the earliest", dv->err, (unsigned)xfer(dv).retry_after_s);
+                        "in %u s at the earliest%s", dv->err, (unsigned)xfer(dv).retry_after_s,
+                    then(dv));
             } else {
-                say(dv, "the server refused this device (%s); retrying would be refused again",
-                    dv->err);
+                say(dv, "the server refused this device (%s); retrying would be refused again%s",
+                    dv->err, dv->o.check_interval ? "; trying at the next check-in all the same"
+                                                    " (over plain TCP anyone can forge a refusal)"
+                                                  : "");
             }
-            return 1;
+            rc = 1;
+            break;
         default:
-            say(dv, "gave up after %u attempt%s without progress: %s%s", dv->runner.attempts,
-                dv->runner.attempts == 1 ? "" : "s", dv->err, unanswered(dv));
-            return 1;
+            say(dv, "gave up after %u attempt%s without progress: %s%s%s", dv->runner.attempts,
+                dv->runner.attempts == 1 ? "" : "s", dv->err, unanswered(dv), then(dv));
+            rc = 1;
+            break;
         }
         if (!dv->o.check_interval) {
             return rc;

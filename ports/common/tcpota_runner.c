@@ -310,5 +310,9 @@ int tcpota_runner_check_in(struct tcpota_runner *r)
     memset(&s, 0, sizeof(s));
     s.wait_ms = tcpota_runner_check_in_ms(r, &s.retry_after_s);
     step(r, &s, TCPOTA_RUNNER_CHECK_IN);
+    /* Each check-in has max_attempts of its own: one that gave up (a
+     * server down for a while) does not leave the next with none. Image
+     * failures in a row and the best checkpoint are kept. */
+    r->attempts = 0;
     return conn_sleep(r, s.wait_ms) < 0 ? TCPOTA_ERR_CANCELED : 0;
 }

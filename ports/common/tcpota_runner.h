@@ -221,8 +221,10 @@ int tcpota_runner_run(struct tcpota_runner *r);
 uint32_t tcpota_runner_check_in_ms(const struct tcpota_runner *r, uint32_t *retry_after_s);
 
 /* Waits for the next check-in: tells on_step (TCPOTA_RUNNER_CHECK_IN,
- * wait_ms from tcpota_runner_check_in_ms()) and sleeps through cfg.sleep.
- * Returns 0 (run again), TCPOTA_ERR_CANCELED when a stop was requested, or
+ * wait_ms from tcpota_runner_check_in_ms()) and sleeps through cfg.sleep;
+ * the next run has max_attempts of its own (one that gave up, as after a
+ * server outage, leaves the next with all of them). Returns 0 (run
+ * again), TCPOTA_ERR_CANCELED when a stop was requested, or
  * TCPOTA_ERR_INVAL when check-ins are off (check_interval_s 0). */
 int tcpota_runner_check_in(struct tcpota_runner *r);
 

@@ -123,3 +123,54 @@ timeout 20 "$TCPOTA" device --server "127.0.0.1:$FAKE" --flash "$WORK/d4" --id o
 grep -q 'no slot this device can have takes it (--slot-size goes up to 4294963200), so only a smaller image is a new offer$' "$WORK/device6.log" ||
   fail "an offer no slot takes: exit $rc: $(cat "$WORK/device6.log")"
 ok "an unknown reason is said with its code; a RETRY_AFTER over a week is said as a week at most; an offer no slot takes is said so"
+
+# ---- a check-in agent outlives failures --------------------------------
+# With --check-interval a device is an agent: one refusal (ERROR DENIED,
+# which anyone can forge over plain TCP) or a server gone for longer than
+# its attempts ended it, for good (a hostile trial: at once, or after a
+# minute). Each is said, then the next check-in comes, with all its
+# attempts again.
+python3 - "$(dirname "$0")" "$WORK/deny.port" <<'PY' &
+import socket, struct, sys
+sys.path.insert(0, sys.argv[1])
+import frames
+ls = socket.socket()
+ls.bind(("127.0.0.1", 0))
+ls.listen(4)
+open(sys.argv[2], "w").write(str(ls.getsockname()[1]))
+ls.settimeout(20)
+for n in range(3):
+    try:
+        c, _ = ls.accept()
+    except socket.timeout:
+        break
+    frames.Reader(c).next()  # HELLO
+    c.sendall(frames.frame(frames.WELCOME, b"\x01\x00\x00\x00") +
+              frames.frame(frames.ERROR, struct.pack("<H", 13) + frames.tlv(0x08, b"forged")))
+    c.close()
+ls.close()
+PY
+DENY_PID=$!
+PIDS+=("$DENY_PID")
+for ((i = 0; i < 100; i++)); do [ -s "$WORK/deny.port" ] && break; sleep 0.05; done
+"$TCPOTA" device --server "127.0.0.1:$(cat "$WORK/deny.port")" --flash "$WORK/d7" --id agent-7 \
+  --check-interval 1 --max-attempts 2 --backoff-min-ms 50 --backoff-max-ms 100 --progress none \
+  2> "$WORK/device7.log" &
+DEV_PID=$!
+PIDS+=("$DEV_PID")
+# Three refusals (the fake's three connections), then the fake is gone:
+# connections refused until the attempts run out, at least twice.
+for ((i = 0; i < 300; i++)); do
+  [ "$(grep -c 'trying again at the next check-in' "$WORK/device7.log" || true)" -ge 2 ] && break
+  sleep 0.05
+done
+[ "$(grep -c "the server refused this device (.*forged.*); retrying would be refused again; trying at the next check-in all the same (over plain TCP anyone can forge a refusal)" "$WORK/device7.log")" -eq 3 ] ||
+  fail "three refusals were not each followed by a check-in: $(cat "$WORK/device7.log")"
+[ "$(grep -c "gave up after 2 attempts without progress: .*; trying again at the next check-in (--check-interval)$" "$WORK/device7.log")" -ge 2 ] ||
+  fail "a server gone did not leave the agent checking in with 2 attempts each time: $(cat "$WORK/device7.log")"
+kill -0 "$DEV_PID" 2> /dev/null || fail "the agent ended: $(tail -3 "$WORK/device7.log")"
+kill -TERM "$DEV_PID"
+rc=0
+wait "$DEV_PID" || rc=$?
+[ $rc -eq 143 ] || fail "the agent exited $rc on SIGTERM, expected 143"
+ok "with --check-interval a refusal or a server gone is said, then the next check-in comes (2 attempts each)"

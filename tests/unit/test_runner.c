@@ -586,6 +586,23 @@ static void add_up_to_date(uint32_t retry_after_s)
 
 /* A day's interval, ±20 %: the extremes of the random draw give 0.8 and
  * 1.2 days exactly, in milliseconds (no overflow on the way). */
+/* A check-in that gave up (a server down for a while) leaves the next one
+ * all of max_attempts, not none: each run of a check-in agent tries as
+ * often as the first. */
+static void test_check_in_after_giving_up(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 6; i++) {
+        add(0, TCPOTA_CLIENT_RETRY, 0, 0);
+    }
+    start_checking(3, 60);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_GAVE_UP);
+    assert_int_equal(f.next, 3);
+    assert_int_equal(tcpota_runner_check_in(&runner), 0);
+    assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_GAVE_UP);
+    assert_int_equal(f.next, 6);
+}
+
 static void test_check_in_interval_jitter(void **state)
 {
     (void)state;
@@ -955,6 +972,7 @@ int main(void)
         cmocka_unit_test_setup(test_failure_streak_waits_stay_at_the_ceiling, setup),
         cmocka_unit_test_setup(test_stop_while_connecting, setup),
         cmocka_unit_test_setup(test_own_denied_decline_is_a_decline, setup),
+        cmocka_unit_test_setup(test_check_in_after_giving_up, setup),
         cmocka_unit_test_setup(test_check_in_interval_jitter, setup),
         cmocka_unit_test_setup(test_check_in_honours_retry_after, setup),
         cmocka_unit_test_setup(test_check_in_retry_after_capped, setup),
