@@ -172,13 +172,19 @@ static int fill_erased(struct tcpota_flash *fl, uint32_t off, size_t len)
  * after: region I/O must wait, not return EAGAIN. */
 static int open_file(struct tcpota_flash *fl, const char *path, int create)
 {
-    int flags = (fl->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK |
+    int flags = (fl->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW |
                 (create ? O_CREAT | O_TRUNC : 0);
 
     fl->fd = open(path, flags, 0644);
     if (fl->fd < 0) {
         if (errno == ENOENT) {
             return fail(fl, TCPOTA_ERR_NOENT, "no such file");
+        }
+        if (errno == ELOOP) {
+            /* Followed, a link made two regions (or two devices) one file:
+             * an update wrote over the running slot (a hostile trial). */
+            return fail(fl, TCPOTA_ERR_IO, "a symbolic link: a device's flash files are its own;"
+                        " put the file itself there");
         }
         if (errno == EACCES || errno == EPERM || errno == EROFS) {
             /* Intact, but not ours to write (or read): not damage. */
@@ -204,6 +210,13 @@ static int check_existing(struct tcpota_flash *fl, uint32_t size)
     }
     if (!S_ISREG(st.st_mode)) {
         return fail(fl, TCPOTA_ERR_IO, "not a regular file");
+    }
+    if (st.st_nlink > 1) {
+        /* Another name for it (both slots one file, a device's nvs shared
+         * with another, a `cp -al` backup): writing one changes the other. */
+        return fail(fl, TCPOTA_ERR_IO, "the file has %lu names (hard links): a device's flash"
+                    " files are its own; make it a copy of its own (cp, not ln)",
+                    (unsigned long)st.st_nlink);
     }
     if (size == 0) {
         if (st.st_size <= 0 || (uintmax_t)st.st_size > UINT32_MAX || st.st_size % SECTOR != 0) {

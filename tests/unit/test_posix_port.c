@@ -1597,6 +1597,32 @@ static void test_slot_not_a_regular_file_named(void **state)
     recreate(f);
 }
 
+/* Two region files that are one file (a hard link, a symbolic link: a
+ * hostile trial linked ota_0.bin to ota_1.bin, and an update wrote over
+ * the running slot) are refused, each saying why; the files are left. */
+static void test_linked_region_files_refused(void **state)
+{
+    struct fx *f = *state;
+    char p0[128], p1[128];
+    struct stat st;
+
+    tcpota_posix_close(&f->dev);
+    snprintf(p0, sizeof p0, "%s/ota_0.bin", f->dir);
+    snprintf(p1, sizeof p1, "%s/ota_1.bin", f->dir);
+    assert_int_equal(unlink(p0), 0);
+    assert_int_equal(link(p1, p0), 0);
+    open_fails_saying(f, "ota_0.bin: the file has 2 names (hard links): a device's flash files are"
+                         " its own; make it a copy of its own (cp, not ln)");
+    assert_int_equal(unlink(p0), 0);
+    assert_int_equal(symlink("ota_1.bin", p0), 0);
+    open_fails_saying(f, "ota_0.bin: a symbolic link: a device's flash files are its own; put the"
+                         " file itself there");
+    assert_int_equal(lstat(p0, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    assert_int_equal(unlink(p0), 0);
+    recreate(f);
+}
+
 /* A slot size that is no whole number of sectors is refused before
  * anything is written: no directory, no half-made device. */
 static void test_bad_slot_size_writes_nothing(void **state)
@@ -1732,6 +1758,7 @@ int main(void)
         T(test_nvs_table_full_to_the_byte),
         T(test_create_syncs_the_directory),
         T(test_slot_not_a_regular_file_named),
+        T(test_linked_region_files_refused),
         T(test_bad_slot_size_writes_nothing),
         T(test_factory_version_bounds),
         T(test_ota_end_syncs_the_slot),
