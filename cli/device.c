@@ -775,9 +775,9 @@ static int client_input(void *ctx, int rc, const struct tcpota_dev_event *ev)
          * words (the server's ERROR text, a decline's reason). */
         int fresh = strcmp(detail, dv->detail) != 0 && *detail;
         const char *why = tcpota_client_reason(&dv->cl, rc);
-        snprintf(dv->err, sizeof(dv->err), "session failed: %s%s%s%s%s%s", tcpota_strerror(rc),
-                 fresh ? " (" : "", fresh ? detail : "", fresh ? ")" : "", why[0] ? ": " : "",
-                 why);
+        snprintf(dv->err, sizeof(dv->err), "session failed: %s%s%s%s%s%s%s",
+                 tcpota_client_origin(&dv->cl), tcpota_strerror(rc), fresh ? " (" : "",
+                 fresh ? detail : "", fresh ? ")" : "", why[0] ? ": " : "", why);
     } else {
         end = on_event(dv, ev);
     }

@@ -448,6 +448,7 @@ int tcpota_dev_connect(struct tcpota_dev *d, uint32_t now_ms)
     d->reason[0] = 0;
     d->challenged = 0;
     d->welcomed = 0;
+    d->server_error = 0;
     d->auth_announced = 0;
     d->bad_reason = TCPOTA_BAD_NONE;
     memset(&m, 0, sizeof(m));
@@ -554,6 +555,7 @@ void tcpota_dev_get_transfer(const struct tcpota_dev *d, struct tcpota_dev_trans
     t->last_error = d->last_error;
     t->retry_after_s = d->error_retry_after_s;
     t->report_pending = d->report_result != 0;
+    t->server_error = d->server_error;
     t->resume = d->resume;
 }
 
@@ -951,6 +953,7 @@ static int on_frame(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
     case TCPOTA_T_ERROR:
         d->last_error = m->u.error.code ? -(int)m->u.error.code : TCPOTA_ERR_PROTO;
         d->error_retry_after_s = m->u.error.retry_after_s;
+        d->server_error = 1;
         set_reason(d, "");
         if (m->u.error.message.ptr) {
             /* The codec checked it: printable and at most TCPOTA_MAX_MESSAGE. */

@@ -299,6 +299,14 @@ const char *tcpota_client_reason(const struct tcpota_client *c, int rc)
     return strcmp(why, tcpota_strerror(rc)) == 0 ? "" : why;
 }
 
+const char *tcpota_client_origin(const struct tcpota_client *c)
+{
+    struct tcpota_dev_transfer t;
+
+    tcpota_dev_get_transfer(c->cfg.dev, &t);
+    return t.server_error ? "the server reported: " : "";
+}
+
 /* Sends what the session has queued until the socket is full. Returns 0
  * or -1 with err set. */
 static int flush_some(struct tcpota_client *c)
@@ -428,7 +436,8 @@ static int feed(struct tcpota_client *c)
             c->text_answer = !c->http_answer && !c->fed &&
                              text_head(c->cfg.net_buf + c->net_off, c->net_len - c->net_off);
             why = tcpota_client_reason(c, rc);
-            set_err(c, "session failed: %s%s%s", tcpota_strerror(rc), why[0] ? ": " : "", why);
+            set_err(c, "session failed: %s%s%s%s", tcpota_client_origin(c), tcpota_strerror(rc),
+                    why[0] ? ": " : "", why);
             if (c->cfg.on_input) {
                 (void)c->cfg.on_input(c->cfg.ctx, rc, &ev);
             }

@@ -186,6 +186,11 @@ int tcpota_first_bytes_http(const struct tcpota_first_bytes *f);
  * port's answer (the --server address is wrong, not the frames). */
 const char *tcpota_client_reason(const struct tcpota_client *c, int rc);
 
+/* "the server reported: " when the session's failure came in the server's
+ * ERROR (its CRC check of this device's frames, say), else "": a hostile
+ * trial found both sides' "frame CRC mismatch" said alike. */
+const char *tcpota_client_origin(const struct tcpota_client *c);
+
 #ifdef __cplusplus
 }
 #endif

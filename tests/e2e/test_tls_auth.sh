@@ -43,7 +43,7 @@ rc=0; t0=$(date +%s)
 s=$(( $(date +%s) - t0 ))
 [ $rc -eq 1 ] || fail "a plain device on the TLS port exited $rc, expected 1"
 [ "$s" -le 5 ] || fail "a plain device on the TLS port took $s s to stop"
-grep -q "the server refused this device (session failed: not allowed: this port speaks TLS only: connect with TLS (tcpota device --ca <the server's CA certificate>; CONFIG_TCPOTA_TLS on ESP-IDF)); retrying would be refused again" plain.log ||
+grep -q "the server refused this device (session failed: the server reported: not allowed: this port speaks TLS only: connect with TLS (tcpota device --ca <the server's CA certificate>; CONFIG_TCPOTA_TLS on ESP-IDF)); retrying would be refused again" plain.log ||
   fail "a plain device on the TLS port was not told why: $(cat plain.log)"
 grep -q 'plain tcpota client on the TLS port: the device must use TLS (or serve without --tls-cert); told so (ERROR DENIED), closing' server.log ||
   fail "the server did not name the plain client: $(grep plain server.log)"

@@ -586,6 +586,21 @@ static void test_server_error_frame(void **state)
     m.u.error.code = 16;
     assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_BUSY);
     assert_int_equal(dev.last_error, TCPOTA_ERR_BUSY);
+    /* Said to be the server's (a CRC error it found in this device's
+     * frames reads otherwise like one of ours); a new connection, or a
+     * failure of this side, is not. */
+    struct tcpota_dev_transfer t;
+    tcpota_dev_get_transfer(&dev, &t);
+    assert_int_equal(t.server_error, 1);
+    tcpota_dev_disconnect(&dev);
+    assert_int_equal(tcpota_dev_connect(&dev, 0), 0);
+    tcpota_dev_get_transfer(&dev, &t);
+    assert_int_equal(t.server_error, 0);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_ACK; /* not for a device: its own protocol error */
+    assert_true(feed_dev(&m, &ev) < 0);
+    tcpota_dev_get_transfer(&dev, &t);
+    assert_int_equal(t.server_error, 0);
 }
 
 static void test_flash_write_failure_reported(void **state)

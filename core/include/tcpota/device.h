@@ -189,6 +189,7 @@ struct tcpota_dev {
                                 * tcpota_dev_connect; the runner reads it: a device with a
                                 * secret served without one warns, tcpota_runner.h) */
     uint8_t welcomed;          /* WELCOME arrived on this connection */
+    uint8_t server_error;      /* last_error is the server's ERROR, not this side's */
     uint8_t auth_announced;    /* ... and announced TCPOTA_F_AUTH */
     uint8_t bound;             /* binding holds this connection's TLS binding */
     uint8_t binding[TCPOTA_TLS_BINDING_LEN];
@@ -311,6 +312,8 @@ struct tcpota_dev_transfer {
     int last_error;          /* why the last connection or offer ended (0: it did not) */
     uint32_t retry_after_s;  /* RETRY_AFTER of the server's ERROR on this connection (0: none) */
     uint8_t report_pending;  /* the next HELLO carries a report of the last update */
+    uint8_t server_error;    /* last_error came in the server's ERROR (its words in
+                              * tcpota_dev_reason), not from this side's checks */
     struct tcpota_dev_resume resume; /* the durable resume point (valid 0: none) */
 };
 
