@@ -707,6 +707,23 @@ static struct event_base *new_base(void)
     return base;
 }
 
+/* libevent's own messages, which it printed on stderr as "[warn] ...",
+ * out of the log's format (a trial: "[warn] getaddrinfo: nodename nor
+ * servname provided" before the start's own refusal): in the log as
+ * warnings and errors, but for a name that does not resolve, which the
+ * listener's caller says in full. One set of options per process. */
+static const struct tcpota_serve_opts *g_libevent_says;
+
+static void libevent_log(int severity, const char *msg)
+{
+    if (severity < EVENT_LOG_WARN || !g_libevent_says ||
+        strncmp(msg, "getaddrinfo:", strlen("getaddrinfo:")) == 0) {
+        return;
+    }
+    say_always(g_libevent_says, severity >= EVENT_LOG_ERR ? LOG_LV_ERROR : LOG_LV_WARN,
+               "libevent: %s", msg);
+}
+
 /* The supervisor's SIGHUP (workers.h): what it forks next serves the same. */
 static void reload_cb(void *arg)
 {
@@ -722,6 +739,8 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     memset(&srv, 0, sizeof(srv));
     srv.tail_ep = -1;
     srv.o = o;
+    g_libevent_says = o;
+    event_set_log_callback(libevent_log);
     /* A peer that closes first must fail a write, not end the server.
      * SIGUSR2 ends it by default: ignored from the start (before its
      * handler below, and after libevent restores this on the way out). */

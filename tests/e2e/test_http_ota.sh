@@ -31,6 +31,9 @@ timeout 20 "$TCPOTA" serve --data "$WORK/other2" --listen 127.0.0.1:0 --api 127.
 line=$(grep "cannot listen on nosuch.invalid:$OTA_PORT for HTTP downloads: " "$WORK/unres.log" || true)
 [ $rc -eq 1 ] && [ -n "$line" ] && ! grep -qE "No such file|Resource temporarily|Success" <<< "$line" ||
   fail "an --ota-listen host that does not resolve: rc $rc: $(cat "$WORK/unres.log")"
+# ...and libevent's own line does not come first, out of the log's format
+# (before: "[warn] getaddrinfo: nodename nor servname provided, or not known").
+! grep -q '^\[warn\]' "$WORK/unres.log" || fail "libevent's own line on stderr: $(cat "$WORK/unres.log")"
 ok "an --ota-listen host that does not resolve: said so"
 
 # A tcpota device sent to the download port: its HELLO (binary) is answered
