@@ -62,6 +62,14 @@ static int parse_waves(const struct api *a, const char *s, json_t **out)
         char *end;
         unsigned long long v;
 
+        if (n && strspn(p, "0123456789") >= n && strtoull(p, NULL, 10) > 100) {
+            /* Digits alone, but too many: said as the API says 101 (a
+             * trial: 2^66 was "not a list of percentages"). */
+            fprintf(stderr, "tcpota %s: --waves: %.*s%s is not a whole percentage from 1 to 100\n",
+                    a->cmd, (int)(n > 24 ? 24 : n), p, n > 24 ? "..." : "");
+            json_decref(arr);
+            return 2;
+        }
         if (n == 0 || n >= sizeof(num) || p[0] < '0' || p[0] > '9') break;
         memcpy(num, p, n);
         num[n] = 0;
