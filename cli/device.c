@@ -1178,6 +1178,10 @@ static int run(struct device *dv)
         case TCPOTA_RUNNER_ENDED:
             say(dv, "new image %s %s and was rolled back%s", dv->rejected, dv->rollback_why,
                 then(dv));
+            /* Said, and the server has the report: a later image of this
+             * process (--check-interval) starts clean (a review: the flag
+             * stayed, and the next acknowledged report ended its offer). */
+            dv->rollback = 0;
             rc = 1;
             break;
         case TCPOTA_RUNNER_UPDATED:
@@ -1193,12 +1197,13 @@ static int run(struct device *dv)
             if (dv->tls_failed) {
                 /* This device refused the server's certificate, or the
                  * server answered without TLS. */
-                say(dv, "%s; not retrying: %s%s", dv->err, dv->tls_refused == CLI_TLS_NOT_TLS
-                    ? "the same port would answer so again"
-                    : "the same certificate would be refused again", then(dv));
+                say(dv, "%s; %s%s%s", dv->err, dv->o.check_interval ? "" : "not retrying: ",
+                    dv->tls_refused == CLI_TLS_NOT_TLS
+                        ? "the same port would answer so again"
+                        : "the same certificate would be refused again", then(dv));
             } else if (dv->cl.http_answer || dv->cl.text_answer) {
-                say(dv, "%s; not retrying: the same address would answer so again%s", dv->err,
-                    then(dv));
+                say(dv, "%s; %sthe same address would answer so again%s", dv->err,
+                    dv->o.check_interval ? "" : "not retrying: ", then(dv));
             } else if (xfer(dv).retry_after_s) {
                 /* A throttle after failures (of this id or address), not a
                  * verdict on the secret: say when a try is checked again. */

@@ -158,7 +158,9 @@ int fleet_files_image_gaps(const char *images, const struct store_image *rows, s
     for (i = 0; i < n; i++) {
         const struct store_image *si = &rows[i];
 
-        if (lstat(si->path, &sb) != 0) {
+        /* stat, not lstat: an image file that is a link is served
+         * (image_open follows it), so it is not missing (a review). */
+        if (stat(si->path, &sb) != 0) {
             gaps_add(g->missing, sizeof(g->missing), &g->nmissing, "%.16s... (%s, %s)", si->idhex,
                      si->version, errno == ENOENT ? "no file" : strerror(errno));
         } else if (!S_ISREG(sb.st_mode)) {
