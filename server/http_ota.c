@@ -369,9 +369,14 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
     }
     if (strncmp(path, HTTP_OTA_PREFIX, strlen(HTTP_OTA_PREFIX)) != 0) {
         /* On the listener of its own, a fleet CLI, a browser or a scraper
-         * given this port for the API's is told where the API is. */
+         * given this port for the API's is told where the API is. Named
+         * as sent: "//ota/esp32/x.bin" parses as host "ota", path
+         * "/esp32/x.bin" (a trial was told "no such path /esp32/x.bin"). */
+        const char *sent = evhttp_request_get_uri(req);
+        int len = (int)strcspn(sent, "?");
         ota_refuse(ota, NULL, req, 404, "no such path %.*s%s; downloads are GET "
-                   "/ota/<model>?device=<id> (docs/http-ota.md)", OTA_LOG_URI_MAX, path,
+                   "/ota/<model>?device=<id> (docs/http-ota.md)",
+                   len < OTA_LOG_URI_MAX ? len : OTA_LOG_URI_MAX, sent,
                    ota->http ? " on tcpota serve's HTTP download port (--ota-listen): the API,"
                                " the dashboard and /metrics are on its --api address" : "");
         return;

@@ -100,6 +100,10 @@ rc=0
 "$TCPOTA" image list --api "http://127.0.0.1:$OTA_PORT" > /dev/null 2> "$WORK/cli-ota.err" || rc=$?
 [ $rc -eq 1 ] && grep -q "no such path /v1/images on tcpota serve's HTTP download port (--ota-listen): the API, the dashboard and /metrics are on its --api address" "$WORK/cli-ota.err" ||
   fail "the CLI given the download port: rc $rc: $(cat "$WORK/cli-ota.err")"
+# A path that libevent parses as a host and a path ("//ota/..."): named as
+# sent (before: "no such path /esp32/x.bin").
+curl -s --path-as-is "http://127.0.0.1:$OTA_PORT//ota/esp32/x.bin?device=h-0" > "$WORK/dslash.b" || true
+grep -q '"no such path //ota/esp32/x.bin on tcpota serve' "$WORK/dslash.b" || fail "//ota/...: $(cat "$WORK/dslash.b")"
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$SERVER_PORT/ota/esp32?device=h-0") || true
 [ "$code" = 000 ] || fail "the device port answered HTTP with $code"
 wait_line "$WORK/server.log" "unknown protocol \(first byte 0x47: an HTTP request, but this port speaks tcpota's protocol; HTTP downloads are on 127\.0\.0\.1:$OTA_PORT\); closing\$" 3
