@@ -52,3 +52,25 @@ class Reader:
         n = struct.unpack("<H", self.buf[2:4])[0]
         kind, payload, self.buf = self.buf[0], self.buf[4:4 + n], self.buf[8 + n:]
         return kind, payload
+
+
+def serve_devices(port_file, connections, answer, timeout=20):
+    """A fake server on 127.0.0.1: writes its port to port_file, then for
+    each of up to `connections` connections reads the device's HELLO and
+    calls answer(sock, n) (n from 0), and closes it. Ends after `timeout`
+    seconds without a connection."""
+    import socket
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4)
+    open(port_file, "w").write(str(ls.getsockname()[1]))
+    ls.settimeout(timeout)
+    for n in range(connections):
+        try:
+            c, _ = ls.accept()
+        except socket.timeout:
+            break
+        Reader(c).next()  # HELLO
+        answer(c, n)
+        c.close()
+    ls.close()

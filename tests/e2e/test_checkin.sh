@@ -73,20 +73,12 @@ stop_server
 # (before: 4294967295 s, then "next check-in in 681578 s (the server asked
 # for 604800 s)").
 python3 - "$(dirname "$0")" "$WORK/fake.port" <<'PY' &
-import socket, struct, sys
+import struct, sys
 sys.path.insert(0, sys.argv[1])
 import frames
-ls = socket.socket()
-ls.bind(("127.0.0.1", 0))
-ls.listen(4)
-open(sys.argv[2], "w").write(str(ls.getsockname()[1]))
-ls.settimeout(20)
-for n in range(8):
-    try:
-        c, _ = ls.accept()
-    except socket.timeout:
-        break
-    frames.Reader(c).next()  # HELLO
+
+
+def answer(c, n):
     if n < 2:
         c.sendall(frames.frame(frames.WELCOME, b"\x01\x00\x00\x00") +
                   frames.frame(frames.NO_UPDATE, frames.tlv(0x0A, struct.pack("<I", 0xFFFFFFFF)) +
@@ -100,7 +92,9 @@ for n in range(8):
             c.recv(4096)  # its DECLINE
         except OSError:
             pass
-    c.close()
+
+
+frames.serve_devices(sys.argv[2], 8, answer)
 PY
 PIDS+=($!)
 for ((i = 0; i < 100; i++)); do [ -s "$WORK/fake.port" ] && break; sleep 0.05; done
@@ -131,24 +125,12 @@ ok "an unknown reason is said with its code; a RETRY_AFTER over a week is said a
 # minute). Each is said, then the next check-in comes, with all its
 # attempts again.
 python3 - "$(dirname "$0")" "$WORK/deny.port" <<'PY' &
-import socket, struct, sys
+import struct, sys
 sys.path.insert(0, sys.argv[1])
 import frames
-ls = socket.socket()
-ls.bind(("127.0.0.1", 0))
-ls.listen(4)
-open(sys.argv[2], "w").write(str(ls.getsockname()[1]))
-ls.settimeout(20)
-for n in range(3):
-    try:
-        c, _ = ls.accept()
-    except socket.timeout:
-        break
-    frames.Reader(c).next()  # HELLO
-    c.sendall(frames.frame(frames.WELCOME, b"\x01\x00\x00\x00") +
-              frames.frame(frames.ERROR, struct.pack("<H", 13) + frames.tlv(0x08, b"forged")))
-    c.close()
-ls.close()
+frames.serve_devices(sys.argv[2], 3, lambda c, n: c.sendall(
+    frames.frame(frames.WELCOME, b"\x01\x00\x00\x00") +
+    frames.frame(frames.ERROR, struct.pack("<H", 13) + frames.tlv(0x08, b"forged"))))
 PY
 DENY_PID=$!
 PIDS+=("$DENY_PID")
