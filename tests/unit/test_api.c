@@ -958,6 +958,14 @@ static void test_image_by_version(void **state)
     assert_int_equal(http("DELETE", "/v1/images/a%20b", NULL, &j), 400);
     assert_non_null(strstr(sget(j, "error"), "or a version (1 to 32 printable characters, no spaces)"));
     json_decref(j);
+    /* A NUL in the path's version cuts nothing short: "1.0.0%00x" is no
+     * name of image 1.0.0 (a mutation review: without the check, this
+     * DELETE removed it). */
+    assert_int_equal(http("DELETE", "/v1/images/1.0.0%00x", NULL, &j), 400);
+    assert_string_equal(sget(j, "field"), "id");
+    json_decref(j);
+    assert_int_equal(http("GET", "/v1/images/1.0.0%00x", NULL, NULL), 400);
+    assert_int_equal(T.f.nimgs, 3);
     assert_int_equal(http("GET", "/v1/images/1.0.0", NULL, &j), 200);
     assert_string_equal(sget(j, "id"), "1111111111111111111111111111111111111111111111111111111111111111");
     json_decref(j);
@@ -2271,6 +2279,10 @@ static void test_dashboard_files(void **state)
     assert_non_null(strstr(buf, "Content-Type: text/html"));
     assert_non_null(strstr(buf, "Content-Security-Policy: default-src 'self'"));
     assert_non_null(strstr(buf, "frame-ancestors 'none'"));
+    /* No sniffing a file into a script, no page address sent on (a
+     * mutation review removed each header and no test failed). */
+    assert_non_null(strstr(buf, "X-Content-Type-Options: nosniff"));
+    assert_non_null(strstr(buf, "Referrer-Policy: no-referrer"));
     assert_non_null(strstr(buf, "<script src=\"/dash/app.js\""));
     /* Each file closes its connection though the client keeps it: one that
      * began without the token keeps small bodies, and the page's own
@@ -2279,6 +2291,7 @@ static void test_dashboard_files(void **state)
     raw_read(fd, buf, sizeof buf, 50);
     close(fd);
     assert_non_null(strstr(buf, "Content-Type: text/javascript"));
+    assert_non_null(strstr(buf, "X-Content-Type-Options: nosniff"));
     assert_non_null(strstr(buf, "Connection: close"));
     assert_non_null(strstr(buf, "sessionStorage"));
     fd = raw_open("GET /dash/nope.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
