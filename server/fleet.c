@@ -2143,6 +2143,20 @@ static int emptied_db(struct server *srv, const char *path)
                         FLEET_DB_FILE) < 0;
 }
 
+/* 1 when --data holds api.token and an images/ directory: a server ran
+ * there (a first SQLite start makes tcpota.db before both; a provisioned
+ * token alone is a first start's). A --db node whose cache held no image
+ * yet, started without --db, made a SQLite fleet there and served it empty
+ * behind the balancer (a trial). */
+static int used_dir(const struct tcpota_serve_opts *o)
+{
+    char token[PATH_MAX];
+    struct stat st;
+
+    snprintf(token, sizeof(token), "%s/" FLEET_TOKEN_FILE, o->data_dir);
+    return lstat(token, &st) == 0 && lstat(o->images_dir, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 /* The fleet a start serves is the one its flags name: a --data of one kind
  * given to the other served an empty fleet without a word (a trial: a
  * SQLite node's DIR given --db; a --db node's DIR whose config lost its db
@@ -2165,11 +2179,15 @@ static int store_kind_mismatch(struct server *srv)
         return -1;
     }
     if (!o->db && lstat(path, &st) != 0 && errno == ENOENT && o->images_dir &&
-        holds_images(o->images_dir)) {
-        return not_starting(srv, "--data %s holds images but no %s: it is a --db node's image"
-                            " cache, or its database was lost; give --db to serve that PostgreSQL"
-                            " fleet, restore %s from a backup (docs/operations.md), or give an"
-                            " empty --data for a new fleet", o->data_dir, FLEET_DB_FILE,
+        (holds_images(o->images_dir) || used_dir(o))) {
+        return not_starting(srv, "--data %s holds %s but no %s: it is a --db node's %s, or its"
+                            " database was lost; give --db to serve that PostgreSQL fleet, restore"
+                            " %s from a backup (docs/operations.md), or give an empty --data for a"
+                            " new fleet", o->data_dir,
+                            holds_images(o->images_dir) ? "images" : FLEET_TOKEN_FILE " and "
+                                                                     FLEET_IMAGES_DIR "/",
+                            FLEET_DB_FILE,
+                            holds_images(o->images_dir) ? "image cache" : "directory",
                             FLEET_DB_FILE);
     }
     return 0;
