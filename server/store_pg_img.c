@@ -58,6 +58,27 @@ int pg_img_load(struct pgstore *st, struct store_req *r, const char *hex, struct
 
 /* ---- the local cache ---- */
 
+/* Writes all n bytes of buf to fd. Returns 0, or -1 with errno: a short
+ * write is written on until the next one says why (a full disk was said
+ * "Resource temporarily unavailable", a stale errno: a trial). */
+static int write_all(int fd, const uint8_t *buf, size_t n)
+{
+    while (n) {
+        ssize_t k = write(fd, buf, n);
+
+        if (k < 0 && errno == EINTR) {
+            continue;
+        }
+        if (k <= 0) {
+            if (k == 0) errno = ENOSPC;
+            return -1;
+        }
+        buf += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
 /* Writes the image's chunks to fd, hashing them; STORE_OK when they are
  * img->size bytes hashing to img->id. */
 static int fetch_to(struct pgstore *st, struct store_req *r, const struct store_image *img, int fd)
@@ -81,7 +102,7 @@ static int fetch_to(struct pgstore *st, struct store_req *r, const struct store_
         }
         len = PQntuples(res) ? pg_col_bytea(res, 0, 0, buf, PG_CHUNK) : -1;
         PQclear(res);
-        if (len <= 0 || write(fd, buf, (size_t)len) != len) {
+        if (len <= 0 || write_all(fd, buf, (size_t)len) < 0) {
             rc = store_err_set(r, STORE_E_IO, "image %.12s: %s", img->idhex, len <= 0
                                ? "its bytes in the database are missing or damaged"
                                : strerror(errno));
