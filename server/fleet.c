@@ -2339,7 +2339,14 @@ void fleet_close(struct server *srv)
     /* What was recorded and not yet handed over goes before the store closes
      * (store_close runs every done, events_done among them). */
     images_stop(f); /* its decisions record steps: before they are flushed */
-    if (f->store) flush_events(srv);
+    if (f->store) {
+        flush_events(srv);
+        /* The sweep's --db-timeout cut runs no more: the close waits on a
+         * hung database this long, then cuts it (within systemd's stop
+         * timeout, with room for the last connection attempt). */
+        unsigned timeout = srv->o->db_timeout_s ? srv->o->db_timeout_s : FLEET_DB_TIMEOUT_S;
+        f->store->stop_wait_s = timeout < FLEET_STOP_DB_WAIT_S ? timeout : FLEET_STOP_DB_WAIT_S;
+    }
     store_close(f->store);
     if (f->flush_timer) event_free(f->flush_timer);
     if (f->secret_timer) event_free(f->secret_timer);

@@ -57,6 +57,10 @@ struct tcpota_serve_opts;
  * statement of ours on a working database (a request of many, such as an
  * image stored in 256 KiB chunks, answers each). */
 #define FLEET_DB_TIMEOUT_S 60u
+/* A stop's wait on a hung database (at most --db-timeout) before it cuts
+ * the connection: its last attempt to connect (libpq's connect_timeout, 10 s
+ * by default) still ends within the unit's TimeoutStopSec (30 s). */
+#define FLEET_STOP_DB_WAIT_S 15u
 /* The registry's reason then, with the rollout's id. */
 #define FLEET_UNSERVABLE_SAYS "rollout %llu: its image cannot be loaded on the server (see its log)"
 #define FLEET_TRIM_BYTES (64 << 20) /* free heap glibc keeps rather than trims (fleet_open) */

@@ -843,6 +843,14 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
          * ends with its summary, as it was asked to. */
         workers_block_signals(NULL);
     }
+    /* Closed first: the kernel took a device's connection into the
+     * listener's queue while the stop waited (on a hung database), and the
+     * device waited its 30 s for an answer (a trial). */
+    if (srv.lis) {
+        accept_pause_unguard(srv.lis);
+        evconnlistener_free(srv.lis);
+        srv.lis = NULL;
+    }
     while (srv.conns) {
         conn_free(srv.conns);
     }

@@ -437,6 +437,10 @@ struct store {
     /* Set by open: the schema version the database had and the one it has
      * now (equal: nothing migrated; from 0: a new database). */
     int schema_from, schema_to;
+    /* Set by its user before store_close: how long the close waits for a
+     * request still in the database before it cuts the connection (a
+     * backend with unstick; 0: for ever). */
+    unsigned stop_wait_s;
 };
 
 /* Opens (creating on first use) the SQLite store in dir: dir/tcpota.db (WAL,

@@ -535,11 +535,26 @@ static void teardown(struct pgstore *st)
     free(st);
 }
 
+/* The close's, when its wait for the store thread ran out: the database
+ * hangs (the loop's --db-timeout cut no longer runs), and a stop waited on
+ * it for ever (a trial: 91 s and counting, past systemd's stop timeout).
+ * Cut as the loop cuts: the thread's requests fail as after a network
+ * cut, its last connection attempt fails, and it says what is lost. */
+static void cut_at_close(void *arg)
+{
+    struct pgstore *st = arg;
+
+    store_worker_notice(&st->w, 1, "the database has answered nothing for %u s while stopping:"
+                        " its connection is dropped", st->base.stop_wait_s);
+    (void)pgs_unstick(&st->base, 0);
+}
+
 static void pgs_close(struct store *base)
 {
     struct pgstore *st = (struct pgstore *)base;
 
-    store_worker_stop(&st->w); /* runs what is queued, every done */
+    /* runs what is queued, every done */
+    (void)store_worker_stop_within(&st->w, base->stop_wait_s, cut_at_close, st);
     teardown(st);
 }
 

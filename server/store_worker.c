@@ -193,6 +193,10 @@ static void *store_main(void *arg)
         pthread_mutex_unlock(&w->mu);
         w->ops.run(w->ops.ctx, list, stopping);
         if (stopping && !list) {
+            pthread_mutex_lock(&w->mu);
+            w->ended = 1; /* for store_worker_stop_within */
+            pthread_cond_broadcast(&w->cv);
+            pthread_mutex_unlock(&w->mu);
             return NULL;
         }
     }
@@ -298,19 +302,46 @@ int store_worker_start(struct store_worker *w, const struct store_worker_ops *op
     return 0;
 }
 
-void store_worker_stop(struct store_worker *w)
+int store_worker_stop_within(struct store_worker *w, unsigned wait_s, void (*late)(void *),
+                             void *arg)
 {
+    int was_late = 0;
+
     hand_over(w); /* what this turn submitted is run too */
     pthread_mutex_lock(&w->mu);
     w->stopping = 1;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
+    if (w->thread_started && wait_s && late) {
+        struct timespec until;
+        int rc = 0;
+
+        /* The cv's clock (store_worker_init). Once stopping, the store
+         * thread waits on the cv no more: only this thread does. */
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += wait_s;
+        pthread_mutex_lock(&w->mu);
+        while (!w->ended && rc != ETIMEDOUT) {
+            rc = pthread_cond_timedwait(&w->cv, &w->mu, &until);
+        }
+        was_late = !w->ended;
+        pthread_mutex_unlock(&w->mu);
+        if (was_late) {
+            late(arg);
+        }
+    }
     if (w->thread_started) {
         pthread_join(w->thread, NULL);
         w->thread_started = 0;
     }
     /* Every submitted request gets its done, here if the loop did not run it. */
     run_done(w);
+    return was_late;
+}
+
+void store_worker_stop(struct store_worker *w)
+{
+    (void)store_worker_stop_within(w, 0, NULL, NULL);
 }
 
 void store_worker_release(struct store_worker *w)

@@ -68,6 +68,7 @@ struct store_worker {
     size_t ndone;                            /* how many of them */
     struct store_worker_note *notes;         /* posted, newest first, not yet told */
     int stopping;
+    int ended;                               /* the store thread is about to return */
     struct store_req *out_head, *out_tail;   /* loop only: this turn's requests */
 };
 
@@ -110,6 +111,12 @@ void store_worker_notice(struct store_worker *w, int error, const char *fmt, ...
  * run everything queued and stop, joins it, then runs every completion not
  * run yet: every submitted request gets its done. */
 void store_worker_stop(struct store_worker *w);
+/* store_worker_stop, but after wait_s (0: never) of the store thread not
+ * ending, late(arg) is called once on this thread (a backend cuts a hung
+ * database's connection there, so that its thread ends), and the join goes
+ * on. Returns 1 when late was called, else 0. */
+int store_worker_stop_within(struct store_worker *w, unsigned wait_s, void (*late)(void *),
+                             void *arg);
 /* Frees the pipe, its events, the lock; after store_worker_stop (or a
  * failed start). */
 void store_worker_release(struct store_worker *w);

@@ -190,3 +190,40 @@ wait_line "$WORK/dt.log" 'store: the database is reachable again' 30
   fail "a check-in after the database came back failed: $(tail -2 "$WORK/dtdev.log")"
 kill -TERM "$dt"; wait "$dt" || fail "the node exited $? on SIGTERM"
 ok "past --db-timeout a hung database's connection is dropped: the check-in told to try again, the node back once it answers"
+
+# A stop while the database hangs: the sweep's --db-timeout cut runs no
+# more, and the stop waited for ever (a trial: 91 s and counting, past the
+# unit's TimeoutStopSec), its device port taking connections that then
+# waited 30 s for an answer. Now the port closes first, and the stop cuts
+# the connection after --db-timeout (at most 15 s), says so, and ends.
+: > "$WORK/st.log"
+PGPASSFILE="$WORK/pgpass" "$TCPOTA" serve --db "host=$WORK/pg/sock port=$PG_PORT user=tpw dbname=tpwdb connect_timeout=2" \
+  --db-timeout 4 --data "$WORK/st" --listen 127.0.0.1:0 --api 127.0.0.1:0 2> "$WORK/st.log" &
+st=$!
+PIDS+=("$st")
+wait_line "$WORK/st.log" 'listening on'
+stport=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' "$WORK/st.log" | head -1)
+pgpids="$(head -1 "$WORK/pg/data/postmaster.pid") $(pgrep -P "$(head -1 "$WORK/pg/data/postmaster.pid")" | tr '\n' ' ')"
+kill -STOP $pgpids
+"$TCPOTA" device --server "127.0.0.1:$stport" --flash "$WORK/stdev" --id st-1 --max-attempts 1 \
+  --timeout-ms 60000 --progress none 2> "$WORK/stdev.log" &
+PIDS+=("$!")
+sleep 1
+t0=$(date +%s)
+kill -TERM "$st"
+sleep 0.5
+refused=$(python3 -c "
+import socket
+try:
+    socket.create_connection(('127.0.0.1', $stport), 2).close(); print('taken')
+except ConnectionRefusedError:
+    print('refused')" 2>&1)
+for ((i = 0; i < 300; i++)); do kill -0 "$st" 2> /dev/null || break; sleep 0.1; done
+s=$(( $(date +%s) - t0 ))
+still=0; kill -0 "$st" 2> /dev/null && still=1
+kill -CONT $pgpids # before any failure: a stopped PostgreSQL would hold up the test's end
+[ $still = 0 ] && [ "$s" -le 15 ] || fail "a stop on a hung database took $s s (still running: $still): $(tail -3 "$WORK/st.log")"
+[ "$refused" = refused ] || fail "the stopping node's device port: $refused"
+grep -q 'store: the database has answered nothing for 4 s while stopping: its connection is dropped' "$WORK/st.log" ||
+  fail "the stop's cut was not said: $(tail -4 "$WORK/st.log")"
+ok "a stop while the database hangs: the device port closed at once, the connection cut after --db-timeout, ended in $s s"
