@@ -77,7 +77,15 @@ do_status() {
     [ -e "$f" ] || continue
     if running "$f"; then echo "$(basename "$f" .pid): running (pid $(cat "$f"))"; else echo "$(basename "$f" .pid): not running"; fi
   done
-  [ -f "$dir/pg/data/postmaster.pid" ] && echo "postgres: running" || echo "postgres: not running"
+  # Its pid file outlives a crash (a trial: "running" after kill -9): the
+  # process named in its first line must be there.
+  if [ -f "$dir/pg/data/postmaster.pid" ] && kill -0 "$(head -1 "$dir/pg/data/postmaster.pid")" 2> /dev/null; then
+    echo "postgres: running (pid $(head -1 "$dir/pg/data/postmaster.pid"))"
+  elif [ -f "$dir/pg/data/postmaster.pid" ]; then
+    echo "postgres: not running (it ended without its stop: see $dir/pg/postgres.log)"
+  else
+    echo "postgres: not running"
+  fi
 }
 
 # stop and status on a folder that holds no cluster (a typo in DIR or

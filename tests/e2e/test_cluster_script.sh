@@ -82,11 +82,19 @@ bash "$SCRIPT" status "$D2" > "$WORK/status3.out"
 ! grep -q ': running' "$WORK/status3.out" || fail "still running after a failed start: $(cat "$WORK/status3.out")"
 ok "a node that cannot start is reported at once with its reason ($ms ms), and the start stops what it started"
 
+# PostgreSQL killed (its pid file left behind): status says it is not
+# running, and stop does not try to signal it (a trial: "postgres: running"
+# after kill -9, then pg_ctl's "could not send stop signal").
+kill -9 "$(head -1 "$D/pg/data/postmaster.pid")"
+for _ in $(seq 50); do kill -0 "$(head -1 "$D/pg/data/postmaster.pid")" 2> /dev/null || break; sleep 0.1; done
+bash "$SCRIPT" status "$D" > "$WORK/status4.out"
+grep -q "^postgres: not running (it ended without its stop: see $D/pg/postgres.log)$" "$WORK/status4.out" ||
+  fail "status after PostgreSQL was killed: $(cat "$WORK/status4.out")"
 bash "$SCRIPT" stop "$D" > "$WORK/stop.out" 2>&1 || fail "stop failed: $(cat "$WORK/stop.out")"
-grep -q "cluster: stopped" "$WORK/stop.out" || fail "stop: $(cat "$WORK/stop.out")"
+grep -q "cluster: stopped" "$WORK/stop.out" && ! grep -q "could not send" "$WORK/stop.out" || fail "stop: $(cat "$WORK/stop.out")"
 bash "$SCRIPT" status "$D" > "$WORK/status2.out"
 ! grep -q ': running' "$WORK/status2.out" || fail "still running after stop: $(cat "$WORK/status2.out")"
-ok "cluster.sh stop ends HAProxy, the three nodes and PostgreSQL"
+ok "cluster.sh stop ends HAProxy and the three nodes, PostgreSQL killed before it said as such"
 
 for cmd in stop status; do
   rc=0
