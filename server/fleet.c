@@ -1971,7 +1971,7 @@ static void sweep_uploads(struct server *srv)
     const char *dir = srv->o->images_dir;
     char path[PATH_MAX];
     struct dirent *e;
-    unsigned n = 0;
+    unsigned up = 0, fetch = 0;
     DIR *d;
 
     if (!dir || !(d = opendir(dir))) {
@@ -1980,18 +1980,25 @@ static void sweep_uploads(struct server *srv)
     while ((e = readdir(d)) != NULL) {
         /* An upload's file, or a --db node's fetch cut by a kill (its
          * bytes are fetched again when a check-in needs them). */
-        if ((strncmp(e->d_name, API_UPLOAD_PREFIX, strlen(API_UPLOAD_PREFIX)) == 0 ||
-             strncmp(e->d_name, FLEET_FETCH_PREFIX, strlen(FLEET_FETCH_PREFIX)) == 0) &&
+        int is_up = strncmp(e->d_name, API_UPLOAD_PREFIX, strlen(API_UPLOAD_PREFIX)) == 0;
+
+        if ((is_up || strncmp(e->d_name, FLEET_FETCH_PREFIX, strlen(FLEET_FETCH_PREFIX)) == 0) &&
             (size_t)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) < sizeof(path) &&
             unlink(path) == 0) {
-            n++;
+            is_up ? up++ : fetch++;
         }
     }
     closedir(d);
-    if (n) {
-        say(srv, "removed %u unfinished upload%s or fetch%s left in %s by an earlier run (an"
-            " upload cut short: add %s again)", n, n == 1 ? "" : "s", n == 1 ? "" : "es", dir,
-            n == 1 ? "that image" : "those images");
+    /* Said apart: a fetch needs nothing of the operator (a trial was told
+     * to add an image again after one). */
+    if (up) {
+        say(srv, "removed %u unfinished upload%s left in %s by an earlier run (an upload cut"
+            " short: add %s again)", up, text_s(up), dir, up == 1 ? "that image" : "those images");
+    }
+    if (fetch) {
+        say(srv, "removed %u image fetch%s cut short in %s by an earlier run (fetched again from"
+            " the database when a check-in needs %s)", fetch, fetch == 1 ? "" : "es", dir,
+            fetch == 1 ? "it" : "them");
     }
 }
 

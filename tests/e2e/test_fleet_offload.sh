@@ -358,9 +358,14 @@ add_g=$HELD
 kill -9 "$SERVER_PID"; wait "$SERVER_PID" 2> /dev/null || true
 wait "$add_g" 2> /dev/null && fail "an upload whose server was killed succeeded"
 ls -A "$DATA/images" | grep -q '^\.upload-' || fail "no temporary file after the kill: the test tests nothing"
+# A --db node's fetch cut by a kill is swept the same way, and said apart:
+# nothing to add again (before: "an upload cut short: add that image again").
+: > "$DATA/images/.fetch-cut"
 start_fleet
-grep -q "removed 1 unfinished upload or fetch left in $DATA/images by an earlier run (an upload cut short: add that image again)" server.log ||
+grep -q "removed 1 unfinished upload left in $DATA/images by an earlier run (an upload cut short: add that image again)" server.log ||
   fail "the leftover upload was not removed or not said: $(cat server.log)"
+grep -q "removed 1 image fetch cut short in $DATA/images by an earlier run (fetched again from the database when a check-in needs it)" server.log &&
+  [ ! -e "$DATA/images/.fetch-cut" ] || fail "the leftover fetch: $(grep removed server.log)"
 ls -A "$DATA/images" | grep -q '^\.upload-' && fail "a temporary file stayed after a restart: $(ls -A "$DATA/images")"
 stop_fleet
 ok "a server killed while writing an upload: the next start removes its temporary file and says so"
