@@ -164,12 +164,19 @@ static int64_t current_version(PGconn *db, char *err, size_t errlen)
      * another program's tables). Ours has one column, version INTEGER,
      * and from version 1 on image_chunks beside it (made in the same
      * transaction as the version's first rise). */
-    res = PQexec(db, "SELECT (SELECT count(*) FROM information_schema.columns WHERE table_schema ="
-                     " current_schema() AND table_name = 'schema_version'), (SELECT count(*) FROM"
-                     " information_schema.columns WHERE table_schema = current_schema() AND"
-                     " table_name = 'schema_version' AND column_name = 'version' AND data_type ="
-                     " 'integer'), (SELECT count(*) FROM pg_tables WHERE schemaname ="
-                     " current_schema() AND tablename = 'image_chunks'), current_schema()");
+    /* From pg_catalog, not information_schema: that hides the columns of
+     * a table the role may not use, and a tcpota database restored as
+     * another role was said to be another program's (a trial). */
+    res = PQexec(db, "SELECT (SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid ="
+                     " a.attrelid WHERE c.relnamespace = current_schema()::regnamespace AND"
+                     " c.relname = 'schema_version' AND a.attnum > 0 AND NOT a.attisdropped),"
+                     " (SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+                     " WHERE c.relnamespace = current_schema()::regnamespace AND c.relname ="
+                     " 'schema_version' AND a.attname = 'version' AND a.atttypid ="
+                     " 'integer'::regtype AND NOT a.attisdropped), (SELECT count(*) FROM pg_tables"
+                     " WHERE schemaname = current_schema() AND tablename = 'image_chunks'),"
+                     " current_schema(), has_table_privilege(quote_ident(current_schema()) ||"
+                     " '.schema_version', 'SELECT'), current_user");
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         conn_err(db, "cannot read the schema version", err, errlen);
         PQclear(res);
@@ -180,6 +187,15 @@ static int64_t current_version(PGconn *db, char *err, size_t errlen)
         snprintf(err, errlen, "schema \"%s\" of the database holds a schema_version table that is"
                  " not tcpota's (another program's migrations?); give --db another database or"
                  " schema", PQgetvalue(res, 0, 3));
+        PQclear(res);
+        return -1;
+    }
+    if (strcmp(PQgetvalue(res, 0, 4), "t") != 0) {
+        snprintf(err, errlen, "the role %s may not use tcpota's tables in schema \"%s\" (they"
+                 " belong to another role: a restore as another role, or grants not given);"
+                 " give --db the role that owns them, or grant it (GRANT ALL ON ALL TABLES IN"
+                 " SCHEMA %s TO %s, and the same ON ALL SEQUENCES)", PQgetvalue(res, 0, 5),
+                 PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 5));
         PQclear(res);
         return -1;
     }

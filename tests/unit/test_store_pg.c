@@ -1636,6 +1636,26 @@ static void test_not_ours_or_newer(void **state)
             sql(&other, q);
         }
         ss_rm_tree(other.dir);
+        {
+            /* tcpota's own tables, of another role (a restore as another
+             * role): said as the role's missing grants, not as another
+             * program's schema_version (information_schema hid its
+             * columns from the role: a trial). */
+            char q[200], schema[64], mine[sizeof f->db + 32];
+            const char *at = strstr(f->db, "search_path=");
+            assert_non_null(at);
+            snprintf(schema, sizeof schema, "%.*s", (int)strcspn(at + 12, "'"), at + 12);
+            snprintf(q, sizeof q, "GRANT USAGE ON SCHEMA %s TO tcpota_noperm", schema);
+            sql(f, q);
+            snprintf(mine, sizeof mine, "%s user=tcpota_noperm", f->db);
+            assert_null(store_pg_open(mine, f->dir, f->base, err, sizeof(err)));
+            if (!strstr(err, "the role tcpota_noperm may not use tcpota's tables in schema") ||
+                !strstr(err, "GRANT ALL ON ALL TABLES IN SCHEMA")) {
+                fail_msg("%s", err);
+            }
+            snprintf(q, sizeof q, "REVOKE USAGE ON SCHEMA %s FROM tcpota_noperm", schema);
+            sql(f, q);
+        }
     }
 }
 
