@@ -861,11 +861,15 @@ static const char *unanswered(const struct device *dv)
                "device port (tcpota serve --listen), not its API or HTTP port; a server at its "
                "limits may also be slow to answer)";
     }
+    /* A balancer in front with no server up (HAProxy in TCP mode takes
+     * the connection and closes it) reads the same (a trial). */
     return dv->o.ca ? " (the server ended the connection before it answered: it may be at its "
-                      "connection limit, or refuse this address or device; its log says which)"
+                      "connection limit, or refuse this address or device, and its log says "
+                      "which; or a balancer in front of it has no server up)"
                     : " (the server ended the connection before it answered: if it serves TLS, "
                       "give --ca with its CA certificate; it may also be at its connection limit, "
-                      "or refuse this address or device; its log says which)";
+                      "or refuse this address or device, and its log says which; or a balancer "
+                      "in front of it has no server up)";
 }
 
 /* A wait of ms as "N s", rounded up: in tenths under 10 s ("0.9 s", not
