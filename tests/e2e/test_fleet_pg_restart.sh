@@ -167,15 +167,22 @@ ok "a hung database: said after 10 s with the $waiting request(s) waiting, /heal
 # is unreachable, "check again in 10 s" (it waited until the device gave
 # up, and the node's requests for ever), the node connects again once the
 # database answers, and serves.
-: > "$WORK/dt.log"
-PGPASSFILE="$WORK/pgpass" "$TCPOTA" serve --db "host=$WORK/pg/sock port=$PG_PORT user=tpw dbname=tpwdb connect_timeout=2" \
-  --db-timeout 3 --data "$WORK/dt" --listen 127.0.0.1:0 --api 127.0.0.1:0 2> "$WORK/dt.log" &
-dt=$!
-PIDS+=("$dt")
-wait_line "$WORK/dt.log" 'listening on'
-dtport=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' "$WORK/dt.log" | head -1)
-pgpids="$(head -1 "$WORK/pg/data/postmaster.pid") $(pgrep -P "$(head -1 "$WORK/pg/data/postmaster.pid")" | tr '\n' ' ')"
-kill -STOP $pgpids
+# hung_node NAME DB_TIMEOUT: a node of role tpw on $WORK/NAME (log
+# $WORK/NAME.log) with that --db-timeout; then PostgreSQL's processes
+# stopped (hung). Sets NODE (its pid), NODE_PORT, PGPIDS (kill -CONT them).
+hung_node() {
+  : > "$WORK/$1.log"
+  PGPASSFILE="$WORK/pgpass" "$TCPOTA" serve --db "host=$WORK/pg/sock port=$PG_PORT user=tpw dbname=tpwdb connect_timeout=2" \
+    --db-timeout "$2" --data "$WORK/$1" --listen 127.0.0.1:0 --api 127.0.0.1:0 2> "$WORK/$1.log" &
+  NODE=$!
+  PIDS+=("$NODE")
+  wait_line "$WORK/$1.log" 'listening on'
+  NODE_PORT=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' "$WORK/$1.log" | head -1)
+  PGPIDS="$(head -1 "$WORK/pg/data/postmaster.pid") $(pgrep -P "$(head -1 "$WORK/pg/data/postmaster.pid")" | tr '\n' ' ')"
+  kill -STOP $PGPIDS
+}
+hung_node dt 3
+dt=$NODE dtport=$NODE_PORT pgpids=$PGPIDS
 rc=0
 timeout 25 "$TCPOTA" device --server "127.0.0.1:$dtport" --flash "$WORK/dtdev" --id dt-1 --max-attempts 1 \
   --timeout-ms 60000 --progress none 2> "$WORK/dtdev.log" || rc=$?
@@ -196,15 +203,8 @@ ok "past --db-timeout a hung database's connection is dropped: the check-in told
 # unit's TimeoutStopSec), its device port taking connections that then
 # waited 30 s for an answer. Now the port closes first, and the stop cuts
 # the connection after --db-timeout (at most 15 s), says so, and ends.
-: > "$WORK/st.log"
-PGPASSFILE="$WORK/pgpass" "$TCPOTA" serve --db "host=$WORK/pg/sock port=$PG_PORT user=tpw dbname=tpwdb connect_timeout=2" \
-  --db-timeout 4 --data "$WORK/st" --listen 127.0.0.1:0 --api 127.0.0.1:0 2> "$WORK/st.log" &
-st=$!
-PIDS+=("$st")
-wait_line "$WORK/st.log" 'listening on'
-stport=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' "$WORK/st.log" | head -1)
-pgpids="$(head -1 "$WORK/pg/data/postmaster.pid") $(pgrep -P "$(head -1 "$WORK/pg/data/postmaster.pid")" | tr '\n' ' ')"
-kill -STOP $pgpids
+hung_node st 4
+st=$NODE stport=$NODE_PORT pgpids=$PGPIDS
 "$TCPOTA" device --server "127.0.0.1:$stport" --flash "$WORK/stdev" --id st-1 --max-attempts 1 \
   --timeout-ms 60000 --progress none 2> "$WORK/stdev.log" &
 PIDS+=("$!")
