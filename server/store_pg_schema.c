@@ -167,16 +167,23 @@ static int64_t current_version(PGconn *db, char *err, size_t errlen)
     /* From pg_catalog, not information_schema: that hides the columns of
      * a table the role may not use, and a tcpota database restored as
      * another role was said to be another program's (a trial). */
+    /* The schema by its name as a string: a cast to regnamespace would
+     * read "MySchema" as myschema (a review). The role must read and write
+     * the tables, not only see them. */
+#define SCHEMA_OID "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
     res = PQexec(db, "SELECT (SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid ="
-                     " a.attrelid WHERE c.relnamespace = current_schema()::regnamespace AND"
-                     " c.relname = 'schema_version' AND a.attnum > 0 AND NOT a.attisdropped),"
+                     " a.attrelid WHERE c.relnamespace = " SCHEMA_OID " AND c.relname ="
+                     " 'schema_version' AND a.attnum > 0 AND NOT a.attisdropped),"
                      " (SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
-                     " WHERE c.relnamespace = current_schema()::regnamespace AND c.relname ="
-                     " 'schema_version' AND a.attname = 'version' AND a.atttypid ="
-                     " 'integer'::regtype AND NOT a.attisdropped), (SELECT count(*) FROM pg_tables"
-                     " WHERE schemaname = current_schema() AND tablename = 'image_chunks'),"
-                     " current_schema(), has_table_privilege(quote_ident(current_schema()) ||"
-                     " '.schema_version', 'SELECT'), current_user");
+                     " WHERE c.relnamespace = " SCHEMA_OID " AND c.relname = 'schema_version'"
+                     " AND a.attname = 'version' AND a.atttypid = 'integer'::regtype AND NOT"
+                     " a.attisdropped), (SELECT count(*) FROM pg_tables WHERE schemaname ="
+                     " current_schema() AND tablename = 'image_chunks'), current_schema(),"
+                     " (SELECT coalesce(bool_and(has_table_privilege(c.oid, p)), true) FROM"
+                     " pg_class c, unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) p"
+                     " WHERE c.relnamespace = " SCHEMA_OID " AND c.relname IN"
+                     " ('schema_version', 'devices')), current_user");
+#undef SCHEMA_OID
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         conn_err(db, "cannot read the schema version", err, errlen);
         PQclear(res);
