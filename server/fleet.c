@@ -36,6 +36,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <fcntl.h>
+#include <errno.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -2150,18 +2152,38 @@ static int emptied_db(struct server *srv, const char *path)
                         FLEET_DB_FILE) < 0;
 }
 
-/* 1 when --data holds api.token and an images/ directory: a server ran
- * there (a first SQLite start makes tcpota.db before both; a provisioned
- * token alone is a first start's). A --db node whose cache held no image
- * yet, started without --db, made a SQLite fleet there and served it empty
- * behind the balancer (a trial). */
-static int used_dir(const struct tcpota_serve_opts *o)
+/* 1 when a --db node ran on --data (FLEET_NODE_FILE): not a first SQLite
+ * start's, whatever else is there (a provisioned token and an empty
+ * images/ are a first start's too: a review). */
+static int node_dir(const struct tcpota_serve_opts *o)
 {
-    char token[PATH_MAX];
+    char path[PATH_MAX];
     struct stat st;
 
-    snprintf(token, sizeof(token), "%s/" FLEET_TOKEN_FILE, o->data_dir);
-    return lstat(token, &st) == 0 && lstat(o->images_dir, &st) == 0 && S_ISDIR(st.st_mode);
+    snprintf(path, sizeof(path), "%s/" FLEET_NODE_FILE, o->data_dir);
+    return lstat(path, &st) == 0;
+}
+
+/* A --db node marks its --data as a node's (node_dir), once. */
+static void mark_node_dir(struct server *srv)
+{
+    char path[PATH_MAX];
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/" FLEET_NODE_FILE, srv->o->data_dir);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        if (errno != EEXIST) {
+            say_always(srv->o, LOG_LV_WARN, "cannot write %s: %s (it tells a start without --db"
+                       " that this is a node's directory)", path, strerror(errno));
+        }
+        return;
+    }
+    static const char line[] = "a tcpota serve --db node's image cache: start it with --db\n";
+    if (write(fd, line, sizeof(line) - 1) != (ssize_t)(sizeof(line) - 1)) {
+        say_always(srv->o, LOG_LV_WARN, "cannot write %s: %s", path, strerror(errno));
+    }
+    close(fd);
 }
 
 /* The fleet a start serves is the one its flags name: a --data of one kind
@@ -2186,13 +2208,12 @@ static int store_kind_mismatch(struct server *srv)
         return -1;
     }
     if (!o->db && lstat(path, &st) != 0 && errno == ENOENT && o->images_dir &&
-        (holds_images(o->images_dir) || used_dir(o))) {
+        (holds_images(o->images_dir) || node_dir(o))) {
         return not_starting(srv, "--data %s holds %s but no %s: it is a --db node's %s, or its"
                             " database was lost; give --db to serve that PostgreSQL fleet, restore"
                             " %s from a backup (docs/operations.md), or give an empty --data for a"
                             " new fleet", o->data_dir,
-                            holds_images(o->images_dir) ? "images" : FLEET_TOKEN_FILE " and "
-                                                                     FLEET_IMAGES_DIR "/",
+                            holds_images(o->images_dir) ? "images" : FLEET_NODE_FILE,
                             FLEET_DB_FILE,
                             holds_images(o->images_dir) ? "image cache" : "directory",
                             FLEET_DB_FILE);
@@ -2245,6 +2266,9 @@ int fleet_open(struct server *srv)
                    : -1;
     }
     f->store->notice = store_notice;
+    if (o->db) {
+        mark_node_dir(srv);
+    }
     f->store->notice_arg = srv;
     if (f->store->schema_from > 0 && f->store->schema_from < f->store->schema_to) {
         /* Said: from now on an older tcpota refuses this database (a

@@ -24,7 +24,7 @@
 /* What the server keeps at the top of --data, besides images/ and the
  * token (which api.c refuses rather than mends). */
 static const char *const top_files[] = {FLEET_DB_FILE, FLEET_DB_FILE "-wal", FLEET_DB_FILE "-shm",
-                                        FLEET_LOCK_FILE};
+                                        FLEET_LOCK_FILE, FLEET_NODE_FILE};
 
 int fleet_files_own(const char *name)
 {

@@ -21,6 +21,10 @@
 #define FLEET_IMAGES_DIR "images"
 #define FLEET_TOKEN_FILE "api.token"
 #define FLEET_FETCH_PREFIX ".fetch-" /* a --db node's image being fetched into images/ */
+/* Written by a --db node at its start: its --data is a node's, which a
+ * start without --db refuses (it made a SQLite fleet there, served empty
+ * behind the balancer: a trial), with or without a cached image. */
+#define FLEET_NODE_FILE "tcpota.node"
 
 /* Makes the server's entries of dir private: tcpota.db, its -wal and -shm,
  * tcpota.lock (0600), images/ (0700) and the files in it (0600), each when

@@ -202,6 +202,9 @@ ok "a stopped node is out of HAProxy's rotation within seconds (GET /health), ba
 # A second node given node A's --data is refused before it reaches the
 # database: running, it swept A's uploads and fetches at its start (each
 # node's --data is its own; before, only a SQLite fleet's was locked).
+# Each node marks its --data as a node's: a start without --db refuses it
+# even before its first image (test_fleet_ops).
+[ -f "$WORK/n1/tcpota.node" ] || fail "node A's --data holds no tcpota.node: $(ls -A "$WORK/n1")"
 touch "$WORK/n1/images/.fetch-inflight"
 rc=0
 "$TCPOTA" serve --db "$PG_CONNINFO" --data "$WORK/n1" --listen 127.0.0.1:0 --api off \
