@@ -545,7 +545,9 @@ static void cut_at_close(void *arg)
     struct pgstore *st = arg;
 
     store_worker_notice(&st->w, 1, "the database has answered nothing for %u s while stopping:"
-                        " its connection is dropped", st->base.stop_wait_s);
+                        " its connection is dropped, and no new one is tried",
+                        st->base.stop_wait_s);
+    atomic_store(&st->no_reconnect, 1);
     (void)pgs_unstick(&st->base, 0);
 }
 

@@ -75,6 +75,11 @@ struct pgstore {
     char cache_failed[2 * TCPOTA_ID_LEN + 1];
     int64_t cache_told_ms;
     unsigned fail_reconnects; /* tests: so many reconnections fail before trying */
+    /* Set by the close once it cut a hung database's connection: no new
+     * one is tried (each waited connect_timeout, three of them past the
+     * unit's stop timeout, and one that connected could hang again: a
+     * review); what is left is lost, and said so. */
+    atomic_int no_reconnect;
     int cut_commit;          /* tests: PG_CUT_BEFORE or PG_CUT_AFTER drops the connection at the
                                 next COMMIT, before it is sent or before its answer is read */
     struct pg_wave_delta wd[PG_WAVE_DELTAS]; /* the transaction's, unwritten */

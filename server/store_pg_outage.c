@@ -47,6 +47,9 @@ static void why_lost(struct pgstore *st, char *out, size_t size)
 
 int pg_reconnect(struct pgstore *st)
 {
+    if (atomic_load(&st->no_reconnect)) {
+        return -1;
+    }
     if (st->fail_reconnects > 0) {
         st->fail_reconnects--; /* tests: the database away a moment longer */
         return -1;

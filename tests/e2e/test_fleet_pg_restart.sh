@@ -167,12 +167,13 @@ ok "a hung database: said after 10 s with the $waiting request(s) waiting, /heal
 # is unreachable, "check again in 10 s" (it waited until the device gave
 # up, and the node's requests for ever), the node connects again once the
 # database answers, and serves.
-# hung_node NAME DB_TIMEOUT: a node of role tpw on $WORK/NAME (log
-# $WORK/NAME.log) with that --db-timeout; then PostgreSQL's processes
-# stopped (hung). Sets NODE (its pid), NODE_PORT, PGPIDS (kill -CONT them).
+# hung_node NAME DB_TIMEOUT [CONNINFO...]: a node of role tpw on $WORK/NAME
+# (log $WORK/NAME.log) with that --db-timeout (and more of the connection
+# string); then PostgreSQL's processes stopped (hung). Sets NODE (its pid),
+# NODE_PORT, PGPIDS (kill -CONT them).
 hung_node() {
   : > "$WORK/$1.log"
-  PGPASSFILE="$WORK/pgpass" "$TCPOTA" serve --db "host=$WORK/pg/sock port=$PG_PORT user=tpw dbname=tpwdb connect_timeout=2" \
+  PGPASSFILE="$WORK/pgpass" "$TCPOTA" serve --db "host=$WORK/pg/sock port=$PG_PORT user=tpw dbname=tpwdb${3:+ $3}" \
     --db-timeout "$2" --data "$WORK/$1" --listen 127.0.0.1:0 --api 127.0.0.1:0 2> "$WORK/$1.log" &
   NODE=$!
   PIDS+=("$NODE")
@@ -181,7 +182,7 @@ hung_node() {
   PGPIDS="$(head -1 "$WORK/pg/data/postmaster.pid") $(pgrep -P "$(head -1 "$WORK/pg/data/postmaster.pid")" | tr '\n' ' ')"
   kill -STOP $PGPIDS
 }
-hung_node dt 3
+hung_node dt 3 connect_timeout=2
 dt=$NODE dtport=$NODE_PORT pgpids=$PGPIDS
 rc=0
 timeout 25 "$TCPOTA" device --server "127.0.0.1:$dtport" --flash "$WORK/dtdev" --id dt-1 --max-attempts 1 \
@@ -202,7 +203,9 @@ ok "past --db-timeout a hung database's connection is dropped: the check-in told
 # more, and the stop waited for ever (a trial: 91 s and counting, past the
 # unit's TimeoutStopSec), its device port taking connections that then
 # waited 30 s for an answer. Now the port closes first, and the stop cuts
-# the connection after --db-timeout (at most 15 s), says so, and ends.
+# the connection after --db-timeout (at most 15 s), says so, tries no new
+# one, and ends. libpq's default connect_timeout (10 s): a review found each
+# retry after the cut waiting it, three of them past the unit's 30 s.
 hung_node st 4
 st=$NODE stport=$NODE_PORT pgpids=$PGPIDS
 "$TCPOTA" device --server "127.0.0.1:$stport" --flash "$WORK/stdev" --id st-1 --max-attempts 1 \
@@ -222,8 +225,8 @@ for ((i = 0; i < 300; i++)); do kill -0 "$st" 2> /dev/null || break; sleep 0.1; 
 s=$(( $(date +%s) - t0 ))
 still=0; kill -0 "$st" 2> /dev/null && still=1
 kill -CONT $pgpids # before any failure: a stopped PostgreSQL would hold up the test's end
-[ $still = 0 ] && [ "$s" -le 15 ] || fail "a stop on a hung database took $s s (still running: $still): $(tail -3 "$WORK/st.log")"
+[ $still = 0 ] && [ "$s" -le 10 ] || fail "a stop on a hung database took $s s (still running: $still): $(tail -3 "$WORK/st.log")"
 [ "$refused" = refused ] || fail "the stopping node's device port: $refused"
-grep -q 'store: the database has answered nothing for 4 s while stopping: its connection is dropped' "$WORK/st.log" ||
+grep -q 'store: the database has answered nothing for 4 s while stopping: its connection is dropped, and no new one is tried' "$WORK/st.log" ||
   fail "the stop's cut was not said: $(tail -4 "$WORK/st.log")"
 ok "a stop while the database hangs: the device port closed at once, the connection cut after --db-timeout, ended in $s s"
