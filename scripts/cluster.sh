@@ -79,7 +79,7 @@ do_status() {
   done
   # Its pid file outlives a crash (a trial: "running" after kill -9): the
   # process named in its first line must be there.
-  if [ -f "$dir/pg/data/postmaster.pid" ] && kill -0 "$(head -1 "$dir/pg/data/postmaster.pid")" 2> /dev/null; then
+  if [ -f "$dir/pg/data/postmaster.pid" ] && [ -d "/proc/$(head -1 "$dir/pg/data/postmaster.pid")" ]; then
     echo "postgres: running (pid $(head -1 "$dir/pg/data/postmaster.pid"))"
   elif [ -f "$dir/pg/data/postmaster.pid" ]; then
     echo "postgres: not running (it ended without its stop: see $dir/pg/postgres.log)"

@@ -66,8 +66,9 @@ pg_stop() {
   bin=$(pg_bindir) || return 1
   [ -f "$dir/data/postmaster.pid" ] || return 0
   # Ended already (killed, crashed): nothing to stop (pg_ctl said "could
-  # not send stop signal" before "stopped").
-  kill -0 "$(head -1 "$dir/data/postmaster.pid")" 2> /dev/null || return 0
+  # not send stop signal" before "stopped"). /proc, not kill -0: a caller
+  # who may not signal the server (another user's) must still stop it.
+  [ -d "/proc/$(head -1 "$dir/data/postmaster.pid")" ] || return 0
   dir=$(cd "$dir" && pwd)
   pg_as "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop > /dev/null
 }
