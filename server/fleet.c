@@ -36,8 +36,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
-#include <fcntl.h>
-#include <errno.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -1571,11 +1569,17 @@ void fleet_conn_gone(struct conn *c)
     }
 }
 
+/* --db-timeout, or its default. */
+static unsigned db_timeout_s(const struct server *srv)
+{
+    return srv->o->db_timeout_s ? srv->o->db_timeout_s : FLEET_DB_TIMEOUT_S;
+}
+
 void fleet_sweep(struct server *srv)
 {
     struct fleet *f = srv->fleet;
     double waited = store_waiting_s();
-    unsigned timeout = srv->o->db_timeout_s ? srv->o->db_timeout_s : FLEET_DB_TIMEOUT_S;
+    unsigned timeout = db_timeout_s(srv);
 
     if (waited > STORE_STUCK_S && !f->stuck_said) {
         unsigned long n = store_pending();
@@ -2152,40 +2156,6 @@ static int emptied_db(struct server *srv, const char *path)
                         FLEET_DB_FILE) < 0;
 }
 
-/* 1 when a --db node ran on --data (FLEET_NODE_FILE): not a first SQLite
- * start's, whatever else is there (a provisioned token and an empty
- * images/ are a first start's too: a review). */
-static int node_dir(const struct tcpota_serve_opts *o)
-{
-    char path[PATH_MAX];
-    struct stat st;
-
-    snprintf(path, sizeof(path), "%s/" FLEET_NODE_FILE, o->data_dir);
-    return lstat(path, &st) == 0;
-}
-
-/* A --db node marks its --data as a node's (node_dir), once. */
-static void mark_node_dir(struct server *srv)
-{
-    char path[PATH_MAX];
-    int fd;
-
-    snprintf(path, sizeof(path), "%s/" FLEET_NODE_FILE, srv->o->data_dir);
-    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        if (errno != EEXIST) {
-            say_always(srv->o, LOG_LV_WARN, "cannot write %s: %s (it tells a start without --db"
-                       " that this is a node's directory)", path, strerror(errno));
-        }
-        return;
-    }
-    static const char line[] = "a tcpota serve --db node's image cache: start it with --db\n";
-    if (write(fd, line, sizeof(line) - 1) != (ssize_t)(sizeof(line) - 1)) {
-        say_always(srv->o, LOG_LV_WARN, "cannot write %s: %s", path, strerror(errno));
-    }
-    close(fd);
-}
-
 /* The fleet a start serves is the one its flags name: a --data of one kind
  * given to the other served an empty fleet without a word (a trial: a
  * SQLite node's DIR given --db; a --db node's DIR whose config lost its db
@@ -2207,16 +2177,17 @@ static int store_kind_mismatch(struct server *srv)
     if (!o->db && emptied_db(srv, path)) {
         return -1;
     }
-    if (!o->db && lstat(path, &st) != 0 && errno == ENOENT && o->images_dir &&
-        (holds_images(o->images_dir) || node_dir(o))) {
-        return not_starting(srv, "--data %s holds %s but no %s: it is a --db node's %s, or its"
-                            " database was lost; give --db to serve that PostgreSQL fleet, restore"
-                            " %s from a backup (docs/operations.md), or give an empty --data for a"
-                            " new fleet", o->data_dir,
-                            holds_images(o->images_dir) ? "images" : FLEET_NODE_FILE,
-                            FLEET_DB_FILE,
-                            holds_images(o->images_dir) ? "image cache" : "directory",
-                            FLEET_DB_FILE);
+    if (!o->db && lstat(path, &st) != 0 && errno == ENOENT && o->images_dir) {
+        int images = holds_images(o->images_dir);
+
+        if (images || fleet_files_is_node(o->data_dir)) {
+            return not_starting(srv, "--data %s holds %s but no %s: it is a --db node's %s, or"
+                                " its database was lost; give --db to serve that PostgreSQL"
+                                " fleet, restore %s from a backup (docs/operations.md), or give"
+                                " an empty --data for a new fleet", o->data_dir,
+                                images ? "images" : FLEET_NODE_FILE, FLEET_DB_FILE,
+                                images ? "image cache" : "directory", FLEET_DB_FILE);
+        }
     }
     return 0;
 }
@@ -2266,8 +2237,8 @@ int fleet_open(struct server *srv)
                    : -1;
     }
     f->store->notice = store_notice;
-    if (o->db) {
-        mark_node_dir(srv);
+    if (o->db && fleet_files_mark_node(o->data_dir, err, sizeof(err)) < 0) {
+        say_always(o, LOG_LV_WARN, "%s", err);
     }
     f->store->notice_arg = srv;
     if (f->store->schema_from > 0 && f->store->schema_from < f->store->schema_to) {
@@ -2375,7 +2346,7 @@ void fleet_close(struct server *srv)
         /* The sweep's --db-timeout cut runs no more: the close waits on a
          * hung database this long, then cuts it (within systemd's stop
          * timeout, with room for the last connection attempt). */
-        unsigned timeout = srv->o->db_timeout_s ? srv->o->db_timeout_s : FLEET_DB_TIMEOUT_S;
+        unsigned timeout = db_timeout_s(srv);
         f->store->stop_wait_s = timeout < FLEET_STOP_DB_WAIT_S ? timeout : FLEET_STOP_DB_WAIT_S;
     }
     store_close(f->store);

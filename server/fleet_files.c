@@ -105,6 +105,37 @@ const char *fleet_files_owner_hint(int err_no, const char *path, const char *dir
     return buf;
 }
 
+int fleet_files_is_node(const char *dir)
+{
+    char path[PATH_MAX];
+    struct stat st;
+
+    snprintf(path, sizeof(path), "%s/" FLEET_NODE_FILE, dir);
+    return lstat(path, &st) == 0;
+}
+
+int fleet_files_mark_node(const char *dir, char *err, size_t errlen)
+{
+    static const char line[] = "a tcpota serve --db node's image cache: start it with --db\n";
+    char path[PATH_MAX];
+    int fd, ok;
+
+    snprintf(path, sizeof(path), "%s/" FLEET_NODE_FILE, dir);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == EEXIST) {
+        return 0;
+    }
+    ok = fd >= 0 && write(fd, line, sizeof(line) - 1) == (ssize_t)(sizeof(line) - 1);
+    if (!ok) {
+        snprintf(err, errlen, "cannot write %s: %s (it tells a start without --db that this is"
+                 " a node's directory)", path, strerror(errno));
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return ok ? 0 : -1;
+}
+
 int fleet_files_image_name(const char *name)
 {
     return strlen(name) == 2 * TCPOTA_ID_LEN &&

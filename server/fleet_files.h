@@ -26,6 +26,14 @@
  * behind the balancer: a trial), with or without a cached image. */
 #define FLEET_NODE_FILE "tcpota.node"
 
+/* 1 when dir holds FLEET_NODE_FILE: a --db node ran there, whatever else
+ * is there (a provisioned token and an empty images/ are a first SQLite
+ * start's too: a review). */
+int fleet_files_is_node(const char *dir);
+/* Writes dir/FLEET_NODE_FILE unless it is there. Returns 0, or -1 with
+ * err (the start goes on: only a later start without --db misses it). */
+int fleet_files_mark_node(const char *dir, char *err, size_t errlen);
+
 /* Makes the server's entries of dir private: tcpota.db, its -wal and -shm,
  * tcpota.lock (0600), images/ (0700) and the files in it (0600), each when
  * others may read it; symbolic links and what is missing are left to the

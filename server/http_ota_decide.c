@@ -57,17 +57,23 @@ static int outcome_of_last(struct dl *d, struct store_req *r, int restart)
     return 1;
 }
 
+/* 1 when the registry's row dev says the device holds bytes of its image
+ * (dev->image): it downloads, verified or waits on it (or, updated_too,
+ * runs it). */
+static int holds_bytes(const struct store_device *dev, int updated_too)
+{
+    return dev->state == STORE_ST_DOWNLOADING || dev->state == STORE_ST_VERIFIED ||
+           dev->state == STORE_ST_WAITING || (updated_too && dev->state == STORE_ST_UPDATED);
+}
+
 /* The bytes of image idhex (size bytes) the registry's row dev says the
- * device has: its bytes while it downloads, verified or waits on it (an
- * updated one too when updated_too), else 0. */
+ * device has (holds_bytes), else 0. */
 static uint32_t bytes_held(const struct store_device *dev, const char *idhex, uint32_t size,
                            int updated_too)
 {
-    int holds = dev->state == STORE_ST_DOWNLOADING || dev->state == STORE_ST_VERIFIED ||
-                dev->state == STORE_ST_WAITING || (updated_too && dev->state == STORE_ST_UPDATED);
-
-    return holds && strcmp(dev->image, idhex) == 0 && dev->bytes <= size ? (uint32_t)dev->bytes
-                                                                         : 0;
+    return holds_bytes(dev, updated_too) && strcmp(dev->image, idhex) == 0 && dev->bytes <= size
+               ? (uint32_t)dev->bytes
+               : 0;
 }
 
 void ota_checkin_done(struct store_req *r)
@@ -154,9 +160,7 @@ void ota_checkin_done(struct store_req *r)
         const struct store_device *dev = &r->u.checkin.out->dev;
         const struct ota_cut *cut = ota_cut_slot(d->ota, d->id);
         d->had = bytes_held(dev, img->idhex, img->size, 1);
-        if (strcmp(dev->image, img->idhex) != 0 && dev->bytes > 0 &&
-            (dev->state == STORE_ST_DOWNLOADING || dev->state == STORE_ST_VERIFIED ||
-             dev->state == STORE_ST_WAITING)) {
+        if (strcmp(dev->image, img->idhex) != 0 && dev->bytes > 0 && holds_bytes(dev, 0)) {
             snprintf(other, sizeof(other), "%s", dev->image);
         }
         if (d->had && cut && strcmp(cut->id, d->id) == 0 &&
