@@ -288,10 +288,14 @@ static int image_add(struct api *a, int argc, char **argv)
     }
     if (rc == 0 && status == 201) {
         cli_warn_unordered("image", api_str(ans, "version"));
-        if (*api_str(ans, "warning")) { /* the server's (a security counter below another's) */
-            char w[512]; /* whole: table_c() keeps 255 bytes */
-            fprintf(stderr, "tcpota image: warning: %s\n", table_clean(api_str(ans, "warning"), w,
-                                                                      sizeof(w)));
+        /* The server's: a security counter below another's, an ELF, an
+         * ESP-IDF app of another chip or version (server/esp_image.h). */
+        const char *w = api_str(ans, "warning");
+        char line[512]; /* whole: table_c() keeps 255 bytes */
+        for (size_t n; *w; w += n + (w[n] != 0)) {
+            n = strcspn(w, "\n");
+            snprintf(line, sizeof(line), "%.*s", (int)n, w);
+            fprintf(stderr, "tcpota image: warning: %s\n", table_clean(line, line, sizeof(line)));
         }
     }
     if (rc == 0 && !a->json) {

@@ -2,6 +2,7 @@
 #include "keys.h"
 #include "api.h" /* api_key_id */
 #include "digest.h"
+#include "esp_image.h"
 #include "cli.h"
 
 #include "tcpota/manifest.h"
@@ -479,7 +480,8 @@ int cmd_keygen(int argc, char **argv)
 /* SHA-256 and size of a file, streaming. */
 /* The image's id: the server's own SHA-256 (digest.h, OpenSSL's). A read
  * that fails midway is an error, not the id of the bytes read so far. */
-static int hash_file(const char *path, uint8_t out[32], uint32_t *size)
+static int hash_file(const char *path, uint8_t out[32], uint32_t *size,
+                     uint8_t head[ESP_IMAGE_PEEK], size_t *head_n)
 {
     struct digest st;
     uint8_t buf[65536];
@@ -497,6 +499,11 @@ static int hash_file(const char *path, uint8_t out[32], uint32_t *size)
         return -1;
     }
     while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
+        if (head && total < ESP_IMAGE_PEEK) {
+            size_t k = ESP_IMAGE_PEEK - (size_t)total < n ? ESP_IMAGE_PEEK - (size_t)total : n;
+            memcpy(head + total, buf, k);
+            *head_n = (size_t)total + k;
+        }
         digest_update(&st, buf, n);
         total += n;
     }
@@ -706,8 +713,9 @@ int cmd_sign(int argc, char **argv)
         {NULL, NULL, NULL, NULL},
     };
     unsigned long long counter = 0;
-    uint8_t sk[64], sha[32], man[TCPOTA_MAX_MANIFEST];
-    char path[4096];
+    uint8_t sk[64], sha[32], man[TCPOTA_MAX_MANIFEST], head[ESP_IMAGE_PEEK];
+    char path[4096], notes[1200], *line;
+    size_t head_n = 0;
     uint32_t size;
     int n, rc = parse_args("sign", opts, &image,
                                "usage: tcpota sign --key NAME.key --version V --model M\n"
@@ -741,9 +749,14 @@ int cmd_sign(int argc, char **argv)
         sodium_memzero(sk, sizeof(sk));
         return 2;
     }
-    if (hash_file(image, sha, &size) < 0) {
+    if (hash_file(image, sha, &size, head, &head_n) < 0) {
         sodium_memzero(sk, sizeof(sk));
         return 1;
+    }
+    if (esp_image_notes(head, head_n, version, model, notes, sizeof(notes)) > 0) {
+        for (line = strtok(notes, "\n"); line; line = strtok(NULL, "\n")) {
+            fprintf(stderr, "tcpota sign: warning: %s\n", line);
+        }
     }
     n = make_manifest(sk, sha, size, version, model, (uint32_t)counter, man, sizeof(man));
     sodium_memzero(sk, sizeof(sk));
@@ -770,7 +783,7 @@ static int describes(const char *image, const struct tcpota_manifest *m)
     uint32_t size;
     char hex[65];
 
-    if (hash_file(image, sha, &size) < 0) {
+    if (hash_file(image, sha, &size, NULL, NULL) < 0) {
         return -1;
     }
     if (size != m->image_size) {

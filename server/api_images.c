@@ -1,6 +1,7 @@
 /* api_images.c - /v1/images: list, upload, show, delete (docs/api.md). */
 #include "api_internal.h"
 #include "digest.h"
+#include "esp_image.h"
 #include "store_common.h" /* store_version_taken */
 
 #include "tcpota/manifest.h"
@@ -470,6 +471,33 @@ static void written(struct api_call *c)
     }
 }
 
+/* Appends line to c->warning, the answer's "warning" (one per line); a
+ * line that does not fit whole is left out. */
+static void add_warning(struct api_call *c, const char *line)
+{
+    size_t len = strlen(c->warning), n = strlen(line);
+
+    if (len + 1 + n < sizeof(c->warning)) {
+        if (len) c->warning[len++] = '\n';
+        memcpy(c->warning + len, line, n + 1);
+    }
+}
+
+/* What the image's first bytes say against its version and model: an ELF,
+ * an ESP-IDF app of another chip or version (esp_image.h). The first of
+ * c->warning's lines. */
+static void esp_note(struct api_call *c)
+{
+    uint8_t head[ESP_IMAGE_PEEK];
+    ev_ssize_t n = evbuffer_copyout(c->body, head, sizeof(head));
+
+    c->warning[0] = 0;
+    if (n > 0) {
+        (void)esp_image_notes(head, (size_t)n, c->img.version, c->img.model, c->warning,
+                              sizeof(c->warning));
+    }
+}
+
 /* A signed image of the model with a higher security counter than the new
  * one's: the devices that took it decline the new one (a downgrade), and a
  * rollout of it halts on their declines (a trial's did; nothing said so
@@ -478,6 +506,7 @@ static void counter_note(struct api_call *c, const struct store_image *imgs, siz
 {
     struct tcpota_manifest mine, theirs;
     const struct store_image *top = NULL;
+    char line[400];
     uint32_t high = 0;
     size_t i;
 
@@ -495,11 +524,12 @@ static void counter_note(struct api_call *c, const struct store_image *imgs, siz
         top = &imgs[i];
     }
     if (top) {
-        snprintf(c->warning, sizeof(c->warning), "its security counter is %u, below the %u of "
+        snprintf(line, sizeof(line), "its security counter is %u, below the %u of "
                  "image %s (%.12s) of model %s: devices that took that one decline this one (a "
                  "downgrade), and a rollout of it halts on their declines; sign it with "
                  "--security-counter %u or more to reach them", mine.security_counter, high,
                  top->version, top->idhex, c->img.model, high);
+        add_warning(c, line);
     }
 }
 
@@ -523,6 +553,7 @@ static void add_list_done(struct api_call *c, struct store_req *r)
         api_reply(c, 500, NULL);
         return;
     }
+    esp_note(c);
     counter_note(c, imgs, r->u.list.n);
     api_offload(c, write_work, written);
 }

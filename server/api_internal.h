@@ -154,7 +154,7 @@ struct api_call {
     int upload_queued;               /* upload: waiting for its turn */
     struct store_image *imgs;        /* image list waiting for its rollouts */
     size_t nimgs;
-    char warning[400];               /* upload: said in its answer ("warning"), "" none */
+    char warning[1200];              /* upload: said in its answer ("warning": one a line) */
     struct store_rollout *ros;       /* rollout list waiting for its images */
     size_t nros;
     uint8_t secret[32];

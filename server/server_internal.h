@@ -15,6 +15,8 @@
  *             (proxy_proto.c parses it, versions 1 and 2)
  *   image.c   the image: load, CRCs, the prebuilt DATA frames (memfd)
  *   digest.c  SHA-256 of image bytes (OpenSSL's)
+ *   esp_image.c an image's first bytes against its version and model (an
+ *             ELF, an ESP-IDF app of another chip or version)
  *   offload.c blocking work (hashing, file writes) on a thread, its end on the loop
  *   offer.c   whether a device is offered the image (model, version, failures)
  *   devices.c what each device reported (failures, outcome)

@@ -122,4 +122,45 @@ grep -q "^warning: its image 3\.0\.0 is older than rollout $first's, 5\.0\.0: a 
 "$TCPOTA" rollout create --image 5.0.0 --model m-sc > "$WORK/out" 2>&1 || fail "rollout 5.0.0 again: $(cat "$WORK/out")"
 ! grep -q '^warning' "$WORK/out" || fail "a newer image than the superseded rollout's was warned about: $(cat "$WORK/out")"
 ok "rollout create warns of an image older than the superseded rollout's (not for a downgrade on purpose, nor a newer one)"
+
+# What an image's first bytes say against its version and model, at sign
+# and at image add (server/esp_image.c): an ESP-IDF app built for another
+# chip than its model names (its devices refuse it after the download), an
+# app description with another version (the devices report that one, and
+# are offered only newer images), an ELF given for the .bin. Added all the
+# same: images are any bytes, and a model may not be a chip's name.
+esp_app() { # FILE CHIP_ID APP_VERSION: an ESP-IDF app image's layout
+  python3 -c 'import struct, sys
+hdr = bytes([0xE9, 4, 2, 0x20]) + struct.pack("<I", 0x42000020) + bytes([0xEE, 0, 0, 0])
+hdr += struct.pack("<HBHH", int(sys.argv[2]), 0, 0, 99) + bytes(5)
+desc = struct.pack("<4I", 0xABCD5432, 0, 0, 0) + sys.argv[3].encode().ljust(32, b"\0") + b"ota_client".ljust(32, b"\0")
+open(sys.argv[1], "wb").write(hdr + struct.pack("<II", 0x3C000020, 4096) + desc + bytes(range(256)) * 16)' "$@"
+}
+esp_app "$WORK/s3.bin" 9 1.0.3
+"$TCPOTA" sign --key "$WORK/k.key" --version 1.1.0 --model esp32c3 "$WORK/s3.bin" > /dev/null 2> "$WORK/err" ||
+  fail "sign s3.bin failed: $(cat "$WORK/err")"
+grep -q "^tcpota sign: warning: it is built for esp32s3 (its ESP-IDF image header), not for esp32c3 as its model says: an esp32c3 device refuses it (ESP-IDF checks the chip it is built for), and a rollout of it halts; build it with \`idf.py set-target esp32c3\`, or give it model esp32s3$" "$WORK/err" &&
+  grep -q "^tcpota sign: warning: its ESP-IDF app description (project ota_client) says version 1.0.3, not 1.1.0: an ESP-IDF device reports that version once it runs this image, and a server offers it only images newer than that; give it version 1.0.3, or set PROJECT_VER to 1.1.0 and build it again$" "$WORK/err" ||
+  fail "sign of an esp32s3 app 1.0.3 as 1.1.0 for esp32c3 said: $(cat "$WORK/err")"
+"$TCPOTA" image add "$WORK/s3.bin" > "$WORK/out" 2> "$WORK/err" || fail "image add s3.bin: $(cat "$WORK/err")"
+[ "$(grep -c '^tcpota image: warning: ' "$WORK/err")" = 2 ] &&
+  grep -q "^tcpota image: warning: it is built for esp32s3 (its ESP-IDF image header), not for esp32c3 as its model says" "$WORK/err" &&
+  grep -q "^tcpota image: warning: its ESP-IDF app description (project ota_client) says version 1.0.3, not 1.1.0" "$WORK/err" ||
+  fail "image add of an esp32s3 app 1.0.3 as 1.1.0 for esp32c3 said: $(cat "$WORK/err")"
+grep -q "^added image .*: version 1.1.0, model esp32c3" "$WORK/out" || fail "s3.bin was not added: $(cat "$WORK/out")"
+esp_app "$WORK/c3.bin" 5 v1.2.0 # a git tag's version: the same as 1.2.0
+"$TCPOTA" sign --key "$WORK/k.key" --version 1.2.0 --model esp32c3 "$WORK/c3.bin" > /dev/null 2> "$WORK/err" &&
+  ! grep -q warning "$WORK/err" || fail "sign of an esp32c3 app v1.2.0 as 1.2.0 said: $(cat "$WORK/err")"
+"$TCPOTA" image add "$WORK/c3.bin" > /dev/null 2> "$WORK/err" && ! grep -q warning "$WORK/err" ||
+  fail "image add of an esp32c3 app v1.2.0 as 1.2.0 said: $(cat "$WORK/err")"
+printf '\177ELF\002\001\001' > "$WORK/fw.elf" && head -c 3000 /dev/urandom >> "$WORK/fw.elf"
+"$TCPOTA" sign --key "$WORK/k.key" --version 1.0.0 --model m-sc "$WORK/fw.elf" > /dev/null 2> "$WORK/err" &&
+  grep -q "^tcpota sign: warning: it is an ELF file (what \`idf.py build\` writes as build/<project>.elf): an ESP-IDF device refuses it; give the .bin beside it instead (build/<project>.bin), unless this model's devices take any file$" "$WORK/err" ||
+  fail "sign of an ELF said: $(cat "$WORK/err")"
+"$TCPOTA" image add "$WORK/fw.elf" > /dev/null 2> "$WORK/err" || fail "image add fw.elf: $(cat "$WORK/err")"
+# both warnings, each a line of its own: the ELF's and model m-sc's counter
+grep -q "^tcpota image: warning: it is an ELF file" "$WORK/err" &&
+  grep -q "^tcpota image: warning: its security counter is 0, below the 3 of image" "$WORK/err" ||
+  fail "image add of an ELF below m-sc's counter said: $(cat "$WORK/err")"
+ok "an ESP-IDF app of another chip or version, or an ELF: sign and image add warn, one line each"
 stop_fleet

@@ -48,6 +48,12 @@ tcpota_unit_test(test_http_range ${CMAKE_CURRENT_LIST_DIR}/test_http_range.c
                  ${PROJECT_SOURCE_DIR}/server/http_range.c)
 target_include_directories(test_http_range PRIVATE ${PROJECT_SOURCE_DIR}/server)
 
+# An image's first bytes against its version and model (server/esp_image.c).
+tcpota_unit_test(test_esp_image ${CMAKE_CURRENT_LIST_DIR}/test_esp_image.c
+                 ${PROJECT_SOURCE_DIR}/server/esp_image.c)
+target_include_directories(test_esp_image PRIVATE ${PROJECT_SOURCE_DIR}/server)
+target_link_libraries(test_esp_image PRIVATE tcpota_core)
+
 # The PROXY protocol header a trusted balancer sends (server/proxy_proto.c).
 tcpota_unit_test(test_proxy_proto ${CMAKE_CURRENT_LIST_DIR}/test_proxy_proto.c
                  ${PROJECT_SOURCE_DIR}/server/proxy_proto.c)
