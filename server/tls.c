@@ -197,22 +197,43 @@ static int use_ticket_keys(SSL_CTX *ctx, const struct tcpota_serve_opts *o)
     return 0;
 }
 
+/* OpenSSL's passphrase callback: never a prompt (OpenSSL's own reads the
+ * terminal: a reload then stopped the event loop at "Enter PEM pass
+ * phrase:", and without a terminal the start said "processing error").
+ * Notes in *asked that a passphrase was wanted. */
+static int no_passphrase(char *buf, int size, int rwflag, void *asked)
+{
+    (void)buf, (void)size, (void)rwflag;
+    if (asked) *(int *)asked = 1;
+    return -1;
+}
+
 SSL_CTX *tls_context(const struct tcpota_serve_opts *o, const char *cert, const char *key)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     const char *k = key ? key : cert;
-    int mismatch = 0;
+    int mismatch = 0, asked = 0;
 
     if (!ctx || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
         fprintf(stderr, "tcpota serve: OpenSSL cannot make a TLS context: %s\n",
                 ERR_reason_error_string(ERR_get_error()));
         goto fail;
     }
+    SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+    SSL_CTX_set_default_passwd_cb_userdata(ctx, &asked);
     if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
         tls_file_failed("certificate", cert, 0);
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, k, SSL_FILETYPE_PEM) != 1) {
+        if (asked) {
+            fprintf(stderr, "tcpota serve: the TLS key %s is protected by a passphrase, which "
+                            "tcpota serve cannot be given (it may start unattended and reloads on "
+                            "SIGHUP); write the key without one, readable by the server alone: "
+                            "openssl pkey -in %s -out KEY.pem && chmod 600 KEY.pem, and give "
+                            "--tls-key KEY.pem\n", k, k);
+            goto fail;
+        }
         if (ERR_GET_REASON(ERR_peek_last_error()) != X509_R_KEY_VALUES_MISMATCH) {
             tls_file_failed("key", k, 1);
             goto fail;
@@ -221,6 +242,7 @@ SSL_CTX *tls_context(const struct tcpota_serve_opts *o, const char *cert, const 
          * said below, as SSL_CTX_check_private_key's failure would be. */
         mismatch = 1;
     }
+    SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL); /* asked is this call's */
     if (mismatch || SSL_CTX_check_private_key(ctx) != 1) {
         fprintf(stderr, "tcpota serve: the TLS key %s is not the key of the certificate %s; give "
                         "the key the certificate was made for\n", k, cert);

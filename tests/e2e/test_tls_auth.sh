@@ -152,7 +152,18 @@ tls_refused srv.pem other.key 'the TLS key other.key is not the key of the certi
 q openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa.key
 chmod 600 rsa.key
 tls_refused srv.pem rsa.key 'the TLS key rsa.key is not the key of the certificate srv.pem'
-ok "an unusable TLS certificate or key is named, with what it holds, or said not to be the certificate's"
+# A key under a passphrase: said so, never asked for (OpenSSL's own prompt
+# stopped the event loop at a reload when the server had a terminal, and
+# without one the start said "processing error").
+q openssl pkey -in srv.key -aes256 -passout pass:secret1 -out enc.key
+chmod 600 enc.key
+tls_refused srv.pem enc.key 'the TLS key enc.key is protected by a passphrase, which tcpota serve cannot be given (it may start unattended and reloads on SIGHUP); write the key without one, readable by the server alone: openssl pkey -in enc.key -out KEY.pem && chmod 600 KEY.pem, and give --tls-key KEY.pem$'
+! grep -qi 'pass phrase:' refused.log || fail "a passphrase was asked for: $(cat refused.log)"
+rc=0; timeout 10 script -qec "$T serve --listen 127.0.0.1:0 --version 1.0.0 --tls-cert srv.pem --tls-key enc.key img" /dev/null \
+  < /dev/null > tty.log 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q 'the TLS key enc.key is protected by a passphrase' tty.log && ! grep -qi 'pass phrase:' tty.log ||
+  fail "on a terminal, a key under a passphrase: exit $rc: $(cat tty.log)"
+ok "an unusable TLS certificate or key is named, with what it holds, or said not to be the certificate's; a passphrase is never asked for"
 
 # TLS 1.2 at least, whatever the host's OpenSSL configuration allows: with
 # a system config that lowers the floor to TLS 1.0 (and the security level
