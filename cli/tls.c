@@ -414,13 +414,33 @@ static int answered_plain(int e)
            ERR_GET_REASON(q) == SSL_R_WRONG_VERSION_NUMBER;
 }
 
+/* For a certificate whose issuer was not found: when the server sent it
+ * without any other, "; it came alone, issued by ...", which tells a server
+ * that leaves out its intermediate certificate (a trial's: the device
+ * blamed its own --ca, which held the right root) from a --ca of another
+ * CA. Else "". (A self-issued one fails as self-signed, not here.) */
+static const char *sent_alone(SSL *ssl, char *buf, size_t cap)
+{
+    STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
+    X509 *leaf = chain && sk_X509_num(chain) == 1 ? sk_X509_value(chain, 0) : NULL;
+    char issuer[160];
+
+    if (!leaf || !X509_NAME_oneline(X509_get_issuer_name(leaf), issuer, sizeof(issuer))) {
+        return "";
+    }
+    snprintf(buf, cap, "; it came alone, issued by %s: if that is an intermediate CA, the server "
+             "must send it too: give the server its whole chain (its certificate, then the "
+             "intermediate ones, in one file)", issuer);
+    return buf;
+}
+
 /* Says why the handshake failed in err. Returns CLI_TLS_CERT_REFUSED when
  * the server's certificate did not verify, CLI_TLS_NOT_TLS when the server
  * answered without TLS, else -1. */
 static int handshake_error(const struct cli_tls *t, SSL *ssl, int rc, int e, char *err, size_t cap)
 {
     long v = SSL_get_verify_result(ssl);
-    char why[256], todo[CLI_TLS_TODO_LEN];
+    char why[256], todo[CLI_TLS_TODO_LEN], alone[400];
 
     if (closed_early(rc, e)) {
         ERR_clear_error();
@@ -428,10 +448,12 @@ static int handshake_error(const struct cli_tls *t, SSL *ssl, int rc, int e, cha
                            "handshake (is it speaking TLS on this port, or at its limits?)");
     } else if (v != X509_V_OK) {
         ERR_clear_error();
-        snprintf(err, cap, "TLS handshake failed: certificate verify failed: %s; %s",
+        snprintf(err, cap, "TLS handshake failed: certificate verify failed: %s; %s%s",
                  X509_verify_cert_error_string(v),
                  cli_tls_verify_todo(v, "the server's", "--server", "--ca", t->ca_file,
-                                     "--ca FILE", todo, sizeof(todo)));
+                                     "--ca FILE", todo, sizeof(todo)),
+                 v == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY ? sent_alone(ssl, alone, sizeof(alone))
+                                                                   : "");
         return CLI_TLS_CERT_REFUSED;
     } else if (answered_plain(e) && tcpota_first_bytes_http(&t->first)) {
         /* The API's or the plain download port (a trial: told "a plain
