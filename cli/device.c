@@ -866,10 +866,11 @@ static const char *unanswered(const struct device *dv)
     return dv->o.ca ? " (the server ended the connection before it answered: it may be at its "
                       "connection limit, or refuse this address or device, and its log says "
                       "which; or a balancer in front of it has no server up)"
-                    : " (the server ended the connection before it answered: if it serves TLS, "
-                      "give --ca with its CA certificate; it may also be at its connection limit, "
-                      "or refuse this address or device, and its log says which; or a balancer "
-                      "in front of it has no server up)";
+                    : " (the server ended the connection before it answered: it may be at its "
+                      "connection limit, or refuse this address or device, and its log says "
+                      "which; or a balancer in front of it has no server up; or it serves TLS "
+                      "(tcpota serve's TLS port says so; another's may not): then give --ca with "
+                      "its CA certificate)";
 }
 
 /* A wait of ms as "N s", rounded up: in tenths under 10 s ("0.9 s", not

@@ -211,7 +211,7 @@ PY
       fail "a banner was not said to be another service's: $(cat "$WORK/fk.log")"
     ! grep -q "gave up after" "$WORK/fk.log" || fail "a banner was retried: $(cat "$WORK/fk.log")"
   elif [ $mode = silent ]; then
-    grep -q "gave up after 2 attempts.*(the server ended the connection before it answered: if it serves TLS, give --ca.*; or a balancer in front of it has no server up)$" "$WORK/fk.log" ||
+    grep -q "gave up after 2 attempts.*(the server ended the connection before it answered: it may be at its connection limit, or refuse this address or device, and its log says which; or a balancer in front of it has no server up; or it serves TLS (tcpota serve's TLS port says so; another's may not): then give --ca with its CA certificate)$" "$WORK/fk.log" ||
       fail "no hint after a silent close: $(cat "$WORK/fk.log")"
   else
     ! grep -q "before it answered" "$WORK/fk.log" || fail "a server that answered was called silent: $(cat "$WORK/fk.log")"
