@@ -447,7 +447,7 @@ static int load_manifest(const char *path, uint8_t **man, size_t *len)
  * those that do not would install a wrong version string). */
 static int take_manifest_names(struct tcpota_serve_opts *o, const uint8_t *man, size_t len,
                                const char *path, char *model, size_t mcap, char *version,
-                               size_t vcap)
+                               size_t vcap, int running)
 {
     struct tcpota_manifest m;
     int order, rc = tcpota_manifest_parse(man, len, &m);
@@ -468,9 +468,11 @@ static int take_manifest_names(struct tcpota_serve_opts *o, const uint8_t *man, 
     if (o->version && strcmp(o->version, version) != 0 &&
         !(tcpota_version_order(o->version, strlen(o->version), version, strlen(version), &order) == 0 &&
           order == 0)) {
+        /* At a reload the flag is the running server's: it takes a restart. */
         fprintf(stderr, "tcpota serve: --version %s contradicts the signed manifest %s, which says "
-                        "%s; drop --version (the manifest's version is offered)\n",
-                o->version, path, version);
+                        "%s; %s --version (the manifest's version is offered)\n",
+                o->version, path, version,
+                running ? "restart the server without" : "drop");
         return -1;
     }
     o->version = version;
@@ -645,7 +647,7 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
         n.manifest = l->manifest;
         n.manifest_len = (uint16_t)man_len;
         if (take_manifest_names(&n, l->manifest, man_len, manifest, l->model, sizeof(l->model),
-                                l->version, sizeof(l->version)) < 0) {
+                                l->version, sizeof(l->version), src->running) < 0) {
             rc = 2; /* a --version the manifest contradicts, or a manifest without names */
             goto fail;
         }

@@ -145,6 +145,22 @@ check_device s3new s3b
 stop_server
 ok "SIGHUP reloads a new image and keeps the old one when the new files are bad"
 
+# A server started with --version on an unsigned image, then signed with
+# another: the reload cannot drop the running server's flag, so it says to
+# restart without it (before: "drop --version", to a running process).
+make_image u4 20000
+: > server.log
+"$T" serve --listen 127.0.0.1:0 --version 1.5.0 u4 2> server.log &
+SERVER_PID=$!; PIDS+=("$SERVER_PID")
+wait_line server.log 'listening on'
+"$T" sign --key k.key --version 1.6.0 --model esp32 u4 2> sign.log
+kill -HUP "$SERVER_PID"
+wait_line server.log 'SIGHUP: reload failed .*still serving image 1.5.0' 5
+grep -q 'SIGHUP: --version 1.5.0 contradicts the signed manifest u4.manifest, which says 1.6.0; restart the server without --version (the manifest.s version is offered)$' server.log ||
+  fail "a reload's contradicting --version: $(grep SIGHUP server.log)"
+stop_server
+ok "a signed manifest that contradicts --version at a reload: restart without it"
+
 # 5. A declined offer is not made again, but the same bytes signed are a new
 #    offer: a device that refused an unsigned image takes it once signed.
 make_image u5 30000
