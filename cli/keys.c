@@ -314,6 +314,9 @@ static int create_failed(const char *cmd, const char *path, int err, const char 
     } else if (err == ENOENT) {
         fprintf(stderr, "tcpota %s: cannot create %s: its directory does not exist; create it first\n",
                 cmd, path);
+    } else if (err == EACCES || err == ENOTDIR) {
+        /* the name given is at fault, as for sign's --out (exit 2) */
+        fprintf(stderr, "tcpota %s: cannot create %s: %s\n", cmd, path, strerror(err));
     } else {
         fprintf(stderr, "tcpota %s: cannot create %s: %s\n", cmd, path, strerror(err));
         return 1;
@@ -638,8 +641,13 @@ static int write_manifest(const char *out, int given, const char *image, const c
     snprintf(tmp, sizeof(tmp), "%s.XXXXXX", target);
     if ((fd = mkstemp(tmp)) < 0) {
         err = errno;
-        fprintf(stderr, "tcpota sign: cannot write %s: %s (sign writes a new file beside it and "
-                        "renames it over)\n", out, strerror(err));
+        if (err == ENOENT) {
+            fprintf(stderr, "tcpota sign: cannot write %s: its directory does not exist; create "
+                            "it first\n", out);
+        } else {
+            fprintf(stderr, "tcpota sign: cannot write %s: %s (sign writes a new file beside it "
+                            "and renames it over)\n", out, strerror(err));
+        }
         return err == ENOENT || err == EACCES || err == ENOTDIR ? 2 : 1; /* a bad --out */
     }
     mask = umask(0);
@@ -721,7 +729,7 @@ int cmd_sign(int argc, char **argv)
                                "usage: tcpota sign --key NAME.key --version V --model M\n"
                                "                   [--security-counter N] [--out FILE.manifest] FILE\n"
                                "Writes FILE.manifest (or --out), replacing an existing manifest.\n"
-                               "Exit status: 0 signed, 1 failed, 2 bad arguments or input files.\n",
+                               "Exit status: 0 signed, 1 failed, 2 bad arguments, input files or --out.\n",
                                argc, argv);
 
     if (rc != 0) {

@@ -173,7 +173,7 @@ expect 2 "--out /dev/null is not a regular file; give a file name" $T sign --key
 mkdir -p dimg.manifest && cp img dimg
 expect 2 "^tcpota sign: dimg.manifest is not a regular file \(it is a directory\); it is where the manifest goes without --out: move it away, or give --out FILE$" \
   $T sign --key k.key $S dimg
-expect 2 "cannot write nodir/x.manifest: No such file or directory" $T sign --key k.key $S --out nodir/x.manifest img
+expect 2 "cannot write nodir/x.manifest: its directory does not exist; create it first$" $T sign --key k.key $S --out nodir/x.manifest img
 expect 2 "public key: cannot open nothere.pub: No such file" $T verify --pubkey nothere.pub img
 expect 2 "image: cannot open nothere: No such file" $T sign --key k.key $S nothere
 expect 2 "private key: empty is empty; give NAME.key" $T sign --key empty $S img
@@ -378,6 +378,11 @@ expect 2 "^tcpota keygen: q.pub is a directory; choose another --out NAME \(NAME
 expect 2 "^tcpota keygen: qk.key is a directory; choose another --out NAME" $T keygen --out qk
 [ ! -e q.key ] && [ ! -e qk.pub ] || fail "keygen left half a pair beside a directory: $(ls q* )"
 expect 2 "cannot create nodir/x.key: its directory does not exist" $T keygen --out nodir/x
+# An output name under a file: the name is at fault (2), for keygen as for
+# sign's --out (a trial: keygen said 1 where sign said 2).
+expect 2 "^tcpota keygen: cannot create img/x.key: Not a directory$" $T keygen --out img/x
+expect 2 "^tcpota sign: cannot write img/x.manifest: Not a directory \(sign writes a new file beside it and renames it over\)$" \
+  $T sign --key k.key --version 1.0.0 --model esp32 --out img/x.manifest img
 expect 2 "unexpected argument 'extra'" $T keygen --out x extra
 expect 2 "unknown option --bogus" $T keygen --bogus
 expect 2 "--out is missing: give --out NAME" $T keygen
