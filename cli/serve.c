@@ -290,16 +290,21 @@ static int load_ticket_keys(const struct tcpota_serve_opts *warn, struct tcpota_
         if (rc < 0) {
             return -1;
         }
+        char kind[48] = ""; /* " (it is a tcpota-ed25519-secret file)": another key of ours */
         if (len == TLS_TICKET_KEY_LEN) {
             memcpy(keys[i], b, len);
+        } else if (len > 7 && memcmp(b, "tcpota-", 7) == 0) {
+            snprintf(kind, sizeof(kind), " (it is a %.*s file)", (int)strcspn((char *)b, " \n"),
+                     (char *)b);
         }
         sodium_memzero(b, len);
         free(b);
         if (len != TLS_TICKET_KEY_LEN) {
-            fprintf(stderr, "tcpota serve: --tls-ticket-key %s holds %s%zu bytes, not %u: a ticket "
-                            "key is %u random bytes%s; make one with tcpota keygen --ticket-key --out "
-                            "FILE\n", paths[i], len > TLS_TICKET_KEY_LEN ? "more than " : "",
-                    len > TLS_TICKET_KEY_LEN ? (size_t)TLS_TICKET_KEY_LEN : len,
+            fprintf(stderr, "tcpota serve: --tls-ticket-key %s holds %s%zu bytes%s, not %u: a "
+                            "ticket key is %u random bytes%s; make one with tcpota keygen "
+                            "--ticket-key --out FILE\n", paths[i],
+                    len > TLS_TICKET_KEY_LEN ? "more than " : "",
+                    len > TLS_TICKET_KEY_LEN ? (size_t)TLS_TICKET_KEY_LEN : len, kind,
                     TLS_TICKET_KEY_LEN, TLS_TICKET_KEY_LEN,
                     len == 48 ? " (48-byte keys, AES-128, are not taken)" : "");
             return -1;

@@ -10,6 +10,12 @@
 /* The first word of a device's own secret file ("tcpota-secret v1 <hex>",
  * cli/keys.h), which is not a secrets file's line. */
 #define DEVICE_SECRET_FILE_TAG "tcpota-secret"
+/* The first word's start of every other key file keygen writes
+ * ("tcpota-ed25519-secret v1 <hex>", "tcpota-ed25519-public v1 <hex>"). */
+#define KEY_FILE_PREFIX "tcpota-"
+/* A UTF-8 byte order mark, which some editors put first (taken, as the
+ * config file takes it). */
+#define UTF8_BOM "\xef\xbb\xbf"
 
 /* ---- the secrets file ------------------------------------------------ */
 
@@ -34,6 +40,14 @@ static int parse_line(const char *line, const char *path, size_t lineno,
                         "--device-secret), not a secrets file; the server's line for it is "
                         "\"<device id> <its hex>\": echo \"ID $(cut -d' ' -f3 %s)\" >> secrets\n",
                 path, lineno, path);
+        sodium_memzero(hex, sizeof(hex));
+        return -1;
+    }
+    if (fields >= 1 && strncmp(id, KEY_FILE_PREFIX, strlen(KEY_FILE_PREFIX)) == 0) {
+        /* a signing key or a public key given by mistake (a trial) */
+        fprintf(stderr, "tcpota serve: %s:%zu: this is a %s file, not a secrets file (\"<device "
+                        "id> <hex secret>\" per line, written by tcpota device secret or by hand)\n",
+                path, lineno, id);
         sodium_memzero(hex, sizeof(hex));
         return -1;
     }
@@ -125,6 +139,9 @@ int auth_read_secrets(FILE *f, const char *path, struct tcpota_serve_secret **ou
             fprintf(stderr, "tcpota serve: %s line %zu holds a NUL byte; write it as \"<device"
                             " id> <hex secret>\" alone\n", path, lineno);
             goto bad;
+        }
+        if (lineno == 1 && strncmp(line, UTF8_BOM, strlen(UTF8_BOM)) == 0) {
+            memmove(line, line + strlen(UTF8_BOM), strlen(line) - strlen(UTF8_BOM) + 1);
         }
         if (line[0] == '#' || strspn(line, " \t\r\n") == strlen(line)) continue;
         if (*n == cap) {

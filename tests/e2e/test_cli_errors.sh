@@ -104,6 +104,23 @@ $T keygen --device-secret --out own.secret 2> /dev/null || fail "keygen --device
 make_image authimg 5000
 expect 2 "^tcpota serve: own\.secret:1: this is a device's secret file \(tcpota keygen --device-secret\), not a secrets file; the server's line for it is \"<device id> <its hex>\": echo \"ID " \
   $T serve --listen 127.0.0.1:0 --auth-file own.secret --version 1.0.0 authimg
+# A signing key or a public key given as --auth-file, or as a ticket key:
+# named as what it is (a trial: "more than <device id> <hex secret>", "holds
+# more than 80 bytes"). A secrets file saved with a UTF-8 byte order mark is
+# read (as the config file is; before: "the device id holds byte 0xef").
+expect 2 "^tcpota serve: k\.pub:1: this is a tcpota-ed25519-public file, not a secrets file \(\"<device id> <hex secret>\" per line, written by tcpota device secret or by hand\)$" \
+  $T serve --listen 127.0.0.1:0 --auth-file k.pub --version 1.0.0 authimg
+expect 2 "^tcpota serve: k\.key:1: this is a tcpota-ed25519-secret file, not a secrets file" \
+  $T serve --listen 127.0.0.1:0 --auth-file k.key --version 1.0.0 authimg
+[ -s srv.pem ] || server_cert
+expect 2 "^tcpota serve: --tls-ticket-key k\.key holds more than 80 bytes \(it is a tcpota-ed25519-secret file\), not 80: a ticket key is 80 random bytes; make one with tcpota keygen --ticket-key --out FILE$" \
+  $T serve --listen 127.0.0.1:0 --tls-cert srv.pem --tls-key srv.key --tls-ticket-key k.key --version 1.0.0 authimg
+printf '\357\273\277bom-1 00112233445566778899aabbccddeeff\n' > bom.secrets; chmod 600 bom.secrets
+timeout 10 $T serve --listen 127.0.0.1:0 --auth-file bom.secrets --version 1.0.0 authimg > /dev/null 2> bom.log &
+bom_pid=$!
+for _ in $(seq 100); do grep -q 'listening on' bom.log && break; sleep 0.1; done
+kill "$bom_pid" 2> /dev/null; wait "$bom_pid" 2> /dev/null
+grep -q 'listening on' bom.log || fail "a secrets file with a byte order mark: $(cat bom.log)"
 # At most 8 --trust keys (MAX_TRUST): a ninth is refused, never stored past
 # the list.
 nine_keys=$(for _ in 1 2 3 4 5 6 7 8 9; do printf -- '--trust k.pub '; done)
