@@ -159,8 +159,12 @@ static const char *ca_says(const char *pem, size_t n, const char *peer, char *bu
                  "CA that signed %s, never a key", peer);
         break;
     case TLS_PEM_OTHER:
+        /* 0x30 0x82: a DER SEQUENCE of two length bytes, a binary
+         * certificate (a .der or .cer file) */
         snprintf(buf, cap, "it holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the "
-                 "CA's certificate in PEM");
+                 "CA's certificate in PEM%s", n >= 2 && (unsigned char)pem[0] == 0x30 &&
+                 (unsigned char)pem[1] == 0x82 ? " (this looks like a binary DER one: openssl x509 "
+                 "-inform DER -in FILE -out CA.pem writes it in PEM)" : "");
         break;
     case TLS_PEM_CERT:
     case TLS_PEM_BOTH:

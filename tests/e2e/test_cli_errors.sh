@@ -53,6 +53,10 @@ expect 2 "^tcpota device: --ca: cannot load CA file empty: the file is empty; gi
 expect 2 "^tcpota device: --ca: cannot load CA file img: it holds no PEM certificate \(-----BEGIN CERTIFICATE-----\)" \
   $T device --server 127.0.0.1:1 --flash devdir --ca img --max-attempts 1
 ! grep -q "no certificate or crl found" err$((N - 2)).log err$((N - 1)).log err$N.log || fail "OpenSSL's reason instead of what --ca holds"
+! grep -q "binary DER" "err$N.log" || fail "random bytes were called a DER certificate: $(cat "err$N.log")"
+server_cert && openssl x509 -in srv.pem -outform DER -out ca.der || fail "openssl x509 -outform DER"
+expect 2 "^tcpota device: --ca: cannot load CA file ca\.der: it holds no PEM certificate \(-----BEGIN CERTIFICATE-----\); give the CA's certificate in PEM \(this looks like a binary DER one: openssl x509 -inform DER -in FILE -out CA\.pem writes it in PEM\)$" \
+  $T device --server 127.0.0.1:1 --flash devdir --ca ca.der --max-attempts 1
 ok "a --ca holding a key, nothing, or no PEM certificate is said to"
 # A certificate cut short, or one with the server's key beside it (it would
 # load, and hand the key to every client given the file).
