@@ -110,13 +110,16 @@ static int offer_streams(const struct conn *c)
 
 /* How much DATA c queues at a time: once an offer streams, the whole image
  * (up to OUT_HIGH_REF) where it goes as runs of prebuilt frames by
- * reference, on a plain socket at the image's own chunk; else OUT_HIGH
- * (TLS encrypts what it queues; a frame built for a device's smaller chunk
- * costs heap chains for its head and tail). */
+ * reference, on a plain socket at the image's own chunk; OUT_HIGH_COPY
+ * where its frames are built one by one (copied: heap); else OUT_HIGH (TLS
+ * encrypts the runs it queues). */
 static size_t conn_out_cap(const struct conn *c)
 {
     if (offer_streams(c) && c->img && c->img->wire && plain_writes(c) && c->s.chunk == c->img->chunk) {
         return c->img->wire_len < OUT_HIGH_REF ? c->img->wire_len : OUT_HIGH_REF;
+    }
+    if (offer_streams(c) && c->img && (!c->img->wire || c->s.chunk != c->img->chunk)) {
+        return OUT_HIGH_COPY; /* a hostile trial: MAX_PAYLOAD 520 held 1 MiB of heap */
     }
     return OUT_HIGH;
 }
@@ -130,6 +133,9 @@ static int replies_pile_up(const struct conn *c)
 {
     size_t len = out_len(c);
 
+    if (c->kind == K_LEGACY) {
+        return len >= LEGACY_QUEUE_MAX; /* a trial's req0 flood held 700 KiB */
+    }
     return conn_out_cap(c) > OUT_HIGH ? c->ctl_queued >= READ_SLACK : len >= OUT_HIGH + READ_SLACK;
 }
 
@@ -139,6 +145,9 @@ static int replies_drained(const struct conn *c)
 {
     size_t len = out_len(c);
 
+    if (c->kind == K_LEGACY) {
+        return len < LEGACY_QUEUE_MAX / 2;
+    }
     return conn_out_cap(c) > OUT_HIGH ? len == 0 : len < (OUT_HIGH + READ_SLACK) / 2;
 }
 
@@ -594,11 +603,29 @@ static uint32_t frames_for(const struct conn *c, size_t room)
     return n < UINT32_MAX ? (uint32_t)n : UINT32_MAX;
 }
 
+/* DATA into out, up to cap bytes queued: whole runs of frames per call,
+ * one reference each into the prebuilt frames where they fit
+ * (image_add_frames). Returns 0, or what conn_out_of_memory() returns. */
+static int queue_data(struct conn *c, struct evbuffer *out, size_t cap)
+{
+    size_t queued = evbuffer_get_length(out), added;
+    uint32_t off, len;
+
+    while (queued < cap && tcpota_srv_data_take(&c->s, frames_for(c, cap - queued), &off, &len)) {
+        if (image_add_frames(out, c->img, c->s.chunk, off, len, &added) < 0) {
+            return conn_out_of_memory(c, "queueing image data");
+        }
+        c->bytes_sent += len;
+        queued += added;
+    }
+    return 0;
+}
+
 int conn_pump(struct conn *c)
 {
     struct evbuffer *out = conn_out(c);
-    size_t n = c->moved, queued, ahead, added, cap = conn_out_cap(c);
-    uint32_t off, len;
+    size_t n = c->moved, ahead, cap = conn_out_cap(c);
+    int rc;
 
     /* While the store decides, WELCOME waits for the decision: both go
      * out in one write (a check-in is then one segment each way). */
@@ -610,15 +637,8 @@ int conn_pump(struct conn *c)
     if (move_replies(c, &n)) { /* n: what the session said since the last pump */
         return 1;
     }
-    /* DATA up to the cap: whole runs of frames per call, one reference each
-     * into the prebuilt frames where they fit (image_add_frames). */
-    queued = evbuffer_get_length(out);
-    while (queued < cap && tcpota_srv_data_take(&c->s, frames_for(c, cap - queued), &off, &len)) {
-        if (image_add_frames(out, c->img, c->s.chunk, off, len, &added) < 0) {
-            return conn_out_of_memory(c, "queueing image data");
-        }
-        c->bytes_sent += len;
-        queued += added;
+    if ((rc = queue_data(c, out, cap)) != 0) {
+        return rc;
     }
     if (tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
         if (c->closing) {
@@ -645,6 +665,18 @@ int conn_pump(struct conn *c)
          * rather than an epoll_ctl() and a loop turn. Its error, if any,
          * the write event's own write meets again and reports. */
         (void)evbuffer_write(out, c->fd);
+        /* Frames built one by one queue OUT_HIGH_COPY at a time, less than
+         * the socket's buffer may take: while it takes all, the next ones
+         * (else nothing would ask for more until the device's next ACK). */
+        while (cap == OUT_HIGH_COPY && !evbuffer_get_length(out) && !tcpota_srv_all_sent(&c->s)) {
+            if ((rc = queue_data(c, out, cap)) != 0) {
+                return rc;
+            }
+            if (!evbuffer_get_length(out)) {
+                break; /* nothing due now (the prestream limit) */
+            }
+            (void)evbuffer_write(out, c->fd);
+        }
     }
     conn_queued(c);
     return 0;
@@ -934,8 +966,26 @@ enum take {
     TAKEN,    /* handed over */
     KEPT,     /* must wait: reading paused, or a legacy device waits for the store */
     KEPT_ASK, /* must wait: a legacy device just told apart, the store to be asked */
+    KEPT_REST, /* taken in part, the rest kept: a legacy device's answers pile up */
     STOPPED,  /* c stopped reading (closing) or is gone */
 };
+
+/* Keeps buf[0..n) in front of c's unread input (TLS's buffer, or c->in,
+ * made on first use), then asks the store when `t` says so (it takes them
+ * through conn_read_again). The bytes are taken from the socket: without
+ * memory for them the stream would have a hole, and c is closed (and
+ * freed). tests/tools/failqueue.c fails the prepend on demand. */
+static void keep_input(struct conn *c, const uint8_t *buf, size_t n, enum take t)
+{
+    if ((!c->bev && !c->in && !(c->in = evbuffer_new())) ||
+        evbuffer_prepend(conn_in(c), buf, n) < 0) {
+        (void)conn_out_of_memory(c, "keeping what the device sent");
+        return;
+    }
+    if (t == KEPT_ASK) {
+        (void)fleet_legacy_start(c);
+    }
+}
 
 /* Hands one chunk of a connection's input (at most READ_MAX bytes, in
  * order) to the detector and the session, or says that it must wait: the
@@ -956,30 +1006,25 @@ static enum take take_chunk(struct conn *c, const uint8_t *buf, size_t n)
     if (c->kind == K_LEGACY && !c->img) {
         return KEPT_ASK;
     }
-    if ((c->kind == K_V1 ? v1_input(c, buf, n) : legacy_input(c, buf, n)) < 0) {
+    if (c->kind == K_LEGACY) {
+        int used = legacy_input(c, buf, n);
+        if (used < 0) {
+            return STOPPED; /* c is gone */
+        }
+        if ((size_t)used < n) {
+            pause_reading(c);
+            keep_input(c, buf + used, n - (size_t)used, KEPT);
+            return KEPT_REST;
+        }
+        return TAKEN;
+    }
+    if (v1_input(c, buf, n) < 0) {
         return STOPPED; /* c may be gone */
     }
     if (c->kind == K_V1 && tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CLOSING) {
         return STOPPED; /* waiting for the output to drain */
     }
     return TAKEN;
-}
-
-/* Keeps buf[0..n) in front of c's unread input (TLS's buffer, or c->in,
- * made on first use), then asks the store when `t` says so (it takes them
- * through conn_read_again). The bytes are taken from the socket: without
- * memory for them the stream would have a hole, and c is closed (and
- * freed). tests/tools/failqueue.c fails the prepend on demand. */
-static void keep_input(struct conn *c, const uint8_t *buf, size_t n, enum take t)
-{
-    if ((!c->bev && !c->in && !(c->in = evbuffer_new())) ||
-        evbuffer_prepend(conn_in(c), buf, n) < 0) {
-        (void)conn_out_of_memory(c, "keeping what the device sent");
-        return;
-    }
-    if (t == KEPT_ASK) {
-        (void)fleet_legacy_start(c);
-    }
 }
 
 /* Takes what waits in the input buffer. Returns 0 when it took it all,
@@ -996,7 +1041,7 @@ static int take_input(struct conn *c, struct evbuffer *in)
         /* Out of the buffer first: the session may end c. */
         t = take_chunk(c, buf, (size_t)n);
         if (t == TAKEN) continue;
-        if (t != STOPPED) {
+        if (t != STOPPED && t != KEPT_REST) {
             keep_input(c, buf, (size_t)n, t); /* back where they were */
         }
         return -1;

@@ -543,7 +543,8 @@ static int aligned_frame(const struct image *img, uint32_t off, uint32_t len)
 
 int image_add_frame(struct evbuffer *out, struct image *img, uint32_t off, uint16_t len)
 {
-    uint8_t head[TCPOTA_DATA_HEAD_LEN], tail[4];
+    uint8_t frame[TCPOTA_DATA_HEAD_LEN + TCPOTA_MAX_PAYLOAD + 4];
+    uint8_t *head = frame, *tail = frame + TCPOTA_DATA_HEAD_LEN + len;
     uint32_t crc;
 
     tcpota_data_head(head, off, len);
@@ -552,13 +553,13 @@ int image_add_frame(struct evbuffer *out, struct image *img, uint32_t off, uint1
     } else {
         crc = tcpota_crc32c_update(tcpota_crc32c(head, TCPOTA_DATA_HEAD_LEN), img->map + off, len);
     }
+    /* Whole, copied: frames built one by one then share the queue's chains
+     * (its payload as a file segment of its own cost two chains a frame,
+     * over 1 KiB of heap for each 512-byte frame: a trial's 1 MiB a
+     * connection). The head maybe behind a run. */
+    memcpy(head + TCPOTA_DATA_HEAD_LEN, img->map + off, len);
     tcpota_put_u32(tail, crc);
-    /* The head maybe behind a run; the payload by sendfile where the
-     * platform has it. */
-    if (image_add_bytes(out, head, sizeof(head)) < 0 || image_add_payload(out, img, off, len) < 0) {
-        return -1;
-    }
-    return image_add_bytes(out, tail, sizeof(tail));
+    return image_add_bytes(out, frame, (size_t)TCPOTA_DATA_HEAD_LEN + len + 4);
 }
 
 int image_add_run(struct evbuffer *out, struct image *img, size_t at, size_t len)
@@ -573,6 +574,14 @@ int image_add_frames(struct evbuffer *out, struct image *img, uint32_t chunk, ui
     const uint32_t end = off + len;
 
     *queued = 0;
+    if (!img->wire || chunk != img->chunk) {
+        /* Every frame built and copied: room for all of them in one chain
+         * (a chain each cost twice their bytes at 512-byte frames). */
+        size_t frames = len / chunk + 2; /* a partial frame at either end */
+        if (evbuffer_expand(out, (size_t)len + frames * TCPOTA_DATA_OVERHEAD) < 0) {
+            return -1;
+        }
+    }
     while (off < end) {
         uint32_t n = chunk - off % chunk, run;
         size_t wire;

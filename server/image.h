@@ -76,8 +76,9 @@ void image_unref(struct image *img);
  * connection (its stream has a hole). After such a failure the image's
  * bytes go by reference to memory instead of by sendfile (image.c). */
 
-/* Queues one DATA frame of len image bytes from off (its payload by
- * sendfile where the platform has it). */
+/* Queues one DATA frame of len image bytes from off, copied (a frame not
+ * among the prebuilt ones: a device's smaller chunk, a resume inside a
+ * chunk; len at most TCPOTA_MAX_PAYLOAD). */
 int image_add_frame(struct evbuffer *out, struct image *img, uint32_t off, uint16_t len);
 /* Queues image bytes [off, off + len) as they are (an HTTP download's
  * body), by sendfile where the platform has it. */

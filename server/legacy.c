@@ -63,7 +63,14 @@ static int legacy_send(struct conn *c, const struct tcpota_legacy_pkg *pkg)
 
 int legacy_input(struct conn *c, const uint8_t *p, size_t n)
 {
+    const size_t given = n;
+
     while (n) {
+        if (evbuffer_get_length(conn_out(c)) >= LEGACY_QUEUE_MAX) {
+            /* Its answers pile up unread: the rest of the requests wait
+             * (4 KiB of req1 would queue 512 packages, 276 KiB). */
+            return (int)(given - n);
+        }
         struct tcpota_legacy_pkg pkg;
         int used = tcpota_legacy_input(&c->leg, p, n, &pkg);
         if (used < 0) {
@@ -78,6 +85,6 @@ int legacy_input(struct conn *c, const uint8_t *p, size_t n)
         p += used;
         n -= (size_t)used;
     }
-    return 0;
+    return (int)given;
 }
 

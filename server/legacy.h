@@ -21,8 +21,10 @@ const char *legacy_refusal(const struct tcpota_serve_opts *o, int is_signed);
  * legacy_refusal's reasons, and one the fleet summary counts. */
 int legacy_auth_refused(const struct tcpota_serve_opts *o);
 
-/* Feeds bytes a legacy device sent and queues the packages it asked for.
- * Returns 0, or -1 when c was closed and freed. */
+/* Feeds bytes a legacy device sent and queues the packages it asked for,
+ * until LEGACY_QUEUE_MAX of them wait unread. Returns how many bytes it
+ * took (fewer than n: the rest waits for the queue to drain), or -1 when c
+ * was closed and freed. */
 int legacy_input(struct conn *c, const uint8_t *p, size_t n);
 
 #endif

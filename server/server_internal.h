@@ -58,6 +58,15 @@
  * instead of one per OUT_HIGH. The largest ESP32 flash is 16 MiB. */
 #define OUT_HIGH_REF (16u * 1024u * 1024u)
 #define OUT_LOW (64u * 1024u)   /* refill when the queue drains below */
+/* DATA frames built one by one (a device whose MAX_PAYLOAD is below the
+ * image's chunk, a resume inside a chunk) are copied into the queue, whose
+ * bytes are then heap: this much at a time. The kernel's send buffer holds
+ * what is in flight; the queue only refills it at each writable event. */
+#define OUT_HIGH_COPY (8u * 1024u)
+/* A legacy device is stop-and-wait: one package answers each request, and
+ * one that keeps asking without reading stops being read once this much
+ * of its answers waits (about 30 packages). */
+#define LEGACY_QUEUE_MAX (16u * 1024u)
 /* Stop reading a peer whose replies pile up unread (a PING flood, a legacy
  * device repeating req1 without reading): READ_SLACK of them (conn.c,
  * replies_pile_up). */

@@ -259,9 +259,10 @@ static void frames_queued_byte_exact(void)
     static const struct frames_case cases[] = {
         {4096, 0, 10000, 1},    /* the whole image: one run of prebuilt frames */
         {4096, 4096, 5904, 1},  /* from a resume point */
-        {4096, 100, 9900, 4},   /* from inside a chunk (a re-seek): a frame of its own, then a run */
-        {4096, 0, 6000, 4},     /* to a limit inside a chunk */
-        {1024, 0, 10000, 0},    /* a device's smaller chunk: frames built one by one */
+        {4096, 100, 9900, 2},   /* from inside a chunk (a re-seek): a frame of its own (copied), then a run */
+        {4096, 0, 6000, 2},     /* to a limit inside a chunk: a run, then a frame copied */
+        {1024, 0, 10000, 1},    /* a device's smaller chunk: frames built one by one, in one chain */
+        {512, 100, 9000, 1},    /* the protocol's smallest, from inside a frame */
     };
     /* A device's chunk whose last frame is whole and starts on a frame of
      * the image's own chunk: still built, never a prebuilt slot (of the
@@ -489,7 +490,10 @@ static void test_frames_out_of_memory_reported(void **state)
             }
             evbuffer_free(out);
         }
-        assert_true(failed > 0);
+        /* Frames built one by one are copied whole: a failed allocation has
+         * a way around (image_add_bytes: evbuffer_add after a failed
+         * reserve); the run's file segment has none. */
+        if (c == 0) assert_true(failed > 0);
         out = evbuffer_new();
         assert_non_null(out);
         assert_int_equal(image_add_frames(out, img, chunk, 100, 9900, &queued), 0);
