@@ -3,6 +3,7 @@
  * api_client.h). Every other `tcpota device ...` is the host device
  * simulator (device.c); cmd_device hands these five words over to here. */
 #include "api_client.h"
+#include "key_tags.h"
 #include "cli.h"
 #include "table.h"
 
@@ -401,7 +402,7 @@ static int device_secret(struct api *a, int argc, char **argv)
                         " (403) from now on; that is right only for a device moving to tcpota's"
                         " own protocol (docs/http-ota.md)\n", table_c(pos[0]));
     }
-    snprintf(line, sizeof(line), "tcpota-secret v1 %s\n", hex);
+    snprintf(line, sizeof(line), KEY_TAG_DEVICE " " KEY_TAG_VERSION " %s\n", hex);
     if (fd >= 0) {
         size_t len = strlen(line);
         int wrote, err;

@@ -3,6 +3,7 @@
 #include "api.h" /* api_key_id */
 #include "digest.h"
 #include "esp_image.h"
+#include "key_tags.h"
 #include "cli.h"
 
 #include "tcpota/manifest.h"
@@ -19,9 +20,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PUB_TAG "tcpota-ed25519-public v1 "
-#define SEC_TAG "tcpota-ed25519-secret v1 "
-#define DEV_TAG "tcpota-secret v1 "
+#define PUB_TAG KEY_TAG_PUBLIC " " KEY_TAG_VERSION " "
+#define SEC_TAG KEY_TAG_PRIVATE " " KEY_TAG_VERSION " "
+#define DEV_TAG KEY_TAG_DEVICE " " KEY_TAG_VERSION " "
 #define KEY_FILE_MAX 512 /* a key file is one line of at most ~160 bytes */
 
 /* The three kinds of key file, so that a file of one kind given where
@@ -292,6 +293,14 @@ static int require(const char *cmd, const struct opt *opts, const char *file, co
 #define KEYGEN_SECRET_EG "dev1.secret"
 #define KEYGEN_TICKET_EG "ticket.key"
 
+/* 1 when a new file's failure (errno err) lies in the output name the user
+ * gave (no such folder, not a folder, not writable): exit 2, as a bad
+ * argument; else (a full disk, an I/O error) 1. keygen and sign alike. */
+static int out_name_at_fault(int err)
+{
+    return err == ENOENT || err == EACCES || err == ENOTDIR;
+}
+
 /* Explains why a new file could not be created at path (errno err); eg:
  * a file name to suggest in a directory given as --out (KEYGEN_SECRET_EG,
  * KEYGEN_TICKET_EG), NULL when path is NAME.key or NAME.pub of a key pair,
@@ -314,12 +323,9 @@ static int create_failed(const char *cmd, const char *path, int err, const char 
     } else if (err == ENOENT) {
         fprintf(stderr, "tcpota %s: cannot create %s: its directory does not exist; create it first\n",
                 cmd, path);
-    } else if (err == EACCES || err == ENOTDIR) {
-        /* the name given is at fault, as for sign's --out (exit 2) */
-        fprintf(stderr, "tcpota %s: cannot create %s: %s\n", cmd, path, strerror(err));
     } else {
         fprintf(stderr, "tcpota %s: cannot create %s: %s\n", cmd, path, strerror(err));
-        return 1;
+        return out_name_at_fault(err) ? 2 : 1;
     }
     return 2;
 }
@@ -648,7 +654,7 @@ static int write_manifest(const char *out, int given, const char *image, const c
             fprintf(stderr, "tcpota sign: cannot write %s: %s (sign writes a new file beside it "
                             "and renames it over)\n", out, strerror(err));
         }
-        return err == ENOENT || err == EACCES || err == ENOTDIR ? 2 : 1; /* a bad --out */
+        return out_name_at_fault(err) ? 2 : 1;
     }
     mask = umask(0);
     umask(mask);

@@ -4,6 +4,7 @@
 #include "cli.h"
 #include "fleet.h" /* FLEET_DB_TIMEOUT_S */
 #include "fleet_files.h"
+#include "key_tags.h"
 #include "keys.h"
 #include "log.h"
 #include "serve_config.h"
@@ -68,7 +69,8 @@ static void usage(FILE *f)
             "  --no-progress         no progress lines (one per device when its durable\n"
             "                        bytes pass a 10%% step; ACKs are read in batches, at\n"
             "                        least once a second, so a fast transfer shows few);\n"
-            "                        --progress, the default, undoes a config file's\n"
+            "                        --progress (the default) undoes a config file's\n"
+            "                        no-progress\n"
             "  --quiet               no line per connection or device: errors, warnings,\n"
             "                        the \"listening on\" line (scripts wait for it), the\n"
             "                        changes made through the API and the summary only\n"
@@ -291,11 +293,11 @@ static int load_ticket_keys(const struct tcpota_serve_opts *warn, struct tcpota_
             return -1;
         }
         char kind[48] = ""; /* " (it is a tcpota-ed25519-secret file)": another key of ours */
+        const char *tag = key_tag_of((const char *)b, strcspn((const char *)b, " \n"));
         if (len == TLS_TICKET_KEY_LEN) {
             memcpy(keys[i], b, len);
-        } else if (len > 7 && memcmp(b, "tcpota-", 7) == 0) {
-            snprintf(kind, sizeof(kind), " (it is a %.*s file)", (int)strcspn((char *)b, " \n"),
-                     (char *)b);
+        } else if (tag) {
+            snprintf(kind, sizeof(kind), " (it is a %s file)", tag);
         }
         sodium_memzero(b, len);
         free(b);
@@ -456,7 +458,7 @@ static int take_manifest_names(struct tcpota_serve_opts *o, const uint8_t *man, 
                                size_t vcap, int running)
 {
     struct tcpota_manifest m;
-    int order, rc = tcpota_manifest_parse(man, len, &m);
+    int rc = tcpota_manifest_parse(man, len, &m);
 
     if (rc < 0) {
         fprintf(stderr, "tcpota serve: the manifest %s is not a tcpota manifest, or is damaged; "
@@ -471,9 +473,7 @@ static int take_manifest_names(struct tcpota_serve_opts *o, const uint8_t *man, 
     version[m.version.len] = 0;
     memcpy(model, m.model.ptr, m.model.len);
     model[m.model.len] = 0;
-    if (o->version && strcmp(o->version, version) != 0 &&
-        !(tcpota_version_order(o->version, strlen(o->version), version, strlen(version), &order) == 0 &&
-          order == 0)) {
+    if (o->version && !tcpota_version_same(o->version, version)) {
         /* At a reload the flag is the running server's: it takes a restart. */
         fprintf(stderr, "tcpota serve: --version %s contradicts the signed manifest %s, which says "
                         "%s; %s --version (the manifest's version is offered)\n",

@@ -1,18 +1,13 @@
 /* auth.c - device secrets, answers to the CHALLENGE and their backoff (see
  * auth.h for the rule). */
 #include "auth.h"
+#include "key_tags.h"
 
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define LINE_MAX_LEN 512u
-/* The first word of a device's own secret file ("tcpota-secret v1 <hex>",
- * cli/keys.h), which is not a secrets file's line. */
-#define DEVICE_SECRET_FILE_TAG "tcpota-secret"
-/* The first word's start of every other key file keygen writes
- * ("tcpota-ed25519-secret v1 <hex>", "tcpota-ed25519-public v1 <hex>"). */
-#define KEY_FILE_PREFIX "tcpota-"
 /* A UTF-8 byte order mark, which some editors put first (taken, as the
  * config file takes it). */
 #define UTF8_BOM "\xef\xbb\xbf"
@@ -30,12 +25,16 @@ static int parse_line(const char *line, const char *path, size_t lineno,
                       struct tcpota_serve_secret *s)
 {
     char id[128], hex[200], more[2];
+    const char *tag;
     size_t bin = 0;
     int rc = -1, fields;
 
     memset(s, 0, sizeof(*s));
     fields = sscanf(line, "%127s %199s %1s", id, hex, more);
-    if (fields >= 1 && strcmp(id, DEVICE_SECRET_FILE_TAG) == 0) {
+    /* A key file's line ("<tag> v1 <hex>", key_tags.h) is none of a
+     * secrets file, whose ids may start alike ("tcpota-gw-01"). */
+    tag = fields == 3 && strcmp(hex, KEY_TAG_VERSION) == 0 ? key_tag_of(id, strlen(id)) : NULL;
+    if (tag && strcmp(tag, KEY_TAG_DEVICE) == 0) {
         fprintf(stderr, "tcpota serve: %s:%zu: this is a device's secret file (tcpota keygen "
                         "--device-secret), not a secrets file; the server's line for it is "
                         "\"<device id> <its hex>\": echo \"ID $(cut -d' ' -f3 %s)\" >> secrets\n",
@@ -43,11 +42,11 @@ static int parse_line(const char *line, const char *path, size_t lineno,
         sodium_memzero(hex, sizeof(hex));
         return -1;
     }
-    if (fields >= 1 && strncmp(id, KEY_FILE_PREFIX, strlen(KEY_FILE_PREFIX)) == 0) {
+    if (tag) {
         /* a signing key or a public key given by mistake (a trial) */
-        fprintf(stderr, "tcpota serve: %s:%zu: this is a %s file, not a secrets file (\"<device "
-                        "id> <hex secret>\" per line, written by tcpota device secret or by hand)\n",
-                path, lineno, id);
+        fprintf(stderr, "tcpota serve: %s:%zu: this is a %s file (tcpota keygen --out), not a "
+                        "secrets file (\"<device id> <hex secret>\" per line)\n",
+                path, lineno, tag);
         sodium_memzero(hex, sizeof(hex));
         return -1;
     }

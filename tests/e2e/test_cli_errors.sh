@@ -53,7 +53,9 @@ expect 2 "^tcpota device: --ca: cannot load CA file empty: the file is empty; gi
 expect 2 "^tcpota device: --ca: cannot load CA file img: it holds no PEM certificate \(-----BEGIN CERTIFICATE-----\)" \
   $T device --server 127.0.0.1:1 --flash devdir --ca img --max-attempts 1
 ! grep -q "no certificate or crl found" err$((N - 2)).log err$((N - 1)).log err$N.log || fail "OpenSSL's reason instead of what --ca holds"
-! grep -q "binary DER" "err$N.log" || fail "random bytes were called a DER certificate: $(cat "err$N.log")"
+printf '\060\202\001\000\002\001\003' > like.p12 # a PKCS#12's start: a version, not a certificate
+expect 2 "^tcpota device: --ca: cannot load CA file like\.p12: it holds no PEM certificate \(-----BEGIN CERTIFICATE-----\); give the CA's certificate in PEM$" \
+  $T device --server 127.0.0.1:1 --flash devdir --ca like.p12 --max-attempts 1
 server_cert && openssl x509 -in srv.pem -outform DER -out ca.der || fail "openssl x509 -outform DER"
 expect 2 "^tcpota device: --ca: cannot load CA file ca\.der: it holds no PEM certificate \(-----BEGIN CERTIFICATE-----\); give the CA's certificate in PEM \(this looks like a binary DER one: openssl x509 -inform DER -in FILE -out CA\.pem writes it in PEM\)$" \
   $T device --server 127.0.0.1:1 --flash devdir --ca ca.der --max-attempts 1
@@ -112,9 +114,9 @@ expect 2 "^tcpota serve: own\.secret:1: this is a device's secret file \(tcpota 
 # named as what it is (a trial: "more than <device id> <hex secret>", "holds
 # more than 80 bytes"). A secrets file saved with a UTF-8 byte order mark is
 # read (as the config file is; before: "the device id holds byte 0xef").
-expect 2 "^tcpota serve: k\.pub:1: this is a tcpota-ed25519-public file, not a secrets file \(\"<device id> <hex secret>\" per line, written by tcpota device secret or by hand\)$" \
+expect 2 "^tcpota serve: k\.pub:1: this is a tcpota-ed25519-public file \(tcpota keygen --out\), not a secrets file \(\"<device id> <hex secret>\" per line\)$" \
   $T serve --listen 127.0.0.1:0 --auth-file k.pub --version 1.0.0 authimg
-expect 2 "^tcpota serve: k\.key:1: this is a tcpota-ed25519-secret file, not a secrets file" \
+expect 2 "^tcpota serve: k\.key:1: this is a tcpota-ed25519-secret file \(tcpota keygen --out\), not a secrets file" \
   $T serve --listen 127.0.0.1:0 --auth-file k.key --version 1.0.0 authimg
 [ -s srv.pem ] || server_cert
 expect 2 "^tcpota serve: --tls-ticket-key k\.key holds more than 80 bytes \(it is a tcpota-ed25519-secret file\), not 80: a ticket key is 80 random bytes; make one with tcpota keygen --ticket-key --out FILE$" \

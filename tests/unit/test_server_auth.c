@@ -547,6 +547,12 @@ static void test_secrets_malformed_refused(void **state)
     assert_int_equal(read_secrets("dev-1 " HEX16 " # the lab board\n", &v, &n), -1);
     assert_int_equal(read_secrets("dev-1 " HEX16 " x\n", &v, &n), -1);
     assert_int_equal(read_secrets("tcpota-secret v1 " HEX16 HEX16 "\n", &v, &n), -1);
+    assert_int_equal(read_secrets("tcpota-ed25519-public v1 " HEX16 HEX16 "\n", &v, &n), -1);
+    /* An id that starts like a key file's tag is an id (a review: every
+     * "tcpota-" id was refused for a while). */
+    assert_int_equal(read_secrets("tcpota-gw-01 " HEX16 "\ntcpota-secret " HEX16 "\n", &v, &n), 0);
+    assert_int_equal(n, 2);
+    auth_free_secrets(v, n);
     assert_int_equal(read_secrets("dev-1 " HEX16 " \t\r\n", &v, &n), 0);
     auth_free_secrets(v, n);
     /* Two secrets for one device: either would do, so neither is kept. */
