@@ -180,14 +180,6 @@ int store_rollout_set_check(struct store_req *r)
     return STORE_OK;
 }
 
-int store_same_version(const char *a, const char *b)
-{
-    int order;
-
-    return strcmp(a, b) == 0 ||
-           (tcpota_version_order(a, strlen(a), b, strlen(b), &order) == 0 && order == 0);
-}
-
 int store_version_taken(const struct store_image *stored, const struct store_image *img,
                         char *msg, size_t len)
 {
@@ -196,7 +188,7 @@ int store_version_taken(const struct store_image *stored, const struct store_ima
     int alike = strcmp(stored->version, img->version) == 0;
 
     if (strcmp(stored->model, img->model) != 0 || memcmp(stored->id, img->id, TCPOTA_ID_LEN) == 0 ||
-        !store_same_version(stored->version, img->version)) {
+        !tcpota_version_same(stored->version, img->version)) {
         return 0;
     }
     snprintf(msg, len, "model %s has version %s already (image %.12s, other bytes)%s%s%s; give "

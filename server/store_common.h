@@ -98,12 +98,8 @@ int store_report_of(struct store_req *r, struct store_report *out);
  * waves open, never fewer than expected: waves never close), else
  * STORE_E_INVAL with r->err. */
 int store_rollout_set_check(struct store_req *r);
-/* 1 when versions a and b are one to the offer policy: the same string, or
- * the same precedence ("v4.0.2" and "4.0.2", "2.1" and "2.1.0"; build
- * metadata aside), which a device running one reads as the other. */
-int store_same_version(const char *a, const char *b);
 /* Whether stored, an image of other bytes, takes the version of img (same
- * model, store_same_version): then 1, with why (and what to do) in msg;
+ * model, tcpota_version_same): then 1, with why (and what to do) in msg;
  * else 0. Devices on one would never be offered the other, and rollouts
  * naming the version would be ambiguous. The API checks it before an
  * upload is written, each store again inside the add (nodes on one

@@ -4,6 +4,7 @@
 #include "tcpota/tcpota.h"
 
 #include <stdint.h>
+#include <string.h>
 
 #define VERSION_FIELDS 4   /* N.N.N.N at most */
 #define VERSION_DIGITS 9   /* per numeric field or identifier: fits in u32 */
@@ -157,4 +158,12 @@ int tcpota_version_order(const char *a, size_t alen, const char *b, size_t blen,
     }
     *order = cmp_pre(&va, &vb);
     return 0;
+}
+
+int tcpota_version_same(const char *a, const char *b)
+{
+    int order;
+
+    return strcmp(a, b) == 0 ||
+           (tcpota_version_order(a, strlen(a), b, strlen(b), &order) == 0 && order == 0);
 }

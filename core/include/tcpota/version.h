@@ -33,6 +33,12 @@ extern "C" {
  * is then untouched). Neither string needs a NUL. */
 int tcpota_version_order(const char *a, size_t alen, const char *b, size_t blen, int *order);
 
+/* 1 when NUL-terminated versions a and b are one to the offer policy: the
+ * same string, or the same precedence ("v4.0.2" and "4.0.2", "2.1" and
+ * "2.1.0"; build metadata aside), which a device running one reads as the
+ * other; else 0. (Servers and tools use it; a device need not link it.) */
+int tcpota_version_same(const char *a, const char *b);
+
 #ifdef __cplusplus
 }
 #endif
