@@ -159,11 +159,13 @@ static const char *ca_says(const char *pem, size_t n, const char *peer, char *bu
                  "CA that signed %s, never a key", peer);
         break;
     case TLS_PEM_OTHER:
-        /* 0x30 0x82: a DER SEQUENCE of two length bytes, a binary
-         * certificate (a .der or .cer file) */
+        /* 30 82 LL LL 30 82: a DER SEQUENCE of two length bytes holding
+         * another (the tbsCertificate), a binary certificate (a .der or
+         * .cer file); a PKCS#12 or a DER key has 02 01 (a version) there */
         snprintf(buf, cap, "it holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the "
-                 "CA's certificate in PEM%s", n >= 2 && (unsigned char)pem[0] == 0x30 &&
-                 (unsigned char)pem[1] == 0x82 ? " (this looks like a binary DER one: openssl x509 "
+                 "CA's certificate in PEM%s", n >= 6 && (unsigned char)pem[0] == 0x30 &&
+                 (unsigned char)pem[1] == 0x82 && (unsigned char)pem[4] == 0x30 &&
+                 (unsigned char)pem[5] == 0x82 ? " (this looks like a binary DER one: openssl x509 "
                  "-inform DER -in FILE -out CA.pem writes it in PEM)" : "");
         break;
     case TLS_PEM_CERT:
@@ -427,11 +429,22 @@ static const char *sent_alone(SSL *ssl, char *buf, size_t cap)
 {
     STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
     X509 *leaf = chain && sk_X509_num(chain) == 1 ? sk_X509_value(chain, 0) : NULL;
+    BIO *mem = leaf ? BIO_new(BIO_s_mem()) : NULL;
     char issuer[160];
+    int n;
 
-    if (!leaf || !X509_NAME_oneline(X509_get_issuer_name(leaf), issuer, sizeof(issuer))) {
+    /* RFC 2253, as openssl x509 -issuer -nameopt RFC2253 prints it; a
+     * longer one is cut where "..." says */
+    n = mem && X509_NAME_print_ex(mem, X509_get_issuer_name(leaf), 0, XN_FLAG_RFC2253) >= 0
+            ? BIO_read(mem, issuer, (int)sizeof(issuer) - 1) : -1;
+    if (n > 0 && BIO_pending(mem) > 0) {
+        memcpy(issuer + n - 3, "...", 3);
+    }
+    BIO_free(mem);
+    if (n <= 0) {
         return "";
     }
+    issuer[n] = 0;
     snprintf(buf, cap, "; it came alone, issued by %s: if that is an intermediate CA, the server "
              "must send it too: give the server its whole chain (its certificate, then the "
              "intermediate ones, in one file)", issuer);

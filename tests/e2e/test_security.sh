@@ -436,7 +436,7 @@ untouched tls-expired
 # (A long --ca path: the advice is said whole, not cut at a buffer's end.)
 long=$(printf 'ca-dir-%0240d' 0); mkdir "$long"; cp ca2.pem "$long/"
 ! tls_try tls-foreign srv.pem "$long/ca2.pem" || fail "a certificate from another CA was accepted"
-grep -qE "(unable to get local issuer certificate|self-signed).*; --ca $long/ca2.pem does not hold the certificate of the CA that signed it: give that one \(for a self-signed certificate, that certificate itself\); it came alone, issued by /CN=tcpota-test-ca: if that is an intermediate CA, the server must send it too: give the server its whole chain \(its certificate, then the intermediate ones, in one file\); not retrying: the same certificate would be refused again$" tls-foreign.log ||
+grep -qE "(unable to get local issuer certificate|self-signed).*; --ca $long/ca2.pem does not hold the certificate of the CA that signed it: give that one \(for a self-signed certificate, that certificate itself\); it came alone, issued by CN=tcpota-test-ca: if that is an intermediate CA, the server must send it too: give the server its whole chain \(its certificate, then the intermediate ones, in one file\); not retrying: the same certificate would be refused again$" tls-foreign.log ||
   fail "foreign CA: no reason logged, or nothing to do: $(grep -m1 TLS tls-foreign.log)"
 untouched tls-foreign
 # A certificate of an intermediate CA, the server's file without that CA's:
@@ -453,7 +453,7 @@ q openssl req -new -key ca2.key -out int.csr -subj /CN=tcpota-test-int
 q openssl x509 -req -in int.csr -CA ca.pem -CAkey ca.key -set_serial 7 -days 2 -extfile int.cnf -extensions ca -out int.pem
 q openssl x509 -req -in srv.csr -CA int.pem -CAkey ca2.key -set_serial 8 -days 2 -extfile int.cnf -extensions leaf -out leaf.pem
 ! tls_try tls-noint leaf.pem ca.pem || fail "a chain without its intermediate was accepted"
-grep -q "unable to get local issuer certificate; .*; it came alone, issued by /CN=tcpota-test-int: if that is an intermediate CA, the server must send it too: give the server its whole chain" tls-noint.log ||
+grep -q "unable to get local issuer certificate; .*; it came alone, issued by CN=tcpota-test-int: if that is an intermediate CA, the server must send it too: give the server its whole chain" tls-noint.log ||
   fail "a server without its intermediate: $(grep -m1 TLS tls-noint.log)"
 cat leaf.pem int.pem > fullchain.pem
 tls_try tls-fullchain fullchain.pem ca.pem || fail "the whole chain: $(grep -m1 TLS tls-fullchain.log)"
