@@ -159,8 +159,13 @@ q openssl pkey -in srv.key -aes256 -passout pass:secret1 -out enc.key
 chmod 600 enc.key
 tls_refused srv.pem enc.key 'the TLS key enc.key is protected by a passphrase, which tcpota serve cannot be given (it may start unattended and reloads on SIGHUP); write the key without one, readable by the server alone: openssl pkey -in enc.key -out KEY.pem && chmod 600 KEY.pem, and give --tls-key KEY.pem$'
 ! grep -qi 'pass phrase:' refused.log || fail "a passphrase was asked for: $(cat refused.log)"
+# On a terminal whose input stays open (a FIFO this shell holds), where
+# OpenSSL's own prompt waited for ever (with /dev/null it reads the end).
+mkfifo tty.in
+exec 7<> tty.in
 rc=0; timeout 10 script -qec "$T serve --listen 127.0.0.1:0 --version 1.0.0 --tls-cert srv.pem --tls-key enc.key img" /dev/null \
-  < /dev/null > tty.log 2>&1 || rc=$?
+  < tty.in > tty.log 2>&1 || rc=$?
+exec 7>&-
 [ $rc -eq 2 ] && grep -q 'the TLS key enc.key is protected by a passphrase' tty.log && ! grep -qi 'pass phrase:' tty.log ||
   fail "on a terminal, a key under a passphrase: exit $rc: $(cat tty.log)"
 ok "an unusable TLS certificate or key is named, with what it holds, or said not to be the certificate's; a passphrase is never asked for"
