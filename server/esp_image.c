@@ -17,6 +17,8 @@
 #define ESP_APP_VERSION_AT (ESP_APP_DESC_AT + 16u)
 #define ESP_APP_PROJECT_AT (ESP_APP_VERSION_AT + 32u)
 #define ESP_APP_STR 32u              /* version[32], project_name[32]: NUL-padded */
+_Static_assert(ESP_APP_PROJECT_AT + ESP_APP_STR == ESP_IMAGE_PEEK,
+               "ESP_IMAGE_PEEK is the bytes up to the app description's project name's end");
 
 /* ESP-IDF's esp_chip_id_t and the CONFIG_IDF_TARGET of each chip. */
 static const struct {
@@ -64,16 +66,6 @@ static int app_str(const uint8_t *p, char out[ESP_APP_STR + 1])
     return i > 0;
 }
 
-/* 1 when a and b are one version: the same string, or the same precedence
- * ("v1.2.0" and "1.2.0": a git tag and the version given). */
-static int same_version(const char *a, const char *b)
-{
-    int order;
-
-    return strcmp(a, b) == 0 ||
-           (tcpota_version_order(a, strlen(a), b, strlen(b), &order) == 0 && order == 0);
-}
-
 /* Appends one warning line to out (cap bytes); returns 1. */
 static int add_line(char *out, size_t cap, const char *line)
 {
@@ -115,7 +107,14 @@ int esp_image_notes(const uint8_t *head, size_t n, const char *version, const ch
                  built_for, model, wanted, wanted, built_for);
         count += add_line(out, cap, line);
     }
-    if (app_str(head + ESP_APP_VERSION_AT, app_version) && !same_version(app_version, version)) {
+    if (built_for && wanted && strcmp(model, wanted) != 0) {
+        snprintf(line, sizeof(line), "its model %s is the chip %s in other letters: an ESP-IDF "
+                 "device reports %s unless it was set otherwise (CONFIG_TCPOTA_MODEL), and models "
+                 "must match exactly; give it model %s unless its devices report %s",
+                 model, wanted, wanted, wanted, model);
+        count += add_line(out, cap, line);
+    }
+    if (app_str(head + ESP_APP_VERSION_AT, app_version) && !tcpota_version_same(app_version, version)) {
         if (!app_str(head + ESP_APP_PROJECT_AT, project)) snprintf(project, sizeof(project), "?");
         snprintf(line, sizeof(line), "its ESP-IDF app description (project %s) says version %s, "
                  "not %s: an ESP-IDF device reports that version once it runs this image, and a "

@@ -6,6 +6,7 @@
 #include "api.h"
 #include "proxied.h"
 #include "conn.h"
+#include "esp_image.h"
 #include "fleet.h"
 #include "log.h"
 #include "notify.h"
@@ -311,6 +312,24 @@ struct reload_job {
 
 static void reload(struct server *srv);
 
+/* What the image's first bytes say against its version and model (an ELF,
+ * an ESP-IDF app of another chip or version: esp_image.h), one warning a
+ * line; when is "" at start, "SIGHUP: " at a reload. */
+static void say_image_notes(const struct tcpota_serve_opts *o, const struct image *img,
+                            const char *when)
+{
+    char notes[1200], *line, *next;
+
+    if (esp_image_notes(img->map, img->size < ESP_IMAGE_PEEK ? img->size : ESP_IMAGE_PEEK,
+                        img->version, img->model, notes, sizeof(notes)) == 0) {
+        return;
+    }
+    for (line = notes; line; line = next) {
+        if ((next = strchr(line, '\n')) != NULL) *next++ = '\0';
+        say_always(o, LOG_LV_WARN, "%swarning: %s: %s", when, o->image, line);
+    }
+}
+
 /* The end of a reload (on the loop): fresh is the command line's files read
  * again (loaded: by o->reload, else nothing to release), img the new image
  * (single-image mode; NULL: failed, err logged). With TLS the certificate
@@ -381,6 +400,7 @@ static void reload_apply(struct server *srv, struct tcpota_serve_opts *fresh, in
                    "offered it (start the server with --allow-downgrade to offer it to them)",
                    img->version, srv->img->version, img->version);
     }
+    say_image_notes(fresh, img, "SIGHUP: ");
     image_unref(srv->img);
     srv->img = img;
     if (srv->reloaded) {
@@ -760,6 +780,7 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
             rc = unusable ? 2 : 1; /* a manifest of other bytes: an unusable input file */
             goto out;
         }
+        say_image_notes(o, srv.img, "");
     }
     if (devices_init(&srv.devices, DEVICES_MAX) < 0) {
         goto out;

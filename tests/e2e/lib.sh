@@ -45,6 +45,19 @@ make_image() {
   [ "$(stat -c %s "$1")" -eq "$2" ] || fail "could not make a $2-byte image"
 }
 
+# make_esp_app FILE CHIP_ID APP_VERSION: the start of an ESP-IDF app image
+# as esp_app_format.h and esp_app_desc.h lay it out (the image header with
+# its chip id, the first segment's header, the app description with its
+# version and project "ota_client"), then 4 KiB of bytes.
+make_esp_app() {
+  python3 -c 'import struct, sys
+hdr = bytes([0xE9, 4, 2, 0x20]) + struct.pack("<I", 0x42000020) + bytes([0xEE, 0, 0, 0])
+hdr += struct.pack("<HBHH", int(sys.argv[2]), 0, 0, 99) + bytes(5)
+desc = struct.pack("<4I", 0xABCD5432, 0, 0, 0) + sys.argv[3].encode().ljust(32, b"\0") + b"ota_client".ljust(32, b"\0")
+open(sys.argv[1], "wb").write(hdr + struct.pack("<II", 0x3C000020, 4096) + desc + bytes(range(256)) * 16)' "$@" ||
+    fail "could not make an ESP-IDF app image"
+}
+
 # flip_byte FILE OFFSET: changes one byte, whatever its value was (a
 # fixed value written over random bytes is the same byte 1 time in 256).
 flip_byte() {

@@ -129,14 +129,7 @@ ok "rollout create warns of an image older than the superseded rollout's (not fo
 # app description with another version (the devices report that one, and
 # are offered only newer images), an ELF given for the .bin. Added all the
 # same: images are any bytes, and a model may not be a chip's name.
-esp_app() { # FILE CHIP_ID APP_VERSION: an ESP-IDF app image's layout
-  python3 -c 'import struct, sys
-hdr = bytes([0xE9, 4, 2, 0x20]) + struct.pack("<I", 0x42000020) + bytes([0xEE, 0, 0, 0])
-hdr += struct.pack("<HBHH", int(sys.argv[2]), 0, 0, 99) + bytes(5)
-desc = struct.pack("<4I", 0xABCD5432, 0, 0, 0) + sys.argv[3].encode().ljust(32, b"\0") + b"ota_client".ljust(32, b"\0")
-open(sys.argv[1], "wb").write(hdr + struct.pack("<II", 0x3C000020, 4096) + desc + bytes(range(256)) * 16)' "$@"
-}
-esp_app "$WORK/s3.bin" 9 1.0.3
+make_esp_app "$WORK/s3.bin" 9 1.0.3
 "$TCPOTA" sign --key "$WORK/k.key" --version 1.1.0 --model esp32c3 "$WORK/s3.bin" > /dev/null 2> "$WORK/err" ||
   fail "sign s3.bin failed: $(cat "$WORK/err")"
 grep -q "^tcpota sign: warning: it is built for esp32s3 (its ESP-IDF image header), not for esp32c3 as its model says: an esp32c3 device refuses it (ESP-IDF checks the chip it is built for), and a rollout of it halts; build it with \`idf.py set-target esp32c3\`, or give it model esp32s3$" "$WORK/err" &&
@@ -148,7 +141,7 @@ grep -q "^tcpota sign: warning: it is built for esp32s3 (its ESP-IDF image heade
   grep -q "^tcpota image: warning: its ESP-IDF app description (project ota_client) says version 1.0.3, not 1.1.0" "$WORK/err" ||
   fail "image add of an esp32s3 app 1.0.3 as 1.1.0 for esp32c3 said: $(cat "$WORK/err")"
 grep -q "^added image .*: version 1.1.0, model esp32c3" "$WORK/out" || fail "s3.bin was not added: $(cat "$WORK/out")"
-esp_app "$WORK/c3.bin" 5 v1.2.0 # a git tag's version: the same as 1.2.0
+make_esp_app "$WORK/c3.bin" 5 v1.2.0 # a git tag's version: the same as 1.2.0
 "$TCPOTA" sign --key "$WORK/k.key" --version 1.2.0 --model esp32c3 "$WORK/c3.bin" > /dev/null 2> "$WORK/err" &&
   ! grep -q warning "$WORK/err" || fail "sign of an esp32c3 app v1.2.0 as 1.2.0 said: $(cat "$WORK/err")"
 "$TCPOTA" image add "$WORK/c3.bin" > /dev/null 2> "$WORK/err" && ! grep -q warning "$WORK/err" ||

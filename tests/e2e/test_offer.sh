@@ -161,6 +161,22 @@ grep -q 'SIGHUP: --version 1.5.0 contradicts the signed manifest u4.manifest, wh
 stop_server
 ok "a signed manifest that contradicts --version at a reload: restart without it"
 
+# One image, no fleet: what its first bytes say against its version is
+# said at the start, and at a reload (server/esp_image.c).
+make_esp_app espapp 9 1.0.3
+: > server.log
+"$T" serve --listen 127.0.0.1:0 --version 1.1.0 espapp 2> server.log &
+SERVER_PID=$!; PIDS+=("$SERVER_PID")
+wait_line server.log 'listening on'
+grep -q 'warning: espapp: its ESP-IDF app description (project ota_client) says version 1.0.3, not 1.1.0: ' server.log ||
+  fail "serve said nothing of the app's version: $(cat server.log)"
+printf '\177ELF\002\001\001' > espapp.new && head -c 3000 /dev/urandom >> espapp.new && mv espapp.new espapp
+kill -HUP "$SERVER_PID"
+wait_line server.log 'SIGHUP: reloaded' 5
+grep -q 'SIGHUP: warning: espapp: it is an ELF file' server.log || fail "a reload said nothing of an ELF: $(grep SIGHUP server.log)"
+stop_server
+ok "serve FILE warns of an ESP-IDF app's other version at start and of an ELF at a reload"
+
 # 5. A declined offer is not made again, but the same bytes signed are a new
 #    offer: a device that refused an unsigned image takes it once signed.
 make_image u5 30000

@@ -76,11 +76,16 @@ static void test_chip(void **state)
                              "as its model says: an esp32c3 device refuses it (ESP-IDF checks the "
                              "chip it is built for), and a rollout of it halts; build it with "
                              "`idf.py set-target esp32c3`, or give it model esp32s3");
-    /* a model in capitals names the chip too; the build hint is the target's */
-    assert_int_equal(notes(h, sizeof(h), "1.0.0", "ESP32C3", out, sizeof(out)), 1);
+    /* a model in capitals names the chip too; the build hint is the target's,
+     * and the capitals are said, since models are compared exactly */
+    assert_int_equal(notes(h, sizeof(h), "1.0.0", "ESP32C3", out, sizeof(out)), 2);
     assert_non_null(strstr(out, "not for ESP32C3 as its model says"));
     assert_non_null(strstr(out, "`idf.py set-target esp32c3`"));
-    assert_int_equal(notes(h, sizeof(h), "1.0.0", "ESP32S3", out, sizeof(out)), 0);
+    assert_int_equal(notes(h, sizeof(h), "1.0.0", "ESP32S3", out, sizeof(out)), 1);
+    assert_string_equal(out, "its model ESP32S3 is the chip esp32s3 in other letters: an ESP-IDF "
+                             "device reports esp32s3 unless it was set otherwise "
+                             "(CONFIG_TCPOTA_MODEL), and models must match exactly; give it model "
+                             "esp32s3 unless its devices report ESP32S3");
     assert_int_equal(notes(h, sizeof(h), "1.0.0", "esp32s3", out, sizeof(out)), 0);
     /* a model that is no chip's name, a chip id ESP-IDF does not have */
     assert_int_equal(notes(h, sizeof(h), "1.0.0", "gateway-v2", out, sizeof(out)), 0);
