@@ -398,6 +398,21 @@ static void test_integrity_failure_not_bootable(void **state)
     assert_int_equal(tcpota_dev_bad_image(&fp->port, NULL), TCPOTA_BAD_INTEGRITY);
 }
 
+/* A reason past the known ones (a record written by newer firmware, or
+ * damaged) reads as none, never past the table of sentences. */
+static void test_bad_text_unknown_reason(void **state)
+{
+    char none[TCPOTA_DEV_BAD_TEXT_MAX], t[TCPOTA_DEV_BAD_TEXT_MAX];
+    (void)state;
+    tcpota_dev_bad_text(simg.id, TCPOTA_BAD_NONE, none);
+    tcpota_dev_bad_text(simg.id, TCPOTA_BAD_BOOT_FAILED + 1, t);
+    assert_string_equal(t, none);
+    tcpota_dev_bad_text(simg.id, 200, t);
+    assert_string_equal(t, none);
+    tcpota_dev_bad_text(simg.id, TCPOTA_BAD_BOOT_FAILED, t);
+    assert_string_not_equal(t, none);
+}
+
 static void test_image_too_big_declined(void **state)
 {
     (void)state;
@@ -829,6 +844,21 @@ static void test_init_rejects_bad_config(void **state)
     c.ack_interval = 0;
     c.rx_cap = 100;
     assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
+    c.rx_cap = sizeof(drx);
+    /* Empty strings: a HELLO could never be made of them (a mutation
+     * review: taken at init, every connection then failed otherwise). */
+    c.device_id = "";
+    assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
+    c.device_id = "ok";
+    c.version = "";
+    assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
+    c.version = "v";
+    /* A transmit buffer shorter than the largest HELLO. */
+    c.tx_cap = TCPOTA_DEV_TX_MIN - 1;
+    assert_int_equal(tcpota_dev_init(&d, &c), TCPOTA_ERR_INVAL);
+    c.tx_cap = TCPOTA_DEV_TX_MIN;
+    assert_int_equal(tcpota_dev_init(&d, &c), 0);
+    c.tx_cap = sizeof(dtx);
     /* A secret shorter than TCPOTA_SECRET_MIN is guessable: refused, as the
      * server refuses it; the shortest allowed one is taken. */
     {
@@ -1592,6 +1622,25 @@ static void test_boot_failures_counted_per_image(void **state)
     assert_memory_equal(id, last + 1, 32);
 }
 
+/* Failures of different kinds of one image are not added up: one transfer
+ * altered on the way and then one power cut at its first boot leave the
+ * image its chance (a mutation review: summed, they held a good release
+ * back for good). */
+static void test_failures_of_other_kinds_not_summed(void **state)
+{
+    uint8_t last[1 + 32 + 4 + 4];
+    (void)state;
+    simg.id[0] ^= 1; /* the server lies about the hash */
+    assert_int_equal(run_conn(0, -1, NULL), TCPOTA_ERR_INTEGRITY);
+    assert_int_equal(tcpota_dev_bad_image(&fp->port, NULL), TCPOTA_BAD_NONE);
+    memcpy(last + 1, simg.id, 32);
+    tcpota_put_u32(last + 33, 0);
+    put_record(TCPOTA_KEY_LAST, last, sizeof(last), 1);
+    fp->boot.rolled_back = 1;
+    assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);
+    assert_int_equal(tcpota_dev_bad_image(&fp->port, NULL), TCPOTA_BAD_NONE);
+}
+
 /* A message only a device sends (here ACK, and HELLO) is a violation
  * when it comes from the server, not something to ignore. */
 static void test_device_message_from_server_refused(void **state)
@@ -1666,6 +1715,8 @@ int main(void)
         T(test_keepalive_and_timeout),
         T(test_stall_without_progress),
         T(test_init_rejects_bad_config),
+        T(test_failures_of_other_kinds_not_summed),
+        T(test_bad_text_unknown_reason),
         cmocka_unit_test(test_tx_min_holds_largest_hello),
         T(test_output_urgent_unless_only_acks),
         T(test_signed_update_raises_counter_and_refuses_downgrade),

@@ -1440,6 +1440,45 @@ static void test_slot_size_bound_at_boot(void **state)
     image_free(small);
 }
 
+/* A newer otadata record whose CRC does not match (a bit flipped on flash,
+ * its fields all in range) is not taken: the older record is (a mutation
+ * review: without the frame's check a flipped record could boot an image
+ * that failed its health check). */
+static void test_otadata_crc_checked(void **state)
+{
+    struct fx *f = *state;
+    struct image *img = image_new(SEC, 71, "2.0.0");
+    uint8_t b;
+
+    full_update(f, img);
+    tcpota_posix_close(&f->dev);
+    /* Records: create -> sector 0, ota_begin -> 1, set_boot -> 0 (newest):
+     * the first byte of slot 1's version there. */
+    peek(f, "otadata.bin", 12 + 72 + 40, &b, 1);
+    b ^= 0x01;
+    poke(f, "otadata.bin", 12 + 72 + 40, &b, 1);
+    open_ok(f, 0);
+    expect_running(f, 0, 0, 0);
+    image_free(img);
+}
+
+/* Marking the running image invalid needs the other slot to fall back to:
+ * with none (otadata damaged or forged so that slot 0 is not valid), the
+ * port refuses rather than leave no bootable slot. */
+static void test_mark_invalid_needs_a_fallback(void **state)
+{
+    struct fx *f = *state;
+    struct image *img = image_new(SEC, 72, "2.0.0");
+
+    full_update(f, img);
+    tcpota_posix_close(&f->dev);
+    otadata_reseal(f, 0, 12, 0); /* slot 0's meta: valid 0 */
+    open_ok(f, 0);
+    expect_running(f, 1, 1, 0);
+    assert_int_equal(f->port.mark_invalid(f->port.ctx), TCPOTA_ERR_STATE);
+    image_free(img);
+}
+
 /* The image state otadata records now, as `tcpota device status` reads it. */
 static uint8_t recorded_state(struct fx *f)
 {
@@ -1752,6 +1791,8 @@ int main(void)
         T(test_record_syncs_checked),
         T(test_slot_never_set_to_boot_never_boots),
         T(test_slot_size_bound_at_boot),
+        T(test_otadata_crc_checked),
+        T(test_mark_invalid_needs_a_fallback),
         T(test_image_states_recorded),
         T(test_unreadable_rollback_target_fails_the_boot),
         T(test_forged_nvs_entries_refused),
