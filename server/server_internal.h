@@ -62,7 +62,7 @@
  * image's chunk, a resume inside a chunk) are copied into the queue, whose
  * bytes are then heap: this much at a time. The kernel's send buffer holds
  * what is in flight; the queue only refills it at each writable event. */
-#define OUT_HIGH_COPY (8u * 1024u)
+#define OUT_HIGH_COPY (4u * 1024u)
 /* A legacy device is stop-and-wait: one package answers each request, and
  * one that keeps asking without reading stops being read once this much
  * of its answers waits (about 30 packages). */

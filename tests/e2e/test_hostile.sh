@@ -178,7 +178,7 @@ ok "a peer that stops reading and sends a bad frame is closed at once, its ERROR
 # Server heap per connection that does not read (a hostile trial): a device
 # whose MAX_PAYLOAD is the protocol's smallest held about 1 MiB (its frames
 # built one by one, a heap chain each), a legacy device asking req1 without
-# reading about 700 KiB (512 packages queued per read). Now 17 and 24-27
+# reading about 700 KiB (512 packages queued per read). Now 12 and 24-27
 # KiB; the bounds here are 64 KiB (442 with 256 KiB of frames queued) and
 # 44 KiB (61 when legacy_input does not stop at LEGACY_QUEUE_MAX: the
 # reading paused only between reads). Not under ASan, whose heap is its own.
