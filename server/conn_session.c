@@ -238,6 +238,15 @@ void conn_peer_error(const struct tcpota_msg *m, char *buf, size_t cap)
     const char *text = tcpota_strerror(m->u.error.code);
     const char *said = m->u.error.message.ptr ? (const char *)m->u.error.message.ptr : "";
     size_t n = m->u.error.message.len;
+    char code[48];
+
+    /* Code 0 is "ok", and a code tcpota has no name for said as a number
+     * (a hostile trial: "device error: ok (disk on fire)") */
+    if (m->u.error.code == 0 || strcmp(text, tcpota_strerror(NO_SUCH_ERR)) == 0) {
+        snprintf(code, sizeof(code), "error code %u, which tcpota has no name for",
+                 (unsigned)m->u.error.code);
+        text = code;
+    }
 
     if (n == 0 || (n == strlen(text) && memcmp(said, text, n) == 0)) {
         snprintf(buf, cap, "device error: %s", text);

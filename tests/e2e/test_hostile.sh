@@ -92,6 +92,25 @@ sys.exit("still open 8 s after the whole image")
 PY
 grep -qE '\[mute-acker 127\.0\.0\.1:[0-9]+\] idle for 2 s \(acknowledging nothing new, though its TCP received all we sent\); closing' "$WORK/server.log" ||
   fail "the close of a device that read all and acknowledged nothing: $(grep mute-acker "$WORK/server.log" | tail -2)"
+# A device's ERROR with code 0 ("ok") or a code tcpota has no name for is
+# logged with its number (a hostile trial: "device error: ok (disk on
+# fire)", and "unknown error" without the code); a known one by its name.
+python3 - "$P" "$(dirname "$0")" <<'PY' || fail "a device's ERROR codes (above)"
+import socket, struct, sys, time
+sys.path.insert(0, sys.argv[2])
+import frames
+for code in (0, 9999, 71):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+    s.sendall(frames.hello(b"err%d" % code))
+    time.sleep(0.2)
+    s.sendall(frames.frame(frames.ERROR, struct.pack("<H", code) + frames.tlv(8, b"disk on fire")))
+    time.sleep(0.2)
+    s.close()
+PY
+wait_line "$WORK/server.log" '\[err71 .*\] device error: protocol violation \(disk on fire\)' 5
+grep -q '\[err0 .*\] device error: error code 0, which tcpota has no name for (disk on fire)' "$WORK/server.log" &&
+  grep -q '\[err9999 .*\] device error: error code 9999, which tcpota has no name for (disk on fire)' "$WORK/server.log" ||
+  fail "a device's ERROR code 0 or 9999: $(grep 'device error' "$WORK/server.log")"
 # A legacy client that asks without reading (its reading paused behind the
 # replies), then resets: the reset is met, logged and the connection freed
 # (a review: a failed write handed over to a paused reader left it for ever).
