@@ -510,6 +510,12 @@ static void recheck_failures(struct server *srv, const struct store_event *items
     }
 }
 
+void fleet_notify_device(struct server *srv, const struct store_device *d)
+{
+    api_notify_device(srv->fleet->api, d->id, store_state_name(d->state), d->bytes, d->size,
+                      d->reason);
+}
+
 static void events_done(struct store_req *r)
 {
     struct server *srv = r->arg;
@@ -1271,9 +1277,7 @@ static void checkin_done(struct store_req *r)
     }
     srv->fleet->checkins++;
     if (r->u.checkin.report_id || r->u.checkin.is_new) {
-        const struct store_device *d = &r->u.checkin.out->dev;
-        api_notify_device(srv->fleet->api, d->id, store_state_name(d->state), d->bytes, d->size,
-                          d->reason);
+        fleet_notify_device(srv, &r->u.checkin.out->dev);
     }
     metrics_checkin(METRICS_V1);
     tcpota_srv_get_hello(&c->s, &h);

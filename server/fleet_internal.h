@@ -71,6 +71,10 @@ int fleet_changes(const struct store_device *d, enum store_dev_state st,
 /* Whether device id has a secret (it authenticates as a tcpota device). */
 int fleet_has_secret(const struct server *srv, const char *id);
 
+/* Says device d's record on the API's event stream (a "device" event):
+ * its first check-in, a report, a step recorded. */
+void fleet_notify_device(struct server *srv, const struct store_device *d);
+
 /* Records a step of a device's update: gathered and written with the
  * others (fleet.h); durable: a final step, written at once. progress: a
  * plain progress step, which replaces the device's pending one of the same

@@ -110,6 +110,11 @@ void ota_checkin_done(struct store_req *r)
         return;
     }
     metrics_checkin(METRICS_HTTP);
+    if (r->u.checkin.is_new) {
+        /* A device's first check-in is a device event, as a tcpota
+         * device's is (a hostile trial: a HEAD registered one unseen) */
+        fleet_notify_device(srv, &r->u.checkin.out->dev);
+    }
     if (r->u.checkin.has_rollout) {
         struct store_image *si = &r->u.checkin.out->image;
         snprintf(etag, sizeof(etag), "\"%s\"", si->idhex);

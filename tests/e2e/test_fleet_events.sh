@@ -28,6 +28,11 @@ wait_line "$WORK/events.txt" '"id":"ev-1","state":"updated"'
 states=$(sed -nE 's/^data: \{"id":"ev-1","state":"([a-z-]+)".*/\1/p' "$WORK/events.txt" | uniq | tr '\n' ' ')
 [ "$states" = "seen offered downloading verified updated " ] ||
   fail "ev-1's states on the event stream: $states"
+# An HTTP (esp_https_ota) device's first check-in, a HEAD, is an event too
+# (a hostile trial: registered, and the stream said nothing).
+curl -s -I -o /dev/null -H "X-Tcpota-Version: 1.0.0" "$TCPOTA_API/ota/esp32?device=ev-http-1" ||
+  fail "the HEAD check-in failed"
+wait_line "$WORK/events.txt" '"id":"ev-http-1","state":"seen"'
 stop_fleet
 # The server's stop ends the stream with its last chunk: curl exits 0, not 18
 # (a stream cut in the middle); the HTTP/1.0 stream ends with the close.
