@@ -9,15 +9,17 @@
 #include <unistd.h>
 
 /* The fdatasync() of the file descriptor fail_sync_fd fails as a disk
- * error would. */
+ * error would; every fdatasync() while fail_all_fdatasync is set (a file
+ * whose descriptor the test cannot know beforehand). */
 int fail_sync_fd = -1;
+int fail_all_fdatasync;
 
 int __real_fdatasync(int fd);
 int __wrap_fdatasync(int fd);
 
 int __wrap_fdatasync(int fd)
 {
-    if (fd == fail_sync_fd) {
+    if (fd == fail_sync_fd || fail_all_fdatasync) {
         errno = EIO;
         return -1;
     }
@@ -25,15 +27,18 @@ int __wrap_fdatasync(int fd)
 }
 
 /* And every fsync() (the port's only one syncs a directory after a
- * rename), which fails while fail_fsync is set. */
+ * rename), which fails while fail_fsync is set; or only the next one when
+ * fail_next_fsync is set (it clears itself). */
 int fail_fsync;
+int fail_next_fsync;
 
 int __real_fsync(int fd);
 int __wrap_fsync(int fd);
 
 int __wrap_fsync(int fd)
 {
-    if (fail_fsync) {
+    if (fail_fsync || fail_next_fsync) {
+        fail_next_fsync = 0;
         errno = EIO;
         return -1;
     }

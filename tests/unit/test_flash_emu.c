@@ -362,6 +362,21 @@ static void test_size_from_file_checked(void **state)
     assert_int_equal(fl->fd, -1);
 }
 
+/* A new region's erased bytes reach the disk before its creation succeeds:
+ * a sync that fails fails the creation (a mutation review: without it a
+ * crash could leave zeros, not erased bytes, that every later write
+ * refuses), and leaves no descriptor open. */
+static void test_create_sync_failure_reported(void **state)
+{
+    struct fixture *f = *state;
+
+    fail_all_fdatasync = 1;
+    assert_int_equal(tcpota_flash_open(&f->fl, f->path, 2 * SEC, 1), TCPOTA_ERR_IO);
+    fail_all_fdatasync = 0;
+    assert_int_equal(f->fl.fd, -1);
+    assert_non_null(strstr(tcpota_flash_detail(&f->fl), "sync"));
+}
+
 /* tcpota_flash_sync() reaches the disk and says when the disk failed: the
  * port's records count on it to order the bytes of a slot before the
  * record that claims them. */
@@ -380,6 +395,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_created_region_reads_erased, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_sync_failure_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prog_then_read_persists, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prog_over_programmed_byte_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_erase_restores_one_sector, setup, teardown),

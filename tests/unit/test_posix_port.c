@@ -289,6 +289,20 @@ static void test_fresh_dir_boots_factory_slot0(void **state)
     assert_int_not_equal(stat(path, &st), 0);
 }
 
+/* The key-value store of a closed device answers STATE, not what it held
+ * in memory (a mutation review). */
+static void test_kv_of_a_closed_device(void **state)
+{
+    struct fx *f = *state;
+    char v[8];
+
+    assert_int_equal(kv_set_str(f, "k", "v"), 0);
+    tcpota_posix_close(&f->dev);
+    assert_int_equal(kv_get_str(f, "k", v, sizeof v), TCPOTA_ERR_STATE);
+    assert_int_equal(kv_set_str(f, "k", "w"), TCPOTA_ERR_STATE);
+    recreate(f);
+}
+
 static void test_defaults_and_create_is_idempotent(void **state)
 {
     struct fx *f = *state;
@@ -1619,6 +1633,26 @@ static void test_create_syncs_the_directory(void **state)
     recreate(f);
 }
 
+/* The marker of a creation under way is durable before any region file is
+ * made: when its directory's sync fails, the creation stops there, with no
+ * slot file (a mutation review: without that sync, a cut after the slots
+ * were made could read as a device that lost its otadata, refused rather
+ * than made again). */
+static void test_create_marker_synced_first(void **state)
+{
+    struct fx *f = *state;
+    char path[128];
+
+    tcpota_posix_close(&f->dev);
+    tmpdir_remove(f->dir);
+    fail_next_fsync = 1;
+    assert_int_equal(tcpota_posix_open(&f->dev, f->dir, 1, SLOT, NULL), TCPOTA_ERR_IO);
+    fail_next_fsync = 0;
+    snprintf(path, sizeof path, "%s/ota_0.bin", f->dir);
+    assert_int_equal(access(path, F_OK), -1);
+    recreate(f);
+}
+
 /* A slot file that is no regular file is named as such, also on a device
  * whose slots are not of the default size (where two lengths that differ
  * would otherwise read as a slot cut short). */
@@ -1792,6 +1826,8 @@ int main(void)
         T(test_slot_never_set_to_boot_never_boots),
         T(test_slot_size_bound_at_boot),
         T(test_otadata_crc_checked),
+        T(test_kv_of_a_closed_device),
+        T(test_create_marker_synced_first),
         T(test_mark_invalid_needs_a_fallback),
         T(test_image_states_recorded),
         T(test_unreadable_rollback_target_fails_the_boot),
