@@ -404,6 +404,20 @@ expect 2 "cannot create nodir/x.key: its directory does not exist" $T keygen --o
 # An output name under a file: the name is at fault (2), for keygen as for
 # sign's --out (a trial: keygen said 1 where sign said 2).
 expect 2 "^tcpota keygen: cannot create img/x.key: Not a directory$" $T keygen --out img/x
+# A manifest whose bytes do not reach the disk is not renamed over a good
+# one (a mutation review: without the fsync a crash could leave an empty
+# or partial manifest, and every device trusting the key declines).
+if [ "$TCPOTA_SANITIZED" != 1 ]; then
+  with_failqueue ./tcpota-fq
+  $T sign --key k.key --version 1.0.0 --model esp32 --out good.manifest img 2> /dev/null || fail "sign good.manifest"
+  sum=$(sha256sum good.manifest)
+  touch fsync.eio
+  TCPOTA_TEST_FSYNC_EIO=fsync.eio TCPOTA_TEST_FSYNC_EIO_NAME=good.manifest. \
+    expect 1 "^tcpota sign: cannot write good\.manifest: Input/output error$" \
+    ./tcpota-fq sign --key k.key --version 1.0.1 --model esp32 --out good.manifest img
+  [ "$(sha256sum good.manifest)" = "$sum" ] || fail "a manifest whose sync failed replaced the good one"
+  ! ls good.manifest.?????? > /dev/null 2>&1 || fail "sign left its temporary file: $(ls good.manifest.*)"
+fi
 expect 2 "^tcpota sign: cannot write img/x.manifest: Not a directory \(sign writes a new file beside it and renames it over\)$" \
   $T sign --key k.key --version 1.0.0 --model esp32 --out img/x.manifest img
 expect 2 "unexpected argument 'extra'" $T keygen --out x extra

@@ -14,7 +14,9 @@
  * fread() fails with EIO (the stream's error set) once N bytes were read
  * from a stream: a disk that fails midway through an image. With
  * TCPOTA_TEST_FSYNC_GATE=PATH an upload's fsync waits for PATH (fsync
- * below), and fails with EIO while TCPOTA_TEST_FSYNC_EIO=PATH exists;
+ * below), and fails with EIO while TCPOTA_TEST_FSYNC_EIO=PATH exists (a
+ * file whose name holds TCPOTA_TEST_FSYNC_EIO_NAME instead, when given:
+ * `tcpota sign`'s temporary manifest);
  * with TCPOTA_TEST_PIPE2_EMFILE=PATH pipe2() fails while PATH
  * exists; with TCPOTA_TEST_OPEN_GATE=PATH a stored image's open waits
  * for PATH (open below). With TCPOTA_TEST_IMAGE_EOF=1 copy_file_range()
@@ -244,6 +246,7 @@ int fsync(int fd)
 {
     static int (*real)(int);
     const char *gate = getenv("TCPOTA_TEST_FSYNC_GATE"), *eio = getenv("TCPOTA_TEST_FSYNC_EIO");
+    const char *eio_name = getenv("TCPOTA_TEST_FSYNC_EIO_NAME");
     char link[64], name[4096];
     ssize_t n;
     int i;
@@ -255,7 +258,7 @@ int fsync(int fd)
     n = gate || eio ? readlink(link, name, sizeof name - 1) : -1;
     if (n > 0) {
         name[n] = 0;
-        if (eio && strstr(name, "/.upload-") && access(eio, F_OK) == 0) {
+        if (eio && strstr(name, eio_name ? eio_name : "/.upload-") && access(eio, F_OK) == 0) {
             fprintf(stderr, "failqueue: fsync fails with EIO: %s\n", name);
             errno = EIO;
             return -1;
