@@ -26,7 +26,10 @@
  *   server closes first), --ack-interval BYTES (tcpota devices' checkpoint interval, a multiple of
  *   4096; default: the core's, 16 KiB), --rcvbuf BYTES (each device's
  *   SO_RCVBUF, as a device's small TCP window; default: Linux's
- *   autotuning), --tls CA (tcpota and http: every
+ *   autotuning), --rx-cap BYTES (tcpota devices' frame buffer, as ESP-IDF's
+ *   CONFIG_TCPOTA_RX_BUFFER_SIZE, 528..4108: its HELLO offers that less 8
+ *   as its largest payload, and the server's DATA frames follow; default
+ *   4108, the server's 4096-byte chunks), --tls CA (tcpota and http: every
  *   connection inside TLS, the server verified against CA with SNI
  *   "localhost"; a full handshake per connection, no session offered).
  *
@@ -83,6 +86,7 @@
 #include "tlsclient.h"
 
 #define RX_CAP (4096u + 12u) /* largest DATA frame at the server's default chunk */
+#define RX_CAP_MIN 528u       /* ESP-IDF's smallest CONFIG_TCPOTA_RX_BUFFER_SIZE */
 #define TX_CAP 512u
 #define KV_SLOTS 6
 #define KV_VAL 64
@@ -135,6 +139,7 @@ static struct {
     unsigned first; /* --first: the first device's number (several load generators) */
     uint32_t ack_interval; /* tcpota devices' checkpoint interval; 0: the core's default */
     int rcvbuf;            /* --rcvbuf: each device's receive buffer; 0: the kernel's autotuning */
+    uint32_t rx_cap;       /* --rx-cap: each tcpota device's frame buffer, at most RX_CAP */
     uint32_t size;
     uint64_t seed;
     double timeout_s;
@@ -471,7 +476,7 @@ static int dev_setup(struct dev *d)
     cfg.model = "esp32";
     cfg.version = "0.0.0";
     cfg.rx_buf = d->rx;
-    cfg.rx_cap = RX_CAP;
+    cfg.rx_cap = g.rx_cap ? g.rx_cap : RX_CAP;
     cfg.tx_buf = d->tx;
     cfg.tx_cap = TX_CAP;
     cfg.timeout_ms = 600000; /* the run's own --timeout bounds it */
@@ -896,7 +901,7 @@ static int usage(void)
             "[options]\n"
             "       bench-loadgen checkin|http10 ... (short connections; see checkin.h)\n"
             "options: --seed S --sources K --first I --timeout SEC --max-retries R\n"
-            "         --ack-interval BYTES --rcvbuf BYTES\n"
+            "         --ack-interval BYTES --rcvbuf BYTES --rx-cap BYTES (528..4108)\n"
             "         --tls CA --keep-alive 0|1\n");
     return 2;
 }
@@ -1069,10 +1074,11 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--max-retries") == 0) g.max_retries = (unsigned)strtoul(v, NULL, 10);
         else if (strcmp(a, "--ack-interval") == 0) g.ack_interval = (uint32_t)strtoul(v, NULL, 10);
         else if (strcmp(a, "--rcvbuf") == 0) g.rcvbuf = atoi(v);
+        else if (strcmp(a, "--rx-cap") == 0) g.rx_cap = (uint32_t)strtoul(v, NULL, 10);
         else if (strcmp(a, "--tls") == 0) ca = v;
         else return usage();
     }
-    if (g.size == 0) return usage();
+    if (g.size == 0 || (g.rx_cap && (g.rx_cap < RX_CAP_MIN || g.rx_cap > RX_CAP))) return usage();
     if (strcmp(argv[1], "image") == 0) return file ? cmd_image(file) : usage();
     if (!server || loadgen_resolve(server, &g.srv, &g.srv_len) < 0 || g.n == 0 ||
         g.sources == 0 || g.sources > 250 ||

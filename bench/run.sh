@@ -18,7 +18,7 @@ QUICK=0
 BUILD=${BENCH_BUILD:-/tmp/build-bench}
 RESULTS=$ROOT/bench/results
 MIB=1048576
-BENCH_ALL="footprint link fleet twohost resume checkin transfers registry tls many pg"
+BENCH_ALL="footprint link fleet smallframes twohost resume checkin transfers registry tls many pg"
 BENCH_ONLY=${BENCH_ONLY:-$BENCH_ALL}
 want() { [[ " ${BENCH_ONLY//,/ } " == *" $1 "* ]]; }
 
@@ -553,7 +553,8 @@ xfer_exact() {
 }
 
 FLEET_NOTE="" # after N in the fleet table's rows, e.g. ", tcp_mem raised"
-fleet_row() { # KIND N: a row of $WORK/fleet.md
+FLEET_MD=fleet # the table fleet_row writes: $WORK/$FLEET_MD.md
+fleet_row() { # KIND N: a row of $WORK/$FLEET_MD.md
   awk -v n="$2" -v note="$FLEET_NOTE" -v l="$(xfer_label "$1")" -v rss0="$XR_RSS0" -v hwm="$XR_HWM" \
       -v cpu="$XR_CPU" -v cpg="$XR_CPG" -v press="$XR_PRESS" -v exact="$(xfer_exact "$2")" '
     { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
@@ -561,7 +562,7 @@ fleet_row() { # KIND N: a row of $WORK/fleet.md
       conns = v["peak_conns"] > 0 ? v["peak_conns"] : n;
       printf "| %d%s | %s | %.2f | %.2f | %.2f | %.0f | %.1f | %.1f | %.2f | %.3f | %.1f | %s | %s |\n",
         n, note, l, v["wall"], v["p50"], v["p99"], v["mbytes_per_s"], hwm / 1024, (hwm - rss0) / conns, cpu, cpg,
-        v["client_cpu"], press, exact }' <<< "$XR_OUT" >> "$WORK/fleet.md"
+        v["client_cpu"], press, exact }' <<< "$XR_OUT" >> "$WORK/$FLEET_MD.md"
 }
 
 # xfer_ratios N: the ratio row of a series (xfer_series), as the fleet and
@@ -655,6 +656,40 @@ fleet_bench() {
 EOF
   [ $QUICK -eq 1 ] || echo "- tcp_mem for the raised rows: $MANY_TCP_MEM_NOTE." >> "$WORK/fleet.md"
   cat "$WORK/fleet.md"
+}
+
+# The fleet benchmark with devices of ESP-IDF's smallest frame buffer
+# (CONFIG_TCPOTA_RX_BUFFER_SIZE 528: MAX_PAYLOAD 520): the server builds
+# and copies every DATA frame (its prebuilt frames are of its 4096-byte
+# chunk) instead of sending runs of them by sendfile.
+smallframes_bench() {
+  local n=1000 reps=${FLEET_REPS:-3} ratios
+  [ $QUICK -eq 1 ] && n=100 && reps=1
+  {
+    echo "## Small frames: N devices with a 528-byte frame buffer, 1 MiB each, one server"
+    echo
+    echo "$(pinned). The fleet benchmark (above), its tcpota devices announcing MAX_PAYLOAD 520"
+    echo "(\`bench-loadgen --rx-cap 528\`, ESP-IDF's smallest CONFIG_TCPOTA_RX_BUFFER_SIZE): the server"
+    echo "copies each 512-byte DATA frame into its queue, 4 KiB at a time (OUT_HIGH_COPY), where the"
+    echo "fleet table's devices take the prebuilt 4096-byte frames by sendfile. nginx: the same GET."
+    echo
+    echo "| N | server | all done s | p50 s | p99 s | aggregate MB/s | server peak RSS MiB | RSS per connected device KiB | server CPU s | server CPU s per GB | load generator CPU s | TCP memory pressure s | byte-exact |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  } > "$WORK/smallframes.md"
+  XR_NAME=smallframes XR_LABEL="small frames" XR_SRV=("${PIN_SRV[@]}") XR_LG=("${PIN_LG[@]}")
+  XR_RAW=fleet.raw XR_LG_ARGS=(--rx-cap 528) FLEET_MD=smallframes
+  xfer_series "$n" "$reps" fleet_row
+  ratios=$(xfer_ratios "$n")
+  XR_SRV=() XR_LG=() XR_LG_ARGS=() FLEET_MD=fleet
+  {
+    echo
+    echo "Medians of $reps runs; each ratio is the median of the runs' ratios:"
+    echo
+    echo "| N | tcpota server CPU s per GB | nginx | CPU tcpota / nginx | each run's CPU ratio | tcpota MB/s | nginx MB/s | rate tcpota / nginx | nginx, client closes: CPU s per GB | CPU tcpota / that |"
+    echo "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
+    printf '%b' "$ratios"
+  } >> "$WORK/smallframes.md"
+  cat "$WORK/smallframes.md"
 }
 
 # ---- 4. resume cost -----------------------------------------------------------
@@ -799,12 +834,13 @@ footprint_bench() {
   log "footprint"
   bash "$ROOT/bench/footprint.sh" "$WORK/footprint.md" >/dev/null
 }
-touch "$WORK/link.md" "$WORK/fleet.md" "$WORK/twohost.md" "$WORK/footprint.md" "$WORK/resume.md" "$WORK/checkin.md" \
+touch "$WORK/link.md" "$WORK/fleet.md" "$WORK/smallframes.md" "$WORK/twohost.md" "$WORK/footprint.md" "$WORK/resume.md" "$WORK/checkin.md" \
       "$WORK/transfer.md" "$WORK/registry.md" "$WORK/tls.md" "$WORK/tlsxfer.md" "$WORK/link.raw" "$WORK/fleet.raw" \
       "$WORK/checkin.raw" "$WORK/transfer.raw"
 run_phase footprint footprint footprint_bench
 run_phase link "slow link" link_bench
 run_phase fleet fleet fleet_bench
+run_phase smallframes "small frames" smallframes_bench
 run_phase twohost "fleet, two hosts" twohost_bench
 run_phase resume resume resume_bench
 run_phase checkin check-ins checkin_bench
@@ -816,7 +852,7 @@ run_phase many "many devices at once" many_bench
 run_phase pg "SQLite vs PostgreSQL" pg_bench
 { echo "Other load on the machine during the run (its busy CPU time minus this run's own processes):"
   echo; cat "$WORK/load.md"; echo; } >> "$WORK/head.md"
-for f in link fleet twohost footprint resume checkin transfer registry tls tlsxfer many pg; do
+for f in link fleet smallframes twohost footprint resume checkin transfer registry tls tlsxfer many pg; do
   [ -s "$WORK/$f.md" ] || continue # not run (BENCH_ONLY): the loop's status must stay 0
   cat "$WORK/$f.md"; echo
 done | cat "$WORK/head.md" - > "$out"
