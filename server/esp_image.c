@@ -3,6 +3,7 @@
  * esp_app_desc.h (5.x and 6.0 alike). */
 #include "esp_image.h"
 
+#include "tcpota/codec.h" /* tcpota_get_u16, tcpota_get_u32: little-endian */
 #include "tcpota/version.h"
 
 #include <stdio.h>
@@ -80,7 +81,6 @@ int esp_image_notes(const uint8_t *head, size_t n, const char *version, const ch
 {
     char app_version[ESP_APP_STR + 1], project[ESP_APP_STR + 1], line[512];
     const char *built_for, *wanted = model_chip(model);
-    uint32_t magic;
     int count = 0;
 
     if (!cap) return 0;
@@ -94,16 +94,15 @@ int esp_image_notes(const uint8_t *head, size_t n, const char *version, const ch
     if (n < ESP_IMAGE_PEEK || head[0] != ESP_IMAGE_MAGIC) {
         return 0;
     }
-    magic = (uint32_t)head[ESP_APP_DESC_AT] | (uint32_t)head[ESP_APP_DESC_AT + 1] << 8 |
-            (uint32_t)head[ESP_APP_DESC_AT + 2] << 16 | (uint32_t)head[ESP_APP_DESC_AT + 3] << 24;
-    if (magic != ESP_APP_DESC_MAGIC) {
+    if (tcpota_get_u32(head + ESP_APP_DESC_AT) != ESP_APP_DESC_MAGIC) {
         return 0; /* a bootloader's or another file's 0xE9: not an app */
     }
-    built_for = chip_target((uint16_t)(head[ESP_CHIP_ID_AT] | head[ESP_CHIP_ID_AT + 1] << 8));
+    built_for = chip_target(tcpota_get_u16(head + ESP_CHIP_ID_AT));
     if (built_for && wanted && strcmp(wanted, built_for) != 0) {
         snprintf(line, sizeof(line), "it is built for %s (its ESP-IDF image header), not for %s "
                  "as its model says: an %s device refuses it (ESP-IDF checks the chip it is "
-                 "built for), and a rollout of it halts; build it with `idf.py set-target %s`, or give it model %s",
+                 "built for), and a rollout of it halts; build it with `idf.py set-target %s`, or "
+                 "give it model %s",
                  built_for, model, wanted, wanted, built_for);
         count += add_line(out, cap, line);
     }
