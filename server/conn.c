@@ -110,15 +110,17 @@ static int offer_streams(const struct conn *c)
 
 /* How much DATA c queues at a time: once an offer streams, the whole image
  * (up to OUT_HIGH_REF) where it goes as runs of prebuilt frames by
- * reference, on a plain socket at the image's own chunk; OUT_HIGH_COPY
- * where its frames are built one by one (copied: heap); else OUT_HIGH (TLS
- * encrypts the runs it queues). */
+ * reference (at the image's chunk, or its variant's: image_prebuilt), on a
+ * plain socket; OUT_HIGH_COPY where its frames are built one by one
+ * (copied: heap); else OUT_HIGH (TLS encrypts the runs it queues). */
 static size_t conn_out_cap(const struct conn *c)
 {
-    if (offer_streams(c) && c->img && c->img->wire && plain_writes(c) && c->s.chunk == c->img->chunk) {
-        return c->img->wire_len < OUT_HIGH_REF ? c->img->wire_len : OUT_HIGH_REF;
+    size_t pre = offer_streams(c) && c->img ? image_prebuilt(c->img, c->s.chunk) : 0;
+
+    if (pre && plain_writes(c)) {
+        return pre < OUT_HIGH_REF ? pre : OUT_HIGH_REF;
     }
-    if (offer_streams(c) && c->img && (!c->img->wire || c->s.chunk != c->img->chunk)) {
+    if (offer_streams(c) && c->img && !pre) {
         return OUT_HIGH_COPY; /* a hostile trial: MAX_PAYLOAD 520 held 1 MiB of heap */
     }
     return OUT_HIGH;

@@ -298,11 +298,37 @@ static int private_copy(struct image *img, int src, const char *path, char *err,
     return -1;
 }
 
+/* img's frames of `chunk` bytes: the CRC of each (img->crcs) and all of
+ * them prebuilt (img->wire: NULL when they did not fit anywhere). -1 when
+ * out of memory for the CRCs. */
+static int frames_build(struct image *img, uint32_t chunk)
+{
+    uint32_t i, n = (uint32_t)(((uint64_t)img->size + chunk - 1) / chunk); /* no wrap near 4 GiB */
+
+    img->chunk = chunk;
+    img->crcs = calloc(n, sizeof(*img->crcs));
+    if (!img->crcs) {
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        uint32_t off = i * chunk, len = img->size - off < chunk ? img->size - off : chunk;
+        uint8_t head[TCPOTA_DATA_HEAD_LEN];
+        tcpota_data_head(head, off, (uint16_t)len);
+        img->crcs[i] = tcpota_crc32c_update(tcpota_crc32c(head, TCPOTA_DATA_HEAD_LEN), img->map + off, len);
+    }
+    img->wire_len = (size_t)n * (chunk + TCPOTA_DATA_OVERHEAD);
+    img->wire_fd = wire_create(img, n);
+    if (img->wire_fd >= 0) {
+        img->wire_seg = evbuffer_file_segment_new(img->wire_fd, 0, (ev_off_t)img->wire_len, 0);
+    }
+    return 0;
+}
+
 static int image_load(struct image *img, const char *path, const char *version, unsigned chunk,
                       char *err, size_t errlen)
 {
     struct stat st;
-    uint32_t i, n;
+    uint32_t i;
     size_t vlen = strlen(version);
     int src, copied;
 
@@ -353,23 +379,9 @@ static int image_load(struct image *img, const char *path, const char *version, 
     img->desc.size = img->size;
     img->desc.version = img->version;
     img->desc.version_len = (uint16_t)vlen;
-    img->chunk = chunk;
-    n = (uint32_t)(((uint64_t)img->size + chunk - 1) / chunk); /* no wrap near 4 GiB */
-    img->crcs = calloc(n, sizeof(*img->crcs));
-    if (!img->crcs) {
+    if (frames_build(img, chunk) < 0) {
         why(err, errlen, "out of memory");
         return -1;
-    }
-    for (i = 0; i < n; i++) {
-        uint32_t off = i * chunk, len = img->size - off < chunk ? img->size - off : chunk;
-        uint8_t head[TCPOTA_DATA_HEAD_LEN];
-        tcpota_data_head(head, off, (uint16_t)len);
-        img->crcs[i] = tcpota_crc32c_update(tcpota_crc32c(head, TCPOTA_DATA_HEAD_LEN), img->map + off, len);
-    }
-    img->wire_len = (size_t)n * (chunk + TCPOTA_DATA_OVERHEAD);
-    img->wire_fd = wire_create(img, n);
-    if (img->wire_fd >= 0) {
-        img->wire_seg = evbuffer_file_segment_new(img->wire_fd, 0, (ev_off_t)img->wire_len, 0);
     }
     if (img->fd < 0) {
         return 0; /* in memory: its bytes go by reference (add_segment) */
@@ -385,6 +397,7 @@ static int image_load(struct image *img, const char *path, const char *version, 
 
 static void image_free(struct image *img)
 {
+    if (img->variant) image_free(img->variant);
     if (img->wire_seg) evbuffer_file_segment_free(img->wire_seg);
     if (img->wire_fd >= 0) {
         if (img->wire) munmap(img->wire, img->wire_len);
@@ -392,8 +405,13 @@ static void image_free(struct image *img)
         img->wire = NULL;
     }
     if (img->seg) evbuffer_file_segment_free(img->seg);
-    if (img->map && img->heap) free(img->map);
-    else if (img->map) munmap(img->map, img->size);
+    if (img->borrowed) {
+        /* a variant: its bytes are its parent's */
+    } else if (img->map && img->heap) {
+        free(img->map);
+    } else if (img->map) {
+        munmap(img->map, img->size);
+    }
     if (img->fd >= 0) close(img->fd);
     free(img->crcs);
     free(img->wire);
@@ -567,13 +585,56 @@ int image_add_run(struct evbuffer *out, struct image *img, size_t at, size_t len
     return add_segment(out, &img->wire_seg, img->wire + at, at, len);
 }
 
+/* img's frames prebuilt at chunk, another than its own: made once, at the
+ * first ask (on the loop: a CRC and a copy of the image, about 1 ms per
+ * MiB), for the first such chunk; NULL for another, or when they could not
+ * be made, or the image is over IMAGE_VARIANT_MAX (its frames are then
+ * built one by one). A hostile trial's devices at MAX_PAYLOAD 520 made the
+ * server build and copy every 512-byte frame: 10x nginx's CPU per GB. */
+static struct image *variant_for(struct image *img, uint32_t chunk)
+{
+    struct image *v;
+
+    if (img->variant) {
+        return img->variant->chunk == chunk ? img->variant : NULL;
+    }
+    if (img->variant_failed || img->size > IMAGE_VARIANT_MAX || !(v = calloc(1, sizeof(*v)))) {
+        img->variant_failed = 1;
+        return NULL;
+    }
+    v->fd = -1;
+    v->wire_fd = -1;
+    v->borrowed = 1;
+    v->map = img->map;
+    v->size = img->size;
+    if (frames_build(v, chunk) < 0 || !v->wire) {
+        image_free(v);
+        img->variant_failed = 1;
+        return NULL;
+    }
+    img->variant = v;
+    return v;
+}
+
+size_t image_prebuilt(const struct image *img, uint32_t chunk)
+{
+    if (img->wire && chunk == img->chunk) {
+        return img->wire_len;
+    }
+    return img->variant && img->variant->chunk == chunk ? img->variant->wire_len : 0;
+}
+
 int image_add_frames(struct evbuffer *out, struct image *img, uint32_t chunk, uint32_t off,
                      uint32_t len, size_t *queued)
 {
     const size_t frame = (size_t)img->chunk + TCPOTA_DATA_OVERHEAD;
     const uint32_t end = off + len;
+    struct image *v;
 
     *queued = 0;
+    if (chunk != img->chunk && (v = variant_for(img, chunk)) != NULL) {
+        return image_add_frames(out, v, chunk, off, len, queued);
+    }
     if (!img->wire || chunk != img->chunk) {
         /* Every frame built and copied: room for all of them in one chain
          * (a chain each cost twice their bytes at 512-byte frames). */

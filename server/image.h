@@ -46,6 +46,13 @@ struct image {
      * bytes signed again are a new offer; a rollback is about the bytes. */
     uint8_t offer_fp[TCPOTA_ID_LEN];
     unsigned refs;                   /* the server and each connection using it */
+    /* The frames prebuilt at one other chunk (devices whose MAX_PAYLOAD is
+     * below the image's chunk), made at their first use (image_add_frames):
+     * an image of its own but for its bytes, which are this one's (borrowed).
+     * NULL: none yet; variant_failed: none could be made (frames are then
+     * built one by one). */
+    struct image *variant;
+    uint8_t borrowed, variant_failed;
 };
 
 /* Loads the image at path, offered as `version` for `model` ("" or NULL:
@@ -91,11 +98,20 @@ int image_add_payload(struct evbuffer *out, struct image *img, uint32_t off, uin
 int image_add_bytes(struct evbuffer *out, const uint8_t *p, size_t n);
 /* Queues bytes [at, at + len) of the prebuilt frames (img->wire). */
 int image_add_run(struct evbuffer *out, struct image *img, size_t at, size_t len);
+/* The largest image whose frames are prebuilt at a second chunk too (the
+ * largest ESP32 flash is 16 MiB; they are made on the loop, about 1 ms a
+ * MiB). */
+#define IMAGE_VARIANT_MAX (64u * 1024u * 1024u)
+/* The bytes of img's frames prebuilt at `chunk` (its own chunk's, or those
+ * of its variant), 0 when there are none (yet): what a connection at that
+ * chunk may queue by reference. */
+size_t image_prebuilt(const struct image *img, uint32_t chunk);
 /* Queues the DATA frames of image bytes [off, off + len) as a session with
  * frames of `chunk` bytes cuts them (tcpota_srv_data_take): whole aligned
  * frames, and the image's last, as one run of prebuilt frames where the
- * session's chunk is the image's; any other frame on its own. Sets
- * *queued to the bytes queued. */
+ * session's chunk is the image's or its variant's (made here for the first
+ * smaller chunk a device asks for, images up to IMAGE_VARIANT_MAX); any
+ * other frame on its own. Sets *queued to the bytes queued. */
 int image_add_frames(struct evbuffer *out, struct image *img, uint32_t chunk, uint32_t off,
                      uint32_t len, size_t *queued);
 

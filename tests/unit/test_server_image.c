@@ -275,7 +275,13 @@ static void frames_queued_byte_exact(void)
     for (size_t i = 0; i < sizeof(bytes); i++) bytes[i] = (uint8_t)(i * 7 + (i >> 8));
     img = load_bytes(bytes, 10000);
     assert_non_null(img);
+    assert_int_equal(image_prebuilt(img, 1024), 0); /* none before a device asks */
     frames_cases_byte_exact(img, bytes, cases, sizeof(cases) / sizeof(cases[0]));
+    /* The first smaller chunk asked for is prebuilt too (its frames went
+     * as one run above: one chain); a second one is built frame by frame. */
+    assert_int_equal(image_prebuilt(img, 4096), img->wire_len);
+    assert_int_equal(image_prebuilt(img, 1024), 10 * (1024 + TCPOTA_DATA_OVERHEAD));
+    assert_int_equal(image_prebuilt(img, 512), 0);
     image_unref(img);
     img = load_bytes(bytes, sizeof(bytes));
     assert_non_null(img);
