@@ -659,9 +659,9 @@ EOF
 }
 
 # The fleet benchmark with devices of ESP-IDF's smallest frame buffer
-# (CONFIG_TCPOTA_RX_BUFFER_SIZE 528: MAX_PAYLOAD 520): the server builds
-# and copies every DATA frame (its prebuilt frames are of its 4096-byte
-# chunk) instead of sending runs of them by sendfile.
+# (CONFIG_TCPOTA_RX_BUFFER_SIZE 528: MAX_PAYLOAD 520): the server sends
+# frames prebuilt at their 512-byte chunk (its image's variant, made at the
+# first such device), where the fleet table's take the image's own.
 smallframes_bench() {
   local n=1000 reps=${FLEET_REPS:-3} ratios
   [ $QUICK -eq 1 ] && n=100 && reps=1
@@ -670,8 +670,8 @@ smallframes_bench() {
     echo
     echo "$(pinned). The fleet benchmark (above), its tcpota devices announcing MAX_PAYLOAD 520"
     echo "(\`bench-loadgen --rx-cap 528\`, ESP-IDF's smallest CONFIG_TCPOTA_RX_BUFFER_SIZE): the server"
-    echo "copies each 512-byte DATA frame into its queue, 4 KiB at a time (OUT_HIGH_COPY), where the"
-    echo "fleet table's devices take the prebuilt 4096-byte frames by sendfile. nginx: the same GET."
+    echo "sends them frames prebuilt at their 512-byte chunk (the image's variant, made once, at the"
+    echo "first such device), by sendfile as the fleet table's 4096-byte ones. nginx: the same GET."
     echo
     echo "| N | server | all done s | p50 s | p99 s | aggregate MB/s | server peak RSS MiB | RSS per connected device KiB | server CPU s | server CPU s per GB | load generator CPU s | TCP memory pressure s | byte-exact |"
     echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
