@@ -669,13 +669,17 @@ int conn_pump(struct conn *c)
         (void)evbuffer_write(out, c->fd);
         /* Frames built one by one queue OUT_HIGH_COPY at a time, less than
          * the socket's buffer may take: while it takes all, the next ones
-         * (else nothing would ask for more until the device's next ACK). */
-        while (cap == OUT_HIGH_COPY && !evbuffer_get_length(out) && !tcpota_srv_all_sent(&c->s)) {
+         * (else nothing would ask for more until the device's next ACK),
+         * up to OUT_COPY_TURNS of them; the last is left queued for the
+         * write event, so other connections get the loop in between (a
+         * review: a fast reader held it for a whole 80 MB image, 75 ms). */
+        for (unsigned turn = 1; cap == OUT_HIGH_COPY && !evbuffer_get_length(out) &&
+                                !tcpota_srv_all_sent(&c->s); turn++) {
             if ((rc = queue_data(c, out, cap)) != 0) {
                 return rc;
             }
-            if (!evbuffer_get_length(out)) {
-                break; /* nothing due now (the prestream limit) */
+            if (!evbuffer_get_length(out) || turn == OUT_COPY_TURNS) {
+                break; /* nothing due now (the prestream limit), or its turn is over */
             }
             (void)evbuffer_write(out, c->fd);
         }

@@ -63,6 +63,9 @@
  * bytes are then heap: this much at a time. The kernel's send buffer holds
  * what is in flight; the queue only refills it at each writable event. */
 #define OUT_HIGH_COPY (4u * 1024u)
+/* ... and refilled at most this many times a writable turn (64 KiB): the
+ * rest waits for the next turn, after the other connections'. */
+#define OUT_COPY_TURNS 16u
 /* A legacy device is stop-and-wait: one package answers each request, and
  * one that keeps asking without reading stops being read once this much
  * of its answers waits (about 30 packages). */
