@@ -860,6 +860,27 @@ static void test_garbage_and_oversize(void **state)
     assert_int_equal(tcpota_srv_input(&s, junk, sizeof(junk), &ev), (int)sizeof(junk));
 }
 
+/* A HELLO without MAX_PAYLOAD: the device takes TCPOTA_MIN_PAYLOAD, so the
+ * offer's chunk and every DATA frame fit it. */
+static void test_no_max_payload_means_the_minimum(void **state)
+{
+    struct tcpota_msg m, out[4];
+    struct tcpota_srv_event ev;
+    uint32_t off;
+    uint16_t len;
+    (void)state;
+
+    hello(&m, "1.0.0");
+    m.u.hello.max_payload = 0; /* not sent */
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(drain(out, 4), 2);
+    assert_int_equal(out[1].type, TCPOTA_T_OFFER);
+    assert_int_equal(out[1].u.offer.chunk, TCPOTA_MIN_PAYLOAD - TCPOTA_DATA_FIXED);
+    while (tcpota_srv_data_next(&s, &off, &len)) {
+        assert_true(len <= TCPOTA_MIN_PAYLOAD - TCPOTA_DATA_FIXED);
+    }
+}
+
 static void test_small_device_buffer_limits_chunk(void **state)
 {
     struct tcpota_msg m;
@@ -925,6 +946,12 @@ static void test_init_rejects_bad_config(void **state)
     assert_int_equal(tcpota_srv_init(&t, &cfg), TCPOTA_ERR_INVAL);
     cfg.tx_cap = sizeof(tx);
     cfg.chunk = 20000;
+    assert_int_equal(tcpota_srv_init(&t, &cfg), TCPOTA_ERR_INVAL);
+    /* The bound exactly: the largest chunk whose DATA frame fits
+     * TCPOTA_MAX_PAYLOAD is taken, one byte more is not. */
+    cfg.chunk = TCPOTA_MAX_PAYLOAD - TCPOTA_DATA_FIXED;
+    assert_int_equal(tcpota_srv_init(&t, &cfg), 0);
+    cfg.chunk = TCPOTA_MAX_PAYLOAD - TCPOTA_DATA_FIXED + 1;
     assert_int_equal(tcpota_srv_init(&t, &cfg), TCPOTA_ERR_INVAL);
     /* An image no OFFER can describe: a version longer than TCPOTA_MAX_NAME
      * or a manifest longer than TCPOTA_MAX_MANIFEST. */
@@ -1407,6 +1434,7 @@ int main(void)
         cmocka_unit_test(test_ack_run_stops_before_a_bad_ack),
         cmocka_unit_test_setup(test_ack_with_tlv_is_one_frame, setup),
         cmocka_unit_test_setup(test_small_device_buffer_limits_chunk, setup),
+        cmocka_unit_test_setup(test_no_max_payload_means_the_minimum, setup),
         cmocka_unit_test_setup(test_ping_gets_pong, setup),
         cmocka_unit_test_setup(test_ping_flood_ends_session, setup),
         cmocka_unit_test(test_init_rejects_bad_config),

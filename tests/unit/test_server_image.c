@@ -510,6 +510,29 @@ static void test_frames_out_of_memory_reported(void **state)
     image_unref(img);
 }
 
+/* The server's own check of a manifest against the bytes it read (start,
+ * SIGHUP): a damaged manifest is refused as such, by image_check_manifest
+ * itself, whatever its caller parsed before. */
+static void test_damaged_manifest_refused_by_the_server(void **state)
+{
+    static const uint8_t bytes[5000] = {1, 2, 3};
+    static const uint8_t garbage[100] = {0x54, 0x4f, 0x41, 0x31, 0xff, 0xff};
+    char path[96], err[IMAGE_ERR_LEN];
+    struct image *img;
+    FILE *f;
+    (void)state;
+    snprintf(path, sizeof(path), "%s/img", dir);
+    assert_non_null(f = fopen(path, "w"));
+    assert_int_equal(fwrite(bytes, 1, sizeof(bytes), f), sizeof(bytes));
+    fclose(f);
+    img = image_open(path, "2.0.0", NULL, garbage, sizeof(garbage), 4096, err, sizeof(err));
+    assert_non_null(img);
+    err[0] = 0;
+    assert_int_equal(image_check_manifest(img, path, "img.manifest", 0, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "is not a tcpota manifest, or is damaged"));
+    image_unref(img);
+}
+
 int main(void)
 {
     const char *t = getenv("TMPDIR");
@@ -520,6 +543,7 @@ int main(void)
     /* Before libevent allocates anything. */
     event_set_mem_functions(counted_malloc, counted_realloc, free);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_damaged_manifest_refused_by_the_server),
         cmocka_unit_test_setup_teardown(test_fifo_refused_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_directory_and_empty_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_regular_file_loaded, setup, teardown),

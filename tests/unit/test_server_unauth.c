@@ -56,11 +56,30 @@ static void test_no_limit_and_release(void **state)
     unauth_clear(&u); /* frees what is left (ASan checks) */
 }
 
+/* An address whose last connection is released leaves no entry behind: a
+ * peer with many source addresses (an IPv6 /64) must not grow the table
+ * for good by connecting once from each. */
+static void test_released_addresses_leave_nothing(void **state)
+{
+    char addr[48];
+    (void)state;
+    memset(&u, 0, sizeof(u));
+    for (int i = 0; i < 10000; i++) {
+        snprintf(addr, sizeof(addr), "2001:db8::%x", i);
+        assert_int_equal(unauth_add(&u, addr, 2), 1);
+        assert_int_equal(unauth_add(&u, addr, 2), 1);
+        unauth_del(&u, addr);
+        unauth_del(&u, addr);
+    }
+    for (unsigned b = 0; b < UNAUTH_BUCKETS; b++) assert_null(u.buckets[b]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cap_per_address),
         cmocka_unit_test(test_no_limit_and_release),
+        cmocka_unit_test(test_released_addresses_leave_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
