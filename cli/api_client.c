@@ -3,6 +3,7 @@
 #include "api_client.h"
 
 #include "cli.h"
+#include "text.h" /* text_bom */
 #include "tls.h"
 
 #include "tcpota/tcpota.h"
@@ -305,13 +306,11 @@ static int token_ok(const char *t)
 }
 
 /* Reads the token from a file (what: "--token-file" or "--data"). */
-#define UTF8_BOM "\xef\xbb\xbf" /* what some editors put first in a text file */
-
 static int token_from_file(struct api *a, const char *path, const char *what)
 {
-    char buf[sizeof(a->token) + 2 + sizeof(UTF8_BOM) - 1];
+    char buf[sizeof(a->token) + 2 + TEXT_UTF8_BOM_LEN];
     ssize_t n;
-    size_t len = 0;
+    size_t len = 0, bom;
     int fd = cli_open_regular(path, what);
 
     if (fd < 0) return 2;
@@ -328,11 +327,11 @@ static int token_from_file(struct api *a, const char *path, const char *what)
     }
     close(fd);
     buf[len] = 0;
-    if (len >= sizeof(UTF8_BOM) - 1 && memcmp(buf, UTF8_BOM, sizeof(UTF8_BOM) - 1) == 0) {
+    if ((bom = text_bom(buf, len)) != 0) {
         /* Skipped, as a config file's is (a trial's token file saved by an
          * editor was "not a token"). */
-        len -= sizeof(UTF8_BOM) - 1;
-        memmove(buf, buf + sizeof(UTF8_BOM) - 1, len + 1);
+        len -= bom;
+        memmove(buf, buf + bom, len + 1);
     }
     if (len && buf[len - 1] == '\n') buf[--len] = 0;
     if (len && buf[len - 1] == '\r') buf[--len] = 0;

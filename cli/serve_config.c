@@ -2,6 +2,7 @@
 #include "serve_config.h"
 
 #include "cli.h"
+#include "text.h" /* text_bom */
 
 #include <ctype.h>
 #include <stdio.h>
@@ -132,7 +133,7 @@ static int read_flags(FILE *f, const char *path, struct serve_config_args *out)
 
     for (;;) {
         char *b = buf, *s, *val;
-        size_t nlen, len, at;
+        size_t nlen, len, at, bom;
         int k, got = read_line(f, buf, sizeof(buf), &len);
 
         if (got == 0) {
@@ -145,9 +146,9 @@ static int read_flags(FILE *f, const char *path, struct serve_config_args *out)
         }
         /* Editors on Windows start a UTF-8 file with a byte-order mark;
          * read as text, it became part of the first option's name. */
-        if (line == 1 && len >= 3 && memcmp(b, "\xef\xbb\xbf", 3) == 0) {
-            b += 3;
-            len -= 3;
+        if (line == 1 && (bom = text_bom(b, len)) != 0) {
+            b += bom;
+            len -= bom;
         }
         if ((at = not_text(b, len)) < len) {
             snprintf(msg, sizeof(msg), "byte %zu of the line is 0x%02x, which a config file cannot "

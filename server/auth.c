@@ -2,15 +2,13 @@
  * auth.h for the rule). */
 #include "auth.h"
 #include "key_tags.h"
+#include "text.h" /* text_bom */
 
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define LINE_MAX_LEN 512u
-/* A UTF-8 byte order mark, which some editors put first (taken, as the
- * config file takes it). */
-#define UTF8_BOM "\xef\xbb\xbf"
 
 /* ---- the secrets file ------------------------------------------------ */
 
@@ -119,7 +117,7 @@ static int find_duplicate(struct tcpota_serve_secret *v, size_t n, const char *p
 int auth_read_secrets(FILE *f, const char *path, struct tcpota_serve_secret **out, size_t *n)
 {
     char line[LINE_MAX_LEN];
-    size_t cap = 0, lineno = 0;
+    size_t cap = 0, lineno = 0, bom;
     struct tcpota_serve_secret *v = NULL;
 
     *out = NULL;
@@ -139,8 +137,8 @@ int auth_read_secrets(FILE *f, const char *path, struct tcpota_serve_secret **ou
                             " id> <hex secret>\" alone\n", path, lineno);
             goto bad;
         }
-        if (lineno == 1 && strncmp(line, UTF8_BOM, strlen(UTF8_BOM)) == 0) {
-            memmove(line, line + strlen(UTF8_BOM), strlen(line) - strlen(UTF8_BOM) + 1);
+        if (lineno == 1 && (bom = text_bom(line, strlen(line))) != 0) {
+            memmove(line, line + bom, strlen(line) - bom + 1);
         }
         if (line[0] == '#' || strspn(line, " \t\r\n") == strlen(line)) continue;
         if (*n == cap) {

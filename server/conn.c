@@ -126,12 +126,11 @@ static size_t conn_out_cap(const struct conn *c)
     return OUT_HIGH;
 }
 
-/* 1 when c's replies pile up unread (a PING flood, a legacy device
- * repeating req1 without reading): reading stops until they drain. Behind
- * runs of up to a whole image what counts is the control frames queued
- * since the queue was last empty (READ_SLACK of them); elsewhere the
- * queue's length, READ_SLACK above OUT_HIGH. */
-static int replies_pile_up(const struct conn *c)
+/* conn.h. Behind runs of up to a whole image what counts is the control
+ * frames queued since the queue was last empty (READ_SLACK of them); a
+ * legacy device's answers, LEGACY_QUEUE_MAX; elsewhere the queue's length,
+ * READ_SLACK above OUT_HIGH. */
+int conn_replies_pile_up(const struct conn *c)
 {
     size_t len = out_len(c);
 
@@ -789,7 +788,7 @@ static int v1_input(struct conn *c, const uint8_t *p, size_t n)
             tcpota_srv_get_state(&c->s) != TCPOTA_SRV_CHOOSING) {
             /* Replies to many small frames in one read (PINGs): queued now,
              * so the session's buffer never runs out; the read pause
-             * (replies_pile_up) bounds what may queue. */
+             * (conn_replies_pile_up) bounds what may queue. */
             if (move_replies(c, &c->moved)) {
                 return -1; /* c is gone */
             }
@@ -999,7 +998,7 @@ static void keep_input(struct conn *c, const uint8_t *buf, size_t n, enum take t
  * a plain read put it (take_read). */
 static enum take take_chunk(struct conn *c, const uint8_t *buf, size_t n)
 {
-    if (replies_pile_up(c)) {
+    if (conn_replies_pile_up(c)) {
         pause_reading(c);
         return KEPT;
     }

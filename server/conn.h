@@ -94,6 +94,11 @@ int conn_input_unread(const struct conn *c);
  * loop. now: now_s(). */
 int conn_overdue(const struct conn *c, double now);
 
+/* 1 when c's replies pile up unread (a PING flood, a legacy device
+ * repeating req1 without reading): reading stops until they drain, and a
+ * legacy device's requests are taken no further (legacy_input). */
+int conn_replies_pile_up(const struct conn *c);
+
 /* "device error: TEXT (MESSAGE)" of a device's ERROR m into buf: TEXT the
  * code's (tcpota_strerror), MESSAGE the device's own words, left out when
  * empty or when they repeat TEXT ("frame CRC mismatch" twice). */

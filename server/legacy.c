@@ -66,13 +66,16 @@ int legacy_input(struct conn *c, const uint8_t *p, size_t n)
     const size_t given = n;
 
     while (n) {
-        if (evbuffer_get_length(conn_out(c)) >= LEGACY_QUEUE_MAX) {
-            /* Its answers pile up unread: the rest of the requests wait
-             * (4 KiB of req1 would queue 512 packages, 276 KiB). */
+        struct tcpota_legacy_pkg pkg;
+        int used;
+
+        if (conn_replies_pile_up(c)) {
+            /* Its answers pile up unread (LEGACY_QUEUE_MAX): the rest of
+             * the requests wait (4 KiB of req1 would queue 512 packages,
+             * 276 KiB). */
             return (int)(given - n);
         }
-        struct tcpota_legacy_pkg pkg;
-        int used = tcpota_legacy_input(&c->leg, p, n, &pkg);
+        used = tcpota_legacy_input(&c->leg, p, n, &pkg);
         if (used < 0) {
             c->srv->stats.failed++;
             clog_(c, 1, "legacy device sent something that is not req0/req1; closing");

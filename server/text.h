@@ -94,4 +94,18 @@ static inline void text_sockaddr(const struct sockaddr *sa, socklen_t len,
     }
 }
 
+/* The UTF-8 byte order mark some editors put first in a text file (read
+ * as text, it became part of the first name or token: config files, token
+ * files, secrets files take it as nothing). */
+#define TEXT_UTF8_BOM "\xef\xbb\xbf"
+#define TEXT_UTF8_BOM_LEN (sizeof(TEXT_UTF8_BOM) - 1)
+
+/* TEXT_UTF8_BOM_LEN when p (n bytes) starts with the mark, else 0. */
+static inline size_t text_bom(const char *p, size_t n)
+{
+    return n >= TEXT_UTF8_BOM_LEN && memcmp(p, TEXT_UTF8_BOM, TEXT_UTF8_BOM_LEN) == 0
+               ? TEXT_UTF8_BOM_LEN
+               : 0;
+}
+
 #endif
