@@ -2,11 +2,15 @@
  * libevent callbacks that drive it, and flow control (see conn.h); what
  * the session's events mean is conn_session.c's.
  *
- * A plain connection has two events of its own (read, write) and an output
+ * A connection has two events of its own (read, write) and an output
  * queue (an evbuffer: control bytes, and runs of the image's prebuilt
  * frames by reference, which evbuffer_write() sends with sendfile); what it
- * reads is handed to the session where it lies. A TLS connection goes
- * through a bufferevent, whose OpenSSL filter owns the bytes both ways. */
+ * reads is handed to the session where it lies. Inside TLS the same, but
+ * for the socket calls: SSL_read into the stack (conn_recv), SSL_write
+ * from the queue's bytes where they lie (conn_flush); where the kernel
+ * encrypts (kernel TLS) only the reads. A TLS bufferevent cost a malloc()
+ * per read, level-triggered polls of ready sockets and a wakeup per 16 KiB
+ * written (bench/README.md, twenty-second and forty-fifth sessions). */
 #include "conn.h"
 #include "fleet.h"
 #include "legacy.h"
@@ -22,8 +26,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent.h> /* BEV_EVENT_*: how conn_event is told an end */
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -43,6 +46,9 @@
 
 #define CONN_DRAIN_CHUNK 512u        /* what a close reads of a refused peer, a call at a time */
 #define CONN_DRAIN_MAX (64u << 10)   /* ... and in all */
+#define TLS_FLUSH_IOV 8              /* the queue's pieces one tls_flush looks at */
+#define TLS_WRITE_MAX (256u << 10)   /* what one SSL_write is given at most */
+#define TLS_FLUSH_MAX (1u << 20)     /* ... and one tls_flush, then the loop's other work */
 
 /* The answer to a TLS client on a plain port (tls_on_plain): text, whose
  * first bytes no TLS record starts with. */
@@ -54,28 +60,41 @@ _Static_assert(sizeof(CONN_TLS_ONLY_MSG) - 1 <= TCPOTA_MAX_MESSAGE, "an ERROR me
 static void conn_take(struct conn *c);
 static void tail_leave(struct conn *c, int closing);
 static void conn_event(struct conn *c, short what);
-static void take_read(struct conn *c, const uint8_t *buf, size_t n);
-static int hello_overdue(struct conn *c);
-static int direct_writes(struct conn *c);
+/* What take_chunk() did with a chunk of input. */
+enum take {
+    TAKEN,    /* handed over */
+    KEPT,     /* must wait: reading paused, or a legacy device waits for the store */
+    KEPT_ASK, /* must wait: a legacy device just told apart, the store to be asked */
+    KEPT_REST, /* taken in part, the rest kept: a legacy device's answers pile up */
+    STOPPED,  /* c stopped reading (closing) or is gone */
+};
 
-/* Output goes through c->out and c->wr, drained by send() and sendfile():
- * on a plain socket, and inside TLS where the kernel encrypts
- * (direct_writes); else through the TLS bufferevent's output. */
+static enum take take_read(struct conn *c, const uint8_t *buf, size_t n);
+static ssize_t conn_flush(struct conn *c);
+static int hello_overdue(struct conn *c);
+static int direct_writes(struct conn *c, int to_fd);
+static void tls_handshake(struct conn *c);
+static void conn_write_on(struct conn *c);
+
+/* Output goes through c->out and c->wr (direct_writes), drained by send()
+ * and sendfile(), or inside TLS by SSL_write (conn_flush). */
 struct evbuffer *conn_out(const struct conn *c)
 {
-    return c->out ? c->out : c->bev ? bufferevent_get_output(c->bev) : NULL;
+    return c->out;
 }
 
-static int plain_writes(const struct conn *c)
+/* 1 when OpenSSL encrypts what c sends (TLS, but for kernel TLS): its
+ * queue is written by SSL_write, not send() and sendfile(). */
+static int user_tls(const struct conn *c)
 {
-    return c->wr != NULL;
+    return c->ssl && !c->ktls;
 }
 
-/* Input read but not yet taken: TLS's buffer, or what a plain connection
- * kept (conn.c, take_read); NULL when a plain one never kept any. */
+/* Input read but not yet taken: what c kept (take_read); NULL when it
+ * never kept any. */
 static struct evbuffer *conn_in(const struct conn *c)
 {
-    return c->bev ? bufferevent_get_input(c->bev) : c->in;
+    return c->in;
 }
 
 static size_t out_len(const struct conn *c)
@@ -93,10 +112,11 @@ static size_t in_len(const struct conn *c)
 }
 
 /* 1 once c can read and write: a plain socket from the start, a TLS one
- * once its first byte has come (before it, c has no TLS state). */
+ * once its first byte has come (before it, c has no TLS state; writes
+ * wait for the handshake's end, conn_flush). */
 static int conn_io(const struct conn *c)
 {
-    return c->bev || c->out;
+    return c->out != NULL;
 }
 
 /* 1 while an offer streams: from the OFFER until the session ends. */
@@ -110,14 +130,15 @@ static int offer_streams(const struct conn *c)
 
 /* How much DATA c queues at a time: once an offer streams, the whole image
  * (up to OUT_HIGH_REF) where it goes as runs of prebuilt frames by
- * reference (at the image's chunk, or its variant's: image_prebuilt), on a
- * plain socket; OUT_HIGH_COPY where its frames are built one by one
- * (copied: heap); else OUT_HIGH (TLS encrypts the runs it queues). */
+ * reference (at the image's chunk, or its variant's: image_prebuilt),
+ * which cost no memory until sent (sendfile; inside TLS SSL_write from
+ * their mapping, as the socket takes them); OUT_HIGH_COPY where its frames
+ * are built one by one (copied: heap); else OUT_HIGH. */
 static size_t conn_out_cap(const struct conn *c)
 {
     size_t pre = offer_streams(c) && c->img ? image_prebuilt(c->img, c->s.chunk) : 0;
 
-    if (pre && plain_writes(c)) {
+    if (pre) {
         return pre < OUT_HIGH_REF ? pre : OUT_HIGH_REF;
     }
     if (offer_streams(c) && c->img && !pre) {
@@ -186,19 +207,18 @@ void conn_free(struct conn *c)
     if (c->first_byte) {
         event_free(c->first_byte);
         evutil_closesocket(c->fd);
+        c->fd = -1;
     }
     if (c->rd) event_free(c->rd);
     if (c->wr) event_free(c->wr);
-    /* The queue's chains refer into the image (and libevent may finish
-     * freeing a bufferevent later), but freeing a chain never reads its
-     * bytes. */
+    /* The queue's chains refer into the image, but freeing a chain never
+     * reads its bytes. */
     if (c->out) evbuffer_free(c->out);
     if (c->in) evbuffer_free(c->in);
-    if (c->bev) {
-        bufferevent_free(c->bev); /* and its socket */
-    } else if (!srv->tls) {
-        evutil_closesocket(c->fd);
-    }
+    /* No close_notify (nor did libevent's TLS bufferevent send one): the
+     * session's own frames say where it ends. */
+    if (c->ssl) SSL_free(c->ssl);
+    if (c->fd >= 0) evutil_closesocket(c->fd);
     image_unref(c->img);
     free(c);
 }
@@ -242,22 +262,19 @@ static int output_room(const struct conn *c)
     return conn_io(c) && poll(&p, 1, 0) == 1 && (p.revents & POLLOUT);
 }
 
-/* Reading. A plain connection reads with an event of its own: one recv()
- * into the stack per readable event, handed to the session where it lies
- * (take_read). A bufferevent's read asks FIONREAD first and has the kernel
- * write into the buffer's new memory: two system calls, and a page the
- * kernel has not touched. A TLS connection reads through its bufferevent
- * (the bytes are OpenSSL's). Either way each read starts the idle timeout
- * again, and reading stops when it passes. */
+/* Reading. A connection reads with an event of its own: one recv() into
+ * the stack per readable event (inside TLS, SSL_read: conn_recv), handed
+ * to the session where it lies (take_read). A bufferevent's read asks
+ * FIONREAD first and has the kernel write into the buffer's new memory:
+ * two system calls, and a page the kernel has not touched. The idle
+ * timeout starts again with each readable event, and reading stops when
+ * it passes. */
 static int conn_reading(const struct conn *c)
 {
-    if (c->rd) {
-        return c->rd_on;
-    }
-    return c->bev && (bufferevent_get_enabled(c->bev) & EV_READ);
+    return c->rd_on;
 }
 
-/* The tail: a plain connection that has handed its whole image to the
+/* The tail: a connection that has handed its whole image to the
  * kernel (tcpota_srv_all_sent, nothing queued) waits only for what its
  * device still sends: the last ACKs, COMPLETE, the close. Nothing there is
  * urgent, and in the loop each device's end would wake the server on its
@@ -334,8 +351,6 @@ void conn_read_on(struct conn *c)
         /* A pending event: its timeout restarts. No idle timeout (0): none,
          * as a bufferevent takes a zero timeout. */
         c->rd_on = event_add(c->rd, tv.tv_sec ? &tv : NULL) == 0;
-    } else if (c->bev) {
-        bufferevent_enable(c->bev, EV_READ);
     }
 }
 
@@ -345,8 +360,6 @@ void conn_read_off(struct conn *c)
     if (c->rd) {
         event_del(c->rd);
         c->rd_on = 0;
-    } else if (c->bev) {
-        bufferevent_disable(c->bev, EV_READ);
     }
 }
 
@@ -361,41 +374,111 @@ static void read_ended(struct conn *c, short what)
     conn_event(c, (short)(BEV_EVENT_READING | what));
 }
 
-/* A plain connection: one recv() of what waits, handed to the session
- * (take_read; behind input kept before it, through c->in); an end of
- * stream or an error to conn_event. restart: the idle timeout starts
- * again after a read (the sweep's read; the read event's own timeout
- * restarts each time it fires). c may be gone after. */
+/* One read of c's socket into buf: recv(), or inside TLS SSL_read of the
+ * next record and every whole one OpenSSL holds (tls_read). Returns the
+ * bytes read; 0 at the peer's end; -1 with errno EAGAIN when nothing waits
+ * (nor is held), or another errno (0 inside TLS: c->tls_err says why).
+ * Inside TLS a failure met behind bytes is the next call's answer. */
+static ssize_t conn_recv(struct conn *c, uint8_t *buf, size_t cap)
+{
+    int n, later;
+
+    if (!c->ssl) {
+        return recv(c->fd, buf, cap, MSG_DONTWAIT);
+    }
+    if (c->tls_later) {
+        n = -(int)c->tls_later;
+        errno = c->tls_later_errno;
+        c->tls_later = 0;
+    } else {
+        n = tls_read(c->ssl, buf, cap, &c->tls_err, &later);
+        if (n > 0 && later) {
+            c->tls_later = (uint8_t)-later;
+            c->tls_later_errno = errno;
+        }
+    }
+    if (n > 0 || n == -TLS_IO_ERROR) {
+        return n > 0 ? n : -1;
+    }
+    if (n == -TLS_IO_AGAIN) {
+        if (SSL_want_write(c->ssl)) {
+            /* Its answer to a KeyUpdate waits for room: the write event
+             * reads again once there is (wr_cb). */
+            c->read_wants_write = 1;
+            conn_write_on(c);
+        }
+        errno = EAGAIN;
+        return -1;
+    }
+    return 0; /* TLS_IO_EOF */
+}
+
+/* 1 when OpenSSL holds input of c, or a failure to report (tls_read). */
+static int tls_more(const struct conn *c)
+{
+    return c->ssl && (c->tls_later || tls_holds_input(c->ssl));
+}
+
+/* A kernel TLS connection whose device asked for a key update: the answer
+ * the RFC wants before any more data cannot be sent (tls_key_update_pending);
+ * it ends, the device resumes on its next connection. Returns 1 when c
+ * was closed and freed. */
+static int ktls_key_update(struct conn *c)
+{
+    if (!c->ktls || !tls_key_update_pending(c->ssl)) {
+        return 0;
+    }
+    c->srv->stats.failed++;
+    clog_(c, 1, "the device asked for a TLS key update, which kernel TLS cannot answer on this "
+                "connection; closing (the device resumes on its next connection)");
+    (void)conn_close(c, 1);
+    return 1;
+}
+
+/* One read of what waits (conn_recv), handed to the session (take_read;
+ * behind input kept before it, through c->in); an end of stream or an
+ * error to conn_event. Inside TLS, again while OpenSSL holds more and the
+ * session took all: the socket does not signal what OpenSSL read ahead.
+ * restart: the idle timeout starts again after a read (the sweep's read;
+ * the read event's own timeout restarts each time it fires). c may be
+ * gone after. */
 static void read_now(struct conn *c, int restart)
 {
     /* On the stack: a page the kernel wrote for the last read. */
     uint8_t buf[READ_MAX];
     ssize_t n;
 
-    n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-        return; /* nothing waits */
-    }
-    if (n <= 0) {
-        read_ended(c, n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR);
-        return;
-    }
-    if (restart && !c->tail) {
-        conn_read_on(c);
-    }
-    if (in_len(c) == 0) {
-        if (!hello_overdue(c)) {
-            take_read(c, buf, (size_t)n);
+    do {
+        n = conn_recv(c, buf, sizeof(buf));
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            return; /* nothing waits */
         }
+        if (n <= 0) {
+            read_ended(c, n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR);
+            return;
+        }
+        if (ktls_key_update(c)) {
+            return;
+        }
+        if (restart && !c->tail) {
+            conn_read_on(c);
+            restart = 0;
+        }
+        if (in_len(c) == 0) {
+            if (hello_overdue(c) || take_read(c, buf, (size_t)n) != TAKEN) {
+                return; /* c is gone, closing, or keeps the rest for later */
+            }
+            continue;
+        }
+        if (evbuffer_add(c->in, buf, (size_t)n) < 0) {
+            /* Behind bytes kept before: as take_read's keeping (and as rare:
+             * a paused connection does not read). */
+            (void)conn_out_of_memory(c, "keeping what the device sent");
+            return;
+        }
+        conn_take(c); /* takes what OpenSSL holds too */
         return;
-    }
-    if (evbuffer_add(c->in, buf, (size_t)n) < 0) {
-        /* Behind bytes kept before: as take_read's keeping (and as rare:
-         * a paused connection does not read). */
-        (void)conn_out_of_memory(c, "keeping what the device sent");
-        return;
-    }
-    conn_take(c);
+    } while (tls_more(c));
 }
 
 /* Reads each tail connection with input waiting or its end reached, one
@@ -436,6 +519,10 @@ static void rd_cb(evutil_socket_t fd, short what, void *arg)
         read_ended(c, BEV_EVENT_TIMEOUT);
         return;
     }
+    if (c->ssl && !c->tls_up) {
+        tls_handshake(c);
+        return;
+    }
     read_now(c, 0);
 }
 
@@ -447,21 +534,11 @@ void conn_lowat_tick(struct conn *c)
     /* Input waiting below the watermark is read now: progress is then seen
      * at least once a second, a COMPLETE or DECLINE from a device that
      * stays connected within a second, and a slow device's ACKs before the
-     * idle timeout judges it. */
-    if (!c->srv->tls) {
-        /* Below the watermark less than STREAM_RCVLOWAT waits: one
-         * recv() takes it (lowering the watermark for the loop to read
-         * would cost four system calls more and a wakeup). */
-        if (conn_reading(c) || c->tail) {
-            read_now(c, 1);
-        }
-        return;
-    }
-    /* Inside TLS the bytes are OpenSSL's to read: the loop reads them (the
-     * socket is readable from one byte again) and raises the watermark
-     * after. */
-    if (conn_input_unread(c)) {
-        stream_lowat(c, 0);
+     * idle timeout judges it. Below the watermark less than STREAM_RCVLOWAT
+     * waits: one read takes it (lowering the watermark for the loop to read
+     * would cost four system calls more and a wakeup). */
+    if (conn_reading(c) || c->tail) {
+        read_now(c, 1);
     }
 }
 
@@ -495,11 +572,7 @@ int conn_close(struct conn *c, int now)
     /* Stop reading; the write callback frees it once drained. */
     c->closing = 1;
     conn_read_off(c);
-    if (!plain_writes(c)) {
-        bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-    } else {
-        conn_queued(c);
-    }
+    conn_queued(c);
     return 0;
 }
 
@@ -522,12 +595,10 @@ static void conn_write_off(struct conn *c)
 
 void conn_queued(struct conn *c)
 {
-    if (!plain_writes(c)) {
-        if (evbuffer_get_length(bufferevent_get_output(c->bev)) &&
-            !(bufferevent_get_enabled(c->bev) & EV_WRITE)) {
-            bufferevent_enable(c->bev, EV_WRITE);
-        }
-    } else if (out_len(c) && !c->wr_on) {
+    if (!conn_io(c)) {
+        return;
+    }
+    if (out_len(c) && !c->wr_on) {
         conn_write_on(c);
     } else if (!out_len(c)) {
         tail_enter(c);
@@ -538,11 +609,11 @@ size_t conn_write_now(struct conn *c, const void *p, size_t n)
 {
     ssize_t w;
 
-    if (!conn_io(c) || out_len(c)) {
+    if (!conn_io(c) || out_len(c) || (c->ssl && !c->tls_up)) {
         return 0;
     }
-    if (!plain_writes(c)) {
-        return c->tls_up ? tls_write_now(bufferevent_openssl_get_ssl(c->bev), p, n) : 0;
+    if (user_tls(c)) {
+        return tls_write_now(c->ssl, p, n);
     }
     w = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
     return w > 0 ? (size_t)w : 0;
@@ -579,7 +650,7 @@ static int move_replies(struct conn *c, size_t *moved)
     if (!n) {
         return 0;
     }
-    if (plain_writes(c) && evbuffer_get_length(out) == 0) { /* conn_write_now sends */
+    if (!user_tls(c) && evbuffer_get_length(out) == 0) { /* conn_write_now sends */
         memcpy(hot, p, n); /* n <= sizeof(c->tx): p lies in it */
         from = hot;
     }
@@ -660,12 +731,12 @@ int conn_pump(struct conn *c)
         conn_queued(c); /* its last frame goes out, then it closes */
         return conn_close(c, 0);
     }
-    if (plain_writes(c) && evbuffer_get_length(out) && !c->wr_on) {
+    if (evbuffer_get_length(out) && !c->wr_on) {
         /* Not watching for writability: the socket took all it was given,
          * so it likely takes more now; one write here (sendfile for a run)
          * rather than an epoll_ctl() and a loop turn. Its error, if any,
          * the write event's own write meets again and reports. */
-        (void)evbuffer_write(out, c->fd);
+        (void)conn_flush(c);
         /* Frames built one by one queue OUT_HIGH_COPY at a time, less than
          * the socket's buffer may take: while it takes all, the next ones
          * (else nothing would ask for more until the device's next ACK),
@@ -680,7 +751,7 @@ int conn_pump(struct conn *c)
             if (!evbuffer_get_length(out) || turn == OUT_COPY_TURNS) {
                 break; /* nothing due now (the prestream limit), or its turn is over */
             }
-            (void)evbuffer_write(out, c->fd);
+            (void)conn_flush(c);
         }
     }
     conn_queued(c);
@@ -966,23 +1037,14 @@ static void pause_reading(struct conn *c)
     conn_read_off(c);
 }
 
-/* What take_chunk() did with a chunk of input. */
-enum take {
-    TAKEN,    /* handed over */
-    KEPT,     /* must wait: reading paused, or a legacy device waits for the store */
-    KEPT_ASK, /* must wait: a legacy device just told apart, the store to be asked */
-    KEPT_REST, /* taken in part, the rest kept: a legacy device's answers pile up */
-    STOPPED,  /* c stopped reading (closing) or is gone */
-};
-
-/* Keeps buf[0..n) in front of c's unread input (TLS's buffer, or c->in,
- * made on first use), then asks the store when `t` says so (it takes them
+/* Keeps buf[0..n) in front of c's unread input (c->in, made on first
+ * use), then asks the store when `t` says so (it takes them
  * through conn_read_again). The bytes are taken from the socket: without
  * memory for them the stream would have a hole, and c is closed (and
  * freed). tests/tools/failqueue.c fails the prepend on demand. */
 static void keep_input(struct conn *c, const uint8_t *buf, size_t n, enum take t)
 {
-    if ((!c->bev && !c->in && !(c->in = evbuffer_new())) ||
+    if ((!c->in && !(c->in = evbuffer_new())) ||
         evbuffer_prepend(conn_in(c), buf, n) < 0) {
         (void)conn_out_of_memory(c, "keeping what the device sent");
         return;
@@ -1054,23 +1116,23 @@ static int take_input(struct conn *c, struct evbuffer *in)
     return 0;
 }
 
-/* Plain: the bytes just read, handed over where they lie when no earlier
- * input waits (c->in empty); kept when they must wait. c may be gone
- * after. */
-static void take_read(struct conn *c, const uint8_t *buf, size_t n)
+/* The bytes just read, handed over where they lie when no earlier input
+ * waits (c->in empty); kept when they must wait. Returns what take_chunk
+ * did: c may be gone unless TAKEN. */
+static enum take take_read(struct conn *c, const uint8_t *buf, size_t n)
 {
     enum take t = take_chunk(c, buf, n);
 
     if (t == KEPT || t == KEPT_ASK) {
-        keep_input(c, buf, n, t);
+        keep_input(c, buf, n, t); /* may free c */
     }
+    return t;
 }
 
-/* 1 when input waits to be taken: in the buffer, or held by OpenSSL. */
+/* 1 when input waits to be taken: kept, or held by OpenSSL. */
 static int input_waiting(struct conn *c)
 {
-    return in_len(c) ||
-           (c->srv->tls && tls_holds_input(bufferevent_openssl_get_ssl(c->bev)));
+    return in_len(c) || tls_more(c);
 }
 
 /* 1 when c, not legacy, has sent no HELLO within one idle timeout of
@@ -1087,40 +1149,21 @@ static int hello_overdue(struct conn *c)
     return 1;
 }
 
-/* Takes what waits in c's input buffer (TLS's, or what a plain connection
- * kept). c may be gone after. */
+/* Takes what c kept, then inside TLS what OpenSSL holds (read ahead: the
+ * socket does not signal it again). c may be gone after. */
 static void conn_take(struct conn *c)
 {
     struct evbuffer *in = conn_in(c);
 
-    if (hello_overdue(c) || !in) {
+    if (hello_overdue(c)) {
         return;
     }
-    /* Inside TLS libevent reads one record per readable event; the rest
-     * of what the socket held, OpenSSL has read ahead (tls_conn_setup):
-     * take it now, or it waits for a socket event that never comes. */
-    do {
-        if (take_input(c, in) < 0) {
-            return;
-        }
-    } while (c->srv->tls && tls_pull(bufferevent_openssl_get_ssl(c->bev), in) > 0);
-}
-
-static void read_cb(struct bufferevent *bev, void *arg)
-{
-    struct conn *c = arg;
-
-    if (plain_writes(c) && tls_key_update_pending(bufferevent_openssl_get_ssl(bev))) {
-        /* Kernel TLS: the answer the RFC wants before any more data cannot
-         * be sent (tls_key_update_pending); the device resumes on its next
-         * connection. */
-        c->srv->stats.failed++;
-        clog_(c, 1, "the device asked for a TLS key update, which kernel TLS cannot answer on this "
-                    "connection; closing (the device resumes on its next connection)");
-        (void)conn_close(c, 1);
+    if (in && take_input(c, in) < 0) {
         return;
     }
-    conn_take(c);
+    if (tls_more(c)) {
+        read_now(c, 0);
+    }
 }
 
 void conn_read_again(struct conn *c)
@@ -1156,8 +1199,6 @@ static void conn_wrote(struct conn *c)
             return; /* c is gone */
         }
     } else if (c->closing && out_len(c) == 0) {
-        /* Not "reading disabled": a TLS bufferevent reports that during
-         * its handshake. */
         conn_free(c);
         return;
     }
@@ -1166,27 +1207,84 @@ static void conn_wrote(struct conn *c)
     }
 }
 
-static void write_cb(struct bufferevent *bev, void *arg)
+/* Inside TLS (but for kernel TLS): SSL_write of what the queue holds, from
+ * where it lies (control bytes; runs of prebuilt frames, which libevent
+ * maps), a record at a time, while the socket takes them. After a
+ * WANT_WRITE the next call passes the same bytes from their start, as
+ * OpenSSL requires: nothing leaves the queue but what was written. */
+static ssize_t tls_flush(struct conn *c)
 {
-    (void)bev;
-    conn_wrote(arg);
+    struct evbuffer_iovec v[TLS_FLUSH_IOV];
+    size_t done = 0;
+    int k, i;
+
+    if (!c->tls_up) {
+        errno = EAGAIN; /* the handshake first (nothing is queued before its end) */
+        return -1;
+    }
+    k = evbuffer_peek(c->out, -1, NULL, v, TLS_FLUSH_IOV);
+    for (i = 0; i < k && i < TLS_FLUSH_IOV && done < TLS_FLUSH_MAX; i++) {
+        size_t off = 0;
+        while (off < v[i].iov_len && done < TLS_FLUSH_MAX) {
+            size_t len = v[i].iov_len - off;
+            int w = tls_write(c->ssl, (const uint8_t *)v[i].iov_base + off,
+                              len < TLS_WRITE_MAX ? len : TLS_WRITE_MAX, &c->tls_err);
+            if (w <= 0) {
+                if (done) {
+                    break; /* met again by the next call */
+                }
+                errno = w == -TLS_IO_AGAIN ? EAGAIN : w == -TLS_IO_EOF ? EPIPE : errno;
+                return -1;
+            }
+            off += (size_t)w;
+            done += (size_t)w;
+        }
+        if (off < v[i].iov_len) {
+            break;
+        }
+    }
+    if (done) {
+        (void)evbuffer_drain(c->out, done);
+    }
+    return (ssize_t)done;
 }
 
-/* Plain: the socket takes more (or the write timed out). One write of all
- * it takes, sendfile for runs of frames; what a bufferevent's write does,
- * its errors reported the same way, but for one: libevent's sendfile
- * returns 0, not -1, when the socket takes nothing now (EAGAIN, which the
- * kernel may say of a socket it called writable when TCP's memory runs
- * short), and a bufferevent then ends the connection. That is tried again
- * here. */
+/* One write of all the socket takes of c's queue: evbuffer_write (sendfile
+ * for runs of frames), or inside TLS tls_flush. As evbuffer_write: the
+ * bytes written, 0 when nothing more can go out, -1 with errno. */
+static ssize_t conn_flush(struct conn *c)
+{
+    return user_tls(c) ? tls_flush(c) : evbuffer_write(c->out, c->fd);
+}
+
+/* The socket takes more (or the write timed out). One write of all it
+ * takes (conn_flush); what a bufferevent's write does, its errors reported
+ * the same way, but for one: libevent's sendfile returns 0, not -1, when
+ * the socket takes nothing now (EAGAIN, which the kernel may say of a
+ * socket it called writable when TCP's memory runs short), and a
+ * bufferevent then ends the connection. That is tried again here. Inside
+ * TLS, first the handshake's writes while it runs. */
 static void wr_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
-    int n;
+    ssize_t n;
+    (void)fd;
 
     if ((what & EV_TIMEOUT) && !output_room(c)) {
         conn_write_off(c);
         conn_event(c, BEV_EVENT_WRITING | BEV_EVENT_TIMEOUT);
+        return;
+    }
+    if (c->ssl && !c->tls_up) {
+        conn_write_off(c);
+        tls_handshake(c);
+        return;
+    }
+    if (c->read_wants_write && evbuffer_get_length(c->out) == 0) {
+        /* A read that had to write first (conn_recv): it goes on. */
+        c->read_wants_write = 0;
+        conn_write_off(c);
+        read_now(c, 0);
         return;
     }
     /* Timed out with room: the loop was late, not the peer. The event
@@ -1196,7 +1294,7 @@ static void wr_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     errno = 0;
-    n = evbuffer_write(c->out, fd);
+    n = conn_flush(c);
     if (n <= 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
         return;
     }
@@ -1235,41 +1333,11 @@ static void conn_event(struct conn *c, short what)
 {
     int midway = offer_streams(c); /* the device can resume: the log says from where */
 
-    if (what == BEV_EVENT_CONNECTED) {
-        /* A TLS handshake finished: nothing ends here. */
-        SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
-        int resumed = SSL_session_reused(ssl) == 1;
-        /* Nothing waits in the bufferevent's output at the handshake's end
-         * (no reply precedes HELLO); were anything there, it would never
-         * leave once writing moves to c->out. */
-        int kernel = tls_kernel_sends(ssl) &&
-                     evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 && direct_writes(c) == 0;
-        c->tls_up = 1;
-        if (resumed) {
-            c->srv->stats.tls_resumed++;
-        } else {
-            c->srv->stats.tls_full++;
-        }
-        c->srv->stats.tls_kernel += (unsigned)kernel;
-        clog_(c, 0, "TLS handshake done (%s): %s%s", resumed ? "resumed session" : "full",
-              SSL_get_version(ssl), kernel ? ", the kernel encrypts what it sends" : "");
-        if (input_waiting(c)) {
-            conn_take(c); /* HELLO, read ahead with the handshake's last record */
-        }
-        return;
-    }
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && conn_input_unread(c)) {
         /* The read timed out, but the peer's bytes are there: the loop ran
          * late (stopped, starved) and saw the timeout before the socket.
          * Not idle: reading goes on (it stopped at the timeout). */
         conn_read_on(c);
-        return;
-    }
-    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING) && c->bev && output_room(c)) {
-        /* The same on the write side (TLS, through its bufferevent): the
-         * socket has room, the peer has read; the write event is added
-         * again, its timeout started over. */
-        bufferevent_enable(c->bev, EV_WRITE);
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {
@@ -1278,9 +1346,10 @@ static void conn_event(struct conn *c, short what)
               (what & BEV_EVENT_READING) ? "nothing received" : "not reading what we send");
     } else if (what & BEV_EVENT_ERROR) {
         int err = EVUTIL_SOCKET_ERROR();
-        unsigned long tls_err = c->srv->tls ? bufferevent_get_openssl_error(c->bev) : 0;
-        /* libevent reports TLS failures with errno 0: name OpenSSL's reason. */
-        if (c->srv->tls && (tls_err || !err)) {
+        unsigned long tls_err = c->tls_err;
+        /* TLS failures come with errno 0 (tls_io_failed): name OpenSSL's
+         * reason; any failure before the handshake's end is the handshake's. */
+        if (c->srv->tls && (tls_err || !err || !c->tls_up)) {
             clog_(c, 0, "%s: %s; closed", c->tls_up ? "TLS error" : "TLS handshake failed",
                   tls_error_reason(tls_err));
         } else if (midway) {
@@ -1301,28 +1370,18 @@ static void conn_event(struct conn *c, short what)
     conn_free(c);
 }
 
-static void event_cb(struct bufferevent *bev, short what, void *arg)
-{
-    (void)bev;
-    conn_event(arg, what);
-}
-
-/* c writes to its socket itself: an output buffer that drains to it (file
- * segments go by sendfile, not copied, as a bufferevent marks its output)
- * and a write event, added only once something waits in the output after
- * a write of c's own (conn_write_now, conn_pump, conn_queued): a check-in,
- * answered by one write, then costs one epoll_ctl() instead of three, and
- * a stream that the socket takes at once none. A plain connection from its
- * accept; a TLS one once the handshake left the kernel encrypting its
- * sends (kernel TLS): its image then goes by sendfile() from the prebuilt
- * frames (as nginx's SSL_sendfile does), its replies by send(), and the
- * bufferevent only reads. Returns 0, or -1 with neither made (out of
- * memory; a TLS connection goes on writing through its bufferevent, which
- * OpenSSL's SSL_write serves on the same socket). */
-static int direct_writes(struct conn *c)
+/* c's output buffer and write event: the buffer drains to the socket
+ * (to_fd: file segments go by sendfile, not copied, as a bufferevent marks
+ * its output; else inside TLS libevent maps them, for SSL_write), and the
+ * event is added only once something waits in the output after a write of
+ * c's own (conn_write_now, conn_pump, conn_queued): a check-in, answered by
+ * one write, then costs one epoll_ctl() instead of three, and a stream
+ * that the socket takes at once none. Returns 0, or -1 with neither made
+ * (out of memory). */
+static int direct_writes(struct conn *c, int to_fd)
 {
     c->out = evbuffer_new();
-    if (c->out && evbuffer_set_flags(c->out, EVBUFFER_FLAG_DRAINS_TO_FD) == 0) {
+    if (c->out && (!to_fd || evbuffer_set_flags(c->out, EVBUFFER_FLAG_DRAINS_TO_FD) == 0)) {
         c->wr = event_new(c->srv->base, c->fd, EV_WRITE | EV_PERSIST, wr_cb, c);
     }
     if (!c->wr) {
@@ -1333,25 +1392,52 @@ static int direct_writes(struct conn *c)
     return 0;
 }
 
-/* Callbacks, watermarks and timeouts of a TLS connection's bufferevent. */
-static void start_bev(struct conn *c)
+/* The handshake finished: counted, logged, and what came with its last
+ * record (HELLO, read ahead) taken. Where it left the kernel encrypting
+ * the sends (kernel TLS) c writes as a plain connection: replies by
+ * send(), its image by sendfile() from the prebuilt frames (as nginx's
+ * SSL_sendfile does); nothing is queued yet (no reply precedes HELLO). */
+static void tls_handshake_done(struct conn *c)
 {
-    struct timeval tv;
+    int resumed = SSL_session_reused(c->ssl) == 1;
+    int kernel = tls_kernel_sends(c->ssl) && evbuffer_get_length(c->out) == 0 &&
+                 evbuffer_set_flags(c->out, EVBUFFER_FLAG_DRAINS_TO_FD) == 0;
 
-    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-    bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, 64 * 1024);
-    tv.tv_sec = c->srv->o->idle_timeout_s;
-    tv.tv_usec = 0;
-    bufferevent_set_timeouts(c->bev, &tv, &tv);
-    /* A socket watches for writability only once something waits in its
-     * output after a write of its own (conn_write_now, conn_pump,
-     * conn_queued). libevent enables writing on a new bufferevent, and then
-     * watches as soon as anything is added. A TLS bufferevent's handshake
-     * watches for writability itself when OpenSSL asks, whatever is
-     * enabled. */
-    bufferevent_disable(c->bev, EV_WRITE);
-    conn_read_on(c);
+    c->tls_up = 1;
+    c->ktls = (uint8_t)kernel;
+    if (resumed) {
+        c->srv->stats.tls_resumed++;
+    } else {
+        c->srv->stats.tls_full++;
+    }
+    c->srv->stats.tls_kernel += (unsigned)kernel;
+    clog_(c, 0, "TLS handshake done (%s): %s%s", resumed ? "resumed session" : "full",
+          SSL_get_version(c->ssl), kernel ? ", the kernel encrypts what it sends" : "");
+    if (input_waiting(c) || conn_input_unread(c)) {
+        read_now(c, 0); /* HELLO, read ahead with the handshake's last record */
+    }
+}
+
+/* One step of the TLS handshake, on the socket's events: done, waiting for
+ * the peer (reading, the deadline from accept judging it:
+ * conn_check_deadline) or for room to write, or failed (conn_event logs
+ * OpenSSL's reason). c may be gone after. */
+static void tls_handshake(struct conn *c)
+{
+    int r = tls_accept_step(c->ssl, &c->tls_err);
+
+    if (r == 1) {
+        tls_handshake_done(c);
+        return;
+    }
+    if (r == -TLS_IO_AGAIN) {
+        if (SSL_want_write(c->ssl)) {
+            conn_write_on(c);
+        }
+        return;
+    }
+    /* An end during the handshake (errno 0: tls_io_failed) is a failed one. */
+    read_ended(c, BEV_EVENT_ERROR);
 }
 
 #define CONN_PLAIN_PEEK_MAX 108u /* a PROXY v1 line at most; an HTTP method and more */
@@ -1382,8 +1468,7 @@ static void plain_on_tls(struct conn *c, evutil_socket_t fd, int kind)
         ssize_t k = recv(fd, head, sizeof(head), MSG_PEEK | MSG_DONTWAIT);
         if (k > 0 && (looks_like_http(head, (size_t)k) || is_proxy_header(head, (size_t)k))) {
             unknown_said(c, head, (size_t)k, kind);
-            evutil_closesocket(fd);
-            conn_free(c);
+            conn_free(c); /* and the socket */
             return;
         }
     }
@@ -1412,8 +1497,7 @@ static void plain_on_tls(struct conn *c, evutil_socket_t fd, int kind)
                   : "the device must use TLS (or serve without --tls-cert)",
               kind == TCPOTA_KIND_V1 ? "told so (ERROR DENIED), closing" : "closing", more);
     }
-    evutil_closesocket(fd);
-    conn_free(c);
+    conn_free(c); /* and the socket */
 }
 
 /* TLS: the first byte has arrived (or the peer closed). A TLS record
@@ -1426,7 +1510,6 @@ static void first_byte_cb(evutil_socket_t fd, short what, void *arg)
     struct server *srv = c->srv;
     uint8_t b = 0;
     ssize_t n = recv(fd, &b, 1, MSG_PEEK);
-    SSL *ssl;
     int k;
     (void)what;
 
@@ -1438,8 +1521,7 @@ static void first_byte_cb(evutil_socket_t fd, short what, void *arg)
     c->first_byte = NULL;
     if (n <= 0) {
         clog_(c, 0, "closed before the TLS handshake");
-        evutil_closesocket(fd);
-        conn_free(c);
+        conn_free(c); /* and the socket */
         return;
     }
     k = tcpota_detect(&b, 1);
@@ -1447,25 +1529,16 @@ static void first_byte_cb(evutil_socket_t fd, short what, void *arg)
         plain_on_tls(c, fd, k);
         return;
     }
-    ssl = SSL_new(srv->tls);
-    if (!ssl) {
+    c->ssl = SSL_new(srv->tls);
+    c->rd = c->ssl ? event_new(srv->base, fd, EV_READ | EV_PERSIST, rd_cb, c) : NULL;
+    if (!c->rd || SSL_set_fd(c->ssl, fd) != 1 || direct_writes(c, 0) < 0) {
         clog_(c, 1, "out of memory for TLS; closing");
-        evutil_closesocket(fd);
-        conn_free(c);
+        conn_free(c); /* and the socket */
         return;
     }
-    tls_conn_setup(ssl);
-    c->bev = bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                            BEV_OPT_CLOSE_ON_FREE);
-    if (!c->bev) {
-        /* On failure libevent has freed the SSL already (BEV_OPT_CLOSE_ON_FREE),
-         * and the socket with its BIO: freeing or closing again would be
-         * twice. */
-        clog_(c, 1, "out of memory for TLS; closing");
-        conn_free(c);
-        return;
-    }
-    start_bev(c);
+    tls_conn_setup(c->ssl);
+    conn_read_on(c);
+    tls_handshake(c); /* the ClientHello is there */
 }
 
 int conn_overdue(const struct conn *c, double now)
@@ -1544,7 +1617,7 @@ void conn_new(struct server *srv, evutil_socket_t fd, const char *host, const ch
         c->first_byte = event_new(srv->base, fd, EV_READ, first_byte_cb, c);
     } else {
         c->rd = event_new(srv->base, fd, EV_READ | EV_PERSIST, rd_cb, c);
-        (void)direct_writes(c); /* c->out and c->wr, or neither: refused below */
+        (void)direct_writes(c, 1); /* c->out and c->wr, or neither: refused below */
     }
     if ((srv->tls ? !c->first_byte : !c->out || !c->rd || !c->wr) ||
         tcpota_srv_init(&c->s, &cfg) < 0) {

@@ -1,7 +1,7 @@
 /*
  * conn.h - one connection of `tcpota serve`: a small struct (server_internal.h)
- * with its own sans-I/O session, driven by libevent: events of its own on a
- * plain socket, a bufferevent inside TLS.
+ * with its own sans-I/O session, driven by libevent: a read and a write
+ * event of its own on its socket, in the clear or inside TLS.
  */
 #ifndef TCPOTA_SERVER_CONN_H
 #define TCPOTA_SERVER_CONN_H
@@ -41,8 +41,7 @@ size_t conn_write_now(struct conn *c, const void *p, size_t n);
  * never read a stream with a hole, nor, inside TLS, other bytes than
  * those OpenSSL was given before a WANT_WRITE. Returns 1 (c is freed). */
 int conn_out_of_memory(struct conn *c, const char *what);
-/* c's output queue (plain: its own; TLS: its bufferevent's), or NULL
- * before a TLS connection's first byte. Call conn_queued() after adding. */
+/* c's output queue, or NULL before a TLS connection's first byte. Call conn_queued() after adding. */
 struct evbuffer *conn_out(const struct conn *c);
 /* Call after adding to c's output: makes the socket watch for writability
  * (it does not until something is queued). */
@@ -80,7 +79,7 @@ int conn_check_deadline(struct conn *c, double now);
  * SO_RCVLOWAT reads it (see conn.c). A plain connection's read is handed
  * to its callbacks at once, which may end c: use c no more after. */
 void conn_lowat_tick(struct conn *c);
-/* Before the server stops: each plain streaming connection reads once what
+/* Before the server stops: each streaming connection reads once what
  * waits below its watermark or in the tail (conn.c), so that a COMPLETE
  * already received is counted, not dropped. */
 void conn_drain_streams(struct server *srv);

@@ -10,7 +10,6 @@
 #include "text.h"
 #include "tls_server.h"
 
-#include <event2/bufferevent_ssl.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -208,7 +207,7 @@ static void on_auth(struct conn *c, const uint8_t *mac)
     uint8_t offered = 0;
     uint32_t start = 0;
 
-    if (srv->tls && tls_binding(bufferevent_openssl_get_ssl(c->bev), binding) < 0) {
+    if (srv->tls && tls_binding(c->ssl, binding) < 0) {
         srv->stats.failed++;
         clog_(c, 1, "error: no TLS channel binding for the authentication; closing");
         (void)tcpota_srv_fail(&c->s, TCPOTA_ERR_DENIED, "server error: no TLS channel binding", 0);

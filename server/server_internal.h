@@ -55,7 +55,10 @@
  * image's memfd: a few dozen bytes of heap whatever its length) may hold
  * the whole image: the kernel's send buffer, not this queue, bounds what
  * waits in memory, and one sendfile() then takes all the socket takes
- * instead of one per OUT_HIGH. The largest ESP32 flash is 16 MiB. */
+ * instead of one per OUT_HIGH; inside TLS SSL_write encrypts from the
+ * segment's mapping as the socket takes the records (with OUT_HIGH, a
+ * queue the socket took at once waited for the device's next ACKs, below
+ * the read watermark: 256 KiB a second). The largest ESP32 flash is 16 MiB. */
 #define OUT_HIGH_REF (16u * 1024u * 1024u)
 #define OUT_LOW (64u * 1024u)   /* refill when the queue drains below */
 /* DATA frames built one by one (a device whose MAX_PAYLOAD is below the
@@ -138,7 +141,6 @@ struct store_req;
 struct event_base;
 struct evconnlistener;
 struct event;
-struct bufferevent;
 struct evbuffer;
 
 struct server {
@@ -191,7 +193,7 @@ struct server {
 
 struct conn {
     struct server *srv;
-    struct bufferevent *bev; /* TLS: its bufferevent (NULL until the first byte); plain: NULL */
+    struct ssl_st *ssl; /* TLS: its state (NULL until the first byte); plain: NULL */
     struct conn *prev, *next;
     enum kind kind;
     uint64_t id;
@@ -226,16 +228,22 @@ struct conn {
     uint8_t read_paused; /* reading stopped until our replies drain */
     uint8_t unauth;      /* counted in srv->unauth until it authenticates */
     uint8_t tls_up;      /* TLS: the handshake finished */
+    uint8_t ktls;        /* TLS: the kernel encrypts its sends (tls_kernel_sends) */
+    uint8_t tls_later;   /* TLS: a read's failure met behind its bytes (tls_read), and */
+    int tls_later_errno; /* ... its errno, for the next read (conn.c, conn_recv) */
+    uint8_t read_wants_write; /* TLS: a read must write first (a KeyUpdate's answer) */
+    unsigned long tls_err; /* TLS: OpenSSL's reason for the failure conn_event reports */
     uint8_t lowat;       /* SO_RCVLOWAT raised while streaming (conn.c) */
     uint8_t idle_grace;  /* the sweep found it idle with input unread: it is
                           * read, and judged at the next sweep (server.c) */
     /* TLS: waiting for the first byte, before any TLS state is allocated
-     * (then bev is NULL). */
+     * (then ssl, rd, wr and out are NULL). */
     struct event *first_byte;
-    /* Plain: the socket's read and write events (conn.c, conn_read_on,
+    /* The socket's read and write events (conn.c, conn_read_on,
      * conn_queued), its output queue, and input the session could not take
      * yet (reading paused, a legacy device waiting for the store; made on
-     * first use). All NULL inside TLS, which has its bufferevent's. */
+     * first use). Inside TLS the same, OpenSSL reading and writing the
+     * socket (conn.c, conn_recv and conn_flush). */
     struct event *rd, *wr;
     struct evbuffer *out, *in;
     uint8_t rd_on; /* rd is added: reading */

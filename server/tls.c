@@ -3,22 +3,19 @@
 #include "log.h"
 #include "server.h"
 
-#include <event2/buffer.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
+#include <errno.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
-/* What one tls_pull takes at most: a device's frames are small (the rest
- * of a larger record waits for the next call). */
-#define TLS_PULL_CAP 4096u
 /* "YYYY-MM-DD HH:MM:SS UTC" and its NUL, with room to spare. */
 #define TLS_DATE_MAX 40u
 
@@ -328,6 +325,16 @@ int tls_binding(SSL *ssl, uint8_t out[TCPOTA_TLS_BINDING_LEN])
 void tls_conn_setup(SSL *ssl)
 {
     SSL_set_read_ahead(ssl, 1);
+    /* Writes from the queue's bytes wherever they lie now (conn.c,
+     * tls_flush): a retry may find them at another address. Not
+     * SSL_MODE_ENABLE_PARTIAL_WRITE: with it OpenSSL frees its write
+     * buffer after every record (SSL_MODE_RELEASE_BUFFERS), without it
+     * after each call's bytes (256 KiB): 3.5 % less server CPU per GB. No
+     * renegotiation (TLS 1.2; OpenSSL 3 refuses a client's already): an
+     * SSL_write then never waits for a read. */
+    (void)SSL_set_mode(ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    (void)SSL_set_options(ssl, SSL_OP_NO_RENEGOTIATION);
+    SSL_set_accept_state(ssl);
     /* Where the kernel cannot (no `tls` module, a cipher it lacks) OpenSSL
      * goes on in user space, as without the option. */
     (void)SSL_set_options(ssl, SSL_OP_ENABLE_KTLS);
@@ -343,35 +350,103 @@ int tls_kernel_sends(SSL *ssl)
     return ssl && BIO_get_ktls_send(SSL_get_wbio(ssl)) ? 1 : 0;
 }
 
-size_t tls_pull(SSL *ssl, struct evbuffer *in)
+int tls_io_failed(SSL *ssl, int r, unsigned long *err)
 {
-    uint8_t buf[TLS_PULL_CAP];
-    int n;
+    int sys = errno, code = SSL_get_error(ssl, r);
+    unsigned long last = ERR_peek_last_error();
 
-    if (!SSL_has_pending(ssl)) {
-        return 0;
+    ERR_clear_error();
+    *err = 0;
+    errno = 0;
+    switch (code) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        return TLS_IO_AGAIN;
+    case SSL_ERROR_ZERO_RETURN:
+        return TLS_IO_EOF; /* close_notify */
+    case SSL_ERROR_SYSCALL:
+        if (!last) {
+            errno = sys; /* the socket's error; none: its end */
+            return sys ? TLS_IO_ERROR : TLS_IO_EOF;
+        }
+        break;
+    default:
+        break;
     }
-    n = SSL_read(ssl, buf, sizeof(buf));
-    if (n <= 0) {
-        ERR_clear_error(); /* WANT_READ, or an error libevent meets next */
-        return 0;
+    /* OpenSSL 3 calls a TCP end without close_notify an error: a device's
+     * close (or its power cut), not an attack on framing tcpota does not
+     * rely on (every frame has its length and CRC, an image its hash). */
+    if (ERR_GET_LIB(last) == ERR_LIB_SSL && ERR_GET_REASON(last) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        return TLS_IO_EOF;
     }
-    return evbuffer_add(in, buf, (size_t)n) == 0 ? (size_t)n : 0;
+    *err = last;
+    return TLS_IO_ERROR;
+}
+
+int tls_read(SSL *ssl, uint8_t *buf, size_t cap, unsigned long *err, int *later)
+{
+    size_t got = 0;
+    int n, r;
+
+    *err = 0;
+    *later = 0;
+    if (cap > INT_MAX) {
+        cap = INT_MAX;
+    }
+    /* Every whole record OpenSSL holds (read ahead), as far as buf goes:
+     * the socket does not signal them again. */
+    do {
+        ERR_clear_error();
+        errno = 0; /* SSL_ERROR_SYSCALL's errno is this call's own */
+        n = SSL_read(ssl, buf + got, (int)(cap - got));
+        if (n <= 0) {
+            r = tls_io_failed(ssl, n, err);
+            if (!got) {
+                return -r;
+            }
+            /* OpenSSL says a failure once (a bad record behind good ones:
+             * a review): kept for the caller, after the bytes. */
+            *later = r == TLS_IO_AGAIN ? 0 : -r;
+            return (int)got;
+        }
+        got += (size_t)n;
+    } while (got < cap && SSL_has_pending(ssl));
+    return (int)got;
+}
+
+int tls_write(SSL *ssl, const void *p, size_t n, unsigned long *err)
+{
+    int w;
+
+    *err = 0;
+    ERR_clear_error();
+    errno = 0;
+    w = SSL_write(ssl, p, n > INT_MAX ? INT_MAX : (int)n);
+    return w > 0 ? w : -tls_io_failed(ssl, w, err);
 }
 
 size_t tls_write_now(SSL *ssl, const void *p, size_t n)
 {
+    unsigned long err;
     int w;
 
-    if (n == 0 || n > INT_MAX) {
+    if (n == 0) {
         return 0;
     }
-    w = SSL_write(ssl, p, (int)n);
-    if (w <= 0) {
-        ERR_clear_error(); /* WANT_WRITE, or an error libevent meets next */
-        return 0;
-    }
-    return (size_t)w; /* n, or less with partial writes on: the caller queues the rest */
+    /* WANT_WRITE, or an error the queue's write meets next: none taken. */
+    w = tls_write(ssl, p, n, &err);
+    return w > 0 ? (size_t)w : 0; /* n: written; 0: the caller queues them */
+}
+
+int tls_accept_step(SSL *ssl, unsigned long *err)
+{
+    int r;
+
+    *err = 0;
+    ERR_clear_error();
+    errno = 0;
+    r = SSL_do_handshake(ssl);
+    return r == 1 ? 1 : -tls_io_failed(ssl, r, err);
 }
 
 int tls_holds_input(SSL *ssl)

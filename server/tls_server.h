@@ -10,7 +10,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct evbuffer;
 struct tcpota_serve_opts;
 
 /* A server context (TLS 1.2 or later) with this certificate chain and key
@@ -47,28 +46,57 @@ int tls_keep_own_tickets(SSL_CTX *to, SSL_CTX *from);
 int tls_binding(SSL *ssl, uint8_t out[TCPOTA_TLS_BINDING_LEN]);
 
 /* Sets up a device connection's TLS (tcpota's own, not the HTTP
- * download's, whose evhttp reads on its own terms): OpenSSL reads ahead,
+ * download's, whose evhttp reads on its own terms) as the server's end,
+ * for SSL_read and SSL_write on its socket (conn.c): OpenSSL reads ahead,
  * taking every record waiting in the socket in one read() instead of two
  * read()s per record (a streaming device's ACKs are a 38-byte record
- * each). The caller must then take what OpenSSL holds (tls_pull) after
- * every read libevent made for it, and after the handshake: bytes read
- * ahead are never signalled by the socket again. Asks for kernel TLS too
- * (tls_kernel_sends). */
+ * each), so the caller must take all it holds (tls_read); SSL_write's
+ * retry after a WANT_WRITE may pass the same bytes from another address;
+ * no renegotiation. Asks for kernel TLS too (tls_kernel_sends). */
 void tls_conn_setup(SSL *ssl);
 
-/* Moves the bytes of the next record OpenSSL holds (read ahead) into `in`.
- * Returns the count moved; 0 when it holds no whole record, or when the
- * connection failed (libevent reports that on its next read). Reads the
- * socket only to finish a partial record. */
-size_t tls_pull(SSL *ssl, struct evbuffer *in);
+/* What an SSL_read, SSL_write or SSL_do_handshake that returned r <= 0
+ * means, as the socket calls would say it. */
+enum tls_io {
+    TLS_IO_AGAIN = 1, /* wait for the socket (WANT_READ, WANT_WRITE) */
+    TLS_IO_EOF,       /* the peer's end: close_notify, or the TCP end without
+                       * it (OpenSSL 3's "unexpected eof"); during the
+                       * handshake the caller's to call a failure */
+    TLS_IO_ERROR,     /* errno: the socket's error; 0: *err, OpenSSL's reason
+                       * (0: none known, a close during the handshake) */
+};
+
+/* Maps an OpenSSL call's failure (return value r) to enum tls_io, and
+ * clears OpenSSL's error queue; *err is the reason of a TLS_IO_ERROR
+ * (else 0). Call it at once after the call, with errno as it left it. */
+int tls_io_failed(SSL *ssl, int r, unsigned long *err);
+
+/* Reads plaintext into buf[0..cap): the next record, and every further
+ * whole record OpenSSL holds (read ahead) while buf has room. Returns the
+ * bytes read (> 0), or minus an enum tls_io (tls_io_failed; *err its
+ * reason). A failure met after bytes were read (a bad record behind good
+ * ones) is not lost, as OpenSSL says it only once: the bytes are returned
+ * and *later is minus its enum tls_io (else 0), *err and errno as
+ * tls_io_failed left them, for the caller to report after the bytes. */
+int tls_read(SSL *ssl, uint8_t *buf, size_t cap, unsigned long *err, int *later);
+
+/* Encrypts and writes p[0..n), in records of up to 16 KiB. Returns n, or
+ * minus an enum tls_io (tls_io_failed; *err its reason): after
+ * TLS_IO_AGAIN (some records may be out) the next call must pass the same
+ * bytes from their start (at any address), and may pass more. */
+int tls_write(SSL *ssl, const void *p, size_t n, unsigned long *err);
+
+/* One step of the server's handshake (tls_conn_setup). Returns 1 when it
+ * is done, or minus an enum tls_io: TLS_IO_AGAIN, then SSL_want_write()
+ * says whether it waits for room to write, else for the peer. */
+int tls_accept_step(SSL *ssl, unsigned long *err);
 
 /* Encrypts and writes p[0..n) at once, for a caller with nothing queued
- * in the connection's bufferevent (whose own writes wait for the socket
- * to be writable: an epoll_ctl() and a loop turn). Returns the bytes
- * written (n, or less with partial writes on), 0 when the socket took
- * none: the caller then queues the rest in the bufferevent, whose write retries them as OpenSSL requires after a
- * WANT_WRITE (the same bytes, from their start). An error is left for
- * libevent's own write to meet and report. */
+ * (whose queued writes wait for the socket to be writable: an epoll_ctl()
+ * and a loop turn). Returns n, or 0 when the socket did not take them
+ * all: the caller then queues them, and its next write must pass the same
+ * bytes from their start, as OpenSSL requires after a WANT_WRITE. An
+ * error is left for that write to meet and report. */
 size_t tls_write_now(SSL *ssl, const void *p, size_t n);
 
 /* 1 when the kernel encrypts what this connection sends (kernel TLS,

@@ -3,7 +3,7 @@
 # tests run fewer devices: there they look for memory errors, and the plain
 # build checks the scale the fleet issue asks for (make test runs both).
 # tls_auth needs the device side of the TLS channel binding (core) as well.
-foreach(t cuts sigkill legacy fleet hostile small_frames session_rules proxy_deadlines rollback security cli_errors cli_client offer logs rogue flashdir tls_auth tls_resume
+foreach(t cuts sigkill legacy fleet hostile small_frames session_rules proxy_deadlines rollback security cli_errors cli_client offer logs rogue flashdir tls_auth tls_resume tls_ends
           checkin fleet_models fleet_waves fleet_halt fleet_sigkill fleet_api fleet_legacy fleet_ops fleet_memo
           metrics http_ota fleet_pg fleet_pg_kill fleet_pg_restart fleet_pg_halt serve_config workers
           tls_writes oom zero_copy cluster_script fleet_cut

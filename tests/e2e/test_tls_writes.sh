@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Inside TLS the server writes an answer at once when nothing waits before
-# it (tls_write_now), and queues it in the bufferevent when the socket
-# cannot take it. OpenSSL then holds part of an encrypted record, and the
-# bufferevent's retry must pass the same bytes from their start, or the
-# stream breaks or loses bytes. A legacy device inside TLS asks for the
+# it (tls_write_now), and queues it when the socket cannot take it.
+# OpenSSL then holds part of an encrypted record, and the queue's write
+# (server/conn.c, tls_flush) must pass the same bytes from their start, or
+# the stream breaks or loses bytes. And what OpenSSL read ahead beyond one
+# read's buffer is taken without a socket event (read_now reads again while
+# OpenSSL holds more): without that the answers stopped short. A legacy device inside TLS asks for the
 # packages of a 16 MiB image for a second before it reads any (answers
 # then meet a full socket), then reads them all, asking for the rest as
 # the socket takes them: every package arrives, in order, byte-exact.
