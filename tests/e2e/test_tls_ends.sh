@@ -19,15 +19,21 @@ size=$((2 * 1024 * 1024))
 make_image img $size
 start_server img 2.0.0 --tls-cert srv.pem --tls-key srv.key
 
+# through NAME ID: a device (flash dir NAME, id ID) updates through the
+# proxy just started (PROXY_PORT), its stderr in NAME.log.
+through() {
+  timeout 60 "$T" device --server "localhost:$PROXY_PORT" --flash "$1" --id "$2" --ca srv.pem \
+    --backoff-min-ms 50 --max-attempts 3 2> "$1.log" || fail "device $2 did not finish: $(tail -3 "$1.log")"
+  check_device "$1" img
+}
+
 # A cut mid-transfer, 300,000 bytes down (after the handshake and the
 # offer): the proxy discards what the server sends after the cut, so the
 # server meets a reset (reading) or a broken pipe (writing): the socket's
 # error, not a TLS one.
 start_proxy cutter "$SERVER_PORT" --cut-at 300000
-timeout 60 "$T" device --server "localhost:$PROXY_PORT" --flash cut --id cut-dev --ca srv.pem \
-  --backoff-min-ms 50 --max-attempts 3 2> cut.log || fail "a TLS device cut once did not finish: $(tail -3 cut.log)"
+through cut cut-dev
 grep -q 'cut at' cutter.log || fail "the proxy did not cut: $(cat cutter.log)"
-check_device cut img
 grep -qE "\[cut-dev [^]]*\] connection error mid-transfer at [0-9]+ of $size bytes durable: (Connection reset by peer|Broken pipe); it can resume" server.log ||
   fail "a TLS device's cut was not logged as a reset it resumes from: $(grep cut-dev server.log | tail -4)"
 grep -qE "\[cut-dev [^]]*\] .*offer 2\.0\.0 \($size bytes\) resume from [1-9]" server.log ||
@@ -66,10 +72,8 @@ ok "a TLS peer's end after the handshake, with or without close_notify, is a clo
 
 # A byte altered on the way up, inside TLS (a record after the handshake).
 start_proxy flipper "$SERVER_PORT" --dir up --flip-at 3000
-timeout 60 "$T" device --server "localhost:$PROXY_PORT" --flash flip --id flip-dev --ca srv.pem \
-  --backoff-min-ms 50 --max-attempts 3 2> flip.log || fail "a TLS device behind an altered byte did not finish: $(tail -3 flip.log)"
+through flip flip-dev
 grep -q 'flipped' flipper.log || fail "the proxy did not flip a byte: $(cat flipper.log)"
-check_device flip img
 grep -qE "\] TLS error: (decryption failed or )?bad record mac; closed$" server.log ||
   fail "an altered record was not named in the server's log: $(grep flip-dev server.log | tail -3)"
 ok "an altered TLS record is named by OpenSSL's reason"
@@ -78,27 +82,17 @@ ok "an altered TLS record is named by OpenSSL's reason"
 # server reads both at once (OpenSSL reads ahead), takes the first, and
 # must still report the second's failure, which OpenSSL says only once
 # (a review: it was logged as a close, and the connection stayed open).
-python3 - "$SERVER_PORT" srv.pem > badbehind.port <<'PY' || fail "the bad-record client failed"
-import socket, ssl, sys, time
+python3 - "$SERVER_PORT" srv.pem "$E2E" > badbehind.port <<'PY' || fail "the bad-record client failed"
+import socket, ssl, sys
 port, ca = int(sys.argv[1]), sys.argv[2]
+sys.path.insert(0, sys.argv[3])
+from tlsbio import handshake
 ctx = ssl.create_default_context(cafile=ca)
 inb, outb = ssl.MemoryBIO(), ssl.MemoryBIO()
 tls = ctx.wrap_bio(inb, outb, server_hostname="localhost")
 sock = socket.create_connection(("127.0.0.1", port))
 print(sock.getsockname()[1], flush=True)
-while True:
-    try:
-        tls.do_handshake()
-        break
-    except ssl.SSLWantReadError:
-        if outb.pending:
-            sock.sendall(outb.read())
-        data = sock.recv(65536)
-        if not data:
-            sys.exit("closed during the handshake")
-        inb.write(data)
-if outb.pending:
-    sock.sendall(outb.read())
+handshake(sock, inb, outb, tls)
 tls.write(b"req")  # a good record: the start of a legacy request, taken, more awaited
 good = outb.read()
 tls.write(b"0\r\n\r\n")

@@ -94,9 +94,11 @@ ok "inside TLS, $(awk '{print $2}' burst.out) answers asked before any was read 
 # answer never came (the mutation audit: no other test sent this way).
 make_image small 4096
 start_server small 2.0.0 --tls-cert srv.pem --tls-key srv.key --no-progress --idle-timeout 10
-timeout 30 python3 - "$SERVER_PORT" srv.pem > ahead.out 2>&1 <<'PY' || fail "$(tail -3 ahead.out)"
+timeout 30 python3 - "$SERVER_PORT" srv.pem "$E2E" > ahead.out 2>&1 <<'PY' || fail "$(tail -3 ahead.out)"
 import socket, ssl, sys, time
 port, ca = int(sys.argv[1]), sys.argv[2]
+sys.path.insert(0, sys.argv[3])
+from tlsbio import handshake
 ctx = ssl.create_default_context(cafile=ca)
 ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
 REQ = b"req0\r\n\r\n"
@@ -107,23 +109,6 @@ def client():
     inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
     obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
     return raw, inc, out, obj
-
-def handshake(raw, inc, out, obj, then=b""):
-    """Runs the handshake; the client's last flight leaves in one send
-    together with the records of `then`."""
-    while True:
-        try:
-            obj.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            raw.sendall(out.read())
-            d = raw.recv(65536)
-            if not d:
-                sys.exit("the server closed during the handshake")
-            inc.write(d)
-    if then:
-        obj.write(then)
-    raw.sendall(out.read())
 
 def answers(raw, inc, obj, want, secs=2.0):
     got, t_end = b"", time.monotonic() + secs
