@@ -1329,9 +1329,30 @@ static void wr_cb(evutil_socket_t fd, short what, void *arg)
 
 /* The end of a connection (an end of stream, an error, a timeout), or
  * inside TLS the handshake's end (BEV_EVENT_CONNECTED). */
+/* A line about a TLS handshake that did not finish ("TLS handshake
+ * failed: ...", "... not finished within ..."): anyone can cause them at
+ * will, a port scanner does, so at most LOG_PEER_BURST a LOG_PEER_MS, the
+ * next one saying how many were not logged (a hostile trial: 600 lines
+ * for 600 dropped connections). */
+static void handshake_said(struct conn *c, int warn, const char *what, const char *why)
+{
+    unsigned long held;
+
+    if (!log_limit_pass(&c->srv->tls_fail_log, log_mono_ms(), LOG_PEER_MS, LOG_PEER_BURST, &held)) {
+        return;
+    }
+    if (held) {
+        clog_(c, warn, "%s%s (and %lu more TLS handshakes not finished, not logged since the last "
+                       "such line)", what, why, held);
+    } else {
+        clog_(c, warn, "%s%s", what, why);
+    }
+}
+
 static void conn_event(struct conn *c, short what)
 {
     int midway = offer_streams(c); /* the device can resume: the log says from where */
+    char why[128];
 
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && conn_input_unread(c)) {
         /* The read timed out, but the peer's bytes are there: the loop ran
@@ -1340,7 +1361,14 @@ static void conn_event(struct conn *c, short what)
         conn_read_on(c);
         return;
     }
-    if (what & BEV_EVENT_TIMEOUT) {
+    if ((what & BEV_EVENT_TIMEOUT) && c->srv->tls && !c->tls_up) {
+        /* A peer that stopped inside the handshake (its read timed out
+         * before the deadline from accept, conn_check_deadline). */
+        c->srv->stats.failed++;
+        snprintf(why, sizeof(why), " within %u s (the peer stopped sending); closing",
+                 c->srv->o->idle_timeout_s);
+        handshake_said(c, 1, "TLS handshake not finished", why);
+    } else if (what & BEV_EVENT_TIMEOUT) {
         c->srv->stats.failed++;
         clog_(c, 1, "idle for %u s (%s); closing", c->srv->o->idle_timeout_s,
               (what & BEV_EVENT_READING) ? "nothing received" : "not reading what we send");
@@ -1349,9 +1377,14 @@ static void conn_event(struct conn *c, short what)
         unsigned long tls_err = c->tls_err;
         /* TLS failures come with errno 0 (tls_io_failed): name OpenSSL's
          * reason; any failure before the handshake's end is the handshake's. */
-        if (c->srv->tls && (tls_err || !err || !c->tls_up)) {
-            clog_(c, 0, "%s: %s; closed", c->tls_up ? "TLS error" : "TLS handshake failed",
-                  tls_error_reason(tls_err));
+        if (c->srv->tls && !c->tls_up) {
+            snprintf(why, sizeof(why), ": %s; closed", tls_error_reason(tls_err));
+            handshake_said(c, 0, "TLS handshake failed", why);
+        } else if (c->srv->tls && (tls_err || !err) && midway) {
+            clog_(c, 0, "TLS error mid-transfer at %u of %u bytes durable: %s; it can resume",
+                  c->s.acked, c->img ? c->img->size : 0, tls_error_reason(tls_err));
+        } else if (c->srv->tls && (tls_err || !err)) {
+            clog_(c, 0, "TLS error: %s; closed", tls_error_reason(tls_err));
         } else if (midway) {
             clog_(c, 0, "connection error mid-transfer at %u of %u bytes durable: %s; it can resume",
                   c->s.acked, c->img ? c->img->size : 0, err ? strerror(err) : "reset by the peer");
@@ -1520,7 +1553,7 @@ static void first_byte_cb(evutil_socket_t fd, short what, void *arg)
     event_free(c->first_byte);
     c->first_byte = NULL;
     if (n <= 0) {
-        clog_(c, 0, "closed before the TLS handshake");
+        handshake_said(c, 0, "closed before the TLS handshake", "");
         conn_free(c); /* and the socket */
         return;
     }
@@ -1558,6 +1591,8 @@ int conn_check_deadline(struct conn *c, double now)
         return 0;
     }
     c->srv->stats.failed++;
+    /* Each one held a connection for the whole timeout, and at most
+     * --max-unauth-per-addr of an address at once: one line each. */
     clog_(c, 1, c->tls_up ? "no HELLO within %u s of connecting (too slow); closing"
                           : "TLS handshake not finished within %u s of connecting; closing",
           idle);

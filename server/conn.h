@@ -76,8 +76,8 @@ int conn_report(struct conn *c, const struct tcpota_srv_hello *h, const char *mo
 int conn_check_deadline(struct conn *c, double now);
 
 /* Once a second: a streaming connection with input waiting below its
- * SO_RCVLOWAT reads it (see conn.c). A plain connection's read is handed
- * to its callbacks at once, which may end c: use c no more after. */
+ * SO_RCVLOWAT reads it (see conn.c), inside TLS too; what it reads is
+ * handed to the session at once, which may end c: use c no more after. */
 void conn_lowat_tick(struct conn *c);
 /* Before the server stops: each streaming connection reads once what
  * waits below its watermark or in the tail (conn.c), so that a COMPLETE

@@ -187,7 +187,7 @@ struct server {
     /* "plain ... client on the TLS port", and "unknown protocol" for a
      * PROXY header or an HTTP request (conn.c): a peer (a balancer, a
      * browser) repeats them. */
-    struct log_limit plain_on_tls_log, hint_log;
+    struct log_limit plain_on_tls_log, hint_log, tls_fail_log;
     double started;
 };
 

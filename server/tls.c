@@ -334,6 +334,11 @@ void tls_conn_setup(SSL *ssl)
      * SSL_write then never waits for a read. */
     (void)SSL_set_mode(ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     (void)SSL_set_options(ssl, SSL_OP_NO_RENEGOTIATION);
+    /* OpenSSL 3 calls a TCP end without close_notify an error, and sends
+     * the peer a fatal alert (a hostile trial): it is a device's close, or
+     * its power cut, and tcpota's framing does not rely on close_notify
+     * (every frame has its length and CRC, an image its hash). */
+    (void)SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_set_accept_state(ssl);
     /* Where the kernel cannot (no `tls` module, a cipher it lacks) OpenSSL
      * goes on in user space, as without the option. */
@@ -372,12 +377,6 @@ int tls_io_failed(SSL *ssl, int r, unsigned long *err)
         break;
     default:
         break;
-    }
-    /* OpenSSL 3 calls a TCP end without close_notify an error: a device's
-     * close (or its power cut), not an attack on framing tcpota does not
-     * rely on (every frame has its length and CRC, an image its hash). */
-    if (ERR_GET_LIB(last) == ERR_LIB_SSL && ERR_GET_REASON(last) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
-        return TLS_IO_EOF;
     }
     *err = last;
     return TLS_IO_ERROR;

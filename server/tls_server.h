@@ -60,8 +60,8 @@ void tls_conn_setup(SSL *ssl);
 enum tls_io {
     TLS_IO_AGAIN = 1, /* wait for the socket (WANT_READ, WANT_WRITE) */
     TLS_IO_EOF,       /* the peer's end: close_notify, or the TCP end without
-                       * it (OpenSSL 3's "unexpected eof"); during the
-                       * handshake the caller's to call a failure */
+                       * it (SSL_OP_IGNORE_UNEXPECTED_EOF, tls_conn_setup);
+                       * during the handshake the caller's to call a failure */
     TLS_IO_ERROR,     /* errno: the socket's error; 0: *err, OpenSSL's reason
                        * (0: none known, a close during the handshake) */
 };
