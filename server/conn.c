@@ -204,11 +204,7 @@ void conn_free(struct conn *c)
     if (c->unauth) unauth_del(&srv->unauth, c->addr);
     tail_leave(c, 1);
     fleet_conn_gone(c);
-    if (c->first_byte) {
-        event_free(c->first_byte);
-        evutil_closesocket(c->fd);
-        c->fd = -1;
-    }
+    if (c->first_byte) event_free(c->first_byte);
     if (c->rd) event_free(c->rd);
     if (c->wr) event_free(c->wr);
     /* The queue's chains refer into the image, but freeing a chain never
@@ -218,7 +214,7 @@ void conn_free(struct conn *c)
     /* No close_notify (nor did libevent's TLS bufferevent send one): the
      * session's own frames say where it ends. */
     if (c->ssl) SSL_free(c->ssl);
-    if (c->fd >= 0) evutil_closesocket(c->fd);
+    evutil_closesocket(c->fd);
     image_unref(c->img);
     free(c);
 }
