@@ -38,3 +38,9 @@ if(TCPOTA_SANITIZE) # the executables carry the runtime (CMakeLists.txt): not a 
   target_compile_options(tcpota-failqueue PRIVATE -fno-sanitize=all)
   target_link_options(tcpota-failqueue PRIVATE -fno-sanitize=all)
 endif()
+
+# A TLS 1.3 device asking for a key update while the server's socket is
+# full (tests/e2e/test_tls_ends.sh).
+add_executable(tcpota-tls-keyupdate ${CMAKE_CURRENT_SOURCE_DIR}/../tests/tools/tls_keyupdate.c)
+target_link_libraries(tcpota-tls-keyupdate PRIVATE tcpota_core PkgConfig::LIBEVENT) # OpenSSL
+target_compile_definitions(tcpota-tls-keyupdate PRIVATE _POSIX_C_SOURCE=200809L _DEFAULT_SOURCE)

@@ -13,7 +13,7 @@ foreach(t cuts sigkill legacy fleet hostile small_frames session_rules proxy_dea
           tls_ticket_keys proxy_protocol fleet_events tls_reload fleet_offload fleet_resign api_https notify)
   add_test(NAME e2e_${t} COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/test_${t}.sh)
   set_tests_properties(e2e_${t} PROPERTIES LABELS e2e TIMEOUT 300
-    ENVIRONMENT "TCPOTA=$<TARGET_FILE:tcpota>;PROXY=$<TARGET_FILE:tcpota-proxy>;LEGACY=$<TARGET_FILE:tcpota-legacy-client>;HOSTILE=$<TARGET_FILE:tcpota-hostile>;ROGUE=$<TARGET_FILE:tcpota-rogue>;FAILQUEUE=$<TARGET_FILE:tcpota-failqueue>;TCPOTA_SANITIZED=${TESTS_SANITIZED}")
+    ENVIRONMENT "TCPOTA=$<TARGET_FILE:tcpota>;PROXY=$<TARGET_FILE:tcpota-proxy>;LEGACY=$<TARGET_FILE:tcpota-legacy-client>;HOSTILE=$<TARGET_FILE:tcpota-hostile>;ROGUE=$<TARGET_FILE:tcpota-rogue>;FAILQUEUE=$<TARGET_FILE:tcpota-failqueue>;KEYUPDATE=$<TARGET_FILE:tcpota-tls-keyupdate>;TCPOTA_SANITIZED=${TESTS_SANITIZED}")
 endforeach()
 # `make install` into a scratch DESTDIR, from this build tree: the plain
 # build only (under ASan+UBSan it would check the same files and Makefile
