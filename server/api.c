@@ -653,19 +653,15 @@ int64_t api_mono_ms(void)
  * log), saying how many were refused meanwhile. */
 int api_log_pass(struct api *a, struct log_limit *l, const char *what, char *more, size_t cap)
 {
-    unsigned long held;
-
     more[0] = '\0';
-    if (!a->cfg.log || !log_limit_pass(l, log_mono_ms(), API_DENIED_LOG_MS, 1, &held)) return 0;
-    if (held) snprintf(more, cap, " (and %lu more %ssince the last such line)", held, what);
-    return 1;
+    return a->cfg.log && log_limit_say(l, API_DENIED_LOG_MS, 1, what, more, cap);
 }
 
 static void denied(struct api *a, struct evhttp_request *req, const char *path)
 {
-    char line[320], more[API_LOG_MORE_MAX], peer[80];
+    char line[320], more[LOG_MORE_MAX], peer[80];
 
-    if (!api_log_pass(a, &a->denied, "refused ", more, sizeof more)) return;
+    if (!api_log_pass(a, &a->denied, "refused requests", more, sizeof more)) return;
     snprintf(line, sizeof line, "API: refused %.64s from %s: missing or wrong token%s",
              path ? path : "/", api_peer_text(evhttp_request_get_connection(req), peer, sizeof peer),
              more);
@@ -678,12 +674,12 @@ static void denied(struct api *a, struct evhttp_request *req, const char *path)
  * for a token), and a line in the log (one a second at most). */
 static void misdirected(struct api *a, struct evhttp_request *req, const char *path)
 {
-    char where[160], body[400], line[480], more[API_LOG_MORE_MAX], peer[80];
+    char where[160], body[400], line[480], more[LOG_MORE_MAX], peer[80];
 
     a->cfg.ota_where(a->cfg.ctx, where, sizeof where);
     snprintf(body, sizeof body, "{\"error\": \"this is the API of tcpota serve, not its download "
              "port: %s (--ota-listen); point the device's URL there\"}", where);
-    if (api_log_pass(a, &a->misdirected, "such requests ", more, sizeof more)) {
+    if (api_log_pass(a, &a->misdirected, "such requests", more, sizeof more)) {
         snprintf(line, sizeof line, "API: %.64s asked of the API by %s: %s (--ota-listen); "
                  "answered 404%s", path,
                  api_peer_text(evhttp_request_get_connection(req), peer, sizeof peer), where, more);

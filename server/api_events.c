@@ -43,9 +43,9 @@ static void stream_end(struct api *a, struct api_stream *s, int send_end)
 static void stream_cut(struct api *a, struct api_stream *s)
 {
     struct evhttp_connection *evcon = s->evcon;
-    char line[160], peer[80], more[API_LOG_MORE_MAX];
+    char line[320], peer[80], more[LOG_MORE_MAX];
 
-    if (api_log_pass(a, &a->cut, "", more, sizeof more)) {
+    if (api_log_pass(a, &a->cut, "cut streams", more, sizeof more)) {
         snprintf(line, sizeof line, "API: event stream of %s cut: %u KiB of events waited for"
                  " it unread%s", api_peer_text(evcon, peer, sizeof peer),
                  API_STREAM_BACKLOG >> 10, more);

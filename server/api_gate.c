@@ -189,11 +189,11 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
     struct api_gate *g = arg;
     struct api *a = g->api;
     struct evhttp_connection *evcon = g->evcon;
-    char peer[80], line[300], more[API_LOG_MORE_MAX];
+    char peer[80], line[300], more[LOG_MORE_MAX];
     (void)fd;
     (void)what;
 
-    if (api_log_pass(a, &a->gate_log, "", more, sizeof more)) {
+    if (api_log_pass(a, &a->gate_log, "such lines", more, sizeof more)) {
         snprintf(line, sizeof line, "API: %s, without the API's token, sent no whole request"
                  " within %.3g s (a request or its body trickling); closing%s",
                  api_peer_text(evcon, peer, sizeof peer), (double)API_WATCH_MS(a) / 1000, more);
@@ -271,12 +271,12 @@ static int refuse_body(struct api *a, struct api_gate *g, evutil_socket_t fd, co
     struct evhttp_connection *evcon = g->evcon;
     const char *sp = memchr(head, ' ', n);
     int api_path = sp && (size_t)(head + n - sp) > 4 && strncmp(sp + 1, "/v1/", 4) == 0;
-    char peer[80], line[300], more[API_LOG_MORE_MAX], body_text[300];
+    char peer[80], line[300], more[LOG_MORE_MAX], body_text[300];
 
     if (body <= limit || (body == UINT64_MAX && !api_path)) {
         return 0; /* a chunked body elsewhere: evhttp holds it to the limit, watch_cb to time */
     }
-    if (api_log_pass(a, api_path ? &a->denied : &a->gate_log, api_path ? "refused " : "", more,
+    if (api_log_pass(a, api_path ? &a->denied : &a->gate_log, api_path ? "refused requests" : "such lines", more,
                      sizeof more)) {
         snprintf(line, sizeof line, "API: refused %s: a request without the API's token that"
                  " declares a body (%s); answered %s before reading it%s",
@@ -307,8 +307,8 @@ static void peek_cb(evutil_socket_t fd, short what, void *arg)
 
     if (what & EV_TIMEOUT) {
         struct evhttp_connection *evcon = g->evcon;
-        char peer[80], line[200], more[API_LOG_MORE_MAX];
-        if (api_log_pass(a, &a->gate_log, "", more, sizeof more)) {
+        char peer[80], line[320], more[LOG_MORE_MAX];
+        if (api_log_pass(a, &a->gate_log, "such lines", more, sizeof more)) {
             snprintf(line, sizeof line, "API: no request from %s within %.3g s of connecting;"
                      " closing%s", api_peer_text(evcon, peer, sizeof peer),
                      (double)a->cfg.head_ms / 1000, more);
@@ -332,10 +332,10 @@ static void peek_cb(evutil_socket_t fd, short what, void *arg)
          * answer (a device sent here waited 30 s for a hint). */
         if (t == GATE_WAIT && http_not_head_at(head, (size_t)n) < (size_t)n) {
             struct evhttp_connection *evcon = g->evcon;
-            char peer[80], line[300], more[API_LOG_MORE_MAX];
+            char peer[80], line[300], more[LOG_MORE_MAX];
             unsigned char b = (unsigned char)head[http_not_head_at(head, (size_t)n)];
             /* Logged too (a trial: the device was told, the operator not). */
-            if (api_log_pass(a, &a->not_http_log, "", more, sizeof more)) {
+            if (api_log_pass(a, &a->not_http_log, "such lines", more, sizeof more)) {
                 snprintf(line, sizeof line, "API: not an HTTP request from %s (%s); answered 400,"
                          " closing%s", api_peer_text(evcon, peer, sizeof peer),
                          (unsigned char)head[0] == 0x16
@@ -420,13 +420,13 @@ void api_gate_closed(struct api *a, struct evhttp_connection *evcon)
  * not sent yet (the client reads it as the answer to its first one). */
 static void refuse_full(struct api *a, struct evhttp_connection *evcon, evutil_socket_t s)
 {
-    char body[300], peer[80], line[300], more[API_LOG_MORE_MAX], retry[40];
+    char body[300], peer[80], line[300], more[LOG_MORE_MAX], retry[40];
 
     snprintf(body, sizeof body, "{\"error\": \"the API holds %u connections already, its"
              " limit (tcpota serve --api-max-conns); try again in a moment, or restart the"
              " server with a higher limit\"}", a->cfg.max_conns);
     snprintf(retry, sizeof retry, "Retry-After: %d\r\n", API_FULL_RETRY_S);
-    if (api_log_pass(a, &a->full_log, "refused ", more, sizeof more)) {
+    if (api_log_pass(a, &a->full_log, "refused connections", more, sizeof more)) {
         snprintf(line, sizeof line, "API: refused %s: the listener holds %u connections already"
                  " (--api-max-conns)%s", api_peer_text(evcon, peer, sizeof peer),
                  a->cfg.max_conns, more);

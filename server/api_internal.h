@@ -106,11 +106,9 @@ void api_gate_closed(struct api *a, struct evhttp_connection *evcon);
 void api_gate_request(struct api *a, struct evhttp_request *req);
 
 /* A line for the log about the API that a client can cause at will passes
- * l (one per API_DENIED_LOG_MS): 1, with more (cap >= API_LOG_MORE_MAX) the
- * line's tail telling how many were held back since ("(and 3 more WHAT
- * since the last such line)", or ""); 0 when it is held back, or there is
- * no log. */
-#define API_LOG_MORE_MAX 80
+ * l (one per API_DENIED_LOG_MS): 1, with more (cap >= LOG_MORE_MAX) the
+ * line's tail telling how many WHAT were held back since (log_limit_say);
+ * 0 when it is held back, or there is no log. */
 int api_log_pass(struct api *a, struct log_limit *l, const char *what, char *more, size_t cap);
 
 /* "HOST:PORT" of evcon's peer into buf ("?:0" when evcon is NULL: the

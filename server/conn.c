@@ -921,13 +921,12 @@ static int behind_balancer(const struct conn *c)
 static void unknown_said(struct conn *c, const uint8_t *buf, size_t n, int kind)
 {
     const char *hint = "";
-    unsigned long held = 0;
-    char more[96] = "", http[320];
+    char more[LOG_MORE_MAX] = "", http[320];
     int is_proxy = kind != TCPOTA_KIND_TLS && is_proxy_header(buf, n);
     int is_http = kind != TCPOTA_KIND_TLS && !is_proxy && looks_like_http(buf, n);
 
-    if ((is_proxy || is_http) &&
-        !log_limit_pass(&c->srv->hint_log, log_mono_ms(), LOG_PEER_MS, LOG_PEER_BURST, &held)) {
+    if ((is_proxy || is_http) && !log_limit_say(&c->srv->hint_log, LOG_PEER_MS, LOG_PEER_BURST,
+                                                "such lines", more, sizeof(more))) {
         return;
     }
     if (kind == TCPOTA_KIND_TLS) {
@@ -949,10 +948,6 @@ static void unknown_said(struct conn *c, const uint8_t *buf, size_t n, int kind)
         fleet_http_where(c->srv, where, sizeof(where));
         snprintf(http, sizeof(http), ": an HTTP request, but this port speaks tcpota's protocol; %s", where);
         hint = http;
-    }
-    if (held) {
-        snprintf(more, sizeof(more), " (and %lu more such lines not logged since the last one)",
-                 held);
     }
     clog_(c, 1, "unknown protocol (first byte 0x%02x%s); closing%s", buf[0], hint, more);
 }
@@ -1332,16 +1327,11 @@ static void wr_cb(evutil_socket_t fd, short what, void *arg)
  * for 600 dropped connections). */
 static void handshake_said(struct conn *c, int warn, const char *what, const char *why)
 {
-    unsigned long held;
+    char more[LOG_MORE_MAX];
 
-    if (!log_limit_pass(&c->srv->tls_fail_log, log_mono_ms(), LOG_PEER_MS, LOG_PEER_BURST, &held)) {
-        return;
-    }
-    if (held) {
-        clog_(c, warn, "%s%s (and %lu more TLS handshakes not finished, not logged since the last "
-                       "such line)", what, why, held);
-    } else {
-        clog_(c, warn, "%s%s", what, why);
+    if (log_limit_say(&c->srv->tls_fail_log, LOG_PEER_MS, LOG_PEER_BURST,
+                      "unfinished TLS handshakes", more, sizeof(more))) {
+        clog_(c, warn, "%s%s%s", what, why, more);
     }
 }
 
@@ -1485,8 +1475,7 @@ static void plain_on_tls(struct conn *c, evutil_socket_t fd, int kind)
     struct server *srv = c->srv;
     uint8_t frame[TCPOTA_FRAME_OVERHEAD + 8 + sizeof(CONN_TLS_ONLY_MSG)];
     struct tcpota_msg m;
-    unsigned long held;
-    char more[128] = "";
+    char more[LOG_MORE_MAX];
     int n;
 
     srv->stats.failed++;
@@ -1511,12 +1500,8 @@ static void plain_on_tls(struct conn *c, evutil_socket_t fd, int kind)
         drain_refused(fd);
         if (n > 0) (void)send(fd, frame, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
     }
-    if (log_limit_pass(&srv->plain_on_tls_log, log_mono_ms(), LOG_PEER_MS, LOG_PEER_BURST,
-                       &held)) {
-        if (held) {
-            snprintf(more, sizeof(more), " (and %lu more plain clients on the TLS port not "
-                     "logged since the last such line)", held);
-        }
+    if (log_limit_say(&srv->plain_on_tls_log, LOG_PEER_MS, LOG_PEER_BURST,
+                      "plain clients on the TLS port", more, sizeof(more))) {
         /* A legacy device cannot speak TLS at all: only a plain port serves it. */
         clog_(c, 1, "plain %s client on the TLS port: %s; %s%s",
               kind == TCPOTA_KIND_V1 ? "tcpota" : kind == TCPOTA_KIND_LEGACY ? "legacy (req0/req1)"

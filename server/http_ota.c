@@ -76,21 +76,16 @@ static void req_peer(struct evhttp_request *req, char *addr, size_t acap, char *
 void ota_refuse(struct http_ota *ota, const struct dl *d, struct evhttp_request *req, int code,
                 const char *fmt, ...)
 {
-    char msg[OTA_ERROR_MAX], addr[sizeof(d->addr)], peer[sizeof(d->peer)], more[80] = "";
+    char msg[OTA_ERROR_MAX], addr[sizeof(d->addr)], peer[sizeof(d->peer)], more[LOG_MORE_MAX];
     const char *uri = evhttp_request_get_uri(req);
-    unsigned long held;
     va_list ap;
 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    if (log_limit_pass(&ota->refused, log_mono_ms(), OTA_REFUSED_LOG_MS, OTA_REFUSED_LOG_BURST,
-                       &held)) {
+    if (log_limit_say(&ota->refused, OTA_REFUSED_LOG_MS, OTA_REFUSED_LOG_BURST, "refusals", more,
+                      sizeof(more))) {
         if (!d || !d->peer[0]) req_peer(req, addr, sizeof(addr), peer, sizeof(peer));
-        if (held) {
-            snprintf(more, sizeof(more), " (and %lu more refusals not logged since the last such "
-                     "line)", held);
-        }
         say_dev(ota->srv, code >= 500 ? LOG_LV_ERROR : LOG_LV_WARN, d && d->id[0] ? d->id : NULL,
                 d && d->peer[0] ? d->peer : peer, "http: refused %.*s with %d: %s%s",
                 OTA_LOG_URI_MAX, uri ? uri : "(no request line)", code, msg, more);

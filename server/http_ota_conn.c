@@ -76,20 +76,14 @@ static void __attribute__((format(printf, 5, 6)))
 say_limited(struct http_ota *ota, struct log_limit *l, enum log_level lv, const char *peer,
             const char *fmt, ...)
 {
-    char msg[400];
-    unsigned long held;
+    char msg[400], more[LOG_MORE_MAX];
     va_list ap;
 
-    if (!log_limit_pass(l, log_mono_ms(), LOG_PEER_MS, LOG_PEER_BURST, &held)) return;
+    if (!log_limit_say(l, LOG_PEER_MS, LOG_PEER_BURST, "such lines", more, sizeof(more))) return;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    if (held) {
-        say_dev(ota->srv, lv, NULL, peer, "%s (and %lu more such lines not logged since the last "
-                "one)", msg, held);
-    } else {
-        say_dev(ota->srv, lv, NULL, peer, "%s", msg);
-    }
+    say_dev(ota->srv, lv, NULL, peer, "%s%s", msg, more);
 }
 
 /* ---- the list and the socket map ---------------------------------------- */

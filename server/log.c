@@ -254,6 +254,21 @@ int log_limit_pass(struct log_limit *l, int64_t now_ms, unsigned every_ms, unsig
     return 1;
 }
 
+int log_limit_say(struct log_limit *l, unsigned every_ms, unsigned burst, const char *what,
+                  char *more, size_t cap)
+{
+    unsigned long held = 0;
+
+    if (cap) more[0] = '\0';
+    if (!log_limit_pass(l, log_mono_ms(), every_ms, burst, &held)) {
+        return 0;
+    }
+    if (held) {
+        snprintf(more, cap, " (and %lu more %s not logged since the last such line)", held, what);
+    }
+    return 1;
+}
+
 int64_t log_mono_ms(void)
 {
     struct timespec ts;

@@ -98,6 +98,15 @@ struct log_limit {
 int log_limit_pass(struct log_limit *l, int64_t now_ms, unsigned every_ms, unsigned burst,
                    unsigned long *held);
 
+/* log_limit_pass at this moment, for a line that then ends with what was
+ * held back: `more` (cap >= LOG_MORE_MAX) is " (and N more WHAT not logged
+ * since the last such line)", or "" when none was. Returns 1 when the line
+ * may be said, else 0 (counted as held back). One wording for every
+ * rate-limited line. */
+int log_limit_say(struct log_limit *l, unsigned every_ms, unsigned burst, const char *what,
+                  char *more, size_t cap);
+#define LOG_MORE_MAX 112u
+
 /* The rate of a line about one connection that a peer can cause at will
  * (a plain client on the TLS port, a failed or unfinished TLS handshake on
  * the download port): at most LOG_PEER_BURST lines per LOG_PEER_MS. */

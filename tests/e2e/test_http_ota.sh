@@ -601,7 +601,7 @@ s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 5)
 s.sendall(b"\x16\x03\x01\x00\x10\x01\x00\x00\x0c" + b"x" * 12)  # one more failed handshake
 s.close()
 PY
-wait_line "$WORK/server.log" 'http: TLS handshake failed: .*\(and [0-9]+ more such lines not logged since the last one\)' 5
+wait_line "$WORK/server.log" 'http: TLS handshake failed: .*\(and [0-9]+ more such lines not logged since the last such line\)' 5
 # Stopped during a download: the download's close is logged before the
 # summary, which is the last line (before: the close came after it).
 # (A small receive buffer that stops reading: on loopback the kernel would

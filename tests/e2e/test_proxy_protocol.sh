@@ -143,7 +143,7 @@ for i in range(26):
     s.recv(1) # the close
     s.close()
 PY
-wait_line Z.log 'unknown protocol \(first byte 0x0d: a PROXY protocol header \(a balancer.s send-proxy\): give --proxy-protocol with the balancer.s address, or turn send-proxy off\); closing \(and 15 more such lines not logged since the last one\)$' 3
+wait_line Z.log 'unknown protocol \(first byte 0x0d: a PROXY protocol header \(a balancer.s send-proxy\): give --proxy-protocol with the balancer.s address, or turn send-proxy off\); closing \(and 15 more such lines not logged since the last such line\)$' 3
 [ "$(grep -c 'unknown protocol' Z.log)" -lt 26 ] || fail "$(grep -c 'unknown protocol' Z.log) lines for 26 headers: not limited"
 # A person at a terminal (Enter: "\r\n") is not told about PROXY headers.
 python3 -c "import socket; s=socket.create_connection(('127.0.0.3', $Z_PORT), 5); s.sendall(b'\r\n'); s.recv(1)"

@@ -190,7 +190,7 @@ s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 s.sendall(bytes([0x16, 3, 1, 2, 0, 1, 0, 1, 0xfc]))
 s.close()
 PY
-wait_line server.log "TLS handshake failed: .*\(and [0-9]+ more TLS handshakes not finished, not logged since the last such line\)$" 5
+wait_line server.log "TLS handshake failed: .*\(and [0-9]+ more unfinished TLS handshakes not logged since the last such line\)$" 5
 n=$(grep -c 'TLS handshake failed' server.log)
 [ "$n" -le 13 ] || fail "$n lines for 32 failed handshakes: not rate-limited"
 ok "failed handshakes are logged at most 10 a second, then counted"

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -358,6 +359,34 @@ static void test_limit(void **state)
     assert_int_equal(log_limit_pass(&l, 7500, 1000, 1, &held), 0);
 }
 
+/* The line's tail in one wording (log_limit_say, on the real clock: a
+ * window of 1 ms, waited out). */
+static void test_limit_say(void **state)
+{
+    struct log_limit l;
+    char more[LOG_MORE_MAX];
+    struct timespec two_ms = {0, 2000000};
+
+    (void)state;
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(log_limit_say(&l, 1000000, 1, "refusals", more, sizeof(more)), 1);
+    assert_string_equal(more, "");
+    assert_int_equal(log_limit_say(&l, 1000000, 1, "refusals", more, sizeof(more)), 0);
+    assert_string_equal(more, "");
+    assert_int_equal(log_limit_say(&l, 1000000, 1, "refusals", more, sizeof(more)), 0);
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(log_limit_say(&l, 1, 1, "x", more, sizeof(more)), 1);
+    assert_int_equal(log_limit_say(&l, 1000000, 1, "x", more, sizeof(more)), 0);
+    assert_int_equal(log_limit_say(&l, 1000000, 1, "x", more, sizeof(more)), 0);
+    nanosleep(&two_ms, NULL);
+    assert_int_equal(log_limit_say(&l, 1, 1, "refused requests", more, sizeof(more)), 1);
+    assert_string_equal(more, " (and 2 more refused requests not logged since the last such line)");
+    assert_int_equal(log_limit_say(&l, 1000000, 1, "refused requests", more, sizeof(more)), 0);
+    nanosleep(&two_ms, NULL);
+    assert_int_equal(log_limit_say(&l, 1, 1, "refused requests", more, sizeof(more)), 1);
+    assert_string_equal(more, " (and 1 more refused requests not logged since the last such line)");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -373,6 +402,7 @@ int main(void)
         cmocka_unit_test(test_sockaddr),
         cmocka_unit_test(test_listen_failed),
         cmocka_unit_test(test_limit),
+        cmocka_unit_test(test_limit_say),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
