@@ -22,6 +22,7 @@
  * authenticates properly, then connects again and sends the AUTH frame of
  * the first connection (answering an old nonce). */
 #include "tcpota/codec.h"
+#include "tool_dial.h"
 
 #include <openssl/ssl.h>
 
@@ -88,29 +89,8 @@ static void tls_start(int fd)
 
 static int dial(const char *host, int port)
 {
-    struct sockaddr_in a;
-    struct timeval tv = {5, 0};
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
     have = off = 0; /* a new connection: nothing buffered */
-    if (fd >= 0 && from) {
-        memset(&a, 0, sizeof(a));
-        a.sin_family = AF_INET;
-        if (inet_pton(AF_INET, from, &a.sin_addr) != 1 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-            perror("auth-probe: bind");
-            exit(2);
-        }
-    }
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    if (fd < 0 || inet_pton(AF_INET, host, &a.sin_addr) != 1 ||
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
-        connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-        perror("auth-probe: connect");
-        exit(2);
-    }
-    return fd;
+    return tool_dial("auth-probe", host, port, from, 5);
 }
 
 static void send_msg(int fd, const struct tcpota_msg *m)

@@ -17,6 +17,7 @@
  * Prints "ok: N bytes, the server's key update, PONG" and exits 0, or
  * prints what went wrong and exits 1; 2 on a usage or set-up error. */
 #include "tcpota/codec.h"
+#include "tool_dial.h"
 
 #include <openssl/ssl.h>
 
@@ -106,24 +107,6 @@ static void sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
-static int dial(const char *host, int port)
-{
-    struct sockaddr_in a;
-    struct timeval tv = {READ_TIMEOUT_S, 0};
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    if (fd < 0 || inet_pton(AF_INET, host, &a.sin_addr) != 1 ||
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
-        connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-        perror("tls-keyupdate: connect");
-        exit(2);
-    }
-    return fd;
-}
-
 static uint8_t *read_image(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
@@ -167,7 +150,7 @@ int main(int argc, char **argv)
         return 2;
     }
     img = read_image(image, &size);
-    fd = dial(host, port);
+    fd = tool_dial("tls-keyupdate", host, port, NULL, READ_TIMEOUT_S);
     ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx || SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1) {
         die(2, "no TLS 1.3 context");
