@@ -152,7 +152,8 @@ static int report_rollouts(struct pgstore *st, struct store_req *r, const char *
     int n, i, rc;
     PGresult *res;
 
-    /* Not a cancelled one: its counts are final (store_sqlite_dev.c). */
+    /* Not a cancelled one: its counts are final; nor are a superseded
+     * one's (pg_ro_set_status; store_sqlite_dev.c). */
     res = pg_q(st, r, "checkin report", "SELECT rd.rollout_id FROM rollout_devices rd JOIN"
                " rollouts ro ON ro.id = rd.rollout_id WHERE rd.device_id = $1 AND ro.image = $2"
                " AND ro.state != $4 ORDER BY rd.rollout_id DESC LIMIT $3", "ttii",

@@ -258,16 +258,17 @@ static int ensure_by_id(struct pgstore *st, struct store_req *r, uint64_t rollou
 int pg_ro_set_status(struct pgstore *st, struct store_req *r, uint64_t rollout_id,
                      const char *device_id, enum store_ro_status status)
 {
-    int64_t wave, old, state = 0;
+    int64_t wave, old, final = 0;
     PGresult *res;
     int rc, found;
 
-    /* A cancelled rollout's counts are final (store_sqlite_ro.c). */
-    if ((rc = pg_int(st, r, "rollout state", &state, "SELECT state FROM rollouts WHERE id = $1",
-                     "i", (int64_t)rollout_id)) < 0) {
+    /* A cancelled or superseded rollout's counts are final (store_sqlite_ro.c). */
+    if ((rc = pg_int(st, r, "rollout state", &final, "SELECT (state = $2 OR superseded <> 0)::int"
+                     " FROM rollouts WHERE id = $1", "ii", (int64_t)rollout_id,
+                     (int64_t)ROLLOUT_STATE_CANCELLED)) < 0) {
         return rc;
     }
-    if (state == (int64_t)ROLLOUT_STATE_CANCELLED) {
+    if (final) {
         return STORE_OK;
     }
     res = pg_q(st, r, "rollout device", "SELECT wave, status FROM rollout_devices WHERE"

@@ -140,7 +140,8 @@ static int report_rollouts(struct sstore *st, struct store_req *r, const char *h
 
     /* Not a cancelled one: its counts are final (a trial's cancelled
      * rollout kept counting devices that updated under the next rollout of
-     * the same image, counted there too). */
+     * the same image, counted there too); nor are a superseded one's, which
+     * sq_ro_set_status tells. */
     s = sq_prep(st, "SELECT rd.rollout_id FROM rollout_devices rd JOIN rollouts ro"
                 " ON ro.id = rd.rollout_id WHERE rd.device_id = ?1 AND ro.image = ?2"
                 " AND ro.state != ?3 ORDER BY rd.rollout_id DESC", "tti", r->u.checkin.id, hex,

@@ -173,16 +173,19 @@ int sq_ro_set_status(struct sstore *st, struct store_req *r, uint64_t rollout_id
                      const char *device_id, enum store_ro_status status)
 {
     sqlite3_stmt *s;
-    int64_t wave, old, state = 0;
+    int64_t wave, old, final = 0;
     int rc;
 
-    /* A cancelled rollout's counts are final: a step of a transfer it
-     * spared, or one queued before the cancel, changes nothing there. */
-    if (sq_int(st, &state, "SELECT state FROM rollouts WHERE id = ?1", "i",
-               (int64_t)rollout_id) < 0) {
+    /* A cancelled or superseded rollout's counts are final: a step of a
+     * transfer it spared or handed on, or one queued before the cancel or
+     * the newer rollout, changes nothing there, and what its devices do
+     * next counts in the newer one (a trial: a superseded rollout counted
+     * again each device that updated or failed under the newer one). */
+    if (sq_int(st, &final, "SELECT state = ?2 OR superseded <> 0 FROM rollouts WHERE id = ?1",
+               "ii", (int64_t)rollout_id, (int64_t)ROLLOUT_STATE_CANCELLED) < 0) {
         return sq_fail(st, r, "rollout state");
     }
-    if (state == (int64_t)ROLLOUT_STATE_CANCELLED) {
+    if (final) {
         return STORE_OK;
     }
     s = sq_prep(st, "SELECT wave, status FROM rollout_devices WHERE rollout_id = ?1"

@@ -780,6 +780,45 @@ static void test_cancelled_counts_final(void **state)
     expect_counts(f, first, 0, 1, 1, 0, 0);
 }
 
+/* So are a superseded rollout's: a newer rollout of the same image (a new
+ * halt rule, --allow-downgrade, a halted one made again) counts what its
+ * devices do from then on, the older one what they did under it (a trial
+ * saw the superseded one count every device again that updated or failed
+ * under the newer one, in rollout list and the summary). */
+static void test_superseded_counts_final(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    uint8_t img[TCPOTA_ID_LEN];
+    uint64_t first, second;
+
+    ss_checkin_free(f, "dev-s1");
+    ss_checkin_free(f, "dev-s2");
+    ss_checkin_free(f, "dev-s3");
+    store_req_free(ss_image_add(f, 0x46, "2.0.0"));
+    first = ss_rollout_create(f, 0x46, "", pct, 1);
+    ss_fake_id(img, 0x46);
+    assert_int_equal(ss_event(f, "dev-s1", STORE_ST_OFFERED, first, 0), STORE_OK);
+    assert_int_equal(ss_event(f, "dev-s1", STORE_ST_VERIFIED, first, 0), STORE_OK);
+    store_req_free(ss_checkin(f, "dev-s1", img, TCPOTA_RESULT_CONFIRMED));
+    assert_int_equal(ss_event(f, "dev-s3", STORE_ST_OFFERED, first, 0), STORE_OK);
+    expect_counts(f, first, 0, 1, 0, 1, 0);
+    second = ss_rollout_create(f, 0x46, "", pct, 1);
+    assert_int_equal(created_superseded, first);
+    assert_int_equal(ss_event(f, "dev-s2", STORE_ST_OFFERED, second, 0), STORE_OK);
+    assert_int_equal(ss_event(f, "dev-s2", STORE_ST_VERIFIED, second, 0), STORE_OK);
+    store_req_free(ss_checkin(f, "dev-s2", img, TCPOTA_RESULT_CONFIRMED));
+    assert_int_equal(ss_event(f, "dev-s3", STORE_ST_OFFERED, second, 0), STORE_OK);
+    store_req_free(ss_checkin(f, "dev-s3", img, TCPOTA_RESULT_ROLLED_BACK));
+    expect_counts(f, second, 0, 0, 0, 1, 1);
+    expect_counts(f, first, 0, 1, 0, 1, 0);
+    /* Nor does a step that names the superseded one (a transfer it had
+     * started, a step queued before the newer one was made). */
+    assert_int_equal(ss_event(f, "dev-s3", STORE_ST_DOWNLOADING, first, 0), STORE_OK);
+    assert_int_equal(ss_event(f, "dev-s3", STORE_ST_FAILED, first, 0), STORE_OK);
+    expect_counts(f, first, 0, 1, 0, 1, 0);
+}
+
 static void test_counters_follow_events(void **state)
 {
     static const uint32_t pct[] = {100};
@@ -2382,6 +2421,7 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_report_of_another_image, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_device_retry, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_cancelled_counts_final, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_superseded_counts_final, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_first_checkin_report_counts, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_report_names_the_size, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_step_without_image_keeps_image, ss_setup, ss_teardown),
