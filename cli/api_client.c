@@ -743,11 +743,14 @@ static void no_answer(const struct api *a, enum api_method m, const struct reply
         /* libevent closes on a body over --max-image, often before the
          * client could read its 413; the device port closes on the first
          * bytes as well, which the client may not see before it has sent
-         * this much: both are possible. */
-        fprintf(stderr, "tcpota %s: the API at %s closed the connection while %zu bytes were "
-                        "sent, without an answer; is it the --api address of tcpota serve (not "
-                        "its device port), and is the image within the server's --max-image "
-                        "BYTES (default 64 MiB)?\n", a->cmd, a->url, sent);
+         * this much; and a server that stopped or restarted meanwhile (a
+         * proxy in front of it still listens): all are possible. */
+        fprintf(stderr, "tcpota %s: the API at %s closed the connection during a request with "
+                        "a %zu-byte body, without an answer. The server may have stopped or "
+                        "restarted meanwhile (then run the command again), the body may be "
+                        "above its --max-image BYTES (default 64 MiB), or this may not be the "
+                        "--api address of tcpota serve (its device port closes at once)\n",
+                a->cmd, a->url, sent);
         return;
     }
     if (err == 0 && a->tls) {
@@ -768,8 +771,9 @@ static void no_answer(const struct api *a, enum api_method m, const struct reply
      * during the request, not for one that was never made (refused): the
      * request answered without an error then was sent nowhere. */
     if (sent > 0 && r->has_err) { /* it was reached: it went away during the request */
-        fprintf(stderr, "tcpota %s: the API at %s closed the connection after %zu bytes were sent, "
-                        "without an answer, and no longer answers (%s): the server stopped? "
+        fprintf(stderr, "tcpota %s: the API at %s closed the connection during a request with "
+                        "a %zu-byte body, without an answer, and no longer answers (%s): the "
+                        "server stopped? "
                         "Whether the request took effect is unknown: once it runs again, %s\n",
                 a->cmd, a->url, sent, why,
                 strcmp(a->cmd, "image") == 0

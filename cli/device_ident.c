@@ -110,7 +110,7 @@ static int one(const struct tcpota_port *port, const struct options *o, int crea
 int device_ident(const struct tcpota_port *port, const struct options *o, int created,
                  const char *default_id, const char *prefix, struct device_ident *out)
 {
-    char factory[TCPOTA_MAX_NAME + 1], slots[32], given[24];
+    char factory[TCPOTA_MAX_NAME + 1], slots[32], given[24], named[TCPOTA_MAX_STR + 16];
     int rc;
 
     if (!created && o->slot_size && o->slot_size != port->slot_size) {
@@ -148,6 +148,9 @@ int device_ident(const struct tcpota_port *port, const struct options *o, int cr
     if (rc != 0) {
         return rc;
     }
+    /* The id known, the lines name it, not DIR (a trial: "device devs/r1:"
+     * for device r1), as the run's lines do from here on. */
+    snprintf(named, sizeof(named), "device %s: ", out->id);
     return one(port, o, created, DEVICE_KEY_MODEL, "--model", o->model_given ? o->model : NULL,
-               o->model, prefix, out->model, sizeof(out->model));
+               o->model, named, out->model, sizeof(out->model));
 }

@@ -352,9 +352,17 @@ static void act_got(struct api_call *c, struct store_req *r)
         if (already) {
             api_error(c, 409, NULL, "rollout %llu is %s already", (unsigned long long)c->id,
                       store_rollout_state_name(st));
+        } else if (st == ROLLOUT_STATE_CANCELLED) {
+            api_error(c, 409, NULL, "rollout %llu is cancelled; it cannot be %s: a cancelled "
+                      "rollout stays so; create a new one (tcpota rollout create)",
+                      (unsigned long long)c->id, act_name(c->action));
         } else {
-            api_error(c, 409, NULL, "rollout %llu is %s; it cannot be %s", (unsigned long long)c->id,
-                      store_rollout_state_name(st), act_name(c->action));
+            /* Paused or halted, it offers nothing already (a trial: the
+             * refusal did not say what to do instead). */
+            api_error(c, 409, NULL, "rollout %llu is %s; it cannot be %s: it offers nothing "
+                      "already; resume it (tcpota rollout resume %llu) or cancel it",
+                      (unsigned long long)c->id, store_rollout_state_name(st),
+                      act_name(c->action), (unsigned long long)c->id);
         }
         return;
     }

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE /* memfd_create, O_TMPFILE */
 #include "image.h"
 #include "digest.h"
+#include "text.h" /* text_file_kind */
 
 #include "tcpota/crc32c.h"
 #include "tcpota/manifest.h"
@@ -352,8 +353,8 @@ static int image_load(struct image *img, const char *path, const char *version, 
         return -1;
     }
     if (!S_ISREG(st.st_mode)) {
-        why(err, errlen, "image %s is not a regular file%s", path,
-            S_ISDIR(st.st_mode) ? " (it is a directory)" : "");
+        why(err, errlen, "image %s is not a regular file (it is %s)", path,
+            text_file_kind(st.st_mode));
         return -1;
     }
     if (st.st_size == 0 || (uint64_t)st.st_size > 0xffffffffu) {

@@ -729,7 +729,7 @@ read -r port <&"${HOLD[0]}"
 run 1 $T image list --api "http://127.0.0.1:$port"
 has err.log "^tcpota image: cannot reach the API at http://127.0.0.1:$port \(connection refused\); is tcpota serve --data running, with --api\?$"
 # A request with a body that never left (refused): not "closed the
-# connection after N bytes were sent ... whether it took effect is unknown".
+# connection during a request ... whether it took effect is unknown".
 head -c 5000 /dev/zero > refused.bin
 run 1 $T image add refused.bin --version 1.0.0 --model m --api "http://127.0.0.1:$port"
 has err.log "^tcpota image: cannot reach the API at http://127.0.0.1:$port \(connection refused\); is tcpota serve --data running, with --api\?$"

@@ -284,7 +284,7 @@ rc=0; dead --id who-1 --model esp32s3 --factory-version 1.2.3 --slot-size 65536 
 [ $rc -eq 1 ] || fail "creating who-1 against a dead port exited $rc: $(cat "$WORK/who.log")"
 ! grep -q warning "$WORK/who.log" || fail "a warning on creation: $(cat "$WORK/who.log")"
 before=$(cd "$WORK/who" && sha256sum nvs.bin otadata.bin ota_0.bin ota_1.bin)
-for args in "--model esp32c3|--model esp32c3 does not fit --flash $WORK/who: the device there is of model esp32s3 (since it was created); give --model esp32s3 or leave --model out" \
+for args in "--model esp32c3|device who-1: --model esp32c3 does not fit --flash $WORK/who: the device there is of model esp32s3 (since it was created); give --model esp32s3 or leave --model out" \
             "--id other-id|--flash $WORK/who belongs to device who-1 (its id since it was created), not other-id: give --id who-1 or leave --id out; device other-id needs a --flash DIR of its own"; do
   rc=0; dead ${args%%|*} || rc=$?
   [ $rc -eq 2 ] || fail "${args%%|*} on an existing --flash exited $rc, expected 2: $(cat "$WORK/who.log")"

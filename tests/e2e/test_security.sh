@@ -99,8 +99,13 @@ kill -HUP "$SERVER_PID"
 wait_line server.log 'SIGHUP: reload failed .*still serving image 2.0.0' 5
 grep -qE "SIGHUP: unsig has SHA-256 [0-9a-f]{64}, not the one its manifest unsig.manifest gives \(altered after signing\?\); sign it again \(tcpota sign\), or remove the manifest to serve the image unsigned$" server.log ||
   fail "SIGHUP did not say the manifest describes other bytes: $(cat server.log)"
+# A FIFO where the image was: said as one (before: "not a regular file"
+# alone, where a directory was named).
+mv unsig unsig.kept && mkfifo unsig
+kill -HUP "$SERVER_PID"
+wait_line server.log 'SIGHUP: image unsig is not a regular file \(it is a FIFO\)$' 5
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
-ok "--no-require-signed refuses a manifest of other bytes (start and SIGHUP), and --pubkey with it"
+ok "--no-require-signed refuses a manifest of other bytes (start and SIGHUP), and --pubkey with it; a FIFO image on SIGHUP"
 
 # 2. The device refuses each bad offer before writing a byte.
 # A byte of the signature (the manifest's last 64): the manifest still

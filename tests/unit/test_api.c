@@ -1663,6 +1663,8 @@ static void test_rollout_actions(void **state)
     assert_string_equal(sget(j, "state"), "active");
     json_decref(j);
     T.f.ros[0].ro.state = ROLLOUT_STATE_HALTED;
+    expect_message("POST", "/v1/rollouts/1/pause", 409, "rollout 1 is halted; it cannot be paused: "
+                   "it offers nothing already; resume it (tcpota rollout resume 1) or cancel it");
     assert_int_equal(http("POST", "/v1/rollouts/1/resume", NULL, NULL), 200);
     /* Another decider changed it between our read and our write. */
     T.f.cas_conflict = 1;
@@ -1673,11 +1675,11 @@ static void test_rollout_actions(void **state)
     expect_message("POST", "/v1/rollouts/1/resume", 409, "rollout 1 is active already");
     assert_int_equal(http("POST", "/v1/rollouts/1/cancel", NULL, NULL), 200);
     assert_int_equal(T.f.ros[0].ro.state, ROLLOUT_STATE_CANCELLED);
-    expect_message("POST", "/v1/rollouts/1/resume", 409, "rollout 1 is cancelled; it cannot be resumed");
+    expect_message("POST", "/v1/rollouts/1/resume", 409, "rollout 1 is cancelled; it cannot be resumed: a cancelled rollout stays so; create a new one (tcpota rollout create)");
     expect_message("POST", "/v1/rollouts/1/cancel", 409, "rollout 1 is cancelled already");
     /* Superseded, then cancelled: cancelled is what it is and says. */
     T.f.ros[0].superseded = 1;
-    expect_message("POST", "/v1/rollouts/1/resume", 409, "rollout 1 is cancelled; it cannot be resumed");
+    expect_message("POST", "/v1/rollouts/1/resume", 409, "rollout 1 is cancelled; it cannot be resumed: a cancelled rollout stays so; create a new one (tcpota rollout create)");
     assert_int_equal(http("GET", "/v1/rollouts/1", NULL, &j), 200);
     assert_string_equal(sget(j, "status"), "cancelled: it offers nothing, for good");
     json_decref(j);
