@@ -1509,6 +1509,12 @@ static void test_rollout_create_refused(void **state)
                               "\"esp32-devkit\", \"waves\": [0, 100]}", &j), 400);
         assert_non_null(strstr(sget(j, "error"), "each wave is a whole percentage from 1 to 100"));
         json_decref(j);
+        /* Above 100 %: the same (a mutation campaign: a bound of 101 was
+         * refused later as waves that do not grow, the wrong reason). */
+        assert_int_equal(http("POST", "/v1/rollouts", "{\"image\": \"2.0.0\", \"model\": "
+                              "\"esp32-devkit\", \"waves\": [50, 101]}", &j), 400);
+        assert_non_null(strstr(sget(j, "error"), "each wave is a whole percentage from 1 to 100"));
+        json_decref(j);
     }
     /* Too many waves is refused by the bound on the array, before a
      * percentage is stored in the table of ROLLOUT_MAX_WAVES (the later
@@ -2177,6 +2183,22 @@ static void test_tokenless_bodies(void **state)
     assert_non_null(strstr(T.logged, "API: refused 127.0.0.1:"));
     assert_non_null(strstr(T.logged, "without the API's token that declares a body (larger than"
                                      " such a request takes); answered 401 before reading it"));
+    /* A wrong token is no token: the same answer, before a byte of the
+     * body (a mutation campaign: the gate that took any Authorization
+     * header as the token, letting its connection send up to --max-image,
+     * survived every test). The one-a-second limit on the line: past it. */
+    run_ms(1100);
+    logged = T.nlogged;
+    fd = raw_open("POST /v1/images?version=1.0&model=m HTTP/1.1\r\nHost: x\r\n"
+                  "Authorization: Bearer 00000000000000000000000000000000\r\n"
+                  "Content-Length: 1099511627776\r\n\r\n");
+    raw_read(fd, buf, sizeof buf, 300);
+    close(fd);
+    if (!strstr(buf, "HTTP/1.1 401") || !strstr(buf, "WWW-Authenticate: Bearer realm=")) {
+        fail_msg("2^40 bytes declared with a wrong token: %s", buf);
+    }
+    assert_int_equal(T.nlogged, logged + 1);
+    assert_non_null(strstr(T.logged, "answered 401 before reading it"));
     fd = raw_open("PATCH /v1/devices/d1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
     raw_read(fd, buf, sizeof buf, 300);
     close(fd);
@@ -2189,19 +2211,25 @@ static void test_tokenless_bodies(void **state)
         fail_msg("100,000 bytes declared to /health: %s", buf);
     }
 
-    /* A small body, a byte at a time: cut at 2 x HEAD_MS, logged. */
-    logged = T.nlogged;
-    fd = raw_open("POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n");
-    for (i = 0; i < 12; i++) { /* a byte every 250 ms: 3 s in all */
-        run_ms(250);
-        (void)send(fd, "x", 1, MSG_NOSIGNAL);
+    /* A small body, a byte at a time: cut at 2 x HEAD_MS, logged; with a
+     * wrong token too. */
+    for (int wrong = 0; wrong < 2; wrong++) {
+        run_ms(1100); /* the line's one-a-second limit */
+        logged = T.nlogged;
+        fd = raw_open(wrong ? "POST /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                              "00000000000000000000000000000000\r\nContent-Length: 1000\r\n\r\n"
+                            : "POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n");
+        for (i = 0; i < 12; i++) { /* a byte every 250 ms: 3 s in all */
+            run_ms(250);
+            (void)send(fd, "x", 1, MSG_NOSIGNAL);
+        }
+        k = read(fd, buf, sizeof buf);
+        assert_true(k == 0 || (k < 0 && errno == ECONNRESET));
+        close(fd);
+        assert_int_equal(T.nlogged, logged + 1);
+        assert_non_null(strstr(T.logged, ", without the API's token, sent no whole request within"
+                                         " 2 s (a request or its body trickling); closing"));
     }
-    k = read(fd, buf, sizeof buf);
-    assert_true(k == 0 || (k < 0 && errno == ECONNRESET));
-    close(fd);
-    assert_int_equal(T.nlogged, logged + 1);
-    assert_non_null(strstr(T.logged, ", without the API's token, sent no whole request within 2 s"
-                                     " (a request or its body trickling); closing"));
 
     /* Keep-alive: two whole requests served; a third trickling is cut. */
     fd = raw_open("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -2364,7 +2392,17 @@ static void test_events(void **state)
     /* At most API_STREAMS_MAX at once; one that closes frees its place. */
     for (i = 0; i < (int)API_STREAMS_MAX - 1; i++) more[i] = raw_open(EVENTS_REQ);
     raw_read(more[0], buf, sizeof buf, 50);
-    assert_int_equal(http("GET", "/v1/events", NULL, NULL), 503);
+    {
+        /* Read for 50 ms, not until the answer ends: a stream taken past
+         * the limit would never end (a mutation campaign: the test hung to
+         * ctest's timeout instead of failing). */
+        int over = raw_open(EVENTS_REQ);
+        raw_read(over, buf, sizeof buf, 50);
+        close(over);
+        if (!strstr(buf, "HTTP/1.1 503")) {
+            fail_msg("a stream past API_STREAMS_MAX: %s", buf);
+        }
+    }
     close(fd);
     run_ms(30);
     more[API_STREAMS_MAX - 1] = raw_open(EVENTS_REQ);
