@@ -309,8 +309,14 @@ int pg_op_image_rm(struct pgstore *st, struct store_req *r)
 {
     int rc;
 
-    if ((rc = lookup(st, r)) < 0 || (rc = check_unused(st, r, r->u.image.img->idhex)) < 0) {
-        return rc;
+    /* The image's lock first (PG_IMAGE_USE_LOCK, to the commit): a rollout
+     * another node is creating of it, not committed yet, is then seen (a
+     * trial: both succeeded, leaving an active rollout of a removed image). */
+    if ((rc = lookup(st, r)) < 0 ||
+        pg_run(st, r, "image rm", "SELECT pg_advisory_xact_lock($1, hashtext($2))", "it",
+               (int64_t)PG_IMAGE_USE_LOCK, r->u.image.img->idhex) < 0 ||
+        (rc = check_unused(st, r, r->u.image.img->idhex)) < 0) {
+        return rc < 0 ? rc : r->rc;
     }
     /* Its chunks go with it (ON DELETE CASCADE); this node's cached file
      * after the commit (store_pg.c); another node's copy is never served

@@ -163,6 +163,13 @@ int pg_outage_admit(void *ctx, struct store_req *r);
 /* The first key of the two-key advisory lock an image add takes on its
  * model (the second: hashtext(model)): adds of one model take turns. */
 #define PG_IMAGE_ADD_LOCK 0x74636f69 /* "tcoi" */
+/* ... the one a rollout create and an image rm take on the image (the
+ * second key: hashtext(its hex id)): a removal then sees a rollout another
+ * node is creating of it, and a create an image another node removes. */
+#define PG_IMAGE_USE_LOCK 0x74636f75 /* "tcou" */
+/* ... and the one a rollout create takes on its model (hashtext(model)):
+ * creates of one model take turns, each superseding the one before. */
+#define PG_ROLLOUT_LOCK 0x74636f72 /* "tcor" */
 
 /* Brings the database (its current schema) to PG_SCHEMA_VERSION in one
  * transaction, under PG_MIGRATE_LOCK so that nodes starting together

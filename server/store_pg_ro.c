@@ -356,6 +356,17 @@ static int check_create(struct pgstore *st, struct store_req *r, char *hex)
         return rc;
     }
     store_hex(r->u.rollout.r->image_id, hex);
+    /* Creates and removals of one image take turns across nodes, then
+     * creates of one model (PG_IMAGE_USE_LOCK, PG_ROLLOUT_LOCK: to the
+     * commit, always in this order): two creates at once each marked the
+     * older rollouts superseded without seeing the other's, uncommitted,
+     * and both stayed active (a trial). */
+    if (pg_run(st, r, "rollout create", "SELECT pg_advisory_xact_lock($1, hashtext($2))", "it",
+               (int64_t)PG_IMAGE_USE_LOCK, hex) < 0 ||
+        pg_run(st, r, "rollout create", "SELECT pg_advisory_xact_lock($1, hashtext($2))", "it",
+               (int64_t)PG_ROLLOUT_LOCK, r->u.rollout.r->model) < 0) {
+        return r->rc;
+    }
     if (!(img = malloc(sizeof(*img)))) {
         return store_err_set(r, STORE_E_IO, "out of memory");
     }

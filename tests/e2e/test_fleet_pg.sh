@@ -250,5 +250,44 @@ for k in 1 2 3; do
 done
 ok "two other images uploaded as one version through two nodes at once: one stored, the other refused (3 rounds)"
 
+# Two nodes at once: a rollout create waits inside its transaction (its
+# rollout's row written, not committed: a session of the test holds the
+# waves' table for 3 s) while another node creates a rollout of the same
+# model, or removes the image. Without the store's locks on the model and
+# the image, both creates stayed active, neither superseded (cancelling the
+# newer one then brought the older back), and the removal succeeded,
+# leaving an active rollout of a removed image (a trial, 3 of 3 and 6 of 6).
+hold_waves() {
+  "$(pg_bindir)/psql" -X -q -h "$WORK/pg/sock" -p "$PG_PORT" -U tcpota -d postgres \
+    -c "BEGIN; LOCK TABLE rollout_waves IN EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT;" > /dev/null &
+  HOLD=$!
+  sleep 0.5
+}
+for k in 1 2 3; do
+  make_image "$WORK/zz$k" $((1000 + k))
+  api 1 image add --version "1.0.$k" --model "zz$((k / 3))" "$WORK/zz$k" > /dev/null 2>&1 || fail "image add zz$k failed"
+done
+hold_waves
+api 1 rollout create --image 1.0.1 --model zz0 > "$WORK/ro1.out" 2>&1 &
+p1=$!
+sleep 0.5
+api 2 rollout create --image 1.0.2 --model zz0 > "$WORK/ro2.out" 2>&1 &
+p2=$!
+wait "$p1" || fail "the first create failed: $(cat "$WORK/ro1.out")"
+wait "$p2" || fail "the second create failed: $(cat "$WORK/ro2.out")"
+wait "$HOLD" || fail "the session holding the waves' table failed"
+n=$(api 3 rollout list --json | jq_py "sum(1 for r in j['rollouts'] if r['model'] == 'zz0' and not r['superseded'])")
+[ "$n" = 1 ] || fail "$n rollouts of model zz0 not superseded after two creates at once: $(api 3 rollout list)"
+hold_waves
+api 1 rollout create --image 1.0.3 --model zz1 > "$WORK/ro3.out" 2>&1 &
+p1=$!
+sleep 0.5
+rc=0; api 2 image rm 1.0.3 > "$WORK/rm3.out" 2>&1 || rc=$?
+wait "$p1" || fail "the create beside a removal failed: $(cat "$WORK/ro3.out")"
+wait "$HOLD" || fail "the session holding the waves' table failed"
+[ $rc -eq 1 ] && grep -q "is used by rollout" "$WORK/rm3.out" ||
+  fail "an image removed while another node created a rollout of it (exit $rc): $(cat "$WORK/rm3.out")"
+ok "two creates of one model at once: the later supersedes the earlier; an image rm beside a create of it is refused"
+
 stop_pg_cluster
 ok "every node stopped cleanly"
