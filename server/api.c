@@ -617,6 +617,14 @@ static void health(struct evhttp_request *req)
         send_text(req, 503, body);
         return;
     }
+    if (store_down()) {
+        /* This node alone may have lost it (a network cut, a password
+         * changed): every check-in here is told to come back later, where
+         * another node could serve it (a trial: 200 all along). */
+        send_text(req, 503, "{\"status\": \"the database is unreachable from this node; its log"
+                  " says why\"}");
+        return;
+    }
     send_text(req, 200, "{\"status\": \"ok\"}");
 }
 

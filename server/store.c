@@ -6,6 +6,7 @@
 
 #include <sodium.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,18 @@ void store_req_finished(const struct store_req *r)
         pending--;
     }
     metrics_store_latency(op, progress_at - r->submitted);
+}
+
+static atomic_int down;
+
+void store_set_down(int on)
+{
+    atomic_store(&down, on);
+}
+
+int store_down(void)
+{
+    return atomic_load(&down);
 }
 
 double store_waiting_s(void)

@@ -472,6 +472,12 @@ void store_req_finished(const struct store_req *r);
 double store_waiting_s(void);
 /* Loop thread: how many requests are submitted and not finished. */
 unsigned long store_pending(void);
+/* Any thread: a backend whose database is unreachable says so (1), and
+ * that it is back (0); store_down() tells the loop (GET /health: a node
+ * that alone lost its database answers every check-in "come back later",
+ * and a balancer should send its devices elsewhere). */
+void store_set_down(int down);
+int store_down(void);
 /* Past this long, GET /health answers 503 and the server says so once. */
 #define STORE_STUCK_S 10.0
 /* store->vt->close(); NULL: no-op. */

@@ -608,7 +608,8 @@ static void quiet(void *arg, const char *msg)
  * Unix sockets ignore the TCP ones. */
 static const char *const conn_keys[] = {"application_name", "connect_timeout", "keepalives_idle",
                                         "keepalives_interval", "keepalives_count",
-                                        "tcp_user_timeout", "dbname", NULL};
+                                        "tcp_user_timeout", "target_session_attrs", "dbname",
+                                        NULL};
 
 /* What to do after libpq's msg: a password refused is a wrong one, not a
  * missing one; one none gave while PGPASSFILE names a file that is not
@@ -623,6 +624,15 @@ const char *pg_hint(const char *msg, char *buf, size_t cap)
                " PGPASSFILE names, or in ~/.pgpass: the line HOST:PORT:DATABASE:USER:PASSWORD"
                " matching --db) against the role's in PostgreSQL";
     }
+    if (strstr(msg, "session is read-only")) {
+        return PG_READ_ONLY_HINT;
+    }
+    if (strstr(msg, "too many connections") || strstr(msg, "too many clients") ||
+        strstr(msg, "connection slots are reserved")) {
+        return "PostgreSQL holds as many connections as it allows (max_connections, or the role's"
+               " CONNECTION LIMIT): raise the limit, or run fewer nodes (each node holds"
+               " connections of its own)";
+    }
     if (strstr(msg, "database \"") && strstr(msg, "does not exist")) {
         return "create it (createdb -O ROLE DB, as the database's owner) or give --db the name of"
                " the one that holds the fleet";
@@ -634,6 +644,14 @@ const char *pg_hint(const char *msg, char *buf, size_t cap)
         snprintf(buf, cap, "PGPASSFILE names %s, which does not exist: put the role's password"
                  " there (mode 0600, lines HOST:PORT:DATABASE:USER:PASSWORD; docs/scaling.md)",
                  file);
+        return buf;
+    }
+    if (file && *file && strstr(msg, "no password supplied")) {
+        /* It is there, and gave nothing for --db (a trial: told to give a
+         * file that was given). */
+        snprintf(buf, cap, "PGPASSFILE names %s, which has no line for --db's host, port, database"
+                 " and role (HOST:PORT:DATABASE:USER:PASSWORD, * for any), or is not of mode 0600"
+                 " (libpq then ignores it)", file);
         return buf;
     }
     return PG_PASSWORD_HINT;
@@ -659,8 +677,13 @@ static int read_only(PGconn *db)
  * restart, which lost the kept steps). Returns 0 when it is up, -1. */
 int pg_connect_new(struct pgstore *st)
 {
-    /* dbname last and expanded: the connection string's own settings win. */
-    const char *values[] = {"tcpota", "10", "10", "5", "3", "25000", st->conninfo, NULL};
+    /* dbname last and expanded: the connection string's own settings win.
+     * read-write: libpq refuses a session that takes no writes (a standby
+     * after a failover, default_transaction_read_only set), also on a
+     * reconnect, where the start's check (read_only) does not run: the
+     * node is then in an outage, not failing every write (a trial). */
+    const char *values[] = {"tcpota", "10", "10", "5", "3", "25000", "read-write", st->conninfo,
+                            NULL};
     PGconn *db;
 
     sock_publish(st, -1); /* the old one: not cut while the new one is made */
@@ -709,9 +732,8 @@ static int connect_db(struct pgstore *st, char *err, size_t errlen)
     if (read_only(st->db)) {
         /* Else every check-in and upload failed later with "cannot execute
          * UPDATE in a read-only transaction" and no hint (a trial). */
-        snprintf(err, errlen, "the database at --db takes no writes (transaction_read_only is on:"
-                 " a standby, or default_transaction_read_only set); give --db the primary, or"
-                 " its hosts with target_session_attrs=read-write (docs/scaling.md)");
+        snprintf(err, errlen, "the database at --db takes no writes (transaction_read_only is on);"
+                 " %s", PG_READ_ONLY_HINT);
         return -1;
     }
     if ((st->base.schema_from = pg_migrate(st->db, err, errlen)) < 0) {

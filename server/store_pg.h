@@ -37,6 +37,8 @@ int store_pg_conninfo_check(const char *conninfo, const char *failure, char *err
  * connection string libpq cannot take: a bad argument, not a database
  * that failed. */
 #define STORE_PG_CONNINFO_INVALID "--db: the connection string is not valid: "
+/* The longest --db a node keeps, its NUL included. */
+#define STORE_PG_CONNINFO_MAX 1024
 
 /* 1 when conninfo (--db) gives a password (user:password@ in a URI, or a
  * password keyword), else 0 (also for a string libpq cannot parse, and

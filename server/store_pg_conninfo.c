@@ -170,6 +170,13 @@ int store_pg_conninfo_check(const char *conninfo, const char *failure, char *err
         snprintf(err, errlen, "--db: %s", clean);
         return -1;
     }
+    if (strlen(conninfo) >= STORE_PG_CONNINFO_MAX) {
+        /* A usage error (exit 2) like any other bad --db, not a failure
+         * to open it (a trial: exit 1). */
+        snprintf(err, errlen, "--db: the connection string has %zu bytes; it may have at most %d",
+                 strlen(conninfo), STORE_PG_CONNINFO_MAX - 1);
+        return -1;
+    }
     if (!is_conninfo(conninfo) && strstr(conninfo, "://")) {
         /* libpq would take "mysql://h/db" as a database's name. */
         snprintf(err, errlen, "%sa URI other than postgresql:// or postgres:// (give "

@@ -57,7 +57,7 @@ struct pgstore {
     pthread_mutex_t sock_mu;
     int sock;
     atomic_llong answered_ms;
-    char conninfo[1024];
+    char conninfo[STORE_PG_CONNINFO_MAX];
     char dir[400];           /* the local image cache's parent: dir/images */
     int lock_fd;             /* dir/tcpota.lock, ours (fleet_lock_take); -1 before */
     struct store_worker w;   /* the store thread, its queue, the completions */
@@ -114,6 +114,10 @@ enum { PG_CUT_NONE = 0, PG_CUT_BEFORE, PG_CUT_AFTER };
 /* What to do when the database cannot be reached: at the start and in an
  * outage, one wording. */
 #define PG_CHECK_HINT "check that PostgreSQL runs and that --db reaches it"
+/* What to do when it takes no writes. */
+#define PG_READ_ONLY_HINT "the database takes no writes (a standby, or default_transaction_read_only" \
+                          " set): give --db the primary, or its hosts with"                            \
+                          " target_session_attrs=read-write (docs/scaling.md)"
 /* What to do when it refused the role's password, or wanted one. */
 #define PG_PASSWORD_HINT "give the role's password in a file of mode 0600 that PGPASSFILE names, or " \
                          "in ~/.pgpass (lines HOST:PORT:DATABASE:USER:PASSWORD; docs/scaling.md)"

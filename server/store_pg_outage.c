@@ -146,6 +146,7 @@ void pg_outage_start(struct pgstore *st, struct store_req *head)
         st->retry_at_ms = st->down_since_ms + st->retry_ms;
         st->dropped = 0;
         atomic_store(&st->down, 1);
+        store_set_down(1);
         store_worker_notice(&st->w, 1, "the database is unreachable (%s): device steps are kept"
                             " in memory and written when it is back; until then check-ins and"
                             " the API fail at once (devices are told to come back). Reconnecting"
@@ -211,6 +212,7 @@ struct store_req *pg_outage_retry(struct pgstore *st, int stopping)
     st->kept_head = st->kept_tail = NULL;
     st->kept_steps = 0;
     atomic_store(&st->down, 0);
+    store_set_down(0);
     return kept;
 }
 

@@ -3,8 +3,9 @@
 # proxy are in the middle of their transfers behind HAProxy when PostgreSQL
 # stops (fast shutdown). The nodes keep serving those transfers from their
 # image cache, keep the steps they must write, refuse what needs the
-# database at once (the API answers 503 naming it; a device's report is not
-# acknowledged, so the device keeps it and comes back), tell the operator,
+# database at once (the API answers 503 naming it, a check-in is told to
+# come back, GET /health answers 503 so that HAProxy sends new connections
+# nowhere: a device keeps its report and comes back), tell the operator,
 # reconnect when PostgreSQL is back, and lose nothing: every device ends
 # byte-exact, and the database holds every device's verified step and
 # confirmed report.
@@ -53,9 +54,14 @@ grep -q '\[late-1 .*decision: no update: the database is unreachable; asks again
   fail "node 1 did not tell late-1 to come back"
 grep -q 'late-1: no update now, running 1.0.0: the server cannot tell now whether one applies (its database is unreachable); the server asks to check again in' "$WORK/late-1.log" ||
   fail "late-1 did not say it was told to come back: $(cat "$WORK/late-1.log")"
-wait_count 'its report is not acknowledged' 1 10
-[ "$(count 'report: image .* confirmed')" -ge 1 ] || fail "no device reported while the database was down"
-ok "database down: every transfer ended, the API answers 503, a check-in gets NO_UPDATE, reports are not acknowledged"
+# Each node's GET /health answers 503: HAProxy sends none of them a new
+# connection (the devices' reports wait on the devices, which come back).
+for i in 1 2 3; do
+  code=$(curl -s -m 5 -o "$WORK/health.json" -w '%{http_code}' "http://127.0.0.1:${apis[$((i - 1))]}/health" || true)
+  [ "$code" = 503 ] && grep -q "unreachable from this node" "$WORK/health.json" ||
+    fail "node $i's /health while the database was down: $code $(cat "$WORK/health.json")"
+done
+ok "database down: every transfer ended, the API answers 503, a check-in gets NO_UPDATE, /health answers 503"
 
 pg_start "$WORK/pg" || fail "PostgreSQL did not start again"
 ok "PostgreSQL started again"
@@ -123,21 +129,46 @@ PGPASSFILE="$WORK/pgpass" "$TCPOTA" serve --db "host=$WORK/pg/sock port=$PG_PORT
 pw=$!
 PIDS+=("$pw")
 wait_line "$WORK/pw.log" 'listening on'
+pwapi=$(sed -nE 's/.*API on 127\.0\.0\.1:([0-9]+).*/\1/p' "$WORK/pw.log" | head -1)
+[ -n "$pwapi" ] || fail "no API port in the node's log"
+health() { curl -s -m 5 -o "$WORK/health.json" -w '%{http_code}' "http://127.0.0.1:$pwapi/health" || true; }
 pg_sql "$WORK/pg" "ALTER ROLE tpw PASSWORD 'two'" || fail "alter role failed"
 pg_sql "$WORK/pg" "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'tpw'" > /dev/null
 # Its secret sync asks the database every second: it finds the connection gone.
 wait_line "$WORK/pw.log" 'store: the database is unreachable \(.*password authentication failed.*the password given was refused: check it where it is given' 10
+# This node alone has lost it: GET /health takes it out of a balancer's
+# rotation (a trial: 200 while every check-in here was told to come back).
+code=$(health)
+[ "$code" = 503 ] && grep -q "the database is unreachable from this node" "$WORK/health.json" ||
+  fail "/health while this node cannot reach its database: $code $(cat "$WORK/health.json")"
 printf '*:*:tpwdb:tpw:two\n' > "$WORK/pgpass"
 wait_line "$WORK/pw.log" 'store: the database is reachable again' 10
-ok "the role's password changed: the node says so, and reconnects once PGPASSFILE has the new one"
+[ "$(health)" = 200 ] || fail "/health once the database is back: $(cat "$WORK/health.json")"
+ok "the role's password changed: the node says so, /health answers 503 meanwhile, and it reconnects once PGPASSFILE has the new one"
+
+# The database turned read-only (a failover to a standby; here its
+# default): the node's new connection is refused as one that takes no
+# writes, an outage said with what to do, not every write failing on a
+# connection that looks healthy (a trial).
+pg_sql "$WORK/pg" "ALTER DATABASE tpwdb SET default_transaction_read_only = on" || fail "alter database failed"
+pg_sql "$WORK/pg" "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'tpw'" > /dev/null
+wait_line "$WORK/pw.log" 'store: the database is unreachable \(.*session is read-only.*the database takes no writes .*target_session_attrs=read-write' 10
+[ "$(health)" = 503 ] || fail "/health while the database takes no writes: $(cat "$WORK/health.json")"
+pg_sql "$WORK/pg" "ALTER DATABASE tpwdb RESET default_transaction_read_only" || fail "alter database failed"
+for ((i = 0; i < 200; i++)); do # 10 s for the second such line (the first: the password's)
+  [ "$(grep -c 'store: the database is reachable again' "$WORK/pw.log")" -ge 2 ] && break
+  sleep 0.05
+done
+[ "$(grep -c 'store: the database is reachable again' "$WORK/pw.log")" -ge 2 ] ||
+  fail "the node did not reconnect once the database took writes again: $(tail -3 "$WORK/pw.log")"
+[ "$(health)" = 200 ] || fail "/health once the database takes writes again: $(cat "$WORK/health.json")"
+ok "a database that takes no writes after a reconnect is an outage, said with what to do"
 
 # PostgreSQL hung (its processes stopped; the kernel still answers TCP and
 # the socket): nothing failed, nothing was said, and GET /health stayed 200,
 # so a balancer kept sending devices to a node whose check-ins all waited.
 # Now, past STORE_STUCK_S with a request waiting (the secret sync asks every
 # second), the node says so and /health answers 503; back, 200 again.
-pwapi=$(sed -nE 's/.*API on 127\.0\.0\.1:([0-9]+).*/\1/p' "$WORK/pw.log" | head -1)
-[ -n "$pwapi" ] || fail "no API port in the node's log"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pwapi/health")" = 200 ] || fail "/health before the hang"
 pgpids="$(head -1 "$WORK/pg/data/postmaster.pid") $(pgrep -P "$(head -1 "$WORK/pg/data/postmaster.pid")" | tr '\n' ' ')"
 kill -STOP $pgpids

@@ -207,6 +207,9 @@ refused_flags '^tcpota serve: --db: the connection string is not valid: invalid 
   --db 'postgresql://u:Pw0rd@127.0.0.1:1/x?bogus=1' --data fleet-tls --api off
 refused_flags '^tcpota serve: --db: the connection string is not valid: end of string reached when looking for matching "]" in IPv6 host address in URI: "\*\*\*"$' \
   --db 'postgresql://u:Pw0rd@[::1/x' --data fleet-tls --api off
+# Longer than a node keeps: a bad argument too (a trial: exit 1).
+refused_flags '^tcpota serve: --db: the connection string has 2000 bytes; it may have at most 1023$' \
+  --db "$(head -c 2000 /dev/zero | tr '\0' a)" --data fleet-tls --api off
 # Another database's URI, which libpq would take for a database's name.
 refused_flags '^tcpota serve: --db: the connection string is not valid: a URI other than postgresql:// or postgres:// (give postgresql://USER@HOST:PORT/DATABASE)$' \
   --db 'mysql://u@127.0.0.1/x' --data fleet-tls --api off
@@ -289,8 +292,13 @@ grep -q "cannot connect to the database (--db): .*password.*; PGPASSFILE names /
 : > empty.pgpass
 chmod 600 empty.pgpass
 PGPASSFILE=empty.pgpass db_pw pwwant2.log --db "postgresql://tcpota@127.0.0.1:$PG_FAKE_PORT/tcpota?sslmode=disable"
-grep -q "cannot connect to the database (--db): .*password.*; give the role's password in a file of mode 0600 that PGPASSFILE names, or in ~/.pgpass (lines HOST:PORT:DATABASE:USER:PASSWORD; docs/scaling.md)$" pwwant2.log ||
-  fail "a database wanting a password none gave: $(cat pwwant2.log)"
+# The file is there and has no line for --db: said so (a trial: told to
+# give a file that was given).
+grep -q "cannot connect to the database (--db): .*password.*; PGPASSFILE names empty.pgpass, which has no line for --db's host, port, database and role (HOST:PORT:DATABASE:USER:PASSWORD, \* for any), or is not of mode 0600 (libpq then ignores it)$" pwwant2.log ||
+  fail "a database wanting a password, PGPASSFILE naming a file without its line: $(cat pwwant2.log)"
+PGPASSFILE= db_pw pwwant3.log --db "postgresql://tcpota@127.0.0.1:$PG_FAKE_PORT/tcpota?sslmode=disable"
+grep -q "cannot connect to the database (--db): .*password.*; give the role's password in a file of mode 0600 that PGPASSFILE names, or in ~/.pgpass (lines HOST:PORT:DATABASE:USER:PASSWORD; docs/scaling.md)$" pwwant3.log ||
+  fail "a database wanting a password none gave: $(cat pwwant3.log)"
 # A password given and refused: said to be the wrong one, not a missing one.
 pg_fake refuse
 printf '127.0.0.1:%s:tcpota:tcpota:Pw0rd\n' "$PG_FAKE_PORT" > wrong.pgpass
