@@ -310,6 +310,12 @@ ok "a database that wants a password none gave: the message says to give it (or 
 # SIGHUP and SIGUSR1 while the start waits (here for a database that never
 # answers) are ignored, not fatal (before: exit 129 / 138; a systemd reload
 # just after a start killed the service).
+# A server at its connection limit: what to raise (a trial: "check that
+# PostgreSQL runs").
+pg_fake full
+db_pw full.log --db "postgresql://tcpota@127.0.0.1:$PG_FAKE_PORT/tcpota?sslmode=disable"
+grep -q "cannot connect to the database (--db): .*too many clients already.*; PostgreSQL holds as many connections as it allows (max_connections, or the role's CONNECTION LIMIT): raise the limit, or run fewer nodes" full.log ||
+  fail "a database at its connection limit: $(cat full.log)"
 pg_fake mute
 "$TCPOTA" serve --listen 127.0.0.1:0 --data fleet-mute --api off \
   --db "postgresql://tcpota@127.0.0.1:$PG_FAKE_PORT/tcpota?sslmode=disable&connect_timeout=20" 2> mute.log &
