@@ -293,16 +293,24 @@ size_t rollout_explain(uint64_t id, const struct rollout *ro,
         uint64_t begun = 0;
         uint32_t i;
         for (i = 0; i < ro->n_waves; i++) begun += waves[i].downloading;
-        if (begun) {
+        if (begun && ro->state == ROLLOUT_STATE_HALTED) {
             n += snprintf(buf + n, cap - (size_t)n,
                           "; %llu device%s began the image and %s not finished it (its "
-                          "downloading count, not transfers running)%s",
+                          "downloading count, not transfers running): one sent every byte "
+                          "before the halt may still finish, the others go on where they "
+                          "stopped once it is resumed",
                           (unsigned long long)begun, begun == 1 ? "" : "s",
-                          begun == 1 ? "has" : "have",
-                          ro->state == ROLLOUT_STATE_HALTED
-                              ? ": one sent every byte before the halt may still finish, the others "
-                                "go on where they stopped once it is resumed"
-                              : ": none will finish it under this rollout");
+                          begun == 1 ? "has" : "have");
+        } else if (begun) {
+            /* Its counts stopped at the cancel: a transfer that ended after
+             * it (one sent whole, one another node served) is not in them
+             * (a trial: "have not finished it" of devices that had). */
+            n += snprintf(buf + n, cap - (size_t)n,
+                          "; %llu device%s had begun the image and not finished it when it was "
+                          "cancelled (its downloading count, kept as it was then): what %s "
+                          "after that counts under no rollout (tcpota device show tells)",
+                          (unsigned long long)begun, begun == 1 ? "" : "s",
+                          begun == 1 ? "that device did" : "they did");
         }
     }
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;

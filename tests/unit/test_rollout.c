@@ -461,9 +461,10 @@ static void test_explain(void **state)
     w[0].downloading = 0;
     w[2].downloading = 1;
     rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
-    assert_string_equal(buf, "cancelled: it offers nothing, for good; 1 device began the image "
-                             "and has not finished it (its downloading count, not transfers "
-                             "running): none will finish it under this rollout");
+    assert_string_equal(buf, "cancelled: it offers nothing, for good; 1 device had begun the "
+                             "image and not finished it when it was cancelled (its downloading "
+                             "count, kept as it was then): what that device did after that "
+                             "counts under no rollout (tcpota device show tells)");
     ro.state = ROLLOUT_STATE_PAUSED;
     rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
     assert_non_null(strstr(buf, "paused by an operator"));
