@@ -61,6 +61,15 @@ void store_req_finished(const struct store_req *r)
 }
 
 static atomic_int down;
+/* When a backend's database last answered a statement (mono_s() in
+ * microseconds; any thread): a request of many statements (an image of
+ * hundreds of MB fetched in chunks) is slow, not hung. */
+static atomic_llong answered_us;
+
+void store_note_answer(void)
+{
+    atomic_store(&answered_us, (long long)(mono_s() * 1e6));
+}
 
 void store_set_down(int on)
 {
@@ -74,7 +83,9 @@ int store_down(void)
 
 double store_waiting_s(void)
 {
-    return pending ? mono_s() - progress_at : 0;
+    double answered = (double)atomic_load(&answered_us) / 1e6;
+
+    return pending ? mono_s() - (answered > progress_at ? answered : progress_at) : 0;
 }
 
 unsigned long store_pending(void)

@@ -466,10 +466,14 @@ int store_submit(struct store *st, struct store_req *r);
  * request's latency (metrics.h). */
 void store_req_finished(const struct store_req *r);
 /* Loop thread: for how many seconds requests have waited with none
- * finished (0: none waits), whichever store: a database that hangs (its
+ * finished and no statement answered (0: none waits; store_note_answer),
+ * whichever store: a database that hangs (its
  * processes stopped, its host stalled, while its kernel still answers
  * TCP) shows here and nowhere else. */
 double store_waiting_s(void);
+/* Any thread: the database answered a statement now, within a request
+ * that may run long (store_waiting_s counts from it too). */
+void store_note_answer(void);
 /* Loop thread: how many requests are submitted and not finished. */
 unsigned long store_pending(void);
 /* Any thread: a backend whose database is unreachable says so (1), and

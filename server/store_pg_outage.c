@@ -147,6 +147,12 @@ void pg_outage_start(struct pgstore *st, struct store_req *head)
         st->dropped = 0;
         atomic_store(&st->down, 1);
         store_set_down(1);
+        if (atomic_load(&st->no_reconnect)) {
+            /* Stopping, its connection dropped (cut_at_close said so): no
+             * "reconnecting" after "no new one is tried" (a trial). */
+            pg_outage_keep(st, head);
+            return;
+        }
         store_worker_notice(&st->w, 1, "the database is unreachable (%s): device steps are kept"
                             " in memory and written when it is back; until then check-ins and"
                             " the API fail at once (devices are told to come back). Reconnecting"

@@ -17,6 +17,7 @@
 void pg_answered(struct pgstore *st)
 {
     atomic_store(&st->answered_ms, (long long)pg_mono_ms());
+    store_note_answer(); /* a fetch of many chunks is no hung database (a trial) */
 }
 
 /* Parameters as libpq takes them: int64s printed in place, bytea binary. */

@@ -260,4 +260,6 @@ kill -CONT $pgpids # before any failure: a stopped PostgreSQL would hold up the 
 [ "$refused" = refused ] || fail "the stopping node's device port: $refused"
 grep -q 'store: the database has answered nothing for 4 s while stopping: its connection is dropped, and no new one is tried' "$WORK/st.log" ||
   fail "the stop's cut was not said: $(tail -4 "$WORK/st.log")"
+# ... and not contradicted by an outage's "Reconnecting" (a trial).
+! grep -q 'Reconnecting every' "$WORK/st.log" || fail "a stop's cut said it reconnects: $(tail -4 "$WORK/st.log")"
 ok "a stop while the database hangs: the device port closed at once, the connection cut after --db-timeout, ended in $s s"

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "store.h"
 #include "store_worker.h"
 
 #define REQS 1000u
@@ -164,12 +165,45 @@ static void test_submit_edges(void **state)
     store_req_free(r);
 }
 
+/* store_waiting_s: how long requests have waited with none finished and
+ * no statement answered: a request that runs long while its database
+ * answers statements (an image fetched in chunks) is no hung database (a
+ * trial: GET /health 503 and "answered nothing for 10 s" during a fetch). */
+static int keep(struct store *st, struct store_req *r)
+{
+    (void)st;
+    (void)r;
+    return 0;
+}
+
+static void test_waiting_counts_answers(void **state)
+{
+    static const struct store_vt vt = {.name = "test", .submit = keep};
+    struct store st = {.vt = &vt};
+    struct store_req r;
+    struct timespec t = {0, 300000000};
+
+    (void)state;
+    memset(&r, 0, sizeof(r));
+    assert_true(store_waiting_s() == 0);
+    assert_int_equal(store_submit(&st, &r), 0);
+    nanosleep(&t, NULL);
+    assert_true(store_waiting_s() >= 0.29);
+    store_note_answer();
+    assert_true(store_waiting_s() < 0.1);
+    nanosleep(&t, NULL);
+    assert_true(store_waiting_s() >= 0.29);
+    store_req_finished(&r);
+    assert_true(store_waiting_s() == 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_waits_for_the_loop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_while_waiting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_submit_edges, setup, teardown),
+        cmocka_unit_test(test_waiting_counts_answers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
