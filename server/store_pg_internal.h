@@ -127,7 +127,9 @@ enum { PG_CUT_NONE = 0, PG_CUT_BEFORE, PG_CUT_AFTER };
                        " transaction %lld (this request) committed is unknown: check what it" \
                        " changes (list or show it) before trying again"
 #define PG_DOWN_MSG "the database (PostgreSQL, --db) cannot be reached now; this node"        \
-                    " reconnects by itself: try again in a few seconds"
+                    " reconnects by itself: try again in a few seconds. If it stays so, the"   \
+                    " node's log says why (its store: lines: a password refused, a database"  \
+                    " that takes no writes)"
 
 #define PG_CACHE_TELL_MS 30000 /* an image the cache cannot take is told this often at most */
 /* store_pg_outage.c: the monotonic clock, in milliseconds. */
