@@ -60,8 +60,8 @@ static const char *status_of(const struct api *a, const struct store_rollout *ro
     if (superseded_only(ro)) {
         /* Its wave counts stay as they stood (a trial read its devices
          * "downloading" there after they had moved to the newer one). */
-        snprintf(buf, cap, "%s; its counts are what its devices did under it: they count in the newer"
-                 " rollout now", SUPERSEDED_SAYS);
+        snprintf(buf, cap, "%s; its counts are what its devices did under it, and a transfer of its"
+                 " image that goes on: the rest counts in the newer rollout now", SUPERSEDED_SAYS);
     } else if (trouble) {
         /* A signature this server refuses says its own remedy (adding the
          * same bytes again is refused: a trial was told to). */

@@ -308,7 +308,8 @@ size_t rollout_explain(uint64_t id, const struct rollout *ro,
             n += snprintf(buf + n, cap - (size_t)n,
                           "; %llu device%s had begun the image and not finished it when it was "
                           "cancelled (its downloading count, kept as it was then): what %s "
-                          "after that counts under no rollout (tcpota device show tells)",
+                          "after that is not counted here, but in a newer rollout of the image "
+                          "that holds it (tcpota device show tells where it stands)",
                           (unsigned long long)begun, begun == 1 ? "" : "s",
                           begun == 1 ? "that device did" : "they did");
         }

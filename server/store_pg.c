@@ -624,7 +624,8 @@ const char *pg_hint(const char *msg, char *buf, size_t cap)
                " PGPASSFILE names, or in ~/.pgpass: the line HOST:PORT:DATABASE:USER:PASSWORD"
                " matching --db) against the role's in PostgreSQL";
     }
-    if (strstr(msg, "session is read-only")) {
+    /* libpq 14 and later; 10 to 13 said it their way. */
+    if (strstr(msg, "session is read-only") || strstr(msg, "could not make a writable connection")) {
         return PG_READ_ONLY_HINT;
     }
     if (strstr(msg, "too many connections") || strstr(msg, "too many clients") ||

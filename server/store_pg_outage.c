@@ -201,6 +201,10 @@ struct store_req *pg_outage_retry(struct pgstore *st, int stopping)
         }
         return NULL;
     }
+    /* Up before it is said: a /health asked once the line is read finds
+     * the node back (a review). */
+    atomic_store(&st->down, 0);
+    store_set_down(0);
     /* Since the outage was said, to now: the connect may have waited on a
      * database that came back (a trial: "after 0.1 s" of 16). */
     now = pg_mono_ms();
@@ -217,8 +221,6 @@ struct store_req *pg_outage_retry(struct pgstore *st, int stopping)
     kept = st->kept_head;
     st->kept_head = st->kept_tail = NULL;
     st->kept_steps = 0;
-    atomic_store(&st->down, 0);
-    store_set_down(0);
     return kept;
 }
 

@@ -262,10 +262,13 @@ int pg_ro_set_status(struct pgstore *st, struct store_req *r, uint64_t rollout_i
     PGresult *res;
     int rc, found;
 
-    /* A cancelled or superseded rollout's counts are final (store_sqlite_ro.c). */
-    if ((rc = pg_int(st, r, "rollout state", &final, "SELECT (state = $2 OR superseded <> 0)::int"
-                     " FROM rollouts WHERE id = $1", "ii", (int64_t)rollout_id,
-                     (int64_t)ROLLOUT_STATE_CANCELLED)) < 0) {
+    /* A cancelled rollout's counts are final, and a superseded one's for a
+     * device a newer rollout of the same image holds (store_sqlite_ro.c). */
+    if ((rc = pg_int(st, r, "rollout state", &final, "SELECT (ro.state = $2 OR (ro.superseded <> 0"
+                     " AND EXISTS (SELECT 1 FROM rollout_devices rd JOIN rollouts n ON n.id ="
+                     " rd.rollout_id WHERE rd.device_id = $3 AND n.image = ro.image AND n.id > ro.id"
+                     " AND n.state <> $2)))::int FROM rollouts ro WHERE ro.id = $1", "iit",
+                     (int64_t)rollout_id, (int64_t)ROLLOUT_STATE_CANCELLED, device_id)) < 0) {
         return rc;
     }
     if (final) {

@@ -176,13 +176,18 @@ int sq_ro_set_status(struct sstore *st, struct store_req *r, uint64_t rollout_id
     int64_t wave, old, final = 0;
     int rc;
 
-    /* A cancelled or superseded rollout's counts are final: a step of a
-     * transfer it spared or handed on, or one queued before the cancel or
-     * the newer rollout, changes nothing there, and what its devices do
-     * next counts in the newer one (a trial: a superseded rollout counted
-     * again each device that updated or failed under the newer one). */
-    if (sq_int(st, &final, "SELECT state = ?2 OR superseded <> 0 FROM rollouts WHERE id = ?1",
-               "ii", (int64_t)rollout_id, (int64_t)ROLLOUT_STATE_CANCELLED) < 0) {
+    /* A cancelled rollout's counts are final: a step of a transfer it
+     * spared, or one queued before the cancel, changes nothing there. So
+     * are a superseded one's for a device that a newer rollout of the same
+     * image holds, which counts it from then on (a trial: the superseded
+     * one counted again each device that updated or failed under the
+     * newer one); a device it alone holds of that image (the newer one
+     * offers another) finishes its transfer here (a review). */
+    if (sq_int(st, &final, "SELECT ro.state = ?2 OR (ro.superseded <> 0 AND EXISTS (SELECT 1"
+               " FROM rollout_devices rd JOIN rollouts n ON n.id = rd.rollout_id WHERE"
+               " rd.device_id = ?3 AND n.image = ro.image AND n.id > ro.id AND n.state <> ?2))"
+               " FROM rollouts ro WHERE ro.id = ?1", "iit", (int64_t)rollout_id,
+               (int64_t)ROLLOUT_STATE_CANCELLED, device_id) < 0) {
         return sq_fail(st, r, "rollout state");
     }
     if (final) {

@@ -127,7 +127,7 @@ grep -q "it supersedes rollout 2 (model esp32, group canary): that one no longer
 [ "$("$TCPOTA" rollout show 3 --json | jq_py 'j["superseded"]')" = false ] || fail "the newest rollout is superseded"
 # A superseded rollout says what it is, and pausing or resuming it (which
 # changed nothing: it no longer applies) is refused, saying why.
-"$TCPOTA" rollout show 2 | grep -q "status     superseded by a newer rollout for its model and group: it no longer applies, and cancelling the newer one does not bring it back; to offer its image again, create a rollout; its counts are what its devices did under it: they count in the newer rollout now" ||
+"$TCPOTA" rollout show 2 | grep -q "status     superseded by a newer rollout for its model and group: it no longer applies, and cancelling the newer one does not bring it back; to offer its image again, create a rollout; its counts are what its devices did under it, and a transfer of its image that goes on: the rest counts in the newer rollout now" ||
   fail "rollout show 2 has no superseded status: $("$TCPOTA" rollout show 2)"
 rc=0; "$TCPOTA" rollout pause 2 > "$WORK/out" 2>&1 || rc=$?
 [ $rc -eq 1 ] && grep -q "rollout 2 is superseded by a newer rollout" "$WORK/out" ||

@@ -252,16 +252,33 @@ ok "two other images uploaded as one version through two nodes at once: one stor
 
 # Two nodes at once: a rollout create waits inside its transaction (its
 # rollout's row written, not committed: a session of the test holds the
-# waves' table for 3 s) while another node creates a rollout of the same
-# model, or removes the image. Without the store's locks on the model and
-# the image, both creates stayed active, neither superseded (cancelling the
-# newer one then brought the older back), and the removal succeeded,
-# leaving an active rollout of a removed image (a trial, 3 of 3 and 6 of 6).
+# waves' table) while another node creates a rollout of the same model, or
+# removes the image. Without the store's locks on the model and the image,
+# both creates stayed active, neither superseded (cancelling the newer one
+# then brought the older back), and the removal succeeded, leaving an
+# active rollout of a removed image (a trial, 3 of 3 and 6 of 6). Each
+# step waits for what pg_stat_activity shows, not for a time.
+pgq() { "$(pg_bindir)/psql" -X -tA -h "$WORK/pg/sock" -p "$PG_PORT" -U tcpota -d postgres -c "$1"; }
+# wait_pg SQL N WHAT: until SQL counts N or more (10 s), or the test fails saying WHAT.
+wait_pg() {
+  local i
+  for ((i = 0; i < 200; i++)); do
+    [ "$(pgq "$1")" -ge "$2" ] 2> /dev/null && return 0
+    sleep 0.05
+  done
+  fail "$3 (counted $(pgq "$1"))"
+}
+LOCKWAIT="SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND wait_event_type = 'Lock' AND"
 hold_waves() {
   "$(pg_bindir)/psql" -X -q -h "$WORK/pg/sock" -p "$PG_PORT" -U tcpota -d postgres \
-    -c "BEGIN; LOCK TABLE rollout_waves IN EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT;" > /dev/null &
+    -c "BEGIN; LOCK TABLE rollout_waves IN EXCLUSIVE MODE; SELECT pg_sleep(60); COMMIT;" > /dev/null 2>&1 &
   HOLD=$!
-  sleep 0.5
+  wait_pg "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'rollout_waves' AND l.mode = 'ExclusiveLock' AND l.granted" 1 \
+    "the test's session did not take the waves' table"
+}
+release_waves() {
+  pgq "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()" > /dev/null
+  wait "$HOLD" 2> /dev/null || true
 }
 for k in 1 2 3; do
   make_image "$WORK/zz$k" $((1000 + k))
@@ -270,21 +287,33 @@ done
 hold_waves
 api 1 rollout create --image 1.0.1 --model zz0 > "$WORK/ro1.out" 2>&1 &
 p1=$!
-sleep 0.5
+wait_pg "$LOCKWAIT query LIKE 'INSERT INTO rollout_waves%'" 1 "node 1's create did not come to wait on the waves' table"
 api 2 rollout create --image 1.0.2 --model zz0 > "$WORK/ro2.out" 2>&1 &
 p2=$!
+# Node 2's create waits too: on the model's lock (or, without it, on the
+# waves' table as well).
+wait_pg "$LOCKWAIT (query LIKE '%pg_advisory_xact_lock%' OR query LIKE 'INSERT INTO rollout_waves%')" 2 \
+  "node 2's create did not come to wait"
+release_waves
 wait "$p1" || fail "the first create failed: $(cat "$WORK/ro1.out")"
 wait "$p2" || fail "the second create failed: $(cat "$WORK/ro2.out")"
-wait "$HOLD" || fail "the session holding the waves' table failed"
 n=$(api 3 rollout list --json | jq_py "sum(1 for r in j['rollouts'] if r['model'] == 'zz0' and not r['superseded'])")
 [ "$n" = 1 ] || fail "$n rollouts of model zz0 not superseded after two creates at once: $(api 3 rollout list)"
 hold_waves
 api 1 rollout create --image 1.0.3 --model zz1 > "$WORK/ro3.out" 2>&1 &
 p1=$!
-sleep 0.5
-rc=0; api 2 image rm 1.0.3 > "$WORK/rm3.out" 2>&1 || rc=$?
+wait_pg "$LOCKWAIT query LIKE 'INSERT INTO rollout_waves%'" 1 "node 1's create did not come to wait on the waves' table"
+api 2 image rm 1.0.3 > "$WORK/rm3.out" 2>&1 &
+p2=$!
+# The removal waits on the image's lock (without it, it ends at once).
+for ((i = 0; i < 200; i++)); do
+  [ "$(pgq "$LOCKWAIT query LIKE '%pg_advisory_xact_lock%'")" -ge 1 ] 2> /dev/null && break
+  kill -0 "$p2" 2> /dev/null || break
+  sleep 0.05
+done
+release_waves
 wait "$p1" || fail "the create beside a removal failed: $(cat "$WORK/ro3.out")"
-wait "$HOLD" || fail "the session holding the waves' table failed"
+rc=0; wait "$p2" || rc=$?
 [ $rc -eq 1 ] && grep -q "is used by rollout" "$WORK/rm3.out" ||
   fail "an image removed while another node created a rollout of it (exit $rc): $(cat "$WORK/rm3.out")"
 ok "two creates of one model at once: the later supersedes the earlier; an image rm beside a create of it is refused"

@@ -231,9 +231,15 @@ ok "a slow TLS reader gets every byte in one connection"
 # in runs with images of 64 KiB to 16 MiB and holds of 0.5 to 2.5 s: on
 # Linux a small write joins the socket's last buffer even when the socket
 # is full. conn_recv's wait for room, read_wants_write, stays untested.)
-timeout 60 "$KEYUPDATE" --server "127.0.0.1:$SERVER_PORT" --image img > keyupdate.out 2>&1 ||
-  fail "a key update mid-transfer: $(cat keyupdate.out)"
-grep -qE "\[keyupdate [^]]*\] done: image 2\.0\.0 verified by the device, $size bytes from 0 " server.log ||
-  fail "the key update's transfer did not end verified: $(grep keyupdate server.log | tail -3)"
-ok "a key update mid-transfer: $(cat keyupdate.out)"
+# Where the kernel encrypts (its tls module loaded), the server ends such
+# a connection on purpose (test_ktls.sh): said so, and this case is not run.
+rc=0; timeout 60 "$KEYUPDATE" --server "127.0.0.1:$SERVER_PORT" --image img > keyupdate.out 2>&1 || rc=$?
+if grep -q "\[keyupdate [^]]*\] the device asked for a TLS key update, which kernel TLS cannot answer" server.log; then
+  ok "a key update mid-transfer: not run, this kernel encrypts the server's sends (test_ktls.sh covers it)"
+else
+  [ $rc -eq 0 ] || fail "a key update mid-transfer: $(cat keyupdate.out)"
+  grep -qE "\[keyupdate [^]]*\] done: image 2\.0\.0 verified by the device, $size bytes from 0 " server.log ||
+    fail "the key update's transfer did not end verified: $(grep keyupdate server.log | tail -3)"
+  ok "a key update mid-transfer: $(cat keyupdate.out)"
+fi
 stop_server

@@ -819,6 +819,32 @@ static void test_superseded_counts_final(void **state)
     expect_counts(f, first, 0, 1, 0, 1, 0);
 }
 
+/* ... but a rollout superseded by one of another image still counts what
+ * its devices do with its image: a transfer it began goes on there, and
+ * no other rollout would count it (a review). */
+static void test_superseded_other_image_counts(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    uint8_t img[TCPOTA_ID_LEN];
+    uint64_t first, second;
+
+    ss_checkin_free(f, "dev-o1");
+    store_req_free(ss_image_add(f, 0x47, "2.0.0"));
+    store_req_free(ss_image_add(f, 0x48, "3.0.0"));
+    first = ss_rollout_create(f, 0x47, "", pct, 1);
+    ss_fake_id(img, 0x47);
+    assert_int_equal(ss_event(f, "dev-o1", STORE_ST_OFFERED, first, 0), STORE_OK);
+    second = ss_rollout_create(f, 0x48, "", pct, 1);
+    assert_int_equal(created_superseded, first);
+    assert_int_equal(ss_event(f, "dev-o1", STORE_ST_DOWNLOADING, first, 0), STORE_OK);
+    expect_counts(f, first, 0, 0, 1, 0, 0);
+    assert_int_equal(ss_event(f, "dev-o1", STORE_ST_VERIFIED, first, 0), STORE_OK);
+    store_req_free(ss_checkin(f, "dev-o1", img, TCPOTA_RESULT_ROLLED_BACK));
+    expect_counts(f, first, 0, 0, 0, 0, 1);
+    expect_counts(f, second, 0, 0, 0, 0, 0);
+}
+
 static void test_counters_follow_events(void **state)
 {
     static const uint32_t pct[] = {100};
@@ -2422,6 +2448,7 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_device_retry, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_cancelled_counts_final, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_superseded_counts_final, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_superseded_other_image_counts, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_first_checkin_report_counts, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_report_names_the_size, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_step_without_image_keeps_image, ss_setup, ss_teardown),

@@ -463,8 +463,9 @@ static void test_explain(void **state)
     rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
     assert_string_equal(buf, "cancelled: it offers nothing, for good; 1 device had begun the "
                              "image and not finished it when it was cancelled (its downloading "
-                             "count, kept as it was then): what that device did after that "
-                             "counts under no rollout (tcpota device show tells)");
+                             "count, kept as it was then): what that device did after that is "
+                             "not counted here, but in a newer rollout of the image that holds "
+                             "it (tcpota device show tells where it stands)");
     ro.state = ROLLOUT_STATE_PAUSED;
     rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
     assert_non_null(strstr(buf, "paused by an operator"));
