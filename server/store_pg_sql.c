@@ -112,8 +112,15 @@ static void fail(struct pgstore *st, struct store_req *r, const char *what, cons
         msg = conn;
     }
     /* Not "the database failed": whoever reports STORE_E_IO says so
-     * (server/api.c), as for SQLite (sq_fail). */
-    store_err_set(r, STORE_E_IO, "%s: %s", what, msg);
+     * (server/api.c), as for SQLite (sq_fail). A lock_timeout's (55P03,
+     * lock_not_available) says what it waited for (a review: a create
+     * behind another node's create of the model said only "canceling
+     * statement due to lock timeout"). */
+    store_err_set(r, STORE_E_IO, "%s: %s%s", what, msg,
+                  state && strcmp(state, "55P03") == 0
+                      ? " (another transaction, another node's or an operator's session, held"
+                        " what this one needed past lock_timeout; try again)"
+                      : "");
 }
 
 /* Runs sql with p: prepared once and cached, or (once) planned with the

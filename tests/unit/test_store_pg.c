@@ -527,6 +527,7 @@ static void test_lock_timeout_in_list(void **state)
     assert_int_equal(free_dev->rc, STORE_OK);
     assert_int_not_equal(held->rc, STORE_OK);
     assert_non_null(strstr(held->err, "lock timeout"));
+    assert_non_null(strstr(held->err, "held what this one needed past lock_timeout; try again"));
     /* Its own statement's error, not the failed lock of the whole list. */
     assert_null(strstr(held->err, "lock devices"));
     /* The API says "the database failed: " before the message: not twice. */
