@@ -62,6 +62,20 @@ int store_step_is_progress(const struct store_device *old, const struct store_st
     "coalesce(nullif(CASE WHEN image = " p " THEN size ELSE 0 END, 0),"                       \
     " (SELECT size FROM images WHERE id = " p "), 0)"
 
+/* SQL (both backends) that is 1 when rollout `id` counts no more steps of
+ * device `dev` (its parameters; `cancelled` ROLLOUT_STATE_CANCELLED's): a
+ * cancelled rollout's counts are final; so are a superseded one's for a
+ * device that a newer rollout of the same image holds, which counts it
+ * from then on (a trial: the superseded one counted again each device that
+ * updated or failed under the newer one); a device it alone holds of that
+ * image (the newer one offers another) finishes its transfer there (a
+ * review). */
+#define STORE_RO_FINAL_SQL(id, cancelled, dev)                                                \
+    "SELECT CAST(ro.state = " cancelled " OR (ro.superseded <> 0 AND EXISTS (SELECT 1 FROM"   \
+    " rollout_devices rd JOIN rollouts n ON n.id = rd.rollout_id WHERE rd.device_id = " dev    \
+    " AND n.image = ro.image AND n.id > ro.id AND n.state <> " cancelled ")) AS integer)"      \
+    " FROM rollouts ro WHERE ro.id = " id
+
 /* The history line's detail for s into buf (size bytes): its reason, else
  * "from byte N of M" for a download, else "". Returns what to write (s's
  * reason itself, or buf). */

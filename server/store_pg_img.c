@@ -240,8 +240,7 @@ static int version_free(struct pgstore *st, struct store_req *r, const char *hex
     PGresult *res;
     int i, taken = 0;
 
-    if (pg_run(st, r, "image add", "SELECT pg_advisory_xact_lock($1, hashtext($2))", "it",
-               (int64_t)PG_IMAGE_ADD_LOCK, r->u.image.img->model) < 0 ||
+    if (pg_lock_xact(st, r, "image add", PG_IMAGE_ADD_LOCK, r->u.image.img->model) < 0 ||
         !(res = pg_q(st, r, "image add", "SELECT " IMG_COLS " FROM images WHERE model = $1"
                      " AND id <> $2", "tt", r->u.image.img->model, hex))) {
         return r->rc;
@@ -313,8 +312,7 @@ int pg_op_image_rm(struct pgstore *st, struct store_req *r)
      * another node is creating of it, not committed yet, is then seen (a
      * trial: both succeeded, leaving an active rollout of a removed image). */
     if ((rc = lookup(st, r)) < 0 ||
-        pg_run(st, r, "image rm", "SELECT pg_advisory_xact_lock($1, hashtext($2))", "it",
-               (int64_t)PG_IMAGE_USE_LOCK, r->u.image.img->idhex) < 0 ||
+        pg_lock_xact(st, r, "image rm", PG_IMAGE_USE_LOCK, r->u.image.img->idhex) < 0 ||
         (rc = check_unused(st, r, r->u.image.img->idhex)) < 0) {
         return rc < 0 ? rc : r->rc;
     }

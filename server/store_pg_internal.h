@@ -200,6 +200,12 @@ PGresult *pg_q(struct pgstore *st, struct store_req *r, const char *what, const 
  * to the rows it touched) or the negative store_err. */
 int pg_run(struct pgstore *st, struct store_req *r, const char *what, const char *sql,
            const char *fmt, ...);
+/* Waits for the advisory lock (key, hashtext(name)) of this transaction,
+ * held to its commit: what two nodes must do one after the other (image
+ * adds of a model, rollout creates of a model, an image's create and
+ * removal). STORE_OK or the negative store_err. */
+int pg_lock_xact(struct pgstore *st, struct store_req *r, const char *what, int64_t key,
+                 const char *name);
 /* pg_run for a statement of one text parameter ($1), planned with its
  * value each time, not prepared: one whose best plan depends on it. A prepared statement
  * soon runs a generic plan, made once from the statistics of that moment:

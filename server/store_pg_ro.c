@@ -262,12 +262,8 @@ int pg_ro_set_status(struct pgstore *st, struct store_req *r, uint64_t rollout_i
     PGresult *res;
     int rc, found;
 
-    /* A cancelled rollout's counts are final, and a superseded one's for a
-     * device a newer rollout of the same image holds (store_sqlite_ro.c). */
-    if ((rc = pg_int(st, r, "rollout state", &final, "SELECT (ro.state = $2 OR (ro.superseded <> 0"
-                     " AND EXISTS (SELECT 1 FROM rollout_devices rd JOIN rollouts n ON n.id ="
-                     " rd.rollout_id WHERE rd.device_id = $3 AND n.image = ro.image AND n.id > ro.id"
-                     " AND n.state <> $2)))::int FROM rollouts ro WHERE ro.id = $1", "iit",
+    /* Counts that are final (STORE_RO_FINAL_SQL). */
+    if ((rc = pg_int(st, r, "rollout state", &final, STORE_RO_FINAL_SQL("$1", "$2", "$3"), "iit",
                      (int64_t)rollout_id, (int64_t)ROLLOUT_STATE_CANCELLED, device_id)) < 0) {
         return rc;
     }
@@ -364,10 +360,8 @@ static int check_create(struct pgstore *st, struct store_req *r, char *hex)
      * commit, always in this order): two creates at once each marked the
      * older rollouts superseded without seeing the other's, uncommitted,
      * and both stayed active (a trial). */
-    if (pg_run(st, r, "rollout create", "SELECT pg_advisory_xact_lock($1, hashtext($2))", "it",
-               (int64_t)PG_IMAGE_USE_LOCK, hex) < 0 ||
-        pg_run(st, r, "rollout create", "SELECT pg_advisory_xact_lock($1, hashtext($2))", "it",
-               (int64_t)PG_ROLLOUT_LOCK, r->u.rollout.r->model) < 0) {
+    if (pg_lock_xact(st, r, "rollout create", PG_IMAGE_USE_LOCK, hex) < 0 ||
+        pg_lock_xact(st, r, "rollout create", PG_ROLLOUT_LOCK, r->u.rollout.r->model) < 0) {
         return r->rc;
     }
     if (!(img = malloc(sizeof(*img)))) {

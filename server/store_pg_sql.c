@@ -196,6 +196,12 @@ int pg_run(struct pgstore *st, struct store_req *r, const char *what, const char
     return ran(st, r, res);
 }
 
+int pg_lock_xact(struct pgstore *st, struct store_req *r, const char *what, int64_t key,
+                 const char *name)
+{
+    return pg_run(st, r, what, "SELECT pg_advisory_xact_lock($1, hashtext($2))", "it", key, name);
+}
+
 int pg_run_once(struct pgstore *st, struct store_req *r, const char *what, const char *sql,
                 const char *text)
 {

@@ -176,17 +176,10 @@ int sq_ro_set_status(struct sstore *st, struct store_req *r, uint64_t rollout_id
     int64_t wave, old, final = 0;
     int rc;
 
-    /* A cancelled rollout's counts are final: a step of a transfer it
-     * spared, or one queued before the cancel, changes nothing there. So
-     * are a superseded one's for a device that a newer rollout of the same
-     * image holds, which counts it from then on (a trial: the superseded
-     * one counted again each device that updated or failed under the
-     * newer one); a device it alone holds of that image (the newer one
-     * offers another) finishes its transfer here (a review). */
-    if (sq_int(st, &final, "SELECT ro.state = ?2 OR (ro.superseded <> 0 AND EXISTS (SELECT 1"
-               " FROM rollout_devices rd JOIN rollouts n ON n.id = rd.rollout_id WHERE"
-               " rd.device_id = ?3 AND n.image = ro.image AND n.id > ro.id AND n.state <> ?2))"
-               " FROM rollouts ro WHERE ro.id = ?1", "iit", (int64_t)rollout_id,
+    /* A step of a transfer a cancel spared, or one queued before it,
+     * changes nothing there; nor, for most devices, one of a superseded
+     * rollout (STORE_RO_FINAL_SQL). */
+    if (sq_int(st, &final, STORE_RO_FINAL_SQL("?1", "?2", "?3"), "iit", (int64_t)rollout_id,
                (int64_t)ROLLOUT_STATE_CANCELLED, device_id) < 0) {
         return sq_fail(st, r, "rollout state");
     }
