@@ -33,7 +33,7 @@ stop_fleet() {
   kill -TERM "$SERVER_PID"
   local rc=0
   wait "$SERVER_PID" || rc=$?
-  [ $rc -eq 0 ] || fail "fleet server exited $rc on SIGTERM"
+  [ $rc -eq 0 ] || fail "fleet server exited $rc on SIGTERM$(sanitizer_said "$WORK/server.log" | sed '1s/^/:\n/')"
 }
 
 # running DIR: the version a host device's flash runs.

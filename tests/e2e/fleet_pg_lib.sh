@@ -63,6 +63,6 @@ stop_pg_cluster() {
     kill -0 "$pid" 2>/dev/null || continue
     kill -TERM "$pid"
     rc=0; wait "$pid" || rc=$?
-    [ $rc -eq 0 ] || fail "node $i exited $rc on SIGTERM"
+    [ $rc -eq 0 ] || fail "node $i exited $rc on SIGTERM$(sanitizer_said "$WORK/n$i.log" | sed '1s/^/:\n/')"
   done
 }

@@ -39,6 +39,16 @@ fi
 fail() { echo "FAIL: $*" >&2; exit 1; }
 ok() { echo "ok: $*"; }
 
+# sanitizer_said LOG: what ASan, LSan or UBSan reported in LOG, on a few
+# lines (its error, the first frames, its summary), for a FAIL message: the
+# log's tail that cleanup prints may hold only the end of a long report.
+sanitizer_said() {
+  [ -f "$1" ] || return 0
+  awk '/ERROR: (Address|Leak)Sanitizer|runtime error:/ { on = 1; n = 0 }
+       on && /^ *#[0-9]+ / && n < 10 { print; n++ }
+       on && /ERROR: |runtime error:|^SUMMARY:/ { print }' "$1" | head -30
+}
+
 # make_image FILE BYTES: a random image (every run tests other bytes).
 make_image() {
   head -c "$2" /dev/urandom > "$1"
@@ -133,7 +143,7 @@ stop_server() {
   kill -TERM "$SERVER_PID"
   local rc=0
   wait "$SERVER_PID" || rc=$?
-  [ $rc -eq 0 ] || fail "server exited $rc on SIGTERM"
+  [ $rc -eq 0 ] || fail "server exited $rc on SIGTERM$(sanitizer_said "$WORK/server.log" | sed '1s/^/:\n/')"
   grep -q 'summary:' "$WORK/server.log" || fail "server printed no summary"
 }
 
