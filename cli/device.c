@@ -34,6 +34,7 @@
 #include "keys.h"
 #include "posix_port.h"
 #include "progress.h"
+#include "text.h" /* text_version_unordered */
 #include "tls.h"
 #include "tcpota/codec.h"
 #include "tcpota_client.h"
@@ -1003,14 +1004,6 @@ static int runner_init(struct device *dv)
 
 /* ---- the connection loop --------------------------------------------- */
 
-/* 1 when v (a new device's factory version) has no place in the offer
- * policy's order (tcpota/version.h). */
-static int factory_unordered(const char *v)
-{
-    int order;
-
-    return v && tcpota_version_order(v, strlen(v), v, strlen(v), &order) < 0;
-}
 
 static int stopped(struct device *dv)
 {
@@ -1265,6 +1258,7 @@ static void print_stats(struct device *dv)
 /* Opens and boots the device, then runs the connection loop. */
 static int device_main(struct device *dv)
 {
+    const char *why;
     int rc;
 
     /* Until DIR exists the default id is not known: name the device by DIR. */
@@ -1290,14 +1284,13 @@ static int device_main(struct device *dv)
     snprintf(dv->id, sizeof(dv->id), "%s", dv->ident.id);
     dv->o.model = dv->ident.model;
     set_prefix(dv, dv->id);
-    if (dv->created && factory_unordered(dv->o.factory)) {
+    if (dv->created && (why = text_version_unordered(dv->o.factory))) {
         /* Said while it can still be changed: the version is the new
          * device's for good (a trial's could then never be updated, told
          * by the server to give it "such a version"). */
-        say(dv, "warning: --factory-version '%s' is not a semantic version (like 1.0.0): a server"
-                " offers such a device no image unless its rollout allows downgrades; to give it"
-                " one, start it again in a new --flash with --factory-version 1.0.0",
-            cli_cut(dv->o.factory));
+        say(dv, "warning: --factory-version '%s' %s: a server offers such a device no image"
+                " unless its rollout allows downgrades; to give it one, start it again in a new"
+                " --flash with --factory-version 1.0.0", cli_cut(dv->o.factory), why);
     }
     rc = boot_device(dv) < 0 || session_init(dv) < 0 || runner_init(dv) < 0 ? 1 : 0;
     rc = rc ? rc : run(dv);

@@ -10,6 +10,7 @@
 #include "serve_config.h"
 #include "server.h"
 #include "store_pg.h"
+#include "text.h" /* text_version_unordered */
 #include "tls_server.h"
 #include "workers.h"
 
@@ -685,18 +686,16 @@ fail:
 /* Settings that start the server but are probably not what was meant. */
 static void warn_settings(const struct tcpota_serve_opts *o, const struct sources *src)
 {
-    int order;
+    const char *why;
 
     if (src->auth_file && !o->require_auth) {
         serve_warn(o, "--auth-file without --require-auth: the devices it lists must "
                       "authenticate, any other device is served without; add --require-auth to "
                       "refuse those");
     }
-    if (!o->allow_downgrade &&
-        tcpota_version_order(o->version, strlen(o->version), o->version, strlen(o->version),
-                             &order) < 0) {
-        serve_warn(o, "version '%s' is not a semantic version (like 2.1.0): no device will be "
-                      "offered it unless --allow-downgrade", o->version);
+    if (!o->allow_downgrade && (why = text_version_unordered(o->version))) {
+        serve_warn(o, "version '%s' %s: no device will be offered it unless --allow-downgrade",
+                   o->version, why);
     }
     if (o->allow_legacy && !o->manifest) {
         /* Not refused: a SIGHUP may bring a signed FILE, which it then serves. */

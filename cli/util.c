@@ -1,6 +1,6 @@
 /* util.c - argument parsing and file opening shared by the subcommands. */
 #include "cli.h"
-#include "text.h" /* text_file_kind */
+#include "text.h" /* text_file_kind, text_version_unordered */
 #include "tcpota/version.h"
 
 #include <dirent.h>
@@ -199,17 +199,16 @@ const char *cli_file_kind(mode_t m)
 
 int cli_version_unordered(const char *version)
 {
-    int order;
-
-    return tcpota_version_order(version, strlen(version), version, strlen(version), &order) < 0;
+    return text_version_unordered(version) != NULL;
 }
 
 void cli_warn_unordered(const char *cmd, const char *version)
 {
-    if (cli_version_unordered(version)) {
-        fprintf(stderr, "tcpota %s: warning: version '%s' is not a semantic version (like "
-                        "2.1.0): servers offer it to no device unless --allow-downgrade\n",
-                cmd, version);
+    const char *why = text_version_unordered(version);
+
+    if (why) {
+        fprintf(stderr, "tcpota %s: warning: version '%s' %s: servers offer it to no device"
+                        " unless --allow-downgrade\n", cmd, version, why);
     }
 }
 

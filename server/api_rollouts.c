@@ -1,6 +1,7 @@
 /* api_rollouts.c - /v1/rollouts: create, list, show, pause, resume, cancel (docs/api.md). */
 #include "api_internal.h"
 #include "fleet.h" /* FLEET_LEGACY_MODEL */
+#include "text.h"  /* text_version_unordered */
 
 #include <tcpota/version.h>
 
@@ -418,7 +419,7 @@ static void create_done(struct api_call *c, struct store_req *r)
 static void create_with(struct api_call *c, const struct store_image *img)
 {
     struct store_req *r;
-    int order;
+    const char *why;
 
     if (strcmp(img->model, c->ro.model) != 0) {
         api_error(c, 400, "model", "image %.12s is for model %s, not %s", img->idhex, img->model,
@@ -430,13 +431,13 @@ static void create_with(struct api_call *c, const struct store_image *img)
      * "factory" was made without a word, said every wave open, and left
      * each device waiting for good. Legacy devices report no version. */
     if (!c->ro.allow_downgrade && strcmp(img->model, FLEET_LEGACY_MODEL) != 0 &&
-        tcpota_version_order(img->version, strlen(img->version), "0", 1, &order) < 0) {
-        api_error(c, 400, NULL, "image %.12s has version '%s', which is not a semantic version "
-                  "(like 2.1.0): it cannot be ordered against what the devices run, so no device "
+        (why = text_version_unordered(img->version))) {
+        api_error(c, 400, NULL, "image %.12s has version '%s', which %s: it cannot be ordered"
+                  " against what the devices run, so no device "
                   "would be offered it; create the rollout allowing downgrades (\"allow_downgrade\":"
                   " true; tcpota rollout create --allow-downgrade), which offers it to every device"
                   " of the model that does not run it, or add the image again with a semantic "
-                  "version (a signed image: signed again with one)", img->idhex, img->version);
+                  "version (a signed image: signed again with one)", img->idhex, img->version, why);
         return;
     }
     memcpy(c->ro.image_id, img->id, TCPOTA_ID_LEN);

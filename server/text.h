@@ -14,6 +14,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include "tcpota/version.h"
+
 /* Sizes of text_sockaddr's two strings: any IPv6 address (an IPv6 scope
  * longer than its room makes getnameinfo fail: "?"), and a port. */
 #define TEXT_HOST_LEN 48u
@@ -43,6 +45,40 @@ static inline const char *text_file_kind(mode_t m)
     if (S_ISSOCK(m)) return "a socket";
     if (S_ISLNK(m)) return "a symbolic link";
     return "not a file";
+}
+
+#define TEXT_STR_(x) #x
+#define TEXT_STR(x) TEXT_STR_(x) /* a number macro as a string literal */
+
+/* What is wrong with version v, to follow "version 'V' " in a message, when
+ * it has no place in the offer policy's order (tcpota/version.h); NULL
+ * when it has one. A number too long or a field too many is named: a
+ * trial's "1.0.20261207" was told it was "not a semantic version". */
+static inline const char *text_version_unordered(const char *v)
+{
+    size_t i = 0, digits = 0, fields = 1;
+    int order;
+
+    if (!v || tcpota_version_order(v, strlen(v), v, strlen(v), &order) == 0) {
+        return NULL;
+    }
+    i = v[0] == 'v' || v[0] == 'V';
+    for (; v[i] >= '0' && v[i] <= '9'; i++) {
+        digits++;
+        if (v[i + 1] == '.' && v[i + 2] >= '0' && v[i + 2] <= '9') {
+            if (digits > TCPOTA_VERSION_DIGITS) break;
+            fields++, i++, digits = 0;
+        }
+    }
+    if (digits > TCPOTA_VERSION_DIGITS) {
+        return "has a number of more than " TEXT_STR(TCPOTA_VERSION_DIGITS) " digits (a version's"
+               " numbers have at most " TEXT_STR(TCPOTA_VERSION_DIGITS) ", like 2026.1207.1)";
+    }
+    if (fields > TCPOTA_VERSION_FIELDS) {
+        return "has more than " TEXT_STR(TCPOTA_VERSION_FIELDS) " numbers (a version has at most "
+               TEXT_STR(TCPOTA_VERSION_FIELDS) ", like 1.2.3.4)";
+    }
+    return "is not a semantic version (like 2.1.0)";
 }
 
 /* "s" to put after a noun counted n, "" for one: "%u connection%s". */

@@ -6,11 +6,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#define VERSION_FIELDS 4   /* N.N.N.N at most */
-#define VERSION_DIGITS 9   /* per numeric field or identifier: fits in u32 */
-
 struct ver {
-    uint32_t field[VERSION_FIELDS];
+    uint32_t field[TCPOTA_VERSION_FIELDS];
     const char *pre; /* pre-release identifiers, or NULL */
     size_t pre_len;
 };
@@ -25,14 +22,14 @@ static int is_ident(char c)
     return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-';
 }
 
-/* Reads 1..VERSION_DIGITS digits at s[*i]. Returns 0 or -1. */
+/* Reads 1..TCPOTA_VERSION_DIGITS digits at s[*i]. Returns 0 or -1. */
 static int number(const char *s, size_t len, size_t *i, uint32_t *out)
 {
     size_t start = *i;
     uint32_t v = 0;
 
     while (*i < len && is_digit(s[*i])) {
-        if (*i - start == VERSION_DIGITS) {
+        if (*i - start == TCPOTA_VERSION_DIGITS) {
             return -1;
         }
         v = v * 10u + (uint32_t)(s[*i] - '0');
@@ -65,13 +62,13 @@ static int parse(const char *s, size_t len, struct ver *v)
     size_t i = 0, end = len, n;
     unsigned f;
 
-    for (f = 0; f < VERSION_FIELDS; f++) v->field[f] = 0;
+    for (f = 0; f < TCPOTA_VERSION_FIELDS; f++) v->field[f] = 0;
     v->pre = NULL;
     v->pre_len = 0;
     if (!s) return -1;
     if (i < len && (s[i] == 'v' || s[i] == 'V')) i++;
     for (f = 0;; f++) {
-        if (f == VERSION_FIELDS || number(s, len, &i, &v->field[f]) < 0) return -1;
+        if (f == TCPOTA_VERSION_FIELDS || number(s, len, &i, &v->field[f]) < 0) return -1;
         if (i < len && s[i] == '.') {
             i++;
             continue;
@@ -149,7 +146,7 @@ int tcpota_version_order(const char *a, size_t alen, const char *b, size_t blen,
     if (!order || parse(a, alen, &va) < 0 || parse(b, blen, &vb) < 0) {
         return TCPOTA_ERR_INVAL;
     }
-    for (f = 0; f < VERSION_FIELDS; f++) {
+    for (f = 0; f < TCPOTA_VERSION_FIELDS; f++) {
         int c = cmp_u32(va.field[f], vb.field[f]);
         if (c) {
             *order = c;

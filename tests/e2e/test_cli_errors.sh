@@ -289,6 +289,15 @@ expect 0 "warning: version 'factory' is not a semantic version \(like 2.1.0\): s
   $T sign --key k.key --version factory --model esp32 --out factory.manifest img
 $T sign --key k.key $S --out semver.manifest img 2> semver.log
 ! grep -q warning semver.log || fail "a semantic version was warned about: $(cat semver.log)"
+# What keeps a version that looks like one out of the order is named: a
+# number longer than 9 digits, a fifth number (at 9 digits and 4 numbers:
+# no warning).
+expect 0 "warning: version '1.0.20261207001' has a number of more than 9 digits \(a version's numbers have at most 9, like 2026.1207.1\): servers offer it to no device unless --allow-downgrade" \
+  $T sign --key k.key --version 1.0.20261207001 --model esp32 --out long.manifest img
+expect 0 "warning: version 'v1.2.3.4.5' has more than 4 numbers \(a version has at most 4, like 1.2.3.4\)" \
+  $T sign --key k.key --version v1.2.3.4.5 --model esp32 --out five.manifest img
+$T sign --key k.key --version v1.2.3.123456789-rc.1234567890 --model esp32 --out nine.manifest img 2> nine.log
+! grep -q warning nine.log || fail "a version of 4 numbers of up to 9 digits was warned about: $(cat nine.log)"
 # Its value left out: the image was taken as the counter, and that is said
 # (not "FILE is missing").
 expect 2 "--security-counter: 'img' is not a number" $T sign --key k.key $S --security-counter img

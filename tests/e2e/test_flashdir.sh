@@ -404,7 +404,7 @@ ok "an empty factory slot has no sha256 in device status"
 # one is not.
 "$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/fv1" --factory-version "not a version" \
   --max-attempts 1 --timeout-ms 500 2> "$WORK/fv1.log" || true
-grep -q "warning: --factory-version 'not a version' is not a semantic version (like 1.0.0): a server offers such a device no image unless its rollout allows downgrades" "$WORK/fv1.log" ||
+grep -q "warning: --factory-version 'not a version' is not a semantic version (like 2.1.0): a server offers such a device no image unless its rollout allows downgrades" "$WORK/fv1.log" ||
   fail "an unordered factory version was not warned about: $(head -3 "$WORK/fv1.log")"
 "$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/fv2" --factory-version 1.2 \
   --max-attempts 1 --timeout-ms 500 2> "$WORK/fv2.log" || true

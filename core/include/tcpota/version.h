@@ -27,6 +27,9 @@
 extern "C" {
 #endif
 
+#define TCPOTA_VERSION_FIELDS 4 /* decimal fields at most: N.N.N.N */
+#define TCPOTA_VERSION_DIGITS 9 /* digits in a field at most (fits in 32 bits) */
+
 /* Compares version a (alen bytes) with version b. Returns 0 and sets *order
  * to -1 (a is older), 0 (same precedence) or 1 (a is newer); or
  * TCPOTA_ERR_INVAL when either is not a version in the form above (*order
