@@ -2342,6 +2342,9 @@ void fleet_close(struct server *srv)
     if (f->ota && http_ota_listener(f->ota)) accept_pause_unguard(http_ota_listener(f->ota));
     f->api = NULL; /* the steps flushed below must not tell a stopped API */
     http_ota_free(f->ota); /* after the API: its connections may carry downloads */
+    /* A halt the store takes in its close stops transfers (transition_done):
+     * none here now (it read the freed server: a review). */
+    f->ota = NULL;
     /* What was recorded and not yet handed over goes before the store closes
      * (store_close runs every done, events_done among them). */
     images_stop(f); /* its decisions record steps: before they are flushed */

@@ -10,6 +10,33 @@ source "$(dirname "$0")/../../scripts/cluster_lib.sh"
 
 api() { local n=$1; shift; TCPOTA_API="http://127.0.0.1:${apis[$((n - 1))]}" "$TCPOTA" "$@"; }
 
+# pgq SQL: its rows, unaligned, through the test's own session.
+pgq() { "$(pg_bindir)/psql" -X -tA -h "$WORK/pg/sock" -p "$PG_PORT" -U tcpota -d postgres -c "$1"; }
+# wait_pg SQL N WHAT: until SQL counts N or more (10 s), or the test fails saying WHAT.
+wait_pg() {
+  local i
+  for ((i = 0; i < 200; i++)); do
+    [ "$(pgq "$1")" -ge "$2" ] 2> /dev/null && return 0
+    sleep 0.05
+  done
+  fail "$3 (counted $(pgq "$1"))"
+}
+# "$LOCKWAIT CONDITION" counts the other sessions waiting on a lock.
+LOCKWAIT="SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND wait_event_type = 'Lock' AND"
+# hold_table TABLE MODE: a session of the test holds TABLE in MODE (Share,
+# Exclusive: what a node's writes of it then wait for) until release_table.
+hold_table() {
+  "$(pg_bindir)/psql" -X -q -h "$WORK/pg/sock" -p "$PG_PORT" -U tcpota -d postgres \
+    -c "BEGIN; LOCK TABLE $1 IN ${2^^} MODE; SELECT pg_sleep(60); COMMIT;" > /dev/null 2>&1 &
+  HOLD=$!
+  wait_pg "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = '$1' AND l.mode = '${2}Lock' AND l.granted" 1 \
+    "the test's session did not take the table $1"
+}
+release_table() {
+  pgq "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()" > /dev/null
+  wait "$HOLD" 2> /dev/null || true
+}
+
 # slow_devices PREFIX N [ARGS...]: devices PREFIX-1..N (flash $WORK/dI, log
 # $WORK/PREFIX-I.log) updating through the proxy the test started in front
 # of HAProxy (start_proxy ... --rate: PROXY_PORT), retrying quickly and for

@@ -258,28 +258,8 @@ ok "two other images uploaded as one version through two nodes at once: one stor
 # then brought the older back), and the removal succeeded, leaving an
 # active rollout of a removed image (a trial, 3 of 3 and 6 of 6). Each
 # step waits for what pg_stat_activity shows, not for a time.
-pgq() { "$(pg_bindir)/psql" -X -tA -h "$WORK/pg/sock" -p "$PG_PORT" -U tcpota -d postgres -c "$1"; }
-# wait_pg SQL N WHAT: until SQL counts N or more (10 s), or the test fails saying WHAT.
-wait_pg() {
-  local i
-  for ((i = 0; i < 200; i++)); do
-    [ "$(pgq "$1")" -ge "$2" ] 2> /dev/null && return 0
-    sleep 0.05
-  done
-  fail "$3 (counted $(pgq "$1"))"
-}
-LOCKWAIT="SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND wait_event_type = 'Lock' AND"
-hold_waves() {
-  "$(pg_bindir)/psql" -X -q -h "$WORK/pg/sock" -p "$PG_PORT" -U tcpota -d postgres \
-    -c "BEGIN; LOCK TABLE rollout_waves IN EXCLUSIVE MODE; SELECT pg_sleep(60); COMMIT;" > /dev/null 2>&1 &
-  HOLD=$!
-  wait_pg "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'rollout_waves' AND l.mode = 'ExclusiveLock' AND l.granted" 1 \
-    "the test's session did not take the waves' table"
-}
-release_waves() {
-  pgq "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()" > /dev/null
-  wait "$HOLD" 2> /dev/null || true
-}
+hold_waves() { hold_table rollout_waves Exclusive; }
+release_waves() { release_table; }
 for k in 1 2 3; do
   make_image "$WORK/zz$k" $((1000 + k))
   api 1 image add --version "1.0.$k" --model "zz$((k / 3))" "$WORK/zz$k" > /dev/null 2>&1 || fail "image add zz$k failed"

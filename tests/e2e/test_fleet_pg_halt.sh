@@ -77,5 +77,36 @@ sum=$(get3 /v1/summary) || fail "GET /v1/summary through node 3 failed"
   fail "devices?q=late- through node 3: $(get3 '/v1/devices?q=late-')"
 ok "the dashboard's counts and id search answer on PostgreSQL"
 
+# A halt the database takes while its node stops: the halt's write waits
+# on the rollouts' table (a session of the test holds it), the node is
+# told to stop, then the table is let go. The halt's end then runs in the
+# store's close, after the node's HTTP downloads are closed, and stops
+# their transfers: it read the freed downloads' server (a use-after-free,
+# an abort under ASan; a review). The halt is kept and said.
+make_image "$WORK/img9" 30000
+api 1 image add --version 9.0.0 --model m9 "$WORK/img9" > /dev/null || fail "image add m9 failed"
+api 1 rollout create --image 9.0.0 --model m9 --halt-at 20 --halt-min 2 > /dev/null ||
+  fail "rollout create m9 failed"
+id9=$(api 1 rollout list --json | jq_py "[r['id'] for r in j['rollouts'] if r['model'] == 'm9'][0]")
+hold_table rollouts Share
+for i in 1 2 3; do
+  timeout 60 "$TCPOTA" device --server "127.0.0.1:${ports[0]}" \
+    --flash "$WORK/m9-$i" --id "m9-$i" --model m9 --factory-version 1.0.0 --slot-size 1048576 \
+    --progress none --max-attempts 1 --health fail 2> "$WORK/m9-$i.log" || true
+  [ "$(pgq "$LOCKWAIT query LIKE 'UPDATE rollouts%'")" -ge 1 ] 2> /dev/null && break
+done
+wait_pg "$LOCKWAIT query LIKE 'UPDATE rollouts%'" 1 "node 1's halt of rollout $id9 did not come to wait on the rollouts' table"
+pid1=$(cat "$WORK/n1.pid")
+kill -TERM "$pid1"
+wait_line "$WORK/n1.log" 'SIGTERM: shutting down'
+sleep 0.5 # the node's connections and downloads closed; its store's close waits
+release_table
+rc=0; wait "$pid1" || rc=$?
+[ $rc -eq 0 ] || fail "node 1, stopping as its halt was written, exited $rc$(sanitizer_said "$WORK/n1.log" | sed '1s/^/:\n/')"
+grep -q "rollout $id9 halted by itself" "$WORK/n1.log" || fail "node 1 did not say the halt: $(tail -5 "$WORK/n1.log")"
+[ "$(api 2 rollout show "$id9" --json | jq_py 'j["state"]')" = halted ] ||
+  fail "the halt node 1 wrote as it stopped is not kept: $(api 2 rollout show "$id9")"
+ok "a halt written while its node stops: said and kept, the node exits cleanly"
+
 stop_pg_cluster
 ok "every node stopped cleanly"
