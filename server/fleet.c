@@ -117,8 +117,9 @@ struct fleet {
     struct tcpota_serve_secret *secrets; /* sorted by id (auth.h bisects) */
     size_t nsecrets;
     int64_t secrets_gen;         /* PostgreSQL: every secret set up to it is in secrets */
-    struct event *secret_timer;  /* PostgreSQL: asks for secrets set through other nodes */
-    int secret_asking;           /* that request is in flight */
+    struct event *sync_timer;    /* PostgreSQL: what other nodes changed (sync_tick) */
+    int secret_asking;           /* the ask for secrets is in flight */
+    unsigned stops_asking;       /* asks for rollouts' states in flight (sync_stops) */
     int stuck_said;              /* told that the store answers nothing (fleet_sweep) */
     int unstuck;                 /* dropped the database's connection for this stall */
     char token[API_TOKEN_HEX + 1];
@@ -1823,13 +1824,10 @@ static void secrets_synced(struct store_req *r)
     store_req_free(r);
 }
 
-static void secret_tick(evutil_socket_t fd, short what, void *arg)
+static void sync_secrets(struct server *srv)
 {
-    struct server *srv = arg;
     struct fleet *f = srv->fleet;
     struct store_req *r;
-    (void)fd;
-    (void)what;
 
     if (f->secret_asking || !(r = store_req_new(STORE_SECRET_LIST, secrets_synced, srv))) {
         return;
@@ -1841,6 +1839,76 @@ static void secret_tick(evutil_socket_t fd, short what, void *arg)
         return;
     }
     f->secret_asking = 1;
+}
+
+/* The state of a rollout whose transfers this node runs: cancelled or
+ * halted on another node (its API, its halt rule), they stop here too, as
+ * on that node (stop_transfers; they ran to the end, and their devices
+ * installed the image of a cancelled rollout). */
+static void stops_synced(struct store_req *r)
+{
+    struct server *srv = r->arg;
+    struct fleet *f = srv->fleet;
+    const struct store_rollout *ro = r->u.rollout.r;
+
+    if (f) {
+        f->stops_asking--;
+        if (r->rc == STORE_OK && (ro->ro.state == ROLLOUT_STATE_CANCELLED ||
+                                  ro->ro.state == ROLLOUT_STATE_HALTED)) {
+            char why[80];
+
+            snprintf(why, sizeof(why), "rollout %llu %s on another node",
+                     (unsigned long long)r->u.rollout.id,
+                     ro->ro.state == ROLLOUT_STATE_CANCELLED ? "cancelled" : "halted");
+            stop_transfers(srv, r->u.rollout.id, why);
+        }
+    }
+    store_req_free(r);
+}
+
+static void sync_stops(struct server *srv)
+{
+    struct fleet *f = srv->fleet;
+    uint64_t ids[FLEET_SYNC_ROLLOUTS_MAX];
+    size_t n = 0, k;
+    const struct conn *c;
+
+    if (f->stops_asking) {
+        return;
+    }
+    for (c = srv->conns; c && n < FLEET_SYNC_ROLLOUTS_MAX; c = c->next) {
+        if (!c->img || !c->rollout_id || c->closing) continue;
+        for (k = 0; k < n && ids[k] != c->rollout_id; k++) {
+        }
+        if (k == n) ids[n++] = c->rollout_id;
+    }
+    http_ota_rollouts(f->ota, ids, &n, FLEET_SYNC_ROLLOUTS_MAX);
+    for (k = 0; k < n; k++) {
+        struct store_req *r = store_req_new(STORE_ROLLOUT_GET, stops_synced, srv);
+
+        if (!r) {
+            return;
+        }
+        r->u.rollout.id = ids[k];
+        r->now = utc_now();
+        if (store_submit(f->store, r) < 0) {
+            store_req_free(r);
+            return;
+        }
+        f->stops_asking++;
+    }
+}
+
+/* PostgreSQL, every FLEET_SYNC_MS: what other nodes changed. A failed ask
+ * (the database away: the store says so) is tried again at the next tick. */
+static void sync_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+    (void)fd;
+    (void)what;
+
+    sync_secrets(srv);
+    sync_stops(srv);
 }
 
 static int fleet_verify(void *ctx, const uint8_t id[32], const uint8_t *man, size_t len,
@@ -2260,9 +2328,9 @@ int fleet_open(struct server *srv)
         return not_starting(srv, "out of memory");
     }
     if (o->db) {
-        struct timeval every = {FLEET_SECRET_SYNC_MS / 1000, (FLEET_SECRET_SYNC_MS % 1000) * 1000};
-        if (!(f->secret_timer = event_new(srv->base, -1, EV_PERSIST, secret_tick, srv)) ||
-            event_add(f->secret_timer, &every) < 0) {
+        struct timeval every = {FLEET_SYNC_MS / 1000, (FLEET_SYNC_MS % 1000) * 1000};
+        if (!(f->sync_timer = event_new(srv->base, -1, EV_PERSIST, sync_tick, srv)) ||
+            event_add(f->sync_timer, &every) < 0) {
             return not_starting(srv, "out of memory");
         }
     }
@@ -2358,7 +2426,7 @@ void fleet_close(struct server *srv)
     }
     store_close(f->store);
     if (f->flush_timer) event_free(f->flush_timer);
-    if (f->secret_timer) event_free(f->secret_timer);
+    if (f->sync_timer) event_free(f->sync_timer);
     drop_events(f);
     free(f->ev);
     free(f->seen);

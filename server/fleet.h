@@ -48,9 +48,14 @@ struct tcpota_serve_opts;
  * the check-ins of the same moment would find no file). */
 #define FLEET_IMAGE_REFETCH_S 1.0
 /* How often a PostgreSQL node asks for the device secrets set through
- * other nodes: a secret set or replaced anywhere is checked everywhere
- * within about this long (fleet.c, secret_sync). */
-#define FLEET_SECRET_SYNC_MS 1000
+ * other nodes, and for the state of the rollouts whose transfers it runs:
+ * a secret set or replaced anywhere is checked everywhere, and a rollout
+ * cancelled or halted on any node stops its transfers on every node,
+ * within about this long (fleet.c, sync_tick). */
+#define FLEET_SYNC_MS 1000
+/* The rollouts a node asks about in one tick (their transfers running on
+ * it); any more wait for a later tick. */
+#define FLEET_SYNC_ROLLOUTS_MAX 8u
 /* --db-timeout's default, seconds: a PostgreSQL node whose database has
  * answered neither a request nor a statement this long, with requests
  * waiting, drops its connection (store_vt.unstick). Well above any one

@@ -470,6 +470,20 @@ size_t http_ota_live(const struct http_ota *ota, struct metrics_live *out, size_
     return n;
 }
 
+void http_ota_rollouts(const struct http_ota *ota, uint64_t *ids, size_t *n, size_t cap)
+{
+    const struct dl *d;
+
+    for (d = ota ? ota->dls : NULL; d && *n < cap; d = d->next) {
+        size_t k;
+
+        if (!d->img || !d->rollout_id) continue;
+        for (k = 0; k < *n && ids[k] != d->rollout_id; k++) {
+        }
+        if (k == *n) ids[(*n)++] = d->rollout_id;
+    }
+}
+
 size_t http_ota_count(const struct http_ota *ota)
 {
     return ota ? ota->nsending : 0;

@@ -62,6 +62,9 @@ void http_ota_closed(struct evhttp_connection *evcon, void *arg);
 /* The downloads running now, one entry each in out (at most cap); returns
  * how many were written. For GET /metrics. */
 size_t http_ota_live(const struct http_ota *ota, struct metrics_live *out, size_t cap);
+/* Adds the rollout ids of the downloads running now to ids[0..*n) when
+ * not there yet, while *n < cap. */
+void http_ota_rollouts(const struct http_ota *ota, uint64_t *ids, size_t *n, size_t cap);
 /* How many downloads are running now. */
 size_t http_ota_count(const struct http_ota *ota);
 /* Ends the downloads of rollout_id still sending (halted or cancelled):

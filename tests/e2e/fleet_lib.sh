@@ -36,6 +36,32 @@ stop_fleet() {
   [ $rc -eq 0 ] || fail "fleet server exited $rc on SIGTERM$(sanitizer_said "$WORK/server.log" | sed '1s/^/:\n/')"
 }
 
+# slow_http_get PORT DEVICE OUT: an HTTP download of DEVICE's image (model
+# esp32, running 1.0.0) from PORT that reads 20 kB a second through a small
+# TCP window (curl --limit-rate would not do: on loopback the server hands
+# the whole image to the kernel at once), in the background (SLOW_HTTP_PID);
+# writes to OUT the bytes it got (headers too) once the server closed.
+slow_http_get() {
+  python3 -c '
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /ota/esp32?device=" + sys.argv[2].encode() + b" HTTP/1.1\r\nHost: x\r\nX-Tcpota-Version: 1.0.0\r\n\r\n")
+got, t0 = 0, time.time()
+try:
+    while time.time() - t0 < 60:
+        b = s.recv(2048)
+        if not b: break
+        got += len(b)
+        time.sleep(0.1)
+except ConnectionResetError:
+    pass
+print(got)' "$1" "$2" > "$3" &
+  SLOW_HTTP_PID=$!
+  PIDS+=("$SLOW_HTTP_PID")
+}
+
 # running DIR: the version a host device's flash runs.
 running() {
   "$TCPOTA" device status --flash "$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["version"])'

@@ -106,27 +106,8 @@ slow_device() {
 }
 slow_device s-1
 s1=$SLOW_PID
-# A slow HTTP reader: a small TCP window, 20 kB a second (curl --limit-rate
-# would not do: on loopback the server hands the whole image to the kernel
-# at once); writes the body bytes it got once the server closed.
-python3 -c '
-import socket, sys, time
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-s.connect(("127.0.0.1", int(sys.argv[1])))
-s.sendall(b"GET /ota/esp32?device=h-1 HTTP/1.1\r\nHost: x\r\nX-Tcpota-Version: 1.0.0\r\n\r\n")
-got, t0 = 0, time.time()
-try:
-    while time.time() - t0 < 60:
-        b = s.recv(2048)
-        if not b: break
-        got += len(b)
-        time.sleep(0.1)
-except ConnectionResetError:
-    pass
-print(got)' "$API_PORT" > "$WORK/h-1.got" &
-curl_pid=$!
-PIDS+=("$curl_pid")
+slow_http_get "$API_PORT" h-1 "$WORK/h-1.got"
+curl_pid=$SLOW_HTTP_PID
 for id in s-1 h-1; do
   for _ in $(seq 1 100); do [ "$(device_state "$id" 2> /dev/null)" = downloading ] && break; sleep 0.1; done
   [ "$(device_state "$id")" = downloading ] || fail "$id did not start downloading: $(device_state "$id")"

@@ -104,7 +104,7 @@ check_device "$WORK/d4" "$WORK/img4"
 ok "what node A remembered of a device lasted at most 1 s: B's new rollout reached it"
 
 # A device secret set through one node is checked by every node within
-# FLEET_SECRET_SYNC_MS (1 s): it was loaded at each node's start only, so
+# FLEET_SYNC_MS (1 s): it was loaded at each node's start only, so
 # the other nodes served the device without it, an HTTP download of it
 # too, and took the secret it replaced.
 api 1 device secret sec-1 --out "$WORK/sec1" > /dev/null 2>&1 || fail "device secret on A failed"

@@ -77,6 +77,49 @@ sum=$(get3 /v1/summary) || fail "GET /v1/summary through node 3 failed"
   fail "devices?q=late- through node 3: $(get3 '/v1/devices?q=late-')"
 ok "the dashboard's counts and id search answer on PostgreSQL"
 
+# A rollout cancelled, or halted, on one node stops its transfers on the
+# others within about a second (fleet.c, sync_stops; before, they ran to
+# the end and their devices installed the image): a slow HTTP download
+# from node 2, its rollout cancelled through node 1; then slow devices on
+# node 2 (through a proxy at 60 kB/s that holds 16 KiB), their rollout
+# halted by node 1 (its failing devices on node 1). Each kind of transfer
+# alone with its rollout on node 2: each is what makes node 2 ask.
+last_rollout() { api 1 rollout list --json | jq_py "max(r['id'] for r in j['rollouts'])"; }
+make_image "$WORK/img8" 400000
+api 1 image add --version 8.0.0 --model esp32 "$WORK/img8" > /dev/null || fail "image add 8.0.0 failed"
+api 1 rollout create --image 8.0.0 --model esp32 > /dev/null || fail "rollout create 8.0.0 failed"
+id8=$(last_rollout)
+slow_http_get "${apis[1]}" c-http "$WORK/c-http.got"
+http_pid=$SLOW_HTTP_PID
+wait_line "$WORK/n2.log" '\[c-http [^]]*\] http: GET .*: 200, image 8.0.0'
+api 1 rollout cancel "$id8" > /dev/null || fail "rollout cancel $id8 through node 1 failed"
+wait_line "$WORK/n2.log" "rollout $id8 cancelled on another node: 1 transfer stopped on this server" 5
+grep -qE "\[c-http [^]]*\] http: rollout $id8 cancelled on another node: download stopped at byte" "$WORK/n2.log" ||
+  fail "node 2 did not say which download it stopped: $(grep c-http "$WORK/n2.log" | tail -2)"
+wait "$http_pid" || true
+[ "$(cat "$WORK/c-http.got")" -lt 400000 ] ||
+  fail "the HTTP download from node 2 got the whole image of rollout $id8, cancelled on node 1 ($(cat "$WORK/c-http.got") bytes)"
+
+make_image "$WORK/img81" 400000
+api 1 image add --version 8.1.0 --model esp32 "$WORK/img81" > /dev/null || fail "image add 8.1.0 failed"
+api 1 rollout create --image 8.1.0 --model esp32 --halt-at 20 --halt-min 2 > /dev/null ||
+  fail "rollout create 8.1.0 failed"
+id81=$(last_rollout)
+start_proxy proxy2 "${ports[1]}" --rate 60000 --queue-limit 16384 --quiet
+slow_devices h 2
+wait_line "$WORK/n2.log" '\[h-2 [^]]*\] decision: offer 8.1.0'
+for i in 1 2; do
+  SERVER_PORT=${ports[0]} run_device "hf-$i" esp32 "$WORK/hf-$i" --health fail || true
+done
+grep -q "rollout $id81 halted by itself" "$WORK/n1.log" || fail "node 1 did not halt rollout $id81: $(tail -3 "$WORK/n1.log")"
+wait_line "$WORK/n2.log" "rollout $id81 halted on another node: 2 transfers stopped on this server" 5
+for p in "${pids[@]}"; do wait "$p" || fail "a slow device failed: $(tail -3 "$WORK"/h-*.log)"; done
+for i in 1 2; do
+  "$TCPOTA" device status --flash "$WORK/d$i" | grep -q '"version":"1.0.0"' ||
+    fail "h-$i installed the image of rollout $id81, halted on node 1: $(tail -3 "$WORK/h-$i.log")"
+done
+ok "a rollout cancelled or halted on node 1 stops its transfers on node 2 (HTTP, and devices that stay on 1.0.0)"
+
 # A halt the database takes while its node stops: the halt's write waits
 # on the rollouts' table (a session of the test holds it), the node is
 # told to stop, then the table is let go. The halt's end then runs in the
