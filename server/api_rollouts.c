@@ -436,8 +436,10 @@ static void create_with(struct api_call *c, const struct store_image *img)
                   " against what the devices run, so no device "
                   "would be offered it; create the rollout allowing downgrades (\"allow_downgrade\":"
                   " true; tcpota rollout create --allow-downgrade), which offers it to every device"
-                  " of the model that does not run it, or add the image again with a semantic "
-                  "version (a signed image: signed again with one)", img->idhex, img->version, why);
+                  " of the model that does not run it, or add the image again with a version"
+                  " of at most " TEXT_STR(TCPOTA_VERSION_FIELDS) " numbers of at most "
+                  TEXT_STR(TCPOTA_VERSION_DIGITS) " digits, like 2.1.0 (a signed image: signed"
+                  " again with one)", img->idhex, img->version, why);
         return;
     }
     memcpy(c->ro.image_id, img->id, TCPOTA_ID_LEN);

@@ -120,6 +120,7 @@ struct fleet {
     struct event *sync_timer;    /* PostgreSQL: what other nodes changed (sync_tick) */
     int secret_asking;           /* the ask for secrets is in flight */
     unsigned stops_asking;       /* asks for rollouts' states in flight (sync_stops) */
+    size_t stops_turn;           /* where sync_stops's next asks begin */
     int stuck_said;              /* told that the store answers nothing (fleet_sweep) */
     int unstuck;                 /* dropped the database's connection for this stall */
     char token[API_TOKEN_HEX + 1];
@@ -1857,7 +1858,9 @@ static void stops_synced(struct store_req *r)
                                   ro->ro.state == ROLLOUT_STATE_HALTED)) {
             char why[80];
 
-            snprintf(why, sizeof(why), "rollout %llu %s on another node",
+            /* Mostly another node's doing; a transfer begun as this node
+             * halted or cancelled it is stopped here too. */
+            snprintf(why, sizeof(why), "rollout %llu %s, as the database says",
                      (unsigned long long)r->u.rollout.id,
                      ro->ro.state == ROLLOUT_STATE_CANCELLED ? "cancelled" : "halted");
             stop_transfers(srv, r->u.rollout.id, why);
@@ -1866,30 +1869,34 @@ static void stops_synced(struct store_req *r)
     store_req_free(r);
 }
 
+/* Asks for the state of FLEET_SYNC_ROLLOUTS_MAX of the rollouts whose
+ * transfers run here, the next ones each tick (a fixed first few would
+ * leave the others unasked for as long as they run). */
 static void sync_stops(struct server *srv)
 {
     struct fleet *f = srv->fleet;
-    uint64_t ids[FLEET_SYNC_ROLLOUTS_MAX];
-    size_t n = 0, k;
+    uint64_t ids[FLEET_SYNC_SCAN_MAX];
+    size_t n = 0, k, ask;
     const struct conn *c;
 
     if (f->stops_asking) {
         return;
     }
-    for (c = srv->conns; c && n < FLEET_SYNC_ROLLOUTS_MAX; c = c->next) {
+    for (c = srv->conns; c && n < FLEET_SYNC_SCAN_MAX; c = c->next) {
         if (!c->img || !c->rollout_id || c->closing) continue;
         for (k = 0; k < n && ids[k] != c->rollout_id; k++) {
         }
         if (k == n) ids[n++] = c->rollout_id;
     }
-    http_ota_rollouts(f->ota, ids, &n, FLEET_SYNC_ROLLOUTS_MAX);
-    for (k = 0; k < n; k++) {
+    http_ota_rollouts(f->ota, ids, &n, FLEET_SYNC_SCAN_MAX);
+    ask = n < FLEET_SYNC_ROLLOUTS_MAX ? n : FLEET_SYNC_ROLLOUTS_MAX;
+    for (k = 0; k < ask; k++) {
         struct store_req *r = store_req_new(STORE_ROLLOUT_GET, stops_synced, srv);
 
         if (!r) {
             return;
         }
-        r->u.rollout.id = ids[k];
+        r->u.rollout.id = ids[(f->stops_turn + k) % n];
         r->now = utc_now();
         if (store_submit(f->store, r) < 0) {
             store_req_free(r);
@@ -1897,6 +1904,7 @@ static void sync_stops(struct server *srv)
         }
         f->stops_asking++;
     }
+    f->stops_turn += ask;
 }
 
 /* PostgreSQL, every FLEET_SYNC_MS: what other nodes changed. A failed ask

@@ -54,8 +54,10 @@ struct tcpota_serve_opts;
  * within about this long (fleet.c, sync_tick). */
 #define FLEET_SYNC_MS 1000
 /* The rollouts a node asks about in one tick (their transfers running on
- * it); any more wait for a later tick. */
+ * it); with more, the next ones at the next tick, in turn. At most
+ * FLEET_SYNC_SCAN_MAX of them are known at a time. */
 #define FLEET_SYNC_ROLLOUTS_MAX 8u
+#define FLEET_SYNC_SCAN_MAX 256u
 /* --db-timeout's default, seconds: a PostgreSQL node whose database has
  * answered neither a request nor a statement this long, with requests
  * waiting, drops its connection (store_vt.unstick). Well above any one

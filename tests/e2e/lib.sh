@@ -44,9 +44,10 @@ ok() { echo "ok: $*"; }
 # log's tail that cleanup prints may hold only the end of a long report.
 sanitizer_said() {
   [ -f "$1" ] || return 0
-  awk '/ERROR: (Address|Leak)Sanitizer|runtime error:/ { on = 1; n = 0 }
+  awk '/ERROR: (Address|Leak)Sanitizer|runtime error:|Sanitizer has encountered|Tracer caught|DEADLYSIGNAL/ { on = 1; n = 0 }
+       /^(Direct|Indirect) leak of/ { n = 0 }
        on && /^ *#[0-9]+ / && n < 10 { print; n++ }
-       on && /ERROR: |runtime error:|^SUMMARY:/ { print }' "$1" | head -30
+       on && /ERROR: |runtime error:|Sanitizer has encountered|Tracer caught|DEADLYSIGNAL|^(Direct|Indirect) leak of|^SUMMARY:/ { print }' "$1" | head -30
 }
 
 # make_image FILE BYTES: a random image (every run tests other bytes).

@@ -81,9 +81,11 @@ ok "the dashboard's counts and id search answer on PostgreSQL"
 # others within about a second (fleet.c, sync_stops; before, they ran to
 # the end and their devices installed the image): a slow HTTP download
 # from node 2, its rollout cancelled through node 1; then slow devices on
-# node 2 (through a proxy at 60 kB/s that holds 16 KiB), their rollout
-# halted by node 1 (its failing devices on node 1). Each kind of transfer
-# alone with its rollout on node 2: each is what makes node 2 ask.
+# node 2 (through a proxy at 20 kB/s that holds 16 KiB: a 1 MB image's
+# last bytes leave the server some 30 s later, the time the halt has to
+# find them still running), their rollout halted by node 1 (its failing
+# devices on node 1). Each kind of transfer alone with its rollout on
+# node 2: each is what makes node 2 ask.
 last_rollout() { api 1 rollout list --json | jq_py "max(r['id'] for r in j['rollouts'])"; }
 make_image "$WORK/img8" 400000
 api 1 image add --version 8.0.0 --model esp32 "$WORK/img8" > /dev/null || fail "image add 8.0.0 failed"
@@ -93,26 +95,30 @@ slow_http_get "${apis[1]}" c-http "$WORK/c-http.got"
 http_pid=$SLOW_HTTP_PID
 wait_line "$WORK/n2.log" '\[c-http [^]]*\] http: GET .*: 200, image 8.0.0'
 api 1 rollout cancel "$id8" > /dev/null || fail "rollout cancel $id8 through node 1 failed"
-wait_line "$WORK/n2.log" "rollout $id8 cancelled on another node: 1 transfer stopped on this server" 5
-grep -qE "\[c-http [^]]*\] http: rollout $id8 cancelled on another node: download stopped at byte" "$WORK/n2.log" ||
+wait_line "$WORK/n2.log" "rollout $id8 cancelled, as the database says: 1 transfer stopped on this server" 5
+grep -qE "\[c-http [^]]*\] http: rollout $id8 cancelled, as the database says: download stopped at byte" "$WORK/n2.log" ||
   fail "node 2 did not say which download it stopped: $(grep c-http "$WORK/n2.log" | tail -2)"
 wait "$http_pid" || true
 [ "$(cat "$WORK/c-http.got")" -lt 400000 ] ||
   fail "the HTTP download from node 2 got the whole image of rollout $id8, cancelled on node 1 ($(cat "$WORK/c-http.got") bytes)"
 
-make_image "$WORK/img81" 400000
+make_image "$WORK/img81" 1000000
 api 1 image add --version 8.1.0 --model esp32 "$WORK/img81" > /dev/null || fail "image add 8.1.0 failed"
 api 1 rollout create --image 8.1.0 --model esp32 --halt-at 20 --halt-min 2 > /dev/null ||
   fail "rollout create 8.1.0 failed"
 id81=$(last_rollout)
-start_proxy proxy2 "${ports[1]}" --rate 60000 --queue-limit 16384 --quiet
+start_proxy proxy2 "${ports[1]}" --rate 20000 --queue-limit 16384 --quiet
 slow_devices h 2
+wait_line "$WORK/n2.log" '\[h-1 [^]]*\] decision: offer 8.1.0'
 wait_line "$WORK/n2.log" '\[h-2 [^]]*\] decision: offer 8.1.0'
+hf=()
 for i in 1 2; do
-  SERVER_PORT=${ports[0]} run_device "hf-$i" esp32 "$WORK/hf-$i" --health fail || true
+  SERVER_PORT=${ports[0]} run_device "hf-$i" esp32 "$WORK/hf-$i" --health fail & hf+=($!)
 done
-grep -q "rollout $id81 halted by itself" "$WORK/n1.log" || fail "node 1 did not halt rollout $id81: $(tail -3 "$WORK/n1.log")"
-wait_line "$WORK/n2.log" "rollout $id81 halted on another node: 2 transfers stopped on this server" 5
+PIDS+=("${hf[@]}")
+for p in "${hf[@]}"; do wait "$p" || true; done
+wait_line "$WORK/n1.log" "rollout $id81 halted by itself"
+wait_line "$WORK/n2.log" "rollout $id81 halted, as the database says: 2 transfers stopped on this server" 5
 for p in "${pids[@]}"; do wait "$p" || fail "a slow device failed: $(tail -3 "$WORK"/h-*.log)"; done
 for i in 1 2; do
   "$TCPOTA" device status --flash "$WORK/d$i" | grep -q '"version":"1.0.0"' ||
@@ -150,6 +156,13 @@ grep -q "rollout $id9 halted by itself" "$WORK/n1.log" || fail "node 1 did not s
 [ "$(api 2 rollout show "$id9" --json | jq_py 'j["state"]')" = halted ] ||
   fail "the halt node 1 wrote as it stopped is not kept: $(api 2 rollout show "$id9")"
 ok "a halt written while its node stops: said and kept, the node exits cleanly"
+
+# Seconds later, node 2 said each stop once: a spared or stopped transfer
+# is not stopped (and said) again at every tick.
+for id in "$id8" "$id81"; do
+  k=$(grep -c "rollout $id [a-z]*, as the database says: [0-9]* transfers\? stopped" "$WORK/n2.log" || true)
+  [ "$k" = 1 ] || fail "node 2 said the stop of rollout $id $k times: $(grep "rollout $id " "$WORK/n2.log" | tail -3)"
+done
 
 stop_pg_cluster
 ok "every node stopped cleanly"
