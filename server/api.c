@@ -220,6 +220,17 @@ void api_submit(struct api_call *c, struct store_req *r, api_cont_fn cont)
 {
     int rc;
 
+    if (!c->stepped && store_waiting_s() > STORE_STUCK_S) {
+        /* A hung database: queued behind it, the client waited its 30 s
+         * for "no answer from the API" (a trial). Refused before its first
+         * step only: a later one continues what the database took. */
+        store_req_free(r);
+        api_error(c, 503, NULL, "the database has answered nothing for %.0f s (a hung database,"
+                  " a stalled disk?); nothing was done: try again later, or through another"
+                  " node", store_waiting_s());
+        return;
+    }
+    c->stepped = 1;
     c->cont = cont;
     c->sr = r;
     rc = store_submit(c->api->cfg.store, r);

@@ -28,7 +28,7 @@ struct evkeyvalq;
 
 #define API_PRINTABLE_MAX TCPOTA_MAX_NAME /* model, version: 1..32 printable bytes */
 #define API_PREFIX_MIN 8u                 /* hex digits an image id prefix needs */
-#define API_ERROR_MAX 512u                /* an error message's bytes */
+#define API_ERROR_MAX 1024u               /* an error message's bytes */
 #define API_TIMEOUT_S 60                  /* a client silent this long is dropped */
 #define API_HEADERS_MAX 32768             /* header bytes (a manifest is ~1.4 KB of base64) */
 /* A connection's first request head is judged by its Authorization line
@@ -126,6 +126,7 @@ struct api_call {
     struct evhttp_request *req;      /* NULL: the client is gone, do not reply */
     struct evhttp_connection *evcon; /* req's connection, to notice its close */
     struct store_req *sr;            /* in flight, or NULL */
+    int stepped;                     /* a store request of it was submitted already */
     api_cont_fn cont;
     struct offload *job;             /* work on a thread of its own, or NULL (api_offload) */
     api_job_fn work, job_cont;

@@ -1344,6 +1344,17 @@ int fleet_choose(struct conn *c, const struct tcpota_srv_hello *h,
         tcpota_srv_set_why(&c->s, c->rec->memo_why);
         return 0; /* NO_UPDATE, as last time */
     }
+    if (!h->report_id && store_waiting_s() > STORE_STUCK_S) {
+        /* A hung database: queued behind it, the check-in waited until the
+         * device gave up, told that the server sent nothing (a trial). Told
+         * to come back, as while it is unreachable; a report waits for the
+         * database (nothing else acknowledges it). */
+        clog_(c, 0, "decision: no update: the database has answered nothing for %.0f s; asks"
+              " again in %u s", store_waiting_s(), FLEET_RETRY_DOWN_S);
+        *retry_after_s = FLEET_RETRY_DOWN_S;
+        tcpota_srv_set_why(&c->s, TCPOTA_WHY_UNKNOWN_NOW);
+        return 0;
+    }
     r = checkin_new(c, checkin_done, h->model, h->version, STORE_PROTO_V1);
     if (!r) {
         return 0; /* NO_UPDATE: out of memory (nothing was acknowledged) */
@@ -1595,7 +1606,9 @@ void fleet_sweep(struct server *srv)
                    " while %lu request%s wait%s (a hung database, a stalled disk?): check-ins here"
                    " wait, and GET /health answers 503 so that a balancer sends devices elsewhere",
                    waited, n, n == 1 ? "" : "s", n == 1 ? "s" : "");
-    } else if (waited <= STORE_STUCK_S && f->stuck_said) {
+    } else if (waited <= STORE_STUCK_S && f->stuck_said && !store_down()) {
+        /* Not while down: requests that failed (a cut, an outage) are no
+         * answer, and the outage's lines say when it is back. */
         f->stuck_said = 0;
         say_always(srv->o, LOG_LV_INFO, "store: the database answers again");
     }
@@ -1605,6 +1618,7 @@ void fleet_sweep(struct server *srv)
         /* Without it a hung database held every check-in here until the
          * device gave up, and the node's requests for ever. */
         f->unstuck = 1;
+        store_note_cut();
         say_always(srv->o, LOG_LV_ERROR, "store: the database has answered nothing for %.0f s"
                    " (--db-timeout %u): its connection is dropped; what waited on it fails as"
                    " after a network cut (devices are told to try again), and the node connects"

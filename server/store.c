@@ -66,9 +66,19 @@ static atomic_int down;
  * hundreds of MB fetched in chunks) is slow, not hung. */
 static atomic_llong answered_us;
 
+/* The loop dropped a hung database's connection, and nothing answered
+ * since: down, as for GET /health, until something does. */
+static atomic_int cut;
+
 void store_note_answer(void)
 {
     atomic_store(&answered_us, (long long)(mono_s() * 1e6));
+    atomic_store(&cut, 0);
+}
+
+void store_note_cut(void)
+{
+    atomic_store(&cut, 1);
 }
 
 void store_set_down(int on)
@@ -78,7 +88,7 @@ void store_set_down(int on)
 
 int store_down(void)
 {
-    return atomic_load(&down);
+    return atomic_load(&down) || atomic_load(&cut);
 }
 
 double store_waiting_s(void)

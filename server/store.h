@@ -474,6 +474,11 @@ double store_waiting_s(void);
 /* Any thread: the database answered a statement now, within a request
  * that may run long (store_waiting_s counts from it too). */
 void store_note_answer(void);
+/* Loop thread: the connection of a database that answered nothing was
+ * dropped (store_vt.unstick): store_down() is 1 until a statement is
+ * answered again (while a new connection is tried, its connect_timeout
+ * long, /health answered 200: a trial). */
+void store_note_cut(void);
 /* Loop thread: how many requests are submitted and not finished. */
 unsigned long store_pending(void);
 /* Any thread: a backend whose database is unreachable says so (1), and
@@ -481,6 +486,7 @@ unsigned long store_pending(void);
  * that alone lost its database answers every check-in "come back later",
  * and a balancer should send its devices elsewhere). */
 void store_set_down(int down);
+/* 1 while a backend says it is down, or since store_note_cut(). */
 int store_down(void);
 /* Past this long, GET /health answers 503 and the server says so once. */
 #define STORE_STUCK_S 10.0

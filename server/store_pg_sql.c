@@ -16,6 +16,13 @@
 
 void pg_answered(struct pgstore *st)
 {
+    /* A statement that failed for a connection cut under it (the loop's
+     * --db-timeout cut of a hung database) is no answer: counted as one,
+     * the node said "the database answers again" and /health 200 while it
+     * still hung (a trial). */
+    if (PQstatus(st->db) != CONNECTION_OK) {
+        return;
+    }
     atomic_store(&st->answered_ms, (long long)pg_mono_ms());
     store_note_answer(); /* a fetch of many chunks is no hung database (a trial) */
 }

@@ -124,12 +124,13 @@ hba=$(ls "$WORK"/pg/data/pg_hba.conf)
 pg_sql "$WORK/pg" "SELECT pg_reload_conf()" > /dev/null || fail "reload failed"
 printf '*:*:tpwdb:tpw:one\n' > "$WORK/pgpass"; chmod 600 "$WORK/pgpass"
 : > "$WORK/pw.log"
-PGPASSFILE="$WORK/pgpass" "$TCPOTA" serve --db "host=$WORK/pg/sock port=$PG_PORT user=tpw dbname=tpwdb" \
-  --data "$WORK/pw" --listen 127.0.0.1:0 --api 127.0.0.1:0 2> "$WORK/pw.log" &
+PGPASSFILE="$WORK/pgpass" "$TCPOTA" serve --db "host=$WORK/pg/sock port=$PG_PORT user=tpw dbname=tpwdb connect_timeout=2" \
+  --data "$WORK/pw" --listen 127.0.0.1:0 --api 127.0.0.1:0 --db-timeout 12 2> "$WORK/pw.log" &
 pw=$!
 PIDS+=("$pw")
 wait_line "$WORK/pw.log" 'listening on'
 pwapi=$(sed -nE 's/.*API on 127\.0\.0\.1:([0-9]+).*/\1/p' "$WORK/pw.log" | head -1)
+pwport=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' "$WORK/pw.log" | head -1)
 [ -n "$pwapi" ] || fail "no API port in the node's log"
 health() { curl -s -m 5 -o "$WORK/health.json" -w '%{http_code}' "http://127.0.0.1:$pwapi/health" || true; }
 pg_sql "$WORK/pg" "ALTER ROLE tpw PASSWORD 'two'" || fail "alter role failed"
@@ -178,10 +179,36 @@ for ((i = 0; i < 400; i++)); do # 20 s
   sleep 0.05
 done
 code=$(curl -s -m 5 -o "$WORK/health.json" -w '%{http_code}' "http://127.0.0.1:$pwapi/health" || true)
+# Known hung, the node queues nothing more behind it: a check-in without a
+# report is told to check again, an API request refused, each at once (they
+# waited their 30 s, then blamed the port and the API: a trial).
+t0=$(date +%s%N)
+timeout 8 "$TCPOTA" device --server "127.0.0.1:$pwport" --flash "$WORK/pwdev" --id pw-1 --max-attempts 1 \
+  --progress none 2> "$WORK/pwdev.log" || true
+t1=$(date +%s%N)
+timeout 8 "$TCPOTA" image list --api "http://127.0.0.1:$pwapi" --data "$WORK/pw" > "$WORK/pwapi.out" 2>&1 || true
+t2=$(date +%s%N)
+# Past --db-timeout (12 s here) the connection is dropped: the statement
+# the cut failed is no answer (it was taken for one: "the database answers
+# again", and 200, while it still hung), nor are the requests an outage
+# fails once the new connection's connect_timeout (2 s) ran out.
+wait_line "$WORK/pw.log" 'store: the database has answered nothing for [0-9]+ s \(--db-timeout 12\): its connection is dropped' 10
+sleep 3 # the sweeps after the cut, and after the outage's start
+code2=$(curl -s -m 5 -o "$WORK/health2.json" -w '%{http_code}' "http://127.0.0.1:$pwapi/health" || true)
+cut_lines=$(wc -l < "$WORK/pw.log")
 kill -CONT $pgpids # before any failure: a stopped PostgreSQL would hold up the test's end
 [ "$said" = 1 ] || fail "a hung database was not said: $(tail -3 "$WORK/pw.log")"
 [ "$code" = 503 ] && grep -q "the database has answered nothing for" "$WORK/health.json" ||
   fail "/health while the database hung: $code $(cat "$WORK/health.json")"
+grep -q 'the server cannot tell now whether one applies (its database is unreachable); the server asks to check again' "$WORK/pwdev.log" &&
+  [ $(((t1 - t0) / 1000000)) -lt 2500 ] ||
+  fail "a check-in while the database hung was not told at once to check again ($(((t1 - t0) / 1000000)) ms): $(tail -2 "$WORK/pwdev.log")"
+grep -q "the database has answered nothing for [0-9]* s (a hung database, a stalled disk?); nothing was done: try again later, or through another node" "$WORK/pwapi.out" &&
+  [ $(((t2 - t1) / 1000000)) -lt 2500 ] ||
+  fail "an API request while the database hung was not refused at once ($(((t2 - t1) / 1000000)) ms): $(cat "$WORK/pwapi.out")"
+[ "$code2" = 503 ] || fail "/health after the hung database's connection was dropped: $code2 $(cat "$WORK/health2.json")"
+! head -n "$cut_lines" "$WORK/pw.log" | grep -q 'store: the database answers again' ||
+  fail "the node said the hung database answers again: $(grep 'store:' "$WORK/pw.log" | tail -4)"
 wait_line "$WORK/pw.log" 'store: the database answers again' 10
 # The secret sync's tick finds its ask of the second before still waiting
 # and asks nothing more: one request waits, not one per second of the hang
@@ -191,7 +218,7 @@ waiting=$(sed -nE 's/.*answered nothing for [0-9]+ s while ([0-9]+) requests? wa
 grep -qE '"waiting": [12]\}' "$WORK/health.json" || fail "/health did not say the one request waiting: $(cat "$WORK/health.json")"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pwapi/health")" = 200 ] || fail "/health after the hang"
 kill -TERM "$pw"; wait "$pw" || fail "the node exited $? on SIGTERM"
-ok "a hung database: said after 10 s with the $waiting request(s) waiting, /health 503 meanwhile, 200 and said again once it answers"
+ok "a hung database: said after 10 s with the $waiting request(s) waiting, check-ins and the API told at once, /health 503 meanwhile (after its connection was dropped too), 200 and said again once it answers"
 
 # Past --db-timeout with the database still hung, the node drops its
 # connection: the check-in waiting on it is answered as while the database
@@ -210,15 +237,23 @@ hung_node() {
   PIDS+=("$NODE")
   wait_line "$WORK/$1.log" 'listening on'
   NODE_PORT=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' "$WORK/$1.log" | head -1)
+  NODE_API=$(sed -nE 's/.*API on 127\.0\.0\.1:([0-9]+).*/\1/p' "$WORK/$1.log" | head -1)
   PGPIDS="$(head -1 "$WORK/pg/data/postmaster.pid") $(pgrep -P "$(head -1 "$WORK/pg/data/postmaster.pid")" | tr '\n' ' ')"
   kill -STOP $PGPIDS
 }
 hung_node dt 3 connect_timeout=2
-dt=$NODE dtport=$NODE_PORT pgpids=$PGPIDS
+dt=$NODE dtport=$NODE_PORT dtapi=$NODE_API pgpids=$PGPIDS
 rc=0
 timeout 25 "$TCPOTA" device --server "127.0.0.1:$dtport" --flash "$WORK/dtdev" --id dt-1 --max-attempts 1 \
-  --timeout-ms 60000 --progress none 2> "$WORK/dtdev.log" || rc=$?
+  --timeout-ms 60000 --progress none 2> "$WORK/dtdev.log" &
+dtdev=$!
+# Dropped before STORE_STUCK_S: /health answers 503 from the drop on, while
+# a new connection is tried (200 until its connect_timeout ran out: a trial).
+wait_line "$WORK/dt.log" 'its connection is dropped' 10
+code=$(curl -s -m 3 -o "$WORK/dth.json" -w '%{http_code}' "http://127.0.0.1:$dtapi/health" || true)
+wait "$dtdev" || rc=$?
 kill -CONT $pgpids # before any failure: a stopped PostgreSQL would hold up the test's end
+[ "$code" = 503 ] || fail "/health right after the hung database's connection was dropped: $code $(cat "$WORK/dth.json")"
 [ $rc -ne 124 ] || fail "a check-in waited on the hung database for 25 s: $(tail -2 "$WORK/dt.log")"
 grep -q 'the server cannot tell now whether one applies (its database is unreachable); the server asks to check again' "$WORK/dtdev.log" ||
   fail "the check-in on a hung database was not told to check again: $(tail -2 "$WORK/dtdev.log")"
