@@ -834,7 +834,10 @@ static void usage(FILE *out)
           "  --chunk-gap-us US        pause between pieces (default 0: next loop turn)\n"
           "  --delay MS               one-way delay added to each direction\n"
           "  --rate BYTES_PER_SEC     bandwidth cap per connection and direction\n"
-          "  --queue-limit BYTES      per-direction buffer before reading pauses (default 4 MiB)\n"
+          "  --queue-limit BYTES      per-direction buffer before reading pauses (default 4 MiB;\n"
+          "                           with --rate, a small one, such as 16384, keeps a slow\n"
+          "                           transfer's bytes on the server: one the proxy took whole\n"
+          "                           counts there as sent, and a halt or cancel lets it finish)\n"
           "  --max-conns N            simultaneous connections (default 10000)\n"
           "  --quiet                  no per-connection log lines\n"
           "SIGUSR1 prints statistics; SIGINT/SIGTERM exit cleanly.\n",

@@ -205,6 +205,13 @@ grep -q "^roll it out: tcpota rollout create --image [0-9a-f]\{12\} --model esp3
 rc=0; "$TCPOTA" rollout create --image nightly --model esp32 --group odd > "$WORK/out" 2>&1 || rc=$?
 [ $rc -eq 2 ] && grep -q "tcpota rollout: image [0-9a-f]\{12\} has version 'nightly', which is not a semantic version (like 2.1.0): it cannot be ordered against what the devices run, so no device would be offered it; create the rollout allowing downgrades (\"allow_downgrade\": true; tcpota rollout create --allow-downgrade)" "$WORK/out" ||
   fail "a rollout of version nightly: rc $rc $(cat "$WORK/out")"
+# A number of 10 digits is named, and the refusal arrives whole (it was cut
+# at 512 bytes, mid-word).
+make_image "$WORK/long" 1002
+"$TCPOTA" image add --version 1.0.20261207001 --model esp32 "$WORK/long" > /dev/null 2>&1 || fail "image add 1.0.20261207001 failed"
+rc=0; "$TCPOTA" rollout create --image 1.0.20261207001 --model esp32 --group odd > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q "has version '1.0.20261207001', which has a number of more than 9 digits (a version's numbers have at most 9, like 2026.1207.1): it cannot be ordered .* or add the image again with a version of at most 4 numbers of at most 9 digits, like 2.1.0 (a signed image: signed again with one)$" "$WORK/out" ||
+  fail "a rollout of version 1.0.20261207001: rc $rc $(cat "$WORK/out")"
 make_image "$WORK/even" 1001
 "$TCPOTA" image add --version 9.6.0 --model esp32 "$WORK/even" > /dev/null 2> "$WORK/err" || fail "image add 9.6.0: $(cat "$WORK/err")"
 ! grep -q warning "$WORK/err" || fail "a warning for a semantic version: $(cat "$WORK/err")"
