@@ -26,6 +26,7 @@ static void usage(FILE *f)
             "\n"
             "create (what is not given, the server chooses; see docs/api.md):\n"
             "  --image ID|VERSION   the image: its id (8+ hex digits will do) or a version\n"
+            "                       (as given, or of the same order: v2.1 for 2.1.0)\n"
             "  --model M            the hardware model (the image's)\n"
             "  --group G            only the devices of this group (default: all of the model)\n"
             "  --waves PCT,...      cumulative percentages of the devices, at most 16, e.g.\n"

@@ -456,15 +456,23 @@ static void create_by_version(struct api_call *c, struct store_req *r)
     const struct store_image *imgs = r->u.list.rows, *found = NULL;
     char id[2 * TCPOTA_ID_LEN + 1];
     size_t i, n = 0;
+    int pass;
 
     if (r->rc < 0) {
         api_store_error(c, r, "image", "image");
         return;
     }
-    for (i = 0; i < r->u.list.n; i++) {
-        if (strcmp(imgs[i].model, c->ro.model) == 0 && strcmp(imgs[i].version, c->key) == 0) {
-            found = &imgs[i];
-            n++;
+    /* The version as given; else one of the same precedence ("5.0" or
+     * "v5.0.0" for 5.0.0), as image add compares them (a trial: refused
+     * there as the same version, not found here). One a model at most. */
+    for (pass = 0; pass < 2 && n == 0; pass++) {
+        for (i = 0; i < r->u.list.n; i++) {
+            if (strcmp(imgs[i].model, c->ro.model) == 0 &&
+                (pass ? tcpota_version_same(imgs[i].version, c->key)
+                      : strcmp(imgs[i].version, c->key) == 0)) {
+                found = &imgs[i];
+                n++;
+            }
         }
     }
     if (n > 1) {

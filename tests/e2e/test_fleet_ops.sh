@@ -363,6 +363,17 @@ run_device "bad id" "m x" "$WORK/dspaced" || fail "a device with spaces in its i
 "$TCPOTA" device list --model "m x" --json | jq_py '[d["id"] for d in j["devices"]]' | grep -qx "bad id" ||
   fail "device list --model 'm x' does not list it"
 ok "a device id and a model with spaces: image, rollout, update, show, list"
+# --image takes a version of the same precedence as the image's (image add
+# refuses a second one of the model as the same version): v3.1 is 3.1.0.
+make_image "$WORK/prec" 1003
+"$TCPOTA" image add --version 3.1.0 --model prec "$WORK/prec" > /dev/null 2>&1 || fail "image add 3.1.0 failed"
+"$TCPOTA" rollout create --image v3.1 --model prec > "$WORK/out" 2>&1 || fail "rollout create --image v3.1 (3.1.0): $(cat "$WORK/out")"
+[ "$("$TCPOTA" rollout list --json | jq_py "[r['image'] for r in j['rollouts'] if r['model'] == 'prec'][0]")" = "$(sha256sum "$WORK/prec" | cut -d' ' -f1)" ] ||
+  fail "the rollout of v3.1 is not of image 3.1.0: $("$TCPOTA" rollout list)"
+rc=0; "$TCPOTA" rollout create --image 3.1.1 --model prec > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q "no image has the id or prefix 3.1.1, nor is it a version of an image of model prec" "$WORK/out" ||
+  fail "a rollout of version 3.1.1 (none): rc $rc $(cat "$WORK/out")"
+ok "rollout create --image takes a version of the same precedence as the image's (v3.1 for 3.1.0)"
 
 # ---- start-up errors ----
 # A second server on the same --data: exit 1, naming the first one's pid.
