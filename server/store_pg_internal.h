@@ -89,6 +89,7 @@ struct pgstore {
      * `down`, which the loop reads to fail requests at once: */
     atomic_int down;
     int64_t down_since_ms, retry_at_ms; /* monotonic */
+    int64_t quiet_since_ms;             /* the last answer before the outage (monotonic) */
     unsigned retry_ms;       /* the backoff: PG_RETRY_FIRST_MS .. PG_RETRY_MAX_MS */
     struct store_req *kept_head, *kept_tail; /* device steps waiting for the database */
     size_t kept_steps, dropped;

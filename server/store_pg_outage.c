@@ -144,6 +144,13 @@ void pg_outage_start(struct pgstore *st, struct store_req *head)
         st->down_since_ms = pg_mono_ms();
         st->retry_ms = PG_RETRY_FIRST_MS;
         st->retry_at_ms = st->down_since_ms + st->retry_ms;
+        /* Its length counts from the last answer: a hung database's
+         * outage began long before the connect that failed (a trial:
+         * "after 45.7 s" of 116). */
+        st->quiet_since_ms = atomic_load(&st->answered_ms);
+        if (st->quiet_since_ms <= 0 || st->quiet_since_ms > st->down_since_ms) {
+            st->quiet_since_ms = st->down_since_ms;
+        }
         st->dropped = 0;
         atomic_store(&st->down, 1);
         store_set_down(1);
@@ -205,16 +212,17 @@ struct store_req *pg_outage_retry(struct pgstore *st, int stopping)
      * the node back (a review). */
     atomic_store(&st->down, 0);
     store_set_down(0);
-    /* Since the outage was said, to now: the connect may have waited on a
-     * database that came back (a trial: "after 0.1 s" of 16). */
+    /* Since its last answer before the outage, to now: the connect may
+     * have waited on a database that came back (a trial: "after 0.1 s" of
+     * 16). */
     now = pg_mono_ms();
     if (st->kept_steps == 0) { /* nothing waited: nothing to write */
         store_worker_notice(&st->w, 0, "the database is reachable again after %.1f s",
-                            (double)(now - st->down_since_ms) / 1e3);
+                            (double)(now - st->quiet_since_ms) / 1e3);
     } else {
         store_worker_notice(&st->w, 0, "the database is reachable again after %.1f s: writing"
                             " the %zu device step%s kept meanwhile%s",
-                            (double)(now - st->down_since_ms) / 1e3, st->kept_steps,
+                            (double)(now - st->quiet_since_ms) / 1e3, st->kept_steps,
                             st->kept_steps == 1 ? "" : "s",
                             st->dropped ? " (older progress steps were dropped)" : "");
     }

@@ -210,6 +210,11 @@ grep -q "the database has answered nothing for [0-9]* s (a hung database, a stal
 ! head -n "$cut_lines" "$WORK/pw.log" | grep -q 'store: the database answers again' ||
   fail "the node said the hung database answers again: $(grep 'store:' "$WORK/pw.log" | tail -4)"
 wait_line "$WORK/pw.log" 'store: the database answers again' 10
+# The outage that began once the new connection failed is said from the
+# last answer, over 12 s before (--db-timeout), not from that connect.
+back=$(tail -n "+$cut_lines" "$WORK/pw.log" | sed -nE 's/.*store: the database is reachable again after ([0-9]+)\.[0-9] s.*/\1/p' | tail -1)
+[ -n "$back" ] && [ "$back" -ge 12 ] ||
+  fail "the hang's outage was said to last '$back' s: $(tail -n "+$cut_lines" "$WORK/pw.log" | grep 'store:' | tail -3)"
 # The secret sync's tick finds its ask of the second before still waiting
 # and asks nothing more: one request waits, not one per second of the hang
 # (ten and more here), which would all run at once when it answers.
