@@ -4,6 +4,7 @@
 #include "http_ota_internal.h"
 
 #include "api_internal.h" /* api_printable: one rule for names */
+#include "fleet.h" /* FLEET_RETRY_DOWN_S */
 #include "fleet_internal.h"
 #include "http_reply.h"
 #include "log.h"
@@ -402,6 +403,19 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
     /* A malformed Range is refused before it costs a check-in. */
     if (d->has_range && http_range_decide(d->range, NULL, "", UINT64_MAX, &probe) == 400) {
         ota_refuse(ota, d, req, 400, "%s", probe.why);
+        free(d);
+        return;
+    }
+    if (store_waiting_s() > STORE_STUCK_S) {
+        /* A hung database: queued behind it, the download waited until the
+         * device's HTTP client gave up. Told to come back, as a v1
+         * check-in is (fleet_choose). */
+        char retry[16];
+
+        snprintf(retry, sizeof(retry), "%u", FLEET_RETRY_DOWN_S);
+        ota_add_header(req, "Retry-After", retry);
+        ota_refuse(ota, d, req, 503, "the server's database has answered nothing for %.0f s; try"
+                   " again in %s s", store_waiting_s(), retry);
         free(d);
         return;
     }

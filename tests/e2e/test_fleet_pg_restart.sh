@@ -180,14 +180,18 @@ for ((i = 0; i < 400; i++)); do # 20 s
 done
 code=$(curl -s -m 5 -o "$WORK/health.json" -w '%{http_code}' "http://127.0.0.1:$pwapi/health" || true)
 # Known hung, the node queues nothing more behind it: a check-in without a
-# report is told to check again, an API request refused, each at once (they
-# waited their 30 s, then blamed the port and the API: a trial).
+# report is told to check again, an API request and an HTTP download
+# refused, each at once (they waited their 30 s, then blamed the port and
+# the API: a trial).
 t0=$(date +%s%N)
 timeout 8 "$TCPOTA" device --server "127.0.0.1:$pwport" --flash "$WORK/pwdev" --id pw-1 --max-attempts 1 \
   --progress none 2> "$WORK/pwdev.log" || true
 t1=$(date +%s%N)
 timeout 8 "$TCPOTA" image list --api "http://127.0.0.1:$pwapi" --data "$WORK/pw" > "$WORK/pwapi.out" 2>&1 || true
 t2=$(date +%s%N)
+hcode=$(curl -s -m 8 -D "$WORK/pwota.h" -o "$WORK/pwota.b" -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' \
+  "http://127.0.0.1:$pwapi/ota/esp32?device=pw-http" || true)
+t3=$(date +%s%N)
 # Past --db-timeout (12 s here) the connection is dropped: the statement
 # the cut failed is no answer (it was taken for one: "the database answers
 # again", and 200, while it still hung), nor are the requests an outage
@@ -206,6 +210,9 @@ grep -q 'the server cannot tell now whether one applies (its database is unreach
 grep -q "the database has answered nothing for [0-9]* s (a hung database, a stalled disk?); nothing was done: try again later, or through another node" "$WORK/pwapi.out" &&
   [ $(((t2 - t1) / 1000000)) -lt 2500 ] ||
   fail "an API request while the database hung was not refused at once ($(((t2 - t1) / 1000000)) ms): $(cat "$WORK/pwapi.out")"
+[ "$hcode" = 503 ] && grep -qi '^Retry-After: 10' "$WORK/pwota.h" &&
+  grep -q "database has answered nothing for" "$WORK/pwota.b" && [ $(((t3 - t2) / 1000000)) -lt 2500 ] ||
+  fail "an HTTP download while the database hung was not refused at once ($(((t3 - t2) / 1000000)) ms): $hcode $(cat "$WORK/pwota.h" "$WORK/pwota.b")"
 [ "$code2" = 503 ] || fail "/health after the hung database's connection was dropped: $code2 $(cat "$WORK/health2.json")"
 ! head -n "$cut_lines" "$WORK/pw.log" | grep -q 'store: the database answers again' ||
   fail "the node said the hung database answers again: $(grep 'store:' "$WORK/pw.log" | tail -4)"
@@ -223,7 +230,7 @@ waiting=$(sed -nE 's/.*answered nothing for [0-9]+ s while ([0-9]+) requests? wa
 grep -qE '"waiting": [12]\}' "$WORK/health.json" || fail "/health did not say the one request waiting: $(cat "$WORK/health.json")"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pwapi/health")" = 200 ] || fail "/health after the hang"
 kill -TERM "$pw"; wait "$pw" || fail "the node exited $? on SIGTERM"
-ok "a hung database: said after 10 s with the $waiting request(s) waiting, check-ins and the API told at once, /health 503 meanwhile (after its connection was dropped too), 200 and said again once it answers"
+ok "a hung database: said after 10 s with the $waiting request(s) waiting, check-ins, the API and HTTP downloads told at once, /health 503 meanwhile (after its connection was dropped too), 200 and said again once it answers"
 
 # Past --db-timeout with the database still hung, the node drops its
 # connection: the check-in waiting on it is answered as while the database
