@@ -70,10 +70,12 @@ static atomic_llong answered_us;
  * since: down, as for GET /health, until something does. */
 static atomic_int cut;
 
-void store_note_answer(void)
+void store_note_answer(int statement)
 {
     atomic_store(&answered_us, (long long)(mono_s() * 1e6));
-    atomic_store(&cut, 0);
+    if (statement) {
+        atomic_store(&cut, 0);
+    }
 }
 
 void store_note_cut(void)

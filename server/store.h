@@ -471,9 +471,12 @@ void store_req_finished(const struct store_req *r);
  * processes stopped, its host stalled, while its kernel still answers
  * TCP) shows here and nowhere else. */
 double store_waiting_s(void);
-/* Any thread: the database answered a statement now, within a request
- * that may run long (store_waiting_s counts from it too). */
-void store_note_answer(void);
+/* Any thread: the database answered a statement now (statement 1),
+ * within a request that may run long, or a new connection is up (0): the
+ * wait store_waiting_s counts starts again. Only a statement ends what
+ * store_note_cut began (a database that takes connections and answers no
+ * statement, behind a lock held, is still hung). */
+void store_note_answer(int statement);
 /* Loop thread: the connection of a database that answered nothing was
  * dropped (store_vt.unstick): store_down() is 1 until a statement is
  * answered again (while a new connection is tried, its connect_timeout

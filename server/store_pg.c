@@ -701,7 +701,10 @@ int pg_connect_new(struct pgstore *st)
         return -1;
     }
     PQsetNoticeProcessor(db, quiet, NULL);
-    pg_answered(st);
+    /* A quiet spell of its own from now (pgs_unstick), and no answer to a
+     * statement yet (store_note_answer). */
+    atomic_store(&st->answered_ms, (long long)pg_mono_ms());
+    store_note_answer(0);
     sock_publish(st, PQsocket(db));
     return 0;
 }

@@ -52,11 +52,12 @@ struct pgstore {
      * while it is up (-1: none), ours to close, so that it never names
      * another file after libpq closed its own (set by the store thread
      * once connected, closed before the next connection is made, under
-     * sock_mu); and when the database last answered a statement
-     * (pg_answered, monotonic ms). */
+     * sock_mu); and when the database last answered a statement, or a
+     * new connection came up (pg_answered, pg_connect_new; monotonic ms). */
     pthread_mutex_t sock_mu;
     int sock;
     atomic_llong answered_ms;
+    atomic_llong stmt_ms;   /* when a statement was last answered (pg_answered) */
     char conninfo[STORE_PG_CONNINFO_MAX];
     char dir[400];           /* the local image cache's parent: dir/images */
     int lock_fd;             /* dir/tcpota.lock, ours (fleet_lock_take); -1 before */

@@ -147,7 +147,7 @@ void pg_outage_start(struct pgstore *st, struct store_req *head)
         /* Its length counts from the last answer: a hung database's
          * outage began long before the connect that failed (a trial:
          * "after 45.7 s" of 116). */
-        st->quiet_since_ms = atomic_load(&st->answered_ms);
+        st->quiet_since_ms = atomic_load(&st->stmt_ms);
         if (st->quiet_since_ms <= 0 || st->quiet_since_ms > st->down_since_ms) {
             st->quiet_since_ms = st->down_since_ms;
         }

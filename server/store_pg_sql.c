@@ -24,7 +24,8 @@ void pg_answered(struct pgstore *st)
         return;
     }
     atomic_store(&st->answered_ms, (long long)pg_mono_ms());
-    store_note_answer(); /* a fetch of many chunks is no hung database (a trial) */
+    atomic_store(&st->stmt_ms, (long long)pg_mono_ms());
+    store_note_answer(1); /* a fetch of many chunks is no hung database (a trial) */
 }
 
 /* Parameters as libpq takes them: int64s printed in place, bytea binary. */

@@ -189,12 +189,27 @@ static void test_waiting_counts_answers(void **state)
     assert_int_equal(store_submit(&st, &r), 0);
     nanosleep(&t, NULL);
     assert_true(store_waiting_s() >= 0.29);
-    store_note_answer();
+    store_note_answer(1);
     assert_true(store_waiting_s() < 0.1);
     nanosleep(&t, NULL);
     assert_true(store_waiting_s() >= 0.29);
     store_req_finished(&r);
     assert_true(store_waiting_s() == 0);
+}
+
+/* A hung database's connection dropped (store_note_cut): down until a
+ * statement is answered; a new connection alone is not one (a database
+ * that takes connections and answers nothing behind a lock still hangs). */
+static void test_cut_until_a_statement(void **state)
+{
+    (void)state;
+    assert_false(store_down());
+    store_note_cut();
+    assert_true(store_down());
+    store_note_answer(0);
+    assert_true(store_down());
+    store_note_answer(1);
+    assert_false(store_down());
 }
 
 int main(void)
@@ -204,6 +219,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_while_waiting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_submit_edges, setup, teardown),
         cmocka_unit_test(test_waiting_counts_answers),
+        cmocka_unit_test(test_cut_until_a_statement),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
