@@ -225,9 +225,9 @@ void api_submit(struct api_call *c, struct store_req *r, api_cont_fn cont)
          * for "no answer from the API" (a trial). Refused before its first
          * step only: a later one continues what the database took. */
         store_req_free(r);
-        api_error(c, 503, NULL, "the database has answered nothing for %.0f s (a hung database,"
-                  " a stalled disk?); nothing was done: try again later, or through another"
-                  " node", store_waiting_s());
+        api_error(c, 503, NULL, "the database has answered nothing for %.0f s (hung, or busy"
+                  " with a long request or a lock); nothing was done: try again later, or through"
+                  " another node", store_waiting_s());
         return;
     }
     c->stepped = 1;

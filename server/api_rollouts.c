@@ -464,8 +464,9 @@ static void create_by_version(struct api_call *c, struct store_req *r)
     }
     /* The version as given; else one of the same precedence ("5.0" or
      * "v5.0.0" for 5.0.0), as image add compares them (a trial: refused
-     * there as the same version, not found here). One a model at most. */
-    for (pass = 0; pass < 2 && n == 0; pass++) {
+     * there as the same version, not found here). One a model at most.
+     * Not for a version naming a build (+...): that build or none. */
+    for (pass = 0; pass < (strchr(c->key, '+') ? 1 : 2) && n == 0; pass++) {
         for (i = 0; i < r->u.list.n; i++) {
             if (strcmp(imgs[i].model, c->ro.model) == 0 &&
                 (pass ? tcpota_version_same(imgs[i].version, c->key)

@@ -1603,8 +1603,9 @@ void fleet_sweep(struct server *srv)
 
         f->stuck_said = 1;
         say_always(srv->o, LOG_LV_ERROR, "store: the database has answered nothing for %.0f s"
-                   " while %lu request%s wait%s (a hung database, a stalled disk?): check-ins here"
-                   " wait, and GET /health answers 503 so that a balancer sends devices elsewhere",
+                   " while %lu request%s wait%s (a hung database, a stalled disk, a lock held long?):"
+                   " check-ins without a report, HTTP downloads and API requests are told to come"
+                   " back, and GET /health answers 503 so that a balancer sends devices elsewhere",
                    waited, n, n == 1 ? "" : "s", n == 1 ? "s" : "");
     } else if (waited <= STORE_STUCK_S && f->stuck_said && !store_down()) {
         /* Not while down: requests that failed (a cut, an outage) are no

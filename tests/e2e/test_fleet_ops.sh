@@ -370,6 +370,9 @@ make_image "$WORK/prec" 1003
 "$TCPOTA" rollout create --image v3.1 --model prec > "$WORK/out" 2>&1 || fail "rollout create --image v3.1 (3.1.0): $(cat "$WORK/out")"
 [ "$("$TCPOTA" rollout list --json | jq_py "[r['image'] for r in j['rollouts'] if r['model'] == 'prec'][0]")" = "$(sha256sum "$WORK/prec" | cut -d' ' -f1)" ] ||
   fail "the rollout of v3.1 is not of image 3.1.0: $("$TCPOTA" rollout list)"
+rc=0; "$TCPOTA" rollout create --image 3.1.0+other --model prec > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q "no image has the id or prefix 3.1.0+other, nor is it a version of an image of model prec" "$WORK/out" ||
+  fail "a rollout of another build, 3.1.0+other: rc $rc $(cat "$WORK/out")"
 rc=0; "$TCPOTA" rollout create --image 3.1.1 --model prec > "$WORK/out" 2>&1 || rc=$?
 [ $rc -eq 1 ] && grep -q "no image has the id or prefix 3.1.1, nor is it a version of an image of model prec" "$WORK/out" ||
   fail "a rollout of version 3.1.1 (none): rc $rc $(cat "$WORK/out")"

@@ -207,7 +207,7 @@ kill -CONT $pgpids # before any failure: a stopped PostgreSQL would hold up the 
 grep -q 'the server cannot tell now whether one applies (its database is unreachable); the server asks to check again' "$WORK/pwdev.log" &&
   [ $(((t1 - t0) / 1000000)) -lt 2500 ] ||
   fail "a check-in while the database hung was not told at once to check again ($(((t1 - t0) / 1000000)) ms): $(tail -2 "$WORK/pwdev.log")"
-grep -q "the database has answered nothing for [0-9]* s (a hung database, a stalled disk?); nothing was done: try again later, or through another node" "$WORK/pwapi.out" &&
+grep -q "the database has answered nothing for [0-9]* s (hung, or busy with a long request or a lock); nothing was done: try again later, or through another node" "$WORK/pwapi.out" &&
   [ $(((t2 - t1) / 1000000)) -lt 2500 ] ||
   fail "an API request while the database hung was not refused at once ($(((t2 - t1) / 1000000)) ms): $(cat "$WORK/pwapi.out")"
 [ "$hcode" = 503 ] && grep -qi '^Retry-After: 10' "$WORK/pwota.h" &&
