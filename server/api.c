@@ -218,16 +218,17 @@ struct store_req *api_req(struct api_call *c, enum store_op op)
 
 void api_submit(struct api_call *c, struct store_req *r, api_cont_fn cont)
 {
+    double stuck = store_stuck_s();
     int rc;
 
-    if (!c->stepped && store_waiting_s() > STORE_STUCK_S) {
+    if (!c->stepped && stuck) {
         /* A hung database: queued behind it, the client waited its 30 s
          * for "no answer from the API" (a trial). Refused before its first
          * step only: a later one continues what the database took. */
         store_req_free(r);
         api_error(c, 503, NULL, "the database has answered nothing for %.0f s (hung, or busy"
                   " with a long request or a lock); nothing was done: try again later, or through"
-                  " another node", store_waiting_s());
+                  " another node", stuck);
         return;
     }
     c->stepped = 1;
@@ -614,13 +615,13 @@ static int tokenless_get(struct evhttp_request *req, const char *path)
  * rotation. No token, no data. */
 static void health(struct evhttp_request *req)
 {
-    double waited = store_waiting_s();
+    double waited = store_stuck_s();
     char body[160];
 
     if (!tokenless_get(req, API_HEALTH_PATH)) {
         return;
     }
-    if (waited > STORE_STUCK_S) {
+    if (waited) {
         /* The loop answers, its database does not: every check-in here
          * waits (a trial's hung PostgreSQL left the node in rotation). */
         snprintf(body, sizeof(body), "{\"status\": \"the database has answered nothing for %.0f"

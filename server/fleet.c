@@ -1327,6 +1327,7 @@ int fleet_choose(struct conn *c, const struct tcpota_srv_hello *h,
 {
     struct store_req *r;
     struct checkin *ci;
+    double stuck;
 
     struct fleet *f = c->srv->fleet;
     uint64_t fp = h->report_id ? 0 : hello_fp(f, c, h);
@@ -1344,13 +1345,13 @@ int fleet_choose(struct conn *c, const struct tcpota_srv_hello *h,
         tcpota_srv_set_why(&c->s, c->rec->memo_why);
         return 0; /* NO_UPDATE, as last time */
     }
-    if (!h->report_id && store_waiting_s() > STORE_STUCK_S) {
+    if (!h->report_id && (stuck = store_stuck_s())) {
         /* A hung database: queued behind it, the check-in waited until the
          * device gave up, told that the server sent nothing (a trial). Told
          * to come back, as while it is unreachable; a report waits for the
          * database (nothing else acknowledges it). */
         clog_(c, 0, "decision: no update: the database has answered nothing for %.0f s; asks"
-              " again in %u s", store_waiting_s(), FLEET_RETRY_DOWN_S);
+              " again in %u s", stuck, FLEET_RETRY_DOWN_S);
         *retry_after_s = FLEET_RETRY_DOWN_S;
         tcpota_srv_set_why(&c->s, TCPOTA_WHY_UNKNOWN_NOW);
         return 0;
@@ -1898,10 +1899,9 @@ static void sync_stops(struct server *srv)
         return;
     }
     for (c = srv->conns; c && n < FLEET_SYNC_SCAN_MAX; c = c->next) {
-        if (!c->img || !c->rollout_id || c->closing) continue;
-        for (k = 0; k < n && ids[k] != c->rollout_id; k++) {
+        if (c->img && c->rollout_id && !c->closing) {
+            rollout_ids_add(ids, &n, FLEET_SYNC_SCAN_MAX, c->rollout_id);
         }
-        if (k == n) ids[n++] = c->rollout_id;
     }
     http_ota_rollouts(f->ota, ids, &n, FLEET_SYNC_SCAN_MAX);
     ask = n < FLEET_SYNC_ROLLOUTS_MAX ? n : FLEET_SYNC_ROLLOUTS_MAX;

@@ -9,6 +9,7 @@
 #include "http_reply.h"
 #include "log.h"
 #include "metrics.h"
+#include "rollout.h" /* rollout_ids_add */
 #include "server_internal.h"
 #include "text.h"
 
@@ -349,6 +350,7 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
     struct store_req *r;
     struct http_range probe;
     struct dl *d;
+    double stuck;
     int rc;
 
     if (ota->http) ota_conn_request(ota, req); /* the listener's: its deadline stops */
@@ -406,7 +408,7 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
         free(d);
         return;
     }
-    if (store_waiting_s() > STORE_STUCK_S) {
+    if ((stuck = store_stuck_s())) {
         /* A hung database: queued behind it, the download waited until the
          * device's HTTP client gave up. Told to come back, as a v1
          * check-in is (fleet_choose). */
@@ -415,7 +417,7 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
         snprintf(retry, sizeof(retry), "%u", FLEET_RETRY_DOWN_S);
         ota_add_header(req, "Retry-After", retry);
         ota_refuse(ota, d, req, 503, "the server's database has answered nothing for %.0f s; try"
-                   " again in %s s", store_waiting_s(), retry);
+                   " again in %s s", stuck, retry);
         free(d);
         return;
     }
@@ -489,12 +491,7 @@ void http_ota_rollouts(const struct http_ota *ota, uint64_t *ids, size_t *n, siz
     const struct dl *d;
 
     for (d = ota ? ota->dls : NULL; d && *n < cap; d = d->next) {
-        size_t k;
-
-        if (!d->img || !d->rollout_id) continue;
-        for (k = 0; k < *n && ids[k] != d->rollout_id; k++) {
-        }
-        if (k == *n) ids[(*n)++] = d->rollout_id;
+        if (d->img && d->rollout_id) rollout_ids_add(ids, n, cap, d->rollout_id);
     }
 }
 

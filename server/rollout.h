@@ -186,4 +186,15 @@ size_t rollout_explain(uint64_t id, const struct rollout *ro,
 /* A short English reason for a verdict, for the log and NO_UPDATE. */
 const char *rollout_reason(enum rollout_verdict v);
 
+/* Adds rollout id to the set ids[0..*n) unless it is there already or the
+ * set holds cap (the rollouts of the transfers a node runs: fleet.c). */
+static inline void rollout_ids_add(uint64_t *ids, size_t *n, size_t cap, uint64_t id)
+{
+    size_t k;
+
+    for (k = 0; k < *n && ids[k] != id; k++) {
+    }
+    if (k == *n && *n < cap) ids[(*n)++] = id;
+}
+
 #endif

@@ -100,6 +100,13 @@ double store_waiting_s(void)
     return pending ? mono_s() - (answered > progress_at ? answered : progress_at) : 0;
 }
 
+double store_stuck_s(void)
+{
+    double waited = store_waiting_s();
+
+    return waited > STORE_STUCK_S ? waited : 0;
+}
+
 unsigned long store_pending(void)
 {
     return pending;

@@ -493,6 +493,10 @@ void store_set_down(int down);
 int store_down(void);
 /* Past this long, GET /health answers 503 and the server says so once. */
 #define STORE_STUCK_S 10.0
+/* Loop thread: store_waiting_s() once past STORE_STUCK_S (the database is
+ * taken for hung: /health 503, check-ins without a report, HTTP downloads
+ * and new API requests told to come back), else 0. */
+double store_stuck_s(void);
 /* store->vt->close(); NULL: no-op. */
 void store_close(struct store *st);
 
