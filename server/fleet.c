@@ -1259,6 +1259,7 @@ static void checkin_done(struct store_req *r)
         /* Nothing to acknowledge: the device asks again later. */
         clog_(c, 0, "decision: no update: the database is unreachable; asks again in %u s",
               FLEET_RETRY_DOWN_S);
+        metrics_deferred(METRICS_V1, METRICS_DB_UNREACHABLE);
         tcpota_srv_set_why(&c->s, TCPOTA_WHY_UNKNOWN_NOW);
         (void)tcpota_srv_offer(&c->s, NULL, FLEET_RETRY_DOWN_S, &offered, &start);
         store_req_free(r);
@@ -1268,6 +1269,7 @@ static void checkin_done(struct store_req *r)
     if (r->rc < 0) {
         uint32_t retry = r->rc == STORE_E_UNAVAILABLE ? FLEET_RETRY_DOWN_S : FLEET_RETRY_ERROR_S;
         srv->fleet->db_errors++;
+        metrics_deferred(METRICS_V1, fleet_deferred_why(r));
         clog_(c, 1, "store error: %s; the device is told to try again in %u s%s", r->err, retry,
               r->u.checkin.report_id ? " (its report is not acknowledged: it keeps it)" : "");
         /* ERROR, not NO_UPDATE: the device keeps its report for next time. */
@@ -1352,6 +1354,7 @@ int fleet_choose(struct conn *c, const struct tcpota_srv_hello *h,
          * database (nothing else acknowledges it). */
         clog_(c, 0, "decision: no update: the database has answered nothing for %.0f s; asks"
               " again in %u s", stuck, FLEET_RETRY_DOWN_S);
+        metrics_deferred(METRICS_V1, METRICS_DB_HUNG);
         *retry_after_s = FLEET_RETRY_DOWN_S;
         tcpota_srv_set_why(&c->s, TCPOTA_WHY_UNKNOWN_NOW);
         return 0;
@@ -1484,6 +1487,7 @@ static void legacy_checkin_done(struct store_req *r)
     }
     if (r->rc < 0) {
         clog_(c, 1, "store error: %s; closing", r->err);
+        metrics_deferred(METRICS_LEGACY, fleet_deferred_why(r));
         store_req_free(r);
         (void)conn_close(c, 1);
         return;

@@ -7,6 +7,7 @@
 #ifndef TCPOTA_SERVER_FLEET_INTERNAL_H
 #define TCPOTA_SERVER_FLEET_INTERNAL_H
 
+#include "metrics.h"
 #include "store.h"
 
 #include "tcpota/server.h"
@@ -29,6 +30,13 @@ struct fleet_who {
  * check-in reads what they wrote), with r->now set. Returns 0, or -1 after
  * logging why and freeing r (the store cannot even queue it). */
 int fleet_submit(struct server *srv, struct store_req *r);
+
+/* Why the store did not decide the check-in r it failed, as
+ * tcpota_checkins_deferred_total counts it (fleet.c, http_ota_decide.c). */
+static inline enum metrics_deferred fleet_deferred_why(const struct store_req *r)
+{
+    return r->rc == STORE_E_UNAVAILABLE ? METRICS_DB_UNREACHABLE : METRICS_DB_ERROR;
+}
 
 /* Called first by the done of a STORE_CHECKIN r: 1 when r's rollout image
  * is not loaded yet. Its load then runs off the loop (or already does), r

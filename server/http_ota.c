@@ -418,6 +418,7 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
         ota_add_header(req, "Retry-After", retry);
         ota_refuse(ota, d, req, 503, "the server's database has answered nothing for %.0f s; try"
                    " again in %s s", stuck, retry);
+        metrics_deferred(METRICS_HTTP, METRICS_DB_HUNG);
         free(d);
         return;
     }

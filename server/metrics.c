@@ -39,11 +39,14 @@ struct histogram {
 static struct {
     uint64_t connections[METRICS_PROTO_COUNT];
     uint64_t checkins[METRICS_PROTO_COUNT];
+    uint64_t deferred[METRICS_PROTO_COUNT][METRICS_DEFERRED_COUNT];
     struct row rows[METRICS_ROLLOUTS + 1]; /* + the "other" row */
     struct histogram store[METRICS_STORE_OP_COUNT];
 } m;
 
 static const char *const proto_names[METRICS_PROTO_COUNT] = {"v1", "legacy", "http"};
+static const char *const deferred_names[METRICS_DEFERRED_COUNT] = {
+    "database_unreachable", "database_hung", "database_error"};
 static const char *const op_names[METRICS_STORE_OP_COUNT] = {"checkin", "events", "other"};
 
 void metrics_reset(void)
@@ -59,6 +62,11 @@ void metrics_connection(enum metrics_proto p)
 void metrics_checkin(enum metrics_proto p)
 {
     m.checkins[p]++;
+}
+
+void metrics_deferred(enum metrics_proto p, enum metrics_deferred why)
+{
+    m.deferred[p][why]++;
 }
 
 /* The row of (rollout, image): the one holding it, a free one, or "other". */
@@ -165,6 +173,24 @@ static int by_proto(struct evbuffer *out, const char *name, const char *help, co
     return bad;
 }
 
+static int deferred(struct evbuffer *out)
+{
+    static const char name[] = "tcpota_checkins_deferred_total";
+    size_t p, w;
+    int bad = head(out, name, "counter",
+                   "Device check-ins the store could not decide (the device is told to come back),"
+                   " by protocol and why.");
+
+    for (p = 0; p < METRICS_PROTO_COUNT; p++) {
+        for (w = 0; w < METRICS_DEFERRED_COUNT; w++) {
+            bad |= evbuffer_add_printf(out, "%s{protocol=\"%s\",why=\"%s\"} %llu\n", name,
+                                       proto_names[p], deferred_names[w],
+                                       (unsigned long long)m.deferred[p][w]) < 0;
+        }
+    }
+    return bad;
+}
+
 static int declines(struct evbuffer *out)
 {
     static const char name[] = "tcpota_declines_total";
@@ -254,6 +280,7 @@ int metrics_render(struct evbuffer *out, const struct metrics_live *live, size_t
                     "Device connections by protocol (http: download requests).", m.connections);
     bad |= by_proto(out, "tcpota_checkins_total",
                     "Device check-ins decided from the store, by protocol.", m.checkins);
+    bad |= deferred(out);
     bad |= per_row(out, "tcpota_offers_total", "Images offered, per rollout and image.",
                    METRICS_OFFERED);
     bad |= per_row(out, "tcpota_completions_total",

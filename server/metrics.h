@@ -36,6 +36,14 @@ enum metrics_event {
     METRICS_EVENT_COUNT
 };
 
+/* Why a check-in was not decided: the device is told to come back. */
+enum metrics_deferred {
+    METRICS_DB_UNREACHABLE = 0, /* the store cannot reach its database */
+    METRICS_DB_HUNG,            /* the database has answered nothing for STORE_STUCK_S */
+    METRICS_DB_ERROR,           /* the store failed the check-in (another error) */
+    METRICS_DEFERRED_COUNT
+};
+
 /* What a store request is, for its latency histogram. */
 enum metrics_store_op { METRICS_STORE_CHECKIN = 0, METRICS_STORE_EVENTS, METRICS_STORE_OTHER,
                         METRICS_STORE_OP_COUNT };
@@ -55,6 +63,9 @@ void metrics_reset(void);
 void metrics_connection(enum metrics_proto p);
 /* A device checked in (its decision was taken from the store's answer). */
 void metrics_checkin(enum metrics_proto p);
+/* A device's check-in was not decided (why), and it was told to come
+ * back (a legacy device: closed, as it retries itself). */
+void metrics_deferred(enum metrics_proto p, enum metrics_deferred why);
 /* ev happened to a device in rollout (0: none) about image (32 bytes). */
 void metrics_event(uint64_t rollout, const uint8_t *image, enum metrics_event ev);
 /* A device declined an offer; reason: the tcpota_err it gave (negative). */

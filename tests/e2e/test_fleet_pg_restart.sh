@@ -33,6 +33,13 @@ wait_count() {
   fail "only $(count "$1") of $2 lines /$1/ in the nodes' logs after $3 s"
 }
 
+# deferred API_PORT PROTOCOL WHY: the node's count of check-ins it could
+# not decide for WHY (GET /metrics, tcpota_checkins_deferred_total).
+deferred() {
+  curl -s -m 5 "http://127.0.0.1:$1/metrics" |
+    sed -nE "s/^tcpota_checkins_deferred_total\{protocol=\"$2\",why=\"$3\"\} ([0-9]+)$/\1/p"
+}
+
 wait_count 'decision: offer 2.0.0' "$N" 20
 pg_stop "$WORK/pg" || fail "pg_ctl stop failed"
 running=$((N - $(count 'verified by the device')))
@@ -54,6 +61,8 @@ grep -q '\[late-1 .*decision: no update: the database is unreachable; asks again
   fail "node 1 did not tell late-1 to come back"
 grep -q 'late-1: no update now, running 1.0.0: the server cannot tell now whether one applies (its database is unreachable); the server asks to check again in' "$WORK/late-1.log" ||
   fail "late-1 did not say it was told to come back: $(cat "$WORK/late-1.log")"
+n=$(deferred "${apis[0]}" v1 database_unreachable)
+[ "${n:-0}" -ge 1 ] || fail "node 1's /metrics counted '$n' check-ins deferred while the database was unreachable"
 # Each node's GET /health answers 503: HAProxy sends none of them a new
 # connection (the devices' reports wait on the devices, which come back).
 for i in 1 2 3; do
@@ -61,7 +70,7 @@ for i in 1 2 3; do
   [ "$code" = 503 ] && grep -q "unreachable from this node" "$WORK/health.json" ||
     fail "node $i's /health while the database was down: $code $(cat "$WORK/health.json")"
 done
-ok "database down: every transfer ended, the API answers 503, a check-in gets NO_UPDATE, /health answers 503"
+ok "database down: every transfer ended, the API answers 503, a check-in gets NO_UPDATE (counted deferred in /metrics), /health answers 503"
 
 pg_start "$WORK/pg" || fail "PostgreSQL did not start again"
 ok "PostgreSQL started again"
@@ -214,6 +223,10 @@ grep -q "the database has answered nothing for [0-9]* s (hung, or busy with a lo
   grep -q "database has answered nothing for" "$WORK/pwota.b" && [ $(((t3 - t2) / 1000000)) -lt 2500 ] ||
   fail "an HTTP download while the database hung was not refused at once ($(((t3 - t2) / 1000000)) ms): $hcode $(cat "$WORK/pwota.h" "$WORK/pwota.b")"
 [ "$code2" = 503 ] || fail "/health after the hung database's connection was dropped: $code2 $(cat "$WORK/health2.json")"
+for proto in v1 http; do
+  n=$(deferred "$pwapi" $proto database_hung)
+  [ "${n:-0}" -ge 1 ] || fail "/metrics counted '$n' $proto check-ins deferred while the database hung"
+done
 ! head -n "$cut_lines" "$WORK/pw.log" | grep -q 'store: the database answers again' ||
   fail "the node said the hung database answers again: $(grep 'store:' "$WORK/pw.log" | tail -4)"
 wait_line "$WORK/pw.log" 'store: the database answers again' 10
@@ -230,7 +243,7 @@ waiting=$(sed -nE 's/.*answered nothing for [0-9]+ s while ([0-9]+) requests? wa
 grep -qE '"waiting": [12]\}' "$WORK/health.json" || fail "/health did not say the one request waiting: $(cat "$WORK/health.json")"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pwapi/health")" = 200 ] || fail "/health after the hang"
 kill -TERM "$pw"; wait "$pw" || fail "the node exited $? on SIGTERM"
-ok "a hung database: said after 10 s with the $waiting request(s) waiting, check-ins, the API and HTTP downloads told at once, /health 503 meanwhile (after its connection was dropped too), 200 and said again once it answers"
+ok "a hung database: said after 10 s with the $waiting request(s) waiting, check-ins (counted deferred in /metrics), the API and HTTP downloads told at once, /health 503 meanwhile (after its connection was dropped too), 200 and said again once it answers"
 
 # Past --db-timeout with the database still hung, the node drops its
 # connection: the check-in waiting on it is answered as while the database

@@ -88,6 +88,30 @@ static void test_rows_and_protocols(void **state)
     free(t);
 }
 
+/* A check-in the store could not decide counts by protocol and why, each
+ * pair apart, every pair rendered from zero (a rate over it needs the 0). */
+static void test_deferred_checkins(void **state)
+{
+    char *t;
+
+    (void)state;
+    metrics_reset();
+    metrics_deferred(METRICS_V1, METRICS_DB_HUNG);
+    metrics_deferred(METRICS_V1, METRICS_DB_HUNG);
+    metrics_deferred(METRICS_HTTP, METRICS_DB_UNREACHABLE);
+    metrics_deferred(METRICS_LEGACY, METRICS_DB_ERROR);
+    t = render(NULL, 0);
+    has_line(t, "# TYPE tcpota_checkins_deferred_total counter");
+    has_line(t, "tcpota_checkins_deferred_total{protocol=\"v1\",why=\"database_hung\"} 2");
+    has_line(t, "tcpota_checkins_deferred_total{protocol=\"v1\",why=\"database_unreachable\"} 0");
+    has_line(t, "tcpota_checkins_deferred_total{protocol=\"http\",why=\"database_unreachable\"} 1");
+    has_line(t, "tcpota_checkins_deferred_total{protocol=\"legacy\",why=\"database_error\"} 1");
+    has_line(t, "tcpota_checkins_total{protocol=\"v1\"} 0"); /* not decided: not a check-in */
+    assert_int_equal(count_of(t, "\ntcpota_checkins_deferred_total{"),
+                     METRICS_PROTO_COUNT * METRICS_DEFERRED_COUNT);
+    free(t);
+}
+
 /* A row is one (rollout, image): two images of one rollout count apart. */
 static void test_rows_by_image(void **state)
 {
@@ -204,6 +228,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rows_and_protocols),
+        cmocka_unit_test(test_deferred_checkins),
         cmocka_unit_test(test_rows_by_image),
         cmocka_unit_test(test_only_what_happened),
         cmocka_unit_test(test_live_figures_add_up),
