@@ -1545,8 +1545,19 @@ int fleet_legacy_start(struct conn *c)
 {
     struct store_req *r;
     struct checkin *ci;
+    double stuck;
 
     snprintf(c->dev, sizeof(c->dev), "legacy-%s", c->addr);
+    if ((stuck = store_stuck_s())) {
+        /* A hung database: not queued behind it (as fleet_choose). A
+         * legacy device has no word for "come back": closed, it asks
+         * again on its own. */
+        clog_(c, 0, "decision: no update: the database has answered nothing for %.0f s; closing"
+              " (the device asks again)", stuck);
+        metrics_deferred(METRICS_LEGACY, METRICS_DB_HUNG);
+        (void)conn_close(c, 1);
+        return -1;
+    }
     r = checkin_new(c, legacy_checkin_done, FLEET_LEGACY_MODEL, "", STORE_PROTO_LEGACY);
     if (!r) {
         (void)conn_close(c, 1);

@@ -201,6 +201,17 @@ t2=$(date +%s%N)
 hcode=$(curl -s -m 8 -D "$WORK/pwota.h" -o "$WORK/pwota.b" -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' \
   "http://127.0.0.1:$pwapi/ota/esp32?device=pw-http" || true)
 t3=$(date +%s%N)
+legacy=$(python3 - "$pwport" <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=8)
+s.sendall(b"req0\r\n\r\n")
+try:
+    print(len(s.recv(100)))  # 0: closed
+except socket.timeout:
+    print("timeout")
+PY
+)
+t4=$(date +%s%N)
 # Past --db-timeout (12 s here) the connection is dropped: the statement
 # the cut failed is no answer (it was taken for one: "the database answers
 # again", and 200, while it still hung), nor are the requests an outage
@@ -222,8 +233,11 @@ grep -q "the database has answered nothing for [0-9]* s (hung, or busy with a lo
 [ "$hcode" = 503 ] && grep -qi '^Retry-After: 10' "$WORK/pwota.h" &&
   grep -q "database has answered nothing for" "$WORK/pwota.b" && [ $(((t3 - t2) / 1000000)) -lt 2500 ] ||
   fail "an HTTP download while the database hung was not refused at once ($(((t3 - t2) / 1000000)) ms): $hcode $(cat "$WORK/pwota.h" "$WORK/pwota.b")"
+[ "$legacy" = 0 ] && [ $(((t4 - t3) / 1000000)) -lt 2500 ] &&
+  grep -q '\[legacy-127\.0\.0\.1 127\.0\.0\.1:[0-9]*\] decision: no update: the database has answered nothing for [0-9]* s; closing (the device asks again)' "$WORK/pw.log" ||
+  fail "a legacy device while the database hung was not closed at once ($legacy, $(((t4 - t3) / 1000000)) ms): $(grep legacy "$WORK/pw.log" | tail -2)"
 [ "$code2" = 503 ] || fail "/health after the hung database's connection was dropped: $code2 $(cat "$WORK/health2.json")"
-for proto in v1 http; do
+for proto in v1 http legacy; do
   n=$(deferred "$pwapi" $proto database_hung)
   [ "${n:-0}" -ge 1 ] || fail "/metrics counted '$n' $proto check-ins deferred while the database hung"
 done
@@ -243,7 +257,7 @@ waiting=$(sed -nE 's/.*answered nothing for [0-9]+ s while ([0-9]+) requests? wa
 grep -qE '"waiting": [12]\}' "$WORK/health.json" || fail "/health did not say the one request waiting: $(cat "$WORK/health.json")"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pwapi/health")" = 200 ] || fail "/health after the hang"
 kill -TERM "$pw"; wait "$pw" || fail "the node exited $? on SIGTERM"
-ok "a hung database: said after 10 s with the $waiting request(s) waiting, check-ins (counted deferred in /metrics), the API and HTTP downloads told at once, /health 503 meanwhile (after its connection was dropped too), 200 and said again once it answers"
+ok "a hung database: said after 10 s with the $waiting request(s) waiting, check-ins (counted deferred in /metrics), the API, HTTP downloads and legacy devices told at once, /health 503 meanwhile (after its connection was dropped too), 200 and said again once it answers"
 
 # Past --db-timeout with the database still hung, the node drops its
 # connection: the check-in waiting on it is answered as while the database
