@@ -1416,7 +1416,13 @@ static int overridden_later(const struct serve_config_args *a, int i)
 
     if (n == strlen("pubkey") && strncmp(s, "pubkey", n) == 0) return 0;
     for (j = a->nowned + 1; j < a->argc; j++) {
+        char flag[64];
+
         if (strncmp(a->argv[j], "--", 2) != 0) continue; /* a value */
+        /* Only an option serve takes overrides (a trial's --no-allow-legacy
+         * was said to, then refused as unknown). */
+        snprintf(flag, sizeof(flag), "%.*s", (int)strcspn(a->argv[j], "="), a->argv[j]);
+        if (serve_option(flag) < 0) continue;
         t = setting_of(a->argv[j], &m);
         if (m == n && strncmp(s, t, n) == 0) last = j;
     }

@@ -12,6 +12,8 @@
 
 /* A line longer than this is not a config line (paths stay far below). */
 #define MAX_LINE 4096
+/* The longest name nearest_option() compares (the options' are shorter). */
+#define MAX_NAME 40
 /* Lines one file may hold: the serve flags fit many times over. */
 #define MAX_LINES 1024
 
@@ -40,6 +42,52 @@ static int find_option(const char *name, size_t len)
         if (strlen(options[i].name) == len && memcmp(options[i].name, name, len) == 0) return (int)i;
     }
     return -1;
+}
+
+/* The edit distance between a and b (insertions, deletions, changes and
+ * swaps of neighbours, case ignored), counted up to NEAR_MAX + 1. */
+#define NEAR_MAX 2
+static unsigned distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), i, j;
+    unsigned d[MAX_NAME + 1][MAX_NAME + 1];
+
+    if (la > MAX_NAME || lb > MAX_NAME) {
+        return NEAR_MAX + 1;
+    }
+    for (i = 0; i <= la; i++) d[i][0] = (unsigned)i;
+    for (j = 0; j <= lb; j++) d[0][j] = (unsigned)j;
+    for (i = 1; i <= la; i++) {
+        for (j = 1; j <= lb; j++) {
+            unsigned c = tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
+            unsigned v = d[i - 1][j - 1] + c;
+            if (d[i - 1][j] + 1 < v) v = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < v) v = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < v) {
+                v = d[i - 2][j - 2] + 1;
+            }
+            d[i][j] = v;
+        }
+    }
+    return d[la][lb];
+}
+
+/* The option nearest to the unknown name (a typo, or a name in capitals):
+ * its index when it is within NEAR_MAX edits and no other is as near, or -1. */
+static int nearest_option(const char *name)
+{
+    unsigned best = NEAR_MAX + 1, d;
+    int k = -1, ties = 0;
+    size_t i;
+
+    for (i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
+        if ((d = distance(name, options[i].name)) < best) {
+            best = d, k = (int)i, ties = 0;
+        } else if (d == best) {
+            ties++;
+        }
+    }
+    return best <= NEAR_MAX && !ties ? k : -1;
 }
 
 int serve_option(const char *arg)
@@ -95,16 +143,18 @@ static int read_line(FILE *f, char *buf, size_t cap, size_t *len)
 }
 
 /* The first byte of a line a text file cannot hold (a control character
- * but tab and carriage return, NUL included): its offset, or len. Such a
- * line is refused and never echoed (a binary file's bytes would reach the
- * terminal), and a NUL must not silently end a value. */
+ * but tab, and carriage return at the line's end: CRLF; NUL included): its
+ * offset, or len. Such a line is refused and never echoed (a binary file's
+ * bytes would reach the terminal; a lone CR, from an old Mac editor, sends
+ * the cursor back over the message), and a NUL must not silently end a
+ * value. */
 static size_t not_text(const char *s, size_t len)
 {
     size_t i;
 
     for (i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if ((c < 0x20 && c != '\t' && c != '\r') || c == 0x7f) {
+        if ((c < 0x20 && c != '\t' && !(c == '\r' && i + 1 == len)) || c == 0x7f) {
             break;
         }
     }
@@ -150,7 +200,13 @@ static int read_flags(FILE *f, const char *path, struct serve_config_args *out)
             b += bom;
             len -= bom;
         }
-        if ((at = not_text(b, len)) < len) {
+        if ((at = not_text(b, len)) < len && b[at] == '\r') {
+            snprintf(msg, sizeof(msg), "byte %zu of the line is a carriage return (0x0d) before its "
+                     "end: lines end with a newline (or CR LF); save the file with Unix or Windows "
+                     "line ends", (size_t)(b - buf) + at + 1);
+            return bad(path, line, msg);
+        }
+        if (at < len) {
             snprintf(msg, sizeof(msg), "byte %zu of the line is 0x%02x, which a config file cannot "
                                        "hold; is this a config file?",
                      (size_t)(b - buf) + at + 1, (unsigned)(unsigned char)b[at]);
@@ -180,9 +236,11 @@ static int read_flags(FILE *f, const char *path, struct serve_config_args *out)
             return bad(path, line, msg);
         }
         if (k < 0) {
+            int near = nearest_option(s);
             visible(s, opt, sizeof(opt));
-            snprintf(msg, sizeof(msg), "unknown option '%s'; the options are those of `tcpota "
-                                       "serve --help`, without the leading --", opt);
+            snprintf(msg, sizeof(msg), "unknown option '%s'%s%s%s; the options are those of `tcpota "
+                     "serve --help`, without the leading --", opt, near < 0 ? "" : " (did you mean '",
+                     near < 0 ? "" : options[near].name, near < 0 ? "" : "'?)");
             return bad(path, line, msg);
         }
         if (options[k].takes_value && !*val) {

@@ -42,7 +42,13 @@ grep -qx 'tcpota serve: note: --progress on the command line overrides line 6 of
   fail "no note of --progress over no-progress: $(head -3 progress.log)"
 [ "$(grep -c 'overrides line' progress.log)" = 1 ] || fail "other lines said overridden: $(grep 'overrides' progress.log)"
 stop_serve
-ok "the command line wins over the config file (--log-format text, --progress), and says so"
+# An option serve does not take overrides nothing: no note before its refusal
+# (a trial: '--no-allow-legacy on the command line overrides line 1').
+printf 'allow-legacy\n' > legacy.conf
+rc=0; timeout 10 "$TCPOTA" serve --config legacy.conf --no-allow-legacy img.bin > /dev/null 2> nolegacy.log || rc=$?
+[ $rc -eq 2 ] && grep -qx 'tcpota serve: unknown option --no-allow-legacy; see tcpota serve --help' nolegacy.log &&
+  ! grep -q overrides nolegacy.log || fail "an unknown --no- option: rc $rc: $(cat nolegacy.log)"
+ok "the command line wins over the config file (--log-format text, --progress), and says so (not for an option serve does not take)"
 
 # expect_refused NAME CONTENT REGEX: a config file with CONTENT is refused
 # (exit 2) with a message matching REGEX.
@@ -54,6 +60,11 @@ expect_refused() {
   grep -qE "$3" "$1.log" || fail "$1: no /$3/ in: $(cat "$1.log")"
 }
 expect_refused unknown '# x\nversion 1.0.0\nlisten-port 80\n' 'unknown.conf:3: unknown option .listen-port.'
+# A typo, or the name in capitals: the option meant is named (a trial
+# read only 'unknown option'); none where two are as near, or none is.
+expect_refused typo 'lsiten 127.0.0.1:0\n' "typo.conf:1: unknown option 'lsiten' \\(did you mean 'listen'\\?\\); the options are those of"
+expect_refused caps 'MAX-CONNS 5\n' "caps.conf:1: unknown option 'MAX-CONNS' \\(did you mean 'max-conns'\\?\\)"
+expect_refused far 'frobnicate 5\n' "far.conf:1: unknown option 'frobnicate'; the options"
 expect_refused dashes '--version 1.0.0\n' 'dashes.conf:1: write the option as .version., without the leading dashes'
 expect_refused equals 'version=1.0.0\n' "equals.conf:1: write 'version 1.0.0' \\(a space between the option and its value, not '='\\)"
 expect_refused novalue 'version 1.0.0\nlisten\n' "novalue.conf:2: 'listen' needs a value"
@@ -84,6 +95,10 @@ grep -q 'binary.conf:1: byte 1 of the line is 0x01, which a config file cannot h
 expect_refused nul 'listen 127.0.0.1:0\nversion 1.0.0\0garbage\n' 'nul.conf:2: byte 14 of the line is 0x00'
 expect_refused esc 'version 1.0\x1b[31m\n' 'esc.conf:1: byte 12 of the line is 0x1b'
 expect_refused del 'version 1.0.0\x7f\n' 'del.conf:1: byte 14 of the line is 0x7f'
+# A carriage return inside a line (an old Mac editor's line end): refused,
+# said in words; echoed raw it sent the cursor back over the message.
+expect_refused cr 'listen 127.0.0.1:0\rno-progress\r\n' 'cr.conf:1: byte 19 of the line is a carriage return \(0x0d\) before its end: lines end with a newline \(or CR LF\)'
+[ "$(tr -cd '\r' < cr.log | wc -c)" = 0 ] || fail "a CR was echoed: $(cat -v cr.log)"
 # More lines than a config file holds (1024): refused at the first one past
 # it, not written past the table that keeps the file's flags.
 printf 'quiet\n%.0s' $(seq 1100) > long.conf
