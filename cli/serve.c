@@ -1177,13 +1177,26 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
         } else if (strcmp(a, "--manifest") == 0) {
             src.manifest = val;
         } else if (strcmp(a, "--pubkey") == 0) {
+            uint8_t key[sizeof(src.keys[0])];
+            size_t k;
+
+            if (sodium_init() < 0 || check_arg(NULL, val, "--pubkey", 0) < 0 ||
+                cli_load_pubkey(val, key) < 0) return 2;
+            for (k = 0; k < src.nkeys && memcmp(src.keys[k], key, sizeof(key)) != 0; k++) {
+            }
+            if (k < src.nkeys) {
+                /* The config file's and the unit's, say: the same key
+                 * twice counted twice towards MAX_KEYS (a trial). */
+                fprintf(stderr, "tcpota serve: note: --pubkey %s is a key given before; taken once\n",
+                        val);
+                continue;
+            }
             if (src.nkeys == MAX_KEYS) {
-                fprintf(stderr, "tcpota serve: at most %d --pubkey\n", MAX_KEYS);
+                fprintf(stderr, "tcpota serve: --pubkey %s: at most %d different keys; remove those"
+                        " no image is signed with any more\n", val, MAX_KEYS);
                 return 2;
             }
-            if (sodium_init() < 0 || check_arg(NULL, val, "--pubkey", 0) < 0 ||
-                cli_load_pubkey(val, src.keys[src.nkeys]) < 0) return 2;
-            src.nkeys++;
+            memcpy(src.keys[src.nkeys++], key, sizeof(key));
         } else if (strcmp(a, "--auth-file") == 0) {
             src.auth_file = val;
         } else if (strcmp(a, "--tls-cert") == 0) {

@@ -392,8 +392,15 @@ refused_flags "--api: ':8071' has no host before ':'; give 127.0.0.1:8071 (this 
 # At most 8 --pubkey: a ninth is refused, not stored past the table.
 "$TCPOTA" keygen --out trust 2> /dev/null || fail "keygen failed"
 refused_flags "^tcpota serve: --no-require-signed $signed_why" --pubkey trust.pub --data fleet-tls --api off --no-require-signed
+keys=(); for i in 1 2 3 4 5 6 7 8 9; do "$TCPOTA" keygen --out "k$i" 2> /dev/null; keys+=(--pubkey "k$i.pub"); done
+refused_flags '^tcpota serve: --pubkey k9.pub: at most 8 different keys; remove those no image is signed with any more$' \
+  "${keys[@]}" --data fleet-tls --api off
+# The same key again (the config file's and the unit's) is taken once, said
+# so, and does not count towards the 8 (a trial: nine copies were refused).
 keys=(); for i in 1 2 3 4 5 6 7 8 9; do keys+=(--pubkey trust.pub); done
-refused_flags 'at most 8 --pubkey' "${keys[@]}" --data fleet-tls --api off
+refused_flags 'log-format' "${keys[@]}" --data fleet-tls --api off --log-format xml
+[ "$(grep -c '^tcpota serve: note: --pubkey trust.pub is a key given before; taken once$' refused.log)" = 8 ] &&
+  ! grep -q 'at most' refused.log || fail "nine copies of one --pubkey: $(cat refused.log)"
 [ ! -e fleet-tls ] || fail "a refused fleet start created its data directory"
 refused_flags '--require-auth needs --auth-file' --version 2.0.0 --require-auth img.bin
 # --max-unauth-per-addr caps connections that have not authenticated yet,
@@ -411,7 +418,7 @@ PIDS+=($!)
 wait_line unauth.log 'listening on'
 stop_serve
 ok "--max-unauth-per-addr without --require-auth or --tls-cert is refused (it would cap nothing); with --require-auth it is taken"
-ok "--tls-cert or --tls-key alone (fleet and image mode), --require-auth without --auth-file, --db without --data, empty or not a valid connection string, --workers with --data, --log-format xml, --auth-file or --require-signed with --data, --max-unauth-per-addr or --chunk out of range, 9 --pubkey: exit 2"
+ok "--tls-cert or --tls-key alone (fleet and image mode), --require-auth without --auth-file, --db without --data, empty or not a valid connection string, --workers with --data, --log-format xml, --auth-file or --require-signed with --data, --max-unauth-per-addr or --chunk out of range, 9 different --pubkey keys: exit 2 (9 copies of one: taken once)"
 
 # A descriptor limit below --max-conns: the warning says what happens and
 # what to do (before: only that the limit was below).
