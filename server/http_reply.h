@@ -104,9 +104,12 @@ static inline unsigned http_header_count(struct evhttp_request *req, const char 
 /* Why req's framing cannot be trusted, or NULL: libevent 2.1 takes the
  * first of several Content-Length headers, and one with a sign in it,
  * where a proxy in front may have framed the same bytes otherwise (request
- * smuggling). (A Transfer-Encoding other than chunked never gets here:
- * libevent answers it itself and closes.) Nor may a HEAD or a TRACE carry
- * a body: libevent reads none for them, so the bytes of one would be read
+ * smuggling). A Transfer-Encoding other than chunked (gzip, xchunked)
+ * libevent ignores: it reads the body by Content-Length, or none, and the
+ * body's bytes became the next request (a hostile trial ran a smuggled
+ * rollout pause so; libevent itself refuses one with a Content-Length,
+ * as it does chunked with one, or after a chunked one). Nor may a HEAD or a TRACE carry a
+ * body: libevent reads none for them, so the bytes of one would be read
  * as the next request, where a proxy took them for a body. Such a request is
  * answered 400 and its connection closed (Connection: close), so that no
  * byte after it is read as a request of its own. */
@@ -127,8 +130,13 @@ static inline const char *http_framing_bad(struct evhttp_request *req)
             if (bodyless && strspn(kv->value, "0") != strlen(kv->value)) {
                 return "a HEAD or TRACE request carries no body, and this one says it has one";
             }
-        } else if (bodyless && strcasecmp(kv->key, "Transfer-Encoding") == 0) {
-            return "a HEAD or TRACE request carries no body, and this one says it has one";
+        } else if (strcasecmp(kv->key, "Transfer-Encoding") == 0) {
+            if (bodyless) {
+                return "a HEAD or TRACE request carries no body, and this one says it has one";
+            }
+            if (strcasecmp(kv->value, "chunked") != 0) {
+                return "a Transfer-Encoding other than chunked";
+            }
         }
     }
     return NULL;

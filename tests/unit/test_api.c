@@ -1952,6 +1952,11 @@ static void test_framing_refused(void **state)
     static const char *const cases[][3] = {
         {"POST", "Content-Length: 2\r\nContent-Length: 40", "Content-Length given twice"},
         {"POST", "Content-Length: +2", "Content-Length is not a number of bytes"},
+        /* libevent read no body for these, and "{}" became the next request. */
+        {"POST", "Transfer-Encoding: gzip", "a Transfer-Encoding other than chunked"},
+        {"POST", "Transfer-Encoding: xchunked", "a Transfer-Encoding other than chunked"},
+        {"POST", "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked",
+         "a Transfer-Encoding other than chunked"},
         /* (The answer to a HEAD has no body to hold the reason.) */
         {"HEAD", "Content-Length:", "HTTP/1.1 400"},
         {"HEAD", "Content-Length: 64", "HTTP/1.1 400"},
@@ -1964,10 +1969,14 @@ static void test_framing_refused(void **state)
         char req[512];
         const char *p;
         int fd, n = 0, post = strcmp(cases[k][0], "POST") == 0;
+        /* A chunked body where the request says chunked (libevent reads
+         * it so), else "{}". */
+        int chunked = post && strstr(cases[k][1], "Transfer-Encoding: chunked") != NULL;
         snprintf(req, sizeof req, "%s /v1/%s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
                  TOKEN "\r\n%s\r\n\r\n%sGET /v1/images HTTP/1.1\r\nHost: x\r\n"
                  "Authorization: Bearer " TOKEN "\r\n\r\n", cases[k][0],
-                 post ? "rollouts" : "images", cases[k][1], post ? "{}" : "");
+                 post ? "rollouts" : "images", cases[k][1],
+                 chunked ? "2\r\n{}\r\n0\r\n\r\n" : post ? "{}" : "");
         fd = raw_open(req);
         raw_read(fd, buf, sizeof buf, 100);
         close(fd);
