@@ -353,6 +353,9 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
     double stuck;
     int rc;
 
+    if (http_refuse_connect(req, "{\"error\":\"downloads answer GET and HEAD only\"}")) {
+        return;
+    }
     if (ota->http) ota_conn_request(ota, req); /* the listener's: its deadline stops */
     if (!path) { /* the request line or its headers did not parse, or were too long */
         rc = evhttp_request_get_response_code(req);

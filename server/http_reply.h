@@ -7,7 +7,10 @@
 #define TCPOTA_SERVER_HTTP_REPLY_H
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
+#include <openssl/ssl.h>
 #include <sys/queue.h> /* TAILQ_FOREACH, which keyvalq_struct.h does not bring */
 #include <event2/keyvalq_struct.h>
 #include <stdio.h>
@@ -68,26 +71,68 @@ static inline size_t http_answer_text(char *reply, size_t size, const char *stat
     return rl > 0 && (size_t)rl < size ? (size_t)rl : 0;
 }
 
-/* Answers a connection at once, before evhttp reads a request of it (on
- * its socket s): status ("400 Bad Request"), the body's content type,
- * extra headers (each ending in CRLF) and the body, then the close. What
- * the peer sent already (up to HTTP_DRAIN_MAX: a peer that keeps sending
- * must not hold the loop) is read first, so that the close does not reset
- * the connection under the answer. Frees evcon. */
-static inline void http_answer_close(struct evhttp_connection *evcon, evutil_socket_t s,
-                                     const char *status, const char *ctype, const char *headers,
-                                     const char *body)
+/* Closes evcon's socket s once its answer is sent: what the peer sent
+ * already (up to HTTP_DRAIN_MAX: a peer that keeps sending must not hold
+ * the loop) is read first, so that the close does not reset the
+ * connection under the answer. Frees evcon. */
+static inline void http_close_drained(struct evhttp_connection *evcon, evutil_socket_t s)
 {
-    char reply[HTTP_ANSWER_MAX], sink[4096];
-    size_t drained = 0, rl = http_answer_text(reply, sizeof reply, status, ctype, headers, body);
+    char sink[4096];
+    size_t drained = 0;
     ssize_t k;
 
-    if (rl) (void)send(s, reply, rl, MSG_DONTWAIT | MSG_NOSIGNAL);
     (void)shutdown(s, SHUT_WR);
     while (drained < HTTP_DRAIN_MAX && (k = recv(s, sink, sizeof sink, MSG_DONTWAIT)) > 0) {
         drained += (size_t)k;
     }
     evhttp_connection_free(evcon);
+}
+
+/* Answers a connection at once, before evhttp reads a request of it (on
+ * its socket s): status ("400 Bad Request"), the body's content type,
+ * extra headers (each ending in CRLF) and the body, then the close
+ * (http_close_drained). Frees evcon. */
+static inline void http_answer_close(struct evhttp_connection *evcon, evutil_socket_t s,
+                                     const char *status, const char *ctype, const char *headers,
+                                     const char *body)
+{
+    char reply[HTTP_ANSWER_MAX];
+    size_t rl = http_answer_text(reply, sizeof reply, status, ctype, headers, body);
+
+    if (rl) (void)send(s, reply, rl, MSG_DONTWAIT | MSG_NOSIGNAL);
+    http_close_drained(evcon, s);
+}
+
+/* libevent 2.1 takes a CONNECT for a tunnel's start: its answer gets no
+ * length (the body runs to the close), and the connection is not closed,
+ * Connection: close or not, until its timeout (60 s), while the bytes
+ * behind it are read as the next request (a hostile trial). Neither
+ * listener is a proxy: a CONNECT is answered 405 with its length at once
+ * (inside TLS by SSL_write, the handshake done), and closed
+ * (http_answer_close). Returns 1 when req was one (its connection is then
+ * freed, req with it). */
+static inline int http_refuse_connect(struct evhttp_request *req, const char *body)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
+    char reply[HTTP_ANSWER_MAX];
+    size_t n;
+
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_CONNECT || !bev) {
+        return 0;
+    }
+    if (!ssl) {
+        http_answer_close(evcon, bufferevent_getfd(bev), "405 Method Not Allowed",
+                          "application/json", "", body);
+        return 1;
+    }
+    if ((n = http_answer_text(reply, sizeof reply, "405 Method Not Allowed", "application/json",
+                              "", body)) != 0) {
+        (void)SSL_write(ssl, reply, (int)n);
+    }
+    http_close_drained(evcon, bufferevent_getfd(bev));
+    return 1;
 }
 
 static inline unsigned http_header_count(struct evhttp_request *req, const char *name)

@@ -1997,6 +1997,35 @@ static void test_framing_refused(void **state)
     }
 }
 
+/* CONNECT: libevent takes it for a tunnel's start (its answer had no
+ * length, the connection stayed 60 s whatever Connection said, and the
+ * request behind it was answered too: a hostile trial). 405 with its
+ * length, with or without the token, and the connection closed at once. */
+static void test_connect_refused(void **state)
+{
+    static const char *const auth[] = {"Authorization: Bearer " TOKEN "\r\n", ""};
+    static char buf[4096];
+
+    (void)state;
+    for (size_t k = 0; k < sizeof auth / sizeof auth[0]; k++) {
+        char req[512];
+        const char *p;
+        int fd, n = 0;
+
+        snprintf(req, sizeof req, "CONNECT /v1/images HTTP/1.1\r\nHost: x\r\n%s\r\nGET /v1/images"
+                 " HTTP/1.1\r\nHost: x\r\n%s\r\n", auth[k], auth[k]);
+        fd = raw_open(req);
+        raw_read(fd, buf, sizeof buf, 100);
+        for (p = buf; (p = strstr(p, "HTTP/1.1 ")) != NULL; p++) n++;
+        if (n != 1 || !strstr(buf, "HTTP/1.1 405") || !strstr(buf, "Content-Length: ") ||
+            !strstr(buf, "CONNECT is not a method of this API")) {
+            fail_msg("CONNECT (%s): %s", k ? "no token" : "token", buf);
+        }
+        assert_int_equal(read(fd, buf, 1), 0); /* closed, not held for its timeout */
+        close(fd);
+    }
+}
+
 /* Bytes no request head holds (a tcpota device's HELLO, a TLS
  * ClientHello): 400 at once, saying where devices go; evhttp, waiting for
  * a line's end, kept such a client until its own timeout. */
@@ -2683,6 +2712,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_not_allowed_names_methods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_head_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_framing_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conn_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_authorization_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_http, setup, teardown),
