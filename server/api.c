@@ -708,6 +708,15 @@ static void misdirected(struct api *a, struct evhttp_request *req, const char *p
     send_text(req, 404, body);
 }
 
+/* 1 when path is the downloads' (HTTP_OTA_PREFIX), or "/ota" alone: a
+ * device's URL without the model is told what to send (http_ota.c's 404),
+ * not asked for the API's token (a trial). */
+static int ota_path(const char *path)
+{
+    return path && (strncmp(path, HTTP_OTA_PREFIX, strlen(HTTP_OTA_PREFIX)) == 0 ||
+                    strcmp(path, "/ota") == 0);
+}
+
 static void handle(struct evhttp_request *req, void *arg)
 {
     struct api *a = arg;
@@ -739,11 +748,11 @@ static void handle(struct evhttp_request *req, void *arg)
         send_text(req, 400, "{\"error\": \"Authorization: given twice; send it once\"}");
         return;
     }
-    if (a->cfg.ota && path && strncmp(path, HTTP_OTA_PREFIX, strlen(HTTP_OTA_PREFIX)) == 0) {
+    if (a->cfg.ota && ota_path(path)) {
         a->cfg.ota(req, a->cfg.ota_arg);
         return;
     }
-    if (a->cfg.ota_where && path && strncmp(path, HTTP_OTA_PREFIX, strlen(HTTP_OTA_PREFIX)) == 0) {
+    if (a->cfg.ota_where && ota_path(path)) {
         misdirected(a, req, path);
         return;
     }

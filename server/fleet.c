@@ -2495,11 +2495,16 @@ void fleet_describe(const struct server *srv, char *buf, size_t cap)
     if (srv->fleet && srv->fleet->api) {
         snprintf(api, sizeof(api), "API on %s:%u", o->api_host, api_port(srv->fleet->api));
     }
+    /* An HTTP download cannot authenticate its device: under
+     * --require-auth each is refused (403), which the line says (a trial
+     * read "HTTP downloads on the API's listener" and tried them). */
+    const char *refused = o->require_auth ? ": each refused (--require-auth)" : "";
+
     if (o->ota_host && srv->fleet && srv->fleet->ota) {
-        snprintf(ota, sizeof(ota), ", HTTP%s downloads on %s:%u", srv->tls ? "S" : "",
-                 o->ota_host, http_ota_port(srv->fleet->ota));
+        snprintf(ota, sizeof(ota), ", HTTP%s downloads on %s:%u%s", srv->tls ? "S" : "",
+                 o->ota_host, http_ota_port(srv->fleet->ota), refused);
     } else if (srv->fleet && srv->fleet->api) {
-        snprintf(ota, sizeof(ota), ", HTTP downloads on the API's listener");
+        snprintf(ota, sizeof(ota), ", HTTP downloads on the API's listener%s", refused);
     }
     snprintf(buf, cap, "fleet mode (%s%s), %s%s", o->data_dir, FLEET_DB_NOTE(o), api, ota);
 }

@@ -92,6 +92,10 @@ code=$(curl -s -o "$WORK/misdir.b" -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0
 [ "$code" = 404 ] && grep -qF "this is the API of tcpota serve, not its download port: HTTP downloads are on 127.0.0.1:$OTA_PORT (--ota-listen); point the device's URL there" "$WORK/misdir.b" ||
   fail "with --ota-listen the API listener answered /ota with $code: $(cat "$WORK/misdir.b")"
 wait_line "$WORK/server.log" "API: /ota/esp32 asked of the API by 127\.0\.0\.1:[0-9]+: HTTP downloads are on 127\.0\.0\.1:$OTA_PORT \(--ota-listen\); answered 404" 5
+# "/ota" alone (a URL without its model) too: not asked for the API's token.
+code=$(curl -s -o "$WORK/misdir0.b" -w '%{http_code}' "http://127.0.0.1:$API_PORT/ota")
+[ "$code" = 404 ] && grep -qF "HTTP downloads are on 127.0.0.1:$OTA_PORT" "$WORK/misdir0.b" ||
+  fail "/ota alone on the API's listener: $code $(cat "$WORK/misdir0.b")"
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$OTA_PORT/v1/images")
 [ "$code" = 404 ] || fail "the download listener answered /v1/images with $code"
 # The fleet CLI given the download port for the API's: told where the API
@@ -669,6 +673,11 @@ start_fleet --require-auth --log-format json --quiet
 code=$(curl -s -o "$WORK/auth.b" -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' \
   "http://127.0.0.1:$API_PORT/ota/esp32?device=a-1")
 [ "$code" = 403 ] && grep -q 'require-auth' "$WORK/auth.b" || fail "--require-auth: /ota answered $code"
+code=$(curl -s -o "$WORK/otaonly.b" -w '%{http_code}' "http://127.0.0.1:$API_PORT/ota")
+[ "$code" = 404 ] && grep -qF 'no such path /ota; downloads are GET /ota/<model>?device=<id>' "$WORK/otaonly.b" ||
+  fail "/ota alone on the API's listener: $code (not the download's 404) $(cat "$WORK/otaonly.b")"
+grep -q "HTTP downloads on the API's listener: each refused (--require-auth)" "$WORK/server.log" ||
+  fail "the listening line under --require-auth promises downloads: $(grep 'listening on' "$WORK/server.log")"
 # On the API's listener too, and at level warn (kept by --quiet).
 python3 - "$WORK/server.log" <<'PY' || fail "the 403 under --require-auth is no warning: $(grep refused "$WORK/server.log")"
 import json, re, sys
@@ -683,6 +692,8 @@ stop_fleet
 # Asked for a download listener of its own besides: warned at start (a new
 # user's trial found every download refused, and the start said nothing).
 start_fleet --require-auth --ota-listen 127.0.0.1:0
+grep -qE 'listening on .*HTTP downloads on 127\.0\.0\.1:[0-9]+: each refused \(--require-auth\)' "$WORK/server.log" ||
+  fail "the listening line under --require-auth promises downloads: $(grep 'listening on' "$WORK/server.log")"
 grep -q 'warning: --ota-listen with --require-auth: an HTTP download cannot prove which device asks, so every one is refused (403); only tcpota devices are served' "$WORK/server.log" ||
   fail "no warning for --ota-listen with --require-auth: $(grep -m2 warning "$WORK/server.log")"
 stop_fleet
