@@ -313,7 +313,7 @@ void conn_session_event(struct conn *c, const struct tcpota_srv_event *ev)
             if (m->u.decline.reason == (uint16_t)-TCPOTA_ERR_NOSPC) {
                 snprintf(sizes, sizeof(sizes), "; the image is %u bytes", c->img->size);
             }
-            if (m->u.decline.reason == 0 || strcmp(said, tcpota_strerror(NO_SUCH_ERR)) == 0) {
+            if (strcmp(said, tcpota_strerror(NO_SUCH_ERR)) == 0) { /* (0: the core refuses it) */
                 snprintf(reason, sizeof(reason), "a reason unknown to this server (code %u)",
                          (unsigned)m->u.decline.reason);
                 said = reason;

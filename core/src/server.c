@@ -386,6 +386,11 @@ static int on_frame(struct tcpota_srv *s, struct tcpota_srv_event *ev)
             s->state != TCPOTA_SRV_SENT_ALL) {
             return violation(s, TCPOTA_ERR_STATE, "DECLINE without an OFFER");
         }
+        if (m->u.decline.reason == 0) {
+            /* 0 is no error code: the registry would say the device
+             * declined for "ok" (a hostile trial). */
+            return violation(s, TCPOTA_ERR_PROTO, "DECLINE without a reason (0 is no error code)");
+        }
         ev->type = TCPOTA_SRV_EV_DECLINE;
         s->state = TCPOTA_SRV_CLOSING;
         s->limit = 0;
@@ -499,7 +504,11 @@ int tcpota_srv_input(struct tcpota_srv *s, const uint8_t *in, size_t len,
     }
     rc = tcpota_msg_decode(&f, &ev->msg);
     if (rc < 0) {
-        return violation(s, rc, "malformed message");
+        /* The device reads the text: a field it sent that this server
+         * does not know (a newer device's) is not "malformed" (a trial). */
+        return violation(s, rc, rc == TCPOTA_ERR_NOTSUP ? "a critical field this server does not"
+                                                          " know (is the device newer?)"
+                                                        : "malformed message");
     }
     rc = on_frame(s, ev);
     if (rc < 0) {

@@ -1166,6 +1166,52 @@ static void test_decline_without_offer_is_violation(void **state)
     assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_CLOSING);
 }
 
+/* A DECLINE's reason is an error code: 0 ("ok") is refused, not recorded
+ * as the device's verdict (a hostile trial's registry read "declined: ok"). */
+static void test_decline_needs_a_reason(void **state)
+{
+    struct tcpota_msg m, out[4];
+    struct tcpota_srv_event ev;
+    (void)state;
+
+    hello(&m, "1.0.0");
+    assert_true(feed(&m, &ev) > 0);
+    assert_int_equal(ev.offered, 1);
+    (void)drain(out, 4);
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_DECLINE;
+    m.u.decline.image_id = img.id;
+    m.u.decline.reason = 0;
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_PROTO);
+    assert_int_not_equal(ev.type, TCPOTA_SRV_EV_DECLINE);
+    assert_string_equal(tcpota_srv_failure(&s), "DECLINE without a reason (0 is no error code)");
+    expect_error_frame(TCPOTA_ERR_PROTO);
+}
+
+/* A HELLO with a critical field this server does not know: NOTSUP, and
+ * its text says so (it said "malformed message"). */
+static void test_unknown_critical_field_said(void **state)
+{
+    struct tcpota_msg m;
+    struct tcpota_srv_event ev;
+    uint8_t b[600];
+    int n;
+    (void)state;
+
+    hello(&m, "1.0.0");
+    n = tcpota_msg_encode(&m, b, sizeof(b) - 3);
+    assert_true(n > 0);
+    /* A TLV of tag 0xf0 (critical), empty, before the CRC; the length grows by 3. */
+    n -= (int)TCPOTA_FRAME_TAIL;
+    b[n] = 0xf0, b[n + 1] = 0, b[n + 2] = 0;
+    n += 3 + (int)TCPOTA_FRAME_TAIL;
+    tcpota_put_u16(b + 2, (uint16_t)(tcpota_get_u16(b + 2) + 3));
+    seal(b, (size_t)n);
+    assert_int_equal(tcpota_srv_input(&s, b, (size_t)n, &ev), TCPOTA_ERR_NOTSUP);
+    assert_string_equal(tcpota_srv_failure(&s),
+                        "a critical field this server does not know (is the device newer?)");
+}
+
 static void test_auth_without_challenge_is_violation(void **state)
 {
     struct tcpota_msg m;
@@ -1450,6 +1496,8 @@ int main(void)
         cmocka_unit_test_setup(test_auth_challenge_then_offer_only_after_verdict, setup_auth),
         cmocka_unit_test_setup(test_auth_refused_closes, setup_auth),
         cmocka_unit_test_setup(test_decline_without_offer_is_violation, setup_auth),
+        cmocka_unit_test_setup(test_decline_needs_a_reason, setup),
+        cmocka_unit_test_setup(test_unknown_critical_field_said, setup),
         cmocka_unit_test_setup(test_auth_without_challenge_is_violation, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
