@@ -48,6 +48,11 @@ static int legacy_send(struct conn *c, const struct tcpota_legacy_pkg *pkg)
         conn_queued(c);
     }
     c->bytes_sent += pkg->len;
+    if (pkg->offset + pkg->len > c->legacy_top) {
+        /* Progress: a package it had not had (a req1 repeats one). */
+        c->legacy_top = pkg->offset + pkg->len;
+        c->progress_at = now_s();
+    }
     if (!c->legacy_done && pkg->offset + pkg->len == img->size && pkg->len) {
         c->legacy_done = 1;
         c->srv->stats.legacy_done++;

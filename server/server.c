@@ -153,6 +153,25 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
              * next sweep. */
             c->idle_grace = 1;
         }
+        /* A legacy device that asks for no package it has not had within
+         * the idle timeout (req1 after req1, or a request trickled in a
+         * byte at a time, each of which kept the socket's timeout away:
+         * a hostile trial held one 40 s under --idle-timeout 3). A sample
+         * device closes once it has the last package. */
+        if (c->kind == K_LEGACY && c->img && !c->closing &&
+            now - c->progress_at > (double)srv->o->idle_timeout_s) {
+            if (c->legacy_done) {
+                clog_(c, 0, "legacy device: sent the whole image, and it has asked for nothing new"
+                            " in %u s (--idle-timeout); closing", srv->o->idle_timeout_s);
+            } else {
+                srv->stats.failed++;
+                clog_(c, 1, "legacy device: no package it had not had for %u s (--idle-timeout;"
+                            " %u of %u bytes sent); closing",
+                      srv->o->idle_timeout_s, c->legacy_top, c->img->size);
+            }
+            (void)conn_close(c, 1);
+            continue;
+        }
         /* idle_grace: found idle with input unread, to be judged at the
          * next sweep: read now, whoever's turn it is. */
         if (c->idle_grace || c->id % every == turn) {

@@ -218,7 +218,9 @@ struct conn {
     double started;
     double lost_at;     /* server_loop_lost() when it connected: deadlines from `started`
                          * leave out the loop's late time since (conn_overdue) */
-    double progress_at; /* last time the device's ACKs moved (or it connected) */
+    double progress_at; /* last time the device's ACKs moved, a legacy device was sent a
+                         * package it had not had (legacy_top), or it connected */
+    uint32_t legacy_top; /* a legacy device's furthest package end sent */
     size_t ctl_queued;   /* control bytes queued since the queue was last empty */
     size_t moved;        /* control bytes v1_input handed over before conn_pump */
     uint8_t legacy_done;

@@ -77,3 +77,46 @@ for what in shorter same-size; do
 done
 stop_server
 ok "an image file rewritten in place while served: the server goes on with the bytes it loaded"
+
+# A legacy peer that asks for nothing new (req1 after req1, each of which
+# kept the socket's timeout away: a hostile trial's held 40 s under
+# --idle-timeout 3) is closed once the idle timeout passes without a
+# package it had not had; one that asks on gets every package.
+make_image "$WORK/rq" 4096
+start_server "$WORK/rq" 2.0.0 --idle-timeout 2
+# held REQ FIRST: seconds until the server closes a peer that sends FIRST
+# req0s, then REQ every 0.5 s (at most 15 s).
+held() {
+  python3 - "$SERVER_PORT" "$1" "$2" <<'PY'
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+t0 = time.time()
+for _ in range(int(sys.argv[3])):
+    s.sendall(b"req0\r\n\r\n")
+    time.sleep(0.05)
+try:
+    while time.time() - t0 < 15:
+        time.sleep(0.5)
+        s.sendall(sys.argv[2].encode() + b"\r\n\r\n")
+        if not s.recv(65536):
+            break
+except OSError:
+    pass
+print(round(time.time() - t0))
+PY
+}
+held=$(held req1 1)
+[ "$held" -le 8 ] || fail "a legacy peer sending req1 only was held $held s under --idle-timeout 2"
+grep -qE '\[legacy [^]]*\] legacy device: no package it had not had for 2 s \(--idle-timeout; 512 of 4096 bytes sent\); closing' "$WORK/server.log" ||
+  fail "the req1-only peer's close was not said: $(grep 'legacy device' "$WORK/server.log" | tail -3)"
+"$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out "$WORK/rq.got" --stop-and-wait-ms 300 > "$WORK/rq.log" 2>&1 ||
+  fail "a slow legacy client (a package every 0.3 s) failed under --idle-timeout 2: $(cat "$WORK/rq.log")"
+cmp "$WORK/rq.got" "$WORK/rq" || fail "the slow legacy client got other bytes"
+# One that has every package and asks on (req0: "length: 0") is closed too,
+# not as a failure.
+done_held=$(held req0 8)
+[ "$done_held" -le 8 ] || fail "a legacy peer with the whole image asking on was held $done_held s"
+grep -qE '\[legacy [^]]*\] legacy device: sent the whole image, and it has asked for nothing new in 2 s \(--idle-timeout\); closing' "$WORK/server.log" ||
+  fail "the done peer's close was not said: $(grep 'legacy device' "$WORK/server.log" | tail -3)"
+stop_server
+ok "a legacy peer asking for nothing new is closed after --idle-timeout ($held s); a slow one that asks on is served"
