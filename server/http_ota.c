@@ -199,6 +199,22 @@ static void refuse_version(struct http_ota *ota, struct dl *d, struct evhttp_req
                HTTP_OTA_VERSION_HEADER);
 }
 
+/* 1 when the raw query of req gives key a value with a '+' in it. */
+static int query_plus(struct evhttp_request *req, const char *key)
+{
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *q = uri ? evhttp_uri_get_query(uri) : NULL;
+    size_t k = strlen(key);
+
+    for (; q && *q; q += strcspn(q, "&"), q += *q == '&') {
+        if (strncmp(q, key, k) == 0 && q[k] == '=') {
+            const char *end = q + strcspn(q, "&"), *plus = strchr(q, '+');
+            if (plus && plus < end) return 1;
+        }
+    }
+    return 0;
+}
+
 /* The version of the request into d: the header's, which must agree with
  * ?version= when both came. Returns 0, or -1 after refusing it with 400. */
 static int take_version(struct http_ota *ota, struct evhttp_request *req, struct dl *d)
@@ -218,7 +234,12 @@ static int take_version(struct http_ota *ota, struct evhttp_request *req, struct
     }
     if (v) memcpy(d->version, v, strlen(v) + 1);
     if (!api_printable(d->version, TCPOTA_MAX_NAME, 0)) {
-        refuse_version(ota, d, req, version_fault(d->version, why, sizeof(why)));
+        /* A query's '+' decodes to a space: 1.0.0+build5 sent as typed
+         * was told of a space it did not have (a trial). */
+        refuse_version(ota, d, req, !v && query_plus(req, "version")
+                                        ? "a '+' in a query stands for a space: write it as %2B"
+                                          " (1.0.0%2Bbuild5)"
+                                        : version_fault(d->version, why, sizeof(why)));
         return -1;
     }
     return 0;
@@ -284,7 +305,10 @@ static int parse_target(struct http_ota *ota, struct evhttp_request *req, const 
             return -1;
         }
         if (!dst || dst[0] || strlen(kv->value) >= cap) {
-            ota_refuse(ota, d, req, 400, "%s: %s", kv->key,
+            /* The name shortened: the reason must fit the answer (a trial's
+             * 700-byte name left nothing of it). */
+            ota_refuse(ota, d, req, 400, "%.*s%s: %s", OTA_NAME_SHOWN, kv->key,
+                       strlen(kv->key) > OTA_NAME_SHOWN ? "..." : "",
                        !dst ? "unknown query parameter (device and version are known)"
                        : dst == d->id && file ? "the path names the device already"
                        : dst[0] ? "given twice" : "too long");

@@ -34,6 +34,7 @@ struct image;
 #define OTA_REFUSED_LOG_MS 1000u     /* refusals in the log: at most OTA_REFUSED_LOG_BURST */
 #define OTA_REFUSED_LOG_BURST 10u    /* ... lines per OTA_REFUSED_LOG_MS (ota_refuse) */
 #define OTA_LOG_URI_MAX 120          /* bytes of a refused request's URI in its line */
+#define OTA_NAME_SHOWN 40            /* bytes of an unknown query name in a refusal */
 
 /* Where a cut download's bytes went: written to the socket up to `written`
  * (what the peer's TCP acknowledged is in the registry). A device resumes
