@@ -389,12 +389,13 @@ int api_setup(struct api *a, int upload)
         }
         a->timeout_s = (unsigned)t;
     }
+    a->url_from = a->opt_api ? "--api" : env_api && *env_api ? "TCPOTA_API" : "the default API address";
     if (a->opt_api) {
-        rc = parse_url(a, a->opt_api, "--api");
+        rc = parse_url(a, a->opt_api, a->url_from);
     } else if (env_api && *env_api) {
-        rc = parse_url(a, env_api, "TCPOTA_API");
+        rc = parse_url(a, env_api, a->url_from);
     } else {
-        rc = parse_url(a, API_DEFAULT_URL, "the default API address");
+        rc = parse_url(a, API_DEFAULT_URL, a->url_from);
         a->default_url = 1;
     }
     if (rc) return rc;
@@ -903,10 +904,16 @@ static void print_error(const struct api *a, int status, const char *reason, con
         if (strncmp(msg, API_TOKEN_REFUSED, strlen(API_TOKEN_REFUSED)) == 0) {
             msg[0] = '\0'; /* a proxy's own text is kept */
         }
-        fprintf(stderr, "tcpota %s: the API at %s refused the token from %s%s%s%s; give the "
-                        "token in the server's DIR/api.token (--token-file, TCPOTA_TOKEN or "
-                        "--data DIR)\n", a->cmd, a->url, a->token_from, *msg ? " (" : "", msg,
-                *msg ? ")" : "");
+        /* Where the address came from too: a stale TCPOTA_API naming another
+         * server was read as a wrong token (a trial). */
+        fprintf(stderr, "tcpota %s: the API at %s (%s) refused the token from %s%s%s%s; give the "
+                        "token in that server's DIR/api.token (--token-file, TCPOTA_TOKEN or "
+                        "--data DIR)%s%s%s\n", a->cmd, a->url,
+                strcmp(a->url_from, "--api") == 0 ? "from --api" : a->url_from, a->token_from,
+                *msg ? " (" : "", msg, *msg ? ")" : "",
+                strcmp(a->url_from, "--api") == 0 ? "" : ", or check that ",
+                strcmp(a->url_from, "--api") == 0 ? "" : a->url_from,
+                strcmp(a->url_from, "--api") == 0 ? "" : " names the server you mean (--api URL)");
         return;
     }
     if (!*msg) {

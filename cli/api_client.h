@@ -46,6 +46,7 @@ struct api {
     const char *ca_file; /* https: --ca, else $TCPOTA_API_CA, else NULL (the system's CAs) */
     const char *ca_from; /* "--ca" or "TCPOTA_API_CA", for messages */
     int default_url;    /* url is API_DEFAULT_URL: neither --api nor TCPOTA_API */
+    const char *url_from; /* "--api", "TCPOTA_API" or "the default API address" */
     char host[256];
     uint16_t port;
     char prefix[256];   /* path before /v1 ("" normally) */

@@ -174,9 +174,13 @@ TCPOTA_TOKEN=${long:1} run 1 $T image list $API
 run 2 $T image list $API --token-file ''
 has err.log "^tcpota image: --token-file: the file name is empty; give the path of a file$"
 run 1 $T image list $API --token-file bad.tok
-has err.log "^tcpota image: the API at http://127.0.0.1:$(cat port) refused the token from --token-file bad.tok; give the token in the server's DIR/api.token \(--token-file, TCPOTA_TOKEN or --data DIR\)$"
+has err.log "^tcpota image: the API at http://127.0.0.1:$(cat port) \(from --api\) refused the token from --token-file bad.tok; give the token in that server's DIR/api.token \(--token-file, TCPOTA_TOKEN or --data DIR\)$"
 TCPOTA_TOKEN=nope run 1 $T image list $API
 has err.log "refused the token from the environment variable TCPOTA_TOKEN"
+# An address from TCPOTA_API is named as such, and may be another server's
+# (a trial's stale TCPOTA_API was read as a wrong token).
+TCPOTA_API="http://127.0.0.1:$(cat port)" run 1 $T image list --token-file bad.tok
+has err.log "^tcpota image: the API at http://127.0.0.1:$(cat port) \(TCPOTA_API\) refused the token from --token-file bad.tok; give the token in that server's DIR/api.token \(--token-file, TCPOTA_TOKEN or --data DIR\), or check that TCPOTA_API names the server you mean \(--api URL\)$"
 ok "the token: --token-file, else --data DIR/api.token, else TCPOTA_TOKEN; missing: exit 2; refused: exit 1 naming its source"
 
 # --- image list: the table and --json
