@@ -20,17 +20,18 @@
 /* The options `tcpota serve` takes (cli/serve.c), and whether each takes a
  * value: a new option of serve.c goes here too, or config files refuse it
  * (test_serve_config.sh checks every option of `serve --help` is here). */
+#define PATH 2 /* takes a value that names a file or a directory */
 static const struct {
     const char *name;
-    int takes_value;
+    int takes_value; /* 0, 1, or PATH */
 } options[] = {
     {"listen", 1}, {"version", 1}, {"allow-downgrade", 0}, {"max-conns", 1}, {"workers", 1},
     {"idle-timeout", 1}, {"chunk", 1}, {"progress", 0}, {"no-progress", 0}, {"quiet", 0},
-    {"log-format", 1}, {"manifest", 1}, {"pubkey", 1}, {"require-signed", 0},
-    {"no-require-signed", 0}, {"allow-legacy", 0}, {"auth-file", 1}, {"require-auth", 0},
-    {"allow-unauthenticated-legacy", 0}, {"max-unauth-per-addr", 1}, {"tls-cert", 1},
-    {"tls-key", 1}, {"tls-ticket-key", 1}, {"tls-ticket-lifetime", 1}, {"data", 1}, {"db", 1},
-    {"api", 1}, {"max-image", 1}, {"ota-listen", 1}, {"proxy-protocol", 1},
+    {"log-format", 1}, {"manifest", PATH}, {"pubkey", PATH}, {"require-signed", 0},
+    {"no-require-signed", 0}, {"allow-legacy", 0}, {"auth-file", PATH}, {"require-auth", 0},
+    {"allow-unauthenticated-legacy", 0}, {"max-unauth-per-addr", 1}, {"tls-cert", PATH},
+    {"tls-key", PATH}, {"tls-ticket-key", PATH}, {"tls-ticket-lifetime", 1}, {"data", PATH},
+    {"db", 1}, {"api", 1}, {"max-image", 1}, {"ota-listen", 1}, {"proxy-protocol", 1},
     {"api-max-conns", 1}, {"db-timeout", 1},
 };
 
@@ -94,7 +95,7 @@ int serve_option(const char *arg)
 {
     int k = strncmp(arg, "--", 2) == 0 ? find_option(arg + 2, strlen(arg + 2)) : -1;
 
-    return k < 0 ? -1 : options[k].takes_value;
+    return k < 0 ? -1 : options[k].takes_value != 0;
 }
 
 static char *trim(char *s)
@@ -253,8 +254,19 @@ static int read_flags(FILE *f, const char *path, struct serve_config_args *out)
             return bad(path, line, msg);
         }
         /* One argument, "--name=VALUE": a value is taken as written, even
-         * one that starts with "--" (as the next option would be). */
-        snprintf(opt, sizeof(opt), "--%s%s%s", s, *val ? "=" : "", val);
+         * one that starts with "--" (as the next option would be). A
+         * relative path is the config file's folder's (as Prometheus takes
+         * its config's): under the service the current folder is /, and a
+         * trial's 'tls-cert rc.pem' beside the file was not found. */
+        if (options[k].takes_value == PATH && val[0] != '/' && strrchr(path, '/')) {
+            int dir = (int)(strrchr(path, '/') - path); /* 0: the file is in / */
+            if (snprintf(opt, sizeof(opt), "--%s=%.*s/%s", s, dir, path, val) >= (int)sizeof(opt)) {
+                return bad(path, line, "the path, with the config file's folder before it, is"
+                                       " too long");
+            }
+        } else {
+            snprintf(opt, sizeof(opt), "--%s%s%s", s, *val ? "=" : "", val);
+        }
         if (add(out, opt, strlen(opt), line) < 0) goto oom;
     }
     if (ferror(f)) return bad(path, line + 1, "read error");

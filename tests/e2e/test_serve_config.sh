@@ -114,6 +114,19 @@ start_serve crlf.log --config crlf.conf
 stop_serve
 ok "bad lines are refused with FILE:LINE and what to write instead"
 
+# A relative path in a config file is the file's folder's, not the current
+# folder's (under the service that is /: a trial's 'tls-cert rc.pem' beside
+# the file was not found); a missing one is named with that folder.
+mkdir -p etc && (cd etc && server_cert)
+printf 'listen 127.0.0.1:0\nversion 1.0.0\ntls-cert srv.pem\ntls-key srv.key\n' > etc/rel.conf
+start_serve rel.log --config etc/rel.conf
+grep -q 'devices over TLS' rel.log || fail "relative TLS files beside the config file: $(grep 'listening on' rel.log)"
+stop_serve
+printf 'listen 127.0.0.1:0\nversion 1.0.0\ntls-cert none.pem\ntls-key srv.key\n' > etc/miss.conf
+rc=0; timeout 10 "$TCPOTA" serve --config etc/miss.conf img.bin > /dev/null 2> miss.log || rc=$?
+[ $rc -eq 2 ] && grep -q -- '--tls-cert: cannot open etc/none.pem' miss.log || fail "a missing relative file: rc $rc: $(cat miss.log)"
+ok "a relative path in a config file is taken from the file's folder"
+
 # Windows' Notepad starts a UTF-8 file with a byte-order mark: it was read
 # as part of the first option ("unknown option 'listen'", the mark unseen).
 printf '\xef\xbb\xbflisten 127.0.0.1:0\r\nversion 1.0.0\r\n' > bom.conf
