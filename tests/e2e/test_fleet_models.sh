@@ -74,7 +74,7 @@ ota() { # ota MODEL DEVICE [CURL ARGS...]: an HTTP device's request on 1.0.0; it
 }
 dev_field() { "$TCPOTA" device show --json "$1" | jq_py "j[\"$2\"]"; }
 wave3() { "$TCPOTA" rollout show --json 3 | jq_py "j[\"waves\"][0][\"$1\"]"; }
-held="rollout 3: the device reported this image as failed"
+held="rollout 3: the image failed on this device before"
 # h-6 fails the image (it asks again on its old version), is another model
 # for a while, then esp32c3 again: held back, and shown failed, not with the
 # other model's reason.
