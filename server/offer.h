@@ -47,7 +47,7 @@ struct offer_image {
 /* The device, as its HELLO and the server's memory describe it. */
 struct offer_device {
     const struct tcpota_srv_hello *hello;
-    int failed_before; /* it reported this image as failed, or declined this offer */
+    int failed_before; /* it failed this image (reported, declined, or an HTTP download not booted) */
 };
 
 /* Applies the rules above. Returns an enum offer_verdict. */
