@@ -92,6 +92,18 @@ double server_time_left(const struct server *srv, double since, double lost_at, 
     return limit - (now - since - (lost < limit ? lost : limit));
 }
 
+/* 1 when legacy device c, found without progress, is given one more sweep:
+ * its request may wait unread behind a loop that ran late (stopped,
+ * starved: tests/reliability/test_stall.sh), the events to read it first. */
+static int legacy_grace(struct conn *c)
+{
+    if (c->idle_grace || !conn_input_unread(c)) {
+        return 0;
+    }
+    c->idle_grace = 1;
+    return 1;
+}
+
 /* Once a second: a device that is sent an image must acknowledge some of it
  * within the idle timeout. A peer that keeps the connection busy with
  * PINGs but never reads would otherwise hold its socket buffers forever,
@@ -159,7 +171,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
          * a hostile trial held one 40 s under --idle-timeout 3). A sample
          * device closes once it has the last package. */
         if (c->kind == K_LEGACY && c->img && !c->closing &&
-            now - c->progress_at > (double)srv->o->idle_timeout_s) {
+            now - c->progress_at > (double)srv->o->idle_timeout_s && !legacy_grace(c)) {
             if (c->legacy_done) {
                 clog_(c, 0, "legacy device: sent the whole image, and it has asked for nothing new"
                             " in %u s (--idle-timeout); closing", srv->o->idle_timeout_s);
