@@ -143,7 +143,7 @@ grep -q '"devices"' out.log || fail "device list over https: $(cat out.log)"
 ok "image add, image list, summary and device list over https:// through HAProxy (--ca, TCPOTA_API_CA, a prefix)"
 
 TCPOTA_TOKEN=wrong-token run 1 $T image list --api "$A" --ca ca.pem
-has err.log "^tcpota image: the API at $A refused the token"
+has err.log "^tcpota image: the API at $A \(from --api\) refused the token"
 ok "the token goes through the proxy: a wrong one is the API's 401"
 
 # What cannot work says so, and what to give.
