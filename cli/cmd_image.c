@@ -355,6 +355,14 @@ static int image_list(struct api *a, int argc, char **argv)
             table_print(t, stdout);
         }
         table_free(t);
+        json_array_foreach(json_object_get(ans, "images"), i, im) {
+            char id[16];
+            if (!api_bool(im, "file_missing")) continue;
+            fprintf(stderr, "tcpota image: warning: image %s (%s) has no intact file on the server"
+                    " (its images/): not offered until restored: copy it from the backup's"
+                    " images/, or add the same file again (tcpota image add)\n",
+                    table_short_id(api_str(im, "id"), id, sizeof(id)), table_c(api_str(im, "version")));
+        }
     }
     json_decref(ans);
     return 0;

@@ -48,6 +48,8 @@ struct api_config {
     uint16_t port;          /* 0: any free port (api_port() tells) */
     const char *token;      /* the bearer token (api_token_load_or_create()) */
     const char *images_dir; /* uploads are written here before STORE_IMAGE_ADD */
+    int check_files;        /* 1: an image's file is its only copy (SQLite): an image whose
+                             * file is gone or of another size says so ("file_missing") */
     size_t max_image;       /* bytes an upload may have; 0: API_MAX_IMAGE_DEFAULT */
     unsigned head_ms;       /* a connection's first request head comes within this, or it
                              * is closed (api_gate.c); 0: API_TIMEOUT_S */

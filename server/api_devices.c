@@ -310,13 +310,19 @@ static void new_secret(struct api_call *c)
 /* c->dev = the percent-decoded id of the path segment; 0 or -1 after 400. */
 static int take_dev(struct api_call *c, const char *seg, size_t len)
 {
-    char enc[3 * TCPOTA_MAX_STR + 1];
+    char enc[3 * TCPOTA_MAX_STR + 1], unused[2];
     size_t n = 0;
     char *dec;
 
     if (len >= sizeof enc) len = sizeof enc - 1; /* longer than any id: refused below */
     memcpy(enc, seg, len);
     enc[len] = 0;
+    if (api_query_bad_escape(enc, unused, sizeof unused)) {
+        /* libevent keeps such a '%' as it is: "%zz" was looked up, and
+         * not found, as a device of that name (a hostile trial). */
+        api_error(c, 400, "id", "%s", API_BAD_ESCAPE_SAYS);
+        return -1;
+    }
     dec = evhttp_uridecode(enc, 0, &n);
     if (!dec || n != strlen(dec) || !api_name_ok(dec, TCPOTA_MAX_STR) || len == sizeof enc - 1) {
         free(dec);

@@ -1,5 +1,6 @@
 /* api_images.c - /v1/images: list, upload, show, delete (docs/api.md). */
 #include "api_internal.h"
+#include "http_reply.h" /* http_header_count */
 #include "digest.h"
 #include "esp_image.h"
 #include "store_common.h" /* store_version_taken */
@@ -40,6 +41,19 @@ json_t *api_image_json(const struct store_image *img, const struct store_rollout
     return o;
 }
 
+/* img's JSON o says "file_missing" when its file (the only copy on
+ * SQLite) is gone or not of its size: the start says so once, and an
+ * operator's `image list` showed such an image as any other (a trial). */
+static void say_file(const struct api_call *c, const struct store_image *img, json_t *o)
+{
+    struct stat st;
+
+    if (o && c->api && c->api->cfg.check_files &&
+        (stat(img->path, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != img->size)) {
+        json_object_set_new(o, "file_missing", json_true());
+    }
+}
+
 /* The rollouts are known: answer the image(s) held in c. */
 static void images_with_rollouts(struct api_call *c, struct store_req *r)
 {
@@ -53,6 +67,7 @@ static void images_with_rollouts(struct api_call *c, struct store_req *r)
     }
     if (c->action == 0) { /* one image */
         json_t *o = api_image_json(&c->imgs[0], ros, r->u.list.n);
+        say_file(c, &c->imgs[0], o);
         if (o && c->warning[0]) json_object_set_new(o, "warning", json_string(c->warning));
         if (o && c->repaired) json_object_set_new(o, "repaired", json_true());
         if (o && c->repaired) json_object_set_new(o, "was_missing", json_boolean(c->repaired == 2));
@@ -61,7 +76,9 @@ static void images_with_rollouts(struct api_call *c, struct store_req *r)
     }
     arr = json_array();
     for (i = 0; arr && i < c->nimgs; i++) {
-        json_array_append_new(arr, api_image_json(&c->imgs[i], ros, r->u.list.n));
+        json_t *o = api_image_json(&c->imgs[i], ros, r->u.list.n);
+        say_file(c, &c->imgs[i], o);
+        json_array_append_new(arr, o);
     }
     /* The upload limit too: a 413 is libevent's, with no word of it. */
     api_reply(c, 200, arr ? json_pack("{s:o, s:I}", "images", arr, "max_image",
@@ -194,7 +211,7 @@ static void find_image(struct api_call *c, const char *s, int rm)
 {
     struct store_req *r;
     size_t n = 0;
-    char *dec;
+    char *dec, bad[2];
 
     c->code = 200;
     c->action = rm ? ACT_RM : 0;
@@ -204,6 +221,10 @@ static void find_image(struct api_call *c, const char *s, int rm)
             snprintf(c->key, sizeof c->key, "%s", s);
             api_submit(c, r, by_id);
         }
+        return;
+    }
+    if (api_query_bad_escape(s, bad, sizeof bad)) { /* as a device id's (api_devices.c) */
+        api_error(c, 400, "id", "%s", API_BAD_ESCAPE_SAYS);
         return;
     }
     dec = strlen(s) < 3 * API_PRINTABLE_MAX + 1 ? evhttp_uridecode(s, 0, &n) : NULL;
@@ -771,6 +792,13 @@ static void upload(struct api_call *c, const char *query)
     int signed_;
 
     if (api_query(c, query, upload_params, NULL) < 0) return; /* before hashing the body */
+    if (http_header_count(c->req, "Tcpota-Manifest") > 1) {
+        /* libevent hands over the first, a proxy in front may check the
+         * other (a hostile trial: good then bad was taken, bad then good
+         * refused): neither is taken, as Authorization twice. */
+        api_error(c, 400, "manifest", "the Tcpota-Manifest header is given twice; send it once");
+        return;
+    }
     if (size == 0 || size > UINT32_MAX || size > c->api->cfg.max_image) {
         /* This server's limit, not the format's 4 GiB (before: "1 byte to
          * 4 GiB", while --max-image allows 64 MiB by default). */

@@ -2397,6 +2397,7 @@ int fleet_open(struct server *srv)
     ac.port = o->api_port;
     ac.token = f->token;
     ac.images_dir = o->images_dir;
+    ac.check_files = !o->db; /* on PostgreSQL images/ is a node's cache */
     ac.max_image = o->max_image;
     ac.max_conns = o->api_max_conns;
     f->keys.keys = o->pubkeys;

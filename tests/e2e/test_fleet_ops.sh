@@ -625,8 +625,18 @@ echo "$line" | grep -q "2 of the 3 images the database names have no intact file
   fail "the missing and cut files at start: $line"
 grep -q "1 file in $DATA/images has an image's name but no image in the database (a database restored older than its images/, or an image rm cut short): ${extra:0:16}\.\.\.; not offered: to serve it, add the file again (tcpota image add), else remove it$" "$WORK/server.log" ||
   fail "the file no image has, at start: $(grep 'image' "$WORK/server.log")"
+# ... and image list says it of each such image, not only the start (a
+# trial: listed as any other): g1 and g2, not g3 behind its link.
+"$TCPOTA" image list > "$WORK/gaps.out" 2> "$WORK/gaps.err" || fail "image list: $(cat "$WORK/gaps.err")"
+for v in 2.1.0 2.2.0; do
+  grep -qE "^tcpota image: warning: image [0-9a-f]+ \($v\) has no intact file on the server \(its images/\): not offered until restored" "$WORK/gaps.err" ||
+    fail "image list does not say $v has no file: $(cat "$WORK/gaps.err")"
+done
+[ "$(grep -c 'has no intact file' "$WORK/gaps.err")" = 2 ] || fail "image list: other images said missing: $(cat "$WORK/gaps.err")"
+"$TCPOTA" image list --json | grep -q '"file_missing": *true' || fail "image list --json has no file_missing"
 "$TCPOTA" image add --version 2.1.0 --model esp32 "$WORK/g1" > /dev/null 2>&1 || fail "image add g1 again"
 "$TCPOTA" image add --version 2.2.0 --model esp32 "$WORK/g2" > /dev/null 2>&1 || fail "image add g2 again"
+! "$TCPOTA" image list 2>&1 | grep -q 'has no intact file' || fail "image list after the files were added again still warns"
 stop_fleet
 rm "$DATA/images/$extra"
 start_fleet

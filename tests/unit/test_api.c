@@ -716,6 +716,10 @@ static void test_paths_and_methods(void **state)
     assert_int_equal(T.f.ros[0].ro.state, ROLLOUT_STATE_ACTIVE);
     expect_error("POST", "/v1/rollouts/1/explode", NULL, 404, NULL);
     expect_error("GET", "/v1/devices/nope", NULL, 404, NULL);
+    /* A '%' that escapes nothing: 400, not looked up as written (a
+     * hostile trial's "%zz" was "no device %zz"). */
+    expect_error("GET", "/v1/devices/%zz", NULL, 400, "id");
+    expect_error("GET", "/v1/images/1.0%zz", NULL, 400, "id");
     expect_error("GET", "/v1/devices/dev-1/keys", NULL, 404, NULL);
     expect_error("PUT", "/v1/images", NULL, 405, NULL);
     expect_error("PATCH", "/v1/images/11111111", NULL, 405, NULL);
@@ -2307,6 +2311,25 @@ static void test_authorization_twice(void **state)
     }
 }
 
+/* Two Tcpota-Manifest headers: 400 naming it, the image not stored
+ * (libevent handed over the first: good then bad was taken). */
+static void test_manifest_twice(void **state)
+{
+    static char buf[4096];
+    int fd;
+
+    (void)state;
+    fd = raw_open("POST /v1/images?version=7.7.7&model=twice HTTP/1.1\r\nHost: x\r\nAuthorization: "
+                  "Bearer " TOKEN "\r\nTcpota-Manifest: AAAA\r\nTcpota-Manifest: AAAA\r\n"
+                  "Content-Length: 5\r\nConnection: close\r\n\r\nhello");
+    raw_read(fd, buf, sizeof buf, 200);
+    close(fd);
+    if (!strstr(buf, "HTTP/1.1 400") ||
+        !strstr(buf, "the Tcpota-Manifest header is given twice; send it once")) {
+        fail_msg("two Tcpota-Manifest headers: %s", buf);
+    }
+    expect_error("GET", "/v1/images/7.7.7", NULL, 404, NULL); /* not stored */
+}
 
 /* A 405 names the methods the path takes, in the Allow header RFC 9110
  * asks for, as the error's text does. */
@@ -2715,6 +2738,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conn_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_authorization_twice, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_manifest_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_http, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gate_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tokenless_bodies, setup, teardown),
