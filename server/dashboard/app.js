@@ -444,7 +444,10 @@ const nowhere = (title, msg, href, what) => ({
 
 function route() {
   const [path, query] = location.hash.split(/\?(.*)/s);
-  const [, page, arg] = path.split('/');
+  // The id is all after #/device/: one typed with a '/' in it (x/y) was cut
+  // at it (the page's own links escape it: %2F).
+  const [, page, ...rest] = path.split('/');
+  const arg = rest.join('/');
   const pages = { overview, devices, rollouts, images };
   let id = arg || '', on = page || 'overview';
   try { id = decodeURIComponent(id); } catch { /* a malformed escape: the id as written */ }
