@@ -153,6 +153,96 @@ static int added_later(const struct store_req *r)
     return 0;
 }
 
+#define SQ_REPLACED_SAYS "the database was replaced while the server runs (see its log): nothing" \
+                         " is read or written in it; restart the server to use it"
+
+/* 1 when DIR/tcpota.db, or its -wal once seen, is no longer the file
+ * opened: a backup restored into DIR while the server runs (cp of a copy
+ * and rm of the -wal, or a mv over it). Nothing more is written then: a
+ * batch, or the close's checkpoint, would put the running server's pages
+ * into the restored database (a trial's restore was silently undone at
+ * the stop). Said once. A cp over the file that keeps the -wal is not
+ * seen (the same files): docs/operations.md says to stop the server. */
+static int sq_replaced(struct sstore *st)
+{
+    char path[sizeof(st->dir) + sizeof(FLEET_DB_FILE) + 8];
+    struct stat sb;
+    const char *what = NULL;
+
+    if (st->replaced) {
+        return 1;
+    }
+    snprintf(path, sizeof(path), "%s/%s", st->dir, FLEET_DB_FILE);
+    if (stat(path, &sb) != 0 || sb.st_dev != st->db_dev || sb.st_ino != st->db_ino) {
+        what = "was replaced";
+    } else {
+        snprintf(path, sizeof(path), "%s/%s-wal", st->dir, FLEET_DB_FILE);
+        if (stat(path, &sb) != 0) {
+            what = st->wal_ino ? "lost its -wal file" : NULL;
+        } else if (!st->wal_ino) {
+            st->wal_ino = sb.st_ino; /* made since the open */
+        } else if (sb.st_ino != st->wal_ino) {
+            what = "had its -wal file replaced";
+        }
+    }
+    if (!what) {
+        return 0;
+    }
+    st->replaced = 1;
+    store_worker_notice(&st->w, 1, "%s/%s %s while the server runs (a backup restored into its"
+                        " folder?): nothing more is read or written in it, so that what was put"
+                        " there stays as it is; every request fails until the server is"
+                        " restarted on it (stop it before a restore: docs/operations.md)",
+                        st->dir, FLEET_DB_FILE, what);
+    return 1;
+}
+
+/* After a replaced database's close: this server's -wal, where it is still
+ * (a database moved over tcpota.db), is renamed away with its -shm, since
+ * SQLite would apply its pages to the database put there at the next open
+ * (nothing in a -wal names its database). */
+static void sq_set_wal_aside(struct sstore *st)
+{
+    static const char *const ends[] = {"-wal", "-shm"};
+    char path[sizeof(st->dir) + sizeof(FLEET_DB_FILE) + 8], aside[sizeof(path) + 16];
+    struct stat sb;
+
+    snprintf(path, sizeof(path), "%s/%s-wal", st->dir, FLEET_DB_FILE);
+    if (!st->wal_ino || stat(path, &sb) != 0 || sb.st_ino != st->wal_ino) {
+        return; /* removed, or the restore's own: not ours */
+    }
+    for (size_t i = 0; i < sizeof(ends) / sizeof(ends[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s%s", st->dir, FLEET_DB_FILE, ends[i]);
+        snprintf(aside, sizeof(aside), "%s.replaced", path);
+        if (rename(path, aside) == 0) {
+            char msg[3 * sizeof(aside)];
+            /* Said at once: the worker's notices end with its thread. */
+            snprintf(msg, sizeof(msg), "the replaced database's %s moved aside to %s, so that it"
+                     " is not applied to the database put there", path, aside);
+            if (st->base.notice) {
+                st->base.notice(st->base.notice_arg, 1, msg);
+            } else {
+                fprintf(stderr, "tcpota store: %s\n", msg);
+            }
+        }
+    }
+}
+
+/* Notes the files open_db opened, for sq_replaced. */
+static void sq_note_files(struct sstore *st)
+{
+    char path[sizeof(st->dir) + sizeof(FLEET_DB_FILE) + 8];
+    struct stat sb;
+
+    snprintf(path, sizeof(path), "%s/%s", st->dir, FLEET_DB_FILE);
+    if (stat(path, &sb) == 0) {
+        st->db_dev = sb.st_dev;
+        st->db_ino = sb.st_ino;
+    }
+    snprintf(path, sizeof(path), "%s/%s-wal", st->dir, FLEET_DB_FILE);
+    st->wal_ino = stat(path, &sb) == 0 ? sb.st_ino : 0;
+}
+
 static int commit(struct sstore *st)
 {
     struct store_req *r;
@@ -229,6 +319,10 @@ static void run_one(struct sstore *st, struct store_req *r)
     int64_t before;
 
     why[0] = '\0'; /* not the whole buffer: this runs for every request */
+    if (!st->in_txn && sq_replaced(st)) {
+        (void)store_err_set(r, STORE_E_IO, "%s", SQ_REPLACED_SAYS);
+        return;
+    }
     if (!st->in_txn) {
         if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
             sq_fail(st, r, "begin");
@@ -335,7 +429,15 @@ static void teardown(struct sstore *st)
     store_worker_release(&st->w);
     sq_cache_free(st);
     if (st->db) {
+        if (st->replaced) {
+            /* Its checkpoint would copy this server's pages into the
+             * database put in its place (and the -wal is kept). */
+            (void)sqlite3_db_config(st->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+        }
         sqlite3_close(st->db);
+        if (st->replaced) {
+            sq_set_wal_aside(st);
+        }
     }
     fleet_lock_release(st->lock_fd);
     free(st);
@@ -621,6 +723,7 @@ static int open_db(struct sstore *st, char *err, size_t errlen)
         return -1;
     }
     st->base.schema_to = SQ_SCHEMA_VERSION;
+    sq_note_files(st);
     return 0;
 }
 

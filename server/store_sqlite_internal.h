@@ -18,6 +18,7 @@
 #include "store_worker.h"
 
 #include <sqlite3.h>
+#include <sys/types.h>
 
 /* One prepared statement, kept for the store's life (keyed by its SQL). */
 struct sq_cached {
@@ -52,6 +53,11 @@ struct sstore {
     struct store_req *pend_head, *pend_tail; /* ran, completion not posted */
     struct sq_cached *cache;
     size_t ncache, capcache;
+    /* The files opened (sq_replaced): a database put in their place while
+     * the server runs (a backup restored into DIR) is never written. */
+    dev_t db_dev;
+    ino_t db_ino, wal_ino; /* wal_ino 0: no -wal seen yet */
+    int replaced;          /* found replaced: every request fails from then on */
 };
 
 /* ---- store_sqlite_schema.c ---- */

@@ -9,7 +9,7 @@ foreach(t cuts sigkill legacy fleet hostile small_frames session_rules proxy_dea
           tls_writes oom zero_copy cluster_script fleet_cut
           fdlimit api_exposed
           fleet_busy ktls flashlock device_signals fleet_decide fleet_outcomes demo disk_full serve_signals
-          fleet_start
+          fleet_start fleet_restore
           tls_ticket_keys proxy_protocol fleet_events tls_reload fleet_offload fleet_resign api_https notify)
   add_test(NAME e2e_${t} COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/test_${t}.sh)
   set_tests_properties(e2e_${t} PROPERTIES LABELS e2e TIMEOUT 300
