@@ -156,45 +156,76 @@ static int added_later(const struct store_req *r)
 #define SQ_REPLACED_SAYS "the database was replaced while the server runs (see its log): nothing" \
                          " is read or written in it; restart the server to use it"
 
-/* 1 when DIR/tcpota.db, or its -wal once seen, is no longer the file
- * opened: a backup restored into DIR while the server runs (cp of a copy
- * and rm of the -wal, or a mv over it). Nothing more is written then: a
- * batch, or the close's checkpoint, would put the running server's pages
- * into the restored database (a trial's restore was silently undone at
- * the stop). Said once. A cp over the file that keeps the -wal is not
- * seen (the same files): docs/operations.md says to stop the server. */
-static int sq_replaced(struct sstore *st)
+/* What changed of the files open_db opened, or NULL: DIR/tcpota.db is
+ * another file or gone, or its -wal (once seen) is gone or another file.
+ * A stat that fails otherwise (EACCES, EIO on network storage) is no
+ * answer: asked again at the next batch. */
+static const char *sq_files_changed(struct sstore *st)
 {
     char path[sizeof(st->dir) + sizeof(FLEET_DB_FILE) + 8];
     struct stat sb;
-    const char *what = NULL;
+
+    snprintf(path, sizeof(path), "%s/%s", st->dir, FLEET_DB_FILE);
+    if (stat(path, &sb) != 0) {
+        return errno == ENOENT ? "was removed" : NULL;
+    }
+    if (sb.st_dev != st->db_dev || sb.st_ino != st->db_ino) {
+        return "was replaced";
+    }
+    snprintf(path, sizeof(path), "%s/%s-wal", st->dir, FLEET_DB_FILE);
+    if (stat(path, &sb) != 0) {
+        return errno == ENOENT && st->wal_ino ? "lost its -wal file" : NULL;
+    }
+    if (!st->wal_ino) {
+        st->wal_ino = sb.st_ino; /* made since the open */
+    } else if (sb.st_ino != st->wal_ino) {
+        return "had its -wal file replaced";
+    }
+    return NULL;
+}
+
+/* The line sq_replaced and teardown say. */
+static void sq_say_replaced(const struct sstore *st, const char *what, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/%s %s while the server runs (a backup restored into its folder?):"
+             " nothing more is read or written in it, so that what was put there stays as it is;"
+             " every request fails until the server is restarted on it (stop it before a"
+             " restore: docs/operations.md)", st->dir, FLEET_DB_FILE, what);
+}
+
+/* 1 when the files the store opened were replaced (sq_files_changed): a
+ * backup restored into DIR while the server runs (cp of a copy and rm of
+ * the -wal, or a mv over it). Nothing more is written then: a batch, or
+ * the close's checkpoint, would put the running server's pages into the
+ * restored database (a trial's restore was silently undone at the stop).
+ * Said once. A cp over the file that keeps the -wal is not seen (the same
+ * files): docs/operations.md says to stop the server. Store thread. */
+static int sq_replaced(struct sstore *st)
+{
+    const char *what;
+    char line[sizeof(st->dir) + 400];
 
     if (st->replaced) {
         return 1;
     }
-    snprintf(path, sizeof(path), "%s/%s", st->dir, FLEET_DB_FILE);
-    if (stat(path, &sb) != 0 || sb.st_dev != st->db_dev || sb.st_ino != st->db_ino) {
-        what = "was replaced";
-    } else {
-        snprintf(path, sizeof(path), "%s/%s-wal", st->dir, FLEET_DB_FILE);
-        if (stat(path, &sb) != 0) {
-            what = st->wal_ino ? "lost its -wal file" : NULL;
-        } else if (!st->wal_ino) {
-            st->wal_ino = sb.st_ino; /* made since the open */
-        } else if (sb.st_ino != st->wal_ino) {
-            what = "had its -wal file replaced";
-        }
-    }
-    if (!what) {
+    if (!(what = sq_files_changed(st))) {
         return 0;
     }
     st->replaced = 1;
-    store_worker_notice(&st->w, 1, "%s/%s %s while the server runs (a backup restored into its"
-                        " folder?): nothing more is read or written in it, so that what was put"
-                        " there stays as it is; every request fails until the server is"
-                        " restarted on it (stop it before a restore: docs/operations.md)",
-                        st->dir, FLEET_DB_FILE, what);
+    sq_say_replaced(st, what, line, sizeof(line));
+    store_worker_notice(&st->w, 1, "%s", line);
     return 1;
+}
+
+/* Says line at once on the calling thread (the main one, after the store
+ * thread joined: its notices end with it). */
+static void sq_say_now(const struct sstore *st, const char *line)
+{
+    if (st->base.notice) {
+        st->base.notice(st->base.notice_arg, 1, line);
+    } else {
+        fprintf(stderr, "tcpota store: %s\n", line);
+    }
 }
 
 /* After a replaced database's close: this server's -wal, where it is still
@@ -216,14 +247,9 @@ static void sq_set_wal_aside(struct sstore *st)
         snprintf(aside, sizeof(aside), "%s.replaced", path);
         if (rename(path, aside) == 0) {
             char msg[3 * sizeof(aside)];
-            /* Said at once: the worker's notices end with its thread. */
             snprintf(msg, sizeof(msg), "the replaced database's %s moved aside to %s, so that it"
                      " is not applied to the database put there", path, aside);
-            if (st->base.notice) {
-                st->base.notice(st->base.notice_arg, 1, msg);
-            } else {
-                fprintf(stderr, "tcpota store: %s\n", msg);
-            }
+            sq_say_now(st, msg);
         }
     }
 }
@@ -251,6 +277,16 @@ static int commit(struct sstore *st)
         return 0;
     }
     st->in_txn = 0;
+    if (sq_replaced(st)) {
+        /* Replaced while the batch was open (a check-in keeps one open
+         * for STORE_BATCH_MS): its writes go nowhere; an autocheckpoint
+         * after its COMMIT would write into the restored file. */
+        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+        for (r = st->pend_head; r; r = r->next) {
+            (void)store_err_set(r, STORE_E_IO, "%s", SQ_REPLACED_SAYS);
+        }
+        return -1;
+    }
     if (sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
         batch_failed(st, sq_why(st));
         if (!sqlite3_get_autocommit(st->db)) {
@@ -428,6 +464,18 @@ static void teardown(struct sstore *st)
 {
     store_worker_release(&st->w);
     sq_cache_free(st);
+    if (st->db && !st->replaced && st->db_ino) {
+        /* Once more, the store thread joined: a restore just before a stop
+         * that no request followed (a review: the stop's checkpoint undid
+         * it). Said at once: the worker's notices end with its thread. */
+        const char *what = sq_files_changed(st);
+        if (what) {
+            char line[sizeof(st->dir) + 400];
+            st->replaced = 1;
+            sq_say_replaced(st, what, line, sizeof(line));
+            sq_say_now(st, line);
+        }
+    }
     if (st->db) {
         if (st->replaced) {
             /* Its checkpoint would copy this server's pages into the

@@ -86,3 +86,19 @@ rc=0
 [ $rc -ne 0 ] || fail "a pause right after the restore was acknowledged: $(cat "$WORK/pause.out")"
 stop_fleet
 ok "a write right after a read and the restore: refused"
+
+# A restore and then the stop, no request between: the stop's checkpoint
+# put the running server's pages into the restored file (a review).
+start_fleet
+"$TCPOTA" rollout resume 1 > /dev/null 2>&1 || true
+backup "$WORK/backup4.db" || fail "the fourth backup failed"
+"$TCPOTA" rollout cancel 1 > /dev/null || fail "rollout cancel failed"
+want=$(state "$WORK/backup4.db")
+sleep 0.5 # the batch the requests opened is committed (STORE_BATCH_MS): the stop runs none
+cp "$WORK/backup4.db" "$DATA/tcpota.db"; rm -f "$DATA/tcpota.db-wal" "$DATA/tcpota.db-shm"
+stop_fleet
+[ "$(state "$DATA/tcpota.db")" = "$want" ] ||
+  fail "a stop right after the restore wrote into it: rollout 1 is $(state "$DATA/tcpota.db"), the backup's is $want"
+grep -q "store: $DATA/tcpota.db lost its -wal file while the server runs" "$WORK/server.log" ||
+  fail "a restore just before the stop was not said: $(grep 'store:' "$WORK/server.log" | tail -3)"
+ok "a restore just before a stop: the stop leaves it as restored, and says so"
