@@ -75,16 +75,14 @@ static void req_peer(struct evhttp_request *req, char *addr, size_t acap, char *
     snprintf(peer, pcap, "%s:%u", addr, (unsigned)port);
 }
 
-void ota_refuse(struct http_ota *ota, const struct dl *d, struct evhttp_request *req, int code,
-                const char *fmt, ...)
+/* The log's line of a refusal (at most OTA_REFUSED_LOG_BURST a
+ * OTA_REFUSED_LOG_MS), ota_refuse's and a CONNECT's. */
+static void refusal_said(struct http_ota *ota, const struct dl *d, struct evhttp_request *req,
+                         int code, const char *msg)
 {
-    char msg[OTA_ERROR_MAX], addr[sizeof(d->addr)], peer[sizeof(d->peer)], more[LOG_MORE_MAX];
+    char addr[sizeof(d->addr)], peer[sizeof(d->peer)], more[LOG_MORE_MAX];
     const char *uri = evhttp_request_get_uri(req);
-    va_list ap;
 
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     if (log_limit_say(&ota->refused, OTA_REFUSED_LOG_MS, OTA_REFUSED_LOG_BURST, "refusals", more,
                       sizeof(more))) {
         if (!d || !d->peer[0]) req_peer(req, addr, sizeof(addr), peer, sizeof(peer));
@@ -92,6 +90,18 @@ void ota_refuse(struct http_ota *ota, const struct dl *d, struct evhttp_request 
                 d && d->peer[0] ? d->peer : peer, "http: refused %.*s with %d: %s%s",
                 OTA_LOG_URI_MAX, uri ? uri : "(no request line)", code, msg, more);
     }
+}
+
+void ota_refuse(struct http_ota *ota, const struct dl *d, struct evhttp_request *req, int code,
+                const char *fmt, ...)
+{
+    char msg[OTA_ERROR_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    refusal_said(ota, d, req, code, msg);
     reply_error(req, code, msg);
 }
 
@@ -377,7 +387,10 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
     double stuck;
     int rc;
 
-    if (http_refuse_connect(req, "{\"error\":\"downloads answer GET and HEAD only\"}")) {
+    if (m == EVHTTP_REQ_CONNECT) { /* logged as every refusal, answered as none (http_reply.h) */
+        refusal_said(ota, NULL, req, 405, "downloads answer GET and HEAD only (CONNECT: closed)");
+        (void)http_refuse_connect(req, "Allow: GET, HEAD\r\n",
+                                  "{\"error\":\"downloads answer GET and HEAD only\"}");
         return;
     }
     if (ota->http) ota_conn_request(ota, req); /* the listener's: its deadline stops */

@@ -109,9 +109,10 @@ static inline void http_answer_close(struct evhttp_connection *evcon, evutil_soc
  * behind it are read as the next request (a hostile trial). Neither
  * listener is a proxy: a CONNECT is answered 405 with its length at once
  * (inside TLS by SSL_write, the handshake done), and closed
- * (http_answer_close). Returns 1 when req was one (its connection is then
- * freed, req with it). */
-static inline int http_refuse_connect(struct evhttp_request *req, const char *body)
+ * (http_answer_close); allow: its Allow header, ending in CRLF. Returns 1
+ * when req was one (its connection is then freed, req with it). */
+static inline int http_refuse_connect(struct evhttp_request *req, const char *allow,
+                                      const char *body)
 {
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
     struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
@@ -124,11 +125,11 @@ static inline int http_refuse_connect(struct evhttp_request *req, const char *bo
     }
     if (!ssl) {
         http_answer_close(evcon, bufferevent_getfd(bev), "405 Method Not Allowed",
-                          "application/json", "", body);
+                          "application/json", allow, body);
         return 1;
     }
     if ((n = http_answer_text(reply, sizeof reply, "405 Method Not Allowed", "application/json",
-                              "", body)) != 0) {
+                              allow, body)) != 0) {
         (void)SSL_write(ssl, reply, (int)n);
     }
     http_close_drained(evcon, bufferevent_getfd(bev));
@@ -152,8 +153,9 @@ static inline unsigned http_header_count(struct evhttp_request *req, const char 
  * smuggling). A Transfer-Encoding other than chunked (gzip, xchunked)
  * libevent ignores: it reads the body by Content-Length, or none, and the
  * body's bytes became the next request (a hostile trial ran a smuggled
- * rollout pause so; libevent itself refuses one with a Content-Length,
- * as it does chunked with one, or after a chunked one). Nor may a HEAD or a TRACE carry a
+ * rollout pause so; Debian 12's libevent, 2.1.12 with its security fixes,
+ * refuses one with a Content-Length itself, as it does chunked with one or
+ * after a chunked one, where upstream 2.1.12 read such a body chunked). Nor may a HEAD or a TRACE carry a
  * body: libevent reads none for them, so the bytes of one would be read
  * as the next request, where a proxy took them for a body. Such a request is
  * answered 400 and its connection closed (Connection: close), so that no

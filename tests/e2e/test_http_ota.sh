@@ -336,9 +336,10 @@ bad 405 "POST" "$OTA?device=h-2" "${V[@]}" -X POST
 # CONNECT, which libevent takes for a tunnel (no length on its answer, the
 # connection held 60 s): 405 with its length, closed at once (curl ends
 # before its 5 s; a hostile trial's client hung).
-code=$(curl -sS --max-time 5 -X CONNECT -o "$WORK/connect.b" -w '%{http_code}' "$OTA?device=h-2" 2> "$WORK/connect.err") &&
-  [ "$code" = 405 ] && grep -q 'downloads answer GET and HEAD only' "$WORK/connect.b" ||
-  fail "CONNECT: $code $(cat "$WORK/connect.b" "$WORK/connect.err")"
+code=$(curl -sS --max-time 5 -X CONNECT -D "$WORK/connect.h" -o "$WORK/connect.b" -w '%{http_code}' "$OTA?device=h-2" 2> "$WORK/connect.err") &&
+  [ "$code" = 405 ] && grep -q 'downloads answer GET and HEAD only' "$WORK/connect.b" &&
+  grep -qi '^Allow: GET, HEAD' "$WORK/connect.h" ||
+  fail "CONNECT: $code $(cat "$WORK/connect.h" "$WORK/connect.b" "$WORK/connect.err")"
 code=$(python3 -c '
 import socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
@@ -381,6 +382,7 @@ sleep 1.1
 bad 400 "a space in the version, logged" "$OTA?device=h-2" -H 'X-Tcpota-Version: 1.0 beta'
 bad 403 "a device with a secret, logged" "$OTA?device=s-1" "${V[@]}"
 bad 405 "DELETE, logged" "$OTA?device=h-2" "${V[@]}" -X DELETE
+curl -s --max-time 5 -X CONNECT -o /dev/null "$OTA?device=h-2" || true
 refused() { grep -E "^[^ ]+ tcpota serve: \[$1 127\.0\.0\.1:[0-9]+\] http: refused $2 with $3: $4" "$WORK/server.log"; }
 refused h-2 '/ota/esp32\?device=h-2' 400 'version: a space or a character that is not printable in it; send' > /dev/null ||
   fail "no line for the refused version: $(grep 'http: refused' "$WORK/server.log" | tail -3)"
@@ -388,6 +390,8 @@ refused s-1 '/ota/esp32\?device=s-1' 403 'device s-1 authenticates with a secret
   fail "no line for the 403 of s-1: $(grep 'http: refused' "$WORK/server.log" | tail -3)"
 refused - '/ota/esp32\?device=h-2' 405 'downloads answer GET and HEAD only' > /dev/null ||
   fail "no line for the 405: $(grep 'http: refused' "$WORK/server.log" | tail -3)"
+refused - '/ota/esp32\?device=h-2' 405 'downloads answer GET and HEAD only \(CONNECT: closed\)' > /dev/null ||
+  fail "no line for the CONNECT's 405: $(grep 'http: refused' "$WORK/server.log" | tail -3)"
 # The 416 of a range past the end: its range and the image's size.
 grep -qE "\[e-6 127\.0\.0\.1:[0-9]+\] http: refused /ota/esp32\?device=e-6 with 416: Range: starts at or past the end of the image \(bytes=$SIZE-; the image has $SIZE bytes\)" \
   "$WORK/server.log" || fail "no line for the 416: $(grep 'with 416' "$WORK/server.log" | tail -3)"
