@@ -64,7 +64,9 @@ static unsigned distance(const char *a, const char *b)
             unsigned v = d[i - 1][j - 1] + c;
             if (d[i - 1][j] + 1 < v) v = d[i - 1][j] + 1;
             if (d[i][j - 1] + 1 < v) v = d[i][j - 1] + 1;
-            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < v) {
+            if (i > 1 && j > 1 && tolower((unsigned char)a[i - 1]) == tolower((unsigned char)b[j - 2]) &&
+                tolower((unsigned char)a[i - 2]) == tolower((unsigned char)b[j - 1]) &&
+                d[i - 2][j - 2] + 1 < v) {
                 v = d[i - 2][j - 2] + 1;
             }
             d[i][j] = v;
@@ -144,7 +146,8 @@ static int read_line(FILE *f, char *buf, size_t cap, size_t *len)
 }
 
 /* The first byte of a line a text file cannot hold (a control character
- * but tab, and carriage return at the line's end: CRLF; NUL included): its
+ * but tab, and carriage returns at the line's end: CRLF, CR CR LF of a
+ * file converted twice; NUL included): its
  * offset, or len. Such a line is refused and never echoed (a binary file's
  * bytes would reach the terminal; a lone CR, from an old Mac editor, sends
  * the cursor back over the message), and a NUL must not silently end a
@@ -155,7 +158,8 @@ static size_t not_text(const char *s, size_t len)
 
     for (i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if ((c < 0x20 && c != '\t' && !(c == '\r' && i + 1 == len)) || c == 0x7f) {
+        if ((c < 0x20 && c != '\t' && !(c == '\r' && strspn(s + i, "\r") == len - i)) ||
+            c == 0x7f) {
             break;
         }
     }

@@ -447,6 +447,7 @@ function route() {
   // The id is all after #/device/: one typed with a '/' in it (x/y) was cut
   // at it (the page's own links escape it: %2F).
   const [, page, ...rest] = path.split('/');
+  if (rest.length > 1 && rest[rest.length - 1] === '') rest.pop(); // #/device/abc/: abc
   const arg = rest.join('/');
   const pages = { overview, devices, rollouts, images };
   let id = arg || '', on = page || 'overview';

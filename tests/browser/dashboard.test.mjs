@@ -257,9 +257,9 @@ async function main() {
   // An id typed with a '/' in it is the whole id, not its part before the '/'.
   await page.goto(base + '/#/device/no/such-dev');
   await waitFor('the typed id with a slash', async () => /no device no\/such-dev/.test(await page.textContent('#view')));
-  await page.goto(base + '/#/device/bad-1');
+  await page.goto(base + '/#/device/bad-1/'); // a trailing '/' is no part of the id
   await page.waitForSelector('text=reported: rolled back', { timeout: WAIT_MS });
-  ok('an unknown device\'s page shows its message alone (a typed id with a slash whole)');
+  ok('an unknown device\'s page shows its message alone (a typed id with a slash whole, a trailing one dropped)');
 
   // Addresses a page cannot follow: said in words (before: the API's "no
   // such path /v1/devices/", and the overview with no page highlighted).

@@ -64,6 +64,7 @@ expect_refused unknown '# x\nversion 1.0.0\nlisten-port 80\n' 'unknown.conf:3: u
 # read only 'unknown option'); none where two are as near, or none is.
 expect_refused typo 'lsiten 127.0.0.1:0\n' "typo.conf:1: unknown option 'lsiten' \\(did you mean 'listen'\\?\\); the options are those of"
 expect_refused caps 'MAX-CONNS 5\n' "caps.conf:1: unknown option 'MAX-CONNS' \\(did you mean 'max-conns'\\?\\)"
+expect_refused swapcaps 'LSITEN 127.0.0.1:0\n' "swapcaps.conf:1: unknown option 'LSITEN' \\(did you mean 'listen'\\?\\)"
 expect_refused far 'frobnicate 5\n' "far.conf:1: unknown option 'frobnicate'; the options"
 expect_refused dashes '--version 1.0.0\n' 'dashes.conf:1: write the option as .version., without the leading dashes'
 expect_refused equals 'version=1.0.0\n' "equals.conf:1: write 'version 1.0.0' \\(a space between the option and its value, not '='\\)"
@@ -109,7 +110,7 @@ rc=0; timeout 10 "$TCPOTA" serve --config long.conf img.bin > /dev/null 2> long.
 rc=0; timeout 10 "$TCPOTA" serve --config del.conf --config=long.conf img.bin > /dev/null 2> twice.log || rc=$?
 [ $rc -eq 2 ] && grep -qx 'tcpota serve: --config given twice; give one config file' twice.log ||
   fail "--config twice: rc $rc: $(cat twice.log)"
-printf 'listen 127.0.0.1:0\r\nversion 1.0.0\r\n\tno-progress\n' > crlf.conf
+printf 'listen 127.0.0.1:0\r\nversion 1.0.0\r\r\n\tno-progress\n' > crlf.conf # CR CR LF: converted twice
 start_serve crlf.log --config crlf.conf
 stop_serve
 ok "bad lines are refused with FILE:LINE and what to write instead"
