@@ -21,7 +21,7 @@
 typedef int notify_fn(int unset_environment, const char *state);
 
 static notify_fn *sd_notify_p;
-static int notify_tried;
+static int notify_tried, notify_failed;
 
 static void send_state(const struct tcpota_serve_opts *o, const char *state)
 {
@@ -46,7 +46,17 @@ static void send_state(const struct tcpota_serve_opts *o, const char *state)
         memcpy(&sd_notify_p, &sym, sizeof(sym));
     }
     if (sd_notify_p) {
-        (void)sd_notify_p(0, state);
+        int rc = sd_notify_p(0, state);
+        if (rc < 0 && !notify_failed) {
+            /* A socket that is not there (a unit's stale environment, a
+             * typo by hand) was silent: under Type=notify the start then
+             * times out with no word why (a trial). Said once. */
+            notify_failed = 1;
+            say_always(o, LOG_LV_WARN, "warning: NOTIFY_SOCKET=%s took no message (%s): the service"
+                       " manager does not hear that the server is ready, and stops a Type=notify"
+                       " unit after its TimeoutStartSec; unset NOTIFY_SOCKET outside a service",
+                       getenv("NOTIFY_SOCKET"), strerror(-rc));
+        }
     }
 }
 

@@ -531,7 +531,8 @@ static void reload(struct server *srv)
     if (!o->reload) {
         say_always(srv->o, LOG_LV_INFO, "%s", srv->fleet
                    ? "SIGHUP: nothing to reload: in fleet mode images, rollouts, groups and "
-                     "secrets change through the API and apply at once"
+                     "secrets change through the API and apply at once, and a --config file is"
+                     " read at start only (a restart applies it)"
                    : "SIGHUP: nothing to reload");
         return;
     }

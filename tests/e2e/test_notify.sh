@@ -113,3 +113,11 @@ stop_fleet
 settled
 [ "$(sed -n 2p "$N.txt")" = "$SERVER_PID STOPPING=1" ] && [ "$(wc -l < "$N.txt")" -eq 2 ] || fail "fleet mode at SIGTERM: $(cat "$N.txt")"
 ok "fleet mode: READY=1 with its API up, STOPPING=1 at SIGTERM"
+
+# --- a socket that is not there: said once (it was silent) -----------------------
+free_port
+NOTIFY_SOCKET=$WORK/no-such.sock start_server "$WORK/img" 2.0.0 --listen "127.0.0.1:$PORT"
+stop_server
+[ "$(grep -c "warning: NOTIFY_SOCKET=$WORK/no-such.sock took no message (No such file or directory)" "$WORK/server.log")" = 1 ] ||
+  fail "a NOTIFY_SOCKET that is not there: $(grep -i notify "$WORK/server.log")"
+ok "a NOTIFY_SOCKET that names no socket: one warning"
