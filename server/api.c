@@ -728,7 +728,7 @@ static void handle(struct evhttp_request *req, void *arg)
      * gate could not record, out of memory: what a request leaves in flight
      * must learn of its close. */
     evhttp_connection_set_closecb(evhttp_request_get_connection(req), api_conn_closed, a);
-    if (http_refuse_connect(req, "Allow: GET, HEAD, POST, DELETE\r\n",
+    if (http_refuse_connect(req, "Allow: GET, HEAD, POST, PATCH, DELETE\r\n",
                             "{\"error\":\"CONNECT is not a method of this API (it is no"
                             " proxy); see docs/api.md\"}")) {
         return;

@@ -153,6 +153,7 @@ static int added_later(const struct store_req *r)
     return 0;
 }
 
+#define SQ_FILES_CHECK_MS 10 /* at most this between two looks at the files (sq_replaced) */
 #define SQ_REPLACED_SAYS "the database was replaced while the server runs (see its log): nothing" \
                          " is read or written in it; restart the server to use it"
 
@@ -187,6 +188,15 @@ static const char *sq_files_changed(struct sstore *st)
 /* The line sq_replaced and teardown say. */
 static void sq_say_replaced(const struct sstore *st, const char *what, char *buf, size_t cap)
 {
+    if (strcmp(what, "was removed") == 0) {
+        /* Not a restore (a trial was told of one): the open file is now the
+         * data's only copy, gone at the stop. */
+        snprintf(buf, cap, "%s/%s was removed while the server runs: nothing more is written; its"
+                 " data now lives only in this process's open file (ls -l /proc/%ld/fd), lost at"
+                 " the stop: copy it out from there first, or restore a backup (docs/operations.md)",
+                 st->dir, FLEET_DB_FILE, (long)getpid());
+        return;
+    }
     snprintf(buf, cap, "%s/%s %s while the server runs (a backup restored into its folder?):"
              " nothing more is read or written in it, so that what was put there stays as it is;"
              " every request fails until the server is restarted on it (stop it before a"
@@ -246,9 +256,11 @@ static void sq_set_wal_aside(struct sstore *st)
         snprintf(path, sizeof(path), "%s/%s%s", st->dir, FLEET_DB_FILE, ends[i]);
         snprintf(aside, sizeof(aside), "%s.replaced", path);
         if (rename(path, aside) == 0) {
-            char msg[3 * sizeof(aside)];
+            char msg[3 * sizeof(aside) + sizeof(st->dir) + 200];
+            (void)chmod(aside, SQ_DB_MODE); /* the device secrets' pages */
             snprintf(msg, sizeof(msg), "the replaced database's %s moved aside to %s, so that it"
-                     " is not applied to the database put there", path, aside);
+                     " is not applied to a database put at %s/%s (remove it once the restore is"
+                     " known good)", path, aside, st->dir, FLEET_DB_FILE);
             sq_say_now(st, msg);
         }
     }
@@ -355,7 +367,11 @@ static void run_one(struct sstore *st, struct store_req *r)
     int64_t before;
 
     why[0] = '\0'; /* not the whole buffer: this runs for every request */
-    if (!st->in_txn && sq_replaced(st)) {
+    /* As a batch opens, and within an open one every SQ_FILES_CHECK_MS
+     * (a batch stays open STORE_BATCH_MS: a trial's download right after
+     * a restore was served from the database it replaced). */
+    if ((!st->in_txn || mono_ms() - st->files_checked_ms >= SQ_FILES_CHECK_MS) &&
+        (st->files_checked_ms = mono_ms(), sq_replaced(st))) {
         (void)store_err_set(r, STORE_E_IO, "%s", SQ_REPLACED_SAYS);
         return;
     }

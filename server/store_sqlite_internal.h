@@ -58,6 +58,7 @@ struct sstore {
     dev_t db_dev;
     ino_t db_ino, wal_ino; /* wal_ino 0: no -wal seen yet */
     int replaced;          /* found replaced: every request fails from then on */
+    int64_t files_checked_ms; /* monotonic: the last look at them */
 };
 
 /* ---- store_sqlite_schema.c ---- */

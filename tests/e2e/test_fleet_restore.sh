@@ -74,18 +74,33 @@ grep -qi cancel "$WORK/show2.out" && fail "the restart applied the old -wal (the
 stop_fleet
 ok "a database moved over a running fleet's: said, nothing more written, the running server's -wal moved aside, the restart serves it"
 
-# A write right after a read, whose batch (200 ms) may still be open when
-# the restore comes: refused (as a batch opens, or by SQLite reading the
-# restored pages beside the running server's), not acknowledged.
+# Requests within the batch a read opened just before the restore (a
+# batch stays open 200 ms): the files are looked at every 10 ms inside
+# one too, so a read 50 ms after the restore is refused, not answered
+# from the database replaced (a trial's download was served so), and a
+# write after it is not acknowledged.
 start_fleet
 backup "$WORK/backup3.db" || fail "the third backup failed"
 "$TCPOTA" rollout list > /dev/null || fail "rollout list failed"
 cp "$WORK/backup3.db" "$DATA/tcpota.db"; rm -f "$DATA/tcpota.db-wal" "$DATA/tcpota.db-shm"
+sleep 0.05
+rc=0
+"$TCPOTA" rollout list > "$WORK/list3.out" 2>&1 || rc=$?
+[ $rc -ne 0 ] || fail "a read 50 ms after the restore was answered: $(cat "$WORK/list3.out")"
 rc=0
 "$TCPOTA" rollout pause 1 > "$WORK/pause.out" 2>&1 || rc=$?
 [ $rc -ne 0 ] || fail "a pause right after the restore was acknowledged: $(cat "$WORK/pause.out")"
 stop_fleet
-ok "a write right after a read and the restore: refused"
+ok "a read 50 ms and a write right after the restore, in the batch open before it: refused"
+
+# tcpota.db removed (not replaced): said as that, with where its data is now.
+start_fleet
+rm "$DATA/tcpota.db"
+refused_soon "$WORK/rm.out" || fail "requests after tcpota.db was removed succeeded: $(cat "$WORK/rm.out")"
+wait_line "$WORK/server.log" "store: $DATA/tcpota.db was removed while the server runs: nothing more is written; its data now lives only in this process's open file \\(ls -l /proc/$SERVER_PID/fd\\), lost at the stop" 5
+stop_fleet
+cp "$WORK/backup3.db" "$DATA/tcpota.db"; rm -f "$DATA"/tcpota.db-wal.replaced "$DATA"/tcpota.db-shm.replaced
+ok "tcpota.db removed under a running server: said so, with where its data is"
 
 # A restore and then the stop, no request between: the stop's checkpoint
 # put the running server's pages into the restored file (a review).

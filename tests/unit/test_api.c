@@ -2022,7 +2022,7 @@ static void test_connect_refused(void **state)
         raw_read(fd, buf, sizeof buf, 100);
         for (p = buf; (p = strstr(p, "HTTP/1.1 ")) != NULL; p++) n++;
         if (n != 1 || !strstr(buf, "HTTP/1.1 405") || !strstr(buf, "Content-Length: ") ||
-            !strstr(buf, "\r\nAllow: GET, HEAD, POST, DELETE\r\n") ||
+            !strstr(buf, "\r\nAllow: GET, HEAD, POST, PATCH, DELETE\r\n") ||
             !strstr(buf, "CONNECT is not a method of this API")) {
             fail_msg("CONNECT (%s): %s", k ? "no token" : "token", buf);
         }
