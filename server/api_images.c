@@ -387,6 +387,12 @@ static void repaired(struct api_call *c)
                                           " an image at its first use), written from an upload"
                                         : "image %.12s: its damaged file %s written again from an upload",
                     c->stored.idhex, c->stored.path);
+    } else if (c->api->cfg.image_trouble && c->api->cfg.image_trouble(c->api->cfg.ctx, c->stored.id)) {
+        /* Intact now (put back by hand), while the server remembers its
+         * failed load: forgotten, as the failure's line advised (a trial
+         * was answered 503 another 30 s). */
+        api_changed(c, "image %.12s: its file %s is intact again; the next check-in loads it",
+                    c->stored.idhex, c->stored.path);
     }
     hold_images(c, &c->stored, 1, 0);
 }
