@@ -153,13 +153,14 @@ static inline unsigned http_header_count(struct evhttp_request *req, const char 
  * smuggling). A Transfer-Encoding other than chunked (gzip, xchunked)
  * libevent ignores: it reads the body by Content-Length, or none, and the
  * body's bytes became the next request (a hostile trial ran a smuggled
- * rollout pause so; Debian 12's libevent, 2.1.12 with its security fixes,
- * refuses one with a Content-Length itself, as it does chunked with one or
- * after a chunked one, where upstream 2.1.12 read such a body chunked). Nor may a HEAD or a TRACE carry a
- * body: libevent reads none for them, so the bytes of one would be read
- * as the next request, where a proxy took them for a body. Such a request is
- * answered 400 and its connection closed (Connection: close), so that no
- * byte after it is read as a request of its own. */
+ * rollout pause so). Debian 12's libevent (2.1.12 with its security fixes)
+ * refuses one beside a Content-Length itself, as it does chunked beside
+ * one or after a chunked one; upstream 2.1.12 read such a body chunked.
+ * Nor may a HEAD or a TRACE carry a body: libevent reads none for them, so
+ * the bytes of one would be read as the next request, where a proxy took
+ * them for a body. Such a request is answered 400 and its connection
+ * closed (Connection: close), so that no byte after it is read as a
+ * request of its own. */
 static inline const char *http_framing_bad(struct evhttp_request *req)
 {
     const struct evkeyvalq *h = evhttp_request_get_input_headers(req);
