@@ -222,6 +222,7 @@ static int sq_replaced(struct sstore *st)
         return 0;
     }
     st->replaced = 1;
+    store_set_down(1); /* GET /health answers 503: a balancer sends devices elsewhere */
     sq_say_replaced(st, what, line, sizeof(line));
     store_worker_notice(&st->w, 1, "%s", line);
     return 1;

@@ -46,13 +46,15 @@ refused_soon "$WORK/after.out" &&
   fail "a request after the restore: $(cat "$WORK/after.out")"
 wait_line "$WORK/server.log" "store: $DATA/tcpota.db lost its -wal file while the server runs \(a backup restored into its folder\?\): nothing more is read or written in it" 5
 [ "$(grep -c 'while the server runs (a backup restored' "$WORK/server.log")" = 1 ] || fail "said more than once: $(grep 'while the server runs' "$WORK/server.log")"
+code=$(curl -s -o "$WORK/health.json" -w '%{http_code}' "$TCPOTA_API/health")
+[ "$code" = 503 ] || fail "/health after the restore: $code $(cat "$WORK/health.json")"
 stop_fleet
 [ "$(state "$DATA/tcpota.db")" = "$want" ] ||
   fail "the stop wrote into the restored database: rollout 1 is $(state "$DATA/tcpota.db"), the backup's is $want"
 start_fleet
 "$TCPOTA" rollout show 1 > "$WORK/show.out" 2>&1 || fail "rollout show after the restart: $(cat "$WORK/show.out")"
 grep -qi cancel "$WORK/show.out" && fail "the restart serves the cancel made after the backup: $(cat "$WORK/show.out")"
-ok "a backup copied into a running fleet's folder: said once, nothing more written, the stop leaves it as restored, the restart serves it"
+ok "a backup copied into a running fleet's folder: said once, /health 503, nothing more written, the stop leaves it as restored, the restart serves it"
 
 # A database moved over it (another file), the running server's -wal left
 # in place: the same, and that -wal, whose pages SQLite would apply to the
