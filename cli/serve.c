@@ -1187,8 +1187,12 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
             if (k < src.nkeys) {
                 /* The config file's and the unit's, say: the same key
                  * twice counted twice towards MAX_KEYS (a trial). */
-                fprintf(stderr, "tcpota serve: note: --pubkey %s is a key given before; taken once\n",
-                        val);
+                char where[600] = "";
+                if (i <= cfg->nowned) { /* the config file's line, as the other notes */
+                    snprintf(where, sizeof(where), " (line %u of %s)", cfg->lines[i - 1], cfg->path);
+                }
+                fprintf(stderr, "tcpota serve: note: --pubkey %s%s is a key given before; taken once\n",
+                        val, where);
                 continue;
             }
             if (src.nkeys == MAX_KEYS) {

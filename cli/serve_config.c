@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 /* A line longer than this is not a config line (paths stay far below). */
@@ -76,12 +77,15 @@ static unsigned distance(const char *a, const char *b)
 }
 
 /* The option nearest to the unknown name (a typo, or a name in capitals):
- * its index when it is within NEAR_MAX edits and no other is as near, or -1. */
+ * its index when it is within NEAR_MAX edits and no other is as near; else
+ * the longest option the name starts with, where a '-' goes on after it
+ * or it has 6 letters or more (tls-certificate, pubkey-file, listening: a
+ * trial got no suggestion; not "data" for database); or -1. */
 static int nearest_option(const char *name)
 {
     unsigned best = NEAR_MAX + 1, d;
     int k = -1, ties = 0;
-    size_t i;
+    size_t i, n, longest = 0;
 
     for (i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
         if ((d = distance(name, options[i].name)) < best) {
@@ -90,7 +94,17 @@ static int nearest_option(const char *name)
             ties++;
         }
     }
-    return best <= NEAR_MAX && !ties ? k : -1;
+    if (best <= NEAR_MAX && !ties) {
+        return k;
+    }
+    for (i = 0, k = -1; i < sizeof(options) / sizeof(options[0]); i++) {
+        n = strlen(options[i].name);
+        if (n > longest && strncasecmp(name, options[i].name, n) == 0 &&
+            (name[n] == '-' || (n >= 6 && name[n] != '\0'))) {
+            longest = n, k = (int)i;
+        }
+    }
+    return k;
 }
 
 int serve_option(const char *arg)

@@ -66,6 +66,10 @@ expect_refused typo 'lsiten 127.0.0.1:0\n' "typo.conf:1: unknown option 'lsiten'
 expect_refused caps 'MAX-CONNS 5\n' "caps.conf:1: unknown option 'MAX-CONNS' \\(did you mean 'max-conns'\\?\\)"
 expect_refused swapcaps 'LSITEN 127.0.0.1:0\n' "swapcaps.conf:1: unknown option 'LSITEN' \\(did you mean 'listen'\\?\\)"
 expect_refused far 'frobnicate 5\n' "far.conf:1: unknown option 'frobnicate'; the options"
+# A longer name that starts with an option: that option (a trial got none).
+expect_refused longer 'tls-certificate srv.pem\n' "longer.conf:1: unknown option 'tls-certificate' \\(did you mean 'tls-cert'\\?\\)"
+expect_refused dashed 'pubkey-file k.pub\n' "dashed.conf:1: unknown option 'pubkey-file' \\(did you mean 'pubkey'\\?\\)"
+expect_refused notdata 'database x\n' "notdata.conf:1: unknown option 'database'; the options"
 expect_refused dashes '--version 1.0.0\n' 'dashes.conf:1: write the option as .version., without the leading dashes'
 expect_refused equals 'version=1.0.0\n' "equals.conf:1: write 'version 1.0.0' \\(a space between the option and its value, not '='\\)"
 expect_refused novalue 'version 1.0.0\nlisten\n' "novalue.conf:2: 'listen' needs a value"
@@ -415,6 +419,11 @@ keys=(); for i in 1 2 3 4 5 6 7 8 9; do keys+=(--pubkey trust.pub); done
 refused_flags 'log-format' "${keys[@]}" --data fleet-tls --api off --log-format xml
 [ "$(grep -c '^tcpota serve: note: --pubkey trust.pub is a key given before; taken once$' refused.log)" = 8 ] &&
   ! grep -q 'at most' refused.log || fail "nine copies of one --pubkey: $(cat refused.log)"
+# From a config file, the note names the line (as the other notes do).
+printf 'pubkey trust.pub\npubkey trust.pub\n' > pk.conf
+refused_flags 'log-format' --config pk.conf --data fleet-tls --api off --log-format xml
+grep -qx 'tcpota serve: note: --pubkey trust.pub (line 2 of pk.conf) is a key given before; taken once' refused.log ||
+  fail "a config file's second pubkey line: $(cat refused.log)"
 [ ! -e fleet-tls ] || fail "a refused fleet start created its data directory"
 refused_flags '--require-auth needs --auth-file' --version 2.0.0 --require-auth img.bin
 # --max-unauth-per-addr caps connections that have not authenticated yet,
