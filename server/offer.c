@@ -47,9 +47,11 @@ const char *offer_reason(enum offer_verdict v)
     case OFFER_OTHER_MODEL: return "the image is for another model";
     case OFFER_FAILED_BEFORE:
         /* An HTTP device reports nothing: its failure is a whole
-         * download it did not boot (a trial read "reported" as untrue). */
+         * download it did not boot (a trial read "reported" as untrue).
+         * No "device retry" here: single-image mode has no registry to
+         * retry in (a trial was sent to one). */
         return "the image failed on this device before (reported failed or declined by it, or"
-               " sent whole over HTTP and not booted); tcpota device retry ID offers it again";
+               " sent whole over HTTP and not booted)";
     case OFFER_DOWNGRADE: return "the device runs a newer version (--allow-downgrade offers it)";
     case OFFER_SAME_VERSION:
         return "the device runs the same version built differently (--allow-downgrade offers it)";
