@@ -92,10 +92,11 @@ double server_time_left(const struct server *srv, double since, double lost_at, 
     return limit - (now - since - (lost < limit ? lost : limit));
 }
 
-/* 1 when legacy device c, found without progress, is given one more sweep:
- * its request may wait unread behind a loop that ran late (stopped,
- * starved: tests/reliability/test_stall.sh), the events to read it first. */
-static int legacy_grace(struct conn *c)
+/* 1 when c, found without progress, is given one more sweep: what waits
+ * unread may be its ACKs or its request, behind a loop that ran late
+ * (stopped, starved: tests/reliability/test_stall.sh), read first
+ * (conn_lowat_tick, or the events) and judged at the next sweep. */
+static int grace_given(struct conn *c)
 {
     if (c->idle_grace || !conn_input_unread(c)) {
         return 0;
@@ -130,11 +131,13 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 
     for (; c; c = next) {
         enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
+        int idle; /* no progress within the idle timeout */
         next = c->next;
         if (conn_check_deadline(c, now)) {
             continue;
         }
-        if (now - c->progress_at <= (double)srv->o->idle_timeout_s) {
+        idle = now - c->progress_at > (double)srv->o->idle_timeout_s;
+        if (!idle) {
             c->idle_grace = 0;
         }
         /* The same deadline holds for answering a CHALLENGE: PINGs must not
@@ -142,36 +145,29 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
         if (c->kind == K_V1 && !c->closing &&
             (st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING || st == TCPOTA_SRV_SENT_ALL ||
              st == TCPOTA_SRV_AUTH_WAIT || st == TCPOTA_SRV_AUTH_CHECK) &&
-            now - c->progress_at > (double)srv->o->idle_timeout_s) {
-            if (c->idle_grace || !conn_input_unread(c)) {
-                srv->stats.failed++;
-                /* What the device failed to do: a hostile trial's device read
-                 * the whole image, then sent PINGs, and was told it did not
-                 * read (the kernel's send queue tells the two apart: all of
-                 * it received by the device's TCP, or not). */
-                clog_(c, 1, "idle for %u s (%s); closing", srv->o->idle_timeout_s,
-                      st == TCPOTA_SRV_AUTH_WAIT || st == TCPOTA_SRV_AUTH_CHECK
-                          ? "no answer to the authentication challenge"
-                      : sock_unsent(c->fd) > 0 || (conn_out(c) && evbuffer_get_length(conn_out(c)) > 0)
-                          ? "not reading what we send"
-                      : st == TCPOTA_SRV_OFFERED
-                          ? "no answer to the offer, though its TCP received all we sent"
-                          : "acknowledging nothing new, though its TCP received all we sent");
-                (void)conn_close(c, 1);
-                continue;
-            }
-            /* What waits may be ACKs the loop, running late, has not read
-             * yet: read it first (conn_lowat_tick, below), judge at the
-             * next sweep. */
-            c->idle_grace = 1;
+            idle && !grace_given(c)) {
+            srv->stats.failed++;
+            /* What the device failed to do: a hostile trial's device read
+             * the whole image, then sent PINGs, and was told it did not
+             * read (the kernel's send queue tells the two apart: all of
+             * it received by the device's TCP, or not). */
+            clog_(c, 1, "idle for %u s (%s); closing", srv->o->idle_timeout_s,
+                  st == TCPOTA_SRV_AUTH_WAIT || st == TCPOTA_SRV_AUTH_CHECK
+                      ? "no answer to the authentication challenge"
+                  : sock_unsent(c->fd) > 0 || (conn_out(c) && evbuffer_get_length(conn_out(c)) > 0)
+                      ? "not reading what we send"
+                  : st == TCPOTA_SRV_OFFERED
+                      ? "no answer to the offer, though its TCP received all we sent"
+                      : "acknowledging nothing new, though its TCP received all we sent");
+            (void)conn_close(c, 1);
+            continue;
         }
         /* A legacy device that asks for no package it has not had within
          * the idle timeout (req1 after req1, or a request trickled in a
          * byte at a time, each of which kept the socket's timeout away:
          * a hostile trial held one 40 s under --idle-timeout 3). A sample
          * device closes once it has the last package. */
-        if (c->kind == K_LEGACY && c->img && !c->closing &&
-            now - c->progress_at > (double)srv->o->idle_timeout_s && !legacy_grace(c)) {
+        if (c->kind == K_LEGACY && c->img && !c->closing && idle && !grace_given(c)) {
             if (c->legacy_done) {
                 clog_(c, 0, "legacy device: sent the whole image, and it has asked for nothing new"
                             " in %u s (--idle-timeout); closing", srv->o->idle_timeout_s);
