@@ -853,7 +853,8 @@ static void die_usage(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fputs("\n", stderr);
     va_end(ap);
-    usage(stderr);
+    /* The whole usage after one bad value buried the error line above it. */
+    fputs("try 'tcpota-proxy --help'\n", stderr);
     exit(2);
 }
 
@@ -1082,6 +1083,10 @@ static void parse_args(int argc, char **argv)
     opt.max_conns = 10000;
     opt.queue_limit = DEFAULT_QUEUE_LIMIT;
     opterr = 0;
+    if (argc < 2) { /* nothing given: the whole usage is the answer */
+        usage(stderr);
+        exit(2);
+    }
     int o;
     while ((o = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (o) {

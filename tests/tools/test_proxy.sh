@@ -103,6 +103,16 @@ expect_prefix() { # expect_prefix FILE PATTERN_FILE N: FILE is exactly the first
 "$SRC" pattern --bytes 1048576 --out "$WORK/pat1m"
 "$SRC" pattern --bytes 4000 --out "$WORK/pat4k"
 
+# --- 0. a bad value: one line that names it, and where the options are; exit 2 ---
+rc=0
+"$PROXY" --listen 127.0.0.1:0 --upstream 127.0.0.1:1 --delay 10x 2>"$WORK/bad.err" || rc=$?
+[[ $rc -eq 2 ]] || fail "--delay 10x: expected exit 2, got $rc"
+[[ "$(cat "$WORK/bad.err")" == "tcpota-proxy: --delay: expected a number in [0, 3600000], got '10x'
+try 'tcpota-proxy --help'" ]] || fail "--delay 10x: unexpected message: $(cat "$WORK/bad.err")"
+rc=0
+"$PROXY" 2>"$WORK/none.err" || rc=$?
+[[ $rc -eq 2 ]] && grep -q -- '^  --cut-at' "$WORK/none.err" || fail "no arguments: expected the usage"
+
 # --- 1. no faults: bytes pass unchanged, also with concurrent connections ---
 start_source big --bytes 1048576
 BIG_PORT=$SRC_PORT
