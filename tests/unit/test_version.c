@@ -45,6 +45,10 @@ static void test_same_precedence(void **state)
     assert_int_equal(order("v2.1.0", "2.1.0.0"), 0);
     assert_int_equal(order("2.1.0+build.5", "2.1.0+build.6"), 0);
     assert_int_equal(order("1.0.0-rc.01", "1.0.0-rc.1"), 0);
+    /* leading zeros are read by value (date versions), as version.h says */
+    assert_int_equal(order("01.2.3", "1.2.3"), 0);
+    assert_int_equal(order("2024.01.05", "2024.1.5"), 0);
+    assert_int_equal(order("2024.01.09", "2024.01.10"), -1);
 }
 
 static void test_not_versions(void **state)

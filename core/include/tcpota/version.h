@@ -9,7 +9,9 @@
  *   [v|V] N[.N[.N[.N]]] [-PRERELEASE] [+BUILD]
  *
  * one to four decimal fields (missing ones count as 0, so "2.1" == "2.1.0"),
- * each at most 9 digits; PRERELEASE is dot-separated identifiers of
+ * each at most 9 digits and read by value: unlike SemVer, leading zeros are
+ * allowed, since date versions ("2024.01.05") are common in firmware, so
+ * "01.2.3" is "1.2.3" (one version to the offer policy); PRERELEASE is dot-separated identifiers of
  * [0-9A-Za-z-] that order as SemVer says (numeric ones by value and below
  * alphanumeric ones, a shorter list below a longer one with the same start,
  * and any pre-release below the release: 2.0.0-rc.1 < 2.0.0); BUILD is
