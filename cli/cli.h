@@ -95,6 +95,9 @@ int cli_warn_if_exposed(const char *path, int fd);
 #define FLASH_DAMAGED_HINT                                                                  \
     "the device's flash files cannot be used as they are: restore them from a backup, or " \
     "start a new device with --init in an empty directory (it boots its factory image)"
+/* After a device's flash files were found missing in a directory that is
+ * not empty: what to do, for `tcpota device` and `tcpota device status`. */
+#define FLASH_MISSING_HINT "restore it, or start a new device with --init in an empty directory"
 /* Checks a directory argument (`what`, e.g. "--flash"): 0 when path is a
  * directory, or when it does not exist and missing_ok; else -1 after a
  * message naming what path is instead ("f.bin is not a directory (it is a

@@ -418,8 +418,7 @@ static int flash_open(struct device *dv, uint32_t slot_size)
         return -2;
     }
     if (rc == TCPOTA_ERR_NOENT) {
-        say(dv, "%s; restore it, or start a new device with --init in an empty directory",
-            tcpota_posix_strerror_detail(&dv->flash));
+        say(dv, "%s; " FLASH_MISSING_HINT, tcpota_posix_strerror_detail(&dv->flash));
         return -1;
     }
     if (rc < 0 && tcpota_posix_creation_cut_short(dv->o.dir)) {

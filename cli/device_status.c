@@ -125,6 +125,8 @@ int cmd_device_status(int argc, char **argv)
             cli_err("%s holds no device yet: its creation was cut short (a full disk?); run the "
                     "same tcpota device command again to finish it (with the same --id and "
                     "--model: it starts over, and takes what this run gives)\n", dir);
+        } else if (*d && !cli_dir_empty(dir)) { /* as tcpota device says it */
+            cli_err("%s; " FLASH_MISSING_HINT "\n", d);
         } else if (*d) {
             cli_err("%s\n", d); /* "DIR holds no device (...)" */
         } else {

@@ -26,12 +26,17 @@ rc=0
 [ $rc -eq 1 ] || fail "a device without otadata.bin exited $rc, expected 1"
 grep -q "$WORK/d is missing otadata.bin; restore it, or start a new device with --init in an empty directory" \
   "$WORK/d2.log" || fail "no message naming otadata.bin: $(cat "$WORK/d2.log")"
+rc=0
+"$TCPOTA" device status --flash "$WORK/d" 2> "$WORK/ds.log" > /dev/null || rc=$?
+[ $rc -eq 1 ] || fail "status of a device without otadata.bin exited $rc, expected 1"
+grep -q "$WORK/d is missing otadata.bin; restore it, or start a new device with --init in an empty directory" \
+  "$WORK/ds.log" || fail "status did not say what the run says: $(cat "$WORK/ds.log")"
 [ ! -e "$WORK/d/otadata.bin" ] || fail "otadata.bin was re-created"
 [ "$(sha256sum "$WORK/d/nvs.bin" "$WORK/d/ota_1.bin")" = "$before" ] || fail "the flash directory was rewritten"
 rc=0
 "$TCPOTA" device --server "$S" --flash "$WORK/d" --id d --init 2> "$WORK/d3.log" || rc=$?
 [ $rc -eq 2 ] || fail "--init over a partly missing device exited $rc, expected 2 (usage)"
-ok "missing otadata.bin: refused, named, nothing rewritten (also with --init)"
+ok "missing otadata.bin: refused, named with what to do (status too), nothing rewritten (also with --init)"
 
 mkdir "$WORK/empty"
 rc=0
