@@ -132,7 +132,6 @@ static int load_ca(tcpota_esp_tls_t *t, const tcpota_esp_tls_config_t *cfg, char
             snprintf(err, cap, "TLS: cannot attach the certificate bundle");
             return TCPOTA_ERR_NOSPC;
         }
-        t->bundle = 1;
 #endif
         return 0;
     }
@@ -543,12 +542,10 @@ void tcpota_esp_tls_free(tcpota_esp_tls_t *t)
     }
     tcpota_esp_tls_end(t);
     forget_session(t, NULL);
-#ifdef CONFIG_MBEDTLS_CERTIFICATE_BUNDLE
-    if (t->bundle) {
-        esp_crt_bundle_detach(&t->conf);
-        t->bundle = 0;
-    }
-#endif
+    /* No esp_crt_bundle_detach(): it unloads the bundle for every user in
+     * the application (ESP-IDF keeps one, s_crt_bundle), not only for this
+     * config, and esp-tls never calls it either. Freeing the config is
+     * all this connection's use of the bundle needs. */
     mbedtls_x509_crt_free(&t->ca);
     mbedtls_ssl_config_free(&t->conf);
     t->ready = 0;

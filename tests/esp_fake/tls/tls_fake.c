@@ -144,16 +144,20 @@ esp_err_t esp_crt_bundle_attach(void *conf)
     if (tls_fake.bundle_rc) {
         return tls_fake.bundle_rc;
     }
+    tls_fake.bundle_loaded = 1;
     ((mbedtls_ssl_config *)conf)->bundle = 1;
-    tls_fake.bundle_attached++;
     note("bundle_attach");
     return ESP_OK;
 }
 
+/* As ESP-IDF 5.5 and 6.0 do it: the process-wide bundle is gone, not only
+ * this config's use of it. */
 void esp_crt_bundle_detach(mbedtls_ssl_config *conf)
 {
-    conf->bundle = 0;
-    tls_fake.bundle_attached--;
+    tls_fake.bundle_loaded = 0;
+    if (conf) {
+        conf->bundle = 0;
+    }
 }
 
 /* ---- context -------------------------------------------------------------- */

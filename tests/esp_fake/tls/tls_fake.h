@@ -27,7 +27,9 @@ struct tls_fake {
     int undecrypted;         /* check_pending() says a record waits undecrypted */
     int psa_rc;              /* psa_crypto_init() returns this (tls_fake_alone.c) */
     int bundle_rc;           /* esp_crt_bundle_attach() returns this */
-    int bundle_attached;     /* attached minus detached */
+    int bundle_loaded;       /* the process-wide bundle is set (ESP-IDF's s_crt_bundle):
+                              * attach loads it when unset, detach unsets it for
+                              * every user of the bundle in the application */
     int ssl_live;            /* contexts set up and not yet freed */
     int conf_live;           /* configs initialised and not yet freed */
     int tls13;               /* handshakes negotiate TLS 1.3 (else 1.2) */

@@ -88,7 +88,6 @@ typedef struct {
     struct tcpota_first_bytes first; /* the server's first bytes on this connection */
     uint8_t ready;       /* conf and CA set up (init succeeded) */
     uint8_t active;      /* ssl set up for the current connection */
-    uint8_t bundle;      /* the bundle is attached to conf */
     uint32_t handshake_ms;
     char host[TCPOTA_ESP_TLS_HOST_MAX + 1];
 #ifdef CONFIG_TCPOTA_TLS_RESUME
