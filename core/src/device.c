@@ -7,7 +7,7 @@
 #define REC_VERSION 1
 #define RESUME_LEN (1 + TCPOTA_ID_LEN + 8 + 4)
 #define LAST_LEN (1 + TCPOTA_ID_LEN + 4 + 4)
-#define COUNTER_LEN (1 + 4 + 4)
+#define COUNTER_LEN (1 + 4 + 4) /* frozen with REC_VERSION 1: device.h, TCPOTA_KEY_COUNTER */
 #define REPORT_LEN (1 + TCPOTA_ID_LEN + 2 + 4)
 #define BAD_LEN (1 + TCPOTA_ID_LEN + 1 + 1 + 4) /* version, id, reason, count, CRC */
 #define BAD_REASON (1 + TCPOTA_ID_LEN)

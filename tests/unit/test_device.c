@@ -931,6 +931,13 @@ static void test_signed_update_raises_counter_and_refuses_downgrade(void **state
     assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);
     assert_int_equal(fp->port.kv_get(fp, TCPOTA_KEY_COUNTER, b, sizeof(b)), 9);
     assert_int_equal(tcpota_get_u32(b + 1), 5);
+    /* The counter's record is frozen (device.h): older firmware booted
+     * after this build must read its floor. */
+    {
+        static const uint8_t frozen[5] = {1, 5, 0, 0, 0};
+        assert_memory_equal(b, frozen, sizeof(frozen));
+        assert_int_equal(tcpota_get_u32(b + 5), tcpota_crc32c(b, 5));
+    }
     /* A newer version signed with a lower counter is a downgrade. */
     make_image(3);
     simg.version = "3.0.0";

@@ -51,6 +51,11 @@ extern "C" {
 #define TCPOTA_KEY_RESUME "tcpota.resume"
 #define TCPOTA_KEY_LAST "tcpota.last"
 #define TCPOTA_KEY_REPORT "tcpota.report"
+/* The anti-rollback floor. Its record (version byte 1, u32 counter, CRC32C:
+ * 9 bytes) is frozen: a record this build cannot read counts as absent, a
+ * floor of 0, so a later build that wrote it in another form would hand the
+ * floor back to older firmware booted after it. Extend other records, never
+ * this one. */
 #define TCPOTA_KEY_COUNTER "tcpota.counter"
 #define TCPOTA_KEY_BAD "tcpota.bad" /* failed-image memory: id + reason */
 
