@@ -2,6 +2,8 @@
  * esp_mac and esp_restart (see task_fake.h). */
 #include "task_fake.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "esp_mac.h"
@@ -14,6 +16,7 @@
 #include "mbedtls/platform_util.h"
 
 struct esp_fake_tasks esp_fake_tasks;
+uint32_t esp_fake_tick_rate_hz = 100u;
 
 static struct esp_fake_task {
     TaskFunction_t fn;
@@ -24,6 +27,7 @@ void esp_fake_tasks_reset(void)
 {
     memset(&esp_fake_tasks, 0, sizeof(esp_fake_tasks));
     memset(&task, 0, sizeof(task));
+    esp_fake_tick_rate_hz = 100u;
 }
 
 int esp_fake_task_run(void)
@@ -66,7 +70,14 @@ void vTaskDelete(TaskHandle_t t)
 
 void vTaskDelay(TickType_t ticks)
 {
-    advance(ticks ? ticks : 1);
+    if (ticks == 0 && ++esp_fake_tasks.zero_delays == 1000u) {
+        fprintf(stderr, "esp_fake: vTaskDelay(0) 1000 times in a row: a busy spin\n");
+        abort();
+    }
+    if (ticks) {
+        esp_fake_tasks.zero_delays = 0;
+    }
+    advance(ticks);
 }
 
 uint32_t ulTaskNotifyTake(BaseType_t clear_on_exit, TickType_t ticks_to_wait)

@@ -115,6 +115,23 @@ static void test_ms_to_ticks_without_overflow(void **state)
     assert_int_equal(tcpota_esp_ms_to_ticks(UINT32_MAX, 1000u), portMAX_DELAY - 1u);
 }
 
+/* A stop whose task does not end in time waits in ticks, not by spinning:
+ * pdMS_TO_TICKS(20) is 0 below 50 Hz, and vTaskDelay(0) lets no time pass
+ * (the fake aborts on a run of them). */
+static void test_stop_waits_at_a_slow_tick(void **state)
+{
+    tcpota_esp_config_t c = config(1);
+
+    (void)state;
+    esp_fake_tick_rate_hz = 10u;
+    start_ok(&c);
+    assert_int_equal(tcpota_esp_stop(), ESP_ERR_TIMEOUT); /* the task has not run */
+    assert_int_equal(esp_fake_tasks.zero_delays, 0);
+    assert_true(esp_fake_tasks.now_us >= 2000000); /* the 2 s it promises */
+    assert_int_equal(esp_fake_task_run(), 0);
+    assert_int_equal(esp_fake_tasks.deleted, 1);
+}
+
 /* ---- confirm ---------------------------------------------------------- */
 
 static void test_confirm_without_pending_image_does_nothing(void **state)
@@ -458,6 +475,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_ms_to_ticks_without_overflow, setup),
+        cmocka_unit_test_setup(test_stop_waits_at_a_slow_tick, setup),
         cmocka_unit_test_setup(test_confirm_without_pending_image_does_nothing, setup),
         cmocka_unit_test_setup(test_confirm_pending_image, setup),
         cmocka_unit_test_setup(test_start_refuses_zero_backoff_and_long_interval, setup),

@@ -815,7 +815,8 @@ esp_err_t tcpota_esp_stop(void)
     }
     xSemaphoreGive(s_lock);
     while (s.task && esp_timer_get_time() < until) {
-        vTaskDelay(pdMS_TO_TICKS(20));
+        /* not pdMS_TO_TICKS(20): 0 ticks below 50 Hz, a busy spin */
+        vTaskDelay((TickType_t)tcpota_esp_ms_to_ticks(20, configTICK_RATE_HZ));
     }
     return s.task ? ESP_ERR_TIMEOUT : ESP_OK;
 }

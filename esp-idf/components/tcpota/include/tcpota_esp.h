@@ -13,7 +13,10 @@
  *
  * The task never busy-waits: sockets are non-blocking and every wait is a
  * poll() with a timeout (at most 500 ms, so tcpota_esp_stop() is seen
- * quickly) or a task notification with a timeout. The transfer loop uses
+ * quickly) or a task notification with a timeout. One wait is not the
+ * task's own: the server's name is looked up with getaddrinfo(), which
+ * blocks for as long as lwIP's resolver tries (seconds when no DNS server
+ * answers); a stop asked meanwhile is seen when it returns. The transfer loop uses
  * only static buffers (CONFIG_TCPOTA_RX_BUFFER_SIZE + 2 KiB) and the task
  * stack; no heap.
  *
@@ -135,8 +138,11 @@ typedef struct {
 esp_err_t tcpota_esp_start(const tcpota_esp_config_t *cfg);
 
 /* Asks the task to end (it closes its connection; the download resumes at
- * the next start) and waits up to 2 s for it. Returns ESP_OK or
- * ESP_ERR_TIMEOUT. */
+ * the next start) and waits up to 2 s for it. Returns ESP_OK, or
+ * ESP_ERR_TIMEOUT when the task has not ended yet (a name lookup holds it:
+ * see above); it ends on its own once the lookup returns, and
+ * tcpota_esp_start() answers ESP_ERR_INVALID_STATE until then: call
+ * tcpota_esp_stop() again before starting. */
 esp_err_t tcpota_esp_stop(void);
 
 /* Copies the current status (safe from any task). */

@@ -10,7 +10,10 @@ typedef uint32_t TickType_t;
 typedef int BaseType_t;
 typedef unsigned UBaseType_t;
 
-#define configTICK_RATE_HZ 100u /* ESP-IDF's default CONFIG_FREERTOS_HZ */
+/* CONFIG_FREERTOS_HZ: 100 (ESP-IDF's default) unless a test sets
+ * esp_fake_tick_rate_hz (task_fake.h; menuconfig allows 1 to 1000) */
+extern uint32_t esp_fake_tick_rate_hz;
+#define configTICK_RATE_HZ esp_fake_tick_rate_hz
 #define portMAX_DELAY ((TickType_t)0xffffffffUL)
 #define pdMS_TO_TICKS(xTimeInMs) \
     ((TickType_t)(((TickType_t)(xTimeInMs) * (TickType_t)configTICK_RATE_HZ) / (TickType_t)1000U))
