@@ -134,8 +134,13 @@ esp_err_t esp_read_mac(uint8_t *mac, esp_mac_type_t type)
 {
     static const uint8_t fixed[6] = {0xa0, 0xb1, 0xc2, 0xd3, 0xe4, 0xf5};
 
-    (void)type;
+    if (esp_fake_tasks.mac_fail & (1u << type)) {
+        return ESP_FAIL; /* ESP_MAC_WIFI_STA on a chip without Wi-Fi */
+    }
     memcpy(mac, fixed, sizeof(fixed));
+    if (type == ESP_MAC_BASE) {
+        mac[5] = 0xf0;
+    }
     return ESP_OK;
 }
 

@@ -23,6 +23,7 @@ struct esp_fake_tasks {
     /* Called at every ulTaskNotifyTake (may be NULL): the test's chance to
      * act while the task waits. */
     void (*on_take)(uint32_t ticks);
+    unsigned mac_fail;       /* bit 1 << esp_mac_type_t: esp_read_mac fails */
     unsigned zero_delays;    /* vTaskDelay(0) calls in a row: no time passes,
                               * as on FreeRTOS; a run of them is a busy spin,
                               * and the fake aborts at the thousandth */

@@ -27,6 +27,7 @@
 
 #include "esp_fake.h"
 #include "esp_log.h" /* esp_fake_last_log */
+#include "esp_mac.h"
 #include "esp_task_test.h"
 #include "loopback.h"
 #include "esp_ota_ops.h"
@@ -375,7 +376,10 @@ static void on_take(uint32_t ticks)
     }
 }
 
-static void run_check_ins(uint32_t interval_s, uint32_t retry_after_s)
+/* Two check-ins of a task with id (NULL: the default, from the MAC); the
+ * server must see want_id. */
+static void run_check_ins_as(uint32_t interval_s, uint32_t retry_after_s, const char *id,
+                             const char *want_id)
 {
     tcpota_esp_config_t c;
     tcpota_esp_status_t st;
@@ -384,7 +388,7 @@ static void run_check_ins(uint32_t interval_s, uint32_t retry_after_s)
     c = config(srv.port);
     c.check_interval_s = interval_s;
     c.model = NULL; /* and TCPOTA_MODEL emptied: the chip's name, not the project's */
-    c.device_id = long_id;
+    c.device_id = id;
     ntakes = 0;
     esp_fake_tasks.on_take = on_take;
     start_ok(&c);
@@ -395,13 +399,40 @@ static void run_check_ins(uint32_t interval_s, uint32_t retry_after_s)
     assert_int_equal(srv.connections, 2);
     assert_int_equal(ntakes, 2);
     assert_string_equal(srv.model, "esp32");
-    assert_string_equal(srv.id, long_id); /* whole: cut, it named another device */
+    assert_string_equal(srv.id, want_id);
     tcpota_esp_status(&st);
     assert_int_equal(st.state, TCPOTA_ESP_STOPPED);
 }
 
 /* A day's interval at ESP-IDF's 100 Hz: each wait is 0.8 to 1.2 days of
  * ticks (pdMS_TO_TICKS made it 501 s). */
+static void run_check_ins(uint32_t interval_s, uint32_t retry_after_s)
+{
+    run_check_ins_as(interval_s, retry_after_s, long_id, long_id); /* whole: cut, it named
+                                                                    * another device */
+}
+
+/* The default id is the Wi-Fi station's MAC, else (a chip without Wi-Fi)
+ * the base MAC; with neither the start fails: every such device would be
+ * esp-000000000000. */
+static void test_default_id_from_the_mac(void **state)
+{
+    tcpota_esp_config_t c = config(1);
+
+    (void)state;
+    run_check_ins_as(60, 0, NULL, "esp-a0b1c2d3e4f5");
+    esp_fake_tasks_reset();
+    esp_fake_tasks.mac_fail = 1u << ESP_MAC_WIFI_STA;
+    run_check_ins_as(60, 0, NULL, "esp-a0b1c2d3e4f0");
+    esp_fake_tasks_reset();
+    esp_fake_tasks.mac_fail = 1u << ESP_MAC_WIFI_STA | 1u << ESP_MAC_BASE;
+    c.device_id = NULL;
+    assert_int_equal(tcpota_esp_start(&c), ESP_FAIL);
+    assert_string_equal(esp_fake_last_log,
+                        "cannot read the chip's MAC for the device id (ESP_FAIL): give device_id");
+    assert_int_equal(esp_fake_tasks.created, 0);
+}
+
 static void test_check_in_every_interval(void **state)
 {
     (void)state;
@@ -481,6 +512,7 @@ int main(void)
         cmocka_unit_test_setup(test_start_refuses_zero_backoff_and_long_interval, setup),
         cmocka_unit_test_setup(test_start_says_why, setup),
         cmocka_unit_test_setup(test_check_in_every_interval, setup),
+        cmocka_unit_test_setup(test_default_id_from_the_mac, setup),
         cmocka_unit_test_setup(test_check_in_after_retry_after, setup),
         cmocka_unit_test_setup(test_no_restart_after_update, setup),
     };

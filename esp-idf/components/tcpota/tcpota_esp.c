@@ -588,17 +588,36 @@ static void task_main(void *arg)
     vTaskDelete(NULL);
 }
 
-static void make_ids(void)
+/* The default id, esp-<MAC>: the Wi-Fi station's (the base MAC on the chips
+ * that have Wi-Fi), else the base MAC (a chip without Wi-Fi, where
+ * ESP_MAC_WIFI_STA is an error). ESP_FAIL when neither can be read: every
+ * such device would be esp-000000000000, one device to the server. */
+static esp_err_t mac_id(void)
+{
+    uint8_t mac[6] = {0};
+    esp_err_t err = esp_read_mac(mac, ESP_MAC_WIFI_STA);
+
+    if (err != ESP_OK) {
+        err = esp_read_mac(mac, ESP_MAC_BASE);
+    }
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "cannot read the chip's MAC for the device id (%s): give device_id",
+                 esp_err_to_name(err));
+        return ESP_FAIL;
+    }
+    snprintf(s.id, sizeof(s.id), "esp-%02x%02x%02x%02x%02x%02x", mac[0], mac[1], mac[2], mac[3],
+             mac[4], mac[5]);
+    return ESP_OK;
+}
+
+static esp_err_t make_ids(void)
 {
     const esp_app_desc_t *app = esp_app_get_description();
-    uint8_t mac[6] = {0};
 
     if (s.cfg.device_id) {
         snprintf(s.id, sizeof(s.id), "%s", s.cfg.device_id);
-    } else {
-        (void)esp_read_mac(mac, ESP_MAC_WIFI_STA);
-        snprintf(s.id, sizeof(s.id), "esp-%02x%02x%02x%02x%02x%02x", mac[0], mac[1], mac[2],
-                 mac[3], mac[4], mac[5]);
+    } else if (mac_id() != ESP_OK) {
+        return ESP_FAIL;
     }
     if (s.cfg.model) {
         snprintf(s.model, sizeof(s.model), "%s", s.cfg.model);
@@ -612,6 +631,7 @@ static void make_ids(void)
     }
     snprintf(s.version, sizeof(s.version), "%.32s", app->version);
     memcpy(s.status.version, s.version, sizeof(s.status.version));
+    return ESP_OK;
 }
 
 /* The keys an offer must be signed by: the application's, else menuconfig's. */
@@ -782,8 +802,7 @@ esp_err_t tcpota_esp_start(const tcpota_esp_config_t *cfg)
     s.cfg.secret = NULL;
     s.stop = false;
     memset(&s.status, 0, sizeof(s.status));
-    make_ids();
-    if ((err = tls_start(cfg)) != ESP_OK) {
+    if ((err = make_ids()) != ESP_OK || (err = tls_start(cfg)) != ESP_OK) {
         mbedtls_platform_zeroize(s.secret, sizeof(s.secret));
         s.secret_len = 0;
         return err;

@@ -77,7 +77,9 @@ typedef void (*tcpota_esp_progress_cb_t)(const tcpota_esp_status_t *status, void
 typedef struct {
     const char *host;          /* server name or address */
     uint16_t port;
-    const char *device_id;     /* NULL: "esp-" + the station MAC in hex */
+    const char *device_id;     /* NULL: "esp-" + the station MAC in hex (the base
+                                * MAC on a chip without Wi-Fi; start fails with
+                                * ESP_FAIL when neither can be read) */
     const char *model;         /* NULL: CONFIG_TCPOTA_MODEL, or the chip (IDF_TARGET) */
     uint32_t ack_interval;     /* bytes per checkpoint, multiple of 4096 */
     uint32_t backoff_min_ms;   /* first reconnect delay, >= 1 */
