@@ -26,7 +26,7 @@
 #endif
 
 #ifndef MBEDTLS_SSL_KEYING_MATERIAL_EXPORT
-#error "tcpota TLS needs mbedtls_ssl_export_keying_material(): set CONFIG_MBEDTLS_SSL_KEYING_MATERIAL_EXPORT=y (menuconfig: Component config > mbedTLS > Enable keying material export; CONFIG_TCPOTA_TLS selects it)"
+#error "tcpota TLS needs mbedtls_ssl_export_keying_material(): set CONFIG_MBEDTLS_SSL_KEYING_MATERIAL_EXPORT=y (menuconfig: Component config > mbedTLS > Enable keying material export; CONFIG_TCPOTA_TLS selects it). ESP-IDF 5.5.0 has no such option (its Mbed TLS 3.6.3 lacks the function): TLS needs ESP-IDF 5.5.1 or later"
 #endif
 
 static const char *TAG = "tcpota";

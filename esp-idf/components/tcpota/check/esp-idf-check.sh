@@ -100,7 +100,7 @@ INC=(
     "$C/freertos/esp_additions/include"
     "$C/esp_timer/include"
     "$C/app_update/include"
-    "$C/esp_partition/include" "$C/esp_blockdev/include"
+    "$C/esp_partition/include"
     "$C/spi_flash/include"
     "$C/bootloader_support/include" "$C/bootloader_support/bootloader_flash/include"
     "$C/esp_app_format/include" "$C/esp_bootloader_format/include"
@@ -112,6 +112,11 @@ INC=(
     "$C/vfs/include"
     "$C/esp_security/include" "$C/efuse/include" "$C/efuse/esp32c3/include"
 )
+# esp_partition.h includes esp_blockdev.h from 5.5.5 and 6.x on; 5.5.0 to
+# 5.5.4 have no such component.
+if [ -n "$IDF6" ] || [ "$patch" -ge 5 ]; then
+    INC+=("$C/esp_blockdev/include")
+fi
 if [ -z "$IDF6" ]; then
     INC+=("$C/newlib/platform_include" "$C/esp_hw_support/dma/include")
 else

@@ -43,7 +43,7 @@ complete() {
     return 1
 }
 
-for line in "5 5 5" "6 0 2"; do
+for line in "5 5 1" "5 5 5" "6 0 2"; do
     set -- $line
     tree=$T/idf-$1.$2.$3
     mktree "$tree" "$1" "$2" "$3"
@@ -82,6 +82,11 @@ done
 [ -d "$T/idf-6.0.2/components/mbedtls/mbedtls/tf-psa-crypto/include/psa" ] &&
     [ ! -e "$T/idf-5.5.5/components/mbedtls/mbedtls/tf-psa-crypto" ] &&
     ok "6.x needs tf-psa-crypto, 5.5 does not" || bad "tf-psa-crypto layout"
+# esp_blockdev came with 5.5.5 (esp_partition.h includes it from then on):
+# needed there and in 6.x, not asked of 5.5.0-5.5.4.
+[ -d "$T/idf-5.5.5/components/esp_blockdev/include" ] && [ -d "$T/idf-6.0.2/components/esp_blockdev/include" ] &&
+    [ ! -e "$T/idf-5.5.1/components/esp_blockdev" ] &&
+    ok "esp_blockdev from 5.5.5 and in 6.x only" || bad "esp_blockdev layout"
 rm "$T/idf-6.0.2/components/mbedtls/mbedtls/tf-psa-crypto/include/psa/crypto.h"
 run "$T/idf-6.0.2"
 [ $rc -ne 0 ] && grep -q "tf-psa-crypto/include/psa/crypto.h missing" "$T/out" &&
