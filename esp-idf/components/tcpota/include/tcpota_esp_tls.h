@@ -2,10 +2,11 @@
  * tcpota_esp_tls.h - TLS for the tcpota task (CONFIG_TCPOTA_TLS), with
  * mbedTLS's SSL API on the socket ports/common/tcpota_client.c connected.
  *
- * esp-tls opens its own connection and cannot adopt a socket, so this
- * module runs mbedtls_ssl_* over the client's connected, non-blocking fd
- * instead: the connect, poll and reconnect code stays the one the host
- * device uses. Per task start, tcpota_esp_tls_init() checks the
+ * This module runs mbedtls_ssl_* over the client's connected, non-blocking
+ * fd, not esp-tls (which could adopt the socket but brings its own
+ * handshake loop and an allocated client session): the connect, poll and
+ * reconnect code stays the one the host device uses (docs/esp-idf.md,
+ * "Why not esp-tls"). Per task start, tcpota_esp_tls_init() checks the
  * configuration and loads the trust anchors (an embedded CA PEM or ESP-IDF's
  * certificate bundle); per connection, tcpota_esp_tls_handshake() runs the
  * handshake (TLS 1.2 or later, server certificate and host name verified),
