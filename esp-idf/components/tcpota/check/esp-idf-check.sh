@@ -185,6 +185,22 @@ else
               "tls13|CONFIG_MBEDTLS_SSL_PROTO_TLS1_3 on, signing off (TLS sources only)|-DTCPOTA_CHECK_TLS13 -DTCPOTA_CHECK_UNSIGNED|$TLS_SRCS"
               "noresume|CONFIG_TCPOTA_TLS_RESUME off, signing off (TLS sources only)|-DTCPOTA_CHECK_NO_RESUME -DTCPOTA_CHECK_UNSIGNED|$TLS_SRCS")
 fi
+# ESP-IDF 5.5.0 ships Mbed TLS 3.6.3, which has no keying-material export
+# (3.6.4, in 5.5.1, brought it): TLS cannot be built there. Every variant is
+# compiled with TLS off, and tls_esp.c must stop at its #error, which tells
+# a user so.
+NO_EXPORT=
+if [ -z "$IDF6" ] && [ "$patch" -eq 0 ]; then
+    NO_EXPORT=1
+    kept=()
+    for v in "${VARIANTS[@]}"; do
+        IFS='|' read -r name label flags own <<<"$v"
+        case $name in tlsbundle | tls13 | noresume) continue ;; esac
+        case $flags in *TCPOTA_CHECK_NO_TLS*) ;; *) flags="$flags -DTCPOTA_CHECK_NO_TLS" label="$label, TLS off" ;; esac
+        kept+=("$name|$label|$flags|$own")
+    done
+    VARIANTS=("${kept[@]}")
+fi
 rm -f "$OUT"/*/*.o
 n_cc=0
 for v in "${VARIANTS[@]}"; do
@@ -205,5 +221,16 @@ for v in "${VARIANTS[@]}"; do
     done
     (cd "$OUT/$name" && "$SIZE" -t ./*.o | sed 's|\./||')
 done
+if [ -n "$NO_EXPORT" ]; then
+    echo "esp-idf-check: ESP-IDF $ver: TLS not built (Mbed TLS 3.6.3: no keying-material export);"
+    echo "esp-idf-check: tls_esp.c with CONFIG_TCPOTA_TLS must stop at its #error saying so"
+    if "$CC" "${CFLAGS[@]}" "${SODIUM_INC[@]}" -DTCPOTA_CHECK_UNSIGNED -c "$COMP/tls_esp.c" \
+        -o "$OUT/tls_esp-5.5.0.o" 2>"$OUT/tls_esp-5.5.0.err"; then
+        fail "tls_esp.c compiled with TLS on ESP-IDF $ver, which has no keying-material export"
+    fi
+    grep -q 'TLS needs ESP-IDF 5.5.1 or later' "$OUT/tls_esp-5.5.0.err" || {
+        cat "$OUT/tls_esp-5.5.0.err" >&2; fail "tls_esp.c failed on ESP-IDF $ver, but not at its #error"; }
+    echo "  tls_esp.c: stopped at its #error, as it should"
+fi
 echo "esp-idf-check: ESP-IDF $ver: ${#SRCS[@]} sources, variants: $(printf '%s, ' "${VARIANTS[@]%%|*}" | sed 's/, $//'); $n_cc compilations for rv32imc, no warning"
 [ -n "$SODIUM" ] || echo "esp-idf-check: the signed variant was NOT checked (LIBSODIUM_PATH not set)"
