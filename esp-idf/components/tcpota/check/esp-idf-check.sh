@@ -170,15 +170,15 @@ SRCS=("$COMP"/*.c "$ROOT/ports/common/tcpota_client.c" "$ROOT/ports/common/tcpot
 # only they read.
 TLS_SRCS="tls_esp.c tcpota_esp.c"
 if [ -n "$SODIUM" ]; then
-    VARIANTS=("signed|CONFIG_TCPOTA_SIGNED_IMAGES on (default)|"
-              "unsigned|CONFIG_TCPOTA_SIGNED_IMAGES off|-DTCPOTA_CHECK_UNSIGNED"
+    VARIANTS=("signed|CONFIG_TCPOTA_SIGNED_IMAGES on (default), CONFIG_TCPOTA_TLS on (default off)|"
+              "unsigned|CONFIG_TCPOTA_SIGNED_IMAGES off, TLS on|-DTCPOTA_CHECK_UNSIGNED"
               "nvsenc|CONFIG_NVS_ENCRYPTION on (port_esp.c only)|-DTCPOTA_CHECK_NVS_ENCRYPTION|port_esp.c"
               "notls|CONFIG_TCPOTA_TLS off|-DTCPOTA_CHECK_NO_TLS"
               "tlsbundle|CONFIG_TCPOTA_TLS with the certificate bundle|-DTCPOTA_CHECK_TLS_BUNDLE"
               "tls13|CONFIG_MBEDTLS_SSL_PROTO_TLS1_3 on (TLS sources only)|-DTCPOTA_CHECK_TLS13|$TLS_SRCS"
               "noresume|CONFIG_TCPOTA_TLS_RESUME off (TLS sources only)|-DTCPOTA_CHECK_NO_RESUME|$TLS_SRCS")
 else
-    VARIANTS=("unsigned|CONFIG_TCPOTA_SIGNED_IMAGES off|-DTCPOTA_CHECK_UNSIGNED"
+    VARIANTS=("unsigned|CONFIG_TCPOTA_SIGNED_IMAGES off, TLS on|-DTCPOTA_CHECK_UNSIGNED"
               "nvsenc|CONFIG_NVS_ENCRYPTION on, signing off (port_esp.c only)|-DTCPOTA_CHECK_NVS_ENCRYPTION -DTCPOTA_CHECK_UNSIGNED|port_esp.c"
               "notls|CONFIG_TCPOTA_TLS off, signing off|-DTCPOTA_CHECK_NO_TLS -DTCPOTA_CHECK_UNSIGNED"
               "tlsbundle|CONFIG_TCPOTA_TLS with the bundle, signing off|-DTCPOTA_CHECK_TLS_BUNDLE -DTCPOTA_CHECK_UNSIGNED"
@@ -196,7 +196,11 @@ if [ -z "$IDF6" ] && [ "$patch" -eq 0 ]; then
     for v in "${VARIANTS[@]}"; do
         IFS='|' read -r name label flags own <<<"$v"
         case $name in tlsbundle | tls13 | noresume) continue ;; esac
-        case $flags in *TCPOTA_CHECK_NO_TLS*) ;; *) flags="$flags -DTCPOTA_CHECK_NO_TLS" label="$label, TLS off" ;; esac
+        case $flags in
+            *TCPOTA_CHECK_NO_TLS*) ;;
+            *) flags="$flags -DTCPOTA_CHECK_NO_TLS"
+               label="${label/, CONFIG_TCPOTA_TLS on (default off)/}" label="${label/, TLS on/}, TLS off" ;;
+        esac
         kept+=("$name|$label|$flags|$own")
     done
     VARIANTS=("${kept[@]}")
