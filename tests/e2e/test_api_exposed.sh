@@ -11,6 +11,9 @@ unshare -n true 2> /dev/null || fail "unshare -n failed: this test needs root (n
 # own, stops it once it listens; its log is in api-NAME.log.
 serve_says() {
   rm -rf "$WORK/d"
+  # Emptied now: the shell opens the log in the child, and the previous
+  # server's "API on" read before that got the new one killed at its start.
+  : > "$WORK/api.log"
   unshare -n sh -c 'ip link set lo up && exec "$0" serve --listen 127.0.0.1:0 --data "$1" --api "$2" --no-progress $3' \
     "$TCPOTA" "$WORK/d" "$1" "${2:-}" 2> "$WORK/api.log" &
   local pid=$!
