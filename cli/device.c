@@ -1052,8 +1052,9 @@ static void say_declined(struct device *dv)
         say(dv, "the server holds that offer back from this device now; the image signed (tcpota"
                 " sign, with a key this device trusts) is a new offer, which it makes (fleet mode:"
                 " image rm, then image add with its manifest); or, if this device should not"
-                " require signed images, once it is set right, tcpota device retry %s (fleet mode;"
-                " an image-mode server forgets at its restart) lets it be offered again",
+                " require signed images, once it is set right (--no-trust), tcpota device retry"
+                " %s (fleet mode; an image-mode server forgets at its restart) lets it be offered"
+                " again",
             cli_shell_word(dv->id, word, sizeof(word)));
     } else if (why != TCPOTA_ERR_REFUSED) {
         /* Any other decline is held back by the server from now on: when
@@ -1283,6 +1284,9 @@ static int device_main(struct device *dv)
     snprintf(dv->id, sizeof(dv->id), "%s", dv->ident.id);
     dv->o.model = dv->ident.model;
     set_prefix(dv, dv->id);
+    if (device_trust(&dv->port, &dv->o, dv->prefix) != 0) {
+        return 1;
+    }
     if (dv->created && (why = text_version_unordered(dv->o.factory))) {
         /* Said while it can still be changed: the version is the new
          * device's for good (a trial's could then never be updated, told

@@ -29,11 +29,13 @@ static int put(const struct tcpota_port *port, const char *key, const char *val)
     return port->kv_set(port->ctx, key, (const uint8_t *)val, strlen(val)) < 0 ? -1 : 0;
 }
 
+#define IDENT_READ "reading the device's id and model"
+#define IDENT_WRITE "recording the device's id and model"
+
 static int nvs_failed(const char *prefix, const char *dir, const char *what)
 {
-    fprintf(stderr, "%s%s the device's id and model in %s/nvs.bin failed; see whether the "
-                    "directory is damaged: tcpota device status --flash %s\n",
-            prefix, what, dir, dir);
+    fprintf(stderr, "%s%s in %s/nvs.bin failed; see whether the directory is damaged: "
+                    "tcpota device status --flash %s\n", prefix, what, dir, dir);
     return 1;
 }
 
@@ -98,13 +100,13 @@ static int one(const struct tcpota_port *port, const struct options *o, int crea
     int rc = created ? 0 : get(port, key, buf, cap);
 
     if (rc < 0) {
-        return nvs_failed(prefix, o->dir, "reading");
+        return nvs_failed(prefix, o->dir, IDENT_READ);
     }
     if (rc == 1) {
         return given && strcmp(given, buf) != 0 ? differs(prefix, o, flag, given, buf) : 0;
     }
     snprintf(buf, cap, "%s", given ? given : dflt);
-    return put(port, key, buf) < 0 ? nvs_failed(prefix, o->dir, "recording") : 0;
+    return put(port, key, buf) < 0 ? nvs_failed(prefix, o->dir, IDENT_WRITE) : 0;
 }
 
 int device_ident(const struct tcpota_port *port, const struct options *o, int created,
@@ -123,7 +125,7 @@ int device_ident(const struct tcpota_port *port, const struct options *o, int cr
     rc = created ? put(port, DEVICE_KEY_FACTORY, o->factory)
                  : get(port, DEVICE_KEY_FACTORY, factory, sizeof(factory));
     if (rc < 0) {
-        return nvs_failed(prefix, o->dir, created ? "recording" : "reading");
+        return nvs_failed(prefix, o->dir, created ? IDENT_WRITE : IDENT_READ);
     }
     if (rc == 1 && o->factory_given && strcmp(o->factory, factory) != 0) {
         ignored(prefix, o, "--factory-version", o->factory, factory, "factory version");
@@ -136,7 +138,7 @@ int device_ident(const struct tcpota_port *port, const struct options *o, int cr
         int has_model = get(port, DEVICE_KEY_MODEL, out->model, sizeof(out->model));
 
         if (has_id < 0 || has_model < 0) {
-            return nvs_failed(prefix, o->dir, "reading");
+            return nvs_failed(prefix, o->dir, IDENT_READ);
         }
         if ((!has_id && !o->id) || (!has_model && !o->model_given)) {
             return unrecorded(prefix, o, default_id, !has_id && !o->id,
@@ -153,4 +155,48 @@ int device_ident(const struct tcpota_port *port, const struct options *o, int cr
     snprintf(named, sizeof(named), "device %s: ", out->id);
     return one(port, o, created, DEVICE_KEY_MODEL, "--model", o->model_given ? o->model : NULL,
                o->model, named, out->model, sizeof(out->model));
+}
+
+int device_trust(const struct tcpota_port *port, struct options *o, const char *prefix)
+{
+    uint8_t kept[MAX_TRUST * TCPOTA_PUBKEY_LEN + 1];
+    int n = port->kv_get(port->ctx, DEVICE_KEY_TRUST, kept, sizeof(kept));
+    size_t nkept = n > 0 ? (size_t)n / TCPOTA_PUBKEY_LEN : 0;
+
+    if (n < 0 && n != TCPOTA_ERR_NOENT) {
+        return nvs_failed(prefix, o->dir, "reading the trusted keys");
+    }
+    if (n > 0 && ((size_t)n % TCPOTA_PUBKEY_LEN || nkept > MAX_TRUST)) {
+        fprintf(stderr, "%s%s/nvs.bin holds a record of trusted keys that is not one (%d bytes);"
+                        " give the keys again with --trust, or --no-trust\n", prefix, o->dir, n);
+        return 1;
+    }
+    if (o->no_trust) {
+        if (nkept && port->kv_erase(port->ctx, DEVICE_KEY_TRUST) < 0) {
+            return nvs_failed(prefix, o->dir, "forgetting the trusted keys");
+        }
+        if (nkept) {
+            fprintf(stderr, "%sforgot the %zu trusted key%s %s kept (--no-trust): unsigned images"
+                            " are accepted\n", prefix, nkept, nkept == 1 ? "" : "s", o->dir);
+        }
+        return 0;
+    }
+    if (o->ntrust) {
+        if (nkept == o->ntrust && memcmp(kept, o->trust, nkept * TCPOTA_PUBKEY_LEN) == 0) {
+            return 0;
+        }
+        if (port->kv_set(port->ctx, DEVICE_KEY_TRUST, o->trust[0], o->ntrust * TCPOTA_PUBKEY_LEN) < 0) {
+            return nvs_failed(prefix, o->dir, "recording the trusted keys");
+        }
+        if (nkept) {
+            fprintf(stderr, "%sthe --trust keys replace the %zu %s kept: later runs trust these\n",
+                    prefix, nkept, o->dir);
+        }
+        return 0;
+    }
+    if (nkept) {
+        memcpy(o->trust, kept, nkept * TCPOTA_PUBKEY_LEN);
+        o->ntrust = nkept;
+    }
+    return 0;
 }

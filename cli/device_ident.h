@@ -23,6 +23,7 @@
 #define DEVICE_KEY_ID "host.id"
 #define DEVICE_KEY_MODEL "host.model"
 #define DEVICE_KEY_FACTORY "host.factory"
+#define DEVICE_KEY_TRUST "host.trust" /* the trusted keys, TCPOTA_PUBKEY_LEN bytes each */
 
 struct device_ident {
     char id[TCPOTA_MAX_STR + 1];
@@ -44,5 +45,14 @@ struct device_ident {
  * DIR (a usage error, exit 2); 1 after a message when NVS failed. */
 int device_ident(const struct tcpota_port *port, const struct options *o, int created,
                  const char *default_id, const char *prefix, struct device_ident *out);
+
+/* The keys the device trusts, kept in DIR as an ESP32's firmware keeps
+ * them: --trust keys replace what DIR kept (and are kept from now on);
+ * none given, DIR's keys are loaded into o->trust (a run that left --trust
+ * out silently accepted unsigned images on a device that had only run
+ * signed ones: a trial); --no-trust forgets them. Says what changed, with
+ * prefix. Returns 0, or 1 after a message when NVS failed or holds a
+ * record that is not a list of keys. */
+int device_trust(const struct tcpota_port *port, struct options *o, const char *prefix);
 
 #endif

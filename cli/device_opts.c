@@ -48,7 +48,10 @@ static void usage(FILE *f)
             "                         once up to date\n"
             "  --progress MODE        auto|bar|lines|none (default auto)\n"
             "  --quiet                only errors, warnings, the outcome and the stats line\n"
-            "  --trust PUBKEY_FILE    accept only images signed with this key (repeatable)\n"
+            "  --trust PUBKEY_FILE    accept only images signed with this key (repeatable);\n"
+            "                         DIR keeps the keys: later runs without --trust use\n"
+            "                         them, as an ESP32 keeps the keys its firmware holds\n"
+            "  --no-trust             drop the keys DIR keeps: unsigned images are accepted\n"
             "  --secret FILE          device secret for the server's challenge (never sent)\n"
             "  --ca CA_FILE           connect with TLS and verify the server's certificate\n"
             "  --help                 this text\n"
@@ -81,7 +84,7 @@ __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ..
 enum opt_id {
     OPT_SERVER, OPT_FLASH, OPT_ID, OPT_MODEL, OPT_FACTORY, OPT_SLOT, OPT_HEALTH, OPT_ACK,
     OPT_ATTEMPTS, OPT_BMIN, OPT_BMAX, OPT_TIMEOUT, OPT_PROGRESS, OPT_QUIET, OPT_HELP,
-    OPT_TRUST, OPT_SECRET, OPT_CA, OPT_INIT, OPT_CHECK,
+    OPT_TRUST, OPT_NO_TRUST, OPT_SECRET, OPT_CA, OPT_INIT, OPT_CHECK,
 };
 
 static const struct {
@@ -97,7 +100,8 @@ static const struct {
     {"--backoff-max-ms", OPT_BMAX, 1},   {"--timeout-ms", OPT_TIMEOUT, 1},
     {"--progress", OPT_PROGRESS, 1},     {"--quiet", OPT_QUIET, 0},
     {"--help", OPT_HELP, 0},             {"-h", OPT_HELP, 0},
-    {"--trust", OPT_TRUST, 1},           {"--secret", OPT_SECRET, 1},
+    {"--trust", OPT_TRUST, 1},           {"--no-trust", OPT_NO_TRUST, 0},
+    {"--secret", OPT_SECRET, 1},
     {"--ca", OPT_CA, 1},                 {"--init", OPT_INIT, 0},
     {"--check-interval", OPT_CHECK, 1},
 };
@@ -226,9 +230,12 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
     case OPT_INIT:
         o->init = 1;
         return 0;
+    case OPT_NO_TRUST:
+        o->no_trust = 1;
+        return 0;
     case OPT_TRUST:
         if (o->ntrust == MAX_TRUST) {
-            return usage_error("%s: at most 8 keys", name);
+            return usage_error("%s: at most %u keys", name, (unsigned)MAX_TRUST);
         }
         if (sodium_init() < 0 || cli_load_pubkey(v, o->trust[o->ntrust]) < 0) {
             return 2;
@@ -322,6 +329,10 @@ int device_parse_options(struct options *o, int argc, char **argv)
         }
         return usage_error("--backoff-min-ms %u is larger than --backoff-max-ms %u",
                            (unsigned)o->backoff_min, (unsigned)o->backoff_max);
+    }
+    if (o->no_trust && o->ntrust) {
+        return usage_error("--no-trust and --trust do not go together: --trust gives the keys "
+                           "DIR keeps from now on, --no-trust drops them");
     }
     if (o->quiet) {
         o->progress = PROGRESS_NONE;

@@ -38,6 +38,7 @@ struct options {
     int init; /* --init: DIR may exist (empty): start a new device there */
     uint8_t trust[MAX_TRUST][TCPOTA_PUBKEY_LEN]; /* --trust: keys images must be signed with */
     size_t ntrust;
+    int no_trust; /* --no-trust: forget the keys DIR keeps */
     uint8_t secret[TCPOTA_SECRET_MAX]; /* --secret: answers the server's CHALLENGE */
     size_t secret_len;
     const char *ca;     /* --ca: speak TLS and verify the server against it */

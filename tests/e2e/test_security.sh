@@ -162,6 +162,30 @@ check_device good img
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 ok "signed update with a rotated key list; counter downgrade refused, image kept"
 
+# The device keeps its keys, as an ESP32's firmware does: a run that leaves
+# --trust out still refuses an unsigned image (it took one, silently); the
+# last --trust list replaced the first ("other" is no longer trusted);
+# --no-trust drops them, saying so, and then an unsigned image is taken.
+grep -q "the --trust keys replace the 2 good kept: later runs trust these" down.log ||
+  fail "no note that the --trust keys replaced the kept ones: $(cat down.log)"
+make_image img4 120000
+start_server img4 4.0.0
+rc=0; "$T" device --server "127.0.0.1:$SERVER_PORT" --flash good --max-attempts 1 2> kept.log || rc=$?
+[ $rc -eq 1 ] && grep -q "declined the server's offer: image is not signed" kept.log ||
+  fail "a run without --trust took an unsigned image on a device that trusts keys: $(cat kept.log)"
+check_device good img
+kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+start_server img4 4.0.0 # one that forgot the decline above
+rc=0; "$T" device --server "127.0.0.1:$SERVER_PORT" --flash good --no-trust --trust k.pub 2> both.log || rc=$?
+[ $rc -eq 2 ] && grep -q -- "--no-trust and --trust do not go together" both.log || fail "--no-trust with --trust: $(cat both.log)"
+"$T" device --server "127.0.0.1:$SERVER_PORT" --flash good --no-trust 2> notrust.log ||
+  fail "--no-trust did not take the unsigned image: $(cat notrust.log; cat server.log)"
+grep -q "forgot the 1 trusted key good kept (--no-trust): unsigned images are accepted" notrust.log ||
+  fail "--no-trust said nothing: $(cat notrust.log)"
+check_device good img4
+kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+ok "a device keeps its trusted keys across runs; --trust replaces them, --no-trust drops them"
+
 # 4. Legacy devices get a signed image only with --allow-legacy.
 start_server img 2.0.0
 rc=0; "$LEGACY" --server "127.0.0.1:$SERVER_PORT" --out legacy.bin --timeout 5 > legacy.log 2>&1 || rc=$?
