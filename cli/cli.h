@@ -98,6 +98,10 @@ int cli_warn_if_exposed(const char *path, int fd);
 /* After a device's flash files were found missing in a directory that is
  * not empty: what to do, for `tcpota device` and `tcpota device status`. */
 #define FLASH_MISSING_HINT "restore it, or start a new device with --init in an empty directory"
+/* After "DIR": a folder that is not empty and holds no file of a device. */
+#define FLASH_NOT_A_DEVICE                                                                  \
+    "holds no device, and files that are not a device's: give the --flash directory of a " \
+    "device, or a new or empty one for a new device"
 /* Checks a directory argument (`what`, e.g. "--flash"): 0 when path is a
  * directory, or when it does not exist and missing_ok; else -1 after a
  * message naming what path is instead ("f.bin is not a directory (it is a

@@ -177,6 +177,7 @@ struct device {
     struct tcpota_posix_dev flash;
     int flash_open;
     int lock_fd; /* DIR/tcpota.lock, held for the process's life; -1 before */
+    int lock_made; /* this run made the lock file */
     struct tcpota_port port;
     int created;                /* flash_open made DIR a new device in this run */
     struct device_ident ident;  /* the id and model DIR's device runs as */
@@ -315,7 +316,11 @@ static int flash_lock(struct device *dv)
         say(dv, "%s: path too long; give a shorter --flash", dv->o.dir);
         return -1;
     }
-    dv->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
+    dv->lock_fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
+    dv->lock_made = dv->lock_fd >= 0;
+    if (dv->lock_fd < 0 && errno == EEXIST) {
+        dv->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
+    }
     if (dv->lock_fd < 0 && (errno == EISDIR || errno == ELOOP)) {
         say(dv, "%s is %s, not tcpota's lock file; remove it", path,
             errno == EISDIR ? "a directory" : "a symbolic link");
@@ -361,6 +366,13 @@ static int flash_lock(struct device *dv)
         dv->lock_fd = -1;
         return -1;
     }
+    /* A DIR this run made is a creation from now on: killed before the
+     * creation began, it held only the lock, and the same command was
+     * then refused as "holds no device" (a trial, 1 kill in 30). */
+    if (made && tcpota_posix_creation_begin(dv->o.dir) < 0) {
+        say(dv, "cannot write in %s: %s", dv->o.dir, strerror(errno));
+        return -1;
+    }
     return 0;
 }
 
@@ -368,6 +380,15 @@ static int flash_lock(struct device *dv)
  * must not reach a process that took the pid since. */
 static void flash_unlock(struct device *dv)
 {
+    char path[4096];
+
+    /* A lock this run made in a folder it found holding no device, and
+     * left so: gone with the run (a refused run left tcpota.lock in any
+     * folder given, / included: a trial). */
+    if (dv->lock_fd >= 0 && dv->lock_made && !tcpota_posix_holds_device_files(dv->o.dir) &&
+        (size_t)snprintf(path, sizeof(path), "%s/%s", dv->o.dir, FLASH_LOCK_FILE) < sizeof(path)) {
+        (void)unlink(path);
+    }
     if (dv->lock_fd >= 0) {
         (void)ftruncate(dv->lock_fd, 0);
         close(dv->lock_fd); /* releases the flock */
@@ -416,6 +437,10 @@ static int flash_open(struct device *dv, uint32_t slot_size)
     if (rc == TCPOTA_ERR_NOENT && cli_dir_empty(dv->o.dir)) {
         say(dv, "%s holds no device; start a new device there with --init", dv->o.dir);
         return -2;
+    }
+    if (rc == TCPOTA_ERR_NOENT && !tcpota_posix_holds_device_files(dv->o.dir)) {
+        say(dv, "%s " FLASH_NOT_A_DEVICE, dv->o.dir);
+        return -2; /* the wrong --flash, as an empty one is */
     }
     if (rc == TCPOTA_ERR_NOENT) {
         say(dv, "%s; " FLASH_MISSING_HINT, tcpota_posix_strerror_detail(&dv->flash));

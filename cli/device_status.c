@@ -125,6 +125,9 @@ int cmd_device_status(int argc, char **argv)
             cli_err("%s holds no device yet: its creation was cut short (a full disk?); run the "
                     "same tcpota device command again to finish it (with the same --id and "
                     "--model: it starts over, and takes what this run gives)\n", dir);
+        } else if (!cli_dir_empty(dir) && !tcpota_posix_holds_device_files(dir)) {
+            cli_err("%s " FLASH_NOT_A_DEVICE "\n", dir); /* as tcpota device says it */
+            return 2;
         } else if (*d && !cli_dir_empty(dir)) { /* as tcpota device says it */
             cli_err("%s; " FLASH_MISSING_HINT "\n", d);
         } else if (*d) {

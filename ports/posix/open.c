@@ -109,28 +109,37 @@ static int create_otadata(struct tcpota_posix_dev *dev, const char *dir, const c
     return rc == 0 ? sync_dir(dev, dir) : rc;
 }
 
+int tcpota_posix_creation_begin(const char *dir)
+{
+    char marker[4096];
+    int fd;
+
+    if ((size_t)snprintf(marker, sizeof marker, "%s/" OTADATA_TMP, dir) >= sizeof marker) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    fd = open(marker, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
 static int create_layout(struct tcpota_posix_dev *dev, const char *dir, uint32_t slot_size,
                          const char *factory)
 {
     static const char *const slots[2] = {"ota_0.bin", "ota_1.bin"};
     int rc = 0;
 
-    char marker[4096];
-    int fd;
-
     if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
         return tcpota_px_fail(dev, TCPOTA_ERR_IO, "mkdir %s: %s", dir, strerror(errno));
     }
     /* The temporary otadata comes first: it marks a creation under way, so
      * that one cut short is told apart from a device that lost a file. */
-    if ((rc = make_path(dev, marker, sizeof marker, dir, OTADATA_TMP)) < 0) {
-        return rc;
+    if (tcpota_posix_creation_begin(dir) < 0) {
+        return tcpota_px_fail(dev, TCPOTA_ERR_IO, "%s/" OTADATA_TMP ": %s", dir, strerror(errno));
     }
-    fd = open(marker, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        return tcpota_px_fail(dev, TCPOTA_ERR_IO, "%s: %s", marker, strerror(errno));
-    }
-    close(fd);
     if ((rc = sync_dir(dev, dir)) < 0) {
         return rc;
     }
@@ -226,7 +235,7 @@ static int file_exists(struct tcpota_posix_dev *dev, const char *dir, const char
  * holding some of them lost otadata.bin: it is never created over (that
  * would erase the installed image and the anti-rollback counter), and
  * the error names the file. */
-static int no_otadata(struct tcpota_posix_dev *dev, const char *dir, int create)
+static int others_present(struct tcpota_posix_dev *dev, const char *dir)
 {
     static const char *const others[] = {"ota_0.bin", "ota_1.bin", "nvs.bin"};
     int present = 0;
@@ -234,6 +243,22 @@ static int no_otadata(struct tcpota_posix_dev *dev, const char *dir, int create)
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
         present += file_exists(dev, dir, others[i]);
     }
+    return present;
+}
+
+int tcpota_posix_holds_device_files(const char *dir)
+{
+    struct tcpota_posix_dev scratch;
+
+    memset(&scratch, 0, sizeof(scratch));
+    return others_present(&scratch, dir) || file_exists(&scratch, dir, OTADATA_TMP) ||
+           file_exists(&scratch, dir, TCPOTA_POSIX_OTADATA_FILE);
+}
+
+static int no_otadata(struct tcpota_posix_dev *dev, const char *dir, int create)
+{
+    int present = others_present(dev, dir);
+
     if (present && !file_exists(dev, dir, OTADATA_TMP)) {
         return tcpota_px_fail(dev, TCPOTA_ERR_NOENT, "%s is missing otadata.bin", dir);
     }

@@ -185,6 +185,16 @@ int tcpota_posix_open(struct tcpota_posix_dev *dev, const char *dir, int create,
  * nothing in it was ever a device's. 0 otherwise (also for a missing dir). */
 int tcpota_posix_creation_cut_short(const char *dir);
 
+/* 1 when dir holds any file of a device's flash (otadata, a slot, NVS, or
+ * the mark of a creation), 0 when none: a folder that is no device's. */
+int tcpota_posix_holds_device_files(const char *dir);
+
+/* Marks dir (which exists) as holding a creation under way, as
+ * tcpota_posix_open() with `create` does first, so that a kill before that
+ * (a caller that made dir and locked it) is one cut short too. Returns 0,
+ * or -1 with errno. */
+int tcpota_posix_creation_begin(const char *dir);
+
 /* Close every file of the device. Safe to call twice. Returns 0,
  * TCPOTA_ERR_INVAL (NULL dev) or TCPOTA_ERR_IO. */
 int tcpota_posix_close(struct tcpota_posix_dev *dev);

@@ -85,6 +85,36 @@ grep -q -- "and $WORK/notdev is not empty; give another --flash (this one holds 
   fail "--init in a directory of other files: $(cat "$WORK/i2.log")"
 ok "--init where a device lives: refused, nothing changed"
 
+# Without --init, a folder of other files is the wrong --flash (exit 2, as
+# an empty one): said so, not "restore it", and no tcpota.lock left in it;
+# device status says the same. An existing empty folder keeps no lock
+# either.
+for cmd in run status; do
+  rc=0
+  if [ $cmd = run ]; then
+    "$TCPOTA" device --server "$S" --flash "$WORK/notdev" 2> "$WORK/nd2.log" || rc=$?
+  else
+    "$TCPOTA" device status --flash "$WORK/notdev" 2> "$WORK/nd2.log" > /dev/null || rc=$?
+  fi
+  [ $rc -eq 2 ] || fail "$cmd in a directory of other files exited $rc, expected 2"
+  grep -q "$WORK/notdev holds no device, and files that are not a device's: give the --flash directory of a device, or a new or empty one for a new device$" \
+    "$WORK/nd2.log" || fail "$cmd in a directory of other files: $(cat "$WORK/nd2.log")"
+done
+[ "$(ls -A "$WORK/notdev")" = notes.txt ] || fail "a refused run left files in notdev: $(ls -A "$WORK/notdev")"
+mkdir "$WORK/empty2"
+"$TCPOTA" device --server "$S" --flash "$WORK/empty2" 2> /dev/null && fail "an empty directory without --init ran"
+[ -z "$(ls -A "$WORK/empty2")" ] || fail "a refused run left files in an empty directory: $(ls -A "$WORK/empty2")"
+ok "a folder of other files: the wrong --flash (2), no lock left behind; nor in an empty one"
+
+# A run killed after it made DIR and took its lock, before the creation
+# began, left DIR with the lock and the mark of a creation, which the same
+# command finishes (before: the lock alone, refused as "holds no device").
+mkdir "$WORK/killed" && : > "$WORK/killed/tcpota.lock" && : > "$WORK/killed/otadata.bin.tmp"
+"$TCPOTA" device --server "$S" --flash "$WORK/killed" 2> "$WORK/killed.log" ||
+  fail "a creation killed before it began was not finished: $(cat "$WORK/killed.log")"
+check_device "$WORK/killed" "$WORK/img"
+ok "a creation killed before it began: the same command finishes it"
+
 # --flash naming a file or a FIFO, and status of a directory that is not there.
 head -c 100 /dev/urandom > "$WORK/f.bin"
 mkfifo "$WORK/fifo"
