@@ -1278,6 +1278,17 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
                         "every device whose id has no secret); add --require-auth, or drop it\n");
         return 2;
     }
+    if ((o.allow_legacy || o.allow_unauth_legacy) && o.tls_cert) {
+        /* Legacy devices speak req0/req1 in the clear, and with
+         * --tls-cert the device port speaks TLS only: such a device is
+         * closed at its first bytes whatever the flag says (a trial read
+         * the flag as serving them). */
+        fprintf(stderr, "tcpota serve: %s does nothing with --tls-cert: legacy (req0/req1) "
+                        "devices cannot speak TLS, and the device port then speaks TLS only; "
+                        "serve them from a server without --tls-cert, or drop it\n",
+                o.allow_legacy ? "--allow-legacy" : "--allow-unauthenticated-legacy");
+        return 2;
+    }
     if (unauth_given && !o.require_auth && !o.tls_cert) {
         /* The cap counts connections that have not authenticated yet
          * (server.c, accept_from), and only a server that makes them wait

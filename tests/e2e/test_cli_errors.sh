@@ -212,6 +212,10 @@ expect 2 "tcpota serve: --max-image: '2000000000' is out of range" $T serve --da
 # A flag that would do nothing is refused, not ignored.
 expect 2 "tcpota serve: --allow-unauthenticated-legacy applies only with --require-auth \(without it every legacy device is served, and so is every device whose id has no secret\); add --require-auth, or drop it" \
   $T serve --listen 127.0.0.1:0 --version 2.0.0 --allow-unauthenticated-legacy img
+for f in --allow-legacy --allow-unauthenticated-legacy; do
+  expect 2 "tcpota serve: $f does nothing with --tls-cert: legacy \(req0/req1\) devices cannot speak TLS, and the device port then speaks TLS only; serve them from a server without --tls-cert, or drop it" \
+    $T serve --listen 127.0.0.1:0 --version 2.0.0 --tls-cert srv.pem --tls-key srv.key --require-auth $f img
+done
 expect 2 "public key: empty is empty; give NAME.pub" $T verify --pubkey empty img
 ln -s nowhere dangling.pub
 expect 2 "public key: dangling.pub is a symbolic link to nowhere, which does not exist; give the path of a file" \
