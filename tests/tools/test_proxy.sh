@@ -113,6 +113,18 @@ rc=0
 "$PROXY" 2>"$WORK/none.err" || rc=$?
 [[ $rc -eq 2 ]] && grep -q -- '^  --cut-at' "$WORK/none.err" || fail "no arguments: expected the usage"
 
+# Its own address as --upstream: refused at start (each connection would
+# open one more to itself until the descriptors ran out). A port taken
+# meanwhile fails the bind instead: another port is tried.
+for try in 1 2 3 4 5; do
+  port=$(( (RANDOM % 20000) + 30000 ))
+  rc=0
+  timeout 10 "$PROXY" --listen "127.0.0.1:$port" --upstream "127.0.0.1:$port" 2>"$WORK/self.err" || rc=$?
+  grep -q 'Address already in use' "$WORK/self.err" || break
+done
+[[ $rc -eq 2 ]] && grep -q "^tcpota-proxy: --upstream is the proxy's own --listen address (127.0.0.1:$port); give the server's address$" "$WORK/self.err" ||
+  fail "its own address as --upstream: exit $rc: $(cat "$WORK/self.err")"
+
 # --- 1. no faults: bytes pass unchanged, also with concurrent connections ---
 start_source big --bytes 1048576
 BIG_PORT=$SRC_PORT
