@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# cluster.sh start|stop|status DIR: a whole fleet deployment on this machine,
+# cluster.sh start|stop|status DIR, restart DIR N: a whole fleet deployment on this machine,
 # in DIR (created): a PostgreSQL cluster (DIR/pg), three `tcpota serve --db`
 # nodes (DIR/n1..n3: image cache, api.token, logs DIR/nN.log) and HAProxy in
 # TCP mode in front of them (DIR/haproxy.cfg). Devices connect to HAProxy;
@@ -15,8 +15,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/pg_lib.sh"
 . "$here/cluster_lib.sh"
 
-usage() { echo "usage: $0 start|stop|status DIR" >&2; exit 2; }
-[ $# -eq 2 ] || usage
+usage() { echo "usage: $0 start|stop|status DIR, or $0 restart DIR N (node N, 1..3)" >&2; exit 2; }
+[ $# -eq 2 ] || { [ $# -eq 3 ] && [ "$1" = restart ]; } || usage
 cmd=$1
 dir=$(realpath -m "$2")
 NODES=3
@@ -32,8 +32,10 @@ stop_pid() {
   running "$f" || { rm -f "$f"; return 0; }
   pid=$(cat "$f")
   kill -TERM "$pid"
-  for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && { echo "cluster: $f ($pid) did not stop in 10 s; killing it" >&2; kill -KILL "$pid"; }
+  # 20 s: a node whose database hangs waits up to 15 s for it while it
+  # stops (FLEET_STOP_DB_WAIT_S), to hand over the device steps it kept.
+  for ((i = 0; i < 200; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && { echo "cluster: $f ($pid) did not stop in 20 s; killing it" >&2; kill -KILL "$pid"; }
   rm -f "$f"
 }
 
@@ -71,6 +73,23 @@ cluster: running in $dir
 MSG
 }
 
+# Node N again (stopped first if it runs), on the device and API ports
+# HAProxy's config names for it, so that its health check takes it back.
+do_restart() {
+  local n=$3 line port api
+  [[ $n =~ ^[1-9][0-9]*$ ]] && [ "$n" -le $NODES ] || { echo "cluster: node '$n': give 1..$NODES" >&2; exit 2; }
+  [ -f "$dir/haproxy.cfg" ] && running "$dir/haproxy.pid" ||
+    { echo "cluster: no cluster runs in $dir ($0 start $dir)" >&2; exit 1; }
+  line=$(grep -E "^  server n$n " "$dir/haproxy.cfg") || { echo "cluster: node $n is not in $dir/haproxy.cfg" >&2; exit 1; }
+  port=$(sed -nE 's/.* 127\.0\.0\.1:([0-9]+) check port ([0-9]+).*/\1/p' <<< "$line")
+  api=$(sed -nE 's/.* 127\.0\.0\.1:([0-9]+) check port ([0-9]+).*/\2/p' <<< "$line")
+  stop_pid "$dir/n$n.pid"
+  PG_CONNINFO=$(pg_conninfo "$dir/pg")
+  cluster_node "$dir" "$n" --listen "127.0.0.1:$port" --api "127.0.0.1:$api" ||
+    { echo "cluster: node $n did not start again: see $dir/n$n.log" >&2; exit 1; }
+  echo "cluster: node $n running again (pid $NODE_PID), devices 127.0.0.1:$port, API 127.0.0.1:$api"
+}
+
 do_status() {
   local f
   for f in "$dir"/haproxy.pid "$dir"/n*.pid; do
@@ -99,5 +118,6 @@ case $cmd in
   start) do_start ;;
   stop) do_stop ;;
   status) do_status ;;
+  restart) do_restart "$@" ;;
   *) usage ;;
 esac

@@ -3,8 +3,8 @@
 # used by scripts/cluster.sh and tests/e2e/test_fleet_pg.sh).
 #
 #   cluster_node DIR I [ARGS...]   starts node I: DIR/nI (image cache, api.token,
-#                                  the same token as node 1's), log DIR/nI.log;
-#                                  sets NODE_PID NODE_PORT NODE_API
+#                                  the same token as node 1's), log DIR/nI.log
+#                                  (appended to); sets NODE_PID NODE_PORT NODE_API
 #   cluster_haproxy DIR PORT P:A...  HAProxy on 127.0.0.1:PORT in front of the
 #                                  device ports P..., each node checked by
 #                                  GET /health on its API port A (a TCP check
@@ -39,13 +39,13 @@ except (ValueError, OverflowError):
     sys.exit("cluster: %r, %s, is not a port number: give one in 1..65535" % (port, what))' "$1" "$2"
 }
 
-# cluster_wait FILE REGEX PID: waits up to 10 s for a line of FILE, written
-# by process PID (a process that exited will not write it: its last lines
-# say why).
+# cluster_wait FILE REGEX PID [FROM]: waits up to 10 s for a line of FILE,
+# past its first FROM bytes (what an earlier run wrote), written by process
+# PID (a process that exited will not write it: its last lines say why).
 cluster_wait() {
   local i
   for ((i = 0; i < 200; i++)); do
-    grep -qE "$2" "$1" 2>/dev/null && return 0
+    tail -c +$((${4:-0} + 1)) "$1" 2>/dev/null | grep -qE "$2" && return 0
     if ! kill -0 "$3" 2>/dev/null; then
       echo "cluster: $(basename "$1" .log) exited before /$2/ in $1:" >&2
       tail -5 "$1" >&2
@@ -67,12 +67,16 @@ cluster_node() {
   if [ "$i" != 1 ] && [ -f "$dir/n1/api.token" ]; then
     install -m 600 "$dir/n1/api.token" "$dir/n$i/api.token"
   fi
-  : > "$log"
+  # Kept across starts: the lines of what ended the last run are what
+  # its operator reads after a restart (a trial lost them).
+  local from
+  from=$(stat -c %s "$log" 2>/dev/null || echo 0)
+  echo "--- cluster: node $i started $(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$log"
   "$TCPOTA" serve --db "$PG_CONNINFO" --data "$dir/n$i" --listen 127.0.0.1:0 \
     --api 127.0.0.1:0 --no-progress "$@" < /dev/null >> "$log" 2>&1 &
   NODE_PID=$!
   echo "$NODE_PID" > "$dir/n$i.pid"
-  cluster_wait "$log" 'listening on' "$NODE_PID" || return 1
+  cluster_wait "$log" 'listening on' "$NODE_PID" "$from" || return 1
   NODE_PORT=$(sed -nE 's/.*listening on [^ ]*:([0-9]+),.*/\1/p' "$log" | tail -1)
   NODE_API=$(sed -nE 's/.*API on [^ ]*:([0-9]+).*/\1/p' "$log" | tail -1)
 }
@@ -108,7 +112,7 @@ cluster_haproxy() {
     done
   } > "$dir/haproxy.cfg"
   haproxy -c -q -f "$dir/haproxy.cfg" || return 1
-  : > "$dir/haproxy.log"
+  echo "--- cluster: HAProxy started $(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$dir/haproxy.log"
   haproxy -db -f "$dir/haproxy.cfg" < /dev/null >> "$dir/haproxy.log" 2>&1 &
   HAPROXY_PID=$!
   echo "$HAPROXY_PID" > "$dir/haproxy.pid"

@@ -7,6 +7,7 @@
 # authentication: nothing but the folder's owner and root can reach it.
 #
 #   pg_start DIR     initdb (first time) and start; sets PG_CONNINFO
+#   pg_conninfo DIR  prints the conninfo of the cluster started in DIR
 #   pg_stop DIR      fast shutdown, waits for it
 #   pg_sql DIR SQL   runs SQL with psql as the cluster's superuser
 # PG_OPTS: more server options for pg_start ("-c name=value ..."), e.g. a
@@ -57,8 +58,13 @@ pg_start() {
   pg_as "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 \
     -o "-c listen_addresses='' -k $dir/sock -p $PG_PORT -c max_connections=50 ${PG_OPTS:-}" start \
     > /dev/null || { tail -20 "$dir/postgres.log" >&2; return 1; }
-  PG_CONNINFO="host=$dir/sock port=$PG_PORT user=tcpota dbname=postgres"
+  PG_CONNINFO=$(pg_conninfo "$dir")
   export PG_CONNINFO
+}
+
+# pg_conninfo DIR: the conninfo of the cluster pg_start DIR started.
+pg_conninfo() {
+  echo "host=$(cd "$1" && pwd)/sock port=$PG_PORT user=tcpota dbname=postgres"
 }
 
 pg_stop() {

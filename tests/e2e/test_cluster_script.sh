@@ -50,6 +50,20 @@ SERVER_PORT=$port run_device c-1 esp32 "$WORK/dev" || fail "a device through HAP
 check_device "$WORK/dev" "$WORK/img"
 ok "a device updates through the cluster's HAProxy"
 
+# A node killed comes back with restart, on the ports HAProxy has for it
+# (so that its health check takes it back), its log keeping the lines of the run
+# that ended; a node number out of range is refused.
+kill -9 "$(cat "$D/n2.pid")"
+timeout 60 bash "$SCRIPT" restart "$D" 2 > "$WORK/restart.out" 2>&1 || fail "restart of node 2: $(cat "$WORK/restart.out")"
+grep -q "^cluster: node 2 running again (pid [0-9]*), devices 127.0.0.1:[0-9]*, API 127.0.0.1:$((port + 2))$" "$WORK/restart.out" ||
+  fail "restart of node 2 said: $(cat "$WORK/restart.out")"
+[ "$(grep -c 'listening on' "$D/n2.log")" = 2 ] && [ "$(grep -c '^--- cluster: node 2 started' "$D/n2.log")" = 2 ] ||
+  fail "node 2's log lost the lines of its first run: $(cat "$D/n2.log")"
+SERVER_PORT=$port run_device c-2 esp32 "$WORK/dev2" || fail "a device after the restart failed: $(cat "$WORK/c-2.log")"
+rc=0; bash "$SCRIPT" restart "$D" 4 > "$WORK/restart4.out" 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q "cluster: node '4': give 1..3" "$WORK/restart4.out" || fail "restart of node 4: exit $rc: $(cat "$WORK/restart4.out")"
+ok "cluster.sh restart DIR N brings a killed node back on its ports, its log kept"
+
 # A second cluster on the same device port stops before it starts anything:
 # its HAProxy could not bind there (or, as the same user, would share the
 # port by SO_REUSEPORT and split the devices between two fleets), and the
