@@ -136,7 +136,7 @@ static void auth_refused(const json_t *ans)
     char since[32], title[256];
     size_t i, len;
 
-    len = (size_t)snprintf(title, sizeof(title), "authentication refused since %s UTC: %lld",
+    len = (size_t)snprintf(title, sizeof(title), "authentication refused by this server since %s UTC: %lld",
                            table_time(api_int(a, "since"), since, sizeof(since)),
                            api_int(a, "total"));
     for (i = 0; i < sizeof(reasons) / sizeof(reasons[0]) && len < sizeof(title); i++) {

@@ -209,7 +209,7 @@ const overview = {
         h('div', { class: 'card' }, h('b', {}, byState.get('downloading') || 0), 'downloading'),
         h('div', { class: 'card' }, h('b', {}, byState.get('updated') || 0), 'updated'),
         h('div', { class: 'card' }, h('b', { id: 'n-failures' }, failed), 'failures in the last hour'),
-        h('div', { class: 'card' }, h('b', { id: 'n-auth-refused' }, auth ? auth.total : 0), 'refused authentication')),
+        h('div', { class: 'card' }, h('b', { id: 'n-auth-refused' }, auth ? auth.total : 0), 'refused authentication (this server)')),
       h('h2', {}, 'Devices by model and state'),
       total ? table(['model', ...used], models.map((m) => {
         const c = groupBy(s.states.filter((r) => r.model === m), (r) => r.state);

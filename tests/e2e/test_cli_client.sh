@@ -828,7 +828,7 @@ has out.log '^rolled-back +health\?\[2J check +2$'
 has out.log '^failures in the last hour \(each one: a device may count more than once\):$'
 has out.log '^STATE +REASON +TIMES$'
 has out.log '^ +4 +1 +rolled-back +health check failed +2$'
-has out.log '^authentication refused since 2026-12-01 13:20:00 UTC: 5 \(no-proof 1, wrong-secret 3, unknown-id 0, not-checked 1\)$'
+has out.log '^authentication refused by this server since 2026-12-01 13:20:00 UTC: 5 \(no-proof 1, wrong-secret 3, unknown-id 0, not-checked 1\)$'
 has out.log '^dev-7 +wrong-secret +10\.0\.0\.9 +3 +2026-12-01 15:35:10$'
 has out.log '^give a refused device its secret: tcpota device secret ID --out FILE'
 : > requests.jsonl

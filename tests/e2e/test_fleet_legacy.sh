@@ -80,7 +80,7 @@ grep -q 'legacy (req0/req1) device refused: --require-auth' "$WORK/server.log" |
 [ "$(jq_py 'j["auth_refused"]["counts"]["no-proof"], len(j["auth_refused"]["devices"])' < "$WORK/auth.json")" = "(1, 0)" ] ||
   fail "the summary does not count the legacy device refused for authentication: $(cat "$WORK/auth.json")"
 "$TCPOTA" summary > "$WORK/auth.txt" || fail "tcpota summary failed"
-grep -q '^authentication refused since .*: 1 (no-proof 1,' "$WORK/auth.txt" &&
+grep -q '^authentication refused by this server since .*: 1 (no-proof 1,' "$WORK/auth.txt" &&
   grep -q '^no id to list: the devices refused have authenticated since, or gave no id (legacy req0/req1 devices under --require-auth' "$WORK/auth.txt" &&
   ! grep -q 'tcpota device secret ID' "$WORK/auth.txt" ||
   fail "tcpota summary on a refused legacy device: $(cat "$WORK/auth.txt")"

@@ -314,10 +314,10 @@ assert sorted(rows("devices by model and running version:")) == sorted(
     [r["model"], r["version"], str(r["count"])] for r in j["versions"]), text
 a = j["auth_refused"]
 c = a["counts"]
-want = "authentication refused since .* UTC: %d \\(no-proof %d, wrong-secret %d, unknown-id %d, not-checked %d\\)$" % (
+want = "authentication refused by this server since .* UTC: %d \\(no-proof %d, wrong-secret %d, unknown-id %d, not-checked %d\\)$" % (
     a["total"], c["no-proof"], c["wrong-secret"], c["unknown-id"], c["not-checked"])
 assert any(re.match(want, l) for l in lines), (want, text)
-refused = rows("authentication refused since")
+refused = rows("authentication refused by this server since")
 assert [r[0] for r in refused] == ["p-2"], refused
 assert refused[0][1] == "no-proof" and refused[0][2] == "127.0.0.1", refused
 assert "tcpota device secret ID --out FILE" in text, text
