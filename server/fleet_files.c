@@ -304,10 +304,38 @@ int fleet_files_private(const char *dir, char *said, size_t saidlen, char *err, 
                : files_pass(dir, 0, said, saidlen, err, errlen);
 }
 
+/* err: who holds the lock of fd (dir's), from the pid written in it. */
+static void in_use(int fd, const char *dir, char *err, size_t errlen)
+{
+    char pid[32];
+    ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+
+    pid[n > 0 ? n : 0] = '\0';
+    pid[strcspn(pid, "\n")] = '\0';
+    snprintf(err, errlen, "%s is in use by another %s (pid %s); stop it or use another --data",
+             dir, fleet_lock_holder(pid), pid[0] ? pid : "unknown");
+}
+
+int fleet_lock_held(const char *dir, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    int fd, held = 0;
+
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, FLEET_LOCK_FILE) >= sizeof(path) ||
+        (fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)) < 0) {
+        return 0;
+    }
+    if (flock(fd, LOCK_SH | LOCK_NB) != 0) {
+        in_use(fd, dir, err, errlen);
+        held = 1;
+    }
+    close(fd); /* releases a shared lock taken */
+    return held;
+}
+
 int fleet_lock_take(const char *dir, char *err, size_t errlen)
 {
     char path[PATH_MAX], pid[32];
-    ssize_t n;
     int fd, len;
 
     if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, FLEET_LOCK_FILE) >= sizeof(path)) {
@@ -330,11 +358,7 @@ int fleet_lock_take(const char *dir, char *err, size_t errlen)
         return -1;
     }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        n = pread(fd, pid, sizeof(pid) - 1, 0);
-        pid[n > 0 ? n : 0] = '\0';
-        pid[strcspn(pid, "\n")] = '\0';
-        snprintf(err, errlen, "%s is in use by another %s (pid %s); stop it or use another --data",
-                 dir, fleet_lock_holder(pid), pid[0] ? pid : "unknown");
+        in_use(fd, dir, err, errlen);
         close(fd); /* not ours: its pid stays */
         return -1;
     }

@@ -83,6 +83,12 @@ int fleet_files_image_gaps(const char *images, const struct store_image *rows, s
  * descriptor, or -1 with err. */
 int fleet_lock_take(const char *dir, char *err, size_t errlen);
 
+/* 1, with err saying who (as fleet_lock_take does), when another process
+ * holds dir/tcpota.lock; 0 when none does or there is no lock file. Takes
+ * nothing: for the checks made before the store opens, whose own refusal
+ * would mislead when the directory is simply in use. */
+int fleet_lock_held(const char *dir, char *err, size_t errlen);
+
 /* Clears our pid from the lock file and releases it; fd < 0 does nothing. */
 void fleet_lock_release(int fd);
 /* Who holds a tcpota.lock, from the pid written in it ("" or not a number:

@@ -213,6 +213,12 @@ rc=0
 grep -q "$WORK/n1 is in use by another tcpota serve (pid $(cat "$WORK/n1.pid")); stop it or use another --data" \
   "$WORK/second.log" || fail "second node on A's --data: $(cat "$WORK/second.log")"
 [ -e "$WORK/n1/images/.fetch-inflight" ] || fail "a second node on A's --data removed A's fetch"
+# Without --db too: in use, not "its database was lost; restore tcpota.db".
+rc=0
+"$TCPOTA" serve --data "$WORK/n1" --listen 127.0.0.1:0 --api off --no-progress < /dev/null \
+  > "$WORK/second.log" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] && grep -q "not starting: $WORK/n1 is in use by another tcpota serve (pid $(cat "$WORK/n1.pid")); stop it or use another --data" \
+  "$WORK/second.log" && ! grep -q 'restore' "$WORK/second.log" || fail "a server without --db on A's --data: $(cat "$WORK/second.log")"
 rm -f "$WORK/n1/images/.fetch-inflight"
 ok "a second node on a node's --data is refused, naming the node that holds it; nothing of it swept"
 

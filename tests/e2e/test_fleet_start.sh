@@ -46,7 +46,7 @@ rmdir "$TOKEN"; mv "$WORK/token.real" "$TOKEN"
 
 # --- a --data in use, ports in use ---------------------------------------
 start_fleet
-refused "a --data in use" "cannot open the fleet store: $DATA is in use by another tcpota serve \(pid $SERVER_PID\)"
+refused "a --data in use" "$DATA is in use by another tcpota serve \(pid $SERVER_PID\); stop it or use another --data"
 refused "a device port in use" "cannot listen on 127.0.0.1:$SERVER_PORT: Address already in use" \
   --data "$WORK/other" --listen "127.0.0.1:$SERVER_PORT"
 refused "an API port in use" "cannot start the API: cannot listen on 127.0.0.1:$API_PORT for the API: Address already in use" \
