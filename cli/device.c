@@ -884,7 +884,8 @@ static const char *unanswered(const struct device *dv)
     if (xfer(dv).last_error == TCPOTA_ERR_TIMEDOUT) {
         return " (the server took the connection but sent nothing: check that --server names its "
                "device port (tcpota serve --listen), not its API or HTTP port; a server at its "
-               "limits may also be slow to answer)";
+               "limits may also be slow to answer, and a load balancer may have sent it to a "
+               "server that hangs)";
     }
     /* A balancer in front with no server up (HAProxy in TCP mode takes
      * the connection and closes it) reads the same (a trial). */
@@ -1175,7 +1176,9 @@ static int no_update(struct device *dv)
  * ended a device agent for good. */
 static const char *then(const struct device *dv)
 {
-    return dv->o.check_interval ? "; trying again at the next check-in (--check-interval)" : "";
+    /* Not "trying again": what the next check-in gets is the server's to
+     * say (an image that failed here is held back: a trial). */
+    return dv->o.check_interval ? "; checking in again after --check-interval" : "";
 }
 
 /* Runs the runner until the device is up to date (0), fails for good (1)
