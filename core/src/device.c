@@ -227,21 +227,6 @@ int tcpota_dev_bad_text(const uint8_t id[TCPOTA_ID_LEN], int reason,
 
 /* ---- boot ------------------------------------------------------------ */
 
-/* Erases the resume record when it names image id. Returns 0 or an error. */
-static int resume_forget_image(const struct tcpota_port *p, const uint8_t *id)
-{
-    uint8_t b[RESUME_LEN];
-    int rc = rec_load(p, TCPOTA_KEY_RESUME, b, sizeof(b));
-
-    if (rc == TCPOTA_ERR_NOENT || (rc == 0 && memcmp(b + 1, id, TCPOTA_ID_LEN) != 0)) {
-        return 0;
-    }
-    if (rc == 0) {
-        rc = p->kv_erase(p->ctx, TCPOTA_KEY_RESUME);
-    }
-    return rc == TCPOTA_ERR_NOENT ? 0 : rc;
-}
-
 int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
 {
     struct tcpota_boot_state st;
@@ -254,12 +239,6 @@ int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
     memset(&st, 0, sizeof(st));
     rc = p->boot_state(p->ctx, &st);
     if (rc < 0) {
-        return rc;
-    }
-    /* A cut after the image was set to boot and before its resume record
-     * went (on_complete) left a record of the image that now runs: every
-     * later session would start from a resume point of it. */
-    if (st.running_known && (rc = resume_forget_image(p, st.running_id)) < 0) {
         return rc;
     }
     rc = rec_load(p, TCPOTA_KEY_LAST, last, sizeof(last));
@@ -385,6 +364,14 @@ int tcpota_dev_init(struct tcpota_dev *d, const struct tcpota_dev_config *cfg)
     if (rc >= 0) {
         (void)tcpota_dev_resume_parse(b, (size_t)rc, p->slot_size, &d->resume);
     } else if (rc != TCPOTA_ERR_NOENT) {
+        return rc;
+    }
+    /* A cut after the image was set to boot and before its resume record
+     * went (on_complete) left a record of the image that now runs: every
+     * session would start from a resume point of it (an offer of it is
+     * declined as running anyway). */
+    if (d->resume.valid && cfg->running_id &&
+        memcmp(d->resume.id, cfg->running_id, TCPOTA_ID_LEN) == 0 && (rc = resume_drop(d)) < 0) {
         return rc;
     }
     if ((rc = counter_load(p, &d->security_counter)) < 0 && rc != TCPOTA_ERR_NOENT) {
