@@ -157,46 +157,68 @@ int device_ident(const struct tcpota_port *port, const struct options *o, int cr
                o->model, named, out->model, sizeof(out->model));
 }
 
+/* 1 when every key of a (na keys) is among b's (nb keys). */
+static int keys_within(const uint8_t *a, size_t na, const uint8_t *b, size_t nb)
+{
+    for (size_t i = 0; i < na; i++) {
+        size_t j = 0;
+
+        while (j < nb && memcmp(a + i * TCPOTA_PUBKEY_LEN, b + j * TCPOTA_PUBKEY_LEN,
+                                TCPOTA_PUBKEY_LEN) != 0) {
+            j++;
+        }
+        if (j == nb) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 int device_trust(const struct tcpota_port *port, struct options *o, const char *prefix)
 {
     uint8_t kept[MAX_TRUST * TCPOTA_PUBKEY_LEN + 1];
     int n = port->kv_get(port->ctx, DEVICE_KEY_TRUST, kept, sizeof(kept));
-    size_t nkept = n > 0 ? (size_t)n / TCPOTA_PUBKEY_LEN : 0;
+    /* Longer than any list (NOSPC) or not a number of keys: no list, but
+     * --trust or --no-trust write over it. */
+    int bad = n == TCPOTA_ERR_NOSPC || (n > 0 && (size_t)n % TCPOTA_PUBKEY_LEN != 0);
+    size_t nkept = n > 0 && !bad ? (size_t)n / TCPOTA_PUBKEY_LEN : 0;
 
-    if (n < 0 && n != TCPOTA_ERR_NOENT) {
+    if (n < 0 && n != TCPOTA_ERR_NOENT && n != TCPOTA_ERR_NOSPC) {
         return nvs_failed(prefix, o->dir, "reading the trusted keys");
     }
-    if (n > 0 && ((size_t)n % TCPOTA_PUBKEY_LEN || nkept > MAX_TRUST)) {
-        fprintf(stderr, "%s%s/nvs.bin holds a record of trusted keys that is not one (%d bytes);"
-                        " give the keys again with --trust, or --no-trust\n", prefix, o->dir, n);
-        return 1;
-    }
     if (o->no_trust) {
-        if (nkept && port->kv_erase(port->ctx, DEVICE_KEY_TRUST) < 0) {
+        if (n != TCPOTA_ERR_NOENT && port->kv_erase(port->ctx, DEVICE_KEY_TRUST) < 0) {
             return nvs_failed(prefix, o->dir, "forgetting the trusted keys");
         }
-        if (nkept) {
-            fprintf(stderr, "%sforgot the %zu trusted key%s %s kept (--no-trust): unsigned images"
-                            " are accepted\n", prefix, nkept, nkept == 1 ? "" : "s", o->dir);
+        if (n != TCPOTA_ERR_NOENT) {
+            fprintf(stderr, "%sforgot the trusted keys %s kept (--no-trust): unsigned images are"
+                            " accepted\n", prefix, o->dir);
         }
         return 0;
     }
     if (o->ntrust) {
-        if (nkept == o->ntrust && memcmp(kept, o->trust, nkept * TCPOTA_PUBKEY_LEN) == 0) {
-            return 0;
+        const uint8_t *given = o->trust[0];
+
+        if (!bad && keys_within(given, o->ntrust, kept, nkept) &&
+            keys_within(kept, nkept, given, o->ntrust)) {
+            return 0; /* the same keys, in any order */
         }
-        if (port->kv_set(port->ctx, DEVICE_KEY_TRUST, o->trust[0], o->ntrust * TCPOTA_PUBKEY_LEN) < 0) {
+        if (port->kv_set(port->ctx, DEVICE_KEY_TRUST, given, o->ntrust * TCPOTA_PUBKEY_LEN) < 0) {
             return nvs_failed(prefix, o->dir, "recording the trusted keys");
         }
-        if (nkept) {
-            fprintf(stderr, "%sthe --trust keys replace the %zu %s kept: later runs trust these\n",
-                    prefix, nkept, o->dir);
+        if (n != TCPOTA_ERR_NOENT) {
+            fprintf(stderr, "%sthe --trust keys replace the keys %s kept: later runs trust these\n",
+                    prefix, o->dir);
         }
         return 0;
     }
-    if (nkept) {
-        memcpy(o->trust, kept, nkept * TCPOTA_PUBKEY_LEN);
-        o->ntrust = nkept;
+    if (bad) {
+        fprintf(stderr, "%s%s/nvs.bin holds a record of trusted keys that is not a list of keys;"
+                        " give the keys again with --trust, or drop them with --no-trust\n",
+                prefix, o->dir);
+        return 1;
     }
+    memcpy(o->trust, kept, nkept * TCPOTA_PUBKEY_LEN);
+    o->ntrust = nkept;
     return 0;
 }

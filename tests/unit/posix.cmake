@@ -14,3 +14,10 @@ target_link_libraries(test_posix_inspect PRIVATE tcpota_posix)
 # The test sees every open() of the port, to check that inspect opens
 # nothing writeable (being root, file modes cannot prove it).
 target_link_options(test_posix_inspect PRIVATE -Wl,--wrap=open)
+
+# The host device's trusted keys kept in its NVS (cli/device_ident.c),
+# against an in-memory NVS: the CLI file and the helpers it uses.
+tcpota_unit_test(test_device_trust ${CMAKE_CURRENT_LIST_DIR}/test_device_trust.c
+                 ${PROJECT_SOURCE_DIR}/cli/device_ident.c ${PROJECT_SOURCE_DIR}/cli/util.c)
+target_include_directories(test_device_trust PRIVATE ${PROJECT_SOURCE_DIR}/cli ${PROJECT_SOURCE_DIR}/server)
+target_link_libraries(test_device_trust PRIVATE tcpota_server tcpota_posix tcpota_core)
