@@ -300,7 +300,8 @@ static int flash_lock(struct device *dv)
 {
     char path[4096], pid[32];
     ssize_t n;
-    int len, made = 0;
+    int len, made = 0, tries = 0;
+    struct stat held, named;
 
     if (dv->lock_fd >= 0) {
         return 0;
@@ -316,6 +317,7 @@ static int flash_lock(struct device *dv)
         say(dv, "%s: path too long; give a shorter --flash", dv->o.dir);
         return -1;
     }
+again:
     dv->lock_fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
     dv->lock_made = dv->lock_fd >= 0;
     if (dv->lock_fd < 0 && errno == EEXIST) {
@@ -353,6 +355,20 @@ static int flash_lock(struct device *dv)
         dv->lock_fd = -1;
         return -1;
     }
+    /* Locked a file that a run refused here removed after this one opened
+     * it (flash_unlock): the name is another file now, which a third run
+     * may lock too. Open the name again. */
+    if (fstat(dv->lock_fd, &held) != 0 || stat(path, &named) != 0 || held.st_ino != named.st_ino ||
+        held.st_dev != named.st_dev) {
+        close(dv->lock_fd);
+        dv->lock_fd = -1;
+        if (++tries < 3) {
+            goto again;
+        }
+        say(dv, "%s was removed or replaced three times while this run took it; is another "
+                "tcpota device starting there? run again", path);
+        return -1;
+    }
     len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
     if (ftruncate(dv->lock_fd, 0) != 0 || pwrite(dv->lock_fd, pid, (size_t)len, 0) != len) {
         say(dv, "cannot write %s: %s", path, strerror(errno));
@@ -371,6 +387,10 @@ static int flash_lock(struct device *dv)
      * then refused as "holds no device" (a trial, 1 kill in 30). */
     if (made && tcpota_posix_creation_begin(dv->o.dir) < 0) {
         say(dv, "cannot write in %s: %s", dv->o.dir, strerror(errno));
+        (void)unlink(path); /* as the other failures of a DIR this run made */
+        close(dv->lock_fd);
+        dv->lock_fd = -1;
+        (void)rmdir(dv->o.dir);
         return -1;
     }
     return 0;
