@@ -817,24 +817,39 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         event_base_loopbreak(g.base);
 }
 
+/* The port of a and its address as IPv6 (an IPv4 one mapped), and whether
+ * it is the any-address. */
+static uint16_t addr_parts(const struct sockaddr_storage *a, struct in6_addr *ip, bool *any)
+{
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *v4 = (const void *)a;
+        memset(ip, 0, sizeof *ip);
+        ip->s6_addr[10] = ip->s6_addr[11] = 0xff;
+        memcpy(&ip->s6_addr[12], &v4->sin_addr, 4);
+        *any = v4->sin_addr.s_addr == htonl(INADDR_ANY);
+        return v4->sin_port;
+    }
+    const struct sockaddr_in6 *v6 = (const void *)a;
+    *ip = v6->sin6_addr;
+    *any = memcmp(ip, &in6addr_any, sizeof *ip) == 0;
+    return v6->sin6_port;
+}
+
 /* True when upstream is the listener's own address: the same port, and the
- * same address or a listener on every address (0.0.0.0, ::). */
+ * same address (IPv4 or IPv4-mapped alike), or either side the
+ * any-address (a listener on every address, dual-stack included; an
+ * upstream of 0.0.0.0 or :: reaches this host). */
 static bool is_self(const struct sockaddr_storage *bound, const struct sockaddr_storage *up)
 {
-    if (bound->ss_family != up->ss_family)
+    struct in6_addr b, u;
+    bool b_any, u_any;
+
+    if ((bound->ss_family != AF_INET && bound->ss_family != AF_INET6) ||
+        (up->ss_family != AF_INET && up->ss_family != AF_INET6))
         return false;
-    if (bound->ss_family == AF_INET) {
-        const struct sockaddr_in *b = (const void *)bound, *u = (const void *)up;
-        return b->sin_port == u->sin_port &&
-               (b->sin_addr.s_addr == u->sin_addr.s_addr || b->sin_addr.s_addr == htonl(INADDR_ANY));
-    }
-    if (bound->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *b = (const void *)bound, *u = (const void *)up;
-        return b->sin6_port == u->sin6_port &&
-               (memcmp(&b->sin6_addr, &u->sin6_addr, sizeof b->sin6_addr) == 0 ||
-                memcmp(&b->sin6_addr, &in6addr_any, sizeof b->sin6_addr) == 0);
-    }
-    return false;
+    if (addr_parts(bound, &b, &b_any) != addr_parts(up, &u, &u_any))
+        return false;
+    return b_any || u_any || memcmp(&b, &u, sizeof b) == 0;
 }
 
 /* ---------- option parsing ---------- */

@@ -124,6 +124,10 @@ for try in 1 2 3 4 5; do
 done
 [[ $rc -eq 2 ]] && grep -q "^tcpota-proxy: --upstream is the proxy's own --listen address (127.0.0.1:$port); give the server's address$" "$WORK/self.err" ||
   fail "its own address as --upstream: exit $rc: $(cat "$WORK/self.err")"
+rc=0 # 0.0.0.0 as --upstream reaches this host's every address, the listener's too
+timeout 10 "$PROXY" --listen "127.0.0.1:$port" --upstream "0.0.0.0:$port" 2>"$WORK/self.err" || rc=$?
+[[ $rc -eq 2 ]] && grep -q "own --listen address" "$WORK/self.err" ||
+  fail "0.0.0.0 and its own port as --upstream: exit $rc: $(cat "$WORK/self.err")"
 
 # --- 1. no faults: bytes pass unchanged, also with concurrent connections ---
 start_source big --bytes 1048576
