@@ -697,6 +697,17 @@ static void warn_settings(const struct tcpota_serve_opts *o, const struct source
         serve_warn(o, "version '%s' %s: no device will be offered it unless --allow-downgrade",
                    o->version, why);
     }
+    if ((o->allow_legacy || o->allow_unauth_legacy) && o->tls_cert) {
+        /* Legacy devices speak req0/req1 in the clear, and with --tls-cert
+         * the device port speaks TLS only: such a device is closed at its
+         * first bytes whatever the flag says (a trial read the flag as
+         * serving them). Warned, not refused: a config file may hold the
+         * flag, and no --no-allow-legacy takes it back. */
+        serve_warn(o, "%s does nothing with --tls-cert: legacy (req0/req1) devices cannot speak"
+                      " TLS, and the device port then speaks TLS only; serve them from a server"
+                      " without --tls-cert", o->allow_legacy ? "--allow-legacy"
+                                                             : "--allow-unauthenticated-legacy");
+    }
     if (o->allow_legacy && !o->manifest) {
         /* Not refused: a SIGHUP may bring a signed FILE, which it then serves. */
         serve_warn(o, "--allow-legacy changes nothing while %s is unsigned: req0/req1 devices"
@@ -1276,17 +1287,6 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
         fprintf(stderr, "tcpota serve: --allow-unauthenticated-legacy applies only with "
                         "--require-auth (without it every legacy device is served, and so is "
                         "every device whose id has no secret); add --require-auth, or drop it\n");
-        return 2;
-    }
-    if ((o.allow_legacy || o.allow_unauth_legacy) && o.tls_cert) {
-        /* Legacy devices speak req0/req1 in the clear, and with
-         * --tls-cert the device port speaks TLS only: such a device is
-         * closed at its first bytes whatever the flag says (a trial read
-         * the flag as serving them). */
-        fprintf(stderr, "tcpota serve: %s does nothing with --tls-cert: legacy (req0/req1) "
-                        "devices cannot speak TLS, and the device port then speaks TLS only; "
-                        "serve them from a server without --tls-cert, or drop it\n",
-                o.allow_legacy ? "--allow-legacy" : "--allow-unauthenticated-legacy");
         return 2;
     }
     if (unauth_given && !o.require_auth && !o.tls_cert) {
