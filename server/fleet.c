@@ -2273,15 +2273,9 @@ static int emptied_db(struct server *srv, const char *path)
 static int store_kind_mismatch(struct server *srv)
 {
     const struct tcpota_serve_opts *o = srv->o;
-    char path[PATH_MAX], held[512];
+    char path[PATH_MAX];
     struct stat st;
 
-    /* A directory another server runs on: said so, not taken for a lost
-     * database or another store's folder (a trial's node directory, given
-     * without --db, was told to restore tcpota.db from a backup). */
-    if (fleet_lock_held(o->data_dir, held, sizeof(held))) {
-        return not_starting(srv, "%s", held);
-    }
     snprintf(path, sizeof(path), "%s/" FLEET_DB_FILE, o->data_dir);
     if (o->db && lstat(path, &st) == 0) {
         return not_starting(srv, "--data %s holds a SQLite fleet (%s), and --db serves the"
@@ -2333,6 +2327,13 @@ int fleet_open(struct server *srv)
     f->flush_timer = evtimer_new(srv->base, flush_cb, srv);
     if (!f->flush_timer) {
         return not_starting(srv, "out of memory");
+    }
+    /* A directory another server runs on: said so, before anything is
+     * checked or changed there, not taken for a lost database or another
+     * store's folder (a trial's node directory, given without --db, was
+     * told to restore tcpota.db from a backup). */
+    if (fleet_lock_held(o->data_dir, err, sizeof(err))) {
+        return not_starting(srv, "%s", err);
     }
     /* Another program's tcpota.db is refused before files_private makes
      * it 0600 (a trial: made private, then refused). */

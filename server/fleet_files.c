@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define FILES_OTHERS (S_IRWXG | S_IRWXO)
@@ -357,7 +358,10 @@ int fleet_lock_take(const char *dir, char *err, size_t errlen)
                  fleet_files_owner_hint(e, path, dir, hint, sizeof(hint)));
         return -1;
     }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    /* Once more after a moment: another server starting here may hold
+     * the lock shared for an instant (fleet_lock_held), not for its life. */
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0 &&
+        (nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL), flock(fd, LOCK_EX | LOCK_NB) != 0)) {
         in_use(fd, dir, err, errlen);
         close(fd); /* not ours: its pid stays */
         return -1;
