@@ -62,9 +62,13 @@ pg_start() {
   export PG_CONNINFO
 }
 
-# pg_conninfo DIR: the conninfo of the cluster pg_start DIR started.
+# pg_conninfo DIR: the conninfo of the cluster pg_start DIR started; the
+# port (which names the socket file) from its postmaster.pid when it runs,
+# whatever PG_PORT says now.
 pg_conninfo() {
-  echo "host=$(cd "$1" && pwd)/sock port=$PG_PORT user=tcpota dbname=postgres"
+  local port
+  port=$(sed -n 4p "$1/data/postmaster.pid" 2>/dev/null)
+  echo "host=$(cd "$1" && pwd)/sock port=${port:-$PG_PORT} user=tcpota dbname=postgres"
 }
 
 pg_stop() {
