@@ -114,7 +114,7 @@ INC=(
 )
 # esp_partition.h includes esp_blockdev.h from 5.5.5 and 6.x on; 5.5.0 to
 # 5.5.4 have no such component.
-if [ -n "$IDF6" ] || [ "$patch" -ge 5 ]; then
+if [ -n "$IDF6" ] || [ "$minor" -gt 5 ] || [ "$patch" -ge 5 ]; then
     INC+=("$C/esp_blockdev/include")
 fi
 if [ -z "$IDF6" ]; then
@@ -190,7 +190,7 @@ fi
 # compiled with TLS off, and tls_esp.c must stop at its #error, which tells
 # a user so.
 NO_EXPORT=
-if [ -z "$IDF6" ] && [ "$patch" -eq 0 ]; then
+if [ -z "$IDF6" ] && [ "$minor" -eq 5 ] && [ "$patch" -eq 0 ]; then
     NO_EXPORT=1
     kept=()
     for v in "${VARIANTS[@]}"; do
