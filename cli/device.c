@@ -312,6 +312,15 @@ static int flash_lock(struct device *dv)
         say(dv, "cannot create %s: %s", dv->o.dir, strerror(errno));
         return -1;
     }
+    /* A DIR this run made is a creation from its first file on: killed
+     * before the creation began, it held only the lock, and the same
+     * command was then refused as "holds no device" (a trial, 1 kill in
+     * 30); a second run that takes the lock first creates the device. */
+    if (made && tcpota_posix_creation_begin(dv->o.dir) < 0) {
+        say(dv, "cannot write in %s: %s", dv->o.dir, strerror(errno));
+        (void)rmdir(dv->o.dir);
+        return -1;
+    }
     if ((size_t)snprintf(path, sizeof(path), "%s/%s", dv->o.dir, FLASH_LOCK_FILE) >=
         sizeof(path)) {
         say(dv, "%s: path too long; give a shorter --flash", dv->o.dir);
@@ -331,8 +340,9 @@ again:
     if (dv->lock_fd < 0) {
         say(dv, "cannot open %s: %s; the device writes its directory, so it must be writable",
             path, strerror(errno));
-        if (made) {
-            (void)rmdir(dv->o.dir); /* as it was: the next run starts as this one did */
+        if (made) { /* as it was: the next run starts as this one did */
+            (void)tcpota_posix_creation_abandon(dv->o.dir);
+            (void)rmdir(dv->o.dir);
         }
         return -1;
     }
@@ -376,21 +386,11 @@ again:
             /* Nothing of a device yet: the next run starts as this one did
              * (not in an "existing empty directory" that needs --init). */
             (void)unlink(path);
+            (void)tcpota_posix_creation_abandon(dv->o.dir);
             (void)rmdir(dv->o.dir);
         }
         close(dv->lock_fd);
         dv->lock_fd = -1;
-        return -1;
-    }
-    /* A DIR this run made is a creation from now on: killed before the
-     * creation began, it held only the lock, and the same command was
-     * then refused as "holds no device" (a trial, 1 kill in 30). */
-    if (made && tcpota_posix_creation_begin(dv->o.dir) < 0) {
-        say(dv, "cannot write in %s: %s", dv->o.dir, strerror(errno));
-        (void)unlink(path); /* as the other failures of a DIR this run made */
-        close(dv->lock_fd);
-        dv->lock_fd = -1;
-        (void)rmdir(dv->o.dir);
         return -1;
     }
     return 0;

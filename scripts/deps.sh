@@ -7,7 +7,7 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config libevent-dev libsodium-dev libcmocka-dev libssl-dev openssl
       libsqlite3-dev libjansson-dev libpq-dev postgresql haproxy clang libclang-rt-14-dev llvm gcc-arm-none-eabi libnewlib-arm-none-eabi procps iproute2 python3
-      chromium prometheus curl systemd qemu-system-x86 busybox-static sqlite3)
+      chromium prometheus curl systemd qemu-system-x86 busybox-static sqlite3 strace)
 build_pkgs=(build-essential cmake pkg-config libevent-dev libsodium-dev libcmocka-dev libssl-dev libsqlite3-dev libjansson-dev libpq-dev procps)
 case "${1:-}" in
   --demo) pkgs=("${build_pkgs[@]}") ;;

@@ -126,6 +126,17 @@ int tcpota_posix_creation_begin(const char *dir)
     return 0;
 }
 
+int tcpota_posix_creation_abandon(const char *dir)
+{
+    char marker[4096];
+
+    if ((size_t)snprintf(marker, sizeof marker, "%s/" OTADATA_TMP, dir) >= sizeof marker) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    return unlink(marker);
+}
+
 static int create_layout(struct tcpota_posix_dev *dev, const char *dir, uint32_t slot_size,
                          const char *factory)
 {

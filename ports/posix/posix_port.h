@@ -195,6 +195,10 @@ int tcpota_posix_holds_device_files(const char *dir);
  * or -1 with errno. */
 int tcpota_posix_creation_begin(const char *dir);
 
+/* Removes the mark tcpota_posix_creation_begin() made, for a caller that
+ * gives up before the creation began. Returns 0, or -1 with errno. */
+int tcpota_posix_creation_abandon(const char *dir);
+
 /* Close every file of the device. Safe to call twice. Returns 0,
  * TCPOTA_ERR_INVAL (NULL dev) or TCPOTA_ERR_IO. */
 int tcpota_posix_close(struct tcpota_posix_dev *dev);

@@ -106,10 +106,19 @@ mkdir "$WORK/empty2"
 [ -z "$(ls -A "$WORK/empty2")" ] || fail "a refused run left files in an empty directory: $(ls -A "$WORK/empty2")"
 ok "a folder of other files: the wrong --flash (2), no lock left behind; nor in an empty one"
 
-# A run killed after it made DIR and took its lock, before the creation
-# began, left DIR with the lock and the mark of a creation, which the same
-# command finishes (before: the lock alone, refused as "holds no device").
-mkdir "$WORK/killed" && : > "$WORK/killed/tcpota.lock" && : > "$WORK/killed/otadata.bin.tmp"
+# A run killed after it made DIR and before the creation began (here while
+# it takes DIR's lock: strace holds its flock for 30 s) leaves the mark of a
+# creation, which the same command finishes (before: the lock alone,
+# refused as "holds no device; --init").
+command -v strace > /dev/null || fail "strace is missing (scripts/deps.sh installs it)"
+strace -f -o /dev/null -e trace=flock -e inject=flock:delay_exit=30000000 \
+  "$TCPOTA" device --server "$S" --flash "$WORK/killed" 2> "$WORK/killed1.log" &
+tracer=$!
+for _ in $(seq 100); do [ -e "$WORK/killed/tcpota.lock" ] && break; sleep 0.05; done
+pid=$(pgrep -f -- "--flash $WORK/killed" | grep -v "^$tracer$" | head -1)
+[ -n "$pid" ] && [ -e "$WORK/killed/tcpota.lock" ] || fail "the traced device did not start: $(cat "$WORK/killed1.log")"
+kill -9 "$pid"; kill "$tracer" 2> /dev/null; wait "$tracer" 2> /dev/null || true
+[ ! -e "$WORK/killed/otadata.bin" ] || fail "the creation had begun before the kill"
 "$TCPOTA" device --server "$S" --flash "$WORK/killed" 2> "$WORK/killed.log" ||
   fail "a creation killed before it began was not finished: $(cat "$WORK/killed.log")"
 check_device "$WORK/killed" "$WORK/img"
