@@ -416,6 +416,51 @@ static void flash_unlock(struct device *dv)
     }
 }
 
+/* DIR/FLASH_NEW_FILE: a creation of this run's kind not finished yet. The
+ * port's files are complete before the id, model, factory version and
+ * trusted keys are recorded in them (device_ident, device_trust): killed in
+ * between, the same command refused the device as "made by an older
+ * tcpota device", or ran it without the keys given (a trial). The mark goes
+ * once they are recorded (new_mark_done). */
+#define FLASH_NEW_FILE "tcpota.new"
+
+static int new_mark_path(const struct device *dv, char *path, size_t cap)
+{
+    return (size_t)snprintf(path, cap, "%s/" FLASH_NEW_FILE, dv->o.dir) < cap ? 0 : -1;
+}
+
+static int new_mark_present(const struct device *dv)
+{
+    char path[4096];
+    struct stat st;
+
+    return new_mark_path(dv, path, sizeof(path)) == 0 && lstat(path, &st) == 0;
+}
+
+static int new_mark_make(struct device *dv)
+{
+    char path[4096];
+    int fd = new_mark_path(dv, path, sizeof(path)) == 0
+                 ? open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644)
+                 : -1;
+
+    if (fd < 0) {
+        say(dv, "cannot write in %s: %s", dv->o.dir, strerror(errno));
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+static void new_mark_done(const struct device *dv)
+{
+    char path[4096];
+
+    if (new_mark_path(dv, path, sizeof(path)) == 0) {
+        (void)unlink(path);
+    }
+}
+
 /* Opens DIR as it is. A new device is created only where DIR does not
  * exist, or with --init: a directory that lost a file must not silently
  * become a blank device (losing the installed image and the anti-rollback
@@ -426,13 +471,14 @@ static void flash_unlock(struct device *dv)
 static int flash_open(struct device *dv, uint32_t slot_size)
 {
     struct stat st;
-    int exists = stat(dv->o.dir, &st) == 0, create, rc;
+    int exists = stat(dv->o.dir, &st) == 0, create, rc, pending;
 
     if (cli_check_dir(dv->o.dir, "--flash", 1) < 0) {
         return -2; /* not a directory, or not one that can be made: a bad argument */
     }
+    pending = exists && new_mark_present(dv);
     if (dv->o.init && exists && !cli_dir_empty(dv->o.dir) &&
-        !tcpota_posix_creation_cut_short(dv->o.dir)) {
+        !tcpota_posix_creation_cut_short(dv->o.dir) && !pending) {
         /* --init never runs (or blanks) what a directory already holds. */
         char otadata[PATH_MAX];
         struct stat ost;
@@ -450,9 +496,14 @@ static int flash_open(struct device *dv, uint32_t slot_size)
     }
     /* A creation cut short (a full disk, a kill) goes on: nothing in DIR
      * was ever a device's. */
-    create = dv->o.init || !exists || tcpota_posix_creation_cut_short(dv->o.dir);
+    create = dv->o.init || !exists || tcpota_posix_creation_cut_short(dv->o.dir) ||
+             (pending && !tcpota_posix_holds_device_files(dv->o.dir));
+    if (create && !pending && new_mark_make(dv) < 0) {
+        return -1;
+    }
     rc = tcpota_posix_open(&dv->flash, dv->o.dir, create, create ? slot_size : 0, dv->o.factory);
-    dv->created = create && rc == 0;
+    /* A creation whose records were not made yet is finished as one. */
+    dv->created = (create || pending) && rc == 0;
 
     if (rc == TCPOTA_ERR_NOENT && cli_dir_empty(dv->o.dir)) {
         say(dv, "%s holds no device; start a new device there with --init", dv->o.dir);
@@ -1334,6 +1385,9 @@ static int device_main(struct device *dv)
     set_prefix(dv, dv->id);
     if (device_trust(&dv->port, &dv->o, dv->prefix) != 0) {
         return 1;
+    }
+    if (dv->created) {
+        new_mark_done(dv); /* what DIR is, recorded: a device like any other */
     }
     if (dv->created && (why = text_version_unordered(dv->o.factory))) {
         /* Said while it can still be changed: the version is the new

@@ -126,6 +126,30 @@ kill -9 "$pid"; kill "$tracer" 2> /dev/null; wait "$tracer" 2> /dev/null || true
   fail "a creation killed before it began was not finished: $(cat "$WORK/killed.log")"
 check_device "$WORK/killed" "$WORK/img"
 ok "a creation killed before it began: the same command finishes it"
+
+# Killed once the device's files were complete (the rename of its otadata
+# done, strace holding the call's return) and before its id, model and
+# trusted keys were recorded: the same command finishes it as the device it
+# made (before: refused as "made by an older tcpota device"), the keys kept.
+"$TCPOTA" keygen --out "$WORK/k" > /dev/null 2>&1 || fail "keygen failed"
+strace -f -o /dev/null -e trace=rename -e inject=rename:delay_exit=30000000 \
+  "$TCPOTA" device --server "$S" --flash "$WORK/late" --id late --trust "$WORK/k.pub" 2> "$WORK/late1.log" &
+tracer=$!
+for _ in $(seq 100); do [ -e "$WORK/late/otadata.bin" ] && break; sleep 0.05; done
+pid=$(pgrep -f -- "--flash $WORK/late" | grep -v "^$tracer$" | head -1)
+[ -n "$pid" ] && [ -e "$WORK/late/otadata.bin" ] || fail "the traced device did not create its files: $(cat "$WORK/late1.log")"
+kill -9 "$pid"; kill "$tracer" 2> /dev/null; wait "$tracer" 2> /dev/null || true
+"$TCPOTA" device --server "$S" --flash "$WORK/late" --id late --trust "$WORK/k.pub" --max-attempts 1 2> "$WORK/late.log" || true
+! grep -q "older tcpota device" "$WORK/late.log" && grep -q "declined the server's offer: image is not signed" "$WORK/late.log" ||
+  fail "a creation killed before its records: $(cat "$WORK/late.log")"
+[ ! -e "$WORK/late/tcpota.new" ] || fail "the creation's mark was left after its records were made"
+kill "$SERVER_PID"; wait "$SERVER_PID" 2> /dev/null || true
+start_server "$WORK/img" 2.0.0 # one that forgot the decline above
+S="127.0.0.1:$SERVER_PORT"
+rc=0; "$TCPOTA" device --server "$S" --flash "$WORK/late" --max-attempts 1 2> "$WORK/late2.log" || rc=$?
+[ $rc -eq 1 ] && grep -q "^device late: declined the server's offer: image is not signed" "$WORK/late2.log" ||
+  fail "the finished creation did not keep its id and keys: exit $rc: $(cat "$WORK/late2.log")"
+ok "a creation killed after its files, before its records: the same command finishes it, id and keys kept"
 fi
 
 # --flash naming a file or a FIFO, and status of a directory that is not there.

@@ -166,6 +166,8 @@ ok "signed update with a rotated key list; counter downgrade refused, image kept
 # --trust out still refuses an unsigned image (it took one, silently); the
 # last --trust list replaced the first ("other" is no longer trusted);
 # --no-trust drops them, saying so, and then an unsigned image is taken.
+grep -q "good keeps the --trust keys: later runs without --trust use them (--no-trust drops them)" good.log ||
+  fail "the first --trust run did not say the keys are kept: $(cat good.log)"
 grep -q "the --trust keys replace the keys good kept: later runs trust these" down.log ||
   fail "no note that the --trust keys replaced the kept ones: $(cat down.log)"
 make_image img4 120000
