@@ -109,16 +109,24 @@ static int create_otadata(struct tcpota_posix_dev *dev, const char *dir, const c
     return rc == 0 ? sync_dir(dev, dir) : rc;
 }
 
-int tcpota_posix_creation_begin(const char *dir)
+/* dir's creation mark (the temporary otadata) into marker; -1 (errno
+ * ENAMETOOLONG) when it does not fit. */
+static int marker_path(const char *dir, char *marker, size_t cap)
 {
-    char marker[4096];
-    int fd;
-
-    if ((size_t)snprintf(marker, sizeof marker, "%s/" OTADATA_TMP, dir) >= sizeof marker) {
+    if ((size_t)snprintf(marker, cap, "%s/" OTADATA_TMP, dir) >= cap) {
         errno = ENAMETOOLONG;
         return -1;
     }
-    fd = open(marker, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    return 0;
+}
+
+int tcpota_posix_creation_begin(const char *dir)
+{
+    char marker[4096];
+    int fd = marker_path(dir, marker, sizeof marker) < 0
+                 ? -1
+                 : open(marker, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
     if (fd < 0) {
         return -1;
     }
@@ -130,11 +138,7 @@ int tcpota_posix_creation_abandon(const char *dir)
 {
     char marker[4096];
 
-    if ((size_t)snprintf(marker, sizeof marker, "%s/" OTADATA_TMP, dir) >= sizeof marker) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    return unlink(marker);
+    return marker_path(dir, marker, sizeof marker) < 0 ? -1 : unlink(marker);
 }
 
 static int create_layout(struct tcpota_posix_dev *dev, const char *dir, uint32_t slot_size,
