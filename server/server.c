@@ -887,13 +887,14 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
     srv.started = now_s();
     srv.auth_refused.since = (int64_t)time(NULL);
     event_base_dispatch(srv.base);
-    if (worker_fd >= 0) {
-        /* A second stop signal (the terminal's SIGINT beside the
-         * supervisor's SIGTERM), or a SIGHUP or SIGUSR1 it passed on just
-         * before, must not kill the worker once its handlers are gone: it
-         * ends with its summary, as it was asked to. */
-        workers_block_signals(NULL);
-    }
+    /* A second stop signal (the terminal's SIGINT beside the supervisor's
+     * SIGTERM; timeout(1) and systemd send one to the process and one to
+     * its group), or a SIGHUP or SIGUSR1 passed on just before, must not
+     * kill the server once its handlers are gone: it ends with its summary
+     * and exit 0, as it was asked to (143 was seen, 2 stops in 5). The
+     * store's thread is joined before the handlers go; the offload
+     * threads block every signal. */
+    workers_block_signals(NULL);
     /* Closed first: the kernel took a device's connection into the
      * listener's queue while the stop waited (on a hung database), and the
      * device waited its 30 s for an answer (a trial). */

@@ -136,6 +136,11 @@ hup_held
 kill -TERM "$SERVER_PID"
 sleep 0.5
 kill -0 "$SERVER_PID" 2> /dev/null || fail "the server exited while its reload's thread still ran"
+# A second stop signal meanwhile (timeout(1) and systemd send one to the
+# process and one to its group) must not turn the stop into a death by
+# signal (143) once the handlers are gone.
+kill -TERM "$SERVER_PID"
+sleep 0.2
 touch "$GATE"
 rc=0
 wait "$SERVER_PID" || rc=$?
