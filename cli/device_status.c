@@ -3,7 +3,9 @@
  * device (cli/device.c, ports/posix) runs and where its download resumes,
  * as one line of JSON, without changing DIR.
  */
+#include "api.h" /* api_key_id: a key named as tcpota keygen names it */
 #include "cli.h"
+#include "device_ident.h"
 #include "posix_port.h"
 #include "tcpota/device.h"
 #include "tcpota/tcpota.h"
@@ -51,15 +53,81 @@ static void print_id(const uint8_t id[TCPOTA_ID_LEN])
     fputs(sodium_bin2hex(hex, sizeof(hex), id, TCPOTA_ID_LEN), stdout);
 }
 
+/* The host device's records that status shows (device_ident.h). */
+enum { REC_ID, REC_MODEL, REC_TRUST, REC_COUNT };
+
+struct records {
+    struct tcpota_posix_record r[REC_COUNT];
+    char id[TCPOTA_MAX_STR + 1];
+    char model[TCPOTA_MAX_NAME + 1];
+    uint8_t trust[MAX_TRUST * TCPOTA_PUBKEY_LEN];
+};
+
+static void records_init(struct records *rec)
+{
+    rec->r[REC_ID] = (struct tcpota_posix_record){DEVICE_KEY_ID, (uint8_t *)rec->id,
+                                                  sizeof rec->id - 1, 0};
+    rec->r[REC_MODEL] = (struct tcpota_posix_record){DEVICE_KEY_MODEL, (uint8_t *)rec->model,
+                                                     sizeof rec->model - 1, 0};
+    rec->r[REC_TRUST] = (struct tcpota_posix_record){DEVICE_KEY_TRUST, rec->trust,
+                                                     sizeof rec->trust, 0};
+}
+
+/* A text record as a JSON string, or null when DIR has none (a device made
+ * by an older tcpota device, or one whose creation is not finished). */
+static void print_text(const char *name, const struct tcpota_posix_record *r, char *text)
+{
+    printf("\"%s\":", name);
+    if (r->len < 0) {
+        printf("null");
+        return;
+    }
+    text[r->len] = 0;
+    json_string(text);
+}
+
+/* The keys the device trusts, each by its key id (as tcpota keygen and
+ * verify name it): [] when it keeps none (it accepts unsigned images);
+ * null, said on stderr, when the record is not a list of keys (the next
+ * run refuses to start until --trust or --no-trust is given). */
+static void print_trust(const struct tcpota_posix_record *r, const char *dir)
+{
+    char kid[API_KEY_ID_HEX + 1];
+
+    printf(",\"trusted_keys\":");
+    if (r->len == TCPOTA_ERR_NOENT) {
+        printf("[]");
+        return;
+    }
+    if (r->len < 0 || r->len % TCPOTA_PUBKEY_LEN != 0) {
+        cli_err("%s/nvs.bin holds a record of trusted keys that is not a list of keys "
+                "(trusted_keys: null); give the keys again with tcpota device --trust, or drop "
+                "them with --no-trust\n", dir);
+        printf("null");
+        return;
+    }
+    putchar('[');
+    for (int i = 0; i < r->len / (int)TCPOTA_PUBKEY_LEN; i++) {
+        api_key_id(r->buf + (size_t)i * TCPOTA_PUBKEY_LEN, kid);
+        printf("%s\"%s\"", i ? "," : "", kid);
+    }
+    putchar(']');
+}
+
 /* resume: where the next download goes on, or NULL for none the device
  * would use (absent, torn or implausible: the core's rule). */
 static void print_status(const struct tcpota_posix_slot_info *run,
-                         const struct tcpota_dev_resume *resume)
+                         const struct tcpota_dev_resume *resume, struct records *rec,
+                         const char *dir)
 {
     char version[TCPOTA_POSIX_VERSION_MAX + 1];
 
     copy_version(version, run->version);
-    printf("{\"slot\":%u,\"version\":", (unsigned)run->slot);
+    putchar('{');
+    print_text("device", &rec->r[REC_ID], rec->id);
+    putchar(',');
+    print_text("model", &rec->r[REC_MODEL], rec->model);
+    printf(",\"slot\":%u,\"version\":", (unsigned)run->slot);
     json_string(version);
     printf(",\"size\":%lu,\"sha256\":", (unsigned long)run->size);
     if (run->size) {
@@ -79,6 +147,7 @@ static void print_status(const struct tcpota_posix_slot_info *run,
     } else {
         printf("null");
     }
+    print_trust(&rec->r[REC_TRUST], dir);
     printf("}\n");
 }
 
@@ -90,6 +159,7 @@ int cmd_device_status(int argc, char **argv)
 {
     static struct tcpota_posix_dev dev; /* ~9 KiB of workspace: off the stack */
     static struct tcpota_posix_status st;
+    static struct records rec;
     struct tcpota_dev_resume resume;
     const char *dir = NULL;
     char why[CLI_OPT_WHY];
@@ -98,8 +168,9 @@ int cmd_device_status(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             printf("usage: tcpota device status --flash DIR\n\n"
-                   "Prints the image the device in DIR runs (or boots next) and its resume\n"
-                   "point as JSON. DIR is only read.\n");
+                   "Prints the device in DIR (its id and model), the image it runs (or boots\n"
+                   "next), its resume point and the keys it trusts (by key id; []: none, so it\n"
+                   "accepts unsigned images) as JSON. DIR is only read.\n");
             return 0;
         } else if (strcmp(argv[i], "--flash") == 0 || strncmp(argv[i], "--flash=", 8) == 0) {
             if (!(dir = cli_opt_value(argc, argv, &i, "--flash", "DIR", why, sizeof(why)))) {
@@ -118,7 +189,8 @@ int cmd_device_status(int argc, char **argv)
     if (cli_check_dir(dir, "--flash", 0) < 0) {
         return 2; /* a bad argument, as in tcpota device */
     }
-    rc = tcpota_posix_inspect(&dev, dir, &st);
+    records_init(&rec);
+    rc = tcpota_posix_inspect_records(&dev, dir, &st, rec.r, REC_COUNT);
     if (rc == TCPOTA_ERR_NOENT) {
         const char *d = tcpota_posix_strerror_detail(&dev);
         if (tcpota_posix_creation_cut_short(dir)) {
@@ -145,7 +217,7 @@ int cmd_device_status(int argc, char **argv)
     }
     resumable = st.resume_len >= 0 &&
                 tcpota_dev_resume_parse(st.resume, (size_t)st.resume_len, st.slot_size, &resume) == 0;
-    print_status(&st.next, resumable ? &resume : NULL);
+    print_status(&st.next, resumable ? &resume : NULL, &rec, dir);
     return fflush(stdout) == 0 ? 0 : 1;
 }
 

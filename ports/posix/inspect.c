@@ -33,8 +33,21 @@ static void describe(const struct tcpota_posix_dev *dev, const struct tcpota_pos
     out->slot_size = dev->slot_size;
 }
 
+/* The records asked for, each as it is: its length, or absent (NOENT) or
+ * longer than its buffer (NOSPC), the only failures of a read of the table
+ * in memory. */
+static void read_records(struct tcpota_posix_dev *dev, struct tcpota_posix_record *rec, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        rec[i].len = tcpota_px_nvs_read(dev, rec[i].key, rec[i].buf, rec[i].cap);
+    }
+    dev->detail[0] = '\0'; /* a record absent or too long is no failure */
+    dev->detail_rc = 0;
+}
+
 static int inspect_open(struct tcpota_posix_dev *dev, const char *dir,
-                        struct tcpota_posix_status *out)
+                        struct tcpota_posix_status *out, struct tcpota_posix_record *rec,
+                        size_t n)
 {
     struct tcpota_posix_otadata next;
     uint8_t running, rolled_back;
@@ -54,30 +67,44 @@ static int inspect_open(struct tcpota_posix_dev *dev, const char *dir,
         out->resume_len = -1;
         dev->detail[0] = '\0';
         dev->detail_rc = 0;
-        return 0;
-    }
-    if (rc >= 0) {
+    } else if (rc < 0) {
+        return rc;
+    } else {
         out->resume_len = rc;
     }
-    return rc < 0 ? rc : 0;
+    read_records(dev, rec, n);
+    return 0;
+}
+
+int tcpota_posix_inspect_records(struct tcpota_posix_dev *dev, const char *dir,
+                                 struct tcpota_posix_status *out,
+                                 struct tcpota_posix_record *rec, size_t n)
+{
+    int rc, rc_close;
+
+    if (!dev || !out || (n && !rec)) {
+        return TCPOTA_ERR_INVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        rec[i].len = TCPOTA_ERR_NOENT;
+    }
+    memset(out, 0, sizeof *out);
+    out->resume_len = -1;
+    rc = inspect_open(dev, dir, out, rec, n);
+    rc_close = tcpota_posix_close(dev);
+    if (rc < 0) {
+        memset(out, 0, sizeof *out);
+        out->resume_len = -1;
+        for (size_t i = 0; i < n; i++) {
+            rec[i].len = TCPOTA_ERR_NOENT;
+        }
+        return rc;
+    }
+    return rc_close;
 }
 
 int tcpota_posix_inspect(struct tcpota_posix_dev *dev, const char *dir,
                          struct tcpota_posix_status *out)
 {
-    int rc, rc_close;
-
-    if (!dev || !out) {
-        return TCPOTA_ERR_INVAL;
-    }
-    memset(out, 0, sizeof *out);
-    out->resume_len = -1;
-    rc = inspect_open(dev, dir, out);
-    rc_close = tcpota_posix_close(dev);
-    if (rc < 0) {
-        memset(out, 0, sizeof *out);
-        out->resume_len = -1;
-        return rc;
-    }
-    return rc_close;
+    return tcpota_posix_inspect_records(dev, dir, out, NULL, 0);
 }

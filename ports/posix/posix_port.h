@@ -264,6 +264,24 @@ int tcpota_posix_running(const struct tcpota_posix_dev *dev, struct tcpota_posix
 int tcpota_posix_inspect(struct tcpota_posix_dev *dev, const char *dir,
                          struct tcpota_posix_status *out);
 
+/* One NVS record a caller of tcpota_posix_inspect_records() asks for. */
+struct tcpota_posix_record {
+    const char *key; /* in: the NVS key */
+    uint8_t *buf;    /* in: where its value goes, cap bytes */
+    size_t cap;
+    int len; /* out: the value's length, TCPOTA_ERR_NOENT (absent) or
+              * TCPOTA_ERR_NOSPC (longer than cap: buf holds nothing) */
+};
+
+/* tcpota_posix_inspect(), and the NVS records named in rec[0..n-1] read in
+ * the same read-only pass (the host device's id, model and trusted keys,
+ * which only its caller knows the keys of). A record's absence or length
+ * is reported in its len, not as a failure; the return and out are
+ * tcpota_posix_inspect()'s (on failure every len is TCPOTA_ERR_NOENT). */
+int tcpota_posix_inspect_records(struct tcpota_posix_dev *dev, const char *dir,
+                                 struct tcpota_posix_status *out,
+                                 struct tcpota_posix_record *rec, size_t n);
+
 /* Attach a power-cut schedule to every region of the open device (NULL
  * detaches; tcpota_posix_open() starts without one). The fault must
  * outlive its use. Returns 0, or TCPOTA_ERR_INVAL for a NULL dev. */

@@ -148,6 +148,11 @@ start_server img 2.0.0
   --trust other.pub --trust k.pub 2> good.log || fail "signed update failed (second trusted key)"
 check_device good img
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+# device status names the device and the keys it keeps, by key id as
+# keygen names them, in the order given.
+kid() { sed -n "s/.*wrote $1.key .*key id \([0-9a-f]*\)$/\1/p" keygen.log; }
+keys_of() { "$T" device status --flash "$1" | python3 -c 'import json, sys; d = json.load(sys.stdin); print(d["device"], d["model"], *d["trusted_keys"])'; }
+[ "$(keys_of good)" = "good esp32 $(kid other) $(kid k)" ] || fail "device status of good: $("$T" device status --flash good)"
 make_image img3 150000
 $T sign --key k.key --version 3.0.0 --model esp32 --security-counter 4 img3 2>/dev/null
 start_server img3 3.0.0
@@ -159,6 +164,7 @@ rc=0; "$T" device --server "127.0.0.1:$SERVER_PORT" --flash good --id good --tru
 grep -q "an image signed with a security counter at least this device's is a new offer, which it makes" down.log &&
   ! grep -q "once the device is set right" down.log || fail "the counter downgrade's hint: $(cat down.log)"
 check_device good img
+[ "$(keys_of good)" = "good esp32 $(kid k)" ] || fail "device status after --trust k.pub: $("$T" device status --flash good)"
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 ok "signed update with a rotated key list; counter downgrade refused, image kept"
 
@@ -185,6 +191,7 @@ rc=0; "$T" device --server "127.0.0.1:$SERVER_PORT" --flash good --no-trust --tr
 grep -q "forgot the trusted keys good kept (--no-trust): unsigned images are accepted" notrust.log ||
   fail "--no-trust said nothing: $(cat notrust.log)"
 check_device good img4
+[ "$(keys_of good)" = "good esp32" ] || fail "device status after --no-trust: $("$T" device status --flash good)"
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 ok "a device keeps its trusted keys across runs; --trust replaces them, --no-trust drops them"
 

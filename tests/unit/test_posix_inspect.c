@@ -456,6 +456,47 @@ static void test_resume_record_returned_raw(void **state)
     assert_string_equal(tcpota_posix_strerror_detail(&f->work), "");
 }
 
+/* Records the caller names are read in the same pass: a value, an absent
+ * one, one longer than its buffer (nothing copied), an empty one; a failed
+ * inspection reports every record absent. */
+static void test_records(void **state)
+{
+    struct fx *f = *state;
+    uint8_t a[8], b[8], c[2], d[4];
+    struct tcpota_posix_record rec[] = {
+        {"host.id", a, sizeof a, 99}, {"host.none", b, sizeof b, 99},
+        {"host.long", c, sizeof c, 99}, {"host.empty", d, sizeof d, 99},
+    };
+    char path[512], keep[600];
+
+    memset(c, 0xEE, sizeof c);
+    assert_int_equal(f->port.kv_set(f->port.ctx, "host.id", (const uint8_t *)"dev-7", 5), 0);
+    assert_int_equal(f->port.kv_set(f->port.ctx, "host.long", (const uint8_t *)"abc", 3), 0);
+    assert_int_equal(f->port.kv_set(f->port.ctx, "host.empty", NULL, 0), 0);
+    assert_int_equal(tcpota_posix_inspect_records(&f->work, f->dir, &f->st, rec, 4), 0);
+    assert_int_equal(rec[0].len, 5);
+    assert_memory_equal(a, "dev-7", 5);
+    assert_int_equal(rec[1].len, TCPOTA_ERR_NOENT);
+    assert_int_equal(rec[2].len, TCPOTA_ERR_NOSPC);
+    assert_int_equal(c[0], 0xEE);
+    assert_int_equal(rec[3].len, 0);
+    /* What the records found missing is no failure of the inspection. */
+    assert_string_equal(tcpota_posix_strerror_detail(&f->work), "");
+    expect_runs_factory(f);
+
+    path_of(f, "ota_1.bin", path, sizeof path);
+    snprintf(keep, sizeof keep, "%s.keep", path);
+    assert_int_equal(rename(path, keep), 0);
+    assert_int_equal(tcpota_posix_inspect_records(&f->work, f->dir, &f->st, rec, 4),
+                     TCPOTA_ERR_NOENT);
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(rec[i].len, TCPOTA_ERR_NOENT);
+    }
+    assert_int_equal(rename(keep, path), 0);
+    assert_int_equal(tcpota_posix_inspect_records(&f->work, f->dir, &f->st, NULL, 1),
+                     TCPOTA_ERR_INVAL);
+}
+
 /* A device in the middle of a download is inspected as it runs. */
 static void test_inspect_while_device_runs(void **state)
 {
@@ -613,6 +654,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupted_new_image_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_bootable_slot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_record_returned_raw, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inspect_while_device_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_device, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interrupted_creation, setup, teardown),
