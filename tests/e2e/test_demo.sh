@@ -11,7 +11,7 @@ rc=0
 timeout 120 bash "$DEMO" "$BUILD" > "$WORK/demo.log" 2>&1 || rc=$?
 [ $rc -eq 0 ] || fail "demo.sh: exit $rc"
 for d in dev-a dev-b dev-c; do
-  grep -q "^$d: {\"slot\":1,\"version\":\"2.0.0\"" "$WORK/demo.log" || fail "$d does not run 2.0.0"
+  grep -q "^$d: {\"device\":\"$d\",\"model\":\"esp32\",\"slot\":1,\"version\":\"2.0.0\"" "$WORK/demo.log" || fail "$d does not run 2.0.0"
 done
 grep -q '^proxy cuts: 2$' "$WORK/demo.log" || fail "the proxy did not cut twice"
 last=$(grep -v '^$' "$WORK/demo.log" | tail -1)
