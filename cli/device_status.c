@@ -215,8 +215,11 @@ int cmd_device_status(int argc, char **argv)
         cli_err("%s\n", FLASH_DAMAGED_HINT);
         return 1;
     }
+    /* As the device's next session takes it: a record of the image that
+     * runs (a cut between set_boot and its erasure) is none. */
     resumable = st.resume_len >= 0 &&
-                tcpota_dev_resume_parse(st.resume, (size_t)st.resume_len, st.slot_size, &resume) == 0;
+                tcpota_dev_resume_parse(st.resume, (size_t)st.resume_len, st.slot_size, &resume) == 0 &&
+                !tcpota_dev_resume_stale(&resume, st.next.size ? st.next.sha256 : NULL);
     print_status(&st.next, resumable ? &resume : NULL, &rec, dir);
     return fflush(stdout) == 0 ? 0 : 1;
 }

@@ -64,6 +64,11 @@ int tcpota_dev_resume_parse(const uint8_t *rec, size_t len, uint32_t slot_size,
     return 0;
 }
 
+int tcpota_dev_resume_stale(const struct tcpota_dev_resume *r, const uint8_t *running_id)
+{
+    return r && r->valid && running_id && memcmp(r->id, running_id, TCPOTA_ID_LEN) == 0;
+}
+
 static int rec_save(const struct tcpota_port *p, const char *key, uint8_t *buf, size_t len)
 {
     buf[0] = REC_VERSION;
@@ -370,8 +375,7 @@ int tcpota_dev_init(struct tcpota_dev *d, const struct tcpota_dev_config *cfg)
      * went (on_complete) left a record of the image that now runs: every
      * session would start from a resume point of it (an offer of it is
      * declined as running anyway). */
-    if (d->resume.valid && cfg->running_id &&
-        memcmp(d->resume.id, cfg->running_id, TCPOTA_ID_LEN) == 0 && (rc = resume_drop(d)) < 0) {
+    if (tcpota_dev_resume_stale(&d->resume, cfg->running_id) && (rc = resume_drop(d)) < 0) {
         return rc;
     }
     if ((rc = counter_load(p, &d->security_counter)) < 0 && rc != TCPOTA_ERR_NOENT) {

@@ -24,6 +24,7 @@ status=$("$TCPOTA" device status --flash "$WORK/d")
 offset=$(echo "$status" | sed -nE 's/.*"resume":\{"offset":([0-9]+).*/\1/p')
 [ -n "$offset" ] && [ "$offset" -gt 0 ] || fail "no durable progress before the kill: $status"
 echo "killed at resume point $offset"
+cp "$WORK/d/nvs.bin" "$WORK/nvs-mid.bin"
 
 "$TCPOTA" device --server "127.0.0.1:$PROXY_PORT" --flash "$WORK/d" --id kill-dev \
   2> "$WORK/d2.log" || fail "restarted device failed"
@@ -31,4 +32,16 @@ check_device "$WORK/d" "$WORK/img"
 grep -qE "\[kill-dev [^]]*\] hello .*resume from $offset" "$WORK/server.log" ||
   fail "server did not resume kill-dev from $offset"
 ok "SIGKILL at $offset, resumed there, byte-exact"
+
+# A cut between set_boot and the resume record's erasure leaves a record of
+# the image that now runs (made here by putting the mid-transfer NVS back):
+# status shows no resume point, as the next session takes none (and erases
+# it: test_device.c), and that session finds the device up to date.
+cp "$WORK/nvs-mid.bin" "$WORK/d/nvs.bin"
+status=$("$TCPOTA" device status --flash "$WORK/d")
+[[ $status == *'"version":"2.0.0"'*'"resume":null'* ]] || fail "a resume record of the running image shown: $status"
+"$TCPOTA" device --server "127.0.0.1:$PROXY_PORT" --flash "$WORK/d" --id kill-dev 2> "$WORK/d3.log" ||
+  fail "the device with a stale resume record failed: $(cat "$WORK/d3.log")"
+grep -q "up to date" "$WORK/d3.log" || fail "the device with a stale resume record: $(cat "$WORK/d3.log")"
+ok "a resume record of the running image: shown as none; the next session is up to date"
 stop_server

@@ -172,6 +172,13 @@ struct tcpota_dev_resume {
 int tcpota_dev_resume_parse(const uint8_t *rec, size_t len, uint32_t slot_size,
                             struct tcpota_dev_resume *out);
 
+/* 1 when r (parsed as above) is a resume point of the image that runs,
+ * running_id (NULL: none known, as for an empty factory slot), else 0: a
+ * record a cut left between set_boot and its erasure. A session erases it
+ * when it starts (tcpota_dev_init) and would not resume from it; a tool
+ * that shows a device's resume point shows none. */
+int tcpota_dev_resume_stale(const struct tcpota_dev_resume *r, const uint8_t *running_id);
+
 struct tcpota_dev {
     struct tcpota_dev_config cfg;
     struct tcpota_decoder dec;
