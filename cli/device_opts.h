@@ -5,6 +5,7 @@
 #ifndef TCPOTA_CLI_DEVICE_OPTS_H
 #define TCPOTA_CLI_DEVICE_OPTS_H
 
+#include "keys.h"
 #include "progress.h"
 
 #include "tcpota/manifest.h"
@@ -13,7 +14,7 @@
 #include <stdint.h>
 
 #define HOST_MAX 256
-#define MAX_TRUST 8
+#define MAX_TRUST CLI_MAX_KEYS
 #define DEVICE_DEFAULT_MODEL "esp32" /* --model when none is given */
 /* The largest --slot-size: the last whole sector a u32 size reaches. */
 #define DEVICE_SLOT_MAX ((uint64_t)UINT32_MAX - TCPOTA_SECTOR_SIZE + 1)

@@ -184,10 +184,12 @@ int cli_load_secret(const char *path, uint8_t *out, size_t cap)
 
 /* One option of a subcommand: "--name VALUE" (or "--name=VALUE"), or a
  * flag when metavar is NULL. `missing` (for required ones) says what the
- * value is, for the message when it is absent. */
+ * value is, for the message when it is absent. An option that may be given
+ * up to max times (max > 1) fills val[0..max-1] and counts them in *n. */
 struct opt {
     const char *name, *metavar, *missing;
     const char **val;
+    unsigned max, *n;
 };
 
 static const char *const flag_set = "1";
@@ -210,7 +212,12 @@ static int parse_opt(const char *cmd, const struct opt *opts, int argc, char **a
         fprintf(stderr, "tcpota %s: unknown option %s; see tcpota %s --help\n", cmd, a, cmd);
         return -1;
     }
-    if (*opts->val) {
+    if (opts->max > 1 && *opts->n == opts->max) {
+        fprintf(stderr, "tcpota %s: %s is given more than %u times; give at most %u\n", cmd,
+                opts->name, opts->max, opts->max);
+        return -1;
+    }
+    if (opts->max <= 1 && *opts->val) {
         fprintf(stderr, "tcpota %s: %s is given twice; give it once\n", cmd, opts->name);
         return -1;
     }
@@ -231,7 +238,11 @@ static int parse_opt(const char *cmd, const struct opt *opts, int argc, char **a
                 opts->metavar);
         return -1;
     }
-    *opts->val = v;
+    if (opts->max > 1) {
+        opts->val[(*opts->n)++] = v;
+    } else {
+        *opts->val = v;
+    }
     return 1;
 }
 
@@ -453,10 +464,10 @@ int cmd_keygen(int argc, char **argv)
 {
     const char *out = NULL, *secret = NULL, *ticket = NULL;
     const struct opt opts[] = {
-        {"--out", "NAME", "where to write: NAME.key and NAME.pub, or the device secret or ticket key FILE", &out},
-        {"--device-secret", NULL, NULL, &secret},
-        {"--ticket-key", NULL, NULL, &ticket},
-        {NULL, NULL, NULL, NULL},
+        {"--out", "NAME", "where to write: NAME.key and NAME.pub, or the device secret or ticket key FILE", &out, 0, NULL},
+        {"--device-secret", NULL, NULL, &secret, 0, NULL},
+        {"--ticket-key", NULL, NULL, &ticket, 0, NULL},
+        {NULL, NULL, NULL, NULL, 0, NULL},
     };
     int rc = parse_args("keygen", opts, NULL,
                         "usage: tcpota keygen --out NAME          writes NAME.key (0600) and NAME.pub\n"
@@ -719,12 +730,12 @@ int cmd_sign(int argc, char **argv)
 {
     const char *key = NULL, *version = NULL, *model = NULL, *out = NULL, *image = NULL, *cnt = NULL;
     const struct opt opts[] = {
-        {"--key", "NAME.key", "the private key, written by `tcpota keygen --out NAME`", &key},
-        {"--version", "V", "the image's version, e.g. 2.0.0", &version},
-        {"--model", "M", "the hardware model the image is for, e.g. esp32", &model},
-        {"--security-counter", "N", NULL, &cnt},
-        {"--out", "FILE", NULL, &out},
-        {NULL, NULL, NULL, NULL},
+        {"--key", "NAME.key", "the private key, written by `tcpota keygen --out NAME`", &key, 0, NULL},
+        {"--version", "V", "the image's version, e.g. 2.0.0", &version, 0, NULL},
+        {"--model", "M", "the hardware model the image is for, e.g. esp32", &model, 0, NULL},
+        {"--security-counter", "N", NULL, &cnt, 0, NULL},
+        {"--out", "FILE", NULL, &out, 0, NULL},
+        {NULL, NULL, NULL, NULL, 0, NULL},
     };
     unsigned long long counter = 0;
     uint8_t sk[64], sha[32], man[TCPOTA_MAX_MANIFEST], head[ESP_IMAGE_PEEK];
@@ -852,18 +863,22 @@ int cli_check_manifest(const char *image, const uint8_t *man, size_t man_len,
 
 int cmd_verify(int argc, char **argv)
 {
-    const char *pubkey = NULL, *manifest = NULL, *image = NULL;
+    const char *pubkeys[CLI_MAX_KEYS] = {NULL}, *manifest = NULL, *image = NULL;
+    unsigned npub = 0;
     const struct opt opts[] = {
-        {"--pubkey", "NAME.pub", "the public key of the signer, written by `tcpota keygen`", &pubkey},
-        {"--manifest", "FILE", NULL, &manifest},
-        {NULL, NULL, NULL, NULL},
+        {"--pubkey", "NAME.pub", "the public key of the signer, written by `tcpota keygen`",
+         pubkeys, CLI_MAX_KEYS, &npub},
+        {"--manifest", "FILE", NULL, &manifest, 0, NULL},
+        {NULL, NULL, NULL, NULL, 0, NULL},
     };
     char path[4096];
-    uint8_t pk[32], *man;
+    uint8_t pk[CLI_MAX_KEYS][32], *man;
     size_t len;
     int rc = parse_args("verify", opts, &image,
-                        "usage: tcpota verify --pubkey NAME.pub [--manifest M] FILE\n"
-                        "Checks FILE against M (default FILE.manifest) signed by the key NAME.pub.\n"
+                        "usage: tcpota verify --pubkey NAME.pub [--pubkey ...] [--manifest M] FILE\n"
+                        "Checks FILE against M (default FILE.manifest), signed by one of the keys\n"
+                        "NAME.pub (up to " CLI_STR(CLI_MAX_KEYS) ", as tcpota serve's --pubkey and tcpota device's\n"
+                        "--trust).\n"
                         "Exit status: 0 verified, 1 does not verify (an empty or damaged manifest too),\n"
                         "             2 bad arguments or input files (missing, unreadable, not a file,\n"
                         "             a manifest too large to be one).\n",
@@ -879,7 +894,12 @@ int cmd_verify(int argc, char **argv)
         fprintf(stderr, "tcpota verify: libsodium failed to initialise\n");
         return 1;
     }
-    if (cli_load_pubkey(pubkey, pk) < 0 || check_image(image) < 0) {
+    for (unsigned i = 0; i < npub; i++) {
+        if (cli_load_pubkey(pubkeys[i], pk[i]) < 0) {
+            return 2;
+        }
+    }
+    if (check_image(image) < 0) {
         return 2;
     }
     if (!manifest) {
@@ -900,7 +920,7 @@ int cmd_verify(int argc, char **argv)
         free(man);
         return 1;
     }
-    rc = cli_check_manifest(image, man, len, (const uint8_t(*)[32])pk, 1, 0);
+    rc = cli_check_manifest(image, man, len, (const uint8_t(*)[32])pk, npub, 0);
     free(man);
     return rc < 0 ? 1 : 0;
 }

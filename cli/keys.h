@@ -18,6 +18,13 @@ int cmd_keygen(int argc, char **argv);
 int cmd_sign(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 
+/* Keys a list of trusted keys holds at most: serve's --pubkey, device's
+ * --trust (and what a device folder keeps), verify's --pubkey. */
+#define CLI_MAX_KEYS 8
+/* A number macro's digits, for a usage text. */
+#define CLI_STR_(x) #x
+#define CLI_STR(x) CLI_STR_(x)
+
 /* Loads a public key file into pk. Returns 0 or -1 with a message that
  * names what is wrong: not a regular file (a FIFO is refused at once, never
  * waited on), empty, another kind of key, damaged. */

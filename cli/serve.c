@@ -33,7 +33,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_KEYS 8
 /* Connections one address may hold before they authenticate (TLS handshake,
  * HELLO, AUTH); --max-unauth-per-addr. Room for a NAT with a few hundred
  * devices rebooting at once, far below what fills the server's memory. */
@@ -495,7 +494,7 @@ struct sources {
     const char *version;  /* --version, or NULL */
     const char *max_image; /* --max-image as given, or NULL */
     int require_signed;   /* -1: when a manifest exists */
-    uint8_t keys[MAX_KEYS][32];
+    uint8_t keys[CLI_MAX_KEYS][32];
     size_t nkeys;
     uint8_t ticket_keys[TLS_TICKET_KEYS_MAX][TLS_TICKET_KEY_LEN]; /* --tls-ticket-key, at start */
     const char *ticket_paths[TLS_TICKET_KEYS_MAX];                /* their files, for SIGHUP */
@@ -1197,7 +1196,7 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
             }
             if (k < src.nkeys) {
                 /* The config file's and the unit's, say: the same key
-                 * twice counted twice towards MAX_KEYS (a trial). */
+                 * twice counted twice towards CLI_MAX_KEYS (a trial). */
                 char where[600] = "";
                 if (i <= cfg->nowned) { /* the config file's line, as the other notes */
                     snprintf(where, sizeof(where), " (line %u of %s)", cfg->lines[i - 1], cfg->path);
@@ -1206,9 +1205,9 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
                         val, where);
                 continue;
             }
-            if (src.nkeys == MAX_KEYS) {
+            if (src.nkeys == CLI_MAX_KEYS) {
                 fprintf(stderr, "tcpota serve: --pubkey %s: at most %d different keys; remove those"
-                        " no image is signed with any more\n", val, MAX_KEYS);
+                        " no image is signed with any more\n", val, CLI_MAX_KEYS);
                 return 2;
             }
             memcpy(src.keys[src.nkeys++], key, sizeof(key));

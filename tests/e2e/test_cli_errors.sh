@@ -313,6 +313,7 @@ $T sign --key k.key --version v1.2.3.123456789-rc.1234567890 --model esp32 --out
 expect 2 "--security-counter: 'img' is not a number" $T sign --key k.key $S --security-counter img
 expect 2 "--pubkey needs a value" $T verify img --pubkey
 expect 2 "--pubkey is missing" $T verify img
+expect 2 "--pubkey is given more than 8 times; give at most 8" $T verify $(printf -- '--pubkey k.pub %.0s' {1..9}) img
 expect 2 "FILE is missing: give the firmware image to check" $T verify --pubkey k.pub
 expect 2 "unknown option -x; see tcpota verify --help" $T verify -x --pubkey k.pub img
 make_image img2 100

@@ -43,6 +43,10 @@ rc=0; timeout 20 $T serve --listen 127.0.0.1:0 --version 2.0.0 tampered 2> bad-s
   fail "server started on a tampered image (exit $rc): $(cat bad-serve.log)"
 rc=0; $T verify --pubkey other.pub img 2> v2.log || rc=$?
 [ $rc -eq 1 ] && grep -q 'not a trusted key' v2.log || fail "verify accepted the wrong key"
+# Several keys, as serve's --pubkey and device's --trust take them (a key
+# rotation): the one that signed is among them.
+$T verify --pubkey other.pub --pubkey k.pub img 2> v4.log && grep -q "signed by key .* (trusted)" v4.log ||
+  fail "verify with the signer's key second: $(cat v4.log)"
 # The same size, one byte other: verify's own promise (only a size
 # mismatch was tested).
 rc=0; $T verify --pubkey k.pub --manifest tampered.manifest tampered 2> v3.log || rc=$?
