@@ -1066,16 +1066,17 @@ struct image *fleet_decide(struct server *srv, struct store_req *r,
     return img;
 }
 
-int fleet_changes(const struct store_device *d, enum store_dev_state st,
+int fleet_changes(const struct store_req *r, uint64_t rollout_id, enum store_dev_state st,
                    const struct store_image *about, const char *why)
 {
+    const struct store_device *d = &r->u.checkin.out->dev;
     const char *hex = about ? about->idhex : "";
 
     if (st == STORE_ST_COUNT) {
         return 0;
     }
     if (st == STORE_ST_UP_TO_DATE && d->state == STORE_ST_UPDATED && strcmp(d->image, hex) == 0) {
-        return 0;
+        return rollout_id && r->u.checkin.has_rollout && r->u.checkin.ro_status != STORE_RO_UPDATED;
     }
     /* A step without an image keeps the row's (the store's rule): with no
      * rollout, an image from before is no change, or every check-in of
@@ -1312,7 +1313,7 @@ static void checkin_done(struct store_req *r)
         }
         clog_(c, 0, "decision: %s: %s", st == STORE_ST_WAITING ? "waiting" : "no update", why);
         conn_set_outcome(c, st == STORE_ST_UP_TO_DATE ? DEV_UP_TO_DATE : DEV_NOT_OFFERED);
-        if (fleet_changes(&r->u.checkin.out->dev, st, about, why)) {
+        if (fleet_changes(r, c->rollout_id, st, about, why)) {
             record(c, st, about ? about->id : NULL, NULL, 0, why, 0);
         } else if (st == STORE_ST_UP_TO_DATE) {
             remember(c, &memo, why_code);
@@ -1523,7 +1524,7 @@ static void legacy_checkin_done(struct store_req *r)
         /* A refusal the options made is said even with --quiet, as in
          * image mode; "nothing to offer" is not news. */
         clog_(c, refused, "legacy device: nothing to send: %s; closing", why);
-        if (fleet_changes(&r->u.checkin.out->dev, st, NULL, why)) {
+        if (fleet_changes(r, 0, st, NULL, why)) {
             record(c, st, NULL, NULL, 0, why, 0);
         }
         store_req_free(r);

@@ -70,10 +70,13 @@ struct image *fleet_decide(struct server *srv, struct store_req *r,
                            size_t cap, uint16_t *why_code);
 
 /* Whether recording state st (about the image about, for why) changes what the store
- * holds for device d: repeated check-ins then write nothing but their
- * last-seen time, and the history keeps one line per change. A device
- * confirmed on an image stays "updated" when it later runs it. */
-int fleet_changes(const struct store_device *d, enum store_dev_state st,
+ * holds for the device of check-in r: repeated check-ins then write nothing
+ * but their last-seen time, and the history keeps one line per change. A
+ * device confirmed on an image stays "updated" when it later runs it: no
+ * change, unless rollout_id (the rollout decided under, 0: none) has not
+ * counted it yet (store_step_ro_status: the store then keeps the row and
+ * counts the device in that rollout, once). */
+int fleet_changes(const struct store_req *r, uint64_t rollout_id, enum store_dev_state st,
                   const struct store_image *about, const char *why);
 
 /* Whether device id has a secret (it authenticates as a tcpota device). */

@@ -131,7 +131,7 @@ void ota_checkin_done(struct store_req *r)
     h.version = d->version;
     img = fleet_decide(srv, r, &h, failed, &d->rollout_id, &st, &about, why, sizeof(why), &why_code);
     if (!img) {
-        if (fleet_changes(&r->u.checkin.out->dev, st, about, why)) {
+        if (fleet_changes(r, d->rollout_id, st, about, why)) {
             const struct store_device *dev = &r->u.checkin.out->dev;
             struct fleet_who w = {d->id, d->rollout_id, about ? about->size : 0};
             /* What it has of that image stays recorded: a device that asks

@@ -69,6 +69,14 @@ int store_ro_status_of(enum store_dev_state s)
     }
 }
 
+int store_step_ro_status(const struct store_step *s, int late)
+{
+    if (!s->rollout_id || (late && s->state != STORE_ST_UP_TO_DATE)) {
+        return -1;
+    }
+    return store_ro_status_of(s->state);
+}
+
 int store_checkin_moved(const struct store_req *r, const char *was)
 {
     /* A device registered by this very check-in was in no rollout yet. */

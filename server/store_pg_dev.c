@@ -486,8 +486,7 @@ static int apply_event(void *backend, struct store_req *r, const struct store_st
     if (e->failed_id && (rc = add_failure(st, r, e->id, e->failed_id)) < 0) {
         return rc;
     }
-    status = store_ro_status_of(e->state);
-    if (e->rollout_id && status >= 0 && !late) {
+    if ((status = store_step_ro_status(e, late)) >= 0) {
         return pg_ro_set_status(st, r, e->rollout_id, e->id, (enum store_ro_status)status);
     }
     return STORE_OK;

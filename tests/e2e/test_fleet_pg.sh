@@ -103,6 +103,20 @@ SERVER_PORT=${ports[0]} run_device dev-4 esp32 "$WORK/d4" || fail "dev-4 failed 
 check_device "$WORK/d4" "$WORK/img4"
 ok "what node A remembered of a device lasted at most 1 s: B's new rollout reached it"
 
+# A rollout of the image a device got from an earlier one counts it as
+# updated at its next check-in (the store's rule, PostgreSQL's copy of it).
+api 2 device set dev-4 --group g > /dev/null || fail "device set dev-4 --group g failed"
+api 2 rollout create --image 4.0.0 --model esp32 --group g > /dev/null || fail "the group rollout of 4.0.0 failed"
+sleep 1.2 # past what a node remembers of dev-4
+SERVER_PORT=${ports[2]} run_device dev-4 esp32 "$WORK/d4" || fail "dev-4 failed under the group rollout"
+for _ in $(seq 40); do
+  [ "$(api 1 rollout show 4 --json | jq_py 'j["totals"]["updated"]')" = 1 ] && break
+  sleep 0.1
+done
+[ "$(api 1 rollout show 4 --json | jq_py 'j["totals"]["updated"]')" = 1 ] ||
+  fail "the group rollout of the image dev-4 runs does not count it: $(api 1 rollout show 4)"
+ok "a rollout of the image a device runs already counts it as updated (PostgreSQL)"
+
 # A device secret set through one node is checked by every node within
 # FLEET_SYNC_MS (1 s): it was loaded at each node's start only, so
 # the other nodes served the device without it, an HTTP download of it
