@@ -72,7 +72,7 @@ static int read_image(const char *path, uint8_t **buf, size_t *len)
 {
     struct stat st;
     size_t got = 0;
-    int fd = cli_open_regular(path, "image");
+    int fd = cli_open_regular(path, "firmware"); /* "tcpota image: firmware: ...", not "image: image:" */
 
     if (fd < 0) return 2;
     if (fstat(fd, &st) < 0) {

@@ -285,7 +285,7 @@ run 2 $T device show xxx $API
 has err.log "^tcpota device: a device id is 1 to 64 printable characters$"
 n=$(nreq)
 run 2 $T image add fifo $API
-has err.log "^tcpota image: image: fifo is not a regular file"
+has err.log "^tcpota image: firmware: fifo is not a regular file"
 : > empty.bin
 run 2 $T image add empty.bin $API
 has err.log "empty.bin is empty"
