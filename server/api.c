@@ -269,6 +269,27 @@ void api_offload(struct api_call *c, api_job_fn work, api_job_fn cont)
     }
 }
 
+/* The key of the member whose value ends at end in the JSON text p (a
+ * number jansson refused), into key (cap bytes): 1, or 0 when the value is
+ * no member's (an array's item) or the key is not plain (escapes, too long). */
+static int key_before(const char *p, size_t end, char *key, size_t cap)
+{
+    size_t i = end, close;
+
+    while (i > 0 && strchr("0123456789+-.eE", p[i - 1])) i--;
+    while (i > 0 && strchr(" \t\r\n", p[i - 1])) i--;
+    if (i == 0 || p[--i] != ':') return 0;
+    while (i > 0 && strchr(" \t\r\n", p[i - 1])) i--;
+    if (i == 0 || p[--i] != '"') return 0;
+    close = i;
+    while (i > 0 && p[i - 1] != '"' && p[i - 1] != '\\' && close - i < cap - 1) i--;
+    /* An escaped quote ends no key: a key with escapes is not named. */
+    if (i == 0 || p[i - 1] != '"' || close == i || (i >= 2 && p[i - 2] == '\\')) return 0;
+    memcpy(key, p + i, close - i);
+    key[close - i] = '\0';
+    return 1;
+}
+
 json_t *api_body_object(struct api_call *c)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
@@ -281,6 +302,17 @@ json_t *api_body_object(struct api_call *c)
         /* jansson's text names its own flag (JSON_ALLOW_NUL), no help to a client. */
         api_error(c, 400, "body", "a string of the body holds \\u0000 (a NUL byte), which no field"
                   " takes (line %d, column %d); leave it out", je.line, je.column);
+        return NULL;
+    }
+    if (!o && json_error_code(&je) == json_error_numeric_overflow) {
+        /* Valid JSON, but no field takes such a number: said as a field's
+         * range is ("field": its name), not as JSON the client got wrong. */
+        char key[API_FIELD_NAME_MAX + 1];
+        int named = je.position >= 0 && key_before(p, (size_t)je.position, key, sizeof key);
+
+        api_error(c, 400, named ? key : "body", "%s%s is a number too large for any field (line %d,"
+                  " column %d); see docs/api.md for the values it takes", named ? key : "a value",
+                  named ? "" : " of the body", je.line, je.column);
         return NULL;
     }
     if (!o) {

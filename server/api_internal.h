@@ -29,6 +29,7 @@ struct evkeyvalq;
 #define API_PRINTABLE_MAX TCPOTA_MAX_NAME /* model, version: 1..32 printable bytes */
 #define API_PREFIX_MIN 8u                 /* hex digits an image id prefix needs */
 #define API_ERROR_MAX 1024u               /* an error message's bytes */
+#define API_FIELD_NAME_MAX 32u            /* a body member's name an error names */
 #define API_TIMEOUT_S 60                  /* a client silent this long is dropped */
 #define API_HEADERS_MAX 32768             /* header bytes (a manifest is ~1.4 KB of base64) */
 /* A connection's first request head is judged by its Authorization line

@@ -55,6 +55,10 @@ expect("wrong token, same length prefix", call("GET", "/v1/rollouts", token=TOKE
 good = {"image": IMAGE, "model": "esp32"}
 bad = [
     ("invalid JSON", None, b"{not json", None),
+    # Valid JSON that jansson cannot hold: the member is named, not "not valid JSON".
+    ("min_finished over 2^64", None, b'{"image": "' + IMAGE.encode() + b'", "model": "esp32", "min_finished" : 18446744073709551615}', "min_finished"),
+    ("a wave of 1e999", None, b'{"image": "' + IMAGE.encode() + b'", "model": "esp32", "waves": [1e999]}', "body"),
+    ("a key with an escaped quote", None, b'{"image": "' + IMAGE.encode() + b'", "a\\"b": 1e999}', "body"),
     ("missing image", {"model": "esp32"}, None, "image"),
     ("missing model", {"image": IMAGE}, None, "model"),
     ("image not a string", dict(good, image=5), None, "image"),
