@@ -290,9 +290,12 @@ size_t rollout_explain(uint64_t id, const struct rollout *ro,
         (ro->state == ROLLOUT_STATE_HALTED || ro->state == ROLLOUT_STATE_CANCELLED)) {
         /* Its downloading count is devices that began the image and did not
          * finish it, not transfers running: a halt or a cancel stops those. */
-        uint64_t begun = 0;
+        uint64_t begun = 0, offered = 0;
         uint32_t i;
-        for (i = 0; i < ro->n_waves; i++) begun += waves[i].downloading;
+        for (i = 0; i < ro->n_waves; i++) {
+            begun += waves[i].downloading;
+            offered += waves[i].offered;
+        }
         if (begun && ro->state == ROLLOUT_STATE_HALTED) {
             n += snprintf(buf + n, cap - (size_t)n,
                           "; %llu device%s began the image and %s not finished it (its "
@@ -312,6 +315,22 @@ size_t rollout_explain(uint64_t id, const struct rollout *ro,
                           "that holds it (tcpota device show tells where it stands)",
                           (unsigned long long)begun, begun == 1 ? "" : "s",
                           begun == 1 ? "that device did" : "they did");
+        }
+        if (offered && n >= 0 && (size_t)n < cap) {
+            /* A transfer streams before its device's ACCEPT is read (the
+             * server reads a transfer's input about once a second): one the
+             * halt stopped within that second counts as offered, though the
+             * device may hold some of the image (a trial: 12 such). */
+            int one = offered == 1;
+            n += snprintf(buf + n, cap - (size_t)n,
+                          "; %llu device%s as offered: %s stopped before the server "
+                          "read %s acceptance (it reads a transfer's acknowledgements about once "
+                          "a second), so %s may hold part of the image%s",
+                          (unsigned long long)offered, one ? " counts" : "s count",
+                          one ? "its transfer was" : "their transfers were", one ? "its" : "their",
+                          one ? "it" : "each",
+                          ro->state == ROLLOUT_STATE_HALTED ? ", and goes on from there once the "
+                          "rollout is resumed" : "");
         }
     }
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;

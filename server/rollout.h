@@ -170,7 +170,7 @@ enum rollout_move rollout_next_move(const struct rollout *ro, const struct rollo
 enum rollout_verdict rollout_decide(const struct rollout *ro, uint32_t place, int started);
 
 /* Room for rollout_explain's longest sentence. */
-#define ROLLOUT_STATUS_MAX 768u
+#define ROLLOUT_STATUS_MAX 1024u
 
 /* Why ro stands as it does, for an operator, into buf (cap > 0): a
  * halted one's failures against its rules and what to do; an active one's

@@ -445,6 +445,21 @@ static void test_explain(void **state)
                                 "downloading count, not transfers running): one sent every "
                                 "byte before the halt may still finish, the others go on where "
                                 "they stopped once it is resumed"));
+    w[0].offered = w[1].offered = w[2].offered = 0;
+    rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    assert_null(strstr(buf, "as offered"));
+    /* Offered devices: transfers the halt stopped before their ACCEPT was
+     * read (a trial read 12 offered next to the registry's 12 waiting). */
+    w[1].offered = 1;
+    rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    assert_non_null(strstr(buf, "; 1 device counts as offered: its transfer was stopped before "
+                                "the server read its acceptance (it reads a transfer's "
+                                "acknowledgements about once a second), so it may hold part of "
+                                "the image, and goes on from there once the rollout is resumed"));
+    w[2].offered = 11;
+    rollout_explain(7, &ro, &open_rules, w, 0, 0, 4600, buf, sizeof buf);
+    assert_non_null(strstr(buf, "; 12 devices count as offered: their transfers were stopped"));
+    w[1].offered = w[2].offered = 0;
     /* The longest halt said whole: every count at its largest. */
     {
         struct rollout_wave big[3];
@@ -456,6 +471,7 @@ static void test_explain(void **state)
         len = rollout_explain(UINT64_MAX, &ro, &r, big, UINT32_MAX, UINT32_MAX, 4600, buf, sizeof buf);
         assert_true(len < sizeof(buf) - 1);
         assert_non_null(strstr(buf, "go on where they stopped once it is resumed"));
+        assert_non_null(strstr(buf, "goes on from there once the rollout is resumed"));
     }
     ro.state = ROLLOUT_STATE_CANCELLED;
     w[0].downloading = 0;
