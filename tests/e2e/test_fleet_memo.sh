@@ -28,7 +28,7 @@ before=$(date +%s)
 run_device m-1 esp32 "$WORK/d1" || fail "m-1 check-in 3 failed"
 [ "$(asked m-1)" = 2 ] && [ "$(remembered m-1)" = 1 ] ||
   fail "m-1 check-in 3: $(asked m-1) asked the store, $(remembered m-1) from memory; expected 2 and 1"
-grep -q 'm-1: up to date, running 1.0.0: the server has no image for it' "$WORK/m-1.log" ||
+grep -q 'm-1: up to date, running 1.0.0: the server has nothing for its model (no image, or no rollout)' "$WORK/m-1.log" ||
   fail "m-1 was not told it is up to date, and why (from memory): $(cat "$WORK/m-1.log")"
 seen=$("$TCPOTA" device show --json m-1 | jq_py 'j["last_seen"]')
 [ "$seen" -ge "$before" ] || fail "m-1's last_seen $seen is older than its check-in at $before"

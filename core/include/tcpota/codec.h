@@ -106,7 +106,7 @@ enum tcpota_why {
     TCPOTA_WHY_NOT_NEWER = 2,   /* the server's image is not newer than what it runs */
     TCPOTA_WHY_HELD = 3,        /* it reported that image as failed, or declined it */
     TCPOTA_WHY_OTHER_MODEL = 4, /* the server's image is for another hardware model */
-    TCPOTA_WHY_NONE = 5,        /* the server has no image for it */
+    TCPOTA_WHY_NONE = 5,        /* nothing for its model (no image, or in a fleet no rollout) */
     TCPOTA_WHY_LATER = 6,       /* an update applies, but not yet (wave not open, paused, halted) */
     TCPOTA_WHY_UNKNOWN_NOW = 7, /* the server cannot tell now (its database is unreachable) */
     TCPOTA_WHY_UNSERVABLE = 8,  /* one applies, but the server cannot load its image now */
