@@ -617,12 +617,14 @@ static int replaceable(const char *path, off_t size)
  * or key itself (it would be destroyed); a symbolic link is followed, as
  * a write would. Returns 0, or the exit code after a message. */
 static int write_manifest(const char *out, int given, const char *image, const char *key,
-                          const uint8_t *man, int n)
+                          const uint8_t *man, int n, int *replaced)
 {
     struct stat st, other;
     char target[4096], tmp[4096 + 8], *slash;
     mode_t mask, mode;
     int fd, dfd, ok, err, exists = stat(out, &st) == 0;
+
+    *replaced = exists;
 
     if (exists) {
         if (!S_ISREG(st.st_mode)) {
@@ -742,7 +744,7 @@ int cmd_sign(int argc, char **argv)
     char path[4096], notes[1200], *line;
     size_t head_n = 0;
     uint32_t size;
-    int n, rc = parse_args("sign", opts, &image,
+    int n, replaced = 0, rc = parse_args("sign", opts, &image,
                                "usage: tcpota sign --key NAME.key --version V --model M\n"
                                "                   [--security-counter N] [--out FILE.manifest] FILE\n"
                                "Writes FILE.manifest (or --out), replacing an existing manifest.\n"
@@ -792,11 +794,14 @@ int cmd_sign(int argc, char **argv)
         snprintf(path, sizeof(path), "%s.manifest", image);
         out = path;
     }
-    if ((rc = write_manifest(out, out != path, image, key, man, n)) != 0) {
+    if ((rc = write_manifest(out, out != path, image, key, man, n, &replaced)) != 0) {
         return rc;
     }
-    fprintf(stderr, "tcpota sign: wrote %s: %s %s for %s, %u bytes, counter %llu\n", out, image,
-            version, model, size, counter);
+    /* Signing again replaces a manifest (a new version, a new key), said
+     * so: a trial's good one went without a word. */
+    fprintf(stderr, "tcpota sign: wrote %s%s: %s %s for %s, %u bytes, counter %llu\n", out,
+            replaced ? " (replacing the manifest that was there)" : "", image, version, model,
+            size, counter);
     return 0;
 }
 

@@ -322,9 +322,13 @@ expect 2 "img2 has no manifest \(img2.manifest does not exist\); sign it" $T ver
 $T sign --key k.key $S --out img2.other img2 2> /dev/null || fail "sign img2 failed"
 expect 1 "image is 5000 bytes, the manifest says 100$" $T verify --pubkey k.pub --manifest img2.other img
 # Signing again replaces the manifest whole (a new file renamed over it),
-# keeping the mode it had; no temporary file is left.
+# keeping the mode it had, and says so; no temporary file is left.
 chmod 600 img2.other
-$T sign --key k.key $S --out img2.other img2 2> /dev/null || fail "sign img2 again failed"
+$T sign --key k.key $S --out img2.other img2 2> resign.log || fail "sign img2 again failed"
+grep -q "^tcpota sign: wrote img2.other (replacing the manifest that was there): img2 2.0.0" resign.log ||
+  fail "signing again did not say it replaced the manifest: $(cat resign.log)"
+$T sign --key k.key $S --out fresh.manifest img2 2> fresh.log || fail "sign to a new file failed"
+! grep -q replacing fresh.log || fail "a new manifest was said to replace one: $(cat fresh.log)"
 [ "$(stat -c %a img2.other)" = 600 ] || fail "a re-signed manifest went from mode 600 to $(stat -c %a img2.other)"
 [ -z "$(ls img2.other.* 2> /dev/null)" ] || fail "sign left $(ls img2.other.*)"
 $T sign --help | grep -q 'usage: tcpota sign' || fail "sign --help"
