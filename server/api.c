@@ -100,7 +100,7 @@ static void send_text(struct evhttp_request *req, int code, const char *text)
     if (b) evbuffer_free(b);
 }
 
-static const char oom_body[] = "{\"error\": \"the server is out of memory; try again\"}";
+static const char oom_body[] = "{\"error\":\"the server is out of memory; try again\"}";
 
 void api_reply(struct api_call *c, int code, json_t *obj)
 {
@@ -627,14 +627,14 @@ static int tokenless_get(struct evhttp_request *req, const char *path)
 
     if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-        snprintf(body, sizeof body, "{\"error\": \"%s answers GET and HEAD only\"}", path);
+        snprintf(body, sizeof body, "{\"error\":\"%s answers GET and HEAD only\"}", path);
         send_text(req, 405, body);
         return 0;
     }
     if (evbuffer_get_length(evhttp_request_get_input_buffer(req)) > 0) {
         /* As every endpoint that takes none (api_no_body). */
-        snprintf(body, sizeof body, "{\"error\": \"%s takes no body; send none\", \"field\":"
-                 " \"body\"}", path);
+        snprintf(body, sizeof body, "{\"error\":\"%s takes no body; send none\",\"field\":"
+                 "\"body\"}", path);
         send_text(req, 400, body);
         return 0;
     }
@@ -729,7 +729,7 @@ static void misdirected(struct api *a, struct evhttp_request *req, const char *p
     char where[160], body[400], line[480], more[LOG_MORE_MAX], peer[80];
 
     a->cfg.ota_where(a->cfg.ctx, where, sizeof where);
-    snprintf(body, sizeof body, "{\"error\": \"this is the API of tcpota serve, not its download "
+    snprintf(body, sizeof body, "{\"error\":\"this is the API of tcpota serve, not its download "
              "port: %s (--ota-listen); point the device's URL there\"}", where);
     if (api_log_pass(a, &a->misdirected, "such requests", more, sizeof more)) {
         snprintf(line, sizeof line, "API: %.64s asked of the API by %s: %s (--ota-listen); "
@@ -769,7 +769,7 @@ static void handle(struct evhttp_request *req, void *arg)
     if (bad) {
         char body[200];
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-        snprintf(body, sizeof body, "{\"error\": \"%s; send one Content-Length of digits, or"
+        snprintf(body, sizeof body, "{\"error\":\"%s; send one Content-Length of digits, or"
                  " Transfer-Encoding: chunked\"}", bad);
         send_text(req, 400, body);
         return;
@@ -778,7 +778,7 @@ static void handle(struct evhttp_request *req, void *arg)
         /* libevent hands over the first, a proxy in front may check the
          * other: neither is taken (the downloads refuse any header twice). */
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-        send_text(req, 400, "{\"error\": \"Authorization: given twice; send it once\"}");
+        send_text(req, 400, "{\"error\":\"Authorization: given twice; send it once\"}");
         return;
     }
     if (a->cfg.ota && ota_path(path)) {

@@ -148,7 +148,7 @@ static int peer_done(evutil_socket_t fd)
 
 /* The answer to bytes that are no HTTP request. */
 #define API_NOT_HTTP_BODY                                                                         \
-    "{\"error\": \"not an HTTP request: this is the API of tcpota serve (HTTP); a tcpota device"   \
+    "{\"error\":\"not an HTTP request: this is the API of tcpota serve (HTTP); a tcpota device"   \
     " connects to its device port (tcpota serve --listen, default 8070), and with TLS only"       \
     " there\"}"
 
@@ -287,11 +287,11 @@ static int refuse_body(struct api *a, struct api_gate *g, evutil_socket_t fd, co
     }
     gate_free(a, g); /* its event off the socket before the socket closes */
     if (api_path) {
-        snprintf(body_text, sizeof body_text, "{\"error\": \"%s\"}", API_TOKEN_MSG);
+        snprintf(body_text, sizeof body_text, "{\"error\":\"%s\"}", API_TOKEN_MSG);
         http_answer_close(evcon, fd, "401 Unauthorized", "application/json",
                           "WWW-Authenticate: Bearer realm=\"" API_REALM "\"\r\n", body_text);
     } else {
-        snprintf(body_text, sizeof body_text, "{\"error\": \"a request without the API's token"
+        snprintf(body_text, sizeof body_text, "{\"error\":\"a request without the API's token"
                  " takes a body of at most %llu bytes\"}", (unsigned long long)limit);
         http_answer_close(evcon, fd, "413 Payload Too Large", "application/json", "", body_text);
     }
@@ -422,7 +422,7 @@ static void refuse_full(struct api *a, struct evhttp_connection *evcon, evutil_s
 {
     char body[300], peer[80], line[300], more[LOG_MORE_MAX], retry[40];
 
-    snprintf(body, sizeof body, "{\"error\": \"the API holds %u connections already, its"
+    snprintf(body, sizeof body, "{\"error\":\"the API holds %u connections already, its"
              " limit (tcpota serve --api-max-conns); try again in a moment, or restart the"
              " server with a higher limit\"}", a->cfg.max_conns);
     snprintf(retry, sizeof retry, "Retry-After: %d\r\n", API_FULL_RETRY_S);
