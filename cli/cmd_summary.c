@@ -61,8 +61,33 @@ static int shown(const json_t *r)
     return strcmp(api_str(r, "state"), "cancelled") != 0;
 }
 
+/* The superseded rollouts not cancelled, in one line: each had the same
+ * long status line (a trial's summary printed it 13 times). */
+static void superseded(const json_t *list)
+{
+    const json_t *r;
+    size_t i, n = 0, k = 0;
+
+    json_array_foreach(json_object_get(list, "rollouts"), i, r) {
+        n += shown(r) && json_is_true(json_object_get(r, "superseded"));
+    }
+    json_array_foreach(json_object_get(list, "rollouts"), i, r) {
+        if (!shown(r) || !json_is_true(json_object_get(r, "superseded"))) continue;
+        printf("%s%lld", k++ ? ", " : n == 1 ? "rollout " : "rollouts ", api_int(r, "id"));
+    }
+    if (n) {
+        printf(": superseded by a newer rollout for %s model and group: %s no longer "
+               "appl%s, %s counts are what %s devices did under %s, and %s image stays in use "
+               "until %s cancelled (tcpota rollout cancel ID)\n", n == 1 ? "its" : "their",
+               n == 1 ? "it" : "they", n == 1 ? "ies" : "y", n == 1 ? "its" : "their",
+               n == 1 ? "its" : "their", n == 1 ? "it" : "them", n == 1 ? "its" : "each one's",
+               n == 1 ? "it is" : "that one is");
+    }
+}
+
 /* The rollouts not cancelled, with what each waits for or why it halted
- * (its status line, as tcpota rollout show gives it). */
+ * (its status line, as tcpota rollout show gives it); superseded ones in
+ * one line. */
 static void rollouts(const json_t *list)
 {
     struct table *t = table_new(">ID", "STATE", "VERSION", "MODEL", "GROUP", ">UPDATED", ">FAILED",
@@ -86,12 +111,13 @@ static void rollouts(const json_t *list)
     }
     section("rollouts not cancelled (tcpota rollout show ID):", t, "none");
     json_array_foreach(json_object_get(list, "rollouts"), i, r) {
-        if (shown(r) && *api_str(r, "status")) {
+        if (shown(r) && *api_str(r, "status") && !json_is_true(json_object_get(r, "superseded"))) {
             char status[ROLLOUT_STATUS_MAX];
             printf("rollout %lld: %s\n", api_int(r, "id"),
                    table_clean(api_str(r, "status"), status, sizeof(status)));
         }
     }
+    superseded(list);
 }
 
 static void failures(const json_t *ans)

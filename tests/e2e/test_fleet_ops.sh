@@ -295,7 +295,8 @@ ok "the summary counts devices refused for authentication (HELLO without AUTH, a
 # meanwhile), the refused ids latest first.
 "$TCPOTA" summary > "$WORK/sum.txt" 2>&1 || fail "tcpota summary failed: $(cat "$WORK/sum.txt")"
 "$TCPOTA" summary --json > "$WORK/sum2.json" || fail "tcpota summary --json failed"
-python3 - "$WORK/sum.txt" "$WORK/sum2.json" <<'PY' || fail "tcpota summary: $(cat "$WORK/sum.txt")"
+"$TCPOTA" rollout list --json > "$WORK/ro.json" || fail "tcpota rollout list --json failed"
+python3 - "$WORK/sum.txt" "$WORK/sum2.json" "$WORK/ro.json" <<'PY' || fail "tcpota summary: $(cat "$WORK/sum.txt")"
 import json, re, sys
 text, j = open(sys.argv[1]).read(), json.load(open(sys.argv[2]))
 lines = text.splitlines()
@@ -321,8 +322,14 @@ refused = rows("authentication refused by this server since")
 assert [r[0] for r in refused] == ["p-2"], refused
 assert refused[0][1] == "no-proof" and refused[0][2] == "127.0.0.1", refused
 assert "tcpota device secret ID --out FILE" in text, text
+# Superseded rollouts share one line, not one long status line each.
+sup = [str(r["id"]) for r in json.load(open(sys.argv[3]))["rollouts"] if r["superseded"] and r["state"] != "cancelled"]
+assert sup, "no superseded rollout to show"
+said = "rollout%s %s: superseded by a newer rollout for %s model and group" % ("s" if len(sup) > 1 else "", ", ".join(sup), "their" if len(sup) > 1 else "its")
+assert sum(l.startswith(said) for l in lines) == 1, (said, text)
+assert not any(l.startswith("rollout %s: superseded" % i) for i in sup if len(sup) > 1), text
 PY
-ok "tcpota summary shows the summary's counts and the refused ids"
+ok "tcpota summary shows the summary's counts and the refused ids; superseded rollouts in one line"
 
 # The server's log keeps a line for every change made through the API, and
 # from where (an operator reading it after an incident needs who did what).
