@@ -383,37 +383,10 @@ ok "an existing --flash keeps its id and model (others refused), its factory ver
 # model-c3 device took esp32 and esp32's image); one that gives both runs
 # and records them.
 strip_records() { # DIR KEY...
-  python3 - "$1/nvs.bin" "${@:2}" <<'PY'
-import struct, sys, zlib
-path = sys.argv[1]
-data = bytearray(open(path, "rb").read())
-S = len(data) // 2
-best = None
-for s in range(2):
-    sec = data[s * S:(s + 1) * S]
-    magic, seq, used = struct.unpack_from("<III", sec)
-    if magic != 0x3153564E or used > S - 16:
-        continue
-    if struct.unpack_from("<I", sec, 12 + used)[0] != zlib.crc32(bytes(sec[:12 + used])):
-        continue
-    if best is None or seq > best[1]:
-        best = (s, seq, bytes(sec[12:12 + used]))
-s, seq, entries = best
-out, at = b"", 0
-while at < len(entries):
-    kl = entries[at]
-    key = entries[at + 1:at + 1 + kl]
-    vl = struct.unpack_from("<H", entries, at + 1 + kl)[0]
-    end = at + 1 + kl + 2 + vl
-    if key not in tuple(k.encode() for k in sys.argv[2:]):
-        out += entries[at:end]
-    at = end
-rec = struct.pack("<III", 0x3153564E, seq + 1, len(out)) + out
-rec += struct.pack("<I", zlib.crc32(rec))
-t = 1 - s
-data[t * S:(t + 1) * S] = rec + b"\xff" * (S - len(rec))
-open(path, "wb").write(bytes(data))
-PY
+  local d=$1 k args=()
+  shift
+  for k in "$@"; do args+=("-$k"); done
+  nvs_edit "$d" "${args[@]}"
 }
 rc=0; "$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/old" --id old-1 --model esp32c3 \
   --max-attempts 1 --backoff-min-ms 1 --progress none 2> "$WORK/old.log" || rc=$?

@@ -186,6 +186,18 @@ rc=0; "$T" device --server "127.0.0.1:$SERVER_PORT" --flash good --max-attempts 
 [ $rc -eq 1 ] && grep -q "declined the server's offer: image is not signed" kept.log ||
   fail "a run without --trust took an unsigned image on a device that trusts keys: $(cat kept.log)"
 check_device good img
+# A trust record that is no list of keys (another format, a damaged
+# write): the run stops rather than trust no key, and status shows null.
+nvs_edit good "host.trust=$(printf '%062d' 0)"
+kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+start_server img4 4.0.0 # unsigned, and not yet declined by good
+rc=0; "$T" device --server "127.0.0.1:$SERVER_PORT" --flash good --max-attempts 1 2> badtrust.log || rc=$?
+[ $rc -eq 1 ] && grep -q "good/nvs.bin holds a record of trusted keys that is not a list of keys; give the keys again with --trust, or drop them with --no-trust" badtrust.log ||
+  fail "a run on a trust record that is no list of keys: exit $rc: $(cat badtrust.log)"
+check_device good img
+s=$("$T" device status --flash good 2> badstatus.log) || fail "device status on a bad trust record failed"
+[[ $s == *'"trusted_keys":null}' ]] && grep -q "holds a record of trusted keys that is not a list of keys" badstatus.log ||
+  fail "device status on a bad trust record: $s $(cat badstatus.log)"
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 start_server img4 4.0.0 # one that forgot the decline above
 rc=0; "$T" device --server "127.0.0.1:$SERVER_PORT" --flash good --no-trust --trust k.pub 2> both.log || rc=$?

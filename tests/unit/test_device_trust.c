@@ -19,12 +19,14 @@
 static struct {
     char key[16];
     uint8_t val[KV_CAP];
-    int len; /* -1: absent */
+    int len;     /* -1: absent */
+    int get_err; /* non-zero: what every kv_get returns (a failed read) */
 } kv;
 
 static int kv_get(void *ctx, const char *key, uint8_t *buf, size_t cap)
 {
     (void)ctx;
+    if (kv.get_err) return kv.get_err;
     if (kv.len < 0 || strcmp(key, kv.key) != 0) return TCPOTA_ERR_NOENT;
     if ((size_t)kv.len > cap) return TCPOTA_ERR_NOSPC;
     memcpy(buf, kv.val, (size_t)kv.len);
@@ -65,6 +67,7 @@ static int setup(void **state)
 {
     (void)state;
     kv.len = -1;
+    kv.get_err = 0;
     return 0;
 }
 
@@ -125,11 +128,27 @@ static void test_bad_record(void **state)
     }
 }
 
+/* NVS that cannot be read: no run goes on as if it kept no keys (it would
+ * take unsigned images), with or without flags. */
+static void test_read_fails(void **state)
+{
+    struct options o;
+    (void)state;
+
+    kv.get_err = TCPOTA_ERR_IO;
+    for (int flags = 0; flags < 3; flags++) {
+        opts(&o, flags == 1 ? key_a : NULL, NULL, flags == 2);
+        assert_int_equal(device_trust(&port, &o, ""), 1);
+        assert_int_equal(o.ntrust, flags == 1 ? 1 : 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_kept_loaded_replaced_dropped, setup),
         cmocka_unit_test_setup(test_bad_record, setup),
+        cmocka_unit_test_setup(test_read_fails, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
