@@ -152,6 +152,17 @@ rc=0; "$TCPOTA" device --server "$S" --flash "$WORK/late" --max-attempts 1 2> "$
 ok "a creation killed after its files, before its records: the same command finishes it, id and keys kept"
 fi
 
+# An --init into an existing empty folder, killed after its mark and before
+# the device's files: the mark alone, and the same command without --init
+# (the folder is no longer empty) finishes the creation, not "not a device".
+mkdir "$WORK/initcut"
+: > "$WORK/initcut/tcpota.new"
+"$TCPOTA" device --server "$S" --flash "$WORK/initcut" --id initcut 2> "$WORK/initcut.log" ||
+  fail "a creation cut after its mark was not finished: $(cat "$WORK/initcut.log")"
+check_device "$WORK/initcut" "$WORK/img"
+[ ! -e "$WORK/initcut/tcpota.new" ] || fail "the creation's mark was left"
+ok "an --init cut after its mark, before the device's files: the next run finishes it"
+
 # --flash naming a file or a FIFO, and status of a directory that is not there.
 head -c 100 /dev/urandom > "$WORK/f.bin"
 mkfifo "$WORK/fifo"
