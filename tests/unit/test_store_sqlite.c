@@ -3,12 +3,15 @@
  * directory, its lock, its file's damage and schema, a full disk. */
 #include "store_suite.h"
 #include "store_sqlite_internal.h" /* SQ_SCHEMA_VERSION */
+#include "fleet_files.h"           /* fleet_lock_take */
 
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -139,6 +142,78 @@ static void test_second_open_in_use(void **state)
     assert_non_null(strstr(err, "is in use by another tcpota process"));
     snprintf(want, sizeof(want), "(pid %ld)", (long)getpid());
     assert_non_null(strstr(err, want));
+}
+
+static double mono_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* A child that holds DIR's lock (LOCK_SH or LOCK_EX) for ms, says so on
+ * the pipe *rd once it does, then writes there when it let go (a double:
+ * mono_s()); returns its pid. */
+static pid_t hold_lock(const char *dir, int how, long ms, int *rd)
+{
+    int p[2];
+    pid_t pid;
+    char c;
+
+    assert_int_equal(pipe(p), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char path[300];
+        double at;
+        int fd;
+        snprintf(path, sizeof(path), "%s/" FLEET_LOCK_FILE, dir);
+        fd = open(path, O_RDWR | O_CREAT, 0600);
+        if (fd < 0 || flock(fd, how) != 0 || write(p[1], "x", 1) != 1) _exit(1);
+        nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000L}, NULL);
+        flock(fd, LOCK_UN);
+        at = mono_s();
+        _exit(write(p[1], &at, sizeof at) == (ssize_t)sizeof at ? 0 : 1);
+    }
+    close(p[1]);
+    assert_int_equal(read(p[0], &c, 1), 1);
+    *rd = p[0];
+    return pid;
+}
+
+/* Another server starting on DIR asks whether it is in use by holding its
+ * lock shared for an instant (fleet_lock_held): a server taking the lock
+ * then tries once more and starts; one held for good still refuses. */
+static void test_lock_held_for_an_instant(void **state)
+{
+    char dir[] = "/tmp/tcpota-lock-XXXXXX", err[512] = "", path[300];
+    double t0, freed;
+    pid_t pid;
+    int fd, st, rd;
+    (void)state;
+
+    assert_non_null(mkdtemp(dir));
+    pid = hold_lock(dir, LOCK_SH, 5, &rd);
+    t0 = mono_s();
+    fd = fleet_lock_take(dir, err, sizeof(err));
+    assert_int_equal(read(rd, &freed, sizeof freed), (ssize_t)sizeof freed);
+    /* The retry comes 20 ms after the first try: a refusal counts only when
+     * the child let go well before it (a loaded machine may run it late). */
+    if (fd < 0 && freed - t0 < 0.015) {
+        fail_msg("a lock held shared for 5 ms (freed %.1f ms in) refused the start: %s",
+                 (freed - t0) * 1e3, err);
+    }
+    if (fd >= 0) fleet_lock_release(fd);
+    close(rd);
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    pid = hold_lock(dir, LOCK_EX, 500, &rd);
+    assert_int_equal(fleet_lock_take(dir, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "is in use"));
+    close(rd);
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    snprintf(path, sizeof(path), "%s/" FLEET_LOCK_FILE, dir);
+    unlink(path);
+    rmdir(dir);
 }
 
 static void test_garbage_db(void **state)
@@ -766,6 +841,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_files_private, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_restored_db_made_private, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_second_open_in_use, ss_setup, ss_teardown),
+        cmocka_unit_test(test_lock_held_for_an_instant),
         cmocka_unit_test_setup_teardown(test_lagging_loop_holds_no_lock, ss_setup, ss_teardown),
         cmocka_unit_test(test_hex_ids),
         cmocka_unit_test(test_garbage_db),
