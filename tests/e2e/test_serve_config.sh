@@ -70,6 +70,13 @@ expect_refused far 'frobnicate 5\n' "far.conf:1: unknown option 'frobnicate'; th
 expect_refused longer 'tls-certificate srv.pem\n' "longer.conf:1: unknown option 'tls-certificate' \\(did you mean 'tls-cert'\\?\\)"
 expect_refused dashed 'pubkey-file k.pub\n' "dashed.conf:1: unknown option 'pubkey-file' \\(did you mean 'pubkey'\\?\\)"
 expect_refused notdata 'database x\n' "notdata.conf:1: unknown option 'database'; the options"
+# A name longer than any option's table of distances (40): no suggestion,
+# no write past the table (ASan); nor two equally near ones.
+long=$(printf 'x%.0s' {1..300})
+expect_refused longname "$long 1\n" "longname.conf:1: unknown option '$long'; the options"
+rc=0; timeout 10 "$TCPOTA" serve "--$long" img.bin > /dev/null 2> longflag.log || rc=$?
+[ $rc -eq 2 ] && grep -q "unknown option --$long" longflag.log || fail "--$long: exit $rc: $(cat longflag.log)"
+expect_refused tie 'tls-cez x\n' "tie.conf:1: unknown option 'tls-cez'; the options" # tls-cert, tls-key, tls-ca: 2 edits each
 expect_refused dashes '--version 1.0.0\n' 'dashes.conf:1: write the option as .version., without the leading dashes'
 expect_refused equals 'version=1.0.0\n' "equals.conf:1: write 'version 1.0.0' \\(a space between the option and its value, not '='\\)"
 expect_refused novalue 'version 1.0.0\nlisten\n' "novalue.conf:2: 'listen' needs a value"
