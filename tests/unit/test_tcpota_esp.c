@@ -32,6 +32,7 @@
 #include "loopback.h"
 #include "esp_ota_ops.h"
 #include "freertos/FreeRTOS.h"
+#include "freertos/task.h" /* vTaskDelay: the fake's own count checked */
 #include "nvs.h"
 #include "nvs_flash.h"
 #include "psa/crypto.h"
