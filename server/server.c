@@ -397,7 +397,7 @@ static void reload_apply(struct server *srv, struct tcpota_serve_opts *fresh, in
         return;
     }
     if (tls) {
-        tls_warn_dates(srv->o, fresh->tls_cert, tls);
+        tls_warn_cert(srv->o, fresh->tls_cert, tls);
         (void)tls_cert_says(tls, srv->tls, said, sizeof(said));
         tls_context_free(srv->tls); /* open connections hold theirs */
         srv->tls = tls;
@@ -824,7 +824,7 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
             rc = 2; /* the certificate or key files cannot be used, like any input file */
             goto out;
         }
-        tls_warn_dates(o, o->tls_cert, srv.tls);
+        tls_warn_cert(o, o->tls_cert, srv.tls);
     }
     /* --workers: this process forks them after what they share is loaded
      * (the secrets too: a SIGHUP reloads them here as in each worker), and

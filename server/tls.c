@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h> /* X509_check_ca, X509_check_issued */
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
@@ -68,7 +69,7 @@ static const char *asn1_date(const ASN1_TIME *t, char *buf, size_t cap)
 
 /* tls_server.h. Said at start and reload, rather than found in the
  * devices' logs ("certificate has expired"). */
-void tls_warn_dates(const struct tcpota_serve_opts *o, const char *path, SSL_CTX *ctx)
+void tls_warn_cert(const struct tcpota_serve_opts *o, const char *path, SSL_CTX *ctx)
 {
     X509 *x = ctx ? SSL_CTX_get0_certificate(ctx) : NULL;
     char when[TLS_DATE_MAX];
@@ -82,6 +83,13 @@ void tls_warn_dates(const struct tcpota_serve_opts *o, const char *path, SSL_CTX
         say_always(o, LOG_LV_WARN, "warning: the TLS certificate %s is not valid before %s: "
                    "devices that check dates refuse it until then; is this host's clock right?",
                    path, asn1_date(X509_get0_notBefore(x), when, sizeof(when)));
+    }
+    if (X509_check_ca(x) == 1 && X509_check_issued(x, x) != X509_V_OK) {
+        say_always(o, LOG_LV_WARN, "warning: the TLS certificate %s is a CA's (basicConstraints "
+                   "CA:TRUE): whoever holds its key can issue certificates that every device "
+                   "trusting its issuer accepts, for any server name; issue it as a server's "
+                   "(openssl: -addext basicConstraints=critical,CA:FALSE, as the README does) and "
+                   "reload the server (SIGHUP)", path);
     }
 }
 

@@ -14,14 +14,17 @@ struct tcpota_serve_opts;
 
 /* A server context (TLS 1.2 or later) with this certificate chain and key
  * (key NULL: in the certificate's file). NULL after printing why on
- * stderr; a certificate out of its dates loads (tls_warn_dates). */
+ * stderr; a certificate out of its dates loads (tls_warn_cert). */
 SSL_CTX *tls_context(const struct tcpota_serve_opts *o, const char *cert, const char *key);
 
 /* A certificate out of its validity still loads (a device without a clock
  * may take it), but devices that check dates refuse every handshake:
  * warns in o's log when ctx's certificate (from file `path`) has expired
- * or is not valid yet. */
-void tls_warn_dates(const struct tcpota_serve_opts *o, const char *path, SSL_CTX *ctx);
+ * or is not valid yet. Warns too when it is a CA's (basicConstraints
+ * CA:TRUE) issued by another: whoever holds its key can issue certificates
+ * for any name that devices trusting its issuer accept (a self-signed one,
+ * the devices' only anchor, gives its key nothing more than this server). */
+void tls_warn_cert(const struct tcpota_serve_opts *o, const char *path, SSL_CTX *ctx);
 
 /* Drops this reference to ctx (NULL: nothing); its ticket keys are wiped
  * when the last connection that holds it is freed. */

@@ -478,6 +478,21 @@ tls_try() { # NAME CERT CA [DEVICE-ARGS]: a device against a TLS server with CER
 tls_try tls-ok srv.pem ca.pem || fail "TLS update failed"
 check_device tls-ok img
 grep -q 'TLS, certificate verified' tls-ok.log || fail "no TLS in the device log"
+! grep -q "is a CA's" server.log || fail "a server's certificate was warned of as a CA's: $(cat server.log)"
+# A server certificate that is a CA's (openssl req -x509 -CA without
+# CA:FALSE, the README's recipe until a trial showed it): its key could
+# issue certificates for any name that the devices would accept. It still
+# serves, with a warning; the README's recipe now makes a server's.
+q openssl req -x509 -key srv.key -out caflag.pem -days 2 -subj /CN=localhost \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -CA ca.pem -CAkey ca.key
+tls_try tls-caflag caflag.pem ca.pem || fail "TLS with a CA-flagged certificate failed"
+grep -q "warning: the TLS certificate caflag.pem is a CA's (basicConstraints CA:TRUE): whoever holds its key can issue certificates that every device trusting its issuer accepts, for any server name" server.log ||
+  fail "no warning of a server certificate that is a CA's: $(cat server.log)"
+q openssl req -x509 -key srv.key -out readme.pem -days 2 -subj /CN=localhost \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -addext basicConstraints=critical,CA:FALSE \
+  -addext keyUsage=critical,digitalSignature -addext extendedKeyUsage=serverAuth -CA ca.pem -CAkey ca.key
+tls_try tls-readme readme.pem ca.pem || fail "TLS with the README's certificate failed: $(cat tls-readme.log)"
+! grep -q "is a CA's" server.log || fail "the README's certificate was warned of as a CA's"
 ! tls_try tls-expired expired.pem ca.pem || fail "an expired certificate was accepted"
 grep -q "certificate has expired; renew the server's certificate (or set this machine's clock right)" tls-expired.log ||
   fail "expired certificate: no reason logged, or nothing to do: $(grep -m1 TLS tls-expired.log)"
