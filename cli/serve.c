@@ -212,8 +212,15 @@ static int load_secrets(const struct tcpota_serve_opts *o, const char *path,
         if (fd >= 0) close(fd);
         return -1;
     }
-    rc = auth_read_secrets(f, path, out, n);
+    /* At a reload (o NULL) an empty file revokes every secret: the only
+     * way to revoke the last one without stopping the server (a trial). */
+    rc = auth_read_secrets(f, path, o == NULL, out, n);
     fclose(f);
+    if (rc == 0 && *n == 0) {
+        fprintf(stderr, "tcpota serve: warning: --auth-file %s has no secrets now: every device's "
+                        "secret is revoked, and with --require-auth no device is served until "
+                        "lines are added (then SIGHUP again)\n", path);
+    }
     return rc;
 }
 

@@ -114,7 +114,8 @@ static int find_duplicate(struct tcpota_serve_secret *v, size_t n, const char *p
     return 0;
 }
 
-int auth_read_secrets(FILE *f, const char *path, struct tcpota_serve_secret **out, size_t *n)
+int auth_read_secrets(FILE *f, const char *path, int allow_empty, struct tcpota_serve_secret **out,
+                      size_t *n)
 {
     char line[LINE_MAX_LEN];
     size_t cap = 0, lineno = 0, bom;
@@ -162,7 +163,7 @@ int auth_read_secrets(FILE *f, const char *path, struct tcpota_serve_secret **ou
         fprintf(stderr, "tcpota serve: cannot read %s\n", path);
         goto bad;
     }
-    if (*n == 0) {
+    if (*n == 0 && !allow_empty) {
         fprintf(stderr, "tcpota serve: --auth-file %s has no secrets: add lines \"<device id> "
                         "<hex secret>\" (tcpota keygen --device-secret)\n", path);
         goto bad;

@@ -82,9 +82,12 @@ struct auth_result {
  * named path in messages. Refuses (-1, after printing the line and what is
  * wrong, never the secret) a malformed line, an id over TCPOTA_MAX_STR
  * bytes, a secret shorter than AUTH_MIN_SECRET_LEN or longer than
- * AUTH_MAX_SECRET_LEN bytes, a duplicate id, and a file with no secrets.
- * On success *out (free with auth_free_secrets) holds *n >= 1 secrets. */
-int auth_read_secrets(FILE *f, const char *path, struct tcpota_serve_secret **out, size_t *n);
+ * AUTH_MAX_SECRET_LEN bytes, a duplicate id, and a file with no secrets
+ * unless allow_empty (a reload: every secret revoked, which a running
+ * server can only be told so). On success *out (free with
+ * auth_free_secrets) holds *n secrets, at least 1 unless allow_empty. */
+int auth_read_secrets(FILE *f, const char *path, int allow_empty, struct tcpota_serve_secret **out,
+                      size_t *n);
 /* Wipes and frees what auth_read_secrets returned. */
 void auth_free_secrets(struct tcpota_serve_secret *s, size_t n);
 

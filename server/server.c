@@ -432,15 +432,17 @@ static void reload_apply(struct server *srv, struct tcpota_serve_opts *fresh, in
     say_image_notes(fresh, img, "SIGHUP: ");
     image_unref(srv->img);
     srv->img = img;
+    /* Every secret revoked (an empty --auth-file) is said as 0; read before
+     * the options it replaces are freed. */
+    if (fresh->nsecrets || srv->o->nsecrets || fresh->require_auth) {
+        snprintf(secrets, sizeof(secrets), ", %zu device secret%s", fresh->nsecrets,
+                 text_s(fresh->nsecrets));
+    }
     if (srv->reloaded) {
         opts_free(srv->reloaded);
     }
     srv->reloaded = fresh;
     srv->o = fresh;
-    if (fresh->nsecrets) {
-        snprintf(secrets, sizeof(secrets), ", %zu device secret%s", fresh->nsecrets,
-                 text_s(fresh->nsecrets));
-    }
     say_always(srv->o, LOG_LV_INFO, "SIGHUP: reloaded: image %s (%u bytes, sha256 %s)%s%s%s%s%s",
                img->version, img->size, img->idhex, secrets,
                tls ? ", the TLS certificate (" : "", tls ? said : "", tls ? ") and its key" : "",

@@ -310,8 +310,20 @@ grep -qE 'authentication not checked: this device id failed recently \([0-9]+ fa
   fail "backoff not logged as not checked: $(grep 'failed recently' server.log | head -2)"
 ! grep -q 'authentication failed: this device id failed recently' server.log ||
   fail "an AUTH held back by the backoff was logged as failed"
+# Every secret revoked on SIGHUP (an empty file): taken, said, and the
+# device refused from then on (before: "has no secrets", the old ones kept,
+# so the last device could be revoked only by stopping the server).
+cp secrets secrets.kept
+: > secrets
+kill -HUP "$SERVER_PID"
+wait_line server.log 'SIGHUP: reloaded: .*, 0 device secrets' 5
+grep -q "warning: --auth-file secrets has no secrets now: every device's secret is revoked" server.log ||
+  fail "the revocation of every secret was not said: $(tail -5 server.log)"
+[ "$(probe --id newcomer --secret new.secret --from 127.0.0.23)" = "error 13" ] ||
+  fail "a device whose secret was revoked (an empty file) was served"
+cp secrets.kept secrets
 stop_server
-ok "authentication: right secret served; no secret, wrong secret, unknown device, replay refused; backoff per id, not per NAT address"
+ok "authentication: right secret served; no secret, wrong secret, unknown device, replay refused; backoff per id, not per NAT address; every secret revoked on SIGHUP"
 
 # A device that holds a secret, on a server that holds none for its id: it
 # is served (no --require-auth), and used to learn nothing of it. It warns

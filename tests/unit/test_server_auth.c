@@ -422,7 +422,7 @@ static int read_secrets(const char *text, struct tcpota_serve_secret **v, size_t
     FILE *f = fmemopen((void *)text, strlen(text), "r");
     int rc;
     assert_non_null(f);
-    rc = auth_read_secrets(f, "secrets", v, n);
+    rc = auth_read_secrets(f, "secrets", 0, v, n);
     fclose(f);
     return rc;
 }
@@ -454,7 +454,7 @@ static void test_secrets_nul_refused(void **state)
 
     (void)state;
     assert_non_null(f);
-    assert_int_equal(auth_read_secrets(f, "secrets", &v, &n), -1);
+    assert_int_equal(auth_read_secrets(f, "secrets", 0, &v, &n), -1);
     fclose(f);
     assert_int_equal(read_secrets("dev-1 " HEX16, &v, &n), 0);
     assert_int_equal(n, 1);
@@ -474,7 +474,7 @@ static int secrets_lines(size_t k, size_t *n)
         fprintf(f, "id%zu " HEX16 "\n", i);
     }
     rewind(f);
-    rc = auth_read_secrets(f, "secrets", &v, n);
+    rc = auth_read_secrets(f, "secrets", 0, &v, n);
     fclose(f);
     if (rc == 0) auth_free_secrets(v, *n);
     return rc;
