@@ -1389,6 +1389,14 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
                 o.image);
         return 2;
     }
+    if (stat(o.image, &st) == 0 && (uint64_t)st.st_size > UINT32_MAX) {
+        /* A bad argument as an empty one is (exit 2, as serve --help says),
+         * not a failure to serve (a trial got 1). */
+        fprintf(stderr, "tcpota serve: image: %s has %lld bytes, more than an image can have "
+                        "(4 GiB - 1: sizes are 32-bit in the protocol and the manifest); give the "
+                        "firmware image to serve\n", o.image, (long long)st.st_size);
+        return 2;
+    }
     if (sodium_init() < 0) {
         return 1;
     }

@@ -204,6 +204,10 @@ expect 2 "image: empty is empty" $T sign --key k.key $S empty
 expect 2 "^tcpota serve: image: empty is empty; give the firmware image to serve$" \
   $T serve --listen 127.0.0.1:0 --version 2.0.0 empty
 expect 2 "^tcpota serve: image: fifo is not a regular file \(it is a FIFO\)" $T serve --listen 127.0.0.1:0 --version 2.0.0 fifo
+truncate -s 4294967296 huge.bin # sparse: 4 GiB, one byte over what an image can have
+expect 2 "^tcpota serve: image: huge.bin has 4294967296 bytes, more than an image can have \(4 GiB - 1" \
+  $T serve --listen 127.0.0.1:0 --version 2.0.0 huge.bin
+rm -f huge.bin
 expect 2 "^tcpota serve: manifest empty is empty; sign the image again \(tcpota sign\)$" \
   $T serve --listen 127.0.0.1:0 --manifest empty img
 # An upload limit the API could not hold in memory (it took up to 4 GiB,
