@@ -415,10 +415,12 @@ static int is_manifest(const char *path)
 }
 
 /* Reads the manifest at path (a regular file of at most TCPOTA_MAX_MANIFEST
- * bytes) into *man. Returns 0 or -1 after printing what is wrong. */
-static int load_manifest(const char *path, uint8_t **man, size_t *len)
+ * bytes) into *man; what names it in messages ("--manifest", or the one
+ * found next to the image, which no flag named). Returns 0 or -1 after
+ * printing what is wrong. */
+static int load_manifest(const char *path, const char *what, uint8_t **man, size_t *len)
 {
-    int fd = open_arg(NULL, path, "--manifest", 0);
+    int fd = open_arg(NULL, path, what, 0);
     uint8_t *b = malloc(TCPOTA_MAX_MANIFEST + 1);
     size_t n = 0;
     ssize_t r;
@@ -616,7 +618,10 @@ static int serve_load(void *ctx, struct tcpota_serve_opts *o)
         goto fail;
     }
     if (manifest) {
-        if (load_manifest(manifest, &l->manifest, &man_len) < 0) {
+        if (load_manifest(manifest,
+                          src->manifest ? "--manifest"
+                                        : "manifest (taken next to the image; --manifest FILE names another)",
+                          &l->manifest, &man_len) < 0) {
             rc = 2; /* an unusable input file, like any other */
             goto fail;
         }

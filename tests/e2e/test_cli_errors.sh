@@ -204,6 +204,11 @@ expect 2 "image: empty is empty" $T sign --key k.key $S empty
 expect 2 "^tcpota serve: image: empty is empty; give the firmware image to serve$" \
   $T serve --listen 127.0.0.1:0 --version 2.0.0 empty
 expect 2 "^tcpota serve: image: fifo is not a regular file \(it is a FIFO\)" $T serve --listen 127.0.0.1:0 --version 2.0.0 fifo
+# The manifest next to the image is named as that, not as a --manifest
+# never given (a trial).
+mkdir -p dirimg.bin.manifest; cp img dirimg.bin
+expect 2 "^tcpota serve: manifest \(taken next to the image; --manifest FILE names another\): dirimg.bin.manifest is not a regular file \(it is a directory\)" \
+  $T serve --listen 127.0.0.1:0 --version 2.0.0 dirimg.bin
 truncate -s 4294967296 huge.bin # sparse: 4 GiB, one byte over what an image can have
 expect 2 "^tcpota serve: image: huge.bin has 4294967296 bytes, more than an image can have \(4 GiB - 1" \
   $T serve --listen 127.0.0.1:0 --version 2.0.0 huge.bin
