@@ -320,7 +320,8 @@ static int out_name_at_fault(int err)
 static int create_failed(const char *cmd, const char *path, int err, const char *eg)
 {
     struct stat st;
-    int dir = err == EEXIST && lstat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    int there = err == EEXIST && lstat(path, &st) == 0;
+    int dir = there && S_ISDIR(st.st_mode);
 
     if (dir && !eg) {
         fprintf(stderr, "tcpota %s: %s is a directory; choose another --out NAME (NAME.key and "
@@ -328,6 +329,10 @@ static int create_failed(const char *cmd, const char *path, int err, const char 
     } else if (dir) {
         fprintf(stderr, "tcpota %s: %s is a directory; give a file name in it, e.g. %s/%s\n", cmd,
                 path, path, eg);
+    } else if (there && !S_ISREG(st.st_mode)) {
+        /* Not a key (a trial's FIFO was called one). */
+        fprintf(stderr, "tcpota %s: %s already exists and is %s, not a file to write a key to; "
+                        "choose another name\n", cmd, path, cli_file_kind(st.st_mode));
     } else if (err == EEXIST) {
         fprintf(stderr, "tcpota %s: %s already exists; not overwriting a key: remove it or choose "
                         "another name\n", cmd, path);

@@ -465,6 +465,7 @@ ok "keygen refuses an empty, missing or directory name"
 sum=$(sha256sum k.key k.pub dev.secret)
 expect 2 "k.pub already exists; not overwriting a key: remove it or choose another name" $T keygen --out k
 expect 2 "dev.secret already exists; not overwriting a key" $T keygen --device-secret --out dev.secret
+expect 2 "^tcpota keygen: fifo already exists and is a FIFO, not a file to write a key to; choose another name$" $T keygen --device-secret --out fifo
 [ "$(sha256sum k.key k.pub dev.secret)" = "$sum" ] || fail "keygen overwrote a key"
 cp k.pub half.pub
 expect 2 "half.pub already exists" $T keygen --out half
