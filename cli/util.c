@@ -225,6 +225,22 @@ static int dangling(const char *path, char *target, size_t cap)
     return 1;
 }
 
+/* The first part of path (up to a '/') that exists and is no directory,
+ * into part; "a part of it" when none is found (it changed meanwhile). */
+static void not_a_dir_on_the_way(const char *path, char *part, size_t cap)
+{
+    struct stat st;
+
+    for (const char *s = strchr(path + 1, '/'); s; s = strchr(s + 1, '/')) {
+        size_t n = (size_t)(s - path);
+        if (n >= cap) break;
+        memcpy(part, path, n);
+        part[n] = '\0';
+        if (stat(part, &st) == 0 && !S_ISDIR(st.st_mode)) return;
+    }
+    snprintf(part, cap, "a part of it");
+}
+
 int cli_check_dir(const char *path, const char *what, int missing_ok)
 {
     struct stat st;
@@ -258,8 +274,16 @@ int cli_check_dir(const char *path, const char *what, int missing_ok)
                     parent);
             return -1;
         }
-        cli_err("%s: %s %s; give the device's directory\n", what, path,
-                errno == ENOENT ? "does not exist" : strerror(errno));
+        if (errno == ENOENT) {
+            cli_err("%s: %s does not exist; give the device's directory\n", what, path);
+        } else if (errno == ENOTDIR) { /* a file on the way: "a.bin/sub" */
+            char part[4096];
+            not_a_dir_on_the_way(path, part, sizeof part);
+            cli_err("%s: %s: %s is not a directory; give the device's directory\n", what, path,
+                    part);
+        } else {
+            cli_err("%s: %s: %s; give the device's directory\n", what, path, strerror(errno));
+        }
         return -1;
     }
     if (!S_ISDIR(st.st_mode)) {

@@ -179,6 +179,10 @@ for what in f.bin:"a regular file" fifo:"a FIFO"; do
   grep -q -- "--flash: $WORK/$f is not a directory (it is $kind)" "$WORK/nd.log" ||
     fail "no message for status --flash $f: $(cat "$WORK/nd.log")"
 done
+# A file on the way (f.bin/sub): the part that is no directory is named.
+rc=0; "$TCPOTA" device status --flash "$WORK/f.bin/sub" 2> "$WORK/nd.log" || rc=$?
+[ $rc -eq 2 ] && grep -qx -- "tcpota device: --flash: $WORK/f.bin/sub: $WORK/f.bin is not a directory; give the device's directory" "$WORK/nd.log" ||
+  fail "--flash f.bin/sub: exit $rc: $(cat "$WORK/nd.log")"
 # A new device's directory in a folder that is not there: named, not taken
 # for damaged flash files.
 rc=0
