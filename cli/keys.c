@@ -138,8 +138,13 @@ static int parse_key(const char *path, enum key_kind k, const char *text, size_t
     }
     if (sodium_hex2bin(out, want, text + tlen, len - tlen, NULL, &bin, NULL) != 0 ||
         (upto ? bin == 0 : bin != want)) {
+        /* A secret's length said as the protocol takes it (16 to 64 bytes),
+         * not as this parse does (any): a shorter one is refused after it,
+         * with what to do (device_opts.c). */
+        char range[32] = "";
+        if (upto) snprintf(range, sizeof range, "%u to ", TCPOTA_SECRET_MIN);
         cli_err("%s: %s is damaged: the key is not %s%zu bytes of hex; use the file "
-                        "as %s wrote it\n", kinds[k].what, path, upto ? "1 to " : "", want,
+                        "as %s wrote it\n", kinds[k].what, path, range, want,
                 kinds[k].writer);
         return -1;
     }

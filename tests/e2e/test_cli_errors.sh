@@ -272,7 +272,7 @@ expect 2 "public key: trailing.pub is damaged: the key is not 32 bytes of hex" $
 expect 2 "private key: short.key is damaged: the key is not 64 bytes of hex" $T sign --key short.key $S img
 # A device secret of no bytes at all is damaged, not a short secret.
 (umask 077; echo "tcpota-secret v1 " > none.secret)
-expect 2 "device secret: none.secret is damaged: the key is not 1 to 64 bytes of hex; use the file as \`tcpota device secret ID --out FILE\` or \`tcpota keygen --device-secret\` wrote it$" \
+expect 2 "device secret: none.secret is damaged: the key is not 16 to 64 bytes of hex; use the file as \`tcpota device secret ID --out FILE\` or \`tcpota keygen --device-secret\` wrote it$" \
   $T device --server 127.0.0.1:1 --flash devdir --id d --secret none.secret --max-attempts 1
 # A device secret that is no such file names both ways to get one: a fleet
 # server's `device secret` (before: only keygen, which makes a secret no
