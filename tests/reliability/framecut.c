@@ -26,6 +26,7 @@
 
 #include <sodium.h>
 
+#include "args.h"
 #include "rig.h"
 
 static struct rig r;
@@ -112,6 +113,8 @@ static int one_case(const struct rig_conn_opts *o, struct rig_conn_result *first
     return 0;
 }
 
+#define FRAMES_MAX 4096u
+
 int main(int argc, char **argv)
 {
     uint32_t size = 65536, max_refetch = 0;
@@ -119,20 +122,41 @@ int main(int argc, char **argv)
     char dir[] = "/tmp/tcpota-framecut.XXXXXX";
     struct rig_conn_opts o;
     struct rig_conn_result res;
-    size_t ends[4096], n_frames, up_len;
+    size_t ends[FRAMES_MAX], n_frames, up_len;
     unsigned cuts = 0, flips_down = 0, flips_up = 0, refused = 0, stalled = 0;
     uint32_t refetch, pos;
     int rc = 1;
 
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--size") && i + 1 < argc) size = (uint32_t)strtoul(argv[++i], NULL, 0);
-        else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) chunk = (unsigned)strtoul(argv[++i], NULL, 0);
-        else if (!strcmp(argv[i], "--ack") && i + 1 < argc) ack = (uint32_t)strtoul(argv[++i], NULL, 0);
-        else if (!strcmp(argv[i], "--samples") && i + 1 < argc) samples = (unsigned)strtoul(argv[++i], NULL, 0);
-        else {
+        unsigned long v;
+        int got;
+        if ((got = rel_arg("framecut", argc, argv, &i, "--size", REL_SIZE_MIN, REL_SIZE_MAX, &v)) != 0) {
+            size = (uint32_t)v;
+        } else if ((got = rel_arg("framecut", argc, argv, &i, "--chunk", 1, REL_CHUNK_MAX, &v)) != 0) {
+            chunk = (unsigned)v;
+        } else if ((got = rel_arg("framecut", argc, argv, &i, "--ack", TCPOTA_SECTOR_SIZE,
+                                  REL_SIZE_MAX, &v)) != 0) {
+            ack = (uint32_t)v;
+            if (got > 0 && ack % TCPOTA_SECTOR_SIZE) {
+                fprintf(stderr, "framecut: --ack %lu is not a multiple of %u (a flash sector)\n", v,
+                        TCPOTA_SECTOR_SIZE);
+                got = -1;
+            }
+        } else if ((got = rel_arg("framecut", argc, argv, &i, "--samples", 1, 1000, &v)) != 0) {
+            samples = (unsigned)v;
+        } else {
             fprintf(stderr, "usage: %s [--size BYTES] [--chunk N] [--ack BYTES] [--samples N]\n", argv[0]);
             return 2;
         }
+        if (got < 0) return 2;
+    }
+    /* Every frame's end is listed (ends[] below): the image in frames of
+     * chunk bytes, and the few before them, must fit it. */
+    if ((size + chunk - 1) / chunk > FRAMES_MAX - 16u) {
+        fprintf(stderr, "framecut: --size %u in --chunk %u frames is %u frames; at most %u: give a "
+                        "larger --chunk or a smaller --size\n", size, chunk,
+                (size + chunk - 1) / chunk, FRAMES_MAX - 16u);
+        return 2;
     }
     if (sodium_init() < 0 || !mkdtemp(dir) || rig_image_make(&img, size, 7, "2.0.0") < 0 ||
         rig_init(&r, dir, (size_t)size * 2 + 262144, (uint16_t)chunk, ack) < 0) {

@@ -23,6 +23,7 @@
 
 #include <sodium.h>
 
+#include "args.h"
 #include "rig.h"
 #include "../unit/tmpdir.h"
 
@@ -47,17 +48,30 @@ int main(int argc, char **argv)
     int rc = 1;
 
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--size") && i + 1 < argc) size = (uint32_t)strtoul(argv[++i], NULL, 0);
-        else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) chunk = (unsigned)strtoul(argv[++i], NULL, 0);
-        else if (!strcmp(argv[i], "--ack") && i + 1 < argc) ack = (uint32_t)strtoul(argv[++i], NULL, 0);
-        else if (!strcmp(argv[i], "--no-tear")) tears = 1;
-        else {
+        unsigned long v;
+        int got;
+        if ((got = rel_arg("powercut", argc, argv, &i, "--size", REL_SIZE_MIN, REL_SIZE_MAX, &v)) != 0) {
+            size = (uint32_t)v;
+        } else if ((got = rel_arg("powercut", argc, argv, &i, "--chunk", 1, REL_CHUNK_MAX, &v)) != 0) {
+            chunk = (unsigned)v;
+        } else if ((got = rel_arg("powercut", argc, argv, &i, "--ack", TCPOTA_SECTOR_SIZE,
+                                REL_SIZE_MAX, &v)) != 0) {
+            ack = (uint32_t)v;
+            if (got > 0 && ack % TCPOTA_SECTOR_SIZE) {
+                fprintf(stderr, "powercut: --ack %lu is not a multiple of %u (a flash sector)\n", v,
+                        TCPOTA_SECTOR_SIZE);
+                got = -1;
+            }
+        } else if (!strcmp(argv[i], "--no-tear")) {
+            tears = 1;
+        } else {
             fprintf(stderr, "usage: %s [--size BYTES] [--chunk N] [--ack BYTES] [--no-tear]\n", argv[0]);
             return 2;
         }
+        if (got < 0) return 2;
     }
     memset(&start, 0, sizeof(start));
-    if (sodium_init() < 0 || size < 8192 || !mkdtemp(dir)) {
+    if (sodium_init() < 0 || !mkdtemp(dir)) {
         fprintf(stderr, "powercut: setup failed\n");
         return 1;
     }

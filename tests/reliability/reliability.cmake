@@ -24,3 +24,8 @@ foreach(t crash hostile tcpcuts streamtail readpause stall)
   set_tests_properties(reliability_${t} PROPERTIES LABELS reliability TIMEOUT 300
     ENVIRONMENT "TCPOTA=$<TARGET_FILE:tcpota>;PROXY=$<TARGET_FILE:tcpota-proxy>;HOSTILE=$<TARGET_FILE:tcpota-hostile>;TCPOTA_SANITIZED=${TESTS_SANITIZED}")
 endforeach()
+
+# Their flags: a bad value is a usage error (exit 2), not a failed run.
+add_test(NAME reliability_tool_args COMMAND bash ${rel}/test_tool_args.sh)
+set_tests_properties(reliability_tool_args PROPERTIES LABELS reliability TIMEOUT 60
+  ENVIRONMENT "POWERCUT=$<TARGET_FILE:tcpota-powercut>;FRAMECUT=$<TARGET_FILE:tcpota-framecut>")
