@@ -408,6 +408,8 @@ static void parse_args(int argc, char **argv)
             die_usage("unknown option '%s'", a);
         if (!v)
             die_usage("%s needs a value", a);
+        if (strncmp(v, "--", 2) == 0) /* "--server --out x": not "unknown option 'x'" */
+            die_usage("%s needs a value (got the option %s)", a, v);
         i++;
         if (strcmp(a, "--server") == 0)
             server = v;

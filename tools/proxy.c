@@ -1124,6 +1124,12 @@ static void parse_args(int argc, char **argv)
     }
     int o;
     while ((o = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        /* getopt takes the next argument as the value even when it is an
+         * option ("--listen --upstream X" left X unexpected): said, unless
+         * written --name=--value. */
+        if (optarg && optarg == argv[optind - 1] && strncmp(optarg, "--", 2) == 0)
+            die_usage("%s needs a value (got the option %s; if it is meant as the value, write "
+                      "%s=%s)", argv[optind - 2], optarg, argv[optind - 2], optarg);
         switch (o) {
         case O_LISTEN: listen_arg = optarg; break;
         case O_UPSTREAM: up_arg = optarg; break;

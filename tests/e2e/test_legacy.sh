@@ -20,6 +20,9 @@ rc=0; "$LEGACY" --server 127.0.0.1:1 --out "$WORK/none" --timeout 5 > "$WORK/non
 "$LEGACY" --server 127.0.0.1:1 --out "$WORK/kept" --timeout 5 > /dev/null 2>&1 || true
 [ "$(cat "$WORK/kept")" = keep ] || fail "a legacy client that could not connect emptied its --out file"
 ok "a legacy client that cannot connect writes no file"
+rc=0; "$LEGACY" --server --out "$WORK/x" > "$WORK/noval.log" 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q -- "^tcpota-legacy-client: --server needs a value (got the option --out)$" "$WORK/noval.log" ||
+  fail "--server without a value: exit $rc: $(cat "$WORK/noval.log")"
 
 "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/v1" --id v1-dev \
   2> "$WORK/v1.log" &

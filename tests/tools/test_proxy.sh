@@ -109,6 +109,12 @@ rc=0
 [[ $rc -eq 2 ]] || fail "--delay 10x: expected exit 2, got $rc"
 [[ "$(cat "$WORK/bad.err")" == "tcpota-proxy: --delay: expected a number in [0, 3600000], got '10x'
 try 'tcpota-proxy --help'" ]] || fail "--delay 10x: unexpected message: $(cat "$WORK/bad.err")"
+# A value left out before the next option: that option is named, not the
+# value after it ("unexpected argument '127.0.0.1:1'", a trial).
+rc=0
+"$PROXY" --listen --upstream 127.0.0.1:1 2>"$WORK/noval.err" || rc=$?
+[[ $rc -eq 2 ]] && grep -qx -- "tcpota-proxy: --listen needs a value (got the option --upstream; if it is meant as the value, write --listen=--upstream)" "$WORK/noval.err" ||
+  fail "--listen without a value: exit $rc: $(cat "$WORK/noval.err")"
 rc=0
 "$PROXY" 2>"$WORK/none.err" || rc=$?
 [[ $rc -eq 2 ]] && grep -q -- '^  --cut-at' "$WORK/none.err" || fail "no arguments: expected the usage"
