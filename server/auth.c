@@ -103,6 +103,9 @@ static int find_duplicate(struct tcpota_serve_secret *v, size_t n, const char *p
 {
     size_t i;
 
+    if (n < 2) {
+        return 0; /* qsort(NULL, 0, ...) is undefined: an empty file at a reload */
+    }
     qsort(v, n, sizeof(*v), by_id);
     for (i = 1; i < n; i++) {
         if (strcmp(v[i - 1].id, v[i].id) == 0) {
