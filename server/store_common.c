@@ -69,9 +69,9 @@ int store_ro_status_of(enum store_dev_state s)
     }
 }
 
-int store_step_ro_status(const struct store_step *s, int late)
+int store_step_ro_status(const struct store_step *s, int late, enum store_dev_state was)
 {
-    if (!s->rollout_id || (late && s->state != STORE_ST_UP_TO_DATE)) {
+    if (!s->rollout_id || (late && (s->state != STORE_ST_UP_TO_DATE || was != STORE_ST_UPDATED))) {
         return -1;
     }
     return store_ro_status_of(s->state);

@@ -85,12 +85,13 @@ const char *store_step_detail(const struct store_step *s, char *buf, size_t size
 int store_ro_status_of(enum store_dev_state s);
 /* The rollout status step s sets for its device in s->rollout_id, or -1 for
  * none: none without a rollout, or for a state that leaves it (seen,
- * waiting), or for a late step (late: the row kept its report's state, see
- * the backends' apply_event), unless the step is the decision that the
- * device runs the image (up to date): the row keeps its report's "updated",
- * and a rollout made of an image its devices got from an earlier one still
- * counts them as updated, or its waves wait for them for good (a trial). */
-int store_step_ro_status(const struct store_step *s, int late);
+ * waiting), or for a late step (late: the row kept its report's state,
+ * was: that state; see the backends' apply_event), unless the step is the
+ * decision that the device runs the image (up to date) and the row says
+ * "updated": a rollout made of an image its devices got from an earlier one
+ * counts them as updated, or its waves wait for them for good (a trial). A
+ * row that says rolled back or boot failed keeps the rollout's failure. */
+int store_step_ro_status(const struct store_step *s, int late, enum store_dev_state was);
 
 /* 1 when the device of check-in r was registered under another model than
  * the one it reports now (was: the model its row had): the rollouts of the

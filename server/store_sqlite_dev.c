@@ -377,7 +377,7 @@ static int apply_event(void *backend, struct store_req *r, const struct store_st
     if (e->failed_id && (rc = add_failure(st, r, e->id, e->failed_id)) < 0) {
         return rc;
     }
-    if ((status = store_step_ro_status(e, late)) >= 0) {
+    if ((status = store_step_ro_status(e, late, old.state)) >= 0) {
         return sq_ro_set_status(st, r, e->rollout_id, e->id, (enum store_ro_status)status);
     }
     return STORE_OK;

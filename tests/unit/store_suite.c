@@ -894,6 +894,47 @@ static void test_counters_follow_events(void **state)
     store_req_free(r);
 }
 
+/* The decision that a device runs a rollout's image (up to date), about
+ * the image its report made its row: counted updated in that rollout when
+ * the row says updated (a device an earlier rollout updated: the waves of
+ * a rollout of the same image waited for it), the row kept; a row that
+ * says rolled back keeps its failure (a review: the first rule took it). */
+static void test_up_to_date_after_report(void **state)
+{
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    struct store_event it;
+    uint8_t img[TCPOTA_ID_LEN];
+    struct store_req *r;
+    uint64_t first, second;
+
+    store_req_free(ss_image_add(f, 0x78, "2.0.0"));
+    first = ss_rollout_create(f, 0x78, "", pct, 1);
+    ss_fake_id(img, 0x78);
+    store_req_free(ss_checkin(f, "dev-u", img, TCPOTA_RESULT_CONFIRMED));
+    expect_counts(f, first, 0, 0, 0, 1, 0);
+    second = ss_rollout_create(f, 0x78, "", pct, 1); /* supersedes the first */
+    store_req_free(ss_checkin(f, "dev-r", img, TCPOTA_RESULT_ROLLED_BACK));
+    expect_counts(f, second, 0, 0, 0, 0, 1);
+    for (int k = 0; k < 2; k++) { /* twice: counted once */
+        ss_item(&it, "dev-u", STORE_ST_UP_TO_DATE, 0x78, second, 0, "runs it", 0);
+        r = ss_run(f, ss_events_req(&it, 1));
+        assert_int_equal(r->rc, STORE_OK);
+        store_req_free(r);
+        ss_item(&it, "dev-r", STORE_ST_UP_TO_DATE, 0x78, second, 0, "runs it", 0);
+        r = ss_run(f, ss_events_req(&it, 1));
+        assert_int_equal(r->rc, STORE_OK);
+        store_req_free(r);
+        expect_counts(f, second, 0, 0, 0, 1, 1);
+    }
+    r = ss_checkin(f, "dev-u", NULL, 0);
+    assert_int_equal(r->u.checkin.out->dev.state, STORE_ST_UPDATED); /* the row kept */
+    store_req_free(r);
+    r = ss_checkin(f, "dev-r", NULL, 0);
+    assert_int_equal(r->u.checkin.out->dev.state, STORE_ST_ROLLED_BACK);
+    store_req_free(r);
+}
+
 /* A declined offer is a failure of the rollout (rollout.h's halt rule),
  * also when no failure came before it. */
 static void test_decline_counts_failed(void **state)
@@ -2439,6 +2480,7 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_progress_one_batch_behind, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_rollout_waves_targeted, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_counters_follow_events, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_up_to_date_after_report, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_late_step, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_late_step_in_rollout, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_decision_after_report, ss_setup, ss_teardown),
