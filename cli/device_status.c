@@ -74,10 +74,16 @@ static void records_init(struct records *rec)
 }
 
 /* A text record as a JSON string, or null when DIR has none (a device made
- * by an older tcpota device, or one whose creation is not finished). */
-static void print_text(const char *name, const struct tcpota_posix_record *r, char *text)
+ * by an older tcpota device, or one whose creation is not finished) or one
+ * longer than any id or model, said on stderr. */
+static void print_text(const char *name, const char *what, const struct tcpota_posix_record *r,
+                       char *text, const char *dir)
 {
     printf("\"%s\":", name);
+    if (r->len == TCPOTA_ERR_NOSPC) {
+        cli_err("%s/nvs.bin holds a %s longer than a %s can be (%s: null); tcpota device refuses "
+                "to run it: give the device a new --flash DIR\n", dir, what, what, name);
+    }
     if (r->len < 0) {
         printf("null");
         return;
@@ -124,9 +130,9 @@ static void print_status(const struct tcpota_posix_slot_info *run,
 
     copy_version(version, run->version);
     putchar('{');
-    print_text("device", &rec->r[REC_ID], rec->id);
+    print_text("device", "device id", &rec->r[REC_ID], rec->id, dir);
     putchar(',');
-    print_text("model", &rec->r[REC_MODEL], rec->model);
+    print_text("model", "model", &rec->r[REC_MODEL], rec->model, dir);
     printf(",\"slot\":%u,\"version\":", (unsigned)run->slot);
     json_string(version);
     printf(",\"size\":%lu,\"sha256\":", (unsigned long)run->size);

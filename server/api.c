@@ -305,8 +305,9 @@ json_t *api_body_object(struct api_call *c)
         return NULL;
     }
     if (!o && json_error_code(&je) == json_error_numeric_overflow) {
-        /* Valid JSON, but no field takes such a number: said as a field's
-         * range is ("field": its name), not as JSON the client got wrong. */
+        /* A number jansson cannot hold (it stops there: what follows is
+         * not read), which no field takes: said as a field's range is
+         * ("field": the member's name), not as JSON the client got wrong. */
         char key[API_FIELD_NAME_MAX + 1];
         int named = je.position >= 0 && key_before(p, (size_t)je.position, key, sizeof key);
 

@@ -322,13 +322,13 @@ size_t rollout_explain(uint64_t id, const struct rollout *ro,
              * halt stopped within that second counts as offered, though the
              * device may hold some of the image (a trial: 12 such). */
             int one = offered == 1;
+
             n += snprintf(buf + n, cap - (size_t)n,
-                          "; %llu device%s as offered: %s stopped before the server "
-                          "read %s acceptance (it reads a transfer's acknowledgements about once "
-                          "a second), so %s may hold part of the image%s",
+                          "; %llu device%s as offered, which may include transfers stopped "
+                          "before the server read their acceptance (it reads a transfer's "
+                          "acknowledgements about once a second): such a device may hold part of "
+                          "the image%s",
                           (unsigned long long)offered, one ? " counts" : "s count",
-                          one ? "its transfer was" : "their transfers were", one ? "its" : "their",
-                          one ? "it" : "each",
                           ro->state == ROLLOUT_STATE_HALTED ? ", and goes on from there once the "
                           "rollout is resumed" : "");
         }

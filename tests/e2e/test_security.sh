@@ -198,6 +198,12 @@ check_device good img
 s=$("$T" device status --flash good 2> badstatus.log) || fail "device status on a bad trust record failed"
 [[ $s == *'"trusted_keys":null}' ]] && grep -q "holds a record of trusted keys that is not a list of keys" badstatus.log ||
   fail "device status on a bad trust record: $s $(cat badstatus.log)"
+# A model record longer than a model can be: null, said (not as "none").
+nvs_edit good "host.model=$(printf '61%.0s' {1..40})"
+s=$("$T" device status --flash good 2> longmodel.log) || fail "device status on a long model record failed"
+[[ $s == *'"model":null,'* ]] && grep -q "good/nvs.bin holds a model longer than a model can be (model: null)" longmodel.log ||
+  fail "device status on a long model record: $s $(cat longmodel.log)"
+nvs_edit good "host.model=6573703332" # esp32 again
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 start_server img4 4.0.0 # one that forgot the decline above
 rc=0; "$T" device --server "127.0.0.1:$SERVER_PORT" --flash good --no-trust --trust k.pub 2> both.log || rc=$?
