@@ -1397,6 +1397,15 @@ static int device_main(struct device *dv)
                 " unless its rollout allows downgrades; to give it one, start it again in a new"
                 " --flash with --factory-version 1.0.0", cli_cut(dv->o.factory), why);
     }
+    if (dv->created && strchr(dv->o.model, ' ')) {
+        /* The protocol carries it, but a fleet names models without spaces
+         * (rollout create refuses one): such a device gets no fleet image,
+         * and a server's log line "model=es p32" reads as two fields (a
+         * trial). Said while it can still be changed. */
+        say(dv, "warning: --model '%s' has a space: a fleet server's rollouts name models without "
+                "spaces, so this device is offered no fleet image; to change it, start it again "
+                "in a new --flash", cli_cut(dv->o.model));
+    }
     rc = boot_device(dv) < 0 || session_init(dv) < 0 || runner_init(dv) < 0 ? 1 : 0;
     rc = rc ? rc : run(dv);
     progress_clear(&dv->prog);

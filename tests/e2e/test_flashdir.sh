@@ -469,4 +469,10 @@ grep -q "warning: --factory-version 'not a version' is not a semantic version (l
 "$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/fv2" --factory-version 1.2 \
   --max-attempts 1 --timeout-ms 500 2> "$WORK/fv2.log" || true
 ! grep -q "is not a semantic version" "$WORK/fv2.log" || fail "1.2 was warned about: $(head -3 "$WORK/fv2.log")"
-ok "a new device's factory version without a place in the order is warned about"
+! grep -q "has a space" "$WORK/fv2.log" || fail "the default model was warned about: $(head -3 "$WORK/fv2.log")"
+# A model with a space: no fleet rollout can name it (a trial).
+"$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/fv3" --model "es p32" \
+  --max-attempts 1 --timeout-ms 500 2> "$WORK/fv3.log" || true
+grep -q "warning: --model 'es p32' has a space: a fleet server's rollouts name models without spaces, so this device is offered no fleet image" "$WORK/fv3.log" ||
+  fail "a model with a space was not warned about: $(head -3 "$WORK/fv3.log")"
+ok "a new device's factory version without a place in the order, or a model with a space, is warned about"
