@@ -93,6 +93,22 @@ int store_ro_status_of(enum store_dev_state s);
  * row that says rolled back or boot failed keeps the rollout's failure. */
 int store_step_ro_status(const struct store_step *s, int late, enum store_dev_state was);
 
+/* The reason a summary gives a rollout's failed device whose row no
+ * longer says its failure there (updated since by a newer rollout, say):
+ * its state is shown as failed, not as what it is now (a trial read
+ * "updated: runs 5.0.0" among a rollout's failed devices). */
+#define STORE_MOVED_ON_REASON "failed under this rollout, then moved on (tcpota device show ID tells where it stands)"
+/* A summary's rollout failures: the row's state and reason while it says
+ * its failure about the rollout's image, else failed and the reason
+ * STORE_MOVED_ON_REASON: the backend's parameters (?k, $k) of the states
+ * ROLLED_BACK, BOOT_FAILED, DECLINED, FAILED and of that reason. */
+#define STORE_RO_FAILED_IS(rb, bf, dec, fail)                                                 \
+    "d.image = r.image AND d.state IN (" rb ", " bf ", " dec ", " fail ")"
+#define STORE_RO_FAILED_COLS(rb, bf, dec, fail, moved)                                        \
+    "CASE WHEN " STORE_RO_FAILED_IS(rb, bf, dec, fail) " THEN d.state ELSE " fail " END AS state, " \
+    "CASE WHEN " STORE_RO_FAILED_IS(rb, bf, dec, fail) " THEN d.reason ELSE " moved " END AS why"
+
+
 /* 1 when the device of check-in r was registered under another model than
  * the one it reports now (was: the model its row had): the rollouts of the
  * old model no longer apply to it, so the backend moves its rows out of

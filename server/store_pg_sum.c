@@ -2,6 +2,7 @@
  * same four GROUP BY queries as store_sqlite_sum.c with the same columns and
  * the same order (ties broken bytewise, COLLATE "C", whatever the
  * database's locale), so both backends return the same rows. */
+#include "store_common.h" /* STORE_RO_FAILED_COLS */
 #include "store_pg_internal.h"
 #include "pq_dl.h" /* libpq through pq_load()'s pointers */
 
@@ -25,12 +26,15 @@ static const char sql_failures[] =
     " AND state IN ($2, $3, $4, $5) GROUP BY state, detail"
     " ORDER BY 3 DESC, 1, detail COLLATE \"C\" LIMIT $6";
 
-/* Failed devices of every rollout not cancelled, by wave, state and reason. */
+/* Failed devices of every rollout not cancelled, by wave, state and reason
+ * (named in a subquery: a reason ordered bytewise is an expression, which
+ * PostgreSQL takes of input columns only). */
 static const char sql_rollouts[] =
-    "SELECT rd.rollout_id, rd.wave, d.state, d.reason, count(*) FROM rollouts r"
+    "SELECT id, wave, state, why, n FROM (SELECT rd.rollout_id AS id, rd.wave AS wave, "
+    STORE_RO_FAILED_COLS("$4", "$5", "$6", "$7", "$8") ", count(*) AS n FROM rollouts r"
     " JOIN rollout_devices rd ON rd.rollout_id = r.id JOIN devices d ON d.id = rd.device_id"
-    " WHERE r.state != $1 AND rd.status = $2 GROUP BY 1, 2, 3, 4"
-    " ORDER BY 1 DESC, 2, 5 DESC, 3, d.reason COLLATE \"C\" LIMIT $3";
+    " WHERE r.state != $1 AND rd.status = $2 GROUP BY 1, 2, 3, 4) f"
+    " ORDER BY id DESC, wave, n DESC, state, why COLLATE \"C\" LIMIT $3";
 
 /* Appends the rows of res as tallies of kind (columns as the queries above
  * give them). STORE_OK, or STORE_E_IO when out of memory. */
@@ -91,8 +95,10 @@ int pg_op_summary(struct pgstore *st, struct store_req *r)
         collect(r, res, STORE_TALLY_FAILURES, &cap) < 0) {
         return r->rc;
     }
-    if (!(res = pg_q(st, r, "summary", sql_rollouts, "iii", (int64_t)ROLLOUT_STATE_CANCELLED,
-                     (int64_t)STORE_RO_FAILED, max))) {
+    if (!(res = pg_q(st, r, "summary", sql_rollouts, "iiiiiiit", (int64_t)ROLLOUT_STATE_CANCELLED,
+                     (int64_t)STORE_RO_FAILED, max, (int64_t)STORE_ST_ROLLED_BACK,
+                     (int64_t)STORE_ST_BOOT_FAILED, (int64_t)STORE_ST_DECLINED,
+                     (int64_t)STORE_ST_FAILED, STORE_MOVED_ON_REASON))) {
         return r->rc;
     }
     return collect(r, res, STORE_TALLY_ROLLOUT_FAILED, &cap);

@@ -2,6 +2,7 @@
  * rollouts page show, each one GROUP BY query (see store.h). Ties are
  * ordered too, as store_pg_sum.c orders them: both backends return the same
  * rows, even where STORE_TALLY_MAX cuts a kind short. */
+#include "store_common.h" /* STORE_RO_FAILED_COLS */
 #include "store_sqlite_internal.h"
 
 #include <stdlib.h>
@@ -27,7 +28,8 @@ static const char sql_failures[] =
 
 /* Failed devices of every rollout not cancelled, by wave, state and reason. */
 static const char sql_rollouts[] =
-    "SELECT rd.rollout_id, rd.wave, d.state, d.reason, count(*) FROM rollouts r"
+    "SELECT rd.rollout_id, rd.wave, " STORE_RO_FAILED_COLS("?4", "?5", "?6", "?7", "?8")
+    ", count(*) FROM rollouts r"
     " JOIN rollout_devices rd ON rd.rollout_id = r.id JOIN devices d ON d.id = rd.device_id"
     " WHERE r.state != ?1 AND rd.status = ?2 GROUP BY 1, 2, 3, 4 ORDER BY 1 DESC, 2, 5 DESC, 3, 4"
     " LIMIT ?3";
@@ -105,8 +107,10 @@ int sq_op_summary(struct sstore *st, struct store_req *r)
     }
     if (rc == STORE_OK) {
         rc = collect(st, r,
-                     sq_prep(st, sql_rollouts, "iii", (int64_t)ROLLOUT_STATE_CANCELLED,
-                             (int64_t)STORE_RO_FAILED, max),
+                     sq_prep(st, sql_rollouts, "iiiiiiit", (int64_t)ROLLOUT_STATE_CANCELLED,
+                             (int64_t)STORE_RO_FAILED, max, (int64_t)STORE_ST_ROLLED_BACK,
+                             (int64_t)STORE_ST_BOOT_FAILED, (int64_t)STORE_ST_DECLINED,
+                             (int64_t)STORE_ST_FAILED, STORE_MOVED_ON_REASON),
                      STORE_TALLY_ROLLOUT_FAILED, &cap);
     }
     return rc;

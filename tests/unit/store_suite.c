@@ -2110,7 +2110,7 @@ static struct store_req *summary_last_hour(struct fx *f)
 
     r->u.summary.since = NOW - 3600;
     ss_run(f, r);
-    assert_int_equal(r->rc, STORE_OK);
+    if (r->rc != STORE_OK) fail_msg("summary: %d: %s", r->rc, r->err);
     return r;
 }
 
@@ -2166,6 +2166,25 @@ static void test_summary(void **state)
     assert_int_equal(nver, 1);
     assert_int_equal(nfail, 1);
     assert_int_equal(nro, 1);
+    store_req_free(r);
+    /* dev-b updated since, to another image: still one of the rollout's
+     * failed devices, shown as failed and moved on, not as "updated". */
+    ss_fake_id(img, 0x45);
+    store_req_free(ss_checkin(f, "dev-b", img, TCPOTA_RESULT_CONFIRMED));
+    r = summary_last_hour(f);
+    for (i = 0, nro = 0; i < r->u.summary.n; i++) {
+        t = &r->u.summary.rows[i];
+        if (t->kind != STORE_TALLY_ROLLOUT_FAILED) continue;
+        nro++;
+        assert_int_equal(t->n, 1);
+        if (t->state == STORE_ST_FAILED) {
+            assert_string_equal(t->reason, STORE_MOVED_ON_REASON);
+        } else {
+            assert_int_equal(t->state, STORE_ST_ROLLED_BACK);
+            assert_non_null(strstr(t->reason, "health check failed"));
+        }
+    }
+    assert_int_equal(nro, 2);
     store_req_free(r);
     /* Failures older than `since` are not counted; nor those of a cancelled rollout. */
     assert_int_equal(ss_rollout_set(f, ro, ROLLOUT_STATE_ACTIVE, 1, ROLLOUT_STATE_CANCELLED, 1),
