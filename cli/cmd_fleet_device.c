@@ -25,7 +25,7 @@ static void usage(FILE *f)
             "                          [--after ID] [--id-prefix P] [options]\n"
             "       tcpota device show ID [options]\n"
             "       tcpota device set ID --group G [options]\n"
-            "       tcpota device secret ID [--out FILE] [options]\n"
+            "       tcpota device secret ID [--out FILE] [--force] [options]\n"
             "       tcpota device retry ID [options]\n"
             "\n"
             "The devices a fleet server (tcpota serve --data DIR) has seen, through its\n"
@@ -42,6 +42,9 @@ static void usage(FILE *f)
             "  secret ID            creates a new secret for the device (it replaces the old\n"
             "                       one) and prints it once, as a secret file's line\n"
             "    --out FILE         writes that file instead (created, mode 0600)\n"
+            "    --force            also for a device that checks in over HTTP (esp_https_ota),\n"
+            "                       which cannot authenticate: its downloads are refused\n"
+            "                       from then on (right for one moving to tcpota's protocol)\n"
             "  retry ID             forgets the images the device failed or declined, which\n"
             "                       the server holds back from it: they are offered again at\n"
             "                       its next check-in (after fixing a device's setup, say)\n"
@@ -334,15 +337,17 @@ static const char *secret_note(const json_t *d)
 
 static int device_secret(struct api *a, int argc, char **argv)
 {
-    const char *out = NULL, *pos[1], *hex;
-    const struct api_opt opts[] = {{"--out", "FILE", &out}, {NULL, NULL, NULL}};
+    const char *out = NULL, *force = NULL, *pos[1], *hex;
+    const struct api_opt opts[] = {{"--out", "FILE", &out}, {"--force", NULL, &force},
+                                   {NULL, NULL, NULL}};
     char path[600], line[300], qid[4 * 256 + 16], qout[4 * 4096 + 16];
     json_t *d = NULL;
     int np, fd = -1, rc = api_parse(a, opts, argc, argv, pos, 1, &np);
 
     if (rc) return rc < 0 ? (usage(stdout), 0) : rc;
     if (np == 0) return api_usage(a, "secret needs a device ID: tcpota device secret ID");
-    if ((rc = device_path(a, pos[0], "/secret", path, sizeof(path))) != 0) return rc;
+    if ((rc = device_path(a, pos[0], force ? "/secret?force=1" : "/secret", path, sizeof(path))) != 0)
+        return rc;
     if (out && !*out) return api_usage(a, "--out is empty; give --out FILE");
     if (out && strcmp(out, "-") == 0) {
         /* Not a file named "-" (a trial found the secret there): without

@@ -294,7 +294,7 @@ static void secret_done(struct api_call *c, struct store_req *r)
     sodium_memzero(hex, sizeof hex);
 }
 
-static void new_secret(struct api_call *c)
+static void set_secret(struct api_call *c)
 {
     struct store_req *r = api_req(c, STORE_SECRET_SET);
 
@@ -304,6 +304,39 @@ static void new_secret(struct api_call *c)
         r->u.device.secret = c->secret;
         r->u.device.secret_len = DEV_SECRET_LEN;
         api_submit(c, r, secret_done);
+    }
+}
+
+/* The device as it stands, before a secret without force=1: one that checks
+ * in over HTTP (esp_https_ota) cannot authenticate, and a secret, which
+ * nothing takes back, would refuse its downloads for good (a trial locked
+ * one out with one command; the CLI warned only after). */
+static void secret_checked(struct api_call *c, struct store_req *r)
+{
+    if (r->rc < 0 && r->rc != STORE_E_NOTFOUND) {
+        device_error(c, r, "id");
+        return;
+    }
+    if (r->rc >= 0 && r->u.device.dev->proto == STORE_PROTO_HTTP) {
+        api_error(c, 409, "id", "device %s checks in over HTTP (esp_https_ota), which cannot "
+                  "authenticate: with a secret its downloads are refused (403) for good, and no "
+                  "secret can be taken back; that is right only for a device moving to tcpota's "
+                  "own protocol: then ask again with force=1 (tcpota device secret --force)",
+                  c->dev);
+        return;
+    }
+    set_secret(c);
+}
+
+static void new_secret(struct api_call *c, int force)
+{
+    struct store_req *r;
+
+    if (force) {
+        set_secret(c);
+    } else if ((r = api_req(c, STORE_DEVICE_GET)) != NULL) {
+        r->u.device.id = c->dev;
+        api_submit(c, r, secret_checked);
     }
 }
 
@@ -335,9 +368,14 @@ static int take_dev(struct api_call *c, const char *seg, size_t len)
     return 0;
 }
 
+/* The parameters of POST /v1/devices/{id}/secret (docs/api.md). */
+static const char *const secret_params[] = {"force", NULL};
+
 void api_devices(struct api_call *c, int method, const char *rest, const char *query)
 {
-    const char *slash = rest ? strchr(rest, '/') : NULL;
+    const char *slash = rest ? strchr(rest, '/') : NULL, *v = NULL;
+    struct evkeyvalq q;
+    int secret, force;
 
     if (!rest) {
         if (method == EVHTTP_REQ_GET) list(c, query);
@@ -356,12 +394,20 @@ void api_devices(struct api_call *c, int method, const char *rest, const char *q
         else api_not_allowed(c, "/v1/devices/{id}", "GET, PATCH");
         return;
     }
-    if (api_query(c, query, NULL, NULL) < 0) return;
+    secret = slash && strcmp(slash, "/secret") == 0;
+    if (api_query(c, query, secret ? secret_params : NULL, &q) < 0) return;
+    force = secret && (v = evhttp_find_header(&q, "force")) != NULL;
+    if (force && strcmp(v, "1") != 0 && strcmp(v, "true") != 0) {
+        evhttp_clear_headers(&q);
+        api_error(c, 400, "force", "force takes 1 or true, not %.32s", v);
+        return;
+    }
+    evhttp_clear_headers(&q);
     /* Only PATCH takes a body: a secret sent to /secret is not the one made. */
     if (method != EVHTTP_REQ_PATCH && api_no_body(c) < 0) return;
     if (take_dev(c, rest, slash ? (size_t)(slash - rest) : strlen(rest)) < 0) return;
     if (slash && strcmp(slash, "/retry") == 0) retry(c);
-    else if (slash) new_secret(c);
+    else if (slash) new_secret(c, force);
     else if (method == EVHTTP_REQ_PATCH) set_group(c);
     else show(c);
 }

@@ -8,6 +8,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "server_internal.h"
+#include "tcpota/version.h"
 
 #include <event2/http.h>
 #include <stdio.h>
@@ -33,7 +34,10 @@ static int outcome_of_last(struct dl *d, struct store_req *r, int restart)
         (dev->state != STORE_ST_VERIFIED && dev->state != STORE_ST_DOWNLOADING)) {
         return 0;
     }
-    if (strcmp(d->version, o->image.version) == 0) {
+    /* One to the offer policy, not byte for byte: firmware that says
+     * "v5.0.0" or "5.0" of image 5.0.0 runs it (a trial's device, updated,
+     * was counted failed and the rollout's halt rule saw it). */
+    if (tcpota_version_same(d->version, o->image.version)) {
         snprintf(why, sizeof(why), "runs %s (%s)", d->version, HTTP_OTA_VERSION_HEADER);
         metrics_event(o->rollout.id, o->image.id, METRICS_UPDATED);
         fleet_step(d->ota->srv, &w, STORE_ST_UPDATED, o->image.id, NULL, o->image.size, why, 1, 0);

@@ -362,9 +362,17 @@ PY
 ! grep -q "checks in over HTTP" "$WORK/s1.err" || fail "s-1, never seen over HTTP, was warned of: $(cat "$WORK/s1.err")"
 bad 403 "a device with a secret" "$OTA?device=s-1" "${V[@]}"
 # A secret for a device that checks in over HTTP locks it out (no secret
-# can be taken back): warned, before the secret (a trial gave one unwarned).
+# can be taken back): refused without --force (a trial locked one out with
+# one command, warned only after), made with it, warned of.
 [ "$(get hs "$OTA?device=hs-1" -I)" = 200 ] || fail "hs-1's check-in over HTTP"
-"$TCPOTA" device secret hs-1 --out "$WORK/hs1.secret" > "$WORK/hs1.out" 2> "$WORK/hs1.err" || fail "device secret hs-1 failed"
+rc=0; "$TCPOTA" device secret hs-1 --out "$WORK/hs1.secret" > "$WORK/hs1.out" 2> "$WORK/hs1.err" || rc=$?
+[ $rc -eq 1 ] && grep -q "device hs-1 checks in over HTTP (esp_https_ota), which cannot authenticate: with a secret its downloads are refused (403) for good, and no secret can be taken back; that is right only for a device moving to tcpota's own protocol: then ask again with force=1 (tcpota device secret --force)" "$WORK/hs1.err" &&
+  [ ! -e "$WORK/hs1.secret" ] || fail "a secret for an HTTP device without --force: exit $rc: $(cat "$WORK/hs1.err")"
+[ "$(get hs "$OTA?device=hs-1" -I)" = 200 ] || fail "hs-1 refused after a secret was refused"
+rc=0; curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $TCPOTA_TOKEN" \
+  "$TCPOTA_API/v1/devices/hs-1/secret?force=yes" > "$WORK/hs1.code" || true
+[ "$(cat "$WORK/hs1.code")" = 400 ] || fail "force=yes: $(cat "$WORK/hs1.code")"
+"$TCPOTA" device secret hs-1 --force --out "$WORK/hs1.secret" > "$WORK/hs1.out" 2> "$WORK/hs1.err" || fail "device secret hs-1 --force failed"
 grep -q "tcpota device: warning: device hs-1 checks in over HTTP (esp_https_ota), which cannot authenticate: with a secret its HTTP downloads are refused (403) from now on; that is right only for a device moving to tcpota's own protocol (docs/http-ota.md)" "$WORK/hs1.err" ||
   fail "a secret for an HTTP device was not warned of: $(cat "$WORK/hs1.err" "$WORK/hs1.out")"
 wait_line "$WORK/server.log" "device hs-1: its first secret made; it must authenticate with it from now on \(it checks in over HTTP, which cannot authenticate: its downloads are refused from now on\)"
@@ -440,6 +448,14 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 2.0.0' "$OTA
 [ "$code" = 204 ] || fail "esp-1 checking in again on 2.0.0: $code"
 n=$(grep -c '\[esp-1 [^]]*\] http: report: runs 2.0.0 now: updated' "$WORK/server.log")
 [ "$n" = 1 ] || fail "esp-1 was counted updated $n times"
+# Firmware that says its version as "v2.0.0" (git describe) runs image
+# 2.0.0: updated, not failed (a trial's rollout counted such devices failed).
+[ "$(get ev "$OTA?device=esp-v")" = 200 ] && cmp -s "$WORK/ev.b" "$WORK/img" || fail "esp-v's download"
+for _ in $(seq 50); do [ "$(device_state esp-v)" = verified ] && break; sleep 0.1; done
+[ "$(device_state esp-v)" = verified ] || fail "esp-v is $(device_state esp-v) after its download"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: v2.0.0' "$OTA?device=esp-v")
+[ "$code" = 204 ] && [ "$(device_state esp-v)" = updated ] ||
+  fail "esp-v on v2.0.0: $code, $(device_state esp-v): $("$TCPOTA" device show esp-v | tail -3)"
 ok "esp_https_ota-like client: 4 cuts, 4 ranged resumes, byte-exact, then updated by X-Tcpota-Version"
 
 # ---- a client that rolls back: failed, and not offered again -----------------------
