@@ -10,6 +10,7 @@ enum offer_verdict offer_decide(const struct offer_image *img, const struct offe
                                 int allow_downgrade)
 {
     const struct tcpota_srv_hello *h = dev->hello;
+    enum offer_verdict v;
     int order = 0;
 
     if (!img || !img->desc) {
@@ -21,21 +22,22 @@ enum offer_verdict offer_decide(const struct offer_image *img, const struct offe
     if (img->model && img->model[0] && strcmp(img->model, h->model) != 0) {
         return OFFER_OTHER_MODEL;
     }
-    if (dev->failed_before) {
-        return OFFER_FAILED_BEFORE;
-    }
     if (allow_downgrade) {
-        return OFFER_YES;
+        v = OFFER_YES;
+    } else if (strlen(h->version) == img->desc->version_len &&
+               memcmp(h->version, img->desc->version, img->desc->version_len) == 0) {
+        v = OFFER_SAME_VERSION; /* "build-7" and "build-7": equal, order or not */
+    } else if (tcpota_version_order(img->desc->version, img->desc->version_len, h->version,
+                                    strlen(h->version), &order) < 0) {
+        v = OFFER_UNORDERED;
+    } else {
+        v = order > 0 ? OFFER_YES : order < 0 ? OFFER_DOWNGRADE : OFFER_SAME_VERSION;
     }
-    if (strlen(h->version) == img->desc->version_len &&
-        memcmp(h->version, img->desc->version, img->desc->version_len) == 0) {
-        return OFFER_SAME_VERSION; /* "build-7" and "build-7": equal, order or not */
-    }
-    if (tcpota_version_order(img->desc->version, img->desc->version_len, h->version,
-                             strlen(h->version), &order) < 0) {
-        return OFFER_UNORDERED;
-    }
-    return order > 0 ? OFFER_YES : order < 0 ? OFFER_DOWNGRADE : OFFER_SAME_VERSION;
+    /* A failure holds back only an image that would be offered: a device
+     * that runs a newer version is up to date, not failed (a trial's,
+     * moved into a group whose rollout offers an older image it once
+     * failed, was recorded failed while it ran the newer one). */
+    return v == OFFER_YES && dev->failed_before ? OFFER_FAILED_BEFORE : v;
 }
 
 const char *offer_reason(enum offer_verdict v)

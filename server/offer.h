@@ -10,13 +10,15 @@
  *      own rule)                                         -> OFFER_RUNNING
  *   3. the image is for another hardware model (when the image's model is
  *      known, i.e. it has a signed manifest)             -> OFFER_OTHER_MODEL
- *   4. the device reported this image as failed: rolled back, rejected by
- *      its bootloader, failed its integrity check, declined (any reason but
- *      "already running")                                -> OFFER_FAILED_BEFORE
- *   5. versions (tcpota/version.h): the image is older    -> OFFER_DOWNGRADE,
+ *   4. versions (tcpota/version.h): the image is older    -> OFFER_DOWNGRADE,
  *      of the same precedence                             -> OFFER_SAME_VERSION,
  *      either version has no place in the order           -> OFFER_UNORDERED;
  *      allow_downgrade lets all three through (the operator says so).
+ *   5. the device reported this image as failed: rolled back, rejected by
+ *      its bootloader, failed its integrity check, declined (any reason but
+ *      "already running")                                -> OFFER_FAILED_BEFORE
+ *      (after 4: a failure holds back only what would be offered; a device
+ *      on a newer version is up to date, not failed)
  *   Otherwise                                            -> OFFER_YES.
  */
 #ifndef TCPOTA_SERVER_OFFER_H

@@ -61,6 +61,14 @@ static void test_rules(void **state)
     assert_int_equal(decide("esp32s3", "2.0.0", "esp32", "1.0.0", NULL, 0, 1), OFFER_OTHER_MODEL);
     /* Failed before: never again, whatever the operator allows. */
     assert_int_equal(decide("esp32", "2.0.0", "esp32", "1.0.0", NULL, 1, 1), OFFER_FAILED_BEFORE);
+    assert_int_equal(decide("esp32", "2.0.0", "esp32", "1.0.0", NULL, 1, 0), OFFER_FAILED_BEFORE);
+    /* ...but only where it would be offered: on a newer version, the same
+     * one, or one without an order the device is told that (a trial's, on
+     * 5.0.0, was recorded failed for an older image it had once failed). */
+    assert_int_equal(decide("esp32", "2.0.0", "esp32", "5.0.0", NULL, 1, 0), OFFER_DOWNGRADE);
+    assert_int_equal(decide("esp32", "2.0.0", "esp32", "2.0.0+b1", other_id, 1, 0),
+                     OFFER_SAME_VERSION);
+    assert_int_equal(decide("esp32", "2.0.0", "esp32", "factory", NULL, 1, 0), OFFER_UNORDERED);
     /* Versions. */
     assert_int_equal(decide(NULL, "2.0.0", "esp32", "5.0.0", NULL, 0, 0), OFFER_DOWNGRADE);
     assert_int_equal(decide(NULL, "2.0.0", "esp32", "5.0.0", NULL, 0, 1), OFFER_YES);
