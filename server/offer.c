@@ -52,8 +52,10 @@ const char *offer_reason(enum offer_verdict v)
          * download it did not boot (a trial read "reported" as untrue).
          * No "device retry" here: single-image mode has no registry to
          * retry in (a trial was sent to one). */
-        return "the image failed on this device before (reported failed or declined by it, or"
-               " sent whole over HTTP and not booted)";
+        /* Short enough for the registry's STORE_REASON_MAX with "rollout N: "
+         * before it (it was cut mid-word, a trial). */
+        return "the image failed on this device before (reported, declined, or downloaded over HTTP"
+               " and not booted)";
     case OFFER_DOWNGRADE: return "the device runs a newer version (--allow-downgrade offers it)";
     case OFFER_SAME_VERSION:
         return "the device runs the same version built differently (--allow-downgrade offers it)";

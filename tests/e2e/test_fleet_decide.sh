@@ -44,7 +44,7 @@ make_keys k
 run_device strict esp32 "$WORK/strict" --trust "$WORK/k.pub" --max-attempts 1 || true
 grep -q 'image is not signed' "$WORK/strict.log" || fail "strict did not decline the unsigned image"
 run_device strict esp32 "$WORK/strict" --trust "$WORK/k.pub" --max-attempts 1 || true
-grep -qE '\[strict [^]]*\] decision: no update: rollout 1: the image failed on this device before \(reported failed or declined by it' \
+grep -qE '\[strict [^]]*\] decision: no update: rollout 1: the image failed on this device before \(reported, declined, or downloaded over HTTP and not booted\)' \
   "$WORK/server.log" || fail "the declined offer was made again: $(grep strict "$WORK/server.log")"
 [ "$(device_state strict)" = declined ] || fail "strict is $(device_state strict), not declined"
 # A device whose version has no order against the image's is not up to

@@ -11,6 +11,7 @@
 
 #include "devices.h"
 #include "offer.h"
+#include "store.h" /* STORE_REASON_MAX */
 
 static const uint8_t img_id[32] = {1, 2, 3};
 static const uint8_t other_id[32] = {7, 7, 7};
@@ -98,6 +99,12 @@ static void test_reasons_named(void **state)
     assert_int_equal(offer_why(OFFER_RUNNING), TCPOTA_WHY_RUNS);
     assert_int_equal(offer_why(OFFER_OTHER_MODEL), TCPOTA_WHY_OTHER_MODEL);
     assert_int_equal(offer_why(OFFER_FAILED_BEFORE), TCPOTA_WHY_HELD);
+    /* Every reason fits the registry's STORE_REASON_MAX behind "rollout N: "
+     * (a six-digit N): the failure's was cut mid-word there (a trial). */
+    for (int k = OFFER_YES; k <= OFFER_UNORDERED; k++) {
+        assert_true(strlen("rollout 999999: ") + strlen(offer_reason((enum offer_verdict)k)) <=
+                    STORE_REASON_MAX);
+    }
     assert_int_equal(offer_why(OFFER_DOWNGRADE), TCPOTA_WHY_NOT_NEWER);
     assert_int_equal(offer_why(OFFER_SAME_VERSION), TCPOTA_WHY_NOT_NEWER);
     assert_int_equal(offer_why(OFFER_UNORDERED), TCPOTA_WHY_UNORDERED);
