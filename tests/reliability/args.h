@@ -8,9 +8,11 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "tcpota/codec.h"
+#include "tcpota/tcpota.h" /* TCPOTA_SECTOR_SIZE */
 
 /* What the tools take: an image of 8 KiB to 64 MiB (the rig keeps two
  * slots of it in memory), frames of 1 byte to the protocol's largest. */
@@ -43,6 +45,31 @@ static inline int rel_arg(const char *prog, int argc, char **argv, int *i, const
     }
     *out = n;
     return 1;
+}
+
+/* The flags both tools take: --size, --chunk, --ack (a multiple of a
+ * sector). 0 when argv[*i] is none of them; 1 after setting it; -1 after
+ * saying what is wrong. */
+static inline int rel_common_arg(const char *prog, int argc, char **argv, int *i, uint32_t *size,
+                                 unsigned *chunk, uint32_t *ack)
+{
+    unsigned long v = 0;
+    int got;
+
+    if ((got = rel_arg(prog, argc, argv, i, "--size", REL_SIZE_MIN, REL_SIZE_MAX, &v)) != 0) {
+        if (got > 0) *size = (uint32_t)v;
+    } else if ((got = rel_arg(prog, argc, argv, i, "--chunk", 1, REL_CHUNK_MAX, &v)) != 0) {
+        if (got > 0) *chunk = (unsigned)v;
+    } else if ((got = rel_arg(prog, argc, argv, i, "--ack", TCPOTA_SECTOR_SIZE, REL_SIZE_MAX,
+                              &v)) != 0) {
+        if (got > 0) *ack = (uint32_t)v;
+        if (got > 0 && v % TCPOTA_SECTOR_SIZE) {
+            fprintf(stderr, "%s: --ack %lu is not a multiple of %u (a flash sector)\n", prog, v,
+                    TCPOTA_SECTOR_SIZE);
+            got = -1;
+        }
+    }
+    return got;
 }
 
 #endif

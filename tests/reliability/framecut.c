@@ -129,19 +129,9 @@ int main(int argc, char **argv)
 
     for (int i = 1; i < argc; i++) {
         unsigned long v;
-        int got;
-        if ((got = rel_arg("framecut", argc, argv, &i, "--size", REL_SIZE_MIN, REL_SIZE_MAX, &v)) != 0) {
-            size = (uint32_t)v;
-        } else if ((got = rel_arg("framecut", argc, argv, &i, "--chunk", 1, REL_CHUNK_MAX, &v)) != 0) {
-            chunk = (unsigned)v;
-        } else if ((got = rel_arg("framecut", argc, argv, &i, "--ack", TCPOTA_SECTOR_SIZE,
-                                  REL_SIZE_MAX, &v)) != 0) {
-            ack = (uint32_t)v;
-            if (got > 0 && ack % TCPOTA_SECTOR_SIZE) {
-                fprintf(stderr, "framecut: --ack %lu is not a multiple of %u (a flash sector)\n", v,
-                        TCPOTA_SECTOR_SIZE);
-                got = -1;
-            }
+        int got = rel_common_arg("framecut", argc, argv, &i, &size, &chunk, &ack);
+        if (got != 0) {
+            /* one of the three */
         } else if ((got = rel_arg("framecut", argc, argv, &i, "--samples", 1, 1000, &v)) != 0) {
             samples = (unsigned)v;
         } else {

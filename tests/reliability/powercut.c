@@ -48,20 +48,9 @@ int main(int argc, char **argv)
     int rc = 1;
 
     for (int i = 1; i < argc; i++) {
-        unsigned long v;
-        int got;
-        if ((got = rel_arg("powercut", argc, argv, &i, "--size", REL_SIZE_MIN, REL_SIZE_MAX, &v)) != 0) {
-            size = (uint32_t)v;
-        } else if ((got = rel_arg("powercut", argc, argv, &i, "--chunk", 1, REL_CHUNK_MAX, &v)) != 0) {
-            chunk = (unsigned)v;
-        } else if ((got = rel_arg("powercut", argc, argv, &i, "--ack", TCPOTA_SECTOR_SIZE,
-                                REL_SIZE_MAX, &v)) != 0) {
-            ack = (uint32_t)v;
-            if (got > 0 && ack % TCPOTA_SECTOR_SIZE) {
-                fprintf(stderr, "powercut: --ack %lu is not a multiple of %u (a flash sector)\n", v,
-                        TCPOTA_SECTOR_SIZE);
-                got = -1;
-            }
+        int got = rel_common_arg("powercut", argc, argv, &i, &size, &chunk, &ack);
+        if (got != 0) {
+            /* one of the three */
         } else if (!strcmp(argv[i], "--no-tear")) {
             tears = 1;
         } else {
