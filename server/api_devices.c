@@ -317,7 +317,9 @@ static void secret_checked(struct api_call *c, struct store_req *r)
         device_error(c, r, "id");
         return;
     }
-    if (r->rc >= 0 && r->u.device.dev->proto == STORE_PROTO_HTTP) {
+    /* A new secret for one that has a secret already changes nothing of
+     * that (its downloads are refused already): a rotation is no lock-out. */
+    if (r->rc >= 0 && r->u.device.dev->proto == STORE_PROTO_HTTP && !r->u.device.dev->has_secret) {
         api_error(c, 409, "id", "device %s checks in over HTTP (esp_https_ota), which cannot "
                   "authenticate: with a secret its downloads are refused (403) for good, and no "
                   "secret can be taken back; that is right only for a device moving to tcpota's "
@@ -398,8 +400,8 @@ void api_devices(struct api_call *c, int method, const char *rest, const char *q
     if (api_query(c, query, secret ? secret_params : NULL, &q) < 0) return;
     force = secret && (v = evhttp_find_header(&q, "force")) != NULL;
     if (force && strcmp(v, "1") != 0 && strcmp(v, "true") != 0) {
+        api_error(c, 400, "force", "force takes 1 or true, not %.32s", v); /* v is q's: before */
         evhttp_clear_headers(&q);
-        api_error(c, 400, "force", "force takes 1 or true, not %.32s", v);
         return;
     }
     evhttp_clear_headers(&q);
