@@ -1032,6 +1032,14 @@ struct image *fleet_decide(struct server *srv, struct store_req *r,
              * rollout's successes (a wave it counted in would open). */
             *st = STORE_ST_WAITING;
         }
+        if (od.failed_before && (ov == OFFER_DOWNGRADE || ov == OFFER_SAME_VERSION ||
+                                 ov == OFFER_UNORDERED)) {
+            /* It failed this image, and runs another version now (offer.h:
+             * the versions' rules come first): told so, but none of the
+             * rollout's successes; its failure there stays counted (a
+             * review: the halt rule lost it). */
+            *rollout_id = 0;
+        }
         snprintf(why, cap, "rollout %llu: %s", (unsigned long long)ro->id, offer_reason(ov));
         return NULL;
     }

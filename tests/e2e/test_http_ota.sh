@@ -467,6 +467,15 @@ grep -qE 'status=204 reason=rollout 1: the image failed on this device before \(
   fail "esp-2 starting over on 1.0.0 was not refused: $(tail -2 "$WORK/esp2.log")"
 [ "$(device_state esp-2)" = failed ] || fail "esp-2 is $(device_state esp-2), not failed"
 "$TCPOTA" rollout show 1 --json | jq_py 'j["totals"]["failed"]' | grep -qx 1 || fail "rollout 1 does not count 1 failed"
+# On a newer version since (updated some other way): told so, up to date,
+# and still one of rollout 1's failures, not a success (a review: the halt
+# rule lost it).
+upd=$("$TCPOTA" rollout show 1 --json | jq_py 'j["totals"]["updated"]')
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 5.0.0' "$OTA?device=esp-2")
+[ "$code" = 204 ] && [ "$(device_state esp-2)" = up-to-date ] || fail "esp-2 on 5.0.0: $code, $(device_state esp-2)"
+sleep 0.3 # its step's batch (50 ms)
+[ "$("$TCPOTA" rollout show 1 --json | jq_py '[j["totals"]["failed"], j["totals"]["updated"]]' | paste -sd,)" = "1,$upd" ] ||
+  fail "esp-2 on 5.0.0 changed rollout 1's counts: $("$TCPOTA" rollout show 1)"
 ok "a whole download, then a new one on the old version: failed, counted, not offered again"
 
 # ---- a client cut after the server wrote every byte, before it read them -----------
