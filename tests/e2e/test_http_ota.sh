@@ -456,6 +456,10 @@ for _ in $(seq 50); do [ "$(device_state esp-v)" = verified ] && break; sleep 0.
 code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: v2.0.0' "$OTA?device=esp-v")
 [ "$code" = 204 ] && [ "$(device_state esp-v)" = updated ] ||
   fail "esp-v on v2.0.0: $code, $(device_state esp-v): $("$TCPOTA" device show esp-v | tail -3)"
+# ...and runs it at its next check-in: told so, not "built differently".
+[ "$(curl -sS -D "$WORK/ev2.h" -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: v2.0.0' "$OTA?device=esp-v")" = 204 ] &&
+  header X-Tcpota-Reason ev2 | grep -q 'runs this image already' ||
+  fail "esp-v checking in again on v2.0.0: $(header X-Tcpota-Reason ev2)"
 ok "esp_https_ota-like client: 4 cuts, 4 ranged resumes, byte-exact, then updated by X-Tcpota-Version"
 
 # ---- a client that rolls back: failed, and not offered again -----------------------
