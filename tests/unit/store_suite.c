@@ -2311,6 +2311,49 @@ static void test_summary_order(void **state)
     store_req_free(r);
 }
 
+/* A rollout's failed devices in the same order on every backend: by count
+ * (most first), then state, then reason; a device moved on since (updated
+ * to another image) among them as failed. */
+static void test_summary_rollout_failures_order(void **state)
+{
+    static const uint32_t pct[] = {100};
+    static const enum store_dev_state want[] = {STORE_ST_ROLLED_BACK, STORE_ST_DECLINED,
+                                                STORE_ST_FAILED};
+    static const uint64_t want_n[] = {2, 1, 1};
+    struct fx *f = *state;
+    struct store_event it;
+    uint8_t img[TCPOTA_ID_LEN], other[TCPOTA_ID_LEN];
+    struct store_req *r;
+    size_t i, k = 0;
+    uint64_t ro;
+
+    store_req_free(ss_image_add(f, 0x49, "2.0.0"));
+    ro = ss_rollout_create(f, 0x49, "", pct, 1);
+    ss_fake_id(img, 0x49);
+    ss_fake_id(other, 0x4a);
+    store_req_free(ss_checkin(f, "r1", img, TCPOTA_RESULT_ROLLED_BACK));
+    store_req_free(ss_checkin(f, "r2", img, TCPOTA_RESULT_ROLLED_BACK));
+    store_req_free(ss_checkin(f, "r4", img, TCPOTA_RESULT_ROLLED_BACK));
+    store_req_free(ss_checkin(f, "r4", other, TCPOTA_RESULT_CONFIRMED)); /* moved on */
+    ss_checkin_free(f, "r3");
+    ss_item(&it, "r3", STORE_ST_DECLINED, 0x49, ro, 0, "image is not signed", 1);
+    r = ss_run(f, ss_events_req(&it, 1));
+    assert_int_equal(r->rc, STORE_OK);
+    store_req_free(r);
+    r = summary_last_hour(f);
+    for (i = 0; i < r->u.summary.n; i++) {
+        const struct store_tally *t = &r->u.summary.rows[i];
+        if (t->kind != STORE_TALLY_ROLLOUT_FAILED) continue;
+        assert_true(k < 3);
+        assert_int_equal(t->state, want[k]);
+        assert_int_equal(t->n, want_n[k]);
+        if (want[k] == STORE_ST_FAILED) assert_string_equal(t->reason, STORE_MOVED_ON_REASON);
+        k++;
+    }
+    assert_int_equal(k, 3);
+    store_req_free(r);
+}
+
 
 /* A rollout's rows for many devices (more than one insert's worth on
  * PostgreSQL: 4096) and for ids holding what quotes or separates array
@@ -2539,6 +2582,7 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_model_change_leaves, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_summary, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_summary_order, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_summary_rollout_failures_order, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_rollout_targets_many, ss_setup, ss_teardown),
     cmocka_unit_test(test_names),
 };
