@@ -174,14 +174,22 @@ static int keys_within(const uint8_t *a, size_t na, const uint8_t *b, size_t nb)
     return 1;
 }
 
+int device_trust_count(int n)
+{
+    if (n == TCPOTA_ERR_NOENT) {
+        return 0;
+    }
+    return n < 0 || (size_t)n % TCPOTA_PUBKEY_LEN != 0 ? -1 : (int)((size_t)n / TCPOTA_PUBKEY_LEN);
+}
+
 int device_trust(const struct tcpota_port *port, struct options *o, const char *prefix)
 {
     uint8_t kept[MAX_TRUST * TCPOTA_PUBKEY_LEN + 1];
     int n = port->kv_get(port->ctx, DEVICE_KEY_TRUST, kept, sizeof(kept));
     /* Longer than any list (NOSPC) or not a number of keys: no list, but
      * --trust or --no-trust write over it. */
-    int bad = n == TCPOTA_ERR_NOSPC || (n > 0 && (size_t)n % TCPOTA_PUBKEY_LEN != 0);
-    size_t nkept = n > 0 && !bad ? (size_t)n / TCPOTA_PUBKEY_LEN : 0;
+    int count = device_trust_count(n), bad = count < 0;
+    size_t nkept = bad ? 0 : (size_t)count;
 
     if (n < 0 && n != TCPOTA_ERR_NOENT && n != TCPOTA_ERR_NOSPC) {
         return nvs_failed(prefix, o->dir, "reading the trusted keys");
@@ -216,9 +224,8 @@ int device_trust(const struct tcpota_port *port, struct options *o, const char *
         return 0;
     }
     if (bad) {
-        fprintf(stderr, "%s%s/nvs.bin holds a record of trusted keys that is not a list of keys;"
-                        " give the keys again with --trust, or drop them with --no-trust\n",
-                prefix, o->dir);
+        fprintf(stderr, "%s%s/nvs.bin " DEVICE_TRUST_BAD "; give the keys again with --trust, or "
+                        "drop them with --no-trust\n", prefix, o->dir);
         return 1;
     }
     memcpy(o->trust, kept, nkept * TCPOTA_PUBKEY_LEN);

@@ -55,4 +55,14 @@ int device_ident(const struct tcpota_port *port, const struct options *o, int cr
  * record that is not a list of keys. */
 int device_trust(const struct tcpota_port *port, struct options *o, const char *prefix);
 
+/* The keys a trust record holds, from kv_get's answer n (its length or an
+ * error) for a buffer of MAX_TRUST keys: 0 when DIR keeps none
+ * (TCPOTA_ERR_NOENT), their count, or -1 when it is no list of keys (a
+ * length no key count makes, or more keys than a list holds: NOSPC). What
+ * device_trust refuses to run on and device status shows as null. */
+int device_trust_count(int n);
+/* How both say such a record ("DIR/nvs.bin " before it). */
+#define DEVICE_TRUST_BAD "holds a record of trusted keys that is not a list of keys"
+
+
 #endif

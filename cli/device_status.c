@@ -99,21 +99,17 @@ static void print_text(const char *name, const char *what, const struct tcpota_p
 static void print_trust(const struct tcpota_posix_record *r, const char *dir)
 {
     char kid[API_KEY_ID_HEX + 1];
+    int n = device_trust_count(r->len);
 
     printf(",\"trusted_keys\":");
-    if (r->len == TCPOTA_ERR_NOENT) {
-        printf("[]");
-        return;
-    }
-    if (r->len < 0 || r->len % TCPOTA_PUBKEY_LEN != 0) {
-        cli_err("%s/nvs.bin holds a record of trusted keys that is not a list of keys "
-                "(trusted_keys: null); give the keys again with tcpota device --trust, or drop "
-                "them with --no-trust\n", dir);
+    if (n < 0) {
+        cli_err("%s/nvs.bin " DEVICE_TRUST_BAD " (trusted_keys: null); give the keys again with "
+                "tcpota device --trust, or drop them with --no-trust\n", dir);
         printf("null");
         return;
     }
     putchar('[');
-    for (int i = 0; i < r->len / (int)TCPOTA_PUBKEY_LEN; i++) {
+    for (int i = 0; i < n; i++) {
         api_key_id(r->buf + (size_t)i * TCPOTA_PUBKEY_LEN, kid);
         printf("%s\"%s\"", i ? "," : "", kid);
     }
