@@ -130,11 +130,9 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         unsigned long v;
         int got = rel_common_arg("framecut", argc, argv, &i, &size, &chunk, &ack);
-        if (got != 0) {
-            /* one of the three */
-        } else if ((got = rel_arg("framecut", argc, argv, &i, "--samples", 1, 1000, &v)) != 0) {
+        if (got == 0 && (got = rel_arg("framecut", argc, argv, &i, "--samples", 1, 1000, &v)) > 0) {
             samples = (unsigned)v;
-        } else {
+        } else if (got == 0) {
             fprintf(stderr, "usage: %s [--size BYTES] [--chunk N] [--ack BYTES] [--samples N]\n", argv[0]);
             return 2;
         }

@@ -49,11 +49,9 @@ int main(int argc, char **argv)
 
     for (int i = 1; i < argc; i++) {
         int got = rel_common_arg("powercut", argc, argv, &i, &size, &chunk, &ack);
-        if (got != 0) {
-            /* one of the three */
-        } else if (!strcmp(argv[i], "--no-tear")) {
+        if (got == 0 && !strcmp(argv[i], "--no-tear")) {
             tears = 1;
-        } else {
+        } else if (got == 0) {
             fprintf(stderr, "usage: %s [--size BYTES] [--chunk N] [--ack BYTES] [--no-tear]\n", argv[0]);
             return 2;
         }
