@@ -775,6 +775,13 @@ static void handle(struct evhttp_request *req, void *arg)
         send_text(req, 400, body);
         return;
     }
+    if ((bad = http_host_bad(req)) != NULL) {
+        char body[200];
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        snprintf(body, sizeof body, "{\"error\":\"%s\"}", bad);
+        send_text(req, 400, body);
+        return;
+    }
     if (http_header_count(req, "Authorization") > 1) {
         /* libevent hands over the first, a proxy in front may check the
          * other: neither is taken (the downloads refuse any header twice). */

@@ -405,6 +405,11 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
         ota_refuse(ota, NULL, req, 400, "%s; send one Content-Length of digits, or none", bad);
         return;
     }
+    if ((bad = http_host_bad(req)) != NULL) {
+        ota_add_header(req, "Connection", "close");
+        ota_refuse(ota, NULL, req, 400, "%s", bad);
+        return;
+    }
     if (strncmp(path, HTTP_OTA_PREFIX, strlen(HTTP_OTA_PREFIX)) != 0) {
         /* On the listener of its own, a fleet CLI, a browser or a scraper
          * given this port for the API's is told where the API is. Named

@@ -10,6 +10,7 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
+#include <event2/http_struct.h> /* major, minor: a request's HTTP version */
 #include <openssl/ssl.h>
 #include <sys/queue.h> /* TAILQ_FOREACH, which keyvalq_struct.h does not bring */
 #include <event2/keyvalq_struct.h>
@@ -186,6 +187,22 @@ static inline const char *http_framing_bad(struct evhttp_request *req)
                 return "a Transfer-Encoding other than chunked";
             }
         }
+    }
+    return NULL;
+}
+
+/* What is wrong with req's Host header, with what to send, or NULL: an
+ * HTTP/1.1 request carries exactly one (RFC 9112, 3.2: a server answers
+ * 400 otherwise), and of two a proxy in front may route by the one libevent
+ * does not hand over. An HTTP/1.0 request may leave it out (HAProxy's
+ * health check does). */
+static inline const char *http_host_bad(const struct evhttp_request *req)
+{
+    unsigned n = http_header_count((struct evhttp_request *)req, "Host");
+
+    if (n > 1) return "Host given twice; send it once";
+    if (n == 0 && (req->major > 1 || (req->major == 1 && req->minor >= 1))) {
+        return "an HTTP/1.1 request without Host; send Host: <the address the request is sent to>";
     }
     return NULL;
 }

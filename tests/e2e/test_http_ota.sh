@@ -73,6 +73,16 @@ n = got.count(b"HTTP/1.1 ")
 if n != 1 or b"HTTP/1.1 400" not in got or b"Content-Length given twice" not in got:
     sys.exit(f"answers: {got[:400]!r}")
 PY
+# An HTTP/1.1 request without Host (RFC 9112: 400), the one behind it never read.
+python3 - "$OTA_PORT" <<'PY' || fail "an HTTP/1.1 download without Host (above)"
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+s.sendall(b"GET /ota/esp32?device=x HTTP/1.1\r\nX-Tcpota-Version: 1.0.0\r\n\r\n"
+          b"GET /ota/esp32?device=y HTTP/1.1\r\nHost: x\r\n\r\n")
+got = s.makefile("rb").read()  # to the server's close
+if got.count(b"\r\nDate: ") != 1 or b"HTTP/1.1 400" not in got or b"without Host; send Host:" not in got:
+    sys.exit(f"answers: {got[:400]!r}")
+PY
 
 # get NAME URL [CURL ARGS...]: status code to stdout; headers in NAME.h, body in NAME.b.
 get() {

@@ -2001,6 +2001,42 @@ static void test_framing_refused(void **state)
     }
 }
 
+/* Host: an HTTP/1.1 request without one, or with two, is answered 400 and
+ * closed (RFC 9112, 3.2), the request behind it never read; HTTP/1.0 may
+ * leave it out (HAProxy's health check does). */
+static void test_host_required(void **state)
+{
+    static const char *const cases[][2] = {
+        {"", "an HTTP/1.1 request without Host; send Host: <the address the request is sent to>"},
+        {"Host: x\r\nHost: y\r\n", "Host given twice; send it once"},
+    };
+    static char buf[4096];
+    int fd;
+
+    (void)state;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char req[512];
+        const char *p;
+        int n = 0;
+
+        snprintf(req, sizeof req, "GET /v1/images HTTP/1.1\r\n%sAuthorization: Bearer " TOKEN
+                 "\r\n\r\nGET /v1/images HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+                 "\r\n\r\n", cases[k][0]);
+        fd = raw_open(req);
+        raw_read(fd, buf, sizeof buf, 100);
+        close(fd);
+        for (p = buf; (p = strstr(p, "\r\nDate: ")) != NULL; p++) n++; /* answers (the body says HTTP/1.1) */
+        if (n != 1 || !strstr(buf, "HTTP/1.1 400") || !strstr(buf, "Connection: close") ||
+            !strstr(buf, cases[k][1])) {
+            fail_msg("case %zu: %s", k, buf);
+        }
+    }
+    fd = raw_open("GET /v1/images HTTP/1.0\r\nAuthorization: Bearer " TOKEN "\r\n\r\n");
+    raw_read(fd, buf, sizeof buf, 100);
+    close(fd);
+    if (!strstr(buf, "HTTP/1.0 200")) fail_msg("HTTP/1.0 without Host: %s", buf);
+}
+
 /* CONNECT: libevent takes it for a tunnel's start (its answer had no
  * length, the connection stayed 60 s whatever Connection said, and the
  * request behind it was answered too: a hostile trial). 405 with its
@@ -2736,6 +2772,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_not_allowed_names_methods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_head_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_framing_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_host_required, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conn_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_authorization_twice, setup, teardown),
