@@ -439,20 +439,24 @@ static void refuse_full(struct api *a, struct evhttp_connection *evcon, evutil_s
 static void admit_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct api *a = arg;
-    struct api_gate *g, *next;
+    struct api_gate *g, *newer, *oldest = NULL;
     struct timeval tv = {(time_t)(a->cfg.head_ms / 1000), (suseconds_t)(a->cfg.head_ms % 1000 * 1000)};
 
     (void)fd;
     (void)what;
-    /* The new ones are at the front (gate_bev pushes there, and each turn
-     * admits all): the first admitted one ends them, so that connections
-     * waiting for their heads are not walked at every accept. */
-    for (g = a->gates; g && g->bev; g = next) {
+    /* The new ones are at the front, newest first (gate_bev pushes there,
+     * and each turn admits all): the first admitted one ends them, so that
+     * connections waiting for their heads are not walked at every accept.
+     * They are admitted oldest first, from the last new one back: first
+     * come, first served (a trial's burst of five, newest first, had its
+     * second and third refused and its fourth and fifth held). */
+    for (g = a->gates; g && g->bev; g = g->next) oldest = g;
+    for (g = oldest; g; g = newer) {
         void *evcon = NULL;
         evutil_socket_t s;
         int full;
 
-        next = g->next;
+        newer = g->prev;
         bufferevent_getcb(g->bev, NULL, NULL, NULL, &evcon); /* evhttp's: the connection */
         s = bufferevent_getfd(g->bev);
         if (!evcon || s < 0) {

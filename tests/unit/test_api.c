@@ -1891,6 +1891,42 @@ static void test_head_deadline(void **state)
     assert_non_null(strstr(T.logged, " within 1 s of connecting; closing"));
 }
 
+/* Connections accepted in one loop turn are admitted in the order they
+ * came: with room for 3, a burst of 5 has its last two refused (the
+ * newest of a turn were admitted first: a trial's second and third got
+ * the 503 while its fourth and fifth were held). */
+static void test_conn_limit_burst(void **state)
+{
+    enum { BURST = 5, ROOM = 3 };
+    struct sockaddr_in sa;
+    static char buf[4096];
+    int fd[BURST], i;
+
+    (void)state;
+    api_stop(T.api);
+    T.max_conns = ROOM;
+    start_api(NULL);
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(T.port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (i = 0; i < BURST; i++) { /* all in the backlog before the loop runs */
+        fd[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        assert_true(fd[i] >= 0);
+        (void)connect(fd[i], (struct sockaddr *)&sa, sizeof sa);
+    }
+    run_ms(50);
+    for (i = 0; i < BURST; i++) {
+        ssize_t n = read(fd[i], buf, sizeof buf - 1);
+        int refused;
+
+        buf[n > 0 ? n : 0] = '\0';
+        refused = strstr(buf, "HTTP/1.1 503") != NULL;
+        if (refused != (i >= ROOM)) fail_msg("connection %d of the burst: %s", i, n > 0 ? buf : "held");
+    }
+    for (i = 0; i < BURST; i++) close(fd[i]);
+}
+
 /* The listener holds max_conns connections: one more is answered 503 at
  * its accept, saying so, and closed; each that closes (a request answered,
  * a client gone, a head that never came) makes room again. */
@@ -2773,6 +2809,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_head_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_framing_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_host_required, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_conn_limit_burst, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conn_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_authorization_twice, setup, teardown),
