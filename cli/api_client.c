@@ -843,6 +843,7 @@ static const struct {
     {"image", "manifest", "--manifest", SAY_SEE},
     {"image", "id", "ID|VERSION", SAY_ALONE},
     {"device", "id", "ID", SAY_ALONE}, /* "no device X", as show says it (a trial) */
+    {"rollout", "id", "ID", SAY_ALONE}, /* "no rollout 99", as the API says it */
 };
 
 /* Replaces the API's phrases (api_phrases) in msg (cap bytes) for a.cmd. */

@@ -156,11 +156,11 @@ static void show_done(struct api_call *c, struct store_req *r)
     json_t *o, *h;
     size_t i;
 
-    if (not_yet_registered(c, r, NULL, "")) {
+    if (not_yet_registered(c, r, "id", "")) {
         return;
     }
     if (r->rc < 0) {
-        device_error(c, r, NULL);
+        device_error(c, r, "id");
         return;
     }
     o = api_device_json(r->u.device.dev);

@@ -188,7 +188,7 @@ static void show_got(struct api_call *c, struct store_req *r)
     struct store_req *g;
 
     if (r->rc < 0) {
-        api_store_error(c, r, NULL, "rollout");
+        api_store_error(c, r, "id", "rollout");
         return;
     }
     c->ro = *r->u.rollout.r;
@@ -276,7 +276,7 @@ static void act_set_done(struct api_call *c, struct store_req *r)
         return;
     }
     if (r->rc < 0) {
-        api_store_error(c, r, NULL, "rollout");
+        api_store_error(c, r, "id", "rollout");
         return;
     }
     if (c->action == ACT_OPEN_WAVE) {
@@ -331,7 +331,7 @@ static void act_got(struct api_call *c, struct store_req *r)
     int ok;
 
     if (r->rc < 0) {
-        api_store_error(c, r, NULL, "rollout");
+        api_store_error(c, r, "id", "rollout");
         return;
     }
     if (superseded_only(r->u.rollout.r) && c->action != ACT_CANCEL) {
@@ -709,10 +709,10 @@ void api_rollouts(struct api_call *c, int method, const char *rest, const char *
         if (id) {
             api_error(c, 404, NULL, "no such path /v1/rollouts/%s", rest);
         } else if (!c->key[0]) { /* "/v1/rollouts//pause" */
-            api_error(c, 404, NULL, "no rollout id in the path /v1/rollouts/%s (a rollout id is a"
+            api_error(c, 404, "id", "no rollout id in the path /v1/rollouts/%s (a rollout id is a"
                       " number from 1 on: /v1/rollouts/1%s)", rest, slash ? slash : "");
         } else {
-            api_error(c, 404, NULL, "no rollout %s (a rollout id is a number from 1 on)", c->key);
+            api_error(c, 404, "id", "no rollout %s (a rollout id is a number from 1 on)", c->key);
         }
     } else if (c->action == 0 && method != EVHTTP_REQ_GET) {
         api_not_allowed(c, "/v1/rollouts/{id}", "GET");

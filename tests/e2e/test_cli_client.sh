@@ -447,7 +447,7 @@ has out.log "^a rollout's FAILED also counts the states rolled-back, boot-failed
 route GET "/v1/devices?state=declined" 200 '{"devices": [], "total": 0}'
 run 0 $T device list --state declined $API
 ! grep -q "FAILED" out.log || fail "the FAILED hint for --state declined: $(cat out.log)"
-route GET /v1/rollouts/7 404 '{"error": "no rollout 7"}'
+route GET /v1/rollouts/7 404 '{"error": "no rollout 7", "field": "id"}'
 run 1 $T rollout show 7 $API
 has err.log "^tcpota rollout: no rollout 7$"
 ok "pause, resume, cancel POST to their paths; 400 (with field) exits 2, 404 and 409 exit 1, with the server's message"

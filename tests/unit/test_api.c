@@ -693,8 +693,11 @@ static void test_paths_and_methods(void **state)
     }
     expect_error("GET", "/v1/images/ffffffff", NULL, 404, NULL);
     expect_error("GET", "/v1/images/11111111/x", NULL, 404, NULL);
-    expect_error("GET", "/v1/rollouts/99", NULL, 404, NULL);
-    expect_error("GET", "/v1/rollouts/abc", NULL, 404, NULL);
+    /* The id at fault is named, as for PATCH and DELETE (a trial). */
+    expect_error("GET", "/v1/rollouts/99", NULL, 404, "id");
+    expect_error("POST", "/v1/rollouts/99/pause", NULL, 404, "id");
+    expect_error("GET", "/v1/rollouts/abc", NULL, 404, "id");
+    expect_error("POST", "/v1/rollouts//pause", NULL, 404, "id");
     {
         json_t *j = NULL; /* the id is named, not the id and the action */
         assert_int_equal(http("POST", "/v1/rollouts/abc/pause", NULL, &j), 404);
@@ -715,7 +718,7 @@ static void test_paths_and_methods(void **state)
     expect_error("POST", "/v1/rollouts/1'/cancel", NULL, 404, NULL);
     assert_int_equal(T.f.ros[0].ro.state, ROLLOUT_STATE_ACTIVE);
     expect_error("POST", "/v1/rollouts/1/explode", NULL, 404, NULL);
-    expect_error("GET", "/v1/devices/nope", NULL, 404, NULL);
+    expect_error("GET", "/v1/devices/nope", NULL, 404, "id");
     /* A '%' that escapes nothing: 400, not looked up as written (a
      * hostile trial's "%zz" was "no device %zz"). */
     expect_error("GET", "/v1/devices/%zz", NULL, 400, "id");
