@@ -948,6 +948,37 @@ static void print_error(const struct api *a, int status, const char *reason, con
 
 /* After a 413: what the server takes (GET /v1/images says it), or what
  * --max-image means when it does not say. */
+/* An answer's text the CLI shows whole, at most (longer: cut, "..."). */
+#define ANSWER_TEXT_MAX 200u
+
+/* The first line of an answer that is not JSON when it is plain text
+ * (printable ASCII, not markup), into out (cap > ANSWER_TEXT_MAX + 3):
+ * 1, or 0 with out empty. A server that answers in words says what is
+ * wrong better than the JSON parser's error (a trial's CLI, given the
+ * HTTPS download port, printed "'[' or '{' expected" where the server had
+ * said "this is tcpota serve's HTTPS download port"). */
+static int answer_text(const char *raw, char *out, size_t cap)
+{
+    size_t n = strcspn(raw, "\r\n"), i;
+
+    out[0] = '\0';
+    if (n == 0 || raw[0] == '<' || raw[0] == '{' || raw[0] == '[' || cap <= ANSWER_TEXT_MAX + 3) {
+        return 0;
+    }
+    for (i = 0; i < n; i++) {
+        if (raw[i] < 0x20 || raw[i] > 0x7e) return 0; /* only what a terminal shows as it is */
+    }
+    while (n && raw[n - 1] == ' ') n--;
+    if (n > ANSWER_TEXT_MAX) {
+        memcpy(out, raw, ANSWER_TEXT_MAX);
+        memcpy(out + ANSWER_TEXT_MAX, "...", 4);
+    } else {
+        memcpy(out, raw, n);
+        out[n] = '\0';
+    }
+    return n > 0;
+}
+
 static void too_large(struct api *a, size_t sent)
 {
     json_t *j = NULL, *max;
@@ -1172,10 +1203,13 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
     }
     if (rawlen) {
         if (!j || !json_is_object(j)) {
+            char said[ANSWER_TEXT_MAX + 8];
+            int text = !j && answer_text(raw, said, sizeof said);
             fprintf(stderr, "tcpota %s: the API at %s answered %d %s with a body that is not a "
                             "JSON object (%s%s); is it the --api address of tcpota serve%s?\n",
-                    a->cmd, a->url, r.status, r.reason, j ? "" : "JSON error: ",
-                    j ? "another JSON value" : jerr.text,
+                    a->cmd, a->url, r.status, r.reason,
+                    j ? "" : text ? "it says: " : "JSON error: ",
+                    j ? "another JSON value" : text ? said : jerr.text,
                     r.status == 404 ? ", with the path a proxy in front of it needs "
                                       "(http[s]://HOST:PORT/PREFIX)" : "");
             goto out;

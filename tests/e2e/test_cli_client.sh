@@ -774,7 +774,15 @@ run 1 $T image list $API
 has err.log "^tcpota image: the API at http://127.0.0.1:$(cat port) sent an answer larger than any of tcpota serve's \(over 256 MiB, or headers over 64 KiB\); is it the --api address of tcpota serve\?$"
 route GET /v1/images 200 'not json'
 run 1 $T image list $API
-has err.log "answered 200 OK with a body that is not a JSON object"
+has err.log "answered 200 OK with a body that is not a JSON object \(it says: not json\); is it the --api address"
+# Text is shown as it came only when a terminal shows it so: markup and
+# control bytes get the JSON error.
+route GET /v1/images 400 '<html>bad</html>'
+run 1 $T image list $API
+has err.log "answered 400 Bad Request with a body that is not a JSON object \(JSON error: "
+route GET /v1/images 400 "$(printf 'a\abell')"
+run 1 $T image list $API
+has err.log "answered 400 Bad Request with a body that is not a JSON object \(JSON error: "
 route GET /v1/images 200 '[1, 2]'
 run 1 $T image list $API
 has err.log "answered 200 OK with a body that is not a JSON object \(another JSON value\)"
