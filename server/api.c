@@ -142,8 +142,9 @@ json_t *api_error_object(const char *msg)
 
 void api_not_allowed(struct api_call *c, const char *path, const char *allow)
 {
-    const char *comma = strstr(allow, ", ");
+    const char *comma = NULL, *p;
 
+    for (p = allow; (p = strstr(p, ", ")) != NULL; p++) comma = p; /* the last: "A, B and C" */
     if (c->req) evhttp_add_header(evhttp_request_get_output_headers(c->req), "Allow", allow);
     if (comma) {
         api_error(c, 405, NULL, "%s takes %.*s and %s", path, (int)(comma - allow), allow,
@@ -606,6 +607,9 @@ static void route(struct api_call *c, int method, const char *path, const char *
         if (strncmp(path, routes[i].prefix, n) != 0 || (path[n] && path[n] != '/')) continue;
         const char *rest = path[n] && path[n + 1] ? path + n + 1 : NULL;
         if (path[n] == '/' && !rest) break; /* "/v1/images/" */
+        /* HEAD is a GET without the body (RFC 9110, 9.3.2; http_reply sends
+         * none), but for the event stream, which has no end to measure. */
+        if (method == EVHTTP_REQ_HEAD && routes[i].kind != 4) method = EVHTTP_REQ_GET;
         if (routes[i].kind == 0) api_images(c, method, rest, query);
         else if (routes[i].kind == 1) api_rollouts(c, method, rest, query);
         else if (routes[i].kind == 2) api_devices(c, method, rest, query);

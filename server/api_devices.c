@@ -381,7 +381,7 @@ void api_devices(struct api_call *c, int method, const char *rest, const char *q
 
     if (!rest) {
         if (method == EVHTTP_REQ_GET) list(c, query);
-        else api_not_allowed(c, "/v1/devices", "GET");
+        else api_not_allowed(c, "/v1/devices", "GET, HEAD");
         return;
     }
     if (slash && strcmp(slash, "/secret") != 0 && strcmp(slash, "/retry") != 0) {
@@ -393,7 +393,7 @@ void api_devices(struct api_call *c, int method, const char *rest, const char *q
         if (slash) api_not_allowed(c, strcmp(slash, "/secret") == 0 ? "/v1/devices/{id}/secret"
                                                                      : "/v1/devices/{id}/retry",
                                    "POST");
-        else api_not_allowed(c, "/v1/devices/{id}", "GET, PATCH");
+        else api_not_allowed(c, "/v1/devices/{id}", "GET, HEAD, PATCH");
         return;
     }
     secret = slash && strcmp(slash, "/secret") == 0;

@@ -848,11 +848,11 @@ void api_images(struct api_call *c, int method, const char *rest, const char *qu
         return;
     }
     if (!rest && method != EVHTTP_REQ_GET && method != EVHTTP_REQ_POST) {
-        api_not_allowed(c, "/v1/images", "GET, POST");
+        api_not_allowed(c, "/v1/images", "GET, HEAD, POST");
         return;
     }
     if (rest && method != EVHTTP_REQ_GET && method != EVHTTP_REQ_DELETE) {
-        api_not_allowed(c, "/v1/images/{id}", "GET, DELETE");
+        api_not_allowed(c, "/v1/images/{id}", "GET, HEAD, DELETE");
         return;
     }
     if (!(!rest && method == EVHTTP_REQ_POST) &&

@@ -691,7 +691,7 @@ void api_rollouts(struct api_call *c, int method, const char *rest, const char *
     if (api_query(c, query, NULL, NULL) < 0) return; /* no rollout path takes one */
     if (!rest) {
         if (method == EVHTTP_REQ_POST) create(c);
-        else if (method != EVHTTP_REQ_GET) api_not_allowed(c, "/v1/rollouts", "GET, POST");
+        else if (method != EVHTTP_REQ_GET) api_not_allowed(c, "/v1/rollouts", "GET, HEAD, POST");
         else if (api_no_body(c) == 0 && (r = api_req(c, STORE_ROLLOUT_LIST)) != NULL) {
             api_submit(c, r, list_done);
         }
@@ -715,7 +715,7 @@ void api_rollouts(struct api_call *c, int method, const char *rest, const char *
             api_error(c, 404, "id", "no rollout %s (a rollout id is a number from 1 on)", c->key);
         }
     } else if (c->action == 0 && method != EVHTTP_REQ_GET) {
-        api_not_allowed(c, "/v1/rollouts/{id}", "GET");
+        api_not_allowed(c, "/v1/rollouts/{id}", "GET, HEAD");
     } else if (c->action != 0 && method != EVHTTP_REQ_POST) {
         char path[64];
         snprintf(path, sizeof path, "/v1/rollouts/{id}%.40s", slash);

@@ -152,7 +152,7 @@ void api_summary(struct api_call *c, int method, const char *rest, const char *q
         return;
     }
     if (method != EVHTTP_REQ_GET) {
-        api_not_allowed(c, "/v1/summary", "GET");
+        api_not_allowed(c, "/v1/summary", "GET, HEAD");
         return;
     }
     if (api_query(c, query, NULL, NULL) < 0 || api_no_body(c) < 0) return;

@@ -2030,13 +2030,58 @@ static void test_framing_refused(void **state)
         }
     }
     /* HEAD saying 0 is answered as ever (here the 405 of a path that
-     * takes GET and POST). */
+     * takes GET, HEAD and POST). */
     {
-        int fd = raw_open("HEAD /v1/images HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
-                          "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        int fd = raw_open("HEAD /v1/rollouts/1/pause HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                          TOKEN "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         raw_read(fd, buf, sizeof buf, 100);
         close(fd);
         if (!strstr(buf, "HTTP/1.1 405")) fail_msg("HEAD with Content-Length 0: %s", buf);
+    }
+}
+
+/* HEAD wherever GET is (RFC 9110, 9.3.2): a GET's status and headers, its
+ * Content-Length that of the GET's body, and no body (a trial had 405 for
+ * HEAD /v1/images); the event stream, which has no end, takes GET only. */
+static void test_head_as_get(void **state)
+{
+    static const char *const paths[] = {"/v1/images", "/v1/rollouts", "/v1/rollouts/1",
+                                        "/v1/devices", "/v1/summary", "/v1/rollouts/99"};
+    static char buf[8192], get[8192];
+
+    (void)state;
+    for (size_t k = 0; k < sizeof paths / sizeof paths[0]; k++) {
+        char req[512], len[48];
+        const char *body, *cl;
+        int fd;
+
+        snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+                 "\r\nConnection: close\r\n\r\n", paths[k]);
+        fd = raw_open(req);
+        raw_read(fd, get, sizeof get, 100);
+        close(fd);
+        body = strstr(get, "\r\n\r\n");
+        assert_non_null(body);
+        snprintf(len, sizeof len, "Content-Length: %zu\r\n", strlen(body + 4));
+        memcpy(req, "HEAD", 4); /* "HEAD" over "GET " */
+        memmove(req + 4, req + 3, strlen(req + 3) + 1);
+        req[4] = ' ';
+        fd = raw_open(req);
+        raw_read(fd, buf, sizeof buf, 100);
+        close(fd);
+        cl = strstr(buf, "\r\n\r\n");
+        if (strncmp(buf, get, 12) != 0 || !strstr(buf, len) || !cl || cl[4]) {
+            fail_msg("HEAD %s: %s\n(the GET: %s)", paths[k], buf, get);
+        }
+    }
+    {
+        int fd = raw_open("HEAD /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+                          "\r\nConnection: close\r\n\r\n");
+        raw_read(fd, buf, sizeof buf, 100);
+        close(fd);
+        if (!strstr(buf, "HTTP/1.1 405") || !strstr(buf, "Allow: GET\r\n")) {
+            fail_msg("HEAD /v1/events: %s", buf);
+        }
     }
 }
 
@@ -2412,7 +2457,8 @@ static void test_manifest_twice(void **state)
 static void test_not_allowed_names_methods(void **state)
 {
     static const char *const cases[][3] = {
-        {"PUT /v1/images", "Allow: GET, POST\r\n", "/v1/images takes GET and POST"},
+        {"PUT /v1/images", "Allow: GET, HEAD, POST\r\n", "/v1/images takes GET, HEAD and POST"},
+        {"POST /v1/summary", "Allow: GET, HEAD\r\n", "/v1/summary takes GET and HEAD"},
         {"GET /v1/devices/dev-1/secret", "Allow: POST\r\n", "/v1/devices/{id}/secret takes POST"},
         {"GET /v1/rollouts/1/pause", "Allow: POST\r\n", "/v1/rollouts/{id}/pause takes POST"},
     };
@@ -2813,6 +2859,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_framing_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_host_required, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conn_limit_burst, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_head_as_get, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conn_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_authorization_twice, setup, teardown),
