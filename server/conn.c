@@ -898,9 +898,7 @@ static int is_proxy_header(const uint8_t *buf, size_t n)
     return n >= PROXY_SIG_MIN && proxy_parse(buf, n, &unused, &why) >= 0;
 }
 
-/* 1 when c's TCP peer is a balancer --proxy-protocol lists: c's address
- * came from its PROXY header. */
-static int behind_balancer(const struct conn *c)
+int conn_behind_balancer(const struct conn *c)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
@@ -931,7 +929,7 @@ static void unknown_said(struct conn *c, const uint8_t *buf, size_t n, int kind)
     }
     if (kind == TCPOTA_KIND_TLS) {
         hint = ": a TLS client, but this server runs without --tls-cert";
-    } else if (is_proxy && behind_balancer(c)) {
+    } else if (is_proxy && conn_behind_balancer(c)) {
         /* Its balancer's header was read already: this one is a client's,
          * passed through (a hostile trial was advised to list the address
          * it claimed). */

@@ -29,6 +29,10 @@ void conn_free(struct conn *c);
 /* Ends a connection once what is queued has gone out (now: at once).
  * Returns 1 when c was freed. */
 int conn_close(struct conn *c, int now);
+/* 1 when c's TCP peer is a balancer --proxy-protocol lists (c's address
+ * came from its PROXY header): what c's socket sent reached the balancer,
+ * not yet the device. */
+int conn_behind_balancer(const struct conn *c);
 
 /* Writes p[0..n) to c's socket at once when nothing is queued before it
  * (plain: send(); TLS: SSL_write once the handshake is done), so that an

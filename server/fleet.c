@@ -784,7 +784,11 @@ static void record(struct conn *c, enum store_dev_state st, const uint8_t *image
  * what a halt waits for. That holds before the server has read its ACCEPT
  * too (the whole image streams before it, which the tail's watermark may
  * leave unread): a trial's device logged as stopped there installed the
- * image 70 ms later, uncounted. */
+ * image 70 ms later, uncounted. Behind a balancer (--proxy-protocol) the
+ * socket says nothing of the device: the balancer's buffers take a whole
+ * image at once (a trial's three devices behind HAProxy, at 20 kB/s,
+ * installed a cancelled image a minute later), so there only a device
+ * whose ACKs say it holds every byte finishes. */
 static void stop_transfers(struct server *srv, uint64_t id, const char *why)
 {
     struct conn *c, *next;
@@ -794,13 +798,19 @@ static void stop_transfers(struct server *srv, uint64_t id, const char *why)
         enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
         int streams = st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING ||
                       st == TCPOTA_SRV_SENT_ALL;
-        int running = c->kind == K_LEGACY ? !c->legacy_done
-                      : streams && (!tcpota_srv_all_sent(&c->s) ||
-                                    evbuffer_get_length(conn_out(c)) != 0 || sock_unsent(c->fd) != 0);
+        int running;
 
         next = c->next;
         if (c->rollout_id != id || !c->img || c->closing) {
             continue;
+        }
+        if (c->kind == K_LEGACY) {
+            running = !c->legacy_done;
+        } else if (streams && conn_behind_balancer(c)) {
+            running = c->s.acked < c->img->size;
+        } else {
+            running = streams && (!tcpota_srv_all_sent(&c->s) || evbuffer_get_length(conn_out(c)) != 0 ||
+                                  sock_unsent(c->fd) != 0);
         }
         if (!running && streams && !c->spared && c->kind != K_LEGACY) {
             /* Said (once: a halt, then a cancel), or the operator sees a

@@ -155,6 +155,34 @@ addr=$("$T" device show dF --json | jq_py 'j["address"]') || fail "device show d
 [ "$addr" = 127.0.0.1 ] || fail "the registry has dF at $addr, not its own address 127.0.0.1"
 ok "the fleet's registry has the device's own address"
 
+# A cancel stops a transfer behind the balancer. HAProxy's buffers take a
+# whole image at once, so the node's socket had sent every byte, the node
+# let the transfer finish, and a trial's devices installed the cancelled
+# image a minute later. Through 20 kB/s in front of HAProxy: cut, the
+# device keeps no image of it.
+head -c 1200000 /dev/urandom > big.bin
+"$T" image add big.bin --version 3.1.0 --model esp32 > /dev/null 2>&1 || fail "image add big.bin"
+ro=$("$T" rollout create --image 3.1.0 --model esp32 --json | jq_py 'j["id"]') || fail "rollout create"
+"$PROXY" --listen 127.0.0.1:0 --upstream "127.0.0.2:$PF" --rate 20000 --queue-limit 16384 2> slow.log &
+PIDS+=($!)
+wait_line slow.log 'listening on'
+SLOW=$(sed -nE 's/.*listening on [^ ]*:([0-9]+).*/\1/p' slow.log | head -1)
+"$T" device --server "127.0.0.1:$SLOW" --flash dC --id dC --progress none --max-attempts 2 2> dC.log &
+DC=$!
+PIDS+=("$DC")
+for ((i = 0; i < 200; i++)); do [ "$(device_state dC 2> /dev/null)" = downloading ] && break; sleep 0.05; done
+[ "$(device_state dC)" = downloading ] || fail "dC never downloaded: $(tail -3 dC.log)"
+sleep 1 # some 20 kB on the device, the rest in HAProxy's buffers and the node's
+"$T" rollout cancel "$ro" > /dev/null || fail "rollout cancel"
+rc=0; timeout 30 tail --pid="$DC" -f /dev/null || rc=$?
+[ $rc -eq 0 ] || fail "dC still runs 30 s after the cancel: $(tail -3 dC.log)"
+wait "$DC" || fail "dC failed: $(tail -3 dC.log)"
+"$T" device status --flash dC > dC.status || fail "device status dC"
+grep -q '"version":"0.0.0"' dC.status || fail "dC installed the cancelled image: $(cat dC.status)"
+grep -q "\[dC [^]]*\] rollout $ro cancelled: transfer stopped; closing" "$WORK/server.log" ||
+  fail "the node did not stop dC's transfer: $(grep "rollout $ro cancelled" "$WORK/server.log")"
+ok "a cancel stops a transfer behind HAProxy, whose buffers held the rest of the image"
+
 rc=0; dev d0 "$P0" || rc=$?
 [ $rc -ne 0 ] || fail "a device through a backend without send-proxy updated"
 grep -q "\[- 127\.0\.0\.4:[0-9]*\] refused: a connection from this balancer must begin with a valid PROXY protocol header (--proxy-protocol; HAProxy: send-proxy or send-proxy-v2): no PROXY protocol header" N.log ||
