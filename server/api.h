@@ -140,6 +140,16 @@ struct api_keys {
 int api_verify_keys(void *ctx, const uint8_t id[32], const uint8_t *man, size_t len,
                     char *version, char *model, char *err, size_t errlen);
 
+struct store_image;
+/* 1 with why in err ("it is unsigned", "its manifest is not signed by one
+ * of this server's --pubkey keys (...)"; the caller says what to do) when
+ * a server whose keys verify (with ctx) checks would not serve si: with
+ * keys it serves only images signed by one of them. 0 when it would, or
+ * verify is NULL (no keys). The one rule of an image's load (fleet.c)
+ * and of a rollout's creation (api_rollouts.c). */
+int api_image_refused(api_verify_fn verify, void *ctx, const struct store_image *si, char *err,
+                      size_t cap);
+
 #define API_KEY_ID_HEX 16u /* hex digits of a signing key's id */
 
 /* A signing key's id, as every tool names it (tcpota keygen, sign, verify,

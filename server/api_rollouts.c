@@ -420,6 +420,7 @@ static void create_with(struct api_call *c, const struct store_image *img)
 {
     struct store_req *r;
     const char *why;
+    char msg[700];
 
     if (strcmp(img->model, c->ro.model) != 0) {
         api_error(c, 400, "model", "image %.12s is for model %s, not %s", img->idhex, img->model,
@@ -440,6 +441,17 @@ static void create_with(struct api_call *c, const struct store_image *img)
                   " of at most " TEXT_STR(TCPOTA_VERSION_FIELDS) " numbers of at most "
                   TEXT_STR(TCPOTA_VERSION_DIGITS) " digits, like 2.1.0 (a signed image: signed"
                   " again with one)", img->idhex, img->version, why);
+        return;
+    }
+    /* With --pubkey, a node serves only images signed by one of its keys:
+     * another node of a cluster, with other keys or none, may have added
+     * this one (a trial's rollout of such an image superseded the working
+     * one and left every device waiting). */
+    if (api_image_refused(c->api->cfg.verify, c->api->cfg.ctx, img, msg, sizeof(msg))) {
+        api_error(c, 409, "image", "image %.12s (%s) would not be served by this server: %s; every"
+                  " node of a cluster needs the same --pubkey keys (docs/scaling.md), or remove"
+                  " the image, sign it with one of this server's keys (tcpota sign) and add it"
+                  " again", img->idhex, img->version, msg);
         return;
     }
     memcpy(c->ro.image_id, img->id, TCPOTA_ID_LEN);

@@ -3,6 +3,7 @@
  * describes the uploaded bytes is checked once, by the API. api_key_id():
  * the one name of a signing key, shared with tcpota keygen and verify. */
 #include "api.h"
+#include "store.h"
 
 #include "tcpota/manifest.h"
 
@@ -46,5 +47,26 @@ int api_verify_keys(void *ctx, const uint8_t id[32], const uint8_t *man, size_t 
     }
     snprintf(version, TCPOTA_MAX_NAME + 1, "%.*s", (int)m.version.len, (const char *)m.version.ptr);
     snprintf(model, TCPOTA_MAX_NAME + 1, "%.*s", (int)m.model.len, (const char *)m.model.ptr);
+    return 0;
+}
+
+int api_image_refused(api_verify_fn verify, void *ctx, const struct store_image *si, char *err,
+                      size_t cap)
+{
+    char version[TCPOTA_MAX_NAME + 1], model[TCPOTA_MAX_NAME + 1], why[512];
+
+    if (!verify) {
+        return 0;
+    }
+    if (!si->manifest_len) {
+        snprintf(err, cap, "it is unsigned, and this server serves only images signed with one of"
+                 " its --pubkey keys (it was added where no key was asked for)");
+        return 1;
+    }
+    if (verify(ctx, si->id, si->manifest, si->manifest_len, version, model, why, sizeof(why)) != 0) {
+        snprintf(err, cap, "its manifest is not signed by one of this server's --pubkey keys (%s)",
+                 why);
+        return 1;
+    }
     return 0;
 }

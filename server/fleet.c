@@ -237,26 +237,16 @@ static struct fleet_image *image_entry(struct server *srv, const struct store_im
 static int fleet_unsigned_here(const struct server *srv, const struct store_image *si, char *err,
                                size_t cap)
 {
-    char version[TCPOTA_MAX_NAME + 1], model[TCPOTA_MAX_NAME + 1], why[512];
+    char why[700];
 
-    if (!srv->fleet->keys.nkeys) {
+    if (!api_image_refused(srv->fleet->keys.nkeys ? api_verify_keys : NULL,
+                           (void *)&srv->fleet->keys, si, why, sizeof(why))) {
         return 0;
     }
-    if (!si->manifest_len) {
-        snprintf(err, cap, "it is unsigned, and this server serves only images signed with one of"
-                 " its --pubkey keys (it was added where no key was asked for): cancel its"
-                 " rollouts, remove it (tcpota image rm), sign it (tcpota sign) and add it again,"
-                 " then roll it out anew");
-        return 1;
-    }
-    if (api_verify_keys(&srv->fleet->keys, si->id, si->manifest, si->manifest_len, version, model,
-                        why, sizeof(why)) != 0) {
-        snprintf(err, cap, "its manifest is not signed by one of this server's --pubkey keys (%s):"
-                 " cancel its rollouts, remove it (tcpota image rm), sign it with one of them and"
-                 " add it again, then roll it out anew", why);
-        return 1;
-    }
-    return 0;
+    snprintf(err, cap, "%s: cancel its rollouts, remove it (tcpota image rm), sign it with one of"
+             " this server's --pubkey keys (tcpota sign) and add it again, then roll it out anew",
+             why);
+    return 1;
 }
 
 /* Loads fi's image (on the job's thread, or on the loop). */

@@ -753,8 +753,14 @@ grep -q "it is unsigned, and this server serves only images signed" "$WORK/ks.ou
   fail "rollout show does not say why its image is not served: $(cat "$WORK/ks.out")"
 # What to do is what works: adding the same bytes again is refused (by the
 # keys, or 409 once signed), so it is not advised.
-grep -q "cancel its rollouts, remove it (tcpota image rm), sign it (tcpota sign) and add it again, then roll it out anew): its devices are told to wait$" "$WORK/ks.out" ||
+grep -q "cancel its rollouts, remove it (tcpota image rm), sign it with one of this server's --pubkey keys (tcpota sign) and add it again, then roll it out anew): its devices are told to wait$" "$WORK/ks.out" ||
   fail "rollout show's advice for an unsigned image: $(cat "$WORK/ks.out")"
+# A new rollout of it is refused where it would not be served (on a
+# cluster: a node with other keys added it; a trial's such rollout
+# superseded the working one and left every device waiting).
+rc=0; "$TCPOTA" rollout create --image 2.0.0 --model esp32 > "$WORK/ks2.out" 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q "image [0-9a-f]* (2\.0\.0) would not be served by this server: it is unsigned, and this server serves only images signed with one of its --pubkey keys (it was added where no key was asked for); every node of a cluster needs the same --pubkey keys" "$WORK/ks2.out" ||
+  fail "a rollout of an unsigned image on a --pubkey server: rc $rc: $(cat "$WORK/ks2.out")"
 stop_fleet
 # Signed, by a key this server does not hold (added where no key was asked for).
 start_fleet
@@ -768,6 +774,9 @@ rc=0; run_device k-1 esp32 "$WORK/k1" || rc=$?
 [ "$(running "$WORK/k1")" = 1.0.0 ] || fail "a --pubkey server offered an image signed by another key"
 grep -q "image [0-9a-f]*\.\.\. (2\.0\.2): not offered by this server: its manifest is not signed by one of this server's --pubkey keys" "$WORK/server.log" ||
   fail "the log does not say why the image of another key is not offered: $(grep 'image ' "$WORK/server.log" | tail -3)"
+rc=0; "$TCPOTA" rollout create --image 2.0.2 --model esp32 > "$WORK/ks3.out" 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q "(2\.0\.2) would not be served by this server: its manifest is not signed by one of this server's --pubkey keys (the manifest is signed by key [0-9a-f]*, which is not one of the server's --pubkey keys" "$WORK/ks3.out" ||
+  fail "a rollout of an image of another key on a --pubkey server: rc $rc: $(cat "$WORK/ks3.out")"
 signed_image "$WORK/withkey" 30000 2.1.0 esp32 rel
 image_add "$WORK/withkey" > /dev/null
 "$TCPOTA" rollout create --image 2.1.0 --model esp32 > /dev/null || fail "rollout create 2.1.0 failed"
