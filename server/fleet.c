@@ -1238,6 +1238,31 @@ static void add_seen(struct server *srv, const char *id)
 }
 
 /* The store answered a v1 device's check-in: decide and answer it. */
+/* A v1 check-in without a report, on a database that has answered
+ * nothing for stuck s: said, counted, its why set; returns the RETRY_AFTER
+ * of its NO_UPDATE. Queued behind it, the check-in waited until the
+ * device gave up, told that the server sent nothing (a trial): told to
+ * come back, as while the database is unreachable. */
+static uint32_t hung_no_update(struct conn *c, double stuck)
+{
+    clog_(c, 0, "decision: no update: the database has answered nothing for %.0f s; asks again"
+          " in %u s", stuck, FLEET_RETRY_DOWN_S);
+    metrics_deferred(METRICS_V1, METRICS_DB_HUNG);
+    tcpota_srv_set_why(&c->s, TCPOTA_WHY_UNKNOWN_NOW);
+    return FLEET_RETRY_DOWN_S;
+}
+
+/* A legacy device's check-in on a database that has answered nothing for
+ * stuck s: a legacy device has no word for "come back": closed, it asks
+ * again on its own. */
+static void hung_close_legacy(struct conn *c, double stuck)
+{
+    clog_(c, 0, "decision: no update: the database has answered nothing for %.0f s; closing"
+          " (the device asks again)", stuck);
+    metrics_deferred(METRICS_LEGACY, METRICS_DB_HUNG);
+    (void)conn_close(c, 1);
+}
+
 static void checkin_done(struct store_req *r)
 {
     struct conn *c;
@@ -1357,15 +1382,7 @@ int fleet_choose(struct conn *c, const struct tcpota_srv_hello *h,
         return 0; /* NO_UPDATE, as last time */
     }
     if (!h->report_id && (stuck = store_stuck_s())) {
-        /* A hung database: queued behind it, the check-in waited until the
-         * device gave up, told that the server sent nothing (a trial). Told
-         * to come back, as while it is unreachable; a report waits for the
-         * database (nothing else acknowledges it). */
-        clog_(c, 0, "decision: no update: the database has answered nothing for %.0f s; asks"
-              " again in %u s", stuck, FLEET_RETRY_DOWN_S);
-        metrics_deferred(METRICS_V1, METRICS_DB_HUNG);
-        *retry_after_s = FLEET_RETRY_DOWN_S;
-        tcpota_srv_set_why(&c->s, TCPOTA_WHY_UNKNOWN_NOW);
+        *retry_after_s = hung_no_update(c, stuck);
         return 0;
     }
     r = checkin_new(c, checkin_done, h->model, h->version, STORE_PROTO_V1);
@@ -1558,13 +1575,7 @@ int fleet_legacy_start(struct conn *c)
 
     snprintf(c->dev, sizeof(c->dev), "legacy-%s", c->addr);
     if ((stuck = store_stuck_s())) {
-        /* A hung database: not queued behind it (as fleet_choose). A
-         * legacy device has no word for "come back": closed, it asks
-         * again on its own. */
-        clog_(c, 0, "decision: no update: the database has answered nothing for %.0f s; closing"
-              " (the device asks again)", stuck);
-        metrics_deferred(METRICS_LEGACY, METRICS_DB_HUNG);
-        (void)conn_close(c, 1);
+        hung_close_legacy(c, stuck);
         return -1;
     }
     r = checkin_new(c, legacy_checkin_done, FLEET_LEGACY_MODEL, "", STORE_PROTO_LEGACY);
@@ -1611,6 +1622,37 @@ void fleet_conn_gone(struct conn *c)
     }
 }
 
+/* Check-ins queued behind a database that has answered nothing for stuck
+ * s: answered as one that comes now is (fleet_choose; fleet_legacy_start):
+ * a v1 device without a report told to come back, a legacy device closed.
+ * Before, one queued in the seconds before the hang was said waited until
+ * its device gave up (30 s: a trial; --db-timeout is 60 s). A report waits
+ * for the database, which alone acknowledges it. Their requests stay in
+ * the store's queue, without a connection, as those of a device gone. */
+static void answer_queued(struct server *srv, double stuck)
+{
+    struct conn *c, *next;
+
+    for (c = srv->conns; c; c = next) {
+        next = c->next;
+        if (!c->req || c->closing ||
+            (c->kind == K_V1 && (tcpota_srv_get_state(&c->s) != TCPOTA_SRV_CHOOSING ||
+                                 c->req->u.checkin.report_id))) {
+            continue;
+        }
+        ((struct checkin *)c->req->arg)->c = NULL;
+        c->req = NULL;
+        if (c->kind == K_LEGACY) {
+            hung_close_legacy(c, stuck);
+        } else if (c->kind == K_V1) {
+            uint8_t offered = 0;
+            uint32_t start = 0;
+            (void)tcpota_srv_offer(&c->s, NULL, hung_no_update(c, stuck), &offered, &start);
+            (void)conn_pump(c);
+        }
+    }
+}
+
 /* --db-timeout, or its default. */
 static unsigned db_timeout_s(const struct server *srv)
 {
@@ -1632,6 +1674,9 @@ void fleet_sweep(struct server *srv)
                    " check-ins without a report, HTTP downloads and API requests are told to come"
                    " back, and GET /health answers 503 so that a balancer sends devices elsewhere",
                    waited, n, n == 1 ? "" : "s", n == 1 ? "s" : "");
+    }
+    if (waited > STORE_STUCK_S) {
+        answer_queued(srv, waited);
     } else if (waited <= STORE_STUCK_S && f->stuck_said && !store_down()) {
         /* Not while down: requests that failed (a cut, an outage) are no
          * answer, and the outage's lines say when it is back. */

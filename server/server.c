@@ -112,7 +112,7 @@ static int grace_given(struct conn *c)
 static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct server *srv = arg;
-    struct conn *c = srv->conns, *next;
+    struct conn *c, *next;
     double now = now_s();
     /* A late sweep: the loop was stopped or starved that long, which no
      * peer's deadline should count (server_time_left). */
@@ -126,10 +126,10 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
 
     if (srv->fleet) {
-        fleet_sweep(srv);
+        fleet_sweep(srv); /* may end connections (fleet.c, answer_queued) */
     }
 
-    for (; c; c = next) {
+    for (c = srv->conns; c; c = next) {
         enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
         int idle; /* no progress within the idle timeout */
         next = c->next;

@@ -182,12 +182,21 @@ ok "a database that takes no writes after a reconnect is an outage, said with wh
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pwapi/health")" = 200 ] || fail "/health before the hang"
 pgpids="$(head -1 "$WORK/pg/data/postmaster.pid") $(pgrep -P "$(head -1 "$WORK/pg/data/postmaster.pid")" | tr '\n' ' ')"
 kill -STOP $pgpids
+# A check-in queued before the hang is said waits no longer than that: told
+# to check again once it is said (it waited its device's 30 s: a trial).
+te0=$(date +%s%N)
+timeout 25 "$TCPOTA" device --server "127.0.0.1:$pwport" --flash "$WORK/pwearly" --id pw-early \
+  --max-attempts 1 --progress none 2> "$WORK/pwearly.log" &
+EARLY=$!
+PIDS+=("$EARLY")
 said=0
 for ((i = 0; i < 400; i++)); do # 20 s
   grep -qE 'store: the database has answered nothing for [0-9]+ s while [0-9]+ requests? waits? ' "$WORK/pw.log" && { said=1; break; }
   sleep 0.05
 done
 code=$(curl -s -m 5 -o "$WORK/health.json" -w '%{http_code}' "http://127.0.0.1:$pwapi/health" || true)
+wait "$EARLY" || true
+te1=$(date +%s%N)
 # Known hung, the node queues nothing more behind it: a check-in without a
 # report is told to check again, an API request and an HTTP download
 # refused, each at once (they waited their 30 s, then blamed the port and
@@ -222,6 +231,11 @@ code2=$(curl -s -m 5 -o "$WORK/health2.json" -w '%{http_code}' "http://127.0.0.1
 cut_lines=$(wc -l < "$WORK/pw.log")
 kill -CONT $pgpids # before any failure: a stopped PostgreSQL would hold up the test's end
 [ "$said" = 1 ] || fail "a hung database was not said: $(tail -3 "$WORK/pw.log")"
+grep -q 'the server cannot tell now whether one applies (its database is unreachable); the server asks to check again' "$WORK/pwearly.log" &&
+  [ $(((te1 - te0) / 1000000)) -lt 20000 ] ||
+  fail "a check-in queued before the hang was said was not told to check again ($(((te1 - te0) / 1000000)) ms): $(tail -2 "$WORK/pwearly.log")"
+grep -q '\[pw-early [^]]*\] decision: no update: the database has answered nothing for [0-9]* s; asks again in' "$WORK/pw.log" ||
+  fail "no line for the queued check-in told to come back: $(grep pw-early "$WORK/pw.log" | tail -2)"
 [ "$code" = 503 ] && grep -q "the database has answered nothing for" "$WORK/health.json" ||
   fail "/health while the database hung: $code $(cat "$WORK/health.json")"
 grep -q 'the server cannot tell now whether one applies (its database is unreachable); the server asks to check again' "$WORK/pwdev.log" &&
@@ -253,11 +267,12 @@ back=$(tail -n "+$cut_lines" "$WORK/pw.log" | sed -nE 's/.*store: the database i
 # and asks nothing more: one request waits, not one per second of the hang
 # (ten and more here), which would all run at once when it answers.
 waiting=$(sed -nE 's/.*answered nothing for [0-9]+ s while ([0-9]+) requests? waits? .*/\1/p' "$WORK/pw.log" | head -1)
-[ "$waiting" -ge 1 ] && [ "$waiting" -le 2 ] || fail "$waiting requests waited on the hung database, not the one secret sync: $(grep 'answered nothing' "$WORK/pw.log")"
-grep -qE '"waiting": [12]\}' "$WORK/health.json" || fail "/health did not say the one request waiting: $(cat "$WORK/health.json")"
+# (And the early device's check-in, whose request stays queued.)
+[ "$waiting" -ge 1 ] && [ "$waiting" -le 3 ] || fail "$waiting requests waited on the hung database, not the one secret sync and a check-in: $(grep 'answered nothing' "$WORK/pw.log")"
+grep -qE '"waiting": [123]\}' "$WORK/health.json" || fail "/health did not say the requests waiting: $(cat "$WORK/health.json")"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pwapi/health")" = 200 ] || fail "/health after the hang"
 kill -TERM "$pw"; wait "$pw" || fail "the node exited $? on SIGTERM"
-ok "a hung database: said after 10 s with the $waiting request(s) waiting, check-ins (counted deferred in /metrics), the API, HTTP downloads and legacy devices told at once, /health 503 meanwhile (after its connection was dropped too), 200 and said again once it answers"
+ok "a hung database: said after 10 s with the $waiting request(s) waiting, a check-in queued before then told to come back then, check-ins (counted deferred in /metrics), the API, HTTP downloads and legacy devices told at once, /health 503 meanwhile (after its connection was dropped too), 200 and said again once it answers"
 
 # Past --db-timeout with the database still hung, the node drops its
 # connection: the check-in waiting on it is answered as while the database
