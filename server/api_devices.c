@@ -398,9 +398,13 @@ void api_devices(struct api_call *c, int method, const char *rest, const char *q
     }
     secret = slash && strcmp(slash, "/secret") == 0;
     if (api_query(c, query, secret ? secret_params : NULL, &q) < 0) return;
-    force = secret && (v = evhttp_find_header(&q, "force")) != NULL;
-    if (force && strcmp(v, "1") != 0 && strcmp(v, "true") != 0) {
-        api_error(c, 400, "force", "force takes 1 or true, not %.32s", v); /* v is q's: before */
+    v = secret ? evhttp_find_header(&q, "force") : NULL;
+    force = v && (strcmp(v, "1") == 0 || strcmp(v, "true") == 0);
+    if (v && !force && strcmp(v, "0") != 0 && strcmp(v, "false") != 0) {
+        /* (0 and false: not forced, as without it; a trial read the
+         * refusal of "false" as odd.) */
+        api_error(c, 400, "force", "force takes 1 or true (0 or false: not forced), not %.32s",
+                  v); /* v is q's: before */
         evhttp_clear_headers(&q);
         return;
     }

@@ -382,6 +382,11 @@ rc=0; "$TCPOTA" device secret hs-1 --out "$WORK/hs1.secret" > "$WORK/hs1.out" 2>
 rc=0; curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $TCPOTA_TOKEN" \
   "$TCPOTA_API/v1/devices/hs-1/secret?force=yes" > "$WORK/hs1.code" || true
 [ "$(cat "$WORK/hs1.code")" = 400 ] || fail "force=yes: $(cat "$WORK/hs1.code")"
+for no in 0 false; do # not forced: refused as without it
+  rc=0; curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $TCPOTA_TOKEN" \
+    "$TCPOTA_API/v1/devices/hs-1/secret?force=$no" > "$WORK/hs1.code" || true
+  [ "$(cat "$WORK/hs1.code")" = 409 ] || fail "force=$no: $(cat "$WORK/hs1.code")"
+done
 "$TCPOTA" device secret hs-1 --force --out "$WORK/hs1.secret" > "$WORK/hs1.out" 2> "$WORK/hs1.err" || fail "device secret hs-1 --force failed"
 grep -q "tcpota device: warning: device hs-1 checks in over HTTP (esp_https_ota), which cannot authenticate: with a secret its HTTP downloads are refused (403) from now on; that is right only for a device moving to tcpota's own protocol (docs/http-ota.md)" "$WORK/hs1.err" ||
   fail "a secret for an HTTP device was not warned of: $(cat "$WORK/hs1.err" "$WORK/hs1.out")"
