@@ -1326,6 +1326,14 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
                         "postgresql:// URI, or leave --db out (SQLite in --data DIR)\n");
         return 2;
     }
+    if (o.db && !o.data_dir && o.image) {
+        /* Not "add --data": that then refused FILE (a trial). */
+        fprintf(stderr, "tcpota serve: --db serves a fleet, whose images are added through its API,"
+                        " not a FILE: give --data DIR (this node's image cache and its api.token)"
+                        " instead of %s, and add it with `tcpota image add %s` once the node runs\n",
+                o.image, o.image);
+        return 2;
+    }
     if (o.db && !o.data_dir) {
         fprintf(stderr, "tcpota serve: --db needs --data DIR too: the directory for this node's "
                         "image cache and its api.token\n");

@@ -650,7 +650,7 @@ static int tokenless_get(struct evhttp_request *req, const char *path)
  * balancer's HTTP check (docs/scaling.md): a node stopped or hung keeps
  * accepting TCP connections into its backlog, so a TCP check keeps it in
  * rotation. No token, no data. */
-static void health(struct evhttp_request *req)
+static void health(const struct api *a, struct evhttp_request *req)
 {
     double waited = store_stuck_s();
     char body[160];
@@ -670,8 +670,14 @@ static void health(struct evhttp_request *req)
         /* This node alone may have lost it (a network cut, a password
          * changed): every check-in here is told to come back later, where
          * another node could serve it (a trial: 200 all along). */
-        send_text(req, 503, "{\"status\": \"the database is unreachable from this node; its log"
-                  " says why\"}");
+        send_text(req, 503, strcmp(a->cfg.store->vt->name, "sqlite") != 0
+                                ? "{\"status\": \"the database is unreachable from this node; its"
+                                  " log says why\"}"
+                                /* SQLite is down only when its file was replaced (a
+                                 * restore into a running server: a trial read
+                                 * "unreachable" as a PostgreSQL word) */
+                                : "{\"status\": \"the database file was replaced while the server"
+                                  " runs; restart it (its log says why)\"}");
         return;
     }
     send_text(req, 200, "{\"status\": \"ok\"}");
@@ -806,7 +812,7 @@ static void handle(struct evhttp_request *req, void *arg)
         return;
     }
     if (path && strcmp(path, API_HEALTH_PATH) == 0) {
-        health(req);
+        health(a, req);
         return;
     }
     if (dash_serve(req, path ? path : "/")) return; /* the page: no token, no data */

@@ -736,8 +736,7 @@ static int connect_db(struct pgstore *st, char *err, size_t errlen)
     if (read_only(st->db)) {
         /* Else every check-in and upload failed later with "cannot execute
          * UPDATE in a read-only transaction" and no hint (a trial). */
-        snprintf(err, errlen, "the database at --db takes no writes (transaction_read_only is on);"
-                 " %s", PG_READ_ONLY_HINT);
+        snprintf(err, errlen, "transaction_read_only is on at --db: %s", PG_READ_ONLY_HINT);
         return -1;
     }
     if ((st->base.schema_from = pg_migrate(st->db, err, errlen)) < 0) {
