@@ -516,7 +516,7 @@ static void events_done(struct store_req *r)
     if (r->rc < 0) {
         srv->fleet->db_errors++;
         say_always(srv->o, LOG_LV_ERROR, "store: recording %zu step%s of devices failed: %s",
-                   r->u.events.n, r->u.events.n == 1 ? "" : "s", r->err);
+                   r->u.events.n, r->u.events.n == 1 ? "" : "s", store_err_logged(r));
     } else if (r->u.events.skipped) {
         srv->fleet->db_errors += (unsigned)r->u.events.skipped;
         say_always(srv->o, LOG_LV_ERROR, "store: %s", r->err);
@@ -843,7 +843,7 @@ static void transition_done(struct store_req *r)
     } else if (r->rc < 0) {
         srv->fleet->db_errors++;
         say_always(srv->o, LOG_LV_ERROR, "store: rollout %llu: %s",
-                   (unsigned long long)r->u.rollout.id, r->err);
+                   (unsigned long long)r->u.rollout.id, store_err_logged(r));
     } else if (r->u.rollout.new_state == ROLLOUT_STATE_HALTED) {
         char why[64];
 
@@ -1304,7 +1304,7 @@ static void checkin_done(struct store_req *r)
         uint32_t retry = r->rc == STORE_E_UNAVAILABLE ? FLEET_RETRY_DOWN_S : FLEET_RETRY_ERROR_S;
         srv->fleet->db_errors++;
         metrics_deferred(METRICS_V1, fleet_deferred_why(r));
-        clog_(c, 1, "store error: %s; the device is told to try again in %u s%s", r->err, retry,
+        clog_(c, 1, "store error: %s; the device is told to try again in %u s%s", store_err_logged(r), retry,
               r->u.checkin.report_id ? " (its report is not acknowledged: it keeps it)" : "");
         /* ERROR, not NO_UPDATE: the device keeps its report for next time. */
         (void)tcpota_srv_fail(&c->s, TCPOTA_ERR_BUSY, "server database error; try again later",
@@ -1512,7 +1512,7 @@ static void legacy_checkin_done(struct store_req *r)
         return;
     }
     if (r->rc < 0) {
-        clog_(c, 1, "store error: %s; closing", r->err);
+        clog_(c, 1, "store error: %s; closing", store_err_logged(r));
         metrics_deferred(METRICS_LEGACY, fleet_deferred_why(r));
         store_req_free(r);
         (void)conn_close(c, 1);

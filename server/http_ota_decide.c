@@ -114,7 +114,7 @@ void ota_checkin_done(struct store_req *r)
     }
     srv = d->ota->srv;
     if (r->rc < 0) {
-        say_dev(srv, LOG_LV_ERROR, d->id, d->peer, "http: store error: %s", r->err);
+        say_dev(srv, LOG_LV_ERROR, d->id, d->peer, "http: store error: %s", store_err_logged(r));
         metrics_deferred(METRICS_HTTP, fleet_deferred_why(r));
         ota_add_header(d->req, "Retry-After", OTA_RETRY_S);
         ota_reply_error(d->req, 503, "the server's database failed; try again in %s s", OTA_RETRY_S);

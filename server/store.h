@@ -493,6 +493,16 @@ void store_set_down(int down);
 int store_down(void);
 /* Past this long, GET /health answers 503 and the server says so once. */
 #define STORE_STUCK_S 10.0
+/* r->err as the server's own log says it. The message of STORE_E_UNAVAILABLE
+ * is written for an API client ("... If it stays so, the node's log says
+ * why"), which the log itself must not say (a trial read it there): the
+ * log's store: lines have said why already. */
+static inline const char *store_err_logged(const struct store_req *r)
+{
+    return r->rc == STORE_E_UNAVAILABLE ? "the database cannot be used now (the store: lines say why)"
+                                        : r->err;
+}
+
 /* Loop thread: store_waiting_s() once past STORE_STUCK_S (the database is
  * taken for hung: /health 503, check-ins without a report, HTTP downloads
  * and new API requests told to come back), else 0. */
