@@ -907,14 +907,20 @@ static void print_error(const struct api *a, int status, const char *reason, con
         }
         /* Where the address came from too: a stale TCPOTA_API naming another
          * server was read as a wrong token (a trial). */
+        /* A token copied into a running server's DIR is not its token
+         * yet (a trial was told to use the very file it had copied). */
         fprintf(stderr, "tcpota %s: the API at %s (%s) refused the token from %s%s%s%s; give the "
                         "token in that server's DIR/api.token (--token-file, TCPOTA_TOKEN or "
-                        "--data DIR)%s%s%s\n", a->cmd, a->url,
+                        "--data DIR)%s%s%s%s\n", a->cmd, a->url,
                 strcmp(a->url_from, "--api") == 0 ? "from --api" : a->url_from, a->token_from,
                 *msg ? " (" : "", msg, *msg ? ")" : "",
                 strcmp(a->url_from, "--api") == 0 ? "" : ", or check that ",
                 strcmp(a->url_from, "--api") == 0 ? "" : a->url_from,
-                strcmp(a->url_from, "--api") == 0 ? "" : " names the server you mean (--api URL)");
+                strcmp(a->url_from, "--api") == 0 ? "" : " names the server you mean (--api URL)",
+                a->opt_data && !a->opt_token_file
+                    ? "; a server reads its api.token when it starts: one written there while it"
+                      " runs is its token only after a restart"
+                    : "");
         return;
     }
     if (!*msg) {

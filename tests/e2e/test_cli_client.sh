@@ -177,6 +177,11 @@ run 1 $T image list $API --token-file bad.tok
 has err.log "^tcpota image: the API at http://127.0.0.1:$(cat port) \(from --api\) refused the token from --token-file bad.tok; give the token in that server's DIR/api.token \(--token-file, TCPOTA_TOKEN or --data DIR\)$"
 TCPOTA_TOKEN=nope run 1 $T image list $API
 has err.log "refused the token from the environment variable TCPOTA_TOKEN"
+# A DIR's token refused: it may have been copied there while the server
+# ran (a trial's was, and the message sent it back to that very file).
+mkdir baddata; cp bad.tok baddata/api.token
+run 1 $T image list $API --data baddata
+has err.log "refused the token from baddata/api.token \(--data baddata\); give the token in that server's DIR/api.token \(--token-file, TCPOTA_TOKEN or --data DIR\); a server reads its api.token when it starts: one written there while it runs is its token only after a restart$"
 # An address from TCPOTA_API is named as such, and may be another server's
 # (a trial's stale TCPOTA_API was read as a wrong token).
 TCPOTA_API="http://127.0.0.1:$(cat port)" run 1 $T image list --token-file bad.tok
