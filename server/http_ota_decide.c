@@ -7,6 +7,7 @@
 #include "fleet_internal.h"
 #include "log.h"
 #include "metrics.h"
+#include "offer.h" /* offer_version_is */
 #include "server_internal.h"
 
 #include <event2/http.h>
@@ -15,18 +16,6 @@
 
 #define OTA_RETRY_S "30"             /* Retry-After when the store failed */
 #define OTA_REASON_HEADER "X-Tcpota-Reason"
-
-/* 1 when the version an HTTP device says is image version img: the same
- * string, or the same but for one leading 'v' ("v5.0.0" of image 5.0.0, as
- * git describe gives it: a trial's updated devices were counted failed).
- * Not precedence (tcpota_version_same): "2.0.0+b1" is not image
- * "2.0.0+b2", and a device that rolled back to one must not count as
- * running the other (a review). */
-static int version_is(const char *dev, const char *img)
-{
-    return strcmp(dev, img) == 0 || ((dev[0] == 'v' || dev[0] == 'V') && strcmp(dev + 1, img) == 0) ||
-           ((img[0] == 'v' || img[0] == 'V') && strcmp(img + 1, dev) == 0);
-}
 
 /* What the device's earlier download says now that it asks again: it runs
  * the image (updated), or it was sent every byte and starts over on its old
@@ -45,7 +34,7 @@ static int outcome_of_last(struct dl *d, struct store_req *r, int restart)
         (dev->state != STORE_ST_VERIFIED && dev->state != STORE_ST_DOWNLOADING)) {
         return 0;
     }
-    if (version_is(d->version, o->image.version)) {
+    if (offer_version_is(d->version, o->image.version)) {
         snprintf(why, sizeof(why), "runs %s (%s)", d->version, HTTP_OTA_VERSION_HEADER);
         metrics_event(o->rollout.id, o->image.id, METRICS_UPDATED);
         fleet_step(d->ota->srv, &w, STORE_ST_UPDATED, o->image.id, NULL, o->image.size, why, 1, 0);
@@ -144,7 +133,7 @@ void ota_checkin_done(struct store_req *r)
      * as outcome_of_last judges it: else "v2.0.0" of image 2.0.0 was told
      * "the same version built differently", or, with --allow-downgrade,
      * sent the image again at every check-in (a review). */
-    h.version = r->u.checkin.has_rollout && version_is(d->version, r->u.checkin.out->image.version)
+    h.version = r->u.checkin.has_rollout && offer_version_is(d->version, r->u.checkin.out->image.version)
                     ? r->u.checkin.out->image.version
                     : d->version;
     img = fleet_decide(srv, r, &h, failed, &d->rollout_id, &st, &about, why, sizeof(why), &why_code);

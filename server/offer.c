@@ -80,3 +80,9 @@ uint16_t offer_why(enum offer_verdict v)
     }
     return 0;
 }
+
+int offer_version_is(const char *dev, const char *img)
+{
+    return strcmp(dev, img) == 0 || ((dev[0] == 'v' || dev[0] == 'V') && strcmp(dev + 1, img) == 0) ||
+           ((img[0] == 'v' || img[0] == 'V') && strcmp(img + 1, dev) == 0);
+}

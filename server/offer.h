@@ -63,4 +63,13 @@ const char *offer_reason(enum offer_verdict v);
  * codec.h); 0 for OFFER_YES. */
 uint16_t offer_why(enum offer_verdict v);
 
+/* 1 when the version an HTTP device says it runs (dev) is image version
+ * img: the same string, or the same but for one leading 'v' or 'V' on
+ * either ("v5.0.0" of image 5.0.0, as git describe gives it: a trial's
+ * updated devices were counted failed). Not precedence
+ * (tcpota_version_same): "2.0.0+b1" is not image "2.0.0+b2", nor "2.0"
+ * image "2.0.0", and a device that rolled back to one must not count as
+ * running the other (a review). */
+int offer_version_is(const char *dev, const char *img);
+
 #endif

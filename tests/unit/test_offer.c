@@ -183,6 +183,31 @@ static void test_registry_id_length(void **state)
     devices_free(&d);
 }
 
+/* What an HTTP device reports is the image's version: the same string, a
+ * leading v or V on either side forgiven, nothing else (a mutation review:
+ * only "v2.0.0" against 2.0.0 was tested). */
+static void test_version_is(void **state)
+{
+    static const struct {
+        const char *dev, *img;
+        int is;
+    } cases[] = {
+        {"2.0.0", "2.0.0", 1},      {"v2.0.0", "2.0.0", 1},     {"V2.0.0", "2.0.0", 1},
+        {"2.0.0", "v2.0.0", 1},     {"2.0.0", "V2.0.0", 1},     {"v2.0.0", "v2.0.0", 1},
+        {"x2.0.0", "2.0.0", 0},     {"2.0.0", "x2.0.0", 0},     {"vv2.0.0", "2.0.0", 0},
+        {"2.0", "2.0.0", 0},        {"2.0.0+b1", "2.0.0+b2", 0}, {"2.0.0+b1", "2.0.0", 0},
+        {"2.0.0", "2.0.1", 0},      {"v2.0.0", "v2.0.1", 0},    {"", "2.0.0", 0},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (offer_version_is(cases[i].dev, cases[i].img) != cases[i].is) {
+            fail_msg("offer_version_is(\"%s\", \"%s\") is not %d", cases[i].dev, cases[i].img,
+                     cases[i].is);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -190,6 +215,7 @@ int main(void)
         cmocka_unit_test(test_reasons_named),
         cmocka_unit_test(test_registry),
         cmocka_unit_test(test_registry_id_length),
+        cmocka_unit_test(test_version_is),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
