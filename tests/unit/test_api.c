@@ -724,6 +724,10 @@ static void test_paths_and_methods(void **state)
     expect_error("GET", "/v1/devices/%zz", NULL, 400, "id");
     expect_error("GET", "/v1/images/1.0%zz", NULL, 400, "id");
     expect_error("GET", "/v1/devices/dev-1/keys", NULL, 404, NULL);
+    /* force is a parameter of the secret alone (a mutation review took it
+     * everywhere and no test failed). */
+    expect_error("GET", "/v1/devices/dev-1?force=1", NULL, 400, "force");
+    expect_error("POST", "/v1/devices/dev-1/retry?force=1", NULL, 400, "force");
     expect_error("PUT", "/v1/images", NULL, 405, NULL);
     expect_error("PATCH", "/v1/images/11111111", NULL, 405, NULL);
     expect_error("DELETE", "/v1/rollouts", NULL, 405, NULL);

@@ -461,6 +461,26 @@ static void test_secrets_nul_refused(void **state)
     auth_free_secrets(v, n);
 }
 
+/* An empty file where one may be (a reload with --auth-file emptied: every
+ * secret revoked) is read as none, sorting nothing (qsort of NULL is
+ * undefined: UBSan, which runs these tests, says so); where it may not be
+ * (the start), it is refused. */
+static void test_secrets_empty(void **state)
+{
+    struct tcpota_serve_secret *v = NULL;
+    size_t n = 7;
+    FILE *f = tmpfile();
+
+    (void)state;
+    assert_non_null(f);
+    assert_int_equal(auth_read_secrets(f, "secrets", 1, &v, &n), 0);
+    assert_int_equal(n, 0);
+    auth_free_secrets(v, n);
+    rewind(f);
+    assert_int_equal(auth_read_secrets(f, "secrets", 0, &v, &n), -1);
+    fclose(f);
+}
+
 /* secrets_lines(k): a file of k valid lines, read back; returns its rc. */
 static int secrets_lines(size_t k, size_t *n)
 {
@@ -638,6 +658,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unbuildable_message_never_matches, setup, teardown),
         cmocka_unit_test(test_secrets_file),
         cmocka_unit_test(test_secrets_nul_refused),
+        cmocka_unit_test(test_secrets_empty),
         cmocka_unit_test(test_secrets_limit),
         cmocka_unit_test(test_secrets_short_refused),
         cmocka_unit_test(test_secrets_empty_refused),
