@@ -2355,6 +2355,60 @@ static void test_summary_rollout_failures_order(void **state)
 }
 
 
+/* Which of a rollout's failed devices show their own failure: those whose
+ * row is still about the rollout's image, in a failure state (rolled back,
+ * boot failed, declined, failed); one that moved on to another image shows
+ * as failed, moved on, even when it failed that one too. A mutation review
+ * dropped either half of the rule (the image, the failed state) and no
+ * test failed. */
+static void test_summary_rollout_failures_which(void **state)
+{
+    static const struct {
+        enum store_dev_state st;
+        const char *reason;
+    } want[] = {{STORE_ST_ROLLED_BACK, NULL},
+                {STORE_ST_BOOT_FAILED, NULL},
+                {STORE_ST_FAILED, "download failed"},
+                {STORE_ST_FAILED, STORE_MOVED_ON_REASON}};
+    static const uint32_t pct[] = {100};
+    struct fx *f = *state;
+    struct store_event it;
+    uint8_t img[TCPOTA_ID_LEN], other[TCPOTA_ID_LEN];
+    struct store_req *r;
+    size_t i, k, seen[4] = {0};
+
+    store_req_free(ss_image_add(f, 0x4b, "2.0.0"));
+    uint64_t ro = ss_rollout_create(f, 0x4b, "", pct, 1);
+    ss_fake_id(img, 0x4b);
+    ss_fake_id(other, 0x4c);
+    store_req_free(ss_checkin(f, "w1", img, TCPOTA_RESULT_ROLLED_BACK));
+    store_req_free(ss_checkin(f, "w2", img, TCPOTA_RESULT_BOOT_FAILED));
+    store_req_free(ss_checkin(f, "w4", img, TCPOTA_RESULT_ROLLED_BACK));
+    store_req_free(ss_checkin(f, "w4", other, TCPOTA_RESULT_ROLLED_BACK)); /* moved on, failed */
+    ss_checkin_free(f, "w3");
+    ss_item(&it, "w3", STORE_ST_FAILED, 0x4b, ro, 0, "download failed", 1);
+    r = ss_run(f, ss_events_req(&it, 1));
+    assert_int_equal(r->rc, STORE_OK);
+    store_req_free(r);
+    r = summary_last_hour(f);
+    for (i = 0; i < r->u.summary.n; i++) {
+        const struct store_tally *t = &r->u.summary.rows[i];
+        if (t->kind != STORE_TALLY_ROLLOUT_FAILED) continue;
+        for (k = 0; k < 4; k++) {
+            if (t->state == want[k].st && (!want[k].reason || !strcmp(t->reason, want[k].reason))) {
+                break;
+            }
+        }
+        if (k == 4 || t->n != 1) {
+            fail_msg("a row of state %d, reason \"%s\", %llu devices", (int)t->state, t->reason,
+                     (unsigned long long)t->n);
+        }
+        seen[k]++;
+    }
+    for (k = 0; k < 4; k++) assert_int_equal(seen[k], 1);
+    store_req_free(r);
+}
+
 /* A rollout's rows for many devices (more than one insert's worth on
  * PostgreSQL: 4096) and for ids holding what quotes or separates array
  * elements: each device in exactly once, counted once. */
@@ -2583,6 +2637,7 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_summary, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_summary_order, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_summary_rollout_failures_order, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_summary_rollout_failures_which, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_rollout_targets_many, ss_setup, ss_teardown),
     cmocka_unit_test(test_names),
 };
