@@ -653,7 +653,7 @@ static int tokenless_get(struct evhttp_request *req, const char *path)
 static void health(const struct api *a, struct evhttp_request *req)
 {
     double waited = store_stuck_s();
-    char body[160];
+    char body[256];
 
     if (!tokenless_get(req, API_HEALTH_PATH)) {
         return;
@@ -670,14 +670,10 @@ static void health(const struct api *a, struct evhttp_request *req)
         /* This node alone may have lost it (a network cut, a password
          * changed): every check-in here is told to come back later, where
          * another node could serve it (a trial: 200 all along). */
-        send_text(req, 503, strcmp(a->cfg.store->vt->name, "sqlite") != 0
-                                ? "{\"status\": \"the database is unreachable from this node; its"
-                                  " log says why\"}"
-                                /* SQLite is down only when its file was replaced (a
-                                 * restore into a running server: a trial read
-                                 * "unreachable" as a PostgreSQL word) */
-                                : "{\"status\": \"the database file was replaced while the server"
-                                  " runs; restart it (its log says why)\"}");
+        snprintf(body, sizeof(body), "{\"status\": \"%s\"}",
+                 a->cfg.down_status ? a->cfg.down_status
+                                    : "the database cannot be used now; the log says why");
+        send_text(req, 503, body);
         return;
     }
     send_text(req, 200, "{\"status\": \"ok\"}");

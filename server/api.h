@@ -60,6 +60,10 @@ struct api_config {
      * ?version=&model=, and a manifest, when sent, must still carry a valid
      * signature by the key it names. api_verify_keys() is one. */
     api_verify_fn verify;
+    /* What GET /health says while the store is down (store_down()): the
+     * text of its "status", which names the backend's way of being down
+     * (NULL: "the database cannot be used now; the log says why"). */
+    const char *down_status;
     /* Told after a device secret is stored (the server updates its table). */
     void (*on_secret)(void *ctx, const char *id, const uint8_t *secret, size_t len);
     /* Appends the Prometheus metrics to out (GET /metrics, no token);

@@ -2249,7 +2249,7 @@ static void warn_api_exposed(const struct server *srv, const struct api *a)
     }
 }
 
-static const struct store_vt api_store_vt = {"sqlite", api_store_submit, api_store_close, 0, NULL};
+static const struct store_vt api_store_vt = {"fleet", api_store_submit, api_store_close, 0, NULL};
 
 /* The rule for the files of --data (fleet_files.h): what others may read is
  * made private, and the log says what changed. */
@@ -2465,6 +2465,11 @@ int fleet_open(struct server *srv)
     f->keys.nkeys = o->npubkeys;
     ac.verify = o->npubkeys ? fleet_verify : NULL;
     ac.on_secret = on_secret;
+    /* SQLite is down only once its file was replaced (a restore into a
+     * running server: a trial read "unreachable" as PostgreSQL's word). */
+    ac.down_status = o->db ? "the database is unreachable from this node; its log says why"
+                           : "the database file was replaced while the server runs; restart it"
+                             " (its log says why)";
     ac.metrics = fleet_metrics;
     if (!o->ota_host) { /* downloads on the API's listener */
         ac.ota = http_ota_handle;
