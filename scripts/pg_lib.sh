@@ -79,6 +79,12 @@ pg_stop() {
   # not send stop signal" before "stopped"). /proc, not kill -0: a caller
   # who may not signal the server (another user's) must still stop it.
   [ -d "/proc/$(head -1 "$dir/data/postmaster.pid")" ] || return 0
+  # A server stopped with SIGSTOP (a test of a hung database that failed
+  # before its SIGCONT) would wait out the timeout and stay, stopped, after
+  # its folder was removed: carried on first.
+  local pm
+  pm=$(head -1 "$dir/data/postmaster.pid")
+  kill -CONT "$pm" $(pgrep -P "$pm") 2> /dev/null || true
   dir=$(cd "$dir" && pwd)
   pg_as "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop > /dev/null
 }
