@@ -475,4 +475,8 @@ grep -q "warning: --factory-version 'not a version' is not a semantic version (l
   --max-attempts 1 --timeout-ms 500 2> "$WORK/fv3.log" || true
 grep -q "warning: --model 'es p32' has a space: a fleet server's rollouts name models without spaces, so this device is offered no fleet image" "$WORK/fv3.log" ||
   fail "a model with a space was not warned about: $(head -3 "$WORK/fv3.log")"
+# Said when the device is made, not at each run after (a mutation review).
+"$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/fv3" --max-attempts 1 --timeout-ms 500 \
+  2> "$WORK/fv3b.log" || true
+! grep -q "has a space" "$WORK/fv3b.log" || fail "the model's space was warned about again: $(head -3 "$WORK/fv3b.log")"
 ok "a new device's factory version without a place in the order, or a model with a space, is warned about"

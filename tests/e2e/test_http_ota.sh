@@ -390,6 +390,11 @@ done
 "$TCPOTA" device secret hs-1 --force --out "$WORK/hs1.secret" > "$WORK/hs1.out" 2> "$WORK/hs1.err" || fail "device secret hs-1 --force failed"
 grep -q "tcpota device: warning: device hs-1 checks in over HTTP (esp_https_ota), which cannot authenticate: with a secret its HTTP downloads are refused (403) from now on; that is right only for a device moving to tcpota's own protocol (docs/http-ota.md)" "$WORK/hs1.err" ||
   fail "a secret for an HTTP device was not warned of: $(cat "$WORK/hs1.err" "$WORK/hs1.out")"
+# Once it has one, replacing it (a rotation) needs no --force: nothing more
+# is locked out (a mutation review refused it, and no test failed).
+"$TCPOTA" device secret hs-1 --out "$WORK/hs1b.secret" > /dev/null 2> "$WORK/hs1b.err" ||
+  fail "rotating hs-1's secret without --force: $(cat "$WORK/hs1b.err")"
+! cmp -s "$WORK/hs1.secret" "$WORK/hs1b.secret" || fail "hs-1's rotated secret is the old one"
 wait_line "$WORK/server.log" "device hs-1: its first secret made; it must authenticate with it from now on \(it checks in over HTTP, which cannot authenticate: its downloads are refused from now on\)"
 bad 403 "an HTTP device given a secret" "$OTA?device=hs-1" "${V[@]}"
 [ "$(device_state s-1 2>/dev/null || true)" != downloading ] || fail "s-1 was served"
@@ -475,6 +480,20 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: v2.0.0' "$OT
 [ "$(curl -sS -D "$WORK/ev2.h" -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: v2.0.0' "$OTA?device=esp-v")" = 204 ] &&
   header X-Tcpota-Reason ev2 | grep -q 'runs this image already' ||
   fail "esp-v checking in again on v2.0.0: $(header X-Tcpota-Reason ev2)"
+# A new rollout of the image it runs (its group's) counts it updated at its
+# next check-in, as a tcpota device's (a mutation review: over HTTP the
+# rollout was not passed on, and no test failed).
+"$TCPOTA" device set esp-1 --group g1 > /dev/null || fail "device set esp-1 --group g1"
+ro=$("$TCPOTA" rollout create --image 2.0.0 --model esp32 --group g1 --json | jq_py 'j["id"]') ||
+  fail "rollout create --group g1"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 2.0.0' "$OTA?device=esp-1")" = 204 ] ||
+  fail "esp-1 on 2.0.0 under rollout $ro"
+for _ in $(seq 50); do
+  [ "$("$TCPOTA" rollout show "$ro" --json | jq_py 'j["totals"]["updated"]')" = 1 ] && break
+  sleep 0.1
+done
+[ "$("$TCPOTA" rollout show "$ro" --json | jq_py 'j["totals"]["updated"]')" = 1 ] ||
+  fail "rollout $ro of the image esp-1 runs does not count it: $("$TCPOTA" rollout show "$ro")"
 ok "esp_https_ota-like client: 4 cuts, 4 ranged resumes, byte-exact, then updated by X-Tcpota-Version"
 
 # ---- a client that rolls back: failed, and not offered again -----------------------
@@ -495,6 +514,14 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 5.0.0' "$OTA
 sleep 0.3 # its step's batch (50 ms)
 [ "$("$TCPOTA" rollout show 1 --json | jq_py '[j["totals"]["failed"], j["totals"]["updated"]]' | paste -sd,)" = "1,$upd" ] ||
   fail "esp-2 on 5.0.0 changed rollout 1's counts: $("$TCPOTA" rollout show 1)"
+# ...and on another build of the image's version (2.0.0+other: the same
+# precedence, not the image) likewise (a mutation review: only the newer
+# version was tried).
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 2.0.0+other' "$OTA?device=esp-2")
+[ "$code" = 204 ] || fail "esp-2 on 2.0.0+other: $code"
+sleep 0.3
+[ "$("$TCPOTA" rollout show 1 --json | jq_py '[j["totals"]["failed"], j["totals"]["updated"]]' | paste -sd,)" = "1,$upd" ] ||
+  fail "esp-2 on 2.0.0+other changed rollout 1's counts: $("$TCPOTA" rollout show 1)"
 ok "a whole download, then a new one on the old version: failed, counted, not offered again"
 
 # ---- a client cut after the server wrote every byte, before it read them -----------

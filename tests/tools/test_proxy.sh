@@ -115,6 +115,12 @@ rc=0
 "$PROXY" --listen --upstream 127.0.0.1:1 2>"$WORK/noval.err" || rc=$?
 [[ $rc -eq 2 ]] && grep -qx -- "tcpota-proxy: --listen needs a value (got the option --upstream; if it is meant as the value, write --listen=--upstream)" "$WORK/noval.err" ||
   fail "--listen without a value: exit $rc: $(cat "$WORK/noval.err")"
+# ...and written so, it is the value, whatever it looks like (a mutation
+# review: nothing ran the form the message advises).
+rc=0
+"$PROXY" --listen=--x --upstream 127.0.0.1:1 2>"$WORK/eqval.err" || rc=$?
+[[ $rc -eq 2 ]] && ! grep -q 'needs a value' "$WORK/eqval.err" && grep -q -- "'--x'" "$WORK/eqval.err" ||
+  fail "--listen=--x: exit $rc: $(cat "$WORK/eqval.err")"
 rc=0
 "$PROXY" 2>"$WORK/none.err" || rc=$?
 [[ $rc -eq 2 ]] && grep -q -- '^  --cut-at' "$WORK/none.err" || fail "no arguments: expected the usage"
