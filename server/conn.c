@@ -494,15 +494,20 @@ static void tail_cb(evutil_socket_t fd, short what, void *arg)
     tail_arm(srv);
 }
 
+void conn_read_stream(struct conn *c)
+{
+    if (c->rd && c->lowat && (c->rd_on || c->tail) && !c->closing) {
+        read_now(c, 0);
+    }
+}
+
 void conn_drain_streams(struct server *srv)
 {
     struct conn *c, *next;
 
     for (c = srv->conns; c; c = next) {
         next = c->next;
-        if (c->rd && c->lowat && (c->rd_on || c->tail) && !c->closing) {
-            read_now(c, 0);
-        }
+        conn_read_stream(c);
     }
 }
 

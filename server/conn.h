@@ -83,6 +83,9 @@ int conn_check_deadline(struct conn *c, double now);
  * SO_RCVLOWAT reads it (see conn.c), inside TLS too; what it reads is
  * handed to the session at once, which may end c: use c no more after. */
 void conn_lowat_tick(struct conn *c);
+/* A streaming connection reads once what waits below its watermark or in
+ * the tail: its ACKs and COMPLETE as they stand now. c may be gone after. */
+void conn_read_stream(struct conn *c);
 /* Before the server stops: each streaming connection reads once what
  * waits below its watermark or in the tail (conn.c), so that a COMPLETE
  * already received is counted, not dropped. */

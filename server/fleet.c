@@ -784,6 +784,17 @@ static void stop_transfers(struct server *srv, uint64_t id, const char *why)
     struct conn *c, *next;
     unsigned n = 0, spared = 0;
 
+    /* Behind a balancer the ACKs decide: those waiting below the stream's
+     * watermark (read once a second) are read first, or a device whose
+     * last ACK was a moment late would be stopped with every byte (a
+     * review). A read may end the connection. */
+    for (c = srv->conns; c; c = next) {
+        next = c->next;
+        if (c->rollout_id == id && c->img && !c->closing && c->kind == K_V1 &&
+            conn_behind_balancer(c)) {
+            conn_read_stream(c);
+        }
+    }
     for (c = srv->conns; c; c = next) {
         enum tcpota_srv_state st = tcpota_srv_get_state(&c->s);
         int streams = st == TCPOTA_SRV_OFFERED || st == TCPOTA_SRV_STREAMING ||
@@ -1104,6 +1115,7 @@ struct checkin {
     char model[TCPOTA_MAX_NAME + 1], version[TCPOTA_MAX_NAME + 1];
     char addr[48];
     uint8_t running[TCPOTA_ID_LEN], report[TCPOTA_ID_LEN];
+    uint8_t parked; /* the store answered; its image loads (fleet_park) */
 };
 
 /* A check-in request for c, its inputs copied; NULL: out of memory. */
@@ -1269,6 +1281,7 @@ static void checkin_done(struct store_req *r)
     struct checkin memo = *(struct checkin *)r->arg;
 
     if (memo.c && fleet_park(memo.c->srv, r)) {
+        ((struct checkin *)r->arg)->parked = 1;
         return; /* decided once its image is loaded */
     }
 
@@ -1628,14 +1641,16 @@ void fleet_conn_gone(struct conn *c)
  * Before, one queued in the seconds before the hang was said waited until
  * its device gave up (30 s: a trial; --db-timeout is 60 s). A report waits
  * for the database, which alone acknowledges it. Their requests stay in
- * the store's queue, without a connection, as those of a device gone. */
+ * the store's queue, without a connection, as those of a device gone. So
+ * do HTTP downloads waiting for their check-in (http_ota_answer_stuck). */
 static void answer_queued(struct server *srv, double stuck)
 {
     struct conn *c, *next;
 
     for (c = srv->conns; c; c = next) {
         next = c->next;
-        if (!c->req || c->closing ||
+        /* (One whose image loads has its answer: not the database's wait.) */
+        if (!c->req || c->closing || ((struct checkin *)c->req->arg)->parked ||
             (c->kind == K_V1 && (tcpota_srv_get_state(&c->s) != TCPOTA_SRV_CHOOSING ||
                                  c->req->u.checkin.report_id))) {
             continue;
@@ -1651,6 +1666,7 @@ static void answer_queued(struct server *srv, double stuck)
             (void)conn_pump(c);
         }
     }
+    http_ota_answer_stuck(srv->fleet->ota, stuck);
 }
 
 /* --db-timeout, or its default. */

@@ -374,6 +374,35 @@ static int admitted(struct http_ota *ota, struct evhttp_request *req, const stru
     return 0;
 }
 
+/* A download on a database that has answered nothing for stuck s: queued
+ * behind it, it waited until the device's HTTP client gave up. Told to come
+ * back (503, Retry-After), as a v1 check-in is (fleet.c, hung_no_update). */
+static void hung_refuse(struct http_ota *ota, const struct dl *d, struct evhttp_request *req,
+                        double stuck)
+{
+    char retry[16];
+
+    snprintf(retry, sizeof(retry), "%u", FLEET_RETRY_DOWN_S);
+    ota_add_header(req, "Retry-After", retry);
+    ota_refuse(ota, d, req, 503, "the server's database has answered nothing for %.0f s; try"
+               " again in %s s", stuck, retry);
+    metrics_deferred(METRICS_HTTP, METRICS_DB_HUNG);
+}
+
+void http_ota_answer_stuck(struct http_ota *ota, double stuck)
+{
+    struct dl *d;
+
+    for (d = ota ? ota->dls : NULL; d; d = d->next) {
+        if (d->sr && d->req && !d->parked && !d->img) {
+            /* Answered: its check-in's done (the store still reads d's
+             * strings) finds no request and frees d. */
+            hung_refuse(ota, d, d->req, stuck);
+            d->req = NULL;
+        }
+    }
+}
+
 void http_ota_handle(struct evhttp_request *req, void *arg)
 {
     struct http_ota *ota = arg;
@@ -454,16 +483,7 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
         return;
     }
     if ((stuck = store_stuck_s())) {
-        /* A hung database: queued behind it, the download waited until the
-         * device's HTTP client gave up. Told to come back, as a v1
-         * check-in is (fleet_choose). */
-        char retry[16];
-
-        snprintf(retry, sizeof(retry), "%u", FLEET_RETRY_DOWN_S);
-        ota_add_header(req, "Retry-After", retry);
-        ota_refuse(ota, d, req, 503, "the server's database has answered nothing for %.0f s; try"
-                   " again in %s s", stuck, retry);
-        metrics_deferred(METRICS_HTTP, METRICS_DB_HUNG);
+        hung_refuse(ota, d, req, stuck);
         free(d);
         return;
     }

@@ -71,6 +71,10 @@ size_t http_ota_count(const struct http_ota *ota);
  * each is cut where its bytes stopped, as a closed connection is, its
  * line in the log saying why. Returns how many. NULL: 0. */
 unsigned http_ota_stop(struct http_ota *ota, uint64_t rollout_id, const char *why);
+/* Downloads waiting for their check-in on a database that has answered
+ * nothing for stuck s (fleet_sweep) are answered 503 with Retry-After, as
+ * a new one is then (ota NULL: none). */
+void http_ota_answer_stuck(struct http_ota *ota, double stuck);
 
 /* Stops listening and drops the downloads (a check-in still in the store
  * is detached: its completion only frees it). Call after the API stopped

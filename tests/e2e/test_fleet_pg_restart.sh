@@ -189,6 +189,12 @@ timeout 25 "$TCPOTA" device --server "127.0.0.1:$pwport" --flash "$WORK/pwearly"
   --max-attempts 1 --progress none 2> "$WORK/pwearly.log" &
 EARLY=$!
 PIDS+=("$EARLY")
+# ...and so is an HTTP download queued then: 503 with Retry-After.
+curl -s -m 25 -D "$WORK/pwearly-http.h" -o "$WORK/pwearly-http.b" -w '%{http_code}' \
+  -H 'X-Tcpota-Version: 1.0.0' "http://127.0.0.1:$pwapi/ota/esp32?device=pw-early-http" \
+  > "$WORK/pwearly-http.code" 2> /dev/null &
+EARLYHTTP=$!
+PIDS+=("$EARLYHTTP")
 said=0
 for ((i = 0; i < 400; i++)); do # 20 s
   grep -qE 'store: the database has answered nothing for [0-9]+ s while [0-9]+ requests? waits? ' "$WORK/pw.log" && { said=1; break; }
@@ -197,6 +203,8 @@ done
 code=$(curl -s -m 5 -o "$WORK/health.json" -w '%{http_code}' "http://127.0.0.1:$pwapi/health" || true)
 wait "$EARLY" || true
 te1=$(date +%s%N)
+wait "$EARLYHTTP" || true
+te2=$(date +%s%N)
 # Known hung, the node queues nothing more behind it: a check-in without a
 # report is told to check again, an API request and an HTTP download
 # refused, each at once (they waited their 30 s, then blamed the port and
@@ -236,6 +244,9 @@ grep -q 'the server cannot tell now whether one applies (its database is unreach
   fail "a check-in queued before the hang was said was not told to check again ($(((te1 - te0) / 1000000)) ms): $(tail -2 "$WORK/pwearly.log")"
 grep -q '\[pw-early [^]]*\] decision: no update: the database has answered nothing for [0-9]* s; asks again in' "$WORK/pw.log" ||
   fail "no line for the queued check-in told to come back: $(grep pw-early "$WORK/pw.log" | tail -2)"
+[ "$(cat "$WORK/pwearly-http.code")" = 503 ] && grep -qi '^Retry-After: 10' "$WORK/pwearly-http.h" &&
+  grep -q "database has answered nothing for" "$WORK/pwearly-http.b" && [ $(((te2 - te0) / 1000000)) -lt 20000 ] ||
+  fail "an HTTP download queued before the hang was said: $(cat "$WORK/pwearly-http.code") after $(((te2 - te0) / 1000000)) ms: $(cat "$WORK/pwearly-http.h" "$WORK/pwearly-http.b")"
 [ "$code" = 503 ] && grep -q "the database has answered nothing for" "$WORK/health.json" ||
   fail "/health while the database hung: $code $(cat "$WORK/health.json")"
 grep -q 'the server cannot tell now whether one applies (its database is unreachable); the server asks to check again' "$WORK/pwdev.log" &&
