@@ -952,8 +952,6 @@ static void print_error(const struct api *a, int status, const char *reason, con
     }
 }
 
-/* After a 413: what the server takes (GET /v1/images says it), or what
- * --max-image means when it does not say. */
 /* An answer's text the CLI shows whole, at most (longer: cut, "..."). */
 #define ANSWER_TEXT_MAX 200u
 
@@ -985,6 +983,8 @@ static int answer_text(const char *raw, char *out, size_t cap)
     return n > 0;
 }
 
+/* After a 413: what the server takes (GET /v1/images says it), or what
+ * --max-image means when it does not say. */
 static void too_large(struct api *a, size_t sent)
 {
     json_t *j = NULL, *max;

@@ -1328,10 +1328,13 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
     }
     if (o.db && !o.data_dir && o.image) {
         /* Not "add --data": that then refused FILE (a trial). */
+        /* An unsigned FILE takes its version and model in image add (a
+         * review: the advice alone was refused). */
         fprintf(stderr, "tcpota serve: --db serves a fleet, whose images are added through its API,"
                         " not a FILE: give --data DIR (this node's image cache and its api.token)"
-                        " instead of %s, and add it with `tcpota image add %s` once the node runs\n",
-                o.image, o.image);
+                        " instead of %s, and add it with `tcpota image add %s --version %s --model"
+                        " MODEL` once the node runs (a signed image: its manifest says both)\n",
+                o.image, o.image, src.version ? src.version : "V");
         return 2;
     }
     if (o.db && !o.data_dir) {

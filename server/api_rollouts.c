@@ -448,10 +448,10 @@ static void create_with(struct api_call *c, const struct store_image *img)
      * this one (a trial's rollout of such an image superseded the working
      * one and left every device waiting). */
     if (api_image_refused(c->api->cfg.verify, c->api->cfg.ctx, img, msg, sizeof(msg))) {
-        api_error(c, 409, "image", "image %.12s (%s) would not be served by this server: %s; every"
-                  " node of a cluster needs the same --pubkey keys (docs/scaling.md), or remove"
+        api_error(c, 409, "image", "image %.12s (%s) would not be served by this server: %s; remove"
                   " the image, sign it with one of this server's keys (tcpota sign) and add it"
-                  " again", img->idhex, img->version, msg);
+                  " again (on a cluster, every node needs the same --pubkey keys: docs/scaling.md)",
+                  img->idhex, img->version, msg);
         return;
     }
     memcpy(c->ro.image_id, img->id, TCPOTA_ID_LEN);

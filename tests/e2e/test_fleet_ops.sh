@@ -759,7 +759,7 @@ grep -q "cancel its rollouts, remove it (tcpota image rm), sign it with one of t
 # cluster: a node with other keys added it; a trial's such rollout
 # superseded the working one and left every device waiting).
 rc=0; "$TCPOTA" rollout create --image 2.0.0 --model esp32 > "$WORK/ks2.out" 2>&1 || rc=$?
-[ $rc -eq 1 ] && grep -q "image [0-9a-f]* (2\.0\.0) would not be served by this server: it is unsigned, and this server serves only images signed with one of its --pubkey keys (it was added where no key was asked for); every node of a cluster needs the same --pubkey keys" "$WORK/ks2.out" ||
+[ $rc -eq 1 ] && grep -q "image [0-9a-f]* (2\.0\.0) would not be served by this server: it is unsigned, and this server serves only images signed with one of its --pubkey keys (it was added where no key was asked for); remove the image, sign it with one of this server's keys (tcpota sign) and add it again (on a cluster, every node needs the same --pubkey keys" "$WORK/ks2.out" ||
   fail "a rollout of an unsigned image on a --pubkey server: rc $rc: $(cat "$WORK/ks2.out")"
 stop_fleet
 # Signed, by a key this server does not hold (added where no key was asked for).

@@ -238,7 +238,7 @@ refused_flags '--tls-cert and --tls-key go together: give --tls-key KEY.pem' --v
 # several writers on fleet mode's one SQLite store.
 refused_flags '--db needs --data DIR too' --db postgresql://127.0.0.1/x --version 2.0.0
 # With a FILE, not "add --data" (that then refused the FILE: a trial).
-refused_flags '--db serves a fleet, whose images are added through its API, not a FILE: give --data DIR (this node.s image cache and its api.token) instead of img.bin, and add it with `tcpota image add img.bin` once the node runs$' --db postgresql://127.0.0.1/x --version 2.0.0 img.bin
+refused_flags '--db serves a fleet, whose images are added through its API, not a FILE: give --data DIR (this node.s image cache and its api.token) instead of img.bin, and add it with `tcpota image add img.bin --version 2.0.0 --model MODEL` once the node runs (a signed image: its manifest says both)$' --db postgresql://127.0.0.1/x --version 2.0.0 img.bin
 # An empty --db (an unset variable in a unit) would be libpq's defaults: a
 # local server's socket, not what was meant.
 refused_flags '--db is empty; give the database' --db '' --data fleet-tls --api off
