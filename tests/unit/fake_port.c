@@ -67,8 +67,29 @@ static int f_set_boot(void *ctx)
     return 0;
 }
 
-static int f_valid(void *ctx) { struct fake_port *fp = ctx; fp->valid_calls++; fp->boot.pending = 0; return 0; }
-static int f_invalid(void *ctx) { struct fake_port *fp = ctx; fp->invalid_calls++; fp->boot.pending = 0; return 0; }
+/* 1 when this call is the power cut (fake_port.h, cut_at). */
+static int cut_now(struct fake_port *fp)
+{
+    return fp->cut_at && ++fp->cut_ops == fp->cut_at;
+}
+
+static int f_valid(void *ctx)
+{
+    struct fake_port *fp = ctx;
+    if (cut_now(fp)) return TCPOTA_ERR_IO;
+    fp->valid_calls++;
+    fp->boot.pending = 0;
+    return 0;
+}
+
+static int f_invalid(void *ctx)
+{
+    struct fake_port *fp = ctx;
+    if (cut_now(fp)) return TCPOTA_ERR_IO;
+    fp->invalid_calls++;
+    fp->boot.pending = 0;
+    return 0;
+}
 static int f_boot_state(void *ctx, struct tcpota_boot_state *st) { *st = ((struct fake_port *)ctx)->boot; return 0; }
 
 static int find(struct fake_port *fp, const char *key)
@@ -93,6 +114,7 @@ static int f_kv_set(void *ctx, const char *key, const uint8_t *buf, size_t len)
 {
     struct fake_port *fp = ctx;
     int i = find(fp, key);
+    if (cut_now(fp)) return TCPOTA_ERR_IO;
     if (len > sizeof(fp->kv[0].val) || strlen(key) > 15) return TCPOTA_ERR_NOSPC;
     for (int j = 0; i < 0 && j < FAKE_KEYS; j++)
         if (!fp->kv[j].used) i = j;
@@ -109,6 +131,7 @@ static int f_kv_erase(void *ctx, const char *key)
 {
     struct fake_port *fp = ctx;
     int i = find(fp, key);
+    if (cut_now(fp)) return TCPOTA_ERR_IO;
     if (fp->fail_erase_key && strcmp(key, fp->fail_erase_key) == 0) return TCPOTA_ERR_IO;
     if (i < 0) return TCPOTA_ERR_NOENT;
     fp->kv[i].used = 0;

@@ -8,7 +8,7 @@
 #include "tcpota/port.h"
 
 #define FAKE_SLOT (256u * 1024u)
-#define FAKE_KEYS 4
+#define FAKE_KEYS 8
 
 struct fake_port {
     struct tcpota_port port;
@@ -25,6 +25,10 @@ struct fake_port {
     int fail_set_boot;          /* set_boot returns it when < 0, else TCPOTA_ERR_IO */
     int fail_end;               /* ota_end returns it when < 0 */
     const char *fail_erase_key; /* kv_erase of this key returns TCPOTA_ERR_IO */
+    /* A power cut: the cut_at-th (1-based) kv_set, kv_erase, mark_valid or
+     * mark_invalid from now on is not done and returns TCPOTA_ERR_IO; 0:
+     * never. cut_ops counts them. */
+    int cut_at, cut_ops;
     void *sha_state;
 };
 

@@ -1227,6 +1227,63 @@ static void test_failed_health_check_keeps_counter(void **state)
     assert_slot_is_image();
 }
 
+/* A power cut at each step of confirming a healthy pending image (counter
+ * 9 over 5), then the next boot as the bootloader leaves it: still pending
+ * at a reset, the image is undone (ESP-IDF: ABORTED, the old one boots);
+ * marked valid, it stays. The device must then report what runs: boot
+ * failed, the counter still 5, or confirmed, the counter 9; and keep no
+ * record behind. A trial's cut between the counter and the mark reported
+ * the rolled-back image confirmed and raised the counter to its 9. */
+static void test_confirm_cut_at_each_step(void **state)
+{
+    uint8_t b[64];
+    int k, cut = 1;
+
+    (void)state;
+    for (k = 1; cut; k++) {
+        int marked;
+        teardown(NULL);
+        setup(NULL);
+        trust_key();
+        sign_image("esp32", 5);
+        run_conn(0, -1, NULL);
+        fp->boot.pending = 1;
+        assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);
+        fp->boot.pending = 0;
+        make_image(3);
+        simg.version = "3.0.0";
+        sign_image("esp32", 9);
+        dev_init();
+        run_conn(0, -1, NULL);
+        assert_int_equal(dev.state, TCPOTA_DEV_UPDATED);
+        fp->boot.pending = 1;
+        fp->valid_calls = 0;
+        fp->cut_ops = 0;
+        fp->cut_at = k;
+        cut = tcpota_dev_boot(&fp->port, 1) < 0;
+        fp->cut_at = 0;
+        marked = fp->valid_calls > 0;
+        if (cut) { /* the reset, and the bootloader */
+            fp->boot.pending = 0;
+            fp->boot.rolled_back = !marked;
+            assert_int_equal(tcpota_dev_boot(&fp->port, 1), 0);
+        }
+        assert_int_equal(fp->port.kv_get(fp, TCPOTA_KEY_REPORT, b, sizeof(b)), 1 + 32 + 2 + 4);
+        if (tcpota_get_u16(b + 1 + 32) != (marked ? TCPOTA_RESULT_CONFIRMED : TCPOTA_RESULT_BOOT_FAILED)) {
+            fail_msg("cut at step %d (marked: %d): reported %u", k, marked, tcpota_get_u16(b + 33));
+        }
+        assert_int_equal(fp->port.kv_get(fp, TCPOTA_KEY_COUNTER, b, sizeof(b)), 9);
+        if (tcpota_get_u32(b + 1) != (marked ? 9u : 5u)) {
+            fail_msg("cut at step %d (marked: %d): counter %u", k, marked, tcpota_get_u32(b + 1));
+        }
+        if (fp->port.kv_get(fp, TCPOTA_KEY_LAST, b, sizeof(b)) != TCPOTA_ERR_NOENT ||
+            fp->port.kv_get(fp, TCPOTA_KEY_MARKED, b, sizeof(b)) != TCPOTA_ERR_NOENT) {
+            fail_msg("cut at step %d (marked: %d): a record is left", k, marked);
+        }
+    }
+    assert_true(k > 5); /* the steps were cut one by one */
+}
+
 static void test_set_boot_failure_leaves_no_last_record(void **state)
 {
     uint8_t b[64];
@@ -1761,6 +1818,7 @@ int main(void)
         T(test_challenge_bound_to_tls_session),
         T(test_offer_version_differs_from_manifest_declined),
         T(test_failed_health_check_keeps_counter),
+        T(test_confirm_cut_at_each_step),
         T(test_set_boot_failure_leaves_no_last_record),
         T(test_set_boot_denied_is_remembered),
         T(test_final_image_confirmed_at_boot),
