@@ -63,4 +63,16 @@ grep -q 'session failed: frame CRC mismatch; retrying' "$WORK/d3.log" ||
 grep -q 'device error: frame CRC mismatch$' "$WORK/server.log" ||
   fail "the server did not log the device's CRC error, once: $(grep -i crc "$WORK/server.log")"
 ok "flipped byte detected by CRC, image byte-exact"
+
+# A link cut before every checkpoint (each 14,000 bytes, the checkpoint
+# every 16 KiB): nothing is kept, and the device says why and what helps
+# (a trial's gave up with "server closed the connection" only).
+cuts=$(python3 -c "print(','.join(str(14000 * i) for i in range(1, 20)))")
+start_proxy early "$SERVER_PORT" --cut-at "$cuts" --quiet
+rc=0
+"$TCPOTA" device --server "127.0.0.1:$PROXY_PORT" --flash "$WORK/d4" --id early-dev --progress none \
+  --backoff-min-ms 50 --backoff-max-ms 100 --max-attempts 3 2> "$WORK/d4.log" || rc=$?
+[ $rc -eq 1 ] && grep -q 'gave up after 3 attempts without progress: .* (each connection ended before the first checkpoint, every 16384 bytes of image: on such a link a smaller --ack-interval keeps progress sooner)' "$WORK/d4.log" ||
+  fail "cuts before every checkpoint: exit $rc: $(tail -2 "$WORK/d4.log")"
+ok "a link cut before every checkpoint: the device says so and names --ack-interval"
 stop_server
