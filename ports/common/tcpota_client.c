@@ -540,8 +540,12 @@ int tcpota_client_run(struct tcpota_client *c)
         now = now_ms(c);
         if (tcpota_dev_tick(d, now) == TCPOTA_ERR_TIMEDOUT) {
             if (tcpota_dev_stalled(d)) {
-                set_err(c, "no progress for %lu ms: the server sends, but neither its decision nor"
-                        " bytes of the image (a server stuck or hostile)",
+                /* Also a link too slow for a frame within the timeout: a
+                 * trial's 300 B/s link was called a stuck server. */
+                set_err(c, "no progress for %lu ms: bytes come, but no decision of the server and no"
+                        " whole frame of the image in that time (a link this slow needs a longer"
+                        " timeout: tcpota device --timeout-ms, CONFIG_TCPOTA_TIMEOUT_MS; else a"
+                        " server stuck or hostile)",
                         (unsigned long)d->cfg.timeout_ms * TCPOTA_DEV_STALL_TIMES);
             } else {
                 set_err(c, "no data from the server for %lu ms", (unsigned long)d->cfg.timeout_ms);
