@@ -247,11 +247,19 @@ static void DEV_PRINTF(2, 3) say(struct device *dv, const char *fmt, ...)
 }
 
 /* Logs a failure of the flash port with the port's own detail. */
+/* rc as a failure of the flash emulator's files: TCPOTA_ERR_IO is the
+ * core's "storage or transport failure", and no transport is involved (a
+ * trial read it of a file cut short). */
+static const char *flash_strerror(int rc)
+{
+    return rc == TCPOTA_ERR_IO ? "flash file failure" : tcpota_strerror(rc);
+}
+
 static int flash_fail(struct device *dv, const char *what, int rc)
 {
     const char *detail = tcpota_posix_strerror_detail(&dv->flash);
 
-    say(dv, "%s failed: %s%s%s%s", what, tcpota_strerror(rc), *detail ? " (" : "", detail,
+    say(dv, "%s failed: %s%s%s%s", what, flash_strerror(rc), *detail ? " (" : "", detail,
         *detail ? ")" : "");
     return -1;
 }
@@ -872,7 +880,8 @@ static int client_input(void *ctx, int rc, const struct tcpota_dev_event *ev)
         int fresh = strcmp(detail, dv->detail) != 0 && *detail;
         const char *why = tcpota_client_reason(&dv->cl, rc);
         snprintf(dv->err, sizeof(dv->err), "session failed: %s%s%s%s%s%s%s",
-                 tcpota_client_origin(&dv->cl), tcpota_strerror(rc), fresh ? " (" : "",
+                 tcpota_client_origin(&dv->cl), fresh ? flash_strerror(rc) : tcpota_strerror(rc),
+                 fresh ? " (" : "",
                  fresh ? detail : "", fresh ? ")" : "", why[0] ? ": " : "", why);
     } else {
         end = on_event(dv, ev);

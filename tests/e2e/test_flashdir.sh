@@ -259,6 +259,12 @@ for c in "ota_0.bin 1048576 shorter than the 2097152 expected (cut short?)" \
   ! grep -q "truncated?" "$WORK/sz.log" || fail "called truncated: $(cat "$WORK/sz.log")"
   grep -q "restore them from a backup" "$WORK/sz.log" || fail "no advice: $(cat "$WORK/sz.log")"
 done
+# A run (not status) says it as a flash file's failure, not a transport's.
+rm -rf "$WORK/sz" && cp -r "$WORK/empty" "$WORK/sz"
+truncate -s 1000 "$WORK/sz/ota_1.bin"
+"$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/sz" --max-attempts 1 --timeout-ms 300 2> "$WORK/sz.log" || true
+grep -qF "opening the flash failed: flash file failure (ota_1.bin: file is 1000 bytes, shorter" "$WORK/sz.log" ||
+  fail "a cut slot file at a run: $(head -2 "$WORK/sz.log")"
 ok "a slot file cut short or grown: that file named, shorter or longer, with what to do"
 
 # A server that closes without a word gets the device's hint (TLS, a full
