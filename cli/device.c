@@ -583,7 +583,21 @@ static int boot_device(struct device *dv)
     if (rc < 0) {
         return flash_fail(dv, "bootloader", rc);
     }
-    verdict = tcpota_dev_boot(&dv->port, dv->o.healthy);
+    if (first.pending && dv->o.healthy == DEVICE_HEALTH_CRASH) {
+        /* A crash or a watchdog before the verdict: a reset, at which the
+         * bootloader undoes the pending image (a trial had no way to reach
+         * the boot-failed path but to kill the process at a system call). */
+        copy_version(dv->rejected, first.version);
+        info(dv, "new image %s resets before its health check's verdict (--health crash)",
+             dv->rejected);
+        if ((rc = tcpota_posix_boot(&dv->flash)) < 0 ||
+            (rc = tcpota_posix_running(&dv->flash, &first)) < 0) {
+            return flash_fail(dv, "bootloader", rc);
+        }
+        dv->rollback = 1;
+        dv->rollback_why = "reset before its health check's verdict";
+    }
+    verdict = tcpota_dev_boot(&dv->port, dv->o.healthy == 1);
     if (verdict < 0) {
         return flash_fail(dv, "boot check", verdict);
     }

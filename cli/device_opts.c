@@ -37,7 +37,9 @@ static void usage(FILE *f)
             "                         later runs take them from DIR, refuse another --id or\n"
             "                         --model (exit 2), warn about another --factory-version\n"
             "                         or --slot-size and go on\n"
-            "  --health ok|fail       outcome of the new image's health check (default ok)\n"
+            "  --health ok|fail|crash outcome of the new image's health check (default ok);\n"
+            "                         crash: it resets before the verdict, as a crash or a\n"
+            "                         watchdog does, and the bootloader undoes it (boot failed)\n"
             "  --ack-interval BYTES   checkpoint interval, multiple of 4096 (default %u)\n"
             "  --max-attempts N       attempts without progress before giving up (default 20)\n"
             "  --backoff-min-ms MS    first reconnect delay (default 200)\n"
@@ -190,10 +192,10 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
                    : 0;
     }
     case OPT_HEALTH:
-        if (strcmp(v, "ok") && strcmp(v, "fail")) {
-            return usage_error("--health: '%s' is not ok or fail", v);
+        if (strcmp(v, "ok") && strcmp(v, "fail") && strcmp(v, "crash")) {
+            return usage_error("--health: '%s' is not ok, fail or crash", v);
         }
-        o->healthy = strcmp(v, "ok") == 0;
+        o->healthy = !strcmp(v, "ok") ? 1 : !strcmp(v, "crash") ? DEVICE_HEALTH_CRASH : 0;
         return 0;
     case OPT_ACK:
         if (u32_opt(v, name, TCPOTA_SECTOR_SIZE, 1u << 30, &n) < 0) {

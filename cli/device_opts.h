@@ -19,6 +19,9 @@
 /* The largest --slot-size: the last whole sector a u32 size reaches. */
 #define DEVICE_SLOT_MAX ((uint64_t)UINT32_MAX - TCPOTA_SECTOR_SIZE + 1)
 
+/* --health crash: the new image resets before its health check's verdict. */
+#define DEVICE_HEALTH_CRASH 2
+
 struct options {
     const char *server;
     char host[HOST_MAX];
@@ -29,7 +32,7 @@ struct options {
     const char *factory;
     int model_given, factory_given; /* --model, --factory-version given (device_ident.c) */
     uint32_t slot_size; /* 0: default on creation, the files' size otherwise */
-    int healthy;
+    int healthy; /* 1: ok, 0: fail, DEVICE_HEALTH_CRASH */
     uint32_t ack_interval;
     unsigned max_attempts;
     uint32_t check_interval; /* --check-interval seconds; 0: exit when up to date */

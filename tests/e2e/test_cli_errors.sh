@@ -184,7 +184,7 @@ expect 2 "^tcpota device: --ack-interval: 6000 is not a multiple of 4096 \(a fla
   $T device --server 127.0.0.1:1 --flash devdir --ack-interval 6000
 expect 2 "^tcpota device: --server: port 0 is not a server's port" \
   $T device --server 127.0.0.1:0 --flash devdir
-expect 2 "^tcpota device: --health: 'maybe' is not ok or fail" \
+expect 2 "^tcpota device: --health: 'maybe' is not ok, fail or crash$" \
   $T device --server 127.0.0.1:1 --flash devdir --health maybe
 
 # A directory, a missing file, an empty file.

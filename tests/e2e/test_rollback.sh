@@ -70,4 +70,18 @@ grep -q "the bootloader refused the other slot .* and fell back; running 0.0.0" 
   fail "the fallback was not said: $(head -5 "$WORK/good3.log")"
 check_device "$WORK/good" "$WORK/img"
 ok "a confirmed image whose flash changed: the bootloader falls back, the device says so and fetches it again"
+
+# --health crash: the new image resets before its verdict, the bootloader
+# undoes it, and the device reports "boot failed" (the server's log:
+# "rolled back by the bootloader"), running its old image.
+rc=0
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/crash" --id crash-dev --health crash \
+  --progress none 2> "$WORK/crash.log" || rc=$?
+[ $rc -eq 1 ] || fail "the crashing device exited $rc, expected 1 (as --health fail): $(tail -3 "$WORK/crash.log")"
+grep -q "new image 2.0.0 resets before its health check's verdict (--health crash)" "$WORK/crash.log" &&
+  grep -q "new image 2.0.0 reset before its health check's verdict and was rolled back" "$WORK/crash.log" ||
+  fail "the crash was not said: $(cat "$WORK/crash.log")"
+"$TCPOTA" device status --flash "$WORK/crash" | grep -q '"version":"0.0.0"' || fail "the crashed image runs"
+wait_line "$WORK/server.log" '\[crash-dev [^]]*\] report: image [0-9a-f]*\.\.\. rolled back by the bootloader'
+ok "--health crash: reset before the verdict, undone by the bootloader, reported as a boot failure"
 stop_server
