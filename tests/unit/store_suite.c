@@ -208,6 +208,21 @@ static void ss_item_run(struct fx *f, const char *id, enum store_dev_state st, u
     store_req_free(r);
 }
 
+/* Device id checks in (registered, no report), then a final step of its
+ * own in rollout ro: state st about image seed, with reason; it must apply. */
+static void ss_final_step(struct fx *f, const char *id, enum store_dev_state st, uint8_t image,
+                          uint64_t rollout, const char *reason)
+{
+    struct store_event it;
+    struct store_req *r;
+
+    ss_checkin_free(f, id);
+    ss_item(&it, id, st, image, rollout, 0, reason, 1);
+    r = ss_run(f, ss_events_req(&it, 1));
+    assert_int_equal(r->rc, STORE_OK);
+    store_req_free(r);
+}
+
 struct store_req *ss_image_add_from(struct fx *f, uint8_t seed, const char *version,
                                    const char *model, const char *path)
 {
@@ -2321,7 +2336,6 @@ static void test_summary_rollout_failures_order(void **state)
                                                 STORE_ST_FAILED};
     static const uint64_t want_n[] = {2, 1, 1};
     struct fx *f = *state;
-    struct store_event it;
     uint8_t img[TCPOTA_ID_LEN], other[TCPOTA_ID_LEN];
     struct store_req *r;
     size_t i, k = 0;
@@ -2335,11 +2349,7 @@ static void test_summary_rollout_failures_order(void **state)
     store_req_free(ss_checkin(f, "r2", img, TCPOTA_RESULT_ROLLED_BACK));
     store_req_free(ss_checkin(f, "r4", img, TCPOTA_RESULT_ROLLED_BACK));
     store_req_free(ss_checkin(f, "r4", other, TCPOTA_RESULT_CONFIRMED)); /* moved on */
-    ss_checkin_free(f, "r3");
-    ss_item(&it, "r3", STORE_ST_DECLINED, 0x49, ro, 0, "image is not signed", 1);
-    r = ss_run(f, ss_events_req(&it, 1));
-    assert_int_equal(r->rc, STORE_OK);
-    store_req_free(r);
+    ss_final_step(f, "r3", STORE_ST_DECLINED, 0x49, ro, "image is not signed");
     r = summary_last_hour(f);
     for (i = 0; i < r->u.summary.n; i++) {
         const struct store_tally *t = &r->u.summary.rows[i];
@@ -2372,7 +2382,6 @@ static void test_summary_rollout_failures_which(void **state)
                 {STORE_ST_FAILED, STORE_MOVED_ON_REASON}};
     static const uint32_t pct[] = {100};
     struct fx *f = *state;
-    struct store_event it;
     uint8_t img[TCPOTA_ID_LEN], other[TCPOTA_ID_LEN];
     struct store_req *r;
     size_t i, k, seen[4] = {0};
@@ -2385,11 +2394,7 @@ static void test_summary_rollout_failures_which(void **state)
     store_req_free(ss_checkin(f, "w2", img, TCPOTA_RESULT_BOOT_FAILED));
     store_req_free(ss_checkin(f, "w4", img, TCPOTA_RESULT_ROLLED_BACK));
     store_req_free(ss_checkin(f, "w4", other, TCPOTA_RESULT_ROLLED_BACK)); /* moved on, failed */
-    ss_checkin_free(f, "w3");
-    ss_item(&it, "w3", STORE_ST_FAILED, 0x4b, ro, 0, "download failed", 1);
-    r = ss_run(f, ss_events_req(&it, 1));
-    assert_int_equal(r->rc, STORE_OK);
-    store_req_free(r);
+    ss_final_step(f, "w3", STORE_ST_FAILED, 0x4b, ro, "download failed");
     r = summary_last_hour(f);
     for (i = 0; i < r->u.summary.n; i++) {
         const struct store_tally *t = &r->u.summary.rows[i];
