@@ -9,7 +9,6 @@
 #define LAST_LEN (1 + TCPOTA_ID_LEN + 4 + 4)
 #define COUNTER_LEN (1 + 4 + 4) /* frozen with REC_VERSION 1: device.h, TCPOTA_KEY_COUNTER */
 #define REPORT_LEN (1 + TCPOTA_ID_LEN + 2 + 4)
-#define MARKED_LEN (1 + TCPOTA_ID_LEN + 4) /* version, id, CRC: TCPOTA_KEY_MARKED */
 #define BAD_LEN (1 + TCPOTA_ID_LEN + 1 + 1 + 4) /* version, id, reason, count, CRC */
 #define BAD_REASON (1 + TCPOTA_ID_LEN)
 #define BAD_COUNT (2 + TCPOTA_ID_LEN)
@@ -114,22 +113,15 @@ static int report_save(const struct tcpota_port *p, const uint8_t *id, uint16_t 
     return rec_save(p, TCPOTA_KEY_REPORT, b, sizeof(b));
 }
 
-/* The image about to be marked valid (tcpota_dev_boot). */
-static int marked_save(const struct tcpota_port *p, const uint8_t *id)
+/* 1 when the report kept says image id was confirmed: how a boot after a
+ * cut that came once the image was marked valid knows it (tcpota_dev_boot). */
+static int confirmed_is(const struct tcpota_port *p, const uint8_t *id)
 {
-    uint8_t b[MARKED_LEN];
+    uint8_t b[REPORT_LEN];
 
-    memcpy(b + 1, id, TCPOTA_ID_LEN);
-    return rec_save(p, TCPOTA_KEY_MARKED, b, sizeof(b));
-}
-
-/* 1 when the mark record names image id (NULL: any image). */
-static int marked_is(const struct tcpota_port *p, const uint8_t *id)
-{
-    uint8_t b[MARKED_LEN];
-
-    return rec_load(p, TCPOTA_KEY_MARKED, b, sizeof(b)) == 0 &&
-           (!id || memcmp(b + 1, id, TCPOTA_ID_LEN) == 0);
+    return rec_load(p, TCPOTA_KEY_REPORT, b, sizeof(b)) == 0 &&
+           memcmp(b + 1, id, TCPOTA_ID_LEN) == 0 &&
+           tcpota_get_u16(b + 1 + TCPOTA_ID_LEN) == TCPOTA_RESULT_CONFIRMED;
 }
 
 static int counter_load(const struct tcpota_port *p, uint32_t *out)
@@ -255,7 +247,7 @@ int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
 {
     struct tcpota_boot_state st;
     uint8_t last[LAST_LEN];
-    int have_last, final_now, marked, rc;
+    int have_last, final_now, rc;
 
     if (!p) {
         return TCPOTA_ERR_INVAL;
@@ -270,37 +262,17 @@ int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
         return rc;
     }
     have_last = rc == 0;
-    if (!have_last && marked_is(p, NULL) && (rc = p->kv_erase(p->ctx, TCPOTA_KEY_MARKED)) < 0) {
-        return rc; /* a mark record left by a cut after LAST went: it names nothing */
-    }
     /* No pending state in this port's bootloader, and the last image set to
      * boot runs: final, so confirmed now (its report, the counter), as a
      * healthy pending one is, with nothing to mark. Without it a review
-     * found the counter never rose on such devices. So is an image marked
-     * valid before a cut (TCPOTA_KEY_MARKED names it): the bootloader keeps
-     * it, and what confirms it was not done yet. */
-    marked = have_last && !st.pending && marked_is(p, last + 1);
+     * found the counter never rose on such devices. So is an image whose
+     * confirmed report was kept and that the bootloader did not undo: a
+     * cut came after its mark (below), before the rest. */
     final_now = !st.pending && have_last &&
                 ((st.running_known && memcmp(st.running_id, last + 1, TCPOTA_ID_LEN) == 0) ||
-                 (marked && !st.rolled_back));
+                 (!st.rolled_back && confirmed_is(p, last + 1)));
     if (final_now) {
         healthy = 1;
-    }
-    if (st.pending && healthy) {
-        /* A bootloader undoes a pending image at the next reset (ESP-IDF:
-         * ABORTED, the old image boots), so nothing that holds only for a
-         * confirmed image (its CONFIRMED report, the counter) may come
-         * before the mark: it goes first, after a record naming the image,
-         * and a cut after it finds the image final (above). A trial's cut
-         * between the counter and the mark left a device the bootloader had
-         * rolled back with a CONFIRMED report and the new image's counter. */
-        if (have_last && (rc = marked_save(p, last + 1)) < 0) {
-            return rc;
-        }
-        if ((rc = p->mark_valid(p->ctx)) < 0 || !have_last) {
-            return rc;
-        }
-        final_now = marked = 1;
     }
     if (st.pending || final_now) {
         uint16_t result = healthy ? TCPOTA_RESULT_CONFIRMED : TCPOTA_RESULT_ROLLED_BACK;
@@ -310,9 +282,18 @@ int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
             return rc;
         }
         /* Remembered before the record that names it goes: the server may
-         * offer the rolled-back image again at once. Confirming another
-         * image forgets it. */
+         * offer the rolled-back image again at once. */
         if (have_last && !healthy && (rc = bad_save(p, last + 1, TCPOTA_BAD_ROLLED_BACK)) < 0) {
+            return rc;
+        }
+        /* A bootloader undoes a pending image at the next reset (ESP-IDF:
+         * ABORTED, the old one boots), and LAST is what a boot failure's
+         * report needs: nothing that holds only for a confirmed image
+         * comes before the mark. A trial's cut between the counter and the
+         * mark left a rolled-back device with a CONFIRMED report and the
+         * new image's counter. A cut after the mark finds it by its report
+         * (above). Confirming an image forgets the failed one. */
+        if (st.pending && healthy && (rc = p->mark_valid(p->ctx)) < 0) {
             return rc;
         }
         if (have_last && healthy && (rc = bad_forget(p)) < 0) {
@@ -327,8 +308,8 @@ int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
         if (have_last && (rc = p->kv_erase(p->ctx, TCPOTA_KEY_LAST)) < 0) {
             return rc;
         }
-        if (final_now) { /* after LAST: without it the mark names nothing */
-            return marked ? p->kv_erase(p->ctx, TCPOTA_KEY_MARKED) : 0;
+        if (healthy) {
+            return 0;
         }
         rc = p->mark_invalid(p->ctx);
         return rc < 0 ? rc : 1;
@@ -347,11 +328,9 @@ int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
             return p->kv_erase(p->ctx, TCPOTA_KEY_LAST);
         }
         /* Counted after the record that names it goes: a cut in between
-         * gives the image a chance too many, never one too few. A mark
-         * record of a cut before its mark goes with it. */
+         * gives the image a chance too many, never one too few. */
         if ((rc = report_save(p, last + 1, TCPOTA_RESULT_BOOT_FAILED)) < 0 ||
-            (rc = p->kv_erase(p->ctx, TCPOTA_KEY_LAST)) < 0 ||
-            (marked && (rc = p->kv_erase(p->ctx, TCPOTA_KEY_MARKED)) < 0)) {
+            (rc = p->kv_erase(p->ctx, TCPOTA_KEY_LAST)) < 0) {
             return rc;
         }
         return bad_save(p, last + 1, TCPOTA_BAD_BOOT_FAILED);

@@ -50,9 +50,6 @@ extern "C" {
 /* NVS keys the session owns (<= 15 chars). */
 #define TCPOTA_KEY_RESUME "tcpota.resume"
 #define TCPOTA_KEY_LAST "tcpota.last"
-/* The image tcpota_dev_boot() is marking valid (version byte, id, CRC32C):
- * a cut after the mark confirms it at the next boot. */
-#define TCPOTA_KEY_MARKED "tcpota.marked"
 #define TCPOTA_KEY_REPORT "tcpota.report"
 /* The anti-rollback floor. Its record (version byte 1, u32 counter, CRC32C:
  * 9 bytes) is frozen: a record this build cannot read counts as absent, a
