@@ -1249,7 +1249,6 @@ static void add_seen(struct server *srv, const char *id)
     }
 }
 
-/* The store answered a v1 device's check-in: decide and answer it. */
 /* A v1 check-in without a report, on a database that has answered
  * nothing for stuck s: said, counted, its why set; returns the RETRY_AFTER
  * of its NO_UPDATE. Queued behind it, the check-in waited until the
@@ -1275,6 +1274,7 @@ static void hung_close_legacy(struct conn *c, double stuck)
     (void)conn_close(c, 1);
 }
 
+/* The store answered a v1 device's check-in: decide and answer it. */
 static void checkin_done(struct store_req *r)
 {
     struct conn *c;
