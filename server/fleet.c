@@ -384,6 +384,7 @@ int fleet_park(struct server *srv, struct store_req *r)
     }
     fi->wait = w;
     fi->wait[fi->nwait++] = r;
+    r->parked = 1;
     return 1;
 }
 
@@ -1115,7 +1116,6 @@ struct checkin {
     char model[TCPOTA_MAX_NAME + 1], version[TCPOTA_MAX_NAME + 1];
     char addr[48];
     uint8_t running[TCPOTA_ID_LEN], report[TCPOTA_ID_LEN];
-    uint8_t parked; /* the store answered; its image loads (fleet_park) */
 };
 
 /* A check-in request for c, its inputs copied; NULL: out of memory. */
@@ -1281,7 +1281,6 @@ static void checkin_done(struct store_req *r)
     struct checkin memo = *(struct checkin *)r->arg;
 
     if (memo.c && fleet_park(memo.c->srv, r)) {
-        ((struct checkin *)r->arg)->parked = 1;
         return; /* decided once its image is loaded */
     }
 
@@ -1650,7 +1649,7 @@ static void answer_queued(struct server *srv, double stuck)
     for (c = srv->conns; c; c = next) {
         next = c->next;
         /* (One whose image loads has its answer: not the database's wait.) */
-        if (!c->req || c->closing || ((struct checkin *)c->req->arg)->parked ||
+        if (!c->req || c->closing || c->req->parked ||
             (c->kind == K_V1 && (tcpota_srv_get_state(&c->s) != TCPOTA_SRV_CHOOSING ||
                                  c->req->u.checkin.report_id))) {
             continue;

@@ -41,8 +41,9 @@ static inline enum metrics_deferred fleet_deferred_why(const struct store_req *r
 /* Called first by the done of a STORE_CHECKIN r: 1 when r's rollout image
  * is not loaded yet. Its load then runs off the loop (or already does), r
  * waits for it, and r->done runs again once it has ended (or at stop),
- * when this returns 0. 0 too when r needs no image, or no job could be
- * started (fleet_decide then loads it on the loop). */
+ * when this returns 0; r->parked says so meanwhile. 0 too when r needs no
+ * image, or no job could be started (fleet_decide then loads it on the
+ * loop). */
 int fleet_park(struct server *srv, struct store_req *r);
 
 /* A step for device_id in r's rollout found after the store read r (an

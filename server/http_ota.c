@@ -394,7 +394,7 @@ void http_ota_answer_stuck(struct http_ota *ota, double stuck)
     struct dl *d;
 
     for (d = ota ? ota->dls : NULL; d; d = d->next) {
-        if (d->sr && d->req && !d->parked && !d->img) {
+        if (d->sr && d->req && !d->sr->parked && !d->img) {
             /* Answered: its check-in's done (the store still reads d's
              * strings) finds no request and frees d. */
             hung_refuse(ota, d, d->req, stuck);

@@ -92,7 +92,6 @@ void ota_checkin_done(struct store_req *r)
     uint16_t why_code;
 
     if (d->ota && d->req && fleet_park(d->ota->srv, r)) {
-        d->parked = 1;
         return; /* decided once its image is loaded (d->sr still r: an orphan waits for it) */
     }
     d->sr = NULL;

@@ -87,7 +87,6 @@ struct dl {
     uint32_t had;                    /* bytes 0..had-1 of img the registry says it had before */
     double progress_at;
     int head;                        /* HEAD: headers only */
-    int parked;                      /* the store answered; its image loads (fleet_park) */
     char has_range, has_if_range;
     char range[OTA_HEADER_VALUE_MAX + 1], if_range[OTA_HEADER_VALUE_MAX + 1];
     char id[TCPOTA_MAX_STR + 1], model[TCPOTA_MAX_NAME + 1], version[TCPOTA_MAX_NAME + 1];

@@ -394,6 +394,7 @@ struct store_req {
     } u;
     struct store_req *next;  /* the backend's queue */
     double submitted;        /* monotonic seconds at store_submit() (metrics) */
+    uint8_t parked;          /* answered, and held until its image loads (fleet_park) */
 };
 
 /* What STORE_SECRET_LIST returns, one per device. */
