@@ -761,6 +761,7 @@ static void handle(struct evhttp_request *req, void *arg)
     struct api *a = arg;
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL, *bad = http_framing_bad(req);
+    const char *host_bad = bad ? NULL : http_host_bad(req);
     struct api_call *c;
 
     /* Set at the admission too (api_gate.c); again for a connection the
@@ -773,18 +774,11 @@ static void handle(struct evhttp_request *req, void *arg)
         return;
     }
     api_gate_request(a, req);
-    if (bad) {
+    if (bad || host_bad) {
         char body[200];
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-        snprintf(body, sizeof body, "{\"error\":\"%s; send one Content-Length of digits, or"
-                 " Transfer-Encoding: chunked\"}", bad);
-        send_text(req, 400, body);
-        return;
-    }
-    if ((bad = http_host_bad(req)) != NULL) {
-        char body[200];
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-        snprintf(body, sizeof body, "{\"error\":\"%s\"}", bad);
+        snprintf(body, sizeof body, "{\"error\":\"%s%s\"}", bad ? bad : host_bad,
+                 bad ? "; send one Content-Length of digits, or Transfer-Encoding: chunked" : "");
         send_text(req, 400, body);
         return;
     }

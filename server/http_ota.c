@@ -409,7 +409,7 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     enum evhttp_cmd_type m = evhttp_request_get_command(req);
-    const char *bad;
+    const char *bad, *host_bad = NULL;
     struct store_req *r;
     struct http_range probe;
     struct dl *d;
@@ -429,14 +429,10 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
                    "the limit)");
         return;
     }
-    if ((bad = http_framing_bad(req)) != NULL) {
+    if ((bad = http_framing_bad(req)) != NULL || (host_bad = http_host_bad(req)) != NULL) {
         ota_add_header(req, "Connection", "close");
-        ota_refuse(ota, NULL, req, 400, "%s; send one Content-Length of digits, or none", bad);
-        return;
-    }
-    if ((bad = http_host_bad(req)) != NULL) {
-        ota_add_header(req, "Connection", "close");
-        ota_refuse(ota, NULL, req, 400, "%s", bad);
+        ota_refuse(ota, NULL, req, 400, "%s%s", bad ? bad : host_bad,
+                   bad ? "; send one Content-Length of digits, or none" : "");
         return;
     }
     if (strncmp(path, HTTP_OTA_PREFIX, strlen(HTTP_OTA_PREFIX)) != 0) {
