@@ -970,7 +970,20 @@ static uint32_t runner_random(void *ctx, uint32_t bound)
  * what the server knows (its log names it) and the device cannot tell
  * apart. "" when the last attempt got no connection or an answer (an
  * ERROR says why itself). */
-static uint64_t refetched(const struct stats *st);
+/* refetched: image bytes this process wrote beyond what it needed from
+ * where it began, i.e. written - (highest offset reached - offset its first
+ * ACCEPT of that image started at), summed over the images it wrote. For a
+ * completed image the highest offset is the image size, so this is
+ * "written - (size - first start)": everything a cut or a reset made this
+ * process write twice. An image written to its end and then followed by
+ * another (a second update in one run) is needed whole; the bytes of one
+ * replaced before its end count as refetched. */
+static uint64_t refetched(const struct stats *st)
+{
+    uint64_t useful = st->whole + (st->have_image ? st->max_pos - st->base : 0);
+
+    return st->written > useful ? st->written - useful : 0;
+}
 
 /* Why attempts that wrote image bytes made no progress, when each ended
  * before the image's first checkpoint (a trial's link cut every 14,000
@@ -1375,21 +1388,7 @@ static int run(struct device *dv)
 
 /* ---- statistics ------------------------------------------------------ */
 
-/* refetched: image bytes this process wrote beyond what it needed from
- * where it began, i.e. written - (highest offset reached - offset its first
- * ACCEPT of that image started at), summed over the images it wrote. For a
- * completed image the highest offset is the image size, so this is
- * "written - (size - first start)": everything a cut or a reset made this
- * process write twice. An image written to its end and then followed by
- * another (a second update in one run) is needed whole; the bytes of one
- * replaced before its end count as refetched. */
-static uint64_t refetched(const struct stats *st)
-{
-    uint64_t useful = st->whole + (st->have_image ? st->max_pos - st->base : 0);
-
-    return st->written > useful ? st->written - useful : 0;
-}
-
+/* The line of this process's counts (refetched: above). */
 static void print_stats(struct device *dv)
 {
     const struct stats *st = &dv->st;

@@ -1327,8 +1327,8 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
         return 2;
     }
     if (o.db && !o.data_dir && o.image) {
-        /* Not "add --data": that then refused FILE (a trial). */
-        /* An unsigned FILE takes its version and model in image add (a
+        /* Not "add --data": that then refused FILE (a trial); and an
+         * unsigned FILE takes its version and model in image add (a
          * review: the advice alone was refused). */
         fprintf(stderr, "tcpota serve: --db serves a fleet, whose images are added through its API,"
                         " not a FILE: give --data DIR (this node's image cache and its api.token)"

@@ -73,23 +73,17 @@ static int cut_now(struct fake_port *fp)
     return fp->cut_at && ++fp->cut_ops == fp->cut_at;
 }
 
-static int f_valid(void *ctx)
+/* A mark of the running image (valid or invalid): it ends its pending state. */
+static int f_mark(struct fake_port *fp, int *calls)
 {
-    struct fake_port *fp = ctx;
     if (cut_now(fp)) return TCPOTA_ERR_IO;
-    fp->valid_calls++;
+    (*calls)++;
     fp->boot.pending = 0;
     return 0;
 }
 
-static int f_invalid(void *ctx)
-{
-    struct fake_port *fp = ctx;
-    if (cut_now(fp)) return TCPOTA_ERR_IO;
-    fp->invalid_calls++;
-    fp->boot.pending = 0;
-    return 0;
-}
+static int f_valid(void *ctx) { struct fake_port *fp = ctx; return f_mark(fp, &fp->valid_calls); }
+static int f_invalid(void *ctx) { struct fake_port *fp = ctx; return f_mark(fp, &fp->invalid_calls); }
 static int f_boot_state(void *ctx, struct tcpota_boot_state *st) { *st = ((struct fake_port *)ctx)->boot; return 0; }
 
 static int find(struct fake_port *fp, const char *key)
