@@ -413,6 +413,14 @@ int tcpota_dev_init(struct tcpota_dev *d, const struct tcpota_dev_config *cfg)
 
 /* ---- output ---------------------------------------------------------- */
 
+/* Every message this side sends starts here, all its fields absent: one
+ * call where each sender had a memset of its own (smaller device code). */
+static void msg_new(struct tcpota_msg *m, uint8_t type)
+{
+    memset(m, 0, sizeof(*m));
+    m->type = type;
+}
+
 static int queue(struct tcpota_dev *d, const struct tcpota_msg *m)
 {
     int n;
@@ -457,8 +465,7 @@ static int fail(struct tcpota_dev *d, int code, const char *why)
     struct tcpota_msg m;
 
     set_reason(d, why);
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_ERROR;
+    msg_new(&m, TCPOTA_T_ERROR);
     m.u.error.code = (uint16_t)-code;
     m.u.error.message = str_bytes(d->reason);
     (void)queue(d, &m); /* best effort: the connection ends either way */
@@ -483,8 +490,7 @@ int tcpota_dev_connect(struct tcpota_dev *d, uint32_t now_ms)
     d->server_error = 0;
     d->auth_announced = 0;
     d->bad_reason = TCPOTA_BAD_NONE;
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_HELLO;
+    msg_new(&m, TCPOTA_T_HELLO);
     m.u.hello.proto_min = TCPOTA_PROTO_VERSION;
     m.u.hello.proto_max = TCPOTA_PROTO_VERSION;
     m.u.hello.device_id = str_bytes(d->cfg.device_id);
@@ -567,8 +573,7 @@ int tcpota_dev_tick(struct tcpota_dev *d, uint32_t now_ms)
     }
     if ((uint32_t)(now_ms - d->last_tx) >= d->cfg.keepalive_ms && d->tx_len == 0) {
         struct tcpota_msg m;
-        memset(&m, 0, sizeof(m));
-        m.type = TCPOTA_T_PING;
+        msg_new(&m, TCPOTA_T_PING);
         m.u.ping.token = ++d->ping_token;
         d->last_tx = now_ms; /* one PING per interval even if not yet sent */
         return queue(d, &m);
@@ -623,8 +628,7 @@ static int decline(struct tcpota_dev *d, const uint8_t *id, int reason, const ch
     struct tcpota_msg m;
 
     set_reason(d, why);
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_DECLINE;
+    msg_new(&m, TCPOTA_T_DECLINE);
     m.u.decline.image_id = id;
     m.u.decline.reason = (uint16_t)-reason;
     m.u.decline.message = str_bytes(d->reason);
@@ -733,8 +737,7 @@ static int on_offer(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
     d->pos = start;
     d->state = TCPOTA_DEV_RECEIVING;
     d->last_progress = d->now;
-    memset(&a, 0, sizeof(a));
-    a.type = TCPOTA_T_ACCEPT;
+    msg_new(&a, TCPOTA_T_ACCEPT);
     a.u.accept.image_id = d->image;
     a.u.accept.offset = start;
     ev->type = TCPOTA_DEV_EV_ACCEPTED;
@@ -798,8 +801,7 @@ static int finish(struct tcpota_dev *d, struct tcpota_dev_event *ev)
          * eFuse anti-rollback, 20 quick tries, then one an hour). */
         bad = TCPOTA_BAD_REFUSED;
     }
-    memset(&m, 0, sizeof(m));
-    m.type = TCPOTA_T_COMPLETE;
+    msg_new(&m, TCPOTA_T_COMPLETE);
     m.u.complete.image_id = d->image;
     if (rc < 0) {
         /* Never bootable; start over from zero next time. No "last update"
@@ -869,8 +871,7 @@ static int on_data(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcpo
         if ((rc = resume_save(d, point)) < 0) {
             return fail(d, rc, "could not save the resume point");
         }
-        memset(&a, 0, sizeof(a));
-        a.type = TCPOTA_T_ACK;
+        msg_new(&a, TCPOTA_T_ACK);
         a.u.ack.offset = point;
         ev->type = TCPOTA_DEV_EV_CHECKPOINT;
         ev->offset = point;
@@ -914,8 +915,7 @@ static int on_challenge(struct tcpota_dev *d, const struct tcpota_msg *m)
     if (rc < 0) {
         return fail(d, rc, "HMAC failed");
     }
-    memset(&a, 0, sizeof(a));
-    a.type = TCPOTA_T_AUTH;
+    msg_new(&a, TCPOTA_T_AUTH);
     a.u.auth.mac = mac;
     return queue(d, &a);
 }
@@ -995,8 +995,7 @@ static int on_frame(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
         return d->last_error;
     case TCPOTA_T_PING: {
         struct tcpota_msg pong;
-        memset(&pong, 0, sizeof(pong));
-        pong.type = TCPOTA_T_PONG;
+        msg_new(&pong, TCPOTA_T_PONG);
         pong.u.ping.token = m->u.ping.token;
         return queue(d, &pong);
     }
