@@ -952,34 +952,27 @@ static int on_frame(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcp
         d->auth_announced = (m->u.welcome.features & TCPOTA_F_AUTH) != 0;
         ev->type = TCPOTA_DEV_EV_WELCOME;
         return 0;
-    case TCPOTA_T_OFFER:
-        if (d->state != TCPOTA_DEV_HELLO_SENT) {
-            return fail(d, TCPOTA_ERR_STATE, "unexpected OFFER");
-        }
-        {
-            int rc = report_acknowledged(d);
-            if (rc < 0) {
-                return rc;
-            }
-        }
-        return on_offer(d, m, ev);
     case TCPOTA_T_CHALLENGE:
         return on_challenge(d, m);
-    case TCPOTA_T_NO_UPDATE:
+    case TCPOTA_T_OFFER:
+    case TCPOTA_T_NO_UPDATE: {
+        /* The server's decision: one per connection, after HELLO. */
+        int offer = m->type == TCPOTA_T_OFFER, rc;
         if (d->state != TCPOTA_DEV_HELLO_SENT) {
-            return fail(d, TCPOTA_ERR_STATE, "unexpected NO_UPDATE");
+            return fail(d, TCPOTA_ERR_STATE, offer ? "unexpected OFFER" : "unexpected NO_UPDATE");
         }
-        {
-            int rc = report_acknowledged(d);
-            if (rc < 0) {
-                return rc;
-            }
+        if ((rc = report_acknowledged(d)) < 0) {
+            return rc;
+        }
+        if (offer) {
+            return on_offer(d, m, ev);
         }
         d->state = TCPOTA_DEV_UP_TO_DATE;
         ev->type = TCPOTA_DEV_EV_UP_TO_DATE;
         ev->retry_after_s = m->u.no_update.retry_after_s;
         ev->why = m->u.no_update.why;
         return 0;
+    }
     case TCPOTA_T_DATA:
         return on_data(d, m, ev);
     case TCPOTA_T_ERROR:

@@ -587,6 +587,7 @@ static void test_data_past_end_and_out_of_state(void **state)
     m.u.offer.size = 100;
     m.u.offer.version.ptr = (const uint8_t *)"2"; m.u.offer.version.len = 1;
     assert_int_equal(feed_dev(&m, &ev), TCPOTA_ERR_STATE);
+    assert_string_equal(tcpota_dev_reason(&dev), "unexpected OFFER");
 }
 
 static void test_server_error_frame(void **state)
