@@ -329,7 +329,6 @@ static int image_load(struct image *img, const char *path, const char *version, 
                       char *err, size_t errlen)
 {
     struct stat st;
-    uint32_t i;
     size_t vlen = strlen(version);
     int src, copied;
 
@@ -340,11 +339,9 @@ static int image_load(struct image *img, const char *path, const char *version, 
         why(err, errlen, "--version must be 1..32 characters");
         return -1;
     }
-    for (i = 0; i < vlen; i++) {
-        if (version[i] < 0x20 || version[i] > 0x7e) {
-            why(err, errlen, "--version must be printable ASCII");
-            return -1;
-        }
+    if (!tcpota_printable(version, vlen, 1, TCPOTA_MAX_NAME)) {
+        why(err, errlen, "--version must be printable ASCII");
+        return -1;
     }
     /* O_NONBLOCK: a FIFO would otherwise wait for a writer forever. */
     img->fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);

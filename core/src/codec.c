@@ -162,15 +162,16 @@ static int fixed_size(uint8_t type)
     }
 }
 
-static int str_ok(const uint8_t *p, size_t len, size_t min, size_t max)
+int tcpota_printable(const void *p, size_t len, size_t min, size_t max)
 {
+    const uint8_t *b = p;
     size_t i;
 
     if (len < min || len > max) {
         return 0;
     }
     for (i = 0; i < len; i++) {
-        if (p[i] < 0x20 || p[i] > 0x7e) {
+        if (b[i] < 0x20 || b[i] > 0x7e) {
             return 0;
         }
     }
@@ -187,15 +188,19 @@ static int take_tlv(struct tcpota_msg *m, uint8_t tag, const uint8_t *v, uint16_
     b.len = n;
     switch (tag) {
     case TCPOTA_TAG_DEVICE_ID:
-        if (m->type != TCPOTA_T_HELLO || !str_ok(v, n, 1, TCPOTA_MAX_STR)) return TCPOTA_ERR_PROTO;
+        if (m->type != TCPOTA_T_HELLO || !tcpota_printable(v, n, 1, TCPOTA_MAX_STR)) {
+            return TCPOTA_ERR_PROTO;
+        }
         m->u.hello.device_id = b;
         return 0;
     case TCPOTA_TAG_MODEL:
-        if (m->type != TCPOTA_T_HELLO || !str_ok(v, n, 1, 32)) return TCPOTA_ERR_PROTO;
+        if (m->type != TCPOTA_T_HELLO || !tcpota_printable(v, n, 1, TCPOTA_MAX_NAME)) {
+            return TCPOTA_ERR_PROTO;
+        }
         m->u.hello.model = b;
         return 0;
     case TCPOTA_TAG_VERSION:
-        if (!str_ok(v, n, 1, 32)) return TCPOTA_ERR_PROTO;
+        if (!tcpota_printable(v, n, 1, TCPOTA_MAX_NAME)) return TCPOTA_ERR_PROTO;
         if (m->type == TCPOTA_T_HELLO) {
             m->u.hello.version = b;
         } else if (m->type == TCPOTA_T_OFFER) {
@@ -226,7 +231,7 @@ static int take_tlv(struct tcpota_msg *m, uint8_t tag, const uint8_t *v, uint16_
         m->u.hello.report_result = tcpota_get_u16(v + TCPOTA_ID_LEN);
         return 0;
     case TCPOTA_TAG_MESSAGE:
-        if (!str_ok(v, n, 0, TCPOTA_MAX_MESSAGE)) return TCPOTA_ERR_PROTO;
+        if (!tcpota_printable(v, n, 0, TCPOTA_MAX_MESSAGE)) return TCPOTA_ERR_PROTO;
         if (m->type == TCPOTA_T_ERROR) {
             m->u.error.message = b;
         } else if (m->type == TCPOTA_T_DECLINE) {
@@ -495,7 +500,7 @@ static void tlv_str(struct writer *w, uint8_t tag, struct tcpota_bytes b, size_t
     if (!b.ptr) {
         return;
     }
-    if (!str_ok(b.ptr, b.len, min, max)) {
+    if (!tcpota_printable(b.ptr, b.len, min, max)) {
         w->err = w->err ? w->err : TCPOTA_ERR_INVAL;
         return;
     }
@@ -528,8 +533,8 @@ static void encode_hello(struct writer *w, const struct tcpota_msg *m)
     put8(w, m->u.hello.proto_max);
     put16(w, m->u.hello.features);
     tlv_str(w, TCPOTA_TAG_DEVICE_ID, m->u.hello.device_id, 1, TCPOTA_MAX_STR);
-    tlv_str(w, TCPOTA_TAG_MODEL, m->u.hello.model, 1, 32);
-    tlv_str(w, TCPOTA_TAG_VERSION, m->u.hello.version, 1, 32);
+    tlv_str(w, TCPOTA_TAG_MODEL, m->u.hello.model, 1, TCPOTA_MAX_NAME);
+    tlv_str(w, TCPOTA_TAG_VERSION, m->u.hello.version, 1, TCPOTA_MAX_NAME);
     if (m->u.hello.running_id) {
         tlv(w, TCPOTA_TAG_RUNNING_ID, m->u.hello.running_id, TCPOTA_ID_LEN);
     }
@@ -573,7 +578,7 @@ static void encode_body(struct writer *w, const struct tcpota_msg *m)
         put(w, m->u.offer.image_id, TCPOTA_ID_LEN);
         put32(w, m->u.offer.size);
         put32(w, m->u.offer.start);
-        tlv_str(w, TCPOTA_TAG_VERSION, m->u.offer.version, 1, 32);
+        tlv_str(w, TCPOTA_TAG_VERSION, m->u.offer.version, 1, TCPOTA_MAX_NAME);
         if (m->u.offer.chunk) {
             tlv_u16(w, TCPOTA_TAG_CHUNK, m->u.offer.chunk);
         }

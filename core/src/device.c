@@ -342,17 +342,7 @@ int tcpota_dev_boot(const struct tcpota_port *p, int healthy)
 
 static int cfg_str_ok(const char *s, size_t max)
 {
-    size_t n;
-
-    if (!s) {
-        return 0;
-    }
-    for (n = 0; s[n]; n++) {
-        if (n >= max || s[n] < 0x20 || s[n] > 0x7e) {
-            return 0;
-        }
-    }
-    return n > 0;
+    return s && tcpota_printable(s, strlen(s), 1, max);
 }
 
 int tcpota_dev_init(struct tcpota_dev *d, const struct tcpota_dev_config *cfg)

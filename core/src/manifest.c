@@ -9,16 +9,6 @@ enum {
     M_COUNTER = 0x05, M_CREATED = 0x06, M_PUBKEY = 0x07,
 };
 
-static int printable(const uint8_t *p, size_t n)
-{
-    size_t i;
-    if (n == 0 || n > 32) return 0;
-    for (i = 0; i < n; i++) {
-        if (p[i] < 0x20 || p[i] > 0x7e) return 0;
-    }
-    return 1;
-}
-
 static int take(struct tcpota_manifest *m, uint8_t tag, const uint8_t *v, uint16_t n)
 {
     switch (tag) {
@@ -32,7 +22,7 @@ static int take(struct tcpota_manifest *m, uint8_t tag, const uint8_t *v, uint16
         return 0;
     case M_VERSION:
     case M_MODEL:
-        if (!printable(v, n)) return TCPOTA_ERR_PROTO;
+        if (!tcpota_printable(v, n, 1, TCPOTA_MAX_NAME)) return TCPOTA_ERR_PROTO;
         if (tag == M_VERSION) {
             m->version.ptr = v;
             m->version.len = n;
@@ -115,8 +105,9 @@ int tcpota_manifest_encode_body(const struct tcpota_manifest *m, uint8_t *out, s
     uint8_t b4[4], b8[8];
     size_t n = HEAD;
 
-    if (!m->sha256 || !m->pubkey || !printable(m->version.ptr, m->version.len) ||
-        !printable(m->model.ptr, m->model.len) || m->image_size == 0) {
+    if (!m->sha256 || !m->pubkey || m->image_size == 0 ||
+        !tcpota_printable(m->version.ptr, m->version.len, 1, TCPOTA_MAX_NAME) ||
+        !tcpota_printable(m->model.ptr, m->model.len, 1, TCPOTA_MAX_NAME)) {
         return TCPOTA_ERR_INVAL;
     }
     /* 7 TLV headers + fixed values + two strings of at most 32. */

@@ -880,6 +880,22 @@ static void test_encode_limits(void **state)
     assert_int_equal(tcpota_msg_encode(&m, out, sizeof(out)), TCPOTA_ERR_INVAL);
 }
 
+/* The one printable-string rule (codec, manifest, the device's config,
+ * the server's --version): its bounds and its edges. */
+static void test_printable(void **state)
+{
+    (void)state;
+    assert_int_equal(tcpota_printable(" ~", 2, 1, 2), 1);
+    assert_int_equal(tcpota_printable("", 0, 0, 4), 1);
+    assert_int_equal(tcpota_printable("", 0, 1, 4), 0);       /* below min */
+    assert_int_equal(tcpota_printable("abc", 3, 1, 2), 0);    /* above max */
+    assert_int_equal(tcpota_printable("a\x1f", 2, 1, 4), 0);  /* control */
+    assert_int_equal(tcpota_printable("a\x7f", 2, 1, 4), 0);  /* DEL */
+    assert_int_equal(tcpota_printable("a\x80", 2, 1, 4), 0);  /* not ASCII */
+    assert_int_equal(tcpota_printable("ab\0c", 4, 1, 4), 0);  /* NUL inside */
+    assert_int_equal(tcpota_printable("ab\x01", 2, 1, 4), 1); /* only len bytes */
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -909,6 +925,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_offer_manifest_twice),
         cmocka_unit_test(test_encode_limits),
         cmocka_unit_test(test_auth_vectors),
+        cmocka_unit_test(test_printable),
     };
     if (argc > 1) doc_path = argv[1];
     if (sodium_init() < 0) return 1;

@@ -301,6 +301,11 @@ int tcpota_data_head(uint8_t out[8], uint32_t offset, uint16_t len);
 int tcpota_auth_message(const uint8_t nonce[TCPOTA_NONCE_LEN], const uint8_t *binding,
                         const uint8_t *device_id, size_t id_len, uint8_t *out, size_t cap);
 
+/* 1 when p[0..len) is min..max bytes of printable ASCII (0x20..0x7e), else
+ * 0: the rule of every string the protocol and the manifest carry (device
+ * ids, models, versions, messages), and of the device's own config. */
+int tcpota_printable(const void *p, size_t len, size_t min, size_t max);
+
 /* Little-endian helpers shared by the codec and the ports. */
 static inline void tcpota_put_u16(uint8_t *p, uint16_t v)
 {
