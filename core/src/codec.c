@@ -178,6 +178,17 @@ int tcpota_printable(const void *p, size_t len, size_t min, size_t max)
     return 1;
 }
 
+void tcpota_hex(char *out, const uint8_t *p, size_t n)
+{
+    static const char digit[] = "0123456789abcdef";
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        out[2 * i] = digit[p[i] >> 4];
+        out[2 * i + 1] = digit[p[i] & 15];
+    }
+}
+
 /* Checks one TLV value against the rule for its tag (one of msg_tags,
  * critical bit clear) and fills *m. Returns 0 or TCPOTA_ERR_PROTO. */
 static int take_tlv(struct tcpota_msg *m, uint8_t tag, const uint8_t *v, uint16_t n)

@@ -216,7 +216,6 @@ int tcpota_dev_bad_image(const struct tcpota_port *p, uint8_t id[TCPOTA_ID_LEN])
 int tcpota_dev_bad_text(const uint8_t id[TCPOTA_ID_LEN], int reason,
                         char out[TCPOTA_DEV_BAD_TEXT_MAX])
 {
-    static const char hex[] = "0123456789abcdef";
     static const char *const why[] = {
         " failed before",
         " failed its integrity check before",
@@ -231,10 +230,8 @@ int tcpota_dev_bad_text(const uint8_t id[TCPOTA_ID_LEN], int reason,
         reason = TCPOTA_BAD_NONE;
     }
     memcpy(out, "image ", n);
-    for (unsigned i = 0; i < BAD_SHORT_ID; i++) {
-        out[n++] = hex[id[i] >> 4];
-        out[n++] = hex[id[i] & 15];
-    }
+    tcpota_hex(out + n, id, BAD_SHORT_ID);
+    n += 2 * BAD_SHORT_ID;
     k = strlen(why[reason]);
     memcpy(out + n, why[reason], k);
     memcpy(out + n + k, wait, sizeof(wait));

@@ -174,13 +174,10 @@ static void text_u32(struct text *t, uint32_t v)
 
 static void text_id(struct text *t, const uint8_t *id)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t i;
+    char b[2 * SHORT_ID];
 
-    for (i = 0; i < SHORT_ID; i++) {
-        char b[2] = {hex[id[i] >> 4], hex[id[i] & 15]};
-        text_put(t, b, 2);
-    }
+    tcpota_hex(b, id, SHORT_ID);
+    text_put(t, b, sizeof(b));
     text_str(t, "...");
 }
 

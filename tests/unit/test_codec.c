@@ -896,6 +896,18 @@ static void test_printable(void **state)
     assert_int_equal(tcpota_printable("ab\x01", 2, 1, 4), 1); /* only len bytes */
 }
 
+/* The one hex rule of the device's reasons (tcpota_dev_bad_text, the
+ * manifest's "offer sha256 ..."): lowercase, two digits a byte, no NUL. */
+static void test_hex(void **state)
+{
+    static const uint8_t b[] = {0x00, 0x09, 0xa5, 0xff};
+    char out[9];
+    (void)state;
+    memset(out, '#', sizeof(out));
+    tcpota_hex(out, b, sizeof(b));
+    assert_memory_equal(out, "0009a5ff#", 9);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -926,6 +938,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_encode_limits),
         cmocka_unit_test(test_auth_vectors),
         cmocka_unit_test(test_printable),
+        cmocka_unit_test(test_hex),
     };
     if (argc > 1) doc_path = argv[1];
     if (sodium_init() < 0) return 1;

@@ -306,6 +306,10 @@ int tcpota_auth_message(const uint8_t nonce[TCPOTA_NONCE_LEN], const uint8_t *bi
  * ids, models, versions, messages), and of the device's own config. */
 int tcpota_printable(const void *p, size_t len, size_t min, size_t max);
 
+/* Writes the n bytes at p as 2n lowercase hex digits to out (no NUL): how
+ * the device's reasons show the first bytes of an image id. */
+void tcpota_hex(char *out, const uint8_t *p, size_t n);
+
 /* Little-endian helpers shared by the codec and the ports. */
 static inline void tcpota_put_u16(uint8_t *p, uint16_t v)
 {
