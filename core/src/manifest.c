@@ -48,6 +48,8 @@ static int take(struct tcpota_manifest *m, uint8_t tag, const uint8_t *v, uint16
     }
 }
 
+#define ALL_TAGS (1u << M_SIZE | 1u << M_SHA | 1u << M_VERSION | 1u << M_MODEL | \
+                  1u << M_COUNTER | 1u << M_CREATED | 1u << M_PUBKEY)
 static const uint8_t known_tags[] = {
     M_SIZE, M_SHA, M_VERSION, M_MODEL, M_COUNTER, M_CREATED, M_PUBKEY,
 };
@@ -59,7 +61,8 @@ int tcpota_manifest_parse(const uint8_t *buf, size_t len, struct tcpota_manifest
     uint16_t n;
     uint8_t tag;
     size_t body;
-    int have_size = 0, have_counter = 0, have_created = 0, rc;
+    unsigned seen = 0;
+    int rc;
 
     memset(m, 0, sizeof(*m));
     if (!buf || len < HEAD + TCPOTA_SIG_LEN || memcmp(buf, TCPOTA_MANIFEST_MAGIC, 4) != 0) {
@@ -75,15 +78,13 @@ int tcpota_manifest_parse(const uint8_t *buf, size_t len, struct tcpota_manifest
     tcpota_tlv_iter_init(&it, buf + HEAD, body, known_tags, sizeof(known_tags));
     while ((rc = tcpota_tlv_next(&it, &tag, &v, &n)) > 0) {
         if ((rc = take(m, tag, v, n)) < 0) return rc;
-        have_size |= tag == M_SIZE;
-        have_counter |= tag == M_COUNTER;
-        have_created |= tag == M_CREATED;
+        seen |= 1u << tag;
     }
     if (rc < 0) {
         return rc;
     }
-    if (!have_size || !m->sha256 || !m->version.ptr || !m->model.ptr || !have_counter ||
-        !have_created || !m->pubkey || m->image_size == 0) {
+    /* Every field is required, and a size of 0 is refused. */
+    if (seen != ALL_TAGS || m->image_size == 0) {
         return TCPOTA_ERR_PROTO;
     }
     m->signed_part = buf;
