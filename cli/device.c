@@ -985,20 +985,21 @@ static uint64_t refetched(const struct stats *st)
     return st->written > useful ? st->written - useful : 0;
 }
 
-/* Why attempts that wrote image bytes made no progress, when each ended
- * before the image's first checkpoint (a trial's link cut every 14,000
- * bytes: 20 connections each wrote 12 KiB and kept none), else "". */
-static const char *before_checkpoint(const struct device *dv)
+/* Why attempts that wrote image bytes made no progress: each ended before
+ * it had written a whole sector past where it began, the least a device
+ * keeps of a connection (tcpota_dev_disconnect; a trial's link cut every
+ * 14,000 bytes kept nothing while only checkpoints were kept), else "". */
+static const char *kept_nothing(const struct device *dv)
 {
     static char why[200];
     const struct stats *st = &dv->st;
 
-    if (!st->have_image || refetched(st) == 0 || st->max_pos - st->base >= dv->o.ack_interval) {
+    if (!st->have_image || refetched(st) == 0 || st->max_pos - st->base >= TCPOTA_SECTOR_SIZE) {
         return "";
     }
-    snprintf(why, sizeof(why), " (each connection ended before the first checkpoint, every %u"
-             " bytes of image: on such a link a smaller --ack-interval keeps progress sooner)",
-             (unsigned)dv->o.ack_interval);
+    snprintf(why, sizeof(why), " (each connection ended before it had written a whole %u-byte"
+             " flash sector past where it began, the least a device keeps of a connection:"
+             " the link drops too soon for any progress)", (unsigned)TCPOTA_SECTOR_SIZE);
     return why;
 }
 
@@ -1373,7 +1374,7 @@ static int run(struct device *dv)
         default:
             say(dv, "gave up after %u attempt%s without progress: %s%s%s%s", dv->runner.attempts,
                 dv->runner.attempts == 1 ? "" : "s", dv->err, unanswered(dv),
-                before_checkpoint(dv), then(dv));
+                kept_nothing(dv), then(dv));
             rc = 1;
             break;
         }

@@ -511,9 +511,34 @@ int tcpota_dev_set_binding(struct tcpota_dev *d, const uint8_t *binding)
     return 0;
 }
 
+int tcpota_dev_keep(struct tcpota_dev *d)
+{
+    uint32_t point = d->pos - d->pos % TCPOTA_SECTOR_SIZE;
+    struct tcpota_msg a;
+    int rc;
+
+    /* Every byte below pos went through ota_write: any whole sector of
+     * them may be a resume point. */
+    if (d->state != TCPOTA_DEV_RECEIVING || point <= d->ckpt) {
+        return 0;
+    }
+    if ((rc = resume_save(d, point)) < 0) {
+        return rc;
+    }
+    msg_new(&a, TCPOTA_T_ACK);
+    a.u.ack.offset = point;
+    (void)queue(d, &a); /* a skipped ACK is covered by the next one */
+    return 1;
+}
+
 void tcpota_dev_disconnect(struct tcpota_dev *d)
 {
     (void)tcpota_dev_set_binding(d, NULL);
+    /* What this connection wrote is kept to its last whole sector, not
+     * only to its last checkpoint (a link cut before each checkpoint kept
+     * nothing). Its ACK goes with the rest of the output: the connection
+     * is gone. Best effort: if the storage refuses, the point before stands. */
+    (void)tcpota_dev_keep(d);
     if (d->state == TCPOTA_DEV_HELLO_SENT || d->state == TCPOTA_DEV_RECEIVING) {
         d->state = TCPOTA_DEV_IDLE;
     }
@@ -825,7 +850,7 @@ static int finish(struct tcpota_dev *d, struct tcpota_dev_event *ev)
 static int on_data(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcpota_dev_event *ev)
 {
     const struct tcpota_port *p = d->cfg.port;
-    uint32_t off = m->u.data.offset, n = m->u.data.bytes.len, point;
+    uint32_t off = m->u.data.offset, n = m->u.data.bytes.len;
     int rc;
 
     if (d->state == TCPOTA_DEV_DECLINED) {
@@ -852,17 +877,12 @@ static int on_data(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcpo
     if (d->pos == d->size) {
         return finish(d, ev);
     }
-    point = d->pos - d->pos % TCPOTA_SECTOR_SIZE;
-    if (point - d->ckpt >= d->cfg.ack_interval) {
-        struct tcpota_msg a;
-        if ((rc = resume_save(d, point)) < 0) {
+    if (d->pos - d->pos % TCPOTA_SECTOR_SIZE - d->ckpt >= d->cfg.ack_interval) {
+        if ((rc = tcpota_dev_keep(d)) < 0) {
             return fail(d, rc, "could not save the resume point");
         }
-        msg_new(&a, TCPOTA_T_ACK);
-        a.u.ack.offset = point;
         ev->type = TCPOTA_DEV_EV_CHECKPOINT;
-        ev->offset = point;
-        (void)queue(d, &a); /* a skipped ACK is covered by the next one */
+        ev->offset = d->ckpt;
     }
     return 0;
 }

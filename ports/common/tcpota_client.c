@@ -333,14 +333,17 @@ static int flush_some(struct tcpota_client *c)
     return 0;
 }
 
-/* A stop mid-session: the output held back (TCPOTA_CLIENT_HOLD_MS: ACKs) goes out
- * first, as far as the socket takes them at once. Each names bytes this
- * device has made durable: without them the server recorded a stopped
- * download at an older offset, 0 for a stop within its first ACKs (a
- * trial: "at 0 of 20000000 bytes durable" for a device at 524288). */
+/* A stop mid-session: what the transfer wrote is kept to its last whole
+ * sector (tcpota_dev_keep), and the output held back (TCPOTA_CLIENT_HOLD_MS:
+ * ACKs) goes out first, as far as the socket takes it at once. Each ACK
+ * names bytes this device has made durable: without them the server
+ * recorded a stopped download at an older offset, 0 for a stop within its
+ * first ACKs (a trial: "at 0 of 20000000 bytes durable" for a device at
+ * 524288). */
 static int stopped(struct tcpota_client *c)
 {
-    if (c->held) { /* (a HELLO not yet sent stays unsent: nothing began) */
+    /* (A HELLO not yet sent stays unsent: nothing began.) */
+    if (tcpota_dev_keep(c->cfg.dev) > 0 || c->held) {
         (void)flush_some(c);
     }
     return TCPOTA_CLIENT_STOPPED;

@@ -169,6 +169,8 @@ static void step(struct tcpota_runner *r, struct tcpota_runner_step *s,
  * bad_reason is this connection's). */
 static int attempt(struct tcpota_runner *r, uint8_t *unreachable, int *refused, int *ran)
 {
+    struct tcpota_dev *d = r->cfg.dev;
+    uint32_t kept = d->resume.valid ? d->resume.offset : 0; /* before this connection */
     struct tcpota_runner_step s;
     int rc, out = TCPOTA_CLIENT_RETRY;
 
@@ -190,7 +192,13 @@ static int attempt(struct tcpota_runner *r, uint8_t *unreachable, int *refused, 
     }
     conn_close(r, out == TCPOTA_CLIENT_UPDATED || out == TCPOTA_CLIENT_DECLINED ? r->cfg.linger_ms
                                                                                 : 0);
-    tcpota_dev_disconnect(r->cfg.dev);
+    tcpota_dev_disconnect(d);
+    /* The disconnect keeps the last whole sector written: progress too,
+     * though no checkpoint came (a link cut before each one). */
+    if (d->resume.valid && d->resume.offset > kept && d->resume.offset > r->best) {
+        r->best = d->resume.offset;
+        r->advanced = 1;
+    }
     return out;
 }
 

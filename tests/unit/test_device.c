@@ -33,6 +33,8 @@ static uint8_t trusted[1][32];
 static size_t ntrusted;
 static const uint8_t *secret;
 static const char *dev_version = "1.0.0";
+/* Set: run_conn leaves the connection open (no tcpota_dev_disconnect). */
+static int keep_open;
 
 /* Server -> device byte stream of one connection. */
 static uint8_t wire[IMG_SIZE * 2 + 65536];
@@ -75,6 +77,7 @@ static int setup(void **state)
     fake_port_init(fp);
     ntrusted = 0;
     secret = NULL;
+    keep_open = 0;
     dev_version = "1.0.0";
     memset(running, 0x77, sizeof(running));
     make_image(1);
@@ -158,7 +161,7 @@ static int run_conn(size_t cut, int corrupt_at, size_t *delivered)
         if (cut && wire_read >= cut) break;
     }
     if (delivered) *delivered = wire_read;
-    tcpota_dev_disconnect(&dev);
+    if (!keep_open) tcpota_dev_disconnect(&dev);
     return rc;
 }
 
@@ -183,8 +186,8 @@ static void test_fresh_update(void **state)
 }
 
 /* Cuts the connection at many points (every 997th byte of the stream):
- * each time the next connection resumes from the last checkpoint and the
- * bytes fetched again stay within one ack interval plus a sector. */
+ * each time the next connection resumes from the last whole sector written
+ * and fetches less than a sector again. */
 static void test_cut_anywhere_resumes(void **state)
 {
     (void)state;
@@ -199,7 +202,8 @@ static void test_cut_anywhere_resumes(void **state)
         run_conn(0, -1, NULL);
         assert_int_equal(dev.state, TCPOTA_DEV_UPDATED);
         assert_slot_is_image();
-        assert_true(written - durable <= ACK_IV + TCPOTA_SECTOR_SIZE);
+        /* The cut kept the last whole sector written (tcpota_dev_disconnect). */
+        assert_true(written - durable < TCPOTA_SECTOR_SIZE);
         if (durable) {
             assert_int_equal(fp->resumes, 1);
             assert_int_equal(fp->resumed_at, durable);
@@ -220,6 +224,84 @@ static void test_reboot_mid_image_resumes(void **state)
     assert_int_equal(dev.state, TCPOTA_DEV_UPDATED);
     assert_slot_is_image();
     assert_int_equal(fp->resumed_at, durable);
+}
+
+/* What a connection wrote is kept to its last whole sector, past the last
+ * checkpoint: by tcpota_dev_keep (a stop: with its ACK) and by
+ * tcpota_dev_disconnect (a cut). Only a power cut goes back to the last
+ * checkpoint. */
+static void test_keep_last_sector(void **state)
+{
+    struct tcpota_dev_resume r;
+    struct tcpota_decoder dec;
+    struct tcpota_frame f;
+    struct tcpota_msg m;
+    const uint8_t *out;
+    uint8_t b[64], rx[600];
+    uint32_t point;
+    size_t n;
+    int k;
+    (void)state;
+
+    keep_open = 1;
+    run_conn(14000, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_RECEIVING);
+    point = fp->wpos - fp->wpos % TCPOTA_SECTOR_SIZE;
+    assert_true(point > dev.resume.offset); /* past the last checkpoint */
+    assert_int_equal(dev.resume.offset % ACK_IV, 0);
+    /* A stop: the point saved, and its ACK queued for the server. */
+    assert_int_equal(tcpota_dev_keep(&dev), 1);
+    assert_int_equal(dev.resume.offset, point);
+    k = fp->port.kv_get(fp, TCPOTA_KEY_RESUME, b, sizeof(b));
+    assert_true(k > 0);
+    assert_int_equal(tcpota_dev_resume_parse(b, (size_t)k, FAKE_SLOT, &r), 0);
+    assert_int_equal(r.offset, point);
+    n = tcpota_dev_output(&dev, &out);
+    assert_int_equal(tcpota_decoder_init(&dec, rx, sizeof(rx)), 0);
+    assert_true(tcpota_decoder_feed(&dec, out, n, &f) > 0);
+    assert_int_equal(tcpota_msg_decode(&f, &m), 0);
+    assert_int_equal(m.type, TCPOTA_T_ACK);
+    assert_int_equal(m.u.ack.offset, point);
+    /* Nothing new since: nothing saved, nothing queued. */
+    assert_int_equal(tcpota_dev_keep(&dev), 0);
+    assert_int_equal(tcpota_dev_output(&dev, &out), n);
+    tcpota_dev_disconnect(&dev);
+    assert_int_equal(tcpota_dev_keep(&dev), 0); /* not receiving */
+    keep_open = 0;
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_UPDATED);
+    assert_slot_is_image();
+    assert_int_equal(fp->resumed_at, point);
+}
+
+/* A cut keeps the last whole sector; if the storage refuses to save it,
+ * the checkpoint before stands and the next connection resumes there. */
+static void test_cut_keeps_sector_or_checkpoint(void **state)
+{
+    uint32_t ckpt;
+    (void)state;
+
+    keep_open = 1;
+    run_conn(14000, -1, NULL);
+    ckpt = dev.resume.offset;
+    assert_true(fp->wpos - fp->wpos % TCPOTA_SECTOR_SIZE > ckpt);
+    fp->cut_at = 1; /* the next kv_set fails */
+    fp->cut_ops = 0;
+    tcpota_dev_disconnect(&dev);
+    fp->cut_at = 0;
+    assert_int_equal(dev.resume.offset, ckpt);
+    assert_int_equal(dev.state, TCPOTA_DEV_IDLE);
+    keep_open = 0;
+    run_conn(0, -1, NULL);
+    assert_int_equal(dev.state, TCPOTA_DEV_UPDATED);
+    assert_slot_is_image();
+    assert_int_equal(fp->resumed_at, ckpt);
+    /* Again, the storage willing: the cut keeps the sector. */
+    teardown(NULL);
+    setup(NULL);
+    run_conn(14000, -1, NULL);
+    assert_int_equal(dev.resume.offset, fp->wpos - fp->wpos % TCPOTA_SECTOR_SIZE);
+    assert_true(dev.resume.offset > ckpt);
 }
 
 static void test_resume_record_for_other_image_discarded(void **state)
@@ -1776,6 +1858,8 @@ int main(void)
         T(test_no_update_surfaces_retry_after),
         T(test_cut_anywhere_resumes),
         T(test_reboot_mid_image_resumes),
+        T(test_keep_last_sector),
+        T(test_cut_keeps_sector_or_checkpoint),
         T(test_resume_record_for_other_image_discarded),
         T(test_resume_record_for_other_size_discarded),
         T(test_implausible_resume_record_dropped),

@@ -12,8 +12,11 @@
  *
  * Durability: every ack_interval bytes the session saves a resume record
  * (image id, size, offset rounded down to a sector) with kv_set and sends
- * ACK for that offset. A device that loses power or the connection goes on
- * from the last record: at most ack_interval + one sector is fetched again.
+ * ACK for that offset; when a connection ends (tcpota_dev_disconnect) or
+ * the device stops (tcpota_dev_keep) it saves its last whole sector too. A
+ * device whose connection was cut goes on from that sector: less than one
+ * sector is fetched again. One that lost power goes on from the last
+ * record: at most ack_interval + one sector.
  *
  * At boot, before any session, the application calls tcpota_dev_boot()
  * with the outcome of its health check; it confirms or rejects a pending
@@ -263,9 +266,22 @@ int tcpota_dev_connect(struct tcpota_dev *d, uint32_t now_ms);
  * forgets them, so every TLS connection must set its own. Returns 0. */
 int tcpota_dev_set_binding(struct tcpota_dev *d, const uint8_t *binding);
 
+/* Keeps what the transfer wrote so far: when the last whole sector
+ * (TCPOTA_SECTOR_SIZE) of image bytes written lies past the last resume
+ * point saved, saves it as the resume point (TCPOTA_KEY_RESUME) and queues
+ * its ACK, as a checkpoint does, whatever the ack interval. For a device
+ * that ends a transfer on purpose (a stop): call it, send the output, then
+ * close, and the server records the stop where the device's record is.
+ * Returns 1 when a point was saved, 0 when there was nothing to save (not
+ * receiving, or no new whole sector), or the storage's error (the point
+ * before stands). */
+int tcpota_dev_keep(struct tcpota_dev *d);
+
 /* The connection ended (closed, timed out, failed). Data already written
- * stays; the next connection resumes from the last durable point. Forgets
- * the TLS binding (tcpota_dev_set_binding). */
+ * stays: as tcpota_dev_keep() (its ACK dropped with the rest of the
+ * output), the next connection resumes from the last whole sector
+ * written, not only from the last checkpoint. A power cut keeps the last
+ * checkpoint only. Forgets the TLS binding (tcpota_dev_set_binding). */
 void tcpota_dev_disconnect(struct tcpota_dev *d);
 
 /* Consumes up to `len` bytes, at most one frame, and fills *ev. Returns the
