@@ -62,7 +62,8 @@ n=$(grep -c '^decline reason 131' "$L"); [ "$n" -ge 2 ] && [ "$n" -eq "$((declin
 grep -q 'written=0 ' "$WORK/a2.log" || fail "the restarted device wrote flash: $(tail -1 "$WORK/a2.log")"
 ok "replayed offer with other bytes: 2 downloads, then declined with its reason (also after a restart)"
 
-# (b) Cut 5,000 bytes past the checkpoint each time: bounded, then a final error.
+# (b) Cut 3,000 bytes past the checkpoint each time, less than the sector a
+# cut keeps: bounded, then a final error.
 start_rogue cut
 L="$WORK/rogue-cut.log"
 rc=0

@@ -9,10 +9,12 @@
  *   --mode replay  sends the whole image with its last byte changed: the
  *                  offer is valid (and signed, with --manifest) but the
  *                  bytes are not that image;
- *   --mode cut     stops 5,000 bytes past a checkpoint: at --ack + 5000 on
- *                  a fresh start, at O + 5000 on a resume; the device
+ *   --mode cut     stops 3,000 bytes past a checkpoint: at --ack + 3000 on
+ *                  a fresh start, at O + 3000 on a resume; the device
  *                  keeps resuming at the same point (and erasing the same
- *                  sector) without ever reaching the next checkpoint.
+ *                  sector) without ever writing a whole sector more (a
+ *                  cut keeps the last whole sector written: a cut 5,000
+ *                  bytes past let it move on by one each time).
  * Then it half-closes and drains, so the device reads every byte sent.
  * Two more modes keep the line busy without progress, until the device
  * closes it:
@@ -45,7 +47,7 @@
 #include "tcpota/crc32c.h"
 
 #define CHUNK 4096u
-#define CUT_PAST 5000u
+#define CUT_PAST 3000u /* less than a sector (TCPOTA_SECTOR_SIZE) */
 #define DRAIN_MS 2000
 #define READ_MS 10000
 #define HOLD_MS 500 /* pings, stale: how often a frame that is no progress goes */
