@@ -572,6 +572,36 @@ static void on_done(struct evhttp_request *req, void *arg)
     event_base_loopbreak(r->base);
 }
 
+/* Says that the API's host name does not resolve (getaddrinfo's gai). */
+static void say_unresolved(const struct api *a, int gai)
+{
+    fprintf(stderr, "tcpota %s: cannot reach the API at %s (cannot resolve %s: %s); give "
+                    "--api with the server's address\n", a->cmd, a->url, a->host,
+            gai_strerror(gai));
+}
+
+/* 1 when the API's host name resolves, else says why and returns 0: before
+ * a request, since evhttp tried a name that does not resolve until
+ * --timeout and then said "is the server busy?", and for a change that it
+ * may have been made (a new user's trial: 30 s, 300 s for an upload). */
+static int host_resolves(const struct api *a)
+{
+    struct addrinfo hints, *res = NULL;
+    char port[8];
+    int gai;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(port, sizeof(port), "%u", (unsigned)a->port);
+    gai = getaddrinfo(a->host, port, &hints, &res);
+    if (gai != 0) {
+        say_unresolved(a, gai);
+        return 0;
+    }
+    freeaddrinfo(res);
+    return 1;
+}
+
 /* Connects once more, blocking, to tell why evhttp could not: returns 0
  * when a connection opens now, an errno, or -1 (host unknown; *gai set). */
 static int probe_connect(const struct api *a, int *gai)
@@ -729,9 +759,7 @@ static void no_answer(const struct api *a, enum api_method m, const struct reply
     }
     err = probe_connect(a, &gai);
     if (err < 0) {
-        fprintf(stderr, "tcpota %s: cannot reach the API at %s (cannot resolve %s: %s); give "
-                        "--api with the server's address\n", a->cmd, a->url, a->host,
-                gai_strerror(gai));
+        say_unresolved(a, gai);
         return;
     }
     if (err == 0 && a->tls && !r->tls_done) { /* nothing of the request went out */
@@ -1134,6 +1162,7 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
         fprintf(stderr, "tcpota %s: out of memory\n", a->cmd);
         goto out;
     }
+    if (!host_resolves(a)) goto out;
     conn = a->tls ? tls_connection(a, &r) : evhttp_connection_base_new(r.base, NULL, a->host, a->port);
     if (!conn && a->tls) goto out; /* tls_connection said why */
     req = conn ? evhttp_request_new(on_done, &r) : NULL;

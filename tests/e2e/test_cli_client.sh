@@ -745,6 +745,12 @@ has err.log "^tcpota image: cannot reach the API at http://127.0.0.1:$port \(con
 run 1 $T rollout create --image 1.0.0 --model m --api "http://127.0.0.1:$port"
 has err.log "^tcpota rollout: cannot reach the API at http://127.0.0.1:$port \(connection refused\)"
 kill "$HOLD_PID"; wait "$HOLD_PID" 2> /dev/null || true
+# A host name that does not resolve is said at once, and a change is not
+# "may have been made" (a trial: --timeout's wait, then "is the server
+# busy?"). A .invalid name never resolves (RFC 6761).
+run 1 $T rollout pause 1 --api nosuchhost.invalid:8071 --token-file tok --timeout 2
+has err.log "^tcpota rollout: cannot reach the API at http://nosuchhost.invalid:8071 \(cannot resolve nosuchhost.invalid: [^)]*\); give --api with the server's address$"
+grep -q 'may still have made the change' err.log && fail "an unresolvable host was said to maybe have made the change: $(cat err.log)"
 # Nothing given: the default address, and how to give another.
 if ! (exec 3<>/dev/tcp/127.0.0.1/8071) 2> /dev/null; then
   run 1 env -u TCPOTA_API $T image list --token-file tok
