@@ -731,7 +731,7 @@ $(sed -nE 's/.*connections=([0-9]+).*/\1/p' <<< "$out")"
         c, n, r, r / c, r / c / 1024, cut - clean, (cut - clean) / c, (cut - clean) / c / 1024 }'
     echo
     echo "- \"written again\": image bytes the device wrote to flash twice (after a cut it resumes at"
-    echo "  its last checkpoint, rounded down to a 4 KiB sector). \"Delivered again\": all bytes the"
+    echo "  the last whole 4 KiB sector it wrote: none with the default 4096-byte frames). \"Delivered again\": all bytes the"
     echo "  device received beyond a clean run (re-sent DATA, frames lost in the cut, the handshakes"
     echo "  of the extra connections)."
   } > "$WORK/resume.md"
