@@ -217,8 +217,27 @@ struct device {
 
 static void vsay(struct device *dv, const char *fmt, va_list ap)
 {
+    char line[4096];
+    size_t p = strlen(dv->prefix);
+    va_list aq;
+    int n = -1;
+
     progress_clear(&dv->prog);
-    fputs(dv->prefix, stderr);
+    /* One write a line: devices (and make demo's proxy) sharing a terminal
+     * or a log had their lines cut into each other (a new user's trial:
+     * "running 2.0.0proxy: conn 4 closed"). */
+    va_copy(aq, ap);
+    if (p < sizeof(line) - 1) {
+        n = vsnprintf(line + p, sizeof(line) - p - 1, fmt, aq);
+    }
+    va_end(aq);
+    if (n >= 0 && (size_t)n < sizeof(line) - p - 1) {
+        memcpy(line, dv->prefix, p);
+        line[p + (size_t)n] = '\n';
+        fwrite(line, 1, p + (size_t)n + 1, stderr);
+        return;
+    }
+    fputs(dv->prefix, stderr); /* longer than any line it says: in pieces */
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
 }
