@@ -66,6 +66,19 @@ static int run_command(int i, int argc, char **argv)
     return commands[i].run(argc, argv);
 }
 
+static int is_help(const char *a)
+{
+    return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
+}
+
+/* `tcpota version --help`, `tcpota help version`. */
+static int version_help(void)
+{
+    printf("usage: tcpota version (or tcpota --version)\n"
+           "  prints this program's version and the protocol version it speaks\n");
+    return 0;
+}
+
 /* `tcpota help CMD` is `tcpota CMD --help`. */
 static int help_command(const char *name)
 {
@@ -73,6 +86,13 @@ static int help_command(const char *name)
     char *argv[] = {(char *)name, help, NULL};
     int i = command_index(name);
 
+    if (strcmp(name, "version") == 0) {
+        return version_help();
+    }
+    if (strcmp(name, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
     if (i < 0) {
         fprintf(stderr, "tcpota: help: unknown command '%s'; give one of those below\n\n", name);
         usage(stderr);
@@ -108,12 +128,12 @@ int main(int argc, char **argv)
         return help_command(argv[2]);
     }
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+        if (argc == 3 && is_help(argv[2])) return version_help();
         if (argc > 2) return no_argument(argv);
         printf("tcpota %s (protocol %d)\n", TCPOTA_VERSION_STRING, TCPOTA_PROTO_VERSION);
         return 0;
     }
-    if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
-        strcmp(argv[1], "-h") == 0) {
+    if (strcmp(argv[1], "help") == 0 || is_help(argv[1])) {
         if (argc > 2) return no_argument(argv);
         usage(stdout);
         return 0;

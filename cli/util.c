@@ -3,6 +3,7 @@
 #include "text.h" /* text_file_kind, text_version_unordered */
 #include "tcpota/version.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +25,18 @@ void cli_err(const char *fmt, ...)
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
+}
+
+/* 1 when the n bytes at s are an IPv6 address (without brackets). */
+static int ipv6_literal(const char *s, size_t n)
+{
+    char b[INET6_ADDRSTRLEN];
+    struct in6_addr a;
+
+    if (n >= sizeof(b)) return 0;
+    memcpy(b, s, n);
+    b[n] = 0;
+    return inet_pton(AF_INET6, b, &a) == 1;
 }
 
 int cli_hostport(const char *s, const char *what, int listen, char *host, size_t hcap,
@@ -73,6 +86,13 @@ int cli_hostport(const char *s, const char *what, int listen, char *host, size_t
     }
     if (hlen == 0 || hlen >= hcap) {
         cli_err("%s: bad host in '%s'\n", what, cli_cut(s));
+        return -1;
+    }
+    if (s[0] != '[' && memchr(s, ':', hlen) && !ipv6_literal(s, hlen)) {
+        /* "127.0.0.1:8070:1": taken whole, the host failed only when it was
+         * resolved (a new user's trial). */
+        cli_err("%s: '%s' has more than one ':'; give HOST:PORT (an IPv6 address in brackets: "
+                "[::1]:8070)\n", what, cli_cut(s));
         return -1;
     }
     if (strchr(colon + 1, '/')) {

@@ -360,6 +360,13 @@ expect 2 "tcpota device: --server: '127\.0\.0\.1:8070/ota' has a path after the 
 expect 2 "tcpota device: --server: bad host in 'h{48}\.\.\. \(259 characters\)'" $T device --server "$(printf 'h%.0s' {1..256}):80" --flash devdir
 expect 2 "tcpota device: --server: '65536' is out of range: give a whole number in 1\.\.65535" \
   $T device --server 127.0.0.1:65536 --flash devdir
+# Two colons: said at once, not when the host "127.0.0.1:8070" fails to
+# resolve (a new user's trial); an IPv6 address without brackets still is one.
+expect 2 "tcpota device: --server: '127\.0\.0\.1:8070:1' has more than one ':'; give HOST:PORT \(an IPv6 address in brackets: \[::1\]:8070\)$" \
+  $T device --server 127.0.0.1:8070:1 --flash devdir
+[ ! -e devdir ] || fail "a bad --server made the device directory"
+expect 2 "tcpota serve: --listen: 'localhost:1:2' has more than one ':'" $T serve --listen localhost:1:2 img
+expect 1 "cannot connect|refused|unreachable|gave up" $T device --server ::1:1 --flash v6dir --max-attempts 1
 # tcpota help COMMAND is COMMAND --help; extra words after help or version
 # are refused rather than dropped.
 $T help sign > help-sign.out || fail "tcpota help sign failed"
@@ -367,6 +374,14 @@ grep -q 'usage: tcpota sign' help-sign.out || fail "tcpota help sign: $(cat help
 expect 2 "tcpota: help: unknown command 'frob'" $T help frob
 expect 2 "tcpota: help takes at most one COMMAND \(got 'sign' and 'verify'\)" $T help sign verify
 expect 2 "tcpota: version takes no argument \(got 'extra'\)" $T version extra
+# version has a help of its own, as the usage's last line promises every
+# command does (a new user's trial: "version takes no argument (got
+# '--help')", and "help: unknown command 'version'").
+for h in "version --help" "help version" "--version -h"; do
+  # shellcheck disable=SC2086
+  $T $h > vh.out 2> vh.err || fail "tcpota $h: exit $?: $(cat vh.err)"
+  grep -q '^usage: tcpota version' vh.out || fail "tcpota $h: $(cat vh.out vh.err)"
+done
 ok "missing, empty, repeated and unknown arguments are named"
 
 # tcpota --help's summary names every option of these commands' usages
