@@ -557,6 +557,19 @@ static int authorized(const struct api *a, struct evhttp_request *req)
     return h && api_bearer_ok(a, h, strlen(h));
 }
 
+/* An answer to a request without the token ends its connection: one that
+ * began without the token keeps small bodies (api_gate.c), so an upload
+ * after it on the same connection met libevent's HTML 413 however right
+ * its token (a security review: /health, then an upload, with curl's
+ * --next or a requests.Session). The 401 and the dashboard's files end
+ * theirs too. */
+static void tokenless_ends(const struct api *a, struct evhttp_request *req)
+{
+    if (!authorized(a, req)) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+    }
+}
+
 /* The challenge a 401 carries (RFC 9110 section 11.6.1 requires one; RFC
  * 6750 section 3 gives Bearer's): a request that sent no Authorization
  * gets no error code, one that sent a token that is not the API's gets
@@ -798,10 +811,12 @@ static void handle(struct evhttp_request *req, void *arg)
         return;
     }
     if (a->cfg.metrics && path && strcmp(path, API_METRICS_PATH) == 0) {
+        tokenless_ends(a, req);
         metrics(a, req);
         return;
     }
     if (path && strcmp(path, API_HEALTH_PATH) == 0) {
+        tokenless_ends(a, req);
         health(a, req);
         return;
     }
