@@ -713,8 +713,19 @@ static void raise_fd_limit(const struct tcpota_serve_opts *o)
     if (api) {
         snprintf(plus, sizeof plus, " and the API's %u (--api-max-conns)", api);
     }
-    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)o->max_conns + reserved) {
-        unsigned long long room = rl.rlim_cur > reserved ? rl.rlim_cur - reserved : 0;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur <= reserved) {
+        /* No --max-conns would fit (a security review was told "past about
+         * 0 connections ... or give --max-conns 0", which is refused). */
+        say_always(o, LOG_LV_ERROR, "descriptor limit %llu is below --max-conns %u%s, and leaves "
+                   "none for device connections beside the server's own %u%s: once descriptors "
+                   "run out, new connections wait in the backlog (\"accepting device connections "
+                   "failed: Too many open files\") rather than being refused; raise the limit "
+                   "(ulimit -n, or LimitNOFILE= of the service) to at least %llu%s",
+                   (unsigned long long)rl.rlim_cur, o->max_conns, plus, FD_RESERVED,
+                   api ? " and the API's" : "", (unsigned long long)o->max_conns + reserved,
+                   api ? ", or lower --api-max-conns" : "");
+    } else if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)o->max_conns + reserved) {
+        unsigned long long room = rl.rlim_cur - reserved;
         /* The server still starts: a limit set on purpose is the operator's. */
         say_always(o, LOG_LV_ERROR, "descriptor limit %llu is below --max-conns %u%s: past about "
                    "%llu connections, new ones wait in the backlog (\"accepting device connections "

@@ -469,6 +469,19 @@ grep -q -- 'descriptor limit 200 is below --max-conns 1000: past about 168 conne
 ) || fail "a fleet server under a descriptor limit of 1500: $(cat fdapi.log)"
 grep -q -- 'descriptor limit 1500 is below --max-conns 1000 and the API.s 1024 (--api-max-conns): .* to at least 2056' fdapi.log ||
   fail "the API's connections left out of the descriptor budget: $(grep descriptor fdapi.log)"
+# A limit the API's connections take whole: no "give --max-conns 0",
+# which is refused (a security review).
+(
+  ulimit -n 1024
+  "$TCPOTA" serve --listen 127.0.0.1:0 --data fd-data --api 127.0.0.1:0 --max-conns 1000 2> fdnone.log &
+  pid=$!
+  wait_line fdnone.log 'listening on'
+  kill -TERM "$pid"
+  wait "$pid"
+) || fail "a fleet server under a descriptor limit of 1024: $(cat fdnone.log)"
+grep -q -- "descriptor limit 1024 is below --max-conns 1000 and the API.s 1024 (--api-max-conns), and leaves none for device connections beside the server's own 32 and the API's: .* to at least 2056, or lower --api-max-conns$" fdnone.log &&
+  ! grep -q -- '--max-conns 0' fdnone.log ||
+  fail "a descriptor limit the API takes whole: $(grep descriptor fdnone.log)"
 ok "a descriptor limit below --max-conns: says what the server will do and what to change (the API's connections counted)"
 
 # Every option `serve --help` lists is one a config file may set.
