@@ -287,6 +287,16 @@ static int rollout_create(struct api *a, int argc, char **argv)
                        table_c(api_str(ans, "group")));
             }
         }
+        if (api_int(json_object_get(ans, "totals"), "targeted") == 0) {
+            /* A misspelled --group or --model made an active rollout that
+             * reaches nobody, said nowhere (a new user's trial). */
+            const char *g = api_str(ans, "group");
+            printf("\nno device of model %s%s%s has checked in yet: are they spelled as the "
+                   "devices give them? (tcpota device list --model %s%s%s lists those that "
+                   "have); a device that checks in later joins the rollout\n",
+                   table_c(api_str(ans, "model")), *g ? " in group " : "", table_c(g),
+                   table_c(api_str(ans, "model")), *g ? " --group " : "", table_c(g));
+        }
         char same[API_HINT_OPTS];
         printf("\nfollow it: tcpota rollout show %lld%s\n", api_int(ans, "id"),
                api_hint_opts(a, same, sizeof(same)));
