@@ -16,6 +16,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <arpa/inet.h>
 #include <poll.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -393,6 +394,76 @@ const char *cli_tls_verify_todo(long v, const char *whose, const char *host_flag
     return buf;
 }
 
+/* The names a certificate is for, into buf: its subjectAltName's DNS names
+ * and IP addresses, else its CN ("" when it has neither). */
+static const char *cert_names(X509 *x, char *buf, size_t cap)
+{
+    GENERAL_NAMES *san = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    size_t n = 0;
+    int i;
+
+    buf[0] = 0;
+    for (i = 0; san && i < sk_GENERAL_NAME_num(san) && n + 1 < cap; i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(san, i);
+        char ip[INET6_ADDRSTRLEN] = "";
+        const char *name = NULL;
+        if (g->type == GEN_DNS) {
+            name = (const char *)ASN1_STRING_get0_data(g->d.dNSName);
+        } else if (g->type == GEN_IPADD && (g->d.iPAddress->length == 4 || g->d.iPAddress->length == 16)) {
+            name = inet_ntop(g->d.iPAddress->length == 4 ? AF_INET : AF_INET6,
+                             ASN1_STRING_get0_data(g->d.iPAddress), ip, sizeof(ip));
+        }
+        if (name) {
+            int k = snprintf(buf + n, cap - n, "%s%s", n ? ", " : "", name);
+            n = k < 0 || (size_t)k >= cap - n ? cap - 1 : n + (size_t)k;
+        }
+    }
+    GENERAL_NAMES_free(san);
+    if (n == 0) {
+        char cn[256];
+        if (X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof(cn)) > 0) {
+            snprintf(buf, cap, "CN %s", cn);
+        }
+    }
+    return buf;
+}
+
+/* For a name that is not the certificate's: the names it is for, and,
+ * when it is a CA's own (self-signed, CA:TRUE, no subjectAltName), that
+ * the server may have been given its CA's certificate (a new user's
+ * trial: serve given ca.pem; the device said only "give --server the name
+ * the certificate is for", my-ota-ca). */
+static void mismatch_detail(X509 *x, char *buf, size_t cap)
+{
+    char names[512];
+
+    cert_names(x, names, sizeof(names));
+    if (X509_check_ca(x) == 1 && X509_check_issued(x, x) == X509_V_OK &&
+        X509_get_ext_by_NID(x, NID_subject_alt_name, -1) < 0) {
+        snprintf(buf, cap, " (the server's certificate is for %s, and is a CA's own: was the "
+                 "server given its CA's certificate, --tls-cert, instead of the one the CA "
+                 "issued for it?)", names[0] ? names : "no name");
+    } else {
+        snprintf(buf, cap, " (the server's certificate is for %s)", names[0] ? names : "no name");
+    }
+}
+
+/* Verify callback of a device's connection: keeps mismatch_detail() of a
+ * certificate refused for its name (OpenSSL keeps no peer certificate
+ * after a failed handshake). */
+static int verify_names(int ok, X509_STORE_CTX *store)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+    struct cli_tls *t = ssl ? SSL_get_app_data(ssl) : NULL;
+    int e = X509_STORE_CTX_get_error(store);
+    X509 *x = X509_STORE_CTX_get_current_cert(store);
+
+    if (!ok && t && x && (e == X509_V_ERR_HOSTNAME_MISMATCH || e == X509_V_ERR_IP_ADDRESS_MISMATCH)) {
+        mismatch_detail(x, t->mismatch, sizeof(t->mismatch));
+    }
+    return ok;
+}
+
 /* BIO callback: keeps the server's first bytes (t->first), which tell an
  * HTTP port's answer from another that is no TLS. */
 static long first_bytes(BIO *b, int oper, const char *argp, size_t len, int argi, long argl,
@@ -465,12 +536,15 @@ static int handshake_error(const struct cli_tls *t, SSL *ssl, int rc, int e, cha
                            "handshake (is it speaking TLS on this port, or at its limits?)");
     } else if (v != X509_V_OK) {
         ERR_clear_error();
-        snprintf(err, cap, "TLS handshake failed: certificate verify failed: %s; %s%s",
+        snprintf(err, cap, "TLS handshake failed: certificate verify failed: %s; %s%s%s",
                  X509_verify_cert_error_string(v),
                  cli_tls_verify_todo(v, "the server's", "--server", "--ca", t->ca_file,
                                      "--ca FILE", todo, sizeof(todo)),
                  v == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY ? sent_alone(ssl, alone, sizeof(alone))
-                                                                   : "");
+                                                                   : "",
+                 v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH
+                     ? t->mismatch
+                     : "");
         return CLI_TLS_CERT_REFUSED;
     } else if (answered_plain(e) && tcpota_first_bytes_http(&t->first)) {
         /* The API's or the plain download port (a trial: told "a plain
@@ -512,6 +586,8 @@ int cli_tls_handshake(struct cli_tls *t, struct tcpota_client *cl, const char *h
     (void)snprintf(t->peer, sizeof(t->peer), "%s:%u anchors=%s", host, (unsigned)port,
                    t->anchors);
     SSL_set_app_data(ssl, t);
+    SSL_set_verify(ssl, SSL_VERIFY_PEER, verify_names);
+    t->mismatch[0] = 0;
     t->first.n = 0;
     BIO_set_callback_ex(SSL_get_rbio(ssl), first_bytes);
     BIO_set_callback_arg(SSL_get_rbio(ssl), (char *)t);

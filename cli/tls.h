@@ -31,6 +31,7 @@ struct cli_tls {
     const char *ca_file;      /* the --ca file, or NULL: the system's CAs */
     char anchors[CLI_TLS_ANCHORS_MAX]; /* what verified a kept session (cli_tls_init) */
     struct tcpota_first_bytes first; /* the server's first bytes on this connection */
+    char mismatch[700]; /* a certificate refused for its name: the names it is for */
 };
 
 /* A client context (SSL_CTX) that verifies servers, TLS 1.2 at least,

@@ -84,6 +84,16 @@ void tls_warn_cert(const struct tcpota_serve_opts *o, const char *path, SSL_CTX 
                    "devices that check dates refuse it until then; is this host's clock right?",
                    path, asn1_date(X509_get0_notBefore(x), when, sizeof(when)));
     }
+    if (X509_check_ca(x) == 1 && X509_check_issued(x, x) == X509_V_OK &&
+        X509_get_ext_by_NID(x, NID_subject_alt_name, -1) < 0) {
+        /* A CA's own certificate, given for the server's (a new user's
+         * trial: ca.pem beside cert.pem); a self-signed server's names
+         * itself in subjectAltName, as the README's does. */
+        say_always(o, LOG_LV_WARN, "warning: the TLS certificate %s is self-signed, a CA's "
+                   "(CA:TRUE), and names no server (no subjectAltName): is it the CA's own "
+                   "certificate? --tls-cert takes the certificate the CA issued for this server "
+                   "(devices compare the name they connect to with its names)", path);
+    }
     if (X509_check_ca(x) == 1 && X509_check_issued(x, x) != X509_V_OK) {
         say_always(o, LOG_LV_WARN, "warning: the TLS certificate %s is a CA's (basicConstraints "
                    "CA:TRUE): whoever holds its key can issue certificates that every device "

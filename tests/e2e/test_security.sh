@@ -575,11 +575,23 @@ for host in 127.0.0.1 localhost; do
     --ca ca.pem --trust k.pub --max-attempts 1 2> "tls-name-$host.log" || rc=$?
   kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
   [ $rc -eq 1 ] || fail "$host: a certificate for elsewhere.example was accepted (exit $rc)"
-  grep -qE '(IP address|hostname) mismatch; give --server the name the certificate is for' "tls-name-$host.log" ||
-    fail "$host: no name mismatch logged: $(grep -m1 TLS "tls-name-$host.log")"
+  grep -qE '(IP address|hostname) mismatch; give --server the name the certificate is for \(the server.s certificate is for elsewhere\.example\)' "tls-name-$host.log" ||
+    fail "$host: no name mismatch logged, with the certificate's names: $(grep -m1 TLS "tls-name-$host.log")"
   untouched "tls-name-$host"
 done
-ok "TLS: a certificate from the trusted CA for another host name is refused"
+# The server given its CA's own certificate (a new user's trial: ca.pem
+# for cert.pem, side by side): the device names what it got.
+start_server img 2.0.0 --tls-cert ca.pem --tls-key ca.key
+rc=0
+"$T" device --server "127.0.0.1:$SERVER_PORT" --flash tls-caself --id tls-caself --factory-version 1.0.0 \
+  --ca ca.pem --trust k.pub --max-attempts 1 2> tls-caself.log || rc=$?
+kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+[ $rc -eq 1 ] && grep -q "mismatch; give --server the name the certificate is for (the server.s certificate is for CN tcpota-test-ca, and is a CA.s own: was the server given its CA.s certificate, --tls-cert, instead of the one the CA issued for it?)" tls-caself.log ||
+  fail "a server with its CA's certificate: exit $rc: $(grep -m1 TLS tls-caself.log)"
+grep -q "warning: the TLS certificate ca.pem is self-signed, a CA's (CA:TRUE), and names no server" server.log ||
+  fail "serve given its CA's certificate did not warn: $(grep -i warn server.log)"
+untouched tls-caself
+ok "TLS: a certificate from the trusted CA for another host name is refused, naming the names it is for"
 
 # 8. TLS and authentication: the answer must be bound to the TLS session
 # (an answer relayed from another connection does not verify); a plain
