@@ -471,9 +471,9 @@ int image_check_manifest(const struct image *img, const char *path, const char *
 {
     struct tcpota_manifest m;
     char hex[2 * TCPOTA_ID_LEN + 1];
-    const char *todo = may_unsign ? "sign it again (tcpota sign), or remove the manifest to serve "
-                                    "the image unsigned"
-                                  : "sign it again (tcpota sign)";
+    const char *todo = may_unsign ? "give the image's own manifest, or sign it again (tcpota "
+                                    "sign), or remove the manifest to serve the image unsigned"
+                                  : "give the image's own manifest, or sign it again (tcpota sign)";
 
     if (!img->manifest) {
         return 0;
@@ -484,14 +484,15 @@ int image_check_manifest(const struct image *img, const char *path, const char *
         return -1;
     }
     if (m.image_size != img->size) {
-        why(err, errlen, "%s is %u bytes, its manifest %s says %u (altered after signing?); %s",
+        why(err, errlen, "%s is %u bytes, its manifest %s says %u (another image's manifest, or this "
+            "image altered after signing?); %s",
             path, img->size, manifest_path, m.image_size, todo);
         return -1;
     }
     if (memcmp(m.sha256, img->desc.id, TCPOTA_ID_LEN) != 0) {
         sodium_bin2hex(hex, sizeof(hex), img->desc.id, TCPOTA_ID_LEN);
-        why(err, errlen, "%s has SHA-256 %s, not the one its manifest %s gives (altered after "
-            "signing?); %s", path, hex, manifest_path, todo);
+        why(err, errlen, "%s has SHA-256 %s, not the one its manifest %s gives (another image's "
+            "manifest, or this image altered after signing?); %s", path, hex, manifest_path, todo);
         return -1;
     }
     return 0;

@@ -39,7 +39,7 @@ cp img.manifest tampered.manifest
 rc=0; timeout 20 $T serve --listen 127.0.0.1:0 --version 2.0.0 tampered 2> bad-serve.log || rc=$?
 # The server checks the bytes it reads to serve (once: no second read that
 # could differ); an unusable input file exits 2.
-[ $rc -eq 2 ] && grep -qE "not starting: tampered has SHA-256 [0-9a-f]{64}, not the one its manifest tampered.manifest gives \(altered after signing\?\); sign it again \(tcpota sign\)$" bad-serve.log ||
+[ $rc -eq 2 ] && grep -qE "not starting: tampered has SHA-256 [0-9a-f]{64}, not the one its manifest tampered.manifest gives \(another image's manifest, or this image altered after signing\?\); give the image's own manifest, or sign it again \(tcpota sign\)$" bad-serve.log ||
   fail "server started on a tampered image (exit $rc): $(cat bad-serve.log)"
 rc=0; $T verify --pubkey other.pub img 2> v2.log || rc=$?
 [ $rc -eq 1 ] && grep -q 'not a trusted key' v2.log || fail "verify accepted the wrong key"
@@ -58,7 +58,7 @@ ok "serve and verify refuse a tampered image / wrong key"
 # its version would be offered for other bytes. (A device's own check of
 # such bytes is test_rogue.sh (a): this server no longer sends them.)
 rc=0; timeout 10 $T serve --listen 127.0.0.1:0 --no-require-signed tampered 2> nosig-serve.log || rc=$?
-[ $rc -eq 2 ] && grep -qE "not starting: tampered has SHA-256 [0-9a-f]{64}, not the one its manifest tampered.manifest gives \(altered after signing\?\); sign it again \(tcpota sign\), or remove the manifest to serve the image unsigned$" nosig-serve.log ||
+[ $rc -eq 2 ] && grep -qE "not starting: tampered has SHA-256 [0-9a-f]{64}, not the one its manifest tampered.manifest gives \(another image's manifest, or this image altered after signing\?\); give the image's own manifest, or sign it again \(tcpota sign\), or remove the manifest to serve the image unsigned$" nosig-serve.log ||
   fail "--no-require-signed started on a manifest of other bytes (exit $rc): $(cat nosig-serve.log)"
 # A manifest whose signature does not verify (its version byte changed),
 # served unsigned on purpose: it starts, but says what devices will do.
@@ -101,7 +101,7 @@ make_image other9 "$(stat -c %s img)" # its size: the SHA-256 tells them apart
 $T sign --key k.key --version 2.0.0 --model esp32 --out unsig.manifest other9 2>/dev/null # only the bytes differ
 kill -HUP "$SERVER_PID"
 wait_line server.log 'SIGHUP: reload failed .*still serving image 2.0.0' 5
-grep -qE "SIGHUP: unsig has SHA-256 [0-9a-f]{64}, not the one its manifest unsig.manifest gives \(altered after signing\?\); sign it again \(tcpota sign\), or remove the manifest to serve the image unsigned$" server.log ||
+grep -qE "SIGHUP: unsig has SHA-256 [0-9a-f]{64}, not the one its manifest unsig.manifest gives \(another image's manifest, or this image altered after signing\?\); give the image's own manifest, or sign it again \(tcpota sign\), or remove the manifest to serve the image unsigned$" server.log ||
   fail "SIGHUP did not say the manifest describes other bytes: $(cat server.log)"
 # A FIFO where the image was: said as one (before: "not a regular file"
 # alone, where a directory was named).

@@ -111,12 +111,12 @@ cp images/fw.bin served.bin
 make_image images/fw.bin 120000
 kill -HUP "$SERVER_PID"
 wait_line server.log 'SIGHUP: reload failed \(see above\); still serving image 3\.0\.0'
-grep -qE "SIGHUP: $WORK/images/fw.bin has SHA-256 [0-9a-f]{64}, not the one its manifest $WORK/fw.manifest gives \(altered after signing\?\); sign it again \(tcpota sign\)$" server.log ||
+grep -qE "SIGHUP: $WORK/images/fw.bin has SHA-256 [0-9a-f]{64}, not the one its manifest $WORK/fw.manifest gives \(another image's manifest, or this image altered after signing\?\); give the image's own manifest, or sign it again \(tcpota sign\)$" server.log ||
   fail "the altered image was not said to be: $(grep SIGHUP server.log)"
 make_image images/fw.bin 120001
 kill -HUP "$SERVER_PID"
 for i in $(seq 1 100); do [ "$(grep -c 'SIGHUP: reload failed' server.log)" -ge 2 ] && break; sleep 0.05; done
-grep -qF "SIGHUP: $WORK/images/fw.bin is 120001 bytes, its manifest $WORK/fw.manifest says 120000 (altered after signing?); sign it again (tcpota sign)" server.log ||
+grep -qF "SIGHUP: $WORK/images/fw.bin is 120001 bytes, its manifest $WORK/fw.manifest says 120000 (another image's manifest, or this image altered after signing?); give the image's own manifest, or sign it again (tcpota sign)" server.log ||
   fail "the image of another size was not said to be: $(grep SIGHUP server.log)"
 "$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/d5" --id dev-5 --factory-version 2.0.0 \
   --slot-size 1048576 --progress none --max-attempts 3 --trust k.pub 2> "$WORK/d5.log" ||
