@@ -564,6 +564,7 @@ static void add_list_done(struct api_call *c, struct store_req *r)
 {
     const struct store_image *imgs = r->u.list.rows;
     char msg[512]; /* two versions and a model, each up to TCPOTA_MAX_STR */
+    char hex[2 * TCPOTA_ID_LEN + 1];
     size_t i;
 
     if (r->rc < 0) {
@@ -573,6 +574,18 @@ static void add_list_done(struct api_call *c, struct store_req *r)
     for (i = 0; i < r->u.list.n; i++) {
         if (store_version_taken(&imgs[i], &c->img, msg, sizeof(msg))) {
             api_error(c, 409, "version", "%s", msg);
+            return;
+        }
+        /* An image is named by its id, a prefix of it, or its version, the
+         * id first: a version that starts another image's id would name
+         * that one (a security review: --image 1e051090 took 2.0.0). */
+        if (api_image_id(c->img.version, hex) == 1 &&
+            strncmp(imgs[i].idhex, hex, strlen(hex)) == 0) {
+            api_error(c, 409, "version", "version %s is the start of the id of image %.12s "
+                      "(version %s, model %s), and an id is looked up before a version: "
+                      "--image %s would name that image; give this one another version",
+                      c->img.version, imgs[i].idhex, imgs[i].version, imgs[i].model,
+                      c->img.version);
             return;
         }
     }

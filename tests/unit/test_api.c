@@ -1122,6 +1122,19 @@ static void test_upload_unsigned(void **state)
     expect_error("POST", "/v1/images?version=3.0.0&model=012345678901234567890123456789012",
                  "other bytes", 400, "model");
     expect_error("POST", "/v1/images?version=3%200&model=legacy", "other bytes", 400, "version");
+    /* A version that starts another image's id (in either case) would be
+     * named by it: --image took that image (a security review). */
+    {
+        char uri[120], pre[9];
+        snprintf(pre, sizeof pre, "%.8s", T.f.imgs[0].idhex);
+        snprintf(uri, sizeof uri, "/v1/images?version=%s&model=legacy", pre);
+        expect_error("POST", uri, "other bytes", 409, "version");
+        for (char *p = pre; *p; p++) *p = (char)toupper((unsigned char)*p);
+        snprintf(uri, sizeof uri, "/v1/images?version=%s&model=legacy", pre);
+        expect_error("POST", uri, "other bytes", 409, "version");
+        assert_int_equal(http("GET", "/v1/images/1.0.0", NULL, &j), 200); /* the seed's */
+        json_decref(j);
+    }
     expect_error("POST", "/v1/images?version=3.0.0&model=legacy", NULL, 400, "body");
     assert_int_equal(http_full("POST", "/v1/images?version=3.0.0&model=legacy", TOKEN,
                                "Tcpota-Manifest", "***not base64***", "x", 1, NULL), 400);
