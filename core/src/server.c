@@ -290,6 +290,7 @@ static int on_hello(struct tcpota_srv *s, struct tcpota_srv_event *ev)
         m.type = TCPOTA_T_CHALLENGE;
         m.u.challenge.nonce = s->cfg.auth_nonce;
         s->state = TCPOTA_SRV_AUTH_WAIT;
+        s->challenged = 1;
         ev->auth_pending = 1;
         return queue(s, &m);
     }
@@ -356,7 +357,9 @@ static int on_frame(struct tcpota_srv *s, struct tcpota_srv_event *ev)
         return on_hello(s, ev);
     case TCPOTA_T_AUTH:
         if (s->state != TCPOTA_SRV_AUTH_WAIT) {
-            return violation(s, TCPOTA_ERR_STATE, "AUTH without CHALLENGE");
+            /* (a security review: a second AUTH was told "without CHALLENGE") */
+            return violation(s, TCPOTA_ERR_STATE,
+                             s->challenged ? "second AUTH" : "AUTH without CHALLENGE");
         }
         s->state = TCPOTA_SRV_AUTH_CHECK;
         ev->type = TCPOTA_SRV_EV_AUTH;
@@ -513,8 +516,12 @@ int tcpota_srv_input(struct tcpota_srv *s, const uint8_t *in, size_t len,
     rc = on_frame(s, ev);
     if (rc < 0) {
         if (s->state != TCPOTA_SRV_CLOSING) {
-            /* e.g. no room left for a reply (a PING flood): end it too. */
-            (void)tcpota_srv_fail(s, rc, "cannot answer", 0);
+            /* e.g. no room left for a reply (a PING flood): end it too,
+             * saying why (a security review read "no space: cannot answer"). */
+            (void)tcpota_srv_fail(s, rc, rc == TCPOTA_ERR_NOSPC
+                                             ? "more requests than this server answers before the"
+                                               " device reads the answers (a PING flood?)"
+                                             : "cannot answer", 0);
             s->state = TCPOTA_SRV_CLOSING;
         }
         return rc;

@@ -933,6 +933,7 @@ static void test_ping_flood_ends_session(void **state)
     }
     assert_int_equal(rc, TCPOTA_ERR_NOSPC);
     assert_int_equal(tcpota_srv_get_state(&s), TCPOTA_SRV_CLOSING);
+    assert_non_null(strstr(tcpota_srv_failure(&s), "(a PING flood?)"));
 }
 
 static void test_init_rejects_bad_config(void **state)
@@ -1066,6 +1067,7 @@ static void test_auth_for_id_without_secret(void **state)
     m.type = TCPOTA_T_AUTH;
     m.u.auth.mac = nonce;
     assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
+    assert_string_equal(tcpota_srv_failure(&s), "AUTH without CHALLENGE");
 }
 
 static void test_auth_required_without_capability_denied(void **state)
@@ -1113,6 +1115,12 @@ static void test_auth_challenge_then_offer_only_after_verdict(void **state)
     assert_int_equal(drain(out, 4), 1);
     assert_int_equal(out[0].type, TCPOTA_T_OFFER);
     assert_int_equal(tcpota_srv_data_next(&s, &off, &len), 1);
+    /* A second AUTH is a violation, named as such. */
+    memset(&m, 0, sizeof(m));
+    m.type = TCPOTA_T_AUTH;
+    m.u.auth.mac = mac;
+    assert_int_equal(feed(&m, &ev), TCPOTA_ERR_STATE);
+    assert_string_equal(tcpota_srv_failure(&s), "second AUTH");
 }
 
 static void test_auth_refused_closes(void **state)

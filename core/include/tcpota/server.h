@@ -132,6 +132,7 @@ struct tcpota_srv {
     uint32_t acked;    /* highest offset the device reported durable */
     uint32_t start;    /* where this connection's stream began */
     uint8_t got_hello;
+    uint8_t challenged; /* a CHALLENGE was sent */
     uint16_t why; /* NO_UPDATE's enum tcpota_why, tcpota_srv_set_why(); 0: none */
     const char *failed; /* the last tcpota_srv_fail()'s message, or NULL */
     const struct tcpota_srv_image *img; /* the image offered, or NULL */
