@@ -6,6 +6,7 @@
 #include "text.h" /* text_bom */
 #include "tls.h"
 
+#include "tcpota/codec.h" /* tcpota_printable */
 #include "tcpota/tcpota.h"
 
 #include <ctype.h>
@@ -991,15 +992,13 @@ static void print_error(const struct api *a, int status, const char *reason, con
  * said "this is tcpota serve's HTTPS download port"). */
 static int answer_text(const char *raw, char *out, size_t cap)
 {
-    size_t n = strcspn(raw, "\r\n"), i;
+    size_t n = strcspn(raw, "\r\n");
 
     out[0] = '\0';
     if (n == 0 || raw[0] == '<' || raw[0] == '{' || raw[0] == '[' || cap <= ANSWER_TEXT_MAX + 3) {
         return 0;
     }
-    for (i = 0; i < n; i++) {
-        if (raw[i] < 0x20 || raw[i] > 0x7e) return 0; /* only what a terminal shows as it is */
-    }
+    if (!tcpota_printable(raw, n, 1, n)) return 0; /* only what a terminal shows as it is */
     while (n && raw[n - 1] == ' ') n--;
     if (n > ANSWER_TEXT_MAX) {
         memcpy(out, raw, ANSWER_TEXT_MAX);

@@ -127,14 +127,7 @@ _Static_assert(TCPOTA_POSIX_VERSION_MAX >= TCPOTA_MAX_NAME,
 /* 1..max printable ASCII characters, as the protocol requires. */
 static int printable(const char *s, size_t max)
 {
-    size_t n;
-
-    for (n = 0; s[n]; n++) {
-        if (n >= max || s[n] < 0x20 || s[n] > 0x7e) {
-            return 0;
-        }
-    }
-    return n > 0;
+    return tcpota_printable(s, strlen(s), 1, max);
 }
 
 static int u32_opt(const char *v, const char *what, uint32_t min, uint32_t max, uint32_t *out)
