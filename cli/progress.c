@@ -3,9 +3,19 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #define BAR_WIDTH 30
+#define COLS_DEFAULT 80 /* stderr is no terminal, or one that does not say */
+
+/* The columns of stderr's terminal. */
+static size_t term_cols(void)
+{
+    struct winsize ws;
+
+    return ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col ? ws.ws_col : COLS_DEFAULT;
+}
 
 int progress_parse(const char *s, enum progress_mode *out)
 {
@@ -57,16 +67,37 @@ void progress_start(struct progress *p, uint32_t done, uint32_t total)
     p->last_decile = percent(done, total) / 10 - 1;
 }
 
+#define BAR_MIN 5 /* narrower, the bar is left out: the figures alone */
+
+/* One line that fits the terminal (a bar that wrapped left a new line at
+ * each redraw on a 40-column terminal: a new user's trial): the bar
+ * shrinks, goes below BAR_MIN, and what still does not fit is cut. */
 static void draw_bar(struct progress *p, uint32_t done, uint32_t total, int pct)
 {
-    char bar[BAR_WIDTH + 1];
-    int fill = pct * BAR_WIDTH / 100;
+    char tail[64], line[512];
+    size_t cols = term_cols(), fixed, width = BAR_WIDTH, fill, n;
 
-    memset(bar, '#', (size_t)fill);
-    memset(bar + fill, '.', (size_t)(BAR_WIDTH - fill));
-    bar[BAR_WIDTH] = 0;
-    fprintf(stderr, "\r%s[%s] %3d%% %lu/%lu KiB\033[K", p->prefix, bar, pct,
-            (unsigned long)(done / 1024u), (unsigned long)(total / 1024u));
+    snprintf(tail, sizeof(tail), " %3d%% %lu/%lu KiB", pct, (unsigned long)(done / 1024u),
+             (unsigned long)(total / 1024u));
+    fixed = strlen(p->prefix) + 2 + strlen(tail) + 1; /* "[]", and the cursor's column */
+    if (fixed + width > cols) {
+        width = cols > fixed ? cols - fixed : 0;
+    }
+    n = (size_t)snprintf(line, sizeof(line), "%s", p->prefix);
+    if (width >= BAR_MIN && n + width + 2 < sizeof(line)) {
+        fill = (size_t)pct * width / 100;
+        line[n++] = '[';
+        for (size_t i = 0; i < width; i++) {
+            line[n++] = i < fill ? '#' : '.';
+        }
+        line[n++] = ']';
+    }
+    line[n] = 0;
+    snprintf(line + n, sizeof(line) - n, "%s", width >= BAR_MIN ? tail : tail + 1);
+    if (cols > 1 && strlen(line) > cols - 1) {
+        line[cols - 1] = 0;
+    }
+    fprintf(stderr, "\r%s\033[K", line);
     fflush(stderr);
     p->drawn = 1;
 }

@@ -131,3 +131,41 @@ done
 [ $compared -ge 2 ] || fail "only $compared round(s) stopped mid-download: the test compares too little"
 ok "SIGINT mid-download: the server's record of where it stopped is the device's own ($compared rounds)"
 stop_server
+start_server "$WORK/img" 2.0.0
+
+# --progress bar on a narrow terminal: each redraw fits its line (a new
+# user's trial: at 40 columns the 72-column bar wrapped, leaving a line at
+# each redraw), the bar shrinking, then left out. A pty of the test's own.
+for cols in 40 24; do
+  python3 - "$TCPOTA" "127.0.0.1:$SERVER_PORT" "$WORK/bar$cols" "$cols" > "$WORK/bar$cols.out" <<'PY' ||
+import fcntl, os, pty, select, struct, sys, termios
+tcpota, server, flash, cols = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(tcpota, [tcpota, "device", "--server", server, "--flash", flash, "--id", "bar",
+                      "--progress", "bar"])
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, cols, 0, 0))
+out = b""
+while select.select([fd], [], [], 30)[0]:
+    try:
+        d = os.read(fd, 65536)
+    except OSError:
+        break
+    if not d:
+        break
+    out += d
+_, st = os.waitpid(pid, 0)
+bars = [s for s in out.replace(b"\r\n", b"\n").split(b"\r") if b"%" in s and b"\x1b[K" in s]
+assert os.WEXITSTATUS(st) == 0, out[-300:]
+assert len(bars) > 3, out[-300:]
+for s in bars:
+    s = s.split(b"\x1b[K")[0]
+    assert len(s) < cols, (len(s), s)
+print(bars[-1].split(b"\x1b[K")[0].decode())
+PY
+    fail "--progress bar at $cols columns: $(tail -c 600 "$WORK/bar$cols.out")"
+done
+grep -q '\[#*\.*\] *100% ' "$WORK/bar40.out" || fail "no bar at 40 columns: $(cat "$WORK/bar40.out")"
+! grep -q '\[' "$WORK/bar24.out" || fail "a bar at 24 columns: $(cat "$WORK/bar24.out")"
+ok "--progress bar fits a narrow terminal: $(cat "$WORK/bar40.out") (40 columns)"
+stop_server
