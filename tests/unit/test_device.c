@@ -1360,6 +1360,44 @@ static void test_confirm_cut_at_each_step(void **state)
     assert_true(k > 5); /* the steps were cut one by one */
 }
 
+/* The same for a rejected image, on a port whose bootloader says nothing
+ * of a rollback (no pending state after the reset, rolled_back not set): a
+ * cut anywhere in the reject never turns into a confirmation at the next
+ * boot. The report kept must say CONFIRMED for that (a mutation review:
+ * any report of the last image counted, so a cut after the ROLLED_BACK
+ * report confirmed it and raised the counter). */
+static void test_reject_cut_at_each_step(void **state)
+{
+    uint8_t b[64];
+    int k, cut = 1;
+
+    (void)state;
+    for (k = 1; cut; k++) {
+        teardown(NULL);
+        setup(NULL);
+        counter_9_pending();
+        fp->cut_ops = 0;
+        fp->cut_at = k;
+        cut = tcpota_dev_boot(&fp->port, 0) < 0;
+        fp->cut_at = 0;
+        if (cut) { /* the reset: the old image runs, and the port cannot tell */
+            fp->boot.pending = 0;
+            fp->boot.rolled_back = 0;
+            fp->boot.running_known = 0;
+            assert_true(tcpota_dev_boot(&fp->port, 1) >= 0);
+        }
+        if (fp->port.kv_get(fp, TCPOTA_KEY_REPORT, b, sizeof(b)) > 0 &&
+            tcpota_get_u16(b + 1 + 32) == TCPOTA_RESULT_CONFIRMED) {
+            fail_msg("cut at step %d of a reject: reported confirmed", k);
+        }
+        assert_int_equal(fp->port.kv_get(fp, TCPOTA_KEY_COUNTER, b, sizeof(b)), 9);
+        if (tcpota_get_u32(b + 1) != 5u) {
+            fail_msg("cut at step %d of a reject: counter %u", k, tcpota_get_u32(b + 1));
+        }
+    }
+    assert_true(k > 3); /* the steps were cut one by one */
+}
+
 static void test_set_boot_failure_leaves_no_last_record(void **state)
 {
     uint8_t b[64];
@@ -1897,6 +1935,7 @@ int main(void)
         T(test_offer_version_differs_from_manifest_declined),
         T(test_failed_health_check_keeps_counter),
         T(test_confirm_cut_at_each_step),
+        T(test_reject_cut_at_each_step),
         T(test_set_boot_failure_leaves_no_last_record),
         T(test_set_boot_denied_is_remembered),
         T(test_final_image_confirmed_at_boot),
