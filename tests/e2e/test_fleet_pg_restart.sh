@@ -134,7 +134,7 @@ pg_sql "$WORK/pg" "SELECT pg_reload_conf()" > /dev/null || fail "reload failed"
 printf '*:*:tpwdb:tpw:one\n' > "$WORK/pgpass"; chmod 600 "$WORK/pgpass"
 : > "$WORK/pw.log"
 PGPASSFILE="$WORK/pgpass" "$TCPOTA" serve --db "host=$WORK/pg/sock port=$PG_PORT user=tpw dbname=tpwdb connect_timeout=2" \
-  --data "$WORK/pw" --listen 127.0.0.1:0 --api 127.0.0.1:0 --db-timeout 12 2> "$WORK/pw.log" &
+  --data "$WORK/pw" --listen 127.0.0.1:0 --api 127.0.0.1:0 --db-timeout 16 2> "$WORK/pw.log" &
 pw=$!
 PIDS+=("$pw")
 wait_line "$WORK/pw.log" 'listening on'
@@ -173,6 +173,35 @@ done
   fail "the node did not reconnect once the database took writes again: $(tail -3 "$WORK/pw.log")"
 [ "$(health)" = 200 ] || fail "/health once the database takes writes again: $(cat "$WORK/health.json")"
 ok "a database that takes no writes after a reconnect is an outage, said with what to do"
+
+# has_report DIR: DIR's NVS (its newest valid sector, as nvs_edit reads it)
+# holds tcpota.report, the outcome the device has not had acknowledged.
+has_report() {
+  python3 - "$1/nvs.bin" <<'PY'
+import struct, sys, zlib
+data = open(sys.argv[1], "rb").read()
+S = len(data) // 2
+best = None
+for s in range(2):
+    sec = data[s * S:(s + 1) * S]
+    magic, seq, used = struct.unpack_from("<III", sec)
+    if magic != 0x3153564E or used > S - 16:
+        continue
+    if struct.unpack_from("<I", sec, 12 + used)[0] != zlib.crc32(bytes(sec[:12 + used])):
+        continue
+    if best is None or seq > best[0]:
+        best = (seq, sec[12:12 + used])
+entries, at = best[1], 0
+while at < len(entries):
+    kl = entries[at]
+    key = entries[at + 1:at + 1 + kl]
+    vl = struct.unpack_from("<H", entries, at + 1 + kl)[0]
+    if key == b"tcpota.report":
+        sys.exit(0)
+    at += 1 + kl + 2 + vl
+sys.exit(1)
+PY
+}
 
 # PostgreSQL hung (its processes stopped; the kernel still answers TCP and
 # the socket): nothing failed, nothing was said, and GET /health stayed 200,
@@ -229,14 +258,46 @@ except socket.timeout:
 PY
 )
 t4=$(date +%s%N)
-# Past --db-timeout (12 s here) the connection is dropped: the statement
+# ...and none of them was queued behind it: the requests waiting are those
+# of before (a mutation review: a check-in, a legacy one or a download
+# queued, and then answered by the sweep, passed the timing checks above
+# while each left a request waiting for the whole hang).
+curl -s -m 5 -o "$WORK/health1b.json" "http://127.0.0.1:$pwapi/health" || true
+# A check-in carrying a report waits for the database, which alone
+# acknowledges the report: not told "no update" (the device would then
+# forget it, unrecorded), neither at once nor by the sweep (a mutation
+# review: the sweep's guard was untested). A device made against a dead
+# port, given a report of a confirmed update by hand (nvs_edit).
+rc=0; "$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/pwrep" --id pw-rep --max-attempts 1 \
+  --backoff-min-ms 1 --progress none 2> "$WORK/pwrep0.log" || rc=$?
+[ $rc -eq 1 ] || { kill -CONT $pgpids; fail "making pw-rep against a dead port exited $rc: $(cat "$WORK/pwrep0.log")"; }
+report=$(python3 -c '
+import sys
+def crc32c(b):
+    c = 0xffffffff
+    for x in b:
+        c ^= x
+        for _ in range(8):
+            c = (c >> 1) ^ (0x82F63B78 if c & 1 else 0)
+    return c ^ 0xffffffff
+rec = bytes([1]) + bytes(range(32)) + (1).to_bytes(2, "little")  # REC_VERSION, id, CONFIRMED
+print((rec + crc32c(rec).to_bytes(4, "little")).hex())')
+nvs_edit "$WORK/pwrep" "tcpota.report=$report"
+has_report "$WORK/pwrep" || { kill -CONT $pgpids; fail "the hand-made report is not in pw-rep's NVS"; }
+timeout 40 "$TCPOTA" device --server "127.0.0.1:$pwport" --flash "$WORK/pwrep" --id pw-rep --max-attempts 1 \
+  --timeout-ms 30000 --progress none 2> "$WORK/pwrep.log" &
+REP=$!
+PIDS+=("$REP")
+# Past --db-timeout (16 s here: the checks above run between 10 s, when
+# the hang is said, and the cut) the connection is dropped: the statement
 # the cut failed is no answer (it was taken for one: "the database answers
 # again", and 200, while it still hung), nor are the requests an outage
 # fails once the new connection's connect_timeout (2 s) ran out.
-wait_line "$WORK/pw.log" 'store: the database has answered nothing for [0-9]+ s \(--db-timeout 12\): its connection is dropped' 10
+wait_line "$WORK/pw.log" 'store: the database has answered nothing for [0-9]+ s \(--db-timeout 16\): its connection is dropped' 10
 sleep 3 # the sweeps after the cut, and after the outage's start
 code2=$(curl -s -m 5 -o "$WORK/health2.json" -w '%{http_code}' "http://127.0.0.1:$pwapi/health" || true)
 cut_lines=$(wc -l < "$WORK/pw.log")
+wait "$REP" || true
 kill -CONT $pgpids # before any failure: a stopped PostgreSQL would hold up the test's end
 [ "$said" = 1 ] || fail "a hung database was not said: $(tail -3 "$WORK/pw.log")"
 grep -q 'the server cannot tell now whether one applies (its database is unreachable); the server asks to check again' "$WORK/pwearly.log" &&
@@ -262,6 +323,14 @@ grep -q "the database has answered nothing for [0-9]* s (hung, or busy with a lo
   grep -q '\[legacy-127\.0\.0\.1 127\.0\.0\.1:[0-9]*\] decision: no update: the database has answered nothing for [0-9]* s; closing (the device asks again)' "$WORK/pw.log" ||
   fail "a legacy device while the database hung was not closed at once ($legacy, $(((t4 - t3) / 1000000)) ms): $(grep legacy "$WORK/pw.log" | tail -2)"
 [ "$code2" = 503 ] || fail "/health after the hung database's connection was dropped: $code2 $(cat "$WORK/health2.json")"
+w1=$(sed -nE 's/.*"waiting": ([0-9]+)\}.*/\1/p' "$WORK/health.json")
+w2=$(sed -nE 's/.*"waiting": ([0-9]+)\}.*/\1/p' "$WORK/health1b.json")
+[ -n "$w1" ] && [ "$w1" = "$w2" ] ||
+  fail "requests waiting on the hung database went from '$w1' to '$w2' across a check-in, an API request, a download and a legacy check-in: $(cat "$WORK/health.json" "$WORK/health1b.json")"
+grep -q 'cannot tell now whether one applies\|server received the report' "$WORK/pwrep.log" &&
+  fail "a check-in with a report was answered while the database hung: $(tail -3 "$WORK/pwrep.log")"
+has_report "$WORK/pwrep" ||
+  fail "a device lost its report to a hung database: $(tail -3 "$WORK/pwrep.log")"
 for proto in v1 http legacy; do
   n=$(deferred "$pwapi" $proto database_hung)
   [ "${n:-0}" -ge 1 ] || fail "/metrics counted '$n' $proto check-ins deferred while the database hung"
@@ -270,9 +339,9 @@ done
   fail "the node said the hung database answers again: $(grep 'store:' "$WORK/pw.log" | tail -4)"
 wait_line "$WORK/pw.log" 'store: the database answers again' 10
 # The outage that began once the new connection failed is said from the
-# last answer, over 12 s before (--db-timeout), not from that connect.
+# last answer, over 16 s before (--db-timeout), not from that connect.
 back=$(tail -n "+$cut_lines" "$WORK/pw.log" | sed -nE 's/.*store: the database is reachable again after ([0-9]+)\.[0-9] s.*/\1/p' | tail -1)
-[ -n "$back" ] && [ "$back" -ge 12 ] ||
+[ -n "$back" ] && [ "$back" -ge 16 ] ||
   fail "the hang's outage was said to last '$back' s: $(tail -n "+$cut_lines" "$WORK/pw.log" | grep 'store:' | tail -3)"
 # The secret sync's tick finds its ask of the second before still waiting
 # and asks nothing more: one request waits, not one per second of the hang
@@ -283,7 +352,7 @@ waiting=$(sed -nE 's/.*answered nothing for [0-9]+ s while ([0-9]+) requests? wa
 grep -qE '"waiting": [123]\}' "$WORK/health.json" || fail "/health did not say the requests waiting: $(cat "$WORK/health.json")"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pwapi/health")" = 200 ] || fail "/health after the hang"
 kill -TERM "$pw"; wait "$pw" || fail "the node exited $? on SIGTERM"
-ok "a hung database: said after 10 s with the $waiting request(s) waiting, a check-in queued before then told to come back then, check-ins (counted deferred in /metrics), the API, HTTP downloads and legacy devices told at once, /health 503 meanwhile (after its connection was dropped too), 200 and said again once it answers"
+ok "a hung database: said after 10 s with the $waiting request(s) waiting, a check-in queued before then told to come back then, check-ins (counted deferred in /metrics), the API, HTTP downloads and legacy devices told at once and none of them queued, a check-in with a report kept waiting (the report kept), /health 503 meanwhile (after its connection was dropped too), 200 and said again once it answers"
 
 # Past --db-timeout with the database still hung, the node drops its
 # connection: the check-in waiting on it is answered as while the database
