@@ -74,7 +74,7 @@ if n != 1 or b"HTTP/1.1 400" not in got or b"Content-Length given twice" not in 
     sys.exit(f"answers: {got[:400]!r}")
 PY
 # An HTTP/1.1 request without Host (RFC 9112: 400), the one behind it never read.
-python3 - "$OTA_PORT" <<'PY' || fail "an HTTP/1.1 download without Host (above)"
+python3 - "$OTA_PORT" <<'PY' || fail "an HTTP/1.1 download without Host, or with two (above)"
 import socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
 s.sendall(b"GET /ota/esp32?device=x HTTP/1.1\r\nX-Tcpota-Version: 1.0.0\r\n\r\n"
@@ -82,6 +82,12 @@ s.sendall(b"GET /ota/esp32?device=x HTTP/1.1\r\nX-Tcpota-Version: 1.0.0\r\n\r\n"
 got = s.makefile("rb").read()  # to the server's close
 if got.count(b"\r\nDate: ") != 1 or b"HTTP/1.1 400" not in got or b"without Host; send Host:" not in got:
     sys.exit(f"answers: {got[:400]!r}")
+# Host twice: 400 too (a mutation review: only the API's test had it).
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+s.sendall(b"GET /ota/esp32?device=x HTTP/1.1\r\nHost: x\r\nHost: y\r\nX-Tcpota-Version: 1.0.0\r\n\r\n")
+got = s.makefile("rb").read()  # to the server's close
+if b"HTTP/1.1 400" not in got or b"Host given twice; send it once" not in got:
+    sys.exit(f"Host twice: {got[:400]!r}")
 PY
 
 # get NAME URL [CURL ARGS...]: status code to stdout; headers in NAME.h, body in NAME.b.
