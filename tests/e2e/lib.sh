@@ -187,41 +187,10 @@ check_devices() {
 # posix port does (its table, changed, into the other sector of nvs.bin
 # with the next sequence): -KEY drops KEY, KEY=HEX sets it to those bytes.
 # For states no command makes: a device made before a record existed, a
-# record of another format.
+# record of another format. nvs_has DIR KEY: DIR's NVS holds KEY.
 nvs_edit() {
-  python3 - "$1/nvs.bin" "${@:2}" <<'PY'
-import struct, sys, zlib
-path = sys.argv[1]
-data = bytearray(open(path, "rb").read())
-S = len(data) // 2
-best = None
-for s in range(2):
-    sec = data[s * S:(s + 1) * S]
-    magic, seq, used = struct.unpack_from("<III", sec)
-    if magic != 0x3153564E or used > S - 16:
-        continue
-    if struct.unpack_from("<I", sec, 12 + used)[0] != zlib.crc32(bytes(sec[:12 + used])):
-        continue
-    if best is None or seq > best[1]:
-        best = (s, seq, bytes(sec[12:12 + used]))
-s, seq, entries = best
-drop = {a[1:].encode() for a in sys.argv[2:] if a.startswith("-")}
-put = {a.split("=", 1)[0].encode(): bytes.fromhex(a.split("=", 1)[1]) for a in sys.argv[2:] if "=" in a}
-out, at = b"", 0
-while at < len(entries):
-    kl = entries[at]
-    key = entries[at + 1:at + 1 + kl]
-    vl = struct.unpack_from("<H", entries, at + 1 + kl)[0]
-    end = at + 1 + kl + 2 + vl
-    if key not in drop and key not in put:
-        out += entries[at:end]
-    at = end
-for key, val in put.items():
-    out += bytes([len(key)]) + key + struct.pack("<H", len(val)) + val
-rec = struct.pack("<III", 0x3153564E, seq + 1, len(out)) + out
-rec += struct.pack("<I", zlib.crc32(rec))
-t = 1 - s
-data[t * S:(t + 1) * S] = rec + b"\xff" * (S - len(rec))
-open(path, "wb").write(bytes(data))
-PY
+  python3 "$E2E/nvs.py" edit "$1/nvs.bin" "${@:2}"
+}
+nvs_has() {
+  python3 "$E2E/nvs.py" has "$1/nvs.bin" "$2"
 }

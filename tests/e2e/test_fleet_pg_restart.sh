@@ -174,35 +174,6 @@ done
 [ "$(health)" = 200 ] || fail "/health once the database takes writes again: $(cat "$WORK/health.json")"
 ok "a database that takes no writes after a reconnect is an outage, said with what to do"
 
-# has_report DIR: DIR's NVS (its newest valid sector, as nvs_edit reads it)
-# holds tcpota.report, the outcome the device has not had acknowledged.
-has_report() {
-  python3 - "$1/nvs.bin" <<'PY'
-import struct, sys, zlib
-data = open(sys.argv[1], "rb").read()
-S = len(data) // 2
-best = None
-for s in range(2):
-    sec = data[s * S:(s + 1) * S]
-    magic, seq, used = struct.unpack_from("<III", sec)
-    if magic != 0x3153564E or used > S - 16:
-        continue
-    if struct.unpack_from("<I", sec, 12 + used)[0] != zlib.crc32(bytes(sec[:12 + used])):
-        continue
-    if best is None or seq > best[0]:
-        best = (seq, sec[12:12 + used])
-entries, at = best[1], 0
-while at < len(entries):
-    kl = entries[at]
-    key = entries[at + 1:at + 1 + kl]
-    vl = struct.unpack_from("<H", entries, at + 1 + kl)[0]
-    if key == b"tcpota.report":
-        sys.exit(0)
-    at += 1 + kl + 2 + vl
-sys.exit(1)
-PY
-}
-
 # PostgreSQL hung (its processes stopped; the kernel still answers TCP and
 # the socket): nothing failed, nothing was said, and GET /health stayed 200,
 # so a balancer kept sending devices to a node whose check-ins all waited.
@@ -273,17 +244,12 @@ rc=0; "$TCPOTA" device --server 127.0.0.1:1 --flash "$WORK/pwrep" --id pw-rep --
 [ $rc -eq 1 ] || { kill -CONT $pgpids; fail "making pw-rep against a dead port exited $rc: $(cat "$WORK/pwrep0.log")"; }
 report=$(python3 -c '
 import sys
-def crc32c(b):
-    c = 0xffffffff
-    for x in b:
-        c ^= x
-        for _ in range(8):
-            c = (c >> 1) ^ (0x82F63B78 if c & 1 else 0)
-    return c ^ 0xffffffff
+sys.path.insert(0, sys.argv[1])
+from frames import crc32c
 rec = bytes([1]) + bytes(range(32)) + (1).to_bytes(2, "little")  # REC_VERSION, id, CONFIRMED
-print((rec + crc32c(rec).to_bytes(4, "little")).hex())')
+print((rec + crc32c(rec).to_bytes(4, "little")).hex())' "$E2E")
 nvs_edit "$WORK/pwrep" "tcpota.report=$report"
-has_report "$WORK/pwrep" || { kill -CONT $pgpids; fail "the hand-made report is not in pw-rep's NVS"; }
+nvs_has "$WORK/pwrep" tcpota.report || { kill -CONT $pgpids; fail "the hand-made report is not in pw-rep's NVS"; }
 timeout 40 "$TCPOTA" device --server "127.0.0.1:$pwport" --flash "$WORK/pwrep" --id pw-rep --max-attempts 1 \
   --timeout-ms 30000 --progress none 2> "$WORK/pwrep.log" &
 REP=$!
@@ -329,7 +295,7 @@ w2=$(sed -nE 's/.*"waiting": ([0-9]+)\}.*/\1/p' "$WORK/health1b.json")
   fail "requests waiting on the hung database went from '$w1' to '$w2' across a check-in, an API request, a download and a legacy check-in: $(cat "$WORK/health.json" "$WORK/health1b.json")"
 grep -q 'cannot tell now whether one applies\|server received the report' "$WORK/pwrep.log" &&
   fail "a check-in with a report was answered while the database hung: $(tail -3 "$WORK/pwrep.log")"
-has_report "$WORK/pwrep" ||
+nvs_has "$WORK/pwrep" tcpota.report ||
   fail "a device lost its report to a hung database: $(tail -3 "$WORK/pwrep.log")"
 for proto in v1 http legacy; do
   n=$(deferred "$pwapi" $proto database_hung)

@@ -458,27 +458,25 @@ ok "--tls-cert or --tls-key alone (fleet and image mode), --require-auth without
   stop_serve) || fail "the server did not start under a descriptor limit of 200"
 grep -q -- 'descriptor limit 200 is below --max-conns 1000: past about 168 connections, new ones wait in the backlog .*raise the limit (ulimit -n.* to at least 1032, or give --max-conns 168' fdlimit.log ||
   fail "descriptor limit below --max-conns: $(cat fdlimit.log)"
+# fleet_under LIMIT LOG: a fleet server started and stopped under a
+# descriptor limit of LIMIT, its log in LOG.
+fleet_under() {
+  (
+    ulimit -n "$1"
+    "$TCPOTA" serve --listen 127.0.0.1:0 --data fd-data --api 127.0.0.1:0 --max-conns 1000 2> "$2" &
+    pid=$!
+    wait_line "$2" 'listening on'
+    kill -TERM "$pid"
+    wait "$pid"
+  ) || fail "a fleet server under a descriptor limit of $1: $(cat "$2")"
+}
 # In fleet mode the API's connections need descriptors too (--api-max-conns).
-(
-  ulimit -n 1500
-  "$TCPOTA" serve --listen 127.0.0.1:0 --data fd-data --api 127.0.0.1:0 --max-conns 1000 2> fdapi.log &
-  pid=$!
-  wait_line fdapi.log 'listening on'
-  kill -TERM "$pid"
-  wait "$pid"
-) || fail "a fleet server under a descriptor limit of 1500: $(cat fdapi.log)"
+fleet_under 1500 fdapi.log
 grep -q -- 'descriptor limit 1500 is below --max-conns 1000 and the API.s 1024 (--api-max-conns): .* to at least 2056' fdapi.log ||
   fail "the API's connections left out of the descriptor budget: $(grep descriptor fdapi.log)"
 # A limit the API's connections take whole: no "give --max-conns 0",
 # which is refused (a security review).
-(
-  ulimit -n 1024
-  "$TCPOTA" serve --listen 127.0.0.1:0 --data fd-data --api 127.0.0.1:0 --max-conns 1000 2> fdnone.log &
-  pid=$!
-  wait_line fdnone.log 'listening on'
-  kill -TERM "$pid"
-  wait "$pid"
-) || fail "a fleet server under a descriptor limit of 1024: $(cat fdnone.log)"
+fleet_under 1024 fdnone.log
 grep -q -- "descriptor limit 1024 is below --max-conns 1000 and the API.s 1024 (--api-max-conns), and leaves none for device connections beside the server's own 32 and the API's: .* to at least 2056, or lower --api-max-conns$" fdnone.log &&
   ! grep -q -- '--max-conns 0' fdnone.log ||
   fail "a descriptor limit the API takes whole: $(grep descriptor fdnone.log)"
