@@ -518,8 +518,10 @@ int tcpota_dev_keep(struct tcpota_dev *d)
     int rc;
 
     /* Every byte below pos went through ota_write: any whole sector of
-     * them may be a resume point. */
-    if (d->state != TCPOTA_DEV_RECEIVING || point <= d->ckpt) {
+     * them may be a resume point. Not of a whole image: finish() set it to
+     * boot (a review: its record's drop failing, a resume rewrote the slot
+     * set to boot). */
+    if (d->state != TCPOTA_DEV_RECEIVING || point <= d->ckpt || d->pos == d->size) {
         return 0;
     }
     if ((rc = resume_save(d, point)) < 0) {

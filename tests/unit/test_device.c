@@ -304,6 +304,32 @@ static void test_cut_keeps_sector_or_checkpoint(void **state)
     assert_true(dev.resume.offset > ckpt);
 }
 
+/* A whole image is no resume point: when its record's drop fails at the
+ * end (the image set to boot), the connection's end keeps nothing more of
+ * it, the last checkpoint stays the record (a review: a record at the
+ * image's last whole sector, and the next connection resumed into the slot
+ * set to boot; at a size of whole sectors it would ACCEPT at the end and
+ * wait for DATA that never comes). */
+static void test_no_resume_point_at_the_end(void **state)
+{
+    uint8_t b[64];
+    int k;
+    (void)state;
+
+    fp->fail_erase_key = TCPOTA_KEY_RESUME;
+    assert_int_equal(run_conn(0, -1, NULL), TCPOTA_ERR_IO);
+    assert_int_equal(fp->boot_set, 1);
+    k = fp->port.kv_get(fp, TCPOTA_KEY_RESUME, b, sizeof(b));
+    if (k > 0) {
+        struct tcpota_dev_resume r;
+        assert_int_equal(tcpota_dev_resume_parse(b, (size_t)k, FAKE_SLOT, &r), 0);
+        if (r.offset % ACK_IV != 0) {
+            fail_msg("a resume point at %u, no checkpoint, of a %u-byte image set to boot",
+                     r.offset, IMG_SIZE);
+        }
+    }
+}
+
 static void test_resume_record_for_other_image_discarded(void **state)
 {
     (void)state;
@@ -1897,6 +1923,7 @@ int main(void)
         T(test_cut_anywhere_resumes),
         T(test_reboot_mid_image_resumes),
         T(test_keep_last_sector),
+        T(test_no_resume_point_at_the_end),
         T(test_cut_keeps_sector_or_checkpoint),
         T(test_resume_record_for_other_image_discarded),
         T(test_resume_record_for_other_size_discarded),
