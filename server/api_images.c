@@ -588,6 +588,17 @@ static void add_list_done(struct api_call *c, struct store_req *r)
                       c->img.version);
             return;
         }
+        /* The other way (a review): this image's id starting with another's
+         * hex-looking version (a date, 20261207) would take that name. */
+        if (api_image_id(imgs[i].version, hex) == 1 &&
+            strncmp(c->img.idhex, hex, strlen(hex)) == 0) {
+            api_error(c, 409, "body", "this image's id %.12s starts with %s, the version of image "
+                      "%.12s (model %s), and an id is looked up before a version: --image %s "
+                      "would name this image instead of that one; to add this one, remove that "
+                      "image first (tcpota image rm %.12s)", c->img.idhex, imgs[i].version,
+                      imgs[i].idhex, imgs[i].model, imgs[i].version, imgs[i].idhex);
+            return;
+        }
     }
     if (!c->req) { /* the connection is freed (not merely closed): keep nothing */
         api_reply(c, 500, NULL);

@@ -1134,13 +1134,26 @@ static void test_upload_unsigned(void **state)
         expect_error("POST", uri, "other bytes", 409, "version");
         assert_int_equal(http("GET", "/v1/images/1.0.0", NULL, &j), 200); /* the seed's */
         json_decref(j);
+        /* The other way: an image whose id starts with another's
+         * hex-looking version (a date) would take its name. */
+        {
+            static const char later[] = "bytes whose id starts with a version";
+            uint8_t lid[32];
+            char lhex[65];
+            crypto_hash_sha256(lid, (const uint8_t *)later, sizeof later - 1);
+            hex_of(lid, lhex);
+            snprintf(uri, sizeof uri, "/v1/images?version=%.8s&model=legacy", lhex);
+            assert_int_equal(http("POST", uri, "a date-like version", &j), 201);
+            json_decref(j);
+            expect_error("POST", "/v1/images?version=9.9.9&model=legacy", later, 409, "body");
+        }
     }
     expect_error("POST", "/v1/images?version=3.0.0&model=legacy", NULL, 400, "body");
     assert_int_equal(http_full("POST", "/v1/images?version=3.0.0&model=legacy", TOKEN,
                                "Tcpota-Manifest", "***not base64***", "x", 1, NULL), 400);
     assert_int_equal(http_full("POST", "/v1/images?version=3.0.0&model=legacy", TOKEN,
                                "Tcpota-Manifest", "AAAA", "x", 1, NULL), 400);
-    assert_int_equal(T.f.nimgs, 4);
+    assert_int_equal(T.f.nimgs, 5); /* the seed's three, 3.0.0 and the date-like version */
 }
 
 /* The same bytes again while their stored file's place holds a directory
