@@ -286,16 +286,19 @@ static int rollout_create(struct api *a, int argc, char **argv)
                        table_c(api_str(ans, "model")), *api_str(ans, "group") ? ", group " : "",
                        table_c(api_str(ans, "group")));
             }
-        }
-        if (api_int(json_object_get(ans, "totals"), "targeted") == 0) {
-            /* A misspelled --group or --model made an active rollout that
-             * reaches nobody, said nowhere (a new user's trial). */
-            const char *g = api_str(ans, "group");
-            printf("\nno device of model %s%s%s has checked in yet: are they spelled as the "
-                   "devices give them? (tcpota device list --model %s%s%s lists those that "
-                   "have); a device that checks in later joins the rollout\n",
-                   table_c(api_str(ans, "model")), *g ? " in group " : "", table_c(g),
-                   table_c(api_str(ans, "model")), *g ? " --group " : "", table_c(g));
+            if (api_int(json_object_get(ans, "totals"), "targeted") == 0 && last == 100) {
+                /* A misspelled --group or --model made an active rollout that
+                 * reaches nobody, said nowhere (a new user's trial). (Below a
+                 * last wave of 100 %, few devices may all lie past it.) */
+                const char *g = api_str(ans, "group");
+                printf("\nit targets no device yet: none of model %s%s%s has checked in%s; are "
+                       "they spelled as the devices give them? (tcpota device list --model %s%s%s "
+                       "lists those that have); a device that checks in later joins the "
+                       "rollout\n",
+                       table_c(api_str(ans, "model")), *g ? " in group " : "", table_c(g),
+                       *g ? "" : ", or each is in a group with a rollout of its own",
+                       table_c(api_str(ans, "model")), *g ? " --group " : "", table_c(g));
+            }
         }
         char same[API_HINT_OPTS];
         printf("\nfollow it: tcpota rollout show %lld%s\n", api_int(ans, "id"),

@@ -356,7 +356,7 @@ ROLLOUT='{"id": 1, "image": "'$ID'", "version": "2.0.0", "model": "esp32", "grou
 route POST /v1/rollouts 201 "$ROLLOUT"
 run 0 $T rollout create --image 2.0.0 --model esp32 --waves 10,50,100 --halt-at 20 --halt-min 3 \
   --min-finished 10 --success-pct 90 --soak 300 --group canary --allow-downgrade $API
-grep -q 'has checked in yet' out.log && fail "a rollout of 50 devices was said to reach none: $(cat out.log)"
+grep -q 'targets no device' out.log && fail "a rollout of 50 devices was said to reach none: $(cat out.log)"
 [ "$(req method) $(req path)" = "POST /v1/rollouts" ] || fail "rollout create sent $(req method) $(req path)"
 [ "$(req header Content-Type)" = "application/json" ] || fail "Content-Type $(req header Content-Type)"
 python3 -c 'import json,sys; b=json.loads(sys.argv[1]); assert b == {"image": "2.0.0", "model": "esp32",
@@ -379,7 +379,7 @@ has out.log "^warning: its image 2\.0\.0 is older$"
 NOBODY=${ROLLOUT/\"targeted\": 50/\"targeted\": 0}
 route POST /v1/rollouts 201 "${NOBODY/\"group\": \"\"/\"group\": \"canray\"}"
 run 0 $T rollout create --image 2.0.0 --model esp32 --group canray $API
-has out.log "^no device of model esp32 in group canray has checked in yet: are they spelled as the devices give them\? \(tcpota device list --model esp32 --group canray lists those that have\); a device that checks in later joins the rollout$"
+has out.log "^it targets no device yet: none of model esp32 in group canray has checked in; are they spelled as the devices give them\? \(tcpota device list --model esp32 --group canray lists those that have\); a device that checks in later joins the rollout$"
 route GET /v1/rollouts/1 200 "$ROLLOUT"
 run 0 $T rollout show 1 $API
 [ "$(req method) $(req path)" = "GET /v1/rollouts/1" ] || fail "rollout show sent $(req method) $(req path)"
