@@ -4,6 +4,7 @@
 #include "tcpota/device.h"
 #include "tcpota_client.h"
 #include "tls_pem.h"
+#include "tls_server.h" /* tls_cert_ca_own */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -395,7 +396,8 @@ const char *cli_tls_verify_todo(long v, const char *whose, const char *host_flag
 }
 
 /* The names a certificate is for, into buf: its subjectAltName's DNS names
- * and IP addresses, else its CN ("" when it has neither). */
+ * and IP addresses, else its CN ("" when it has neither). A name of bytes
+ * a terminal does not show as they are (the peer's, unchecked) is "?". */
 static const char *cert_names(X509 *x, char *buf, size_t cap)
 {
     GENERAL_NAMES *san = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
@@ -407,22 +409,30 @@ static const char *cert_names(X509 *x, char *buf, size_t cap)
         const GENERAL_NAME *g = sk_GENERAL_NAME_value(san, i);
         char ip[INET6_ADDRSTRLEN] = "";
         const char *name = NULL;
+        int len = 0;
         if (g->type == GEN_DNS) {
             name = (const char *)ASN1_STRING_get0_data(g->d.dNSName);
+            len = ASN1_STRING_length(g->d.dNSName);
+            if (len <= 0 || !tcpota_printable(name, (size_t)len, 1, (size_t)len)) {
+                name = "?";
+                len = 1;
+            }
         } else if (g->type == GEN_IPADD && (g->d.iPAddress->length == 4 || g->d.iPAddress->length == 16)) {
             name = inet_ntop(g->d.iPAddress->length == 4 ? AF_INET : AF_INET6,
                              ASN1_STRING_get0_data(g->d.iPAddress), ip, sizeof(ip));
+            len = name ? (int)strlen(name) : 0;
         }
         if (name) {
-            int k = snprintf(buf + n, cap - n, "%s%s", n ? ", " : "", name);
+            int k = snprintf(buf + n, cap - n, "%s%.*s", n ? ", " : "", len, name);
             n = k < 0 || (size_t)k >= cap - n ? cap - 1 : n + (size_t)k;
         }
     }
     GENERAL_NAMES_free(san);
     if (n == 0) {
         char cn[256];
-        if (X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof(cn)) > 0) {
-            snprintf(buf, cap, "CN %s", cn);
+        int len = X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof(cn));
+        if (len > 0) {
+            snprintf(buf, cap, "CN %s", tcpota_printable(cn, (size_t)len, 1, (size_t)len) ? cn : "?");
         }
     }
     return buf;
@@ -438,8 +448,7 @@ static void mismatch_detail(X509 *x, char *buf, size_t cap)
     char names[512];
 
     cert_names(x, names, sizeof(names));
-    if (X509_check_ca(x) == 1 && X509_check_issued(x, x) == X509_V_OK &&
-        X509_get_ext_by_NID(x, NID_subject_alt_name, -1) < 0) {
+    if (tls_cert_ca_own(x)) {
         snprintf(buf, cap, " (the server's certificate is for %s, and is a CA's own: was the "
                  "server given its CA's certificate, --tls-cert, instead of the one the CA "
                  "issued for it?)", names[0] ? names : "no name");

@@ -67,6 +67,12 @@ static const char *asn1_date(const ASN1_TIME *t, char *buf, size_t cap)
     return buf;
 }
 
+int tls_cert_ca_own(X509 *x)
+{
+    return X509_check_ca(x) == 1 && X509_check_issued(x, x) == X509_V_OK &&
+           X509_get_ext_by_NID(x, NID_subject_alt_name, -1) < 0;
+}
+
 /* tls_server.h. Said at start and reload, rather than found in the
  * devices' logs ("certificate has expired"). */
 void tls_warn_cert(const struct tcpota_serve_opts *o, const char *path, SSL_CTX *ctx)
@@ -84,11 +90,7 @@ void tls_warn_cert(const struct tcpota_serve_opts *o, const char *path, SSL_CTX 
                    "devices that check dates refuse it until then; is this host's clock right?",
                    path, asn1_date(X509_get0_notBefore(x), when, sizeof(when)));
     }
-    if (X509_check_ca(x) == 1 && X509_check_issued(x, x) == X509_V_OK &&
-        X509_get_ext_by_NID(x, NID_subject_alt_name, -1) < 0) {
-        /* A CA's own certificate, given for the server's (a new user's
-         * trial: ca.pem beside cert.pem); a self-signed server's names
-         * itself in subjectAltName, as the README's does. */
+    if (tls_cert_ca_own(x)) {
         say_always(o, LOG_LV_WARN, "warning: the TLS certificate %s is self-signed, a CA's "
                    "(CA:TRUE), and names no server (no subjectAltName): is it the CA's own "
                    "certificate? --tls-cert takes the certificate the CA issued for this server "

@@ -26,6 +26,13 @@ SSL_CTX *tls_context(const struct tcpota_serve_opts *o, const char *cert, const 
  * the devices' only anchor, gives its key nothing more than this server). */
 void tls_warn_cert(const struct tcpota_serve_opts *o, const char *path, SSL_CTX *ctx);
 
+/* 1 when x is a CA's own certificate: self-signed, CA:TRUE, naming no
+ * server (no subjectAltName), as a CA made with the README's recipe is; a
+ * self-signed server certificate names itself there. Serve warns of one
+ * given as --tls-cert (tls_warn_cert), a device refused for its name says
+ * it may be that (cli/tls.c): a new user's trial gave serve ca.pem. */
+int tls_cert_ca_own(X509 *x);
+
 /* Drops this reference to ctx (NULL: nothing); its ticket keys are wiped
  * when the last connection that holds it is freed. */
 void tls_context_free(SSL_CTX *ctx);

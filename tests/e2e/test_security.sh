@@ -591,7 +591,17 @@ kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 grep -q "warning: the TLS certificate ca.pem is self-signed, a CA's (CA:TRUE), and names no server" server.log ||
   fail "serve given its CA's certificate did not warn: $(grep -i warn server.log)"
 untouched tls-caself
-ok "TLS: a certificate from the trusted CA for another host name is refused, naming the names it is for"
+# A name a terminal would not show as it is (an escape sequence) is "?".
+q openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout esc.key -out esc.pem \
+  -days 2 -subj "/CN=$(printf 'bad\033[31mred')"
+start_server img 2.0.0 --tls-cert esc.pem --tls-key esc.key
+rc=0
+"$T" device --server "127.0.0.1:$SERVER_PORT" --flash tls-esc --id tls-esc --factory-version 1.0.0 \
+  --ca esc.pem --trust k.pub --max-attempts 1 2> tls-esc.log || rc=$?
+kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+[ $rc -eq 1 ] && grep -q "the server.s certificate is for CN ?, and" tls-esc.log && ! grep -q $'\033' tls-esc.log ||
+  fail "a certificate name with an escape sequence: exit $rc: $(grep -m1 TLS tls-esc.log | cat -v)"
+ok "TLS: a certificate from the trusted CA for another host name is refused, naming the names it is for (unprintable ones as ?)"
 
 # 8. TLS and authentication: the answer must be bound to the TLS session
 # (an answer relayed from another connection does not verify); a plain
