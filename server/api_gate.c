@@ -20,8 +20,9 @@
  *    a connection comes whole within API_WATCH_MS (watch_cb).
  * Then evhttp reads the connection as before. Only the first head is
  * looked at: a connection that began without the token cannot upload,
- * which no client of ours does (the dashboard's files, and a 401, close
- * their connection: dashboard.c, api.c). A head that does not come within
+ * which no client of ours does (the dashboard's files, /health and
+ * /metrics asked without the token, and a 401, close their connection:
+ * dashboard.c, api.c). A head that does not come within
  * head_ms (API_TIMEOUT_S) of the accept closes the connection, however it
  * trickles, with a line in the log (at most one a second).
  *
