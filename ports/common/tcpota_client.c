@@ -406,13 +406,7 @@ static int flush_all(struct tcpota_client *c)
  * ASCII: no tcpota frame starts so. */
 static int text_head(const uint8_t *p, size_t n)
 {
-    size_t i;
-
-    if (n < TEXT_HEAD_MIN) return 0;
-    for (i = 0; i < TEXT_HEAD_MIN; i++) {
-        if (p[i] < 0x20 || p[i] > 0x7e) return 0;
-    }
-    return 1;
+    return n >= TEXT_HEAD_MIN && tcpota_printable(p, TEXT_HEAD_MIN, 1, TEXT_HEAD_MIN);
 }
 
 /* Feeds received bytes to the session, one frame per call, while its

@@ -708,12 +708,7 @@ static esp_err_t trust_secret(const tcpota_esp_config_t *cfg)
  * an id and a model), else 0. */
 static int printable_name(const char *name, size_t max)
 {
-    size_t n = 0;
-
-    for (; name[n]; n++) {
-        if (n == max || (unsigned char)name[n] < 0x20 || (unsigned char)name[n] > 0x7e) return 0;
-    }
-    return n > 0;
+    return tcpota_printable(name, strlen(name), 1, max);
 }
 
 /* Why cfg cannot start (logged, each value named as menuconfig names it),
