@@ -4,6 +4,7 @@
 #include "tcpota/version.h"
 
 #include <arpa/inet.h>
+#include <net/if.h> /* IF_NAMESIZE */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -27,15 +28,17 @@ void cli_err(const char *fmt, ...)
     va_end(ap);
 }
 
-/* 1 when the n bytes at s are an IPv6 address (without brackets). */
+/* 1 when the n bytes at s are an IPv6 address (without brackets), with
+ * a zone (fe80::1%eth0) or without. */
 static int ipv6_literal(const char *s, size_t n)
 {
-    char b[INET6_ADDRSTRLEN];
+    char b[INET6_ADDRSTRLEN + IF_NAMESIZE];
     struct in6_addr a;
 
     if (n >= sizeof(b)) return 0;
     memcpy(b, s, n);
     b[n] = 0;
+    b[strcspn(b, "%")] = 0;
     return inet_pton(AF_INET6, b, &a) == 1;
 }
 

@@ -46,4 +46,6 @@ if command -v arm-none-eabi-gcc >/dev/null; then
     exit 1
   fi
   echo "core-check: linked as a device links it (Cortex-M4, default build): .text = $linked of $budget bytes"
+else
+  echo "core-check: arm-none-eabi-gcc is not installed: the Cortex-M4 sizes and their budget are not checked (make deps installs it)" >&2
 fi

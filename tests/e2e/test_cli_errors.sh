@@ -367,6 +367,7 @@ expect 2 "tcpota device: --server: '127\.0\.0\.1:8070:1' has more than one ':'; 
 [ ! -e devdir ] || fail "a bad --server made the device directory"
 expect 2 "tcpota serve: --listen: 'localhost:1:2' has more than one ':'" $T serve --listen localhost:1:2 img
 expect 1 "cannot connect|refused|unreachable|gave up" $T device --server ::1:1 --flash v6dir --max-attempts 1
+expect 1 "cannot connect|refused|unreachable|gave up|resolve" $T device --server fe80::1%lo:1 --flash v6zone --max-attempts 1
 # tcpota help COMMAND is COMMAND --help; extra words after help or version
 # are refused rather than dropped.
 $T help sign > help-sign.out || fail "tcpota help sign failed"
