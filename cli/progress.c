@@ -67,33 +67,52 @@ void progress_start(struct progress *p, uint32_t done, uint32_t total)
     p->last_decile = percent(done, total) / 10 - 1;
 }
 
-#define BAR_MIN 5 /* narrower, the bar is left out: the figures alone */
+#define BAR_MIN 5 /* narrower, the bar is left out */
 
 /* One line that fits the terminal (a bar that wrapped left a new line at
- * each redraw on a 40-column terminal: a new user's trial): the bar
- * shrinks, goes below BAR_MIN, and what still does not fit is cut. */
+ * each redraw on a 40-column terminal: a new user's trial). What goes as
+ * the terminal narrows: the bar shrinks (to a width that holds for the
+ * whole image: it once shrank as the figures grew), then the KiB figures
+ * go, then the bar; the percentage goes last. */
 static void draw_bar(struct progress *p, uint32_t done, uint32_t total, int pct)
 {
-    char tail[64], line[512];
-    size_t cols = term_cols(), fixed, width = BAR_WIDTH, fill, n;
+    char pcts[8], kib[48], kib_max[48], line[512];
+    size_t cols = term_cols(), room, width = 0, fill, n;
+    int with_kib, cut = 0;
 
-    snprintf(tail, sizeof(tail), " %3d%% %lu/%lu KiB", pct, (unsigned long)(done / 1024u),
+    snprintf(pcts, sizeof(pcts), " %3d%%", pct);
+    snprintf(kib, sizeof(kib), " %lu/%lu KiB", (unsigned long)(done / 1024u),
              (unsigned long)(total / 1024u));
-    fixed = strlen(p->prefix) + 2 + strlen(tail) + 1; /* "[]", and the cursor's column */
-    if (fixed + width > cols) {
-        width = cols > fixed ? cols - fixed : 0;
+    snprintf(kib_max, sizeof(kib_max), " %lu/%lu KiB", (unsigned long)(total / 1024u),
+             (unsigned long)(total / 1024u));
+    n = strlen(p->prefix);
+    if (n + strlen(pcts) + 1 > cols && cols > strlen(pcts) + 1) {
+        n = cols - strlen(pcts) - 1; /* the prefix is cut for the percentage */
+        cut = 1;
     }
-    n = (size_t)snprintf(line, sizeof(line), "%s", p->prefix);
-    if (width >= BAR_MIN && n + width + 2 < sizeof(line)) {
+    room = cols > n + 1 ? cols - n - 1 : 0; /* the cursor's column */
+    if (n > sizeof(line) - 1) {
+        n = sizeof(line) - 1; /* cut below, as the terminal is narrower */
+    }
+    with_kib = room >= 2 + BAR_MIN + strlen(pcts) + strlen(kib_max);
+    if (room >= 2 + BAR_MIN + strlen(pcts)) {
+        width = room - 2 - strlen(pcts) - (with_kib ? strlen(kib_max) : 0);
+        width = width > BAR_WIDTH ? BAR_WIDTH : width;
+    }
+    memcpy(line, p->prefix, n);
+    line[n] = 0;
+    if (width && n + width + 2 < sizeof(line)) {
         fill = (size_t)pct * width / 100;
         line[n++] = '[';
         for (size_t i = 0; i < width; i++) {
             line[n++] = i < fill ? '#' : '.';
         }
         line[n++] = ']';
+        line[n] = 0;
     }
-    line[n] = 0;
-    snprintf(line + n, sizeof(line) - n, "%s", width >= BAR_MIN ? tail : tail + 1);
+    /* (The prefix ends in a space, unless it was cut.) */
+    snprintf(line + n, sizeof(line) - n, "%s%s", width || cut ? pcts : pcts + 1,
+             with_kib ? kib : "");
     if (cols > 1 && strlen(line) > cols - 1) {
         line[cols - 1] = 0;
     }

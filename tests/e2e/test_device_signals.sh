@@ -136,7 +136,7 @@ start_server "$WORK/img" 2.0.0
 # --progress bar on a narrow terminal: each redraw fits its line (a new
 # user's trial: at 40 columns the 72-column bar wrapped, leaving a line at
 # each redraw), the bar shrinking, then left out. A pty of the test's own.
-for cols in 40 24; do
+for cols in 40 24 12; do
   python3 - "$TCPOTA" "127.0.0.1:$SERVER_PORT" "$WORK/bar$cols" "$cols" > "$WORK/bar$cols.out" <<'PY' ||
 import fcntl, os, pty, select, struct, sys, termios
 tcpota, server, flash, cols = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -155,17 +155,23 @@ while select.select([fd], [], [], 30)[0]:
         break
     out += d
 _, st = os.waitpid(pid, 0)
-bars = [s for s in out.replace(b"\r\n", b"\n").split(b"\r") if b"%" in s and b"\x1b[K" in s]
+# a redraw is "\r<line>\x1b[K"; a clear, "\r\x1b[K"
+bars = [s[:-3] for s in out.replace(b"\r\n", b"\n").split(b"\r") if s.endswith(b"\x1b[K") and len(s) > 3]
 assert os.WEXITSTATUS(st) == 0, out[-300:]
 assert len(bars) > 3, out[-300:]
+widths = set()
 for s in bars:
-    s = s.split(b"\x1b[K")[0]
     assert len(s) < cols, (len(s), s)
-print(bars[-1].split(b"\x1b[K")[0].decode())
+    assert b"%" in s, s  # the percentage goes last
+    if b"[" in s:
+        widths.add(s.index(b"]") - s.index(b"["))
+assert len(widths) <= 1, widths  # one bar width for the whole image (it shrank as figures grew)
+print(bars[-1].decode())
 PY
     fail "--progress bar at $cols columns: $(tail -c 600 "$WORK/bar$cols.out")"
 done
 grep -q '\[#*\.*\] *100% ' "$WORK/bar40.out" || fail "no bar at 40 columns: $(cat "$WORK/bar40.out")"
 ! grep -q '\[' "$WORK/bar24.out" || fail "a bar at 24 columns: $(cat "$WORK/bar24.out")"
+grep -q '100%$' "$WORK/bar12.out" || fail "no percentage at 12 columns: $(cat "$WORK/bar12.out")"
 ok "--progress bar fits a narrow terminal: $(cat "$WORK/bar40.out") (40 columns)"
 stop_server
