@@ -1013,6 +1013,11 @@ static const char *kept_nothing(const struct device *dv)
     static char why[200];
     const struct stats *st = &dv->st;
 
+    if (st->have_image && st->written == 0) {
+        /* (a trial's cut every 3,000 bytes of 4 KiB frames: no hint) */
+        return " (no connection carried a whole frame of the image before it ended: the link"
+               " drops too soon for any progress)";
+    }
     if (!st->have_image || refetched(st) == 0 || st->max_pos - st->base >= TCPOTA_SECTOR_SIZE) {
         return "";
     }
@@ -1381,7 +1386,10 @@ static int run(struct device *dv)
                  * verdict on the secret: say when a try is checked again. */
                 say(dv, "the server refused this device (%s); it checks this device's next try "
                         "in %u s at the earliest%s", dv->err, (unsigned)xfer(dv).retry_after_s,
-                    then(dv));
+                    /* (a new user's trial read it as a promise, and the
+                     * device then stopped without a word) */
+                    dv->o.check_interval ? then(dv)
+                                         : "; not retrying: put right what the server says first");
             } else {
                 say(dv, "the server refused this device (%s); retrying would be refused again%s",
                     dv->err, dv->o.check_interval ? "; trying at the next check-in all the same"

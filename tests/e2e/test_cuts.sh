@@ -92,5 +92,16 @@ rc=0
   --backoff-min-ms 50 --backoff-max-ms 100 --max-attempts 3 2> "$WORK/d5.log" || rc=$?
 [ $rc -eq 1 ] && grep -q 'gave up after 3 attempts without progress: .* (each connection ended before it had written a whole 4096-byte flash sector past where it began, the least a device keeps of a connection: the link drops too soon for any progress)' "$WORK/d5.log" ||
   fail "cuts before every sector: exit $rc: $(tail -2 "$WORK/d5.log")"
-ok "a link cut before every sector: the device says so"
+# Cut before a whole frame each time (4096-byte frames, a cut every 3,000
+# bytes): nothing is written at all, and the device says why (a trial's
+# gave up with "server closed the connection" only).
+kill "$SERVER_PID"; wait "$SERVER_PID" || true
+start_server "$WORK/small" 3.0.0
+start_proxy noframe "$SERVER_PORT" --cut-at "$cuts" --quiet
+rc=0
+"$TCPOTA" device --server "127.0.0.1:$PROXY_PORT" --flash "$WORK/d6" --id noframe-dev --progress none \
+  --backoff-min-ms 50 --backoff-max-ms 100 --max-attempts 3 2> "$WORK/d6.log" || rc=$?
+[ $rc -eq 1 ] && grep -q 'gave up after 3 attempts without progress: .* (no connection carried a whole frame of the image before it ended: the link drops too soon for any progress)' "$WORK/d6.log" ||
+  fail "cuts before every frame: exit $rc: $(tail -2 "$WORK/d6.log")"
+ok "a link cut before every sector, and before every frame: the device says so"
 stop_server

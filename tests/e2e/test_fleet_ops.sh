@@ -64,6 +64,10 @@ cmp -s "$WORK/s1.secret" "$WORK/s1-new.secret" && fail "the second secret is the
 rc=0; run_device s-1 esp32 "$WORK/s1-b" --secret "$WORK/s1.secret" || rc=$?
 [ $rc -eq 1 ] || fail "the replaced secret: rc $rc, not 1"
 grep -q 'authentication refused' "$WORK/s-1.log" || fail "no refusal of the old secret: $(tail -3 "$WORK/s-1.log")"
+# ...said to be final for this run (a new user's trial read "it checks this
+# device's next try in 2 s" as a promise, and the device stopped).
+grep -qE "it checks this device's next try in [0-9]+ s at the earliest; not retrying: put right what the server says first$|retrying would be refused again$" "$WORK/s-1.log" ||
+  fail "the refusal did not say the device stops: $(tail -2 "$WORK/s-1.log")"
 [ "$(running "$WORK/s1-b")" = 1.0.0 ] || fail "the replaced secret got the image"
 # That failure holds back this id's next AUTH for 1 s (any secret); a try
 # meanwhile is told BUSY and when, and the device tries again then instead
