@@ -1183,7 +1183,16 @@ static int runner_init(struct device *dv)
 
 static int stopped(struct device *dv)
 {
-    say(dv, "stopped by %s", g_signal == SIGINT ? "SIGINT" : "SIGTERM");
+    struct tcpota_dev_resume r = xfer(dv).resume;
+
+    /* Where the next run goes on (a new user's trial asked). */
+    if (r.valid) {
+        say(dv, "stopped by %s; the next run resumes the %lu-byte image at byte %lu",
+            g_signal == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long)r.size,
+            (unsigned long)r.offset);
+    } else {
+        say(dv, "stopped by %s", g_signal == SIGINT ? "SIGINT" : "SIGTERM");
+    }
     return 128 + g_signal;
 }
 

@@ -74,8 +74,12 @@ sys.exit(not (r and r["image"] == sys.argv[2] and r["size"] == 1500000 and
   fail "device status after SIGTERM names no resume point of the image: $st"
 "$TCPOTA" device --server "$S" --flash "$WORK/t" --id term 2> "$WORK/t2.log" || fail "the restarted device failed"
 check_device "$WORK/t" "$WORK/img"
-grep -q "device term: resume point: $(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["resume"]["offset"])' "$st") of 1500000 bytes" "$WORK/t2.log" ||
+at=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["resume"]["offset"])' "$st")
+grep -q "device term: resume point: $at of 1500000 bytes" "$WORK/t2.log" ||
   fail "the restarted device did not name its resume point: $(head -3 "$WORK/t2.log")"
+# The stop said it too (a new user's trial asked where the next run goes on).
+grep -q "device term: stopped by SIGTERM; the next run resumes the 1500000-byte image at byte $at$" "$WORK/t.log" ||
+  fail "the stop did not name the resume point $at: $(tail -2 "$WORK/t.log")"
 ok "SIGTERM still stops the device (143); the next run names its resume point and finishes"
 
 # Stopped before its first checkpoint (2 KB/s: 16 KiB take 8 s): the next
