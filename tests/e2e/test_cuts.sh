@@ -81,27 +81,24 @@ read -r refetched conns < <(sed -nE 's/.*stats .*refetched=([0-9]+) connections=
   fail "cut every 14,000 bytes: ${conns:-?} connections fetched ${refetched:-?} bytes again (each cut may cost less than a 4096-byte sector)"
 ok "a link cut before every checkpoint: $conns connections, each kept its whole sectors ($refetched bytes fetched again)"
 
-# Cut before a whole sector each time (512-byte frames, a cut every 3,000
-# bytes): nothing can be kept, and the device says why.
-kill "$SERVER_PID"; wait "$SERVER_PID" || true
-start_server "$WORK/small" 3.0.0 --chunk 512
-cuts=$(python3 -c "print(','.join(str(3000 * i) for i in range(1, 20)))")
-start_proxy tiny "$SERVER_PORT" --cut-at "$cuts" --quiet
-rc=0
-"$TCPOTA" device --server "127.0.0.1:$PROXY_PORT" --flash "$WORK/d5" --id tiny-dev --progress none \
-  --backoff-min-ms 50 --backoff-max-ms 100 --max-attempts 3 2> "$WORK/d5.log" || rc=$?
-[ $rc -eq 1 ] && grep -q 'gave up after 3 attempts without progress: .* (each connection ended before it had written a whole 4096-byte flash sector past where it began, the least a device keeps of a connection: the link drops too soon for any progress)' "$WORK/d5.log" ||
-  fail "cuts before every sector: exit $rc: $(tail -2 "$WORK/d5.log")"
-# Cut before a whole frame each time (4096-byte frames, a cut every 3,000
-# bytes): nothing is written at all, and the device says why (a trial's
-# gave up with "server closed the connection" only).
-kill "$SERVER_PID"; wait "$SERVER_PID" || true
-start_server "$WORK/small" 3.0.0
-start_proxy noframe "$SERVER_PORT" --cut-at "$cuts" --quiet
-rc=0
-"$TCPOTA" device --server "127.0.0.1:$PROXY_PORT" --flash "$WORK/d6" --id noframe-dev --progress none \
-  --backoff-min-ms 50 --backoff-max-ms 100 --max-attempts 3 2> "$WORK/d6.log" || rc=$?
-[ $rc -eq 1 ] && grep -q 'gave up after 3 attempts without progress: .* (no connection carried a whole frame of the image before it ended: the link drops too soon for any progress)' "$WORK/d6.log" ||
-  fail "cuts before every frame: exit $rc: $(tail -2 "$WORK/d6.log")"
+# gives_up NAME CHUNK HINT: a server of --chunk CHUNK behind a proxy that
+# cuts every 3,000 bytes; the device (--max-attempts 3) gives up saying
+# HINT, why it kept nothing.
+gives_up() {
+  kill "$SERVER_PID"; wait "$SERVER_PID" || true
+  start_server "$WORK/small" 3.0.0 --chunk "$2"
+  start_proxy "$1" "$SERVER_PORT" --cut-at "$(python3 -c "print(','.join(str(3000 * i) for i in range(1, 20)))")" --quiet
+  local rc=0
+  "$TCPOTA" device --server "127.0.0.1:$PROXY_PORT" --flash "$WORK/$1" --id "$1-dev" --progress none \
+    --backoff-min-ms 50 --backoff-max-ms 100 --max-attempts 3 2> "$WORK/$1.log" || rc=$?
+  [ $rc -eq 1 ] && grep -qF "gave up after 3 attempts without progress: " "$WORK/$1.log" &&
+    grep -qF "$3" "$WORK/$1.log" || fail "$1: exit $rc: $(tail -2 "$WORK/$1.log")"
+}
+# Cut before a whole sector each time (512-byte frames): nothing can be
+# kept, and the device says why.
+gives_up tiny 512 " (each connection ended before it had written a whole 4096-byte flash sector past where it began, the least a device keeps of a connection: the link drops too soon for any progress)"
+# Cut before a whole frame each time (4096-byte frames): nothing is written
+# at all (a trial's gave up with "server closed the connection" only).
+gives_up noframe 4096 " (no connection carried a whole frame of the image before it ended: the link drops too soon for any progress)"
 ok "a link cut before every sector, and before every frame: the device says so"
 stop_server
