@@ -1013,8 +1013,9 @@ static const char *kept_nothing(const struct device *dv)
     static char why[200];
     const struct stats *st = &dv->st;
 
-    if (st->have_image && st->written == 0) {
-        /* (a trial's cut every 3,000 bytes of 4 KiB frames: no hint) */
+    if (st->have_image && st->written == 0 && xfer(dv).last_error != TCPOTA_ERR_TIMEDOUT) {
+        /* (a trial's cut every 3,000 bytes of 4 KiB frames: no hint; a
+         * server that stalls is said by the timeout's own text) */
         return " (no connection carried a whole frame of the image before it ended: the link"
                " drops too soon for any progress)";
     }

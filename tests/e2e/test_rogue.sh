@@ -92,6 +92,8 @@ for mode in pings stale; do
     fail "$mode: device exited $rc after $s s (expected 1 after about 8 s): $(tail -3 "$WORK/c-$mode.log")"
   grep -q "gave up after 2 attempts without progress: no progress for 4000 ms: bytes come, but no decision of the server and no whole frame of the image in that time (a link this slow needs a longer timeout: tcpota device --timeout-ms, CONFIG_TCPOTA_TIMEOUT_MS; else a server stuck or hostile)" "$WORK/c-$mode.log" ||
     fail "$mode: the stall was not said: $(tail -3 "$WORK/c-$mode.log")"
+  ! grep -q 'no connection carried a whole frame' "$WORK/c-$mode.log" ||
+    fail "$mode: a stalled server was blamed on the link: $(tail -1 "$WORK/c-$mode.log")"
 done
 grep -q '^holding with stale data at' "$WORK/rogue-stale.log" || fail "the stale server did not hold: $(cat "$WORK/rogue-stale.log")"
 ok "a server that sends PINGs or DATA the device cannot write holds each attempt 4 x --timeout-ms at most"
