@@ -314,6 +314,15 @@ static int write_body(struct api_call *c)
     return err ? -1 : 0;
 }
 
+/* 1 when version, taken as an image id (8 or more hex digits, in either
+ * case), starts idhex: looked up as a name, it would be that image. */
+static int version_names_id(const char *version, const char *idhex)
+{
+    char hex[2 * TCPOTA_ID_LEN + 1];
+
+    return api_image_id(version, hex) == 1 && strncmp(idhex, hex, strlen(hex)) == 0;
+}
+
 static void add_list_done(struct api_call *c, struct store_req *r);
 
 /* 1 when a stored image's file is there: a regular file of its size whose
@@ -564,7 +573,6 @@ static void add_list_done(struct api_call *c, struct store_req *r)
 {
     const struct store_image *imgs = r->u.list.rows;
     char msg[512]; /* two versions and a model, each up to TCPOTA_MAX_STR */
-    char hex[2 * TCPOTA_ID_LEN + 1];
     size_t i;
 
     if (r->rc < 0) {
@@ -579,8 +587,7 @@ static void add_list_done(struct api_call *c, struct store_req *r)
         /* An image is named by its id, a prefix of it, or its version, the
          * id first: a version that starts another image's id would name
          * that one (a security review: --image 1e051090 took 2.0.0). */
-        if (api_image_id(c->img.version, hex) == 1 &&
-            strncmp(imgs[i].idhex, hex, strlen(hex)) == 0) {
+        if (version_names_id(c->img.version, imgs[i].idhex)) {
             api_error(c, 409, "version", "version %s is the start of the id of image %.12s "
                       "(version %s, model %s), and an id is looked up before a version: "
                       "--image %s would name that image; give this one another version",
@@ -590,8 +597,7 @@ static void add_list_done(struct api_call *c, struct store_req *r)
         }
         /* The other way (a review): this image's id starting with another's
          * hex-looking version (a date, 20261207) would take that name. */
-        if (api_image_id(imgs[i].version, hex) == 1 &&
-            strncmp(c->img.idhex, hex, strlen(hex)) == 0) {
+        if (version_names_id(imgs[i].version, c->img.idhex)) {
             api_error(c, 409, "body", "this image's id %.12s starts with %s, the version of image "
                       "%.12s (model %s), and an id is looked up before a version: --image %s "
                       "would name this image instead of that one; to add this one, remove that "

@@ -511,9 +511,15 @@ int tcpota_dev_set_binding(struct tcpota_dev *d, const uint8_t *binding)
     return 0;
 }
 
+/* The last whole sector written: where a resume point may lie. */
+static uint32_t sector_point(const struct tcpota_dev *d)
+{
+    return d->pos - d->pos % TCPOTA_SECTOR_SIZE;
+}
+
 int tcpota_dev_keep(struct tcpota_dev *d)
 {
-    uint32_t point = d->pos - d->pos % TCPOTA_SECTOR_SIZE;
+    uint32_t point = sector_point(d);
     struct tcpota_msg a;
     int rc;
 
@@ -879,7 +885,7 @@ static int on_data(struct tcpota_dev *d, const struct tcpota_msg *m, struct tcpo
     if (d->pos == d->size) {
         return finish(d, ev);
     }
-    if (d->pos - d->pos % TCPOTA_SECTOR_SIZE - d->ckpt >= d->cfg.ack_interval) {
+    if (sector_point(d) - d->ckpt >= d->cfg.ack_interval) {
         if ((rc = tcpota_dev_keep(d)) < 0) {
             return fail(d, rc, "could not save the resume point");
         }
