@@ -67,6 +67,7 @@
  * so 4108 bytes hold the largest frame; HELLO announces 4100. */
 #define RX_CAP (4096u + 12u)
 #define TX_CAP 512u
+#define ID_SHOWN_BYTES 6u /* an image named by 12 hex digits, as the fleet's logs name it */
 #define NET_BUF (16u * 1024u)
 /* Feed no more input while this much output waits: the session's replies
  * (ACK, PONG, COMPLETE, ERROR) must always find room in the tx buffer. */
@@ -205,6 +206,7 @@ struct device {
     struct cli_tls tls;      /* with --ca */
     char tls_session[4096];  /* DIR/tls-session: the TLS session kept for the next connection */
     int had_report;          /* this connection's HELLO carries a report */
+    struct tcpota_dev_resume kept; /* the resume record as this connection began */
 
     struct progress prog;
     int quarter; /* last 25% step logged as a checkpoint */
@@ -838,6 +840,18 @@ static void on_accepted(struct device *dv, const struct tcpota_dev_event *ev)
     st->last_pos = ev->offset;
     info(dv, "offer %s (%lu bytes), starting at %lu", t.version,
          (unsigned long)ev->size, (unsigned long)ev->offset);
+    if (ev->offset == 0 && dv->kept.valid && dv->kept.offset > 0 &&
+        (dv->kept.size != ev->size || memcmp(dv->kept.id, t.image_id, TCPOTA_ID_LEN) != 0)) {
+        /* The slot is written over: said, or the bytes a run named ("resume
+         * point: ...") vanish without a word (a new user's trial). */
+        char hex[2 * ID_SHOWN_BYTES + 1];
+
+        tcpota_hex(hex, dv->kept.id, ID_SHOWN_BYTES);
+        hex[2 * ID_SHOWN_BYTES] = 0;
+        info(dv, "the %lu bytes kept of image %s (%lu bytes) are dropped: the server offers "
+                 "another image now", (unsigned long)dv->kept.offset, hex,
+             (unsigned long)dv->kept.size);
+    }
     dv->quarter = ev->size ? (int)((uint64_t)ev->offset * 4u / ev->size) : 4;
     progress_start(&dv->prog, ev->offset, ev->size);
 }
@@ -963,6 +977,7 @@ static int runner_run(void *ctx)
 
     dv->st.tracking = 0;
     dv->had_report = xfer(dv).report_pending; /* HELLO carries it */
+    dv->kept = xfer(dv).resume;
     memcpy(dv->detail, tcpota_posix_strerror_detail(&dv->flash), sizeof(dv->detail));
     dv->detail[sizeof(dv->detail) - 1] = 0;
     return tcpota_client_run(&dv->cl);

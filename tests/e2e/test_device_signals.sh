@@ -134,8 +134,28 @@ for round in 1 2 3; do
 done
 [ $compared -ge 2 ] || fail "only $compared round(s) stopped mid-download: the test compares too little"
 ok "SIGINT mid-download: the server's record of where it stopped is the device's own ($compared rounds)"
+
+# A resume point of an image no longer offered: the next run says that what
+# was kept is dropped (before, bytes it had named as its resume point
+# vanished without a word). Stopped at 200 KB/s, well before the end.
+start_proxy slow2 "$SERVER_PORT" --rate 200000
+"$TCPOTA" device --server "127.0.0.1:$PROXY_PORT" --flash "$WORK/o" --id other --slot-size 48M \
+  2> "$WORK/o.log" &
+dev=$!
+PIDS+=("$dev")
+progress_past "$WORK/o" none
+kill -TERM "$dev"
+wait "$dev" || true
+kept=$(resume_of "$WORK/o")
 stop_server
 start_server "$WORK/img" 2.0.0
+"$TCPOTA" device --server "127.0.0.1:$SERVER_PORT" --flash "$WORK/o" --id other 2> "$WORK/o2.log" ||
+  fail "the device with another image's resume point failed: $(cat "$WORK/o2.log")"
+check_device "$WORK/o" "$WORK/img"
+big=$(sha256sum "$WORK/big" | cut -c1-12)
+grep -q "device other: the $kept bytes kept of image $big (40000000 bytes) are dropped: the server offers another image now" "$WORK/o2.log" ||
+  fail "no word of the dropped resume point ($kept bytes of $big): $(cat "$WORK/o2.log")"
+ok "a resume point of another image: the next run says the $kept bytes kept are dropped"
 
 # --progress bar on a narrow terminal: each redraw fits its line (a new
 # user's trial: at 40 columns the 72-column bar wrapped, leaving a line at
