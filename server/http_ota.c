@@ -44,6 +44,12 @@ static void reply_error(struct evhttp_request *req, int code, const char *msg)
     o = api_error_object(msg);
     text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     ota_add_header(req, "Content-Type", "application/json");
+    /* An error ends its connection: kept alive, one peer's refused
+     * requests (every one under --require-auth, a 404 anywhere) held
+     * --max-conns slots for as long as it asked once per --idle-timeout,
+     * released from --max-unauth-per-addr by the first (a review). A
+     * device that is refused or told to come back connects again anyway. */
+    ota_add_header(req, "Connection", "close");
     if (b && text) evbuffer_add(b, text, strlen(text));
     http_reply(req, code, NULL, b);
     if (b) evbuffer_free(b);
@@ -430,7 +436,6 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
         return;
     }
     if ((bad = http_framing_bad(req)) != NULL || (host_bad = http_host_bad(req)) != NULL) {
-        ota_add_header(req, "Connection", "close");
         ota_refuse(ota, NULL, req, 400, "%s%s", bad ? bad : host_bad,
                    bad ? "; send one Content-Length of digits, or none" : "");
         return;

@@ -784,8 +784,30 @@ grep -qE 'listening on .*HTTP downloads on 127\.0\.0\.1:[0-9]+: each refused \(-
   fail "the listening line under --require-auth promises downloads: $(grep 'listening on' "$WORK/server.log")"
 grep -q 'warning: --ota-listen with --require-auth: an HTTP download cannot prove which device asks, so every one is refused (403); only tcpota devices are served' "$WORK/server.log" ||
   fail "no warning for --ota-listen with --require-auth: $(grep -m2 warning "$WORK/server.log")"
+# A refused request ends its connection: kept alive, one address held every
+# --max-conns slot with a refused request per --idle-timeout, the device
+# port refusing tcpota devices meanwhile (a review).
+OTA_PORT=$(sed -nE 's/.*HTTP downloads on [^ ]*:([0-9]+).*/\1/p' "$WORK/server.log" | tail -1)
+python3 - "$OTA_PORT" <<'PY' || fail "a refused download kept its connection (above)"
+import socket, sys, time
+for req in (b"GET /ota/esp32?device=held HTTP/1.1\r\nHost: x\r\nX-Tcpota-Version: 1.0.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 5)
+    s.sendall(req)
+    got, end = b"", time.time() + 5
+    while time.time() < end:
+        d = s.recv(4096)
+        if not d:
+            break
+        got += d
+    else:
+        sys.exit("%r: still open 5 s after its answer %r" % (req[:24], got[:60]))
+    head = got.split(b"\r\n\r\n", 1)[0].lower()
+    if not (head.startswith(b"http/1.1 403") or head.startswith(b"http/1.1 404")) or b"connection: close" not in head:
+        sys.exit("%r: %r" % (req[:24], got[:200]))
+PY
 stop_fleet
-ok "--require-auth refuses HTTP downloads (403, saying why; a warning in the log, --quiet or not; one at start with --ota-listen)"
+ok "--require-auth refuses HTTP downloads (403, saying why, the connection closed; a warning in the log, --quiet or not; one at start with --ota-listen)"
 
 # ---- a new rollout's image: an earlier download of another image is no failure ----
 # n-1 downloads 2.0.0 whole (verified) and still runs 1.0.0; then a rollout
