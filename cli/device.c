@@ -1527,6 +1527,15 @@ int cmd_device(int argc, char **argv)
     if (argc >= 2 && cli_is_fleet_device(argv[1])) {
         return cmd_fleet_device(argc, argv);
     }
+    if (argc >= 2 && argv[1][0] != '-') {
+        /* A misspelled subcommand (`device lst`): the host device takes no
+         * word, and its --help does not list the fleet's (a new user's
+         * trial was sent there). */
+        fprintf(stderr, "tcpota device: unknown subcommand '%s'; give status, list, show, set, "
+                        "secret or retry, or run a host device with options (tcpota device --help)\n",
+                cli_cut(argv[1]));
+        return 2;
+    }
     dv = calloc(1, sizeof(*dv)); /* ~40 KiB of buffers: not on the stack */
     if (!dv) {
         fprintf(stderr, "tcpota device: out of memory\n");

@@ -217,7 +217,7 @@ int device_trust(const struct tcpota_port *port, struct options *o, const char *
         if (n != TCPOTA_ERR_NOENT) {
             fprintf(stderr, "%sthe --trust keys replace the keys %s kept: later runs trust these\n",
                     prefix, o->dir);
-        } else { /* said once: from now on a run without --trust is not a run without keys */
+        } else if (!o->quiet) { /* said once: from now on a run without --trust is not a run without keys */
             fprintf(stderr, "%s%s keeps the --trust keys: later runs without --trust use them"
                             " (--no-trust drops them)\n", prefix, o->dir);
         }

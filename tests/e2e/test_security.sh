@@ -182,6 +182,12 @@ grep -q "the --trust keys replace the keys good kept: later runs trust these" do
   fail "no note that the --trust keys replaced the kept ones: $(cat down.log)"
 make_image img4 120000
 start_server img4 4.0.0
+# Under --quiet (errors, warnings, the outcome, the stats) the keys are kept
+# without a word (a new user's trial had the line).
+"$T" device --server "127.0.0.1:$SERVER_PORT" --flash quietdev --id quietdev --trust k.pub --quiet \
+  --max-attempts 1 2> quiet.log || true
+[ "$(keys_of quietdev)" = "quietdev esp32 $(kid k)" ] || fail "--quiet --trust kept no key: $(cat quiet.log)"
+! grep -q "keeps the --trust keys" quiet.log || fail "--quiet said the keys are kept: $(cat quiet.log)"
 rc=0; "$T" device --server "127.0.0.1:$SERVER_PORT" --flash good --max-attempts 1 2> kept.log || rc=$?
 [ $rc -eq 1 ] && grep -q "declined the server's offer: image is not signed" kept.log ||
   fail "a run without --trust took an unsigned image on a device that trusts keys: $(cat kept.log)"
