@@ -14,8 +14,10 @@ into the new version (the ETag is tcpota's image id) and asks once more,
 which tells the server it runs the new version.
 
 Prints one line per request: `request <n> range=<start or -> status=<code>
-got=<bytes>`, and `done version=<v>` at the end. Exit 0 when updated, 1
-on failure, 2 when the server had nothing (204 at the first request).
+got=<bytes>`, and `done version=<v>` at the end. Exit 0 when updated (or,
+with --reject, rolled back) and the request after the reboot is answered
+204, 1 on failure (that request answered otherwise too), 2 when the server
+had nothing (204 at the first request).
 """
 import argparse
 import hashlib
@@ -146,10 +148,12 @@ def main():
     time.sleep(REBOOT_S)
     conn, resp = request(args.url, state["version"], 0)
     print("request %d range=- status=%d reason=%s" %
-          (args.attempts + 1, resp.status, resp.getheader("X-Tcpota-Reason")), flush=True)
+          (n + 1, resp.status, resp.getheader("X-Tcpota-Reason")), flush=True)
     conn.close()
     print("done version=%s" % state["version"], flush=True)
-    return 0
+    # Updated, the server has nothing more; rolled back, it holds the image
+    # back: 204 either way, anything else is the server's fault.
+    return 0 if resp.status == 204 else 1
 
 
 if __name__ == "__main__":
