@@ -179,7 +179,9 @@ int cmd_device_status(int argc, char **argv)
                 return usage_error("%s", why);
             }
         } else {
-            return usage_error("status: unexpected argument '%s'", argv[i]);
+            return usage_error(argv[i][0] == '-' ? "status: unknown option '%s'"
+                                                 : "status: unexpected argument '%s'",
+                               argv[i]);
         }
     }
     if (!dir) {

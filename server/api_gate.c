@@ -33,6 +33,7 @@
 #define _GNU_SOURCE /* POLLRDHUP */
 #include "api_internal.h"
 #include "http_reply.h" /* http_not_head_at, http_answer_close */
+#include "text.h"        /* text_s */
 
 #include <errno.h>
 #include <event2/bufferevent.h>
@@ -423,14 +424,14 @@ static void refuse_full(struct api *a, struct evhttp_connection *evcon, evutil_s
 {
     char body[300], peer[80], line[300], more[LOG_MORE_MAX], retry[40];
 
-    snprintf(body, sizeof body, "{\"error\":\"the API holds %u connections already, its"
+    snprintf(body, sizeof body, "{\"error\":\"the API holds %u connection%s already, its"
              " limit (tcpota serve --api-max-conns); try again in a moment, or restart the"
-             " server with a higher limit\"}", a->cfg.max_conns);
+             " server with a higher limit\"}", a->cfg.max_conns, text_s(a->cfg.max_conns));
     snprintf(retry, sizeof retry, "Retry-After: %d\r\n", API_FULL_RETRY_S);
     if (api_log_pass(a, &a->full_log, "refused connections", more, sizeof more)) {
-        snprintf(line, sizeof line, "API: refused %s: the listener holds %u connections already"
+        snprintf(line, sizeof line, "API: refused %s: the listener holds %u connection%s already"
                  " (--api-max-conns)%s", api_peer_text(evcon, peer, sizeof peer),
-                 a->cfg.max_conns, more);
+                 a->cfg.max_conns, text_s(a->cfg.max_conns), more);
         a->cfg.log(a->cfg.ctx, line);
     }
     http_answer_close(evcon, s, "503 Service Unavailable", "application/json", retry, body);
