@@ -163,6 +163,22 @@ static void serve_warn(const struct tcpota_serve_opts *o, const char *fmt, ...)
     }
 }
 
+/* With --log-format json everything the start prints is a JSON log line:
+ * its errors and notes (a file that does not load, a flag refused) were
+ * bare text among the JSON a log shipper parses (a new user's trial). What
+ * goes to stderr is caught (log_catch_begin) from the options' reading to
+ * the server's start (serve_start_caught), or to the end of a start that
+ * failed. */
+static struct log_caught *g_start_caught;
+
+static void serve_start_caught(const struct tcpota_serve_opts *o, int failed)
+{
+    if (g_start_caught) {
+        log_catch_end(o, g_start_caught, failed, "");
+        g_start_caught = NULL;
+    }
+}
+
 /* Opens path as a regular file (a FIFO would hang the start), named by the
  * option that gave it; a file holding secrets or a private key is warned
  * about (serve_warn, o) when other users can read it. Returns the fd, or -1
@@ -1083,6 +1099,7 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
         o->release = serve_release;
         o->ctx = src;
     }
+    serve_start_caught(o, 0);
     rc = tcpota_serve(o);
     if (rc != 0 && (created || was_empty)) {
         undo_data_dir(o, o->data_dir, created);
@@ -1112,6 +1129,25 @@ static void note_db_password(struct sources *src, const char *val,
 }
 
 /* `tcpota serve` with its arguments (cfg: a config file's flags first). */
+/* Whether the merged flags (the file's first) end with --log-format json:
+ * the last one given wins, as serve_args takes it. */
+static int wants_json(const struct serve_config_args *a)
+{
+    static const char flag[] = "--log-format";
+    const char *v = NULL;
+    int i;
+
+    for (i = 1; i < a->argc; i++) {
+        if (strcmp(a->argv[i], flag) == 0 && i + 1 < a->argc) {
+            v = a->argv[++i];
+        } else if (strncmp(a->argv[i], flag, sizeof(flag) - 1) == 0 &&
+                   a->argv[i][sizeof(flag) - 1] == '=') {
+            v = a->argv[i] + sizeof(flag);
+        }
+    }
+    return v && strcmp(v, "json") == 0;
+}
+
 /* Parses and runs; *stopped_at is the argv index of the option being read
  * when it returned, or 0 once all were read (a check across options). */
 static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
@@ -1445,6 +1481,7 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
     o.reload = serve_reload;
     o.release = serve_release;
     o.ctx = &src;
+    serve_start_caught(&o, 0);
     rc = tcpota_serve(&o);
     serve_release(NULL, &o);
     sodium_memzero(&src, sizeof(src));
@@ -1508,6 +1545,7 @@ static void config_overridden(const struct serve_config_args *a)
 int cmd_serve(int argc, char **argv)
 {
     struct serve_config_args args;
+    struct log_caught caught;
     int rc;
 
     /* SIGHUP and SIGUSR1 end a process by default: sent during the start
@@ -1518,6 +1556,10 @@ int cmd_serve(int argc, char **argv)
     signal(SIGHUP, SIG_IGN);
     signal(SIGUSR1, SIG_IGN);
     rc = serve_config_load(argc, argv, &args);
+    if (rc == 0 && wants_json(&args)) {
+        g_start_caught = &caught;
+        log_catch_begin(g_start_caught);
+    }
     if (rc == 0) {
         int at = 0;
         config_overridden(&args);
@@ -1547,6 +1589,13 @@ int cmd_serve(int argc, char **argv)
             fprintf(stderr, "%s; the option named above may be one of them\n",
                     args.nowned > SERVE_CONFIG_NOTE_MAX ? ", ..." : "");
         }
+    }
+    if (g_start_caught) {
+        struct tcpota_serve_opts json;
+
+        memset(&json, 0, sizeof(json));
+        json.log_json = 1;
+        serve_start_caught(&json, rc != 0);
     }
     serve_config_free(&args);
     return rc;

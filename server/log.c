@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 /* A line being built: appends stop at `limit`, which keeps room for the
  * line's end, so that a cut never leaves a line without it. */
@@ -287,4 +288,61 @@ void clog_(const struct conn *c, int always, const char *fmt, ...)
     vemit(c->srv->o, always ? LOG_LV_ERROR : LOG_LV_INFO, c->dev[0] ? c->dev : NULL, c->peer,
           fmt, ap);
     va_end(ap);
+}
+
+/* ---- stderr caught as log lines ------------------------------------------ */
+
+#define WARNING_SAYS "warning: " /* how a caught line that is a warning starts */
+
+void log_catch_begin(struct log_caught *c)
+{
+    fflush(stderr);
+    c->f = tmpfile();
+    c->saved = c->f ? dup(STDERR_FILENO) : -1;
+    if (c->saved >= 0) {
+        dup2(fileno(c->f), STDERR_FILENO);
+    }
+}
+
+/* A caught line without the program's prefix ("tcpota serve: ", "tcpota: "),
+ * which start-up prints and the log line's "SIGHUP: " replaces. */
+static const char *unprefixed(const char *line)
+{
+    static const char *const prefixes[] = {"tcpota serve: ", "tcpota: "};
+    size_t i, n;
+
+    for (i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+        n = strlen(prefixes[i]);
+        if (strncmp(line, prefixes[i], n) == 0) return line + n;
+    }
+    return line;
+}
+
+void log_catch_end(const struct tcpota_serve_opts *o, struct log_caught *c, int failed,
+                   const char *prefix)
+{
+    static char line[LOG_LINE_MAX];
+
+    fflush(stderr);
+    if (c->saved >= 0) {
+        dup2(c->saved, STDERR_FILENO);
+        close(c->saved);
+        c->saved = -1;
+        rewind(c->f);
+        while (fgets(line, sizeof(line), c->f)) {
+            if (o->log_json && line[0] == '{') { /* a log line already (serve_warn) */
+                (void)fputs(line, stderr);
+                continue;
+            }
+            line[strcspn(line, "\n")] = 0;
+            const char *said = unprefixed(line);
+            say_always(o, failed ? LOG_LV_ERROR
+                          : strncmp(said, WARNING_SAYS, strlen(WARNING_SAYS)) == 0
+                              ? LOG_LV_WARN
+                              : LOG_LV_INFO,
+                       "%s%s", prefix, said);
+        }
+    }
+    if (c->f) fclose(c->f);
+    c->f = NULL;
 }

@@ -25,6 +25,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 
 struct server;
@@ -57,6 +58,23 @@ const char *log_listen_failed(char *buf, size_t cap, const char *host, unsigned 
 /* Tags every line of this process as worker k's (workers.h): text
  * "tcpota serve[k]: ...", json "worker":k. */
 void log_set_worker(unsigned k);
+
+/* What a reload or the start prints on stderr (the command line's loader,
+ * the image loader and the TLS context explain themselves there) is caught
+ * between log_catch_begin() and log_catch_end(), then written as log lines
+ * (time, level, JSON with --log-format json), so that their errors read
+ * like the rest of the log. */
+struct log_caught {
+    FILE *f;
+    int saved; /* the real stderr, or -1: nothing caught (or given back) */
+};
+void log_catch_begin(struct log_caught *c);
+/* Gives stderr back and logs each caught line as o's log line, "prefix"
+ * first, without the program's own "tcpota serve: ": at level error when
+ * failed, else warn for a line that starts "warning: " and info for the
+ * rest. Does nothing more for a c already ended. */
+void log_catch_end(const struct tcpota_serve_opts *o, struct log_caught *c, int failed,
+                   const char *prefix);
 
 /* One line about the server; nothing with --quiet. */
 void say(const struct server *srv, const char *fmt, ...)

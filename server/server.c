@@ -236,62 +236,6 @@ static void print_summary(const struct server *srv)
                now_s() - srv->started, tls);
 }
 
-/* What a reload or the start prints on stderr (the command line's loader,
- * the image loader and the TLS context explain themselves there) is caught
- * and logged as log lines (time, level, JSON with --log-format json), so
- * that their errors read like the rest of the log. */
-#define WARNING_SAYS "warning: " /* how a caught line that is a warning starts */
-struct caught {
-    FILE *f;
-    int saved; /* the real stderr, or -1: nothing caught */
-};
-
-static void catch_begin(struct caught *c)
-{
-    fflush(stderr);
-    c->f = tmpfile();
-    c->saved = c->f ? dup(STDERR_FILENO) : -1;
-    if (c->saved >= 0) {
-        dup2(fileno(c->f), STDERR_FILENO);
-    }
-}
-
-/* A caught line without the program's prefix ("tcpota serve: ", "tcpota: "),
- * which start-up prints and the log line's "SIGHUP: " replaces. */
-static const char *unprefixed(const char *line)
-{
-    static const char *const prefixes[] = {"tcpota serve: ", "tcpota: "};
-    size_t i, n;
-
-    for (i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
-        n = strlen(prefixes[i]);
-        if (strncmp(line, prefixes[i], n) == 0) return line + n;
-    }
-    return line;
-}
-
-static void catch_end(const struct server *srv, struct caught *c, int failed, const char *prefix)
-{
-    char line[512];
-
-    fflush(stderr);
-    if (c->saved >= 0) {
-        dup2(c->saved, STDERR_FILENO);
-        close(c->saved);
-        rewind(c->f);
-        while (fgets(line, sizeof(line), c->f)) {
-            line[strcspn(line, "\n")] = 0;
-            const char *said = unprefixed(line);
-            say_always(srv->o, failed ? LOG_LV_ERROR
-                               : strncmp(said, WARNING_SAYS, strlen(WARNING_SAYS)) == 0
-                                   ? LOG_LV_WARN
-                                   : LOG_LV_INFO,
-                       "%s%s", prefix, said);
-        }
-    }
-    if (c->f) fclose(c->f);
-}
-
 /* What a reload leaves in force, for its log lines. */
 static void reload_serving(const struct server *srv, char *buf, size_t cap)
 {
@@ -368,15 +312,15 @@ static void reload_apply(struct server *srv, struct tcpota_serve_opts *fresh, in
 {
     const struct tcpota_serve_opts *o = srv->o;
     SSL_CTX *tls = NULL;
-    struct caught caught;
+    struct log_caught caught;
     char serving[IMAGE_ERR_LEN], said[IMAGE_ERR_LEN], secrets[48] = "";
     int failed = !loaded || (!srv->fleet && !img), order;
 
     reload_serving(srv, serving, sizeof(serving));
     if (!failed && srv->tls) {
-        catch_begin(&caught);
+        log_catch_begin(&caught);
         failed = !(tls = reload_tls(srv, fresh));
-        catch_end(srv, &caught, failed, "SIGHUP: ");
+        log_catch_end(srv->o, &caught, failed, "SIGHUP: ");
     }
     /* The new secrets keep the old ones' failures (auth_rebind). */
     if (!failed && !srv->fleet && auth_rebind(&srv->auth, fresh->secrets, fresh->nsecrets) < 0) {
@@ -522,7 +466,7 @@ static void reload(struct server *srv)
     const struct tcpota_serve_opts *o = srv->o;
     struct tcpota_serve_opts *fresh;
     struct reload_job *j;
-    struct caught caught;
+    struct log_caught caught;
     char serving[IMAGE_ERR_LEN];
     int loaded;
 
@@ -548,9 +492,9 @@ static void reload(struct server *srv)
         return;
     }
     *fresh = *o;
-    catch_begin(&caught);
+    log_catch_begin(&caught);
     loaded = o->reload(o->ctx, fresh) == 0;
-    catch_end(srv, &caught, !loaded, "SIGHUP: ");
+    log_catch_end(srv->o, &caught, !loaded, "SIGHUP: ");
     if (!loaded || srv->fleet) {
         reload_apply(srv, fresh, loaded, NULL);
         reload_ended(srv);
@@ -829,10 +773,10 @@ int tcpota_serve(const struct tcpota_serve_opts *o)
         goto out;
     }
     if (o->tls_cert) {
-        struct caught caught;
-        catch_begin(&caught);
+        struct log_caught caught;
+        log_catch_begin(&caught);
         srv.tls = tls_context(o, o->tls_cert, o->tls_key);
-        catch_end(&srv, &caught, srv.tls == NULL, srv.tls ? "" : "not starting: ");
+        log_catch_end(o, &caught, srv.tls == NULL, srv.tls ? "" : "not starting: ");
         if (!srv.tls) {
             rc = 2; /* the certificate or key files cannot be used, like any input file */
             goto out;

@@ -167,6 +167,34 @@ if not any(o["level"] == "error" and "it holds a private key, not a certificate"
 EOF2
 ok "json: a start that fails on its TLS files logs why as a JSON error line"
 
+# So does one that fails reading its options and files (a new user's trial:
+# a bad --auth-file, a --pubkey that is no key, an unknown flag were bare
+# text), whichever comes first, --log-format or the flag it refuses, and
+# from a --config file too.
+printf 'dev-1 zz\n' > "$WORK/bad.secrets"
+chmod 600 "$WORK/bad.secrets"
+printf 'log-format json\n' > "$WORK/json.conf"
+k=0
+for args in "--auth-file $WORK/bad.secrets --version 2.0.0 $WORK/img" \
+            "--data $WORK/nokey --api 127.0.0.1:0 --pubkey $WORK/img" "--bogus" "--config $WORK/json.conf --bogus"; do
+  k=$((k + 1))
+  rc=0
+  # shellcheck disable=SC2086 # one word per flag
+  timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --log-format json $args 2> "$WORK/opt$k.log" || rc=$?
+  [ $rc -eq 2 ] || fail "serve $args: exit $rc, not 2: $(cat "$WORK/opt$k.log")"
+  python3 - "$WORK/opt$k.log" <<'EOF2' || fail "serve $args: not every line is a JSON error line: $(cat "$WORK/opt$k.log")"
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+if not lines or any(o["level"] != "error" or not o["msg"] or "time" not in o for o in lines):
+    sys.exit(1)
+EOF2
+done
+rc=0
+timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --bogus --log-format text 2> "$WORK/opt-text.log" || rc=$?
+[ $rc -eq 2 ] && grep -qx 'tcpota serve: unknown option --bogus; see tcpota serve --help' "$WORK/opt-text.log" ||
+  fail "a refused flag in text: exit $rc: $(cat "$WORK/opt-text.log")"
+ok "json: a start refused for its options or files logs why as JSON error lines (text as before)"
+
 # A fleet's first start that fails (here: no database at --db) undoes what it
 # made in --data and says so as a JSON line too (before: a bare text line,
 # without a time even in text).
