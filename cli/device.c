@@ -1483,7 +1483,8 @@ static int device_main(struct device *dv)
     snprintf(dv->id, sizeof(dv->id), "%s", dv->ident.id);
     dv->o.model = dv->ident.model;
     set_prefix(dv, dv->id);
-    if (device_trust(&dv->port, &dv->o, dv->prefix) != 0) {
+    if (device_trust(&dv->port, &dv->o, dv->prefix) != 0 ||
+        device_secret(&dv->port, &dv->o, dv->prefix) != 0) {
         return 1;
     }
     if (dv->created) {

@@ -3,10 +3,14 @@
 #include "device_ident.h"
 #include "cli.h"
 
+#include "posix_port.h" /* TCPOTA_POSIX_NVS_FILE */
 #include "tcpota/tcpota.h"
 
+#include <errno.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* The record key into buf (cap bytes, NUL-terminated): 1 when present, 0
  * when DIR has none (made before records were kept), -1 on failure. */
@@ -231,4 +235,60 @@ int device_trust(const struct tcpota_port *port, struct options *o, const char *
     memcpy(o->trust, kept, nkept * TCPOTA_PUBKEY_LEN);
     o->ntrust = nkept;
     return 0;
+}
+
+/* DIR's NVS made private: it holds the secret now. 0, or 1 after a message. */
+static int nvs_private(const char *dir, const char *prefix)
+{
+    char path[4096];
+
+    snprintf(path, sizeof(path), "%s/" TCPOTA_POSIX_NVS_FILE, dir);
+    if (chmod(path, S_IRUSR | S_IWUSR) < 0) {
+        fprintf(stderr, "%scannot make %s private (chmod 600) for the secret it keeps: %s\n",
+                prefix, path, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
+int device_secret(const struct tcpota_port *port, struct options *o, const char *prefix)
+{
+    uint8_t kept[TCPOTA_SECRET_MAX + 1];
+    int n = port->kv_get(port->ctx, DEVICE_KEY_SECRET, kept, sizeof(kept));
+    int bad = n == TCPOTA_ERR_NOSPC || (n >= 0 && (n < (int)TCPOTA_SECRET_MIN || n > (int)TCPOTA_SECRET_MAX));
+    int rc = 0;
+
+    if (n < 0 && n != TCPOTA_ERR_NOENT && n != TCPOTA_ERR_NOSPC) {
+        return nvs_failed(prefix, o->dir, "reading the device secret");
+    }
+    if (o->no_secret) {
+        if (n != TCPOTA_ERR_NOENT && port->kv_erase(port->ctx, DEVICE_KEY_SECRET) < 0) {
+            rc = nvs_failed(prefix, o->dir, "forgetting the device secret");
+        } else if (n != TCPOTA_ERR_NOENT) {
+            fprintf(stderr, "%sforgot the secret %s kept (--no-secret): it answers no challenge "
+                            "until --secret is given\n", prefix, o->dir);
+        }
+    } else if (o->secret_given) {
+        if (!bad && n == (int)o->secret_len && sodium_memcmp(kept, o->secret, o->secret_len) == 0) {
+            rc = 0; /* the same secret */
+        } else if (port->kv_set(port->ctx, DEVICE_KEY_SECRET, o->secret, o->secret_len) < 0) {
+            rc = nvs_failed(prefix, o->dir, "recording the device secret");
+        } else if ((rc = nvs_private(o->dir, prefix)) == 0 && n != TCPOTA_ERR_NOENT) {
+            fprintf(stderr, "%sthe --secret replaces the secret %s kept: later runs answer with "
+                            "this one\n", prefix, o->dir);
+        } else if (rc == 0 && !o->quiet) { /* said once, as the --trust keys are */
+            fprintf(stderr, "%s%s keeps the --secret (in " TCPOTA_POSIX_NVS_FILE ", mode 600): "
+                            "later runs without --secret use it (--no-secret drops it)\n",
+                    prefix, o->dir);
+        }
+    } else if (bad) {
+        fprintf(stderr, "%s%s/" TCPOTA_POSIX_NVS_FILE " " DEVICE_SECRET_BAD "; give it again with "
+                        "--secret, or drop it with --no-secret\n", prefix, o->dir);
+        rc = 1;
+    } else if (n > 0) {
+        memcpy(o->secret, kept, (size_t)n);
+        o->secret_len = (size_t)n;
+    }
+    sodium_memzero(kept, sizeof(kept));
+    return rc;
 }

@@ -24,6 +24,7 @@
 #define DEVICE_KEY_MODEL "host.model"
 #define DEVICE_KEY_FACTORY "host.factory"
 #define DEVICE_KEY_TRUST "host.trust" /* the trusted keys, TCPOTA_PUBKEY_LEN bytes each */
+#define DEVICE_KEY_SECRET "host.secret" /* the device secret (--secret) */
 
 struct device_ident {
     char id[TCPOTA_MAX_STR + 1];
@@ -61,6 +62,16 @@ int device_trust(const struct tcpota_port *port, struct options *o, const char *
  * length no key count makes, or more keys than a list holds: NOSPC). What
  * device_trust refuses to run on and device status shows as null. */
 int device_trust_count(int n);
+/* The device's secret, kept in DIR as an ESP32 keeps it in NVS (provisioned
+ * once): --secret replaces what DIR kept (and is kept from now on, DIR's
+ * nvs.bin made mode 600); none given, DIR's is loaded into o->secret (a
+ * trial's device, run later without --secret, was refused by a server
+ * that knew its id's secret); --no-secret forgets it. Says what changed,
+ * with prefix. Returns 0, or 1 after a message when NVS failed or holds a
+ * record that is no secret. */
+int device_secret(const struct tcpota_port *port, struct options *o, const char *prefix);
+#define DEVICE_SECRET_BAD "holds a device secret record that is not one (its length)"
+
 /* How both say such a record ("DIR/nvs.bin " before it). */
 #define DEVICE_TRUST_BAD "holds a record of trusted keys that is not a list of keys"
 

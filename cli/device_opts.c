@@ -54,7 +54,10 @@ static void usage(FILE *f)
             "                         DIR keeps the keys: later runs without --trust use\n"
             "                         them, as an ESP32 keeps the keys its firmware holds\n"
             "  --no-trust             drop the keys DIR keeps: unsigned images are accepted\n"
-            "  --secret FILE          device secret for the server's challenge (never sent)\n"
+            "  --secret FILE          device secret for the server's challenge (never sent);\n"
+            "                         DIR keeps it (nvs.bin, mode 600): later runs without\n"
+            "                         --secret use it, as an ESP32 keeps it in its NVS\n"
+            "  --no-secret            drop the secret DIR keeps\n"
             "  --ca CA_FILE           connect with TLS and verify the server's certificate\n"
             "  --help                 this text\n"
             "An option given twice takes its last value (a wrapper's defaults can be\n"
@@ -86,7 +89,7 @@ __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ..
 enum opt_id {
     OPT_SERVER, OPT_FLASH, OPT_ID, OPT_MODEL, OPT_FACTORY, OPT_SLOT, OPT_HEALTH, OPT_ACK,
     OPT_ATTEMPTS, OPT_BMIN, OPT_BMAX, OPT_TIMEOUT, OPT_PROGRESS, OPT_QUIET, OPT_HELP,
-    OPT_TRUST, OPT_NO_TRUST, OPT_SECRET, OPT_CA, OPT_INIT, OPT_CHECK,
+    OPT_TRUST, OPT_NO_TRUST, OPT_SECRET, OPT_NO_SECRET, OPT_CA, OPT_INIT, OPT_CHECK,
 };
 
 static const struct {
@@ -103,6 +106,7 @@ static const struct {
     {"--progress", OPT_PROGRESS, 1},     {"--quiet", OPT_QUIET, 0},
     {"--help", OPT_HELP, 0},             {"-h", OPT_HELP, 0},
     {"--trust", OPT_TRUST, 1},           {"--no-trust", OPT_NO_TRUST, 0},
+    {"--no-secret", OPT_NO_SECRET, 0},
     {"--secret", OPT_SECRET, 1},
     {"--ca", OPT_CA, 1},                 {"--init", OPT_INIT, 0},
     {"--check-interval", OPT_CHECK, 1},
@@ -228,6 +232,9 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
     case OPT_NO_TRUST:
         o->no_trust = 1;
         return 0;
+    case OPT_NO_SECRET:
+        o->no_secret = 1;
+        return 0;
     case OPT_TRUST:
         if (o->ntrust == MAX_TRUST) {
             return usage_error("%s: at most %u keys", name, (unsigned)MAX_TRUST);
@@ -251,6 +258,7 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
             return 2;
         }
         o->secret_len = (size_t)len;
+        o->secret_given = 1;
         return 0;
     }
     case OPT_CA:
@@ -328,6 +336,10 @@ int device_parse_options(struct options *o, int argc, char **argv)
     if (o->no_trust && o->ntrust) {
         return usage_error("--no-trust and --trust do not go together: --trust gives the keys "
                            "DIR keeps from now on, --no-trust drops them");
+    }
+    if (o->no_secret && o->secret_given) {
+        return usage_error("--no-secret and --secret do not go together: --secret gives the "
+                           "secret DIR keeps from now on, --no-secret drops it");
     }
     if (o->quiet) {
         o->progress = PROGRESS_NONE;

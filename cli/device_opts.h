@@ -43,8 +43,10 @@ struct options {
     uint8_t trust[MAX_TRUST][TCPOTA_PUBKEY_LEN]; /* --trust: keys images must be signed with */
     size_t ntrust;
     int no_trust; /* --no-trust: forget the keys DIR keeps */
-    uint8_t secret[TCPOTA_SECRET_MAX]; /* --secret: answers the server's CHALLENGE */
+    uint8_t secret[TCPOTA_SECRET_MAX]; /* --secret (or DIR's): answers the server's CHALLENGE */
     size_t secret_len;
+    int secret_given; /* --secret was given (else secret is DIR's, device_secret) */
+    int no_secret;    /* --no-secret: forget the secret DIR keeps */
     const char *ca;     /* --ca: speak TLS and verify the server against it */
 };
 

@@ -54,13 +54,14 @@ static void print_id(const uint8_t id[TCPOTA_ID_LEN])
 }
 
 /* The host device's records that status shows (device_ident.h). */
-enum { REC_ID, REC_MODEL, REC_TRUST, REC_COUNT };
+enum { REC_ID, REC_MODEL, REC_TRUST, REC_SECRET, REC_COUNT };
 
 struct records {
     struct tcpota_posix_record r[REC_COUNT];
     char id[TCPOTA_MAX_STR + 1];
     char model[TCPOTA_MAX_NAME + 1];
     uint8_t trust[MAX_TRUST * TCPOTA_PUBKEY_LEN];
+    uint8_t secret[TCPOTA_SECRET_MAX + 1]; /* read to be told apart, never shown */
 };
 
 static void records_init(struct records *rec)
@@ -71,6 +72,8 @@ static void records_init(struct records *rec)
                                                      sizeof rec->model - 1, 0};
     rec->r[REC_TRUST] = (struct tcpota_posix_record){DEVICE_KEY_TRUST, rec->trust,
                                                      sizeof rec->trust, 0};
+    rec->r[REC_SECRET] = (struct tcpota_posix_record){DEVICE_KEY_SECRET, rec->secret,
+                                                      sizeof rec->secret, 0};
 }
 
 /* A text record as a JSON string, or null when DIR has none (a device made
@@ -150,7 +153,9 @@ static void print_status(const struct tcpota_posix_slot_info *run,
         printf("null");
     }
     print_trust(&rec->r[REC_TRUST], dir);
-    printf("}\n");
+    /* Whether DIR keeps a secret (device_secret), never its bytes. */
+    printf(",\"secret\":%s}\n", rec->r[REC_SECRET].len == TCPOTA_ERR_NOENT ? "false" : "true");
+    sodium_memzero(rec->secret, sizeof rec->secret);
 }
 
 /* `tcpota device status --flash DIR`. DIR is only read (its files opened

@@ -163,7 +163,7 @@ static int create_layout(struct tcpota_posix_dev *dev, const char *dir, uint32_t
         tcpota_flash_close(&dev->slot[s]);
     }
     if (rc == 0) {
-        rc = open_region(dev, &dev->nvs, dir, "nvs.bin", 2 * SECTOR, REGION_CREATE);
+        rc = open_region(dev, &dev->nvs, dir, TCPOTA_POSIX_NVS_FILE, 2 * SECTOR, REGION_CREATE);
         if (rc == 0) {
             rc = tcpota_px_nvs_format(dev);
         }
@@ -230,7 +230,7 @@ static int open_regions(struct tcpota_posix_dev *dev, const char *dir, uint32_t 
         rc = open_region(dev, &dev->slot[1], dir, "ota_1.bin", dev->slot[0].size, how);
     }
     if (rc == 0) {
-        rc = open_region(dev, &dev->nvs, dir, "nvs.bin", 2 * SECTOR, how);
+        rc = open_region(dev, &dev->nvs, dir, TCPOTA_POSIX_NVS_FILE, 2 * SECTOR, how);
     }
     dev->slot_size = dev->slot[0].size;
     return rc;
@@ -252,7 +252,7 @@ static int file_exists(struct tcpota_posix_dev *dev, const char *dir, const char
  * the error names the file. */
 static int others_present(struct tcpota_posix_dev *dev, const char *dir)
 {
-    static const char *const others[] = {"ota_0.bin", "ota_1.bin", "nvs.bin"};
+    static const char *const others[] = {"ota_0.bin", "ota_1.bin", TCPOTA_POSIX_NVS_FILE};
     int present = 0;
 
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {

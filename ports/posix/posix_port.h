@@ -55,6 +55,8 @@ extern "C" {
 /* The file of a device directory that holds its boot records: a directory
  * without it holds no device (or one whose creation was cut short). */
 #define TCPOTA_POSIX_OTADATA_FILE "otadata.bin"
+/* DIR's NVS (the key-value records, kv_get and kv_set). */
+#define TCPOTA_POSIX_NVS_FILE "nvs.bin"
 /* NVS limits: key length without NUL, largest value. */
 #define TCPOTA_POSIX_KV_KEY_MAX 15
 #define TCPOTA_POSIX_KV_VALUE_MAX 512

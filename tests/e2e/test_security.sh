@@ -202,7 +202,7 @@ rc=0; "$T" device --server "127.0.0.1:$SERVER_PORT" --flash good --max-attempts 
   fail "a run on a trust record that is no list of keys: exit $rc: $(cat badtrust.log)"
 check_device good img
 s=$("$T" device status --flash good 2> badstatus.log) || fail "device status on a bad trust record failed"
-[[ $s == *'"trusted_keys":null}' ]] && grep -q "holds a record of trusted keys that is not a list of keys" badstatus.log ||
+[[ $s == *'"trusted_keys":null,'* ]] && grep -q "holds a record of trusted keys that is not a list of keys" badstatus.log ||
   fail "device status on a bad trust record: $s $(cat badstatus.log)"
 # A model record longer than a model can be: null, said (not as "none").
 nvs_edit good "host.model=$(printf '61%.0s' {1..40})"
@@ -254,6 +254,31 @@ start_server img 2.0.0 --require-auth --auth-file secrets
 "$T" device --server "127.0.0.1:$SERVER_PORT" --flash authed --id auth-dev --secret dev.secret \
   --trust k.pub 2> authed.log || fail "authenticated device failed"
 check_device authed img
+# DIR keeps the secret, as an ESP32 keeps it in NVS: a later run without
+# --secret answers with it (a new user's trial was refused there); nvs.bin
+# is then private; --no-secret drops it, and the server refuses the device.
+[ "$(stat -c %a authed/nvs.bin)" = 600 ] || fail "authed/nvs.bin keeps the secret with mode $(stat -c %a authed/nvs.bin)"
+grep -q "device auth-dev: authed keeps the --secret (in nvs.bin, mode 600): later runs without --secret use it (--no-secret drops it)" authed.log ||
+  fail "the first --secret run did not say DIR keeps it: $(cat authed.log)"
+"$T" device status --flash authed | grep -q '"secret":true}' || fail "device status: no kept secret: $("$T" device status --flash authed)"
+"$T" device --server "127.0.0.1:$SERVER_PORT" --flash authed --max-attempts 1 2> authed2.log ||
+  fail "authed without --secret (DIR's) was refused: $(cat authed2.log)"
+grep -q 'up to date, running 2.0.0' authed2.log || fail "authed without --secret: $(cat authed2.log)"
+rc=0; "$T" device --server "127.0.0.1:$SERVER_PORT" --flash authed --no-secret --max-attempts 1 2> authed3.log || rc=$?
+[ $rc -eq 1 ] && grep -q "forgot the secret authed kept (--no-secret)" authed3.log ||
+  fail "--no-secret: exit $rc: $(cat authed3.log)"
+"$T" device status --flash authed | grep -q '"secret":false}' || fail "device status after --no-secret: $("$T" device status --flash authed)"
+# A kept record too short to be a secret is refused, saying what to do.
+nvs_edit authed host.secret=00112233
+rc=0; "$T" device --server "127.0.0.1:$SERVER_PORT" --flash authed --max-attempts 1 2> authed5.log || rc=$?
+[ $rc -eq 1 ] && grep -q "authed/nvs.bin holds a device secret record that is not one (its length); give it again with --secret, or drop it with --no-secret" authed5.log ||
+  fail "a kept secret of 4 bytes: exit $rc: $(cat authed5.log)"
+"$T" device --server "127.0.0.1:$SERVER_PORT" --flash authed --secret dev.secret --max-attempts 1 2> authed6.log ||
+  fail "--secret over a bad kept record: $(cat authed6.log)"
+grep -q "the --secret replaces the secret authed kept: later runs answer with this one" authed6.log ||
+  fail "--secret over a bad kept record said nothing: $(cat authed6.log)"
+rc=0; "$T" device --server "127.0.0.1:$SERVER_PORT" --flash authed --no-secret --secret dev.secret 2> authed4.log || rc=$?
+[ $rc -eq 2 ] && grep -q -- "--no-secret and --secret do not go together" authed4.log || fail "--no-secret with --secret: exit $rc: $(cat authed4.log)"
 rc=0; "$T" device --server "127.0.0.1:$SERVER_PORT" --flash nosecret --id auth-dev --max-attempts 1 \
   2> nosecret.log || rc=$?
 [ $rc -eq 1 ] || fail "a device without a secret was served"
@@ -335,7 +360,7 @@ grep -q "warning: --auth-file secrets has no secrets now: every device's secret 
   fail "a device whose secret was revoked (an empty file) was served"
 cp secrets.kept secrets
 stop_server
-ok "authentication: right secret served; no secret, wrong secret, unknown device, replay refused; backoff per id, not per NAT address; every secret revoked on SIGHUP"
+ok "authentication: right secret served, DIR keeps it (--no-secret drops it); no secret, wrong secret, unknown device, replay refused; backoff per id, not per NAT address; every secret revoked on SIGHUP"
 
 # A device that holds a secret, on a server that holds none for its id: it
 # is served (no --require-auth), and used to learn nothing of it. It warns
