@@ -36,9 +36,10 @@ grep -qx 'tcpota serve: note: --log-format on the command line overrides line 5 
 [ "$(grep -c 'overrides line' cmdline.log)" = 1 ] || fail "other lines said overridden: $(grep 'overrides' cmdline.log)"
 stop_serve
 # The opposite flag sets the same thing: --progress against the file's
-# no-progress line is named too (before: nothing said).
+# no-progress line is named too (before: nothing said), as a JSON line under
+# the file's log-format json (before: bare text among the JSON).
 start_serve progress.log --config serve.conf --progress
-grep -qx 'tcpota serve: note: --progress on the command line overrides line 6 of serve.conf' progress.log ||
+grep -q '^{"time":"[^"]*","level":"info","msg":"note: --progress on the command line overrides line 6 of serve.conf"}$' progress.log ||
   fail "no note of --progress over no-progress: $(head -3 progress.log)"
 [ "$(grep -c 'overrides line' progress.log)" = 1 ] || fail "other lines said overridden: $(grep 'overrides' progress.log)"
 stop_serve
