@@ -494,8 +494,13 @@ static int net_read(struct tcpota_client *c)
     if (k < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) {
         return 0;
     }
+    /* What the device sees is its TCP peer: the server, or a proxy or
+     * balancer that cut the link (make demo's proxy was taken for the
+     * server). */
     if (k == 0) {
-        set_err(c, "server closed the connection");
+        set_err(c, TCPOTA_CLIENT_CLOSED_SAYS);
+    } else if (errno == ECONNRESET) {
+        set_err(c, "the server (or a proxy on the way) reset the connection");
     } else if (errno == EPROTO && c->cfg.io_recv) {
         /* The io hooks' word for a record their TLS refused. */
         set_err(c, "recv: a TLS record failed its check (bytes altered on the way, or a TLS"

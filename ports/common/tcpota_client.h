@@ -158,6 +158,10 @@ void tcpota_client_close(struct tcpota_client *c, uint32_t linger_ms);
  * stop was requested. */
 int tcpota_client_wait(struct tcpota_client *c, int fd, short events, uint32_t ms);
 
+/* What a device is told when its connection's peer closed it: the server,
+ * or a proxy or balancer on the way (the device cannot tell which). */
+#define TCPOTA_CLIENT_CLOSED_SAYS "the server (or a proxy on the way) closed the connection"
+
 /* What a device is told when the address answered in HTTP (the API's or the
  * download listener's port), in the clear or where a TLS handshake met it:
  * one text for the plain client and both TLS layers. */

@@ -237,6 +237,10 @@ wait_line "$WORK/server.log" '\[s-2 [^]]*\] rollout 2 cancelled: transfer stoppe
 rc=0; timeout 20 tail --pid="$SLOW_PID" -f /dev/null || rc=$?
 [ $rc -eq 0 ] || fail "s-2 went on after the cancel: $(tail -3 "$WORK/s-2.log")"
 [ "$(running "$WORK/s-2")" = 1.0.0 ] || fail "s-2 installed the image of a cancelled rollout"
+# The device names what it cannot tell apart (before: "recv: Connection
+# reset by peer", as a proxy's cut reads "server closed the connection").
+grep -qF 'the server (or a proxy on the way) reset the connection' "$WORK/s-2.log" ||
+  fail "s-2 did not say its connection was reset: $(cat "$WORK/s-2.log")"
 ok "a cancel stops the transfers of its rollout"
 
 # ---- an HTTP device's failure halts at the request that reveals it ------------

@@ -111,7 +111,7 @@ static int fake_run(void *ctx)
     dev.error_retry_after_s = a->error_retry_after_s;
     memset(dev.bad_id, 0xab, sizeof(dev.bad_id));
     if (a->outcome == TCPOTA_CLIENT_RETRY) {
-        snprintf(err, sizeof(err), "server closed the connection");
+        snprintf(err, sizeof(err), TCPOTA_CLIENT_CLOSED_SAYS);
     }
     return a->outcome;
 }
@@ -209,7 +209,7 @@ static void test_cut_past_checkpoint_gives_up(void **state)
     start(TCPOTA_RUNNER_ATTEMPTS_DEFAULT);
     assert_int_equal(tcpota_runner_run(&runner), TCPOTA_RUNNER_GAVE_UP);
     assert_int_equal(f.next, 1 + TCPOTA_RUNNER_ATTEMPTS_DEFAULT);
-    assert_string_equal(err, "server closed the connection");
+    assert_string_equal(err, TCPOTA_CLIENT_CLOSED_SAYS);
 }
 
 /* Image after image (or one image restarted): the same checkpoint reached
