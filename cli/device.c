@@ -1514,6 +1514,14 @@ static int device_main(struct device *dv)
     return rc;
 }
 
+/* Frees dv, wiped first: it holds the secret (--secret's, or DIR's in its
+ * NVS tables) and the session's state. */
+static void device_free(struct device *dv)
+{
+    sodium_memzero(dv, sizeof(*dv));
+    free(dv);
+}
+
 int cmd_device(int argc, char **argv)
 {
     struct device *dv;
@@ -1545,7 +1553,7 @@ int cmd_device(int argc, char **argv)
     dv->lock_fd = -1;
     rc = device_parse_options(&dv->o, argc, argv);
     if (rc != 0) {
-        free(dv);
+        device_free(dv);
         return rc < 0 ? 0 : rc;
     }
     progress_init(&dv->prog, dv->o.progress, dv->prefix);
@@ -1553,13 +1561,13 @@ int cmd_device(int argc, char **argv)
     if (signals_install() < 0) {
         fprintf(stderr, "tcpota device: cannot install signal handlers: %s\n", strerror(errno));
         signals_remove();
-        free(dv);
+        device_free(dv);
         return 1;
     }
     if ((rc = client_init(dv)) != 0) {
         if (dv->o.ca) cli_tls_free(&dv->tls);
         signals_remove();
-        free(dv);
+        device_free(dv);
         return rc;
     }
     rc = device_main(dv);
@@ -1568,7 +1576,6 @@ int cmd_device(int argc, char **argv)
     flash_close(dv);
     flash_unlock(dv);
     signals_remove();
-    sodium_memzero(dv->o.secret, sizeof(dv->o.secret));
-    free(dv);
+    device_free(dv);
     return rc;
 }

@@ -237,55 +237,79 @@ int device_trust(const struct tcpota_port *port, struct options *o, const char *
     return 0;
 }
 
-/* DIR's NVS made private: it holds the secret now. 0, or 1 after a message. */
+/* DIR's NVS made private before it holds the secret (and before a kept one
+ * is used). 0, or 1 after a message. */
 static int nvs_private(const char *dir, const char *prefix)
 {
     char path[4096];
+    int n = snprintf(path, sizeof(path), "%s/" TCPOTA_POSIX_NVS_FILE, dir);
 
-    snprintf(path, sizeof(path), "%s/" TCPOTA_POSIX_NVS_FILE, dir);
-    if (chmod(path, S_IRUSR | S_IWUSR) < 0) {
-        fprintf(stderr, "%scannot make %s private (chmod 600) for the secret it keeps: %s\n",
-                prefix, path, strerror(errno));
+    if (n < 0 || (size_t)n >= sizeof(path) || chmod(path, S_IRUSR | S_IWUSR) < 0) {
+        fprintf(stderr, "%scannot make %s/" TCPOTA_POSIX_NVS_FILE " private (chmod 600) for the "
+                        "device secret: %s\n", prefix, dir,
+                n < 0 || (size_t)n >= sizeof(path) ? "path too long" : strerror(errno));
         return 1;
     }
     return 0;
+}
+
+/* NVS writes its table to one sector, then the next change to the other:
+ * the sector before a secret was replaced or forgotten still holds it. Two
+ * more changes (a record set, then erased) write both sectors again. */
+static int nvs_scrub(const struct tcpota_port *port)
+{
+    static const uint8_t nothing = 0;
+
+    if (port->kv_set(port->ctx, DEVICE_KEY_SCRUB, &nothing, sizeof(nothing)) < 0) {
+        return -1;
+    }
+    return port->kv_erase(port->ctx, DEVICE_KEY_SCRUB) < 0 ? -1 : 0;
+}
+
+int device_secret_len_ok(int n)
+{
+    return n >= (int)TCPOTA_SECRET_MIN && n <= (int)TCPOTA_SECRET_MAX;
 }
 
 int device_secret(const struct tcpota_port *port, struct options *o, const char *prefix)
 {
     uint8_t kept[TCPOTA_SECRET_MAX + 1];
     int n = port->kv_get(port->ctx, DEVICE_KEY_SECRET, kept, sizeof(kept));
-    int bad = n == TCPOTA_ERR_NOSPC || (n >= 0 && (n < (int)TCPOTA_SECRET_MIN || n > (int)TCPOTA_SECRET_MAX));
     int rc = 0;
 
     if (n < 0 && n != TCPOTA_ERR_NOENT && n != TCPOTA_ERR_NOSPC) {
         return nvs_failed(prefix, o->dir, "reading the device secret");
     }
     if (o->no_secret) {
-        if (n != TCPOTA_ERR_NOENT && port->kv_erase(port->ctx, DEVICE_KEY_SECRET) < 0) {
+        if (n != TCPOTA_ERR_NOENT &&
+            (port->kv_erase(port->ctx, DEVICE_KEY_SECRET) < 0 || nvs_scrub(port) < 0)) {
             rc = nvs_failed(prefix, o->dir, "forgetting the device secret");
         } else if (n != TCPOTA_ERR_NOENT) {
             fprintf(stderr, "%sforgot the secret %s kept (--no-secret): it answers no challenge "
                             "until --secret is given\n", prefix, o->dir);
         }
     } else if (o->secret_given) {
-        if (!bad && n == (int)o->secret_len && sodium_memcmp(kept, o->secret, o->secret_len) == 0) {
+        if (device_secret_len_ok(n) && (size_t)n == o->secret_len &&
+            sodium_memcmp(kept, o->secret, o->secret_len) == 0) {
             rc = 0; /* the same secret */
-        } else if (port->kv_set(port->ctx, DEVICE_KEY_SECRET, o->secret, o->secret_len) < 0) {
+        } else if ((rc = nvs_private(o->dir, prefix)) != 0) {
+            /* not written where other users can read it */
+        } else if (port->kv_set(port->ctx, DEVICE_KEY_SECRET, o->secret, o->secret_len) < 0 ||
+                   (n != TCPOTA_ERR_NOENT && nvs_scrub(port) < 0)) {
             rc = nvs_failed(prefix, o->dir, "recording the device secret");
-        } else if ((rc = nvs_private(o->dir, prefix)) == 0 && n != TCPOTA_ERR_NOENT) {
+        } else if (n != TCPOTA_ERR_NOENT) {
             fprintf(stderr, "%sthe --secret replaces the secret %s kept: later runs answer with "
                             "this one\n", prefix, o->dir);
-        } else if (rc == 0 && !o->quiet) { /* said once, as the --trust keys are */
+        } else if (!o->quiet) { /* said once, as the --trust keys are */
             fprintf(stderr, "%s%s keeps the --secret (in " TCPOTA_POSIX_NVS_FILE ", mode 600): "
                             "later runs without --secret use it (--no-secret drops it)\n",
                     prefix, o->dir);
         }
-    } else if (bad) {
+    } else if (n != TCPOTA_ERR_NOENT && !device_secret_len_ok(n)) {
         fprintf(stderr, "%s%s/" TCPOTA_POSIX_NVS_FILE " " DEVICE_SECRET_BAD "; give it again with "
                         "--secret, or drop it with --no-secret\n", prefix, o->dir);
         rc = 1;
-    } else if (n > 0) {
+    } else if (n > 0 && (rc = nvs_private(o->dir, prefix)) == 0) {
         memcpy(o->secret, kept, (size_t)n);
         o->secret_len = (size_t)n;
     }

@@ -25,6 +25,7 @@
 #define DEVICE_KEY_FACTORY "host.factory"
 #define DEVICE_KEY_TRUST "host.trust" /* the trusted keys, TCPOTA_PUBKEY_LEN bytes each */
 #define DEVICE_KEY_SECRET "host.secret" /* the device secret (--secret) */
+#define DEVICE_KEY_SCRUB "host.scrub"   /* set and erased at once: both NVS sectors written */
 
 struct device_ident {
     char id[TCPOTA_MAX_STR + 1];
@@ -70,6 +71,9 @@ int device_trust_count(int n);
  * with prefix. Returns 0, or 1 after a message when NVS failed or holds a
  * record that is no secret. */
 int device_secret(const struct tcpota_port *port, struct options *o, const char *prefix);
+/* 1 when kv_get's answer n (a length, or an error) is a secret's length:
+ * what device_secret runs with and device status shows as true. */
+int device_secret_len_ok(int n);
 #define DEVICE_SECRET_BAD "holds a device secret record that is not one (its length)"
 
 /* How both say such a record ("DIR/nvs.bin " before it). */

@@ -119,6 +119,23 @@ static void print_trust(const struct tcpota_posix_record *r, const char *dir)
     putchar(']');
 }
 
+/* Whether DIR keeps a secret (device_secret), never its bytes: null, said
+ * on stderr, for a record that is none (the next run refuses to start
+ * until --secret or --no-secret is given). */
+static void print_secret(const struct tcpota_posix_record *r, const char *dir)
+{
+    printf(",\"secret\":");
+    if (r->len == TCPOTA_ERR_NOENT) {
+        printf("false");
+    } else if (device_secret_len_ok(r->len)) {
+        printf("true");
+    } else {
+        cli_err("%s/" TCPOTA_POSIX_NVS_FILE " " DEVICE_SECRET_BAD " (secret: null); give it again "
+                "with tcpota device --secret, or drop it with --no-secret\n", dir);
+        printf("null");
+    }
+}
+
 /* resume: where the next download goes on, or NULL for none the device
  * would use (absent, torn or implausible: the core's rule). */
 static void print_status(const struct tcpota_posix_slot_info *run,
@@ -153,9 +170,8 @@ static void print_status(const struct tcpota_posix_slot_info *run,
         printf("null");
     }
     print_trust(&rec->r[REC_TRUST], dir);
-    /* Whether DIR keeps a secret (device_secret), never its bytes. */
-    printf(",\"secret\":%s}\n", rec->r[REC_SECRET].len == TCPOTA_ERR_NOENT ? "false" : "true");
-    sodium_memzero(rec->secret, sizeof rec->secret);
+    print_secret(&rec->r[REC_SECRET], dir);
+    printf("}\n");
 }
 
 /* `tcpota device status --flash DIR`. DIR is only read (its files opened
@@ -176,8 +192,9 @@ int cmd_device_status(int argc, char **argv)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             printf("usage: tcpota device status --flash DIR\n\n"
                    "Prints the device in DIR (its id and model), the image it runs (or boots\n"
-                   "next), its resume point and the keys it trusts (by key id; []: none, so it\n"
-                   "accepts unsigned images) as JSON. DIR is only read.\n");
+                   "next), its resume point, the keys it trusts (by key id; []: none, so it\n"
+                   "accepts unsigned images) and whether it keeps a --secret (never its\n"
+                   "bytes) as JSON. DIR is only read.\n");
             return 0;
         } else if (strcmp(argv[i], "--flash") == 0 || strncmp(argv[i], "--flash=", 8) == 0) {
             if (!(dir = cli_opt_value(argc, argv, &i, "--flash", "DIR", why, sizeof(why)))) {
@@ -200,6 +217,11 @@ int cmd_device_status(int argc, char **argv)
     }
     records_init(&rec);
     rc = tcpota_posix_inspect_records(&dev, dir, &st, rec.r, REC_COUNT);
+    /* The records are copied out; DIR's NVS tables (a kept secret among
+     * them) are not needed again, nor the secret's bytes: its length is. */
+    sodium_memzero(dev.nvs_cur, sizeof(dev.nvs_cur));
+    sodium_memzero(dev.nvs_scratch, sizeof(dev.nvs_scratch));
+    sodium_memzero(rec.secret, sizeof(rec.secret));
     if (rc == TCPOTA_ERR_NOENT) {
         const char *d = tcpota_posix_strerror_detail(&dev);
         if (tcpota_posix_creation_cut_short(dir)) {

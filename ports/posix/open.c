@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -385,6 +386,9 @@ int tcpota_posix_close(struct tcpota_posix_dev *dev)
         }
     }
     tcpota_px_sha_free(&dev->sha);
+    /* NVS may hold a device secret (the host device keeps its --secret). */
+    sodium_memzero(dev->nvs_cur, sizeof(dev->nvs_cur));
+    sodium_memzero(dev->nvs_scratch, sizeof(dev->nvs_scratch));
     dev->sha_active = 0;
     dev->opened = 0;
     dev->booted = 0;

@@ -188,6 +188,11 @@ start_server img4 4.0.0
   --max-attempts 1 2> quiet.log || true
 [ "$(keys_of quietdev)" = "quietdev esp32 $(kid k)" ] || fail "--quiet --trust kept no key: $(cat quiet.log)"
 ! grep -q "keeps the --trust keys" quiet.log || fail "--quiet said the keys are kept: $(cat quiet.log)"
+$T keygen --device-secret --out quiet.secret 2>/dev/null
+"$T" device --server "127.0.0.1:$SERVER_PORT" --flash quietsec --id quietsec --secret quiet.secret --quiet \
+  --max-attempts 1 2> quietsec.log || true
+"$T" device status --flash quietsec | grep -q '"secret":true}' || fail "--quiet --secret kept no secret: $(cat quietsec.log)"
+! grep -q "keeps the --secret" quietsec.log || fail "--quiet said the secret is kept: $(cat quietsec.log)"
 rc=0; "$T" device --server "127.0.0.1:$SERVER_PORT" --flash good --max-attempts 1 2> kept.log || rc=$?
 [ $rc -eq 1 ] && grep -q "declined the server's offer: image is not signed" kept.log ||
   fail "a run without --trust took an unsigned image on a device that trusts keys: $(cat kept.log)"
@@ -268,15 +273,24 @@ rc=0; "$T" device --server "127.0.0.1:$SERVER_PORT" --flash authed --no-secret -
 [ $rc -eq 1 ] && grep -q "forgot the secret authed kept (--no-secret)" authed3.log ||
   fail "--no-secret: exit $rc: $(cat authed3.log)"
 "$T" device status --flash authed | grep -q '"secret":false}' || fail "device status after --no-secret: $("$T" device status --flash authed)"
+# Gone from both of NVS's sectors, not only from the table in use (a
+# review found it in the sector written before).
+python3 -c 'import sys; sys.exit(bytes.fromhex(sys.argv[1]) in open(sys.argv[2], "rb").read())' \
+  "$(sec dev.secret)" authed/nvs.bin || fail "--no-secret left the secret's bytes in authed/nvs.bin"
 # A kept record too short to be a secret is refused, saying what to do.
 nvs_edit authed host.secret=00112233
 rc=0; "$T" device --server "127.0.0.1:$SERVER_PORT" --flash authed --max-attempts 1 2> authed5.log || rc=$?
 [ $rc -eq 1 ] && grep -q "authed/nvs.bin holds a device secret record that is not one (its length); give it again with --secret, or drop it with --no-secret" authed5.log ||
   fail "a kept secret of 4 bytes: exit $rc: $(cat authed5.log)"
+s=$("$T" device status --flash authed 2> authed5s.log) || fail "device status on a bad secret record failed"
+[[ $s == *'"secret":null}' ]] && grep -q "authed/nvs.bin holds a device secret record that is not one (its length) (secret: null)" authed5s.log ||
+  fail "device status on a bad secret record: $s $(cat authed5s.log)"
 "$T" device --server "127.0.0.1:$SERVER_PORT" --flash authed --secret dev.secret --max-attempts 1 2> authed6.log ||
   fail "--secret over a bad kept record: $(cat authed6.log)"
 grep -q "the --secret replaces the secret authed kept: later runs answer with this one" authed6.log ||
   fail "--secret over a bad kept record said nothing: $(cat authed6.log)"
+python3 -c 'import sys; sys.exit(bytes.fromhex("00112233") in open(sys.argv[1], "rb").read())' authed/nvs.bin ||
+  fail "the replaced record's bytes stayed in authed/nvs.bin"
 rc=0; "$T" device --server "127.0.0.1:$SERVER_PORT" --flash authed --no-secret --secret dev.secret 2> authed4.log || rc=$?
 [ $rc -eq 2 ] && grep -q -- "--no-secret and --secret do not go together" authed4.log || fail "--no-secret with --secret: exit $rc: $(cat authed4.log)"
 rc=0; "$T" device --server "127.0.0.1:$SERVER_PORT" --flash nosecret --id auth-dev --max-attempts 1 \
