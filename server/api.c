@@ -790,8 +790,7 @@ static void handle(struct evhttp_request *req, void *arg)
     if (bad || host_bad) {
         char body[200];
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-        snprintf(body, sizeof body, "{\"error\":\"%s%s\"}", bad ? bad : host_bad,
-                 bad ? "; send one Content-Length of digits, or Transfer-Encoding: chunked" : "");
+        snprintf(body, sizeof body, "{\"error\":\"%s\"}", bad ? bad : host_bad);
         send_text(req, 400, body);
         return;
     }

@@ -436,8 +436,7 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
         return;
     }
     if ((bad = http_framing_bad(req)) != NULL || (host_bad = http_host_bad(req)) != NULL) {
-        ota_refuse(ota, NULL, req, 400, "%s%s", bad ? bad : host_bad,
-                   bad ? "; send one Content-Length of digits, or none" : "");
+        ota_refuse(ota, NULL, req, 400, "%s", bad ? bad : host_bad);
         return;
     }
     if (strncmp(path, HTTP_OTA_PREFIX, strlen(HTTP_OTA_PREFIX)) != 0) {

@@ -159,6 +159,10 @@ void ota_checkin_done(struct store_req *r)
             ota_add_header(d->req, "Retry-After", retry);
             ota_reply_error(d->req, 503, "%s; try again in %s s", why, retry);
         } else {
+            /* Its connection ends, as a refusal's does (reply_error): kept
+             * alive, a peer's check-ins held slots past the unauthenticated
+             * cap (a review); a device checks in again at its interval. */
+            ota_add_header(d->req, "Connection", "close");
             evhttp_send_reply(d->req, 204, NULL, NULL);
         }
         store_req_free(r);

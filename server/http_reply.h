@@ -148,6 +148,10 @@ static inline unsigned http_header_count(struct evhttp_request *req, const char 
     return n;
 }
 
+/* The bytes of an HTTP token (RFC 9110, 5.6.2): a header's name. */
+#define HTTP_TOKEN_CHARS                                                                       \
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
 /* Why req's framing cannot be trusted, or NULL: libevent 2.1 takes the
  * first of several Content-Length headers, and one with a sign in it,
  * where a proxy in front may have framed the same bytes otherwise (request
@@ -162,10 +166,6 @@ static inline unsigned http_header_count(struct evhttp_request *req, const char 
  * them for a body. Such a request is answered 400 and its connection
  * closed (Connection: close), so that no byte after it is read as a
  * request of its own. */
-/* The bytes of an HTTP token (RFC 9110, 5.6.2): a header's name. */
-#define HTTP_TOKEN_CHARS                                                                       \
-    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
 static inline const char *http_framing_bad(struct evhttp_request *req)
 {
     const struct evkeyvalq *h = evhttp_request_get_input_headers(req);
@@ -180,12 +180,13 @@ static inline const char *http_framing_bad(struct evhttp_request *req)
          * own, neither checked here nor used, where a lenient proxy in
          * front framed the body by it (a review smuggled a request so). */
         if (!kv->key[0] || strspn(kv->key, HTTP_TOKEN_CHARS) != strlen(kv->key)) {
-            return "a header name holds a space or another byte a name may not hold";
+            return "a header name holds a space or another byte a name may not hold; send each name "
+                   "as a token with its colon right after it";
         }
         if (strcasecmp(kv->key, "Content-Length") == 0) {
-            if (++lengths > 1) return "Content-Length given twice";
+            if (++lengths > 1) return "Content-Length given twice; send one, of digits";
             if (!kv->value[0] || strspn(kv->value, "0123456789") != strlen(kv->value)) {
-                return "Content-Length is not a number of bytes";
+                return "Content-Length is not a number of bytes; send one, of digits";
             }
             if (bodyless && strspn(kv->value, "0") != strlen(kv->value)) {
                 return "a HEAD or TRACE request carries no body, and this one says it has one";
@@ -195,7 +196,7 @@ static inline const char *http_framing_bad(struct evhttp_request *req)
                 return "a HEAD or TRACE request carries no body, and this one says it has one";
             }
             if (strcasecmp(kv->value, "chunked") != 0) {
-                return "a Transfer-Encoding other than chunked";
+                return "a Transfer-Encoding other than chunked; send chunked, or a Content-Length";
             }
         }
     }

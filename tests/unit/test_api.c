@@ -2059,6 +2059,7 @@ static void test_framing_refused(void **state)
         {"GET", "Content-Length : 2", "a header name holds a space"},
         {"GET", "Content-Length\t: 2", "a header name holds a space"},
         {"GET", "Transfer-Encoding : chunked", "a header name holds a space"},
+        {"GET", "X(y): 1", "a header name holds a space or another byte"},
         /* (The answer to a HEAD has no body to hold the reason.) */
         {"HEAD", "Content-Length:", "HTTP/1.1 400"},
         {"HEAD", "Content-Length: 64", "HTTP/1.1 400"},
