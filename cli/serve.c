@@ -1131,18 +1131,17 @@ static void note_db_password(struct sources *src, const char *val,
 /* `tcpota serve` with its arguments (cfg: a config file's flags first). */
 /* Whether the merged flags (the file's first) end with --log-format json:
  * the last one given wins, as serve_args takes it. */
-static int wants_json(const struct serve_config_args *a)
+static int wants_json(int argc, char *const *argv)
 {
     static const char flag[] = "--log-format";
     const char *v = NULL;
     int i;
 
-    for (i = 1; i < a->argc; i++) {
-        if (strcmp(a->argv[i], flag) == 0 && i + 1 < a->argc) {
-            v = a->argv[++i];
-        } else if (strncmp(a->argv[i], flag, sizeof(flag) - 1) == 0 &&
-                   a->argv[i][sizeof(flag) - 1] == '=') {
-            v = a->argv[i] + sizeof(flag);
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], flag) == 0 && i + 1 < argc) {
+            v = argv[++i];
+        } else if (strncmp(argv[i], flag, sizeof(flag) - 1) == 0 && argv[i][sizeof(flag) - 1] == '=') {
+            v = argv[i] + sizeof(flag);
         }
     }
     return v && strcmp(v, "json") == 0;
@@ -1430,7 +1429,11 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
     }
     if (!o.image) {
         fprintf(stderr, "tcpota serve: no image FILE given (or --data DIR for fleet mode)\n");
-        usage(stderr);
+        if (o.log_json) { /* a hundred lines of help are no log lines */
+            fprintf(stderr, "tcpota serve: see tcpota serve --help\n");
+        } else {
+            usage(stderr);
+        }
         return 2;
     }
     if (check_arg(&o, o.image, "image", 0) < 0) {
@@ -1546,7 +1549,7 @@ int cmd_serve(int argc, char **argv)
 {
     struct serve_config_args args;
     struct log_caught caught;
-    int rc;
+    int rc, json;
 
     /* SIGHUP and SIGUSR1 end a process by default: sent during the start
      * (a service manager's reload just after its start), before the
@@ -1555,8 +1558,18 @@ int cmd_serve(int argc, char **argv)
      * certificate while --db connects) waits for the next SIGHUP. */
     signal(SIGHUP, SIG_IGN);
     signal(SIGUSR1, SIG_IGN);
+    /* The command line's --log-format json covers the config file's own
+     * errors; the file's, what follows its reading. */
+    json = wants_json(argc, argv);
+    if (json) {
+        g_start_caught = &caught;
+        log_catch_begin(g_start_caught);
+    }
     rc = serve_config_load(argc, argv, &args);
-    if (rc == 0 && wants_json(&args)) {
+    if (rc == 0) {
+        json = wants_json(args.argc, args.argv);
+    }
+    if (rc == 0 && json && !g_start_caught) {
         g_start_caught = &caught;
         log_catch_begin(g_start_caught);
     }
@@ -1564,6 +1577,10 @@ int cmd_serve(int argc, char **argv)
         int at = 0;
         config_overridden(&args);
         rc = serve_args(&args, &at);
+        if (json && !g_start_caught) { /* the server ran, and failed: its notes below too */
+            g_start_caught = &caught;
+            log_catch_begin(g_start_caught);
+        }
         /* Not when the command line's own option was the one refused. */
         if (rc == 2 && args.nowned > 0 && at >= 1 && at <= args.nowned) {
             /* The file's own flag (argv[at] is "--name=VALUE"): its line. */
@@ -1591,11 +1608,11 @@ int cmd_serve(int argc, char **argv)
         }
     }
     if (g_start_caught) {
-        struct tcpota_serve_opts json;
+        struct tcpota_serve_opts as_json;
 
-        memset(&json, 0, sizeof(json));
-        json.log_json = 1;
-        serve_start_caught(&json, rc != 0);
+        memset(&as_json, 0, sizeof(as_json));
+        as_json.log_json = 1;
+        serve_start_caught(&as_json, rc != 0);
     }
     serve_config_free(&args);
     return rc;

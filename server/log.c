@@ -293,6 +293,7 @@ void clog_(const struct conn *c, int always, const char *fmt, ...)
 /* ---- stderr caught as log lines ------------------------------------------ */
 
 #define WARNING_SAYS "warning: " /* how a caught line that is a warning starts */
+#define NOTE_SAYS "note: "       /* ... and one that adds to the line before it */
 
 void log_catch_begin(struct log_caught *c)
 {
@@ -336,10 +337,10 @@ void log_catch_end(const struct tcpota_serve_opts *o, struct log_caught *c, int 
             }
             line[strcspn(line, "\n")] = 0;
             const char *said = unprefixed(line);
-            say_always(o, failed ? LOG_LV_ERROR
-                          : strncmp(said, WARNING_SAYS, strlen(WARNING_SAYS)) == 0
-                              ? LOG_LV_WARN
-                              : LOG_LV_INFO,
+            say_always(o, strncmp(said, WARNING_SAYS, strlen(WARNING_SAYS)) == 0 ? LOG_LV_WARN
+                          : strncmp(said, NOTE_SAYS, strlen(NOTE_SAYS)) == 0      ? LOG_LV_INFO
+                          : failed                                                ? LOG_LV_ERROR
+                                                                                  : LOG_LV_INFO,
                        "%s%s", prefix, said);
         }
     }

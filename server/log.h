@@ -70,9 +70,11 @@ struct log_caught {
 };
 void log_catch_begin(struct log_caught *c);
 /* Gives stderr back and logs each caught line as o's log line, "prefix"
- * first, without the program's own "tcpota serve: ": at level error when
- * failed, else warn for a line that starts "warning: " and info for the
- * rest. Does nothing more for a c already ended. */
+ * first, without the program's own "tcpota serve: ": at level warn for a
+ * line that starts "warning: ", info for one that starts "note: ", and
+ * for the rest error when failed, else info. A line that is one of o's
+ * JSON log lines already goes as it is. Does nothing more for a c already
+ * ended. */
 void log_catch_end(const struct tcpota_serve_opts *o, struct log_caught *c, int failed,
                    const char *prefix);
 

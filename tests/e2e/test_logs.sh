@@ -176,7 +176,8 @@ chmod 600 "$WORK/bad.secrets"
 printf 'log-format json\n' > "$WORK/json.conf"
 k=0
 for args in "--auth-file $WORK/bad.secrets --version 2.0.0 $WORK/img" \
-            "--data $WORK/nokey --api 127.0.0.1:0 --pubkey $WORK/img" "--bogus" "--config $WORK/json.conf --bogus"; do
+            "--data $WORK/nokey --api 127.0.0.1:0 --pubkey $WORK/img" "--bogus" "--config $WORK/json.conf --bogus" \
+            "--config $WORK/missing.conf" "--version 2.0.0"; do
   k=$((k + 1))
   rc=0
   # shellcheck disable=SC2086 # one word per flag
@@ -185,7 +186,7 @@ for args in "--auth-file $WORK/bad.secrets --version 2.0.0 $WORK/img" \
   python3 - "$WORK/opt$k.log" <<'EOF2' || fail "serve $args: not every line is a JSON error line: $(cat "$WORK/opt$k.log")"
 import json, sys
 lines = [json.loads(l) for l in open(sys.argv[1])]
-if not lines or any(o["level"] != "error" or not o["msg"] or "time" not in o for o in lines):
+if not any(o["level"] == "error" for o in lines) or any(not o["msg"] or "time" not in o for o in lines):
     sys.exit(1)
 EOF2
 done
@@ -193,6 +194,18 @@ rc=0
 timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --bogus --log-format text 2> "$WORK/opt-text.log" || rc=$?
 [ $rc -eq 2 ] && grep -qx 'tcpota serve: unknown option --bogus; see tcpota serve --help' "$WORK/opt-text.log" ||
   fail "a refused flag in text: exit $rc: $(cat "$WORK/opt-text.log")"
+# A config file's note after a start that failed in the server (its TLS
+# files) is a JSON line too, at level info.
+printf 'log-format json\ntls-cert %s\ntls-key %s\n' "$WORK/img" "$WORK/img" > "$WORK/tls.conf"
+rc=0
+timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --version 2.0.0 --config "$WORK/tls.conf" "$WORK/img" 2> "$WORK/tlsconf.log" || rc=$?
+[ $rc -eq 2 ] || fail "a config's unusable TLS files: exit $rc: $(cat "$WORK/tlsconf.log")"
+python3 - "$WORK/tlsconf.log" <<'EOF2' || fail "a config's failed start: not every line is JSON: $(cat "$WORK/tlsconf.log")"
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+if not any(o["level"] == "info" and o["msg"].startswith("note: ") and "tls.conf gives" in o["msg"] for o in lines):
+    sys.exit(1)
+EOF2
 ok "json: a start refused for its options or files logs why as JSON error lines (text as before)"
 
 # A fleet's first start that fails (here: no database at --db) undoes what it
