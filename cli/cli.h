@@ -27,6 +27,8 @@ int cmd_summary(int argc, char **argv);
 /* 1 when `tcpota device WORD ...` is a fleet command (list, show, set,
  * secret) rather than the host device simulator. */
 int cli_is_fleet_device(const char *word);
+/* Those words, as a message lists them (cli_is_fleet_device holds the same). */
+#define CLI_FLEET_DEVICE_SUBS "list, show, set, secret or retry"
 
 /* What messages start with: "tcpota" until main() knows the command, then
  * the command ("tcpota verify", "tcpota device", ...), so that a shared

@@ -507,7 +507,7 @@ int cmd_fleet_device(int argc, char **argv)
     if (strcmp(argv[1], "set") == 0) return device_set(&a, argc - 1, argv + 1);
     if (strcmp(argv[1], "secret") == 0) return device_secret(&a, argc - 1, argv + 1);
     if (strcmp(argv[1], "retry") == 0) return device_retry(&a, argc - 1, argv + 1);
-    return api_unknown_sub(&a, argv[1], "list, show, set, secret or retry");
+    return api_unknown_sub(&a, argv[1], CLI_FLEET_DEVICE_SUBS);
 }
 
 int cli_is_fleet_device(const char *word)

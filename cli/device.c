@@ -840,10 +840,11 @@ static void on_accepted(struct device *dv, const struct tcpota_dev_event *ev)
     st->last_pos = ev->offset;
     info(dv, "offer %s (%lu bytes), starting at %lu", t.version,
          (unsigned long)ev->size, (unsigned long)ev->offset);
-    if (ev->offset == 0 && dv->kept.valid && dv->kept.offset > 0 &&
-        (dv->kept.size != ev->size || memcmp(dv->kept.id, t.image_id, TCPOTA_ID_LEN) != 0)) {
+    if (ev->offset == 0 && dv->kept.valid && dv->kept.offset > 0) {
         /* The slot is written over: said, or the bytes a run named ("resume
-         * point: ...") vanish without a word (a new user's trial). */
+         * point: ...") vanish without a word (a new user's trial). The core
+         * resumes the image of its record (this port never refuses its
+         * bytes), so an offer from byte 0 over a kept point is another's. */
         char hex[2 * ID_SHOWN_BYTES + 1];
 
         tcpota_hex(hex, dv->kept.id, ID_SHOWN_BYTES);
@@ -1540,8 +1541,8 @@ int cmd_device(int argc, char **argv)
         /* A misspelled subcommand (`device lst`): the host device takes no
          * word, and its --help does not list the fleet's (a new user's
          * trial was sent there). */
-        fprintf(stderr, "tcpota device: unknown subcommand '%s'; give status, list, show, set, "
-                        "secret or retry, or run a host device with options (tcpota device --help)\n",
+        fprintf(stderr, "tcpota device: unknown subcommand '%s'; give status, " CLI_FLEET_DEVICE_SUBS
+                        ", or run a host device with options (tcpota device --help)\n",
                 cli_cut(argv[1]));
         return 2;
     }

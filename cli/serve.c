@@ -1128,9 +1128,8 @@ static void note_db_password(struct sources *src, const char *val,
     }
 }
 
-/* `tcpota serve` with its arguments (cfg: a config file's flags first). */
-/* Whether the merged flags (the file's first) end with --log-format json:
- * the last one given wins, as serve_args takes it. */
+/* Whether the flags (a config file's first, when merged) end with
+ * --log-format json: the last one given wins, as serve_args takes it. */
 static int wants_json(int argc, char *const *argv)
 {
     static const char flag[] = "--log-format";
@@ -1149,6 +1148,7 @@ static int wants_json(int argc, char *const *argv)
 
 /* Parses and runs; *stopped_at is the argv index of the option being read
  * when it returned, or 0 once all were read (a check across options). */
+/* `tcpota serve` with its arguments (cfg: a config file's flags first). */
 static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
 {
     int argc = cfg->argc;
