@@ -1146,9 +1146,9 @@ static int wants_json(int argc, char *const *argv)
     return v && strcmp(v, "json") == 0;
 }
 
+/* `tcpota serve` with its arguments (cfg: a config file's flags first). */
 /* Parses and runs; *stopped_at is the argv index of the option being read
  * when it returned, or 0 once all were read (a check across options). */
-/* `tcpota serve` with its arguments (cfg: a config file's flags first). */
 static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
 {
     int argc = cfg->argc;
