@@ -1024,5 +1024,56 @@ grep -q 'http: refused: 3 connections already (limit)' "$WORK/server.log" ||
   fail "no line for the connection over --max-conns: $(grep 'http: ' "$WORK/server.log" | tail -3)"
 n=$(grep -c 'http: no complete request within 2 s of connecting; closing' "$WORK/server.log" || true)
 [ "$n" = 3 ] || fail "$n of 3 connections logged as closed at the deadline"
+# A body announced (a download request has none) is refused at once, 413,
+# not read; headers over the limit, 400. And after an answer kept alive
+# (the image, 200), the next request has the same deadline: one trickled a
+# byte at a time is closed (a mutation review: none of the three was tested).
+head -c 5000 /dev/urandom > "$WORK/limimg"
+"$TCPOTA" image add --version 2.0.0 --model esp32 "$WORK/limimg" > /dev/null || fail "image add (limits) failed"
+"$TCPOTA" rollout create --image 2.0.0 --model esp32 --waves 100 > /dev/null 2>&1 || fail "rollout create (limits) failed"
+python3 - "$OTA_PORT" <<'PY' || fail "the download listener's body and header limits, or its deadline after an answer: see above"
+import socket, sys, time
+port = int(sys.argv[1])
+def answer(data, t=3):
+    s = socket.create_connection(("127.0.0.1", port), 5)
+    s.settimeout(t)
+    try:
+        s.sendall(data)
+        return s.recv(200).split(b"\r\n", 1)[0]
+    except (socket.timeout, OSError) as e:
+        return repr(e).encode()
+got = answer(b"GET /ota/esp32?device=b1 HTTP/1.1\r\nHost: x\r\nContent-Length: 20000000\r\n\r\n" + b"a" * 10)
+if not got.startswith(b"HTTP/1.1 413"):
+    sys.exit("a body of 20 MB announced: %r" % got)
+got = answer(b"GET /ota/esp32?device=b2 HTTP/1.1\r\nHost: x\r\nX-Tcpota-Version: 1.0.0\r\nX-Pad: " +
+             b"p" * 9000 + b"\r\n\r\n")
+if not got.startswith(b"HTTP/1.1 400"):
+    sys.exit("9 KB of headers: %r" % got)
+s = socket.create_connection(("127.0.0.1", port), 5)
+s.settimeout(5)
+s.sendall(b"GET /ota/esp32?device=k1 HTTP/1.1\r\nHost: x\r\nX-Tcpota-Version: 1.0.0\r\n\r\n")
+buf = b""
+while b"\r\n\r\n" not in buf:
+    buf += s.recv(4096)
+head, body = buf.split(b"\r\n\r\n", 1)
+if not head.startswith(b"HTTP/1.1 200"):
+    sys.exit("the image: %r" % head)
+length = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0])
+while len(body) < length:
+    body += s.recv(65536)
+t0 = time.time()
+for b in b"GET /ota/esp32?device=k1 HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:
+    try:
+        s.sendall(bytes([b]))
+        s.settimeout(0.5)
+        if s.recv(1) == b"":
+            break
+    except socket.timeout:
+        pass
+    except OSError:
+        break
+    if time.time() - t0 > 8:
+        sys.exit("a second request trickled after a 200 was kept %.1f s (--idle-timeout 2)" % (time.time() - t0))
+PY
 stop_fleet
-ok "the download listener counts in --max-conns, and closes a connection without a whole request after --idle-timeout"
+ok "the download listener counts in --max-conns, and closes a connection without a whole request after --idle-timeout (after an answer too); a body is refused 413, headers over 8 KiB 400"

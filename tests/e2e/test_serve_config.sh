@@ -91,6 +91,12 @@ grep -q '^tcpota serve: note: that is line 2 of badvalue.conf$' badvalue.log || 
 expect_refused trailing '# the limit\nversion 1.0.0\n\nmax-conns 5 # five\n' "max-conns: '5 # five' is not a number"
 grep -q '^tcpota serve: note: that is line 4 of trailing.conf (a comment takes a line of its own, starting with #)$' trailing.log ||
   fail "a comment after a value: $(cat trailing.log)"
+# A relative path that the config file's folder makes too long is refused
+# as such (cut short, it could name another file: a mutation review).
+python3 -c "print('pubkey ' + 'a/' * 2040 + 'k.pub')" > longpath.conf
+rc=0; timeout 10 "$TCPOTA" serve --config "$PWD/longpath.conf" img.bin > /dev/null 2> longpath.log || rc=$?
+[ $rc -eq 2 ] && grep -q "longpath.conf:1: the path, with the config file's folder before it, is too long" longpath.log ||
+  fail "a path made too long by the config's folder: rc $rc: $(cut -c1-300 longpath.log)"
 # A bad line the command line gives again still stops the start: said so
 # (a trial read "overrides line 2" and then "that is line 2" as a contradiction).
 rc=0; timeout 10 "$TCPOTA" serve --config badvalue.conf --max-conns 5 img.bin > /dev/null 2> badover.log || rc=$?
