@@ -31,11 +31,6 @@ expect 2 "^tcpota sign: private key: fifo is not a regular file \(it is a FIFO\)
 # A misspelled fleet subcommand is named as one, with the fleet's and the
 # host device's ways (a new user's trial was sent to the host's --help).
 expect 2 "^tcpota device: status: unknown option '--json'" $T device status --flash dir --json
-# A device secret too short for the server's rule (16 bytes at least).
-printf 'tcpota-secret v1 00112233\n' > short.secret
-chmod 600 short.secret
-expect 2 "^tcpota device: --secret: the secret in short.secret has 4 bytes; at least 16 are needed" \
-  $T device --server 127.0.0.1:1 --flash shortsec --secret short.secret
 expect 2 "^tcpota device: unknown subcommand 'lst'; give status, list, show, set, secret or retry, or run a host device with options" $T device lst
 expect 2 "image: fifo is not a regular file \(it is a FIFO\)" $T sign --key k.key $S fifo
 expect 2 "^tcpota verify: public key: fifo is not a regular file \(it is a FIFO\)" $T verify --pubkey fifo img
