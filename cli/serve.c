@@ -171,6 +171,15 @@ static void serve_warn(const struct tcpota_serve_opts *o, const char *fmt, ...)
  * failed. */
 static struct log_caught *g_start_caught;
 
+/* Starts catching into c, unless a catch runs already. */
+static void serve_start_catch(struct log_caught *c)
+{
+    if (!g_start_caught) {
+        g_start_caught = c;
+        log_catch_begin(c);
+    }
+}
+
 static void serve_start_caught(const struct tcpota_serve_opts *o, int failed)
 {
     if (g_start_caught) {
@@ -1562,24 +1571,21 @@ int cmd_serve(int argc, char **argv)
      * errors; the file's, what follows its reading. */
     json = wants_json(argc, argv);
     if (json) {
-        g_start_caught = &caught;
-        log_catch_begin(g_start_caught);
+        serve_start_catch(&caught);
     }
     rc = serve_config_load(argc, argv, &args);
     if (rc == 0) {
         json = wants_json(args.argc, args.argv);
     }
-    if (rc == 0 && json && !g_start_caught) {
-        g_start_caught = &caught;
-        log_catch_begin(g_start_caught);
+    if (rc == 0 && json) {
+        serve_start_catch(&caught);
     }
     if (rc == 0) {
         int at = 0;
         config_overridden(&args);
         rc = serve_args(&args, &at);
-        if (json && !g_start_caught) { /* the server ran, and failed: its notes below too */
-            g_start_caught = &caught;
-            log_catch_begin(g_start_caught);
+        if (json) { /* the server ran, and failed: its notes below too */
+            serve_start_catch(&caught);
         }
         /* Not when the command line's own option was the one refused. */
         if (rc == 2 && args.nowned > 0 && at >= 1 && at <= args.nowned) {
