@@ -130,7 +130,8 @@ struct store_req *store_req_new(enum store_op op, store_done_fn done, void *arg)
     int image = op == STORE_IMAGE_ADD || op == STORE_IMAGE_GET || op == STORE_IMAGE_RM;
     int rollout = op == STORE_ROLLOUT_CREATE || op == STORE_ROLLOUT_GET || op == STORE_ROLLOUT_SET;
     int device = op == STORE_DEVICE_GET || op == STORE_DEVICE_SET_GROUP ||
-                 op == STORE_DEVICE_RETRY || op == STORE_SECRET_SET;
+                 op == STORE_DEVICE_RETRY || op == STORE_DEVICE_DELETE ||
+                 op == STORE_SECRET_SET;
     size_t record = image     ? sizeof(struct store_image)
                     : rollout ? sizeof(struct store_rollout)
                     : device  ? sizeof(struct store_device)
@@ -233,6 +234,7 @@ int store_req_durable(const struct store_req *r)
     case STORE_ROLLOUT_SET:
     case STORE_DEVICE_SET_GROUP:
     case STORE_DEVICE_RETRY:
+    case STORE_DEVICE_DELETE:
     case STORE_SECRET_SET:
         return 1;
     default:

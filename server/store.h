@@ -210,10 +210,22 @@ enum store_op {
      * boot failed) becomes SEEN: its next check-in is decided anew. Any
      * other state (updated since, downloading) stays. */
     STORE_DEVICE_RETRY,
+    /* Removes a device (the operator's "device rm": one decommissioned,
+     * one that never was): its registry row, history and failures, its
+     * rows in the rollouts it had not finished (their waves' counts with
+     * them: a group change's rule, sq_ro_leave), and its secret. What it
+     * finished (updated, failed) stays counted in those rollouts: a halt
+     * was decided on it. u.device.registered and had_secret say what
+     * there was; neither: STORE_E_NOTFOUND. Its next check-in registers it
+     * anew (with --require-auth, only with a new secret). */
+    STORE_DEVICE_DELETE,
     STORE_SECRET_SET,     /* creates or replaces a device's secret */
     /* Every device secret (the server keeps them in memory), or those set
      * after u.list.since: how a PostgreSQL node learns of a secret set
-     * through another node (u.list.gen, fleet.c's secret sync). */
+     * through another node (u.list.gen, fleet.c's secret sync). With a
+     * since, a row of len 0 is a secret removed (STORE_DEVICE_DELETE):
+     * PostgreSQL keeps it as a row of no bytes, so that other nodes learn
+     * of it; without one, there are none. */
     STORE_SECRET_LIST,
     /* Steps of several devices' updates in one request (fleet mode batches
      * them: server/fleet.c): applied in order, each exactly as one
@@ -348,7 +360,8 @@ struct store_req {
             uint32_t base_failed, base_finished;
             uint64_t superseded;              /* out (CREATE): the rollout it superseded, 0: none */
         } rollout;
-        struct {                              /* STORE_DEVICE_GET / SET_GROUP / RETRY / SECRET_SET */
+        struct {                              /* STORE_DEVICE_GET / SET_GROUP / RETRY / DELETE,
+                                                 SECRET_SET */
             const char *id;                   /* in */
             const char *group;                /* in (SET_GROUP): "" clears it */
             const uint8_t *secret;            /* in (SECRET_SET) */
@@ -356,11 +369,13 @@ struct store_req {
             struct store_device *dev;         /* out (GET); allocated with the request */
             struct store_history *history;    /* out (GET): nhistory rows, newest first */
             size_t nhistory;
-            /* out (SECRET_SET: before it; GET: when STORE_E_NOTFOUND): id had
-             * a secret. A secret is kept apart from the registry: an id gets
-             * a registry row at its first check-in, not from its secret. */
+            /* out (SECRET_SET, DELETE: before it; GET: when STORE_E_NOTFOUND):
+             * id had a secret. A secret is kept apart from the registry: an
+             * id gets a registry row at its first check-in, not from its
+             * secret. */
             int had_secret;
-            int registered;                   /* out (SECRET_SET): id is in the registry */
+            int registered;                   /* out (SECRET_SET, DELETE): id is (was) in
+                                                 the registry */
             /* out (SECRET_SET): its last check-in was over HTTP (an
              * esp_https_ota device, which cannot authenticate: refused from
              * now on, docs/http-ota.md) */

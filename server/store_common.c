@@ -278,6 +278,7 @@ int store_req_check(struct store_req *r)
     case STORE_DEVICE_GET:
     case STORE_DEVICE_SET_GROUP:
     case STORE_DEVICE_RETRY:
+    case STORE_DEVICE_DELETE:
         if (!r->u.device.id) {
             return store_err_set(r, STORE_E_INVAL, "id: required");
         }

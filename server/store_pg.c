@@ -91,6 +91,7 @@ static int dispatch(struct pgstore *st, struct store_req *r)
     case STORE_DEVICE_GET: return pg_op_device_get(st, r);
     case STORE_DEVICE_SET_GROUP: return pg_op_device_set_group(st, r);
     case STORE_DEVICE_RETRY: return pg_op_device_retry(st, r);
+    case STORE_DEVICE_DELETE: return pg_op_device_delete(st, r);
     case STORE_SECRET_SET: return pg_op_secret_set(st, r);
     case STORE_SECRET_LIST: return pg_op_secret_list(st, r);
     case STORE_SEEN: return pg_op_seen(st, r);

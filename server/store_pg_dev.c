@@ -13,7 +13,8 @@
 
 #define DEV_COLS                                                                             \
     "id, model, version, running, grp, addr, proto, state, image, bytes, size, reason,"      \
-    " first_seen, last_seen, EXISTS (SELECT 1 FROM secrets WHERE device_id = devices.id)"
+    " first_seen, last_seen, EXISTS (SELECT 1 FROM secrets WHERE device_id = devices.id"       \
+    " AND " PG_SECRET_HELD ")"
 #define DEV_NCOLS 15 /* the columns of DEV_COLS */
 
 static void row_to_device(const PGresult *res, int i, struct store_device *d)
@@ -363,6 +364,7 @@ static int ids_of(const struct store_req *r, struct pg_array *a)
         return 0;
     case STORE_DEVICE_SET_GROUP:
     case STORE_DEVICE_RETRY:
+    case STORE_DEVICE_DELETE:
     case STORE_SECRET_SET:
         return r->u.device.id ? pg_array_add(a, r->u.device.id) : 0;
     default:
@@ -379,7 +381,7 @@ static int lock_secrets_gen(struct pgstore *st, struct store_req *head)
     const struct store_req *r;
     int rc;
 
-    for (r = head; r && r->op != STORE_SECRET_SET; r = r->next) {
+    for (r = head; r && r->op != STORE_SECRET_SET && r->op != STORE_DEVICE_DELETE; r = r->next) {
     }
     if (!r) {
         return STORE_OK;
@@ -607,8 +609,8 @@ static int not_registered(struct pgstore *st, struct store_req *r)
     int64_t n = 0;
     int rc;
 
-    if ((rc = pg_int(st, r, "device secret", &n, "SELECT count(*) FROM secrets WHERE device_id = $1",
-                     "t", r->u.device.id)) < 0) {
+    if ((rc = pg_int(st, r, "device secret", &n, "SELECT count(*) FROM secrets WHERE device_id = $1"
+                     " AND " PG_SECRET_HELD, "t", r->u.device.id)) < 0) {
         return rc;
     }
     r->u.device.had_secret = n > 0;
@@ -683,6 +685,47 @@ int pg_op_device_retry(struct pgstore *st, struct store_req *r)
     return add_history(st, r, d->id, d->state, "", STORE_RETRY_DETAIL);
 }
 
+/* STORE_DEVICE_DELETE (store.h). The row locked first, as a retry's; the
+ * rows that name the device go before its own (foreign keys); its secret
+ * stays as a row of no bytes (PG_SECRET_HELD). */
+int pg_op_device_delete(struct pgstore *st, struct store_req *r)
+{
+    struct store_device *d = r->u.device.dev;
+    int64_t n = 0;
+    int rc;
+
+    rc = device_of(r, pg_q(st, r, "device", "SELECT " DEV_COLS " FROM devices WHERE id = $1"
+                           " FOR UPDATE", "t", r->u.device.id), d);
+    if (rc < 0) {
+        return rc;
+    }
+    r->u.device.registered = rc > 0;
+    if ((rc = pg_int(st, r, "device secret", &n, "SELECT count(*) FROM secrets WHERE device_id = $1"
+                     " AND " PG_SECRET_HELD, "t", r->u.device.id)) < 0) {
+        return rc;
+    }
+    r->u.device.had_secret = n > 0;
+    if (!r->u.device.registered && !r->u.device.had_secret) {
+        return store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
+    }
+    if (r->u.device.registered &&
+        ((rc = pg_ro_leave(st, r, d->id, NULL, NULL, 0)) < 0 ||
+         (rc = pg_run(st, r, "device delete", "DELETE FROM device_history WHERE device_id = $1",
+                      "t", d->id)) < 0 ||
+         (rc = pg_run(st, r, "device delete", "DELETE FROM device_failures WHERE device_id = $1",
+                      "t", d->id)) < 0 ||
+         (rc = pg_run(st, r, "device delete", "DELETE FROM devices WHERE id = $1", "t",
+                      d->id)) < 0)) {
+        return rc;
+    }
+    if (r->u.device.had_secret &&
+        (rc = pg_run(st, r, "device secret delete", "UPDATE secrets SET secret = ''::bytea"
+                     " WHERE device_id = $1", "t", r->u.device.id)) < 0) {
+        return rc;
+    }
+    return STORE_OK;
+}
+
 int pg_op_secret_set(struct pgstore *st, struct store_req *r)
 {
     int64_t n = 0;
@@ -690,7 +733,7 @@ int pg_op_secret_set(struct pgstore *st, struct store_req *r)
 
     /* "had a secret" * 4 + "is registered" * 2 + "checks in over HTTP", of id. */
     if ((rc = pg_int(st, r, "secret set", &n, "SELECT (SELECT count(*) FROM secrets WHERE"
-                     " device_id = $1) * 4 + (SELECT count(*) FROM devices WHERE id = $1) * 2 +"
+                     " device_id = $1 AND " PG_SECRET_HELD ") * 4 + (SELECT count(*) FROM devices WHERE id = $1) * 2 +"
                      " (SELECT count(*) FROM devices WHERE id = $1 AND proto = $2)", "ti",
                      r->u.device.id, (int64_t)STORE_PROTO_HTTP)) < 0) {
         return rc;
@@ -717,7 +760,8 @@ int pg_op_secret_list(struct pgstore *st, struct store_req *r)
         return rc;
     }
     if (!(res = pg_q(st, r, "secret list", "SELECT device_id, secret FROM secrets WHERE"
-                     " changed > $1 ORDER BY device_id", "i", r->u.list.since))) {
+                     " changed > $1 AND ($1 > 0 OR " PG_SECRET_HELD ") ORDER BY device_id", "i",
+                     r->u.list.since))) {
         return r->rc;
     }
     n = PQntuples(res);

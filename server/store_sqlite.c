@@ -352,6 +352,7 @@ static int dispatch(struct sstore *st, struct store_req *r)
     case STORE_DEVICE_GET: return sq_op_device_get(st, r);
     case STORE_DEVICE_SET_GROUP: return sq_op_device_set_group(st, r);
     case STORE_DEVICE_RETRY: return sq_op_device_retry(st, r);
+    case STORE_DEVICE_DELETE: return sq_op_device_delete(st, r);
     case STORE_SECRET_SET: return sq_op_secret_set(st, r);
     case STORE_SECRET_LIST: return sq_op_secret_list(st, r);
     case STORE_SUMMARY: return sq_op_summary(st, r);

@@ -603,6 +603,41 @@ int sq_op_device_retry(struct sstore *st, struct store_req *r)
     return add_history(st, r, d->id, d->state, "", STORE_RETRY_DETAIL);
 }
 
+/* STORE_DEVICE_DELETE (store.h). The rows that name the device go before
+ * its own (foreign keys). */
+int sq_op_device_delete(struct sstore *st, struct store_req *r)
+{
+    struct store_device *d = r->u.device.dev;
+    int64_t n = 0;
+    int rc;
+
+    if ((rc = load_device(st, r, r->u.device.id, d)) < 0) {
+        return rc;
+    }
+    r->u.device.registered = rc > 0;
+    if (sq_int(st, &n, "SELECT count(*) FROM secrets WHERE device_id = ?1", "t",
+               r->u.device.id) < 0) {
+        return sq_fail(st, r, "device secret");
+    }
+    r->u.device.had_secret = n > 0;
+    if (!r->u.device.registered && !r->u.device.had_secret) {
+        return sq_missing(st, r, r->u.device.id, 0);
+    }
+    if (r->u.device.registered &&
+        ((rc = sq_ro_leave(st, r, d->id, NULL, NULL, 0)) < 0 ||
+         sq_run(st, "DELETE FROM device_history WHERE device_id = ?1", "t", d->id) != SQLITE_DONE ||
+         sq_run(st, "DELETE FROM device_failures WHERE device_id = ?1", "t", d->id) !=
+             SQLITE_DONE ||
+         sq_run(st, "DELETE FROM devices WHERE id = ?1", "t", d->id) != SQLITE_DONE)) {
+        return rc < 0 ? rc : sq_fail(st, r, "device delete");
+    }
+    if (r->u.device.had_secret && sq_run(st, "DELETE FROM secrets WHERE device_id = ?1", "t",
+                                         r->u.device.id) != SQLITE_DONE) {
+        return sq_fail(st, r, "device secret delete");
+    }
+    return STORE_OK;
+}
+
 /* "had a secret" * 4 + "is registered" * 2 + "checks in over HTTP", of id. */
 #define SECRET_STATE_SQL(p, http)                                                             \
     "SELECT (SELECT count(*) FROM secrets WHERE device_id = " p ") * 4 + "                      \

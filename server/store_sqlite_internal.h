@@ -152,6 +152,7 @@ int sq_op_device_list(struct sstore *st, struct store_req *r);
 int sq_op_device_get(struct sstore *st, struct store_req *r);
 int sq_op_device_set_group(struct sstore *st, struct store_req *r);
 int sq_op_device_retry(struct sstore *st, struct store_req *r);
+int sq_op_device_delete(struct sstore *st, struct store_req *r);
 int sq_op_secret_set(struct sstore *st, struct store_req *r);
 int sq_op_secret_list(struct sstore *st, struct store_req *r);
 

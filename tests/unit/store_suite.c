@@ -1913,6 +1913,124 @@ static void test_device_list(void **state)
     store_req_free(r);
 }
 
+/* STORE_DEVICE_DELETE of id: its rc, and what it says there was. */
+static int device_delete(struct fx *f, const char *id, int *registered, int *had_secret)
+{
+    struct store_req *r = ss_req(STORE_DEVICE_DELETE);
+    int rc;
+
+    r->u.device.id = id;
+    rc = ss_run(f, r)->rc;
+    *registered = r->u.device.registered;
+    *had_secret = r->u.device.had_secret;
+    store_req_free(r);
+    return rc;
+}
+
+/* The secrets STORE_SECRET_LIST returns after generation since: how many,
+ * and how many of them are removals (no bytes). *gen: the list's. */
+static size_t secrets_since(struct fx *f, int64_t since, size_t *removed, int64_t *gen)
+{
+    struct store_req *r = ss_req(STORE_SECRET_LIST);
+    const struct store_secret *s;
+    size_t i, n;
+
+    r->u.list.since = since;
+    s = ss_run(f, r)->u.list.rows;
+    assert_int_equal(r->rc, STORE_OK);
+    n = r->u.list.n;
+    for (i = 0, *removed = 0; i < n; i++) {
+        *removed += s[i].len == 0;
+    }
+    *gen = r->u.list.gen;
+    store_req_free(r);
+    return n;
+}
+
+/* The operator's "device rm" (STORE_DEVICE_DELETE): the device leaves the
+ * registry, with its history, failures and secret; it leaves the rollouts
+ * it had not finished (their counts with it) and stays counted where it
+ * finished; a removed secret is one for every reader (PostgreSQL keeps a
+ * row of no bytes for the other nodes, which only a list after a
+ * generation returns); a device that checks in again starts anew. */
+static void test_device_delete(void **state)
+{
+    static const uint32_t pct[] = {100};
+    static const uint8_t secret[TCPOTA_SECRET_MIN] = {7};
+    struct fx *f = *state;
+    uint8_t img[TCPOTA_ID_LEN];
+    struct store_req *r;
+    int reg = -1, had = -1;
+    size_t removed;
+    int64_t gen0, gen;
+    uint64_t ro;
+
+    ss_fake_id(img, 0x91);
+    ss_checkin_free(f, "dev-a");
+    ss_checkin_free(f, "dev-b");
+    ss_checkin_free(f, "dev-c");
+    ss_checkin_free(f, "dev-d");
+    store_req_free(ss_checkin(f, "dev-a", img, TCPOTA_RESULT_ROLLED_BACK));
+    store_req_free(ss_image_add(f, 0x92, "2.0.0"));
+    ro = ss_rollout_create(f, 0x92, "", pct, 1);
+    assert_int_equal(ss_event(f, "dev-a", STORE_ST_OFFERED, ro, 0), STORE_OK);
+    assert_int_equal(ss_event(f, "dev-b", STORE_ST_UP_TO_DATE, ro, 0), STORE_OK);
+    assert_int_equal(ss_event(f, "dev-c", STORE_ST_DECLINED, ro, 0), STORE_OK);
+    expect_wave(f, ro, 4, 1, 1);
+    secret_set_says(f, "dev-a", secret, sizeof(secret), 0, 1);
+    secret_set_says(f, "ghost", secret, sizeof(secret), 0, 0);
+    (void)secrets_since(f, 0, &removed, &gen0);
+
+    /* Offered (not finished): it leaves the wave. */
+    assert_int_equal(device_delete(f, "dev-a", &reg, &had), STORE_OK);
+    assert_int_equal(reg, 1);
+    assert_int_equal(had, 1);
+    expect_wave(f, ro, 3, 0, 1);
+    r = ss_device_get(f, "dev-a");
+    assert_int_equal(r->rc, STORE_E_NOTFOUND);
+    assert_int_equal(r->u.device.had_secret, 0);
+    store_req_free(r);
+    r = device_list(f, NULL, -1, NULL, 0);
+    assert_int_equal(r->u.list.total, 3);
+    store_req_free(r);
+    assert_int_equal(device_delete(f, "dev-a", &reg, &had), STORE_E_NOTFOUND);
+    assert_int_equal(reg, 0);
+    assert_int_equal(had, 0);
+    /* Finished (updated, failed): counted where it finished. */
+    assert_int_equal(device_delete(f, "dev-b", &reg, &had), STORE_OK);
+    assert_int_equal(had, 0);
+    assert_int_equal(device_delete(f, "dev-c", &reg, &had), STORE_OK);
+    expect_wave(f, ro, 3, 0, 1);
+    expect_counts(f, ro, 0, 0, 0, 1, 1);
+    /* An id with a secret only: the secret goes. */
+    assert_int_equal(device_delete(f, "ghost", &reg, &had), STORE_OK);
+    assert_int_equal(reg, 0);
+    assert_int_equal(had, 1);
+    /* No reader sees a removed secret; a list after a generation says it
+     * went (PostgreSQL; SQLite's one node numbers none and lists all). */
+    assert_int_equal(secrets_since(f, 0, &removed, &gen), 0);
+    if (gen0 > 0) {
+        assert_int_equal(secrets_since(f, gen0, &removed, &gen), 2);
+        assert_int_equal(removed, 2);
+    }
+    r = ss_device_get(f, "ghost");
+    assert_int_equal(r->rc, STORE_E_NOTFOUND);
+    assert_int_equal(r->u.device.had_secret, 0);
+    store_req_free(r);
+    secret_set_says(f, "ghost", secret, sizeof(secret), 0, 0);
+    /* Back: registered anew, nothing held back, its history new. */
+    r = ss_checkin(f, "dev-a", NULL, 0);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(r->u.checkin.out->nfailed, 0);
+    assert_int_equal(r->u.checkin.out->dev.has_secret, 0);
+    store_req_free(r);
+    r = ss_device_get(f, "dev-a");
+    assert_int_equal(r->rc, STORE_OK);
+    assert_true(r->u.device.nhistory <= 1);
+    store_req_free(r);
+    expect_wave(f, ro, 4, 0, 1);
+}
+
 /* STORE_SECRET_SET of id with a secret of len bytes; its rc. */
 static int secret_set(struct fx *f, const char *id, size_t len)
 {
@@ -2609,6 +2727,7 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_decline_counts_failed, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_report_of_another_image, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_device_retry, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_device_delete, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_cancelled_counts_final, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_superseded_counts_final, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_superseded_other_image_counts, ss_setup, ss_teardown),
