@@ -17,7 +17,7 @@ int cmd_device_status(int argc, char **argv);
 
 /* The fleet commands, clients of a fleet server's control API (docs/api.md):
  * `tcpota image ...` (cmd_image.c), `tcpota rollout ...` (cmd_rollout.c),
- * `tcpota device list|show|set|secret|retry ...` (cmd_fleet_device.c),
+ * `tcpota device list|show|set|secret|retry|rm ...` (cmd_fleet_device.c),
  * `tcpota summary` (cmd_summary.c). Each returns the exit code: 0 done, 1 the server refused or is unreachable, 2
  * usage. */
 int cmd_image(int argc, char **argv);
@@ -28,7 +28,7 @@ int cmd_summary(int argc, char **argv);
  * secret) rather than the host device simulator. */
 int cli_is_fleet_device(const char *word);
 /* Those words, as a message lists them (cli_is_fleet_device holds the same). */
-#define CLI_FLEET_DEVICE_SUBS "list, show, set, secret or retry"
+#define CLI_FLEET_DEVICE_SUBS "list, show, set, secret, retry or rm"
 
 /* What messages start with: "tcpota" until main() knows the command, then
  * the command ("tcpota verify", "tcpota device", ...), so that a shared

@@ -1,7 +1,7 @@
-/* cmd_fleet_device.c - `tcpota device list|show|set|secret|retry`: the devices a
+/* cmd_fleet_device.c - `tcpota device list|show|set|secret|retry|rm`: the devices a
  * fleet server knows, through the control API (docs/api.md,
  * api_client.h). Every other `tcpota device ...` is the host device
- * simulator (device.c); cmd_device hands these five words over to here. */
+ * simulator (device.c); cmd_device hands these six words over to here. */
 #include "api_client.h"
 #include "key_tags.h"
 #include "cli.h"
@@ -27,6 +27,7 @@ static void usage(FILE *f)
             "       tcpota device set ID --group G [options]\n"
             "       tcpota device secret ID [--out FILE] [--force] [options]\n"
             "       tcpota device retry ID [options]\n"
+            "       tcpota device rm ID [options]\n"
             "\n"
             "The devices a fleet server (tcpota serve --data DIR) has seen, through its\n"
             "control API. (tcpota device --server ... runs a host device: tcpota device --help.)\n"
@@ -48,6 +49,11 @@ static void usage(FILE *f)
             "  retry ID             forgets the images the device failed or declined, which\n"
             "                       the server holds back from it: they are offered again at\n"
             "                       its next check-in (after fixing a device's setup, say)\n"
+            "  rm ID                removes the device (one decommissioned or replaced): its\n"
+            "                       record, history and secret; a rollout keeps counting what\n"
+            "                       it finished there. If it checks in again it is registered\n"
+            "                       anew; with tcpota serve --require-auth it cannot, having\n"
+            "                       no secret (tcpota device secret makes one)\n"
             "\n");
     api_usage_common(f, 0);
 }
@@ -400,8 +406,8 @@ static int device_secret(struct api *a, int argc, char **argv)
         return rc;
     }
     if (api_bool(d, "http")) {
-        /* No secret can be taken back (a trial locked an esp_https_ota
-         * device out this way): said before the secret itself. */
+        /* A secret is taken back only with the device (a trial locked
+         * an esp_https_ota device out this way): said before the secret. */
         fprintf(stderr, "tcpota device: warning: device %s checks in over HTTP (esp_https_ota),"
                         " which cannot authenticate: with a secret its HTTP downloads are refused"
                         " (403) from now on; that is right only for a device moving to tcpota's"
@@ -490,6 +496,35 @@ static int device_retry(struct api *a, int argc, char **argv)
     return rc;
 }
 
+static int device_rm(struct api *a, int argc, char **argv)
+{
+    const char *pos[1];
+    const struct api_opt opts[] = {{NULL, NULL, NULL}};
+    char path[600];
+    json_t *d = NULL;
+    int np, rc = api_parse(a, opts, argc, argv, pos, 1, &np);
+
+    if (rc) return rc < 0 ? (usage(stdout), 0) : rc;
+    if (np == 0) return api_usage(a, "rm needs a device ID: tcpota device rm ID");
+    if ((rc = device_path(a, pos[0], "", path, sizeof(path))) != 0) return rc;
+    if ((rc = api_setup(a, 0)) != 0) return rc;
+    rc = api_request(a, API_DELETE, path, NULL, 0, NULL, NULL, NULL, &d, NULL);
+    if (rc == 0 && !a->json) {
+        int secret = api_bool(d, "secret");
+
+        if (api_bool(d, "registered")) {
+            printf("removed device %s%s\n", table_c(pos[0]), secret ? " and its secret" : "");
+        } else {
+            printf("device %s had not checked in: removed its secret\n", table_c(pos[0]));
+        }
+        printf("if it checks in again it is registered anew%s\n",
+               secret ? "; under --require-auth only with a new secret (tcpota device secret)"
+                      : "");
+    }
+    json_decref(d);
+    return rc;
+}
+
 int cmd_fleet_device(int argc, char **argv)
 {
     struct api a;
@@ -501,17 +536,19 @@ int cmd_fleet_device(int argc, char **argv)
                  : strcmp(argv[1], "set") == 0    ? "device set"
                  : strcmp(argv[1], "secret") == 0 ? "device secret"
                  : strcmp(argv[1], "retry") == 0  ? "device retry"
+                 : strcmp(argv[1], "rm") == 0     ? "device rm"
                                                   : "device list";
     if (strcmp(argv[1], "list") == 0) return device_list(&a, argc - 1, argv + 1);
     if (strcmp(argv[1], "show") == 0) return device_show(&a, argc - 1, argv + 1);
     if (strcmp(argv[1], "set") == 0) return device_set(&a, argc - 1, argv + 1);
     if (strcmp(argv[1], "secret") == 0) return device_secret(&a, argc - 1, argv + 1);
     if (strcmp(argv[1], "retry") == 0) return device_retry(&a, argc - 1, argv + 1);
+    if (strcmp(argv[1], "rm") == 0) return device_rm(&a, argc - 1, argv + 1);
     return api_unknown_sub(&a, argv[1], CLI_FLEET_DEVICE_SUBS);
 }
 
 int cli_is_fleet_device(const char *word)
 {
     return strcmp(word, "list") == 0 || strcmp(word, "show") == 0 || strcmp(word, "set") == 0 ||
-           strcmp(word, "secret") == 0 || strcmp(word, "retry") == 0;
+           strcmp(word, "secret") == 0 || strcmp(word, "retry") == 0 || strcmp(word, "rm") == 0;
 }

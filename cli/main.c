@@ -28,6 +28,7 @@ static void usage(FILE *f)
             "  tcpota device list [--model M] [--state S] [--group G] [--id-prefix P] [--limit N]\n"
             "                     [--after ID]\n"
             "  tcpota device show ID | set ID --group G | secret ID [--out FILE] | retry ID\n"
+            "                     | rm ID\n"
             "  tcpota summary       devices by state and version, failures, refused devices\n"
             "  common: --api URL (https://: --ca F), --token-file F or --data DIR (else TCPOTA_TOKEN),\n"
             "          --json\n"

@@ -1,4 +1,5 @@
-/* api_devices.c - /v1/devices: list, show, set group, new secret (docs/api.md). */
+/* api_devices.c - /v1/devices: list, show, set group, retry, remove, new secret
+ * (docs/api.md). */
 #include "api_internal.h"
 
 #include <event2/http.h>
@@ -321,9 +322,10 @@ static void secret_checked(struct api_call *c, struct store_req *r)
      * that (its downloads are refused already): a rotation is no lock-out. */
     if (r->rc >= 0 && r->u.device.dev->proto == STORE_PROTO_HTTP && !r->u.device.dev->has_secret) {
         api_error(c, 409, "id", "device %s checks in over HTTP (esp_https_ota), which cannot "
-                  "authenticate: with a secret its downloads are refused (403) for good, and no "
-                  "secret can be taken back; that is right only for a device moving to tcpota's "
-                  "own protocol: then ask again with force=1 (tcpota device secret --force)",
+                  "authenticate: with a secret its downloads are refused (403) until the device is "
+                  "removed (tcpota device rm, which forgets its history too); that is right only "
+                  "for a device moving to tcpota's own protocol: then ask again with force=1 "
+                  "(tcpota device secret --force)",
                   c->dev);
         return;
     }
@@ -339,6 +341,38 @@ static void new_secret(struct api_call *c, int force)
     } else if ((r = api_req(c, STORE_DEVICE_GET)) != NULL) {
         r->u.device.id = c->dev;
         api_submit(c, r, secret_checked);
+    }
+}
+
+static void remove_done(struct api_call *c, struct store_req *r)
+{
+    if (r->rc < 0) {
+        device_error(c, r, "id");
+        return;
+    }
+    /* Before the answer: a client told "removed" has its AUTH refused. */
+    if (r->u.device.had_secret && c->api->cfg.on_secret) {
+        c->api->cfg.on_secret(c->api->cfg.ctx, c->dev, NULL, 0);
+    }
+    if (r->u.device.registered) {
+        api_changed(c, "device %s removed from the registry%s", c->dev,
+                    r->u.device.had_secret ? ", its secret with it" : "");
+    } else {
+        api_changed(c, "device %s: its secret removed (it had not checked in)", c->dev);
+    }
+    api_reply(c, 200, json_pack("{s:s, s:b, s:b}", "id", c->dev, "registered",
+                                r->u.device.registered != 0, "secret",
+                                r->u.device.had_secret != 0));
+}
+
+/* The operator's "device rm" (STORE_DEVICE_DELETE). */
+static void remove_device(struct api_call *c)
+{
+    struct store_req *r = api_req(c, STORE_DEVICE_DELETE);
+
+    if (r) {
+        r->u.device.id = c->dev;
+        api_submit(c, r, remove_done);
     }
 }
 
@@ -389,11 +423,12 @@ void api_devices(struct api_call *c, int method, const char *rest, const char *q
         return;
     }
     if (slash ? method != EVHTTP_REQ_POST
-              : method != EVHTTP_REQ_GET && method != EVHTTP_REQ_PATCH) {
+              : method != EVHTTP_REQ_GET && method != EVHTTP_REQ_PATCH &&
+                    method != EVHTTP_REQ_DELETE) {
         if (slash) api_not_allowed(c, strcmp(slash, "/secret") == 0 ? "/v1/devices/{id}/secret"
                                                                      : "/v1/devices/{id}/retry",
                                    "POST");
-        else api_not_allowed(c, "/v1/devices/{id}", "GET, HEAD, PATCH");
+        else api_not_allowed(c, "/v1/devices/{id}", "GET, HEAD, PATCH, DELETE");
         return;
     }
     secret = slash && strcmp(slash, "/secret") == 0;
@@ -415,5 +450,6 @@ void api_devices(struct api_call *c, int method, const char *rest, const char *q
     if (slash && strcmp(slash, "/retry") == 0) retry(c);
     else if (slash) new_secret(c, force);
     else if (method == EVHTTP_REQ_PATCH) set_group(c);
+    else if (method == EVHTTP_REQ_DELETE) remove_device(c);
     else show(c);
 }

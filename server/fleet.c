@@ -1770,16 +1770,17 @@ static int run_sync(struct server *srv, struct store_req *r)
 }
 
 /* Puts rows[0..n) into the server's secrets (a new id added, a known one
- * replaced when its secret differs) and rebinds authentication to them.
+ * replaced when its secret differs, one of no bytes removed: its device
+ * was, STORE_DEVICE_DELETE) and rebinds authentication to them.
  * Returns how many changed, or -1 out of memory (nothing changed). why:
  * "" for the node's own API (which logs the change itself), else what is
- * logged for each change ("set through another node"). */
+ * logged for each change ("through another node"). */
 static int put_secrets(struct server *srv, const struct store_secret *rows, size_t n,
                        const char *why)
 {
     struct fleet *f = srv->fleet;
     struct tcpota_serve_secret *all, key, *at;
-    size_t i, count = f->nsecrets;
+    size_t i, k, count = f->nsecrets;
     uint8_t *did; /* rows[i] changed a secret: its failures are forgiven */
     int changed = 0;
 
@@ -1795,27 +1796,38 @@ static int put_secrets(struct server *srv, const struct store_secret *rows, size
     }
     for (i = 0; i < n; i++) {
         size_t idlen = strlen(rows[i].id);
+        int gone = rows[i].len == 0;
         if (idlen >= sizeof(key.id) || rows[i].len > sizeof(key.secret) ||
-            rows[i].len < TCPOTA_SECRET_MIN) {
+            (!gone && rows[i].len < TCPOTA_SECRET_MIN)) {
             continue; /* not a device's (the API refuses such ids and secrets) */
         }
         memcpy(key.id, rows[i].id, idlen + 1);
         at = f->nsecrets ? bsearch(&key, all, f->nsecrets, sizeof(*all), cmp_secret) : NULL;
-        if (at && at->len == rows[i].len && sodium_memcmp(at->secret, rows[i].secret, at->len) == 0) {
+        if (gone ? !at
+                 : at && at->len == rows[i].len &&
+                       sodium_memcmp(at->secret, rows[i].secret, at->len) == 0) {
             continue;
         }
-        if (!at) {
-            at = &all[count++];
-            memset(at, 0, sizeof(*at));
-            memcpy(at->id, key.id, idlen + 1);
+        if (gone) {
+            sodium_memzero(at->secret, sizeof(at->secret));
+            at->len = 0; /* taken out below, after the last bsearch */
+        } else {
+            if (!at) {
+                at = &all[count++];
+                memset(at, 0, sizeof(*at));
+                memcpy(at->id, key.id, idlen + 1);
+            }
+            memcpy(at->secret, rows[i].secret, rows[i].len);
+            at->len = rows[i].len;
         }
-        memcpy(at->secret, rows[i].secret, rows[i].len);
-        at->len = rows[i].len;
         did[i] = 1;
         changed++;
-        if (*why) {
-            say_dev(srv, LOG_LV_INFO, rows[i].id, NULL, "device secret %s: its next AUTH is checked"
-                    " against it", why);
+        if (*why && gone) {
+            say_dev(srv, LOG_LV_INFO, rows[i].id, NULL, "device removed %s, its secret with it",
+                    why);
+        } else if (*why) {
+            say_dev(srv, LOG_LV_INFO, rows[i].id, NULL, "device secret set %s: its next AUTH is"
+                    " checked against it", why);
         }
     }
     if (!changed) {
@@ -1824,6 +1836,13 @@ static int put_secrets(struct server *srv, const struct store_secret *rows, size
         free(did);
         return 0;
     }
+    for (i = k = 0; i < count; i++) { /* the removed ones out */
+        if (all[i].len) {
+            all[k++] = all[i];
+        }
+    }
+    sodium_memzero(all + k, (count - k) * sizeof(*all));
+    count = k;
     qsort(all, count, sizeof(*all), cmp_secret);
     if (auth_rebind(&srv->auth, all, count) < 0) {
         sodium_memzero(all, count * sizeof(*all));
@@ -1881,7 +1900,8 @@ static int load_secrets(struct server *srv)
     return 0;
 }
 
-/* The API stored a new secret: the next AUTH of that device checks it. */
+/* The API stored a new secret (or removed one, len 0, with its device):
+ * the next AUTH of that device checks it. */
 static void on_secret(void *ctx, const char *id, const uint8_t *secret, size_t len)
 {
     struct server *srv = ctx;
@@ -1889,11 +1909,13 @@ static void on_secret(void *ctx, const char *id, const uint8_t *secret, size_t l
 
     memset(&row, 0, sizeof(row));
     snprintf(row.id, sizeof(row.id), "%s", id);
-    memcpy(row.secret, secret, len);
+    if (len) {
+        memcpy(row.secret, secret, len);
+    }
     row.len = (uint8_t)len;
     if (put_secrets(srv, &row, 1, "") < 0) {
-        say_always(srv->o, LOG_LV_ERROR, "out of memory: the new secret of %s takes effect "
-                   "at the next start", id);
+        say_always(srv->o, LOG_LV_ERROR, "out of memory: the %s of %s takes effect at the next"
+                   " start", len ? "new secret" : "removal of the secret", id);
     }
     sodium_memzero(&row, sizeof(row)); /* the API logs the change (api_changed) */
 }
@@ -1918,7 +1940,7 @@ static void secrets_synced(struct store_req *r)
              * asked for. Everything, at the next tick. */
             f->secrets_gen = 0;
         } else if (r->rc >= 0 && put_secrets(srv, r->u.list.rows, r->u.list.n,
-                                             "set through another node") >= 0) {
+                                             "through another node") >= 0) {
             f->secrets_gen = r->u.list.gen;
         }
     }

@@ -296,6 +296,14 @@ function device(id) {
       const row = (k, v, cls) => h('tr', {}, h('th', {}, k), h('td', { class: cls }, v));
       const retry = () => api('POST', '/v1/devices/' + encodeURIComponent(id) + '/retry')
         .then(() => this.draw()).catch(fail);
+      // A removal cannot be taken back: asked first, saying what goes.
+      const remove = () => {
+        if (!confirm(`Remove device ${d.id}? ${d.has_secret ? 'Its record, history and secret go' : 'Its record and history go'}; `
+          + 'rollouts keep counting what it finished. If it checks in again it is registered anew'
+          + (d.has_secret ? ' (under --require-auth only with a new secret).' : '.'))) return;
+        api('DELETE', '/v1/devices/' + encodeURIComponent(id))
+          .then(() => { location.hash = '#/devices'; }).catch(fail);
+      };
       render('Device ' + d.id,
         FAILED_STATES.includes(d.state)
           ? h('p', {}, h('button', { type: 'button', id: 'retry', onclick: retry },
@@ -310,7 +318,9 @@ function device(id) {
           row('has a secret', d.has_secret ? 'yes' : 'no'))),
         h('h2', {}, 'History'),
         table(['at', 'state', 'image', 'detail'], d.history.map((e) =>
-          h('tr', {}, h('td', {}, when(e.at)), h('td', {}, state(e.state)), h('td', {}, e.image.slice(0, 12)), h('td', {}, e.detail)))));
+          h('tr', {}, h('td', {}, when(e.at)), h('td', {}, state(e.state)), h('td', {}, e.image.slice(0, 12)), h('td', {}, e.detail)))),
+        h('p', {}, h('button', { type: 'button', id: 'remove', onclick: remove }, 'Remove this device'),
+          ' (decommissioned or replaced: tcpota device rm)'));
     },
   };
 }

@@ -315,6 +315,27 @@ async function main() {
   await page.waitForSelector('#rollout-1 .state.cancelled', { timeout: WAIT_MS });
   ok('rollouts: a create that supersedes and a cancel are asked first; No changes nothing, Yes cancels');
 
+  // A device's removal is asked first, saying what goes; No keeps it, Yes
+  // removes it and shows the devices without it.
+  await page.goto(base + '/#/device/bad-1');
+  await page.waitForSelector('#remove', { timeout: WAIT_MS });
+  asked = '';
+  answer(false);
+  await page.click('#remove');
+  await waitFor('the question before a removal', async () => asked !== '');
+  if (!/^Remove device bad-1\? Its record and history go; rollouts keep counting what it finished/.test(asked)) fail('remove asked: ' + asked);
+  await page.waitForTimeout(500);
+  const still = await fetch(base + '/v1/devices/bad-1', { headers: { Authorization: 'Bearer ' + token } });
+  if (still.status !== 200) fail('answered No, yet bad-1 is gone: ' + still.status);
+  answer(true);
+  await page.click('#remove');
+  await waitFor('the devices page after the removal', async () => (await page.evaluate(() => location.hash)) === '#/devices');
+  await page.waitForSelector('#page-info', { timeout: WAIT_MS });
+  const gone = await fetch(base + '/v1/devices/bad-1', { headers: { Authorization: 'Bearer ' + token } });
+  if (gone.status !== 404) fail('answered Yes, yet bad-1 is there: ' + gone.status);
+  if (await page.$('tr[data-dev="bad-1"]')) fail('the devices page still lists bad-1 after its removal');
+  ok('device page: a removal is asked first; No keeps the device, Yes removes it (device rm)');
+
   server.kill('SIGTERM'); // with the page's event stream open
   const rc = await server.done;
   if (rc !== 0) fail(`the server exited ${rc} on SIGTERM (its event streams must end cleanly)`);

@@ -665,6 +665,23 @@ run 1 $T device set nope --group canary $API
 has err.log "^tcpota device: no device nope$"
 ok "device list (filters in the query), show (id percent-encoded, history), set (PATCH group)"
 
+# --- device rm: DELETE of the id percent-encoded; what went is said
+route DELETE "/v1/devices/a%20b" 200 '{"id": "a b", "registered": true, "secret": false}'
+run 0 $T device rm "a b" $API
+[ "$(req method) $(req path)" = "DELETE /v1/devices/a%20b" ] || fail "device rm sent $(req method) $(req path)"
+[ "$(req len)" = 0 ] || fail "device rm sent a body of $(req len) bytes"
+has out.log "^removed device a b$"
+has out.log "^if it checks in again it is registered anew$"
+run 0 $T device rm "a b" --json $API
+python3 -c 'import json,sys; assert json.load(open("out.log"))["registered"] is True' || fail "device rm --json: $(cat out.log)"
+route DELETE /v1/devices/nope 404 '{"error": "no device nope", "field": "id"}'
+run 1 $T device rm nope $API
+has err.log "^tcpota device: no device nope$"
+n=$(nreq)
+run 2 $T device rm a b $API
+[ "$(nreq)" -eq "$n" ] || fail "device rm with two ids sent a request"
+ok "device rm (DELETE, id percent-encoded; what went said; 404 and two ids refused)"
+
 # --- device secret: printed once as a secret file the simulator takes
 SECRET=3b9f00112233445566778899aabbccddeeff00112233445566778899aabbccdd
 route POST /v1/devices/dev-7/secret 201 '{"id": "dev-7", "secret": "'$SECRET'"}'

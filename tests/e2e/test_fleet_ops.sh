@@ -87,8 +87,40 @@ rc=0; "$TCPOTA" device secret s-1 --out "$WORK/afifo" > "$WORK/out" 2>&1 || rc=$
 [ $rc -eq 2 ] && grep -qx -- "tcpota device: --out: $WORK/afifo is a FIFO; give the name of a new file instead" "$WORK/out" ||
   fail "--out on a FIFO: rc $rc $(cat "$WORK/out")"
 run_device s-1 esp32 "$WORK/s1-c" --secret "$WORK/s1-new.secret" || fail "a refused --out replaced the secret"
-stop_fleet
 ok "a second device secret replaces the first: the old file is refused, the new one works"
+
+# device rm: a device decommissioned leaves the registry with its secret;
+# under --require-auth its secret no longer opens the server (it was taken
+# from the server's memory at once, no restart), and the rollout keeps
+# counting its update. A new secret lets it in again, as a new device.
+updated_before=$("$TCPOTA" rollout show 1 --json | jq_py 'j["totals"]["updated"]')
+"$TCPOTA" device rm s-1 > "$WORK/out" 2>&1 || fail "device rm s-1 failed: $(cat "$WORK/out")"
+grep -qx 'removed device s-1 and its secret' "$WORK/out" &&
+  grep -qx 'if it checks in again it is registered anew; under --require-auth only with a new secret (tcpota device secret)' "$WORK/out" ||
+  fail "device rm s-1 said: $(cat "$WORK/out")"
+grep -q 'device s-1 removed from the registry, its secret with it (API client' "$WORK/server.log" ||
+  fail "the server did not log the removal: $(grep -i removed "$WORK/server.log")"
+rc=0; "$TCPOTA" device show s-1 > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q 'no device s-1' "$WORK/out" || fail "device show after rm: rc $rc $(cat "$WORK/out")"
+[ "$("$TCPOTA" rollout show 1 --json | jq_py 'j["totals"]["updated"]')" = "$updated_before" ] ||
+  fail "the rollout's updated count changed with the removal: $("$TCPOTA" rollout show 1)"
+rc=0; run_device s-1 esp32 "$WORK/s1-c" --secret "$WORK/s1-new.secret" --max-attempts 1 || rc=$?
+[ $rc -eq 1 ] || fail "the secret of a removed device was still taken: rc $rc"
+rc=0; "$TCPOTA" device rm s-1 > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -qx 'tcpota device: no device s-1' "$WORK/out" || fail "device rm twice: rc $rc $(cat "$WORK/out")"
+"$TCPOTA" device secret s-1 --out "$WORK/s1-3.secret" > /dev/null 2>&1 || fail "device secret after rm failed"
+run_device s-1 esp32 "$WORK/s1-d" --secret "$WORK/s1-3.secret" || fail "s-1 with a new secret after rm: $(tail -3 "$WORK/s-1.log")"
+[ "$(running "$WORK/s1-d")" = 2.0.0 ] || fail "s-1 registered anew did not update"
+# An id with a secret that never checked in: the secret goes; rm says so.
+"$TCPOTA" device secret never-1 --out "$WORK/never1.secret" > /dev/null 2>&1 || fail "device secret never-1 failed"
+"$TCPOTA" device rm never-1 > "$WORK/out" 2>&1 || fail "device rm never-1 failed: $(cat "$WORK/out")"
+grep -qx 'device never-1 had not checked in: removed its secret' "$WORK/out" || fail "device rm never-1 said: $(cat "$WORK/out")"
+rc=0; "$TCPOTA" device rm never-1 > /dev/null 2>&1 || rc=$?
+[ $rc -eq 1 ] || fail "device rm never-1 twice: rc $rc"
+rc=0; "$TCPOTA" device rm > "$WORK/out" 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q 'rm needs a device ID: tcpota device rm ID' "$WORK/out" || fail "device rm without ID: rc $rc $(cat "$WORK/out")"
+stop_fleet
+ok "device rm: the device and its secret go at once (its secret refused, rollout counts kept); a new secret brings it back"
 
 # ---- groups, supersede, pause ----
 DATA="$WORK/data"

@@ -382,12 +382,12 @@ PY
 "$TCPOTA" device secret s-1 > /dev/null 2> "$WORK/s1.err" || fail "device secret failed"
 ! grep -q "checks in over HTTP" "$WORK/s1.err" || fail "s-1, never seen over HTTP, was warned of: $(cat "$WORK/s1.err")"
 bad 403 "a device with a secret" "$OTA?device=s-1" "${V[@]}"
-# A secret for a device that checks in over HTTP locks it out (no secret
-# can be taken back): refused without --force (a trial locked one out with
+# A secret for a device that checks in over HTTP locks it out (until the
+# device is removed): refused without --force (a trial locked one out with
 # one command, warned only after), made with it, warned of.
 [ "$(get hs "$OTA?device=hs-1" -I)" = 200 ] || fail "hs-1's check-in over HTTP"
 rc=0; "$TCPOTA" device secret hs-1 --out "$WORK/hs1.secret" > "$WORK/hs1.out" 2> "$WORK/hs1.err" || rc=$?
-[ $rc -eq 1 ] && grep -q "device hs-1 checks in over HTTP (esp_https_ota), which cannot authenticate: with a secret its downloads are refused (403) for good, and no secret can be taken back; that is right only for a device moving to tcpota's own protocol: then ask again with force=1 (tcpota device secret --force)" "$WORK/hs1.err" &&
+[ $rc -eq 1 ] && grep -q "device hs-1 checks in over HTTP (esp_https_ota), which cannot authenticate: with a secret its downloads are refused (403) until the device is removed (tcpota device rm, which forgets its history too); that is right only for a device moving to tcpota's own protocol: then ask again with force=1 (tcpota device secret --force)" "$WORK/hs1.err" &&
   [ ! -e "$WORK/hs1.secret" ] || fail "a secret for an HTTP device without --force: exit $rc: $(cat "$WORK/hs1.err")"
 [ "$(get hs "$OTA?device=hs-1" -I)" = 200 ] || fail "hs-1 refused after a secret was refused"
 rc=0; curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $TCPOTA_TOKEN" \
@@ -408,6 +408,10 @@ grep -q "tcpota device: warning: device hs-1 checks in over HTTP (esp_https_ota)
 ! cmp -s "$WORK/hs1.secret" "$WORK/hs1b.secret" || fail "hs-1's rotated secret is the old one"
 wait_line "$WORK/server.log" "device hs-1: its first secret made; it must authenticate with it from now on \(it checks in over HTTP, which cannot authenticate: its downloads are refused from now on\)"
 bad 403 "an HTTP device given a secret" "$OTA?device=hs-1" "${V[@]}"
+# Removed (device rm), its secret goes with it: its downloads are answered
+# again at once, from the same server's memory (no restart).
+"$TCPOTA" device rm hs-1 > /dev/null || fail "device rm hs-1 failed"
+[ "$(get hs "$OTA?device=hs-1" -I)" = 200 ] || fail "hs-1 refused after device rm took its secret"
 [ "$(device_state s-1 2>/dev/null || true)" != downloading ] || fail "s-1 was served"
 [ "$(get alive "$OTA?device=e-9" -I)" = 200 ] || fail "the server did not survive the bad requests"
 ok "bad range, version, device (twice, in path and query, a NUL in path or query), a NUL in ?version=, ?version= against the header, model (300 bytes, a NUL), parameter, method, 20 kB of headers, an id with a secret: 4xx; a secret for an HTTP device is warned of"

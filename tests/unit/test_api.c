@@ -74,6 +74,8 @@ static struct {
     uint16_t port;
     char dir[64];
     int changes, secrets;
+    int unsecrets;             /* on_secret calls that removed one (len 0) */
+    char unsecret_id[TCPOTA_MAX_STR + 1]; /* the last one's id */
     char change[512]; /* the last change's line for the log */
     char logged[512]; /* the last line of cfg.log */
     int nlogged;
@@ -254,6 +256,20 @@ static void fake_device(struct store_req *r)
         snprintf(T.f.secret_id, sizeof T.f.secret_id, "%s", r->u.device.id);
         memcpy(T.f.secret, r->u.device.secret, r->u.device.secret_len);
         T.f.secret_len = r->u.device.secret_len;
+        return;
+    }
+    if (r->op == STORE_DEVICE_DELETE) {
+        r->u.device.had_secret = T.f.secret_id[0] && strcmp(T.f.secret_id, r->u.device.id) == 0;
+        r->u.device.registered = d != NULL;
+        if (!d && !r->u.device.had_secret) {
+            store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
+            return;
+        }
+        if (r->u.device.had_secret) T.f.secret_id[0] = '\0';
+        if (d) {
+            memmove(d, d + 1, (size_t)(&T.f.devs[T.f.ndevs] - (d + 1)) * sizeof *d);
+            T.f.ndevs--;
+        }
         return;
     }
     if (!d) {
@@ -441,6 +457,12 @@ static void on_log(void *ctx, const char *line)
 
 static void on_secret(void *ctx, const char *id, const uint8_t *secret, size_t len)
 {
+    if (len == 0) { /* a device removed, its secret with it */
+        assert_null(secret);
+        snprintf(T.unsecret_id, sizeof T.unsecret_id, "%s", id);
+        T.unsecrets++;
+        return;
+    }
     assert_int_equal(len, 32);
     memcpy(T.secret, secret, 32);
     T.secrets++;
@@ -747,7 +769,7 @@ static void test_paths_and_methods(void **state)
     expect_error("DELETE", "/v1/rollouts/1", NULL, 405, NULL);
     expect_error("GET", "/v1/rollouts/1/pause", NULL, 405, NULL);
     expect_error("POST", "/v1/devices", NULL, 405, NULL);
-    expect_error("DELETE", "/v1/devices/dev-1", NULL, 405, NULL);
+    expect_error("PUT", "/v1/devices/dev-1", NULL, 405, NULL);
     expect_error("GET", "/v1/devices/dev-1/secret", NULL, 405, NULL);
     expect_error("GET", "/v1/events/x", NULL, 404, NULL); /* not a stream */
     /* A request's bytes that are not UTF-8, echoed in the error: a 4xx that
@@ -2532,6 +2554,8 @@ static void test_not_allowed_names_methods(void **state)
         {"PUT /v1/images", "Allow: GET, HEAD, POST\r\n", "/v1/images takes GET, HEAD and POST"},
         {"POST /v1/summary", "Allow: GET, HEAD\r\n", "/v1/summary takes GET and HEAD"},
         {"GET /v1/devices/dev-1/secret", "Allow: POST\r\n", "/v1/devices/{id}/secret takes POST"},
+        {"PUT /v1/devices/dev-1", "Allow: GET, HEAD, PATCH, DELETE\r\n",
+         "/v1/devices/{id} takes GET, HEAD, PATCH and DELETE"},
         {"GET /v1/rollouts/1/pause", "Allow: POST\r\n", "/v1/rollouts/{id}/pause takes POST"},
     };
     static char buf[8192];
@@ -2794,6 +2818,49 @@ static void test_secret(void **state)
     assert_string_equal(T.f.secret_id, "a b");
 }
 
+/* DELETE /v1/devices/{id} (the operator's "device rm"): what it removed is
+ * said; a secret removed is dropped from the server's memory before the
+ * answer (on_secret with no bytes); an id with neither is a 404; it takes
+ * no body and no parameter. */
+static void test_device_delete(void **state)
+{
+    json_t *j = NULL;
+    size_t before = T.f.ndevs;
+
+    (void)state;
+    assert_int_equal(http("DELETE", "/v1/devices/dev%2D1", NULL, &j), 200);
+    assert_string_equal(sget(j, "id"), "dev-1");
+    assert_true(json_is_true(json_object_get(j, "registered")));
+    assert_true(json_is_false(json_object_get(j, "secret")));
+    json_decref(j);
+    assert_int_equal(T.f.ndevs, before - 1);
+    assert_null(fake_dev("dev-1"));
+    assert_int_equal(T.unsecrets, 0);
+    expect_change("device dev-1 removed from the registry");
+    expect_error("DELETE", "/v1/devices/dev-1", NULL, 404, "id");
+    /* An id with a secret that never checked in: its secret goes. */
+    assert_int_equal(http("POST", "/v1/devices/new-dev/secret", NULL, NULL), 201);
+    assert_int_equal(http("DELETE", "/v1/devices/new-dev", NULL, &j), 200);
+    assert_true(json_is_false(json_object_get(j, "registered")));
+    assert_true(json_is_true(json_object_get(j, "secret")));
+    json_decref(j);
+    assert_int_equal(T.unsecrets, 1);
+    assert_string_equal(T.unsecret_id, "new-dev");
+    expect_change("device new-dev: its secret removed (it had not checked in)");
+    /* A registered device with a secret: both said. */
+    assert_int_equal(http("POST", "/v1/devices/dev-2/secret", NULL, NULL), 201);
+    expect_error("DELETE", "/v1/devices/dev-2", "{}", 400, NULL);
+    expect_error("DELETE", "/v1/devices/dev-2?force=1", NULL, 400, "force");
+    assert_non_null(fake_dev("dev-2"));
+    assert_int_equal(http("DELETE", "/v1/devices/dev-2", NULL, &j), 200);
+    assert_true(json_is_true(json_object_get(j, "registered")));
+    assert_true(json_is_true(json_object_get(j, "secret")));
+    json_decref(j);
+    assert_int_equal(T.unsecrets, 2);
+    expect_change("device dev-2 removed from the registry, its secret with it");
+    expect_error("DELETE", "/v1/devices/a%09b", NULL, 400, "id");
+}
+
 static void test_store_fails(void **state)
 {
     json_t *j = NULL;
@@ -2920,6 +2987,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_devices_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_show_patch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_secret, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_device_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_token_file, setup, teardown),
