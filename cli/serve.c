@@ -4,6 +4,7 @@
 #include "cli.h"
 #include "fleet.h" /* FLEET_DB_TIMEOUT_S */
 #include "fleet_files.h"
+#include "http_host.h"
 #include "key_tags.h"
 #include "keys.h"
 #include "log.h"
@@ -132,13 +133,18 @@ static void usage(FILE *f)
             "  --ota-listen HOST:PORT  serve HTTP(S) downloads for esp_https_ota devices here\n"
             "                        (default: on the API's listener, under /ota/; HTTPS with\n"
             "                        --tls-cert; docs/http-ota.md)\n"
+            "  --http-host NAME[,NAME...]  the API, the dashboard and the downloads answer\n"
+            "                        only requests sent to these names, localhost or an IP\n"
+            "                        address (Host; at most %u names): a web page that renamed\n"
+            "                        this server's address (DNS rebinding) is refused 421.\n"
+            "                        Default: any name (docs/security.md)\n"
             "  --pubkey K.pub        images added must be signed with one of these keys\n"
             "Exit status: 0 stopped by SIGTERM or SIGINT (after its summary); 2 a bad command\n"
             "line or --config, or a path named there that cannot be used (FILE, manifest,\n"
             "keys, secrets, TLS certificate and key; a --data that is not a directory, or\n"
             "in a folder that does not exist); 1 anything else that stops the start or the\n"
             "server (a port in use, DIR's files or database, PostgreSQL).\n",
-            TLS_TICKET_KEYS_MAX, FLEET_DB_TIMEOUT_S, API_CONNS_DEFAULT);
+            TLS_TICKET_KEYS_MAX, FLEET_DB_TIMEOUT_S, API_CONNS_DEFAULT, HTTP_HOSTS_MAX);
 }
 
 /* A warning of a start that goes on. With the options read (o), a line of
@@ -987,9 +993,11 @@ static int image_mode_source(const struct sources *src, const char **flag, const
 }
 
 static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const char *api,
-                       const char *ota)
+                       const char *ota, const char *http_host)
 {
     static char images[4096], api_host[256], ota_host[256];
+    static struct http_hosts hosts;
+    char err[256];
     const char *flag, *why;
     struct stat st;
     int created, was_empty, beside, rc;
@@ -1042,6 +1050,17 @@ static int serve_fleet(struct tcpota_serve_opts *o, struct sources *src, const c
         return 2;
     }
     o->ota_host = ota ? ota_host : NULL;
+    if (http_host && http_hosts_parse(&hosts, http_host, err, sizeof(err)) < 0) {
+        fprintf(stderr, "tcpota serve: %s\n", err);
+        return 2;
+    }
+    if (http_host && !o->api_host && !o->ota_host) {
+        fprintf(stderr, "tcpota serve: --http-host names what the API's and the downloads'"
+                        " listeners answer to; with --api off and no --ota-listen there is"
+                        " neither: drop it\n");
+        return 2;
+    }
+    o->http_hosts = http_host ? &hosts : NULL;
     if (distinct_listeners(o) < 0) {
         return 2;
     }
@@ -1166,7 +1185,7 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
     struct sources src;
     struct stat st;
     char host[256] = "0.0.0.0";
-    const char *api = "127.0.0.1:8071", *ota = NULL;
+    const char *api = "127.0.0.1:8071", *ota = NULL, *http_host = NULL;
     const char *fleet_only = NULL; /* the last flag given that only fleet mode reads */
     char dbwhy[600];
     unsigned long long v;
@@ -1319,6 +1338,9 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
         } else if (strcmp(a, "--ota-listen") == 0) {
             ota = val;
             fleet_only = "--ota-listen";
+        } else if (strcmp(a, "--http-host") == 0) {
+            http_host = val;
+            fleet_only = "--http-host";
         } else if (strcmp(a, "--max-image") == 0) {
             if (cli_size(val, a, 1, TCPOTA_IMAGE_UPLOAD_MAX, &v) < 0) return 2;
             src.max_image = val;
@@ -1417,7 +1439,7 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
         if (o.tls_cert && check_tls_files(&o, o.tls_cert, o.tls_key) < 0) {
             return 2;
         }
-        rc = serve_fleet(&o, &src, api, ota);
+        rc = serve_fleet(&o, &src, api, ota, http_host);
         sodium_memzero(&src, sizeof(src));
         return rc;
     }

@@ -3,6 +3,7 @@
 #include "dashboard.h"
 #include "fleet_files.h" /* FLEET_TOKEN_FILE */
 #include "http_ota.h" /* HTTP_OTA_PREFIX */
+#include "http_host.h"
 #include "http_reply.h"
 #include "log.h"
 #include "offload.h"
@@ -42,6 +43,7 @@ static const char *status_text(int code)
     case 405: return "Method Not Allowed";
     case 409: return "Conflict";
     case 413: return "Payload Too Large";
+    case 421: return "Misdirected Request";
     case 503: return "Service Unavailable";
     case 507: return "Insufficient Storage";
     default: return "Internal Server Error";
@@ -775,6 +777,7 @@ static void handle(struct evhttp_request *req, void *arg)
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL, *bad = http_framing_bad(req);
     const char *host_bad = bad ? NULL : http_host_bad(req);
+    char why[400];
     struct api_call *c;
 
     /* Set at the admission too (api_gate.c); again for a connection the
@@ -787,6 +790,18 @@ static void handle(struct evhttp_request *req, void *arg)
         return;
     }
     api_gate_request(a, req);
+    if (!bad && !host_bad &&
+        http_host_refused(a->cfg.hosts, evhttp_find_header(evhttp_request_get_input_headers(req),
+                                                           "Host"), why, sizeof why)) {
+        /* Before every path, the tokenless ones too: what a page that
+         * renamed this address could read is /metrics and the images (the
+         * text holds no quote: http_host.h). */
+        char body[sizeof why + 16];
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        snprintf(body, sizeof body, "{\"error\":\"%s\"}", why);
+        send_text(req, 421, body);
+        return;
+    }
     if (bad || host_bad) {
         char body[200];
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");

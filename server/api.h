@@ -53,6 +53,8 @@ struct api_config {
     size_t max_image;       /* bytes an upload may have; 0: API_MAX_IMAGE_DEFAULT */
     unsigned head_ms;       /* a connection's first request head comes within this, or it
                              * is closed (api_gate.c); 0: API_TIMEOUT_S */
+    /* The Host values answered (--http-host, http_host.h); NULL: any. */
+    const struct http_hosts *hosts;
     unsigned max_conns;     /* connections held at once (the /ota/ downloads' among them);
                              * one more is answered 503 at its accept and closed
                              * (api_gate.c); 0: API_CONNS_DEFAULT */

@@ -2498,6 +2498,7 @@ int fleet_open(struct server *srv)
     ac.check_files = !o->db; /* on PostgreSQL images/ is a node's cache */
     ac.max_image = o->max_image;
     ac.max_conns = o->api_max_conns;
+    ac.hosts = o->http_hosts;
     f->keys.keys = o->pubkeys;
     f->keys.nkeys = o->npubkeys;
     ac.verify = o->npubkeys ? fleet_verify : NULL;

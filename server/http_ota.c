@@ -6,6 +6,7 @@
 #include "api_internal.h" /* api_printable: one rule for names */
 #include "fleet.h" /* FLEET_RETRY_DOWN_S */
 #include "fleet_internal.h"
+#include "http_host.h"
 #include "http_reply.h"
 #include "log.h"
 #include "metrics.h"
@@ -416,6 +417,7 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     enum evhttp_cmd_type m = evhttp_request_get_command(req);
     const char *bad, *host_bad = NULL;
+    char why[400];
     struct store_req *r;
     struct http_range probe;
     struct dl *d;
@@ -437,6 +439,12 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
     }
     if ((bad = http_framing_bad(req)) != NULL || (host_bad = http_host_bad(req)) != NULL) {
         ota_refuse(ota, NULL, req, 400, "%s", bad ? bad : host_bad);
+        return;
+    }
+    if (http_host_refused(ota->srv->o->http_hosts,
+                          evhttp_find_header(evhttp_request_get_input_headers(req), "Host"),
+                          why, sizeof why)) {
+        ota_refuse(ota, NULL, req, 421, "%s", why);
         return;
     }
     if (strncmp(path, HTTP_OTA_PREFIX, strlen(HTTP_OTA_PREFIX)) != 0) {

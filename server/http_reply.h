@@ -26,6 +26,7 @@
 static inline void http_reply(struct evhttp_request *req, int code, const char *reason,
                               struct evbuffer *body)
 {
+    if (!reason && code == 421) reason = "Misdirected Request"; /* not in libevent 2.1's table */
     if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
         struct evkeyvalq *h = evhttp_request_get_output_headers(req);
         char len[24];

@@ -121,6 +121,9 @@ struct tcpota_serve_opts {
     const char *ota_host;
     uint16_t ota_port;
     size_t max_image; /* 1..TCPOTA_IMAGE_UPLOAD_MAX; 0: the API's default */
+    /* --http-host: the Host values the API's and the downloads' listeners
+     * answer to (http_host.h); NULL: any. */
+    const struct http_hosts *http_hosts;
     unsigned api_max_conns; /* the API listener's connections at once; 0: its default */
     const uint8_t (*pubkeys)[32];
     size_t npubkeys;

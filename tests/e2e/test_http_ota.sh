@@ -1081,3 +1081,34 @@ for b in b"GET /ota/esp32?device=k1 HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 10
 PY
 stop_fleet
 ok "the download listener counts in --max-conns, and closes a connection without a whole request after --idle-timeout (after an answer too); a body is refused 413, headers over 8 KiB 400"
+
+# ---- --http-host: requests sent to another name (DNS rebinding) ----------------
+# A page that renamed this server's address sends Host: <its name>: refused
+# 421 on both listeners, on every path, the tokenless ones first; the
+# names given, localhost and an address are served.
+DATA="$WORK/hosts"
+start_fleet --ota-listen 127.0.0.1:0 --http-host ota.example,fleet.example
+OTA_PORT=$(sed -nE 's/.*HTTP downloads on [^ ]*:([0-9]+).*/\1/p' "$WORK/server.log" | tail -1)
+code() { curl -s -o "$WORK/hb" -w '%{http_code}' "$@"; }
+for url in "http://127.0.0.1:$OTA_PORT/ota/esp32?device=h-1" "$TCPOTA_API/metrics" "$TCPOTA_API/health" \
+           "$TCPOTA_API/v1/devices"; do
+  c=$(code -H 'Host: evil.example:8071' -H 'X-Tcpota-Version: 1.0.0' -H "Authorization: Bearer $TCPOTA_TOKEN" "$url")
+  [ "$c" = 421 ] && grep -q '"Host evil.example:8071 is not a name this server answers to: ask by a name of its --http-host, localhost or its address, or add the name to tcpota serve --http-host (docs/security.md, DNS rebinding)"' "$WORK/hb" ||
+    fail "$url with Host evil.example: $c $(cat "$WORK/hb")"
+done
+grep -q 'http: refused /ota/esp32?device=h-1 with 421: Host evil.example:8071 is not a name' "$WORK/server.log" ||
+  fail "the refused download is not in the log: $(grep -i 'refused' "$WORK/server.log" | tail -3)"
+[ "$(code -H "Host: ota.example:$OTA_PORT" -H 'X-Tcpota-Version: 1.0.0' "http://127.0.0.1:$OTA_PORT/ota/esp32?device=h-1")" = 204 ] ||
+  fail "a download sent to ota.example: $(cat "$WORK/hb")"
+[ "$(code -H 'Host: FLEET.example' "$TCPOTA_API/health")" = 200 ] || fail "/health sent to FLEET.example: $(cat "$WORK/hb")"
+[ "$(code "$TCPOTA_API/health")" = 200 ] || fail "/health sent to 127.0.0.1: $(cat "$WORK/hb")"
+"$TCPOTA" device list > /dev/null || fail "the CLI (Host 127.0.0.1) was refused under --http-host"
+stop_fleet
+for bad in "" "a,,b" "ota.example:8071" "a b" "1,2,3,4,5,6,7,8,9"; do
+  rc=0; "$TCPOTA" serve --data "$WORK/hosts" --api 127.0.0.1:0 --http-host "$bad" 2> "$WORK/hh.err" || rc=$?
+  [ $rc -eq 2 ] && grep -q '^tcpota serve: --http-host' "$WORK/hh.err" || fail "--http-host '$bad': rc $rc $(cat "$WORK/hh.err")"
+done
+rc=0; "$TCPOTA" serve --data "$WORK/hosts" --api off --http-host a.example 2> "$WORK/hh.err" || rc=$?
+[ $rc -eq 2 ] && grep -q 'with --api off and no --ota-listen there is neither: drop it' "$WORK/hh.err" ||
+  fail "--http-host with --api off: rc $rc $(cat "$WORK/hh.err")"
+ok "--http-host: another name is refused 421 on both listeners, every path, and logged; its names, localhost and an address are served; bad names exit 2"

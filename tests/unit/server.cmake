@@ -47,6 +47,9 @@ target_link_libraries(test_metrics PRIVATE tcpota_server)
 tcpota_unit_test(test_http_range ${CMAKE_CURRENT_LIST_DIR}/test_http_range.c
                  ${PROJECT_SOURCE_DIR}/server/http_range.c)
 target_include_directories(test_http_range PRIVATE ${PROJECT_SOURCE_DIR}/server)
+tcpota_unit_test(test_http_host ${CMAKE_CURRENT_LIST_DIR}/test_http_host.c
+                 ${PROJECT_SOURCE_DIR}/server/http_host.c)
+target_include_directories(test_http_host PRIVATE ${PROJECT_SOURCE_DIR}/server)
 
 # An image's first bytes against its version and model (server/esp_image.c).
 tcpota_unit_test(test_esp_image ${CMAKE_CURRENT_LIST_DIR}/test_esp_image.c

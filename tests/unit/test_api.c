@@ -32,6 +32,7 @@
 #include "api.h"
 #include "api_internal.h" /* API_STREAMS_MAX */
 #include "dashboard.h"
+#include "http_host.h"
 #include "http_reply.h" /* HTTP_DRAIN_MAX */
 #include "store.h"
 #include "tcpota/manifest.h"
@@ -84,6 +85,7 @@ static struct {
     struct api_keys keys;
     unsigned max_conns; /* the listener's connections (0: the API's default) */
     size_t max_image;   /* --max-image (0: MAX_IMAGE) */
+    struct http_hosts hosts; /* --http-host (n 0: any Host) */
 } T;
 
 static void hex_of(const uint8_t id[32], char *hex)
@@ -494,6 +496,7 @@ static void start_api(api_verify_fn verify)
     cfg.max_image = T.max_image ? T.max_image : MAX_IMAGE;
     cfg.head_ms = HEAD_MS;
     cfg.max_conns = T.max_conns;
+    cfg.hosts = &T.hosts;
     cfg.verify = verify;
     cfg.on_change = on_change;
     cfg.on_secret = on_secret;
@@ -2158,6 +2161,50 @@ static void test_head_as_get(void **state)
     }
 }
 
+/* --http-host: a request sent to another name is answered 421 and closed
+ * on every path (the tokenless ones, the downloads, and before the token's
+ * check), as a page that renamed the address (DNS rebinding) would send it;
+ * the names given, localhost and an address are answered. */
+static void test_http_host(void **state)
+{
+    static const char *const refused[] = {
+        "GET /metrics", "GET /health", "GET /ota/esp32?device=x", "GET /v1/images", "GET /",
+    };
+    static const char *const answered[] = {"fleet.example:8071", "FLEET.example", "localhost",
+                                           "127.0.0.1:9", "[::1]:8071"};
+    static char buf[8192];
+    char req[512], err[128];
+    size_t k;
+
+    (void)state;
+    api_stop(T.api);
+    assert_int_equal(http_hosts_parse(&T.hosts, "fleet.example", err, sizeof err), 0);
+    start_api(NULL);
+    for (k = 0; k < sizeof refused / sizeof refused[0]; k++) {
+        snprintf(req, sizeof req, "%s HTTP/1.1\r\nHost: evil.example:8071\r\nAuthorization: Bearer "
+                 TOKEN "\r\n\r\n", refused[k]);
+        raw_ask(req, buf, sizeof buf, 100);
+        if (!strstr(buf, "HTTP/1.1 421 Misdirected Request\r\n") ||
+            !strstr(buf, "Connection: close\r\n") ||
+            !strstr(buf, "{\"error\":\"Host evil.example:8071 is not a name this server answers to")) {
+            fail_msg("%s with Host evil.example: %s", refused[k], buf);
+        }
+    }
+    for (k = 0; k < sizeof answered / sizeof answered[0]; k++) {
+        snprintf(req, sizeof req, "GET /health HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
+                 answered[k]);
+        raw_ask(req, buf, sizeof buf, 100);
+        if (strncmp(buf, "HTTP/1.1 200 ", 13) != 0) fail_msg("Host %s: %s", answered[k], buf);
+    }
+    /* Without names, any Host (a fleet's devices use any name for it). */
+    api_stop(T.api);
+    memset(&T.hosts, 0, sizeof T.hosts);
+    start_api(NULL);
+    raw_ask("GET /health HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n", buf,
+            sizeof buf, 100);
+    if (strncmp(buf, "HTTP/1.1 200 ", 13) != 0) fail_msg("no --http-host, Host evil.example: %s", buf);
+}
+
 /* Host: an HTTP/1.1 request without one, or with two, is answered 400 and
  * closed (RFC 9112, 3.2), the request behind it never read; HTTP/1.0 may
  * leave it out (HAProxy's health check does). */
@@ -2988,6 +3035,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_device_show_patch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_secret, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_http_host, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_token_file, setup, teardown),
