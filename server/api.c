@@ -2,8 +2,8 @@
 #include "api_internal.h"
 #include "dashboard.h"
 #include "fleet_files.h" /* FLEET_TOKEN_FILE */
-#include "http_ota.h" /* HTTP_OTA_PREFIX */
 #include "http_host.h"
+#include "http_ota.h" /* HTTP_OTA_PREFIX */
 #include "http_reply.h"
 #include "log.h"
 #include "offload.h"
@@ -777,7 +777,7 @@ static void handle(struct evhttp_request *req, void *arg)
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL, *bad = http_framing_bad(req);
     const char *host_bad = bad ? NULL : http_host_bad(req);
-    char why[400];
+    char why[HTTP_HOST_REFUSAL_MAX];
     struct api_call *c;
 
     /* Set at the admission too (api_gate.c); again for a connection the

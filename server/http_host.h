@@ -19,6 +19,7 @@
 
 #define HTTP_HOSTS_MAX 8u       /* names --http-host takes */
 #define HTTP_HOST_NAME_MAX 253u /* a DNS name's bytes (RFC 1035, without the root's dot) */
+#define HTTP_HOST_REFUSAL_MAX 400u /* room for http_host_refused's words */
 
 /* The names --http-host gave, lowercase, without a trailing dot; n == 0:
  * every Host is answered. */
@@ -34,8 +35,10 @@ int http_hosts_parse(struct http_hosts *h, const char *list, char *err, size_t e
 
 /* NULL when a request with this Host value (NULL: none, which
  * http_host_bad in http_reply.h judges) may be answered; else why not, in
- * words for the client and the log (into buf, cap bytes, the name shown
- * only as far as it is printable). */
+ * words for the client and the log (into buf, cap bytes: at least
+ * HTTP_HOST_REFUSAL_MAX for all of them; the Host shown cut to 63 bytes,
+ * each byte that is not printable, or is a quote or a backslash, as '?':
+ * the words go into JSON as they are). */
 const char *http_host_refused(const struct http_hosts *h, const char *host, char *buf, size_t cap);
 
 #endif

@@ -417,7 +417,7 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     enum evhttp_cmd_type m = evhttp_request_get_command(req);
     const char *bad, *host_bad = NULL;
-    char why[400];
+    char why[HTTP_HOST_REFUSAL_MAX];
     struct store_req *r;
     struct http_range probe;
     struct dl *d;
