@@ -517,7 +517,8 @@ static int device_rm(struct api *a, int argc, char **argv)
         } else {
             printf("device %s had not checked in: removed its secret\n", table_c(pos[0]));
         }
-        printf("if it checks in again it is registered anew%s\n",
+        printf("if it checks in%s it is registered anew%s\n",
+               api_bool(d, "registered") ? " again" : "",
                secret ? "; under --require-auth only with a new secret (tcpota device secret)"
                       : "");
     }

@@ -91,6 +91,8 @@ struct fleet_image {
  * FLEET_MEMO_SHARED_S at most: what another node changed is seen as soon
  * as its pause or resume is (docs/scaling.md). */
 #define FLEET_MEMO_SHARED_S 1.0
+/* Steps of devices no longer registered are said at most this often. */
+#define FLEET_MISSING_SAY_S 60.0
 
 /* The store the API sees: it hands the pending steps to the real store
  * before each of its requests, so that the API reads what was recorded. */
@@ -126,6 +128,7 @@ struct fleet {
     char token[API_TOKEN_HEX + 1];
     struct api_keys keys;
     unsigned checkins, db_errors;
+    double missing_said;         /* monotonic s of the last "not in the registry" (events_done) */
 };
 
 static int64_t utc_now(void)
@@ -518,6 +521,16 @@ static void events_done(struct store_req *r)
         srv->fleet->db_errors++;
         say_always(srv->o, LOG_LV_ERROR, "store: recording %zu step%s of devices failed: %s",
                    r->u.events.n, r->u.events.n == 1 ? "" : "s", store_err_logged(r));
+    } else if (r->u.events.skipped && r->u.events.skipped == r->u.events.missing) {
+        /* Their device is not registered: removed (device rm) while it
+         * was served, whose steps come once a second until it ends. News,
+         * said once a minute at most (a review: an error every second). */
+        double now = now_s();
+        if (!srv->fleet->missing_said || now - srv->fleet->missing_said >= FLEET_MISSING_SAY_S) {
+            srv->fleet->missing_said = now;
+            say_always(srv->o, LOG_LV_INFO, "store: steps not recorded, their device not in the"
+                       " registry (removed while it was served? said once a minute): %s", r->err);
+        }
     } else if (r->u.events.skipped) {
         srv->fleet->db_errors += (unsigned)r->u.events.skipped;
         say_always(srv->o, LOG_LV_ERROR, "store: %s", r->err);
@@ -1888,12 +1901,20 @@ static int load_secrets(struct server *srv)
         store_req_free(r);
         return not_starting(srv, "out of memory");
     }
-    for (i = 0; i < r->u.list.n; i++) {
-        snprintf(f->secrets[i].id, sizeof(f->secrets[i].id), "%s", rows[i].id);
-        memcpy(f->secrets[i].secret, rows[i].secret, rows[i].len);
-        f->secrets[i].len = rows[i].len;
+    for (i = 0, f->nsecrets = 0; i < r->u.list.n; i++) {
+        struct tcpota_serve_secret *s = &f->secrets[f->nsecrets];
+
+        /* A removal (no bytes) is no secret; nor a row too short for one
+         * (written by hand), as put_secrets says. */
+        if (rows[i].len < TCPOTA_SECRET_MIN || rows[i].len > sizeof(s->secret) ||
+            strlen(rows[i].id) >= sizeof(s->id)) {
+            continue;
+        }
+        snprintf(s->id, sizeof(s->id), "%s", rows[i].id);
+        memcpy(s->secret, rows[i].secret, rows[i].len);
+        s->len = rows[i].len;
+        f->nsecrets++;
     }
-    f->nsecrets = r->u.list.n;
     f->secrets_gen = r->u.list.gen;
     qsort(f->secrets, f->nsecrets, sizeof(*f->secrets), cmp_secret);
     store_req_free(r);

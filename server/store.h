@@ -222,10 +222,10 @@ enum store_op {
     STORE_SECRET_SET,     /* creates or replaces a device's secret */
     /* Every device secret (the server keeps them in memory), or those set
      * after u.list.since: how a PostgreSQL node learns of a secret set
-     * through another node (u.list.gen, fleet.c's secret sync). With a
-     * since, a row of len 0 is a secret removed (STORE_DEVICE_DELETE):
-     * PostgreSQL keeps it as a row of no bytes, so that other nodes learn
-     * of it; without one, there are none. */
+     * through another node (u.list.gen, fleet.c's secret sync). A row of
+     * len 0 is a secret removed with its device (STORE_DEVICE_DELETE;
+     * PostgreSQL: secrets_gone), for the other nodes; in the order they
+     * were written (the later of a removal and a new secret wins). */
     STORE_SECRET_LIST,
     /* Steps of several devices' updates in one request (fleet mode batches
      * them: server/fleet.c): applied in order, each exactly as one
@@ -337,6 +337,9 @@ struct store_req {
                                                  (store_req_free frees it) */
             size_t n;                         /* in */
             size_t skipped;                   /* out: items not applied (unknown device) */
+            /* out: of them, those whose device is not registered (removed
+             * while it was served: STORE_DEVICE_DELETE) */
+            size_t missing;
         } events;
         struct {                              /* STORE_IMAGE_ADD / GET / RM */
             const char *path;                 /* in (ADD): the verified file; the backend copies it */

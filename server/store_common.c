@@ -118,7 +118,7 @@ int store_run_events(struct store_req *r, store_step_fn apply, void *backend)
     size_t i;
     int rc;
 
-    r->u.events.skipped = 0;
+    r->u.events.skipped = r->u.events.missing = 0;
     if (r->u.events.n && !r->u.events.items) {
         return store_err_set(r, STORE_E_INVAL, "events: items: required");
     }
@@ -130,6 +130,7 @@ int store_run_events(struct store_req *r, store_step_fn apply, void *backend)
             if (r->u.events.skipped++ == 0) {
                 snprintf(first, sizeof(first), "%s", r->err);
             }
+            r->u.events.missing += rc == STORE_E_NOTFOUND;
             r->rc = STORE_OK;
             continue;
         }

@@ -13,8 +13,7 @@
 
 #define DEV_COLS                                                                             \
     "id, model, version, running, grp, addr, proto, state, image, bytes, size, reason,"      \
-    " first_seen, last_seen, EXISTS (SELECT 1 FROM secrets WHERE device_id = devices.id"       \
-    " AND " PG_SECRET_HELD ")"
+    " first_seen, last_seen, EXISTS (SELECT 1 FROM secrets WHERE device_id = devices.id)"
 #define DEV_NCOLS 15 /* the columns of DEV_COLS */
 
 static void row_to_device(const PGresult *res, int i, struct store_device *d)
@@ -403,7 +402,18 @@ int pg_lock_devices(struct pgstore *st, struct store_req *head)
     }
     if (rc == 0 && ids.n < 2) {
         pg_array_free(&ids);
-        return lock_secrets_gen(st, head); /* one row: nothing to order */
+        /* One row: nothing to order, but a removal's before secrets_gen,
+         * as every list takes them (a list of several that sets a secret
+         * and holds the row would wait for it while it waited for that:
+         * a review). */
+        for (r = head; r && r->op != STORE_DEVICE_DELETE; r = r->next) {
+        }
+        if (r && (rc = pg_run_once(st, head, "lock devices", "SELECT count(*) FROM (SELECT 1 FROM"
+                                   " devices WHERE id = $1 FOR UPDATE) AS locked",
+                                   r->u.device.id)) < 0) {
+            return rc;
+        }
+        return lock_secrets_gen(st, head);
     }
     if (rc != 0 || !(lit = pg_array_end(&ids))) {
         pg_array_free(&ids);
@@ -456,7 +466,12 @@ static int apply_event(void *backend, struct store_req *r, const struct store_st
     if ((rc = store_step_check(r, e)) < 0) {
         return rc;
     }
-    if ((rc = load_device(st, r, e->id, &old)) <= 0) {
+    /* Locked as read (a list of several has it already): a removal
+     * committing between this and the UPDATE would leave the step's
+     * history line without its device (a review). */
+    rc = device_of(r, pg_q(st, r, "device", "SELECT " DEV_COLS " FROM devices WHERE id = $1"
+                           " FOR NO KEY UPDATE", "t", e->id), &old);
+    if (rc <= 0) {
         return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", e->id);
     }
     store_step_image(&old, e, hex);
@@ -609,8 +624,8 @@ static int not_registered(struct pgstore *st, struct store_req *r)
     int64_t n = 0;
     int rc;
 
-    if ((rc = pg_int(st, r, "device secret", &n, "SELECT count(*) FROM secrets WHERE device_id = $1"
-                     " AND " PG_SECRET_HELD, "t", r->u.device.id)) < 0) {
+    if ((rc = pg_int(st, r, "device secret", &n, "SELECT count(*) FROM secrets WHERE device_id = $1",
+                     "t", r->u.device.id)) < 0) {
         return rc;
     }
     r->u.device.had_secret = n > 0;
@@ -685,13 +700,14 @@ int pg_op_device_retry(struct pgstore *st, struct store_req *r)
     return add_history(st, r, d->id, d->state, "", STORE_RETRY_DETAIL);
 }
 
-/* STORE_DEVICE_DELETE (store.h). The row locked first, as a retry's; the
- * rows that name the device go before its own (foreign keys); its secret
- * stays as a row of no bytes (PG_SECRET_HELD). */
+/* STORE_DEVICE_DELETE (store.h). The row locked first (pg_lock_devices,
+ * and here for a list of one request); the rows that name the device go
+ * before its own (foreign keys); its secret's removal is a row of
+ * secrets_gone (migration 6), numbered as a secret set is, so that the
+ * other nodes learn of it. */
 int pg_op_device_delete(struct pgstore *st, struct store_req *r)
 {
     struct store_device *d = r->u.device.dev;
-    int64_t n = 0;
     int rc;
 
     rc = device_of(r, pg_q(st, r, "device", "SELECT " DEV_COLS " FROM devices WHERE id = $1"
@@ -700,11 +716,11 @@ int pg_op_device_delete(struct pgstore *st, struct store_req *r)
         return rc;
     }
     r->u.device.registered = rc > 0;
-    if ((rc = pg_int(st, r, "device secret", &n, "SELECT count(*) FROM secrets WHERE device_id = $1"
-                     " AND " PG_SECRET_HELD, "t", r->u.device.id)) < 0) {
+    if ((rc = pg_run(st, r, "device secret delete", "DELETE FROM secrets WHERE device_id = $1",
+                     "t", r->u.device.id)) < 0) {
         return rc;
     }
-    r->u.device.had_secret = n > 0;
+    r->u.device.had_secret = st->changes > 0;
     if (!r->u.device.registered && !r->u.device.had_secret) {
         return store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
     }
@@ -719,8 +735,9 @@ int pg_op_device_delete(struct pgstore *st, struct store_req *r)
         return rc;
     }
     if (r->u.device.had_secret &&
-        (rc = pg_run(st, r, "device secret delete", "UPDATE secrets SET secret = ''::bytea"
-                     " WHERE device_id = $1", "t", r->u.device.id)) < 0) {
+        (rc = pg_run(st, r, "device secret delete", "INSERT INTO secrets_gone (device_id)"
+                     " VALUES ($1) ON CONFLICT (device_id) DO UPDATE SET changed = 0", "t",
+                     r->u.device.id)) < 0) {
         return rc;
     }
     return STORE_OK;
@@ -733,7 +750,7 @@ int pg_op_secret_set(struct pgstore *st, struct store_req *r)
 
     /* "had a secret" * 4 + "is registered" * 2 + "checks in over HTTP", of id. */
     if ((rc = pg_int(st, r, "secret set", &n, "SELECT (SELECT count(*) FROM secrets WHERE"
-                     " device_id = $1 AND " PG_SECRET_HELD ") * 4 + (SELECT count(*) FROM devices WHERE id = $1) * 2 +"
+                     " device_id = $1) * 4 + (SELECT count(*) FROM devices WHERE id = $1) * 2 +"
                      " (SELECT count(*) FROM devices WHERE id = $1 AND proto = $2)", "ti",
                      r->u.device.id, (int64_t)STORE_PROTO_HTTP)) < 0) {
         return rc;
@@ -742,7 +759,13 @@ int pg_op_secret_set(struct pgstore *st, struct store_req *r)
     r->u.device.registered = (n & 2) != 0;
     r->u.device.http = (n & 1) != 0;
     /* Its generation comes from migration 5's trigger (the row of
-     * secrets_gen locked until COMMIT: pg_lock_devices took it first). */
+     * secrets_gen locked until COMMIT: pg_lock_devices took it first).
+     * A removal of the id before it is forgotten: a node that reads both
+     * must not take the removal for the later. */
+    if ((rc = pg_run(st, r, "secret set", "DELETE FROM secrets_gone WHERE device_id = $1", "t",
+                     r->u.device.id)) < 0) {
+        return rc;
+    }
     return pg_run(st, r, "secret set", "INSERT INTO secrets (device_id, secret) VALUES ($1, $2)"
                   " ON CONFLICT (device_id) DO UPDATE SET secret = EXCLUDED.secret", "tb",
                   r->u.device.id, (const void *)r->u.device.secret, (int)r->u.device.secret_len);
@@ -759,9 +782,9 @@ int pg_op_secret_list(struct pgstore *st, struct store_req *r)
     if ((rc = pg_int(st, r, "secret list", &r->u.list.gen, "SELECT gen FROM secrets_gen", "")) < 0) {
         return rc;
     }
-    if (!(res = pg_q(st, r, "secret list", "SELECT device_id, secret FROM secrets WHERE"
-                     " changed > $1 AND ($1 > 0 OR " PG_SECRET_HELD ") ORDER BY device_id", "i",
-                     r->u.list.since))) {
+    if (!(res = pg_q(st, r, "secret list", "SELECT device_id, secret, changed FROM secrets"
+                     " WHERE changed > $1 UNION ALL SELECT device_id, ''::bytea, changed FROM"
+                     " secrets_gone WHERE changed > $1 ORDER BY 3", "i", r->u.list.since))) {
         return r->rc;
     }
     n = PQntuples(res);

@@ -165,7 +165,7 @@ int pg_outage_admit(void *ctx, struct store_req *r);
 /* ---- store_pg_schema.c ---- */
 
 /* The schema version this program writes (the SQLite store's numbering). */
-#define PG_SCHEMA_VERSION 5
+#define PG_SCHEMA_VERSION 6
 /* The advisory lock key every node takes around its migration ("tcpota"). */
 #define PG_MIGRATE_LOCK 0x7463706f7461LL
 /* The first key of the two-key advisory lock an image add takes on its
@@ -312,10 +312,6 @@ int pg_lock_devices(struct pgstore *st, struct store_req *head);
 int pg_op_device_list(struct pgstore *st, struct store_req *r);
 int pg_op_device_get(struct pgstore *st, struct store_req *r);
 int pg_op_device_set_group(struct pgstore *st, struct store_req *r);
-/* A row of secrets that holds a secret: a removed one (STORE_DEVICE_DELETE)
- * stays as a row of no bytes, numbered by migration 5's trigger, so that
- * the other nodes learn of the removal (fleet.c's secret sync). */
-#define PG_SECRET_HELD "length(secret) > 0"
 int pg_op_device_retry(struct pgstore *st, struct store_req *r);
 int pg_op_device_delete(struct pgstore *st, struct store_req *r);
 int pg_op_secret_set(struct pgstore *st, struct store_req *r);

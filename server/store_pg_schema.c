@@ -101,8 +101,21 @@ static const char migration_5[] =
     "CREATE TRIGGER secrets_changed BEFORE INSERT OR UPDATE ON secrets FOR EACH ROW"
     " EXECUTE FUNCTION tcpota_secret_changed();";
 
+/* The secrets removed with their device (STORE_DEVICE_DELETE), numbered
+ * as migration 5 numbers the secrets set, so that a node's sync learns of
+ * a removal as of a new secret. A table of its own, not a row of no bytes
+ * in secrets: an older node beside a newer one (a rolling upgrade) reads
+ * every row of secrets, and took such a row for a secret of no bytes
+ * (a review: its AUTH then passed with an empty key). */
+static const char migration_6[] =
+    "CREATE TABLE secrets_gone (device_id TEXT COLLATE \"C\" PRIMARY KEY,"
+    " changed BIGINT NOT NULL DEFAULT 1);"
+    "CREATE INDEX secrets_gone_changed ON secrets_gone(changed);"
+    "CREATE TRIGGER secrets_gone_changed BEFORE INSERT OR UPDATE ON secrets_gone FOR EACH ROW"
+    " EXECUTE FUNCTION tcpota_secret_changed();";
+
 static const char *const migrations[PG_SCHEMA_VERSION] = {migration_1, migration_2, migration_3,
-                                                          migration_4, migration_5};
+                                                          migration_4, migration_5, migration_6};
 
 /* err from the connection's last error, after what. */
 static void conn_err(PGconn *db, const char *what, char *err, size_t errlen)

@@ -119,6 +119,26 @@ rc=0; "$TCPOTA" device rm never-1 > /dev/null 2>&1 || rc=$?
 [ $rc -eq 1 ] || fail "device rm never-1 twice: rc $rc"
 rc=0; "$TCPOTA" device rm > "$WORK/out" 2>&1 || rc=$?
 [ $rc -eq 2 ] && grep -q 'rm needs a device ID: tcpota device rm ID' "$WORK/out" || fail "device rm without ID: rc $rc $(cat "$WORK/out")"
+# Removed while it downloads: its transfer runs on, its steps (once a
+# second) are not recorded, and the log says so once, as news (a review:
+# an error line every second); its check-in after the reboot, without a
+# secret now, is refused (--require-auth).
+"$TCPOTA" device secret slow-1 --out "$WORK/slow1.secret" > /dev/null 2>&1 || fail "device secret slow-1 failed"
+start_proxy slow "$SERVER_PORT" --rate 8000 --queue-limit 4096
+SERVER_PORT=$PROXY_PORT run_device slow-1 esp32 "$WORK/slow1" --secret "$WORK/slow1.secret" & slow=$!
+PIDS+=("$slow")
+for _ in $(seq 1 100); do [ "$(device_state slow-1 2> /dev/null)" = downloading ] && break; sleep 0.1; done
+[ "$(device_state slow-1)" = downloading ] || fail "slow-1 did not start downloading"
+"$TCPOTA" device rm slow-1 > /dev/null || fail "device rm slow-1 failed"
+sleep 3
+rc=0; wait "$slow" || rc=$?
+[ $rc -eq 1 ] && grep -q 'verify ok: image 2.0.0' "$WORK/slow-1.log" &&
+  grep -q 'authentication refused: the server has no secret for this device id' "$WORK/slow-1.log" ||
+  fail "slow-1, removed while it downloaded: rc $rc $(tail -3 "$WORK/slow-1.log")"
+[ "$(grep -c 'store: steps not recorded, their device not in the registry (removed while it was served? said once a minute): .*no device slow-1' "$WORK/server.log")" = 1 ] ||
+  fail "the steps of slow-1 after its removal: $(grep -c 'not in the registry' "$WORK/server.log") lines: $(grep 'slow-1\|skipped' "$WORK/server.log" | tail -5)"
+! grep -q 'events skipped' <(grep -v 'not in the registry' "$WORK/server.log") ||
+  fail "a removed device's steps were logged as an error: $(grep 'events skipped' "$WORK/server.log" | head -2)"
 stop_fleet
 ok "device rm: the device and its secret go at once (its secret refused, rollout counts kept); a new secret brings it back"
 
