@@ -58,8 +58,8 @@ static const char flag_set[] = "1";
 void api_usage_common(FILE *f, int upload)
 {
     fprintf(f,
-            "options of every fleet command (image, rollout, device list|show|set|secret|retry,\n"
-            "summary):\n"
+            "options of every fleet command (image, rollout, summary, device list|show|set|\n"
+            "secret|retry|rm):\n"
             "  --api URL            the server's API: http://HOST:PORT or HOST:PORT (HOST\n"
             "                       alone: port %u; http://HOST: 80), or\n"
             "                       https://HOST[:PORT][/PREFIX] of a TLS proxy in front of it\n"

@@ -5,7 +5,7 @@
  * answer (jansson) and the messages for everything that can go wrong.
  *
  * The commands themselves: cmd_image.c (`tcpota image`), cmd_rollout.c
- * (`tcpota rollout`), cmd_fleet_device.c (`tcpota device list|show|set|secret|retry`),
+ * (`tcpota rollout`), cmd_fleet_device.c (`tcpota device list|show|set|secret|retry|rm`),
  * cmd_summary.c (`tcpota summary`).
  */
 #ifndef TCPOTA_CLI_API_CLIENT_H

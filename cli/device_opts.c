@@ -64,7 +64,7 @@ static void usage(FILE *f)
             "overridden after them); --trust adds a key each time.\n"
             "\n"
             "`device status` prints the running image and resume point as JSON.\n"
-            "`device list|show|set|secret|retry` are a fleet server's devices: tcpota device list --help\n"
+            "`device list|show|set|secret|retry|rm` are a fleet server's devices: tcpota device list --help\n"
             "exit: 0 up to date (or nothing newer for it), 1 failure or an image held back from\n"
             "this device (the server says why) or a damaged --flash or one in use by another\n"
             "tcpota device, 2 usage (a --flash that is no directory, an empty one without\n"

@@ -790,7 +790,9 @@ static void handle(struct evhttp_request *req, void *arg)
         return;
     }
     api_gate_request(a, req);
-    if (!bad && !host_bad &&
+    /* A download's own handler checks its Host, and logs a refusal as it
+     * logs every download's. */
+    if (!bad && !host_bad && !(a->cfg.ota && ota_path(path)) &&
         http_host_refused(a->cfg.hosts, evhttp_find_header(evhttp_request_get_input_headers(req),
                                                            "Host"), why, sizeof why)) {
         /* Before every path, the tokenless ones too: what a page that

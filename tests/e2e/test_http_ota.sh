@@ -1085,7 +1085,17 @@ ok "the download listener counts in --max-conns, and closes a connection without
 # ---- --http-host: requests sent to another name (DNS rebinding) ----------------
 # A page that renamed this server's address sends Host: <its name>: refused
 # 421 on both listeners, on every path, the tokenless ones first; the
-# names given, localhost and an address are served.
+# names given, localhost and an address are served. A refused download is
+# logged, on the API's listener too.
+DATA="$WORK/hosts0"
+start_fleet --http-host ota.example
+c=$(curl -s -o "$WORK/hb" -w '%{http_code}' -H 'Host: evil.example' -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h-0")
+[ "$c" = 421 ] || fail "a download on the API's listener with Host evil.example: $c $(cat "$WORK/hb")"
+grep -q 'http: refused /ota/esp32?device=h-0 with 421: Host evil.example is not a name' "$WORK/server.log" ||
+  fail "the refused download on the API's listener is not in the log"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: ota.example' -H 'X-Tcpota-Version: 1.0.0' "$TCPOTA_API/ota/esp32?device=h-0")" = 204 ] ||
+  fail "a download on the API's listener sent to ota.example"
+stop_fleet
 DATA="$WORK/hosts"
 start_fleet --ota-listen 127.0.0.1:0 --http-host ota.example,fleet.example
 OTA_PORT=$(sed -nE 's/.*HTTP downloads on [^ ]*:([0-9]+).*/\1/p' "$WORK/server.log" | tail -1)

@@ -43,6 +43,10 @@ static void test_parse(void **state)
     assert_int_equal(h.n, 2);
     assert_string_equal(h.names[0], "ota.example.com");
     assert_string_equal(h.names[1], "fleet-1.lan");
+    parse_ok(&h, " a.com , b.com"); /* spaces around a name, as a list is written */
+    assert_int_equal(h.n, 2);
+    assert_string_equal(h.names[1], "b.com");
+    parse_bad("10.0.0.1", "is an IP address, which is always answered");
     parse_bad("", "names separated by commas");
     parse_bad("a,,b", "names separated by commas");
     parse_bad("a,", "names separated by commas");
@@ -82,6 +86,11 @@ static void test_answered(void **state)
     assert_false(answered(&h, "[evil]"));
     assert_false(answered(&h, ""));
     assert_false(answered(&h, "localhost.evil.example"));
+    assert_false(answered(&h, "[::1]evil.example"));
+    assert_false(answered(&h, "localhost:abc"));
+    assert_false(answered(&h, "localhost:"));
+    assert_false(answered(&h, "localhost:123456"));
+    assert_false(answered(&h, ":8071"));
 }
 
 static void test_refusal_says(void **state)
@@ -104,6 +113,8 @@ static void test_refusal_says(void **state)
     host[sizeof host - 1] = '\0';
     why = http_host_refused(&h, host, buf, sizeof buf);
     assert_non_null(strstr(why, "xxx... is not"));
+    why = http_host_refused(&h, "", buf, sizeof buf);
+    assert_non_null(strstr(why, "an empty Host is not a name"));
 }
 
 int main(void)
