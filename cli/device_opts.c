@@ -161,19 +161,22 @@ static int opt_apply(struct options *o, enum opt_id id, const char *name, const 
         o->id = v;
         return printable(v, TCPOTA_MAX_STR)
                    ? 0
-                   : usage_error("%s: need 1..%u printable characters", name, TCPOTA_MAX_STR);
+                   : usage_error("%s: need 1..%u printable ASCII characters", name,
+                                 TCPOTA_MAX_STR);
     case OPT_MODEL:
         o->model = v;
         o->model_given = 1;
         return printable(v, TCPOTA_MAX_NAME)
                    ? 0
-                   : usage_error("%s: need 1..%u printable characters", name, TCPOTA_MAX_NAME);
+                   : usage_error("%s: need 1..%u printable ASCII characters", name,
+                                 TCPOTA_MAX_NAME);
     case OPT_FACTORY: /* a version as the protocol carries it; the flash keeps as many */
         o->factory = v;
         o->factory_given = 1;
         return printable(v, TCPOTA_MAX_NAME)
                    ? 0
-                   : usage_error("%s: need 1..%u printable characters", name, TCPOTA_MAX_NAME);
+                   : usage_error("%s: need 1..%u printable ASCII characters", name,
+                                 TCPOTA_MAX_NAME);
     case OPT_SLOT: {
         unsigned long long sz;
         /* A size, as serve's --max-image: "4M" as well as 4194304. */

@@ -369,11 +369,12 @@ int api_group_ok(struct api_call *c, const char *s, int empty_ok)
 {
     if (s && api_printable(s, STORE_GROUP_MAX, empty_ok)) return 1;
     if (empty_ok) {
-        api_error(c, 400, "group", "group must be a string of at most %u printable characters, no "
-                  "spaces (\"\": no group)", STORE_GROUP_MAX);
+        api_error(c, 400, "group", "group must be a string of at most %u printable ASCII"
+                  " characters, no spaces (\"\": no group)", STORE_GROUP_MAX);
     } else {
-        api_error(c, 400, "group", "group must be a string of 1 to %u printable characters, no "
-                  "spaces (leave it out for all devices of the model)", STORE_GROUP_MAX);
+        api_error(c, 400, "group", "group must be a string of 1 to %u printable ASCII"
+                  " characters, no spaces (leave it out for all devices of the model)",
+                  STORE_GROUP_MAX);
     }
     return 0;
 }

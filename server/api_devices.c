@@ -78,7 +78,8 @@ static int list_query(struct api_call *c, struct evkeyvalq *q, struct store_req 
     char *end = NULL;
 
     if (model && !api_name_ok(model, API_PRINTABLE_MAX)) {
-        api_error(c, 400, "model", "model must be 1 to %u printable characters", API_PRINTABLE_MAX);
+        api_error(c, 400, "model", "model must be 1 to %u printable ASCII characters",
+                  API_PRINTABLE_MAX);
         return -1;
     }
     if (group && !api_group_ok(c, group, 1)) return -1;
@@ -93,12 +94,13 @@ static int list_query(struct api_call *c, struct evkeyvalq *q, struct store_req 
         return -1;
     }
     if (after && !api_name_ok(after, TCPOTA_MAX_STR)) {
-        api_error(c, 400, "after", "after must be a device id (1 to %u printable characters)",
+        api_error(c, 400, "after", "after must be a device id (1 to %u printable ASCII characters)",
                   TCPOTA_MAX_STR);
         return -1;
     }
     if (prefix && !api_name_ok(prefix, TCPOTA_MAX_STR)) {
-        api_error(c, 400, "q", "q must be the start of a device id (1 to %u printable characters)",
+        api_error(c, 400, "q", "q must be the start of a device id (1 to %u printable ASCII"
+                  " characters)",
                   TCPOTA_MAX_STR);
         return -1;
     }
@@ -395,7 +397,8 @@ static int take_dev(struct api_call *c, const char *seg, size_t len)
     dec = evhttp_uridecode(enc, 0, &n);
     if (!dec || n != strlen(dec) || !api_name_ok(dec, TCPOTA_MAX_STR) || len == sizeof enc - 1) {
         free(dec);
-        api_error(c, 400, "id", "a device id is 1 to %u printable characters (percent-encoded)",
+        api_error(c, 400, "id", "a device id is 1 to %u printable ASCII characters"
+                  " (percent-encoded)",
                   TCPOTA_MAX_STR);
         return -1;
     }

@@ -230,7 +230,8 @@ static void find_image(struct api_call *c, const char *s, int rm)
     dec = strlen(s) < 3 * API_PRINTABLE_MAX + 1 ? evhttp_uridecode(s, 0, &n) : NULL;
     if (!dec || n != strlen(dec) || !api_printable(dec, API_PRINTABLE_MAX, 0)) {
         free(dec);
-        api_image_id_error(c, "id", ", or a version (1 to %u printable characters, no spaces); "
+        api_image_id_error(c, "id", ", or a version (1 to %u printable ASCII characters, no"
+                           " spaces); "
                            "tcpota image list shows both", API_PRINTABLE_MAX);
         return;
     }
@@ -717,7 +718,7 @@ static int take_names(struct api_call *c, const char *query, int signed_)
         } else if (v && !(i == 1 ? api_name_ok(v, API_PRINTABLE_MAX)
                                  : api_printable(v, API_PRINTABLE_MAX, 0))) {
             rc = -1;
-            api_error(c, 400, name, "%s must be 1 to %u printable characters%s", name,
+            api_error(c, 400, name, "%s must be 1 to %u printable ASCII characters%s", name,
                       API_PRINTABLE_MAX, i == 1 ? "" : ", no spaces");
         } else if (v && signed_ && strcmp(v, dst[i]) != 0) {
             rc = -1;

@@ -578,13 +578,14 @@ static int get_str(struct api_call *c, json_t *b, const char *name, size_t max, 
     }
     if (!s || !(name_ok ? api_name_ok(s, max) : api_printable(s, max, 0))) {
         /* What is wrong with it, not only the rule (before: "a b" was
-         * told to be 1 to 64 printable characters, which it is). */
+         * told to be 1 to 64 printable ASCII characters, which it is). */
         size_t n = s ? strlen(s) : 0;
         const char *why = !s ? "is not a string" : n == 0 ? "is empty"
                           : n > max ? "is too long"
                           : name_ok || !strchr(s, ' ') ? "has a character that is not printable ASCII"
                           : "has a space";
-        api_error(c, 400, name, "%s must be a string of 1 to %zu printable characters%s: this one "
+        api_error(c, 400, name, "%s must be a string of 1 to %zu printable ASCII characters%s:"
+                                " this one "
                   "%s%s", name, max, name_ok ? "" : ", no spaces", why,
                   strcmp(name, "image") == 0 ? "; give the image's id or version as tcpota image "
                   "list shows them" : "");

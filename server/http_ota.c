@@ -212,7 +212,7 @@ static void refuse_version(struct http_ota *ota, struct dl *d, struct evhttp_req
                            const char *why)
 {
     ota_refuse(ota, d, req, 400, "version: %s; send the version the device runs (1..%u printable "
-               "characters, no spaces) in the header %s (or ?version=)", why, TCPOTA_MAX_NAME,
+               "ASCII characters, no spaces) in the header %s (or ?version=)", why, TCPOTA_MAX_NAME,
                HTTP_OTA_VERSION_HEADER);
 }
 
@@ -278,7 +278,7 @@ static int parse_target(struct http_ota *ota, struct evhttp_request *req, const 
     fault = decode(model, slash ? (size_t)(slash - model) : strlen(model), d->model,
                    sizeof(d->model));
     if (fault || !api_name_ok(d->model, TCPOTA_MAX_NAME)) {
-        ota_refuse(ota, d, req, 400, "model: %s; 1..%u printable characters expected in"
+        ota_refuse(ota, d, req, 400, "model: %s; 1..%u printable ASCII characters expected in"
                    " /ota/<model>", fault ? fault : name_fault(d->model), TCPOTA_MAX_NAME);
         return -1;
     }
@@ -286,13 +286,13 @@ static int parse_target(struct http_ota *ota, struct evhttp_request *req, const 
         flen = strlen(file);
         if (flen <= strlen(OTA_SUFFIX) || strcmp(file + flen - strlen(OTA_SUFFIX), OTA_SUFFIX) != 0) {
             ota_refuse(ota, d, req, 400, "device: expected /ota/<model>/<device id>.bin, the id "
-                       "1..%u printable characters", TCPOTA_MAX_STR);
+                       "1..%u printable ASCII characters", TCPOTA_MAX_STR);
             return -1;
         }
         if ((fault = decode(file, flen - strlen(OTA_SUFFIX), d->id, sizeof(d->id))) != NULL) {
             d->id[0] = '\0'; /* not an id: the log names none */
             ota_refuse(ota, d, req, 400, "device: %s; an id in /ota/<model>/<id>.bin is 1..%u"
-                       " printable characters", fault, TCPOTA_MAX_STR);
+                       " printable ASCII characters", fault, TCPOTA_MAX_STR);
             return -1;
         }
     }
@@ -317,7 +317,7 @@ static int parse_target(struct http_ota *ota, struct evhttp_request *req, const 
         }
         if (dst == d->id && !dst[0] && !file && strlen(kv->value) >= cap) {
             ota_refuse(ota, d, req, 400, "device: longer than %u characters: an id is 1 to %u "
-                       "printable characters", TCPOTA_MAX_STR, TCPOTA_MAX_STR);
+                       "printable ASCII characters", TCPOTA_MAX_STR, TCPOTA_MAX_STR);
             evhttp_clear_headers(&q);
             return -1;
         }
@@ -344,7 +344,7 @@ static int parse_target(struct http_ota *ota, struct evhttp_request *req, const 
          * another's, perhaps a real one (a trial's "a%00" was logged as a). */
         if (strcmp(bad, "device") == 0) d->id[0] = '\0';
         ota_refuse(ota, d, req, 400, "%s: %%00 decodes to a byte that is not printable; send "
-                   "1..%u printable characters", bad,
+                   "1..%u printable ASCII characters", bad,
                    strcmp(bad, "device") == 0 ? TCPOTA_MAX_STR : TCPOTA_MAX_NAME);
         return -1;
     }
@@ -355,7 +355,8 @@ static int parse_target(struct http_ota *ota, struct evhttp_request *req, const 
             ota_refuse(ota, d, req, 400, "device: %s; an id is 1..%u printable ASCII characters",
                        fault, TCPOTA_MAX_STR);
         } else {
-            ota_refuse(ota, d, req, 400, "device: give the device id (1..%u printable characters)"
+            ota_refuse(ota, d, req, 400, "device: give the device id (1..%u printable ASCII"
+                                         " characters)"
                        " as ?device=<id> or /ota/<model>/<id>.bin", TCPOTA_MAX_STR);
         }
         return -1;

@@ -285,9 +285,9 @@ has err.log "^tcpota image: this server takes signed images only \(see --manifes
 route POST "/v1/images?version=2.0.0&model=esp32" 400 '{"error": "the server has --pubkey keys and takes signed images only: sign it with one of them (tcpota sign; tcpota image add then sends FILE.manifest) and send its manifest (base64) in the Tcpota-Manifest header", "field": "manifest"}'
 run 2 $T image add raw.bin --version 2.0.0 --model esp32 $API
 has err.log "^tcpota image: the server has --pubkey keys and takes signed images only: sign it with one of them \(tcpota sign; tcpota image add then sends FILE\.manifest\), or give its manifest with --manifest M$"
-route GET /v1/devices/xxx 400 '{"error": "a device id is 1 to 64 printable characters (percent-encoded)", "field": "id"}'
+route GET /v1/devices/xxx 400 '{"error": "a device id is 1 to 64 printable ASCII characters (percent-encoded)", "field": "id"}'
 run 2 $T device show xxx $API
-has err.log "^tcpota device: a device id is 1 to 64 printable characters$"
+has err.log "^tcpota device: a device id is 1 to 64 printable ASCII characters$"
 n=$(nreq)
 run 2 $T image add fifo $API
 has err.log "^tcpota image: firmware: fifo is not a regular file"
@@ -444,9 +444,9 @@ has err.log "^tcpota device: --limit must be a whole number from 1 to 100000$"
 route GET "/v1/devices?state=bogus" 400 '{"error": "unknown state bogus; one of seen, offered", "field": "state"}'
 run 2 $T device list --state bogus $API
 has err.log "^tcpota device: --state: unknown state bogus; one of seen, offered$"
-route PATCH /v1/devices/d-1 400 '{"error": "group must be a string of at most 32 printable characters", "field": "group"}'
+route PATCH /v1/devices/d-1 400 '{"error": "group must be a string of at most 32 printable ASCII characters", "field": "group"}'
 run 2 $T device set d-1 --group "a b" $API
-has err.log "^tcpota device: --group must be a string of at most 32 printable characters$"
+has err.log "^tcpota device: --group must be a string of at most 32 printable ASCII characters$"
 # Past the last id with --after alone: said so.
 route GET "/v1/devices?after=zzz" 200 '{"devices": [], "total": 0}'
 run 0 $T device list --after zzz $API

@@ -153,14 +153,14 @@ expect 2 "^tcpota device: --backoff-max-ms 100 is below --backoff-min-ms \(defau
   $T device --server 127.0.0.1:1 --flash devdir --backoff-max-ms 100
 expect 2 "^tcpota device: --backoff-min-ms 9000 is above --backoff-max-ms \(default 5000\): lower it or raise --backoff-max-ms$" \
   $T device --server 127.0.0.1:1 --flash devdir --backoff-min-ms 9000
-# Names the protocol carries: 1..max printable characters, each bound.
-expect 2 "^tcpota device: --id: need 1..64 printable characters" \
+# Names the protocol carries: 1..max printable ASCII characters, each bound.
+expect 2 "^tcpota device: --id: need 1..64 printable ASCII characters" \
   $T device --server 127.0.0.1:1 --flash devdir --id ''
-expect 2 "^tcpota device: --id: need 1..64 printable characters" \
+expect 2 "^tcpota device: --id: need 1..64 printable ASCII characters" \
   $T device --server 127.0.0.1:1 --flash devdir --id "$(printf 'dev\t1')"
-expect 2 "^tcpota device: --model: need 1..32 printable characters" \
+expect 2 "^tcpota device: --model: need 1..32 printable ASCII characters" \
   $T device --server 127.0.0.1:1 --flash devdir --model "$(printf '%033d' 0)"
-expect 2 "^tcpota device: --factory-version: need 1..32 printable characters" \
+expect 2 "^tcpota device: --factory-version: need 1..32 printable ASCII characters" \
   $T device --server 127.0.0.1:1 --flash devdir --factory-version "$(printf '%033d' 0)"
 # At the bounds, taken: a 64-character --id and a 32-character --model (the
 # error said is the next one, of the backoffs).

@@ -197,7 +197,7 @@ ok "a newer canary rollout supersedes the older (rollout show says so) and only 
 rc=0; "$TCPOTA" device set nobody --group g --json > "$WORK/out" 2> /dev/null || rc=$?
 [ $rc -eq 1 ] && [ "$(jq_py 'j["field"]' < "$WORK/out")" = id ] || fail "device set of an unknown id: rc $rc $(cat "$WORK/out")"
 rc=0; "$TCPOTA" device secret $'id\twith a tab' > "$WORK/out" 2>&1 || rc=$?
-[ $rc -eq 2 ] && grep -q 'a device id is 1 to 64 printable characters' "$WORK/out" || fail "an id with a tab: rc $rc $(cat "$WORK/out")"
+[ $rc -eq 2 ] && grep -q 'a device id is 1 to 64 printable ASCII characters' "$WORK/out" || fail "an id with a tab: rc $rc $(cat "$WORK/out")"
 make_image "$WORK/unsigned" 1000
 rc=0; "$TCPOTA" image add --version 9.0.0 "$WORK/unsigned" > "$WORK/out" 2>&1 || rc=$?
 [ $rc -eq 2 ] && grep -q 'has no manifest (.*), so it needs --version and --model both: --model M is missing' "$WORK/out" ||
@@ -272,7 +272,7 @@ make_image "$WORK/even" 1001
 "$TCPOTA" image add --version 9.6.0 --model esp32 "$WORK/even" > /dev/null 2> "$WORK/err" || fail "image add 9.6.0: $(cat "$WORK/err")"
 ! grep -q warning "$WORK/err" || fail "a warning for a semantic version: $(cat "$WORK/err")"
 rc=0; "$TCPOTA" image add --version "9 5" --model esp32 "$WORK/dup" > "$WORK/out" 2>&1 || rc=$?
-[ $rc -eq 2 ] && grep -q "version must be 1 to 32 printable characters, no spaces" "$WORK/out" ||
+[ $rc -eq 2 ] && grep -q "version must be 1 to 32 printable ASCII characters, no spaces" "$WORK/out" ||
   fail "a version with a space: rc $rc $(cat "$WORK/out")"
 # image add sent to the device port: the hint names the wrong port too,
 # not only --max-image (a 200 KB image is far below its default).

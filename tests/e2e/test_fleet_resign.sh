@@ -73,7 +73,7 @@ ok "keygen, verify and the server name a signing key alike"
 
 # A signed version with a space: sign warns, image add refuses it, and
 # rollout create says what is wrong with such a name (before: stored, then
-# "must be a string of 1 to 64 printable characters").
+# "must be a string of 1 to 64 printable ASCII characters").
 make_image "$WORK/fw4.bin" 3000
 "$TCPOTA" sign --key "$WORK/k.key" --version "a b" --model esp32 "$WORK/fw4.bin" > /dev/null 2> "$WORK/err" ||
   fail "sign --version 'a b' failed: $(cat "$WORK/err")"
@@ -84,7 +84,7 @@ rc=0; "$TCPOTA" image add "$WORK/fw4.bin" > "$WORK/out" 2>&1 || rc=$?
   fail "image add of a version with a space: rc $rc $(cat "$WORK/out")"
 [ "$("$TCPOTA" image list --json | jq_py 'len(j["images"])')" = 0 ] || fail "the image was stored"
 rc=0; "$TCPOTA" rollout create --image "a b" --model esp32 > "$WORK/out" 2>&1 || rc=$?
-[ $rc -ne 0 ] && grep -q "image must be a string of 1 to 64 printable characters, no spaces: this one has a space" "$WORK/out" ||
+[ $rc -ne 0 ] && grep -q "image must be a string of 1 to 64 printable ASCII characters, no spaces: this one has a space" "$WORK/out" ||
   fail "rollout create --image 'a b': rc $rc $(cat "$WORK/out")"
 ok "a version with a space: sign warns, image add refuses it, rollout create says why"
 

@@ -248,7 +248,7 @@ bad 400 "model of 192 bytes" "http://127.0.0.1:$OTA_PORT/ota/$(printf 'm%.0s' $(
 bad 400 "device id of 193 bytes" "http://127.0.0.1:$OTA_PORT/ota/esp32/$(printf 'd%.0s' $(seq 189)).bin" "${V[@]}"
 bad 400 "NUL in the model" "http://127.0.0.1:$OTA_PORT/ota/esp32%00x?device=h-2" "${V[@]}"
 bad 400 "NUL in the device id" "$OTA/h-2%00x.bin" "${V[@]}"
-# A model of other than printable characters, or none; a path that is not
+# A model of other than printable ASCII characters, or none; a path that is not
 # <id>.bin: refused, never taken as a model or a device id.
 bad 400 "a tab in the model" "http://127.0.0.1:$OTA_PORT/ota/esp%0932?device=h-2" "${V[@]}"
 bad 400 "no model" "http://127.0.0.1:$OTA_PORT/ota/?device=h-2" "${V[@]}"
@@ -284,7 +284,7 @@ badmsg() {
   grep -qF -- "$text" "$WORK/bad.b" || fail "$what: $(cat "$WORK/bad.b")"
 }
 badmsg 400 "device twice" 'device: given twice' "$OTA?device=h-2&device=h-3" "${V[@]}"
-badmsg 400 "device id too long" "device: longer than 64 characters: an id is 1 to 64 printable characters" \
+badmsg 400 "device id too long" "device: longer than 64 characters: an id is 1 to 64 printable ASCII characters" \
   "$OTA?device=$(printf 'x%.0s' $(seq 65))" "${V[@]}"
 # A header given twice is refused as a parameter is: libevent hands over
 # the first, which may not be the one the device meant.
@@ -297,8 +297,8 @@ badmsg 400 "device in the path and the query" 'the path names the device already
 badmsg 400 "?version= and the header differ" '?version= and X-Tcpota-Version differ' \
   "$OTA?device=h-2&version=2.0.0" "${V[@]}"
 # A version refused says the whole rule, spaces included (before: "1..32
-# printable characters", and "too long" alone for a long ?version=).
-RULE='send the version the device runs (1..32 printable characters, no spaces) in the header X-Tcpota-Version (or ?version=)'
+# printable ASCII characters", and "too long" alone for a long ?version=).
+RULE='send the version the device runs (1..32 printable ASCII characters, no spaces) in the header X-Tcpota-Version (or ?version=)'
 badmsg 400 "?version= too long" "version: longer than 32 characters; $RULE" \
   "$OTA?device=h-2&version=$(printf '1%.0s' $(seq 80))"
 badmsg 400 "header version too long" "version: longer than 32 characters; $RULE" "$OTA?device=h-2" \
@@ -324,7 +324,7 @@ grep -qF "not printable; $RULE" "$WORK/bad.b" || fail "NUL in ?version=: $(cat "
 badmsg 400 "a bad escape in ?device=" "device: a '%' not followed by two hex digits; write a '%' as %25" \
   "$OTA?device=q-3%zz" "${V[@]}"
 badmsg 400 "a '%' ending ?device=" "device: a '%' not followed" "$OTA?device=q-4%" "${V[@]}"
-badmsg 400 "a bad escape in the path's id" "device: a '%' not followed by two hex digits; write a '%' as %25; an id in /ota/<model>/<id>.bin is 1..64 printable characters" \
+badmsg 400 "a bad escape in the path's id" "device: a '%' not followed by two hex digits; write a '%' as %25; an id in /ota/<model>/<id>.bin is 1..64 printable ASCII characters" \
   "$OTA/q-5%zz.bin" "${V[@]}"
 # An id given but not printable ASCII is said so, not "give the device id"
 # as if none came (a trial's percent-encoded UTF-8); the path's NUL too.
@@ -334,11 +334,11 @@ done
 badmsg 400 "a NUL in the path's id" "device: %00 decodes to a byte that is not printable" "$OTA/a%00b.bin" "${V[@]}"
 badmsg 400 "a model not ASCII" "model: a byte that is not printable ASCII" \
   "http://127.0.0.1:$OTA_PORT/ota/es%C3%A9p?device=q-6" "${V[@]}"
-badmsg 400 "no device at all" "device: give the device id (1..64 printable characters) as ?device=<id> or /ota/<model>/<id>.bin" "$OTA" "${V[@]}"
+badmsg 400 "no device at all" "device: give the device id (1..64 printable ASCII characters) as ?device=<id> or /ota/<model>/<id>.bin" "$OTA" "${V[@]}"
 for d in q-1 q-2 q-3%zz q-3 q-4% q-4 q-5%zz; do
   [ -z "$(device_state "$d" 2>/dev/null || true)" ] || fail "device $d was registered from a cut or bad value"
 done
-# A version that is not printable characters without spaces: refused, not
+# A version that is not printable ASCII characters without spaces: refused, not
 # stored as what the device runs.
 badmsg 400 "a space in the version" "version: a space or a character that is not printable in it; $RULE" \
   "$OTA?device=h-2" -H 'X-Tcpota-Version: 1.0 beta'

@@ -1005,7 +1005,7 @@ static void test_image_by_version(void **state)
     json_decref(j);
     assert_int_equal(T.f.nimgs, 3);
     assert_int_equal(http("DELETE", "/v1/images/a%20b", NULL, &j), 400);
-    assert_non_null(strstr(sget(j, "error"), "or a version (1 to 32 printable characters, no spaces)"));
+    assert_non_null(strstr(sget(j, "error"), "or a version (1 to 32 printable ASCII characters, no spaces)"));
     json_decref(j);
     /* A NUL in the path's version cuts nothing short: "1.0.0%00x" is no
      * name of image 1.0.0 (a mutation review: without the check, this
@@ -1571,13 +1571,13 @@ static void test_rollout_create_refused(void **state)
     assert_int_equal(T.f.nros, 2);
     assert_int_equal(T.changes, 0);
     /* What is wrong is said (before: "a b" was told to be 1 to 64
-     * printable characters, which it is). */
+     * printable ASCII characters, which it is). */
     {
         json_t *j = NULL;
         assert_int_equal(http("POST", "/v1/rollouts", "{\"image\": \"a b\", \"model\": \"esp32-devkit\"}",
                               &j), 400);
         assert_string_equal(sget(j, "field"), "image");
-        assert_non_null(strstr(sget(j, "error"), "printable characters, no spaces: this one has a space"));
+        assert_non_null(strstr(sget(j, "error"), "printable ASCII characters, no spaces: this one has a space"));
         json_decref(j);
         /* A wave of 0 %: said as that, not as waves that do not grow. */
         assert_int_equal(http("POST", "/v1/rollouts", "{\"image\": \"2.0.0\", \"model\": "
@@ -1604,7 +1604,7 @@ static void test_rollout_create_refused(void **state)
     }
     /* One rule for groups, worded alike wherever a group is taken. */
     {
-        static const char rule[] = "printable characters, no spaces";
+        static const char rule[] = "printable ASCII characters, no spaces";
         json_t *j = NULL;
         assert_int_equal(http("POST", "/v1/rollouts", "{\"image\": \"2.0.0\", \"model\": "
                               "\"esp32-devkit\", \"group\": \"a b\"}", &j), 400);

@@ -245,13 +245,15 @@ static void test_start_says_why(void **state)
     c = config(1);
     c.device_id = id65;
     assert_int_equal(tcpota_esp_start(&c), ESP_ERR_INVALID_ARG);
-    assert_string_equal(esp_fake_last_log, "device_id must be 1..64 printable characters (65 given)");
+    assert_string_equal(esp_fake_last_log, "device_id must be 1..64 printable ASCII characters"
+                                           " (65 given)");
     c.device_id = "tab\there";
     assert_int_equal(tcpota_esp_start(&c), ESP_ERR_INVALID_ARG);
     c = config(1);
     c.model = "a-model-name-of-thirty-three-char";
     assert_int_equal(tcpota_esp_start(&c), ESP_ERR_INVALID_ARG);
-    assert_string_equal(esp_fake_last_log, "model must be 1..32 printable characters (33 given)");
+    assert_string_equal(esp_fake_last_log, "model must be 1..32 printable ASCII characters (33"
+                                           " given)");
     assert_int_equal(esp_fake_tasks.created, 0);
     id65[64] = '\0'; /* 64 will do (a check-in sends a long one: run_check_ins) */
     c = config(1);

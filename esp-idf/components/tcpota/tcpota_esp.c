@@ -743,17 +743,17 @@ static esp_err_t config_check(const tcpota_esp_config_t *cfg)
         return ESP_ERR_INVALID_ARG;
     }
     if (cfg->device_id && !printable_name(cfg->device_id, TCPOTA_MAX_STR)) {
-        ESP_LOGE(TAG, "device_id must be 1..%u printable characters (%u given)",
+        ESP_LOGE(TAG, "device_id must be 1..%u printable ASCII characters (%u given)",
                  (unsigned)TCPOTA_MAX_STR, (unsigned)strlen(cfg->device_id));
         return ESP_ERR_INVALID_ARG;
     }
     if (cfg->model && !printable_name(cfg->model, TCPOTA_MAX_NAME)) {
-        ESP_LOGE(TAG, "model must be 1..%u printable characters (%u given)",
+        ESP_LOGE(TAG, "model must be 1..%u printable ASCII characters (%u given)",
                  (unsigned)TCPOTA_MAX_NAME, (unsigned)strlen(cfg->model));
         return ESP_ERR_INVALID_ARG;
     }
     if (!cfg->model && CONFIG_TCPOTA_MODEL[0] && !printable_name(CONFIG_TCPOTA_MODEL, TCPOTA_MAX_NAME)) {
-        ESP_LOGE(TAG, "CONFIG_TCPOTA_MODEL must be printable characters");
+        ESP_LOGE(TAG, "CONFIG_TCPOTA_MODEL must be printable ASCII characters");
         return ESP_ERR_INVALID_ARG;
     }
     return ESP_OK;
