@@ -4,6 +4,7 @@
 #include "fleet_internal.h"
 #include "fleet_files.h"
 #include "http_ota.h"
+#include "http_host.h"
 #include "accept_pause.h"
 #include "api.h"
 #include "conn.h"
@@ -2631,6 +2632,16 @@ void fleet_describe(const struct server *srv, char *buf, size_t cap)
                  o->ota_host, http_ota_port(srv->fleet->ota), refused);
     } else if (srv->fleet && srv->fleet->api) {
         snprintf(ota, sizeof(ota), ", HTTP downloads on the API's listener%s", refused);
+    }
+    if (o->http_hosts && o->http_hosts->n) { /* said as --require-auth is (a trial) */
+        char more[32] = "";
+        if (o->http_hosts->n > 1) {
+            snprintf(more, sizeof(more), " and %u more", o->http_hosts->n - 1);
+        }
+        snprintf(buf, cap, "fleet mode (%s%s), %s%s, HTTP answering only Host %.64s%s, localhost"
+                 " or an address", o->data_dir, FLEET_DB_NOTE(o), api, ota,
+                 o->http_hosts->names[0], more);
+        return;
     }
     snprintf(buf, cap, "fleet mode (%s%s), %s%s", o->data_dir, FLEET_DB_NOTE(o), api, ota);
 }

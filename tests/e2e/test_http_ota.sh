@@ -1099,6 +1099,8 @@ stop_fleet
 DATA="$WORK/hosts"
 start_fleet --ota-listen 127.0.0.1:0 --http-host ota.example,fleet.example
 OTA_PORT=$(sed -nE 's/.*HTTP downloads on [^ ]*:([0-9]+).*/\1/p' "$WORK/server.log" | tail -1)
+grep -q 'listening on .*, HTTP downloads on 127.0.0.1:[0-9]*, HTTP answering only Host ota.example and 1 more, localhost or an address$' "$WORK/server.log" ||
+  fail "the start line does not say --http-host: $(grep 'listening on' "$WORK/server.log" | tail -1)"
 code() { curl -s -o "$WORK/hb" -w '%{http_code}' "$@"; }
 for url in "http://127.0.0.1:$OTA_PORT/ota/esp32?device=h-1" "$TCPOTA_API/metrics" "$TCPOTA_API/health" \
            "$TCPOTA_API/v1/devices"; do
