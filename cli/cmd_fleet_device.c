@@ -27,7 +27,7 @@ static void usage(FILE *f)
             "       tcpota device set ID --group G [options]\n"
             "       tcpota device secret ID [--out FILE] [--force] [options]\n"
             "       tcpota device retry ID [options]\n"
-            "       tcpota device rm ID [options]\n"
+            "       tcpota device rm ID [ID...] [options]\n"
             "\n"
             "The devices a fleet server (tcpota serve --data DIR) has seen, through its\n"
             "control API. (tcpota device --server ... runs a host device: tcpota device --help.)\n"
@@ -49,11 +49,12 @@ static void usage(FILE *f)
             "  retry ID             forgets the images the device failed or declined, which\n"
             "                       the server holds back from it: they are offered again at\n"
             "                       its next check-in (after fixing a device's setup, say)\n"
-            "  rm ID                removes the device (one decommissioned or replaced): its\n"
-            "                       record, history and secret; a rollout keeps counting what\n"
-            "                       it finished there. If it checks in again it is registered\n"
-            "                       anew; with tcpota serve --require-auth it cannot, having\n"
-            "                       no secret (tcpota device secret makes one)\n"
+            "  rm ID [ID...]        removes each device (decommissioned or replaced; at most\n"
+            "                       100): its record, history and secret; a rollout keeps\n"
+            "                       counting what it finished there. One that checks in\n"
+            "                       again is registered anew; with tcpota serve\n"
+            "                       --require-auth it cannot, having no secret (tcpota\n"
+            "                       device secret makes one). Exit 1 when any was not there\n"
             "\n");
     api_usage_common(f, 0);
 }
@@ -496,34 +497,49 @@ static int device_retry(struct api *a, int argc, char **argv)
     return rc;
 }
 
+/* IDs one `device rm` takes (a list from `device list --json`, say). */
+#define DEVICE_RM_MAX 100
+
 static int device_rm(struct api *a, int argc, char **argv)
 {
-    const char *pos[1];
+    static char paths[DEVICE_RM_MAX][600];
+    const char *pos[DEVICE_RM_MAX];
     const struct api_opt opts[] = {{NULL, NULL, NULL}};
-    char path[600];
-    json_t *d = NULL;
-    int np, rc = api_parse(a, opts, argc, argv, pos, 1, &np);
+    int np, i, secrets = 0, removed = 0, worst = 0, rc = api_parse(a, opts, argc, argv, pos,
+                                                                    DEVICE_RM_MAX, &np);
 
     if (rc) return rc < 0 ? (usage(stdout), 0) : rc;
-    if (np == 0) return api_usage(a, "rm needs a device ID: tcpota device rm ID");
-    if ((rc = device_path(a, pos[0], "", path, sizeof(path))) != 0) return rc;
-    if ((rc = api_setup(a, 0)) != 0) return rc;
-    rc = api_request(a, API_DELETE, path, NULL, 0, NULL, NULL, NULL, &d, NULL);
-    if (rc == 0 && !a->json) {
-        int secret = api_bool(d, "secret");
-
-        if (api_bool(d, "registered")) {
-            printf("removed device %s%s\n", table_c(pos[0]), secret ? " and its secret" : "");
-        } else {
-            printf("device %s had not checked in: removed its secret\n", table_c(pos[0]));
-        }
-        printf("if it checks in%s it is registered anew%s\n",
-               api_bool(d, "registered") ? " again" : "",
-               secret ? "; under --require-auth only with a new secret (tcpota device secret)"
-                      : "");
+    if (np == 0) return api_usage(a, "rm needs a device ID: tcpota device rm ID [ID...]");
+    /* Every id checked before the first is removed. */
+    for (i = 0; i < np; i++) {
+        if ((rc = device_path(a, pos[i], "", paths[i], sizeof(paths[i]))) != 0) return rc;
     }
-    json_decref(d);
-    return rc;
+    if ((rc = api_setup(a, 0)) != 0) return rc;
+    for (i = 0; i < np; i++) {
+        json_t *d = NULL;
+
+        /* One that fails (no such device) is said, and the others go on. */
+        rc = api_request(a, API_DELETE, paths[i], NULL, 0, NULL, NULL, NULL, &d, NULL);
+        if (rc == 0 && !a->json) {
+            int secret = api_bool(d, "secret");
+
+            if (api_bool(d, "registered")) {
+                printf("removed device %s%s\n", table_c(pos[i]), secret ? " and its secret" : "");
+                removed++;
+            } else {
+                printf("device %s had not checked in: removed its secret\n", table_c(pos[i]));
+            }
+            secrets += secret;
+        }
+        if (rc > worst) worst = rc;
+        json_decref(d);
+    }
+    if ((removed || secrets) && !a->json) {
+        printf("a device that checks in after this is registered anew%s\n",
+               secrets ? "; under --require-auth only with a new secret (tcpota device secret)"
+                       : "");
+    }
+    return worst;
 }
 
 int cmd_fleet_device(int argc, char **argv)

@@ -671,16 +671,26 @@ run 0 $T device rm "a b" $API
 [ "$(req method) $(req path)" = "DELETE /v1/devices/a%20b" ] || fail "device rm sent $(req method) $(req path)"
 [ "$(req len)" = 0 ] || fail "device rm sent a body of $(req len) bytes"
 has out.log "^removed device a b$"
-has out.log "^if it checks in again it is registered anew$"
+has out.log "^a device that checks in after this is registered anew$"
 run 0 $T device rm "a b" --json $API
 python3 -c 'import json,sys; assert json.load(open("out.log"))["registered"] is True' || fail "device rm --json: $(cat out.log)"
 route DELETE /v1/devices/nope 404 '{"error": "no device nope", "field": "id"}'
 run 1 $T device rm nope $API
 has err.log "^tcpota device: no device nope$"
+# Several ids: each removed in turn; one not there is said and the others
+# still go (exit 1); a bad id stops all before the first request.
+route DELETE /v1/devices/d-2 200 '{"id": "d-2", "registered": false, "secret": true}'
 n=$(nreq)
-run 2 $T device rm a b $API
-[ "$(nreq)" -eq "$n" ] || fail "device rm with two ids sent a request"
-ok "device rm (DELETE, id percent-encoded; what went said; 404 and two ids refused)"
+run 1 $T device rm "a b" nope d-2 $API
+[ "$(nreq)" -eq $((n + 3)) ] || fail "device rm of three ids sent $(( $(nreq) - n )) requests"
+has out.log "^removed device a b$"
+has out.log "^device d-2 had not checked in: removed its secret$"
+has out.log "^a device that checks in after this is registered anew; under --require-auth only with a new secret \(tcpota device secret\)$"
+has err.log "^tcpota device: no device nope$"
+n=$(nreq)
+run 2 $T device rm d-2 "$(printf 'd%.0s' {1..65})" $API
+[ "$(nreq)" -eq "$n" ] || fail "device rm with a bad id sent a request"
+ok "device rm (DELETE, id percent-encoded; what went said; several ids, one not there, a bad one)"
 
 # --- device secret: printed once as a secret file the simulator takes
 SECRET=3b9f00112233445566778899aabbccddeeff00112233445566778899aabbccdd

@@ -96,7 +96,7 @@ ok "a second device secret replaces the first: the old file is refused, the new 
 updated_before=$("$TCPOTA" rollout show 1 --json | jq_py 'j["totals"]["updated"]')
 "$TCPOTA" device rm s-1 > "$WORK/out" 2>&1 || fail "device rm s-1 failed: $(cat "$WORK/out")"
 grep -qx 'removed device s-1 and its secret' "$WORK/out" &&
-  grep -qx 'if it checks in again it is registered anew; under --require-auth only with a new secret (tcpota device secret)' "$WORK/out" ||
+  grep -qx 'a device that checks in after this is registered anew; under --require-auth only with a new secret (tcpota device secret)' "$WORK/out" ||
   fail "device rm s-1 said: $(cat "$WORK/out")"
 grep -q 'device s-1 removed from the registry, its secret with it (API client' "$WORK/server.log" ||
   fail "the server did not log the removal: $(grep -i removed "$WORK/server.log")"
