@@ -778,7 +778,7 @@ static void handle(struct evhttp_request *req, void *arg)
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL, *bad = http_framing_bad(req);
     const char *host_bad = bad ? NULL : http_host_bad(req);
-    char why[HTTP_HOST_REFUSAL_MAX];
+    char why[HTTP_HOST_REFUSAL_MAX], target[HTTP_HOST_NAME_MAX + 8];
     struct api_call *c;
 
     /* Set at the admission too (api_gate.c); again for a connection the
@@ -794,8 +794,8 @@ static void handle(struct evhttp_request *req, void *arg)
     /* A download's own handler checks its Host, and logs a refusal as it
      * logs every download's. */
     if (!bad && !host_bad && !(a->cfg.ota && ota_path(path)) &&
-        http_host_refused(a->cfg.hosts, evhttp_find_header(evhttp_request_get_input_headers(req),
-                                                           "Host"), why, sizeof why)) {
+        http_host_refused(a->cfg.hosts, http_target_host(req, target, sizeof target), why,
+                          sizeof why)) {
         /* Before every path, the tokenless ones too: what a page that
          * renamed this address could read is /metrics and the images (the
          * text holds no quote: http_host.h). */

@@ -418,7 +418,7 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     enum evhttp_cmd_type m = evhttp_request_get_command(req);
     const char *bad, *host_bad = NULL;
-    char why[HTTP_HOST_REFUSAL_MAX];
+    char why[HTTP_HOST_REFUSAL_MAX], target[HTTP_HOST_NAME_MAX + 8];
     struct store_req *r;
     struct http_range probe;
     struct dl *d;
@@ -442,8 +442,7 @@ void http_ota_handle(struct evhttp_request *req, void *arg)
         ota_refuse(ota, NULL, req, 400, "%s", bad ? bad : host_bad);
         return;
     }
-    if (http_host_refused(ota->srv->o->http_hosts,
-                          evhttp_find_header(evhttp_request_get_input_headers(req), "Host"),
+    if (http_host_refused(ota->srv->o->http_hosts, http_target_host(req, target, sizeof target),
                           why, sizeof why)) {
         ota_refuse(ota, NULL, req, 421, "%s", why);
         return;

@@ -220,4 +220,22 @@ static inline const char *http_host_bad(const struct evhttp_request *req)
     return NULL;
 }
 
+/* The name a request is for (RFC 9112, 3.2.2): the authority of an
+ * absolute-form target ("GET http://NAME:PORT/..."), which a server takes
+ * over Host, else its Host header (NULL: none); buf (cap bytes) holds the
+ * former. What --http-host judges (http_host.h). */
+static inline const char *http_target_host(struct evhttp_request *req, char *buf, size_t cap)
+{
+    const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
+    const char *h = u ? evhttp_uri_get_host(u) : NULL;
+
+    if (h) {
+        int port = evhttp_uri_get_port(u);
+        if (port >= 0) snprintf(buf, cap, "%s:%d", h, port);
+        else snprintf(buf, cap, "%s", h);
+        return buf;
+    }
+    return evhttp_find_header(evhttp_request_get_input_headers(req), "Host");
+}
+
 #endif

@@ -2197,6 +2197,16 @@ static void test_http_host(void **state)
         raw_ask(req, buf, sizeof buf, 100);
         if (strncmp(buf, "HTTP/1.1 200 ", 13) != 0) fail_msg("Host %s: %s", answered[k], buf);
     }
+    /* An absolute-form target's name is the one judged (RFC 9112, 3.2.2:
+     * it stands over Host). */
+    raw_ask("GET http://evil.example/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            buf, sizeof buf, 100);
+    if (!strstr(buf, "HTTP/1.1 421 ") || !strstr(buf, "Host evil.example is not a name")) {
+        fail_msg("absolute-form target evil.example: %s", buf);
+    }
+    raw_ask("GET http://fleet.example:8071/health HTTP/1.1\r\nHost: evil.example\r\n"
+            "Connection: close\r\n\r\n", buf, sizeof buf, 100);
+    if (strncmp(buf, "HTTP/1.1 200 ", 13) != 0) fail_msg("absolute-form target fleet.example: %s", buf);
     /* Without names, any Host (a fleet's devices use any name for it). */
     api_stop(T.api);
     memset(&T.hosts, 0, sizeof T.hosts);
