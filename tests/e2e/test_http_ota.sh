@@ -1108,6 +1108,9 @@ for url in "http://127.0.0.1:$OTA_PORT/ota/esp32?device=h-1" "$TCPOTA_API/metric
   [ "$c" = 421 ] && grep -q '"Host evil.example:8071 is not a name this server answers to: ask by a name of its --http-host, localhost or its address, or add the name to tcpota serve --http-host (docs/security.md, DNS rebinding)"' "$WORK/hb" ||
     fail "$url with Host evil.example: $c $(cat "$WORK/hb")"
 done
+# Its status line has the reason phrase (libevent 2.1's table stops at 417).
+curl -s -i -H 'Host: evil.example' "http://127.0.0.1:$OTA_PORT/ota/esp32?device=h-1" | head -1 |
+  grep -q '^HTTP/1.1 421 Misdirected Request' || fail "the downloads' 421 has no reason phrase"
 grep -q 'http: refused /ota/esp32?device=h-1 with 421: Host evil.example:8071 is not a name' "$WORK/server.log" ||
   fail "the refused download is not in the log: $(grep -i 'refused' "$WORK/server.log" | tail -3)"
 [ "$(code -H "Host: ota.example:$OTA_PORT" -H 'X-Tcpota-Version: 1.0.0' "http://127.0.0.1:$OTA_PORT/ota/esp32?device=h-1")" = 204 ] ||
