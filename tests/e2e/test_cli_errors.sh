@@ -32,6 +32,7 @@ expect 2 "^tcpota sign: private key: fifo is not a regular file \(it is a FIFO\)
 # host device's ways (a new user's trial was sent to the host's --help).
 expect 2 "^tcpota device: status: unknown option '--json'" $T device status --flash dir --json
 expect 2 "^tcpota device: unknown subcommand 'lst'; give status, list, show, set, secret, retry or rm, or run a host device with options" $T device lst
+expect 2 "try 'tcpota device rm --help'" $T device rm --bogus x
 expect 2 "image: fifo is not a regular file \(it is a FIFO\)" $T sign --key k.key $S fifo
 expect 2 "^tcpota verify: public key: fifo is not a regular file \(it is a FIFO\)" $T verify --pubkey fifo img
 expect 2 "image: fifo is not a regular file" $T verify --pubkey k.pub fifo

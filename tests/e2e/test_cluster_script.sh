@@ -82,7 +82,7 @@ ok "a second cluster on a device port in use is refused, naming the port, before
 # "listening on" line, and what started is stopped again.
 rc=0
 start=$(date +%s%N)
-CLUSTER_PORT=$(free_port) CLUSTER_API=$((port + 1)) timeout 60 bash "$SCRIPT" start "$D2" > "$WORK/start3.out" 2>&1 || rc=$?
+CLUSTER_PORT=$(free_ports 1) CLUSTER_API=$((port + 1)) timeout 60 bash "$SCRIPT" start "$D2" > "$WORK/start3.out" 2>&1 || rc=$?
 ms=$((($(date +%s%N) - start) / 1000000))
 [ $rc -eq 1 ] || fail "a cluster whose node 1 cannot start: exit $rc, expected 1: $(cat "$WORK/start3.out")"
 grep -q "n1 exited before" "$WORK/start3.out" && grep -q "cannot listen on 127.0.0.1:$((port + 1)) for the API" "$WORK/start3.out" ||

@@ -1123,6 +1123,19 @@ for bad in "" "a,,b" "ota.example:8071" "a b" "1,2,3,4,5,6,7,8,9"; do
   rc=0; "$TCPOTA" serve --data "$WORK/hosts" --api 127.0.0.1:0 --http-host "$bad" 2> "$WORK/hh.err" || rc=$?
   [ $rc -eq 2 ] && grep -q '^tcpota serve: --http-host' "$WORK/hh.err" || fail "--http-host '$bad': rc $rc $(cat "$WORK/hh.err")"
 done
+# With --api off the downloads' listener alone takes it.
+DATA="$WORK/hosts2"
+: > "$WORK/server.log"
+"$TCPOTA" serve --listen 127.0.0.1:0 --data "$DATA" --api off --ota-listen 127.0.0.1:0 \
+  --http-host ota.example --no-progress 2>> "$WORK/server.log" &
+SERVER_PID=$!
+PIDS+=("$SERVER_PID")
+wait_line "$WORK/server.log" 'listening on'
+OTA_PORT=$(sed -nE 's/.*HTTP downloads on [^ ]*:([0-9]+).*/\1/p' "$WORK/server.log" | tail -1)
+[ "$(code -H 'Host: evil.example' "http://127.0.0.1:$OTA_PORT/ota/esp32?device=h-2")" = 421 ] &&
+  [ "$(code -H 'Host: ota.example' -H 'X-Tcpota-Version: 1.0.0' "http://127.0.0.1:$OTA_PORT/ota/esp32?device=h-2")" = 204 ] ||
+  fail "--http-host with --api off and --ota-listen: $(cat "$WORK/hb")"
+stop_fleet
 rc=0; "$TCPOTA" serve --data "$WORK/hosts" --api off --http-host a.example 2> "$WORK/hh.err" || rc=$?
 [ $rc -eq 2 ] && grep -q 'with --api off and no --ota-listen there is neither: drop it' "$WORK/hh.err" ||
   fail "--http-host with --api off: rc $rc $(cat "$WORK/hh.err")"

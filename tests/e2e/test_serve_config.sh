@@ -190,13 +190,13 @@ ok "fleet listeners on one port are named, before anything is created"
 
 # Single-image mode has no API: a fleet-only flag is refused, not ignored
 # (before: --api and --max-image started without a word).
-for flags in "--api 127.0.0.1:0" "--max-image 5" "--ota-listen 127.0.0.1:0"; do
+for flags in "--api 127.0.0.1:0" "--max-image 5" "--ota-listen 127.0.0.1:0" "--http-host a.example"; do
   rc=0
   timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --version 2.0.0 $flags img.bin > /dev/null 2> fleetonly.log || rc=$?
   [ $rc -eq 2 ] && grep -q -- "${flags% *} is a fleet-mode flag .*; it needs --data DIR" fleetonly.log ||
     fail "$flags without --data: exit $rc: $(cat fleetonly.log)"
 done
-ok "--api, --max-image and --ota-listen without --data: exit 2, saying they need --data DIR"
+ok "--api, --max-image, --ota-listen and --http-host without --data: exit 2, saying they need --data DIR"
 rc=0; timeout 10 "$TCPOTA" serve --listen 127.0.0.1:0 --data otaoff-data --ota-listen off > /dev/null 2> otaoff.log || rc=$?
 [ $rc -eq 2 ] && grep -q -- "--ota-listen takes HOST:PORT, not off: without it the HTTP downloads are served on the API's listener" otaoff.log &&
   [ ! -e otaoff-data ] || fail "--ota-listen off: exit $rc: $(cat otaoff.log)"
