@@ -1294,6 +1294,58 @@ static void test_outage_stop(void **state)
  * transaction (SQLSTATE 40P01), which runs again once the other session
  * is done; the step is written, not failed. One request alone, so no
  * savepoint fallback hides a failed rerun. */
+/* A removal takes its locks in the order every list does: its device's
+ * row, then secrets_gen (a list of several that holds a device's row and
+ * sets a secret takes them so; a removal that took secrets_gen first
+ * could wait for it while it waited: a review). With secrets_gen held by
+ * another session, a removal alone waits in the statement that locks
+ * secrets_gen, its device's row locked already. */
+static void test_delete_lock_order(void **state)
+{
+    struct fx *f = *state;
+    struct store_req *r;
+    PGconn *holder, *probe;
+    PGresult *res;
+    int fired = 0, waited;
+
+    ss_checkin_free(f, "lo-3");
+    secret_put(f, "lo-3", 3);
+    holder = connect_or_fail(f->db);
+    res = PQexec(holder, "BEGIN; SELECT 1 FROM secrets_gen FOR UPDATE");
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    PQclear(res);
+    r = store_req_new(STORE_DEVICE_DELETE, on_set, &fired);
+    assert_non_null(r);
+    r->now = NOW;
+    r->u.device.id = "lo-3";
+    assert_int_equal(store_submit(f->st, r), 0);
+    for (waited = 0; sql_int(f, "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                             " 'tcpota' AND wait_event_type = 'Lock'") == 0; waited++) {
+        assert_true(waited < 100);
+        loop_for(f, 50, NULL, 0);
+    }
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                             " 'tcpota' AND wait_event_type = 'Lock' AND query LIKE"
+                             " '%FROM secrets_gen FOR UPDATE%'"), 1);
+    probe = connect_or_fail(f->db);
+    res = PQexec(probe, "SELECT 1 FROM devices WHERE id = 'lo-3' FOR UPDATE NOWAIT");
+    if (PQresultStatus(res) != PGRES_FATAL_ERROR ||
+        strcmp(PQresultErrorField(res, PG_DIAG_SQLSTATE), "55P03") != 0) {
+        fail_msg("lo-3's row was not locked while the removal waited for secrets_gen: %s",
+                 PQresultErrorMessage(res));
+    }
+    PQclear(res);
+    PQfinish(probe);
+    PQclear(PQexec(holder, "COMMIT"));
+    PQfinish(holder);
+    loop_for(f, 10000, &fired, 1);
+    assert_int_equal(fired, 1);
+    if (r->rc != STORE_OK) fail_msg("the removal: %s", r->err);
+    assert_int_equal(r->u.device.registered, 1);
+    assert_int_equal(r->u.device.had_secret, 1);
+    store_req_free(r);
+}
+
 static void test_deadlock_runs_again(void **state)
 {
     static char ids[2][16] = {"dl-1", "dl-2"};
@@ -1740,6 +1792,7 @@ int main(void)
         cmocka_unit_test(test_outage_nothing_kept),
         cmocka_unit_test(test_outage_stop),
         cmocka_unit_test_setup_teardown(test_deadlock_runs_again, ss_setup, ss_teardown),
+        cmocka_unit_test_setup_teardown(test_delete_lock_order, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_commit_refused, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_rerun_bounded, ss_setup, ss_teardown),
         cmocka_unit_test_setup_teardown(test_wave_row_out_of_range, ss_setup, ss_teardown),
