@@ -1294,19 +1294,46 @@ static void test_outage_stop(void **state)
  * transaction (SQLSTATE 40P01), which runs again once the other session
  * is done; the step is written, not failed. One request alone, so no
  * savepoint fallback hides a failed rerun. */
+/* Waits until f's node waits for a lock, then asks another session for
+ * device id's row without waiting: 1 when the node holds it. */
+static int node_holds_row(struct fx *f, const char *id)
+{
+    char q[128];
+    PGconn *probe;
+    PGresult *res;
+    int waited, held;
+
+    for (waited = 0; sql_int(f, "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                             " 'tcpota' AND wait_event_type = 'Lock'") == 0; waited++) {
+        assert_true(waited < 100);
+        loop_for(f, 50, NULL, 0);
+    }
+    snprintf(q, sizeof q, "SELECT 1 FROM devices WHERE id = '%s' FOR UPDATE NOWAIT", id);
+    probe = connect_or_fail(f->db);
+    res = PQexec(probe, q);
+    held = PQresultStatus(res) == PGRES_FATAL_ERROR &&
+           strcmp(PQresultErrorField(res, PG_DIAG_SQLSTATE), "55P03") == 0;
+    PQclear(res);
+    PQfinish(probe);
+    return held;
+}
+
 /* A removal takes its locks in the order every list does: its device's
- * row, then secrets_gen (a list of several that holds a device's row and
- * sets a secret takes them so; a removal that took secrets_gen first
- * could wait for it while it waited: a review). With secrets_gen held by
- * another session, a removal alone waits in the statement that locks
- * secrets_gen, its device's row locked already. */
+ * row with the list's others, in id order, then secrets_gen (a list of
+ * several that holds a device's row and sets a secret takes them so; a
+ * removal that took secrets_gen first could wait for it while it waited:
+ * a review). With secrets_gen held by another session, a removal alone
+ * waits in the statement that locks secrets_gen, its device's row locked
+ * already; with lo-2's row held, a list of a removal of lo-2 and a step of
+ * lo-1 waits for lo-2 holding lo-1. */
 static void test_delete_lock_order(void **state)
 {
+    static char step_of[1][16] = {"lo-1"};
     struct fx *f = *state;
-    struct store_req *r;
-    PGconn *holder, *probe;
+    struct store_req *r, *step;
+    PGconn *holder;
     PGresult *res;
-    int fired = 0, waited;
+    int fired = 0;
 
     ss_checkin_free(f, "lo-3");
     secret_put(f, "lo-3", 3);
@@ -1319,23 +1346,10 @@ static void test_delete_lock_order(void **state)
     r->now = NOW;
     r->u.device.id = "lo-3";
     assert_int_equal(store_submit(f->st, r), 0);
-    for (waited = 0; sql_int(f, "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
-                             " 'tcpota' AND wait_event_type = 'Lock'") == 0; waited++) {
-        assert_true(waited < 100);
-        loop_for(f, 50, NULL, 0);
-    }
+    if (!node_holds_row(f, "lo-3")) fail_msg("lo-3's row was not locked before secrets_gen");
     assert_int_equal(sql_int(f, "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
                              " 'tcpota' AND wait_event_type = 'Lock' AND query LIKE"
                              " '%FROM secrets_gen FOR UPDATE%'"), 1);
-    probe = connect_or_fail(f->db);
-    res = PQexec(probe, "SELECT 1 FROM devices WHERE id = 'lo-3' FOR UPDATE NOWAIT");
-    if (PQresultStatus(res) != PGRES_FATAL_ERROR ||
-        strcmp(PQresultErrorField(res, PG_DIAG_SQLSTATE), "55P03") != 0) {
-        fail_msg("lo-3's row was not locked while the removal waited for secrets_gen: %s",
-                 PQresultErrorMessage(res));
-    }
-    PQclear(res);
-    PQfinish(probe);
     PQclear(PQexec(holder, "COMMIT"));
     PQfinish(holder);
     loop_for(f, 10000, &fired, 1);
@@ -1344,6 +1358,31 @@ static void test_delete_lock_order(void **state)
     assert_int_equal(r->u.device.registered, 1);
     assert_int_equal(r->u.device.had_secret, 1);
     store_req_free(r);
+    /* A list of several: lo-1 first, then lo-2 (held). */
+    ss_checkin_free(f, "lo-1");
+    ss_checkin_free(f, "lo-2");
+    holder = connect_or_fail(f->db);
+    res = PQexec(holder, "BEGIN; SELECT 1 FROM devices WHERE id = 'lo-2' FOR UPDATE");
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    PQclear(res);
+    fired = 0;
+    step = moves(step_of, 1, STORE_ST_OFFERED, 0, &fired);
+    r = store_req_new(STORE_DEVICE_DELETE, on_set, &fired);
+    assert_non_null(r);
+    r->now = NOW;
+    r->u.device.id = "lo-2";
+    /* Handed over in one turn: one list. */
+    assert_int_equal(store_submit(f->st, r), 0);
+    assert_int_equal(store_submit(f->st, step), 0);
+    if (!node_holds_row(f, "lo-1")) fail_msg("lo-1's row was not locked before lo-2's");
+    PQclear(PQexec(holder, "COMMIT"));
+    PQfinish(holder);
+    loop_for(f, 10000, &fired, 2);
+    assert_int_equal(fired, 2);
+    assert_int_equal(r->rc, STORE_OK);
+    assert_int_equal(step->rc, STORE_OK);
+    store_req_free(r);
+    store_req_free(step);
 }
 
 static void test_deadlock_runs_again(void **state)
