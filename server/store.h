@@ -50,6 +50,10 @@ struct event_base;
 #define STORE_GROUP_MAX 32u     /* group name bytes */
 #define STORE_REASON_MAX 120u   /* reason text kept with a failure or decline */
 #define STORE_ERR_MAX 512u      /* req->err */
+/* How every backend's "not registered" begins ("no device ID..."): a step
+ * so refused is one of a device removed while it was served
+ * (u.events.missing), not one lost with a failed commit. */
+#define STORE_NO_DEVICE "no device "
 /* The reason and history line of a device whose failures were forgotten
  * (STORE_DEVICE_RETRY). */
 #define STORE_RETRY_DETAIL "its failed images were forgotten (device retry)"
@@ -338,7 +342,8 @@ struct store_req {
             size_t n;                         /* in */
             size_t skipped;                   /* out: items not applied (unknown device) */
             /* out: of them, those whose device is not registered (removed
-             * while it was served: STORE_DEVICE_DELETE) */
+             * while it was served: STORE_DEVICE_DELETE; their error begins
+             * STORE_NO_DEVICE, where one lost with a failed commit says so) */
             size_t missing;
         } events;
         struct {                              /* STORE_IMAGE_ADD / GET / RM */

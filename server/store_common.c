@@ -130,7 +130,8 @@ int store_run_events(struct store_req *r, store_step_fn apply, void *backend)
             if (r->u.events.skipped++ == 0) {
                 snprintf(first, sizeof(first), "%s", r->err);
             }
-            r->u.events.missing += rc == STORE_E_NOTFOUND;
+            r->u.events.missing += rc == STORE_E_NOTFOUND &&
+                                   strncmp(r->err, STORE_NO_DEVICE, strlen(STORE_NO_DEVICE)) == 0;
             r->rc = STORE_OK;
             continue;
         }

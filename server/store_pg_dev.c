@@ -371,23 +371,26 @@ static int ids_of(const struct store_req *r, struct pg_array *a)
     }
 }
 
-/* A list that sets a secret takes secrets_gen's row (migration 5's
- * trigger numbers the write under it) right after the devices' rows, as
- * every node does: taken where the write comes, after a rollout's row,
- * say, two nodes' lists could each wait for the other's (a review). */
+/* secrets_gen's row, locked for r's transaction (migration 5's trigger
+ * numbers a secret's write under it). */
+static int lock_secrets_gen_now(struct pgstore *st, struct store_req *r)
+{
+    int rc = pg_run(st, r, "lock secrets", "SELECT count(*) FROM (SELECT 1 FROM secrets_gen"
+                    " FOR UPDATE) AS locked", "");
+    return rc < 0 ? rc : STORE_OK;
+}
+
+/* A list that sets or removes a secret takes secrets_gen's row right
+ * after the devices' rows, as every node does: taken where the write
+ * comes, after a rollout's row, say, two nodes' lists could each wait for
+ * the other's (a review). */
 static int lock_secrets_gen(struct pgstore *st, struct store_req *head)
 {
     const struct store_req *r;
-    int rc;
 
     for (r = head; r && r->op != STORE_SECRET_SET && r->op != STORE_DEVICE_DELETE; r = r->next) {
     }
-    if (!r) {
-        return STORE_OK;
-    }
-    rc = pg_run(st, head, "lock secrets", "SELECT count(*) FROM (SELECT 1 FROM secrets_gen"
-                    " FOR UPDATE) AS locked", "");
-    return rc < 0 ? rc : STORE_OK;
+    return r ? lock_secrets_gen_now(st, head) : STORE_OK;
 }
 
 int pg_lock_devices(struct pgstore *st, struct store_req *head)
@@ -472,7 +475,7 @@ static int apply_event(void *backend, struct store_req *r, const struct store_st
     rc = device_of(r, pg_q(st, r, "device", "SELECT " DEV_COLS " FROM devices WHERE id = $1"
                            " FOR NO KEY UPDATE", "t", e->id), &old);
     if (rc <= 0) {
-        return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, "no device %s", e->id);
+        return rc < 0 ? rc : store_err_set(r, STORE_E_NOTFOUND, STORE_NO_DEVICE "%s", e->id);
     }
     store_step_image(&old, e, hex);
     /* A step about the image the device has reported on came late (kept
@@ -629,7 +632,7 @@ static int not_registered(struct pgstore *st, struct store_req *r)
         return rc;
     }
     r->u.device.had_secret = n > 0;
-    return store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
+    return store_err_set(r, STORE_E_NOTFOUND, STORE_NO_DEVICE "%s", r->u.device.id);
 }
 
 int pg_op_device_get(struct pgstore *st, struct store_req *r)
@@ -716,13 +719,16 @@ int pg_op_device_delete(struct pgstore *st, struct store_req *r)
         return rc;
     }
     r->u.device.registered = rc > 0;
+    if ((rc = lock_secrets_gen_now(st, r)) < 0) { /* as a secret set does */
+        return rc;
+    }
     if ((rc = pg_run(st, r, "device secret delete", "DELETE FROM secrets WHERE device_id = $1",
                      "t", r->u.device.id)) < 0) {
         return rc;
     }
     r->u.device.had_secret = st->changes > 0;
     if (!r->u.device.registered && !r->u.device.had_secret) {
-        return store_err_set(r, STORE_E_NOTFOUND, "no device %s", r->u.device.id);
+        return store_err_set(r, STORE_E_NOTFOUND, STORE_NO_DEVICE "%s", r->u.device.id);
     }
     if (r->u.device.registered &&
         ((rc = pg_ro_leave(st, r, d->id, NULL, NULL, 0)) < 0 ||
@@ -748,6 +754,12 @@ int pg_op_secret_set(struct pgstore *st, struct store_req *r)
     int64_t n = 0;
     int rc;
 
+    /* secrets_gen before the row of secrets_gone a removal of id may hold,
+     * as every list takes it (pg_lock_devices did, but for a list run
+     * again with savepoints and no first locks: a review). */
+    if ((rc = lock_secrets_gen_now(st, r)) < 0) {
+        return rc;
+    }
     /* "had a secret" * 4 + "is registered" * 2 + "checks in over HTTP", of id. */
     if ((rc = pg_int(st, r, "secret set", &n, "SELECT (SELECT count(*) FROM secrets WHERE"
                      " device_id = $1) * 4 + (SELECT count(*) FROM devices WHERE id = $1) * 2 +"

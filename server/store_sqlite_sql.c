@@ -169,7 +169,7 @@ const char *sq_why(struct sstore *st)
 int sq_missing(struct sstore *st, struct store_req *r, const char *id, int step)
 {
     if (!st->commit_failed) {
-        return store_err_set(r, STORE_E_NOTFOUND, "no device %s", id);
+        return store_err_set(r, STORE_E_NOTFOUND, STORE_NO_DEVICE "%s", id);
     }
     /* A step follows its device's check-in: the row was there, and went
      * with the COMMIT (the line that logged it says what was lost). */

@@ -1289,11 +1289,6 @@ static void test_outage_stop(void **state)
     outage_close(&f, &admin, name);
 }
 
-/* Another session holds one of a list's devices and then waits for one
- * the list holds: PostgreSQL breaks the deadlock by failing the node's
- * transaction (SQLSTATE 40P01), which runs again once the other session
- * is done; the step is written, not failed. One request alone, so no
- * savepoint fallback hides a failed rerun. */
 /* Waits until f's node waits for a lock, then asks another session for
  * device id's row without waiting: 1 when the node holds it. */
 static int node_holds_row(struct fx *f, const char *id)
@@ -1385,6 +1380,11 @@ static void test_delete_lock_order(void **state)
     store_req_free(step);
 }
 
+/* Another session holds one of a list's devices and then waits for one
+ * the list holds: PostgreSQL breaks the deadlock by failing the node's
+ * transaction (SQLSTATE 40P01), which runs again once the other session
+ * is done; the step is written, not failed. One request alone, so no
+ * savepoint fallback hides a failed rerun. */
 static void test_deadlock_runs_again(void **state)
 {
     static char ids[2][16] = {"dl-1", "dl-2"};
