@@ -1783,6 +1783,17 @@ static int run_sync(struct server *srv, struct store_req *r)
     return r->rc;
 }
 
+/* 1 when a row of STORE_SECRET_LIST can be a device's secret, or (no
+ * bytes) its removal: the API makes no other, and one written by hand into
+ * the database (too short, too long) is not taken. */
+static int secret_row_ok(const struct store_secret *row)
+{
+    const struct tcpota_serve_secret *s = NULL;
+
+    return strlen(row->id) < sizeof(s->id) && row->len <= sizeof(s->secret) &&
+           (row->len == 0 || row->len >= TCPOTA_SECRET_MIN);
+}
+
 /* Puts rows[0..n) into the server's secrets (a new id added, a known one
  * replaced when its secret differs, one of no bytes removed: its device
  * was, STORE_DEVICE_DELETE) and rebinds authentication to them.
@@ -1811,9 +1822,8 @@ static int put_secrets(struct server *srv, const struct store_secret *rows, size
     for (i = 0; i < n; i++) {
         size_t idlen = strlen(rows[i].id);
         int gone = rows[i].len == 0;
-        if (idlen >= sizeof(key.id) || rows[i].len > sizeof(key.secret) ||
-            (!gone && rows[i].len < TCPOTA_SECRET_MIN)) {
-            continue; /* not a device's (the API refuses such ids and secrets) */
+        if (!secret_row_ok(&rows[i])) {
+            continue;
         }
         memcpy(key.id, rows[i].id, idlen + 1);
         at = f->nsecrets ? bsearch(&key, all, f->nsecrets, sizeof(*all), cmp_secret) : NULL;
@@ -1905,11 +1915,8 @@ static int load_secrets(struct server *srv)
     for (i = 0, f->nsecrets = 0; i < r->u.list.n; i++) {
         struct tcpota_serve_secret *s = &f->secrets[f->nsecrets];
 
-        /* A removal (no bytes) is no secret; nor a row too short for one
-         * (written by hand), as put_secrets says. */
-        if (rows[i].len < TCPOTA_SECRET_MIN || rows[i].len > sizeof(s->secret) ||
-            strlen(rows[i].id) >= sizeof(s->id)) {
-            continue;
+        if (!secret_row_ok(&rows[i]) || rows[i].len == 0) {
+            continue; /* a removal is no secret */
         }
         snprintf(s->id, sizeof(s->id), "%s", rows[i].id);
         memcpy(s->secret, rows[i].secret, rows[i].len);
