@@ -710,6 +710,13 @@ int conn_pump(struct conn *c)
     if (move_replies(c, &n)) { /* n: what the session said since the last pump */
         return 1;
     }
+    if (c->ended_choosing && !c->closing &&
+        tcpota_srv_get_state(&c->s) != TCPOTA_SRV_CLOSING) {
+        /* Answered (an OFFER): a device that ended its side sends no
+         * ACCEPT, and no DATA goes out ahead of one. */
+        clog_(c, 0, "the device ended its side before its answer came: answered; closing");
+        return conn_close(c, 0);
+    }
     if ((rc = queue_data(c, out, cap)) != 0) {
         return rc;
     }
@@ -1348,6 +1355,15 @@ static void conn_event(struct conn *c, short what)
          * late (stopped, starved) and saw the timeout before the socket.
          * Not idle: reading goes on (it stopped at the timeout). */
         conn_read_on(c);
+        return;
+    }
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
+        tcpota_srv_get_state(&c->s) == TCPOTA_SRV_CHOOSING) {
+        /* Its end of stream right after HELLO (a script, a probe) while
+         * the store decides (fleet mode): it still gets its answer, and
+         * conn_pump closes once that is queued. Freed here, it was sent
+         * nothing. Reading stopped (read_ended). */
+        c->ended_choosing = 1;
         return;
     }
     if ((what & BEV_EVENT_TIMEOUT) && c->srv->tls && !c->tls_up) {

@@ -68,6 +68,31 @@ grep -q "\[rep-dev [^]]*\] report: image 0000000000000000...: unknown result 4, 
 ! grep -q "\[rep-dev .*store error" "$WORK/server.log" || fail "an unknown result was a store error: $(grep rep-dev "$WORK/server.log")"
 ok "a report of a result this server does not know: acknowledged and logged, the device offered its update"
 
+# A peer that half-closes right after its HELLO (a script's `nc -N`, a
+# probe) is answered as any other: fleet mode asks its store, and the end
+# of stream that arrives meanwhile does not drop the answer (it did: the
+# connection was freed and nothing was sent). Once answered, the server
+# closes: a device that ended its side can send no ACCEPT.
+python3 - "$SERVER_PORT" "$E2E" > "$WORK/half.out" 2>&1 <<'PY' || fail "a HELLO then a half-close: $(cat "$WORK/half.out")"
+import socket, sys, time
+sys.path.insert(0, sys.argv[2])
+import frames as F
+for dev, model, want in ((b"half-1", b"esp32", F.OFFER), (b"half-2", b"no-such-model", F.NO_UPDATE)):
+    with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as s:
+        s.sendall(F.hello(dev, model=model, report=(bytes(32), 1)))
+        s.shutdown(socket.SHUT_WR)
+        r = F.Reader(s)
+        types = [r.next()[0], r.next()[0]]
+        t0 = time.monotonic()
+        rest = s.recv(100)
+        print(dev.decode(), "frames", types, "then", rest, "after %.2f s" % (time.monotonic() - t0))
+        if types != [F.WELCOME, want] or rest != b"":
+            sys.exit(f"{dev}: frames {types} then {rest!r}, expected WELCOME (2), {want}, the end")
+PY
+grep -q "\[half-1 [^]]*\] .*ended its side before its answer came: answered" "$WORK/server.log" ||
+  fail "no log line for half-1's end after HELLO: $(grep half-1 "$WORK/server.log")"
+ok "a HELLO then a half-close: answered (WELCOME and OFFER or NO_UPDATE, its report stored), then closed"
+
 # A decline for the device's own setup (here: it trusts a key, the image is
 # unsigned) is held back as that offer; once the device is set right, the
 # operator's `device retry` lets the server offer it again (before: no way
