@@ -94,6 +94,15 @@ struct fleet_image {
 #define FLEET_MEMO_SHARED_S 1.0
 /* Steps of devices no longer registered are said at most this often. */
 #define FLEET_MISSING_SAY_S 60.0
+/* PostgreSQL's secret sync (sync_secrets). Each ask reads again the last
+ * FLEET_SECRETS_OVERLAP generations a node has already read: a failover
+ * to a standby that lost the newest writes numbers the next ones as those
+ * were, and a node that had read up to there would never ask for them.
+ * Every FLEET_SECRETS_FULL_S (and on SIGHUP) a node reads every secret
+ * and holds exactly those: a write it saw and the database lost (the same
+ * failover) is undone, which no count can show. */
+#define FLEET_SECRETS_OVERLAP 64
+#define FLEET_SECRETS_FULL_S 300.0
 
 /* The store the API sees: it hands the pending steps to the real store
  * before each of its requests, so that the API reads what was recorded. */
@@ -121,7 +130,10 @@ struct fleet {
     size_t nsecrets;
     int64_t secrets_gen;         /* PostgreSQL: every secret set up to it is in secrets */
     struct event *sync_timer;    /* PostgreSQL: what other nodes changed (sync_tick) */
-    int secret_asking;           /* the ask for secrets is in flight */
+    int secret_asking;           /* the ask for secrets is in flight: 2 a full read */
+    int secrets_full_due;        /* the next ask reads every secret (a SIGHUP, a count gone back) */
+    int secrets_full_say;        /* say how a full read ends (a SIGHUP asked): 2 its failure said */
+    double secrets_full_at;      /* now_s() of the last full read (load_secrets at start) */
     unsigned stops_asking;       /* asks for rollouts' states in flight (sync_stops) */
     size_t stops_turn;           /* where sync_stops's next asks begin */
     int stuck_said;              /* told that the store answers nothing (fleet_sweep) */
@@ -1794,21 +1806,54 @@ static int secret_row_ok(const struct store_secret *row)
            (row->len == 0 || row->len >= TCPOTA_SECRET_MIN);
 }
 
+/* 1 when row changes what all[0..n) (sorted) holds: a new id, another
+ * secret, or a removal (no bytes) of an id held; *at: the id's entry, or
+ * NULL. A row that can be no secret (secret_row_ok) changes nothing. */
+static int secret_differs(struct tcpota_serve_secret *all, size_t n, const struct store_secret *row,
+                          struct tcpota_serve_secret **at)
+{
+    struct tcpota_serve_secret key;
+
+    *at = NULL;
+    if (!secret_row_ok(row)) {
+        return 0;
+    }
+    memcpy(key.id, row->id, strlen(row->id) + 1);
+    *at = n ? bsearch(&key, all, n, sizeof(*all), cmp_secret) : NULL;
+    if (row->len == 0) {
+        return *at != NULL;
+    }
+    return !*at || (*at)->len != row->len ||
+           sodium_memcmp((*at)->secret, row->secret, row->len) != 0;
+}
+
+/* What put_secrets logs for each change, per device: set (a new or another
+ * secret), gone (a removal). NULL: nothing (the node's own API logs its
+ * changes itself). */
+struct secret_lines {
+    const char *set, *gone;
+};
+
 /* Puts rows[0..n) into the server's secrets (a new id added, a known one
  * replaced when its secret differs, one of no bytes removed: its device
  * was, STORE_DEVICE_DELETE) and rebinds authentication to them.
- * Returns how many changed, or -1 out of memory (nothing changed). why:
- * "" for the node's own API (which logs the change itself), else what is
- * logged for each change ("through another node"). */
+ * Returns how many changed, or -1 out of memory (nothing changed). Rows
+ * that change nothing cost no copy: a sync asks every second, and the
+ * secrets of a large fleet are megabytes. */
 static int put_secrets(struct server *srv, const struct store_secret *rows, size_t n,
-                       const char *why)
+                       const struct secret_lines *say)
 {
     struct fleet *f = srv->fleet;
-    struct tcpota_serve_secret *all, key, *at;
+    struct tcpota_serve_secret *all, *at;
     size_t i, k, count = f->nsecrets;
     uint8_t *did; /* rows[i] changed a secret: its failures are forgiven */
     int changed = 0;
 
+    for (i = 0; i < n && !secret_differs(f->secrets, f->nsecrets, &rows[i], &at); i++) {
+    }
+    if (i == n) {
+        return 0;
+    }
     if (!(all = malloc((count + n ? count + n : 1) * sizeof(*all)))) {
         return -1;
     }
@@ -1820,16 +1865,8 @@ static int put_secrets(struct server *srv, const struct store_secret *rows, size
         memcpy(all, f->secrets, count * sizeof(*all));
     }
     for (i = 0; i < n; i++) {
-        size_t idlen = strlen(rows[i].id);
         int gone = rows[i].len == 0;
-        if (!secret_row_ok(&rows[i])) {
-            continue;
-        }
-        memcpy(key.id, rows[i].id, idlen + 1);
-        at = f->nsecrets ? bsearch(&key, all, f->nsecrets, sizeof(*all), cmp_secret) : NULL;
-        if (gone ? !at
-                 : at && at->len == rows[i].len &&
-                       sodium_memcmp(at->secret, rows[i].secret, at->len) == 0) {
+        if (!secret_differs(all, f->nsecrets, &rows[i], &at)) {
             continue;
         }
         if (gone) {
@@ -1839,19 +1876,15 @@ static int put_secrets(struct server *srv, const struct store_secret *rows, size
             if (!at) {
                 at = &all[count++];
                 memset(at, 0, sizeof(*at));
-                memcpy(at->id, key.id, idlen + 1);
+                memcpy(at->id, rows[i].id, strlen(rows[i].id) + 1);
             }
             memcpy(at->secret, rows[i].secret, rows[i].len);
             at->len = rows[i].len;
         }
         did[i] = 1;
         changed++;
-        if (*why && gone) {
-            say_dev(srv, LOG_LV_INFO, rows[i].id, NULL, "device removed %s, its secret with it",
-                    why);
-        } else if (*why) {
-            say_dev(srv, LOG_LV_INFO, rows[i].id, NULL, "device secret set %s: its next AUTH is"
-                    " checked against it", why);
+        if (say && (gone ? say->gone : say->set)) {
+            say_dev(srv, LOG_LV_INFO, rows[i].id, NULL, "%s", gone ? say->gone : say->set);
         }
     }
     if (!changed) {
@@ -1924,6 +1957,7 @@ static int load_secrets(struct server *srv)
         f->nsecrets++;
     }
     f->secrets_gen = r->u.list.gen;
+    f->secrets_full_at = now_s();
     qsort(f->secrets, f->nsecrets, sizeof(*f->secrets), cmp_secret);
     store_req_free(r);
     return 0;
@@ -1942,11 +1976,113 @@ static void on_secret(void *ctx, const char *id, const uint8_t *secret, size_t l
         memcpy(row.secret, secret, len);
     }
     row.len = (uint8_t)len;
-    if (put_secrets(srv, &row, 1, "") < 0) {
+    if (put_secrets(srv, &row, 1, NULL) < 0) {
         say_always(srv->o, LOG_LV_ERROR, "out of memory: the %s of %s takes effect at the next"
                    " start", len ? "new secret" : "removal of the secret", id);
     }
     sodium_memzero(&row, sizeof(row)); /* the API logs the change (api_changed) */
+}
+
+static int cmp_secret_row(const void *a, const void *b)
+{
+    return strcmp(((const struct store_secret *)a)->id, ((const struct store_secret *)b)->id);
+}
+
+/* What a full read changes (secrets_diff): removals the database
+ * recorded (secrets_gone: a device removed through another node), or
+ * everything else. */
+enum secrets_change { SECRETS_REMOVED, SECRETS_OTHER };
+
+/* The changes of one kind that make the node's secrets what rows[0..n)
+ * (sorted by id, secrets and recorded removals) say: into out when not
+ * NULL; returns how many. An id the node holds and rows lack is dropped
+ * (a row of no bytes). */
+static size_t secrets_diff(const struct fleet *f, const struct store_secret *rows, size_t n,
+                           enum secrets_change kind, struct store_secret *out)
+{
+    size_t i = 0, j = 0, k = 0;
+
+    while (i < n || j < f->nsecrets) {
+        int c = i == n ? 1 : j == f->nsecrets ? -1 : strcmp(rows[i].id, f->secrets[j].id);
+        int put;
+        if (c > 0) { /* held here, not in the database */
+            if (kind == SECRETS_OTHER && out) {
+                memset(&out[k], 0, sizeof(out[k]));
+                memcpy(out[k].id, f->secrets[j].id, strlen(f->secrets[j].id) + 1);
+            }
+            k += kind == SECRETS_OTHER;
+            j++;
+            continue;
+        }
+        if (rows[i].len == 0) { /* removed: a change when held */
+            put = c == 0 && kind == SECRETS_REMOVED;
+        } else {
+            put = kind == SECRETS_OTHER &&
+                  (c < 0 || f->secrets[j].len != rows[i].len ||
+                   sodium_memcmp(f->secrets[j].secret, rows[i].secret, rows[i].len) != 0);
+        }
+        if (put && out) {
+            out[k] = rows[i];
+        }
+        k += put;
+        i++;
+        j += c == 0;
+    }
+    return k;
+}
+
+/* One kind of change of a full read, put; returns as put_secrets. */
+static int replace_kind(struct server *srv, const struct store_secret *rows, size_t n,
+                        enum secrets_change kind, const struct secret_lines *say)
+{
+    size_t nchg = secrets_diff(srv->fleet, rows, n, kind, NULL);
+    struct store_secret *chg;
+    int rc;
+
+    if (!nchg) {
+        return 0;
+    }
+    if (!(chg = calloc(nchg, sizeof(*chg)))) {
+        return -1;
+    }
+    (void)secrets_diff(srv->fleet, rows, n, kind, chg);
+    rc = put_secrets(srv, chg, nchg, say);
+    sodium_memzero(chg, nchg * sizeof(*chg));
+    free(chg);
+    return rc;
+}
+
+/* A full read (every secret in the database, and the removals it
+ * recorded): the node then holds exactly those secrets. rows (the
+ * request's) are reordered. Returns as put_secrets. */
+static int replace_secrets(struct server *srv, struct store_secret *rows, size_t n,
+                           const struct secret_lines *removed)
+{
+    static const struct secret_lines other = {
+        "device secret set as the database has it (every secret read again): its next AUTH"
+        " is checked against it",
+        "device secret dropped: the database has none for it (every secret read again)"};
+    size_t i, k, gone = 0;
+    int a = 0, b, sorted = 1;
+
+    for (i = k = 0; i < n; i++) {
+        if (secret_row_ok(&rows[i])) {
+            sorted = sorted && (k == 0 || strcmp(rows[k - 1].id, rows[i].id) < 0);
+            gone += rows[i].len == 0;
+            if (k != i) {
+                rows[k] = rows[i];
+            }
+            k++;
+        }
+    }
+    if (!sorted) { /* the store sorts them (STORE_SECRET_LIST); a check costs less */
+        qsort(rows, k, sizeof(*rows), cmp_secret_row);
+    }
+    if ((gone && (a = replace_kind(srv, rows, k, SECRETS_REMOVED, removed)) < 0) ||
+        (b = replace_kind(srv, rows, k, SECRETS_OTHER, &other)) < 0) {
+        return -1;
+    }
+    return a + b;
 }
 
 /* The secrets set through other nodes since the last ask (PostgreSQL):
@@ -1957,40 +2093,79 @@ static void on_secret(void *ctx, const char *id, const uint8_t *secret, size_t l
  * away: the store says so) is tried again at the next tick. */
 static void secrets_synced(struct store_req *r)
 {
+    static const struct secret_lines say = {
+        "device secret set through another node: its next AUTH is checked against it",
+        "device removed through another node, its secret with it"};
     struct server *srv = r->arg;
     struct fleet *f = srv->fleet;
+    int full, rc;
 
-    if (f) {
-        f->secret_asking = 0;
-        if (r->rc >= 0 && r->u.list.gen < f->secrets_gen) {
-            /* The database's count went back (a failover to a standby
-             * that had not all of it, a restore): what is numbered from
-             * here may be below what this node has, and would never be
-             * asked for. Everything, at the next tick. */
-            f->secrets_gen = 0;
-        } else if (r->rc >= 0 && put_secrets(srv, r->u.list.rows, r->u.list.n,
-                                             "through another node") >= 0) {
-            f->secrets_gen = r->u.list.gen;
+    if (!f) {
+        store_req_free(r);
+        return;
+    }
+    full = f->secret_asking == 2;
+    f->secret_asking = 0;
+    if (r->rc < 0) {
+        if (full && f->secrets_full_say == 1) { /* once: an outage fails every second */
+            say_always(srv->o, LOG_LV_WARN, "could not read the device secrets again: %s; tried"
+                       " again every second until the database answers", r->err);
+            f->secrets_full_say = 2;
+        }
+    } else if (!full && r->u.list.gen < f->secrets_gen) {
+        /* The database's count went back (a failover to a standby
+         * that had not all of it, a restore): what is numbered from
+         * here may be below what this node has, and would never be
+         * asked for. Everything, at the next tick. */
+        f->secrets_full_due = 1;
+    } else if ((rc = full ? replace_secrets(srv, r->u.list.rows, r->u.list.n, &say)
+                          : put_secrets(srv, r->u.list.rows, r->u.list.n, &say)) >= 0) {
+        f->secrets_gen = r->u.list.gen;
+        if (full) {
+            if (f->secrets_full_say || rc) {
+                say_always(srv->o, LOG_LV_INFO, "read the %zu device secrets again from the"
+                           " database: %d changed here", f->nsecrets, rc);
+            }
+            f->secrets_full_due = f->secrets_full_say = 0;
+            f->secrets_full_at = now_s();
         }
     }
     store_req_free(r);
 }
 
+/* Asks for the secrets set since the last ask (FLEET_SECRETS_OVERLAP
+ * generations before it), or for all of them when a full read is due. */
 static void sync_secrets(struct server *srv)
 {
     struct fleet *f = srv->fleet;
     struct store_req *r;
+    int full = f->secrets_full_due || now_s() - f->secrets_full_at >= FLEET_SECRETS_FULL_S;
 
     if (f->secret_asking || !(r = store_req_new(STORE_SECRET_LIST, secrets_synced, srv))) {
         return;
     }
-    r->u.list.since = f->secrets_gen;
+    r->u.list.since = full || f->secrets_gen <= FLEET_SECRETS_OVERLAP
+                          ? 0 : f->secrets_gen - FLEET_SECRETS_OVERLAP;
     r->now = utc_now();
     if (store_submit(f->store, r) < 0) {
         store_req_free(r);
         return;
     }
-    f->secret_asking = 1;
+    f->secret_asking = full ? 2 : 1;
+}
+
+int fleet_reread_secrets(struct server *srv)
+{
+    struct fleet *f = srv->fleet;
+
+    if (!f->store->vt->shared) {
+        return 0;
+    }
+    f->secrets_full_due = f->secrets_full_say = 1;
+    say_always(srv->o, LOG_LV_INFO, "SIGHUP: reading every device secret again from the"
+               " database%s", f->secret_asking ? " once the last ask is answered" : "");
+    sync_secrets(srv);
+    return 1;
 }
 
 /* The state of a rollout whose transfers this node runs: cancelled or

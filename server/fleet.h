@@ -89,6 +89,12 @@ void fleet_close(struct server *srv);
  * (once per stall, said). */
 void fleet_sweep(struct server *srv);
 
+/* SIGHUP with PostgreSQL (--db): the node reads every device secret again
+ * and then holds exactly what the database has (after a failover that
+ * lost writes, at once rather than within FLEET_SECRETS_FULL_S). Returns
+ * 1 when that began, 0 with SQLite (this node wrote every secret it holds). */
+int fleet_reread_secrets(struct server *srv);
+
 /* The session's choose() in fleet mode: always TCPOTA_SRV_CHOOSE_LATER
  * (the store answers), unless the store cannot take the request (then 0
  * and NO_UPDATE... never: an ERROR is queued instead and 0 returned). */

@@ -470,6 +470,9 @@ static void reload(struct server *srv)
     char serving[IMAGE_ERR_LEN];
     int loaded;
 
+    if (srv->fleet && fleet_reread_secrets(srv) && !o->reload) {
+        return; /* nothing else to reload: it said what it does */
+    }
     if (!o->reload) {
         say_always(srv->o, LOG_LV_INFO, "%s", srv->fleet
                    ? "SIGHUP: nothing to reload: in fleet mode images, rollouts, groups and "

@@ -402,7 +402,9 @@ struct store_req {
             /* SECRET_LIST: in, only the secrets set after generation since
              * (0: all); out, the generation the rows are complete up to
              * (PostgreSQL, always >= 1; SQLite, one node: 0, and every
-             * secret whatever since says). */
+             * secret whatever since says). Rows in the order written, or
+             * by id (strcmp's order) when since is 0 or the store is
+             * SQLite. */
             int64_t since, gen;
         } list;
         struct {                              /* STORE_SEEN */

@@ -794,9 +794,16 @@ int pg_op_secret_list(struct pgstore *st, struct store_req *r)
     if ((rc = pg_int(st, r, "secret list", &r->u.list.gen, "SELECT gen FROM secrets_gen", "")) < 0) {
         return rc;
     }
-    if (!(res = pg_q(st, r, "secret list", "SELECT device_id, secret, changed FROM secrets"
-                     " WHERE changed > $1 UNION ALL SELECT device_id, ''::bytea, changed FROM"
-                     " secrets_gone WHERE changed > $1 ORDER BY 3", "i", r->u.list.since))) {
+    /* All of them (since 0) by id, as a node holds them: PostgreSQL sorts,
+     * not the node's loop (0.12 s for 500,000 there). device_id is
+     * COLLATE "C": strcmp's order. */
+    if (!(res = pg_q(st, r, "secret list", r->u.list.since
+                     ? "SELECT device_id, secret, changed FROM secrets WHERE changed > $1"
+                       " UNION ALL SELECT device_id, ''::bytea, changed FROM secrets_gone"
+                       " WHERE changed > $1 ORDER BY 3"
+                     : "SELECT device_id, secret, changed FROM secrets WHERE changed > $1"
+                       " UNION ALL SELECT device_id, ''::bytea, changed FROM secrets_gone"
+                       " WHERE changed > $1 ORDER BY 1", "i", r->u.list.since))) {
         return r->rc;
     }
     n = PQntuples(res);

@@ -70,10 +70,18 @@ for i in 1 2 3; do
   [ "$code" = 503 ] && grep -q "unreachable from this node" "$WORK/health.json" ||
     fail "node $i's /health while the database was down: $code $(cat "$WORK/health.json")"
 done
-ok "database down: every transfer ended, the API answers 503, a check-in gets NO_UPDATE (counted deferred in /metrics), /health answers 503"
+# A SIGHUP meanwhile (re-read every secret): said once that it waits, not
+# every second, and done once the database answers.
+kill -HUP "$(cat "$WORK/n2.pid")"
+wait_line "$WORK/n2.log" "could not read the device secrets again: .*; tried again every second until the database answers" 5
+sleep 2.5
+n=$(grep -c 'could not read the device secrets again' "$WORK/n2.log")
+[ "$n" = 1 ] || fail "node 2 said $n times that it could not read the secrets again"
+ok "database down: every transfer ended, the API answers 503, a check-in gets NO_UPDATE (counted deferred in /metrics), /health answers 503, a SIGHUP's secret read said once"
 
 pg_start "$WORK/pg" || fail "PostgreSQL did not start again"
-ok "PostgreSQL started again"
+wait_line "$WORK/n2.log" "read the [0-9]+ device secrets again from the database: 0 changed here" 20
+ok "PostgreSQL started again; node 2's secret read of the SIGHUP done"
 failed=0
 for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
 [ "$failed" -eq 0 ] || fail "$failed of $N devices failed"

@@ -1950,6 +1950,49 @@ static size_t secrets_since(struct fx *f, int64_t since, size_t *removed, int64_
     return n;
 }
 
+/* The ids STORE_SECRET_LIST returns after since, joined by spaces. */
+static void secret_ids_since(struct fx *f, int64_t since, char *out, size_t cap)
+{
+    struct store_req *r = ss_req(STORE_SECRET_LIST);
+    const struct store_secret *s;
+    size_t i, at = 0;
+
+    r->u.list.since = since;
+    s = ss_run(f, r)->u.list.rows;
+    assert_int_equal(r->rc, STORE_OK);
+    out[0] = '\0';
+    for (i = 0; i < r->u.list.n; i++) {
+        at += (size_t)snprintf(out + at, cap - at, "%s%s", i ? " " : "", s[i].id);
+        assert_true(at < cap);
+    }
+    store_req_free(r);
+}
+
+/* A full list (since 0) comes sorted by id as strcmp orders them, as a
+ * node holds its secrets (fleet.c merges it without sorting it on its
+ * loop); a list after a generation in the order written (PostgreSQL; a
+ * node applies the rows in turn). */
+static void test_secret_list_order(void **state)
+{
+    static const uint8_t secret[TCPOTA_SECRET_MIN] = {9};
+    struct fx *f = *state;
+    char ids[128];
+    size_t removed;
+    int64_t gen0;
+
+    (void)secrets_since(f, 0, &removed, &gen0);
+    secret_set_says(f, "m-2", secret, sizeof(secret), 0, 0);
+    secret_set_says(f, "z-1", secret, sizeof(secret), 0, 0);
+    secret_set_says(f, "a-3", secret, sizeof(secret), 0, 0);
+    secret_set_says(f, "Z-4", secret, sizeof(secret), 0, 0);
+    secret_ids_since(f, 0, ids, sizeof(ids));
+    assert_string_equal(ids, "Z-4 a-3 m-2 z-1");
+    if (gen0 > 0) {
+        secret_ids_since(f, gen0, ids, sizeof(ids));
+        assert_string_equal(ids, "m-2 z-1 a-3 Z-4");
+    }
+}
+
 /* The operator's "device rm" (STORE_DEVICE_DELETE): the device leaves the
  * registry, with its history, failures and secret; it leaves the rollouts
  * it had not finished (their counts with it) and stays counted where it
@@ -2738,6 +2781,7 @@ const struct CMUnitTest ss_tests[] = {
     cmocka_unit_test_setup_teardown(test_report_of_another_image, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_device_retry, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_device_delete, ss_setup, ss_teardown),
+    cmocka_unit_test_setup_teardown(test_secret_list_order, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_cancelled_counts_final, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_superseded_counts_final, ss_setup, ss_teardown),
     cmocka_unit_test_setup_teardown(test_superseded_other_image_counts, ss_setup, ss_teardown),
