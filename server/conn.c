@@ -501,6 +501,23 @@ void conn_read_stream(struct conn *c)
     }
 }
 
+unsigned conn_cut_authed(struct server *srv, const char *id, const char *why)
+{
+    struct conn *c, *next;
+    unsigned n = 0;
+
+    for (c = srv->conns; c; c = next) {
+        next = c->next;
+        if (c->authed && strcmp(tcpota_srv_device_id(&c->s), id) == 0) {
+            clog_(c, 1, "%s: connection cut, at %u of %u bytes durable", why, c->s.acked,
+                  c->img ? c->img->size : 0);
+            (void)conn_close(c, 1);
+            n++;
+        }
+    }
+    return n;
+}
+
 void conn_drain_streams(struct server *srv)
 {
     struct conn *c, *next;

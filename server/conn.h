@@ -110,6 +110,12 @@ int conn_replies_pile_up(const struct conn *c);
  * empty or when they repeat TEXT ("frame CRC mismatch" twice). */
 void conn_peer_error(const struct tcpota_msg *m, char *buf, size_t cap);
 
+/* Closes, at once, every connection that authenticated as device id
+ * (AUTH), logging why: its secret was replaced or removed (fleet mode, on
+ * this node or another). An update in flight resumes, if the device can
+ * still authenticate, from what it acknowledged. Returns how many. */
+unsigned conn_cut_authed(struct server *srv, const char *id, const char *why);
+
 /* The connection proved what it must (HELLO, and AUTH where required): it
  * no longer counts against its address's unauthenticated connections. */
 void conn_admitted(struct conn *c);

@@ -225,6 +225,7 @@ static void on_auth(struct conn *c, const uint8_t *mac)
         return;
     }
     auth_refusal_forget(&srv->auth_refused, tcpota_srv_device_id(&c->s));
+    c->authed = 1;
     conn_admitted(c);
     if (tcpota_srv_authorize(&c->s, 1, &offered, &start) == 0) {
         c->stream_from = start;

@@ -1846,7 +1846,7 @@ static int put_secrets(struct server *srv, const struct store_secret *rows, size
     struct fleet *f = srv->fleet;
     struct tcpota_serve_secret *all, *at;
     size_t i, k, count = f->nsecrets;
-    uint8_t *did; /* rows[i] changed a secret: its failures are forgiven */
+    uint8_t *did; /* rows[i] changed a secret (2: one held before): its failures are forgiven */
     int changed = 0;
 
     for (i = 0; i < n && !secret_differs(f->secrets, f->nsecrets, &rows[i], &at); i++) {
@@ -1869,6 +1869,7 @@ static int put_secrets(struct server *srv, const struct store_secret *rows, size
         if (!secret_differs(all, f->nsecrets, &rows[i], &at)) {
             continue;
         }
+        did[i] = at ? 2 : 1; /* (the search covers the secrets held before) */
         if (gone) {
             sodium_memzero(at->secret, sizeof(at->secret));
             at->len = 0; /* taken out below, after the last bsearch */
@@ -1881,7 +1882,6 @@ static int put_secrets(struct server *srv, const struct store_secret *rows, size
             memcpy(at->secret, rows[i].secret, rows[i].len);
             at->len = rows[i].len;
         }
-        did[i] = 1;
         changed++;
         if (say && (gone ? say->gone : say->set)) {
             say_dev(srv, LOG_LV_INFO, rows[i].id, NULL, "%s", gone ? say->gone : say->set);
@@ -1912,13 +1912,21 @@ static int put_secrets(struct server *srv, const struct store_secret *rows, size
             auth_forgive(&srv->auth, rows[i].id);
         }
     }
-    free(did);
     if (f->secrets) {
         sodium_memzero(f->secrets, f->nsecrets * sizeof(*f->secrets));
         free(f->secrets);
     }
     f->secrets = all;
     f->nsecrets = count;
+    /* A session that proved the old secret proves nothing now (a device
+     * removed, a secret replaced because it leaked): it ends here. */
+    for (i = 0; i < n; i++) {
+        if (did[i] == 2) {
+            (void)conn_cut_authed(srv, rows[i].id, rows[i].len ? "device secret replaced"
+                                                               : "device secret removed");
+        }
+    }
+    free(did);
     return changed;
 }
 

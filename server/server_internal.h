@@ -228,6 +228,7 @@ struct conn {
     uint8_t reseek_stopped; /* ... and its ACCEPT then asked for bytes again (conn_session.c) */
     uint8_t closing; /* conn_close() ran: free once the output is out */
     uint8_t ended_choosing; /* its end of stream came while the store chose (conn_event) */
+    uint8_t authed;  /* its AUTH passed (on_auth): it holds a device's secret */
     uint8_t read_paused; /* reading stopped until our replies drain */
     uint8_t unauth;      /* counted in srv->unauth until it authenticates */
     uint8_t tls_up;      /* TLS: the handshake finished */
