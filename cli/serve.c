@@ -123,6 +123,11 @@ static void usage(FILE *f)
             "                        while requests wait (hung, its host stalled), the node\n"
             "                        drops its connection, tells devices to try again, and\n"
             "                        connects again (1..3600, default %u)\n"
+            "  --secrets-reread SECONDS  with --db: how often this node reads every device\n"
+            "                        secret again and then holds exactly the database's\n"
+            "                        (after a failover that lost writes; SIGHUP: at once).\n"
+            "                        1..86400, default %u; 1,000,000 secrets: about 1 s\n"
+            "                        of the node's database connection (docs/scaling.md)\n"
             "  --api HOST:PORT|off   the control API (default 127.0.0.1:8071); its token is\n"
             "                        DIR/api.token (docs/api.md)\n"
             "  --api-max-conns N     connections the API's listener holds at once, the\n"
@@ -144,7 +149,8 @@ static void usage(FILE *f)
             "keys, secrets, TLS certificate and key; a --data that is not a directory, or\n"
             "in a folder that does not exist); 1 anything else that stops the start or the\n"
             "server (a port in use, DIR's files or database, PostgreSQL).\n",
-            TLS_TICKET_KEYS_MAX, FLEET_DB_TIMEOUT_S, API_CONNS_DEFAULT, HTTP_HOSTS_MAX);
+            TLS_TICKET_KEYS_MAX, FLEET_DB_TIMEOUT_S, FLEET_SECRETS_REREAD_S, API_CONNS_DEFAULT,
+            HTTP_HOSTS_MAX);
 }
 
 /* A warning of a start that goes on. With the options read (o), a line of
@@ -1328,6 +1334,9 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
         } else if (strcmp(a, "--db-timeout") == 0) {
             if (cli_number(val, a, 1, 3600, &v) < 0) return 2;
             o.db_timeout_s = (unsigned)v;
+        } else if (strcmp(a, "--secrets-reread") == 0) {
+            if (cli_number(val, a, 1, 86400, &v) < 0) return 2;
+            o.secrets_reread_s = (unsigned)v;
         } else if (strcmp(a, "--api") == 0) {
             api = val;
             fleet_only = "--api"; /* not a: it ends with this turn of the loop */
@@ -1432,6 +1441,12 @@ static int serve_args(const struct serve_config_args *cfg, int *stopped_at)
         fprintf(stderr, "tcpota serve: --db-timeout is for a node on PostgreSQL (--db URI); drop "
                         "it%s\n", o.data_dir ? " (a --data fleet's SQLite database is a file of "
                         "its own, with nothing to time out)" : "");
+        return 2;
+    }
+    if (o.secrets_reread_s && !o.db) {
+        fprintf(stderr, "tcpota serve: --secrets-reread is for a node on PostgreSQL (--db URI);"
+                        " drop it%s\n", o.data_dir ? " (a --data fleet's one server writes every"
+                        " secret it holds: nothing to read again)" : "");
         return 2;
     }
     if (o.data_dir) {

@@ -33,7 +33,7 @@ static const struct {
     {"allow-unauthenticated-legacy", 0}, {"max-unauth-per-addr", 1}, {"tls-cert", PATH},
     {"tls-key", PATH}, {"tls-ticket-key", PATH}, {"tls-ticket-lifetime", 1}, {"data", PATH},
     {"db", 1}, {"api", 1}, {"max-image", 1}, {"ota-listen", 1}, {"proxy-protocol", 1},
-    {"api-max-conns", 1}, {"db-timeout", 1}, {"http-host", 1},
+    {"api-max-conns", 1}, {"db-timeout", 1}, {"http-host", 1}, {"secrets-reread", 1},
 };
 
 /* Returns the index of name in options, or -1. */

@@ -98,11 +98,10 @@ struct fleet_image {
  * FLEET_SECRETS_OVERLAP generations a node has already read: a failover
  * to a standby that lost the newest writes numbers the next ones as those
  * were, and a node that had read up to there would never ask for them.
- * Every FLEET_SECRETS_FULL_S (and on SIGHUP) a node reads every secret
+ * Every FLEET_SECRETS_REREAD_S (--secrets-reread; and on SIGHUP) a node reads every secret
  * and holds exactly those: a write it saw and the database lost (the same
  * failover) is undone, which no count can show. */
 #define FLEET_SECRETS_OVERLAP 64
-#define FLEET_SECRETS_FULL_S 300.0
 
 /* The store the API sees: it hands the pending steps to the real store
  * before each of its requests, so that the API reads what was recorded. */
@@ -132,8 +131,9 @@ struct fleet {
     struct event *sync_timer;    /* PostgreSQL: what other nodes changed (sync_tick) */
     int secret_asking;           /* the ask for secrets is in flight: 2 a full read */
     int secrets_full_due;        /* the next ask reads every secret (a SIGHUP, a count gone back) */
-    int secrets_full_say;        /* say how a full read ends (a SIGHUP asked): 2 its failure said */
-    double secrets_full_at;      /* now_s() of the last full read (load_secrets at start) */
+    int secrets_full_say;        /* say how the next full read ends (a SIGHUP asked) */
+    int secrets_full_saying;     /* ... the one in flight: 1, or 2 once its failure was said */
+    double secrets_full_next;    /* now_s() when the next full read is due (secrets_full_plan) */
     unsigned stops_asking;       /* asks for rollouts' states in flight (sync_stops) */
     size_t stops_turn;           /* where sync_stops's next asks begin */
     int stuck_said;              /* told that the store answers nothing (fleet_sweep) */
@@ -1930,6 +1930,21 @@ static int put_secrets(struct server *srv, const struct store_secret *rows, size
     return changed;
 }
 
+/* --secrets-reread, or its default. */
+static unsigned secrets_reread_s(const struct server *srv)
+{
+    return srv->o->secrets_reread_s ? srv->o->secrets_reread_s : FLEET_SECRETS_REREAD_S;
+}
+
+/* The next full read of the secrets: secrets_reread_s() from now, give
+ * or take a tenth at random, so that nodes started together (or back
+ * together from an outage) do not all read at once. */
+static void secrets_full_plan(struct server *srv)
+{
+    srv->fleet->secrets_full_next =
+        now_s() + secrets_reread_s(srv) * (0.9 + randombytes_uniform(201) / 1000.0);
+}
+
 static int load_secrets(struct server *srv)
 {
     struct fleet *f = srv->fleet;
@@ -1965,7 +1980,7 @@ static int load_secrets(struct server *srv)
         f->nsecrets++;
     }
     f->secrets_gen = r->u.list.gen;
-    f->secrets_full_at = now_s();
+    secrets_full_plan(srv);
     qsort(f->secrets, f->nsecrets, sizeof(*f->secrets), cmp_secret);
     store_req_free(r);
     return 0;
@@ -2071,20 +2086,29 @@ static int replace_secrets(struct server *srv, struct store_secret *rows, size_t
         " is checked against it",
         "device secret dropped: the database has none for it (every secret read again)"};
     size_t i, k, gone = 0;
-    int a = 0, b, sorted = 1;
+    int a = 0, b, sorted = 1, c;
 
     for (i = k = 0; i < n; i++) {
-        if (secret_row_ok(&rows[i])) {
-            sorted = sorted && (k == 0 || strcmp(rows[k - 1].id, rows[i].id) < 0);
-            gone += rows[i].len == 0;
-            if (k != i) {
-                rows[k] = rows[i];
-            }
-            k++;
+        if (!secret_row_ok(&rows[i])) {
+            continue;
         }
+        c = k ? strcmp(rows[k - 1].id, rows[i].id) : -1;
+        sorted = sorted && c <= 0;
+        if (c == 0) {
+            /* An id both set and removed (written by hand, a restore): the
+             * later row, as the store orders them, is what holds. */
+            k--;
+        }
+        if (k != i) {
+            rows[k] = rows[i];
+        }
+        k++;
     }
     if (!sorted) { /* the store sorts them (STORE_SECRET_LIST); a check costs less */
         qsort(rows, k, sizeof(*rows), cmp_secret_row);
+    }
+    for (i = 0; i < k; i++) {
+        gone += rows[i].len == 0;
     }
     if ((gone && (a = replace_kind(srv, rows, k, SECRETS_REMOVED, removed)) < 0) ||
         (b = replace_kind(srv, rows, k, SECRETS_OTHER, &other)) < 0) {
@@ -2115,10 +2139,15 @@ static void secrets_synced(struct store_req *r)
     full = f->secret_asking == 2;
     f->secret_asking = 0;
     if (r->rc < 0) {
-        if (full && f->secrets_full_say == 1) { /* once: an outage fails every second */
-            say_always(srv->o, LOG_LV_WARN, "could not read the device secrets again: %s; tried"
-                       " again every second until the database answers", r->err);
-            f->secrets_full_say = 2;
+        if (full) {
+            f->secrets_full_due = 1; /* again at the next tick */
+            if (f->secrets_full_saying == 1) { /* once: an outage fails every second */
+                say_always(srv->o, LOG_LV_WARN, "could not read the device secrets again: %s;"
+                           " tried again every second until the database answers", r->err);
+            }
+            if (f->secrets_full_saying && !f->secrets_full_say) {
+                f->secrets_full_say = 2; /* the next read says how it ended, not why it waits */
+            }
         }
     } else if (!full && r->u.list.gen < f->secrets_gen) {
         /* The database's count went back (a failover to a standby
@@ -2129,37 +2158,49 @@ static void secrets_synced(struct store_req *r)
     } else if ((rc = full ? replace_secrets(srv, r->u.list.rows, r->u.list.n, &say)
                           : put_secrets(srv, r->u.list.rows, r->u.list.n, &say)) >= 0) {
         f->secrets_gen = r->u.list.gen;
-        if (full) {
-            if (f->secrets_full_say || rc) {
-                say_always(srv->o, LOG_LV_INFO, "read the %zu device secrets again from the"
-                           " database: %d changed here", f->nsecrets, rc);
-            }
-            f->secrets_full_due = f->secrets_full_say = 0;
-            f->secrets_full_at = now_s();
+        if (full && (f->secrets_full_saying || rc)) {
+            say_always(srv->o, LOG_LV_INFO, "read the %zu device secrets again from the"
+                       " database: %d changed here", f->nsecrets, rc);
         }
+    } else if (full) { /* out of memory: not every second; the rows since are asked for */
+        say_always(srv->o, LOG_LV_WARN, "out of memory applying the %zu device secrets read"
+                   " again from the database; the next full read in about %u s",
+                   r->u.list.n, secrets_reread_s(srv));
     }
     store_req_free(r);
 }
 
 /* Asks for the secrets set since the last ask (FLEET_SECRETS_OVERLAP
- * generations before it), or for all of them when a full read is due. */
+ * generations before it), or for all of them when a full read is due.
+ * Generation 1 is migration 5's for the rows written before it, which
+ * load_secrets read: an ask never goes below it, or a node whose count is
+ * still low would read every secret every second. */
 static void sync_secrets(struct server *srv)
 {
     struct fleet *f = srv->fleet;
     struct store_req *r;
-    int full = f->secrets_full_due || now_s() - f->secrets_full_at >= FLEET_SECRETS_FULL_S;
+    int full = f->secrets_full_due || now_s() >= f->secrets_full_next;
 
     if (f->secret_asking || !(r = store_req_new(STORE_SECRET_LIST, secrets_synced, srv))) {
         return;
     }
-    r->u.list.since = full || f->secrets_gen <= FLEET_SECRETS_OVERLAP
-                          ? 0 : f->secrets_gen - FLEET_SECRETS_OVERLAP;
+    r->u.list.since = full ? 0
+                      : f->secrets_gen > FLEET_SECRETS_OVERLAP + 1 ? f->secrets_gen - FLEET_SECRETS_OVERLAP
+                                                                  : 1;
     r->now = utc_now();
     if (store_submit(f->store, r) < 0) {
         store_req_free(r);
         return;
     }
     f->secret_asking = full ? 2 : 1;
+    if (full) {
+        /* A SIGHUP from now on asks for another read (this one may miss
+         * what it was sent for); a failure makes it due again. */
+        f->secrets_full_due = 0;
+        f->secrets_full_saying = f->secrets_full_say;
+        f->secrets_full_say = 0;
+        secrets_full_plan(srv);
+    }
 }
 
 int fleet_reread_secrets(struct server *srv)

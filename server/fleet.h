@@ -64,6 +64,10 @@ struct tcpota_serve_opts;
  * statement of ours on a working database (a request of many, such as an
  * image stored in 256 KiB chunks, answers each). */
 #define FLEET_DB_TIMEOUT_S 60u
+/* PostgreSQL: a node reads every device secret again this often (give or
+ * take a tenth) and then holds exactly the database's (--secrets-reread;
+ * fleet.c, sync_secrets). */
+#define FLEET_SECRETS_REREAD_S 300u
 /* A stop's wait on a hung database (at most --db-timeout) before it cuts
  * the connection: its last attempt to connect (libpq's connect_timeout, 10 s
  * by default) still ends within the unit's TimeoutStopSec (30 s). */

@@ -113,6 +113,9 @@ struct tcpota_serve_opts {
     /* --db-timeout: the database answering nothing this long, its
      * connection is dropped (store_vt.unstick); 0: FLEET_DB_TIMEOUT_S. */
     unsigned db_timeout_s;
+    /* --secrets-reread: a node reads every device secret again this
+     * often; 0: FLEET_SECRETS_REREAD_S. */
+    unsigned secrets_reread_s;
     const char *api_host;
     uint16_t api_port;
     const char *images_dir;

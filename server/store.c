@@ -170,6 +170,9 @@ void store_req_reset(struct store_req *r)
         r->u.device.history = NULL;
         r->u.device.nhistory = 0;
     }
+    if (r->op == STORE_SECRET_LIST && r->u.list.rows) { /* secrets: not left in freed memory */
+        sodium_memzero(r->u.list.rows, r->u.list.n * sizeof(struct store_secret));
+    }
     if (is_list(r->op)) {
         free(r->u.list.rows);
         r->u.list.rows = NULL;

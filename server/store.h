@@ -403,8 +403,8 @@ struct store_req {
              * (0: all); out, the generation the rows are complete up to
              * (PostgreSQL, always >= 1; SQLite, one node: 0, and every
              * secret whatever since says). Rows in the order written, or
-             * by id (strcmp's order) when since is 0 or the store is
-             * SQLite. */
+             * by id (strcmp's order; one id twice in the order written)
+             * when since is 0 or the store is SQLite. */
             int64_t since, gen;
         } list;
         struct {                              /* STORE_SEEN */

@@ -796,14 +796,15 @@ int pg_op_secret_list(struct pgstore *st, struct store_req *r)
     }
     /* All of them (since 0) by id, as a node holds them: PostgreSQL sorts,
      * not the node's loop (0.12 s for 500,000 there). device_id is
-     * COLLATE "C": strcmp's order. */
+     * COLLATE "C": strcmp's order. An id in both tables (only by hand)
+     * comes twice, the later write last. */
     if (!(res = pg_q(st, r, "secret list", r->u.list.since
                      ? "SELECT device_id, secret, changed FROM secrets WHERE changed > $1"
                        " UNION ALL SELECT device_id, ''::bytea, changed FROM secrets_gone"
                        " WHERE changed > $1 ORDER BY 3"
                      : "SELECT device_id, secret, changed FROM secrets WHERE changed > $1"
                        " UNION ALL SELECT device_id, ''::bytea, changed FROM secrets_gone"
-                       " WHERE changed > $1 ORDER BY 1", "i", r->u.list.since))) {
+                       " WHERE changed > $1 ORDER BY 1, 3", "i", r->u.list.since))) {
         return r->rc;
     }
     n = PQntuples(res);

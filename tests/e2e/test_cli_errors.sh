@@ -573,6 +573,12 @@ expect 2 "^tcpota serve: --db-timeout: '0' is out of range: give a whole number 
   $T serve --db "host=/nonexistent dbname=x" --data dt-fleet --db-timeout 0 --listen 127.0.0.1:0
 [ ! -e dt-fleet ] || fail "a refused --db-timeout left --data made"
 ok "--db-timeout without --db, or out of range: refused, nothing made"
+expect 2 "^tcpota serve: --secrets-reread is for a node on PostgreSQL \(--db URI\); drop it \(a --data fleet's one server writes every secret it holds: nothing to read again\)$" \
+  $T serve --data dt-fleet --secrets-reread 5 --listen 127.0.0.1:0 --api off
+expect 2 "^tcpota serve: --secrets-reread: '0' is out of range: give a whole number in 1\.\.86400" \
+  $T serve --db "host=/nonexistent dbname=x" --data dt-fleet --secrets-reread 0 --listen 127.0.0.1:0
+[ ! -e dt-fleet ] || fail "a refused --secrets-reread left --data made"
+ok "--secrets-reread without --db, or out of range: refused, nothing made"
 
 # A manifest given as the image (fw.bin.manifest for fw.bin): named as one,
 # with the image's name (it was told to sign the manifest); also under

@@ -250,6 +250,29 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' \
 [ "$code" = 403 ] || fail "node C (no SIGHUP, no full read yet) answered sec-5's download with $code"
 grep -q "\[sec-5 -\] device secret dropped" "$WORK/n3.log" && fail "node C dropped sec-5's secret without a full read"
 ok "a secret numbered as a write the database lost reaches every node within 2.5 s; SIGHUP makes a node hold exactly the database's secrets"
+# A SIGHUP while a full read is in flight asks for one more: the read in
+# flight may have begun before what the SIGHUP was sent for (before, the
+# second SIGHUP was lost in the first read's end). The read held up by a
+# lock on the table, as by a long read of a million secrets.
+reads=$(grep -cE "$READ_RE" "$WORK/n1.log")
+# (hold_table's modes are one word; a read waits only for ACCESS EXCLUSIVE)
+"$(pg_bindir)/psql" -X -q -h "$WORK/pg/sock" -p "$PG_PORT" -U tcpota -d postgres \
+  -c "BEGIN; LOCK TABLE secrets IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60); COMMIT;" > /dev/null 2>&1 &
+HOLD=$!
+wait_pg "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'secrets' AND l.mode = 'AccessExclusiveLock' AND l.granted" 1 \
+  "the test's session did not take the table secrets"
+kill -HUP "$(cat "$WORK/n1.pid")"
+wait_pg "$LOCKWAIT query LIKE '%FROM secrets%'" 1 "node A's full read did not wait for the lock"
+kill -HUP "$(cat "$WORK/n1.pid")"
+wait_line "$WORK/n1.log" "SIGHUP: reading every device secret again from the database once the last ask is answered" 5
+release_table
+for ((i = 0; i < 100; i++)); do
+  [ "$(grep -cE "$READ_RE" "$WORK/n1.log")" -ge $((reads + 2)) ] && break
+  sleep 0.05
+done
+[ "$(grep -cE "$READ_RE" "$WORK/n1.log")" -ge $((reads + 2)) ] ||
+  fail "two SIGHUPs, one during the other's read: $(($(grep -cE "$READ_RE" "$WORK/n1.log") - reads)) full read(s)"
+ok "a SIGHUP during a full read makes another"
 
 # A node's cached copy damaged on disk: the node removes it (the database
 # holds the bytes), and the next check-in fetches it again and updates
@@ -388,6 +411,24 @@ rc=0; wait "$p2" || rc=$?
 [ $rc -eq 1 ] && grep -q "is used by rollout" "$WORK/rm3.out" ||
   fail "an image removed while another node created a rollout of it (exit $rc): $(cat "$WORK/rm3.out")"
 ok "two creates of one model at once: the later supersedes the earlier; an image rm beside a create of it is refused"
+
+# Without a SIGHUP: node C, restarted (last: HAProxy knows its old ports) with --secrets-reread 2, reads every
+# secret again every 2 s (give or take a tenth) and drops one deleted
+# behind its back; node B (the default, 5 minutes) still holds it.
+kill -TERM "$(cat "$WORK/n3.pid")"
+wait "$(cat "$WORK/n3.pid")" || fail "node C did not stop cleanly"
+cluster_node "$WORK" 3 --secrets-reread 2 || fail "node C did not start again"
+PIDS+=("$NODE_PID")
+apis[2]=$NODE_API
+api 1 device secret sec-6 --out "$WORK/sec6" > /dev/null 2>&1 || fail "device secret sec-6 failed"
+for i in 2 3; do wait_line "$WORK/n$i.log" '\[sec-6 -\] device secret set through another node' 5; done
+pg_sql "$WORK/pg" "DELETE FROM secrets WHERE device_id = 'sec-6'" > /dev/null || fail "cannot delete sec-6's secret"
+wait_line "$WORK/n3.log" '\[sec-6 -\] device secret dropped: the database has none for it' 5
+grep -q '\[sec-6 -\] device secret dropped' "$WORK/n2.log" && fail "node B (5 minutes) dropped sec-6's secret already"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' \
+  "http://127.0.0.1:${apis[2]}/ota/esp32?device=sec-6")
+[ "$code" = 200 ] || fail "node C answered sec-6's download with $code after its full read"
+ok "--secrets-reread 2: a node reads every secret again on its own and drops one the database lacks"
 
 stop_pg_cluster
 ok "every node stopped cleanly"
