@@ -591,6 +591,29 @@ static void challenge(struct evhttp_request *req)
                           : "Bearer realm=\"" API_REALM "\"");
 }
 
+void api_answer_stuck(struct api *a, double stuck)
+{
+    struct api_call *c;
+    char msg[API_ERROR_MAX];
+    json_t *o;
+    char *text;
+
+    for (c = a ? a->calls : NULL; c; c = c->next) {
+        if (!c->sr || !c->req || evhttp_request_get_command(c->req) != EVHTTP_REQ_GET) {
+            continue;
+        }
+        snprintf(msg, sizeof msg, "the database has answered nothing for %.0f s (hung, or busy"
+                 " with a long request or a lock); this request only read: try again later, or"
+                 " through another node", stuck);
+        o = api_error_object(msg);
+        text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        send_text(c->req, 503, text ? text : oom_body);
+        free(text);
+        json_decref(o);
+        c->req = NULL; /* answered: its continuation replies to nobody */
+    }
+}
+
 /* The client went away: libevent frees a request of a call still attached
  * to the connection, so forget it; a detached one (EOF while we work) is
  * ours, and replying to it later frees it. */

@@ -1692,6 +1692,7 @@ static void answer_queued(struct server *srv, double stuck)
         }
     }
     http_ota_answer_stuck(srv->fleet->ota, stuck);
+    api_answer_stuck(srv->fleet->api, stuck);
 }
 
 /* --db-timeout, or its default. */

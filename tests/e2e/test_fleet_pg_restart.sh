@@ -203,6 +203,18 @@ curl -s -m 25 -D "$WORK/pwearly-http.h" -o "$WORK/pwearly-http.b" -w '%{http_cod
   > "$WORK/pwearly-http.code" 2> /dev/null &
 EARLYHTTP=$!
 PIDS+=("$EARLYHTTP")
+# ...and so is an API request that only reads: 503 (it waited for
+# --db-timeout, or for the database).
+curl -s -m 25 -o "$WORK/pwearly-api.b" -w '%{http_code}' -H "Authorization: Bearer $(cat "$WORK/pw/api.token")" \
+  "http://127.0.0.1:$pwapi/v1/devices?limit=5" > "$WORK/pwearly-api.code" 2> /dev/null &
+EARLYAPI=$!
+PIDS+=("$EARLYAPI")
+# A write waits for its outcome, which is the database's, not a 503 that
+# could not say whether it was done.
+curl -s -m 40 -o "$WORK/pwearly-w.b" -w '%{http_code}' -H "Authorization: Bearer $(cat "$WORK/pw/api.token")" \
+  -X POST "http://127.0.0.1:$pwapi/v1/devices/pw-nobody/retry" > "$WORK/pwearly-w.code" 2> /dev/null &
+EARLYW=$!
+PIDS+=("$EARLYW")
 said=0
 for ((i = 0; i < 400; i++)); do # 20 s
   grep -qE 'store: the database has answered nothing for [0-9]+ s while [0-9]+ requests? waits? ' "$WORK/pw.log" && { said=1; break; }
@@ -213,6 +225,8 @@ wait "$EARLY" || true
 te1=$(date +%s%N)
 wait "$EARLYHTTP" || true
 te2=$(date +%s%N)
+wait "$EARLYAPI" || true
+te3=$(date +%s%N)
 # Known hung, the node queues nothing more behind it: a check-in without a
 # report is told to check again, an API request and an HTTP download
 # refused, each at once (they waited their 30 s, then blamed the port and
@@ -282,6 +296,11 @@ grep -q '\[pw-early [^]]*\] decision: no update: the database has answered nothi
 [ "$(cat "$WORK/pwearly-http.code")" = 503 ] && grep -qi '^Retry-After: 10' "$WORK/pwearly-http.h" &&
   grep -q "database has answered nothing for" "$WORK/pwearly-http.b" && [ $(((te2 - te0) / 1000000)) -lt 20000 ] ||
   fail "an HTTP download queued before the hang was said: $(cat "$WORK/pwearly-http.code") after $(((te2 - te0) / 1000000)) ms: $(cat "$WORK/pwearly-http.h" "$WORK/pwearly-http.b")"
+wait "$EARLYW" || true
+grep -q 'only read' "$WORK/pwearly-w.b" && fail "a write queued before the hang was answered as a read: $(cat "$WORK/pwearly-w.b")"
+[ "$(cat "$WORK/pwearly-api.code")" = 503 ] && [ $(((te3 - te0) / 1000000)) -lt 20000 ] &&
+  grep -q "the database has answered nothing for [0-9]* s (hung, or busy with a long request or a lock); this request only read: try again later, or through another node" "$WORK/pwearly-api.b" ||
+  fail "an API read queued before the hang was said: $(cat "$WORK/pwearly-api.code") after $(((te3 - te0) / 1000000)) ms: $(cat "$WORK/pwearly-api.b")"
 [ "$code" = 503 ] && grep -q "the database has answered nothing for" "$WORK/health.json" ||
   fail "/health while the database hung: $code $(cat "$WORK/health.json")"
 grep -q 'the server cannot tell now whether one applies (its database is unreachable); the server asks to check again' "$WORK/pwdev.log" &&
@@ -321,9 +340,10 @@ back=$(tail -n "+$cut_lines" "$WORK/pw.log" | sed -nE 's/.*store: the database i
 # and asks nothing more: one request waits, not one per second of the hang
 # (ten and more here), which would all run at once when it answers.
 waiting=$(sed -nE 's/.*answered nothing for [0-9]+ s while ([0-9]+) requests? waits? .*/\1/p' "$WORK/pw.log" | head -1)
-# (And the early device's check-in, whose request stays queued.)
-[ "$waiting" -ge 1 ] && [ "$waiting" -le 3 ] || fail "$waiting requests waited on the hung database, not the one secret sync and a check-in: $(grep 'answered nothing' "$WORK/pw.log")"
-grep -qE '"waiting": [123]\}' "$WORK/health.json" || fail "/health did not say the requests waiting: $(cat "$WORK/health.json")"
+# (And the early check-in's, download's, API read's and write's, whose
+# requests stay queued.)
+[ "$waiting" -ge 1 ] && [ "$waiting" -le 5 ] || fail "$waiting requests waited on the hung database, not the one secret sync and the four early ones: $(grep 'answered nothing' "$WORK/pw.log")"
+grep -qE '"waiting": [1-5]\}' "$WORK/health.json" || fail "/health did not say the requests waiting: $(cat "$WORK/health.json")"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pwapi/health")" = 200 ] || fail "/health after the hang"
 kill -TERM "$pw"; wait "$pw" || fail "the node exited $? on SIGTERM"
 ok "a hung database: said after 10 s with the $waiting request(s) waiting, a check-in queued before then told to come back then, check-ins (counted deferred in /metrics), the API, HTTP downloads and legacy devices told at once and none of them queued, a check-in with a report kept waiting (the report kept), /health 503 meanwhile (after its connection was dropped too), 200 and said again once it answers"
