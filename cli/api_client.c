@@ -120,6 +120,18 @@ static const struct api_opt *find_opt(const struct api_opt *opts, const char *ar
     return NULL;
 }
 
+/* An argument past the maxpos a command takes: unexpected, or one too
+ * many of a list (device rm's IDs: a trial read "unexpected argument" for
+ * the 101st). Returns 2. */
+static int too_many(struct api *a, int maxpos, const char *arg)
+{
+    if (maxpos > 1) {
+        return api_usage(a, "at most %d arguments: '%s' is one more; give the rest in another"
+                         " command", maxpos, cli_cut(arg));
+    }
+    return api_usage(a, "unexpected argument '%s'", cli_cut(arg));
+}
+
 int api_parse(struct api *a, const struct api_opt *opts, int argc, char **argv, const char **pos,
               int maxpos, int *npos)
 {
@@ -145,14 +157,14 @@ int api_parse(struct api *a, const struct api_opt *opts, int argc, char **argv, 
         if (strcmp(arg, "--") == 0) {
             /* the rest is positional: an id that starts with '-' */
             for (i++; i < argc; i++) {
-                if (*npos == maxpos) return api_usage(a, "unexpected argument '%s'", cli_cut(argv[i]));
+                if (*npos == maxpos) return too_many(a, maxpos, argv[i]);
                 pos[(*npos)++] = argv[i];
             }
             break;
         }
         /* "-1" is a (bad) number for the command to name, not an option */
         if (arg[0] != '-' || arg[1] == 0 || isdigit((unsigned char)arg[1])) {
-            if (*npos == maxpos) return api_usage(a, "unexpected argument '%s'", cli_cut(arg));
+            if (*npos == maxpos) return too_many(a, maxpos, arg);
             pos[(*npos)++] = arg;
             continue;
         }
@@ -653,6 +665,9 @@ static const char *check_cmd(const char *cmd)
     return "a list of what it changes";
 }
 
+/* Room for what unknown_change says (an unknown_note is the longest). */
+#define API_CHANGE_NOTE_MAX 320
+
 /* For a request of method m that got no answer it can trust, into buf:
  * "" for a GET; for a write, that it may have been made and how to check
  * (the server goes on after the client stops waiting, so running it again
@@ -661,6 +676,8 @@ static const char *unknown_change(const struct api *a, enum api_method m, char *
 {
     if (m == API_GET) {
         buf[0] = '\0';
+    } else if (a->unknown_note) {
+        snprintf(buf, cap, "%s", a->unknown_note);
     } else {
         snprintf(buf, cap, "the server may still have made the change: check with %s before "
                  "running the command again", check_cmd(a->cmd));
@@ -678,7 +695,7 @@ static void timed_out(const struct api *a, enum api_method m, unsigned waited_s)
                         "busy? (--timeout SECONDS waits longer)\n", a->cmd, a->url, waited_s);
         return;
     }
-    char change[200];
+    char change[API_CHANGE_NOTE_MAX];
 
     fprintf(stderr, "tcpota %s: no answer from the API at %s within %u s; %s (--timeout SECONDS "
                     "waits longer for a busy server)\n",
@@ -1063,7 +1080,7 @@ static void too_large(struct api *a, size_t sent)
  * been made when the proxy stopped waiting. */
 static int proxy_failed(const struct api *a, enum api_method m, int status, const char *reason)
 {
-    char change[200];
+    char change[API_CHANGE_NOTE_MAX];
 
     if (status < 502 || status > 504) return 0;
     unknown_change(a, m, change, sizeof(change));

@@ -56,6 +56,10 @@ struct api {
      * {field, option}, ended by {NULL, NULL}; NULL: none. */
     const char *const (*field_opts)[2];
     int asking_limit; /* a 413's follow-up request runs (api_client.c) */
+    /* A write that got no answer it can trust: what to do, when "check
+     * with ... before running the command again" would not tell (a new
+     * secret, shown only in the answer); NULL: that. */
+    const char *unknown_note;
 };
 
 /* Parses argv[0..argc-1] (argv[0] is the subcommand, skipped) into the

@@ -391,7 +391,13 @@ static int device_secret(struct api *a, int argc, char **argv)
         }
         secret_out_arm(out);
     }
+    /* Without the answer nobody has the secret, and device show cannot
+     * tell an old one from a new one (a trial). */
+    a->unknown_note = "if the server still makes the new secret, the device's old one stops"
+                      " working and the new one reaches nobody: once the server answers, run"
+                      " tcpota device secret ID --force again and give the device that one";
     rc = api_request(a, API_POST, path, NULL, 0, NULL, NULL, NULL, &d, NULL);
+    a->unknown_note = NULL;
     hex = api_str(d, "secret");
     if (rc == 0 && (!*hex || strlen(hex) > 256 || strspn(hex, "0123456789abcdefABCDEF") != strlen(hex))) {
         fprintf(stderr, "tcpota device: the server's answer holds no secret in hex\n");
@@ -449,7 +455,20 @@ static int device_secret(struct api *a, int argc, char **argv)
         /* stdout: exactly a secret file (tcpota device secret ID > F works);
          * stderr: what to do with it */
         fputs(line, stdout);
-        fflush(stdout);
+        errno = 0;
+        if (fflush(stdout) != 0 || ferror(stdout)) {
+            /* A full disk, a closed stdout: the server holds a secret that
+             * nobody has (a trial: exit 0 and "save it"). It is not shown on
+             * stderr, which may be a shared log. */
+            fprintf(stderr, "tcpota device: cannot write the new secret of device %s to the "
+                            "standard output: %s; the server holds it, and nobody has it: make "
+                            "another (tcpota device secret %s --force --out FILE) and give the "
+                            "device that one\n", table_c(pos[0]),
+                    strerror(errno ? errno : EIO), cli_shell_word(table_c(pos[0]), qout, sizeof(qout)));
+            clearerr(stdout);
+            json_decref(d);
+            return 1;
+        }
         fprintf(stderr, "tcpota device: the new secret of device %s is shown only this once; "
                         "%s.\n"
                         "The line above is the device's secret file: save it (chmod 600) and "
@@ -517,9 +536,23 @@ static int device_rm(struct api *a, int argc, char **argv)
     if ((rc = api_setup(a, 0)) != 0) return rc;
     for (i = 0; i < np; i++) {
         json_t *d = NULL;
+        int status = 0;
 
         /* One that fails (no such device) is said, and the others go on. */
-        rc = api_request(a, API_DELETE, paths[i], NULL, 0, NULL, NULL, NULL, &d, NULL);
+        rc = api_request(a, API_DELETE, paths[i], NULL, 0, NULL, NULL, NULL, &d, &status);
+        if (rc != 0 && status != 404 && i + 1 < np) {
+            /* Not about this id (the database away, no answer, the token):
+             * the same for the rest, said once (a trial: the same line
+             * for each, naming none). */
+            fprintf(stderr, "tcpota device: stopped at %s (the error above); not tried:",
+                    table_c(pos[i]));
+            for (i++; i < np; i++) {
+                fprintf(stderr, " %s", table_c(pos[i]));
+            }
+            fprintf(stderr, "\n");
+            json_decref(d);
+            return rc;
+        }
         if (rc == 0 && !a->json) {
             int secret = api_bool(d, "secret");
 

@@ -3,6 +3,7 @@
 #include "keys.h"
 #include "tcpota/tcpota.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -61,6 +62,24 @@ static int command_index(const char *name)
     return -1;
 }
 
+/* rc of a command whose standard output was all written, else 1 and
+ * said: a full disk or a closed stdout loses what was printed (a list a
+ * script reads), so the exit status must not say 0. */
+static int output_written(int rc)
+{
+    int err;
+
+    errno = 0;
+    if (fflush(stdout) == 0 && !ferror(stdout)) {
+        return rc;
+    }
+    err = errno ? errno : EIO;
+    clearerr(stdout);
+    fprintf(stderr, "%s: cannot write to the standard output: %s; what it printed is lost"
+                    " (anything the command changed stands)\n", cli_prog, strerror(err));
+    return rc ? rc : 1;
+}
+
 static int run_command(int i, int argc, char **argv)
 {
     cli_prog = commands[i].prog; /* what shared helpers' messages start with */
@@ -113,7 +132,7 @@ static int no_argument(char **argv)
     return 2;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
     int i;
 
@@ -142,4 +161,9 @@ int main(int argc, char **argv)
     fprintf(stderr, "tcpota: unknown command '%s'; give one of those below\n\n", argv[1]);
     usage(stderr);
     return 2;
+}
+
+int main(int argc, char **argv)
+{
+    return output_written(run(argc, argv));
 }

@@ -162,6 +162,11 @@ static void log_offer(struct conn *c, const char *what, int offered, uint32_t st
         clog_(c, 0, "%s: no update: nothing changed since its last check-in", what);
         return;
     }
+    if (!offered && c->hung_s) {
+        clog_(c, 0, "%s: no update: the database has answered nothing for %u s; asks again in %u s",
+              what, c->hung_s, c->hung_retry_s);
+        return;
+    }
     if (!offered) {
         clog_(c, 0, "%s: %s: %s", what, c->verdict == OFFER_RUNNING ? "up to date" : "not offered",
               offer_reason((enum offer_verdict)c->verdict));

@@ -1279,11 +1279,18 @@ static void add_seen(struct server *srv, const char *id)
  * nothing for stuck s: said, counted, its why set; returns the RETRY_AFTER
  * of its NO_UPDATE. Queued behind it, the check-in waited until the
  * device gave up, told that the server sent nothing (a trial): told to
- * come back, as while the database is unreachable. */
-static uint32_t hung_no_update(struct conn *c, double stuck)
+ * come back, as while the database is unreachable. at_hello: the answer
+ * to HELLO itself, which the hello's own line says (log_offer); else one
+ * that was asking the store, said here. */
+static uint32_t hung_no_update(struct conn *c, double stuck, int at_hello)
 {
-    clog_(c, 0, "decision: no update: the database has answered nothing for %.0f s; asks again"
-          " in %u s", stuck, FLEET_RETRY_DOWN_S);
+    if (at_hello) {
+        c->hung_s = (uint16_t)(stuck < UINT16_MAX ? stuck : UINT16_MAX);
+        c->hung_retry_s = FLEET_RETRY_DOWN_S;
+    } else {
+        clog_(c, 0, "decision: no update: the database has answered nothing for %.0f s; asks"
+              " again in %u s", stuck, FLEET_RETRY_DOWN_S);
+    }
     metrics_deferred(METRICS_V1, METRICS_DB_HUNG);
     tcpota_srv_set_why(&c->s, TCPOTA_WHY_UNKNOWN_NOW);
     return FLEET_RETRY_DOWN_S;
@@ -1420,7 +1427,7 @@ int fleet_choose(struct conn *c, const struct tcpota_srv_hello *h,
         return 0; /* NO_UPDATE, as last time */
     }
     if (!h->report_id && (stuck = store_stuck_s())) {
-        *retry_after_s = hung_no_update(c, stuck);
+        *retry_after_s = hung_no_update(c, stuck, 1);
         return 0;
     }
     r = checkin_new(c, checkin_done, h->model, h->version, STORE_PROTO_V1);
@@ -1687,7 +1694,7 @@ static void answer_queued(struct server *srv, double stuck)
         } else if (c->kind == K_V1) {
             uint8_t offered = 0;
             uint32_t start = 0;
-            (void)tcpota_srv_offer(&c->s, NULL, hung_no_update(c, stuck), &offered, &start);
+            (void)tcpota_srv_offer(&c->s, NULL, hung_no_update(c, stuck, 0), &offered, &start);
             (void)conn_pump(c);
         }
     }
@@ -2142,9 +2149,15 @@ static void secrets_synced(struct store_req *r)
     if (r->rc < 0) {
         if (full) {
             f->secrets_full_due = 1; /* again at the next tick */
-            if (f->secrets_full_saying == 1) { /* once: an outage fails every second */
-                say_always(srv->o, LOG_LV_WARN, "could not read the device secrets again: %s;"
-                           " tried again every second until the database answers", r->err);
+            if (f->secrets_full_saying == 1 && r->rc == STORE_E_UNAVAILABLE) {
+                /* Once: an outage fails every second. (r->err is the
+                 * API's words, "try again", not an operator's here.) */
+                say_always(srv->o, LOG_LV_WARN, "SIGHUP: the database cannot be reached now;"
+                           " every device secret is read again as soon as it can be (nothing"
+                           " to do)");
+            } else if (f->secrets_full_saying == 1) {
+                say_always(srv->o, LOG_LV_WARN, "SIGHUP: could not read the device secrets"
+                           " again: %s; tried again every second", r->err);
             }
             if (f->secrets_full_saying && !f->secrets_full_say) {
                 f->secrets_full_say = 2; /* the next read says how it ended, not why it waits */

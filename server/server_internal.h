@@ -212,6 +212,8 @@ struct conn {
     uint32_t progress_bytes; /* fleet: the offset the store was last told (fleet.c) */
     uint8_t verdict;         /* enum offer_verdict of its HELLO */
     uint8_t remembered;      /* fleet mode: answered from memory (fleet.c) */
+    uint16_t hung_s, hung_retry_s; /* fleet mode: told to come back at HELLO, the database
+                                    * silent this long (fleet.c), and in how long */
     uint32_t stream_from;
     uint32_t next_pct;
     uint64_t bytes_sent;

@@ -58,7 +58,7 @@ const char *tcpota_why_str(unsigned why)
     case TCPOTA_WHY_OTHER_MODEL: return "the server's image is for another hardware model";
     case TCPOTA_WHY_NONE: return "the server has nothing for its model (no image, or no rollout)";
     case TCPOTA_WHY_LATER: return "an update applies, but not yet (a rollout's wave not open, paused or halted)";
-    case TCPOTA_WHY_UNKNOWN_NOW: return "the server cannot tell now whether one applies (its database is unreachable)";
+    case TCPOTA_WHY_UNKNOWN_NOW: return "the server cannot tell now whether one applies (its database does not answer)";
     case TCPOTA_WHY_UNSERVABLE: return "an update applies, but the server cannot serve its image now (its file is missing or damaged there, or it is not signed as that server requires: its log says which)";
     case TCPOTA_WHY_UNORDERED: return "the server cannot order its image's version against the one this device runs (semantic versions like 2.1.0 have an order)";
     default: return "the server gave no reason";

@@ -800,6 +800,11 @@ has err.log "^tcpota rollout: no answer from the API at http://127.0.0.1:$(cat p
 route POST "/v1/images?version=3.0.0&model=esp32" 201 '{}' 3
 run 1 $T image add raw.bin --version 3.0.0 --model esp32 $API --timeout 1
 has err.log "within 1 s; the server may still have made the change: check with tcpota image list before"
+# A secret that timed out: device show cannot tell a new one from the old
+# (a trial), and nobody has the new one: say what to do instead.
+route POST /v1/devices/d-7/secret 200 '{"id": "d-7", "secret": "00"}' 3
+run 1 $T device secret d-7 $API --timeout 1
+has err.log "^tcpota device: no answer from the API at http://127.0.0.1:$(cat port) within 1 s; if the server still makes the new secret, the device's old one stops working and the new one reaches nobody: once the server answers, run tcpota device secret ID --force again and give the device that one \(--timeout SECONDS waits longer for a busy server\)$"
 # --timeout is for the whole answer, not for each read: a byte every
 # 0.25 s held the CLI for as long as the server went on.
 route GET /v1/rollouts 200 '@trickle'

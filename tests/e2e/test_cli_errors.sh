@@ -590,3 +590,23 @@ cp img.manifest copied
 expect 2 "^tcpota serve: copied is a manifest \(tcpota sign writes it beside the image\), not an image: give the image itself$" \
   $T serve --listen 127.0.0.1:0 --version 2.0.0 copied
 ok "a manifest given as the image: said so, with the image's name"
+
+# A full disk or a closed standard output loses what was printed: exit 1,
+# said (a trial: exit 0, the list or secret lost without a word).
+rc=0; $T version > /dev/full 2> full.err || rc=$?
+[ $rc -eq 1 ] && grep -qx 'tcpota: cannot write to the standard output: No space left on device; what it printed is lost (anything the command changed stands)' full.err ||
+  fail "version > /dev/full: rc $rc $(cat full.err)"
+rc=0; $T keygen --help >&- 2> full.err || rc=$?
+[ $rc -eq 1 ] && grep -q '^tcpota keygen: cannot write to the standard output: Bad file descriptor' full.err ||
+  fail "keygen --help >&-: rc $rc $(cat full.err)"
+ok "a standard output that takes nothing (/dev/full, closed): exit 1, said"
+
+# device rm of several IDs: one failure that is not about its ID (no
+# server here) stops it, naming those not tried (a trial: the same line
+# for each, naming none); more than 100 IDs are refused as such.
+printf 'tok\n' > rm.tok && chmod 600 rm.tok
+expect 1 "^tcpota device: stopped at a \(the error above\); not tried: b c$" \
+  $T device rm a b c --api 127.0.0.1:1 --token-file rm.tok
+expect 2 "^tcpota device: at most 100 arguments: 'x101' is one more; give the rest in another command$" \
+  $T device rm $(seq -f 'x%g' 1 101) --api 127.0.0.1:1 --token-file rm.tok
+ok "device rm: stopped at a failure not about its ID, the rest named; 101 IDs refused as such"

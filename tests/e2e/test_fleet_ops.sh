@@ -87,7 +87,10 @@ rc=0; "$TCPOTA" device secret s-1 --out "$WORK/afifo" > "$WORK/out" 2>&1 || rc=$
 [ $rc -eq 2 ] && grep -qx -- "tcpota device: --out: $WORK/afifo is a FIFO; give the name of a new file instead" "$WORK/out" ||
   fail "--out on a FIFO: rc $rc $(cat "$WORK/out")"
 run_device s-1 esp32 "$WORK/s1-c" --secret "$WORK/s1-new.secret" || fail "a refused --out replaced the secret"
-ok "a second device secret replaces the first: the old file is refused, the new one works"
+rc=0; "$TCPOTA" device secret s-full > /dev/full 2> "$WORK/out" || rc=$?
+[ $rc -eq 1 ] && grep -qx "tcpota device: cannot write the new secret of device s-full to the standard output: No space left on device; the server holds it, and nobody has it: make another (tcpota device secret s-full --force --out FILE) and give the device that one" "$WORK/out" &&
+  ! grep -q 'save it' "$WORK/out" || fail "device secret > /dev/full: rc $rc $(cat "$WORK/out")"
+ok "a second device secret replaces the first: the old file is refused, the new one works; one that cannot be shown says so"
 
 # device rm: a device decommissioned leaves the registry with its secret;
 # under --require-auth its secret no longer opens the server (it was taken

@@ -91,7 +91,18 @@ for dev, model, want in ((b"half-1", b"esp32", F.OFFER), (b"half-2", b"no-such-m
 PY
 grep -q "\[half-1 [^]]*\] .*ended its side before its answer came: answered" "$WORK/server.log" ||
   fail "no log line for half-1's end after HELLO: $(grep half-1 "$WORK/server.log")"
+# (A NO_UPDATE ends the session anyway: nothing more to say.)
+grep -q "\[half-2 [^]]*\] .*ended its side" "$WORK/server.log" &&
+  fail "half-2 (NO_UPDATE) was said to be answered and closed for its end: $(grep half-2 "$WORK/server.log")"
 ok "a HELLO then a half-close: answered (WELCOME and OFFER or NO_UPDATE, its report stored), then closed"
+
+# SIGHUP to a SQLite fleet without TLS: nothing to reload; its one server
+# wrote every secret it holds, so none is read again.
+kill -HUP "$SERVER_PID"
+wait_line "$WORK/server.log" "SIGHUP: nothing to reload: in fleet mode" 5
+grep -q "reading every device secret again" "$WORK/server.log" &&
+  fail "a SQLite fleet read its secrets again on SIGHUP: $(grep SIGHUP "$WORK/server.log")"
+ok "SIGHUP to a SQLite fleet: nothing to reload, said"
 
 # A decline for the device's own setup (here: it trusts a key, the image is
 # unsigned) is held back as that offer; once the device is set right, the
@@ -178,3 +189,53 @@ grep -q '^rt-1 ' "$WORK/list.out" && [ "$(grep -vc '^ID ' "$WORK/list.out")" = 1
   fail "device list --id-prefix rt- listed: $(cat "$WORK/list.out")"
 ok "a declined offer held back is offered again after device retry; the rollout counts the device updated"
 stop_fleet
+
+# Inside TLS the answer waits in the connection's queue for SSL_write: a
+# close that dropped the queue (rather than sending it first) passed the
+# plain test above. A TLS fleet, a HELLO, then close_notify.
+cd "$WORK"
+server_cert
+DATA="$WORK/tlsdata"
+start_fleet --tls-cert srv.pem --tls-key srv.key
+"$TCPOTA" image add --version 2.0.0 --model esp32 "$WORK/img" > /dev/null || fail "image add (TLS fleet) failed"
+"$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null || fail "rollout create (TLS fleet) failed"
+python3 - "$SERVER_PORT" "$E2E" > "$WORK/halftls.out" 2>&1 <<'PY' || fail "a TLS HELLO then close_notify: $(cat "$WORK/halftls.out")"
+import socket, ssl, sys
+sys.path.insert(0, sys.argv[2])
+import frames as F
+from tlsbio import handshake
+inb, outb = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = ssl.create_default_context(cafile="srv.pem").wrap_bio(inb, outb, server_hostname="localhost")
+raw = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+handshake(raw, inb, outb, tls, then=F.hello(b"half-tls", max_payload=4096))
+try:
+    tls.unwrap()  # close_notify: the device's side ends
+except ssl.SSLWantReadError:
+    pass
+raw.sendall(outb.read())
+data = b""
+while True:
+    d = raw.recv(65536)
+    if not d:
+        break
+    inb.write(d)
+    try:
+        while True:
+            got = tls.read(65536)
+            if not got:
+                break
+            data += got
+    except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+        pass
+kinds = []
+while len(data) >= 8:
+    n = int.from_bytes(data[2:4], "little")
+    kinds.append(data[0])
+    data = data[8 + n:]
+print("frames", kinds)
+if kinds[:2] != [F.WELCOME, F.OFFER]:
+    sys.exit(f"frames {kinds}, expected WELCOME (2) and OFFER (3) before the end")
+PY
+wait_line "$WORK/server.log" "\\[half-tls [^]]*\\] .*ended its side before its answer came: answered" 5
+stop_fleet
+ok "inside TLS too: a HELLO then close_notify gets WELCOME and OFFER, then the end"

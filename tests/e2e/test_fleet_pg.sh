@@ -205,6 +205,15 @@ api 3 device secret sec-1 --force --out "$WORK/sec4" > "$WORK/out" 2>&1 || fail 
 grep -q 'the previous one no longer works' "$WORK/out" && fail "the secret after rm was said to replace one: $(cat "$WORK/out")"
 ok "a device removed through one node: the others drop its secret within 2.5 s, the database's count gone back (v1 and HTTP)"
 
+# Two secrets set one after the other: each ask reads again rows the node
+# holds, and the new ones behind them still count (a mutation review: a
+# node that judged an ask by its first row alone missed both until its
+# full read).
+api 3 device secret sec-7 --out "$WORK/sec7" > /dev/null 2>&1 || fail "device secret sec-7 failed"
+api 3 device secret sec-8 --out "$WORK/sec8" > /dev/null 2>&1 || fail "device secret sec-8 failed"
+for id in sec-7 sec-8; do wait_line "$WORK/n1.log" "\[$id -\] device secret set through another node" 3; done
+ok "two secrets set one after the other through one node both reach another"
+
 # A failover to a standby that lost the newest secret write numbers the
 # next write as the lost one was: a node that had read up to there would
 # never ask for it. Each ask reads the last 64 generations again. Both in
@@ -429,6 +438,19 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' \
   "http://127.0.0.1:${apis[2]}/ota/esp32?device=sec-6")
 [ "$code" = 200 ] || fail "node C answered sec-6's download with $code after its full read"
 ok "--secrets-reread 2: a node reads every secret again on its own and drops one the database lacks"
+
+# SIGHUP to a node with TLS reads the secrets again and reloads its
+# certificate too (a mutation review: a SIGHUP that did the one and not
+# the other passed every test). Node C again, with TLS on its device port.
+kill -TERM "$(cat "$WORK/n3.pid")"
+wait "$(cat "$WORK/n3.pid")" || fail "node C did not stop cleanly (TLS)"
+(cd "$WORK" && server_cert)
+cluster_node "$WORK" 3 --tls-cert "$WORK/srv.pem" --tls-key "$WORK/srv.key" || fail "node C did not start with TLS"
+PIDS+=("$NODE_PID")
+kill -HUP "$NODE_PID"
+wait_line "$WORK/n3.log" "SIGHUP: reloaded the TLS certificate" 5
+wait_line "$WORK/n3.log" "SIGHUP: reading every device secret again from the database" 5
+ok "SIGHUP to a PostgreSQL node with TLS: its secrets read again and its certificate reloaded"
 
 stop_pg_cluster
 ok "every node stopped cleanly"

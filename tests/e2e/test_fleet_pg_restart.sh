@@ -59,7 +59,7 @@ timeout 10 "$TCPOTA" device --server "127.0.0.1:${ports[0]}" --flash "$WORK/late
   fail "a check-in while the database was down failed or hung"
 grep -q '\[late-1 .*decision: no update: the database is unreachable; asks again in' "$WORK/n1.log" ||
   fail "node 1 did not tell late-1 to come back"
-grep -q 'late-1: no update now, running 1.0.0: the server cannot tell now whether one applies (its database is unreachable); the server asks to check again in' "$WORK/late-1.log" ||
+grep -q 'late-1: no update now, running 1.0.0: the server cannot tell now whether one applies (its database does not answer); the server asks to check again in' "$WORK/late-1.log" ||
   fail "late-1 did not say it was told to come back: $(cat "$WORK/late-1.log")"
 n=$(deferred "${apis[0]}" v1 database_unreachable)
 [ "${n:-0}" -ge 1 ] || fail "node 1's /metrics counted '$n' check-ins deferred while the database was unreachable"
@@ -73,9 +73,9 @@ done
 # A SIGHUP meanwhile (re-read every secret): said once that it waits, not
 # every second, and done once the database answers.
 kill -HUP "$(cat "$WORK/n2.pid")"
-wait_line "$WORK/n2.log" "could not read the device secrets again: .*; tried again every second until the database answers" 5
+wait_line "$WORK/n2.log" "SIGHUP: the database cannot be reached now; every device secret is read again as soon as it can be \(nothing to do\)" 5
 sleep 2.5
-n=$(grep -c 'could not read the device secrets again' "$WORK/n2.log")
+n=$(grep -c 'SIGHUP: the database cannot be reached now' "$WORK/n2.log")
 [ "$n" = 1 ] || fail "node 2 said $n times that it could not read the secrets again"
 ok "database down: every transfer ended, the API answers 503, a check-in gets NO_UPDATE (counted deferred in /metrics), /health answers 503, a SIGHUP's secret read said once"
 
@@ -288,7 +288,7 @@ cut_lines=$(wc -l < "$WORK/pw.log")
 wait "$REP" || true
 kill -CONT $pgpids # before any failure: a stopped PostgreSQL would hold up the test's end
 [ "$said" = 1 ] || fail "a hung database was not said: $(tail -3 "$WORK/pw.log")"
-grep -q 'the server cannot tell now whether one applies (its database is unreachable); the server asks to check again' "$WORK/pwearly.log" &&
+grep -q 'the server cannot tell now whether one applies (its database does not answer); the server asks to check again' "$WORK/pwearly.log" &&
   [ $(((te1 - te0) / 1000000)) -lt 20000 ] ||
   fail "a check-in queued before the hang was said was not told to check again ($(((te1 - te0) / 1000000)) ms): $(tail -2 "$WORK/pwearly.log")"
 grep -q '\[pw-early [^]]*\] decision: no update: the database has answered nothing for [0-9]* s; asks again in' "$WORK/pw.log" ||
@@ -303,9 +303,14 @@ grep -q 'only read' "$WORK/pwearly-w.b" && fail "a write queued before the hang 
   fail "an API read queued before the hang was said: $(cat "$WORK/pwearly-api.code") after $(((te3 - te0) / 1000000)) ms: $(cat "$WORK/pwearly-api.b")"
 [ "$code" = 503 ] && grep -q "the database has answered nothing for" "$WORK/health.json" ||
   fail "/health while the database hung: $code $(cat "$WORK/health.json")"
-grep -q 'the server cannot tell now whether one applies (its database is unreachable); the server asks to check again' "$WORK/pwdev.log" &&
+grep -q 'the server cannot tell now whether one applies (its database does not answer); the server asks to check again' "$WORK/pwdev.log" &&
   [ $(((t1 - t0) / 1000000)) -lt 2500 ] ||
   fail "a check-in while the database hung was not told at once to check again ($(((t1 - t0) / 1000000)) ms): $(tail -2 "$WORK/pwdev.log")"
+# Said in its hello's line (a trial: "decision: ..." and then "hello ...:
+# not offered: offered").
+grep -qE '\[pw-1 [^]]*\] hello model=[^ ]* version=[^:]*: no update: the database has answered nothing for [0-9]+ s; asks again in [0-9]+ s' "$WORK/pw.log" &&
+  ! grep -q '\[pw-1 .*not offered: offered' "$WORK/pw.log" ||
+  fail "the log of a check-in while the database hung: $(grep '\[pw-1 ' "$WORK/pw.log")"
 grep -q "the database has answered nothing for [0-9]* s (hung, or busy with a long request or a lock); nothing was done: try again later, or through another node" "$WORK/pwapi.out" &&
   [ $(((t2 - t1) / 1000000)) -lt 2500 ] ||
   fail "an API request while the database hung was not refused at once ($(((t2 - t1) / 1000000)) ms): $(cat "$WORK/pwapi.out")"
@@ -383,7 +388,7 @@ wait "$dtdev" || rc=$?
 kill -CONT $pgpids # before any failure: a stopped PostgreSQL would hold up the test's end
 [ "$code" = 503 ] || fail "/health right after the hung database's connection was dropped: $code $(cat "$WORK/dth.json")"
 [ $rc -ne 124 ] || fail "a check-in waited on the hung database for 25 s: $(tail -2 "$WORK/dt.log")"
-grep -q 'the server cannot tell now whether one applies (its database is unreachable); the server asks to check again' "$WORK/dtdev.log" ||
+grep -q 'the server cannot tell now whether one applies (its database does not answer); the server asks to check again' "$WORK/dtdev.log" ||
   fail "the check-in on a hung database was not told to check again: $(tail -2 "$WORK/dtdev.log")"
 grep -qE 'store: the database has answered nothing for [0-9]+ s \(--db-timeout 3\): its connection is dropped' "$WORK/dt.log" ||
   fail "the dropped connection was not said: $(grep 'store:' "$WORK/dt.log" | tail -3)"

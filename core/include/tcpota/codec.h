@@ -108,7 +108,7 @@ enum tcpota_why {
     TCPOTA_WHY_OTHER_MODEL = 4, /* the server's image is for another hardware model */
     TCPOTA_WHY_NONE = 5,        /* nothing for its model (no image, or in a fleet no rollout) */
     TCPOTA_WHY_LATER = 6,       /* an update applies, but not yet (wave not open, paused, halted) */
-    TCPOTA_WHY_UNKNOWN_NOW = 7, /* the server cannot tell now (its database is unreachable) */
+    TCPOTA_WHY_UNKNOWN_NOW = 7, /* the server cannot tell now (its database does not answer) */
     TCPOTA_WHY_UNSERVABLE = 8,  /* one applies, but the server cannot load its image now */
     TCPOTA_WHY_UNORDERED = 9,   /* its version and the device's have no order (not semantic) */
 };
