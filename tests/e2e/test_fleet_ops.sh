@@ -14,6 +14,19 @@ add_version() {
   "$TCPOTA" image add --version "$2" --model esp32 "$1" > /dev/null || fail "image add $2 failed"
 }
 
+# slow_download NAME ID [ARGS...]: device ID (flash $WORK/NAME) downloads
+# through a proxy of its own at 8000 B/s (PROXY_PID); returns once the
+# registry says it downloads; slow: the device's PID.
+slow_download() {
+  local name=$1 id=$2
+  shift 2
+  start_proxy "$name" "$SERVER_PORT" --rate 8000 --queue-limit 4096
+  SERVER_PORT=$PROXY_PORT run_device "$id" esp32 "$WORK/$name" "$@" & slow=$!
+  PIDS+=("$slow")
+  for _ in $(seq 1 100); do [ "$(device_state "$id" 2> /dev/null)" = downloading ] && break; sleep 0.1; done
+  [ "$(device_state "$id")" = downloading ] || fail "$id did not start downloading"
+}
+
 # ---- device secrets (--require-auth), without restarting the server ----
 DATA="$WORK/auth"
 start_fleet --require-auth
@@ -128,11 +141,7 @@ rc=0; "$TCPOTA" device rm > "$WORK/out" 2>&1 || rc=$?
 # already held still reaches it: the device may verify the image, but
 # cannot report it.)
 "$TCPOTA" device secret slow-1 --out "$WORK/slow1.secret" > /dev/null 2>&1 || fail "device secret slow-1 failed"
-start_proxy slow "$SERVER_PORT" --rate 8000 --queue-limit 4096
-SERVER_PORT=$PROXY_PORT run_device slow-1 esp32 "$WORK/slow1" --secret "$WORK/slow1.secret" & slow=$!
-PIDS+=("$slow")
-for _ in $(seq 1 100); do [ "$(device_state slow-1 2> /dev/null)" = downloading ] && break; sleep 0.1; done
-[ "$(device_state slow-1)" = downloading ] || fail "slow-1 did not start downloading"
+slow_download slow1 slow-1 --secret "$WORK/slow1.secret"
 "$TCPOTA" device rm slow-1 > /dev/null || fail "device rm slow-1 failed"
 wait_line "$WORK/server.log" '\[slow-1 [^]]*\] device secret removed: connection cut, at [0-9]+ of [0-9]+ bytes durable' 5
 cut=$(sed -nE 's/.*\[slow-1 [^]]*\] device secret removed: connection cut, at ([0-9]+) of ([0-9]+) bytes.*/\1 \2/p' "$WORK/server.log")
@@ -143,11 +152,7 @@ rc=0; wait "$slow" || rc=$?
 kill "$PROXY_PID" 2> /dev/null || true
 # A secret replaced (it leaked) ends the sessions that proved the old one too.
 "$TCPOTA" device secret slow-2 --out "$WORK/slow2.secret" > /dev/null 2>&1 || fail "device secret slow-2 failed"
-start_proxy slow2 "$SERVER_PORT" --rate 8000 --queue-limit 4096
-SERVER_PORT=$PROXY_PORT run_device slow-2 esp32 "$WORK/slow2" --secret "$WORK/slow2.secret" & slow=$!
-PIDS+=("$slow")
-for _ in $(seq 1 100); do [ "$(device_state slow-2 2> /dev/null)" = downloading ] && break; sleep 0.1; done
-[ "$(device_state slow-2)" = downloading ] || fail "slow-2 did not start downloading"
+slow_download slow2 slow-2 --secret "$WORK/slow2.secret"
 "$TCPOTA" device secret slow-2 --force --out "$WORK/slow2-new.secret" > /dev/null 2>&1 || fail "device secret slow-2 again failed"
 wait_line "$WORK/server.log" '\[slow-2 [^]]*\] device secret replaced: connection cut' 5
 rc=0; wait "$slow" || rc=$?
@@ -167,11 +172,7 @@ DATA="$WORK/rmrun"
 start_fleet
 add_version "$WORK/a3" 2.0.0
 "$TCPOTA" rollout create --image 2.0.0 --model esp32 > /dev/null || fail "rollout create failed"
-start_proxy slow3 "$SERVER_PORT" --rate 8000 --queue-limit 4096
-SERVER_PORT=$PROXY_PORT run_device slow-3 esp32 "$WORK/slow3" & slow=$!
-PIDS+=("$slow")
-for _ in $(seq 1 100); do [ "$(device_state slow-3 2> /dev/null)" = downloading ] && break; sleep 0.1; done
-[ "$(device_state slow-3)" = downloading ] || fail "slow-3 did not start downloading"
+slow_download slow3 slow-3
 "$TCPOTA" device rm slow-3 > /dev/null || fail "device rm slow-3 failed"
 rc=0; wait "$slow" || rc=$?
 [ $rc -eq 0 ] && grep -q 'verify ok: image 2.0.0' "$WORK/slow-3.log" ||

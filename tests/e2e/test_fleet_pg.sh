@@ -9,6 +9,12 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fleet_lib.sh"
 source "$(dirname "$0")/fleet_pg_lib.sh"
+# ota_code N DEVICE: the HTTP status of DEVICE's download (esp32, running
+# 1.0.0) from node N.
+ota_code() {
+  curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' \
+    "http://127.0.0.1:${apis[$(($1 - 1))]}/ota/esp32?device=$2"
+}
 
 N=$(scaled 20 6)
 start_pg_cluster
@@ -127,8 +133,7 @@ SERVER_PORT=${ports[1]} run_device sec-1 esp32 "$WORK/ds1" --max-attempts 1 &&
   fail "node B served sec-1 without the secret set through node A"
 grep -q "\[sec-1 -\] device secret set through another node" "$WORK/n2.log" ||
   fail "node B did not log the secret set through node A"
-code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' \
-  "http://127.0.0.1:${apis[2]}/ota/esp32?device=sec-1")
+code=$(ota_code 3 sec-1)
 [ "$code" = 403 ] || fail "node C answered an HTTP download of sec-1 (a secret set through A) with $code"
 SERVER_PORT=${ports[1]} run_device sec-1 esp32 "$WORK/ds1" --secret "$WORK/sec1" ||
   fail "sec-1 with its secret failed on node B: $(tail -3 "$WORK/sec-1.log")"
@@ -197,8 +202,7 @@ for i in 1 3; do
   grep -q "\[sec-1 -\] device removed through another node, its secret with it" "$WORK/n$i.log" ||
     fail "node $i did not drop the secret of sec-1, removed through node B"
 done
-code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' \
-  "http://127.0.0.1:${apis[2]}/ota/esp32?device=sec-1")
+code=$(ota_code 3 sec-1)
 [ "$code" = 200 ] || fail "node C answered an HTTP download of sec-1 (its secret removed through B) with $code"
 # (that download registered sec-1 anew, as an HTTP device: --force)
 api 3 device secret sec-1 --force --out "$WORK/sec4" > "$WORK/out" 2>&1 || fail "device secret sec-1 after rm failed: $(cat "$WORK/out")"
@@ -230,8 +234,7 @@ for i in 1 2 3; do
   grep -q "\[sec-5 -\] device secret set through another node" "$WORK/n$i.log" ||
     fail "node $i missed sec-5's secret, numbered as a write it had read"
 done
-code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' \
-  "http://127.0.0.1:${apis[0]}/ota/esp32?device=sec-5")
+code=$(ota_code 1 sec-5)
 [ "$code" = 403 ] || fail "node A answered an HTTP download of sec-5 (a secret numbered as a lost write) with $code"
 # A write a node saw and the database lost (the same failover) shows in no
 # count: a node holds exactly what the database has after its next full
@@ -251,11 +254,9 @@ grep -q "SIGHUP: reading every device secret again from the database" "$WORK/n1.
   fail "node A did not say that SIGHUP reads the secrets again"
 grep -q "\[sec-5 -\] device secret dropped: the database has none for it" "$WORK/n1.log" ||
   fail "node A did not log dropping sec-5's secret"
-code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' \
-  "http://127.0.0.1:${apis[0]}/ota/esp32?device=sec-5")
+code=$(ota_code 1 sec-5)
 [ "$code" = 200 ] || fail "node A answered an HTTP download of sec-5 (no secret in the database) with $code"
-code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' \
-  "http://127.0.0.1:${apis[2]}/ota/esp32?device=sec-5")
+code=$(ota_code 3 sec-5)
 [ "$code" = 403 ] || fail "node C (no SIGHUP, no full read yet) answered sec-5's download with $code"
 grep -q "\[sec-5 -\] device secret dropped" "$WORK/n3.log" && fail "node C dropped sec-5's secret without a full read"
 ok "a secret numbered as a write the database lost reaches every node within 2.5 s; SIGHUP makes a node hold exactly the database's secrets"
@@ -434,8 +435,7 @@ for i in 2 3; do wait_line "$WORK/n$i.log" '\[sec-6 -\] device secret set throug
 pg_sql "$WORK/pg" "DELETE FROM secrets WHERE device_id = 'sec-6'" > /dev/null || fail "cannot delete sec-6's secret"
 wait_line "$WORK/n3.log" '\[sec-6 -\] device secret dropped: the database has none for it' 5
 grep -q '\[sec-6 -\] device secret dropped' "$WORK/n2.log" && fail "node B (5 minutes) dropped sec-6's secret already"
-code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Tcpota-Version: 1.0.0' \
-  "http://127.0.0.1:${apis[2]}/ota/esp32?device=sec-6")
+code=$(ota_code 3 sec-6)
 [ "$code" = 200 ] || fail "node C answered sec-6's download with $code after its full read"
 ok "--secrets-reread 2: a node reads every secret again on its own and drops one the database lacks"
 
