@@ -666,7 +666,7 @@ static const char *check_cmd(const char *cmd)
 }
 
 /* Room for what unknown_change says (an unknown_note is the longest). */
-#define API_CHANGE_NOTE_MAX 320
+#define API_CHANGE_NOTE_MAX 640
 
 /* For a request of method m that got no answer it can trust, into buf:
  * "" for a GET; for a write, that it may have been made and how to check

@@ -324,6 +324,24 @@ static void secret_sigs_block(int on)
     (void)sigprocmask(on ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
 }
 
+/* The standard output failed with the new secret of id in it (a full
+ * disk, a closed stdout): the server holds a secret that nobody has (a
+ * trial: exit 0 and "save it"). Not shown on stderr, which may be a
+ * shared log. Returns 1. */
+static int secret_unshown(const char *id)
+{
+    char q[4 * 256 + 16];
+    int err = errno;
+
+    fprintf(stderr, "tcpota device: cannot write the new secret of device %s to the standard "
+                    "output%s%s; the server holds it, and nobody has it: make another (tcpota "
+                    "device secret %s --force --out FILE) and give the device that one\n",
+            table_c(id), err ? ": " : "", err ? strerror(err) : "",
+            cli_shell_word(table_c(id), q, sizeof(q)));
+    clearerr(stdout);
+    return 1;
+}
+
 /* What the new secret (the API's answer d) did: an id never seen before
  * had no secret to replace, and is registered only at its first check-in
  * (before, "the previous one no longer works" for every id). */
@@ -347,7 +365,7 @@ static int device_secret(struct api *a, int argc, char **argv)
     const char *out = NULL, *force = NULL, *pos[1], *hex;
     const struct api_opt opts[] = {{"--out", "FILE", &out}, {"--force", NULL, &force},
                                    {NULL, NULL, NULL}};
-    char path[600], line[300], qid[4 * 256 + 16], qout[4 * 4096 + 16];
+    char path[600], line[300], qid[4 * 256 + 16], qout[4 * 4096 + 16], note[600];
     json_t *d = NULL;
     int np, fd = -1, rc = api_parse(a, opts, argc, argv, pos, 1, &np);
 
@@ -393,11 +411,18 @@ static int device_secret(struct api *a, int argc, char **argv)
     }
     /* Without the answer nobody has the secret, and device show cannot
      * tell an old one from a new one (a trial). */
-    a->unknown_note = "if the server still makes the new secret, the device's old one stops"
-                      " working and the new one reaches nobody: once the server answers, run"
-                      " tcpota device secret ID --force again and give the device that one";
+    snprintf(note, sizeof(note), "if the server still makes the new secret, the device's old one"
+             " stops working and the new one reaches nobody: once the server answers, run"
+             " tcpota device secret %s --force again and give the device that one",
+             cli_shell_word(table_c(pos[0]), qid, sizeof(qid)));
+    a->unknown_note = note;
+    errno = 0;
     rc = api_request(a, API_POST, path, NULL, 0, NULL, NULL, NULL, &d, NULL);
     a->unknown_note = NULL;
+    if (rc == 0 && a->json && ferror(stdout)) { /* the answer, secret and all, printed */
+        json_decref(d);
+        return secret_unshown(pos[0]);
+    }
     hex = api_str(d, "secret");
     if (rc == 0 && (!*hex || strlen(hex) > 256 || strspn(hex, "0123456789abcdefABCDEF") != strlen(hex))) {
         fprintf(stderr, "tcpota device: the server's answer holds no secret in hex\n");
@@ -457,17 +482,8 @@ static int device_secret(struct api *a, int argc, char **argv)
         fputs(line, stdout);
         errno = 0;
         if (fflush(stdout) != 0 || ferror(stdout)) {
-            /* A full disk, a closed stdout: the server holds a secret that
-             * nobody has (a trial: exit 0 and "save it"). It is not shown on
-             * stderr, which may be a shared log. */
-            fprintf(stderr, "tcpota device: cannot write the new secret of device %s to the "
-                            "standard output: %s; the server holds it, and nobody has it: make "
-                            "another (tcpota device secret %s --force --out FILE) and give the "
-                            "device that one\n", table_c(pos[0]),
-                    strerror(errno ? errno : EIO), cli_shell_word(table_c(pos[0]), qout, sizeof(qout)));
-            clearerr(stdout);
             json_decref(d);
-            return 1;
+            return secret_unshown(pos[0]);
         }
         fprintf(stderr, "tcpota device: the new secret of device %s is shown only this once; "
                         "%s.\n"
@@ -551,7 +567,8 @@ static int device_rm(struct api *a, int argc, char **argv)
             }
             fprintf(stderr, "\n");
             json_decref(d);
-            return rc;
+            worst = rc;
+            break;
         }
         if (rc == 0 && !a->json) {
             int secret = api_bool(d, "secret");

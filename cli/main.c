@@ -73,10 +73,16 @@ static int output_written(int rc)
     if (fflush(stdout) == 0 && !ferror(stdout)) {
         return rc;
     }
-    err = errno ? errno : EIO;
+    err = errno; /* 0: an earlier write failed, its cause gone */
     clearerr(stdout);
-    fprintf(stderr, "%s: cannot write to the standard output: %s; what it printed is lost"
-                    " (anything the command changed stands)\n", cli_prog, strerror(err));
+    if (err == EPIPE) {
+        /* Its reader stopped reading (| head): what it wanted it had. The
+         * API commands ignore SIGPIPE, which would end the others quietly. */
+        return rc;
+    }
+    fprintf(stderr, "%s: cannot write to the standard output%s%s; what it printed is lost"
+                    " (anything the command changed stands)\n", cli_prog, err ? ": " : "",
+            err ? strerror(err) : "");
     return rc ? rc : 1;
 }
 

@@ -198,7 +198,9 @@ static void store_done(struct store_req *r)
 {
     struct api_call *c = r->arg;
 
-    if (c && !c->api) { /* orphaned by api_stop(): its inputs were kept until now */
+    if (c && (!c->api || c->answered)) { /* orphaned by api_stop(), or answered
+                                           * already (api_answer_stuck): its inputs
+                                           * were kept until now */
         call_free(c);
     } else if (c) {
         c->sr = NULL;
@@ -599,7 +601,12 @@ void api_answer_stuck(struct api *a, double stuck)
     char *text;
 
     for (c = a ? a->calls : NULL; c; c = c->next) {
-        if (!c->sr || !c->req || evhttp_request_get_command(c->req) != EVHTTP_REQ_GET) {
+        enum evhttp_cmd_type m;
+        if (!c->sr || !c->req) {
+            continue;
+        }
+        m = evhttp_request_get_command(c->req);
+        if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
             continue;
         }
         snprintf(msg, sizeof msg, "the database has answered nothing for %.0f s (hung, or busy"
@@ -610,7 +617,8 @@ void api_answer_stuck(struct api *a, double stuck)
         send_text(c->req, 503, text ? text : oom_body);
         free(text);
         json_decref(o);
-        c->req = NULL; /* answered: its continuation replies to nobody */
+        c->req = NULL;
+        c->answered = 1; /* its request's end frees it: no further step */
     }
 }
 

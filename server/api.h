@@ -119,12 +119,12 @@ struct evconnlistener *api_listener(const struct api *a);
 unsigned api_uploads(const struct api *a);
 
 /* A hung database (fleet.c's sweep, past STORE_STUCK_S; stuck: how long
- * it has answered nothing): each GET whose store request waits is
+ * it has answered nothing): each GET (or HEAD) whose store request waits is
  * answered 503 now, rather than when the database answers or its
  * connection is dropped (--db-timeout); it only read, so trying again
  * loses nothing. Writes wait for their answer: their outcome is the
- * database's. The calls stay until their requests end, replying to
- * nobody. NULL: no-op. */
+ * database's. The calls stay until their requests end, then are freed
+ * without a further step. NULL: no-op. */
 void api_answer_stuck(struct api *a, double stuck);
 
 /* Stops listening, drops the connections and detaches the store requests

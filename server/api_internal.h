@@ -128,6 +128,7 @@ struct api_call {
     struct evhttp_connection *evcon; /* req's connection, to notice its close */
     struct store_req *sr;            /* in flight, or NULL */
     int stepped;                     /* a store request of it was submitted already */
+    int answered;                    /* a read answered 503 while the database hung */
     api_cont_fn cont;
     struct offload *job;             /* work on a thread of its own, or NULL (api_offload) */
     api_job_fn work, job_cont;

@@ -501,21 +501,39 @@ void conn_read_stream(struct conn *c)
     }
 }
 
-unsigned conn_cut_authed(struct server *srv, const char *id, const char *why)
+static int cmp_cut(const void *a, const void *b)
+{
+    return strcmp(((const struct conn_cut *)a)->id, ((const struct conn_cut *)b)->id);
+}
+
+unsigned conn_cut_authed(struct server *srv, struct conn_cut *cuts, size_t n)
 {
     struct conn *c, *next;
-    unsigned n = 0;
+    const struct conn_cut *cut;
+    struct conn_cut key;
+    unsigned k = 0;
 
+    if (!n) return 0;
+    qsort(cuts, n, sizeof(*cuts), cmp_cut);
     for (c = srv->conns; c; c = next) {
         next = c->next;
-        if (c->authed && strcmp(tcpota_srv_device_id(&c->s), id) == 0) {
-            clog_(c, 1, "%s: connection cut, at %u of %u bytes durable", why, c->s.acked,
-                  c->img ? c->img->size : 0);
-            (void)conn_close(c, 1);
-            n++;
+        if (!c->authed) continue;
+        key.id = tcpota_srv_device_id(&c->s);
+        if (!(cut = bsearch(&key, cuts, n, sizeof(*cuts), cmp_cut))) continue;
+        if (c->img) {
+            clog_(c, 1, "%s: connection cut, at %u of %u bytes durable", cut->why, c->s.acked,
+                  c->img->size);
+        } else {
+            clog_(c, 1, "%s: connection cut", cut->why);
         }
+        /* A reset: what the kernel still holds for it is dropped, not sent
+         * (a review: a graceful close let 94 kB more reach a device
+         * removed at 98 kB of 900 kB). */
+        sock_reset_on_close(c->fd);
+        (void)conn_close(c, 1);
+        k++;
     }
-    return n;
+    return k;
 }
 
 void conn_drain_streams(struct server *srv)

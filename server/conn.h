@@ -110,11 +110,19 @@ int conn_replies_pile_up(const struct conn *c);
  * empty or when they repeat TEXT ("frame CRC mismatch" twice). */
 void conn_peer_error(const struct tcpota_msg *m, char *buf, size_t cap);
 
-/* Closes, at once, every connection that authenticated as device id
- * (AUTH), logging why: its secret was replaced or removed (fleet mode, on
- * this node or another). An update in flight resumes, if the device can
+/* A device whose secret changed (conn_cut_authed): its id, and why its
+ * sessions end ("device secret removed"). */
+struct conn_cut {
+    const char *id;
+    const char *why;
+};
+
+/* Resets, at once, every connection that authenticated (AUTH) as one of
+ * the ids of cuts[0..n) (reordered), logging why: its secret was replaced
+ * or removed (fleet mode, on this node or another). One pass over the
+ * connections whatever n. An update in flight resumes, if the device can
  * still authenticate, from what it acknowledged. Returns how many. */
-unsigned conn_cut_authed(struct server *srv, const char *id, const char *why);
+unsigned conn_cut_authed(struct server *srv, struct conn_cut *cuts, size_t n);
 
 /* The connection proved what it must (HELLO, and AUTH where required): it
  * no longer counts against its address's unauthenticated connections. */

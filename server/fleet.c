@@ -1927,12 +1927,24 @@ static int put_secrets(struct server *srv, const struct store_secret *rows, size
     f->secrets = all;
     f->nsecrets = count;
     /* A session that proved the old secret proves nothing now (a device
-     * removed, a secret replaced because it leaked): it ends here. */
-    for (i = 0; i < n; i++) {
-        if (did[i] == 2) {
-            (void)conn_cut_authed(srv, rows[i].id, rows[i].len ? "device secret replaced"
-                                                               : "device secret removed");
+     * removed, a secret replaced because it leaked): it ends here. One
+     * pass over the connections (a full read may change thousands). */
+    {
+        struct conn_cut *cuts = malloc((size_t)changed * sizeof(*cuts));
+        size_t ncut = 0;
+        for (i = 0; cuts && i < n; i++) {
+            if (did[i] == 2) {
+                cuts[ncut].id = rows[i].id;
+                cuts[ncut++].why = rows[i].len ? "device secret replaced" : "device secret removed";
+            }
         }
+        if (cuts) {
+            (void)conn_cut_authed(srv, cuts, ncut);
+        } else {
+            say_always(srv->o, LOG_LV_ERROR, "out of memory: connections authenticated with"
+                       " the %d secrets just changed or removed are not cut", changed);
+        }
+        free(cuts);
     }
     free(did);
     return changed;

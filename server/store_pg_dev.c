@@ -7,6 +7,7 @@
 #include "store_pg_internal.h"
 #include "pq_dl.h" /* libpq through pq_load()'s pointers */
 
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -816,6 +817,8 @@ int pg_op_secret_list(struct pgstore *st, struct store_req *r)
         pg_col_text(res, i, 0, rows[i].id, sizeof(rows[i].id));
         len = pg_col_bytea(res, i, 1, rows[i].secret, sizeof(rows[i].secret));
         rows[i].len = (uint8_t)(len > 0 ? len : 0);
+        /* libpq's copy, in hex, not left in freed memory either */
+        sodium_memzero(PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1));
     }
     PQclear(res);
     r->u.list.rows = rows;
