@@ -2210,9 +2210,13 @@ static void sync_secrets(struct server *srv)
     if (f->secret_asking || !(r = store_req_new(STORE_SECRET_LIST, secrets_synced, srv))) {
         return;
     }
-    r->u.list.since = full ? 0
-                      : f->secrets_gen > FLEET_SECRETS_OVERLAP + 1 ? f->secrets_gen - FLEET_SECRETS_OVERLAP
-                                                                  : 1;
+    if (full) {
+        r->u.list.since = 0;
+    } else if (f->secrets_gen > FLEET_SECRETS_OVERLAP + 1) {
+        r->u.list.since = f->secrets_gen - FLEET_SECRETS_OVERLAP;
+    } else {
+        r->u.list.since = 1;
+    }
     r->now = utc_now();
     if (store_submit(f->store, r) < 0) {
         store_req_free(r);
