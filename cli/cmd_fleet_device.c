@@ -41,7 +41,9 @@ static void usage(FILE *f)
             "  show ID              one device: its state and history\n"
             "  set ID --group G     puts it in group G (--group \"\" takes it out)\n"
             "  secret ID            creates a new secret for the device (it replaces the old\n"
-            "                       one) and prints it once, as a secret file's line\n"
+            "                       one, and the server resets the connections that\n"
+            "                       authenticated with it) and prints it once, as a secret\n"
+            "                       file's line\n"
             "    --out FILE         writes that file instead (created, mode 0600)\n"
             "    --force            also for a device that checks in over HTTP (esp_https_ota),\n"
             "                       which cannot authenticate: its downloads are refused\n"
@@ -54,7 +56,9 @@ static void usage(FILE *f)
             "                       counting what it finished there. One that checks in\n"
             "                       again is registered anew; with tcpota serve\n"
             "                       --require-auth it cannot, having no secret (tcpota\n"
-            "                       device secret makes one). Exit 1 when any was not there\n"
+            "                       device secret makes one). Its connections that\n"
+            "                       authenticated are reset. Exit 1 when any was not there;\n"
+            "                       --json: one answer a line\n"
             "\n");
     api_usage_common(f, 0);
 }
