@@ -665,22 +665,28 @@ int sq_op_secret_set(struct sstore *st, struct store_req *r)
 
 int sq_op_secret_list(struct sstore *st, struct store_req *r)
 {
-    struct store_secret *rows = NULL, *grown;
-    size_t cap = 0;
+    struct store_secret *rows;
+    int64_t count;
     sqlite3_stmt *s;
     int rc;
 
+    /* Counted first, allocated once: a grown array's realloc would leave
+     * copies of the secrets in freed memory. One writer (this thread):
+     * the count holds for the read that follows. */
+    if (sq_int(st, &count, "SELECT count(*) FROM secrets", "") != 1) {
+        return sq_fail(st, r, "secret list");
+    }
+    if (!(rows = calloc(count > 0 ? (size_t)count : 1, sizeof(*rows)))) {
+        return store_err_set(r, STORE_E_IO, "out of memory");
+    }
     if (!(s = sq_prep(st, "SELECT device_id, secret FROM secrets ORDER BY device_id", ""))) {
+        free(rows);
         return sq_fail(st, r, "secret list");
     }
     r->u.list.n = 0;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW && r->u.list.n < (size_t)count) {
         int n = sqlite3_column_bytes(s, 1);
         struct store_secret *x;
-        if (!(grown = store_grow(rows, &cap, r->u.list.n, sizeof(*rows)))) {
-            break;
-        }
-        rows = grown;
         x = &rows[r->u.list.n++];
         memset(x, 0, sizeof(*x));
         sq_col_text(s, 0, x->id, sizeof(x->id));
@@ -691,7 +697,8 @@ int sq_op_secret_list(struct sstore *st, struct store_req *r)
     r->u.list.rows = rows;
     r->u.list.total = r->u.list.n;
     if (rc != SQLITE_DONE) {
-        return rc == SQLITE_ROW ? store_err_set(r, STORE_E_IO, "out of memory")
+        return rc == SQLITE_ROW ? store_err_set(r, STORE_E_IO, "secret list: more secrets than"
+                                                " counted a moment before")
                                 : sq_fail(st, r, "secret list");
     }
     return STORE_OK;
