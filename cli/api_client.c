@@ -1068,7 +1068,7 @@ static void too_large(struct api *a, size_t sent)
         if (o) {
             json_dumpf(o, stdout, JSON_COMPACT);
             fputc('\n', stdout);
-            fflush(stdout);
+            (void)cli_flush();
         }
         json_decref(o);
     }
@@ -1268,7 +1268,7 @@ int api_request(struct api *a, enum api_method m, const char *path, const void *
         if (a->json) {
             fwrite(raw, 1, rawlen, stdout);
             if (raw[rawlen - 1] != '\n') fputc('\n', stdout);
-            fflush(stdout);
+            (void)cli_flush();
         }
     }
     if (r.status < 200 || r.status > 299) {

@@ -34,6 +34,15 @@ int cli_is_fleet_device(const char *word);
  * the command ("tcpota verify", "tcpota device", ...), so that a shared
  * helper's message names the command it came from. */
 extern const char *cli_prog;
+/* Flushes stdout; a failure's errno is kept for main's last word on it
+ * (cli_stdout_errno: 0 none yet). Returns 0, or -1. */
+int cli_flush(void);
+extern int cli_stdout_errno;
+/* 1 when the standard output was closed at start (main put /dev/full
+ * there, so that no file or socket takes its descriptor). */
+extern int cli_stdout_closed;
+/* Why writing to stdout failed with err, for a message. */
+const char *cli_stdout_why(int err);
 /* Prints "<cli_prog>: " and then fmt on stderr. */
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -69,6 +69,15 @@ static int device_path(struct api *a, const char *id, const char *tail, char *bu
     char *e;
 
     if (!*id) return api_usage(a, "the device ID is empty");
+    for (e = (char *)id; *e; e++) {
+        /* Said here, before any request (a trial: device rm refused one
+         * only after removing those before it). */
+        if ((unsigned char)*e < 0x20 || (unsigned char)*e > 0x7e) {
+            return api_usage(a, "the device ID '%s' holds a byte that is not printable ASCII: a"
+                             " device id is 1 to %u printable ASCII characters", table_c(id),
+                             (unsigned)TCPOTA_MAX_STR);
+        }
+    }
     e = strlen(id) > TCPOTA_MAX_STR ? NULL : api_encode(id);
     if (!e || strlen(e) + strlen(tail) + 16 > cap) {
         free(e);
@@ -328,24 +337,6 @@ static void secret_sigs_block(int on)
     (void)sigprocmask(on ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
 }
 
-/* The standard output failed with the new secret of id in it (a full
- * disk, a closed stdout): the server holds a secret that nobody has (a
- * trial: exit 0 and "save it"). Not shown on stderr, which may be a
- * shared log. Returns 1. */
-static int secret_unshown(const char *id)
-{
-    char q[4 * 256 + 16];
-    int err = errno;
-
-    fprintf(stderr, "tcpota device: cannot write the new secret of device %s to the standard "
-                    "output%s%s; the server holds it, and nobody has it: make another (tcpota "
-                    "device secret %s --force --out FILE) and give the device that one\n",
-            table_c(id), err ? ": " : "", err ? strerror(err) : "",
-            cli_shell_word(table_c(id), q, sizeof(q)));
-    clearerr(stdout);
-    return 1;
-}
-
 /* What the new secret (the API's answer d) did: an id never seen before
  * had no secret to replace, and is registered only at its first check-in
  * (before, "the previous one no longer works" for every id). */
@@ -362,6 +353,26 @@ static const char *secret_note(const json_t *d)
     }
     return "the device is not registered yet (it registers at its first check-in): give it this "
            "secret, it must authenticate with it";
+}
+
+/* The standard output failed with the new secret of id in it (a full
+ * disk, a closed stdout): the server holds a secret that nobody has (a
+ * trial: exit 0 and "save it"). Not shown on stderr, which may be a
+ * shared log. d: the server's answer; force: --force was given (said
+ * again only then: it overrides a guard). Returns 1. */
+static int secret_unshown(const char *id, const json_t *d, int force)
+{
+    char q[4 * 256 + 16];
+    int err = cli_stdout_errno;
+
+    fprintf(stderr, "tcpota device: cannot write the new secret of device %s to the standard "
+                    "output%s%s; the server holds it%s, and nobody has it: make another "
+                    "(tcpota device secret %s%s --out FILE) and give the device that one\n",
+            table_c(id), err ? ": " : "", err ? cli_stdout_why(err) : "",
+            api_bool(d, "replaced") ? " (the previous one no longer works)" : "",
+            cli_shell_word(table_c(id), q, sizeof(q)), force ? " --force" : "");
+    clearerr(stdout);
+    return 1;
 }
 
 static int device_secret(struct api *a, int argc, char **argv)
@@ -417,15 +428,17 @@ static int device_secret(struct api *a, int argc, char **argv)
      * tell an old one from a new one (a trial). */
     snprintf(note, sizeof(note), "if the server still makes the new secret, the device's old one"
              " stops working and the new one reaches nobody: once the server answers, run"
-             " tcpota device secret %s --force again and give the device that one",
-             cli_shell_word(table_c(pos[0]), qid, sizeof(qid)));
+             " tcpota device secret %s%s again and give the device that one",
+             cli_shell_word(table_c(pos[0]), qid, sizeof(qid)), force ? " --force" : "");
     a->unknown_note = note;
     errno = 0;
     rc = api_request(a, API_POST, path, NULL, 0, NULL, NULL, NULL, &d, NULL);
     a->unknown_note = NULL;
-    if (rc == 0 && a->json && ferror(stdout)) { /* the answer, secret and all, printed */
+    if (rc == 0 && a->json && (cli_stdout_errno || ferror(stdout))) {
+        /* the answer, secret and all, was printed */
+        rc = secret_unshown(pos[0], d, force != NULL);
         json_decref(d);
-        return secret_unshown(pos[0]);
+        return rc;
     }
     hex = api_str(d, "secret");
     if (rc == 0 && (!*hex || strlen(hex) > 256 || strspn(hex, "0123456789abcdefABCDEF") != strlen(hex))) {
@@ -484,10 +497,10 @@ static int device_secret(struct api *a, int argc, char **argv)
         /* stdout: exactly a secret file (tcpota device secret ID > F works);
          * stderr: what to do with it */
         fputs(line, stdout);
-        errno = 0;
-        if (fflush(stdout) != 0 || ferror(stdout)) {
+        if (cli_flush() != 0) {
+            rc = secret_unshown(pos[0], d, force != NULL);
             json_decref(d);
-            return secret_unshown(pos[0]);
+            return rc;
         }
         fprintf(stderr, "tcpota device: the new secret of device %s is shown only this once; "
                         "%s.\n"
@@ -544,15 +557,23 @@ static int device_rm(struct api *a, int argc, char **argv)
     static char paths[DEVICE_RM_MAX][600];
     const char *pos[DEVICE_RM_MAX];
     const struct api_opt opts[] = {{NULL, NULL, NULL}};
-    int np, i, secrets = 0, removed = 0, worst = 0, rc = api_parse(a, opts, argc, argv, pos,
+    int np, i, k, secrets = 0, removed = 0, worst = 0, rc = api_parse(a, opts, argc, argv, pos,
                                                                     DEVICE_RM_MAX, &np);
 
     if (rc) return rc < 0 ? (usage(stdout), 0) : rc;
     if (np == 0) return api_usage(a, "rm needs a device ID: tcpota device rm ID [ID...]");
-    /* Every id checked before the first is removed. */
-    for (i = 0; i < np; i++) {
-        if ((rc = device_path(a, pos[i], "", paths[i], sizeof(paths[i]))) != 0) return rc;
+    /* Every id checked before the first is removed; one given twice is
+     * removed once (a trial: "no device X" after removing it). */
+    for (i = k = 0; i < np; i++) {
+        int j;
+        for (j = 0; j < k && strcmp(pos[j], pos[i]) != 0; j++) {
+        }
+        if (j < k) continue;
+        pos[k] = pos[i];
+        if ((rc = device_path(a, pos[k], "", paths[k], sizeof(paths[k]))) != 0) return rc;
+        k++;
     }
+    np = k;
     if ((rc = api_setup(a, 0)) != 0) return rc;
     for (i = 0; i < np; i++) {
         json_t *d = NULL;

@@ -252,6 +252,6 @@ int cmd_device_status(int argc, char **argv)
                 tcpota_dev_resume_parse(st.resume, (size_t)st.resume_len, st.slot_size, &resume) == 0 &&
                 !tcpota_dev_resume_stale(&resume, st.next.size ? st.next.sha256 : NULL);
     print_status(&st.next, resumable ? &resume : NULL, &rec, dir);
-    return fflush(stdout) == 0 ? 0 : 1;
+    return cli_flush() == 0 ? 0 : 1;
 }
 

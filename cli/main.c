@@ -4,8 +4,10 @@
 #include "tcpota/tcpota.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static void usage(FILE *f)
 {
@@ -70,10 +72,10 @@ static int output_written(int rc)
     int err;
 
     errno = 0;
-    if (fflush(stdout) == 0 && !ferror(stdout)) {
+    if (fflush(stdout) == 0 && !ferror(stdout) && !cli_stdout_errno) {
         return rc;
     }
-    err = errno; /* 0: an earlier write failed, its cause gone */
+    err = cli_stdout_errno ? cli_stdout_errno : errno; /* 0: the cause is gone */
     clearerr(stdout);
     if (err == EPIPE) {
         /* Its reader stopped reading (| head): what it wanted it had. The
@@ -81,8 +83,8 @@ static int output_written(int rc)
         return rc;
     }
     fprintf(stderr, "%s: cannot write to the standard output%s%s; what it printed is lost"
-                    " (anything the command changed stands)\n", cli_prog, err ? ": " : "",
-            err ? strerror(err) : "");
+                    " (anything the command changed stands)\n", cli_prog,
+            err || cli_stdout_closed ? ": " : "", err || cli_stdout_closed ? cli_stdout_why(err) : "");
     return rc ? rc : 1;
 }
 
@@ -169,7 +171,31 @@ static int run(int argc, char **argv)
     return 2;
 }
 
+/* A standard descriptor closed at start (>&-) would be taken by the next
+ * file or socket opened, and what is printed would go there (a trial: a
+ * secret's JSON into the API's socket). stdin and stderr get /dev/null;
+ * stdout /dev/full, so that what is printed fails and is said. */
+static void std_fds_open(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF) {
+            continue;
+        }
+        int got = open(fd == 1 ? "/dev/full" : "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+        if (got < 0 && fd == 1) {
+            got = open("/dev/null", O_WRONLY);
+        }
+        if (got >= 0 && got != fd) { /* a lower one was taken meanwhile: cannot be */
+            close(got);
+        }
+        if (fd == 1) {
+            cli_stdout_closed = 1;
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
+    std_fds_open();
     return output_written(run(argc, argv));
 }

@@ -17,6 +17,25 @@
 #include <unistd.h>
 
 const char *cli_prog = "tcpota";
+int cli_stdout_errno;
+int cli_stdout_closed;
+
+const char *cli_stdout_why(int err)
+{
+    return cli_stdout_closed ? "it is closed" : strerror(err);
+}
+
+int cli_flush(void)
+{
+    errno = 0;
+    if (fflush(stdout) == 0 && !ferror(stdout)) {
+        return 0;
+    }
+    if (!cli_stdout_errno) {
+        cli_stdout_errno = errno ? errno : EIO;
+    }
+    return -1;
+}
 
 void cli_err(const char *fmt, ...)
 {

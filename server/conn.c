@@ -745,12 +745,15 @@ int conn_pump(struct conn *c)
     if (move_replies(c, &n)) { /* n: what the session said since the last pump */
         return 1;
     }
-    if (c->ended_choosing && !c->closing &&
-        tcpota_srv_get_state(&c->s) != TCPOTA_SRV_CLOSING) {
-        /* Answered (an OFFER): a device that ended its side sends no
-         * ACCEPT, and no DATA goes out ahead of one. */
+    if (c->ended_choosing && !c->closing) {
+        /* Answered: said once, whatever the answer (a NO_UPDATE closes
+         * anyway, below). After an OFFER: a device that ended its side
+         * sends no ACCEPT, and no DATA goes out ahead of one. */
+        c->ended_choosing = 0;
         clog_(c, 0, "the device ended its side before its answer came: answered; closing");
-        return conn_close(c, 0);
+        if (tcpota_srv_get_state(&c->s) != TCPOTA_SRV_CLOSING) {
+            return conn_close(c, 0);
+        }
     }
     if ((rc = queue_data(c, out, cap)) != 0) {
         return rc;

@@ -102,6 +102,9 @@ struct fleet_image {
  * and holds exactly those: a write it saw and the database lost (the same
  * failover) is undone, which no count can show. */
 #define FLEET_SECRETS_OVERLAP 64
+/* A SIGHUP's full read while the database cannot be reached. */
+#define SECRETS_DOWN_SAYS "SIGHUP: the database cannot be reached now; every device secret is" \
+                          " read again as soon as it can be (nothing to do)"
 
 /* The store the API sees: it hands the pending steps to the real store
  * before each of its requests, so that the API reads what was recorded. */
@@ -2164,9 +2167,7 @@ static void secrets_synced(struct store_req *r)
             if (f->secrets_full_saying == 1 && r->rc == STORE_E_UNAVAILABLE) {
                 /* Once: an outage fails every second. (r->err is the
                  * API's words, "try again", not an operator's here.) */
-                say_always(srv->o, LOG_LV_WARN, "SIGHUP: the database cannot be reached now;"
-                           " every device secret is read again as soon as it can be (nothing"
-                           " to do)");
+                say_always(srv->o, LOG_LV_WARN, "%s", SECRETS_DOWN_SAYS);
             } else if (f->secrets_full_saying == 1) {
                 say_always(srv->o, LOG_LV_WARN, "SIGHUP: could not read the device secrets"
                            " again: %s; tried again every second", r->err);
@@ -2241,8 +2242,14 @@ int fleet_reread_secrets(struct server *srv)
         return 0;
     }
     f->secrets_full_due = f->secrets_full_say = 1;
-    say_always(srv->o, LOG_LV_INFO, "SIGHUP: reading every device secret again from the"
-               " database%s", f->secret_asking ? " once the last ask is answered" : "");
+    if (store_down()) {
+        /* One line, not "reading ..." and then why it cannot (a trial). */
+        say_always(srv->o, LOG_LV_WARN, "%s", SECRETS_DOWN_SAYS);
+        f->secrets_full_say = 2; /* said: its failures are not said again */
+    } else {
+        say_always(srv->o, LOG_LV_INFO, "SIGHUP: reading every device secret again from the"
+                   " database%s", f->secret_asking ? " once the last ask is answered" : "");
+    }
     sync_secrets(srv);
     return 1;
 }

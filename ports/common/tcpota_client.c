@@ -324,7 +324,11 @@ static int flush_some(struct tcpota_client *c)
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 return 0;
             }
-            set_err(c, "send: %s", strerror(errno));
+            if (errno == ECONNRESET) {
+                set_err(c, TCPOTA_CLIENT_RESET_SAYS); /* as a read says it */
+            } else {
+                set_err(c, "send: %s", strerror(errno));
+            }
             return -1;
         }
         tcpota_dev_output_done(c->cfg.dev, (size_t)k);
@@ -500,7 +504,7 @@ static int net_read(struct tcpota_client *c)
     if (k == 0) {
         set_err(c, TCPOTA_CLIENT_CLOSED_SAYS);
     } else if (errno == ECONNRESET) {
-        set_err(c, "the server (or a proxy on the way) reset the connection");
+        set_err(c, TCPOTA_CLIENT_RESET_SAYS);
     } else if (errno == EPROTO && c->cfg.io_recv) {
         /* The io hooks' word for a record their TLS refused. */
         set_err(c, "recv: a TLS record failed its check (bytes altered on the way, or a TLS"

@@ -161,6 +161,8 @@ int tcpota_client_wait(struct tcpota_client *c, int fd, short events, uint32_t m
 /* What a device is told when its connection's peer closed it: the server,
  * or a proxy or balancer on the way (the device cannot tell which). */
 #define TCPOTA_CLIENT_CLOSED_SAYS "the server (or a proxy on the way) closed the connection"
+/* ... and when it reset it, seen by a read or a send. */
+#define TCPOTA_CLIENT_RESET_SAYS "the server (or a proxy on the way) reset the connection"
 
 /* What a device is told when the address answered in HTTP (the API's or the
  * download listener's port), in the clear or where a TLS handshake met it:

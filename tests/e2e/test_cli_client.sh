@@ -804,7 +804,7 @@ has err.log "within 1 s; the server may still have made the change: check with t
 # (a trial), and nobody has the new one: say what to do instead.
 route POST /v1/devices/d-7/secret 200 '{"id": "d-7", "secret": "00"}' 3
 run 1 $T device secret d-7 $API --timeout 1
-has err.log "^tcpota device: no answer from the API at http://127.0.0.1:$(cat port) within 1 s; if the server still makes the new secret, the device's old one stops working and the new one reaches nobody: once the server answers, run tcpota device secret d-7 --force again and give the device that one \(--timeout SECONDS waits longer for a busy server\)$"
+has err.log "^tcpota device: no answer from the API at http://127.0.0.1:$(cat port) within 1 s; if the server still makes the new secret, the device's old one stops working and the new one reaches nobody: once the server answers, run tcpota device secret d-7 again and give the device that one \(--timeout SECONDS waits longer for a busy server\)$"
 # A reader that stops reading (| true) is no failure to say: the API
 # commands ignore SIGPIPE, and a broken pipe read "cannot write" (a review).
 route GET /v1/rollouts 200 "{\"rollouts\": [$(printf '{"id": %d, "state": "running"},' $(seq 1 400) | sed 's/,$//')]}"

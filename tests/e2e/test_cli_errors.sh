@@ -597,7 +597,7 @@ rc=0; $T version > /dev/full 2> full.err || rc=$?
 [ $rc -eq 1 ] && grep -qx 'tcpota: cannot write to the standard output: No space left on device; what it printed is lost (anything the command changed stands)' full.err ||
   fail "version > /dev/full: rc $rc $(cat full.err)"
 rc=0; $T keygen --help >&- 2> full.err || rc=$?
-[ $rc -eq 1 ] && grep -q '^tcpota keygen: cannot write to the standard output: Bad file descriptor' full.err ||
+[ $rc -eq 1 ] && grep -q '^tcpota keygen: cannot write to the standard output: it is closed' full.err ||
   fail "keygen --help >&-: rc $rc $(cat full.err)"
 ok "a standard output that takes nothing (/dev/full, closed): exit 1, said"
 
@@ -609,4 +609,6 @@ expect 1 "^tcpota device: stopped at a \(the error above\); not tried: b c$" \
   $T device rm a b c --api 127.0.0.1:1 --token-file rm.tok
 expect 2 "^tcpota device: at most 100 arguments: 'x101' is one more; give the rest in another command$" \
   $T device rm $(seq -f 'x%g' 1 101) --api 127.0.0.1:1 --token-file rm.tok
-ok "device rm: stopped at a failure not about its ID, the rest named; 101 IDs refused as such"
+expect 2 "^tcpota device: the device ID 'c\?x' holds a byte that is not printable ASCII: a device id is 1 to 64 printable ASCII characters$" \
+  $T device rm a b "$(printf 'c\tx')" d --api 127.0.0.1:1 --token-file rm.tok
+ok "device rm: stopped at a failure not about its ID, the rest named; 101 IDs, or one not printable, refused before any request"

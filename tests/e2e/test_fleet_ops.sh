@@ -101,8 +101,11 @@ rc=0; "$TCPOTA" device secret s-1 --out "$WORK/afifo" > "$WORK/out" 2>&1 || rc=$
   fail "--out on a FIFO: rc $rc $(cat "$WORK/out")"
 run_device s-1 esp32 "$WORK/s1-c" --secret "$WORK/s1-new.secret" || fail "a refused --out replaced the secret"
 rc=0; "$TCPOTA" device secret s-full > /dev/full 2> "$WORK/out" || rc=$?
-[ $rc -eq 1 ] && grep -qx "tcpota device: cannot write the new secret of device s-full to the standard output: No space left on device; the server holds it, and nobody has it: make another (tcpota device secret s-full --force --out FILE) and give the device that one" "$WORK/out" &&
+[ $rc -eq 1 ] && grep -qx "tcpota device: cannot write the new secret of device s-full to the standard output: No space left on device; the server holds it, and nobody has it: make another (tcpota device secret s-full --out FILE) and give the device that one" "$WORK/out" &&
   ! grep -q 'save it' "$WORK/out" || fail "device secret > /dev/full: rc $rc $(cat "$WORK/out")"
+rc=0; "$TCPOTA" device secret s-full --json > /dev/full 2> "$WORK/out" || rc=$?
+[ $rc -eq 1 ] && grep -qx "tcpota device: cannot write the new secret of device s-full to the standard output: No space left on device; the server holds it (the previous one no longer works), and nobody has it: make another (tcpota device secret s-full --out FILE) and give the device that one" "$WORK/out" ||
+  fail "device secret --json > /dev/full, replacing one: rc $rc $(cat "$WORK/out")"
 ok "a second device secret replaces the first: the old file is refused, the new one works; one that cannot be shown says so"
 
 # device rm: a device decommissioned leaves the registry with its secret;

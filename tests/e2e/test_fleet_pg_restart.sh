@@ -77,6 +77,8 @@ wait_line "$WORK/n2.log" "SIGHUP: the database cannot be reached now; every devi
 sleep 2.5
 n=$(grep -c 'SIGHUP: the database cannot be reached now' "$WORK/n2.log")
 [ "$n" = 1 ] || fail "node 2 said $n times that it could not read the secrets again"
+grep -q 'SIGHUP: reading every device secret again' "$WORK/n2.log" &&
+  fail "node 2 said it reads the secrets, then that it cannot: $(grep SIGHUP "$WORK/n2.log")"
 ok "database down: every transfer ended, the API answers 503, a check-in gets NO_UPDATE (counted deferred in /metrics), /health answers 503, a SIGHUP's secret read said once"
 
 pg_start "$WORK/pg" || fail "PostgreSQL did not start again"
