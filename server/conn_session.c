@@ -190,9 +190,10 @@ static void log_refusal(const struct conn *c, const struct auth_result *r)
     char when[32] = "?";
 
     if (r->verdict != AUTH_ID_WAITING && r->verdict != AUTH_ADDR_WAITING) {
-        clog_(c, 1, "authentication failed: %s (%u failure%s %s; the next AUTH %s is checked in"
-              " %u s)", auth_verdict_reason(r->verdict), r->failures, text_s(r->failures), whose,
-              whose, r->wait_s);
+        char in[24] = "at once"; /* no backoff yet (a trial read "in 0 s") */
+        if (r->wait_s) snprintf(in, sizeof(in), "in %u s", r->wait_s);
+        clog_(c, 1, "authentication failed: %s (%u failure%s %s; the next AUTH %s is checked %s)",
+              auth_verdict_reason(r->verdict), r->failures, text_s(r->failures), whose, whose, in);
         return;
     }
     if (gmtime_r(&until, &tm)) (void)strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);

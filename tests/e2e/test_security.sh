@@ -351,7 +351,11 @@ grep -q 'authentication failed: wrong answer' server.log || fail "failed authent
 grep -q 'authentication failed: unknown device' server.log || fail "unknown device not logged"
 # An unknown id has no record of its own: the failures counted are its
 # address's, and said so (before: "for this device id", counting others').
-grep -qE 'authentication failed: unknown device .*\([0-9]+ failures? from this address; the next AUTH from this address is checked in [0-9]+ s\)' server.log ||
+# The first failure sets no backoff yet: "at once", not "in 0 s" (a trial).
+grep -qE 'authentication failed: unknown device .*\(1 failure from this address; the next AUTH from this address is checked at once\)' server.log &&
+  ! grep -q 'is checked in 0 s' server.log ||
+  fail "a first failure's next AUTH: $(grep 'authentication failed' server.log | head -2)"
+grep -qE 'authentication failed: unknown device .*\([0-9]+ failures? from this address; the next AUTH from this address is checked (in [1-9][0-9]* s|at once)\)' server.log ||
   fail "an unknown id's failures not said to be its address's: $(grep 'unknown device' server.log | head -2)"
 grep -qE 'authentication failed: wrong answer .*\([0-9]+ failures? for this device id; the next AUTH for this device id' server.log ||
   fail "a wrong answer's failures not said to be its id's: $(grep 'wrong answer' server.log | head -2)"
